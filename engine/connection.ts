@@ -1,0 +1,237 @@
+/**
+ * One SQLite connection with a statement cache. Every statement is classified
+ * when prepared (via SQLite's authorizer): does it only read, and does it
+ * control a transaction. Results come back as arrays with integers as exact
+ * JavaScript values (number when safe, bigint beyond 2^53).
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { resultCodeName } from "./_result_codes.ts";
+import { hasStatement } from "./_sql_text.ts";
+import { Auth, type Database, openDatabase, type Statement } from "./_sqlite.ts";
+
+/** Transaction control done by a statement, as SQLite's authorizer names it. */
+export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ROLLBACK TO";
+
+/** A statement prepared on one connection, with what it does. */
+export interface Prepared {
+  /** The statement. */
+  readonly stmt: Statement;
+  /** True when prepared on the writer connection. */
+  readonly onWriter: boolean;
+  /** True when the statement only reads (may run on a read-only connection). */
+  readonly readOnly: boolean;
+  /** Transaction control done by the statement, or `null`. */
+  readonly txOp: TxOp | null;
+  /** Result column names; refreshed when the schema changes them. */
+  columns: string[];
+}
+
+/** Options for {@link Connection}. */
+export interface ConnectionOptions {
+  /** Open read-only (a reader) rather than read-write (the writer). */
+  readOnly: boolean;
+  /** SQLite busy timeout for locks held by other processes, in ms. */
+  timeout: number;
+  /** Statements kept prepared. */
+  cacheSize: number;
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const MIN_SAFE = -MAX_SAFE;
+
+/** A node:sqlite connection plus a statement cache and classification. */
+export class Connection {
+  /** The underlying node:sqlite database. */
+  readonly db: Database;
+  readonly #isWriter: boolean;
+  readonly #cacheSize: number;
+  readonly #cache = new Map<string, Prepared>();
+  #classifying = false;
+  #sawWrite = false;
+  #txOp: TxOp | null = null;
+
+  /**
+   * @param path Database file.
+   * @param options Read-only or writer, busy timeout, cache size.
+   */
+  constructor(path: string, options: ConnectionOptions) {
+    this.db = openDatabase(path, { readOnly: options.readOnly, timeout: options.timeout });
+    this.#isWriter = !options.readOnly;
+    this.#cacheSize = options.cacheSize;
+    this.db.setAuthorizer((action, arg1) => {
+      if (this.#classifying) this.#classify(action, arg1);
+      return Auth.OK;
+    });
+  }
+
+  /** True while a transaction is open on this connection. */
+  get inTransaction(): boolean {
+    return this.db.isTransaction;
+  }
+
+  /**
+   * Returns the cached statement for `sql`, preparing it on a miss.
+   *
+   * @throws {SqliteError} SQLite's error, `BAD_REQUEST` for empty SQL or
+   *   SQL holding several statements.
+   */
+  prepare(sql: string): Prepared {
+    const hit = this.#cache.get(sql);
+    if (hit !== undefined) return hit;
+    const prepared = this.prepareOne(sql, 0);
+    if (prepared === null) {
+      throw new SqliteError(ErrorCode.BadRequest, "Cannot prepare statement: SQL text is empty");
+    }
+    const used = prepared.stmt.sourceSQL.length;
+    if (used < sql.length && hasStatement(sql, used)) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        "Cannot prepare statement: SQL holds more than one statement; use exec() for scripts",
+      );
+    }
+    if (this.#cache.size >= this.#cacheSize) {
+      this.#cache.delete(this.#cache.keys().next().value!);
+    }
+    this.#cache.set(sql, prepared);
+    return prepared;
+  }
+
+  /**
+   * Prepares the first statement of `sql` at or after index `from`, without
+   * caching it; `null` when no statement is left. The caller continues at
+   * `from + stmt.sourceSQL.length`.
+   */
+  prepareOne(sql: string, from: number): Prepared | null {
+    if (!hasStatement(sql, from)) return null;
+    this.#classifying = true;
+    this.#sawWrite = false;
+    this.#txOp = null;
+    let stmt: Statement;
+    try {
+      stmt = this.db.prepare(from === 0 ? sql : sql.slice(from));
+    } catch (err) {
+      throw toSqliteError(err);
+    } finally {
+      this.#classifying = false;
+    }
+    const readOnly = !this.#sawWrite;
+    stmt.setReturnArrays(true);
+    // Reads try plain numbers first (see readRows); other statements cannot
+    // be re-run, so they always read integers as bigint.
+    stmt.setReadBigInts(!readOnly);
+    return {
+      stmt,
+      onWriter: this.#isWriter,
+      readOnly,
+      txOp: this.#txOp,
+      columns: columnNames(stmt),
+    };
+  }
+
+  /** Closes the connection; the cache is dropped. */
+  close(): void {
+    this.#cache.clear();
+    this.db.close();
+  }
+
+  #classify(action: number, arg1: string | null): void {
+    if (
+      action === Auth.READ || action === Auth.SELECT || action === Auth.FUNCTION ||
+      action === Auth.RECURSIVE
+    ) {
+      return;
+    }
+    this.#sawWrite = true;
+    if (action === Auth.TRANSACTION) {
+      this.#txOp = arg1 as TxOp;
+    } else if (action === Auth.SAVEPOINT) {
+      this.#txOp = arg1 === "BEGIN" ? "SAVEPOINT" : arg1 === "RELEASE" ? "RELEASE" : "ROLLBACK TO";
+    }
+  }
+}
+
+function columnNames(stmt: Statement): string[] {
+  const cols = stmt.columns();
+  const names = new Array<string>(cols.length);
+  for (let i = 0; i < cols.length; i++) names[i] = cols[i].name;
+  return names;
+}
+
+/**
+ * Runs `p` and returns its rows as arrays. A read-only statement first reads
+ * integers as numbers; if one is beyond 2^53 it is run again reading bigints,
+ * which is safe because it changes nothing.
+ *
+ * @throws {SqliteError}
+ */
+export function readRows(p: Prepared, args: unknown[]): unknown[][] {
+  let rows: unknown[][];
+  let bigints = !p.readOnly;
+  try {
+    rows = p.stmt.all(...args) as unknown[][];
+  } catch (err) {
+    if (bigints || (err as { code?: string }).code !== "ERR_OUT_OF_RANGE") {
+      throw toSqliteError(err);
+    }
+    bigints = true;
+    p.stmt.setReadBigInts(true);
+    try {
+      rows = p.stmt.all(...args) as unknown[][];
+    } catch (err2) {
+      throw toSqliteError(err2);
+    } finally {
+      p.stmt.setReadBigInts(false);
+    }
+  }
+  if (rows.length === 0 || rows[0].length !== p.columns.length) p.columns = columnNames(p.stmt);
+  if (bigints) normalizeRows(rows);
+  return rows;
+}
+
+/** Runs `p` for its effect and returns `[changes, lastInsertRowid]`. */
+export function runStatement(p: Prepared, args: unknown[]): [number | bigint, number | bigint] {
+  let info;
+  try {
+    p.stmt.setReadBigInts(true);
+    info = p.stmt.run(...args);
+  } catch (err) {
+    throw toSqliteError(err);
+  } finally {
+    p.stmt.setReadBigInts(!p.readOnly);
+  }
+  return [exactInteger(info.changes), exactInteger(info.lastInsertRowid)];
+}
+
+/** Converts bigints within ±(2^53 - 1) to numbers, in place. */
+function normalizeRows(rows: unknown[][]): void {
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r];
+    for (let i = 0; i < row.length; i++) {
+      const v = row[i];
+      if (typeof v === "bigint" && v <= MAX_SAFE && v >= MIN_SAFE) row[i] = Number(v);
+    }
+  }
+}
+
+/** A number when `v` is a safe integer, else the bigint itself. */
+export function exactInteger(v: number | bigint): number | bigint {
+  return typeof v === "bigint" && v <= MAX_SAFE && v >= MIN_SAFE ? Number(v) : v;
+}
+
+/** Maps an error thrown by node:sqlite to a {@link SqliteError}. */
+export function toSqliteError(err: unknown): SqliteError {
+  if (err instanceof SqliteError) return err;
+  const e = err as { errcode?: number; code?: string; message?: string };
+  const message = e?.message ?? String(err);
+  if (typeof e?.errcode === "number") {
+    return new SqliteError(resultCodeName(e.errcode), message, e.errcode, { cause: err });
+  }
+  if (e?.code === "ERR_SQLITE_ERROR") return new SqliteError("SQLITE_ERROR", message, 1);
+  if (e?.code === "ERR_INVALID_ARG_TYPE" || e?.code === "ERR_INVALID_STATE") {
+    return new SqliteError(ErrorCode.InvalidParam, message, undefined, { cause: err });
+  }
+  return new SqliteError(ErrorCode.Internal, message, undefined, { cause: err });
+}

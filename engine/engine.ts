@@ -1,0 +1,508 @@
+/**
+ * The SQLite side of the server. It knows nothing about sockets.
+ *
+ * One writer connection runs every statement that writes. A session that
+ * opens a transaction owns the writer until the transaction ends, its lease
+ * runs out or it closes; no other session's statement runs inside it. Other
+ * sessions' writes wait in a FIFO queue (callers are told {@link BLOCKED} and
+ * woken later; nothing blocks the event loop), and their reads run at once on
+ * a read-only connection that sees the last committed state (WAL).
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import type { BatchItemPayload, PreparePayload, QueryPayload, RunPayload } from "../protocol/messages.ts";
+import { bindArgs } from "./_bind.ts";
+import { Connection, type Prepared, readRows, runStatement, toSqliteError } from "./connection.ts";
+
+/** Returned by a session method that must wait for the writer. */
+export const BLOCKED: unique symbol = Symbol("BLOCKED");
+
+/** Settings of an {@link Engine}; every field is required. */
+export interface EngineConfig {
+  /** Database file path (`:memory:` gives a private in-memory database). */
+  path: string;
+  /** `PRAGMA synchronous`: `full` survives power loss, `normal` survives a crash. */
+  synchronous: "full" | "normal";
+  /** How long a write waits for the writer before `BUSY_TIMEOUT`, in ms. */
+  busyTimeout: number;
+  /** Idle lease of a transaction before it is rolled back, in ms (0 = none). */
+  txIdleTimeout: number;
+  /** Statements kept prepared per connection. */
+  statementCacheSize: number;
+}
+
+/** Owns the database connections and arbitrates the writer. */
+export class Engine {
+  readonly #config: EngineConfig;
+  readonly #writer: Connection;
+  readonly #reader: Connection | null;
+  #owner: EngineSession | null = null;
+  readonly #waiters: EngineSession[] = [];
+  #draining = false;
+  #leaseTimer: ReturnType<typeof setTimeout> | undefined;
+  #nextSessionId = 1;
+  readonly #sessions = new Set<EngineSession>();
+  #closed = false;
+
+  /**
+   * Opens (creating if needed) the database in WAL mode.
+   *
+   * @throws {SqliteError} when the file cannot be opened.
+   */
+  constructor(config: EngineConfig) {
+    this.#config = config;
+    const timeout = config.busyTimeout;
+    const cacheSize = config.statementCacheSize;
+    try {
+      this.#writer = new Connection(config.path, { readOnly: false, timeout, cacheSize });
+      const w = this.#writer.db;
+      w.exec("PRAGMA journal_mode = WAL");
+      w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
+      w.exec("PRAGMA foreign_keys = ON");
+      this.#reader = config.path === ":memory:"
+        ? null
+        : new Connection(config.path, { readOnly: true, timeout, cacheSize });
+    } catch (err) {
+      throw toSqliteError(err);
+    }
+  }
+
+  /** The SQLite library version. */
+  get sqliteVersion(): string {
+    const rows = readRows(this.#writer.prepare("SELECT sqlite_version()"), []);
+    return rows[0][0] as string;
+  }
+
+  /** The resolved configuration. */
+  get config(): Readonly<EngineConfig> {
+    return this.#config;
+  }
+
+  /** Number of sessions waiting for the writer. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
+  /**
+   * Opens a session. `wake` is called (synchronously) when a session that
+   * got {@link BLOCKED} should retry its request.
+   */
+  openSession(wake: () => void): EngineSession {
+    const session = new EngineSession(this, this.#nextSessionId++, wake);
+    this.#sessions.add(session);
+    return session;
+  }
+
+  /** Rolls back open transactions and closes the database. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of [...this.#sessions]) s.close();
+    clearTimeout(this.#leaseTimer);
+    this.#reader?.close();
+    this.#writer.close();
+  }
+
+  // ---- used by EngineSession -------------------------------------------
+
+  /** @internal */
+  get _writer(): Connection {
+    return this.#writer;
+  }
+
+  /** @internal */
+  get _reader(): Connection | null {
+    return this.#reader;
+  }
+
+  /** @internal */
+  _owns(s: EngineSession): boolean {
+    return this.#owner === s;
+  }
+
+  /**
+   * Gives `s` the writer if it is free and `s` is first in line; otherwise
+   * queues `s` and returns false.
+   *
+   * @internal
+   * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long.
+   */
+  _acquire(s: EngineSession): boolean {
+    if (this.#owner === s) return true;
+    if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
+    if (this.#owner === null && (this.#waiters.length === 0 || this.#waiters[0] === s)) {
+      if (this.#waiters[0] === s) this.#waiters.shift();
+      s._stopWaiting();
+      this.#owner = s;
+      return true;
+    }
+    if (s._waitExpired) {
+      s._waitExpired = false;
+      const holder = this.#owner === null ? "earlier writes in the queue" : `session ${this.#owner.id}`;
+      throw new SqliteError(
+        ErrorCode.BusyTimeout,
+        `Write waited ${this.#config.busyTimeout} ms for the writer, held by ${holder}: ` +
+          "busy timeout (--busy-timeout) exceeded; retry, or keep transactions short",
+      );
+    }
+    if (!s._isWaiting) {
+      this.#waiters.push(s);
+      s._startWaiting(this.#config.busyTimeout);
+    }
+    return false;
+  }
+
+  /**
+   * Called after `s` ran anything on the writer: `s` keeps the writer while a
+   * transaction is open, otherwise the next waiter gets it.
+   *
+   * @internal
+   */
+  _afterWrite(s: EngineSession): void {
+    if (this.#writer.inTransaction) {
+      this.#owner = s;
+      s._lastActive = performance.now();
+      if (this.#leaseTimer === undefined && this.#config.txIdleTimeout > 0) {
+        this.#armLease(this.#config.txIdleTimeout);
+      }
+      return;
+    }
+    this.#release();
+  }
+
+  /** @internal */
+  _leaveQueue(s: EngineSession): void {
+    const i = this.#waiters.indexOf(s);
+    if (i !== -1) this.#waiters.splice(i, 1);
+    if (i === 0) this.#drain();
+  }
+
+  /** Rolls back the owner's transaction (on close or lease expiry). @internal */
+  _abort(s: EngineSession): void {
+    if (this.#owner !== s) return;
+    if (this.#writer.inTransaction) {
+      try {
+        this.#writer.db.exec("ROLLBACK");
+      } catch {
+        // The transaction may already be gone; nothing else to undo.
+      }
+    }
+    this.#release();
+  }
+
+  /** @internal */
+  _forget(s: EngineSession): void {
+    this.#sessions.delete(s);
+  }
+
+  #release(): void {
+    this.#owner = null;
+    if (this.#leaseTimer !== undefined) {
+      clearTimeout(this.#leaseTimer);
+      this.#leaseTimer = undefined;
+    }
+    this.#drain();
+  }
+
+  /** Wakes waiters in order while the writer is free. */
+  #drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      while (this.#owner === null && this.#waiters.length > 0) {
+        const s = this.#waiters[0];
+        s._wake();
+        if (this.#waiters[0] === s) {
+          // It did not take the writer (its request went away): skip it.
+          this.#waiters.shift();
+          s._stopWaiting();
+        }
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  #armLease(ms: number): void {
+    this.#leaseTimer = setTimeout(() => {
+      this.#leaseTimer = undefined;
+      const owner = this.#owner;
+      if (owner === null) return;
+      const idle = performance.now() - owner._lastActive;
+      const limit = this.#config.txIdleTimeout;
+      if (idle + 1 < limit) {
+        this.#armLease(limit - idle);
+        return;
+      }
+      owner._txExpired = true;
+      this._abort(owner);
+    }, ms);
+  }
+}
+
+/** One client's view of the engine; requests run in the order given. */
+export class EngineSession {
+  /** Session number, used in messages to other clients. */
+  readonly id: number;
+  readonly #engine: Engine;
+  readonly #wake: () => void;
+  readonly #handles = new Map<number, string>();
+  #nextHandle = 1;
+  #waitTimer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  /** @internal */ _isWaiting = false;
+  /** @internal */ _waitExpired = false;
+  /** @internal */ _txExpired = false;
+  /** @internal */ _lastActive = 0;
+
+  /** @internal */
+  constructor(engine: Engine, id: number, wake: () => void) {
+    this.#engine = engine;
+    this.id = id;
+    this.#wake = wake;
+  }
+
+  /** True while this session owns an open transaction. */
+  get inTransaction(): boolean {
+    return this.#engine._owns(this);
+  }
+
+  /** Runs a script of zero or more statements without parameters. */
+  exec(sql: string): null | typeof BLOCKED {
+    if (this._txExpired && this.#endsExpiredTx(sql)) return null;
+    const engine = this.#engine;
+    if (!engine._acquire(this)) return BLOCKED;
+    const writer = engine._writer;
+    try {
+      for (let at = 0;;) {
+        const p = writer.prepareOne(sql, at);
+        if (p === null) break;
+        at += p.stmt.sourceSQL.length;
+        runStatement(p, []);
+      }
+    } finally {
+      engine._afterWrite(this);
+    }
+    return null;
+  }
+
+  /** Runs one statement and returns its columns and rows (arrays). */
+  query(sql: string | number, params: unknown): QueryPayload | typeof BLOCKED {
+    const args = bindArgs(params);
+    const p = this.#route(this.#sqlOf(sql));
+    if (p === BLOCKED) return BLOCKED;
+    if (!p.onWriter) return [p.columns, readRows(p, args)];
+    try {
+      const rows = readRows(p, args);
+      return [p.columns, rows];
+    } finally {
+      this.#engine._afterWrite(this);
+    }
+  }
+
+  /** Runs one statement and returns `[changes, lastInsertRowid]`. */
+  run(sql: string | number, params: unknown): RunPayload | typeof BLOCKED {
+    const text = this.#sqlOf(sql);
+    if (this._txExpired && this.#endsExpiredTx(text)) return [0, 0];
+    const args = bindArgs(params);
+    const p = this.#route(text);
+    if (p === BLOCKED) return BLOCKED;
+    if (!p.onWriter) return runStatement(p, args);
+    try {
+      return runStatement(p, args);
+    } finally {
+      this.#engine._afterWrite(this);
+    }
+  }
+
+  /**
+   * Runs statements atomically: all take effect or none does. Inside an open
+   * transaction the batch is a savepoint of it.
+   */
+  batch(items: ReadonlyArray<readonly [string, unknown]>): BatchItemPayload[] | typeof BLOCKED {
+    this.#failIfExpired();
+    const engine = this.#engine;
+    if (!engine._acquire(this)) return BLOCKED;
+    const writer = engine._writer;
+    const nested = writer.inTransaction;
+    try {
+      writer.db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
+      const results: BatchItemPayload[] = [];
+      try {
+        for (let i = 0; i < items.length; i++) results.push(this.#batchItem(items, i));
+        writer.db.exec(nested ? "RELEASE netsqlite_batch" : "COMMIT");
+      } catch (err) {
+        if (writer.inTransaction) {
+          writer.db.exec(
+            nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
+          );
+        }
+        throw err;
+      }
+      return results;
+    } catch (err) {
+      throw toSqliteError(err);
+    } finally {
+      engine._afterWrite(this);
+    }
+  }
+
+  /** Prepares a statement server-side and returns `[handle, columns]`. */
+  prepare(sql: string): PreparePayload | typeof BLOCKED {
+    const p = this.#route(sql);
+    if (p === BLOCKED) return BLOCKED;
+    if (p.onWriter) this.#engine._afterWrite(this);
+    const handle = this.#nextHandle++;
+    this.#handles.set(handle, sql);
+    return [handle, p.columns];
+  }
+
+  /** Frees a handle from {@link prepare}. */
+  finalize(handle: number): null {
+    if (!this.#handles.delete(handle)) throw unknownHandle(handle);
+    return null;
+  }
+
+  /** Rolls back this session's transaction, leaves the queue. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this._stopWaiting();
+    this.#engine._leaveQueue(this);
+    this.#engine._abort(this);
+    this.#handles.clear();
+    this.#engine._forget(this);
+  }
+
+  // ---- internals ---------------------------------------------------------
+
+  /** @internal */
+  _wake(): void {
+    if (!this.#closed) this.#wake();
+  }
+
+  /** @internal */
+  _startWaiting(ms: number): void {
+    this._isWaiting = true;
+    this.#waitTimer = setTimeout(() => {
+      this.#waitTimer = undefined;
+      this._isWaiting = false;
+      this._waitExpired = true;
+      this.#engine._leaveQueue(this);
+      this._wake();
+    }, ms);
+  }
+
+  /** @internal */
+  _stopWaiting(): void {
+    this._isWaiting = false;
+    if (this.#waitTimer !== undefined) {
+      clearTimeout(this.#waitTimer);
+      this.#waitTimer = undefined;
+    }
+  }
+
+  #sqlOf(sql: string | number): string {
+    if (typeof sql === "string") return sql;
+    const text = this.#handles.get(sql);
+    if (text === undefined) throw unknownHandle(sql);
+    return text;
+  }
+
+  /**
+   * Picks the connection for one statement: the writer for the owner and for
+   * writes (queueing if needed), a reader for everyone else's reads.
+   */
+  #route(sql: string): Prepared | typeof BLOCKED {
+    this.#failIfExpired();
+    const engine = this.#engine;
+    if (engine._owns(this)) {
+      this._lastActive = performance.now();
+      return engine._writer.prepare(sql);
+    }
+    const reader = engine._reader;
+    if (reader !== null) {
+      try {
+        const p = reader.prepare(sql);
+        if (p.readOnly) return p;
+      } catch {
+        // Perhaps an object only the writer sees (TEMP): let the writer say.
+      }
+    }
+    if (!engine._acquire(this)) return BLOCKED;
+    try {
+      return engine._writer.prepare(sql);
+    } catch (err) {
+      engine._afterWrite(this);
+      throw err;
+    }
+  }
+
+  #batchItem(items: ReadonlyArray<readonly [string, unknown]>, i: number): BatchItemPayload {
+    const [sql, params] = items[i];
+    try {
+      const p = this.#engine._writer.prepare(sql);
+      if (p.txOp !== null) {
+        throw new SqliteError(
+          ErrorCode.BadRequest,
+          "Batch statements cannot control transactions: the batch is one already",
+        );
+      }
+      const args = bindArgs(params);
+      if (p.columns.length === 0) return [...runStatement(p, args), [], []];
+      const rows = readRows(p, args);
+      if (p.readOnly) return [0, 0, p.columns, rows];
+      const [changes, lastId] = readRows(
+        this.#engine._writer.prepare("SELECT changes(), last_insert_rowid()"),
+        [],
+      )[0] as [number, number];
+      return [changes, lastId, p.columns, rows];
+    } catch (err) {
+      const e = toSqliteError(err);
+      throw new SqliteError(
+        e.code,
+        `Batch statement ${i + 1} of ${items.length} failed, nothing was applied: ${e.message}`,
+        e.sqliteCode,
+        { cause: e },
+      );
+    }
+  }
+
+  #failIfExpired(): void {
+    if (this._txExpired) throw txTimeout(this.#engine.config.txIdleTimeout);
+  }
+
+  /**
+   * After a lease expiry, requests fail with `TX_TIMEOUT` until the client
+   * ends the (already rolled back) transaction. A ROLLBACK succeeds; COMMIT
+   * fails but also ends the aborted state.
+   */
+  #endsExpiredTx(sql: string): boolean {
+    let op = null;
+    try {
+      op = this.#engine._writer.prepareOne(sql, 0)?.txOp ?? null;
+    } catch {
+      // Not a statement we can read: fall through to TX_TIMEOUT.
+    }
+    if (op === "ROLLBACK" || op === "COMMIT") this._txExpired = false;
+    if (op === "ROLLBACK") return true;
+    throw txTimeout(this.#engine.config.txIdleTimeout);
+  }
+}
+
+function unknownHandle(handle: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.UnknownStatement,
+    `Unknown statement handle ${handle}: it was finalized or never prepared on this connection`,
+  );
+}
+
+function txTimeout(ms: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxTimeout,
+    `Transaction was rolled back after ${ms} ms idle (--tx-idle-timeout); ` +
+      "send ROLLBACK to end it, then retry the whole transaction",
+  );
+}

@@ -1,0 +1,39 @@
+/**
+ * netsqlite: many processes share one SQLite database through a server that
+ * owns the file, over a Unix socket (or TCP), with real transactions, exact
+ * values and typed errors.
+ *
+ * Start a server with `deno task serve` (or {@link serve}), then:
+ *
+ * @example
+ * ```ts
+ * import { connect, serve } from "./mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/app.db`, path: `${dir}/app.sock` });
+ * await using db = await connect({ path: `${dir}/app.sock` });
+ * await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)");
+ * const { lastInsertRowid } = await db.run("INSERT INTO t (name) VALUES (?)", ["ada"]);
+ * const rows = await db.query<{ id: number; name: string }>("SELECT * FROM t");
+ * if (rows[0].id !== lastInsertRowid || rows[0].name !== "ada") throw new Error("mismatch");
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type BatchResult,
+  type BatchStatement,
+  type BindParams,
+  type BindValue,
+  Client,
+  connect,
+  type ConnectOptions,
+  type Row,
+  type RunResult,
+  type SqlValue,
+  Statement,
+} from "./client.ts";
+export { type Address, ListenError, serve, type ServeOptions, type Server, VERSION } from "./server.ts";
+export { ConnectionError, ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
+export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
+export { defaultSocketPath } from "./transport/address.ts";

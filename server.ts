@@ -1,0 +1,241 @@
+/**
+ * The netsqlite server: owns one SQLite database and serves it to many
+ * processes over a Unix socket (or TCP).
+ *
+ * Run it: `deno task serve`, or `deno run -A server.ts --help`.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { connect } from "./client.ts";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/app.db`, path: `${dir}/app.sock` });
+ * await using db = await connect({ path: `${dir}/app.sock` });
+ * const row = await db.get<{ one: number }>("SELECT 1 AS one");
+ * if (row?.one !== 1) throw new Error("unexpected answer");
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { Engine } from "./engine/engine.ts";
+import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
+import { Session } from "./server/session.ts";
+import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
+import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
+import { listen } from "./transport/listen.ts";
+
+export type { ServeOptions } from "./server/options.ts";
+export { ListenError } from "./transport/listen.ts";
+export type { Address } from "./transport/address.ts";
+
+/** Version of this package. */
+export const VERSION = "0.1.0";
+
+/** A running server. */
+export interface Server {
+  /** The address the server listens on (with the real port for TCP port 0). */
+  readonly addr: Address;
+  /** Resolves once the server has stopped and the database is closed. */
+  readonly finished: Promise<void>;
+  /** Stops accepting, closes every connection (rolling back their transactions), closes the database. */
+  shutdown(): Promise<void>;
+  /** Same as {@link Server.shutdown}. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Opens the database and starts serving it.
+ *
+ * @param options Database, address and limits; see {@link ServeOptions}.
+ * @returns the running server once it listens.
+ * @throws {TypeError | RangeError} on invalid options.
+ * @throws {ListenError} when the address is taken by a live server.
+ * @throws {SqliteError} when the database cannot be opened.
+ */
+export async function serve(options: ServeOptions = {}): Promise<Server> {
+  const config = resolveServeOptions(options);
+  const engine = new Engine(config.engine);
+  let listener: Deno.Listener;
+  try {
+    listener = await listen(config.address);
+  } catch (err) {
+    engine.close();
+    throw err;
+  }
+  return new RunningServer(config, engine, listener);
+}
+
+class RunningServer implements Server {
+  readonly addr: Address;
+  readonly finished: Promise<void>;
+  readonly #engine: Engine;
+  readonly #listener: Deno.Listener;
+  readonly #sessions = new Set<Session>();
+  readonly #hello: HelloReply;
+  readonly #config: ServeConfig;
+  #stopping: Promise<void> | null = null;
+
+  constructor(config: ServeConfig, engine: Engine, listener: Deno.Listener) {
+    this.#config = config;
+    this.#engine = engine;
+    this.#listener = listener;
+    const la = listener.addr;
+    this.addr = la.transport === "unix"
+      ? { transport: "unix", path: (la as Deno.UnixAddr).path }
+      : { transport: "tcp", hostname: (la as Deno.NetAddr).hostname, port: (la as Deno.NetAddr).port };
+    this.#hello = {
+      version: PROTOCOL_VERSION,
+      server: `netsqlite ${VERSION}`,
+      sqliteVersion: engine.sqliteVersion,
+      limits: {
+        maxFrameSize: config.maxFrameSize,
+        busyTimeout: config.engine.busyTimeout,
+        txIdleTimeout: config.engine.txIdleTimeout,
+      },
+    };
+    if (config.announceFile !== null && this.addr.transport === "tcp") {
+      Deno.writeTextFileSync(config.announceFile, String(this.addr.port));
+    }
+    this.finished = this.#acceptLoop();
+  }
+
+  async #acceptLoop(): Promise<void> {
+    const served = new Set<Promise<void>>();
+    try {
+      for await (const conn of this.#listener) {
+        if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+        const session = new Session(conn, this.#engine, this.#hello);
+        this.#sessions.add(session);
+        const done = session.serve().finally(() => {
+          this.#sessions.delete(session);
+          served.delete(done);
+        });
+        served.add(done);
+      }
+    } catch {
+      // The listener was closed by shutdown().
+    }
+    for (const s of this.#sessions) s.close();
+    await Promise.all(served);
+    this.#engine.close();
+    await this.#cleanupFiles();
+  }
+
+  async #cleanupFiles(): Promise<void> {
+    const files = [this.#config.announceFile];
+    if (this.addr.transport === "unix") files.push(this.addr.path);
+    for (const f of files) {
+      if (f !== null) await Deno.remove(f).catch(() => {});
+    }
+  }
+
+  shutdown(): Promise<void> {
+    if (this.#stopping === null) {
+      try {
+        this.#listener.close();
+      } catch {
+        // Already closed.
+      }
+      this.#stopping = this.finished;
+    }
+    return this.#stopping;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+}
+
+const HELP = `netsqlite server ${VERSION}: share one SQLite database between processes
+
+Usage: deno run -A server.ts [options]
+
+Options:
+  --db PATH               database file, created if absent (default ./netsqlite.db)
+  --socket PATH           Unix socket to listen on (default: per user and database,
+                          under $XDG_RUNTIME_DIR/netsqlite/ or <tmpdir>/netsqlite-<uid>/)
+  --tcp HOST:PORT         listen on TCP instead (port 0 picks a free port)
+  --synchronous MODE      full (default; acknowledged writes survive power loss) or normal
+  --busy-timeout MS       how long a write waits for the writer (default 5000)
+  --tx-idle-timeout MS    roll back a transaction idle this long; 0 = never (default 10000)
+  --max-frame-size BYTES  largest request or reply (default 67108864)
+  --help                  show this help
+`;
+
+/** Parses command-line arguments into {@link ServeOptions}. */
+export function parseServeArgs(args: string[]): ServeOptions | "help" {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      db: { type: "string" },
+      socket: { type: "string" },
+      tcp: { type: "string" },
+      synchronous: { type: "string" },
+      "busy-timeout": { type: "string" },
+      "tx-idle-timeout": { type: "string" },
+      "max-frame-size": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  const options: ServeOptions = {
+    database: values.db,
+    path: values.socket,
+    synchronous: values.synchronous as ServeOptions["synchronous"],
+    busyTimeout: numberArg("--busy-timeout", values["busy-timeout"]),
+    txIdleTimeout: numberArg("--tx-idle-timeout", values["tx-idle-timeout"]),
+    maxFrameSize: numberArg("--max-frame-size", values["max-frame-size"]),
+  };
+  if (values.tcp !== undefined) {
+    const { hostname, port } = parseHostPort(values.tcp);
+    options.hostname = hostname;
+    options.port = port;
+  }
+  return options;
+}
+
+function numberArg(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (text.trim() === "" || !Number.isFinite(n)) {
+    throw new TypeError(`Invalid ${flag} "${text}": expected a number`);
+  }
+  return n;
+}
+
+async function main(): Promise<number> {
+  let options;
+  try {
+    options = parseServeArgs(Deno.args);
+  } catch (err) {
+    console.error(`netsqlite: ${(err as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  if (options === "help") {
+    console.log(HELP);
+    return 0;
+  }
+  let server: Server;
+  try {
+    server = await serve(options);
+  } catch (err) {
+    console.error(`netsqlite: ${(err as Error).message}`);
+    return 1;
+  }
+  const db = options.database ?? "netsqlite.db";
+  console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}`);
+  const stop = () => {
+    console.log("netsqlite: shutting down");
+    server.shutdown();
+  };
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const sig of signals) Deno.addSignalListener(sig, stop);
+  await server.finished;
+  for (const sig of signals) Deno.removeSignalListener(sig, stop);
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,123 @@
+/**
+ * Server options: what users pass, and the validated, fully-filled
+ * configuration the server runs with.
+ *
+ * @module
+ */
+
+import {
+  type Address,
+  DEFAULT_DATABASE,
+  defaultSocketPath,
+  HAS_UNIX_SOCKETS,
+} from "../transport/address.ts";
+import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
+import type { EngineConfig } from "../engine/engine.ts";
+
+/** Options of {@link serve}. */
+export interface ServeOptions {
+  /**
+   * Database file, created if absent.
+   * @default {"netsqlite.db"}
+   */
+  database?: string;
+  /**
+   * Unix socket path to listen on.
+   * @default {the per-user, per-database path from `defaultSocketPath()`}
+   */
+  path?: string;
+  /** Listen on TCP at this host instead of a Unix socket. @default {"127.0.0.1" when `port` is set} */
+  hostname?: string;
+  /** Listen on TCP at this port (0 picks a free one) instead of a Unix socket. */
+  port?: number;
+  /**
+   * `full`: an acknowledged write survives power loss. `normal`: it survives
+   * a crash of the server but not of the machine.
+   * @default {"full"}
+   */
+  synchronous?: "full" | "normal";
+  /** How long a write waits for the writer before `BUSY_TIMEOUT`, in ms. @default {5000} */
+  busyTimeout?: number;
+  /** Idle time after which an open transaction is rolled back, in ms; 0 = never. @default {10000} */
+  txIdleTimeout?: number;
+  /** Largest frame payload accepted or sent, in bytes. @default {67108864} */
+  maxFrameSize?: number;
+  /** Statements kept prepared per SQLite connection. @default {256} */
+  statementCacheSize?: number;
+}
+
+/** The resolved server configuration. */
+export interface ServeConfig {
+  /** Where to listen. */
+  address: Address;
+  /** Engine settings. */
+  engine: EngineConfig;
+  /** Largest frame payload, in bytes. */
+  maxFrameSize: number;
+  /** Whether the TCP port is announced in a file (Windows default). */
+  announceFile: string | null;
+}
+
+/**
+ * Validates `options` and fills in defaults.
+ *
+ * @throws {TypeError} on a value of the wrong type or an unknown choice.
+ * @throws {RangeError} on a number out of range.
+ */
+export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
+  const database = options.database ?? DEFAULT_DATABASE;
+  if (typeof database !== "string" || database === "") {
+    throw new TypeError(`Invalid option "database": expected a file path, got ${String(database)}`);
+  }
+  const synchronous = options.synchronous ?? "full";
+  if (synchronous !== "full" && synchronous !== "normal") {
+    throw new TypeError(
+      `Invalid option "synchronous": expected "full" or "normal", got "${String(synchronous)}"`,
+    );
+  }
+  const tcp = options.port !== undefined || options.hostname !== undefined;
+  if (tcp && options.path !== undefined) {
+    throw new TypeError('Invalid options: give either "path" (Unix socket) or "hostname"/"port" (TCP)');
+  }
+  let address: Address;
+  let announceFile: string | null = null;
+  if (tcp) {
+    address = {
+      transport: "tcp",
+      hostname: options.hostname ?? "127.0.0.1",
+      port: integer("port", options.port ?? 0, 0, 65535),
+    };
+  } else if (options.path !== undefined || HAS_UNIX_SOCKETS) {
+    address = { transport: "unix", path: options.path ?? defaultSocketPath(database) };
+  } else {
+    address = { transport: "tcp", hostname: "127.0.0.1", port: 0 };
+    announceFile = announcePath(database);
+  }
+  return {
+    address,
+    announceFile,
+    maxFrameSize: integer("maxFrameSize", options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE, 1024, 2 ** 31 - 1),
+    engine: {
+      path: database,
+      synchronous,
+      busyTimeout: integer("busyTimeout", options.busyTimeout ?? 5000, 0, 2 ** 31 - 1),
+      txIdleTimeout: integer("txIdleTimeout", options.txIdleTimeout ?? 10000, 0, 2 ** 31 - 1),
+      statementCacheSize: integer("statementCacheSize", options.statementCacheSize ?? 256, 1, 1e6),
+    },
+  };
+}
+
+/** File in which a server without Unix sockets announces its TCP port. */
+export function announcePath(database: string): string {
+  return defaultSocketPath(database).replace(/\.sock$/, ".port");
+}
+
+function integer(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new TypeError(`Invalid option "${name}": expected an integer, got ${String(value)}`);
+  }
+  if (value < min || value > max) {
+    throw new RangeError(`Invalid option "${name}": ${value} is outside ${min}..${max}`);
+  }
+  return value;
+}

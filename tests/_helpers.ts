@@ -1,0 +1,139 @@
+/**
+ * Test helpers: start real servers (in-process or as a separate process) on
+ * fresh temp sockets or ports, and clean them up with `await using`.
+ */
+
+import { connect, type ConnectOptions } from "../client.ts";
+import { serve, type ServeOptions, type Server } from "../server.ts";
+import type { Client } from "../client.ts";
+
+/** A temp directory removed on dispose. */
+export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  return {
+    path,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** An in-process server on a fresh temp database and socket (or TCP port 0). */
+export interface TestServer extends AsyncDisposable {
+  server: Server;
+  dir: string;
+  database: string;
+  /** Options that reach this server with `connect()`. */
+  connectOptions: ConnectOptions;
+  /** Opens a new client connection. */
+  client(): Promise<Client>;
+}
+
+/** Starts an in-process server; `transport: "tcp"` listens on 127.0.0.1:0. */
+export async function startServer(
+  options: ServeOptions & { transport?: "unix" | "tcp" } = {},
+): Promise<TestServer> {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const database = options.database ?? `${dir}/test.db`;
+  const { transport, ...rest } = options;
+  const server = await serve(
+    transport === "tcp"
+      ? { database, hostname: "127.0.0.1", port: 0, ...rest }
+      : { database, path: `${dir}/test.sock`, ...rest },
+  );
+  const addr = server.addr;
+  const connectOptions: ConnectOptions = addr.transport === "unix"
+    ? { path: addr.path }
+    : { hostname: addr.hostname, port: addr.port };
+  return {
+    server,
+    dir,
+    database,
+    connectOptions,
+    client: () => connect(connectOptions),
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** A server running as a separate `deno run server.ts` process. */
+export interface ServerProcess extends AsyncDisposable {
+  child: Deno.ChildProcess;
+  dir: string;
+  database: string;
+  connectOptions: ConnectOptions;
+  /** The line the server printed when it started listening. */
+  banner: string;
+  client(): Promise<Client>;
+  /** Sends SIGKILL and waits for the process to end. */
+  kill(): Promise<void>;
+}
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+
+/**
+ * Runs `deno run -A server.ts` with `args` plus `--db`/`--socket` in a fresh
+ * temp dir (unless `dir`/`database` are given), and waits for its banner.
+ */
+export async function startServerProcess(
+  options: { args?: string[]; transport?: "unix" | "tcp"; dir?: string; database?: string } = {},
+): Promise<ServerProcess> {
+  const ownDir = options.dir === undefined;
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const database = options.database ?? `${dir}/test.db`;
+  const where = options.transport === "tcp"
+    ? ["--tcp", "127.0.0.1:0"]
+    : ["--socket", `${dir}/test.sock`];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SERVER_TS, "--db", database, ...where, ...(options.args ?? [])],
+    stdout: "piped",
+    stderr: "inherit",
+    stdin: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let banner = "";
+  while (!banner.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    banner += value;
+  }
+  // Keep draining stdout so the child never blocks on a full pipe.
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  const m = /on (unix:(\S+)|tcp:(\S+):(\d+))/.exec(banner);
+  if (!m) {
+    child.kill("SIGKILL");
+    await child.status;
+    await drained;
+    throw new Error(`Server process did not start: ${JSON.stringify(banner)}`);
+  }
+  const connectOptions: ConnectOptions = m[2] !== undefined
+    ? { path: m[2] }
+    : { hostname: m[3], port: Number(m[4]) };
+  let ended = false;
+  const kill = async () => {
+    if (ended) return;
+    ended = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await child.status;
+    await drained;
+  };
+  return {
+    child,
+    dir,
+    database,
+    connectOptions,
+    banner: banner.trim(),
+    client: () => connect(connectOptions),
+    kill,
+    async [Symbol.asyncDispose]() {
+      await kill();
+      if (ownDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}

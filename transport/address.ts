@@ -1,0 +1,99 @@
+/**
+ * Where a server listens and a client connects: a Unix socket path or a TCP
+ * host and port, and the default socket path for a database.
+ *
+ * @module
+ */
+
+import { tmpdir } from "node:os";
+import { basename, join, resolve } from "node:path";
+
+/** A Unix socket address. */
+export interface UnixAddress {
+  transport: "unix";
+  /** Socket file path. */
+  path: string;
+}
+
+/** A TCP address. */
+export interface TcpAddress {
+  transport: "tcp";
+  /** Host name or IP address. */
+  hostname: string;
+  /** Port; 0 asks the system to pick one when listening. */
+  port: number;
+}
+
+/** A Unix socket or TCP address. */
+export type Address = UnixAddress | TcpAddress;
+
+/** Database served when none is named: `./netsqlite.db`. */
+export const DEFAULT_DATABASE = "netsqlite.db";
+
+/** True where Deno has Unix sockets (not on Windows). */
+export const HAS_UNIX_SOCKETS: boolean = Deno.build.os !== "windows";
+
+/**
+ * Directory that holds a user's default sockets: `$XDG_RUNTIME_DIR/netsqlite`
+ * when that is set, else `<tmpdir>/netsqlite-<uid>`.
+ */
+export function defaultSocketDir(): string {
+  const runtime = Deno.env.get("XDG_RUNTIME_DIR");
+  if (runtime) return join(runtime, "netsqlite");
+  const uid = Deno.uid();
+  return join(tmpdir(), `netsqlite-${uid ?? userName()}`);
+}
+
+/**
+ * Default socket path for `database`: one per user and per database file,
+ * `<dir>/<name>-<hash of the absolute path>.sock`. On Windows this names the
+ * file where the server announces its TCP port instead.
+ *
+ * @example
+ * ```ts
+ * import { defaultSocketPath } from "./address.ts";
+ * const a = defaultSocketPath("/data/app.db");
+ * if (a !== defaultSocketPath("/data/app.db")) throw new Error("must be stable");
+ * if (a === defaultSocketPath("/other/app.db")) throw new Error("must differ per database");
+ * ```
+ */
+export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
+  const absolute = resolve(database);
+  const name = basename(absolute).replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]/g, "_")
+    .slice(0, 32);
+  return join(defaultSocketDir(), `${name}-${fnv1a(absolute)}.sock`);
+}
+
+/** Formats an address for messages: `unix:/path` or `tcp:host:port`. */
+export function formatAddress(addr: Address): string {
+  return addr.transport === "unix"
+    ? `unix:${addr.path}`
+    : `tcp:${addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname}:${addr.port}`;
+}
+
+/**
+ * Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
+ *
+ * @throws {TypeError} when the text is not `HOST:PORT` with a port 0-65535.
+ */
+export function parseHostPort(text: string): TcpAddress {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new TypeError(`Cannot parse address "${text}": expected HOST:PORT, e.g. 127.0.0.1:7878`);
+  }
+  return { transport: "tcp", hostname: m[1] ?? (m[2] || "127.0.0.1"), port };
+}
+
+function userName(): string {
+  return (Deno.env.get("USERNAME") ?? Deno.env.get("USER") ?? "user").replace(/[^\w-]/g, "_");
+}
+
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, "0");
+}

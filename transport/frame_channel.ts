@@ -1,0 +1,151 @@
+/**
+ * A framed, full-duplex channel over a `Deno.Conn`, used by both the client
+ * and the server. Reading hands complete frame payloads to a callback; writing
+ * sends whatever an {@link Outbox} has gathered, one write at a time, so
+ * replies produced together leave in one syscall.
+ *
+ * @module
+ */
+
+import { FrameReader } from "./frame_reader.ts";
+
+/** A source of bytes to send, e.g. a `MessageEncoder`. */
+export interface Outbox {
+  /** Bytes waiting to be sent. */
+  readonly size: number;
+  /** Returns and clears the waiting bytes. */
+  take(): Uint8Array;
+}
+
+/** Callbacks of a {@link FrameChannel}. */
+export interface ChannelHandler {
+  /** One complete frame payload arrived. */
+  onFrame(payload: Uint8Array): void;
+  /** Every frame of the last read has been handed to `onFrame`. */
+  onReadEnd(): void;
+  /** The outbox was written out completely. */
+  onDrain(): void;
+}
+
+const READ_SIZE = 64 * 1024;
+
+/** Reads frames from and writes an outbox to one connection. */
+export class FrameChannel {
+  readonly #conn: Deno.Conn;
+  readonly #frames: FrameReader;
+  readonly #outbox: Outbox;
+  readonly #handler: ChannelHandler;
+  #writing = false;
+  #pendingWrite: Promise<void> | null = null;
+  #closed = false;
+  #resumeRead: (() => void) | null = null;
+  #paused = false;
+
+  /**
+   * @param conn The connection; the channel closes it.
+   * @param maxFrameSize Largest frame payload accepted.
+   * @param outbox Where outgoing bytes are gathered.
+   * @param handler Frame and drain callbacks.
+   */
+  constructor(conn: Deno.Conn, maxFrameSize: number, outbox: Outbox, handler: ChannelHandler) {
+    this.#conn = conn;
+    this.#frames = new FrameReader(maxFrameSize);
+    this.#outbox = outbox;
+    this.#handler = handler;
+  }
+
+  /** True once {@link close} was called or the connection failed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** True while a write is in progress. */
+  get writing(): boolean {
+    return this.#writing;
+  }
+
+  /**
+   * Reads until the peer closes, the connection fails or {@link close} is
+   * called. Errors thrown by `onFrame` (such as `FRAME_TOO_LARGE` from the
+   * frame reader) end the loop and are rethrown.
+   *
+   * @returns when the stream ended; rejects with a frame or handler error.
+   */
+  async readLoop(): Promise<void> {
+    const buf = new Uint8Array(READ_SIZE);
+    while (!this.#closed) {
+      if (this.#paused) {
+        await new Promise<void>((resolve) => this.#resumeRead = resolve);
+        if (this.#closed) break;
+      }
+      let n: number | null;
+      try {
+        n = await this.#conn.read(buf);
+      } catch {
+        n = null; // Reset by peer or closed under us: the stream ended.
+      }
+      if (n === null) break;
+      this.#frames.push(buf.slice(0, n));
+      for (let frame; (frame = this.#frames.next()) !== undefined;) {
+        this.#handler.onFrame(frame);
+        if (this.#closed) return;
+      }
+      this.#handler.onReadEnd();
+    }
+  }
+
+  /** Stops reading after the current chunk until {@link resumeReading}. */
+  pauseReading(): void {
+    this.#paused = true;
+  }
+
+  /** Resumes a paused read loop. */
+  resumeReading(): void {
+    this.#paused = false;
+    const resume = this.#resumeRead;
+    this.#resumeRead = null;
+    resume?.();
+  }
+
+  /** Starts sending the outbox if no write is in progress. */
+  flush(): void {
+    if (this.#writing || this.#closed || this.#outbox.size === 0) return;
+    this.#writing = true;
+    this.#pendingWrite = this.#writeLoop();
+  }
+
+  /** Sends the outbox and resolves once it was written (or the write failed). */
+  async drain(): Promise<void> {
+    this.flush();
+    if (this.#pendingWrite !== null) await this.#pendingWrite;
+  }
+
+  async #writeLoop(): Promise<void> {
+    try {
+      while (this.#outbox.size > 0 && !this.#closed) {
+        const bytes = this.#outbox.take();
+        for (let off = 0; off < bytes.length;) {
+          off += await this.#conn.write(off === 0 ? bytes : bytes.subarray(off));
+        }
+      }
+    } catch {
+      this.close(); // The peer is gone; the read loop will end too.
+      return;
+    } finally {
+      this.#writing = false;
+    }
+    this.#handler.onDrain();
+  }
+
+  /** Closes the connection. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+    this.resumeReading();
+  }
+}
