@@ -339,7 +339,10 @@ export class Client {
   #onFrame(payload: Uint8Array): void {
     const reply = this.#decoder.decode(payload) as [number, number, unknown];
     if (!Array.isArray(reply) || typeof reply[0] !== "number" || typeof reply[1] !== "number") {
-      throw new ProtocolError(ErrorCode.BadRequest, "Cannot read reply: expected [id, status, payload]");
+      throw new ProtocolError(
+        ErrorCode.BadRequest,
+        "Cannot read reply: expected [id, status, payload]",
+      );
     }
     const [id, status, body] = reply;
     if (id === CONNECTION_ERROR_ID) {
@@ -392,13 +395,21 @@ export class Statement {
 
   /** Runs the statement and returns every row as an object. */
   async all<T = Row>(params?: BindParams): Promise<T[]> {
-    const [columns, rows] = await this.#client._send(Op.Query, this.#handle, params) as QueryPayload;
+    const [columns, rows] = await this.#client._send(
+      Op.Query,
+      this.#handle,
+      params,
+    ) as QueryPayload;
     return toObjects(columns, rows) as T[];
   }
 
   /** Runs the statement and returns its first row, or `undefined`. */
   async get<T = Row>(params?: BindParams): Promise<T | undefined> {
-    const [columns, rows] = await this.#client._send(Op.Query, this.#handle, params) as QueryPayload;
+    const [columns, rows] = await this.#client._send(
+      Op.Query,
+      this.#handle,
+      params,
+    ) as QueryPayload;
     return rows.length === 0 ? undefined : toObject(columns, rows[0]) as T;
   }
 
@@ -410,7 +421,11 @@ export class Statement {
 
   /** Runs the statement and reports what it changed. */
   async run(params?: BindParams): Promise<RunResult> {
-    const [changes, lastInsertRowid] = await this.#client._send(Op.Run, this.#handle, params) as RunPayload;
+    const [changes, lastInsertRowid] = await this.#client._send(
+      Op.Run,
+      this.#handle,
+      params,
+    ) as RunPayload;
     return { changes, lastInsertRowid };
   }
 

@@ -33,7 +33,14 @@ export {
   type SqlValue,
   Statement,
 } from "./client.ts";
-export { type Address, ListenError, serve, type ServeOptions, type Server, VERSION } from "./server.ts";
+export {
+  type Address,
+  ListenError,
+  serve,
+  type ServeOptions,
+  type Server,
+  VERSION,
+} from "./server.ts";
 export { ConnectionError, ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
 export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
 export { defaultSocketPath } from "./transport/address.ts";

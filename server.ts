@@ -84,7 +84,11 @@ class RunningServer implements Server {
     const la = listener.addr;
     this.addr = la.transport === "unix"
       ? { transport: "unix", path: (la as Deno.UnixAddr).path }
-      : { transport: "tcp", hostname: (la as Deno.NetAddr).hostname, port: (la as Deno.NetAddr).port };
+      : {
+        transport: "tcp",
+        hostname: (la as Deno.NetAddr).hostname,
+        port: (la as Deno.NetAddr).port,
+      };
     this.#hello = {
       version: PROTOCOL_VERSION,
       server: `netsqlite ${VERSION}`,

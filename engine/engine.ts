@@ -12,7 +12,12 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import type { BatchItemPayload, PreparePayload, QueryPayload, RunPayload } from "../protocol/messages.ts";
+import type {
+  BatchItemPayload,
+  PreparePayload,
+  QueryPayload,
+  RunPayload,
+} from "../protocol/messages.ts";
 import { bindArgs } from "./_bind.ts";
 import { Connection, type Prepared, readRows, runStatement, toSqliteError } from "./connection.ts";
 
@@ -140,7 +145,9 @@ export class Engine {
     }
     if (s._waitExpired) {
       s._waitExpired = false;
-      const holder = this.#owner === null ? "earlier writes in the queue" : `session ${this.#owner.id}`;
+      const holder = this.#owner === null
+        ? "earlier writes in the queue"
+        : `session ${this.#owner.id}`;
       throw new SqliteError(
         ErrorCode.BusyTimeout,
         `Write waited ${this.#config.busyTimeout} ms for the writer, held by ${holder}: ` +

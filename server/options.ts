@@ -77,7 +77,9 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   }
   const tcp = options.port !== undefined || options.hostname !== undefined;
   if (tcp && options.path !== undefined) {
-    throw new TypeError('Invalid options: give either "path" (Unix socket) or "hostname"/"port" (TCP)');
+    throw new TypeError(
+      'Invalid options: give either "path" (Unix socket) or "hostname"/"port" (TCP)',
+    );
   }
   let address: Address;
   let announceFile: string | null = null;
@@ -96,7 +98,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   return {
     address,
     announceFile,
-    maxFrameSize: integer("maxFrameSize", options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE, 1024, 2 ** 31 - 1),
+    maxFrameSize: integer(
+      "maxFrameSize",
+      options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+      1024,
+      2 ** 31 - 1,
+    ),
     engine: {
       path: database,
       synchronous,

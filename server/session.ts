@@ -91,7 +91,10 @@ export class Session {
   #onHello(msg: Request): void {
     const opts = msg[2] as { version?: unknown } | undefined;
     if (msg[0] !== Op.Hello || typeof opts !== "object" || opts === null) {
-      throw new ProtocolError(ErrorCode.BadRequest, "Cannot start session: first request must be hello");
+      throw new ProtocolError(
+        ErrorCode.BadRequest,
+        "Cannot start session: first request must be hello",
+      );
     }
     if (opts.version !== PROTOCOL_VERSION) {
       throw new ProtocolError(
