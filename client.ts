@@ -84,6 +84,16 @@ export interface BatchResult<T = Row> extends RunResult {
   rows: T[];
 }
 
+/** Options of {@link Client.transaction}. */
+export interface TransactionOptions {
+  /**
+   * How the outermost transaction begins: `deferred`, `immediate` or
+   * `exclusive`. netsqlite gives the transaction the writer either way.
+   * @default {"deferred"}
+   */
+  behavior?: "deferred" | "immediate" | "exclusive";
+}
+
 /** Options of {@link connect}. */
 export interface ConnectOptions {
   /** Unix socket path of the server. @default {the default socket of `database`} */
@@ -158,6 +168,7 @@ export class Client {
   #nextId = 1;
   #flushQueued = false;
   #inTransaction = false;
+  #txDepth = 0;
   #closed: ConnectionError | null = null;
   #info: HelloReply | null = null;
 
@@ -269,6 +280,58 @@ export class Client {
       lastInsertRowid,
       rows: toObjects(columns, rows) as T[],
     }));
+  }
+
+  /**
+   * Runs `fn` inside a transaction: commits when it resolves, rolls back when
+   * it throws (and rethrows), and returns its value. A nested call uses a
+   * savepoint, so only the inner work is undone when the inner `fn` throws.
+   *
+   * While the transaction is open no other client's statement runs inside
+   * it; their writes wait, their reads see the last committed state. Run
+   * transactions one after another on one client: concurrent calls on the
+   * same client share one connection and would nest.
+   *
+   * @param fn The work; it receives this client.
+   * @param options How to begin.
+   * @returns what `fn` resolved to.
+   * @throws whatever `fn` threw, after rolling back; `SqliteError` when
+   *   BEGIN or COMMIT fails (for example `BUSY_TIMEOUT` or `TX_TIMEOUT`).
+   */
+  async transaction<T>(
+    fn: (tx: Client) => Promise<T>,
+    options: TransactionOptions = {},
+  ): Promise<T> {
+    const behavior = options.behavior ?? "deferred";
+    if (behavior !== "deferred" && behavior !== "immediate" && behavior !== "exclusive") {
+      throw new TypeError(
+        `Invalid option "behavior": expected "deferred", "immediate" or "exclusive", got "${
+          String(behavior)
+        }"`,
+      );
+    }
+    const depth = this.#txDepth;
+    const savepoint = `netsqlite_sp${depth}`;
+    await this.exec(depth === 0 ? `BEGIN ${behavior.toUpperCase()}` : `SAVEPOINT ${savepoint}`);
+    this.#txDepth++;
+    let result: T;
+    try {
+      result = await fn(this);
+    } catch (err) {
+      this.#txDepth--;
+      await this.exec(
+        depth === 0 ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`,
+      ).catch(() => {/* already ended by SQLite, the lease, or a lost connection */});
+      throw err;
+    }
+    this.#txDepth--;
+    try {
+      await this.exec(depth === 0 ? "COMMIT" : `RELEASE ${savepoint}`);
+    } catch (err) {
+      if (depth === 0 && this.#inTransaction) await this.exec("ROLLBACK").catch(() => {});
+      throw err;
+    }
+    return result;
   }
 
   /**

@@ -32,6 +32,7 @@ export {
   type RunResult,
   type SqlValue,
   Statement,
+  type TransactionOptions,
 } from "./client.ts";
 export {
   type Address,

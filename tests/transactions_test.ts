@@ -1,0 +1,317 @@
+import assert from "node:assert/strict";
+import { type Client, SqliteError } from "../mod.ts";
+import { startServer } from "./_helpers.ts";
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Tracks whether a promise has settled, without awaiting it. */
+function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+  let done = false;
+  const promise = p.finally(() => done = true);
+  promise.catch(() => {});
+  return { promise, settled: () => done };
+}
+
+async function counter(db: Client): Promise<number> {
+  return (await db.get<{ n: number }>("SELECT n FROM c"))!.n;
+}
+
+Deno.test("Client.transaction() hides uncommitted writes from other clients (no dirty reads)", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
+  await a.exec("BEGIN");
+  await a.run("INSERT INTO t (who) VALUES ('a')");
+  assert.equal(a.inTransaction, true);
+  assert.deepEqual(await a.query("SELECT who FROM t"), [{ who: "a" }]);
+  assert.deepEqual(await b.query("SELECT who FROM t"), []);
+  await a.exec("COMMIT");
+  assert.equal(a.inTransaction, false);
+  assert.deepEqual(await b.query("SELECT who FROM t"), [{ who: "a" }]);
+});
+
+Deno.test("Client.run() of another client waits for an open transaction, then lands after commit", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await using c = await srv.client();
+  await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
+  await a.exec("BEGIN");
+  await a.run("INSERT INTO t (who) VALUES ('a1')");
+  const write = track(b.run("INSERT INTO t (who) VALUES ('b')"));
+  await delay(150);
+  assert.equal(write.settled(), false, "b's write must wait while a's transaction is open");
+  // A third client's read is answered at once, from the last committed state.
+  // (b's own later requests run after its queued write, in order.)
+  assert.deepEqual(await c.query("SELECT who FROM t"), []);
+  await a.run("INSERT INTO t (who) VALUES ('a2')");
+  await a.exec("COMMIT");
+  const res = await write.promise;
+  assert.equal(res.lastInsertRowid, 3);
+  assert.deepEqual(await b.values("SELECT who FROM t ORDER BY id"), [["a1"], ["a2"], ["b"]]);
+});
+
+Deno.test("Client.query() of another client does not wait for an open transaction", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+  await a.exec("BEGIN IMMEDIATE");
+  await a.run("UPDATE t SET x = 2");
+  const read = track(b.get<{ x: number }>("SELECT x FROM t"));
+  const row = await Promise.race([read.promise, delay(1000).then(() => "timeout" as const)]);
+  assert.deepEqual(row, { x: 1 });
+  assert.equal(a.inTransaction, true);
+  await a.exec("COMMIT");
+  assert.deepEqual(await b.get("SELECT x FROM t"), { x: 2 });
+});
+
+Deno.test("Client.transaction() commits on resolve and returns the function's value", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  const out = await db.transaction(async (tx) => {
+    assert.equal(tx.inTransaction, true);
+    await tx.run("INSERT INTO t VALUES (1)");
+    return "done";
+  });
+  assert.equal(out, "done");
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
+});
+
+Deno.test("Client.transaction() rolls back and rethrows when the function throws", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (1)");
+      throw new Error("boom");
+    }, { behavior: "immediate" }),
+    { message: "boom" },
+  );
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await db.values("SELECT x FROM t"), []);
+});
+
+Deno.test("Client.transaction() nested call uses a savepoint: inner failure undoes only inner work", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES ('outer')");
+    await assert.rejects(
+      tx.transaction(async (inner) => {
+        await inner.run("INSERT INTO t VALUES ('inner')");
+        throw new Error("inner fails");
+      }),
+      { message: "inner fails" },
+    );
+    assert.equal(tx.inTransaction, true);
+    await tx.transaction(async (inner) => {
+      await inner.run("INSERT INTO t VALUES ('inner2')");
+    });
+  });
+  assert.deepEqual(await db.values("SELECT x FROM t ORDER BY rowid"), [["outer"], ["inner2"]]);
+});
+
+Deno.test("Client.transaction() leaves a failed statement's transaction open until it ends it", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x UNIQUE)");
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (1)");
+      const err = await tx.run("INSERT INTO t VALUES (1)").catch((e) => e);
+      assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
+      assert.equal(tx.inTransaction, true, "SQLite keeps the transaction after a constraint error");
+      throw err;
+    }),
+    SqliteError,
+  );
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await db.values("SELECT x FROM t"), []);
+});
+
+Deno.test("Client.exec() SAVEPOINT/RELEASE/ROLLBACK TO work like BEGIN/COMMIT", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE t (x)");
+  await a.exec("SAVEPOINT s1");
+  assert.equal(a.inTransaction, true);
+  await a.run("INSERT INTO t VALUES (1)");
+  await a.exec("SAVEPOINT s2");
+  await a.run("INSERT INTO t VALUES (2)");
+  await a.exec("ROLLBACK TO s2");
+  assert.deepEqual(await b.values("SELECT x FROM t"), []);
+  await a.exec("RELEASE s1");
+  assert.equal(a.inTransaction, false);
+  assert.deepEqual(await b.values("SELECT x FROM t"), [[1]]);
+});
+
+Deno.test("Engine rolls back a transaction idle past --tx-idle-timeout and fails the owner with TX_TIMEOUT", async () => {
+  await using srv = await startServer({ txIdleTimeout: 200 });
+  await using a = await srv.client();
+  await using b = await srv.client();
+  assert.equal(a.serverInfo.limits.txIdleTimeout, 200);
+  await a.exec("CREATE TABLE t (who)");
+  await a.exec("BEGIN");
+  await a.run("INSERT INTO t VALUES ('a')");
+  // b's write is freed by the lease expiry, well before its busy timeout.
+  const started = performance.now();
+  await b.run("INSERT INTO t VALUES ('b')");
+  const waited = performance.now() - started;
+  assert.ok(waited >= 150 && waited < 2000, `b waited ${waited} ms`);
+  await assert.rejects(a.run("INSERT INTO t VALUES ('a2')"), { code: "TX_TIMEOUT" });
+  // Still aborted until the client ends the transaction.
+  await assert.rejects(a.query("SELECT * FROM t"), { code: "TX_TIMEOUT" });
+  await a.exec("ROLLBACK");
+  assert.deepEqual(await a.values("SELECT who FROM t"), [["b"]]);
+  assert.equal(a.inTransaction, false);
+});
+
+Deno.test("Engine fails a write waiting past --busy-timeout with BUSY_TIMEOUT", async () => {
+  await using srv = await startServer({ busyTimeout: 200 });
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE t (x)");
+  await a.exec("BEGIN");
+  const started = performance.now();
+  const err = await b.run("INSERT INTO t VALUES (1)").catch((e) => e);
+  const waited = performance.now() - started;
+  assert.ok(err instanceof SqliteError);
+  assert.equal(err.code, "BUSY_TIMEOUT");
+  assert.match(err.message, /busy timeout/);
+  assert.ok(waited >= 190, `gave up after ${waited} ms`);
+  // b is still usable, and a's transaction is untouched.
+  assert.equal(a.inTransaction, true);
+  await a.exec("COMMIT");
+  await b.run("INSERT INTO t VALUES (2)");
+  assert.deepEqual(await b.values("SELECT x FROM t"), [[2]]);
+});
+
+Deno.test("Engine serves queued writers in arrival order (FIFO)", async () => {
+  await using srv = await startServer();
+  await using holder = await srv.client();
+  const clients = await Promise.all(Array.from({ length: 5 }, () => srv.client()));
+  try {
+    await holder.exec("CREATE TABLE t (seq INTEGER PRIMARY KEY, who INTEGER)");
+    await holder.exec("BEGIN");
+    const writes = [];
+    for (let i = 0; i < clients.length; i++) {
+      writes.push(clients[i].run("INSERT INTO t (who) VALUES (?)", [i]));
+      await delay(20); // make the arrival order certain
+    }
+    await holder.exec("COMMIT");
+    await Promise.all(writes);
+    assert.deepEqual(await holder.values("SELECT who FROM t ORDER BY seq"), [[0], [1], [2], [3], [
+      4,
+    ]]);
+  } finally {
+    for (const c of clients) await c.close();
+  }
+});
+
+Deno.test("Client.transaction() immediate read-modify-write from 8 clients loses no update", async () => {
+  await using srv = await startServer();
+  const clients = await Promise.all(Array.from({ length: 8 }, () => srv.client()));
+  try {
+    await clients[0].exec("CREATE TABLE c (n INTEGER); INSERT INTO c VALUES (0)");
+    await Promise.all(clients.map(async (db) => {
+      for (let i = 0; i < 25; i++) {
+        await db.transaction(async (tx) => {
+          const n = await counter(tx);
+          await tx.run("UPDATE c SET n = ?", [n + 1]);
+        }, { behavior: "immediate" });
+      }
+    }));
+    assert.equal(await counter(clients[0]), 200);
+  } finally {
+    for (const c of clients) await c.close();
+  }
+});
+
+Deno.test("Client.transaction() deferred transactions that both upgrade do not deadlock", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE c (n INTEGER); INSERT INTO c VALUES (0)");
+  // Both read, then both write: with SQLite files this is the classic
+  // SQLITE_BUSY upgrade deadlock. netsqlite serialises them instead.
+  const bump = (db: Client) =>
+    db.transaction(async (tx) => {
+      const n = await counter(tx);
+      await delay(50);
+      await tx.run("UPDATE c SET n = ?", [n + 1]);
+    });
+  await Promise.all([bump(a), bump(b)]);
+  assert.equal(await counter(a), 2);
+});
+
+Deno.test("Client.batch() of another client waits for an open transaction and stays atomic", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE t (x)");
+  await a.exec("BEGIN");
+  await a.run("INSERT INTO t VALUES ('a')");
+  const batch = track(
+    b.batch([{ sql: "INSERT INTO t VALUES ('b1')" }, { sql: "INSERT INTO t VALUES ('b2')" }]),
+  );
+  await delay(100);
+  assert.equal(batch.settled(), false);
+  assert.deepEqual(await a.values("SELECT x FROM t"), [["a"]]);
+  await a.exec("COMMIT");
+  assert.equal((await batch.promise).length, 2);
+  assert.deepEqual(await a.values("SELECT x FROM t ORDER BY rowid"), [["a"], ["b1"], ["b2"]]);
+});
+
+Deno.test("Session close mid-transaction rolls back and frees the writer at once", async () => {
+  await using srv = await startServer();
+  await using b = await srv.client();
+  await b.exec("CREATE TABLE t (who)");
+  const a = await srv.client();
+  await a.exec("BEGIN");
+  await a.run("INSERT INTO t VALUES ('a')");
+  const write = b.run("INSERT INTO t VALUES ('b')");
+  await delay(50);
+  const started = performance.now();
+  await a.close();
+  await write;
+  assert.ok(performance.now() - started < 1000);
+  assert.deepEqual(await b.values("SELECT who FROM t"), [["b"]]);
+});
+
+Deno.test("Session of a client killed with SIGKILL mid-transaction frees the writer in well under a second", async () => {
+  await using srv = await startServer();
+  await using b = await srv.client();
+  await b.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
+  const path = (srv.connectOptions as { path: string }).path;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./fixtures/hold_transaction.ts", import.meta.url).pathname, path],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("ready")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  assert.match(out, /ready/);
+  const write = track(b.run("INSERT INTO t (who) VALUES ('b')"));
+  await delay(100);
+  assert.equal(write.settled(), false, "the child holds the writer");
+  const killedAt = performance.now();
+  child.kill("SIGKILL");
+  await write.promise;
+  const freedAfter = performance.now() - killedAt;
+  await child.status;
+  await reader.cancel();
+  assert.ok(freedAfter < 500, `writer freed ${freedAfter.toFixed(0)} ms after the kill`);
+  assert.deepEqual(await b.values("SELECT who FROM t"), [["b"]]);
+});
