@@ -18,36 +18,25 @@
  * @module
  */
 
-import { MessageDecoder, MessageEncoder } from "./protocol/codec.ts";
-import {
-  ConnectionError,
-  ErrorCode,
-  errorFromWire,
-  ProtocolError,
-  SqliteError,
-  type WireError,
-} from "./protocol/errors.ts";
+import { Link } from "./client/link.ts";
+import { ConnectionError, ErrorCode, SqliteError } from "./protocol/errors.ts";
 import {
   type BatchItemPayload,
-  CONNECTION_ERROR_ID,
+  type CallOptions,
   type HelloReply,
   Op,
   type PreparePayload,
-  PROTOCOL_VERSION,
   type QueryPayload,
   type RunPayload,
-  Status,
 } from "./protocol/messages.ts";
 import { invalidParamsMessage } from "./protocol/values.ts";
 import {
   type Address,
   DEFAULT_DATABASE,
   defaultSocketPath,
-  formatAddress,
   HAS_UNIX_SOCKETS,
 } from "./transport/address.ts";
 import { connectTo } from "./transport/connect.ts";
-import { FrameChannel } from "./transport/frame_channel.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./transport/frame_reader.ts";
 
 /** A value a statement parameter may hold. */
@@ -109,7 +98,22 @@ export interface ConnectOptions {
   database?: string;
   /** Largest frame payload accepted from the server, in bytes. @default {67108864} */
   maxFrameSize?: number;
+  /**
+   * Milliseconds to wait for any reply before the request rejects with
+   * `REQUEST_TIMEOUT` and the connection is closed (so no late reply can be
+   * mistaken, and the server rolls back an open transaction); 0 = wait forever.
+   * @default {0}
+   */
+  requestTimeout?: number;
+  /**
+   * Reconnect on the next call after the connection was lost, unless a
+   * transaction was open (see {@link Client}).
+   * @default {true}
+   */
+  reconnect?: boolean;
 }
+
+export type { CallOptions } from "./protocol/messages.ts";
 
 /**
  * Connects to a netsqlite server and completes the handshake.
@@ -121,17 +125,38 @@ export interface ConnectOptions {
  * @throws {ProtocolError} `PROTOCOL_VERSION` when the server speaks another version.
  */
 export async function connect(options: ConnectOptions = {}): Promise<Client> {
-  const addr = await resolveAddress(options);
-  const maxFrameSize = options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
-  const conn = await connectTo(addr);
-  const client = new Client(conn, addr, maxFrameSize);
+  const config: LinkConfig = {
+    addr: await resolveAddress(options),
+    maxFrameSize: options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+    requestTimeout: options.requestTimeout ?? 0,
+    reconnect: options.reconnect ?? true,
+  };
+  if (!Number.isInteger(config.requestTimeout) || config.requestTimeout < 0) {
+    throw new RangeError(
+      `Invalid option "requestTimeout": expected a whole number of ms >= 0, got ${config.requestTimeout}`,
+    );
+  }
+  const [link, info] = await openLink(config);
+  return new Client(config, link, info);
+}
+
+interface LinkConfig {
+  addr: Address;
+  maxFrameSize: number;
+  requestTimeout: number;
+  reconnect: boolean;
+}
+
+async function openLink(config: LinkConfig): Promise<[Link, HelloReply]> {
+  const conn = await connectTo(config.addr);
+  const link = new Link(conn, config.addr, config.maxFrameSize, config.requestTimeout);
   try {
-    await client._handshake();
+    return [link, await link.hello()];
   } catch (err) {
-    client.close();
+    link.fail(err);
+    await link.ended;
     throw err;
   }
-  return client;
 }
 
 async function resolveAddress(options: ConnectOptions): Promise<Address> {
@@ -149,66 +174,53 @@ async function resolveAddress(options: ConnectOptions): Promise<Address> {
   return { transport: "tcp", hostname: "127.0.0.1", port };
 }
 
-interface Pending {
-  resolve(payload: unknown): void;
-  reject(err: Error): void;
-}
-
 /**
  * A connection to a netsqlite server. Requests may be issued concurrently;
  * they run on the server in the order issued and are pipelined on the wire.
+ *
+ * When the connection is lost, pending requests reject with
+ * `ConnectionError`. If no transaction was open, the next call reconnects.
+ * If one was open, the server has rolled it back, and every call fails with
+ * `ConnectionError` until the application sends `ROLLBACK` (answered at
+ * once) — so no statement meant for the lost transaction ever runs on a new
+ * connection in autocommit. `transaction()` does this by itself.
  */
 export class Client {
-  readonly #addr: Address;
-  readonly #encoder: MessageEncoder;
-  readonly #decoder = new MessageDecoder();
-  readonly #channel: FrameChannel;
-  readonly #pending = new Map<number, Pending>();
-  readonly #reading: Promise<void>;
-  #nextId = 1;
-  #flushQueued = false;
-  #inTransaction = false;
+  readonly #config: LinkConfig;
+  #link: Link;
+  #info: HelloReply;
+  #reconnecting: Promise<void> | null = null;
+  #generation = 0;
   #txDepth = 0;
-  #closed: ConnectionError | null = null;
-  #info: HelloReply | null = null;
+  #lostTransaction = false;
+  #judged: Link | null = null;
+  #closedByUser = false;
 
   /** @internal Use {@link connect}. */
-  constructor(conn: Deno.Conn, addr: Address, maxFrameSize: number) {
-    this.#addr = addr;
-    this.#encoder = new MessageEncoder(maxFrameSize);
-    this.#channel = new FrameChannel(conn, maxFrameSize, this.#encoder, {
-      onFrame: (payload) => this.#onFrame(payload),
-      onReadEnd: () => {},
-      onDrain: () => {},
-    });
-    this.#reading = this.#channel.readLoop().then(
-      () => this.#fail(new ConnectionError(`Connection to ${formatAddress(addr)} was closed`)),
-      (err) => this.#fail(err),
-    );
-  }
-
-  /** @internal Sends the hello request and stores the server's answer. */
-  async _handshake(): Promise<void> {
-    try {
-      this.#info = await this.#request(Op.Hello, { version: PROTOCOL_VERSION }) as HelloReply;
-    } catch (err) {
-      throw (err as Error).cause instanceof ProtocolError ? (err as Error).cause : err;
-    }
+  constructor(config: LinkConfig, link: Link, info: HelloReply) {
+    this.#config = config;
+    this.#link = link;
+    this.#info = info;
   }
 
   /** What the server reported in the handshake: versions and limits. */
   get serverInfo(): HelloReply {
-    return this.#info!;
+    return this.#info;
   }
 
   /** True while this connection has a transaction open on the server. */
   get inTransaction(): boolean {
-    return this.#inTransaction;
+    return this.#link.failure === null && this.#link.inTransaction;
   }
 
-  /** True once the connection is closed or lost. */
+  /** True once {@link close} was called. */
   get closed(): boolean {
-    return this.#closed !== null;
+    return this.#closedByUser;
+  }
+
+  /** @internal Changes each time the client reconnects (statement handles expire). */
+  get _generation(): number {
+    return this.#generation;
   }
 
   /**
@@ -217,7 +229,7 @@ export class Client {
    * @throws {SqliteError} from the first failing statement; earlier ones stay applied.
    */
   async exec(sql: string): Promise<void> {
-    await this.#request(Op.Exec, sql);
+    await this._call(Op.Exec, sql);
   }
 
   /**
@@ -225,18 +237,20 @@ export class Client {
    *
    * @throws {SqliteError}
    */
-  async run(sql: string, params?: BindParams): Promise<RunResult> {
-    const [changes, lastInsertRowid] = await this.#request(Op.Run, sql, params) as RunPayload;
+  async run(sql: string, params?: BindParams, options?: CallOptions): Promise<RunResult> {
+    const [changes, lastInsertRowid] = await this._call(Op.Run, sql, params, options) as RunPayload;
     return { changes, lastInsertRowid };
   }
 
   /**
-   * Runs one statement and returns every row as an object.
+   * Runs one statement and returns every row as an object. The whole result
+   * is buffered; results above the server's `maxResultBytes` fail with
+   * `RESULT_TOO_LARGE`: use {@link iterate} for those.
    *
    * @throws {SqliteError}
    */
-  async query<T = Row>(sql: string, params?: BindParams): Promise<T[]> {
-    const [columns, rows] = await this.#request(Op.Query, sql, params) as QueryPayload;
+  async query<T = Row>(sql: string, params?: BindParams, options?: CallOptions): Promise<T[]> {
+    const [columns, rows] = await this._call(Op.Query, sql, params, options) as QueryPayload;
     return toObjects(columns, rows) as T[];
   }
 
@@ -245,8 +259,12 @@ export class Client {
    *
    * @throws {SqliteError}
    */
-  async values<T extends unknown[] = SqlValue[]>(sql: string, params?: BindParams): Promise<T[]> {
-    const [, rows] = await this.#request(Op.Query, sql, params) as QueryPayload;
+  async values<T extends unknown[] = SqlValue[]>(
+    sql: string,
+    params?: BindParams,
+    options?: CallOptions,
+  ): Promise<T[]> {
+    const [, rows] = await this._call(Op.Query, sql, params, options) as QueryPayload;
     return rows as T[];
   }
 
@@ -255,9 +273,38 @@ export class Client {
    *
    * @throws {SqliteError}
    */
-  async get<T = Row>(sql: string, params?: BindParams): Promise<T | undefined> {
-    const [columns, rows] = await this.#request(Op.Query, sql, params) as QueryPayload;
+  async get<T = Row>(
+    sql: string,
+    params?: BindParams,
+    options?: CallOptions,
+  ): Promise<T | undefined> {
+    const [columns, rows] = await this._call(Op.Query, sql, params, options) as QueryPayload;
     return rows.length === 0 ? undefined : toObject(columns, rows[0]) as T;
+  }
+
+  /**
+   * Streams a statement's rows: the server steps it a chunk at a time and
+   * sends the next chunk only when asked, so memory stays bounded on both
+   * sides whatever the result size. Leaving the loop early closes the cursor.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "./server.ts";
+   * import { connect } from "./client.ts";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * let sum = 0;
+   * const sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 10000) SELECT x FROM n";
+   * for await (const row of db.iterate<{ x: number }>(sql)) sum += row.x;
+   * if (sum !== 50005000) throw new Error("wrong sum");
+   * ```
+   *
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` when one chunk takes longer
+   *   than the statement timeout, or SQLite's error.
+   */
+  iterate<T = Row>(sql: string, params?: BindParams, options?: CallOptions): AsyncGenerator<T> {
+    return this._cursor(sql, params, options) as AsyncGenerator<T>;
   }
 
   /**
@@ -274,7 +321,7 @@ export class Client {
         throw new SqliteError(ErrorCode.InvalidParam, `Batch statement ${i + 1}: ${problem}`);
       }
     }
-    const results = await this.#request(Op.Batch, items) as BatchItemPayload[];
+    const results = await this._call(Op.Batch, items) as BatchItemPayload[];
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({
       changes,
       lastInsertRowid,
@@ -328,7 +375,7 @@ export class Client {
     try {
       await this.exec(depth === 0 ? "COMMIT" : `RELEASE ${savepoint}`);
     } catch (err) {
-      if (depth === 0 && this.#inTransaction) await this.exec("ROLLBACK").catch(() => {});
+      if (depth === 0 && this.inTransaction) await this.exec("ROLLBACK").catch(() => {});
       throw err;
     }
     return result;
@@ -340,17 +387,22 @@ export class Client {
    * @throws {SqliteError} when the SQL does not compile.
    */
   async prepare(sql: string): Promise<Statement> {
-    const [handle, columns] = await this.#request(Op.Prepare, sql) as PreparePayload;
-    return new Statement(this, handle, sql, columns);
+    const generation = this.#generation;
+    const [handle, columns] = await this._call(Op.Prepare, sql) as PreparePayload;
+    return new Statement(this, sql, handle, columns, generation);
   }
 
   /**
    * Closes the connection. Pending requests reject with `ConnectionError`;
    * an open transaction is rolled back by the server. Idempotent.
    */
-  close(): Promise<void> {
-    this.#fail(new ConnectionError("Connection was closed by the client"));
-    return this.#reading;
+  async close(): Promise<void> {
+    this.#closedByUser = true;
+    this.#link.fail(new ConnectionError("Connection was closed by the client"));
+    await this.#link.ended;
+    await this.#reconnecting?.catch(() => {});
+    this.#link.fail(new ConnectionError("Connection was closed by the client"));
+    await this.#link.ended;
   }
 
   /** Same as {@link Client.close}. */
@@ -358,97 +410,90 @@ export class Client {
     return this.close();
   }
 
-  /** @internal Sends one request and resolves with its reply payload. */
-  _send(op: number, a: unknown, b?: unknown): Promise<unknown> {
-    return this.#request(op, a, b);
+  /** @internal Sends one request (reconnecting if allowed) and resolves with its payload. */
+  _call(op: number, a: unknown, b?: unknown, c?: unknown): Promise<unknown> {
+    const link = this.#link;
+    if (link.failure === null && !this.#lostTransaction) return link.request(op, a, b, c);
+    return this.#callAfterLoss(op, a, b, c);
   }
 
-  #request(op: number, a: unknown, b?: unknown): Promise<unknown> {
-    if (this.#closed !== null) return Promise.reject(this.#closed);
-    if (b !== undefined && b !== null) {
-      const problem = invalidParamsMessage(b);
-      if (problem !== undefined) {
-        return Promise.reject(new SqliteError(ErrorCode.InvalidParam, problem));
+  /** @internal Opens a cursor and yields its rows, one chunk ahead at most. */
+  async *_cursor(
+    sql: string | number,
+    params: BindParams | undefined,
+    options: CallOptions | undefined,
+    asArrays = false,
+  ): AsyncGenerator<unknown> {
+    const [id, columns] = await this._call(Op.Iterate, sql, params ?? null, options) as [
+      number,
+      string[],
+    ];
+    const link = this.#link;
+    let pending: Promise<unknown> | null = link.request(Op.Next, id);
+    try {
+      while (pending !== null) {
+        const [rows, done] = await pending as [unknown[][], boolean];
+        // Ask for the next chunk while this one is consumed: one chunk of credit.
+        pending = done ? null : link.request(Op.Next, id);
+        for (let i = 0; i < rows.length; i++) yield asArrays ? rows[i] : toObject(columns, rows[i]);
+      }
+    } finally {
+      if (pending !== null) {
+        pending.catch(() => {});
+        link.request(Op.CloseCursor, id).catch(() => {});
       }
     }
-    const id = this.#nextId;
-    this.#nextId = id === 0xffffffff ? 1 : id + 1;
-    let size: number;
-    try {
-      size = this.#encoder.append(b === undefined ? [op, id, a] : [op, id, a, b]);
-    } catch (err) {
-      return Promise.reject(
-        new SqliteError(ErrorCode.BadRequest, `Cannot encode request: ${(err as Error).message}`),
-      );
-    }
-    if (size === -1) {
-      return Promise.reject(
-        new SqliteError(ErrorCode.FrameTooLarge, "Request exceeds the maximum frame size"),
-      );
-    }
-    const promise = new Promise<unknown>((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-    });
-    if (!this.#flushQueued) {
-      this.#flushQueued = true;
-      queueMicrotask(() => {
-        this.#flushQueued = false;
-        this.#channel.flush();
-      });
-    }
-    return promise;
   }
 
-  #onFrame(payload: Uint8Array): void {
-    const reply = this.#decoder.decode(payload) as [number, number, unknown];
-    if (!Array.isArray(reply) || typeof reply[0] !== "number" || typeof reply[1] !== "number") {
-      throw new ProtocolError(
-        ErrorCode.BadRequest,
-        "Cannot read reply: expected [id, status, payload]",
+  /** A call on a lost link: reconnect, or refuse while a lost transaction is unacknowledged. */
+  async #callAfterLoss(op: number, a: unknown, b?: unknown, c?: unknown): Promise<unknown> {
+    if (this.#closedByUser) throw new ConnectionError("Client is closed");
+    const lost = this.#link;
+    if (lost.failure !== null && this.#judged !== lost) {
+      this.#judged = lost;
+      if (lost.inTransaction || this.#txDepth > 0) this.#lostTransaction = true;
+    }
+    if (this.#lostTransaction) {
+      const sql = typeof a === "string" && (op === Op.Exec || op === Op.Run) ? a : "";
+      if (/^\s*ROLLBACK\s*;?\s*$/i.test(sql)) {
+        this.#lostTransaction = false;
+        return op === Op.Run ? [0, 0] : null;
+      }
+      if (/^\s*(COMMIT|END)\b/i.test(sql)) this.#lostTransaction = false;
+      throw new ConnectionError(
+        "Connection was lost inside a transaction, which the server rolled back: " +
+          "send ROLLBACK, then retry the whole transaction",
       );
     }
-    const [id, status, body] = reply;
-    if (id === CONNECTION_ERROR_ID) {
-      const wire = body as WireError;
-      throw new ProtocolError(String(wire?.code), `Server closed the connection: ${wire?.message}`);
+    if (lost.failure !== null) {
+      if (!this.#config.reconnect) throw lost.failure;
+      this.#reconnecting ??= openLink(this.#config).then(([link, info]) => {
+        this.#link = link;
+        this.#info = info;
+        this.#generation++;
+      }).finally(() => this.#reconnecting = null);
+      await this.#reconnecting;
     }
-    const pending = this.#pending.get(id);
-    if (pending === undefined) return;
-    this.#pending.delete(id);
-    this.#inTransaction = (status & Status.InTransaction) !== 0;
-    if ((status & Status.Error) !== 0) pending.reject(errorFromWire(body as WireError));
-    else pending.resolve(body);
-  }
-
-  #fail(err: unknown): void {
-    if (this.#closed === null) {
-      this.#closed = err instanceof ConnectionError ? err : new ConnectionError(
-        `Connection to ${formatAddress(this.#addr)} failed: ${(err as Error).message}`,
-        { cause: err, code: (err as { code?: string }).code },
-      );
-      this.#inTransaction = false;
-    }
-    this.#channel.close();
-    const failure = this.#closed;
-    for (const p of this.#pending.values()) p.reject(failure);
-    this.#pending.clear();
+    return this.#link.request(op, a, b, c);
   }
 }
 
 /** A statement prepared on the server, run with different parameters. */
 export class Statement {
   readonly #client: Client;
-  readonly #handle: number;
-  readonly #columns: string[];
+  #handle: number;
+  #columns: string[];
+  #generation: number;
   /** The SQL text. */
   readonly sql: string;
 
   /** @internal Use {@link Client.prepare}. */
-  constructor(client: Client, handle: number, sql: string, columns: string[]) {
+  constructor(client: Client, sql: string, handle: number, columns: string[], generation: number) {
     this.#client = client;
-    this.#handle = handle;
     this.sql = sql;
+    this.#handle = handle;
     this.#columns = columns;
+    this.#generation = generation;
   }
 
   /** Result column names (empty for statements that return no rows). */
@@ -457,44 +502,57 @@ export class Statement {
   }
 
   /** Runs the statement and returns every row as an object. */
-  async all<T = Row>(params?: BindParams): Promise<T[]> {
-    const [columns, rows] = await this.#client._send(
-      Op.Query,
-      this.#handle,
-      params,
-    ) as QueryPayload;
+  async all<T = Row>(params?: BindParams, options?: CallOptions): Promise<T[]> {
+    const [columns, rows] = await this.#call(Op.Query, params, options) as QueryPayload;
     return toObjects(columns, rows) as T[];
   }
 
   /** Runs the statement and returns its first row, or `undefined`. */
-  async get<T = Row>(params?: BindParams): Promise<T | undefined> {
-    const [columns, rows] = await this.#client._send(
-      Op.Query,
-      this.#handle,
-      params,
-    ) as QueryPayload;
+  async get<T = Row>(params?: BindParams, options?: CallOptions): Promise<T | undefined> {
+    const [columns, rows] = await this.#call(Op.Query, params, options) as QueryPayload;
     return rows.length === 0 ? undefined : toObject(columns, rows[0]) as T;
   }
 
   /** Runs the statement and returns rows as arrays. */
-  async values<T extends unknown[] = SqlValue[]>(params?: BindParams): Promise<T[]> {
-    const [, rows] = await this.#client._send(Op.Query, this.#handle, params) as QueryPayload;
+  async values<T extends unknown[] = SqlValue[]>(
+    params?: BindParams,
+    options?: CallOptions,
+  ): Promise<T[]> {
+    const [, rows] = await this.#call(Op.Query, params, options) as QueryPayload;
     return rows as T[];
   }
 
   /** Runs the statement and reports what it changed. */
-  async run(params?: BindParams): Promise<RunResult> {
-    const [changes, lastInsertRowid] = await this.#client._send(
-      Op.Run,
-      this.#handle,
-      params,
-    ) as RunPayload;
+  async run(params?: BindParams, options?: CallOptions): Promise<RunResult> {
+    const [changes, lastInsertRowid] = await this.#call(Op.Run, params, options) as RunPayload;
     return { changes, lastInsertRowid };
+  }
+
+  /** Streams the statement's rows; see {@link Client.iterate}. */
+  async *iterate<T = Row>(params?: BindParams, options?: CallOptions): AsyncGenerator<T> {
+    await this.#refresh();
+    yield* this.#client._cursor(this.#handle, params, options) as AsyncGenerator<T>;
   }
 
   /** Frees the statement on the server. */
   async finalize(): Promise<void> {
-    await this.#client._send(Op.Finalize, this.#handle);
+    if (this.#generation !== this.#client._generation) return; // died with its connection
+    await this.#client._call(Op.Finalize, this.#handle);
+  }
+
+  async #call(op: number, params?: BindParams, options?: CallOptions): Promise<unknown> {
+    await this.#refresh();
+    return this.#client._call(op, this.#handle, params ?? null, options);
+  }
+
+  /** Prepares again after a reconnect: handles belong to a connection. */
+  async #refresh(): Promise<void> {
+    if (this.#generation === this.#client._generation) return;
+    const generation = this.#client._generation;
+    const [handle, columns] = await this.#client._call(Op.Prepare, this.sql) as PreparePayload;
+    this.#handle = handle;
+    this.#columns = columns;
+    this.#generation = generation;
   }
 }
 

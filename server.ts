@@ -97,6 +97,10 @@ class RunningServer implements Server {
         maxFrameSize: config.maxFrameSize,
         busyTimeout: config.engine.busyTimeout,
         txIdleTimeout: config.engine.txIdleTimeout,
+        statementTimeout: config.engine.statementTimeout,
+        maxResultBytes: config.engine.maxResultBytes,
+        maxCursors: config.engine.maxCursors,
+        frameTimeout: config.frameTimeout,
       },
     };
     if (config.announceFile !== null && this.addr.transport === "tcp") {
@@ -164,7 +168,11 @@ Options:
   --synchronous MODE      full (default; acknowledged writes survive power loss) or normal
   --busy-timeout MS       how long a write waits for the writer (default 5000)
   --tx-idle-timeout MS    roll back a transaction idle this long; 0 = never (default 10000)
+  --statement-timeout MS  deadline of stoppable statements: recursive queries, cursor
+                          chunks (default 30000)
+  --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
   --max-frame-size BYTES  largest request or reply (default 67108864)
+  --frame-timeout MS      close a connection stalled inside a frame (default 10000)
   --help                  show this help
 `;
 
@@ -181,6 +189,9 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       "busy-timeout": { type: "string" },
       "tx-idle-timeout": { type: "string" },
       "max-frame-size": { type: "string" },
+      "statement-timeout": { type: "string" },
+      "max-result-bytes": { type: "string" },
+      "frame-timeout": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -192,6 +203,9 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     busyTimeout: numberArg("--busy-timeout", values["busy-timeout"]),
     txIdleTimeout: numberArg("--tx-idle-timeout", values["tx-idle-timeout"]),
     maxFrameSize: numberArg("--max-frame-size", values["max-frame-size"]),
+    statementTimeout: numberArg("--statement-timeout", values["statement-timeout"]),
+    maxResultBytes: numberArg("--max-result-bytes", values["max-result-bytes"]),
+    frameTimeout: numberArg("--frame-timeout", values["frame-timeout"]),
   };
   if (values.tcp !== undefined) {
     const { hostname, port } = parseHostPort(values.tcp);
@@ -229,14 +243,14 @@ async function main(): Promise<number> {
     console.error(`netsqlite: ${(err as Error).message}`);
     return 1;
   }
-  const db = options.database ?? "netsqlite.db";
-  console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}`);
   const stop = () => {
     console.log("netsqlite: shutting down");
     server.shutdown();
   };
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const sig of signals) Deno.addSignalListener(sig, stop);
+  const db = options.database ?? "netsqlite.db";
+  console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}`);
   await server.finished;
   for (const sig of signals) Deno.removeSignalListener(sig, stop);
   return 0;

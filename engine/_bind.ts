@@ -26,7 +26,15 @@ export function bindArgs(params: unknown): unknown[] {
   }
   if (typeof params === "object" && isPlainObject(params)) {
     const named = params as Record<string, unknown>;
-    for (const key in named) named[key] = bindValue(named[key], key);
+    for (const key in named) {
+      if (key.includes("\0")) {
+        throw new SqliteError(
+          ErrorCode.InvalidParam,
+          `Cannot bind parameter ${paramLabel(key)}: its name contains a NUL character`,
+        );
+      }
+      named[key] = bindValue(named[key], key);
+    }
     return [named];
   }
   throw new SqliteError(
@@ -44,7 +52,7 @@ function bindValue(v: unknown, key: number | string): unknown {
     case "boolean":
       return v ? 1n : 0n;
     case "string":
-      if (!v.includes("\0")) return v;
+      if (!v.includes("\0") && v.isWellFormed()) return v;
       break;
     case "object":
       if (v === null || v instanceof Uint8Array) return v;

@@ -71,6 +71,10 @@ export function openDatabase(path: string, options: OpenOptions): Database {
 /** SQLite authorizer action codes and return value (fixed by SQLite's C API). */
 export const Auth = {
   OK: 0,
+  CREATE_TEMP_INDEX: 3,
+  CREATE_TEMP_VIEW: 6,
+  DROP_TEMP_INDEX: 12,
+  DROP_TEMP_VIEW: 15,
   READ: 20,
   SELECT: 21,
   TRANSACTION: 22,

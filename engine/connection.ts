@@ -25,6 +25,13 @@ export interface Prepared {
   readonly readOnly: boolean;
   /** Transaction control done by the statement, or `null`. */
   readonly txOp: TxOp | null;
+  /**
+   * True for recursive queries, which may run without bound: they are stepped
+   * row by row so the statement deadline and result limit can stop them.
+   */
+  readonly recursive: boolean;
+  /** True when the statement creates or drops TEMP objects. */
+  readonly touchesTemp: boolean;
   /** Result column names; refreshed when the schema changes them. */
   columns: string[];
 }
@@ -51,6 +58,8 @@ export class Connection {
   readonly #cache = new Map<string, Prepared>();
   #classifying = false;
   #sawWrite = false;
+  #sawRecursive = false;
+  #sawTemp = false;
   #txOp: TxOp | null = null;
 
   /**
@@ -61,8 +70,8 @@ export class Connection {
     this.db = openDatabase(path, { readOnly: options.readOnly, timeout: options.timeout });
     this.#isWriter = !options.readOnly;
     this.#cacheSize = options.cacheSize;
-    this.db.setAuthorizer((action, arg1) => {
-      if (this.#classifying) this.#classify(action, arg1);
+    this.db.setAuthorizer((action, arg1, arg2) => {
+      if (this.#classifying) this.#classify(action, arg1, arg2);
       return Auth.OK;
     });
   }
@@ -81,6 +90,21 @@ export class Connection {
   prepare(sql: string): Prepared {
     const hit = this.#cache.get(sql);
     if (hit !== undefined) return hit;
+    const prepared = this.prepareUncached(sql);
+    if (this.#cache.size >= this.#cacheSize) {
+      this.#cache.delete(this.#cache.keys().next().value!);
+    }
+    this.#cache.set(sql, prepared);
+    return prepared;
+  }
+
+  /**
+   * Prepares exactly one statement, bypassing the cache (for a statement that
+   * stays busy, like a cursor's).
+   *
+   * @throws {SqliteError} as {@link prepare}.
+   */
+  prepareUncached(sql: string): Prepared {
     const prepared = this.prepareOne(sql, 0);
     if (prepared === null) {
       throw new SqliteError(ErrorCode.BadRequest, "Cannot prepare statement: SQL text is empty");
@@ -92,10 +116,6 @@ export class Connection {
         "Cannot prepare statement: SQL holds more than one statement; use exec() for scripts",
       );
     }
-    if (this.#cache.size >= this.#cacheSize) {
-      this.#cache.delete(this.#cache.keys().next().value!);
-    }
-    this.#cache.set(sql, prepared);
     return prepared;
   }
 
@@ -105,9 +125,18 @@ export class Connection {
    * `from + stmt.sourceSQL.length`.
    */
   prepareOne(sql: string, from: number): Prepared | null {
+    if (from === 0 && sql.includes("\0")) {
+      // SQLite would stop reading at the NUL and silently ignore the rest.
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        "Cannot prepare statement: SQL text contains a NUL character",
+      );
+    }
     if (!hasStatement(sql, from)) return null;
     this.#classifying = true;
     this.#sawWrite = false;
+    this.#sawRecursive = false;
+    this.#sawTemp = false;
     this.#txOp = null;
     let stmt: Statement;
     try {
@@ -127,6 +156,8 @@ export class Connection {
       onWriter: this.#isWriter,
       readOnly,
       txOp: this.#txOp,
+      recursive: this.#sawRecursive,
+      touchesTemp: this.#sawTemp,
       columns: columnNames(stmt),
     };
   }
@@ -137,21 +168,30 @@ export class Connection {
     this.db.close();
   }
 
-  #classify(action: number, arg1: string | null): void {
-    if (
-      action === Auth.READ || action === Auth.SELECT || action === Auth.FUNCTION ||
-      action === Auth.RECURSIVE
-    ) {
+  #classify(action: number, arg1: string | null, arg2: string | null): void {
+    if (action === Auth.RECURSIVE) this.#sawRecursive = true;
+    if (action === Auth.FUNCTION) {
+      // These report the state of the connection that runs them: only the
+      // writer has it, so statements using them run there.
+      if (arg2 !== null && WRITER_STATE_FUNCTIONS.has(arg2.toLowerCase())) this.#sawWrite = true;
       return;
     }
+    if (action === Auth.READ || action === Auth.SELECT || action === Auth.RECURSIVE) return;
     this.#sawWrite = true;
-    if (action === Auth.TRANSACTION) {
+    if (
+      (action >= Auth.CREATE_TEMP_INDEX && action <= Auth.CREATE_TEMP_VIEW) ||
+      (action >= Auth.DROP_TEMP_INDEX && action <= Auth.DROP_TEMP_VIEW)
+    ) {
+      this.#sawTemp = true;
+    } else if (action === Auth.TRANSACTION) {
       this.#txOp = arg1 as TxOp;
     } else if (action === Auth.SAVEPOINT) {
       this.#txOp = arg1 === "BEGIN" ? "SAVEPOINT" : arg1 === "RELEASE" ? "RELEASE" : "ROLLBACK TO";
     }
   }
 }
+
+const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);
 
 function columnNames(stmt: Statement): string[] {
   const cols = stmt.columns();
@@ -160,14 +200,27 @@ function columnNames(stmt: Statement): string[] {
   return names;
 }
 
+/** Bounds on one statement's execution. */
+export interface RunLimits {
+  /** `performance.now()` value after which stepping stops. */
+  deadline: number;
+  /** The deadline's length in ms, for the error message. */
+  timeout: number;
+  /** Largest result, in approximate bytes, before `RESULT_TOO_LARGE`. */
+  maxBytes: number;
+}
+
 /**
  * Runs `p` and returns its rows as arrays. A read-only statement first reads
  * integers as numbers; if one is beyond 2^53 it is run again reading bigints,
- * which is safe because it changes nothing.
+ * which is safe because it changes nothing. Recursive statements are stepped
+ * row by row under `limits`; others run in one call (node:sqlite cannot
+ * interrupt a call, and stepping costs about 6x more).
  *
  * @throws {SqliteError}
  */
-export function readRows(p: Prepared, args: unknown[]): unknown[][] {
+export function readRows(p: Prepared, args: unknown[], limits?: RunLimits): unknown[][] {
+  if (p.recursive && limits !== undefined) return stepRows(p, args, limits);
   let rows: unknown[][];
   let bigints = !p.readOnly;
   try {
@@ -191,6 +244,80 @@ export function readRows(p: Prepared, args: unknown[]): unknown[][] {
   return rows;
 }
 
+function stepRows(p: Prepared, args: unknown[], limits: RunLimits): unknown[][] {
+  p.stmt.setReadBigInts(true);
+  const rows: unknown[][] = [];
+  try {
+    const it = p.stmt.iterate(...args) as IterableIterator<unknown[]>;
+    try {
+      const { bytes } = stepRowsInto(it, rows, Infinity, limits.maxBytes + 1, limits);
+      if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+    } finally {
+      it.return?.();
+    }
+  } catch (err) {
+    throw toSqliteError(err);
+  } finally {
+    p.stmt.setReadBigInts(!p.readOnly);
+  }
+  normalizeRows(rows);
+  return rows;
+}
+
+/**
+ * Appends rows from `it` to `out` until `maxRows` rows or about `maxBytes`
+ * bytes were added, checking the deadline after every row. Shared by recursive
+ * buffered queries and cursors.
+ *
+ * @returns whether the statement is done, and the bytes added.
+ * @throws {SqliteError} `STATEMENT_TIMEOUT` past the deadline.
+ */
+export function stepRowsInto(
+  it: Iterator<unknown[]>,
+  out: unknown[][],
+  maxRows: number,
+  maxBytes: number,
+  limits: RunLimits,
+): { done: boolean; bytes: number } {
+  let bytes = 0;
+  for (let n = 0; n < maxRows && bytes < maxBytes; n++) {
+    const r = it.next();
+    if (r.done) return { done: true, bytes };
+    out.push(r.value);
+    bytes += rowBytes(r.value);
+    // Stepping costs ~1.3 µs a row; the clock check adds a few percent.
+    if (performance.now() > limits.deadline) throw statementTimeout(limits);
+  }
+  return { done: false, bytes };
+}
+
+/** The error for a result above the buffered-result limit. */
+export function resultTooLarge(maxBytes: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.ResultTooLarge,
+    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes): ` +
+      "use iterate() to stream large results",
+  );
+}
+
+/** Approximate encoded size of a row. */
+export function rowBytes(row: unknown[]): number {
+  let n = 1;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    n += typeof v === "string" ? v.length + 5 : v instanceof Uint8Array ? v.length + 5 : 9;
+  }
+  return n;
+}
+
+/** The error for a statement stopped at its deadline. */
+export function statementTimeout(limits: RunLimits): SqliteError {
+  return new SqliteError(
+    ErrorCode.StatementTimeout,
+    `Statement stopped after ${limits.timeout} ms (--statement-timeout or the call's timeout option)`,
+  );
+}
+
 /** Runs `p` for its effect and returns `[changes, lastInsertRowid]`. */
 export function runStatement(p: Prepared, args: unknown[]): [number | bigint, number | bigint] {
   let info;
@@ -206,7 +333,7 @@ export function runStatement(p: Prepared, args: unknown[]): [number | bigint, nu
 }
 
 /** Converts bigints within ±(2^53 - 1) to numbers, in place. */
-function normalizeRows(rows: unknown[][]): void {
+export function normalizeRows(rows: unknown[][]): void {
   for (let r = 0; r < rows.length; r++) {
     const row = rows[r];
     for (let i = 0; i < row.length; i++) {

@@ -19,7 +19,15 @@ import type {
   RunPayload,
 } from "../protocol/messages.ts";
 import { bindArgs } from "./_bind.ts";
-import { Connection, type Prepared, readRows, runStatement, toSqliteError } from "./connection.ts";
+import {
+  Connection,
+  type Prepared,
+  readRows,
+  type RunLimits,
+  runStatement,
+  toSqliteError,
+} from "./connection.ts";
+import { Cursor } from "./cursor.ts";
 
 /** Returned by a session method that must wait for the writer. */
 export const BLOCKED: unique symbol = Symbol("BLOCKED");
@@ -36,6 +44,12 @@ export interface EngineConfig {
   txIdleTimeout: number;
   /** Statements kept prepared per connection. */
   statementCacheSize: number;
+  /** Default deadline of a statement that can be stopped, in ms. */
+  statementTimeout: number;
+  /** Largest buffered result, in bytes, before `RESULT_TOO_LARGE`. */
+  maxResultBytes: number;
+  /** Cursors one session may hold open at once. */
+  maxCursors: number;
 }
 
 /** Owns the database connections and arbitrates the writer. */
@@ -49,6 +63,8 @@ export class Engine {
   #leaseTimer: ReturnType<typeof setTimeout> | undefined;
   #nextSessionId = 1;
   readonly #sessions = new Set<EngineSession>();
+  readonly #idleReaders: Connection[] = [];
+  #writerHasTemp = false;
   #closed = false;
 
   /**
@@ -106,6 +122,7 @@ export class Engine {
     this.#closed = true;
     for (const s of [...this.#sessions]) s.close();
     clearTimeout(this.#leaseTimer);
+    for (const c of this.#idleReaders.splice(0)) c.close();
     this.#reader?.close();
     this.#writer.close();
   }
@@ -120,6 +137,37 @@ export class Engine {
   /** @internal */
   get _reader(): Connection | null {
     return this.#reader;
+  }
+
+  /**
+   * A read-only connection for one cursor alone (its open statement pins a
+   * snapshot, which the shared reader must not). `null` for `:memory:`.
+   *
+   * @internal
+   */
+  _borrowReader(): Connection | null {
+    if (this.#reader === null) return null;
+    return this.#idleReaders.pop() ?? new Connection(this.#config.path, {
+      readOnly: true,
+      timeout: this.#config.busyTimeout,
+      cacheSize: 32,
+    });
+  }
+
+  /** @internal */
+  _returnReader(c: Connection): void {
+    if (!this.#closed && this.#idleReaders.length < 4) this.#idleReaders.push(c);
+    else c.close();
+  }
+
+  /**
+   * True while TEMP objects exist. They live on the writer connection only,
+   * so every statement goes to the writer then.
+   *
+   * @internal
+   */
+  get _writerHasTemp(): boolean {
+    return this.#writerHasTemp;
   }
 
   /** @internal */
@@ -167,7 +215,14 @@ export class Engine {
    *
    * @internal
    */
-  _afterWrite(s: EngineSession): void {
+  _afterWrite(s: EngineSession, touchedTemp = false): void {
+    if (touchedTemp) {
+      const rows = readRows(
+        this.#writer.prepare("SELECT EXISTS (SELECT 1 FROM temp.sqlite_schema)"),
+        [],
+      );
+      this.#writerHasTemp = rows[0][0] === 1;
+    }
     if (this.#writer.inTransaction) {
       this.#owner = s;
       s._lastActive = performance.now();
@@ -257,6 +312,8 @@ export class EngineSession {
   readonly #wake: () => void;
   readonly #handles = new Map<number, string>();
   #nextHandle = 1;
+  readonly #cursors = new Map<number, Cursor>();
+  #nextCursor = 1;
   #waitTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   /** @internal */ _isWaiting = false;
@@ -282,31 +339,121 @@ export class EngineSession {
     const engine = this.#engine;
     if (!engine._acquire(this)) return BLOCKED;
     const writer = engine._writer;
+    let touchedTemp = false;
     try {
       for (let at = 0;;) {
         const p = writer.prepareOne(sql, at);
         if (p === null) break;
         at += p.stmt.sourceSQL.length;
+        touchedTemp ||= p.touchesTemp;
         runStatement(p, []);
       }
     } finally {
-      engine._afterWrite(this);
+      engine._afterWrite(this, touchedTemp);
     }
     return null;
   }
 
-  /** Runs one statement and returns its columns and rows (arrays). */
-  query(sql: string | number, params: unknown): QueryPayload | typeof BLOCKED {
+  /**
+   * Runs one statement and returns its columns and rows (arrays).
+   *
+   * @param timeout Deadline in ms for statements that can be stopped
+   *   (recursive ones); defaults to the engine's `statementTimeout`.
+   */
+  query(sql: string | number, params: unknown, timeout?: number): QueryPayload | typeof BLOCKED {
     const args = bindArgs(params);
     const p = this.#route(this.#sqlOf(sql));
     if (p === BLOCKED) return BLOCKED;
-    if (!p.onWriter) return [p.columns, readRows(p, args)];
+    const limits = p.recursive ? this.#limits(timeout) : undefined;
+    if (!p.onWriter) return [p.columns, readRows(p, args, limits)];
     try {
-      const rows = readRows(p, args);
+      const rows = readRows(p, args, limits);
       return [p.columns, rows];
     } finally {
-      this.#engine._afterWrite(this);
+      this.#engine._afterWrite(this, p.touchesTemp);
     }
+  }
+
+  /**
+   * Opens a cursor over one statement's rows.
+   *
+   * @returns `[cursorId, columns]`.
+   */
+  openCursor(
+    sql: string | number,
+    params: unknown,
+    timeout?: number,
+  ): [number, string[]] | typeof BLOCKED {
+    const engine = this.#engine;
+    if (this.#cursors.size >= engine.config.maxCursors) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Too many open cursors: ${engine.config.maxCursors} per connection; close one first`,
+      );
+    }
+    const args = bindArgs(params);
+    const text = this.#sqlOf(sql);
+    this.#failIfExpired();
+    const ms = timeout ?? engine.config.statementTimeout;
+    let cursor: Cursor | null = null;
+    if (engine._owns(this)) {
+      this._lastActive = performance.now();
+      const p = engine._writer.prepareUncached(text);
+      cursor = this.#lazyCursor(p, args, ms, () => {});
+    } else {
+      const conn = engine._writerHasTemp ? null : engine._borrowReader();
+      if (conn !== null) {
+        let p: Prepared;
+        try {
+          p = conn.prepare(text);
+        } catch (err) {
+          engine._returnReader(conn);
+          throw err;
+        }
+        if (p.readOnly) {
+          cursor = this.#lazyCursor(p, args, ms, () => engine._returnReader(conn));
+        } else {
+          engine._returnReader(conn);
+        }
+      }
+    }
+    if (cursor === null) {
+      // A write (e.g. INSERT ... RETURNING) outside a transaction: run it to
+      // completion on the writer, then stream the materialised rows.
+      const p = this.#route(text);
+      if (p === BLOCKED) return BLOCKED;
+      let rows: unknown[][];
+      try {
+        rows = readRows(p, args, this.#limits(timeout));
+      } finally {
+        if (p.onWriter) engine._afterWrite(this);
+      }
+      cursor = new Cursor(p.columns, rows, ms, () => {});
+    }
+    const id = this.#nextCursor++;
+    this.#cursors.set(id, cursor);
+    return [id, cursor.columns];
+  }
+
+  /** Returns the next chunk of a cursor: `[rows, done]`. */
+  nextCursor(id: number): [unknown[][], boolean] {
+    const cursor = this.#cursor(id);
+    if (this.#engine._owns(this)) this._lastActive = performance.now();
+    try {
+      const chunk = cursor.next();
+      if (chunk[1]) this.#cursors.delete(id);
+      return chunk;
+    } catch (err) {
+      this.#cursors.delete(id);
+      throw err;
+    }
+  }
+
+  /** Closes a cursor early. */
+  closeCursor(id: number): null {
+    this.#cursor(id).close();
+    this.#cursors.delete(id);
+    return null;
   }
 
   /** Runs one statement and returns `[changes, lastInsertRowid]`. */
@@ -320,7 +467,7 @@ export class EngineSession {
     try {
       return runStatement(p, args);
     } finally {
-      this.#engine._afterWrite(this);
+      this.#engine._afterWrite(this, p.touchesTemp);
     }
   }
 
@@ -378,6 +525,8 @@ export class EngineSession {
     this.#closed = true;
     this._stopWaiting();
     this.#engine._leaveQueue(this);
+    for (const c of this.#cursors.values()) c.close();
+    this.#cursors.clear();
     this.#engine._abort(this);
     this.#handles.clear();
     this.#engine._forget(this);
@@ -411,6 +560,37 @@ export class EngineSession {
     }
   }
 
+  #limits(timeout: number | undefined): RunLimits {
+    const config = this.#engine.config;
+    const ms = timeout ?? config.statementTimeout;
+    return { deadline: performance.now() + ms, timeout: ms, maxBytes: config.maxResultBytes };
+  }
+
+  #lazyCursor(p: Prepared, args: unknown[], timeout: number, release: () => void): Cursor {
+    p.stmt.setReadBigInts(true);
+    try {
+      return new Cursor(p.columns, p.stmt.iterate(...args) as Iterator<unknown[]>, timeout, () => {
+        p.stmt.setReadBigInts(!p.readOnly);
+        release();
+      });
+    } catch (err) {
+      p.stmt.setReadBigInts(!p.readOnly);
+      release();
+      throw toSqliteError(err);
+    }
+  }
+
+  #cursor(id: number): Cursor {
+    const cursor = this.#cursors.get(id);
+    if (cursor === undefined) {
+      throw new SqliteError(
+        ErrorCode.UnknownStatement,
+        `Unknown cursor ${id}: it is finished, was closed, or never opened on this connection`,
+      );
+    }
+    return cursor;
+  }
+
   #sqlOf(sql: string | number): string {
     if (typeof sql === "string") return sql;
     const text = this.#handles.get(sql);
@@ -430,13 +610,10 @@ export class EngineSession {
       return engine._writer.prepare(sql);
     }
     const reader = engine._reader;
-    if (reader !== null) {
-      try {
-        const p = reader.prepare(sql);
-        if (p.readOnly) return p;
-      } catch {
-        // Perhaps an object only the writer sees (TEMP): let the writer say.
-      }
+    if (reader !== null && !engine._writerHasTemp) {
+      // A statement the reader cannot prepare fails here, without waiting.
+      const p = reader.prepare(sql);
+      if (p.readOnly) return p;
     }
     if (!engine._acquire(this)) return BLOCKED;
     try {

@@ -54,12 +54,13 @@ export class MessageEncoder {
   /**
    * Appends one frame holding `message`.
    *
+   * @param limit Largest payload allowed for this message; at most `maxFrameSize`.
    * @returns the payload size, or -1 (with nothing appended) when the payload
-   *   would exceed `maxFrameSize`.
+   *   would exceed the limit.
    * @throws {Error} when `message` holds a value MessagePack cannot encode;
    *   nothing is appended then.
    */
-  append(message: unknown): number {
+  append(message: unknown, limit: number = this.#maxFrameSize): number {
     const enc = this.#enc;
     const start = enc.pos;
     try {
@@ -71,7 +72,7 @@ export class MessageEncoder {
       throw err;
     }
     const length = enc.pos - start - 4;
-    if (length > this.#maxFrameSize) {
+    if (length > limit || length > this.#maxFrameSize) {
       enc.pos = start;
       return -1;
     }

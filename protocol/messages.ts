@@ -19,6 +19,9 @@ export const Op = {
   Batch: 4,
   Prepare: 5,
   Finalize: 6,
+  Iterate: 7,
+  Next: 8,
+  CloseCursor: 9,
 } as const;
 
 /** One of the {@link Op} values. */
@@ -51,6 +54,20 @@ export interface ServerLimits {
   busyTimeout: number;
   /** Idle lease of an open transaction before `TX_TIMEOUT`, in ms (0 = none). */
   txIdleTimeout: number;
+  /** Default deadline of statements the server can stop, in ms. */
+  statementTimeout: number;
+  /** Largest buffered (`query`) result, in bytes. */
+  maxResultBytes: number;
+  /** Cursors one connection may hold open at once. */
+  maxCursors: number;
+  /** Idle time allowed inside a partly received frame, in ms. */
+  frameTimeout: number;
+}
+
+/** Per-call options, the optional last element of query/run/iterate requests. */
+export interface CallOptions {
+  /** Statement deadline in ms, overriding the server's `statementTimeout`. */
+  timeout?: number;
 }
 
 /** Payload of the server's handshake reply. */

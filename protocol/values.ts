@@ -12,7 +12,8 @@
  * | `Uint8Array`          | bin                | BLOB                           |
  *
  * Everything else is refused by {@link invalidReason}: `undefined`, `NaN`,
- * strings containing NUL (SQLite's C API would cut them), `Date`,
+ * strings containing NUL (SQLite's C API would cut them) or a lone UTF-16
+ * surrogate (UTF-8 cannot hold it), `Date`,
  * `ArrayBuffer`, other typed arrays, plain objects, arrays, symbols and
  * functions.
  *
@@ -38,9 +39,12 @@ export function invalidReason(value: unknown): string | undefined {
     case "number":
       return value !== value ? "NaN cannot be stored (SQLite would store NULL)" : undefined;
     case "string":
-      return value.includes("\0")
-        ? "string contains a NUL character (SQLite would cut it there); store it as a Uint8Array"
-        : undefined;
+      if (value.includes("\0")) {
+        return "string contains a NUL character (SQLite would cut it there); store it as a Uint8Array";
+      }
+      return value.isWellFormed()
+        ? undefined
+        : "string contains a lone UTF-16 surrogate, which UTF-8 cannot represent";
     case "bigint":
       return value < INT64_MIN || value > INT64_MAX
         ? `bigint ${value} is outside SQLite's 64-bit INTEGER range`

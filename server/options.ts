@@ -44,6 +44,22 @@ export interface ServeOptions {
   maxFrameSize?: number;
   /** Statements kept prepared per SQLite connection. @default {256} */
   statementCacheSize?: number;
+  /**
+   * Deadline of a statement the server can stop (recursive queries, each
+   * cursor chunk), in ms; a call's `timeout` option overrides it.
+   * @default {30000}
+   */
+  statementTimeout?: number;
+  /** Largest buffered result (`query()`), in bytes, before `RESULT_TOO_LARGE`. @default {67108864} */
+  maxResultBytes?: number;
+  /** Cursors one connection may hold open at once. @default {16} */
+  maxCursors?: number;
+  /**
+   * How long a connection may sit on a partly received frame before it is
+   * closed (defends against slow-drip clients), in ms.
+   * @default {10000}
+   */
+  frameTimeout?: number;
 }
 
 /** The resolved server configuration. */
@@ -54,6 +70,8 @@ export interface ServeConfig {
   engine: EngineConfig;
   /** Largest frame payload, in bytes. */
   maxFrameSize: number;
+  /** Idle time allowed inside a partly received frame, in ms. */
+  frameTimeout: number;
   /** Whether the TCP port is announced in a file (Windows default). */
   announceFile: string | null;
 }
@@ -74,6 +92,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     throw new TypeError(
       `Invalid option "synchronous": expected "full" or "normal", got "${String(synchronous)}"`,
     );
+  }
+  for (const key of ["path", "hostname"] as const) {
+    const v = options[key];
+    if (v !== undefined && (typeof v !== "string" || v === "")) {
+      throw new TypeError(`Invalid option "${key}": expected a non-empty string, got ${String(v)}`);
+    }
   }
   const tcp = options.port !== undefined || options.hostname !== undefined;
   if (tcp && options.path !== undefined) {
@@ -104,12 +128,26 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       1024,
       2 ** 31 - 1,
     ),
+    frameTimeout: integer("frameTimeout", options.frameTimeout ?? 10000, 1, 2 ** 31 - 1),
     engine: {
       path: database,
       synchronous,
       busyTimeout: integer("busyTimeout", options.busyTimeout ?? 5000, 0, 2 ** 31 - 1),
       txIdleTimeout: integer("txIdleTimeout", options.txIdleTimeout ?? 10000, 0, 2 ** 31 - 1),
       statementCacheSize: integer("statementCacheSize", options.statementCacheSize ?? 256, 1, 1e6),
+      statementTimeout: integer(
+        "statementTimeout",
+        options.statementTimeout ?? 30000,
+        1,
+        2 ** 31 - 1,
+      ),
+      maxResultBytes: integer(
+        "maxResultBytes",
+        options.maxResultBytes ?? 64 * 1024 * 1024,
+        1,
+        2 ** 31 - 1,
+      ),
+      maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
     },
   };
 }

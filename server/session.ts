@@ -13,6 +13,7 @@
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
 import { ErrorCode, ProtocolError, SqliteError, type WireError } from "../protocol/errors.ts";
 import {
+  type CallOptions,
   CONNECTION_ERROR_ID,
   type HelloReply,
   Op,
@@ -38,6 +39,11 @@ export class Session {
   #head = 0;
   #handshaken = false;
   #pumping = false;
+  #frameTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set after a protocol violation: nothing more is run or sent. */
+  #dead = false;
+  /** Resolved at the end of each pump (see #finish). */
+  #progress: (() => void) | null = null;
 
   /**
    * @param conn The accepted connection.
@@ -51,15 +57,22 @@ export class Session {
     this.#engine = engine.openSession(() => this.#pump());
     this.#channel = new FrameChannel(conn, max, this.#encoder, {
       onFrame: (payload) => this.#onFrame(payload),
-      onReadEnd: () => this.#pump(),
+      onReadEnd: () => {
+        this.#watchPartialFrame();
+        this.#pump();
+      },
       onDrain: () => this.#pump(),
     });
   }
 
-  /** Serves until the client leaves; never rejects. */
+  /**
+   * Serves until the client leaves; never rejects. After the client stops
+   * sending (EOF), requests already received still run and are answered.
+   */
   async serve(): Promise<void> {
     try {
       await this.#channel.readLoop();
+      await this.#finish();
     } catch (err) {
       await this.#fatal(err);
     } finally {
@@ -67,12 +80,39 @@ export class Session {
     }
   }
 
+  /** Runs what is queued and sends every reply, then returns. */
+  async #finish(): Promise<void> {
+    this.#pump();
+    while (!this.#channel.closed) {
+      await this.#channel.drain();
+      if (this.#head >= this.#queue.length && this.#encoder.size === 0) return;
+      await new Promise<void>((resolve) => this.#progress = resolve);
+    }
+  }
+
   /** Closes the connection and rolls back its transaction. Idempotent. */
   close(): void {
+    clearTimeout(this.#frameTimer);
+    this.#dead = true;
+    this.#signalProgress();
     this.#engine.close();
     this.#channel.close();
     this.#queue = [];
     this.#head = 0;
+  }
+
+  /** Closes a connection that stalls inside a frame for `frameTimeout` ms. */
+  #watchPartialFrame(): void {
+    // While reading is paused by our own backpressure the client is not at fault.
+    if (!this.#channel.partial || this.#channel.paused) {
+      clearTimeout(this.#frameTimer);
+      this.#frameTimer = undefined;
+    } else if (this.#frameTimer === undefined) {
+      this.#frameTimer = setTimeout(() => {
+        this.#frameTimer = undefined;
+        if (this.#channel.partial) this.close();
+      }, this.#hello.limits.frameTimeout);
+    }
   }
 
   #onFrame(payload: Uint8Array): void {
@@ -109,13 +149,14 @@ export class Session {
 
   /** Runs queued requests in order until one must wait or output backs up. */
   #pump(): void {
-    if (this.#pumping || this.#channel.closed) return;
+    if (this.#pumping || this.#dead || this.#channel.closed) return;
     this.#pumping = true;
     try {
       const q = this.#queue;
       while (this.#head < q.length) {
         if (this.#encoder.size >= HIGH_WATER) break;
         const req = q[this.#head];
+        const limit = req[0] === Op.Query ? this.#hello.limits.maxResultBytes : undefined;
         let result: unknown;
         try {
           result = this.#dispatch(req);
@@ -126,7 +167,7 @@ export class Session {
         }
         if (result === BLOCKED) break;
         q[this.#head++] = undefined as unknown as Request;
-        this.#reply(req[1] as number, result);
+        this.#reply(req[1] as number, result, limit);
       }
       if (this.#head === q.length) {
         q.length = 0;
@@ -140,17 +181,25 @@ export class Session {
       } else {
         this.#channel.pauseReading();
       }
+      this.#watchPartialFrame();
     } finally {
       this.#pumping = false;
     }
     this.#channel.flush();
+    this.#signalProgress();
+  }
+
+  #signalProgress(): void {
+    const progress = this.#progress;
+    this.#progress = null;
+    progress?.();
   }
 
   #dispatch(req: Request): unknown {
     const s = this.#engine;
     switch (req[0]) {
       case Op.Query:
-        return s.query(sqlOrHandle(req[2]), params(req[3]));
+        return s.query(sqlOrHandle(req[2]), params(req[3]), timeoutOf(req[4]));
       case Op.Run:
         return s.run(sqlOrHandle(req[2]), params(req[3]));
       case Op.Exec:
@@ -161,23 +210,34 @@ export class Session {
         return s.prepare(sqlText(req[2]));
       case Op.Finalize:
         return s.finalize(handle(req[2]));
+      case Op.Iterate:
+        return s.openCursor(sqlOrHandle(req[2]), params(req[3]), timeoutOf(req[4]));
+      case Op.Next:
+        return s.nextCursor(handle(req[2]));
+      case Op.CloseCursor:
+        return s.closeCursor(handle(req[2]));
       default:
         throw badRequest(`Unknown op ${String(req[0])}`);
     }
   }
 
-  #reply(id: number, payload: unknown): void {
+  #reply(id: number, payload: unknown, limit?: number): void {
     const status = this.#engine.inTransaction ? Status.InTransaction : Status.Ok;
-    if (this.#encoder.append([id, status, payload]) === -1) {
-      this.#replyError(
-        id,
-        new SqliteError(
+    if (this.#encoder.append([id, status, payload], limit) !== -1) return;
+    const limits = this.#hello.limits;
+    this.#replyError(
+      id,
+      limit !== undefined && limit < limits.maxFrameSize
+        ? new SqliteError(
           ErrorCode.ResultTooLarge,
-          `Result exceeds maxFrameSize ${this.#hello.limits.maxFrameSize} bytes: ` +
-            "select fewer rows or columns",
+          `Result exceeds maxResultBytes ${limit} (--max-result-bytes): ` +
+            "use iterate() to stream large results",
+        )
+        : new SqliteError(
+          ErrorCode.ResultTooLarge,
+          `Result exceeds maxFrameSize ${limits.maxFrameSize} bytes: use iterate() for large results`,
         ),
-      );
-    }
+    );
   }
 
   #replyError(id: number, err: unknown): void {
@@ -188,6 +248,10 @@ export class Session {
   /** Answers a protocol violation with a connection-level error. */
   async #fatal(err: unknown): Promise<void> {
     if (this.#channel.closed) return;
+    // Requests that arrived before the bad frame run and are answered first;
+    // nothing after the error frame.
+    this.#pump();
+    this.#dead = true;
     this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, toWireError(err)]);
     // A client that does not read gets one second, then the socket closes.
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -235,6 +299,15 @@ function handle(v: unknown): number {
 function params(v: unknown): unknown {
   if (v === undefined || v === null || typeof v === "object") return v;
   throw badRequest(`Expected parameters as an array or a map, got ${typeName(v)}`);
+}
+
+function timeoutOf(v: unknown): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  const t = (v as CallOptions).timeout;
+  if (typeof v !== "object" || (t !== undefined && (typeof t !== "number" || !(t > 0)))) {
+    throw badRequest("Expected call options {timeout?: positive number of ms}");
+  }
+  return t;
 }
 
 function batchItems(v: unknown): [string, unknown][] {

@@ -59,6 +59,16 @@ export class FrameChannel {
     return this.#closed;
   }
 
+  /** True while part of a frame has arrived and the rest has not. */
+  get partial(): boolean {
+    return this.#frames.buffered > 0;
+  }
+
+  /** True while reading is paused by {@link pauseReading}. */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
   /** True while a write is in progress. */
   get writing(): boolean {
     return this.#writing;

@@ -45,7 +45,12 @@ export async function listen(addr: Address): Promise<Deno.Listener> {
       cause: err,
     });
   }
-  await Deno.chmod(path, 0o600);
+  try {
+    await Deno.chmod(path, 0o600);
+  } catch (err) {
+    listener.close();
+    throw new ListenError(`Cannot secure unix:${path}: ${(err as Error).message}`, { cause: err });
+  }
   return listener;
 }
 

@@ -1,0 +1,96 @@
+/**
+ * A server-side cursor: a statement stepped a chunk at a time, so a result of
+ * any size streams in bounded memory. The client asks for each chunk (its
+ * outstanding requests are its credit), so the server never runs ahead of a
+ * slow reader.
+ *
+ * @module
+ */
+
+import { normalizeRows, type RunLimits, stepRowsInto, toSqliteError } from "./connection.ts";
+
+/** Rows per chunk at most. */
+export const CHUNK_ROWS = 1024;
+/** Approximate bytes per chunk at most. */
+export const CHUNK_BYTES = 64 * 1024;
+
+/** One open cursor. */
+export class Cursor {
+  /** Result column names. */
+  readonly columns: string[];
+  readonly #timeout: number;
+  #it: Iterator<unknown[]> | null;
+  #rows: unknown[][] | null;
+  #release: (() => void) | null;
+
+  /**
+   * @param columns Result column names.
+   * @param source A live row iterator, or rows already materialised.
+   * @param timeout Deadline for producing one chunk, in ms.
+   * @param release Called once when the cursor ends (returns its connection).
+   */
+  constructor(
+    columns: string[],
+    source: Iterator<unknown[]> | unknown[][],
+    timeout: number,
+    release: () => void,
+  ) {
+    this.columns = columns;
+    this.#timeout = timeout;
+    if (Array.isArray(source)) {
+      this.#rows = source;
+      this.#it = null;
+    } else {
+      this.#it = source;
+      this.#rows = null;
+    }
+    this.#release = release;
+  }
+
+  /**
+   * Produces the next chunk.
+   *
+   * @returns `[rows, done]`; after `done` the cursor is closed.
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` when one chunk takes longer than
+   *   the timeout, or SQLite's error; the cursor is closed then.
+   */
+  next(): [unknown[][], boolean] {
+    if (this.#rows !== null) {
+      const rows = this.#rows.splice(0, CHUNK_ROWS);
+      const done = this.#rows.length === 0;
+      if (done) this.close();
+      return [rows, done];
+    }
+    if (this.#it === null) return [[], true];
+    const limits: RunLimits = {
+      deadline: performance.now() + this.#timeout,
+      timeout: this.#timeout,
+      maxBytes: Infinity,
+    };
+    const out: unknown[][] = [];
+    let done: boolean;
+    try {
+      done = stepRowsInto(this.#it, out, CHUNK_ROWS, CHUNK_BYTES, limits).done;
+    } catch (err) {
+      this.close();
+      throw toSqliteError(err);
+    }
+    normalizeRows(out);
+    if (done) this.close();
+    return [out, done];
+  }
+
+  /** Stops the statement and releases its connection. Idempotent. */
+  close(): void {
+    try {
+      this.#it?.return?.();
+    } catch {
+      // Resetting a failed statement may throw again; it is reset either way.
+    }
+    this.#it = null;
+    this.#rows = null;
+    const release = this.#release;
+    this.#release = null;
+    release?.();
+  }
+}

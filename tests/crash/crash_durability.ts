@@ -1,0 +1,368 @@
+/**
+ * Crash durability: writers hammer a netsqlite server running as its own
+ * process, the server is SIGKILLed at a random moment, restarted on the same
+ * database, and the database is checked:
+ *
+ * - every write the server acknowledged (its promise resolved) is present;
+ * - no transaction is half visible (each carries a group id and its row count);
+ * - `PRAGMA integrity_check` says `ok`.
+ *
+ * Run: `deno task test:crash --trials 20 --seed 1 [--writers 4] [--synchronous full]`.
+ * Import: {@link runCrashTrials}.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type Client, connect } from "../../client.ts";
+import { ConnectionError } from "../../protocol/errors.ts";
+import { startServerProcess } from "../_helpers.ts";
+
+/** Options of {@link runCrashTrials}. */
+export interface CrashOptions {
+  /** Kill-and-restart rounds. @default {20} */
+  trials?: number;
+  /** Seed of the PRNG that picks kill delays and write mixes. @default {1} */
+  seed?: number;
+  /** Concurrent writer connections. @default {4} */
+  writers?: number;
+  /** The server's `--synchronous` mode. @default {"full"} */
+  synchronous?: "full" | "normal";
+  /** Print a line per trial. @default {false} */
+  verbose?: boolean;
+}
+
+/** A transaction that left rows of some but not all of its statements. */
+export interface PartialTransaction {
+  trial: number;
+  group: number;
+  rowsFound: number;
+  rowsWritten: number;
+}
+
+/** What one trial saw. */
+export interface TrialReport {
+  trial: number;
+  /** Delay between starting the writers and the SIGKILL, in ms. */
+  killAfterMs: number;
+  /** Autocommit inserts acknowledged in this trial. */
+  ackedRows: number;
+  /** Multi-row transactions acknowledged in this trial. */
+  ackedTransactions: number;
+  /** Rows in the table after the restart (all trials so far). */
+  rowsAfterRestart: number;
+  /** Acknowledged autocommit rows (ids, of any trial so far) missing after the restart. */
+  lostRows: number[];
+  /** Acknowledged transactions (group ids, of any trial so far) missing or incomplete. */
+  lostTransactions: number[];
+  /** Transactions whose rows are only partly present. */
+  partial: PartialTransaction[];
+  /** What `PRAGMA integrity_check` returned (`ok` when sound). */
+  integrity: string;
+}
+
+/** Summary of {@link runCrashTrials}. */
+export interface Report {
+  trials: number;
+  seed: number;
+  writers: number;
+  synchronous: "full" | "normal";
+  /** Acknowledged autocommit inserts, all trials. */
+  ackedRows: number;
+  /** Acknowledged multi-row transactions, all trials. */
+  ackedTransactions: number;
+  /** Acknowledged writes (rows + transactions) found missing in any check. */
+  lostWrites: number;
+  /** Partly visible transactions found in any check. */
+  partialTransactions: number;
+  /** Checks whose integrity_check was not `ok`. */
+  integrityFailures: number;
+  durationMs: number;
+  perTrial: TrialReport[];
+}
+
+/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    writer INTEGER NOT NULL,
+    trial INTEGER NOT NULL,
+    grp INTEGER,
+    grp_size INTEGER,
+    payload TEXT NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS items_grp ON items(grp);
+`;
+
+const INSERT =
+  "INSERT INTO items (id, writer, trial, grp, grp_size, payload) VALUES (?, ?, ?, ?, ?, ?)";
+
+/** What all writers acknowledged, across trials. */
+interface Ledger {
+  nextId: number;
+  nextGroup: number;
+  ackedIds: Set<number>;
+  /** group id → row count */
+  ackedGroups: Map<number, number>;
+}
+
+/**
+ * One writer: autocommit inserts, batches and BEGIN/COMMIT transactions,
+ * until its connection dies. Records what the server acknowledged.
+ */
+async function writer(
+  client: Client,
+  w: number,
+  trial: number,
+  ledger: Ledger,
+  rnd: () => number,
+  counts: { rows: number; txs: number },
+): Promise<void> {
+  const payload = (n: number) => "x".repeat(50 + Math.floor(rnd() * n));
+  for (;;) {
+    const pick = rnd();
+    try {
+      if (pick < 0.5) {
+        const id = ledger.nextId++;
+        await client.run(INSERT, [id, w, trial, null, null, payload(400)]);
+        ledger.ackedIds.add(id);
+        counts.rows++;
+        continue;
+      }
+      const group = ledger.nextGroup++;
+      const size = 2 + Math.floor(rnd() * 5);
+      const rows = Array.from({ length: size }, () => {
+        const id = ledger.nextId++;
+        return [id, w, trial, group, size, payload(2000)];
+      });
+      if (pick < 0.75) {
+        await client.batch(rows.map((params) => ({ sql: INSERT, params })));
+      } else {
+        await client.exec("BEGIN IMMEDIATE");
+        try {
+          for (const params of rows) await client.run(INSERT, params);
+          await client.exec("COMMIT");
+        } catch (err) {
+          if (!(err instanceof ConnectionError)) await client.exec("ROLLBACK").catch(() => {});
+          throw err;
+        }
+      }
+      ledger.ackedGroups.set(group, size);
+      counts.txs++;
+    } catch (err) {
+      if (err instanceof ConnectionError) return;
+      // Anything else (e.g. a busy timeout) is not a durability question: go on.
+    }
+  }
+}
+
+async function waitFor(ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Runs `trials` rounds of: start server process, write concurrently, SIGKILL
+ * the server after a random 50–400 ms, restart it on the same database and
+ * check every acknowledged write, transaction atomicity and integrity.
+ */
+export async function runCrashTrials(options: CrashOptions = {}): Promise<Report> {
+  const trials = options.trials ?? 20;
+  const seed = options.seed ?? 1;
+  const writers = options.writers ?? 4;
+  const synchronous = options.synchronous ?? "full";
+  if (!Number.isInteger(trials) || trials < 1) throw new RangeError(`Invalid trials: ${trials}`);
+  if (!Number.isInteger(seed)) throw new RangeError(`Invalid seed: ${seed}`);
+  if (!Number.isInteger(writers) || writers < 1) {
+    throw new RangeError(`Invalid writers: ${writers}`);
+  }
+  if (synchronous !== "full" && synchronous !== "normal") {
+    throw new TypeError(`Invalid synchronous: ${synchronous}`);
+  }
+  const started = performance.now();
+  const rnd = prng(seed);
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-crash-" });
+  const database = `${dir}/crash.db`;
+  const args = ["--synchronous", synchronous];
+  const ledger: Ledger = { nextId: 1, nextGroup: 1, ackedIds: new Set(), ackedGroups: new Map() };
+  const perTrial: TrialReport[] = [];
+  try {
+    for (let trial = 1; trial <= trials; trial++) {
+      const killAfterMs = 50 + Math.floor(rnd() * 351);
+      const counts = { rows: 0, txs: 0 };
+
+      // Write until the server is killed.
+      {
+        await using server = await startServerProcess({ dir, database, args });
+        const clients: Client[] = [];
+        try {
+          // No reconnecting: a writer stops at the first sign of the crash.
+          for (let w = 0; w < writers; w++) {
+            clients.push(await connect({ ...server.connectOptions, reconnect: false }));
+          }
+          if (trial === 1) await clients[0].exec(SCHEMA);
+          const running = clients.map((c, w) =>
+            writer(c, w, trial, ledger, prng(seed * 1000 + trial * 16 + w), counts)
+          );
+          await waitFor(killAfterMs);
+          await server.kill();
+          await Promise.all(running);
+        } finally {
+          await Promise.all(clients.map((c) => c.close()));
+        }
+      }
+
+      // Restart on the same database and check.
+      {
+        await using server = await startServerProcess({ dir, database, args });
+        await using db = await server.client();
+        const integrity = (await db.values<[string]>("PRAGMA integrity_check"))
+          .map((r) => r[0]).join("; ");
+        const present = new Set(
+          (await db.values<[number]>("SELECT id FROM items WHERE grp IS NULL")).map((r) => r[0]),
+        );
+        const groups = new Map<number, { found: number; size: number }>();
+        for (
+          const [grp, found, size] of await db.values<[number, number, number]>(
+            "SELECT grp, count(*), max(grp_size) FROM items WHERE grp IS NOT NULL GROUP BY grp",
+          )
+        ) {
+          groups.set(grp, { found, size });
+        }
+        const [[total]] = await db.values<[number]>("SELECT count(*) FROM items");
+        const lostRows = [...ledger.ackedIds].filter((id) => !present.has(id));
+        const lostTransactions = [...ledger.ackedGroups].filter(([g, size]) =>
+          groups.get(g)?.found !== size
+        ).map(([g]) => g);
+        const partial: PartialTransaction[] = [];
+        for (const [group, { found, size }] of groups) {
+          if (found !== size) partial.push({ trial, group, rowsFound: found, rowsWritten: size });
+        }
+        const report: TrialReport = {
+          trial,
+          killAfterMs,
+          ackedRows: counts.rows,
+          ackedTransactions: counts.txs,
+          rowsAfterRestart: total,
+          lostRows,
+          lostTransactions,
+          partial,
+          integrity,
+        };
+        perTrial.push(report);
+        if (options.verbose) console.log(formatTrial(report));
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  return {
+    trials,
+    seed,
+    writers,
+    synchronous,
+    ackedRows: sum(perTrial.map((t) => t.ackedRows)),
+    ackedTransactions: sum(perTrial.map((t) => t.ackedTransactions)),
+    lostWrites: sum(perTrial.map((t) => t.lostRows.length + t.lostTransactions.length)),
+    partialTransactions: sum(perTrial.map((t) => t.partial.length)),
+    integrityFailures: perTrial.filter((t) => t.integrity !== "ok").length,
+    durationMs: Math.round(performance.now() - started),
+    perTrial,
+  };
+}
+
+function sum(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}
+
+/** One line describing a trial. */
+export function formatTrial(t: TrialReport): string {
+  return `trial ${t.trial}: killed after ${t.killAfterMs} ms; acked ${t.ackedRows} rows, ` +
+    `${t.ackedTransactions} transactions; ${t.rowsAfterRestart} rows after restart; ` +
+    `lost ${t.lostRows.length} rows, ${t.lostTransactions.length} transactions; ` +
+    `${t.partial.length} partial; integrity ${t.integrity}`;
+}
+
+/** A human-readable report. */
+export function formatReport(r: Report): string {
+  const lines = [
+    `crash durability: ${r.trials} trials, seed ${r.seed}, ${r.writers} writers, ` +
+    `synchronous=${r.synchronous}, ${r.durationMs} ms`,
+    `  acknowledged: ${r.ackedRows} autocommit rows, ${r.ackedTransactions} transactions`,
+    `  lost acknowledged writes: ${r.lostWrites}`,
+    `  partial transactions: ${r.partialTransactions}`,
+    `  integrity failures: ${r.integrityFailures}`,
+  ];
+  for (const t of r.perTrial) {
+    if (t.lostRows.length > 0) lines.push(`  trial ${t.trial} lost rows: ${t.lostRows.join(", ")}`);
+    if (t.lostTransactions.length > 0) {
+      lines.push(`  trial ${t.trial} lost transactions: ${t.lostTransactions.join(", ")}`);
+    }
+    for (const p of t.partial) {
+      lines.push(`  trial ${t.trial} partial group ${p.group}: ${p.rowsFound}/${p.rowsWritten}`);
+    }
+    if (t.integrity !== "ok") lines.push(`  trial ${t.trial} integrity: ${t.integrity}`);
+  }
+  const ok = r.lostWrites === 0 && r.partialTransactions === 0 && r.integrityFailures === 0;
+  lines.push(ok ? "RESULT: ok" : "RESULT: FAILED");
+  return lines.join("\n");
+}
+
+async function main(): Promise<number> {
+  let options: CrashOptions;
+  try {
+    const { values } = parseArgs({
+      args: Deno.args,
+      strict: true,
+      options: {
+        trials: { type: "string", default: "20" },
+        seed: { type: "string", default: "1" },
+        writers: { type: "string", default: "4" },
+        synchronous: { type: "string", default: "full" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+    if (values.help) {
+      console.log(USAGE);
+      return 0;
+    }
+    options = {
+      trials: Number(values.trials),
+      seed: Number(values.seed),
+      writers: Number(values.writers),
+      synchronous: values.synchronous as "full" | "normal",
+      verbose: true,
+    };
+  } catch (err) {
+    console.error(`crash_durability: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  let report: Report;
+  try {
+    report = await runCrashTrials(options);
+  } catch (err) {
+    if (!(err instanceof RangeError || err instanceof TypeError)) throw err;
+    console.error(`crash_durability: ${err.message}\n${USAGE}`);
+    return 2;
+  }
+  console.log(formatReport(report));
+  return report.lostWrites === 0 && report.partialTransactions === 0 &&
+      report.integrityFailures === 0
+    ? 0
+    : 1;
+}
+
+const USAGE = "Usage: deno task test:crash [--trials N] [--seed N] [--writers N] " +
+  "[--synchronous full|normal]";
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,455 @@
+/**
+ * Server options: resolveServeOptions() validation and defaults, the
+ * command line (parseServeArgs), HOST:PORT parsing and default socket paths.
+ */
+
+import assert from "node:assert/strict";
+import { tmpdir } from "node:os";
+import { basename, dirname, join, resolve } from "node:path";
+import { resolveServeOptions, type ServeOptions } from "../server/options.ts";
+import { parseServeArgs } from "../server.ts";
+import {
+  DEFAULT_DATABASE,
+  defaultSocketDir,
+  defaultSocketPath,
+  formatAddress,
+  parseHostPort,
+} from "../transport/address.ts";
+
+const MiB = 1024 * 1024;
+
+/** Runs `fn` with XDG_RUNTIME_DIR set to `value` (or unset), then restores it. */
+function withRuntimeDir<T>(value: string | undefined, fn: () => T): T {
+  const saved = Deno.env.get("XDG_RUNTIME_DIR");
+  if (value === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
+  else Deno.env.set("XDG_RUNTIME_DIR", value);
+  try {
+    return fn();
+  } finally {
+    if (saved === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
+    else Deno.env.set("XDG_RUNTIME_DIR", saved);
+  }
+}
+
+function throwsWith(
+  fn: () => unknown,
+  type: typeof TypeError | typeof RangeError,
+  message: RegExp,
+): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof type, `expected ${type.name}, got ${(err as Error)?.name}`);
+    assert.match((err as Error).message, message);
+    return true;
+  });
+}
+
+// ---- resolveServeOptions ------------------------------------------------
+
+Deno.test("resolveServeOptions() fills in every default", () => {
+  const config = resolveServeOptions();
+  assert.deepEqual(config.address, {
+    transport: "unix",
+    path: defaultSocketPath(DEFAULT_DATABASE),
+  });
+  assert.equal(DEFAULT_DATABASE, "netsqlite.db");
+  assert.equal(config.announceFile, null);
+  assert.equal(config.maxFrameSize, 64 * MiB);
+  assert.equal(config.engine.path, "netsqlite.db");
+  assert.equal(config.engine.synchronous, "full");
+  assert.equal(config.engine.busyTimeout, 5000);
+  assert.equal(config.engine.txIdleTimeout, 10000);
+  assert.equal(config.engine.statementCacheSize, 256);
+  assert.deepEqual(resolveServeOptions({}), config);
+});
+
+Deno.test("resolveServeOptions() uses the default socket of the given database", () => {
+  const config = resolveServeOptions({ database: "/data/app.db" });
+  assert.equal(config.engine.path, "/data/app.db");
+  assert.deepEqual(config.address, { transport: "unix", path: defaultSocketPath("/data/app.db") });
+});
+
+Deno.test("resolveServeOptions() keeps given values", () => {
+  const config = resolveServeOptions({
+    database: "x.db",
+    path: "/tmp/x.sock",
+    synchronous: "normal",
+    busyTimeout: 0,
+    txIdleTimeout: 0,
+    maxFrameSize: 1024,
+    statementCacheSize: 1,
+  });
+  assert.deepEqual(config.address, { transport: "unix", path: "/tmp/x.sock" });
+  assert.equal(config.announceFile, null);
+  assert.equal(config.maxFrameSize, 1024);
+  assert.equal(config.engine.path, "x.db");
+  assert.equal(config.engine.synchronous, "normal");
+  assert.equal(config.engine.busyTimeout, 0);
+  assert.equal(config.engine.txIdleTimeout, 0);
+  assert.equal(config.engine.statementCacheSize, 1);
+});
+
+Deno.test("resolveServeOptions() listens on TCP when a port or hostname is given", () => {
+  assert.deepEqual(resolveServeOptions({ port: 7878 }).address, {
+    transport: "tcp",
+    hostname: "127.0.0.1",
+    port: 7878,
+  });
+  assert.deepEqual(resolveServeOptions({ hostname: "::1" }).address, {
+    transport: "tcp",
+    hostname: "::1",
+    port: 0,
+  });
+  assert.deepEqual(resolveServeOptions({ hostname: "0.0.0.0", port: 65535 }).address, {
+    transport: "tcp",
+    hostname: "0.0.0.0",
+    port: 65535,
+  });
+  assert.equal(resolveServeOptions({ port: 0 }).announceFile, null);
+});
+
+Deno.test("resolveServeOptions() refuses both a socket path and a TCP address", () => {
+  throwsWith(
+    () => resolveServeOptions({ path: "/tmp/a.sock", port: 1 }),
+    TypeError,
+    /give either "path" \(Unix socket\) or "hostname"\/"port" \(TCP\)/,
+  );
+  throwsWith(
+    () => resolveServeOptions({ path: "/tmp/a.sock", hostname: "localhost" }),
+    TypeError,
+    /either "path"/,
+  );
+});
+
+Deno.test("resolveServeOptions() refuses an empty or non-string database", () => {
+  throwsWith(
+    () => resolveServeOptions({ database: "" }),
+    TypeError,
+    /^Invalid option "database": expected a file path/,
+  );
+  throwsWith(
+    () => resolveServeOptions({ database: 42 as unknown as string }),
+    TypeError,
+    /^Invalid option "database": expected a file path, got 42$/,
+  );
+});
+
+// path and hostname are not validated: { path: 42 } fails later inside
+// node:path, { hostname: 42 } with "addr.hostname.includes is not a function",
+// and { path: "" } binds a socket, then fails in chmod and leaks the listener.
+Deno.test("resolveServeOptions() refuses a path or hostname that is not a non-empty string", () => {
+  const cases: [ServeOptions, RegExp][] = [
+    [{ path: 42 as unknown as string }, /^Invalid option "path"/],
+    [{ path: "" }, /^Invalid option "path"/],
+    [{ hostname: 42 as unknown as string }, /^Invalid option "hostname"/],
+  ];
+  for (const [options, message] of cases) {
+    throwsWith(() => resolveServeOptions(options), TypeError, message);
+  }
+});
+
+Deno.test("resolveServeOptions() refuses an unknown synchronous mode", () => {
+  for (const mode of ["off", "FULL", "extra", ""]) {
+    throwsWith(
+      () => resolveServeOptions({ synchronous: mode as ServeOptions["synchronous"] }),
+      TypeError,
+      new RegExp(`^Invalid option "synchronous": expected "full" or "normal", got "${mode}"$`),
+    );
+  }
+});
+
+Deno.test("resolveServeOptions() refuses non-integer numbers with TypeError", () => {
+  const cases: [keyof ServeOptions, unknown][] = [
+    ["port", 1.5],
+    ["port", "80"],
+    ["busyTimeout", NaN],
+    ["busyTimeout", Infinity],
+    ["txIdleTimeout", "10"],
+    ["maxFrameSize", 2048.5],
+    ["statementCacheSize", true],
+  ];
+  for (const [name, value] of cases) {
+    throwsWith(
+      () => resolveServeOptions({ [name]: value } as ServeOptions),
+      TypeError,
+      new RegExp(`^Invalid option "${name}": expected an integer, got ${String(value)}$`),
+    );
+  }
+});
+
+Deno.test("resolveServeOptions() refuses numbers out of range with RangeError", () => {
+  const cases: [keyof ServeOptions, number, string][] = [
+    ["port", -1, "0..65535"],
+    ["port", 65536, "0..65535"],
+    ["busyTimeout", -1, "0..2147483647"],
+    ["busyTimeout", 2 ** 31, "0..2147483647"],
+    ["txIdleTimeout", -5, "0..2147483647"],
+    ["maxFrameSize", 1023, "1024..2147483647"],
+    ["maxFrameSize", 2 ** 31, "1024..2147483647"],
+    ["statementCacheSize", 0, "1..1000000"],
+  ];
+  for (const [name, value, range] of cases) {
+    throwsWith(
+      () => resolveServeOptions({ [name]: value } as ServeOptions),
+      RangeError,
+      new RegExp(`^Invalid option "${name}": ${value} is outside ${range.replace(/\./g, "\\.")}$`),
+    );
+  }
+});
+
+Deno.test("resolveServeOptions() accepts the bounds of each range", () => {
+  assert.equal(resolveServeOptions({ maxFrameSize: 1024 }).maxFrameSize, 1024);
+  assert.equal(resolveServeOptions({ maxFrameSize: 2 ** 31 - 1 }).maxFrameSize, 2 ** 31 - 1);
+  assert.equal(resolveServeOptions({ busyTimeout: 2 ** 31 - 1 }).engine.busyTimeout, 2 ** 31 - 1);
+  assert.equal(resolveServeOptions({ port: 0 }).address.transport, "tcp");
+  assert.equal(resolveServeOptions({ statementCacheSize: 1e6 }).engine.statementCacheSize, 1e6);
+});
+
+// ---- parseServeArgs ------------------------------------------------------
+
+Deno.test("parseServeArgs() with no arguments leaves every option to its default", () => {
+  const options = parseServeArgs([]);
+  assert.notEqual(options, "help");
+  assert.deepEqual(resolveServeOptions(options as ServeOptions), resolveServeOptions({}));
+});
+
+Deno.test("parseServeArgs() reads --db, --socket, --synchronous and the number flags", () => {
+  const options = parseServeArgs([
+    "--db",
+    "/data/app.db",
+    "--socket",
+    "/run/app.sock",
+    "--synchronous",
+    "normal",
+    "--busy-timeout",
+    "250",
+    "--tx-idle-timeout",
+    "0",
+    "--max-frame-size",
+    "4096",
+  ]);
+  assert.notEqual(options, "help");
+  const o = options as ServeOptions;
+  assert.equal(o.database, "/data/app.db");
+  assert.equal(o.path, "/run/app.sock");
+  assert.equal(o.synchronous, "normal");
+  assert.equal(o.busyTimeout, 250);
+  assert.equal(o.txIdleTimeout, 0);
+  assert.equal(o.maxFrameSize, 4096);
+  assert.equal(o.hostname, undefined);
+  assert.equal(o.port, undefined);
+  const config = resolveServeOptions(options as ServeOptions);
+  assert.deepEqual(config.address, { transport: "unix", path: "/run/app.sock" });
+  assert.equal(config.engine.busyTimeout, 250);
+  assert.equal(config.engine.txIdleTimeout, 0);
+  assert.equal(config.engine.synchronous, "normal");
+  assert.equal(config.maxFrameSize, 4096);
+});
+
+Deno.test("parseServeArgs() accepts --flag=value syntax", () => {
+  const options = parseServeArgs(["--db=a.db", "--busy-timeout=10"]) as ServeOptions;
+  assert.equal(options.database, "a.db");
+  assert.equal(options.busyTimeout, 10);
+});
+
+Deno.test("parseServeArgs() reads --tcp HOST:PORT", () => {
+  const a = parseServeArgs(["--tcp", "0.0.0.0:7878"]) as ServeOptions;
+  assert.equal(a.hostname, "0.0.0.0");
+  assert.equal(a.port, 7878);
+  assert.equal(a.path, undefined);
+  assert.deepEqual(resolveServeOptions(a).address, {
+    transport: "tcp",
+    hostname: "0.0.0.0",
+    port: 7878,
+  });
+  const b = parseServeArgs(["--tcp", "[::1]:0"]) as ServeOptions;
+  assert.equal(b.hostname, "::1");
+  assert.equal(b.port, 0);
+});
+
+Deno.test('parseServeArgs() returns "help" for --help and -h', () => {
+  assert.equal(parseServeArgs(["--help"]), "help");
+  assert.equal(parseServeArgs(["-h"]), "help");
+  assert.equal(parseServeArgs(["--db", "x.db", "--help"]), "help");
+});
+
+Deno.test("parseServeArgs() refuses a number flag that is not a number", () => {
+  throwsWith(
+    () => parseServeArgs(["--busy-timeout", "abc"]),
+    TypeError,
+    /^Invalid --busy-timeout "abc": expected a number$/,
+  );
+  throwsWith(
+    () => parseServeArgs(["--tx-idle-timeout", ""]),
+    TypeError,
+    /^Invalid --tx-idle-timeout "": expected a number$/,
+  );
+  throwsWith(
+    () => parseServeArgs(["--max-frame-size", " "]),
+    TypeError,
+    /^Invalid --max-frame-size " ": expected a number$/,
+  );
+  throwsWith(
+    () => parseServeArgs(["--busy-timeout", "Infinity"]),
+    TypeError,
+    /^Invalid --busy-timeout "Infinity"/,
+  );
+});
+
+Deno.test("parseServeArgs() leaves range and integer checks to resolveServeOptions()", () => {
+  const frac = parseServeArgs(["--busy-timeout", "1.5"]) as ServeOptions;
+  assert.equal(frac.busyTimeout, 1.5);
+  throwsWith(() => resolveServeOptions(frac), TypeError, /"busyTimeout": expected an integer/);
+  const neg = parseServeArgs(["--tx-idle-timeout=-1"]) as ServeOptions;
+  throwsWith(() => resolveServeOptions(neg), RangeError, /"txIdleTimeout": -1 is outside/);
+  const both = parseServeArgs(["--socket", "/tmp/s.sock", "--tcp", "127.0.0.1:0"]) as ServeOptions;
+  throwsWith(() => resolveServeOptions(both), TypeError, /either "path"/);
+  const sync = parseServeArgs(["--synchronous", "off"]) as ServeOptions;
+  throwsWith(
+    () => resolveServeOptions(sync),
+    TypeError,
+    /"synchronous": expected "full" or "normal", got "off"/,
+  );
+});
+
+Deno.test("parseServeArgs() refuses unknown flags, positionals, bad --tcp and missing values", () => {
+  assert.throws(() => parseServeArgs(["--nope"]), /nope/);
+  assert.throws(() => parseServeArgs(["app.db"]), /app\.db/);
+  assert.throws(() => parseServeArgs(["--db"]), /--db/);
+  throwsWith(
+    () => parseServeArgs(["--tcp", "localhost"]),
+    TypeError,
+    /^Cannot parse address "localhost": expected HOST:PORT, e\.g\. 127\.0\.0\.1:7878$/,
+  );
+  throwsWith(
+    () => parseServeArgs(["--tcp", "h:99999"]),
+    TypeError,
+    /Cannot parse address "h:99999"/,
+  );
+});
+
+// ---- parseHostPort / formatAddress --------------------------------------
+
+Deno.test("parseHostPort() parses HOST:PORT, [IPv6]:PORT and :PORT", () => {
+  assert.deepEqual(parseHostPort("127.0.0.1:7878"), {
+    transport: "tcp",
+    hostname: "127.0.0.1",
+    port: 7878,
+  });
+  assert.deepEqual(parseHostPort("localhost:0"), {
+    transport: "tcp",
+    hostname: "localhost",
+    port: 0,
+  });
+  assert.deepEqual(parseHostPort("[::1]:8080"), { transport: "tcp", hostname: "::1", port: 8080 });
+  assert.deepEqual(parseHostPort("[fe80::1%eth0]:1"), {
+    transport: "tcp",
+    hostname: "fe80::1%eth0",
+    port: 1,
+  });
+  assert.deepEqual(parseHostPort(":65535"), {
+    transport: "tcp",
+    hostname: "127.0.0.1",
+    port: 65535,
+  });
+});
+
+Deno.test("parseHostPort() refuses text that is not HOST:PORT with a port 0-65535", () => {
+  for (
+    const bad of [
+      "",
+      "localhost",
+      "host:",
+      "host:-1",
+      "host:65536",
+      "host:12ab",
+      "::1:80",
+      "[::1]",
+      "a:b:c",
+      "host:1.5",
+    ]
+  ) {
+    throwsWith(
+      () => parseHostPort(bad),
+      TypeError,
+      new RegExp(`^Cannot parse address "${bad.replace(/[[\].]/g, "\\$&")}": expected HOST:PORT`),
+    );
+  }
+});
+
+Deno.test("formatAddress() writes unix:PATH and tcp:HOST:PORT with IPv6 in brackets", () => {
+  assert.equal(formatAddress({ transport: "unix", path: "/tmp/x.sock" }), "unix:/tmp/x.sock");
+  assert.equal(
+    formatAddress({ transport: "tcp", hostname: "127.0.0.1", port: 80 }),
+    "tcp:127.0.0.1:80",
+  );
+  assert.equal(formatAddress({ transport: "tcp", hostname: "::1", port: 80 }), "tcp:[::1]:80");
+  // What formatAddress() writes, parseHostPort() reads back.
+  assert.deepEqual(
+    parseHostPort(formatAddress({ transport: "tcp", hostname: "::1", port: 9 }).slice(4)),
+    {
+      transport: "tcp",
+      hostname: "::1",
+      port: 9,
+    },
+  );
+});
+
+// ---- defaultSocketPath ---------------------------------------------------
+
+Deno.test("defaultSocketPath() is stable for one database", () => {
+  assert.equal(defaultSocketPath("/data/app.db"), defaultSocketPath("/data/app.db"));
+  assert.equal(defaultSocketPath(), defaultSocketPath(DEFAULT_DATABASE));
+  // A relative path names the same database as its absolute form.
+  assert.equal(defaultSocketPath("rel.db"), defaultSocketPath(resolve("rel.db")));
+  assert.equal(defaultSocketPath("/data/./x/../app.db"), defaultSocketPath("/data/app.db"));
+});
+
+Deno.test("defaultSocketPath() differs per database", () => {
+  const paths = new Set([
+    defaultSocketPath("/data/app.db"),
+    defaultSocketPath("/other/app.db"),
+    defaultSocketPath("/data/app2.db"),
+    defaultSocketPath("/data/app.sqlite"),
+    defaultSocketPath("/data/App.db"),
+  ]);
+  assert.equal(paths.size, 5);
+});
+
+Deno.test("defaultSocketPath() names the socket after the database file", () => {
+  const p = defaultSocketPath("/data/my app.v2.db");
+  assert.match(basename(p), /^my_app_v2-[0-9a-f]{8}\.sock$/);
+  const long = defaultSocketPath(`/data/${"x".repeat(100)}.db`);
+  assert.match(basename(long), new RegExp(`^${"x".repeat(32)}-[0-9a-f]{8}\\.sock$`));
+  // A Unix socket path must stay short (sun_path is 108 bytes on Linux).
+  assert.ok(basename(long).length <= 32 + 1 + 8 + 5);
+});
+
+Deno.test("defaultSocketPath() lives under $XDG_RUNTIME_DIR/netsqlite when it is set", () => {
+  withRuntimeDir("/run/user/4242", () => {
+    assert.equal(defaultSocketDir(), "/run/user/4242/netsqlite");
+    const p = defaultSocketPath("/data/app.db");
+    assert.equal(dirname(p), "/run/user/4242/netsqlite");
+    assert.match(p, /^\/run\/user\/4242\/netsqlite\/app-[0-9a-f]{8}\.sock$/);
+    assert.equal(resolveServeOptions({ database: "/data/app.db" }).address.transport, "unix");
+    assert.equal(
+      (resolveServeOptions({ database: "/data/app.db" }).address as { path: string }).path,
+      p,
+    );
+  });
+});
+
+Deno.test("defaultSocketPath() lives under <tmpdir>/netsqlite-<uid> without $XDG_RUNTIME_DIR", () => {
+  const inRuntime = withRuntimeDir("/run/user/4242", () => defaultSocketPath("/data/app.db"));
+  withRuntimeDir(undefined, () => {
+    const expectedDir = join(tmpdir(), `netsqlite-${Deno.uid()}`);
+    assert.equal(defaultSocketDir(), expectedDir);
+    const p = defaultSocketPath("/data/app.db");
+    assert.equal(dirname(p), expectedDir);
+    // Same file name wherever the directory is.
+    assert.equal(basename(p), basename(inRuntime));
+  });
+  withRuntimeDir("", () => {
+    // An empty XDG_RUNTIME_DIR counts as unset.
+    assert.equal(defaultSocketDir(), join(tmpdir(), `netsqlite-${Deno.uid()}`));
+  });
+});

@@ -1,0 +1,347 @@
+/**
+ * The value mapping (protocol/values.ts) and the MessagePack codec
+ * (protocol/codec.ts).
+ */
+
+import assert from "node:assert/strict";
+import { invalidParamsMessage, invalidReason, paramLabel } from "../protocol/values.ts";
+import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
+import { ErrorCode, ProtocolError } from "../protocol/errors.ts";
+import { FrameReader } from "../transport/frame_reader.ts";
+
+// ---- invalidReason -------------------------------------------------------
+
+const REFUSED: [label: string, value: unknown, reason: RegExp][] = [
+  ["undefined", undefined, /^undefined is not a value: pass null for NULL$/],
+  ["NaN", NaN, /^NaN cannot be stored/],
+  ["string with NUL", "a\0b", /string contains a NUL character.*Uint8Array/],
+  ["string that is only NUL", "\0", /NUL character/],
+  ["Date", new Date(0), /^Date is not a SQLite type/],
+  [
+    "ArrayBuffer",
+    new ArrayBuffer(4),
+    /^ArrayBuffer is not supported: pass a Uint8Array for a BLOB$/,
+  ],
+  ["Int8Array", new Int8Array(2), /^Int8Array is not supported: pass a Uint8Array/],
+  ["Uint16Array", new Uint16Array(2), /^Uint16Array is not supported/],
+  ["Float64Array", new Float64Array(1), /^Float64Array is not supported/],
+  ["Uint8ClampedArray", new Uint8ClampedArray(1), /^Uint8ClampedArray is not supported/],
+  ["DataView", new DataView(new ArrayBuffer(1)), /^DataView is not supported/],
+  ["plain object", { a: 1 }, /^object is not a SQLite value: pass null, a number/],
+  ["null-prototype object", Object.create(null), /^object is not a SQLite value/],
+  ["Map", new Map(), /^object is not a SQLite value/],
+  ["array", [1, 2], /^array is not a SQLite value/],
+  ["empty array", [], /^array is not a SQLite value/],
+  ["symbol", Symbol("s"), /^symbol is not a SQLite value$/],
+  ["function", () => 1, /^function is not a SQLite value$/],
+  [
+    "bigint 2^63",
+    2n ** 63n,
+    /^bigint 9223372036854775808 is outside SQLite's 64-bit INTEGER range$/,
+  ],
+  ["bigint -2^63-1", -(2n ** 63n) - 1n, /^bigint -9223372036854775809 is outside/],
+  ["bigint 2^64", 2n ** 64n, /is outside SQLite's 64-bit INTEGER range/],
+];
+
+for (const [label, value, reason] of REFUSED) {
+  Deno.test(`invalidReason() refuses ${label}`, () => {
+    const r = invalidReason(value);
+    assert.equal(typeof r, "string");
+    assert.match(r!, reason);
+  });
+}
+
+const ACCEPTED: [label: string, value: unknown][] = [
+  ["null", null],
+  ["zero", 0],
+  ["negative zero", -0],
+  ["a safe integer", 42],
+  ["MAX_SAFE_INTEGER", Number.MAX_SAFE_INTEGER],
+  ["2^53 as a number", 2 ** 53],
+  ["a real", 1.5],
+  ["Infinity", Infinity],
+  ["-Infinity", -Infinity],
+  ["Number.MIN_VALUE", Number.MIN_VALUE],
+  ["bigint 0", 0n],
+  ["bigint 2^63-1", 2n ** 63n - 1n],
+  ["bigint -2^63", -(2n ** 63n)],
+  ["true", true],
+  ["false", false],
+  ["an empty string", ""],
+  ["unicode text with emoji", "héllo wörld 日本 🎉"],
+  ["a Uint8Array with zero bytes", new Uint8Array([0, 1, 0])],
+  ["an empty Uint8Array", new Uint8Array(0)],
+  ["a Uint8Array view of a larger buffer", new Uint8Array(new ArrayBuffer(8), 2, 3)],
+];
+
+for (const [label, value] of ACCEPTED) {
+  Deno.test(`invalidReason() accepts ${label}`, () => {
+    assert.equal(invalidReason(value), undefined);
+  });
+}
+
+// A lone UTF-16 surrogate cannot be encoded as UTF-8: MessagePack sends it as
+// U+FFFD, so SQLite stores "\ufffd" instead of what was bound. Like a NUL, it
+// cannot be stored exactly and should be refused.
+Deno.test("invalidReason() refuses a string with a lone surrogate, which cannot be stored exactly", () => {
+  for (const s of ["\ud800", "a\udc00b", "x\ud83d"]) {
+    assert.equal(typeof invalidReason(s), "string", `${JSON.stringify(s)} must be refused`);
+  }
+  // A proper surrogate pair (an emoji) is fine.
+  assert.equal(invalidReason("\ud83c\udf89"), undefined);
+});
+
+// ---- paramLabel / invalidParamsMessage ---------------------------------
+
+Deno.test("paramLabel() names positional parameters from 1 and quotes named ones", () => {
+  assert.equal(paramLabel(0), "1");
+  assert.equal(paramLabel(9), "10");
+  assert.equal(paramLabel("id"), '"id"');
+  assert.equal(paramLabel("$id"), '"$id"');
+});
+
+Deno.test("invalidParamsMessage() accepts null, undefined, and valid arrays and objects", () => {
+  assert.equal(invalidParamsMessage(null), undefined);
+  assert.equal(invalidParamsMessage(undefined), undefined);
+  assert.equal(invalidParamsMessage([]), undefined);
+  assert.equal(invalidParamsMessage({}), undefined);
+  assert.equal(
+    invalidParamsMessage([null, 1, 1.5, 2n, true, "x", new Uint8Array([0])]),
+    undefined,
+  );
+  assert.equal(
+    invalidParamsMessage({ a: null, $b: 1, ":c": "x", "@d": new Uint8Array() }),
+    undefined,
+  );
+});
+
+Deno.test("invalidParamsMessage() names the first refused positional parameter from 1", () => {
+  assert.equal(
+    invalidParamsMessage([1, undefined, NaN]),
+    "Cannot bind parameter 2: undefined is not a value: pass null for NULL",
+  );
+  assert.match(invalidParamsMessage([NaN])!, /^Cannot bind parameter 1: NaN cannot be stored/);
+  assert.match(
+    invalidParamsMessage([0, 0, 0, new Date()])!,
+    /^Cannot bind parameter 4: Date is not a SQLite type/,
+  );
+  assert.match(
+    invalidParamsMessage(["ok", 2n ** 63n])!,
+    /^Cannot bind parameter 2: bigint 9223372036854775808 is outside/,
+  );
+});
+
+Deno.test("invalidParamsMessage() names the first refused named parameter in quotes", () => {
+  assert.match(
+    invalidParamsMessage({ a: 1, b: "x\0y" })!,
+    /^Cannot bind parameter "b": string contains a NUL character/,
+  );
+  assert.match(
+    invalidParamsMessage({ $when: new Date() })!,
+    /^Cannot bind parameter "\$when": Date is not a SQLite type/,
+  );
+  assert.match(
+    invalidParamsMessage({ nested: { x: 1 } })!,
+    /^Cannot bind parameter "nested": object is not a SQLite value/,
+  );
+});
+
+Deno.test("invalidParamsMessage() refuses parameters that are neither array nor object", () => {
+  const expected = "Cannot bind parameters: pass an array (positional) or an object (named)";
+  assert.equal(invalidParamsMessage(5), expected);
+  assert.equal(invalidParamsMessage("abc"), expected);
+  assert.equal(invalidParamsMessage(true), expected);
+  assert.equal(invalidParamsMessage(new Uint8Array(2)), expected);
+  assert.equal(invalidParamsMessage(new Date()), expected);
+});
+
+// ---- MessageEncoder / MessageDecoder -----------------------------------
+
+/** Encodes one message and decodes it back from the frame payload. */
+function roundTrip(value: unknown): unknown {
+  const enc = new MessageEncoder(1 << 20);
+  const size = enc.append(value);
+  const bytes = enc.take();
+  assert.equal(bytes.length, size + 4);
+  return new MessageDecoder().decode(bytes.subarray(4));
+}
+
+Deno.test("MessageEncoder keeps the sign of -0", () => {
+  const out = roundTrip(-0);
+  assert.ok(Object.is(out, -0), `expected -0, got ${String(out)}`);
+  const arr = roundTrip([0, -0, [-0]]) as [number, number, number[]];
+  assert.ok(Object.is(arr[0], 0));
+  assert.ok(Object.is(arr[1], -0));
+  assert.ok(Object.is(arr[2][0], -0));
+});
+
+Deno.test("MessageEncoder round-trips bigints as bigints", () => {
+  for (const v of [0n, 5n, -5n, 2n ** 53n + 1n, -(2n ** 63n), 2n ** 63n - 1n, 2n ** 64n - 1n]) {
+    const out = roundTrip(v);
+    assert.equal(typeof out, "bigint", `${v} must stay a bigint`);
+    assert.equal(out, v);
+  }
+});
+
+Deno.test("MessageEncoder round-trips safe integers as numbers", () => {
+  for (
+    const v of [
+      0,
+      1,
+      -1,
+      127,
+      128,
+      255,
+      256,
+      -33,
+      65535,
+      65536,
+      2 ** 31,
+      -(2 ** 31) - 1,
+      2 ** 32 - 1,
+      2 ** 32,
+      2 ** 40,
+      -(2 ** 40),
+      Number.MAX_SAFE_INTEGER,
+      Number.MIN_SAFE_INTEGER,
+    ]
+  ) {
+    const out = roundTrip(v);
+    assert.equal(typeof out, "number", `${v} must stay a number`);
+    assert.equal(out, v);
+  }
+});
+
+Deno.test("MessageEncoder round-trips reals, infinities, strings, blobs, booleans and null", () => {
+  const msg = [
+    1.5,
+    -2.25,
+    1e300,
+    Number.MIN_VALUE,
+    2 ** 53,
+    Infinity,
+    -Infinity,
+    "",
+    "héllo 🎉 日本",
+    new Uint8Array([0, 0, 255, 0]),
+    new Uint8Array(0),
+    true,
+    false,
+    null,
+    { a: [1, "b"], c: null },
+  ];
+  const out = roundTrip(msg) as unknown[];
+  assert.equal(out.length, msg.length);
+  for (let i = 0; i < msg.length; i++) {
+    if (typeof msg[i] === "number") assert.ok(Object.is(out[i], msg[i]), `item ${i}`);
+    else assert.deepEqual(out[i], msg[i], `item ${i}`);
+  }
+  assert.ok(out[9] instanceof Uint8Array);
+  assert.ok(out[10] instanceof Uint8Array);
+  assert.ok(Number.isNaN(roundTrip(NaN)), "NaN itself survives the codec");
+});
+
+Deno.test("MessageEncoder.append() prefixes each frame with its big-endian payload length", () => {
+  const enc = new MessageEncoder(1 << 20);
+  const messages = [[1, 2, "x"], "a".repeat(300), new Uint8Array(70_000), null, [-0, 2n ** 60n]];
+  const sizes = messages.map((m) => enc.append(m));
+  assert.equal(enc.size, sizes.reduce((a, b) => a + b + 4, 0));
+  const bytes = enc.take();
+  assert.equal(enc.size, 0, "take() empties the buffer");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  for (let i = 0; i < messages.length; i++) {
+    assert.equal(view.getUint32(at), sizes[i], `frame ${i} length prefix`);
+    at += 4 + sizes[i];
+  }
+  assert.equal(at, bytes.length);
+  // The same bytes parsed by FrameReader decode back to the messages.
+  const reader = new FrameReader(1 << 20);
+  reader.push(bytes);
+  const dec = new MessageDecoder();
+  const out: unknown[] = [];
+  for (let f; (f = reader.next()) !== undefined;) out.push(dec.decode(f));
+  assert.equal(out.length, messages.length);
+  assert.deepEqual(out.slice(0, 4), messages.slice(0, 4));
+  const last = out[4] as [number, bigint];
+  assert.ok(Object.is(last[0], -0));
+  assert.equal(last[1], 2n ** 60n);
+});
+
+Deno.test("MessageEncoder.append() returns -1 over maxFrameSize and appends nothing", () => {
+  const enc = new MessageEncoder(1024);
+  const first = enc.append([1, 2, "ok"]);
+  assert.ok(first > 0);
+  const before = enc.size;
+  assert.equal(enc.append("x".repeat(2000)), -1);
+  assert.equal(enc.size, before, "the oversized frame left nothing behind");
+  // A payload of exactly maxFrameSize is allowed; one byte more is not.
+  const exact = new Uint8Array(1024 - 3); // bin16 header is 3 bytes
+  assert.equal(enc.append(exact), 1024);
+  assert.equal(enc.append(new Uint8Array(1024 - 2)), -1);
+  const bytes = enc.take();
+  assert.equal(bytes.length, 4 + first + 4 + 1024);
+  const reader = new FrameReader(1024);
+  reader.push(bytes);
+  const dec = new MessageDecoder();
+  assert.deepEqual(dec.decode(reader.next()!), [1, 2, "ok"]);
+  assert.deepEqual(dec.decode(reader.next()!), exact);
+  assert.equal(reader.next(), undefined);
+});
+
+Deno.test("MessageEncoder.append() throws on unencodable values and appends nothing", () => {
+  const enc = new MessageEncoder(1024);
+  enc.append("keep");
+  const before = enc.size;
+  assert.throws(() => enc.append([1, Symbol("s")]), /Unrecognized object/);
+  assert.equal(enc.size, before);
+  assert.throws(() => enc.append({ f: () => 1 }), /Unrecognized object/);
+  assert.equal(enc.size, before);
+  const bytes = enc.take();
+  assert.equal(new MessageDecoder().decode(bytes.subarray(4)), "keep");
+});
+
+Deno.test("MessageEncoder.take() returns a copy that later appends do not change", () => {
+  const enc = new MessageEncoder(1 << 20);
+  enc.append("first");
+  const a = enc.take();
+  const snapshot = a.slice();
+  enc.append("second, longer than the first");
+  enc.append(new Uint8Array(300_000)); // past the 256 KiB buffer, which take() then shrinks
+  const b = enc.take();
+  assert.deepEqual(a, snapshot);
+  enc.append("third");
+  const c = enc.take();
+  assert.deepEqual(a, snapshot);
+  const dec = new MessageDecoder();
+  assert.equal(dec.decode(a.subarray(4)), "first");
+  assert.equal(dec.decode(c.subarray(4)), "third");
+  const reader = new FrameReader(1 << 20);
+  reader.push(b);
+  assert.equal(dec.decode(reader.next()!), "second, longer than the first");
+  assert.equal((dec.decode(reader.next()!) as Uint8Array).length, 300_000);
+});
+
+Deno.test("MessageDecoder.decode() throws ProtocolError BAD_REQUEST on malformed payloads", () => {
+  const dec = new MessageDecoder();
+  for (
+    const bad of [
+      new Uint8Array([0xc1]), // never-used type byte
+      new Uint8Array([0x92, 0x01]), // array of 2 with one element
+      new Uint8Array([]), // nothing at all
+      new Uint8Array([0x01, 0x02]), // two values instead of one
+    ]
+  ) {
+    assert.throws(
+      () => dec.decode(bad),
+      (err: unknown) => {
+        assert.ok(err instanceof ProtocolError, `bytes ${bad.join(",")}`);
+        assert.equal(err.code, ErrorCode.BadRequest);
+        assert.match(err.message, /^Cannot decode frame: /);
+        return true;
+      },
+    );
+  }
+  // The decoder stays usable afterwards.
+  assert.deepEqual(dec.decode(new Uint8Array([0x91, 0x07])), [7]);
+});
