@@ -42,8 +42,8 @@ export class Session {
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set after a protocol violation: nothing more is run or sent. */
   #dead = false;
-  /** Resolved at the end of each pump (see #finish). */
-  #progress: (() => void) | null = null;
+  /** True while the head request waits for the writer. */
+  #blocked = false;
 
   /**
    * @param conn The accepted connection.
@@ -67,7 +67,9 @@ export class Session {
 
   /**
    * Serves until the client leaves; never rejects. After the client stops
-   * sending (EOF), requests already received still run and are answered.
+   * sending (EOF), requests already received that need not wait for the
+   * writer still run and are answered; writes still waiting for the writer
+   * are dropped unrun, since nobody may be left to learn their outcome.
    */
   async serve(): Promise<void> {
     try {
@@ -80,13 +82,11 @@ export class Session {
     }
   }
 
-  /** Runs what is queued and sends every reply, then returns. */
   async #finish(): Promise<void> {
-    this.#pump();
     while (!this.#channel.closed) {
+      this.#pump();
       await this.#channel.drain();
-      if (this.#head >= this.#queue.length && this.#encoder.size === 0) return;
-      await new Promise<void>((resolve) => this.#progress = resolve);
+      if (this.#head >= this.#queue.length || this.#blocked) return;
     }
   }
 
@@ -94,7 +94,6 @@ export class Session {
   close(): void {
     clearTimeout(this.#frameTimer);
     this.#dead = true;
-    this.#signalProgress();
     this.#engine.close();
     this.#channel.close();
     this.#queue = [];
@@ -153,6 +152,7 @@ export class Session {
     this.#pumping = true;
     try {
       const q = this.#queue;
+      this.#blocked = false;
       while (this.#head < q.length) {
         if (this.#encoder.size >= HIGH_WATER) break;
         const req = q[this.#head];
@@ -165,7 +165,10 @@ export class Session {
           q[this.#head++] = undefined as unknown as Request;
           continue;
         }
-        if (result === BLOCKED) break;
+        if (result === BLOCKED) {
+          this.#blocked = true;
+          break;
+        }
         q[this.#head++] = undefined as unknown as Request;
         this.#reply(req[1] as number, result, limit);
       }
@@ -186,13 +189,6 @@ export class Session {
       this.#pumping = false;
     }
     this.#channel.flush();
-    this.#signalProgress();
-  }
-
-  #signalProgress(): void {
-    const progress = this.#progress;
-    this.#progress = null;
-    progress?.();
   }
 
   #dispatch(req: Request): unknown {

@@ -361,14 +361,13 @@ Deno.test("serve+connect: values of every type, scripts, errors and transactions
 });
 
 /**
- * Known bug, reported and not yet fixed: outside a transaction netsqlite
- * runs read-only statements on its read-only connection, which does not
- * share the writer connection's state. So `last_insert_rowid()`,
- * `changes()` and `total_changes()` answer 0, and a TEMP table that shadows
- * a main table is not seen (the main table's rows come back instead).
- * Run with NETSQLITE_KNOWN_BUGS=1 to see it fail.
+ * Statements that read the writer connection's own state must run there:
+ * `last_insert_rowid()`, `changes()`, `total_changes()`, and anything while
+ * TEMP objects (which live on the writer) exist, including a TEMP table that
+ * shadows a main one. Outside a transaction the read-only connection would
+ * answer 0 and the main table's rows.
  */
-const KNOWN_BUGS_SCRIPT = `
+const WRITER_STATE_SCRIPT = `
 statement ok
 CREATE TABLE k(id INTEGER PRIMARY KEY, x)
 
@@ -401,10 +400,9 @@ k
 
 Deno.test({
   name: "serve+connect: last_insert_rowid(), changes() and shadowing TEMP tables read the " +
-    "writer's state (known bug, ignored unless NETSQLITE_KNOWN_BUGS=1)",
-  ignore: Deno.env.get("NETSQLITE_KNOWN_BUGS") !== "1",
+    "writer's state",
   fn: async () => {
-    const [net, diffs] = await compareInline("known_bugs.test", KNOWN_BUGS_SCRIPT);
+    const [net, diffs] = await compareInline("writer_state.test", WRITER_STATE_SCRIPT);
     assert.deepEqual(diffs, []);
     assert.equal(net.failed, 0);
   },

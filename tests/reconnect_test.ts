@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import { connect, ConnectionError, serve, SqliteError } from "../mod.ts";
+import { tempDir } from "./_helpers.ts";
+
+async function restartable(dir: string) {
+  const options = { database: `${dir}/r.db`, path: `${dir}/r.sock` };
+  let server = await serve(options);
+  return {
+    options,
+    async restart() {
+      await server.shutdown();
+      server = await serve(options);
+    },
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+    },
+  };
+}
+
+Deno.test("Client reconnects on its next call after the connection was lost outside a transaction", async () => {
+  await using dir = await tempDir();
+  await using srv = await restartable(dir.path);
+  await using db = await connect({ path: srv.options.path });
+  await db.exec("CREATE TABLE t (x)");
+  await db.run("INSERT INTO t VALUES (1)");
+  const stmt = await db.prepare("SELECT count(*) AS n FROM t");
+  await srv.restart();
+  // Let the client see the server close the old connection. (A request
+  // already sent when a connection drops fails with ConnectionError.)
+  await new Promise((r) => setTimeout(r, 20));
+  // The first call after the loss transparently reconnects.
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
+  // A statement prepared on the old connection is prepared again.
+  assert.deepEqual(await stmt.get(), { n: 1 });
+  await stmt.finalize();
+});
+
+Deno.test("Client rejects pending requests with ConnectionError when the connection drops", async () => {
+  await using dir = await tempDir();
+  await using srv = await restartable(dir.path);
+  await using a = await connect({ path: srv.options.path });
+  await using b = await connect({ path: srv.options.path });
+  await a.exec("CREATE TABLE t (x)");
+  await a.exec("BEGIN IMMEDIATE");
+  // Waits for a's transaction; the handler is attached before the drop.
+  const pending = b.run("INSERT INTO t VALUES (1)").catch((e) => e);
+  await srv.restart();
+  const err = await pending;
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.deepEqual(await b.values("SELECT count(*) FROM t"), [[0]]);
+});
+
+Deno.test("Client never continues a lost transaction on a new connection", async () => {
+  await using dir = await tempDir();
+  await using srv = await restartable(dir.path);
+  await using db = await connect({ path: srv.options.path });
+  await db.exec("CREATE TABLE t (x)");
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES ('in tx')");
+  assert.equal(db.inTransaction, true);
+  await srv.restart();
+  // Statements meant for the lost transaction fail instead of autocommitting.
+  await assert.rejects(db.run("INSERT INTO t VALUES ('would autocommit')"), ConnectionError);
+  await assert.rejects(db.query("SELECT * FROM t"), /lost inside a transaction/);
+  assert.equal(db.inTransaction, false);
+  // ROLLBACK acknowledges the loss; then the client reconnects.
+  await db.exec("ROLLBACK");
+  assert.deepEqual(await db.values("SELECT x FROM t"), []);
+});
+
+Deno.test("Client.transaction() interrupted by a lost connection rethrows and leaves the client usable", async () => {
+  await using dir = await tempDir();
+  await using srv = await restartable(dir.path);
+  await using db = await connect({ path: srv.options.path });
+  await db.exec("CREATE TABLE t (x)");
+  const err = await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    await srv.restart();
+    await tx.run("INSERT INTO t VALUES (2)");
+  }).catch((e) => e);
+  assert.ok(err instanceof ConnectionError);
+  assert.deepEqual(await db.values("SELECT x FROM t"), []);
+});
+
+Deno.test("Client with requestTimeout rejects a slow request with REQUEST_TIMEOUT and closes the connection", async () => {
+  await using dir = await tempDir();
+  await using srv = await restartable(dir.path);
+  await using holder = await connect({ path: srv.options.path });
+  await using db = await connect({ path: srv.options.path, requestTimeout: 200 });
+  await holder.exec("CREATE TABLE t (x)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const started = performance.now();
+  const err = await db.run("INSERT INTO t VALUES (1)").catch((e) => e);
+  const took = performance.now() - started;
+  assert.ok(err instanceof SqliteError, String(err));
+  assert.equal(err.code, "REQUEST_TIMEOUT");
+  assert.ok(took >= 190 && took < 2000, `timed out after ${took} ms`);
+  // Once the server has seen the connection close, the queued write is
+  // dropped unrun. (Had the writer freed up before that, it could have run:
+  // a timed-out request's outcome is unknown, as with any database.)
+  await new Promise((r) => setTimeout(r, 50));
+  await holder.exec("ROLLBACK");
+  // The next call reconnects.
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+});
+
+Deno.test("connect() with reconnect: false keeps failing after the connection is lost", async () => {
+  await using dir = await tempDir();
+  await using srv = await restartable(dir.path);
+  await using db = await connect({ path: srv.options.path, reconnect: false });
+  await srv.restart();
+  await assert.rejects(db.values("SELECT 1"), ConnectionError);
+  await assert.rejects(db.values("SELECT 1"), ConnectionError);
+});
