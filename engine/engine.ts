@@ -28,6 +28,7 @@ import {
   toSqliteError,
 } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
+import { GroupCommit } from "./group_commit.ts";
 
 /** Returned by a session method that must wait for the writer. */
 export const BLOCKED: unique symbol = Symbol("BLOCKED");
@@ -65,6 +66,7 @@ export class Engine {
   readonly #sessions = new Set<EngineSession>();
   readonly #idleReaders: Connection[] = [];
   #writerHasTemp = false;
+  readonly #group: GroupCommit | null;
   #closed = false;
 
   /**
@@ -82,6 +84,8 @@ export class Engine {
       w.exec("PRAGMA journal_mode = WAL");
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
+      // With synchronous=normal a commit costs no fsync: nothing to share.
+      this.#group = config.synchronous === "full" ? new GroupCommit(this.#writer.db) : null;
       this.#reader = config.path === ":memory:"
         ? null
         : new Connection(config.path, { readOnly: true, timeout, cacheSize });
@@ -108,10 +112,14 @@ export class Engine {
 
   /**
    * Opens a session. `wake` is called (synchronously) when a session that
-   * got {@link BLOCKED} should retry its request.
+   * got {@link BLOCKED} should retry its request; `onCommit` when a write of
+   * it that joined a group commit is durable (or failed).
    */
-  openSession(wake: () => void): EngineSession {
-    const session = new EngineSession(this, this.#nextSessionId++, wake);
+  openSession(
+    wake: () => void,
+    onCommit: (error: SqliteError | null) => void = () => {},
+  ): EngineSession {
+    const session = new EngineSession(this, this.#nextSessionId++, wake, onCommit);
     this.#sessions.add(session);
     return session;
   }
@@ -120,6 +128,7 @@ export class Engine {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#group?.commit();
     for (const s of [...this.#sessions]) s.close();
     clearTimeout(this.#leaseTimer);
     for (const c of this.#idleReaders.splice(0)) c.close();
@@ -182,12 +191,14 @@ export class Engine {
    * @internal
    * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long.
    */
-  _acquire(s: EngineSession): boolean {
+  _acquire(s: EngineSession, forGroup = false): boolean {
     if (this.#owner === s) return true;
     if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
     if (this.#owner === null && (this.#waiters.length === 0 || this.#waiters[0] === s)) {
       if (this.#waiters[0] === s) this.#waiters.shift();
       s._stopWaiting();
+      // Anything but another grouped write needs the group committed first.
+      if (!forGroup) this.#group?.commit();
       this.#owner = s;
       return true;
     }
@@ -232,6 +243,38 @@ export class Engine {
       return;
     }
     this.#release();
+  }
+
+  /**
+   * True when a write of `p` by a session outside any transaction can join
+   * the group commit.
+   *
+   * @internal
+   */
+  _groupable(p: Prepared): boolean {
+    return this.#group !== null && p.txOp === null && !p.touchesTemp;
+  }
+
+  /**
+   * Runs one autocommit write of `s` inside the group commit; `s` must have
+   * acquired the writer with `forGroup`. The writer is free again after.
+   *
+   * @internal
+   */
+  _grouped<T>(s: EngineSession, fn: () => T): T {
+    try {
+      const result = this.#group!.run(s, fn);
+      s._awaitingCommit = true;
+      return result;
+    } finally {
+      this.#owner = null;
+      this.#drain();
+    }
+  }
+
+  /** Gives up a writer acquired for a grouped write that did not run. @internal */
+  _release(s: EngineSession): void {
+    if (this.#owner === s) this.#release();
   }
 
   /** @internal */
@@ -320,12 +363,37 @@ export class EngineSession {
   /** @internal */ _waitExpired = false;
   /** @internal */ _txExpired = false;
   /** @internal */ _lastActive = 0;
+  /** True while this session's last write waits in a group commit. */
+  _awaitingCommit = false;
+  readonly #onCommit: (error: SqliteError | null) => void;
+  #grouping = false;
 
   /** @internal */
-  constructor(engine: Engine, id: number, wake: () => void) {
+  constructor(
+    engine: Engine,
+    id: number,
+    wake: () => void,
+    onCommit: (error: SqliteError | null) => void,
+  ) {
     this.#engine = engine;
     this.id = id;
     this.#wake = wake;
+    this.#onCommit = onCommit;
+  }
+
+  /**
+   * True while writes of this session wait in a group commit: their replies
+   * must be held until `onCommit` fires; meanwhile only further grouped
+   * writes run, other requests get {@link BLOCKED}.
+   */
+  get awaitingCommit(): boolean {
+    return this._awaitingCommit;
+  }
+
+  /** @internal */
+  _groupDone(error: SqliteError | null): void {
+    this._awaitingCommit = false;
+    if (!this.#closed) this.#onCommit(error);
   }
 
   /** True while this session owns an open transaction. */
@@ -335,6 +403,7 @@ export class EngineSession {
 
   /** Runs a script of zero or more statements without parameters. */
   exec(sql: string): null | typeof BLOCKED {
+    if (this._awaitingCommit) return BLOCKED;
     if (this._txExpired && this.#endsExpiredTx(sql)) return null;
     const engine = this.#engine;
     if (!engine._acquire(this)) return BLOCKED;
@@ -362,10 +431,13 @@ export class EngineSession {
    */
   query(sql: string | number, params: unknown, timeout?: number): QueryPayload | typeof BLOCKED {
     const args = bindArgs(params);
-    const p = this.#route(this.#sqlOf(sql));
+    const p = this.#route(this.#sqlOf(sql), true);
     if (p === BLOCKED) return BLOCKED;
     const limits = p.recursive ? this.#limits(timeout) : undefined;
     if (!p.onWriter) return [p.columns, readRows(p, args, limits)];
+    if (this.#grouping) {
+      return this.#engine._grouped(this, () => [p.columns, readRows(p, args, limits)]);
+    }
     try {
       const rows = readRows(p, args, limits);
       return [p.columns, rows];
@@ -384,6 +456,7 @@ export class EngineSession {
     params: unknown,
     timeout?: number,
   ): [number, string[]] | typeof BLOCKED {
+    if (this._awaitingCommit) return BLOCKED;
     const engine = this.#engine;
     if (this.#cursors.size >= engine.config.maxCursors) {
       throw new SqliteError(
@@ -436,7 +509,8 @@ export class EngineSession {
   }
 
   /** Returns the next chunk of a cursor: `[rows, done]`. */
-  nextCursor(id: number): [unknown[][], boolean] {
+  nextCursor(id: number): [unknown[][], boolean] | typeof BLOCKED {
+    if (this._awaitingCommit) return BLOCKED;
     const cursor = this.#cursor(id);
     if (this.#engine._owns(this)) this._lastActive = performance.now();
     try {
@@ -450,7 +524,8 @@ export class EngineSession {
   }
 
   /** Closes a cursor early. */
-  closeCursor(id: number): null {
+  closeCursor(id: number): null | typeof BLOCKED {
+    if (this._awaitingCommit) return BLOCKED;
     this.#cursor(id).close();
     this.#cursors.delete(id);
     return null;
@@ -461,9 +536,10 @@ export class EngineSession {
     const text = this.#sqlOf(sql);
     if (this._txExpired && this.#endsExpiredTx(text)) return [0, 0];
     const args = bindArgs(params);
-    const p = this.#route(text);
+    const p = this.#route(text, true);
     if (p === BLOCKED) return BLOCKED;
     if (!p.onWriter) return runStatement(p, args);
+    if (this.#grouping) return this.#engine._grouped(this, () => runStatement(p, args));
     try {
       return runStatement(p, args);
     } finally {
@@ -476,6 +552,7 @@ export class EngineSession {
    * transaction the batch is a savepoint of it.
    */
   batch(items: ReadonlyArray<readonly [string, unknown]>): BatchItemPayload[] | typeof BLOCKED {
+    if (this._awaitingCommit) return BLOCKED;
     this.#failIfExpired();
     const engine = this.#engine;
     if (!engine._acquire(this)) return BLOCKED;
@@ -505,6 +582,7 @@ export class EngineSession {
 
   /** Prepares a statement server-side and returns `[handle, columns]`. */
   prepare(sql: string): PreparePayload | typeof BLOCKED {
+    if (this._awaitingCommit) return BLOCKED;
     const p = this.#route(sql);
     if (p === BLOCKED) return BLOCKED;
     if (p.onWriter) this.#engine._afterWrite(this);
@@ -514,7 +592,8 @@ export class EngineSession {
   }
 
   /** Frees a handle from {@link prepare}. */
-  finalize(handle: number): null {
+  finalize(handle: number): null | typeof BLOCKED {
+    if (this._awaitingCommit) return BLOCKED;
     if (!this.#handles.delete(handle)) throw unknownHandle(handle);
     return null;
   }
@@ -602,24 +681,32 @@ export class EngineSession {
    * Picks the connection for one statement: the writer for the owner and for
    * writes (queueing if needed), a reader for everyone else's reads.
    */
-  #route(sql: string): Prepared | typeof BLOCKED {
+  #route(sql: string, groupable = false): Prepared | typeof BLOCKED {
     this.#failIfExpired();
+    this.#grouping = false;
     const engine = this.#engine;
     if (engine._owns(this)) {
       this._lastActive = performance.now();
       return engine._writer.prepare(sql);
     }
     const reader = engine._reader;
+    let group = false;
     if (reader !== null && !engine._writerHasTemp) {
       // A statement the reader cannot prepare fails here, without waiting.
       const p = reader.prepare(sql);
-      if (p.readOnly) return p;
+      if (p.readOnly) return this._awaitingCommit ? BLOCKED : p;
+      group = groupable && engine._groupable(p);
     }
-    if (!engine._acquire(this)) return BLOCKED;
+    // Behind a write awaiting its group commit, only more grouped writes may
+    // go on (they see it); anything else waits for the commit.
+    if (this._awaitingCommit && !group) return BLOCKED;
+    if (!engine._acquire(this, group)) return BLOCKED;
+    this.#grouping = group;
     try {
       return engine._writer.prepare(sql);
     } catch (err) {
-      engine._afterWrite(this);
+      if (group) engine._release(this);
+      else engine._afterWrite(this);
       throw err;
     }
   }

@@ -80,6 +80,11 @@ export class MessageEncoder {
     return length;
   }
 
+  /** Drops everything appended after the first `size` bytes. */
+  truncate(size: number): void {
+    if (size >= 0 && size < this.#enc.pos) this.#enc.pos = size;
+  }
+
   /** Returns a copy of every frame appended so far and empties the buffer. */
   take(): Uint8Array {
     const enc = this.#enc;

@@ -44,6 +44,11 @@ export class Session {
   #dead = false;
   /** True while the head request waits for the writer. */
   #blocked = false;
+  /** Encoder size before the replies held for a group commit, and those replies. */
+  #heldAt = -1;
+  #held: { id: number; error?: unknown }[] = [];
+  /** Resolved when held replies are released (see #awaitCommit). */
+  #released: (() => void) | null = null;
 
   /**
    * @param conn The accepted connection.
@@ -54,8 +59,20 @@ export class Session {
     const max = hello.limits.maxFrameSize;
     this.#encoder = new MessageEncoder(max);
     this.#hello = hello;
-    this.#engine = engine.openSession(() => this.#pump());
-    this.#channel = new FrameChannel(conn, max, this.#encoder, {
+    this.#engine = engine.openSession(
+      () => this.#pump(),
+      (error) => this.#onCommit(error),
+    );
+    // Replies wait while a write of this session waits for its group commit.
+    const encoder = this.#encoder;
+    const session = this.#engine;
+    const outbox = {
+      get size(): number {
+        return session.awaitingCommit ? 0 : encoder.size;
+      },
+      take: (): Uint8Array => encoder.take(),
+    };
+    this.#channel = new FrameChannel(conn, max, outbox, {
       onFrame: (payload) => this.#onFrame(payload),
       onReadEnd: () => {
         this.#watchPartialFrame();
@@ -85,6 +102,7 @@ export class Session {
   async #finish(): Promise<void> {
     while (!this.#channel.closed) {
       this.#pump();
+      await this.#awaitCommit();
       await this.#channel.drain();
       if (this.#head >= this.#queue.length || this.#blocked) return;
     }
@@ -94,6 +112,7 @@ export class Session {
   close(): void {
     clearTimeout(this.#frameTimer);
     this.#dead = true;
+    this.#released?.();
     this.#engine.close();
     this.#channel.close();
     this.#queue = [];
@@ -161,6 +180,7 @@ export class Session {
         try {
           result = this.#dispatch(req);
         } catch (err) {
+          if (this.#engine.awaitingCommit) this.#hold(req[1] as number, err);
           this.#replyError(req[1] as number, err);
           q[this.#head++] = undefined as unknown as Request;
           continue;
@@ -170,6 +190,7 @@ export class Session {
           break;
         }
         q[this.#head++] = undefined as unknown as Request;
+        if (this.#engine.awaitingCommit) this.#hold(req[1] as number);
         this.#reply(req[1] as number, result, limit);
       }
       if (this.#head === q.length) {
@@ -189,6 +210,34 @@ export class Session {
       this.#pumping = false;
     }
     this.#channel.flush();
+  }
+
+  /** Notes a reply that must wait for the group commit. */
+  #hold(id: number, error?: unknown): void {
+    if (this.#heldAt === -1) this.#heldAt = this.#encoder.size;
+    this.#held.push({ id, error });
+  }
+
+  /** Held writes became durable, or their group commit failed. */
+  #onCommit(error: SqliteError | null): void {
+    if (error !== null && this.#heldAt !== -1) {
+      // Replace the held replies: successes become the commit's error.
+      this.#encoder.truncate(this.#heldAt);
+      for (const h of this.#held) this.#replyError(h.id, h.error ?? error);
+    }
+    this.#heldAt = -1;
+    this.#held = [];
+    const released = this.#released;
+    this.#released = null;
+    released?.();
+    this.#pump();
+  }
+
+  /** Waits until no reply is held for a group commit (it is imminent). */
+  async #awaitCommit(): Promise<void> {
+    while (this.#engine.awaitingCommit && !this.#channel.closed) {
+      await new Promise<void>((resolve) => this.#released = resolve);
+    }
   }
 
   #dispatch(req: Request): unknown {
@@ -248,6 +297,7 @@ export class Session {
     // nothing after the error frame.
     this.#pump();
     this.#dead = true;
+    await this.#awaitCommit();
     this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, toWireError(err)]);
     // A client that does not read gets one second, then the socket closes.
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -1,0 +1,100 @@
+/**
+ * Group commit: autocommit writes from different clients that arrive while
+ * the writer is free share one transaction and one fsync. Each runs inside
+ * its own savepoint, so a failing statement undoes only itself, and no
+ * client hears of its write before the shared COMMIT has made it durable.
+ *
+ * The group opens with the first write and commits at the end of the
+ * current turn of the event loop (a 0 ms timer), or earlier when anything
+ * else needs the writer.
+ *
+ * @module
+ */
+
+import { SqliteError } from "../protocol/errors.ts";
+import { toSqliteError } from "./connection.ts";
+import type { Database } from "./_sqlite.ts";
+
+/** A session whose write waits in the group for the commit. */
+export interface GroupMember {
+  /** Called once the group committed (`null`) or failed (the error). */
+  _groupDone(error: SqliteError | null): void;
+}
+
+/** Coalesces autocommit writes into shared transactions. */
+export class GroupCommit {
+  readonly #db: Database;
+  #members = new Set<GroupMember>();
+  #open = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** @param db The writer connection. */
+  constructor(db: Database) {
+    this.#db = db;
+  }
+
+  /** True while a group transaction is open on the writer. */
+  get open(): boolean {
+    return this.#open;
+  }
+
+  /**
+   * Runs `fn` (one statement) for `member` inside the group.
+   *
+   * @returns `fn`'s result; the member must hold its reply until `_groupDone`.
+   * @throws what `fn` throws; the statement's effects are undone.
+   */
+  run<T>(member: GroupMember, fn: () => T): T {
+    const db = this.#db;
+    if (!this.#open) {
+      db.exec("BEGIN IMMEDIATE");
+      this.#open = true;
+      this.#timer = setTimeout(() => this.commit(), 0);
+    }
+    db.exec("SAVEPOINT netsqlite_group");
+    let result: T;
+    try {
+      result = fn();
+    } catch (err) {
+      if (db.isTransaction) {
+        db.exec("ROLLBACK TO netsqlite_group; RELEASE netsqlite_group");
+      } else {
+        // ON CONFLICT ROLLBACK or RAISE(ROLLBACK) ended the whole group.
+        this.#finish(
+          new SqliteError(
+            "SQLITE_ABORT",
+            "Write was rolled back with its group commit by another client's statement " +
+              "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK)): nothing was written; retry",
+            4,
+          ),
+        );
+      }
+      throw err;
+    }
+    db.exec("RELEASE netsqlite_group");
+    this.#members.add(member);
+    return result;
+  }
+
+  /** Commits the open group (one fsync) and tells every member. */
+  commit(): void {
+    if (!this.#open) return;
+    let error: SqliteError | null = null;
+    try {
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      error = toSqliteError(err);
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+    }
+    this.#finish(error);
+  }
+
+  #finish(error: SqliteError | null): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#open = false;
+    const members = this.#members;
+    this.#members = new Set();
+    for (const m of members) m._groupDone(error);
+  }
+}

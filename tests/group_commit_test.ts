@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import { SqliteError } from "../mod.ts";
+import { startServer } from "./_helpers.ts";
+
+Deno.test("Engine group commit: concurrent autocommit writes from 16 clients are all acknowledged and stored", async () => {
+  await using srv = await startServer({ synchronous: "full" });
+  const clients = await Promise.all(Array.from({ length: 16 }, () => srv.client()));
+  try {
+    await clients[0].exec("CREATE TABLE t (id INTEGER PRIMARY KEY, client INTEGER, n INTEGER)");
+    const acked: number[] = [];
+    await Promise.all(clients.map(async (db, c) => {
+      for (let n = 0; n < 30; n++) {
+        const { changes, lastInsertRowid } = await db.run(
+          "INSERT INTO t (client, n) VALUES (?, ?)",
+          [c, n],
+        );
+        assert.equal(changes, 1);
+        acked.push(lastInsertRowid as number);
+      }
+    }));
+    assert.equal(new Set(acked).size, 16 * 30, "every write got its own rowid");
+    const rows = await clients[1].values<[number, number, number]>("SELECT id, client, n FROM t");
+    assert.equal(rows.length, 16 * 30);
+    assert.deepEqual(rows.map((r) => r[0]).sort((a, b) => a - b), acked.sort((a, b) => a - b));
+  } finally {
+    for (const c of clients) await c.close();
+  }
+});
+
+Deno.test("Engine group commit: a failing write fails alone; the others in its group are kept", async () => {
+  await using srv = await startServer({ synchronous: "full" });
+  const clients = await Promise.all(Array.from({ length: 8 }, () => srv.client()));
+  try {
+    await clients[0].exec("CREATE TABLE u (k INTEGER UNIQUE); INSERT INTO u VALUES (0)");
+    // Even clients insert a fresh key, odd clients collide with key 0; all at once.
+    const results = await Promise.allSettled(
+      clients.map((db, i) => db.run("INSERT INTO u VALUES (?)", [i % 2 === 0 ? i + 100 : 0])),
+    );
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i];
+      if (i % 2 === 0) {
+        assert.equal(r.status, "fulfilled", `client ${i}`);
+      } else {
+        assert.equal(r.status, "rejected");
+        const err = (r as PromiseRejectedResult).reason;
+        assert.ok(err instanceof SqliteError);
+        assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
+      }
+    }
+    assert.deepEqual(
+      await clients[0].values("SELECT k FROM u ORDER BY k"),
+      [[0], [100], [102], [104], [106]],
+    );
+  } finally {
+    for (const c of clients) await c.close();
+  }
+});
+
+Deno.test("Engine group commit: a client reads its own write in the very next request", async () => {
+  await using srv = await startServer({ synchronous: "full" });
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE t (x)");
+  for (let i = 0; i < 50; i++) {
+    const write = a.run("INSERT INTO t VALUES (?)", [i]);
+    const other = b.run("INSERT INTO t VALUES (?)", [-1 - i]);
+    const read = a.values("SELECT count(*) FROM t WHERE x = ?", [i]); // pipelined behind the write
+    await Promise.all([write, other]);
+    assert.deepEqual(await read, [[1]]);
+  }
+});
+
+Deno.test("Engine group commit: ON CONFLICT ROLLBACK in one write fails the group's other writes cleanly", async () => {
+  await using srv = await startServer({ synchronous: "full" });
+  const clients = await Promise.all(Array.from({ length: 4 }, () => srv.client()));
+  try {
+    await clients[0].exec("CREATE TABLE r (k INTEGER UNIQUE); INSERT INTO r VALUES (0)");
+    const results = await Promise.allSettled([
+      clients[0].run("INSERT INTO r VALUES (1)"),
+      clients[1].run("INSERT INTO r VALUES (2)"),
+      clients[2].run("INSERT OR ROLLBACK INTO r VALUES (0)"),
+      clients[3].run("INSERT INTO r VALUES (3)"),
+    ]);
+    const stored = new Set((await clients[0].values<[number]>("SELECT k FROM r")).map((r) => r[0]));
+    // Whatever was grouped together: an acknowledged write is stored, a failed one is not.
+    for (const [i, key] of [[0, 1], [1, 2], [3, 3]]) {
+      const r = results[i];
+      assert.equal(stored.has(key), r.status === "fulfilled", `client ${i}: ${JSON.stringify(r)}`);
+      if (r.status === "rejected") assert.equal((r.reason as SqliteError).code, "SQLITE_ABORT");
+    }
+    assert.equal(results[2].status, "rejected");
+    assert.equal(
+      ((results[2] as PromiseRejectedResult).reason as SqliteError).code,
+      "SQLITE_CONSTRAINT_UNIQUE",
+    );
+    assert.equal(clients[2].inTransaction, false);
+    assert.deepEqual(await clients[2].values("PRAGMA integrity_check"), [["ok"]]);
+  } finally {
+    for (const c of clients) await c.close();
+  }
+});
