@@ -20,7 +20,8 @@ interface EncoderInternals {
   encodeNumberAsFloat(n: number): void;
 }
 
-const INITIAL_BUFFER = 64 * 1024;
+/** Kept small: every connection has one; it grows for large messages and shrinks back. */
+const INITIAL_BUFFER = 4 * 1024;
 
 /**
  * Appends framed MessagePack messages to an internal buffer; {@link take}
@@ -90,7 +91,7 @@ export class MessageEncoder {
     const enc = this.#enc;
     const out = enc.bytes.slice(0, enc.pos);
     enc.pos = 0;
-    if (enc.bytes.length > 4 * INITIAL_BUFFER) {
+    if (enc.bytes.length > 64 * INITIAL_BUFFER) {
       // Do not keep a huge buffer alive after one large message.
       enc.bytes = new Uint8Array(INITIAL_BUFFER);
       enc.view = new DataView(enc.bytes.buffer);

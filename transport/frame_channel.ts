@@ -27,7 +27,9 @@ export interface ChannelHandler {
   onDrain(): void;
 }
 
-const READ_SIZE = 64 * 1024;
+/** Read buffer of an idle connection; a connection that fills it gets the large one. */
+const READ_SIZE_SMALL = 4 * 1024;
+const READ_SIZE_LARGE = 64 * 1024;
 
 /** Reads frames from and writes an outbox to one connection. */
 export class FrameChannel {
@@ -82,7 +84,7 @@ export class FrameChannel {
    * @returns when the stream ended; rejects with a frame or handler error.
    */
   async readLoop(): Promise<void> {
-    const buf = new Uint8Array(READ_SIZE);
+    let buf = new Uint8Array(READ_SIZE_SMALL);
     while (!this.#closed) {
       if (this.#paused) {
         await new Promise<void>((resolve) => this.#resumeRead = resolve);
@@ -96,6 +98,7 @@ export class FrameChannel {
       }
       if (n === null) break;
       this.#frames.push(buf.slice(0, n));
+      if (n === buf.length && buf.length < READ_SIZE_LARGE) buf = new Uint8Array(READ_SIZE_LARGE);
       for (let frame; (frame = this.#frames.next()) !== undefined;) {
         this.#handler.onFrame(frame);
         if (this.#closed) return;
