@@ -12,6 +12,9 @@ import { invalidReason, paramLabel } from "../protocol/values.ts";
 
 const NO_ARGS: unknown[] = [];
 
+/** SQLite's default SQLITE_MAX_VARIABLE_NUMBER. */
+const MAX_PARAMS = 32766;
+
 /**
  * Converts `params` in place and returns the argument list for
  * `StatementSync.all()`/`run()`.
@@ -21,6 +24,12 @@ const NO_ARGS: unknown[] = [];
 export function bindArgs(params: unknown): unknown[] {
   if (params === null || params === undefined) return NO_ARGS;
   if (Array.isArray(params)) {
+    if (params.length > MAX_PARAMS) {
+      throw new SqliteError(
+        ErrorCode.InvalidParam,
+        `Cannot bind ${params.length} parameters: SQLite takes at most ${MAX_PARAMS}`,
+      );
+    }
     for (let i = 0; i < params.length; i++) params[i] = bindValue(params[i], i);
     return params;
   }

@@ -72,6 +72,9 @@ export function openDatabase(path: string, options: OpenOptions): Database {
 export const Auth = {
   OK: 0,
   CREATE_TEMP_INDEX: 3,
+  DELETE: 9,
+  INSERT: 18,
+  UPDATE: 23,
   CREATE_TEMP_VIEW: 6,
   DROP_TEMP_INDEX: 12,
   DROP_TEMP_VIEW: 15,

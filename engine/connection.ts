@@ -32,6 +32,10 @@ export interface Prepared {
   readonly recursive: boolean;
   /** True when the statement creates or drops TEMP objects. */
   readonly touchesTemp: boolean;
+  /** True when it inserts, updates or deletes rows (so `changes` is its own). */
+  readonly changesRows: boolean;
+  /** True when it inserts rows (so `lastInsertRowid` is its own). */
+  readonly inserts: boolean;
   /** Result column names; refreshed when the schema changes them. */
   columns: string[];
 }
@@ -60,6 +64,8 @@ export class Connection {
   #sawWrite = false;
   #sawRecursive = false;
   #sawTemp = false;
+  #sawDml = false;
+  #sawInsert = false;
   #txOp: TxOp | null = null;
 
   /**
@@ -137,6 +143,8 @@ export class Connection {
     this.#sawWrite = false;
     this.#sawRecursive = false;
     this.#sawTemp = false;
+    this.#sawDml = false;
+    this.#sawInsert = false;
     this.#txOp = null;
     let stmt: Statement;
     try {
@@ -158,6 +166,8 @@ export class Connection {
       txOp: this.#txOp,
       recursive: this.#sawRecursive,
       touchesTemp: this.#sawTemp,
+      changesRows: this.#sawDml,
+      inserts: this.#sawInsert,
       columns: columnNames(stmt),
     };
   }
@@ -178,7 +188,11 @@ export class Connection {
     }
     if (action === Auth.READ || action === Auth.SELECT || action === Auth.RECURSIVE) return;
     this.#sawWrite = true;
-    if (
+    if (action === Auth.INSERT) {
+      this.#sawDml = this.#sawInsert = true;
+    } else if (action === Auth.UPDATE || action === Auth.DELETE) {
+      this.#sawDml = true;
+    } else if (
       (action >= Auth.CREATE_TEMP_INDEX && action <= Auth.CREATE_TEMP_VIEW) ||
       (action >= Auth.DROP_TEMP_INDEX && action <= Auth.DROP_TEMP_VIEW)
     ) {
@@ -318,7 +332,10 @@ export function statementTimeout(limits: RunLimits): SqliteError {
   );
 }
 
-/** Runs `p` for its effect and returns `[changes, lastInsertRowid]`. */
+/**
+ * Runs `p` for its effect and returns `[changes, lastInsertRowid]`: 0 for
+ * a statement that changes no rows / inserts none.
+ */
 export function runStatement(p: Prepared, args: unknown[]): [number | bigint, number | bigint] {
   let info;
   try {
@@ -329,7 +346,12 @@ export function runStatement(p: Prepared, args: unknown[]): [number | bigint, nu
   } finally {
     p.stmt.setReadBigInts(!p.readOnly);
   }
-  return [exactInteger(info.changes), exactInteger(info.lastInsertRowid)];
+  // SQLite reports the connection's last values, which after DDL or an
+  // UPDATE may belong to another client's statement: report only our own.
+  return [
+    p.changesRows ? exactInteger(info.changes) : 0,
+    p.inserts ? exactInteger(info.lastInsertRowid) : 0,
+  ];
 }
 
 /** Converts bigints within ±(2^53 - 1) to numbers, in place. */

@@ -16,6 +16,8 @@ export const ErrorCode = {
   InvalidParam: "INVALID_PARAM",
   /** A frame announced a length above the receiver's `maxFrameSize`. */
   FrameTooLarge: "FRAME_TOO_LARGE",
+  /** A connection sent no hello, or stalled inside a frame, for too long. */
+  FrameTimeout: "FRAME_TIMEOUT",
   /** The peer speaks a protocol version this side does not. */
   ProtocolVersion: "PROTOCOL_VERSION",
   /** A write waited longer than the server's busy timeout for the writer. */

@@ -40,6 +40,7 @@ export class Session {
   #handshaken = false;
   #pumping = false;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
+  #helloTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set after a protocol violation: nothing more is run or sent. */
   #dead = false;
   /** True while the head request waits for the writer. */
@@ -72,6 +73,16 @@ export class Session {
       },
       take: (): Uint8Array => encoder.take(),
     };
+    const helloMs = hello.limits.frameTimeout;
+    this.#helloTimer = setTimeout(() => {
+      this.#helloTimer = undefined;
+      this.#sendLast(
+        new ProtocolError(
+          ErrorCode.FrameTimeout,
+          `Closing connection: no hello within ${helloMs} ms (--frame-timeout)`,
+        ),
+      );
+    }, helloMs);
     this.#channel = new FrameChannel(conn, max, outbox, {
       onFrame: (payload) => this.#onFrame(payload),
       onReadEnd: () => {
@@ -111,6 +122,7 @@ export class Session {
   /** Closes the connection and rolls back its transaction. Idempotent. */
   close(): void {
     clearTimeout(this.#frameTimer);
+    clearTimeout(this.#helloTimer);
     this.#dead = true;
     this.#released?.();
     this.#engine.close();
@@ -126,10 +138,17 @@ export class Session {
       clearTimeout(this.#frameTimer);
       this.#frameTimer = undefined;
     } else if (this.#frameTimer === undefined) {
+      const ms = this.#hello.limits.frameTimeout;
       this.#frameTimer = setTimeout(() => {
         this.#frameTimer = undefined;
-        if (this.#channel.partial) this.close();
-      }, this.#hello.limits.frameTimeout);
+        if (!this.#channel.partial || this.#dead) return;
+        this.#sendLast(
+          new ProtocolError(
+            ErrorCode.FrameTimeout,
+            `Closing connection: a frame stayed incomplete for ${ms} ms (--frame-timeout)`,
+          ),
+        );
+      }, ms);
     }
   }
 
@@ -154,14 +173,21 @@ export class Session {
         "Cannot start session: first request must be hello",
       );
     }
+    if (typeof opts.version !== "number") {
+      throw new ProtocolError(
+        ErrorCode.BadRequest,
+        "Cannot start session: hello must carry {version: number}",
+      );
+    }
     if (opts.version !== PROTOCOL_VERSION) {
       throw new ProtocolError(
         ErrorCode.ProtocolVersion,
-        `Cannot start session: client speaks protocol ${String(opts.version)}, ` +
+        `Cannot start session: client speaks protocol ${opts.version}, ` +
           `server speaks ${PROTOCOL_VERSION}`,
       );
     }
     this.#handshaken = true;
+    clearTimeout(this.#helloTimer);
     this.#encoder.append([msg[1], Status.Ok, this.#hello]);
   }
 
@@ -298,6 +324,12 @@ export class Session {
     this.#pump();
     this.#dead = true;
     await this.#awaitCommit();
+    await this.#sendLast(err);
+  }
+
+  /** Sends a connection-level error as the last frame, then closes. */
+  async #sendLast(err: unknown): Promise<void> {
+    this.#dead = true;
     this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, toWireError(err)]);
     // A client that does not read gets one second, then the socket closes.
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -306,6 +338,7 @@ export class Session {
       new Promise<void>((resolve) => timer = setTimeout(resolve, 1000)),
     ]);
     clearTimeout(timer);
+    this.close();
   }
 }
 
