@@ -28,9 +28,15 @@ export class GroupCommit {
   #open = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
-  /** @param db The writer connection. */
-  constructor(db: Database) {
+  readonly #onCommit: () => void;
+
+  /**
+   * @param db The writer connection.
+   * @param onCommit Called after every COMMIT (new data is visible).
+   */
+  constructor(db: Database, onCommit: () => void) {
     this.#db = db;
+    this.#onCommit = onCommit;
   }
 
   /** True while a group transaction is open on the writer. */
@@ -82,6 +88,7 @@ export class GroupCommit {
     let error: SqliteError | null = null;
     try {
       this.#db.exec("COMMIT");
+      this.#onCommit();
     } catch (err) {
       error = toSqliteError(err);
       if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
