@@ -111,19 +111,30 @@ class RunningServer implements Server {
 
   async #acceptLoop(): Promise<void> {
     const served = new Set<Promise<void>>();
-    try {
-      for await (const conn of this.#listener) {
-        if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
-        const session = new Session(conn, this.#engine, this.#hello);
-        this.#sessions.add(session);
-        const done = session.serve().finally(() => {
-          this.#sessions.delete(session);
-          served.delete(done);
-        });
-        served.add(done);
+    let lastReport = 0;
+    while (this.#stopping === null) {
+      let conn: Deno.Conn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (err) {
+        if (this.#stopping !== null) break; // shutdown() closed the listener
+        // Out of file descriptors, or a connection reset before accept:
+        // report (at most once a second), back off briefly, keep serving.
+        if (performance.now() - lastReport > 1000) {
+          lastReport = performance.now();
+          console.error(`netsqlite: cannot accept a connection: ${(err as Error).message}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
       }
-    } catch {
-      // The listener was closed by shutdown().
+      if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+      const session = new Session(conn, this.#engine, this.#hello);
+      this.#sessions.add(session);
+      const done = session.serve().finally(() => {
+        this.#sessions.delete(session);
+        served.delete(done);
+      });
+      served.add(done);
     }
     for (const s of this.#sessions) s.close();
     await Promise.all(served);
@@ -141,12 +152,12 @@ class RunningServer implements Server {
 
   shutdown(): Promise<void> {
     if (this.#stopping === null) {
+      this.#stopping = this.finished;
       try {
         this.#listener.close();
       } catch {
         // Already closed.
       }
-      this.#stopping = this.finished;
     }
     return this.#stopping;
   }

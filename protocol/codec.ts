@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Decoder, Encoder } from "@msgpack/msgpack";
+import { Decoder, Encoder } from "npm:@msgpack/msgpack@^3.1.3";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 
 /** The internals of `@msgpack/msgpack`'s Encoder that framing needs. */

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Decoder, encode } from "@msgpack/msgpack";
+import { Decoder, encode } from "npm:@msgpack/msgpack@^3.1.3";
 import type { Client } from "../client.ts";
 import type { ServeOptions } from "../server.ts";
 import { startServer, startServerProcess, type TestServer } from "./_helpers.ts";

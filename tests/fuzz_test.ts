@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Decoder, encode, ExtData } from "@msgpack/msgpack";
+import { Decoder, encode, ExtData } from "npm:@msgpack/msgpack@^3.1.3";
 import type { Client } from "../client.ts";
 import { startServerProcess } from "./_helpers.ts";
 
