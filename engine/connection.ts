@@ -280,7 +280,8 @@ function stepRows(p: Prepared, args: unknown[], limits: RunLimits): unknown[][] 
 
 /**
  * Appends rows from `it` to `out` until `maxRows` rows or about `maxBytes`
- * bytes were added, checking the deadline after every row. Shared by recursive
+ * bytes were added, or the clock passed `softEnd` (the chunk is cut short,
+ * not failed), checking the deadline after every row. Shared by recursive
  * buffered queries and cursors.
  *
  * @returns whether the statement is done, and the bytes added.
@@ -292,6 +293,7 @@ export function stepRowsInto(
   maxRows: number,
   maxBytes: number,
   limits: RunLimits,
+  softEnd = Infinity,
 ): { done: boolean; bytes: number } {
   let bytes = 0;
   for (let n = 0; n < maxRows && bytes < maxBytes; n++) {
@@ -300,7 +302,9 @@ export function stepRowsInto(
     out.push(r.value);
     bytes += rowBytes(r.value);
     // Stepping costs ~1.3 µs a row; the clock check adds a few percent.
-    if (performance.now() > limits.deadline) throw statementTimeout(limits);
+    const now = performance.now();
+    if (now > limits.deadline) throw statementTimeout(limits);
+    if (now > softEnd) break;
   }
   return { done: false, bytes };
 }

@@ -13,6 +13,11 @@ import { normalizeRows, type RunLimits, stepRowsInto, toSqliteError } from "./co
 export const CHUNK_ROWS = 1024;
 /** Approximate bytes per chunk at most. */
 export const CHUNK_BYTES = 64 * 1024;
+/**
+ * Time budget of one chunk in ms: other clients' requests are served
+ * between chunks, so this bounds how long a stream delays them.
+ */
+export const CHUNK_MS = 0.5;
 
 /** One open cursor. */
 export class Cursor {
@@ -70,7 +75,8 @@ export class Cursor {
     const out: unknown[][] = [];
     let done: boolean;
     try {
-      done = stepRowsInto(this.#it, out, CHUNK_ROWS, CHUNK_BYTES, limits).done;
+      const softEnd = performance.now() + CHUNK_MS;
+      done = stepRowsInto(this.#it, out, CHUNK_ROWS, CHUNK_BYTES, limits, softEnd).done;
     } catch (err) {
       this.close();
       throw toSqliteError(err);
