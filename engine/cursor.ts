@@ -24,6 +24,7 @@ export class Cursor {
   /** Result column names. */
   readonly columns: string[];
   readonly #timeout: number;
+  #spent = 0;
   #it: Iterator<unknown[]> | null;
   #rows: unknown[][] | null;
   #release: (() => void) | null;
@@ -31,7 +32,7 @@ export class Cursor {
   /**
    * @param columns Result column names.
    * @param source A live row iterator, or rows already materialised.
-   * @param timeout Deadline for producing one chunk, in ms.
+   * @param timeout Time the server may spend stepping the cursor, in ms.
    * @param release Called once when the cursor ends (returns its connection).
    */
   constructor(
@@ -56,8 +57,9 @@ export class Cursor {
    * Produces the next chunk.
    *
    * @returns `[rows, done]`; after `done` the cursor is closed.
-   * @throws {SqliteError} `STATEMENT_TIMEOUT` when one chunk takes longer than
-   *   the timeout, or SQLite's error; the cursor is closed then.
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` once the time spent stepping
+   *   the cursor, over all chunks, exceeds the timeout, or SQLite's error;
+   *   the cursor is closed then.
    */
   next(): [unknown[][], boolean] {
     if (this.#rows !== null) {
@@ -67,20 +69,23 @@ export class Cursor {
       return [rows, done];
     }
     if (this.#it === null) return [[], true];
+    // The deadline counts the server's time stepping this cursor, summed
+    // over chunks; the client's time between chunks does not count.
+    const start = performance.now();
     const limits: RunLimits = {
-      deadline: performance.now() + this.#timeout,
+      deadline: start + this.#timeout - this.#spent,
       timeout: this.#timeout,
       maxBytes: Infinity,
     };
     const out: unknown[][] = [];
     let done: boolean;
     try {
-      const softEnd = performance.now() + CHUNK_MS;
-      done = stepRowsInto(this.#it, out, CHUNK_ROWS, CHUNK_BYTES, limits, softEnd).done;
+      done = stepRowsInto(this.#it, out, CHUNK_ROWS, CHUNK_BYTES, limits, start + CHUNK_MS).done;
     } catch (err) {
       this.close();
       throw toSqliteError(err);
     }
+    this.#spent += performance.now() - start;
     normalizeRows(out);
     if (done) this.close();
     return [out, done];

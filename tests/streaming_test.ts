@@ -126,7 +126,7 @@ Deno.test("Client.query() of a runaway recursive query stops near --statement-ti
   assert.deepEqual(await db.values("SELECT 42"), [[42]]);
 });
 
-Deno.test("Client.iterate() chunk past its timeout fails with STATEMENT_TIMEOUT", async () => {
+Deno.test("Client.iterate() whose stepping time exceeds its timeout fails with STATEMENT_TIMEOUT", async () => {
   await using srv = await startServer();
   await using db = await srv.client();
   const runaway = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) " +
