@@ -179,8 +179,8 @@ Options:
   --synchronous MODE      full (default; acknowledged writes survive power loss) or normal
   --busy-timeout MS       how long a write waits for the writer (default 5000)
   --tx-idle-timeout MS    roll back a transaction idle this long; 0 = never (default 10000)
-  --statement-timeout MS  deadline of stoppable statements: recursive queries, cursor
-                          chunks (default 30000)
+  --statement-timeout MS  deadline of stoppable statements: recursive queries, cursors
+                          (stepping time summed over chunks) (default 30000)
   --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
   --max-frame-size BYTES  largest request or reply (default 67108864)
   --frame-timeout MS      close a connection stalled inside a frame (default 10000)

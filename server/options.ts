@@ -46,7 +46,7 @@ export interface ServeOptions {
   statementCacheSize?: number;
   /**
    * Deadline of a statement the server can stop (recursive queries, each
-   * cursor chunk), in ms; a call's `timeout` option overrides it.
+   * cursors: stepping time summed over chunks), in ms; a call's `timeout` option overrides it.
    * @default {30000}
    */
   statementTimeout?: number;
