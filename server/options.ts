@@ -45,7 +45,7 @@ export interface ServeOptions {
   /** Statements kept prepared per SQLite connection. @default {256} */
   statementCacheSize?: number;
   /**
-   * Deadline of a statement the server can stop (recursive queries, each
+   * Deadline of a statement the server can stop (recursive queries; for
    * cursors: stepping time summed over chunks), in ms; a call's `timeout` option overrides it.
    * @default {30000}
    */
