@@ -135,7 +135,11 @@ export class Link {
       this.#pending.set(id, { resolve, reject, deadline });
     });
     if (this.#requestTimeout > 0 && this.#timer === undefined) this.#armTimer(this.#requestTimeout);
-    if (!this.#flushQueued) {
+    if (this.#pending.size === 1 && !this.#channel.writing) {
+      // Nothing else in flight: send at once rather than a microtask later.
+      this.#channel.flush();
+    } else if (!this.#flushQueued) {
+      // Requests issued together leave in one write.
       this.#flushQueued = true;
       queueMicrotask(() => {
         this.#flushQueued = false;
