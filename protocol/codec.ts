@@ -6,6 +6,9 @@
  * @module
  */
 
+// An inline specifier, so the module also loads when imported by path from
+// another project (no import map needed).
+// deno-lint-ignore no-import-prefix
 import { Decoder, Encoder } from "npm:@msgpack/msgpack@^3.1.3";
 import { ErrorCode, ProtocolError } from "./errors.ts";
 

@@ -6,10 +6,14 @@
  */
 
 import assert from "node:assert/strict";
+// An inline specifier, so the module also loads when imported by path from
+// another project (no import map needed).
+// deno-lint-ignore no-import-prefix
 import { Decoder, encode } from "npm:@msgpack/msgpack@^3.1.3";
 import type { Client } from "../client.ts";
 import type { ServeOptions } from "../server.ts";
 import { startServer, startServerProcess, type TestServer } from "./_helpers.ts";
+import { concat, prng } from "./_bytes.ts";
 
 // ---- wire helpers -----------------------------------------------------------
 
@@ -20,31 +24,9 @@ type Reply = [number, number, any];
 
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Small seeded PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomBytes(rand: () => number, n: number): Uint8Array {
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i++) out[i] = Math.floor(rand() * 256);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
   return out;
 }
 

@@ -10,34 +10,13 @@ import {
   FrameReader,
 } from "../transport/frame_reader.ts";
 import { ErrorCode, ProtocolError } from "../protocol/errors.ts";
-
-/** Small seeded PRNG (mulberry32) so random splits are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { concat, prng } from "./_bytes.ts";
 
 /** Encodes one frame: 4-byte big-endian length, then the payload. */
 function frame(payload: Uint8Array): Uint8Array {
   const out = new Uint8Array(FRAME_HEADER_SIZE + payload.length);
   new DataView(out.buffer).setUint32(0, payload.length);
   out.set(payload, FRAME_HEADER_SIZE);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
   return out;
 }
 

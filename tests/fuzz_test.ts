@@ -10,9 +10,13 @@
  */
 
 import assert from "node:assert/strict";
+// An inline specifier, so the module also loads when imported by path from
+// another project (no import map needed).
+// deno-lint-ignore no-import-prefix
 import { Decoder, encode, ExtData } from "npm:@msgpack/msgpack@^3.1.3";
 import type { Client } from "../client.ts";
 import { startServerProcess } from "./_helpers.ts";
+import { concat } from "./_bytes.ts";
 
 /** At most this many frames are sent in total... */
 const MAX_FRAMES = 2000;
@@ -71,16 +75,6 @@ class Rng {
 }
 
 // ---- frames -----------------------------------------------------------------------
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 function rawFrame(payload: Uint8Array, announced = payload.length): Uint8Array {
   const out = new Uint8Array(4 + payload.length);

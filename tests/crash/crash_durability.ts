@@ -17,6 +17,8 @@ import { parseArgs } from "node:util";
 import { type Client, connect } from "../../client.ts";
 import { ConnectionError } from "../../protocol/errors.ts";
 import { startServerProcess } from "../_helpers.ts";
+import { prng } from "../_bytes.ts";
+export { prng } from "../_bytes.ts";
 
 /** Options of {@link runCrashTrials}. */
 export interface CrashOptions {
@@ -79,18 +81,6 @@ export interface Report {
   integrityFailures: number;
   durationMs: number;
   perTrial: TrialReport[];
-}
-
-/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const SCHEMA = `

@@ -37,6 +37,8 @@
 
 import { type Client, connect, type ConnectOptions } from "../../client.ts";
 import { ConnectionError, ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { prng } from "../_bytes.ts";
+export { prng } from "../_bytes.ts";
 
 /** What the parent tells a worker (first command-line argument, JSON). */
 export interface WorkerConfig {
@@ -109,18 +111,6 @@ export interface WorkerReport {
   unexpectedCount: number;
   /** The first few unexpected errors. */
   unexpected: UnexpectedError[];
-}
-
-/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Ledger ids of slot `s` are `(s + 1) * ID_SPACE + seq`. */
