@@ -340,3 +340,53 @@ for (const transport of TRANSPORTS) {
     assert.deepEqual(await db.values("SELECT who FROM t"), [["survivor"]]);
   });
 }
+
+Deno.test("deno task serve: the task's permissions suffice to serve on the default socket", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const words = (config.tasks.serve as string).split(/\s+/);
+  assert.equal(words[0], "deno");
+  assert.equal(words.at(-1), "server.ts");
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-task-" });
+  // No XDG_RUNTIME_DIR: the default socket goes to <TMPDIR>/netsqlite-<uid>/.
+  const env: Record<string, string> = { TMPDIR: dir };
+  for (const key of ["HOME", "PATH", "DENO_DIR"]) {
+    const value = Deno.env.get(key);
+    if (value !== undefined) env[key] = value;
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      ...words.slice(1, -1),
+      new URL("../server.ts", import.meta.url).pathname,
+      "--db",
+      `${dir}/task.db`,
+    ],
+    clearEnv: true,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let banner = "";
+  while (!banner.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    banner += value;
+  }
+  try {
+    const m = /serving (\S+) on unix:(\S+)/.exec(banner);
+    assert.ok(m, `banner: ${JSON.stringify(banner)}`);
+    assert.equal(m[1], `${dir}/task.db`);
+    assert.match(m[2], new RegExp(`^${dir}/netsqlite-\\d+/task-[0-9a-f]{8}\\.sock$`));
+    assert.equal((await Deno.stat(m[2])).mode! & 0o777, 0o600);
+    assert.equal((await Deno.stat(`${dir}/${m[2].split("/").at(-2)}`)).mode! & 0o777, 0o700);
+    await using db = await connect({ path: m[2] });
+    assert.deepEqual(await db.values("SELECT 6 * 7"), [[42]]);
+  } finally {
+    child.kill("SIGTERM");
+    const status = await child.status;
+    await reader.cancel();
+    await child.stderr.cancel();
+    await Deno.remove(dir, { recursive: true });
+    assert.equal(status.code, 0);
+  }
+});

@@ -40,7 +40,12 @@ export const HAS_UNIX_SOCKETS: boolean = Deno.build.os !== "windows";
 export function defaultSocketDir(): string {
   const runtime = Deno.env.get("XDG_RUNTIME_DIR");
   if (runtime) return join(runtime, "netsqlite");
-  const uid = Deno.uid();
+  let uid: number | null = null;
+  try {
+    uid = Deno.uid();
+  } catch {
+    // No --allow-sys=uid: fall back to the user name from the environment.
+  }
   return join(tmpdir(), `netsqlite-${uid ?? userName()}`);
 }
 
