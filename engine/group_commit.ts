@@ -52,20 +52,27 @@ export class GroupCommit {
    */
   run<T>(member: GroupMember, fn: () => T): T {
     const db = this.#db;
-    if (!this.#open) {
+    // The first write of a group needs no savepoint: if it fails, the whole
+    // (otherwise empty) transaction is rolled back.
+    const first = !this.#open;
+    if (first) {
       db.exec("BEGIN IMMEDIATE");
       this.#open = true;
       // Commit once the requests that arrived together have run: a microtask
       // runs after the reads already completed in this turn of the event
       // loop. (A 0 ms timer would add a millisecond or more to every write.)
       queueMicrotask(() => this.commit());
+    } else {
+      db.exec("SAVEPOINT netsqlite_group");
     }
-    db.exec("SAVEPOINT netsqlite_group");
     let result: T;
     try {
       result = fn();
     } catch (err) {
-      if (db.isTransaction) {
+      if (first) {
+        if (db.isTransaction) db.exec("ROLLBACK");
+        this.#finish(null);
+      } else if (db.isTransaction) {
         db.exec("ROLLBACK TO netsqlite_group; RELEASE netsqlite_group");
       } else {
         // ON CONFLICT ROLLBACK or RAISE(ROLLBACK) ended the whole group.
@@ -80,7 +87,7 @@ export class GroupCommit {
       }
       throw err;
     }
-    db.exec("RELEASE netsqlite_group");
+    if (!first) db.exec("RELEASE netsqlite_group");
     this.#members.add(member);
     return result;
   }
