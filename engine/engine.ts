@@ -196,11 +196,14 @@ export class Engine {
   _acquire(s: EngineSession, forGroup = false): boolean {
     if (this.#owner === s) return true;
     if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
+    // Anything but another grouped write needs the open group committed
+    // first. Committing wakes the group's members, which may take the
+    // writer themselves (e.g. a BEGIN queued behind their write), so decide
+    // who gets it only afterwards.
+    while (!forGroup && this.#group.open && this.#owner === null) this.#group.commit();
     if (this.#owner === null && (this.#waiters.length === 0 || this.#waiters[0] === s)) {
       if (this.#waiters[0] === s) this.#waiters.shift();
       s._stopWaiting();
-      // Anything but another grouped write needs the group committed first.
-      if (!forGroup) this.#group.commit();
       // Let go of the reader's snapshot before writing, so that checkpoints
       // at commit are not held back by it (the WAL would grow without bound).
       if (this.#reader?.inTransaction) this.#reader.db.exec("COMMIT");

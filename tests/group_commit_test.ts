@@ -99,3 +99,31 @@ Deno.test("Engine group commit: ON CONFLICT ROLLBACK in one write fails the grou
     for (const c of clients) await c.close();
   }
 });
+
+Deno.test("Engine group commit: a transaction begun by a member while the group commits is never shared", async () => {
+  await using srv = await startServer({ synchronous: "full" });
+  await using m = await srv.client();
+  await using s = await srv.client();
+  await m.exec("CREATE TABLE t (who TEXT)");
+  for (let round = 0; round < 20; round++) {
+    // m: a grouped write with a BEGIN pipelined behind it; s: a BEGIN in the
+    // same turn, which commits the group first and so wakes m's BEGIN.
+    const mWrite = m.run("INSERT INTO t VALUES ('m')");
+    const mBegin = m.exec("BEGIN IMMEDIATE");
+    const sBegin = s.exec("BEGIN IMMEDIATE");
+    // Whoever gets the writer first, the other's BEGIN waits for its COMMIT.
+    const first = await Promise.race([mBegin.then(() => m), sBegin.then(() => s)]);
+    const [second, secondBegin] = first === m ? [s, sBegin] : [m, mBegin];
+    assert.equal(first.inTransaction, true, `round ${round}`);
+    assert.equal(second.inTransaction, false, `round ${round}`);
+    await first.run("INSERT INTO t VALUES ('in tx')");
+    await first.exec("COMMIT");
+    await mWrite;
+    await secondBegin;
+    assert.equal(second.inTransaction, true, `round ${round}`);
+    await second.run("INSERT INTO t VALUES ('in tx')");
+    await second.exec("COMMIT");
+    assert.equal(m.inTransaction || s.inTransaction, false);
+  }
+  assert.deepEqual(await m.values("SELECT count(*) FROM t WHERE who = 'in tx'"), [[40]]);
+});
