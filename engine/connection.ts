@@ -342,13 +342,15 @@ export function statementTimeout(limits: RunLimits): SqliteError {
  */
 export function runStatement(p: Prepared, args: unknown[]): [number | bigint, number | bigint] {
   let info;
+  // Writes always read bigints (set at prepare); a read run for its effect
+  // switches for the call, so a rowid beyond 2^53 cannot throw.
   try {
-    p.stmt.setReadBigInts(true);
+    if (p.readOnly) p.stmt.setReadBigInts(true);
     info = p.stmt.run(...args);
   } catch (err) {
     throw toSqliteError(err);
   } finally {
-    p.stmt.setReadBigInts(!p.readOnly);
+    if (p.readOnly) p.stmt.setReadBigInts(false);
   }
   // SQLite reports the connection's last values, which after DDL or an
   // UPDATE may belong to another client's statement: report only our own.
