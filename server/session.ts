@@ -32,7 +32,8 @@ type Request = unknown[];
 export class Session {
   readonly #channel: FrameChannel;
   readonly #encoder: MessageEncoder;
-  readonly #decoder = new MessageDecoder();
+  /** Decoding is synchronous, so every session shares one decoder. */
+  static readonly #decoder = new MessageDecoder();
   readonly #engine: EngineSession;
   readonly #hello: HelloReply;
   #queue: Request[] = [];
@@ -153,7 +154,7 @@ export class Session {
   }
 
   #onFrame(payload: Uint8Array): void {
-    const msg = this.#decoder.decode(payload);
+    const msg = Session.#decoder.decode(payload);
     if (!Array.isArray(msg) || typeof msg[0] !== "number" || !isId(msg[1])) {
       throw new ProtocolError(
         ErrorCode.BadRequest,
