@@ -25,6 +25,7 @@ export {
   type BatchStatement,
   type BindParams,
   type BindValue,
+  type CallOptions,
   Client,
   connect,
   type ConnectOptions,
