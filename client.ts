@@ -33,6 +33,7 @@ import { invalidParamsMessage } from "./protocol/values.ts";
 import {
   type Address,
   DEFAULT_DATABASE,
+  defaultPortFile,
   defaultSocketPath,
   HAS_UNIX_SOCKETS,
 } from "./transport/address.ts";
@@ -166,7 +167,7 @@ async function resolveAddress(options: ConnectOptions): Promise<Address> {
   if (options.path !== undefined) return { transport: "unix", path: options.path };
   const database = options.database ?? DEFAULT_DATABASE;
   if (HAS_UNIX_SOCKETS) return { transport: "unix", path: defaultSocketPath(database) };
-  const announced = defaultSocketPath(database).replace(/\.sock$/, ".port");
+  const announced = defaultPortFile(database);
   const port = Number(await Deno.readTextFile(announced).catch(() => "NaN"));
   if (!Number.isInteger(port)) {
     throw new ConnectionError(`Cannot find the server of ${database}: no port in ${announced}`);

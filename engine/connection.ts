@@ -319,7 +319,7 @@ export function resultTooLarge(maxBytes: number): SqliteError {
 }
 
 /** Approximate encoded size of a row. */
-export function rowBytes(row: unknown[]): number {
+function rowBytes(row: unknown[]): number {
   let n = 1;
   for (let i = 0; i < row.length; i++) {
     const v = row[i];
@@ -372,7 +372,7 @@ export function normalizeRows(rows: unknown[][]): void {
 }
 
 /** A number when `v` is a safe integer, else the bigint itself. */
-export function exactInteger(v: number | bigint): number | bigint {
+function exactInteger(v: number | bigint): number | bigint {
   return typeof v === "bigint" && v <= MAX_SAFE && v >= MIN_SAFE ? Number(v) : v;
 }
 

@@ -27,9 +27,6 @@ export const Op = {
 /** One of the {@link Op} values. */
 export type OpCode = typeof Op[keyof typeof Op];
 
-/** Names of the ops, for error messages. */
-export const OP_NAMES: readonly string[] = Object.keys(Op).map((k) => k.toLowerCase());
-
 /**
  * Reply status: bit 0 set means the payload is an error, bit 1 set means the
  * connection is inside a transaction after this request.

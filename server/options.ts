@@ -8,6 +8,7 @@
 import {
   type Address,
   DEFAULT_DATABASE,
+  defaultPortFile,
   defaultSocketPath,
   HAS_UNIX_SOCKETS,
 } from "../transport/address.ts";
@@ -117,7 +118,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     address = { transport: "unix", path: options.path ?? defaultSocketPath(database) };
   } else {
     address = { transport: "tcp", hostname: "127.0.0.1", port: 0 };
-    announceFile = announcePath(database);
+    announceFile = defaultPortFile(database);
   }
   return {
     address,
@@ -150,11 +151,6 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
     },
   };
-}
-
-/** File in which a server without Unix sockets announces its TCP port. */
-export function announcePath(database: string): string {
-  return defaultSocketPath(database).replace(/\.sock$/, ".port");
 }
 
 function integer(name: string, value: unknown, min: number, max: number): number {

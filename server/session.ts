@@ -20,6 +20,7 @@ import {
   PROTOCOL_VERSION,
   Status,
 } from "../protocol/messages.ts";
+import { resultTooLarge } from "../engine/connection.ts";
 import { BLOCKED, type Engine, type EngineSession } from "../engine/engine.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 
@@ -296,19 +297,13 @@ export class Session {
   #reply(id: number, payload: unknown, limit?: number): void {
     const status = this.#engine.inTransaction ? Status.InTransaction : Status.Ok;
     if (this.#encoder.append([id, status, payload], limit) !== -1) return;
-    const limits = this.#hello.limits;
+    const maxFrameSize = this.#hello.limits.maxFrameSize;
     this.#replyError(
       id,
-      limit !== undefined && limit < limits.maxFrameSize
-        ? new SqliteError(
-          ErrorCode.ResultTooLarge,
-          `Result exceeds maxResultBytes ${limit} (--max-result-bytes): ` +
-            "use iterate() to stream large results",
-        )
-        : new SqliteError(
-          ErrorCode.ResultTooLarge,
-          `Result exceeds maxFrameSize ${limits.maxFrameSize} bytes: use iterate() for large results`,
-        ),
+      limit !== undefined && limit < maxFrameSize ? resultTooLarge(limit) : new SqliteError(
+        ErrorCode.ResultTooLarge,
+        `Result exceeds maxFrameSize ${maxFrameSize} bytes: use iterate() for large results`,
+      ),
     );
   }
 

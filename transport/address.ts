@@ -69,6 +69,14 @@ export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
   return join(defaultSocketDir(), `${name}-${fnv1a(absolute)}.sock`);
 }
 
+/**
+ * File in which a server without Unix sockets (Windows) announces its TCP
+ * port: the default socket path of `database` with `.port` for `.sock`.
+ */
+export function defaultPortFile(database: string = DEFAULT_DATABASE): string {
+  return defaultSocketPath(database).replace(/\.sock$/, ".port");
+}
+
 /** Formats an address for messages: `unix:/path` or `tcp:host:port`. */
 export function formatAddress(addr: Address): string {
   return addr.transport === "unix"
