@@ -92,17 +92,7 @@ export async function startServerProcess(
     stderr: "inherit",
     stdin: "null",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let banner = "";
-  while (!banner.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    banner += value;
-  }
-  // Keep draining stdout so the child never blocks on a full pipe.
-  const drained = (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })();
+  const { text: banner, drained } = await readStdoutUntil(child, "\n");
   const m = /on (unix:(\S+)|tcp:(\S+):(\d+))/.exec(banner);
   if (!m) {
     child.kill("SIGKILL");
@@ -136,4 +126,26 @@ export async function startServerProcess(
       if (ownDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
+}
+
+/**
+ * Reads a child's stdout until `marker` appears (or the stream ends), then
+ * keeps draining it in the background so the child never blocks on a full
+ * pipe. Await `drained` after the child has exited.
+ */
+export async function readStdoutUntil(
+  child: Deno.ChildProcess,
+  marker: string,
+): Promise<{ text: string; drained: Promise<void> }> {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes(marker)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })();
+  return { text, drained };
 }

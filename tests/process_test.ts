@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { ConnectionError } from "../protocol/errors.ts";
 import { connect, type ConnectOptions } from "../client.ts";
-import { startServerProcess, tempDir } from "./_helpers.ts";
+import { readStdoutUntil, startServerProcess, tempDir } from "./_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
@@ -48,16 +48,7 @@ async function spawnPipelineClient(
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("ready")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += value;
-  }
-  const drained = (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })();
+  const { text: out, drained } = await readStdoutUntil(child, "ready");
   let status: Promise<Deno.CommandStatus> | null = null;
   const kill = () => {
     if (status === null) {
@@ -365,13 +356,7 @@ Deno.test("deno task serve: the task's permissions suffice to serve on the defau
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let banner = "";
-  while (!banner.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    banner += value;
-  }
+  const { text: banner, drained } = await readStdoutUntil(child, "\n");
   try {
     const m = /serving (\S+) on unix:(\S+)/.exec(banner);
     assert.ok(m, `banner: ${JSON.stringify(banner)}`);
@@ -384,7 +369,7 @@ Deno.test("deno task serve: the task's permissions suffice to serve on the defau
   } finally {
     child.kill("SIGTERM");
     const status = await child.status;
-    await reader.cancel();
+    await drained;
     await child.stderr.cancel();
     await Deno.remove(dir, { recursive: true });
     assert.equal(status.code, 0);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type Client, SqliteError } from "../mod.ts";
-import { startServer } from "./_helpers.ts";
+import { readStdoutUntil, startServer } from "./_helpers.ts";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -295,13 +295,7 @@ Deno.test("Session of a client killed with SIGKILL mid-transaction frees the wri
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("ready")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += value;
-  }
+  const { text: out, drained } = await readStdoutUntil(child, "ready");
   assert.match(out, /ready/);
   const write = track(b.run("INSERT INTO t (who) VALUES ('b')"));
   await delay(100);
@@ -311,7 +305,7 @@ Deno.test("Session of a client killed with SIGKILL mid-transaction frees the wri
   await write.promise;
   const freedAfter = performance.now() - killedAt;
   await child.status;
-  await reader.cancel();
+  await drained;
   assert.ok(freedAfter < 500, `writer freed ${freedAfter.toFixed(0)} ms after the kill`);
   assert.deepEqual(await b.values("SELECT who FROM t"), [["b"]]);
 });
