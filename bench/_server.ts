@@ -153,12 +153,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Ben
     banner: proc.banner,
     pid: proc.child.pid,
     stop,
-    killSync: () => {
-      proc.killSync();
-      try {
-        Deno.removeSync(dir, { recursive: true });
-      } catch { /* already gone */ }
-    },
+    killSync: () => killSyncAndRemove(proc, dir),
     [Symbol.asyncDispose]: () => stop(),
   };
 }
@@ -194,12 +189,7 @@ export async function startEchoServer(): Promise<EchoServer> {
     port: Number(proc.match[2]),
     pid: proc.child.pid,
     stop,
-    killSync: () => {
-      proc.killSync();
-      try {
-        Deno.removeSync(dir, { recursive: true });
-      } catch { /* already gone */ }
-    },
+    killSync: () => killSyncAndRemove(proc, dir),
     [Symbol.asyncDispose]: stop,
   };
 }
@@ -281,4 +271,12 @@ async function spawnWithBanner(args: string[], pattern: RegExp): Promise<Spawned
       } catch { /* already gone */ }
     },
   };
+}
+
+/** SIGKILLs a spawned process and removes its temp directory, synchronously. */
+function killSyncAndRemove(proc: { killSync(): void }, dir: string): void {
+  proc.killSync();
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch { /* already gone */ }
 }

@@ -31,7 +31,7 @@ import { type ServerProcess, startServerProcess } from "../_helpers.ts";
 import {
   type LatencyStat,
   SCHEMA,
-  type UnexpectedError,
+  type SoakCounts,
   type WorkerConfig,
   type WorkerReport,
 } from "./soak_worker.ts";
@@ -102,7 +102,7 @@ export interface RssReport {
 }
 
 /** Summary of {@link runSoak}. */
-export interface SoakReport {
+export interface SoakReport extends SoakCounts {
   durationMs: number;
   /** Length of the longest worker's run, in ms. */
   elapsedMs: number;
@@ -134,21 +134,11 @@ export interface SoakReport {
   unaccounted: number[];
   unaccountedCount: number;
   ledgerRows: number;
-  transfersCommitted: number;
   expectedTotal: number;
   actualTotal: number;
   accountRows: number;
   /** Accounts whose balance differs from start + ledgered transfers. */
   mismatchedAccounts: number[];
-  deliberateErrors: Record<string, number>;
-  disconnects: number;
-  abandonedTransactions: number;
-  rolledBackTransactions: number;
-  reconnects: number;
-  busyTimeouts: number;
-  busyTimeoutsByOp: Record<string, number>;
-  unexpectedCount: number;
-  unexpected: UnexpectedError[];
   integrity: string;
   rss: RssReport;
   /** CPU time the server used during the run, in seconds. */

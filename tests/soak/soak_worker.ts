@@ -80,7 +80,24 @@ export interface UnexpectedError {
 }
 
 /** What one worker saw; printed as the last stdout line. */
-export interface WorkerReport {
+/** Event counts a worker reports and the soak report sums up. */
+export interface SoakCounts {
+  transfersCommitted: number;
+  /** Deliberately provoked errors by code. */
+  deliberateErrors: Record<string, number>;
+  disconnects: number;
+  abandonedTransactions: number;
+  rolledBackTransactions: number;
+  /** Request-timeout scenarios whose client reconnected and was served. */
+  reconnects: number;
+  busyTimeouts: number;
+  busyTimeoutsByOp: Record<string, number>;
+  unexpectedCount: number;
+  /** The first few unexpected errors. */
+  unexpected: UnexpectedError[];
+}
+
+export interface WorkerReport extends SoakCounts {
   type: "report";
   worker: number;
   connections: number;
@@ -98,19 +115,6 @@ export interface WorkerReport {
   absent: number[];
   /** Ledger ids whose outcome cannot be known (the request timed out). */
   unknownOutcome: number[];
-  transfersCommitted: number;
-  /** Deliberately provoked errors by code. */
-  deliberateErrors: Record<string, number>;
-  disconnects: number;
-  abandonedTransactions: number;
-  rolledBackTransactions: number;
-  /** Request-timeout scenarios whose client reconnected and was served. */
-  reconnects: number;
-  busyTimeouts: number;
-  busyTimeoutsByOp: Record<string, number>;
-  unexpectedCount: number;
-  /** The first few unexpected errors. */
-  unexpected: UnexpectedError[];
 }
 
 /** Ledger ids of slot `s` are `(s + 1) * ID_SPACE + seq`. */
