@@ -21,6 +21,7 @@
 import { parseArgs } from "node:util";
 import { Engine } from "./engine/engine.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
+import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
 import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
 import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
@@ -29,6 +30,7 @@ import { listen } from "./transport/listen.ts";
 export type { ServeOptions } from "./server/options.ts";
 export { ListenError } from "./transport/listen.ts";
 export type { Address } from "./transport/address.ts";
+export type { MemoryRelease } from "./server/memory.ts";
 
 /** Version of this package. */
 export const VERSION = "0.1.0";
@@ -39,6 +41,11 @@ export interface Server {
   readonly addr: Address;
   /** Resolves once the server has stopped and the database is closed. */
   readonly finished: Promise<void>;
+  /**
+   * How memory is given back after connections close (depends on
+   * permissions and V8 flags), and how often it was: a snapshot.
+   */
+  readonly memoryRelease: MemoryRelease;
   /** Stops accepting, closes every connection (rolling back their transactions), closes the database. */
   shutdown(): Promise<void>;
   /** Same as {@link Server.shutdown}. */
@@ -70,6 +77,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
 class RunningServer implements Server {
   readonly addr: Address;
   readonly finished: Promise<void>;
+  readonly #memory: MemoryReleaser;
   readonly #engine: Engine;
   readonly #listener: Deno.Listener;
   readonly #sessions = new Set<Session>();
@@ -106,7 +114,12 @@ class RunningServer implements Server {
     if (config.announceFile !== null && this.addr.transport === "tcp") {
       Deno.writeTextFileSync(config.announceFile, String(this.addr.port));
     }
+    this.#memory = new MemoryReleaser({ enabled: config.releaseMemory });
     this.finished = this.#acceptLoop();
+  }
+
+  get memoryRelease(): MemoryRelease {
+    return this.#memory.snapshot();
   }
 
   async #acceptLoop(): Promise<void> {
@@ -130,14 +143,17 @@ class RunningServer implements Server {
       if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
       const session = new Session(conn, this.#engine, this.#hello);
       this.#sessions.add(session);
+      this.#memory.opened();
       const done = session.serve().finally(() => {
         this.#sessions.delete(session);
         served.delete(done);
+        this.#memory.closed();
       });
       served.add(done);
     }
     for (const s of this.#sessions) s.close();
     await Promise.all(served);
+    await this.#memory.close();
     this.#engine.close();
     await this.#cleanupFiles();
   }
@@ -262,6 +278,7 @@ async function main(): Promise<number> {
   for (const sig of signals) Deno.addSignalListener(sig, stop);
   const db = options.database ?? "netsqlite.db";
   console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}`);
+  console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
   await server.finished;
   for (const sig of signals) Deno.removeSignalListener(sig, stop);
   return 0;

@@ -61,6 +61,14 @@ export interface ServeOptions {
    * @default {10000}
    */
   frameTimeout?: number;
+  /**
+   * Give memory back to the operating system after connections close
+   * (`malloc_trim` through FFI when `--allow-ffi` is granted on glibc; a full
+   * collection after a wave of disconnects when `gc` is exposed). See
+   * `server/memory.ts`.
+   * @default {true}
+   */
+  releaseMemory?: boolean;
 }
 
 /** The resolved server configuration. */
@@ -75,6 +83,8 @@ export interface ServeConfig {
   frameTimeout: number;
   /** Whether the TCP port is announced in a file (Windows default). */
   announceFile: string | null;
+  /** Whether memory is given back after connections close. */
+  releaseMemory: boolean;
 }
 
 /**
@@ -120,9 +130,14 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     address = { transport: "tcp", hostname: "127.0.0.1", port: 0 };
     announceFile = defaultPortFile(database);
   }
+  const releaseMemory = options.releaseMemory ?? true;
+  if (typeof releaseMemory !== "boolean") {
+    throw new TypeError(`Invalid option "releaseMemory": expected a boolean, got ${releaseMemory}`);
+  }
   return {
     address,
     announceFile,
+    releaseMemory,
     maxFrameSize: integer(
       "maxFrameSize",
       options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,

@@ -1,0 +1,171 @@
+/**
+ * Gives memory back to the operating system after connections close.
+ *
+ * A burst of connections leaves garbage in the V8 heap and freed blocks in
+ * glibc's malloc arenas. V8's memory reducer collects the garbage some
+ * 10–40 s after allocation quiets down, but glibc keeps most of what is then
+ * freed (its heap shrinks only from the top), so without help the server's
+ * RSS stays tens of MiB above where it started. `malloc_trim(0)` hands the
+ * free pages back; it is called through FFI, so it needs `--allow-ffi` (all
+ * of it, or scoped to the path of libc) and glibc on Linux. When `gc` is
+ * exposed (`--v8-flags=--expose-gc`), a wave of disconnects also triggers a
+ * full collection, so the memory comes back within about a second instead of
+ * after V8's own delay.
+ *
+ * Schedule: a release runs {@link FIRST_RELEASE_MS} after a connection
+ * closes, then every {@link FOLLOW_UP_MS} until {@link FOLLOW_UP_WINDOW_MS}
+ * have passed since the last close (so what V8 frees late is trimmed too).
+ * The collection runs only for a wave: at least {@link WAVE_MIN_CLOSED}
+ * connections closed since the last release and at most half of the peak
+ * still open; it pauses the server for 10–40 ms.
+ *
+ * @module
+ */
+
+/** Delay from a close to the first release, in ms. */
+export const FIRST_RELEASE_MS = 1000;
+/** Interval of the follow-up releases, in ms. */
+export const FOLLOW_UP_MS = 10_000;
+/** Follow-up releases run until this long after the last close, in ms. */
+export const FOLLOW_UP_WINDOW_MS = 60_000;
+/** Closes since the last release that make a wave (with the open count halved). */
+export const WAVE_MIN_CLOSED = 64;
+
+/** How a server gives memory back; see the module notes. */
+export interface MemoryRelease {
+  /** `malloc_trim` is called after closes (needs glibc and `--allow-ffi`). */
+  readonly trim: boolean;
+  /** A full collection runs after a wave of closes (needs `--v8-flags=--expose-gc`). */
+  readonly gc: boolean;
+  /** Why trimming is off, when it is. */
+  readonly trimOffReason: string | null;
+  /** `malloc_trim` calls so far. */
+  readonly trims: number;
+  /** Full collections so far. */
+  readonly collections: number;
+}
+
+type Gc = (options?: { type: string; execution: string; flavor: string }) => void;
+type Libc = Deno.DynamicLibrary<{
+  malloc_trim: { parameters: ["usize"]; result: "i32"; nonblocking: true };
+}>;
+
+/** Tracks open connections and releases memory after they close. */
+export class MemoryReleaser {
+  readonly trim: boolean;
+  readonly gc: boolean;
+  readonly trimOffReason: string | null;
+  #trims = 0;
+  #collections = 0;
+  readonly #libc: Libc | null;
+  readonly #collect: Gc | null;
+  #open = 0;
+  #peak = 0;
+  #closedSinceRelease = 0;
+  #lastCloseAt = 0;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  #trimming: Promise<unknown> | null = null;
+  #closed = false;
+
+  constructor(options: { enabled: boolean }) {
+    const libc = options.enabled ? openLibc() : "disabled by the releaseMemory option";
+    this.#libc = typeof libc === "string" ? null : libc;
+    this.trim = this.#libc !== null;
+    this.trimOffReason = typeof libc === "string" ? libc : null;
+    const gc = (globalThis as { gc?: unknown }).gc;
+    this.#collect = options.enabled && typeof gc === "function" ? gc as Gc : null;
+    this.gc = this.#collect !== null;
+  }
+
+  /** A snapshot of the settings and counts. */
+  snapshot(): MemoryRelease {
+    const { trim, gc, trimOffReason } = this;
+    return { trim, gc, trimOffReason, trims: this.#trims, collections: this.#collections };
+  }
+
+  /** A connection opened. */
+  opened(): void {
+    this.#open++;
+    if (this.#open > this.#peak) this.#peak = this.#open;
+  }
+
+  /** A connection closed: schedule a release. */
+  closed(): void {
+    this.#open--;
+    this.#closedSinceRelease++;
+    this.#lastCloseAt = performance.now();
+    if (this.#timer === null) this.#schedule(FIRST_RELEASE_MS);
+  }
+
+  /** Stops the schedule, waits for a running trim and unloads libc. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    await this.#trimming;
+    this.#libc?.close();
+  }
+
+  #schedule(ms: number): void {
+    if (this.#closed || (this.#libc === null && this.#collect === null)) return;
+    const timer = setTimeout(() => this.#release(), ms);
+    Deno.unrefTimer(timer);
+    this.#timer = timer;
+  }
+
+  #release(): void {
+    this.#timer = null;
+    const wave = this.#closedSinceRelease >= WAVE_MIN_CLOSED && this.#open <= this.#peak / 2;
+    if (wave && this.#collect !== null) {
+      this.#collect({ type: "major", execution: "sync", flavor: "last-resort" });
+      this.#collections++;
+    }
+    if (this.#libc !== null && this.#trimming === null) {
+      // On a worker thread: returning pages takes up to ~10 ms.
+      this.#trimming = this.#libc.symbols.malloc_trim(0n).finally(() => this.#trimming = null);
+      this.#trims++;
+    }
+    this.#peak = this.#open;
+    this.#closedSinceRelease = 0;
+    if (performance.now() - this.#lastCloseAt < FOLLOW_UP_WINDOW_MS) this.#schedule(FOLLOW_UP_MS);
+  }
+}
+
+/** One line for the server's log saying how memory is given back. */
+export function describeMemoryRelease(m: MemoryRelease): string {
+  const trim = m.trim ? "malloc_trim after disconnects" : `no malloc_trim (${m.trimOffReason})`;
+  return `memory release: ${trim}; full gc after a wave of disconnects ${m.gc ? "on" : "off"}`;
+}
+
+/** Opens glibc for `malloc_trim`, or says why not (never prompts for permission). */
+function openLibc(): Libc | string {
+  if (Deno.build.os !== "linux") return `not Linux`;
+  const path = libcPath();
+  if (path === null) return "libc is not glibc";
+  if (Deno.permissions.querySync({ name: "ffi", path }).state !== "granted") {
+    return "no --allow-ffi";
+  }
+  try {
+    return Deno.dlopen(path, {
+      malloc_trim: { parameters: ["usize"], result: "i32", nonblocking: true },
+    });
+  } catch (err) {
+    return `cannot load ${path}: ${(err as Error).message}`;
+  }
+}
+
+/** The path of the glibc this process runs on, from /proc/self/maps; `libc.so.6` if unreadable. */
+function libcPath(): string | null {
+  const maps = "/proc/self/maps";
+  if (Deno.permissions.querySync({ name: "read", path: maps }).state !== "granted") {
+    return "libc.so.6";
+  }
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(maps);
+  } catch {
+    return "libc.so.6";
+  }
+  const m = /\s(\/\S*\/libc\.so\.6)$/m.exec(text);
+  return m === null ? null : m[1];
+}
