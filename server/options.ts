@@ -130,7 +130,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     address = { transport: "tcp", hostname: "127.0.0.1", port: 0 };
     announceFile = defaultPortFile(database);
   }
-  const releaseMemory = options.releaseMemory ?? true;
+  const releaseMemory = options.releaseMemory === undefined ? true : options.releaseMemory;
   if (typeof releaseMemory !== "boolean") {
     throw new TypeError(`Invalid option "releaseMemory": expected a boolean, got ${releaseMemory}`);
   }

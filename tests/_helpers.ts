@@ -66,6 +66,8 @@ export interface ServerProcess extends AsyncDisposable {
   connectOptions: ConnectOptions;
   /** The line the server printed when it started listening. */
   banner: string;
+  /** The line after it, saying how the server gives memory back. */
+  memoryLine: string;
   client(): Promise<Client>;
   /** Sends SIGKILL and waits for the process to end. */
   kill(): Promise<void>;
@@ -74,11 +76,33 @@ export interface ServerProcess extends AsyncDisposable {
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
 /**
+ * The Deno flags of `deno task serve` (permissions and V8 flags), read from
+ * deno.json so tests run the server the way users do.
+ */
+export const SERVE_TASK_FLAGS: string[] = (() => {
+  const config = JSON.parse(
+    Deno.readTextFileSync(new URL("../deno.json", import.meta.url)),
+  ) as { tasks: { serve: string } };
+  const words = config.tasks.serve.split(/\s+/);
+  if (words[0] !== "deno" || words[1] !== "run" || words[words.length - 1] !== "server.ts") {
+    throw new Error(`Unexpected serve task: ${config.tasks.serve}`);
+  }
+  return words.slice(2, -1);
+})();
+
+/**
  * Runs `deno run -A server.ts` with `args` plus `--db`/`--socket` in a fresh
  * temp dir (unless `dir`/`database` are given), and waits for its banner.
  */
 export async function startServerProcess(
-  options: { args?: string[]; transport?: "unix" | "tcp"; dir?: string; database?: string } = {},
+  options: {
+    args?: string[];
+    transport?: "unix" | "tcp";
+    dir?: string;
+    database?: string;
+    /** Flags for `deno run` before server.ts. @default {["-A"]} */
+    denoFlags?: string[];
+  } = {},
 ): Promise<ServerProcess> {
   const ownDir = options.dir === undefined;
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "netsqlite-test-" });
@@ -87,18 +111,27 @@ export async function startServerProcess(
     ? ["--tcp", "127.0.0.1:0"]
     : ["--socket", `${dir}/test.sock`];
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SERVER_TS, "--db", database, ...where, ...(options.args ?? [])],
+    args: [
+      "run",
+      ...(options.denoFlags ?? ["-A"]),
+      SERVER_TS,
+      "--db",
+      database,
+      ...where,
+      ...(options.args ?? []),
+    ],
     stdout: "piped",
     stderr: "inherit",
     stdin: "null",
   }).spawn();
-  const { text: banner, drained } = await readStdoutUntil(child, "\n");
+  const { text, drained } = await readStdoutUntil(child, /\n.*\n/);
+  const [banner, memoryLine = ""] = text.split("\n");
   const m = /on (unix:(\S+)|tcp:(\S+):(\d+))/.exec(banner);
   if (!m) {
     child.kill("SIGKILL");
     await child.status;
     await drained;
-    throw new Error(`Server process did not start: ${JSON.stringify(banner)}`);
+    throw new Error(`Server process did not start: ${JSON.stringify(text)}`);
   }
   const connectOptions: ConnectOptions = m[2] !== undefined
     ? { path: m[2] }
@@ -119,6 +152,7 @@ export async function startServerProcess(
     database,
     connectOptions,
     banner: banner.trim(),
+    memoryLine: memoryLine.trim(),
     client: () => connect(connectOptions),
     kill,
     async [Symbol.asyncDispose]() {
@@ -129,17 +163,18 @@ export async function startServerProcess(
 }
 
 /**
- * Reads a child's stdout until `marker` appears (or the stream ends), then
+ * Reads a child's stdout until `marker` appears or matches (or the stream ends), then
  * keeps draining it in the background so the child never blocks on a full
  * pipe. Await `drained` after the child has exited.
  */
 export async function readStdoutUntil(
   child: Deno.ChildProcess,
-  marker: string,
+  marker: string | RegExp,
 ): Promise<{ text: string; drained: Promise<void> }> {
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  while (!text.includes(marker)) {
+  const found = () => typeof marker === "string" ? text.includes(marker) : marker.test(text);
+  while (!found()) {
     const { value, done } = await reader.read();
     if (done) break;
     text += value;

@@ -59,6 +59,7 @@ Deno.test("resolveServeOptions() fills in every default", () => {
   assert.equal(config.engine.busyTimeout, 5000);
   assert.equal(config.engine.txIdleTimeout, 10000);
   assert.equal(config.engine.statementCacheSize, 256);
+  assert.equal(config.releaseMemory, true);
   assert.deepEqual(resolveServeOptions({}), config);
 });
 
@@ -153,6 +154,17 @@ Deno.test("resolveServeOptions() refuses an unknown synchronous mode", () => {
       () => resolveServeOptions({ synchronous: mode as ServeOptions["synchronous"] }),
       TypeError,
       new RegExp(`^Invalid option "synchronous": expected "full" or "normal", got "${mode}"$`),
+    );
+  }
+});
+
+Deno.test("resolveServeOptions() keeps releaseMemory: false and refuses a non-boolean", () => {
+  assert.equal(resolveServeOptions({ releaseMemory: false }).releaseMemory, false);
+  for (const value of [0, "no", null]) {
+    throwsWith(
+      () => resolveServeOptions({ releaseMemory: value as unknown as boolean }),
+      TypeError,
+      new RegExp(`^Invalid option "releaseMemory": expected a boolean, got ${value}$`),
     );
   }
 });

@@ -154,10 +154,16 @@ const ROOT = new URL("../..", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const INITIAL_BALANCE = 1000;
 
-/** Reads a process's resident set size from /proc, in bytes; 0 when gone. */
-export function rssOf(pid: number): number {
+/**
+ * Reads a process's resident set size from /proc, in bytes; 0 when gone.
+ * `anon`: only its anonymous memory (heap, stacks), without the mapped
+ * pages of the executable and libraries.
+ */
+export function rssOf(pid: number, part: "all" | "anon" = "all"): number {
+  const field = part === "anon" ? "RssAnon" : "VmRSS";
   try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, "m")
+      .exec(Deno.readTextFileSync(`/proc/${pid}/status`));
     return m === null ? 0 : Number(m[1]) * 1024;
   } catch {
     return 0;

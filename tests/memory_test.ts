@@ -1,0 +1,75 @@
+/**
+ * Memory release after disconnects (server/memory.ts), in-process: what the
+ * server reports it can do under the test runner's permissions, and that a
+ * wave of closes leads to a `malloc_trim` call. What it achieves (RSS back
+ * near the start after 1000 connections) is measured on a server process in
+ * soak_test.ts.
+ */
+
+import assert from "node:assert/strict";
+import { connect } from "../client.ts";
+import { FIRST_RELEASE_MS, WAVE_MIN_CLOSED } from "../server/memory.ts";
+import { startServer } from "./_helpers.ts";
+
+const LINUX_GLIBC = Deno.build.os === "linux" &&
+  /\/libc\.so\.6$/m.test(Deno.readTextFileSync("/proc/self/maps"));
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+Deno.test({
+  name: "memoryRelease: with --allow-ffi on glibc the server trims after a wave of closes",
+  ignore: !LINUX_GLIBC,
+  fn: async () => {
+    await using ts = await startServer();
+    const before = ts.server.memoryRelease;
+    // deno test runs without --expose-gc: trimming only.
+    assert.deepEqual(before, {
+      trim: true,
+      gc: false,
+      trimOffReason: null,
+      trims: 0,
+      collections: 0,
+    });
+    const clients = await Promise.all(
+      Array.from({ length: WAVE_MIN_CLOSED + 6 }, () => connect(ts.connectOptions)),
+    );
+    for (const c of clients) assert.equal((await c.get<{ x: number }>("SELECT 1 AS x"))?.x, 1);
+    assert.equal(ts.server.memoryRelease.trims, 0, "nothing to release while all are open");
+    await Promise.all(clients.map((c) => c.close()));
+    const t0 = performance.now();
+    while (ts.server.memoryRelease.trims === 0 && performance.now() - t0 < 5000) await sleep(50);
+    const after = ts.server.memoryRelease;
+    assert.equal(after.trims, 1, `one trim ${FIRST_RELEASE_MS} ms after the wave`);
+    assert.equal(after.collections, 0);
+    assert.ok(performance.now() - t0 >= FIRST_RELEASE_MS - 100, "not before the delay");
+    // The server is still fine afterwards.
+    await using db = await ts.client();
+    assert.deepEqual(await db.get("SELECT 2 AS x"), { x: 2 });
+  },
+});
+
+Deno.test("memoryRelease: releaseMemory: false turns it off and nothing runs", async () => {
+  await using ts = await startServer({ releaseMemory: false });
+  assert.deepEqual(ts.server.memoryRelease, {
+    trim: false,
+    gc: false,
+    trimOffReason: "disabled by the releaseMemory option",
+    trims: 0,
+    collections: 0,
+  });
+  for (let i = 0; i < 3; i++) {
+    await using db = await ts.client();
+    await db.get("SELECT 1");
+  }
+  await sleep(FIRST_RELEASE_MS + 200);
+  assert.equal(ts.server.memoryRelease.trims, 0);
+});
+
+Deno.test("memoryRelease: the snapshot is a copy, not a live handle", async () => {
+  await using ts = await startServer();
+  const snap = ts.server.memoryRelease as { trims: number };
+  snap.trims = 99;
+  assert.equal(ts.server.memoryRelease.trims, 0);
+});
