@@ -313,33 +313,6 @@ Deno.test("server.ts exits 1 with a clear message on invalid option values", asy
   assert.match(both.stderr, /either "path" \(Unix socket\) or "hostname"\/"port" \(TCP\)/);
 });
 
-Deno.test({
-  name: "server process says how it gives memory back: trim and gc with the serve task's flags, " +
-    "neither without --allow-ffi and --expose-gc (and it never prompts)",
-  ignore: Deno.build.os !== "linux",
-  fn: async () => {
-    assert.ok(SERVE_TASK_FLAGS.includes("--allow-ffi"), SERVE_TASK_FLAGS.join(" "));
-    {
-      await using sp = await startServerProcess({ denoFlags: SERVE_TASK_FLAGS });
-      assert.equal(
-        sp.memoryLine,
-        "netsqlite: memory release: malloc_trim after disconnects; " +
-          "full gc after a wave of disconnects on",
-      );
-    }
-    const restricted = SERVE_TASK_FLAGS.filter((f) => f !== "--allow-ffi" && !/expose-gc/.test(f));
-    assert.equal(restricted.length, SERVE_TASK_FLAGS.length - 2);
-    await using sp = await startServerProcess({ denoFlags: ["--no-prompt", ...restricted] });
-    assert.equal(
-      sp.memoryLine,
-      "netsqlite: memory release: no malloc_trim (no --allow-ffi); " +
-        "full gc after a wave of disconnects off",
-    );
-    await using db = await sp.client();
-    assert.deepEqual(await db.get("SELECT 1 AS x"), { x: 1 });
-  },
-});
-
 for (const transport of TRANSPORTS) {
   const T = ` (${transport})`;
 
