@@ -12,8 +12,8 @@
 import assert from "node:assert/strict";
 // An inline specifier, so the module also loads when imported by path from
 // another project (no import map needed).
-// deno-lint-ignore no-import-prefix
-import { Decoder, encode, ExtData } from "npm:@msgpack/msgpack@^3.1.3";
+import { Decoder, encode, ExtData } from "@msgpack/msgpack";
+import { decodeMsgpack } from "../protocol/msgpack.ts";
 import type { Client } from "../client.ts";
 import { startServerProcess } from "./_helpers.ts";
 import { concat } from "./_bytes.ts";
@@ -282,7 +282,9 @@ function serverView(stream: Uint8Array): ServerView {
     if (stream.length - at - 4 < len) break;
     let msg: unknown;
     try {
-      msg = decoder.decode(stream.subarray(at + 4, at + 4 + len));
+      // The server's own decoder decides what is valid MessagePack (it is
+      // checked against @msgpack/msgpack in msgpack_test.ts).
+      msg = decodeMsgpack(stream.subarray(at + 4, at + 4 + len));
     } catch {
       return { ids, requests, fatal: "BAD_REQUEST" };
     }
