@@ -34,11 +34,7 @@ export const MAX_DEPTH = 32;
 
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-/** Single-byte: byte i of a frame is character i of its decoding (used for ASCII only). */
-const byteDecoder = new TextDecoder("latin1");
 
-/** Payloads shorter than this build short strings directly, without decoding the whole payload. */
-const SMALL_PAYLOAD = 256;
 /** Strings shorter than this are encoded and decoded by hand; longer ones by the platform. */
 const SHORT_STRING = 64;
 
@@ -337,8 +333,6 @@ class Reader {
   readonly bytes: Uint8Array;
   readonly view: DataView;
   pos = 0;
-  /** The whole payload, one character per byte; made at the first ASCII string. */
-  #chars: string | null = null;
 
   constructor(bytes: Uint8Array) {
     this.bytes = bytes;
@@ -427,14 +421,12 @@ class Reader {
     const p = this.#need(n);
     const bytes = this.bytes;
     if (n < SHORT_STRING) {
-      // ASCII (the common case) is cut from the payload decoded once as
-      // single bytes: much cheaper than a decoder call per string.
+      // ASCII (the common case) by hand: cheaper than a decoder call. (Not
+      // cut out of the payload decoded once as Latin-1, which is faster
+      // still, because V8 would keep that whole string alive as long as any
+      // value cut from it.)
       for (let i = p; i < p + n; i++) if (bytes[i] >= 0x80) return this.#utf8(p, n);
-      if (this.#chars === null && bytes.length < SMALL_PAYLOAD) {
-        return String.fromCharCode.apply(null, bytes.subarray(p, p + n) as unknown as number[]);
-      }
-      this.#chars ??= byteDecoder.decode(bytes);
-      return this.#chars.substring(p, p + n);
+      return String.fromCharCode.apply(null, bytes.subarray(p, p + n) as unknown as number[]);
     }
     return this.#utf8(p, n);
   }
