@@ -38,6 +38,7 @@ export {
 export {
   type Address,
   ListenError,
+  type MemoryRelease,
   serve,
   type ServeOptions,
   type Server,
