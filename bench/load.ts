@@ -497,6 +497,28 @@ function record(row: ResultRow): void {
   console.log(`${rowLine(row)}  [${elapsed}s]`);
 }
 
+/** Records an in-process baseline: one client, no server. */
+function recordInproc(
+  kind: "inproc" | "inproc-tx",
+  synchronous: Sync | "-",
+  workload: Workload,
+  m: Measured,
+): void {
+  record({
+    kind,
+    transport: "-",
+    synchronous,
+    workload,
+    scenario: "1x1",
+    clients: 1,
+    inflight: 1,
+    processes: 1,
+    ...m,
+    serverCpuUsPerOp: NaN,
+    serverCpu: NaN,
+  });
+}
+
 const totalRuns = repeat *
     (12 + transports.length * syncs.length * workloads.length * scenarios.length) +
   pairs * 2 * 4 * transports.length;
@@ -549,35 +571,11 @@ try {
       1,
       null,
     );
-    record({
-      kind: "inproc",
-      transport: "-",
-      synchronous: w === "point-write" || w === "mixed" ? s : "-",
-      workload: w,
-      scenario: "1x1",
-      clients: 1,
-      inflight: 1,
-      processes: 1,
-      ...m,
-      serverCpuUsPerOp: NaN,
-      serverCpu: NaN,
-    });
+    recordInproc("inproc", w === "point-write" || w === "mixed" ? s : "-", w, m);
   }
   for (const w of workloads.filter((w) => w === "point-read" || w === "range-100")) {
     const m = await runScenario({ kind: "inproc", workload: w, readTx: true }, [1], 1, null);
-    record({
-      kind: "inproc-tx",
-      transport: "-",
-      synchronous: "-",
-      workload: w,
-      scenario: "1x1",
-      clients: 1,
-      inflight: 1,
-      processes: 1,
-      ...m,
-      serverCpuUsPerOp: NaN,
-      serverCpu: NaN,
-    });
+    recordInproc("inproc-tx", "-", w, m);
   }
 
   for (const s of syncs) {

@@ -291,18 +291,12 @@ function utf8Length(s: string): number {
     if (c < 0x80) continue;
     if (c < 0x800) {
       length += 1;
-    } else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const d = s.charCodeAt(i + 1);
-      // A pair: 2 units, 4 bytes.
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        i++;
-        length += 2;
-      } else {
-        length += 2;
-      }
-    } else {
-      length += 2;
+      continue;
     }
+    // 3 bytes for one unit; a surrogate pair is 4 bytes for two units.
+    length += 2;
+    const d = s.charCodeAt(i + 1);
+    if (c >= 0xd800 && c <= 0xdbff && d >= 0xdc00 && d <= 0xdfff) i++;
   }
   return length;
 }

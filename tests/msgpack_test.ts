@@ -223,7 +223,10 @@ Deno.test("msgpack: decoded byte arrays are copies, not views of the payload", (
 });
 
 Deno.test("msgpack: a lone surrogate encodes as U+FFFD, as TextEncoder does", () => {
-  for (const s of ["a\ud800b", "\udc00", "x".repeat(100) + "\ud800"]) {
+  // The last is long enough (> 65536 units) to be measured before encoding.
+  for (
+    const s of ["a\ud800b", "\udc00", "x".repeat(100) + "\ud800", "é\ud800😀\udc00".repeat(20000)]
+  ) {
     assert.equal(decodeMsgpack(encode(s)), new TextDecoder().decode(new TextEncoder().encode(s)));
   }
 });
