@@ -1,0 +1,240 @@
+/**
+ * The one interface the engine needs from SQLite. Two implementations exist:
+ * `ffi.ts` (the system's libsqlite3 through `Deno.dlopen`, the default) and
+ * `node.ts` (`node:sqlite`, built into Deno, the fallback that needs nothing
+ * installed). The engine above this interface does not know which one it
+ * runs on; what one of them cannot do is stated by {@link Sqlite.capabilities}.
+ *
+ * Value rules, identical on both implementations:
+ * - Bound values are already checked by the engine (`engine/_bind.ts`):
+ *   `null` → NULL; a `number` that is a safe integer (and not `-0`) →
+ *   INTEGER, any other finite number → REAL; `bigint` (within int64) →
+ *   INTEGER; `string` (no NUL, well-formed) → TEXT; `Uint8Array` → BLOB.
+ * - Values read back: NULL → `null`, INTEGER → `number` when within
+ *   ±(2^53 − 1), else `bigint`; REAL → `number`; TEXT → `string`;
+ *   BLOB → `Uint8Array` (a copy the caller owns).
+ * - Every failure is a `SqliteError` carrying SQLite's extended result code
+ *   (`sqliteCode`) and its name (`code`, e.g. `SQLITE_CONSTRAINT_UNIQUE`).
+ *
+ * @module
+ */
+
+/** A value bound to, or read from, SQLite. */
+export type SqlValue = null | number | bigint | string | Uint8Array;
+
+/** Statement arguments: positional, or named (keys with their prefix: `:a`, `$a`, `@a`, or bare `a` = `:a`). */
+export type BindArgs = readonly SqlValue[] | Readonly<Record<string, SqlValue>>;
+
+/** What an implementation can do beyond the common core. */
+export interface Capabilities {
+  /** `Db.interrupt()` and `Db.setBudget()` stop a running statement. */
+  readonly interrupt: boolean;
+  /** `Stmt.stepInBackground()` runs a step off the main thread. */
+  readonly background: boolean;
+  /** `Db.backup()` copies a live database page by page. */
+  readonly backup: boolean;
+  /** `Db.onUpdate()` reports each changed row. */
+  readonly updateHook: boolean;
+}
+
+/** A loaded SQLite library. */
+export interface Sqlite {
+  /** Which implementation: `"ffi"` or `"node"`. */
+  readonly engine: "ffi" | "node";
+  /** The library file loaded (`/usr/lib/.../libsqlite3.so.0`), or `"node:sqlite"`. */
+  readonly library: string;
+  /** `sqlite3_libversion()`, e.g. `3.40.1`. */
+  readonly version: string;
+  /** What this implementation can do. */
+  readonly capabilities: Capabilities;
+  /** What is lost against the FFI implementation, one sentence each (empty for ffi). */
+  readonly limitations: readonly string[];
+  /**
+   * Opens a connection. WAL mode, synchronous and other PRAGMAs are the
+   * caller's business.
+   *
+   * @throws {SqliteError} when the file cannot be opened.
+   */
+  open(path: string, options: OpenOptions): Db;
+}
+
+/** Options of {@link Sqlite.open}. */
+export interface OpenOptions {
+  /** Open read-only (`SQLITE_OPEN_READONLY`); otherwise read-write, created if missing. */
+  readOnly: boolean;
+  /** SQLite's busy timeout for file locks held by other processes, in ms. */
+  busyTimeout: number;
+}
+
+/**
+ * Authorizer callback (`sqlite3_set_authorizer`), called while a statement
+ * is prepared: action code (see `Auth` in `_auth.ts`) and up to four
+ * strings. Returns 0 (`SQLITE_OK`), 1 (`SQLITE_DENY`) or 2 (`SQLITE_IGNORE`).
+ */
+export type Authorizer = (
+  action: number,
+  arg1: string | null,
+  arg2: string | null,
+  dbName: string | null,
+  trigger: string | null,
+) => number;
+
+/** Changes of one row, reported by {@link Db.onUpdate} (`sqlite3_update_hook`). */
+export interface RowChange {
+  /** `"insert"`, `"update"` or `"delete"`. */
+  op: "insert" | "update" | "delete";
+  /** Schema name, `main` usually. */
+  db: string;
+  /** Table name. */
+  table: string;
+  /** The row's rowid. */
+  rowid: number | bigint;
+}
+
+/** Result of {@link Db.checkpoint}. */
+export interface CheckpointResult {
+  /** Frames in the WAL after the checkpoint (`pnLog`). */
+  walFrames: number;
+  /** Frames checkpointed (`pnCkpt`). */
+  checkpointed: number;
+}
+
+/** One open connection. Not thread-safe: see {@link Stmt.stepInBackground}. */
+export interface Db {
+  /** True while a transaction is open (`!sqlite3_get_autocommit`). */
+  readonly inTransaction: boolean;
+  /**
+   * Prepares the first statement of `sql` that starts at or after UTF-16
+   * index `from`. Returns `null` when only white space, comments and
+   * semicolons remain (SQLite prepares nothing then). The statement's
+   * {@link Stmt.end} tells where the next one starts. SQL containing a NUL
+   * character is refused with `BAD_REQUEST` (SQLite would stop reading there).
+   *
+   * @throws {SqliteError} SQLite's error when the statement does not compile.
+   */
+  prepare(sql: string, from?: number): Stmt | null;
+  /**
+   * Runs a script of statements without parameters, discarding rows (for
+   * BEGIN, COMMIT, PRAGMA and the like).
+   *
+   * @throws {SqliteError}
+   */
+  exec(sql: string): void;
+  /** `sqlite3_changes64()`: rows changed by the last INSERT/UPDATE/DELETE. */
+  changes(): number | bigint;
+  /** `sqlite3_last_insert_rowid()`. */
+  lastInsertRowid(): number | bigint;
+  /** `sqlite3_total_changes64()`. */
+  totalChanges(): number | bigint;
+  /** Installs (or with `null` removes) the authorizer used while preparing. */
+  setAuthorizer(callback: Authorizer | null): void;
+  /**
+   * `sqlite3_interrupt()`: the statement running on this connection (on a
+   * background thread) stops with `SQLITE_INTERRUPT`. Safe to call from the
+   * main thread at any time. No-op without `capabilities.interrupt`.
+   */
+  interrupt(): void;
+  /**
+   * Sets a time budget for statements stepped synchronously on this
+   * connection: once `performance.now()` passes `deadline`, the running
+   * step fails with `SQLITE_INTERRUPT` (a progress handler checking every
+   * few thousand VM instructions). `null` removes the handler, which must be
+   * done before {@link Stmt.stepInBackground}. No-op without
+   * `capabilities.interrupt`.
+   */
+  setBudget(deadline: number | null): void;
+  /**
+   * Reports every row changed on this connection (`sqlite3_update_hook`),
+   * or stops with `null`. Throws without `capabilities.updateHook`.
+   */
+  onUpdate(callback: ((change: RowChange) => void) | null): void;
+  /**
+   * `sqlite3_wal_checkpoint_v2()` on `main`.
+   *
+   * @throws {SqliteError} e.g. `SQLITE_BUSY` or `SQLITE_LOCKED`.
+   */
+  checkpoint(mode: "passive" | "full" | "restart" | "truncate"): CheckpointResult;
+  /**
+   * Copies the database to `destPath` with SQLite's online backup API,
+   * `pagesPerStep` pages at a time, yielding to the event loop between
+   * steps; `onProgress(remaining, total)` after each step.
+   *
+   * @throws {SqliteError}
+   */
+  backup(
+    destPath: string,
+    options: { pagesPerStep: number; onProgress?: (remaining: number, total: number) => void },
+  ): Promise<void>;
+  /** Finalizes every statement still open and closes. Idempotent. */
+  close(): void;
+}
+
+/** Result of {@link Stmt.run}. */
+export interface RunInfo {
+  /** `sqlite3_changes64()` after the statement. */
+  changes: number | bigint;
+  /** `sqlite3_last_insert_rowid()` after the statement. */
+  lastInsertRowid: number | bigint;
+}
+
+/**
+ * One prepared statement. A statement is either idle (after prepare or
+ * {@link reset}) or active (after a `step()` that returned a row); binding
+ * resets it first.
+ */
+export interface Stmt {
+  /** The statement's own SQL text (`sqlite3_sql`). */
+  readonly sql: string;
+  /** UTF-16 index in the text given to `prepare` right after this statement (its tail). */
+  readonly end: number;
+  /** `sqlite3_stmt_readonly()`. */
+  readonly readOnly: boolean;
+  /** `sqlite3_bind_parameter_count()`. */
+  readonly paramCount: number;
+  /**
+   * Result column names as of now (`sqlite3_column_name`); they can change
+   * when a schema change makes SQLite re-prepare the statement, so callers
+   * read them after the first step (or after {@link all}).
+   */
+  columnNames(): string[];
+  /**
+   * Resets the statement, clears earlier bindings, and binds `args`.
+   *
+   * @throws {SqliteError} `SQLITE_RANGE` for too many positional values or
+   *   an unknown name.
+   */
+  bind(args: BindArgs): void;
+  /**
+   * Steps once on the main thread.
+   *
+   * @returns true when a row is available ({@link row}), false when done.
+   * @throws {SqliteError} SQLite's error; the statement is reset.
+   */
+  step(): boolean;
+  /**
+   * Steps once on a background thread (`nonblocking` FFI call); the event
+   * loop runs meanwhile. Nothing else may use this statement's connection
+   * until the promise settles, except {@link Db.interrupt}. Throws without
+   * `capabilities.background`.
+   */
+  stepInBackground(): Promise<boolean>;
+  /** The current row's values. */
+  row(): SqlValue[];
+  /**
+   * Steps to the end and returns every remaining row (then resets).
+   * Stops with `RESULT_TOO_LARGE` past `maxBytes` approximate bytes when given.
+   *
+   * @throws {SqliteError}
+   */
+  all(maxBytes?: number): SqlValue[][];
+  /**
+   * Steps to the end discarding rows and reports the changes (then resets).
+   *
+   * @throws {SqliteError}
+   */
+  run(): RunInfo;
+  /** `sqlite3_reset()`; bindings stay. Never throws. */
+  reset(): void;
+  /** `sqlite3_finalize()`. Idempotent. */
+  finalize(): void;
+}
