@@ -36,6 +36,11 @@ export interface Prepared {
   readonly changesRows: boolean;
   /** True when it inserts rows (so `lastInsertRowid` is its own). */
   readonly inserts: boolean;
+  /**
+   * True when running it may change the schema this connection sees: DDL,
+   * PRAGMA, VACUUM, REINDEX, and rollbacks (which undo DDL).
+   */
+  readonly changesSchema: boolean;
   /** Result column names; refreshed when the schema changes them. */
   columns: string[];
 }
@@ -61,12 +66,16 @@ export class Connection {
   readonly #cacheSize: number;
   readonly #cache = new Map<string, Prepared>();
   #classifying = false;
+  #sawRead = false;
   #sawWrite = false;
+  #sawSchema = false;
   #sawRecursive = false;
   #sawTemp = false;
   #sawDml = false;
   #sawInsert = false;
   #txOp: TxOp | null = null;
+  /** `PRAGMA schema_version` when the cache was last known valid. */
+  #schemaVersion = -1;
 
   /**
    * @param path Database file.
@@ -140,7 +149,9 @@ export class Connection {
     }
     if (!hasStatement(sql, from)) return null;
     this.#classifying = true;
+    this.#sawRead = false;
     this.#sawWrite = false;
+    this.#sawSchema = false;
     this.#sawRecursive = false;
     this.#sawTemp = false;
     this.#sawDml = false;
@@ -154,7 +165,9 @@ export class Connection {
     } finally {
       this.#classifying = false;
     }
-    const readOnly = !this.#sawWrite;
+    // A statement that reports neither a read nor a write to the authorizer
+    // (VACUUM, REINDEX) still writes: only proven reads go to a reader.
+    const readOnly = this.#sawRead && !this.#sawWrite;
     stmt.setReturnArrays(true);
     // Reads try plain numbers first (see readRows); other statements cannot
     // be re-run, so they always read integers as bigint.
@@ -168,8 +181,39 @@ export class Connection {
       touchesTemp: this.#sawTemp,
       changesRows: this.#sawDml,
       inserts: this.#sawInsert,
+      changesSchema: this.#sawSchema || !this.#sawRead && !this.#sawWrite ||
+        this.#txOp === "ROLLBACK" || this.#txOp === "ROLLBACK TO",
       columns: columnNames(stmt),
     };
+  }
+
+  /**
+   * Drops every cached statement, so that the next use of any SQL text is
+   * prepared against the current schema (classification and column names
+   * included). Call after this connection changed the schema.
+   */
+  clearCache(): void {
+    this.#cache.clear();
+  }
+
+  /**
+   * Makes this connection's view of the schema current: reads the schema
+   * cookie (which also makes SQLite reload a schema changed by another
+   * connection) and drops the statement cache when it moved. Inside a read
+   * transaction this is the transaction's snapshot.
+   *
+   * @returns the schema version.
+   */
+  refreshSchema(): number {
+    // The table-valued form checks the schema cookie (plain PRAGMA does not),
+    // so SQLite resets a stale schema and reloads it on the next prepare.
+    const rows = readRows(this.prepare("SELECT schema_version FROM pragma_schema_version"), []);
+    const version = rows[0][0] as number;
+    if (version !== this.#schemaVersion) {
+      this.#cache.clear();
+      this.#schemaVersion = version;
+    }
+    return version;
   }
 
   /** Closes the connection; the cache is dropped. */
@@ -180,6 +224,7 @@ export class Connection {
 
   #classify(action: number, arg1: string | null, arg2: string | null): void {
     if (action === Auth.RECURSIVE) this.#sawRecursive = true;
+    if (action === Auth.READ || action === Auth.SELECT) this.#sawRead = true;
     if (action === Auth.FUNCTION) {
       // These report the state of the connection that runs them: only the
       // writer has it, so statements using them run there.
@@ -192,11 +237,14 @@ export class Connection {
       this.#sawDml = this.#sawInsert = true;
     } else if (action === Auth.UPDATE || action === Auth.DELETE) {
       this.#sawDml = true;
-    } else if (
-      (action >= Auth.CREATE_TEMP_INDEX && action <= Auth.CREATE_TEMP_VIEW) ||
-      (action >= Auth.DROP_TEMP_INDEX && action <= Auth.DROP_TEMP_VIEW)
-    ) {
-      this.#sawTemp = true;
+    } else if (SCHEMA_ACTIONS.has(action)) {
+      this.#sawSchema = true;
+      if (
+        (action >= Auth.CREATE_TEMP_INDEX && action <= Auth.CREATE_TEMP_VIEW) ||
+        (action >= Auth.DROP_TEMP_INDEX && action <= Auth.DROP_TEMP_VIEW)
+      ) {
+        this.#sawTemp = true;
+      }
     } else if (action === Auth.TRANSACTION) {
       this.#txOp = arg1 as TxOp;
     } else if (action === Auth.SAVEPOINT) {
@@ -204,6 +252,36 @@ export class Connection {
     }
   }
 }
+
+/**
+ * Authorizer actions that change the schema: CREATE/DROP of indexes,
+ * tables, triggers and views (1–17 but DELETE), PRAGMA, ALTER TABLE,
+ * REINDEX, ANALYZE, CREATE/DROP VTABLE.
+ */
+const SCHEMA_ACTIONS = new Set([
+  1,
+  2,
+  3,
+  4,
+  5,
+  6,
+  7,
+  8,
+  10,
+  11,
+  12,
+  13,
+  14,
+  15,
+  16,
+  17,
+  19,
+  26,
+  27,
+  28,
+  29,
+  30,
+]);
 
 const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);
 
@@ -239,6 +317,9 @@ export function readRows(p: Prepared, args: unknown[], limits?: RunLimits): unkn
   let bigints = !p.readOnly;
   try {
     rows = p.stmt.all(...args) as unknown[][];
+    // node:sqlite lets -2^63 through as a (rounded-looking) number instead
+    // of refusing it like other integers beyond 2^53: read it exactly.
+    if (!bigints && hasInt64Min(rows)) throw { code: "ERR_OUT_OF_RANGE" };
   } catch (err) {
     if (bigints || (err as { code?: string }).code !== "ERR_OUT_OF_RANGE") {
       throw toSqliteError(err);
@@ -256,6 +337,16 @@ export function readRows(p: Prepared, args: unknown[], limits?: RunLimits): unkn
   if (rows.length === 0 || rows[0].length !== p.columns.length) p.columns = columnNames(p.stmt);
   if (bigints) normalizeRows(rows);
   return rows;
+}
+
+const INT64_MIN_AS_NUMBER = -(2 ** 63);
+
+function hasInt64Min(rows: unknown[][]): boolean {
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r];
+    for (let i = 0; i < row.length; i++) if (row[i] === INT64_MIN_AS_NUMBER) return true;
+  }
+  return false;
 }
 
 function stepRows(p: Prepared, args: unknown[], limits: RunLimits): unknown[][] {

@@ -97,7 +97,11 @@ export class EngineSession {
         if (p === null) break;
         at += p.stmt.sourceSQL.length;
         touchedTemp ||= p.touchesTemp;
-        runStatement(p, []);
+        try {
+          runStatement(p, []);
+        } finally {
+          engine._ranOnWriter(p);
+        }
       }
     } finally {
       engine._afterWrite(this, touchedTemp);
@@ -124,6 +128,7 @@ export class EngineSession {
       const rows = readRows(p, args, limits);
       return [p.columns, rows];
     } finally {
+      this.#engine._ranOnWriter(p);
       this.#engine._afterWrite(this, p.touchesTemp);
     }
   }
@@ -225,6 +230,7 @@ export class EngineSession {
     try {
       return runStatement(p, args);
     } finally {
+      this.#engine._ranOnWriter(p);
       this.#engine._afterWrite(this, p.touchesTemp);
     }
   }
@@ -404,8 +410,13 @@ export class EngineSession {
         );
       }
       const args = bindArgs(params);
-      if (p.columns.length === 0) return [...runStatement(p, args), [], []];
+      if (p.columns.length === 0) {
+        const info = runStatement(p, args);
+        this.#engine._ranOnWriter(p);
+        return [...info, [], []];
+      }
       const rows = readRows(p, args);
+      this.#engine._ranOnWriter(p);
       if (p.readOnly) return [0, 0, p.columns, rows];
       const [changes, lastId] = readRows(
         this.#engine._writer.prepare("SELECT changes(), last_insert_rowid()"),
