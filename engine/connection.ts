@@ -1,16 +1,15 @@
 /**
  * One SQLite connection with a statement cache. Every statement is classified
- * when prepared (via SQLite's authorizer): does it only read, and does it
- * control a transaction. Results come back as arrays with integers as exact
- * JavaScript values (number when safe, bigint beyond 2^53).
+ * when prepared (via SQLite's authorizer): does it only read, does it control
+ * a transaction, can it change the schema. Works on any binding
+ * (`engine/binding/`).
  *
  * @module
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import { resultCodeName } from "./_result_codes.ts";
-import { hasStatement } from "./_sql_text.ts";
-import { Auth, type Database, openDatabase, type Statement } from "./_sqlite.ts";
+import { Auth } from "./binding/_constants.ts";
+import type { Capabilities, Db, Sqlite, Stmt } from "./binding/binding.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
 export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ROLLBACK TO";
@@ -18,17 +17,16 @@ export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "
 /** A statement prepared on one connection, with what it does. */
 export interface Prepared {
   /** The statement. */
-  readonly stmt: Statement;
+  readonly stmt: Stmt;
+  /** The connection it belongs to. */
+  readonly conn: Connection;
   /** True when prepared on the writer connection. */
   readonly onWriter: boolean;
   /** True when the statement only reads (may run on a read-only connection). */
   readonly readOnly: boolean;
   /** Transaction control done by the statement, or `null`. */
   readonly txOp: TxOp | null;
-  /**
-   * True for recursive queries, which may run without bound: they are stepped
-   * row by row so the statement deadline and result limit can stop them.
-   */
+  /** True for recursive queries, which may run without bound. */
   readonly recursive: boolean;
   /** True when the statement creates or drops TEMP objects. */
   readonly touchesTemp: boolean;
@@ -43,6 +41,15 @@ export interface Prepared {
   readonly changesSchema: boolean;
   /** Result column names; refreshed when the schema changes them. */
   columns: string[];
+  /**
+   * True once a run of this statement finished within the inline budget:
+   * the engine then runs it on the main thread (see `engine.ts`).
+   */
+  fast: boolean;
+  /** Runs in progress; a statement evicted while busy is finalized when they end. */
+  busy: number;
+  /** True once dropped from the cache. */
+  evicted: boolean;
 }
 
 /** Options for {@link Connection}. */
@@ -55,13 +62,12 @@ export interface ConnectionOptions {
   cacheSize: number;
 }
 
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-const MIN_SAFE = -MAX_SAFE;
-
-/** A node:sqlite connection plus a statement cache and classification. */
+/** A connection plus a statement cache and classification. */
 export class Connection {
-  /** The underlying node:sqlite database. */
-  readonly db: Database;
+  /** The underlying connection. */
+  readonly db: Db;
+  /** What the binding can do (interrupt, background steps, ...). */
+  readonly caps: Capabilities;
   readonly #isWriter: boolean;
   readonly #cacheSize: number;
   readonly #cache = new Map<string, Prepared>();
@@ -74,15 +80,17 @@ export class Connection {
   #sawDml = false;
   #sawInsert = false;
   #txOp: TxOp | null = null;
-  /** `PRAGMA schema_version` when the cache was last known valid. */
+  /** `schema_version` when the cache was last known valid. */
   #schemaVersion = -1;
 
   /**
+   * @param sqlite The SQLite binding.
    * @param path Database file.
    * @param options Read-only or writer, busy timeout, cache size.
    */
-  constructor(path: string, options: ConnectionOptions) {
-    this.db = openDatabase(path, { readOnly: options.readOnly, timeout: options.timeout });
+  constructor(sqlite: Sqlite, path: string, options: ConnectionOptions) {
+    this.db = sqlite.open(path, { readOnly: options.readOnly, busyTimeout: options.timeout });
+    this.caps = sqlite.capabilities;
     this.#isWriter = !options.readOnly;
     this.#cacheSize = options.cacheSize;
     this.db.setAuthorizer((action, arg1, arg2) => {
@@ -93,7 +101,7 @@ export class Connection {
 
   /** True while a transaction is open on this connection. */
   get inTransaction(): boolean {
-    return this.db.isTransaction;
+    return this.db.inTransaction;
   }
 
   /**
@@ -107,15 +115,22 @@ export class Connection {
     if (hit !== undefined) return hit;
     const prepared = this.prepareUncached(sql);
     if (this.#cache.size >= this.#cacheSize) {
-      this.#cache.delete(this.#cache.keys().next().value!);
+      const [oldest, p] = this.#cache.entries().next().value!;
+      this.#cache.delete(oldest);
+      evict(p);
     }
     this.#cache.set(sql, prepared);
     return prepared;
   }
 
+  /** The cached statement for `sql`, if any (nothing is prepared). */
+  peek(sql: string): Prepared | undefined {
+    return this.#cache.get(sql);
+  }
+
   /**
    * Prepares exactly one statement, bypassing the cache (for a statement that
-   * stays busy, like a cursor's).
+   * stays busy, like a cursor's); the caller finalizes it.
    *
    * @throws {SqliteError} as {@link prepare}.
    */
@@ -124,8 +139,8 @@ export class Connection {
     if (prepared === null) {
       throw new SqliteError(ErrorCode.BadRequest, "Cannot prepare statement: SQL text is empty");
     }
-    const used = prepared.stmt.sourceSQL.length;
-    if (used < sql.length && hasStatement(sql, used)) {
+    if (prepared.stmt.end < sql.length && this.#hasMore(sql, prepared.stmt.end)) {
+      prepared.stmt.finalize();
       throw new SqliteError(
         ErrorCode.BadRequest,
         "Cannot prepare statement: SQL holds more than one statement; use exec() for scripts",
@@ -137,17 +152,9 @@ export class Connection {
   /**
    * Prepares the first statement of `sql` at or after index `from`, without
    * caching it; `null` when no statement is left. The caller continues at
-   * `from + stmt.sourceSQL.length`.
+   * `stmt.end` and finalizes the statement.
    */
   prepareOne(sql: string, from: number): Prepared | null {
-    if (from === 0 && sql.includes("\0")) {
-      // SQLite would stop reading at the NUL and silently ignore the rest.
-      throw new SqliteError(
-        ErrorCode.BadRequest,
-        "Cannot prepare statement: SQL text contains a NUL character",
-      );
-    }
-    if (!hasStatement(sql, from)) return null;
     this.#classifying = true;
     this.#sawRead = false;
     this.#sawWrite = false;
@@ -157,23 +164,19 @@ export class Connection {
     this.#sawDml = false;
     this.#sawInsert = false;
     this.#txOp = null;
-    let stmt: Statement;
+    let stmt: Stmt | null;
     try {
-      stmt = this.db.prepare(from === 0 ? sql : sql.slice(from));
-    } catch (err) {
-      throw toSqliteError(err);
+      stmt = this.db.prepare(sql, from);
     } finally {
       this.#classifying = false;
     }
+    if (stmt === null) return null;
     // A statement that reports neither a read nor a write to the authorizer
     // (VACUUM, REINDEX) still writes: only proven reads go to a reader.
-    const readOnly = this.#sawRead && !this.#sawWrite;
-    stmt.setReturnArrays(true);
-    // Reads try plain numbers first (see readRows); other statements cannot
-    // be re-run, so they always read integers as bigint.
-    stmt.setReadBigInts(!readOnly);
+    const readOnly = this.#sawRead && !this.#sawWrite && stmt.readOnly;
     return {
       stmt,
+      conn: this,
       onWriter: this.#isWriter,
       readOnly,
       txOp: this.#txOp,
@@ -181,9 +184,12 @@ export class Connection {
       touchesTemp: this.#sawTemp,
       changesRows: this.#sawDml,
       inserts: this.#sawInsert,
-      changesSchema: this.#sawSchema || !this.#sawRead && !this.#sawWrite ||
+      changesSchema: this.#sawSchema || (!this.#sawRead && !this.#sawWrite) ||
         this.#txOp === "ROLLBACK" || this.#txOp === "ROLLBACK TO",
-      columns: columnNames(stmt),
+      columns: stmt.columnNames(),
+      fast: false,
+      busy: 0,
+      evicted: false,
     };
   }
 
@@ -193,6 +199,7 @@ export class Connection {
    * included). Call after this connection changed the schema.
    */
   clearCache(): void {
+    for (const p of this.#cache.values()) evict(p);
     this.#cache.clear();
   }
 
@@ -207,19 +214,28 @@ export class Connection {
   refreshSchema(): number {
     // The table-valued form checks the schema cookie (plain PRAGMA does not),
     // so SQLite resets a stale schema and reloads it on the next prepare.
-    const rows = readRows(this.prepare("SELECT schema_version FROM pragma_schema_version"), []);
-    const version = rows[0][0] as number;
+    const p = this.prepare("SELECT schema_version FROM pragma_schema_version");
+    p.stmt.bind(NO_ARGS);
+    const version = p.stmt.all()[0][0] as number;
     if (version !== this.#schemaVersion) {
-      this.#cache.clear();
+      this.clearCache();
       this.#schemaVersion = version;
     }
     return version;
   }
 
-  /** Closes the connection; the cache is dropped. */
+  /** Finalizes every statement and closes the connection. */
   close(): void {
     this.#cache.clear();
     this.db.close();
+  }
+
+  /** True when `sql` holds another statement from `from` on (prepares it to see). */
+  #hasMore(sql: string, from: number): boolean {
+    const next = this.db.prepare(sql, from);
+    if (next === null) return false;
+    next.finalize();
+    return true;
   }
 
   #classify(action: number, arg1: string | null, arg2: string | null): void {
@@ -253,6 +269,19 @@ export class Connection {
   }
 }
 
+const NO_ARGS: readonly never[] = [];
+
+/** Finalizes a cached statement now, or when its last run ends. */
+function evict(p: Prepared): void {
+  p.evicted = true;
+  if (p.busy === 0) p.stmt.finalize();
+}
+
+/** Marks the end of one run of `p` (see {@link Prepared.busy}). */
+export function release(p: Prepared): void {
+  if (--p.busy === 0 && p.evicted) p.stmt.finalize();
+}
+
 /**
  * Authorizer actions that change the schema: CREATE/DROP of indexes,
  * tables, triggers and views (1–17 but DELETE), PRAGMA, ALTER TABLE,
@@ -284,200 +313,3 @@ const SCHEMA_ACTIONS = new Set([
 ]);
 
 const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);
-
-function columnNames(stmt: Statement): string[] {
-  const cols = stmt.columns();
-  const names = new Array<string>(cols.length);
-  for (let i = 0; i < cols.length; i++) names[i] = cols[i].name;
-  return names;
-}
-
-/** Bounds on one statement's execution. */
-export interface RunLimits {
-  /** `performance.now()` value after which stepping stops. */
-  deadline: number;
-  /** The deadline's length in ms, for the error message. */
-  timeout: number;
-  /** Largest result, in approximate bytes, before `RESULT_TOO_LARGE`. */
-  maxBytes: number;
-}
-
-/**
- * Runs `p` and returns its rows as arrays. A read-only statement first reads
- * integers as numbers; if one is beyond 2^53 it is run again reading bigints,
- * which is safe because it changes nothing. Recursive statements are stepped
- * row by row under `limits`; others run in one call (node:sqlite cannot
- * interrupt a call, and stepping costs about 6x more).
- *
- * @throws {SqliteError}
- */
-export function readRows(p: Prepared, args: unknown[], limits?: RunLimits): unknown[][] {
-  if (p.recursive && limits !== undefined) return stepRows(p, args, limits);
-  let rows: unknown[][];
-  let bigints = !p.readOnly;
-  try {
-    rows = p.stmt.all(...args) as unknown[][];
-    // node:sqlite lets -2^63 through as a (rounded-looking) number instead
-    // of refusing it like other integers beyond 2^53: read it exactly.
-    if (!bigints && hasInt64Min(rows)) throw { code: "ERR_OUT_OF_RANGE" };
-  } catch (err) {
-    if (bigints || (err as { code?: string }).code !== "ERR_OUT_OF_RANGE") {
-      throw toSqliteError(err);
-    }
-    bigints = true;
-    p.stmt.setReadBigInts(true);
-    try {
-      rows = p.stmt.all(...args) as unknown[][];
-    } catch (err2) {
-      throw toSqliteError(err2);
-    } finally {
-      p.stmt.setReadBigInts(false);
-    }
-  }
-  if (rows.length === 0 || rows[0].length !== p.columns.length) p.columns = columnNames(p.stmt);
-  if (bigints) normalizeRows(rows);
-  return rows;
-}
-
-const INT64_MIN_AS_NUMBER = -(2 ** 63);
-
-function hasInt64Min(rows: unknown[][]): boolean {
-  for (let r = 0; r < rows.length; r++) {
-    const row = rows[r];
-    for (let i = 0; i < row.length; i++) if (row[i] === INT64_MIN_AS_NUMBER) return true;
-  }
-  return false;
-}
-
-function stepRows(p: Prepared, args: unknown[], limits: RunLimits): unknown[][] {
-  p.stmt.setReadBigInts(true);
-  const rows: unknown[][] = [];
-  try {
-    const it = p.stmt.iterate(...args) as IterableIterator<unknown[]>;
-    try {
-      const { bytes } = stepRowsInto(it, rows, Infinity, limits.maxBytes + 1, limits);
-      if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
-    } finally {
-      it.return?.();
-    }
-  } catch (err) {
-    throw toSqliteError(err);
-  } finally {
-    p.stmt.setReadBigInts(!p.readOnly);
-  }
-  normalizeRows(rows);
-  return rows;
-}
-
-/**
- * Appends rows from `it` to `out` until `maxRows` rows or about `maxBytes`
- * bytes were added, or the clock passed `softEnd` (the chunk is cut short,
- * not failed), checking the deadline after every row. Shared by recursive
- * buffered queries and cursors.
- *
- * @returns whether the statement is done, and the bytes added.
- * @throws {SqliteError} `STATEMENT_TIMEOUT` past the deadline.
- */
-export function stepRowsInto(
-  it: Iterator<unknown[]>,
-  out: unknown[][],
-  maxRows: number,
-  maxBytes: number,
-  limits: RunLimits,
-  softEnd = Infinity,
-): { done: boolean; bytes: number } {
-  let bytes = 0;
-  for (let n = 0; n < maxRows && bytes < maxBytes; n++) {
-    const r = it.next();
-    if (r.done) return { done: true, bytes };
-    out.push(r.value);
-    bytes += rowBytes(r.value);
-    // Stepping costs ~1.3 µs a row; the clock check adds a few percent.
-    const now = performance.now();
-    if (now > limits.deadline) throw statementTimeout(limits);
-    if (now > softEnd) break;
-  }
-  return { done: false, bytes };
-}
-
-/** The error for a result above the buffered-result limit. */
-export function resultTooLarge(maxBytes: number): SqliteError {
-  return new SqliteError(
-    ErrorCode.ResultTooLarge,
-    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes): ` +
-      "use iterate() to stream large results",
-  );
-}
-
-/** Approximate encoded size of a row. */
-function rowBytes(row: unknown[]): number {
-  let n = 1;
-  for (let i = 0; i < row.length; i++) {
-    const v = row[i];
-    n += typeof v === "string" ? v.length + 5 : v instanceof Uint8Array ? v.length + 5 : 9;
-  }
-  return n;
-}
-
-/** The error for a statement stopped at its deadline. */
-export function statementTimeout(limits: RunLimits): SqliteError {
-  return new SqliteError(
-    ErrorCode.StatementTimeout,
-    `Statement stopped after ${limits.timeout} ms (--statement-timeout or the call's timeout option)`,
-  );
-}
-
-/**
- * Runs `p` for its effect and returns `[changes, lastInsertRowid]`: 0 for
- * a statement that changes no rows / inserts none.
- */
-export function runStatement(p: Prepared, args: unknown[]): [number | bigint, number | bigint] {
-  let info;
-  // Writes always read bigints (set at prepare); a read run for its effect
-  // switches for the call, so a rowid beyond 2^53 cannot throw.
-  try {
-    if (p.readOnly) p.stmt.setReadBigInts(true);
-    info = p.stmt.run(...args);
-  } catch (err) {
-    throw toSqliteError(err);
-  } finally {
-    if (p.readOnly) p.stmt.setReadBigInts(false);
-  }
-  // SQLite reports the connection's last values, which after DDL or an
-  // UPDATE may belong to another client's statement: report only our own.
-  return [
-    p.changesRows ? exactInteger(info.changes) : 0,
-    p.inserts ? exactInteger(info.lastInsertRowid) : 0,
-  ];
-}
-
-/** Converts bigints within ±(2^53 - 1) to numbers, in place. */
-export function normalizeRows(rows: unknown[][]): void {
-  for (let r = 0; r < rows.length; r++) {
-    const row = rows[r];
-    for (let i = 0; i < row.length; i++) {
-      const v = row[i];
-      if (typeof v === "bigint" && v <= MAX_SAFE && v >= MIN_SAFE) row[i] = Number(v);
-    }
-  }
-}
-
-/** A number when `v` is a safe integer, else the bigint itself. */
-function exactInteger(v: number | bigint): number | bigint {
-  return typeof v === "bigint" && v <= MAX_SAFE && v >= MIN_SAFE ? Number(v) : v;
-}
-
-/** Maps an error thrown by node:sqlite to a {@link SqliteError}. */
-export function toSqliteError(err: unknown): SqliteError {
-  if (err instanceof SqliteError) return err;
-  const e = err as { errcode?: number; code?: string; message?: string };
-  const message = e?.message ?? String(err);
-  if (typeof e?.errcode === "number") {
-    return new SqliteError(resultCodeName(e.errcode), message, e.errcode, { cause: err });
-  }
-  if (e?.code === "ERR_SQLITE_ERROR") return new SqliteError("SQLITE_ERROR", message, 1);
-  if (e?.code === "ERR_INVALID_ARG_TYPE" || e?.code === "ERR_INVALID_STATE") {
-    return new SqliteError(ErrorCode.InvalidParam, message, undefined, { cause: err });
-  }
-  return new SqliteError(ErrorCode.Internal, message, undefined, { cause: err });
-}

@@ -4,20 +4,31 @@
  * outstanding requests are its credit), so the server never runs ahead of a
  * slow reader.
  *
+ * With a binding that has background steps, the first step of each chunk
+ * runs off the main thread (a slow first row never holds up other clients)
+ * and a timer interrupts it when the cursor's time is up; the rows that
+ * follow are stepped inline for at most {@link CHUNK_MS}.
+ *
  * @module
  */
 
-import { normalizeRows, type RunLimits, stepRowsInto, toSqliteError } from "./connection.ts";
+import type { SqlValue } from "./binding/binding.ts";
+import type { Prepared } from "./connection.ts";
+import { rowBytes, statementTimeout } from "./run.ts";
+import { SqliteError } from "../protocol/errors.ts";
 
 /** Rows per chunk at most. */
 export const CHUNK_ROWS = 1024;
 /** Approximate bytes per chunk at most. */
 export const CHUNK_BYTES = 64 * 1024;
 /**
- * Time budget of one chunk in ms: other clients' requests are served
- * between chunks, so this bounds how long a stream delays them.
+ * Time budget of one chunk's inline stepping in ms: other clients' requests
+ * are served between chunks, so this bounds how long a stream delays them.
  */
 export const CHUNK_MS = 0.5;
+
+/** One chunk: `[rows, done]`. */
+export type Chunk = [rows: SqlValue[][], done: boolean];
 
 /** One open cursor. */
 export class Cursor {
@@ -25,19 +36,19 @@ export class Cursor {
   readonly columns: string[];
   readonly #timeout: number;
   #spent = 0;
-  #it: Iterator<unknown[]> | null;
-  #rows: unknown[][] | null;
+  #p: Prepared | null;
+  #rows: SqlValue[][] | null;
   #release: (() => void) | null;
 
   /**
    * @param columns Result column names.
-   * @param source A live row iterator, or rows already materialised.
+   * @param source A bound statement this cursor now owns, or rows already materialised.
    * @param timeout Time the server may spend stepping the cursor, in ms.
    * @param release Called once when the cursor ends (returns its connection).
    */
   constructor(
     columns: string[],
-    source: Iterator<unknown[]> | unknown[][],
+    source: Prepared | SqlValue[][],
     timeout: number,
     release: () => void,
   ) {
@@ -45,61 +56,93 @@ export class Cursor {
     this.#timeout = timeout;
     if (Array.isArray(source)) {
       this.#rows = source;
-      this.#it = null;
+      this.#p = null;
     } else {
-      this.#it = source;
+      this.#p = source;
       this.#rows = null;
     }
     this.#release = release;
   }
 
   /**
-   * Produces the next chunk.
+   * Produces the next chunk; after `done` the cursor is closed.
    *
-   * @returns `[rows, done]`; after `done` the cursor is closed.
    * @throws {SqliteError} `STATEMENT_TIMEOUT` once the time spent stepping
    *   the cursor, over all chunks, exceeds the timeout, or SQLite's error;
    *   the cursor is closed then.
    */
-  next(): [unknown[][], boolean] {
+  next(): Chunk | Promise<Chunk> {
     if (this.#rows !== null) {
       const rows = this.#rows.splice(0, CHUNK_ROWS);
       const done = this.#rows.length === 0;
       if (done) this.close();
       return [rows, done];
     }
-    if (this.#it === null) return [[], true];
+    const p = this.#p;
+    if (p === null) return [[], true];
+    // The writer is stepped inline: its owner's lease may need it meanwhile.
+    if (!p.conn.caps.background || p.onWriter) return this.#inline(p, [], p.stmt.step());
+    return this.#firstInBackground(p);
+  }
+
+  async #firstInBackground(p: Prepared): Promise<Chunk> {
+    const start = performance.now();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      p.conn.db.interrupt();
+    }, Math.max(0, this.#timeout - this.#spent));
+    let more: boolean;
+    try {
+      more = await p.stmt.stepInBackground();
+    } catch (err) {
+      this.close();
+      throw timedOut && err instanceof SqliteError ? statementTimeout(this) : err;
+    } finally {
+      clearTimeout(timer);
+      this.#spent += performance.now() - start;
+    }
+    return this.#inline(p, [], more);
+  }
+
+  /** Collects rows inline, starting from a step that returned `more`. */
+  #inline(p: Prepared, out: SqlValue[][], more: boolean): Chunk {
     // The deadline counts the server's time stepping this cursor, summed
     // over chunks; the client's time between chunks does not count.
     const start = performance.now();
-    const limits: RunLimits = {
-      deadline: start + this.#timeout - this.#spent,
-      timeout: this.#timeout,
-      maxBytes: Infinity,
-    };
-    const out: unknown[][] = [];
-    let done: boolean;
+    const deadline = start + this.#timeout - this.#spent;
+    const softEnd = start + CHUNK_MS;
+    let bytes = 0;
     try {
-      done = stepRowsInto(this.#it, out, CHUNK_ROWS, CHUNK_BYTES, limits, start + CHUNK_MS).done;
+      while (more) {
+        const row = p.stmt.row();
+        out.push(row);
+        bytes += rowBytes(row);
+        const now = performance.now();
+        if (now > deadline) throw statementTimeout(this);
+        if (out.length >= CHUNK_ROWS || bytes >= CHUNK_BYTES || now > softEnd) break;
+        more = p.stmt.step();
+      }
     } catch (err) {
       this.close();
-      throw toSqliteError(err);
+      throw err;
     }
     this.#spent += performance.now() - start;
-    normalizeRows(out);
-    if (done) this.close();
-    return [out, done];
+    if (!more) this.close();
+    return [out, !more];
+  }
+
+  /** The cursor's timeout, for its error message. */
+  get timeout(): number {
+    return this.#timeout;
   }
 
   /** Stops the statement and releases its connection. Idempotent. */
   close(): void {
-    try {
-      this.#it?.return?.();
-    } catch {
-      // Resetting a failed statement may throw again; it is reset either way.
-    }
-    this.#it = null;
+    const p = this.#p;
+    this.#p = null;
     this.#rows = null;
+    p?.stmt.finalize();
     const release = this.#release;
     this.#release = null;
     release?.();

@@ -1,21 +1,30 @@
 /**
- * The SQLite side of the server. It knows nothing about sockets.
+ * The SQLite side of the server. It knows nothing about sockets, nor which
+ * binding (`engine/binding/`) it runs on beyond its capabilities.
  *
  * One writer connection runs every statement that writes. A session that
  * opens a transaction owns the writer until the transaction ends, its lease
  * runs out or it closes; no other session's statement runs inside it. Other
- * sessions' writes wait in a FIFO queue (callers are told {@link BLOCKED} and
- * woken later; nothing blocks the event loop), and their reads run at once on
- * a read-only connection that sees the last committed state (WAL).
+ * sessions' writes wait in a FIFO queue (`writer_queue.ts`; callers are told
+ * {@link BLOCKED} and woken later), and their reads run at once on a
+ * read-only connection that sees the last committed state (WAL).
+ *
+ * No client waits behind another client's statement (FFI binding): reads
+ * run inline under a small time budget and move to the background on a
+ * connection of their own when they exceed it; writes whose statement has
+ * not yet proven fast, and every COMMIT, run in the background on the
+ * writer. See `engine_session.ts` for the rules per request.
  *
  * @module
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import { Connection, type Prepared, readRows, toSqliteError } from "./connection.ts";
+import type { Sqlite } from "./binding/binding.ts";
+import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
 import { WalWatch } from "./wal_watch.ts";
+import { WriterQueue } from "./writer_queue.ts";
 
 export { BLOCKED, EngineSession } from "./engine_session.ts";
 
@@ -31,7 +40,7 @@ export interface EngineConfig {
   txIdleTimeout: number;
   /** Statements kept prepared per connection. */
   statementCacheSize: number;
-  /** Default deadline of a statement that can be stopped, in ms. */
+  /** Default deadline of a statement, in ms. */
   statementTimeout: number;
   /** Largest buffered result, in bytes, before `RESULT_TOO_LARGE`. */
   maxResultBytes: number;
@@ -39,15 +48,21 @@ export interface EngineConfig {
   maxCursors: number;
 }
 
+/**
+ * How long a statement may run on the main thread before it is stopped and
+ * run again in the background, in ms (reads, and writes outside transactions).
+ */
+export const INLINE_BUDGET_MS = 2;
+
 /** Owns the database connections and arbitrates the writer. */
 export class Engine {
   readonly #config: EngineConfig;
+  readonly #sqlite: Sqlite;
   readonly #writer: Connection;
   readonly #reader: Connection | null;
-  #owner: EngineSession | null = null;
-  readonly #waiters: EngineSession[] = [];
-  #draining = false;
-  #leaseTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #queue: WriterQueue<EngineSession>;
+  /** Statements running in the background (awaited before closing). */
+  readonly #running = new Set<Promise<unknown>>();
   #nextSessionId = 1;
   readonly #sessions = new Set<EngineSession>();
   readonly #idleReaders: Connection[] = [];
@@ -60,39 +75,54 @@ export class Engine {
   #writerSchemaStale = false;
   readonly #group: GroupCommit;
   #closed = false;
+  readonly #isFree = (): boolean => this.#writerFree();
 
   /**
    * Opens (creating if needed) the database in WAL mode.
    *
    * @throws {SqliteError} when the file cannot be opened.
    */
-  constructor(config: EngineConfig) {
+  constructor(config: EngineConfig, sqlite: Sqlite) {
     this.#config = config;
+    this.#sqlite = sqlite;
     const timeout = config.busyTimeout;
     const cacheSize = config.statementCacheSize;
+    this.#writer = new Connection(sqlite, config.path, { readOnly: false, timeout, cacheSize });
     try {
-      this.#writer = new Connection(config.path, { readOnly: false, timeout, cacheSize });
       const w = this.#writer.db;
       w.exec("PRAGMA journal_mode = WAL");
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
-      // Also under synchronous=normal: a commit there costs no fsync, but
-      // sharing one still saves work (measured: 64 writes in flight went
-      // from 25k/s to more than with synchronous=full).
-      this.#group = new GroupCommit(this.#writer.db, () => {});
       this.#reader = config.path === ":memory:"
         ? null
-        : new Connection(config.path, { readOnly: true, timeout, cacheSize });
-      this.#walWatch = new WalWatch(config.path);
+        : new Connection(sqlite, config.path, { readOnly: true, timeout, cacheSize });
     } catch (err) {
-      throw toSqliteError(err);
+      this.#writer.close();
+      throw err;
     }
+    // Also under synchronous=normal: a commit there costs no fsync, but
+    // sharing one still saves work (measured: 64 writes in flight went
+    // from 25k/s to more than with synchronous=full).
+    this.#group = new GroupCommit(this.#writer, () => this.#drain());
+    this.#walWatch = new WalWatch(config.path);
+    this.#queue = new WriterQueue<EngineSession>(
+      config.busyTimeout,
+      config.txIdleTimeout,
+      (owner) => {
+        owner._expire();
+        this._abort(owner);
+      },
+    );
+  }
+
+  /** The SQLite binding this engine runs on. */
+  get sqlite(): Sqlite {
+    return this.#sqlite;
   }
 
   /** The SQLite library version. */
   get sqliteVersion(): string {
-    const rows = readRows(this.#writer.prepare("SELECT sqlite_version()"), []);
-    return rows[0][0] as string;
+    return this.#sqlite.version;
   }
 
   /** The resolved configuration. */
@@ -102,7 +132,7 @@ export class Engine {
 
   /** Number of sessions waiting for the writer. */
   get waiting(): number {
-    return this.#waiters.length;
+    return this.#queue.length;
   }
 
   /**
@@ -119,13 +149,20 @@ export class Engine {
     return session;
   }
 
-  /** Rolls back open transactions and closes the database. Idempotent. */
-  close(): void {
+  /**
+   * Rolls back open transactions, stops statements running in the
+   * background, waits for them, and closes the database. Idempotent.
+   */
+  async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#group.commit();
+    this.#group.commitNow();
     for (const s of [...this.#sessions]) s.close();
-    clearTimeout(this.#leaseTimer);
+    while (this.#running.size > 0 || this.#group.committing) {
+      await Promise.allSettled([...this.#running]);
+      if (this.#group.committing) await new Promise((r) => setTimeout(r, 1));
+    }
+    this.#queue.close();
     for (const c of this.#idleReaders.splice(0)) c.close();
     this.#walWatch.close();
     this.#reader?.close();
@@ -172,14 +209,16 @@ export class Engine {
   }
 
   /**
-   * A read-only connection for one cursor alone (its open statement pins a
-   * snapshot, which the shared reader must not). `null` for `:memory:`.
+   * A read-only connection for one statement alone (a cursor's open
+   * statement pins a snapshot, which the shared reader must not; a read
+   * that went to the background needs its own connection). `null` for
+   * `:memory:`.
    *
    * @internal
    */
   _borrowReader(): Connection | null {
     if (this.#reader === null) return null;
-    const conn = this.#idleReaders.pop() ?? new Connection(this.#config.path, {
+    const conn = this.#idleReaders.pop() ?? new Connection(this.#sqlite, this.#config.path, {
       readOnly: true,
       timeout: this.#config.busyTimeout,
       cacheSize: 32,
@@ -204,9 +243,14 @@ export class Engine {
     return this.#writerHasTemp;
   }
 
+  /** `s` used its transaction: renews its idle lease. @internal */
+  _touch(s: EngineSession): void {
+    if (this.#queue.owner === s && this.#writer.inTransaction) this.#queue.keep();
+  }
+
   /** @internal */
   _owns(s: EngineSession): boolean {
-    return this.#owner === s;
+    return this.#queue.owner === s;
   }
 
   /**
@@ -217,39 +261,24 @@ export class Engine {
    * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long.
    */
   _acquire(s: EngineSession, forGroup = false): boolean {
-    if (this.#owner === s) return true;
+    if (this.#queue.owner === s) return true;
     if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
     // Anything but another grouped write needs the open group committed
-    // first. Committing wakes the group's members, which may take the
+    // first. Committing inline wakes the group's members, which may take the
     // writer themselves (e.g. a BEGIN queued behind their write), so decide
-    // who gets it only afterwards.
-    while (!forGroup && this.#group.open && this.#owner === null) this.#group.commit();
-    if (this.#owner === null && (this.#waiters.length === 0 || this.#waiters[0] === s)) {
-      if (this.#waiters[0] === s) this.#waiters.shift();
-      s._stopWaiting();
-      // Let go of the reader's snapshot before writing, so that checkpoints
-      // at commit are not held back by it (the WAL would grow without bound).
-      if (this.#reader?.inTransaction) this.#reader.db.exec("COMMIT");
-      this.#owner = s;
-      this.#refreshWriterSchema();
-      return true;
-    }
-    if (s._waitExpired) {
-      s._waitExpired = false;
-      const holder = this.#owner === null
-        ? "earlier writes in the queue"
-        : `session ${this.#owner.id}`;
-      throw new SqliteError(
-        ErrorCode.BusyTimeout,
-        `Write waited ${this.#config.busyTimeout} ms for the writer, held by ${holder}: ` +
-          "busy timeout (--busy-timeout) exceeded; retry, or keep transactions short",
-      );
-    }
-    if (!s._isWaiting) {
-      this.#waiters.push(s);
-      s._startWaiting(this.#config.busyTimeout);
-    }
-    return false;
+    // who gets it only afterwards; a background commit leaves the writer
+    // busy until it is done.
+    while (!forGroup && this.#group.open && this.#queue.owner === null) this.#group.commit();
+    if (!this.#queue.take(s, this.#writerFree())) return false;
+    // Let go of the reader's snapshot before writing, so that checkpoints
+    // at commit are not held back by it (the WAL would grow without bound).
+    if (this.#reader?.inTransaction) this.#reader.db.exec("COMMIT");
+    this.#refreshWriterSchema();
+    return true;
+  }
+
+  #writerFree(): boolean {
+    return !this.#group.committing;
   }
 
   /**
@@ -260,31 +289,36 @@ export class Engine {
    */
   _afterWrite(s: EngineSession, touchedTemp = false): void {
     if (touchedTemp) {
-      const rows = readRows(
-        this.#writer.prepare("SELECT EXISTS (SELECT 1 FROM temp.sqlite_schema)"),
-        [],
-      );
-      this.#writerHasTemp = rows[0][0] === 1;
+      const p = this.#writer.prepare("SELECT EXISTS (SELECT 1 FROM temp.sqlite_schema)");
+      p.stmt.bind([]);
+      this.#writerHasTemp = p.stmt.all()[0][0] === 1;
     }
-    if (this.#writer.inTransaction) {
-      this.#owner = s;
-      s._lastActive = performance.now();
-      if (this.#leaseTimer === undefined && this.#config.txIdleTimeout > 0) {
-        this.#armLease(this.#config.txIdleTimeout);
-      }
+    if (this.#writer.inTransaction && this.#queue.owner === s) {
+      this.#queue.keep();
       return;
     }
-    this.#release();
+    if (this.#queue.owner === s) this.#release();
   }
 
   /**
    * True when a write of `p` by a session outside any transaction can join
-   * the group commit.
+   * the group commit: it controls no transaction, touches no TEMP object,
+   * and has run within the inline budget before (a statement that might run
+   * long must not hold the group, nor be stopped inside it).
    *
    * @internal
    */
-  _groupable(p: Prepared): boolean {
-    return p.txOp === null && !p.touchesTemp;
+  _groupable(p: Prepared, sql: string): boolean {
+    if (p.txOp !== null || p.touchesTemp) return false;
+    if (!this.#writer.caps.background) return true;
+    return this.#writer.peek(sql)?.fast === true;
+  }
+
+  /** Tracks a statement running in the background until it settles. @internal */
+  _track<T>(work: Promise<T>): Promise<T> {
+    const tracked = work.finally(() => this.#running.delete(tracked));
+    this.#running.add(tracked);
+    return tracked;
   }
 
   /**
@@ -299,39 +333,49 @@ export class Engine {
       s._awaitingCommit = true;
       return result;
     } finally {
-      this.#owner = null;
+      this.#queue.release();
       this.#drain();
     }
   }
 
   /** Gives up a writer acquired for a grouped write that did not run. @internal */
   _release(s: EngineSession): void {
-    if (this.#owner === s) this.#release();
+    if (this.#queue.owner === s) this.#release();
   }
 
   /** @internal */
   _leaveQueue(s: EngineSession): void {
-    const i = this.#waiters.indexOf(s);
-    if (i !== -1) this.#waiters.splice(i, 1);
-    if (i === 0) this.#drain();
+    this.#queue.leave(s, this.#isFree);
   }
 
   /** Rolls back the owner's transaction (on close or lease expiry). @internal */
   _abort(s: EngineSession): void {
-    if (this.#owner !== s) return;
-    if (this.#writer.inTransaction) {
+    if (this.#queue.owner !== s) return;
+    if (this.#writer.inTransaction && !s._runningOnWriter) {
       try {
         this.#writer.db.exec("ROLLBACK");
       } catch {
         // The transaction may already be gone; nothing else to undo.
       }
     }
+    if (s._runningOnWriter) {
+      // Its statement runs in the background: stop it; the session rolls
+      // back and releases when it returns.
+      this.#writer.db.interrupt();
+      return;
+    }
     this.#release();
   }
 
   /** @internal */
   _forget(s: EngineSession): void {
+    this.#queue.forget(s);
     this.#sessions.delete(s);
+  }
+
+  /** The writer ran `p`: a statement that changed the schema voids its cache. @internal */
+  _ranOnWriter(p: Prepared): void {
+    if (p.changesSchema) this.#writer.clearCache();
   }
 
   /**
@@ -346,52 +390,13 @@ export class Engine {
     this.#writer.refreshSchema();
   }
 
-  /** The writer ran `p`: a statement that changed the schema voids its cache. @internal */
-  _ranOnWriter(p: Prepared): void {
-    if (p.changesSchema) this.#writer.clearCache();
-  }
-
   #release(): void {
-    this.#owner = null;
-    if (this.#leaseTimer !== undefined) {
-      clearTimeout(this.#leaseTimer);
-      this.#leaseTimer = undefined;
-    }
+    this.#queue.release();
     this.#drain();
   }
 
   /** Wakes waiters in order while the writer is free. */
   #drain(): void {
-    if (this.#draining) return;
-    this.#draining = true;
-    try {
-      while (this.#owner === null && this.#waiters.length > 0) {
-        const s = this.#waiters[0];
-        s._wake();
-        if (this.#waiters[0] === s) {
-          // It did not take the writer (its request went away): skip it.
-          this.#waiters.shift();
-          s._stopWaiting();
-        }
-      }
-    } finally {
-      this.#draining = false;
-    }
-  }
-
-  #armLease(ms: number): void {
-    this.#leaseTimer = setTimeout(() => {
-      this.#leaseTimer = undefined;
-      const owner = this.#owner;
-      if (owner === null) return;
-      const idle = performance.now() - owner._lastActive;
-      const limit = this.#config.txIdleTimeout;
-      if (idle + 1 < limit) {
-        this.#armLease(limit - idle);
-        return;
-      }
-      owner._txExpired = true;
-      this._abort(owner);
-    }, ms);
+    this.#queue.drain(this.#isFree);
   }
 }

@@ -1,9 +1,30 @@
 /**
  * One client's view of the engine: its requests, run in the order given, on
  * the connection the engine's rules pick (see `engine.ts`). Methods return a
- * result, throw a `SqliteError`, or return {@link BLOCKED} when the request
- * must wait (for the writer, or for the session's group commit); the engine
- * wakes the session to retry.
+ * result, a promise of one (the statement runs in the background), throw a
+ * `SqliteError`, or return {@link BLOCKED} when the request must wait (for
+ * the writer, or for the session's group commit); the engine wakes the
+ * session to retry.
+ *
+ * Where a statement runs, with a binding that can interrupt and step in the
+ * background (FFI):
+ * - a read outside a transaction runs inline on the shared reader under
+ *   {@link INLINE_BUDGET_MS}; past it, it is stopped (a read changes
+ *   nothing) and run again in the background on a reader of its own;
+ * - a write outside a transaction whose SQL text already ran within the
+ *   budget joins the group commit inline; any other write runs alone in the
+ *   background, its commit included;
+ * - inside a transaction, on the writer: reads as above (a stopped read
+ *   leaves the transaction intact); writes known to be fast inline, others
+ *   in the background; COMMIT (and its fsync) always in the background;
+ * - every statement stops at its deadline (`--statement-timeout` or the
+ *   call's `timeout`): inline by a progress handler, in the background by
+ *   `sqlite3_interrupt`. A write stopped inside a transaction ends the
+ *   transaction (SQLite rolls it back); the session then refuses requests
+ *   until the client sends ROLLBACK, as PostgreSQL does.
+ *
+ * With node:sqlite everything runs inline; only recursive statements and
+ * cursors can be stopped at their deadline (between rows).
  *
  * @module
  */
@@ -16,21 +37,30 @@ import type {
   RunPayload,
 } from "../protocol/messages.ts";
 import { bindArgs } from "./_bind.ts";
-import {
-  type Prepared,
-  readRows,
-  type RunLimits,
-  runStatement,
-  toSqliteError,
-} from "./connection.ts";
+import type { BindArgs } from "./binding/binding.ts";
+import type { Connection, Prepared } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
-import type { Engine } from "./engine.ts";
+import { type Engine, INLINE_BUDGET_MS } from "./engine.ts";
+import {
+  type Outcome,
+  OverBudget,
+  runInBackground,
+  runInline,
+  type RunLimits,
+  type Running,
+} from "./run.ts";
+import type { Waiter } from "./writer_queue.ts";
 
 /** Returned by a session method that must wait for the writer. */
 export const BLOCKED: unique symbol = Symbol("BLOCKED");
 
+/** What a session method returns. */
+export type Reply<T> = T | Promise<T> | typeof BLOCKED;
+
+const NO_ARGS: BindArgs = [];
+
 /** One client's view of the engine; requests run in the order given. */
-export class EngineSession {
+export class EngineSession implements Waiter {
   /** Session number, used in messages to other clients. */
   readonly id: number;
   readonly #engine: Engine;
@@ -39,12 +69,13 @@ export class EngineSession {
   #nextHandle = 1;
   readonly #cursors = new Map<number, Cursor>();
   #nextCursor = 1;
-  #waitTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
-  /** @internal */ _isWaiting = false;
-  /** @internal */ _waitExpired = false;
-  /** @internal */ _txExpired = false;
-  /** @internal */ _lastActive = 0;
+  /** Set when the engine ended this session's transaction: why. */
+  #aborted: SqliteError | null = null;
+  /** The statement of this session running in the background, if any. */
+  #running: Running | null = null;
+  /** True while a statement of this session runs in the background on the writer. @internal */
+  _runningOnWriter = false;
   /** True while this session's last write waits in a group commit. */
   _awaitingCommit = false;
   readonly #onCommit: (error: SqliteError | null) => void;
@@ -84,53 +115,239 @@ export class EngineSession {
   }
 
   /** Runs a script of zero or more statements without parameters. */
-  exec(sql: string): null | typeof BLOCKED {
+  exec(sql: string, timeout?: number): Reply<null> {
     if (this._awaitingCommit) return BLOCKED;
-    if (this._txExpired && this.#endsExpiredTx(sql)) return null;
+    if (this.#aborted !== null && this.#endsAbortedTx(sql)) return null;
     const engine = this.#engine;
     if (!engine._acquire(this)) return BLOCKED;
+    const limits = this.#limits(timeout);
     const writer = engine._writer;
     let touchedTemp = false;
-    try {
-      for (let at = 0;;) {
-        const p = writer.prepareOne(sql, at);
-        if (p === null) break;
-        at += p.stmt.sourceSQL.length;
-        touchedTemp ||= p.touchesTemp;
+    const step = (at: number): Reply<null> => {
+      for (;;) {
+        let p: Prepared | null;
         try {
-          runStatement(p, []);
-        } finally {
-          engine._ranOnWriter(p);
+          p = writer.prepareOne(sql, at);
+        } catch (err) {
+          engine._afterWrite(this, touchedTemp);
+          throw err;
         }
+        if (p === null) {
+          engine._afterWrite(this, touchedTemp);
+          return null;
+        }
+        const next = p.stmt.end;
+        touchedTemp ||= p.touchesTemp;
+        const prepared = p;
+        const done = () => {
+          prepared.stmt.finalize();
+          engine._ranOnWriter(prepared);
+        };
+        let result: Outcome | Promise<Outcome>;
+        try {
+          result = this.#onWriter(p, NO_ARGS, limits, false);
+        } catch (err) {
+          done();
+          engine._afterWrite(this, touchedTemp);
+          throw err;
+        }
+        if (result instanceof Promise) {
+          return result.then(
+            () => {
+              done();
+              return step(next);
+            },
+            (err) => {
+              done();
+              engine._afterWrite(this, touchedTemp);
+              throw err;
+            },
+          ) as Promise<null>;
+        }
+        done();
+        at = next;
       }
-    } finally {
-      engine._afterWrite(this, touchedTemp);
+    };
+    return step(0);
+  }
+
+  /** Runs one statement and returns its columns and rows (arrays). */
+  query(sql: string | number, params: unknown, timeout?: number): Reply<QueryPayload> {
+    const limits = this.#limits(timeout);
+    return this.#statement(sql, params, limits, true, (o) => [o.columns, o.rows]);
+  }
+
+  /** Runs one statement and returns `[changes, lastInsertRowid]`. */
+  run(sql: string | number, params: unknown, timeout?: number): Reply<RunPayload> {
+    const text = this.#sqlOf(sql);
+    if (this.#aborted !== null && this.#endsAbortedTx(text)) return [0, 0];
+    const limits = this.#limits(timeout);
+    return this.#statement(text, params, limits, false, (o) => [o.changes, o.lastInsertRowid]);
+  }
+
+  /** Runs one statement on the connection the rules pick, shaping its outcome. */
+  #statement<T>(
+    sql: string | number,
+    params: unknown,
+    limits: RunLimits,
+    wantRows: boolean,
+    shape: (o: Outcome) => T,
+  ): Reply<T> {
+    const args = bindArgs(params) as BindArgs;
+    const text = this.#sqlOf(sql);
+    const p = this.#route(text, true);
+    if (p === BLOCKED) return BLOCKED;
+    const engine = this.#engine;
+    if (!p.onWriter) return then(this.#read(p, text, args, limits, wantRows), shape);
+    if (this.#grouping) {
+      return engine._grouped(this, () => shape(this.#inlineTimed(p, args, limits, wantRows)));
     }
-    return null;
+    let result: Outcome | Promise<Outcome>;
+    try {
+      result = this.#onWriter(p, args, limits, wantRows);
+    } catch (err) {
+      engine._ranOnWriter(p);
+      engine._afterWrite(this, p.touchesTemp);
+      throw err;
+    }
+    const after = () => {
+      engine._ranOnWriter(p);
+      engine._afterWrite(this, p.touchesTemp);
+    };
+    if (!(result instanceof Promise)) {
+      after();
+      return shape(result);
+    }
+    return result.then((o) => {
+      after();
+      return shape(o);
+    }, (err) => {
+      after();
+      throw err;
+    });
   }
 
   /**
-   * Runs one statement and returns its columns and rows (arrays).
-   *
-   * @param timeout Deadline in ms for statements that can be stopped
-   *   (recursive ones); defaults to the engine's `statementTimeout`.
+   * A read outside any transaction, on a reader: inline under the budget,
+   * then (if it ran past it) again in the background on a reader of its own.
    */
-  query(sql: string | number, params: unknown, timeout?: number): QueryPayload | typeof BLOCKED {
-    const args = bindArgs(params);
-    const p = this.#route(this.#sqlOf(sql), true);
-    if (p === BLOCKED) return BLOCKED;
-    const limits = p.recursive ? this.#limits(timeout) : undefined;
-    if (!p.onWriter) return [p.columns, readRows(p, args, limits)];
-    if (this.#grouping) {
-      return this.#engine._grouped(this, () => [p.columns, readRows(p, args, limits)]);
-    }
+  #read(
+    p: Prepared,
+    sql: string,
+    args: BindArgs,
+    limits: RunLimits,
+    wantRows: boolean,
+  ): Outcome | Promise<Outcome> {
+    if (!p.conn.caps.background) return runInline(p, args, limits, wantRows);
     try {
-      const rows = readRows(p, args, limits);
-      return [p.columns, rows];
-    } finally {
-      this.#engine._ranOnWriter(p);
-      this.#engine._afterWrite(this, p.touchesTemp);
+      return runInline(p, args, limits, wantRows, performance.now() + INLINE_BUDGET_MS);
+    } catch (err) {
+      if (!(err instanceof OverBudget)) throw err;
     }
+    const engine = this.#engine;
+    const conn = engine._borrowReader()!;
+    let own: Prepared;
+    try {
+      own = conn.prepare(sql);
+    } catch (err) {
+      engine._returnReader(conn);
+      throw err;
+    }
+    return this.#background(own, args, limits, wantRows, () => engine._returnReader(conn));
+  }
+
+  /**
+   * A statement on the writer, which this session holds: inline when it
+   * cannot run long (or the binding cannot run it elsewhere), else in the
+   * background.
+   */
+  #onWriter(
+    p: Prepared,
+    args: BindArgs,
+    limits: RunLimits,
+    wantRows: boolean,
+  ): Outcome | Promise<Outcome> {
+    if (!p.conn.caps.background) return this.#inlineTimed(p, args, limits, wantRows);
+    if (p.txOp === "COMMIT") return this.#background(p, args, limits, wantRows, null);
+    if (p.txOp !== null) return runInline(p, args, limits, wantRows);
+    if (p.readOnly) {
+      try {
+        return runInline(p, args, limits, wantRows, performance.now() + INLINE_BUDGET_MS);
+      } catch (err) {
+        if (!(err instanceof OverBudget)) throw err;
+      }
+      return this.#background(p, args, limits, wantRows, null);
+    }
+    if (p.fast) return this.#inlineTimed(p, args, limits, wantRows);
+    const start = performance.now();
+    return this.#background(p, args, limits, wantRows, null).then((o) => {
+      p.fast = performance.now() - start < INLINE_BUDGET_MS;
+      return o;
+    });
+  }
+
+  /** Inline with only the deadline; a statement that ran long is not fast any more. */
+  #inlineTimed(p: Prepared, args: BindArgs, limits: RunLimits, wantRows: boolean): Outcome {
+    const start = performance.now();
+    const inTx = p.onWriter && p.conn.inTransaction;
+    try {
+      return runInline(p, args, limits, wantRows);
+    } catch (err) {
+      throw this.#noteAbort(err, p.conn, inTx);
+    } finally {
+      if (performance.now() - start >= INLINE_BUDGET_MS) p.fast = false;
+    }
+  }
+
+  /** Runs `p` in the background as this session's running statement. */
+  #background(
+    p: Prepared,
+    args: BindArgs,
+    limits: RunLimits,
+    wantRows: boolean,
+    release: (() => void) | null,
+  ): Promise<Outcome> {
+    const running = runInBackground(p, args, limits, wantRows);
+    const inTx = p.onWriter && p.conn.inTransaction;
+    this.#running = running;
+    this._runningOnWriter = p.onWriter;
+    return this.#engine._track(running.done.then(
+      (o) => o,
+      (err) => {
+        throw this.#noteAbort(err, p.conn, inTx);
+      },
+    ).finally(() => {
+      this.#running = null;
+      this._runningOnWriter = false;
+      release?.();
+      if (this.#closed && p.onWriter) this.#engine._abort(this);
+    }));
+  }
+
+  /**
+   * A statement stopped inside a transaction at its deadline: SQLite rolled
+   * the transaction back (for a write). Tell the client, and refuse further
+   * statements until it sends ROLLBACK.
+   */
+  #noteAbort(err: unknown, conn: Connection, wasInTx: boolean): unknown {
+    if (
+      !wasInTx || conn.inTransaction || !(err instanceof SqliteError) ||
+      err.code !== ErrorCode.StatementTimeout
+    ) {
+      return err;
+    }
+    const ended = new SqliteError(
+      ErrorCode.StatementTimeout,
+      `${err.message}; it was inside a transaction, which was rolled back: ` +
+        "send ROLLBACK, then retry the whole transaction",
+    );
+    this.#aborted = ended;
+    return ended;
+  }
+
+  /** Stops this session's statement running in the background, if any. */
+  cancel(reason: SqliteError): void {
+    this.#running?.cancel(reason);
   }
 
   /**
@@ -142,7 +359,7 @@ export class EngineSession {
     sql: string | number,
     params: unknown,
     timeout?: number,
-  ): [number, string[]] | typeof BLOCKED {
+  ): Reply<[number, string[]]> {
     if (this._awaitingCommit) return BLOCKED;
     const engine = this.#engine;
     if (this.#cursors.size >= engine.config.maxCursors) {
@@ -151,125 +368,188 @@ export class EngineSession {
         `Too many open cursors: ${engine.config.maxCursors} per connection; close one first`,
       );
     }
-    const args = bindArgs(params);
+    const args = bindArgs(params) as BindArgs;
     const text = this.#sqlOf(sql);
-    this.#failIfExpired();
+    this.#failIfAborted();
     const ms = timeout ?? engine.config.statementTimeout;
     let cursor: Cursor | null = null;
     if (engine._owns(this)) {
-      this._lastActive = performance.now();
+      engine._touch(this);
       const p = engine._writer.prepareUncached(text);
-      cursor = this.#lazyCursor(p, args, ms, () => {});
+      cursor = this.#liveCursor(p, args, ms, () => {});
     } else {
       const conn = engine._writerHasTemp ? null : engine._borrowReader();
       if (conn !== null) {
         let p: Prepared;
         try {
-          p = conn.prepare(text);
+          p = conn.prepareUncached(text);
         } catch (err) {
           engine._returnReader(conn);
           throw err;
         }
         if (p.readOnly) {
-          cursor = this.#lazyCursor(p, args, ms, () => engine._returnReader(conn));
+          cursor = this.#liveCursor(p, args, ms, () => engine._returnReader(conn));
         } else {
+          p.stmt.finalize();
           engine._returnReader(conn);
         }
       }
     }
-    if (cursor === null) {
-      // A write (e.g. INSERT ... RETURNING) outside a transaction: run it to
-      // completion on the writer, then stream the materialised rows.
-      const p = this.#route(text);
-      if (p === BLOCKED) return BLOCKED;
-      let rows: unknown[][];
-      try {
-        rows = readRows(p, args, this.#limits(timeout));
-      } finally {
-        if (p.onWriter) engine._afterWrite(this);
-      }
-      cursor = new Cursor(p.columns, rows, ms, () => {});
-    }
+    if (cursor !== null) return this.#addCursor(cursor);
+    // A write (e.g. INSERT ... RETURNING) outside a transaction: run it to
+    // completion on the writer, then stream the materialised rows.
+    const done = this.#statement(
+      text,
+      args as unknown,
+      this.#limits(timeout),
+      true,
+      (o) => new Cursor(o.columns, o.rows, ms, () => {}),
+    );
+    if (done === BLOCKED) return BLOCKED;
+    return then(done, (c) => this.#addCursor(c));
+  }
+
+  #addCursor(cursor: Cursor): [number, string[]] {
     const id = this.#nextCursor++;
     this.#cursors.set(id, cursor);
     return [id, cursor.columns];
   }
 
   /** Returns the next chunk of a cursor: `[rows, done]`. */
-  nextCursor(id: number): [unknown[][], boolean] | typeof BLOCKED {
+  nextCursor(id: number): Reply<[unknown[][], boolean]> {
     if (this._awaitingCommit) return BLOCKED;
     const cursor = this.#cursor(id);
-    if (this.#engine._owns(this)) this._lastActive = performance.now();
-    try {
-      const chunk = cursor.next();
+    this.#engine._touch(this);
+    const forget = (chunk: [unknown[][], boolean]) => {
       if (chunk[1]) this.#cursors.delete(id);
       return chunk;
+    };
+    let chunk;
+    try {
+      chunk = cursor.next();
     } catch (err) {
       this.#cursors.delete(id);
       throw err;
     }
+    if (!(chunk instanceof Promise)) return forget(chunk);
+    return this.#engine._track(chunk).then(forget, (err) => {
+      this.#cursors.delete(id);
+      throw err;
+    });
   }
 
   /** Closes a cursor early. */
-  closeCursor(id: number): null | typeof BLOCKED {
+  closeCursor(id: number): Reply<null> {
     if (this._awaitingCommit) return BLOCKED;
     this.#cursor(id).close();
     this.#cursors.delete(id);
     return null;
   }
 
-  /** Runs one statement and returns `[changes, lastInsertRowid]`. */
-  run(sql: string | number, params: unknown): RunPayload | typeof BLOCKED {
-    const text = this.#sqlOf(sql);
-    if (this._txExpired && this.#endsExpiredTx(text)) return [0, 0];
-    const args = bindArgs(params);
-    const p = this.#route(text, true);
-    if (p === BLOCKED) return BLOCKED;
-    if (!p.onWriter) return runStatement(p, args);
-    if (this.#grouping) return this.#engine._grouped(this, () => runStatement(p, args));
-    try {
-      return runStatement(p, args);
-    } finally {
-      this.#engine._ranOnWriter(p);
-      this.#engine._afterWrite(this, p.touchesTemp);
-    }
-  }
-
   /**
    * Runs statements atomically: all take effect or none does. Inside an open
    * transaction the batch is a savepoint of it.
    */
-  batch(items: ReadonlyArray<readonly [string, unknown]>): BatchItemPayload[] | typeof BLOCKED {
+  batch(items: ReadonlyArray<readonly [string, unknown]>, timeout?: number): Reply<
+    BatchItemPayload[]
+  > {
     if (this._awaitingCommit) return BLOCKED;
-    this.#failIfExpired();
+    this.#failIfAborted();
     const engine = this.#engine;
     if (!engine._acquire(this)) return BLOCKED;
     const writer = engine._writer;
     const nested = writer.inTransaction;
-    try {
-      writer.db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
-      const results: BatchItemPayload[] = [];
-      try {
-        for (let i = 0; i < items.length; i++) results.push(this.#batchItem(items, i));
-        writer.db.exec(nested ? "RELEASE netsqlite_batch" : "COMMIT");
-      } catch (err) {
-        if (writer.inTransaction) {
-          writer.db.exec(
-            nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
-          );
-        }
-        throw err;
+    const limits = this.#limits(timeout);
+    writer.db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
+    const results: BatchItemPayload[] = [];
+    const fail = (err: unknown): never => {
+      if (writer.inTransaction) {
+        writer.db.exec(
+          nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
+        );
       }
-      return results;
-    } catch (err) {
-      throw toSqliteError(err);
-    } finally {
       engine._afterWrite(this);
+      throw err;
+    };
+    const finish = (): Reply<BatchItemPayload[]> => {
+      if (nested) {
+        writer.db.exec("RELEASE netsqlite_batch");
+        engine._afterWrite(this);
+        return results;
+      }
+      let committed: Outcome | Promise<Outcome>;
+      try {
+        committed = this.#onWriter(writer.prepare("COMMIT"), NO_ARGS, limits, false);
+      } catch (err) {
+        return fail(err);
+      }
+      return then(committed, () => {
+        engine._afterWrite(this);
+        return results;
+      }, fail);
+    };
+    const step = (i: number): Reply<BatchItemPayload[]> => {
+      for (; i < items.length; i++) {
+        let item: BatchItemPayload | Promise<BatchItemPayload>;
+        try {
+          item = this.#batchItem(items, i, limits);
+        } catch (err) {
+          return fail(err);
+        }
+        if (item instanceof Promise) {
+          const at = i;
+          return item.then((r) => {
+            results.push(r);
+            return step(at + 1);
+          }, fail) as Promise<BatchItemPayload[]>;
+        }
+        results.push(item);
+      }
+      return finish();
+    };
+    return step(0);
+  }
+
+  #batchItem(
+    items: ReadonlyArray<readonly [string, unknown]>,
+    i: number,
+    limits: RunLimits,
+  ): BatchItemPayload | Promise<BatchItemPayload> {
+    const [sql, params] = items[i];
+    const wrap = (err: unknown): never => {
+      const e = err instanceof SqliteError
+        ? err
+        : new SqliteError(ErrorCode.Internal, String(err));
+      throw new SqliteError(
+        e.code,
+        `Batch statement ${i + 1} of ${items.length} failed, nothing was applied: ${e.message}`,
+        e.sqliteCode,
+        { cause: e },
+      );
+    };
+    try {
+      const p = this.#engine._writer.prepare(sql);
+      if (p.txOp !== null) {
+        throw new SqliteError(
+          ErrorCode.BadRequest,
+          "Batch statements cannot control transactions: the batch is one already",
+        );
+      }
+      const args = bindArgs(params) as BindArgs;
+      const wantRows = p.columns.length > 0;
+      return then(this.#onWriter(p, args, limits, wantRows), (o): BatchItemPayload => {
+        this.#engine._ranOnWriter(p);
+        const changes = p.readOnly ? 0 : p.conn.db.changes();
+        const lastId = p.readOnly ? 0 : p.conn.db.lastInsertRowid();
+        return [changes, lastId, o.columns, o.rows];
+      }, wrap);
+    } catch (err) {
+      return wrap(err);
     }
   }
 
   /** Prepares a statement server-side and returns `[handle, columns]`. */
-  prepare(sql: string): PreparePayload | typeof BLOCKED {
+  prepare(sql: string): Reply<PreparePayload> {
     if (this._awaitingCommit) return BLOCKED;
     const p = this.#route(sql);
     if (p === BLOCKED) return BLOCKED;
@@ -280,7 +560,7 @@ export class EngineSession {
   }
 
   /** Frees a handle from {@link prepare}. */
-  finalize(handle: number): null | typeof BLOCKED {
+  finalize(handle: number): Reply<null> {
     if (this._awaitingCommit) return BLOCKED;
     if (!this.#handles.delete(handle)) throw unknownHandle(handle);
     return null;
@@ -290,7 +570,7 @@ export class EngineSession {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this._stopWaiting();
+    this.#running?.cancel(new SqliteError(ErrorCode.ConnectionClosed, "Connection closed"));
     this.#engine._leaveQueue(this);
     for (const c of this.#cursors.values()) c.close();
     this.#cursors.clear();
@@ -301,50 +581,32 @@ export class EngineSession {
 
   // ---- internals ---------------------------------------------------------
 
-  /** @internal */
-  _wake(): void {
+  /** Waiter: retry the blocked request. @internal */
+  wake(): void {
     if (!this.#closed) this.#wake();
   }
 
-  /** @internal */
-  _startWaiting(ms: number): void {
-    this._isWaiting = true;
-    this.#waitTimer = setTimeout(() => {
-      this.#waitTimer = undefined;
-      this._isWaiting = false;
-      this._waitExpired = true;
-      this.#engine._leaveQueue(this);
-      this._wake();
-    }, ms);
+  /** The engine rolled back this session's transaction after its idle lease. @internal */
+  _expire(): void {
+    this.#aborted = txTimeout(this.#engine.config.txIdleTimeout);
   }
 
-  /** @internal */
-  _stopWaiting(): void {
-    this._isWaiting = false;
-    if (this.#waitTimer !== undefined) {
-      clearTimeout(this.#waitTimer);
-      this.#waitTimer = undefined;
-    }
-  }
-
+  /** Deadline and result limit of one statement. */
   #limits(timeout: number | undefined): RunLimits {
     const config = this.#engine.config;
     const ms = timeout ?? config.statementTimeout;
     return { deadline: performance.now() + ms, timeout: ms, maxBytes: config.maxResultBytes };
   }
 
-  #lazyCursor(p: Prepared, args: unknown[], timeout: number, release: () => void): Cursor {
-    p.stmt.setReadBigInts(true);
+  #liveCursor(p: Prepared, args: BindArgs, timeout: number, release: () => void): Cursor {
     try {
-      return new Cursor(p.columns, p.stmt.iterate(...args) as Iterator<unknown[]>, timeout, () => {
-        p.stmt.setReadBigInts(!p.readOnly);
-        release();
-      });
+      p.stmt.bind(args);
     } catch (err) {
-      p.stmt.setReadBigInts(!p.readOnly);
+      p.stmt.finalize();
       release();
-      throw toSqliteError(err);
+      throw err;
     }
+    return new Cursor(p.columns, p, timeout, release);
   }
 
   #cursor(id: number): Cursor {
@@ -370,20 +632,17 @@ export class EngineSession {
    * writes (queueing if needed), a reader for everyone else's reads.
    */
   #route(sql: string, groupable = false): Prepared | typeof BLOCKED {
-    this.#failIfExpired();
+    this.#failIfAborted();
     this.#grouping = false;
     const engine = this.#engine;
-    if (engine._owns(this)) {
-      this._lastActive = performance.now();
-      return engine._writer.prepare(sql);
-    }
+    if (engine._owns(this)) return engine._writer.prepare(sql);
     const reader = engine._writerHasTemp ? null : engine._snapshotReader();
     let group = false;
     if (reader !== null) {
       // A statement the reader cannot prepare fails here, without waiting.
       const p = reader.prepare(sql);
       if (p.readOnly) return this._awaitingCommit ? BLOCKED : p;
-      group = groupable && engine._groupable(p);
+      group = groupable && engine._groupable(p, sql);
     }
     // Behind a write awaiting its group commit, only more grouped writes may
     // go on (they see it); anything else waits for the commit.
@@ -399,60 +658,46 @@ export class EngineSession {
     }
   }
 
-  #batchItem(items: ReadonlyArray<readonly [string, unknown]>, i: number): BatchItemPayload {
-    const [sql, params] = items[i];
-    try {
-      const p = this.#engine._writer.prepare(sql);
-      if (p.txOp !== null) {
-        throw new SqliteError(
-          ErrorCode.BadRequest,
-          "Batch statements cannot control transactions: the batch is one already",
-        );
-      }
-      const args = bindArgs(params);
-      if (p.columns.length === 0) {
-        const info = runStatement(p, args);
-        this.#engine._ranOnWriter(p);
-        return [...info, [], []];
-      }
-      const rows = readRows(p, args);
-      this.#engine._ranOnWriter(p);
-      if (p.readOnly) return [0, 0, p.columns, rows];
-      const [changes, lastId] = readRows(
-        this.#engine._writer.prepare("SELECT changes(), last_insert_rowid()"),
-        [],
-      )[0] as [number, number];
-      return [changes, lastId, p.columns, rows];
-    } catch (err) {
-      const e = toSqliteError(err);
-      throw new SqliteError(
-        e.code,
-        `Batch statement ${i + 1} of ${items.length} failed, nothing was applied: ${e.message}`,
-        e.sqliteCode,
-        { cause: e },
-      );
-    }
-  }
-
-  #failIfExpired(): void {
-    if (this._txExpired) throw txTimeout(this.#engine.config.txIdleTimeout);
+  #failIfAborted(): void {
+    if (this.#aborted !== null) throw this.#aborted;
   }
 
   /**
-   * After a lease expiry, requests fail with `TX_TIMEOUT` until the client
-   * ends the (already rolled back) transaction. A ROLLBACK succeeds; COMMIT
-   * fails but also ends the aborted state.
+   * After the engine ended the transaction, requests fail until the client
+   * ends it too. A ROLLBACK succeeds; COMMIT fails but also ends the
+   * aborted state.
    */
-  #endsExpiredTx(sql: string): boolean {
+  #endsAbortedTx(sql: string): boolean {
+    const aborted = this.#aborted!;
     let op = null;
+    const engine = this.#engine;
+    // Classify on a reader: the writer may be busy with someone else.
+    const conn = engine._snapshotReader() ?? (engine._owns(this) ? engine._writer : null);
     try {
-      op = this.#engine._writer.prepareOne(sql, 0)?.txOp ?? null;
+      op = conn?.prepareOne(sql, 0) ?? null;
     } catch {
-      // Not a statement we can read: fall through to TX_TIMEOUT.
+      // Not a statement we can read: fall through to the error.
     }
-    if (op === "ROLLBACK" || op === "COMMIT") this._txExpired = false;
-    if (op === "ROLLBACK") return true;
-    throw txTimeout(this.#engine.config.txIdleTimeout);
+    const txOp = op?.txOp ?? null;
+    op?.stmt.finalize();
+    if (txOp === "ROLLBACK" || txOp === "COMMIT") this.#aborted = null;
+    if (txOp === "ROLLBACK") return true;
+    throw aborted;
+  }
+}
+
+/** Applies `f` to a value or a promise of one. */
+function then<T, U>(
+  v: T | Promise<T>,
+  f: (t: T) => U,
+  onError?: (err: unknown) => U,
+): U | Promise<U> {
+  if (v instanceof Promise) return v.then(f, onError);
+  if (onError === undefined) return f(v);
+  try {
+    return f(v);
+  } catch (err) {
+    return onError(err);
   }
 }
 

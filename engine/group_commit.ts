@@ -6,15 +6,15 @@
  *
  * The group opens with the first write and commits once the requests that
  * arrived in the same turn of the event loop have run (a microtask), or
- * earlier when anything else needs the writer. While one group's fsync
- * blocks the loop, the next group's requests gather in the sockets.
+ * earlier when anything else needs the writer. With a binding that has
+ * background steps the COMMIT (and its fsync) runs off the main thread, so
+ * reads go on meanwhile; the writer is busy until it is done.
  *
  * @module
  */
 
 import { SqliteError } from "../protocol/errors.ts";
-import { toSqliteError } from "./connection.ts";
-import type { Database } from "./_sqlite.ts";
+import { type Connection, release } from "./connection.ts";
 
 /** A session whose write waits in the group for the commit. */
 export interface GroupMember {
@@ -24,24 +24,30 @@ export interface GroupMember {
 
 /** Coalesces autocommit writes into shared transactions. */
 export class GroupCommit {
-  readonly #db: Database;
+  readonly #writer: Connection;
   #members = new Set<GroupMember>();
   #open = false;
-
-  readonly #onCommit: () => void;
+  #committing = false;
+  readonly #onCommitted: () => void;
 
   /**
-   * @param db The writer connection.
-   * @param onCommit Called after every COMMIT (new data is visible).
+   * @param writer The writer connection.
+   * @param onCommitted Called when a background COMMIT is done: the writer
+   *   is free again.
    */
-  constructor(db: Database, onCommit: () => void) {
-    this.#db = db;
-    this.#onCommit = onCommit;
+  constructor(writer: Connection, onCommitted: () => void) {
+    this.#writer = writer;
+    this.#onCommitted = onCommitted;
   }
 
-  /** True while a group transaction is open on the writer. */
+  /** True while a group transaction is open on the writer and takes members. */
   get open(): boolean {
     return this.#open;
+  }
+
+  /** True while a group's COMMIT runs in the background: the writer is busy. */
+  get committing(): boolean {
+    return this.#committing;
   }
 
   /**
@@ -51,7 +57,7 @@ export class GroupCommit {
    * @throws what `fn` throws; the statement's effects are undone.
    */
   run<T>(member: GroupMember, fn: () => T): T {
-    const db = this.#db;
+    const db = this.#writer.db;
     // The first write of a group needs no savepoint: if it fails, the whole
     // (otherwise empty) transaction is rolled back.
     const first = !this.#open;
@@ -70,9 +76,9 @@ export class GroupCommit {
       result = fn();
     } catch (err) {
       if (first) {
-        if (db.isTransaction) db.exec("ROLLBACK");
+        if (db.inTransaction) db.exec("ROLLBACK");
         this.#finish(null);
-      } else if (db.isTransaction) {
+      } else if (db.inTransaction) {
         db.exec("ROLLBACK TO netsqlite_group; RELEASE netsqlite_group");
       } else {
         // ON CONFLICT ROLLBACK or RAISE(ROLLBACK) ended the whole group.
@@ -92,22 +98,57 @@ export class GroupCommit {
     return result;
   }
 
-  /** Commits the open group (one fsync) and tells every member. */
+  /**
+   * Commits the open group (one fsync) and tells every member: at once, or
+   * when the background COMMIT is done. No-op when no group is open.
+   */
   commit(): void {
     if (!this.#open) return;
-    let error: SqliteError | null = null;
-    try {
-      this.#db.exec("COMMIT");
-      this.#onCommit();
-    } catch (err) {
-      error = toSqliteError(err);
-      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+    this.#open = false;
+    const writer = this.#writer;
+    if (!writer.caps.background) {
+      this.#finish(this.#commitNow(writer));
+      return;
     }
-    this.#finish(error);
+    this.#committing = true;
+    const p = writer.prepare("COMMIT");
+    p.busy++;
+    p.stmt.bind([]);
+    p.stmt.stepInBackground().then(
+      () => this.#finish(null),
+      (err) => this.#finish(this.#failed(err)),
+    ).finally(() => {
+      p.stmt.reset();
+      release(p);
+      this.#onCommitted();
+    });
+  }
+
+  /** Commits inline, even with a binding that could do it in the background (shutdown). */
+  commitNow(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#finish(this.#commitNow(this.#writer));
+  }
+
+  #commitNow(writer: Connection): SqliteError | null {
+    try {
+      writer.db.exec("COMMIT");
+      return null;
+    } catch (err) {
+      return this.#failed(err);
+    }
+  }
+
+  #failed(err: unknown): SqliteError {
+    const db = this.#writer.db;
+    if (db.inTransaction) db.exec("ROLLBACK");
+    return err instanceof SqliteError ? err : new SqliteError("INTERNAL", String(err));
   }
 
   #finish(error: SqliteError | null): void {
     this.#open = false;
+    this.#committing = false;
     const members = this.#members;
     this.#members = new Set();
     for (const m of members) m._groupDone(error);

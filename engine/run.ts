@@ -1,0 +1,235 @@
+/**
+ * Running one prepared statement: on the main thread under a time budget,
+ * or on a background thread (FFI binding) while the event loop serves other
+ * clients; either way stopped at its deadline.
+ *
+ * - {@link runInline} steps on the main thread. With a binding that can
+ *   interrupt, a progress handler stops the step at `min(budget, deadline)`:
+ *   past the budget it throws {@link OverBudget} (the statement was stopped
+ *   and undone: only reads, and writes outside any transaction, are run with
+ *   a budget), past the deadline `STATEMENT_TIMEOUT`.
+ * - {@link runInBackground} steps with non-blocking calls; a timer
+ *   interrupts it at the deadline, {@link Running.cancel} at once.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import type { BindArgs, SqlValue } from "./binding/binding.ts";
+import { type Prepared, release } from "./connection.ts";
+
+/** SQLite's primary code for an interrupted statement. */
+const SQLITE_INTERRUPT = 9;
+
+/** Bounds on one statement's execution. */
+export interface RunLimits {
+  /** `performance.now()` value after which the statement is stopped. */
+  deadline: number;
+  /** The deadline's length in ms, for the error message. */
+  timeout: number;
+  /** Largest result, in approximate bytes, before `RESULT_TOO_LARGE`. */
+  maxBytes: number;
+}
+
+/** What a statement produced. */
+export interface Outcome {
+  /** Result column names (read after running: they follow schema changes). */
+  columns: string[];
+  /** Rows (empty for statements that return none). */
+  rows: SqlValue[][];
+  /** Rows changed by this statement (0 when it changes none itself). */
+  changes: number | bigint;
+  /** Rowid of its last insert (0 when it inserts none itself). */
+  lastInsertRowid: number | bigint;
+}
+
+/** Thrown by {@link runInline} when the budget ran out: nothing was changed. */
+export class OverBudget extends Error {
+  constructor() {
+    super("Statement ran past its inline budget");
+    this.name = "OverBudget";
+  }
+}
+
+/**
+ * Binds and runs `p` on the main thread.
+ *
+ * @param budget `performance.now()` value past which the statement is
+ *   stopped with {@link OverBudget}; `Infinity` for none.
+ * @throws {SqliteError} SQLite's error, `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`.
+ * @throws {OverBudget}
+ */
+export function runInline(
+  p: Prepared,
+  args: BindArgs,
+  limits: RunLimits,
+  wantRows: boolean,
+  budget = Infinity,
+): Outcome {
+  const db = p.conn.db;
+  const stop = Math.min(budget, limits.deadline);
+  const timed = stop !== Infinity && p.conn.caps.interrupt;
+  p.busy++;
+  try {
+    p.stmt.bind(args);
+    if (timed) db.setBudget(stop);
+    if (!p.conn.caps.interrupt && p.recursive && limits.deadline !== Infinity) {
+      // Nothing can stop a step of this binding: a recursive statement,
+      // which may run without bound, is stepped a row at a time instead.
+      return outcome(p, stepWithClock(p, limits, wantRows));
+    }
+    if (wantRows) return outcome(p, p.stmt.all(limits.maxBytes));
+    p.stmt.run();
+    return outcome(p, NO_ROWS);
+  } catch (err) {
+    throw stopped(err, limits, budget);
+  } finally {
+    if (timed) db.setBudget(null);
+    release(p);
+  }
+}
+
+function stepWithClock(p: Prepared, limits: RunLimits, wantRows: boolean): SqlValue[][] {
+  const rows: SqlValue[][] = [];
+  let bytes = 0;
+  try {
+    while (p.stmt.step()) {
+      if (performance.now() > limits.deadline) throw statementTimeout(limits);
+      if (!wantRows) continue;
+      const row = p.stmt.row();
+      bytes += rowBytes(row);
+      if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+      rows.push(row);
+    }
+  } finally {
+    p.stmt.reset();
+  }
+  return rows;
+}
+
+/** A statement running on a background thread. */
+export interface Running {
+  /** Settles when the statement is done. */
+  readonly done: Promise<Outcome>;
+  /** Stops it now; `done` rejects with `reason`. */
+  cancel(reason: SqliteError): void;
+}
+
+/**
+ * Binds and runs `p` with non-blocking steps: the event loop runs
+ * meanwhile, and nothing else may use `p`'s connection until `done`
+ * settles. Needs a binding with `capabilities.background`.
+ */
+export function runInBackground(
+  p: Prepared,
+  args: BindArgs,
+  limits: RunLimits,
+  wantRows: boolean,
+): Running {
+  let reason: SqliteError | null = null;
+  const db = p.conn.db;
+  const timer = setTimeout(() => {
+    reason = statementTimeout(limits);
+    db.interrupt();
+  }, Math.max(0, limits.deadline - performance.now()));
+  const run = async (): Promise<Outcome> => {
+    p.busy++;
+    try {
+      p.stmt.bind(args);
+      const rows: SqlValue[][] = [];
+      let bytes = 0;
+      // The first step (where sorting, aggregating and writing happen) runs
+      // in the background; rows that follow quickly are stepped inline for
+      // a slice, then the next step goes to the background again.
+      let more = await p.stmt.stepInBackground();
+      let sliceEnd = performance.now() + SLICE_MS;
+      while (more) {
+        if (wantRows) {
+          const row = p.stmt.row();
+          bytes += rowBytes(row);
+          if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+          rows.push(row);
+        }
+        if (reason !== null) throw reason;
+        if (performance.now() < sliceEnd) {
+          more = p.stmt.step();
+        } else {
+          more = await p.stmt.stepInBackground();
+          sliceEnd = performance.now() + SLICE_MS;
+        }
+      }
+      return outcome(p, rows);
+    } catch (err) {
+      if (reason !== null && isInterrupt(err)) throw reason;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      p.stmt.reset();
+      release(p);
+    }
+  };
+  return {
+    done: run(),
+    cancel(why: SqliteError): void {
+      reason ??= why;
+      db.interrupt();
+    },
+  };
+}
+
+/** How long rows are stepped inline between two background steps, in ms. */
+export const SLICE_MS = 0.5;
+
+const NO_ROWS: SqlValue[][] = [];
+
+function outcome(p: Prepared, rows: SqlValue[][]): Outcome {
+  const db = p.conn.db;
+  // SQLite reports the connection's last values, which after DDL or an
+  // UPDATE may belong to another client's statement: report only our own.
+  return {
+    columns: p.columns = p.stmt.columnNames(),
+    rows,
+    changes: p.changesRows ? db.changes() : 0,
+    lastInsertRowid: p.inserts ? db.lastInsertRowid() : 0,
+  };
+}
+
+function isInterrupt(err: unknown): boolean {
+  return err instanceof SqliteError && ((err.sqliteCode ?? 0) & 0xff) === SQLITE_INTERRUPT;
+}
+
+/** Maps an interrupt from the progress handler to what stopped it. */
+function stopped(err: unknown, limits: RunLimits, budget: number): unknown {
+  if (!isInterrupt(err)) return err;
+  const now = performance.now();
+  if (now >= limits.deadline) return statementTimeout(limits);
+  if (now >= budget) return new OverBudget();
+  return err;
+}
+
+/** Approximate encoded size of a row. */
+export function rowBytes(row: readonly unknown[]): number {
+  let n = 1;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    n += typeof v === "string" ? v.length + 5 : v instanceof Uint8Array ? v.length + 5 : 9;
+  }
+  return n;
+}
+
+/** The error for a result above the buffered-result limit. */
+export function resultTooLarge(maxBytes: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.ResultTooLarge,
+    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes): ` +
+      "use iterate() to stream large results",
+  );
+}
+
+/** The error for a statement stopped at its deadline. */
+export function statementTimeout(limits: Pick<RunLimits, "timeout">): SqliteError {
+  return new SqliteError(
+    ErrorCode.StatementTimeout,
+    `Statement stopped after ${limits.timeout} ms (--statement-timeout or the call's timeout option)`,
+  );
+}

@@ -1,0 +1,168 @@
+/**
+ * Writer arbitration: who owns the one writer connection, who waits for it
+ * (first in, first out, each with its busy-timeout deadline), and the idle
+ * lease of an open transaction. It knows nothing about SQLite: the engine
+ * says when the writer is free and what an expired lease means.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+
+/** A session that may wait for the writer. */
+export interface Waiter {
+  /** Session number, for messages to other clients. */
+  readonly id: number;
+  /** Called (synchronously) when the waiter should retry its request. */
+  wake(): void;
+}
+
+/** Owner, FIFO waiters and lease of the writer. */
+export class WriterQueue<S extends Waiter> {
+  readonly #busyTimeout: number;
+  readonly #leaseMs: number;
+  readonly #onLeaseExpired: (owner: S) => void;
+  #owner: S | null = null;
+  readonly #waiters: S[] = [];
+  readonly #waitTimers = new Map<S, ReturnType<typeof setTimeout>>();
+  readonly #expired = new Set<S>();
+  #leaseTimer: ReturnType<typeof setTimeout> | undefined;
+  #lastActive = 0;
+  #draining = false;
+
+  /**
+   * @param busyTimeout How long a waiter may wait, in ms.
+   * @param leaseMs Idle time after which an owner's transaction expires (0 = never).
+   * @param onLeaseExpired Called with the owner whose lease ran out.
+   */
+  constructor(busyTimeout: number, leaseMs: number, onLeaseExpired: (owner: S) => void) {
+    this.#busyTimeout = busyTimeout;
+    this.#leaseMs = leaseMs;
+    this.#onLeaseExpired = onLeaseExpired;
+  }
+
+  /** The session holding the writer, or `null`. */
+  get owner(): S | null {
+    return this.#owner;
+  }
+
+  /** Sessions waiting. */
+  get length(): number {
+    return this.#waiters.length;
+  }
+
+  /**
+   * Gives `s` the writer when `free` and `s` is first in line; otherwise
+   * queues `s` (once) and returns false.
+   *
+   * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long.
+   */
+  take(s: S, free: boolean): boolean {
+    if (this.#owner === s) return true;
+    if (free && this.#owner === null && (this.#waiters.length === 0 || this.#waiters[0] === s)) {
+      if (this.#waiters[0] === s) this.#waiters.shift();
+      this.#stopWaiting(s);
+      this.#owner = s;
+      return true;
+    }
+    if (this.#expired.delete(s)) {
+      const holder = this.#owner === null ? "earlier writes in the queue" : `session ${this.#owner.id}`;
+      throw new SqliteError(
+        ErrorCode.BusyTimeout,
+        `Write waited ${this.#busyTimeout} ms for the writer, held by ${holder}: ` +
+          "busy timeout (--busy-timeout) exceeded; retry, or keep transactions short",
+      );
+    }
+    if (!this.#waitTimers.has(s)) {
+      this.#waiters.push(s);
+      this.#waitTimers.set(
+        s,
+        setTimeout(() => {
+          this.#waitTimers.delete(s);
+          this.#expired.add(s);
+          this.leave(s);
+          s.wake();
+        }, this.#busyTimeout),
+      );
+    }
+    return false;
+  }
+
+  /** The owner keeps the writer (a transaction is open): renews its lease. */
+  keep(): void {
+    this.#lastActive = performance.now();
+    if (this.#leaseTimer === undefined && this.#leaseMs > 0) this.#armLease(this.#leaseMs);
+  }
+
+  /** The owner gives the writer back (the lease ends); call {@link drain} when it is free. */
+  release(): void {
+    this.#owner = null;
+    if (this.#leaseTimer !== undefined) {
+      clearTimeout(this.#leaseTimer);
+      this.#leaseTimer = undefined;
+    }
+  }
+
+  /** Removes `s` from the queue (its request went away, or it closed). */
+  leave(s: S, isFree: () => boolean = () => false): void {
+    this.#stopWaiting(s);
+    const i = this.#waiters.indexOf(s);
+    if (i !== -1) this.#waiters.splice(i, 1);
+    if (i === 0) this.drain(isFree);
+  }
+
+  /** Forgets `s` entirely (it closed). */
+  forget(s: S): void {
+    this.#expired.delete(s);
+    this.#stopWaiting(s);
+  }
+
+  /** Wakes waiters in order while `isFree()` says the writer is free. */
+  drain(isFree: () => boolean): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      while (this.#owner === null && this.#waiters.length > 0 && isFree()) {
+        const s = this.#waiters[0];
+        s.wake();
+        if (this.#waiters[0] === s && this.#owner === null && isFree()) {
+          // It did not take the writer (its request went away): skip it.
+          this.#waiters.shift();
+          this.#stopWaiting(s);
+        }
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /** Stops every timer. */
+  close(): void {
+    this.release();
+    for (const t of this.#waitTimers.values()) clearTimeout(t);
+    this.#waitTimers.clear();
+    this.#waiters.length = 0;
+  }
+
+  #stopWaiting(s: S): void {
+    const t = this.#waitTimers.get(s);
+    if (t !== undefined) {
+      clearTimeout(t);
+      this.#waitTimers.delete(s);
+    }
+  }
+
+  #armLease(ms: number): void {
+    this.#leaseTimer = setTimeout(() => {
+      this.#leaseTimer = undefined;
+      const owner = this.#owner;
+      if (owner === null) return;
+      const idle = performance.now() - this.#lastActive;
+      if (idle + 1 < this.#leaseMs) {
+        this.#armLease(this.#leaseMs - idle);
+        return;
+      }
+      this.#onLeaseExpired(owner);
+    }, ms);
+  }
+}
