@@ -427,7 +427,7 @@ class FfiStmt implements Stmt {
   }
 
   step(): boolean {
-    const h = this.#h!;
+    const h = this.#h ?? this.#live();
     const rc = this.#s.sqlite3_step(h);
     if (rc === Result.ROW) {
       if (this.#idle) {

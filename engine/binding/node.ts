@@ -123,11 +123,12 @@ export class NodeSqlite implements Sqlite {
         enableDoubleQuotedStringLiterals: true,
       }) as unknown as NodeDatabase;
     } catch (err) {
-      const e = toSqliteError(err);
-      const code = e.sqliteCode ?? 14;
-      const detail = e.message.replace(`: ${path}`, "");
+      // node:sqlite's open errors carry no result code: CANTOPEN is the one SQLite gives.
+      const e = err as { errcode?: number; message?: string };
+      const code = typeof e?.errcode === "number" ? e.errcode : 14;
+      const detail = String(e?.message ?? err).replace(`: ${path}`, "");
       throw new SqliteError(
-        e.sqliteCode === undefined ? "SQLITE_CANTOPEN" : e.code,
+        resultCodeName(code),
         `Cannot open database "${path}": ${detail}`,
         code,
         { cause: err },
@@ -160,7 +161,7 @@ class NodeDb implements Db {
   }
 
   get inTransaction(): boolean {
-    return this.#db.isTransaction;
+    return this.#live().isTransaction;
   }
 
   prepare(sql: string, from = 0): Stmt | null {
@@ -175,7 +176,7 @@ class NodeDb implements Db {
     this.#writes = false;
     let st: NodeStatement;
     try {
-      st = this.#db.prepare(from === 0 ? sql : sql.slice(from));
+      st = this.#live().prepare(from === 0 ? sql : sql.slice(from));
     } catch (err) {
       throw toSqliteError(err);
     }
@@ -236,12 +237,13 @@ class NodeDb implements Db {
     const backup = (nodeSqlite as unknown as { backup: NodeBackup }).backup;
     const onProgress = options.onProgress;
     try {
-      await backup(this.#db, destPath, {
+      const total = await backup(this.#live(), destPath, {
         rate: options.pagesPerStep,
         progress: onProgress === undefined
           ? undefined
           : (p) => onProgress(p.remainingPages, p.totalPages),
       });
+      onProgress?.(0, total); // node:sqlite reports no progress after its last step
     } catch (err) {
       const e = toSqliteError(err);
       throw new SqliteError(e.code, `Cannot back up to "${destPath}": ${e.message}`, e.sqliteCode, {
@@ -254,11 +256,18 @@ class NodeDb implements Db {
     if (this.#db.isOpen) this.#db.close();
   }
 
+  #live(): NodeDatabase {
+    if (!this.#db.isOpen) {
+      throw new SqliteError("SQLITE_MISUSE", "Cannot use connection: it is closed", Result.MISUSE);
+    }
+    return this.#db;
+  }
+
   #count(column: number): number | bigint {
     if (this.#counters === null) {
       this.#internal = true;
       try {
-        this.#counters = this.#db.prepare(
+        this.#counters = this.#live().prepare(
           "SELECT changes(), last_insert_rowid(), total_changes()",
         );
       } finally {
@@ -279,7 +288,7 @@ class NodeDb implements Db {
   #internalRows(sql: string): unknown[][] {
     this.#internal = true;
     try {
-      const st = this.#db.prepare(sql);
+      const st = this.#live().prepare(sql);
       st.setReturnArrays(true);
       return st.all() as unknown[][];
     } catch (err) {
@@ -629,6 +638,9 @@ export function toSqliteError(err: unknown): SqliteError {
   }
   if (e?.code === "ERR_SQLITE_ERROR") {
     return new SqliteError("SQLITE_ERROR", message, Result.ERROR, { cause: err });
+  }
+  if (e?.code === "ERR_INVALID_STATE" && /finalized|not open/.test(message)) {
+    return new SqliteError("SQLITE_MISUSE", message, Result.MISUSE, { cause: err });
   }
   if (e?.code === "ERR_INVALID_ARG_TYPE" || e?.code === "ERR_INVALID_STATE") {
     return new SqliteError(ErrorCode.InvalidParam, message, undefined, { cause: err });
