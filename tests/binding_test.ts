@@ -428,6 +428,14 @@ Deno.test("Stmt.stepInBackground() refuses while a time budget is set [ffi]", ()
     stmt.finalize();
   }));
 
+Deno.test("Stmt.row() reads text holding NUL characters whole [ffi]", () =>
+  withDb(ffi, (db) => {
+    const [[a, b, c]] = query(db, "SELECT 'a' || char(0) || 'b', 'é' || char(0), ?", ["ascii"]);
+    assert.equal(a, "a\0b");
+    assert.equal(b, "é\0");
+    assert.equal(c, "ascii");
+  }));
+
 Deno.test("Db.onUpdate() reports inserts, updates and deletes with rowids [ffi]", () =>
   withDb(ffi, (db) => {
     db.exec("CREATE TABLE h(id INTEGER PRIMARY KEY, v)");
