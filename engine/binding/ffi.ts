@@ -1,0 +1,743 @@
+/**
+ * The FFI implementation of {@link Sqlite}: the system's libsqlite3 through
+ * `Deno.dlopen` (`--allow-ffi`). Statements step on the main thread, or on
+ * a background thread (`stepInBackground`, a `nonblocking` call) that
+ * `interrupt()` stops; a progress handler enforces time budgets on the main
+ * thread. Load it with `loadSqlite()` from `load.ts`.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { resultCodeName } from "../_result_codes.ts";
+import { Auth, CheckpointMode, ColumnType, OpenFlag, Result } from "./_constants.ts";
+import type { Symbols } from "./_ffi_symbols.ts";
+import type {
+  Authorizer,
+  BindArgs,
+  Capabilities,
+  CheckpointResult,
+  Db,
+  OpenOptions,
+  RowChange,
+  RunInfo,
+  Sqlite,
+  SqlValue,
+  Stmt,
+} from "./binding.ts";
+
+/** VM instructions between two budget checks of the progress handler. */
+export const PROGRESS_STEPS = 4000;
+
+/** `SQLITE_TRANSIENT`: SQLite copies the bound text or blob before the call returns. */
+const TRANSIENT = -1n;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const MAIN = encoder.encode("main\0");
+/** A valid pointer for the empty string (a NULL pointer would bind NULL). */
+const EMPTY_TEXT = new Uint8Array(1);
+const NAME_PREFIXES = [":", "@", "$"] as const;
+const FFI_CAPABILITIES: Capabilities = Object.freeze({
+  interrupt: true,
+  background: true,
+  backup: true,
+  updateHook: true,
+});
+
+/** A loaded libsqlite3. */
+export class FfiSqlite implements Sqlite {
+  /** Always `"ffi"`. */
+  readonly engine = "ffi" as const;
+  /** The library file that was loaded. */
+  readonly library: string;
+  /** `sqlite3_libversion()`. */
+  readonly version: string;
+  /** Everything: interrupt, background steps, backup, update hook. */
+  readonly capabilities: Capabilities = FFI_CAPABILITIES;
+  /** Nothing is lost. */
+  readonly limitations: readonly string[] = [];
+  readonly #s: Symbols;
+
+  /**
+   * @param symbols The functions of a library opened with `symbols` from `_ffi_symbols.ts`.
+   * @param library The library file they came from.
+   */
+  constructor(symbols: Symbols, library: string) {
+    this.#s = symbols;
+    this.library = library;
+    this.version = cString(symbols.sqlite3_libversion());
+  }
+
+  /**
+   * Opens a connection in serialized mode (its own mutex, so that
+   * `interrupt()` from the main thread is safe) with extended result codes.
+   *
+   * @throws {SqliteError} when the file cannot be opened.
+   */
+  open(path: string, options: OpenOptions): Db {
+    const flags = (options.readOnly ? OpenFlag.READONLY : OpenFlag.READWRITE | OpenFlag.CREATE) |
+      OpenFlag.FULLMUTEX | OpenFlag.EXRESCODE;
+    const h = openHandle(this.#s, path, flags);
+    this.#s.sqlite3_extended_result_codes(h, 1);
+    this.#s.sqlite3_busy_timeout(h, options.busyTimeout);
+    return new FfiDb(this.#s, h);
+  }
+}
+
+/** A prepared script: its UTF-8 bytes and where the last statement ended. */
+interface Script {
+  readonly sql: string;
+  readonly bytes: Uint8Array;
+  readonly base: Deno.PointerObject;
+  readonly baseValue: bigint;
+  /** UTF-16 index and byte offset of the last statement's end. */
+  char: number;
+  byte: number;
+}
+
+/** One connection through FFI. */
+class FfiDb implements Db {
+  readonly #s: Symbols;
+  #h: Deno.PointerObject | null;
+  readonly #stmts = new Set<FfiStmt>();
+  readonly #pStmt = new BigUint64Array(1);
+  readonly #pTail = new BigUint64Array(1);
+  #script: Script | null = null;
+  #deadline = Infinity;
+  #progress: Deno.UnsafeCallback<{ parameters: ["pointer"]; result: "i32" }> | null = null;
+  #progressOn = false;
+  #authorizer: { close(): void } | null = null;
+  #updateHook: { close(): void } | null = null;
+  /** True while a background step runs on this connection. */
+  background = false;
+  /** Reused buffer for binding text. */
+  scratch = new Uint8Array(256);
+
+  constructor(s: Symbols, h: Deno.PointerObject) {
+    this.#s = s;
+    this.#h = h;
+  }
+
+  get inTransaction(): boolean {
+    return this.#s.sqlite3_get_autocommit(this.#handle()) === 0;
+  }
+
+  /** True while a time budget is installed. */
+  get hasBudget(): boolean {
+    return this.#progressOn;
+  }
+
+  prepare(sql: string, from = 0): Stmt | null {
+    const h = this.#handle();
+    let script = this.#script;
+    if (script === null || script.sql !== sql) {
+      if (sql.includes("\0")) {
+        throw new SqliteError(
+          ErrorCode.BadRequest,
+          "Cannot prepare statement: SQL text contains a NUL character",
+        );
+      }
+      const bytes = encoder.encode(sql + "\0");
+      const base = Deno.UnsafePointer.of(bytes)!;
+      script = {
+        sql,
+        bytes,
+        base,
+        baseValue: BigInt(Deno.UnsafePointer.value(base)),
+        char: 0,
+        byte: 0,
+      };
+      this.#script = script;
+    }
+    let char = from;
+    let byte = from === script.char ? script.byte : utf8Offset(sql, from);
+    const total = script.bytes.length - 1;
+    const s = this.#s;
+    while (byte < total) {
+      this.#pStmt[0] = 0n;
+      const rc = s.sqlite3_prepare_v3(
+        h,
+        Deno.UnsafePointer.offset(script.base, byte),
+        total + 1 - byte,
+        0,
+        this.#pStmt,
+        this.#pTail,
+      );
+      if (rc !== Result.OK) throw dbError(s, h);
+      const tail = Number(this.#pTail[0] - script.baseValue);
+      if (tail <= byte) break; // nothing consumed: nothing left to prepare
+      char += utf16Length(script.bytes, byte, tail);
+      byte = tail;
+      script.char = char;
+      script.byte = byte;
+      const stmt = Deno.UnsafePointer.create(this.#pStmt[0]);
+      if (stmt !== null) {
+        const wrapped = new FfiStmt(this, s, h, stmt, char);
+        this.#stmts.add(wrapped);
+        return wrapped;
+      }
+    }
+    return null;
+  }
+
+  exec(sql: string): void {
+    const h = this.#handle();
+    if (sql.includes("\0")) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        "Cannot run script: SQL text contains a NUL character",
+      );
+    }
+    const rc = this.#s.sqlite3_exec(h, encoder.encode(sql + "\0"), null, null, null);
+    if (rc !== Result.OK) throw dbError(this.#s, h);
+  }
+
+  changes(): number | bigint {
+    return exact(this.#s.sqlite3_changes64(this.#handle()));
+  }
+
+  lastInsertRowid(): number | bigint {
+    return exact(this.#s.sqlite3_last_insert_rowid(this.#handle()));
+  }
+
+  totalChanges(): number | bigint {
+    return exact(this.#s.sqlite3_total_changes64(this.#handle()));
+  }
+
+  setAuthorizer(callback: Authorizer | null): void {
+    const h = this.#handle();
+    const old = this.#authorizer;
+    if (callback === null) {
+      this.#s.sqlite3_set_authorizer(h, null, null);
+      this.#authorizer = null;
+    } else {
+      const cb = new Deno.UnsafeCallback(
+        {
+          parameters: ["pointer", "i32", "pointer", "pointer", "pointer", "pointer"],
+          result: "i32",
+        } as const,
+        (_user, action, a1, a2, a3, a4): number => {
+          try {
+            return callback(
+              action,
+              cStringOrNull(a1),
+              cStringOrNull(a2),
+              cStringOrNull(a3),
+              cStringOrNull(a4),
+            );
+          } catch {
+            return 1; // SQLITE_DENY: a throwing authorizer must not let the statement through
+          }
+        },
+      );
+      this.#s.sqlite3_set_authorizer(h, cb.pointer, null);
+      this.#authorizer = cb;
+    }
+    old?.close();
+  }
+
+  interrupt(): void {
+    if (this.#h !== null) this.#s.sqlite3_interrupt(this.#h);
+  }
+
+  setBudget(deadline: number | null): void {
+    const h = this.#handle();
+    if (deadline === null) {
+      if (this.#progressOn) {
+        this.#s.sqlite3_progress_handler(h, 0, null, null);
+        this.#progressOn = false;
+      }
+      this.#deadline = Infinity;
+      return;
+    }
+    this.#deadline = deadline;
+    if (this.#progressOn) return;
+    this.#progress ??= new Deno.UnsafeCallback(
+      { parameters: ["pointer"], result: "i32" } as const,
+      (): number => performance.now() > this.#deadline ? 1 : 0,
+    );
+    this.#s.sqlite3_progress_handler(h, PROGRESS_STEPS, this.#progress.pointer, null);
+    this.#progressOn = true;
+  }
+
+  onUpdate(callback: ((change: RowChange) => void) | null): void {
+    const h = this.#handle();
+    const old = this.#updateHook;
+    if (callback === null) {
+      this.#s.sqlite3_update_hook(h, null, null);
+      this.#updateHook = null;
+    } else {
+      const cb = new Deno.UnsafeCallback(
+        { parameters: ["pointer", "i32", "pointer", "pointer", "i64"], result: "void" } as const,
+        (_user, op, db, table, rowid): void => {
+          callback({
+            op: op === Auth.INSERT ? "insert" : op === Auth.DELETE ? "delete" : "update",
+            db: cString(db),
+            table: cString(table),
+            rowid: exact(rowid),
+          });
+        },
+      );
+      this.#s.sqlite3_update_hook(h, cb.pointer, null);
+      this.#updateHook = cb;
+    }
+    old?.close();
+  }
+
+  checkpoint(mode: "passive" | "full" | "restart" | "truncate"): CheckpointResult {
+    const h = this.#handle();
+    const log = new Int32Array(1);
+    const done = new Int32Array(1);
+    const rc = this.#s.sqlite3_wal_checkpoint_v2(h, MAIN, CheckpointMode[mode], log, done);
+    if (rc !== Result.OK) throw dbError(this.#s, h);
+    return { walFrames: log[0], checkpointed: done[0] };
+  }
+
+  async backup(
+    destPath: string,
+    options: { pagesPerStep: number; onProgress?: (remaining: number, total: number) => void },
+  ): Promise<void> {
+    const s = this.#s;
+    const h = this.#handle();
+    const dest = openHandle(
+      s,
+      destPath,
+      OpenFlag.READWRITE | OpenFlag.CREATE | OpenFlag.FULLMUTEX | OpenFlag.EXRESCODE,
+    );
+    try {
+      const b = s.sqlite3_backup_init(dest, MAIN, h, MAIN);
+      if (b === null) throw dbError(s, dest);
+      try {
+        for (;;) {
+          const rc = s.sqlite3_backup_step(b, options.pagesPerStep);
+          if (
+            rc !== Result.OK && rc !== Result.DONE && rc !== Result.BUSY && rc !== Result.LOCKED
+          ) {
+            break; // backup_finish reports the error
+          }
+          options.onProgress?.(s.sqlite3_backup_remaining(b), s.sqlite3_backup_pagecount(b));
+          if (rc === Result.DONE) break;
+          await delay(rc === Result.OK ? 0 : 5);
+        }
+      } finally {
+        const rc = s.sqlite3_backup_finish(b);
+        if (rc !== Result.OK) {
+          // deno-lint-ignore no-unsafe-finally
+          throw new SqliteError(
+            resultCodeName(rc),
+            `Cannot back up to "${destPath}": ${cString(s.sqlite3_errmsg(dest))}`,
+            rc,
+          );
+        }
+      }
+    } finally {
+      s.sqlite3_close_v2(dest);
+    }
+  }
+
+  close(): void {
+    const h = this.#h;
+    if (h === null) return;
+    for (const stmt of this.#stmts) stmt.finalize();
+    this.#s.sqlite3_close_v2(h);
+    this.#h = null;
+    this.#script = null;
+    this.#progress?.close();
+    this.#authorizer?.close();
+    this.#updateHook?.close();
+    this.#progress = this.#authorizer = this.#updateHook = null;
+  }
+
+  /** Forgets a finalized statement. */
+  forget(stmt: FfiStmt): void {
+    this.#stmts.delete(stmt);
+  }
+
+  #handle(): Deno.PointerObject {
+    if (this.#h === null) {
+      throw new SqliteError("SQLITE_MISUSE", "Cannot use connection: it is closed", Result.MISUSE);
+    }
+    if (this.background) {
+      throw new SqliteError(
+        "SQLITE_MISUSE",
+        "Cannot use connection: a statement is stepping in the background on it",
+        Result.MISUSE,
+      );
+    }
+    return this.#h;
+  }
+}
+
+/** One prepared statement through FFI. */
+class FfiStmt implements Stmt {
+  readonly end: number;
+  readonly readOnly: boolean;
+  readonly paramCount: number;
+  readonly #db: FfiDb;
+  readonly #s: Symbols;
+  readonly #dbh: Deno.PointerObject;
+  #h: Deno.PointerObject | null;
+  #sql: string | null = null;
+  /** Column count, read again on the first row after a reset (a re-prepare can change it). */
+  #ncol = 0;
+  #idle = true;
+
+  constructor(db: FfiDb, s: Symbols, dbh: Deno.PointerObject, h: Deno.PointerObject, end: number) {
+    this.#db = db;
+    this.#s = s;
+    this.#dbh = dbh;
+    this.#h = h;
+    this.end = end;
+    this.readOnly = s.sqlite3_stmt_readonly(h) !== 0;
+    this.paramCount = s.sqlite3_bind_parameter_count(h);
+  }
+
+  get sql(): string {
+    return this.#sql ??= this.#h === null ? "" : cString(this.#s.sqlite3_sql(this.#h));
+  }
+
+  columnNames(): string[] {
+    const h = this.#live();
+    const s = this.#s;
+    const n = s.sqlite3_column_count(h);
+    const names = new Array<string>(n);
+    for (let i = 0; i < n; i++) names[i] = cString(s.sqlite3_column_name(h, i));
+    return names;
+  }
+
+  bind(args: BindArgs): void {
+    const h = this.#live();
+    const s = this.#s;
+    s.sqlite3_reset(h);
+    s.sqlite3_clear_bindings(h);
+    this.#idle = true;
+    if (Array.isArray(args)) {
+      const values = args as readonly SqlValue[];
+      if (values.length > this.paramCount) throw tooManyValues(values.length, this.paramCount);
+      for (let i = 0; i < values.length; i++) this.#bindOne(h, i + 1, values[i]);
+      return;
+    }
+    const named = args as Readonly<Record<string, SqlValue>>;
+    for (const key in named) {
+      const index = this.#paramIndex(h, key);
+      if (index === 0) throw unknownName(key);
+      this.#bindOne(h, index, named[key]);
+    }
+  }
+
+  step(): boolean {
+    const h = this.#h ?? this.#live();
+    const rc = this.#s.sqlite3_step(h);
+    if (rc === Result.ROW) {
+      if (this.#idle) {
+        this.#ncol = this.#s.sqlite3_column_count(h);
+        this.#idle = false;
+      }
+      return true;
+    }
+    this.#idle = true;
+    if (rc === Result.DONE) return false;
+    throw this.#stepError(h, rc);
+  }
+
+  async stepInBackground(): Promise<boolean> {
+    const h = this.#live();
+    if (this.#db.hasBudget) {
+      throw new SqliteError(
+        "SQLITE_MISUSE",
+        "Cannot step in the background: remove the time budget first (setBudget(null))",
+        Result.MISUSE,
+      );
+    }
+    this.#db.background = true;
+    let rc: number;
+    try {
+      rc = await this.#s.sqlite3_step_nb(h);
+    } finally {
+      this.#db.background = false;
+    }
+    if (rc === Result.ROW) {
+      if (this.#idle) {
+        this.#ncol = this.#s.sqlite3_column_count(h);
+        this.#idle = false;
+      }
+      return true;
+    }
+    this.#idle = true;
+    if (rc === Result.DONE) return false;
+    throw this.#stepError(h, rc);
+  }
+
+  row(): SqlValue[] {
+    const h = this.#h!;
+    const s = this.#s;
+    const n = this.#ncol;
+    const row = new Array<SqlValue>(n);
+    for (let i = 0; i < n; i++) {
+      switch (s.sqlite3_column_type(h, i)) {
+        case ColumnType.INTEGER: {
+          const v = s.sqlite3_column_int64(h, i);
+          row[i] = typeof v === "bigint" ? exact(v) : v;
+          break;
+        }
+        case ColumnType.FLOAT:
+          row[i] = s.sqlite3_column_double(h, i);
+          break;
+        case ColumnType.TEXT: {
+          const p = s.sqlite3_column_text(h, i);
+          const len = s.sqlite3_column_bytes(h, i);
+          row[i] = len === 0 || p === null ? "" : readText(p, len);
+          break;
+        }
+        case ColumnType.BLOB: {
+          const p = s.sqlite3_column_blob(h, i);
+          const len = s.sqlite3_column_bytes(h, i);
+          const out = new Uint8Array(len);
+          if (len > 0 && p !== null) Deno.UnsafePointerView.copyInto(p, out);
+          row[i] = out;
+          break;
+        }
+        default:
+          row[i] = null;
+      }
+    }
+    return row;
+  }
+
+  all(maxBytes?: number): SqlValue[][] {
+    const rows: SqlValue[][] = [];
+    if (maxBytes === undefined) {
+      while (this.step()) rows.push(this.row());
+    } else {
+      let bytes = 0;
+      while (this.step()) {
+        const row = this.row();
+        rows.push(row);
+        bytes += rowBytes(row);
+        if (bytes > maxBytes) {
+          this.reset();
+          throw resultTooLarge(maxBytes);
+        }
+      }
+    }
+    this.reset();
+    return rows;
+  }
+
+  run(): RunInfo {
+    while (this.step());
+    const info = {
+      changes: exact(this.#s.sqlite3_changes64(this.#dbh)),
+      lastInsertRowid: exact(this.#s.sqlite3_last_insert_rowid(this.#dbh)),
+    };
+    this.reset();
+    return info;
+  }
+
+  reset(): void {
+    if (this.#h !== null) this.#s.sqlite3_reset(this.#h);
+    this.#idle = true;
+  }
+
+  finalize(): void {
+    if (this.#h === null) return;
+    this.#sql ??= cString(this.#s.sqlite3_sql(this.#h));
+    this.#s.sqlite3_finalize(this.#h);
+    this.#h = null;
+    this.#db.forget(this);
+  }
+
+  #bindOne(h: Deno.PointerObject, i: number, v: SqlValue): void {
+    const s = this.#s;
+    let rc: number;
+    switch (typeof v) {
+      case "number":
+        rc = Number.isSafeInteger(v) && !Object.is(v, -0)
+          ? s.sqlite3_bind_int64(h, i, v as unknown as bigint) // Deno takes a number for i64
+          : s.sqlite3_bind_double(h, i, v);
+        break;
+      case "bigint":
+        rc = s.sqlite3_bind_int64(h, i, v);
+        break;
+      case "string": {
+        if (v.length === 0) {
+          rc = s.sqlite3_bind_text(h, i, EMPTY_TEXT, 0, TRANSIENT);
+          break;
+        }
+        let buf = this.#db.scratch;
+        if (buf.length < v.length * 3) {
+          buf = this.#db.scratch = new Uint8Array(Math.max(v.length * 3, buf.length * 2));
+        }
+        const { written } = encoder.encodeInto(v, buf);
+        rc = s.sqlite3_bind_text(h, i, buf, written, TRANSIENT);
+        break;
+      }
+      default:
+        if (v === null) {
+          rc = s.sqlite3_bind_null(h, i);
+        } else if (v.length === 0) {
+          rc = s.sqlite3_bind_zeroblob(h, i, 0); // an empty blob stays a BLOB, not NULL
+        } else {
+          rc = s.sqlite3_bind_blob(h, i, v, v.length, TRANSIENT);
+        }
+    }
+    if (rc !== Result.OK) throw dbError(s, this.#dbh);
+  }
+
+  #paramIndex(h: Deno.PointerObject, key: string): number {
+    const c = key.charCodeAt(0);
+    if (c === 0x3a || c === 0x40 || c === 0x24 || c === 0x3f) {
+      return this.#s.sqlite3_bind_parameter_index(h, encoder.encode(key + "\0"));
+    }
+    for (const prefix of NAME_PREFIXES) {
+      const i = this.#s.sqlite3_bind_parameter_index(h, encoder.encode(prefix + key + "\0"));
+      if (i !== 0) return i;
+    }
+    return 0;
+  }
+
+  #stepError(h: Deno.PointerObject, rc: number): SqliteError {
+    const message = cString(this.#s.sqlite3_errmsg(this.#dbh));
+    this.#s.sqlite3_reset(h);
+    return new SqliteError(resultCodeName(rc), message, rc);
+  }
+
+  #live(): Deno.PointerObject {
+    if (this.#h === null) {
+      throw new SqliteError(
+        "SQLITE_MISUSE",
+        "Cannot use statement: it is finalized",
+        Result.MISUSE,
+      );
+    }
+    return this.#h;
+  }
+}
+
+/** Opens a `sqlite3 *` handle or throws SQLite's reason. */
+function openHandle(s: Symbols, path: string, flags: number): Deno.PointerObject {
+  if (path.includes("\0")) {
+    throw new SqliteError(
+      ErrorCode.BadRequest,
+      "Cannot open database: its path contains a NUL character",
+    );
+  }
+  const out = new BigUint64Array(1);
+  const rc = s.sqlite3_open_v2(encoder.encode(path + "\0"), out, flags, null);
+  const h = Deno.UnsafePointer.create(out[0]);
+  if (rc !== Result.OK || h === null) {
+    const detail = h !== null ? cString(s.sqlite3_errmsg(h)) : cString(s.sqlite3_errstr(rc));
+    const code = h !== null ? s.sqlite3_extended_errcode(h) : rc;
+    if (h !== null) s.sqlite3_close_v2(h);
+    throw new SqliteError(resultCodeName(code), `Cannot open database "${path}": ${detail}`, code);
+  }
+  return h;
+}
+
+/** The connection's current error as a {@link SqliteError}. */
+function dbError(s: Symbols, h: Deno.PointerObject): SqliteError {
+  const code = s.sqlite3_extended_errcode(h);
+  return new SqliteError(resultCodeName(code), cString(s.sqlite3_errmsg(h)), code);
+}
+
+/** The error for more positional values than the statement has parameters. */
+export function tooManyValues(given: number, count: number): SqliteError {
+  return new SqliteError(
+    "SQLITE_RANGE",
+    `Cannot bind ${given} values: the statement has ${count} parameter${count === 1 ? "" : "s"}`,
+    Result.RANGE,
+  );
+}
+
+/** The error for a named value the statement has no parameter for. */
+export function unknownName(key: string): SqliteError {
+  return new SqliteError(
+    "SQLITE_RANGE",
+    `Cannot bind parameter "${key}": the statement has no parameter of that name`,
+    Result.RANGE,
+  );
+}
+
+/** The error for a buffered result above its byte limit. */
+export function resultTooLarge(maxBytes: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.ResultTooLarge,
+    `Cannot buffer result: it exceeds ${maxBytes} bytes`,
+  );
+}
+
+/** Approximate encoded size of a row (as the engine counts it). */
+export function rowBytes(row: readonly SqlValue[]): number {
+  let n = 1;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    n += typeof v === "string" ? v.length + 5 : v instanceof Uint8Array ? v.length + 5 : 9;
+  }
+  return n;
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** A number when `v` is a safe integer, else the bigint itself. */
+export function exact(v: number | bigint): number | bigint {
+  return typeof v === "bigint" && v <= MAX_SAFE && v >= -MAX_SAFE ? Number(v) : v;
+}
+
+/**
+ * Text of `len` UTF-8 bytes at `p`. `getCString` is 5x faster than copying
+ * and decoding but stops at a NUL, which SQL can put in text
+ * (`char(0)`): its result is used when its UTF-8 length is `len`.
+ */
+function readText(p: Deno.PointerObject, len: number): string {
+  const text = Deno.UnsafePointerView.getCString(p);
+  if (text.length === len || utf8Length(text) === len) return text;
+  const bytes = new Uint8Array(len);
+  Deno.UnsafePointerView.copyInto(p, bytes);
+  return decoder.decode(bytes);
+}
+
+/** UTF-8 length of `s` (lone surrogates count 3, as TextEncoder writes them). */
+function utf8Length(s: string): number {
+  return utf8Offset(s, s.length);
+}
+
+function cString(p: Deno.PointerValue): string {
+  return p === null ? "" : Deno.UnsafePointerView.getCString(p);
+}
+
+function cStringOrNull(p: Deno.PointerValue): string | null {
+  return p === null ? null : Deno.UnsafePointerView.getCString(p);
+}
+
+/** Byte offset in UTF-8 of UTF-16 index `at` in `s`. */
+function utf8Offset(s: string, at: number): number {
+  let bytes = 0;
+  for (let i = 0; i < at; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < at) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d < 0xe000) {
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+/** UTF-16 length of the UTF-8 bytes `[from, to)`. */
+function utf16Length(bytes: Uint8Array, from: number, to: number): number {
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const b = bytes[i];
+    if ((b & 0xc0) !== 0x80) n += b >= 0xf0 ? 2 : 1;
+  }
+  return n;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,144 @@
+/**
+ * Chooses and loads a {@link Sqlite} implementation: the system's
+ * libsqlite3 through FFI, or node:sqlite.
+ *
+ * @module
+ */
+
+import { SqliteError } from "../../protocol/errors.ts";
+import { symbols } from "./_ffi_symbols.ts";
+import type { Sqlite } from "./binding.ts";
+import { FfiSqlite } from "./ffi.ts";
+import { NodeSqlite } from "./node.ts";
+
+/** Which implementation to load. */
+export type EngineChoice = "auto" | "ffi" | "node";
+
+/** Options of {@link loadSqlite}. */
+export interface LoadOptions {
+  /**
+   * `ffi`: libsqlite3 through `Deno.dlopen` (needs `--allow-ffi`), failing
+   * when it cannot load; `node`: node:sqlite; `auto`: FFI when a library
+   * loads, else node:sqlite.
+   *
+   * @default env `NETSQLITE_ENGINE`, else `"auto"`
+   */
+  engine?: EngineChoice;
+  /**
+   * The library file or name to load.
+   *
+   * @default env `NETSQLITE_SQLITE_LIB`, else the platform's usual names
+   *   (`libsqlite3.so.0`, `libsqlite3.so`; `libsqlite3.dylib`;
+   *   `sqlite3.dll`, `winsqlite3.dll`)
+   */
+  library?: string;
+}
+
+/** The error code when the FFI engine was asked for and cannot load. */
+export const LOAD_FAILED = "SQLITE_LIBRARY_NOT_LOADED";
+
+/**
+ * Loads SQLite as `options` (or the environment) say.
+ *
+ * @example
+ * ```ts
+ * import { loadSqlite } from "./load.ts";
+ * const sqlite = loadSqlite({ engine: "node" });
+ * const db = sqlite.open(":memory:", { readOnly: false, busyTimeout: 0 });
+ * const stmt = db.prepare("SELECT 40 + 2")!;
+ * if (stmt.all()[0][0] !== 42) throw new Error("wrong answer");
+ * db.close();
+ * ```
+ *
+ * @throws {SqliteError} `SQLITE_LIBRARY_NOT_LOADED` when `engine` is `ffi`
+ *   and no library loads, naming every file tried and why.
+ * @throws {TypeError} for an unknown engine name.
+ */
+export function loadSqlite(options: LoadOptions = {}): Sqlite {
+  const engine = options.engine ?? engineFromEnv();
+  if (engine === "node") return new NodeSqlite();
+  if (engine !== "ffi" && engine !== "auto") {
+    throw new TypeError(`Unknown SQLite engine "${engine}": expected "auto", "ffi" or "node"`);
+  }
+  const tried: string[] = [];
+  if (!ffiAllowed()) {
+    tried.push("FFI is not permitted (run with --allow-ffi)");
+  } else {
+    for (const name of libraryCandidates(options.library)) {
+      try {
+        const lib = Deno.dlopen(name, symbols);
+        return new FfiSqlite(lib.symbols, loadedPath(name));
+      } catch (err) {
+        tried.push(`"${name}": ${(err as Error).message}`);
+      }
+    }
+  }
+  if (engine === "auto") return new NodeSqlite();
+  throw new SqliteError(
+    LOAD_FAILED,
+    `Cannot load SQLite through FFI: ${tried.join("; ")}` +
+      " (set --sqlite-lib or NETSQLITE_SQLITE_LIB to a libsqlite3 file, or use --engine node)",
+  );
+}
+
+/** The library names tried in order: the given one, else env, else the platform's usual names. */
+export function libraryCandidates(library?: string): string[] {
+  if (library !== undefined && library !== "") return [library];
+  const fromEnv = readEnv("NETSQLITE_SQLITE_LIB");
+  if (fromEnv !== undefined && fromEnv !== "") return [fromEnv];
+  switch (Deno.build.os) {
+    case "darwin":
+      return ["libsqlite3.dylib", "/usr/lib/libsqlite3.dylib"];
+    case "windows":
+      return ["sqlite3.dll", "winsqlite3.dll"];
+    default:
+      return ["libsqlite3.so.0", "libsqlite3.so"];
+  }
+}
+
+/** The full path of a loaded library where the OS tells (Linux), else `name`. */
+function loadedPath(name: string): string {
+  if (Deno.build.os !== "linux" || name.includes("/")) return name;
+  try {
+    if (Deno.permissions.querySync({ name: "read", path: "/proc/self/maps" }).state !== "granted") {
+      return name;
+    }
+    for (const line of Deno.readTextFileSync("/proc/self/maps").split("\n")) {
+      const path = line.slice(line.indexOf("/"));
+      // The mapped file is the symlink's target: libsqlite3.so.0 -> libsqlite3.so.0.8.6.
+      if (line.includes("/") && path.slice(path.lastIndexOf("/") + 1).startsWith(name)) return path;
+    }
+  } catch {
+    // fall through
+  }
+  return name;
+}
+
+function engineFromEnv(): EngineChoice {
+  const v = readEnv("NETSQLITE_ENGINE");
+  if (v === undefined || v === "") return "auto";
+  if (v === "auto" || v === "ffi" || v === "node") return v;
+  throw new TypeError(
+    `Unknown SQLite engine "${v}" in NETSQLITE_ENGINE: expected auto, ffi or node`,
+  );
+}
+
+function ffiAllowed(): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/** An environment variable, or undefined when unset or not permitted (no prompt). */
+function readEnv(name: string): string | undefined {
+  try {
+    if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") {
+      return undefined;
+    }
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,649 @@
+/**
+ * The node:sqlite implementation of {@link Sqlite}: built into Deno, needs
+ * nothing installed, and is the fallback when no libsqlite3 loads. Every
+ * node:sqlite quirk is handled here and nowhere else:
+ * - a JS number binds as REAL, so integer numbers are bound as bigint;
+ * - integers beyond 2^53 throw unless `readBigInts` is on: read-only
+ *   statements read numbers first and run again reading bigints when one is
+ *   out of range; stepping and writes always read bigints (and iterating
+ *   with `readBigInts` off crashes the process on such a value);
+ * - positional values bind only `?` parameters, so values for `:a` are
+ *   passed by name; bare and unknown names are resolved here;
+ * - it has no `sqlite3_stmt_readonly`, `changes()` or parameter count: an
+ *   authorizer, `SELECT changes()` and a scan of the SQL text stand in;
+ * - `exec()` errors carry no result code, so scripts run statement by
+ *   statement; the tail of a script comes from `sourceSQL`;
+ * - preparing text without a statement and then running it crashes the
+ *   process, so such text is never prepared.
+ *
+ * It cannot interrupt a statement, step in the background or report row
+ * changes ({@link NodeSqlite.limitations}).
+ *
+ * @module
+ */
+
+import * as nodeSqlite from "node:sqlite";
+import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { resultCodeName } from "../_result_codes.ts";
+import { hasStatement } from "../_sql_text.ts";
+import { Auth, AuthResult, Result } from "./_constants.ts";
+import type {
+  Authorizer,
+  BindArgs,
+  Capabilities,
+  CheckpointResult,
+  Db,
+  OpenOptions,
+  RowChange,
+  RunInfo,
+  Sqlite,
+  SqlValue,
+  Stmt,
+} from "./binding.ts";
+import { exact, resultTooLarge, rowBytes, tooManyValues, unknownName } from "./ffi.ts";
+
+/** The parts of node:sqlite's `StatementSync` used here, including undeclared ones. */
+interface NodeStatement {
+  readonly sourceSQL: string;
+  all(...params: unknown[]): unknown[];
+  run(...params: unknown[]): { changes: number | bigint; lastInsertRowid: number | bigint };
+  iterate(...params: unknown[]): IterableIterator<unknown>;
+  columns(): { name: string }[];
+  setReturnArrays(enabled: boolean): void;
+  setReadBigInts(enabled: boolean): void;
+}
+
+/** The parts of node:sqlite's `DatabaseSync` used here, including undeclared ones. */
+interface NodeDatabase {
+  readonly isOpen: boolean;
+  readonly isTransaction: boolean;
+  prepare(sql: string): NodeStatement;
+  setAuthorizer(callback: Authorizer | null): void;
+  close(): void;
+}
+
+/** node:sqlite's `backup()` export (missing from Deno's declarations). */
+type NodeBackup = (
+  db: unknown,
+  path: string,
+  options: { rate: number; progress?: (p: { totalPages: number; remainingPages: number }) => void },
+) => Promise<number>;
+
+const NODE_CAPABILITIES: Capabilities = Object.freeze({
+  interrupt: false,
+  background: false,
+  backup: true,
+  updateHook: false,
+});
+
+const NODE_LIMITATIONS: readonly string[] = Object.freeze([
+  "A running statement cannot be interrupted, so statement timeouts and time budgets only act between rows",
+  "Statements cannot run on a background thread, so a long statement holds up every other request",
+  "Row changes cannot be reported (no update hook)",
+]);
+
+const NO_ARGS: unknown[] = [];
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** node:sqlite, as a {@link Sqlite}. */
+export class NodeSqlite implements Sqlite {
+  /** Always `"node"`. */
+  readonly engine = "node" as const;
+  /** Always `"node:sqlite"`. */
+  readonly library = "node:sqlite";
+  /** The bundled SQLite's version. */
+  readonly version: string;
+  /** Backup only. */
+  readonly capabilities: Capabilities = NODE_CAPABILITIES;
+  /** What is lost against the FFI implementation. */
+  readonly limitations: readonly string[] = NODE_LIMITATIONS;
+
+  constructor() {
+    const db = new nodeSqlite.DatabaseSync(":memory:");
+    try {
+      this.version = String(db.prepare("SELECT sqlite_version() AS v").get()!.v);
+    } finally {
+      db.close();
+    }
+  }
+
+  /**
+   * Opens a connection with SQLite's defaults (foreign keys off,
+   * double-quoted string literals accepted), as the FFI implementation does.
+   *
+   * @throws {SqliteError} when the file cannot be opened.
+   */
+  open(path: string, options: OpenOptions): Db {
+    let db: NodeDatabase;
+    try {
+      db = new nodeSqlite.DatabaseSync(path, {
+        readOnly: options.readOnly,
+        timeout: options.busyTimeout,
+        enableForeignKeyConstraints: false,
+        enableDoubleQuotedStringLiterals: true,
+      }) as unknown as NodeDatabase;
+    } catch (err) {
+      // node:sqlite's open errors carry no result code: CANTOPEN is the one SQLite gives.
+      const e = err as { errcode?: number; message?: string };
+      const code = typeof e?.errcode === "number" ? e.errcode : 14;
+      const detail = String(e?.message ?? err).replace(`: ${path}`, "");
+      throw new SqliteError(
+        resultCodeName(code),
+        `Cannot open database "${path}": ${detail}`,
+        code,
+        { cause: err },
+      );
+    }
+    return new NodeDb(db);
+  }
+}
+
+/** One node:sqlite connection. */
+class NodeDb implements Db {
+  readonly #db: NodeDatabase;
+  #user: Authorizer | null = null;
+  #internal = false;
+  /** Set by the authorizer while a statement is prepared. */
+  #writes = false;
+  #counters: NodeStatement | null = null;
+
+  constructor(db: NodeDatabase) {
+    this.#db = db;
+    db.setAuthorizer((action, a1, a2, dbName, trigger) => {
+      if (!readsOnly(action, a1, a2)) this.#writes = true;
+      if (this.#user === null || this.#internal) return AuthResult.OK;
+      try {
+        return this.#user(action, a1, a2, dbName, trigger);
+      } catch {
+        return AuthResult.DENY;
+      }
+    });
+  }
+
+  get inTransaction(): boolean {
+    return this.#live().isTransaction;
+  }
+
+  prepare(sql: string, from = 0): Stmt | null {
+    if (sql.includes("\0")) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        "Cannot prepare statement: SQL text contains a NUL character",
+      );
+    }
+    // node:sqlite crashes running a statement prepared from text without one.
+    if (!hasStatement(sql, from)) return null;
+    this.#writes = false;
+    let st: NodeStatement;
+    try {
+      st = this.#live().prepare(from === 0 ? sql : sql.slice(from));
+    } catch (err) {
+      throw toSqliteError(err);
+    }
+    const text = st.sourceSQL;
+    st.setReturnArrays(true);
+    return new NodeStmt(st, text, from + text.length, !this.#writes && !writesByText(text));
+  }
+
+  exec(sql: string): void {
+    for (let from = 0;;) {
+      const st = this.prepare(sql, from);
+      if (st === null) return;
+      try {
+        st.run();
+      } finally {
+        st.finalize();
+      }
+      from = st.end;
+    }
+  }
+
+  changes(): number | bigint {
+    return this.#count(0);
+  }
+
+  lastInsertRowid(): number | bigint {
+    return this.#count(1);
+  }
+
+  totalChanges(): number | bigint {
+    return this.#count(2);
+  }
+
+  setAuthorizer(callback: Authorizer | null): void {
+    this.#user = callback;
+  }
+
+  interrupt(): void {}
+
+  setBudget(_deadline: number | null): void {}
+
+  onUpdate(_callback: ((change: RowChange) => void) | null): void {
+    throw unsupported("report row changes (update hook)");
+  }
+
+  checkpoint(mode: "passive" | "full" | "restart" | "truncate"): CheckpointResult {
+    const row = this.#internalRows(`PRAGMA wal_checkpoint(${mode.toUpperCase()})`)[0];
+    if (Number(row[0]) !== 0) {
+      throw new SqliteError("SQLITE_BUSY", "database is locked", Result.BUSY);
+    }
+    return { walFrames: Number(row[1]), checkpointed: Number(row[2]) };
+  }
+
+  async backup(
+    destPath: string,
+    options: { pagesPerStep: number; onProgress?: (remaining: number, total: number) => void },
+  ): Promise<void> {
+    const backup = (nodeSqlite as unknown as { backup: NodeBackup }).backup;
+    const onProgress = options.onProgress;
+    try {
+      const total = await backup(this.#live(), destPath, {
+        rate: options.pagesPerStep,
+        progress: onProgress === undefined
+          ? undefined
+          : (p) => onProgress(p.remainingPages, p.totalPages),
+      });
+      onProgress?.(0, total); // node:sqlite reports no progress after its last step
+    } catch (err) {
+      const e = toSqliteError(err);
+      throw new SqliteError(e.code, `Cannot back up to "${destPath}": ${e.message}`, e.sqliteCode, {
+        cause: err,
+      });
+    }
+  }
+
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+
+  #live(): NodeDatabase {
+    if (!this.#db.isOpen) {
+      throw new SqliteError("SQLITE_MISUSE", "Cannot use connection: it is closed", Result.MISUSE);
+    }
+    return this.#db;
+  }
+
+  #count(column: number): number | bigint {
+    if (this.#counters === null) {
+      this.#internal = true;
+      try {
+        this.#counters = this.#live().prepare(
+          "SELECT changes(), last_insert_rowid(), total_changes()",
+        );
+      } finally {
+        this.#internal = false;
+      }
+      this.#counters.setReturnArrays(true);
+      this.#counters.setReadBigInts(true);
+    }
+    this.#internal = true; // a schema change re-prepares it
+    try {
+      const row = this.#counters.all()[0] as bigint[];
+      return exact(row[column]);
+    } finally {
+      this.#internal = false;
+    }
+  }
+
+  #internalRows(sql: string): unknown[][] {
+    this.#internal = true;
+    try {
+      const st = this.#live().prepare(sql);
+      st.setReturnArrays(true);
+      return st.all() as unknown[][];
+    } catch (err) {
+      throw toSqliteError(err);
+    } finally {
+      this.#internal = false;
+    }
+  }
+}
+
+/** One node:sqlite statement. */
+class NodeStmt implements Stmt {
+  readonly sql: string;
+  readonly end: number;
+  readonly readOnly: boolean;
+  readonly #st: NodeStatement;
+  #args: unknown[] = NO_ARGS;
+  #it: Iterator<unknown> | null = null;
+  #row: SqlValue[] = [];
+  #bigints = false;
+  #names: (string | null)[] | null = null;
+  #finalized = false;
+
+  constructor(st: NodeStatement, sql: string, end: number, readOnly: boolean) {
+    this.#st = st;
+    this.sql = sql;
+    this.end = end;
+    this.readOnly = readOnly;
+  }
+
+  get paramCount(): number {
+    return this.#params().length;
+  }
+
+  columnNames(): string[] {
+    const cols = this.#live().columns();
+    const names = new Array<string>(cols.length);
+    for (let i = 0; i < cols.length; i++) names[i] = cols[i].name;
+    return names;
+  }
+
+  bind(args: BindArgs): void {
+    this.#live();
+    this.reset();
+    if (Array.isArray(args)) {
+      this.#args = this.#positional(args as readonly SqlValue[]);
+      return;
+    }
+    const named = args as Readonly<Record<string, SqlValue>>;
+    let out: Record<string, unknown> | null = null;
+    for (const key in named) {
+      const name = this.#resolve(key);
+      if (name === null) throw unknownName(key);
+      (out ??= {})[name] = toNode(named[key]);
+    }
+    this.#args = out === null ? NO_ARGS : [out];
+  }
+
+  step(): boolean {
+    let it = this.#it;
+    if (it === null) {
+      this.#setBigInts(true);
+      try {
+        it = this.#it = this.#live().iterate(...this.#args);
+      } catch (err) {
+        throw toSqliteError(err);
+      }
+    }
+    let r: IteratorResult<unknown>;
+    try {
+      r = it.next();
+    } catch (err) {
+      this.reset();
+      throw toSqliteError(err);
+    }
+    if (r.done) {
+      this.#it = null;
+      return false;
+    }
+    const row = r.value as SqlValue[];
+    normalizeRow(row);
+    this.#row = row;
+    return true;
+  }
+
+  stepInBackground(): Promise<boolean> {
+    throw unsupported("step a statement in the background");
+  }
+
+  row(): SqlValue[] {
+    return this.#row;
+  }
+
+  all(maxBytes?: number): SqlValue[][] {
+    let rows: SqlValue[][];
+    if (this.#it !== null) {
+      rows = [];
+      while (this.step()) rows.push(this.#row);
+    } else {
+      rows = this.#allRows();
+    }
+    if (maxBytes !== undefined) {
+      let bytes = 0;
+      for (let i = 0; i < rows.length; i++) {
+        bytes += rowBytes(rows[i]);
+        if (bytes > maxBytes) throw resultTooLarge(maxBytes);
+      }
+    }
+    return rows;
+  }
+
+  run(): RunInfo {
+    const st = this.#live();
+    this.reset();
+    this.#setBigInts(true);
+    try {
+      const info = st.run(...this.#args);
+      return { changes: exact(info.changes), lastInsertRowid: exact(info.lastInsertRowid) };
+    } catch (err) {
+      throw toSqliteError(err);
+    }
+  }
+
+  reset(): void {
+    const it = this.#it;
+    if (it === null) return;
+    this.#it = null;
+    try {
+      it.return?.();
+    } catch {
+      // resetting never fails
+    }
+  }
+
+  finalize(): void {
+    this.reset();
+    this.#finalized = true;
+  }
+
+  #allRows(): SqlValue[][] {
+    const st = this.#live();
+    if (this.readOnly) {
+      // Numbers first; a value beyond 2^53 throws, then run again reading
+      // bigints (safe: the statement changes nothing).
+      this.#setBigInts(false);
+      try {
+        return st.all(...this.#args) as SqlValue[][];
+      } catch (err) {
+        if ((err as { code?: string }).code !== "ERR_OUT_OF_RANGE") throw toSqliteError(err);
+      }
+    }
+    this.#setBigInts(true);
+    let rows: SqlValue[][];
+    try {
+      rows = st.all(...this.#args) as SqlValue[][];
+    } catch (err) {
+      throw toSqliteError(err);
+    }
+    for (let i = 0; i < rows.length; i++) normalizeRow(rows[i]);
+    return rows;
+  }
+
+  #positional(values: readonly SqlValue[]): unknown[] {
+    const names = this.#params();
+    if (values.length > names.length) throw tooManyValues(values.length, names.length);
+    let named: Record<string, unknown> | null = null;
+    const anonymous: unknown[] = [];
+    for (let i = 0; i < values.length; i++) {
+      const name = names[i];
+      if (name === null) anonymous.push(toNode(values[i]));
+      else (named ??= {})[name] = toNode(values[i]);
+    }
+    return named === null ? anonymous : [named, ...anonymous];
+  }
+
+  /** The parameter's full name for `key`, or null when the statement has none such. */
+  #resolve(key: string): string | null {
+    const names = this.#params();
+    const c = key.charCodeAt(0);
+    if (c === 0x3a || c === 0x40 || c === 0x24 || c === 0x3f) {
+      if (c === 0x3f) {
+        const n = Number(key.slice(1));
+        return Number.isInteger(n) && n >= 1 && n <= names.length ? key : null;
+      }
+      return names.includes(key) ? key : null;
+    }
+    for (const prefix of [":", "@", "$"]) {
+      if (names.includes(prefix + key)) return prefix + key;
+    }
+    return null;
+  }
+
+  /** Parameter names by index: null for `?` and `?NNN` (bound by position by node:sqlite). */
+  #params(): (string | null)[] {
+    return this.#names ??= parameterNames(this.sql);
+  }
+
+  #setBigInts(on: boolean): void {
+    if (this.#bigints !== on) {
+      this.#st.setReadBigInts(on);
+      this.#bigints = on;
+    }
+  }
+
+  #live(): NodeStatement {
+    if (this.#finalized) {
+      throw new SqliteError(
+        "SQLITE_MISUSE",
+        "Cannot use statement: it is finalized",
+        Result.MISUSE,
+      );
+    }
+    return this.#st;
+  }
+}
+
+/** A bound value as node:sqlite needs it: integer numbers as bigint so they stay INTEGER. */
+function toNode(v: SqlValue): unknown {
+  return typeof v === "number" && Number.isSafeInteger(v) && !Object.is(v, -0) ? BigInt(v) : v;
+}
+
+/** Converts bigints within ±(2^53 − 1) to numbers, in place. */
+function normalizeRow(row: SqlValue[]): void {
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    if (typeof v === "bigint" && v <= MAX_SAFE && v >= -MAX_SAFE) row[i] = Number(v);
+  }
+}
+
+/** Pragmas that make `sqlite3_stmt_readonly()` false whatever their argument. */
+const WRITING_PRAGMAS = new Set(["journal_mode", "wal_checkpoint", "incremental_vacuum"]);
+/** Pragmas that make it false when given a value. */
+const SETTING_PRAGMAS = new Set(["user_version", "application_id", "schema_version"]);
+
+/**
+ * True when an authorizer action leaves `sqlite3_stmt_readonly()` true:
+ * reads, transaction control, ATTACH/DETACH and most pragmas.
+ */
+function readsOnly(action: number, a1: string | null, a2: string | null): boolean {
+  switch (action) {
+    case Auth.READ:
+    case Auth.SELECT:
+    case Auth.RECURSIVE:
+    case Auth.FUNCTION:
+    case Auth.TRANSACTION:
+    case Auth.SAVEPOINT:
+    case Auth.ATTACH:
+    case Auth.DETACH:
+      return true;
+    case Auth.PRAGMA: {
+      const name = (a1 ?? "").toLowerCase();
+      return !WRITING_PRAGMAS.has(name) && !(a2 !== null && SETTING_PRAGMAS.has(name));
+    }
+    default:
+      return false;
+  }
+}
+
+const WRITING_TEXT =
+  /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/|;)*(?:vacuum\b|begin\s+(?:immediate|exclusive)\b)/i;
+
+/** Statements the authorizer does not see as writes: VACUUM, BEGIN IMMEDIATE/EXCLUSIVE. */
+function writesByText(sql: string): boolean {
+  return WRITING_TEXT.test(sql);
+}
+
+/**
+ * The parameters of one statement by index (index 1 first), as SQLite
+ * numbers them: `?` takes the next index, `?NNN` index NNN, a name its
+ * first index. Names keep their prefix; `?` and `?NNN` are null.
+ */
+export function parameterNames(sql: string): (string | null)[] {
+  const names: (string | null)[] = [];
+  const seen = new Map<string, number>();
+  const n = sql.length;
+  let i = 0;
+  while (i < n) {
+    const c = sql.charCodeAt(i);
+    if (c === 0x27 || c === 0x22 || c === 0x60) { // ' " `
+      const close = sql.indexOf(sql[i], i + 1);
+      i = close === -1 ? n : close + 1; // a doubled quote is two strings in a row
+    } else if (c === 0x5b) { // [
+      const close = sql.indexOf("]", i + 1);
+      i = close === -1 ? n : close + 1;
+    } else if (c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) {
+      const eol = sql.indexOf("\n", i + 2);
+      i = eol === -1 ? n : eol + 1;
+    } else if (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a) {
+      const close = sql.indexOf("*/", i + 2);
+      i = close === -1 ? n : close + 2;
+    } else if (c === 0x3f) { // ?
+      let j = i + 1;
+      while (j < n && isDigit(sql.charCodeAt(j))) j++;
+      const index = j > i + 1 ? Number(sql.slice(i + 1, j)) : names.length + 1;
+      while (names.length < index) names.push(null);
+      i = j;
+    } else if ((c === 0x3a || c === 0x40 || c === 0x24) && isIdChar(sql.charCodeAt(i + 1))) {
+      let j = i + 1;
+      for (;;) {
+        while (j < n && isIdChar(sql.charCodeAt(j))) j++;
+        if (c === 0x24 && sql.charCodeAt(j) === 0x3a && sql.charCodeAt(j + 1) === 0x3a) {
+          j += 2; // TCL-style $a::b
+          continue;
+        }
+        break;
+      }
+      if (c === 0x24 && sql.charCodeAt(j) === 0x28) { // TCL-style $a(...)
+        const close = sql.indexOf(")", j);
+        j = close === -1 ? n : close + 1;
+      }
+      const name = sql.slice(i, j);
+      if (!seen.has(name)) {
+        names.push(name);
+        seen.set(name, names.length);
+      }
+      i = j;
+    } else {
+      i++;
+    }
+  }
+  return names;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
+
+function isIdChar(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) ||
+    c === 0x5f || c >= 0x80;
+}
+
+function unsupported(what: string): SqliteError {
+  return new SqliteError(
+    ErrorCode.Internal,
+    `Cannot ${what}: the node:sqlite engine cannot; use the FFI engine (--engine ffi)`,
+  );
+}
+
+/** Maps an error thrown by node:sqlite to a {@link SqliteError} with SQLite's extended code. */
+export function toSqliteError(err: unknown): SqliteError {
+  if (err instanceof SqliteError) return err;
+  const e = err as { errcode?: number; code?: string; message?: string };
+  const message = e?.message ?? String(err);
+  if (typeof e?.errcode === "number") {
+    return new SqliteError(resultCodeName(e.errcode), message, e.errcode, { cause: err });
+  }
+  if (e?.code === "ERR_SQLITE_ERROR") {
+    return new SqliteError("SQLITE_ERROR", message, Result.ERROR, { cause: err });
+  }
+  if (e?.code === "ERR_INVALID_STATE" && /finalized|not open/.test(message)) {
+    return new SqliteError("SQLITE_MISUSE", message, Result.MISUSE, { cause: err });
+  }
+  if (e?.code === "ERR_INVALID_ARG_TYPE" || e?.code === "ERR_INVALID_STATE") {
+    return new SqliteError(ErrorCode.InvalidParam, message, undefined, { cause: err });
+  }
+  return new SqliteError(ErrorCode.Internal, message, undefined, { cause: err });
+}

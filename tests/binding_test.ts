@@ -1,0 +1,511 @@
+/**
+ * The SQLite binding (`engine/binding/`): the same cases against both
+ * implementations, FFI (system libsqlite3) and node:sqlite, plus what only
+ * the FFI one can do (budgets, background steps, interrupt, update hook).
+ */
+
+import assert from "node:assert/strict";
+import { SqliteError } from "../protocol/errors.ts";
+import type { Db, Sqlite, SqlValue } from "../engine/binding/binding.ts";
+import { libraryCandidates, LOAD_FAILED, loadSqlite } from "../engine/binding/load.ts";
+
+const ENGINES: Sqlite[] = [loadSqlite({ engine: "ffi" }), loadSqlite({ engine: "node" })];
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+const INT64_MAX = 9223372036854775807n;
+const INT64_MIN = -9223372036854775808n;
+
+/** Opens a fresh database file in a temp dir; removed afterwards. */
+async function withDb(sqlite: Sqlite, fn: (db: Db, dir: string) => void | Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-binding-" });
+  const db = sqlite.open(`${dir}/test.db`, { readOnly: false, busyTimeout: 1000 });
+  try {
+    await fn(db, dir);
+  } finally {
+    db.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function query(
+  db: Db,
+  sql: string,
+  args: SqlValue[] | Record<string, SqlValue> = [],
+): SqlValue[][] {
+  const stmt = db.prepare(sql)!;
+  try {
+    stmt.bind(args);
+    return stmt.all();
+  } finally {
+    stmt.finalize();
+  }
+}
+
+function rejects(fn: () => unknown, code: string, sqliteCode?: number, message?: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof SqliteError, `expected SqliteError, got ${err}`);
+    assert.equal(err.code, code, err.message);
+    if (sqliteCode !== undefined) assert.equal(err.sqliteCode, sqliteCode);
+    if (message !== undefined) assert.match(err.message, message);
+    return true;
+  });
+}
+
+for (const sqlite of ENGINES) {
+  const e = `[${sqlite.engine}]`;
+
+  Deno.test(`Stmt.bind() and row() round-trip every value type exactly ${e}`, () =>
+    withDb(sqlite, (db) => {
+      db.exec("CREATE TABLE v(id INTEGER PRIMARY KEY, x)");
+      const cases: [SqlValue, string, SqlValue][] = [
+        [null, "null", null],
+        [0, "integer", 0],
+        [-1, "integer", -1],
+        [MAX_SAFE, "integer", MAX_SAFE],
+        [-MAX_SAFE, "integer", -MAX_SAFE],
+        [2 ** 53, "real", 2 ** 53],
+        [9007199254740993n, "integer", 9007199254740993n],
+        [-9007199254740993n, "integer", -9007199254740993n],
+        [5n, "integer", 5],
+        [INT64_MAX, "integer", INT64_MAX],
+        [INT64_MIN, "integer", INT64_MIN],
+        [1.5, "real", 1.5],
+        [-0, "real", -0],
+        [Infinity, "real", Infinity],
+        [-Infinity, "real", -Infinity],
+        [Number.MIN_VALUE, "real", Number.MIN_VALUE],
+        [Number.MAX_VALUE, "real", Number.MAX_VALUE],
+        ["", "text", ""],
+        ["héllo wörld 😀 日本", "text", "héllo wörld 😀 日本"],
+        [new Uint8Array(0), "blob", new Uint8Array(0)],
+        [new Uint8Array([0, 255, 1, 0]), "blob", new Uint8Array([0, 255, 1, 0])],
+      ];
+      const insert = db.prepare("INSERT INTO v(id, x) VALUES (?, ?)")!;
+      cases.forEach(([value], i) => {
+        insert.bind([i, value]);
+        insert.run();
+      });
+      insert.finalize();
+      const rows = query(db, "SELECT x, typeof(x) FROM v ORDER BY id");
+      assert.equal(rows.length, cases.length);
+      cases.forEach(([value, type, back], i) => {
+        assert.equal(rows[i][1], type, `typeof ${String(value)}`);
+        assert.deepEqual(rows[i][0], back, `value ${String(value)}`);
+      });
+      // Bound and read directly, without storing.
+      const [[a, b, c]] = query(db, "SELECT ?, typeof(?2), ?3", [-0, new Uint8Array(0), "😀"]);
+      assert.ok(Object.is(a, -0) || Object.is(a, 0));
+      assert.equal(b, "blob");
+      assert.equal(c, "😀");
+    }));
+
+  Deno.test(`Stmt.row() reads int64 literals exactly ${e}`, () =>
+    withDb(sqlite, (db) => {
+      const [row] = query(
+        db,
+        "SELECT 9223372036854775807, -9223372036854775808, 9007199254740991, 9007199254740992, 0.5",
+      );
+      assert.deepEqual(row, [INT64_MAX, INT64_MIN, MAX_SAFE, 9007199254740992n, 0.5]);
+    }));
+
+  Deno.test(`Stmt.bind() binds positional and named values ${e}`, () =>
+    withDb(sqlite, (db) => {
+      assert.deepEqual(query(db, "SELECT :a, @b, $c", [1, 2, 3]), [[1, 2, 3]]);
+      assert.deepEqual(query(db, "SELECT :a, @b, $c", { a: 1, "@b": 2, $c: 3 }), [[1, 2, 3]]);
+      assert.deepEqual(query(db, "SELECT :a, @b, $c", { ":a": "x" }), [["x", null, null]]);
+      assert.deepEqual(query(db, "SELECT ?, :a, ?", [1, 2, 3]), [[1, 2, 3]]);
+      assert.deepEqual(query(db, "SELECT ?2, ?1, ?2", ["a", "b"]), [["b", "a", "b"]]);
+      assert.deepEqual(query(db, "SELECT :a, :a + 1", { a: 41 }), [[41, 42]]);
+      assert.deepEqual(query(db, "SELECT ?3", { "?3": 7 }), [[7]]);
+      const stmt = db.prepare("SELECT ':x', \"@y\", :z -- :w\n")!;
+      assert.equal(stmt.paramCount, 1);
+      stmt.bind({ z: 1 });
+      assert.deepEqual(stmt.all(), [[":x", "@y", 1]]);
+      stmt.finalize();
+    }));
+
+  Deno.test(`Stmt.bind() refuses unknown names and too many values with SQLITE_RANGE ${e}`, () =>
+    withDb(sqlite, (db) => {
+      const stmt = db.prepare("SELECT :a, ?")!;
+      assert.equal(stmt.paramCount, 2);
+      rejects(() => stmt.bind({ nope: 1 }), "SQLITE_RANGE", 25, /"nope"/);
+      rejects(() => stmt.bind([1, 2, 3]), "SQLITE_RANGE", 25, /3 values/);
+      stmt.bind([1]);
+      assert.deepEqual(stmt.all(), [[1, null]]);
+      stmt.finalize();
+    }));
+
+  Deno.test(`Db.prepare() walks a multi-statement script with non-ASCII text ${e}`, () =>
+    withDb(sqlite, (db) => {
+      const parts = [
+        "CREATE TABLE ü(名前 TEXT, v);",
+        " -- café ☕\nINSERT INTO ü VALUES ('😀 naïve', 1);",
+        " /* ñ */ INSERT INTO ü VALUES ('𝄞', 2);",
+        "\n;;SELECT 名前 FROM ü ORDER BY v;",
+      ];
+      const script = parts.join("") + " -- done 🎉\n ";
+      const ends: number[] = [];
+      let from = 0;
+      let last: SqlValue[][] = [];
+      for (;;) {
+        const stmt = db.prepare(script, from);
+        if (stmt === null) break;
+        assert.ok(stmt.end > from);
+        last = stmt.all();
+        ends.push(stmt.end);
+        stmt.finalize();
+        from = stmt.end;
+      }
+      let at = 0;
+      assert.deepEqual(ends, parts.map((p) => at += p.length));
+      assert.deepEqual(last, [["😀 naïve"], ["𝄞"]]);
+      assert.equal(db.prepare(script, ends[3]), null);
+    }));
+
+  Deno.test(`Db.prepare() returns null for blank or comment-only text ${e}`, () =>
+    withDb(sqlite, (db) => {
+      for (const sql of ["", "   ", "-- only a comment", "/* c */ ;; \n", ";"]) {
+        assert.equal(db.prepare(sql), null, JSON.stringify(sql));
+      }
+      assert.equal(db.prepare("SELECT 1;   ", 9), null);
+    }));
+
+  Deno.test(`Db.prepare() and exec() refuse SQL containing NUL ${e}`, () =>
+    withDb(sqlite, (db) => {
+      rejects(() => db.prepare("SELECT 1;\0 DROP TABLE x"), "BAD_REQUEST", undefined, /NUL/);
+      rejects(() => db.exec("SELECT 1;\0"), "BAD_REQUEST", undefined, /NUL/);
+    }));
+
+  Deno.test(`Stmt and Db errors carry extended result codes ${e}`, () =>
+    withDb(sqlite, (db) => {
+      db.exec("CREATE TABLE u(id INTEGER PRIMARY KEY, k TEXT UNIQUE, n TEXT NOT NULL)");
+      db.exec("INSERT INTO u(k, n) VALUES ('a', 'x')");
+      const ins = db.prepare("INSERT INTO u(k, n) VALUES (?, ?)")!;
+      ins.bind(["a", "y"]);
+      rejects(() => ins.run(), "SQLITE_CONSTRAINT_UNIQUE", 2067, /UNIQUE constraint failed: u\.k/);
+      ins.bind(["b", null]);
+      rejects(() => ins.run(), "SQLITE_CONSTRAINT_NOTNULL", 1299, /NOT NULL/);
+      ins.bind(["b", "ok"]);
+      assert.equal(ins.run().changes, 1);
+      ins.finalize();
+      rejects(
+        () => db.exec("INSERT INTO u(k, n) VALUES ('a', 'z')"),
+        "SQLITE_CONSTRAINT_UNIQUE",
+        2067,
+      );
+      rejects(() => db.prepare("SELEC 1"), "SQLITE_ERROR", 1, /near "SELEC": syntax error/);
+      rejects(
+        () => db.prepare("SELECT * FROM missing"),
+        "SQLITE_ERROR",
+        1,
+        /no such table: missing/,
+      );
+      rejects(() => db.exec("COMMIT"), "SQLITE_ERROR", 1, /no transaction is active/);
+    }));
+
+  Deno.test(`Stmt.run() and Db counters report int64 rowids and changes exactly ${e}`, () =>
+    withDb(sqlite, (db) => {
+      db.exec("CREATE TABLE r(id INTEGER PRIMARY KEY, v)");
+      const ins = db.prepare("INSERT INTO r(id, v) VALUES (?, 1)")!;
+      ins.bind([2n ** 62n]);
+      assert.deepEqual(ins.run(), { changes: 1, lastInsertRowid: 2n ** 62n });
+      assert.equal(db.lastInsertRowid(), 2n ** 62n);
+      ins.bind([MAX_SAFE]);
+      assert.deepEqual(ins.run(), { changes: 1, lastInsertRowid: MAX_SAFE });
+      ins.finalize();
+      db.exec("INSERT INTO r(v) VALUES (2)"); // rowid = max + 1
+      assert.equal(db.lastInsertRowid(), 2n ** 62n + 1n);
+      const upd = db.prepare("UPDATE r SET v = v + 1")!;
+      assert.equal(upd.run().changes, 3);
+      upd.finalize();
+      assert.equal(db.changes(), 3);
+      assert.equal(db.totalChanges(), 6);
+    }));
+
+  Deno.test(`Stmt.columnNames() follows a schema change on a cached statement ${e}`, () =>
+    withDb(sqlite, (db) => {
+      db.exec("CREATE TABLE s(a, b); INSERT INTO s VALUES (1, 2)");
+      const stmt = db.prepare("SELECT * FROM s")!;
+      assert.deepEqual(stmt.columnNames(), ["a", "b"]);
+      assert.deepEqual(stmt.all(), [[1, 2]]);
+      db.exec("DROP TABLE s; CREATE TABLE s(x, y, z); INSERT INTO s VALUES (7, 8, 9)");
+      stmt.bind([]);
+      assert.equal(stmt.step(), true);
+      assert.deepEqual(stmt.columnNames(), ["x", "y", "z"]);
+      assert.deepEqual(stmt.row(), [7, 8, 9]);
+      assert.equal(stmt.step(), false);
+      stmt.finalize();
+    }));
+
+  Deno.test(`Stmt.step() steps row by row and all() honours maxBytes ${e}`, () =>
+    withDb(sqlite, (db) => {
+      const stmt = db.prepare(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5) SELECT x, 'row' || x FROM c",
+      )!;
+      assert.equal(stmt.step(), true);
+      assert.deepEqual(stmt.row(), [1, "row1"]);
+      assert.equal(stmt.step(), true);
+      assert.deepEqual(stmt.all(), [[3, "row3"], [4, "row4"], [5, "row5"]]);
+      stmt.reset();
+      assert.equal(stmt.all().length, 5);
+      rejects(() => stmt.all(30), "RESULT_TOO_LARGE", undefined, /30 bytes/);
+      assert.equal(stmt.all(1000).length, 5);
+      stmt.finalize();
+      stmt.finalize();
+      rejects(() => stmt.bind([]), "SQLITE_MISUSE", 21, /finalized/);
+    }));
+
+  Deno.test(`Db.inTransaction follows BEGIN and COMMIT ${e}`, () =>
+    withDb(sqlite, (db) => {
+      assert.equal(db.inTransaction, false);
+      db.exec("BEGIN IMMEDIATE");
+      assert.equal(db.inTransaction, true);
+      db.exec("CREATE TABLE tx(a)");
+      db.exec("ROLLBACK");
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(query(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'tx'"), [[0]]);
+    }));
+
+  Deno.test(`Stmt.readOnly tells reads from writes ${e}`, () =>
+    withDb(sqlite, (db) => {
+      db.exec("CREATE TABLE ro(a)");
+      const expected: [string, boolean][] = [
+        ["SELECT * FROM ro", true],
+        ["WITH RECURSIVE c(x) AS (SELECT 1) SELECT x FROM c", true],
+        ["INSERT INTO ro VALUES (1)", false],
+        ["UPDATE ro SET a = 2", false],
+        ["DELETE FROM ro", false],
+        ["CREATE TABLE ro2(b)", false],
+        ["CREATE TEMP TABLE t1(b)", false],
+        ["BEGIN", true],
+        ["BEGIN IMMEDIATE", false],
+        ["COMMIT", true],
+        ["SAVEPOINT sp", true],
+        ["PRAGMA user_version", true],
+        ["PRAGMA user_version = 3", false],
+        ["PRAGMA journal_mode", false],
+        ["PRAGMA foreign_keys = ON", true],
+        ["PRAGMA table_info(ro)", true],
+        ["VACUUM", false],
+      ];
+      for (const [sql, readOnly] of expected) {
+        const stmt = db.prepare(sql)!;
+        assert.equal(stmt.readOnly, readOnly, sql);
+        stmt.finalize();
+      }
+    }));
+
+  Deno.test(`Db.setAuthorizer() sees actions and can deny ${e}`, () =>
+    withDb(sqlite, (db) => {
+      db.exec("CREATE TABLE secret(a); CREATE TABLE open(b)");
+      const seen: string[] = [];
+      db.setAuthorizer((action, a1, a2) => {
+        if (action === 20) seen.push(`${a1}.${a2}`); // SQLITE_READ
+        return action === 20 && a1 === "secret" ? 1 : 0;
+      });
+      assert.deepEqual(query(db, "SELECT b FROM open"), []);
+      assert.ok(seen.includes("open.b"));
+      rejects(() => db.prepare("SELECT a FROM secret"), "SQLITE_AUTH", 23, /prohibited/);
+      db.setAuthorizer(null);
+      assert.deepEqual(query(db, "SELECT a FROM secret"), []);
+    }));
+
+  Deno.test(`Db.checkpoint() checkpoints the WAL ${e}`, () =>
+    withDb(sqlite, (db) => {
+      assert.deepEqual(query(db, "PRAGMA journal_mode = WAL"), [["wal"]]);
+      db.exec("CREATE TABLE w(a); INSERT INTO w VALUES (1), (2)");
+      const passive = db.checkpoint("passive");
+      assert.ok(passive.walFrames > 0);
+      assert.equal(passive.checkpointed, passive.walFrames);
+      assert.deepEqual(db.checkpoint("truncate"), { walFrames: 0, checkpointed: 0 });
+    }));
+
+  Deno.test(`Db.backup() copies a database that passes integrity_check ${e}`, () =>
+    withDb(sqlite, async (db, dir) => {
+      db.exec("PRAGMA journal_mode = WAL; CREATE TABLE b(id INTEGER PRIMARY KEY, t TEXT)");
+      db.exec(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) " +
+          "INSERT INTO b SELECT x, printf('%.200c', 'x') || x FROM c",
+      );
+      const progress: [number, number][] = [];
+      await db.backup(`${dir}/copy.db`, {
+        pagesPerStep: 20,
+        onProgress: (remaining, total) => progress.push([remaining, total]),
+      });
+      assert.ok(progress.length > 2, `progress ${progress.length}`);
+      assert.equal(progress.at(-1)![0], 0);
+      const copy = sqlite.open(`${dir}/copy.db`, { readOnly: true, busyTimeout: 0 });
+      try {
+        assert.deepEqual(query(copy, "PRAGMA integrity_check"), [["ok"]]);
+        assert.deepEqual(
+          query(copy, "SELECT count(*), sum(id), max(t) FROM b"),
+          query(db, "SELECT count(*), sum(id), max(t) FROM b"),
+        );
+      } finally {
+        copy.close();
+      }
+    }));
+
+  Deno.test(`Sqlite.open() reports a file that cannot be opened ${e}`, () => {
+    rejects(
+      () => sqlite.open("/nonexistent-dir/x.db", { readOnly: false, busyTimeout: 0 }),
+      "SQLITE_CANTOPEN",
+      14,
+      /Cannot open database "\/nonexistent-dir\/x.db": unable to open database file/,
+    );
+  });
+
+  Deno.test(`Db.close() is idempotent and finalizes open statements ${e}`, async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const db = sqlite.open(`${dir}/c.db`, { readOnly: false, busyTimeout: 0 });
+      const stmt = db.prepare("SELECT 1")!;
+      assert.equal(stmt.step(), true);
+      db.close();
+      db.close();
+      rejects(() => db.prepare("SELECT 1"), "SQLITE_MISUSE");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+const [ffi, node] = ENGINES;
+
+Deno.test("Db.setBudget() stops a runaway recursive CTE with SQLITE_INTERRUPT [ffi]", () =>
+  withDb(ffi, (db) => {
+    const stmt = db.prepare(
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+    )!;
+    const start = performance.now();
+    db.setBudget(start + 30);
+    rejects(() => stmt.step(), "SQLITE_INTERRUPT", 9, /interrupted/);
+    const took = performance.now() - start;
+    assert.ok(took >= 29 && took < 200, `stopped after ${took.toFixed(1)} ms`);
+    db.setBudget(null);
+    stmt.finalize();
+    assert.deepEqual(query(db, "SELECT 1 + 1"), [[2]]);
+    db.setBudget(performance.now() + 1000);
+    assert.deepEqual(query(db, "SELECT 2 + 2"), [[4]]);
+    db.setBudget(null);
+  }));
+
+Deno.test("Stmt.stepInBackground() leaves the event loop free and stops on interrupt() [ffi]", () =>
+  withDb(ffi, async (db) => {
+    const quick = db.prepare("SELECT 42")!;
+    assert.equal(await quick.stepInBackground(), true);
+    assert.deepEqual(quick.row(), [42]);
+    quick.finalize();
+    const slow = db.prepare(
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+    )!;
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const start = performance.now();
+    const stepping = slow.stepInBackground();
+    rejects(() => db.prepare("SELECT 1"), "SQLITE_MISUSE", 21, /background/);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    db.interrupt();
+    try {
+      await assert.rejects(stepping, (err: SqliteError) => err.code === "SQLITE_INTERRUPT");
+    } finally {
+      clearInterval(timer);
+    }
+    const took = performance.now() - start;
+    assert.ok(ticks >= 10, `only ${ticks} ticks while stepping`);
+    assert.ok(took < 1000, `interrupt took ${took.toFixed(0)} ms`);
+    slow.finalize();
+    assert.deepEqual(query(db, "SELECT 'usable'"), [["usable"]]);
+  }));
+
+Deno.test("Stmt.stepInBackground() refuses while a time budget is set [ffi]", () =>
+  withDb(ffi, async (db) => {
+    const stmt = db.prepare("SELECT 1")!;
+    db.setBudget(performance.now() + 1000);
+    await assert.rejects(async () => await stmt.stepInBackground(), /time budget/);
+    db.setBudget(null);
+    assert.equal(await stmt.stepInBackground(), true);
+    stmt.finalize();
+  }));
+
+Deno.test("Stmt.row() reads text holding NUL characters whole [ffi]", () =>
+  withDb(ffi, (db) => {
+    const [[a, b, c]] = query(db, "SELECT 'a' || char(0) || 'b', 'é' || char(0), ?", ["ascii"]);
+    assert.equal(a, "a\0b");
+    assert.equal(b, "é\0");
+    assert.equal(c, "ascii");
+  }));
+
+Deno.test("Db.onUpdate() reports inserts, updates and deletes with rowids [ffi]", () =>
+  withDb(ffi, (db) => {
+    db.exec("CREATE TABLE h(id INTEGER PRIMARY KEY, v)");
+    const changes: unknown[] = [];
+    db.onUpdate((c) => changes.push(c));
+    db.exec(
+      `INSERT INTO h VALUES (1, 'a'), (${2n ** 60n}, 'b'); UPDATE h SET v = 'c' WHERE id = 1`,
+    );
+    db.exec("DELETE FROM h WHERE id = 1");
+    db.onUpdate(null);
+    db.exec("INSERT INTO h VALUES (3, 'd')");
+    assert.deepEqual(changes, [
+      { op: "insert", db: "main", table: "h", rowid: 1 },
+      { op: "insert", db: "main", table: "h", rowid: 2n ** 60n },
+      { op: "update", db: "main", table: "h", rowid: 1 },
+      { op: "delete", db: "main", table: "h", rowid: 1 },
+    ]);
+  }));
+
+Deno.test("NodeSqlite states what it cannot do and refuses it clearly [node]", () =>
+  withDb(node, async (db) => {
+    assert.deepEqual(node.capabilities, {
+      interrupt: false,
+      background: false,
+      backup: true,
+      updateHook: false,
+    });
+    assert.equal(node.limitations.length, 3);
+    assert.ok(ffi.limitations.length === 0 && ffi.capabilities.background);
+    db.interrupt();
+    db.setBudget(performance.now() - 1); // a no-op: statements still run
+    assert.deepEqual(query(db, "SELECT 1"), [[1]]);
+    rejects(() => db.onUpdate(() => {}), "INTERNAL", undefined, /node:sqlite engine cannot/);
+    const stmt = db.prepare("SELECT 1")!;
+    await assert.rejects(async () => await stmt.stepInBackground(), /node:sqlite engine cannot/);
+    stmt.finalize();
+  }));
+
+Deno.test("loadSqlite() names what it tried when the forced FFI library cannot load", () => {
+  rejects(
+    () => loadSqlite({ engine: "ffi", library: "/nonexistent/libsqlite3.so" }),
+    LOAD_FAILED,
+    undefined,
+    /Cannot load SQLite through FFI: "\/nonexistent\/libsqlite3.so": .*--sqlite-lib/,
+  );
+  const fallback = loadSqlite({ engine: "auto", library: "/nonexistent/libsqlite3.so" });
+  assert.equal(fallback.engine, "node");
+  assert.equal(fallback.library, "node:sqlite");
+  assert.equal(ffi.engine, "ffi");
+  assert.match(ffi.version, /^3\.\d+\.\d+$/);
+  assert.throws(() => loadSqlite({ engine: "sqlite4" as "ffi" }), TypeError);
+});
+
+Deno.test("loadSqlite() takes the engine and library from the environment", () => {
+  const saved = [Deno.env.get("NETSQLITE_ENGINE"), Deno.env.get("NETSQLITE_SQLITE_LIB")];
+  try {
+    Deno.env.set("NETSQLITE_ENGINE", "node");
+    assert.equal(loadSqlite().engine, "node");
+    Deno.env.set("NETSQLITE_ENGINE", "ffi");
+    Deno.env.set("NETSQLITE_SQLITE_LIB", "/nonexistent/env-lib.so");
+    assert.deepEqual(libraryCandidates(), ["/nonexistent/env-lib.so"]);
+    assert.deepEqual(libraryCandidates("/x/lib.so"), ["/x/lib.so"]);
+    rejects(() => loadSqlite(), LOAD_FAILED, undefined, /env-lib\.so/);
+    Deno.env.set("NETSQLITE_ENGINE", "bogus");
+    assert.throws(() => loadSqlite(), TypeError);
+  } finally {
+    const names = ["NETSQLITE_ENGINE", "NETSQLITE_SQLITE_LIB"];
+    names.forEach((name, i) => {
+      if (saved[i] === undefined) Deno.env.delete(name);
+      else Deno.env.set(name, saved[i]!);
+    });
+  }
+});
