@@ -20,6 +20,7 @@
 
 import { parseArgs } from "node:util";
 import { Engine } from "./engine/engine.ts";
+import { loadSqlite } from "./engine/binding/load.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
 import { Session } from "./server/session.ts";
@@ -46,6 +47,8 @@ export interface Server {
    * permissions and V8 flags), and how often it was: a snapshot.
    */
   readonly memoryRelease: MemoryRelease;
+  /** The SQLite binding the server runs on: engine, library file, version, limitations. */
+  readonly sqlite: SqliteInfo;
   /** Stops accepting, closes every connection (rolling back their transactions), closes the database. */
   shutdown(): Promise<void>;
   /** Same as {@link Server.shutdown}. */
@@ -63,19 +66,38 @@ export interface Server {
  */
 export async function serve(options: ServeOptions = {}): Promise<Server> {
   const config = resolveServeOptions(options);
-  const engine = new Engine(config.engine);
+  const engine = new Engine(config.engine, loadSqlite(config.sqlite));
   let listener: Deno.Listener;
   try {
     listener = await listen(config.address);
   } catch (err) {
-    engine.close();
+    await engine.close();
     throw err;
   }
   return new RunningServer(config, engine, listener);
 }
 
+/** What {@link Server.sqlite} reports. */
+export interface SqliteInfo {
+  /** `"ffi"` or `"node"`. */
+  readonly engine: "ffi" | "node";
+  /** The library file loaded, or `"node:sqlite"`. */
+  readonly library: string;
+  /** SQLite's version. */
+  readonly version: string;
+  /** What this engine cannot do, one sentence each (empty for ffi). */
+  readonly limitations: readonly string[];
+}
+
+/** One start-up line: which engine, library and SQLite version, and what the fallback loses. */
+export function describeEngine(info: SqliteInfo): string {
+  const head = `engine ${info.engine} (${info.library}, SQLite ${info.version})`;
+  return info.limitations.length === 0 ? head : `${head}; ${info.limitations.join("; ")}`;
+}
+
 class RunningServer implements Server {
   readonly addr: Address;
+  readonly sqlite: SqliteInfo;
   readonly finished: Promise<void>;
   readonly #memory: MemoryReleaser;
   readonly #engine: Engine;
@@ -89,6 +111,8 @@ class RunningServer implements Server {
     this.#config = config;
     this.#engine = engine;
     this.#listener = listener;
+    const { engine: kind, library, version, limitations } = engine.sqlite;
+    this.sqlite = { engine: kind, library, version, limitations };
     const la = listener.addr;
     this.addr = la.transport === "unix"
       ? { transport: "unix", path: (la as Deno.UnixAddr).path }
@@ -154,7 +178,7 @@ class RunningServer implements Server {
     for (const s of this.#sessions) s.close();
     await Promise.all(served);
     await this.#memory.close();
-    this.#engine.close();
+    await this.#engine.close();
     await this.#cleanupFiles();
   }
 
@@ -200,6 +224,11 @@ Options:
   --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
   --max-frame-size BYTES  largest request or reply (default 67108864)
   --frame-timeout MS      close a connection stalled inside a frame (default 10000)
+  --engine auto|ffi|node  SQLite binding: ffi (system libsqlite3, needs --allow-ffi), node
+                          (node:sqlite, built in), auto = ffi when a library loads
+                          (default: $NETSQLITE_ENGINE, else auto)
+  --sqlite-lib PATH       libsqlite3 file for the ffi engine (default: $NETSQLITE_SQLITE_LIB,
+                          else libsqlite3.so.0 / libsqlite3.dylib / sqlite3.dll)
   --help                  show this help
 `;
 
@@ -219,6 +248,8 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       "statement-timeout": { type: "string" },
       "max-result-bytes": { type: "string" },
       "frame-timeout": { type: "string" },
+      engine: { type: "string" },
+      "sqlite-lib": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -233,6 +264,8 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     statementTimeout: numberArg("--statement-timeout", values["statement-timeout"]),
     maxResultBytes: numberArg("--max-result-bytes", values["max-result-bytes"]),
     frameTimeout: numberArg("--frame-timeout", values["frame-timeout"]),
+    engine: values.engine as ServeOptions["engine"],
+    sqliteLib: values["sqlite-lib"],
   };
   if (values.tcp !== undefined) {
     const { hostname, port } = parseHostPort(values.tcp);
@@ -279,6 +312,7 @@ async function main(): Promise<number> {
   const db = options.database ?? "netsqlite.db";
   console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
+  console.log(`netsqlite: ${describeEngine(server.sqlite)}`);
   await server.finished;
   for (const sig of signals) Deno.removeSignalListener(sig, stop);
   return 0;

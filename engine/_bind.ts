@@ -1,27 +1,28 @@
 /**
- * Turns decoded wire parameters into node:sqlite bind arguments, following
- * the value mapping in `protocol/values.ts`: safe integers and booleans
- * become bigint (so they bind as INTEGER), and anything that cannot be
- * stored exactly is refused with `INVALID_PARAM` naming the parameter.
+ * Checks decoded wire parameters against the value mapping in
+ * `protocol/values.ts` and turns them into binding arguments: booleans
+ * become 1 / 0, and anything that cannot be stored exactly is refused with
+ * `INVALID_PARAM` naming the parameter.
  *
  * @module
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { invalidReason, paramLabel } from "../protocol/values.ts";
+import type { BindArgs, SqlValue } from "./binding/binding.ts";
 
-const NO_ARGS: unknown[] = [];
+const NO_ARGS: readonly SqlValue[] = [];
 
 /** SQLite's default SQLITE_MAX_VARIABLE_NUMBER. */
 const MAX_PARAMS = 32766;
 
 /**
- * Converts `params` in place and returns the argument list for
- * `StatementSync.all()`/`run()`.
+ * Checks `params` (converting booleans in place) and returns them as
+ * binding arguments: positional (an array) or named (a plain object).
  *
  * @throws {SqliteError} `INVALID_PARAM` naming the first bad parameter.
  */
-export function bindArgs(params: unknown): unknown[] {
+export function bindArgs(params: unknown): BindArgs {
   if (params === null || params === undefined) return NO_ARGS;
   if (Array.isArray(params)) {
     if (params.length > MAX_PARAMS) {
@@ -31,7 +32,7 @@ export function bindArgs(params: unknown): unknown[] {
       );
     }
     for (let i = 0; i < params.length; i++) params[i] = bindValue(params[i], i);
-    return params;
+    return params as SqlValue[];
   }
   if (typeof params === "object" && isPlainObject(params)) {
     const named = params as Record<string, unknown>;
@@ -44,7 +45,7 @@ export function bindArgs(params: unknown): unknown[] {
       }
       named[key] = bindValue(named[key], key);
     }
-    return [named];
+    return named as Record<string, SqlValue>;
   }
   throw new SqliteError(
     ErrorCode.BadRequest,
@@ -52,14 +53,13 @@ export function bindArgs(params: unknown): unknown[] {
   );
 }
 
-function bindValue(v: unknown, key: number | string): unknown {
+function bindValue(v: unknown, key: number | string): SqlValue {
   switch (typeof v) {
     case "number":
-      if (Number.isSafeInteger(v) && !(v === 0 && 1 / v < 0)) return BigInt(v);
       if (v === v) return v;
       break;
     case "boolean":
-      return v ? 1n : 0n;
+      return v ? 1 : 0;
     case "string":
       if (!v.includes("\0") && v.isWellFormed()) return v;
       break;

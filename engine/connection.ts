@@ -8,7 +8,7 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import { Auth } from "./binding/_constants.ts";
+import { Auth, AuthResult } from "./binding/_constants.ts";
 import type { Capabilities, Db, Sqlite, Stmt } from "./binding/binding.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
@@ -95,7 +95,7 @@ export class Connection {
     this.#cacheSize = options.cacheSize;
     this.db.setAuthorizer((action, arg1, arg2) => {
       if (this.#classifying) this.#classify(action, arg1, arg2);
-      return Auth.OK;
+      return AuthResult.OK;
     });
   }
 

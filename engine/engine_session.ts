@@ -193,7 +193,7 @@ export class EngineSession implements Waiter {
     wantRows: boolean,
     shape: (o: Outcome) => T,
   ): Reply<T> {
-    const args = bindArgs(params) as BindArgs;
+    const args = bindArgs(params);
     const text = this.#sqlOf(sql);
     const p = this.#route(text, true);
     if (p === BLOCKED) return BLOCKED;
@@ -307,21 +307,23 @@ export class EngineSession implements Waiter {
     wantRows: boolean,
     release: (() => void) | null,
   ): Promise<Outcome> {
-    const running = runInBackground(p, args, limits, wantRows);
     const inTx = p.onWriter && p.conn.inTransaction;
+    const running = runInBackground(p, args, limits, wantRows);
     this.#running = running;
     this._runningOnWriter = p.onWriter;
-    return this.#engine._track(running.done.then(
-      (o) => o,
-      (err) => {
-        throw this.#noteAbort(err, p.conn, inTx);
-      },
-    ).finally(() => {
-      this.#running = null;
-      this._runningOnWriter = false;
-      release?.();
-      if (this.#closed && p.onWriter) this.#engine._abort(this);
-    }));
+    return this.#engine._track(
+      running.done.then(
+        (o) => o,
+        (err) => {
+          throw this.#noteAbort(err, p.conn, inTx);
+        },
+      ).finally(() => {
+        this.#running = null;
+        this._runningOnWriter = false;
+        release?.();
+        if (this.#closed && p.onWriter) this.#engine._abort(this);
+      }),
+    );
   }
 
   /**
@@ -368,7 +370,7 @@ export class EngineSession implements Waiter {
         `Too many open cursors: ${engine.config.maxCursors} per connection; close one first`,
       );
     }
-    const args = bindArgs(params) as BindArgs;
+    const args = bindArgs(params);
     const text = this.#sqlOf(sql);
     this.#failIfAborted();
     const ms = timeout ?? engine.config.statementTimeout;
@@ -517,9 +519,7 @@ export class EngineSession implements Waiter {
   ): BatchItemPayload | Promise<BatchItemPayload> {
     const [sql, params] = items[i];
     const wrap = (err: unknown): never => {
-      const e = err instanceof SqliteError
-        ? err
-        : new SqliteError(ErrorCode.Internal, String(err));
+      const e = err instanceof SqliteError ? err : new SqliteError(ErrorCode.Internal, String(err));
       throw new SqliteError(
         e.code,
         `Batch statement ${i + 1} of ${items.length} failed, nothing was applied: ${e.message}`,
@@ -535,7 +535,7 @@ export class EngineSession implements Waiter {
           "Batch statements cannot control transactions: the batch is one already",
         );
       }
-      const args = bindArgs(params) as BindArgs;
+      const args = bindArgs(params);
       const wantRows = p.columns.length > 0;
       return then(this.#onWriter(p, args, limits, wantRows), (o): BatchItemPayload => {
         this.#engine._ranOnWriter(p);

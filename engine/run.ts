@@ -17,6 +17,9 @@
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { type Prepared, release } from "./connection.ts";
+import { resultTooLarge, rowBytes } from "./binding/_errors.ts";
+
+export { resultTooLarge, rowBytes };
 
 /** SQLite's primary code for an interrupted statement. */
 const SQLITE_INTERRUPT = 9;
@@ -205,25 +208,6 @@ function stopped(err: unknown, limits: RunLimits, budget: number): unknown {
   if (now >= limits.deadline) return statementTimeout(limits);
   if (now >= budget) return new OverBudget();
   return err;
-}
-
-/** Approximate encoded size of a row. */
-export function rowBytes(row: readonly unknown[]): number {
-  let n = 1;
-  for (let i = 0; i < row.length; i++) {
-    const v = row[i];
-    n += typeof v === "string" ? v.length + 5 : v instanceof Uint8Array ? v.length + 5 : 9;
-  }
-  return n;
-}
-
-/** The error for a result above the buffered-result limit. */
-export function resultTooLarge(maxBytes: number): SqliteError {
-  return new SqliteError(
-    ErrorCode.ResultTooLarge,
-    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes): ` +
-      "use iterate() to stream large results",
-  );
 }
 
 /** The error for a statement stopped at its deadline. */

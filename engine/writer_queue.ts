@@ -66,7 +66,9 @@ export class WriterQueue<S extends Waiter> {
       return true;
     }
     if (this.#expired.delete(s)) {
-      const holder = this.#owner === null ? "earlier writes in the queue" : `session ${this.#owner.id}`;
+      const holder = this.#owner === null
+        ? "earlier writes in the queue"
+        : `session ${this.#owner.id}`;
       throw new SqliteError(
         ErrorCode.BusyTimeout,
         `Write waited ${this.#busyTimeout} ms for the writer, held by ${holder}: ` +

@@ -14,6 +14,7 @@ import {
 } from "../transport/address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import type { EngineConfig } from "../engine/engine.ts";
+import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 
 /** Options of {@link serve}. */
 export interface ServeOptions {
@@ -69,6 +70,19 @@ export interface ServeOptions {
    * @default {true}
    */
   releaseMemory?: boolean;
+  /**
+   * Which SQLite binding runs the database: `ffi` (the system's libsqlite3
+   * through `Deno.dlopen`; needs `--allow-ffi`), `node` (node:sqlite, built
+   * in, needs nothing; statements cannot be stopped or moved off the main
+   * thread), or `auto` (FFI when a library loads, else node).
+   * @default {env `NETSQLITE_ENGINE`, else "auto"}
+   */
+  engine?: EngineChoice;
+  /**
+   * The libsqlite3 file for the FFI binding.
+   * @default {env `NETSQLITE_SQLITE_LIB`, else the platform's usual names}
+   */
+  sqliteLib?: string;
 }
 
 /** The resolved server configuration. */
@@ -85,6 +99,8 @@ export interface ServeConfig {
   announceFile: string | null;
   /** Whether memory is given back after connections close. */
   releaseMemory: boolean;
+  /** Which SQLite binding to load, and from where. */
+  sqlite: LoadOptions;
 }
 
 /**
@@ -134,10 +150,23 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   if (typeof releaseMemory !== "boolean") {
     throw new TypeError(`Invalid option "releaseMemory": expected a boolean, got ${releaseMemory}`);
   }
+  const engine = options.engine;
+  if (engine !== undefined && engine !== "auto" && engine !== "ffi" && engine !== "node") {
+    throw new TypeError(
+      `Invalid option "engine": expected "auto", "ffi" or "node", got "${String(engine)}"`,
+    );
+  }
+  const sqliteLib = options.sqliteLib;
+  if (sqliteLib !== undefined && (typeof sqliteLib !== "string" || sqliteLib === "")) {
+    throw new TypeError(
+      `Invalid option "sqliteLib": expected a file path, got ${String(sqliteLib)}`,
+    );
+  }
   return {
     address,
     announceFile,
     releaseMemory,
+    sqlite: { engine, library: sqliteLib },
     maxFrameSize: integer(
       "maxFrameSize",
       options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,

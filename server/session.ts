@@ -20,7 +20,7 @@ import {
   PROTOCOL_VERSION,
   Status,
 } from "../protocol/messages.ts";
-import { resultTooLarge } from "../engine/connection.ts";
+import { resultTooLarge } from "../engine/run.ts";
 import { BLOCKED, type Engine, type EngineSession } from "../engine/engine.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 
@@ -47,6 +47,8 @@ export class Session {
   #dead = false;
   /** True while the head request waits for the writer. */
   #blocked = false;
+  /** Settles when the head request, running in the background, is answered. */
+  #inflight: Promise<void> | null = null;
   /** Encoder size before the replies held for a group commit, and those replies. */
   #heldAt = -1;
   #held: { id: number; error?: unknown }[] = [];
@@ -115,6 +117,10 @@ export class Session {
   async #finish(): Promise<void> {
     while (!this.#channel.closed) {
       this.#pump();
+      if (this.#inflight !== null) {
+        await this.#inflight;
+        continue;
+      }
       await this.#awaitCommit();
       await this.#channel.drain();
       if (this.#head >= this.#queue.length || this.#blocked) return;
@@ -195,7 +201,7 @@ export class Session {
 
   /** Runs queued requests in order until one must wait or output backs up. */
   #pump(): void {
-    if (this.#pumping || this.#dead || this.#channel.closed) return;
+    if (this.#pumping || this.#inflight !== null || this.#dead || this.#channel.closed) return;
     this.#pumping = true;
     try {
       const q = this.#queue;
@@ -215,6 +221,10 @@ export class Session {
         }
         if (result === BLOCKED) {
           this.#blocked = true;
+          break;
+        }
+        if (result instanceof Promise) {
+          this.#inflight = this.#settle(req, result, limit);
           break;
         }
         q[this.#head++] = undefined as unknown as Request;
@@ -238,6 +248,30 @@ export class Session {
       this.#pumping = false;
     }
     this.#channel.flush();
+  }
+
+  /** Answers the head request once its background statement is done, then goes on. */
+  async #settle(req: Request, result: Promise<unknown>, limit: number | undefined): Promise<void> {
+    let payload: unknown;
+    let error: unknown = undefined;
+    let failed = false;
+    try {
+      payload = await result;
+    } catch (err) {
+      failed = true;
+      error = err;
+    }
+    this.#inflight = null;
+    if (this.#dead || this.#channel.closed) return;
+    this.#queue[this.#head++] = undefined as unknown as Request;
+    if (failed) {
+      if (this.#engine.awaitingCommit) this.#hold(req[1] as number, error);
+      this.#replyError(req[1] as number, error);
+    } else {
+      if (this.#engine.awaitingCommit) this.#hold(req[1] as number);
+      this.#reply(req[1] as number, payload, limit);
+    }
+    this.#pump();
   }
 
   /** Notes a reply that must wait for the group commit. */
@@ -274,7 +308,7 @@ export class Session {
       case Op.Query:
         return s.query(sqlOrHandle(req[2]), params(req[3]), timeoutOf(req[4]));
       case Op.Run:
-        return s.run(sqlOrHandle(req[2]), params(req[3]));
+        return s.run(sqlOrHandle(req[2]), params(req[3]), timeoutOf(req[4]));
       case Op.Exec:
         return s.exec(sqlText(req[2]));
       case Op.Batch:

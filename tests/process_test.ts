@@ -85,7 +85,11 @@ Deno.test({
     }
     const restricted = SERVE_TASK_FLAGS.filter((f) => f !== "--allow-ffi" && !/expose-gc/.test(f));
     assert.equal(restricted.length, SERVE_TASK_FLAGS.length - 2);
-    await using sp = await startServerProcess({ denoFlags: ["--no-prompt", ...restricted] });
+    await using sp = await startServerProcess({
+      denoFlags: ["--no-prompt", ...restricted],
+      // Without --allow-ffi only node:sqlite can run, whatever CI forces.
+      args: ["--engine", "auto"],
+    });
     assert.equal(
       sp.memoryLine,
       "netsqlite: memory release: no malloc_trim (no --allow-ffi); " +

@@ -10,6 +10,7 @@
 
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { resultCodeName } from "../_result_codes.ts";
+import { resultTooLarge, rowBytes, tooManyValues, unknownName } from "./_errors.ts";
 import { Auth, CheckpointMode, ColumnType, OpenFlag, Result } from "./_constants.ts";
 import type { Symbols } from "./_ffi_symbols.ts";
 import type {
@@ -639,42 +640,6 @@ function openHandle(s: Symbols, path: string, flags: number): Deno.PointerObject
 function dbError(s: Symbols, h: Deno.PointerObject): SqliteError {
   const code = s.sqlite3_extended_errcode(h);
   return new SqliteError(resultCodeName(code), cString(s.sqlite3_errmsg(h)), code);
-}
-
-/** The error for more positional values than the statement has parameters. */
-export function tooManyValues(given: number, count: number): SqliteError {
-  return new SqliteError(
-    "SQLITE_RANGE",
-    `Cannot bind ${given} values: the statement has ${count} parameter${count === 1 ? "" : "s"}`,
-    Result.RANGE,
-  );
-}
-
-/** The error for a named value the statement has no parameter for. */
-export function unknownName(key: string): SqliteError {
-  return new SqliteError(
-    "SQLITE_RANGE",
-    `Cannot bind parameter "${key}": the statement has no parameter of that name`,
-    Result.RANGE,
-  );
-}
-
-/** The error for a buffered result above its byte limit. */
-export function resultTooLarge(maxBytes: number): SqliteError {
-  return new SqliteError(
-    ErrorCode.ResultTooLarge,
-    `Cannot buffer result: it exceeds ${maxBytes} bytes`,
-  );
-}
-
-/** Approximate encoded size of a row (as the engine counts it). */
-export function rowBytes(row: readonly SqlValue[]): number {
-  let n = 1;
-  for (let i = 0; i < row.length; i++) {
-    const v = row[i];
-    n += typeof v === "string" ? v.length + 5 : v instanceof Uint8Array ? v.length + 5 : 9;
-  }
-  return n;
 }
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);

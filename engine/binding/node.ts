@@ -40,7 +40,8 @@ import type {
   SqlValue,
   Stmt,
 } from "./binding.ts";
-import { exact, resultTooLarge, rowBytes, tooManyValues, unknownName } from "./ffi.ts";
+import { exact } from "./ffi.ts";
+import { resultTooLarge, rowBytes, tooManyValues, unknownName } from "./_errors.ts";
 
 /** The parts of node:sqlite's `StatementSync` used here, including undeclared ones. */
 interface NodeStatement {
@@ -435,7 +436,10 @@ class NodeStmt implements Stmt {
       // bigints (safe: the statement changes nothing).
       this.#setBigInts(false);
       try {
-        return st.all(...this.#args) as SqlValue[][];
+        const rows = st.all(...this.#args) as SqlValue[][];
+        // node:sqlite lets -2^63 through as a number instead of refusing it
+        // like other integers beyond 2^53: read it exactly.
+        if (!hasInt64Min(rows)) return rows;
       } catch (err) {
         if ((err as { code?: string }).code !== "ERR_OUT_OF_RANGE") throw toSqliteError(err);
       }
@@ -646,4 +650,14 @@ export function toSqliteError(err: unknown): SqliteError {
     return new SqliteError(ErrorCode.InvalidParam, message, undefined, { cause: err });
   }
   return new SqliteError(ErrorCode.Internal, message, undefined, { cause: err });
+}
+
+const INT64_MIN_AS_NUMBER = -(2 ** 63);
+
+function hasInt64Min(rows: SqlValue[][]): boolean {
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r];
+    for (let i = 0; i < row.length; i++) if (row[i] === INT64_MIN_AS_NUMBER) return true;
+  }
+  return false;
 }

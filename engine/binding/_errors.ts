@@ -1,0 +1,45 @@
+/**
+ * Errors both bindings raise alike, and the row size estimate behind
+ * `RESULT_TOO_LARGE`.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import type { SqlValue } from "./binding.ts";
+
+/** The error for more positional values than the statement has parameters. */
+export function tooManyValues(given: number, count: number): SqliteError {
+  return new SqliteError(
+    "SQLITE_RANGE",
+    `Cannot bind ${given} values: the statement has ${count} parameter${count === 1 ? "" : "s"}`,
+    25,
+  );
+}
+
+/** The error for a named value the statement has no parameter for. */
+export function unknownName(key: string): SqliteError {
+  return new SqliteError(
+    ErrorCode.InvalidParam,
+    `Cannot bind parameter "${key}": the statement has no parameter of that name`,
+  );
+}
+
+/** The error for a buffered result above its byte limit. */
+export function resultTooLarge(maxBytes: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.ResultTooLarge,
+    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes): ` +
+      "use iterate() to stream large results",
+  );
+}
+
+/** Approximate encoded size of a row (as the engine counts it). */
+export function rowBytes(row: readonly SqlValue[]): number {
+  let n = 1;
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    n += typeof v === "string" ? v.length + 5 : v instanceof Uint8Array ? v.length + 5 : 9;
+  }
+  return n;
+}
