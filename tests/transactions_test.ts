@@ -277,11 +277,14 @@ Deno.test("Session close mid-transaction rolls back and frees the writer at once
   const a = await srv.client();
   await a.exec("BEGIN");
   await a.run("INSERT INTO t VALUES ('a')");
-  const write = b.run("INSERT INTO t VALUES ('b')");
-  await delay(50);
+  const write = track(b.run("INSERT INTO t VALUES ('b')"));
+  // 150 ms: a write takes about a millisecond when the writer is free.
+  await delay(150);
+  assert.equal(write.settled(), false, "b's write must wait while a's transaction is open");
   const started = performance.now();
   await a.close();
-  await write;
+  await write.promise;
+  // 1 s: "at once" is a few ms (no busy timeout, no idle lease); the margin is load.
   assert.ok(performance.now() - started < 1000);
   assert.deepEqual(await b.values("SELECT who FROM t"), [["b"]]);
 });
