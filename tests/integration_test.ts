@@ -19,6 +19,9 @@ import { Op, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
 import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
+import { spawnClientProcess } from "./_client_process.ts";
+import { defaultSocketPath } from "../transport/address.ts";
+import { relative } from "node:path";
 
 const TRANSPORTS = ["unix", "tcp"] as const;
 
@@ -1026,6 +1029,25 @@ Deno.test("Client.values() refuses a bound string with a lone surrogate: INVALID
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
   // A well-formed surrogate pair is kept exactly.
   assert.deepEqual(await db.values("SELECT ?", ["a\ud83d\ude00b"]), [["a\ud83d\ude00b"]]);
+});
+
+Deno.test("connect({ database }) finds the default socket of a server started with only { database }, from this and another process", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/default.db`;
+  await using server = await serve({ database });
+  const expected = defaultSocketPath(database);
+  assert.deepEqual(server.addr, { transport: "unix", path: expected });
+  assert.ok((await Deno.stat(expected)).isSocket, `no socket at ${expected}`);
+  await using db = await connect({ database });
+  await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES ('found')");
+  // The same database named another way (relative path) reaches the same server.
+  await using again = await connect({ database: relative(Deno.cwd(), database) });
+  assert.deepEqual(await again.values("SELECT x FROM t"), [["found"]]);
+  // A client in another process computes the same path.
+  await using child = await spawnClientProcess({ database });
+  assert.deepEqual(await child.values("SELECT x FROM t"), [["found"]]);
+  // Another database has another default socket, where nobody listens.
+  await assert.rejects(connect({ database: `${dir.path}/other.db` }), ConnectionError);
 });
 
 Deno.test("connect() to a missing socket throws ConnectionError naming it", async () => {
