@@ -23,6 +23,8 @@ export interface WriterOutput {
 
 /** A running writer process. */
 export interface WriterProcess extends AsyncDisposable {
+  /** Acknowledgements printed so far. */
+  acked(): { rows: number; txs: number };
   /** Waits for the process to end (it ends when its connection dies) and parses its output. */
   finish(): Promise<WriterOutput>;
 }
@@ -73,6 +75,10 @@ export async function writerProcess(params: WriterParams): Promise<WriterProcess
   })().catch(() => {});
   let finished = false;
   return {
+    acked: () => ({
+      rows: text.match(/^row /gm)?.length ?? 0,
+      txs: text.match(/^tx /gm)?.length ?? 0,
+    }),
     async finish(): Promise<WriterOutput> {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const late = new Promise<void>((resolve) => {

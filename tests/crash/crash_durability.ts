@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { type Client, connect } from "../../client.ts";
 import { ConnectionError, SqliteError } from "../../protocol/errors.ts";
 import { type ServerProcess, startServerProcess } from "../_helpers.ts";
-import { writerProcess } from "./_crash_writer_process.ts";
+import { type WriterProcess, writerProcess } from "./_crash_writer_process.ts";
 import { prng } from "../_bytes.ts";
 export { prng } from "../_bytes.ts";
 
@@ -200,8 +200,23 @@ async function waitFor(ms: number): Promise<void> {
 }
 
 /**
+ * Delays the kill until the trial has at least one acknowledged row and one
+ * acknowledged transaction to lose (a loaded machine may have acknowledged
+ * nothing 50 ms in), for at most 5 s.
+ */
+async function untilAcknowledged(counts: () => { rows: number; txs: number }): Promise<void> {
+  const giveUpAt = performance.now() + 5000;
+  while (performance.now() < giveUpAt) {
+    const c = counts();
+    if (c.rows > 0 && c.txs > 0) return;
+    await waitFor(5);
+  }
+}
+
+/**
  * Runs `trials` rounds of: start server process, write concurrently, SIGKILL
- * the server after a random 50–400 ms, restart it on the same database and
+ * the server after a random 50–400 ms (later if nothing was acknowledged by
+ * then), restart it on the same database and
  * check every acknowledged write, transaction atomicity and integrity.
  */
 export async function runCrashTrials(options: CrashOptions = {}): Promise<Report> {
@@ -246,6 +261,7 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
               writer(c, w, trial, ledger, prng(seed * 1000 + trial * 16 + w), counts)
             );
             await waitFor(killAfterMs);
+            await untilAcknowledged(() => counts);
             await server.kill();
             await Promise.all(running);
           } finally {
@@ -336,7 +352,7 @@ async function writeFromProcesses(
     await using db = await server.client();
     await db.exec(SCHEMA);
   }
-  const procs = [];
+  const procs: WriterProcess[] = [];
   try {
     for (let w = 0; w < writers; w++) {
       procs.push(
@@ -351,6 +367,10 @@ async function writeFromProcesses(
       );
     }
     await waitFor(killAfterMs);
+    await untilAcknowledged(() => {
+      const acked = procs.map((p) => p.acked());
+      return { rows: sum(acked.map((a) => a.rows)), txs: sum(acked.map((a) => a.txs)) };
+    });
     await server.kill();
     for (const p of procs) {
       const out = await p.finish();
