@@ -7,6 +7,26 @@ import { connect, type ConnectOptions } from "../client.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
 import type { Client } from "../client.ts";
 
+/** Resolves after `ms` milliseconds. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Races `promise` against a timer and clears the timer either way, so no timer
+ * is left armed when the test ends (the op sanitizer fails a test that leaves
+ * one). Resolves with `"timeout"` when the timer wins.
+ */
+export async function within<T>(promise: Promise<T>, ms: number): Promise<T | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<"timeout">((resolve) => timer = setTimeout(resolve, ms, "timeout"));
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A temp directory removed on dispose. */
 export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
   const path = await Deno.makeTempDir({ prefix: "netsqlite-test-" });

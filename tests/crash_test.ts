@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { formatReport, prng, runCrashTrials } from "./crash/crash_durability.ts";
+import { testSeed, withSeed } from "./_seed.ts";
 
 Deno.test("prng: the same seed gives the same sequence, in [0, 1)", () => {
   const a = prng(7), b = prng(7), c = prng(8);
@@ -14,26 +15,43 @@ Deno.test("prng: the same seed gives the same sequence, in [0, 1)", () => {
   assert.ok(xs.every((x) => x >= 0 && x < 1));
 });
 
-Deno.test(
-  "runCrashTrials: SIGKILLed servers (synchronous=full) lose no acknowledged write, show no partial transaction, keep integrity",
-  async () => {
-    const report = await runCrashTrials({ trials: 3, seed: 1, writers: 4, synchronous: "full" });
-    console.log(formatReport(report));
-    assert.equal(report.perTrial.length, 3);
-    assert.ok(
-      report.ackedRows > 0 && report.ackedTransactions > 0,
-      "the writers got no acknowledged write before the kills: the trial tested nothing",
-    );
-    for (const t of report.perTrial) {
-      assert.deepEqual(t.lostRows, [], `trial ${t.trial}: acknowledged rows lost`);
-      assert.deepEqual(t.lostTransactions, [], `trial ${t.trial}: acknowledged transactions lost`);
-      assert.deepEqual(t.partial, [], `trial ${t.trial}: partly visible transactions`);
-      assert.equal(t.integrity, "ok", `trial ${t.trial}: integrity_check`);
-      assert.ok(t.killAfterMs >= 50 && t.killAfterMs <= 400);
-      assert.ok(t.rowsAfterRestart >= t.ackedRows);
-    }
-    assert.equal(report.lostWrites, 0);
-    assert.equal(report.partialTransactions, 0);
-    assert.equal(report.integrityFailures, 0);
-  },
-);
+for (const clientProcesses of [false, true]) {
+  const where = clientProcesses ? "writers in their own processes" : "writers in the test process";
+  Deno.test(
+    `runCrashTrials: SIGKILLed servers (synchronous=full) lose no acknowledged write, show no partial transaction, keep integrity (${where})`,
+    () =>
+      withSeed(testSeed(1), async () => {
+        const seed = testSeed(1);
+        const report = await runCrashTrials({
+          trials: 3,
+          seed,
+          writers: 4,
+          synchronous: "full",
+          clientProcesses,
+        });
+        console.log(formatReport(report));
+        assert.equal(report.perTrial.length, 3);
+        for (const t of report.perTrial) {
+          // Every trial must have had something acknowledged to lose, of both kinds;
+          // a trial that acknowledged nothing tests nothing.
+          assert.ok(t.ackedRows > 0, `trial ${t.trial}: no autocommit row was acknowledged`);
+          assert.ok(t.ackedTransactions > 0, `trial ${t.trial}: no transaction was acknowledged`);
+          assert.deepEqual(t.unexpectedErrors, [], `trial ${t.trial}: unexpected writer errors`);
+          assert.deepEqual(t.lostRows, [], `trial ${t.trial}: acknowledged rows lost`);
+          assert.deepEqual(
+            t.lostTransactions,
+            [],
+            `trial ${t.trial}: acknowledged transactions lost`,
+          );
+          assert.deepEqual(t.partial, [], `trial ${t.trial}: partly visible transactions`);
+          assert.equal(t.integrity, "ok", `trial ${t.trial}: integrity_check`);
+          assert.ok(t.killAfterMs >= 50 && t.killAfterMs <= 400);
+          assert.ok(t.rowsAfterRestart >= t.ackedRows);
+        }
+        assert.equal(report.lostWrites, 0);
+        assert.equal(report.partialTransactions, 0);
+        assert.equal(report.integrityFailures, 0);
+        assert.equal(report.unexpectedErrors, 0);
+      }),
+  );
+}

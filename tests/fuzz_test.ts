@@ -6,7 +6,8 @@
  * its own process so that a crash is reported (with the seed and the bytes
  * that caused it) instead of taking the test runner down.
  *
- * Reproduce a run with `NETSQLITE_FUZZ_SEED=<seed> deno test -A tests/fuzz_test.ts`.
+ * The seed is fixed (tests/_seed.ts); run other seeds, or reproduce a failure, with
+ * `NETSQLITE_SEED=<seed> deno test -A tests/fuzz_test.ts` (`NETSQLITE_FUZZ_SEED` still works).
  */
 
 import assert from "node:assert/strict";
@@ -17,6 +18,7 @@ import { decodeMsgpack } from "../protocol/msgpack.ts";
 import type { Client } from "../client.ts";
 import { startServerProcess } from "./_helpers.ts";
 import { concat } from "./_bytes.ts";
+import { testSeed, withSeed } from "./_seed.ts";
 
 /** At most this many frames are sent in total... */
 const MAX_FRAMES = 2000;
@@ -31,15 +33,8 @@ const FATAL_CODES = new Set(["BAD_REQUEST", "FRAME_TOO_LARGE", "PROTOCOL_VERSION
 
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-function fuzzSeed(): number {
-  const env = Deno.env.get("NETSQLITE_FUZZ_SEED");
-  if (env === undefined || env === "") return crypto.getRandomValues(new Uint32Array(1))[0];
-  const n = Number(env);
-  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) {
-    throw new TypeError(`NETSQLITE_FUZZ_SEED must be an integer in 0..2^32-1, got "${env}"`);
-  }
-  return n;
-}
+/** The fuzzing seed: fixed, or NETSQLITE_SEED (NETSQLITE_FUZZ_SEED) for other runs. */
+const FUZZ_SEED = testSeed(0x6e657473, "NETSQLITE_FUZZ_SEED");
 
 // ---- randomness -------------------------------------------------------------------
 
@@ -444,9 +439,11 @@ function checkReplies(
 
 // ---- the test -----------------------------------------------------------------------
 
-Deno.test("Session survives seeded protocol fuzzing: acknowledged writes kept, database intact", async () => {
-  const seed = fuzzSeed();
-  console.log(`fuzz seed ${seed} (reproduce with NETSQLITE_FUZZ_SEED=${seed})`);
+Deno.test("Session survives seeded protocol fuzzing: acknowledged writes kept, database intact", () =>
+  withSeed(FUZZ_SEED, () => fuzz(FUZZ_SEED)));
+
+async function fuzz(seed: number): Promise<void> {
+  console.log(`fuzz seed ${seed} (reproduce with NETSQLITE_SEED=${seed})`);
   await using srv = await startServerProcess({
     args: [
       "--max-frame-size",
@@ -611,7 +608,7 @@ Deno.test("Session survives seeded protocol fuzzing: acknowledged writes kept, d
   }
   await srv.kill();
   await watch;
-});
+}
 
 function replacer(_k: string, v: unknown): unknown {
   if (typeof v === "bigint") return `${v}n`;

@@ -74,26 +74,55 @@ Deno.test("Engine group commit: ON CONFLICT ROLLBACK in one write fails the grou
   await using srv = await startServer({ synchronous: "full" });
   const clients = await Promise.all(Array.from({ length: 4 }, () => srv.client()));
   try {
-    await clients[0].exec("CREATE TABLE r (k INTEGER UNIQUE); INSERT INTO r VALUES (0)");
-    const results = await Promise.allSettled([
-      clients[0].run("INSERT INTO r VALUES (1)"),
-      clients[1].run("INSERT INTO r VALUES (2)"),
-      clients[2].run("INSERT OR ROLLBACK INTO r VALUES (0)"),
-      clients[3].run("INSERT INTO r VALUES (3)"),
-    ]);
-    const stored = new Set((await clients[0].values<[number]>("SELECT k FROM r")).map((r) => r[0]));
-    // Whatever was grouped together: an acknowledged write is stored, a failed one is not.
-    for (const [i, key] of [[0, 1], [1, 2], [3, 3]]) {
-      const r = results[i];
-      assert.equal(stored.has(key), r.status === "fulfilled", `client ${i}: ${JSON.stringify(r)}`);
-      if (r.status === "rejected") assert.equal((r.reason as SqliteError).code, "SQLITE_ABORT");
+    await clients[0].exec("CREATE TABLE r (k INTEGER UNIQUE)");
+    // Writes sent in the same turn usually share a group, but not always: repeat
+    // until some write was grouped before the OR ROLLBACK one (and so undone
+    // with it), and require that this happened, so the SQLITE_ABORT path ran.
+    let aborted = 0;
+    let rounds = 0;
+    for (; rounds < 50 && aborted < 3; rounds++) {
+      await clients[0].exec("DELETE FROM r; INSERT INTO r VALUES (0)");
+      const base = 10 * (rounds + 1);
+      const keys = [base + 1, base + 2, -1, base + 3];
+      const results = await Promise.allSettled([
+        clients[0].run("INSERT INTO r VALUES (?)", [keys[0]]),
+        clients[1].run("INSERT INTO r VALUES (?)", [keys[1]]),
+        clients[2].run("INSERT OR ROLLBACK INTO r VALUES (0)"),
+        clients[3].run("INSERT INTO r VALUES (?)", [keys[3]]),
+      ]);
+      const stored = new Set(
+        (await clients[0].values<[number]>("SELECT k FROM r")).map((r) => r[0]),
+      );
+      // An acknowledged write is stored; a failed one is not, and failed only
+      // because its group was rolled back.
+      for (const i of [0, 1, 3]) {
+        const r = results[i];
+        const what = `round ${rounds}, client ${i}: ${JSON.stringify(r)}`;
+        assert.equal(stored.has(keys[i]), r.status === "fulfilled", what);
+        if (r.status === "rejected") {
+          const err = r.reason as SqliteError;
+          assert.equal(err.code, "SQLITE_ABORT", what);
+          assert.match(err.message, /rolled back with its group commit/, what);
+          aborted++;
+        }
+      }
+      assert.equal(results[2].status, "rejected");
+      assert.equal(
+        ((results[2] as PromiseRejectedResult).reason as SqliteError).code,
+        "SQLITE_CONSTRAINT_UNIQUE",
+      );
+      assert.equal(stored.has(0), true, "the pre-existing row survives the ROLLBACK");
+      for (const c of clients) assert.equal(c.inTransaction, false);
     }
-    assert.equal(results[2].status, "rejected");
-    assert.equal(
-      ((results[2] as PromiseRejectedResult).reason as SqliteError).code,
-      "SQLITE_CONSTRAINT_UNIQUE",
+    console.log(`OR ROLLBACK: ${aborted} grouped writes aborted in ${rounds} rounds`);
+    assert.ok(
+      aborted > 0,
+      `in ${rounds} rounds no write shared a group with the OR ROLLBACK one: SQLITE_ABORT never ran`,
     );
-    assert.equal(clients[2].inTransaction, false);
+    // The aborted clients and the server are fine afterwards.
+    for (const [i, c] of clients.entries()) {
+      assert.equal((await c.run("INSERT INTO r VALUES (?)", [-100 - i])).changes, 1);
+    }
     assert.deepEqual(await clients[2].values("PRAGMA integrity_check"), [["ok"]]);
   } finally {
     for (const c of clients) await c.close();

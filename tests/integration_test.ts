@@ -19,6 +19,9 @@ import { Op, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
 import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
+import { spawnClientProcess } from "./_client_process.ts";
+import { defaultSocketPath } from "../transport/address.ts";
+import { relative } from "node:path";
 
 const TRANSPORTS = ["unix", "tcp"] as const;
 
@@ -992,20 +995,54 @@ Deno.test("Client.query() reports SQL errors at once while another client holds 
 
 // ---- transport-specific ---------------------------------------------------
 
-// A lone UTF-16 surrogate cannot be encoded as UTF-8; it travels as U+FFFD and
-// SQLite stores "\ufffd": the value changed without an error.
-Deno.test("Client.values() never changes a bound string: a lone surrogate is refused or kept", async () => {
+// A lone UTF-16 surrogate cannot be encoded as UTF-8: sent as is it would
+// travel as U+FFFD and SQLite would store "\ufffd", a changed value without an
+// error. The client refuses it before sending (protocol/values.ts).
+Deno.test("Client.values() refuses a bound string with a lone surrogate: INVALID_PARAM, nothing stored", async () => {
   await using s = await startServer();
   await using db = await s.client();
-  let stored: unknown;
-  try {
-    [[stored]] = await db.values("SELECT ?", ["a\ud800b"]);
-  } catch (err) {
-    assert.ok(err instanceof SqliteError);
-    assert.equal(err.code, "INVALID_PARAM");
-    return;
+  await db.exec("CREATE TABLE t (s TEXT)");
+  for (const bad of ["a\ud800b", "\udc00", "x\ud83d"]) {
+    for (
+      const call of [
+        () => db.values("SELECT ?", [bad]),
+        () => db.run("INSERT INTO t VALUES (?)", [bad]),
+        () => db.run("INSERT INTO t VALUES (:s)", { s: bad }),
+      ]
+    ) {
+      await assert.rejects(call(), (err: unknown) => {
+        assert.ok(err instanceof SqliteError, String(err));
+        assert.equal(err.code, "INVALID_PARAM");
+        assert.match(
+          err.message,
+          /^Cannot bind parameter (1|":?s"): string contains a lone UTF-16 surrogate/,
+        );
+        return true;
+      });
+    }
   }
-  assert.equal(stored, "a\ud800b", "the string came back changed");
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+  // A well-formed surrogate pair is kept exactly.
+  assert.deepEqual(await db.values("SELECT ?", ["a\ud83d\ude00b"]), [["a\ud83d\ude00b"]]);
+});
+
+Deno.test("connect({ database }) finds the default socket of a server started with only { database }, from this and another process", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/default.db`;
+  await using server = await serve({ database });
+  const expected = defaultSocketPath(database);
+  assert.deepEqual(server.addr, { transport: "unix", path: expected });
+  assert.ok((await Deno.stat(expected)).isSocket, `no socket at ${expected}`);
+  await using db = await connect({ database });
+  await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES ('found')");
+  // The same database named another way (relative path) reaches the same server.
+  await using again = await connect({ database: relative(Deno.cwd(), database) });
+  assert.deepEqual(await again.values("SELECT x FROM t"), [["found"]]);
+  // A client in another process computes the same path.
+  await using child = await spawnClientProcess({ database });
+  assert.deepEqual(await child.values("SELECT x FROM t"), [["found"]]);
+  // Another database has another default socket, where nobody listens.
+  await assert.rejects(connect({ database: `${dir.path}/other.db` }), ConnectionError);
 });
 
 Deno.test("connect() to a missing socket throws ConnectionError naming it", async () => {

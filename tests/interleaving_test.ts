@@ -11,8 +11,10 @@ import assert from "node:assert/strict";
 import type { Client } from "../mod.ts";
 import { prng } from "./_bytes.ts";
 import { startServer } from "./_helpers.ts";
+import { seedNote, testSeed } from "./_seed.ts";
 
-const SEED = Number(Deno.env.get("NETSQLITE_INTERLEAVE_SEED") ?? 20261123);
+/** Fixed; NETSQLITE_SEED (or NETSQLITE_INTERLEAVE_SEED) runs other seeds (tests/_seed.ts). */
+const SEED = testSeed(20261123, "NETSQLITE_INTERLEAVE_SEED");
 
 async function burst(db: Client, c: number, rand: () => number, expected: { n: number }) {
   const sent: Promise<unknown>[] = [];
@@ -60,9 +62,7 @@ for (const synchronous of ["full", "normal"] as const) {
       assert.deepEqual(await clients[0].values("SELECT count(*) FROM t"), [[total]]);
       assert.deepEqual(await clients[0].values("PRAGMA integrity_check"), [["ok"]]);
     } catch (err) {
-      throw new Error(`seed ${SEED} (NETSQLITE_INTERLEAVE_SEED): ${(err as Error).message}`, {
-        cause: err,
-      });
+      throw new Error(`${(err as Error).message}\n  ${seedNote(SEED)}`, { cause: err });
     } finally {
       for (const c of clients) await c.close();
     }

@@ -7,7 +7,13 @@
 import assert from "node:assert/strict";
 import { ConnectionError } from "../protocol/errors.ts";
 import { connect, type ConnectOptions } from "../client.ts";
-import { readStdoutUntil, SERVE_TASK_FLAGS, startServerProcess, tempDir } from "./_helpers.ts";
+import {
+  delay,
+  readStdoutUntil,
+  SERVE_TASK_FLAGS,
+  startServerProcess,
+  tempDir,
+} from "./_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
@@ -39,7 +45,7 @@ function addressArgs(options: ConnectOptions): string[] {
 /** A running fixture client process, killed and awaited on dispose. */
 async function spawnPipelineClient(
   options: ConnectOptions,
-  mode: "tx" | "plain",
+  mode: "tx" | "plain" | "writes",
 ): Promise<{ child: Deno.ChildProcess; kill(): Promise<Deno.CommandStatus> } & AsyncDisposable> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", PIPELINE_CLIENT, JSON.stringify(options), mode],
@@ -323,13 +329,18 @@ for (const transport of TRANSPORTS) {
   Deno.test(`client process killed with SIGKILL mid-request does not disturb another client${T}`, async () => {
     await using sp = await startServerProcess({ transport });
     await using db = await sp.client();
-    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
-    await using victim = await spawnPipelineClient(sp.connectOptions, "plain");
+    await using watch = await sp.client();
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT); CREATE TABLE v (n)");
+    // db holds the writer, so the victim's 300 pipelined writes certainly wait
+    // on the server when it is killed (its 1500 reads may or may not be done).
+    await db.exec("BEGIN IMMEDIATE");
+    await using victim = await spawnPipelineClient(sp.connectOptions, "writes");
     // The other client works while the victim's requests are queued on the server...
     const during = await Promise.all(
       Array.from({ length: 100 }, (_, i) => db.values("SELECT ?, ? * 2", [i, i])),
     );
     during.forEach((rows, i) => assert.deepEqual(rows, [[i, i * 2]]));
+    assert.deepEqual(await watch.values("SELECT count(*) FROM v"), [[0]], "victim writes ran");
     // ...while it is killed with requests still pending...
     const killing = victim.kill();
     const across = await Promise.all(
@@ -341,10 +352,21 @@ for (const transport of TRANSPORTS) {
     across.forEach((r, i) => assert.deepEqual(r, { changes: 1, lastInsertRowid: i + 1 }));
     const status = await killing;
     assert.equal(status.signal, "SIGKILL");
+    await db.exec("COMMIT");
     // ...and afterwards.
     assert.deepEqual(await db.values("SELECT count(*), min(id), max(id) FROM t"), [[200, 1, 200]]);
     await using fresh = await sp.client();
     assert.deepEqual(await fresh.values("SELECT count(*) FROM t"), [[200]]);
+    // The killed client's waiting writes are dropped once the server sees the
+    // connection end; those it ran before noticing (the COMMIT above can free
+    // the writer first, on a loaded machine) ran whole and in order.
+    const [[ran, last]] = await fresh.values<[number, number]>(
+      "SELECT count(*), coalesce(max(n), -1) FROM v",
+    );
+    assert.equal(last, ran - 1, `${ran} of the killed client's writes ran, up to n = ${last}`);
+    await fresh.run("INSERT INTO v VALUES (1000)");
+    assert.deepEqual(await watch.values("SELECT count(*) FROM v"), [[ran + 1]]);
+    assert.deepEqual(await watch.values("PRAGMA integrity_check"), [["ok"]]);
   });
 
   Deno.test(`client process killed with SIGKILL inside a transaction has its writes rolled back${T}`, async () => {
@@ -354,7 +376,11 @@ for (const transport of TRANSPORTS) {
     await using victim = await spawnPipelineClient(sp.connectOptions, "tx");
     // The victim holds the writer: reads go on, and the uncommitted row is invisible.
     assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
-    const write = db.run("INSERT INTO t (who) VALUES ('survivor')");
+    let settled = false;
+    const write = db.run("INSERT INTO t (who) VALUES ('survivor')").finally(() => settled = true);
+    // 200 ms: a local write takes about a millisecond when the writer is free.
+    await delay(200);
+    assert.equal(settled, false, "the write did not wait for the victim's transaction");
     const status = await victim.kill();
     assert.equal(status.signal, "SIGKILL");
     // The server noticed the dead connection and released the writer.

@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { formatSoakReport, runSoak } from "./soak/soak.ts";
 import { formatIdleReport, runIdleConnections } from "./soak/idle_connections.ts";
+import { withTimeLimit } from "./_limit.ts";
+import { testSeed, withSeed } from "./_seed.ts";
 
 const MiB = 1024 * 1024;
 
@@ -32,59 +34,61 @@ const OPS = [
 
 Deno.test(
   "runSoak: 200 connections over 4 processes for 8 s lose no acknowledged write, keep the accounts total, see only the provoked errors and keep server memory stable",
-  async () => {
-    const report = await runSoak({ durationMs: 8000, connections: 200, processes: 4, seed: 1 });
-    console.log(formatSoakReport(report));
-    assert.deepEqual(report.failures, []);
-    assert.equal(report.ok, true);
-    assert.deepEqual(report.workerExitCodes, [0, 0, 0, 0]);
-    assert.equal(report.connections, 200);
+  () =>
+    withSeed(testSeed(1), async () => {
+      const seed = testSeed(1);
+      const report = await runSoak({ durationMs: 8000, connections: 200, processes: 4, seed });
+      console.log(formatSoakReport(report));
+      assert.deepEqual(report.failures, []);
+      assert.equal(report.ok, true);
+      assert.deepEqual(report.workerExitCodes, [0, 0, 0, 0]);
+      assert.equal(report.connections, 200);
 
-    // Every kind of operation ran, the deliberate errors came back with their codes.
-    for (const op of OPS) assert.ok((report.ops[op] ?? 0) > 0, `no ${op} ran`);
-    assert.ok(report.deliberateErrors["SQLITE_CONSTRAINT_PRIMARYKEY"] > 0);
-    assert.ok(report.deliberateErrors["SQLITE_CONSTRAINT_NOTNULL"] > 0);
-    assert.ok(report.deliberateErrors["REQUEST_TIMEOUT"] > 0);
-    assert.deepEqual(
-      Object.keys(report.deliberateErrors).sort(),
-      ["REQUEST_TIMEOUT", "SQLITE_CONSTRAINT_NOTNULL", "SQLITE_CONSTRAINT_PRIMARYKEY"],
-    );
-    assert.equal(report.reconnects, report.ops["requestTimeoutReconnect"]);
-    assert.equal(report.disconnects, report.ops["disconnect"]);
-    assert.equal(report.abandonedTransactions, report.ops["abandonTransaction"]);
-    assert.equal(report.unexpectedCount, 0, JSON.stringify(report.unexpected));
-    assert.deepEqual(report.unexpected, []);
-    assert.equal(report.busyTimeouts, 0);
+      // Every kind of operation ran, the deliberate errors came back with their codes.
+      for (const op of OPS) assert.ok((report.ops[op] ?? 0) > 0, `no ${op} ran`);
+      assert.ok(report.deliberateErrors["SQLITE_CONSTRAINT_PRIMARYKEY"] > 0);
+      assert.ok(report.deliberateErrors["SQLITE_CONSTRAINT_NOTNULL"] > 0);
+      assert.ok(report.deliberateErrors["REQUEST_TIMEOUT"] > 0);
+      assert.deepEqual(
+        Object.keys(report.deliberateErrors).sort(),
+        ["REQUEST_TIMEOUT", "SQLITE_CONSTRAINT_NOTNULL", "SQLITE_CONSTRAINT_PRIMARYKEY"],
+      );
+      assert.equal(report.reconnects, report.ops["requestTimeoutReconnect"]);
+      assert.equal(report.disconnects, report.ops["disconnect"]);
+      assert.equal(report.abandonedTransactions, report.ops["abandonTransaction"]);
+      assert.equal(report.unexpectedCount, 0, JSON.stringify(report.unexpected));
+      assert.deepEqual(report.unexpected, []);
+      assert.equal(report.busyTimeouts, 0);
 
-    // Writes: all acknowledged ones are there, nothing else is.
-    assert.ok(report.acknowledged > 1000, `only ${report.acknowledged} acknowledged writes`);
-    assert.ok(report.transfersCommitted > 100);
-    assert.ok(report.rolledBack > 0);
-    assert.equal(report.missingCount, 0);
-    assert.deepEqual(report.missing, []);
-    assert.deepEqual(report.rolledBackPresent, []);
-    assert.equal(report.unaccountedCount, 0);
-    assert.equal(report.ledgerRows, report.acknowledged + report.unknownOutcomePresent);
+      // Writes: all acknowledged ones are there, nothing else is.
+      assert.ok(report.acknowledged > 1000, `only ${report.acknowledged} acknowledged writes`);
+      assert.ok(report.transfersCommitted > 100);
+      assert.ok(report.rolledBack > 0);
+      assert.equal(report.missingCount, 0);
+      assert.deepEqual(report.missing, []);
+      assert.deepEqual(report.rolledBackPresent, []);
+      assert.equal(report.unaccountedCount, 0);
+      assert.equal(report.ledgerRows, report.acknowledged + report.unknownOutcomePresent);
 
-    // Transfers: the total never changed, each balance matches its ledger.
-    assert.equal(report.accountRows, 100);
-    assert.equal(report.actualTotal, report.expectedTotal);
-    assert.equal(report.expectedTotal, 100 * 1000);
-    assert.deepEqual(report.mismatchedAccounts, []);
-    assert.equal(report.integrity, "ok");
+      // Transfers: the total never changed, each balance matches its ledger.
+      assert.equal(report.accountRows, 100);
+      assert.equal(report.actualTotal, report.expectedTotal);
+      assert.equal(report.expectedTotal, 100 * 1000);
+      assert.deepEqual(report.mismatchedAccounts, []);
+      assert.equal(report.integrity, "ok");
 
-    // Memory: sampled each second; it grew little over the second half, or levelled off.
-    const { rss } = report;
-    assert.ok(rss.samples.length >= 8, `${rss.samples.length} RSS samples`);
-    assert.ok(rss.startBytes > 0 && rss.peakBytes >= rss.startBytes && rss.endBytes > 0);
-    assert.equal(rss.limitBytes, 32 * MiB);
-    assert.ok(
-      rss.secondHalfGrowthBytes <= 32 * MiB || rss.lastQuarterGrowthBytes <= 8 * MiB,
-      `server RSS grew ${rss.secondHalfGrowthBytes} B over the second half`,
-    );
-    assert.equal(rss.stable, true);
-    assert.ok(rss.peakBytes < 512 * MiB, `server peak RSS ${rss.peakBytes}`);
-  },
+      // Memory: sampled each second; it grew little over the second half, or levelled off.
+      const { rss } = report;
+      assert.ok(rss.samples.length >= 8, `${rss.samples.length} RSS samples`);
+      assert.ok(rss.startBytes > 0 && rss.peakBytes >= rss.startBytes && rss.endBytes > 0);
+      assert.equal(rss.limitBytes, 32 * MiB);
+      assert.ok(
+        rss.secondHalfGrowthBytes <= 32 * MiB || rss.lastQuarterGrowthBytes <= 8 * MiB,
+        `server RSS grew ${rss.secondHalfGrowthBytes} B over the second half`,
+      );
+      assert.equal(rss.stable, true);
+      assert.ok(rss.peakBytes < 512 * MiB, `server peak RSS ${rss.peakBytes}`);
+    }),
 );
 
 Deno.test(
@@ -118,11 +122,13 @@ Deno.test({
   name:
     "runIdleConnections: with --allow-ffi but no exposed gc, the server's RSS is back near its start once V8 has collected (within 60 s)",
   ignore: Deno.build.os !== "linux",
-  fn: async () => {
+  // Limit 120 s: the run itself may wait up to 60 s for V8 to collect (it took
+  // 32 s in one suite run), plus starting and closing 1000 connections.
+  fn: withTimeLimit(120_000, async () => {
     const report = await runIdleConnections({ count: 1000, cycles: 1, serverFlags: ["-A"] });
     console.log(formatIdleReport(report));
     assert.deepEqual(report.failures, []);
     assert.equal(report.rss.nearBaseline, true);
     assert.ok(report.rss.afterAnonBytes <= report.rss.baselineAnonBytes + 4 * 1024 * 1024);
-  },
+  }),
 });

@@ -1,8 +1,6 @@
 import assert from "node:assert/strict";
 import { type Client, SqliteError } from "../mod.ts";
-import { readStdoutUntil, startServer } from "./_helpers.ts";
-
-const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { delay, readStdoutUntil, startServer, within } from "./_helpers.ts";
 
 /** Tracks whether a promise has settled, without awaiting it. */
 function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
@@ -60,8 +58,11 @@ Deno.test("Client.query() of another client does not wait for an open transactio
   await a.exec("BEGIN IMMEDIATE");
   await a.run("UPDATE t SET x = 2");
   const read = track(b.get<{ x: number }>("SELECT x FROM t"));
-  const row = await Promise.race([read.promise, delay(1000).then(() => "timeout" as const)]);
+  // The read is answered while a's transaction is open (1 s: a local round trip
+  // takes well under a millisecond; waiting for a's COMMIT would never end).
+  const row = await within(read.promise, 1000);
   assert.deepEqual(row, { x: 1 });
+  assert.equal(read.settled(), true);
   assert.equal(a.inTransaction, true);
   await a.exec("COMMIT");
   assert.deepEqual(await b.get("SELECT x FROM t"), { x: 2 });
@@ -276,11 +277,14 @@ Deno.test("Session close mid-transaction rolls back and frees the writer at once
   const a = await srv.client();
   await a.exec("BEGIN");
   await a.run("INSERT INTO t VALUES ('a')");
-  const write = b.run("INSERT INTO t VALUES ('b')");
-  await delay(50);
+  const write = track(b.run("INSERT INTO t VALUES ('b')"));
+  // 150 ms: a write takes about a millisecond when the writer is free.
+  await delay(150);
+  assert.equal(write.settled(), false, "b's write must wait while a's transaction is open");
   const started = performance.now();
   await a.close();
-  await write;
+  await write.promise;
+  // 1 s: "at once" is a few ms (no busy timeout, no idle lease); the margin is load.
   assert.ok(performance.now() - started < 1000);
   assert.deepEqual(await b.values("SELECT who FROM t"), [["b"]]);
 });
@@ -308,4 +312,110 @@ Deno.test("Session of a client killed with SIGKILL mid-transaction frees the wri
   await drained;
   assert.ok(freedAfter < 500, `writer freed ${freedAfter.toFixed(0)} ms after the kill`);
   assert.deepEqual(await b.values("SELECT who FROM t"), [["b"]]);
+});
+
+Deno.test('Client.transaction() with behavior "exclusive" isolates like immediate: other writes wait, reads see committed state', async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await using c = await srv.client();
+  await a.exec(
+    "CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT); INSERT INTO t (who) VALUES ('0')",
+  );
+  let write: ReturnType<typeof track<unknown>> | undefined;
+  const out = await a.transaction(async (tx) => {
+    assert.equal(tx.inTransaction, true);
+    await tx.run("INSERT INTO t (who) VALUES ('a')");
+    write = track(b.run("INSERT INTO t (who) VALUES ('b')"));
+    // 150 ms: a write takes about a millisecond when the writer is free.
+    await delay(150);
+    assert.equal(write.settled(), false, "b's write must wait for the exclusive transaction");
+    assert.deepEqual(await c.values("SELECT who FROM t ORDER BY id"), [["0"]]);
+    assert.deepEqual(await tx.values("SELECT who FROM t ORDER BY id"), [["0"], ["a"]]);
+    return "committed";
+  }, { behavior: "exclusive" });
+  assert.equal(out, "committed");
+  assert.equal(a.inTransaction, false);
+  await write!.promise;
+  assert.deepEqual(await c.values("SELECT who FROM t ORDER BY id"), [["0"], ["a"], ["b"]]);
+  // And it rolls back like the others.
+  await assert.rejects(
+    a.transaction(async (tx) => {
+      await tx.run("INSERT INTO t (who) VALUES ('gone')");
+      throw new Error("undo");
+    }, { behavior: "exclusive" }),
+    { message: "undo" },
+  );
+  assert.deepEqual(await c.values("SELECT count(*) FROM t WHERE who = 'gone'"), [[0]]);
+});
+
+Deno.test("Client.transaction() with an invalid behavior throws TypeError before beginning anything", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  let called = false;
+  // (undefined and null mean the default, "deferred".)
+  for (const behavior of ["IMMEDIATE", "exclusive; DROP TABLE t", "", "savepoint"]) {
+    await assert.rejects(
+      db.transaction(() => {
+        called = true;
+        return Promise.resolve();
+      }, { behavior: behavior as unknown as "deferred" }),
+      (err: unknown) => {
+        assert.ok(err instanceof TypeError, String(err));
+        assert.equal(
+          err.message,
+          `Invalid option "behavior": expected "deferred", "immediate" or "exclusive", got "${behavior}"`,
+        );
+        return true;
+      },
+    );
+  }
+  assert.equal(called, false, "fn ran although the behavior was refused");
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+});
+
+Deno.test("Client.transaction() whose function meets TX_TIMEOUT rejects with it, rolls back, and the client goes on", async () => {
+  await using srv = await startServer({ txIdleTimeout: 200 });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  const err = await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    await delay(400); // idle past the 200 ms lease
+    await tx.run("INSERT INTO t VALUES (2)");
+  }, { behavior: "immediate" }).catch((e) => e);
+  assert.ok(err instanceof SqliteError, String(err));
+  assert.equal(err.code, "TX_TIMEOUT");
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+  // The next transaction works normally.
+  await db.transaction(async (tx) => void await tx.run("INSERT INTO t VALUES (3)"));
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[3]]);
+});
+
+Deno.test("Client.transaction() whose COMMIT comes after TX_TIMEOUT rejects with TX_TIMEOUT and keeps nothing", async () => {
+  await using srv = await startServer({ txIdleTimeout: 200 });
+  await using db = await srv.client();
+  await using other = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  const err = await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    await delay(400); // the function's last statement is followed by the COMMIT only
+    return "never seen";
+  }).catch((e) => e);
+  assert.ok(err instanceof SqliteError, String(err));
+  assert.equal(err.code, "TX_TIMEOUT");
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await other.values("SELECT count(*) FROM t"), [[0]]);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+  // An explicit COMMIT after the lease expired says so too, and ends the
+  // (already rolled back) transaction.
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES (2)");
+  await delay(400);
+  await assert.rejects(db.exec("COMMIT"), { code: "TX_TIMEOUT" });
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await other.values("SELECT count(*) FROM t"), [[0]]);
+  await db.run("INSERT INTO t VALUES (3)");
+  assert.deepEqual(await other.values("SELECT x FROM t"), [[3]]);
 });

@@ -7,7 +7,8 @@
  * - no transaction is half visible (each carries a group id and its row count);
  * - `PRAGMA integrity_check` says `ok`.
  *
- * Run: `deno task test:crash --trials 20 --seed 1 [--writers 4] [--synchronous full]`.
+ * Run: `deno task test:crash --trials 20 --seed 1 [--writers 4] [--synchronous full]
+ * [--client-processes]` (each writer its own `deno run` process).
  * Import: {@link runCrashTrials}.
  *
  * @module
@@ -15,8 +16,9 @@
 
 import { parseArgs } from "node:util";
 import { type Client, connect } from "../../client.ts";
-import { ConnectionError } from "../../protocol/errors.ts";
-import { startServerProcess } from "../_helpers.ts";
+import { ConnectionError, SqliteError } from "../../protocol/errors.ts";
+import { type ServerProcess, startServerProcess } from "../_helpers.ts";
+import { type WriterProcess, writerProcess } from "./_crash_writer_process.ts";
 import { prng } from "../_bytes.ts";
 export { prng } from "../_bytes.ts";
 
@@ -32,6 +34,11 @@ export interface CrashOptions {
   synchronous?: "full" | "normal";
   /** Print a line per trial. @default {false} */
   verbose?: boolean;
+  /**
+   * Run each writer as its own `deno run` process (tests/fixtures/crash_writer.ts),
+   * as users run clients, instead of in this process. @default {false}
+   */
+  clientProcesses?: boolean;
 }
 
 /** A transaction that left rows of some but not all of its statements. */
@@ -51,6 +58,10 @@ export interface TrialReport {
   ackedRows: number;
   /** Multi-row transactions acknowledged in this trial. */
   ackedTransactions: number;
+  /** Writes that failed with BUSY_TIMEOUT (expected under load; not acknowledged). */
+  busyTimeouts: number;
+  /** Errors other than the connection loss and BUSY_TIMEOUT: each one is a finding. */
+  unexpectedErrors: string[];
   /** Rows in the table after the restart (all trials so far). */
   rowsAfterRestart: number;
   /** Acknowledged autocommit rows (ids, of any trial so far) missing after the restart. */
@@ -79,6 +90,8 @@ export interface Report {
   partialTransactions: number;
   /** Checks whose integrity_check was not `ok`. */
   integrityFailures: number;
+  /** Unexpected writer errors, all trials (see {@link TrialReport.unexpectedErrors}). */
+  unexpectedErrors: number;
   durationMs: number;
   perTrial: TrialReport[];
 }
@@ -99,7 +112,7 @@ const INSERT =
   "INSERT INTO items (id, writer, trial, grp, grp_size, payload) VALUES (?, ?, ?, ?, ?, ?)";
 
 /** What all writers acknowledged, across trials. */
-interface Ledger {
+export interface Ledger {
   nextId: number;
   nextGroup: number;
   ackedIds: Set<number>;
@@ -107,17 +120,27 @@ interface Ledger {
   ackedGroups: Map<number, number>;
 }
 
+/** What the writers of one trial counted. */
+export interface WriterCounts {
+  rows: number;
+  txs: number;
+  busy: number;
+  unexpected: string[];
+}
+
 /**
  * One writer: autocommit inserts, batches and BEGIN/COMMIT transactions,
- * until its connection dies. Records what the server acknowledged.
+ * until its connection dies. Records what the server acknowledged in
+ * `ledger` (and calls `onAck` right after each acknowledgement).
  */
-async function writer(
+export async function writer(
   client: Client,
   w: number,
   trial: number,
   ledger: Ledger,
   rnd: () => number,
-  counts: { rows: number; txs: number },
+  counts: WriterCounts,
+  onAck?: (kind: "row" | "tx", id: number, size: number) => void,
 ): Promise<void> {
   const payload = (n: number) => "x".repeat(50 + Math.floor(rnd() * n));
   for (;;) {
@@ -128,6 +151,7 @@ async function writer(
         await client.run(INSERT, [id, w, trial, null, null, payload(400)]);
         ledger.ackedIds.add(id);
         counts.rows++;
+        onAck?.("row", id, 1);
         continue;
       }
       const group = ledger.nextGroup++;
@@ -150,9 +174,23 @@ async function writer(
       }
       ledger.ackedGroups.set(group, size);
       counts.txs++;
+      onAck?.("tx", group, size);
     } catch (err) {
+      // The crash: the writer stops.
       if (err instanceof ConnectionError) return;
-      // Anything else (e.g. a busy timeout) is not a durability question: go on.
+      // Waiting for the writer behind other writers' transactions: not acknowledged,
+      // not a durability question; go on.
+      if (err instanceof SqliteError && err.code === "BUSY_TIMEOUT") {
+        counts.busy++;
+        continue;
+      }
+      // Anything else is a finding: record it and stop this writer.
+      counts.unexpected.push(
+        err instanceof SqliteError
+          ? `writer ${w}: ${err.code}: ${err.message}`
+          : `writer ${w}: ${String(err)}`,
+      );
+      return;
     }
   }
 }
@@ -162,8 +200,23 @@ async function waitFor(ms: number): Promise<void> {
 }
 
 /**
+ * Delays the kill until the trial has at least one acknowledged row and one
+ * acknowledged transaction to lose (a loaded machine may have acknowledged
+ * nothing 50 ms in), for at most 5 s.
+ */
+async function untilAcknowledged(counts: () => { rows: number; txs: number }): Promise<void> {
+  const giveUpAt = performance.now() + 5000;
+  while (performance.now() < giveUpAt) {
+    const c = counts();
+    if (c.rows > 0 && c.txs > 0) return;
+    await waitFor(5);
+  }
+}
+
+/**
  * Runs `trials` rounds of: start server process, write concurrently, SIGKILL
- * the server after a random 50–400 ms, restart it on the same database and
+ * the server after a random 50–400 ms (later if nothing was acknowledged by
+ * then), restart it on the same database and
  * check every acknowledged write, transaction atomicity and integrity.
  */
 export async function runCrashTrials(options: CrashOptions = {}): Promise<Report> {
@@ -189,26 +242,31 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
   try {
     for (let trial = 1; trial <= trials; trial++) {
       const killAfterMs = 50 + Math.floor(rnd() * 351);
-      const counts = { rows: 0, txs: 0 };
+      const counts: WriterCounts = { rows: 0, txs: 0, busy: 0, unexpected: [] };
 
       // Write until the server is killed.
       {
         await using server = await startServerProcess({ dir, database, args });
-        const clients: Client[] = [];
-        try {
-          // No reconnecting: a writer stops at the first sign of the crash.
-          for (let w = 0; w < writers; w++) {
-            clients.push(await connect({ ...server.connectOptions, reconnect: false }));
+        if (options.clientProcesses) {
+          await writeFromProcesses(server, writers, trial, seed, killAfterMs, ledger, counts);
+        } else {
+          const clients: Client[] = [];
+          try {
+            // No reconnecting: a writer stops at the first sign of the crash.
+            for (let w = 0; w < writers; w++) {
+              clients.push(await connect({ ...server.connectOptions, reconnect: false }));
+            }
+            if (trial === 1) await clients[0].exec(SCHEMA);
+            const running = clients.map((c, w) =>
+              writer(c, w, trial, ledger, prng(seed * 1000 + trial * 16 + w), counts)
+            );
+            await waitFor(killAfterMs);
+            await untilAcknowledged(() => counts);
+            await server.kill();
+            await Promise.all(running);
+          } finally {
+            await Promise.all(clients.map((c) => c.close()));
           }
-          if (trial === 1) await clients[0].exec(SCHEMA);
-          const running = clients.map((c, w) =>
-            writer(c, w, trial, ledger, prng(seed * 1000 + trial * 16 + w), counts)
-          );
-          await waitFor(killAfterMs);
-          await server.kill();
-          await Promise.all(running);
-        } finally {
-          await Promise.all(clients.map((c) => c.close()));
         }
       }
 
@@ -243,6 +301,8 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
           killAfterMs,
           ackedRows: counts.rows,
           ackedTransactions: counts.txs,
+          busyTimeouts: counts.busy,
+          unexpectedErrors: counts.unexpected,
           rowsAfterRestart: total,
           lostRows,
           lostTransactions,
@@ -266,9 +326,66 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
     lostWrites: sum(perTrial.map((t) => t.lostRows.length + t.lostTransactions.length)),
     partialTransactions: sum(perTrial.map((t) => t.partial.length)),
     integrityFailures: perTrial.filter((t) => t.integrity !== "ok").length,
+    unexpectedErrors: sum(perTrial.map((t) => t.unexpectedErrors.length)),
     durationMs: Math.round(performance.now() - started),
     perTrial,
   };
+}
+
+/**
+ * One trial's writing phase with every writer in its own process: starts them,
+ * waits until all are connected, kills the server after `killAfterMs`, then
+ * reads what each writer was acknowledged from its output.
+ */
+async function writeFromProcesses(
+  server: ServerProcess,
+  writers: number,
+  trial: number,
+  seed: number,
+  killAfterMs: number,
+  ledger: Ledger,
+  counts: WriterCounts,
+): Promise<void> {
+  // Disjoint id and group ranges per writer process.
+  const span = 1_000_000;
+  if (trial === 1) {
+    await using db = await server.client();
+    await db.exec(SCHEMA);
+  }
+  const procs: WriterProcess[] = [];
+  try {
+    for (let w = 0; w < writers; w++) {
+      procs.push(
+        await writerProcess({
+          connectOptions: server.connectOptions,
+          w,
+          trial,
+          seed: seed * 1000 + trial * 16 + w,
+          idBase: ledger.nextId + w * span,
+          groupBase: ledger.nextGroup + w * span,
+        }),
+      );
+    }
+    await waitFor(killAfterMs);
+    await untilAcknowledged(() => {
+      const acked = procs.map((p) => p.acked());
+      return { rows: sum(acked.map((a) => a.rows)), txs: sum(acked.map((a) => a.txs)) };
+    });
+    await server.kill();
+    for (const p of procs) {
+      const out = await p.finish();
+      for (const id of out.rows) ledger.ackedIds.add(id);
+      for (const [g, size] of out.txs) ledger.ackedGroups.set(g, size);
+      counts.rows += out.rows.length;
+      counts.txs += out.txs.length;
+      counts.busy += out.busy;
+      counts.unexpected.push(...out.unexpected);
+    }
+  } finally {
+    for (const p of procs) await p[Symbol.asyncDispose]();
+  }
+  ledger.nextId += writers * span;
+  ledger.nextGroup += writers * span;
 }
 
 function sum(xs: number[]): number {
@@ -280,7 +397,8 @@ export function formatTrial(t: TrialReport): string {
   return `trial ${t.trial}: killed after ${t.killAfterMs} ms; acked ${t.ackedRows} rows, ` +
     `${t.ackedTransactions} transactions; ${t.rowsAfterRestart} rows after restart; ` +
     `lost ${t.lostRows.length} rows, ${t.lostTransactions.length} transactions; ` +
-    `${t.partial.length} partial; integrity ${t.integrity}`;
+    `${t.partial.length} partial; ${t.busyTimeouts} busy timeouts; ` +
+    `${t.unexpectedErrors.length} unexpected errors; integrity ${t.integrity}`;
 }
 
 /** A human-readable report. */
@@ -292,6 +410,7 @@ export function formatReport(r: Report): string {
     `  lost acknowledged writes: ${r.lostWrites}`,
     `  partial transactions: ${r.partialTransactions}`,
     `  integrity failures: ${r.integrityFailures}`,
+    `  unexpected writer errors: ${r.unexpectedErrors}`,
   ];
   for (const t of r.perTrial) {
     if (t.lostRows.length > 0) lines.push(`  trial ${t.trial} lost rows: ${t.lostRows.join(", ")}`);
@@ -302,8 +421,10 @@ export function formatReport(r: Report): string {
       lines.push(`  trial ${t.trial} partial group ${p.group}: ${p.rowsFound}/${p.rowsWritten}`);
     }
     if (t.integrity !== "ok") lines.push(`  trial ${t.trial} integrity: ${t.integrity}`);
+    for (const e of t.unexpectedErrors) lines.push(`  trial ${t.trial} unexpected: ${e}`);
   }
-  const ok = r.lostWrites === 0 && r.partialTransactions === 0 && r.integrityFailures === 0;
+  const ok = r.lostWrites === 0 && r.partialTransactions === 0 && r.integrityFailures === 0 &&
+    r.unexpectedErrors === 0;
   lines.push(ok ? "RESULT: ok" : "RESULT: FAILED");
   return lines.join("\n");
 }
@@ -319,6 +440,7 @@ async function main(): Promise<number> {
         seed: { type: "string", default: "1" },
         writers: { type: "string", default: "4" },
         synchronous: { type: "string", default: "full" },
+        "client-processes": { type: "boolean", default: false },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -331,6 +453,7 @@ async function main(): Promise<number> {
       seed: Number(values.seed),
       writers: Number(values.writers),
       synchronous: values.synchronous as "full" | "normal",
+      clientProcesses: values["client-processes"],
       verbose: true,
     };
   } catch (err) {
@@ -347,12 +470,12 @@ async function main(): Promise<number> {
   }
   console.log(formatReport(report));
   return report.lostWrites === 0 && report.partialTransactions === 0 &&
-      report.integrityFailures === 0
+      report.integrityFailures === 0 && report.unexpectedErrors === 0
     ? 0
     : 1;
 }
 
 const USAGE = "Usage: deno task test:crash [--trials N] [--seed N] [--writers N] " +
-  "[--synchronous full|normal]";
+  "[--synchronous full|normal] [--client-processes]";
 
 if (import.meta.main) Deno.exit(await main());
