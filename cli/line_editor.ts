@@ -70,8 +70,10 @@ export class LineEditor {
         switch (key) {
           case "\r":
           case "\n":
-            cursor = chars.length;
-            redraw();
+            if (cursor !== chars.length || !this.#fits(prompt, chars)) {
+              cursor = chars.length;
+              redraw();
+            }
             this.#write("\r\n");
             return { line: chars.join("") };
           case "\x03": // Ctrl-C
@@ -152,10 +154,12 @@ export class LineEditor {
             }
             break;
           default:
-            if (key.length > 0 && key.codePointAt(0)! >= 0x20 && !key.startsWith("\x1b")) {
+            if ((key.codePointAt(0)! >= 0x20 && key[0] !== "\x1b") || key === "\t") {
               chars.splice(cursor++, 0, key);
-            } else if (key === "\t") {
-              chars.splice(cursor++, 0, key);
+              if (cursor === chars.length && this.#fits(prompt, chars)) {
+                this.#write(key === "\t" ? " " : key); // typed at the end: echo, no redraw
+                continue;
+              }
             }
         }
         redraw();
@@ -195,16 +199,25 @@ export class LineEditor {
     return p.slice(0, end);
   }
 
-  /** Redraws the prompt and line, scrolled so the cursor stays visible. */
-  #render(prompt: string, chars: string[], cursor: number): void {
-    const shown = chars.map((c) => c === "\t" ? " " : c);
-    let columns = 80;
+  /** Terminal columns left after the prompt (80 columns when the size is unknown). */
+  #room(prompt: string): number {
+    let columns = 0;
     try {
       columns = Deno.consoleSize().columns;
     } catch {
-      // Not a terminal: keep 80.
+      // Not a terminal.
     }
-    const room = Math.max(10, columns - displayWidth(prompt) - 1);
+    return Math.max(10, (columns > 0 ? columns : 80) - displayWidth(prompt) - 1);
+  }
+
+  #fits(prompt: string, chars: string[]): boolean {
+    return displayWidth(chars.join("").replaceAll("\t", " ")) <= this.#room(prompt);
+  }
+
+  /** Redraws the prompt and line, scrolled so the cursor stays visible. */
+  #render(prompt: string, chars: string[], cursor: number): void {
+    const shown = chars.map((c) => c === "\t" ? " " : c);
+    const room = this.#room(prompt);
     let start = 0;
     let before = displayWidth(shown.slice(0, cursor).join(""));
     while (before > room) before -= displayWidth(shown[start++]);

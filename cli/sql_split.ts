@@ -186,6 +186,7 @@ export class SqlSplitter {
       this.#state = TRANS[this.#state][tok];
       if (tok !== Tok.Ws && tok !== Tok.Semi) this.#content = true;
       i = end;
+      if (!this.#content) start = i; // a statement starts at its first token
       if (this.#state === 1) {
         // A `;` ended the statement (for a trigger: the `;` of `; END ;`).
         if (this.#content) out.push(sql.slice(start, i));
