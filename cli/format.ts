@@ -46,6 +46,13 @@ export interface FormatOptions {
 /**
  * Renders one statement's result in `mode`.
  *
+ * @example
+ * ```ts
+ * import { formatResult } from "./format.ts";
+ * const csv = formatResult("csv", { columns: ["a", "b"], rows: [[null, ""]] });
+ * if (csv !== 'a,b\r\n,""\r\n') throw new Error("NULL and '' must differ");
+ * ```
+ *
  * @param mode Output mode.
  * @param result Columns and rows.
  * @param options Header choice.
@@ -81,6 +88,7 @@ export function hex(bytes: Uint8Array): string {
  */
 export function displayValue(value: unknown): string {
   if (value === null || value === undefined) return "NULL";
+  if (Object.is(value, -0)) return "-0";
   if (value instanceof Uint8Array) {
     const n = value.length;
     const cut = n > BLOB_PREVIEW_BYTES;
@@ -189,7 +197,7 @@ function formatLine(result: ResultSet): string {
  */
 export function csvField(value: unknown): string {
   if (value === null || value === undefined) return "";
-  const text = value instanceof Uint8Array ? hex(value) : String(value);
+  const text = value instanceof Uint8Array ? hex(value) : displayValue(value);
   if (text === "" || /[",\r\n]/.test(text) || /^\s|\s$/.test(text)) {
     return `"${text.replaceAll('"', '""')}"`;
   }
@@ -209,6 +217,13 @@ function formatCsv(result: ResultSet, headers: boolean): string {
 /**
  * One value as JSON text, by the rules in this module's documentation.
  *
+ * @example
+ * ```ts
+ * import { jsonValue } from "./format.ts";
+ * if (jsonValue(2n ** 53n + 1n) !== '"9007199254740993"') throw new Error("digits lost");
+ * if (jsonValue(42n) !== "42") throw new Error("a safe integer is a number");
+ * ```
+ *
  * @param value A value from SQLite.
  * @returns JSON text.
  */
@@ -221,6 +236,7 @@ export function jsonValue(value: unknown): string {
   }
   if (typeof value === "number") {
     // Integers beyond 2^53 arrive as bigint, so a number here is exact as JSON.
+    if (Object.is(value, -0)) return "-0";
     return Number.isFinite(value) ? JSON.stringify(value) : `"${value}"`;
   }
   if (value instanceof Uint8Array) return `"${hex(value)}"`;

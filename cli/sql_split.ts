@@ -120,7 +120,7 @@ function readToken(sql: string, i: number, atEof: boolean): [number, number] | n
  * const s = new SqlSplitter();
  * const done = s.push("SELECT ';'; SELECT 2");
  * if (done.length !== 1 || done[0] !== "SELECT ';';") throw new Error("wrong split");
- * if (s.flush() !== " SELECT 2") throw new Error("wrong rest");
+ * if (s.flush() !== "SELECT 2") throw new Error("wrong rest");
  * ```
  */
 export class SqlSplitter {

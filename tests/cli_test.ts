@@ -134,6 +134,7 @@ Deno.test("formatResult() csv follows RFC 4180 and keeps NULL apart from the emp
   assert.equal(formatResult("csv", SAMPLE, { headers: false }).split("\r\n")[0], "1,plain,");
   assert.equal(csvField(" padded"), '" padded"');
   assert.equal(csvField(null), "");
+  assert.equal(csvField(-0), "-0");
 });
 
 Deno.test("formatResult() json: an array of objects, big integers as strings, blobs as hex", () => {
@@ -149,6 +150,8 @@ Deno.test("formatResult() json: an array of objects, big integers as strings, bl
   assert.equal(jsonValue(9007199254740992n), '"9007199254740992"');
   assert.equal(jsonValue(-9007199254740992n), '"-9007199254740992"');
   assert.equal(jsonValue(Infinity), '"Infinity"');
+  assert.equal(jsonValue(-0), "-0");
+  assert.equal(Object.is(JSON.parse(jsonValue(-0)), -0), true);
   assert.equal(formatResult("json", { columns: ["a"], rows: [] }), "[]\n");
 });
 
