@@ -335,6 +335,38 @@ Deno.test("cli.ts --version, --help, unknown commands and the planned commands",
   assert.match(backupHelp.stdout, /\(not available yet\)\n\nUsage: netsqlite backup DEST /);
 });
 
+Deno.test("cli.ts serve runs the server of server.ts until SIGTERM; .timer times statements", async () => {
+  await using dir = await tempDir();
+  const sock = `${dir.path}/s.sock`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "serve", "--db", `${dir.path}/s.db`, "--socket", sock],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let banner = "";
+  while (!banner.includes("\n")) {
+    const { value, done } = await lines.read();
+    if (done) break;
+    banner += value;
+  }
+  assert.match(banner, new RegExp(`^netsqlite ${VERSION} serving .*s\\.db on unix:${sock}\n`));
+  const r = await cli([
+    "shell",
+    "--socket",
+    sock,
+    "--mode",
+    "csv",
+    "-c",
+    ".timer on\nSELECT 6 * 7;",
+  ]);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /^6 \* 7\r\n42\r\nRun Time: real \d+\.\d{3}\n$/);
+  child.kill("SIGTERM");
+  while (!(await lines.read()).done) { /* drain */ }
+  assert.equal((await child.status).code, 0);
+});
+
 // ---- the command, through a pseudo-terminal ---------------------------------------
 
 const HAS_SCRIPT = (() => {
