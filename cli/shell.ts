@@ -475,7 +475,19 @@ export async function runShell(args: string[], io: ShellIO = STD_IO): Promise<nu
       `netsqlite shell ${VERSION}, server ${info.server}, SQLite ${info.sqliteVersion}\n` +
         `Enter ".help" for usage hints.\n`,
     );
-    await shell.interact(new LineEditor(history), history);
+    // Ctrl-C at the prompt is read as a key (raw mode); while a statement
+    // runs it is a signal: keep the history, then end like an interrupted program.
+    const interrupted = async (): Promise<void> => {
+      await history.save();
+      await io.err("\nnetsqlite shell: interrupted\n");
+      Deno.exit(130);
+    };
+    Deno.addSignalListener("SIGINT", interrupted);
+    try {
+      await shell.interact(new LineEditor(history), history);
+    } finally {
+      Deno.removeSignalListener("SIGINT", interrupted);
+    }
     const problem = await history.save();
     if (problem !== null) await io.err(`netsqlite shell: ${problem}\n`);
     return 0;

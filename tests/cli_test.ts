@@ -388,7 +388,7 @@ class PtyShell {
   constructor(sock: string, history: string) {
     const command = `'${Deno.execPath()}' run -A '${CLI}' shell --socket '${sock}'`;
     this.#child = new Deno.Command("script", {
-      args: ["-qfc", command, "/dev/null"],
+      args: ["-qefc", command, "/dev/null"],
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
@@ -477,5 +477,35 @@ Deno.test({
       "SELECT * FROM nowhere;",
     ]);
     assert.equal(saved.at(-2), ".quit");
+  },
+});
+
+Deno.test({
+  name:
+    "cli.ts shell on a terminal: Ctrl-C while a statement waits ends the shell with 130, history kept",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    await using srv = await startServer();
+    await using dir = await tempDir();
+    await using holder = await srv.client();
+    await holder.exec("CREATE TABLE t(a)");
+    await holder.exec("BEGIN IMMEDIATE"); // the shell's write below waits for the writer
+    const sock = (srv.server.addr as { path: string }).path;
+    const historyFile = `${dir.path}/history`;
+    const pty = new PtyShell(sock, historyFile);
+    let code: number;
+    try {
+      const at = await pty.waitFor("netsqlite> ");
+      await pty.type("INSERT INTO t VALUES (1);\n");
+      await pty.waitFor("INSERT INTO t VALUES (1);", at);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await pty.type("\x03");
+      await pty.waitFor("netsqlite shell: interrupted", at);
+    } finally {
+      code = await pty.close();
+    }
+    assert.equal(code, 130);
+    await holder.exec("ROLLBACK");
+    assert.equal(await Deno.readTextFile(historyFile), "INSERT INTO t VALUES (1);\n");
   },
 });
