@@ -130,7 +130,8 @@ export class Shell {
         await stmt.run();
       }
     } finally {
-      await stmt.finalize().catch(() => {});
+      // Not awaited: requests on one connection run in order, so this saves a round trip.
+      stmt.finalize().catch(() => {});
     }
     if (this.#timer) {
       await this.#io.out(`Run Time: real ${((performance.now() - started) / 1000).toFixed(3)}\n`);
@@ -220,7 +221,7 @@ export class Shell {
    * it reports as `Error: near line N: CODE: message`.
    *
    * @param chunks The script's text, in pieces of any size.
-   * @param source Name for messages, or `null` (for `-c`) to omit line numbers.
+   * @param source Where the script comes from; `null` (for `-c`) leaves line numbers out of errors.
    * @returns `QUIT` when the script said `.quit`.
    * @throws {Error} when a statement or command failed (already reported).
    */
