@@ -33,7 +33,7 @@ Usage: netsqlite bench [options of bench/load.ts]
 
 It runs bench/load.ts from a source checkout (it starts server and client
 processes from the sources); the compiled binary does not contain it.
-Its options: netsqlite bench --help
+The options of bench/load.ts follow, when its sources are present.
 `;
 
 /** A command whose server side is not there yet: says so, prints no fake output. */

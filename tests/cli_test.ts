@@ -323,6 +323,9 @@ Deno.test("cli.ts --version, --help, unknown commands and the planned commands",
   assert.match(shellHelp.stdout, /^netsqlite shell: /);
   const serveHelp = await cli(["serve", "--help"]);
   assert.match(serveHelp.stdout, /--busy-timeout MS/);
+  const benchHelp = await cli(["bench", "--help"]);
+  assert.equal(benchHelp.code, 0);
+  assert.match(benchHelp.stdout, /\nUsage: deno run -A bench\/load\.ts \[--duration S\]/);
   const unknown = await cli(["frobnicate"]);
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /^netsqlite: unknown command "frobnicate"/);
