@@ -284,10 +284,16 @@ function numberArg(flag: string, text: string | undefined): number | undefined {
   return n;
 }
 
-async function main(): Promise<number> {
+/**
+ * The server's command line: parses `args`, serves until SIGINT/SIGTERM.
+ *
+ * @param args Command-line arguments (see `--help`).
+ * @returns the exit status: 0, 1 when the server cannot start, 2 on bad arguments.
+ */
+export async function main(args: string[] = Deno.args): Promise<number> {
   let options;
   try {
-    options = parseServeArgs(Deno.args);
+    options = parseServeArgs(args);
   } catch (err) {
     console.error(`netsqlite: ${(err as Error).message}\n\n${HELP}`);
     return 2;

@@ -1,0 +1,180 @@
+/**
+ * `netsqlite`: the one command-line entry — `serve`, `shell`, `bench`, and
+ * (planned) `stats`, `backup`, `checkpoint`, `vacuum`, `integrity`.
+ *
+ * Run it: `deno run -A cli.ts <command> [options]`, `deno task cli <command>`,
+ * or build a single binary with `deno task compile` (this module is its
+ * entry, so it keeps to static imports).
+ *
+ * @module
+ */
+
+import { runShell, SHELL_HELP } from "./cli/shell.ts";
+import { main as serverMain, VERSION } from "./server.ts";
+
+/** One subcommand. */
+interface Command {
+  /** One line for the command list. */
+  summary: string;
+  /** Full `--help` text. */
+  help: string;
+  /** Runs it; resolves to the exit status. */
+  run(args: string[]): Promise<number>;
+}
+
+const SERVE_HELP = `netsqlite serve: run the server (the options of server.ts)
+
+Usage: netsqlite serve [options]
+`;
+
+const BENCH_HELP = `netsqlite bench: the load generator (bench/load.ts)
+
+Usage: netsqlite bench [options of bench/load.ts]
+
+It runs bench/load.ts from a source checkout (it starts server and client
+processes from the sources); the compiled binary does not contain it.
+The options of bench/load.ts follow, when its sources are present.
+`;
+
+/** A command whose server side is not there yet: says so, prints no fake output. */
+function planned(name: string, summary: string, usage: string): Command {
+  const help = `netsqlite ${name}: ${summary} (not available yet)
+
+Usage: netsqlite ${name} ${usage}
+
+The server does not answer this request yet: this command is a placeholder.
+`;
+  return {
+    summary: `${summary} (not available yet)`,
+    help,
+    run: () => {
+      console.error(
+        `netsqlite ${name}: not available yet: the server has no "${name}" request; ` +
+          `see "netsqlite ${name} --help"`,
+      );
+      return Promise.resolve(1);
+    },
+  };
+}
+
+const CONNECT_USAGE = "[--db PATH | --socket PATH | --tcp HOST:PORT]";
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  serve: {
+    summary: "run the server",
+    help: SERVE_HELP,
+    run: (args) => serverMain(args),
+  },
+  shell: {
+    summary: "run SQL against a running server, interactively or from a script",
+    help: SHELL_HELP,
+    run: (args) => runShell(args),
+  },
+  bench: {
+    summary: "run the load generator (from a source checkout)",
+    help: BENCH_HELP,
+    run: runBench,
+  },
+  stats: planned(
+    "stats",
+    "show the server's uptime, connections, request rates, latency, memory",
+    `[--json] [--watch SECONDS] ${CONNECT_USAGE}`,
+  ),
+  backup: planned(
+    "backup",
+    "copy the database online, while clients keep writing",
+    `DEST ${CONNECT_USAGE}`,
+  ),
+  checkpoint: planned(
+    "checkpoint",
+    "checkpoint the write-ahead log through the server",
+    `[--truncate] ${CONNECT_USAGE}`,
+  ),
+  vacuum: planned(
+    "vacuum",
+    "rebuild the database, or write a compacted copy, through the server",
+    `[--into FILE] ${CONNECT_USAGE}`,
+  ),
+  integrity: planned(
+    "integrity",
+    "run PRAGMA integrity_check through the server",
+    CONNECT_USAGE,
+  ),
+};
+
+/** Top-level help: the command list. */
+export function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length)) + 2;
+  const list = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`);
+  return `netsqlite ${VERSION}: share one SQLite database between processes
+
+Usage: netsqlite <command> [options]
+
+Commands:
+${list.join("\n")}
+
+Options:
+  -h, --help     show this help (netsqlite <command> --help for a command's)
+  -V, --version  show the version
+`;
+}
+
+/**
+ * Runs the `netsqlite` command line.
+ *
+ * @param args The arguments (`Deno.args`).
+ * @returns the exit status.
+ */
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined) {
+    console.error(usage());
+    return 2;
+  }
+  if (name === "--help" || name === "-h" || name === "help") {
+    const about = rest[0] === undefined ? undefined : COMMANDS[rest[0]];
+    console.log(about?.help ?? usage());
+    return 0;
+  }
+  if (name === "--version" || name === "-V" || name === "version") {
+    console.log(`netsqlite ${VERSION}`);
+    return 0;
+  }
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (command === undefined) {
+    console.error(`netsqlite: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  if (rest.includes("--help") || rest.includes("-h")) {
+    console.log(command.help);
+    if (name === "serve") return await serverMain(["--help"]);
+    if (name === "bench") await runBench(["--help"]);
+    return 0;
+  }
+  return await command.run(rest);
+}
+
+/** `netsqlite bench`: runs bench/load.ts in a child process from a source checkout. */
+async function runBench(args: string[]): Promise<number> {
+  const url = new URL("./bench/load.ts", import.meta.url);
+  let present = false;
+  if (!Deno.build.standalone && url.protocol === "file:") {
+    present = await Deno.stat(url).then((s) => s.isFile, () => false);
+  }
+  if (!present) {
+    console.error(
+      "netsqlite bench: the load generator is not part of this build: " +
+        "from a source checkout run: deno run -A bench/load.ts [options]",
+    );
+    return 1;
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", url.pathname, ...args],
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  return (await child.status).code;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

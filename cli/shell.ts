@@ -1,0 +1,512 @@
+/**
+ * `netsqlite shell`: an SQL shell in the spirit of the sqlite3 shell, talking
+ * to a running netsqlite server.
+ *
+ * Interactive on a terminal (prompt, multi-line statements ending at `;`,
+ * history, dot commands, errors shown and the session going on); otherwise
+ * it runs `-c SQL` or the SQL on standard input and stops with exit status 1
+ * at the first error.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type Client, connect, type ConnectOptions } from "../client.ts";
+import { VERSION } from "../server.ts";
+import { parseHostPort } from "../transport/address.ts";
+import { formatResult, type Mode, MODES } from "./format.ts";
+import { defaultHistoryFile, History } from "./history.ts";
+import { LineEditor } from "./line_editor.ts";
+import { SqlSplitter } from "./sql_split.ts";
+
+/** Help text of `netsqlite shell`. */
+export const SHELL_HELP = `netsqlite shell: run SQL against a running netsqlite server
+
+Usage: netsqlite shell [options]
+
+Options:
+  --db PATH         use the default socket of this database (default ./netsqlite.db)
+  --socket PATH     connect to this Unix socket
+  --tcp HOST:PORT   connect over TCP
+  -c, --command SQL run SQL (statements and dot commands) and exit
+  --mode MODE       output mode: table (default), csv, json, line
+  --no-headers      no header row in table and csv modes
+  -h, --help        show this help
+
+Without -c, SQL is read from standard input: interactively on a terminal,
+else as a script. Scripts stop at the first error with exit status 1.
+Enter ".help" in the shell for its dot commands.
+`;
+
+const DOT_HELP = `.headers on|off          show column names in table and csv modes
+.help                    show this message
+.indexes [TABLE]         list indexes (of tables matching the LIKE pattern TABLE)
+.mode [MODE]             show or set the output mode: table, csv, json, line
+.quit                    exit (also .exit, or Ctrl-D)
+.read FILE               run the SQL and dot commands in FILE
+.schema [TABLE]          show CREATE statements (of tables matching the LIKE pattern)
+.tables [PATTERN]        list tables and views (matching the LIKE pattern)
+.timer on|off            show how long each statement took
+`;
+
+const PROMPT = "netsqlite> ";
+const CONTINUE = "   ...> ";
+const MAX_READ_DEPTH = 16;
+
+/** Where shell output goes: standard output and standard error by default. */
+export interface ShellIO {
+  /** Writes result text. */
+  out(text: string): Promise<void>;
+  /** Writes an error or notice. */
+  err(text: string): Promise<void>;
+}
+
+/** The standard streams. */
+export const STD_IO: ShellIO = {
+  out: (text) => writeAll(Deno.stdout, text),
+  err: (text) => writeAll(Deno.stderr, text),
+};
+
+const encoder = new TextEncoder();
+
+async function writeAll(
+  w: { write(p: Uint8Array): Promise<number> },
+  text: string,
+): Promise<void> {
+  const bytes = encoder.encode(text);
+  let off = 0;
+  while (off < bytes.length) off += await w.write(bytes.subarray(off));
+}
+
+/** Stops a script: `.quit` was read. */
+const QUIT = Symbol("quit");
+
+/** A failure inside a script, already reported. */
+class Reported extends Error {}
+
+/** Runs statements and dot commands on one connection, printing results. */
+export class Shell {
+  readonly #client: Client;
+  readonly #io: ShellIO;
+  #mode: Mode;
+  #headers: boolean;
+  #timer = false;
+  #depth = 0;
+
+  /**
+   * @param client A connected client.
+   * @param io Output streams.
+   * @param mode Initial output mode.
+   * @param headers Initial header choice.
+   */
+  constructor(client: Client, io: ShellIO, mode: Mode = "table", headers = true) {
+    this.#client = client;
+    this.#io = io;
+    this.#mode = mode;
+    this.#headers = headers;
+  }
+
+  /** The current output mode. */
+  get mode(): Mode {
+    return this.#mode;
+  }
+
+  /**
+   * Runs one statement and prints its rows.
+   *
+   * @throws the client's error (a `SqliteError` or `ConnectionError`).
+   */
+  async execute(sql: string): Promise<void> {
+    const started = performance.now();
+    const stmt = await this.#client.prepare(sql);
+    try {
+      if (stmt.columns.length > 0) {
+        const rows = await stmt.values();
+        const text = formatResult(this.#mode, { columns: stmt.columns, rows }, {
+          headers: this.#headers,
+        });
+        if (text !== "") await this.#io.out(text);
+      } else {
+        await stmt.run();
+      }
+    } finally {
+      // Not awaited: requests on one connection run in order, so this saves a round trip.
+      stmt.finalize().catch(() => {});
+    }
+    if (this.#timer) {
+      await this.#io.out(`Run Time: real ${((performance.now() - started) / 1000).toFixed(3)}\n`);
+    }
+  }
+
+  /**
+   * Runs a dot command.
+   *
+   * @param line The line, starting with `.`.
+   * @returns `QUIT` for `.quit`, else nothing.
+   * @throws {Error} with the message to show when the command fails.
+   */
+  async dot(line: string): Promise<typeof QUIT | void> {
+    const [name, ...args] = splitArgs(line.trim().slice(1));
+    const onOff = (value: string | undefined): boolean => {
+      if (value === "on" || value === "1" || value === "yes") return true;
+      if (value === "off" || value === "0" || value === "no") return false;
+      throw new Error(`Invalid argument "${value ?? ""}" of ".${name}": expected on or off`);
+    };
+    switch (name) {
+      case "quit":
+      case "exit":
+        return QUIT;
+      case "help":
+        await this.#io.out(DOT_HELP);
+        return;
+      case "timer":
+        this.#timer = onOff(args[0]);
+        return;
+      case "headers":
+      case "header":
+        this.#headers = onOff(args[0]);
+        return;
+      case "mode":
+        if (args[0] === undefined) {
+          await this.#io.out(`current output mode: ${this.#mode}\n`);
+        } else if ((MODES as readonly string[]).includes(args[0])) {
+          this.#mode = args[0] as Mode;
+        } else {
+          throw new Error(`Unknown mode "${args[0]}": expected one of ${MODES.join(", ")}`);
+        }
+        return;
+      case "tables":
+        return await this.#listNames("tables", args[0]);
+      case "indexes":
+      case "indices":
+        return await this.#listNames("indexes", args[0]);
+      case "schema":
+        return await this.#schema(args[0]);
+      case "read":
+        if (args[0] === undefined) throw new Error('Missing FILE: usage ".read FILE"');
+        return await this.read(args[0]);
+      default:
+        throw new Error(`Unknown command ".${name ?? ""}": enter ".help" for the dot commands`);
+    }
+  }
+
+  /**
+   * Runs the statements and dot commands of a file, stopping at the first error.
+   *
+   * @param path The file.
+   * @returns `QUIT` when the file said `.quit`.
+   * @throws {Error} when a statement or command failed (already reported).
+   */
+  async read(path: string): Promise<typeof QUIT | void> {
+    if (this.#depth >= MAX_READ_DEPTH) {
+      throw new Error(`Cannot read "${path}": .read nested more than ${MAX_READ_DEPTH} deep`);
+    }
+    let text: string;
+    try {
+      text = await Deno.readTextFile(path);
+    } catch (err) {
+      throw new Error(`Cannot read "${path}": ${(err as Error).message}`);
+    }
+    this.#depth++;
+    try {
+      return await this.runScript(oneChunk(text), path);
+    } finally {
+      this.#depth--;
+    }
+  }
+
+  /**
+   * Runs a script: statements (run as each completes) and dot commands (on
+   * lines of their own between statements). Stops at the first error, which
+   * it reports as `Error: near line N: CODE: message`.
+   *
+   * @param chunks The script's text, in pieces of any size.
+   * @param source Where the script comes from; `null` (for `-c`) leaves line numbers out of errors.
+   * @returns `QUIT` when the script said `.quit`.
+   * @throws {Error} when a statement or command failed (already reported).
+   */
+  async runScript(
+    chunks: AsyncIterable<string>,
+    source: string | null,
+  ): Promise<typeof QUIT | void> {
+    const splitter = new SqlSplitter();
+    let lineNo = 0;
+    let startLine = 1;
+    const fail = async (err: unknown, line: number): Promise<never> => {
+      if (!(err instanceof Reported)) {
+        await this.#io.err(errorText(err, source === null ? null : line));
+      }
+      throw new Reported("failed", { cause: err });
+    };
+    for await (const line of lines(chunks)) {
+      lineNo++;
+      if (splitter.isEmpty) startLine = lineNo;
+      if (splitter.isEmpty && line.trimStart().startsWith(".")) {
+        try {
+          if (await this.dot(line) === QUIT) return QUIT;
+        } catch (err) {
+          await fail(err, lineNo);
+        }
+        continue;
+      }
+      const done = splitter.push(line);
+      for (let i = 0; i < done.length; i++) {
+        try {
+          await this.execute(done[i]);
+        } catch (err) {
+          await fail(err, i === 0 ? startLine : lineNo);
+        }
+      }
+      if (done.length > 0) startLine = lineNo;
+    }
+    const rest = splitter.flush();
+    if (rest !== null) {
+      try {
+        await this.execute(rest);
+      } catch (err) {
+        await fail(err, startLine);
+      }
+    }
+  }
+
+  /**
+   * The interactive loop: reads with `editor` until `.quit` or end of input;
+   * errors are shown and the session goes on.
+   *
+   * @param editor The terminal line editor.
+   * @param history Where entered lines go.
+   */
+  async interact(editor: LineEditor, history: History): Promise<void> {
+    const splitter = new SqlSplitter();
+    while (true) {
+      const got = await editor.readLine(splitter.isEmpty ? PROMPT : CONTINUE);
+      if (got === "interrupt") {
+        splitter.reset();
+        continue;
+      }
+      if (got === "eof") {
+        const rest = splitter.flush();
+        if (rest !== null) await this.#interactively(() => this.execute(rest));
+        return;
+      }
+      const line = got.line;
+      history.add(line);
+      if (splitter.isEmpty && line.trimStart().startsWith(".")) {
+        let quit = false;
+        await this.#interactively(async () => {
+          quit = await this.dot(line) === QUIT;
+        });
+        if (quit) return;
+        continue;
+      }
+      for (const sql of splitter.push(line + "\n")) {
+        await this.#interactively(() => this.execute(sql));
+      }
+    }
+  }
+
+  /** Runs `fn`; shows its error, if any, and carries on. */
+  async #interactively(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      if (!(err instanceof Reported)) await this.#io.err(errorText(err, null));
+    }
+  }
+
+  /** `.tables` and `.indexes`: names from the schema, in columns. */
+  async #listNames(kind: "tables" | "indexes", pattern: string | undefined): Promise<void> {
+    const params = pattern === undefined ? [] : [pattern];
+    const sql = kind === "tables"
+      ? "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view')" +
+        " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'" +
+        (pattern === undefined ? "" : " AND name LIKE ?") + " ORDER BY name"
+      : "SELECT name FROM sqlite_schema WHERE type = 'index'" +
+        (pattern === undefined ? "" : " AND tbl_name LIKE ?") + " ORDER BY name";
+    const names = (await this.#client.values<[string]>(sql, params)).map((r) => r[0]);
+    await this.#io.out(columnize(names));
+  }
+
+  async #schema(pattern: string | undefined): Promise<void> {
+    const where = pattern === undefined ? "" : " AND (name LIKE ?1 OR tbl_name LIKE ?1)";
+    const rows = await this.#client.values<[string]>(
+      `SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL${where} ` +
+        "ORDER BY tbl_name, type DESC, name",
+      pattern === undefined ? [] : [pattern],
+    );
+    await this.#io.out(rows.map((r) => `${r[0]};\n`).join(""));
+  }
+}
+
+/** Names in columns, filled top to bottom, as the sqlite3 shell lists tables. */
+function columnize(names: string[]): string {
+  if (names.length === 0) return "";
+  const width = Math.max(...names.map((n) => n.length)) + 2;
+  const perLine = Math.max(1, Math.floor(80 / width));
+  const rows = Math.ceil(names.length / perLine);
+  let out = "";
+  for (let r = 0; r < rows; r++) {
+    const cells: string[] = [];
+    for (let c = r; c < names.length; c += rows) cells.push(names[c].padEnd(width));
+    out += cells.join("").trimEnd() + "\n";
+  }
+  return out;
+}
+
+/** Splits a dot command's arguments at blanks; '...' and "..." group. */
+function splitArgs(text: string): string[] {
+  const out: string[] = [];
+  const re = /'([^']*)'|"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (const m of text.matchAll(re)) out.push(m[1] ?? m[2]?.replace(/\\(.)/g, "$1") ?? m[3]);
+  return out;
+}
+
+/** How the shell shows an error: `Error: [near line N: ]CODE: message`. */
+export function errorText(err: unknown, line: number | null): string {
+  const e = err as { code?: unknown; message?: unknown };
+  const where = line === null ? "" : `near line ${line}: `;
+  const code = typeof e?.code === "string" ? `${e.code}: ` : "";
+  const message = err instanceof Error ? err.message : String(err);
+  return `Error: ${where}${code}${message}\n`;
+}
+
+async function* oneChunk(text: string): AsyncGenerator<string> {
+  yield text;
+}
+
+/** Lines of a stream of text, each with its `\n` (the last may have none). */
+async function* lines(chunks: AsyncIterable<string>): AsyncGenerator<string> {
+  let rest = "";
+  for await (const chunk of chunks) {
+    rest += chunk;
+    let nl: number;
+    while ((nl = rest.indexOf("\n")) !== -1) {
+      yield rest.slice(0, nl + 1);
+      rest = rest.slice(nl + 1);
+    }
+  }
+  if (rest !== "") yield rest;
+}
+
+interface ShellArgs {
+  connect: ConnectOptions;
+  command: string | undefined;
+  mode: Mode;
+  headers: boolean;
+}
+
+/** Parses `netsqlite shell` arguments; `"help"` for `--help`. */
+export function parseShellArgs(args: string[]): ShellArgs | "help" {
+  const { values, positionals } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      db: { type: "string" },
+      socket: { type: "string" },
+      tcp: { type: "string" },
+      command: { type: "string", short: "c" },
+      mode: { type: "string" },
+      "no-headers": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  if (positionals.length > 0) {
+    throw new TypeError(`Unexpected argument "${positionals[0]}": SQL goes after -c`);
+  }
+  const given = [values.db, values.socket, values.tcp].filter((v) => v !== undefined).length;
+  if (given > 1) throw new TypeError("Give at most one of --db, --socket and --tcp");
+  const mode = values.mode ?? "table";
+  if (!(MODES as readonly string[]).includes(mode)) {
+    throw new TypeError(`Invalid --mode "${mode}": expected one of ${MODES.join(", ")}`);
+  }
+  const connectOptions: ConnectOptions = {};
+  if (values.socket !== undefined) connectOptions.path = values.socket;
+  if (values.db !== undefined) connectOptions.database = values.db;
+  if (values.tcp !== undefined) {
+    const { hostname, port } = parseHostPort(values.tcp);
+    connectOptions.hostname = hostname;
+    connectOptions.port = port;
+  }
+  return {
+    connect: connectOptions,
+    command: values.command,
+    mode: mode as Mode,
+    headers: !values["no-headers"],
+  };
+}
+
+/**
+ * Runs `netsqlite shell` with command-line arguments.
+ *
+ * @param args Arguments after `shell`.
+ * @param io Output streams.
+ * @returns the exit status: 0, 1 after an error in a script or no server, 2 on bad arguments.
+ */
+export async function runShell(args: string[], io: ShellIO = STD_IO): Promise<number> {
+  let parsed: ShellArgs | "help";
+  try {
+    parsed = parseShellArgs(args);
+  } catch (err) {
+    await io.err(`netsqlite shell: ${(err as Error).message}\n\n${SHELL_HELP}`);
+    return 2;
+  }
+  if (parsed === "help") {
+    await io.out(SHELL_HELP);
+    return 0;
+  }
+  let client: Client;
+  try {
+    client = await connect(parsed.connect);
+  } catch (err) {
+    await io.err(errorText(err, null));
+    return 1;
+  }
+  try {
+    const shell = new Shell(client, io, parsed.mode, parsed.headers);
+    if (parsed.command !== undefined) return await script(shell, oneChunk(parsed.command), null);
+    if (!Deno.stdin.isTerminal()) {
+      return await script(shell, Deno.stdin.readable.pipeThrough(new TextDecoderStream()), "stdin");
+    }
+    const history = new History(defaultHistoryFile());
+    await history.load();
+    const info = client.serverInfo;
+    await io.out(
+      `netsqlite shell ${VERSION}, server ${info.server}, SQLite ${info.sqliteVersion}\n` +
+        `Enter ".help" for usage hints.\n`,
+    );
+    // Ctrl-C at the prompt is read as a key (raw mode); while a statement
+    // runs it is a signal: keep the history, then end like an interrupted program.
+    const interrupted = async (): Promise<void> => {
+      await history.save();
+      await io.err("\nnetsqlite shell: interrupted\n");
+      Deno.exit(130);
+    };
+    Deno.addSignalListener("SIGINT", interrupted);
+    try {
+      await shell.interact(new LineEditor(history), history);
+    } finally {
+      Deno.removeSignalListener("SIGINT", interrupted);
+    }
+    const problem = await history.save();
+    if (problem !== null) await io.err(`netsqlite shell: ${problem}\n`);
+    return 0;
+  } finally {
+    await client.close();
+  }
+}
+
+async function script(
+  shell: Shell,
+  chunks: AsyncIterable<string>,
+  source: string | null,
+): Promise<number> {
+  try {
+    await shell.runScript(chunks, source);
+    return 0;
+  } catch (err) {
+    if (err instanceof Reported) return 1;
+    throw err;
+  }
+}

@@ -1,0 +1,514 @@
+/**
+ * The `netsqlite` command: the statement splitter and output modes as pure
+ * functions, then `cli.ts` run as a child process against a real in-process
+ * server — non-interactively (`-c`, standard input, `.read`, each mode, exit
+ * status) and interactively through a pseudo-terminal (`script`).
+ */
+
+import assert from "node:assert/strict";
+import { isComplete, splitStatements, SqlSplitter } from "../cli/sql_split.ts";
+import { csvField, displayWidth, formatResult, jsonValue } from "../cli/format.ts";
+import { VERSION } from "../server.ts";
+import { startServer, tempDir } from "./_helpers.ts";
+
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno run -A cli.ts ...args` with `stdin` piped in (or none). */
+async function cli(args: string[], stdin?: string): Promise<Run> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, ...args],
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NETSQLITE_HISTORY: "", NO_COLOR: "1" },
+  }).spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+// ---- statement splitting ---------------------------------------------------------
+
+Deno.test("splitStatements() ends statements only at ; outside strings, identifiers and comments", () => {
+  assert.deepEqual(
+    splitStatements(
+      "SELECT 'a;b', \"c;d\", [e;f], `g;h`; -- x;y\nSELECT /* ; */ 2;;  ; SELECT 'it''s;'",
+    ),
+    [
+      "SELECT 'a;b', \"c;d\", [e;f], `g;h`;",
+      "SELECT /* ; */ 2;",
+      "SELECT 'it''s;'",
+    ],
+  );
+  assert.deepEqual(splitStatements("  -- only a comment\n ; /* and */ ;"), []);
+});
+
+Deno.test("SqlSplitter keeps a CREATE TRIGGER body whole, up to ; END;", () => {
+  const trigger = "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN\n" +
+    "  INSERT INTO log VALUES (new.a);\n" +
+    "  UPDATE n SET c = CASE WHEN c > 0 THEN c + 1 END;\n" +
+    "END;";
+  const script = `${trigger}\nSELECT 1;`;
+  assert.deepEqual(splitStatements(script), [trigger, "SELECT 1;"]);
+  // Fed one character at a time (tokens cut anywhere), the split is the same.
+  const s = new SqlSplitter();
+  const got: string[] = [];
+  for (const ch of script) got.push(...s.push(ch));
+  assert.deepEqual(got, [trigger, "SELECT 1;"]);
+  assert.equal(s.isEmpty, true);
+});
+
+Deno.test("SqlSplitter.isEmpty tells a pending statement from blank lines and comments", () => {
+  const s = new SqlSplitter();
+  assert.deepEqual(s.push("-- note\n\n"), []);
+  assert.equal(s.isEmpty, true);
+  assert.deepEqual(s.push("SELECT 'a\n"), []);
+  assert.equal(s.isEmpty, false);
+  assert.deepEqual(s.push("b;';\n"), ["SELECT 'a\nb;';"]);
+  assert.equal(s.isEmpty, true);
+  assert.deepEqual(s.push("/* open\n"), []);
+  assert.equal(s.isEmpty, false, "an open comment waits for more lines");
+  s.reset();
+  assert.equal(s.isEmpty, true);
+});
+
+Deno.test("isComplete() agrees with sqlite3_complete() on triggers and strings", () => {
+  assert.equal(isComplete("SELECT 1"), false);
+  assert.equal(isComplete("SELECT 1;"), true);
+  assert.equal(isComplete("SELECT ';"), false);
+  assert.equal(isComplete("CREATE TRIGGER x AFTER DELETE ON t BEGIN SELECT 1;"), false);
+  assert.equal(isComplete("CREATE TRIGGER x AFTER DELETE ON t BEGIN SELECT 1; END;"), true);
+  assert.equal(isComplete("EXPLAIN CREATE TRIGGER x AFTER DELETE ON t BEGIN SELECT 1;"), false);
+  assert.equal(isComplete("CREATE TABLE trigger(end); SELECT 1;"), true);
+});
+
+// ---- output modes ----------------------------------------------------------------
+
+const SAMPLE = {
+  columns: ["id", "name", "data"],
+  rows: [
+    [1, "plain", null],
+    [2n ** 62n, 'say "hi", then\nleave', new Uint8Array([0x89, 0x50, 0x4e, 0x47])],
+    [-1.5, "", new Uint8Array(40)],
+  ],
+};
+
+Deno.test("formatResult() table aligns columns, right-aligns numbers, shows NULL and blobs", () => {
+  assert.equal(
+    formatResult("table", {
+      columns: ["n", "text", "b"],
+      rows: [[1, "x", null], [12345, "日本", new Uint8Array([0x89, 0x50, 0x4e, 0x47])]],
+    }),
+    "+-------+------+-----------------------+\n" +
+      "| n     | text | b                     |\n" +
+      "+-------+------+-----------------------+\n" +
+      "|     1 | x    | NULL                  |\n" +
+      "| 12345 | 日本 | x'89504e47' (4 bytes) |\n" +
+      "+-------+------+-----------------------+\n",
+  );
+  assert.equal(formatResult("table", { columns: ["a"], rows: [] }), "");
+  const long = formatResult("table", { columns: ["b"], rows: [[new Uint8Array(40)]] });
+  assert.match(long, /\| x'(00){32}\.\.\.' \(40 bytes\) \|/);
+  assert.equal(displayWidth("日本a"), 5);
+});
+
+Deno.test("formatResult() csv follows RFC 4180 and keeps NULL apart from the empty string", () => {
+  assert.equal(
+    formatResult("csv", SAMPLE),
+    "id,name,data\r\n" +
+      "1,plain,\r\n" +
+      `4611686018427387904,"say ""hi"", then\nleave",89504e47\r\n` +
+      `-1.5,"",${"00".repeat(40)}\r\n`,
+  );
+  assert.equal(formatResult("csv", SAMPLE, { headers: false }).split("\r\n")[0], "1,plain,");
+  assert.equal(csvField(" padded"), '" padded"');
+  assert.equal(csvField(null), "");
+  assert.equal(csvField(-0), "-0");
+});
+
+Deno.test("formatResult() json: an array of objects, big integers as strings, blobs as hex", () => {
+  const text = formatResult("json", SAMPLE);
+  assert.equal(
+    text,
+    '[{"id":1,"name":"plain","data":null},\n' +
+      '{"id":"4611686018427387904","name":"say \\"hi\\", then\\nleave","data":"89504e47"},\n' +
+      `{"id":-1.5,"name":"","data":"${"00".repeat(40)}"}]\n`,
+  );
+  assert.equal(JSON.parse(text)[1].id, "4611686018427387904");
+  assert.equal(jsonValue(9007199254740991n), "9007199254740991");
+  assert.equal(jsonValue(9007199254740992n), '"9007199254740992"');
+  assert.equal(jsonValue(-9007199254740992n), '"-9007199254740992"');
+  assert.equal(jsonValue(Infinity), '"Infinity"');
+  assert.equal(jsonValue(-0), "-0");
+  assert.equal(Object.is(JSON.parse(jsonValue(-0)), -0), true);
+  assert.equal(formatResult("json", { columns: ["a"], rows: [] }), "[]\n");
+});
+
+Deno.test("formatResult() line prints one name = value line per column, rows apart", () => {
+  assert.equal(
+    formatResult("line", { columns: ["id", "longer"], rows: [[1, null], [2, "x"]] }),
+    "    id = 1\nlonger = NULL\n\n    id = 2\nlonger = x\n",
+  );
+});
+
+// ---- the command, non-interactively ------------------------------------------------
+
+Deno.test("cli.ts shell -c runs statements and prints an aligned table", async () => {
+  await using srv = await startServer();
+  const sock = srv.server.addr.transport === "unix" ? srv.server.addr.path : "";
+  const r = await cli([
+    "shell",
+    "--socket",
+    sock,
+    "-c",
+    "CREATE TABLE t(a INTEGER, b TEXT, c BLOB); " +
+    "INSERT INTO t VALUES (1, 'one', NULL), (9223372036854775807, 'big', x'cafe');\n" +
+    "SELECT * FROM t ORDER BY a",
+  ]);
+  assert.equal(r.stderr, "");
+  assert.equal(r.code, 0);
+  assert.equal(
+    r.stdout,
+    "+---------------------+-----+-------------------+\n" +
+      "| a                   | b   | c                 |\n" +
+      "+---------------------+-----+-------------------+\n" +
+      "|                   1 | one | NULL              |\n" +
+      "| 9223372036854775807 | big | x'cafe' (2 bytes) |\n" +
+      "+---------------------+-----+-------------------+\n",
+  );
+});
+
+Deno.test("cli.ts shell reads a script on stdin: triggers, ; in strings, dot commands, csv", async () => {
+  await using srv = await startServer();
+  const sock = (srv.server.addr as { path: string }).path;
+  const script = [
+    "CREATE TABLE t(a UNIQUE, b);",
+    "CREATE TABLE log(x);",
+    "CREATE TRIGGER tr AFTER INSERT ON t BEGIN",
+    "  INSERT INTO log VALUES ('saw ' || new.a || ';');",
+    "END;",
+    "INSERT INTO t VALUES (1, 'a;b'), -- a comment; with a semicolon",
+    "  (2, 'say \"hi\"');",
+    ".mode csv",
+    "SELECT * FROM t ORDER BY a; SELECT x FROM log ORDER BY x;",
+    ".headers off",
+    "SELECT NULL, '', 3",
+  ].join("\n");
+  const r = await cli(["shell", "--socket", sock], script);
+  assert.equal(r.stderr, "");
+  assert.equal(r.code, 0);
+  assert.equal(
+    r.stdout,
+    'a,b\r\n1,a;b\r\n2,"say ""hi"""\r\nx\r\nsaw 1;\r\nsaw 2;\r\n,"",3\r\n',
+  );
+});
+
+Deno.test("cli.ts shell stops a script at the first error with exit status 1 and the error's code", async () => {
+  await using srv = await startServer();
+  const sock = (srv.server.addr as { path: string }).path;
+  const r = await cli(
+    ["shell", "--socket", sock],
+    "CREATE TABLE t(a UNIQUE);\n\nINSERT INTO t VALUES (1);\nINSERT INTO t\n  VALUES (1);\n" +
+      "INSERT INTO t VALUES (2);\n",
+  );
+  assert.equal(r.code, 1);
+  assert.equal(
+    r.stderr,
+    "Error: near line 4: SQLITE_CONSTRAINT_UNIQUE: UNIQUE constraint failed: t.a\n",
+  );
+  await using db = await srv.client();
+  assert.deepEqual(await db.values("SELECT a FROM t"), [[1]], "nothing after the error ran");
+
+  const c = await cli(["shell", "--socket", sock, "-c", "SELECT * FROM missing; SELECT 1"]);
+  assert.equal(c.code, 1);
+  assert.equal(c.stdout, "");
+  assert.equal(c.stderr, "Error: SQLITE_ERROR: no such table: missing\n");
+
+  const dot = await cli(["shell", "--socket", sock, "-c", ".mode xml"]);
+  assert.equal(dot.code, 1);
+  assert.match(dot.stderr, /^Error: Unknown mode "xml": expected one of table, csv, json, line\n$/);
+});
+
+Deno.test("cli.ts shell .read runs a file; json and line modes; .tables, .schema, .indexes", async () => {
+  await using srv = await startServer();
+  await using dir = await tempDir();
+  const sock = (srv.server.addr as { path: string }).path;
+  const file = `${dir.path}/setup.sql`;
+  await Deno.writeTextFile(
+    file,
+    "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT UNIQUE);\n" +
+      "CREATE INDEX users_by_name ON users(name);\n" +
+      "CREATE VIEW names AS SELECT name FROM users;\n" +
+      "INSERT INTO users VALUES (1, 'ann'), (9007199254740993, 'bob');\n" +
+      ".mode json\nSELECT * FROM users ORDER BY id;\n",
+  );
+  const r = await cli(
+    ["shell", "--socket", sock],
+    `.read ${file}\n.mode line\nSELECT id, name AS who FROM users WHERE id = 1;\n` +
+      ".tables\n.indexes users\n.schema users\n",
+  );
+  assert.equal(r.stderr, "");
+  assert.equal(r.code, 0);
+  assert.equal(
+    r.stdout,
+    '[{"id":1,"name":"ann"},\n{"id":"9007199254740993","name":"bob"}]\n' +
+      " id = 1\nwho = ann\n" +
+      "names  users\n" +
+      "sqlite_autoindex_users_1  users_by_name\n" +
+      "CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT UNIQUE);\n" +
+      "CREATE INDEX users_by_name ON users(name);\n",
+  );
+
+  await Deno.writeTextFile(file, "SELECT 1;\nSELECT nope;\nSELECT 3;\n");
+  const bad = await cli(
+    ["shell", "--socket", sock, "--mode", "csv", "--no-headers"],
+    `.read ${file}\n`,
+  );
+  assert.equal(bad.code, 1);
+  assert.equal(bad.stdout, "1\r\n");
+  assert.equal(bad.stderr, "Error: near line 2: SQLITE_ERROR: no such column: nope\n");
+});
+
+Deno.test("cli.ts shell --tcp reaches a TCP server; with no server it exits 1", async () => {
+  await using srv = await startServer({ transport: "tcp" });
+  const addr = srv.server.addr as { hostname: string; port: number };
+  const r = await cli([
+    "shell",
+    "--tcp",
+    `${addr.hostname}:${addr.port}`,
+    "--mode",
+    "json",
+    "-c",
+    "SELECT 41 + 1 AS n",
+  ]);
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout, '[{"n":42}]\n');
+  await using dir = await tempDir();
+  const none = await cli(["shell", "--socket", `${dir.path}/nobody.sock`, "-c", "SELECT 1"]);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /^Error: CONNECTION_CLOSED: Cannot connect to unix:/);
+});
+
+Deno.test("cli.ts --version, --help, unknown commands and the planned commands", async () => {
+  const v = await cli(["--version"]);
+  assert.equal(v.stdout, `netsqlite ${VERSION}\n`);
+  const help = await cli(["--help"]);
+  assert.equal(help.code, 0);
+  for (
+    const name of [
+      "serve",
+      "shell",
+      "bench",
+      "stats",
+      "backup",
+      "checkpoint",
+      "vacuum",
+      "integrity",
+    ]
+  ) {
+    assert.match(help.stdout, new RegExp(`\\n  ${name} `));
+  }
+  const shellHelp = await cli(["shell", "--help"]);
+  assert.match(shellHelp.stdout, /^netsqlite shell: /);
+  const serveHelp = await cli(["serve", "--help"]);
+  assert.match(serveHelp.stdout, /--busy-timeout MS/);
+  const benchHelp = await cli(["bench", "--help"]);
+  assert.equal(benchHelp.code, 0);
+  assert.match(benchHelp.stdout, /\nUsage: deno run -A bench\/load\.ts \[--duration S\]/);
+  const unknown = await cli(["frobnicate"]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /^netsqlite: unknown command "frobnicate"/);
+  const stats = await cli(["stats"]);
+  assert.equal(stats.code, 1);
+  assert.equal(stats.stdout, "");
+  assert.match(stats.stderr, /^netsqlite stats: not available yet: /);
+  const backupHelp = await cli(["backup", "--help"]);
+  assert.equal(backupHelp.code, 0);
+  assert.match(backupHelp.stdout, /\(not available yet\)\n\nUsage: netsqlite backup DEST /);
+});
+
+Deno.test("cli.ts serve runs the server of server.ts until SIGTERM; .timer times statements", async () => {
+  await using dir = await tempDir();
+  const sock = `${dir.path}/s.sock`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "serve", "--db", `${dir.path}/s.db`, "--socket", sock],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let banner = "";
+  while (!banner.includes("\n")) {
+    const { value, done } = await lines.read();
+    if (done) break;
+    banner += value;
+  }
+  assert.match(banner, new RegExp(`^netsqlite ${VERSION} serving .*s\\.db on unix:${sock}\n`));
+  const r = await cli([
+    "shell",
+    "--socket",
+    sock,
+    "--mode",
+    "csv",
+    "-c",
+    ".timer on\nSELECT 6 * 7;",
+  ]);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /^6 \* 7\r\n42\r\nRun Time: real \d+\.\d{3}\n$/);
+  child.kill("SIGTERM");
+  while (!(await lines.read()).done) { /* drain */ }
+  assert.equal((await child.status).code, 0);
+});
+
+// ---- the command, through a pseudo-terminal ---------------------------------------
+
+const HAS_SCRIPT = (() => {
+  try {
+    return Deno.statSync("/usr/bin/script").isFile && Deno.build.os === "linux";
+  } catch {
+    return false;
+  }
+})();
+
+/** The shell on a pseudo-terminal made by util-linux `script`, fed line by line. */
+class PtyShell {
+  readonly #child: Deno.ChildProcess;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #pump: Promise<void>;
+  /** Everything the terminal showed so far. */
+  screen = "";
+
+  constructor(sock: string, history: string) {
+    const command = `'${Deno.execPath()}' run -A '${CLI}' shell --socket '${sock}'`;
+    this.#child = new Deno.Command("script", {
+      args: ["-qefc", command, "/dev/null"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+      env: { NETSQLITE_HISTORY: history, TERM: "xterm", NO_COLOR: "1" },
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    const stdout = this.#child.stdout;
+    this.#pump = (async () => {
+      const dec = new TextDecoder();
+      for await (const chunk of stdout) this.screen += dec.decode(chunk, { stream: true });
+    })();
+  }
+
+  /** Waits until the screen, after `from`, contains `text`; returns where it ends. */
+  async waitFor(text: string, from = 0): Promise<number> {
+    const deadline = Date.now() + 20_000;
+    while (true) {
+      const at = this.screen.indexOf(text, from);
+      if (at !== -1) return at + text.length;
+      if (Date.now() > deadline) {
+        throw new Error(
+          `Timed out waiting for ${JSON.stringify(text)}; screen: ${JSON.stringify(this.screen)}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  async type(keys: string): Promise<void> {
+    await this.#writer.write(new TextEncoder().encode(keys));
+  }
+
+  async close(): Promise<number> {
+    await this.#writer.close().catch(() => {});
+    const status = await this.#child.status;
+    await this.#pump;
+    return status.code;
+  }
+}
+
+Deno.test({
+  name: "cli.ts shell on a terminal: prompts, continuation, table output, errors, history, Ctrl-C",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    await using srv = await startServer();
+    await using dir = await tempDir();
+    const sock = (srv.server.addr as { path: string }).path;
+    const historyFile = `${dir.path}/history`;
+    const pty = new PtyShell(sock, historyFile);
+    try {
+      let at = await pty.waitFor("netsqlite> ");
+      await pty.type("SELECT 1 AS one,\n");
+      at = await pty.waitFor("   ...> ", at);
+      await pty.type("  'two' AS two;\n");
+      at = await pty.waitFor(
+        "+-----+-----+\r\n| one | two |\r\n+-----+-----+\r\n|   1 | two |\r\n+-----+-----+\r\n" +
+          "netsqlite> ",
+        at,
+      );
+      await pty.type("SELECT * FROM nowhere;\n");
+      at = await pty.waitFor("Error: SQLITE_ERROR: no such table: nowhere\r\n", at);
+      at = await pty.waitFor("netsqlite> ", at);
+      // Up twice recalls the line before last; Enter runs it again.
+      await pty.type("SELECT 40 + 2 AS answer;\n");
+      at = await pty.waitFor("|     42 |\r\n+--------+\r\nnetsqlite> ", at);
+      await pty.type("SELECT 'other';\n");
+      at = await pty.waitFor("| other   |\r\n+---------+\r\nnetsqlite> ", at);
+      await pty.type("\x1b[A\x1b[A\r");
+      at = await pty.waitFor("|     42 |\r\n+--------+\r\nnetsqlite> ", at);
+      // Ctrl-C drops the unfinished statement and returns to the first prompt.
+      await pty.type("SELECT 'dropped'\n");
+      at = await pty.waitFor("   ...> ", at);
+      await pty.type("\x03");
+      const interrupted = at = await pty.waitFor("netsqlite> ", await pty.waitFor("^C", at));
+      await pty.type("SELECT 7 AS seven;\n");
+      at = await pty.waitFor("|     7 |\r\n", at);
+      assert.doesNotMatch(pty.screen.slice(interrupted), /Error/, "the dropped text never ran");
+      await pty.type(".quit\n");
+    } finally {
+      assert.equal(await pty.close(), 0);
+    }
+    const saved = (await Deno.readTextFile(historyFile)).split("\n");
+    assert.deepEqual(saved.slice(0, 3), [
+      "SELECT 1 AS one,",
+      "  'two' AS two;",
+      "SELECT * FROM nowhere;",
+    ]);
+    assert.equal(saved.at(-2), ".quit");
+  },
+});
+
+Deno.test({
+  name:
+    "cli.ts shell on a terminal: Ctrl-C while a statement waits ends the shell with 130, history kept",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    await using srv = await startServer();
+    await using dir = await tempDir();
+    await using holder = await srv.client();
+    await holder.exec("CREATE TABLE t(a)");
+    await holder.exec("BEGIN IMMEDIATE"); // the shell's write below waits for the writer
+    const sock = (srv.server.addr as { path: string }).path;
+    const historyFile = `${dir.path}/history`;
+    const pty = new PtyShell(sock, historyFile);
+    let code: number;
+    try {
+      const at = await pty.waitFor("netsqlite> ");
+      await pty.type("INSERT INTO t VALUES (1);\n");
+      await pty.waitFor("INSERT INTO t VALUES (1);", at);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await pty.type("\x03");
+      await pty.waitFor("netsqlite shell: interrupted", at);
+    } finally {
+      code = await pty.close();
+    }
+    assert.equal(code, 130);
+    await holder.exec("ROLLBACK");
+    assert.equal(await Deno.readTextFile(historyFile), "INSERT INTO t VALUES (1);\n");
+  },
+});
