@@ -66,7 +66,14 @@ export interface Server {
  */
 export async function serve(options: ServeOptions = {}): Promise<Server> {
   const config = resolveServeOptions(options);
-  const engine = new Engine(config.engine, loadSqlite(config.sqlite));
+  const sqlite = loadSqlite(config.sqlite);
+  let engine: Engine;
+  try {
+    engine = new Engine(config.engine, sqlite);
+  } catch (err) {
+    sqlite.close();
+    throw err;
+  }
   let listener: Deno.Listener;
   try {
     listener = await listen(config.address);

@@ -78,7 +78,8 @@ export class Engine {
   readonly #isFree = (): boolean => this.#writerFree();
 
   /**
-   * Opens (creating if needed) the database in WAL mode.
+   * Opens (creating if needed) the database in WAL mode. The engine owns
+   * `sqlite` from then on and unloads it when it closes.
    *
    * @throws {SqliteError} when the file cannot be opened.
    */
@@ -167,6 +168,7 @@ export class Engine {
     this.#walWatch.close();
     this.#reader?.close();
     this.#writer.close();
+    this.#sqlite.close();
   }
 
   // ---- used by EngineSession -------------------------------------------

@@ -280,9 +280,9 @@ export class EngineSession implements Waiter {
     }
     if (p.fast) return this.#inlineTimed(p, args, limits, wantRows);
     const start = performance.now();
-    return this.#background(p, args, limits, wantRows, null).then((o) => {
+    // Failing quickly (a constraint, say) counts as fast too.
+    return this.#background(p, args, limits, wantRows, null).finally(() => {
       p.fast = performance.now() - start < INLINE_BUDGET_MS;
-      return o;
     });
   }
 

@@ -56,6 +56,8 @@ export interface Sqlite {
    * @throws {SqliteError} when the file cannot be opened.
    */
   open(path: string, options: OpenOptions): Db;
+  /** Unloads the library (FFI); every connection must be closed first. Idempotent. */
+  close(): void;
 }
 
 /** Options of {@link Sqlite.open}. */

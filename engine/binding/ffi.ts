@@ -59,12 +59,22 @@ export class FfiSqlite implements Sqlite {
   /** Nothing is lost. */
   readonly limitations: readonly string[] = [];
   readonly #s: Symbols;
+  #unload: (() => void) | null;
+
+  /** Unloads the library. Idempotent. */
+  close(): void {
+    const unload = this.#unload;
+    this.#unload = null;
+    unload?.();
+  }
 
   /**
+   * @param unload Unloads the library (from `load.ts`).
    * @param symbols The functions of a library opened with `symbols` from `_ffi_symbols.ts`.
    * @param library The library file they came from.
    */
-  constructor(symbols: Symbols, library: string) {
+  constructor(symbols: Symbols, library: string, unload: () => void = () => {}) {
+    this.#unload = unload;
     this.#s = symbols;
     this.library = library;
     this.version = cString(symbols.sqlite3_libversion());

@@ -67,7 +67,7 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
     for (const name of libraryCandidates(options.library)) {
       try {
         const lib = Deno.dlopen(name, symbols);
-        return new FfiSqlite(lib.symbols, loadedPath(name));
+        return new FfiSqlite(lib.symbols, loadedPath(name), () => lib.close());
       } catch (err) {
         tried.push(`"${name}": ${(err as Error).message}`);
       }

@@ -99,6 +99,9 @@ export class NodeSqlite implements Sqlite {
   /** What is lost against the FFI implementation. */
   readonly limitations: readonly string[] = NODE_LIMITATIONS;
 
+  /** Nothing to unload. */
+  close(): void {}
+
   constructor() {
     const db = new nodeSqlite.DatabaseSync(":memory:");
     try {
