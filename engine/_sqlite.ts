@@ -71,6 +71,7 @@ export function openDatabase(path: string, options: OpenOptions): Database {
 /** SQLite authorizer action codes and return value (fixed by SQLite's C API). */
 export const Auth = {
   OK: 0,
+  DENY: 1,
   CREATE_TEMP_INDEX: 3,
   DELETE: 9,
   INSERT: 18,

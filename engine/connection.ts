@@ -11,6 +11,7 @@ import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { resultCodeName } from "./_result_codes.ts";
 import { hasStatement } from "./_sql_text.ts";
 import { Auth, type Database, openDatabase, type Statement } from "./_sqlite.ts";
+import type { PolicyCheck, Refusal } from "./policy.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
 export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ROLLBACK TO";
@@ -48,6 +49,10 @@ export interface ConnectionOptions {
   timeout: number;
   /** Statements kept prepared. */
   cacheSize: number;
+  /** Runs as the writer even when opened read-only (a `--readonly` server). @default {!readOnly} */
+  writer?: boolean;
+  /** What client statements may do (see `policy.ts`); `null` permits everything. */
+  policy?: PolicyCheck | null;
 }
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
@@ -67,6 +72,8 @@ export class Connection {
   #sawDml = false;
   #sawInsert = false;
   #txOp: TxOp | null = null;
+  readonly #policy: PolicyCheck | null;
+  #refusal: Refusal | null = null;
 
   /**
    * @param path Database file.
@@ -74,10 +81,17 @@ export class Connection {
    */
   constructor(path: string, options: ConnectionOptions) {
     this.db = openDatabase(path, { readOnly: options.readOnly, timeout: options.timeout });
-    this.#isWriter = !options.readOnly;
+    this.#isWriter = options.writer ?? !options.readOnly;
     this.#cacheSize = options.cacheSize;
-    this.db.setAuthorizer((action, arg1, arg2) => {
-      if (this.#classifying) this.#classify(action, arg1, arg2);
+    this.#policy = options.policy ?? null;
+    this.db.setAuthorizer((action, arg1, arg2, dbName, trigger) => {
+      if (!this.#classifying) return Auth.OK;
+      const refusal = this.#policy?.(action, arg1, arg2, dbName, trigger) ?? null;
+      if (refusal !== null) {
+        this.#refusal ??= refusal;
+        return Auth.DENY;
+      }
+      this.#classify(action, arg1, arg2);
       return Auth.OK;
     });
   }
@@ -146,10 +160,13 @@ export class Connection {
     this.#sawDml = false;
     this.#sawInsert = false;
     this.#txOp = null;
+    this.#refusal = null;
     let stmt: Statement;
     try {
       stmt = this.db.prepare(from === 0 ? sql : sql.slice(from));
     } catch (err) {
+      const refusal = this.#refusal as Refusal | null;
+      if (refusal !== null) throw new SqliteError(refusal.code, refusal.message);
       throw toSqliteError(err);
     } finally {
       this.#classifying = false;

@@ -15,6 +15,7 @@ import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { Connection, type Prepared, readRows, toSqliteError } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
+import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 
 export { BLOCKED, EngineSession } from "./engine_session.ts";
 
@@ -36,6 +37,8 @@ export interface EngineConfig {
   maxResultBytes: number;
   /** Cursors one session may hold open at once. */
   maxCursors: number;
+  /** What clients may do: read-only, ATTACH, unsafe PRAGMAs (see `policy.ts`). */
+  policy: PolicyConfig;
 }
 
 /** Owns the database connections and arbitrates the writer. */
@@ -55,6 +58,7 @@ export class Engine {
   #snapshotStale = false;
   readonly #group: GroupCommit;
   #closed = false;
+  readonly #policy: PolicyCheck;
 
   /**
    * Opens (creating if needed) the database in WAL mode.
@@ -65,10 +69,18 @@ export class Engine {
     this.#config = config;
     const timeout = config.busyTimeout;
     const cacheSize = config.statementCacheSize;
+    const readonly = config.policy.readonly;
+    const policy = this.#policy = createPolicy(config.policy);
     try {
-      this.#writer = new Connection(config.path, { readOnly: false, timeout, cacheSize });
+      this.#writer = new Connection(config.path, {
+        readOnly: readonly,
+        writer: true,
+        timeout,
+        cacheSize,
+        policy,
+      });
       const w = this.#writer.db;
-      w.exec("PRAGMA journal_mode = WAL");
+      if (!readonly) w.exec("PRAGMA journal_mode = WAL");
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
       // Also under synchronous=normal: a commit there costs no fsync, but
@@ -77,7 +89,7 @@ export class Engine {
       this.#group = new GroupCommit(this.#writer.db, () => this.#snapshotStale = true);
       this.#reader = config.path === ":memory:"
         ? null
-        : new Connection(config.path, { readOnly: true, timeout, cacheSize });
+        : new Connection(config.path, { readOnly: true, timeout, cacheSize, policy });
     } catch (err) {
       throw toSqliteError(err);
     }
@@ -113,7 +125,19 @@ export class Engine {
     return session;
   }
 
-  /** Rolls back open transactions and closes the database. Idempotent. */
+  /**
+   * True when no write is in progress: no transaction holds the writer, no
+   * write waits for it, and no group commit is open.
+   */
+  get idle(): boolean {
+    return this.#owner === null && this.#waiters.length === 0 && !this.#group.open;
+  }
+
+  /**
+   * Rolls back open transactions, checkpoints the WAL into the database
+   * (`TRUNCATE`, so the WAL file is left empty) and closes the database.
+   * Idempotent.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -122,6 +146,13 @@ export class Engine {
     clearTimeout(this.#leaseTimer);
     for (const c of this.#idleReaders.splice(0)) c.close();
     this.#reader?.close();
+    if (!this.#config.policy.readonly && this.#config.path !== ":memory:") {
+      try {
+        this.#writer.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      } catch {
+        // Busy (another process reads the file): SQLite checkpoints at close anyway.
+      }
+    }
     this.#writer.close();
   }
 
@@ -162,6 +193,7 @@ export class Engine {
       readOnly: true,
       timeout: this.#config.busyTimeout,
       cacheSize: 32,
+      policy: this.#policy,
     });
   }
 
