@@ -82,6 +82,7 @@ export const Auth = {
   READ: 20,
   SELECT: 21,
   TRANSACTION: 22,
+  ATTACH: 24,
   FUNCTION: 31,
   SAVEPOINT: 32,
   RECURSIVE: 33,

@@ -85,13 +85,14 @@ export class Connection {
     this.#cacheSize = options.cacheSize;
     this.#policy = options.policy ?? null;
     this.db.setAuthorizer((action, arg1, arg2, dbName, trigger) => {
-      if (!this.#classifying) return Auth.OK;
+      // ATTACH is checked when statements run too: VACUUM INTO attaches its target only then.
+      if (!this.#classifying && action !== Auth.ATTACH) return Auth.OK;
       const refusal = this.#policy?.(action, arg1, arg2, dbName, trigger) ?? null;
       if (refusal !== null) {
         this.#refusal ??= refusal;
         return Auth.DENY;
       }
-      this.#classify(action, arg1, arg2);
+      if (this.#classifying) this.#classify(action, arg1, arg2);
       return Auth.OK;
     });
   }
@@ -171,6 +172,9 @@ export class Connection {
     } finally {
       this.#classifying = false;
     }
+    const into = VACUUM_INTO.exec(stmt.sourceSQL); // authorized only when it runs: say so now
+    const refusal = into && this.#policy?.(Auth.ATTACH, into[1], "VACUUM INTO", null, null);
+    if (refusal) throw new SqliteError(refusal.code, refusal.message);
     const readOnly = !this.#sawWrite;
     stmt.setReturnArrays(true);
     // Reads try plain numbers first (see readRows); other statements cannot
@@ -221,6 +225,8 @@ export class Connection {
     }
   }
 }
+
+const VACUUM_INTO = /^\s*VACUUM\s+(?:\w+\s+)?INTO\s+'((?:[^']|'')*)'/i;
 
 const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);
 

@@ -174,7 +174,9 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
     }
     if (action === Action.ATTACH || action === Action.DETACH) {
       if (allowAttach) return null;
-      const what = action === Action.ATTACH ? `attach "${arg1 ?? ""}"` : `detach "${arg1 ?? ""}"`;
+      // arg2 is "VACUUM INTO" when the engine checks a VACUUM INTO target (SQLite passes null).
+      const verb = action === Action.DETACH ? "detach" : arg2 === "VACUUM INTO" ? arg2 : "attach";
+      const what = `${verb} "${arg1 ?? ""}"`;
       return forbidden(
         `Cannot ${what}: ATTACH, DETACH and VACUUM INTO would let clients open or create any ` +
           "file the server can (start the server with --allow-attach to permit)",
