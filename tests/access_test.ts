@@ -277,6 +277,10 @@ Deno.test("serve({ allowAttach }) permits ATTACH", async () => {
   await using db = await ts.client();
   await db.exec(`ATTACH '${ts.dir}/other.db' AS o`);
   await db.exec("CREATE TABLE o.t (v); INSERT INTO o.t VALUES (5)");
+  // The attached database lives on the writer: inside a transaction reads see it.
+  await db.exec("BEGIN");
+  assert.deepEqual(await db.values("SELECT v FROM o.t"), [[5]]);
+  await db.exec("COMMIT");
   await db.exec("DETACH o");
   await db.exec(`VACUUM INTO '${ts.dir}/copy.db'`);
   const other = new DatabaseSync(`${ts.dir}/other.db`);
