@@ -225,7 +225,7 @@ Deno.test("serve({ readonly }) answers reads and refuses writes with READONLY", 
   await using dir = await tempDir();
   const database = `${dir.path}/a.db`;
   {
-    await using rw = await serve({ database, path: `${dir.path}/rw.sock` });
+    await using _rw = await serve({ database, path: `${dir.path}/rw.sock` });
     await using db = await connect({ path: `${dir.path}/rw.sock` });
     await db.exec("CREATE TABLE t (v); INSERT INTO t VALUES (1), (2)");
   }
