@@ -7,9 +7,10 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
-import { serve } from "../server.ts";
+import { parseServeArgs, serve, type ServeOptions } from "../server.ts";
 import { ProtocolError, type SqliteError } from "../protocol/errors.ts";
 import { startServer, tempDir } from "./_helpers.ts";
+import { CONNECTION_PRAGMAS, UNSAFE_PRAGMAS } from "../engine/policy.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
@@ -349,4 +350,69 @@ Deno.test("One client's query_only and foreign_keys PRAGMAs are refused and chan
   await rejectsWithCode(b.run("INSERT INTO c VALUES (99)"), "SQLITE_CONSTRAINT_FOREIGNKEY");
   assert.deepEqual(await a.values("PRAGMA foreign_keys"), [[1]]);
   assert.deepEqual(await a.values("PRAGMA query_only"), [[0]]);
+});
+
+Deno.test("UNSAFE_PRAGMAS and CONNECTION_PRAGMAS cover every PRAGMA this SQLite has, but the harmless ones", () => {
+  // Reads, checks and app-level settings clients may use; anything else must be listed.
+  const harmless = new Set([
+    "application_id",
+    "collation_list",
+    "compile_options",
+    "data_version",
+    "database_list",
+    "foreign_key_check",
+    "foreign_key_list",
+    "freelist_count",
+    "function_list",
+    "incremental_vacuum",
+    "index_info",
+    "index_list",
+    "index_xinfo",
+    "integrity_check",
+    "module_list",
+    "optimize",
+    "page_count",
+    "pragma_list",
+    "quick_check",
+    "shrink_memory",
+    "table_info",
+    "table_list",
+    "table_xinfo",
+    "user_version",
+    "wal_checkpoint",
+  ]);
+  const db = new DatabaseSync(":memory:");
+  const known = db.prepare("PRAGMA pragma_list").all().map((r) => String(r.name));
+  db.close();
+  const listed = new Set([...UNSAFE_PRAGMAS, ...CONNECTION_PRAGMAS]);
+  assert.deepEqual(known.filter((n) => !listed.has(n) && !harmless.has(n)), []);
+  assert.ok(known.includes("query_only") && known.includes("synchronous"));
+});
+
+Deno.test("parseServeArgs() reads the access and lifecycle flags", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/token`, "from-file\n");
+  const o = parseServeArgs([
+    "--socket-mode",
+    "0660",
+    "--token-file",
+    `${dir.path}/token`,
+    "--readonly",
+    "--allow-attach",
+    "--allow-unsafe-pragmas",
+    "--grace-ms",
+    "250",
+    "--channel",
+    "app",
+  ]) as ServeOptions;
+  assert.equal(o.socketMode, 0o660);
+  assert.equal(o.token, "from-file");
+  assert.equal(o.readonly, true);
+  assert.equal(o.allowAttach, true);
+  assert.equal(o.allowUnsafePragmas, true);
+  assert.equal(o.graceMs, 250);
+  assert.equal(o.channel, "app");
+  const none = parseServeArgs([]) as ServeOptions;
+  assert.equal(none.readonly, undefined);
+  assert.equal(none.token, Deno.env.get("NETSQLITE_TOKEN"));
 });
