@@ -19,6 +19,7 @@
  */
 
 import { Link } from "./client/link.ts";
+import { type AutostartOptions, connectOrStart } from "./client/autostart.ts";
 import { ConnectionError, ErrorCode, SqliteError } from "./protocol/errors.ts";
 import {
   type BatchItemPayload,
@@ -32,12 +33,13 @@ import {
 import { invalidParamsMessage } from "./protocol/values.ts";
 import {
   type Address,
+  channelSocketPath,
   DEFAULT_DATABASE,
   defaultPortFile,
   defaultSocketPath,
   HAS_UNIX_SOCKETS,
 } from "./transport/address.ts";
-import { connectTo } from "./transport/connect.ts";
+import { connectTo, type TlsClientOptions } from "./transport/connect.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "./transport/frame_reader.ts";
 
 /** A value a statement parameter may hold. */
@@ -112,9 +114,23 @@ export interface ConnectOptions {
    * @default {true}
    */
   reconnect?: boolean;
+  /** Secret to present in the handshake, when the server requires one. @default {null} */
+  token?: string | null;
+  /** Connect over TLS (TCP only), trusting `caCerts`. @default {null, plain TCP} */
+  tls?: TlsClientOptions | null;
+  /** Connect to the per-user socket of this named channel (see `serve({ channel })`). */
+  channel?: string;
+  /**
+   * When no server answers at the Unix socket, start one (a detached
+   * `server.ts` process serving `database`) and wait until it answers.
+   * Needs `--allow-run`. @default {undefined, no autostart}
+   */
+  autostart?: AutostartOptions;
 }
 
 export type { CallOptions } from "./protocol/messages.ts";
+export type { AutostartOptions } from "./client/autostart.ts";
+export type { TlsClientOptions } from "./transport/connect.ts";
 
 /**
  * Connects to a netsqlite server and completes the handshake.
@@ -131,13 +147,17 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
     maxFrameSize: options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
     requestTimeout: options.requestTimeout ?? 0,
     reconnect: options.reconnect ?? true,
+    token: options.token ?? null,
+    tls: options.tls ?? null,
   };
   if (!Number.isInteger(config.requestTimeout) || config.requestTimeout < 0) {
     throw new RangeError(
       `Invalid option "requestTimeout": expected a whole number of ms >= 0, got ${config.requestTimeout}`,
     );
   }
-  const [link, info] = await openLink(config);
+  const [link, info] = options.autostart === undefined
+    ? await openLink(config)
+    : await connectOrStart(() => openLink(config), config.addr, options.autostart, config.token);
   return new Client(config, link, info);
 }
 
@@ -146,13 +166,15 @@ interface LinkConfig {
   maxFrameSize: number;
   requestTimeout: number;
   reconnect: boolean;
+  token: string | null;
+  tls: TlsClientOptions | null;
 }
 
 async function openLink(config: LinkConfig): Promise<[Link, HelloReply]> {
-  const conn = await connectTo(config.addr);
+  const conn = await connectTo(config.addr, config.tls);
   const link = new Link(conn, config.addr, config.maxFrameSize, config.requestTimeout);
   try {
-    return [link, await link.hello()];
+    return [link, await link.hello(config.token)];
   } catch (err) {
     link.fail(err);
     await link.ended;
@@ -165,9 +187,14 @@ async function resolveAddress(options: ConnectOptions): Promise<Address> {
     return { transport: "tcp", hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 };
   }
   if (options.path !== undefined) return { transport: "unix", path: options.path };
+  if (options.channel !== undefined && HAS_UNIX_SOCKETS) {
+    return { transport: "unix", path: channelSocketPath(options.channel) };
+  }
   const database = options.database ?? DEFAULT_DATABASE;
   if (HAS_UNIX_SOCKETS) return { transport: "unix", path: defaultSocketPath(database) };
-  const announced = defaultPortFile(database);
+  const announced = options.channel !== undefined
+    ? channelSocketPath(options.channel)
+    : defaultPortFile(database);
   const port = Number(await Deno.readTextFile(announced).catch(() => "NaN"));
   if (!Number.isInteger(port)) {
     throw new ConnectionError(`Cannot find the server of ${database}: no port in ${announced}`);

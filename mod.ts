@@ -21,6 +21,7 @@
  */
 
 export {
+  type AutostartOptions,
   type BatchResult,
   type BatchStatement,
   type BindParams,
@@ -33,17 +34,20 @@ export {
   type RunResult,
   type SqlValue,
   Statement,
+  type TlsClientOptions,
   type TransactionOptions,
 } from "./client.ts";
 export {
   type Address,
+  DatabaseLockedError,
   ListenError,
   type MemoryRelease,
   serve,
   type ServeOptions,
   type Server,
+  type ShutdownOptions,
   VERSION,
 } from "./server.ts";
 export { ConnectionError, ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
 export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
-export { defaultSocketPath } from "./transport/address.ts";
+export { channelSocketPath, defaultSocketPath } from "./transport/address.ts";

@@ -27,11 +27,24 @@ import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
 import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
 import { listen } from "./transport/listen.ts";
+import { isLoopback, readTokenFile, TOKEN_ENV } from "./server/auth.ts";
+import { DatabaseLock } from "./server/lock.ts";
 
 export type { ServeOptions } from "./server/options.ts";
 export { ListenError } from "./transport/listen.ts";
 export type { Address } from "./transport/address.ts";
 export type { MemoryRelease } from "./server/memory.ts";
+export { DatabaseLockedError } from "./server/lock.ts";
+
+/** Options of {@link Server.shutdown}. */
+export interface ShutdownOptions {
+  /**
+   * How long to let transactions and queued writes finish before rolling
+   * back what is left, in ms. New connections are refused meanwhile.
+   * @default {0}
+   */
+  graceMs?: number;
+}
 
 /** Version of this package. */
 export const VERSION = "0.1.0";
@@ -51,6 +64,12 @@ export interface Server {
   readonly sqlite: SqliteInfo;
   /** Stops accepting, closes every connection (rolling back their transactions), closes the database. */
   shutdown(): Promise<void>;
+  /**
+   * Stops accepting, lets writes in progress finish within `graceMs`, closes
+   * every connection (rolling back their transactions), checkpoints the WAL,
+   * closes the database, removes the socket file and releases the database lock.
+   */
+  shutdown(options?: ShutdownOptions): Promise<void>;
   /** Same as {@link Server.shutdown}. */
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -61,27 +80,66 @@ export interface Server {
  * @param options Database, address and limits; see {@link ServeOptions}.
  * @returns the running server once it listens.
  * @throws {TypeError | RangeError} on invalid options.
+ * @throws {TypeError} when listening on a non-loopback TCP address without a token.
+ * @throws {DatabaseLockedError} when another server owns the database.
  * @throws {ListenError} when the address is taken by a live server.
  * @throws {SqliteError} when the database cannot be opened.
  */
 export async function serve(options: ServeOptions = {}): Promise<Server> {
   const config = resolveServeOptions(options);
-  const sqlite = loadSqlite(config.sqlite);
+  const database = config.database;
+  const readonly = config.engine.policy.readonly;
+  if (readonly && database !== ":memory:" && !existsFile(database)) {
+    throw new TypeError(`Cannot serve "${database}" read-only: the file does not exist`);
+  }
+  const lock = takeLock(config);
   let engine: Engine;
   try {
-    engine = new Engine(config.engine, sqlite);
+    const sqlite = loadSqlite(config.sqlite);
+    try {
+      engine = new Engine(config.engine, sqlite);
+    } catch (err) {
+      sqlite.close();
+      throw err;
+    }
   } catch (err) {
-    sqlite.close();
+    lock?.release();
     throw err;
   }
   let listener: Deno.Listener;
   try {
-    listener = await listen(config.address);
+    listener = await listen(config.address, { socketMode: config.socketMode, tls: config.tls });
   } catch (err) {
     await engine.close();
+    lock?.release();
     throw err;
   }
-  return new RunningServer(config, engine, listener);
+  return new RunningServer(config, engine, listener, lock);
+}
+
+/** Takes the database's lock; `null` for `:memory:`, or read-only beside a file we cannot write. */
+function takeLock(config: ServeConfig): DatabaseLock | null {
+  if (config.database === ":memory:") return null;
+  try {
+    return DatabaseLock.acquire(config.database, formatAddress(config.address));
+  } catch (err) {
+    const denied = err instanceof Deno.errors.PermissionDenied ||
+      err instanceof Deno.errors.NotCapable || (err as { code?: string }).code === "EROFS";
+    if (!denied || !config.engine.policy.readonly) throw err;
+    console.error(
+      `netsqlite: cannot create ${config.database}.lock (${(err as Error).message}): ` +
+        "serving read-only without the one-server lock",
+    );
+    return null;
+  }
+}
+
+function existsFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
 }
 
 /** What {@link Server.sqlite} reports. */
@@ -112,14 +170,22 @@ class RunningServer implements Server {
   readonly #sessions = new Set<Session>();
   readonly #hello: HelloReply;
   readonly #config: ServeConfig;
+  readonly #lock: DatabaseLock | null;
   #stopping: Promise<void> | null = null;
+  #graceMs = 0;
 
-  constructor(config: ServeConfig, engine: Engine, listener: Deno.Listener) {
+  constructor(
+    config: ServeConfig,
+    engine: Engine,
+    listener: Deno.Listener,
+    lock: DatabaseLock | null,
+  ) {
     this.#config = config;
     this.#engine = engine;
     this.#listener = listener;
     const { engine: kind, library, version, limitations } = engine.sqlite;
     this.sqlite = { engine: kind, library, version, limitations };
+    this.#lock = lock;
     const la = listener.addr;
     this.addr = la.transport === "unix"
       ? { transport: "unix", path: (la as Deno.UnixAddr).path }
@@ -142,6 +208,7 @@ class RunningServer implements Server {
         frameTimeout: config.frameTimeout,
       },
     };
+    lock?.record(formatAddress(this.addr));
     if (config.announceFile !== null && this.addr.transport === "tcp") {
       Deno.writeTextFileSync(config.announceFile, String(this.addr.port));
     }
@@ -171,8 +238,8 @@ class RunningServer implements Server {
         await new Promise((resolve) => setTimeout(resolve, 50));
         continue;
       }
-      if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
-      const session = new Session(conn, this.#engine, this.#hello);
+      if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+      const session = new Session(conn, this.#engine, this.#hello, this.#config.tokenGate);
       this.#sessions.add(session);
       this.#memory.opened();
       const done = session.serve().finally(() => {
@@ -182,11 +249,27 @@ class RunningServer implements Server {
       });
       served.add(done);
     }
+    await this.#letWritesFinish(this.#graceMs);
     for (const s of this.#sessions) s.close();
     await Promise.all(served);
     await this.#memory.close();
     await this.#engine.close();
     await this.#cleanupFiles();
+    this.#lock?.release();
+  }
+
+  /** Waits up to `ms` until no transaction is open and no write waits or awaits its commit. */
+  async #letWritesFinish(ms: number): Promise<void> {
+    if (ms <= 0) return;
+    const end = performance.now() + ms;
+    for (let left = ms; left > 0; left = end - performance.now()) {
+      if (this.#engine.idle) {
+        // One more turn of the event loop, so replies just produced are written out.
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        if (this.#engine.idle) return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(10, left)));
+    }
   }
 
   async #cleanupFiles(): Promise<void> {
@@ -197,8 +280,9 @@ class RunningServer implements Server {
     }
   }
 
-  shutdown(): Promise<void> {
+  shutdown(options: ShutdownOptions = {}): Promise<void> {
     if (this.#stopping === null) {
+      this.#graceMs = options.graceMs ?? 0;
       this.#stopping = this.finished;
       try {
         this.#listener.close();
@@ -222,7 +306,24 @@ Options:
   --db PATH               database file, created if absent (default ./netsqlite.db)
   --socket PATH           Unix socket to listen on (default: per user and database,
                           under $XDG_RUNTIME_DIR/netsqlite/ or <tmpdir>/netsqlite-<uid>/)
-  --tcp HOST:PORT         listen on TCP instead (port 0 picks a free port)
+  --tcp HOST:PORT         listen on TCP instead (port 0 picks a free port); an address
+                          other than loopback (127.0.0.1, ::1) requires a token
+  --channel NAME          listen on the per-user socket of a named channel, which
+                          connect({ channel: NAME }) finds
+  --socket-mode MODE      octal permissions of the socket file (default 600, owner only);
+                          660 lets the socket's group read and change the database
+  --token SECRET          clients must present SECRET (connect({ token })); visible in
+                          \`ps\`: prefer NETSQLITE_TOKEN or --token-file
+  --token-file PATH       read the token from PATH (one line)
+  --tls-cert PATH         serve TCP with TLS: certificate chain (PEM)
+  --tls-key PATH          ... and its private key (PEM)
+  --readonly              open the database read-only: writes fail with READONLY
+  --allow-attach          let clients ATTACH/DETACH files and VACUUM INTO (refused by default)
+  --allow-unsafe-pragmas  let clients set PRAGMAs that change durability, safety or the
+                          shared connection (synchronous, journal_mode, foreign_keys, ...)
+  --grace-ms MS           on SIGINT/SIGTERM, let transactions and queued writes finish
+                          this long before rolling back (default 5000); a second signal
+                          exits at once
   --synchronous MODE      full (default; acknowledged writes survive power loss) or normal
   --busy-timeout MS       how long a write waits for the writer (default 5000)
   --tx-idle-timeout MS    roll back a transaction idle this long; 0 = never (default 10000)
@@ -257,6 +358,16 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       "frame-timeout": { type: "string" },
       engine: { type: "string" },
       "sqlite-lib": { type: "string" },
+      channel: { type: "string" },
+      "socket-mode": { type: "string" },
+      token: { type: "string" },
+      "token-file": { type: "string" },
+      "tls-cert": { type: "string" },
+      "tls-key": { type: "string" },
+      readonly: { type: "boolean" },
+      "allow-attach": { type: "boolean" },
+      "allow-unsafe-pragmas": { type: "boolean" },
+      "grace-ms": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -273,13 +384,58 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     frameTimeout: numberArg("--frame-timeout", values["frame-timeout"]),
     engine: values.engine as ServeOptions["engine"],
     sqliteLib: values["sqlite-lib"],
+    channel: values.channel,
+    socketMode: modeArg(values["socket-mode"]),
+    token: tokenArg(values.token, values["token-file"]),
+    readonly: values.readonly,
+    allowAttach: values["allow-attach"],
+    allowUnsafePragmas: values["allow-unsafe-pragmas"],
+    graceMs: numberArg("--grace-ms", values["grace-ms"]),
   };
+  const cert = values["tls-cert"];
+  const key = values["tls-key"];
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new TypeError("Invalid options: --tls-cert and --tls-key go together");
+  }
+  if (cert !== undefined && key !== undefined) {
+    options.tls = { cert: readPem("--tls-cert", cert), key: readPem("--tls-key", key) };
+  }
   if (values.tcp !== undefined) {
     const { hostname, port } = parseHostPort(values.tcp);
     options.hostname = hostname;
     options.port = port;
   }
   return options;
+}
+
+function modeArg(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^0?[0-7]{3}$/.test(text)) {
+    throw new TypeError(`Invalid --socket-mode "${text}": expected octal permissions, e.g. 660`);
+  }
+  return parseInt(text, 8);
+}
+
+/** The token from --token, --token-file or NETSQLITE_TOKEN, in that order. */
+function tokenArg(token: string | undefined, file: string | undefined): string | undefined {
+  if (token !== undefined && file !== undefined) {
+    throw new TypeError("Invalid options: give --token or --token-file, not both");
+  }
+  if (token !== undefined) {
+    if (token === "") throw new TypeError("Invalid --token: expected a non-empty secret");
+    return token;
+  }
+  if (file !== undefined) return readTokenFile(file);
+  const env = Deno.env.get(TOKEN_ENV);
+  return env === undefined || env === "" ? undefined : env;
+}
+
+function readPem(flag: string, path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (err) {
+    throw new TypeError(`Cannot read ${flag} "${path}": ${(err as Error).message}`, { cause: err });
+  }
 }
 
 function numberArg(flag: string, text: string | undefined): number | undefined {
@@ -316,18 +472,43 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     console.error(`netsqlite: ${(err as Error).message}`);
     return 1;
   }
-  const stop = () => {
-    console.log("netsqlite: shutting down");
-    server.shutdown();
-  };
+  const graceMs = options.graceMs ?? 5000;
+  let signalled = false;
+  const handlers = new Map<Deno.Signal, () => void>();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  for (const sig of signals) Deno.addSignalListener(sig, stop);
+  for (const sig of signals) {
+    const onSignal = () => {
+      if (signalled) {
+        console.error(`netsqlite: ${sig} again: exiting at once`);
+        Deno.exit(sig === "SIGINT" ? 130 : 143);
+      }
+      signalled = true;
+      console.log(
+        `netsqlite: ${sig}: shutting down (waiting up to ${graceMs} ms for writes in progress; ` +
+          "signal again to exit at once)",
+      );
+      server.shutdown({ graceMs });
+    };
+    handlers.set(sig, onSignal);
+    Deno.addSignalListener(sig, onSignal);
+  }
   const db = options.database ?? "netsqlite.db";
-  console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}`);
+  const tls = options.tls ? " with TLS" : "";
+  console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}${tls}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
   console.log(`netsqlite: ${describeEngine(server.sqlite)}`);
+  if (
+    server.addr.transport === "tcp" && !options.tls && options.token && options.hostname &&
+    !isLoopback(options.hostname)
+  ) {
+    console.error(
+      "netsqlite: warning: without TLS the token and all data cross the network in clear text " +
+        "(--tls-cert/--tls-key)",
+    );
+  }
   await server.finished;
-  for (const sig of signals) Deno.removeSignalListener(sig, stop);
+  for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
+  if (signalled) console.log("netsqlite: stopped");
   return 0;
 }
 

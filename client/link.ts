@@ -80,14 +80,18 @@ export class Link {
   }
 
   /**
-   * Performs the handshake.
+   * Performs the handshake, presenting `token` when given.
    *
-   * @throws {ProtocolError} `PROTOCOL_VERSION` on a version mismatch.
+   * @throws {ProtocolError} `PROTOCOL_VERSION` on a version mismatch, `AUTH`
+   *   when the server refuses the token.
    * @throws {ConnectionError} when the connection fails.
    */
-  async hello(): Promise<HelloReply> {
+  async hello(token: string | null = null): Promise<HelloReply> {
+    const opts = token === null
+      ? { version: PROTOCOL_VERSION }
+      : { version: PROTOCOL_VERSION, token };
     try {
-      return await this.request(Op.Hello, { version: PROTOCOL_VERSION }) as HelloReply;
+      return await this.request(Op.Hello, opts) as HelloReply;
     } catch (err) {
       const cause = (err as Error).cause;
       throw cause instanceof ProtocolError ? cause : err;

@@ -10,6 +10,7 @@
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { Auth, AuthResult } from "./binding/_constants.ts";
 import type { Capabilities, Db, Sqlite, Stmt } from "./binding/binding.ts";
+import type { PolicyCheck, Refusal } from "./policy.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
 export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ROLLBACK TO";
@@ -60,6 +61,10 @@ export interface ConnectionOptions {
   timeout: number;
   /** Statements kept prepared. */
   cacheSize: number;
+  /** Runs as the writer even when opened read-only (a `--readonly` server). @default {!readOnly} */
+  writer?: boolean;
+  /** What client statements may do (see `policy.ts`); `null` permits everything. */
+  policy?: PolicyCheck | null;
 }
 
 /** A connection plus a statement cache and classification. */
@@ -82,6 +87,9 @@ export class Connection {
   #txOp: TxOp | null = null;
   /** `schema_version` when the cache was last known valid. */
   #schemaVersion = -1;
+  readonly #policy: PolicyCheck | null;
+  /** The policy's first refusal while preparing the current statement. */
+  #refusal: Refusal | null = null;
 
   /**
    * @param sqlite The SQLite binding.
@@ -91,9 +99,17 @@ export class Connection {
   constructor(sqlite: Sqlite, path: string, options: ConnectionOptions) {
     this.db = sqlite.open(path, { readOnly: options.readOnly, busyTimeout: options.timeout });
     this.caps = sqlite.capabilities;
-    this.#isWriter = !options.readOnly;
+    this.#isWriter = options.writer ?? !options.readOnly;
     this.#cacheSize = options.cacheSize;
-    this.db.setAuthorizer((action, arg1, arg2) => {
+    this.#policy = options.policy ?? null;
+    this.db.setAuthorizer((action, arg1, arg2, dbName, trigger) => {
+      // ATTACH is checked when statements run too: VACUUM INTO attaches its target only then.
+      if (!this.#classifying && action !== Auth.ATTACH) return AuthResult.OK;
+      const refusal = this.#policy?.(action, arg1, arg2, dbName, trigger) ?? null;
+      if (refusal !== null) {
+        this.#refusal ??= refusal;
+        return AuthResult.DENY;
+      }
       if (this.#classifying) this.#classify(action, arg1, arg2);
       return AuthResult.OK;
     });
@@ -164,13 +180,25 @@ export class Connection {
     this.#sawDml = false;
     this.#sawInsert = false;
     this.#txOp = null;
+    this.#refusal = null;
     let stmt: Stmt | null;
     try {
       stmt = this.db.prepare(sql, from);
+    } catch (err) {
+      const refusal = this.#refusal as Refusal | null;
+      if (refusal !== null) throw new SqliteError(refusal.code, refusal.message);
+      throw err;
     } finally {
       this.#classifying = false;
     }
     if (stmt === null) return null;
+    // VACUUM INTO is authorized only when it runs: refuse it now, clearly.
+    const into = VACUUM_INTO.exec(stmt.sql);
+    const refusal = into && this.#policy?.(Auth.ATTACH, into[1], "VACUUM INTO", null, null);
+    if (refusal) {
+      stmt.finalize();
+      throw new SqliteError(refusal.code, refusal.message);
+    }
     // A statement that reports neither a read nor a write to the authorizer
     // (VACUUM, REINDEX) still writes: only proven reads go to a reader.
     const readOnly = this.#sawRead && !this.#sawWrite && stmt.readOnly;
@@ -311,5 +339,7 @@ const SCHEMA_ACTIONS = new Set([
   29,
   30,
 ]);
+
+const VACUUM_INTO = /^\s*VACUUM\s+(?:\w+\s+)?INTO\s+'((?:[^']|'')*)'/i;
 
 const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);

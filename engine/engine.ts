@@ -23,6 +23,7 @@ import type { Sqlite } from "./binding/binding.ts";
 import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
+import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 import { WalWatch } from "./wal_watch.ts";
 import { WriterQueue } from "./writer_queue.ts";
 
@@ -46,6 +47,8 @@ export interface EngineConfig {
   maxResultBytes: number;
   /** Cursors one session may hold open at once. */
   maxCursors: number;
+  /** What clients may do: read-only, ATTACH, unsafe PRAGMAs (see `policy.ts`). */
+  policy: PolicyConfig;
 }
 
 /**
@@ -61,6 +64,7 @@ export class Engine {
   readonly #writer: Connection;
   readonly #reader: Connection | null;
   readonly #queue: WriterQueue<EngineSession>;
+  readonly #policy: PolicyCheck;
   /** Statements running in the background (awaited before closing). */
   readonly #running = new Set<Promise<unknown>>();
   #nextSessionId = 1;
@@ -88,15 +92,23 @@ export class Engine {
     this.#sqlite = sqlite;
     const timeout = config.busyTimeout;
     const cacheSize = config.statementCacheSize;
-    this.#writer = new Connection(sqlite, config.path, { readOnly: false, timeout, cacheSize });
+    const readonly = config.policy.readonly;
+    const policy = this.#policy = createPolicy(config.policy);
+    this.#writer = new Connection(sqlite, config.path, {
+      readOnly: readonly,
+      writer: true,
+      timeout,
+      cacheSize,
+      policy,
+    });
     try {
       const w = this.#writer.db;
-      w.exec("PRAGMA journal_mode = WAL");
+      if (!readonly) w.exec("PRAGMA journal_mode = WAL");
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
       this.#reader = config.path === ":memory:"
         ? null
-        : new Connection(sqlite, config.path, { readOnly: true, timeout, cacheSize });
+        : new Connection(sqlite, config.path, { readOnly: true, timeout, cacheSize, policy });
     } catch (err) {
       this.#writer.close();
       throw err;
@@ -151,8 +163,19 @@ export class Engine {
   }
 
   /**
+   * True when no write is in progress: no transaction holds the writer, no
+   * write waits for it, no group commit is open or committing, and no
+   * statement runs in the background.
+   */
+  get idle(): boolean {
+    return this.#queue.owner === null && this.#queue.length === 0 && !this.#group.open &&
+      !this.#group.committing && this.#running.size === 0;
+  }
+
+  /**
    * Rolls back open transactions, stops statements running in the
-   * background, waits for them, and closes the database. Idempotent.
+   * background and waits for them, checkpoints the WAL into the database
+   * (`TRUNCATE`, so the WAL file is left empty) and closes it. Idempotent.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -167,6 +190,13 @@ export class Engine {
     for (const c of this.#idleReaders.splice(0)) c.close();
     this.#walWatch.close();
     this.#reader?.close();
+    if (!this.#config.policy.readonly && this.#config.path !== ":memory:") {
+      try {
+        this.#writer.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      } catch {
+        // Busy (another process reads the file): SQLite checkpoints at close anyway.
+      }
+    }
     this.#writer.close();
     this.#sqlite.close();
   }
@@ -224,6 +254,7 @@ export class Engine {
       readOnly: true,
       timeout: this.#config.busyTimeout,
       cacheSize: 32,
+      policy: this.#policy,
     });
     conn.refreshSchema();
     return conn;

@@ -36,6 +36,12 @@ export const ErrorCode = {
   ConnectionClosed: "CONNECTION_CLOSED",
   /** The server is shutting down. */
   ShuttingDown: "SHUTTING_DOWN",
+  /** The client presented no token, or a wrong one (connection-level; the connection is closed). */
+  Auth: "AUTH",
+  /** The server runs read-only (`--readonly`) and the statement would write. */
+  ReadOnly: "READONLY",
+  /** The server's policy refuses the statement: ATTACH, extension loading, an unsafe PRAGMA. */
+  Forbidden: "FORBIDDEN",
   /** An unexpected failure inside the server; the connection stays usable. */
   Internal: "INTERNAL",
 } as const;

@@ -7,14 +7,18 @@
 
 import {
   type Address,
+  channelSocketPath,
   DEFAULT_DATABASE,
   defaultPortFile,
   defaultSocketPath,
+  formatAddress,
   HAS_UNIX_SOCKETS,
 } from "../transport/address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import type { EngineConfig } from "../engine/engine.ts";
 import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
+import { isLoopback, TokenGate } from "./auth.ts";
+import type { TlsServerOptions } from "../transport/listen.ts";
 
 /** Options of {@link serve}. */
 export interface ServeOptions {
@@ -83,6 +87,45 @@ export interface ServeOptions {
    * @default {env `NETSQLITE_SQLITE_LIB`, else the platform's usual names}
    */
   sqliteLib?: string;
+  /**
+   * Listen on the named channel's socket (see `channelSocketPath()`), which
+   * `connect({ channel })` of the same user finds; instead of `path`/`port`.
+   */
+  channel?: string;
+  /**
+   * Permission bits of the Unix socket file. Wider than 0o600 lets other
+   * users (of the group, or everyone) connect, read and change the database.
+   * @default {0o600}
+   */
+  socketMode?: number;
+  /**
+   * Secret every client must present in its hello (`connect({ token })`);
+   * a wrong or missing one gets `AUTH` and a closed connection. Required to
+   * listen on a TCP address that is not loopback.
+   * @default {null, no token}
+   */
+  token?: string | null;
+  /** Serve TCP with TLS: certificate chain and private key, PEM text. @default {null} */
+  tls?: TlsServerOptions | null;
+  /**
+   * Open the database read-only: writes fail with `READONLY`. The file must exist.
+   * @default {false}
+   */
+  readonly?: boolean;
+  /** Let clients run ATTACH, DETACH and VACUUM INTO. @default {false} */
+  allowAttach?: boolean;
+  /**
+   * Let clients set the PRAGMAs that change durability, safety or the shared
+   * connection's settings (see `engine/policy.ts`).
+   * @default {false}
+   */
+  allowUnsafePragmas?: boolean;
+  /**
+   * How long a shutdown by signal waits for transactions and queued writes
+   * to finish before rolling back what is left, in ms.
+   * @default {5000}
+   */
+  graceMs?: number;
 }
 
 /** The resolved server configuration. */
@@ -101,6 +144,16 @@ export interface ServeConfig {
   releaseMemory: boolean;
   /** Which SQLite binding to load, and from where. */
   sqlite: LoadOptions;
+  /** The database file. */
+  database: string;
+  /** Permission bits of the Unix socket file. */
+  socketMode: number;
+  /** Checks client tokens; `null` when none is required. */
+  tokenGate: TokenGate | null;
+  /** TLS certificate and key, or `null`. */
+  tls: TlsServerOptions | null;
+  /** Grace period of a shutdown by signal, in ms. */
+  graceMs: number;
 }
 
 /**
@@ -127,11 +180,14 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     }
   }
   const tcp = options.port !== undefined || options.hostname !== undefined;
-  if (tcp && options.path !== undefined) {
+  const places = [tcp, options.path !== undefined, options.channel !== undefined];
+  if (places.filter(Boolean).length > 1) {
     throw new TypeError(
-      'Invalid options: give either "path" (Unix socket) or "hostname"/"port" (TCP)',
+      'Invalid options: give either "path" (Unix socket) or "hostname"/"port" (TCP) ' +
+        'or "channel", not several',
     );
   }
+  const path = options.channel !== undefined ? channelSocketPath(options.channel) : options.path;
   let address: Address;
   let announceFile: string | null = null;
   if (tcp) {
@@ -140,11 +196,49 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       hostname: options.hostname ?? "127.0.0.1",
       port: integer("port", options.port ?? 0, 0, 65535),
     };
-  } else if (options.path !== undefined || HAS_UNIX_SOCKETS) {
-    address = { transport: "unix", path: options.path ?? defaultSocketPath(database) };
+  } else if (HAS_UNIX_SOCKETS || (options.path !== undefined && options.channel === undefined)) {
+    address = { transport: "unix", path: path ?? defaultSocketPath(database) };
   } else {
     address = { transport: "tcp", hostname: "127.0.0.1", port: 0 };
-    announceFile = defaultPortFile(database);
+    announceFile = path ?? defaultPortFile(database);
+  }
+  const token = options.token ?? null;
+  if (token !== null && typeof token !== "string") {
+    throw new TypeError(`Invalid option "token": expected a string, got ${typeof token}`);
+  }
+  const tokenGate = token === null ? null : new TokenGate(token);
+  if (address.transport === "tcp" && !isLoopback(address.hostname) && tokenGate === null) {
+    throw new TypeError(
+      `Cannot listen on ${formatAddress(address)} without a token: ` +
+        "anyone who can reach that address could read and change the database. " +
+        "Set a token (--token, NETSQLITE_TOKEN or --token-file; serve({ token })), " +
+        "ideally with TLS (--tls-cert/--tls-key), or listen on 127.0.0.1",
+    );
+  }
+  const tls = options.tls ?? null;
+  if (tls !== null) {
+    if (address.transport !== "tcp") {
+      throw new TypeError('Invalid option "tls": TLS is for TCP; give "hostname"/"port" too');
+    }
+    if (typeof tls.cert !== "string" || typeof tls.key !== "string") {
+      throw new TypeError('Invalid option "tls": expected { cert, key } as PEM text');
+    }
+  }
+  const socketMode = integer("socketMode", options.socketMode ?? 0o600, 0, 0o777);
+  if ((socketMode & 0o600) !== 0o600) {
+    throw new RangeError(
+      `Invalid option "socketMode": 0${
+        socketMode.toString(8)
+      } must let the owner read and write (0600)`,
+    );
+  }
+  const flags = {} as Record<"readonly" | "allowAttach" | "allowUnsafePragmas", boolean>;
+  for (const key of ["readonly", "allowAttach", "allowUnsafePragmas"] as const) {
+    const v = options[key] ?? false;
+    if (typeof v !== "boolean") {
+      throw new TypeError(`Invalid option "${key}": expected a boolean, got ${String(v)}`);
+    }
+    flags[key] = v;
   }
   const releaseMemory = options.releaseMemory === undefined ? true : options.releaseMemory;
   if (typeof releaseMemory !== "boolean") {
@@ -167,6 +261,11 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     announceFile,
     releaseMemory,
     sqlite: { engine, library: sqliteLib },
+    database,
+    socketMode,
+    tokenGate,
+    tls,
+    graceMs: integer("graceMs", options.graceMs ?? 5000, 0, 2 ** 31 - 1),
     maxFrameSize: integer(
       "maxFrameSize",
       options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
@@ -193,6 +292,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
         2 ** 31 - 1,
       ),
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
+      policy: flags,
     },
   };
 }

@@ -23,6 +23,7 @@ import {
 import { resultTooLarge } from "../engine/run.ts";
 import { BLOCKED, type Engine, type EngineSession } from "../engine/engine.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
+import type { TokenGate } from "./auth.ts";
 
 const HIGH_WATER = 4 * 1024 * 1024;
 const MAX_QUEUED = 4096;
@@ -37,6 +38,8 @@ export class Session {
   static readonly #decoder = new MessageDecoder();
   readonly #engine: EngineSession;
   readonly #hello: HelloReply;
+  readonly #gate: TokenGate | null;
+  readonly #peer: string;
   #queue: Request[] = [];
   #head = 0;
   #handshaken = false;
@@ -59,8 +62,11 @@ export class Session {
    * @param conn The accepted connection.
    * @param engine The engine to run requests on.
    * @param hello The handshake reply to send.
+   * @param gate Checks the token of the hello; `null` when none is required.
    */
-  constructor(conn: Deno.Conn, engine: Engine, hello: HelloReply) {
+  constructor(conn: Deno.Conn, engine: Engine, hello: HelloReply, gate: TokenGate | null = null) {
+    this.#gate = gate;
+    this.#peer = peerName(conn);
     const max = hello.limits.maxFrameSize;
     this.#encoder = new MessageEncoder(max);
     this.#hello = hello;
@@ -174,7 +180,7 @@ export class Session {
   }
 
   #onHello(msg: Request): void {
-    const opts = msg[2] as { version?: unknown } | undefined;
+    const opts = msg[2] as { version?: unknown; token?: unknown } | undefined;
     if (msg[0] !== Op.Hello || typeof opts !== "object" || opts === null) {
       throw new ProtocolError(
         ErrorCode.BadRequest,
@@ -193,6 +199,11 @@ export class Session {
         `Cannot start session: client speaks protocol ${opts.version}, ` +
           `server speaks ${PROTOCOL_VERSION}`,
       );
+    }
+    const refusal = this.#gate?.check(opts.token) ?? null;
+    if (refusal !== null) {
+      console.error(`netsqlite: refused a connection from ${this.#peer}: ${refusal}`);
+      throw new ProtocolError(ErrorCode.Auth, `Cannot start session: ${refusal}`);
     }
     this.#handshaken = true;
     clearTimeout(this.#helloTimer);
@@ -370,6 +381,13 @@ export class Session {
     clearTimeout(timer);
     this.close();
   }
+}
+
+/** Who is at the other end, for the log. */
+function peerName(conn: Deno.Conn): string {
+  const a = conn.remoteAddr;
+  if (a.transport === "tcp" || a.transport === "udp") return `${a.hostname}:${a.port}`;
+  return `a local process (${(conn.localAddr as Deno.UnixAddr).path ?? "unix socket"})`;
 }
 
 function toWireError(err: unknown): WireError {

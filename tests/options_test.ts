@@ -100,7 +100,7 @@ Deno.test("resolveServeOptions() listens on TCP when a port or hostname is given
     hostname: "::1",
     port: 0,
   });
-  assert.deepEqual(resolveServeOptions({ hostname: "0.0.0.0", port: 65535 }).address, {
+  assert.deepEqual(resolveServeOptions({ hostname: "0.0.0.0", port: 65535, token: "t" }).address, {
     transport: "tcp",
     hostname: "0.0.0.0",
     port: 65535,
@@ -268,7 +268,7 @@ Deno.test("parseServeArgs() reads --tcp HOST:PORT", () => {
   assert.equal(a.hostname, "0.0.0.0");
   assert.equal(a.port, 7878);
   assert.equal(a.path, undefined);
-  assert.deepEqual(resolveServeOptions(a).address, {
+  assert.deepEqual(resolveServeOptions({ ...a, token: "t" }).address, {
     transport: "tcp",
     hostname: "0.0.0.0",
     port: 7878,

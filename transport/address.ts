@@ -70,6 +70,28 @@ export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
 }
 
 /**
+ * Socket path of the named channel `name`: `<dir>/channel-<name>.sock` in the
+ * user's socket directory ({@link defaultSocketDir}), so `serve({ channel })`
+ * and `connect({ channel })` of the same user meet there. On Windows this
+ * names the file where the server announces its TCP port (`.port`).
+ *
+ * @throws {TypeError} when the name is not 1-64 letters, digits, `.`, `_` or `-`.
+ * @example
+ * ```ts
+ * import { channelSocketPath } from "./address.ts";
+ * if (!channelSocketPath("my-app").endsWith("channel-my-app.sock")) throw new Error("wrong path");
+ * ```
+ */
+export function channelSocketPath(name: string): string {
+  if (typeof name !== "string" || !/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/.test(name)) {
+    throw new TypeError(
+      `Invalid channel "${String(name)}": expected 1-64 letters, digits, ".", "_" or "-"`,
+    );
+  }
+  return join(defaultSocketDir(), `channel-${name}.${HAS_UNIX_SOCKETS ? "sock" : "port"}`);
+}
+
+/**
  * File in which a server without Unix sockets (Windows) announces its TCP
  * port: the default socket path of `database` with `.port` for `.sock`.
  */

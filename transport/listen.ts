@@ -1,7 +1,8 @@
 /**
  * Opens the server's listener. For a Unix socket it creates the directory
  * (0700), replaces a stale socket file left by a crashed server, refuses to
- * start when a live server already answers there, and makes the socket 0600.
+ * start when a live server already answers there, and makes the socket 0600
+ * (or the mode asked for). For TCP it can listen with TLS.
  *
  * @module
  */
@@ -18,15 +19,35 @@ export class ListenError extends Error {
   }
 }
 
+/** Certificate chain and private key, PEM-encoded, for a TLS listener. */
+export interface TlsServerOptions {
+  /** Certificate chain (PEM). */
+  cert: string;
+  /** Private key (PEM). */
+  key: string;
+}
+
+/** Options of {@link listen}. */
+export interface ListenOptions {
+  /** Permission bits of a Unix socket file. @default {0o600} */
+  socketMode?: number;
+  /** Listen with TLS (TCP only). @default {null} */
+  tls?: TlsServerOptions | null;
+}
+
 /**
  * Listens on `addr`.
  *
  * @throws {ListenError} when another server answers on the socket, the path
  *   is not a socket, or the address cannot be bound.
  */
-export async function listen(addr: Address): Promise<Deno.Listener> {
+export async function listen(addr: Address, options: ListenOptions = {}): Promise<Deno.Listener> {
+  const tls = options.tls ?? null;
   if (addr.transport === "tcp") {
     try {
+      if (tls !== null) {
+        return Deno.listenTls({ hostname: addr.hostname, port: addr.port, ...tls });
+      }
       return Deno.listen({ transport: "tcp", hostname: addr.hostname, port: addr.port });
     } catch (err) {
       throw new ListenError(`Cannot listen on ${formatAddress(addr)}: ${(err as Error).message}`, {
@@ -34,8 +55,10 @@ export async function listen(addr: Address): Promise<Deno.Listener> {
       });
     }
   }
+  if (tls !== null) throw new ListenError("Cannot use TLS on a Unix socket: TLS is for TCP");
+  const mode = options.socketMode ?? 0o600;
   const path = addr.path;
-  await Deno.mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  await makeSocketDir(dirname(path), mode);
   await removeStaleSocket(path);
   let listener: Deno.Listener;
   try {
@@ -46,12 +69,29 @@ export async function listen(addr: Address): Promise<Deno.Listener> {
     });
   }
   try {
-    await Deno.chmod(path, 0o600);
+    await Deno.chmod(path, mode);
   } catch (err) {
     listener.close();
     throw new ListenError(`Cannot secure unix:${path}: ${(err as Error).message}`, { cause: err });
   }
   return listener;
+}
+
+/**
+ * Creates the socket's directory if absent: 0700, plus search permission
+ * (x) for the group or others when the socket mode grants them access, since
+ * they could not reach the socket otherwise. An existing directory is left as it is.
+ */
+async function makeSocketDir(dir: string, socketMode: number): Promise<void> {
+  try {
+    await Deno.stat(dir);
+    return;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  const dirMode = 0o700 | (socketMode & 0o070 ? 0o010 : 0) | (socketMode & 0o007 ? 0o001 : 0);
+  await Deno.mkdir(dir, { recursive: true, mode: dirMode });
+  await Deno.chmod(dir, dirMode); // the umask may have taken bits away
 }
 
 /** Removes `path` if it is a socket nobody answers on. */

@@ -1,0 +1,80 @@
+/**
+ * The shared secret a server may require in every client's hello: where it
+ * comes from (`--token`, `NETSQLITE_TOKEN`, `--token-file`) and how a
+ * presented token is checked (in constant time).
+ *
+ * @module
+ */
+
+import { createHash, timingSafeEqual } from "node:crypto";
+
+/** Environment variable that holds the server's token when no flag gives one. */
+export const TOKEN_ENV = "NETSQLITE_TOKEN";
+
+/** Checks the token a client presents in its hello. */
+export class TokenGate {
+  readonly #digest: Uint8Array;
+
+  /**
+   * @param token The secret clients must present; not empty.
+   * @throws {TypeError} when the token is empty.
+   */
+  constructor(token: string) {
+    if (token === "") throw new TypeError('Invalid option "token": expected a non-empty string');
+    this.#digest = sha256(token);
+  }
+
+  /**
+   * Checks `presented` against the token. Both are hashed first, so the
+   * comparison takes the same time whatever the presented length or content.
+   *
+   * @returns `null` when accepted, else why not (for the client and the log).
+   * @example
+   * ```ts
+   * import { TokenGate } from "./auth.ts";
+   * const gate = new TokenGate("s3cret");
+   * if (gate.check("s3cret") !== null) throw new Error("must accept");
+   * if (gate.check("wrong") === null || gate.check(undefined) === null) throw new Error("must refuse");
+   * ```
+   */
+  check(presented: unknown): string | null {
+    if (presented === undefined || presented === null) {
+      return "the server requires a token: pass connect({ token })";
+    }
+    if (typeof presented !== "string") return "the token must be a string";
+    return timingSafeEqual(sha256(presented), this.#digest) ? null : "wrong token";
+  }
+}
+
+function sha256(text: string): Uint8Array {
+  return createHash("sha256").update(text, "utf8").digest();
+}
+
+/**
+ * Reads a token file: its content without the trailing line break.
+ *
+ * @throws {TypeError} when the file cannot be read or holds no token.
+ */
+export function readTokenFile(path: string): string {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (err) {
+    throw new TypeError(`Cannot read token file "${path}": ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  const token = text.replace(/\r?\n$/, "");
+  if (token === "") throw new TypeError(`Cannot use token file "${path}": it is empty`);
+  return token;
+}
+
+/**
+ * True for addresses only this machine can reach: `localhost`, 127.0.0.0/8
+ * and `::1`.
+ */
+export function isLoopback(hostname: string): boolean {
+  const h = hostname.toLowerCase().replace(/^\[|\]$/g, "");
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) ||
+    /^::ffff:127\.\d+\.\d+\.\d+$/.test(h);
+}

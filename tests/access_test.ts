@@ -1,0 +1,418 @@
+/**
+ * Access control: socket permissions, tokens, TLS, read-only mode, and what
+ * clients may not do to the shared database (ATTACH, extensions, unsafe and
+ * per-connection PRAGMAs).
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { connect } from "../client.ts";
+import { parseServeArgs, serve, type ServeOptions } from "../server.ts";
+import { ProtocolError, type SqliteError } from "../protocol/errors.ts";
+import { startServer, tempDir } from "./_helpers.ts";
+import { CONNECTION_PRAGMAS, UNSAFE_PRAGMAS } from "../engine/policy.ts";
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+
+/** Runs `deno run -A server.ts args` to its end (for servers that refuse to start). */
+async function runServer(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SERVER_TS, ...args],
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+async function rejectsWithCode(p: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
+  await assert.rejects(p, (err: SqliteError) => {
+    assert.equal(err.code, code, err.message);
+    if (message) assert.match(err.message, message);
+    return true;
+  });
+}
+
+function mode(path: string): number {
+  return Deno.statSync(path).mode! & 0o777;
+}
+
+Deno.test("serve() makes the socket 0600 in a 0700 directory it creates", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/run/a.sock`;
+  await using _server = await serve({ database: `${dir.path}/a.db`, path });
+  assert.equal(mode(path), 0o600);
+  assert.equal(mode(`${dir.path}/run`), 0o700);
+});
+
+Deno.test("serve() applies socketMode 0o660 and lets the group search a directory it creates", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/run/a.sock`;
+  await using _server = await serve({ database: `${dir.path}/a.db`, path, socketMode: 0o660 });
+  assert.equal(mode(path), 0o660);
+  assert.equal(mode(`${dir.path}/run`), 0o710);
+  await using db = await connect({ path });
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+});
+
+Deno.test("server.ts --socket-mode 660 sets the mode; a mode without owner access is refused", async () => {
+  await using dir = await tempDir();
+  const bad = await runServer([
+    "--db",
+    `${dir.path}/a.db`,
+    "--socket",
+    `${dir.path}/a.sock`,
+    "--socket-mode",
+    "066",
+  ]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /"socketMode": 066 must let the owner read and write/);
+  const garbage = await runServer(["--socket-mode", "rw-rw----"]);
+  assert.equal(garbage.code, 2);
+  assert.match(garbage.stderr, /Invalid --socket-mode "rw-rw----": expected octal permissions/);
+});
+
+Deno.test("server.ts refuses to listen on a non-loopback TCP address without a token", async () => {
+  await using dir = await tempDir();
+  const r = await runServer(["--db", `${dir.path}/a.db`, "--tcp", "0.0.0.0:0"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /Cannot listen on tcp:0\.0\.0\.0:0 without a token/);
+  assert.match(r.stderr, /--token, NETSQLITE_TOKEN or --token-file/);
+  assert.match(r.stderr, /or listen on 127\.0\.0\.1/);
+  // Nothing was created: it refused before opening the database.
+  await assert.rejects(Deno.lstat(`${dir.path}/a.db`), Deno.errors.NotFound);
+});
+
+Deno.test("server.ts refuses inconsistent access flags with a clear message", async () => {
+  await using dir = await tempDir();
+  const db = ["--db", `${dir.path}/a.db`, "--socket", `${dir.path}/a.sock`];
+  await Deno.writeTextFile(`${dir.path}/empty`, "\n");
+  const [both, empty, missing, halfTls, tlsUnix, readonly] = await Promise.all([
+    runServer([...db, "--token", "a", "--token-file", `${dir.path}/empty`]),
+    runServer([...db, "--token-file", `${dir.path}/empty`]),
+    runServer([...db, "--token-file", `${dir.path}/nope`]),
+    runServer([...db, "--tls-cert", `${dir.path}/empty`]),
+    runServer([...db, "--tls-cert", `${dir.path}/empty`, "--tls-key", `${dir.path}/empty`]),
+    runServer([...db, "--readonly"]),
+  ]);
+  assert.match(both.stderr, /give --token or --token-file, not both/);
+  assert.match(empty.stderr, /Cannot use token file ".*empty": it is empty/);
+  assert.match(missing.stderr, /Cannot read token file ".*nope"/);
+  assert.match(halfTls.stderr, /--tls-cert and --tls-key go together/);
+  assert.match(tlsUnix.stderr, /"tls": TLS is for TCP/);
+  assert.match(readonly.stderr, /Cannot serve ".*a\.db" read-only: the file does not exist/);
+  for (const r of [both, empty, missing, halfTls, tlsUnix, readonly]) assert.notEqual(r.code, 0);
+});
+
+for (const transport of ["unix", "tcp"] as const) {
+  Deno.test(`connect({ token }) is accepted; a wrong or missing token gets AUTH and a closed connection (${transport})`, async () => {
+    await using ts = await startServer({ transport, token: "s3cret" });
+    await using db = await connect({ ...ts.connectOptions, token: "s3cret" });
+    assert.deepEqual(await db.values("SELECT 42"), [[42]]);
+    for (const token of ["wrong", "s3cre", "s3cret ", undefined]) {
+      await assert.rejects(connect({ ...ts.connectOptions, token }), (err: ProtocolError) => {
+        assert.ok(err instanceof ProtocolError);
+        assert.equal(err.code, "AUTH");
+        assert.match(
+          err.message,
+          token === undefined ? /requires a token: pass connect\(\{ token \}\)/ : /wrong token/,
+        );
+        return true;
+      });
+    }
+    // The accepted client is unaffected.
+    assert.deepEqual(await db.values("SELECT 43"), [[43]]);
+  });
+}
+
+Deno.test("server.ts takes the token from NETSQLITE_TOKEN and logs refused attempts", async () => {
+  await using dir = await tempDir();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SERVER_TS, "--db", `${dir.path}/a.db`, "--tcp", "0.0.0.0:0"],
+    env: { NETSQLITE_TOKEN: "from-env" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let banner = "";
+  while (!/on tcp:\S+:\d+/.test(banner)) {
+    const { value, done } = await out.read();
+    if (done) break;
+    banner += value;
+  }
+  const port = Number(/on tcp:\S+:(\d+)/.exec(banner)?.[1]);
+  try {
+    await using db = await connect({ hostname: "127.0.0.1", port, token: "from-env" });
+    assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+    await assert.rejects(connect({ hostname: "127.0.0.1", port, token: "nope" }), /wrong token/);
+  } finally {
+    child.kill("SIGTERM");
+  }
+  assert.equal((await child.status).code, 0);
+  while (!(await out.read()).done) { /* drain */ }
+  const stderr = await new Response(child.stderr).text();
+  assert.match(stderr, /netsqlite: refused a connection from 127\.0\.0\.1:\d+: wrong token/);
+  // Listening beyond loopback without TLS is allowed with a token, but warned about.
+  assert.match(stderr, /without TLS the token and all data cross the network in clear text/);
+});
+
+/** A CA and a certificate it signed for 127.0.0.1 and localhost, made by openssl. */
+async function makeCertificate(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const ext = `${dir}/leaf.ext`;
+  await Deno.writeTextFile(
+    ext,
+    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+  );
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  const steps = [
+    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
+      .concat(["-subj", "/CN=netsqlite test CA"]),
+    [
+      "req",
+      ...ec,
+      "-keyout",
+      `${dir}/key.pem`,
+      "-out",
+      `${dir}/leaf.csr`,
+      "-subj",
+      "/CN=localhost",
+    ],
+    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
+      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1", "-extfile", ext]),
+  ];
+  for (const args of steps) {
+    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
+      .output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  }
+  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
+}
+
+Deno.test("serve({ tls }) and connect({ tls: { caCerts } }) make a TLS round trip", async () => {
+  await using dir = await tempDir();
+  const { ca, cert, key } = await makeCertificate(dir.path);
+  const tls = { cert, key };
+  await using server = await serve({
+    database: `${dir.path}/a.db`,
+    hostname: "127.0.0.1",
+    port: 0,
+    tls,
+    token: "t",
+  });
+  const addr = server.addr as { hostname: string; port: number };
+  await using db = await connect({
+    hostname: "127.0.0.1",
+    port: addr.port,
+    token: "t",
+    tls: { caCerts: [ca] },
+  });
+  await db.exec("CREATE TABLE t (v)");
+  await db.run("INSERT INTO t VALUES (?)", ["over TLS"]);
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["over TLS"]]);
+  // A client that does not trust the certificate cannot connect.
+  await assert.rejects(
+    connect({ hostname: "127.0.0.1", port: addr.port, token: "t", tls: {} }),
+    (err: Error) => err.name === "ConnectionError" && /with TLS/.test(err.message),
+  );
+});
+
+Deno.test("serve({ readonly }) answers reads and refuses writes with READONLY", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/a.db`;
+  {
+    await using _rw = await serve({ database, path: `${dir.path}/rw.sock` });
+    await using db = await connect({ path: `${dir.path}/rw.sock` });
+    await db.exec("CREATE TABLE t (v); INSERT INTO t VALUES (1), (2)");
+  }
+  await using _ro = await serve({ database, path: `${dir.path}/ro.sock`, readonly: true });
+  await using db = await connect({ path: `${dir.path}/ro.sock` });
+  assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [[1], [2]]);
+  const readonly = /the server runs read-only \(--readonly\)/;
+  await rejectsWithCode(db.run("INSERT INTO t VALUES (3)"), "READONLY", readonly);
+  await rejectsWithCode(db.run("UPDATE t SET v = 0"), "READONLY", readonly);
+  await rejectsWithCode(db.exec("CREATE TABLE u (x)"), "READONLY", readonly);
+  await rejectsWithCode(db.exec("DROP TABLE t"), "READONLY", readonly);
+  await rejectsWithCode(db.exec("PRAGMA user_version = 7"), "READONLY", readonly);
+  // A read transaction works.
+  await db.exec("BEGIN");
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[2]]);
+  await db.exec("COMMIT");
+  assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [[1], [2]]);
+});
+
+Deno.test("ATTACH, DETACH, VACUUM INTO and load_extension() are refused with FORBIDDEN", async () => {
+  await using ts = await startServer();
+  await using db = await ts.client();
+  const other = `${ts.dir}/other.db`;
+  await rejectsWithCode(
+    db.exec(`ATTACH '${other}' AS o`),
+    "FORBIDDEN",
+    /Cannot attach ".*other\.db": .*start the server with --allow-attach to permit/,
+  );
+  await rejectsWithCode(
+    db.exec(`VACUUM INTO '${other}'`),
+    "FORBIDDEN",
+    /Cannot VACUUM INTO ".*other\.db": .*--allow-attach/,
+  );
+  // A target known only when the statement runs is refused then (or earlier).
+  await assert.rejects(db.run("VACUUM INTO ?", [other]));
+  await rejectsWithCode(db.exec("DETACH o"), "FORBIDDEN", /Cannot detach "o"/);
+  await rejectsWithCode(
+    db.query("SELECT load_extension('/tmp/x.so')"),
+    "FORBIDDEN",
+    /Cannot call load_extension\(\)/,
+  );
+  await assert.rejects(Deno.lstat(other), Deno.errors.NotFound);
+  // The connection stays usable.
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+});
+
+Deno.test("serve({ allowAttach }) permits ATTACH", async () => {
+  await using ts = await startServer({ allowAttach: true });
+  await using db = await ts.client();
+  await db.exec(`ATTACH '${ts.dir}/other.db' AS o`);
+  await db.exec("CREATE TABLE o.t (v); INSERT INTO o.t VALUES (5)");
+  // The attached database lives on the writer: inside a transaction reads see it.
+  await db.exec("BEGIN");
+  assert.deepEqual(await db.values("SELECT v FROM o.t"), [[5]]);
+  await db.exec("COMMIT");
+  await db.exec("DETACH o");
+  await db.exec(`VACUUM INTO '${ts.dir}/copy.db'`);
+  const other = new DatabaseSync(`${ts.dir}/other.db`);
+  assert.deepEqual(other.prepare("SELECT v FROM t").all().map((r) => r.v), [5]);
+  other.close();
+  assert.ok(Deno.statSync(`${ts.dir}/copy.db`).size > 0);
+});
+
+Deno.test("PRAGMAs that change durability or safety are refused; reading them works", async () => {
+  await using ts = await startServer();
+  await using db = await ts.client();
+  for (
+    const sql of [
+      "PRAGMA synchronous = OFF",
+      "PRAGMA main.synchronous = 0",
+      "PRAGMA journal_mode = DELETE",
+      "PRAGMA writable_schema = ON",
+      "PRAGMA locking_mode = EXCLUSIVE",
+      "PRAGMA wal_autocheckpoint = 0",
+      "PRAGMA Journal_Mode = MEMORY",
+    ]
+  ) {
+    await rejectsWithCode(
+      db.exec(sql),
+      "FORBIDDEN",
+      /Cannot set PRAGMA \w+: it changes the durability or safety .*--allow-unsafe-pragmas/,
+    );
+  }
+  assert.deepEqual(await db.values("PRAGMA synchronous"), [[2]]);
+  assert.deepEqual(await db.values("PRAGMA journal_mode"), [["wal"]]);
+  // Harmless PRAGMAs with arguments still work.
+  await db.exec("CREATE TABLE t (a, b)");
+  assert.equal((await db.query("PRAGMA table_info('t')")).length, 2);
+});
+
+Deno.test("serve({ allowUnsafePragmas }) permits setting them", async () => {
+  await using ts = await startServer({ allowUnsafePragmas: true });
+  await using db = await ts.client();
+  await db.exec("PRAGMA synchronous = NORMAL");
+  assert.deepEqual(await db.values("PRAGMA synchronous"), [[1]]);
+});
+
+Deno.test("One client's query_only and foreign_keys PRAGMAs are refused and change nothing for another", async () => {
+  await using ts = await startServer();
+  await using a = await ts.client();
+  await using b = await ts.client();
+  await b.exec(
+    "CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (p INTEGER REFERENCES p(id))",
+  );
+  const shared = /setting of the server's shared SQLite connection .*--allow-unsafe-pragmas/;
+  for (
+    const sql of [
+      "PRAGMA query_only = 1",
+      "PRAGMA foreign_keys = 0",
+      "PRAGMA defer_foreign_keys = ON",
+      "PRAGMA recursive_triggers = 1",
+      "PRAGMA ignore_check_constraints = 1",
+      "PRAGMA case_sensitive_like = 1",
+    ]
+  ) {
+    await rejectsWithCode(a.exec(sql), "FORBIDDEN", shared);
+  }
+  // b still writes, and foreign keys are still enforced for b.
+  await b.run("INSERT INTO p VALUES (1)");
+  await b.run("INSERT INTO c VALUES (1)");
+  await rejectsWithCode(b.run("INSERT INTO c VALUES (99)"), "SQLITE_CONSTRAINT_FOREIGNKEY");
+  assert.deepEqual(await a.values("PRAGMA foreign_keys"), [[1]]);
+  assert.deepEqual(await a.values("PRAGMA query_only"), [[0]]);
+});
+
+Deno.test("UNSAFE_PRAGMAS and CONNECTION_PRAGMAS cover every PRAGMA this SQLite has, but the harmless ones", () => {
+  // Reads, checks and app-level settings clients may use; anything else must be listed.
+  const harmless = new Set([
+    "application_id",
+    "collation_list",
+    "compile_options",
+    "data_version",
+    "database_list",
+    "foreign_key_check",
+    "foreign_key_list",
+    "freelist_count",
+    "function_list",
+    "incremental_vacuum",
+    "index_info",
+    "index_list",
+    "index_xinfo",
+    "integrity_check",
+    "module_list",
+    "optimize",
+    "page_count",
+    "pragma_list",
+    "quick_check",
+    "shrink_memory",
+    "table_info",
+    "table_list",
+    "table_xinfo",
+    "user_version",
+    "wal_checkpoint",
+  ]);
+  const db = new DatabaseSync(":memory:");
+  const known = db.prepare("PRAGMA pragma_list").all().map((r) => String(r.name));
+  db.close();
+  const listed = new Set([...UNSAFE_PRAGMAS, ...CONNECTION_PRAGMAS]);
+  assert.deepEqual(known.filter((n) => !listed.has(n) && !harmless.has(n)), []);
+  assert.ok(known.includes("query_only") && known.includes("synchronous"));
+});
+
+Deno.test("parseServeArgs() reads the access and lifecycle flags", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/token`, "from-file\n");
+  const o = parseServeArgs([
+    "--socket-mode",
+    "0660",
+    "--token-file",
+    `${dir.path}/token`,
+    "--readonly",
+    "--allow-attach",
+    "--allow-unsafe-pragmas",
+    "--grace-ms",
+    "250",
+    "--channel",
+    "app",
+  ]) as ServeOptions;
+  assert.equal(o.socketMode, 0o660);
+  assert.equal(o.token, "from-file");
+  assert.equal(o.readonly, true);
+  assert.equal(o.allowAttach, true);
+  assert.equal(o.allowUnsafePragmas, true);
+  assert.equal(o.graceMs, 250);
+  assert.equal(o.channel, "app");
+  const none = parseServeArgs([]) as ServeOptions;
+  assert.equal(none.readonly, undefined);
+  assert.equal(none.token, Deno.env.get("NETSQLITE_TOKEN"));
+});

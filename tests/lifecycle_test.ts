@@ -1,0 +1,258 @@
+/**
+ * Server lifecycle: one server per database (the lock beside it), restart
+ * after `kill -9`, clean shutdown on SIGTERM/SIGINT with a grace period,
+ * named channels and concurrent autostart. Servers run as real processes.
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { connect } from "../client.ts";
+import { serve } from "../server.ts";
+import { channelSocketPath } from "../transport/address.ts";
+import { startServerProcess, tempDir } from "./_helpers.ts";
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const CHILD_TS = new URL("./_autostart_child.ts", import.meta.url).pathname;
+
+/** Runs `deno run -A server.ts args` to its end. */
+async function runServer(args: string[]): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", SERVER_TS, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Resolves with the exit status, or rejects after `ms`. */
+async function statusWithin(child: Deno.ChildProcess, ms: number): Promise<Deno.CommandStatus> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      child.status,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`process did not exit within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("server.ts refuses a second server on the same database, whatever its socket", async () => {
+  await using first = await startServerProcess();
+  const r = await runServer(["--db", first.database, "--socket", `${first.dir}/other.sock`]);
+  assert.equal(r.code, 1);
+  const sock = first.connectOptions.path;
+  assert.equal(
+    r.stderr.trim(),
+    `netsqlite: another server owns ${first.database} (pid ${first.child.pid}, socket unix:${sock})`,
+  );
+  assert.ok(!exists(`${first.dir}/other.sock`));
+  // The first server is untouched.
+  await using db = await first.client();
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+});
+
+Deno.test("serve() refuses a second in-process server on the same database", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/a.db`;
+  await using _first = await serve({ database, path: `${dir.path}/a.sock` });
+  await assert.rejects(
+    serve({ database, hostname: "127.0.0.1", port: 0 }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, "DATABASE_LOCKED");
+      assert.equal(
+        err.message,
+        `another server owns ${database} (pid ${Deno.pid}, socket unix:${dir.path}/a.sock)`,
+      );
+      return true;
+    },
+  );
+});
+
+Deno.test("server.ts restarts on a database whose server was killed with SIGKILL", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/a.db`;
+  const first = await startServerProcess({ dir: dir.path, database });
+  {
+    await using db = await first.client();
+    await db.exec("CREATE TABLE t (v); INSERT INTO t VALUES ('kept')");
+  }
+  await first.kill();
+  assert.ok(exists(`${database}.lock`), "the lock file stays; only the OS lock is gone");
+  await using second = await startServerProcess({ dir: dir.path, database });
+  await using db = await second.client();
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["kept"]]);
+});
+
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.test(`server.ts on ${signal} exits 0, removes its socket and leaves an empty WAL`, async () => {
+    await using sp = await startServerProcess();
+    {
+      await using db = await sp.client();
+      await db.exec("CREATE TABLE t (v)");
+      for (let i = 0; i < 20; i++) await db.run("INSERT INTO t VALUES (?)", [i]);
+    }
+    assert.ok(Deno.statSync(`${sp.database}-wal`).size > 0, "the WAL holds the writes");
+    sp.child.kill(signal);
+    const status = await statusWithin(sp.child, 10000);
+    assert.equal(status.code, 0);
+    assert.ok(!exists(sp.connectOptions.path!), "socket file removed");
+    const wal = exists(`${sp.database}-wal`) ? Deno.statSync(`${sp.database}-wal`).size : 0;
+    assert.equal(wal, 0);
+    const check = new DatabaseSync(sp.database, { readOnly: true });
+    assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 20 });
+    check.close();
+    // The lock is free again.
+    await using again = await startServerProcess({ dir: sp.dir, database: sp.database });
+    assert.match(again.banner, /serving/);
+  });
+}
+
+Deno.test("server.ts on SIGTERM lets an open transaction commit within --grace-ms, refusing new connections", async () => {
+  await using sp = await startServerProcess({ args: ["--grace-ms", "5000"] });
+  await using db = await sp.client();
+  await db.exec("CREATE TABLE t (v)");
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES ('in flight')");
+  sp.child.kill("SIGTERM");
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await assert.rejects(connect({ ...sp.connectOptions, reconnect: false }));
+  await db.run("INSERT INTO t VALUES ('second')");
+  await db.exec("COMMIT");
+  const status = await statusWithin(sp.child, 10000);
+  assert.equal(status.code, 0);
+  const check = new DatabaseSync(sp.database, { readOnly: true });
+  assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 2 });
+  check.close();
+});
+
+Deno.test("server.ts on SIGTERM rolls back a transaction still open after --grace-ms", async () => {
+  await using sp = await startServerProcess({ args: ["--grace-ms", "300"] });
+  await using db = await sp.client();
+  await db.exec("CREATE TABLE t (v)");
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES ('abandoned')");
+  const t0 = performance.now();
+  sp.child.kill("SIGTERM");
+  const status = await statusWithin(sp.child, 10000);
+  const took = performance.now() - t0;
+  assert.equal(status.code, 0);
+  assert.ok(took >= 250, `waited the grace period (${took.toFixed(0)} ms)`);
+  const check = new DatabaseSync(sp.database, { readOnly: true });
+  assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 0 });
+  check.close();
+});
+
+Deno.test("server.ts exits at once on a second signal", async () => {
+  await using sp = await startServerProcess({ args: ["--grace-ms", "60000"] });
+  await using db = await sp.client();
+  await db.exec("CREATE TABLE t (v)");
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES (1)");
+  sp.child.kill("SIGTERM");
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  sp.child.kill("SIGTERM");
+  const status = await statusWithin(sp.child, 5000);
+  assert.equal(status.code, 143);
+});
+
+Deno.test("serve({ channel }) and connect({ channel }) meet on the per-user channel socket", async () => {
+  await using dir = await tempDir();
+  const saved = Deno.env.get("XDG_RUNTIME_DIR");
+  Deno.env.set("XDG_RUNTIME_DIR", dir.path);
+  try {
+    const path = channelSocketPath("my-app");
+    assert.equal(path, `${dir.path}/netsqlite/channel-my-app.sock`);
+    await using server = await serve({ channel: "my-app", database: `${dir.path}/a.db` });
+    assert.deepEqual(server.addr, { transport: "unix", path });
+    await using db = await connect({ channel: "my-app" });
+    assert.deepEqual(await db.values("SELECT 7"), [[7]]);
+    assert.throws(() => channelSocketPath("../escape"), /Invalid channel "\.\.\/escape"/);
+  } finally {
+    if (saved === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
+    else Deno.env.set("XDG_RUNTIME_DIR", saved);
+  }
+});
+
+/** Pids of live processes whose command line holds `needle` and `server.ts`. */
+function serverPids(needle: string): number[] {
+  const pids: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    let cmd: string;
+    try {
+      cmd = Deno.readTextFileSync(`/proc/${e.name}/cmdline`).replaceAll("\0", " ");
+    } catch {
+      continue;
+    }
+    if (cmd.includes(needle) && cmd.includes("server.ts")) pids.push(Number(e.name));
+  }
+  return pids;
+}
+
+Deno.test({
+  name: "connect({ channel, autostart }) from 10 processes at once yields exactly one server",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/auto.db`;
+    const env = { XDG_RUNTIME_DIR: dir.path };
+    const children = Array.from({ length: 10 }, () =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", CHILD_TS, "auto", database],
+        env,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output());
+    const results = await Promise.all(children);
+    let serverPid = 0;
+    try {
+      for (const r of results) {
+        assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+        assert.equal(new TextDecoder().decode(r.stdout).trim(), "ok");
+      }
+      serverPid = Number(JSON.parse(Deno.readTextFileSync(`${database}.lock`)).pid);
+      // Losers exit once they find the lock taken; the winner stays.
+      const deadline = performance.now() + 20000;
+      let pids = serverPids(database);
+      while (pids.length !== 1 && performance.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        pids = serverPids(database);
+      }
+      assert.deepEqual(pids, [serverPid]);
+      const check = new DatabaseSync(database, { readOnly: true });
+      assert.deepEqual({ ...check.prepare("SELECT count(DISTINCT pid) AS n FROM hits").get() }, {
+        n: 10,
+      });
+      check.close();
+    } finally {
+      if (serverPid === 0) {
+        for (const pid of serverPids(database)) Deno.kill(pid, "SIGKILL");
+      } else {
+        Deno.kill(serverPid, "SIGTERM");
+        const deadline = performance.now() + 10000;
+        while (exists(`/proc/${serverPid}`) && performance.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      }
+    }
+    assert.ok(!exists(channelSocketPathIn(dir.path, "auto")), "the server removed its socket");
+  },
+});
+
+function channelSocketPathIn(runtimeDir: string, name: string): string {
+  return `${runtimeDir}/netsqlite/channel-${name}.sock`;
+}
