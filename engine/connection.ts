@@ -90,6 +90,8 @@ export class Connection {
   readonly #policy: PolicyCheck | null;
   /** The policy's first refusal while preparing the current statement. */
   #refusal: Refusal | null = null;
+  /** True while the engine prepares its own statements, which the policy does not judge. */
+  #trusted = false;
 
   /**
    * @param sqlite The SQLite binding.
@@ -104,8 +106,11 @@ export class Connection {
     this.#policy = options.policy ?? null;
     this.db.setAuthorizer((action, arg1, arg2, dbName, trigger) => {
       // ATTACH is checked when statements run too: VACUUM INTO attaches its target only then.
-      if (!this.#classifying && action !== Auth.ATTACH) return AuthResult.OK;
-      const refusal = this.#policy?.(action, arg1, arg2, dbName, trigger) ?? null;
+      // (Plain VACUUM attaches a nameless temporary database: not a file.)
+      if (!this.#classifying && (action !== Auth.ATTACH || !arg1)) return AuthResult.OK;
+      const refusal = this.#trusted
+        ? null
+        : this.#policy?.(action, arg1, arg2, dbName, trigger) ?? null;
       if (refusal !== null) {
         this.#refusal ??= refusal;
         return AuthResult.DENY;
@@ -242,7 +247,13 @@ export class Connection {
   refreshSchema(): number {
     // The table-valued form checks the schema cookie (plain PRAGMA does not),
     // so SQLite resets a stale schema and reloads it on the next prepare.
-    const p = this.prepare("SELECT schema_version FROM pragma_schema_version");
+    let p: Prepared;
+    this.#trusted = true;
+    try {
+      p = this.prepare("SELECT schema_version FROM pragma_schema_version");
+    } finally {
+      this.#trusted = false;
+    }
     p.stmt.bind(NO_ARGS);
     const version = p.stmt.all()[0][0] as number;
     if (version !== this.#schemaVersion) {

@@ -321,16 +321,18 @@ export class Engine {
    * @internal
    */
   _afterWrite(s: EngineSession, touchedTemp = false): void {
+    // A session closed meanwhile has already given the writer back.
+    if (this.#queue.owner !== s) return;
     if (touchedTemp) {
       const p = this.#writer.prepare("SELECT EXISTS (SELECT 1 FROM temp.sqlite_schema)");
       p.stmt.bind([]);
       this.#writerHasTemp = p.stmt.all()[0][0] === 1;
     }
-    if (this.#writer.inTransaction && this.#queue.owner === s) {
+    if (this.#writer.inTransaction) {
       this.#queue.keep();
       return;
     }
-    if (this.#queue.owner === s) this.#release();
+    this.#release();
   }
 
   /**
@@ -384,18 +386,18 @@ export class Engine {
   /** Rolls back the owner's transaction (on close or lease expiry). @internal */
   _abort(s: EngineSession): void {
     if (this.#queue.owner !== s) return;
-    if (this.#writer.inTransaction && !s._runningOnWriter) {
+    if (s._runningOnWriter) {
+      // Its statement runs in the background (the connection is busy):
+      // stop it; the session rolls back and releases when it returns.
+      this.#writer.db.interrupt();
+      return;
+    }
+    if (this.#writer.inTransaction) {
       try {
         this.#writer.db.exec("ROLLBACK");
       } catch {
         // The transaction may already be gone; nothing else to undo.
       }
-    }
-    if (s._runningOnWriter) {
-      // Its statement runs in the background: stop it; the session rolls
-      // back and releases when it returns.
-      this.#writer.db.interrupt();
-      return;
     }
     this.#release();
   }

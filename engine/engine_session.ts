@@ -116,6 +116,10 @@ export class EngineSession implements Waiter {
 
   /** Runs a script of zero or more statements without parameters. */
   exec(sql: string, timeout?: number): Reply<null> {
+    return this.#settled(this.#exec(sql, timeout));
+  }
+
+  #exec(sql: string, timeout?: number): Reply<null> {
     if (this._awaitingCommit) return BLOCKED;
     if (this.#aborted !== null && this.#endsAbortedTx(sql)) return null;
     const engine = this.#engine;
@@ -174,7 +178,7 @@ export class EngineSession implements Waiter {
   /** Runs one statement and returns its columns and rows (arrays). */
   query(sql: string | number, params: unknown, timeout?: number): Reply<QueryPayload> {
     const limits = this.#limits(timeout);
-    return this.#statement(sql, params, limits, true, (o) => [o.columns, o.rows]);
+    return this.#settled(this.#statement(sql, params, limits, true, (o) => [o.columns, o.rows]));
   }
 
   /** Runs one statement and returns `[changes, lastInsertRowid]`. */
@@ -182,7 +186,21 @@ export class EngineSession implements Waiter {
     const text = this.#sqlOf(sql);
     if (this.#aborted !== null && this.#endsAbortedTx(text)) return [0, 0];
     const limits = this.#limits(timeout);
-    return this.#statement(text, params, limits, false, (o) => [o.changes, o.lastInsertRowid]);
+    return this.#settled(
+      this.#statement(text, params, limits, false, (o) => [o.changes, o.lastInsertRowid]),
+    );
+  }
+
+  /**
+   * A request that went to the background finished: if the session closed
+   * meanwhile, roll back and give the writer up only now, after the request
+   * cleaned up after itself.
+   */
+  #settled<T>(reply: Reply<T>): Reply<T> {
+    if (!(reply instanceof Promise)) return reply;
+    return reply.finally(() => {
+      if (this.#closed) this.#engine._abort(this);
+    });
   }
 
   /** Runs one statement on the connection the rules pick, shaping its outcome. */
@@ -408,7 +426,7 @@ export class EngineSession implements Waiter {
       (o) => new Cursor(o.columns, o.rows, ms, () => {}),
     );
     if (done === BLOCKED) return BLOCKED;
-    return then(done, (c) => this.#addCursor(c));
+    return this.#settled(then(done, (c) => this.#addCursor(c)));
   }
 
   #addCursor(cursor: Cursor): [number, string[]] {
@@ -453,6 +471,12 @@ export class EngineSession implements Waiter {
    * transaction the batch is a savepoint of it.
    */
   batch(items: ReadonlyArray<readonly [string, unknown]>, timeout?: number): Reply<
+    BatchItemPayload[]
+  > {
+    return this.#settled(this.#batch(items, timeout));
+  }
+
+  #batch(items: ReadonlyArray<readonly [string, unknown]>, timeout?: number): Reply<
     BatchItemPayload[]
   > {
     if (this._awaitingCommit) return BLOCKED;
