@@ -21,6 +21,7 @@
  */
 
 export {
+  type BatchOptions,
   type BatchResult,
   type BatchStatement,
   type BindParams,
@@ -29,10 +30,14 @@ export {
   Client,
   connect,
   type ConnectOptions,
+  type IterateOptions,
+  Queryable,
+  ReservedConnection,
   type Row,
   type RunResult,
   type SqlValue,
   Statement,
+  Transaction,
   type TransactionOptions,
 } from "./client.ts";
 export {
@@ -44,6 +49,13 @@ export {
   type Server,
   VERSION,
 } from "./server.ts";
-export { ConnectionError, ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
+export {
+  AbortError,
+  ConnectionError,
+  ErrorCode,
+  type ErrorCodeValue,
+  ProtocolError,
+  SqliteError,
+} from "./protocol/errors.ts";
 export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
 export { defaultSocketPath } from "./transport/address.ts";

@@ -21,6 +21,7 @@ import {
   readRows,
   type RunLimits,
   runStatement,
+  statementTimeout,
   toSqliteError,
 } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
@@ -213,17 +214,25 @@ export class EngineSession {
     return null;
   }
 
-  /** Runs one statement and returns `[changes, lastInsertRowid]`. */
-  run(sql: string | number, params: unknown): RunPayload | typeof BLOCKED {
+  /**
+   * Runs one statement and returns `[changes, lastInsertRowid]`.
+   *
+   * @param timeout Deadline in ms for recursive statements; defaults to the
+   *   engine's `statementTimeout`.
+   */
+  run(sql: string | number, params: unknown, timeout?: number): RunPayload | typeof BLOCKED {
     const text = this.#sqlOf(sql);
     if (this._txExpired && this.#endsExpiredTx(text)) return [0, 0];
     const args = bindArgs(params);
     const p = this.#route(text, true);
     if (p === BLOCKED) return BLOCKED;
-    if (!p.onWriter) return runStatement(p, args);
-    if (this.#grouping) return this.#engine._grouped(this, () => runStatement(p, args));
+    const limits = p.recursive ? this.#limits(timeout) : undefined;
+    const exec = (): RunPayload =>
+      limits === undefined ? runStatement(p, args) : this.#runLimited(p, args, limits);
+    if (!p.onWriter) return exec();
+    if (this.#grouping) return this.#engine._grouped(this, exec);
     try {
-      return runStatement(p, args);
+      return exec();
     } finally {
       this.#engine._afterWrite(this, p.touchesTemp);
     }
@@ -280,6 +289,9 @@ export class EngineSession {
     return null;
   }
 
+  /** Stops the request now running on this session, if any (issue 11: not implemented yet). */
+  cancel(): void {}
+
   /** Rolls back this session's transaction, leaves the queue. Idempotent. */
   close(): void {
     if (this.#closed) return;
@@ -319,6 +331,41 @@ export class EngineSession {
       clearTimeout(this.#waitTimer);
       this.#waitTimer = undefined;
     }
+  }
+
+  /**
+   * Runs a recursive statement for its effect under `limits`. A read is
+   * stepped row by row and stopped at the deadline. node:sqlite cannot stop a
+   * running write, so a write's deadline is checked when it ends: past it, the
+   * write is undone (it ran in a savepoint) and fails with `STATEMENT_TIMEOUT`.
+   */
+  #runLimited(p: Prepared, args: unknown[], limits: RunLimits): RunPayload {
+    if (p.readOnly) {
+      readRows(p, args, { ...limits, maxBytes: Infinity });
+      return [0, 0];
+    }
+    const db = this.#engine._writer.db;
+    const undo = (): void => {
+      try {
+        db.exec("ROLLBACK TO netsqlite_deadline; RELEASE netsqlite_deadline");
+      } catch {
+        // The statement already ended the transaction (e.g. OR ROLLBACK).
+      }
+    };
+    db.exec("SAVEPOINT netsqlite_deadline");
+    let result: RunPayload;
+    try {
+      result = runStatement(p, args);
+    } catch (err) {
+      undo();
+      throw err;
+    }
+    if (performance.now() > limits.deadline) {
+      undo();
+      throw statementTimeout(limits);
+    }
+    db.exec("RELEASE netsqlite_deadline");
+    return result;
   }
 
   #limits(timeout: number | undefined): RunLimits {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Client, SqliteError } from "../mod.ts";
+import { type Client, type Queryable, SqliteError } from "../mod.ts";
 import { readStdoutUntil, startServer } from "./_helpers.ts";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -12,7 +12,7 @@ function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean 
   return { promise, settled: () => done };
 }
 
-async function counter(db: Client): Promise<number> {
+async function counter(db: Queryable): Promise<number> {
   return (await db.get<{ n: number }>("SELECT n FROM c"))!.n;
 }
 

@@ -1,0 +1,191 @@
+/**
+ * One connection of a client's pool: opened lazily, reopened after a loss
+ * (unless a transaction was open on it), and counted while busy so the pool
+ * knows which connections are idle.
+ *
+ * @module
+ */
+
+import { ConnectionError } from "../protocol/errors.ts";
+import type { HelloReply, Replies, Requests } from "../protocol/messages.ts";
+import { Op } from "../protocol/messages.ts";
+import { connectTo } from "../transport/connect.ts";
+import { Link, type ReplyOp } from "./link.ts";
+import type { ConnectConfig } from "./options.ts";
+
+/** What a connection tells its pool. */
+export interface ConnectionEvents {
+  /** The connection has no request in flight and no cursor open. */
+  onIdle(conn: PooledConnection): void;
+  /** A handshake completed (first open or a reopen). */
+  onOpen(info: HelloReply): void;
+  /** An open link ended. */
+  onLost(conn: PooledConnection, failure: Error): void;
+}
+
+/** Opens a link and completes the handshake. */
+export async function openLink(config: ConnectConfig): Promise<[Link, HelloReply]> {
+  const conn = await connectTo(config.addr);
+  const link = new Link(conn, config.addr, config.maxFrameSize, config.requestTimeout);
+  try {
+    return [link, await link.hello()];
+  } catch (err) {
+    link.fail(err);
+    await link.ended;
+    throw err;
+  }
+}
+
+/** A lazily opened, reopenable connection of a pool. */
+export class PooledConnection {
+  readonly #config: ConnectConfig;
+  readonly #events: ConnectionEvents;
+  #link: Link | null;
+  #opening: Promise<void> | null = null;
+  #generation: number;
+  #lostTransaction = false;
+  #judged: Link | null = null;
+  #closed = false;
+  #busy = 0;
+  /** True while handed out by `reserve()` or `transaction()`. */
+  reserved = false;
+  /** Open `transaction()` levels on this connection (savepoint depth). */
+  txDepth = 0;
+
+  /**
+   * @param config Resolved connect options.
+   * @param events Pool callbacks.
+   * @param link An already opened link, or `null` to open on first use.
+   */
+  constructor(config: ConnectConfig, events: ConnectionEvents, link: Link | null = null) {
+    this.#config = config;
+    this.#events = events;
+    this.#link = link;
+    this.#generation = link === null ? 0 : 1;
+    if (link !== null) this.#watch(link);
+  }
+
+  /** Changes each time the connection is (re)opened: handles and cursors die with it. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Requests in flight plus open cursors. */
+  get busy(): number {
+    return this.#busy;
+  }
+
+  /** True while the server reports an open transaction, or a lost one is unacknowledged. */
+  get inTransaction(): boolean {
+    const link = this.#link;
+    return this.#lostTransaction ||
+      (link !== null && link.failure === null && link.inTransaction);
+  }
+
+  /** True when the link is up. */
+  get open(): boolean {
+    return this.#link !== null && this.#link.failure === null;
+  }
+
+  /** Marks the connection busy (an open cursor) until the returned function runs. */
+  hold(): () => void {
+    this.#busy++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--this.#busy === 0) this.#events.onIdle(this);
+    };
+  }
+
+  /**
+   * Sends one request, opening or reopening the link when allowed.
+   *
+   * @param generation When given, fail unless the link is still that one
+   *   (for cursors and handles, which die with their connection).
+   */
+  request<O extends ReplyOp>(
+    op: O,
+    args: Requests[O],
+    signal?: AbortSignal,
+    generation?: number,
+  ): Promise<Replies[O]> {
+    const link = this.#link;
+    let p: Promise<Replies[O]>;
+    if (generation !== undefined && generation !== this.#generation) {
+      p = Promise.reject(new ConnectionError("Connection was lost: the cursor or handle died with it"));
+    } else if (link !== null && link.failure === null && !this.#lostTransaction) {
+      p = link.request(op, args, signal);
+    } else {
+      p = this.#requestAfterLoss(op, args, signal, generation);
+    }
+    this.#busy++;
+    const done = (): void => {
+      if (--this.#busy === 0) this.#events.onIdle(this);
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  /** Closes the link; pending requests reject with `ConnectionError`. Idempotent. */
+  async close(message = "Connection was closed by the client"): Promise<void> {
+    this.#closed = true;
+    await this.#opening?.catch(() => {});
+    const link = this.#link;
+    if (link === null) return;
+    link.fail(new ConnectionError(message));
+    await link.ended;
+  }
+
+  #watch(link: Link): void {
+    link.ended.then(() => {
+      if (!this.#closed && link === this.#link) this.#events.onLost(this, link.failure!);
+    });
+  }
+
+  /** A call on a missing or lost link: open, or refuse while a lost transaction is unacknowledged. */
+  async #requestAfterLoss<O extends ReplyOp>(
+    op: O,
+    args: Requests[O],
+    signal: AbortSignal | undefined,
+    generation: number | undefined,
+  ): Promise<Replies[O]> {
+    if (this.#closed) throw new ConnectionError("Client is closed");
+    const lost = this.#link;
+    if (lost !== null && lost.failure !== null && this.#judged !== lost) {
+      this.#judged = lost;
+      if (lost.inTransaction || this.txDepth > 0) this.#lostTransaction = true;
+    }
+    if (this.#lostTransaction) {
+      const sql = typeof args[0] === "string" && (op === Op.Exec || op === Op.Run) ? args[0] : "";
+      if (/^\s*ROLLBACK\s*;?\s*$/i.test(sql)) {
+        this.#lostTransaction = false;
+        return (op === Op.Run ? [0, 0] : null) as Replies[O];
+      }
+      if (/^\s*(COMMIT|END)\b/i.test(sql)) this.#lostTransaction = false;
+      throw new ConnectionError(
+        "Connection was lost inside a transaction, which the server rolled back: " +
+          "send ROLLBACK, then retry the whole transaction",
+      );
+    }
+    if (lost !== null && lost.failure !== null && !this.#config.reconnect) throw lost.failure;
+    if (this.#link === null || this.#link.failure !== null) {
+      this.#opening ??= openLink(this.#config).then(([link, info]) => {
+        if (this.#closed) {
+          link.fail(new ConnectionError("Connection was closed by the client"));
+          return;
+        }
+        this.#link = link;
+        this.#generation++;
+        this.#watch(link);
+        this.#events.onOpen(info);
+      }).finally(() => this.#opening = null);
+      await this.#opening;
+      if (this.#closed) throw new ConnectionError("Client is closed");
+    }
+    if (generation !== undefined && generation !== this.#generation) {
+      throw new ConnectionError("Connection was lost: the cursor or handle died with it");
+    }
+    return this.#link!.request(op, args, signal);
+  }
+}

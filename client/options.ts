@@ -1,0 +1,168 @@
+/**
+ * `connect()` options and their resolution into a fully-filled, validated
+ * {@link ConnectConfig}, once (as `server/options.ts` does for `serve()`).
+ *
+ * @module
+ */
+
+import { ConnectionError } from "../protocol/errors.ts";
+import {
+  type Address,
+  DEFAULT_DATABASE,
+  defaultPortFile,
+  defaultSocketPath,
+  HAS_UNIX_SOCKETS,
+} from "../transport/address.ts";
+import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
+
+/** Options of `connect()`. */
+export interface ConnectOptions {
+  /** Unix socket path of the server. @default {the default socket of `database`} */
+  path?: string;
+  /** TCP host of the server. @default {"127.0.0.1" when `port` is set} */
+  hostname?: string;
+  /** TCP port of the server (1..65535); required with `hostname`. */
+  port?: number;
+  /**
+   * Database whose default socket to use when neither `path` nor `port` is given.
+   * @default {"netsqlite.db"}
+   */
+  database?: string;
+  /** Largest frame payload accepted from the server, in bytes. @default {67108864} */
+  maxFrameSize?: number;
+  /**
+   * Milliseconds to wait for a reply before the request rejects with
+   * `REQUEST_TIMEOUT` and its connection is closed (so no late reply can be
+   * mistaken, and the server rolls back an open transaction); 0 = wait forever.
+   * @default {0}
+   */
+  requestTimeout?: number;
+  /**
+   * Reopen a lost connection on its next call, unless a transaction was open
+   * on it (see `Client`). With `false`, once a connection is lost every call
+   * of the client fails with that `ConnectionError`.
+   * @default {true}
+   */
+  reconnect?: boolean;
+  /**
+   * Most connections the client opens (lazily, when calls need them).
+   * `transaction()` and `reserve()` take one each; plain calls share the
+   * rest. `1` is a single connection on which raw `BEGIN`/`COMMIT` is allowed.
+   * @default {4}
+   */
+  max?: number;
+}
+
+/** {@link ConnectOptions} resolved: every field filled in and checked. */
+export interface ConnectConfig {
+  /** Where the server is. */
+  addr: Address;
+  /** Largest frame payload accepted. */
+  maxFrameSize: number;
+  /** ms without a reply before a connection is closed; 0 = none. */
+  requestTimeout: number;
+  /** Reopen lost connections. */
+  reconnect: boolean;
+  /** Most connections. */
+  max: number;
+}
+
+const KNOWN = new Set([
+  "path",
+  "hostname",
+  "port",
+  "database",
+  "maxFrameSize",
+  "requestTimeout",
+  "reconnect",
+  "max",
+]);
+
+/**
+ * Checks `connect()` options and fills in defaults. Without `path` or
+ * `port`, the default socket of `database` is used (on Windows: the port
+ * announced in the file beside it, read here).
+ *
+ * @throws {TypeError} for an unknown option or a value of the wrong type.
+ * @throws {RangeError} for a number out of range.
+ * @throws {ConnectionError} on Windows when no server announced a port.
+ */
+export async function resolveConnectOptions(options: ConnectOptions = {}): Promise<ConnectConfig> {
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(`Invalid options: expected an object, got ${String(options)}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (!KNOWN.has(key)) {
+      throw new TypeError(
+        `Invalid option "${key}": not a connect() option (known: ${[...KNOWN].join(", ")})`,
+      );
+    }
+  }
+  for (const key of ["path", "hostname", "database"] as const) {
+    const v = options[key];
+    if (v !== undefined && (typeof v !== "string" || v === "")) {
+      throw new TypeError(`Invalid option "${key}": expected a non-empty string, got ${show(v)}`);
+    }
+  }
+  const tcp = options.port !== undefined || options.hostname !== undefined;
+  if (tcp && options.path !== undefined) {
+    throw new TypeError(
+      'Invalid options: give either "path" (Unix socket) or "hostname"/"port" (TCP)',
+    );
+  }
+  if (options.hostname !== undefined && options.port === undefined) {
+    throw new TypeError('Invalid options: "hostname" needs a "port"');
+  }
+  const reconnect = options.reconnect ?? true;
+  if (typeof reconnect !== "boolean") {
+    throw new TypeError(`Invalid option "reconnect": expected a boolean, got ${show(reconnect)}`);
+  }
+  const config = {
+    maxFrameSize: integer(
+      "maxFrameSize",
+      options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+      1024,
+      DEFAULT_MAX_FRAME_SIZE,
+    ),
+    requestTimeout: integer("requestTimeout", options.requestTimeout ?? 0, 0, 2 ** 31 - 1),
+    reconnect,
+    max: integer("max", options.max ?? 4, 1, 1024),
+  };
+  let addr: Address;
+  if (tcp) {
+    addr = {
+      transport: "tcp",
+      hostname: options.hostname ?? "127.0.0.1",
+      port: integer("port", options.port, 1, 65535),
+    };
+  } else if (options.path !== undefined) {
+    addr = { transport: "unix", path: options.path };
+  } else {
+    const database = options.database ?? DEFAULT_DATABASE;
+    if (HAS_UNIX_SOCKETS) {
+      addr = { transport: "unix", path: defaultSocketPath(database) };
+    } else {
+      const announced = defaultPortFile(database);
+      const port = Number(await Deno.readTextFile(announced).catch(() => "NaN"));
+      if (!Number.isInteger(port)) {
+        throw new ConnectionError(`Cannot find the server of ${database}: no port in ${announced}`);
+      }
+      addr = { transport: "tcp", hostname: "127.0.0.1", port };
+    }
+  }
+  return { addr, ...config };
+}
+
+function integer(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new TypeError(`Invalid option "${name}": expected an integer, got ${show(value)}`);
+  }
+  if (value < min || value > max) {
+    throw new RangeError(`Invalid option "${name}": ${value} is outside ${min}..${max}`);
+  }
+  return value;
+}
+
+function show(v: unknown): string {
+  return typeof v === "string" ? `"${v}"` : typeof v === "bigint" ? `${v}n` : String(v);
+}
