@@ -75,11 +75,20 @@ export class PooledConnection {
     return this.#busy;
   }
 
-  /** True while the server reports an open transaction, or a lost one is unacknowledged. */
+  /** True while the link is up and the server reports an open transaction on it. */
   get inTransaction(): boolean {
     const link = this.#link;
-    return this.#lostTransaction ||
-      (link !== null && link.failure === null && link.inTransaction);
+    return link !== null && link.failure === null && link.inTransaction;
+  }
+
+  /**
+   * True while a transaction is open, or was lost with the link and its
+   * `ROLLBACK` was not sent yet: the connection must not be shared then.
+   */
+  get holdsTransaction(): boolean {
+    const link = this.#link;
+    return this.inTransaction || this.#lostTransaction || this.txDepth > 0 ||
+      (link !== null && link.failure !== null && this.#judged !== link && link.inTransaction);
   }
 
   /** True when the link is up. */
@@ -113,7 +122,9 @@ export class PooledConnection {
     const link = this.#link;
     let p: Promise<Replies[O]>;
     if (generation !== undefined && generation !== this.#generation) {
-      p = Promise.reject(new ConnectionError("Connection was lost: the cursor or handle died with it"));
+      p = Promise.reject(
+        new ConnectionError("Connection was lost: the cursor or handle died with it"),
+      );
     } else if (link !== null && link.failure === null && !this.#lostTransaction) {
       p = link.request(op, args, signal);
     } else {

@@ -85,7 +85,7 @@ export class Pool implements ConnectionEvents {
   reserve(): Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(this.#failure);
-    const idle = this.#conns.find((c) => !c.reserved && c.busy === 0 && !c.inTransaction);
+    const idle = this.#conns.find((c) => !c.reserved && c.busy === 0 && !c.holdsTransaction);
     const conn = idle ?? (this.#conns.length < this.#config.max ? this.#create() : null);
     if (conn !== null) {
       conn.reserved = true;
@@ -102,7 +102,7 @@ export class Pool implements ConnectionEvents {
   release(conn: PooledConnection): void {
     if (!conn.reserved) return;
     if (this.#closed) return;
-    if (conn.inTransaction || conn.txDepth > 0) {
+    if (conn.holdsTransaction) {
       this.#remove(conn);
       conn.close("Reserved connection was released inside a transaction").catch(() => {});
       if (this.#reserveWaiters.length > 0 || this.#sharedWaiters.length > 0) {
@@ -126,7 +126,7 @@ export class Pool implements ConnectionEvents {
   /** @internal */
   onIdle(conn: PooledConnection): void {
     if (conn.reserved || this.#closed || this.#reserveWaiters.length === 0) return;
-    if (conn.inTransaction || !this.#conns.includes(conn)) return;
+    if (conn.holdsTransaction || !this.#conns.includes(conn)) return;
     conn.reserved = true;
     if (this.#burst === conn) this.#burst = null;
     this.#reserveWaiters.shift()!.resolve(conn);

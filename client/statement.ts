@@ -151,7 +151,9 @@ export class Statement {
     const wo = wireOptions(options);
     const send = (conn: PooledConnection): Promise<Replies[O]> => {
       const h = this.#handleOn(conn);
-      if (h !== undefined) return conn.request(op, [h.handle, wp, wo], options?.signal, h.generation);
+      if (h !== undefined) {
+        return conn.request(op, [h.handle, wp, wo], options?.signal, h.generation);
+      }
       return conn.request(op, [this.sql, wp, wo], options?.signal);
     };
     const c = this.#route.connection();

@@ -28,9 +28,9 @@ import {
   Status,
 } from "../protocol/messages.ts";
 import {
+  type DecodedRequest,
   decodeHello,
   decodeRequest,
-  type DecodedRequest,
   type Envelope,
   isEnvelope,
 } from "../protocol/requests.ts";

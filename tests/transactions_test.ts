@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Client, type Queryable, SqliteError } from "../mod.ts";
+import { type Client, connect, type Queryable, SqliteError } from "../mod.ts";
 import { readStdoutUntil, startServer } from "./_helpers.ts";
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -18,7 +18,7 @@ async function counter(db: Queryable): Promise<number> {
 
 Deno.test("Client.transaction() hides uncommitted writes from other clients (no dirty reads)", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
   await a.exec("BEGIN");
@@ -33,7 +33,7 @@ Deno.test("Client.transaction() hides uncommitted writes from other clients (no 
 
 Deno.test("Client.run() of another client waits for an open transaction, then lands after commit", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await using c = await srv.client();
   await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
@@ -54,7 +54,7 @@ Deno.test("Client.run() of another client waits for an open transaction, then la
 
 Deno.test("Client.query() of another client does not wait for an open transaction", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
   await a.exec("BEGIN IMMEDIATE");
@@ -137,7 +137,7 @@ Deno.test("Client.transaction() leaves a failed statement's transaction open unt
 
 Deno.test("Client.exec() SAVEPOINT/RELEASE/ROLLBACK TO work like BEGIN/COMMIT", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (x)");
   await a.exec("SAVEPOINT s1");
@@ -154,7 +154,7 @@ Deno.test("Client.exec() SAVEPOINT/RELEASE/ROLLBACK TO work like BEGIN/COMMIT", 
 
 Deno.test("Engine rolls back a transaction idle past --tx-idle-timeout and fails the owner with TX_TIMEOUT", async () => {
   await using srv = await startServer({ txIdleTimeout: 200 });
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   assert.equal(a.serverInfo.limits.txIdleTimeout, 200);
   await a.exec("CREATE TABLE t (who)");
@@ -175,7 +175,7 @@ Deno.test("Engine rolls back a transaction idle past --tx-idle-timeout and fails
 
 Deno.test("Engine fails a write waiting past --busy-timeout with BUSY_TIMEOUT", async () => {
   await using srv = await startServer({ busyTimeout: 200 });
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (x)");
   await a.exec("BEGIN");
@@ -195,7 +195,7 @@ Deno.test("Engine fails a write waiting past --busy-timeout with BUSY_TIMEOUT", 
 
 Deno.test("Engine serves queued writers in arrival order (FIFO)", async () => {
   await using srv = await startServer();
-  await using holder = await srv.client();
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
   const clients = await Promise.all(Array.from({ length: 5 }, () => srv.client()));
   try {
     await holder.exec("CREATE TABLE t (seq INTEGER PRIMARY KEY, who INTEGER)");
@@ -253,7 +253,7 @@ Deno.test("Client.transaction() deferred transactions that both upgrade do not d
 
 Deno.test("Client.batch() of another client waits for an open transaction and stays atomic", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (x)");
   await a.exec("BEGIN");
@@ -273,7 +273,7 @@ Deno.test("Session close mid-transaction rolls back and frees the writer at once
   await using srv = await startServer();
   await using b = await srv.client();
   await b.exec("CREATE TABLE t (who)");
-  const a = await srv.client();
+  const a = await connect({ ...srv.connectOptions, max: 1 });
   await a.exec("BEGIN");
   await a.run("INSERT INTO t VALUES ('a')");
   const write = b.run("INSERT INTO t VALUES ('b')");

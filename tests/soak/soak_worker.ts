@@ -233,7 +233,9 @@ export class Worker {
     const { slots, seed } = this.#config;
     for (let i = 0; i < slots.length; i += 50) {
       const chunk = slots.slice(i, i + 50);
-      const clients = await Promise.all(chunk.map(() => connect(this.#config.connect)));
+      const clients = await Promise.all(
+        chunk.map(() => connect({ ...this.#config.connect, max: 1 })),
+      );
       chunk.forEach((index, j) =>
         this.#slots.push({
           index,
@@ -567,7 +569,7 @@ export class Worker {
 
   async #disconnect(s: Slot): Promise<void> {
     await s.client.close();
-    s.client = await connect(this.#config.connect);
+    s.client = await connect({ ...this.#config.connect, max: 1 });
     this.#report.disconnects++;
     const row = await s.client.get<{ one: number }>("SELECT 1 AS one");
     if (row?.one !== 1) throw new InvariantError(`new connection answered ${JSON.stringify(row)}`);
@@ -586,7 +588,7 @@ export class Worker {
       if (!c.inTransaction) throw new InvariantError("abandoned transaction is not open");
     } finally {
       await c.close();
-      s.client = await connect(this.#config.connect);
+      s.client = await connect({ ...this.#config.connect, max: 1 });
     }
     this.#report.abandonedTransactions++;
   }
@@ -643,7 +645,7 @@ export class Worker {
       // Start afresh: the client may be waiting for a ROLLBACK of a lost transaction.
       await s.client.close();
       try {
-        s.client = await connect(this.#config.connect);
+        s.client = await connect({ ...this.#config.connect, max: 1 });
       } catch (e) {
         this.#unexpected(s.index, "reconnect", e);
       }
