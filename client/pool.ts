@@ -15,7 +15,7 @@
  * @module
  */
 
-import { ConnectionError } from "../protocol/errors.ts";
+import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
 import type { Link } from "./link.ts";
@@ -91,6 +91,17 @@ export class Pool implements ConnectionEvents {
       conn.reserved = true;
       if (this.#burst === conn) this.#burst = null;
       return Promise.resolve(conn);
+    }
+    const only = this.#conns[0];
+    if (this.#config.max === 1 && !only.reserved && only.holdsTransaction) {
+      // Waiting would never end: the transaction is its caller's to finish.
+      return Promise.reject(
+        new SqliteError(
+          ErrorCode.TxControl,
+          "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
+            "BEGIN is open on it; COMMIT or ROLLBACK it first",
+        ),
+      );
     }
     return new Promise((resolve, reject) => this.#reserveWaiters.push({ resolve, reject }));
   }

@@ -401,3 +401,13 @@ Deno.test("Client call aborted by its signal rejects at once; the server drops t
   // An already aborted signal sends nothing.
   await assert.rejects(db.values("SELECT 1", [], { signal: AbortSignal.abort() }), AbortError);
 });
+
+Deno.test("Client with max: 1 refuses transaction() while its own raw BEGIN is open, instead of waiting forever", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  await db.exec("BEGIN");
+  await assert.rejects(db.transaction(() => Promise.resolve()), { code: "TX_CONTROL" });
+  await db.exec("ROLLBACK");
+  assert.equal(await db.transaction(() => Promise.resolve(7)), 7);
+});
