@@ -552,7 +552,10 @@ export class Worker {
   }
 
   /** Awaits `p`, which must reject with a `SqliteError` of `code`. */
-  async #expectError(p: Promise<unknown>, code: string): Promise<SqliteError> {
+  async #expectError(
+    p: Promise<unknown>,
+    code: string,
+  ): Promise<SqliteError | ConnectionError> {
     let err: unknown;
     try {
       await p;
@@ -560,7 +563,9 @@ export class Worker {
       err = e;
     }
     if (err === undefined) throw new InvariantError(`expected ${code}, but the call succeeded`);
-    if (!(err instanceof SqliteError) || err.code !== code) throw err;
+    if (!(err instanceof SqliteError || err instanceof ConnectionError) || err.code !== code) {
+      throw err;
+    }
     this.#report.deliberateErrors[code] = (this.#report.deliberateErrors[code] ?? 0) + 1;
     return err;
   }
@@ -622,7 +627,7 @@ export class Worker {
           }
           break;
         } catch (err) {
-          const timedOut = err instanceof SqliteError && err.code === ErrorCode.RequestTimeout;
+          const timedOut = err instanceof ConnectionError && err.code === ErrorCode.RequestTimeout;
           if (!timedOut || attempt === 5) throw err;
         }
       }
