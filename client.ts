@@ -35,6 +35,7 @@ export {
   type BatchStatement,
   type BindParams,
   type BindValue,
+  type ExecOptions,
   type IterateOptions,
   Queryable,
   type RunResult,

@@ -30,6 +30,7 @@ export {
   Client,
   connect,
   type ConnectOptions,
+  type ExecOptions,
   type IterateOptions,
   Queryable,
   ReservedConnection,

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ConnectionError } from "../protocol/errors.ts";
+import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { HelloReply, Replies, Requests } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { connectTo } from "../transport/connect.ts";
@@ -45,6 +45,8 @@ export class PooledConnection {
   #generation: number;
   #lostTransaction = false;
   #judged: Link | null = null;
+  /** A link closed by the guard: its transaction was nobody's, so nothing needs a ROLLBACK. */
+  #guarded: Link | null = null;
   #closed = false;
   #busy = 0;
   /** True while handed out by `reserve()` or `transaction()`. */
@@ -64,6 +66,22 @@ export class PooledConnection {
     this.#generation = link === null ? 0 : 1;
     if (link !== null) this.#watch(link);
   }
+
+  /**
+   * Closes a shared connection of a pool of several on which a statement
+   * the client did not recognise as transaction control left a transaction
+   * open (e.g. hidden in an `exec` script): the server rolls it back, and
+   * the requests queued behind it fail instead of running inside it.
+   */
+  #guard = (): Error | null => {
+    if (this.reserved || this.#config.max === 1) return null;
+    this.#guarded = this.#link;
+    return new SqliteError(
+      ErrorCode.TxControl,
+      "A statement opened a transaction on the client's shared pool: its connection was " +
+        "closed and the transaction rolled back; use transaction() or reserve()",
+    );
+  };
 
   /** Changes each time the connection is (re)opened: handles and cursors die with it. */
   get generation(): number {
@@ -88,7 +106,8 @@ export class PooledConnection {
   get holdsTransaction(): boolean {
     const link = this.#link;
     return this.inTransaction || this.#lostTransaction || this.txDepth > 0 ||
-      (link !== null && link.failure !== null && this.#judged !== link && link.inTransaction);
+      (link !== null && link.failure !== null && this.#judged !== link && this.#guarded !== link &&
+        link.inTransaction);
   }
 
   /** True when the link is up. */
@@ -149,6 +168,7 @@ export class PooledConnection {
   }
 
   #watch(link: Link): void {
+    link.guard = this.#guard;
     link.ended.then(() => {
       if (!this.#closed && link === this.#link) this.#events.onLost(this, link.failure!);
     });
@@ -165,7 +185,9 @@ export class PooledConnection {
     const lost = this.#link;
     if (lost !== null && lost.failure !== null && this.#judged !== lost) {
       this.#judged = lost;
-      if (lost.inTransaction || this.txDepth > 0) this.#lostTransaction = true;
+      if ((lost.inTransaction && this.#guarded !== lost) || this.txDepth > 0) {
+        this.#lostTransaction = true;
+      }
     }
     if (this.#lostTransaction) {
       const sql = typeof args[0] === "string" && (op === Op.Exec || op === Op.Run) ? args[0] : "";

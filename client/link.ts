@@ -56,6 +56,12 @@ export class Link {
   #flushQueued = false;
   #inTransaction = false;
   #failure: Error | null = null;
+  /**
+   * Checked when a reply reports an open transaction: an error returned
+   * fails that request and closes the link (the server rolls back), so no
+   * later request runs inside a transaction nobody owns.
+   */
+  guard: (() => Error | null) | null = null;
 
   /**
    * @param conn A fresh connection.
@@ -219,6 +225,11 @@ export class Link {
     this.#pending.delete(id);
     pending.done();
     this.#inTransaction = (status & Status.InTransaction) !== 0;
+    const refused = this.#inTransaction ? this.guard?.() ?? null : null;
+    if (refused !== null) {
+      pending.reject(refused);
+      throw new ConnectionError(`Connection closed: ${refused.message}`, { cause: refused });
+    }
     if ((status & Status.Error) !== 0) pending.reject(errorFromWire(body as WireError));
     else pending.resolve(body);
   }

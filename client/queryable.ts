@@ -53,8 +53,14 @@ export interface BatchResult<T = Row> extends RunResult {
   rows: T[];
 }
 
+/** Options of `exec()`: only a signal (a script has no single statement deadline). */
+export interface ExecOptions {
+  /** Aborts the call (see {@link CallOptions.signal}). */
+  signal?: AbortSignal;
+}
+
 /** Options of `batch()`. */
-export interface BatchOptions extends CallOptions {
+export interface BatchOptions extends ExecOptions {
   /** Return rows as arrays of values (every column kept) instead of objects. @default {false} */
   arrays?: boolean;
 }
@@ -89,7 +95,7 @@ export abstract class Queryable {
    *
    * @throws {SqliteError} from the first failing statement; earlier ones stay applied.
    */
-  async exec(sql: string, options?: CallOptions): Promise<void> {
+  async exec(sql: string, options?: ExecOptions): Promise<void> {
     this.#refuseTxControl(sql);
     await call(this.#route, Op.Exec, [sql], options?.signal);
   }

@@ -411,3 +411,26 @@ Deno.test("Client with max: 1 refuses transaction() while its own raw BEGIN is o
   await db.exec("ROLLBACK");
   assert.equal(await db.transaction(() => Promise.resolve(7)), 7);
 });
+
+Deno.test("Client closes a shared connection a missed BEGIN left in a transaction, so nothing falls into it", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await using other = await srv.client();
+  // A column named "begin" hides the BEGIN statement from the client's scan
+  // (it reads the column as a trigger body); the server's reply gives it away.
+  const sql = "CREATE TABLE t (trigger INTEGER, begin INTEGER); BEGIN";
+  const burst = [db.exec(sql), db.run("INSERT INTO t VALUES (1, 1)")];
+  const [opened, queued] = await Promise.allSettled(burst);
+  assert.equal(opened.status, "rejected");
+  const err = (opened as PromiseRejectedResult).reason;
+  assert.ok(err instanceof SqliteError, String(err));
+  assert.equal(err.code, "TX_CONTROL");
+  assert.match(err.message, /connection was closed and the transaction rolled back/);
+  assert.equal(queued.status, "rejected", "the write sent behind it was not acknowledged");
+  assert.ok((queued as PromiseRejectedResult).reason instanceof ConnectionError);
+  // Its writes were rolled back with the transaction; the client goes on.
+  assert.deepEqual(await other.values("SELECT count(*) FROM t"), [[0]]);
+  assert.equal((await db.run("INSERT INTO t VALUES (2, 2)")).changes, 1);
+  assert.deepEqual(await other.values("SELECT trigger FROM t"), [[2]]);
+  assert.equal(db.inTransaction, false);
+});
