@@ -11,9 +11,11 @@ const TX_WORDS = new Set(["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RE
 
 /**
  * Returns the first transaction-control keyword that starts a statement of
- * `sql` (every statement of a script), or `null`.
+ * `sql`, or `null`. With `script` false only the first statement is looked
+ * at (the server refuses a second one in `run`/`query`/`prepare` anyway),
+ * which costs a few characters per call.
  */
-export function findTxControl(sql: string): string | null {
+export function findTxControl(sql: string, script = true): string | null {
   let i = 0;
   const n = sql.length;
   let atStart = true;
@@ -52,6 +54,7 @@ export function findTxControl(sql: string): string | null {
       const word = sql.slice(i, j).toUpperCase();
       if (atStart) {
         if (TX_WORDS.has(word)) return word;
+        if (!script) return null;
         first = word;
         atStart = false;
       } else if (first === "CREATE") {
@@ -61,7 +64,10 @@ export function findTxControl(sql: string): string | null {
       }
       i = j;
     } else {
-      if (c.trim() !== "") atStart = false;
+      if (c.trim() !== "") {
+        if (!script && atStart) return null;
+        atStart = false;
+      }
       i++;
     }
   }

@@ -48,7 +48,8 @@ export class PooledConnection {
   /** A link closed by the guard: its transaction was nobody's, so nothing needs a ROLLBACK. */
   #guarded: Link | null = null;
   #closed = false;
-  #busy = 0;
+  /** Open cursors plus requests waiting for the link to open (the link counts the rest). */
+  #other = 0;
   /** True while handed out by `reserve()` or `transaction()`. */
   reserved = false;
   /** Open `transaction()` levels on this connection (savepoint depth). */
@@ -90,7 +91,8 @@ export class PooledConnection {
 
   /** Requests in flight plus open cursors. */
   get busy(): number {
-    return this.#busy;
+    const link = this.#link;
+    return (link === null ? 0 : link.pending) + this.#other;
   }
 
   /** True while the link is up and the server reports an open transaction on it. */
@@ -117,12 +119,13 @@ export class PooledConnection {
 
   /** Marks the connection busy (an open cursor) until the returned function runs. */
   hold(): () => void {
-    this.#busy++;
+    this.#other++;
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      if (--this.#busy === 0) this.#events.onIdle(this);
+      this.#other--;
+      this.#maybeIdle();
     };
   }
 
@@ -139,22 +142,23 @@ export class PooledConnection {
     generation?: number,
   ): Promise<Replies[O]> {
     const link = this.#link;
-    let p: Promise<Replies[O]>;
     if (generation !== undefined && generation !== this.#generation) {
-      p = Promise.reject(
+      return Promise.reject(
         new ConnectionError("Connection was lost: the cursor or handle died with it"),
       );
-    } else if (link !== null && link.failure === null && !this.#lostTransaction) {
-      p = link.request(op, args, signal);
-    } else {
-      p = this.#requestAfterLoss(op, args, signal, generation);
     }
-    this.#busy++;
-    const done = (): void => {
-      if (--this.#busy === 0) this.#events.onIdle(this);
-    };
-    p.then(done, done);
-    return p;
+    if (link !== null && link.failure === null && !this.#lostTransaction) {
+      return link.request(op, args, signal);
+    }
+    this.#other++;
+    return this.#requestAfterLoss(op, args, signal, generation).finally(() => {
+      this.#other--;
+      this.#maybeIdle();
+    });
+  }
+
+  #maybeIdle(): void {
+    if (this.busy === 0) this.#events.onIdle(this);
   }
 
   /** Closes the link; pending requests reject with `ConnectionError`. Idempotent. */
@@ -169,6 +173,7 @@ export class PooledConnection {
 
   #watch(link: Link): void {
     link.guard = this.#guard;
+    link.onIdle = () => this.#maybeIdle();
     link.ended.then(() => {
       if (!this.#closed && link === this.#link) this.#events.onLost(this, link.failure!);
     });

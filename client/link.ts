@@ -62,6 +62,8 @@ export class Link {
    * later request runs inside a transaction nobody owns.
    */
   guard: (() => Error | null) | null = null;
+  /** Called when the last pending request was answered (or aborted). */
+  onIdle: (() => void) | null = null;
 
   /**
    * @param conn A fresh connection.
@@ -152,6 +154,7 @@ export class Link {
             done();
             reject(aborted(signal));
             this.#send([Op.Cancel, this.#takeId(), id]);
+            if (this.#pending.size === 0) this.onIdle?.();
           }
         };
         signal.addEventListener("abort", onAbort, { once: true });
@@ -181,6 +184,7 @@ export class Link {
       p.reject(failure);
     }
     this.#pending.clear();
+    this.onIdle?.();
   }
 
   #takeId(): number {
@@ -232,6 +236,7 @@ export class Link {
     }
     if ((status & Status.Error) !== 0) pending.reject(errorFromWire(body as WireError));
     else pending.resolve(body);
+    if (this.#pending.size === 0) this.onIdle?.();
   }
 
   /** Checks the oldest pending request; requests are answered in order. */

@@ -96,7 +96,7 @@ export abstract class Queryable {
    * @throws {SqliteError} from the first failing statement; earlier ones stay applied.
    */
   async exec(sql: string, options?: ExecOptions): Promise<void> {
-    this.#refuseTxControl(sql);
+    this.#refuseTxControl(sql, true);
     await call(this.#route, Op.Exec, [sql], options?.signal);
   }
 
@@ -277,9 +277,9 @@ export abstract class Queryable {
     );
   }
 
-  #refuseTxControl(sql: string): void {
+  #refuseTxControl(sql: string, script = false): void {
     if (!this.#route.refusesTxControl || typeof sql !== "string") return;
-    const word = findTxControl(sql);
+    const word = findTxControl(sql, script);
     if (word === null) return;
     throw new SqliteError(
       ErrorCode.TxControl,
