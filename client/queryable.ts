@@ -7,37 +7,26 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import type {
-  BatchItem,
-  CallOptions,
-  Replies,
-  Requests,
-  StatementRef,
-  WireCallOptions,
-  WireParams,
-} from "../protocol/messages.ts";
+import type { BatchItem, CallOptions, Replies } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { invalidParamsMessage } from "../protocol/values.ts";
+import {
+  type BindParams,
+  call,
+  checkParams,
+  type RunResult,
+  wireOptions,
+  wireParams,
+} from "./_calls.ts";
 import type { PooledConnection } from "./connection.ts";
-import type { ReplyOp } from "./link.ts";
+import { type IterateOptions, streamRows } from "./cursor.ts";
 import { fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl } from "./_tx_control.ts";
 import { Statement } from "./statement.ts";
 
-/** A value a statement parameter may hold. */
-export type BindValue = null | number | bigint | boolean | string | Uint8Array;
-
-/** Statement parameters: positional (array) or named (object). */
-export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValue>>;
-
-/** Result of `run()`. */
-export interface RunResult {
-  /** Rows changed by the statement. */
-  changes: number | bigint;
-  /** Rowid of the last inserted row. */
-  lastInsertRowid: number | bigint;
-}
+export type { BindParams, BindValue, RunResult } from "./_calls.ts";
+export type { IterateOptions } from "./cursor.ts";
 
 /** One statement of `batch()`. */
 export interface BatchStatement {
@@ -62,12 +51,6 @@ export interface ExecOptions {
 /** Options of `batch()`. */
 export interface BatchOptions extends ExecOptions {
   /** Return rows as arrays of values (every column kept) instead of objects. @default {false} */
-  arrays?: boolean;
-}
-
-/** Options of `iterate()`. */
-export interface IterateOptions extends CallOptions {
-  /** Yield rows as arrays of values instead of objects. @default {false} */
   arrays?: boolean;
 }
 
@@ -348,76 +331,7 @@ async function runTransaction<T>(
   return result;
 }
 
-/** Sends one request on the route's connection. */
-export function call<O extends ReplyOp>(
-  route: Route,
-  op: O,
-  args: Requests[O],
-  signal?: AbortSignal,
-): Promise<Replies[O]> {
-  const c = route.connection();
-  if (c instanceof Promise) return c.then((conn) => conn.request(op, args, signal));
-  return c.request(op, args, signal);
-}
-
-/**
- * Opens a cursor on `conn` and yields its rows, asking for the next chunk
- * while the current one is consumed (one chunk of credit).
- */
-export async function* streamRows(
-  connection: PooledConnection | Promise<PooledConnection>,
-  ref: StatementRef,
-  params: BindParams | undefined,
-  options: IterateOptions | undefined,
-  generation?: number,
-): AsyncGenerator<unknown> {
-  const conn = await connection;
-  const release = conn.hold();
-  const signal = options?.signal;
-  try {
-    const [id, columns] = await conn.request(
-      Op.Iterate,
-      [ref, wireParams(params), wireOptions(options)],
-      signal,
-      generation,
-    );
-    const at = conn.generation; // the cursor lives on the link that answered
-    const arrays = options?.arrays === true;
-    let pending: Promise<Replies[typeof Op.Next]> | null = conn.request(Op.Next, [id], signal, at);
-    try {
-      while (pending !== null) {
-        const [rows, done]: Replies[typeof Op.Next] = await pending;
-        pending = done ? null : conn.request(Op.Next, [id], signal, at);
-        for (let i = 0; i < rows.length; i++) yield arrays ? rows[i] : toObject(columns, rows[i]);
-      }
-    } finally {
-      if (pending !== null) {
-        pending.catch(() => {});
-        conn.request(Op.CloseCursor, [id], undefined, at).catch(() => {});
-      }
-    }
-  } finally {
-    release();
-  }
-}
-
 // deno-lint-ignore require-yield
 async function* failing(err: unknown): AsyncGenerator<never> {
   throw err;
-}
-
-/** Checks parameters before anything is sent. */
-export function checkParams(params: BindParams | undefined): void {
-  const problem = invalidParamsMessage(params);
-  if (problem !== undefined) throw new SqliteError(ErrorCode.InvalidParam, problem);
-}
-
-/** Parameters as sent. */
-export function wireParams(params: BindParams | undefined): WireParams {
-  return (params ?? null) as WireParams;
-}
-
-/** Call options as sent: only what the server reads (the signal stays here). */
-export function wireOptions(options: CallOptions | undefined): WireCallOptions | null {
-  return options?.timeout === undefined ? null : { timeout: options.timeout };
 }

@@ -12,15 +12,8 @@
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies } from "../protocol/messages.ts";
 import type { PooledConnection } from "./connection.ts";
-import {
-  type BindParams,
-  checkParams,
-  type IterateOptions,
-  type RunResult,
-  streamRows,
-  wireOptions,
-  wireParams,
-} from "./queryable.ts";
+import { type BindParams, checkParams, type RunResult, wireOptions, wireParams } from "./_calls.ts";
+import { type IterateOptions, streamRows } from "./cursor.ts";
 import type { Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 
