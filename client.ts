@@ -80,7 +80,9 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
  *   `ROLLBACK`, `SAVEPOINT`, `RELEASE`, `END`) sent through the client itself
  *   are refused with `SqliteError` `TX_CONTROL` before anything is sent:
  *   other callers' statements would fall into that transaction. With
- *   `max: 1` the client is one connection owned by its caller, and they run.
+ *   `max: 1` the client is one connection owned by its caller, and they run;
+ *   there, plain calls made from inside `transaction()`'s function join the
+ *   transaction, and calls from elsewhere wait for it.
  *
  * When a connection is lost, its pending requests reject with
  * `ConnectionError`, and its next call reopens it — unless a transaction was
@@ -97,6 +99,9 @@ export class Client extends Queryable {
     super({
       connection: () => pool.shared(),
       exclusive: async (fn) => {
+        // max: 1, called from inside a transaction(): nest in it (a savepoint).
+        const own = pool.callerTransaction();
+        if (own !== null) return await fn(own);
         const conn = await pool.reserve();
         try {
           return await fn(conn);

@@ -47,7 +47,8 @@ export interface ConnectOptions {
   /**
    * Most connections the client opens (lazily, when calls need them).
    * `transaction()` and `reserve()` take one each; plain calls share the
-   * rest. `1` is a single connection on which raw `BEGIN`/`COMMIT` is allowed.
+   * rest. `1` is a single connection on which raw `BEGIN`/`COMMIT` is allowed
+   * and calls made from inside `transaction()`'s function join that transaction.
    * @default {4}
    */
   max?: number;

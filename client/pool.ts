@@ -15,11 +15,23 @@
  * @module
  */
 
+import { AsyncLocalStorage } from "node:async_hooks";
 import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
 import type { Link } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
+
+/** A `transaction()` whose function may be running: its connection, until it settles. */
+export interface TransactionScope {
+  /** The transaction's connection. */
+  readonly conn: PooledConnection;
+  /** False once the function settled (a timer it left behind is outside it). */
+  active: boolean;
+}
+
+/** The `transaction()` whose function makes the current call, followed across awaits. */
+export const transactionContext: AsyncLocalStorage<TransactionScope> = new AsyncLocalStorage();
 
 type Waiter = { resolve(conn: PooledConnection): void; reject(err: Error): void };
 
@@ -74,6 +86,10 @@ export class Pool implements ConnectionEvents {
   shared(): PooledConnection | Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#config.max === 1) {
+      const own = this.callerTransaction();
+      if (own !== null) return own;
+    }
     if (this.#burst !== null) return this.#burst;
     const picked = this.#pickShared();
     this.#burst = picked;
@@ -81,10 +97,33 @@ export class Pool implements ConnectionEvents {
     return picked;
   }
 
+  /**
+   * With `max: 1`, the connection of the `transaction()` whose function
+   * makes the current call (followed through awaits), else `null`: there,
+   * plain calls on the client join that transaction, as on the single
+   * connection of old, instead of waiting for it to end (which would never
+   * happen).
+   */
+  callerTransaction(): PooledConnection | null {
+    if (this.#config.max !== 1) return null;
+    const scope = transactionContext.getStore();
+    if (scope === undefined || !scope.active) return null;
+    return scope.conn === this.#conns[0] && scope.conn.reserved ? scope.conn : null;
+  }
+
   /** Takes a connection for one caller alone, waiting for one if all are taken. */
   reserve(): Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.callerTransaction() !== null) {
+      return Promise.reject(
+        new SqliteError(
+          ErrorCode.TxControl,
+          "Cannot reserve the client's only connection (max: 1) from inside its own " +
+            "transaction(): it would wait for itself",
+        ),
+      );
+    }
     const idle = this.#conns.find((c) => !c.reserved && c.busy === 0 && !c.holdsTransaction);
     const conn = idle ?? (this.#conns.length < this.#config.max ? this.#create() : null);
     if (conn !== null) {

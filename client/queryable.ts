@@ -20,6 +20,7 @@ import {
 } from "./_calls.ts";
 import type { PooledConnection } from "./connection.ts";
 import { type IterateOptions, streamRows } from "./cursor.ts";
+import { transactionContext } from "./pool.ts";
 import { fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl } from "./_tx_control.ts";
@@ -306,21 +307,24 @@ async function runTransaction<T>(
   await exec(depth === 0 ? `BEGIN ${behavior.toUpperCase()}` : `SAVEPOINT ${savepoint}`);
   conn.txDepth++;
   let ended = false;
+  const scope = { conn, active: true };
   const tx = new Transaction(
     conn,
     () => ended ? "Transaction has ended: its function already settled" : null,
   );
   let result: T;
   try {
-    result = await fn(tx);
+    result = await transactionContext.run(scope, () => fn(tx));
   } catch (err) {
     ended = true;
+    scope.active = false;
     conn.txDepth--;
     await exec(depth === 0 ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
       .catch(() => {/* already ended by SQLite, the lease, or a lost connection */});
     throw err;
   }
   ended = true;
+  scope.active = false;
   conn.txDepth--;
   try {
     await exec(depth === 0 ? "COMMIT" : `RELEASE ${savepoint}`);

@@ -434,3 +434,34 @@ Deno.test("Client closes a shared connection a missed BEGIN left in a transactio
   assert.deepEqual(await other.values("SELECT trigger FROM t"), [[2]]);
   assert.equal(db.inTransaction, false);
 });
+
+Deno.test("Client with max: 1: plain calls from inside transaction() join it; calls from elsewhere wait for it", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  let outside: Promise<RunResult> | undefined;
+  let outsideDone = false;
+  // Other code on the same client, started outside the transaction's function.
+  setTimeout(() => {
+    outside = db.run("INSERT INTO t VALUES ('outside')");
+    outside.then(() => outsideDone = true, () => {});
+  }, 20);
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await db.run("INSERT INTO t VALUES ('inside via db')");
+      await db.transaction(async (inner) => {
+        await inner.run("INSERT INTO t VALUES ('nested')");
+      });
+      await assert.rejects(db.reserve(), { code: "TX_CONTROL" });
+      await delay(50);
+      assert.equal(outsideDone, false, "the outside call waits for the transaction");
+      assert.deepEqual(await tx.values("SELECT v FROM t ORDER BY rowid"), [["inside via db"], [
+        "nested",
+      ]]);
+      throw new Error("undo");
+    }),
+    /undo/,
+  );
+  assert.equal((await outside)!.changes, 1);
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["outside"]]);
+});
