@@ -15,7 +15,7 @@ import type {
   WireParams,
 } from "../protocol/messages.ts";
 import { invalidParamsMessage } from "../protocol/values.ts";
-import type { ReplyOp } from "./link.ts";
+import { abortable, type ReplyOp } from "./link.ts";
 import type { Route } from "./route.ts";
 
 /** A value a statement parameter may hold. */
@@ -40,7 +40,9 @@ export function call<O extends ReplyOp>(
   signal?: AbortSignal,
 ): Promise<Replies[O]> {
   const c = route.connection();
-  if (c instanceof Promise) return c.then((conn) => conn.request(op, args, signal));
+  if (c instanceof Promise) {
+    return abortable(c.then((conn) => conn.request(op, args, signal)), signal);
+  }
   return c.request(op, args, signal);
 }
 

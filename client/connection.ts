@@ -10,7 +10,7 @@ import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { HelloReply, Replies, Requests } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { connectTo } from "../transport/connect.ts";
-import { Link, type ReplyOp } from "./link.ts";
+import { abortable, Link, type ReplyOp } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 
 /** What a connection tells its pool. */
@@ -151,10 +151,11 @@ export class PooledConnection {
       return link.request(op, args, signal);
     }
     this.#other++;
-    return this.#requestAfterLoss(op, args, signal, generation).finally(() => {
+    const sent = this.#requestAfterLoss(op, args, signal, generation).finally(() => {
       this.#other--;
       this.#maybeIdle();
     });
+    return abortable(sent, signal);
   }
 
   #maybeIdle(): void {

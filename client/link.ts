@@ -261,6 +261,26 @@ export class Link {
   }
 }
 
+/**
+ * Rejects with `AbortError` as soon as `signal` aborts, for a call still
+ * waiting for a connection (nothing was sent yet, so nothing is cancelled).
+ */
+export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return p;
+  if (signal.aborted) {
+    p.catch(() => {});
+    return Promise.reject(aborted(signal));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      p.catch(() => {});
+      reject(aborted(signal));
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
 function aborted(signal: AbortSignal): AbortError {
   return new AbortError("Call was aborted by its signal", { cause: signal.reason });
 }

@@ -12,6 +12,7 @@
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies } from "../protocol/messages.ts";
 import type { PooledConnection } from "./connection.ts";
+import { abortable } from "./link.ts";
 import { type BindParams, checkParams, type RunResult, wireOptions, wireParams } from "./_calls.ts";
 import { type IterateOptions, streamRows } from "./cursor.ts";
 import type { Route } from "./route.ts";
@@ -150,7 +151,7 @@ export class Statement {
       return conn.request(op, [this.sql, wp, wo], options?.signal);
     };
     const c = this.#route.connection();
-    return c instanceof Promise ? c.then(send) : send(c);
+    return c instanceof Promise ? abortable(c.then(send), options?.signal) : send(c);
   }
 
   /**

@@ -465,3 +465,17 @@ Deno.test("Client with max: 1: plain calls from inside transaction() join it; ca
   assert.equal((await outside)!.changes, 1);
   assert.deepEqual(await db.values("SELECT v FROM t"), [["outside"]]);
 });
+
+Deno.test("Client call waiting for a free connection rejects at once when aborted, and never runs", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const conn = await db.reserve();
+  const ac = new AbortController();
+  const waiting = db.run("INSERT INTO t VALUES ('never')", [], { signal: ac.signal });
+  await delay(20);
+  ac.abort();
+  await assert.rejects(waiting, { name: "AbortError", code: "ABORTED" });
+  conn.release();
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+});
