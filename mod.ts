@@ -22,6 +22,7 @@
 
 export {
   type AutostartOptions,
+  type BatchOptions,
   type BatchResult,
   type BatchStatement,
   type BindParams,
@@ -30,11 +31,16 @@ export {
   Client,
   connect,
   type ConnectOptions,
+  type ExecOptions,
+  type IterateOptions,
+  Queryable,
+  ReservedConnection,
   type Row,
   type RunResult,
   type SqlValue,
   Statement,
   type TlsClientOptions,
+  Transaction,
   type TransactionOptions,
 } from "./client.ts";
 export {
@@ -48,6 +54,13 @@ export {
   type ShutdownOptions,
   VERSION,
 } from "./server.ts";
-export { ConnectionError, ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
+export {
+  AbortError,
+  ConnectionError,
+  ErrorCode,
+  type ErrorCodeValue,
+  ProtocolError,
+  SqliteError,
+} from "./protocol/errors.ts";
 export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
 export { channelSocketPath, defaultSocketPath } from "./transport/address.ts";

@@ -172,7 +172,9 @@ async function prepare(spec: RunSpec): Promise<Prepared> {
   const seq = { n: spec.seq };
   if (spec.kind === "netsqlite") {
     const clients: Client[] = [];
-    for (let i = 0; i < spec.connections; i++) clients.push(await connect(spec.connect!));
+    for (let i = 0; i < spec.connections; i++) {
+      clients.push(await connect({ ...spec.connect!, max: 1 }));
+    }
     const op = netsqliteOp(spec.workload, seq);
     await op(clients[0]); // fail before "ready" if the setup is broken
     return {

@@ -1,14 +1,17 @@
 /**
- * One live client connection: sends requests (pipelined, coalesced into one
- * write per tick), matches replies to requests by id, enforces the optional
- * request timeout, and fails every pending request when the connection ends.
+ * One live client connection: sends typed requests (pipelined, coalesced
+ * into one write per tick), matches replies to requests by id, enforces the
+ * optional request timeout, sends `cancel` for aborted calls, and fails every
+ * pending request when the connection ends.
  *
  * @module
  */
 
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
 import {
+  AbortError,
   ConnectionError,
+  createError,
   ErrorCode,
   errorFromWire,
   ProtocolError,
@@ -19,10 +22,12 @@ import {
   CONNECTION_ERROR_ID,
   type HelloReply,
   Op,
+  type OpCode,
   PROTOCOL_VERSION,
+  type Replies,
+  type Requests,
   Status,
 } from "../protocol/messages.ts";
-import { invalidParamsMessage } from "../protocol/values.ts";
 import { type Address, formatAddress } from "../transport/address.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 
@@ -30,7 +35,11 @@ interface Pending {
   resolve(payload: unknown): void;
   reject(err: Error): void;
   deadline: number;
+  done(): void;
 }
+
+/** Ops a client sends and awaits a reply for. */
+export type ReplyOp = Exclude<OpCode, typeof Op.Cancel>;
 
 /** A connected, framed request/reply channel to one server. */
 export class Link {
@@ -47,6 +56,14 @@ export class Link {
   #flushQueued = false;
   #inTransaction = false;
   #failure: Error | null = null;
+  /**
+   * Checked when a reply reports an open transaction: an error returned
+   * fails that request and closes the link (the server rolls back), so no
+   * later request runs inside a transaction nobody owns.
+   */
+  guard: (() => Error | null) | null = null;
+  /** Called when the last pending request was answered (or aborted). */
+  onIdle: (() => void) | null = null;
 
   /**
    * @param conn A fresh connection.
@@ -79,6 +96,11 @@ export class Link {
     return this.#inTransaction;
   }
 
+  /** Requests sent and not answered yet. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+
   /**
    * Performs the handshake, presenting `token` when given.
    *
@@ -91,7 +113,7 @@ export class Link {
       ? { version: PROTOCOL_VERSION }
       : { version: PROTOCOL_VERSION, token };
     try {
-      return await this.request(Op.Hello, opts) as HelloReply;
+      return await this.request(Op.Hello, [opts]);
     } catch (err) {
       const cause = (err as Error).cause;
       throw cause instanceof ProtocolError ? cause : err;
@@ -101,29 +123,22 @@ export class Link {
   /**
    * Sends `[op, id, ...args]` and resolves with the reply payload.
    *
-   * @throws {SqliteError} the server's error, `INVALID_PARAM` for parameters
-   *   that cannot be stored exactly (checked before sending).
-   * @throws {ConnectionError} when the connection is or gets lost.
+   * @param signal Aborting it rejects at once with `AbortError` and sends `cancel`.
+   * @throws {SqliteError} the server's error.
+   * @throws {ProtocolError} `FRAME_TOO_LARGE` when the request exceeds the
+   *   server's `maxFrameSize` (nothing is sent; the connection stays usable).
+   * @throws {ConnectionError} when the connection is or gets lost, or
+   *   `REQUEST_TIMEOUT` closes it.
+   * @throws {AbortError} when `signal` aborts first.
    */
-  request(op: number, a: unknown, b?: unknown, c?: unknown): Promise<unknown> {
+  request<O extends ReplyOp>(op: O, args: Requests[O], signal?: AbortSignal): Promise<Replies[O]> {
     if (this.#failure !== null) return Promise.reject(this.#failure);
-    if (b !== undefined && b !== null) {
-      const problem = invalidParamsMessage(b);
-      if (problem !== undefined) {
-        return Promise.reject(new SqliteError(ErrorCode.InvalidParam, problem));
-      }
-    }
+    if (signal?.aborted) return Promise.reject(aborted(signal));
     const id = this.#nextId;
     this.#nextId = id === 0xffffffff ? 1 : id + 1;
     let size: number;
     try {
-      size = this.#encoder.append(
-        c !== undefined
-          ? [op, id, a, b ?? null, c]
-          : b !== undefined
-          ? [op, id, a, b]
-          : [op, id, a],
-      );
+      size = this.#encoder.append([op, id, ...args]);
     } catch (err) {
       return Promise.reject(
         new SqliteError(ErrorCode.BadRequest, `Cannot encode request: ${(err as Error).message}`),
@@ -131,15 +146,65 @@ export class Link {
     }
     if (size === -1) {
       return Promise.reject(
-        new SqliteError(ErrorCode.FrameTooLarge, "Request exceeds the server's maxFrameSize"),
+        createError(ErrorCode.FrameTooLarge, "Request exceeds the server's maxFrameSize"),
       );
     }
-    const promise = new Promise<unknown>((resolve, reject) => {
+    const promise = new Promise<Replies[O]>((resolve, reject) => {
       const deadline = this.#requestTimeout > 0 ? performance.now() + this.#requestTimeout : 0;
-      this.#pending.set(id, { resolve, reject, deadline });
+      let done = (): void => {};
+      if (signal !== undefined) {
+        const onAbort = (): void => {
+          if (this.#pending.delete(id)) {
+            done();
+            reject(aborted(signal));
+            this.#send([Op.Cancel, this.#takeId(), id]);
+            if (this.#pending.size === 0) this.onIdle?.();
+          }
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
+        done = () => signal.removeEventListener("abort", onAbort);
+      }
+      this.#pending.set(id, { resolve: resolve as (p: unknown) => void, reject, deadline, done });
     });
     if (this.#requestTimeout > 0 && this.#timer === undefined) this.#armTimer(this.#requestTimeout);
-    if (this.#pending.size === 1 && !this.#channel.writing) {
+    this.#flush();
+    return promise;
+  }
+
+  /** Ends the link, failing pending requests with `err`. Idempotent. */
+  fail(err: unknown): void {
+    if (this.#failure === null) {
+      this.#failure = err instanceof ConnectionError ? err : new ConnectionError(
+        `Connection to ${formatAddress(this.#addr)} failed: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#channel.close();
+    const failure = this.#failure;
+    for (const p of this.#pending.values()) {
+      p.done();
+      p.reject(failure);
+    }
+    this.#pending.clear();
+    this.onIdle?.();
+  }
+
+  #takeId(): number {
+    const id = this.#nextId;
+    this.#nextId = id === 0xffffffff ? 1 : id + 1;
+    return id;
+  }
+
+  /** Sends a message that gets no reply (e.g. `cancel`). */
+  #send(message: unknown[]): void {
+    if (this.#failure !== null) return;
+    if (this.#encoder.append(message) !== -1) this.#flush();
+  }
+
+  #flush(): void {
+    if (this.#pending.size <= 1 && !this.#channel.writing) {
       // Nothing else in flight: send at once rather than a microtask later.
       this.#channel.flush();
     } else if (!this.#flushQueued) {
@@ -150,44 +215,32 @@ export class Link {
         this.#channel.flush();
       });
     }
-    return promise;
-  }
-
-  /** Ends the link, failing pending requests with `err`. Idempotent. */
-  fail(err: unknown): void {
-    if (this.#failure === null) {
-      this.#failure = err instanceof ConnectionError ? err : new ConnectionError(
-        `Connection to ${formatAddress(this.#addr)} failed: ${(err as Error).message}`,
-        { cause: err, code: (err as { code?: string }).code },
-      );
-    }
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#channel.close();
-    const failure = this.#failure;
-    for (const p of this.#pending.values()) p.reject(failure);
-    this.#pending.clear();
   }
 
   #onFrame(payload: Uint8Array): void {
     const reply = this.#decoder.decode(payload) as [number, number, unknown];
     if (!Array.isArray(reply) || typeof reply[0] !== "number" || typeof reply[1] !== "number") {
-      throw new ProtocolError(
-        ErrorCode.BadRequest,
-        "Cannot read reply: expected [id, status, payload]",
-      );
+      throw new ConnectionError("Cannot read reply: expected [id, status, payload]");
     }
     const [id, status, body] = reply;
     if (id === CONNECTION_ERROR_ID) {
-      const wire = body as WireError;
-      throw new ProtocolError(String(wire?.code), `Server closed the connection: ${wire?.message}`);
+      const cause = errorFromWire(body as WireError);
+      if (cause instanceof ProtocolError) throw cause;
+      throw new ConnectionError(`Server closed the connection: ${cause.message}`, { cause });
     }
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
     this.#pending.delete(id);
+    pending.done();
     this.#inTransaction = (status & Status.InTransaction) !== 0;
+    const refused = this.#inTransaction ? this.guard?.() ?? null : null;
+    if (refused !== null) {
+      pending.reject(refused);
+      throw new ConnectionError(`Connection closed: ${refused.message}`, { cause: refused });
+    }
     if ((status & Status.Error) !== 0) pending.reject(errorFromWire(body as WireError));
     else pending.resolve(body);
+    if (this.#pending.size === 0) this.onIdle?.();
   }
 
   /** Checks the oldest pending request; requests are answered in order. */
@@ -201,20 +254,37 @@ export class Link {
         this.#armTimer(left);
         return;
       }
-      const timeout = new SqliteError(
-        ErrorCode.RequestTimeout,
-        `No reply from ${formatAddress(this.#addr)} within ${this.#requestTimeout} ms ` +
-          "(requestTimeout): the connection was closed, and any transaction on it rolled back",
-      );
-      oldest.reject(timeout);
       this.fail(
         new ConnectionError(
-          `Connection closed after a request timed out (${this.#requestTimeout} ms)`,
-          {
-            code: ErrorCode.RequestTimeout,
-          },
+          `No reply from ${formatAddress(this.#addr)} within ${this.#requestTimeout} ms ` +
+            "(requestTimeout): the connection was closed, and any transaction on it rolled back",
+          { code: ErrorCode.RequestTimeout },
         ),
       );
     }, ms);
   }
+}
+
+/**
+ * Rejects with `AbortError` as soon as `signal` aborts, for a call still
+ * waiting for a connection (nothing was sent yet, so nothing is cancelled).
+ */
+export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return p;
+  if (signal.aborted) {
+    p.catch(() => {});
+    return Promise.reject(aborted(signal));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      p.catch(() => {});
+      reject(aborted(signal));
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+function aborted(signal: AbortSignal): AbortError {
+  return new AbortError("Call was aborted by its signal", { cause: signal.reason });
 }

@@ -365,8 +365,13 @@ export class EngineSession implements Waiter {
     return ended;
   }
 
+  /** Gives up waiting for the writer (the blocked request was cancelled). */
+  stopWaiting(): void {
+    this.#engine._leaveQueue(this);
+  }
+
   /** Stops this session's statement running in the background, if any. */
-  cancel(reason: SqliteError): void {
+  cancel(reason: Error): void {
     this.#running?.cancel(reason);
   }
 

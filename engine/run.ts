@@ -78,8 +78,10 @@ export function runInline(
     if (timed) db.setBudget(stop);
     if (!p.conn.caps.interrupt && p.recursive && limits.deadline !== Infinity) {
       // Nothing can stop a step of this binding: a recursive statement,
-      // which may run without bound, is stepped a row at a time instead.
-      return outcome(p, stepWithClock(p, limits, wantRows));
+      // which may run without bound, is stepped a row at a time instead; a
+      // write, which does its work in one step, is undone when it ends late.
+      const step = () => stepWithClock(p, limits, wantRows);
+      return outcome(p, p.readOnly ? step() : undoIfLate(p, limits, step));
     }
     if (wantRows) return outcome(p, p.stmt.all(limits.maxBytes));
     p.stmt.run();
@@ -90,6 +92,35 @@ export function runInline(
     if (timed) db.setBudget(null);
     release(p);
   }
+}
+
+/**
+ * Runs a write in a savepoint and undoes it when it failed or ended past
+ * the deadline (`STATEMENT_TIMEOUT`), for bindings that cannot stop it.
+ */
+function undoIfLate<T>(p: Prepared, limits: RunLimits, run: () => T): T {
+  const db = p.conn.db;
+  const undo = (): void => {
+    try {
+      db.exec("ROLLBACK TO netsqlite_deadline; RELEASE netsqlite_deadline");
+    } catch {
+      // The statement already ended the transaction (e.g. OR ROLLBACK).
+    }
+  };
+  db.exec("SAVEPOINT netsqlite_deadline");
+  let result: T;
+  try {
+    result = run();
+  } catch (err) {
+    undo();
+    throw err;
+  }
+  if (performance.now() > limits.deadline) {
+    undo();
+    throw statementTimeout(limits);
+  }
+  db.exec("RELEASE netsqlite_deadline");
+  return result;
 }
 
 function stepWithClock(p: Prepared, limits: RunLimits, wantRows: boolean): SqlValue[][] {
@@ -115,7 +146,7 @@ export interface Running {
   /** Settles when the statement is done. */
   readonly done: Promise<Outcome>;
   /** Stops it now; `done` rejects with `reason`. */
-  cancel(reason: SqliteError): void;
+  cancel(reason: Error): void;
 }
 
 /**
@@ -129,7 +160,7 @@ export function runInBackground(
   limits: RunLimits,
   wantRows: boolean,
 ): Running {
-  let reason: SqliteError | null = null;
+  let reason: Error | null = null;
   const db = p.conn.db;
   const timer = setTimeout(() => {
     reason = statementTimeout(limits);
@@ -173,7 +204,7 @@ export function runInBackground(
   };
   return {
     done: run(),
-    cancel(why: SqliteError): void {
+    cancel(why: Error): void {
       reason ??= why;
       db.interrupt();
     },

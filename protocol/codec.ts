@@ -6,8 +6,9 @@
  * @module
  */
 
-import { ErrorCode, ProtocolError } from "./errors.ts";
+import { createError, ErrorCode, type NetsqliteError } from "./errors.ts";
 import { decodeMsgpack, MsgpackWriter } from "./msgpack.ts";
+import { beginFrame, endFrame } from "../transport/frame_writer.ts";
 
 /** Kept small: every connection has one; it grows for large messages and shrinks back. */
 const INITIAL_BUFFER = 4 * 1024;
@@ -42,22 +43,14 @@ export class MessageEncoder {
    */
   append(message: unknown, limit: number = this.#maxFrameSize): number {
     const w = this.#w;
-    const start = w.pos;
+    const start = beginFrame(w);
     try {
-      w.ensure(4);
-      w.pos += 4;
       w.write(message);
     } catch (err) {
       w.pos = start;
       throw err;
     }
-    const length = w.pos - start - 4;
-    if (length > limit || length > this.#maxFrameSize) {
-      w.pos = start;
-      return -1;
-    }
-    w.view.setUint32(start, length);
-    return length;
+    return endFrame(w, start, Math.min(limit, this.#maxFrameSize));
   }
 
   /** Drops everything appended after the first `size` bytes. */
@@ -79,18 +72,21 @@ export class MessageEncoder {
 /** Decodes one frame payload into a message. */
 export class MessageDecoder {
   /**
-   * @throws {ProtocolError} `BAD_REQUEST` when the payload is not exactly one
-   *   valid MessagePack value (see `msgpack.ts`).
+   * @throws {SqliteError} `BAD_REQUEST` when the payload is not exactly one
+   *   valid MessagePack value (see `msgpack.ts`); a receiver closes the
+   *   connection then, as the stream cannot be trusted.
    */
   decode(payload: Uint8Array): unknown {
     try {
       return decodeMsgpack(payload);
     } catch (err) {
-      throw new ProtocolError(
-        ErrorCode.BadRequest,
-        `Cannot decode frame: ${(err as Error).message}`,
-        { cause: err },
-      );
+      throw badFrame(err);
     }
   }
+}
+
+function badFrame(err: unknown): NetsqliteError {
+  return createError(ErrorCode.BadRequest, `Cannot decode frame: ${(err as Error).message}`, {
+    cause: err,
+  });
 }

@@ -1,20 +1,33 @@
 /**
- * Error codes and error classes shared by the client and the server.
+ * Error codes and error classes shared by the transport, the protocol, the
+ * server and the client: the one module that defines them.
  *
- * Every failure that reaches a client carries a stable string `code`: either
- * one of the {@link ErrorCode} values below, or the name of the SQLite
- * (extended) result code, such as `SQLITE_CONSTRAINT_UNIQUE`.
+ * Every failure carries a stable string `code`: either one of the
+ * {@link ErrorCode} values below, or the name of a SQLite (extended) result
+ * code, such as `SQLITE_CONSTRAINT_UNIQUE`. Each code belongs to exactly one
+ * error class ({@link errorClassOf}); {@link createError} builds the right one,
+ * so a code never reaches an application as two different classes.
+ *
+ * | class             | codes                                                                  |
+ * | ----------------- | ---------------------------------------------------------------------- |
+ * | `SqliteError`     | `SQLITE_*`, and request failures that leave the connection usable:    |
+ * |                   | `BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`,          |
+ * |                   | `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`,          |
+ * |                   | `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`                              |
+ * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`                                 |
+ * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`                 |
+ * | `AbortError`      | `ABORTED`                                                              |
  *
  * @module
  */
 
 /** Stable error codes that do not come from SQLite itself. */
 export const ErrorCode = {
-  /** The request was malformed: wrong types, unknown op, missing fields. */
+  /** The request was malformed: wrong types, unknown op, missing fields, empty SQL. */
   BadRequest: "BAD_REQUEST",
   /** A parameter cannot be stored exactly (NUL in a string, NaN, Date, ...). */
   InvalidParam: "INVALID_PARAM",
-  /** A frame announced a length above the receiver's `maxFrameSize`. */
+  /** A frame is larger than the receiver's `maxFrameSize`. */
   FrameTooLarge: "FRAME_TOO_LARGE",
   /** A connection sent no hello, or stalled inside a frame, for too long. */
   FrameTimeout: "FRAME_TIMEOUT",
@@ -30,10 +43,17 @@ export const ErrorCode = {
   ResultTooLarge: "RESULT_TOO_LARGE",
   /** A prepared statement handle is unknown or was finalized. */
   UnknownStatement: "UNKNOWN_STATEMENT",
+  /**
+   * A transaction-control statement (`BEGIN`, `COMMIT`, `SAVEPOINT`, ...) was
+   * sent through a client's shared pool: use `transaction()` or `reserve()`.
+   */
+  TxControl: "TX_CONTROL",
   /** The client did not get an answer within its request timeout. */
   RequestTimeout: "REQUEST_TIMEOUT",
   /** The connection is closed or was lost. */
   ConnectionClosed: "CONNECTION_CLOSED",
+  /** The call was aborted through its `AbortSignal` (or cancelled by a `cancel` request). */
+  Aborted: "ABORTED",
   /** The server is shutting down. */
   ShuttingDown: "SHUTTING_DOWN",
   /** The client presented no token, or a wrong one (connection-level; the connection is closed). */
@@ -60,8 +80,12 @@ export interface WireError {
 }
 
 /**
- * A request failed: SQLite refused the statement, a parameter could not be
- * stored exactly, a limit or timeout was hit. The connection stays usable.
+ * A request failed and the connection stays usable: SQLite refused the
+ * statement (`SQLITE_*`, with `sqliteCode`), or netsqlite refused or stopped
+ * it (`BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`,
+ * `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`, `TX_CONTROL`,
+ * `SHUTTING_DOWN`, `INTERNAL`), as better-sqlite3 raises its own checks as
+ * `SqliteError` too.
  *
  * @example
  * ```ts
@@ -91,11 +115,13 @@ export class SqliteError extends Error {
 }
 
 /**
- * The connection to the server could not be made, was closed, or was lost.
- * Every request pending on a lost connection rejects with this error.
+ * The connection to the server could not be made, was closed, or was lost
+ * (`CONNECTION_CLOSED`), or was closed because a reply did not come within
+ * `requestTimeout` (`REQUEST_TIMEOUT`). Every request pending on a lost
+ * connection rejects with this error; its outcome on the server is unknown.
  */
 export class ConnectionError extends Error {
-  /** Stable string code, `CONNECTION_CLOSED` unless stated otherwise. */
+  /** Stable string code: `CONNECTION_CLOSED` or `REQUEST_TIMEOUT`. */
   readonly code: string;
 
   /**
@@ -110,8 +136,11 @@ export class ConnectionError extends Error {
 }
 
 /**
- * The peer broke the protocol: a malformed frame, a frame above the size
- * limit, or an incompatible protocol version. The connection is closed.
+ * A frame broke the protocol's limits or versions: a frame above
+ * `maxFrameSize` (`FRAME_TOO_LARGE`), a stalled frame (`FRAME_TIMEOUT`), an
+ * incompatible protocol version (`PROTOCOL_VERSION`). When the peer did it,
+ * the connection is closed; a request the client refuses to send because it
+ * would exceed the server's `maxFrameSize` leaves the connection usable.
  */
 export class ProtocolError extends Error {
   /** Stable string code, e.g. `FRAME_TOO_LARGE` or `PROTOCOL_VERSION`. */
@@ -129,7 +158,85 @@ export class ProtocolError extends Error {
   }
 }
 
-/** Builds the error a client throws for a wire error payload. */
-export function errorFromWire(wire: WireError): SqliteError {
-  return new SqliteError(wire.code, wire.message, wire.sqliteCode);
+/**
+ * The call was aborted through the `signal` of its options (code `ABORTED`).
+ * The promise rejects at once; the client sends `cancel` so the server drops
+ * the request if it has not run yet. Whether a write already ran is unknown.
+ * Its `name` is `"AbortError"`, as for `fetch()`; `cause` is the signal's reason.
+ */
+export class AbortError extends Error {
+  /** Always `ABORTED`. */
+  readonly code: string = ErrorCode.Aborted;
+
+  /**
+   * @param message What was aborted.
+   * @param options Standard error options (`cause`: the signal's reason).
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AbortError";
+  }
+}
+
+/** The error classes of netsqlite. */
+export type NetsqliteError = SqliteError | ConnectionError | ProtocolError | AbortError;
+
+/** Which class raises a code: see the table in this module's documentation. */
+export function errorClassOf(
+  code: string,
+): typeof SqliteError | typeof ConnectionError | typeof ProtocolError | typeof AbortError {
+  switch (code) {
+    case ErrorCode.ConnectionClosed:
+    case ErrorCode.RequestTimeout:
+      return ConnectionError;
+    case ErrorCode.FrameTooLarge:
+    case ErrorCode.FrameTimeout:
+    case ErrorCode.ProtocolVersion:
+      return ProtocolError;
+    case ErrorCode.Aborted:
+      return AbortError;
+    default:
+      return SqliteError;
+  }
+}
+
+/**
+ * Builds the error of the one class that raises `code`.
+ *
+ * @example
+ * ```ts
+ * import { ConnectionError, createError } from "./errors.ts";
+ * const err = createError("REQUEST_TIMEOUT", "No reply within 200 ms");
+ * if (!(err instanceof ConnectionError)) throw new Error("wrong class");
+ * ```
+ */
+export function createError(
+  code: string,
+  message: string,
+  options?: ErrorOptions & { sqliteCode?: number },
+): NetsqliteError {
+  const cls = errorClassOf(code);
+  if (cls === ConnectionError) return new ConnectionError(message, { cause: options?.cause, code });
+  if (cls === ProtocolError) return new ProtocolError(code, message, options);
+  if (cls === AbortError) return new AbortError(message, options);
+  return new SqliteError(code, message, options?.sqliteCode, options);
+}
+
+/** Builds the error a client raises for a wire error payload. */
+export function errorFromWire(wire: WireError): NetsqliteError {
+  return createError(String(wire?.code), String(wire?.message), { sqliteCode: wire?.sqliteCode });
+}
+
+/** The wire payload for an error raised on the server. */
+export function toWireError(err: unknown): WireError {
+  if (err instanceof SqliteError && err.sqliteCode !== undefined) {
+    return { code: err.code, message: err.message, sqliteCode: err.sqliteCode };
+  }
+  if (
+    err instanceof SqliteError || err instanceof ProtocolError || err instanceof ConnectionError ||
+    err instanceof AbortError
+  ) {
+    return { code: err.code, message: err.message };
+  }
+  return { code: ErrorCode.Internal, message: `Internal error: ${(err as Error)?.message ?? err}` };
 }

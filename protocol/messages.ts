@@ -1,5 +1,9 @@
 /**
- * Message shapes of the netsqlite protocol (see PROTOCOL.md).
+ * The netsqlite protocol's messages, typed once (see PROTOCOL.md): one tuple
+ * type per op for the request ({@link Requests}) and one for its reply
+ * payload ({@link Replies}). The client encodes exactly these tuples and the
+ * server decodes into them (`requests.ts`), so an argument one side sends
+ * and the other ignores is a type error, not a silent drop.
  *
  * Requests are MessagePack arrays `[op, id, ...args]`; replies are
  * `[id, status, payload]`. Arrays rather than maps keep encoding cheap.
@@ -22,6 +26,7 @@ export const Op = {
   Iterate: 7,
   Next: 8,
   CloseCursor: 9,
+  Cancel: 10,
 } as const;
 
 /** One of the {@link Op} values. */
@@ -43,6 +48,9 @@ export const CONNECTION_ERROR_ID = 0;
 /** Statement parameters: positional (array) or named (object). */
 export type WireParams = unknown[] | Record<string, unknown> | null;
 
+/** SQL text, or a handle returned by `prepare` on the same connection. */
+export type StatementRef = string | number;
+
 /** Limits and settings the server reports in its handshake reply. */
 export interface ServerLimits {
   /** Largest frame payload the server accepts and sends, in bytes. */
@@ -53,7 +61,7 @@ export interface ServerLimits {
   txIdleTimeout: number;
   /** Default deadline of statements the server can stop, in ms. */
   statementTimeout: number;
-  /** Largest buffered (`query`) result, in bytes. */
+  /** Largest buffered result (`query`, `batch`), in bytes. */
   maxResultBytes: number;
   /** Cursors one connection may hold open at once. */
   maxCursors: number;
@@ -61,10 +69,28 @@ export interface ServerLimits {
   frameTimeout: number;
 }
 
-/** Per-call options, the optional last element of query/run/iterate requests. */
-export interface CallOptions {
-  /** Statement deadline in ms, overriding the server's `statementTimeout`. */
+/** Per-call options as sent on the wire: the last element of query/run/iterate. */
+export interface WireCallOptions {
+  /** Statement deadline in ms (> 0), overriding the server's `statementTimeout`. */
   timeout?: number;
+}
+
+/** Per-call options of the client's query methods. */
+export interface CallOptions extends WireCallOptions {
+  /**
+   * Aborts the call: the promise rejects at once with `AbortError` (code
+   * `ABORTED`) and the client sends `cancel`, so the server drops the request
+   * if it has not started (a write that already ran stays applied).
+   */
+  signal?: AbortSignal;
+}
+
+/** Payload of the client's `hello`. */
+export interface HelloRequest {
+  /** Protocol version the client speaks. */
+  version: number;
+  /** The server's secret, when it requires one (`--token`). */
+  token?: string;
 }
 
 /** Payload of the server's handshake reply. */
@@ -77,6 +103,41 @@ export interface HelloReply {
   sqliteVersion: string;
   /** Limits in force on this server. */
   limits: ServerLimits;
+}
+
+/** One statement of a `batch` request: `[sql, params]`. */
+export type BatchItem = [sql: string, params: WireParams];
+
+/**
+ * Arguments of each request, after `[op, id]`. Trailing `params`/`options`
+ * may be left out (or `null`) by a sender; the server treats them as absent.
+ */
+export interface Requests {
+  /** The first request of a connection. */
+  [Op.Hello]: [options: HelloRequest];
+  /** A script of zero or more statements, no parameters. */
+  [Op.Exec]: [sql: string];
+  /** One statement; all rows. */
+  [Op.Query]: [sql: StatementRef, params: WireParams, options: WireCallOptions | null];
+  /** One statement for its effect. */
+  [Op.Run]: [sql: StatementRef, params: WireParams, options: WireCallOptions | null];
+  /** Statements run atomically. */
+  [Op.Batch]: [items: BatchItem[]];
+  /** Prepares a statement on this connection. */
+  [Op.Prepare]: [sql: string];
+  /** Frees a handle from `prepare`. */
+  [Op.Finalize]: [handle: number];
+  /** Opens a cursor. */
+  [Op.Iterate]: [sql: StatementRef, params: WireParams, options: WireCallOptions | null];
+  /** Next chunk of a cursor. */
+  [Op.Next]: [cursor: number];
+  /** Closes a cursor early. */
+  [Op.CloseCursor]: [cursor: number];
+  /**
+   * Cancels the request `targetId` of this connection: fire-and-forget, no
+   * reply of its own. A target still queued is answered `ABORTED` unrun.
+   */
+  [Op.Cancel]: [targetId: number];
 }
 
 /** `run` reply payload: `[changes, lastInsertRowid]`. */
@@ -95,3 +156,43 @@ export type BatchItemPayload = [
 
 /** `prepare` reply payload: `[handle, columns]`. */
 export type PreparePayload = [handle: number, columns: string[]];
+
+/** `iterate` reply payload: `[cursor, columns]`. */
+export type CursorPayload = [cursor: number, columns: string[]];
+
+/** `next` reply payload: `[rows, done]`. */
+export type ChunkPayload = [rows: unknown[][], done: boolean];
+
+/** Reply payload of each op (`cancel` has none). */
+export interface Replies {
+  /** Versions and limits. */
+  [Op.Hello]: HelloReply;
+  /** Nothing. */
+  [Op.Exec]: null;
+  /** Columns and rows. */
+  [Op.Query]: QueryPayload;
+  /** Changes and rowid. */
+  [Op.Run]: RunPayload;
+  /** One result per statement. */
+  [Op.Batch]: BatchItemPayload[];
+  /** Handle and columns. */
+  [Op.Prepare]: PreparePayload;
+  /** Nothing. */
+  [Op.Finalize]: null;
+  /** Cursor id and columns. */
+  [Op.Iterate]: CursorPayload;
+  /** A chunk of rows. */
+  [Op.Next]: ChunkPayload;
+  /** Nothing. */
+  [Op.CloseCursor]: null;
+  /** No reply is sent. */
+  [Op.Cancel]: never;
+}
+
+/** A request as sent: `[op, id, ...args]`. */
+export type Request<O extends OpCode = OpCode> = {
+  [K in O]: [op: K, id: number, ...args: Requests[K]];
+}[O];
+
+/** Ops whose buffered reply is bounded by `maxResultBytes` (cursors stream instead). */
+export const RESULT_LIMITED_OPS: ReadonlySet<OpCode> = new Set<OpCode>([Op.Query, Op.Batch]);

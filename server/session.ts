@@ -11,24 +11,38 @@
  */
 
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
-import { ErrorCode, ProtocolError, SqliteError, type WireError } from "../protocol/errors.ts";
 import {
-  type CallOptions,
+  AbortError,
+  ErrorCode,
+  ProtocolError,
+  SqliteError,
+  toWireError,
+} from "../protocol/errors.ts";
+import {
   CONNECTION_ERROR_ID,
   type HelloReply,
   Op,
+  type OpCode,
   PROTOCOL_VERSION,
+  RESULT_LIMITED_OPS,
   Status,
 } from "../protocol/messages.ts";
-import { resultTooLarge } from "../engine/run.ts";
+import {
+  type DecodedRequest,
+  decodeHello,
+  decodeRequest,
+  type Envelope,
+  isEnvelope,
+} from "../protocol/requests.ts";
 import { BLOCKED, type Engine, type EngineSession } from "../engine/engine.ts";
+import { resultTooLarge } from "../engine/run.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { TokenGate } from "./auth.ts";
 
 const HIGH_WATER = 4 * 1024 * 1024;
 const MAX_QUEUED = 4096;
 
-type Request = unknown[];
+type Request = Envelope;
 
 /** Serves one client connection. */
 export class Session {
@@ -168,39 +182,60 @@ export class Session {
 
   #onFrame(payload: Uint8Array): void {
     const msg = Session.#decoder.decode(payload);
-    if (!Array.isArray(msg) || typeof msg[0] !== "number" || !isId(msg[1])) {
-      throw new ProtocolError(
+    if (!isEnvelope(msg)) {
+      throw new SqliteError(
         ErrorCode.BadRequest,
         "Cannot read request: expected [op, id, ...args] with a positive integer id",
       );
     }
     if (!this.#handshaken) return this.#onHello(msg);
+    // Cancellation acts at receipt, ahead of the queue it is about.
+    if (msg[0] === Op.Cancel) return this.#cancel(msg);
     this.#queue.push(msg);
     if (this.#queue.length - this.#head >= MAX_QUEUED) this.#channel.pauseReading();
   }
 
+  /**
+   * Handles `cancel` (no reply of its own): a target still queued is removed
+   * and answered `ABORTED`; the request now running (the head, waiting for
+   * the writer) is handed to the engine to stop; anything else is ignored.
+   */
+  #cancel(msg: Request): void {
+    let target: number;
+    try {
+      target = (decodeRequest(msg).args as [number])[0];
+    } catch {
+      return; // A malformed cancel is dropped: it has no reply to carry an error.
+    }
+    const q = this.#queue;
+    for (let i = this.#head; i < q.length; i++) {
+      if (q[i][1] !== target) continue;
+      if (i === this.#head && this.#inflight !== null) {
+        // Running in the background: the engine stops it; its reply is the abort.
+        this.#engine.cancel(new AbortError(`Request ${target} was cancelled while it ran`));
+        return;
+      }
+      // Queued, or at the head waiting for the writer: it never runs.
+      if (i === this.#head && this.#blocked) this.#engine.stopWaiting();
+      q.splice(i, 1);
+      const aborted = new AbortError(`Request ${target} was cancelled before it ran`);
+      if (this.#engine.awaitingCommit) this.#hold(target, aborted);
+      this.#replyError(target, aborted);
+      this.#channel.flush();
+      return;
+    }
+  }
+
   #onHello(msg: Request): void {
-    const opts = msg[2] as { version?: unknown; token?: unknown } | undefined;
-    if (msg[0] !== Op.Hello || typeof opts !== "object" || opts === null) {
-      throw new ProtocolError(
-        ErrorCode.BadRequest,
-        "Cannot start session: first request must be hello",
-      );
-    }
-    if (typeof opts.version !== "number") {
-      throw new ProtocolError(
-        ErrorCode.BadRequest,
-        "Cannot start session: hello must carry {version: number}",
-      );
-    }
-    if (opts.version !== PROTOCOL_VERSION) {
+    const hello = decodeHello(msg);
+    if (hello.version !== PROTOCOL_VERSION) {
       throw new ProtocolError(
         ErrorCode.ProtocolVersion,
-        `Cannot start session: client speaks protocol ${opts.version}, ` +
+        `Cannot start session: client speaks protocol ${hello.version}, ` +
           `server speaks ${PROTOCOL_VERSION}`,
       );
     }
-    const refusal = this.#gate?.check(opts.token) ?? null;
+    const refusal = this.#gate?.check(hello.token) ?? null;
     if (refusal !== null) {
       console.error(`netsqlite: refused a connection from ${this.#peer}: ${refusal}`);
       throw new ProtocolError(ErrorCode.Auth, `Cannot start session: ${refusal}`);
@@ -220,7 +255,6 @@ export class Session {
       while (this.#head < q.length) {
         if (this.#encoder.size >= HIGH_WATER) break;
         const req = q[this.#head];
-        const limit = req[0] === Op.Query ? this.#hello.limits.maxResultBytes : undefined;
         let result: unknown;
         try {
           result = this.#dispatch(req);
@@ -235,12 +269,12 @@ export class Session {
           break;
         }
         if (result instanceof Promise) {
-          this.#inflight = this.#settle(req, result, limit);
+          this.#inflight = this.#settle(req, result);
           break;
         }
         q[this.#head++] = undefined as unknown as Request;
         if (this.#engine.awaitingCommit) this.#hold(req[1] as number);
-        this.#reply(req[1] as number, result, limit);
+        this.#reply(req, result);
       }
       if (this.#head === q.length) {
         q.length = 0;
@@ -262,7 +296,7 @@ export class Session {
   }
 
   /** Answers the head request once its background statement is done, then goes on. */
-  async #settle(req: Request, result: Promise<unknown>, limit: number | undefined): Promise<void> {
+  async #settle(req: Request, result: Promise<unknown>): Promise<void> {
     let payload: unknown;
     let error: unknown = undefined;
     let failed = false;
@@ -280,7 +314,7 @@ export class Session {
       this.#replyError(req[1] as number, error);
     } else {
       if (this.#engine.awaitingCommit) this.#hold(req[1] as number);
-      this.#reply(req[1] as number, payload, limit);
+      this.#reply(req, payload);
     }
     this.#pump();
   }
@@ -313,39 +347,53 @@ export class Session {
     }
   }
 
-  #dispatch(req: Request): unknown {
+  /**
+   * Runs one request. Each op's checked arguments ({@link DecodedRequest}) are
+   * spread into the engine method whole, so none can be dropped on the way.
+   */
+  #dispatch(msg: Request): unknown {
     const s = this.#engine;
-    switch (req[0]) {
+    const req: DecodedRequest = decodeRequest(msg);
+    switch (req.op) {
       case Op.Query:
-        return s.query(sqlOrHandle(req[2]), params(req[3]), timeoutOf(req[4]));
+        return s.query(...req.args);
       case Op.Run:
-        return s.run(sqlOrHandle(req[2]), params(req[3]), timeoutOf(req[4]));
+        return s.run(...req.args);
       case Op.Exec:
-        return s.exec(sqlText(req[2]));
+        return s.exec(...req.args);
       case Op.Batch:
-        return s.batch(batchItems(req[2]));
+        return s.batch(...req.args);
       case Op.Prepare:
-        return s.prepare(sqlText(req[2]));
+        return s.prepare(...req.args);
       case Op.Finalize:
-        return s.finalize(handle(req[2]));
+        return s.finalize(...req.args);
       case Op.Iterate:
-        return s.openCursor(sqlOrHandle(req[2]), params(req[3]), timeoutOf(req[4]));
+        return s.openCursor(...req.args);
       case Op.Next:
-        return s.nextCursor(handle(req[2]));
+        return s.nextCursor(...req.args);
       case Op.CloseCursor:
-        return s.closeCursor(handle(req[2]));
-      default:
-        throw badRequest(`Unknown op ${String(req[0])}`);
+        return s.closeCursor(...req.args);
+      case Op.Cancel:
+        return null; // Handled at receipt; never queued.
     }
   }
 
-  #reply(id: number, payload: unknown, limit?: number): void {
+  /**
+   * Appends a success reply. This is the one place where a buffered result
+   * (`query`, `batch`) is held to `maxResultBytes`, measured exactly as
+   * encoded (the engine only stops recursive queries early with the same
+   * limit); every reply is held to `maxFrameSize`.
+   */
+  #reply(req: Request, payload: unknown): void {
+    const id = req[1];
+    const { maxResultBytes, maxFrameSize } = this.#hello.limits;
+    const limited = RESULT_LIMITED_OPS.has(req[0] as OpCode) && maxResultBytes < maxFrameSize;
     const status = this.#engine.inTransaction ? Status.InTransaction : Status.Ok;
+    const limit = limited ? maxResultBytes : maxFrameSize;
     if (this.#encoder.append([id, status, payload], limit) !== -1) return;
-    const maxFrameSize = this.#hello.limits.maxFrameSize;
     this.#replyError(
       id,
-      limit !== undefined && limit < maxFrameSize ? resultTooLarge(limit) : new SqliteError(
+      limited ? resultTooLarge(maxResultBytes) : new SqliteError(
         ErrorCode.ResultTooLarge,
         `Result exceeds maxFrameSize ${maxFrameSize} bytes: use iterate() for large results`,
       ),
@@ -388,67 +436,4 @@ function peerName(conn: Deno.Conn): string {
   const a = conn.remoteAddr;
   if (a.transport === "tcp" || a.transport === "udp") return `${a.hostname}:${a.port}`;
   return `a local process (${(conn.localAddr as Deno.UnixAddr).path ?? "unix socket"})`;
-}
-
-function toWireError(err: unknown): WireError {
-  if (err instanceof SqliteError) {
-    return err.sqliteCode === undefined
-      ? { code: err.code, message: err.message }
-      : { code: err.code, message: err.message, sqliteCode: err.sqliteCode };
-  }
-  if (err instanceof ProtocolError) return { code: err.code, message: err.message };
-  return { code: ErrorCode.Internal, message: `Internal error: ${(err as Error)?.message ?? err}` };
-}
-
-function isId(v: unknown): boolean {
-  return typeof v === "number" && Number.isInteger(v) && v > 0 && v <= 0xffffffff;
-}
-
-function badRequest(message: string): SqliteError {
-  return new SqliteError(ErrorCode.BadRequest, message);
-}
-
-function sqlText(v: unknown): string {
-  if (typeof v !== "string") throw badRequest(`Expected SQL text, got ${typeName(v)}`);
-  return v;
-}
-
-function sqlOrHandle(v: unknown): string | number {
-  if (typeof v === "string" || (typeof v === "number" && Number.isInteger(v))) return v;
-  throw badRequest(`Expected SQL text or a statement handle, got ${typeName(v)}`);
-}
-
-function handle(v: unknown): number {
-  if (typeof v === "number" && Number.isInteger(v)) return v;
-  throw badRequest(`Expected a statement handle, got ${typeName(v)}`);
-}
-
-function params(v: unknown): unknown {
-  if (v === undefined || v === null || typeof v === "object") return v;
-  throw badRequest(`Expected parameters as an array or a map, got ${typeName(v)}`);
-}
-
-function timeoutOf(v: unknown): number | undefined {
-  if (v === undefined || v === null) return undefined;
-  const t = (v as CallOptions).timeout;
-  if (typeof v !== "object" || (t !== undefined && (typeof t !== "number" || !(t > 0)))) {
-    throw badRequest("Expected call options {timeout?: positive number of ms}");
-  }
-  return t;
-}
-
-function batchItems(v: unknown): [string, unknown][] {
-  if (!Array.isArray(v)) throw badRequest(`Expected a list of statements, got ${typeName(v)}`);
-  for (let i = 0; i < v.length; i++) {
-    const item = v[i];
-    if (!Array.isArray(item) || typeof item[0] !== "string") {
-      throw badRequest(`Batch statement ${i + 1}: expected [sql, params]`);
-    }
-    params(item[1]);
-  }
-  return v as [string, unknown][];
-}
-
-function typeName(v: unknown): string {
-  return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
 }

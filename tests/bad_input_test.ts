@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 // An inline specifier, so the module also loads when imported by path from
 // another project (no import map needed).
 import { Decoder, encode } from "@msgpack/msgpack";
-import type { Client } from "../client.ts";
+import { type Client, connect } from "../client.ts";
 import type { ServeOptions } from "../server.ts";
 import { startServer, startServerProcess, type TestServer } from "./_helpers.ts";
 import { concat, prng } from "./_bytes.ts";
@@ -968,7 +968,7 @@ Deno.test({
   async fn() {
     await using ctx = await setup({ frameTimeout: 300 });
     await ctx.good.exec("CREATE TABLE queued (n INTEGER NOT NULL)");
-    await using holder = await ctx.srv.client();
+    await using holder = await connect({ ...ctx.srv.connectOptions, max: 1 });
     await holder.exec("BEGIN IMMEDIATE");
     await using raw = await RawConn.open(ctx.path);
     const N = 6000;

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { startServer, tempDir } from "./_helpers.ts";
+import { connect } from "../mod.ts";
 import { appliesTo, parseScript, type QueryRecord } from "./sqllogictest/parser.ts";
 import {
   clientExecutor,
@@ -218,7 +219,7 @@ async function compareInline(name: string, text: string): Promise<[RunReport, st
   let net: RunReport;
   {
     await using server = await startServer();
-    await using client = await server.client();
+    await using client = await connect({ ...server.connectOptions, max: 1 });
     net = await runScript(script, clientExecutor(client), { pipeline: PIPELINE });
   }
   const db = new DatabaseSync(":memory:");
@@ -418,7 +419,7 @@ for (const file of SCRIPTS) {
       let net: RunReport;
       {
         await using server = await startServer();
-        await using client = await server.client();
+        await using client = await connect({ ...server.connectOptions, max: 1 });
         net = await runScript(script, clientExecutor(client), { pipeline: PIPELINE });
       }
 

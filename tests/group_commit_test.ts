@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { SqliteError } from "../mod.ts";
+import { connect, SqliteError } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 
 Deno.test("Engine group commit: concurrent autocommit writes from 16 clients are all acknowledged and stored", async () => {
@@ -131,8 +131,8 @@ Deno.test("Engine group commit: ON CONFLICT ROLLBACK in one write fails the grou
 
 Deno.test("Engine group commit: a transaction begun by a member while the group commits is never shared", async () => {
   await using srv = await startServer({ synchronous: "full" });
-  await using m = await srv.client();
-  await using s = await srv.client();
+  await using m = await connect({ ...srv.connectOptions, max: 1 });
+  await using s = await connect({ ...srv.connectOptions, max: 1 });
   await m.exec("CREATE TABLE t (who TEXT)");
   for (let round = 0; round < 20; round++) {
     // m: a grouped write with a BEGIN pipelined behind it; s: a BEGIN in the

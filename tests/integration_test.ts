@@ -613,7 +613,7 @@ for (const transport of TRANSPORTS) {
 
   Deno.test(`Client.batch() inside an open transaction undoes only its own statements${T}`, async () => {
     await using s = await startServer({ transport });
-    await using db = await s.client();
+    await using db = await connect({ ...s.connectOptions, max: 1 });
     await db.exec("CREATE TABLE b (v TEXT UNIQUE)");
     await db.exec("BEGIN");
     await db.run("INSERT INTO b VALUES ('before')");
@@ -650,7 +650,7 @@ for (const transport of TRANSPORTS) {
 
   Deno.test(`Client does not see another client's transaction until COMMIT${T}`, async () => {
     await using s = await startServer({ transport });
-    await using a = await s.client();
+    await using a = await connect({ ...s.connectOptions, max: 1 });
     await using b = await s.client();
     await a.exec("CREATE TABLE t (x INTEGER)");
     await a.exec("BEGIN");
@@ -678,7 +678,7 @@ for (const transport of TRANSPORTS) {
     await using s = await startServer({ transport });
     await using b = await s.client();
     await b.exec("CREATE TABLE t (x INTEGER)");
-    const a = await s.client();
+    const a = await connect({ ...s.connectOptions, max: 1 });
     await a.exec("BEGIN");
     await a.run("INSERT INTO t VALUES (1)");
     await a.close();
@@ -924,7 +924,10 @@ for (const transport of TRANSPORTS) {
   Deno.test(`Client refuses a request above its own maxFrameSize and keeps working${T}`, async () => {
     await using s = await startServer({ transport });
     await using db = await connect({ ...s.connectOptions, maxFrameSize: 1024 });
-    await rejectsWith(db.values("SELECT ?", ["x".repeat(2000)]), "FRAME_TOO_LARGE");
+    await assert.rejects(db.values("SELECT ?", ["x".repeat(2000)]), {
+      name: "ProtocolError",
+      code: "FRAME_TOO_LARGE",
+    });
     assert.deepEqual(await db.values("SELECT ?", ["x".repeat(500)]), [["x".repeat(500)]]);
   });
 
@@ -975,7 +978,7 @@ for (const transport of TRANSPORTS) {
 // BUSY_TIMEOUT ("Write waited ... for the writer") instead of its own error.
 Deno.test("Client.query() reports SQL errors at once while another client holds a transaction", async () => {
   await using s = await startServer({ busyTimeout: 300 });
-  await using a = await s.client();
+  await using a = await connect({ ...s.connectOptions, max: 1 });
   await using b = await s.client();
   await a.exec("CREATE TABLE t (x)");
   await a.exec("BEGIN");

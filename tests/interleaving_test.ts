@@ -8,7 +8,7 @@
  * transaction, or any lost or duplicated write, shows up as a wrong count.
  */
 import assert from "node:assert/strict";
-import type { Client } from "../mod.ts";
+import { type Client, connect } from "../mod.ts";
 import { prng } from "./_bytes.ts";
 import { startServer } from "./_helpers.ts";
 import { seedNote, testSeed } from "./_seed.ts";
@@ -50,7 +50,9 @@ async function burst(db: Client, c: number, rand: () => number, expected: { n: n
 for (const synchronous of ["full", "normal"] as const) {
   Deno.test(`Engine keeps every client's writes and transactions intact under seeded interleavings (synchronous=${synchronous})`, async () => {
     await using srv = await startServer({ synchronous });
-    const clients = await Promise.all(Array.from({ length: 6 }, () => srv.client()));
+    const clients = await Promise.all(
+      Array.from({ length: 6 }, () => connect({ ...srv.connectOptions, max: 1 })),
+    );
     try {
       await clients[0].exec("CREATE TABLE t (id INTEGER PRIMARY KEY, client INTEGER NOT NULL)");
       const expected = clients.map(() => ({ n: 0 }));

@@ -181,7 +181,7 @@ for (const transport of TRANSPORTS) {
     await using dir = await tempDir();
     const sp = await startServerProcess({ transport, dir: dir.path });
     try {
-      const db = await sp.client();
+      const db = await connect({ ...sp.connectOptions, max: 1 });
       await db.exec("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('committed')");
       await db.exec("BEGIN");
       await db.run("INSERT INTO t VALUES ('uncommitted')");

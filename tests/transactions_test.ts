@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Client, SqliteError } from "../mod.ts";
+import { type Client, connect, type Queryable, SqliteError } from "../mod.ts";
 import { delay, readStdoutUntil, startServer, within } from "./_helpers.ts";
 
 /** Tracks whether a promise has settled, without awaiting it. */
@@ -10,13 +10,13 @@ function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean 
   return { promise, settled: () => done };
 }
 
-async function counter(db: Client): Promise<number> {
+async function counter(db: Queryable): Promise<number> {
   return (await db.get<{ n: number }>("SELECT n FROM c"))!.n;
 }
 
 Deno.test("Client.transaction() hides uncommitted writes from other clients (no dirty reads)", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
   await a.exec("BEGIN");
@@ -31,7 +31,7 @@ Deno.test("Client.transaction() hides uncommitted writes from other clients (no 
 
 Deno.test("Client.run() of another client waits for an open transaction, then lands after commit", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await using c = await srv.client();
   await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
@@ -52,7 +52,7 @@ Deno.test("Client.run() of another client waits for an open transaction, then la
 
 Deno.test("Client.query() of another client does not wait for an open transaction", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
   await a.exec("BEGIN IMMEDIATE");
@@ -138,7 +138,7 @@ Deno.test("Client.transaction() leaves a failed statement's transaction open unt
 
 Deno.test("Client.exec() SAVEPOINT/RELEASE/ROLLBACK TO work like BEGIN/COMMIT", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (x)");
   await a.exec("SAVEPOINT s1");
@@ -155,7 +155,7 @@ Deno.test("Client.exec() SAVEPOINT/RELEASE/ROLLBACK TO work like BEGIN/COMMIT", 
 
 Deno.test("Engine rolls back a transaction idle past --tx-idle-timeout and fails the owner with TX_TIMEOUT", async () => {
   await using srv = await startServer({ txIdleTimeout: 200 });
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   assert.equal(a.serverInfo.limits.txIdleTimeout, 200);
   await a.exec("CREATE TABLE t (who)");
@@ -176,7 +176,7 @@ Deno.test("Engine rolls back a transaction idle past --tx-idle-timeout and fails
 
 Deno.test("Engine fails a write waiting past --busy-timeout with BUSY_TIMEOUT", async () => {
   await using srv = await startServer({ busyTimeout: 200 });
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (x)");
   await a.exec("BEGIN");
@@ -196,7 +196,7 @@ Deno.test("Engine fails a write waiting past --busy-timeout with BUSY_TIMEOUT", 
 
 Deno.test("Engine serves queued writers in arrival order (FIFO)", async () => {
   await using srv = await startServer();
-  await using holder = await srv.client();
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
   const clients = await Promise.all(Array.from({ length: 5 }, () => srv.client()));
   try {
     await holder.exec("CREATE TABLE t (seq INTEGER PRIMARY KEY, who INTEGER)");
@@ -254,7 +254,7 @@ Deno.test("Client.transaction() deferred transactions that both upgrade do not d
 
 Deno.test("Client.batch() of another client waits for an open transaction and stays atomic", async () => {
   await using srv = await startServer();
-  await using a = await srv.client();
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (x)");
   await a.exec("BEGIN");
@@ -274,7 +274,7 @@ Deno.test("Session close mid-transaction rolls back and frees the writer at once
   await using srv = await startServer();
   await using b = await srv.client();
   await b.exec("CREATE TABLE t (who)");
-  const a = await srv.client();
+  const a = await connect({ ...srv.connectOptions, max: 1 });
   await a.exec("BEGIN");
   await a.run("INSERT INTO t VALUES ('a')");
   const write = track(b.run("INSERT INTO t VALUES ('b')"));

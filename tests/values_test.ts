@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { invalidParamsMessage, invalidReason, paramLabel } from "../protocol/values.ts";
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
-import { ErrorCode, ProtocolError } from "../protocol/errors.ts";
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
 
 // ---- invalidReason -------------------------------------------------------
@@ -322,7 +322,7 @@ Deno.test("MessageEncoder.take() returns a copy that later appends do not change
   assert.equal((dec.decode(reader.next()!) as Uint8Array).length, 300_000);
 });
 
-Deno.test("MessageDecoder.decode() throws ProtocolError BAD_REQUEST on malformed payloads", () => {
+Deno.test("MessageDecoder.decode() throws SqliteError BAD_REQUEST on malformed payloads", () => {
   const dec = new MessageDecoder();
   for (
     const bad of [
@@ -335,7 +335,7 @@ Deno.test("MessageDecoder.decode() throws ProtocolError BAD_REQUEST on malformed
     assert.throws(
       () => dec.decode(bad),
       (err: unknown) => {
-        assert.ok(err instanceof ProtocolError, `bytes ${bad.join(",")}`);
+        assert.ok(err instanceof SqliteError, `bytes ${bad.join(",")}`);
         assert.equal(err.code, ErrorCode.BadRequest);
         assert.match(err.message, /^Cannot decode frame: /);
         return true;

@@ -1,18 +1,15 @@
 /**
  * Incremental parser for length-prefixed frames: a 4-byte big-endian length,
- * then that many payload bytes. It does no I/O and may be fed any split of
+ * then that many payload bytes (written by `frame_writer.ts`). It does no I/O and may be fed any split of
  * the byte stream, down to one byte at a time.
  *
  * @module
  */
 
 import { ErrorCode, ProtocolError } from "../protocol/errors.ts";
+import { DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_SIZE, readFrameLength } from "./frame_writer.ts";
 
-/** Size of the length prefix in bytes. */
-export const FRAME_HEADER_SIZE = 4;
-
-/** Default and hard upper bound for one frame's payload: 64 MiB. */
-export const DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024;
+export { DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_SIZE } from "./frame_writer.ts";
 
 /**
  * Reassembles frames from chunks of a byte stream.
@@ -117,8 +114,6 @@ export class FrameReader {
   }
 
   #announcedLength(): number {
-    const b = this.#buf;
-    const i = this.#start;
-    return ((b[i] << 24) >>> 0) + (b[i + 1] << 16) + (b[i + 2] << 8) + b[i + 3];
+    return readFrameLength(this.#buf, this.#start);
   }
 }

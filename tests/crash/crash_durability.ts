@@ -254,7 +254,7 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
           try {
             // No reconnecting: a writer stops at the first sign of the crash.
             for (let w = 0; w < writers; w++) {
-              clients.push(await connect({ ...server.connectOptions, reconnect: false }));
+              clients.push(await connect({ ...server.connectOptions, reconnect: false, max: 1 }));
             }
             if (trial === 1) await clients[0].exec(SCHEMA);
             const running = clients.map((c, w) =>

@@ -233,7 +233,9 @@ export class Worker {
     const { slots, seed } = this.#config;
     for (let i = 0; i < slots.length; i += 50) {
       const chunk = slots.slice(i, i + 50);
-      const clients = await Promise.all(chunk.map(() => connect(this.#config.connect)));
+      const clients = await Promise.all(
+        chunk.map(() => connect({ ...this.#config.connect, max: 1 })),
+      );
       chunk.forEach((index, j) =>
         this.#slots.push({
           index,
@@ -550,7 +552,10 @@ export class Worker {
   }
 
   /** Awaits `p`, which must reject with a `SqliteError` of `code`. */
-  async #expectError(p: Promise<unknown>, code: string): Promise<SqliteError> {
+  async #expectError(
+    p: Promise<unknown>,
+    code: string,
+  ): Promise<SqliteError | ConnectionError> {
     let err: unknown;
     try {
       await p;
@@ -558,7 +563,9 @@ export class Worker {
       err = e;
     }
     if (err === undefined) throw new InvariantError(`expected ${code}, but the call succeeded`);
-    if (!(err instanceof SqliteError) || err.code !== code) throw err;
+    if (!(err instanceof SqliteError || err instanceof ConnectionError) || err.code !== code) {
+      throw err;
+    }
     this.#report.deliberateErrors[code] = (this.#report.deliberateErrors[code] ?? 0) + 1;
     return err;
   }
@@ -567,7 +574,7 @@ export class Worker {
 
   async #disconnect(s: Slot): Promise<void> {
     await s.client.close();
-    s.client = await connect(this.#config.connect);
+    s.client = await connect({ ...this.#config.connect, max: 1 });
     this.#report.disconnects++;
     const row = await s.client.get<{ one: number }>("SELECT 1 AS one");
     if (row?.one !== 1) throw new InvariantError(`new connection answered ${JSON.stringify(row)}`);
@@ -586,7 +593,7 @@ export class Worker {
       if (!c.inTransaction) throw new InvariantError("abandoned transaction is not open");
     } finally {
       await c.close();
-      s.client = await connect(this.#config.connect);
+      s.client = await connect({ ...this.#config.connect, max: 1 });
     }
     this.#report.abandonedTransactions++;
   }
@@ -622,7 +629,7 @@ export class Worker {
           }
           break;
         } catch (err) {
-          const timedOut = err instanceof SqliteError && err.code === ErrorCode.RequestTimeout;
+          const timedOut = err instanceof ConnectionError && err.code === ErrorCode.RequestTimeout;
           if (!timedOut || performance.now() > giveUpAt) throw err;
         }
       }
@@ -645,7 +652,7 @@ export class Worker {
       // Start afresh: the client may be waiting for a ROLLBACK of a lost transaction.
       await s.client.close();
       try {
-        s.client = await connect(this.#config.connect);
+        s.client = await connect({ ...this.#config.connect, max: 1 });
       } catch (e) {
         this.#unexpected(s.index, "reconnect", e);
       }

@@ -1,0 +1,63 @@
+/**
+ * Sending one call: parameters checked before anything is sent, options
+ * reduced to what the wire carries, and the request sent on the connection
+ * a {@link Route} picks.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import type {
+  CallOptions,
+  Replies,
+  Requests,
+  WireCallOptions,
+  WireParams,
+} from "../protocol/messages.ts";
+import { invalidParamsMessage } from "../protocol/values.ts";
+import { abortable, type ReplyOp } from "./link.ts";
+import type { Route } from "./route.ts";
+
+/** A value a statement parameter may hold. */
+export type BindValue = null | number | bigint | boolean | string | Uint8Array;
+
+/** Statement parameters: positional (array) or named (object). */
+export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValue>>;
+
+/** Result of `run()`. */
+export interface RunResult {
+  /** Rows changed by the statement. */
+  changes: number | bigint;
+  /** Rowid of the last inserted row. */
+  lastInsertRowid: number | bigint;
+}
+
+/** Sends one request on the route's connection. */
+export function call<O extends ReplyOp>(
+  route: Route,
+  op: O,
+  args: Requests[O],
+  signal?: AbortSignal,
+): Promise<Replies[O]> {
+  const c = route.connection();
+  if (c instanceof Promise) {
+    return abortable(c.then((conn) => conn.request(op, args, signal)), signal);
+  }
+  return c.request(op, args, signal);
+}
+
+/** Checks parameters before anything is sent. */
+export function checkParams(params: BindParams | undefined): void {
+  const problem = invalidParamsMessage(params);
+  if (problem !== undefined) throw new SqliteError(ErrorCode.InvalidParam, problem);
+}
+
+/** Parameters as sent. */
+export function wireParams(params: BindParams | undefined): WireParams {
+  return (params ?? null) as WireParams;
+}
+
+/** Call options as sent: only what the server reads (the signal stays here). */
+export function wireOptions(options: CallOptions | undefined): WireCallOptions | null {
+  return options?.timeout === undefined ? null : { timeout: options.timeout };
+}

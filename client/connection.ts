@@ -1,0 +1,230 @@
+/**
+ * One connection of a client's pool: opened lazily, reopened after a loss
+ * (unless a transaction was open on it), and counted while busy so the pool
+ * knows which connections are idle.
+ *
+ * @module
+ */
+
+import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
+import type { HelloReply, Replies, Requests } from "../protocol/messages.ts";
+import { Op } from "../protocol/messages.ts";
+import { connectTo } from "../transport/connect.ts";
+import { abortable, Link, type ReplyOp } from "./link.ts";
+import type { ConnectConfig } from "./options.ts";
+
+/** What a connection tells its pool. */
+export interface ConnectionEvents {
+  /** The connection has no request in flight and no cursor open. */
+  onIdle(conn: PooledConnection): void;
+  /** A handshake completed (first open or a reopen). */
+  onOpen(info: HelloReply): void;
+  /** An open link ended. */
+  onLost(conn: PooledConnection, failure: Error): void;
+}
+
+/** Opens a link and completes the handshake. */
+export async function openLink(config: ConnectConfig): Promise<[Link, HelloReply]> {
+  const conn = await connectTo(config.addr, config.tls);
+  const link = new Link(conn, config.addr, config.maxFrameSize, config.requestTimeout);
+  try {
+    return [link, await link.hello(config.token)];
+  } catch (err) {
+    link.fail(err);
+    await link.ended;
+    throw err;
+  }
+}
+
+/** A lazily opened, reopenable connection of a pool. */
+export class PooledConnection {
+  readonly #config: ConnectConfig;
+  readonly #events: ConnectionEvents;
+  #link: Link | null;
+  #opening: Promise<void> | null = null;
+  #generation: number;
+  #lostTransaction = false;
+  #judged: Link | null = null;
+  /** A link closed by the guard: its transaction was nobody's, so nothing needs a ROLLBACK. */
+  #guarded: Link | null = null;
+  #closed = false;
+  /** Open cursors plus requests waiting for the link to open (the link counts the rest). */
+  #other = 0;
+  /** True while handed out by `reserve()` or `transaction()`. */
+  reserved = false;
+  /** Open `transaction()` levels on this connection (savepoint depth). */
+  txDepth = 0;
+
+  /**
+   * @param config Resolved connect options.
+   * @param events Pool callbacks.
+   * @param link An already opened link, or `null` to open on first use.
+   */
+  constructor(config: ConnectConfig, events: ConnectionEvents, link: Link | null = null) {
+    this.#config = config;
+    this.#events = events;
+    this.#link = link;
+    this.#generation = link === null ? 0 : 1;
+    if (link !== null) this.#watch(link);
+  }
+
+  /**
+   * Closes a shared connection of a pool of several on which a statement
+   * the client did not recognise as transaction control left a transaction
+   * open (e.g. hidden in an `exec` script): the server rolls it back, and
+   * the requests queued behind it fail instead of running inside it.
+   */
+  #guard = (): Error | null => {
+    if (this.reserved || this.#config.max === 1) return null;
+    this.#guarded = this.#link;
+    return new SqliteError(
+      ErrorCode.TxControl,
+      "A statement opened a transaction on the client's shared pool: its connection was " +
+        "closed and the transaction rolled back; use transaction() or reserve()",
+    );
+  };
+
+  /** Changes each time the connection is (re)opened: handles and cursors die with it. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Requests in flight plus open cursors. */
+  get busy(): number {
+    const link = this.#link;
+    return (link === null ? 0 : link.pending) + this.#other;
+  }
+
+  /** True while the link is up and the server reports an open transaction on it. */
+  get inTransaction(): boolean {
+    const link = this.#link;
+    return link !== null && link.failure === null && link.inTransaction;
+  }
+
+  /**
+   * True while a transaction is open, or was lost with the link and its
+   * `ROLLBACK` was not sent yet: the connection must not be shared then.
+   */
+  get holdsTransaction(): boolean {
+    const link = this.#link;
+    return this.inTransaction || this.#lostTransaction || this.txDepth > 0 ||
+      (link !== null && link.failure !== null && this.#judged !== link && this.#guarded !== link &&
+        link.inTransaction);
+  }
+
+  /** True when the link is up. */
+  get open(): boolean {
+    return this.#link !== null && this.#link.failure === null;
+  }
+
+  /** Marks the connection busy (an open cursor) until the returned function runs. */
+  hold(): () => void {
+    this.#other++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#other--;
+      this.#maybeIdle();
+    };
+  }
+
+  /**
+   * Sends one request, opening or reopening the link when allowed.
+   *
+   * @param generation When given, fail unless the link is still that one
+   *   (for cursors and handles, which die with their connection).
+   */
+  request<O extends ReplyOp>(
+    op: O,
+    args: Requests[O],
+    signal?: AbortSignal,
+    generation?: number,
+  ): Promise<Replies[O]> {
+    const link = this.#link;
+    if (generation !== undefined && generation !== this.#generation) {
+      return Promise.reject(
+        new ConnectionError("Connection was lost: the cursor or handle died with it"),
+      );
+    }
+    if (link !== null && link.failure === null && !this.#lostTransaction) {
+      return link.request(op, args, signal);
+    }
+    this.#other++;
+    const sent = this.#requestAfterLoss(op, args, signal, generation).finally(() => {
+      this.#other--;
+      this.#maybeIdle();
+    });
+    return abortable(sent, signal);
+  }
+
+  #maybeIdle(): void {
+    if (this.busy === 0) this.#events.onIdle(this);
+  }
+
+  /** Closes the link; pending requests reject with `ConnectionError`. Idempotent. */
+  async close(message = "Connection was closed by the client"): Promise<void> {
+    this.#closed = true;
+    await this.#opening?.catch(() => {});
+    const link = this.#link;
+    if (link === null) return;
+    link.fail(new ConnectionError(message));
+    await link.ended;
+  }
+
+  #watch(link: Link): void {
+    link.guard = this.#guard;
+    link.onIdle = () => this.#maybeIdle();
+    link.ended.then(() => {
+      if (!this.#closed && link === this.#link) this.#events.onLost(this, link.failure!);
+    });
+  }
+
+  /** A call on a missing or lost link: open, or refuse while a lost transaction is unacknowledged. */
+  async #requestAfterLoss<O extends ReplyOp>(
+    op: O,
+    args: Requests[O],
+    signal: AbortSignal | undefined,
+    generation: number | undefined,
+  ): Promise<Replies[O]> {
+    if (this.#closed) throw new ConnectionError("Client is closed");
+    const lost = this.#link;
+    if (lost !== null && lost.failure !== null && this.#judged !== lost) {
+      this.#judged = lost;
+      if ((lost.inTransaction && this.#guarded !== lost) || this.txDepth > 0) {
+        this.#lostTransaction = true;
+      }
+    }
+    if (this.#lostTransaction) {
+      const sql = typeof args[0] === "string" && (op === Op.Exec || op === Op.Run) ? args[0] : "";
+      if (/^\s*ROLLBACK\s*;?\s*$/i.test(sql)) {
+        this.#lostTransaction = false;
+        return (op === Op.Run ? [0, 0] : null) as Replies[O];
+      }
+      if (/^\s*(COMMIT|END)\b/i.test(sql)) this.#lostTransaction = false;
+      throw new ConnectionError(
+        "Connection was lost inside a transaction, which the server rolled back: " +
+          "send ROLLBACK, then retry the whole transaction",
+      );
+    }
+    if (lost !== null && lost.failure !== null && !this.#config.reconnect) throw lost.failure;
+    if (this.#link === null || this.#link.failure !== null) {
+      this.#opening ??= openLink(this.#config).then(([link, info]) => {
+        if (this.#closed) {
+          link.fail(new ConnectionError("Connection was closed by the client"));
+          return;
+        }
+        this.#link = link;
+        this.#generation++;
+        this.#watch(link);
+        this.#events.onOpen(info);
+      }).finally(() => this.#opening = null);
+      await this.#opening;
+      if (this.#closed) throw new ConnectionError("Client is closed");
+    }
+    if (generation !== undefined && generation !== this.#generation) {
+      throw new ConnectionError("Connection was lost: the cursor or handle died with it");
+    }
+    return this.#link!.request(op, args, signal);
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * Streaming a statement's rows through a server cursor.
+ *
+ * @module
+ */
+
+import { type CallOptions, Op, type Replies, type StatementRef } from "../protocol/messages.ts";
+import { type BindParams, wireOptions, wireParams } from "./_calls.ts";
+import type { PooledConnection } from "./connection.ts";
+import { toObject } from "./rows.ts";
+
+/** Options of `iterate()`. */
+export interface IterateOptions extends CallOptions {
+  /** Yield rows as arrays of values instead of objects. @default {false} */
+  arrays?: boolean;
+}
+
+/**
+ * Opens a cursor on `conn` and yields its rows, asking for the next chunk
+ * while the current one is consumed (one chunk of credit).
+ */
+export async function* streamRows(
+  connection: PooledConnection | Promise<PooledConnection>,
+  ref: StatementRef,
+  params: BindParams | undefined,
+  options: IterateOptions | undefined,
+  generation?: number,
+): AsyncGenerator<unknown> {
+  const conn = await connection;
+  const release = conn.hold();
+  const signal = options?.signal;
+  try {
+    const [id, columns] = await conn.request(
+      Op.Iterate,
+      [ref, wireParams(params), wireOptions(options)],
+      signal,
+      generation,
+    );
+    const at = conn.generation; // the cursor lives on the link that answered
+    const arrays = options?.arrays === true;
+    let pending: Promise<Replies[typeof Op.Next]> | null = conn.request(Op.Next, [id], signal, at);
+    try {
+      while (pending !== null) {
+        const [rows, done]: Replies[typeof Op.Next] = await pending;
+        pending = done ? null : conn.request(Op.Next, [id], signal, at);
+        for (let i = 0; i < rows.length; i++) yield arrays ? rows[i] : toObject(columns, rows[i]);
+      }
+    } finally {
+      if (pending !== null) {
+        pending.catch(() => {});
+        conn.request(Op.CloseCursor, [id], undefined, at).catch(() => {});
+      }
+    }
+  } finally {
+    release();
+  }
+}

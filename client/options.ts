@@ -1,0 +1,205 @@
+/**
+ * `connect()` options and their resolution into a fully-filled, validated
+ * {@link ConnectConfig}, once (as `server/options.ts` does for `serve()`).
+ *
+ * @module
+ */
+
+import { ConnectionError } from "../protocol/errors.ts";
+import type { AutostartOptions } from "./autostart.ts";
+import type { TlsClientOptions } from "../transport/connect.ts";
+import {
+  type Address,
+  channelSocketPath,
+  DEFAULT_DATABASE,
+  defaultPortFile,
+  defaultSocketPath,
+  HAS_UNIX_SOCKETS,
+} from "../transport/address.ts";
+import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
+
+/** Options of `connect()`. */
+export interface ConnectOptions {
+  /** Unix socket path of the server. @default {the default socket of `database`} */
+  path?: string;
+  /** TCP host of the server. @default {"127.0.0.1" when `port` is set} */
+  hostname?: string;
+  /** TCP port of the server (1..65535); required with `hostname`. */
+  port?: number;
+  /**
+   * Database whose default socket to use when neither `path` nor `port` is given.
+   * @default {"netsqlite.db"}
+   */
+  database?: string;
+  /** Largest frame payload accepted from the server, in bytes. @default {67108864} */
+  maxFrameSize?: number;
+  /**
+   * Milliseconds to wait for a reply before the request rejects with
+   * `REQUEST_TIMEOUT` and its connection is closed (so no late reply can be
+   * mistaken, and the server rolls back an open transaction); 0 = wait forever.
+   * @default {0}
+   */
+  requestTimeout?: number;
+  /**
+   * Reopen a lost connection on its next call, unless a transaction was open
+   * on it (see `Client`). With `false`, once a connection is lost every call
+   * of the client fails with that `ConnectionError`.
+   * @default {true}
+   */
+  reconnect?: boolean;
+  /**
+   * Most connections the client opens (lazily, when calls need them).
+   * `transaction()` and `reserve()` take one each; plain calls share the
+   * rest. `1` is a single connection on which raw `BEGIN`/`COMMIT` is allowed
+   * and calls made from inside `transaction()`'s function join that transaction.
+   * @default {4}
+   */
+  max?: number;
+  /** Secret to present in the handshake, when the server requires one. @default {null} */
+  token?: string | null;
+  /** Connect over TLS (TCP only), trusting `caCerts`. @default {null, plain TCP} */
+  tls?: TlsClientOptions | null;
+  /** Connect to the per-user socket of this named channel (see `serve({ channel })`). */
+  channel?: string;
+  /**
+   * When no server answers at the Unix socket, start one (a detached
+   * `server.ts` process serving `database`) and wait until it answers.
+   * Needs `--allow-run`. @default {undefined, no autostart}
+   */
+  autostart?: AutostartOptions;
+}
+
+/** {@link ConnectOptions} resolved: every field filled in and checked. */
+export interface ConnectConfig {
+  /** Where the server is. */
+  addr: Address;
+  /** Largest frame payload accepted. */
+  maxFrameSize: number;
+  /** ms without a reply before a connection is closed; 0 = none. */
+  requestTimeout: number;
+  /** Reopen lost connections. */
+  reconnect: boolean;
+  /** Most connections. */
+  max: number;
+  /** Secret presented in the hello, or `null`. */
+  token: string | null;
+  /** TLS settings for TCP, or `null`. */
+  tls: TlsClientOptions | null;
+  /** Start a server when none answers (first connection only), or `null`. */
+  autostart: AutostartOptions | null;
+}
+
+const KNOWN = new Set([
+  "path",
+  "hostname",
+  "port",
+  "database",
+  "maxFrameSize",
+  "requestTimeout",
+  "reconnect",
+  "max",
+  "token",
+  "tls",
+  "channel",
+  "autostart",
+]);
+
+/**
+ * Checks `connect()` options and fills in defaults. Without `path` or
+ * `port`, the default socket of `database` is used (on Windows: the port
+ * announced in the file beside it, read here).
+ *
+ * @throws {TypeError} for an unknown option or a value of the wrong type.
+ * @throws {RangeError} for a number out of range.
+ * @throws {ConnectionError} on Windows when no server announced a port.
+ */
+export async function resolveConnectOptions(options: ConnectOptions = {}): Promise<ConnectConfig> {
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(`Invalid options: expected an object, got ${String(options)}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (!KNOWN.has(key)) {
+      throw new TypeError(
+        `Invalid option "${key}": not a connect() option (known: ${[...KNOWN].join(", ")})`,
+      );
+    }
+  }
+  for (const key of ["path", "hostname", "database", "channel"] as const) {
+    const v = options[key];
+    if (v !== undefined && (typeof v !== "string" || v === "")) {
+      throw new TypeError(`Invalid option "${key}": expected a non-empty string, got ${show(v)}`);
+    }
+  }
+  const tcp = options.port !== undefined || options.hostname !== undefined;
+  if (tcp && options.path !== undefined) {
+    throw new TypeError(
+      'Invalid options: give either "path" (Unix socket) or "hostname"/"port" (TCP)',
+    );
+  }
+  if (options.hostname !== undefined && options.port === undefined) {
+    throw new TypeError('Invalid options: "hostname" needs a "port"');
+  }
+  const reconnect = options.reconnect ?? true;
+  if (typeof reconnect !== "boolean") {
+    throw new TypeError(`Invalid option "reconnect": expected a boolean, got ${show(reconnect)}`);
+  }
+  const config = {
+    maxFrameSize: integer(
+      "maxFrameSize",
+      options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+      1024,
+      DEFAULT_MAX_FRAME_SIZE,
+    ),
+    requestTimeout: integer("requestTimeout", options.requestTimeout ?? 0, 0, 2 ** 31 - 1),
+    reconnect,
+    max: integer("max", options.max ?? 4, 1, 1024),
+    token: options.token ?? null,
+    tls: options.tls ?? null,
+    autostart: options.autostart ?? null,
+  };
+  if (config.token !== null && typeof config.token !== "string") {
+    throw new TypeError(`Invalid option "token": expected a string, got ${show(config.token)}`);
+  }
+  if (config.tls !== null && (typeof config.tls !== "object" || tcp === false)) {
+    throw new TypeError('Invalid option "tls": expected TLS settings with "hostname"/"port" (TCP)');
+  }
+  let addr: Address;
+  if (tcp) {
+    addr = {
+      transport: "tcp",
+      hostname: options.hostname ?? "127.0.0.1",
+      port: integer("port", options.port, 1, 65535),
+    };
+  } else if (options.path !== undefined) {
+    addr = { transport: "unix", path: options.path };
+  } else if (options.channel !== undefined && HAS_UNIX_SOCKETS) {
+    addr = { transport: "unix", path: channelSocketPath(options.channel) };
+  } else {
+    const database = options.database ?? DEFAULT_DATABASE;
+    if (HAS_UNIX_SOCKETS) {
+      addr = { transport: "unix", path: defaultSocketPath(database) };
+    } else {
+      const announced = defaultPortFile(database);
+      const port = Number(await Deno.readTextFile(announced).catch(() => "NaN"));
+      if (!Number.isInteger(port)) {
+        throw new ConnectionError(`Cannot find the server of ${database}: no port in ${announced}`);
+      }
+      addr = { transport: "tcp", hostname: "127.0.0.1", port };
+    }
+  }
+  return { addr, ...config };
+}
+
+function integer(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new TypeError(`Invalid option "${name}": expected an integer, got ${show(value)}`);
+  }
+  if (value < min || value > max) {
+    throw new RangeError(`Invalid option "${name}": ${value} is outside ${min}..${max}`);
+  }
+  return value;
+}
+
+function show(v: unknown): string {
+  return typeof v === "string" ? `"${v}"` : typeof v === "bigint" ? `${v}n` : String(v);
+}

@@ -1,0 +1,231 @@
+/**
+ * A client's connections. Opened lazily up to `max`. Plain calls share the
+ * connections nobody reserved; `reserve()` (and `transaction()`) take one
+ * for themselves.
+ *
+ * Dispatch of a plain call ({@link Pool.shared}):
+ * 1. every call issued in one synchronous run of code (before the caller's
+ *    next `await` or tick) goes to the connection the first of them got, so
+ *    a burst of calls issued without awaiting runs in the order issued;
+ * 2. otherwise an idle connection (nothing in flight, no cursor open);
+ * 3. otherwise a new connection, while fewer than `max` are open;
+ * 4. otherwise the unreserved connection with the fewest calls in flight;
+ * 5. when every connection is reserved, the call waits for a release.
+ *
+ * @module
+ */
+
+import { AsyncLocalStorage } from "node:async_hooks";
+import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
+import type { HelloReply } from "../protocol/messages.ts";
+import { type ConnectionEvents, PooledConnection } from "./connection.ts";
+import type { Link } from "./link.ts";
+import type { ConnectConfig } from "./options.ts";
+
+/** A `transaction()` whose function may be running: its connection, until it settles. */
+export interface TransactionScope {
+  /** The transaction's connection. */
+  readonly conn: PooledConnection;
+  /** False once the function settled (a timer it left behind is outside it). */
+  active: boolean;
+}
+
+/** The `transaction()` whose function makes the current call, followed across awaits. */
+export const transactionContext: AsyncLocalStorage<TransactionScope> = new AsyncLocalStorage();
+
+type Waiter = { resolve(conn: PooledConnection): void; reject(err: Error): void };
+
+/** The connections of one client. */
+export class Pool implements ConnectionEvents {
+  readonly #config: ConnectConfig;
+  readonly #conns: PooledConnection[] = [];
+  #info: HelloReply;
+  #burst: PooledConnection | Promise<PooledConnection> | null = null;
+  #reserveWaiters: Waiter[] = [];
+  #sharedWaiters: Waiter[] = [];
+  #failure: Error | null = null;
+  #closed = false;
+
+  /**
+   * @param config Resolved connect options.
+   * @param link The first connection, already open.
+   * @param info Its handshake reply.
+   */
+  constructor(config: ConnectConfig, link: Link, info: HelloReply) {
+    this.#config = config;
+    this.#info = info;
+    this.#conns.push(new PooledConnection(config, this, link));
+  }
+
+  /** Most connections. */
+  get max(): number {
+    return this.#config.max;
+  }
+
+  /** Connections created so far (open, opening, or lost and reopenable). */
+  get size(): number {
+    return this.#conns.length;
+  }
+
+  /** The last handshake reply received. */
+  get info(): HelloReply {
+    return this.#info;
+  }
+
+  /** True once {@link close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** True while a shared connection holds an open transaction (only possible with `max: 1`). */
+  get sharedInTransaction(): boolean {
+    return this.#conns.some((c) => !c.reserved && c.inTransaction);
+  }
+
+  /** The connection for a plain call (see the module doc for the rule). */
+  shared(): PooledConnection | Promise<PooledConnection> {
+    if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#config.max === 1) {
+      const own = this.callerTransaction();
+      if (own !== null) return own;
+    }
+    if (this.#burst !== null) return this.#burst;
+    const picked = this.#pickShared();
+    this.#burst = picked;
+    queueMicrotask(() => this.#burst = null);
+    return picked;
+  }
+
+  /**
+   * With `max: 1`, the connection of the `transaction()` whose function
+   * makes the current call (followed through awaits), else `null`: there,
+   * plain calls on the client join that transaction, as on the single
+   * connection of old, instead of waiting for it to end (which would never
+   * happen).
+   */
+  callerTransaction(): PooledConnection | null {
+    if (this.#config.max !== 1) return null;
+    const scope = transactionContext.getStore();
+    if (scope === undefined || !scope.active) return null;
+    return scope.conn === this.#conns[0] && scope.conn.reserved ? scope.conn : null;
+  }
+
+  /** Takes a connection for one caller alone, waiting for one if all are taken. */
+  reserve(): Promise<PooledConnection> {
+    if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
+    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.callerTransaction() !== null) {
+      return Promise.reject(
+        new SqliteError(
+          ErrorCode.TxControl,
+          "Cannot reserve the client's only connection (max: 1) from inside its own " +
+            "transaction(): it would wait for itself",
+        ),
+      );
+    }
+    const idle = this.#conns.find((c) => !c.reserved && c.busy === 0 && !c.holdsTransaction);
+    const conn = idle ?? (this.#conns.length < this.#config.max ? this.#create() : null);
+    if (conn !== null) {
+      conn.reserved = true;
+      if (this.#burst === conn) this.#burst = null;
+      return Promise.resolve(conn);
+    }
+    const only = this.#conns[0];
+    if (this.#config.max === 1 && !only.reserved && only.holdsTransaction) {
+      // Waiting would never end: the transaction is its caller's to finish.
+      return Promise.reject(
+        new SqliteError(
+          ErrorCode.TxControl,
+          "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
+            "BEGIN is open on it; COMMIT or ROLLBACK it first",
+        ),
+      );
+    }
+    return new Promise((resolve, reject) => this.#reserveWaiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Gives a reserved connection back. One left inside a transaction is
+   * closed (the server rolls the transaction back) rather than shared.
+   */
+  release(conn: PooledConnection): void {
+    if (!conn.reserved) return;
+    if (this.#closed) return;
+    if (conn.holdsTransaction) {
+      this.#remove(conn);
+      conn.close("Reserved connection was released inside a transaction").catch(() => {});
+      if (this.#reserveWaiters.length > 0 || this.#sharedWaiters.length > 0) {
+        this.#handOver(this.#create());
+      }
+      return;
+    }
+    this.#handOver(conn);
+  }
+
+  /** Closes every connection; waiting callers reject. Idempotent. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const err = new ConnectionError("Client is closed");
+    for (const w of [...this.#reserveWaiters, ...this.#sharedWaiters]) w.reject(err);
+    this.#reserveWaiters = [];
+    this.#sharedWaiters = [];
+    await Promise.all(this.#conns.map((c) => c.close()));
+  }
+
+  /** @internal */
+  onIdle(conn: PooledConnection): void {
+    if (conn.reserved || this.#closed || this.#reserveWaiters.length === 0) return;
+    if (conn.holdsTransaction || !this.#conns.includes(conn)) return;
+    conn.reserved = true;
+    if (this.#burst === conn) this.#burst = null;
+    this.#reserveWaiters.shift()!.resolve(conn);
+  }
+
+  /** @internal */
+  onOpen(info: HelloReply): void {
+    this.#info = info;
+  }
+
+  /** @internal */
+  onLost(_conn: PooledConnection, failure: Error): void {
+    if (!this.#config.reconnect) this.#failure ??= failure;
+  }
+
+  #pickShared(): PooledConnection | Promise<PooledConnection> {
+    let best: PooledConnection | null = null;
+    for (const c of this.#conns) {
+      if (c.reserved) continue;
+      if (c.busy === 0) return c;
+      if (best === null || c.busy < best.busy) best = c;
+    }
+    if (this.#conns.length < this.#config.max) return this.#create();
+    if (best !== null) return best;
+    return new Promise((resolve, reject) => this.#sharedWaiters.push({ resolve, reject }));
+  }
+
+  /** Passes a connection just freed to a waiting `reserve()`, or back to the shared set. */
+  #handOver(conn: PooledConnection): void {
+    const next = this.#reserveWaiters.shift();
+    if (next !== undefined) {
+      conn.reserved = true;
+      next.resolve(conn);
+      return;
+    }
+    conn.reserved = false;
+    const waiting = this.#sharedWaiters;
+    this.#sharedWaiters = [];
+    for (const w of waiting) w.resolve(conn);
+  }
+
+  #create(): PooledConnection {
+    const conn = new PooledConnection(this.#config, this);
+    this.#conns.push(conn);
+    return conn;
+  }
+
+  #remove(conn: PooledConnection): void {
+    const i = this.#conns.indexOf(conn);
+    if (i !== -1) this.#conns.splice(i, 1);
+  }
+}

@@ -1,0 +1,341 @@
+/**
+ * The query API shared by `Client` (the shared pool), `ReservedConnection`
+ * and `Transaction`: the better-sqlite3 vocabulary, async. Each object
+ * reaches its connections through a private {@link Route}.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import type { BatchItem, CallOptions, Replies } from "../protocol/messages.ts";
+import { Op } from "../protocol/messages.ts";
+import { invalidParamsMessage } from "../protocol/values.ts";
+import {
+  type BindParams,
+  call,
+  checkParams,
+  type RunResult,
+  wireOptions,
+  wireParams,
+} from "./_calls.ts";
+import type { PooledConnection } from "./connection.ts";
+import { type IterateOptions, streamRows } from "./cursor.ts";
+import { transactionContext } from "./pool.ts";
+import { fixedRoute, type Route } from "./route.ts";
+import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
+import { findTxControl } from "./_tx_control.ts";
+import { Statement } from "./statement.ts";
+
+export type { BindParams, BindValue, RunResult } from "./_calls.ts";
+export type { IterateOptions } from "./cursor.ts";
+
+/** One statement of `batch()`. */
+export interface BatchStatement {
+  /** SQL text of one statement. */
+  sql: string;
+  /** Its parameters. */
+  params?: BindParams;
+}
+
+/** Result of one statement of `batch()`. */
+export interface BatchResult<T = Row> extends RunResult {
+  /** Rows the statement returned (empty for statements that return none). */
+  rows: T[];
+}
+
+/** Options of `exec()`: only a signal (a script has no single statement deadline). */
+export interface ExecOptions {
+  /** Aborts the call (see {@link CallOptions.signal}). */
+  signal?: AbortSignal;
+}
+
+/** Options of `batch()`. */
+export interface BatchOptions extends ExecOptions {
+  /** Return rows as arrays of values (every column kept) instead of objects. @default {false} */
+  arrays?: boolean;
+}
+
+/** Options of `transaction()`. */
+export interface TransactionOptions {
+  /**
+   * How the outermost transaction begins: `deferred`, `immediate` or
+   * `exclusive`. netsqlite gives the transaction the writer either way.
+   * @default {"deferred"}
+   */
+  behavior?: "deferred" | "immediate" | "exclusive";
+}
+
+/** The query methods common to a client, a reserved connection and a transaction. */
+export abstract class Queryable {
+  readonly #route: Route;
+
+  /** @internal */
+  constructor(route: Route) {
+    this.#route = route;
+  }
+
+  /**
+   * Runs a script of zero or more statements, without parameters.
+   *
+   * @throws {SqliteError} from the first failing statement; earlier ones stay applied.
+   */
+  async exec(sql: string, options?: ExecOptions): Promise<void> {
+    this.#refuseTxControl(sql, true);
+    await call(this.#route, Op.Exec, [sql], options?.signal);
+  }
+
+  /**
+   * Runs one statement and reports what it changed.
+   *
+   * @throws {SqliteError}
+   */
+  async run(sql: string, params?: BindParams, options?: CallOptions): Promise<RunResult> {
+    this.#refuseTxControl(sql);
+    checkParams(params);
+    const [changes, lastInsertRowid] = await call(
+      this.#route,
+      Op.Run,
+      [sql, wireParams(params), wireOptions(options)],
+      options?.signal,
+    );
+    return { changes, lastInsertRowid };
+  }
+
+  /**
+   * Runs one statement and returns every row as an object; where column names
+   * repeat, the last column of a name wins (use {@link values} to keep all).
+   * The whole result is buffered; results above the server's `maxResultBytes`
+   * fail with `RESULT_TOO_LARGE`: use {@link iterate} for those.
+   *
+   * @throws {SqliteError}
+   */
+  async query<T = Row>(sql: string, params?: BindParams, options?: CallOptions): Promise<T[]> {
+    const [columns, rows] = await this.#query(sql, params, options);
+    return toObjects(columns, rows) as T[];
+  }
+
+  /**
+   * Runs one statement and returns every row as an array of values.
+   *
+   * @throws {SqliteError}
+   */
+  async values<T extends unknown[] = SqlValue[]>(
+    sql: string,
+    params?: BindParams,
+    options?: CallOptions,
+  ): Promise<T[]> {
+    const [, rows] = await this.#query(sql, params, options);
+    return rows as T[];
+  }
+
+  /**
+   * Runs one statement and returns its first row, or `undefined`.
+   *
+   * @throws {SqliteError}
+   */
+  async get<T = Row>(
+    sql: string,
+    params?: BindParams,
+    options?: CallOptions,
+  ): Promise<T | undefined> {
+    const [columns, rows] = await this.#query(sql, params, options);
+    return rows.length === 0 ? undefined : toObject(columns, rows[0]) as T;
+  }
+
+  /**
+   * Streams a statement's rows: the server steps it a chunk at a time and
+   * sends the next chunk only when asked, so memory stays bounded on both
+   * sides whatever the result size. Leaving the loop early closes the cursor.
+   *
+   * @example
+   * ```ts
+   * import { serve } from "../server.ts";
+   * import { connect } from "../client.ts";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * let sum = 0;
+   * const sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 10000) SELECT x FROM n";
+   * for await (const row of db.iterate<{ x: number }>(sql)) sum += row.x;
+   * if (sum !== 50005000) throw new Error("wrong sum");
+   * ```
+   *
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` when one chunk takes longer
+   *   than the statement timeout, or SQLite's error.
+   */
+  iterate<T = Row>(sql: string, params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
+    try {
+      this.#refuseTxControl(sql);
+      checkParams(params);
+    } catch (err) {
+      return failing(err) as AsyncGenerator<T>;
+    }
+    return streamRows(this.#route.connection(), sql, params, options) as AsyncGenerator<T>;
+  }
+
+  /**
+   * Runs statements atomically, in one transaction: all take effect or none.
+   *
+   * @returns one result per statement, in order; rows as objects, or as
+   *   arrays with `{ arrays: true }`.
+   * @throws {SqliteError} naming the failing statement; nothing was applied.
+   */
+  async batch<T = Row>(
+    statements: readonly BatchStatement[],
+    options?: BatchOptions,
+  ): Promise<BatchResult<T>[]> {
+    const items: BatchItem[] = [];
+    for (let i = 0; i < statements.length; i++) {
+      const s = statements[i];
+      const problem = invalidParamsMessage(s.params);
+      if (problem !== undefined) {
+        throw new SqliteError(ErrorCode.InvalidParam, `Batch statement ${i + 1}: ${problem}`);
+      }
+      items.push([s.sql, wireParams(s.params)]);
+    }
+    const results = await call(this.#route, Op.Batch, [items], options?.signal);
+    const arrays = options?.arrays === true;
+    return results.map(([changes, lastInsertRowid, columns, rows]) => ({
+      changes,
+      lastInsertRowid,
+      rows: (arrays ? rows : toObjects(columns, rows)) as T[],
+    }));
+  }
+
+  /**
+   * Runs `fn` inside a transaction on a connection of its own: commits when
+   * it resolves, rolls back when it throws (and rethrows), and returns its
+   * value. Only statements issued through `tx` run inside the transaction;
+   * calls on the client meanwhile run outside it, on other connections. A
+   * nested `tx.transaction()` uses a savepoint, so only the inner work is
+   * undone when the inner `fn` throws.
+   *
+   * @param fn The work; it receives the transaction.
+   * @param options How to begin.
+   * @returns what `fn` resolved to.
+   * @throws whatever `fn` threw, after rolling back; `SqliteError` when
+   *   BEGIN or COMMIT fails (for example `BUSY_TIMEOUT` or `TX_TIMEOUT`).
+   */
+  transaction<T>(
+    fn: (tx: Transaction) => Promise<T>,
+    options: TransactionOptions = {},
+  ): Promise<T> {
+    const behavior = options.behavior ?? "deferred";
+    if (behavior !== "deferred" && behavior !== "immediate" && behavior !== "exclusive") {
+      return Promise.reject(
+        new TypeError(
+          `Invalid option "behavior": expected "deferred", "immediate" or "exclusive", got "${
+            String(behavior)
+          }"`,
+        ),
+      );
+    }
+    return this.#route.exclusive((conn) => runTransaction(conn, fn, behavior));
+  }
+
+  /**
+   * Prepares a statement; call {@link Statement.finalize} when done. On the
+   * shared pool it is prepared again, lazily, on each connection it runs on.
+   *
+   * @throws {SqliteError} when the SQL does not compile.
+   */
+  async prepare(sql: string): Promise<Statement> {
+    this.#refuseTxControl(sql);
+    const conn = await this.#route.connection();
+    const [handle, columns] = await conn.request(Op.Prepare, [sql]);
+    return new Statement(this.#route, sql, columns, conn, handle, conn.generation);
+  }
+
+  async #query(
+    sql: string,
+    params: BindParams | undefined,
+    options: CallOptions | undefined,
+  ): Promise<Replies[typeof Op.Query]> {
+    this.#refuseTxControl(sql);
+    checkParams(params);
+    return await call(
+      this.#route,
+      Op.Query,
+      [sql, wireParams(params), wireOptions(options)],
+      options?.signal,
+    );
+  }
+
+  #refuseTxControl(sql: string, script = false): void {
+    if (!this.#route.refusesTxControl || typeof sql !== "string") return;
+    const word = findTxControl(sql, script);
+    if (word === null) return;
+    throw new SqliteError(
+      ErrorCode.TxControl,
+      `Cannot run "${word}" on the client's shared pool: other callers' statements would fall ` +
+        "into the transaction; use transaction(), or reserve() for raw BEGIN/COMMIT (or connect " +
+        "with max: 1)",
+    );
+  }
+}
+
+/**
+ * A transaction opened by `transaction()`: the query API on the transaction's
+ * connection, valid until its `fn` settles (calls after that fail with
+ * `ConnectionError`).
+ */
+export class Transaction extends Queryable {
+  readonly #conn: PooledConnection;
+  readonly #active: () => string | null;
+
+  /** @internal */
+  constructor(conn: PooledConnection, active: () => string | null) {
+    super(fixedRoute(conn, active));
+    this.#conn = conn;
+    this.#active = active;
+  }
+
+  /** True while the transaction is open on the server (SQLite may end it on some errors). */
+  get inTransaction(): boolean {
+    return this.#active() === null && this.#conn.inTransaction;
+  }
+}
+
+async function runTransaction<T>(
+  conn: PooledConnection,
+  fn: (tx: Transaction) => Promise<T>,
+  behavior: string,
+): Promise<T> {
+  const depth = conn.txDepth;
+  const savepoint = `netsqlite_sp${depth}`;
+  const exec = (sql: string): Promise<unknown> => conn.request(Op.Exec, [sql]);
+  await exec(depth === 0 ? `BEGIN ${behavior.toUpperCase()}` : `SAVEPOINT ${savepoint}`);
+  conn.txDepth++;
+  let ended = false;
+  const scope = { conn, active: true };
+  const tx = new Transaction(
+    conn,
+    () => ended ? "Transaction has ended: its function already settled" : null,
+  );
+  let result: T;
+  try {
+    result = await transactionContext.run(scope, () => fn(tx));
+  } catch (err) {
+    ended = true;
+    scope.active = false;
+    conn.txDepth--;
+    await exec(depth === 0 ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
+      .catch(() => {/* already ended by SQLite, the lease, or a lost connection */});
+    throw err;
+  }
+  ended = true;
+  scope.active = false;
+  conn.txDepth--;
+  try {
+    await exec(depth === 0 ? "COMMIT" : `RELEASE ${savepoint}`);
+  } catch (err) {
+    if (depth === 0 && conn.inTransaction) await exec("ROLLBACK").catch(() => {});
+    throw err;
+  }
+  return result;
+}
+
+// deno-lint-ignore require-yield
+async function* failing(err: unknown): AsyncGenerator<never> {
+  throw err;
+}

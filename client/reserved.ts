@@ -1,0 +1,71 @@
+/**
+ * A connection handed out by `Client.reserve()` for one caller alone, for
+ * code that issues `BEGIN`/`COMMIT` itself (ORM adapters, migrations).
+ *
+ * @module
+ */
+
+import type { PooledConnection } from "./connection.ts";
+import type { Pool } from "./pool.ts";
+import { Queryable } from "./queryable.ts";
+import { fixedRoute } from "./route.ts";
+
+/**
+ * A dedicated connection: every statement sent through it runs on it, in
+ * order, and nothing else does, so raw `BEGIN`/`COMMIT`/`SAVEPOINT` work as on
+ * a single connection. Give it back with {@link release} (or `await using`);
+ * if a transaction is still open then, the connection is closed (the server
+ * rolls the transaction back) instead of returning to the pool.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "../server.ts";
+ * import { connect } from "../client.ts";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * await db.exec("CREATE TABLE t (x)");
+ * {
+ *   await using conn = await db.reserve();
+ *   await conn.exec("BEGIN");
+ *   await conn.run("INSERT INTO t VALUES (1)");
+ *   await conn.exec("COMMIT");
+ * }
+ * if ((await db.values("SELECT x FROM t"))[0][0] !== 1) throw new Error("not committed");
+ * ```
+ */
+export class ReservedConnection extends Queryable {
+  readonly #pool: Pool;
+  readonly #conn: PooledConnection;
+  #released = false;
+
+  /** @internal Use `Client.reserve()`. */
+  constructor(pool: Pool, conn: PooledConnection) {
+    super(fixedRoute(conn, () => this.#released ? "Reserved connection was released" : null));
+    this.#pool = pool;
+    this.#conn = conn;
+  }
+
+  /** True while this connection has a transaction open on the server. */
+  get inTransaction(): boolean {
+    return !this.#released && this.#conn.inTransaction;
+  }
+
+  /** True once {@link release} was called. */
+  get released(): boolean {
+    return this.#released;
+  }
+
+  /** Gives the connection back to the pool. Idempotent; later calls fail with `ConnectionError`. */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#pool.release(this.#conn);
+  }
+
+  /** Same as {@link release}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.release();
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * The private interface between the client's public classes (`Client`,
+ * `ReservedConnection`, `Transaction`, `Statement`) and the connections they
+ * use. Not exported from `mod.ts`.
+ *
+ * @module
+ */
+
+import { ConnectionError } from "../protocol/errors.ts";
+import type { PooledConnection } from "./connection.ts";
+
+/** How a query API object reaches a connection. */
+export interface Route {
+  /** The connection for the next call (the shared pool may make it wait). */
+  connection(): PooledConnection | Promise<PooledConnection>;
+  /**
+   * Runs `fn` with a connection of its own for its whole duration: the shared
+   * pool reserves one and releases it after; a reserved route uses its own.
+   */
+  exclusive<T>(fn: (conn: PooledConnection) => Promise<T>): Promise<T>;
+  /** True on a shared pool of more than one connection: raw BEGIN/COMMIT is refused. */
+  readonly refusesTxControl: boolean;
+}
+
+/** A route bound to one connection while `active()` holds. */
+export function fixedRoute(conn: PooledConnection, active: () => string | null): Route {
+  return {
+    connection(): PooledConnection | Promise<PooledConnection> {
+      const ended = active();
+      return ended === null ? conn : Promise.reject(endedError(ended));
+    },
+    exclusive<T>(fn: (c: PooledConnection) => Promise<T>): Promise<T> {
+      const ended = active();
+      return ended === null ? fn(conn) : Promise.reject(endedError(ended));
+    },
+    refusesTxControl: false,
+  };
+}
+
+function endedError(message: string): ConnectionError {
+  return new ConnectionError(message);
+}

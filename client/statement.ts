@@ -1,0 +1,184 @@
+/**
+ * A prepared statement. On the shared pool it is prepared lazily on each
+ * connection it runs on: the first call on a connection sends `prepare`
+ * followed at once by the call itself (by SQL text, so nothing waits), and
+ * later calls there use the handle. On a reserved connection or in a
+ * transaction it stays on that connection. A connection that is reopened
+ * loses its handles; the statement prepares again there.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { type CallOptions, Op, type Replies } from "../protocol/messages.ts";
+import type { PooledConnection } from "./connection.ts";
+import { abortable } from "./link.ts";
+import { type BindParams, checkParams, type RunResult, wireOptions, wireParams } from "./_calls.ts";
+import { type IterateOptions, streamRows } from "./cursor.ts";
+import type { Route } from "./route.ts";
+import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
+
+interface Handle {
+  handle: number;
+  generation: number;
+}
+
+type StatementOp = typeof Op.Query | typeof Op.Run;
+
+/** A statement prepared on the server, run with different parameters. */
+export class Statement {
+  readonly #route: Route;
+  readonly #handles = new Map<PooledConnection, Handle>();
+  #columns: string[];
+  #raw = false;
+  #finalized = false;
+  /** The SQL text. */
+  readonly sql: string;
+
+  /** @internal Use `prepare()`. */
+  constructor(
+    route: Route,
+    sql: string,
+    columns: string[],
+    conn: PooledConnection,
+    handle: number,
+    generation: number,
+  ) {
+    this.#route = route;
+    this.sql = sql;
+    this.#columns = columns;
+    this.#handles.set(conn, { handle, generation });
+  }
+
+  /** Result column names (empty for statements that return no rows). */
+  get columns(): readonly string[] {
+    return this.#columns;
+  }
+
+  /** True after {@link raw}`(true)`: `all`, `get` and `iterate` return arrays. */
+  get isRaw(): boolean {
+    return this.#raw;
+  }
+
+  /**
+   * Makes `all()`, `get()` and `iterate()` return rows as arrays of values
+   * (better-sqlite3's `raw()`), which keeps columns of the same name apart.
+   *
+   * @returns this statement.
+   */
+  raw(enabled = true): this {
+    this.#raw = enabled;
+    return this;
+  }
+
+  /** Runs the statement and returns every row (objects, or arrays when raw). */
+  async all<T = Row>(params?: BindParams, options?: CallOptions): Promise<T[]> {
+    const [columns, rows] = await this.#call(Op.Query, params, options);
+    return (this.#raw ? rows : toObjects(columns, rows)) as T[];
+  }
+
+  /** Runs the statement and returns its first row, or `undefined`. */
+  async get<T = Row>(params?: BindParams, options?: CallOptions): Promise<T | undefined> {
+    const [columns, rows] = await this.#call(Op.Query, params, options);
+    if (rows.length === 0) return undefined;
+    return (this.#raw ? rows[0] : toObject(columns, rows[0])) as T;
+  }
+
+  /** Runs the statement and returns rows as arrays. */
+  async values<T extends unknown[] = SqlValue[]>(
+    params?: BindParams,
+    options?: CallOptions,
+  ): Promise<T[]> {
+    const [, rows] = await this.#call(Op.Query, params, options);
+    return rows as T[];
+  }
+
+  /** Runs the statement and reports what it changed. */
+  async run(params?: BindParams, options?: CallOptions): Promise<RunResult> {
+    const [changes, lastInsertRowid] = await this.#call(Op.Run, params, options);
+    return { changes, lastInsertRowid };
+  }
+
+  /** Streams the statement's rows (see `Client.iterate()`). */
+  async *iterate<T = Row>(params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
+    this.#checkLive();
+    checkParams(params);
+    const conn = await this.#route.connection();
+    const h = this.#handleOn(conn);
+    const opts = { arrays: this.#raw, ...options };
+    yield* streamRows(conn, h?.handle ?? this.sql, params, opts, h?.generation) as AsyncGenerator<
+      T
+    >;
+  }
+
+  /**
+   * Frees the statement on every connection it was prepared on. Calls after
+   * this fail with `UNKNOWN_STATEMENT`.
+   *
+   * @throws {SqliteError} `UNKNOWN_STATEMENT` when already finalized.
+   */
+  async finalize(): Promise<void> {
+    this.#checkLive();
+    this.#finalized = true;
+    const sent: Promise<unknown>[] = [];
+    for (const [conn, h] of this.#handles) {
+      if (h.generation === conn.generation && conn.open) {
+        sent.push(conn.request(Op.Finalize, [h.handle], undefined, h.generation).catch(() => {}));
+      }
+    }
+    this.#handles.clear();
+    await Promise.all(sent);
+  }
+
+  #call<O extends StatementOp>(
+    op: O,
+    params: BindParams | undefined,
+    options: CallOptions | undefined,
+  ): Promise<Replies[O]> {
+    try {
+      this.#checkLive();
+      checkParams(params);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const wp = wireParams(params);
+    const wo = wireOptions(options);
+    const send = (conn: PooledConnection): Promise<Replies[O]> => {
+      const h = this.#handleOn(conn);
+      if (h !== undefined) {
+        return conn.request(op, [h.handle, wp, wo], options?.signal, h.generation);
+      }
+      return conn.request(op, [this.sql, wp, wo], options?.signal);
+    };
+    const c = this.#route.connection();
+    return c instanceof Promise ? abortable(c.then(send), options?.signal) : send(c);
+  }
+
+  /**
+   * The handle on `conn`, or `undefined` after sending a `prepare` there (its
+   * handle serves later calls; this call goes by SQL text, right behind it).
+   */
+  #handleOn(conn: PooledConnection): Handle | undefined {
+    const h = this.#handles.get(conn);
+    if (h !== undefined && h.generation === conn.generation && conn.open) return h;
+    this.#handles.delete(conn);
+    conn.request(Op.Prepare, [this.sql]).then(([handle, columns]) => {
+      if (this.#finalized) {
+        conn.request(Op.Finalize, [handle]).catch(() => {});
+        return;
+      }
+      this.#handles.set(conn, { handle, generation: conn.generation });
+      this.#columns = columns;
+    }, () => {/* the call itself reports the error */});
+    return undefined;
+  }
+
+  #checkLive(): void {
+    if (this.#finalized) {
+      throw new SqliteError(
+        ErrorCode.UnknownStatement,
+        `Unknown statement handle: the statement was finalized ("${this.sql}")`,
+      );
+    }
+  }
+}

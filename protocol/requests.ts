@@ -1,0 +1,175 @@
+/**
+ * The server's side of the typed schema in `messages.ts`: checks a decoded
+ * frame against it and normalises it for the engine. Every element a client
+ * may send for an op is returned in {@link DecodedArgs}; the session spreads
+ * those tuples into the engine's methods, so an element the engine does not
+ * take is a type error.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "./errors.ts";
+import {
+  type BatchItem,
+  type HelloRequest,
+  Op,
+  type StatementRef,
+  type WireCallOptions,
+  type WireParams,
+} from "./messages.ts";
+
+/** Arguments of each op as the engine takes them (options flattened to their fields). */
+export interface DecodedArgs {
+  /** `[sql]` */
+  [Op.Exec]: [sql: string];
+  /** `[sql or handle, params, timeout]` */
+  [Op.Query]: [sql: StatementRef, params: WireParams | undefined, timeout: number | undefined];
+  /** `[sql or handle, params, timeout]` */
+  [Op.Run]: [sql: StatementRef, params: WireParams | undefined, timeout: number | undefined];
+  /** `[items]` */
+  [Op.Batch]: [items: BatchItem[]];
+  /** `[sql]` */
+  [Op.Prepare]: [sql: string];
+  /** `[handle]` */
+  [Op.Finalize]: [handle: number];
+  /** `[sql or handle, params, timeout]` */
+  [Op.Iterate]: [sql: StatementRef, params: WireParams | undefined, timeout: number | undefined];
+  /** `[cursor]` */
+  [Op.Next]: [cursor: number];
+  /** `[cursor]` */
+  [Op.CloseCursor]: [cursor: number];
+  /** `[targetId]` */
+  [Op.Cancel]: [targetId: number];
+}
+
+/** A checked request: its op, id and normalised arguments. */
+export type DecodedRequest = {
+  [K in keyof DecodedArgs]: { op: K; id: number; args: DecodedArgs[K] };
+}[keyof DecodedArgs];
+
+/** A request frame's envelope: `[op, id, ...args]` with a numeric op and a valid id. */
+export type Envelope = [op: number, id: number, ...args: unknown[]];
+
+/**
+ * True when `msg` is `[op, id, ...]` with a numeric op and an id in 1..2^32-1.
+ * Anything else cannot be answered, so the connection is closed.
+ */
+export function isEnvelope(msg: unknown): msg is Envelope {
+  return Array.isArray(msg) && typeof msg[0] === "number" && isId(msg[1]);
+}
+
+/**
+ * Checks the `hello` request's payload.
+ *
+ * @throws {SqliteError} `BAD_REQUEST` when it is not `[0, id, {version: number}]`.
+ */
+export function decodeHello(msg: Envelope): HelloRequest {
+  const opts = msg[2] as { version?: unknown; token?: unknown } | undefined;
+  if (msg[0] !== Op.Hello || typeof opts !== "object" || opts === null) {
+    throw badRequest("Cannot start session: first request must be hello");
+  }
+  if (typeof opts.version !== "number") {
+    throw badRequest("Cannot start session: hello must carry {version: number}");
+  }
+  if (opts.token !== undefined && opts.token !== null && typeof opts.token !== "string") {
+    throw badRequest("Cannot start session: hello token must be a string");
+  }
+  return typeof opts.token === "string"
+    ? { version: opts.version, token: opts.token }
+    : { version: opts.version };
+}
+
+/**
+ * Checks a request against the schema and normalises its arguments.
+ *
+ * @throws {SqliteError} `BAD_REQUEST` naming what is wrong (unknown op, wrong types).
+ */
+export function decodeRequest(msg: Envelope): DecodedRequest {
+  const id = msg[1];
+  switch (msg[0]) {
+    case Op.Exec:
+      return { op: Op.Exec, id, args: [sqlText(msg[2])] };
+    case Op.Query:
+      return { op: Op.Query, id, args: statementCall(msg) };
+    case Op.Run:
+      return { op: Op.Run, id, args: statementCall(msg) };
+    case Op.Iterate:
+      return { op: Op.Iterate, id, args: statementCall(msg) };
+    case Op.Batch:
+      return { op: Op.Batch, id, args: [batchItems(msg[2])] };
+    case Op.Prepare:
+      return { op: Op.Prepare, id, args: [sqlText(msg[2])] };
+    case Op.Finalize:
+      return { op: Op.Finalize, id, args: [handle(msg[2])] };
+    case Op.Next:
+      return { op: Op.Next, id, args: [handle(msg[2])] };
+    case Op.CloseCursor:
+      return { op: Op.CloseCursor, id, args: [handle(msg[2])] };
+    case Op.Cancel: {
+      const target = msg[2];
+      if (!isId(target)) throw badRequest(`Expected the id of the request to cancel`);
+      return { op: Op.Cancel, id, args: [target as number] };
+    }
+    default:
+      throw badRequest(`Unknown op ${String(msg[0])}`);
+  }
+}
+
+function statementCall(
+  msg: Envelope,
+): [StatementRef, WireParams | undefined, number | undefined] {
+  return [sqlOrHandle(msg[2]), params(msg[3]), timeoutOf(msg[4])];
+}
+
+function isId(v: unknown): boolean {
+  return typeof v === "number" && Number.isInteger(v) && v > 0 && v <= 0xffffffff;
+}
+
+function badRequest(message: string): SqliteError {
+  return new SqliteError(ErrorCode.BadRequest, message);
+}
+
+function sqlText(v: unknown): string {
+  if (typeof v !== "string") throw badRequest(`Expected SQL text, got ${typeName(v)}`);
+  return v;
+}
+
+function sqlOrHandle(v: unknown): StatementRef {
+  if (typeof v === "string" || (typeof v === "number" && Number.isInteger(v))) return v;
+  throw badRequest(`Expected SQL text or a statement handle, got ${typeName(v)}`);
+}
+
+function handle(v: unknown): number {
+  if (typeof v === "number" && Number.isInteger(v)) return v;
+  throw badRequest(`Expected a statement handle, got ${typeName(v)}`);
+}
+
+function params(v: unknown): WireParams | undefined {
+  if (v === undefined || v === null || typeof v === "object") return v as WireParams | undefined;
+  throw badRequest(`Expected parameters as an array or a map, got ${typeName(v)}`);
+}
+
+function timeoutOf(v: unknown): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  const t = (v as WireCallOptions).timeout;
+  if (typeof v !== "object" || (t !== undefined && (typeof t !== "number" || !(t > 0)))) {
+    throw badRequest("Expected call options {timeout?: positive number of ms}");
+  }
+  return t;
+}
+
+function batchItems(v: unknown): BatchItem[] {
+  if (!Array.isArray(v)) throw badRequest(`Expected a list of statements, got ${typeName(v)}`);
+  for (let i = 0; i < v.length; i++) {
+    const item = v[i];
+    if (!Array.isArray(item) || typeof item[0] !== "string") {
+      throw badRequest(`Batch statement ${i + 1}: expected [sql, params]`);
+    }
+    params(item[1]);
+  }
+  return v as BatchItem[];
+}
+
+function typeName(v: unknown): string {
+  return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
+}

@@ -1,0 +1,69 @@
+/** `connect()` options: resolved and checked once, each bad one with its own error. */
+
+import assert from "node:assert/strict";
+import { connect, type ConnectOptions } from "../mod.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { startServer } from "./_helpers.ts";
+
+Deno.test("resolveConnectOptions() fills in every default", async () => {
+  const config = await resolveConnectOptions({ path: "/tmp/x.sock" });
+  assert.deepEqual(config, {
+    addr: { transport: "unix", path: "/tmp/x.sock" },
+    maxFrameSize: 64 * 1024 * 1024,
+    requestTimeout: 0,
+    reconnect: true,
+    max: 4,
+  });
+  assert.deepEqual((await resolveConnectOptions({ port: 5000 })).addr, {
+    transport: "tcp",
+    hostname: "127.0.0.1",
+    port: 5000,
+  });
+});
+
+Deno.test("connect() refuses each bad option with a TypeError or RangeError naming it", async () => {
+  const cases: [unknown, ErrorConstructor, RegExp][] = [
+    [null, TypeError, /Invalid options: expected an object, got null/],
+    [{ pth: "/tmp/x.sock" }, TypeError, /Invalid option "pth": not a connect\(\) option/],
+    [{ path: "" }, TypeError, /Invalid option "path": expected a non-empty string, got ""/],
+    [{ path: 5 }, TypeError, /Invalid option "path": expected a non-empty string, got 5/],
+    [{ hostname: "", port: 1 }, TypeError, /Invalid option "hostname"/],
+    [{ database: false }, TypeError, /Invalid option "database"/],
+    [
+      { path: "/tmp/x", port: 80 },
+      TypeError,
+      /either "path" \(Unix socket\) or "hostname"\/"port"/,
+    ],
+    [{ hostname: "localhost" }, TypeError, /"hostname" needs a "port"/],
+    [{ port: 0 }, RangeError, /Invalid option "port": 0 is outside 1\.\.65535/],
+    [{ port: 70000 }, RangeError, /Invalid option "port": 70000 is outside 1\.\.65535/],
+    [{ port: "80" }, TypeError, /Invalid option "port": expected an integer, got "80"/],
+    [{ path: "/x", maxFrameSize: 10 }, RangeError, /"maxFrameSize": 10 is outside 1024\.\./],
+    [{ path: "/x", maxFrameSize: 1.5 }, TypeError, /"maxFrameSize": expected an integer/],
+    [{ path: "/x", requestTimeout: -1 }, RangeError, /"requestTimeout": -1 is outside 0\.\./],
+    [
+      { path: "/x", requestTimeout: NaN },
+      TypeError,
+      /"requestTimeout": expected an integer, got NaN/,
+    ],
+    [{ path: "/x", reconnect: "yes" }, TypeError, /"reconnect": expected a boolean, got "yes"/],
+    [{ path: "/x", max: 0 }, RangeError, /Invalid option "max": 0 is outside 1\.\.1024/],
+    [{ path: "/x", max: 2.5 }, TypeError, /Invalid option "max": expected an integer, got 2.5/],
+    [{ path: "/x", max: 5000 }, RangeError, /Invalid option "max": 5000 is outside 1\.\.1024/],
+  ];
+  for (const [options, cls, message] of cases) {
+    await assert.rejects(connect(options as ConnectOptions), (err: unknown) => {
+      assert.ok(err instanceof cls, `${JSON.stringify(options)}: ${String(err)}`);
+      assert.match((err as Error).message, message);
+      return true;
+    });
+  }
+});
+
+Deno.test("connect() with valid options reports them on the client", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2, requestTimeout: 5000 });
+  assert.equal(db.max, 2);
+  assert.equal(db.connections, 1);
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+});

@@ -1,0 +1,481 @@
+/**
+ * The client as a pool: transactions capture only their own statements,
+ * connections open lazily up to `max`, reserved connections, raw transaction
+ * control on the shared pool, array rows for duplicate column names, abort,
+ * and one pooled connection lost while the others work.
+ *
+ * Connections are counted on the server's side of the socket by a relay
+ * ({@link Relay}) that the client connects to instead of the server.
+ */
+
+import assert from "node:assert/strict";
+import { AbortError, connect, ConnectionError, type RunResult, SqliteError } from "../mod.ts";
+import { startServer } from "./_helpers.ts";
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+  let done = false;
+  const promise = p.finally(() => done = true);
+  promise.catch(() => {});
+  return { promise, settled: () => done };
+}
+
+/**
+ * A Unix-socket relay in front of a server: counts the connections it
+ * accepts and can cut one of them, as a network failure would.
+ */
+class Relay implements AsyncDisposable {
+  readonly path: string;
+  readonly #listener: Deno.Listener;
+  readonly #pairs: [Deno.Conn, Deno.Conn][] = [];
+  readonly #pumps: Promise<void>[] = [];
+  readonly #accepting: Promise<void>;
+
+  constructor(path: string, target: string) {
+    this.path = path;
+    this.#listener = Deno.listen({ transport: "unix", path });
+    this.#accepting = this.#accept(target);
+  }
+
+  /** Connections accepted so far. */
+  get accepted(): number {
+    return this.#pairs.length;
+  }
+
+  /** Cuts the `i`-th accepted connection (0-based) on both sides. */
+  cut(i: number): void {
+    for (const c of this.#pairs[i]) {
+      try {
+        c.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  async #accept(target: string): Promise<void> {
+    for await (const inbound of this.#listener) {
+      const outbound = await Deno.connect({ transport: "unix", path: target });
+      this.#pairs.push([inbound, outbound]);
+      this.#pumps.push(pump(inbound, outbound), pump(outbound, inbound));
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    await this.#accepting.catch(() => {});
+    for (let i = 0; i < this.#pairs.length; i++) this.cut(i);
+    await Promise.all(this.#pumps);
+  }
+}
+
+async function pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(64 * 1024);
+  try {
+    for (;;) {
+      const n = await from.read(buf);
+      if (n === null) break;
+      for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
+    }
+  } catch {
+    // cut or reset
+  }
+  for (const c of [from, to]) {
+    try {
+      c.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+async function relayed(options: Parameters<typeof startServer>[0] = {}) {
+  const srv = await startServer(options);
+  const relay = new Relay(`${srv.dir}/relay.sock`, (srv.connectOptions as { path: string }).path);
+  return {
+    srv,
+    relay,
+    async [Symbol.asyncDispose]() {
+      await relay[Symbol.asyncDispose]();
+      await srv[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("Client.transaction() rolls back only tx statements: a concurrent plain write survives", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (v TEXT)");
+  let plain: Promise<RunResult> | undefined;
+  let readInside: unknown;
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('tx')");
+      // Other code on the same client, while the transaction is open.
+      plain = db.run("INSERT INTO t VALUES ('plain')");
+      await delay(50);
+      readInside = await db.values("SELECT v FROM t");
+      assert.deepEqual(await tx.values("SELECT v FROM t"), [["tx"]]);
+      throw new Error("undo");
+    }),
+    /undo/,
+  );
+  assert.deepEqual(readInside, [], "plain reads see the committed state only");
+  assert.deepEqual(await plain, { changes: 1, lastInsertRowid: 1 });
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["plain"]]);
+});
+
+Deno.test("Client.transaction() twice at once: two connections, each sees only its own writes", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const events: string[] = [];
+  const first = db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES ('a')");
+    events.push("a wrote");
+    await delay(100);
+    const seen = await tx.values("SELECT v FROM t ORDER BY v");
+    events.push("a commits");
+    return seen;
+  });
+  await delay(10);
+  const second = db.transaction(async (tx) => {
+    events.push("b began");
+    await tx.run("INSERT INTO t VALUES ('b')");
+    return await tx.values("SELECT v FROM t ORDER BY v");
+  });
+  assert.deepEqual(await first, [["a"]], "a never sees b's row");
+  assert.deepEqual(await second, [["a"], ["b"]], "b began after a committed");
+  assert.deepEqual(events, ["a wrote", "a commits", "b began"]);
+  assert.equal(db.connections, 2);
+  assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [["a"], ["b"]]);
+});
+
+Deno.test("Client.transaction()'s tx refuses calls after its function settled", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (v TEXT)");
+  // deno-lint-ignore no-explicit-any
+  let leaked: any;
+  await db.transaction(async (tx) => {
+    leaked = tx;
+    await tx.run("INSERT INTO t VALUES ('in')");
+  });
+  await assert.rejects(leaked.run("INSERT INTO t VALUES ('late')"), (err: unknown) => {
+    assert.ok(err instanceof ConnectionError);
+    assert.match(err.message, /Transaction has ended/);
+    return true;
+  });
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["in"]]);
+});
+
+Deno.test("Client opens connections lazily and never more than max", async () => {
+  await using env = await relayed();
+  await using db = await connect({ path: env.relay.path, max: 3 });
+  assert.equal(env.relay.accepted, 1, "connect() opens one connection");
+  for (let i = 0; i < 20; i++) await db.values("SELECT ?", [i]);
+  await Promise.all(Array.from({ length: 20 }, (_, i) => db.values("SELECT ?", [i])));
+  assert.equal(env.relay.accepted, 1, "sequential calls and one burst reuse it");
+  assert.equal(db.connections, 1);
+
+  const r1 = await db.reserve();
+  assert.equal(env.relay.accepted, 1, "reserve() takes the idle connection");
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+  assert.equal(env.relay.accepted, 2, "a plain call opens a second one");
+  const r2 = await db.reserve();
+  const r3 = await db.reserve();
+  assert.equal(env.relay.accepted, 2, "a reserved connection opens on its first call");
+  assert.deepEqual(await r3.values("SELECT 3"), [[3]]);
+  assert.equal(env.relay.accepted, 3);
+  const r4 = track(db.reserve());
+  const plain = track(db.values("SELECT 'waited'"));
+  await delay(50);
+  assert.equal(r4.settled(), false, "a fourth reserve() waits");
+  assert.equal(plain.settled(), false, "plain calls wait while every connection is reserved");
+  assert.equal(env.relay.accepted, 3);
+  r1.release();
+  const fourth = await r4.promise;
+  assert.equal(plain.settled(), false, "the released connection went to the waiting reserve()");
+  r2.release();
+  assert.deepEqual(await plain.promise, [["waited"]]);
+  r3.release();
+  fourth.release();
+  assert.equal(env.relay.accepted, 3);
+  assert.equal(db.connections, 3);
+});
+
+Deno.test("Client runs a read on another connection while its write waits for the writer", async () => {
+  await using srv = await startServer();
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await srv.client();
+  await holder.exec("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('old')");
+  await holder.exec("BEGIN IMMEDIATE");
+  const write = track(db.run("INSERT INTO t VALUES ('new')"));
+  await delay(20);
+  const started = performance.now();
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["old"]]);
+  assert.ok(performance.now() - started < 1000);
+  assert.equal(write.settled(), false, "the write still waits");
+  assert.equal(db.connections, 2);
+  await holder.exec("COMMIT");
+  assert.equal((await write.promise).changes, 1);
+});
+
+Deno.test("Client keeps a burst of calls issued without awaiting in order on one connection", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (n INTEGER)");
+  const sent: Promise<unknown>[] = [];
+  for (let i = 0; i < 200; i++) {
+    sent.push(db.run("INSERT INTO t VALUES (?)", [i]));
+    sent.push(db.values("SELECT count(*) FROM t"));
+  }
+  const results = await Promise.all(sent);
+  for (let i = 0; i < 200; i++) {
+    assert.deepEqual(results[2 * i + 1], [[i + 1]], `read ${i} sees every earlier write`);
+  }
+  assert.equal(db.connections, 1);
+});
+
+Deno.test("Client refuses raw transaction control on its shared pool with TX_CONTROL", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (v TEXT)");
+  for (
+    const sql of [
+      "BEGIN",
+      "  -- comment\n begin immediate",
+      "COMMIT",
+      "END TRANSACTION",
+      "ROLLBACK",
+      "SAVEPOINT s",
+      "RELEASE s",
+      "INSERT INTO t VALUES ('x'); BEGIN; INSERT INTO t VALUES ('y')",
+    ]
+  ) {
+    await assert.rejects(db.exec(sql), (err: unknown) => {
+      assert.ok(err instanceof SqliteError, sql);
+      assert.equal(err.code, "TX_CONTROL");
+      assert.match(err.message, /shared pool.*transaction\(\).*reserve\(\)/);
+      return true;
+    });
+  }
+  await assert.rejects(db.run("BEGIN"), { code: "TX_CONTROL" });
+  await assert.rejects(db.prepare("COMMIT"), { code: "TX_CONTROL" });
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], "nothing was sent");
+  // Words inside strings, comments and trigger bodies are not statements.
+  await db.exec(
+    "INSERT INTO t VALUES ('BEGIN'); /* COMMIT */ " +
+      "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT CASE WHEN 1 THEN 1 END; END; " +
+      "INSERT INTO t VALUES ('after')",
+  );
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["BEGIN"], ["after"]]);
+  // A single-connection client is its caller's: raw BEGIN works there.
+  await using one = await connect({ ...srv.connectOptions, max: 1 });
+  await one.exec("BEGIN");
+  await one.run("INSERT INTO t VALUES ('one')");
+  assert.equal(one.inTransaction, true);
+  await one.exec("ROLLBACK");
+  assert.equal(one.inTransaction, false);
+});
+
+Deno.test("Client.reserve() gives raw BEGIN/COMMIT a connection of its own", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (v TEXT)");
+  {
+    await using conn = await db.reserve();
+    await conn.exec("BEGIN");
+    await conn.run("INSERT INTO t VALUES ('reserved')");
+    assert.equal(conn.inTransaction, true);
+    assert.deepEqual(await db.values("SELECT v FROM t"), [], "outside, nothing yet");
+    await conn.exec("COMMIT");
+  }
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["reserved"]]);
+  // Released inside a transaction: the connection is closed, the transaction rolled back.
+  const conn = await db.reserve();
+  await conn.exec("BEGIN IMMEDIATE");
+  await conn.run("INSERT INTO t VALUES ('abandoned')");
+  conn.release();
+  await assert.rejects(conn.values("SELECT 1"), /Reserved connection was released/);
+  assert.equal((await db.run("INSERT INTO t VALUES ('next')")).changes, 1);
+  assert.deepEqual(await db.values("SELECT v FROM t ORDER BY rowid"), [["reserved"], ["next"]]);
+});
+
+Deno.test("Client rows with duplicate column names: objects keep the last, arrays keep all", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec(
+    "CREATE TABLE a (id INTEGER PRIMARY KEY, name TEXT);" +
+      "CREATE TABLE b (id INTEGER PRIMARY KEY, a_id INTEGER, name TEXT);" +
+      "INSERT INTO a VALUES (1, 'ada'); INSERT INTO b VALUES (10, 1, 'book')",
+  );
+  const join = "SELECT a.id, a.name, b.id, b.name FROM a JOIN b ON b.a_id = a.id";
+  assert.deepEqual(await db.values(join), [[1, "ada", 10, "book"]]);
+  assert.deepEqual(await db.query(join), [{ id: 10, name: "book" }], "last wins");
+  const [objects] = await db.batch([{ sql: join }]);
+  assert.deepEqual(objects.rows, [{ id: 10, name: "book" }]);
+  const [arrays] = await db.batch([{ sql: join }, { sql: "SELECT 1 AS id, 2 AS id" }], {
+    arrays: true,
+  }).then((r) => [r[0], r[1]]);
+  assert.deepEqual(arrays.rows, [[1, "ada", 10, "book"]]);
+  const stmt = await db.prepare(join);
+  assert.deepEqual(stmt.columns, ["id", "name", "id", "name"]);
+  assert.deepEqual(await stmt.all(), [{ id: 10, name: "book" }]);
+  stmt.raw();
+  assert.equal(stmt.isRaw, true);
+  assert.deepEqual(await stmt.all(), [[1, "ada", 10, "book"]]);
+  assert.deepEqual(await stmt.get(), [1, "ada", 10, "book"]);
+  const streamed: unknown[] = [];
+  for await (const row of stmt.iterate()) streamed.push(row);
+  assert.deepEqual(streamed, [[1, "ada", 10, "book"]]);
+  const iterated: unknown[] = [];
+  for await (const row of db.iterate(join, [], { arrays: true })) iterated.push(row);
+  assert.deepEqual(iterated, [[1, "ada", 10, "book"]]);
+  await stmt.finalize();
+});
+
+Deno.test("Statement runs on every connection of the pool, preparing lazily on each", async () => {
+  await using env = await relayed();
+  await using db = await connect({ path: env.relay.path, max: 3 });
+  await db.exec("CREATE TABLE t (n INTEGER)");
+  const insert = await db.prepare("INSERT INTO t VALUES (?)");
+  const r = await db.reserve(); // the first connection is taken: the statement must move
+  const results = [];
+  for (let i = 0; i < 5; i++) results.push(await insert.run([i]));
+  assert.deepEqual(results.map((x) => x.changes), [1, 1, 1, 1, 1]);
+  r.release();
+  assert.ok(env.relay.accepted >= 2);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[5]]);
+  await insert.finalize();
+  await assert.rejects(insert.run([9]), { code: "UNKNOWN_STATEMENT" });
+});
+
+Deno.test("Client loses one pooled connection while the others keep working", async () => {
+  await using env = await relayed();
+  await using db = await connect({ path: env.relay.path, max: 2 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const reserved = await db.reserve(); // connection 0
+  await db.run("INSERT INTO t VALUES ('shared')"); // opens connection 1
+  assert.equal(env.relay.accepted, 2);
+  const stmt = await db.prepare("SELECT count(*) FROM t");
+  env.relay.cut(1);
+  await delay(20);
+  // The reserved connection is unaffected.
+  assert.deepEqual(await reserved.values("SELECT v FROM t"), [["shared"]]);
+  // The shared one reopens on its next call; the statement prepares again there.
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["shared"]]);
+  assert.deepEqual(await stmt.values(), [[1]]);
+  assert.equal(env.relay.accepted, 3);
+  assert.deepEqual(await reserved.values("SELECT count(*) FROM t"), [[1]]);
+  reserved.release();
+  await stmt.finalize();
+});
+
+Deno.test("Client call aborted by its signal rejects at once; the server drops the queued request", async () => {
+  await using srv = await startServer({ busyTimeout: 5000 });
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await srv.client();
+  await holder.exec("CREATE TABLE t (v TEXT)");
+  await holder.exec("BEGIN IMMEDIATE");
+  await using conn = await db.reserve();
+  const ac = new AbortController();
+  // Both wait on the server: the first for the writer, the second behind it.
+  const first = track(conn.run("INSERT INTO t VALUES ('first')"));
+  const second = conn.run("INSERT INTO t VALUES ('second')", [], { signal: ac.signal });
+  await delay(30);
+  const started = performance.now();
+  ac.abort(new Error("user gave up"));
+  const err = await second.catch((e) => e);
+  assert.ok(performance.now() - started < 100, "rejected at once");
+  assert.ok(err instanceof AbortError);
+  assert.equal(err.name, "AbortError");
+  assert.equal(err.code, "ABORTED");
+  assert.match(String((err.cause as Error).message), /user gave up/);
+  assert.equal(first.settled(), false);
+  await holder.exec("COMMIT");
+  assert.equal((await first.promise).changes, 1);
+  // The connection still works, and the cancelled insert never ran.
+  assert.deepEqual(await conn.values("SELECT v FROM t"), [["first"]]);
+  // An already aborted signal sends nothing.
+  await assert.rejects(db.values("SELECT 1", [], { signal: AbortSignal.abort() }), AbortError);
+});
+
+Deno.test("Client with max: 1 refuses transaction() while its own raw BEGIN is open, instead of waiting forever", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  await db.exec("BEGIN");
+  await assert.rejects(db.transaction(() => Promise.resolve()), { code: "TX_CONTROL" });
+  await db.exec("ROLLBACK");
+  assert.equal(await db.transaction(() => Promise.resolve(7)), 7);
+});
+
+Deno.test("Client closes a shared connection a missed BEGIN left in a transaction, so nothing falls into it", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await using other = await srv.client();
+  // A column named "begin" hides the BEGIN statement from the client's scan
+  // (it reads the column as a trigger body); the server's reply gives it away.
+  const sql = "CREATE TABLE t (trigger INTEGER, begin INTEGER); BEGIN";
+  const burst = [db.exec(sql), db.run("INSERT INTO t VALUES (1, 1)")];
+  const [opened, queued] = await Promise.allSettled(burst);
+  assert.equal(opened.status, "rejected");
+  const err = (opened as PromiseRejectedResult).reason;
+  assert.ok(err instanceof SqliteError, String(err));
+  assert.equal(err.code, "TX_CONTROL");
+  assert.match(err.message, /connection was closed and the transaction rolled back/);
+  assert.equal(queued.status, "rejected", "the write sent behind it was not acknowledged");
+  assert.ok((queued as PromiseRejectedResult).reason instanceof ConnectionError);
+  // Its writes were rolled back with the transaction; the client goes on.
+  assert.deepEqual(await other.values("SELECT count(*) FROM t"), [[0]]);
+  assert.equal((await db.run("INSERT INTO t VALUES (2, 2)")).changes, 1);
+  assert.deepEqual(await other.values("SELECT trigger FROM t"), [[2]]);
+  assert.equal(db.inTransaction, false);
+});
+
+Deno.test("Client with max: 1: plain calls from inside transaction() join it; calls from elsewhere wait for it", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  let outside: Promise<RunResult> | undefined;
+  let outsideDone = false;
+  // Other code on the same client, started outside the transaction's function.
+  setTimeout(() => {
+    outside = db.run("INSERT INTO t VALUES ('outside')");
+    outside.then(() => outsideDone = true, () => {});
+  }, 20);
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await db.run("INSERT INTO t VALUES ('inside via db')");
+      await db.transaction(async (inner) => {
+        await inner.run("INSERT INTO t VALUES ('nested')");
+      });
+      await assert.rejects(db.reserve(), { code: "TX_CONTROL" });
+      await delay(50);
+      assert.equal(outsideDone, false, "the outside call waits for the transaction");
+      assert.deepEqual(await tx.values("SELECT v FROM t ORDER BY rowid"), [["inside via db"], [
+        "nested",
+      ]]);
+      throw new Error("undo");
+    }),
+    /undo/,
+  );
+  assert.equal((await outside)!.changes, 1);
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["outside"]]);
+});
+
+Deno.test("Client call waiting for a free connection rejects at once when aborted, and never runs", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const conn = await db.reserve();
+  const ac = new AbortController();
+  const waiting = db.run("INSERT INTO t VALUES ('never')", [], { signal: ac.signal });
+  await delay(20);
+  ac.abort();
+  await assert.rejects(waiting, { name: "AbortError", code: "ABORTED" });
+  conn.release();
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+});
