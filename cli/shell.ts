@@ -458,7 +458,8 @@ export async function runShell(args: string[], io: ShellIO = STD_IO): Promise<nu
   }
   let client: Client;
   try {
-    client = await connect(parsed.connect);
+    // One connection: a shell session is one SQLite session (BEGIN ... COMMIT as typed).
+    client = await connect({ ...parsed.connect, max: 1 });
   } catch (err) {
     await io.err(errorText(err, null));
     return 1;

@@ -307,7 +307,9 @@ export class EngineSession implements Waiter {
   /** Inline with only the deadline; a statement that ran long is not fast any more. */
   #inlineTimed(p: Prepared, args: BindArgs, limits: RunLimits, wantRows: boolean): Outcome {
     const start = performance.now();
-    const inTx = p.onWriter && p.conn.inTransaction;
+    // A group commit's transaction is not the client's: stopping a grouped
+    // write fails the group's writes, but leaves the session usable.
+    const inTx = !this.#grouping && p.onWriter && p.conn.inTransaction;
     try {
       return runInline(p, args, limits, wantRows);
     } catch (err) {

@@ -192,6 +192,7 @@ export function errorClassOf(
     case ErrorCode.FrameTooLarge:
     case ErrorCode.FrameTimeout:
     case ErrorCode.ProtocolVersion:
+    case ErrorCode.Auth:
       return ProtocolError;
     case ErrorCode.Aborted:
       return AbortError;

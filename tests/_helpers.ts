@@ -70,7 +70,8 @@ export async function startServer(
     dir,
     database,
     connectOptions,
-    client: () => connect(connectOptions),
+    // One connection, as most tests (raw BEGIN/COMMIT) expect; pool tests connect themselves.
+    client: () => connect({ ...connectOptions, max: 1 }),
     async [Symbol.asyncDispose]() {
       await server.shutdown();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -173,7 +174,8 @@ export async function startServerProcess(
     connectOptions,
     banner: banner.trim(),
     memoryLine: memoryLine.trim(),
-    client: () => connect(connectOptions),
+    // One connection, as most tests (raw BEGIN/COMMIT) expect; pool tests connect themselves.
+    client: () => connect({ ...connectOptions, max: 1 }),
     kill,
     async [Symbol.asyncDispose]() {
       await kill();

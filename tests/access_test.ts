@@ -231,7 +231,7 @@ Deno.test("serve({ readonly }) answers reads and refuses writes with READONLY", 
     await db.exec("CREATE TABLE t (v); INSERT INTO t VALUES (1), (2)");
   }
   await using _ro = await serve({ database, path: `${dir.path}/ro.sock`, readonly: true });
-  await using db = await connect({ path: `${dir.path}/ro.sock` });
+  await using db = await connect({ path: `${dir.path}/ro.sock`, max: 1 });
   assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [[1], [2]]);
   const readonly = /the server runs read-only \(--readonly\)/;
   await rejectsWithCode(db.run("INSERT INTO t VALUES (3)"), "READONLY", readonly);

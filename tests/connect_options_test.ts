@@ -13,6 +13,9 @@ Deno.test("resolveConnectOptions() fills in every default", async () => {
     requestTimeout: 0,
     reconnect: true,
     max: 4,
+    token: null,
+    tls: null,
+    autostart: null,
   });
   assert.deepEqual((await resolveConnectOptions({ port: 5000 })).addr, {
     transport: "tcp",

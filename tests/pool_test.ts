@@ -105,7 +105,7 @@ async function relayed(options: Parameters<typeof startServer>[0] = {}) {
 
 Deno.test("Client.transaction() rolls back only tx statements: a concurrent plain write survives", async () => {
   await using srv = await startServer();
-  await using db = await srv.client();
+  await using db = await connect(srv.connectOptions);
   await db.exec("CREATE TABLE t (v TEXT)");
   let plain: Promise<RunResult> | undefined;
   let readInside: unknown;
@@ -128,7 +128,7 @@ Deno.test("Client.transaction() rolls back only tx statements: a concurrent plai
 
 Deno.test("Client.transaction() twice at once: two connections, each sees only its own writes", async () => {
   await using srv = await startServer();
-  await using db = await srv.client();
+  await using db = await connect(srv.connectOptions);
   await db.exec("CREATE TABLE t (v TEXT)");
   const events: string[] = [];
   const first = db.transaction(async (tx) => {
@@ -154,7 +154,7 @@ Deno.test("Client.transaction() twice at once: two connections, each sees only i
 
 Deno.test("Client.transaction()'s tx refuses calls after its function settled", async () => {
   await using srv = await startServer();
-  await using db = await srv.client();
+  await using db = await connect(srv.connectOptions);
   await db.exec("CREATE TABLE t (v TEXT)");
   // deno-lint-ignore no-explicit-any
   let leaked: any;
@@ -208,7 +208,7 @@ Deno.test("Client opens connections lazily and never more than max", async () =>
 Deno.test("Client runs a read on another connection while its write waits for the writer", async () => {
   await using srv = await startServer();
   await using holder = await connect({ ...srv.connectOptions, max: 1 });
-  await using db = await srv.client();
+  await using db = await connect(srv.connectOptions);
   await holder.exec("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('old')");
   await holder.exec("BEGIN IMMEDIATE");
   const write = track(db.run("INSERT INTO t VALUES ('new')"));
@@ -224,7 +224,7 @@ Deno.test("Client runs a read on another connection while its write waits for th
 
 Deno.test("Client keeps a burst of calls issued without awaiting in order on one connection", async () => {
   await using srv = await startServer();
-  await using db = await srv.client();
+  await using db = await connect(srv.connectOptions);
   await db.exec("CREATE TABLE t (n INTEGER)");
   const sent: Promise<unknown>[] = [];
   for (let i = 0; i < 200; i++) {
@@ -240,7 +240,7 @@ Deno.test("Client keeps a burst of calls issued without awaiting in order on one
 
 Deno.test("Client refuses raw transaction control on its shared pool with TX_CONTROL", async () => {
   await using srv = await startServer();
-  await using db = await srv.client();
+  await using db = await connect(srv.connectOptions);
   await db.exec("CREATE TABLE t (v TEXT)");
   for (
     const sql of [
@@ -282,7 +282,7 @@ Deno.test("Client refuses raw transaction control on its shared pool with TX_CON
 
 Deno.test("Client.reserve() gives raw BEGIN/COMMIT a connection of its own", async () => {
   await using srv = await startServer();
-  await using db = await srv.client();
+  await using db = await connect(srv.connectOptions);
   await db.exec("CREATE TABLE t (v TEXT)");
   {
     await using conn = await db.reserve();
@@ -305,7 +305,7 @@ Deno.test("Client.reserve() gives raw BEGIN/COMMIT a connection of its own", asy
 
 Deno.test("Client rows with duplicate column names: objects keep the last, arrays keep all", async () => {
   await using srv = await startServer();
-  await using db = await srv.client();
+  await using db = await connect(srv.connectOptions);
   await db.exec(
     "CREATE TABLE a (id INTEGER PRIMARY KEY, name TEXT);" +
       "CREATE TABLE b (id INTEGER PRIMARY KEY, a_id INTEGER, name TEXT);" +
@@ -376,7 +376,7 @@ Deno.test("Client loses one pooled connection while the others keep working", as
 Deno.test("Client call aborted by its signal rejects at once; the server drops the queued request", async () => {
   await using srv = await startServer({ busyTimeout: 5000 });
   await using holder = await connect({ ...srv.connectOptions, max: 1 });
-  await using db = await srv.client();
+  await using db = await connect(srv.connectOptions);
   await holder.exec("CREATE TABLE t (v TEXT)");
   await holder.exec("BEGIN IMMEDIATE");
   await using conn = await db.reserve();
@@ -414,8 +414,8 @@ Deno.test("Client with max: 1 refuses transaction() while its own raw BEGIN is o
 
 Deno.test("Client closes a shared connection a missed BEGIN left in a transaction, so nothing falls into it", async () => {
   await using srv = await startServer();
-  await using db = await srv.client();
-  await using other = await srv.client();
+  await using db = await connect(srv.connectOptions);
+  await using other = await connect(srv.connectOptions);
   // A column named "begin" hides the BEGIN statement from the client's scan
   // (it reads the column as a trigger body); the server's reply gives it away.
   const sql = "CREATE TABLE t (trigger INTEGER, begin INTEGER); BEGIN";

@@ -178,6 +178,7 @@ Deno.test("errorClassOf() gives every code exactly one class, and createError() 
     FRAME_TOO_LARGE: ProtocolError,
     FRAME_TIMEOUT: ProtocolError,
     PROTOCOL_VERSION: ProtocolError,
+    AUTH: ProtocolError,
     ABORTED: AbortError,
   };
   for (const code of [...Object.values(ErrorCode), "SQLITE_CONSTRAINT_UNIQUE", "SQLITE_BUSY"]) {
