@@ -221,7 +221,9 @@ function outcome(p: Prepared, rows: SqlValue[][]): Outcome {
   // SQLite reports the connection's last values, which after DDL or an
   // UPDATE may belong to another client's statement: report only our own.
   return {
-    columns: p.columns = p.stmt.columnNames(),
+    // Read when prepared: a schema change that could alter them clears the
+    // statement cache (engine.ts), so a cached statement's names are current.
+    columns: p.columns,
     rows,
     changes: p.changesRows ? db.changes() : 0,
     lastInsertRowid: p.inserts ? db.lastInsertRowid() : 0,

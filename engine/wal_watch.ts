@@ -1,11 +1,19 @@
 /**
  * Notices commits to a WAL-mode database by any process, cheaply: every
  * commit rewrites the WAL-index header at the start of the `-shm` file
- * (its change counter, last frame, checksums and salts, SQLite's file
- * format §4.5), which every process maps from the same page cache. Reading
- * those 48 bytes costs one seek and one read (≈0.5 µs measured here,
- * against ≈1.3 µs for `PRAGMA data_version`, which opens a read
- * transaction).
+ * (its change counter, last frame, checksums and salts; SQLite's file
+ * format §4.5), which every process maps from the same page cache.
+ *
+ * Where FFI is permitted (Linux, macOS) the first page of the `-shm` file is
+ * mapped into memory with libc's `mmap`, so a check reads 48 bytes of
+ * memory: no system call at all. Otherwise the header is read with a seek
+ * and a read through Deno's file API (measured in a busy server at ≈3.5 µs a
+ * check, most of it the seek op) — against ≈1.3 µs for `PRAGMA
+ * data_version`, which opens a read transaction.
+ *
+ * The mapping stays valid while the server runs: SQLite truncates and
+ * rebuilds the `-shm` file only when no connection has the database open,
+ * and the server keeps its connections open.
  *
  * The engine reads the header before renewing its read snapshot, so a
  * snapshot is never older than the header it recorded: a commit that
@@ -15,15 +23,42 @@
  */
 
 const HEADER_BYTES = 48;
+const PAGE = 4096;
+const PROT_READ = 1;
+const MAP_SHARED = 1;
+
+const LIBC_SYMBOLS = {
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  // void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset)
+  mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
+  // int munmap(void *addr, size_t length)
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+} as const;
+
+type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
+
+function openLibc(): Libc | null {
+  const os = Deno.build.os;
+  if (os !== "linux" && os !== "darwin") return null;
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
+    return Deno.dlopen(os === "linux" ? "libc.so.6" : "libSystem.dylib", LIBC_SYMBOLS);
+  } catch {
+    return null;
+  }
+}
 
 /** Watches one database's WAL-index header. */
 export class WalWatch {
   readonly #path: string;
   #file: Deno.FsFile | null = null;
-  #seen = new Uint8Array(HEADER_BYTES);
-  #now = new Uint8Array(HEADER_BYTES);
-  #seen32 = new Uint32Array(this.#seen.buffer);
-  #now32 = new Uint32Array(this.#now.buffer);
+  #libc: Libc | null | undefined = undefined;
+  #map: Deno.PointerObject | null = null;
+  /** The live header (mapped memory), or a buffer the fallback reads into. */
+  #live: Uint32Array | null = null;
+  readonly #buffer = new Uint8Array(HEADER_BYTES);
+  readonly #seen = new Uint32Array(HEADER_BYTES / 4);
 
   /** @param database The database file (its `-shm` file is watched). */
   constructor(database: string) {
@@ -36,34 +71,60 @@ export class WalWatch {
    * change, which is safe). The header read now becomes the recorded one.
    */
   changed(): boolean {
-    const file = this.#file ?? this.#open();
-    if (file === null) return true;
-    let n: number | null;
-    try {
-      file.seekSync(0, Deno.SeekMode.Start);
-      n = file.readSync(this.#now);
-    } catch {
-      n = null;
-    }
-    if (n !== HEADER_BYTES) return true;
-    const a = this.#now32, b = this.#seen32;
-    for (let i = 0; i < a.length; i++) {
-      if (a[i] !== b[i]) {
-        const t = this.#seen;
-        this.#seen = this.#now;
-        this.#now = t;
-        this.#seen32 = a;
-        this.#now32 = b;
+    const now = this.#live ?? this.#read();
+    if (now === null) return true;
+    const seen = this.#seen;
+    for (let i = 0; i < seen.length; i++) {
+      if (now[i] !== seen[i]) {
+        seen.set(now);
         return true;
       }
     }
     return false;
   }
 
-  /** Closes the file. Idempotent. */
+  /** Unmaps and closes. Idempotent. */
   close(): void {
     this.#file?.close();
     this.#file = null;
+    if (this.#map !== null) this.#libc?.symbols.munmap(this.#map, BigInt(PAGE));
+    this.#map = null;
+    this.#live = null;
+    this.#libc?.close();
+    this.#libc = null;
+  }
+
+  /** Maps the header if possible, else reads it once; `null` when it cannot be had. */
+  #read(): Uint32Array | null {
+    if (this.#libc === undefined) this.#libc = openLibc();
+    if (this.#libc !== null && this.#mapHeader(this.#libc)) return this.#live;
+    const file = this.#file ?? this.#open();
+    if (file === null) return null;
+    try {
+      file.seekSync(0, Deno.SeekMode.Start);
+      if (file.readSync(this.#buffer) !== HEADER_BYTES) return null;
+    } catch {
+      return null;
+    }
+    return new Uint32Array(this.#buffer.buffer);
+  }
+
+  #mapHeader(libc: Libc): boolean {
+    // Mapping past the end of the file would fault on access: SQLite grows
+    // it in 32 KiB steps once the WAL is in use.
+    try {
+      if (Deno.statSync(this.#path).size < PAGE) return false;
+    } catch {
+      return false;
+    }
+    const fd = libc.symbols.open(new TextEncoder().encode(`${this.#path}\0`), 0);
+    if (fd < 0) return false;
+    const map = libc.symbols.mmap(null, BigInt(PAGE), PROT_READ, MAP_SHARED, fd, 0n);
+    libc.symbols.close(fd); // the mapping keeps the file
+    if (map === null || Deno.UnsafePointer.value(map) === 0xffffffffffffffffn) return false;
+    this.#map = map;
+    this.#live = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(map, HEADER_BYTES));
+    return true;
   }
 
   #open(): Deno.FsFile | null {

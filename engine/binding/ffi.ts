@@ -134,9 +134,16 @@ class FfiDb implements Db {
     return this.#s.sqlite3_get_autocommit(this.#handle()) === 0;
   }
 
-  /** True while a time budget is installed. */
+  /** True while a time budget is set. */
   get hasBudget(): boolean {
-    return this.#progressOn;
+    return this.#deadline !== Infinity;
+  }
+
+  /** Removes the progress handler (before a background step: it must not run there). */
+  dropBudget(): void {
+    if (!this.#progressOn) return;
+    this.#s.sqlite3_progress_handler(this.#handle(), 0, null, null);
+    this.#progressOn = false;
   }
 
   prepare(sql: string, from = 0): Stmt | null {
@@ -255,10 +262,9 @@ class FfiDb implements Db {
   setBudget(deadline: number | null): void {
     const h = this.#handle();
     if (deadline === null) {
-      if (this.#progressOn) {
-        this.#s.sqlite3_progress_handler(h, 0, null, null);
-        this.#progressOn = false;
-      }
+      // The handler stays installed (a point read is over long before it is
+      // first called): removing and installing it costs two FFI calls a
+      // statement. A background step removes it first (see dropBudget).
       this.#deadline = Infinity;
       return;
     }
@@ -461,6 +467,7 @@ class FfiStmt implements Stmt {
         Result.MISUSE,
       );
     }
+    this.#db.dropBudget();
     this.#db.background = true;
     let rc: number;
     try {
