@@ -409,8 +409,13 @@ export class Session {
   async #fatal(err: unknown): Promise<void> {
     if (this.#channel.closed) return;
     // Requests that arrived before the bad frame run and are answered first;
-    // nothing after the error frame.
+    // nothing after the error frame. One running in the background is
+    // waited for (and those behind it run), so none is done but unanswered.
     this.#pump();
+    while (this.#inflight !== null && !this.#channel.closed) {
+      await this.#inflight;
+      this.#pump();
+    }
     this.#dead = true;
     await this.#awaitCommit();
     await this.#sendLast(err);

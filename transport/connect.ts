@@ -42,7 +42,12 @@ export async function connectTo(
         port: addr.port,
         caCerts: tls.caCerts,
       });
-      await conn.handshake();
+      try {
+        await conn.handshake();
+      } catch (err) {
+        conn.close();
+        throw err;
+      }
       return conn;
     }
     const conn = await Deno.connect({ hostname: addr.hostname, port: addr.port });
