@@ -233,17 +233,19 @@ export class Maintenance {
 
   #vacuumInto(target: string): Promise<VacuumReport> {
     this.#needsFile("vacuum into");
-    const work = this.#withSnapshot(async (db, background) => {
+    const background = this.#engine.sqlite.capabilities.background;
+    // VACUUM INTO reads one snapshot by itself, and refuses to run inside a
+    // transaction; the node:sqlite path copies a snapshot, then compacts it.
+    const work = this.#withSnapshot(async (db) => {
       const start = performance.now();
       const [pages, pageSize] = pageCount(db);
-      if (background) {
-        await stepAll(db, "VACUUM INTO ?", [target], true);
-      } else {
-        // node:sqlite refuses ATTACH (and so VACUUM INTO) without full
-        // permissions: copy the snapshot, then VACUUM the copy.
-        const partial = `${target}.partial`;
-        try {
-          await removeIfExists(partial);
+      const partial = `${target}.partial`;
+      try {
+        await removeIfExists(partial);
+        if (background) {
+          await stepAll(db, "VACUUM INTO ?", [partial], true);
+        } else {
+          // node:sqlite refuses ATTACH (and so VACUUM INTO) without full permissions.
           await db.backup(partial, { pagesPerStep: BACKUP_PAGES_PER_STEP });
           const copy = this.#engine.sqlite.open(partial, { readOnly: false, busyTimeout: 0 });
           try {
@@ -251,11 +253,11 @@ export class Maintenance {
           } finally {
             copy.close();
           }
-          await Deno.rename(partial, target);
-        } catch (err) {
-          await removeIfExists(partial);
-          throw err;
         }
+        await Deno.rename(partial, target);
+      } catch (err) {
+        await removeIfExists(partial);
+        throw err;
       }
       const size = fileSize(target);
       return {
@@ -266,7 +268,7 @@ export class Maintenance {
         bytesAfter: size,
         ms: elapsed(start),
       };
-    });
+    }, !background);
     return this.#engine._track(work);
   }
 
@@ -283,18 +285,23 @@ export class Maintenance {
   }
 
   /**
-   * Runs `fn` on a fresh read-only connection inside one read transaction
-   * (one snapshot), then closes it.
+   * Runs `fn` on a fresh read-only connection, inside one read transaction
+   * (one snapshot) unless `snapshot` is false, then closes it.
    */
-  async #withSnapshot<T>(fn: (db: Db, background: boolean) => Promise<T>): Promise<T> {
+  async #withSnapshot<T>(
+    fn: (db: Db, background: boolean) => Promise<T>,
+    snapshot = true,
+  ): Promise<T> {
     const engine = this.#engine;
     const db = engine.sqlite.open(engine.config.path, {
       readOnly: true,
       busyTimeout: engine.config.busyTimeout,
     });
     try {
-      db.exec("BEGIN");
-      rowsNow(db, "SELECT count(*) FROM sqlite_schema"); // starts the snapshot
+      if (snapshot) {
+        db.exec("BEGIN");
+        rowsNow(db, "SELECT count(*) FROM sqlite_schema"); // starts the snapshot
+      }
       return await fn(db, engine.sqlite.capabilities.background);
     } finally {
       if (db.inTransaction) {

@@ -99,6 +99,8 @@ export class Session implements SessionProbe {
   /** When this session's open transaction was first seen, or 0. */
   #txSince = 0;
   #answered = 0;
+  /** SQL of prepared handles, kept only for the slow-statement log. */
+  #preparedSql: Map<number, string> | null = null;
   #closedOnce = false;
 
   /**
@@ -417,13 +419,24 @@ export class Session implements SessionProbe {
       if (error !== undefined) stats.errors++;
     }
     const { log, slowMs } = this.#services;
+    if (slowMs > 0 && error === undefined) this.#notePrepared(req, payload);
     if (error !== undefined && TIMEOUT_CODES.has((error as { code?: string }).code ?? "")) {
       log.warn(`timeout: session ${this.id}: ${(error as Error).message}`);
     }
     if (slowMs > 0 && ms >= slowMs && typeof req[0] === "number" && req[0] < Op.Stats) {
-      log.warn(`slow statement: session ${this.id}, ${describeSlow(req, payload, ms)}`);
+      const handle = typeof req[2] === "number" ? this.#preparedSql?.get(req[2]) : undefined;
+      log.warn(`slow statement: session ${this.id}, ${describeSlow(req, payload, ms, handle)}`);
     } else if (log.enabled("debug")) {
       log.debug(`request: session ${this.id}, op ${req[0]}, ${ms.toFixed(3)} ms`);
+    }
+  }
+
+  /** Remembers the SQL of prepared handles (only with `--slow-ms`). */
+  #notePrepared(req: Request, payload: unknown): void {
+    if (req[0] === Op.Prepare && Array.isArray(payload) && typeof req[2] === "string") {
+      (this.#preparedSql ??= new Map()).set(payload[0] as number, req[2]);
+    } else if (req[0] === Op.Finalize && typeof req[2] === "number") {
+      this.#preparedSql?.delete(req[2]);
     }
   }
 
@@ -571,7 +584,7 @@ function peerName(conn: Deno.Conn): string {
 }
 
 /** A slow request for the log: duration, rows, SQL (first 200 characters), never parameters. */
-function describeSlow(req: Request, payload: unknown, ms: number): string {
+function describeSlow(req: Request, payload: unknown, ms: number, prepared?: string): string {
   const op = req[0];
   let rows = "";
   if (op === Op.Query && Array.isArray(payload)) rows = `${(payload[1] as unknown[]).length} rows`;
@@ -580,6 +593,7 @@ function describeSlow(req: Request, payload: unknown, ms: number): string {
   let sql: string;
   const arg = req[2];
   if (typeof arg === "string") sql = sqlForLog(arg);
+  else if (prepared !== undefined) sql = sqlForLog(prepared);
   else if (typeof arg === "number") sql = `(prepared statement ${arg})`;
   else if (op === Op.Batch && Array.isArray(arg)) {
     sql = sqlForLog(arg.map((i) => (Array.isArray(i) ? String(i[0]) : "")).join("; "));
