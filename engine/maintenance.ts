@@ -208,6 +208,7 @@ export class Maintenance {
             state.done = total - remaining;
           },
         });
+        this.#standalone(partial);
         if (existsPath(target)) {
           throw new SqliteError(
             ErrorCode.BadRequest,
@@ -247,12 +248,7 @@ export class Maintenance {
         } else {
           // node:sqlite refuses ATTACH (and so VACUUM INTO) without full permissions.
           await db.backup(partial, { pagesPerStep: BACKUP_PAGES_PER_STEP });
-          const copy = this.#engine.sqlite.open(partial, { readOnly: false, busyTimeout: 0 });
-          try {
-            copy.exec("PRAGMA journal_mode = DELETE; VACUUM");
-          } finally {
-            copy.close();
-          }
+          this.#standalone(partial, "VACUUM");
         }
         await Deno.rename(partial, target);
       } catch (err) {
@@ -270,6 +266,20 @@ export class Maintenance {
       };
     }, !background);
     return this.#engine._track(work);
+  }
+
+  /**
+   * Makes a copy a file that stands alone: rollback journal rather than WAL
+   * (no `-wal`/`-shm` files beside it; a server that opens it turns WAL on
+   * again), then runs `then` on it.
+   */
+  #standalone(path: string, then = ""): void {
+    const copy = this.#engine.sqlite.open(path, { readOnly: false, busyTimeout: 0 });
+    try {
+      copy.exec(`PRAGMA journal_mode = DELETE; ${then}`);
+    } finally {
+      copy.close();
+    }
   }
 
   /** `[busy, log, checkpointed]` of `PRAGMA wal_checkpoint(MODE)` on the writer, not waiting. */
