@@ -223,7 +223,6 @@ export type Request<O extends OpCode = OpCode> = {
 /** Ops whose buffered reply is bounded by `maxResultBytes` (cursors stream instead). */
 export const RESULT_LIMITED_OPS: ReadonlySet<OpCode> = new Set<OpCode>([Op.Query, Op.Batch]);
 
-
 // ---- administration (ops 20+) ------------------------------------------------
 
 /** Checkpoint modes of `PRAGMA wal_checkpoint`. */
