@@ -351,12 +351,18 @@ export function describeBackup(r: BackupReport): string {
 
 /** One line: what a checkpoint did. */
 export function describeCheckpoint(r: CheckpointReport): string {
-  const head = `checkpoint (${r.mode}): ${r.checkpointed} of ${r.walFrames} WAL frames written ` +
-    `back, WAL ${bytes(r.walBytesBefore)} -> ${bytes(r.walBytesAfter)}, ${seconds(r.ms)}`;
-  return r.busy
-    ? `${head}; busy: a reader (an open cursor, another process) holds an older snapshot, ` +
-      "the rest waits for the next checkpoint"
-    : head;
+  const wal = `WAL ${bytes(r.walBytesBefore)} -> ${bytes(r.walBytesAfter)}, ${seconds(r.ms)}`;
+  if (r.busy) {
+    return `checkpoint (${r.mode}): busy: ${r.checkpointed} of ${r.walFrames} WAL frames ` +
+      `written back, ${wal}; a reader (an open cursor, another process) holds an older ` +
+      "snapshot, the rest waits for the next checkpoint";
+  }
+  // A completed TRUNCATE (or RESTART) resets the WAL, and SQLite then reports 0 frames.
+  if (r.walFrames === 0 && r.walBytesBefore > 0) {
+    return `checkpoint (${r.mode}): WAL written back and reset, ${wal}`;
+  }
+  return `checkpoint (${r.mode}): ${r.checkpointed} of ${r.walFrames} WAL frames written back, ` +
+    wal;
 }
 
 /** One line: what a vacuum did. */

@@ -156,6 +156,8 @@ export class Maintenance {
     try {
       db.exec("VACUUM");
       return finish();
+    } catch (err) {
+      throw explainVacuum(err);
     } finally {
       engine._afterWrite(s);
     }
@@ -253,7 +255,7 @@ export class Maintenance {
         await Deno.rename(partial, target);
       } catch (err) {
         await removeIfExists(partial);
-        throw err;
+        throw explainVacuum(err);
       }
       const size = fileSize(target);
       return {
@@ -388,6 +390,23 @@ export class Maintenance {
     }
     return target;
   }
+}
+
+/**
+ * node:sqlite in Deno limits attached databases to 0 unless the process has
+ * every permission, and VACUUM attaches a temporary one: say so.
+ */
+function explainVacuum(err: unknown): unknown {
+  if (!(err instanceof SqliteError) || !/too many attached databases - max 0/.test(err.message)) {
+    return err;
+  }
+  return new SqliteError(
+    err.code,
+    `Cannot vacuum: ${err.message}: node:sqlite under Deno permits no attached database ` +
+      "(VACUUM uses one) unless the server runs with every permission (-A); " +
+      "run the server with the ffi engine (--allow-ffi) or with -A",
+    err.sqliteCode,
+  );
 }
 
 /** Steps `sql` to the end, returning its rows: on a background thread when `background`. */

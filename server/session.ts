@@ -203,9 +203,9 @@ export class Session implements SessionProbe {
     return this.#blocked ? this.#headStart : 0;
   }
 
-  /** When this session's open transaction was first seen, or 0. */
+  /** When this session's open transaction was first seen, or 0 (also once its lease expired). */
   get transactionSince(): number {
-    return this.#txSince;
+    return this.#engine.inTransaction ? this.#txSince : 0;
   }
 
   /** Cursors open. */

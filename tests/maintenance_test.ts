@@ -10,7 +10,14 @@ import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { delay, startServer, type TestServer, within } from "./_helpers.ts";
+import {
+  delay,
+  SERVE_TASK_FLAGS,
+  startServer,
+  startServerProcess,
+  type TestServer,
+  within,
+} from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
@@ -289,3 +296,47 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+Deno.test("under deno task serve's permissions: maintenance works; vacuum on node says why it cannot", async () => {
+  for (const engine of ENGINES) {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+    await Deno.mkdir(`${dir}/copies`);
+    await using srv = await startServerProcess({
+      dir,
+      denoFlags: SERVE_TASK_FLAGS,
+      args: ["--engine", engine, "--backup-dir", `${dir}/copies`],
+    });
+    const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
+    try {
+      await fill(l, 2000);
+      const ckpt = await l.request(Op.Checkpoint, ["truncate"]);
+      assert.equal(ckpt.walBytesAfter, 0, engine);
+      assert.equal((await l.request(Op.Integrity, [])).ok, true);
+      const copy = await l.request(Op.Backup, ["b.db"]);
+      assert.deepEqual(rowsOf(copy.dest, "SELECT count(*) FROM t"), [[2000]]);
+      if (engine === "ffi") {
+        const v = await l.request(Op.Vacuum, [null]);
+        assert.ok(v.pagesAfter > 0);
+        const into = await l.request(Op.Vacuum, ["v.db"]);
+        assert.deepEqual(rowsOf(into.into!, "SELECT count(*) FROM t"), [[2000]]);
+      } else {
+        for (const into of [null, "v.db"]) {
+          await assert.rejects(l.request(Op.Vacuum, [into]), (err: Error & { code: string }) => {
+            assert.equal(err.code, "SQLITE_ERROR");
+            assert.match(
+              err.message,
+              /^Cannot vacuum: too many attached databases - max 0: node:sqlite under Deno permits no attached database .* \(-A\)/,
+            );
+            return true;
+          });
+        }
+        assert.deepEqual([...Deno.readDirSync(`${dir}/copies`)].map((e) => e.name), ["b.db"]);
+      }
+    } finally {
+      l.fail(new Error("test done"));
+      await l.ended;
+    }
+    await srv[Symbol.asyncDispose]();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
