@@ -98,7 +98,7 @@ export class ServerStats {
   record(op: number, ms: number, now: number): void {
     const second = Math.floor(now / 1000);
     if (second !== this.#current) this.#rotate(second);
-    const code = op >= 0 && op < OPS ? op : OPS - 1;
+    const code = Number.isInteger(op) && op >= 0 && op < OPS ? op : OPS - 1;
     this.#counts[this.#slot][code]++;
     this.#totals[code]++;
     this.#hist[this.#slot][bucketOf(ms)]++;
