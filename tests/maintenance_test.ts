@@ -340,3 +340,33 @@ Deno.test("under deno task serve's permissions: maintenance works; vacuum on nod
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("ffi: reads go on during an in-place vacuum; writes wait for it", async () => {
+  await using srv = await startServer({ engine: "ffi" });
+  await using a = await link(srv);
+  await using b = await link(srv);
+  await using c = await link(srv);
+  await fill(a, 60000); // about 14 MB: VACUUM takes a while
+  await a.request(Op.Run, ["DELETE FROM t WHERE id % 3 = 0", null, null]);
+  const order: string[] = [];
+  const vacuum = a.request(Op.Vacuum, [null]).then((r) => {
+    order.push("vacuum");
+    return r;
+  });
+  await delay(1);
+  const read = b.request(Op.Query, ["SELECT count(*) FROM t", null, null]).then((r) => {
+    order.push("read");
+    return r;
+  });
+  const write = c.request(Op.Run, ["INSERT INTO t(b) VALUES (x'04')", null, null]).then((r) => {
+    order.push("write");
+    return r;
+  });
+  const [v, [, rows]] = await Promise.all([vacuum, read, write]);
+  assert.deepEqual(rows, [[40000]]);
+  assert.ok(v.ms > 5, `vacuum took ${v.ms} ms`);
+  assert.deepEqual(order, ["read", "vacuum", "write"]);
+  assert.deepEqual((await b.request(Op.Query, ["SELECT count(*) FROM t", null, null]))[1], [
+    [40001],
+  ]);
+});
