@@ -1,6 +1,6 @@
 /**
- * `netsqlite`: the one command-line entry — `serve`, `shell`, `bench`, and
- * (planned) `stats`, `backup`, `checkpoint`, `vacuum`, `integrity`.
+ * `netsqlite`: the one command-line entry — `serve`, `shell`, `bench`,
+ * `stats`, `backup`, `checkpoint`, `vacuum`, `integrity`.
  *
  * Run it: `deno run -A cli.ts <command> [options]`, `deno task cli <command>`,
  * or build a single binary with `deno task compile` (this module is its
@@ -9,6 +9,7 @@
  * @module
  */
 
+import { ADMIN_HELP, runAdmin } from "./cli/admin.ts";
 import { runShell, SHELL_HELP } from "./cli/shell.ts";
 import { main as serverMain, VERSION } from "./server.ts";
 
@@ -36,28 +37,10 @@ processes from the sources); the compiled binary does not contain it.
 The options of bench/load.ts follow, when its sources are present.
 `;
 
-/** A command whose server side is not there yet: says so, prints no fake output. */
-function planned(name: string, summary: string, usage: string): Command {
-  const help = `netsqlite ${name}: ${summary} (not available yet)
-
-Usage: netsqlite ${name} ${usage}
-
-The server does not answer this request yet: this command is a placeholder.
-`;
-  return {
-    summary: `${summary} (not available yet)`,
-    help,
-    run: () => {
-      console.error(
-        `netsqlite ${name}: not available yet: the server has no "${name}" request; ` +
-          `see "netsqlite ${name} --help"`,
-      );
-      return Promise.resolve(1);
-    },
-  };
+/** An administration command (`cli/admin.ts`). */
+function admin(name: string, summary: string): Command {
+  return { summary, help: ADMIN_HELP[name], run: (args) => runAdmin(name, args) };
 }
-
-const CONNECT_USAGE = "[--db PATH | --socket PATH | --tcp HOST:PORT]";
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   serve: {
@@ -75,31 +58,11 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     help: BENCH_HELP,
     run: runBench,
   },
-  stats: planned(
-    "stats",
-    "show the server's uptime, connections, request rates, latency, memory",
-    `[--json] [--watch SECONDS] ${CONNECT_USAGE}`,
-  ),
-  backup: planned(
-    "backup",
-    "copy the database online, while clients keep writing",
-    `DEST ${CONNECT_USAGE}`,
-  ),
-  checkpoint: planned(
-    "checkpoint",
-    "checkpoint the write-ahead log through the server",
-    `[--truncate] ${CONNECT_USAGE}`,
-  ),
-  vacuum: planned(
-    "vacuum",
-    "rebuild the database, or write a compacted copy, through the server",
-    `[--into FILE] ${CONNECT_USAGE}`,
-  ),
-  integrity: planned(
-    "integrity",
-    "run PRAGMA integrity_check through the server",
-    CONNECT_USAGE,
-  ),
+  stats: admin("stats", "show the server's uptime, connections, request rates, latency, memory"),
+  backup: admin("backup", "copy the database online, while clients keep writing"),
+  checkpoint: admin("checkpoint", "checkpoint the write-ahead log through the server"),
+  vacuum: admin("vacuum", "rebuild the database, or write a compacted copy, through the server"),
+  integrity: admin("integrity", "run PRAGMA integrity_check through the server"),
 };
 
 /** Top-level help: the command list. */

@@ -29,6 +29,9 @@ import { type Address, formatAddress, parseHostPort } from "./transport/address.
 import { listen } from "./transport/listen.ts";
 import { isLoopback, readTokenFile, TOKEN_ENV } from "./server/auth.ts";
 import { DatabaseLock } from "./server/lock.ts";
+import { Logger } from "./server/log.ts";
+import { ServerStats } from "./server/stats.ts";
+import type { SessionServices } from "./server/session.ts";
 
 export type { ServeOptions } from "./server/options.ts";
 export { ListenError } from "./transport/listen.ts";
@@ -173,6 +176,7 @@ class RunningServer implements Server {
   readonly #lock: DatabaseLock | null;
   #stopping: Promise<void> | null = null;
   #graceMs = 0;
+  readonly #services: SessionServices;
 
   constructor(
     config: ServeConfig,
@@ -212,6 +216,17 @@ class RunningServer implements Server {
     if (config.announceFile !== null && this.addr.transport === "tcp") {
       Deno.writeTextFileSync(config.announceFile, String(this.addr.port));
     }
+    const log = new Logger(config.logLevel);
+    this.#services = {
+      stats: new ServerStats(engine, config.database, this.#hello.server),
+      log,
+      slowMs: config.slowMs,
+    };
+    engine.onLeaseExpired = (id) =>
+      log.warn(
+        `lease expired: session ${id} left its transaction idle for ` +
+          `${config.engine.txIdleTimeout} ms (--tx-idle-timeout): rolled back`,
+      );
     this.#memory = new MemoryReleaser({ enabled: config.releaseMemory });
     this.finished = this.#acceptLoop();
   }
@@ -233,13 +248,19 @@ class RunningServer implements Server {
         // report (at most once a second), back off briefly, keep serving.
         if (performance.now() - lastReport > 1000) {
           lastReport = performance.now();
-          console.error(`netsqlite: cannot accept a connection: ${(err as Error).message}`);
+          this.#services.log.error(`cannot accept a connection: ${(err as Error).message}`);
         }
         await new Promise((resolve) => setTimeout(resolve, 50));
         continue;
       }
       if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-      const session = new Session(conn, this.#engine, this.#hello, this.#config.tokenGate);
+      const session = new Session(
+        conn,
+        this.#engine,
+        this.#hello,
+        this.#config.tokenGate,
+        this.#services,
+      );
       this.#sessions.add(session);
       this.#memory.opened();
       const done = session.serve().finally(() => {
@@ -335,6 +356,13 @@ Options:
   --engine auto|ffi|node  SQLite binding: ffi (system libsqlite3, needs --allow-ffi), node
                           (node:sqlite, built in), auto = ffi when a library loads
                           (default: $NETSQLITE_ENGINE, else auto)
+  --log-level LEVEL       error, warn (default), info (connections, maintenance) or debug
+                          (every request); one line per event on standard error
+  --slow-ms MS            log statements slower than MS with duration, rows and the first
+                          200 characters of SQL (never parameters); 0 = off (default)
+  --backup-dir DIR        let clients have the server write backups and VACUUM INTO
+                          copies as new files under DIR (netsqlite backup/vacuum --into);
+                          refused without it
   --sqlite-lib PATH       libsqlite3 file for the ffi engine (default: $NETSQLITE_SQLITE_LIB,
                           else libsqlite3.so.0 / libsqlite3.dylib / sqlite3.dll)
   --help                  show this help
@@ -368,6 +396,9 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       "allow-attach": { type: "boolean" },
       "allow-unsafe-pragmas": { type: "boolean" },
       "grace-ms": { type: "string" },
+      "log-level": { type: "string" },
+      "slow-ms": { type: "string" },
+      "backup-dir": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -391,6 +422,9 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     allowAttach: values["allow-attach"],
     allowUnsafePragmas: values["allow-unsafe-pragmas"],
     graceMs: numberArg("--grace-ms", values["grace-ms"]),
+    logLevel: values["log-level"] as ServeOptions["logLevel"],
+    slowMs: numberArg("--slow-ms", values["slow-ms"]),
+    backupDir: values["backup-dir"],
   };
   const cert = values["tls-cert"];
   const key = values["tls-key"];

@@ -23,6 +23,7 @@ import type { Sqlite } from "./binding/binding.ts";
 import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
+import { Maintenance } from "./maintenance.ts";
 import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 import { WalWatch } from "./wal_watch.ts";
 import { WriterQueue } from "./writer_queue.ts";
@@ -49,6 +50,8 @@ export interface EngineConfig {
   maxCursors: number;
   /** What clients may do: read-only, ATTACH, unsafe PRAGMAs (see `policy.ts`). */
   policy: PolicyConfig;
+  /** Directory where `backup` and `vacuum` may write copies; `null`/absent refuses them. */
+  backupDir?: string | null;
 }
 
 /**
@@ -79,6 +82,9 @@ export class Engine {
   #writerSchemaStale = false;
   readonly #group: GroupCommit;
   #closed = false;
+  #maintenance: Maintenance | null = null;
+  /** Called with the session number when a transaction's idle lease runs out (for the log). */
+  onLeaseExpired: ((session: number) => void) | null = null;
   readonly #isFree = (): boolean => this.#writerFree();
 
   /**
@@ -122,6 +128,7 @@ export class Engine {
       config.busyTimeout,
       config.txIdleTimeout,
       (owner) => {
+        this.onLeaseExpired?.(owner.id);
         owner._expire();
         this._abort(owner);
       },
@@ -141,6 +148,16 @@ export class Engine {
   /** The resolved configuration. */
   get config(): Readonly<EngineConfig> {
     return this.#config;
+  }
+
+  /** Checkpoint, vacuum, integrity check and backup, done by the server (`maintenance.ts`). */
+  get maintenance(): Maintenance {
+    return this.#maintenance ??= new Maintenance(this, this.#config.backupDir ?? null);
+  }
+
+  /** Group commits since start: how many, writes in them, the largest. */
+  get groupCommits(): { groups: number; writes: number; largest: number } {
+    return { ...this.#group.counts };
   }
 
   /** Number of sessions waiting for the writer. */

@@ -109,6 +109,11 @@ export class EngineSession implements Waiter {
     if (!this.#closed) this.#onCommit(error);
   }
 
+  /** Cursors this session holds open. */
+  get cursorCount(): number {
+    return this.#cursors.size;
+  }
+
   /** True while this session owns an open transaction. */
   get inTransaction(): boolean {
     return this.#engine._owns(this);

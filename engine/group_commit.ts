@@ -29,6 +29,14 @@ export class GroupCommit {
   #open = false;
   #committing = false;
   readonly #onCommitted: () => void;
+  /** Writes in the open group. */
+  #size = 0;
+  /** Groups ended since start, writes in them, and the largest (for `stats`). */
+  readonly counts: { groups: number; writes: number; largest: number } = {
+    groups: 0,
+    writes: 0,
+    largest: 0,
+  };
 
   /**
    * @param writer The writer connection.
@@ -95,6 +103,7 @@ export class GroupCommit {
     }
     if (!first) db.exec("RELEASE netsqlite_group");
     this.#members.add(member);
+    this.#size++;
     return result;
   }
 
@@ -151,6 +160,13 @@ export class GroupCommit {
     this.#committing = false;
     const members = this.#members;
     this.#members = new Set();
+    if (this.#size > 0 && error === null) {
+      const c = this.counts;
+      c.groups++;
+      c.writes += this.#size;
+      if (this.#size > c.largest) c.largest = this.#size;
+    }
+    this.#size = 0;
     for (const m of members) m._groupDone(error);
   }
 }

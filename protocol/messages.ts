@@ -27,6 +27,12 @@ export const Op = {
   Next: 8,
   CloseCursor: 9,
   Cancel: 10,
+  // Server administration (20+): statistics and maintenance.
+  Stats: 20,
+  Checkpoint: 21,
+  Vacuum: 22,
+  Integrity: 23,
+  Backup: 24,
 } as const;
 
 /** One of the {@link Op} values. */
@@ -138,6 +144,16 @@ export interface Requests {
    * reply of its own. A target still queued is answered `ABORTED` unrun.
    */
   [Op.Cancel]: [targetId: number];
+  /** The server's statistics. */
+  [Op.Stats]: [];
+  /** Checkpoints the WAL, taking the writer like a write. */
+  [Op.Checkpoint]: [mode: CheckpointMode];
+  /** `VACUUM` on the writer, or (with a destination) a compacted copy. */
+  [Op.Vacuum]: [into: string | null];
+  /** `PRAGMA integrity_check` on a connection of its own. */
+  [Op.Integrity]: [];
+  /** An online copy of the database with SQLite's backup API. */
+  [Op.Backup]: [dest: string];
 }
 
 /** `run` reply payload: `[changes, lastInsertRowid]`. */
@@ -187,6 +203,16 @@ export interface Replies {
   [Op.CloseCursor]: null;
   /** No reply is sent. */
   [Op.Cancel]: never;
+  /** A snapshot of the server's statistics. */
+  [Op.Stats]: StatsReport;
+  /** What the checkpoint did. */
+  [Op.Checkpoint]: CheckpointReport;
+  /** What the vacuum did. */
+  [Op.Vacuum]: VacuumReport;
+  /** The check's verdict. */
+  [Op.Integrity]: IntegrityReport;
+  /** What was copied. */
+  [Op.Backup]: BackupReport;
 }
 
 /** A request as sent: `[op, id, ...args]`. */
@@ -196,3 +222,136 @@ export type Request<O extends OpCode = OpCode> = {
 
 /** Ops whose buffered reply is bounded by `maxResultBytes` (cursors stream instead). */
 export const RESULT_LIMITED_OPS: ReadonlySet<OpCode> = new Set<OpCode>([Op.Query, Op.Batch]);
+
+// ---- administration (ops 20+) ------------------------------------------------
+
+/** Checkpoint modes of `PRAGMA wal_checkpoint`. */
+export type CheckpointMode = "passive" | "full" | "restart" | "truncate";
+
+/** `checkpoint` reply: what the checkpoint did. */
+export interface CheckpointReport {
+  /** The mode run. */
+  mode: CheckpointMode;
+  /** True when a reader (a cursor, another process) kept it from finishing. */
+  busy: boolean;
+  /** Frames in the WAL when it ran. */
+  walFrames: number;
+  /** Frames copied into the database file. */
+  checkpointed: number;
+  /** WAL file size before, in bytes. */
+  walBytesBefore: number;
+  /** WAL file size after, in bytes. */
+  walBytesAfter: number;
+  /** Time taken, writer wait excluded, in ms. */
+  ms: number;
+}
+
+/** `vacuum` reply. */
+export interface VacuumReport {
+  /** Destination file (server-side path), or `null` for an in-place VACUUM. */
+  into: string | null;
+  /** Pages before (`page_count`). */
+  pagesBefore: number;
+  /** Pages after, of the database or of the copy. */
+  pagesAfter: number;
+  /** Database size before, in bytes. */
+  bytesBefore: number;
+  /** Size after, of the database or of the copy, in bytes. */
+  bytesAfter: number;
+  /** Time taken, in ms. */
+  ms: number;
+}
+
+/** `integrity` reply. */
+export interface IntegrityReport {
+  /** True when `PRAGMA integrity_check` answered `ok`. */
+  ok: boolean;
+  /** Its messages (at most 100) when not ok. */
+  problems: string[];
+  /** Pages checked. */
+  pages: number;
+  /** Database size, in bytes. */
+  bytes: number;
+  /** Time taken, in ms. */
+  ms: number;
+}
+
+/** `backup` reply. */
+export interface BackupReport {
+  /** Destination file (server-side path, resolved). */
+  dest: string;
+  /** Pages copied. */
+  pages: number;
+  /** Bytes written. */
+  bytes: number;
+  /** Time taken, in ms. */
+  ms: number;
+}
+
+/** A backup in progress, as `stats` reports it. */
+export interface BackupProgress {
+  /** Destination file (server-side path). */
+  dest: string;
+  /** Pages copied so far. */
+  done: number;
+  /** Pages in all (0 before the first step). */
+  total: number;
+  /** Time since it began, in ms. */
+  ms: number;
+}
+
+/** Latency over the last minute, in ms. */
+export interface LatencySummary {
+  /** Requests measured. */
+  count: number;
+  /** Median. */
+  p50: number;
+  /** 99th percentile. */
+  p99: number;
+  /** Largest. */
+  max: number;
+}
+
+/** `stats` reply: a snapshot of the server. */
+export interface StatsReport {
+  /** Server software and version. */
+  server: string;
+  /** Seconds since the server started. */
+  uptime: number;
+  /** SQLite binding: `ffi` or `node`. */
+  engine: string;
+  /** Library file, or `node:sqlite`. */
+  library: string;
+  /** SQLite version. */
+  sqliteVersion: string;
+  /** Database file. */
+  database: string;
+  /** Connections open now and accepted since start. */
+  connections: { open: number; total: number };
+  /** Requests answered since start, by op name. */
+  requests: Record<string, number>;
+  /** Requests per second over the last minute (or since start, if shorter), by op name. */
+  rates: Record<string, number>;
+  /** Request latency over the last minute, all ops: from the start of its turn to its reply. */
+  latency: LatencySummary;
+  /** Errors answered since start. */
+  errors: number;
+  /** Sessions waiting for the writer, and the longest wait now, in ms. */
+  writer: { waiting: number; longestWaitMs: number };
+  /** Open transactions: session number and age in ms. */
+  transactions: { session: number; ageMs: number }[];
+  /** Group commits since start: count, writes in them, largest. */
+  groupCommit: { groups: number; writes: number; largest: number };
+  /** Cursors open now. */
+  cursors: number;
+  /** Bytes received and sent since start (frames, prefixes included). */
+  bytes: { in: number; out: number };
+  /** WAL file size, in bytes (0 when absent). */
+  walBytes: number;
+  /** Database file size, in bytes. */
+  dbBytes: number;
+  /** Server process memory, in bytes. */
+  memory: { rss: number; heapUsed: number; heapTotal: number; external: number };
+  /** Backups running now. */
+  backups: BackupProgress[];
+}

@@ -11,6 +11,7 @@
 import { ErrorCode, SqliteError } from "./errors.ts";
 import {
   type BatchItem,
+  type CheckpointMode,
   type HelloRequest,
   Op,
   type StatementRef,
@@ -40,6 +41,16 @@ export interface DecodedArgs {
   [Op.CloseCursor]: [cursor: number];
   /** `[targetId]` */
   [Op.Cancel]: [targetId: number];
+  /** `[]` */
+  [Op.Stats]: [];
+  /** `[mode]` */
+  [Op.Checkpoint]: [mode: CheckpointMode];
+  /** `[into]`: a server-side path, or `null` for VACUUM in place */
+  [Op.Vacuum]: [into: string | null];
+  /** `[]` */
+  [Op.Integrity]: [];
+  /** `[dest]`: a server-side path */
+  [Op.Backup]: [dest: string];
 }
 
 /** A checked request: its op, id and normalised arguments. */
@@ -110,6 +121,18 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
       if (!isId(target)) throw badRequest(`Expected the id of the request to cancel`);
       return { op: Op.Cancel, id, args: [target as number] };
     }
+    case Op.Stats:
+      return { op: Op.Stats, id, args: [] };
+    case Op.Checkpoint:
+      return { op: Op.Checkpoint, id, args: [checkpointMode(msg[2])] };
+    case Op.Vacuum: {
+      const into = msg[2] ?? null;
+      return { op: Op.Vacuum, id, args: [into === null ? null : path(into, "vacuum")] };
+    }
+    case Op.Integrity:
+      return { op: Op.Integrity, id, args: [] };
+    case Op.Backup:
+      return { op: Op.Backup, id, args: [path(msg[2], "backup")] };
     default:
       throw badRequest(`Unknown op ${String(msg[0])}`);
   }
@@ -168,6 +191,23 @@ function batchItems(v: unknown): BatchItem[] {
     params(item[1]);
   }
   return v as BatchItem[];
+}
+
+const CHECKPOINT_MODES: readonly string[] = ["passive", "full", "restart", "truncate"];
+
+function checkpointMode(v: unknown): CheckpointMode {
+  if (v === undefined || v === null) return "passive";
+  if (typeof v === "string" && CHECKPOINT_MODES.includes(v)) return v as CheckpointMode;
+  throw badRequest(
+    `Expected a checkpoint mode (${CHECKPOINT_MODES.join(", ")}), got ${JSON.stringify(v)}`,
+  );
+}
+
+function path(v: unknown, op: string): string {
+  if (typeof v !== "string" || v === "" || v.includes("\0")) {
+    throw badRequest(`Expected the ${op} destination as a file path, got ${typeName(v)}`);
+  }
+  return v;
 }
 
 function typeName(v: unknown): string {

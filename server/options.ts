@@ -18,6 +18,7 @@ import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import type { EngineConfig } from "../engine/engine.ts";
 import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 import { isLoopback, TokenGate } from "./auth.ts";
+import { type LogLevel, parseLogLevel } from "./log.ts";
 import type { TlsServerOptions } from "../transport/listen.ts";
 
 /** Options of {@link serve}. */
@@ -126,6 +127,25 @@ export interface ServeOptions {
    * @default {5000}
    */
   graceMs?: number;
+  /**
+   * What the server logs on standard error: `error`, `warn`, `info`
+   * (connections, maintenance) or `debug` (every request). See `server/log.ts`.
+   * @default {"warn"}
+   */
+  logLevel?: LogLevel;
+  /**
+   * Log (at `warn`) statements slower than this, in ms, with duration, rows
+   * and the first 200 characters of SQL, never parameters; 0 = none.
+   * @default {0}
+   */
+  slowMs?: number;
+  /**
+   * Directory under which clients may have the server write backups and
+   * `VACUUM INTO` copies (`backup`, `vacuum --into`): new files only, no
+   * path leaving it. `null` refuses them.
+   * @default {null}
+   */
+  backupDir?: string | null;
 }
 
 /** The resolved server configuration. */
@@ -154,6 +174,10 @@ export interface ServeConfig {
   tls: TlsServerOptions | null;
   /** Grace period of a shutdown by signal, in ms. */
   graceMs: number;
+  /** What the server logs. */
+  logLevel: LogLevel;
+  /** Slow-statement threshold, in ms (0 = none). */
+  slowMs: number;
 }
 
 /**
@@ -256,9 +280,17 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       `Invalid option "sqliteLib": expected a file path, got ${String(sqliteLib)}`,
     );
   }
+  const backupDir = options.backupDir ?? null;
+  if (backupDir !== null && (typeof backupDir !== "string" || backupDir === "")) {
+    throw new TypeError(
+      `Invalid option "backupDir": expected a directory path, got ${String(backupDir)}`,
+    );
+  }
   return {
     address,
     announceFile,
+    logLevel: parseLogLevel(options.logLevel ?? "warn"),
+    slowMs: integer("slowMs", options.slowMs ?? 0, 0, 2 ** 31 - 1),
     releaseMemory,
     sqlite: { engine, library: sqliteLib },
     database,
@@ -293,6 +325,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       ),
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
       policy: flags,
+      backupDir,
     },
   };
 }

@@ -38,6 +38,26 @@ import { BLOCKED, type Engine, type EngineSession } from "../engine/engine.ts";
 import { resultTooLarge } from "../engine/run.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { TokenGate } from "./auth.ts";
+import { Logger, sqlForLog } from "./log.ts";
+import type { ServerStats, SessionProbe } from "./stats.ts";
+
+/** What a session reports to and logs with; shared by the server's sessions. */
+export interface SessionServices {
+  /** Counters for the `stats` request. */
+  stats: ServerStats | null;
+  /** The event log. */
+  log: Logger;
+  /** Log statements slower than this, in ms (0 = none). */
+  slowMs: number;
+}
+
+const NO_SERVICES: SessionServices = { stats: null, log: new Logger("warn"), slowMs: 0 };
+
+const TIMEOUT_CODES: ReadonlySet<string> = new Set([
+  ErrorCode.BusyTimeout,
+  ErrorCode.StatementTimeout,
+  ErrorCode.TxTimeout,
+]);
 
 const HIGH_WATER = 4 * 1024 * 1024;
 const MAX_QUEUED = 4096;
@@ -45,7 +65,7 @@ const MAX_QUEUED = 4096;
 type Request = Envelope;
 
 /** Serves one client connection. */
-export class Session {
+export class Session implements SessionProbe {
   readonly #channel: FrameChannel;
   readonly #encoder: MessageEncoder;
   /** Decoding is synchronous, so every session shares one decoder. */
@@ -54,6 +74,7 @@ export class Session {
   readonly #hello: HelloReply;
   readonly #gate: TokenGate | null;
   readonly #peer: string;
+  readonly #maintenance: Engine["maintenance"];
   #queue: Request[] = [];
   #head = 0;
   #handshaken = false;
@@ -71,6 +92,16 @@ export class Session {
   #held: { id: number; error?: unknown }[] = [];
   /** Resolved when held replies are released (see #awaitCommit). */
   #released: (() => void) | null = null;
+  readonly #services: SessionServices;
+  readonly #stats: ServerStats | null;
+  /** When the head request's turn began (`performance.now()`), 0 between requests. */
+  #headStart = 0;
+  /** When this session's open transaction was first seen, or 0. */
+  #txSince = 0;
+  #answered = 0;
+  /** SQL of prepared handles, kept only for the slow-statement log. */
+  #preparedSql: Map<number, string> | null = null;
+  #closedOnce = false;
 
   /**
    * @param conn The accepted connection.
@@ -78,8 +109,17 @@ export class Session {
    * @param hello The handshake reply to send.
    * @param gate Checks the token of the hello; `null` when none is required.
    */
-  constructor(conn: Deno.Conn, engine: Engine, hello: HelloReply, gate: TokenGate | null = null) {
+  constructor(
+    conn: Deno.Conn,
+    engine: Engine,
+    hello: HelloReply,
+    gate: TokenGate | null = null,
+    services: SessionServices = NO_SERVICES,
+  ) {
     this.#gate = gate;
+    this.#services = services;
+    this.#stats = services.stats;
+    this.#maintenance = engine.maintenance;
     this.#peer = peerName(conn);
     const max = hello.limits.maxFrameSize;
     this.#encoder = new MessageEncoder(max);
@@ -91,12 +131,18 @@ export class Session {
     // Replies wait while a write of this session waits for its group commit.
     const encoder = this.#encoder;
     const session = this.#engine;
+    const stats = this.#stats;
     const outbox = {
       get size(): number {
         return session.awaitingCommit ? 0 : encoder.size;
       },
-      take: (): Uint8Array => encoder.take(),
+      take: (): Uint8Array => {
+        const bytes = encoder.take();
+        if (stats !== null) stats.bytesOut += bytes.length;
+        return bytes;
+      },
     };
+    stats?.opened(this);
     const helloMs = hello.limits.frameTimeout;
     this.#helloTimer = setTimeout(() => {
       this.#helloTimer = undefined;
@@ -147,8 +193,37 @@ export class Session {
     }
   }
 
+  /** Session number (the engine's). */
+  get id(): number {
+    return this.#engine.id;
+  }
+
+  /** When the head request began waiting for the writer, or 0. */
+  get waitingSince(): number {
+    return this.#blocked ? this.#headStart : 0;
+  }
+
+  /** When this session's open transaction was first seen, or 0 (also once its lease expired). */
+  get transactionSince(): number {
+    return this.#engine.inTransaction ? this.#txSince : 0;
+  }
+
+  /** Cursors open. */
+  get cursors(): number {
+    return this.#engine.cursorCount;
+  }
+
   /** Closes the connection and rolls back its transaction. Idempotent. */
   close(): void {
+    if (!this.#closedOnce) {
+      this.#closedOnce = true;
+      this.#stats?.closed(this);
+      if (this.#handshaken) {
+        this.#services.log.info(
+          `disconnect: session ${this.id} (${this.#peer}), ${this.#answered} requests answered`,
+        );
+      }
+    }
     clearTimeout(this.#frameTimer);
     clearTimeout(this.#helloTimer);
     this.#dead = true;
@@ -181,6 +256,7 @@ export class Session {
   }
 
   #onFrame(payload: Uint8Array): void {
+    if (this.#stats !== null) this.#stats.bytesIn += payload.length + 4;
     const msg = Session.#decoder.decode(payload);
     if (!isEnvelope(msg)) {
       throw new SqliteError(
@@ -217,6 +293,7 @@ export class Session {
       }
       // Queued, or at the head waiting for the writer: it never runs.
       if (i === this.#head && this.#blocked) this.#engine.stopWaiting();
+      if (i === this.#head) this.#headStart = 0;
       q.splice(i, 1);
       const aborted = new AbortError(`Request ${target} was cancelled before it ran`);
       if (this.#engine.awaitingCommit) this.#hold(target, aborted);
@@ -237,10 +314,11 @@ export class Session {
     }
     const refusal = this.#gate?.check(hello.token) ?? null;
     if (refusal !== null) {
-      console.error(`netsqlite: refused a connection from ${this.#peer}: ${refusal}`);
+      this.#services.log.warn(`refused a connection from ${this.#peer}: ${refusal}`);
       throw new ProtocolError(ErrorCode.Auth, `Cannot start session: ${refusal}`);
     }
     this.#handshaken = true;
+    this.#services.log.info(`connect: session ${this.id} (${this.#peer})`);
     clearTimeout(this.#helloTimer);
     this.#encoder.append([msg[1], Status.Ok, this.#hello]);
   }
@@ -255,10 +333,12 @@ export class Session {
       while (this.#head < q.length) {
         if (this.#encoder.size >= HIGH_WATER) break;
         const req = q[this.#head];
+        if (this.#headStart === 0) this.#headStart = performance.now();
         let result: unknown;
         try {
           result = this.#dispatch(req);
         } catch (err) {
+          this.#answeredOne(req, null, err);
           if (this.#engine.awaitingCommit) this.#hold(req[1] as number, err);
           this.#replyError(req[1] as number, err);
           q[this.#head++] = undefined as unknown as Request;
@@ -273,6 +353,7 @@ export class Session {
           break;
         }
         q[this.#head++] = undefined as unknown as Request;
+        this.#answeredOne(req, result, undefined);
         if (this.#engine.awaitingCommit) this.#hold(req[1] as number);
         this.#reply(req, result);
       }
@@ -309,6 +390,7 @@ export class Session {
     this.#inflight = null;
     if (this.#dead || this.#channel.closed) return;
     this.#queue[this.#head++] = undefined as unknown as Request;
+    this.#answeredOne(req, payload, failed ? error : undefined);
     if (failed) {
       if (this.#engine.awaitingCommit) this.#hold(req[1] as number, error);
       this.#replyError(req[1] as number, error);
@@ -317,6 +399,45 @@ export class Session {
       this.#reply(req, payload);
     }
     this.#pump();
+  }
+
+  /**
+   * Counts an answered request (latency from the start of its turn), notes
+   * the transaction's start, and logs timeouts and slow statements.
+   */
+  #answeredOne(req: Request, payload: unknown, error: unknown): void {
+    const now = performance.now();
+    const ms = now - this.#headStart;
+    this.#headStart = 0;
+    this.#answered++;
+    if (this.#engine.inTransaction) {
+      if (this.#txSince === 0) this.#txSince = now;
+    } else this.#txSince = 0;
+    const stats = this.#stats;
+    if (stats !== null) {
+      stats.record(req[0], ms, now);
+      if (error !== undefined) stats.errors++;
+    }
+    const { log, slowMs } = this.#services;
+    if (slowMs > 0 && error === undefined) this.#notePrepared(req, payload);
+    if (error !== undefined && TIMEOUT_CODES.has((error as { code?: string }).code ?? "")) {
+      log.warn(`timeout: session ${this.id}: ${(error as Error).message}`);
+    }
+    if (slowMs > 0 && ms >= slowMs && typeof req[0] === "number" && req[0] < Op.Stats) {
+      const handle = typeof req[2] === "number" ? this.#preparedSql?.get(req[2]) : undefined;
+      log.warn(`slow statement: session ${this.id}, ${describeSlow(req, payload, ms, handle)}`);
+    } else if (log.enabled("debug")) {
+      log.debug(`request: session ${this.id}, op ${req[0]}, ${ms.toFixed(3)} ms`);
+    }
+  }
+
+  /** Remembers the SQL of prepared handles (only with `--slow-ms`). */
+  #notePrepared(req: Request, payload: unknown): void {
+    if (req[0] === Op.Prepare && Array.isArray(payload) && typeof req[2] === "string") {
+      (this.#preparedSql ??= new Map()).set(payload[0] as number, req[2]);
+    } else if (req[0] === Op.Finalize && typeof req[2] === "number") {
+      this.#preparedSql?.delete(req[2]);
+    }
   }
 
   /** Notes a reply that must wait for the group commit. */
@@ -375,7 +496,31 @@ export class Session {
         return s.closeCursor(...req.args);
       case Op.Cancel:
         return null; // Handled at receipt; never queued.
+      case Op.Stats:
+        if (this.#stats === null) {
+          throw new SqliteError(ErrorCode.BadRequest, "This server keeps no statistics");
+        }
+        return this.#stats.report();
+      case Op.Checkpoint:
+        return this.#logged(this.#maintenance.checkpoint(s, ...req.args), "checkpoint");
+      case Op.Vacuum:
+        return this.#logged(this.#maintenance.vacuum(s, ...req.args), "vacuum");
+      case Op.Integrity:
+        return this.#logged(this.#maintenance.integrity(), "integrity");
+      case Op.Backup:
+        return this.#logged(this.#maintenance.backup(...req.args), "backup");
     }
+  }
+
+  /** Logs (info) what a maintenance request did, once it is done. */
+  #logged<T>(reply: T | Promise<T> | typeof BLOCKED, what: string): unknown {
+    const log = this.#services.log;
+    if (reply === BLOCKED || !log.enabled("info")) return reply;
+    const note = (r: T) => {
+      log.info(`${what}: session ${this.id}: ${JSON.stringify(r)}`);
+      return r;
+    };
+    return reply instanceof Promise ? reply.then(note) : note(reply);
   }
 
   /**
@@ -441,4 +586,22 @@ function peerName(conn: Deno.Conn): string {
   const a = conn.remoteAddr;
   if (a.transport === "tcp" || a.transport === "udp") return `${a.hostname}:${a.port}`;
   return `a local process (${(conn.localAddr as Deno.UnixAddr).path ?? "unix socket"})`;
+}
+
+/** A slow request for the log: duration, rows, SQL (first 200 characters), never parameters. */
+function describeSlow(req: Request, payload: unknown, ms: number, prepared?: string): string {
+  const op = req[0];
+  let rows = "";
+  if (op === Op.Query && Array.isArray(payload)) rows = `${(payload[1] as unknown[]).length} rows`;
+  else if (op === Op.Run && Array.isArray(payload)) rows = `${String(payload[0])} changed`;
+  else if (op === Op.Batch && Array.isArray(payload)) rows = `${payload.length} statements`;
+  let sql: string;
+  const arg = req[2];
+  if (typeof arg === "string") sql = sqlForLog(arg);
+  else if (prepared !== undefined) sql = sqlForLog(prepared);
+  else if (typeof arg === "number") sql = `(prepared statement ${arg})`;
+  else if (op === Op.Batch && Array.isArray(arg)) {
+    sql = sqlForLog(arg.map((i) => (Array.isArray(i) ? String(i[0]) : "")).join("; "));
+  } else sql = `(op ${String(op)})`;
+  return `${ms.toFixed(1)} ms${rows === "" ? "" : `, ${rows}`}: ${sql}`;
 }

@@ -300,7 +300,7 @@ Deno.test("cli.ts shell --tcp reaches a TCP server; with no server it exits 1", 
   assert.match(none.stderr, /^Error: CONNECTION_CLOSED: Cannot connect to unix:/);
 });
 
-Deno.test("cli.ts --version, --help, unknown commands and the planned commands", async () => {
+Deno.test("cli.ts --version, --help, unknown commands and each command's help", async () => {
   const v = await cli(["--version"]);
   assert.equal(v.stdout, `netsqlite ${VERSION}\n`);
   const help = await cli(["--help"]);
@@ -329,13 +329,53 @@ Deno.test("cli.ts --version, --help, unknown commands and the planned commands",
   const unknown = await cli(["frobnicate"]);
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /^netsqlite: unknown command "frobnicate"/);
-  const stats = await cli(["stats"]);
-  assert.equal(stats.code, 1);
-  assert.equal(stats.stdout, "");
-  assert.match(stats.stderr, /^netsqlite stats: not available yet: /);
   const backupHelp = await cli(["backup", "--help"]);
   assert.equal(backupHelp.code, 0);
-  assert.match(backupHelp.stdout, /\(not available yet\)\n\nUsage: netsqlite backup DEST /);
+  assert.match(backupHelp.stdout, /\n\nUsage: netsqlite backup DEST /);
+  const bad = await cli(["checkpoint", "--mode", "sideways"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^netsqlite checkpoint: Invalid --mode "sideways"/);
+});
+
+Deno.test("cli.ts stats, checkpoint, integrity, vacuum and backup talk to a running server", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(`${dir.path}/copies`);
+  await using srv = await startServer({ backupDir: `${dir.path}/copies` });
+  const db = await srv.client();
+  try {
+    await db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)");
+  } finally {
+    await db.close();
+  }
+  const sock = ["--socket", (srv.connectOptions as { path: string }).path];
+  const stats = await cli(["stats", "--json", ...sock]);
+  assert.equal(stats.code, 0, stats.stderr);
+  const report = JSON.parse(stats.stdout);
+  assert.equal(report.connections.open, 1);
+  assert.equal(report.requests.exec, 1);
+  const human = await cli(["stats", "--watch", "0.1", "--count", "2", ...sock]);
+  assert.equal(human.code, 0, human.stderr);
+  assert.equal(human.stdout.match(/^connections {3}1 open/gm)?.length, 2);
+  const ckpt = await cli(["checkpoint", "--truncate", ...sock]);
+  assert.equal(ckpt.code, 0, ckpt.stderr);
+  assert.match(
+    ckpt.stdout,
+    /^checkpoint \(truncate\): WAL written back and reset, WAL .* -> 0 B, /,
+  );
+  const integrity = await cli(["integrity", ...sock]);
+  assert.match(integrity.stdout, /^integrity: ok \(\d+ pages, /);
+  const vacuum = await cli(["vacuum", "--into", "v.db", ...sock]);
+  assert.equal(vacuum.code, 0, vacuum.stderr);
+  assert.match(vacuum.stdout, /^vacuum into .*\/copies\/v\.db: \d+ -> \d+ pages, /);
+  const backup = await cli(["backup", "b.db", ...sock]);
+  assert.equal(backup.code, 0, backup.stderr);
+  assert.match(backup.stdout, /^backup: \d+ pages, .* to .*\/copies\/b\.db in /);
+  const again = await cli(["backup", "b.db", ...sock]);
+  assert.equal(again.code, 1);
+  assert.match(
+    again.stderr,
+    /^netsqlite backup: BAD_REQUEST: Cannot backup ".*b\.db": the file exists/,
+  );
 });
 
 Deno.test("cli.ts serve runs the server of server.ts until SIGTERM; .timer times statements", async () => {

@@ -1,0 +1,445 @@
+/**
+ * The administration commands of `netsqlite`: `stats`, `backup`,
+ * `checkpoint`, `vacuum` and `integrity`. Each connects to a running server
+ * and sends one request of protocol ops 20+ (see PROTOCOL.md); the server
+ * does the work (see `engine/maintenance.ts`) and says what it did.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { openLink } from "../client/connection.ts";
+import type { Link } from "../client/link.ts";
+import { type ConnectOptions, resolveConnectOptions } from "../client/options.ts";
+import {
+  type BackupReport,
+  type CheckpointReport,
+  type IntegrityReport,
+  Op,
+  type StatsReport,
+  type VacuumReport,
+} from "../protocol/messages.ts";
+import { parseHostPort } from "../transport/address.ts";
+
+/** Where output goes (tests pass their own). */
+export interface AdminIO {
+  /** Writes a line of results (standard output). */
+  out(line: string): void;
+  /** Writes a line of diagnostics (standard error). */
+  err(line: string): void;
+  /** Redraws the progress line (standard error, on a terminal); `null` when not a terminal. */
+  progress: ((text: string) => void) | null;
+}
+
+const encoder = new TextEncoder();
+
+/** Standard output and error; a progress line when standard error is a terminal. */
+export const ADMIN_STD_IO: AdminIO = {
+  out: (line) => console.log(line),
+  err: (line) => console.error(line),
+  progress: Deno.stderr.isTerminal()
+    ? (text) => Deno.stderr.writeSync(encoder.encode(`\r\x1b[2K${text}`))
+    : null,
+};
+
+const CONNECT_HELP = `Connection:
+  --db PATH         the default socket of this database (default ./netsqlite.db)
+  --socket PATH     this Unix socket
+  --tcp HOST:PORT   TCP
+  --token SECRET    the server's token (default: $NETSQLITE_TOKEN)`;
+
+/** `--help` texts. */
+export const ADMIN_HELP: Readonly<Record<string, string>> = {
+  stats: `netsqlite stats: the server's uptime, connections, request rates, latency, memory
+
+Usage: netsqlite stats [--json] [--watch SECONDS [--count N]] [connection]
+
+  --json             print the report as JSON (one object per line with --watch)
+  --watch SECONDS    print again every SECONDS until interrupted (or --count reports)
+  --count N          with --watch: stop after N reports
+
+Rates and latency cover the last minute; latency runs from the start of a
+request's turn on its connection to its reply (writer waits included).
+
+${CONNECT_HELP}
+`,
+  backup: `netsqlite backup: copy the database online, while clients keep writing
+
+Usage: netsqlite backup DEST [--json] [connection]
+
+DEST is a path on the server: the server writes it only when started with
+--backup-dir DIR, only under DIR (a relative DEST is taken under DIR), and
+never over an existing file. The copy is one consistent snapshot taken when
+the backup starts: it holds every write acknowledged before. Progress shows
+on a terminal; otherwise one line sums up.
+
+${CONNECT_HELP}
+`,
+  checkpoint: `netsqlite checkpoint: write the WAL back into the database file
+
+Usage: netsqlite checkpoint [--truncate | --mode passive|full|restart|truncate] [--json] [connection]
+
+  --truncate   checkpoint everything and empty the WAL file (mode truncate)
+  --mode M     the PRAGMA wal_checkpoint mode (default passive)
+
+It waits its turn for the writer like a write; it does not wait for readers:
+when a reader (an open cursor, another process) holds an older snapshot it
+reports "busy" with the frames it could not write back yet.
+
+${CONNECT_HELP}
+`,
+  vacuum: `netsqlite vacuum: rebuild the database, or write a compacted copy
+
+Usage: netsqlite vacuum [--into FILE] [--json] [connection]
+
+  --into FILE  write a compacted copy to FILE (a path on the server, under its
+               --backup-dir, new file) from one snapshot; writers go on meanwhile
+
+Without --into, VACUUM runs in place on the writer: writes wait for it.
+
+${CONNECT_HELP}
+`,
+  integrity: `netsqlite integrity: run PRAGMA integrity_check through the server
+
+Usage: netsqlite integrity [--json] [connection]
+
+It reads one snapshot on a connection of its own; writers go on meanwhile.
+Exit status 1 when the check finds problems.
+
+${CONNECT_HELP}
+`,
+};
+
+interface Parsed {
+  connect: ConnectOptions;
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+
+function parse(
+  args: string[],
+  options: Record<string, { type: "string" | "boolean" }>,
+): Parsed {
+  const { values, positionals } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      ...options,
+      json: { type: "boolean" },
+      db: { type: "string" },
+      socket: { type: "string" },
+      tcp: { type: "string" },
+      token: { type: "string" },
+    },
+  });
+  const given = [values.db, values.socket, values.tcp].filter((v) => v !== undefined).length;
+  if (given > 1) throw new TypeError("Give at most one of --db, --socket and --tcp");
+  const connect: ConnectOptions = { max: 1 };
+  if (typeof values.socket === "string") connect.path = values.socket;
+  if (typeof values.db === "string") connect.database = values.db;
+  if (typeof values.token === "string") connect.token = values.token;
+  if (typeof values.tcp === "string") {
+    const { hostname, port } = parseHostPort(values.tcp);
+    connect.hostname = hostname;
+    connect.port = port;
+  }
+  return { connect, values, positionals };
+}
+
+async function open(connect: ConnectOptions): Promise<Link> {
+  const [link] = await openLink(await resolveConnectOptions(connect));
+  return link;
+}
+
+async function close(link: Link): Promise<void> {
+  link.fail(new Error("done"));
+  await link.ended;
+}
+
+/**
+ * Runs one administration command.
+ *
+ * @param name `stats`, `backup`, `checkpoint`, `vacuum` or `integrity`.
+ * @param args Its arguments.
+ * @param io Output.
+ * @returns the exit status: 0, 1 on failure (or integrity problems), 2 on bad arguments.
+ */
+export async function runAdmin(
+  name: string,
+  args: string[],
+  io: AdminIO = ADMIN_STD_IO,
+): Promise<number> {
+  let run: () => Promise<number>;
+  try {
+    run = prepare(name, args, io);
+  } catch (err) {
+    io.err(`netsqlite ${name}: ${(err as Error).message}\n\n${ADMIN_HELP[name] ?? ""}`);
+    return 2;
+  }
+  try {
+    return await run();
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    io.err(`netsqlite ${name}: ${code ? `${code}: ` : ""}${(err as Error).message}`);
+    return 1;
+  }
+}
+
+function prepare(name: string, args: string[], io: AdminIO): () => Promise<number> {
+  switch (name) {
+    case "stats": {
+      const p = parse(args, { watch: { type: "string" }, count: { type: "string" } });
+      noPositionals(p);
+      const watch = p.values.watch === undefined ? 0 : positive("--watch", p.values.watch);
+      const count = p.values.count === undefined ? Infinity : positive("--count", p.values.count);
+      if (p.values.count !== undefined && watch === 0) {
+        throw new TypeError("--count goes with --watch");
+      }
+      return () => stats(p, watch, count, io);
+    }
+    case "backup": {
+      const p = parse(args, {});
+      if (p.positionals.length !== 1) {
+        throw new TypeError("Expected one destination: netsqlite backup DEST");
+      }
+      return () => backup(p, p.positionals[0], io);
+    }
+    case "checkpoint": {
+      const p = parse(args, { truncate: { type: "boolean" }, mode: { type: "string" } });
+      noPositionals(p);
+      if (p.values.truncate && p.values.mode !== undefined) {
+        throw new TypeError("Give --truncate or --mode, not both");
+      }
+      const mode = p.values.truncate ? "truncate" : String(p.values.mode ?? "passive");
+      if (!["passive", "full", "restart", "truncate"].includes(mode)) {
+        throw new TypeError(
+          `Invalid --mode "${mode}": expected passive, full, restart or truncate`,
+        );
+      }
+      return () =>
+        simple(p, io, (l) => l.request(Op.Checkpoint, [mode as CheckpointReport["mode"]]), (r) => {
+          io.out(describeCheckpoint(r));
+          return 0;
+        });
+    }
+    case "vacuum": {
+      const p = parse(args, { into: { type: "string" } });
+      noPositionals(p);
+      const into = typeof p.values.into === "string" ? p.values.into : null;
+      return () =>
+        simple(p, io, (l) => l.request(Op.Vacuum, [into]), (r) => {
+          io.out(describeVacuum(r));
+          return 0;
+        });
+    }
+    case "integrity": {
+      const p = parse(args, {});
+      noPositionals(p);
+      return () =>
+        simple(p, io, (l) => l.request(Op.Integrity, []), (r) => {
+          io.out(describeIntegrity(r));
+          return r.ok ? 0 : 1;
+        });
+    }
+    default:
+      throw new TypeError(`Unknown command "${name}"`);
+  }
+}
+
+function noPositionals(p: Parsed): void {
+  if (p.positionals.length > 0) throw new TypeError(`Unexpected argument "${p.positionals[0]}"`);
+}
+
+function positive(flag: string, v: string | boolean): number {
+  const n = Number(v);
+  if (typeof v !== "string" || v.trim() === "" || !(n > 0) || !Number.isFinite(n)) {
+    throw new TypeError(`Invalid ${flag} "${String(v)}": expected a positive number`);
+  }
+  return n;
+}
+
+async function simple<T>(
+  p: Parsed,
+  io: AdminIO,
+  ask: (link: Link) => Promise<T>,
+  show: (r: T) => number,
+): Promise<number> {
+  const link = await open(p.connect);
+  try {
+    const r = await ask(link);
+    if (p.values.json) {
+      io.out(JSON.stringify(r));
+      return (r as { ok?: boolean }).ok === false ? 1 : 0;
+    }
+    return show(r);
+  } finally {
+    await close(link);
+  }
+}
+
+async function stats(p: Parsed, watch: number, count: number, io: AdminIO): Promise<number> {
+  const link = await open(p.connect);
+  try {
+    for (let n = 1;; n++) {
+      const r = await link.request(Op.Stats, []);
+      if (p.values.json) io.out(JSON.stringify(r));
+      else {
+        if (watch > 0 && io.progress !== null) io.out("\x1b[H\x1b[2J"); // clear a terminal
+        io.out(describeStats(r));
+      }
+      if (watch === 0 || n >= count) return 0;
+      await new Promise((resolve) => setTimeout(resolve, watch * 1000));
+      if (watch > 0 && !p.values.json && io.progress === null) io.out("");
+    }
+  } finally {
+    await close(link);
+  }
+}
+
+async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
+  const link = await open(p.connect);
+  let poller: Link | null = null;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  try {
+    const done = link.request(Op.Backup, [dest]);
+    if (io.progress !== null) {
+      const draw = io.progress;
+      poller = await open(p.connect);
+      const started = performance.now();
+      const poll = async (): Promise<void> => {
+        if (stopped) return;
+        const s = await poller!.request(Op.Stats, []).catch(() => null);
+        const name = dest.replace(/^.*\//, "");
+        const b = s?.backups.find((x) => x.dest.endsWith(name)) ?? s?.backups[0];
+        if (b !== undefined && !stopped) {
+          draw(progressBar(b.done, b.total, performance.now() - started, s!));
+        }
+        if (!stopped) timer = setTimeout(poll, 200);
+      };
+      timer = setTimeout(poll, 100);
+    }
+    const r: BackupReport = await done;
+    stopped = true;
+    clearTimeout(timer);
+    io.progress?.("");
+    io.out(p.values.json ? JSON.stringify(r) : describeBackup(r));
+    return 0;
+  } finally {
+    stopped = true;
+    clearTimeout(timer);
+    if (poller !== null) await close(poller);
+    await close(link);
+  }
+}
+
+function progressBar(done: number, total: number, ms: number, s: StatsReport): string {
+  const width = 30;
+  const frac = total > 0 ? done / total : 0;
+  const filled = Math.round(frac * width);
+  const pageSize = total > 0 ? s.dbBytes / Math.max(total, 1) : 4096;
+  const rate = ms > 0 ? (done * pageSize) / (ms / 1000) : 0;
+  return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${total} pages ` +
+    `${(frac * 100).toFixed(0)}% ${bytes(rate)}/s`;
+}
+
+/** One line: what a backup did. */
+export function describeBackup(r: BackupReport): string {
+  return `backup: ${r.pages} pages, ${bytes(r.bytes)} to ${r.dest} in ${seconds(r.ms)}`;
+}
+
+/** One line: what a checkpoint did. */
+export function describeCheckpoint(r: CheckpointReport): string {
+  const wal = `WAL ${bytes(r.walBytesBefore)} -> ${bytes(r.walBytesAfter)}, ${seconds(r.ms)}`;
+  if (r.busy) {
+    return `checkpoint (${r.mode}): busy: ${r.checkpointed} of ${r.walFrames} WAL frames ` +
+      `written back, ${wal}; a reader (an open cursor, another process) holds an older ` +
+      "snapshot, the rest waits for the next checkpoint";
+  }
+  // A completed TRUNCATE (or RESTART) resets the WAL, and SQLite then reports 0 frames.
+  if (r.walFrames === 0 && r.walBytesBefore > 0) {
+    return `checkpoint (${r.mode}): WAL written back and reset, ${wal}`;
+  }
+  return `checkpoint (${r.mode}): ${r.checkpointed} of ${r.walFrames} WAL frames written back, ` +
+    wal;
+}
+
+/** One line: what a vacuum did. */
+export function describeVacuum(r: VacuumReport): string {
+  const what = r.into === null ? "vacuum" : `vacuum into ${r.into}`;
+  return `${what}: ${r.pagesBefore} -> ${r.pagesAfter} pages, ${bytes(r.bytesBefore)} -> ` +
+    `${bytes(r.bytesAfter)}, ${seconds(r.ms)}`;
+}
+
+/** What an integrity check found. */
+export function describeIntegrity(r: IntegrityReport): string {
+  const size = `${r.pages} pages, ${bytes(r.bytes)}, ${seconds(r.ms)}`;
+  if (r.ok) return `integrity: ok (${size})`;
+  return [`integrity: ${r.problems.length} problems (${size}):`, ...r.problems.map((p) => `  ${p}`)]
+    .join("\n");
+}
+
+/** The `stats` report for people. */
+export function describeStats(r: StatsReport): string {
+  const rates = Object.entries(r.rates).map(([op, n]) => `${op} ${n.toFixed(1)}`).join(", ");
+  const total = Object.values(r.requests).reduce((a, b) => a + b, 0);
+  const tx = r.transactions.length === 0
+    ? "none"
+    : r.transactions.map((t) => `session ${t.session} ${t.ageMs.toFixed(0)} ms`).join(", ");
+  const g = r.groupCommit;
+  const lines = [
+    `${r.server}, up ${
+      duration(r.uptime)
+    }, engine ${r.engine} (${r.library}, SQLite ${r.sqliteVersion})`,
+    `database      ${r.database} (${bytes(r.dbBytes)}, WAL ${bytes(r.walBytes)})`,
+    `connections   ${r.connections.open} open, ${r.connections.total} since start`,
+    `requests      ${total} since start, ${r.errors} errors`,
+    `requests/s    ${rates === "" ? "none in the last minute" : rates}`,
+    `latency       p50 ${ms(r.latency.p50)}, p99 ${ms(r.latency.p99)}, max ${
+      ms(r.latency.max)
+    } (last minute, ${r.latency.count} requests)`,
+    `writer        ${r.writer.waiting} waiting, longest wait ${ms(r.writer.longestWaitMs)}`,
+    `transactions  ${tx}`,
+    `group commit  ${g.groups} groups, ${g.writes} writes, ${
+      g.groups === 0 ? 0 : (g.writes / g.groups).toFixed(1)
+    } per group, largest ${g.largest}`,
+    `cursors       ${r.cursors} open`,
+    `bytes         ${bytes(r.bytes.in)} in, ${bytes(r.bytes.out)} out`,
+    `memory        rss ${bytes(r.memory.rss)}, heap ${bytes(r.memory.heapUsed)} of ${
+      bytes(r.memory.heapTotal)
+    }`,
+  ];
+  for (const b of r.backups) {
+    lines.push(`backup        ${b.dest}: ${b.done}/${b.total} pages, ${seconds(b.ms)}`);
+  }
+  return lines.join("\n");
+}
+
+function bytes(n: number): string {
+  if (n < 1024) return `${Math.round(n)} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
+function ms(n: number): string {
+  return n < 1 ? `${n.toFixed(3)} ms` : n < 100 ? `${n.toFixed(1)} ms` : `${Math.round(n)} ms`;
+}
+
+function seconds(n: number): string {
+  return n < 1000 ? `${n.toFixed(1)} ms` : `${(n / 1000).toFixed(2)} s`;
+}
+
+function duration(s: number): string {
+  const d = Math.floor(s / 86400);
+  const h = Math.floor((s % 86400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = Math.floor(s % 60);
+  return d > 0 ? `${d}d ${h}h ${m}m` : h > 0 ? `${h}h ${m}m ${sec}s` : `${m}m ${sec}s`;
+}

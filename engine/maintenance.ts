@@ -1,0 +1,474 @@
+/**
+ * Maintenance the server runs on behalf of a client: WAL checkpoint, VACUUM
+ * (in place or into a copy), integrity check and online backup. Clients
+ * cannot do these through SQL: the engine's policy refuses `VACUUM INTO`
+ * and unsafe PRAGMAs, and a client's `PRAGMA wal_checkpoint(TRUNCATE)` would
+ * find the server's own read snapshot in its way. Here the engine does them
+ * itself, the way they must be done while clients stay connected:
+ *
+ * - `checkpoint` and in-place `vacuum` take the writer like a write (they
+ *   wait their turn in the writer queue, and the shared reader lets go of
+ *   its snapshot when the writer is taken). The checkpoint does not wait
+ *   for readers (busy timeout 0 while it runs): a cursor holding an older
+ *   snapshot makes it report `busy` instead of stalling the server.
+ * - `integrity`, `backup` and `vacuum --into` run on a read connection of
+ *   their own, inside one read transaction: they see one consistent
+ *   snapshot, which holds every write acknowledged before they began, and
+ *   writers go on meanwhile (WAL). With the FFI binding the long steps run
+ *   off the main thread; a backup copies a bounded number of pages per step.
+ * - Files are written only under the directory the server was given for
+ *   them (`--backup-dir`), never over an existing file: the destination is a
+ *   server-side path chosen by a client, and the server may run with more
+ *   rights than that client (see README, "The netsqlite command").
+ *
+ * @module
+ */
+
+import { basename, dirname, isAbsolute, join, resolve, sep } from "node:path";
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import type {
+  BackupProgress,
+  BackupReport,
+  CheckpointMode,
+  CheckpointReport,
+  IntegrityReport,
+  VacuumReport,
+} from "../protocol/messages.ts";
+import type { Db, SqlValue } from "./binding/binding.ts";
+import type { Engine } from "./engine.ts";
+import { BLOCKED, type EngineSession, type Reply } from "./engine_session.ts";
+
+/** Pages a backup copies per step before yielding to the event loop. */
+export const BACKUP_PAGES_PER_STEP = 256;
+
+/** Problems `integrity` reports at most. */
+const MAX_PROBLEMS = 100;
+
+/** One backup running. */
+interface RunningBackup {
+  dest: string;
+  done: number;
+  total: number;
+  start: number;
+}
+
+/** Checkpoint, vacuum, integrity check and backup, run by the engine itself. */
+export class Maintenance {
+  readonly #engine: Engine;
+  readonly #backupDir: string | null;
+  readonly #backups = new Set<RunningBackup>();
+
+  /**
+   * @param engine The engine whose database is maintained.
+   * @param backupDir Directory under which backups and `VACUUM INTO` copies
+   *   may be written; `null` refuses them.
+   */
+  constructor(engine: Engine, backupDir: string | null) {
+    this.#engine = engine;
+    this.#backupDir = backupDir;
+  }
+
+  /** Backups in progress. */
+  get backups(): BackupProgress[] {
+    const now = performance.now();
+    return [...this.#backups].map((b) => ({
+      dest: b.dest,
+      done: b.done,
+      total: b.total,
+      ms: Math.round(now - b.start),
+    }));
+  }
+
+  /**
+   * Checkpoints the WAL (`PRAGMA wal_checkpoint(MODE)`) on the writer, which
+   * `s` takes like a write. Never waits for readers.
+   *
+   * @throws {SqliteError} `BAD_REQUEST` inside a transaction of `s`, or for an in-memory database.
+   */
+  checkpoint(s: EngineSession, mode: CheckpointMode): Reply<CheckpointReport> {
+    const engine = this.#engine;
+    this.#check(s, "checkpoint");
+    if (s.awaitingCommit || !engine._acquire(s)) return BLOCKED;
+    const start = performance.now();
+    try {
+      const wal = `${engine.config.path}-wal`;
+      const walBytesBefore = fileSize(wal);
+      const [busy, walFrames, checkpointed] = this.#checkpointNow(mode);
+      return {
+        mode,
+        busy,
+        walFrames,
+        checkpointed,
+        walBytesBefore,
+        walBytesAfter: fileSize(wal),
+        ms: elapsed(start),
+      };
+    } finally {
+      engine._afterWrite(s);
+    }
+  }
+
+  /**
+   * `VACUUM` in place (on the writer, taken like a write), or with `into` a
+   * compacted copy written from a snapshot on a connection of its own.
+   *
+   * @throws {SqliteError} `FORBIDDEN` for a destination the server does not permit.
+   */
+  vacuum(s: EngineSession, into: string | null): Reply<VacuumReport> {
+    const engine = this.#engine;
+    this.#check(s, "vacuum");
+    if (into !== null) return this.#vacuumInto(this.#destination(into, "vacuum into"));
+    if (s.awaitingCommit || !engine._acquire(s)) return BLOCKED;
+    const start = performance.now();
+    const db = engine._writer.db;
+    let before: [number, number];
+    try {
+      before = pageCount(db);
+    } catch (err) {
+      engine._afterWrite(s);
+      throw err;
+    }
+    const finish = (): VacuumReport => {
+      // VACUUM leaves its pages in the WAL: write them back so the file shrinks now.
+      try {
+        this.#checkpointNow("truncate");
+      } catch {
+        // A reader holds it: the next checkpoint does it.
+      }
+      const after = pageCount(db);
+      return {
+        into: null,
+        pagesBefore: before[0],
+        pagesAfter: after[0],
+        bytesBefore: before[0] * before[1],
+        bytesAfter: after[0] * after[1],
+        ms: elapsed(start),
+      };
+    };
+    if (!db.inTransaction && engine.sqlite.capabilities.background) {
+      s._runningOnWriter = true;
+      const work = stepAll(db, "VACUUM", [], true).then(finish).finally(() => {
+        s._runningOnWriter = false;
+        engine._afterWrite(s);
+      });
+      return engine._track(work);
+    }
+    try {
+      db.exec("VACUUM");
+      return finish();
+    } catch (err) {
+      throw explainVacuum(err);
+    } finally {
+      engine._afterWrite(s);
+    }
+  }
+
+  /**
+   * `PRAGMA integrity_check` on a snapshot, on a connection of its own.
+   *
+   * @throws {SqliteError} for an in-memory database.
+   */
+  integrity(): Promise<IntegrityReport> {
+    this.#needsFile("integrity");
+    return this.#engine._track(this.#withSnapshot(async (db, background) => {
+      const start = performance.now();
+      const [pages, pageSize] = pageCount(db);
+      const rows = await stepAll(db, `PRAGMA integrity_check(${MAX_PROBLEMS})`, [], background);
+      const problems = rows.map((r) => String(r[0]));
+      const ok = problems.length === 1 && problems[0] === "ok";
+      return {
+        ok,
+        problems: ok ? [] : problems,
+        pages,
+        bytes: pages * pageSize,
+        ms: elapsed(start),
+      };
+    }));
+  }
+
+  /**
+   * Copies the database to `dest` (under the backup directory, a new file)
+   * with SQLite's backup API, from one snapshot taken when it starts: writers
+   * go on meanwhile, and the copy holds every write acknowledged before.
+   * The copy is written beside `dest` and renamed when complete.
+   *
+   * @throws {SqliteError} `FORBIDDEN` for a destination the server does not permit.
+   */
+  backup(dest: string): Promise<BackupReport> {
+    this.#needsFile("backup");
+    const target = this.#destination(dest, "backup");
+    const partial = `${target}.partial`;
+    const state: RunningBackup = { dest: target, done: 0, total: 0, start: performance.now() };
+    const work = this.#withSnapshot(async (db) => {
+      this.#backups.add(state);
+      try {
+        await removeIfExists(partial);
+        await db.backup(partial, {
+          pagesPerStep: BACKUP_PAGES_PER_STEP,
+          onProgress: (remaining, total) => {
+            state.total = total;
+            state.done = total - remaining;
+          },
+        });
+        this.#standalone(partial);
+        if (existsPath(target)) {
+          throw new SqliteError(
+            ErrorCode.BadRequest,
+            `Cannot back up to "${target}": the file appeared while the backup ran`,
+          );
+        }
+        await Deno.rename(partial, target);
+      } catch (err) {
+        await removeIfExists(partial);
+        throw err;
+      } finally {
+        this.#backups.delete(state);
+      }
+      return {
+        dest: target,
+        pages: state.total,
+        bytes: fileSize(target),
+        ms: elapsed(state.start),
+      };
+    });
+    return this.#engine._track(work);
+  }
+
+  #vacuumInto(target: string): Promise<VacuumReport> {
+    this.#needsFile("vacuum into");
+    const background = this.#engine.sqlite.capabilities.background;
+    // VACUUM INTO reads one snapshot by itself, and refuses to run inside a
+    // transaction; the node:sqlite path copies a snapshot, then compacts it.
+    const work = this.#withSnapshot(async (db) => {
+      const start = performance.now();
+      const [pages, pageSize] = pageCount(db);
+      const partial = `${target}.partial`;
+      try {
+        await removeIfExists(partial);
+        if (background) {
+          await stepAll(db, "VACUUM INTO ?", [partial], true);
+        } else {
+          // node:sqlite refuses ATTACH (and so VACUUM INTO) without full permissions.
+          await db.backup(partial, { pagesPerStep: BACKUP_PAGES_PER_STEP });
+          this.#standalone(partial, "VACUUM");
+        }
+        await Deno.rename(partial, target);
+      } catch (err) {
+        await removeIfExists(partial);
+        throw explainVacuum(err);
+      }
+      const size = fileSize(target);
+      return {
+        into: target,
+        pagesBefore: pages,
+        pagesAfter: Math.round(size / pageSize),
+        bytesBefore: pages * pageSize,
+        bytesAfter: size,
+        ms: elapsed(start),
+      };
+    }, !background);
+    return this.#engine._track(work);
+  }
+
+  /**
+   * Makes a copy a file that stands alone: rollback journal rather than WAL
+   * (no `-wal`/`-shm` files beside it; a server that opens it turns WAL on
+   * again), then runs `then` on it.
+   */
+  #standalone(path: string, then = ""): void {
+    const copy = this.#engine.sqlite.open(path, { readOnly: false, busyTimeout: 0 });
+    try {
+      copy.exec(`PRAGMA journal_mode = DELETE; ${then}`);
+    } finally {
+      copy.close();
+    }
+  }
+
+  /** `[busy, log, checkpointed]` of `PRAGMA wal_checkpoint(MODE)` on the writer, not waiting. */
+  #checkpointNow(mode: CheckpointMode): [boolean, number, number] {
+    const db = this.#engine._writer.db;
+    db.exec("PRAGMA busy_timeout = 0");
+    try {
+      const row = rowsNow(db, `PRAGMA wal_checkpoint(${mode.toUpperCase()})`)[0];
+      return [Number(row[0]) !== 0, Number(row[1]), Number(row[2])];
+    } finally {
+      db.exec(`PRAGMA busy_timeout = ${this.#engine.config.busyTimeout}`);
+    }
+  }
+
+  /**
+   * Runs `fn` on a fresh read-only connection, inside one read transaction
+   * (one snapshot) unless `snapshot` is false, then closes it.
+   */
+  async #withSnapshot<T>(
+    fn: (db: Db, background: boolean) => Promise<T>,
+    snapshot = true,
+  ): Promise<T> {
+    const engine = this.#engine;
+    const db = engine.sqlite.open(engine.config.path, {
+      readOnly: true,
+      busyTimeout: engine.config.busyTimeout,
+    });
+    try {
+      if (snapshot) {
+        db.exec("BEGIN");
+        rowsNow(db, "SELECT count(*) FROM sqlite_schema"); // starts the snapshot
+      }
+      return await fn(db, engine.sqlite.capabilities.background);
+    } finally {
+      if (db.inTransaction) {
+        try {
+          db.exec("COMMIT");
+        } catch {
+          // Closing ends it anyway.
+        }
+      }
+      db.close();
+    }
+  }
+
+  #check(s: EngineSession, what: string): void {
+    this.#needsFile(what);
+    if (s.inTransaction && this.#engine._writer.inTransaction) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Cannot ${what} inside a transaction: commit or roll back first`,
+      );
+    }
+  }
+
+  #needsFile(what: string): void {
+    if (this.#engine.config.path === ":memory:") {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Cannot ${what}: the database is in memory (":memory:"), not in a file`,
+      );
+    }
+  }
+
+  /**
+   * Resolves a client-given destination under the backup directory.
+   *
+   * @throws {SqliteError} `FORBIDDEN` when the server permits no destination,
+   *   or the path leaves the directory (`..`, symbolic links); `BAD_REQUEST`
+   *   when the file exists or its directory does not.
+   */
+  #destination(path: string, what: string): string {
+    const root = this.#backupDir;
+    if (root === null) {
+      throw new SqliteError(
+        ErrorCode.Forbidden,
+        `Cannot ${what} "${path}": this server writes no files for clients; ` +
+          "start it with --backup-dir DIR (serve({ backupDir })) to permit destinations under DIR",
+      );
+    }
+    let dir: string;
+    let parent: string;
+    const wanted = isAbsolute(path) ? resolve(path) : resolve(root, path);
+    try {
+      dir = Deno.realPathSync(root);
+      parent = Deno.realPathSync(dirname(wanted));
+    } catch (err) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Cannot ${what} "${path}": its directory cannot be used: ${(err as Error).message}`,
+      );
+    }
+    const target = join(parent, basename(wanted));
+    if (!target.startsWith(dir.endsWith(sep) ? dir : dir + sep)) {
+      throw new SqliteError(
+        ErrorCode.Forbidden,
+        `Cannot ${what} "${path}": the server permits destinations under "${dir}" only ` +
+          "(--backup-dir)",
+      );
+    }
+    if (existsPath(target)) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Cannot ${what} "${target}": the file exists; choose a new name (nothing is overwritten)`,
+      );
+    }
+    return target;
+  }
+}
+
+/**
+ * node:sqlite in Deno limits attached databases to 0 unless the process has
+ * every permission, and VACUUM attaches a temporary one: say so.
+ */
+function explainVacuum(err: unknown): unknown {
+  if (!(err instanceof SqliteError) || !/too many attached databases - max 0/.test(err.message)) {
+    return err;
+  }
+  return new SqliteError(
+    err.code,
+    `Cannot vacuum: ${err.message}: node:sqlite under Deno permits no attached database ` +
+      "(VACUUM uses one) unless the server runs with every permission (-A); " +
+      "run the server with the ffi engine (--allow-ffi) or with -A",
+    err.sqliteCode,
+  );
+}
+
+/** Steps `sql` to the end, returning its rows: on a background thread when `background`. */
+async function stepAll(
+  db: Db,
+  sql: string,
+  params: SqlValue[],
+  background: boolean,
+): Promise<SqlValue[][]> {
+  const stmt = db.prepare(sql);
+  if (stmt === null) return [];
+  try {
+    stmt.bind(params);
+    if (!background) return stmt.all();
+    const rows: SqlValue[][] = [];
+    while (await stmt.stepInBackground()) rows.push(stmt.row());
+    return rows;
+  } finally {
+    stmt.finalize();
+  }
+}
+
+/** Rows of a short statement, on the main thread. */
+function rowsNow(db: Db, sql: string): SqlValue[][] {
+  const stmt = db.prepare(sql)!;
+  try {
+    stmt.bind([]);
+    return stmt.all();
+  } finally {
+    stmt.finalize();
+  }
+}
+
+/** `[page_count, page_size]`. */
+function pageCount(db: Db): [number, number] {
+  return [
+    Number(rowsNow(db, "PRAGMA page_count")[0][0]),
+    Number(rowsNow(db, "PRAGMA page_size")[0][0]),
+  ];
+}
+
+function fileSize(path: string): number {
+  try {
+    return Deno.statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+function existsPath(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function removeIfExists(path: string): Promise<void> {
+  await Deno.remove(path).catch(() => {});
+}
+
+function elapsed(start: number): number {
+  return Math.round((performance.now() - start) * 100) / 100;
+}

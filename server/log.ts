@@ -1,0 +1,93 @@
+/**
+ * The server's event log: one line per event on standard error, each
+ * `TIME LEVEL netsqlite: what happened`, filtered by `--log-level`:
+ *
+ * - `error`: the server cannot do its work (accept failures);
+ * - `warn` (the default): authentication failures, expired transaction
+ *   leases, timeouts, slow statements (`--slow-ms`);
+ * - `info`: connections opened and closed, maintenance done;
+ * - `debug`: every request with its duration.
+ *
+ * SQL is logged only for slow statements, cut to its first 200 characters;
+ * parameters are never logged.
+ *
+ * @module
+ */
+
+/** How much the server logs. */
+export type LogLevel = "error" | "warn" | "info" | "debug";
+
+/** The levels, most severe first. */
+export const LOG_LEVELS: readonly LogLevel[] = ["error", "warn", "info", "debug"];
+
+/** Characters of SQL a slow-statement line shows at most. */
+export const SQL_SHOWN = 200;
+
+/** Writes event lines at or above a level. */
+export class Logger {
+  readonly #rank: number;
+  readonly #write: (line: string) => void;
+
+  /**
+   * @param level Least severe level written.
+   * @param write Where a line goes (default: standard error).
+   */
+  constructor(level: LogLevel = "warn", write: (line: string) => void = (l) => console.error(l)) {
+    this.#rank = LOG_LEVELS.indexOf(level);
+    this.#write = write;
+  }
+
+  /** True when lines of `level` are written (check before building costly ones). */
+  enabled(level: LogLevel): boolean {
+    return LOG_LEVELS.indexOf(level) <= this.#rank;
+  }
+
+  /** Writes `message` at `level`, if enabled. */
+  log(level: LogLevel, message: string): void {
+    if (!this.enabled(level)) return;
+    this.#write(`${new Date().toISOString()} ${level.padEnd(5)} netsqlite: ${message}`);
+  }
+
+  /** {@link log} at `error`. */
+  error(message: string): void {
+    this.log("error", message);
+  }
+
+  /** {@link log} at `warn`. */
+  warn(message: string): void {
+    this.log("warn", message);
+  }
+
+  /** {@link log} at `info`. */
+  info(message: string): void {
+    this.log("info", message);
+  }
+
+  /** {@link log} at `debug`. */
+  debug(message: string): void {
+    this.log("debug", message);
+  }
+}
+
+/**
+ * SQL as a slow-statement line shows it: white space runs folded to one
+ * space, cut to {@link SQL_SHOWN} characters (with `…` when cut).
+ */
+export function sqlForLog(sql: string): string {
+  const flat = sql.replace(/\s+/g, " ").trim();
+  return flat.length <= SQL_SHOWN ? flat : `${flat.slice(0, SQL_SHOWN)}…`;
+}
+
+/**
+ * Checks a `--log-level` value.
+ *
+ * @throws {TypeError} when it is not one of {@link LOG_LEVELS}.
+ */
+export function parseLogLevel(value: unknown): LogLevel {
+  if (typeof value === "string" && (LOG_LEVELS as readonly string[]).includes(value)) {
+    return value as LogLevel;
+  }
+  throw new TypeError(
+    `Invalid option "logLevel": expected one of ${LOG_LEVELS.join(", ")}, got "${String(value)}"`,
+  );
+}

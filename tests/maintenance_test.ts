@@ -1,0 +1,372 @@
+/**
+ * Maintenance through the server (ops 20+): checkpoint, vacuum, integrity
+ * check and online backup, on real servers, on both engines, while clients
+ * stay connected and keep writing.
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { openLink } from "../client/connection.ts";
+import type { Link } from "../client/link.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
+import {
+  delay,
+  SERVE_TASK_FLAGS,
+  startServer,
+  startServerProcess,
+  type TestServer,
+  within,
+} from "./_helpers.ts";
+
+const ENGINES = ["ffi", "node"] as const;
+
+async function link(srv: TestServer): Promise<Link & AsyncDisposable> {
+  const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
+  return Object.assign(l, {
+    async [Symbol.asyncDispose]() {
+      l.fail(new Error("test done"));
+      await l.ended;
+    },
+  });
+}
+
+async function withCopies(
+  engine: "ffi" | "node",
+  options: { busyTimeout?: number } = {},
+): Promise<TestServer & { copies: string }> {
+  const srv = await startServer({ engine, ...options });
+  const copies = `${srv.dir}/copies`;
+  await srv.server.shutdown();
+  await Deno.mkdir(copies);
+  const again = await startServer({
+    engine,
+    database: srv.database,
+    backupDir: copies,
+    ...options,
+  });
+  const dispose = again[Symbol.asyncDispose];
+  return Object.assign(again, {
+    copies,
+    async [Symbol.asyncDispose]() {
+      await dispose();
+      await Deno.remove(srv.dir, { recursive: true }).catch(() => {});
+    },
+  });
+}
+
+/** Fills table t with `n` rows of 200 random bytes each, then deletes every other row. */
+async function fill(l: Link, n: number): Promise<void> {
+  await l.request(Op.Exec, [
+    "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, b BLOB);" +
+    `WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ${n}) ` +
+    "INSERT INTO t(b) SELECT randomblob(200) FROM c;",
+  ]);
+}
+
+function rowsOf(path: string, sql: string): unknown[][] {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return db.prepare(sql).all().map((r) => Object.values(r as Record<string, unknown>));
+  } finally {
+    db.close();
+  }
+}
+
+function walSize(database: string): number {
+  try {
+    return Deno.statSync(`${database}-wal`).size;
+  } catch {
+    return 0;
+  }
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: checkpoint truncate empties the WAL while clients stay connected`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await using b = await link(srv);
+    await fill(a, 2000);
+    // b reads (the server's shared reader takes its snapshot), then stays connected.
+    assert.deepEqual((await b.request(Op.Query, ["SELECT count(*) FROM t", null, null]))[1], [
+      [2000],
+    ]);
+    assert.ok(walSize(srv.database) > 0);
+    const r = await b.request(Op.Checkpoint, ["truncate"]);
+    assert.equal(r.mode, "truncate");
+    assert.equal(r.busy, false);
+    assert.ok(r.walBytesBefore > 0);
+    assert.equal(r.walBytesAfter, 0);
+    assert.equal(walSize(srv.database), 0);
+    // Everyone goes on.
+    await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'01')", null, null]);
+    assert.deepEqual((await b.request(Op.Query, ["SELECT count(*) FROM t", null, null]))[1], [
+      [2001],
+    ]);
+    const passive = await a.request(Op.Checkpoint, ["passive"]);
+    assert.equal(passive.busy, false);
+    assert.equal(passive.checkpointed, passive.walFrames);
+  });
+
+  Deno.test(`${engine}: checkpoint reports busy at once when a cursor holds an older snapshot`, async () => {
+    await using srv = await startServer({ engine, busyTimeout: 3000 });
+    await using a = await link(srv);
+    await using b = await link(srv);
+    await fill(a, 3000);
+    const [cursor] = await b.request(Op.Iterate, ["SELECT id FROM t", null, null]);
+    await b.request(Op.Next, [cursor]);
+    await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'02')", null, null]);
+    const start = performance.now();
+    const r = await a.request(Op.Checkpoint, ["truncate"]);
+    assert.ok(performance.now() - start < 1500, "the checkpoint did not wait for the reader");
+    assert.equal(r.busy, true);
+    assert.ok(r.walBytesAfter > 0);
+    await b.request(Op.CloseCursor, [cursor]);
+    const after = await a.request(Op.Checkpoint, ["truncate"]);
+    assert.equal(after.busy, false);
+    assert.equal(after.walBytesAfter, 0);
+  });
+
+  Deno.test(`${engine}: checkpoint waits its turn behind a transaction, and is refused inside one`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await using b = await link(srv);
+    await a.request(Op.Exec, ["CREATE TABLE t(x)"]);
+    await a.request(Op.Exec, ["BEGIN"]);
+    await a.request(Op.Run, ["INSERT INTO t VALUES (1)", null, null]);
+    await assert.rejects(a.request(Op.Checkpoint, ["passive"]), (err: Error & { code: string }) => {
+      assert.equal(err.code, "BAD_REQUEST");
+      assert.match(err.message, /^Cannot checkpoint inside a transaction: commit or roll back/);
+      return true;
+    });
+    const waiting = b.request(Op.Checkpoint, ["truncate"]);
+    assert.equal(await within(waiting, 100), "timeout");
+    await a.request(Op.Exec, ["COMMIT"]);
+    const r = await waiting;
+    assert.equal(r.busy, false);
+    assert.equal(r.walBytesAfter, 0);
+    assert.deepEqual(rowsOf(srv.database, "SELECT x FROM t"), [[1]]);
+  });
+
+  Deno.test(`${engine}: vacuum in place shrinks the database and keeps every row`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await fill(a, 4000);
+    await a.request(Op.Run, ["DELETE FROM t WHERE id % 2 = 0", null, null]);
+    const r = await a.request(Op.Vacuum, [null]);
+    assert.equal(r.into, null);
+    assert.ok(r.pagesAfter < r.pagesBefore * 0.7, `${r.pagesBefore} -> ${r.pagesAfter}`);
+    assert.equal(r.bytesAfter, Deno.statSync(srv.database).size);
+    const [, rows] = await a.request(Op.Query, ["SELECT count(*), sum(id % 2) FROM t", null, null]);
+    assert.deepEqual(rows, [[2000, 2000]]);
+    const check = await a.request(Op.Integrity, []);
+    assert.deepEqual({ ok: check.ok, problems: check.problems }, { ok: true, problems: [] });
+    assert.equal(check.pages, r.pagesAfter);
+  });
+
+  Deno.test(`${engine}: vacuum into writes a compacted copy under --backup-dir only`, async () => {
+    await using srv = await withCopies(engine);
+    await using a = await link(srv);
+    await fill(a, 3000);
+    await a.request(Op.Run, ["DELETE FROM t WHERE id > 1000", null, null]);
+    const r = await a.request(Op.Vacuum, ["compact.db"]);
+    assert.equal(r.into, `${Deno.realPathSync(srv.copies)}/compact.db`);
+    assert.ok(r.pagesAfter < r.pagesBefore / 2, `${r.pagesBefore} -> ${r.pagesAfter}`);
+    assert.equal(r.bytesAfter, Deno.statSync(r.into!).size);
+    assert.deepEqual(rowsOf(r.into!, "PRAGMA integrity_check"), [["ok"]]);
+    assert.deepEqual(rowsOf(r.into!, "SELECT count(*) FROM t"), [[1000]]);
+    assert.deepEqual([...Deno.readDirSync(srv.copies)].map((e) => e.name), ["compact.db"]);
+  });
+
+  Deno.test(`${engine}: integrity check answers ok on a snapshot while a transaction is open`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await using b = await link(srv);
+    await fill(a, 1000);
+    await a.request(Op.Exec, ["BEGIN"]);
+    await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'03')", null, null]);
+    const r = await b.request(Op.Integrity, []);
+    assert.equal(r.ok, true);
+    assert.deepEqual(r.problems, []);
+    assert.ok(r.pages > 1);
+    assert.equal(r.bytes, r.pages * 4096);
+    await a.request(Op.Exec, ["COMMIT"]);
+  });
+
+  Deno.test(`${engine}: backup under concurrent writes is consistent and holds every acknowledged write`, async () => {
+    await using srv = await withCopies(engine);
+    await using a = await link(srv);
+    await using w = await link(srv);
+    await using watcher = await link(srv);
+    // About 5 MB: the backup takes many steps of 256 pages, writes land between them.
+    await fill(a, 20000);
+    let acked = 0;
+    let stop = false;
+    const writer = (async () => {
+      while (!stop) {
+        const [, id] = await w.request(Op.Run, [
+          "INSERT INTO t(b) VALUES (randomblob(500))",
+          [],
+          null,
+        ]);
+        acked = Number(id);
+      }
+    })();
+    await delay(30);
+    const ackedBefore = acked;
+    assert.ok(ackedBefore > 20000, "writes were acknowledged before the backup began");
+    const pending = a.request(Op.Backup, ["online.db"]);
+    let sawProgress = false;
+    for (let i = 0; i < 50; i++) {
+      const s = await watcher.request(Op.Stats, []);
+      if (s.backups.length === 0) break;
+      assert.match(s.backups[0].dest, /\/online\.db$/);
+      if (s.backups[0].total > 0) sawProgress = true;
+      await delay(2);
+    }
+    const r = await pending;
+    const ackedAfter = acked;
+    stop = true;
+    await writer;
+    assert.ok(ackedAfter > ackedBefore, "writes went on while the backup ran");
+    assert.match(r.dest, /\/copies\/online\.db$/);
+    assert.equal(r.bytes, Deno.statSync(r.dest).size);
+    assert.ok(r.pages > 1000, `${r.pages} pages`);
+    assert.ok(sawProgress || engine === "node", "stats showed the backup in progress");
+    assert.deepEqual(rowsOf(r.dest, "PRAGMA integrity_check"), [["ok"]]);
+    const [[count, max]] = rowsOf(r.dest, "SELECT count(*), max(id) FROM t") as number[][];
+    // Every write acknowledged before the backup began is in the copy, none is torn.
+    assert.ok(max >= ackedBefore, `copy ends at ${max}, ${ackedBefore} were acknowledged`);
+    assert.equal(count, max);
+    assert.deepEqual([...Deno.readDirSync(srv.copies)].map((e) => e.name), ["online.db"]);
+  });
+
+  Deno.test(`${engine}: backup and vacuum into refuse destinations the server does not permit`, async () => {
+    await using srv = await withCopies(engine);
+    await using a = await link(srv);
+    await a.request(Op.Exec, ["CREATE TABLE t(x)"]);
+    const refused = async (req: Promise<unknown>, code: string, message: RegExp) => {
+      await assert.rejects(req, (err: Error & { code: string }) => {
+        assert.equal(err.code, code);
+        assert.match(err.message, message);
+        return true;
+      });
+    };
+    await refused(
+      a.request(Op.Backup, [`${srv.dir}/outside.db`]),
+      "FORBIDDEN",
+      /^Cannot backup ".*\/outside\.db": the server permits destinations under ".*\/copies" only/,
+    );
+    await refused(a.request(Op.Backup, ["../escape.db"]), "FORBIDDEN", /permits destinations/);
+    await refused(a.request(Op.Vacuum, [srv.database]), "FORBIDDEN", /permits destinations/);
+    Deno.symlinkSync(srv.dir, `${srv.copies}/link`);
+    await refused(a.request(Op.Backup, ["link/x.db"]), "FORBIDDEN", /permits destinations/);
+    await a.request(Op.Backup, ["one.db"]);
+    await refused(
+      a.request(Op.Backup, ["one.db"]),
+      "BAD_REQUEST",
+      /^Cannot backup ".*\/one\.db": the file exists; choose a new name \(nothing is overwritten\)$/,
+    );
+    await refused(a.request(Op.Backup, ["no/such/dir.db"]), "BAD_REQUEST", /directory cannot/);
+    await refused(a.request(Op.Backup, [""]), "BAD_REQUEST", /as a file path/);
+    // The session goes on after each refusal.
+    assert.deepEqual((await a.request(Op.Query, ["SELECT 1", null, null]))[1], [[1]]);
+    assert.deepEqual([...Deno.readDirSync(srv.copies)].map((e) => e.name).sort(), [
+      "link",
+      "one.db",
+    ]);
+  });
+
+  Deno.test(`${engine}: without --backup-dir the server writes no files; :memory: refuses maintenance`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await assert.rejects(a.request(Op.Backup, ["x.db"]), (err: Error & { code: string }) => {
+      assert.equal(err.code, "FORBIDDEN");
+      assert.match(
+        err.message,
+        /this server writes no files for clients; start it with --backup-dir/,
+      );
+      return true;
+    });
+    await assert.rejects(a.request(Op.Vacuum, ["x.db"]), /--backup-dir/);
+    await using mem = await startServer({ engine, database: ":memory:" });
+    await using m = await link(mem);
+    for (const req of [m.request(Op.Checkpoint, ["passive"]), m.request(Op.Integrity, [])]) {
+      await assert.rejects(req, /the database is in memory/);
+    }
+  });
+}
+
+Deno.test("under deno task serve's permissions: maintenance works; vacuum on node says why it cannot", async () => {
+  for (const engine of ENGINES) {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+    await Deno.mkdir(`${dir}/copies`);
+    await using srv = await startServerProcess({
+      dir,
+      denoFlags: SERVE_TASK_FLAGS,
+      args: ["--engine", engine, "--backup-dir", `${dir}/copies`],
+    });
+    const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
+    try {
+      await fill(l, 2000);
+      const ckpt = await l.request(Op.Checkpoint, ["truncate"]);
+      assert.equal(ckpt.walBytesAfter, 0, engine);
+      assert.equal((await l.request(Op.Integrity, [])).ok, true);
+      const copy = await l.request(Op.Backup, ["b.db"]);
+      assert.deepEqual(rowsOf(copy.dest, "SELECT count(*) FROM t"), [[2000]]);
+      if (engine === "ffi") {
+        const v = await l.request(Op.Vacuum, [null]);
+        assert.ok(v.pagesAfter > 0);
+        const into = await l.request(Op.Vacuum, ["v.db"]);
+        assert.deepEqual(rowsOf(into.into!, "SELECT count(*) FROM t"), [[2000]]);
+      } else {
+        for (const into of [null, "v.db"]) {
+          await assert.rejects(l.request(Op.Vacuum, [into]), (err: Error & { code: string }) => {
+            assert.equal(err.code, "SQLITE_ERROR");
+            assert.match(
+              err.message,
+              /^Cannot vacuum: too many attached databases - max 0: node:sqlite under Deno permits no attached database .* \(-A\)/,
+            );
+            return true;
+          });
+        }
+        assert.deepEqual([...Deno.readDirSync(`${dir}/copies`)].map((e) => e.name), ["b.db"]);
+      }
+    } finally {
+      l.fail(new Error("test done"));
+      await l.ended;
+    }
+    await srv[Symbol.asyncDispose]();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ffi: reads go on during an in-place vacuum; writes wait for it", async () => {
+  await using srv = await startServer({ engine: "ffi" });
+  await using a = await link(srv);
+  await using b = await link(srv);
+  await using c = await link(srv);
+  await fill(a, 60000); // about 14 MB: VACUUM takes a while
+  await a.request(Op.Run, ["DELETE FROM t WHERE id % 3 = 0", null, null]);
+  const order: string[] = [];
+  const vacuum = a.request(Op.Vacuum, [null]).then((r) => {
+    order.push("vacuum");
+    return r;
+  });
+  await delay(1);
+  const read = b.request(Op.Query, ["SELECT count(*) FROM t", null, null]).then((r) => {
+    order.push("read");
+    return r;
+  });
+  const write = c.request(Op.Run, ["INSERT INTO t(b) VALUES (x'04')", null, null]).then((r) => {
+    order.push("write");
+    return r;
+  });
+  const [v, [, rows]] = await Promise.all([vacuum, read, write]);
+  assert.deepEqual(rows, [[40000]]);
+  assert.ok(v.ms > 5, `vacuum took ${v.ms} ms`);
+  assert.deepEqual(order, ["read", "vacuum", "write"]);
+  assert.deepEqual((await b.request(Op.Query, ["SELECT count(*) FROM t", null, null]))[1], [
+    [40001],
+  ]);
+});

@@ -1,0 +1,217 @@
+/**
+ * The `stats` request (op 20) and the server's event log (`--log-level`,
+ * `--slow-ms`), on real servers, on both engines.
+ */
+
+import assert from "node:assert/strict";
+import { openLink } from "../client/connection.ts";
+import type { Link } from "../client/link.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
+import { bucketLimit, bucketOf } from "../server/stats.ts";
+import { Logger, sqlForLog } from "../server/log.ts";
+import { delay, readStdoutUntil, startServer, type TestServer, within } from "./_helpers.ts";
+
+const ENGINES = ["ffi", "node"] as const;
+
+async function link(srv: TestServer): Promise<Link & AsyncDisposable> {
+  const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
+  return Object.assign(l, {
+    async [Symbol.asyncDispose]() {
+      l.fail(new Error("test done"));
+      await l.ended;
+    },
+  });
+}
+
+Deno.test("latency buckets: four per doubling, each holding what it bounds", () => {
+  assert.equal(bucketOf(0), 0);
+  assert.equal(bucketOf(0.0005), 0);
+  for (const ms of [0.001, 0.0123, 0.05, 0.3, 1, 2.5, 17, 999, 12345]) {
+    const b = bucketOf(ms);
+    assert.ok(ms <= bucketLimit(b), `${ms} <= limit of bucket ${b}`);
+    assert.ok(ms >= bucketLimit(b - 1) * 0.999, `${ms} above the previous bucket`);
+    assert.ok(bucketLimit(b) / ms < 1.19 + 1e-9, "within a fourth of a doubling");
+  }
+  assert.equal(bucketOf(1e12), bucketOf(1e13));
+});
+
+Deno.test("Logger writes lines at or above its level; SQL is folded and cut at 200 characters", () => {
+  const lines: string[] = [];
+  const log = new Logger("warn", (l) => lines.push(l));
+  log.debug("d");
+  log.info("i");
+  log.warn("w");
+  log.error("e");
+  assert.equal(lines.length, 2);
+  assert.match(lines[0], /^\d{4}-\d\d-\d\dT[\d:.]+Z warn {2}netsqlite: w$/);
+  assert.match(lines[1], / error netsqlite: e$/);
+  assert.equal(log.enabled("info"), false);
+  assert.equal(sqlForLog("SELECT\n  1,\t2"), "SELECT 1, 2");
+  const long = sqlForLog(`SELECT '${"x".repeat(300)}'`);
+  assert.equal(long.length, 201);
+  assert.ok(long.endsWith("…"));
+});
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: stats counts connections, requests by op, bytes and latency`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await using b = await link(srv);
+    await a.request(Op.Exec, ["CREATE TABLE t(x)"]);
+    for (let i = 0; i < 20; i++) await a.request(Op.Run, ["INSERT INTO t VALUES (?)", [i], null]);
+    for (let i = 0; i < 30; i++) await b.request(Op.Query, ["SELECT x FROM t", null, null]);
+    await assert.rejects(b.request(Op.Query, ["SELECT nope", null, null]));
+    const s = await b.request(Op.Stats, []);
+    assert.equal(s.engine, engine);
+    assert.equal(s.sqliteVersion, srv.server.sqlite.version);
+    assert.equal(s.library, srv.server.sqlite.library);
+    assert.equal(s.database, srv.database);
+    assert.match(s.server, /^netsqlite \d/);
+    assert.ok(s.uptime > 0 && s.uptime < 60);
+    assert.deepEqual(s.connections, { open: 2, total: 2 });
+    assert.deepEqual(s.requests, { exec: 1, run: 20, query: 31 });
+    assert.equal(s.errors, 1);
+    assert.ok(s.rates.query > 0 && s.rates.run > 0);
+    assert.equal(s.latency.count, 52);
+    assert.ok(s.latency.p50 > 0 && s.latency.p50 <= s.latency.p99);
+    assert.ok(s.latency.p99 <= s.latency.max);
+    assert.ok(s.bytes.in > 52 * 10 && s.bytes.out > 52 * 5, JSON.stringify(s.bytes));
+    assert.ok(s.walBytes > 0);
+    assert.ok(s.dbBytes > 0);
+    assert.ok(s.memory.rss > 0 && s.memory.heapUsed > 0);
+    assert.deepEqual(s.transactions, []);
+    assert.deepEqual(s.writer, { waiting: 0, longestWaitMs: 0 });
+    assert.equal(s.cursors, 0);
+    assert.deepEqual(s.backups, []);
+    assert.ok(s.groupCommit.writes >= s.groupCommit.groups);
+    // Closing a connection shows.
+    await a[Symbol.asyncDispose]();
+    await delay(20);
+    const after = await b.request(Op.Stats, []);
+    assert.deepEqual(after.connections, { open: 1, total: 2 });
+    assert.equal(after.requests.stats, 1);
+  });
+
+  Deno.test(`${engine}: stats shows an open transaction, a waiting writer and open cursors`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await using b = await link(srv);
+    await using c = await link(srv);
+    await a.request(Op.Exec, ["CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)"]);
+    await a.request(Op.Exec, ["BEGIN"]);
+    await a.request(Op.Run, ["INSERT INTO t VALUES (4)", null, null]);
+    const blocked = b.request(Op.Run, ["INSERT INTO t VALUES (5)", null, null]);
+    const [cursor] = await c.request(Op.Iterate, ["SELECT x FROM t", null, null]);
+    await delay(60);
+    const s = await c.request(Op.Stats, []);
+    assert.equal(s.transactions.length, 1);
+    assert.ok(s.transactions[0].ageMs >= 50, JSON.stringify(s.transactions));
+    assert.equal(s.writer.waiting, 1);
+    assert.ok(s.writer.longestWaitMs >= 50, JSON.stringify(s.writer));
+    assert.equal(s.cursors, 1);
+    assert.equal(await within(blocked, 10), "timeout");
+    await a.request(Op.Exec, ["COMMIT"]);
+    await blocked;
+    await c.request(Op.CloseCursor, [cursor]);
+    const after = await c.request(Op.Stats, []);
+    assert.deepEqual(after.transactions, []);
+    assert.deepEqual(after.writer, { waiting: 0, longestWaitMs: 0 });
+    assert.equal(after.cursors, 0);
+  });
+
+  Deno.test(`${engine}: stats counts group commits of writes from many connections`, async () => {
+    await using srv = await startServer({ engine });
+    const links = await Promise.all(Array.from({ length: 6 }, () => link(srv)));
+    try {
+      await links[0].request(Op.Exec, ["CREATE TABLE t(x)"]);
+      const sql = "INSERT INTO t VALUES (?)";
+      // A first round makes the statement known to be fast (FFI groups only those).
+      for (let round = 0; round < 4; round++) {
+        await Promise.all(links.map((l, i) => l.request(Op.Run, [sql, [i], null])));
+      }
+      const s = await links[0].request(Op.Stats, []);
+      const g = s.groupCommit;
+      assert.ok(g.groups > 0, JSON.stringify(g));
+      assert.ok(g.largest > 1, `writes shared a commit: ${JSON.stringify(g)}`);
+      assert.ok(g.writes <= 24 && g.writes >= g.groups);
+    } finally {
+      for (const l of links) await l[Symbol.asyncDispose]();
+    }
+  });
+}
+
+Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout, slow statements without parameters", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const sock = `${dir}/s.sock`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../server.ts", import.meta.url).pathname,
+      "--db",
+      `${dir}/s.db`,
+      "--socket",
+      sock,
+      "--token",
+      "sesame",
+      "--log-level",
+      "info",
+      "--slow-ms",
+      "5",
+      "--tx-idle-timeout",
+      "100",
+      "--busy-timeout",
+      "50",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  const stderr = child.stderr.pipeThrough(new TextDecoderStream());
+  const chunks: string[] = [];
+  const reading = (async () => {
+    for await (const c of stderr) chunks.push(c);
+  })();
+  const { drained } = await readStdoutUntil(child, /serving/);
+  try {
+    const options = { path: sock, token: "sesame" };
+    const [a] = await openLink(await resolveConnectOptions(options));
+    const [b] = await openLink(await resolveConnectOptions(options));
+    await assert.rejects(openLink(await resolveConnectOptions({ path: sock, token: "wrong" })));
+    await a.request(Op.Exec, ["CREATE TABLE t(x)"]);
+    const slow =
+      "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) " +
+      "SELECT count(*) FROM c WHERE i != ?";
+    await a.request(Op.Query, [slow, ["secret-parameter-value"], null]);
+    await a.request(Op.Exec, ["BEGIN"]);
+    await a.request(Op.Run, ["INSERT INTO t VALUES (1)", null, null]);
+    await assert.rejects(b.request(Op.Run, ["INSERT INTO t VALUES (2)", null, null]), /busy/);
+    await delay(250); // a's lease (100 ms) runs out
+    for (const l of [a, b]) {
+      l.fail(new Error("done"));
+      await l.ended;
+    }
+    await delay(50);
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await drained;
+    await reading;
+    await Deno.remove(dir, { recursive: true });
+  }
+  const log = chunks.join("");
+  assert.match(log, / info {2}netsqlite: connect: session 1 \(a local process/);
+  assert.match(log, / warn {2}netsqlite: refused a connection from .*: wrong token/);
+  assert.match(
+    log,
+    / warn {2}netsqlite: slow statement: session 1, \d+\.\d ms, 1 rows: WITH RECURSIVE c\(i\) AS/,
+  );
+  assert.ok(!log.includes("secret-parameter-value"), "parameters are never logged");
+  assert.match(log, / warn {2}netsqlite: timeout: session 2: Write waited 50 ms for the writer/);
+  assert.match(log, / warn {2}netsqlite: lease expired: session 1 left its transaction idle/);
+  assert.match(log, / info {2}netsqlite: disconnect: session 2 \(.*\), \d+ requests answered/);
+  for (const line of log.trim().split("\n")) {
+    assert.match(line, /^\d{4}-\d\d-\d\dT[\d:.]+Z (error|warn |info |debug) netsqlite: /);
+  }
+});
