@@ -445,17 +445,7 @@ class FfiStmt implements Stmt {
 
   step(): boolean {
     const h = this.#h ?? this.#live();
-    const rc = this.#s.sqlite3_step(h);
-    if (rc === Result.ROW) {
-      if (this.#idle) {
-        this.#ncol = this.#s.sqlite3_column_count(h);
-        this.#idle = false;
-      }
-      return true;
-    }
-    this.#idle = true;
-    if (rc === Result.DONE) return false;
-    throw this.#stepError(h, rc);
+    return this.#stepped(h, this.#s.sqlite3_step(h));
   }
 
   async stepInBackground(): Promise<boolean> {
@@ -475,6 +465,11 @@ class FfiStmt implements Stmt {
     } finally {
       this.#db.background = false;
     }
+    return this.#stepped(h, rc);
+  }
+
+  /** What a step's result code means: a row (true), done (false), or an error. */
+  #stepped(h: Deno.PointerObject, rc: number): boolean {
     if (rc === Result.ROW) {
       if (this.#idle) {
         this.#ncol = this.#s.sqlite3_column_count(h);
