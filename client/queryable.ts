@@ -220,7 +220,7 @@ export abstract class Queryable {
     fn: (tx: Transaction) => Promise<T>,
     options: TransactionOptions = {},
   ): Promise<T> {
-    const behavior = options.behavior ?? "deferred";
+    const behavior = options.behavior === undefined ? "deferred" : options.behavior;
     if (behavior !== "deferred" && behavior !== "immediate" && behavior !== "exclusive") {
       return Promise.reject(
         new TypeError(

@@ -353,8 +353,8 @@ Deno.test("Client.transaction() with an invalid behavior throws TypeError before
   await using srv = await startServer();
   await using db = await srv.client();
   let called = false;
-  // (undefined and null mean the default, "deferred".)
-  for (const behavior of ["IMMEDIATE", "exclusive; DROP TABLE t", "", "savepoint"]) {
+  // (undefined means the default, "deferred"; null is refused like any other non-choice.)
+  for (const behavior of ["IMMEDIATE", "exclusive; DROP TABLE t", "", "savepoint", null]) {
     await assert.rejects(
       db.transaction(() => {
         called = true;
