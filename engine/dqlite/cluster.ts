@@ -482,9 +482,14 @@ export class DqliteDatabase {
         columns = r.columns;
         for (const row of r.rows) rows.push(row);
         bytes += received.bytes;
-        if (!r.more) return { columns, rows };
+        if (!r.more) {
+          if (r.error !== undefined) throw r.error;
+          return { columns, rows };
+        }
         let stop: SqliteError | null = null;
-        if (this.#interrupt) {
+        if (r.error !== undefined) {
+          stop = r.error;
+        } else if (this.#interrupt) {
           stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
         } else if (bytes > maxBytes) {
           stop = new SqliteError(

@@ -122,7 +122,14 @@ export type Response =
   | { type: "db"; id: number }
   | { type: "stmt"; db: number; id: number; params: number }
   | { type: "result"; lastInsertId: number | bigint; rowsAffected: number }
-  | { type: "rows"; columns: string[]; rows: SqlValue[][]; more: boolean }
+  | {
+    type: "rows";
+    columns: string[];
+    rows: SqlValue[][];
+    more: boolean;
+    /** Set when a value could not be decoded exactly (`INVALID_TEXT`); the caller throws it. */
+    error?: SqliteError;
+  }
   | { type: "empty" };
 
 const encoder = new TextEncoder();
@@ -534,7 +541,9 @@ export function intValue(v: bigint): number | bigint {
  * Decodes a response body of type `type`.
  *
  * @throws {ProtocolError} `DQLITE_PROTOCOL` when the body is malformed or the type unknown.
- * @throws {SqliteError} `INVALID_TEXT` when a row holds TEXT that is not UTF-8.
+ * A row value that is TEXT but not valid UTF-8 does not throw: the rows
+ * response carries `error` (`INVALID_TEXT`) for the caller to throw once the
+ * row set is read to its end.
  */
 export function decodeResponse(type: number, body: Uint8Array): Response {
   const r = new Reader(body);
@@ -588,6 +597,7 @@ function decodeRows(r: Reader): Response {
   const headerBytes = pad(Math.ceil(n / 2));
   const types = new Uint8Array(n);
   const rows: SqlValue[][] = [];
+  let error: SqliteError | undefined;
   for (;;) {
     const first = r.peek();
     if (first === MARK_PART || first === MARK_DONE) {
@@ -596,7 +606,10 @@ function decodeRows(r: Reader): Response {
         throw protocolError(`Cannot decode rows: bad end marker 0x${mark.toString(16)}`);
       }
       if (r.remaining !== 0) throw protocolError("Cannot decode rows: bytes after the end marker");
-      return { type: "rows", columns, rows, more: first === MARK_PART };
+      const more = first === MARK_PART;
+      return error === undefined
+        ? { type: "rows", columns, rows, more }
+        : { type: "rows", columns, rows, more, error };
     }
     const header = r.bytes(headerBytes);
     for (let i = 0; i < n; i++) {
@@ -604,7 +617,16 @@ function decodeRows(r: Reader): Response {
       types[i] = i & 1 ? b >> 4 : b & 0x0f;
     }
     const row: SqlValue[] = new Array(n);
-    for (let i = 0; i < n; i++) row[i] = readValue(r, types[i]);
+    for (let i = 0; i < n; i++) {
+      try {
+        row[i] = readValue(r, types[i]);
+      } catch (err) {
+        // Keep decoding so the message is consumed whole; report the first such value.
+        if (!(err instanceof SqliteError)) throw err;
+        error ??= err;
+        row[i] = null;
+      }
+    }
     rows.push(row);
   }
 }
