@@ -21,7 +21,7 @@ import {
   ResponseType,
 } from "../engine/dqlite/wire.ts";
 import { failureError, LeaderError } from "../engine/dqlite/errors.ts";
-import { txEffect, writesRows } from "../engine/dqlite/_sql_scan.ts";
+import { positionalArgs, txEffect, writesRows } from "../engine/dqlite/_sql_scan.ts";
 
 /** Little-endian u64 bytes. */
 function u64(v: bigint | number): number[] {
@@ -338,4 +338,34 @@ Deno.test("txEffect() reads the first keyword; writesRows() finds a bare RETURNI
   assert.equal(writesRows("SELECT 'returning', \"returning\", [returning], `returning`"), false);
   assert.equal(writesRows("SELECT 1 -- returning\n"), false);
   assert.equal(writesRows("SELECT returning_x FROM t /* returning */"), false);
+});
+
+Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arguments", () => {
+  assert.deepEqual(positionalArgs("SELECT ?", [1]), [1]);
+  assert.deepEqual(positionalArgs("SELECT :a, :b, :a", { b: 2, a: 1 }), [1, 2]);
+  assert.deepEqual(positionalArgs("SELECT ?, :a, ?3, @b, $c", { c: 5, ":a": 2, "@b": 4 }), [
+    null,
+    2,
+    null,
+    4,
+    5,
+  ]);
+  assert.deepEqual(positionalArgs("SELECT ?2, :x", { x: "v" }), [null, null, "v"]);
+  // Literals, quoted names and comments hold no parameters; only the first statement counts.
+  assert.deepEqual(
+    positionalArgs("SELECT ':no', \"@no\", [$no] /* :no */, :yes -- :no\n; SELECT :later", {
+      yes: 1,
+    }),
+    [1],
+  );
+  assert.deepEqual(positionalArgs(";; SELECT :a; SELECT :b", { a: 1 }), [1]);
+  assert.deepEqual(positionalArgs("SELECT :émoji_1", { "émoji_1": 7 }), [7]);
+  assert.throws(
+    () => positionalArgs("SELECT :a", { b: 1 }),
+    (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_RANGE",
+  );
+  assert.throws(
+    () => positionalArgs("SELECT :a; SELECT :b", { b: 1 }),
+    (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_RANGE",
+  );
 });

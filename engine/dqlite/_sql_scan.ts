@@ -7,8 +7,19 @@
  * @module
  */
 
-/** Calls `onWord` with each bare word of `sql` (outside literals, quoted names and comments). */
-function scanWords(sql: string, onWord: (word: string) => boolean): void {
+import { SqliteError } from "../../protocol/errors.ts";
+
+type Token = { kind: "word" | "param" | "semicolon"; text: string };
+
+const WORD_START = /[\p{L}_\u0080-\uffff]/u;
+const WORD_PART = /[\p{L}\p{N}_$\u0080-\uffff]/u;
+
+/**
+ * Calls `onToken` with each bare word (lowercased), parameter and semicolon
+ * of `sql`, skipping literals, quoted names and comments; stops when
+ * `onToken` returns false.
+ */
+function scan(sql: string, onToken: (token: Token) => boolean): void {
   const n = sql.length;
   let i = 0;
   while (i < n) {
@@ -26,15 +37,43 @@ function scanWords(sql: string, onWord: (word: string) => boolean): void {
     } else if (c === "/" && sql[i + 1] === "*") {
       const end = sql.indexOf("*/", i + 2);
       i = end === -1 ? n : end + 2;
-    } else if (/[A-Za-z_]/.test(c)) {
+    } else if (c === ";") {
+      if (!onToken({ kind: "semicolon", text: ";" })) return;
+      i++;
+    } else if (c === "?") {
       let j = i + 1;
-      while (j < n && /[A-Za-z0-9_$]/.test(sql[j])) j++;
-      if (!onWord(sql.slice(i, j).toLowerCase())) return;
+      while (j < n && sql[j] >= "0" && sql[j] <= "9") j++;
+      if (!onToken({ kind: "param", text: sql.slice(i, j) })) return;
+      i = j;
+    } else if ((c === ":" || c === "@" || c === "$") && nameFollows(sql, i)) {
+      let j = i + 1;
+      while (j < n && WORD_PART.test(sql[j])) j++;
+      if (!onToken({ kind: "param", text: sql.slice(i, j) })) return;
+      i = j;
+    } else if (WORD_START.test(c)) {
+      let j = i + 1;
+      while (j < n && WORD_PART.test(sql[j])) j++;
+      if (!onToken({ kind: "word", text: sql.slice(i, j).toLowerCase() })) return;
+      i = j;
+    } else if (c >= "0" && c <= "9") {
+      // A number (with any letters glued to it, as in 1e5 or 0x1F) is not a word.
+      let j = i + 1;
+      while (j < n && WORD_PART.test(sql[j])) j++;
       i = j;
     } else {
       i++;
     }
   }
+}
+
+/** True when a name follows the parameter prefix at `i`. */
+function nameFollows(sql: string, i: number): boolean {
+  return i + 1 < sql.length && WORD_PART.test(sql[i + 1]);
+}
+
+/** Calls `onWord` with each bare word of `sql` (lowercased). */
+function scanWords(sql: string, onWord: (word: string) => boolean): void {
+  scan(sql, (t) => t.kind !== "word" || onWord(t.text));
 }
 
 /**
@@ -89,4 +128,61 @@ export function writesRows(sql: string): boolean {
     return !found;
   });
   return found;
+}
+
+/**
+ * Turns named arguments into the positional list dqlite binds (it binds by
+ * index only), numbering the parameters of the first statement of `sql` the
+ * way SQLite does: `?` takes the next index, `?NNN` index NNN, and a name
+ * (`:a`, `@a`, `$a`) the next index at its first appearance. A key is the
+ * name with its prefix, or bare (`a` matches `:a`, then `@a`, then `$a`).
+ * Parameters without a value stay NULL, as in SQLite. An array is returned
+ * as it is.
+ *
+ * @throws {SqliteError} `SQLITE_RANGE` for a key that names no parameter.
+ *
+ * @example
+ * ```ts
+ * import { positionalArgs } from "./_sql_scan.ts";
+ * const args = positionalArgs("SELECT :a, ?, @b, :a, ?5", { a: 1, "@b": 2 });
+ * if (JSON.stringify(args) !== "[1,null,2,null,null]") throw new Error(JSON.stringify(args));
+ * ```
+ */
+export function positionalArgs(
+  sql: string,
+  args: readonly unknown[] | Readonly<Record<string, unknown>>,
+): unknown[] {
+  if (Array.isArray(args)) return args;
+  const index = new Map<string, number>();
+  let max = 0;
+  let started = false;
+  scan(sql, (t) => {
+    // dqlite binds the arguments to the first statement only.
+    if (t.kind === "semicolon") return !started;
+    started = true;
+    if (t.kind !== "param") return true;
+    if (t.text === "?") {
+      max++;
+    } else if (t.text[0] === "?") {
+      max = Math.max(max, Number(t.text.slice(1)));
+    } else if (!index.has(t.text)) {
+      index.set(t.text, ++max);
+    }
+    return true;
+  });
+  const out: unknown[] = new Array(max).fill(null);
+  for (const [key, value] of Object.entries(args)) {
+    const i = /^[:@$]/.test(key)
+      ? index.get(key)
+      : index.get(`:${key}`) ?? index.get(`@${key}`) ?? index.get(`$${key}`);
+    if (i === undefined) {
+      throw new SqliteError(
+        "SQLITE_RANGE",
+        `Cannot bind parameter "${key}": the statement has no such parameter`,
+        25,
+      );
+    }
+    out[i - 1] = value;
+  }
+  return out;
 }

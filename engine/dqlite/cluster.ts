@@ -27,7 +27,7 @@ import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type { SqlValue } from "../binding/binding.ts";
 import { type ConnOptions, DqliteConn, parseAddress, type Received } from "./conn.ts";
 import { DqliteErrorCode, failureError, LeaderError } from "./errors.ts";
-import { txEffect, writesRows } from "./_sql_scan.ts";
+import { positionalArgs, txEffect, writesRows } from "./_sql_scan.ts";
 import {
   encodeClient,
   encodeCluster,
@@ -64,6 +64,15 @@ export interface DqliteClusterOptions {
    */
   requestTimeout?: number;
   /**
+   * How long a statement refused with `SQLITE_BUSY` (another connection on
+   * the leader holds the write lock; dqlite sets no busy timeout of its own)
+   * is tried again before the error is returned, in ms. `SQLITE_BUSY` means
+   * the statement did not run, so trying again cannot apply it twice. 0
+   * returns the error at once.
+   * @default 5000
+   */
+  busyTimeout?: number;
+  /**
    * Largest message accepted from a node, in bytes (a row set arrives in
    * messages of about 4 KiB, but one large value makes one large message).
    * @default 268435456
@@ -73,6 +82,7 @@ export interface DqliteClusterOptions {
 
 interface ClusterConfig extends ConnOptions {
   leaderTimeout: number;
+  busyTimeout: number;
 }
 
 function resolveOptions(options: DqliteClusterOptions): ClusterConfig {
@@ -81,9 +91,10 @@ function resolveOptions(options: DqliteClusterOptions): ClusterConfig {
     connectTimeout: options.connectTimeout ?? 2_000,
     requestTimeout: options.requestTimeout ?? 30_000,
     maxMessageBytes: options.maxMessageBytes ?? 256 * 1024 * 1024,
+    busyTimeout: options.busyTimeout ?? 5_000,
   };
   for (const [key, value] of Object.entries(config)) {
-    if (!Number.isFinite(value) || value <= 0) {
+    if (!Number.isFinite(value) || value < 0 || (value === 0 && key !== "busyTimeout")) {
       throw new RangeError(`Invalid option ${key}: ${value} (expected a positive number)`);
     }
   }
@@ -116,8 +127,14 @@ export interface QueryOptions {
   maxBytes?: number;
 }
 
-/** Statement parameters: positional only (dqlite binds by index). */
-export type Params = readonly (SqlValue | boolean)[];
+/**
+ * Statement parameters: positional, or named (keys with their prefix, `:a`,
+ * `@a`, `$a`, or bare `a`). dqlite binds by index only: named arguments are
+ * numbered from the SQL text as SQLite numbers them (see `positionalArgs`).
+ */
+export type Params =
+  | readonly (SqlValue | boolean)[]
+  | Readonly<Record<string, SqlValue | boolean>>;
 
 const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0 });
 const noRows = (): QueryResult => ({ columns: [], rows: [] });
@@ -240,7 +257,12 @@ export class DqliteCluster {
     if (name === "" || name.includes("\0") || name.includes("/")) {
       throw new TypeError(`Invalid dqlite database name "${name}"`);
     }
-    const db = new DqliteDatabase(this, name, () => this.#open.delete(db));
+    const db = new DqliteDatabase(
+      this,
+      name,
+      this.#config.busyTimeout,
+      () => this.#open.delete(db),
+    );
     await db.connect();
     this.#open.add(db);
     return db;
@@ -276,6 +298,7 @@ export class DqliteDatabase {
   readonly #cluster: DqliteCluster;
   readonly #name: string;
   readonly #onClose: () => void;
+  readonly #busyTimeout: number;
   #conn: DqliteConn | null = null;
   #generation = 0;
   #closed = false;
@@ -285,9 +308,10 @@ export class DqliteDatabase {
   #connecting: Promise<void> | null = null;
 
   /** @internal Use {@link DqliteCluster.open}. */
-  constructor(cluster: DqliteCluster, name: string, onClose: () => void) {
+  constructor(cluster: DqliteCluster, name: string, busyTimeout: number, onClose: () => void) {
     this.#cluster = cluster;
     this.#name = name;
+    this.#busyTimeout = busyTimeout;
     this.#onClose = onClose;
   }
 
@@ -353,7 +377,8 @@ export class DqliteDatabase {
    */
   exec(sql: string, params: Params = []): Promise<ExecResult> {
     return this.#run(sql, async (conn) => {
-      const r = expect(await conn.call(encodeExecSql(0, sql, params)), "result", conn.address);
+      const args = positionalArgs(sql, params);
+      const r = expect(await conn.call(encodeExecSql(0, sql, args)), "result", conn.address);
       return { lastInsertId: r.lastInsertId, rowsAffected: r.rowsAffected };
     }, noChange);
   }
@@ -368,7 +393,7 @@ export class DqliteDatabase {
   query(sql: string, params: Params = [], options: QueryOptions = {}): Promise<QueryResult> {
     return this.#run(
       sql,
-      (conn) => this.#rows(conn, encodeQuerySql(0, sql, params), options),
+      (conn) => this.#rows(conn, encodeQuerySql(0, sql, positionalArgs(sql, params)), options),
       noRows,
     );
   }
@@ -449,7 +474,7 @@ export class DqliteDatabase {
     this.#interrupt = false;
     const conn = await this.#connection();
     try {
-      const result = await fn(conn);
+      const result = await this.#retryBusy(() => fn(conn));
       if (tx === "begin") this.#inTx = true;
       else if (tx === "end") this.#inTx = false;
       return result;
@@ -466,6 +491,20 @@ export class DqliteDatabase {
         this.#inTx = false;
       }
       throw err;
+    }
+  }
+
+  /** Runs `fn` again while it fails with SQLITE_BUSY (nothing ran), up to busyTimeout. */
+  async #retryBusy<T>(fn: () => Promise<T>): Promise<T> {
+    const deadline = performance.now() + this.#busyTimeout;
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        const busy = err instanceof SqliteError && (err.sqliteCode === 5 || err.sqliteCode === 261);
+        if (!busy || performance.now() >= deadline) throw err;
+        await delay(Math.min(2 ** attempt, 20));
+      }
     }
   }
 
@@ -579,7 +618,7 @@ export class DqliteStatement {
     return this.#db.run(this.#sql, async (conn) => {
       await this.#prepareOn(conn);
       const r = expect(
-        await conn.call(encodeExec(0, this.#id, params)),
+        await conn.call(encodeExec(0, this.#id, positionalArgs(this.#sql, params))),
         "result",
         conn.address,
       );
@@ -596,7 +635,8 @@ export class DqliteStatement {
   query(params: Params = [], options: QueryOptions = {}): Promise<QueryResult> {
     return this.#db.run(this.#sql, async (conn) => {
       await this.#prepareOn(conn);
-      return await this.#db.rows(conn, encodeQuery(0, this.#id, params), options);
+      const args = positionalArgs(this.#sql, params);
+      return await this.#db.rows(conn, encodeQuery(0, this.#id, args), options);
     }, noRows);
   }
 
