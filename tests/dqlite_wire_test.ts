@@ -321,18 +321,37 @@ Deno.test("failureError() maps dqlite's leadership codes to LeaderError and the 
   assert.equal(failureError(0, "empty statement", "n:1").code, ErrorCode.BadRequest);
 });
 
-Deno.test("txEffect() reads the first keyword; writesRows() finds a bare RETURNING", () => {
-  assert.equal(txEffect("BEGIN"), "begin");
-  assert.equal(txEffect("  -- c\n/* d */ begin immediate transaction"), "begin");
-  assert.equal(txEffect("SAVEPOINT a"), "begin");
-  assert.equal(txEffect("commit"), "end");
-  assert.equal(txEffect("END TRANSACTION"), "end");
-  assert.equal(txEffect("ROLLBACK"), "end");
-  assert.equal(txEffect("ROLLBACK TRANSACTION TO SAVEPOINT a"), "none");
-  assert.equal(txEffect("rollback to a"), "none");
-  assert.equal(txEffect("RELEASE a"), "none");
-  assert.equal(txEffect("INSERT INTO begin VALUES (1)"), "none");
-  assert.equal(txEffect(""), "none");
+Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; writesRows() finds RETURNING", () => {
+  const last = (sql: string): string => txEffect(sql).last;
+  assert.equal(last("BEGIN"), "begin");
+  assert.equal(last("  -- c\n/* d */ begin immediate transaction"), "begin");
+  assert.equal(last("SAVEPOINT a"), "begin");
+  assert.equal(last("commit"), "end");
+  assert.equal(last("END TRANSACTION"), "end");
+  assert.equal(last("ROLLBACK"), "end");
+  assert.equal(last("ROLLBACK TRANSACTION TO SAVEPOINT a"), "none");
+  assert.equal(last("rollback to a"), "none");
+  assert.equal(last("RELEASE a"), "none");
+  assert.equal(last("INSERT INTO begin VALUES (1)"), "none");
+  assert.equal(last(""), "none");
+  assert.deepEqual(txEffect("INSERT INTO t VALUES (1); COMMIT"), { last: "end", ends: true });
+  assert.deepEqual(txEffect("COMMIT; BEGIN; INSERT INTO t VALUES (1)"), {
+    last: "begin",
+    ends: true,
+  });
+  assert.deepEqual(txEffect("BEGIN; SELECT 'commit'; -- end\n"), { last: "begin", ends: false });
+  // A trigger body's statements and its END are not transaction control.
+  assert.deepEqual(
+    txEffect(
+      "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET a = CASE WHEN 1 THEN 2 END; " +
+        "DELETE FROM u; END; INSERT INTO t VALUES (1)",
+    ),
+    { last: "none", ends: false },
+  );
+  assert.deepEqual(
+    txEffect("BEGIN; CREATE TEMP TRIGGER tr AFTER DELETE ON t BEGIN SELECT 1; END"),
+    { last: "begin", ends: false },
+  );
   assert.equal(writesRows("DELETE FROM t RETURNING *"), true);
   assert.equal(writesRows("insert into t values (1) returning\tid"), true);
   assert.equal(writesRows("SELECT 'returning', \"returning\", [returning], `returning`"), false);

@@ -76,38 +76,65 @@ function scanWords(sql: string, onWord: (word: string) => boolean): void {
   scan(sql, (t) => t.kind !== "word" || onWord(t.text));
 }
 
+/** How a script changes the transaction state (see {@link txEffect}). */
+export interface TxEffect {
+  /** Effect of the last statement that has one: BEGIN/SAVEPOINT → `"begin"`, COMMIT/END/ROLLBACK → `"end"`. */
+  last: "begin" | "end" | "none";
+  /** True when any statement of the script ends a transaction. */
+  ends: boolean;
+}
+
 /**
- * How the first statement of `sql` changes the transaction state:
- * `"begin"` for BEGIN and SAVEPOINT, `"end"` for COMMIT, END and ROLLBACK
- * (not `ROLLBACK TO`), `"none"` otherwise.
+ * How the statements of `sql` change the transaction state: BEGIN and
+ * SAVEPOINT open a transaction; COMMIT, END and ROLLBACK (not `ROLLBACK TO`)
+ * end it. RELEASE counts as neither (the caller stays on the safe side: a
+ * transaction believed open). The body of CREATE TRIGGER is skipped.
  *
  * @example
  * ```ts
  * import { txEffect } from "./_sql_scan.ts";
- * if (txEffect("/* x *\/ begin immediate") !== "begin") throw new Error("begin");
- * if (txEffect("ROLLBACK TO sp") !== "none") throw new Error("rollback to");
+ * if (txEffect("/* x *\/ begin immediate").last !== "begin") throw new Error("begin");
+ * if (txEffect("ROLLBACK TO sp").last !== "none") throw new Error("rollback to");
+ * if (!txEffect("INSERT INTO t VALUES (1); COMMIT").ends) throw new Error("commit");
  * ```
  */
-export function txEffect(sql: string): "begin" | "end" | "none" {
-  const words: string[] = [];
-  scanWords(sql, (w) => {
-    words.push(w);
-    return words.length < 3;
+export function txEffect(sql: string): TxEffect {
+  const tokens: Token[] = [];
+  scan(sql, (t) => {
+    if (t.kind !== "param") tokens.push(t);
+    return true;
   });
-  switch (words[0]) {
-    case "begin":
-    case "savepoint":
-      return "begin";
-    case "commit":
-    case "end":
-      return "end";
-    case "rollback": {
-      const next = words[1] === "transaction" ? words[2] : words[1];
-      return next === "to" ? "none" : "end";
+  const effect: TxEffect = { last: "none", ends: false };
+  let i = 0;
+  while (i < tokens.length) {
+    if (tokens[i].kind === "semicolon") {
+      i++;
+      continue;
     }
-    default:
-      return "none";
+    const words: string[] = [];
+    let j = i;
+    while (j < tokens.length && tokens[j].kind !== "semicolon") words.push(tokens[j++].text);
+    if (words[0] === "create" && words.slice(1, 4).includes("trigger")) {
+      // The body holds statements ended by semicolons, then END: skip to "; END".
+      while (
+        j < tokens.length &&
+        !(tokens[j].kind === "semicolon" && tokens[j + 1]?.text === "end" &&
+          (j + 2 === tokens.length || tokens[j + 2].kind === "semicolon"))
+      ) j++;
+      i = j + 2;
+      continue;
+    }
+    const next = words[1] === "transaction" ? words[2] : words[1];
+    const kind = words[0] === "begin" || words[0] === "savepoint"
+      ? "begin"
+      : words[0] === "commit" || words[0] === "end" || (words[0] === "rollback" && next !== "to")
+      ? "end"
+      : "none";
+    if (kind !== "none") effect.last = kind;
+    if (kind === "end") effect.ends = true;
+    i = j;
   }
+  return effect;
 }
 
 /**

@@ -23,7 +23,7 @@
  * @module
  */
 
-import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { ErrorCode, ProtocolError, SqliteError } from "../../protocol/errors.ts";
 import type { SqlValue } from "../binding/binding.ts";
 import { type ConnOptions, DqliteConn, parseAddress, type Received } from "./conn.ts";
 import { DqliteErrorCode, failureError, LeaderError } from "./errors.ts";
@@ -283,9 +283,9 @@ function expect<T extends Response["type"]>(
   const r = received.response;
   if (r.type === type) return r as Extract<Response, { type: T }>;
   if (r.type === "failure") throw failureError(r.code, r.message, address);
-  throw new SqliteError(
+  throw new ProtocolError(
     DqliteErrorCode.Protocol,
-    `Unexpected ${r.type} response from "${address}" (expected ${type})`,
+    `Unexpected ${r.type} response from "${address}": expected ${type}`,
   );
 }
 
@@ -304,6 +304,7 @@ export class DqliteDatabase {
   #closed = false;
   #inTx = false;
   #txLost = false;
+  #txLostMaybeApplied = false;
   #interrupt = false;
   #connecting: Promise<void> | null = null;
 
@@ -447,7 +448,8 @@ export class DqliteDatabase {
     if (this.#closed) {
       throw new SqliteError(ErrorCode.ConnectionClosed, `Database "${this.#name}" is closed`);
     }
-    const tx = lostRollback === null ? "none" : txEffect(sql);
+    const effect = lostRollback === null ? { last: "none", ends: false } : txEffect(sql);
+    const tx = effect.last;
     if (writesRows(sql)) {
       // dqlite 1.11 aborts the node (assertion in its VFS) on a write that returns rows.
       throw new SqliteError(
@@ -461,8 +463,10 @@ export class DqliteDatabase {
         if (/^\s*rollback/i.test(sql)) return lostRollback(); // nothing left to roll back
         throw new LeaderError(
           DqliteErrorCode.LeaderLost,
-          "Cannot commit: the transaction was lost with the leader, nothing of it was written",
-          false,
+          this.#txLostMaybeApplied
+            ? "Cannot commit: the transaction was lost with the leader while a script ending it ran"
+            : "Cannot commit: the transaction was lost with the leader, nothing of it was written",
+          this.#txLostMaybeApplied,
         );
       }
       throw new LeaderError(
@@ -479,15 +483,17 @@ export class DqliteDatabase {
       else if (tx === "end") this.#inTx = false;
       return result;
     } catch (err) {
-      if (err instanceof LeaderError) {
+      const lost = err instanceof LeaderError ||
+        (err as { code?: string }).code === DqliteErrorCode.Protocol;
+      if (lost) {
         conn.close();
         if (this.#conn === conn) this.#conn = null;
-        if (this.#inTx && tx !== "end") this.#txLost = true;
-        this.#inTx = false;
-      } else if ((err as { code?: string }).code === DqliteErrorCode.Protocol) {
-        conn.close();
-        if (this.#conn === conn) this.#conn = null;
-        if (this.#inTx) this.#txLost = true;
+        // A transaction open before, or opened by this script and not ended by it, is gone;
+        // a script that ended one may have committed it (dqlite replicates at commit only).
+        if ((this.#inTx || effect.last === "begin") && effect.last !== "end") {
+          this.#txLost = true;
+          this.#txLostMaybeApplied = effect.ends;
+        }
         this.#inTx = false;
       }
       throw err;
