@@ -12,8 +12,8 @@
  * @module
  */
 
-import { LeaderError } from "./errors.ts";
-import { DqliteErrorCode } from "./errors.ts";
+import { ProtocolError } from "../../protocol/errors.ts";
+import { DqliteErrorCode, failureError, LeaderError } from "./errors.ts";
 import { decodeHeader, decodeResponse, encodeHandshake, type Response, WORD } from "./wire.ts";
 
 /** Options of {@link DqliteConn.connect}. */
@@ -236,4 +236,24 @@ export class DqliteConn {
       // Already closed by the peer.
     }
   }
+}
+
+/**
+ * Unwraps a response of the expected type.
+ *
+ * @throws {SqliteError} the node's FAILURE, as {@link failureError} builds it.
+ * @throws {ProtocolError} `DQLITE_PROTOCOL` for a response of another type.
+ */
+export function expectResponse<T extends Response["type"]>(
+  received: Received,
+  type: T,
+  address: string,
+): Extract<Response, { type: T }> {
+  const r = received.response;
+  if (r.type === type) return r as Extract<Response, { type: T }>;
+  if (r.type === "failure") throw failureError(r.code, r.message, address);
+  throw new ProtocolError(
+    DqliteErrorCode.Protocol,
+    `Unexpected ${r.type} response from "${address}": expected ${type}`,
+  );
 }
