@@ -34,7 +34,7 @@ import {
   type Envelope,
   isEnvelope,
 } from "../protocol/requests.ts";
-import { BLOCKED, type Engine, type EngineSession } from "../engine/engine.ts";
+import { BLOCKED, type EngineLike, type SessionLike } from "../engine/engine_api.ts";
 import { resultTooLarge } from "../engine/run.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { TokenGate } from "./auth.ts";
@@ -50,7 +50,7 @@ export class Session {
   readonly #encoder: MessageEncoder;
   /** Decoding is synchronous, so every session shares one decoder. */
   static readonly #decoder = new MessageDecoder();
-  readonly #engine: EngineSession;
+  readonly #engine: SessionLike;
   readonly #hello: HelloReply;
   readonly #gate: TokenGate | null;
   readonly #peer: string;
@@ -78,7 +78,12 @@ export class Session {
    * @param hello The handshake reply to send.
    * @param gate Checks the token of the hello; `null` when none is required.
    */
-  constructor(conn: Deno.Conn, engine: Engine, hello: HelloReply, gate: TokenGate | null = null) {
+  constructor(
+    conn: Deno.Conn,
+    engine: EngineLike,
+    hello: HelloReply,
+    gate: TokenGate | null = null,
+  ) {
     this.#gate = gate;
     this.#peer = peerName(conn);
     const max = hello.limits.maxFrameSize;

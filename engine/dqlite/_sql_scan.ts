@@ -9,7 +9,8 @@
 
 import { SqliteError } from "../../protocol/errors.ts";
 
-type Token = { kind: "word" | "param" | "semicolon"; text: string };
+/** One lexical token; `name` (a quoted name) and `punct` come only from `scan(sql, fn, true)`. */
+export type Token = { kind: "word" | "param" | "semicolon" | "name" | "punct"; text: string };
 
 const WORD_START = /[\p{L}_\u0080-\uffff]/u;
 const WORD_PART = /[\p{L}\p{N}_$\u0080-\uffff]/u;
@@ -17,9 +18,10 @@ const WORD_PART = /[\p{L}\p{N}_$\u0080-\uffff]/u;
 /**
  * Calls `onToken` with each bare word (lowercased), parameter and semicolon
  * of `sql`, skipping literals, quoted names and comments; stops when
- * `onToken` returns false.
+ * `onToken` returns false. With `detail`, quoted names (`name`, unquoted
+ * text) and the punctuation `(`, `)`, `,`, `.` and `=` (`punct`) are reported too.
  */
-function scan(sql: string, onToken: (token: Token) => boolean): void {
+export function scan(sql: string, onToken: (token: Token) => boolean, detail = false): void {
   const n = sql.length;
   let i = 0;
   while (i < n) {
@@ -27,10 +29,19 @@ function scan(sql: string, onToken: (token: Token) => boolean): void {
     if (c === "'" || c === '"' || c === "`") {
       const end = sql.indexOf(c, i + 1);
       // A doubled quote inside is an escaped quote: the scan resumes after it.
-      i = end === -1 ? n : end + 1;
+      const next = end === -1 ? n : end + 1;
+      if (detail && c !== "'" && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1) })) {
+        return;
+      }
+      i = next;
     } else if (c === "[") {
       const end = sql.indexOf("]", i + 1);
-      i = end === -1 ? n : end + 1;
+      const next = end === -1 ? n : end + 1;
+      if (detail && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1) })) return;
+      i = next;
+    } else if (detail && (c === "(" || c === ")" || c === "," || c === "." || c === "=")) {
+      if (!onToken({ kind: "punct", text: c })) return;
+      i++;
     } else if (c === "-" && sql[i + 1] === "-") {
       const end = sql.indexOf("\n", i + 2);
       i = end === -1 ? n : end + 1;

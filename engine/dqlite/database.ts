@@ -112,6 +112,14 @@ export class DqliteDatabase {
     return this.#inTx;
   }
 
+  /**
+   * True after the leader was lost inside a transaction, until `ROLLBACK` or
+   * `COMMIT` ends it: until then every other request fails with `LEADER_LOST`.
+   */
+  get transactionLost(): boolean {
+    return this.#txLost;
+  }
+
   /** Counts reconnections: a statement prepared under another generation is prepared again. */
   get generation(): number {
     return this.#generation;
