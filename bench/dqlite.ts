@@ -2,7 +2,12 @@
  * Latency of the dqlite client against a three-node `dqlite-demo` cluster on
  * loopback: point read, durable write (autocommit, one Raft commit each),
  * range-100, and leader failover (time to a new leader and to the first
- * acknowledged write after SIGKILL of the leader).
+ * acknowledged write after SIGKILL of the leader). Then the same three
+ * operations through netsqlite: cluster mode (`serve({ dqlite })`), the
+ * single-file engine (`serve({ database })`, synchronous FULL), both
+ * in-process on a Unix socket with one client, and the `dqlite` shell's own
+ * figures (statements piped to one `dqlite` process: the time of 1001
+ * statements minus that of 1, per statement; its printing included).
  *
  * Run: `deno run -A bench/dqlite.ts [--failovers N]` (needs `dqlite-demo`:
  * `apt-get install go-dqlite libdqlite0`).
@@ -11,6 +16,8 @@
  */
 
 import { DqliteCluster } from "../engine/dqlite/cluster.ts";
+import { type Client, connect } from "../client.ts";
+import { serve } from "../server.ts";
 import { DemoCluster, DQLITE_DEMO } from "../tests/_dqlite_nodes.ts";
 
 if (DQLITE_DEMO === null) {
@@ -90,6 +97,36 @@ try {
   );
   db.close();
 
+  console.log("\nthrough netsqlite (one client, Unix socket, server in-process):");
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-bench-" });
+  try {
+    {
+      await using server = await serve({
+        path: `${dir}/c.sock`,
+        dqlite: { nodes: nodes.addresses, database: "bench" },
+      });
+      await using client = await connect({ path: `${dir}/c.sock`, max: 1 });
+      await netsqliteOps("cluster mode", client, rnd);
+      await server.shutdown();
+    }
+    {
+      await using server = await serve({ path: `${dir}/f.sock`, database: `${dir}/bench.db` });
+      await using client = await connect({ path: `${dir}/f.sock`, max: 1 });
+      await client.exec("CREATE TABLE kv(id INTEGER PRIMARY KEY, v TEXT NOT NULL)");
+      await client.transaction(async (tx) => {
+        for (let i = 1; i <= ROWS; i++) {
+          await tx.run("INSERT INTO kv VALUES (?, ?)", [i, `value ${i} ${"x".repeat(40)}`]);
+        }
+      });
+      await netsqliteOps("single file", client, rnd);
+      await server.shutdown();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  console.log("\nthe dqlite shell (statements piped to one process):");
+  await shellOps(nodes.addresses, rnd);
+
   const elected: number[] = [];
   const resumed: number[] = [];
   for (let k = 0; k < failovers; k++) {
@@ -135,4 +172,53 @@ try {
   );
 } finally {
   cluster.close();
+}
+
+/** Point read, range-100 and durable write through a netsqlite client. */
+async function netsqliteOps(label: string, client: Client, rnd: () => number): Promise<void> {
+  const point = await client.prepare("SELECT v FROM kv WHERE id = ?");
+  const range = await client.prepare("SELECT id, v FROM kv WHERE id >= ? ORDER BY id LIMIT 100");
+  const upd = await client.prepare("UPDATE kv SET v = ? WHERE id = ?");
+  await time(200, () => point.get([rnd()])); // warm-up
+  stats(`${label}: point read`, await time(3000, () => point.get([rnd()])));
+  stats(
+    `${label}: range-100`,
+    await time(1000, () => range.all([1 + Math.floor(Math.random() * (ROWS - 100))])),
+  );
+  stats(`${label}: durable write (UPDATE)`, await time(1000, (i) => upd.run([`n${i}`, rnd()])));
+}
+
+/** Per-statement time of the `dqlite` shell: 1001 statements piped in, minus 1. */
+async function shellOps(addresses: string[], rnd: () => number): Promise<void> {
+  const run = async (lines: string[]): Promise<number> => {
+    const t0 = performance.now();
+    const child = new Deno.Command("dqlite", {
+      args: ["-s", addresses.join(","), "bench"],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(lines.join("\n") + "\n"));
+    await w.close();
+    await child.status;
+    return performance.now() - t0;
+  };
+  const ops: [string, (i: number) => string][] = [
+    ["point read", () => `SELECT v FROM kv WHERE id = ${rnd()};`],
+    [
+      "range-100",
+      () => `SELECT id, v FROM kv WHERE id >= ${1 + Math.floor(Math.random() * (ROWS - 100))} ` +
+        "ORDER BY id LIMIT 100;",
+    ],
+    ["durable write (UPDATE)", (i) => `UPDATE kv SET v = 's${i}' WHERE id = ${rnd()};`],
+  ];
+  for (const [name, line] of ops) {
+    const one = Math.min(await run([line(0)]), await run([line(0)]));
+    const many = await run(Array.from({ length: 1001 }, (_, i) => line(i)));
+    const per = (many - one) / 1000;
+    console.log(
+      `${`dqlite shell: ${name}`.padEnd(34)} mean ${fmt(per)}  ${(1000 / per).toFixed(0)} ops/s`,
+    );
+  }
 }
