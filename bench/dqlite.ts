@@ -208,7 +208,8 @@ async function shellOps(addresses: string[], rnd: () => number): Promise<void> {
     ["point read", () => `SELECT v FROM kv WHERE id = ${rnd()};`],
     [
       "range-100",
-      () => `SELECT id, v FROM kv WHERE id >= ${1 + Math.floor(Math.random() * (ROWS - 100))} ` +
+      () =>
+        `SELECT id, v FROM kv WHERE id >= ${1 + Math.floor(Math.random() * (ROWS - 100))} ` +
         "ORDER BY id LIMIT 100;",
     ],
     ["durable write (UPDATE)", (i) => `UPDATE kv SET v = 's${i}' WHERE id = ${rnd()};`],

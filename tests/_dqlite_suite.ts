@@ -23,7 +23,11 @@ export interface SuiteCase {
   fn(target: SuiteTarget): Promise<void>;
 }
 
-async function rejectsWith(p: Promise<unknown>, code: string, message?: RegExp): Promise<SqliteError> {
+async function rejectsWith(
+  p: Promise<unknown>,
+  code: string,
+  message?: RegExp,
+): Promise<SqliteError> {
   const err = await p.then(() => undefined, (e) => e);
   assert.ok(err instanceof SqliteError, `expected SqliteError ${code}, got ${String(err)}`);
   assert.equal(err.code, code, err.message);
@@ -175,7 +179,8 @@ export const SUITE: SuiteCase[] = [
     },
   },
   {
-    name: "named parameters $a, :a, @a and ?NNN bind; unknown names and bad values are INVALID_PARAM",
+    name:
+      "named parameters $a, :a, @a and ?NNN bind; unknown names and bad values are INVALID_PARAM",
     async fn(t) {
       await using db = await t.client();
       assert.deepEqual(await db.values("SELECT $a, :b, @c", { a: 1, b: "two", c: null }), [

@@ -42,7 +42,10 @@ Deno.test({
     await using nodes = await DemoCluster.start(3);
     const dir = await Deno.makeTempDir({ prefix: "netsqlite-failover-" });
     const path = `${dir}/s.sock`;
-    await using server = await serve({ path, dqlite: { nodes: nodes.addresses, database: "fo" } });
+    await using _server = await serve({
+      path,
+      dqlite: { nodes: nodes.addresses, database: "fo" },
+    });
     const clients: Client[] = [];
     try {
       for (let i = 0; i < 4; i++) clients.push(await connect({ path, max: 1 }));

@@ -66,14 +66,17 @@ Deno.test({
       });
     }
 
-    await t.step("cluster mode reports engine dqlite, the nodes and the leader's SQLite", async () => {
-      await using s = await clusterServer(nodes.addresses);
-      assert.equal(s.server.sqlite.engine, "dqlite");
-      assert.match(s.server.sqlite.library, new RegExp(nodes.addresses[0].replace(/\./g, "\\.")));
-      assert.match(s.server.sqlite.version, /^3\.\d+\.\d+$/);
-      await using db = await s.client();
-      assert.equal(db.serverInfo.sqliteVersion, s.server.sqlite.version);
-    });
+    await t.step(
+      "cluster mode reports engine dqlite, the nodes and the leader's SQLite",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        assert.equal(s.server.sqlite.engine, "dqlite");
+        assert.match(s.server.sqlite.library, new RegExp(nodes.addresses[0].replace(/\./g, "\\.")));
+        assert.match(s.server.sqlite.version, /^3\.\d+\.\d+$/);
+        await using db = await s.client();
+        assert.equal(db.serverInfo.sqliteVersion, s.server.sqlite.version);
+      },
+    );
 
     await t.step(
       "cluster mode refuses what would crash a node or escape replication, and keeps serving",
@@ -98,7 +101,7 @@ Deno.test({
         }
         // Nothing of a refused script ran (the check precedes it).
         assert.deepEqual(await db.values("SELECT count(*) FROM sqlite_schema"), [[0]]);
-        await db.exec("CREATE TABLE ok (flag INTEGER, at TEXT, d DATE(10), \"boolean\" TEXT)");
+        await db.exec('CREATE TABLE ok (flag INTEGER, at TEXT, d DATE(10), "boolean" TEXT)');
         await db.run("INSERT INTO ok VALUES (?, ?, ?, ?)", [true, "2024-01-01", "x", "y"]);
         assert.deepEqual(await db.values("SELECT * FROM ok"), [[1, "2024-01-01", "x", "y"]]);
         const r = await db.run("INSERT INTO ok (flag) VALUES (2) RETURNING flag").catch((e) => e);

@@ -123,7 +123,10 @@ export function verbOf(sql: string): Verb {
  *
  * @throws {SqliteError} `FORBIDDEN` naming what was refused and why.
  */
-export function checkClusterSql(sql: string, policy: Pick<PolicyConfig, "allowUnsafePragmas">): void {
+export function checkClusterSql(
+  sql: string,
+  policy: Pick<PolicyConfig, "allowUnsafePragmas">,
+): void {
   for (const tokens of splitStatements(sql)) {
     const words = tokens.filter((t) => t.kind === "word").map((t) => t.text);
     const head = words[0];
@@ -191,7 +194,9 @@ function checkColumnTypes(tokens: Token[]): void {
   if (table === -1 || !words.slice(1, 3).includes("table")) return;
   const open = tokens.findIndex((t, i) => i > table && t.kind === "punct" && t.text === "(");
   if (open === -1) return;
-  const as = tokens.findIndex((t, i) => i > table && i < open && t.kind === "word" && t.text === "as");
+  const as = tokens.findIndex((t, i) =>
+    i > table && i < open && t.kind === "word" && t.text === "as"
+  );
   if (as !== -1) return; // CREATE TABLE ... AS SELECT: types come from expressions
   let depth = 0;
   let defStart = open + 1;
