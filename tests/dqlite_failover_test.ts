@@ -48,8 +48,13 @@ Deno.test({
     });
     const clients: Client[] = [];
     try {
-      for (let i = 0; i < 4; i++) clients.push(await connect({ path, max: 1 }));
+      for (let i = 0; i < 5; i++) clients.push(await connect({ path, max: 1 }));
       await clients[0].exec("CREATE TABLE w (id INTEGER PRIMARY KEY, writer INTEGER)");
+      // A fifth client holds a (read) transaction open across the failover.
+      const txc = clients[4];
+      await txc.exec("BEGIN");
+      await txc.values("SELECT count(*) FROM w");
+      assert.equal(txc.inTransaction, true);
 
       const acked = new Set<number>();
       const notApplied = new Set<number>();
@@ -78,7 +83,7 @@ Deno.test({
           }
         }
       };
-      const writers = clients.map((c, i) => writer(c, i));
+      const writers = clients.slice(0, 4).map((c, i) => writer(c, i));
       await sleep(500);
       const before = acked.size;
       assert.ok(before > 10, `writes before the kill: ${before}`);
@@ -102,6 +107,17 @@ Deno.test({
       );
       assert.ok(resumeMs < RESUME_BOUND_MS, `resumed after ${resumeMs.toFixed(0)} ms`);
       assert.ok(acked.size > before, "writes were acknowledged after the failover");
+
+      // The transaction died with the leader: refused until ROLLBACK, which succeeds.
+      const lost = await txc.run("INSERT INTO w (id, writer) VALUES (-1, 4)").catch((e) => e);
+      assert.ok(lost instanceof SqliteError, String(lost));
+      assert.equal(lost.code, "LEADER_LOST", lost.message);
+      const again = await txc.values("SELECT 1").catch((e) => e);
+      assert.equal(again.code, "LEADER_LOST");
+      assert.match(again.message, /transaction was lost with the leader: end it with ROLLBACK/);
+      await txc.exec("ROLLBACK");
+      assert.equal(txc.inTransaction, false);
+      assert.deepEqual(await txc.values("SELECT count(*) FROM w WHERE id = -1"), [[0]]);
 
       // Every acknowledged write is on the survivors; nothing reported unapplied is there.
       const stored = new Set(

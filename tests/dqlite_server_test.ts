@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { connect } from "../client.ts";
-import { parseServeArgs, serve, type Server } from "../server.ts";
+import { parseServeArgs, serve, type ServeOptions, type Server } from "../server.ts";
 import { SqliteError } from "../protocol/errors.ts";
 import { checkClusterSql, verbOf } from "../engine/dqlite/_sql_shape.ts";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
@@ -29,10 +29,12 @@ let dbSeq = 0;
 /** A server in cluster mode on a fresh dqlite database, listening on a temp socket. */
 async function clusterServer(
   nodes: string[],
+  options: ServeOptions = {},
 ): Promise<SuiteTarget & AsyncDisposable & { server: Server; path: string }> {
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqlite-srv-" });
   const path = `${dir}/s.sock`;
   const server = await serve({
+    ...options,
     path,
     dqlite: { nodes, database: `suite${++dbSeq}_${Date.now()}` },
   });
@@ -108,6 +110,26 @@ Deno.test({
         assert.equal(r.code, "BAD_REQUEST");
         assert.match(r.message, /RETURNING/);
         assert.deepEqual(await db.values("PRAGMA foreign_keys"), [[1]]);
+      },
+    );
+
+    await t.step(
+      "cluster mode rolls back a transaction idle past txIdleTimeout: TX_TIMEOUT until ROLLBACK",
+      async () => {
+        await using s = await clusterServer(nodes.addresses, { txIdleTimeout: 200 });
+        await using a = await s.client();
+        await using b = await s.client();
+        await a.exec("CREATE TABLE t (x)");
+        await a.exec("BEGIN");
+        await a.run("INSERT INTO t VALUES (1)");
+        await new Promise((r) => setTimeout(r, 400));
+        // The writer's lock is free again: b writes without waiting.
+        await b.run("INSERT INTO t VALUES (2)");
+        const err = await a.run("INSERT INTO t VALUES (3)").catch((e) => e);
+        assert.equal(err.code, "TX_TIMEOUT", err.message);
+        await a.exec("ROLLBACK");
+        assert.equal(a.inTransaction, false);
+        assert.deepEqual(await a.values("SELECT x FROM t"), [[2]]);
       },
     );
 
