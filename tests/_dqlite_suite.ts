@@ -84,6 +84,11 @@ export const SUITE: SuiteCase[] = [
       `);
       assert.deepEqual(await db.values("SELECT id, name FROM t ORDER BY id"), [[1, "a"], [2, "b"]]);
       assert.equal(await db.exec(""), undefined);
+      await db.exec(
+        "CREATE TABLE s (x); INSERT INTO s VALUES ('a;b'); SELECT * FROM s; " +
+          "INSERT INTO s VALUES (2)",
+      );
+      assert.deepEqual(await db.values("SELECT x FROM s ORDER BY rowid"), [["a;b"], [2]]);
       assert.deepEqual(await db.run("INSERT INTO t (id, name) VALUES (?, ?)", [41, "c"]), {
         changes: 1,
         lastInsertRowid: 41,

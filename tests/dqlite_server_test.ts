@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { parseServeArgs, serve, type ServeOptions, type Server } from "../server.ts";
 import { SqliteError } from "../protocol/errors.ts";
-import { checkClusterSql, verbOf } from "../engine/dqlite/_sql_shape.ts";
+import { checkClusterSql, statementTexts, verbOf } from "../engine/dqlite/_sql_shape.ts";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
 import { SUITE, type SuiteTarget } from "./_dqlite_suite.ts";
 import { startServer } from "./_helpers.ts";
@@ -173,6 +173,18 @@ Deno.test("checkClusterSql() finds hazardous column types only where they are de
     assert.throws(() => checkClusterSql(sql, policy), { code: "FORBIDDEN" }, sql);
   }
   checkClusterSql("PRAGMA foreign_keys = OFF", { allowUnsafePragmas: true });
+});
+
+Deno.test("statementTexts() splits a script at its semicolons, not those in literals or triggers", () => {
+  const script = "CREATE TABLE t (x); -- note\nINSERT INTO t VALUES ('a;b');\n" +
+    "CREATE TRIGGER g AFTER INSERT ON t BEGIN DELETE FROM t WHERE x = 1; END; SELECT 1";
+  assert.deepEqual(statementTexts(script), [
+    "CREATE TABLE t (x);",
+    "INSERT INTO t VALUES ('a;b');",
+    "CREATE TRIGGER g AFTER INSERT ON t BEGIN DELETE FROM t WHERE x = 1; END;",
+    "SELECT 1",
+  ]);
+  assert.deepEqual(statementTexts("  ; -- nothing\n"), []);
 });
 
 Deno.test("verbOf() classifies statements by their leading keyword, after WITH", () => {

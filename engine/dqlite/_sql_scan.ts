@@ -10,7 +10,12 @@
 import { SqliteError } from "../../protocol/errors.ts";
 
 /** One lexical token; `name` (a quoted name) and `punct` come only from `scan(sql, fn, true)`. */
-export type Token = { kind: "word" | "param" | "semicolon" | "name" | "punct"; text: string };
+export type Token = {
+  kind: "word" | "param" | "semicolon" | "name" | "punct";
+  text: string;
+  /** Offset of the token in the SQL text. */
+  at: number;
+};
 
 const WORD_START = /[\p{L}_\u0080-\uffff]/u;
 const WORD_PART = /[\p{L}\p{N}_$\u0080-\uffff]/u;
@@ -30,17 +35,19 @@ export function scan(sql: string, onToken: (token: Token) => boolean, detail = f
       const end = sql.indexOf(c, i + 1);
       // A doubled quote inside is an escaped quote: the scan resumes after it.
       const next = end === -1 ? n : end + 1;
-      if (detail && c !== "'" && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1) })) {
+      if (
+        detail && c !== "'" && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1), at: i })
+      ) {
         return;
       }
       i = next;
     } else if (c === "[") {
       const end = sql.indexOf("]", i + 1);
       const next = end === -1 ? n : end + 1;
-      if (detail && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1) })) return;
+      if (detail && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1), at: i })) return;
       i = next;
     } else if (detail && (c === "(" || c === ")" || c === "," || c === "." || c === "=")) {
-      if (!onToken({ kind: "punct", text: c })) return;
+      if (!onToken({ kind: "punct", text: c, at: i })) return;
       i++;
     } else if (c === "-" && sql[i + 1] === "-") {
       const end = sql.indexOf("\n", i + 2);
@@ -49,22 +56,22 @@ export function scan(sql: string, onToken: (token: Token) => boolean, detail = f
       const end = sql.indexOf("*/", i + 2);
       i = end === -1 ? n : end + 2;
     } else if (c === ";") {
-      if (!onToken({ kind: "semicolon", text: ";" })) return;
+      if (!onToken({ kind: "semicolon", text: ";", at: i })) return;
       i++;
     } else if (c === "?") {
       let j = i + 1;
       while (j < n && sql[j] >= "0" && sql[j] <= "9") j++;
-      if (!onToken({ kind: "param", text: sql.slice(i, j) })) return;
+      if (!onToken({ kind: "param", text: sql.slice(i, j), at: i })) return;
       i = j;
     } else if ((c === ":" || c === "@" || c === "$") && nameFollows(sql, i)) {
       let j = i + 1;
       while (j < n && WORD_PART.test(sql[j])) j++;
-      if (!onToken({ kind: "param", text: sql.slice(i, j) })) return;
+      if (!onToken({ kind: "param", text: sql.slice(i, j), at: i })) return;
       i = j;
     } else if (WORD_START.test(c)) {
       let j = i + 1;
       while (j < n && WORD_PART.test(sql[j])) j++;
-      if (!onToken({ kind: "word", text: sql.slice(i, j).toLowerCase() })) return;
+      if (!onToken({ kind: "word", text: sql.slice(i, j).toLowerCase(), at: i })) return;
       i = j;
     } else if (c >= "0" && c <= "9") {
       // A number (with any letters glued to it, as in 1e5 or 0x1F) is not a word.

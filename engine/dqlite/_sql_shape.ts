@@ -25,7 +25,16 @@ export const HAZARDOUS_TYPES: readonly string[] = ["BOOLEAN", "DATETIME", "DATE"
 
 /** The statements of `sql`, each as its tokens (with names and punctuation); trigger bodies kept whole. */
 export function splitStatements(sql: string): Token[][] {
-  const out: Token[][] = [];
+  return split(sql).map((s) => s.tokens);
+}
+
+/** The text of each statement of `sql`, from its first token to its semicolon (if any). */
+export function statementTexts(sql: string): string[] {
+  return split(sql).map((s) => sql.slice(s.tokens[0].at, s.end));
+}
+
+function split(sql: string): { tokens: Token[]; end: number }[] {
+  const out: { tokens: Token[]; end: number }[] = [];
   let current: Token[] = [];
   let inTrigger = false;
   scan(sql, (t) => {
@@ -41,14 +50,14 @@ export function splitStatements(sql: string): Token[][] {
         return true;
       }
       inTrigger = false;
-      out.push(current);
+      out.push({ tokens: current, end: t.at + 1 });
       current = [];
       return true;
     }
     current.push(t);
     return true;
   }, true);
-  if (current.length > 0) out.push(current);
+  if (current.length > 0) out.push({ tokens: current, end: sql.length });
   return out;
 }
 

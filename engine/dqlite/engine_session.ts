@@ -18,7 +18,13 @@ import { statementTimeout } from "../run.ts";
 import type { DqliteDatabase, Params } from "./database.ts";
 import { LeaderError } from "./errors.ts";
 import { txEffect } from "./_sql_scan.ts";
-import { checkClusterSql, requireOneStatement, splitStatements, verbOf } from "./_sql_shape.ts";
+import {
+  checkClusterSql,
+  requireOneStatement,
+  splitStatements,
+  statementTexts,
+  verbOf,
+} from "./_sql_shape.ts";
 import type { DqliteEngine } from "./engine.ts";
 
 /** What one statement produced. */
@@ -88,8 +94,14 @@ export class DqliteEngineSession {
   /** Runs a script of zero or more statements without parameters. */
   exec(sql: string, timeout?: number): Promise<null> {
     return this.#request(sql, null, timeout, async (db) => {
-      if (splitStatements(sql).length === 0) return null;
-      await db.exec(sql);
+      const statements = statementTexts(sql);
+      if (statements.length === 0) return null;
+      if (!statements.some((text) => verbOf(text) === "read")) {
+        await db.exec(sql); // one round trip for the whole script
+        return null;
+      }
+      // dqlite's EXEC refuses a statement that returns rows: run those with QUERY, one by one.
+      for (const text of statements) await this.#statement(db, text, []);
       return null;
     });
   }
