@@ -114,6 +114,30 @@ Deno.test({
     );
 
     await t.step(
+      "cluster mode: 8 clients writing at once, pipelined, lose nothing",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        const clients = await Promise.all(Array.from({ length: 8 }, () => s.client()));
+        try {
+          await clients[0].exec("CREATE TABLE c (id INTEGER PRIMARY KEY, who INTEGER)");
+          await Promise.all(
+            clients.map((c, w) =>
+              Promise.all(
+                Array.from({ length: 25 }, (_, i) =>
+                  c.run("INSERT INTO c VALUES (?, ?)", [w * 100 + i, w])),
+              )
+            ),
+          );
+          assert.deepEqual(await clients[1].values("SELECT count(*), count(DISTINCT who) FROM c"), [
+            [200, 8],
+          ]);
+        } finally {
+          for (const c of clients) await c.close();
+        }
+      },
+    );
+
+    await t.step(
       "cluster mode rolls back a transaction idle past txIdleTimeout: TX_TIMEOUT until ROLLBACK",
       async () => {
         await using s = await clusterServer(nodes.addresses, { txIdleTimeout: 200 });
