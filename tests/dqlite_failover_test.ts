@@ -112,6 +112,7 @@ Deno.test({
       const lost = await txc.run("INSERT INTO w (id, writer) VALUES (-1, 4)").catch((e) => e);
       assert.ok(lost instanceof SqliteError, String(lost));
       assert.equal(lost.code, "LEADER_LOST", lost.message);
+      assert.match(lost.message, /not applied: the transaction is gone; send ROLLBACK/);
       const again = await txc.values("SELECT 1").catch((e) => e);
       assert.equal(again.code, "LEADER_LOST");
       assert.match(again.message, /transaction was lost with the leader: end it with ROLLBACK/);

@@ -332,7 +332,7 @@ export class DqliteEngineSession {
       if (interrupted && late !== null) throw late;
       if (err instanceof LeaderError) {
         engine._leaderChanged();
-        throw describeLeaderError(err);
+        throw describeLeaderError(err, db.transactionLost);
       }
       throw err;
     } finally {
@@ -434,12 +434,19 @@ function refused(err: unknown, prefix: string): boolean {
     err.message.startsWith(prefix);
 }
 
-/** The leadership error with what it means for the request in its message. */
-function describeLeaderError(err: LeaderError): LeaderError {
-  const tail = err.maybeApplied
+/**
+ * The leadership error with what it means for the request in its message.
+ * Inside a transaction that the loss ended, nothing of it was written
+ * (dqlite replicates a transaction at its commit only).
+ */
+function describeLeaderError(err: LeaderError, txLost: boolean): LeaderError {
+  const maybeApplied = err.maybeApplied && !txLost;
+  const tail = txLost
+    ? "not applied: the transaction is gone; send ROLLBACK, then retry the whole transaction"
+    : maybeApplied
     ? "outcome unknown: the write may have been applied, check before retrying"
     : "not applied: safe to retry";
-  return new LeaderError(err.code, `${err.message} (${tail})`, err.maybeApplied, err.sqliteCode, {
+  return new LeaderError(err.code, `${err.message} (${tail})`, maybeApplied, err.sqliteCode, {
     cause: err,
   });
 }
