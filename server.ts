@@ -20,6 +20,8 @@
 
 import { parseArgs } from "node:util";
 import { Engine } from "./engine/engine.ts";
+import type { EngineLike } from "./engine/engine_api.ts";
+import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite } from "./engine/binding/load.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
@@ -90,6 +92,7 @@ export interface Server {
  */
 export async function serve(options: ServeOptions = {}): Promise<Server> {
   const config = resolveServeOptions(options);
+  if (config.dqlite !== null) return await serveCluster(config);
   const database = config.database;
   const readonly = config.engine.policy.readonly;
   if (readonly && database !== ":memory:" && !existsFile(database)) {
@@ -120,6 +123,32 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   return new RunningServer(config, engine, listener, lock);
 }
 
+/** Cluster mode: the engine runs statements on a dqlite leader; no file, no lock. */
+async function serveCluster(config: ServeConfig): Promise<Server> {
+  const d = config.dqlite!;
+  const e = config.engine;
+  const engine = await DqliteEngine.open({
+    nodes: d.nodes,
+    database: d.database,
+    poolSize: d.poolSize,
+    leaderTimeout: d.leaderTimeout,
+    busyTimeout: e.busyTimeout,
+    txIdleTimeout: e.txIdleTimeout,
+    statementTimeout: e.statementTimeout,
+    maxResultBytes: e.maxResultBytes,
+    maxCursors: e.maxCursors,
+    allowUnsafePragmas: e.policy.allowUnsafePragmas,
+  });
+  let listener: Deno.Listener;
+  try {
+    listener = await listen(config.address, { socketMode: config.socketMode, tls: config.tls });
+  } catch (err) {
+    await engine.close();
+    throw err;
+  }
+  return new RunningServer(config, engine, listener, null);
+}
+
 /** Takes the database's lock; `null` for `:memory:`, or read-only beside a file we cannot write. */
 function takeLock(config: ServeConfig): DatabaseLock | null {
   if (config.database === ":memory:") return null;
@@ -147,9 +176,9 @@ function existsFile(path: string): boolean {
 
 /** What {@link Server.sqlite} reports. */
 export interface SqliteInfo {
-  /** `"ffi"` or `"node"`. */
-  readonly engine: "ffi" | "node";
-  /** The library file loaded, or `"node:sqlite"`. */
+  /** `"ffi"` or `"node"` (single file), `"dqlite"` (cluster mode). */
+  readonly engine: "ffi" | "node" | "dqlite";
+  /** The library file loaded, `"node:sqlite"`, or the dqlite nodes and database. */
   readonly library: string;
   /** SQLite's version. */
   readonly version: string;
@@ -168,7 +197,7 @@ class RunningServer implements Server {
   readonly sqlite: SqliteInfo;
   readonly finished: Promise<void>;
   readonly #memory: MemoryReleaser;
-  readonly #engine: Engine;
+  readonly #engine: EngineLike;
   readonly #listener: Deno.Listener;
   readonly #sessions = new Set<Session>();
   readonly #hello: HelloReply;
@@ -180,7 +209,7 @@ class RunningServer implements Server {
 
   constructor(
     config: ServeConfig,
-    engine: Engine,
+    engine: EngineLike,
     listener: Deno.Listener,
     lock: DatabaseLock | null,
   ) {
@@ -365,6 +394,9 @@ Options:
                           refused without it
   --sqlite-lib PATH       libsqlite3 file for the ffi engine (default: $NETSQLITE_SQLITE_LIB,
                           else libsqlite3.so.0 / libsqlite3.dylib / sqlite3.dll)
+  --dqlite HOST:PORT,...  cluster mode: run statements on the leader of the dqlite cluster
+                          with these nodes (--db then only names the default socket)
+  --dqlite-db NAME        the dqlite database name (required with --dqlite)
   --help                  show this help
 `;
 
@@ -399,6 +431,8 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       "log-level": { type: "string" },
       "slow-ms": { type: "string" },
       "backup-dir": { type: "string" },
+      dqlite: { type: "string" },
+      "dqlite-db": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -426,6 +460,15 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     slowMs: numberArg("--slow-ms", values["slow-ms"]),
     backupDir: values["backup-dir"],
   };
+  if ((values.dqlite === undefined) !== (values["dqlite-db"] === undefined)) {
+    throw new TypeError("Invalid options: --dqlite and --dqlite-db go together");
+  }
+  if (values.dqlite !== undefined && values["dqlite-db"] !== undefined) {
+    options.dqlite = {
+      nodes: values.dqlite.split(",").map((n) => n.trim()).filter((n) => n !== ""),
+      database: values["dqlite-db"],
+    };
+  }
   const cert = values["tls-cert"];
   const key = values["tls-key"];
   if ((cert === undefined) !== (key === undefined)) {
@@ -526,7 +569,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     handlers.set(sig, onSignal);
     Deno.addSignalListener(sig, onSignal);
   }
-  const db = options.database ?? "netsqlite.db";
+  const db = options.dqlite
+    ? `dqlite database "${options.dqlite.database}"`
+    : options.database ?? "netsqlite.db";
   const tls = options.tls ? " with TLS" : "";
   console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}${tls}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);

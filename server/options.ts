@@ -146,6 +146,42 @@ export interface ServeOptions {
    * @default {null}
    */
   backupDir?: string | null;
+  /**
+   * Cluster mode: run statements on the leader of a dqlite cluster instead
+   * of a local file (`database` then only names the default socket).
+   * @default {null, the single-file engine}
+   */
+  dqlite?: DqliteOptions | null;
+}
+
+/** Options of cluster mode ({@link ServeOptions.dqlite}). */
+export interface DqliteOptions {
+  /** Addresses (`host:port`) of some or all of the cluster's nodes. */
+  nodes: readonly string[];
+  /** The dqlite database name (created on first use). */
+  database: string;
+  /**
+   * Most connections to the leader at once; a session in a transaction holds one.
+   * @default {64}
+   */
+  poolSize?: number;
+  /**
+   * How long to look for a leader (at start, and after a leader change) before `NO_LEADER`, in ms.
+   * @default {10000}
+   */
+  leaderTimeout?: number;
+}
+
+/** Resolved cluster-mode settings. */
+export interface DqliteConfig {
+  /** Node addresses. */
+  nodes: string[];
+  /** The dqlite database name. */
+  database: string;
+  /** Most connections to the leader at once. */
+  poolSize: number;
+  /** Leader discovery timeout, in ms. */
+  leaderTimeout: number;
 }
 
 /** The resolved server configuration. */
@@ -178,6 +214,8 @@ export interface ServeConfig {
   logLevel: LogLevel;
   /** Slow-statement threshold, in ms (0 = none). */
   slowMs: number;
+  /** Cluster mode, or `null` for the single-file engine. */
+  dqlite: DqliteConfig | null;
 }
 
 /**
@@ -187,7 +225,9 @@ export interface ServeConfig {
  * @throws {RangeError} on a number out of range.
  */
 export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
-  const database = options.database ?? DEFAULT_DATABASE;
+  const dqlite = resolveDqlite(options);
+  const database = options.database ??
+    (dqlite === null ? DEFAULT_DATABASE : `dqlite-${dqlite.database}.db`);
   if (typeof database !== "string" || database === "") {
     throw new TypeError(`Invalid option "database": expected a file path, got ${String(database)}`);
   }
@@ -286,7 +326,11 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       `Invalid option "backupDir": expected a directory path, got ${String(backupDir)}`,
     );
   }
+  if (dqlite !== null && flags.readonly) {
+    throw new TypeError('Invalid options: "readonly" is not supported in cluster mode ("dqlite")');
+  }
   return {
+    dqlite,
     address,
     announceFile,
     logLevel: parseLogLevel(options.logLevel ?? "warn"),
@@ -327,6 +371,35 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       policy: flags,
       backupDir,
     },
+  };
+}
+
+function resolveDqlite(options: ServeOptions): DqliteConfig | null {
+  const d = options.dqlite ?? null;
+  if (d === null) return null;
+  if (typeof d !== "object") {
+    throw new TypeError('Invalid option "dqlite": expected { nodes, database }');
+  }
+  const nodes = d.nodes;
+  if (!Array.isArray(nodes) || nodes.length === 0) {
+    throw new TypeError('Invalid option "dqlite.nodes": expected a non-empty list of "host:port"');
+  }
+  for (const n of nodes) {
+    if (typeof n !== "string" || !/^[^\s:]+:\d+$|^\[[^\]]+\]:\d+$/.test(n)) {
+      throw new TypeError(`Invalid option "dqlite.nodes": "${String(n)}" is not "host:port"`);
+    }
+  }
+  const name = d.database;
+  if (typeof name !== "string" || name === "" || name.includes("/") || name.includes("\0")) {
+    throw new TypeError(
+      `Invalid option "dqlite.database": expected a name without "/", got ${String(name)}`,
+    );
+  }
+  return {
+    nodes: [...nodes],
+    database: name,
+    poolSize: integer("dqlite.poolSize", d.poolSize ?? 64, 1, 10000),
+    leaderTimeout: integer("dqlite.leaderTimeout", d.leaderTimeout ?? 10000, 1, 2 ** 31 - 1),
   };
 }
 

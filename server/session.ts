@@ -34,7 +34,8 @@ import {
   type Envelope,
   isEnvelope,
 } from "../protocol/requests.ts";
-import { BLOCKED, type Engine, type EngineSession } from "../engine/engine.ts";
+import { BLOCKED, type EngineLike, type SessionLike } from "../engine/engine_api.ts";
+import type { EngineSession } from "../engine/engine_session.ts";
 import { resultTooLarge } from "../engine/run.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { TokenGate } from "./auth.ts";
@@ -70,11 +71,11 @@ export class Session implements SessionProbe {
   readonly #encoder: MessageEncoder;
   /** Decoding is synchronous, so every session shares one decoder. */
   static readonly #decoder = new MessageDecoder();
-  readonly #engine: EngineSession;
+  readonly #engine: SessionLike;
   readonly #hello: HelloReply;
   readonly #gate: TokenGate | null;
   readonly #peer: string;
-  readonly #maintenance: Engine["maintenance"];
+  readonly #maintenance: EngineLike["maintenance"];
   #queue: Request[] = [];
   #head = 0;
   #handshaken = false;
@@ -111,7 +112,7 @@ export class Session implements SessionProbe {
    */
   constructor(
     conn: Deno.Conn,
-    engine: Engine,
+    engine: EngineLike,
     hello: HelloReply,
     gate: TokenGate | null = null,
     services: SessionServices = NO_SERVICES,
@@ -502,14 +503,29 @@ export class Session implements SessionProbe {
         }
         return this.#stats.report();
       case Op.Checkpoint:
-        return this.#logged(this.#maintenance.checkpoint(s, ...req.args), "checkpoint");
+        return this.#logged(
+          this.#maintain().checkpoint(s as EngineSession, ...req.args),
+          "checkpoint",
+        );
       case Op.Vacuum:
-        return this.#logged(this.#maintenance.vacuum(s, ...req.args), "vacuum");
+        return this.#logged(this.#maintain().vacuum(s as EngineSession, ...req.args), "vacuum");
       case Op.Integrity:
-        return this.#logged(this.#maintenance.integrity(), "integrity");
+        return this.#logged(this.#maintain().integrity(), "integrity");
       case Op.Backup:
-        return this.#logged(this.#maintenance.backup(...req.args), "backup");
+        return this.#logged(this.#maintain().backup(...req.args), "backup");
     }
+  }
+
+  /** The engine's maintenance, or the error saying this engine has none. */
+  #maintain(): NonNullable<EngineLike["maintenance"]> {
+    if (this.#maintenance === null) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        "Maintenance requests (checkpoint, vacuum, integrity, backup) are not available in " +
+          "cluster mode: dqlite replicates and snapshots the database itself",
+      );
+    }
+    return this.#maintenance;
   }
 
   /** Logs (info) what a maintenance request did, once it is done. */

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Engine } from "../engine/engine.ts";
+import type { EngineLike } from "../engine/engine_api.ts";
 import { Op, type StatsReport } from "../protocol/messages.ts";
 
 /** Op codes counted (larger ones share the last slot). */
@@ -38,7 +38,7 @@ export interface SessionProbe {
 
 /** Counters and the one-minute latency histogram of one server. */
 export class ServerStats {
-  readonly #engine: Engine;
+  readonly #engine: EngineLike;
   readonly #database: string;
   readonly #server: string;
   readonly #start = performance.now();
@@ -66,7 +66,7 @@ export class ServerStats {
    * @param database The database file.
    * @param server Server software and version.
    */
-  constructor(engine: Engine, database: string, server: string) {
+  constructor(engine: EngineLike, database: string, server: string) {
     this.#engine = engine;
     this.#database = database;
     this.#server = server;
@@ -174,7 +174,7 @@ export class ServerStats {
         heapTotal: mem.heapTotal,
         external: mem.external,
       },
-      backups: engine.maintenance.backups,
+      backups: engine.maintenance?.backups ?? [],
     };
   }
 }

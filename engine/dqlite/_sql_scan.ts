@@ -1,0 +1,233 @@
+/**
+ * Lexical checks on SQL text that the dqlite client needs because dqlite does
+ * not report them: whether a statement opens or closes a transaction, and
+ * whether it holds `RETURNING` (a write that returns rows aborts a dqlite
+ * 1.11 node).
+ *
+ * @module
+ */
+
+import { SqliteError } from "../../protocol/errors.ts";
+
+/** One lexical token; `name` (a quoted name) and `punct` come only from `scan(sql, fn, true)`. */
+export type Token = {
+  kind: "word" | "param" | "semicolon" | "name" | "punct";
+  text: string;
+  /** Offset of the token in the SQL text. */
+  at: number;
+};
+
+const WORD_START = /[\p{L}_\u0080-\uffff]/u;
+const WORD_PART = /[\p{L}\p{N}_$\u0080-\uffff]/u;
+
+/**
+ * Calls `onToken` with each bare word (lowercased), parameter and semicolon
+ * of `sql`, skipping literals, quoted names and comments; stops when
+ * `onToken` returns false. With `detail`, quoted names (`name`, unquoted
+ * text) and the punctuation `(`, `)`, `,`, `.` and `=` (`punct`) are reported too.
+ */
+export function scan(sql: string, onToken: (token: Token) => boolean, detail = false): void {
+  const n = sql.length;
+  let i = 0;
+  while (i < n) {
+    const c = sql[i];
+    if (c === "'" || c === '"' || c === "`") {
+      const end = sql.indexOf(c, i + 1);
+      // A doubled quote inside is an escaped quote: the scan resumes after it.
+      const next = end === -1 ? n : end + 1;
+      if (
+        detail && c !== "'" && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1), at: i })
+      ) {
+        return;
+      }
+      i = next;
+    } else if (c === "[") {
+      const end = sql.indexOf("]", i + 1);
+      const next = end === -1 ? n : end + 1;
+      if (detail && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1), at: i })) return;
+      i = next;
+    } else if (detail && (c === "(" || c === ")" || c === "," || c === "." || c === "=")) {
+      if (!onToken({ kind: "punct", text: c, at: i })) return;
+      i++;
+    } else if (c === "-" && sql[i + 1] === "-") {
+      const end = sql.indexOf("\n", i + 2);
+      i = end === -1 ? n : end + 1;
+    } else if (c === "/" && sql[i + 1] === "*") {
+      const end = sql.indexOf("*/", i + 2);
+      i = end === -1 ? n : end + 2;
+    } else if (c === ";") {
+      if (!onToken({ kind: "semicolon", text: ";", at: i })) return;
+      i++;
+    } else if (c === "?") {
+      let j = i + 1;
+      while (j < n && sql[j] >= "0" && sql[j] <= "9") j++;
+      if (!onToken({ kind: "param", text: sql.slice(i, j), at: i })) return;
+      i = j;
+    } else if ((c === ":" || c === "@" || c === "$") && nameFollows(sql, i)) {
+      let j = i + 1;
+      while (j < n && WORD_PART.test(sql[j])) j++;
+      if (!onToken({ kind: "param", text: sql.slice(i, j), at: i })) return;
+      i = j;
+    } else if (WORD_START.test(c)) {
+      let j = i + 1;
+      while (j < n && WORD_PART.test(sql[j])) j++;
+      if (!onToken({ kind: "word", text: sql.slice(i, j).toLowerCase(), at: i })) return;
+      i = j;
+    } else if (c >= "0" && c <= "9") {
+      // A number (with any letters glued to it, as in 1e5 or 0x1F) is not a word.
+      let j = i + 1;
+      while (j < n && WORD_PART.test(sql[j])) j++;
+      i = j;
+    } else {
+      i++;
+    }
+  }
+}
+
+/** True when a name follows the parameter prefix at `i`. */
+function nameFollows(sql: string, i: number): boolean {
+  return i + 1 < sql.length && WORD_PART.test(sql[i + 1]);
+}
+
+/** Calls `onWord` with each bare word of `sql` (lowercased). */
+function scanWords(sql: string, onWord: (word: string) => boolean): void {
+  scan(sql, (t) => t.kind !== "word" || onWord(t.text));
+}
+
+/** How a script changes the transaction state (see {@link txEffect}). */
+export interface TxEffect {
+  /** Effect of the last statement that has one: BEGIN/SAVEPOINT → `"begin"`, COMMIT/END/ROLLBACK → `"end"`. */
+  last: "begin" | "end" | "none";
+  /** True when any statement of the script ends a transaction. */
+  ends: boolean;
+}
+
+/**
+ * How the statements of `sql` change the transaction state: BEGIN and
+ * SAVEPOINT open a transaction; COMMIT, END and ROLLBACK (not `ROLLBACK TO`)
+ * end it. RELEASE counts as neither (the caller stays on the safe side: a
+ * transaction believed open). The body of CREATE TRIGGER is skipped.
+ *
+ * @example
+ * ```ts
+ * import { txEffect } from "./_sql_scan.ts";
+ * if (txEffect("/* x *\/ begin immediate").last !== "begin") throw new Error("begin");
+ * if (txEffect("ROLLBACK TO sp").last !== "none") throw new Error("rollback to");
+ * if (!txEffect("INSERT INTO t VALUES (1); COMMIT").ends) throw new Error("commit");
+ * ```
+ */
+export function txEffect(sql: string): TxEffect {
+  const tokens: Token[] = [];
+  scan(sql, (t) => {
+    if (t.kind !== "param") tokens.push(t);
+    return true;
+  });
+  const effect: TxEffect = { last: "none", ends: false };
+  let i = 0;
+  while (i < tokens.length) {
+    if (tokens[i].kind === "semicolon") {
+      i++;
+      continue;
+    }
+    const words: string[] = [];
+    let j = i;
+    while (j < tokens.length && tokens[j].kind !== "semicolon") words.push(tokens[j++].text);
+    if (words[0] === "create" && words.slice(1, 4).includes("trigger")) {
+      // The body holds statements ended by semicolons, then END: skip to "; END".
+      while (
+        j < tokens.length &&
+        !(tokens[j].kind === "semicolon" && tokens[j + 1]?.text === "end" &&
+          (j + 2 === tokens.length || tokens[j + 2].kind === "semicolon"))
+      ) j++;
+      i = j + 2;
+      continue;
+    }
+    const next = words[1] === "transaction" ? words[2] : words[1];
+    const kind = words[0] === "begin" || words[0] === "savepoint"
+      ? "begin"
+      : words[0] === "commit" || words[0] === "end" || (words[0] === "rollback" && next !== "to")
+      ? "end"
+      : "none";
+    if (kind !== "none") effect.last = kind;
+    if (kind === "end") effect.ends = true;
+    i = j;
+  }
+  return effect;
+}
+
+/**
+ * True when `sql` holds the bare word RETURNING (outside literals, quoted
+ * names and comments).
+ *
+ * @example
+ * ```ts
+ * import { writesRows } from "./_sql_scan.ts";
+ * if (!writesRows("INSERT INTO t VALUES (1) RETURNING id")) throw new Error("missed");
+ * if (writesRows("SELECT 'returning'")) throw new Error("literal");
+ * ```
+ */
+export function writesRows(sql: string): boolean {
+  let found = false;
+  scanWords(sql, (w) => {
+    found = w === "returning";
+    return !found;
+  });
+  return found;
+}
+
+/**
+ * Turns named arguments into the positional list dqlite binds (it binds by
+ * index only), numbering the parameters of the first statement of `sql` the
+ * way SQLite does: `?` takes the next index, `?NNN` index NNN, and a name
+ * (`:a`, `@a`, `$a`) the next index at its first appearance. A key is the
+ * name with its prefix, or bare (`a` matches `:a`, then `@a`, then `$a`).
+ * Parameters without a value stay NULL, as in SQLite. An array is returned
+ * as it is.
+ *
+ * @throws {SqliteError} `SQLITE_RANGE` for a key that names no parameter.
+ *
+ * @example
+ * ```ts
+ * import { positionalArgs } from "./_sql_scan.ts";
+ * const args = positionalArgs("SELECT :a, ?, @b, :a, ?5", { a: 1, "@b": 2 });
+ * if (JSON.stringify(args) !== "[1,null,2,null,null]") throw new Error(JSON.stringify(args));
+ * ```
+ */
+export function positionalArgs(
+  sql: string,
+  args: readonly unknown[] | Readonly<Record<string, unknown>>,
+): unknown[] {
+  if (Array.isArray(args)) return args;
+  const index = new Map<string, number>();
+  let max = 0;
+  let started = false;
+  scan(sql, (t) => {
+    // dqlite binds the arguments to the first statement only.
+    if (t.kind === "semicolon") return !started;
+    started = true;
+    if (t.kind !== "param") return true;
+    if (t.text === "?") {
+      max++;
+    } else if (t.text[0] === "?") {
+      max = Math.max(max, Number(t.text.slice(1)));
+    } else if (!index.has(t.text)) {
+      index.set(t.text, ++max);
+    }
+    return true;
+  });
+  const out: unknown[] = new Array(max).fill(null);
+  for (const [key, value] of Object.entries(args)) {
+    const i = /^[:@$]/.test(key)
+      ? index.get(key)
+      : index.get(`:${key}`) ?? index.get(`@${key}`) ?? index.get(`$${key}`);
+    if (i === undefined) {
+      throw new SqliteError(
+        "SQLITE_RANGE",
+        `Cannot bind parameter "${key}": the statement has no such parameter`,
+        25,
+      );
+    }
+    out[i - 1] = value;
+  }
+  return out;
+}

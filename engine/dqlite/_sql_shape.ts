@@ -1,0 +1,249 @@
+/**
+ * What the server's cluster mode needs to know about SQL text before sending
+ * it to dqlite, which reports less than SQLite's own API: how many
+ * statements a text holds, what kind of statement it starts with (dqlite
+ * reports `sqlite3_changes()` and the last insert rowid of the connection,
+ * which after a statement that changes nothing belong to an earlier one),
+ * and what must not reach a node: column types that crash dqlite 1.11 when
+ * read back, files attached on the leader alone, and PRAGMAs that change a
+ * connection other clients share.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { CONNECTION_PRAGMAS, type PolicyConfig, UNSAFE_PRAGMAS } from "../policy.ts";
+import { scan, type Token } from "./_sql_scan.ts";
+
+/**
+ * Declared column types that dqlite 1.11 maps to its own value types
+ * (`BOOLEAN`; `DATETIME`, `DATE`, `TIMESTAMP`): reading a value of another
+ * storage class from such a column (TEXT from a BOOLEAN column, a float or a
+ * blob from a DATETIME one) aborts the node.
+ */
+export const HAZARDOUS_TYPES: readonly string[] = ["BOOLEAN", "DATETIME", "DATE", "TIMESTAMP"];
+
+/** The statements of `sql`, each as its tokens (with names and punctuation); trigger bodies kept whole. */
+export function splitStatements(sql: string): Token[][] {
+  return split(sql).map((s) => s.tokens);
+}
+
+/** The text of each statement of `sql`, from its first token to its semicolon (if any). */
+export function statementTexts(sql: string): string[] {
+  return split(sql).map((s) => sql.slice(s.tokens[0].at, s.end));
+}
+
+function split(sql: string): { tokens: Token[]; end: number }[] {
+  const out: { tokens: Token[]; end: number }[] = [];
+  let current: Token[] = [];
+  let inTrigger = false;
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") {
+      if (current.length === 0) return true;
+      const words = current.filter((w) => w.kind === "word").map((w) => w.text);
+      if (words[0] === "create" && words.slice(1, 4).includes("trigger") && !inTrigger) {
+        inTrigger = true; // the body's statements end with semicolons, then END
+      }
+      const last = current[current.length - 1];
+      if (inTrigger && !(last.kind === "word" && last.text === "end")) {
+        current.push(t);
+        return true;
+      }
+      inTrigger = false;
+      out.push({ tokens: current, end: t.at + 1 });
+      current = [];
+      return true;
+    }
+    current.push(t);
+    return true;
+  }, true);
+  if (current.length > 0) out.push({ tokens: current, end: sql.length });
+  return out;
+}
+
+/**
+ * Checks that `sql` holds exactly one statement.
+ *
+ * @throws {SqliteError} `BAD_REQUEST` for an empty text or several statements.
+ */
+export function requireOneStatement(sql: string): void {
+  const n = splitStatements(sql).length;
+  if (n === 0) {
+    throw new SqliteError(ErrorCode.BadRequest, "Cannot prepare statement: SQL text is empty");
+  }
+  if (n > 1) {
+    throw new SqliteError(
+      ErrorCode.BadRequest,
+      "Cannot prepare statement: SQL holds more than one statement; use exec() for scripts",
+    );
+  }
+}
+
+/** What a statement does, by its leading keyword (after any `WITH` clause). */
+export type Verb = "insert" | "update" | "delete" | "read" | "other";
+
+/**
+ * The kind of the first statement of `sql`: `insert` (INSERT, REPLACE),
+ * `update`, `delete`, `read` (SELECT, VALUES, PRAGMA, EXPLAIN: may return
+ * rows) or `other` (DDL, transaction control, ...).
+ */
+export function verbOf(sql: string): Verb {
+  const [first] = splitStatements(sql);
+  if (first === undefined) return "other";
+  let depth = 0;
+  let sawWith = false;
+  for (const t of first) {
+    if (t.kind === "punct") {
+      if (t.text === "(") depth++;
+      else if (t.text === ")") depth--;
+      continue;
+    }
+    if (t.kind !== "word" || depth !== 0) continue;
+    switch (t.text) {
+      case "with":
+        sawWith = true;
+        continue;
+      case "insert":
+      case "replace":
+        return "insert";
+      case "update":
+        return "update";
+      case "delete":
+        return "delete";
+      case "select":
+      case "values":
+      case "pragma":
+      case "explain":
+        return "read";
+    }
+    if (!sawWith) return "other";
+  }
+  return "other";
+}
+
+/**
+ * Refuses what cluster mode must not send to a node: a column declared with
+ * one of {@link HAZARDOUS_TYPES} (CREATE TABLE, ALTER TABLE ADD COLUMN);
+ * ATTACH, DETACH and VACUUM INTO (the file would exist on the leader only);
+ * CREATE TEMP (connections are shared between clients and replaced at a
+ * leader change);
+ * setting a PRAGMA of the shared connections or of durability, unless
+ * `allowUnsafePragmas`.
+ *
+ * @throws {SqliteError} `FORBIDDEN` naming what was refused and why.
+ */
+export function checkClusterSql(
+  sql: string,
+  policy: Pick<PolicyConfig, "allowUnsafePragmas">,
+): void {
+  for (const tokens of splitStatements(sql)) {
+    const words = tokens.filter((t) => t.kind === "word").map((t) => t.text);
+    const head = words[0];
+    if (head === "attach" || head === "detach" || (head === "vacuum" && words.includes("into"))) {
+      throw forbidden(
+        `Cannot run ${head.toUpperCase()} in cluster mode: the file would exist on the leader ` +
+          "only, outside Raft replication",
+      );
+    }
+    if (head === "create" && (words[1] === "temp" || words[1] === "temporary")) {
+      throw forbidden(
+        "Cannot create TEMP objects in cluster mode: connections to the leader are shared " +
+          "between clients and replaced at a leader change",
+      );
+    }
+    if (head === "pragma" && !policy.allowUnsafePragmas) checkPragma(tokens);
+    if (head === "create" || head === "alter") checkColumnTypes(tokens);
+  }
+}
+
+function checkPragma(tokens: Token[]): void {
+  // PRAGMA [schema.]name [= value | (value)]
+  let i = 1;
+  if (tokens[i + 1]?.text === ".") i += 2;
+  const name = tokens[i]?.text.toLowerCase() ?? "";
+  const next = tokens[i + 1];
+  const sets = next?.kind === "punct" && (next.text === "=" || next.text === "(");
+  if (!sets) return;
+  if (UNSAFE_PRAGMAS.includes(name) || CONNECTION_PRAGMAS.includes(name)) {
+    throw forbidden(
+      `Cannot set PRAGMA ${name} in cluster mode: it changes the leader's connections, which ` +
+        "clients share, or its durability (--allow-unsafe-pragmas permits it)",
+    );
+  }
+}
+
+const CONSTRAINT_WORDS = new Set([
+  "constraint",
+  "primary",
+  "not",
+  "null",
+  "unique",
+  "check",
+  "default",
+  "collate",
+  "references",
+  "generated",
+  "as",
+]);
+
+const TABLE_CONSTRAINTS = new Set(["constraint", "primary", "unique", "check", "foreign"]);
+
+/** Refuses a hazardous declared type in CREATE TABLE (...) or ALTER TABLE ... ADD [COLUMN]. */
+function checkColumnTypes(tokens: Token[]): void {
+  const words = tokens.filter((t) => t.kind === "word").map((t) => t.text);
+  if (words[0] === "alter") {
+    const add = tokens.findIndex((t) => t.kind === "word" && t.text === "add");
+    if (add === -1) return;
+    let at = add + 1;
+    if (tokens[at]?.kind === "word" && tokens[at].text === "column") at++;
+    checkColumnDef(tokens, at);
+    return;
+  }
+  const table = tokens.findIndex((t) => t.kind === "word" && t.text === "table");
+  if (table === -1 || !words.slice(1, 3).includes("table")) return;
+  const open = tokens.findIndex((t, i) => i > table && t.kind === "punct" && t.text === "(");
+  if (open === -1) return;
+  const as = tokens.findIndex((t, i) =>
+    i > table && i < open && t.kind === "word" && t.text === "as"
+  );
+  if (as !== -1) return; // CREATE TABLE ... AS SELECT: types come from expressions
+  let depth = 0;
+  let defStart = open + 1;
+  for (let i = open; i < tokens.length; i++) {
+    const t = tokens[i];
+    if (t.kind !== "punct") continue;
+    if (t.text === "(") depth++;
+    else if (t.text === ")") depth--;
+    if ((t.text === "," && depth === 1) || depth === 0) {
+      checkColumnDef(tokens, defStart);
+      defStart = i + 1;
+      if (depth === 0) return;
+    }
+  }
+}
+
+/** Checks one column definition starting at `at`: name, then type name words. */
+function checkColumnDef(tokens: Token[], at: number): void {
+  const name = tokens[at];
+  if (name === undefined || (name.kind === "word" && TABLE_CONSTRAINTS.has(name.text))) return;
+  const type: string[] = [];
+  let i = at + 1;
+  for (; i < tokens.length; i++) {
+    const t = tokens[i];
+    if ((t.kind !== "word" && t.kind !== "name") || CONSTRAINT_WORDS.has(t.text)) break;
+    type.push(t.text.toUpperCase());
+  }
+  if (tokens[i]?.text === "(") return; // DATE(10) is declared as "DATE(10)": not mapped
+  const declared = type.join(" ");
+  if (HAZARDOUS_TYPES.includes(declared)) {
+    const column = name.text;
+    throw forbidden(
+      `Cannot declare column "${column}" as ${declared} in cluster mode: dqlite 1.11 aborts the ` +
+        `node when such a column holds a value of another type; declare it INTEGER, TEXT or NUMERIC`,
+    );
+  }
+}
+
+function forbidden(message: string): SqliteError {
+  return new SqliteError(ErrorCode.Forbidden, message);
+}

@@ -1,0 +1,259 @@
+/**
+ * One TCP connection to one dqlite node: the handshake, then strictly one
+ * request at a time (dqlite serves a connection's requests in order and
+ * refuses a second one while the first runs). A request answered by several
+ * messages (a row set in parts) keeps the connection until its last part.
+ *
+ * A broken connection, or no answer within `requestTimeout`, closes the
+ * connection and fails the request with {@link LeaderError} `LEADER_LOST`
+ * (`maybeApplied` true once the request was sent: the node may have
+ * committed it before it died).
+ *
+ * @module
+ */
+
+import { ProtocolError } from "../../protocol/errors.ts";
+import { DqliteErrorCode, failureError, LeaderError } from "./errors.ts";
+import { decodeHeader, decodeResponse, encodeHandshake, type Response, WORD } from "./wire.ts";
+
+/** Options of {@link DqliteConn.connect}. */
+export interface ConnOptions {
+  /** Time allowed for the TCP connect, in ms. */
+  connectTimeout: number;
+  /** Time allowed between a request and each message of its answer, in ms. */
+  requestTimeout: number;
+  /** Largest message body accepted from the node, in bytes. */
+  maxMessageBytes: number;
+}
+
+/** A received message: the decoded response and its body size. */
+export interface Received {
+  /** The decoded response. */
+  response: Response;
+  /** Body size in bytes. */
+  bytes: number;
+}
+
+/** Splits `host:port`; IPv6 hosts in brackets (`[::1]:9001`). */
+export function parseAddress(address: string): { hostname: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?:(\d{1,5})$/.exec(address);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || m[1] === "" || port < 1 || port > 65535) {
+    throw new TypeError(`Invalid dqlite node address "${address}": expected host:port`);
+  }
+  return { hostname: m[1], port };
+}
+
+/** One connection to one dqlite node. */
+export class DqliteConn {
+  readonly #address: string;
+  readonly #conn: Deno.TcpConn;
+  readonly #options: ConnOptions;
+  #buf = new Uint8Array(64 * 1024);
+  #start = 0;
+  #end = 0;
+  #closed = false;
+  #lock: Promise<void> = Promise.resolve();
+
+  private constructor(address: string, conn: Deno.TcpConn, options: ConnOptions) {
+    this.#address = address;
+    this.#conn = conn;
+    this.#options = options;
+  }
+
+  /**
+   * Connects to `address` (`host:port`) and sends the protocol version.
+   *
+   * @throws {LeaderError} `LEADER_LOST` (`maybeApplied` false) when the node cannot be reached.
+   */
+  static async connect(address: string, options: ConnOptions): Promise<DqliteConn> {
+    const { hostname, port } = parseAddress(address);
+    const signal = AbortSignal.timeout(options.connectTimeout);
+    let tcp: Deno.TcpConn;
+    try {
+      tcp = await Deno.connect({ hostname, port, transport: "tcp", signal });
+    } catch (cause) {
+      throw new LeaderError(
+        DqliteErrorCode.LeaderLost,
+        `Cannot connect to dqlite node "${address}": ${(cause as Error).message}`,
+        false,
+        undefined,
+        { cause },
+      );
+    }
+    tcp.setNoDelay(true);
+    const conn = new DqliteConn(address, tcp, options);
+    await conn.#write(encodeHandshake(), false);
+    return conn;
+  }
+
+  /** The node's `host:port`. */
+  get address(): string {
+    return this.#address;
+  }
+
+  /** True once closed (by {@link close} or after a failure). */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Runs `fn` with the connection to itself: requests from other callers wait.
+   */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const previous = this.#lock;
+    let release!: () => void;
+    this.#lock = new Promise((resolve) => release = resolve);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  /** Sends one request and returns its (first) answer. */
+  call(request: Uint8Array): Promise<Received> {
+    return this.exclusive(async () => {
+      await this.send(request);
+      return await this.receive();
+    });
+  }
+
+  /**
+   * Sends a request; call inside {@link exclusive}.
+   *
+   * @throws {LeaderError} `LEADER_LOST` when the connection is closed or breaks.
+   */
+  send(request: Uint8Array): Promise<void> {
+    return this.#write(request, true);
+  }
+
+  async #write(bytes: Uint8Array, maybeApplied: boolean): Promise<void> {
+    this.#checkOpen();
+    try {
+      let off = 0;
+      while (off < bytes.length) off += await this.#conn.write(bytes.subarray(off));
+    } catch (cause) {
+      throw this.#lost(`write failed: ${(cause as Error).message}`, maybeApplied, cause);
+    }
+  }
+
+  /**
+   * Reads the next message; call inside {@link exclusive}.
+   *
+   * @throws {LeaderError} `LEADER_LOST` when the connection breaks or the node is silent.
+   * @throws {ProtocolError} `DQLITE_PROTOCOL` for a malformed message (the connection is closed).
+   */
+  async receive(): Promise<Received> {
+    this.#checkOpen();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(
+          this.#lost(`no answer within requestTimeout ${this.#options.requestTimeout} ms`, true),
+        );
+      }, this.#options.requestTimeout);
+    });
+    try {
+      const header = decodeHeader(await Promise.race([this.#take(WORD), timeout]));
+      const size = header.words * WORD;
+      if (size > this.#options.maxMessageBytes) {
+        this.close();
+        throw new LeaderError(
+          DqliteErrorCode.LeaderLost,
+          `Message of ${size} bytes from "${this.#address}" exceeds maxMessageBytes ${this.#options.maxMessageBytes}`,
+          true,
+        );
+      }
+      const body = await Promise.race([this.#take(size), timeout]);
+      try {
+        return { response: decodeResponse(header.type, body), bytes: size };
+      } catch (err) {
+        if ((err as { code?: string }).code === DqliteErrorCode.Protocol) this.close();
+        throw err;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Reads until `n` bytes are buffered; returns a copy of them and consumes them. */
+  async #take(n: number): Promise<Uint8Array> {
+    if (this.#end - this.#start < n) {
+      if (this.#buf.length - this.#start < n) {
+        const next = new Uint8Array(Math.max(this.#buf.length, n * 2));
+        next.set(this.#buf.subarray(this.#start, this.#end));
+        this.#end -= this.#start;
+        this.#start = 0;
+        this.#buf = next;
+      }
+      while (this.#end - this.#start < n) {
+        let got: number | null;
+        try {
+          got = await this.#conn.read(this.#buf.subarray(this.#end));
+        } catch (cause) {
+          throw this.#lost(`read failed: ${(cause as Error).message}`, true, cause);
+        }
+        if (got === null) throw this.#lost("the node closed the connection", true);
+        this.#end += got;
+      }
+    }
+    const out = this.#buf.slice(this.#start, this.#start + n);
+    this.#start += n;
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    return out;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) {
+      throw new LeaderError(
+        DqliteErrorCode.LeaderLost,
+        `Connection to dqlite node "${this.#address}" is closed`,
+        false,
+      );
+    }
+  }
+
+  #lost(reason: string, maybeApplied: boolean, cause?: unknown): LeaderError {
+    this.close();
+    return new LeaderError(
+      DqliteErrorCode.LeaderLost,
+      `Connection to dqlite node "${this.#address}" lost: ${reason}`,
+      maybeApplied,
+      undefined,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  /** Closes the connection. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+  }
+}
+
+/**
+ * Unwraps a response of the expected type.
+ *
+ * @throws {SqliteError} the node's FAILURE, as {@link failureError} builds it.
+ * @throws {ProtocolError} `DQLITE_PROTOCOL` for a response of another type.
+ */
+export function expectResponse<T extends Response["type"]>(
+  received: Received,
+  type: T,
+  address: string,
+): Extract<Response, { type: T }> {
+  const r = received.response;
+  if (r.type === type) return r as Extract<Response, { type: T }>;
+  if (r.type === "failure") throw failureError(r.code, r.message, address);
+  throw new ProtocolError(
+    DqliteErrorCode.Protocol,
+    `Unexpected ${r.type} response from "${address}": expected ${type}`,
+  );
+}

@@ -1,0 +1,358 @@
+/**
+ * One database on a dqlite cluster's leader, over one connection: see
+ * {@link DqliteDatabase}. Opened with `DqliteCluster.open()`.
+ *
+ * Leadership: when the node stops being the leader, or the connection
+ * breaks, the running request fails with {@link LeaderError} (`NOT_LEADER`
+ * or `LEADER_LOST`) and nothing is retried; the next request finds the new
+ * leader by itself. When the loss happened inside a transaction, that
+ * transaction is gone: every request then fails with `LEADER_LOST` until the
+ * caller ends it with `ROLLBACK` (which succeeds) or `COMMIT` (which fails
+ * with `LEADER_LOST`, `maybeApplied` false: dqlite replicates a transaction
+ * only at its commit, so nothing of it was written).
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import type { SqlValue } from "../binding/binding.ts";
+import { type DqliteConn, expectResponse } from "./conn.ts";
+import { DqliteErrorCode, LeaderError } from "./errors.ts";
+import { DqliteStatement } from "./statement.ts";
+import { positionalArgs, txEffect, writesRows } from "./_sql_scan.ts";
+import { encodeExecSql, encodeInterrupt, encodeOpen, encodeQuerySql } from "./wire.ts";
+
+/** Result of {@link DqliteDatabase.exec}. */
+export interface ExecResult {
+  /** `sqlite3_last_insert_rowid()` after the (last) statement. */
+  lastInsertId: number | bigint;
+  /** `sqlite3_changes()` of the (last) statement. */
+  rowsAffected: number;
+}
+
+/** Result of {@link DqliteDatabase.query}. */
+export interface QueryResult {
+  /** Column names. */
+  columns: string[];
+  /** Rows, each an array of values in column order. */
+  rows: SqlValue[][];
+}
+
+/** Options of {@link DqliteDatabase.query}. */
+export interface QueryOptions {
+  /**
+   * Stop with `RESULT_TOO_LARGE` once the result's messages pass this many
+   * bytes (the rest is read and discarded to keep the connection in step).
+   * @default Infinity
+   */
+  maxBytes?: number;
+}
+
+/**
+ * Statement parameters: positional, or named (keys with their prefix, `:a`,
+ * `@a`, `$a`, or bare `a`). dqlite binds by index only: named arguments are
+ * numbered from the SQL text as SQLite numbers them (see `positionalArgs`).
+ */
+export type Params =
+  | readonly (SqlValue | boolean)[]
+  | Readonly<Record<string, SqlValue | boolean>>;
+
+const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0 });
+const noRows = (): QueryResult => ({ columns: [], rows: [] });
+const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * One database on the cluster's leader, over one connection: statements run
+ * one at a time, in order; a transaction begun with `exec("BEGIN")` stays on
+ * this connection.
+ */
+export class DqliteDatabase {
+  readonly #connectLeader: () => Promise<DqliteConn>;
+  readonly #name: string;
+  readonly #onClose: () => void;
+  readonly #busyTimeout: number;
+  #conn: DqliteConn | null = null;
+  #generation = 0;
+  #closed = false;
+  #inTx = false;
+  #txLost = false;
+  #txLostMaybeApplied = false;
+  #interrupt = false;
+  #connecting: Promise<void> | null = null;
+
+  /** @internal Use {@link DqliteCluster.open}. */
+  constructor(
+    connectLeader: () => Promise<DqliteConn>,
+    name: string,
+    busyTimeout: number,
+    onClose: () => void,
+  ) {
+    this.#connectLeader = connectLeader;
+    this.#name = name;
+    this.#busyTimeout = busyTimeout;
+    this.#onClose = onClose;
+  }
+
+  /** The database name. */
+  get name(): string {
+    return this.#name;
+  }
+
+  /** The leader this database is connected to, or null between connections. */
+  get address(): string | null {
+    return this.#conn?.address ?? null;
+  }
+
+  /**
+   * True while a transaction is open, as far as the statements run tell
+   * (`BEGIN`/`SAVEPOINT` open one, `COMMIT`/`END`/`ROLLBACK` close it; dqlite
+   * does not report SQLite's autocommit state).
+   */
+  get inTransaction(): boolean {
+    return this.#inTx;
+  }
+
+  /**
+   * True after the leader was lost inside a transaction, until `ROLLBACK` or
+   * `COMMIT` ends it: until then every other request fails with `LEADER_LOST`.
+   */
+  get transactionLost(): boolean {
+    return this.#txLost;
+  }
+
+  /** Counts reconnections: a statement prepared under another generation is prepared again. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** The open connection, or a new one to the (new) leader; concurrent callers share it. */
+  async #connection(): Promise<DqliteConn> {
+    if (this.#conn !== null && !this.#conn.closed) return this.#conn;
+    this.#connecting ??= this.connect().finally(() => this.#connecting = null);
+    await this.#connecting;
+    return this.#conn!;
+  }
+
+  /** @internal Connects to the leader and opens the database. */
+  async connect(): Promise<void> {
+    if (this.#closed) {
+      throw new SqliteError(ErrorCode.ConnectionClosed, `Database "${this.#name}" is closed`);
+    }
+    const conn = await this.#connectLeader();
+    try {
+      expectResponse(await conn.call(encodeOpen(this.#name)), "db", conn.address);
+      // A new leader may not have applied every committed entry yet, and dqlite 1.11
+      // prepares a statement before its Raft barrier: a table created just before a
+      // failover would be "no such table" there. A query runs the barrier first.
+      await this.#rows(conn, encodeQuerySql(0, "SELECT 1", []), {});
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
+    this.#conn = conn;
+    this.#generation++;
+  }
+
+  /**
+   * Runs `sql` (every statement of it; `params` bind to the first) and
+   * reports the last statement's changes. A statement that returns rows is
+   * refused: use {@link query}.
+   *
+   * @throws {SqliteError} SQLite's error (e.g. `SQLITE_CONSTRAINT_UNIQUE`), `INVALID_PARAM`.
+   * @throws {LeaderError} `NOT_LEADER`, `LEADER_LOST` or `NO_LEADER`.
+   */
+  exec(sql: string, params: Params = []): Promise<ExecResult> {
+    return this.#run(sql, async (conn) => {
+      const args = positionalArgs(sql, params);
+      const r = expectResponse(
+        await conn.call(encodeExecSql(0, sql, args)),
+        "result",
+        conn.address,
+      );
+      return { lastInsertId: r.lastInsertId, rowsAffected: r.rowsAffected };
+    }, noChange);
+  }
+
+  /**
+   * Runs the first statement of `sql` and returns its rows (all of them,
+   * however many messages they take).
+   *
+   * @throws {SqliteError} SQLite's error, `INVALID_PARAM`, `RESULT_TOO_LARGE`, `SQLITE_INTERRUPT`.
+   * @throws {LeaderError} `NOT_LEADER`, `LEADER_LOST` or `NO_LEADER`.
+   */
+  query(sql: string, params: Params = [], options: QueryOptions = {}): Promise<QueryResult> {
+    return this.#run(
+      sql,
+      (conn) => this.#rows(conn, encodeQuerySql(0, sql, positionalArgs(sql, params)), options),
+      noRows,
+    );
+  }
+
+  /**
+   * Prepares the first statement of `sql` on the leader.
+   *
+   * @throws {SqliteError} SQLite's error when the statement does not compile.
+   * @throws {LeaderError} `NOT_LEADER`, `LEADER_LOST` or `NO_LEADER`.
+   */
+  async prepare(sql: string): Promise<DqliteStatement> {
+    const stmt = new DqliteStatement(this, sql);
+    await stmt.ensure();
+    return stmt;
+  }
+
+  /**
+   * Stops the row set being received: the running {@link query} fails with
+   * `SQLITE_INTERRUPT` after the current message. (dqlite 1.11 reads the
+   * INTERRUPT request only once the row set is fully sent, so the node still
+   * runs the statement to its end; the rows are discarded.)
+   */
+  interrupt(): void {
+    this.#interrupt = true;
+  }
+
+  /** @internal Runs `fn` on the leader's connection with the session's rules. */
+  async run<T>(
+    sql: string,
+    fn: (conn: DqliteConn) => Promise<T>,
+    lostRollback: (() => T) | null,
+  ): Promise<T> {
+    return await this.#run(sql, fn, lostRollback);
+  }
+
+  /** @internal Reads a row set to its end (see {@link query}). */
+  rows(conn: DqliteConn, message: Uint8Array, options: QueryOptions): Promise<QueryResult> {
+    return this.#rows(conn, message, options);
+  }
+
+  /**
+   * Runs `fn` on the leader's connection. `lostRollback` gives the result of
+   * a ROLLBACK after the transaction was lost; `null` marks a prepare, which
+   * neither runs the statement nor changes the transaction state.
+   */
+  async #run<T>(
+    sql: string,
+    fn: (conn: DqliteConn) => Promise<T>,
+    lostRollback: (() => T) | null,
+  ): Promise<T> {
+    if (this.#closed) {
+      throw new SqliteError(ErrorCode.ConnectionClosed, `Database "${this.#name}" is closed`);
+    }
+    const effect = lostRollback === null ? { last: "none", ends: false } : txEffect(sql);
+    const tx = effect.last;
+    if (writesRows(sql)) {
+      // dqlite 1.11 aborts the node (assertion in its VFS) on a write that returns rows.
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        "Cannot run a statement with RETURNING on dqlite: the node would abort; run the write, then SELECT",
+      );
+    }
+    if (this.#txLost && lostRollback !== null) {
+      if (tx === "end") {
+        this.#txLost = false;
+        if (/^\s*rollback/i.test(sql)) return lostRollback(); // nothing left to roll back
+        throw new LeaderError(
+          DqliteErrorCode.LeaderLost,
+          this.#txLostMaybeApplied
+            ? "Cannot commit: the transaction was lost with the leader while a script ending it ran"
+            : "Cannot commit: the transaction was lost with the leader, nothing of it was written",
+          this.#txLostMaybeApplied,
+        );
+      }
+      throw new LeaderError(
+        DqliteErrorCode.LeaderLost,
+        "The transaction was lost with the leader: end it with ROLLBACK, then start over",
+        false,
+      );
+    }
+    this.#interrupt = false;
+    const conn = await this.#connection();
+    try {
+      const result = await this.#retryBusy(() => fn(conn));
+      if (tx === "begin") this.#inTx = true;
+      else if (tx === "end") this.#inTx = false;
+      return result;
+    } catch (err) {
+      const lost = err instanceof LeaderError ||
+        (err as { code?: string }).code === DqliteErrorCode.Protocol;
+      if (lost) {
+        conn.close();
+        if (this.#conn === conn) this.#conn = null;
+        // A transaction open before, or opened by this script and not ended by it, is gone;
+        // a script that ended one may have committed it (dqlite replicates at commit only).
+        if ((this.#inTx || effect.last === "begin") && effect.last !== "end") {
+          this.#txLost = true;
+          this.#txLostMaybeApplied = effect.ends;
+        }
+        this.#inTx = false;
+      }
+      throw err;
+    }
+  }
+
+  /** Runs `fn` again while it fails with SQLITE_BUSY (nothing ran), up to busyTimeout. */
+  async #retryBusy<T>(fn: () => Promise<T>): Promise<T> {
+    const deadline = performance.now() + this.#busyTimeout;
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        const busy = err instanceof SqliteError && (err.sqliteCode === 5 || err.sqliteCode === 261);
+        if (!busy || performance.now() >= deadline) throw err;
+        await delay(Math.min(2 ** attempt, 20));
+      }
+    }
+  }
+
+  async #rows(conn: DqliteConn, message: Uint8Array, options: QueryOptions): Promise<QueryResult> {
+    const maxBytes = options.maxBytes ?? Infinity;
+    return await conn.exclusive(async () => {
+      await conn.send(message);
+      let columns: string[] = [];
+      const rows: SqlValue[][] = [];
+      let bytes = 0;
+      for (;;) {
+        const received = await conn.receive();
+        const r = expectResponse(received, "rows", conn.address);
+        columns = r.columns;
+        for (const row of r.rows) rows.push(row);
+        bytes += received.bytes;
+        if (!r.more) {
+          if (r.error !== undefined) throw r.error;
+          return { columns, rows };
+        }
+        let stop: SqliteError | null = null;
+        if (r.error !== undefined) {
+          stop = r.error;
+        } else if (this.#interrupt) {
+          stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
+        } else if (bytes > maxBytes) {
+          stop = new SqliteError(
+            ErrorCode.ResultTooLarge,
+            `Cannot return the result: it exceeds maxBytes ${maxBytes}`,
+          );
+        }
+        if (stop !== null) {
+          await conn.send(encodeInterrupt(0));
+          // Discard what is still in flight, up to the EMPTY answer.
+          while ((await conn.receive()).response.type !== "empty");
+          throw stop;
+        }
+      }
+    });
+  }
+
+  /** Closes the connection. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#conn?.close();
+    this.#conn = null;
+    this.#onClose();
+  }
+
+  /** Closes, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,486 @@
+/**
+ * One client's view of the cluster engine: see {@link DqliteEngineSession}.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import type {
+  BatchItemPayload,
+  PreparePayload,
+  QueryPayload,
+  RunPayload,
+} from "../../protocol/messages.ts";
+import { bindArgs } from "../_bind.ts";
+import type { SqlValue } from "../binding/binding.ts";
+import { CHUNK_ROWS } from "../cursor.ts";
+import { statementTimeout } from "../run.ts";
+import type { DqliteDatabase, Params } from "./database.ts";
+import { LeaderError } from "./errors.ts";
+import { txEffect } from "./_sql_scan.ts";
+import {
+  checkClusterSql,
+  requireOneStatement,
+  splitStatements,
+  statementTexts,
+  verbOf,
+} from "./_sql_shape.ts";
+import type { DqliteEngine } from "./engine.ts";
+
+/** What one statement produced. */
+interface Outcome {
+  columns: string[];
+  rows: SqlValue[][];
+  changes: number | bigint;
+  lastInsertRowid: number | bigint;
+}
+
+interface BufferedCursor {
+  columns: string[];
+  rows: SqlValue[][];
+  at: number;
+}
+
+/**
+ * One client's requests on the cluster, in order. Every request is answered
+ * by a promise (a round trip to the leader). Between requests the session
+ * holds no connection: each request borrows one from the engine's pool, so
+ * autocommit statements of many clients share connections. A session that
+ * opens a transaction keeps its connection until the transaction ends, is
+ * rolled back after `txIdleTimeout`, or the session closes (closing the
+ * connection makes the leader roll the transaction back).
+ *
+ * Cursors are emulated: the statement runs to its end at `iterate()` and its
+ * rows, bounded by `maxResultBytes`, are handed out in chunks.
+ *
+ * A leader change fails the request running with `LeaderError`
+ * (`NOT_LEADER`: not applied; `LEADER_LOST`: its message says whether it may
+ * have been applied); nothing is retried, and the next request finds the
+ * new leader.
+ */
+export class DqliteEngineSession {
+  readonly #engine: DqliteEngine;
+  #tx: DqliteDatabase | null = null;
+  #lent: DqliteDatabase | null = null;
+  #closed = false;
+  #aborted: SqliteError | null = null;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  #cancelled: Error | null = null;
+  readonly #handles = new Map<number, string>();
+  #nextHandle = 1;
+  readonly #cursors = new Map<number, BufferedCursor>();
+  #nextCursor = 1;
+
+  /** Session number, for the log. */
+  readonly id: number;
+
+  /** @internal Use {@link DqliteEngine.openSession}. */
+  constructor(engine: DqliteEngine, id = 0) {
+    this.#engine = engine;
+    this.id = id;
+  }
+
+  /** Cursors open on this session (buffered results). */
+  get cursorCount(): number {
+    return this.#cursors.size;
+  }
+
+  /** Always false: a write is acknowledged once Raft committed it; nothing is held back. */
+  get awaitingCommit(): boolean {
+    return false;
+  }
+
+  /** True while this session holds a connection with an open (or lost) transaction. */
+  get inTransaction(): boolean {
+    return this.#tx !== null;
+  }
+
+  /** True while a request of this session runs. @internal */
+  get _busy(): boolean {
+    return this.#lent !== null;
+  }
+
+  /** Runs a script of zero or more statements without parameters. */
+  exec(sql: string, timeout?: number): Promise<null> {
+    return this.#request(sql, null, timeout, async (db) => {
+      const statements = statementTexts(sql);
+      if (statements.length === 0) return null;
+      if (!statements.some((text) => verbOf(text) === "read")) {
+        await db.exec(sql); // one round trip for the whole script
+        return null;
+      }
+      // dqlite's EXEC refuses a statement that returns rows: run those with QUERY, one by one.
+      for (const text of statements) await this.#statement(db, text, []);
+      return null;
+    });
+  }
+
+  /** Runs one statement and returns its columns and rows. */
+  query(sql: string | number, params: unknown, timeout?: number): Promise<QueryPayload> {
+    const text = this.#sqlOf(sql);
+    requireOneStatement(text);
+    const args = bindArgs(params) as Params;
+    return this.#request(text, [[], []], timeout, async (db) => {
+      const o = await this.#statement(db, text, args);
+      return [o.columns, o.rows];
+    });
+  }
+
+  /** Runs one statement and returns `[changes, lastInsertRowid]`. */
+  run(sql: string | number, params: unknown, timeout?: number): Promise<RunPayload> {
+    const text = this.#sqlOf(sql);
+    requireOneStatement(text);
+    const args = bindArgs(params) as Params;
+    return this.#request(text, [0, 0], timeout, async (db) => {
+      const o = await this.#statement(db, text, args);
+      return [o.changes, o.lastInsertRowid];
+    });
+  }
+
+  /**
+   * Runs statements atomically (BEGIN ... COMMIT on one connection; a
+   * savepoint inside an open transaction).
+   */
+  batch(
+    items: ReadonlyArray<readonly [string, unknown]>,
+    timeout?: number,
+  ): Promise<BatchItemPayload[]> {
+    for (const [sql] of items) checkClusterSql(sql, this.#engine.config);
+    return this.#request(null, [], timeout, async (db) => {
+      const nested = db.inTransaction;
+      await db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN");
+      const results: BatchItemPayload[] = [];
+      try {
+        for (let i = 0; i < items.length; i++) {
+          const [sql, params] = items[i];
+          try {
+            requireOneStatement(sql);
+            if (txEffect(sql).last !== "none") {
+              throw new SqliteError(
+                ErrorCode.BadRequest,
+                "Batch statements cannot control transactions: the batch is one already",
+              );
+            }
+            const o = await this.#statement(db, sql, bindArgs(params) as Params);
+            results.push([o.changes, o.lastInsertRowid, o.columns, o.rows]);
+          } catch (err) {
+            if (err instanceof LeaderError) throw err;
+            throw batchError(err, i, items.length);
+          }
+        }
+        await db.exec(nested ? "RELEASE netsqlite_batch" : "COMMIT");
+        return results;
+      } catch (err) {
+        try {
+          if (err instanceof LeaderError) {
+            // Outside a transaction of the client's, forget the lost one (no round trip).
+            if (!nested) await db.exec("ROLLBACK");
+          } else if (nested) {
+            await db.exec("ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch");
+          } else if (db.inTransaction) {
+            await db.exec("ROLLBACK");
+          }
+        } catch {
+          // The connection is gone: the leader rolled the transaction back.
+        }
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * Prepares a statement on the leader (checking it compiles) and returns
+   * `[handle, columns]`. The handle names the SQL text; each run prepares it
+   * on the connection it borrows. Columns are known for SELECT, VALUES and
+   * WITH ... SELECT (read from the statement as a subquery, `LIMIT 0`), else
+   * empty.
+   */
+  prepare(sql: string): Promise<PreparePayload> {
+    requireOneStatement(sql);
+    return this.#request(sql, [0, []], undefined, async (db) => {
+      const stmt = await db.prepare(sql);
+      let columns: string[] = [];
+      try {
+        const head = splitStatements(sql)[0].find((t) => t.kind === "word")?.text;
+        if (verbOf(sql) === "read" && head !== "pragma" && head !== "explain") {
+          const inner = sql.replace(/(\s|;|--[^\n]*$)+$/, "");
+          const nulls = new Array(stmt.paramCount).fill(null);
+          try {
+            columns = (await db.query(`SELECT * FROM (${inner}\n) LIMIT 0`, nulls)).columns;
+          } catch (err) {
+            if (err instanceof LeaderError) throw err;
+            // Not usable as a subquery: columns stay unknown until it runs.
+          }
+        }
+      } finally {
+        await stmt.finalize();
+      }
+      const handle = this.#nextHandle++;
+      this.#handles.set(handle, sql);
+      return [handle, columns];
+    });
+  }
+
+  /** Frees a handle from {@link prepare}. */
+  finalize(handle: number): null {
+    if (!this.#handles.delete(handle)) throw unknownHandle(handle);
+    return null;
+  }
+
+  /** Runs a statement to its end and opens a cursor over its buffered rows: `[cursorId, columns]`. */
+  openCursor(sql: string | number, params: unknown, timeout?: number): Promise<[number, string[]]> {
+    const max = this.#engine.config.maxCursors;
+    if (this.#cursors.size >= max) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Too many open cursors: ${max} per connection; close one first`,
+      );
+    }
+    const text = this.#sqlOf(sql);
+    requireOneStatement(text);
+    const args = bindArgs(params) as Params;
+    return this.#request(text, [0, []], timeout, async (db): Promise<[number, string[]]> => {
+      const o = await this.#statement(db, text, args);
+      const id = this.#nextCursor++;
+      this.#cursors.set(id, { columns: o.columns, rows: o.rows, at: 0 });
+      return [id, o.columns];
+    });
+  }
+
+  /** Returns the next chunk of a cursor: `[rows, done]`. */
+  nextCursor(id: number): [SqlValue[][], boolean] {
+    const c = this.#cursor(id);
+    const rows = c.rows.slice(c.at, c.at + CHUNK_ROWS);
+    c.at += rows.length;
+    const done = c.at >= c.rows.length;
+    if (done) this.#cursors.delete(id);
+    return [rows, done];
+  }
+
+  /** Closes a cursor early. */
+  closeCursor(id: number): null {
+    this.#cursor(id);
+    this.#cursors.delete(id);
+    return null;
+  }
+
+  /** Stops the running request where it can be stopped (while its rows arrive). */
+  cancel(reason: Error): void {
+    this.#cancelled = reason;
+    this.#lent?.interrupt();
+  }
+
+  /** Nothing to do: requests never wait as `BLOCKED` on a cluster. */
+  stopWaiting(): void {}
+
+  /** Ends the session; an open transaction is rolled back (its connection is closed). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#idleTimer);
+    this.#cursors.clear();
+    this.#handles.clear();
+    this.#cancelled = new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
+    this.#lent?.interrupt();
+    if (this.#tx !== null && this.#lent === null) {
+      this.#engine._pool.discard(this.#tx);
+      this.#tx = null;
+    }
+    this.#engine._forget(this);
+  }
+
+  // ---- internals ---------------------------------------------------------
+
+  /**
+   * Runs `fn` on this session's transaction connection, or on one borrowed
+   * from the pool, with the statement's deadline; keeps the connection when
+   * `fn` left a transaction open. `rolledBack` is the answer to a ROLLBACK
+   * after the engine ended the transaction itself (`sql` null: a batch).
+   */
+  #request<T>(
+    sql: string | null,
+    rolledBack: T,
+    timeout: number | undefined,
+    fn: (db: DqliteDatabase) => Promise<T>,
+  ): Promise<T> {
+    if (this.#closed) {
+      throw new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
+    }
+    if (this.#aborted !== null) {
+      const aborted = this.#aborted;
+      if (sql === null || txEffect(sql).last !== "end") throw aborted;
+      this.#aborted = null;
+      if (/^\s*rollback/i.test(sql)) return Promise.resolve(rolledBack);
+      throw aborted;
+    }
+    if (sql !== null) checkClusterSql(sql, this.#engine.config);
+    clearTimeout(this.#idleTimer);
+    this.#cancelled = null;
+    return this.#engine._track(this.#borrowAndRun(timeout, fn));
+  }
+
+  async #borrowAndRun<T>(
+    timeout: number | undefined,
+    fn: (db: DqliteDatabase) => Promise<T>,
+  ): Promise<T> {
+    const engine = this.#engine;
+    const db = this.#tx ?? await engine._pool.acquire();
+    this.#lent = db;
+    const ms = timeout ?? engine.config.statementTimeout;
+    let late: SqliteError | null = null;
+    const timer = setTimeout(() => {
+      late = statementTimeout({ timeout: ms });
+      db.interrupt();
+    }, ms);
+    try {
+      if (this.#cancelled !== null) throw this.#cancelled;
+      return await fn(db);
+    } catch (err) {
+      const interrupted = err instanceof SqliteError && err.sqliteCode === 9;
+      if (interrupted && this.#cancelled !== null) throw this.#cancelled;
+      if (interrupted && late !== null) throw late;
+      if (err instanceof LeaderError) {
+        engine._leaderChanged();
+        throw describeLeaderError(err, db.transactionLost);
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      this.#lent = null;
+      this.#keepOrReturn(db);
+    }
+  }
+
+  #keepOrReturn(db: DqliteDatabase): void {
+    const pool = this.#engine._pool;
+    if (!(db.inTransaction || db.transactionLost)) {
+      this.#tx = null;
+      pool.release(db);
+      return;
+    }
+    if (this.#closed) {
+      this.#tx = null;
+      pool.discard(db);
+      return;
+    }
+    this.#tx = db;
+    const ms = this.#engine.config.txIdleTimeout;
+    if (ms > 0) {
+      this.#idleTimer = setTimeout(() => {
+        if (this.#tx === null || this.#lent !== null) return;
+        pool.discard(this.#tx);
+        this.#tx = null;
+        this.#aborted = txTimeout(ms);
+      }, ms);
+    }
+  }
+
+  /**
+   * Runs one statement: a read with QUERY, anything else with EXEC (falling
+   * back to the other when dqlite refuses it before running it). Changes and
+   * the last rowid are reported only for statements that make them, as the
+   * single-file engine does: dqlite reports the connection's last values.
+   */
+  async #statement(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
+    const verb = verbOf(sql);
+    const maxBytes = this.#engine.config.maxResultBytes;
+    try {
+      if (verb === "read") {
+        try {
+          const r = await db.query(sql, args, { maxBytes });
+          return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
+        } catch (err) {
+          if (!refused(err, "Cannot query a statement that returns no columns")) throw err;
+        }
+        await db.exec(sql, args);
+        return { columns: [], rows: [], changes: 0, lastInsertRowid: 0 };
+      }
+      try {
+        const r = await db.exec(sql, args);
+        return {
+          columns: [],
+          rows: [],
+          changes: verb === "other" ? 0 : r.rowsAffected,
+          lastInsertRowid: verb === "insert" ? r.lastInsertId : 0,
+        };
+      } catch (err) {
+        if (!refused(err, "Cannot exec a statement that returns rows")) throw err;
+      }
+      const r = await db.query(sql, args, { maxBytes });
+      return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
+    } catch (err) {
+      if (
+        err instanceof SqliteError && err.code === "SQLITE_RANGE" &&
+        err.message.startsWith("Cannot bind parameter")
+      ) {
+        throw new SqliteError(ErrorCode.InvalidParam, err.message, undefined, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  #cursor(id: number): BufferedCursor {
+    const c = this.#cursors.get(id);
+    if (c === undefined) {
+      throw new SqliteError(
+        ErrorCode.UnknownStatement,
+        `Unknown cursor ${id}: it is finished, was closed, or never opened on this connection`,
+      );
+    }
+    return c;
+  }
+
+  #sqlOf(sql: string | number): string {
+    if (typeof sql === "string") return sql;
+    const text = this.#handles.get(sql);
+    if (text === undefined) throw unknownHandle(sql);
+    return text;
+  }
+}
+
+function refused(err: unknown, prefix: string): boolean {
+  return err instanceof SqliteError && err.code === ErrorCode.BadRequest &&
+    err.message.startsWith(prefix);
+}
+
+/**
+ * The leadership error with what it means for the request in its message.
+ * Inside a transaction that the loss ended, nothing of it was written
+ * (dqlite replicates a transaction at its commit only).
+ */
+function describeLeaderError(err: LeaderError, txLost: boolean): LeaderError {
+  const maybeApplied = err.maybeApplied && !txLost;
+  const tail = txLost
+    ? "not applied: the transaction is gone; send ROLLBACK, then retry the whole transaction"
+    : maybeApplied
+    ? "outcome unknown: the write may have been applied, check before retrying"
+    : "not applied: safe to retry";
+  return new LeaderError(err.code, `${err.message} (${tail})`, maybeApplied, err.sqliteCode, {
+    cause: err,
+  });
+}
+
+function batchError(err: unknown, i: number, n: number): SqliteError {
+  const e = err instanceof SqliteError ? err : new SqliteError(ErrorCode.Internal, String(err));
+  return new SqliteError(
+    e.code,
+    `Batch statement ${i + 1} of ${n} failed, nothing was applied: ${e.message}`,
+    e.sqliteCode,
+    { cause: e },
+  );
+}
+
+function unknownHandle(handle: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.UnknownStatement,
+    `Unknown statement handle ${handle}: it was finalized or never prepared on this connection`,
+  );
+}
+
+function txTimeout(ms: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxTimeout,
+    `Transaction was rolled back after ${ms} ms idle (--tx-idle-timeout); ` +
+      "send ROLLBACK to end it, then retry the whole transaction",
+  );
+}

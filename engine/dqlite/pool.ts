@@ -1,0 +1,150 @@
+/**
+ * The connections of the server's cluster mode to the dqlite leader: see
+ * {@link DatabasePool}.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import type { DqliteCluster } from "./cluster.ts";
+import type { DqliteDatabase } from "./database.ts";
+
+interface Waiter {
+  resolve: (db: DqliteDatabase) => void;
+  reject: (err: unknown) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/**
+ * Connections to one database on the leader, lent for one request at a time
+ * (a session in a transaction keeps its connection until the transaction
+ * ends), so sessions share connections between requests and no two
+ * requests ever interleave on one. At most `max` exist; a request that finds
+ * none free waits up to `busyTimeout` ms, then fails with `BUSY_TIMEOUT`.
+ *
+ * After a leader change every idle connection still points at the old
+ * leader: {@link dropIdle} closes them, so the next request connects anew.
+ */
+export class DatabasePool {
+  readonly #cluster: DqliteCluster;
+  readonly #name: string;
+  readonly #max: number;
+  readonly #busyTimeout: number;
+  readonly #idle: DqliteDatabase[] = [];
+  readonly #waiters: Waiter[] = [];
+  #count = 0;
+  #closed = false;
+
+  /**
+   * @param cluster The cluster to open connections on.
+   * @param name The dqlite database name.
+   * @param max Most connections open at once.
+   * @param busyTimeout How long a request waits for a free connection, in ms.
+   */
+  constructor(cluster: DqliteCluster, name: string, max: number, busyTimeout: number) {
+    this.#cluster = cluster;
+    this.#name = name;
+    this.#max = max;
+    this.#busyTimeout = busyTimeout;
+  }
+
+  /** Connections open (idle or lent). */
+  get size(): number {
+    return this.#count;
+  }
+
+  /**
+   * Lends a connection: an idle one, a new one, or the next one given back.
+   *
+   * @throws {SqliteError} `BUSY_TIMEOUT` after `busyTimeout` ms without one, `SHUTTING_DOWN`.
+   * @throws {LeaderError} `NO_LEADER` when a new connection finds no leader.
+   */
+  async acquire(): Promise<DqliteDatabase> {
+    this.#checkOpen();
+    const idle = this.#idle.pop();
+    if (idle !== undefined) return idle;
+    if (this.#count < this.#max) {
+      this.#count++;
+      try {
+        return await this.#cluster.open(this.#name);
+      } catch (err) {
+        this.#count--;
+        this.#wakeNext();
+        throw err;
+      }
+    }
+    return await new Promise<DqliteDatabase>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+          reject(
+            new SqliteError(
+              ErrorCode.BusyTimeout,
+              `No connection to the dqlite leader was free within ${this.#busyTimeout} ms ` +
+                `(${this.#max} in use, --busy-timeout): other clients hold them in transactions`,
+            ),
+          );
+        }, this.#busyTimeout),
+      };
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /**
+   * Takes back a lent connection; one left inside a transaction (or holding
+   * a lost one) is closed instead, which makes the leader roll it back.
+   */
+  release(db: DqliteDatabase): void {
+    if (this.#closed || db.inTransaction || db.transactionLost) {
+      this.discard(db);
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(db);
+      return;
+    }
+    this.#idle.push(db);
+  }
+
+  /** Closes a lent connection (its transaction, if any, is rolled back by the leader). */
+  discard(db: DqliteDatabase): void {
+    db.close();
+    this.#count--;
+    this.#wakeNext();
+  }
+
+  /** Closes every idle connection (after a leader change: they point at the old leader). */
+  dropIdle(): void {
+    for (const db of this.#idle.splice(0)) {
+      db.close();
+      this.#count--;
+    }
+  }
+
+  /** A waiter may open a connection now that one was closed. */
+  #wakeNext(): void {
+    const waiter = this.#waiters.shift();
+    if (waiter === undefined) return;
+    clearTimeout(waiter.timer);
+    this.acquire().then(waiter.resolve, waiter.reject);
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
+  }
+
+  /** Closes idle connections and fails waiters; lent ones are closed when given back. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.dropIdle();
+    for (const w of this.#waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down"));
+    }
+  }
+}

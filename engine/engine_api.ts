@@ -1,0 +1,74 @@
+/**
+ * What the server (`server.ts`, `server/session.ts`) needs of an engine, so
+ * that it runs unchanged on the single-file {@link Engine} or on a dqlite
+ * cluster (`engine/dqlite/engine.ts`).
+ *
+ * The session surface is taken from the single-file engine's
+ * {@link EngineSession}, so both engines answer every request with the same
+ * argument and reply types: a value, a promise of one, a thrown
+ * `SqliteError`, or {@link BLOCKED}.
+ *
+ * @module
+ */
+
+import type { SqliteError } from "../protocol/errors.ts";
+import type { Engine, EngineSession } from "./engine.ts";
+
+export { BLOCKED } from "./engine_session.ts";
+export type { Reply } from "./engine_session.ts";
+
+/** One client's view of an engine, as the server's session uses it. */
+export type SessionLike = Pick<
+  EngineSession,
+  | "awaitingCommit"
+  | "inTransaction"
+  | "exec"
+  | "query"
+  | "run"
+  | "batch"
+  | "prepare"
+  | "finalize"
+  | "openCursor"
+  | "nextCursor"
+  | "closeCursor"
+  | "cancel"
+  | "stopWaiting"
+  | "close"
+  | "id"
+  | "cursorCount"
+>;
+
+/** What runs the statements: engine kind, library and version, for the banner and hello. */
+export interface EngineInfo {
+  /** `"ffi"`, `"node"` (single file) or `"dqlite"` (cluster). */
+  readonly engine: "ffi" | "node" | "dqlite";
+  /** The library file loaded, `"node:sqlite"`, or the dqlite nodes. */
+  readonly library: string;
+  /** SQLite's version. */
+  readonly version: string;
+  /** What this engine cannot do, one sentence each. */
+  readonly limitations: readonly string[];
+}
+
+/** An engine as the server uses it. */
+export interface EngineLike
+  extends Pick<Engine, "idle" | "sqliteVersion" | "close" | "waiting" | "groupCommits"> {
+  /**
+   * Server-side maintenance (checkpoint, vacuum, integrity, backup), or
+   * `null` where the engine has none (cluster mode).
+   */
+  readonly maintenance: Engine["maintenance"] | null;
+  /** Called with the session number whose transaction's idle lease ran out (for the log). */
+  onLeaseExpired: ((session: number) => void) | null;
+  /** Engine kind, library, version and limitations. */
+  readonly sqlite: EngineInfo;
+  /**
+   * Opens a session. `wake` is called when a session that got `BLOCKED`
+   * should retry; `onCommit` when its writes held for a group commit are
+   * durable (or failed).
+   */
+  openSession(
+    wake: () => void,
+    onCommit?: (error: SqliteError | null) => void,
+  ): SessionLike;
+}

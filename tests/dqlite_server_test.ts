@@ -1,0 +1,248 @@
+/**
+ * The server's cluster mode, `serve({ dqlite })`, through `connect()`: the
+ * shared cases of `_dqlite_suite.ts` against three `dqlite-demo` nodes (and,
+ * as the reference, against the single-file engine), plus what only cluster
+ * mode does: the SQL guard for dqlite 1.11's hazards, options, banner.
+ * Skipped (with the reason printed) when `dqlite-demo` is not installed:
+ * `apt-get install go-dqlite libdqlite0`.
+ */
+
+import assert from "node:assert/strict";
+import { connect } from "../client.ts";
+import { parseServeArgs, serve, type ServeOptions, type Server } from "../server.ts";
+import { SqliteError } from "../protocol/errors.ts";
+import { checkClusterSql, statementTexts, verbOf } from "../engine/dqlite/_sql_shape.ts";
+import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { SUITE, type SuiteTarget } from "./_dqlite_suite.ts";
+import { startServer } from "./_helpers.ts";
+
+const ignore = DQLITE_DEMO === null;
+if (ignore) {
+  console.log(
+    "dqlite_server_test.ts: cluster cases skipped: dqlite-demo not found on PATH " +
+      "(apt-get install go-dqlite libdqlite0)",
+  );
+}
+
+let dbSeq = 0;
+
+/** A server in cluster mode on a fresh dqlite database, listening on a temp socket. */
+async function clusterServer(
+  nodes: string[],
+  options: ServeOptions = {},
+): Promise<SuiteTarget & AsyncDisposable & { server: Server; path: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqlite-srv-" });
+  const path = `${dir}/s.sock`;
+  const server = await serve({
+    ...options,
+    path,
+    dqlite: { nodes, database: `suite${++dbSeq}_${Date.now()}` },
+  });
+  return {
+    server,
+    path,
+    client: () => connect({ path, max: 1 }),
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+for (const c of SUITE) {
+  Deno.test(`single-file engine: ${c.name}`, async () => {
+    await using s = await startServer();
+    await c.fn({ client: () => s.client() });
+  });
+}
+
+Deno.test({
+  name: "serve({ dqlite }) runs the shared core, transaction and value cases on a 3-node cluster",
+  ignore,
+  async fn(t) {
+    await using nodes = await DemoCluster.start(3);
+    for (const c of SUITE) {
+      await t.step(`cluster mode: ${c.name}`, async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await c.fn(s);
+      });
+    }
+
+    await t.step(
+      "cluster mode reports engine dqlite, the nodes and the leader's SQLite",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        assert.equal(s.server.sqlite.engine, "dqlite");
+        assert.match(s.server.sqlite.library, new RegExp(nodes.addresses[0].replace(/\./g, "\\.")));
+        assert.match(s.server.sqlite.version, /^3\.\d+\.\d+$/);
+        await using db = await s.client();
+        assert.equal(db.serverInfo.sqliteVersion, s.server.sqlite.version);
+      },
+    );
+
+    await t.step(
+      "cluster mode refuses what would crash a node or escape replication, and keeps serving",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using db = await s.client();
+        const refused: [string, string, RegExp][] = [
+          ["CREATE TABLE f (id INTEGER, flag BOOLEAN)", "FORBIDDEN", /column "flag" as BOOLEAN/],
+          ['CREATE TABLE f ("at" DATETIME NOT NULL)', "FORBIDDEN", /"at" as DATETIME/],
+          ["CREATE TABLE f (d date, t timestamp)", "FORBIDDEN", /as DATE/],
+          ["CREATE TABLE g (x); ALTER TABLE g ADD COLUMN t TIMESTAMP", "FORBIDDEN", /TIMESTAMP/],
+          ["CREATE TEMP TABLE tt (x)", "FORBIDDEN", /TEMP/],
+          ["ATTACH DATABASE '/tmp/x.db' AS x", "FORBIDDEN", /ATTACH/],
+          ["PRAGMA foreign_keys = OFF", "FORBIDDEN", /foreign_keys/],
+          ["PRAGMA synchronous = 0", "FORBIDDEN", /synchronous/],
+        ];
+        for (const [sql, code, message] of refused) {
+          const err = await db.exec(sql).then(() => null, (e) => e);
+          assert.ok(err instanceof SqliteError, `${sql}: expected a refusal`);
+          assert.equal(err.code, code, `${sql}: ${err.message}`);
+          assert.match(err.message, message);
+        }
+        // Nothing of a refused script ran (the check precedes it).
+        assert.deepEqual(await db.values("SELECT count(*) FROM sqlite_schema"), [[0]]);
+        await db.exec('CREATE TABLE ok (flag INTEGER, at TEXT, d DATE(10), "boolean" TEXT)');
+        await db.run("INSERT INTO ok VALUES (?, ?, ?, ?)", [true, "2024-01-01", "x", "y"]);
+        assert.deepEqual(await db.values("SELECT * FROM ok"), [[1, "2024-01-01", "x", "y"]]);
+        const r = await db.run("INSERT INTO ok (flag) VALUES (2) RETURNING flag").catch((e) => e);
+        assert.equal(r.code, "BAD_REQUEST");
+        assert.match(r.message, /RETURNING/);
+        assert.deepEqual(await db.values("PRAGMA foreign_keys"), [[1]]);
+      },
+    );
+
+    await t.step(
+      "cluster mode: 8 clients writing at once, pipelined, lose nothing",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        const clients = await Promise.all(Array.from({ length: 8 }, () => s.client()));
+        try {
+          await clients[0].exec("CREATE TABLE c (id INTEGER PRIMARY KEY, who INTEGER)");
+          await Promise.all(
+            clients.map((c, w) =>
+              Promise.all(
+                Array.from({ length: 25 }, (_, i) =>
+                  c.run("INSERT INTO c VALUES (?, ?)", [w * 100 + i, w])),
+              )
+            ),
+          );
+          assert.deepEqual(await clients[1].values("SELECT count(*), count(DISTINCT who) FROM c"), [
+            [200, 8],
+          ]);
+        } finally {
+          for (const c of clients) await c.close();
+        }
+      },
+    );
+
+    await t.step(
+      "cluster mode rolls back a transaction idle past txIdleTimeout: TX_TIMEOUT until ROLLBACK",
+      async () => {
+        await using s = await clusterServer(nodes.addresses, { txIdleTimeout: 200 });
+        await using a = await s.client();
+        await using b = await s.client();
+        await a.exec("CREATE TABLE t (x)");
+        await a.exec("BEGIN");
+        await a.run("INSERT INTO t VALUES (1)");
+        await new Promise((r) => setTimeout(r, 400));
+        // The writer's lock is free again: b writes without waiting.
+        await b.run("INSERT INTO t VALUES (2)");
+        const err = await a.run("INSERT INTO t VALUES (3)").catch((e) => e);
+        assert.equal(err.code, "TX_TIMEOUT", err.message);
+        await a.exec("ROLLBACK");
+        assert.equal(a.inTransaction, false);
+        assert.deepEqual(await a.values("SELECT x FROM t"), [[2]]);
+      },
+    );
+
+    await t.step("cluster mode: a transaction held by a closed client is rolled back", async () => {
+      await using s = await clusterServer(nodes.addresses);
+      await using b = await s.client();
+      await b.exec("CREATE TABLE t (x)");
+      const a = await s.client();
+      await a.exec("BEGIN");
+      await a.run("INSERT INTO t VALUES (1)");
+      await a.close();
+      // b's write waits (SQLITE_BUSY, retried) until the leader rolled a's transaction back.
+      await b.run("INSERT INTO t VALUES (2)");
+      assert.deepEqual(await b.values("SELECT x FROM t"), [[2]]);
+    });
+  },
+});
+
+Deno.test("checkClusterSql() finds hazardous column types only where they are declared types", () => {
+  const policy = { allowUnsafePragmas: false };
+  const ok = [
+    "CREATE TABLE t (date TEXT, boolean INTEGER)",
+    "CREATE TABLE t (a DATE(10))",
+    "CREATE TABLE t AS SELECT 1 AS boolean",
+    "SELECT CAST(1 AS BOOLEAN)",
+    "INSERT INTO t VALUES ('BOOLEAN')",
+    "PRAGMA foreign_keys",
+    "PRAGMA table_info(t)",
+  ];
+  for (const sql of ok) checkClusterSql(sql, policy);
+  const bad = [
+    "CREATE TABLE t (a BOOLEAN)",
+    "create table if not exists main.t (a integer primary key, b boolean default 0)",
+    "CREATE TABLE t ([b] Timestamp)",
+    "ALTER TABLE t ADD d DATE",
+    "PRAGMA main.journal_mode = DELETE",
+    "VACUUM INTO '/tmp/x'",
+    "DETACH x",
+  ];
+  for (const sql of bad) {
+    assert.throws(() => checkClusterSql(sql, policy), { code: "FORBIDDEN" }, sql);
+  }
+  checkClusterSql("PRAGMA foreign_keys = OFF", { allowUnsafePragmas: true });
+});
+
+Deno.test("statementTexts() splits a script at its semicolons, not those in literals or triggers", () => {
+  const script = "CREATE TABLE t (x); -- note\nINSERT INTO t VALUES ('a;b');\n" +
+    "CREATE TRIGGER g AFTER INSERT ON t BEGIN DELETE FROM t WHERE x = 1; END; SELECT 1";
+  assert.deepEqual(statementTexts(script), [
+    "CREATE TABLE t (x);",
+    "INSERT INTO t VALUES ('a;b');",
+    "CREATE TRIGGER g AFTER INSERT ON t BEGIN DELETE FROM t WHERE x = 1; END;",
+    "SELECT 1",
+  ]);
+  assert.deepEqual(statementTexts("  ; -- nothing\n"), []);
+});
+
+Deno.test("verbOf() classifies statements by their leading keyword, after WITH", () => {
+  assert.equal(verbOf("INSERT INTO t VALUES (1)"), "insert");
+  assert.equal(verbOf("replace into t values (1)"), "insert");
+  assert.equal(verbOf("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x"), "insert");
+  assert.equal(verbOf("WITH RECURSIVE c(n) AS (SELECT 1) SELECT n FROM c"), "read");
+  assert.equal(verbOf("/* c */ UPDATE t SET a = 1"), "update");
+  assert.equal(verbOf("DELETE FROM t"), "delete");
+  assert.equal(verbOf("CREATE TABLE t (x)"), "other");
+  assert.equal(verbOf("PRAGMA user_version"), "read");
+});
+
+Deno.test("parseServeArgs() reads --dqlite and --dqlite-db, and wants both", () => {
+  const options = parseServeArgs([
+    "--dqlite",
+    "127.0.0.1:9001, 127.0.0.1:9002,127.0.0.1:9003",
+    "--dqlite-db",
+    "app",
+  ]);
+  assert.notEqual(options, "help");
+  assert.deepEqual((options as { dqlite: unknown }).dqlite, {
+    nodes: ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"],
+    database: "app",
+  });
+  assert.throws(() => parseServeArgs(["--dqlite", "127.0.0.1:9001"]), /go together/);
+});
+
+Deno.test("serve({ dqlite }) refuses bad node lists, names and read-only", async () => {
+  await assert.rejects(serve({ dqlite: { nodes: [], database: "a" } }), TypeError);
+  await assert.rejects(serve({ dqlite: { nodes: ["nohost"], database: "a" } }), /host:port/);
+  await assert.rejects(serve({ dqlite: { nodes: ["127.0.0.1:1"], database: "a/b" } }), TypeError);
+  await assert.rejects(
+    serve({ readonly: true, dqlite: { nodes: ["127.0.0.1:1"], database: "a" } }),
+    /readonly/,
+  );
+});

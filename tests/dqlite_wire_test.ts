@@ -1,0 +1,390 @@
+/**
+ * dqlite's wire protocol, byte by byte (no node needed): the encoders of
+ * engine/dqlite/wire.ts against hand-written messages, the decoders against
+ * hand-built responses, and the lexical checks of engine/dqlite/_sql_scan.ts.
+ */
+
+import assert from "node:assert/strict";
+import { ErrorCode, ProtocolError, SqliteError } from "../protocol/errors.ts";
+import {
+  decodeHeader,
+  decodeResponse,
+  encodeExecSql,
+  encodeFinalize,
+  encodeHandshake,
+  encodeInterrupt,
+  encodeLeader,
+  encodeOpen,
+  encodePrepare,
+  encodeQuery,
+  encodeQuerySql,
+  ResponseType,
+} from "../engine/dqlite/wire.ts";
+import { failureError, LeaderError } from "../engine/dqlite/errors.ts";
+import { positionalArgs, txEffect, writesRows } from "../engine/dqlite/_sql_scan.ts";
+
+/** Little-endian u64 bytes. */
+function u64(v: bigint | number): number[] {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt.asUintN(64, BigInt(v)), true);
+  return [...out];
+}
+
+function u32(v: number): number[] {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, v, true);
+  return [...out];
+}
+
+function f64(v: number): number[] {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setFloat64(0, v, true);
+  return [...out];
+}
+
+/** NUL-terminated UTF-8 text padded to a word. */
+function text(s: string): number[] {
+  const bytes = [...new TextEncoder().encode(s), 0];
+  while (bytes.length % 8 !== 0) bytes.push(0);
+  return bytes;
+}
+
+function header(words: number, type: number, schema = 0): number[] {
+  return [...u32(words), type, schema, 0, 0];
+}
+
+Deno.test("encodeHandshake() is protocol version 1 as one little-endian word", () => {
+  assert.deepEqual([...encodeHandshake()], [1, 0, 0, 0, 0, 0, 0, 0]);
+});
+
+Deno.test("encodeLeader(), encodeInterrupt(), encodeFinalize() match the documented layout", () => {
+  assert.deepEqual([...encodeLeader()], [...header(1, 0), ...u64(0)]);
+  assert.deepEqual([...encodeInterrupt(0)], [...header(1, 10), ...u64(0)]);
+  assert.deepEqual([...encodeFinalize(0, 7)], [...header(1, 7), ...u32(0), ...u32(7)]);
+});
+
+Deno.test("encodeOpen() and encodePrepare() pad NUL-terminated text to a word", () => {
+  assert.deepEqual(
+    [...encodeOpen("demo")],
+    [...header(3, 3), ...text("demo"), ...u64(0), ...text("")],
+  );
+  // 7 bytes + NUL fill exactly one word; 8 bytes + NUL need two.
+  assert.deepEqual([...encodePrepare(0, "SELECT1")], [
+    ...header(2, 4),
+    ...u64(0),
+    ...text("SELECT1"),
+  ]);
+  assert.equal(encodePrepare(0, "SELECT 1").length, 8 + 8 + 16);
+  assert.deepEqual([...encodePrepare(0, "é")], [
+    ...header(2, 4),
+    ...u64(0),
+    0xc3,
+    0xa9,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+  ]);
+});
+
+Deno.test("encodeExecSql() writes the parameter tuple: count, 8-bit types, padding, values", () => {
+  const blob = new Uint8Array([1, 2, 3]);
+  const msg = encodeExecSql(0, "x", [42, 1.5, "hi", blob, null, -1n, true]);
+  const body = [
+    ...u64(0),
+    ...text("x"),
+    7,
+    1,
+    2,
+    3,
+    4,
+    5,
+    1,
+    1, // count and types: INTEGER FLOAT TEXT BLOB NULL INTEGER INTEGER
+    ...u64(42),
+    ...f64(1.5),
+    ...text("hi"),
+    ...u64(3),
+    1,
+    2,
+    3,
+    0,
+    0,
+    0,
+    0,
+    0,
+    ...u64(0),
+    ...u64(-1n),
+    ...u64(1),
+  ];
+  assert.deepEqual([...msg], [...header(body.length / 8, 8), ...body]);
+});
+
+Deno.test("encodeQuerySql() sends no tuple at all without parameters", () => {
+  assert.deepEqual([...encodeQuerySql(0, "q", [])], [...header(2, 9), ...u64(0), ...text("q")]);
+});
+
+Deno.test("encodeQuery() binds -0, unsafe integers as FLOAT and the int64 extremes as INTEGER", () => {
+  const msg = encodeQuery(0, 3, [-0, 2 ** 53, -(2n ** 63n), 2n ** 63n - 1n]);
+  const body = [
+    ...u32(0),
+    ...u32(3),
+    4,
+    2,
+    2,
+    1,
+    1,
+    0,
+    0,
+    0,
+    ...f64(-0),
+    ...f64(2 ** 53),
+    ...u64(-(2n ** 63n)),
+    ...u64(2n ** 63n - 1n),
+  ];
+  assert.deepEqual([...msg], [...header(body.length / 8, 6), ...body]);
+});
+
+Deno.test("encodeExecSql() refuses values it cannot carry exactly with INVALID_PARAM", () => {
+  const cases: unknown[][] = [
+    ["a\0b"],
+    ["\ud800"],
+    [NaN],
+    [2n ** 63n],
+    [undefined],
+    [new Date(0)],
+    [{}],
+    new Array(256).fill(0),
+  ];
+  for (const params of cases) {
+    assert.throws(
+      () => encodeExecSql(0, "x", params),
+      (err: unknown) => err instanceof SqliteError && err.code === ErrorCode.InvalidParam,
+      String(params[0]),
+    );
+  }
+  assert.throws(
+    () => encodeExecSql(0, "SELECT '\0'", []),
+    (err: unknown) => err instanceof SqliteError && err.code === ErrorCode.InvalidParam,
+  );
+});
+
+Deno.test("decodeHeader() reads words, type and schema", () => {
+  assert.deepEqual(decodeHeader(new Uint8Array([3, 1, 0, 0, 7, 1, 0, 0])), {
+    words: 259,
+    type: 7,
+    schema: 1,
+  });
+  assert.throws(() => decodeHeader(new Uint8Array(4)), ProtocolError);
+});
+
+Deno.test("decodeResponse() reads FAILURE, SERVER, DB, STMT, RESULT and EMPTY", () => {
+  const body = (...parts: number[][]): Uint8Array => new Uint8Array(parts.flat());
+  assert.deepEqual(decodeResponse(ResponseType.Failure, body(u64(2067), text("UNIQUE"))), {
+    type: "failure",
+    code: 2067,
+    message: "UNIQUE",
+  });
+  assert.deepEqual(decodeResponse(ResponseType.Server, body(u64(2n ** 64n - 1n), text("h:1"))), {
+    type: "server",
+    id: 2n ** 64n - 1n,
+    address: "h:1",
+  });
+  assert.deepEqual(decodeResponse(ResponseType.Db, body(u32(0), u32(0))), { type: "db", id: 0 });
+  assert.deepEqual(decodeResponse(ResponseType.Stmt, body(u32(0), u32(9), u64(2))), {
+    type: "stmt",
+    db: 0,
+    id: 9,
+    params: 2,
+  });
+  assert.deepEqual(decodeResponse(ResponseType.Result, body(u64(-5n), u64(1))), {
+    type: "result",
+    lastInsertId: -5,
+    rowsAffected: 1,
+  });
+  assert.deepEqual(decodeResponse(ResponseType.Result, body(u64(2n ** 62n), u64(0))), {
+    type: "result",
+    lastInsertId: 2n ** 62n,
+    rowsAffected: 0,
+  });
+  assert.deepEqual(decodeResponse(ResponseType.Empty, body(u64(0))), { type: "empty" });
+});
+
+Deno.test("decodeResponse() reads rows with 4-bit types and the PART and DONE markers", () => {
+  const columns = [...u64(3), ...text("a"), ...text("b"), ...text("c")];
+  const row1 = [
+    0x21,
+    0x03,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0, // INTEGER | FLOAT << 4, TEXT
+    ...u64(2n ** 63n - 1n),
+    ...f64(0.5),
+    ...text("x"),
+  ];
+  // Row 2: BLOB | NULL << 4, ISO8601 (10) holding "" (dqlite's NULL in a DATETIME column).
+  const row2 = [
+    0x54,
+    0x0a,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    ...u64(2),
+    7,
+    8,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    ...u64(0),
+    ...text(""),
+  ];
+  const row3 = [0xb9, 0x01, 0, 0, 0, 0, 0, 0, ...u64(1700000000), ...u64(3), ...u64(-7n)];
+  const done = new Uint8Array([...columns, ...row1, ...row2, ...row3, ...u64(2n ** 64n - 1n)]);
+  const r = decodeResponse(ResponseType.Rows, done);
+  assert.deepEqual(r, {
+    type: "rows",
+    columns: ["a", "b", "c"],
+    rows: [
+      [2n ** 63n - 1n, 0.5, "x"],
+      [new Uint8Array([7, 8]), null, null],
+      // UNIXTIME (9) and BOOLEAN (11) are returned as the stored integers.
+      [1700000000, 3, -7],
+    ],
+    more: false,
+  });
+  const part = new Uint8Array([...columns, ...row1, ...u64(0xeeeeeeeeeeeeeeeen)]);
+  const p = decodeResponse(ResponseType.Rows, part);
+  assert.equal(p.type === "rows" && p.more, true);
+  const empty = new Uint8Array([...u64(1), ...text("n"), ...u64(2n ** 64n - 1n)]);
+  assert.deepEqual(decodeResponse(ResponseType.Rows, empty), {
+    type: "rows",
+    columns: ["n"],
+    rows: [],
+    more: false,
+  });
+});
+
+Deno.test("decodeResponse() refuses malformed bodies with ProtocolError and bad UTF-8 with INVALID_TEXT", () => {
+  const bad: [number, number[]][] = [
+    [ResponseType.Failure, u64(1)],
+    [ResponseType.Server, [...u64(1), 0x61, 0x62]],
+    [ResponseType.Rows, [...u64(1), ...text("a")]],
+    [ResponseType.Rows, [...u64(1), ...text("a"), 0x06, 0, 0, 0, 0, 0, 0, 0, ...u64(0)]],
+    [ResponseType.Rows, [...u64(1), ...text("a"), 0x04, 0, 0, 0, 0, 0, 0, 0, ...u64(99)]],
+    [ResponseType.Rows, [...u64(1), ...text("a"), ...u64(0xeeeeeeeeeeeeeeffn)]],
+    [ResponseType.Rows, [...u64(0), ...u64(2n ** 64n - 1n)]],
+    [42, u64(0)],
+  ];
+  for (const [type, body] of bad) {
+    assert.throws(
+      () => decodeResponse(type, new Uint8Array(body)),
+      (err: unknown) => err instanceof ProtocolError && err.code === "DQLITE_PROTOCOL",
+      `type ${type}: ${body}`,
+    );
+  }
+  const invalid = [...u64(1), ...text("a"), 0x03, 0, 0, 0, 0, 0, 0, 0];
+  invalid.push(0xff, 0xfe, 0, 0, 0, 0, 0, 0, ...u64(2n ** 64n - 1n));
+  const r = decodeResponse(ResponseType.Rows, new Uint8Array(invalid));
+  assert.equal(r.type, "rows");
+  if (r.type === "rows") {
+    assert.equal(r.error?.code, "INVALID_TEXT");
+    assert.equal(r.more, false);
+    assert.deepEqual(r.rows, [[null]]);
+  }
+});
+
+Deno.test("failureError() maps dqlite's leadership codes to LeaderError and the rest to SQLite names", () => {
+  const notLeader = failureError(10 | (40 << 8), "not leader", "n:1");
+  assert.ok(notLeader instanceof LeaderError);
+  assert.equal(notLeader.code, "NOT_LEADER");
+  assert.equal(notLeader.maybeApplied, false);
+  const lost = failureError(10 | (41 << 8), "disk I/O error", "n:1");
+  assert.ok(lost instanceof LeaderError);
+  assert.equal(lost.code, "LEADER_LOST");
+  assert.equal(lost.maybeApplied, true);
+  const unique = failureError(2067, "UNIQUE constraint failed: t.a", "n:1");
+  assert.equal(unique.code, "SQLITE_CONSTRAINT_UNIQUE");
+  assert.equal(unique.sqliteCode, 2067);
+  assert.equal(failureError(5, "database is locked", "n:1").code, "SQLITE_BUSY");
+  assert.equal(failureError(100, "another row available", "n:1").code, ErrorCode.BadRequest);
+  assert.equal(failureError(0, "empty statement", "n:1").code, ErrorCode.BadRequest);
+});
+
+Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; writesRows() finds RETURNING", () => {
+  const last = (sql: string): string => txEffect(sql).last;
+  assert.equal(last("BEGIN"), "begin");
+  assert.equal(last("  -- c\n/* d */ begin immediate transaction"), "begin");
+  assert.equal(last("SAVEPOINT a"), "begin");
+  assert.equal(last("commit"), "end");
+  assert.equal(last("END TRANSACTION"), "end");
+  assert.equal(last("ROLLBACK"), "end");
+  assert.equal(last("ROLLBACK TRANSACTION TO SAVEPOINT a"), "none");
+  assert.equal(last("rollback to a"), "none");
+  assert.equal(last("RELEASE a"), "none");
+  assert.equal(last("INSERT INTO begin VALUES (1)"), "none");
+  assert.equal(last(""), "none");
+  assert.deepEqual(txEffect("INSERT INTO t VALUES (1); COMMIT"), { last: "end", ends: true });
+  assert.deepEqual(txEffect("COMMIT; BEGIN; INSERT INTO t VALUES (1)"), {
+    last: "begin",
+    ends: true,
+  });
+  assert.deepEqual(txEffect("BEGIN; SELECT 'commit'; -- end\n"), { last: "begin", ends: false });
+  // A trigger body's statements and its END are not transaction control.
+  assert.deepEqual(
+    txEffect(
+      "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET a = CASE WHEN 1 THEN 2 END; " +
+        "DELETE FROM u; END; INSERT INTO t VALUES (1)",
+    ),
+    { last: "none", ends: false },
+  );
+  assert.deepEqual(
+    txEffect("BEGIN; CREATE TEMP TRIGGER tr AFTER DELETE ON t BEGIN SELECT 1; END"),
+    { last: "begin", ends: false },
+  );
+  assert.equal(writesRows("DELETE FROM t RETURNING *"), true);
+  assert.equal(writesRows("insert into t values (1) returning\tid"), true);
+  assert.equal(writesRows("SELECT 'returning', \"returning\", [returning], `returning`"), false);
+  assert.equal(writesRows("SELECT 1 -- returning\n"), false);
+  assert.equal(writesRows("SELECT returning_x FROM t /* returning */"), false);
+});
+
+Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arguments", () => {
+  assert.deepEqual(positionalArgs("SELECT ?", [1]), [1]);
+  assert.deepEqual(positionalArgs("SELECT :a, :b, :a", { b: 2, a: 1 }), [1, 2]);
+  assert.deepEqual(positionalArgs("SELECT ?, :a, ?3, @b, $c", { c: 5, ":a": 2, "@b": 4 }), [
+    null,
+    2,
+    null,
+    4,
+    5,
+  ]);
+  assert.deepEqual(positionalArgs("SELECT ?2, :x", { x: "v" }), [null, null, "v"]);
+  // Literals, quoted names and comments hold no parameters; only the first statement counts.
+  assert.deepEqual(
+    positionalArgs("SELECT ':no', \"@no\", [$no] /* :no */, :yes -- :no\n; SELECT :later", {
+      yes: 1,
+    }),
+    [1],
+  );
+  assert.deepEqual(positionalArgs(";; SELECT :a; SELECT :b", { a: 1 }), [1]);
+  assert.deepEqual(positionalArgs("SELECT :émoji_1", { "émoji_1": 7 }), [7]);
+  assert.throws(
+    () => positionalArgs("SELECT :a", { b: 1 }),
+    (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_RANGE",
+  );
+  assert.throws(
+    () => positionalArgs("SELECT :a; SELECT :b", { b: 1 }),
+    (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_RANGE",
+  );
+});
