@@ -288,7 +288,13 @@ export class Connection {
     }
     if (action === Auth.READ || action === Auth.SELECT || action === Auth.RECURSIVE) return;
     this.#sawWrite = true;
-    if (action === Auth.INSERT) {
+    if (
+      (action === Auth.INSERT || action === Auth.UPDATE || action === Auth.DELETE) &&
+      isSchemaTable(arg1)
+    ) {
+      // DDL edits the schema table itself: that is no row change of the client's.
+      this.#sawSchema = true;
+    } else if (action === Auth.INSERT) {
       this.#sawDml = this.#sawInsert = true;
     } else if (action === Auth.UPDATE || action === Auth.DELETE) {
       this.#sawDml = true;
@@ -350,6 +356,14 @@ const SCHEMA_ACTIONS = new Set([
   29,
   30,
 ]);
+
+/** `sqlite_master` and its aliases, which DDL writes through the authorizer's eyes. */
+function isSchemaTable(table: string | null): boolean {
+  if (table === null) return false;
+  const t = table.toLowerCase();
+  return t === "sqlite_master" || t === "sqlite_schema" || t === "sqlite_temp_master" ||
+    t === "sqlite_temp_schema";
+}
 
 const VACUUM_INTO = /^\s*VACUUM\s+(?:\w+\s+)?INTO\s+'((?:[^']|'')*)'/i;
 

@@ -422,3 +422,20 @@ Deno.test("Engine: a cursor opened before a schema change keeps reading its own 
   assert.deepEqual(await a.query("SELECT * FROM t"), []);
   assert.deepEqual(await a.values("SELECT name FROM pragma_table_info('t')"), [["other"]]);
 });
+
+Deno.test("Client.run() of DDL reports no changes and no rowid of its own, whatever ran before", async () => {
+  await using srv = await startServer({ synchronous: "normal" });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (a)");
+  await db.run("INSERT INTO t VALUES (1), (2), (3)");
+  assert.deepEqual(await db.run("UPDATE t SET a = a + 1"), { changes: 3, lastInsertRowid: 0 });
+  assert.deepEqual(await db.run("CREATE TABLE u (b)"), { changes: 0, lastInsertRowid: 0 });
+  assert.deepEqual(await db.run("ALTER TABLE u ADD COLUMN c"), { changes: 0, lastInsertRowid: 0 });
+  assert.deepEqual(await db.run("CREATE INDEX i ON t (a)"), { changes: 0, lastInsertRowid: 0 });
+  assert.deepEqual(await db.run("DROP INDEX i"), { changes: 0, lastInsertRowid: 0 });
+  // A real insert still reports its own.
+  assert.deepEqual(await db.run("INSERT INTO u (b) VALUES (9)"), {
+    changes: 1,
+    lastInsertRowid: 1,
+  });
+});
