@@ -129,7 +129,6 @@ export class EngineSession implements Waiter {
     if (this.#aborted !== null && this.#endsAbortedTx(sql)) return null;
     const engine = this.#engine;
     if (!engine._acquire(this)) return BLOCKED;
-    const limits = this.#limits(timeout);
     const writer = engine._writer;
     let touchedTemp = false;
     const step = (at: number): Reply<null> => {
@@ -154,7 +153,8 @@ export class EngineSession implements Waiter {
         };
         let result: Outcome | Promise<Outcome>;
         try {
-          result = this.#onWriter(p, NO_ARGS, limits, false);
+          // Each statement of a script has its own deadline.
+          result = this.#onWriter(p, NO_ARGS, this.#limits(timeout), false);
         } catch (err) {
           done();
           engine._afterWrite(this, touchedTemp);
