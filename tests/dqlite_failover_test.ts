@@ -45,6 +45,9 @@ Deno.test({
     await using _server = await serve({
       path,
       dqlite: { nodes: nodes.addresses, database: "fo" },
+      // The transaction held across the failover must outlive it (up to
+      // ~15 s on a loaded machine) rather than meet the 10 s idle lease.
+      txIdleTimeout: 120_000,
     });
     const clients: Client[] = [];
     try {
