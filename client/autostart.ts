@@ -69,6 +69,11 @@ export async function connectOrStart<T>(
   } catch (err) {
     if (!isNotRunning(err)) throw err;
   }
+  if (typeof Deno === "undefined") {
+    throw new TypeError(
+      'Invalid option "autostart": starting a server needs Deno; start it yourself',
+    );
+  }
   const env: Record<string, string> = token === null ? {} : { NETSQLITE_TOKEN: token };
   const child = new Deno.Command(Deno.execPath(), {
     args: [

@@ -29,6 +29,7 @@ import {
   Status,
 } from "../protocol/messages.ts";
 import { type Address, formatAddress } from "../transport/address.ts";
+import type { ByteStream } from "../transport/byte_stream.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 
 interface Pending {
@@ -71,7 +72,7 @@ export class Link {
    * @param maxFrameSize Largest frame accepted.
    * @param requestTimeout ms without a reply before the link is closed; 0 = none.
    */
-  constructor(conn: Deno.Conn, addr: Address, maxFrameSize: number, requestTimeout: number) {
+  constructor(conn: ByteStream, addr: Address, maxFrameSize: number, requestTimeout: number) {
     this.#addr = addr;
     this.#requestTimeout = requestTimeout;
     this.#encoder = new MessageEncoder(maxFrameSize);

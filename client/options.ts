@@ -17,6 +17,7 @@ import {
   HAS_UNIX_SOCKETS,
 } from "../transport/address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
+import { readTextFile } from "../transport/_runtime.ts";
 
 /** Options of `connect()`. */
 export interface ConnectOptions {
@@ -180,7 +181,7 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
       addr = { transport: "unix", path: defaultSocketPath(database) };
     } else {
       const announced = defaultPortFile(database);
-      const port = Number(await Deno.readTextFile(announced).catch(() => "NaN"));
+      const port = Number(await readTextFile(announced).catch(() => "NaN"));
       if (!Number.isInteger(port)) {
         throw new ConnectionError(`Cannot find the server of ${database}: no port in ${announced}`);
       }
