@@ -1,0 +1,36 @@
+/**
+ * The package's entry points: the core modules pull in no ORM package (the
+ * adapters' peers are optional), and the adapters load on their own.
+ */
+
+import assert from "node:assert/strict";
+
+async function graph(entry: string): Promise<string[]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", new URL(`../${entry}`, import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const info = JSON.parse(new TextDecoder().decode(out.stdout));
+  // Every module of the graph, npm packages as `npm:/name@version` (`npmPackages` would
+  // list the whole lockfile's resolution, not this graph).
+  return (info.modules as { specifier: string }[]).map((m) => m.specifier);
+}
+
+for (const entry of ["mod.ts", "client.ts", "server.ts", "cli.ts"]) {
+  Deno.test(`exports: ${entry} pulls in neither drizzle-orm nor kysely`, async () => {
+    const deps = await graph(entry);
+    assert.ok(deps.length > 5, `expected a module graph, got ${deps.length} entries`);
+    assert.deepEqual(deps.filter((d) => /drizzle|kysely/.test(d)), []);
+  });
+}
+
+Deno.test("exports: each adapter pulls in its own ORM package only", async () => {
+  const drizzle = await graph("adapters/drizzle.ts");
+  assert.ok(drizzle.some((d) => d.startsWith("npm:/drizzle-orm@")), drizzle.join("\n"));
+  assert.ok(!drizzle.some((d) => d.includes("kysely")));
+  const kysely = await graph("adapters/kysely.ts");
+  assert.ok(kysely.some((d) => d.startsWith("npm:/kysely@")), kysely.join("\n"));
+  assert.ok(!kysely.some((d) => d.includes("drizzle")));
+});
