@@ -47,6 +47,16 @@ export {
 } from "./client/queryable.ts";
 export { ReservedConnection } from "./client/reserved.ts";
 export { Statement } from "./client/statement.ts";
+export {
+  AbortError,
+  ConnectionError,
+  ErrorCode,
+  type ErrorCodeValue,
+  ProtocolError,
+  SqliteError,
+} from "./protocol/errors.ts";
+export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
+export { channelSocketPath, defaultSocketPath } from "./transport/address.ts";
 
 /**
  * Connects to a netsqlite server: opens the first connection of the

@@ -27,6 +27,7 @@ import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
 import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
 import { listen } from "./transport/listen.ts";
+import { VERSION } from "./version.ts";
 import { isLoopback, readTokenFile, TOKEN_ENV } from "./server/auth.ts";
 import { DatabaseLock } from "./server/lock.ts";
 
@@ -46,8 +47,7 @@ export interface ShutdownOptions {
   graceMs?: number;
 }
 
-/** Version of this package. */
-export const VERSION = "0.1.0";
+export { VERSION };
 
 /** A running server. */
 export interface Server {

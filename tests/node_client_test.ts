@@ -1,0 +1,101 @@
+/**
+ * The client under Node.js and Bun: `deno task build:node`'s bundle, loaded
+ * by the machine's `node` (`node --test`) and by Bun (from its npm package,
+ * installed once into a cache directory), against a real server over a Unix
+ * socket and TCP. Bun's part is skipped, saying why, when it cannot be
+ * installed; Node's is skipped only when `node` is missing.
+ */
+
+import assert from "node:assert/strict";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildNode } from "../npm/build.ts";
+import { startServer } from "./_helpers.ts";
+import { withTimeLimit } from "./_limit.ts";
+
+const CHECK = new URL("./fixtures/node_client_check.mjs", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+async function run(cmd: string, args: string[], env: Record<string, string>, cwd?: string) {
+  const out = await new Deno.Command(cmd, { args, env, cwd, stdout: "piped", stderr: "piped" })
+    .output();
+  return { code: out.code, text: decoder.decode(out.stdout) + decoder.decode(out.stderr) };
+}
+
+async function which(cmd: string): Promise<boolean> {
+  try {
+    return (await run(cmd, ["--version"], {})).code === 0;
+  } catch {
+    return false;
+  }
+}
+
+/** Builds the bundle and starts one Unix-socket and one TCP server; returns the env for the check. */
+async function setup() {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-node-" });
+  const build = join(dir, "dist");
+  await buildNode(new URL(`file://${build}/`));
+  const unix = await startServer();
+  const tcp = await startServer({ transport: "tcp" });
+  const addr = tcp.server.addr;
+  assert.equal(addr.transport, "tcp");
+  const env = {
+    NETSQLITE_BUILD: build,
+    NETSQLITE_PATH: (unix.connectOptions as { path: string }).path,
+    NETSQLITE_PORT: String(addr.transport === "tcp" ? addr.port : 0),
+  };
+  return {
+    env,
+    async [Symbol.asyncDispose]() {
+      await unix[Symbol.asyncDispose]();
+      await tcp[Symbol.asyncDispose]();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+Deno.test(
+  "node: the bundled client runs under Node.js over a Unix socket and TCP",
+  withTimeLimit(120_000, async () => {
+    if (!await which("node")) {
+      console.log("skipped: no `node` on PATH");
+      return;
+    }
+    await using s = await setup();
+    const { code, text } = await run("node", ["--test", CHECK], s.env);
+    assert.equal(code, 0, text);
+    assert.match(text, /# pass 2\b/, text);
+    assert.match(text, /# fail 0\b/, text);
+  }),
+);
+
+/** Bun from its npm package, installed once under the temp directory, or why not. */
+async function installBun(): Promise<string | { skip: string }> {
+  const dir = join(tmpdir(), "netsqlite-bun-1");
+  const bin = join(dir, "node_modules", ".bin", "bun");
+  if (await which(bin)) return bin;
+  if (!await which("npm")) return { skip: "no `npm` to install Bun with" };
+  await Deno.mkdir(dir, { recursive: true });
+  const res = await run("npm", ["install", "--no-audit", "--no-fund", "bun@1"], {}, dir)
+    .catch((err) => ({ code: 1, text: String(err) }));
+  if (res.code !== 0 || !await which(bin)) {
+    return { skip: `cannot install Bun from npm: ${res.text.trim().split("\n").pop()}` };
+  }
+  return bin;
+}
+
+Deno.test(
+  "node: the bundled client runs under Bun over a Unix socket and TCP",
+  withTimeLimit(180_000, async () => {
+    const bun = await installBun();
+    if (typeof bun !== "string") {
+      console.log(`skipped: ${bun.skip}`);
+      return;
+    }
+    await using s = await setup();
+    const { code, text } = await run(bun, ["run", CHECK], s.env);
+    assert.equal(code, 0, text);
+    assert.match(text, /^ok unix$/m, text);
+    assert.match(text, /^ok tcp$/m, text);
+  }),
+);
