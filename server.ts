@@ -337,6 +337,7 @@ Options:
                           (default: $NETSQLITE_ENGINE, else auto)
   --sqlite-lib PATH       libsqlite3 file for the ffi engine (default: $NETSQLITE_SQLITE_LIB,
                           else libsqlite3.so.0 / libsqlite3.dylib / sqlite3.dll)
+  --version, -V           show the version
   --help                  show this help
 `;
 
@@ -454,6 +455,10 @@ function numberArg(flag: string, text: string | undefined): number | undefined {
  * @returns the exit status: 0, 1 when the server cannot start, 2 on bad arguments.
  */
 export async function main(args: string[] = Deno.args): Promise<number> {
+  if (args.length === 1 && (args[0] === "--version" || args[0] === "-V")) {
+    console.log(`netsqlite ${VERSION}`);
+    return 0;
+  }
   let options;
   try {
     options = parseServeArgs(args);

@@ -34,3 +34,20 @@ Deno.test("exports: each adapter pulls in its own ORM package only", async () =>
   assert.ok(kysely.some((d) => d.startsWith("npm:/kysely@")), kysely.join("\n"));
   assert.ok(!kysely.some((d) => d.includes("drizzle")));
 });
+
+Deno.test("exports: VERSION is deno.json's version, and every executable entry prints it", async () => {
+  const { VERSION } = await import("../version.ts");
+  const config = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  assert.equal(config.version, VERSION);
+  for (const entry of ["server.ts", "cli.ts"]) {
+    for (const flag of ["--version", "-V"]) {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", new URL(`../${entry}`, import.meta.url).pathname, flag],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 0, `${entry} ${flag}: ${new TextDecoder().decode(out.stderr)}`);
+      assert.equal(new TextDecoder().decode(out.stdout), `netsqlite ${VERSION}\n`);
+    }
+  }
+});
