@@ -30,7 +30,7 @@ import { ReservedConnection } from "./client/reserved.ts";
 export type { ConnectOptions } from "./client/options.ts";
 export type { AutostartOptions } from "./client/autostart.ts";
 export type { TlsClientOptions } from "./transport/connect.ts";
-export type { CallOptions } from "./protocol/messages.ts";
+export type { CallOptions, WireCallOptions } from "./protocol/messages.ts";
 export type { Row, SqlValue } from "./client/rows.ts";
 export {
   type BatchOptions,

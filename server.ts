@@ -33,7 +33,9 @@ import { DatabaseLock } from "./server/lock.ts";
 
 export type { ServeOptions } from "./server/options.ts";
 export { ListenError } from "./transport/listen.ts";
-export type { Address } from "./transport/address.ts";
+export type { Address, TcpAddress, UnixAddress } from "./transport/address.ts";
+export type { EngineChoice } from "./engine/binding/load.ts";
+export type { TlsServerOptions } from "./transport/listen.ts";
 export type { MemoryRelease } from "./server/memory.ts";
 export { DatabaseLockedError } from "./server/lock.ts";
 

@@ -50,8 +50,6 @@ import {
 } from "drizzle-orm/sqlite-proxy";
 import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
 
-export type { SqliteRemoteDatabase } from "drizzle-orm/sqlite-proxy";
-
 /** How Drizzle asks for a query's result. */
 type Method = "run" | "all" | "values" | "get";
 

@@ -96,6 +96,8 @@ export class NetsqliteDialect implements Dialect {
   readonly #config: NetsqliteDialectConfig;
 
   /**
+   * Creates the dialect; nothing connects until Kysely's first query.
+   *
    * @param config The client (or how to connect one).
    * @throws {TypeError} when `config.client` is neither a client nor a function.
    */
@@ -109,22 +111,36 @@ export class NetsqliteDialect implements Dialect {
     this.#config = { ...config };
   }
 
-  /** @returns the driver that runs queries through the client. */
+  /**
+   * Creates the driver Kysely runs queries with (called by Kysely).
+   *
+   * @returns the driver that runs queries through the client.
+   */
   createDriver(): Driver {
     return new NetsqliteDriver(this.#config);
   }
 
-  /** @returns Kysely's SQLite query compiler. */
+  /**
+   * Creates the query compiler (called by Kysely).
+   *
+   * @returns Kysely's SQLite query compiler.
+   */
   createQueryCompiler(): QueryCompiler {
     return new SqliteQueryCompiler();
   }
 
-  /** @returns Kysely's SQLite adapter. */
+  /**
+   * Creates the adapter (called by Kysely).
+   *
+   * @returns Kysely's SQLite adapter.
+   */
   createAdapter(): DialectAdapter {
     return new SqliteAdapter();
   }
 
   /**
+   * Creates the schema introspector (called by Kysely).
+   *
    * @param db The Kysely instance.
    * @returns Kysely's SQLite introspector.
    */

@@ -101,6 +101,8 @@ export class SqliteError extends Error {
   readonly sqliteCode: number | undefined;
 
   /**
+   * Creates an error of SQLite or of the server's checks.
+   *
    * @param code Stable string code.
    * @param message What went wrong.
    * @param sqliteCode SQLite's numeric extended result code, if any.
@@ -125,6 +127,8 @@ export class ConnectionError extends Error {
   readonly code: string;
 
   /**
+   * Creates a connection error.
+   *
    * @param message What went wrong.
    * @param options Standard error options (`cause`) and an optional code.
    */
@@ -147,6 +151,8 @@ export class ProtocolError extends Error {
   readonly code: string;
 
   /**
+   * Creates a protocol error.
+   *
    * @param code Stable string code.
    * @param message What went wrong.
    * @param options Standard error options (`cause`).
@@ -169,6 +175,8 @@ export class AbortError extends Error {
   readonly code: string = ErrorCode.Aborted;
 
   /**
+   * Creates an abort error.
+   *
    * @param message What was aborted.
    * @param options Standard error options (`cause`: the signal's reason).
    */

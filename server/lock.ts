@@ -13,7 +13,11 @@
 export class DatabaseLockedError extends Error {
   /** Stable code: `DATABASE_LOCKED`. */
   readonly code = "DATABASE_LOCKED";
-  /** @param message What went wrong. */
+  /**
+   * Creates the error.
+   *
+   * @param message What went wrong.
+   */
   constructor(message: string) {
     super(message);
     this.name = "DatabaseLockedError";

@@ -11,6 +11,7 @@ import { envGet, IS_WINDOWS, userId } from "./_runtime.ts";
 
 /** A Unix socket address. */
 export interface UnixAddress {
+  /** Always `"unix"`. */
   transport: "unix";
   /** Socket file path. */
   path: string;
@@ -18,6 +19,7 @@ export interface UnixAddress {
 
 /** A TCP address. */
 export interface TcpAddress {
+  /** Always `"tcp"`. */
   transport: "tcp";
   /** Host name or IP address. */
   hostname: string;

@@ -12,7 +12,12 @@ import { type Address, formatAddress } from "./address.ts";
 
 /** The server could not listen on its address. */
 export class ListenError extends Error {
-  /** @param message What went wrong. @param options Error options. */
+  /**
+   * Creates the error.
+   *
+   * @param message What went wrong.
+   * @param options Error options (`cause`).
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "ListenError";
