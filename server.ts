@@ -51,7 +51,19 @@ export interface ShutdownOptions {
 
 export { VERSION };
 
-/** A running server. */
+/**
+ * A running server, returned by {@link serve}.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * const dir = await Deno.makeTempDir();
+ * const server = await serve({ database: `${dir}/a.db`, hostname: "127.0.0.1", port: 0 });
+ * if (server.addr.transport !== "tcp" || server.addr.port === 0) throw new Error("expected a port");
+ * await server.shutdown();
+ * await server.finished; // already settled
+ * ```
+ */
 export interface Server {
   /** The address the server listens on (with the real port for TCP port 0). */
   readonly addr: Address;
@@ -86,6 +98,18 @@ export interface Server {
  * @throws {DatabaseLockedError} when another server owns the database.
  * @throws {ListenError} when the address is taken by a live server.
  * @throws {SqliteError} when the database cannot be opened.
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * const server = await serve({ database: `${dir}/app.db`, path: `${dir}/app.sock` });
+ * console.log(`serving on ${server.addr.transport}`, server.sqlite.version);
+ * await using db = await connect({ path: `${dir}/app.sock` });
+ * await db.exec("CREATE TABLE t (x)");
+ * await db.close();
+ * await server.shutdown({ graceMs: 1000 });
+ * ```
  */
 export async function serve(options: ServeOptions = {}): Promise<Server> {
   const config = resolveServeOptions(options);
@@ -144,7 +168,7 @@ function existsFile(path: string): boolean {
   }
 }
 
-/** What {@link Server.sqlite} reports. */
+/** What {@link Server.sqlite} reports: the SQLite binding a server runs on. */
 export interface SqliteInfo {
   /** `"ffi"` or `"node"`. */
   readonly engine: "ffi" | "node";
@@ -156,7 +180,18 @@ export interface SqliteInfo {
   readonly limitations: readonly string[];
 }
 
-/** One start-up line: which engine, library and SQLite version, and what the fallback loses. */
+/**
+ * One start-up line: which engine, library and SQLite version, and what the fallback loses.
+ *
+ * @param info What {@link Server.sqlite} reports.
+ * @returns the line, e.g. `engine ffi (libsqlite3.so.0, SQLite 3.46.1)`.
+ * @example
+ * ```ts
+ * import { describeEngine } from "@netsqlite/netsqlite/server";
+ * const line = describeEngine({ engine: "ffi", library: "libsqlite3.so.0", version: "3.46.1", limitations: [] });
+ * if (line !== "engine ffi (libsqlite3.so.0, SQLite 3.46.1)") throw new Error(line);
+ * ```
+ */
 export function describeEngine(info: SqliteInfo): string {
   const head = `engine ${info.engine} (${info.library}, SQLite ${info.version})`;
   return info.limitations.length === 0 ? head : `${head}; ${info.limitations.join("; ")}`;
@@ -343,7 +378,21 @@ Options:
   --help                  show this help
 `;
 
-/** Parses command-line arguments into {@link ServeOptions}. */
+/**
+ * Parses the server's command-line arguments into {@link ServeOptions}.
+ *
+ * @param args Arguments as `deno run server.ts` receives them (see `--help`).
+ * @returns the options, or `"help"` for `--help`/`-h`.
+ * @throws {TypeError} for an unknown flag or a bad value, naming it.
+ * @example
+ * ```ts
+ * import { parseServeArgs } from "@netsqlite/netsqlite/server";
+ * const options = parseServeArgs(["--db", "app.db", "--tcp", "127.0.0.1:7878"]);
+ * if (options === "help" || options.database !== "app.db" || options.port !== 7878) {
+ *   throw new Error("unexpected options");
+ * }
+ * ```
+ */
 export function parseServeArgs(args: string[]): ServeOptions | "help" {
   const { values } = parseArgs({
     args,
@@ -455,6 +504,11 @@ function numberArg(flag: string, text: string | undefined): number | undefined {
  *
  * @param args Command-line arguments (see `--help`).
  * @returns the exit status: 0, 1 when the server cannot start, 2 on bad arguments.
+ * @example
+ * ```ts
+ * import { main } from "@netsqlite/netsqlite/server";
+ * if (await main(["--version"]) !== 0) throw new Error("--version failed"); // prints `netsqlite <version>`
+ * ```
  */
 export async function main(args: string[] = Deno.args): Promise<number> {
   if (args.length === 1 && (args[0] === "--version" || args[0] === "-V")) {

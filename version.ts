@@ -3,14 +3,16 @@
  * the Node.js build stamps it into `package.json`, and a test checks that
  * `deno.json`'s `version` says the same.
  *
- * @example
- * ```ts
- * import { VERSION } from "./version.ts";
- * if (!/^\d+\.\d+\.\d+/.test(VERSION)) throw new Error("not a semver version");
- * ```
- *
  * @module
  */
 
-/** Version of this package (semver). */
+/**
+ * Version of this package (semver).
+ *
+ * @example
+ * ```ts
+ * import { VERSION } from "@netsqlite/netsqlite";
+ * if (!/^\d+\.\d+\.\d+/.test(VERSION)) throw new Error("not a semver version");
+ * ```
+ */
 export const VERSION: string = "0.1.0";
