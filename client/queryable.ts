@@ -65,7 +65,30 @@ export interface TransactionOptions {
   behavior?: "deferred" | "immediate" | "exclusive";
 }
 
-/** The query methods common to a client, a reserved connection and a transaction. */
+/**
+ * The query methods common to a client, a reserved connection and a
+ * transaction (see `Client`, `ReservedConnection`, `Transaction`).
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * import type { Queryable } from "@netsqlite/netsqlite";
+ * // Works on a client, a reserved connection or inside a transaction alike.
+ * async function count(q: Queryable, table: string): Promise<number> {
+ *   return (await q.values<[number]>(`SELECT count(*) FROM ${table}`))[0][0];
+ * }
+ * await db.exec("CREATE TABLE t (x)");
+ * const n = await db.transaction(async (tx) => {
+ *   await tx.run("INSERT INTO t VALUES (1)");
+ *   return await count(tx, "t");
+ * });
+ * if (n !== 1 || await count(db, "t") !== 1) throw new Error("expected 1");
+ * ```
+ */
 export abstract class Queryable {
   readonly #route: Route;
 
@@ -414,6 +437,26 @@ export abstract class Queryable {
  * A transaction opened by `transaction()`: the query API on the transaction's
  * connection, valid until its `fn` settles (calls after that fail with
  * `ConnectionError`).
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * await db.exec("CREATE TABLE t (x)");
+ * await db.transaction(async (tx) => {
+ *   await tx.run("INSERT INTO t VALUES (1)");
+ *   // A nested transaction is a savepoint: only its own work is undone.
+ *   await tx.transaction(async (inner) => {
+ *     await inner.run("INSERT INTO t VALUES (2)");
+ *     throw new Error("undo 2");
+ *   }).catch(() => {});
+ *   if (!tx.inTransaction) throw new Error("still inside");
+ * });
+ * if ((await db.values("SELECT x FROM t")).length !== 1) throw new Error("expected only 1");
+ * ```
  */
 export class Transaction extends Queryable {
   readonly #conn: PooledConnection;
