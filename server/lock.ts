@@ -9,7 +9,22 @@
  * @module
  */
 
-/** Another live server owns the database. */
+/**
+ * Another live server owns the database (one server per database file).
+ *
+ * @example
+ * ```ts
+ * import { DatabaseLockedError, serve } from "@netsqlite/netsqlite/server";
+ * const dir = await Deno.makeTempDir();
+ * await using first = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * try {
+ *   await serve({ database: `${dir}/a.db`, path: `${dir}/b.sock` });
+ *   throw new Error("expected DatabaseLockedError");
+ * } catch (err) {
+ *   if (!(err instanceof DatabaseLockedError) || err.code !== "DATABASE_LOCKED") throw err;
+ * }
+ * ```
+ */
 export class DatabaseLockedError extends Error {
   /** Stable code: `DATABASE_LOCKED`. */
   readonly code = "DATABASE_LOCKED";
