@@ -73,7 +73,12 @@ async function connectDeno(addr: Address, tls: TlsClientOptions | null): Promise
       port: addr.port,
       caCerts: tls.caCerts,
     });
-    await conn.handshake();
+    try {
+      await conn.handshake();
+    } catch (err) {
+      conn.close(); // an untrusted certificate must not leave the socket open
+      throw err;
+    }
     return conn;
   }
   const conn = await Deno.connect({ hostname: addr.hostname, port: addr.port });
