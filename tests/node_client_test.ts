@@ -22,40 +22,87 @@ async function run(cmd: string, args: string[], env: Record<string, string>, cwd
   return { code: out.code, text: decoder.decode(out.stdout) + decoder.decode(out.stderr) };
 }
 
-async function which(cmd: string): Promise<boolean> {
+async function which(cmd: string, args = ["--version"]): Promise<boolean> {
   try {
-    return (await run(cmd, ["--version"], {})).code === 0;
+    return (await run(cmd, args, {})).code === 0;
   } catch {
     return false;
   }
 }
 
-/** Builds the bundle and starts one Unix-socket and one TCP server; returns the env for the check. */
+/** A CA and a certificate it signed for 127.0.0.1, made by openssl; null without openssl. */
+async function makeCertificate(
+  dir: string,
+): Promise<{ ca: string; cert: string; key: string } | null> {
+  if (!await which("openssl", ["version"])) return null;
+  const ext = `${dir}/leaf.ext`;
+  await Deno.writeTextFile(
+    ext,
+    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
+  );
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  const steps = [
+    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
+      .concat(["-subj", "/CN=netsqlite test CA"]),
+    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
+    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
+      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1", "-extfile", ext]),
+  ];
+  for (const args of steps) {
+    const out = await run("openssl", args, {});
+    assert.equal(out.code, 0, out.text);
+  }
+  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
+}
+
+/**
+ * Builds the bundle and starts a Unix-socket, a TCP and (with openssl) a TLS
+ * server; returns the environment of the check.
+ */
 async function setup() {
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-node-" });
   const build = join(dir, "dist");
   await buildNode(new URL(`file://${build}/`));
   const unix = await startServer();
   const tcp = await startServer({ transport: "tcp" });
-  const addr = tcp.server.addr;
-  assert.equal(addr.transport, "tcp");
-  const env = {
+  const certificate = await makeCertificate(dir);
+  const tls = certificate === null ? null : await startServer({
+    transport: "tcp",
+    tls: { cert: certificate.cert, key: certificate.key },
+    token: "node-secret",
+  });
+  const port = (s: typeof tcp): string => {
+    const addr = s.server.addr;
+    assert.equal(addr.transport, "tcp");
+    return String(addr.transport === "tcp" ? addr.port : 0);
+  };
+  const env: Record<string, string> = {
     NETSQLITE_BUILD: build,
     NETSQLITE_PATH: (unix.connectOptions as { path: string }).path,
-    NETSQLITE_PORT: String(addr.transport === "tcp" ? addr.port : 0),
+    NETSQLITE_PORT: port(tcp),
   };
+  if (tls !== null && certificate !== null) {
+    env.NETSQLITE_TLS_PORT = port(tls);
+    env.NETSQLITE_TLS_CA = certificate.ca;
+    env.NETSQLITE_TOKEN = "node-secret";
+  } else {
+    console.log("TLS part skipped: no `openssl` to make a certificate");
+  }
   return {
     env,
+    tls: tls !== null,
     async [Symbol.asyncDispose]() {
       await unix[Symbol.asyncDispose]();
       await tcp[Symbol.asyncDispose]();
+      await tls?.[Symbol.asyncDispose]();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
 }
 
 Deno.test(
-  "node: the bundled client runs under Node.js over a Unix socket and TCP",
+  "node: the bundled client runs under Node.js over a Unix socket, TCP and TLS",
   withTimeLimit(120_000, async () => {
     if (!await which("node")) {
       console.log("skipped: no `node` on PATH");
@@ -64,7 +111,7 @@ Deno.test(
     await using s = await setup();
     const { code, text } = await run("node", ["--test", CHECK], s.env);
     assert.equal(code, 0, text);
-    assert.match(text, /# pass 2\b/, text);
+    assert.match(text, s.tls ? /# pass 3\b/ : /# pass 2\b/, text);
     assert.match(text, /# fail 0\b/, text);
   }),
 );
@@ -85,7 +132,7 @@ async function installBun(): Promise<string | { skip: string }> {
 }
 
 Deno.test(
-  "node: the bundled client runs under Bun over a Unix socket and TCP",
+  "node: the bundled client runs under Bun over a Unix socket, TCP and TLS",
   withTimeLimit(180_000, async () => {
     const bun = await installBun();
     if (typeof bun !== "string") {
@@ -97,5 +144,6 @@ Deno.test(
     assert.equal(code, 0, text);
     assert.match(text, /^ok unix$/m, text);
     assert.match(text, /^ok tcp$/m, text);
+    if (s.tls) assert.match(text, /^ok tls$/m, text);
   }),
 );
