@@ -94,7 +94,11 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
       queries.map((q) => ({ sql: q.sql, params: q.params as BindParams })),
       { arrays: true },
     );
-    return results.map((r, i) => shape(queries[i].method, r.rows));
+    return results.map((r, i) =>
+      queries[i].method === "run"
+        ? { rows: [], changes: r.changes, lastInsertRowid: r.lastInsertRowid } as { rows: any[] }
+        : shape(queries[i].method, r.rows)
+    );
   };
   const db = drizzleProxy<TSchema>(callback, batch, config);
 

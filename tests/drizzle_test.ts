@@ -129,7 +129,7 @@ Deno.test("drizzle: relational query with nested relations", async () => {
 Deno.test("drizzle: db.batch runs atomically and returns each result's shape", async () => {
   await using t = await setup();
   const { db } = t;
-  const [inserted, all, first, _run] = await db.batch([
+  const [inserted, all, first, run] = await db.batch([
     db.insert(users).values({ name: "ada", balance: 5n }).returning({ id: users.id }),
     db.select({ name: users.name }).from(users),
     db.query.users.findFirst({ where: eq(users.name, "ada"), columns: { balance: true } }),
@@ -138,6 +138,7 @@ Deno.test("drizzle: db.batch runs atomically and returns each result's shape", a
   assert.deepEqual(inserted, [{ id: 1 }]);
   assert.deepEqual(all, [{ name: "ada" }]);
   assert.deepEqual(first, { balance: 5n });
+  assert.deepEqual(run, { rows: [], changes: 1, lastInsertRowid: 1 });
   assert.deepEqual(await db.select({ b: users.balance }).from(users), [{ b: 6n }]);
   // A failing statement undoes the whole batch.
   await assert.rejects(db.batch([
@@ -240,4 +241,22 @@ Deno.test("drizzle: bigint columns keep every bit", async () => {
     ["integer"],
     ["integer"],
   ]);
+});
+
+Deno.test("drizzle: db.batch inside a transaction runs in it and rolls back with it", async () => {
+  await using t = await setup();
+  const { db } = t;
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name: "a", balance: 1n });
+      const [, seen] = await db.batch([
+        db.insert(users).values({ name: "b", balance: 2n }),
+        db.select({ name: users.name }).from(users).orderBy(asc(users.id)),
+      ]);
+      assert.deepEqual(seen, [{ name: "a" }, { name: "b" }]);
+      throw new Error("undo both");
+    }),
+    /undo both/,
+  );
+  assert.deepEqual(await db.select().from(users), []);
 });
