@@ -147,3 +147,68 @@ Deno.test(
     if (s.tls) assert.match(text, /^ok tls$/m, text);
   }),
 );
+
+Deno.test(
+  "node: the build's type declarations type-check a TypeScript consumer",
+  withTimeLimit(180_000, async () => {
+    if (!await which("npm")) {
+      console.log("skipped: no `npm` to run tsc with");
+      return;
+    }
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-types-" });
+    try {
+      const pkg = join(dir, "node_modules", "@netsqlite", "netsqlite");
+      try {
+        await buildNode(new URL(`file://${pkg}/`), { types: true });
+      } catch (err) {
+        console.log(`skipped: cannot run tsc from npm: ${(err as Error).message.slice(0, 200)}`);
+        return;
+      }
+      await Deno.writeTextFile(join(dir, "package.json"), '{ "type": "module" }\n');
+      await Deno.writeTextFile(
+        join(dir, "main.mts"),
+        [
+          'import { connect, type Row, type RunResult, SqliteError } from "@netsqlite/netsqlite";',
+          'const db = await connect({ path: "/tmp/app.sock", max: 2 });',
+          'const rows: Row[] = await db.query("SELECT 1");',
+          'const r: RunResult = await db.run("SELECT 1");',
+          'await db.transaction(async (tx) => { await tx.run("SELECT 1"); });',
+          "// @ts-expect-error: port is a number",
+          'await connect({ port: "7878" });',
+          "// @ts-expect-error: no such method",
+          "db.nope();",
+          "const e: unknown = null;",
+          "if (e instanceof SqliteError) console.log(e.code.toUpperCase());",
+          "console.log(rows, r);",
+        ].join("\n") + "\n",
+      );
+      const tsc = await run(
+        "npm",
+        [
+          "exec",
+          "--yes",
+          "--package=typescript@5.9",
+          "--",
+          "tsc",
+          "--noEmit",
+          "--strict",
+          "--module",
+          "nodenext",
+          "--moduleResolution",
+          "nodenext",
+          "--target",
+          "es2022",
+          "--lib",
+          "es2024,dom,esnext.disposable",
+          "--skipLibCheck",
+          "main.mts",
+        ],
+        {},
+        dir,
+      );
+      assert.equal(tsc.code, 0, tsc.text);
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }),
+);
