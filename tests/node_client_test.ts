@@ -14,6 +14,7 @@ import { startServer } from "./_helpers.ts";
 import { withTimeLimit } from "./_limit.ts";
 
 const CHECK = new URL("./fixtures/node_client_check.mjs", import.meta.url).pathname;
+const ADAPTERS_CHECK = new URL("./fixtures/node_adapters_check.mjs", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
 async function run(cmd: string, args: string[], env: Record<string, string>, cwd?: string) {
@@ -209,6 +210,64 @@ Deno.test(
       assert.equal(tsc.code, 0, tsc.text);
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }),
+);
+
+/**
+ * A folder with drizzle-orm and kysely from npm (installed once under the
+ * temp directory) and the build as `node_modules/@netsqlite/netsqlite`.
+ */
+async function adaptersProject(): Promise<string | { skip: string }> {
+  const dir = join(tmpdir(), "netsqlite-peers-1");
+  const ready = join(dir, "node_modules", "kysely", "package.json");
+  const installed = await Deno.stat(join(dir, "node_modules", "drizzle-orm", "package.json"))
+    .then(() => Deno.stat(ready)).then(() => true, () => false);
+  if (!installed) {
+    if (!await which("npm")) return { skip: "no `npm` to install drizzle-orm and kysely with" };
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
+    const res = await run(
+      "npm",
+      ["install", "--no-audit", "--no-fund", "drizzle-orm@^0.45", "kysely@^0.28"],
+      {},
+      dir,
+    ).catch((err) => ({ code: 1, text: String(err) }));
+    if (res.code !== 0) {
+      return { skip: `cannot install the ORM packages: ${res.text.trim().split("\n").pop()}` };
+    }
+  }
+  await buildNode(new URL(`file://${join(dir, "node_modules", "@netsqlite", "netsqlite")}/`));
+  return dir;
+}
+
+Deno.test(
+  "node: the adapters' build runs drizzle-orm and kysely under Node.js and Bun",
+  withTimeLimit(240_000, async () => {
+    const project = await adaptersProject();
+    if (typeof project !== "string") {
+      console.log(`skipped: ${project.skip}`);
+      return;
+    }
+    await using srv = await startServer();
+    const env = { NETSQLITE_PATH: (srv.connectOptions as { path: string }).path };
+    const script = join(project, "check.mjs");
+    await Deno.copyFile(ADAPTERS_CHECK, script); // bare imports resolve from the project
+    if (await which("node")) {
+      const { code, text } = await run("node", ["--test", script], env, project);
+      assert.equal(code, 0, text);
+      assert.match(text, /# pass 2\b/, text);
+    } else {
+      console.log("Node.js part skipped: no `node` on PATH");
+    }
+    const bun = await installBun();
+    if (typeof bun === "string") {
+      const { code, text } = await run(bun, ["run", script], env, project);
+      assert.equal(code, 0, text);
+      assert.match(text, /^ok drizzle$/m, text);
+      assert.match(text, /^ok kysely$/m, text);
+    } else {
+      console.log(`Bun part skipped: ${bun.skip}`);
     }
   }),
 );
