@@ -62,14 +62,24 @@ export class NodeSocketStream implements ByteStream {
     return n;
   }
 
-  /** @inheritdoc */
+  /**
+   * Hands `bytes` to the socket. Resolves at once when the socket took them
+   * without exceeding its buffer (they are a fresh copy nobody reuses), else
+   * once it drained; a failure shows as the end of the stream on `read()`.
+   */
   write(bytes: Uint8Array): Promise<number> {
+    const socket = this.#socket;
+    if (socket.destroyed) return Promise.reject(new Error("Socket is closed"));
+    if (socket.write(bytes)) return Promise.resolve(bytes.length);
     return new Promise((resolve, reject) => {
-      if (this.#socket.destroyed) {
-        reject(new Error("Socket is closed"));
-        return;
-      }
-      this.#socket.write(bytes, (err) => err ? reject(err) : resolve(bytes.length));
+      const done = (): void => {
+        socket.off("drain", done);
+        socket.off("close", done);
+        if (socket.destroyed) reject(new Error("Socket is closed"));
+        else resolve(bytes.length);
+      };
+      socket.on("drain", done);
+      socket.on("close", done);
     });
   }
 
