@@ -30,7 +30,7 @@ import { ReservedConnection } from "./client/reserved.ts";
 export type { ConnectOptions } from "./client/options.ts";
 export type { AutostartOptions } from "./client/autostart.ts";
 export type { TlsClientOptions } from "./transport/connect.ts";
-export type { CallOptions } from "./protocol/messages.ts";
+export type { CallOptions, WireCallOptions } from "./protocol/messages.ts";
 export type { Row, SqlValue } from "./client/rows.ts";
 export {
   type BatchOptions,
@@ -47,6 +47,16 @@ export {
 } from "./client/queryable.ts";
 export { ReservedConnection } from "./client/reserved.ts";
 export { Statement } from "./client/statement.ts";
+export {
+  AbortError,
+  ConnectionError,
+  ErrorCode,
+  type ErrorCodeValue,
+  ProtocolError,
+  SqliteError,
+} from "./protocol/errors.ts";
+export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
+export { channelSocketPath, defaultSocketPath } from "./transport/address.ts";
 
 /**
  * Connects to a netsqlite server: opens the first connection of the
@@ -59,6 +69,15 @@ export { Statement } from "./client/statement.ts";
  * @throws {TypeError} / {RangeError} for a bad option, naming it.
  * @throws {ConnectionError} when nothing answers at the address.
  * @throws {ProtocolError} `PROTOCOL_VERSION` when the server speaks another version.
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock`, max: 2 }); // or { hostname, port }
+ * console.log(db.serverInfo.server); // "netsqlite <version>"
+ * ```
  */
 export async function connect(options: ConnectOptions = {}): Promise<Client> {
   const config = await resolveConnectOptions(options);
@@ -95,6 +114,24 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
  * connection fail with `ConnectionError` until the application sends
  * `ROLLBACK` (answered at once), so no statement meant for the lost
  * transaction ever runs in autocommit. `transaction()` does this by itself.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * await db.exec("CREATE TABLE t (x)");
+ * // Calls made together share a connection and run in order; a transaction has its own.
+ * const tx = db.transaction(async (tx) => {
+ *   await tx.run("INSERT INTO t VALUES (1)");
+ * });
+ * const outside = db.query("SELECT * FROM t"); // does not see the uncommitted row
+ * await tx;
+ * if ((await outside).length !== 0) throw new Error("saw an uncommitted row");
+ * if ((await db.query("SELECT * FROM t")).length !== 1) throw new Error("expected the committed row");
+ * ```
  */
 export class Client extends Queryable {
   readonly #pool: Pool;
@@ -152,6 +189,7 @@ export class Client extends Queryable {
    * (or `await using`): for code that issues `BEGIN`/`COMMIT` itself. Waits
    * while all `max` connections are reserved.
    *
+   * @returns the reserved connection (see {@link ReservedConnection} for an example).
    * @throws {ConnectionError} when the client is closed.
    */
   async reserve(): Promise<ReservedConnection> {
@@ -162,6 +200,8 @@ export class Client extends Queryable {
   /**
    * Closes every connection. Pending requests reject with `ConnectionError`;
    * open transactions are rolled back by the server. Idempotent.
+   *
+   * @returns once every connection is closed.
    */
   close(): Promise<void> {
     return this.#pool.close();

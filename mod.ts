@@ -42,16 +42,22 @@ export {
   type TlsClientOptions,
   Transaction,
   type TransactionOptions,
+  type WireCallOptions,
 } from "./client.ts";
 export {
   type Address,
   DatabaseLockedError,
+  type EngineChoice,
   ListenError,
   type MemoryRelease,
   serve,
   type ServeOptions,
   type Server,
   type ShutdownOptions,
+  type SqliteInfo,
+  type TcpAddress,
+  type TlsServerOptions,
+  type UnixAddress,
   VERSION,
 } from "./server.ts";
 export {

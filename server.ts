@@ -29,6 +29,7 @@ import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
 import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
 import { listen } from "./transport/listen.ts";
+import { VERSION } from "./version.ts";
 import { isLoopback, readTokenFile, TOKEN_ENV } from "./server/auth.ts";
 import { DatabaseLock } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
@@ -37,7 +38,9 @@ import type { SessionServices } from "./server/session.ts";
 
 export type { ServeOptions } from "./server/options.ts";
 export { ListenError } from "./transport/listen.ts";
-export type { Address } from "./transport/address.ts";
+export type { Address, TcpAddress, UnixAddress } from "./transport/address.ts";
+export type { EngineChoice } from "./engine/binding/load.ts";
+export type { TlsServerOptions } from "./transport/listen.ts";
 export type { MemoryRelease } from "./server/memory.ts";
 export { DatabaseLockedError } from "./server/lock.ts";
 
@@ -51,10 +54,21 @@ export interface ShutdownOptions {
   graceMs?: number;
 }
 
-/** Version of this package. */
-export const VERSION = "0.1.0";
+export { VERSION };
 
-/** A running server. */
+/**
+ * A running server, returned by {@link serve}.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * const dir = await Deno.makeTempDir();
+ * const server = await serve({ database: `${dir}/a.db`, hostname: "127.0.0.1", port: 0 });
+ * if (server.addr.transport !== "tcp" || server.addr.port === 0) throw new Error("expected a port");
+ * await server.shutdown();
+ * await server.finished; // already settled
+ * ```
+ */
 export interface Server {
   /** The address the server listens on (with the real port for TCP port 0). */
   readonly addr: Address;
@@ -89,6 +103,18 @@ export interface Server {
  * @throws {DatabaseLockedError} when another server owns the database.
  * @throws {ListenError} when the address is taken by a live server.
  * @throws {SqliteError} when the database cannot be opened.
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * const server = await serve({ database: `${dir}/app.db`, path: `${dir}/app.sock` });
+ * console.log(`serving on ${server.addr.transport}`, server.sqlite.version);
+ * await using db = await connect({ path: `${dir}/app.sock` });
+ * await db.exec("CREATE TABLE t (x)");
+ * await db.close();
+ * await server.shutdown({ graceMs: 1000 });
+ * ```
  */
 export async function serve(options: ServeOptions = {}): Promise<Server> {
   const config = resolveServeOptions(options);
@@ -174,7 +200,7 @@ function existsFile(path: string): boolean {
   }
 }
 
-/** What {@link Server.sqlite} reports. */
+/** What {@link Server.sqlite} reports: the SQLite binding a server runs on. */
 export interface SqliteInfo {
   /** `"ffi"` or `"node"` (single file), `"dqlite"` (cluster mode). */
   readonly engine: "ffi" | "node" | "dqlite";
@@ -186,7 +212,18 @@ export interface SqliteInfo {
   readonly limitations: readonly string[];
 }
 
-/** One start-up line: which engine, library and SQLite version, and what the fallback loses. */
+/**
+ * One start-up line: which engine, library and SQLite version, and what the fallback loses.
+ *
+ * @param info What {@link Server.sqlite} reports.
+ * @returns the line, e.g. `engine ffi (libsqlite3.so.0, SQLite 3.46.1)`.
+ * @example
+ * ```ts
+ * import { describeEngine } from "@netsqlite/netsqlite/server";
+ * const line = describeEngine({ engine: "ffi", library: "libsqlite3.so.0", version: "3.46.1", limitations: [] });
+ * if (line !== "engine ffi (libsqlite3.so.0, SQLite 3.46.1)") throw new Error(line);
+ * ```
+ */
 export function describeEngine(info: SqliteInfo): string {
   const head = `engine ${info.engine} (${info.library}, SQLite ${info.version})`;
   return info.limitations.length === 0 ? head : `${head}; ${info.limitations.join("; ")}`;
@@ -397,10 +434,25 @@ Options:
   --dqlite HOST:PORT,...  cluster mode: run statements on the leader of the dqlite cluster
                           with these nodes (--db then only names the default socket)
   --dqlite-db NAME        the dqlite database name (required with --dqlite)
+  --version, -V           show the version
   --help                  show this help
 `;
 
-/** Parses command-line arguments into {@link ServeOptions}. */
+/**
+ * Parses the server's command-line arguments into {@link ServeOptions}.
+ *
+ * @param args Arguments as `deno run server.ts` receives them (see `--help`).
+ * @returns the options, or `"help"` for `--help`/`-h`.
+ * @throws {TypeError} for an unknown flag or a bad value, naming it.
+ * @example
+ * ```ts
+ * import { parseServeArgs } from "@netsqlite/netsqlite/server";
+ * const options = parseServeArgs(["--db", "app.db", "--tcp", "127.0.0.1:7878"]);
+ * if (options === "help" || options.database !== "app.db" || options.port !== 7878) {
+ *   throw new Error("unexpected options");
+ * }
+ * ```
+ */
 export function parseServeArgs(args: string[]): ServeOptions | "help" {
   const { values } = parseArgs({
     args,
@@ -529,8 +581,17 @@ function numberArg(flag: string, text: string | undefined): number | undefined {
  *
  * @param args Command-line arguments (see `--help`).
  * @returns the exit status: 0, 1 when the server cannot start, 2 on bad arguments.
+ * @example
+ * ```ts
+ * import { main } from "@netsqlite/netsqlite/server";
+ * if (await main(["--version"]) !== 0) throw new Error("--version failed"); // prints `netsqlite <version>`
+ * ```
  */
 export async function main(args: string[] = Deno.args): Promise<number> {
+  if (args.length === 1 && (args[0] === "--version" || args[0] === "-V")) {
+    console.log(`netsqlite ${VERSION}`);
+    return 0;
+  }
   let options;
   try {
     options = parseServeArgs(args);

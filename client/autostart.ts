@@ -13,7 +13,17 @@ import { ConnectionError } from "../protocol/errors.ts";
 import { type Address, formatAddress } from "../transport/address.ts";
 import { isNotRunning } from "../transport/connect.ts";
 
-/** Options of `connect({ autostart })`. */
+/**
+ * Options of `connect({ autostart })`: start a server for `database` when
+ * none answers at the Unix socket (Deno only; needs `--allow-run`).
+ *
+ * @example
+ * ```ts ignore
+ * import { connect } from "@netsqlite/netsqlite";
+ * // The first process to connect starts the server; the others find it running.
+ * await using db = await connect({ path: "/tmp/app.sock", autostart: { database: "app.db" } });
+ * ```
+ */
 export interface AutostartOptions {
   /** Database the started server serves (created if absent). */
   database: string;
@@ -68,6 +78,11 @@ export async function connectOrStart<T>(
     return await attempt();
   } catch (err) {
     if (!isNotRunning(err)) throw err;
+  }
+  if (typeof Deno === "undefined") {
+    throw new TypeError(
+      'Invalid option "autostart": starting a server needs Deno; start it yourself',
+    );
   }
   const env: Record<string, string> = token === null ? {} : { NETSQLITE_TOKEN: token };
   const child = new Deno.Command(Deno.execPath(), {

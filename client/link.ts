@@ -29,6 +29,7 @@ import {
   Status,
 } from "../protocol/messages.ts";
 import { type Address, formatAddress } from "../transport/address.ts";
+import type { ByteStream } from "../transport/byte_stream.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 
 interface Pending {
@@ -52,6 +53,8 @@ export class Link {
   /** Resolves when the connection has ended and every request was failed. */
   readonly ended: Promise<void>;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Largest request payload sent: ours until the handshake, then the server's too. */
+  #sendLimit: number;
   #nextId = 1;
   #flushQueued = false;
   #inTransaction = false;
@@ -71,10 +74,11 @@ export class Link {
    * @param maxFrameSize Largest frame accepted.
    * @param requestTimeout ms without a reply before the link is closed; 0 = none.
    */
-  constructor(conn: Deno.Conn, addr: Address, maxFrameSize: number, requestTimeout: number) {
+  constructor(conn: ByteStream, addr: Address, maxFrameSize: number, requestTimeout: number) {
     this.#addr = addr;
     this.#requestTimeout = requestTimeout;
     this.#encoder = new MessageEncoder(maxFrameSize);
+    this.#sendLimit = maxFrameSize;
     this.#channel = new FrameChannel(conn, maxFrameSize, this.#encoder, {
       onFrame: (payload) => this.#onFrame(payload),
       onReadEnd: () => {},
@@ -113,7 +117,13 @@ export class Link {
       ? { version: PROTOCOL_VERSION }
       : { version: PROTOCOL_VERSION, token };
     try {
-      return await this.request(Op.Hello, [opts]);
+      const info = await this.request(Op.Hello, [opts]);
+      const serverMax = info?.limits?.maxFrameSize;
+      if (Number.isInteger(serverMax) && serverMax > 0) {
+        // A request the server would refuse by closing the connection fails here instead.
+        this.#sendLimit = Math.min(this.#sendLimit, serverMax);
+      }
+      return info;
     } catch (err) {
       const cause = (err as Error).cause;
       throw cause instanceof ProtocolError ? cause : err;
@@ -138,7 +148,7 @@ export class Link {
     this.#nextId = id === 0xffffffff ? 1 : id + 1;
     let size: number;
     try {
-      size = this.#encoder.append([op, id, ...args]);
+      size = this.#encoder.append([op, id, ...args], this.#sendLimit);
     } catch (err) {
       return Promise.reject(
         new SqliteError(ErrorCode.BadRequest, `Cannot encode request: ${(err as Error).message}`),

@@ -17,8 +17,30 @@ import {
   HAS_UNIX_SOCKETS,
 } from "../transport/address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
+import { readTextFile } from "../transport/_runtime.ts";
 
-/** Options of `connect()`. */
+/**
+ * Options of `connect()`: where the server is (a Unix socket `path`, a TCP
+ * `hostname`/`port`, a `channel`, or the default socket of `database`),
+ * the pool size and timeouts. Every option has a default.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect, type ConnectOptions } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, hostname: "127.0.0.1", port: 0 });
+ * if (server.addr.transport !== "tcp") throw new Error("expected TCP");
+ * const options: ConnectOptions = {
+ *   hostname: server.addr.hostname,
+ *   port: server.addr.port,
+ *   max: 2, // connections in the pool
+ *   requestTimeout: 10_000, // ms without a reply before the connection is closed
+ * };
+ * await using db = await connect(options);
+ * if (db.max !== 2) throw new Error("expected max 2");
+ * ```
+ */
 export interface ConnectOptions {
   /** Unix socket path of the server. @default {the default socket of `database`} */
   path?: string;
@@ -180,7 +202,7 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
       addr = { transport: "unix", path: defaultSocketPath(database) };
     } else {
       const announced = defaultPortFile(database);
-      const port = Number(await Deno.readTextFile(announced).catch(() => "NaN"));
+      const port = Number(await readTextFile(announced).catch(() => "NaN"));
       if (!Number.isInteger(port)) {
         throw new ConnectionError(`Cannot find the server of ${database}: no port in ${announced}`);
       }

@@ -65,7 +65,30 @@ export interface TransactionOptions {
   behavior?: "deferred" | "immediate" | "exclusive";
 }
 
-/** The query methods common to a client, a reserved connection and a transaction. */
+/**
+ * The query methods common to a client, a reserved connection and a
+ * transaction (see `Client`, `ReservedConnection`, `Transaction`).
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * import type { Queryable } from "@netsqlite/netsqlite";
+ * // Works on a client, a reserved connection or inside a transaction alike.
+ * async function count(q: Queryable, table: string): Promise<number> {
+ *   return (await q.values<[number]>(`SELECT count(*) FROM ${table}`))[0][0];
+ * }
+ * await db.exec("CREATE TABLE t (x)");
+ * const n = await db.transaction(async (tx) => {
+ *   await tx.run("INSERT INTO t VALUES (1)");
+ *   return await count(tx, "t");
+ * });
+ * if (n !== 1 || await count(db, "t") !== 1) throw new Error("expected 1");
+ * ```
+ */
 export abstract class Queryable {
   readonly #route: Route;
 
@@ -77,7 +100,22 @@ export abstract class Queryable {
   /**
    * Runs a script of zero or more statements, without parameters.
    *
+   * @param sql The script.
+   * @param options An abort signal.
    * @throws {SqliteError} from the first failing statement; earlier ones stay applied.
+   * @example
+   * ```ts
+   * import { serve } from "@netsqlite/netsqlite/server";
+   * import { connect } from "@netsqlite/netsqlite";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * await db.exec(`
+   *   CREATE TABLE note (id INTEGER PRIMARY KEY, body TEXT);
+   *   INSERT INTO note (body) VALUES ('first'), ('second');
+   * `);
+   * if ((await db.values("SELECT count(*) FROM note"))[0][0] !== 2) throw new Error("expected 2");
+   * ```
    */
   async exec(sql: string, options?: ExecOptions): Promise<void> {
     this.#refuseTxControl(sql, true);
@@ -87,7 +125,23 @@ export abstract class Queryable {
   /**
    * Runs one statement and reports what it changed.
    *
-   * @throws {SqliteError}
+   * @param sql One SQL statement.
+   * @param params Positional (`?`) values as an array, or named (`:name`) values as an object.
+   * @param options A deadline or an abort signal for this call.
+   * @returns the number of rows changed and the last inserted rowid.
+   * @throws {SqliteError} SQLite's error (`code` such as `SQLITE_CONSTRAINT_UNIQUE`), or
+   *   `INVALID_PARAM` for a value that cannot be bound.
+   * @example
+   * ```ts
+   * import { serve } from "@netsqlite/netsqlite/server";
+   * import { connect } from "@netsqlite/netsqlite";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)");
+   * const { changes, lastInsertRowid } = await db.run("INSERT INTO t (name) VALUES (?)", ["ada"]);
+   * if (changes !== 1 || lastInsertRowid !== 1) throw new Error("unexpected result");
+   * ```
    */
   async run(sql: string, params?: BindParams, options?: CallOptions): Promise<RunResult> {
     this.#refuseTxControl(sql);
@@ -107,7 +161,23 @@ export abstract class Queryable {
    * The whole result is buffered; results above the server's `maxResultBytes`
    * fail with `RESULT_TOO_LARGE`: use {@link iterate} for those.
    *
-   * @throws {SqliteError}
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options A deadline or an abort signal for this call.
+   * @returns every row, as objects keyed by column name.
+   * @throws {SqliteError} SQLite's error, or `RESULT_TOO_LARGE`.
+   * @example
+   * ```ts
+   * import { serve } from "@netsqlite/netsqlite/server";
+   * import { connect } from "@netsqlite/netsqlite";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * const rows = await db.query<{ n: number; sq: number }>(
+   *   "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s LIMIT 3) SELECT n, n * n AS sq FROM s",
+   * );
+   * if (rows[2].sq !== 9) throw new Error("expected 9");
+   * ```
    */
   async query<T = Row>(sql: string, params?: BindParams, options?: CallOptions): Promise<T[]> {
     const [columns, rows] = await this.#query(sql, params, options);
@@ -115,9 +185,24 @@ export abstract class Queryable {
   }
 
   /**
-   * Runs one statement and returns every row as an array of values.
+   * Runs one statement and returns every row as an array of values, in
+   * column order; columns of the same name stay apart.
    *
-   * @throws {SqliteError}
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options A deadline or an abort signal for this call.
+   * @returns every row as an array.
+   * @throws {SqliteError} SQLite's error, or `RESULT_TOO_LARGE`.
+   * @example
+   * ```ts
+   * import { serve } from "@netsqlite/netsqlite/server";
+   * import { connect } from "@netsqlite/netsqlite";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * const [[a, b]] = await db.values<[number, string]>("SELECT 1 AS x, 'one' AS x");
+   * if (a !== 1 || b !== "one") throw new Error("both columns named x are kept");
+   * ```
    */
   async values<T extends unknown[] = SqlValue[]>(
     sql: string,
@@ -131,7 +216,22 @@ export abstract class Queryable {
   /**
    * Runs one statement and returns its first row, or `undefined`.
    *
-   * @throws {SqliteError}
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options A deadline or an abort signal for this call.
+   * @returns the first row as an object, or `undefined` when there is none.
+   * @throws {SqliteError} SQLite's error.
+   * @example
+   * ```ts
+   * import { serve } from "@netsqlite/netsqlite/server";
+   * import { connect } from "@netsqlite/netsqlite";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * const row = await db.get<{ big: bigint }>("SELECT 9007199254740993 AS big");
+   * if (row?.big !== 9007199254740993n) throw new Error("integers beyond 2^53 come back as bigint");
+   * if (await db.get("SELECT 1 WHERE 0") !== undefined) throw new Error("no row: undefined");
+   * ```
    */
   async get<T = Row>(
     sql: string,
@@ -146,6 +246,11 @@ export abstract class Queryable {
    * Streams a statement's rows: the server steps it a chunk at a time and
    * sends the next chunk only when asked, so memory stays bounded on both
    * sides whatever the result size. Leaving the loop early closes the cursor.
+   *
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options `arrays: true` for rows as arrays; a deadline or abort signal.
+   * @returns an async generator of rows.
    *
    * @example
    * ```ts
@@ -176,9 +281,29 @@ export abstract class Queryable {
   /**
    * Runs statements atomically, in one transaction: all take effect or none.
    *
+   * @param statements The statements and their parameters, in order.
+   * @param options `arrays: true` for rows as arrays; an abort signal.
    * @returns one result per statement, in order; rows as objects, or as
    *   arrays with `{ arrays: true }`.
    * @throws {SqliteError} naming the failing statement; nothing was applied.
+   * @example
+   * ```ts
+   * import { serve } from "@netsqlite/netsqlite/server";
+   * import { connect } from "@netsqlite/netsqlite";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE)");
+   * const results = await db.batch([
+   *   { sql: "INSERT INTO t (name) VALUES (?)", params: ["ada"] },
+   *   { sql: "SELECT name FROM t" },
+   * ]);
+   * if (results[1].rows[0].name !== "ada") throw new Error("expected ada");
+   * // A failing statement undoes the whole batch.
+   * await db.batch([{ sql: "INSERT INTO t (name) VALUES ('bob')" }, { sql: "INSERT INTO t (name) VALUES ('ada')" }])
+   *   .catch(() => {});
+   * if ((await db.values("SELECT count(*) FROM t"))[0][0] !== 1) throw new Error("bob was undone");
+   * ```
    */
   async batch<T = Row>(
     statements: readonly BatchStatement[],
@@ -215,6 +340,25 @@ export abstract class Queryable {
    * @returns what `fn` resolved to.
    * @throws whatever `fn` threw, after rolling back; `SqliteError` when
    *   BEGIN or COMMIT fails (for example `BUSY_TIMEOUT` or `TX_TIMEOUT`).
+   * @example
+   * ```ts
+   * import { serve } from "@netsqlite/netsqlite/server";
+   * import { connect } from "@netsqlite/netsqlite";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * await db.exec("CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER)");
+   * await db.run("INSERT INTO account VALUES (1, 100), (2, 0)");
+   * await db.transaction(async (tx) => {
+   *   await tx.run("UPDATE account SET balance = balance - 30 WHERE id = 1");
+   *   await tx.run("UPDATE account SET balance = balance + 30 WHERE id = 2");
+   * });
+   * await db.transaction(async (tx) => {
+   *   await tx.run("DELETE FROM account");
+   *   throw new Error("changed my mind"); // rolls back, then rethrows
+   * }).catch(() => {});
+   * if ((await db.values("SELECT sum(balance) FROM account"))[0][0] !== 100) throw new Error("lost money");
+   * ```
    */
   transaction<T>(
     fn: (tx: Transaction) => Promise<T>,
@@ -237,7 +381,22 @@ export abstract class Queryable {
    * Prepares a statement; call {@link Statement.finalize} when done. On the
    * shared pool it is prepared again, lazily, on each connection it runs on.
    *
+   * @param sql One SQL statement.
+   * @returns the prepared statement.
    * @throws {SqliteError} when the SQL does not compile.
+   * @example
+   * ```ts
+   * import { serve } from "@netsqlite/netsqlite/server";
+   * import { connect } from "@netsqlite/netsqlite";
+   * const dir = await Deno.makeTempDir();
+   * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+   * await using db = await connect({ path: `${dir}/a.sock` });
+   * await db.exec("CREATE TABLE t (x INTEGER)");
+   * const insert = await db.prepare("INSERT INTO t VALUES (?)");
+   * for (let i = 0; i < 3; i++) await insert.run([i]);
+   * await insert.finalize();
+   * if ((await db.values("SELECT sum(x) FROM t"))[0][0] !== 3) throw new Error("expected 3");
+   * ```
    */
   async prepare(sql: string): Promise<Statement> {
     this.#refuseTxControl(sql);
@@ -278,6 +437,26 @@ export abstract class Queryable {
  * A transaction opened by `transaction()`: the query API on the transaction's
  * connection, valid until its `fn` settles (calls after that fail with
  * `ConnectionError`).
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * await db.exec("CREATE TABLE t (x)");
+ * await db.transaction(async (tx) => {
+ *   await tx.run("INSERT INTO t VALUES (1)");
+ *   // A nested transaction is a savepoint: only its own work is undone.
+ *   await tx.transaction(async (inner) => {
+ *     await inner.run("INSERT INTO t VALUES (2)");
+ *     throw new Error("undo 2");
+ *   }).catch(() => {});
+ *   if (!tx.inTransaction) throw new Error("still inside");
+ * });
+ * if ((await db.values("SELECT x FROM t")).length !== 1) throw new Error("expected only 1");
+ * ```
  */
 export class Transaction extends Queryable {
   readonly #conn: PooledConnection;

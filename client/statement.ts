@@ -25,7 +25,28 @@ interface Handle {
 
 type StatementOp = typeof Op.Query | typeof Op.Run;
 
-/** A statement prepared on the server, run with different parameters. */
+/**
+ * A statement prepared on the server, run with different parameters; get
+ * one from `prepare()`.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)");
+ * const insert = await db.prepare("INSERT INTO t (name) VALUES (?)");
+ * await insert.run(["ada"]);
+ * await insert.run(["bob"]);
+ * await insert.finalize();
+ * const select = await db.prepare("SELECT id, name FROM t ORDER BY id");
+ * if ((await select.all<{ name: string }>())[1].name !== "bob") throw new Error("expected bob");
+ * if ((await select.raw().get<[number, string]>())?.[0] !== 1) throw new Error("raw rows are arrays");
+ * await select.finalize();
+ * ```
+ */
 export class Statement {
   readonly #route: Route;
   readonly #handles = new Map<PooledConnection, Handle>();
@@ -64,6 +85,7 @@ export class Statement {
    * Makes `all()`, `get()` and `iterate()` return rows as arrays of values
    * (better-sqlite3's `raw()`), which keeps columns of the same name apart.
    *
+   * @param enabled `false` goes back to objects.
    * @returns this statement.
    */
   raw(enabled = true): this {
@@ -71,20 +93,41 @@ export class Statement {
     return this;
   }
 
-  /** Runs the statement and returns every row (objects, or arrays when raw). */
+  /**
+   * Runs the statement and returns every row (objects, or arrays when raw).
+   *
+   * @param params Positional or named values.
+   * @param options A deadline or an abort signal for this call.
+   * @returns every row.
+   * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   */
   async all<T = Row>(params?: BindParams, options?: CallOptions): Promise<T[]> {
     const [columns, rows] = await this.#call(Op.Query, params, options);
     return (this.#raw ? rows : toObjects(columns, rows)) as T[];
   }
 
-  /** Runs the statement and returns its first row, or `undefined`. */
+  /**
+   * Runs the statement and returns its first row, or `undefined`.
+   *
+   * @param params Positional or named values.
+   * @param options A deadline or an abort signal for this call.
+   * @returns the first row (an array when raw), or `undefined`.
+   * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   */
   async get<T = Row>(params?: BindParams, options?: CallOptions): Promise<T | undefined> {
     const [columns, rows] = await this.#call(Op.Query, params, options);
     if (rows.length === 0) return undefined;
     return (this.#raw ? rows[0] : toObject(columns, rows[0])) as T;
   }
 
-  /** Runs the statement and returns rows as arrays. */
+  /**
+   * Runs the statement and returns rows as arrays.
+   *
+   * @param params Positional or named values.
+   * @param options A deadline or an abort signal for this call.
+   * @returns every row as an array of values.
+   * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   */
   async values<T extends unknown[] = SqlValue[]>(
     params?: BindParams,
     options?: CallOptions,
@@ -93,13 +136,27 @@ export class Statement {
     return rows as T[];
   }
 
-  /** Runs the statement and reports what it changed. */
+  /**
+   * Runs the statement and reports what it changed.
+   *
+   * @param params Positional or named values.
+   * @param options A deadline or an abort signal for this call.
+   * @returns the number of rows changed and the last inserted rowid.
+   * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   */
   async run(params?: BindParams, options?: CallOptions): Promise<RunResult> {
     const [changes, lastInsertRowid] = await this.#call(Op.Run, params, options);
     return { changes, lastInsertRowid };
   }
 
-  /** Streams the statement's rows (see `Client.iterate()`). */
+  /**
+   * Streams the statement's rows through a server cursor (see `Client.iterate()`).
+   *
+   * @param params Positional or named values.
+   * @param options `arrays`, a deadline or an abort signal.
+   * @returns an async generator of rows (arrays when raw).
+   * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   */
   async *iterate<T = Row>(params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
     this.#checkLive();
     checkParams(params);
@@ -115,6 +172,7 @@ export class Statement {
    * Frees the statement on every connection it was prepared on. Calls after
    * this fail with `UNKNOWN_STATEMENT`.
    *
+   * @returns once the server freed it.
    * @throws {SqliteError} `UNKNOWN_STATEMENT` when already finalized.
    */
   async finalize(): Promise<void> {

@@ -21,7 +21,25 @@
  * @module
  */
 
-/** Stable error codes that do not come from SQLite itself. */
+/**
+ * Stable error codes that do not come from SQLite itself; compare an
+ * error's `code` with them.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect, ErrorCode, SqliteError } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * try {
+ *   await db.run("SELECT ?", [new Date() as never]); // a Date cannot be stored exactly
+ *   throw new Error("expected a refusal");
+ * } catch (err) {
+ *   if (!(err instanceof SqliteError) || err.code !== ErrorCode.InvalidParam) throw err;
+ * }
+ * ```
+ */
 export const ErrorCode = {
   /** The request was malformed: wrong types, unknown op, missing fields, empty SQL. */
   BadRequest: "BAD_REQUEST",
@@ -66,7 +84,16 @@ export const ErrorCode = {
   Internal: "INTERNAL",
 } as const;
 
-/** One of the {@link ErrorCode} values. */
+/**
+ * One of the {@link ErrorCode} values.
+ *
+ * @example
+ * ```ts
+ * import { ErrorCode, type ErrorCodeValue } from "@netsqlite/netsqlite";
+ * const retryable: ErrorCodeValue[] = [ErrorCode.BusyTimeout, ErrorCode.TxTimeout];
+ * if (!retryable.includes("BUSY_TIMEOUT")) throw new Error("expected BUSY_TIMEOUT");
+ * ```
+ */
 export type ErrorCodeValue = typeof ErrorCode[keyof typeof ErrorCode];
 
 /** The error payload sent on the wire. */
@@ -101,6 +128,8 @@ export class SqliteError extends Error {
   readonly sqliteCode: number | undefined;
 
   /**
+   * Creates an error of SQLite or of the server's checks.
+   *
    * @param code Stable string code.
    * @param message What went wrong.
    * @param sqliteCode SQLite's numeric extended result code, if any.
@@ -119,12 +148,26 @@ export class SqliteError extends Error {
  * (`CONNECTION_CLOSED`), or was closed because a reply did not come within
  * `requestTimeout` (`REQUEST_TIMEOUT`). Every request pending on a lost
  * connection rejects with this error; its outcome on the server is unknown.
+ *
+ * @example
+ * ```ts
+ * import { connect, ConnectionError } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * try {
+ *   await connect({ path: `${dir}/nobody-listens.sock` });
+ *   throw new Error("expected no server");
+ * } catch (err) {
+ *   if (!(err instanceof ConnectionError) || err.code !== "CONNECTION_CLOSED") throw err;
+ * }
+ * ```
  */
 export class ConnectionError extends Error {
   /** Stable string code: `CONNECTION_CLOSED` or `REQUEST_TIMEOUT`. */
   readonly code: string;
 
   /**
+   * Creates a connection error.
+   *
    * @param message What went wrong.
    * @param options Standard error options (`cause`) and an optional code.
    */
@@ -141,12 +184,29 @@ export class ConnectionError extends Error {
  * incompatible protocol version (`PROTOCOL_VERSION`). When the peer did it,
  * the connection is closed; a request the client refuses to send because it
  * would exceed the server's `maxFrameSize` leaves the connection usable.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect, ProtocolError } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock`, maxFrameSize: 4096 });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * const big = new Uint8Array(8192);
+ * await db.run("SELECT ?", [big]).then(
+ *   () => { throw new Error("expected FRAME_TOO_LARGE"); },
+ *   (err) => { if (!(err instanceof ProtocolError) || err.code !== "FRAME_TOO_LARGE") throw err; },
+ * );
+ * await db.run("SELECT 1"); // the connection stays usable
+ * ```
  */
 export class ProtocolError extends Error {
   /** Stable string code, e.g. `FRAME_TOO_LARGE` or `PROTOCOL_VERSION`. */
   readonly code: string;
 
   /**
+   * Creates a protocol error.
+   *
    * @param code Stable string code.
    * @param message What went wrong.
    * @param options Standard error options (`cause`).
@@ -163,12 +223,28 @@ export class ProtocolError extends Error {
  * The promise rejects at once; the client sends `cancel` so the server drops
  * the request if it has not run yet. Whether a write already ran is unknown.
  * Its `name` is `"AbortError"`, as for `fetch()`; `cause` is the signal's reason.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { AbortError, connect } from "@netsqlite/netsqlite";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using db = await connect({ path: `${dir}/a.sock` });
+ * const signal = AbortSignal.abort(new Error("user left"));
+ * await db.query("SELECT 1", [], { signal }).then(
+ *   () => { throw new Error("expected an abort"); },
+ *   (err) => { if (!(err instanceof AbortError) || err.code !== "ABORTED") throw err; },
+ * );
+ * ```
  */
 export class AbortError extends Error {
   /** Always `ABORTED`. */
   readonly code: string = ErrorCode.Aborted;
 
   /**
+   * Creates an abort error.
+   *
    * @param message What was aborted.
    * @param options Standard error options (`cause`: the signal's reason).
    */

@@ -9,11 +9,30 @@
  * @module
  */
 
-/** Another live server owns the database. */
+/**
+ * Another live server owns the database (one server per database file).
+ *
+ * @example
+ * ```ts
+ * import { DatabaseLockedError, serve } from "@netsqlite/netsqlite/server";
+ * const dir = await Deno.makeTempDir();
+ * await using first = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * try {
+ *   await serve({ database: `${dir}/a.db`, path: `${dir}/b.sock` });
+ *   throw new Error("expected DatabaseLockedError");
+ * } catch (err) {
+ *   if (!(err instanceof DatabaseLockedError) || err.code !== "DATABASE_LOCKED") throw err;
+ * }
+ * ```
+ */
 export class DatabaseLockedError extends Error {
   /** Stable code: `DATABASE_LOCKED`. */
   readonly code = "DATABASE_LOCKED";
-  /** @param message What went wrong. */
+  /**
+   * Creates the error.
+   *
+   * @param message What went wrong.
+   */
   constructor(message: string) {
     super(message);
     this.name = "DatabaseLockedError";

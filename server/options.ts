@@ -21,7 +21,25 @@ import { isLoopback, TokenGate } from "./auth.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
 import type { TlsServerOptions } from "../transport/listen.ts";
 
-/** Options of {@link serve}. */
+/**
+ * Options of {@link serve}: the database, where to listen (a Unix socket by
+ * default, or TCP), and the server's limits. Every option has a default.
+ *
+ * @example
+ * ```ts
+ * import { serve, type ServeOptions } from "@netsqlite/netsqlite/server";
+ * const dir = await Deno.makeTempDir();
+ * const options: ServeOptions = {
+ *   database: `${dir}/app.db`,
+ *   hostname: "127.0.0.1",
+ *   port: 0, // the system picks a free port: see server.addr
+ *   busyTimeout: 2000,
+ *   txIdleTimeout: 5000,
+ * };
+ * await using server = await serve(options);
+ * if (server.addr.transport !== "tcp") throw new Error("expected TCP");
+ * ```
+ */
 export interface ServeOptions {
   /**
    * Database file, created if absent.

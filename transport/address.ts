@@ -7,9 +7,11 @@
 
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
+import { envGet, IS_WINDOWS, userId } from "./_runtime.ts";
 
 /** A Unix socket address. */
 export interface UnixAddress {
+  /** Always `"unix"`. */
   transport: "unix";
   /** Socket file path. */
   path: string;
@@ -17,6 +19,7 @@ export interface UnixAddress {
 
 /** A TCP address. */
 export interface TcpAddress {
+  /** Always `"tcp"`. */
   transport: "tcp";
   /** Host name or IP address. */
   hostname: string;
@@ -30,19 +33,19 @@ export type Address = UnixAddress | TcpAddress;
 /** Database served when none is named: `./netsqlite.db`. */
 export const DEFAULT_DATABASE = "netsqlite.db";
 
-/** True where Deno has Unix sockets (not on Windows). */
-export const HAS_UNIX_SOCKETS: boolean = Deno.build.os !== "windows";
+/** True where the client and server use Unix sockets (not on Windows). */
+export const HAS_UNIX_SOCKETS: boolean = !IS_WINDOWS;
 
 /**
  * Directory that holds a user's default sockets: `$XDG_RUNTIME_DIR/netsqlite`
  * when that is set, else `<tmpdir>/netsqlite-<uid>`.
  */
 export function defaultSocketDir(): string {
-  const runtime = Deno.env.get("XDG_RUNTIME_DIR");
+  const runtime = envGet("XDG_RUNTIME_DIR");
   if (runtime) return join(runtime, "netsqlite");
   let uid: number | null = null;
   try {
-    uid = Deno.uid();
+    uid = userId();
   } catch {
     // No --allow-sys=uid: fall back to the user name from the environment.
   }
@@ -121,7 +124,7 @@ export function parseHostPort(text: string): TcpAddress {
 }
 
 function userName(): string {
-  return (Deno.env.get("USERNAME") ?? Deno.env.get("USER") ?? "user").replace(/[^\w-]/g, "_");
+  return (envGet("USERNAME") ?? envGet("USER") ?? "user").replace(/[^\w-]/g, "_");
 }
 
 function fnv1a(text: string): string {

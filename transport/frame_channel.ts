@@ -1,5 +1,6 @@
 /**
- * A framed, full-duplex channel over a `Deno.Conn`, used by both the client
+ * A framed, full-duplex channel over a {@link ByteStream} (a `Deno.Conn`, or
+ * a `node:net` socket under Node.js and Bun), used by both the client
  * and the server. Reading hands complete frame payloads to a callback; writing
  * sends whatever an {@link Outbox} has gathered, one write at a time, so
  * replies produced together leave in one syscall.
@@ -7,6 +8,7 @@
  * @module
  */
 
+import type { ByteStream } from "./byte_stream.ts";
 import { FrameReader } from "./frame_reader.ts";
 
 /** A source of bytes to send, e.g. a `MessageEncoder`. */
@@ -33,7 +35,7 @@ const READ_SIZE_LARGE = 64 * 1024;
 
 /** Reads frames from and writes an outbox to one connection. */
 export class FrameChannel {
-  readonly #conn: Deno.Conn;
+  readonly #conn: ByteStream;
   readonly #frames: FrameReader;
   readonly #outbox: Outbox;
   readonly #handler: ChannelHandler;
@@ -49,7 +51,7 @@ export class FrameChannel {
    * @param outbox Where outgoing bytes are gathered.
    * @param handler Frame and drain callbacks.
    */
-  constructor(conn: Deno.Conn, maxFrameSize: number, outbox: Outbox, handler: ChannelHandler) {
+  constructor(conn: ByteStream, maxFrameSize: number, outbox: Outbox, handler: ChannelHandler) {
     this.#conn = conn;
     this.#frames = new FrameReader(maxFrameSize);
     this.#outbox = outbox;

@@ -1,0 +1,138 @@
+/**
+ * Drizzle ORM on netsqlite: {@link drizzle} returns a Drizzle database built
+ * on `drizzle-orm/sqlite-proxy`, whose queries run through a netsqlite
+ * {@link Client}. `drizzle-orm` is an optional peer dependency: only this
+ * module imports it (importing `@netsqlite/netsqlite` itself pulls it not in).
+ *
+ * - Queries run on the client's shared pool; `db.batch([...])` runs
+ *   atomically in one request (`Client.batch`).
+ * - `db.transaction(fn)` reserves one connection of the client
+ *   (`Client.reserve()`) for the whole transaction: Drizzle's `begin`,
+ *   `commit`, `rollback` and savepoints, and every query made inside `fn`
+ *   (through `tx`, or through `db` from inside `fn`), run on it and on
+ *   nothing else, so transactions of concurrent callers never mix.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "../server.ts";
+ * import { connect } from "../client.ts";
+ * import { drizzle } from "./drizzle.ts";
+ * import { eq } from "drizzle-orm";
+ * import { integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
+ *
+ * const users = sqliteTable("users", {
+ *   id: integer("id").primaryKey(),
+ *   name: text("name").notNull(),
+ * });
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using client = await connect({ path: `${dir}/a.sock` });
+ * const db = drizzle(client);
+ * await db.run("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)");
+ * const [ada] = await db.insert(users).values({ name: "Ada" }).returning();
+ * await db.transaction(async (tx) => {
+ *   await tx.update(users).set({ name: "Ada L." }).where(eq(users.id, ada.id));
+ * });
+ * const row = await db.select().from(users).where(eq(users.id, ada.id)).get();
+ * if (row?.name !== "Ada L.") throw new Error("expected the committed name");
+ * ```
+ *
+ * @module
+ */
+
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { DrizzleConfig } from "drizzle-orm";
+import {
+  type AsyncBatchRemoteCallback,
+  type AsyncRemoteCallback,
+  drizzle as drizzleProxy,
+  type SqliteRemoteDatabase,
+} from "drizzle-orm/sqlite-proxy";
+import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
+
+/** How Drizzle asks for a query's result. */
+type Method = "run" | "all" | "values" | "get";
+
+/**
+ * Creates a Drizzle database on a netsqlite client.
+ *
+ * @param client A connected client (see `connect()`); closing it stays the
+ *   caller's job.
+ * @param config Drizzle's options (`schema` for relational queries,
+ *   `logger`, `casing`).
+ * @returns the Drizzle database.
+ * @throws {TypeError} when `client` is not a netsqlite client.
+ * @example
+ * ```ts
+ * import { serve } from "../server.ts";
+ * import { connect } from "../client.ts";
+ * import { drizzle } from "./drizzle.ts";
+ * import { sql } from "drizzle-orm";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using client = await connect({ path: `${dir}/a.sock` });
+ * const db = drizzle(client);
+ * const row = await db.get<[number]>(sql`SELECT 6 * 7`);
+ * if (row[0] !== 42) throw new Error("expected 42");
+ * ```
+ */
+export function drizzle<TSchema extends Record<string, unknown> = Record<string, never>>(
+  client: Client,
+  config?: DrizzleConfig<TSchema>,
+): SqliteRemoteDatabase<TSchema> {
+  if (client === null || typeof client !== "object" || typeof client.reserve !== "function") {
+    throw new TypeError("Invalid client: expected a netsqlite Client from connect()");
+  }
+  const reserved = new AsyncLocalStorage<ReservedConnection>();
+  const target = (): Queryable => reserved.getStore() ?? client;
+
+  const callback: AsyncRemoteCallback = async (sql, params, method) => {
+    return await runOne(target(), sql, params as BindParams, method);
+  };
+  const batch: AsyncBatchRemoteCallback = async (queries) => {
+    const results = await target().batch<unknown[]>(
+      queries.map((q) => ({ sql: q.sql, params: q.params as BindParams })),
+      { arrays: true },
+    );
+    return results.map((r, i) =>
+      queries[i].method === "run"
+        ? { rows: [], changes: r.changes, lastInsertRowid: r.lastInsertRowid } as { rows: any[] }
+        : shape(queries[i].method, r.rows)
+    );
+  };
+  const db = drizzleProxy<TSchema>(callback, batch, config);
+
+  // Drizzle's proxy session sends `begin`/`commit` through the callback; run
+  // the whole transaction, and everything `fn` does, on one reserved connection.
+  const transaction = db.transaction.bind(db);
+  db.transaction = (async (fn: any, txConfig?: any) => {
+    if (reserved.getStore() !== undefined) return await transaction(fn, txConfig);
+    const conn = await client.reserve();
+    try {
+      return await reserved.run(conn, () => transaction(fn, txConfig));
+    } finally {
+      conn.release(); // closed instead of reused if a transaction is still open
+    }
+  }) as typeof db.transaction;
+  return db;
+}
+
+async function runOne(
+  target: Queryable,
+  sql: string,
+  params: BindParams,
+  method: Method,
+): Promise<{ rows: any[] }> {
+  if (method === "run") {
+    const { changes, lastInsertRowid } = await target.run(sql, params);
+    return { rows: [], changes, lastInsertRowid } as { rows: any[] };
+  }
+  return shape(method, await target.values(sql, params));
+}
+
+/** The row shape sqlite-proxy expects: arrays of values; `get` one row (or `undefined`). */
+function shape(method: Method, rows: unknown[][]): { rows: any } {
+  if (method === "get") return { rows: rows[0] };
+  if (method === "run") return { rows: [] };
+  return { rows };
+}

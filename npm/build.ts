@@ -1,0 +1,145 @@
+/**
+ * Builds the Node.js/Bun package into `npm/dist/` (`deno task build:node`):
+ * the client (`client.ts`) and the two adapters bundled as ES modules with
+ * `deno bundle`, `drizzle-orm` and `kysely` left as peer imports, and a
+ * `package.json` stamped with {@link VERSION}. The server stays Deno-only.
+ * With `--types`, the client's type declarations too (`types/`, by
+ * TypeScript's `tsc` from npm; the adapters' types need the ORM packages and
+ * are left out).
+ *
+ * Use it from a checkout: `deno task build:node`, then in a Node.js project
+ * `npm install /path/to/netsqlite/npm/dist`.
+ *
+ * @module
+ */
+
+import { VERSION } from "../version.ts";
+
+const root = new URL("../", import.meta.url);
+const out = new URL("./dist/", import.meta.url);
+
+/** The modules of the build: entry in the checkout, file in `dist/`, export name. */
+const ENTRIES = [
+  ["client.ts", "netsqlite.mjs", "."],
+  ["adapters/drizzle.ts", "drizzle.mjs", "./drizzle"],
+  ["adapters/kysely.ts", "kysely.mjs", "./kysely"],
+] as const;
+
+/** Options of {@link buildNode}. */
+export interface BuildOptions {
+  /** Also emit the client's `.d.ts` files with `tsc` (fetched from npm). @default {false} */
+  types?: boolean;
+}
+
+/** TypeScript used for declarations. */
+const TYPESCRIPT = "typescript@5.9";
+
+/**
+ * Bundles every entry into `dist` and writes its `package.json`.
+ *
+ * @param dist Output directory.
+ * @param options Whether to emit type declarations.
+ * @returns the output directory's path.
+ * @throws {Error} when `deno bundle` or `tsc` fails, with its output.
+ */
+export async function buildNode(dist: URL = out, options: BuildOptions = {}): Promise<string> {
+  await Deno.remove(dist, { recursive: true }).catch(() => {});
+  await Deno.mkdir(dist, { recursive: true });
+  for (const [entry, file] of ENTRIES) {
+    const result = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "bundle",
+        "--quiet",
+        "--platform=deno", // keeps node: imports as they are (Node.js and Bun have them)
+        "--format=esm",
+        "--external=drizzle-orm",
+        "--external=drizzle-orm/*",
+        "--external=kysely",
+        "-o",
+        new URL(file, dist).pathname,
+        new URL(entry, root).pathname,
+      ],
+      cwd: root.pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!result.success) {
+      const dec = new TextDecoder();
+      throw new Error(
+        `Cannot bundle "${entry}": ${dec.decode(result.stderr)}${dec.decode(result.stdout)}`,
+      );
+    }
+  }
+  const types = options.types === true;
+  if (types) await emitTypes(dist);
+  const pkg = {
+    name: "@netsqlite/netsqlite",
+    version: VERSION,
+    description: "Client of netsqlite: share one SQLite database between processes",
+    license: "MIT",
+    type: "module",
+    engines: { node: ">=20" },
+    exports: Object.fromEntries(
+      ENTRIES.map(([, file, name]) =>
+        types && name === "."
+          ? [name, { types: "./netsqlite.d.mts", default: `./${file}` }]
+          : [name, `./${file}`]
+      ),
+    ),
+    peerDependencies: { "drizzle-orm": "^0.45", kysely: "^0.28" },
+    peerDependenciesMeta: { "drizzle-orm": { optional: true }, kysely: { optional: true } },
+  };
+  await Deno.writeTextFile(new URL("package.json", dist), JSON.stringify(pkg, null, 2) + "\n");
+  return dist.pathname;
+}
+
+/**
+ * Emits `types/**\/*.d.ts` for `client.ts` and `netsqlite.d.mts` pointing at
+ * them. Declarations import each other as `.js`, as Node.js resolution wants.
+ */
+async function emitTypes(dist: URL): Promise<void> {
+  const outDir = new URL("types/", dist).pathname;
+  const tsc = await new Deno.Command("npm", {
+    args: ["exec", "--yes", `--package=${TYPESCRIPT}`, "--", "tsc"].concat(
+      ["--declaration", "--emitDeclarationOnly", "--allowImportingTsExtensions"],
+      ["--target", "es2022", "--module", "esnext", "--moduleResolution", "bundler"],
+      ["--lib", "es2024,dom,esnext.disposable", "--skipLibCheck"],
+      ["--outDir", outDir, new URL("client.ts", root).pathname],
+    ),
+    cwd: root.pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  // tsc reports the Deno and node: names it has no types for here, and emits anyway.
+  const entry = new URL("types/client.d.ts", dist);
+  const emitted = await Deno.stat(entry).then(() => true, () => false);
+  if (!emitted) {
+    const dec = new TextDecoder();
+    throw new Error(`Cannot emit types: ${dec.decode(tsc.stdout)}${dec.decode(tsc.stderr)}`);
+  }
+  for await (const file of walk(new URL("types/", dist))) {
+    const text = await Deno.readTextFile(file);
+    await Deno.writeTextFile(
+      file,
+      text.replace(/(from\s+["']\.{1,2}\/[^"']+)\.ts(["'])/g, "$1.js$2"),
+    );
+  }
+  await Deno.writeTextFile(
+    new URL("netsqlite.d.mts", dist),
+    'export * from "./types/client.js";\n',
+  );
+}
+
+async function* walk(dir: URL): AsyncGenerator<URL> {
+  for await (const e of Deno.readDir(dir)) {
+    const url = new URL(e.isDirectory ? `${e.name}/` : e.name, dir);
+    if (e.isDirectory) yield* walk(url);
+    else if (e.name.endsWith(".d.ts")) yield url;
+  }
+}
+
+if (import.meta.main) {
+  const args = Deno.args.filter((a) => a !== "--types");
+  const dir = args[0] === undefined ? out : new URL(`file://${args[0]}/`);
+  console.log(`Built ${await buildNode(dir, { types: Deno.args.includes("--types") })}`);
+}

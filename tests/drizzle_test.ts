@@ -1,0 +1,262 @@
+/**
+ * The Drizzle adapter against a real server, through the real
+ * `drizzle-orm` package: CRUD with `returning`, relational queries,
+ * `db.batch`, transactions on one reserved connection, bigint columns.
+ */
+
+import assert from "node:assert/strict";
+import { asc, count, eq, relations, sql } from "drizzle-orm";
+import {
+  blob,
+  customType,
+  integer,
+  type SQLiteColumn,
+  sqliteTable,
+  text,
+} from "drizzle-orm/sqlite-core";
+import { drizzle } from "../adapters/drizzle.ts";
+import { connect } from "../client.ts";
+import { startServer } from "./_helpers.ts";
+
+const int64 = customType<{ data: bigint; driverData: number | bigint }>({
+  dataType: () => "integer",
+  toDriver: (value) => value,
+  fromDriver: (value) => BigInt(value),
+});
+
+const users = sqliteTable("users", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  name: text("name").notNull().unique(),
+  balance: int64("balance").notNull(),
+  tag: blob("tag", { mode: "bigint" }),
+});
+const posts = sqliteTable("posts", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  authorId: integer("author_id").notNull().references((): SQLiteColumn => users.id),
+  title: text("title").notNull(),
+});
+const usersRelations = relations(users, ({ many }) => ({ posts: many(posts) }));
+const postsRelations = relations(posts, ({ one }) => ({
+  author: one(users, { fields: [posts.authorId], references: [users.id] }),
+}));
+const schema = { users, posts, usersRelations, postsRelations };
+
+const DDL = [
+  "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, " +
+  "balance INTEGER NOT NULL, tag BLOB)",
+  "CREATE TABLE posts (id INTEGER PRIMARY KEY AUTOINCREMENT, " +
+  "author_id INTEGER NOT NULL REFERENCES users(id), title TEXT NOT NULL)",
+];
+
+async function setup() {
+  const srv = await startServer();
+  const client = await connect(srv.connectOptions); // a pool (max 4), as users get it
+  const db = drizzle(client, { schema });
+  for (const ddl of DDL) await db.run(sql.raw(ddl));
+  return {
+    srv,
+    client,
+    db,
+    async [Symbol.asyncDispose]() {
+      await client.close();
+      await srv[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("drizzle: insert, select, update, delete with returning", async () => {
+  await using t = await setup();
+  const { db } = t;
+  const inserted = await db.insert(users).values([
+    { name: "ada", balance: 10n },
+    { name: "bob", balance: 20n },
+  ]).returning();
+  assert.deepEqual(inserted, [
+    { id: 1, name: "ada", balance: 10n, tag: null },
+    { id: 2, name: "bob", balance: 20n, tag: null },
+  ]);
+  assert.deepEqual(await db.select({ name: users.name }).from(users).orderBy(asc(users.id)), [
+    { name: "ada" },
+    { name: "bob" },
+  ]);
+  const one = await db.select().from(users).where(eq(users.name, "bob")).get();
+  assert.deepEqual(one, { id: 2, name: "bob", balance: 20n, tag: null });
+  assert.equal(await db.select().from(users).where(eq(users.name, "zed")).get(), undefined);
+
+  const updated = await db.update(users).set({ balance: 25n }).where(eq(users.id, 2))
+    .returning({ id: users.id, balance: users.balance });
+  assert.deepEqual(updated, [{ id: 2, balance: 25n }]);
+  const deleted = await db.delete(users).where(eq(users.id, 1)).returning({ name: users.name });
+  assert.deepEqual(deleted, [{ name: "ada" }]);
+
+  const run = await db.run(sql`UPDATE users SET balance = balance + 1`);
+  assert.equal((run as unknown as { changes: number }).changes, 1);
+  assert.deepEqual(await db.values(sql`SELECT id, name FROM users`), [[2, "bob"]]);
+  assert.deepEqual(await db.all(sql`SELECT balance FROM users`), [[26]]);
+  assert.deepEqual(await db.select({ n: count() }).from(users), [{ n: 1 }]);
+  // A failing statement surfaces the server's typed error.
+  await assert.rejects(
+    db.insert(users).values({ name: "bob", balance: 1n }),
+    (err: Error) => /UNIQUE constraint failed/.test(err.message + String(err.cause)),
+  );
+});
+
+Deno.test("drizzle: relational query with nested relations", async () => {
+  await using t = await setup();
+  const { db } = t;
+  const [ada] = await db.insert(users).values({ name: "ada", balance: 1n }).returning();
+  await db.insert(posts).values([
+    { authorId: ada.id, title: "notes" },
+    { authorId: ada.id, title: "engine" },
+  ]);
+  const found = await db.query.users.findMany({
+    with: { posts: { columns: { title: true }, orderBy: (p, { asc }) => [asc(p.id)] } },
+  });
+  assert.deepEqual(found, [{
+    id: ada.id,
+    name: "ada",
+    balance: 1n,
+    tag: null,
+    posts: [{ title: "notes" }, { title: "engine" }],
+  }]);
+  const post = await db.query.posts.findFirst({
+    where: eq(posts.title, "engine"),
+    with: { author: { columns: { name: true } } },
+  });
+  assert.deepEqual(post, { id: 2, authorId: ada.id, title: "engine", author: { name: "ada" } });
+});
+
+Deno.test("drizzle: db.batch runs atomically and returns each result's shape", async () => {
+  await using t = await setup();
+  const { db } = t;
+  const [inserted, all, first, run] = await db.batch([
+    db.insert(users).values({ name: "ada", balance: 5n }).returning({ id: users.id }),
+    db.select({ name: users.name }).from(users),
+    db.query.users.findFirst({ where: eq(users.name, "ada"), columns: { balance: true } }),
+    db.update(users).set({ balance: 6n }),
+  ]);
+  assert.deepEqual(inserted, [{ id: 1 }]);
+  assert.deepEqual(all, [{ name: "ada" }]);
+  assert.deepEqual(first, { balance: 5n });
+  assert.deepEqual(run, { rows: [], changes: 1, lastInsertRowid: 1 });
+  assert.deepEqual(await db.select({ b: users.balance }).from(users), [{ b: 6n }]);
+  // A failing statement undoes the whole batch.
+  await assert.rejects(db.batch([
+    db.insert(users).values({ name: "bob", balance: 1n }),
+    db.insert(users).values({ name: "ada", balance: 1n }),
+  ]));
+  assert.deepEqual(await db.select({ name: users.name }).from(users), [{ name: "ada" }]);
+});
+
+Deno.test("drizzle: a transaction that throws rolls back; a nested one uses a savepoint", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name: "ada", balance: 1n });
+      assert.equal((await tx.select().from(users)).length, 1);
+      throw new Error("boom");
+    }),
+    /boom/,
+  );
+  assert.deepEqual(await db.select().from(users), []);
+
+  await db.transaction(async (tx) => {
+    await tx.insert(users).values({ name: "outer", balance: 1n });
+    await assert.rejects(tx.transaction(async (inner) => {
+      await inner.insert(users).values({ name: "inner", balance: 2n });
+      inner.rollback();
+    }));
+    await tx.insert(users).values({ name: "after", balance: 3n });
+  });
+  assert.deepEqual(await db.select({ name: users.name }).from(users).orderBy(asc(users.id)), [
+    { name: "outer" },
+    { name: "after" },
+  ]);
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.delete(users);
+      tx.rollback();
+    }),
+  );
+  assert.equal((await db.select().from(users)).length, 2);
+  // The reserved connection went back to the pool; the shared pool is clean.
+  assert.equal(client.inTransaction, false);
+});
+
+Deno.test("drizzle: concurrent transactions stay isolated and never mix with other calls", async () => {
+  await using t = await setup();
+  const { db } = t;
+  await using other = await connect(t.srv.connectOptions);
+  const db2 = drizzle(other, { schema });
+
+  let release!: () => void;
+  const gate = new Promise<void>((r) => release = r);
+  let inserted!: () => void;
+  const insertedYet = new Promise<void>((r) => inserted = r);
+  const a = db.transaction(async (tx) => {
+    await tx.insert(users).values({ name: "a", balance: 1n });
+    inserted();
+    await gate;
+    return (await tx.select().from(users)).length;
+  });
+  await insertedYet;
+  // Calls outside the transaction, from this client and another, do not see its write
+  // and do not run inside it.
+  assert.deepEqual(await db.select().from(users), []);
+  assert.deepEqual(await db2.select().from(users), []);
+  const b = db2.transaction(async (tx) => {
+    const seen = (await tx.select().from(users)).length;
+    await tx.insert(users).values({ name: "b", balance: 2n });
+    return seen;
+  });
+  release();
+  assert.equal(await a, 1);
+  assert.equal(await b, 1); // b's transaction began after a committed (the writer is one)
+  assert.deepEqual(
+    (await db.select({ name: users.name }).from(users).orderBy(asc(users.id))).map((r) => r.name),
+    ["a", "b"],
+  );
+});
+
+Deno.test("drizzle: bigint columns keep every bit", async () => {
+  await using t = await setup();
+  const { db } = t;
+  const max = 2n ** 63n - 1n;
+  const min = -(2n ** 63n);
+  await db.insert(users).values([
+    { name: "max", balance: max, tag: max },
+    { name: "min", balance: min, tag: min },
+    { name: "odd", balance: 2n ** 53n + 1n, tag: 12345678901234567890n },
+  ]);
+  const rows = await db.select({ balance: users.balance, tag: users.tag }).from(users)
+    .orderBy(asc(users.id));
+  assert.deepEqual(rows, [
+    { balance: max, tag: max },
+    { balance: min, tag: min },
+    { balance: 2n ** 53n + 1n, tag: 12345678901234567890n },
+  ]);
+  assert.deepEqual(await db.values(sql`SELECT typeof(balance) FROM users`), [
+    ["integer"],
+    ["integer"],
+    ["integer"],
+  ]);
+});
+
+Deno.test("drizzle: db.batch inside a transaction runs in it and rolls back with it", async () => {
+  await using t = await setup();
+  const { db } = t;
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name: "a", balance: 1n });
+      const [, seen] = await db.batch([
+        db.insert(users).values({ name: "b", balance: 2n }),
+        db.select({ name: users.name }).from(users).orderBy(asc(users.id)),
+      ]);
+      assert.deepEqual(seen, [{ name: "a" }, { name: "b" }]);
+      throw new Error("undo both");
+    }),
+    /undo both/,
+  );
+  assert.deepEqual(await db.select().from(users), []);
+});

@@ -1,0 +1,273 @@
+/**
+ * The client under Node.js and Bun: `deno task build:node`'s bundle, loaded
+ * by the machine's `node` (`node --test`) and by Bun (from its npm package,
+ * installed once into a cache directory), against a real server over a Unix
+ * socket and TCP. Bun's part is skipped, saying why, when it cannot be
+ * installed; Node's is skipped only when `node` is missing.
+ */
+
+import assert from "node:assert/strict";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildNode } from "../npm/build.ts";
+import { startServer } from "./_helpers.ts";
+import { withTimeLimit } from "./_limit.ts";
+
+const CHECK = new URL("./fixtures/node_client_check.mjs", import.meta.url).pathname;
+const ADAPTERS_CHECK = new URL("./fixtures/node_adapters_check.mjs", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+async function run(cmd: string, args: string[], env: Record<string, string>, cwd?: string) {
+  const out = await new Deno.Command(cmd, { args, env, cwd, stdout: "piped", stderr: "piped" })
+    .output();
+  return { code: out.code, text: decoder.decode(out.stdout) + decoder.decode(out.stderr) };
+}
+
+async function which(cmd: string, args = ["--version"]): Promise<boolean> {
+  try {
+    return (await run(cmd, args, {})).code === 0;
+  } catch {
+    return false;
+  }
+}
+
+/** A CA and a certificate it signed for 127.0.0.1, made by openssl; null without openssl. */
+async function makeCertificate(
+  dir: string,
+): Promise<{ ca: string; cert: string; key: string } | null> {
+  if (!await which("openssl", ["version"])) return null;
+  const ext = `${dir}/leaf.ext`;
+  await Deno.writeTextFile(
+    ext,
+    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
+  );
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  const steps = [
+    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
+      .concat(["-subj", "/CN=netsqlite test CA"]),
+    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
+    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
+      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1", "-extfile", ext]),
+  ];
+  for (const args of steps) {
+    const out = await run("openssl", args, {});
+    assert.equal(out.code, 0, out.text);
+  }
+  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
+}
+
+/**
+ * Builds the bundle and starts a Unix-socket, a TCP and (with openssl) a TLS
+ * server; returns the environment of the check.
+ */
+async function setup() {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-node-" });
+  const build = join(dir, "dist");
+  await buildNode(new URL(`file://${build}/`));
+  const unix = await startServer();
+  const tcp = await startServer({ transport: "tcp" });
+  const certificate = await makeCertificate(dir);
+  const tls = certificate === null ? null : await startServer({
+    transport: "tcp",
+    tls: { cert: certificate.cert, key: certificate.key },
+    token: "node-secret",
+  });
+  const port = (s: typeof tcp): string => {
+    const addr = s.server.addr;
+    assert.equal(addr.transport, "tcp");
+    return String(addr.transport === "tcp" ? addr.port : 0);
+  };
+  const env: Record<string, string> = {
+    NETSQLITE_BUILD: build,
+    NETSQLITE_PATH: (unix.connectOptions as { path: string }).path,
+    NETSQLITE_PORT: port(tcp),
+  };
+  if (tls !== null && certificate !== null) {
+    env.NETSQLITE_TLS_PORT = port(tls);
+    env.NETSQLITE_TLS_CA = certificate.ca;
+    env.NETSQLITE_TOKEN = "node-secret";
+  } else {
+    console.log("TLS part skipped: no `openssl` to make a certificate");
+  }
+  return {
+    env,
+    tls: tls !== null,
+    async [Symbol.asyncDispose]() {
+      await unix[Symbol.asyncDispose]();
+      await tcp[Symbol.asyncDispose]();
+      await tls?.[Symbol.asyncDispose]();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+Deno.test(
+  "node: the bundled client runs under Node.js over a Unix socket, TCP and TLS",
+  withTimeLimit(120_000, async () => {
+    if (!await which("node")) {
+      console.log("skipped: no `node` on PATH");
+      return;
+    }
+    await using s = await setup();
+    const { code, text } = await run("node", ["--test", CHECK], s.env);
+    assert.equal(code, 0, text);
+    assert.match(text, s.tls ? /# pass 3\b/ : /# pass 2\b/, text);
+    assert.match(text, /# fail 0\b/, text);
+  }),
+);
+
+/** Bun from its npm package, installed once under the temp directory, or why not. */
+async function installBun(): Promise<string | { skip: string }> {
+  const dir = join(tmpdir(), "netsqlite-bun-1");
+  const bin = join(dir, "node_modules", ".bin", "bun");
+  if (await which(bin)) return bin;
+  if (!await which("npm")) return { skip: "no `npm` to install Bun with" };
+  await Deno.mkdir(dir, { recursive: true });
+  const res = await run("npm", ["install", "--no-audit", "--no-fund", "bun@1"], {}, dir)
+    .catch((err) => ({ code: 1, text: String(err) }));
+  if (res.code !== 0 || !await which(bin)) {
+    return { skip: `cannot install Bun from npm: ${res.text.trim().split("\n").pop()}` };
+  }
+  return bin;
+}
+
+Deno.test(
+  "node: the bundled client runs under Bun over a Unix socket, TCP and TLS",
+  withTimeLimit(180_000, async () => {
+    const bun = await installBun();
+    if (typeof bun !== "string") {
+      console.log(`skipped: ${bun.skip}`);
+      return;
+    }
+    await using s = await setup();
+    const { code, text } = await run(bun, ["run", CHECK], s.env);
+    assert.equal(code, 0, text);
+    assert.match(text, /^ok unix$/m, text);
+    assert.match(text, /^ok tcp$/m, text);
+    if (s.tls) assert.match(text, /^ok tls$/m, text);
+  }),
+);
+
+Deno.test(
+  "node: the build's type declarations type-check a TypeScript consumer",
+  withTimeLimit(180_000, async () => {
+    if (!await which("npm")) {
+      console.log("skipped: no `npm` to run tsc with");
+      return;
+    }
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-types-" });
+    try {
+      const pkg = join(dir, "node_modules", "@netsqlite", "netsqlite");
+      try {
+        await buildNode(new URL(`file://${pkg}/`), { types: true });
+      } catch (err) {
+        console.log(`skipped: cannot run tsc from npm: ${(err as Error).message.slice(0, 200)}`);
+        return;
+      }
+      await Deno.writeTextFile(join(dir, "package.json"), '{ "type": "module" }\n');
+      await Deno.writeTextFile(
+        join(dir, "main.mts"),
+        [
+          'import { connect, type Row, type RunResult, SqliteError } from "@netsqlite/netsqlite";',
+          'const db = await connect({ path: "/tmp/app.sock", max: 2 });',
+          'const rows: Row[] = await db.query("SELECT 1");',
+          'const r: RunResult = await db.run("SELECT 1");',
+          'await db.transaction(async (tx) => { await tx.run("SELECT 1"); });',
+          "// @ts-expect-error: port is a number",
+          'await connect({ port: "7878" });',
+          "// @ts-expect-error: no such method",
+          "db.nope();",
+          "const e: unknown = null;",
+          "if (e instanceof SqliteError) console.log(e.code.toUpperCase());",
+          "console.log(rows, r);",
+        ].join("\n") + "\n",
+      );
+      const tsc = await run(
+        "npm",
+        [
+          "exec",
+          "--yes",
+          "--package=typescript@5.9",
+          "--",
+          "tsc",
+          "--noEmit",
+          "--strict",
+          "--module",
+          "nodenext",
+          "--moduleResolution",
+          "nodenext",
+          "--target",
+          "es2022",
+          "--lib",
+          "es2024,dom,esnext.disposable",
+          "--skipLibCheck",
+          "main.mts",
+        ],
+        {},
+        dir,
+      );
+      assert.equal(tsc.code, 0, tsc.text);
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }),
+);
+
+/**
+ * A folder with drizzle-orm and kysely from npm (installed once under the
+ * temp directory) and the build as `node_modules/@netsqlite/netsqlite`.
+ */
+async function adaptersProject(): Promise<string | { skip: string }> {
+  const dir = join(tmpdir(), "netsqlite-peers-1");
+  const ready = join(dir, "node_modules", "kysely", "package.json");
+  const installed = await Deno.stat(join(dir, "node_modules", "drizzle-orm", "package.json"))
+    .then(() => Deno.stat(ready)).then(() => true, () => false);
+  if (!installed) {
+    if (!await which("npm")) return { skip: "no `npm` to install drizzle-orm and kysely with" };
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
+    const res = await run(
+      "npm",
+      ["install", "--no-audit", "--no-fund", "drizzle-orm@^0.45", "kysely@^0.28"],
+      {},
+      dir,
+    ).catch((err) => ({ code: 1, text: String(err) }));
+    if (res.code !== 0) {
+      return { skip: `cannot install the ORM packages: ${res.text.trim().split("\n").pop()}` };
+    }
+  }
+  await buildNode(new URL(`file://${join(dir, "node_modules", "@netsqlite", "netsqlite")}/`));
+  return dir;
+}
+
+Deno.test(
+  "node: the adapters' build runs drizzle-orm and kysely under Node.js and Bun",
+  withTimeLimit(240_000, async () => {
+    const project = await adaptersProject();
+    if (typeof project !== "string") {
+      console.log(`skipped: ${project.skip}`);
+      return;
+    }
+    await using srv = await startServer();
+    const env = { NETSQLITE_PATH: (srv.connectOptions as { path: string }).path };
+    const script = join(project, "check.mjs");
+    await Deno.copyFile(ADAPTERS_CHECK, script); // bare imports resolve from the project
+    if (await which("node")) {
+      const { code, text } = await run("node", ["--test", script], env, project);
+      assert.equal(code, 0, text);
+      assert.match(text, /# pass 2\b/, text);
+    } else {
+      console.log("Node.js part skipped: no `node` on PATH");
+    }
+    const bun = await installBun();
+    if (typeof bun === "string") {
+      const { code, text } = await run(bun, ["run", script], env, project);
+      assert.equal(code, 0, text);
+      assert.match(text, /^ok drizzle$/m, text);
+      assert.match(text, /^ok kysely$/m, text);
+    } else {
+      console.log(`Bun part skipped: ${bun.skip}`);
+    }
+  }),
+);

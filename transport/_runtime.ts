@@ -1,0 +1,40 @@
+/**
+ * The few runtime facts the client needs, from `Deno` where it exists and
+ * from Node.js's `process` elsewhere (Node.js, Bun), so the client modules
+ * load and run on all three.
+ *
+ * @module
+ */
+
+// deno-lint-ignore no-explicit-any
+const nodeProcess: any = (globalThis as any).process;
+
+/** True under Deno; false under Node.js and Bun. */
+export const IS_DENO: boolean = typeof Deno !== "undefined" &&
+  typeof Deno.connect === "function";
+
+/** True on Windows. */
+export const IS_WINDOWS: boolean = IS_DENO
+  ? Deno.build.os === "windows"
+  : nodeProcess?.platform === "win32";
+
+/** An environment variable, or `undefined`. */
+export function envGet(name: string): string | undefined {
+  return IS_DENO ? Deno.env.get(name) : nodeProcess?.env?.[name];
+}
+
+/**
+ * The user id, or `null` where there is none or it may not be read.
+ *
+ * @throws whatever Deno throws without `--allow-sys=uid` (callers fall back).
+ */
+export function userId(): number | null {
+  return IS_DENO ? Deno.uid() : nodeProcess?.getuid?.() ?? null;
+}
+
+/** Reads a UTF-8 text file. */
+export async function readTextFile(path: string): Promise<string> {
+  if (IS_DENO) return await Deno.readTextFile(path);
+  const { readFile } = await import("node:fs/promises");
+  return await readFile(path, "utf8");
+}
