@@ -39,6 +39,8 @@ export class Cursor {
   #p: Prepared | null;
   #rows: SqlValue[][] | null;
   #release: (() => void) | null;
+  /** The background step now running, if any. */
+  #inflight: Promise<boolean> | null = null;
 
   /**
    * @param columns Result column names.
@@ -93,15 +95,21 @@ export class Cursor {
       p.conn.db.interrupt();
     }, Math.max(0, this.#timeout - this.#spent));
     let more: boolean;
+    const step = p.stmt.stepInBackground();
+    this.#inflight = step;
     try {
-      more = await p.stmt.stepInBackground();
+      more = await step;
     } catch (err) {
+      this.#inflight = null;
       this.close();
       throw timedOut && err instanceof SqliteError ? statementTimeout(this) : err;
     } finally {
+      this.#inflight = null;
       clearTimeout(timer);
       this.#spent += performance.now() - start;
     }
+    // Closed while the step ran (its session went away): nothing more.
+    if (this.#p === null) return [[], true];
     return this.#inline(p, [], more);
   }
 
@@ -137,14 +145,27 @@ export class Cursor {
     return this.#timeout;
   }
 
-  /** Stops the statement and releases its connection. Idempotent. */
+  /**
+   * Stops the statement and releases its connection. Idempotent. A step
+   * running in the background is interrupted first; the statement is
+   * finalized and the connection released once it has returned (the
+   * connection is busy until then).
+   */
   close(): void {
     const p = this.#p;
     this.#p = null;
     this.#rows = null;
-    p?.stmt.finalize();
     const release = this.#release;
     this.#release = null;
-    release?.();
+    const finish = () => {
+      p?.stmt.finalize();
+      release?.();
+    };
+    if (this.#inflight === null) {
+      finish();
+      return;
+    }
+    p?.conn.db.interrupt();
+    this.#inflight.then(finish, finish);
   }
 }

@@ -188,3 +188,36 @@ Deno.test({
     assert.ok(reads > 0);
   },
 });
+
+Deno.test({
+  name:
+    "Engine: a client that leaves while its cursor's slow step runs in the background leaves the server whole",
+  ignore,
+  fn: async () => {
+    await using srv = await startServer({ synchronous: "normal", statementTimeout: 60_000 });
+    await using b = await srv.client();
+    await fill(b);
+    for (let round = 0; round < 3; round++) {
+      const a = await srv.client();
+      const it = a.iterate(SLOW_JOIN)[Symbol.asyncIterator]();
+      const first = it.next().catch((e) => e);
+      await new Promise((r) => setTimeout(r, 100)); // the join is stepping in the background now
+      await a.close();
+      assert.ok((await first) instanceof Error);
+      // Let the server see the close, then time the next answer.
+      await new Promise((r) => setTimeout(r, 100));
+      const t = performance.now();
+      // The server goes on at once (before: finalizing the cursor's statement
+      // waited on SQLite's mutex for the seconds the join runs, main thread
+      // blocked): reads, writes, and new cursors on the same readers.
+      assert.deepEqual(await b.values("SELECT count(*) FROM t"), [[10000]]);
+      // 1 s: the join takes about 3 s; answering takes milliseconds.
+      assert.ok(performance.now() - t < 1000, `answered after ${performance.now() - t} ms`);
+      await b.run("INSERT INTO log VALUES (?)", [`round ${round}`]);
+      let n = 0;
+      for await (const _ of b.iterate("SELECT id FROM t WHERE id <= 5")) n++;
+      assert.equal(n, 5);
+    }
+    assert.deepEqual(await b.values("SELECT count(*) FROM log"), [[3]]);
+  },
+});

@@ -122,6 +122,10 @@ class FfiDb implements Db {
   #updateHook: { close(): void } | null = null;
   /** True while a background step runs on this connection. */
   background = false;
+  /** Statements finalized while a background step ran: finalized when it returns. */
+  readonly #pendingFinalize: FfiStmt[] = [];
+  /** `close()` was called while a background step ran. */
+  #closeLater = false;
   /** Reused buffer for binding text. */
   scratch = new Uint8Array(256);
 
@@ -356,6 +360,14 @@ class FfiDb implements Db {
   close(): void {
     const h = this.#h;
     if (h === null) return;
+    if (this.background) {
+      // SQLite's mutex is held by the background step: closing now would
+      // block the main thread (or free what the step uses). Stop the step
+      // and close when it returns.
+      this.#closeLater = true;
+      this.#s.sqlite3_interrupt(h);
+      return;
+    }
     for (const stmt of this.#stmts) stmt.finalize();
     this.#s.sqlite3_close_v2(h);
     this.#h = null;
@@ -369,6 +381,25 @@ class FfiDb implements Db {
   /** Forgets a finalized statement. */
   forget(stmt: FfiStmt): void {
     this.#stmts.delete(stmt);
+  }
+
+  /**
+   * Finalizes `stmt` now, or (while a statement steps in the background on
+   * this connection, which holds SQLite's mutex) once that step returns.
+   *
+   * @returns true when it was deferred.
+   */
+  deferFinalize(stmt: FfiStmt): boolean {
+    if (!this.background) return false;
+    this.#pendingFinalize.push(stmt);
+    return true;
+  }
+
+  /** A background step returned: run what waited for it. */
+  afterBackground(): void {
+    this.background = false;
+    for (const stmt of this.#pendingFinalize.splice(0)) stmt.finalize();
+    if (this.#closeLater) this.close();
   }
 
   #handle(): Deno.PointerObject {
@@ -463,8 +494,10 @@ class FfiStmt implements Stmt {
     try {
       rc = await this.#s.sqlite3_step_nb(h);
     } finally {
-      this.#db.background = false;
+      this.#db.afterBackground();
     }
+    // Finalized (or its connection closed) while it stepped: it is done.
+    if (this.#h === null) return false;
     return this.#stepped(h, rc);
   }
 
@@ -554,7 +587,7 @@ class FfiStmt implements Stmt {
   }
 
   finalize(): void {
-    if (this.#h === null) return;
+    if (this.#h === null || this.#db.deferFinalize(this)) return;
     this.#sql ??= cString(this.#s.sqlite3_sql(this.#h));
     this.#s.sqlite3_finalize(this.#h);
     this.#h = null;
