@@ -47,8 +47,10 @@ export {
 export {
   type Address,
   DatabaseLockedError,
+  type DqliteOptions,
   type EngineChoice,
   ListenError,
+  type LogLevel,
   type MemoryRelease,
   serve,
   type ServeOptions,

@@ -36,7 +36,8 @@ import { Logger } from "./server/log.ts";
 import { ServerStats } from "./server/stats.ts";
 import type { SessionServices } from "./server/session.ts";
 
-export type { ServeOptions } from "./server/options.ts";
+export type { DqliteOptions, ServeOptions } from "./server/options.ts";
+export type { LogLevel } from "./server/log.ts";
 export { ListenError } from "./transport/listen.ts";
 export type { Address, TcpAddress, UnixAddress } from "./transport/address.ts";
 export type { EngineChoice } from "./engine/binding/load.ts";
