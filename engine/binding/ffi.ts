@@ -430,6 +430,8 @@ class FfiStmt implements Stmt {
   /** Column count, read again on the first row after a reset (a re-prepare can change it). */
   #ncol = 0;
   #idle = true;
+  /** True when `sqlite3_reset` ran since the last step (binding needs it). */
+  #isReset = true;
 
   constructor(db: FfiDb, s: Symbols, dbh: Deno.PointerObject, h: Deno.PointerObject, end: number) {
     this.#db = db;
@@ -457,15 +459,18 @@ class FfiStmt implements Stmt {
   bind(args: BindArgs): void {
     const h = this.#live();
     const s = this.#s;
-    s.sqlite3_reset(h);
-    s.sqlite3_clear_bindings(h);
+    if (!this.#isReset) s.sqlite3_reset(h);
+    this.#isReset = true;
     this.#idle = true;
     if (Array.isArray(args)) {
       const values = args as readonly SqlValue[];
       if (values.length > this.paramCount) throw tooManyValues(values.length, this.paramCount);
+      // Every parameter bound anew: nothing left over to clear (one FFI call less).
+      if (values.length !== this.paramCount) s.sqlite3_clear_bindings(h);
       for (let i = 0; i < values.length; i++) this.#bindOne(h, i + 1, values[i]);
       return;
     }
+    s.sqlite3_clear_bindings(h);
     const named = args as Readonly<Record<string, SqlValue>>;
     for (const key in named) {
       const index = this.#paramIndex(h, key);
@@ -476,6 +481,7 @@ class FfiStmt implements Stmt {
 
   step(): boolean {
     const h = this.#h ?? this.#live();
+    this.#isReset = false;
     return this.#stepped(h, this.#s.sqlite3_step(h));
   }
 
@@ -492,6 +498,7 @@ class FfiStmt implements Stmt {
     this.#db.background = true;
     let rc: number;
     try {
+      this.#isReset = false;
       rc = await this.#s.sqlite3_step_nb(h);
     } finally {
       this.#db.afterBackground();
@@ -582,7 +589,8 @@ class FfiStmt implements Stmt {
   }
 
   reset(): void {
-    if (this.#h !== null) this.#s.sqlite3_reset(this.#h);
+    if (this.#h !== null && !this.#isReset) this.#s.sqlite3_reset(this.#h);
+    this.#isReset = true;
     this.#idle = true;
   }
 
@@ -646,6 +654,7 @@ class FfiStmt implements Stmt {
   #stepError(h: Deno.PointerObject, rc: number): SqliteError {
     const message = cString(this.#s.sqlite3_errmsg(this.#dbh));
     this.#s.sqlite3_reset(h);
+    this.#isReset = true;
     return new SqliteError(resultCodeName(rc), message, rc);
   }
 
