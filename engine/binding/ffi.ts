@@ -589,6 +589,8 @@ class FfiStmt implements Stmt {
   }
 
   reset(): void {
+    // (While the connection steps in the background, the next bind() resets.)
+    if (this.#db.background) return;
     if (this.#h !== null && !this.#isReset) this.#s.sqlite3_reset(this.#h);
     this.#isReset = true;
     this.#idle = true;
@@ -663,6 +665,15 @@ class FfiStmt implements Stmt {
       throw new SqliteError(
         "SQLITE_MISUSE",
         "Cannot use statement: it is finalized",
+        Result.MISUSE,
+      );
+    }
+    if (this.#db.background) {
+      // SQLite's connection mutex is held by the background step: a call now
+      // would block the main thread (and deadlock if the step calls back).
+      throw new SqliteError(
+        "SQLITE_MISUSE",
+        "Cannot use statement: a statement is stepping in the background on its connection",
         Result.MISUSE,
       );
     }
