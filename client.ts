@@ -47,6 +47,18 @@ export {
 } from "./client/queryable.ts";
 export { ReservedConnection } from "./client/reserved.ts";
 export { Statement } from "./client/statement.ts";
+export {
+  KvAtomic,
+  KvCollection,
+  type KvCommitResult,
+  KvConflictError,
+  type KvEntry,
+  type KvKey,
+  type KvKeyPart,
+  type KvListOptions,
+  type KvPutOptions,
+  type KvRange,
+} from "./client/kv.ts";
 
 /**
  * Connects to a netsqlite server: opens the first connection of the
