@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { connect, KvConflictError } from "../client.ts";
-import { SqliteError } from "../protocol/errors.ts";
+import type { SqliteError } from "../protocol/errors.ts";
 import { decodeKey, encodeKey } from "../client/kv_key.ts";
 import { startServer } from "./_helpers.ts";
 
