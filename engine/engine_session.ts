@@ -40,6 +40,7 @@ import { bindArgs } from "./_bind.ts";
 import type { BindArgs } from "./binding/binding.ts";
 import type { Connection, Prepared } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
+import { changeLogOf } from "./change_log.ts";
 import { type Engine, INLINE_BUDGET_MS } from "./engine.ts";
 import {
   type Outcome,
@@ -494,6 +495,8 @@ export class EngineSession implements Waiter {
     const nested = writer.inTransaction;
     const limits = this.#limits(timeout);
     writer.db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
+    const log = changeLogOf(writer);
+    const mark = log?.mark() ?? 0;
     const results: BatchItemPayload[] = [];
     const fail = (err: unknown): never => {
       if (writer.inTransaction) {
@@ -501,6 +504,8 @@ export class EngineSession implements Waiter {
           nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
         );
       }
+      if (nested) log?.truncate(mark);
+      else log?.discard();
       engine._afterWrite(this);
       throw err;
     };

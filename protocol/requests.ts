@@ -14,6 +14,7 @@ import {
   type HelloRequest,
   Op,
   type StatementRef,
+  type SubscribeRequest,
   type WireCallOptions,
   type WireParams,
 } from "./messages.ts";
@@ -40,6 +41,10 @@ export interface DecodedArgs {
   [Op.CloseCursor]: [cursor: number];
   /** `[targetId]` */
   [Op.Cancel]: [targetId: number];
+  /** `[options]` */
+  [Op.Subscribe]: [options: SubscribeRequest];
+  /** `[subscription]` */
+  [Op.Unsubscribe]: [subscription: number];
 }
 
 /** A checked request: its op, id and normalised arguments. */
@@ -110,6 +115,10 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
       if (!isId(target)) throw badRequest(`Expected the id of the request to cancel`);
       return { op: Op.Cancel, id, args: [target as number] };
     }
+    case Op.Subscribe:
+      return { op: Op.Subscribe, id, args: [subscribeOptions(msg[2])] };
+    case Op.Unsubscribe:
+      return { op: Op.Unsubscribe, id, args: [handle(msg[2])] };
     default:
       throw badRequest(`Unknown op ${String(msg[0])}`);
   }
@@ -168,6 +177,40 @@ function batchItems(v: unknown): BatchItem[] {
     params(item[1]);
   }
   return v as BatchItem[];
+}
+
+function subscribeOptions(v: unknown): SubscribeRequest {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw badRequest(`Expected subscribe options as a map, got ${typeName(v)}`);
+  }
+  const o = v as Record<string, unknown>;
+  const names = (x: unknown, what: string): string[] | undefined => {
+    if (x === undefined || x === null) return undefined;
+    if (!Array.isArray(x) || !x.every((n) => typeof n === "string")) {
+      throw badRequest(`Expected subscribe option "${what}" as a list of names`);
+    }
+    return x as string[];
+  };
+  const out: SubscribeRequest = {};
+  const tables = names(o.tables, "tables");
+  if (tables !== undefined) out.tables = tables;
+  if (typeof o.kv === "boolean") out.kv = o.kv;
+  else if (o.kv !== undefined && o.kv !== null) out.kv = names(o.kv, "kv");
+  if (o.values !== undefined && o.values !== null) {
+    if (typeof o.values !== "boolean") {
+      throw badRequest(`Expected subscribe option "values" as a boolean`);
+    }
+    out.values = o.values;
+  }
+  for (const k of ["since", "buffer"] as const) {
+    const n = o[k];
+    if (n === undefined || n === null) continue;
+    if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0 || (k === "buffer" && n < 1)) {
+      throw badRequest(`Expected subscribe option "${k}" as a non-negative integer`);
+    }
+    out[k] = n;
+  }
+  return out;
 }
 
 function typeName(v: unknown): string {

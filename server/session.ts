@@ -38,6 +38,7 @@ import { BLOCKED, type Engine, type EngineSession } from "../engine/engine.ts";
 import { resultTooLarge } from "../engine/run.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { TokenGate } from "./auth.ts";
+import { ConnectionFeeds } from "./feeds.ts";
 
 const HIGH_WATER = 4 * 1024 * 1024;
 const MAX_QUEUED = 4096;
@@ -71,6 +72,8 @@ export class Session {
   #held: { id: number; error?: unknown }[] = [];
   /** Resolved when held replies are released (see #awaitCommit). */
   #released: (() => void) | null = null;
+  /** Change feeds of this connection (`subscribe`). */
+  readonly #feeds: ConnectionFeeds;
 
   /**
    * @param conn The accepted connection.
@@ -113,7 +116,19 @@ export class Session {
         this.#watchPartialFrame();
         this.#pump();
       },
-      onDrain: () => this.#pump(),
+      onDrain: () => {
+        this.#feeds.pump();
+        this.#pump();
+      },
+    });
+    this.#feeds = new ConnectionFeeds(engine.changes, {
+      send: (payload) =>
+        this.#encoder.append(
+          [CONNECTION_ERROR_ID, Status.Event, payload],
+          this.#hello.limits.maxFrameSize,
+        ) !== -1,
+      room: () => !this.#dead && !this.#channel.closed && this.#encoder.size < HIGH_WATER,
+      flush: () => this.#channel.flush(),
     });
   }
 
@@ -153,6 +168,7 @@ export class Session {
     clearTimeout(this.#helloTimer);
     this.#dead = true;
     this.#released?.();
+    this.#feeds.close();
     this.#engine.close();
     this.#channel.close();
     this.#queue = [];
@@ -375,6 +391,10 @@ export class Session {
         return s.closeCursor(...req.args);
       case Op.Cancel:
         return null; // Handled at receipt; never queued.
+      case Op.Subscribe:
+        return this.#feeds.subscribe(...req.args);
+      case Op.Unsubscribe:
+        return this.#feeds.unsubscribe(...req.args);
     }
   }
 
