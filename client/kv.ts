@@ -91,6 +91,13 @@ export class KvConflictError extends SqliteError {
   }
 }
 
+/** Listings with a `limit` up to this are fetched in one query; others through a cursor. */
+const SMALL_LIST = 1000;
+
+async function* toAsync<T>(rows: T[]): AsyncGenerator<T> {
+  yield* rows;
+}
+
 const NEXT_VERSION = "(SELECT coalesce(max(version), 0) + 1 FROM netsqlite_kv)";
 
 /** A named key-value collection; see the module doc for its storage. */
@@ -176,8 +183,9 @@ export class KvCollection {
   }
 
   /**
-   * Entries in key order (or reverse), streamed through a server cursor: one
-   * snapshot, fetched in chunks, so memory stays bounded on both sides.
+   * Entries in key order (or reverse), from one snapshot. With a `limit` up
+   * to 1000 they come in one query; otherwise through a server cursor, in
+   * chunks, so memory stays bounded on both sides whatever the range's size.
    */
   async *list<T = unknown>(options: KvListOptions = {}): AsyncGenerator<KvEntry<T>> {
     const { where, params } = rangeOf(this.#name, options);
@@ -191,11 +199,15 @@ export class KvCollection {
     const sql = `SELECT key, value, version FROM netsqlite_kv WHERE ${where} ` +
       `ORDER BY key ${options.reverse ? "DESC" : "ASC"}` +
       (limit !== undefined ? ` LIMIT ${limit}` : "");
-    const rows = this.#sql.iterate<[Uint8Array, Uint8Array, number]>(sql, params, {
-      arrays: true,
-    });
+    // A small listing is one buffered query; a larger or unbounded one streams
+    // through a server cursor (a connection holds at most `maxCursors`).
+    const rows = limit !== undefined && limit <= SMALL_LIST
+      ? this.#values<[Uint8Array, Uint8Array, number]>(sql, params).then((r) => toAsync(r))
+      : Promise.resolve(
+        this.#sql.iterate<[Uint8Array, Uint8Array, number]>(sql, params, { arrays: true }),
+      );
     try {
-      for await (const r of rows) {
+      for await (const r of await rows) {
         yield { key: decodeKey(r[0]), value: decodeMsgpack(r[1]) as T, version: r[2] };
       }
     } catch (err) {
