@@ -17,6 +17,11 @@
  *   it failed; a failed member is one statement, dropped by `failed`), `batch`
  *   (`truncate` to its savepoint) and rollbacks on close or lease expiry.
  *
+ * Capture starts with the first subscription (until then nothing is
+ * recorded and writes run as without feeds); from then on the engine steps
+ * writes on the main thread, since an update hook called from a background
+ * step was seen to deadlock (`engine_session.ts`, `#onWriter`).
+ *
  * Published changes are kept in a ring of the last `capacity` changes (in
  * memory, until the server stops), from which `subscribe({ since })` resumes.
  *
@@ -108,6 +113,9 @@ export class ChangeLog {
   #seq = 0;
   #commitSeq = 0;
   readonly #sinks = new Set<ChangeSink>();
+  #capturing = false;
+  /** Set when capture started inside a transaction: that transaction is not reported. */
+  #skipOpen = false;
 
   /**
    * Starts capturing on `writer` (which must be the engine's writer).
@@ -117,11 +125,30 @@ export class ChangeLog {
   constructor(writer: Connection, capacity: number) {
     this.#writer = writer;
     this.#capacity = capacity;
-    writer.db.onUpdate((c: RowChange) => {
+  }
+
+  /**
+   * True once capture has started (at the first subscription). While it
+   * runs, the engine steps writes on the main thread: an update hook called
+   * from a background step was seen to deadlock.
+   */
+  get capturing(): boolean {
+    return this.#capturing;
+  }
+
+  /**
+   * Starts capturing, once: installs the update hook. A transaction open at
+   * this moment is not reported (its earlier changes were not seen).
+   */
+  #start(): void {
+    if (this.#capturing) return;
+    this.#capturing = true;
+    this.#skipOpen = this.#writer.db.inTransaction;
+    this.#writer.db.onUpdate((c: RowChange) => {
       if (c.db !== "main" || c.table.startsWith("sqlite_")) return;
       this.#pending.push({ op: c.op, table: c.table, rowid: c.rowid });
     });
-    logs.set(writer, this);
+    logs.set(this.#writer, this);
   }
 
   /** Sequence number of the last published change (0 before any). */
@@ -179,6 +206,7 @@ export class ChangeLog {
 
   /** The transaction was rolled back: drops every pending change. */
   discard(): void {
+    this.#skipOpen = false;
     this.#pending = [];
     this.#savepoints = [];
   }
@@ -188,7 +216,9 @@ export class ChangeLog {
     const raw = this.#pending;
     this.#pending = [];
     this.#savepoints = [];
-    if (raw.length === 0) return;
+    const skip = this.#skipOpen;
+    this.#skipOpen = false;
+    if (raw.length === 0 || skip) return;
     const wantValues = [...this.#sinks].some((s) => s.wantsValues);
     const commitSeq = ++this.#commitSeq;
     const out: Change[] = [];
@@ -229,6 +259,7 @@ export class ChangeLog {
    * @throws {SqliteError} `FEED_GAP` when changes after `since` are no longer held.
    */
   subscribe(sink: ChangeSink, since?: number): number {
+    this.#start();
     if (since !== undefined) {
       if (since > this.#seq) {
         throw new SqliteError(
@@ -256,10 +287,12 @@ export class ChangeLog {
     this.#sinks.delete(sink);
   }
 
-  /** Stops capturing. */
+  /** Stops capturing (before the writer closes). */
   close(): void {
     this.#sinks.clear();
     logs.delete(this.#writer);
+    if (this.#capturing) this.#writer.db.onUpdate(null);
+    this.#capturing = false;
   }
 
   #held(since: number): Change[] {

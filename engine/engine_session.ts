@@ -288,6 +288,13 @@ export class EngineSession implements Waiter {
   ): Outcome | Promise<Outcome> {
     if (!p.conn.caps.background) return this.#inlineTimed(p, args, limits, wantRows);
     if (p.txOp === "COMMIT") return this.#background(p, args, limits, wantRows, null);
+    // Change capture (engine/change_log.ts): writes stay on the main thread.
+    if (!p.readOnly && changeLogOf(p.conn)?.capturing) {
+      const start = performance.now();
+      const o = this.#inlineTimed(p, args, limits, wantRows);
+      p.fast = performance.now() - start < INLINE_BUDGET_MS;
+      return o;
+    }
     if (p.txOp !== null) return runInline(p, args, limits, wantRows);
     if (p.readOnly) {
       try {
