@@ -26,6 +26,8 @@ import { type ConnectOptions, resolveConnectOptions } from "./client/options.ts"
 import { Pool } from "./client/pool.ts";
 import { Queryable } from "./client/queryable.ts";
 import { ReservedConnection } from "./client/reserved.ts";
+import { openSubscription, type SubscribeOptions, type Subscription } from "./client/subscribe.ts";
+import { ConnectionError } from "./protocol/errors.ts";
 
 export type { ConnectOptions } from "./client/options.ts";
 export type { AutostartOptions } from "./client/autostart.ts";
@@ -57,6 +59,26 @@ export {
 } from "./protocol/errors.ts";
 export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
 export { channelSocketPath, defaultSocketPath } from "./transport/address.ts";
+export {
+  type ChangeEvent,
+  type KvChangeEvent,
+  type LaggedEvent,
+  type SubscribeOptions,
+  Subscription,
+  type TableChangeEvent,
+} from "./client/subscribe.ts";
+export {
+  KvAtomic,
+  KvCollection,
+  type KvCommitResult,
+  KvConflictError,
+  type KvEntry,
+  type KvKey,
+  type KvKeyPart,
+  type KvListOptions,
+  type KvPutOptions,
+  type KvRange,
+} from "./client/kv.ts";
 
 /**
  * Connects to a netsqlite server: opens the first connection of the
@@ -135,6 +157,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
  */
 export class Client extends Queryable {
   readonly #pool: Pool;
+  readonly #feeds = new Set<Subscription>();
 
   /** @internal Use {@link connect}. */
   constructor(pool: Pool) {
@@ -202,9 +225,43 @@ export class Client extends Queryable {
    * open transactions are rolled back by the server. Idempotent.
    *
    * @returns once every connection is closed.
+   * Subscribes to committed changes (a change feed) on a connection of its
+   * own: every row change of the chosen tables and every change of the
+   * chosen key-value collections, in commit order, only after commit, never
+   * for rolled-back work. Needs a server on the FFI engine.
+   *
+   * @example
+   * ```ts ignore
+   * await using feed = await db.subscribe({ tables: ["orders"], values: true });
+   * for await (const e of feed) {
+   *   if (e.type === "lagged") break; // resume with subscribe({ since: e.resumeFrom })
+   *   console.log(e.commitSeq, e.table, e.op, e.rowid, e.value);
+   * }
+   * ```
+   *
+   * @throws {SqliteError} `FEED_UNSUPPORTED` when the server runs node:sqlite,
+   *   `FEED_GAP` when the server no longer holds the changes after `since`.
    */
-  close(): Promise<void> {
-    return this.#pool.close();
+  async subscribe(options: SubscribeOptions = {}): Promise<Subscription> {
+    if (this.#pool.closed) throw new ConnectionError("Client is closed");
+    const sub = await openSubscription(
+      this.#pool.config,
+      options,
+      (s) => this.#feeds.delete(s),
+    );
+    this.#feeds.add(sub);
+    return sub;
+  }
+
+  /**
+   * Closes every connection (change feeds included). Pending requests reject
+   * with `ConnectionError`; open transactions are rolled back by the server.
+   * Idempotent.
+   */
+  async close(): Promise<void> {
+    const feeds = [...this.#feeds];
+    await Promise.all(feeds.map((f) => f[Symbol.asyncDispose]()));
+    return await this.#pool.close();
   }
 
   /** Same as {@link Client.close}. */

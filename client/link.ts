@@ -67,6 +67,8 @@ export class Link {
   guard: (() => Error | null) | null = null;
   /** Called when the last pending request was answered (or aborted). */
   onIdle: (() => void) | null = null;
+  /** Receives change-feed event frames (`[0, Status.Event, payload]`). */
+  onEvent: ((payload: unknown) => void) | null = null;
 
   /**
    * @param conn A fresh connection.
@@ -233,6 +235,10 @@ export class Link {
       throw new ConnectionError("Cannot read reply: expected [id, status, payload]");
     }
     const [id, status, body] = reply;
+    if (id === CONNECTION_ERROR_ID && (status & Status.Event) !== 0) {
+      this.onEvent?.(body);
+      return;
+    }
     if (id === CONNECTION_ERROR_ID) {
       const cause = errorFromWire(body as WireError);
       if (cause instanceof ProtocolError) throw cause;

@@ -46,6 +46,11 @@ export class Pool implements ConnectionEvents {
   #failure: Error | null = null;
   #closed = false;
 
+  /** The resolved connect options. */
+  get config(): ConnectConfig {
+    return this.#config;
+  }
+
   /**
    * @param config Resolved connect options.
    * @param link The first connection, already open.

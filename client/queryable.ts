@@ -25,6 +25,7 @@ import { fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl } from "./_tx_control.ts";
 import { Statement } from "./statement.ts";
+import { KvCollection } from "./kv.ts";
 
 export type { BindParams, BindValue, RunResult } from "./_calls.ts";
 export type { IterateOptions } from "./cursor.ts";
@@ -375,6 +376,15 @@ export abstract class Queryable {
       );
     }
     return this.#route.exclusive((conn) => runTransaction(conn, fn, behavior));
+  }
+
+  /**
+   * A key-value collection stored in this database (table `netsqlite_kv`);
+   * its operations run here: inside the transaction, on the reserved
+   * connection, or on the shared pool. See `client/kv.ts`.
+   */
+  kv(name: string): KvCollection {
+    return new KvCollection(this, name);
   }
 
   /**

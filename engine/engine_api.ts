@@ -58,6 +58,8 @@ export interface EngineLike
    * `null` where the engine has none (cluster mode).
    */
   readonly maintenance: Engine["maintenance"] | null;
+  /** Committed changes for change feeds, or `null` where the engine cannot capture them. */
+  readonly changes: Engine["changes"];
   /** Called with the session number whose transaction's idle lease ran out (for the log). */
   onLeaseExpired: ((session: number) => void) | null;
   /** Engine kind, library, version and limitations. */

@@ -40,6 +40,7 @@ import { bindArgs } from "./_bind.ts";
 import type { BindArgs } from "./binding/binding.ts";
 import type { Connection, Prepared } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
+import { changeLogOf } from "./change_log.ts";
 import { type Engine, INLINE_BUDGET_MS } from "./engine.ts";
 import {
   type Outcome,
@@ -292,6 +293,13 @@ export class EngineSession implements Waiter {
   ): Outcome | Promise<Outcome> {
     if (!p.conn.caps.background) return this.#inlineTimed(p, args, limits, wantRows);
     if (p.txOp === "COMMIT") return this.#background(p, args, limits, wantRows, null);
+    // Change capture (engine/change_log.ts): writes stay on the main thread.
+    if (!p.readOnly && changeLogOf(p.conn)?.capturing) {
+      const start = performance.now();
+      const o = this.#inlineTimed(p, args, limits, wantRows);
+      p.fast = performance.now() - start < INLINE_BUDGET_MS;
+      return o;
+    }
     if (p.txOp !== null) return runInline(p, args, limits, wantRows);
     if (p.readOnly) {
       try {
@@ -499,6 +507,8 @@ export class EngineSession implements Waiter {
     const nested = writer.inTransaction;
     const limits = this.#limits(timeout);
     writer.db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
+    const log = changeLogOf(writer);
+    const mark = log?.mark() ?? 0;
     const results: BatchItemPayload[] = [];
     const fail = (err: unknown): never => {
       if (writer.inTransaction) {
@@ -506,6 +516,8 @@ export class EngineSession implements Waiter {
           nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
         );
       }
+      if (nested) log?.truncate(mark);
+      else log?.discard();
       engine._afterWrite(this);
       throw err;
     };

@@ -15,6 +15,7 @@
 
 import { SqliteError } from "../protocol/errors.ts";
 import { type Connection, release } from "./connection.ts";
+import { changeLogOf } from "./change_log.ts";
 
 /** A session whose write waits in the group for the commit. */
 export interface GroupMember {
@@ -79,10 +80,13 @@ export class GroupCommit {
     } else {
       db.exec("SAVEPOINT netsqlite_group");
     }
+    const log = changeLogOf(this.#writer);
+    const mark = log?.mark() ?? 0;
     let result: T;
     try {
       result = fn();
     } catch (err) {
+      log?.truncate(mark); // this member's changes were undone
       if (first) {
         if (db.inTransaction) db.exec("ROLLBACK");
         this.#finish(null);
@@ -124,7 +128,10 @@ export class GroupCommit {
     p.busy++;
     p.stmt.bind([]);
     p.stmt.stepInBackground().then(
-      () => this.#finish(null),
+      () => {
+        changeLogOf(writer)?.committed();
+        this.#finish(null);
+      },
       (err) => this.#finish(this.#failed(err)),
     ).finally(() => {
       p.stmt.reset();
@@ -143,6 +150,7 @@ export class GroupCommit {
   #commitNow(writer: Connection): SqliteError | null {
     try {
       writer.db.exec("COMMIT");
+      changeLogOf(writer)?.committed();
       return null;
     } catch (err) {
       return this.#failed(err);
@@ -152,6 +160,7 @@ export class GroupCommit {
   #failed(err: unknown): SqliteError {
     const db = this.#writer.db;
     if (db.inTransaction) db.exec("ROLLBACK");
+    changeLogOf(this.#writer)?.discard();
     return err instanceof SqliteError ? err : new SqliteError("INTERNAL", String(err));
   }
 

@@ -18,6 +18,7 @@ import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { type Prepared, release } from "./connection.ts";
 import { resultTooLarge, rowBytes } from "./binding/_errors.ts";
+import { changeLogOf } from "./change_log.ts";
 
 export { resultTooLarge, rowBytes };
 
@@ -68,6 +69,27 @@ export function runInline(
   limits: RunLimits,
   wantRows: boolean,
   budget = Infinity,
+): Outcome {
+  const log = p.onWriter ? changeLogOf(p.conn) : undefined;
+  if (log === undefined) return stepInline(p, args, limits, wantRows, budget);
+  const mark = log.mark();
+  let o: Outcome;
+  try {
+    o = stepInline(p, args, limits, wantRows, budget);
+  } catch (err) {
+    log.failed(mark);
+    throw err;
+  }
+  log.ran(p, mark);
+  return o;
+}
+
+function stepInline(
+  p: Prepared,
+  args: BindArgs,
+  limits: RunLimits,
+  wantRows: boolean,
+  budget: number,
 ): Outcome {
   const db = p.conn.db;
   const stop = Math.min(budget, limits.deadline);
@@ -202,8 +224,17 @@ export function runInBackground(
       release(p);
     }
   };
+  const log = p.onWriter ? changeLogOf(p.conn) : undefined;
+  const mark = log?.mark() ?? 0;
+  const done = log === undefined ? run() : run().then((o) => {
+    log.ran(p, mark);
+    return o;
+  }, (err) => {
+    log.failed(mark);
+    throw err;
+  });
   return {
-    done: run(),
+    done,
     cancel(why: Error): void {
       reason ??= why;
       db.interrupt();

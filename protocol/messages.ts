@@ -33,6 +33,8 @@ export const Op = {
   Vacuum: 22,
   Integrity: 23,
   Backup: 24,
+  Subscribe: 11,
+  Unsubscribe: 12,
 } as const;
 
 /** One of the {@link Op} values. */
@@ -46,6 +48,8 @@ export const Status = {
   Ok: 0,
   Error: 1,
   InTransaction: 2,
+  /** Bit 2: a change-feed event frame `[0, 4, EventPayload]`, answering no request. */
+  Event: 4,
 } as const;
 
 /** Id used for connection-level errors that answer no particular request. */
@@ -154,7 +158,63 @@ export interface Requests {
   [Op.Integrity]: [];
   /** An online copy of the database with SQLite's backup API. */
   [Op.Backup]: [dest: string];
+  /** Starts a change feed on this connection; event frames follow the reply. */
+  [Op.Subscribe]: [options: SubscribeRequest];
+  /** Ends a change feed; no event frame of it follows the reply. */
+  [Op.Unsubscribe]: [subscription: number];
 }
+
+/** Payload of `subscribe`: which changes, with values or not, from where. */
+export interface SubscribeRequest {
+  /** Tables whose row changes are sent (names, case-insensitive); absent: see `kv`. */
+  tables?: string[] | null;
+  /** Key-value collections whose changes are sent; `true`: every collection. */
+  kv?: string[] | boolean | null;
+  /**
+   * When both `tables` and `kv` are absent, every change is sent. When one
+   * is given, the other absent one selects nothing.
+   */
+  /** Send new row values (tables) and values (key-value). @default {false} */
+  values?: boolean;
+  /** Resume after this change sequence number (the server must still hold it). */
+  since?: number | null;
+  /** Changes the server buffers for this feed before it sends `LAGGED` and ends it. */
+  buffer?: number | null;
+}
+
+/** `subscribe` reply payload: `[subscription, head]` (head: the feed's last sequence number). */
+export type SubscribePayload = [subscription: number, head: number];
+
+/**
+ * One change as sent: `[seq, commitSeq, table, op, rowid, collection, key, version, value]`;
+ * `collection`, `key` (encoded, see `client/kv_key.ts`) and `version` are
+ * set for key-value changes, `value` (a row map, or a key-value value's
+ * MessagePack bytes) only when asked for.
+ */
+export type WireChange = [
+  seq: number,
+  commitSeq: number,
+  table: string,
+  op: "insert" | "update" | "delete",
+  rowid: number | bigint | null,
+  collection: string | null,
+  key: Uint8Array | null,
+  version: number | null,
+  value: Record<string, unknown> | Uint8Array | null,
+];
+
+/** Kinds of event frames. */
+export const EventKind = {
+  /** `data`: `WireChange[]`, in commit order. */
+  Changes: 0,
+  /** `data`: the last sequence number sent; the feed has ended (resume with `since`). */
+  Lagged: 1,
+} as const;
+
+/** Payload of an event frame: `[subscription, kind, data]`. */
+export type EventPayload =
+  | [subscription: number, kind: typeof EventKind.Changes, changes: WireChange[]]
+  | [subscription: number, kind: typeof EventKind.Lagged, resumeFrom: number];
 
 /** `run` reply payload: `[changes, lastInsertRowid]`. */
 export type RunPayload = [changes: number | bigint, lastInsertRowid: number | bigint];
@@ -213,6 +273,10 @@ export interface Replies {
   [Op.Integrity]: IntegrityReport;
   /** What was copied. */
   [Op.Backup]: BackupReport;
+  /** Subscription id and the feed's head. */
+  [Op.Subscribe]: SubscribePayload;
+  /** Nothing. */
+  [Op.Unsubscribe]: null;
 }
 
 /** A request as sent: `[op, id, ...args]`. */

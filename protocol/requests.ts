@@ -15,6 +15,7 @@ import {
   type HelloRequest,
   Op,
   type StatementRef,
+  type SubscribeRequest,
   type WireCallOptions,
   type WireParams,
 } from "./messages.ts";
@@ -51,6 +52,10 @@ export interface DecodedArgs {
   [Op.Integrity]: [];
   /** `[dest]`: a server-side path */
   [Op.Backup]: [dest: string];
+  /** `[options]` */
+  [Op.Subscribe]: [options: SubscribeRequest];
+  /** `[subscription]` */
+  [Op.Unsubscribe]: [subscription: number];
 }
 
 /** A checked request: its op, id and normalised arguments. */
@@ -133,6 +138,10 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
       return { op: Op.Integrity, id, args: [] };
     case Op.Backup:
       return { op: Op.Backup, id, args: [path(msg[2], "backup")] };
+    case Op.Subscribe:
+      return { op: Op.Subscribe, id, args: [subscribeOptions(msg[2])] };
+    case Op.Unsubscribe:
+      return { op: Op.Unsubscribe, id, args: [handle(msg[2])] };
     default:
       throw badRequest(`Unknown op ${String(msg[0])}`);
   }
@@ -208,6 +217,40 @@ function path(v: unknown, op: string): string {
     throw badRequest(`Expected the ${op} destination as a file path, got ${typeName(v)}`);
   }
   return v;
+}
+
+function subscribeOptions(v: unknown): SubscribeRequest {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw badRequest(`Expected subscribe options as a map, got ${typeName(v)}`);
+  }
+  const o = v as Record<string, unknown>;
+  const names = (x: unknown, what: string): string[] | undefined => {
+    if (x === undefined || x === null) return undefined;
+    if (!Array.isArray(x) || !x.every((n) => typeof n === "string")) {
+      throw badRequest(`Expected subscribe option "${what}" as a list of names`);
+    }
+    return x as string[];
+  };
+  const out: SubscribeRequest = {};
+  const tables = names(o.tables, "tables");
+  if (tables !== undefined) out.tables = tables;
+  if (typeof o.kv === "boolean") out.kv = o.kv;
+  else if (o.kv !== undefined && o.kv !== null) out.kv = names(o.kv, "kv");
+  if (o.values !== undefined && o.values !== null) {
+    if (typeof o.values !== "boolean") {
+      throw badRequest(`Expected subscribe option "values" as a boolean`);
+    }
+    out.values = o.values;
+  }
+  for (const k of ["since", "buffer"] as const) {
+    const n = o[k];
+    if (n === undefined || n === null) continue;
+    if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0 || (k === "buffer" && n < 1)) {
+      throw badRequest(`Expected subscribe option "${k}" as a non-negative integer`);
+    }
+    out[k] = n;
+  }
+  return out;
 }
 
 function typeName(v: unknown): string {

@@ -59,6 +59,7 @@ const TIMEOUT_CODES: ReadonlySet<string> = new Set([
   ErrorCode.StatementTimeout,
   ErrorCode.TxTimeout,
 ]);
+import { ConnectionFeeds } from "./feeds.ts";
 
 const HIGH_WATER = 4 * 1024 * 1024;
 const MAX_QUEUED = 4096;
@@ -103,6 +104,8 @@ export class Session implements SessionProbe {
   /** SQL of prepared handles, kept only for the slow-statement log. */
   #preparedSql: Map<number, string> | null = null;
   #closedOnce = false;
+  /** Change feeds of this connection (`subscribe`). */
+  readonly #feeds: ConnectionFeeds;
 
   /**
    * @param conn The accepted connection.
@@ -160,7 +163,19 @@ export class Session implements SessionProbe {
         this.#watchPartialFrame();
         this.#pump();
       },
-      onDrain: () => this.#pump(),
+      onDrain: () => {
+        this.#feeds.pump();
+        this.#pump();
+      },
+    });
+    this.#feeds = new ConnectionFeeds(engine.changes, {
+      send: (payload) =>
+        this.#encoder.append(
+          [CONNECTION_ERROR_ID, Status.Event, payload],
+          this.#hello.limits.maxFrameSize,
+        ) !== -1,
+      room: () => !this.#dead && !this.#channel.closed && this.#encoder.size < HIGH_WATER,
+      flush: () => this.#channel.flush(),
     });
   }
 
@@ -229,6 +244,7 @@ export class Session implements SessionProbe {
     clearTimeout(this.#helloTimer);
     this.#dead = true;
     this.#released?.();
+    this.#feeds.close();
     this.#engine.close();
     this.#channel.close();
     this.#queue = [];
@@ -513,6 +529,10 @@ export class Session implements SessionProbe {
         return this.#logged(this.#maintain().integrity(), "integrity");
       case Op.Backup:
         return this.#logged(this.#maintain().backup(...req.args), "backup");
+      case Op.Subscribe:
+        return this.#feeds.subscribe(...req.args);
+      case Op.Unsubscribe:
+        return this.#feeds.unsubscribe(...req.args);
     }
   }
 

@@ -65,6 +65,8 @@ export class DqliteEngine implements EngineLike {
   readonly _pool: DatabasePool;
   /** Cluster mode has no server-side maintenance requests (dqlite snapshots and replicates). */
   readonly maintenance: null = null;
+  /** Cluster mode has no change feed (no update hook over dqlite's wire protocol). */
+  readonly changes: null = null;
   #nextSessionId = 1;
   /** Called with the session number whose idle transaction was rolled back. */
   onLeaseExpired: ((session: number) => void) | null = null;

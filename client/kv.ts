@@ -1,0 +1,439 @@
+/**
+ * Key-value collections over SQL: `db.kv(name)`. Every operation is an
+ * ordinary SQL statement on one table, so it runs wherever SQL runs (inside
+ * `transaction()` with other statements, on a reserved connection), with
+ * the same durability and isolation, and SQL can read the data.
+ *
+ * Layout (created on first use):
+ *
+ * ```sql
+ * CREATE TABLE netsqlite_kv (
+ *   collection TEXT NOT NULL,  -- the name given to db.kv(name)
+ *   key BLOB NOT NULL,         -- order-preserving tuple encoding (kv_key.ts)
+ *   value BLOB,                -- MessagePack; NULL marks a deleted key (tombstone)
+ *   version INTEGER NOT NULL,  -- global sequence: max(version) + 1 at each put/delete
+ *   UNIQUE (collection, key)   -- the index for get, prefix and range scans
+ * );
+ * CREATE INDEX netsqlite_kv_version ON netsqlite_kv (version);
+ * ```
+ *
+ * A delete keeps the key with a NULL value and a new version, so that change
+ * feeds can name the deleted key and versions never go back.
+ *
+ * @module
+ */
+
+import { MsgpackWriter } from "../protocol/msgpack.ts";
+import { decodeMsgpack } from "../protocol/msgpack.ts";
+import { SqliteError } from "../protocol/errors.ts";
+import type { BindValue } from "./_calls.ts";
+import type { Queryable } from "./queryable.ts";
+import { decodeKey, encodeKey, type KvKey, type KvKeyPart, prefixEnd, toKey } from "./kv_key.ts";
+
+export type { KvKey, KvKeyPart } from "./kv_key.ts";
+
+/** Where a collection's statements run: a client, reserved connection or transaction. */
+export type KvSql = Queryable;
+
+/** The table's DDL (idempotent). */
+export const KV_SCHEMA = `CREATE TABLE IF NOT EXISTS netsqlite_kv (
+  collection TEXT NOT NULL,
+  key BLOB NOT NULL,
+  value BLOB,
+  version INTEGER NOT NULL,
+  UNIQUE (collection, key)
+);
+CREATE INDEX IF NOT EXISTS netsqlite_kv_version ON netsqlite_kv (version);`;
+
+/** An entry as read: key, value and its version. */
+export interface KvEntry<T = unknown> {
+  /** The key, always as a tuple. */
+  key: KvKeyPart[];
+  /** The value exactly as put. */
+  value: T;
+  /** Version of the last put (a global, increasing sequence). */
+  version: number;
+}
+
+/** Options of `put()`. */
+export interface KvPutOptions {
+  /**
+   * Put only if the key's current version is this one; `null`: only if the
+   * key does not exist. Otherwise `KV_CONFLICT` is thrown and nothing changes.
+   */
+  ifVersion?: number | null;
+}
+
+/** Options of `list()` and `count()`: keys starting with `prefix`, within [`start`, `end`). */
+export interface KvRange {
+  /** Keys whose leading parts equal these (the prefix key itself included). */
+  prefix?: KvKey | string;
+  /** Smallest key listed (inclusive). */
+  start?: KvKey | string;
+  /** Keys listed are smaller than this one (exclusive). */
+  end?: KvKey | string;
+}
+
+/** Options of `list()`. */
+export interface KvListOptions extends KvRange {
+  /** Most entries yielded. */
+  limit?: number;
+  /** Largest key first. @default {false} */
+  reverse?: boolean;
+}
+
+/** Thrown when a version check (`ifVersion`, `atomic().check()`) fails: nothing was written. */
+export class KvConflictError extends SqliteError {
+  /** @param message What did not match. */
+  constructor(message: string) {
+    super("KV_CONFLICT", message);
+    this.name = "KvConflictError";
+  }
+}
+
+/** Listings with a `limit` up to this are fetched in one query; others through a cursor. */
+const SMALL_LIST = 1000;
+
+async function* toAsync<T>(rows: T[]): AsyncGenerator<T> {
+  yield* rows;
+}
+
+const NEXT_VERSION = "(SELECT coalesce(max(version), 0) + 1 FROM netsqlite_kv)";
+
+/** A named key-value collection; see the module doc for its storage. */
+export class KvCollection {
+  readonly #sql: KvSql;
+  readonly #name: string;
+
+  /**
+   * @param sql Where statements run (a client, reserved connection or transaction).
+   * @param name The collection's name.
+   */
+  constructor(sql: KvSql, name: string) {
+    if (typeof name !== "string" || name === "") {
+      throw new SqliteError(
+        "INVALID_PARAM",
+        "Invalid key-value collection name: expected a non-empty string",
+      );
+    }
+    this.#sql = sql;
+    this.#name = name;
+  }
+
+  /** The collection's name. */
+  get name(): string {
+    return this.#name;
+  }
+
+  /**
+   * Stores `value` under `key`.
+   *
+   * @returns the new version.
+   * @throws {KvConflictError} when `ifVersion` does not match.
+   * @throws {SqliteError} `INVALID_PARAM` for a key or value that cannot be stored exactly.
+   */
+  async put(key: KvKey | string, value: unknown, options?: KvPutOptions): Promise<number> {
+    const k = encodeKey(toKey(key));
+    const v = encodeValue(value);
+    const version = await putSql(this.#sql, this.#name, k, v, options?.ifVersion);
+    if (version === null) throw conflict(key, options?.ifVersion);
+    return version;
+  }
+
+  /** The entry under `key`, or `null`. */
+  async get<T = unknown>(key: KvKey | string): Promise<KvEntry<T> | null> {
+    const k = encodeKey(toKey(key));
+    const rows = await this.#values<[Uint8Array, number]>(
+      "SELECT value, version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
+      [this.#name, k],
+    );
+    if (rows.length === 0) return null;
+    return { key: decodeKey(k), value: decodeMsgpack(rows[0][0]) as T, version: rows[0][1] };
+  }
+
+  /** The entries under `keys`, in the same order (`null` where absent). One snapshot. */
+  async getMany<T = unknown>(keys: readonly (KvKey | string)[]): Promise<(KvEntry<T> | null)[]> {
+    const encoded = keys.map((k) => encodeKey(toKey(k)));
+    const found = new Map<string, [Uint8Array, Uint8Array, number]>();
+    for (let i = 0; i < encoded.length; i += 500) {
+      const chunk = encoded.slice(i, i + 500);
+      const rows = await this.#values<[Uint8Array, Uint8Array, number]>(
+        `SELECT key, value, version FROM netsqlite_kv WHERE collection = ? AND value IS NOT NULL ` +
+          `AND key IN (${chunk.map(() => "?").join(", ")})`,
+        [this.#name, ...chunk],
+      );
+      for (const r of rows) found.set(hex(r[0]), r);
+    }
+    return encoded.map((k) => {
+      const r = found.get(hex(k));
+      return r === undefined
+        ? null
+        : { key: decodeKey(r[0]), value: decodeMsgpack(r[1]) as T, version: r[2] };
+    });
+  }
+
+  /**
+   * Deletes `key`.
+   *
+   * @returns true when the key existed.
+   */
+  async delete(key: KvKey | string): Promise<boolean> {
+    const k = encodeKey(toKey(key));
+    return (await deleteSql(this.#sql, this.#name, k)) !== null;
+  }
+
+  /**
+   * Entries in key order (or reverse), from one snapshot. With a `limit` up
+   * to 1000 they come in one query; otherwise through a server cursor, in
+   * chunks, so memory stays bounded on both sides whatever the range's size.
+   */
+  async *list<T = unknown>(options: KvListOptions = {}): AsyncGenerator<KvEntry<T>> {
+    const { where, params } = rangeOf(this.#name, options);
+    const limit = options.limit;
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) {
+      throw new SqliteError(
+        "INVALID_PARAM",
+        `Invalid list limit: expected an integer >= 0, got ${limit}`,
+      );
+    }
+    const sql = `SELECT key, value, version FROM netsqlite_kv WHERE ${where} ` +
+      `ORDER BY key ${options.reverse ? "DESC" : "ASC"}` +
+      (limit !== undefined ? ` LIMIT ${limit}` : "");
+    // A small listing is one buffered query; a larger or unbounded one streams
+    // through a server cursor (a connection holds at most `maxCursors`).
+    const rows = limit !== undefined && limit <= SMALL_LIST
+      ? this.#values<[Uint8Array, Uint8Array, number]>(sql, params).then((r) => toAsync(r))
+      : Promise.resolve(
+        this.#sql.iterate<[Uint8Array, Uint8Array, number]>(sql, params, { arrays: true }),
+      );
+    try {
+      for await (const r of await rows) {
+        yield { key: decodeKey(r[0]), value: decodeMsgpack(r[1]) as T, version: r[2] };
+      }
+    } catch (err) {
+      if (!isMissingTable(err)) throw err;
+    }
+  }
+
+  /** Number of entries (within a prefix or range). */
+  async count(range: KvRange = {}): Promise<number> {
+    const { where, params } = rangeOf(this.#name, range);
+    const rows = await this.#values<[number]>(
+      `SELECT count(*) FROM netsqlite_kv WHERE ${where}`,
+      params,
+    );
+    return rows.length === 0 ? 0 : rows[0][0];
+  }
+
+  /** Starts an atomic operation: checks, puts and deletes committed all or nothing. */
+  atomic(): KvAtomic {
+    return new KvAtomic(this.#sql, this.#name);
+  }
+
+  #values<T extends unknown[]>(sql: string, params: BindValue[]): Promise<T[]> {
+    return orEmpty(this.#sql.values<T>(sql, params), []);
+  }
+}
+
+/** Result of {@link KvAtomic.commit}. */
+export interface KvCommitResult {
+  /** Version of each put or delete, in the order they were added. */
+  versions: number[];
+}
+
+type Mutation =
+  | { kind: "check"; key: KvKey; version: number | null }
+  | { kind: "put"; key: KvKey; value: Uint8Array }
+  | { kind: "delete"; key: KvKey };
+
+/**
+ * Checks, puts and deletes applied in one transaction (a savepoint inside
+ * an open one): every check holds and every change is made, or nothing is.
+ */
+export class KvAtomic {
+  readonly #sql: KvSql;
+  readonly #name: string;
+  readonly #ops: Mutation[] = [];
+
+  /** @internal */
+  constructor(sql: KvSql, name: string) {
+    this.#sql = sql;
+    this.#name = name;
+  }
+
+  /** Requires `key` to be at `version` (`null`: absent) when the operation commits. */
+  check(key: KvKey | string, version: number | null): this {
+    this.#ops.push({ kind: "check", key: toKey(key), version });
+    return this;
+  }
+
+  /** Puts `value` under `key`. */
+  set(key: KvKey | string, value: unknown): this {
+    this.#ops.push({ kind: "put", key: toKey(key), value: encodeValue(value) });
+    return this;
+  }
+
+  /** Deletes `key` (no error when absent). */
+  delete(key: KvKey | string): this {
+    this.#ops.push({ kind: "delete", key: toKey(key) });
+    return this;
+  }
+
+  /**
+   * Applies the operation.
+   *
+   * @throws {KvConflictError} when a check fails: nothing was written.
+   */
+  async commit(): Promise<KvCommitResult> {
+    const ops = this.#ops;
+    const name = this.#name;
+    return await this.#sql.transaction(async (tx) => {
+      const versions: number[] = [];
+      for (const op of ops) {
+        const k = encodeKey(op.key);
+        if (op.kind === "check") {
+          const rows = await orEmpty(
+            tx.values<[number]>(
+              "SELECT version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
+              [name, k],
+            ),
+            [],
+          );
+          const current = rows.length === 0 ? null : rows[0][0];
+          if (current !== op.version) throw conflict(op.key, op.version, current);
+        } else if (op.kind === "put") {
+          versions.push((await putSql(tx, name, k, op.value, undefined))!);
+        } else {
+          const v = await deleteSql(tx, name, k);
+          if (v !== null) versions.push(v);
+        }
+      }
+      return { versions };
+    });
+  }
+}
+
+async function putSql(
+  sql: KvSql,
+  name: string,
+  key: Uint8Array,
+  value: Uint8Array,
+  ifVersion: number | null | undefined,
+): Promise<number | null> {
+  let stmt: string;
+  let params: BindValue[];
+  if (ifVersion === undefined) {
+    stmt = `INSERT INTO netsqlite_kv (collection, key, value, version) ` +
+      `SELECT ?, ?, ?, ${NEXT_VERSION} WHERE true ` +
+      `ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value, version = excluded.version ` +
+      `RETURNING version`;
+    params = [name, key, value];
+  } else if (ifVersion === null) {
+    stmt = `INSERT INTO netsqlite_kv (collection, key, value, version) ` +
+      `SELECT ?, ?, ?, ${NEXT_VERSION} WHERE true ` +
+      `ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value, version = excluded.version ` +
+      `WHERE netsqlite_kv.value IS NULL RETURNING version`;
+    params = [name, key, value];
+  } else {
+    if (!Number.isSafeInteger(ifVersion)) {
+      throw new SqliteError(
+        "INVALID_PARAM",
+        `Invalid ifVersion: expected an integer or null, got ${ifVersion}`,
+      );
+    }
+    stmt = `UPDATE netsqlite_kv SET value = ?, version = ${NEXT_VERSION} ` +
+      `WHERE collection = ? AND key = ? AND version = ? AND value IS NOT NULL RETURNING version`;
+    params = [value, name, key, ifVersion];
+  }
+  const rows = await withTable(sql, (q) => q.values<[number]>(stmt, params));
+  return rows.length === 0 ? null : rows[0][0];
+}
+
+async function deleteSql(sql: KvSql, name: string, key: Uint8Array): Promise<number | null> {
+  const rows = await withTable(sql, (q) =>
+    q.values<[number]>(
+      `UPDATE netsqlite_kv SET value = NULL, version = ${NEXT_VERSION} ` +
+        `WHERE collection = ? AND key = ? AND value IS NOT NULL RETURNING version`,
+      [name, key],
+    ));
+  return rows.length === 0 ? null : rows[0][0];
+}
+
+function rangeOf(name: string, range: KvRange): { where: string; params: BindValue[] } {
+  const conds = ["collection = ?", "value IS NOT NULL"];
+  const params: BindValue[] = [name];
+  if (range.prefix !== undefined) {
+    const p = encodeKey(toKey(range.prefix, "prefix"));
+    conds.push("key >= ?", "key < ?");
+    params.push(p, prefixEnd(p));
+  }
+  if (range.start !== undefined) {
+    conds.push("key >= ?");
+    params.push(encodeKey(toKey(range.start, "start key")));
+  }
+  if (range.end !== undefined) {
+    conds.push("key < ?");
+    params.push(encodeKey(toKey(range.end, "end key")));
+  }
+  return { where: conds.join(" AND "), params };
+}
+
+/** Encodes a value as MessagePack, refusing what MessagePack cannot carry exactly. */
+function encodeValue(value: unknown): Uint8Array {
+  const w = new MsgpackWriter(64);
+  try {
+    w.write(value);
+  } catch (err) {
+    throw new SqliteError(
+      "INVALID_PARAM",
+      `Invalid key-value value: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+  return w.bytes.slice(0, w.pos);
+}
+
+function conflict(
+  key: KvKey | string,
+  expected: number | null | undefined,
+  current?: number | null,
+): KvConflictError {
+  const k = JSON.stringify(toKey(key), (_k, v) => typeof v === "bigint" ? `${v}n` : v);
+  const want = expected === null ? "absent" : `at version ${expected}`;
+  const now = current === undefined
+    ? ""
+    : current === null
+    ? " (it is absent)"
+    : ` (it is at ${current})`;
+  return new KvConflictError(`Key-value check failed: key ${k} is not ${want}${now}`);
+}
+
+function hex(b: Uint8Array): string {
+  let s = "";
+  for (const x of b) s += x.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Runs a write; when the table does not exist yet, creates it and runs the write again. */
+async function withTable<T>(sql: KvSql, fn: (q: KvSql) => Promise<T>): Promise<T> {
+  try {
+    return await fn(sql);
+  } catch (err) {
+    if (!isMissingTable(err)) throw err;
+  }
+  await sql.exec(KV_SCHEMA);
+  return await fn(sql);
+}
+
+/** Runs a read; a table that does not exist yet reads as empty (`empty`). */
+async function orEmpty<T>(read: Promise<T>, empty: T): Promise<T> {
+  try {
+    return await read;
+  } catch (err) {
+    if (isMissingTable(err)) return empty;
+    throw err;
+  }
+}
+
+function isMissingTable(err: unknown): boolean {
+  return err instanceof SqliteError && /no such table: netsqlite_kv\b/.test(err.message);
+}

@@ -1,0 +1,298 @@
+/**
+ * Change feeds on the client: `db.subscribe(options)` opens a connection of
+ * its own, sends `subscribe`, and yields the server's committed changes in
+ * commit order as an async iterator.
+ *
+ * Memory stays bounded on both sides: the server ends a feed it cannot send
+ * (`LAGGED`), and so does this iterator when its consumer falls `buffer`
+ * changes behind. Either way the last event is `{ type: "lagged", resumeFrom }`
+ * and `subscribe({ since: resumeFrom })` continues without a gap while the
+ * server still holds those changes.
+ *
+ * @module
+ */
+
+import { decodeMsgpack } from "../protocol/msgpack.ts";
+import { ConnectionError, SqliteError } from "../protocol/errors.ts";
+import {
+  EventKind,
+  type EventPayload,
+  Op,
+  type SubscribeRequest,
+  type WireChange,
+} from "../protocol/messages.ts";
+import { openLink } from "./connection.ts";
+import { decodeKey, type KvKeyPart } from "./kv_key.ts";
+import type { Link } from "./link.ts";
+import type { ConnectConfig } from "./options.ts";
+
+/** Options of `subscribe()`. */
+export interface SubscribeOptions {
+  /** Tables whose row changes are wanted (all tables when neither this nor `kv` is given). */
+  tables?: string[];
+  /** Key-value collections whose changes are wanted; `true`: every collection. */
+  kv?: string[] | true;
+  /** Include the new row (tables) or value (key-value). @default {false} */
+  values?: boolean;
+  /** Resume after this sequence number (from `seq` or a `lagged` event). */
+  since?: number;
+  /**
+   * Changes buffered, on the server and in this iterator each, before the
+   * feed ends with a `lagged` event. @default {10000}
+   */
+  buffer?: number;
+}
+
+/** A committed change to a table row. */
+export interface TableChangeEvent {
+  /** Discriminant. */
+  type: "table";
+  /** Feed position: increases by one per change (restarts with the server). */
+  seq: number;
+  /** Commit number: increases by one per commit; changes of one commit share it. */
+  commitSeq: number;
+  /** Table name. */
+  table: string;
+  /** What happened. */
+  op: "insert" | "update" | "delete";
+  /** The row's rowid; `null` for `DELETE FROM t` without WHERE (every row). */
+  rowid: number | bigint | null;
+  /** The row as committed (`values: true`, not for deletes; `null` if it was gone). */
+  value?: Record<string, unknown> | null;
+}
+
+/** A committed change to a key-value entry. */
+export interface KvChangeEvent {
+  /** Discriminant. */
+  type: "kv";
+  /** Feed position. */
+  seq: number;
+  /** Commit number. */
+  commitSeq: number;
+  /** Always `netsqlite_kv`. */
+  table: string;
+  /** `insert` (new key), `update` or `delete`. */
+  op: "insert" | "update" | "delete";
+  /** The collection. */
+  collection: string;
+  /** The key. */
+  key: KvKeyPart[];
+  /** The entry's version after the change. */
+  version: number;
+  /** The value as committed (`values: true`, not for deletes). */
+  value?: unknown;
+}
+
+/** The feed ended because its consumer fell behind; resume with `since: resumeFrom`. */
+export interface LaggedEvent {
+  /** Discriminant. */
+  type: "lagged";
+  /** The last sequence number delivered. */
+  resumeFrom: number;
+}
+
+/** What a subscription yields. */
+export type ChangeEvent = TableChangeEvent | KvChangeEvent | LaggedEvent;
+
+type Waiter = { resolve: (r: IteratorResult<ChangeEvent>) => void; reject: (e: unknown) => void };
+
+/** An open change feed; iterate it, and `close()` it (or `await using`) when done. */
+export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDisposable {
+  readonly #link: Link;
+  readonly #buffer: number;
+  readonly #values: boolean;
+  #queue: ChangeEvent[] = [];
+  #head = 0;
+  #waiter: Waiter | null = null;
+  #ended = false;
+  #error: unknown = null;
+  #lastSeq: number;
+  #startSeq = 0;
+  readonly #onClose: (s: Subscription) => void;
+
+  /** @internal Use `Client.subscribe()`. */
+  constructor(link: Link, options: SubscribeOptions, onClose: (s: Subscription) => void) {
+    this.#link = link;
+    this.#buffer = options.buffer ?? 10_000;
+    this.#values = options.values === true;
+    this.#lastSeq = options.since ?? 0;
+    this.#onClose = onClose;
+    link.onEvent = (payload) => this.#onEvent(payload as EventPayload);
+    link.ended.then(() => {
+      if (this.#ended) return;
+      this.#fail(link.failure ?? new ConnectionError("Change feed connection was closed"));
+    });
+  }
+
+  /** The feed's sequence number when the subscription started (with `since`: that value). */
+  get startSeq(): number {
+    return this.#startSeq;
+  }
+
+  /** @internal */
+  _started(head: number, since: number | undefined): void {
+    this.#startSeq = since ?? head;
+    if (since === undefined && this.#lastSeq === 0) this.#lastSeq = head;
+  }
+
+  /** Next change. Rejects with `ConnectionError` when the connection is lost. */
+  next(): Promise<IteratorResult<ChangeEvent>> {
+    if (this.#head < this.#queue.length) {
+      const value = this.#queue[this.#head++];
+      if (this.#head === this.#queue.length) {
+        this.#queue = [];
+        this.#head = 0;
+      }
+      if (value.type !== "lagged") this.#lastSeq = value.seq;
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.#error !== null) {
+      const err = this.#error;
+      this.#error = null;
+      return Promise.reject(err);
+    }
+    if (this.#ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => this.#waiter = { resolve, reject });
+  }
+
+  /** Ends the feed (closes its connection). */
+  return(): Promise<IteratorResult<ChangeEvent>> {
+    this.close();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  /** This subscription is its own iterator. */
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  /** Ends the feed and closes its connection. Idempotent. */
+  close(): void {
+    if (this.#ended && this.#link.failure !== null) return;
+    this.#end();
+    this.#link.fail(new ConnectionError("Change feed was closed by the client"));
+  }
+
+  /** Same as {@link close}, waiting for the connection to end. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    await this.#link.ended;
+  }
+
+  #onEvent(payload: EventPayload): void {
+    if (this.#ended) return;
+    if (!Array.isArray(payload)) return;
+    if (payload[1] === EventKind.Lagged) {
+      this.#push({ type: "lagged", resumeFrom: payload[2] as number });
+      this.close();
+      return;
+    }
+    for (const w of payload[2] as WireChange[]) {
+      if (this.#queue.length - this.#head >= this.#buffer) {
+        // The consumer fell behind: end here, resumable after the last change it took.
+        this.#queue = [];
+        this.#head = 0;
+        this.#push({ type: "lagged", resumeFrom: this.#lastSeq });
+        this.close();
+        return;
+      }
+      this.#push(this.#decode(w));
+    }
+  }
+
+  #decode(w: WireChange): ChangeEvent {
+    const [seq, commitSeq, table, op, rowid, collection, key, version, value] = w;
+    if (collection !== null && key !== null) {
+      const e: KvChangeEvent = {
+        type: "kv",
+        seq,
+        commitSeq,
+        table,
+        op,
+        collection,
+        key: decodeKey(key),
+        version: version!,
+      };
+      if (this.#values && op !== "delete" && value instanceof Uint8Array) {
+        e.value = decodeMsgpack(value);
+      }
+      return e;
+    }
+    const e: TableChangeEvent = { type: "table", seq, commitSeq, table, op, rowid };
+    if (this.#values && op !== "delete") e.value = value as Record<string, unknown> | null;
+    return e;
+  }
+
+  #push(e: ChangeEvent): void {
+    const w = this.#waiter;
+    if (w !== null && this.#head === this.#queue.length) {
+      this.#waiter = null;
+      if (e.type !== "lagged") this.#lastSeq = e.seq;
+      w.resolve({ value: e, done: false });
+      return;
+    }
+    this.#queue.push(e);
+  }
+
+  #end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#onClose(this);
+    const w = this.#waiter;
+    if (w !== null && this.#head === this.#queue.length) {
+      this.#waiter = null;
+      w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  #fail(err: unknown): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#onClose(this);
+    const w = this.#waiter;
+    if (w !== null) {
+      this.#waiter = null;
+      w.reject(err);
+    } else {
+      this.#error = err;
+    }
+  }
+}
+
+/**
+ * Opens a connection, subscribes, and returns the subscription.
+ *
+ * @throws {SqliteError} `FEED_UNSUPPORTED` (node:sqlite server), `FEED_GAP`
+ *   (`since` no longer held), `BAD_REQUEST`.
+ */
+export async function openSubscription(
+  config: ConnectConfig,
+  options: SubscribeOptions,
+  onClose: (s: Subscription) => void,
+): Promise<Subscription> {
+  const wire: SubscribeRequest = {};
+  if (options.tables !== undefined) wire.tables = options.tables;
+  if (options.kv !== undefined) wire.kv = options.kv;
+  if (options.values !== undefined) wire.values = options.values;
+  if (options.since !== undefined) wire.since = options.since;
+  if (options.buffer !== undefined) {
+    if (!Number.isSafeInteger(options.buffer) || options.buffer < 1) {
+      throw new SqliteError(
+        "INVALID_PARAM",
+        `Invalid buffer: expected a positive integer, got ${options.buffer}`,
+      );
+    }
+    wire.buffer = options.buffer;
+  }
+  const [link] = await openLink(config);
+  const sub = new Subscription(link, options, onClose);
+  try {
+    const [, head] = await link.request(Op.Subscribe, [wire]);
+    sub._started(head, options.since);
+  } catch (err) {
+    sub.close();
+    await link.ended;
+    throw err;
+  }
+  return sub;
+}

@@ -1,0 +1,386 @@
+/**
+ * Change capture for change feeds: every row the writer connection changes
+ * (`sqlite3_update_hook`) is noted as pending, and published, numbered, only
+ * once its transaction committed; work that was rolled back is dropped.
+ *
+ * How pending changes follow the transaction:
+ * - each statement on the writer is bracketed by {@link ChangeLog.mark} and
+ *   {@link ChangeLog.ran} / {@link ChangeLog.failed} (in `run.ts`): a failed
+ *   statement's changes are dropped (SQLite undid them), all pending ones when
+ *   the failure ended the transaction;
+ * - `SAVEPOINT name` / `RELEASE name` / `ROLLBACK TO name` run by clients keep
+ *   a stack of marks, so a rollback to a savepoint drops exactly what it undid;
+ * - a statement after which the writer is in autocommit committed (COMMIT,
+ *   the outermost RELEASE, an autocommit write), unless it was ROLLBACK;
+ * - the engine's own transaction control says so directly: the group commit
+ *   ({@link ChangeLog.committed} after its COMMIT, {@link ChangeLog.discard} when
+ *   it failed; a failed member is one statement, dropped by `failed`), `batch`
+ *   (`truncate` to its savepoint) and rollbacks on close or lease expiry.
+ *
+ * Capture starts with the first subscription (until then nothing is
+ * recorded and writes run as without feeds); from then on the engine steps
+ * writes on the main thread, since an update hook called from a background
+ * step was seen to deadlock (`engine_session.ts`, `#onWriter`).
+ *
+ * Published changes are kept in a ring of the last `capacity` changes (in
+ * memory, until the server stops), from which `subscribe({ since })` resumes.
+ *
+ * Values are read on the writer when the transaction has committed, before
+ * anything else can write: a row's value is the value as committed (several
+ * changes to one row in one transaction all carry the final value; a deleted
+ * row carries none). Key-value rows (`netsqlite_kv`) are reported by
+ * collection and key; a delete there is an update to a tombstone.
+ *
+ * Not seen: WITHOUT ROWID tables and rows deleted by ON CONFLICT REPLACE
+ * (SQLite's update hook does not report them); `DELETE FROM t` without WHERE
+ * is reported as one delete with `rowid: null` (SQLite truncates the table
+ * without reporting rows); changes made by other processes on the file.
+ *
+ * @module
+ */
+
+import { SqliteError } from "../protocol/errors.ts";
+import type { RowChange } from "./binding/binding.ts";
+import type { Connection, Prepared } from "./connection.ts";
+
+/** One committed change. */
+export interface Change {
+  /** Position in the feed: increases by one per change. */
+  seq: number;
+  /** Number of the commit that made it: increases by one per commit with changes. */
+  commitSeq: number;
+  /** Table changed (`netsqlite_kv` for key-value changes). */
+  table: string;
+  /** What happened to the row (or key). */
+  op: "insert" | "update" | "delete";
+  /** The row's rowid (`null`: every row, for `DELETE FROM t` without WHERE). */
+  rowid: number | bigint | null;
+  /** Key-value collection, for `netsqlite_kv` rows. */
+  collection: string | null;
+  /** Encoded key-value key, for `netsqlite_kv` rows. */
+  key: Uint8Array | null;
+  /** Key-value version, for `netsqlite_kv` rows. */
+  version: number | null;
+  /**
+   * The committed row as an object (tables; read only while a subscriber
+   * wants values), or the MessagePack bytes of a key-value value.
+   */
+  value: Record<string, unknown> | Uint8Array | null;
+}
+
+/** A party that receives changes: it filters, and buffers what it cannot send yet. */
+export interface ChangeSink {
+  /** True when values of table rows should be read at commit. */
+  readonly wantsValues: boolean;
+  /** Receives every commit's changes, in commit order. */
+  deliver(changes: readonly Change[]): void;
+}
+
+/** Changes kept in memory for `subscribe({ since })` by default. */
+export const CHANGE_FEED_CAPACITY = 10_000;
+
+/** Code of the error for a `since` the server no longer (or never) held. */
+export const FEED_GAP = "FEED_GAP";
+/** Code of the error for `subscribe` on a binding without an update hook. */
+export const FEED_UNSUPPORTED = "FEED_UNSUPPORTED";
+
+interface Raw {
+  op: "insert" | "update" | "delete";
+  table: string;
+  rowid: number | bigint | null;
+}
+
+const logs = new WeakMap<Connection, ChangeLog>();
+
+/** The change log capturing `conn`'s changes, if any (only the writer has one). */
+export function changeLogOf(conn: Connection): ChangeLog | undefined {
+  return logs.get(conn);
+}
+
+const SAVEPOINT_NAME =
+  /^\s*(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+TRANSACTION)?\s+TO(?:\s+SAVEPOINT)?)\s+("(?:[^"]|"")+"|'(?:[^']|'')+'|`[^`]+`|\[[^\]]+\]|[^\s;]+)/i;
+const DELETE_ALL =
+  /^\s*DELETE\s+FROM\s+((?:"(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|[\w$]+)(?:\.(?:"(?:[^"]|"")+"|[\w$]+))?)\s*;?\s*$/i;
+
+/** Captures the writer's changes and publishes committed ones to sinks. */
+export class ChangeLog {
+  readonly #writer: Connection;
+  readonly #capacity: number;
+  #pending: Raw[] = [];
+  #savepoints: { name: string; mark: number }[] = [];
+  readonly #ring: Change[] = [];
+  #ringStart = 0;
+  #seq = 0;
+  #commitSeq = 0;
+  readonly #sinks = new Set<ChangeSink>();
+  #capturing = false;
+  /** Set when capture started inside a transaction: that transaction is not reported. */
+  #skipOpen = false;
+
+  /**
+   * Starts capturing on `writer` (which must be the engine's writer).
+   *
+   * @param capacity Changes kept for `since` (the ring's size).
+   */
+  constructor(writer: Connection, capacity: number) {
+    this.#writer = writer;
+    this.#capacity = capacity;
+  }
+
+  /**
+   * True once capture has started (at the first subscription). While it
+   * runs, the engine steps writes on the main thread: an update hook called
+   * from a background step was seen to deadlock.
+   */
+  get capturing(): boolean {
+    return this.#capturing;
+  }
+
+  /**
+   * Starts capturing, once: installs the update hook. A transaction open at
+   * this moment is not reported (its earlier changes were not seen).
+   */
+  #start(): void {
+    if (this.#capturing) return;
+    this.#capturing = true;
+    this.#skipOpen = this.#writer.db.inTransaction;
+    this.#writer.db.onUpdate((c: RowChange) => {
+      if (c.db !== "main" || c.table.startsWith("sqlite_")) return;
+      this.#pending.push({ op: c.op, table: c.table, rowid: c.rowid });
+    });
+    logs.set(this.#writer, this);
+  }
+
+  /** Sequence number of the last published change (0 before any). */
+  get head(): number {
+    return this.#seq;
+  }
+
+  /** Sequence number of the oldest change still held (head + 1 when none). */
+  get oldest(): number {
+    return this.#ring.length === 0 ? this.#seq + 1 : this.#ring[this.#ringStart].seq;
+  }
+
+  // ---- capture ---------------------------------------------------------
+
+  /** Before a statement on the writer: where its changes begin. */
+  mark(): number {
+    return this.#pending.length;
+  }
+
+  /** A statement begun at `mark` succeeded. */
+  ran(p: Prepared, mark: number): void {
+    const inTx = this.#writer.db.inTransaction;
+    if (mark === this.#pending.length && p.changesRows) this.#noteDeleteAll(p);
+    if (!inTx) {
+      if (p.txOp === "ROLLBACK") this.discard();
+      else this.committed();
+      return;
+    }
+    if (p.txOp === "SAVEPOINT") {
+      this.#savepoints.push({ name: savepointName(p.stmt.sql), mark });
+    } else if (p.txOp === "RELEASE") {
+      const i = this.#find(savepointName(p.stmt.sql));
+      if (i >= 0) this.#savepoints.length = i;
+    } else if (p.txOp === "ROLLBACK TO") {
+      const i = this.#find(savepointName(p.stmt.sql));
+      if (i >= 0) {
+        this.#pending.length = this.#savepoints[i].mark;
+        this.#savepoints.length = i + 1;
+      }
+    } else if (p.txOp === "BEGIN") {
+      this.#savepoints = [];
+    }
+  }
+
+  /** A statement begun at `mark` failed: SQLite undid it, or its whole transaction. */
+  failed(mark: number): void {
+    if (!this.#writer.db.inTransaction) this.discard();
+    else this.truncate(mark);
+  }
+
+  /** Drops changes after `mark` (a savepoint of the engine's was rolled back to). */
+  truncate(mark: number): void {
+    if (this.#pending.length > mark) this.#pending.length = mark;
+  }
+
+  /** The transaction was rolled back: drops every pending change. */
+  discard(): void {
+    this.#skipOpen = false;
+    this.#pending = [];
+    this.#savepoints = [];
+  }
+
+  /** The transaction committed: numbers, resolves and publishes its changes. */
+  committed(): void {
+    const raw = this.#pending;
+    this.#pending = [];
+    this.#savepoints = [];
+    const skip = this.#skipOpen;
+    this.#skipOpen = false;
+    if (raw.length === 0 || skip) return;
+    const wantValues = [...this.#sinks].some((s) => s.wantsValues);
+    const commitSeq = ++this.#commitSeq;
+    const out: Change[] = [];
+    const kvSeen = new Map<bigint | number, Change>();
+    for (const r of raw) {
+      const c: Change = {
+        seq: 0,
+        commitSeq,
+        table: r.table,
+        op: r.op,
+        rowid: r.rowid,
+        collection: null,
+        key: null,
+        version: null,
+        value: null,
+      };
+      if (r.table === "netsqlite_kv" && r.rowid !== null) {
+        // One change per key per commit, with the key's committed state.
+        if (kvSeen.has(r.rowid)) continue;
+        if (!this.#resolveKv(c, r.rowid)) continue;
+        kvSeen.set(r.rowid, c);
+      } else if (wantValues && r.op !== "delete" && r.rowid !== null) {
+        c.value = this.#readRow(r.table, r.rowid);
+      }
+      c.seq = ++this.#seq;
+      out.push(c);
+    }
+    this.#remember(out);
+    for (const sink of this.#sinks) sink.deliver(out);
+  }
+
+  // ---- feed ------------------------------------------------------------
+
+  /**
+   * Adds `sink`; with `since`, first hands it the held changes after `since`.
+   *
+   * @returns the feed's head when it was added.
+   * @throws {SqliteError} `FEED_GAP` when changes after `since` are no longer held.
+   */
+  subscribe(sink: ChangeSink, since?: number): number {
+    this.#start();
+    if (since !== undefined) {
+      if (since > this.#seq) {
+        throw new SqliteError(
+          FEED_GAP,
+          `Cannot resume change feed after ${since}: the server's feed is at ${this.#seq} ` +
+            "(sequence numbers restart with the server)",
+        );
+      }
+      if (since < this.oldest - 1) {
+        throw new SqliteError(
+          FEED_GAP,
+          `Cannot resume change feed after ${since}: the oldest change held is ${this.oldest} ` +
+            `(the server keeps the last ${this.#capacity})`,
+        );
+      }
+      const held = this.#held(since);
+      if (held.length > 0) sink.deliver(held);
+    }
+    this.#sinks.add(sink);
+    return this.#seq;
+  }
+
+  /** Removes `sink`. */
+  unsubscribe(sink: ChangeSink): void {
+    this.#sinks.delete(sink);
+  }
+
+  /** Stops capturing (before the writer closes). */
+  close(): void {
+    this.#sinks.clear();
+    logs.delete(this.#writer);
+    if (this.#capturing) this.#writer.db.onUpdate(null);
+    this.#capturing = false;
+  }
+
+  #held(since: number): Change[] {
+    const ring = this.#ring;
+    const out: Change[] = [];
+    for (let i = 0; i < ring.length; i++) {
+      const c = ring[(this.#ringStart + i) % ring.length];
+      if (c.seq > since) out.push(c);
+    }
+    return out;
+  }
+
+  #remember(changes: Change[]): void {
+    const ring = this.#ring;
+    for (const c of changes) {
+      if (ring.length < this.#capacity) {
+        ring.push(c);
+      } else {
+        ring[this.#ringStart] = c;
+        this.#ringStart = (this.#ringStart + 1) % this.#capacity;
+      }
+    }
+  }
+
+  #find(name: string): number {
+    const n = name.toLowerCase();
+    for (let i = this.#savepoints.length - 1; i >= 0; i--) {
+      if (this.#savepoints[i].name === n) return i;
+    }
+    return -1;
+  }
+
+  /** `DELETE FROM t` without WHERE: SQLite empties the table without reporting rows. */
+  #noteDeleteAll(p: Prepared): void {
+    const m = DELETE_ALL.exec(p.stmt.sql);
+    if (m === null) return;
+    const parts = m[1].split(".");
+    const table = unquote(parts[parts.length - 1]);
+    if (parts.length === 2 && unquote(parts[0]).toLowerCase() !== "main") return;
+    if (this.#writer.db.changes() === 0 || table.startsWith("sqlite_")) return;
+    this.#pending.push({ op: "delete", table, rowid: null });
+  }
+
+  #resolveKv(c: Change, rowid: number | bigint): boolean {
+    const rows = this.#query(
+      "SELECT collection, key, value, version FROM netsqlite_kv WHERE rowid = ?",
+      rowid,
+    );
+    if (rows === null || rows.rows.length === 0) return false; // purged by SQL
+    const [collection, key, value, version] = rows.rows[0];
+    c.collection = collection as string;
+    c.key = key as Uint8Array;
+    c.version = version as number;
+    c.value = value as Uint8Array | null;
+    if (value === null) c.op = "delete";
+    return true;
+  }
+
+  #readRow(table: string, rowid: number | bigint): Record<string, unknown> | null {
+    const r = this.#query(
+      `SELECT * FROM "${table.replaceAll('"', '""')}" WHERE _rowid_ = ?`,
+      rowid,
+    );
+    if (r === null || r.rows.length === 0) return null;
+    const row: Record<string, unknown> = {};
+    r.columns.forEach((col, i) => row[col] = r.rows[0][i]);
+    return row;
+  }
+
+  #query(sql: string, rowid: number | bigint): { columns: string[]; rows: unknown[][] } | null {
+    try {
+      const p = this.#writer.prepare(sql);
+      p.stmt.bind([rowid]);
+      return { columns: p.columns, rows: p.stmt.all() };
+    } catch {
+      return null; // the table was dropped meanwhile
+    }
+  }
+}
+
+function savepointName(sql: string): string {
+  const m = SAVEPOINT_NAME.exec(sql);
+  return m === null ? "" : unquote(m[1]).toLowerCase();
+}
+
+function unquote(name: string): string {
+  const q = name[0];
+  if (q === '"' || q === "'" || q === "`") return name.slice(1, -1).replaceAll(q + q, q);
+  if (q === "[") return name.slice(1, -1);
+  return name;
+}

@@ -1,0 +1,223 @@
+/**
+ * The change feeds of one client connection (`subscribe`/`unsubscribe`):
+ * each feed filters the engine's committed changes, queues them, and sends
+ * them as event frames `[0, Status.Event, [subscription, kind, data]]`
+ * while the connection's output is below its high-water mark. A feed whose
+ * queue grows past its `buffer` (a client that does not read) is ended with
+ * one `LAGGED` event naming the last sequence number sent, so the server
+ * never buffers without bound; the client resumes with `since`.
+ *
+ * @module
+ */
+
+import { SqliteError } from "../protocol/errors.ts";
+import {
+  EventKind,
+  type EventPayload,
+  type SubscribePayload,
+  type SubscribeRequest,
+  type WireChange,
+} from "../protocol/messages.ts";
+import {
+  type Change,
+  type ChangeLog,
+  type ChangeSink,
+  FEED_UNSUPPORTED,
+} from "../engine/change_log.ts";
+
+/** Changes queued per feed by default before `LAGGED`. */
+export const DEFAULT_FEED_BUFFER = 10_000;
+/** Largest `buffer` a client may ask for. */
+export const MAX_FEED_BUFFER = 100_000;
+/** Changes per event frame, at most. */
+const CHANGES_PER_FRAME = 256;
+
+/** How a connection's feeds reach its socket. */
+export interface FeedOutput {
+  /** Appends an event frame to the connection's output; false when it exceeds the frame size. */
+  send(payload: EventPayload): boolean;
+  /** True while the output is below its high-water mark. */
+  room(): boolean;
+  /** Writes out what was appended. */
+  flush(): void;
+}
+
+/** The feeds of one connection. */
+export class ConnectionFeeds {
+  readonly #log: ChangeLog | null;
+  readonly #out: FeedOutput;
+  readonly #feeds = new Map<number, Feed>();
+  #nextId = 1;
+  #scheduled = false;
+  #closed = false;
+
+  /**
+   * @param log The engine's change log; `null` when the binding cannot capture changes.
+   * @param out Where event frames go.
+   */
+  constructor(log: ChangeLog | null, out: FeedOutput) {
+    this.#log = log;
+    this.#out = out;
+  }
+
+  /**
+   * Starts a feed. Held changes after `since` (if given) are queued at once;
+   * every event frame follows the reply (they are sent from a microtask).
+   *
+   * @throws {SqliteError} `FEED_UNSUPPORTED` on node:sqlite, `FEED_GAP` for a
+   *   `since` no longer held.
+   */
+  subscribe(options: SubscribeRequest): SubscribePayload {
+    const log = this.#log;
+    if (log === null) {
+      throw new SqliteError(
+        FEED_UNSUPPORTED,
+        "Cannot subscribe: change feeds need SQLite's update hook, which the node:sqlite " +
+          "engine and cluster mode (dqlite) lack; run the server on the FFI engine (--engine ffi)",
+      );
+    }
+    const id = this.#nextId++;
+    const feed = new Feed(id, options, () => this.#schedule(), log.head);
+    const head = log.subscribe(feed, options.since ?? undefined);
+    this.#feeds.set(id, feed);
+    this.#schedule();
+    return [id, head];
+  }
+
+  /** Ends feed `id` (unknown ids are ignored: the feed may have lagged). */
+  unsubscribe(id: number): null {
+    const feed = this.#feeds.get(id);
+    if (feed !== undefined) {
+      this.#log?.unsubscribe(feed);
+      this.#feeds.delete(id);
+    }
+    return null;
+  }
+
+  /** Sends queued changes while the output has room. */
+  pump(): void {
+    if (this.#closed) return;
+    let sent = false;
+    for (const feed of [...this.#feeds.values()]) {
+      if (feed.lagged) {
+        this.#log?.unsubscribe(feed);
+        this.#feeds.delete(feed.id);
+        this.#out.send([feed.id, EventKind.Lagged, feed.lastSent]);
+        sent = true;
+        continue;
+      }
+      let n = CHANGES_PER_FRAME;
+      while (feed.queue.length > 0 && this.#out.room()) {
+        const batch = feed.peek(n);
+        if (!this.#out.send([feed.id, EventKind.Changes, batch])) {
+          if (n > 1) {
+            n = Math.max(1, n >> 1);
+            continue;
+          }
+          // One change whose value does not fit in a frame: sent without its value.
+          batch[0][8] = null;
+          this.#out.send([feed.id, EventKind.Changes, batch]);
+        }
+        feed.advance(batch.length);
+        sent = true;
+      }
+    }
+    if (sent) this.#out.flush();
+  }
+
+  /** Ends every feed of this connection. */
+  close(): void {
+    this.#closed = true;
+    for (const feed of this.#feeds.values()) this.#log?.unsubscribe(feed);
+    this.#feeds.clear();
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#closed) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      this.pump();
+    });
+  }
+}
+
+/** One feed: its filter and its queue. */
+class Feed implements ChangeSink {
+  readonly id: number;
+  readonly wantsValues: boolean;
+  #tables: Set<string> | null;
+  readonly #kv: Set<string> | true | null;
+  readonly #buffer: number;
+  readonly #wake: () => void;
+  queue: WireChange[] = [];
+  #head = 0;
+  /** Sequence number of the last change handed to the output. */
+  lastSent: number;
+  /** Set when the queue overflowed: the feed ends with `LAGGED`. */
+  lagged = false;
+
+  constructor(id: number, o: SubscribeRequest, wake: () => void, head: number) {
+    this.id = id;
+    this.wantsValues = o.values === true;
+    const everything = (o.tables === undefined || o.tables === null) &&
+      (o.kv === undefined || o.kv === null);
+    this.#tables = o.tables ? new Set(o.tables.map((t) => t.toLowerCase())) : null;
+    this.#kv = everything || o.kv === true ? true : Array.isArray(o.kv) ? new Set(o.kv) : null;
+    if (everything) this.#tables = ALL;
+    this.#buffer = Math.min(o.buffer ?? DEFAULT_FEED_BUFFER, MAX_FEED_BUFFER);
+    this.#wake = wake;
+    this.lastSent = o.since ?? head;
+  }
+
+  deliver(changes: readonly Change[]): void {
+    if (this.lagged) return;
+    let added = false;
+    for (const c of changes) {
+      if (!this.#matches(c)) continue;
+      this.queue.push([
+        c.seq,
+        c.commitSeq,
+        c.table,
+        c.op,
+        c.rowid,
+        c.collection,
+        c.key,
+        c.version,
+        this.wantsValues ? c.value : null,
+      ]);
+      added = true;
+    }
+    if (this.queue.length - this.#head > this.#buffer) {
+      this.lagged = true;
+      this.queue = [];
+      this.#head = 0;
+    }
+    if (added || this.lagged) this.#wake();
+  }
+
+  /** The next `n` queued changes (at most), still queued. */
+  peek(n: number): WireChange[] {
+    return this.queue.slice(this.#head, this.#head + n);
+  }
+
+  /** Marks the next `n` queued changes as sent. */
+  advance(n: number): void {
+    this.#head += n;
+    this.lastSent = this.queue[this.#head - 1][0];
+    if (this.#head >= this.queue.length) {
+      this.queue = [];
+      this.#head = 0;
+    }
+  }
+
+  #matches(c: Change): boolean {
+    if (c.collection !== null) {
+      return this.#kv === true || (this.#kv !== null && this.#kv.has(c.collection));
+    }
+    return this.#tables === ALL ||
+      (this.#tables !== null && this.#tables.has(c.table.toLowerCase()));
+  }
+}
+
+const ALL = new Set<string>();

@@ -1,0 +1,273 @@
+/**
+ * Change feeds (`db.subscribe()`): committed changes only, in commit order,
+ * never rolled-back work (transactions, savepoints, failed statements,
+ * failed group-commit members, failed batches), bounded buffering with
+ * `LAGGED` and resumption by `since`, several writer processes with
+ * several subscribers. The feed needs the FFI engine; under
+ * `NETSQLITE_ENGINE=node` only the refusal is tested.
+ */
+
+import assert from "node:assert/strict";
+import { type ChangeEvent, connect, type Subscription } from "../client.ts";
+import type { SqliteError } from "../protocol/errors.ts";
+import { spawnClientProcess } from "./_client_process.ts";
+import { startServer, startServerProcess, within } from "./_helpers.ts";
+
+const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
+
+/** Reads `n` events (or fails after `ms`). */
+async function take(sub: Subscription, n: number, ms = 10_000): Promise<ChangeEvent[]> {
+  const out: ChangeEvent[] = [];
+  const reading = (async () => {
+    while (out.length < n) {
+      const r = await sub.next();
+      if (r.done) break;
+      out.push(r.value);
+    }
+  })();
+  const r = await within(reading, ms);
+  if (r === "timeout") throw new Error(`Timed out with ${out.length} of ${n} events`);
+  return out;
+}
+
+/** Asserts that no event arrives within `ms` (by writing a marker row and seeing it first). */
+async function nextIsMarker(
+  sub: Subscription,
+  db: { run(sql: string): Promise<unknown> },
+): Promise<void> {
+  await db.run("INSERT INTO marker DEFAULT VALUES");
+  const [e] = await take(sub, 1);
+  assert.equal(
+    e.type === "table" && e.table,
+    "marker",
+    `expected the marker, got ${JSON.stringify(e, big)}`,
+  );
+}
+
+function big(_k: string, v: unknown): unknown {
+  return typeof v === "bigint" ? `${v}n` : v;
+}
+
+Deno.test({
+  name: "feed: refused with FEED_UNSUPPORTED on node:sqlite",
+  async fn() {
+    await using srv = await startServer({ engine: "node" });
+    await using db = await srv.client();
+    await assert.rejects(
+      db.subscribe(),
+      (e: SqliteError) => e.code === "FEED_UNSUPPORTED" && /update hook/.test(e.message),
+    );
+    // The connection is still usable.
+    assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+  },
+});
+
+Deno.test({
+  name: "feed: only committed work appears, in commit order, with values",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE); CREATE TABLE marker (id INTEGER PRIMARY KEY)",
+    );
+    await using all = await db.subscribe({ values: true });
+    await using onlyT = await db.subscribe({ tables: ["T"] });
+    await db.run("INSERT INTO t (id, v) VALUES (1, 'a')");
+    // A rolled-back transaction.
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.run("INSERT INTO t (id, v) VALUES (2, 'rolled back')");
+        throw new Error("no");
+      }),
+      /no/,
+    );
+    // A savepoint rolled back inside a committed transaction.
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t (id, v) VALUES (3, 'kept')");
+      await assert.rejects(
+        tx.transaction(async (inner) => {
+          await inner.run("INSERT INTO t (id, v) VALUES (4, 'inner undone')");
+          throw new Error("inner");
+        }),
+        /inner/,
+      );
+      await tx.run("UPDATE t SET v = 'kept2' WHERE id = 3");
+      // A multi-row statement failing half way: its first row is undone by SQLite.
+      await assert.rejects(tx.run("INSERT INTO t (id, v) VALUES (5, 'x'), (6, 'a')"));
+    });
+    // A failed batch.
+    await assert.rejects(db.batch([
+      { sql: "INSERT INTO t (id, v) VALUES (7, 'batch')" },
+      { sql: "INSERT INTO t (id, v) VALUES (1, 'dup')" },
+    ]));
+    await db.run("DELETE FROM t WHERE id = 1");
+    await db.run("DELETE FROM t");
+    const events = await take(all, 5);
+    const seen = events.map((e) => {
+      assert.equal(e.type, "table");
+      return e.type === "table" ? [e.table, e.op, e.rowid, e.value ?? null] : null;
+    });
+    assert.deepEqual(seen, [
+      ["t", "insert", 1, { id: 1, v: "a" }],
+      ["t", "insert", 3, { id: 3, v: "kept2" }], // the value as committed
+      ["t", "update", 3, { id: 3, v: "kept2" }],
+      ["t", "delete", 1, null],
+      ["t", "delete", null, null], // DELETE without WHERE: every row
+    ]);
+    const seqs = events.map((e) => e.type === "lagged" ? 0 : e.seq);
+    for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[i - 1] + 1);
+    const commits = events.map((e) => e.type === "lagged" ? 0 : e.commitSeq);
+    assert.deepEqual(commits.map((c) => c - commits[0]), [0, 1, 1, 2, 3]);
+    // The filtered feed saw the same changes, without values.
+    const t = await take(onlyT, 5);
+    assert.deepEqual(
+      t.map((e) => e.type === "table" ? [e.seq, e.value] : null),
+      seqs.map((s) => [s, undefined]),
+    );
+    await nextIsMarker(all, db);
+  },
+});
+
+Deno.test({
+  name: "feed: failed group-commit members never appear",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 16 });
+    await db.exec(
+      "CREATE TABLE u (id INTEGER PRIMARY KEY, k INTEGER UNIQUE); CREATE TABLE marker (id INTEGER PRIMARY KEY)",
+    );
+    await using feed = await db.subscribe({ tables: ["u", "marker"] });
+    // Warm the statements so they group; then many concurrent writes, every third failing.
+    await db.run("INSERT INTO u (k) VALUES (-1)");
+    await assert.rejects(db.run("INSERT INTO u (k) VALUES (?), (-1)", [-2]));
+    const writes: Promise<unknown>[] = [];
+    for (let i = 0; i < 300; i++) {
+      // A failing member inserts a row first, then fails: SQLite undoes the statement.
+      const sql = i % 3 === 2
+        ? "INSERT INTO u (k) VALUES (?), (-1)"
+        : "INSERT INTO u (k) VALUES (?)";
+      writes.push(db.run(sql, [i]).then(() => i, () => null));
+    }
+    const ok = (await Promise.all(writes)).filter((k) => k !== null);
+    assert.equal(ok.length, 200);
+    const events = await take(feed, 201);
+    const ids = new Set(events.map((e) => e.type === "table" ? e.rowid : null));
+    const rows = await db.values<[number]>("SELECT id FROM u");
+    assert.deepEqual([...ids].sort((a, b) => Number(a) - Number(b)), rows.map((r) => r[0]));
+    await nextIsMarker(feed, db);
+  },
+});
+
+Deno.test({
+  name: "feed: a slow subscriber gets LAGGED and resumes with since without a gap",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    const slow = await db.subscribe({ buffer: 20 });
+    for (let i = 1; i <= 200; i++) await db.run("INSERT INTO t (id) VALUES (?)", [i]);
+    const got: number[] = [];
+    let resume = -1;
+    for await (const e of slow) {
+      if (e.type === "lagged") {
+        resume = e.resumeFrom;
+        break;
+      }
+      got.push(e.type === "table" ? e.rowid as number : -1);
+    }
+    assert.ok(resume >= 0, "expected a lagged event");
+    assert.ok(got.length <= 20, `buffered ${got.length} events past a buffer of 20`);
+    await using again = await db.subscribe({ since: resume });
+    const rest = await take(again, 200 - got.length);
+    const all = [...got, ...rest.map((e) => e.type === "table" ? e.rowid as number : -1)];
+    assert.deepEqual(all, Array.from({ length: 200 }, (_, i) => i + 1));
+    // A sequence the server never reached is refused.
+    await assert.rejects(db.subscribe({ since: 1e9 }), (e: SqliteError) => e.code === "FEED_GAP");
+  },
+});
+
+Deno.test({
+  name: "feed: key-value changes by collection and key, with values",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.kv("other").put("x", 0); // creates the table before subscribing
+    await using feed = await db.subscribe({ kv: ["cart"], values: true });
+    const cart = db.kv("cart");
+    const v1 = await cart.put(["u1", 1], { qty: 2n ** 60n });
+    await db.kv("other").put("y", 1);
+    await cart.atomic().set(["u1", 2], "b").delete(["u1", 1]).commit();
+    await assert.rejects(cart.atomic().check(["u1", 2], null).set(["u1", 3], "no").commit());
+    const events = await take(feed, 3);
+    assert.deepEqual(
+      events.map((e) => e.type === "kv" ? [e.collection, e.key, e.op, e.value] : null),
+      [
+        ["cart", ["u1", 1], "insert", { qty: 2n ** 60n }],
+        ["cart", ["u1", 2], "insert", "b"],
+        ["cart", ["u1", 1], "delete", undefined],
+      ],
+    );
+    assert.equal(events[0].type === "kv" && events[0].version, v1);
+    const [, e1, e2] = events;
+    assert.equal(
+      e1.type === "kv" && e2.type === "kv" && e1.commitSeq === e2.commitSeq,
+      true,
+    );
+    await cart.put("done", true);
+    const [last] = await take(feed, 1);
+    assert.deepEqual(last.type === "kv" && last.key, ["done"]);
+  },
+});
+
+Deno.test({
+  name: "feed: writer processes and several subscribers see the same commits in the same order",
+  ignore: !ffi,
+  async fn() {
+    await using sp = await startServerProcess();
+    await using db = await connect(sp.connectOptions);
+    await db.exec("CREATE TABLE w (id INTEGER PRIMARY KEY, who INTEGER, n INTEGER)");
+    const subs = await Promise.all([1, 2, 3].map(() => db.subscribe({ tables: ["w"] })));
+    const procs = await Promise.all([1, 2, 3].map(() => spawnClientProcess(sp.connectOptions)));
+    try {
+      const per = 40;
+      await Promise.all(procs.map(async (p, who) => {
+        for (let n = 0; n < per; n++) {
+          if (n % 10 === 9) {
+            // A rolled-back transaction now and then.
+            await p.exec("BEGIN");
+            await p.run("INSERT INTO w (who, n) VALUES (?, ?)", [who, -n]);
+            await p.exec("ROLLBACK");
+          } else {
+            await p.run("INSERT INTO w (who, n) VALUES (?, ?)", [who, n]);
+          }
+        }
+      }));
+      const expected = await db.values<[number]>("SELECT id FROM w ORDER BY id");
+      assert.equal(expected.length, 3 * 36);
+      const lists = await Promise.all(subs.map((s) => take(s, expected.length)));
+      for (const list of lists) {
+        // Rowids grow with commit order here (one writer, no deletes).
+        assert.deepEqual(
+          list.map((e) => e.type === "table" ? e.rowid : null),
+          expected.map((r) => r[0]),
+        );
+        for (let i = 1; i < list.length; i++) {
+          const a = list[i - 1], b = list[i];
+          assert.ok(
+            a.type === "table" && b.type === "table" && b.seq === a.seq + 1 &&
+              b.commitSeq >= a.commitSeq,
+          );
+        }
+      }
+      assert.deepEqual(lists[1], lists[0]);
+      assert.deepEqual(lists[2], lists[0]);
+    } finally {
+      for (const s of subs) await s[Symbol.asyncDispose]();
+      await Promise.all(procs.map((p) => p[Symbol.asyncDispose]()));
+    }
+  },
+});
