@@ -84,7 +84,11 @@ export interface KvListOptions extends KvRange {
 
 /** Thrown when a version check (`ifVersion`, `atomic().check()`) fails: nothing was written. */
 export class KvConflictError extends SqliteError {
-  /** @param message What did not match. */
+  /**
+   * Builds the error (the collection raises it; code `KV_CONFLICT`).
+   *
+   * @param message What did not match.
+   */
   constructor(message: string) {
     super("KV_CONFLICT", message);
     this.name = "KvConflictError";
@@ -106,6 +110,8 @@ export class KvCollection {
   readonly #name: string;
 
   /**
+   * Opens the collection `name`; use `db.kv(name)` rather than this.
+   *
    * @param sql Where statements run (a client, reserved connection or transaction).
    * @param name The collection's name.
    */
