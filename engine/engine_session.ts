@@ -29,6 +29,7 @@
  * @module
  */
 
+import { txTimeout, unknownCursor, unknownHandle } from "./session_errors.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type {
   BatchItemPayload,
@@ -659,12 +660,7 @@ export class EngineSession implements Waiter {
 
   #cursor(id: number): Cursor {
     const cursor = this.#cursors.get(id);
-    if (cursor === undefined) {
-      throw new SqliteError(
-        ErrorCode.UnknownStatement,
-        `Unknown cursor ${id}: it is finished, was closed, or never opened on this connection`,
-      );
-    }
+    if (cursor === undefined) throw unknownCursor(id);
     return cursor;
   }
 
@@ -747,19 +743,4 @@ function then<T, U>(
   } catch (err) {
     return onError(err);
   }
-}
-
-function unknownHandle(handle: number): SqliteError {
-  return new SqliteError(
-    ErrorCode.UnknownStatement,
-    `Unknown statement handle ${handle}: it was finalized or never prepared on this connection`,
-  );
-}
-
-function txTimeout(ms: number): SqliteError {
-  return new SqliteError(
-    ErrorCode.TxTimeout,
-    `Transaction was rolled back after ${ms} ms idle (--tx-idle-timeout); ` +
-      "send ROLLBACK to end it, then retry the whole transaction",
-  );
 }

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { txTimeout, unknownCursor, unknownHandle } from "../session_errors.ts";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type {
   BatchItemPayload,
@@ -421,12 +422,7 @@ export class DqliteEngineSession {
 
   #cursor(id: number): BufferedCursor {
     const c = this.#cursors.get(id);
-    if (c === undefined) {
-      throw new SqliteError(
-        ErrorCode.UnknownStatement,
-        `Unknown cursor ${id}: it is finished, was closed, or never opened on this connection`,
-      );
-    }
+    if (c === undefined) throw unknownCursor(id);
     return c;
   }
 
@@ -467,20 +463,5 @@ function batchError(err: unknown, i: number, n: number): SqliteError {
     `Batch statement ${i + 1} of ${n} failed, nothing was applied: ${e.message}`,
     e.sqliteCode,
     { cause: e },
-  );
-}
-
-function unknownHandle(handle: number): SqliteError {
-  return new SqliteError(
-    ErrorCode.UnknownStatement,
-    `Unknown statement handle ${handle}: it was finalized or never prepared on this connection`,
-  );
-}
-
-function txTimeout(ms: number): SqliteError {
-  return new SqliteError(
-    ErrorCode.TxTimeout,
-    `Transaction was rolled back after ${ms} ms idle (--tx-idle-timeout); ` +
-      "send ROLLBACK to end it, then retry the whole transaction",
   );
 }

@@ -1,0 +1,34 @@
+/**
+ * The errors an engine session raises about the session itself (not about
+ * SQL), shared by the single-file engine and cluster mode so clients see
+ * the same codes and words from both.
+ *
+ * @module
+ */
+
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+
+/** A statement handle that is not (or no longer) prepared on this connection. */
+export function unknownHandle(handle: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.UnknownStatement,
+    `Unknown statement handle ${handle}: it was finalized or never prepared on this connection`,
+  );
+}
+
+/** A cursor that is finished, closed, or was never opened on this connection. */
+export function unknownCursor(id: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.UnknownStatement,
+    `Unknown cursor ${id}: it is finished, was closed, or never opened on this connection`,
+  );
+}
+
+/** The transaction was rolled back after its idle lease (`--tx-idle-timeout`). */
+export function txTimeout(ms: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxTimeout,
+    `Transaction was rolled back after ${ms} ms idle (--tx-idle-timeout); ` +
+      "send ROLLBACK to end it, then retry the whole transaction",
+  );
+}
