@@ -142,12 +142,15 @@ export class ChangeLog {
    */
   #start(): void {
     if (this.#capturing) return;
-    this.#capturing = true;
-    this.#skipOpen = this.#writer.db.inTransaction;
+    // Throws (nothing changed) while a write steps in the background on the
+    // writer: the caller tries again once it is done.
+    const skipOpen = this.#writer.db.inTransaction;
     this.#writer.db.onUpdate((c: RowChange) => {
       if (c.db !== "main" || c.table.startsWith("sqlite_")) return;
       this.#pending.push({ op: c.op, table: c.table, rowid: c.rowid });
     });
+    this.#capturing = true;
+    this.#skipOpen = skipOpen;
     logs.set(this.#writer, this);
   }
 

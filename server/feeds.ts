@@ -11,6 +11,7 @@
  */
 
 import { SqliteError } from "../protocol/errors.ts";
+import { isBusyInBackground } from "../engine/binding/_errors.ts";
 import {
   EventKind,
   type EventPayload,
@@ -67,7 +68,7 @@ export class ConnectionFeeds {
    * @throws {SqliteError} `FEED_UNSUPPORTED` on node:sqlite, `FEED_GAP` for a
    *   `since` no longer held.
    */
-  subscribe(options: SubscribeRequest): SubscribePayload {
+  subscribe(options: SubscribeRequest): SubscribePayload | Promise<SubscribePayload> {
     const log = this.#log;
     if (log === null) {
       throw new SqliteError(
@@ -76,12 +77,36 @@ export class ConnectionFeeds {
           "engine and cluster mode (dqlite) lack; run the server on the FFI engine (--engine ffi)",
       );
     }
+    try {
+      return this.#add(options, log);
+    } catch (err) {
+      // The first subscription installs the update hook on the writer; a
+      // write running in the background holds it: try again once it is done.
+      if (!isBusyInBackground(err)) throw err;
+      return this.#addLater(options, log);
+    }
+  }
+
+  #add(options: SubscribeRequest, log: ChangeLog): SubscribePayload {
     const id = this.#nextId++;
     const feed = new Feed(id, options, () => this.#schedule(), log.head);
     const head = log.subscribe(feed, options.since ?? undefined);
     this.#feeds.set(id, feed);
     this.#schedule();
     return [id, head];
+  }
+
+  async #addLater(options: SubscribeRequest, log: ChangeLog): Promise<SubscribePayload> {
+    // A background write ends at its deadline at the latest (--statement-timeout).
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      if (this.#closed) throw new SqliteError("CONNECTION_CLOSED", "Connection closed");
+      try {
+        return this.#add(options, log);
+      } catch (err) {
+        if (!isBusyInBackground(err)) throw err;
+      }
+    }
   }
 
   /** Ends feed `id` (unknown ids are ignored: the feed may have lagged). */

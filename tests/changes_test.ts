@@ -271,3 +271,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "feed: the first subscription waits for a write running in the background instead of failing",
+  ignore: !ffi,
+  fn: async () => {
+    await using srv = await startServer({ synchronous: "normal" });
+    await using a = await srv.client();
+    await using db = await srv.client();
+    await a.exec("CREATE TABLE log (who TEXT); CREATE TABLE t (v INTEGER)");
+    // An unbounded recursive insert: a statement never seen before runs in the
+    // background on the writer, until its deadline.
+    const runaway = a.run(
+      "INSERT INTO log(who) WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s) " +
+        "SELECT 'x' FROM s WHERE x < 0 LIMIT 1",
+      [],
+      { timeout: 400 },
+    ).catch((e: SqliteError) => e.code);
+    await new Promise((r) => setTimeout(r, 100));
+    await using feed = await db.subscribe({ tables: ["t"] });
+    assert.equal(await runaway, "STATEMENT_TIMEOUT");
+    await a.run("INSERT INTO t VALUES (7)");
+    const [e] = await take(feed, 1);
+    assert.equal(e.type, "table");
+    assert.deepEqual(
+      { table: (e as { table: string }).table, op: (e as { op: string }).op },
+      { table: "t", op: "insert" },
+    );
+  },
+});

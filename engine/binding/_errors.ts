@@ -43,3 +43,28 @@ export function rowBytes(row: readonly SqlValue[]): number {
   }
   return n;
 }
+
+/** Marks the error of a call refused because its connection steps in the background. */
+const BUSY = Symbol("busy in background");
+
+/**
+ * The error for a main-thread call on a connection while a statement steps
+ * in the background on it (SQLite's mutex is held: the call would block).
+ * It is transient: the same call succeeds once the step returns.
+ */
+export function busyInBackground(what: "connection" | "statement"): SqliteError {
+  const err = new SqliteError(
+    "SQLITE_MISUSE",
+    what === "connection"
+      ? "Cannot use connection: a statement is stepping in the background on it"
+      : "Cannot use statement: a statement is stepping in the background on its connection",
+    21,
+  );
+  Object.defineProperty(err, BUSY, { value: true });
+  return err;
+}
+
+/** True for the error of {@link busyInBackground}. */
+export function isBusyInBackground(err: unknown): boolean {
+  return err instanceof SqliteError && (err as unknown as Record<symbol, unknown>)[BUSY] === true;
+}

@@ -10,7 +10,13 @@
 
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { resultCodeName } from "../_result_codes.ts";
-import { resultTooLarge, rowBytes, tooManyValues, unknownName } from "./_errors.ts";
+import {
+  busyInBackground,
+  resultTooLarge,
+  rowBytes,
+  tooManyValues,
+  unknownName,
+} from "./_errors.ts";
 import { Auth, CheckpointMode, ColumnType, OpenFlag, Result } from "./_constants.ts";
 import type { Symbols } from "./_ffi_symbols.ts";
 import type {
@@ -407,11 +413,7 @@ class FfiDb implements Db {
       throw new SqliteError("SQLITE_MISUSE", "Cannot use connection: it is closed", Result.MISUSE);
     }
     if (this.background) {
-      throw new SqliteError(
-        "SQLITE_MISUSE",
-        "Cannot use connection: a statement is stepping in the background on it",
-        Result.MISUSE,
-      );
+      throw busyInBackground("connection");
     }
     return this.#h;
   }
@@ -671,11 +673,7 @@ class FfiStmt implements Stmt {
     if (this.#db.background) {
       // SQLite's connection mutex is held by the background step: a call now
       // would block the main thread (and deadlock if the step calls back).
-      throw new SqliteError(
-        "SQLITE_MISUSE",
-        "Cannot use statement: a statement is stepping in the background on its connection",
-        Result.MISUSE,
-      );
+      throw busyInBackground("statement");
     }
     return this.#h;
   }
