@@ -612,16 +612,20 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     return 1;
   }
   const graceMs = options.graceMs ?? 5000;
-  let signalled = false;
+  let signalledAt = -1;
   const handlers = new Map<Deno.Signal, () => void>();
   const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
   for (const sig of signals) {
     const onSignal = () => {
-      if (signalled) {
+      if (signalledAt >= 0) {
+        // One signal can arrive twice: a terminal's Ctrl-C reaches the whole
+        // process group, and `deno task` forwards it to us as well. Only a
+        // second signal sent on purpose (later) exits at once.
+        if (performance.now() - signalledAt < 150) return;
         console.error(`netsqlite: ${sig} again: exiting at once`);
         Deno.exit(sig === "SIGINT" ? 130 : 143);
       }
-      signalled = true;
+      signalledAt = performance.now();
       console.log(
         `netsqlite: ${sig}: shutting down (waiting up to ${graceMs} ms for writes in progress; ` +
           "signal again to exit at once)",
@@ -649,7 +653,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   }
   await server.finished;
   for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
-  if (signalled) console.log("netsqlite: stopped");
+  if (signalledAt >= 0) console.log("netsqlite: stopped");
   return 0;
 }
 
