@@ -168,6 +168,22 @@ Deno.test("server.ts exits at once on a second signal", async () => {
   assert.equal(status.code, 143);
 });
 
+Deno.test("server.ts treats one signal delivered twice at once (Ctrl-C under deno task) as one: graceful exit 0", async () => {
+  await using sp = await startServerProcess({ args: ["--grace-ms", "1000"] });
+  await using db = await sp.client();
+  await db.exec("CREATE TABLE t (v); INSERT INTO t VALUES (1)");
+  // An open transaction keeps the shutdown waiting (up to --grace-ms) for the second delivery.
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES (2)");
+  // The terminal's Ctrl-C reaches the process group, and deno task forwards it too.
+  // (30 ms apart: two signals sent back to back are merged by the kernel.)
+  sp.child.kill("SIGINT");
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  sp.child.kill("SIGINT");
+  const status = await statusWithin(sp.child, 5000);
+  assert.equal(status.code, 0);
+});
+
 Deno.test("serve({ channel }) and connect({ channel }) meet on the per-user channel socket", async () => {
   await using dir = await tempDir();
   const saved = Deno.env.get("XDG_RUNTIME_DIR");
