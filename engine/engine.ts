@@ -69,6 +69,8 @@ export class Engine {
   readonly #sqlite: Sqlite;
   readonly #writer: Connection;
   readonly #reader: Connection | null;
+  /** True while the shared reader holds the snapshot {@link _snapshotReader} began. */
+  #readerInTx = false;
   readonly #queue: WriterQueue<EngineSession>;
   readonly #policy: PolicyCheck;
   /** Statements running in the background (awaited before closing). */
@@ -252,7 +254,9 @@ export class Engine {
   _snapshotReader(): Connection | null {
     const reader = this.#reader;
     if (reader === null) return null;
-    if (this.#walWatch.changed() || !reader.inTransaction) this.#renewSnapshot(reader);
+    // (The flag stands in for `reader.inTransaction`, an FFI call a read: if
+    // the transaction ended unnoticed, reads run in autocommit, as fresh.)
+    if (this.#walWatch.changed() || !this.#readerInTx) this.#renewSnapshot(reader);
     return reader;
   }
 
@@ -262,9 +266,11 @@ export class Engine {
    * moved: column lists and `SELECT *` expansions are then prepared anew.
    */
   #renewSnapshot(reader: Connection): void {
+    this.#readerInTx = false;
     if (reader.inTransaction) reader.db.exec("COMMIT");
     reader.db.exec("BEGIN");
     const version = reader.refreshSchema();
+    this.#readerInTx = true;
     if (version !== this.#schemaVersion) {
       this.#schemaVersion = version;
       this.#writerSchemaStale = true;
@@ -336,7 +342,10 @@ export class Engine {
     if (!this.#queue.take(s, this.#writerFree())) return false;
     // Let go of the reader's snapshot before writing, so that checkpoints
     // at commit are not held back by it (the WAL would grow without bound).
-    if (this.#reader?.inTransaction) this.#reader.db.exec("COMMIT");
+    if (this.#readerInTx) {
+      this.#readerInTx = false;
+      if (this.#reader!.inTransaction) this.#reader!.db.exec("COMMIT");
+    }
     this.#refreshWriterSchema();
     return true;
   }

@@ -37,6 +37,7 @@ import type {
   QueryPayload,
   RunPayload,
 } from "../protocol/messages.ts";
+import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import type { BindArgs } from "./binding/binding.ts";
 import type { Connection, Prepared } from "./connection.ts";
@@ -44,14 +45,24 @@ import { Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
 import { type Engine, INLINE_BUDGET_MS } from "./engine.ts";
 import {
+  deadlineOf,
   type Outcome,
   OverBudget,
+  rowArrays,
   runInBackground,
   runInline,
   type RunLimits,
   type Running,
+  type WantRows,
 } from "./run.ts";
 import type { Waiter } from "./writer_queue.ts";
+
+/**
+ * What {@link EngineSession.query} answers: `QueryPayload`, whose rows may
+ * come already encoded for the reply (an `Encoded` array: the same bytes,
+ * decoded as arrays by the client).
+ */
+export type QueryReply = [columns: string[], rows: QueryPayload[1] | Encoded];
 
 /** Returned by a session method that must wait for the writer. */
 export const BLOCKED: unique symbol = Symbol("BLOCKED");
@@ -183,9 +194,11 @@ export class EngineSession implements Waiter {
   }
 
   /** Runs one statement and returns its columns and rows (arrays). */
-  query(sql: string | number, params: unknown, timeout?: number): Reply<QueryPayload> {
+  query(sql: string | number, params: unknown, timeout?: number): Reply<QueryReply> {
     const limits = this.#limits(timeout);
-    return this.#settled(this.#statement(sql, params, limits, true, (o) => [o.columns, o.rows]));
+    return this.#settled(
+      this.#statement(sql, params, limits, "encoded", (o) => [o.columns, o.rows]),
+    );
   }
 
   /** Runs one statement and returns `[changes, lastInsertRowid]`. */
@@ -215,7 +228,7 @@ export class EngineSession implements Waiter {
     sql: string | number,
     params: unknown,
     limits: RunLimits,
-    wantRows: boolean,
+    wantRows: WantRows,
     shape: (o: Outcome) => T,
   ): Reply<T> {
     const args = bindArgs(params);
@@ -261,11 +274,11 @@ export class EngineSession implements Waiter {
     sql: string,
     args: BindArgs,
     limits: RunLimits,
-    wantRows: boolean,
+    wantRows: WantRows,
   ): Outcome | Promise<Outcome> {
     if (!p.conn.caps.background) return runInline(p, args, limits, wantRows);
     try {
-      return runInline(p, args, limits, wantRows, performance.now() + INLINE_BUDGET_MS);
+      return runInline(p, args, limits, wantRows, INLINE_BUDGET_MS);
     } catch (err) {
       if (!(err instanceof OverBudget)) throw err;
     }
@@ -290,7 +303,7 @@ export class EngineSession implements Waiter {
     p: Prepared,
     args: BindArgs,
     limits: RunLimits,
-    wantRows: boolean,
+    wantRows: WantRows,
   ): Outcome | Promise<Outcome> {
     if (!p.conn.caps.background) return this.#inlineTimed(p, args, limits, wantRows);
     if (p.txOp === "COMMIT") return this.#background(p, args, limits, wantRows, null);
@@ -304,7 +317,7 @@ export class EngineSession implements Waiter {
     if (p.txOp !== null) return runInline(p, args, limits, wantRows);
     if (p.readOnly) {
       try {
-        return runInline(p, args, limits, wantRows, performance.now() + INLINE_BUDGET_MS);
+        return runInline(p, args, limits, wantRows, INLINE_BUDGET_MS);
       } catch (err) {
         if (!(err instanceof OverBudget)) throw err;
       }
@@ -319,7 +332,7 @@ export class EngineSession implements Waiter {
   }
 
   /** Inline with only the deadline; a statement that ran long is not fast any more. */
-  #inlineTimed(p: Prepared, args: BindArgs, limits: RunLimits, wantRows: boolean): Outcome {
+  #inlineTimed(p: Prepared, args: BindArgs, limits: RunLimits, wantRows: WantRows): Outcome {
     const start = performance.now();
     // A group commit's transaction is not the client's: stopping a grouped
     // write fails the group's writes, but leaves the session usable.
@@ -338,7 +351,7 @@ export class EngineSession implements Waiter {
     p: Prepared,
     args: BindArgs,
     limits: RunLimits,
-    wantRows: boolean,
+    wantRows: WantRows,
     release: (() => void) | null,
   ): Promise<Outcome> {
     const inTx = p.onWriter && p.conn.inTransaction;
@@ -444,7 +457,7 @@ export class EngineSession implements Waiter {
       args as unknown,
       this.#limits(timeout),
       true,
-      (o) => new Cursor(o.columns, o.rows, ms, () => {}),
+      (o) => new Cursor(o.columns, rowArrays(o.rows), ms, () => {}),
     );
     if (done === BLOCKED) return BLOCKED;
     return this.#settled(then(done, (c) => this.#addCursor(c)));
@@ -507,6 +520,7 @@ export class EngineSession implements Waiter {
     const writer = engine._writer;
     const nested = writer.inTransaction;
     const limits = this.#limits(timeout);
+    deadlineOf(limits); // one deadline for the whole batch
     writer.db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
     const log = changeLogOf(writer);
     const mark = log?.mark() ?? 0;
@@ -590,7 +604,7 @@ export class EngineSession implements Waiter {
         this.#engine._ranOnWriter(p);
         const changes = p.readOnly ? 0 : p.conn.db.changes();
         const lastId = p.readOnly ? 0 : p.conn.db.lastInsertRowid();
-        return [changes, lastId, o.columns, o.rows];
+        return [changes, lastId, o.columns, rowArrays(o.rows)];
       }, wrap);
     } catch (err) {
       return wrap(err);
@@ -644,7 +658,7 @@ export class EngineSession implements Waiter {
   #limits(timeout: number | undefined): RunLimits {
     const config = this.#engine.config;
     const ms = timeout ?? config.statementTimeout;
-    return { deadline: performance.now() + ms, timeout: ms, maxBytes: config.maxResultBytes };
+    return { timeout: ms, maxBytes: config.maxResultBytes };
   }
 
   #liveCursor(p: Prepared, args: BindArgs, timeout: number, release: () => void): Cursor {

@@ -19,6 +19,8 @@ import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { type Prepared, release } from "./connection.ts";
 import { resultTooLarge, rowBytes } from "./binding/_errors.ts";
 import { changeLogOf } from "./change_log.ts";
+import type { Encoded } from "../protocol/msgpack.ts";
+import { RowsEncoder } from "../protocol/rows_encoder.ts";
 
 export { resultTooLarge, rowBytes };
 
@@ -27,24 +29,40 @@ const SQLITE_INTERRUPT = 9;
 
 /** Bounds on one statement's execution. */
 export interface RunLimits {
-  /** `performance.now()` value after which the statement is stopped. */
-  deadline: number;
-  /** The deadline's length in ms, for the error message. */
+  /** The statement's time limit in ms. */
   timeout: number;
+  /**
+   * `performance.now()` value after which the statement is stopped, set by
+   * {@link deadlineOf} when first needed: a statement that runs inline and
+   * quickly never reads the clock.
+   */
+  deadline?: number;
   /** Largest result, in approximate bytes, before `RESULT_TOO_LARGE`. */
   maxBytes: number;
 }
+
+/**
+ * Whether a statement's rows are wanted: `false` (none), `true` (as arrays)
+ * or `"encoded"` (for a reply: as one MessagePack {@link Encoded} array
+ * when the statement runs inline, arrays otherwise).
+ */
+export type WantRows = boolean | "encoded";
 
 /** What a statement produced. */
 export interface Outcome {
   /** Result column names (read after running: they follow schema changes). */
   columns: string[];
-  /** Rows (empty for statements that return none). */
-  rows: SqlValue[][];
+  /** Rows (empty for statements that return none); `Encoded` only when asked for. */
+  rows: SqlValue[][] | Encoded;
   /** Rows changed by this statement (0 when it changes none itself). */
   changes: number | bigint;
   /** Rowid of its last insert (0 when it inserts none itself). */
   lastInsertRowid: number | bigint;
+}
+
+/** When the statement of `limits` is stopped (fixed at the first call). */
+export function deadlineOf(limits: RunLimits): number {
+  return limits.deadline ??= performance.now() + limits.timeout;
 }
 
 /** Thrown by {@link runInline} when the budget ran out: nothing was changed. */
@@ -58,8 +76,8 @@ export class OverBudget extends Error {
 /**
  * Binds and runs `p` on the main thread.
  *
- * @param budget `performance.now()` value past which the statement is
- *   stopped with {@link OverBudget}; `Infinity` for none.
+ * @param budget Milliseconds after which the statement is stopped with
+ *   {@link OverBudget}; `Infinity` for none.
  * @throws {SqliteError} SQLite's error, `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`.
  * @throws {OverBudget}
  */
@@ -67,7 +85,7 @@ export function runInline(
   p: Prepared,
   args: BindArgs,
   limits: RunLimits,
-  wantRows: boolean,
+  wantRows: WantRows,
   budget = Infinity,
 ): Outcome {
   const log = p.onWriter ? changeLogOf(p.conn) : undefined;
@@ -88,28 +106,37 @@ function stepInline(
   p: Prepared,
   args: BindArgs,
   limits: RunLimits,
-  wantRows: boolean,
+  wantRows: WantRows,
   budget: number,
 ): Outcome {
   const db = p.conn.db;
-  const stop = Math.min(budget, limits.deadline);
+  // Time left: the whole timeout, unless a deadline was fixed already (a
+  // batch's statements share one).
+  const left = limits.deadline === undefined ? limits.timeout : limits.deadline - performance.now();
+  const stop = Math.min(budget, left);
   const timed = stop !== Infinity && p.conn.caps.interrupt;
   p.busy++;
   try {
     p.stmt.bind(args);
     if (timed) db.setBudget(stop);
-    if (!p.conn.caps.interrupt && p.recursive && limits.deadline !== Infinity) {
+    if (!p.conn.caps.interrupt && p.recursive && limits.timeout !== Infinity) {
       // Nothing can stop a step of this binding: a recursive statement,
       // which may run without bound, is stepped a row at a time instead; a
       // write, which does its work in one step, is undone when it ends late.
+      deadlineOf(limits);
       const step = () => stepWithClock(p, limits, wantRows);
       return outcome(p, p.readOnly ? step() : undoIfLate(p, limits, step));
+    }
+    if (wantRows === "encoded") {
+      rowsOut.begin();
+      p.stmt.allInto(rowsOut, limits.maxBytes);
+      return outcome(p, rowsOut.finish());
     }
     if (wantRows) return outcome(p, p.stmt.all(limits.maxBytes));
     p.stmt.run();
     return outcome(p, NO_ROWS);
   } catch (err) {
-    throw stopped(err, limits, budget);
+    throw stopped(err, limits, budget, left);
   } finally {
     if (timed) db.setBudget(null);
     release(p);
@@ -137,7 +164,7 @@ function undoIfLate<T>(p: Prepared, limits: RunLimits, run: () => T): T {
     undo();
     throw err;
   }
-  if (performance.now() > limits.deadline) {
+  if (performance.now() > deadlineOf(limits)) {
     undo();
     throw statementTimeout(limits);
   }
@@ -145,12 +172,12 @@ function undoIfLate<T>(p: Prepared, limits: RunLimits, run: () => T): T {
   return result;
 }
 
-function stepWithClock(p: Prepared, limits: RunLimits, wantRows: boolean): SqlValue[][] {
+function stepWithClock(p: Prepared, limits: RunLimits, wantRows: WantRows): SqlValue[][] {
   const rows: SqlValue[][] = [];
   let bytes = 0;
   try {
     while (p.stmt.step()) {
-      if (performance.now() > limits.deadline) throw statementTimeout(limits);
+      if (performance.now() > deadlineOf(limits)) throw statementTimeout(limits);
       if (!wantRows) continue;
       const row = p.stmt.row();
       bytes += rowBytes(row);
@@ -180,14 +207,14 @@ export function runInBackground(
   p: Prepared,
   args: BindArgs,
   limits: RunLimits,
-  wantRows: boolean,
+  wantRows: WantRows,
 ): Running {
   let reason: Error | null = null;
   const db = p.conn.db;
   const timer = setTimeout(() => {
     reason = statementTimeout(limits);
     db.interrupt();
-  }, Math.max(0, limits.deadline - performance.now()));
+  }, Math.max(0, deadlineOf(limits) - performance.now()));
   const run = async (): Promise<Outcome> => {
     p.busy++;
     try {
@@ -247,7 +274,18 @@ export const SLICE_MS = 0.5;
 
 const NO_ROWS: SqlValue[][] = [];
 
-function outcome(p: Prepared, rows: SqlValue[][]): Outcome {
+/** The rows of an outcome run with `wantRows: true`, which are arrays. */
+export function rowArrays(rows: SqlValue[][] | Encoded): SqlValue[][] {
+  if (!Array.isArray(rows)) {
+    throw new Error("Internal error: rows encoded where arrays were asked for");
+  }
+  return rows;
+}
+
+/** Encodes the rows of inline reads (one at a time: the main thread runs them). */
+const rowsOut = new RowsEncoder();
+
+function outcome(p: Prepared, rows: SqlValue[][] | Encoded): Outcome {
   const db = p.conn.db;
   // SQLite reports the connection's last values, which after DDL or an
   // UPDATE may belong to another client's statement: report only our own.
@@ -265,13 +303,17 @@ function isInterrupt(err: unknown): boolean {
   return err instanceof SqliteError && ((err.sqliteCode ?? 0) & 0xff) === SQLITE_INTERRUPT;
 }
 
-/** Maps an interrupt from the progress handler to what stopped it. */
-function stopped(err: unknown, limits: RunLimits, budget: number): unknown {
+/**
+ * Maps an interrupt from the progress handler to what stopped it: the
+ * shorter of the budget and the statement's timeout (nothing else can
+ * interrupt a statement stepping on the main thread).
+ */
+function stopped(err: unknown, limits: RunLimits, budget: number, left: number): unknown {
   if (!isInterrupt(err)) return err;
-  const now = performance.now();
-  if (now >= limits.deadline) return statementTimeout(limits);
-  if (now >= budget) return new OverBudget();
-  return err;
+  if (budget >= left) return statementTimeout(limits);
+  // The time spent here counts against the deadline where it runs on.
+  limits.deadline ??= performance.now() + limits.timeout - budget;
+  return new OverBudget();
 }
 
 /** The error for a statement stopped at its deadline. */

@@ -38,6 +38,18 @@ const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /** Strings shorter than this are encoded and decoded by hand; longer ones by the platform. */
 const SHORT_STRING = 64;
 
+/**
+ * A value encoded beforehand (a query's rows, see `rows_encoder.ts`):
+ * {@link MsgpackWriter.write} copies its bytes as they are.
+ */
+export class Encoded {
+  /**
+   * @param bytes Exactly one MessagePack value.
+   * @param count Its item count when it is an array (for logs), else 0.
+   */
+  constructor(readonly bytes: Uint8Array, readonly count: number) {}
+}
+
 /** Appends MessagePack values to a growing buffer. */
 export class MsgpackWriter {
   bytes: Uint8Array;
@@ -84,6 +96,7 @@ export class MsgpackWriter {
         if (depth >= MAX_DEPTH) throw new MsgpackError(`Nesting deeper than ${MAX_DEPTH} levels`);
         if (Array.isArray(value)) return this.#array(value, depth + 1);
         if (value instanceof Uint8Array) return this.#binary(value);
+        if (value instanceof Encoded) return this.#raw(value.bytes);
         if (isPlainObject(value)) return this.#map(value as Record<string, unknown>, depth + 1);
         throw new MsgpackError(`Cannot encode ${Object.prototype.toString.call(value)}`);
       case "bigint":
@@ -95,6 +108,38 @@ export class MsgpackWriter {
       default:
         throw new MsgpackError(`Cannot encode a ${typeof value}`);
     }
+  }
+
+  /** Appends nil. */
+  nil(): void {
+    this.#byte(0xc0);
+  }
+
+  /** Appends a number (as {@link write} does) or a bigint. */
+  number(n: number | bigint): void {
+    if (typeof n === "number") this.#number(n);
+    else this.#bigint(n);
+  }
+
+  /** Appends a string. */
+  string(s: string): void {
+    this.#string(s);
+  }
+
+  /** Appends a byte array. */
+  binary(b: Uint8Array): void {
+    this.#binary(b);
+  }
+
+  /** Appends the header of an array of `n` items; the items follow. */
+  arrayHeader(n: number): void {
+    this.#length(n, 0x90, 0xdc);
+  }
+
+  #raw(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.bytes.set(b, this.pos);
+    this.pos += b.length;
   }
 
   #byte(b: number): void {

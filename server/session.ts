@@ -11,6 +11,7 @@
  */
 
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
+import { Encoded } from "../protocol/msgpack.ts";
 import {
   AbortError,
   ErrorCode,
@@ -96,6 +97,8 @@ export class Session implements SessionProbe {
   #released: (() => void) | null = null;
   readonly #services: SessionServices;
   readonly #stats: ServerStats | null;
+  /** When the last request was answered, within one run of `#pump` (else 0). */
+  #answeredAt = 0;
   /** When the head request's turn began (`performance.now()`), 0 between requests. */
   #headStart = 0;
   /** When this session's open transaction was first seen, or 0. */
@@ -342,7 +345,10 @@ export class Session implements SessionProbe {
 
   /** Runs queued requests in order until one must wait or output backs up. */
   #pump(): void {
-    if (this.#pumping || this.#inflight !== null || this.#dead || this.#channel.closed) return;
+    if (this.#pumping || this.#inflight !== null || this.#dead || this.#channel.closed) {
+      if (!this.#pumping) this.#answeredAt = 0;
+      return;
+    }
     this.#pumping = true;
     try {
       const q = this.#queue;
@@ -350,7 +356,9 @@ export class Session implements SessionProbe {
       while (this.#head < q.length) {
         if (this.#encoder.size >= HIGH_WATER) break;
         const req = q[this.#head];
-        if (this.#headStart === 0) this.#headStart = performance.now();
+        // A request's turn begins when the one before it was answered (no
+        // second clock read), or now when it is the first of this turn.
+        if (this.#headStart === 0) this.#headStart = this.#answeredAt || performance.now();
         let result: unknown;
         try {
           result = this.#dispatch(req);
@@ -389,6 +397,7 @@ export class Session implements SessionProbe {
       this.#watchPartialFrame();
     } finally {
       this.#pumping = false;
+      this.#answeredAt = 0;
     }
     this.#channel.flush();
   }
@@ -423,7 +432,7 @@ export class Session implements SessionProbe {
    * the transaction's start, and logs timeouts and slow statements.
    */
   #answeredOne(req: Request, payload: unknown, error: unknown): void {
-    const now = performance.now();
+    const now = this.#answeredAt = performance.now();
     const ms = now - this.#headStart;
     this.#headStart = 0;
     this.#answered++;
@@ -628,8 +637,10 @@ function peerName(conn: Deno.Conn): string {
 function describeSlow(req: Request, payload: unknown, ms: number, prepared?: string): string {
   const op = req[0];
   let rows = "";
-  if (op === Op.Query && Array.isArray(payload)) rows = `${(payload[1] as unknown[]).length} rows`;
-  else if (op === Op.Run && Array.isArray(payload)) rows = `${String(payload[0])} changed`;
+  if (op === Op.Query && Array.isArray(payload)) {
+    const r = payload[1] as unknown[] | Encoded;
+    rows = `${r instanceof Encoded ? r.count : r.length} rows`;
+  } else if (op === Op.Run && Array.isArray(payload)) rows = `${String(payload[0])} changed`;
   else if (op === Op.Batch && Array.isArray(payload)) rows = `${payload.length} statements`;
   let sql: string;
   const arg = req[2];

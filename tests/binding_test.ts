@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import { SqliteError } from "../protocol/errors.ts";
 import type { Db, Sqlite, SqlValue } from "../engine/binding/binding.ts";
 import { libraryCandidates, LOAD_FAILED, loadSqlite } from "../engine/binding/load.ts";
+import { decodeMsgpack, MsgpackWriter } from "../protocol/msgpack.ts";
+import { RowsEncoder } from "../protocol/rows_encoder.ts";
 
 const ENGINES: Sqlite[] = [loadSqlite({ engine: "ffi" }), loadSqlite({ engine: "node" })];
 
@@ -41,6 +43,12 @@ function query(
   }
 }
 
+function encodeValue(v: unknown): Uint8Array {
+  const w = new MsgpackWriter(64);
+  w.write(v);
+  return w.bytes.slice(0, w.pos);
+}
+
 function rejects(fn: () => unknown, code: string, sqliteCode?: number, message?: RegExp): void {
   assert.throws(fn, (err: unknown) => {
     assert.ok(err instanceof SqliteError, `expected SqliteError, got ${err}`);
@@ -61,6 +69,12 @@ for (const sqlite of ENGINES) {
         [null, "null", null],
         [0, "integer", 0],
         [-1, "integer", -1],
+        // Either side of 32 bits (bound through sqlite3_bind_int / _int64).
+        [2 ** 31 - 1, "integer", 2 ** 31 - 1],
+        [2 ** 31, "integer", 2 ** 31],
+        [-(2 ** 31), "integer", -(2 ** 31)],
+        [-(2 ** 31) - 1, "integer", -(2 ** 31) - 1],
+        [2 ** 32 + 7, "integer", 2 ** 32 + 7],
         [MAX_SAFE, "integer", MAX_SAFE],
         [-MAX_SAFE, "integer", -MAX_SAFE],
         [2 ** 53, "real", 2 ** 53],
@@ -255,6 +269,53 @@ for (const sqlite of ENGINES) {
       rejects(() => stmt.bind([]), "SQLITE_MISUSE", 21, /finalized/);
     }));
 
+  Deno.test(`Stmt.allInto() writes the bytes of all()'s rows and honours maxBytes ${e}`, () =>
+    withDb(sqlite, (db) => {
+      db.exec("CREATE TABLE v(x)");
+      const insert = db.prepare("INSERT INTO v VALUES (?)")!;
+      const values: SqlValue[] = [
+        null,
+        7,
+        -(2 ** 31) - 1,
+        2 ** 53 - 1,
+        INT64_MAX,
+        INT64_MIN,
+        -0,
+        2.5,
+        "",
+        "a\0b é 😀",
+        "t".repeat(100),
+        new Uint8Array(0),
+        new Uint8Array([0, 1, 255]),
+      ];
+      for (const v of values) {
+        insert.bind([v]);
+        insert.run();
+      }
+      insert.finalize();
+      const stmt = db.prepare("SELECT rowid, x, typeof(x) FROM v ORDER BY rowid")!;
+      const rows = stmt.all();
+      const out = new RowsEncoder();
+      out.begin();
+      assert.equal(stmt.allInto(out, 1e6), values.length);
+      const encoded = out.finish();
+      assert.deepEqual(encoded.bytes, encodeValue(rows));
+      // (node:sqlite cuts text at a NUL when reading it: README, SQLite engines.)
+      const nul = sqlite.engine === "node" ? "a" : values[9];
+      assert.deepEqual((decodeMsgpack(encoded.bytes) as SqlValue[][]).map((r) => r[1]), [
+        ...values.slice(0, 9),
+        nul,
+        ...values.slice(10),
+      ]);
+      // Past the limit: RESULT_TOO_LARGE, and the statement is reset for the next run.
+      out.begin();
+      rejects(() => stmt.allInto(out, 40), "RESULT_TOO_LARGE", undefined, /maxResultBytes 40 /);
+      out.begin();
+      assert.equal(stmt.allInto(out, 1e6), values.length);
+      assert.deepEqual(out.finish().bytes, encoded.bytes);
+      stmt.finalize();
+    }));
+
   Deno.test(`Db.inTransaction follows BEGIN and COMMIT ${e}`, () =>
     withDb(sqlite, (db) => {
       assert.equal(db.inTransaction, false);
@@ -378,14 +439,23 @@ Deno.test("Db.setBudget() stops a runaway recursive CTE with SQLITE_INTERRUPT [f
       "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
     )!;
     const start = performance.now();
-    db.setBudget(start + 30);
+    db.setBudget(30);
     rejects(() => stmt.step(), "SQLITE_INTERRUPT", 9, /interrupted/);
     const took = performance.now() - start;
     assert.ok(took >= 29 && took < 200, `stopped after ${took.toFixed(1)} ms`);
+    // A new budget counts afresh; a spent one stops at the first check.
+    db.setBudget(30);
+    const again = performance.now();
+    rejects(() => stmt.step(), "SQLITE_INTERRUPT", 9, /interrupted/);
+    assert.ok(performance.now() - again >= 29, "the second budget counted from the first stop");
+    db.setBudget(0);
+    const spent = performance.now();
+    rejects(() => stmt.step(), "SQLITE_INTERRUPT", 9, /interrupted/);
+    assert.ok(performance.now() - spent < 20, "a zero budget stops at the first check");
     db.setBudget(null);
     stmt.finalize();
     assert.deepEqual(query(db, "SELECT 1 + 1"), [[2]]);
-    db.setBudget(performance.now() + 1000);
+    db.setBudget(1000);
     assert.deepEqual(query(db, "SELECT 2 + 2"), [[4]]);
     db.setBudget(null);
   }));
@@ -421,7 +491,7 @@ Deno.test("Stmt.stepInBackground() leaves the event loop free and stops on inter
 Deno.test("Stmt.stepInBackground() refuses while a time budget is set [ffi]", () =>
   withDb(ffi, async (db) => {
     const stmt = db.prepare("SELECT 1")!;
-    db.setBudget(performance.now() + 1000);
+    db.setBudget(1000);
     await assert.rejects(async () => await stmt.stepInBackground(), /time budget/);
     db.setBudget(null);
     assert.equal(await stmt.stepInBackground(), true);
@@ -466,7 +536,7 @@ Deno.test("NodeSqlite states what it cannot do and refuses it clearly [node]", (
     assert.equal(node.limitations.length, 3);
     assert.ok(ffi.limitations.length === 0 && ffi.capabilities.background);
     db.interrupt();
-    db.setBudget(performance.now() - 1); // a no-op: statements still run
+    db.setBudget(0); // a no-op: statements still run
     assert.deepEqual(query(db, "SELECT 1"), [[1]]);
     rejects(() => db.onUpdate(() => {}), "INTERNAL", undefined, /node:sqlite engine cannot/);
     const stmt = db.prepare("SELECT 1")!;

@@ -202,6 +202,15 @@ export const symbols = {
     ],
     result: "i32",
   },
+  /** For integers within 32 bits: a fast call (an `i64` taking a number is not one). */
+  sqlite3_bind_int: {
+    parameters: [
+      "pointer", // sqlite3_stmt *pStmt
+      "i32", // int i
+      "i32", // int value
+    ],
+    result: "i32",
+  },
   sqlite3_bind_int64: {
     parameters: [
       "pointer", // sqlite3_stmt *pStmt

@@ -138,13 +138,15 @@ export interface Db {
   interrupt(): void;
   /**
    * Sets a time budget for statements stepped synchronously on this
-   * connection: once `performance.now()` passes `deadline`, the running
-   * step fails with `SQLITE_INTERRUPT` (a progress handler checking every
-   * few thousand VM instructions). `null` removes the handler, which must be
-   * done before {@link Stmt.stepInBackground}. No-op without
-   * `capabilities.interrupt`.
+   * connection: once they have run `ms` milliseconds, the running step
+   * fails with `SQLITE_INTERRUPT`. A progress handler checks every few
+   * thousand VM instructions, and the budget counts from its first check
+   * (tens of microseconds into the statement), so that a statement done
+   * before then — a point read — reads no clock at all. `ms <= 0` stops at
+   * the first check. `null` removes the budget, which must be done before
+   * {@link Stmt.stepInBackground}. No-op without `capabilities.interrupt`.
    */
-  setBudget(deadline: number | null): void;
+  setBudget(ms: number | null): void;
   /**
    * Reports every row changed on this connection (`sqlite3_update_hook`),
    * or stops with `null`. Throws without `capabilities.updateHook`.
@@ -169,6 +171,29 @@ export interface Db {
   ): Promise<void>;
   /** Finalizes every statement still open and closes. Idempotent. */
   close(): void;
+}
+
+/**
+ * Receives rows value by value from {@link Stmt.allInto}: each row is
+ * announced with its length, then its values follow, each through the
+ * method of its type (the value rules above apply: an INTEGER is passed as
+ * a number when within ±(2^53 − 1)).
+ */
+export interface RowSink {
+  /** Bytes written so far. */
+  readonly size: number;
+  /** A row of `length` values follows. */
+  row(length: number): void;
+  /** NULL. */
+  nil(): void;
+  /** An INTEGER. */
+  integer(value: number | bigint): void;
+  /** A REAL. */
+  real(value: number): void;
+  /** A TEXT. */
+  text(value: string): void;
+  /** A BLOB. */
+  blob(value: Uint8Array): void;
 }
 
 /** Result of {@link Stmt.run}. */
@@ -229,6 +254,15 @@ export interface Stmt {
    * @throws {SqliteError}
    */
   all(maxBytes?: number): SqlValue[][];
+  /**
+   * Like {@link all}, but writes each row straight into `sink` instead of
+   * building arrays (the server encodes a reply's rows this way). Stops
+   * with `RESULT_TOO_LARGE` once the sink grew by more than `maxBytes`.
+   *
+   * @returns the number of rows written.
+   * @throws {SqliteError} the sink may then hold part of the rows.
+   */
+  allInto(sink: RowSink, maxBytes: number): number;
   /**
    * Steps to the end discarding rows and reports the changes (then resets).
    *

@@ -27,6 +27,7 @@ import type {
   Db,
   OpenOptions,
   RowChange,
+  RowSink,
   RunInfo,
   Sqlite,
   SqlValue,
@@ -121,7 +122,9 @@ class FfiDb implements Db {
   readonly #pStmt = new BigUint64Array(1);
   readonly #pTail = new BigUint64Array(1);
   #script: Script | null = null;
-  #deadline = Infinity;
+  /** The budget in ms (`Infinity`: none), and when it runs out (`NaN` until the first check). */
+  #budgetMs = Infinity;
+  #deadline = NaN;
   #progress: Deno.UnsafeCallback<{ parameters: ["pointer"]; result: "i32" }> | null = null;
   #progressOn = false;
   #authorizer: { close(): void } | null = null;
@@ -146,7 +149,7 @@ class FfiDb implements Db {
 
   /** True while a time budget is set. */
   get hasBudget(): boolean {
-    return this.#deadline !== Infinity;
+    return this.#budgetMs !== Infinity;
   }
 
   /** Removes the progress handler (before a background step: it must not run there). */
@@ -269,23 +272,37 @@ class FfiDb implements Db {
     if (this.#h !== null) this.#s.sqlite3_interrupt(this.#h);
   }
 
-  setBudget(deadline: number | null): void {
+  setBudget(ms: number | null): void {
     const h = this.#handle();
-    if (deadline === null) {
+    if (ms === null) {
       // The handler stays installed (a point read is over long before it is
       // first called): removing and installing it costs two FFI calls a
       // statement. A background step removes it first (see dropBudget).
-      this.#deadline = Infinity;
+      this.#budgetMs = Infinity;
       return;
     }
-    this.#deadline = deadline;
+    this.#budgetMs = ms;
+    this.#deadline = NaN;
     if (this.#progressOn) return;
     this.#progress ??= new Deno.UnsafeCallback(
       { parameters: ["pointer"], result: "i32" } as const,
-      (): number => performance.now() > this.#deadline ? 1 : 0,
+      (): number => this.#checkBudget(),
     );
     this.#s.sqlite3_progress_handler(h, PROGRESS_STEPS, this.#progress.pointer, null);
     this.#progressOn = true;
+  }
+
+  /** The progress handler: 1 (stop) once the budget ran out, counted from its first call. */
+  #checkBudget(): number {
+    const ms = this.#budgetMs;
+    if (ms === Infinity) return 0;
+    if (ms <= 0) return 1;
+    const now = performance.now();
+    if (this.#deadline !== this.#deadline) { // NaN: the first check of this budget
+      this.#deadline = now + ms;
+      return 0;
+    }
+    return now > this.#deadline ? 1 : 0;
   }
 
   onUpdate(callback: ((change: RowChange) => void) | null): void {
@@ -531,33 +548,78 @@ class FfiStmt implements Stmt {
     const row = new Array<SqlValue>(n);
     for (let i = 0; i < n; i++) {
       switch (s.sqlite3_column_type(h, i)) {
-        case ColumnType.INTEGER: {
-          const v = s.sqlite3_column_int64(h, i);
-          row[i] = typeof v === "bigint" ? exact(v) : v;
+        case ColumnType.INTEGER:
+          row[i] = this.#integer(h, i);
           break;
-        }
         case ColumnType.FLOAT:
           row[i] = s.sqlite3_column_double(h, i);
           break;
-        case ColumnType.TEXT: {
-          const p = s.sqlite3_column_text(h, i);
-          const len = s.sqlite3_column_bytes(h, i);
-          row[i] = len === 0 || p === null ? "" : readText(p, len);
+        case ColumnType.TEXT:
+          row[i] = this.#text(h, i);
           break;
-        }
-        case ColumnType.BLOB: {
-          const p = s.sqlite3_column_blob(h, i);
-          const len = s.sqlite3_column_bytes(h, i);
-          const out = new Uint8Array(len);
-          if (len > 0 && p !== null) Deno.UnsafePointerView.copyInto(p, out);
-          row[i] = out;
+        case ColumnType.BLOB:
+          row[i] = this.#blob(h, i);
           break;
-        }
         default:
           row[i] = null;
       }
     }
     return row;
+  }
+
+  allInto(sink: RowSink, maxBytes: number): number {
+    const s = this.#s;
+    const limit = sink.size + maxBytes;
+    let count = 0;
+    try {
+      while (this.step()) {
+        const h = this.#h!;
+        const n = this.#ncol;
+        sink.row(n);
+        for (let i = 0; i < n; i++) {
+          switch (s.sqlite3_column_type(h, i)) {
+            case ColumnType.INTEGER:
+              sink.integer(this.#integer(h, i));
+              break;
+            case ColumnType.FLOAT:
+              sink.real(s.sqlite3_column_double(h, i));
+              break;
+            case ColumnType.TEXT:
+              sink.text(this.#text(h, i));
+              break;
+            case ColumnType.BLOB:
+              sink.blob(this.#blob(h, i));
+              break;
+            default:
+              sink.nil();
+          }
+        }
+        count++;
+        if (sink.size > limit) throw resultTooLarge(maxBytes);
+      }
+    } finally {
+      this.reset();
+    }
+    return count;
+  }
+
+  #integer(h: Deno.PointerObject, i: number): number | bigint {
+    const v = this.#s.sqlite3_column_int64(h, i);
+    return typeof v === "bigint" ? exact(v) : v;
+  }
+
+  #text(h: Deno.PointerObject, i: number): string {
+    const p = this.#s.sqlite3_column_text(h, i);
+    const len = this.#s.sqlite3_column_bytes(h, i);
+    return len === 0 || p === null ? "" : readText(p, len);
+  }
+
+  #blob(h: Deno.PointerObject, i: number): Uint8Array {
+    const p = this.#s.sqlite3_column_blob(h, i);
+    const len = this.#s.sqlite3_column_bytes(h, i);
+    const out = new Uint8Array(len);
+    if (len > 0 && p !== null) Deno.UnsafePointerView.copyInto(p, out);
+    return out;
   }
 
   all(maxBytes?: number): SqlValue[][] {
@@ -611,9 +673,11 @@ class FfiStmt implements Stmt {
     let rc: number;
     switch (typeof v) {
       case "number":
-        rc = Number.isSafeInteger(v) && !Object.is(v, -0)
-          ? s.sqlite3_bind_int64(h, i, v as unknown as bigint) // Deno takes a number for i64
-          : s.sqlite3_bind_double(h, i, v);
+        if (!Number.isSafeInteger(v) || Object.is(v, -0)) rc = s.sqlite3_bind_double(h, i, v);
+        // An i64 parameter is a fast call only when given a bigint: 32-bit
+        // integers (most of them) go through sqlite3_bind_int instead.
+        else if ((v | 0) === v) rc = s.sqlite3_bind_int(h, i, v);
+        else rc = s.sqlite3_bind_int64(h, i, BigInt(v));
         break;
       case "bigint":
         rc = s.sqlite3_bind_int64(h, i, v);

@@ -35,6 +35,7 @@ import type {
   Db,
   OpenOptions,
   RowChange,
+  RowSink,
   RunInfo,
   Sqlite,
   SqlValue,
@@ -220,7 +221,7 @@ class NodeDb implements Db {
 
   interrupt(): void {}
 
-  setBudget(_deadline: number | null): void {}
+  setBudget(_ms: number | null): void {}
 
   onUpdate(_callback: ((change: RowChange) => void) | null): void {
     throw unsupported("report row changes (update hook)");
@@ -402,6 +403,28 @@ class NodeStmt implements Stmt {
       }
     }
     return rows;
+  }
+
+  allInto(sink: RowSink, maxBytes: number): number {
+    // node:sqlite builds every row in one call: they are written afterwards.
+    const rows = this.all();
+    const limit = sink.size + maxBytes;
+    for (let r = 0; r < rows.length; r++) {
+      const row = rows[r];
+      sink.row(row.length);
+      for (let i = 0; i < row.length; i++) {
+        const v = row[i];
+        if (v === null) sink.nil();
+        else if (typeof v === "string") sink.text(v);
+        else if (typeof v === "bigint") sink.integer(v);
+        else if (typeof v === "number") {
+          if (Number.isInteger(v) && !Object.is(v, -0)) sink.integer(v);
+          else sink.real(v);
+        } else sink.blob(v);
+      }
+      if (sink.size > limit) throw resultTooLarge(maxBytes);
+    }
+    return rows.length;
   }
 
   run(): RunInfo {
