@@ -207,6 +207,24 @@ export class MsgpackWriter {
 
   #string(s: string): void {
     const n = s.length;
+    if (n < 32) {
+      // Short ASCII (most column values): the length is known, so the
+      // header goes first and nothing moves afterwards.
+      this.ensure(1 + n);
+      const bytes = this.bytes;
+      let p = this.pos + 1;
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        bytes[p++] = c;
+      }
+      if (i === n) {
+        bytes[this.pos] = 0xa0 | n;
+        this.pos = p;
+        return;
+      }
+    }
     if (n < SHORT_STRING) {
       // At most 3 bytes per UTF-16 unit; a 1-byte header fits up to 31 bytes,
       // str8 up to 255: write the bytes after a str8 header, then fix it.

@@ -603,9 +603,15 @@ class FfiStmt implements Stmt {
     return count;
   }
 
+  /**
+   * An INTEGER column. Deno returns every `i64` result as a bigint (an
+   * allocation), so it is read as a double first, which is exact below
+   * 2^53 in magnitude; only larger ones are read again as int64.
+   */
   #integer(h: Deno.PointerObject, i: number): number | bigint {
-    const v = this.#s.sqlite3_column_int64(h, i);
-    return typeof v === "bigint" ? exact(v) : v;
+    const d = this.#s.sqlite3_column_double(h, i);
+    if (d < TWO_53 && d > -TWO_53) return d;
+    return exact(this.#s.sqlite3_column_int64(h, i));
   }
 
   #text(h: Deno.PointerObject, i: number): string {
@@ -770,6 +776,7 @@ function dbError(s: Symbols, h: Deno.PointerObject): SqliteError {
 }
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const TWO_53 = 2 ** 53;
 
 /** A number when `v` is a safe integer, else the bigint itself. */
 export function exact(v: number | bigint): number | bigint {
