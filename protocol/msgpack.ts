@@ -388,12 +388,17 @@ export function decodeMsgpack(bytes: Uint8Array): unknown {
 
 class Reader {
   readonly bytes: Uint8Array;
-  readonly view: DataView;
+  #view: DataView | null = null;
   pos = 0;
 
   constructor(bytes: Uint8Array) {
     this.bytes = bytes;
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** Made when first needed: most requests hold no multi-byte number. */
+  get view(): DataView {
+    const b = this.bytes;
+    return this.#view ??= new DataView(b.buffer, b.byteOffset, b.byteLength);
   }
 
   #need(n: number): number {
@@ -414,7 +419,6 @@ class Reader {
     if (b >= 0xa0 && b < 0xc0) return this.#string(b & 0x1f);
     if (b < 0x90) return this.#map(b & 0x0f, depth);
     if (b < 0xa0) return this.#array(b & 0x0f, depth);
-    const v = this.view;
     switch (b) {
       case 0xc0:
         return null;
@@ -425,43 +429,43 @@ class Reader {
       case 0xc4:
         return this.#binary(this.bytes[this.#need(1)]);
       case 0xc5:
-        return this.#binary(v.getUint16(this.#need(2)));
+        return this.#binary(this.view.getUint16(this.#need(2)));
       case 0xc6:
-        return this.#binary(v.getUint32(this.#need(4)));
+        return this.#binary(this.view.getUint32(this.#need(4)));
       case 0xca:
-        return v.getFloat32(this.#need(4));
+        return this.view.getFloat32(this.#need(4));
       case 0xcb:
-        return v.getFloat64(this.#need(8));
+        return this.view.getFloat64(this.#need(8));
       case 0xcc:
         return this.bytes[this.#need(1)];
       case 0xcd:
-        return v.getUint16(this.#need(2));
+        return this.view.getUint16(this.#need(2));
       case 0xce:
-        return v.getUint32(this.#need(4));
+        return this.view.getUint32(this.#need(4));
       case 0xcf:
-        return v.getBigUint64(this.#need(8));
+        return this.view.getBigUint64(this.#need(8));
       case 0xd0:
-        return v.getInt8(this.#need(1));
+        return this.view.getInt8(this.#need(1));
       case 0xd1:
-        return v.getInt16(this.#need(2));
+        return this.view.getInt16(this.#need(2));
       case 0xd2:
-        return v.getInt32(this.#need(4));
+        return this.view.getInt32(this.#need(4));
       case 0xd3:
-        return v.getBigInt64(this.#need(8));
+        return this.view.getBigInt64(this.#need(8));
       case 0xd9:
         return this.#string(this.bytes[this.#need(1)]);
       case 0xda:
-        return this.#string(v.getUint16(this.#need(2)));
+        return this.#string(this.view.getUint16(this.#need(2)));
       case 0xdb:
-        return this.#string(v.getUint32(this.#need(4)));
+        return this.#string(this.view.getUint32(this.#need(4)));
       case 0xdc:
-        return this.#array(v.getUint16(this.#need(2)), depth);
+        return this.#array(this.view.getUint16(this.#need(2)), depth);
       case 0xdd:
-        return this.#array(v.getUint32(this.#need(4)), depth);
+        return this.#array(this.view.getUint32(this.#need(4)), depth);
       case 0xde:
-        return this.#map(v.getUint16(this.#need(2)), depth);
+        return this.#map(this.view.getUint16(this.#need(2)), depth);
       case 0xdf:
-        return this.#map(v.getUint32(this.#need(4)), depth);
+        return this.#map(this.view.getUint32(this.#need(4)), depth);
       case 0xc1:
         throw new MsgpackError("Type byte 0xc1 is never used");
       default:

@@ -12,24 +12,38 @@ import { Encoded, MsgpackWriter } from "./msgpack.ts";
 
 /** Room left before the rows for the array header, written once they are counted. */
 const HEADER = 5;
-/** Initial buffer; one larger than {@link KEEP} is dropped after use. */
-const INITIAL = 16 * 1024;
-const KEEP = 1024 * 1024;
+/** Results are written one after another into a slab of this size... */
+const SLAB = 64 * 1024;
+/** ...while at least this much of it is left; then a new slab starts. */
+const MIN_ROOM = 4 * 1024;
 
-/** Receives rows value by value (a `RowSink`) and hands them out as one {@link Encoded}. */
+/**
+ * Receives rows value by value (a `RowSink`) and hands them out as one
+ * {@link Encoded}. Results are written one after another into a shared
+ * slab and handed out as views of it, never copied: a slab is not written
+ * again once a result was taken from it (a new one starts when it is
+ * full), so each view stays valid for as long as it is kept.
+ */
 export class RowsEncoder {
-  readonly #w = new MsgpackWriter(INITIAL);
+  readonly #w = new MsgpackWriter(SLAB);
+  /** Where the current result begins (its header room), or -1 between results. */
+  #start = -1;
   #count = 0;
 
-  /** Starts a new result, dropping anything written before. */
+  /** Starts a new result, dropping one left unfinished (after an error). */
   begin(): void {
-    this.#w.pos = HEADER;
+    const w = this.#w;
+    if (this.#start !== -1) w.pos = this.#start;
+    else if (w.bytes.length - w.pos < MIN_ROOM) w.reset(SLAB);
+    this.#start = w.pos;
+    w.ensure(HEADER);
+    w.pos += HEADER;
     this.#count = 0;
   }
 
   /** Bytes written since {@link begin} (the rows, header excluded). */
   get size(): number {
-    return this.#w.pos - HEADER;
+    return this.#w.pos - this.#start - HEADER;
   }
 
   /** A row of `length` values follows. */
@@ -63,18 +77,20 @@ export class RowsEncoder {
     this.#w.binary(value);
   }
 
-  /** The rows written since {@link begin}, as one MessagePack array (a copy). */
+  /** The rows written since {@link begin}, as one MessagePack array. */
   finish(): Encoded {
     const w = this.#w;
     const n = this.#count;
     const end = w.pos;
     // The header goes right before the rows: 1, 3 or 5 bytes.
-    const start = n < 16 ? HEADER - 1 : n < 0x10000 ? HEADER - 3 : 0;
-    w.pos = start;
+    const at = this.#start + (n < 16 ? HEADER - 1 : n < 0x10000 ? HEADER - 3 : 0);
+    w.pos = at;
     w.arrayHeader(n);
-    const encoded = new Encoded(w.bytes.slice(start, end), n);
-    if (w.bytes.length > KEEP) w.reset(INITIAL);
-    this.begin();
+    w.pos = end;
+    this.#start = -1;
+    const encoded = new Encoded(w.bytes.subarray(at, end), n);
+    // A slab grown for one large result is not kept for the small ones after it.
+    if (w.bytes.length > SLAB) w.reset(SLAB);
     return encoded;
   }
 }

@@ -103,3 +103,22 @@ Deno.test("MsgpackWriter copies an Encoded value verbatim inside a message", () 
   const bytes = w.bytes.slice(0, w.pos);
   assert.deepEqual(bytes, encode([7, 0, [["id", "name"], [[1, "a"], [2, "b"]]]]));
 });
+
+Deno.test("RowsEncoder results stay intact while later ones are written (several slabs, a large one, an abandoned one)", () => {
+  const enc = new RowsEncoder();
+  const kept: [Encoded, Value[][]][] = [];
+  for (let i = 0; i < 3000; i++) {
+    if (i === 1500) {
+      enc.begin(); // abandoned half-way (an error), then a fresh result
+      enc.row(1);
+      enc.text("lost");
+    }
+    const n = i === 700 ? 5000 : i % 7;
+    const rows: Value[][] = Array.from({ length: n }, (_, r) => [i, `row ${r} of ${i}`, r * 0.5]);
+    kept.push([viaSink(enc, rows), rows]);
+  }
+  for (const [encoded, rows] of kept) {
+    assert.deepEqual(encoded.bytes, encode(rows));
+    assert.equal(encoded.count, rows.length);
+  }
+});
