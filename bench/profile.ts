@@ -4,8 +4,9 @@
  * seconds, stops both gracefully so V8 writes the profiles, and summarises
  * them with `profile_summary.ts`.
  *
- * Usage: `deno run -A bench/profile.ts [--seconds 5] [--inflight 1]
- * [--transport unix|tcp] [--interval 100] [--workload point-read] [--out DIR]`
+ * Usage: `deno run -A bench/profile.ts [--seconds 5] [--inflight 1] [--connections 1]
+ * [--transport unix|tcp] [--interval 100] [--workload point-read] [--sync full|normal]
+ * [--out DIR]`
  *
  * Writes `profile-<workload>-<transport>-<inflight>.md` into `--out`
  * (default bench/results) and keeps the raw `.cpuprofile` files in a temp
@@ -26,9 +27,11 @@ const { values } = parseArgs({
   options: {
     seconds: { type: "string", default: "5" },
     inflight: { type: "string", default: "1" },
+    connections: { type: "string", default: "1" },
     transport: { type: "string", default: "unix" },
     interval: { type: "string", default: "100" },
     workload: { type: "string", default: "point-read" },
+    sync: { type: "string", default: "full" },
     top: { type: "string", default: "15" },
     out: { type: "string", default: new URL("./results", import.meta.url).pathname },
   },
@@ -46,7 +49,11 @@ const profFlags = (side: string) => [
   `--cpu-prof-interval=${values.interval}`,
 ];
 
-const server = await startServer({ transport, denoFlags: profFlags("server") });
+const server = await startServer({
+  transport,
+  synchronous: values.sync as "full" | "normal",
+  denoFlags: profFlags("server"),
+});
 const worker = new WorkerProcess(profFlags("client"));
 let result: RunResult;
 try {
@@ -54,7 +61,7 @@ try {
     kind: "netsqlite",
     workload,
     connect: server.connectOptions,
-    connections: 1,
+    connections: Number(values.connections),
     inflight,
     warmupMs: 0,
     durationMs: seconds * 1000,

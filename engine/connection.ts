@@ -144,6 +144,24 @@ export class Connection {
     return prepared;
   }
 
+  /**
+   * Runs one statement of the server's own without parameters or rows
+   * (`BEGIN IMMEDIATE`, `COMMIT`, `SAVEPOINT`…) through the statement
+   * cache, so that it is parsed once rather than on every call.
+   *
+   * @throws {SqliteError} SQLite's error.
+   */
+  runOwn(sql: string): void {
+    const p = this.prepare(sql);
+    p.busy++;
+    try {
+      p.stmt.bind(NO_ARGS);
+      p.stmt.run();
+    } finally {
+      release(p);
+    }
+  }
+
   /** The cached statement for `sql`, if any (nothing is prepared). */
   peek(sql: string): Prepared | undefined {
     return this.#cache.get(sql);

@@ -63,6 +63,14 @@ export interface EngineConfig {
  */
 export const INLINE_BUDGET_MS = 2;
 
+/**
+ * WAL frames below which a `synchronous=normal` COMMIT runs inline: below
+ * SQLite's automatic checkpoint threshold (1,000) by more than the frames a
+ * group commit adds (groups hold only statements that ran within the 2 ms
+ * budget, a few pages each).
+ */
+export const QUICK_COMMIT_FRAMES = 750;
+
 /** Owns the database connections and arbitrates the writer. */
 export class Engine {
   readonly #config: EngineConfig;
@@ -132,8 +140,8 @@ export class Engine {
     this.#changes = sqlite.capabilities.updateHook
       ? new ChangeLog(this.#writer, config.changeFeedCapacity ?? CHANGE_FEED_CAPACITY)
       : null;
-    this.#group = new GroupCommit(this.#writer, () => this.#drain());
     this.#walWatch = new WalWatch(config.path);
+    this.#group = new GroupCommit(this.#writer, () => this.#drain(), () => this.#quickCommit());
     this.#queue = new WriterQueue<EngineSession>(
       config.busyTimeout,
       config.txIdleTimeout,
@@ -261,6 +269,17 @@ export class Engine {
   }
 
   /**
+   * The shared reader's cached statement for `sql`, if it has one: how a
+   * statement seen before is classified (read or write), known without
+   * renewing the reader's snapshot. A schema change empties that cache.
+   *
+   * @internal
+   */
+  _classified(sql: string): Prepared | undefined {
+    return this.#reader?.peek(sql);
+  }
+
+  /**
    * Ends the reader's snapshot and starts a new one at once (reading the
    * schema cookie starts it), dropping cached statements when the schema
    * moved: column lists and `SELECT *` expansions are then prepared anew.
@@ -348,6 +367,16 @@ export class Engine {
     }
     this.#refreshWriterSchema();
     return true;
+  }
+
+  /**
+   * True when a COMMIT now is quick: `synchronous=normal` (a WAL commit
+   * does not sync) and the WAL far enough below SQLite's automatic
+   * checkpoint (1,000 pages) that this commit cannot start one.
+   */
+  #quickCommit(): boolean {
+    if (this.#config.synchronous !== "normal") return false;
+    return (this.#walWatch.frames() ?? Infinity) < QUICK_COMMIT_FRAMES;
   }
 
   #writerFree(): boolean {

@@ -694,13 +694,19 @@ export class EngineSession implements Waiter {
     this.#grouping = false;
     const engine = this.#engine;
     if (engine._owns(this)) return engine._writer.prepare(sql);
-    const reader = engine._writerHasTemp ? null : engine._snapshotReader();
     let group = false;
-    if (reader !== null) {
-      // A statement the reader cannot prepare fails here, without waiting.
-      const p = reader.prepare(sql);
-      if (p.readOnly) return this._awaitingCommit ? BLOCKED : p;
-      group = groupable && engine._groupable(p, sql);
+    if (!engine._writerHasTemp) {
+      // A write the reader has classified before goes to the writer without
+      // renewing the reader's snapshot (taking the writer drops it again).
+      let p = engine._classified(sql);
+      if (p === undefined || p.readOnly) {
+        // A statement the reader cannot prepare fails here, without waiting.
+        p = engine._snapshotReader()?.prepare(sql);
+      }
+      if (p !== undefined) {
+        if (p.readOnly) return this._awaitingCommit ? BLOCKED : p;
+        group = groupable && engine._groupable(p, sql);
+      }
     }
     // Behind a write awaiting its group commit, only more grouped writes may
     // go on (they see it); anything else waits for the commit.

@@ -8,7 +8,9 @@
  * arrived in the same turn of the event loop have run (a microtask), or
  * earlier when anything else needs the writer. With a binding that has
  * background steps the COMMIT (and its fsync) runs off the main thread, so
- * reads go on meanwhile; the writer is busy until it is done.
+ * reads go on meanwhile; the writer is busy until it is done. A COMMIT that
+ * neither syncs nor checkpoints (`synchronous=normal` with a short WAL)
+ * runs inline instead: it takes microseconds.
  *
  * @module
  */
@@ -30,6 +32,7 @@ export class GroupCommit {
   #open = false;
   #committing = false;
   readonly #onCommitted: () => void;
+  readonly #commitInline: () => boolean;
   /** Writes in the open group. */
   #size = 0;
   /** Groups ended since start, writes in them, and the largest (for `stats`). */
@@ -43,10 +46,14 @@ export class GroupCommit {
    * @param writer The writer connection.
    * @param onCommitted Called when a background COMMIT is done: the writer
    *   is free again.
+   * @param commitInline True when a COMMIT now is known to be quick (no
+   *   fsync, no checkpoint): it then runs on the main thread, which costs
+   *   far less than a trip to a background thread.
    */
-  constructor(writer: Connection, onCommitted: () => void) {
+  constructor(writer: Connection, onCommitted: () => void, commitInline: () => boolean) {
     this.#writer = writer;
     this.#onCommitted = onCommitted;
+    this.#commitInline = commitInline;
   }
 
   /** True while a group transaction is open on the writer and takes members. */
@@ -70,15 +77,16 @@ export class GroupCommit {
     // The first write of a group needs no savepoint: if it fails, the whole
     // (otherwise empty) transaction is rolled back.
     const first = !this.#open;
+    const writer = this.#writer;
     if (first) {
-      db.exec("BEGIN IMMEDIATE");
+      writer.runOwn("BEGIN IMMEDIATE");
       this.#open = true;
       // Commit once the requests that arrived together have run: a microtask
       // runs after the reads already completed in this turn of the event
       // loop. (A 0 ms timer would add a millisecond or more to every write.)
       queueMicrotask(() => this.commit());
     } else {
-      db.exec("SAVEPOINT netsqlite_group");
+      writer.runOwn("SAVEPOINT netsqlite_group");
     }
     const log = changeLogOf(this.#writer);
     const mark = log?.mark() ?? 0;
@@ -105,7 +113,7 @@ export class GroupCommit {
       }
       throw err;
     }
-    if (!first) db.exec("RELEASE netsqlite_group");
+    if (!first) writer.runOwn("RELEASE netsqlite_group");
     this.#members.add(member);
     this.#size++;
     return result;
@@ -119,7 +127,7 @@ export class GroupCommit {
     if (!this.#open) return;
     this.#open = false;
     const writer = this.#writer;
-    if (!writer.caps.background) {
+    if (!writer.caps.background || this.#commitInline()) {
       this.#finish(this.#commitNow(writer));
       return;
     }
@@ -149,7 +157,7 @@ export class GroupCommit {
 
   #commitNow(writer: Connection): SqliteError | null {
     try {
-      writer.db.exec("COMMIT");
+      writer.runOwn("COMMIT");
       changeLogOf(writer)?.committed();
       return null;
     } catch (err) {

@@ -23,6 +23,8 @@
  */
 
 const HEADER_BYTES = 48;
+/** Index of `mxFrame` (u32 at byte 16, native order) in the header as 32-bit words. */
+const MX_FRAME = 4;
 const PAGE = 4096;
 const PROT_READ = 1;
 const MAP_SHARED = 1;
@@ -81,6 +83,15 @@ export class WalWatch {
       }
     }
     return false;
+  }
+
+  /**
+   * Frames in the WAL now (`mxFrame` of the header), read from the mapped
+   * header; `null` where it is not mapped (a read would cost a system call).
+   */
+  frames(): number | null {
+    if (this.#live === null && this.#libc === undefined) this.#read();
+    return this.#live === null ? null : this.#live[MX_FRAME];
   }
 
   /** Unmaps and closes. Idempotent. */

@@ -24,7 +24,13 @@ export class WriterQueue<S extends Waiter> {
   readonly #onLeaseExpired: (owner: S) => void;
   #owner: S | null = null;
   readonly #waiters: S[] = [];
-  readonly #waitTimers = new Map<S, ReturnType<typeof setTimeout>>();
+  /**
+   * When each waiter began waiting, in arrival order: their deadlines come
+   * in the same order, so one timer, armed for the oldest, serves them all
+   * (a timer per waiter cost more than the write it waited for).
+   */
+  readonly #waitingSince = new Map<S, number>();
+  #waitTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #expired = new Set<S>();
   #leaseTimer: ReturnType<typeof setTimeout> | undefined;
   #lastActive = 0;
@@ -75,19 +81,35 @@ export class WriterQueue<S extends Waiter> {
           "busy timeout (--busy-timeout) exceeded; retry, or keep transactions short",
       );
     }
-    if (!this.#waitTimers.has(s)) {
+    if (!this.#waitingSince.has(s)) {
       this.#waiters.push(s);
-      this.#waitTimers.set(
-        s,
-        setTimeout(() => {
-          this.#waitTimers.delete(s);
-          this.#expired.add(s);
-          this.leave(s);
-          s.wake();
-        }, this.#busyTimeout),
-      );
+      this.#waitingSince.set(s, performance.now());
+      this.#armWaitTimer();
     }
     return false;
+  }
+
+  /** Arms the one wait timer for the oldest waiter, unless it is armed. */
+  #armWaitTimer(): void {
+    if (this.#waitTimer !== undefined) return;
+    const oldest = this.#waitingSince.values().next();
+    if (oldest.done) return;
+    const ms = Math.max(0, oldest.value + this.#busyTimeout - performance.now());
+    this.#waitTimer = setTimeout(() => this.#expireWaiters(), ms);
+  }
+
+  /** Expires every waiter past its busy timeout (they fail when woken), then re-arms. */
+  #expireWaiters(): void {
+    this.#waitTimer = undefined;
+    const now = performance.now();
+    for (const [s, since] of this.#waitingSince) {
+      if (since + this.#busyTimeout > now) break; // the rest arrived later
+      this.#waitingSince.delete(s);
+      this.#expired.add(s);
+      this.leave(s);
+      s.wake();
+    }
+    this.#armWaitTimer();
   }
 
   /** The owner keeps the writer (a transaction is open): renews its lease. */
@@ -141,17 +163,15 @@ export class WriterQueue<S extends Waiter> {
   /** Stops every timer. */
   close(): void {
     this.release();
-    for (const t of this.#waitTimers.values()) clearTimeout(t);
-    this.#waitTimers.clear();
+    clearTimeout(this.#waitTimer);
+    this.#waitTimer = undefined;
+    this.#waitingSince.clear();
     this.#waiters.length = 0;
   }
 
   #stopWaiting(s: S): void {
-    const t = this.#waitTimers.get(s);
-    if (t !== undefined) {
-      clearTimeout(t);
-      this.#waitTimers.delete(s);
-    }
+    // (The timer stays armed: when it fires it finds the next oldest.)
+    this.#waitingSince.delete(s);
   }
 
   #armLease(ms: number): void {

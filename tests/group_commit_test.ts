@@ -156,3 +156,34 @@ Deno.test("Engine group commit: a transaction begun by a member while the group 
   }
   assert.deepEqual(await m.values("SELECT count(*) FROM t WHERE who = 'in tx'"), [[40]]);
 });
+
+Deno.test("Engine group commit under synchronous=normal: commits inline while the WAL is short and in the background past it, losing nothing", async () => {
+  await using srv = await startServer({ synchronous: "normal" });
+  const clients = await Promise.all(Array.from({ length: 8 }, () => srv.client()));
+  try {
+    await clients[0].exec("CREATE TABLE w (id INTEGER PRIMARY KEY, client INTEGER, body BLOB)");
+    // 4 KiB a row: about a page each, so the WAL crosses the 750-frame line
+    // (inline commits below it, background ones above) and SQLite's
+    // 1,000-page automatic checkpoint, restarting the WAL, several times.
+    const body = new Uint8Array(4000).fill(7);
+    await Promise.all(clients.map(async (db, c) => {
+      for (let n = 0; n < 400; n++) {
+        assert.equal(
+          (await db.run("INSERT INTO w (client, body) VALUES (?, ?)", [c, body])).changes,
+          1,
+        );
+      }
+    }));
+    const [[count, intact]] = await clients[1].values<[number, number]>(
+      "SELECT count(*), sum(length(body) = 4000) FROM w",
+    );
+    assert.equal(count, 8 * 400);
+    assert.equal(intact, 8 * 400);
+    assert.deepEqual(await clients[2].values("PRAGMA integrity_check"), [["ok"]]);
+    // Had no checkpoint run, the WAL would hold 3,200 pages (≈ 13 MB).
+    const walBytes = Deno.statSync(`${srv.database}-wal`).size;
+    assert.ok(walBytes < 1500 * 4120, `the WAL was checkpointed as it grew (${walBytes} bytes)`);
+  } finally {
+    for (const c of clients) await c.close();
+  }
+});
