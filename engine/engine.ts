@@ -404,11 +404,17 @@ export class Engine {
     this.#release();
   }
 
+  /** True while a group commit's transaction is open on the writer. @internal */
+  get _groupOpen(): boolean {
+    return this.#group.open;
+  }
+
   /**
    * True when a write of `p` by a session outside any transaction can join
    * the group commit: it controls no transaction, touches no TEMP object,
    * and has run within the inline budget before (a statement that might run
-   * long must not hold the group, nor be stopped inside it).
+   * long must not hold the group; the first of a group is stopped and run
+   * again alone if it turns slow, later ones cannot be).
    *
    * @internal
    */

@@ -238,7 +238,22 @@ export class EngineSession implements Waiter {
     const engine = this.#engine;
     if (!p.onWriter) return then(this.#read(p, text, args, limits, wantRows), shape);
     if (this.#grouping) {
-      return engine._grouped(this, () => shape(this.#inlineTimed(p, args, limits, wantRows)));
+      // The first write of a group runs under the inline budget: should a
+      // write known to be fast turn slow, SQLite stops and undoes it (the
+      // group holds nothing else yet) and it runs again, alone, in the
+      // background. A later member cannot be stopped that way: SQLite would
+      // roll back the whole group with it.
+      const first = !engine._groupOpen && !changeLogOf(p.conn)?.capturing;
+      const budget = first && p.conn.caps.interrupt ? INLINE_BUDGET_MS : Infinity;
+      try {
+        return engine._grouped(
+          this,
+          () => shape(this.#inlineTimed(p, args, limits, wantRows, budget)),
+        );
+      } catch (err) {
+        if (!(err instanceof OverBudget)) throw err;
+      }
+      return this.#statement(text, params, limits, wantRows, shape); // no longer fast
     }
     let result: Outcome | Promise<Outcome>;
     try {
@@ -323,7 +338,17 @@ export class EngineSession implements Waiter {
       }
       return this.#background(p, args, limits, wantRows, null);
     }
-    if (p.fast) return this.#inlineTimed(p, args, limits, wantRows);
+    if (p.fast) {
+      // In autocommit a stopped write is undone: one that turned slow goes
+      // to the background (inside a transaction it could not be stopped so).
+      if (p.conn.inTransaction) return this.#inlineTimed(p, args, limits, wantRows);
+      try {
+        return this.#inlineTimed(p, args, limits, wantRows, INLINE_BUDGET_MS);
+      } catch (err) {
+        if (!(err instanceof OverBudget)) throw err;
+      }
+      return this.#background(p, args, limits, wantRows, null);
+    }
     const start = performance.now();
     // Failing quickly (a constraint, say) counts as fast too.
     return this.#background(p, args, limits, wantRows, null).finally(() => {
@@ -331,14 +356,23 @@ export class EngineSession implements Waiter {
     });
   }
 
-  /** Inline with only the deadline; a statement that ran long is not fast any more. */
-  #inlineTimed(p: Prepared, args: BindArgs, limits: RunLimits, wantRows: WantRows): Outcome {
+  /**
+   * Inline with the deadline (and a budget, for a write that can be undone
+   * when stopped); a statement that ran long is not fast any more.
+   */
+  #inlineTimed(
+    p: Prepared,
+    args: BindArgs,
+    limits: RunLimits,
+    wantRows: WantRows,
+    budget = Infinity,
+  ): Outcome {
     const start = performance.now();
     // A group commit's transaction is not the client's: stopping a grouped
     // write fails the group's writes, but leaves the session usable.
     const inTx = !this.#grouping && p.onWriter && p.conn.inTransaction;
     try {
-      return runInline(p, args, limits, wantRows);
+      return runInline(p, args, limits, wantRows, budget);
     } catch (err) {
       throw this.#noteAbort(err, p.conn, inTx);
     } finally {
