@@ -193,7 +193,7 @@ export class EngineSession implements Waiter {
     return step(0);
   }
 
-  /** Runs one statement and returns its columns and rows (arrays). */
+  /** Runs one statement and returns its columns and rows ({@link QueryReply}). */
   query(sql: string | number, params: unknown, timeout?: number): Reply<QueryReply> {
     const limits = this.#limits(timeout);
     return this.#settled(
