@@ -19,6 +19,12 @@ import { SqliteError } from "../protocol/errors.ts";
 import { type Connection, release } from "./connection.ts";
 import { changeLogOf } from "./change_log.ts";
 
+/**
+ * A group whose writes ran longer than this (ms) commits in the background
+ * even when its COMMIT would not sync: it may have many pages to write.
+ */
+export const QUICK_GROUP_MS = 0.5;
+
 /** A session whose write waits in the group for the commit. */
 export interface GroupMember {
   /** Called once the group committed (`null`) or failed (the error). */
@@ -35,6 +41,8 @@ export class GroupCommit {
   readonly #commitInline: () => boolean;
   /** Writes in the open group. */
   #size = 0;
+  /** Time its writes took to run, in ms: a bound on how much its COMMIT writes. */
+  #workMs = 0;
   /** Groups ended since start, writes in them, and the largest (for `stats`). */
   readonly counts: { groups: number; writes: number; largest: number } = {
     groups: 0,
@@ -46,9 +54,9 @@ export class GroupCommit {
    * @param writer The writer connection.
    * @param onCommitted Called when a background COMMIT is done: the writer
    *   is free again.
-   * @param commitInline True when a COMMIT now is known to be quick (no
-   *   fsync, no checkpoint): it then runs on the main thread, which costs
-   *   far less than a trip to a background thread.
+   * @param commitInline True when a COMMIT now would neither sync nor
+   *   checkpoint: a group whose writes also ran quickly then commits on the
+   *   main thread, which costs far less than a trip to a background thread.
    */
   constructor(writer: Connection, onCommitted: () => void, commitInline: () => boolean) {
     this.#writer = writer;
@@ -91,6 +99,7 @@ export class GroupCommit {
     const log = changeLogOf(this.#writer);
     const mark = log?.mark() ?? 0;
     let result: T;
+    const start = performance.now();
     try {
       result = fn();
     } catch (err) {
@@ -114,6 +123,7 @@ export class GroupCommit {
       throw err;
     }
     if (!first) writer.runOwn("RELEASE netsqlite_group");
+    this.#workMs += performance.now() - start;
     this.#members.add(member);
     this.#size++;
     return result;
@@ -127,7 +137,10 @@ export class GroupCommit {
     if (!this.#open) return;
     this.#open = false;
     const writer = this.#writer;
-    if (!writer.caps.background || this.#commitInline()) {
+    // Inline only when the COMMIT is known to be quick: no fsync, and little
+    // to write (pages are written about as fast as the statements made them).
+    const quick = this.#workMs < QUICK_GROUP_MS && this.#commitInline();
+    if (!writer.caps.background || quick) {
       this.#finish(this.#commitNow(writer));
       return;
     }
@@ -184,6 +197,7 @@ export class GroupCommit {
       if (this.#size > c.largest) c.largest = this.#size;
     }
     this.#size = 0;
+    this.#workMs = 0;
     for (const m of members) m._groupDone(error);
   }
 }

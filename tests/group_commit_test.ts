@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { connect, SqliteError } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
+import { Connection } from "../engine/connection.ts";
+import { GroupCommit, QUICK_GROUP_MS } from "../engine/group_commit.ts";
+import { loadSqlite } from "../engine/binding/load.ts";
 
 Deno.test("Engine group commit: concurrent autocommit writes from 16 clients are all acknowledged and stored", async () => {
   await using srv = await startServer({ synchronous: "full" });
@@ -186,4 +189,57 @@ Deno.test("Engine group commit under synchronous=normal: commits inline while th
   } finally {
     for (const c of clients) await c.close();
   }
+});
+
+Deno.test({
+  name:
+    "GroupCommit commits a quick group inline and one whose writes ran long in the background [ffi]",
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node",
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-group-" });
+    const sqlite = loadSqlite({ engine: "ffi" });
+    const writer = new Connection(sqlite, `${dir}/g.db`, {
+      readOnly: false,
+      timeout: 1000,
+      cacheSize: 16,
+    });
+    try {
+      writer.db.exec("PRAGMA journal_mode = WAL; CREATE TABLE g (v)");
+      let committed = Promise.withResolvers<void>();
+      const group = new GroupCommit(writer, () => committed.resolve(), () => true);
+      const done: (SqliteError | null)[] = [];
+      const member = { _groupDone: (e: SqliteError | null) => done.push(e) };
+      const insert = (spinMs: number) => () => {
+        const until = performance.now() + spinMs;
+        while (performance.now() < until) { /* a write that takes its time */ }
+        writer.db.exec("INSERT INTO g VALUES (1)");
+      };
+      // Quick writes: COMMIT on the main thread, the member told at once.
+      group.run(member, insert(0));
+      group.commit();
+      assert.equal(group.committing, false);
+      assert.deepEqual(done, [null]);
+      // Writes that ran QUICK_GROUP_MS or longer: COMMIT in the background.
+      group.run(member, insert(QUICK_GROUP_MS + 0.5));
+      group.commit();
+      assert.equal(group.committing, true);
+      assert.deepEqual(done, [null]);
+      await committed.promise;
+      assert.deepEqual(done, [null, null]);
+      // And when the engine says a COMMIT now would sync or checkpoint, too.
+      committed = Promise.withResolvers<void>();
+      const busy = new GroupCommit(writer, () => committed.resolve(), () => false);
+      busy.run(member, insert(0));
+      busy.commit();
+      assert.equal(busy.committing, true);
+      await committed.promise;
+      assert.deepEqual(done, [null, null, null]);
+      const [[n]] = writer.db.prepare("SELECT count(*) FROM g")!.all();
+      assert.equal(n, 3);
+    } finally {
+      writer.close();
+      sqlite.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
