@@ -286,8 +286,8 @@ export class Engine {
    */
   #renewSnapshot(reader: Connection): void {
     this.#readerInTx = false;
-    if (reader.inTransaction) reader.db.exec("COMMIT");
-    reader.db.exec("BEGIN");
+    if (reader.inTransaction) reader.runOwn("COMMIT");
+    reader.runOwn("BEGIN");
     const version = reader.refreshSchema();
     this.#readerInTx = true;
     if (version !== this.#schemaVersion) {
@@ -363,7 +363,7 @@ export class Engine {
     // at commit are not held back by it (the WAL would grow without bound).
     if (this.#readerInTx) {
       this.#readerInTx = false;
-      if (this.#reader!.inTransaction) this.#reader!.db.exec("COMMIT");
+      if (this.#reader!.inTransaction) this.#reader!.runOwn("COMMIT");
     }
     this.#refreshWriterSchema();
     return true;

@@ -555,7 +555,7 @@ export class EngineSession implements Waiter {
     const nested = writer.inTransaction;
     const limits = this.#limits(timeout);
     deadlineOf(limits); // one deadline for the whole batch
-    writer.db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
+    writer.runOwn(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
     const log = changeLogOf(writer);
     const mark = log?.mark() ?? 0;
     const results: BatchItemPayload[] = [];
@@ -572,7 +572,7 @@ export class EngineSession implements Waiter {
     };
     const finish = (): Reply<BatchItemPayload[]> => {
       if (nested) {
-        writer.db.exec("RELEASE netsqlite_batch");
+        writer.runOwn("RELEASE netsqlite_batch");
         engine._afterWrite(this);
         return results;
       }
