@@ -257,3 +257,25 @@ Deno.test("FrameReader.next() leaves a partially consumed buffer's frames intact
   assert.deepEqual(gotB?.slice(), b);
   assert.deepEqual(gotA.slice(), a);
 });
+
+Deno.test("FrameReader.detach() copies an incomplete frame out of a chunk the caller then reuses", () => {
+  const reader = new FrameReader();
+  const first = frame(new Uint8Array([1, 2, 3]));
+  const second = frame(new Uint8Array([4, 5, 6, 7]));
+  const stream = concat([first, second]);
+  // One reused read buffer: the first frame and half of the second arrive.
+  const buf = new Uint8Array(64);
+  const cut = first.length + 5;
+  buf.set(stream.subarray(0, cut));
+  reader.push(buf.subarray(0, cut));
+  assert.deepEqual(reader.next(), new Uint8Array([1, 2, 3]));
+  assert.equal(reader.next(), undefined);
+  reader.detach();
+  buf.fill(0xee); // the next read overwrites the buffer
+  buf.set(stream.subarray(cut));
+  reader.push(buf.subarray(0, stream.length - cut));
+  assert.deepEqual(reader.next(), new Uint8Array([4, 5, 6, 7]));
+  assert.equal(reader.buffered, 0);
+  reader.detach(); // nothing pending: nothing to copy
+  assert.equal(reader.next(), undefined);
+});

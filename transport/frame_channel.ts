@@ -21,7 +21,11 @@ export interface Outbox {
 
 /** Callbacks of a {@link FrameChannel}. */
 export interface ChannelHandler {
-  /** One complete frame payload arrived. */
+  /**
+   * One complete frame payload arrived. It is a view of the read buffer,
+   * valid only during the call (the next read reuses the memory): decode
+   * it, do not keep it.
+   */
   onFrame(payload: Uint8Array): void;
   /** Every frame of the last read has been handed to `onFrame`. */
   onReadEnd(): void;
@@ -99,12 +103,15 @@ export class FrameChannel {
         n = null; // Reset by peer or closed under us: the stream ended.
       }
       if (n === null) break;
-      this.#frames.push(buf.slice(0, n));
-      if (n === buf.length && buf.length < READ_SIZE_LARGE) buf = new Uint8Array(READ_SIZE_LARGE);
+      // Frames are views of `buf`, handled (decoded) before the next read
+      // reuses it; only an incomplete frame's bytes are copied out.
+      this.#frames.push(buf.subarray(0, n));
       for (let frame; (frame = this.#frames.next()) !== undefined;) {
         this.#handler.onFrame(frame);
         if (this.#closed) return;
       }
+      this.#frames.detach();
+      if (n === buf.length && buf.length < READ_SIZE_LARGE) buf = new Uint8Array(READ_SIZE_LARGE);
       this.#handler.onReadEnd();
     }
   }

@@ -84,6 +84,21 @@ export class FrameReader {
   }
 
   /**
+   * Copies the bytes of an incomplete frame out of the last chunk pushed,
+   * so that the caller may reuse that chunk's memory (the read loop reads
+   * into one buffer again and again). Frames returned before stay views of
+   * the chunk: use them before reusing it.
+   */
+  detach(): void {
+    if (this.#owned || this.#end === this.#start) return;
+    const pending = this.#buf.slice(this.#start, this.#end);
+    this.#buf = pending;
+    this.#start = 0;
+    this.#end = pending.length;
+    this.#owned = true;
+  }
+
+  /**
    * Returns the next complete frame's payload, or `undefined` when more bytes
    * are needed.
    *
