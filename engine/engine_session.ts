@@ -243,8 +243,9 @@ export class EngineSession implements Waiter {
       // group holds nothing else yet) and it runs again, alone, in the
       // background. A later member cannot be stopped that way: SQLite would
       // roll back the whole group with it.
-      const first = !engine._groupOpen && !changeLogOf(p.conn)?.capturing;
-      const budget = first && p.conn.caps.interrupt ? INLINE_BUDGET_MS : Infinity;
+      const alone = !engine._groupOpen && p.conn.caps.interrupt &&
+        !changeLogOf(p.conn)?.capturing;
+      const budget = alone ? INLINE_BUDGET_MS : Infinity;
       try {
         return engine._grouped(
           this,

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { AbortError, connect, SqliteError } from "../mod.ts";
+import { AbortError, type Client, connect, SqliteError } from "../mod.ts";
 import { startServer, startServerProcess } from "./_helpers.ts";
 
 const FFI = Deno.env.get("NETSQLITE_ENGINE") !== "node";
@@ -23,6 +23,27 @@ async function fill(db: { exec(sql: string): Promise<unknown> }): Promise<void> 
       "INSERT INTO t (v) WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s LIMIT 10000) " +
       "SELECT x FROM s",
   );
+}
+
+/**
+ * Client `b`'s point reads, one after another, while `running` runs (at most
+ * `maxMs`): their latencies in ms, sorted.
+ */
+async function pointReadsWhile(
+  b: Client,
+  running: Promise<unknown>,
+  maxMs = Infinity,
+): Promise<number[]> {
+  let done = false;
+  running.finally(() => done = true).catch(() => {});
+  const lat: number[] = [];
+  const until = performance.now() + maxMs;
+  while (!done && performance.now() < until) {
+    const t = performance.now();
+    assert.deepEqual(await b.values("SELECT v FROM t WHERE id = ?", [7]), [[7]]);
+    lat.push(performance.now() - t);
+  }
+  return lat.sort((x, y) => x - y);
 }
 
 function expectCode(code: string, message?: RegExp): (err: unknown) => boolean {
@@ -43,21 +64,12 @@ Deno.test({
     await using b = await srv.client();
     await fill(a);
     const slow = a.values(SLOW_JOIN, [], { timeout: 1500 }).catch((e) => e);
-    const lat: number[] = [];
-    let done = false;
-    slow.finally(() => done = true);
     // Reads issued one after another for as long as the join runs.
-    const until = performance.now() + 1200;
-    while (!done && performance.now() < until) {
-      const t = performance.now();
-      assert.deepEqual(await b.values("SELECT v FROM t WHERE id = ?", [7]), [[7]]);
-      lat.push(performance.now() - t);
-    }
+    const lat = await pointReadsWhile(b, slow, 1200);
     const err = await slow;
     // The join was stopped at its deadline, 1.5 s, not run to its end.
     assert.ok(err instanceof SqliteError, String(err));
     assert.equal(err.code, "STATEMENT_TIMEOUT");
-    lat.sort((x, y) => x - y);
     assert.ok(lat.length > 50, `only ${lat.length} reads while the join ran`);
     // 200 ms: the claim is a few ms (bench/nonblocking.ts measures it); the
     // margin is for a loaded CI machine. Before, every read waited ~3 s.
@@ -80,18 +92,11 @@ Deno.test({
       "(SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < ?) SELECT x FROM s) " +
       "WHERE x % 1000000 = 0";
     for (let i = 0; i < 3; i++) assert.equal((await a.run(write, [5])).changes, 0);
-    let done = false;
-    const slow = a.run(write, [6_000_000], { timeout: 20_000 }).finally(() => done = true);
-    const lat: number[] = [];
-    while (!done) {
-      const t = performance.now();
-      assert.deepEqual(await b.values("SELECT v FROM t WHERE id = ?", [7]), [[7]]);
-      lat.push(performance.now() - t);
-    }
+    const slow = a.run(write, [6_000_000], { timeout: 20_000 });
+    const lat = await pointReadsWhile(b, slow);
     // Stopped at the budget, undone, run once more: exactly six rows.
     assert.equal((await slow).changes, 6);
     assert.deepEqual(await b.values("SELECT count(*) FROM log"), [[6]]);
-    lat.sort((x, y) => x - y);
     assert.ok(lat.length > 20, `only ${lat.length} reads while the write ran`);
     // Before, the write ran inline (it was known to be fast) and every read
     // waited for all of it; 200 ms is the margin for a loaded CI machine.
