@@ -1,14 +1,17 @@
 /**
- * Point reads one at a time against two server.ts files (e.g. this checkout
- * and an older one), alternating runs, to report their ratio from one run:
- * `deno run -A bench/compare_servers.ts OLD_SERVER_TS [--seconds 2] [--pairs 5] [--engine ffi]`
+ * One workload against two server.ts files (e.g. this checkout and an older
+ * one), alternating runs, to report their ratio from one run:
+ * `deno run -A bench/compare_servers.ts OLD_SERVER_TS [--seconds 2] [--pairs 5] [--engine ffi]
+ * [--inflight 1] [--workload point-read|range-100|write] [--sync full|normal]`
+ * (`--inflight N`: N calls kept in flight on one connection; `write`: autocommit inserts).
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { connect } from "../client.ts";
-import { SQL, writeFixture } from "./_server.ts";
+import type { Queryable } from "../client.ts";
+import { rowParams, SQL, writeFixture } from "./_server.ts";
 
 const { values: flags, positionals } = parseArgs({
   args: Deno.args,
@@ -17,17 +20,39 @@ const { values: flags, positionals } = parseArgs({
     seconds: { type: "string", default: "2" },
     pairs: { type: "string", default: "5" },
     engine: { type: "string" },
+    inflight: { type: "string", default: "1" },
+    workload: { type: "string", default: "point-read" },
+    sync: { type: "string", default: "full" },
   },
 });
 const [oldServer] = positionals;
 const newServer = new URL("../server.ts", import.meta.url).pathname;
 const seconds = Number(flags.seconds);
+const inflight = Math.max(1, Math.floor(Number(flags.inflight)));
+const WORKLOADS: Record<string, (db: Queryable, i: number) => Promise<unknown>> = {
+  "point-read": (db, i) => db.values(SQL.pointRead, [1 + (i % 10000)]),
+  "range-100": (db, i) => db.query(SQL.range100, [1 + (i % 9900)]),
+  write: (db, i) => db.run(SQL.insert, rowParams(i)),
+};
+const call = WORKLOADS[flags.workload];
+if (call === undefined) throw new TypeError(`--workload: one of ${Object.keys(WORKLOADS)}`);
 
 async function run(server: string, extra: string[]): Promise<number> {
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-cmp-" });
   writeFixture(`${dir}/a.db`);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", server, "--db", `${dir}/a.db`, "--socket", `${dir}/a.sock`, ...extra],
+    args: [
+      "run",
+      "-A",
+      server,
+      "--db",
+      `${dir}/a.db`,
+      "--socket",
+      `${dir}/a.sock`,
+      "--synchronous",
+      flags.sync,
+      ...extra,
+    ],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
@@ -37,13 +62,16 @@ async function run(server: string, extra: string[]): Promise<number> {
     // The old client speaks the same protocol version 1.
     const db = await connect({ path: `${dir}/a.sock`, max: 1 });
     try {
-      for (let i = 0; i < 2000; i++) await db.values(SQL.pointRead, [1 + (i % 10000)]);
+      for (let i = 0; i < 2000; i++) await call(db, i);
       const end = performance.now() + seconds * 1000;
       let n = 0;
-      while (performance.now() < end) {
-        await db.values(SQL.pointRead, [1 + (n % 10000)]);
-        n++;
-      }
+      const lane = async () => {
+        while (performance.now() < end) {
+          await call(db, n);
+          n++;
+        }
+      };
+      await Promise.all(Array.from({ length: inflight }, lane));
       return n / seconds;
     } finally {
       await db.close();
