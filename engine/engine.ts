@@ -71,6 +71,13 @@ export const INLINE_BUDGET_MS = 2;
  */
 export const QUICK_COMMIT_FRAMES = 750;
 
+/**
+ * A group whose writes ran longer than this (ms) commits in the background
+ * even when its COMMIT would not sync: it may have many pages to write
+ * (pages are written about as fast as the statements made them).
+ */
+export const QUICK_GROUP_MS = 0.5;
+
 /** Owns the database connections and arbitrates the writer. */
 export class Engine {
   readonly #config: EngineConfig;
@@ -141,7 +148,11 @@ export class Engine {
       ? new ChangeLog(this.#writer, config.changeFeedCapacity ?? CHANGE_FEED_CAPACITY)
       : null;
     this.#walWatch = new WalWatch(config.path);
-    this.#group = new GroupCommit(this.#writer, () => this.#drain(), () => this.#quickCommit());
+    this.#group = new GroupCommit(
+      this.#writer,
+      () => this.#drain(),
+      (workMs) => this._alone || (workMs < QUICK_GROUP_MS && this.#quickCommit()),
+    );
     this.#queue = new WriterQueue<EngineSession>(
       config.busyTimeout,
       config.txIdleTimeout,
@@ -367,6 +378,15 @@ export class Engine {
     }
     this.#refreshWriterSchema();
     return true;
+  }
+
+  /**
+   * True while at most one session is open: nobody else's request can be
+   * kept waiting, so a COMMIT runs inline (its fsync included) rather than
+   * paying a trip to a background thread. @internal
+   */
+  get _alone(): boolean {
+    return this.#sessions.size <= 1;
   }
 
   /**

@@ -8,9 +8,9 @@
  * arrived in the same turn of the event loop have run (a microtask), or
  * earlier when anything else needs the writer. With a binding that has
  * background steps the COMMIT (and its fsync) runs off the main thread, so
- * reads go on meanwhile; the writer is busy until it is done. A COMMIT that
- * neither syncs nor checkpoints (`synchronous=normal` with a short WAL)
- * runs inline instead: it takes microseconds.
+ * reads go on meanwhile; the writer is busy until it is done. The engine
+ * decides when a COMMIT runs inline instead (`commitInline`): when it takes
+ * microseconds, or when no other client could be kept waiting.
  *
  * @module
  */
@@ -18,12 +18,6 @@
 import { SqliteError } from "../protocol/errors.ts";
 import { type Connection, release } from "./connection.ts";
 import { changeLogOf } from "./change_log.ts";
-
-/**
- * A group whose writes ran longer than this (ms) commits in the background
- * even when its COMMIT would not sync: it may have many pages to write.
- */
-export const QUICK_GROUP_MS = 0.5;
 
 /** A session whose write waits in the group for the commit. */
 export interface GroupMember {
@@ -38,7 +32,7 @@ export class GroupCommit {
   #open = false;
   #committing = false;
   readonly #onCommitted: () => void;
-  readonly #commitInline: () => boolean;
+  readonly #commitInline: (workMs: number) => boolean;
   /** Writes in the open group. */
   #size = 0;
   /** Time its writes took to run, in ms: a bound on how much its COMMIT writes. */
@@ -54,11 +48,16 @@ export class GroupCommit {
    * @param writer The writer connection.
    * @param onCommitted Called when a background COMMIT is done: the writer
    *   is free again.
-   * @param commitInline True when a COMMIT now would neither sync nor
-   *   checkpoint: a group whose writes also ran quickly then commits on the
-   *   main thread, which costs far less than a trip to a background thread.
+   * @param commitInline Given how long the group's writes took to run (ms,
+   *   a bound on how much its COMMIT writes), true when the COMMIT should run
+   *   on the main thread, which costs far less than a trip to a background
+   *   thread but holds up every other request meanwhile.
    */
-  constructor(writer: Connection, onCommitted: () => void, commitInline: () => boolean) {
+  constructor(
+    writer: Connection,
+    onCommitted: () => void,
+    commitInline: (workMs: number) => boolean,
+  ) {
     this.#writer = writer;
     this.#onCommitted = onCommitted;
     this.#commitInline = commitInline;
@@ -137,10 +136,7 @@ export class GroupCommit {
     if (!this.#open) return;
     this.#open = false;
     const writer = this.#writer;
-    // Inline only when the COMMIT is known to be quick: no fsync, and little
-    // to write (pages are written about as fast as the statements made them).
-    const quick = this.#workMs < QUICK_GROUP_MS && this.#commitInline();
-    if (!writer.caps.background || quick) {
+    if (!writer.caps.background || this.#commitInline(this.#workMs)) {
       this.#finish(this.#commitNow(writer));
       return;
     }

@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { connect, SqliteError } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 import { Connection } from "../engine/connection.ts";
-import { GroupCommit, QUICK_GROUP_MS } from "../engine/group_commit.ts";
+import { GroupCommit } from "../engine/group_commit.ts";
+import { Engine } from "../engine/engine.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
 
 Deno.test("Engine group commit: concurrent autocommit writes from 16 clients are all acknowledged and stored", async () => {
@@ -193,7 +195,7 @@ Deno.test("Engine group commit under synchronous=normal: commits inline while th
 
 Deno.test({
   name:
-    "GroupCommit commits a quick group inline and one whose writes ran long in the background [ffi]",
+    "GroupCommit commits inline when the engine says so (given the group's work time), else in the background [ffi]",
   ignore: Deno.env.get("NETSQLITE_ENGINE") === "node",
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "netsqlite-group-" });
@@ -206,7 +208,12 @@ Deno.test({
     try {
       writer.db.exec("PRAGMA journal_mode = WAL; CREATE TABLE g (v)");
       let committed = Promise.withResolvers<void>();
-      const group = new GroupCommit(writer, () => committed.resolve(), () => true);
+      const asked: number[] = [];
+      // As the engine does: inline below a work time (here 1 ms).
+      const group = new GroupCommit(writer, () => committed.resolve(), (workMs) => {
+        asked.push(workMs);
+        return workMs < 1;
+      });
       const done: (SqliteError | null)[] = [];
       const member = { _groupDone: (e: SqliteError | null) => done.push(e) };
       const insert = (spinMs: number) => () => {
@@ -219,14 +226,16 @@ Deno.test({
       group.commit();
       assert.equal(group.committing, false);
       assert.deepEqual(done, [null]);
-      // Writes that ran QUICK_GROUP_MS or longer: COMMIT in the background.
-      group.run(member, insert(QUICK_GROUP_MS + 0.5));
+      assert.ok(asked[0] < 1, `work time ${asked[0]} ms`);
+      // Writes that ran longer: COMMIT in the background.
+      group.run(member, insert(1.5));
       group.commit();
+      assert.ok(asked[1] >= 1.5, `work time ${asked[1]} ms`);
       assert.equal(group.committing, true);
       assert.deepEqual(done, [null]);
       await committed.promise;
       assert.deepEqual(done, [null, null]);
-      // And when the engine says a COMMIT now would sync or checkpoint, too.
+      // And whenever the engine says no.
       committed = Promise.withResolvers<void>();
       const busy = new GroupCommit(writer, () => committed.resolve(), () => false);
       busy.run(member, insert(0));
@@ -241,5 +250,53 @@ Deno.test({
       sqlite.close();
       await Deno.remove(dir, { recursive: true });
     }
+  },
+});
+
+Deno.test({
+  name:
+    "Engine: a durable COMMIT runs inline while one session is open, in the background once another could wait [ffi]",
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node",
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-alone-" });
+    const engine = new Engine({
+      path: `${dir}/a.db`,
+      synchronous: "full",
+      busyTimeout: 1000,
+      txIdleTimeout: 0,
+      statementCacheSize: 16,
+      statementTimeout: 0,
+      maxResultBytes: 1 << 20,
+      maxCursors: 4,
+      policy: { readonly: false, allowAttach: false, allowUnsafePragmas: false },
+    }, loadSqlite({ engine: "ffi" }));
+    try {
+      const commits: string[] = [];
+      const a = engine.openSession(() => {}, (e) => commits.push(`a ${e?.code ?? "ok"}`));
+      await a.exec("CREATE TABLE g (v)");
+      const insert = "INSERT INTO g VALUES (?)";
+      // The first run of an SQL text goes to the background (not yet known fast).
+      await a.run(insert, [0]);
+      assert.ok(!(a.run(insert, [1]) instanceof Promise), "a known-fast write runs inline");
+      assert.equal(a.awaitingCommit, true); // its group commits after this turn
+      await null; // the group's COMMIT (a microtask): alone, it ran inline
+      assert.deepEqual(commits, ["a ok"]);
+      assert.equal(a.awaitingCommit, false);
+      // With a second session open, the COMMIT's fsync goes to the background.
+      const b = engine.openSession(() => {}, () => {});
+      a.run(insert, [2]);
+      await null;
+      assert.equal(a.awaitingCommit, true, "COMMIT still running in the background");
+      while (a.awaitingCommit) await new Promise((r) => setTimeout(r, 1));
+      assert.deepEqual(commits, ["a ok", "a ok"]);
+      b.close();
+      a.close();
+    } finally {
+      await engine.close();
+    }
+    const check = new DatabaseSync(`${dir}/a.db`);
+    assert.equal(check.prepare("SELECT count(*) AS n FROM g").get()!.n, 3);
+    check.close();
+    await Deno.remove(dir, { recursive: true });
   },
 });
