@@ -12,6 +12,7 @@
 import type { StatementSync } from "node:sqlite";
 import type { Stmt } from "../engine/binding/binding.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
+import { RowsEncoder } from "../protocol/rows_encoder.ts";
 import { buildFixture, randomId, randomRangeStart, SQL } from "./_server.ts";
 
 const dir = Deno.makeTempDirSync({ prefix: "netsqlite-binding-bench-" });
@@ -56,6 +57,16 @@ function pointReadByStep(stmt: Stmt): unknown {
   return row;
 }
 
+const encoder = new RowsEncoder();
+
+/** The server's path: rows encoded straight into MessagePack. */
+function rangeReadEncoded(stmt: Stmt): unknown {
+  stmt.bind([randomRangeStart()]);
+  encoder.begin();
+  if (stmt.allInto(encoder, 1 << 24) !== 100) throw new Error("missing rows");
+  return encoder.finish();
+}
+
 function rangeRead(stmt: Stmt): unknown {
   stmt.bind([randomRangeStart()]);
   const rows = stmt.all();
@@ -81,5 +92,10 @@ Deno.bench("raw node:sqlite all()", { group: "100-row read", baseline: true }, (
 for (const s of statements) {
   Deno.bench(`${s.name} bind+all()`, { group: "100-row read" }, () => {
     rangeRead(s.range);
+  });
+}
+for (const s of statements) {
+  Deno.bench(`${s.name} bind+allInto(RowsEncoder)`, { group: "100-row read" }, () => {
+    rangeReadEncoded(s.range);
   });
 }
