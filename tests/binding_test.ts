@@ -484,11 +484,16 @@ Deno.test("Stmt.stepInBackground() leaves the event loop free and stops on inter
     const slow = db.prepare(
       "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
     )!;
+    const other = db.prepare("SELECT 7")!;
     let ticks = 0;
     const timer = setInterval(() => ticks++, 5);
     const start = performance.now();
     const stepping = slow.stepInBackground();
+    // The connection has no mutex: while it steps on the background thread,
+    // every other call on it is refused at once (interrupt() excepted).
     rejects(() => db.prepare("SELECT 1"), "SQLITE_MISUSE", 21, /background/);
+    rejects(() => other.step(), "SQLITE_MISUSE", 21, /background/);
+    rejects(() => db.inTransaction, "SQLITE_MISUSE", 21, /background/);
     await new Promise((resolve) => setTimeout(resolve, 150));
     db.interrupt();
     try {
@@ -500,6 +505,9 @@ Deno.test("Stmt.stepInBackground() leaves the event loop free and stops on inter
     assert.ok(ticks >= 10, `only ${ticks} ticks while stepping`);
     assert.ok(took < 1000, `interrupt took ${took.toFixed(0)} ms`);
     slow.finalize();
+    assert.equal(other.step(), true);
+    assert.deepEqual(other.row(), [7]);
+    other.finalize();
     assert.deepEqual(query(db, "SELECT 'usable'"), [["usable"]]);
   }));
 

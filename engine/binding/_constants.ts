@@ -24,7 +24,12 @@ export const OpenFlag = {
   READONLY: 0x00000001,
   READWRITE: 0x00000002,
   CREATE: 0x00000004,
-  /** Serialized threading mode: the connection has its own mutex (safe `sqlite3_interrupt`). */
+  /**
+   * Multi-thread mode: no mutex on the connection (each call skips a lock);
+   * one thread at a time may use it, which the binding enforces.
+   */
+  NOMUTEX: 0x00008000,
+  /** Serialized threading mode: the connection has its own mutex. */
   FULLMUTEX: 0x00010000,
   /** Extended result codes from the start (SQLite 3.37+, ignored before). */
   EXRESCODE: 0x02000000,

@@ -49,7 +49,7 @@ const BUSY = Symbol("busy in background");
 
 /**
  * The error for a main-thread call on a connection while a statement steps
- * in the background on it (SQLite's mutex is held: the call would block).
+ * in the background on it (the connection has no mutex: one thread at a time).
  * It is transient: the same call succeeds once the step returns.
  */
 export function busyInBackground(what: "connection" | "statement"): SqliteError {

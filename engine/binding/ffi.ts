@@ -88,14 +88,18 @@ export class FfiSqlite implements Sqlite {
   }
 
   /**
-   * Opens a connection in serialized mode (its own mutex, so that
-   * `interrupt()` from the main thread is safe) with extended result codes.
+   * Opens a connection with extended result codes, in multi-thread mode: the
+   * connection has no mutex, so no column read takes a lock. One thread at a
+   * time uses it: while a statement steps in the background, every call on
+   * the connection or its statements throws `busyInBackground` (`#handle`,
+   * `#live`, `step`), except `interrupt()` (safe from another thread) and
+   * `finalize()`/`close()`, which wait for the step to return.
    *
    * @throws {SqliteError} when the file cannot be opened.
    */
   open(path: string, options: OpenOptions): Db {
     const flags = (options.readOnly ? OpenFlag.READONLY : OpenFlag.READWRITE | OpenFlag.CREATE) |
-      OpenFlag.FULLMUTEX | OpenFlag.EXRESCODE;
+      OpenFlag.NOMUTEX | OpenFlag.EXRESCODE;
     const h = openHandle(this.#s, path, flags);
     this.#s.sqlite3_extended_result_codes(h, 1);
     this.#s.sqlite3_busy_timeout(h, options.busyTimeout);
@@ -384,9 +388,8 @@ class FfiDb implements Db {
     const h = this.#h;
     if (h === null) return;
     if (this.background) {
-      // SQLite's mutex is held by the background step: closing now would
-      // block the main thread (or free what the step uses). Stop the step
-      // and close when it returns.
+      // The background step uses the connection: closing now would free
+      // what it uses. Stop the step and close when it returns.
       this.#closeLater = true;
       this.#s.sqlite3_interrupt(h);
       return;
@@ -408,7 +411,7 @@ class FfiDb implements Db {
 
   /**
    * Finalizes `stmt` now, or (while a statement steps in the background on
-   * this connection, which holds SQLite's mutex) once that step returns.
+   * this connection) once that step returns.
    *
    * @returns true when it was deferred.
    */
@@ -499,7 +502,7 @@ class FfiStmt implements Stmt {
   }
 
   step(): boolean {
-    const h = this.#h ?? this.#live();
+    const h = this.#h !== null && !this.#db.background ? this.#h : this.#live();
     this.#isReset = false;
     return this.#stepped(h, this.#s.sqlite3_step(h));
   }
@@ -758,8 +761,7 @@ class FfiStmt implements Stmt {
       );
     }
     if (this.#db.background) {
-      // SQLite's connection mutex is held by the background step: a call now
-      // would block the main thread (and deadlock if the step calls back).
+      // The connection is in use on the background thread (it has no mutex).
       throw busyInBackground("statement");
     }
     return this.#h;
