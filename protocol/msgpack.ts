@@ -133,26 +133,6 @@ export class MsgpackWriter {
     this.#binary(b);
   }
 
-  /**
-   * Appends a string given as its UTF-8 bytes, as they are: the caller makes
-   * sure they are well formed (the reader would replace malformed ones).
-   */
-  utf8(b: Uint8Array): void {
-    const n = b.length;
-    if (n > 0xffffffff) throw new MsgpackError(`String of ${n} bytes is too long`);
-    this.ensure(5 + n);
-    const start = this.pos;
-    if (n < 32) {
-      this.bytes[start] = 0xa0 | n;
-      this.bytes.set(b, start + 1);
-      this.pos = start + 1 + n;
-      return;
-    }
-    const header = n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
-    this.bytes.set(b, start + header);
-    this.#sized(0xd9, start, n, header);
-  }
-
   /** Appends the header of an array of `n` items; the items follow. */
   arrayHeader(n: number): void {
     this.#length(n, 0x90, 0xdc);

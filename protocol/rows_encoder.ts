@@ -72,11 +72,6 @@ export class RowsEncoder {
     this.#w.string(value);
   }
 
-  /** A TEXT as its well-formed UTF-8 bytes. */
-  textBytes(bytes: Uint8Array): void {
-    this.#w.utf8(bytes);
-  }
-
   /** A BLOB. */
   blob(value: Uint8Array): void {
     this.#w.binary(value);

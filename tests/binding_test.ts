@@ -8,7 +8,6 @@ import assert from "node:assert/strict";
 import { SqliteError } from "../protocol/errors.ts";
 import type { Db, Sqlite, SqlValue } from "../engine/binding/binding.ts";
 import { libraryCandidates, LOAD_FAILED, loadSqlite } from "../engine/binding/load.ts";
-import { isWellFormedUtf8 } from "../engine/binding/ffi.ts";
 import { decodeMsgpack, MsgpackWriter } from "../protocol/msgpack.ts";
 import { RowsEncoder } from "../protocol/rows_encoder.ts";
 
@@ -601,54 +600,4 @@ Deno.test("loadSqlite() takes the engine and library from the environment", () =
       else Deno.env.set(name, saved[i]!);
     });
   }
-});
-
-Deno.test("isWellFormedUtf8 agrees with a fatal TextDecoder on random and edge-case bytes", () => {
-  const fatal = new TextDecoder("utf-8", { fatal: true });
-  const wellFormed = (b: Uint8Array) => {
-    try {
-      fatal.decode(b);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  const cases: number[][] = [
-    [],
-    [0x41],
-    [0x00],
-    [0xc2, 0x80],
-    [0xc1, 0xbf], // overlong
-    [0xe0, 0x9f, 0xbf], // overlong
-    [0xe0, 0xa0, 0x80],
-    [0xed, 0x9f, 0xbf],
-    [0xed, 0xa0, 0x80], // surrogate
-    [0xef, 0xbf, 0xbf],
-    [0xf0, 0x8f, 0xbf, 0xbf], // overlong
-    [0xf0, 0x90, 0x80, 0x80],
-    [0xf4, 0x8f, 0xbf, 0xbf],
-    [0xf4, 0x90, 0x80, 0x80], // above U+10FFFF
-    [0xf5, 0x80, 0x80, 0x80],
-    [0x80],
-    [0xe2, 0x82],
-    [0xff],
-  ];
-  // A seeded generator biased towards bytes that start or continue sequences.
-  let seed = 12345;
-  const next = () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 8;
-  const pool = [0x00, 0x41, 0x7f, 0x80, 0xbf, 0xc0, 0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xf5];
-  for (let i = 0; i < 20_000; i++) {
-    const len = next() % 8;
-    cases.push(
-      Array.from({ length: len }, () => next() % 2 ? pool[next() % pool.length] : next() & 0xff),
-    );
-  }
-  let valid = 0;
-  for (const c of cases) {
-    const b = Uint8Array.from(c);
-    const expected = wellFormed(b);
-    if (expected) valid++;
-    assert.equal(isWellFormedUtf8(b), expected, `bytes ${c.map((x) => x.toString(16))}`);
-  }
-  assert.ok(valid > 1000 && valid < cases.length - 1000, `${valid} of ${cases.length} valid`);
 });

@@ -192,12 +192,6 @@ export interface RowSink {
   real(value: number): void;
   /** A TEXT. */
   text(value: string): void;
-  /**
-   * A TEXT given as its UTF-8 bytes, which the caller checked are well
-   * formed (as read from SQLite, without decoding). `bytes` may be reused
-   * after the call.
-   */
-  textBytes(bytes: Uint8Array): void;
   /** A BLOB. */
   blob(value: Uint8Array): void;
 }

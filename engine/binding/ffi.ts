@@ -588,7 +588,7 @@ class FfiStmt implements Stmt {
               sink.real(s.sqlite3_column_double(h, i));
               break;
             case ColumnType.TEXT:
-              this.#textInto(sink, h, i);
+              sink.text(this.#text(h, i));
               break;
             case ColumnType.BLOB:
               sink.blob(this.#blob(h, i));
@@ -621,23 +621,6 @@ class FfiStmt implements Stmt {
     const p = this.#s.sqlite3_column_text(h, i);
     const len = this.#s.sqlite3_column_bytes(h, i);
     return len === 0 || p === null ? "" : readText(p, len);
-  }
-
-  /**
-   * A TEXT column's bytes copied as they are, without decoding and encoding
-   * them again; malformed UTF-8 is decoded (each bad sequence becomes
-   * U+FFFD), exactly as {@link #text} reads it.
-   */
-  #textInto(sink: RowSink, h: Deno.PointerObject, i: number): void {
-    const p = this.#s.sqlite3_column_text(h, i);
-    const len = this.#s.sqlite3_column_bytes(h, i);
-    if (len === 0 || p === null) return sink.text("");
-    let buf = this.#db.scratch;
-    if (buf.length < len) buf = this.#db.scratch = new Uint8Array(Math.max(len, buf.length * 2));
-    const bytes = buf.subarray(0, len);
-    Deno.UnsafePointerView.copyInto(p, bytes);
-    if (isWellFormedUtf8(bytes)) sink.textBytes(bytes);
-    else sink.text(decoder.decode(bytes));
   }
 
   #blob(h: Deno.PointerObject, i: number): Uint8Array {
@@ -813,45 +796,6 @@ function readText(p: Deno.PointerObject, len: number): string {
   const bytes = new Uint8Array(len);
   Deno.UnsafePointerView.copyInto(p, bytes);
   return decoder.decode(bytes);
-}
-
-/**
- * True when `b` is well-formed UTF-8 (what TextDecoder decodes without a
- * replacement): no overlong forms, no surrogates, nothing above U+10FFFF.
- */
-export function isWellFormedUtf8(b: Uint8Array): boolean {
-  const n = b.length;
-  let i = 0;
-  while (i < n) {
-    const c = b[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-      if (i + 1 >= n || (b[i + 1] & 0xc0) !== 0x80) return false;
-      i += 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      if (i + 2 >= n) return false;
-      const c1 = b[i + 1];
-      if ((c1 & 0xc0) !== 0x80 || (b[i + 2] & 0xc0) !== 0x80) return false;
-      if (c === 0xe0 && c1 < 0xa0) return false; // overlong
-      if (c === 0xed && c1 >= 0xa0) return false; // surrogate
-      i += 3;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      if (i + 3 >= n) return false;
-      const c1 = b[i + 1];
-      if ((c1 & 0xc0) !== 0x80 || (b[i + 2] & 0xc0) !== 0x80 || (b[i + 3] & 0xc0) !== 0x80) {
-        return false;
-      }
-      if (c === 0xf0 && c1 < 0x90) return false; // overlong
-      if (c === 0xf4 && c1 >= 0x90) return false; // above U+10FFFF
-      i += 4;
-    } else {
-      return false;
-    }
-  }
-  return true;
 }
 
 /** UTF-8 length of `s` (lone surrogates count 3, as TextEncoder writes them). */
