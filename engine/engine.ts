@@ -64,7 +64,7 @@ export interface EngineConfig {
 export const INLINE_BUDGET_MS = 2;
 
 /**
- * WAL frames below which a `synchronous=normal` COMMIT runs inline: below
+ * WAL frames below which a group's COMMIT may run inline: below
  * SQLite's automatic checkpoint threshold (1,000) by more than the frames a
  * group commit adds (groups hold only statements that ran within the 2 ms
  * budget, a few pages each).
@@ -72,9 +72,9 @@ export const INLINE_BUDGET_MS = 2;
 export const QUICK_COMMIT_FRAMES = 750;
 
 /**
- * A group whose writes ran longer than this (ms) commits in the background
- * even when its COMMIT would not sync: it may have many pages to write
- * (pages are written about as fast as the statements made them).
+ * A group whose writes ran longer than this (ms) commits in the background:
+ * it may have many pages to write (pages are written about as fast as the
+ * statements made them).
  */
 export const QUICK_GROUP_MS = 0.5;
 
@@ -151,7 +151,7 @@ export class Engine {
     this.#group = new GroupCommit(
       this.#writer,
       () => this.#drain(),
-      (workMs) => this._alone || (workMs < QUICK_GROUP_MS && this.#quickCommit()),
+      (workMs) => this.#commitInline(workMs),
     );
     this.#queue = new WriterQueue<EngineSession>(
       config.busyTimeout,
@@ -381,21 +381,17 @@ export class Engine {
   }
 
   /**
-   * True while at most one session is open: nobody else's request can be
-   * kept waiting, so a COMMIT runs inline (its fsync included) rather than
-   * paying a trip to a background thread. @internal
+   * True when a group's COMMIT may run on the main thread: it has little to
+   * write (its writes ran under {@link QUICK_GROUP_MS}), cannot start
+   * SQLite's automatic checkpoint (the WAL is under
+   * {@link QUICK_COMMIT_FRAMES}), and either does not sync
+   * (`synchronous=normal`) or nobody else could be kept waiting for its
+   * fsync (only one session is open). Inline costs far less than a trip to
+   * a background thread.
    */
-  get _alone(): boolean {
-    return this.#sessions.size <= 1;
-  }
-
-  /**
-   * True when a COMMIT now is quick: `synchronous=normal` (a WAL commit
-   * does not sync) and the WAL far enough below SQLite's automatic
-   * checkpoint (1,000 pages) that this commit cannot start one.
-   */
-  #quickCommit(): boolean {
-    if (this.#config.synchronous !== "normal") return false;
+  #commitInline(workMs: number): boolean {
+    if (workMs >= QUICK_GROUP_MS) return false;
+    if (this.#config.synchronous !== "normal" && this.#sessions.size > 1) return false;
     return (this.#walWatch.frames() ?? Infinity) < QUICK_COMMIT_FRAMES;
   }
 

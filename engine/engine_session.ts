@@ -16,8 +16,7 @@
  *   background, its commit included;
  * - inside a transaction, on the writer: reads as above (a stopped read
  *   leaves the transaction intact); writes known to be fast inline, others
- *   in the background; COMMIT (and its fsync) in the background, unless this
- *   is the only session open (nobody else could be kept waiting);
+ *   in the background; COMMIT (and its fsync) always in the background;
  * - every statement stops at its deadline (`--statement-timeout` or the
  *   call's `timeout`): inline by a progress handler, in the background by
  *   `sqlite3_interrupt`. A write stopped inside a transaction ends the
@@ -323,9 +322,7 @@ export class EngineSession implements Waiter {
     wantRows: WantRows,
   ): Outcome | Promise<Outcome> {
     if (!p.conn.caps.background) return this.#inlineTimed(p, args, limits, wantRows);
-    if (p.txOp === "COMMIT" && !this.#engine._alone) {
-      return this.#background(p, args, limits, wantRows, null);
-    }
+    if (p.txOp === "COMMIT") return this.#background(p, args, limits, wantRows, null);
     // Change capture (engine/change_log.ts): writes stay on the main thread.
     if (!p.readOnly && changeLogOf(p.conn)?.capturing) {
       const start = performance.now();

@@ -4,7 +4,7 @@ import { connect, SqliteError } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 import { Connection } from "../engine/connection.ts";
 import { GroupCommit } from "../engine/group_commit.ts";
-import { Engine } from "../engine/engine.ts";
+import { Engine, QUICK_COMMIT_FRAMES } from "../engine/engine.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
 
 Deno.test("Engine group commit: concurrent autocommit writes from 16 clients are all acknowledged and stored", async () => {
@@ -265,7 +265,7 @@ Deno.test({
       busyTimeout: 1000,
       txIdleTimeout: 0,
       statementCacheSize: 16,
-      statementTimeout: 0,
+      statementTimeout: 30_000,
       maxResultBytes: 1 << 20,
       maxCursors: 4,
       policy: { readonly: false, allowAttach: false, allowUnsafePragmas: false },
@@ -282,20 +282,30 @@ Deno.test({
       await null; // the group's COMMIT (a microtask): alone, it ran inline
       assert.deepEqual(commits, ["a ok"]);
       assert.equal(a.awaitingCommit, false);
+      // Alone, but with a WAL long enough for this COMMIT to start SQLite's
+      // automatic checkpoint (≥ QUICK_COMMIT_FRAMES frames): background.
+      await a.run("INSERT INTO g VALUES (zeroblob(?))", [(QUICK_COMMIT_FRAMES + 30) * 4096]);
+      a.run(insert, [9]);
+      await null;
+      assert.equal(a.awaitingCommit, true, "a COMMIT that may checkpoint runs in the background");
+      while (a.awaitingCommit) await new Promise((r) => setTimeout(r, 1));
+      assert.deepEqual(commits, ["a ok", "a ok"]);
+      await a.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+      await a.run(insert, [10]); // a PRAGMA dropped the cached statements: runs once more
       // With a second session open, the COMMIT's fsync goes to the background.
       const b = engine.openSession(() => {}, () => {});
       a.run(insert, [2]);
       await null;
       assert.equal(a.awaitingCommit, true, "COMMIT still running in the background");
       while (a.awaitingCommit) await new Promise((r) => setTimeout(r, 1));
-      assert.deepEqual(commits, ["a ok", "a ok"]);
+      assert.deepEqual(commits, ["a ok", "a ok", "a ok"]);
       b.close();
       a.close();
     } finally {
       await engine.close();
     }
     const check = new DatabaseSync(`${dir}/a.db`);
-    assert.equal(check.prepare("SELECT count(*) AS n FROM g").get()!.n, 3);
+    assert.equal(check.prepare("SELECT count(*) AS n FROM g").get()!.n, 6);
     check.close();
     await Deno.remove(dir, { recursive: true });
   },
