@@ -820,6 +820,48 @@ Deno.test("Session stops reading from a client that never reads its replies, bou
   await assertBystanderOk(ctx);
 });
 
+Deno.test("Session sends the first half of a pipelined batch's replies while the second half runs", async () => {
+  // A server process of its own: the replies' arrival is timed here.
+  await using srv = await startServerProcess();
+  await using raw = await RawConn.open(srv.connectOptions.path!);
+  await raw.send(HELLO);
+  await raw.reply();
+  // 60 reads of a few hundred microseconds each, run inline (under the 2 ms
+  // budget, nothing recursive), sent in one write: the second half takes
+  // milliseconds, and the first half's replies must not wait for it.
+  const N = 60;
+  const BYTES = 400_000;
+  let id = 2;
+  // Up to 3 batches: one is enough, unless this process is kept off the CPU
+  // for the whole second half (other test files run in parallel).
+  let pause = 0;
+  let spread = "";
+  for (let attempt = 0; attempt < 3 && pause < 5; attempt++) {
+    const first = id;
+    const reads = Array.from({ length: N }, (_, i) => [
+      Op.Query,
+      first + i,
+      "SELECT length(randomblob(?)) AS n, ? AS i",
+      [BYTES, i],
+    ]);
+    id += N;
+    await raw.send(...reads);
+    const arrived: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const r = await raw.reply();
+      arrived.push(performance.now());
+      assert.deepEqual(r, [first + i, 0, [["n", "i"], [[BYTES, i]]]], "replies in request order");
+    }
+    // Sent together at the end, they would follow one another within tens
+    // of microseconds (the time this side takes to read each); sent early,
+    // the second half comes the time of its work after the first.
+    pause = 0;
+    for (let i = 1; i < N; i++) pause = Math.max(pause, arrived[i] - arrived[i - 1]);
+    spread = arrived.map((t) => (t - arrived[0]).toFixed(1)).join(" ");
+  }
+  assert.ok(pause >= 5, `longest pause between replies ${pause.toFixed(2)} ms: ${spread}`);
+});
+
 Deno.test("Session answers 10,000 requests pipelined in one write, in order", async () => {
   await using ctx = await setup();
   await ctx.good.exec("CREATE TABLE pipe (n INTEGER NOT NULL)");
