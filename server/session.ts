@@ -359,7 +359,8 @@ export class Session implements SessionProbe {
       const q = this.#queue;
       // With several requests waiting, the first half's replies are sent
       // once they are ready (-1: never early), the rest when the turn ends.
-      let sendEarly = q.length - this.#head < 2 ? -1 : (q.length - this.#head) >> 1;
+      const waiting = q.length - this.#head;
+      let sendEarly = waiting < 2 ? -1 : waiting >> 1;
       this.#blocked = false;
       while (this.#head < q.length) {
         if (this.#encoder.size >= HIGH_WATER) break;
