@@ -100,6 +100,11 @@ export class Engine {
   #schemaVersion = -1;
   /** Set when the committed schema moved since the writer last looked. */
   #writerSchemaStale = false;
+  /**
+   * Whether the schema declares deferred foreign keys (`null`: not looked
+   * yet), for a binding that cannot tell when a write leaves one unresolved.
+   */
+  #deferredFks: boolean | null = null;
   readonly #group: GroupCommit;
   /** Committed changes for change feeds; `null` without an update hook (node:sqlite). */
   readonly #changes: ChangeLog | null;
@@ -426,6 +431,18 @@ export class Engine {
   }
 
   /**
+   * The writer, while a group commit's transaction is open on it and a
+   * statement there can be stopped at the inline budget: where a member's
+   * reads behind its own grouped write run. `null` otherwise.
+   *
+   * @internal
+   */
+  _groupWriter(): Connection | null {
+    const open = this.#group.open && this.#queue.owner === null;
+    return open && this.#writer.caps.interrupt ? this.#writer : null;
+  }
+
+  /**
    * True when a write of `p` by a session outside any transaction can join
    * the group commit: it controls no transaction, touches no TEMP object,
    * and has run within the inline budget before (a statement that might run
@@ -436,8 +453,35 @@ export class Engine {
    */
   _groupable(p: Prepared, sql: string): boolean {
     if (p.txOp !== null || p.touchesTemp) return false;
-    if (!this.#writer.caps.background) return true;
+    if (!this.#writer.caps.background) return !this.#schemaDefersForeignKeys();
     return this.#writer.peek(sql)?.fast === true;
+  }
+
+  /**
+   * True when a table of any attached schema declares a foreign key
+   * `DEFERRABLE INITIALLY DEFERRED` (or the text merely mentions it: then
+   * writes only lose the group commit). Grouping a write that leaves such a
+   * key unresolved would fail the shared COMMIT for every member; a binding
+   * that cannot tell (node:sqlite) groups no writes then.
+   */
+  #schemaDefersForeignKeys(): boolean {
+    if (this.#deferredFks !== null) return this.#deferredFks;
+    if (this.#writer.db.deferredViolations() !== null) return this.#deferredFks = false;
+    const query = (sql: string) => {
+      const st = this.#writer.db.prepare(sql)!;
+      try {
+        return st.all();
+      } finally {
+        st.finalize();
+      }
+    };
+    const schemas = query("SELECT name FROM pragma_database_list").map((r) => String(r[0]));
+    return this.#deferredFks = schemas.some((name) =>
+      query(
+        `SELECT 1 FROM "${name.replaceAll('"', '""')}".sqlite_schema ` +
+          "WHERE type = 'table' AND sql LIKE '%deferred%' LIMIT 1",
+      ).length > 0
+    );
   }
 
   /** Tracks a statement running in the background until it settles. @internal */
@@ -502,7 +546,9 @@ export class Engine {
 
   /** The writer ran `p`: a statement that changed the schema voids its cache. @internal */
   _ranOnWriter(p: Prepared): void {
-    if (p.changesSchema) this.#writer.clearCache();
+    if (!p.changesSchema) return;
+    this.#writer.clearCache();
+    this.#deferredFks = null;
   }
 
   /**
@@ -514,6 +560,7 @@ export class Engine {
   #refreshWriterSchema(): void {
     if (!this.#writerSchemaStale) return;
     this.#writerSchemaStale = false;
+    this.#deferredFks = null;
     this.#writer.refreshSchema();
   }
 

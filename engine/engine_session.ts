@@ -237,6 +237,9 @@ export class EngineSession implements Waiter {
     if (p === BLOCKED) return BLOCKED;
     const engine = this.#engine;
     if (!p.onWriter) return then(this.#read(p, text, args, limits, wantRows), shape);
+    if (this._awaitingCommit && !this.#grouping) {
+      return this.#readInGroup(p, args, limits, wantRows, shape);
+    }
     if (this.#grouping) {
       // The first write of a group runs under the inline budget: should a
       // write known to be fast turn slow, SQLite stops and undoes it (the
@@ -308,6 +311,29 @@ export class EngineSession implements Waiter {
       throw err;
     }
     return this.#background(own, args, limits, wantRows, () => engine._returnReader(conn));
+  }
+
+  /**
+   * A read behind this session's grouped write, in the open group's
+   * transaction on the writer (`#route`): its reply is held with the
+   * write's, so the read waits for no fsync before it runs, and fails with
+   * the group should the COMMIT fail. It runs under the inline budget; past
+   * it, it is stopped (a read changes nothing, the group is left intact) and
+   * waits for the commit, to run again as any read.
+   */
+  #readInGroup<T>(
+    p: Prepared,
+    args: BindArgs,
+    limits: RunLimits,
+    wantRows: WantRows,
+    shape: (o: Outcome) => T,
+  ): T | typeof BLOCKED {
+    try {
+      return shape(runInline(p, args, limits, wantRows, INLINE_BUDGET_MS));
+    } catch (err) {
+      if (!(err instanceof OverBudget)) throw err;
+    }
+    return BLOCKED;
   }
 
   /**
@@ -735,8 +761,23 @@ export class EngineSession implements Waiter {
       // renewing the reader's snapshot (taking the writer drops it again).
       let p = engine._classified(sql);
       if (p === undefined || p.readOnly) {
-        // A statement the reader cannot prepare fails here, without waiting.
-        p = engine._snapshotReader()?.prepare(sql);
+        const inGroup = this._awaitingCommit && groupable ? engine._groupWriter() : null;
+        if (inGroup !== null) {
+          // Behind this session's own grouped write, while the group is
+          // open: a read runs in the group's transaction, which holds that
+          // write (and the schema it may have changed).
+          p = inGroup.prepare(sql);
+          if (p.readOnly) return p;
+        } else {
+          try {
+            p = engine._snapshotReader()?.prepare(sql);
+          } catch (err) {
+            // The reader has not seen this session's uncommitted write (a
+            // table it created, say): judge the statement after the commit.
+            if (this._awaitingCommit) return BLOCKED;
+            throw err; // a statement the reader cannot prepare fails here, without waiting
+          }
+        }
       }
       if (p !== undefined) {
         if (p.readOnly) return this._awaitingCommit ? BLOCKED : p;

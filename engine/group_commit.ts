@@ -1,8 +1,10 @@
 /**
  * Group commit: autocommit writes from different clients that arrive while
  * the writer is free share one transaction and one fsync. Each runs inside
- * its own savepoint, so a failing statement undoes only itself, and no
- * client hears of its write before the shared COMMIT has made it durable.
+ * its own savepoint, so a failing statement undoes only itself (a write
+ * leaving a deferred foreign key unresolved fails too, when the binding can
+ * tell), and no client hears of its write before the shared COMMIT has made
+ * it durable.
  *
  * The group opens with the first write and commits once the requests that
  * arrived in the same turn of the event loop have run (a microtask), or
@@ -18,6 +20,11 @@
 import { SqliteError } from "../protocol/errors.ts";
 import { type Connection, release } from "./connection.ts";
 import { changeLogOf } from "./change_log.ts";
+
+/** What SQLite says when an autocommit write leaves a deferred foreign key unresolved. */
+function foreignKeyFailed(): SqliteError {
+  return new SqliteError("SQLITE_CONSTRAINT_FOREIGNKEY", "FOREIGN KEY constraint failed", 787);
+}
 
 /** A session whose write waits in the group for the commit. */
 export interface GroupMember {
@@ -101,6 +108,10 @@ export class GroupCommit {
     const start = performance.now();
     try {
       result = fn();
+      // A deferred foreign key this write left unresolved would fail the
+      // shared COMMIT, and every other member's write with it: fail this
+      // one alone, as SQLite fails it in autocommit.
+      if (db.deferredViolations() === true) throw foreignKeyFailed();
     } catch (err) {
       log?.truncate(mark); // this member's changes were undone
       if (first) {

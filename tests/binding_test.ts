@@ -341,6 +341,25 @@ for (const sqlite of ENGINES) {
       assert.deepEqual(query(db, "SELECT count(*) FROM sqlite_schema WHERE name = 'tx'"), [[0]]);
     }));
 
+  Deno.test(`Db.deferredViolations() follows unresolved deferred foreign keys ${e}`, () =>
+    withDb(sqlite, (db) => {
+      db.exec(
+        "PRAGMA foreign_keys = ON; CREATE TABLE p (id INTEGER PRIMARY KEY);" +
+          "CREATE TABLE c (pid INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)",
+      );
+      const ffi = sqlite.engine === "ffi";
+      const expect = (v: boolean) => assert.equal(db.deferredViolations(), ffi ? v : null);
+      expect(false);
+      db.exec("BEGIN; INSERT INTO c VALUES (7)");
+      expect(true);
+      db.exec("SAVEPOINT s; INSERT INTO p VALUES (7)");
+      expect(false);
+      db.exec("ROLLBACK TO s; RELEASE s");
+      expect(true);
+      db.exec("ROLLBACK");
+      expect(false);
+    }));
+
   Deno.test(`Stmt.readOnly tells reads from writes ${e}`, () =>
     withDb(sqlite, (db) => {
       db.exec("CREATE TABLE ro(a)");

@@ -75,6 +75,64 @@ Deno.test("Engine group commit: a client reads its own write in the very next re
   }
 });
 
+Deno.test("Engine group commit: a write leaving a deferred foreign key unresolved fails alone, not its group", async () => {
+  await using srv = await startServer({ synchronous: "full" });
+  const clients = await Promise.all(Array.from({ length: 6 }, () => srv.client()));
+  try {
+    await clients[0].exec(
+      "CREATE TABLE p (id INTEGER PRIMARY KEY); INSERT INTO p VALUES (1);" +
+        "CREATE TABLE c (pid INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)",
+    );
+    const sql = "INSERT INTO c VALUES (?)";
+    for (let i = 0; i < 3; i++) await clients[0].run(sql, [1]); // known to be fast: it groups
+    let kept = 3;
+    for (let round = 0; round < 10; round++) {
+      // Client 2 refers to a missing parent; the others are fine. All at once.
+      const results = await Promise.allSettled(
+        clients.map((db, i) => db.run(sql, [i === 2 ? 99 : 1])),
+      );
+      for (const [i, r] of results.entries()) {
+        const what = `round ${round}, client ${i}: ${JSON.stringify(r)}`;
+        if (i !== 2) {
+          assert.equal(r.status, "fulfilled", what);
+          kept++;
+          continue;
+        }
+        assert.equal(r.status, "rejected", what);
+        const err = (r as PromiseRejectedResult).reason as SqliteError;
+        assert.equal(err.code, "SQLITE_CONSTRAINT_FOREIGNKEY", what);
+        assert.equal(err.message, "FOREIGN KEY constraint failed");
+      }
+    }
+    assert.deepEqual(await clients[1].values("SELECT pid, count(*) FROM c GROUP BY pid"), [[
+      1,
+      kept,
+    ]]);
+    assert.deepEqual(await clients[1].values("PRAGMA foreign_key_check"), []);
+  } finally {
+    for (const c of clients) await c.close();
+  }
+});
+
+Deno.test("Engine group commit: a read pipelined behind a grouped CREATE TABLE sees the table", async () => {
+  await using srv = await startServer({ synchronous: "full" });
+  await using a = await srv.client();
+  await using b = await srv.client();
+  const create = "CREATE TABLE IF NOT EXISTS n (x)";
+  for (let i = 0; i < 3; i++) { // known to be fast: such a write may join a group
+    await a.run(create);
+    await a.run("DROP TABLE n");
+  }
+  for (let round = 0; round < 20; round++) {
+    const write = a.run(create);
+    const read = a.values("SELECT count(*) FROM n"); // pipelined behind the write
+    const other = b.run("CREATE TABLE IF NOT EXISTS other (x)"); // shares the group
+    await Promise.all([write, other]);
+    assert.deepEqual(await read, [[0]], `round ${round}`);
+    await a.run("DROP TABLE n");
+  }
+});
+
 Deno.test("Engine group commit: ON CONFLICT ROLLBACK in one write fails the group's other writes cleanly", async () => {
   await using srv = await startServer({ synchronous: "full" });
   const clients = await Promise.all(Array.from({ length: 4 }, () => srv.client()));

@@ -141,6 +141,44 @@ for (const engine of ENGINES) {
   });
 }
 
+Deno.test({
+  name:
+    "reads pipelined behind a client's own grouped writes run in the open group: one COMMIT for the lot, each read sees the writes before it [ffi]",
+  // node:sqlite cannot stop a read at the inline budget: there such reads wait for the COMMIT.
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node",
+  fn: async () => {
+    await using srv = await startServer({ engine: "ffi", synchronous: "full" });
+    await using a = await link(srv);
+    await using b = await link(srv); // a second session: the COMMIT runs in the background
+    await a.request(Op.Exec, ["CREATE TABLE t (x)"]);
+    const sql = "INSERT INTO t VALUES (?)";
+    await a.request(Op.Run, [sql, [0], null]); // now known to be fast: it joins groups
+    const before = (await b.request(Op.Stats, [])).groupCommit;
+    // Sent in one write: w, r, w, r, ... The reads used to wait for a COMMIT each.
+    const replies = [];
+    for (let i = 1; i <= 10; i++) {
+      replies.push(a.request(Op.Run, [sql, [i], null]));
+      replies.push(a.request(Op.Query, ["SELECT count(*), max(x) FROM t", null, null]));
+    }
+    const got = await Promise.all(replies);
+    for (let i = 1; i <= 10; i++) {
+      assert.deepEqual(got[2 * i - 2], [1, i + 1], `write ${i}`);
+      assert.deepEqual(got[2 * i - 1][1], [[i + 1, i]], `the read after write ${i} sees it`);
+    }
+    const after = (await b.request(Op.Stats, [])).groupCommit;
+    assert.equal(after.writes - before.writes, 10);
+    // One group when the server read all 20 requests at once; a read split
+    // across reads of the socket may start a second one.
+    assert.ok(
+      after.groups - before.groups <= 2,
+      `10 writes in ${after.groups - before.groups} groups`,
+    );
+    assert.deepEqual((await b.request(Op.Query, ["SELECT count(*) FROM t", null, null]))[1], [[
+      11,
+    ]]);
+  },
+});
+
 Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout, slow statements without parameters", async () => {
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
   const sock = `${dir}/s.sock`;

@@ -98,3 +98,9 @@ export const CheckpointMode = {
   restart: 2,
   truncate: 3,
 } as const;
+
+/** `sqlite3_db_status()` verbs used here. */
+export const DbStatus = {
+  /** 1 while deferred foreign key constraints are unresolved, else 0. */
+  DEFERRED_FKS: 10,
+} as const;

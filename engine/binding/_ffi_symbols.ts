@@ -310,6 +310,16 @@ export const symbols = {
     ],
     result: "i32",
   },
+  sqlite3_db_status: {
+    parameters: [
+      "pointer", // sqlite3 *db
+      "i32", // int op
+      "buffer", // int *pCur
+      "buffer", // int *pHiwtr
+      "i32", // int resetFlg
+    ],
+    result: "i32",
+  },
   sqlite3_wal_checkpoint_v2: {
     parameters: [
       "pointer", // sqlite3 *db

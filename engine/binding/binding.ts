@@ -128,6 +128,13 @@ export interface Db {
   lastInsertRowid(): number | bigint;
   /** `sqlite3_total_changes64()`. */
   totalChanges(): number | bigint;
+  /**
+   * True while deferred foreign key constraints are unresolved on this
+   * connection (`sqlite3_db_status(SQLITE_DBSTATUS_DEFERRED_FKS)`): a
+   * COMMIT now would fail. `null` when the implementation cannot tell
+   * (node:sqlite).
+   */
+  deferredViolations(): boolean | null;
   /** Installs (or with `null` removes) the authorizer used while preparing. */
   setAuthorizer(callback: Authorizer | null): void;
   /**

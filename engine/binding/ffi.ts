@@ -17,7 +17,7 @@ import {
   tooManyValues,
   unknownName,
 } from "./_errors.ts";
-import { Auth, CheckpointMode, ColumnType, OpenFlag, Result } from "./_constants.ts";
+import { Auth, CheckpointMode, ColumnType, DbStatus, OpenFlag, Result } from "./_constants.ts";
 import type { Symbols } from "./_ffi_symbols.ts";
 import type {
   Authorizer,
@@ -125,6 +125,8 @@ class FfiDb implements Db {
   readonly #stmts = new Set<FfiStmt>();
   readonly #pStmt = new BigUint64Array(1);
   readonly #pTail = new BigUint64Array(1);
+  /** `sqlite3_db_status` out-parameters: current value, high-water mark. */
+  readonly #status = [new Int32Array(1), new Int32Array(1)] as const;
   #script: Script | null = null;
   /** The budget in ms (`Infinity`: none), and when it runs out (`NaN` until the first check). */
   #budgetMs = Infinity;
@@ -238,6 +240,14 @@ class FfiDb implements Db {
 
   totalChanges(): number | bigint {
     return exact(this.#s.sqlite3_total_changes64(this.#handle()));
+  }
+
+  deferredViolations(): boolean {
+    const [current, highest] = this.#status;
+    const h = this.#handle();
+    const rc = this.#s.sqlite3_db_status(h, DbStatus.DEFERRED_FKS, current, highest, 0);
+    if (rc !== Result.OK) throw dbError(this.#s, h);
+    return current[0] !== 0;
   }
 
   setAuthorizer(callback: Authorizer | null): void {

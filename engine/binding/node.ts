@@ -215,6 +215,10 @@ class NodeDb implements Db {
     return this.#count(2);
   }
 
+  deferredViolations(): null {
+    return null; // node:sqlite has no sqlite3_db_status()
+  }
+
   setAuthorizer(callback: Authorizer | null): void {
     this.#user = callback;
   }
