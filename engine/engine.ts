@@ -445,14 +445,16 @@ export class Engine {
   /**
    * True when a write of `p` by a session outside any transaction can join
    * the group commit: it controls no transaction, touches no TEMP object,
-   * and has run within the inline budget before (a statement that might run
+   * changes no schema (a read the client pipelines behind it must see the
+   * change, and cannot prepare on the shared reader before the commit), and
+   * has run within the inline budget before (a statement that might run
    * long must not hold the group; the first of a group is stopped and run
    * again alone if it turns slow, later ones cannot be).
    *
    * @internal
    */
   _groupable(p: Prepared, sql: string): boolean {
-    if (p.txOp !== null || p.touchesTemp) return false;
+    if (p.txOp !== null || p.touchesTemp || p.changesSchema) return false;
     if (!this.#writer.caps.background) return !this.#schemaDefersForeignKeys();
     return this.#writer.peek(sql)?.fast === true;
   }

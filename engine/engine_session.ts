@@ -765,18 +765,13 @@ export class EngineSession implements Waiter {
         if (inGroup !== null) {
           // Behind this session's own grouped write, while the group is
           // open: a read runs in the group's transaction, which holds that
-          // write (and the schema it may have changed).
+          // write.
           p = inGroup.prepare(sql);
           if (p.readOnly) return p;
         } else {
-          try {
-            p = engine._snapshotReader()?.prepare(sql);
-          } catch (err) {
-            // The reader has not seen this session's uncommitted write (a
-            // table it created, say): judge the statement after the commit.
-            if (this._awaitingCommit) return BLOCKED;
-            throw err; // a statement the reader cannot prepare fails here, without waiting
-          }
+          // A statement the reader cannot prepare fails here, without waiting
+          // (no write that changes the schema joins a group).
+          p = engine._snapshotReader()?.prepare(sql);
         }
       }
       if (p !== undefined) {
