@@ -24,6 +24,7 @@ import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite } from "./engine/binding/load.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
+import { ErrorCode, ProtocolError } from "./protocol/errors.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
 import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
@@ -34,6 +35,7 @@ import { isLoopback, readTokenFile, TOKEN_ENV } from "./server/auth.ts";
 import { DatabaseLock } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
 import { ServerStats } from "./server/stats.ts";
+import { connectionLimit } from "./server/connection_limit.ts";
 import type { SessionServices } from "./server/session.ts";
 
 export type { DqliteOptions, ServeOptions } from "./server/options.ts";
@@ -243,6 +245,11 @@ class RunningServer implements Server {
   readonly #lock: DatabaseLock | null;
   #stopping: Promise<void> | null = null;
   #graceMs = 0;
+  /** Connections served at once (`--max-connections`, within the open-file limit). */
+  readonly #maxConnections: number;
+  /** Connections refused since the last log line about them, and when that was. */
+  #refused = 0;
+  #refusedReported = -Infinity;
   readonly #services: SessionServices;
 
   constructor(
@@ -295,7 +302,29 @@ class RunningServer implements Server {
           `${config.engine.txIdleTimeout} ms (--tx-idle-timeout): rolled back`,
       );
     this.#memory = new MemoryReleaser({ enabled: config.releaseMemory });
+    const limit = connectionLimit(config.maxConnections);
+    this.#maxConnections = limit.max;
+    if (limit.lowered !== null) log.warn(limit.lowered);
     this.finished = this.#acceptLoop();
+  }
+
+  /** The refusal of a connection over `--max-connections`; logged once a second at most. */
+  #tooMany(): ProtocolError {
+    const max = this.#maxConnections;
+    this.#refused++;
+    const now = performance.now();
+    if (now - this.#refusedReported >= 1000) {
+      this.#services.log.warn(
+        `refused ${this.#refused} connection(s): ${max} connections open (--max-connections)`,
+      );
+      this.#refused = 0;
+      this.#refusedReported = now;
+    }
+    return new ProtocolError(
+      ErrorCode.TooManyConnections,
+      `Cannot start session: the server already serves ${max} connections (--max-connections); ` +
+        "close some, or raise the limit",
+    );
   }
 
   get memoryRelease(): MemoryRelease {
@@ -328,6 +357,10 @@ class RunningServer implements Server {
         this.#config.tokenGate,
         this.#services,
       );
+      if (this.#sessions.size >= this.#maxConnections) {
+        // Answered at its handshake, then closed: the client learns why.
+        session.refuse(this.#tooMany());
+      }
       this.#sessions.add(session);
       this.#memory.opened();
       const done = session.serve().finally(() => {
@@ -420,6 +453,8 @@ Options:
   --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
   --max-frame-size BYTES  largest request or reply (default 67108864)
   --frame-timeout MS      close a connection stalled inside a frame (default 10000)
+  --max-connections N     connections served at once (default 10000, at most the open-file
+                          limit less 256); one more is refused with TOO_MANY_CONNECTIONS
   --engine auto|ffi|node  SQLite binding: ffi (system libsqlite3, needs --allow-ffi), node
                           (node:sqlite, built in), auto = ffi when a library loads
                           (default: $NETSQLITE_ENGINE, else auto)
@@ -469,6 +504,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       "statement-timeout": { type: "string" },
       "max-result-bytes": { type: "string" },
       "frame-timeout": { type: "string" },
+      "max-connections": { type: "string" },
       engine: { type: "string" },
       "sqlite-lib": { type: "string" },
       channel: { type: "string" },
@@ -500,6 +536,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     statementTimeout: numberArg("--statement-timeout", values["statement-timeout"]),
     maxResultBytes: numberArg("--max-result-bytes", values["max-result-bytes"]),
     frameTimeout: numberArg("--frame-timeout", values["frame-timeout"]),
+    maxConnections: numberArg("--max-connections", values["max-connections"]),
     engine: values.engine as ServeOptions["engine"],
     sqliteLib: values["sqlite-lib"],
     channel: values.channel,

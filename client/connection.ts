@@ -158,6 +158,26 @@ export class PooledConnection {
     return abortable(sent, signal);
   }
 
+  /**
+   * Opens the link of a connection created without one (or lost); no-op
+   * while it is up. Concurrent calls share one attempt.
+   *
+   * @throws what opening throws (e.g. `TOO_MANY_CONNECTIONS`).
+   */
+  connect(): Promise<void> {
+    if (this.#link !== null && this.#link.failure === null) return Promise.resolve();
+    return this.#opening ??= openLink(this.#config).then(([link, info]) => {
+      if (this.#closed) {
+        link.fail(new ConnectionError("Connection was closed by the client"));
+        return;
+      }
+      this.#link = link;
+      this.#generation++;
+      this.#watch(link);
+      this.#events.onOpen(info);
+    }).finally(() => this.#opening = null);
+  }
+
   #maybeIdle(): void {
     if (this.busy === 0) this.#events.onIdle(this);
   }
@@ -209,17 +229,7 @@ export class PooledConnection {
     }
     if (lost !== null && lost.failure !== null && !this.#config.reconnect) throw lost.failure;
     if (this.#link === null || this.#link.failure !== null) {
-      this.#opening ??= openLink(this.#config).then(([link, info]) => {
-        if (this.#closed) {
-          link.fail(new ConnectionError("Connection was closed by the client"));
-          return;
-        }
-        this.#link = link;
-        this.#generation++;
-        this.#watch(link);
-        this.#events.onOpen(info);
-      }).finally(() => this.#opening = null);
-      await this.#opening;
+      await this.connect();
       if (this.#closed) throw new ConnectionError("Client is closed");
     }
     if (generation !== undefined && generation !== this.#generation) {

@@ -111,7 +111,7 @@ export class Link {
    * Performs the handshake, presenting `token` when given.
    *
    * @throws {ProtocolError} `PROTOCOL_VERSION` on a version mismatch, `AUTH`
-   *   when the server refuses the token.
+   *   when the server refuses the token, `TOO_MANY_CONNECTIONS` when it is full.
    * @throws {ConnectionError} when the connection fails.
    */
   async hello(token: string | null = null): Promise<HelloReply> {

@@ -8,7 +8,10 @@
  *    next `await` or tick) goes to the connection the first of them got, so
  *    a burst of calls issued without awaiting runs in the order issued;
  * 2. otherwise an idle connection (nothing in flight, no cursor open);
- * 3. otherwise a new connection, while fewer than `max` are open;
+ * 3. otherwise a new connection, while fewer than `max` are open (opened
+ *    before the call is sent: should the server refuse it as full,
+ *    `TOO_MANY_CONNECTIONS`, the call goes on by the next rules, and the
+ *    pool opens no other connection for {@link FULL_PAUSE_MS});
  * 4. otherwise the unreserved connection with the fewest calls in flight;
  * 5. when every connection is reserved, the call waits for a release.
  *
@@ -16,7 +19,7 @@
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { ConnectionError, ErrorCode, ProtocolError, SqliteError } from "../protocol/errors.ts";
 import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
 import type { Link } from "./link.ts";
@@ -35,6 +38,9 @@ export const transactionContext: AsyncLocalStorage<TransactionScope> = new Async
 
 type Waiter = { resolve(conn: PooledConnection): void; reject(err: Error): void };
 
+/** How long a pool stays at its size after the server refused a connection as full, in ms. */
+export const FULL_PAUSE_MS = 1000;
+
 /** The connections of one client. */
 export class Pool implements ConnectionEvents {
   readonly #config: ConnectConfig;
@@ -45,6 +51,10 @@ export class Pool implements ConnectionEvents {
   #sharedWaiters: Waiter[] = [];
   #failure: Error | null = null;
   #closed = false;
+  /** Connections being opened by {@link #grow}: not handed out before they are up. */
+  readonly #growing = new Set<PooledConnection>();
+  /** `performance.now()` before which the pool does not grow: the server said it was full. */
+  #fullUntil = 0;
 
   /** The resolved connect options. */
   get config(): ConnectConfig {
@@ -129,12 +139,19 @@ export class Pool implements ConnectionEvents {
         ),
       );
     }
-    const idle = this.#conns.find((c) => !c.reserved && c.busy === 0 && !c.holdsTransaction);
-    const conn = idle ?? (this.#conns.length < this.#config.max ? this.#create() : null);
-    if (conn !== null) {
-      conn.reserved = true;
-      if (this.#burst === conn) this.#burst = null;
-      return Promise.resolve(conn);
+    const idle = this.#conns.find((c) =>
+      !c.reserved && c.busy === 0 && !c.holdsTransaction && !this.#growing.has(c)
+    );
+    if (idle !== undefined) {
+      idle.reserved = true;
+      if (this.#burst === idle) this.#burst = null;
+      return Promise.resolve(idle);
+    }
+    if (this.#mayGrow()) {
+      return this.#grow(
+        true,
+        () => new Promise((resolve, reject) => this.#reserveWaiters.push({ resolve, reject })),
+      );
     }
     const only = this.#conns[0];
     if (this.#config.max === 1 && !only.reserved && only.holdsTransaction) {
@@ -200,13 +217,42 @@ export class Pool implements ConnectionEvents {
   #pickShared(): PooledConnection | Promise<PooledConnection> {
     let best: PooledConnection | null = null;
     for (const c of this.#conns) {
-      if (c.reserved) continue;
+      if (c.reserved || this.#growing.has(c)) continue;
       if (c.busy === 0) return c;
       if (best === null || c.busy < best.busy) best = c;
     }
-    if (this.#conns.length < this.#config.max) return this.#create();
+    if (this.#mayGrow()) return this.#grow(false, () => this.#pickShared());
     if (best !== null) return best;
     return new Promise((resolve, reject) => this.#sharedWaiters.push({ resolve, reject }));
+  }
+
+  #mayGrow(): boolean {
+    return this.#conns.length < this.#config.max && performance.now() >= this.#fullUntil;
+  }
+
+  /**
+   * A new connection, opened before anything is sent on it. When the
+   * server refuses it as full and this client has other connections, the
+   * caller gets `otherwise()` (one of those, or a wait for one) instead.
+   */
+  #grow(
+    reserved: boolean,
+    otherwise: () => PooledConnection | Promise<PooledConnection>,
+  ): Promise<PooledConnection> {
+    const conn = this.#create();
+    conn.reserved = reserved;
+    this.#growing.add(conn);
+    return conn.connect().then(() => {
+      this.#growing.delete(conn);
+      return conn;
+    }, (err) => {
+      this.#growing.delete(conn);
+      this.#remove(conn);
+      const full = err instanceof ProtocolError && err.code === ErrorCode.TooManyConnections;
+      if (!full || this.#conns.length === 0 || this.#closed) throw err;
+      this.#fullUntil = performance.now() + FULL_PAUSE_MS;
+      return otherwise();
+    });
   }
 
   /** Passes a connection just freed to a waiting `reserve()`, or back to the shared set. */

@@ -15,7 +15,8 @@
  * |                   | `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`,          |
  * |                   | `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`                              |
  * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`                                 |
- * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`                 |
+ * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`, `AUTH`,        |
+ * |                   | `TOO_MANY_CONNECTIONS`                                                 |
  * | `AbortError`      | `ABORTED`                                                              |
  *
  * @module
@@ -76,6 +77,11 @@ export const ErrorCode = {
   ShuttingDown: "SHUTTING_DOWN",
   /** The client presented no token, or a wrong one (connection-level; the connection is closed). */
   Auth: "AUTH",
+  /**
+   * The server already serves its `--max-connections` connections
+   * (connection-level; the connection is closed).
+   */
+  TooManyConnections: "TOO_MANY_CONNECTIONS",
   /** The server runs read-only (`--readonly`) and the statement would write. */
   ReadOnly: "READONLY",
   /** The server's policy refuses the statement: ATTACH, extension loading, an unsafe PRAGMA. */
@@ -269,6 +275,7 @@ export function errorClassOf(
     case ErrorCode.FrameTimeout:
     case ErrorCode.ProtocolVersion:
     case ErrorCode.Auth:
+    case ErrorCode.TooManyConnections:
       return ProtocolError;
     case ErrorCode.Aborted:
       return AbortError;

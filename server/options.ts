@@ -86,6 +86,16 @@ export interface ServeOptions {
    */
   frameTimeout?: number;
   /**
+   * Connections served at once. One more is answered with a
+   * `TOO_MANY_CONNECTIONS` error at its handshake and closed; the others go
+   * on. Where the open-file limit can be read (Linux), the server serves
+   * at most that limit less {@link FD_RESERVE} (SQLite needs files of its
+   * own: a reader connection for each slow read and each cursor), and says
+   * so at start when that is fewer.
+   * @default {10000}
+   */
+  maxConnections?: number;
+  /**
    * Give memory back to the operating system after connections close
    * (`malloc_trim` through FFI when `--allow-ffi` is granted on glibc; a full
    * collection after a wave of disconnects when `gc` is exposed). See
@@ -212,6 +222,8 @@ export interface ServeConfig {
   maxFrameSize: number;
   /** Idle time allowed inside a partly received frame, in ms. */
   frameTimeout: number;
+  /** Connections served at once; more are refused at their handshake. */
+  maxConnections: number;
   /** Whether the TCP port is announced in a file (Windows default). */
   announceFile: string | null;
   /** Whether memory is given back after connections close. */
@@ -367,6 +379,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       2 ** 31 - 1,
     ),
     frameTimeout: integer("frameTimeout", options.frameTimeout ?? 10000, 1, 2 ** 31 - 1),
+    maxConnections: integer("maxConnections", options.maxConnections ?? 10000, 1, 1e6),
     engine: {
       path: database,
       synchronous,

@@ -86,6 +86,8 @@ export class Session implements SessionProbe {
   #queue: Request[] = [];
   #head = 0;
   #handshaken = false;
+  /** Set by {@link refuse}: the answer to the hello. */
+  #refusal: ProtocolError | null = null;
   #pumping = false;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   #helloTimer: ReturnType<typeof setTimeout> | undefined;
@@ -185,6 +187,14 @@ export class Session implements SessionProbe {
       room: () => !this.#dead && !this.#channel.closed && this.#encoder.size < HIGH_WATER,
       flush: () => this.#channel.flush(),
     });
+  }
+
+  /**
+   * Answers the client's hello with `error` instead of the handshake, and
+   * closes the connection (the server is full).
+   */
+  refuse(error: ProtocolError): void {
+    this.#refusal = error;
   }
 
   /**
@@ -337,6 +347,7 @@ export class Session implements SessionProbe {
           `server speaks ${PROTOCOL_VERSION}`,
       );
     }
+    if (this.#refusal !== null) throw this.#refusal;
     const refusal = this.#gate?.check(hello.token) ?? null;
     if (refusal !== null) {
       this.#services.log.warn(`refused a connection from ${this.#peer}: ${refusal}`);

@@ -9,7 +9,8 @@ import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
 import { parseServeArgs, serve, type ServeOptions } from "../server.ts";
 import { ProtocolError, type SqliteError } from "../protocol/errors.ts";
-import { startServer, tempDir } from "./_helpers.ts";
+import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
+import { connectionLimit, FD_RESERVE, openFileLimit } from "../server/connection_limit.ts";
 import { CONNECTION_PRAGMAS, UNSAFE_PRAGMAS } from "../engine/policy.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
@@ -415,4 +416,77 @@ Deno.test("parseServeArgs() reads the access and lifecycle flags", async () => {
   const none = parseServeArgs([]) as ServeOptions;
   assert.equal(none.readonly, undefined);
   assert.equal(none.token, Deno.env.get("NETSQLITE_TOKEN"));
+});
+
+Deno.test("server.ts --max-connections 2: a third connection is refused with TOO_MANY_CONNECTIONS; once one closes, a new one is served", async () => {
+  await using srv = await startServerProcess({ args: ["--max-connections", "2"] });
+  const open = () => connect({ ...srv.connectOptions, max: 1 });
+  const a = await open();
+  await using b = await open();
+  const full = (err: unknown) =>
+    err instanceof ProtocolError && err.code === "TOO_MANY_CONNECTIONS";
+  await assert.rejects(open(), (err: unknown) => {
+    assert.ok(full(err), String(err));
+    assert.equal(
+      (err as Error).message,
+      "Cannot start session: the server already serves 2 connections (--max-connections); " +
+        "close some, or raise the limit",
+    );
+    return true;
+  });
+  assert.deepEqual(await a.values("SELECT 1"), [[1]], "the open connections go on");
+  await a.close();
+  // The server learns of the close when it reads the end of that connection.
+  let c = null;
+  for (let tries = 0; c === null && tries < 100; tries++) {
+    c = await open().catch((err) => {
+      if (!full(err)) throw err;
+      return new Promise<null>((resolve) => setTimeout(() => resolve(null), 20));
+    });
+  }
+  assert.ok(c !== null, "a connection is served again once one closed");
+  await using _c = c;
+  assert.deepEqual(await c.values("SELECT 3"), [[3]]);
+  assert.deepEqual(await b.values("SELECT 2"), [[2]]);
+});
+
+Deno.test("connectionLimit() keeps --max-connections within the open-file limit, saying why when it lowers it", () => {
+  assert.deepEqual(connectionLimit(10000, null), { max: 10000, lowered: null });
+  assert.deepEqual(connectionLimit(1000, 20000), { max: 1000, lowered: null });
+  assert.deepEqual(connectionLimit(768, 1024), { max: 768, lowered: null });
+  assert.deepEqual(connectionLimit(10000, 1024), {
+    max: 768,
+    lowered: "serving at most 768 connections, not 10000 (--max-connections): the open-file " +
+      "limit is 1024 (ulimit -n), and SQLite needs files of its own",
+  });
+  assert.equal(connectionLimit(10000, 128).max, 64, "half of a small limit");
+  const own = openFileLimit();
+  if (Deno.build.os === "linux") assert.ok(own !== null && own > FD_RESERVE, String(own));
+});
+
+Deno.test("server.ts under a small open-file limit serves fewer connections and says so", async () => {
+  await using dir = await tempDir();
+  const script = 'ulimit -n 400 && exec "$0" run -A "$1" --db "$2" --socket "$3"';
+  const child = new Deno.Command("sh", {
+    args: ["-c", script, Deno.execPath(), SERVER_TS, `${dir.path}/l.db`, `${dir.path}/l.sock`],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  let err = "";
+  try {
+    const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    while (!err.includes("(ulimit -n)")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      err += value;
+    }
+    reader.cancel();
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+  }
+  assert.match(
+    err,
+    /serving at most 200 connections, not 10000 \(--max-connections\): the open-file limit is 400 \(ulimit -n\)/,
+  );
 });

@@ -9,7 +9,14 @@
  */
 
 import assert from "node:assert/strict";
-import { AbortError, connect, ConnectionError, type RunResult, SqliteError } from "../mod.ts";
+import {
+  AbortError,
+  connect,
+  ConnectionError,
+  ProtocolError,
+  type RunResult,
+  SqliteError,
+} from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -184,8 +191,9 @@ Deno.test("Client opens connections lazily and never more than max", async () =>
   assert.deepEqual(await db.values("SELECT 1"), [[1]]);
   assert.equal(env.relay.accepted, 2, "a plain call opens a second one");
   const r2 = await db.reserve();
+  assert.equal(env.relay.accepted, 2, "reserve() takes the idle second connection");
   const r3 = await db.reserve();
-  assert.equal(env.relay.accepted, 2, "a reserved connection opens on its first call");
+  assert.equal(env.relay.accepted, 3, "a new reserved connection is open once reserve() resolves");
   assert.deepEqual(await r3.values("SELECT 3"), [[3]]);
   assert.equal(env.relay.accepted, 3);
   const r4 = track(db.reserve());
@@ -478,4 +486,40 @@ Deno.test("Client call waiting for a free connection rejects at once when aborte
   await assert.rejects(waiting, { name: "AbortError", code: "ABORTED" });
   conn.release();
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+});
+
+Deno.test("Client pool at a full server (TOO_MANY_CONNECTIONS): calls and reserve() go on over the connections it has", async () => {
+  await using srv = await startServer({ maxConnections: 2 });
+  await using other = await srv.client(); // the server's second connection
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  const slow = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 200000) " +
+    "SELECT count(*) FROM c";
+  // The first connection is busy: the next calls would open a second one,
+  // which the server refuses; they wait for the first instead of failing.
+  const busy = db.values(slow);
+  await delay(1);
+  const later = await Promise.all([db.values("SELECT 1"), db.run("INSERT INTO t VALUES (1)")]);
+  assert.deepEqual(later[0], [[1]]);
+  assert.equal(later[1].changes, 1);
+  assert.deepEqual(await busy, [[200000]]);
+  assert.equal(db.connections, 1, "the refused connection is not kept");
+  // reserve() while the only connection is busy: refused too, so it waits for it.
+  const busyAgain = db.values(slow);
+  await delay(1);
+  const tx = await db.reserve();
+  assert.deepEqual(await busyAgain, [[200000]]);
+  assert.deepEqual(await tx.values("SELECT count(*) FROM t"), [[1]]);
+  tx.release();
+  // The other client connecting anew is refused with a clear error.
+  await assert.rejects(
+    connect({ ...srv.connectOptions, max: 1 }),
+    (err: unknown) => {
+      assert.ok(err instanceof ProtocolError, String(err));
+      assert.equal(err.code, "TOO_MANY_CONNECTIONS");
+      assert.match(err.message, /already serves 2 connections \(--max-connections\)/);
+      return true;
+    },
+  );
+  assert.deepEqual(await other.values("SELECT 2"), [[2]], "the connections open go on");
 });

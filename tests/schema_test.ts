@@ -179,6 +179,7 @@ Deno.test("errorClassOf() gives every code exactly one class, and createError() 
     FRAME_TIMEOUT: ProtocolError,
     PROTOCOL_VERSION: ProtocolError,
     AUTH: ProtocolError,
+    TOO_MANY_CONNECTIONS: ProtocolError,
     ABORTED: AbortError,
   };
   for (const code of [...Object.values(ErrorCode), "SQLITE_CONSTRAINT_UNIQUE", "SQLITE_BUSY"]) {
