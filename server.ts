@@ -166,6 +166,7 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     statementTimeout: e.statementTimeout,
     maxResultBytes: e.maxResultBytes,
     maxCursors: e.maxCursors,
+    maxStatements: e.maxStatements,
     allowUnsafePragmas: e.policy.allowUnsafePragmas,
   });
   let listener: Deno.Listener;

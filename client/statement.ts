@@ -25,6 +25,25 @@ interface Handle {
 
 type StatementOp = typeof Op.Query | typeof Op.Run;
 
+/** Sends `finalize` for each handle still live on its connection; empties `handles`. */
+function freeHandles(handles: Map<PooledConnection, Handle>): Promise<unknown>[] {
+  const sent: Promise<unknown>[] = [];
+  for (const [conn, h] of handles) {
+    if (h.generation === conn.generation && conn.open) {
+      sent.push(conn.request(Op.Finalize, [h.handle], undefined, h.generation).catch(() => {}));
+    }
+  }
+  handles.clear();
+  return sent;
+}
+
+/**
+ * Statements dropped without `finalize()` free their handles on the server
+ * once collected, so that a program preparing in a loop does not fill the
+ * server's table of handles (bounded per connection).
+ */
+const dropped = new FinalizationRegistry<Map<PooledConnection, Handle>>(freeHandles);
+
 /**
  * A statement prepared on the server, run with different parameters; get
  * one from `prepare()`.
@@ -69,6 +88,7 @@ export class Statement {
     this.sql = sql;
     this.#columns = columns;
     this.#handles.set(conn, { handle, generation });
+    dropped.register(this, this.#handles, this);
   }
 
   /** Result column names (empty for statements that return no rows). */
@@ -178,14 +198,8 @@ export class Statement {
   async finalize(): Promise<void> {
     this.#checkLive();
     this.#finalized = true;
-    const sent: Promise<unknown>[] = [];
-    for (const [conn, h] of this.#handles) {
-      if (h.generation === conn.generation && conn.open) {
-        sent.push(conn.request(Op.Finalize, [h.handle], undefined, h.generation).catch(() => {}));
-      }
-    }
-    this.#handles.clear();
-    await Promise.all(sent);
+    dropped.unregister(this);
+    await Promise.all(freeHandles(this.#handles));
   }
 
   #call<O extends StatementOp>(

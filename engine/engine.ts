@@ -49,6 +49,8 @@ export interface EngineConfig {
   maxResultBytes: number;
   /** Cursors one session may hold open at once. */
   maxCursors: number;
+  /** Prepared statements one session may hold at once (default `MAX_HANDLES`). */
+  maxStatements?: number;
   /** What clients may do: read-only, ATTACH, unsafe PRAGMAs (see `policy.ts`). */
   policy: PolicyConfig;
   /** Directory where `backup` and `vacuum` may write copies; `null`/absent refuses them. */

@@ -29,7 +29,8 @@
  * @module
  */
 
-import { txTimeout, unknownCursor, unknownHandle } from "./session_errors.ts";
+import { txTimeout, unknownCursor } from "./session_errors.ts";
+import { Handles } from "./handles.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type {
   BatchItemPayload,
@@ -78,8 +79,7 @@ export class EngineSession implements Waiter {
   readonly id: number;
   readonly #engine: Engine;
   readonly #wake: () => void;
-  readonly #handles = new Map<number, string>();
-  #nextHandle = 1;
+  readonly #handles: Handles;
   readonly #cursors = new Map<number, Cursor>();
   #nextCursor = 1;
   #closed = false;
@@ -101,6 +101,7 @@ export class EngineSession implements Waiter {
     wake: () => void,
     onCommit: (error: SqliteError | null) => void,
   ) {
+    this.#handles = new Handles(engine.config.maxStatements);
     this.#engine = engine;
     this.id = id;
     this.#wake = wake;
@@ -678,15 +679,14 @@ export class EngineSession implements Waiter {
     const p = this.#route(sql);
     if (p === BLOCKED) return BLOCKED;
     if (p.onWriter) this.#engine._afterWrite(this);
-    const handle = this.#nextHandle++;
-    this.#handles.set(handle, sql);
+    const handle = this.#handles.add(sql);
     return [handle, p.columns];
   }
 
   /** Frees a handle from {@link prepare}. */
   finalize(handle: number): Reply<null> {
     if (this._awaitingCommit) return BLOCKED;
-    if (!this.#handles.delete(handle)) throw unknownHandle(handle);
+    this.#handles.delete(handle);
     return null;
   }
 
@@ -741,9 +741,7 @@ export class EngineSession implements Waiter {
 
   #sqlOf(sql: string | number): string {
     if (typeof sql === "string") return sql;
-    const text = this.#handles.get(sql);
-    if (text === undefined) throw unknownHandle(sql);
-    return text;
+    return this.#handles.sql(sql);
   }
 
   /**

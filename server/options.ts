@@ -16,6 +16,7 @@ import {
 } from "../transport/address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import type { EngineConfig } from "../engine/engine.ts";
+import { MAX_HANDLES } from "../engine/handles.ts";
 import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 import { isLoopback, TokenGate } from "./auth.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
@@ -79,6 +80,13 @@ export interface ServeOptions {
   maxResultBytes?: number;
   /** Cursors one connection may hold open at once. @default {16} */
   maxCursors?: number;
+  /**
+   * Prepared statements one connection may hold at once (and 16 Mi
+   * characters of their SQL); one more fails with `BAD_REQUEST`. The
+   * client finalizes statements it drops, once they are collected.
+   * @default {10000}
+   */
+  maxStatements?: number;
   /**
    * How long a connection may sit on a partly received frame before it is
    * closed (defends against slow-drip clients), in ms.
@@ -399,6 +407,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
         2 ** 31 - 1,
       ),
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
+      maxStatements: integer("maxStatements", options.maxStatements ?? MAX_HANDLES, 1, 1e7),
       policy: flags,
       backupDir,
     },

@@ -1144,3 +1144,50 @@ Deno.test("Server.shutdown() removes the socket file and is idempotent", async (
   await assert.rejects(Deno.lstat(path), Deno.errors.NotFound);
   await db.close();
 });
+
+Deno.test("A connection holds at most maxStatements prepared statements (and 16 Mi characters of their SQL); finalize() makes room", async () => {
+  await using srv = await startServer({ maxStatements: 5 });
+  await using db = await srv.client();
+  const kept = [];
+  for (let i = 0; i < 5; i++) kept.push(await db.prepare(`SELECT ${i}`));
+  const tooMany = (err: unknown) => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, "BAD_REQUEST");
+    assert.match(err.message, /^Too many prepared statements: 5 on this connection, holding 40 /);
+    assert.match(err.message, /\(at most 5, 16777216\); finalize\(\) the ones no longer needed$/);
+    return true;
+  };
+  await assert.rejects(db.prepare("SELECT 5"), tooMany);
+  await kept[0].finalize();
+  const more = await db.prepare("SELECT 5");
+  assert.deepEqual(await more.raw().all(), [[5]]);
+  assert.deepEqual(await kept[4].raw().all(), [[4]], "the others still work");
+  for (const s of [...kept.slice(1), more]) await s.finalize();
+  // The SQL kept for handles is bounded too: 4 Mi characters each.
+  const big = (n: number) => `SELECT ${n} /*${"x".repeat(4 * 1024 * 1024)}*/`;
+  const large = [];
+  for (let i = 0; i < 3; i++) large.push(await db.prepare(big(i)));
+  await assert.rejects(db.prepare(big(3)), (err: unknown) => {
+    assert.ok(err instanceof SqliteError && err.code === "BAD_REQUEST", String(err));
+    assert.match(
+      err.message,
+      /^Too many prepared statements: 3 on this connection, holding 1258\d{4} characters/,
+    );
+    return true;
+  });
+  await large[0].finalize();
+  large[0] = await db.prepare(big(3));
+  assert.deepEqual(await large[0].raw().all(), [[3]]);
+});
+
+Deno.test("Statements dropped without finalize() are freed on the server once collected", async () => {
+  const fixture = new URL("./fixtures/dropped_statements.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--v8-flags=--expose-gc", fixture],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  assert.equal(new TextDecoder().decode(out.stdout).trim(), "ok 200");
+});

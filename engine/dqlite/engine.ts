@@ -35,6 +35,8 @@ export interface DqliteEngineConfig {
   maxResultBytes: number;
   /** Cursors one session may hold open at once. */
   maxCursors: number;
+  /** Prepared statements one session may hold at once (default `MAX_HANDLES`). */
+  maxStatements?: number;
   /** Let clients set PRAGMAs of the shared connections and of durability. */
   allowUnsafePragmas: boolean;
 }

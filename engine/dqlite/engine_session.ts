@@ -4,7 +4,8 @@
  * @module
  */
 
-import { txTimeout, unknownCursor, unknownHandle } from "../session_errors.ts";
+import { txTimeout, unknownCursor } from "../session_errors.ts";
+import { Handles } from "../handles.ts";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type {
   BatchItemPayload,
@@ -67,8 +68,7 @@ export class DqliteEngineSession {
   #aborted: SqliteError | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   #cancelled: Error | null = null;
-  readonly #handles = new Map<number, string>();
-  #nextHandle = 1;
+  readonly #handles: Handles;
   readonly #cursors = new Map<number, BufferedCursor>();
   #nextCursor = 1;
 
@@ -77,6 +77,7 @@ export class DqliteEngineSession {
 
   /** @internal Use {@link DqliteEngine.openSession}. */
   constructor(engine: DqliteEngine, id = 0) {
+    this.#handles = new Handles(engine.config.maxStatements);
     this.#engine = engine;
     this.id = id;
   }
@@ -216,15 +217,14 @@ export class DqliteEngineSession {
       } finally {
         await stmt.finalize();
       }
-      const handle = this.#nextHandle++;
-      this.#handles.set(handle, sql);
+      const handle = this.#handles.add(sql);
       return [handle, columns];
     });
   }
 
   /** Frees a handle from {@link prepare}. */
   finalize(handle: number): null {
-    if (!this.#handles.delete(handle)) throw unknownHandle(handle);
+    this.#handles.delete(handle);
     return null;
   }
 
@@ -428,9 +428,7 @@ export class DqliteEngineSession {
 
   #sqlOf(sql: string | number): string {
     if (typeof sql === "string") return sql;
-    const text = this.#handles.get(sql);
-    if (text === undefined) throw unknownHandle(sql);
-    return text;
+    return this.#handles.sql(sql);
   }
 }
 
