@@ -10,7 +10,7 @@
  * @module
  */
 
-import { SqliteError } from "../protocol/errors.ts";
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { isBusyInBackground } from "../engine/binding/_errors.ts";
 import {
   EventKind,
@@ -30,6 +30,11 @@ import {
 export const DEFAULT_FEED_BUFFER = 10_000;
 /** Largest `buffer` a client may ask for. */
 export const MAX_FEED_BUFFER = 100_000;
+/**
+ * Feeds one connection may hold (the client opens a connection for each):
+ * each may queue `buffer` changes, so their number is bounded too.
+ */
+export const MAX_FEEDS_PER_CONNECTION = 64;
 /** Changes per event frame, at most. */
 const CHANGES_PER_FRAME = 256;
 
@@ -88,6 +93,13 @@ export class ConnectionFeeds {
   }
 
   #add(options: SubscribeRequest, log: ChangeLog): SubscribePayload {
+    if (this.#feeds.size >= MAX_FEEDS_PER_CONNECTION) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Too many change feeds on this connection: ${MAX_FEEDS_PER_CONNECTION}; ` +
+          "unsubscribe one first",
+      );
+    }
     const id = this.#nextId++;
     const feed = new Feed(id, options, () => this.#schedule(), log.head);
     const head = log.subscribe(feed, options.since ?? undefined);

@@ -12,6 +12,10 @@ import { type ChangeEvent, connect, type Subscription } from "../client.ts";
 import type { SqliteError } from "../protocol/errors.ts";
 import { spawnClientProcess } from "./_client_process.ts";
 import { startServer, startServerProcess, within } from "./_helpers.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
+import { MAX_FEEDS_PER_CONNECTION } from "../server/feeds.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -299,5 +303,33 @@ Deno.test({
       { table: (e as { table: string }).table, op: (e as { op: string }).op },
       { table: "t", op: "insert" },
     );
+  },
+});
+
+Deno.test({
+  name: "feed: one connection holds at most 64 feeds; unsubscribing makes room",
+  ignore: !ffi,
+  fn: async () => {
+    await using srv = await startServer();
+    const [link] = await openLink(await resolveConnectOptions(srv.connectOptions));
+    try {
+      const ids: number[] = [];
+      for (let i = 0; i < MAX_FEEDS_PER_CONNECTION; i++) {
+        ids.push((await link.request(Op.Subscribe, [{ tables: ["t"] }]))[0]);
+      }
+      await assert.rejects(link.request(Op.Subscribe, [{ tables: ["t"] }]), (err: unknown) => {
+        assert.equal((err as SqliteError).code, "BAD_REQUEST");
+        assert.equal(
+          (err as Error).message,
+          "Too many change feeds on this connection: 64; unsubscribe one first",
+        );
+        return true;
+      });
+      await link.request(Op.Unsubscribe, [ids[0]]);
+      assert.equal(typeof (await link.request(Op.Subscribe, [{ tables: ["t"] }]))[0], "number");
+    } finally {
+      link.fail(new Error("test done"));
+      await link.ended;
+    }
   },
 });
