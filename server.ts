@@ -35,7 +35,7 @@ import { isLoopback, readTokenFile, TOKEN_ENV } from "./server/auth.ts";
 import { DatabaseLock } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
 import { ServerStats } from "./server/stats.ts";
-import { connectionLimit } from "./server/connection_limit.ts";
+import { type FdBudget, fdBudget } from "./server/connection_limit.ts";
 import type { SessionServices } from "./server/session.ts";
 
 export type { DqliteOptions, ServeOptions } from "./server/options.ts";
@@ -128,11 +128,12 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     throw new TypeError(`Cannot serve "${database}" read-only: the file does not exist`);
   }
   const lock = takeLock(config);
+  const budget = fdBudget(config.maxConnections);
   let engine: Engine;
   try {
     const sqlite = loadSqlite(config.sqlite);
     try {
-      engine = new Engine(config.engine, sqlite);
+      engine = new Engine({ ...config.engine, maxOpenCursors: budget.cursors }, sqlite);
     } catch (err) {
       sqlite.close();
       throw err;
@@ -149,7 +150,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     lock?.release();
     throw err;
   }
-  return new RunningServer(config, engine, listener, lock);
+  return new RunningServer(config, engine, listener, lock, budget);
 }
 
 /** Cluster mode: the engine runs statements on a dqlite leader; no file, no lock. */
@@ -176,7 +177,7 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     await engine.close();
     throw err;
   }
-  return new RunningServer(config, engine, listener, null);
+  return new RunningServer(config, engine, listener, null, fdBudget(config.maxConnections));
 }
 
 /** Takes the database's lock; `null` for `:memory:`, or read-only beside a file we cannot write. */
@@ -258,6 +259,7 @@ class RunningServer implements Server {
     engine: EngineLike,
     listener: Deno.Listener,
     lock: DatabaseLock | null,
+    budget: FdBudget,
   ) {
     this.#config = config;
     this.#engine = engine;
@@ -303,9 +305,8 @@ class RunningServer implements Server {
           `${config.engine.txIdleTimeout} ms (--tx-idle-timeout): rolled back`,
       );
     this.#memory = new MemoryReleaser({ enabled: config.releaseMemory });
-    const limit = connectionLimit(config.maxConnections);
-    this.#maxConnections = limit.max;
-    if (limit.lowered !== null) log.warn(limit.lowered);
+    this.#maxConnections = budget.connections;
+    if (budget.lowered !== null) log.warn(budget.lowered);
     this.finished = this.#acceptLoop();
   }
 
@@ -454,8 +455,8 @@ Options:
   --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
   --max-frame-size BYTES  largest request or reply (default 67108864)
   --frame-timeout MS      close a connection stalled inside a frame (default 10000)
-  --max-connections N     connections served at once (default 10000, at most the open-file
-                          limit less 256); one more is refused with TOO_MANY_CONNECTIONS
+  --max-connections N     connections served at once (default 10000, fewer when the open-file
+                          limit is lower); one more is refused with TOO_MANY_CONNECTIONS
   --engine auto|ffi|node  SQLite binding: ffi (system libsqlite3, needs --allow-ffi), node
                           (node:sqlite, built in), auto = ffi when a library loads
                           (default: $NETSQLITE_ENGINE, else auto)

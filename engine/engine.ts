@@ -51,6 +51,8 @@ export interface EngineConfig {
   maxCursors: number;
   /** Prepared statements one session may hold at once (default `MAX_HANDLES`). */
   maxStatements?: number;
+  /** Cursors open at once on all sessions (default {@link MAX_OPEN_CURSORS}). */
+  maxOpenCursors?: number;
   /** What clients may do: read-only, ATTACH, unsafe PRAGMAs (see `policy.ts`). */
   policy: PolicyConfig;
   /** Directory where `backup` and `vacuum` may write copies; `null`/absent refuses them. */
@@ -64,6 +66,9 @@ export interface EngineConfig {
  * run again in the background, in ms (reads, and writes outside transactions).
  */
 export const INLINE_BUDGET_MS = 2;
+
+/** Cursors open at once on the server, unless configured: each holds two files open. */
+export const MAX_OPEN_CURSORS = 1024;
 
 /**
  * WAL frames below which a group's COMMIT may run inline: below
@@ -95,6 +100,8 @@ export class Engine {
   #nextSessionId = 1;
   readonly #sessions = new Set<EngineSession>();
   readonly #idleReaders: Connection[] = [];
+  /** Readers lent to cursors now. */
+  #cursorReaders = 0;
   #writerHasTemp = false;
   /** Notices commits by anyone (this server or other processes). */
   readonly #walWatch: WalWatch;
@@ -334,8 +341,31 @@ export class Engine {
     return conn;
   }
 
+  /**
+   * A reader for a cursor, counted against `maxOpenCursors` (each one open
+   * holds two files open: the database and its WAL); give it back with
+   * `_returnReader(c, true)`. `null` for `:memory:`.
+   *
+   * @internal
+   * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open.
+   */
+  _borrowCursorReader(): Connection | null {
+    const max = this.#config.maxOpenCursors ?? MAX_OPEN_CURSORS;
+    if (this.#cursorReaders >= max) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Too many open cursors on the server: ${max}, each holding files open; ` +
+          "close cursors or read them to the end, or retry later",
+      );
+    }
+    const conn = this._borrowReader();
+    if (conn !== null) this.#cursorReaders++;
+    return conn;
+  }
+
   /** @internal */
-  _returnReader(c: Connection): void {
+  _returnReader(c: Connection, cursor = false): void {
+    if (cursor) this.#cursorReaders--;
     if (!this.#closed && this.#idleReaders.length < 4) this.#idleReaders.push(c);
     else c.close();
   }

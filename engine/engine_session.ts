@@ -494,20 +494,20 @@ export class EngineSession implements Waiter {
       const p = engine._writer.prepareUncached(text);
       cursor = this.#liveCursor(p, args, ms, () => {});
     } else {
-      const conn = engine._writerHasTemp ? null : engine._borrowReader();
+      const conn = engine._writerHasTemp ? null : engine._borrowCursorReader();
       if (conn !== null) {
         let p: Prepared;
         try {
           p = conn.prepareUncached(text);
         } catch (err) {
-          engine._returnReader(conn);
+          engine._returnReader(conn, true);
           throw err;
         }
         if (p.readOnly) {
-          cursor = this.#liveCursor(p, args, ms, () => engine._returnReader(conn));
+          cursor = this.#liveCursor(p, args, ms, () => engine._returnReader(conn, true));
         } else {
           p.stmt.finalize();
-          engine._returnReader(conn);
+          engine._returnReader(conn, true);
         }
       }
     }

@@ -1,19 +1,23 @@
 /**
- * How many connections the server serves at once: `--max-connections`,
- * lowered where the process's open-file limit leaves less room. Past the
- * open-file limit the server could not even accept a connection to tell
- * its client why (the client would hang until its request timeout), and
- * SQLite could not open the files it needs.
+ * How many connections and cursors the server serves at once, within the
+ * process's open-file limit: a connection holds one descriptor, an open
+ * cursor two (its reader connection's database and WAL files). Past the
+ * limit the server could not even accept a connection to tell its client
+ * why (the client would hang until its request timeout), and SQLite could
+ * not open the files it needs.
  *
  * @module
  */
 
+import { MAX_OPEN_CURSORS } from "../engine/engine.ts";
+
 /**
- * Descriptors kept out of the connections' share: the database, its WAL
- * and shared-memory files for the writer, the shared reader and the reader
- * connections slow reads and cursors borrow, the listener, standard streams.
+ * Descriptors kept for everything else: the listener, standard streams, the
+ * writer's and the shared reader's files, idle readers, the WAL watch.
  */
-export const FD_RESERVE = 256;
+export const FD_BASE = 64;
+/** Descriptors an open cursor holds. */
+export const FDS_PER_CURSOR = 2;
 
 /**
  * This process's limit on open files (Linux: `/proc/self/limits`; Deno
@@ -29,27 +33,43 @@ export function openFileLimit(): number | null {
   }
 }
 
+/** What {@link fdBudget} grants. */
+export interface FdBudget {
+  /** Connections served at once. */
+  connections: number;
+  /** Cursors open at once, on all connections. */
+  cursors: number;
+  /** Why fewer connections than configured are served, or `null`. */
+  lowered: string | null;
+}
+
 /**
- * The number of connections to serve, and why it is below `configured`
- * (`null` when it is not).
+ * Shares the open-file limit: an eighth of it (at most
+ * {@link MAX_OPEN_CURSORS}, at least 16) for cursors, the rest but
+ * {@link FD_BASE} for connections, up to `configured`.
  *
  * @example
  * ```ts
- * import { connectionLimit } from "./connection_limit.ts";
- * const { max } = connectionLimit(10000, 1024);
- * if (max !== 768) throw new Error(`expected 768, got ${max}`);
+ * import { fdBudget } from "./connection_limit.ts";
+ * const { connections, cursors } = fdBudget(10000, 1024);
+ * if (connections !== 720 || cursors !== 120) throw new Error(`${connections}, ${cursors}`);
  * ```
  */
-export function connectionLimit(
+export function fdBudget(
   configured: number,
   fileLimit: number | null = openFileLimit(),
-): { max: number; lowered: string | null } {
-  if (fileLimit === null) return { max: configured, lowered: null };
-  const room = Math.max(fileLimit - FD_RESERVE, Math.floor(fileLimit / 2));
-  if (configured <= room) return { max: configured, lowered: null };
+): FdBudget {
+  if (fileLimit === null) {
+    return { connections: configured, cursors: MAX_OPEN_CURSORS, lowered: null };
+  }
+  const usable = Math.max(fileLimit - FD_BASE, 32);
+  const cursors = Math.min(MAX_OPEN_CURSORS, Math.max(16, Math.floor(usable / 8)));
+  const room = Math.max(usable - FDS_PER_CURSOR * cursors, 16);
+  if (configured <= room) return { connections: configured, cursors, lowered: null };
   return {
-    max: room,
-    lowered: `serving at most ${room} connections, not ${configured} (--max-connections): ` +
-      `the open-file limit is ${fileLimit} (ulimit -n), and SQLite needs files of its own`,
+    connections: room,
+    cursors,
+    lowered: `serving at most ${room} connections, not ${configured} (--max-connections), ` +
+      `and ${cursors} open cursors: the open-file limit is ${fileLimit} (ulimit -n)`,
   };
 }

@@ -96,10 +96,9 @@ export interface ServeOptions {
   /**
    * Connections served at once. One more is answered with a
    * `TOO_MANY_CONNECTIONS` error at its handshake and closed; the others go
-   * on. Where the open-file limit can be read (Linux), the server serves
-   * at most that limit less {@link FD_RESERVE} (SQLite needs files of its
-   * own: a reader connection for each slow read and each cursor), and says
-   * so at start when that is fewer.
+   * on. Where the open-file limit can be read (Linux), connections and
+   * cursors share it (`server/connection_limit.ts`): the server says so at
+   * start when that serves fewer.
    * @default {10000}
    */
   maxConnections?: number;

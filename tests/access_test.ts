@@ -10,7 +10,7 @@ import { connect } from "../client.ts";
 import { parseServeArgs, serve, type ServeOptions } from "../server.ts";
 import { ProtocolError, type SqliteError } from "../protocol/errors.ts";
 import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
-import { connectionLimit, FD_RESERVE, openFileLimit } from "../server/connection_limit.ts";
+import { FD_BASE, fdBudget, FDS_PER_CURSOR, openFileLimit } from "../server/connection_limit.ts";
 import { CONNECTION_PRAGMAS, UNSAFE_PRAGMAS } from "../engine/policy.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
@@ -450,18 +450,25 @@ Deno.test("server.ts --max-connections 2: a third connection is refused with TOO
   assert.deepEqual(await b.values("SELECT 2"), [[2]]);
 });
 
-Deno.test("connectionLimit() keeps --max-connections within the open-file limit, saying why when it lowers it", () => {
-  assert.deepEqual(connectionLimit(10000, null), { max: 10000, lowered: null });
-  assert.deepEqual(connectionLimit(1000, 20000), { max: 1000, lowered: null });
-  assert.deepEqual(connectionLimit(768, 1024), { max: 768, lowered: null });
-  assert.deepEqual(connectionLimit(10000, 1024), {
-    max: 768,
-    lowered: "serving at most 768 connections, not 10000 (--max-connections): the open-file " +
-      "limit is 1024 (ulimit -n), and SQLite needs files of its own",
+Deno.test("fdBudget() shares the open-file limit between connections and cursors, saying why when it serves fewer connections", () => {
+  assert.deepEqual(fdBudget(10000, null), { connections: 10000, cursors: 1024, lowered: null });
+  assert.deepEqual(fdBudget(10000, 20000), { connections: 10000, cursors: 1024, lowered: null });
+  assert.deepEqual(fdBudget(720, 1024), { connections: 720, cursors: 120, lowered: null });
+  assert.deepEqual(fdBudget(10000, 1024), {
+    connections: 720,
+    cursors: 120,
+    lowered: "serving at most 720 connections, not 10000 (--max-connections), and 120 open " +
+      "cursors: the open-file limit is 1024 (ulimit -n)",
   });
-  assert.equal(connectionLimit(10000, 128).max, 64, "half of a small limit");
+  const tiny = fdBudget(10000, 100);
+  assert.deepEqual([tiny.connections, tiny.cursors], [16, 16]);
+  // What the budget grants fits the limit.
+  for (const limit of [400, 1024, 4096, 65536]) {
+    const b = fdBudget(1e6, limit);
+    assert.ok(FD_BASE + b.connections + FDS_PER_CURSOR * b.cursors <= limit, String(limit));
+  }
   const own = openFileLimit();
-  if (Deno.build.os === "linux") assert.ok(own !== null && own > FD_RESERVE, String(own));
+  if (Deno.build.os === "linux") assert.ok(own !== null && own > FD_BASE, String(own));
 });
 
 Deno.test("server.ts under a small open-file limit serves fewer connections and says so", async () => {
@@ -487,6 +494,63 @@ Deno.test("server.ts under a small open-file limit serves fewer connections and 
   }
   assert.match(
     err,
-    /serving at most 200 connections, not 10000 \(--max-connections\): the open-file limit is 400 \(ulimit -n\)/,
+    /serving at most 252 connections, not 10000 \(--max-connections\), and 42 open cursors: the open-file limit is 400 \(ulimit -n\)/,
   );
+});
+
+Deno.test("server.ts under a small open-file limit refuses a cursor past its share with a clear error, and keeps accepting connections", async () => {
+  await using dir = await tempDir();
+  const sock = `${dir.path}/c.sock`;
+  const script = 'ulimit -n 400 && exec "$0" run -A "$1" --db "$2" --socket "$3"';
+  const child = new Deno.Command("sh", {
+    args: ["-c", script, Deno.execPath(), SERVER_TS, `${dir.path}/c.db`, sock],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const clients = [];
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    for (let out = ""; !out.includes("serving");) out += (await reader.read()).value ?? "";
+    reader.cancel();
+    const db = await connect({ path: sock, max: 1 });
+    clients.push(db);
+    await db.exec(
+      "CREATE TABLE t (x); WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c " +
+        "WHERE n < 50000) INSERT INTO t SELECT n FROM c",
+    );
+    // 42 cursors fit this limit's share (fdBudget); each stays open, unread.
+    const cursors = [];
+    let refused: unknown = null;
+    for (let c = 0; c < 3 && refused === null; c++) {
+      const conn = await connect({ path: sock, max: 1 });
+      clients.push(conn);
+      for (let i = 0; i < 16 && refused === null; i++) {
+        const it = conn.iterate("SELECT x FROM t")[Symbol.asyncIterator]();
+        try {
+          await it.next();
+          cursors.push({ it, conn });
+        } catch (err) {
+          refused = err;
+        }
+      }
+    }
+    assert.equal(cursors.length, 42);
+    assert.equal((refused as { code?: string })?.code, "BAD_REQUEST", String(refused));
+    assert.match(String((refused as Error).message), /^Too many open cursors on the server: 42,/);
+    // New connections are still accepted and served, and closing a cursor makes room.
+    const late = await connect({ path: sock, max: 1 });
+    clients.push(late);
+    assert.deepEqual(await late.values("SELECT count(*) FROM t"), [[50000]]);
+    // (On the closed cursor's connection: its close is handled first.)
+    const closed = cursors.pop()!;
+    await closed.it.return!(undefined);
+    const again = closed.conn.iterate("SELECT x FROM t")[Symbol.asyncIterator]();
+    assert.equal((await again.next()).value?.x, 1);
+    await again.return!(undefined);
+    for (const { it } of cursors) await it.return!(undefined);
+  } finally {
+    for (const c of clients) await c.close();
+    child.kill("SIGTERM");
+    await child.status;
+  }
 });
