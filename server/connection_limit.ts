@@ -24,8 +24,11 @@ export const FDS_PER_CURSOR = 2;
  * raises it to the hard limit at start), or `null` where it cannot be read.
  */
 export function openFileLimit(): number | null {
+  const path = "/proc/self/limits";
   try {
-    const text = Deno.readTextFileSync("/proc/self/limits");
+    // Without read permission for it, say "unknown" rather than prompt.
+    if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return null;
+    const text = Deno.readTextFileSync(path);
     const m = /^Max open files\s+(\d+)/m.exec(text);
     return m === null ? null : Number(m[1]);
   } catch {
