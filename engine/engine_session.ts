@@ -14,6 +14,9 @@
  * - a write outside a transaction whose SQL text already ran within the
  *   budget joins the group commit inline; any other write runs alone in the
  *   background, its commit included;
+ * - a read behind the session's own write waiting in an open group runs in
+ *   the group's transaction on the writer, under the budget (past it, after
+ *   the commit), its reply held with the write's;
  * - inside a transaction, on the writer: reads as above (a stopped read
  *   leaves the transaction intact); writes known to be fast inline, others
  *   in the background; COMMIT (and its fsync) always in the background;
