@@ -306,6 +306,7 @@ class RunningServer implements Server {
       );
     this.#memory = new MemoryReleaser({ enabled: config.releaseMemory });
     this.#maxConnections = budget.connections;
+    this.#services.stats!.maxConnections = budget.connections;
     if (budget.lowered !== null) log.warn(budget.lowered);
     this.finished = this.#acceptLoop();
   }
@@ -314,6 +315,7 @@ class RunningServer implements Server {
   #tooMany(): ProtocolError {
     const max = this.#maxConnections;
     this.#refused++;
+    this.#services.stats!.refused++;
     const now = performance.now();
     if (now - this.#refusedReported >= 1000) {
       this.#services.log.warn(

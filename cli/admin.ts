@@ -393,7 +393,8 @@ export function describeStats(r: StatsReport): string {
       duration(r.uptime)
     }, engine ${r.engine} (${r.library}, SQLite ${r.sqliteVersion})`,
     `database      ${r.database} (${bytes(r.dbBytes)}, WAL ${bytes(r.walBytes)})`,
-    `connections   ${r.connections.open} open, ${r.connections.total} since start`,
+    `connections   ${r.connections.open} open (at most ${r.connections.max}), ` +
+    `${r.connections.total} since start, ${r.connections.refused} refused`,
     `requests      ${total} since start, ${r.errors} errors`,
     `requests/s    ${rates === "" ? "none in the last minute" : rates}`,
     `latency       p50 ${ms(r.latency.p50)}, p99 ${ms(r.latency.p99)}, max ${

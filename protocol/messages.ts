@@ -390,8 +390,11 @@ export interface StatsReport {
   sqliteVersion: string;
   /** Database file. */
   database: string;
-  /** Connections open now and accepted since start. */
-  connections: { open: number; total: number };
+  /**
+   * Connections open now, accepted since start, served at once at most, and
+   * refused since start for being past that (`TOO_MANY_CONNECTIONS`).
+   */
+  connections: { open: number; total: number; max: number; refused: number };
   /** Requests answered since start, by op name. */
   requests: Record<string, number>;
   /** Requests per second over the last minute (or since start, if shorter), by op name. */

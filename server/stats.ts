@@ -53,6 +53,10 @@ export class ServerStats {
   open = 0;
   /** Connections accepted since start. */
   total = 0;
+  /** Connections served at once, at most (0 when not set). */
+  maxConnections = 0;
+  /** Connections refused since start: the server served its most already. */
+  refused = 0;
   /** Bytes received. */
   bytesIn = 0;
   /** Bytes sent. */
@@ -156,7 +160,12 @@ export class ServerStats {
       library: engine.sqlite.library,
       sqliteVersion: engine.sqliteVersion,
       database: this.#database,
-      connections: { open: this.open, total: this.total },
+      connections: {
+        open: this.open,
+        total: this.total,
+        max: this.maxConnections,
+        refused: this.refused,
+      },
       requests,
       rates,
       latency: summarize(hist),

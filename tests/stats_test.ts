@@ -69,7 +69,7 @@ for (const engine of ENGINES) {
     assert.equal(s.database, srv.database);
     assert.match(s.server, /^netsqlite \d/);
     assert.ok(s.uptime > 0 && s.uptime < 60);
-    assert.deepEqual(s.connections, { open: 2, total: 2 });
+    assert.deepEqual(s.connections, { open: 2, total: 2, max: 10000, refused: 0 });
     assert.deepEqual(s.requests, { exec: 1, run: 20, query: 31 });
     assert.equal(s.errors, 1);
     assert.ok(s.rates.query > 0 && s.rates.run > 0);
@@ -89,7 +89,7 @@ for (const engine of ENGINES) {
     await a[Symbol.asyncDispose]();
     await delay(20);
     const after = await b.request(Op.Stats, []);
-    assert.deepEqual(after.connections, { open: 1, total: 2 });
+    assert.deepEqual(after.connections, { open: 1, total: 2, max: 10000, refused: 0 });
     assert.equal(after.requests.stats, 1);
   });
 
@@ -177,6 +177,20 @@ Deno.test({
       11,
     ]]);
   },
+});
+
+Deno.test("stats counts connections refused past maxConnections", async () => {
+  await using srv = await startServer({ maxConnections: 2 });
+  await using a = await link(srv);
+  await using _b = await link(srv);
+  await assert.rejects(link(srv), (err: unknown) => {
+    assert.equal((err as { code?: string }).code, "TOO_MANY_CONNECTIONS");
+    return true;
+  });
+  const s = await a.request(Op.Stats, []);
+  assert.equal(s.connections.max, 2);
+  assert.equal(s.connections.refused, 1);
+  assert.ok(s.connections.open >= 2 && s.connections.total === 3, JSON.stringify(s.connections));
 });
 
 Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout, slow statements without parameters", async () => {
