@@ -164,6 +164,7 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     leaderTimeout: d.leaderTimeout,
     busyTimeout: e.busyTimeout,
     txIdleTimeout: e.txIdleTimeout,
+    txTimeout: e.txTimeout,
     statementTimeout: e.statementTimeout,
     maxResultBytes: e.maxResultBytes,
     maxCursors: e.maxCursors,
@@ -299,10 +300,13 @@ class RunningServer implements Server {
       log,
       slowMs: config.slowMs,
     };
-    engine.onLeaseExpired = (id) =>
+    engine.onLeaseExpired = (id, why) =>
       log.warn(
-        `lease expired: session ${id} left its transaction idle for ` +
-          `${config.engine.txIdleTimeout} ms (--tx-idle-timeout): rolled back`,
+        why === "age"
+          ? `lease expired: session ${id} kept its transaction open for ` +
+            `${config.engine.txTimeout} ms (--tx-timeout): rolled back`
+          : `lease expired: session ${id} left its transaction idle for ` +
+            `${config.engine.txIdleTimeout} ms (--tx-idle-timeout): rolled back`,
       );
     this.#memory = new MemoryReleaser({ enabled: config.releaseMemory });
     this.#maxConnections = budget.connections;
@@ -452,6 +456,8 @@ Options:
   --synchronous MODE      full (default; acknowledged writes survive power loss) or normal
   --busy-timeout MS       how long a write waits for the writer (default 5000)
   --tx-idle-timeout MS    roll back a transaction idle this long; 0 = never (default 10000)
+  --tx-timeout MS         roll back a transaction open this long, however busy; 0 = never
+                          (default)
   --statement-timeout MS  deadline of stoppable statements: recursive queries, cursors
                           (stepping time summed over chunks) (default 30000)
   --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
@@ -504,6 +510,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       synchronous: { type: "string" },
       "busy-timeout": { type: "string" },
       "tx-idle-timeout": { type: "string" },
+      "tx-timeout": { type: "string" },
       "max-frame-size": { type: "string" },
       "statement-timeout": { type: "string" },
       "max-result-bytes": { type: "string" },
@@ -536,6 +543,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     synchronous: values.synchronous as ServeOptions["synchronous"],
     busyTimeout: numberArg("--busy-timeout", values["busy-timeout"]),
     txIdleTimeout: numberArg("--tx-idle-timeout", values["tx-idle-timeout"]),
+    txTimeout: numberArg("--tx-timeout", values["tx-timeout"]),
     maxFrameSize: numberArg("--max-frame-size", values["max-frame-size"]),
     statementTimeout: numberArg("--statement-timeout", values["statement-timeout"]),
     maxResultBytes: numberArg("--max-result-bytes", values["max-result-bytes"]),

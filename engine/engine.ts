@@ -27,7 +27,7 @@ import { Maintenance } from "./maintenance.ts";
 import { CHANGE_FEED_CAPACITY, ChangeLog } from "./change_log.ts";
 import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 import { WalWatch } from "./wal_watch.ts";
-import { WriterQueue } from "./writer_queue.ts";
+import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
 
 export { BLOCKED, EngineSession } from "./engine_session.ts";
 
@@ -41,6 +41,8 @@ export interface EngineConfig {
   busyTimeout: number;
   /** Idle lease of a transaction before it is rolled back, in ms (0 = none). */
   txIdleTimeout: number;
+  /** Age at which an open transaction is rolled back however busy, in ms (0 = never). */
+  txTimeout?: number;
   /** Statements kept prepared per connection. */
   statementCacheSize: number;
   /** Default deadline of a statement, in ms. */
@@ -119,8 +121,8 @@ export class Engine {
   readonly #changes: ChangeLog | null;
   #closed = false;
   #maintenance: Maintenance | null = null;
-  /** Called with the session number when a transaction's idle lease runs out (for the log). */
-  onLeaseExpired: ((session: number) => void) | null = null;
+  /** Called with the session number when a transaction's lease runs out, and why (for the log). */
+  onLeaseExpired: ((session: number, why: LeaseEnd) => void) | null = null;
   readonly #isFree = (): boolean => this.#writerFree();
 
   /**
@@ -170,11 +172,12 @@ export class Engine {
     this.#queue = new WriterQueue<EngineSession>(
       config.busyTimeout,
       config.txIdleTimeout,
-      (owner) => {
-        this.onLeaseExpired?.(owner.id);
-        owner._expire();
+      (owner, why) => {
+        this.onLeaseExpired?.(owner.id, why);
+        owner._expire(why);
         this._abort(owner);
       },
+      config.txTimeout ?? 0,
     );
   }
 

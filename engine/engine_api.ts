@@ -11,6 +11,7 @@
  * @module
  */
 
+import type { LeaseEnd } from "./writer_queue.ts";
 import type { SqliteError } from "../protocol/errors.ts";
 import type { Engine, EngineSession } from "./engine.ts";
 
@@ -61,7 +62,7 @@ export interface EngineLike
   /** Committed changes for change feeds, or `null` where the engine cannot capture them. */
   readonly changes: Engine["changes"];
   /** Called with the session number whose transaction's idle lease ran out (for the log). */
-  onLeaseExpired: ((session: number) => void) | null;
+  onLeaseExpired: ((session: number, why: LeaseEnd) => void) | null;
   /** Engine kind, library, version and limitations. */
   readonly sqlite: EngineInfo;
   /**

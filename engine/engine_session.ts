@@ -32,7 +32,7 @@
  * @module
  */
 
-import { txTimeout, unknownCursor } from "./session_errors.ts";
+import { txTimeout, txTooLong, unknownCursor } from "./session_errors.ts";
 import { Handles } from "./handles.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type {
@@ -59,7 +59,7 @@ import {
   type Running,
   type WantRows,
 } from "./run.ts";
-import type { Waiter } from "./writer_queue.ts";
+import type { LeaseEnd, Waiter } from "./writer_queue.ts";
 
 /**
  * What {@link EngineSession.query} answers: `QueryPayload`, whose rows may
@@ -714,8 +714,11 @@ export class EngineSession implements Waiter {
   }
 
   /** The engine rolled back this session's transaction after its idle lease. @internal */
-  _expire(): void {
-    this.#aborted = txTimeout(this.#engine.config.txIdleTimeout);
+  _expire(why: LeaseEnd): void {
+    const config = this.#engine.config;
+    this.#aborted = why === "age"
+      ? txTooLong(config.txTimeout ?? 0)
+      : txTimeout(config.txIdleTimeout);
   }
 
   /** Deadline and result limit of one statement. */

@@ -32,3 +32,12 @@ export function txTimeout(ms: number): SqliteError {
       "send ROLLBACK to end it, then retry the whole transaction",
   );
 }
+
+/** The transaction was rolled back once it had lasted `--tx-timeout`, however busy. */
+export function txTooLong(ms: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxTimeout,
+    `Transaction was rolled back after lasting ${ms} ms (--tx-timeout); ` +
+      "send ROLLBACK to end it, then retry the whole transaction, shorter",
+  );
+}

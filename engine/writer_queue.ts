@@ -1,8 +1,9 @@
 /**
  * Writer arbitration: who owns the one writer connection, who waits for it
- * (first in, first out, each with its busy-timeout deadline), and the idle
- * lease of an open transaction. It knows nothing about SQLite: the engine
- * says when the writer is free and what an expired lease means.
+ * (first in, first out, each with its busy-timeout deadline), and the
+ * lease of an open transaction (idle time, and age when bounded). It knows
+ * nothing about SQLite: the engine says when the writer is free and what an
+ * expired lease means.
  *
  * @module
  */
@@ -17,11 +18,15 @@ export interface Waiter {
   wake(): void;
 }
 
+/** Why a lease ended: the transaction sat idle too long, or lasted too long. */
+export type LeaseEnd = "idle" | "age";
+
 /** Owner, FIFO waiters and lease of the writer. */
 export class WriterQueue<S extends Waiter> {
   readonly #busyTimeout: number;
   readonly #leaseMs: number;
-  readonly #onLeaseExpired: (owner: S) => void;
+  readonly #maxAgeMs: number;
+  readonly #onLeaseExpired: (owner: S, why: LeaseEnd) => void;
   #owner: S | null = null;
   readonly #waiters: S[] = [];
   /**
@@ -34,16 +39,25 @@ export class WriterQueue<S extends Waiter> {
   readonly #expired = new Set<S>();
   #leaseTimer: ReturnType<typeof setTimeout> | undefined;
   #lastActive = 0;
+  /** When the owner's transaction began (its first `keep`), 0 when none is open. */
+  #txSince = 0;
   #draining = false;
 
   /**
    * @param busyTimeout How long a waiter may wait, in ms.
    * @param leaseMs Idle time after which an owner's transaction expires (0 = never).
-   * @param onLeaseExpired Called with the owner whose lease ran out.
+   * @param onLeaseExpired Called with the owner whose lease ran out, and why.
+   * @param maxAgeMs Age at which an owner's transaction expires however busy (0 = never).
    */
-  constructor(busyTimeout: number, leaseMs: number, onLeaseExpired: (owner: S) => void) {
+  constructor(
+    busyTimeout: number,
+    leaseMs: number,
+    onLeaseExpired: (owner: S, why: LeaseEnd) => void,
+    maxAgeMs = 0,
+  ) {
     this.#busyTimeout = busyTimeout;
     this.#leaseMs = leaseMs;
+    this.#maxAgeMs = maxAgeMs;
     this.#onLeaseExpired = onLeaseExpired;
   }
 
@@ -114,13 +128,15 @@ export class WriterQueue<S extends Waiter> {
 
   /** The owner keeps the writer (a transaction is open): renews its lease. */
   keep(): void {
-    this.#lastActive = performance.now();
-    if (this.#leaseTimer === undefined && this.#leaseMs > 0) this.#armLease(this.#leaseMs);
+    const now = this.#lastActive = performance.now();
+    if (this.#txSince === 0) this.#txSince = now;
+    if (this.#leaseTimer === undefined) this.#armLease(now);
   }
 
   /** The owner gives the writer back (the lease ends); call {@link drain} when it is free. */
   release(): void {
     this.#owner = null;
+    this.#txSince = 0;
     if (this.#leaseTimer !== undefined) {
       clearTimeout(this.#leaseTimer);
       this.#leaseTimer = undefined;
@@ -174,17 +190,24 @@ export class WriterQueue<S extends Waiter> {
     this.#waitingSince.delete(s);
   }
 
-  #armLease(ms: number): void {
+  /** Arms the lease timer for the nearer of the idle and age deadlines, if any. */
+  #armLease(now: number): void {
+    const idleLeft = this.#leaseMs > 0 ? this.#lastActive + this.#leaseMs - now : Infinity;
+    const ageLeft = this.#maxAgeMs > 0 ? this.#txSince + this.#maxAgeMs - now : Infinity;
+    const ms = Math.min(idleLeft, ageLeft);
+    if (ms === Infinity) return;
     this.#leaseTimer = setTimeout(() => {
       this.#leaseTimer = undefined;
       const owner = this.#owner;
       if (owner === null) return;
-      const idle = performance.now() - this.#lastActive;
-      if (idle + 1 < this.#leaseMs) {
-        this.#armLease(this.#leaseMs - idle);
-        return;
+      const now = performance.now();
+      if (this.#maxAgeMs > 0 && now - this.#txSince + 1 >= this.#maxAgeMs) {
+        this.#onLeaseExpired(owner, "age");
+      } else if (this.#leaseMs > 0 && now - this.#lastActive + 1 >= this.#leaseMs) {
+        this.#onLeaseExpired(owner, "idle");
+      } else {
+        this.#armLease(now);
       }
-      this.#onLeaseExpired(owner);
-    }, ms);
+    }, Math.max(0, ms));
   }
 }

@@ -66,6 +66,13 @@ export interface ServeOptions {
   busyTimeout?: number;
   /** Idle time after which an open transaction is rolled back, in ms; 0 = never. @default {10000} */
   txIdleTimeout?: number;
+  /**
+   * Age at which an open transaction is rolled back however busy it is, in
+   * ms; 0 = never. A transaction holds the writer: without it, a client
+   * sending a statement now and then keeps every other writer waiting.
+   * @default {0}
+   */
+  txTimeout?: number;
   /** Largest frame payload accepted or sent, in bytes. @default {67108864} */
   maxFrameSize?: number;
   /** Statements kept prepared per SQLite connection. @default {256} */
@@ -392,6 +399,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       synchronous,
       busyTimeout: integer("busyTimeout", options.busyTimeout ?? 5000, 0, 2 ** 31 - 1),
       txIdleTimeout: integer("txIdleTimeout", options.txIdleTimeout ?? 10000, 0, 2 ** 31 - 1),
+      txTimeout: integer("txTimeout", options.txTimeout ?? 0, 0, 2 ** 31 - 1),
       statementCacheSize: integer("statementCacheSize", options.statementCacheSize ?? 256, 1, 1e6),
       statementTimeout: integer(
         "statementTimeout",

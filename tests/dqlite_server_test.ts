@@ -157,6 +157,30 @@ Deno.test({
       },
     );
 
+    await t.step(
+      "cluster mode rolls back a transaction open past txTimeout however busy: TX_TIMEOUT until ROLLBACK",
+      async () => {
+        await using s = await clusterServer(nodes.addresses, {
+          txTimeout: 300,
+          txIdleTimeout: 200,
+        });
+        await using a = await s.client();
+        await a.exec("CREATE TABLE t2 (x)");
+        await a.exec("BEGIN");
+        await a.run("INSERT INTO t2 VALUES (1)");
+        const started = performance.now();
+        let err: { code?: string; message?: string } | null = null;
+        while (err === null && performance.now() - started < 3000) {
+          await new Promise((r) => setTimeout(r, 50)); // never idle for 200 ms
+          err = await a.values("SELECT count(*) FROM t2").then(() => null, (e) => e);
+        }
+        assert.equal(err?.code, "TX_TIMEOUT", String(err?.message));
+        assert.match(String(err?.message), /after lasting 300 ms \(--tx-timeout\)/);
+        await a.exec("ROLLBACK");
+        assert.deepEqual(await a.values("SELECT count(*) FROM t2"), [[0]]);
+      },
+    );
+
     await t.step("cluster mode: a transaction held by a closed client is rolled back", async () => {
       await using s = await clusterServer(nodes.addresses);
       await using b = await s.client();

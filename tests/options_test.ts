@@ -55,6 +55,7 @@ Deno.test("resolveServeOptions() fills in every default", () => {
   assert.equal(config.announceFile, null);
   assert.equal(config.maxFrameSize, 64 * MiB);
   assert.equal(config.maxConnections, 10000);
+  assert.equal(config.engine.txTimeout, 0);
   assert.equal(config.engine.path, "netsqlite.db");
   assert.equal(config.engine.synchronous, "full");
   assert.equal(config.engine.busyTimeout, 5000);
@@ -200,6 +201,7 @@ Deno.test("resolveServeOptions() refuses numbers out of range with RangeError", 
     ["maxFrameSize", 2 ** 31, "1024..2147483647"],
     ["statementCacheSize", 0, "1..1000000"],
     ["maxConnections", 0, "1..1000000"],
+    ["txTimeout", -1, "0..2147483647"],
   ];
   for (const [name, value, range] of cases) {
     throwsWith(

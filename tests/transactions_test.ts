@@ -174,6 +174,40 @@ Deno.test("Engine rolls back a transaction idle past --tx-idle-timeout and fails
   assert.equal(a.inTransaction, false);
 });
 
+Deno.test("Engine rolls back a transaction open past --tx-timeout however busy, and fails the owner with TX_TIMEOUT", async () => {
+  await using srv = await startServer({ txTimeout: 300, txIdleTimeout: 200 });
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE t (who)");
+  await a.exec("BEGIN");
+  await a.run("INSERT INTO t VALUES ('a')");
+  // a is never idle for its 200 ms lease: a statement every 50 ms.
+  const started = performance.now();
+  const bWrite = b.run("INSERT INTO t VALUES ('b')");
+  let err: unknown = null;
+  while (err === null && performance.now() - started < 3000) {
+    await delay(50);
+    err = await a.values("SELECT count(*) FROM t").then(() => null, (e) => e);
+  }
+  const lasted = performance.now() - started;
+  assert.ok(err instanceof SqliteError, `a's transaction lasted ${lasted} ms: ${err}`);
+  assert.equal(err.code, "TX_TIMEOUT");
+  assert.equal(
+    err.message,
+    "Transaction was rolled back after lasting 300 ms (--tx-timeout); send ROLLBACK to end it, " +
+      "then retry the whole transaction, shorter",
+  );
+  assert.ok(lasted >= 200 && lasted < 2000, `rolled back after ${lasted} ms`);
+  await bWrite; // freed by the rollback, well before its 5 s busy timeout
+  await a.exec("ROLLBACK");
+  assert.deepEqual(await a.values("SELECT who FROM t"), [["b"]]);
+  // A new transaction gets the whole 300 ms again.
+  await a.exec("BEGIN");
+  await a.run("INSERT INTO t VALUES ('a3')");
+  await a.exec("COMMIT");
+  assert.deepEqual(await b.values("SELECT count(*) FROM t"), [[2]]);
+});
+
 Deno.test("Engine fails a write waiting past --busy-timeout with BUSY_TIMEOUT", async () => {
   await using srv = await startServer({ busyTimeout: 200 });
   await using a = await connect({ ...srv.connectOptions, max: 1 });

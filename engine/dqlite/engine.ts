@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { LeaseEnd } from "../writer_queue.ts";
 import type { SqliteError } from "../../protocol/errors.ts";
 import type { EngineInfo, EngineLike } from "../engine_api.ts";
 import { DqliteCluster } from "./cluster.ts";
@@ -29,6 +30,8 @@ export interface DqliteEngineConfig {
   busyTimeout: number;
   /** Idle time after which an open transaction is rolled back, in ms (0 = never). */
   txIdleTimeout: number;
+  /** Age at which an open transaction is rolled back however busy, in ms (0 = never). */
+  txTimeout?: number;
   /** Deadline of a statement (stops a row set being received), in ms. */
   statementTimeout: number;
   /** Largest buffered result (also cursors: they buffer), in bytes. */
@@ -71,7 +74,7 @@ export class DqliteEngine implements EngineLike {
   readonly changes: null = null;
   #nextSessionId = 1;
   /** Called with the session number whose idle transaction was rolled back. */
-  onLeaseExpired: ((session: number) => void) | null = null;
+  onLeaseExpired: ((session: number, why: LeaseEnd) => void) | null = null;
 
   /** Sessions waiting for a connection of the pool (none wait for a local writer). */
   get waiting(): number {

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { txTimeout, unknownCursor } from "../session_errors.ts";
+import { txTimeout, txTooLong, unknownCursor } from "../session_errors.ts";
 import { Handles } from "../handles.ts";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type {
@@ -67,6 +67,8 @@ export class DqliteEngineSession {
   #closed = false;
   #aborted: SqliteError | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the open transaction began (`performance.now()`), 0 when none is open. */
+  #txSince = 0;
   #cancelled: Error | null = null;
   readonly #handles: Handles;
   readonly #cursors = new Map<number, BufferedCursor>();
@@ -356,6 +358,7 @@ export class DqliteEngineSession {
     const pool = this.#engine._pool;
     if (!(db.inTransaction || db.transactionLost)) {
       this.#tx = null;
+      this.#txSince = 0;
       pool.release(db);
       return;
     }
@@ -365,14 +368,21 @@ export class DqliteEngineSession {
       return;
     }
     this.#tx = db;
-    const ms = this.#engine.config.txIdleTimeout;
-    if (ms > 0) {
+    const now = performance.now();
+    if (this.#txSince === 0) this.#txSince = now;
+    const { txIdleTimeout: idleMs, txTimeout: maxMs = 0 } = this.#engine.config;
+    const ageLeft = maxMs > 0 ? this.#txSince + maxMs - now : Infinity;
+    const ms = Math.min(idleMs > 0 ? idleMs : Infinity, ageLeft);
+    if (ms !== Infinity) {
       this.#idleTimer = setTimeout(() => {
         if (this.#tx === null || this.#lent !== null) return;
         pool.discard(this.#tx);
         this.#tx = null;
-        this.#aborted = txTimeout(ms);
-      }, ms);
+        const tooLong = ageLeft <= ms;
+        this.#txSince = 0;
+        this.#aborted = tooLong ? txTooLong(maxMs) : txTimeout(idleMs);
+        this.#engine.onLeaseExpired?.(this.id, tooLong ? "age" : "idle");
+      }, Math.max(0, ms));
     }
   }
 
