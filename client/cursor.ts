@@ -38,11 +38,19 @@ export async function* streamRows(
     );
     const at = conn.generation; // the cursor lives on the link that answered
     const arrays = options?.arrays === true;
-    let pending: Promise<Replies[typeof Op.Next]> | null = conn.request(Op.Next, [id], signal, at);
+    // The next chunk is asked for ahead of use; should the consumer stop
+    // iterating without ending the loop, its failure (a closed client) is
+    // nobody's to handle: it must not surface as an unhandled rejection.
+    const ahead = () => {
+      const next = conn.request(Op.Next, [id], signal, at);
+      next.catch(() => {});
+      return next;
+    };
+    let pending: Promise<Replies[typeof Op.Next]> | null = ahead();
     try {
       while (pending !== null) {
         const [rows, done]: Replies[typeof Op.Next] = await pending;
-        pending = done ? null : conn.request(Op.Next, [id], signal, at);
+        pending = done ? null : ahead();
         for (let i = 0; i < rows.length; i++) yield arrays ? rows[i] : toObject(columns, rows[i]);
       }
     } finally {

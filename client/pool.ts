@@ -8,10 +8,13 @@
  *    next `await` or tick) goes to the connection the first of them got, so
  *    a burst of calls issued without awaiting runs in the order issued;
  * 2. otherwise an idle connection (nothing in flight, no cursor open);
- * 3. otherwise a new connection, while fewer than `max` are open (opened
- *    before the call is sent: should the server refuse it as full,
- *    `TOO_MANY_CONNECTIONS`, the call goes on by the next rules, and the
- *    pool opens no other connection for {@link FULL_PAUSE_MS});
+ * 3. otherwise a lost connection, reopened, or a new one while fewer than
+ *    `max` are open: either is opened before the call is sent on it. Should
+ *    the server refuse it as full (`TOO_MANY_CONNECTIONS`), it leaves the
+ *    pool, the call goes on by the next rules when another connection can
+ *    take it (and the pool opens no other for {@link FULL_PAUSE_MS}), else
+ *    the pool tries again for a moment ({@link FULL_RETRIES} times), then
+ *    the call fails with that error;
  * 4. otherwise the unreserved connection with the fewest calls in flight;
  * 5. when every connection is reserved, the call waits for a release.
  *
@@ -40,6 +43,16 @@ type Waiter = { resolve(conn: PooledConnection): void; reject(err: Error): void 
 
 /** How long a pool stays at its size after the server refused a connection as full, in ms. */
 export const FULL_PAUSE_MS = 1000;
+/** Attempts to open a connection the server refuses as full, when no other can serve the call. */
+export const FULL_RETRIES = 10;
+/** Pause between those attempts, in ms. */
+const FULL_RETRY_MS = 25;
+
+type Fallback = (() => PooledConnection | Promise<PooledConnection>) | null;
+
+function serverFull(err: unknown): boolean {
+  return err instanceof ProtocolError && err.code === ErrorCode.TooManyConnections;
+}
 
 /** The connections of one client. */
 export class Pool implements ConnectionEvents {
@@ -51,8 +64,8 @@ export class Pool implements ConnectionEvents {
   #sharedWaiters: Waiter[] = [];
   #failure: Error | null = null;
   #closed = false;
-  /** Connections being opened by {@link #grow}: not handed out before they are up. */
-  readonly #growing = new Set<PooledConnection>();
+  /** Connections being opened before use (new, or reopened), and what their caller gets. */
+  readonly #opening = new Map<PooledConnection, Promise<PooledConnection>>();
   /** `performance.now()` before which the pool does not grow: the server said it was full. */
   #fullUntil = 0;
 
@@ -139,20 +152,19 @@ export class Pool implements ConnectionEvents {
         ),
       );
     }
-    const idle = this.#conns.find((c) =>
-      !c.reserved && c.busy === 0 && !c.holdsTransaction && !this.#growing.has(c)
-    );
+    // Refused a new connection: one that went idle meanwhile, or the next one to.
+    const waitForOne = (): PooledConnection | Promise<PooledConnection> => {
+      const idle = this.#idle();
+      if (idle?.open) return this.#take(idle);
+      return new Promise((resolve, reject) => this.#reserveWaiters.push({ resolve, reject }));
+    };
+    const idle = this.#idle();
     if (idle !== undefined) {
-      idle.reserved = true;
-      if (this.#burst === idle) this.#burst = null;
-      return Promise.resolve(idle);
+      if (!idle.open) return this.#open(idle, true, waitForOne); // lost: reopened first
+      return Promise.resolve(this.#take(idle));
     }
-    if (this.#mayGrow()) {
-      return this.#grow(
-        true,
-        () => new Promise((resolve, reject) => this.#reserveWaiters.push({ resolve, reject })),
-      );
-    }
+    // (Past a refusal too: no connection of this client is free to take.)
+    if (this.#mayGrow(true)) return this.#open(this.#create(), true, waitForOne);
     const only = this.#conns[0];
     if (this.#config.max === 1 && !only.reserved && only.holdsTransaction) {
       // Waiting would never end: the transaction is its caller's to finish.
@@ -178,7 +190,13 @@ export class Pool implements ConnectionEvents {
       this.#remove(conn);
       conn.close("Reserved connection was released inside a transaction").catch(() => {});
       if (this.#reserveWaiters.length > 0 || this.#sharedWaiters.length > 0) {
-        this.#handOver(this.#create());
+        // (The server may still count the closed one: opening retries a moment.)
+        this.#open(this.#create(), false, null).then((c) => this.#handOver(c), (err) => {
+          if (this.#conns.length > 0) return; // the others' release serves the waiters
+          for (const w of [...this.#reserveWaiters, ...this.#sharedWaiters]) w.reject(err);
+          this.#reserveWaiters = [];
+          this.#sharedWaiters = [];
+        });
       }
       return;
     }
@@ -216,43 +234,91 @@ export class Pool implements ConnectionEvents {
 
   #pickShared(): PooledConnection | Promise<PooledConnection> {
     let best: PooledConnection | null = null;
+    let lost: PooledConnection | null = null;
+    let opening: Promise<PooledConnection> | undefined;
     for (const c of this.#conns) {
-      if (c.reserved || this.#growing.has(c)) continue;
+      if (c.reserved) continue;
+      const o = this.#opening.get(c);
+      if (o !== undefined) {
+        opening ??= o;
+        continue;
+      }
+      // A lost connection is reopened before use, unless a transaction was
+      // lost with it: its calls must fail until the client sends ROLLBACK.
+      if (!c.open && !c.holdsTransaction && c.busy === 0) {
+        lost ??= c;
+        continue;
+      }
       if (c.busy === 0) return c;
       if (best === null || c.busy < best.busy) best = c;
     }
-    if (this.#mayGrow()) return this.#grow(false, () => this.#pickShared());
+    const fallback = () => this.#pickShared();
+    if (lost !== null) return this.#open(lost, false, fallback);
+    if (this.#mayGrow(best === null && opening === undefined)) {
+      return this.#open(this.#create(), false, fallback);
+    }
     if (best !== null) return best;
+    if (opening !== undefined) return opening;
     return new Promise((resolve, reject) => this.#sharedWaiters.push({ resolve, reject }));
   }
 
-  #mayGrow(): boolean {
-    return this.#conns.length < this.#config.max && performance.now() >= this.#fullUntil;
+  /**
+   * True while fewer than `max` connections are open, and the server did
+   * not just refuse one as full (unless `needed`: no other could serve).
+   */
+  /** A connection nobody reserved that has nothing in flight (and is not being opened). */
+  #idle(): PooledConnection | undefined {
+    return this.#conns.find((c) =>
+      !c.reserved && c.busy === 0 && !c.holdsTransaction && !this.#opening.has(c)
+    );
+  }
+
+  /** Reserves `conn` for a `reserve()` caller. */
+  #take(conn: PooledConnection): PooledConnection {
+    conn.reserved = true;
+    if (this.#burst === conn) this.#burst = null;
+    return conn;
+  }
+
+  #mayGrow(needed = false): boolean {
+    if (this.#conns.length >= this.#config.max) return false;
+    return needed || performance.now() >= this.#fullUntil;
   }
 
   /**
-   * A new connection, opened before anything is sent on it. When the
-   * server refuses it as full and this client has other connections, the
-   * caller gets `otherwise()` (one of those, or a wait for one) instead.
+   * Opens `conn` (new, or lost) before anything is sent on it. When the
+   * server refuses it as full, `conn` leaves the pool; if another open,
+   * unreserved connection could serve instead, the caller gets `fallback()`
+   * (that one, or a wait for it), else the opening is tried again a few
+   * times, then fails with the refusal.
    */
-  #grow(
-    reserved: boolean,
-    otherwise: () => PooledConnection | Promise<PooledConnection>,
-  ): Promise<PooledConnection> {
-    const conn = this.#create();
+  #open(conn: PooledConnection, reserved: boolean, fallback: Fallback): Promise<PooledConnection> {
     conn.reserved = reserved;
-    this.#growing.add(conn);
-    return conn.connect().then(() => {
-      this.#growing.delete(conn);
-      return conn;
-    }, (err) => {
-      this.#growing.delete(conn);
-      this.#remove(conn);
-      const full = err instanceof ProtocolError && err.code === ErrorCode.TooManyConnections;
-      if (!full || this.#conns.length === 0 || this.#closed) throw err;
-      this.#fullUntil = performance.now() + FULL_PAUSE_MS;
-      return otherwise();
-    });
+    const opened = (async () => {
+      for (let attempt = 1;; attempt++) {
+        try {
+          await conn.connect();
+        } catch (err) {
+          const others = this.#conns.some((c) => c !== conn && !c.reserved && c.open);
+          if (!serverFull(err) || this.#closed || (others && fallback !== null)) {
+            this.#remove(conn);
+            if (!serverFull(err) || this.#closed || fallback === null) throw err;
+            this.#fullUntil = performance.now() + FULL_PAUSE_MS;
+            return fallback();
+          }
+          if (attempt >= FULL_RETRIES) {
+            this.#remove(conn);
+            throw err;
+          }
+          await new Promise((resolve) => setTimeout(resolve, FULL_RETRY_MS));
+          continue;
+        }
+        if (this.#closed) throw new ConnectionError("Client is closed");
+        return conn;
+      }
+    })().finally(() => this.#opening.delete(conn));
+    this.#opening.set(conn, opened);
+    return opened;
   }
 
   /** Passes a connection just freed to a waiting `reserve()`, or back to the shared set. */

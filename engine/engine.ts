@@ -116,6 +116,8 @@ export class Engine {
    * yet), for a binding that cannot tell when a write leaves one unresolved.
    */
   #deferredFks: boolean | null = null;
+  /** Set when a statement changed the schema inside the open transaction (see `#release`). */
+  #schemaChangedInTx = false;
   readonly #group: GroupCommit;
   /** Committed changes for change feeds; `null` without an update hook (node:sqlite). */
   readonly #changes: ChangeLog | null;
@@ -586,6 +588,7 @@ export class Engine {
     if (!p.changesSchema) return;
     this.#writer.clearCache();
     this.#deferredFks = null;
+    if (this.#writer.inTransaction) this.#schemaChangedInTx = true;
   }
 
   /**
@@ -602,6 +605,15 @@ export class Engine {
   }
 
   #release(): void {
+    if (this.#schemaChangedInTx) {
+      // The transaction changed the schema and may have been rolled back by
+      // other means than a ROLLBACK statement (OR ROLLBACK, a stopped write,
+      // a lease, a disconnect): what was cached meanwhile may describe a
+      // schema that no longer is.
+      this.#schemaChangedInTx = false;
+      this.#writer.clearCache();
+      this.#deferredFks = null;
+    }
     this.#queue.release();
     this.#drain();
   }

@@ -44,7 +44,7 @@ import type {
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import type { BindArgs } from "./binding/binding.ts";
-import type { Connection, Prepared } from "./connection.ts";
+import { type Connection, type Prepared, release } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
 import { type Engine, INLINE_BUDGET_MS } from "./engine.ts";
@@ -253,6 +253,9 @@ export class EngineSession implements Waiter {
       const alone = !engine._groupOpen && p.conn.caps.interrupt &&
         !changeLogOf(p.conn)?.capturing;
       const budget = alone ? INLINE_BUDGET_MS : Infinity;
+      // Busy: the group's own BEGIN or SAVEPOINT, prepared anew, must not
+      // evict this statement from the cache (finalizing it) before it runs.
+      p.busy++;
       try {
         return engine._grouped(
           this,
@@ -260,6 +263,8 @@ export class EngineSession implements Waiter {
         );
       } catch (err) {
         if (!(err instanceof OverBudget)) throw err;
+      } finally {
+        release(p);
       }
       return this.#statement(text, params, limits, wantRows, shape); // no longer fast
     }

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { SqliteError } from "../protocol/errors.ts";
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type Connection, release } from "./connection.ts";
 import { changeLogOf } from "./change_log.ts";
 
@@ -120,12 +120,18 @@ export class GroupCommit {
       } else if (db.inTransaction) {
         db.exec("ROLLBACK TO netsqlite_group; RELEASE netsqlite_group");
       } else {
-        // ON CONFLICT ROLLBACK or RAISE(ROLLBACK) ended the whole group.
+        // ON CONFLICT ROLLBACK or RAISE(ROLLBACK) ended the whole group, or
+        // a write stopped at its deadline (SQLite undoes the whole
+        // transaction around a stopped write).
+        const stopped = err instanceof SqliteError && err.code === ErrorCode.StatementTimeout;
+        const why = stopped
+          ? "stopped at its deadline (a write stopped inside a transaction undoes all of it)"
+          : "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK))";
         this.#finish(
           new SqliteError(
             "SQLITE_ABORT",
-            "Write was rolled back with its group commit by another client's statement " +
-              "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK)): nothing was written; retry",
+            `Write was rolled back with its group commit by another client's statement ${why}: ` +
+              "nothing was written; retry",
             4,
           ),
         );

@@ -34,6 +34,13 @@ export class Handles {
    *   most handles, or {@link MAX_HANDLE_TEXT} of SQL, already.
    */
   add(sql: string): number {
+    if (sql.length > MAX_HANDLE_TEXT) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Statement too long to prepare: ${sql.length} characters (at most ${MAX_HANDLE_TEXT}); ` +
+          "run it by its SQL text instead",
+      );
+    }
     if (this.#sql.size >= this.#max || this.#text + sql.length > MAX_HANDLE_TEXT) {
       throw new SqliteError(
         ErrorCode.BadRequest,

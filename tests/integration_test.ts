@@ -1178,6 +1178,18 @@ Deno.test("A connection holds at most maxStatements prepared statements (and 16 
   await large[0].finalize();
   large[0] = await db.prepare(big(3));
   assert.deepEqual(await large[0].raw().all(), [[3]]);
+  for (const s of large) await s.finalize();
+  // One statement longer than the whole allowance is told so.
+  const huge = `SELECT 1 /*${"x".repeat(16 * 1024 * 1024)}*/`;
+  await assert.rejects(db.prepare(huge), (err: unknown) => {
+    assert.ok(err instanceof SqliteError && err.code === "BAD_REQUEST", String(err));
+    assert.match(
+      err.message,
+      /^Statement too long to prepare: 16777229 characters \(at most 16777216\)/,
+    );
+    return true;
+  });
+  assert.deepEqual(await db.values(huge), [[1]], "it still runs by its SQL text");
 });
 
 Deno.test("Statements dropped without finalize() are freed on the server once collected", async () => {

@@ -17,7 +17,9 @@ import {
   type RunResult,
   SqliteError,
 } from "../mod.ts";
-import { startServer } from "./_helpers.ts";
+import { startServer, tempDir } from "./_helpers.ts";
+import { serve } from "../server.ts";
+import type { Client } from "../client.ts";
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -522,4 +524,108 @@ Deno.test("Client pool at a full server (TOO_MANY_CONNECTIONS): calls and reserv
     },
   );
   assert.deepEqual(await other.values("SELECT 2"), [[2]], "the connections open go on");
+});
+
+Deno.test("Client pool: a call made while a new connection opens runs on it once it is up", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (x)");
+  // The transaction holds the first connection; the first plain call opens
+  // the second, and another, a few microtasks later, must not wait for the
+  // transaction (which waits for both).
+  const got = await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    const a = db.values("SELECT 1");
+    await Promise.resolve();
+    await Promise.resolve();
+    await Promise.resolve();
+    const b = db.values("SELECT 2");
+    return await Promise.all([a, b]);
+  });
+  assert.deepEqual(got, [[[1]], [[2]]]);
+  assert.equal(db.connections, 2);
+});
+
+Deno.test("Client pool at a full server: with no free connection of its own, opening is retried a moment; the server's room is used once it has some", async () => {
+  await using srv = await startServer({ maxConnections: 2 });
+  const other = await srv.client();
+  {
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec("CREATE TABLE t (x)");
+    setTimeout(() => other.close(), 100); // frees a slot while db retries
+    // Inside the transaction the plain call needs a second connection.
+    const got = await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (1)");
+      return await db.values("SELECT 42");
+    });
+    assert.deepEqual(got, [[42]]);
+  }
+  // Full again, and nothing frees up: after the retries the call fails, clearly.
+  await delay(50); // (the server notices db's closed connections)
+  await using hog = await srv.client();
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await assert.rejects(
+    db.transaction(async () => await db.values("SELECT 1")),
+    (err: unknown) => err instanceof ProtocolError && err.code === "TOO_MANY_CONNECTIONS",
+  );
+  assert.deepEqual(await hog.values("SELECT 1"), [[1]]);
+  assert.deepEqual(await db.values("SELECT 2"), [[2]]);
+});
+
+Deno.test("Client pool at a full server: a connection released inside a transaction is replaced for the waiter, whose first call works", async () => {
+  await using srv = await startServer({ maxConnections: 2 });
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (x)");
+  const a = await db.reserve();
+  const b = await db.reserve();
+  const waiting = db.reserve();
+  await a.exec("BEGIN");
+  await a.run("INSERT INTO t VALUES (1)");
+  a.release(); // inside a transaction: closed (rolled back), replaced
+  const c = await waiting;
+  assert.deepEqual(await c.values("SELECT count(*) FROM t"), [[0]]);
+  c.release();
+  b.release();
+});
+
+Deno.test("Client pool after a server restart into a full server: calls go over the connection it gets back", async () => {
+  await using dir = await tempDir();
+  const opts = { database: `${dir.path}/d.db`, path: `${dir.path}/s.sock`, maxConnections: 3 };
+  let server = await serve(opts);
+  const db = await connect({ path: opts.path, max: 3 });
+  let other: Client | null = null;
+  try {
+    const slow =
+      "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 100000) " +
+      "SELECT count(*) FROM c";
+    await Promise.all([db.values(slow), db.values(slow), db.values(slow)]);
+    const burst = [];
+    for (let i = 0; i < 3; i++) {
+      burst.push(db.values(slow));
+      await delay(0);
+    }
+    await Promise.all(burst);
+    // (With node:sqlite the server is busy during the slow reads: fewer may open.)
+    assert.ok(db.connections >= 2, `${db.connections} connections`);
+    await server.shutdown();
+    server = await serve(opts);
+    other = await connect({ path: opts.path, max: 2 });
+    const [r1, r2] = [await other.reserve(), await other.reserve()];
+    await Promise.all([r1.values("SELECT 1"), r2.values("SELECT 1")]); // 2 of 3 slots taken
+    for (let round = 0; round < 3; round++) {
+      const calls = [];
+      for (let i = 0; i < 3; i++) {
+        calls.push(db.values(i === 0 ? slow : "SELECT 1"));
+        await delay(0);
+      }
+      await Promise.all(calls); // none fails with TOO_MANY_CONNECTIONS
+    }
+    assert.equal(db.connections, 1, "the refused connections left the pool");
+    r1.release();
+    r2.release();
+  } finally {
+    await db.close();
+    await other?.close();
+    await server.shutdown();
+  }
 });
