@@ -262,10 +262,6 @@ export class Pool implements ConnectionEvents {
     return new Promise((resolve, reject) => this.#sharedWaiters.push({ resolve, reject }));
   }
 
-  /**
-   * True while fewer than `max` connections are open, and the server did
-   * not just refuse one as full (unless `needed`: no other could serve).
-   */
   /** A connection nobody reserved that has nothing in flight (and is not being opened). */
   #idle(): PooledConnection | undefined {
     return this.#conns.find((c) =>
@@ -280,6 +276,10 @@ export class Pool implements ConnectionEvents {
     return conn;
   }
 
+  /**
+   * True while fewer than `max` connections are open, and the server did
+   * not just refuse one as full (unless `needed`: no other could serve).
+   */
   #mayGrow(needed = false): boolean {
     if (this.#conns.length >= this.#config.max) return false;
     return needed || performance.now() >= this.#fullUntil;
@@ -299,19 +299,17 @@ export class Pool implements ConnectionEvents {
         try {
           await conn.connect();
         } catch (err) {
-          const others = this.#conns.some((c) => c !== conn && !c.reserved && c.open);
-          if (!serverFull(err) || this.#closed || (others && fallback !== null)) {
-            this.#remove(conn);
-            if (!serverFull(err) || this.#closed || fallback === null) throw err;
-            this.#fullUntil = performance.now() + FULL_PAUSE_MS;
-            return fallback();
+          const full = serverFull(err) && !this.#closed;
+          const elsewhere = fallback !== null &&
+            this.#conns.some((c) => c !== conn && !c.reserved && c.open);
+          if (full && !elsewhere && attempt < FULL_RETRIES) {
+            await new Promise((resolve) => setTimeout(resolve, FULL_RETRY_MS));
+            continue;
           }
-          if (attempt >= FULL_RETRIES) {
-            this.#remove(conn);
-            throw err;
-          }
-          await new Promise((resolve) => setTimeout(resolve, FULL_RETRY_MS));
-          continue;
+          this.#remove(conn);
+          if (!full || !elsewhere) throw err;
+          this.#fullUntil = performance.now() + FULL_PAUSE_MS;
+          return fallback!();
         }
         if (this.#closed) throw new ConnectionError("Client is closed");
         return conn;
