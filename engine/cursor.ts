@@ -110,6 +110,12 @@ export class Cursor {
     }
     // Closed while the step ran (its session went away): nothing more.
     if (this.#p === null) return [[], true];
+    if (timedOut) {
+      // The timer fired as the step returned: its interrupt is still pending
+      // on the connection and would stop the next step. The time is up anyway.
+      this.close();
+      throw statementTimeout(this);
+    }
     return this.#inline(p, [], more);
   }
 
