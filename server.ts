@@ -254,6 +254,7 @@ class RunningServer implements Server {
   #refused = 0;
   #refusedReported = -Infinity;
   readonly #services: SessionServices;
+  readonly #stats: ServerStats;
 
   constructor(
     config: ServeConfig,
@@ -296,7 +297,7 @@ class RunningServer implements Server {
     }
     const log = new Logger(config.logLevel);
     this.#services = {
-      stats: new ServerStats(engine, config.database, this.#hello.server),
+      stats: this.#stats = new ServerStats(engine, config.database, this.#hello.server),
       log,
       slowMs: config.slowMs,
     };
@@ -310,7 +311,7 @@ class RunningServer implements Server {
       );
     this.#memory = new MemoryReleaser({ enabled: config.releaseMemory });
     this.#maxConnections = budget.connections;
-    this.#services.stats!.maxConnections = budget.connections;
+    this.#stats.maxConnections = budget.connections;
     if (budget.lowered !== null) log.warn(budget.lowered);
     this.finished = this.#acceptLoop();
   }
@@ -319,7 +320,7 @@ class RunningServer implements Server {
   #tooMany(): ProtocolError {
     const max = this.#maxConnections;
     this.#refused++;
-    this.#services.stats!.refused++;
+    this.#stats.refused++;
     const now = performance.now();
     if (now - this.#refusedReported >= 1000) {
       this.#services.log.warn(

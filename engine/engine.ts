@@ -116,6 +116,8 @@ export class Engine {
    * yet), for a binding that cannot tell when a write leaves one unresolved.
    */
   #deferredFks: boolean | null = null;
+  /** True when the binding tells when a write leaves a deferred foreign key unresolved. */
+  readonly #tellsDeferred: boolean;
   /** Set when a statement changed the schema inside the open transaction (see `#release`). */
   #schemaChangedInTx = false;
   readonly #group: GroupCommit;
@@ -152,6 +154,7 @@ export class Engine {
       if (!readonly) w.exec("PRAGMA journal_mode = WAL");
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
+      this.#tellsDeferred = w.deferredViolations() !== null;
       this.#reader = config.path === ":memory:"
         ? null
         : new Connection(sqlite, config.path, { readOnly: true, timeout, cacheSize, policy });
@@ -349,7 +352,7 @@ export class Engine {
   /**
    * A reader for a cursor, counted against `maxOpenCursors` (each one open
    * holds two files open: the database and its WAL); give it back with
-   * `_returnReader(c, true)`. `null` for `:memory:`.
+   * {@link _returnCursorReader}. `null` for `:memory:`.
    *
    * @internal
    * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open.
@@ -368,9 +371,14 @@ export class Engine {
     return conn;
   }
 
+  /** Gives back a reader from {@link _borrowCursorReader}. @internal */
+  _returnCursorReader(c: Connection): void {
+    this.#cursorReaders--;
+    this._returnReader(c);
+  }
+
   /** @internal */
-  _returnReader(c: Connection, cursor = false): void {
-    if (cursor) this.#cursorReaders--;
+  _returnReader(c: Connection): void {
     if (!this.#closed && this.#idleReaders.length < 4) this.#idleReaders.push(c);
     else c.close();
   }
@@ -492,7 +500,8 @@ export class Engine {
    */
   _groupable(p: Prepared, sql: string): boolean {
     if (p.txOp !== null || p.touchesTemp || p.changesSchema) return false;
-    if (!this.#writer.caps.background) return !this.#schemaDefersForeignKeys();
+    if (!this.#tellsDeferred && this.#schemaDefersForeignKeys()) return false;
+    if (!this.#writer.caps.background) return true;
     return this.#writer.peek(sql)?.fast === true;
   }
 
@@ -505,7 +514,6 @@ export class Engine {
    */
   #schemaDefersForeignKeys(): boolean {
     if (this.#deferredFks !== null) return this.#deferredFks;
-    if (this.#writer.db.deferredViolations() !== null) return this.#deferredFks = false;
     const query = (sql: string) => {
       const st = this.#writer.db.prepare(sql)!;
       try {

@@ -32,7 +32,7 @@
  * @module
  */
 
-import { txTimeout, txTooLong, unknownCursor } from "./session_errors.ts";
+import { leaseExpired, unknownCursor } from "./session_errors.ts";
 import { Handles } from "./handles.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type {
@@ -508,14 +508,14 @@ export class EngineSession implements Waiter {
         try {
           p = conn.prepareUncached(text);
         } catch (err) {
-          engine._returnReader(conn, true);
+          engine._returnCursorReader(conn);
           throw err;
         }
         if (p.readOnly) {
-          cursor = this.#liveCursor(p, args, ms, () => engine._returnReader(conn, true));
+          cursor = this.#liveCursor(p, args, ms, () => engine._returnCursorReader(conn));
         } else {
           p.stmt.finalize();
-          engine._returnReader(conn, true);
+          engine._returnCursorReader(conn);
         }
       }
     }
@@ -721,9 +721,7 @@ export class EngineSession implements Waiter {
   /** The engine rolled back this session's transaction after its idle lease. @internal */
   _expire(why: LeaseEnd): void {
     const config = this.#engine.config;
-    this.#aborted = why === "age"
-      ? txTooLong(config.txTimeout ?? 0)
-      : txTimeout(config.txIdleTimeout);
+    this.#aborted = leaseExpired(why, config.txIdleTimeout, config.txTimeout ?? 0);
   }
 
   /** Deadline and result limit of one statement. */

@@ -7,6 +7,7 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import type { LeaseEnd } from "./writer_queue.ts";
 
 /** A statement handle that is not (or no longer) prepared on this connection. */
 export function unknownHandle(handle: number): SqliteError {
@@ -40,4 +41,9 @@ export function txTooLong(ms: number): SqliteError {
     `Transaction was rolled back after lasting ${ms} ms (--tx-timeout); ` +
       "send ROLLBACK to end it, then retry the whole transaction, shorter",
   );
+}
+
+/** The error of a transaction whose lease ended (`why`), given the two limits in ms. */
+export function leaseExpired(why: LeaseEnd, idleMs: number, maxAgeMs: number): SqliteError {
+  return why === "age" ? txTooLong(maxAgeMs) : txTimeout(idleMs);
 }

@@ -21,6 +21,23 @@ export interface Waiter {
 /** Why a lease ended: the transaction sat idle too long, or lasted too long. */
 export type LeaseEnd = "idle" | "age";
 
+/**
+ * When a transaction's lease ends and why: `idleMs` after its last activity
+ * or `maxAgeMs` after it began, whichever comes first (0: no such limit);
+ * `null` when neither limit is set. Times are `performance.now()` values.
+ */
+export function leaseEnd(
+  lastActive: number,
+  idleMs: number,
+  since: number,
+  maxAgeMs: number,
+): { at: number; why: LeaseEnd } | null {
+  const idleAt = idleMs > 0 ? lastActive + idleMs : Infinity;
+  const ageAt = maxAgeMs > 0 ? since + maxAgeMs : Infinity;
+  if (idleAt === Infinity && ageAt === Infinity) return null;
+  return ageAt <= idleAt ? { at: ageAt, why: "age" } : { at: idleAt, why: "idle" };
+}
+
 /** Owner, FIFO waiters and lease of the writer. */
 export class WriterQueue<S extends Waiter> {
   readonly #busyTimeout: number;
@@ -192,22 +209,21 @@ export class WriterQueue<S extends Waiter> {
 
   /** Arms the lease timer for the nearer of the idle and age deadlines, if any. */
   #armLease(now: number): void {
-    const idleLeft = this.#leaseMs > 0 ? this.#lastActive + this.#leaseMs - now : Infinity;
-    const ageLeft = this.#maxAgeMs > 0 ? this.#txSince + this.#maxAgeMs - now : Infinity;
-    const ms = Math.min(idleLeft, ageLeft);
-    if (ms === Infinity) return;
+    const end = this.#leaseEnd();
+    if (end === null) return;
     this.#leaseTimer = setTimeout(() => {
       this.#leaseTimer = undefined;
       const owner = this.#owner;
       if (owner === null) return;
+      // The owner may have been active since: its lease may end later now.
       const now = performance.now();
-      if (this.#maxAgeMs > 0 && now - this.#txSince + 1 >= this.#maxAgeMs) {
-        this.#onLeaseExpired(owner, "age");
-      } else if (this.#leaseMs > 0 && now - this.#lastActive + 1 >= this.#leaseMs) {
-        this.#onLeaseExpired(owner, "idle");
-      } else {
-        this.#armLease(now);
-      }
-    }, Math.max(0, ms));
+      const due = this.#leaseEnd();
+      if (due !== null && due.at <= now + 1) this.#onLeaseExpired(owner, due.why);
+      else this.#armLease(now);
+    }, Math.max(0, end.at - now));
+  }
+
+  #leaseEnd(): { at: number; why: LeaseEnd } | null {
+    return leaseEnd(this.#lastActive, this.#leaseMs, this.#txSince, this.#maxAgeMs);
   }
 }

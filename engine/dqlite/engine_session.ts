@@ -4,7 +4,8 @@
  * @module
  */
 
-import { txTimeout, txTooLong, unknownCursor } from "../session_errors.ts";
+import { leaseExpired, unknownCursor } from "../session_errors.ts";
+import { leaseEnd } from "../writer_queue.ts";
 import { Handles } from "../handles.ts";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type {
@@ -371,18 +372,17 @@ export class DqliteEngineSession {
     const now = performance.now();
     if (this.#txSince === 0) this.#txSince = now;
     const { txIdleTimeout: idleMs, txTimeout: maxMs = 0 } = this.#engine.config;
-    const ageLeft = maxMs > 0 ? this.#txSince + maxMs - now : Infinity;
-    const ms = Math.min(idleMs > 0 ? idleMs : Infinity, ageLeft);
-    if (ms !== Infinity) {
+    // (The timer is cleared at the next request, which renews the idle lease.)
+    const end = leaseEnd(now, idleMs, this.#txSince, maxMs);
+    if (end !== null) {
       this.#idleTimer = setTimeout(() => {
         if (this.#tx === null || this.#lent !== null) return;
         pool.discard(this.#tx);
         this.#tx = null;
-        const tooLong = ageLeft <= ms;
         this.#txSince = 0;
-        this.#aborted = tooLong ? txTooLong(maxMs) : txTimeout(idleMs);
-        this.#engine.onLeaseExpired?.(this.id, tooLong ? "age" : "idle");
-      }, Math.max(0, ms));
+        this.#aborted = leaseExpired(end.why, idleMs, maxMs);
+        this.#engine.onLeaseExpired?.(this.id, end.why);
+      }, Math.max(0, end.at - now));
     }
   }
 
