@@ -27,6 +27,7 @@ import { Maintenance } from "./maintenance.ts";
 import { CHANGE_FEED_CAPACITY, ChangeLog } from "./change_log.ts";
 import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 import { WalWatch } from "./wal_watch.ts";
+import type { SessionHost } from "./session_host.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
 
 export { BLOCKED, EngineSession } from "./engine_session.ts";
@@ -93,7 +94,7 @@ export class Engine {
   readonly #sqlite: Sqlite;
   readonly #writer: Connection;
   readonly #reader: Connection | null;
-  /** True while the shared reader holds the snapshot {@link _snapshotReader} began. */
+  /** True while the shared reader holds the snapshot {@link #snapshotReader} began. */
   #readerInTx = false;
   readonly #queue: WriterQueue<EngineSession>;
   readonly #policy: PolicyCheck;
@@ -128,6 +129,8 @@ export class Engine {
   /** Called with the session number when a transaction's lease runs out, and why (for the log). */
   onLeaseExpired: ((session: number, why: LeaseEnd) => void) | null = null;
   readonly #isFree = (): boolean => this.#writerFree();
+  /** What sessions (and maintenance) may use of this engine. */
+  readonly #host: SessionHost;
 
   /**
    * Opens (creating if needed) the database in WAL mode. The engine owns
@@ -179,11 +182,12 @@ export class Engine {
       config.txIdleTimeout,
       (owner, why) => {
         this.onLeaseExpired?.(owner.id, why);
-        owner._expire(why);
-        this._abort(owner);
+        owner.expire(why);
+        this.#abort(owner);
       },
       config.txTimeout ?? 0,
     );
+    this.#host = this.#makeHost();
   }
 
   /** The SQLite binding this engine runs on. */
@@ -208,7 +212,11 @@ export class Engine {
 
   /** Checkpoint, vacuum, integrity check and backup, done by the server (`maintenance.ts`). */
   get maintenance(): Maintenance {
-    return this.#maintenance ??= new Maintenance(this, this.#config.backupDir ?? null);
+    return this.#maintenance ??= new Maintenance(
+      this.#host,
+      this.#sqlite,
+      this.#config.backupDir ?? null,
+    );
   }
 
   /** Group commits since start: how many, writes in them, the largest. */
@@ -230,7 +238,7 @@ export class Engine {
     wake: () => void,
     onCommit: (error: SqliteError | null) => void = () => {},
   ): EngineSession {
-    const session = new EngineSession(this, this.#nextSessionId++, wake, onCommit);
+    const session = new EngineSession(this.#host, this.#nextSessionId++, wake, onCommit);
     this.#sessions.add(session);
     return session;
   }
@@ -275,11 +283,48 @@ export class Engine {
     this.#sqlite.close();
   }
 
-  // ---- used by EngineSession -------------------------------------------
+  // ---- what sessions may use (session_host.ts) ---------------------------
 
-  /** @internal */
-  get _writer(): Connection {
-    return this.#writer;
+  #makeHost(): SessionHost {
+    return {
+      config: this.#config,
+      writer: {
+        connection: this.#writer,
+        hasTemp: () => this.#writerHasTemp,
+        owns: (s) => this.#queue.owner === s,
+        acquire: (s, forGroup) => this.#acquire(s, forGroup),
+        afterWrite: (s, touchedTemp) => this.#afterWrite(s, touchedTemp),
+        touch: (s) => this.#touch(s),
+        release: (s) => {
+          if (this.#queue.owner === s) this.#release();
+        },
+        leaveQueue: (s) => this.#queue.leave(s, this.#isFree),
+        abort: (s) => this.#abort(s),
+        forget: (s) => {
+          this.#queue.forget(s);
+          this.#sessions.delete(s);
+        },
+        ranOnWriter: (p) => this.#ranOnWriter(p),
+      },
+      readers: {
+        snapshot: () => this.#snapshotReader(),
+        classified: (sql) => this.#reader?.peek(sql),
+        borrow: () => this.#borrowReader(),
+        giveBack: (c) => this.#returnReader(c),
+        borrowForCursor: () => this.#borrowCursorReader(),
+        giveBackCursor: (c) => {
+          this.#cursorReaders--;
+          this.#returnReader(c);
+        },
+      },
+      group: {
+        isOpen: () => this.#group.open,
+        writer: () => this.#groupWriter(),
+        accepts: (p, sql) => this.#groupable(p, sql),
+        run: (s, fn) => this.#grouped(s, fn),
+      },
+      track: (work) => this.#track(work),
+    };
   }
 
   /**
@@ -289,27 +334,14 @@ export class Engine {
    * WAL-index header shows a commit by anyone since it began (this server's
    * writer or another process), so every read sees every commit that
    * completed before it started.
-   *
-   * @internal
    */
-  _snapshotReader(): Connection | null {
+  #snapshotReader(): Connection | null {
     const reader = this.#reader;
     if (reader === null) return null;
     // (The flag stands in for `reader.inTransaction`, an FFI call a read: if
     // the transaction ended unnoticed, reads run in autocommit, as fresh.)
     if (this.#walWatch.changed() || !this.#readerInTx) this.#renewSnapshot(reader);
     return reader;
-  }
-
-  /**
-   * The shared reader's cached statement for `sql`, if it has one: how a
-   * statement seen before is classified (read or write), known without
-   * renewing the reader's snapshot. A schema change empties that cache.
-   *
-   * @internal
-   */
-  _classified(sql: string): Prepared | undefined {
-    return this.#reader?.peek(sql);
   }
 
   /**
@@ -334,10 +366,8 @@ export class Engine {
    * statement pins a snapshot, which the shared reader must not; a read
    * that went to the background needs its own connection). `null` for
    * `:memory:`.
-   *
-   * @internal
    */
-  _borrowReader(): Connection | null {
+  #borrowReader(): Connection | null {
     if (this.#reader === null) return null;
     const conn = this.#idleReaders.pop() ?? new Connection(this.#sqlite, this.#config.path, {
       readOnly: true,
@@ -352,12 +382,11 @@ export class Engine {
   /**
    * A reader for a cursor, counted against `maxOpenCursors` (each one open
    * holds two files open: the database and its WAL); give it back with
-   * {@link _returnCursorReader}. `null` for `:memory:`.
+   * `giveBackCursor`. `null` for `:memory:`.
    *
-   * @internal
    * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open.
    */
-  _borrowCursorReader(): Connection | null {
+  #borrowCursorReader(): Connection | null {
     const max = this.#config.maxOpenCursors ?? MAX_OPEN_CURSORS;
     if (this.#cursorReaders >= max) {
       throw new SqliteError(
@@ -366,51 +395,29 @@ export class Engine {
           "close cursors or read them to the end, or retry later",
       );
     }
-    const conn = this._borrowReader();
+    const conn = this.#borrowReader();
     if (conn !== null) this.#cursorReaders++;
     return conn;
   }
 
-  /** Gives back a reader from {@link _borrowCursorReader}. @internal */
-  _returnCursorReader(c: Connection): void {
-    this.#cursorReaders--;
-    this._returnReader(c);
-  }
-
-  /** @internal */
-  _returnReader(c: Connection): void {
+  /** Gives back a reader from `#borrowReader` (kept for reuse, up to four). */
+  #returnReader(c: Connection): void {
     if (!this.#closed && this.#idleReaders.length < 4) this.#idleReaders.push(c);
     else c.close();
   }
 
-  /**
-   * True while TEMP objects exist. They live on the writer connection only,
-   * so every statement goes to the writer then.
-   *
-   * @internal
-   */
-  get _writerHasTemp(): boolean {
-    return this.#writerHasTemp;
-  }
-
-  /** `s` used its transaction: renews its idle lease. @internal */
-  _touch(s: EngineSession): void {
+  /** `s` used its transaction: renews its idle lease. */
+  #touch(s: EngineSession): void {
     if (this.#queue.owner === s && this.#writer.inTransaction) this.#queue.keep();
-  }
-
-  /** @internal */
-  _owns(s: EngineSession): boolean {
-    return this.#queue.owner === s;
   }
 
   /**
    * Gives `s` the writer if it is free and `s` is first in line; otherwise
    * queues `s` and returns false.
    *
-   * @internal
    * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long.
    */
-  _acquire(s: EngineSession, forGroup = false): boolean {
+  #acquire(s: EngineSession, forGroup = false): boolean {
     if (this.#queue.owner === s) return true;
     if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
     // Anything but another grouped write needs the open group committed
@@ -452,10 +459,8 @@ export class Engine {
   /**
    * Called after `s` ran anything on the writer: `s` keeps the writer while a
    * transaction is open, otherwise the next waiter gets it.
-   *
-   * @internal
    */
-  _afterWrite(s: EngineSession, touchedTemp = false): void {
+  #afterWrite(s: EngineSession, touchedTemp = false): void {
     // A session closed meanwhile has already given the writer back.
     if (this.#queue.owner !== s) return;
     if (touchedTemp) {
@@ -470,19 +475,12 @@ export class Engine {
     this.#release();
   }
 
-  /** True while a group commit's transaction is open on the writer. @internal */
-  get _groupOpen(): boolean {
-    return this.#group.open;
-  }
-
   /**
    * The writer, while a group commit's transaction is open on it and a
    * statement there can be stopped at the inline budget: where a member's
    * reads behind its own grouped write run. `null` otherwise.
-   *
-   * @internal
    */
-  _groupWriter(): Connection | null {
+  #groupWriter(): Connection | null {
     const open = this.#group.open && this.#queue.owner === null;
     return open && this.#writer.caps.interrupt ? this.#writer : null;
   }
@@ -495,10 +493,8 @@ export class Engine {
    * has run within the inline budget before (a statement that might run
    * long must not hold the group; the first of a group is stopped and run
    * again alone if it turns slow, later ones cannot be).
-   *
-   * @internal
    */
-  _groupable(p: Prepared, sql: string): boolean {
+  #groupable(p: Prepared, sql: string): boolean {
     if (p.txOp !== null || p.touchesTemp || p.changesSchema) return false;
     if (!this.#tellsDeferred && this.#schemaDefersForeignKeys()) return false;
     if (!this.#writer.caps.background) return true;
@@ -531,8 +527,8 @@ export class Engine {
     );
   }
 
-  /** Tracks a statement running in the background until it settles. @internal */
-  _track<T>(work: Promise<T>): Promise<T> {
+  /** Tracks a statement running in the background until it settles. */
+  #track<T>(work: Promise<T>): Promise<T> {
     const tracked = work.finally(() => this.#running.delete(tracked));
     this.#running.add(tracked);
     return tracked;
@@ -541,34 +537,20 @@ export class Engine {
   /**
    * Runs one autocommit write of `s` inside the group commit; `s` must have
    * acquired the writer with `forGroup`. The writer is free again after.
-   *
-   * @internal
    */
-  _grouped<T>(s: EngineSession, fn: () => T): T {
+  #grouped<T>(s: EngineSession, fn: () => T): T {
     try {
-      const result = this.#group.run(s, fn);
-      s._awaitingCommit = true;
-      return result;
+      return this.#group.run(s, fn);
     } finally {
       this.#queue.release();
       this.#drain();
     }
   }
 
-  /** Gives up a writer acquired for a grouped write that did not run. @internal */
-  _release(s: EngineSession): void {
-    if (this.#queue.owner === s) this.#release();
-  }
-
-  /** @internal */
-  _leaveQueue(s: EngineSession): void {
-    this.#queue.leave(s, this.#isFree);
-  }
-
-  /** Rolls back the owner's transaction (on close or lease expiry). @internal */
-  _abort(s: EngineSession): void {
+  /** Rolls back the owner's transaction (on close or lease expiry). */
+  #abort(s: EngineSession): void {
     if (this.#queue.owner !== s) return;
-    if (s._runningOnWriter) {
+    if (s.runningOnWriter) {
       // Its statement runs in the background (the connection is busy):
       // stop it; the session rolls back and releases when it returns.
       this.#writer.db.interrupt();
@@ -585,14 +567,8 @@ export class Engine {
     this.#release();
   }
 
-  /** @internal */
-  _forget(s: EngineSession): void {
-    this.#queue.forget(s);
-    this.#sessions.delete(s);
-  }
-
-  /** The writer ran `p`: a statement that changed the schema voids its cache. @internal */
-  _ranOnWriter(p: Prepared): void {
+  /** The writer ran `p`: a statement that changed the schema voids its cache. */
+  #ranOnWriter(p: Prepared): void {
     if (!p.changesSchema) return;
     this.#writer.clearCache();
     this.#deferredFks = null;

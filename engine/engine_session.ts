@@ -47,7 +47,7 @@ import type { BindArgs } from "./binding/binding.ts";
 import { type Connection, type Prepared, release } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
-import { type Engine, INLINE_BUDGET_MS } from "./engine.ts";
+import { INLINE_BUDGET_MS } from "./engine.ts";
 import {
   deadlineOf,
   type Outcome,
@@ -59,7 +59,8 @@ import {
   type Running,
   type WantRows,
 } from "./run.ts";
-import type { LeaseEnd, Waiter } from "./writer_queue.ts";
+import type { HostedSession, SessionHost } from "./session_host.ts";
+import type { LeaseEnd } from "./writer_queue.ts";
 
 /**
  * What {@link EngineSession.query} answers: `QueryPayload`, whose rows may
@@ -77,10 +78,10 @@ export type Reply<T> = T | Promise<T> | typeof BLOCKED;
 const NO_ARGS: BindArgs = [];
 
 /** One client's view of the engine; requests run in the order given. */
-export class EngineSession implements Waiter {
+export class EngineSession implements HostedSession {
   /** Session number, used in messages to other clients. */
   readonly id: number;
-  readonly #engine: Engine;
+  readonly #host: SessionHost;
   readonly #wake: () => void;
   readonly #handles: Handles;
   readonly #cursors = new Map<number, Cursor>();
@@ -90,22 +91,22 @@ export class EngineSession implements Waiter {
   #aborted: SqliteError | null = null;
   /** The statement of this session running in the background, if any. */
   #running: Running | null = null;
-  /** True while a statement of this session runs in the background on the writer. @internal */
-  _runningOnWriter = false;
+  /** True while a statement of this session runs in the background on the writer. */
+  runningOnWriter = false;
   /** True while this session's last write waits in a group commit. */
-  _awaitingCommit = false;
+  #awaitingCommit = false;
   readonly #onCommit: (error: SqliteError | null) => void;
   #grouping = false;
 
   /** @internal */
   constructor(
-    engine: Engine,
+    host: SessionHost,
     id: number,
     wake: () => void,
     onCommit: (error: SqliteError | null) => void,
   ) {
-    this.#handles = new Handles(engine.config.maxStatements);
-    this.#engine = engine;
+    this.#handles = new Handles(host.config.maxStatements);
+    this.#host = host;
     this.id = id;
     this.#wake = wake;
     this.#onCommit = onCommit;
@@ -117,12 +118,17 @@ export class EngineSession implements Waiter {
    * writes run, other requests get {@link BLOCKED}.
    */
   get awaitingCommit(): boolean {
-    return this._awaitingCommit;
+    return this.#awaitingCommit;
   }
 
-  /** @internal */
-  _groupDone(error: SqliteError | null): void {
-    this._awaitingCommit = false;
+  /** A write of this session joined the group commit (GroupMember). @internal */
+  joinedGroup(): void {
+    this.#awaitingCommit = true;
+  }
+
+  /** The group commit holding this session's writes ended (GroupMember). @internal */
+  groupDone(error: SqliteError | null): void {
+    this.#awaitingCommit = false;
     if (!this.#closed) this.#onCommit(error);
   }
 
@@ -133,7 +139,7 @@ export class EngineSession implements Waiter {
 
   /** True while this session owns an open transaction. */
   get inTransaction(): boolean {
-    return this.#engine._owns(this);
+    return this.#host.writer.owns(this);
   }
 
   /** Runs a script of zero or more statements without parameters. */
@@ -142,11 +148,11 @@ export class EngineSession implements Waiter {
   }
 
   #exec(sql: string, timeout?: number): Reply<null> {
-    if (this._awaitingCommit) return BLOCKED;
+    if (this.#awaitingCommit) return BLOCKED;
     if (this.#aborted !== null && this.#endsAbortedTx(sql)) return null;
-    const engine = this.#engine;
-    if (!engine._acquire(this)) return BLOCKED;
-    const writer = engine._writer;
+    const host = this.#host;
+    if (!host.writer.acquire(this)) return BLOCKED;
+    const writer = host.writer.connection;
     let touchedTemp = false;
     const step = (at: number): Reply<null> => {
       for (;;) {
@@ -154,11 +160,11 @@ export class EngineSession implements Waiter {
         try {
           p = writer.prepareOne(sql, at);
         } catch (err) {
-          engine._afterWrite(this, touchedTemp);
+          host.writer.afterWrite(this, touchedTemp);
           throw err;
         }
         if (p === null) {
-          engine._afterWrite(this, touchedTemp);
+          host.writer.afterWrite(this, touchedTemp);
           return null;
         }
         const next = p.stmt.end;
@@ -166,7 +172,7 @@ export class EngineSession implements Waiter {
         const prepared = p;
         const done = () => {
           prepared.stmt.finalize();
-          engine._ranOnWriter(prepared);
+          host.writer.ranOnWriter(prepared);
         };
         let result: Outcome | Promise<Outcome>;
         try {
@@ -174,7 +180,7 @@ export class EngineSession implements Waiter {
           result = this.#onWriter(p, NO_ARGS, this.#limits(timeout), false);
         } catch (err) {
           done();
-          engine._afterWrite(this, touchedTemp);
+          host.writer.afterWrite(this, touchedTemp);
           throw err;
         }
         if (result instanceof Promise) {
@@ -185,7 +191,7 @@ export class EngineSession implements Waiter {
             },
             (err) => {
               done();
-              engine._afterWrite(this, touchedTemp);
+              host.writer.afterWrite(this, touchedTemp);
               throw err;
             },
           ) as Promise<null>;
@@ -223,7 +229,7 @@ export class EngineSession implements Waiter {
   #settled<T>(reply: Reply<T>): Reply<T> {
     if (!(reply instanceof Promise)) return reply;
     return reply.finally(() => {
-      if (this.#closed) this.#engine._abort(this);
+      if (this.#closed) this.#host.writer.abort(this);
     });
   }
 
@@ -239,9 +245,9 @@ export class EngineSession implements Waiter {
     const text = this.#sqlOf(sql);
     const p = this.#route(text, true);
     if (p === BLOCKED) return BLOCKED;
-    const engine = this.#engine;
+    const host = this.#host;
     if (!p.onWriter) return then(this.#read(p, text, args, limits, wantRows), shape);
-    if (this._awaitingCommit && !this.#grouping) {
+    if (this.#awaitingCommit && !this.#grouping) {
       return this.#readInGroup(p, args, limits, wantRows, shape);
     }
     if (this.#grouping) {
@@ -250,14 +256,14 @@ export class EngineSession implements Waiter {
       // group holds nothing else yet) and it runs again, alone, in the
       // background. A later member cannot be stopped that way: SQLite would
       // roll back the whole group with it.
-      const alone = !engine._groupOpen && p.conn.caps.interrupt &&
+      const alone = !host.group.isOpen() && p.conn.caps.interrupt &&
         !changeLogOf(p.conn)?.capturing;
       const budget = alone ? INLINE_BUDGET_MS : Infinity;
       // Busy: the group's own BEGIN or SAVEPOINT, prepared anew, must not
       // evict this statement from the cache (finalizing it) before it runs.
       p.busy++;
       try {
-        return engine._grouped(
+        return host.group.run(
           this,
           () => shape(this.#inlineTimed(p, args, limits, wantRows, budget)),
         );
@@ -272,13 +278,13 @@ export class EngineSession implements Waiter {
     try {
       result = this.#onWriter(p, args, limits, wantRows);
     } catch (err) {
-      engine._ranOnWriter(p);
-      engine._afterWrite(this, p.touchesTemp);
+      host.writer.ranOnWriter(p);
+      host.writer.afterWrite(this, p.touchesTemp);
       throw err;
     }
     const after = () => {
-      engine._ranOnWriter(p);
-      engine._afterWrite(this, p.touchesTemp);
+      host.writer.ranOnWriter(p);
+      host.writer.afterWrite(this, p.touchesTemp);
     };
     if (!(result instanceof Promise)) {
       after();
@@ -310,16 +316,16 @@ export class EngineSession implements Waiter {
     } catch (err) {
       if (!(err instanceof OverBudget)) throw err;
     }
-    const engine = this.#engine;
-    const conn = engine._borrowReader()!;
+    const host = this.#host;
+    const conn = host.readers.borrow()!;
     let own: Prepared;
     try {
       own = conn.prepare(sql);
     } catch (err) {
-      engine._returnReader(conn);
+      host.readers.giveBack(conn);
       throw err;
     }
-    return this.#background(own, args, limits, wantRows, () => engine._returnReader(conn));
+    return this.#background(own, args, limits, wantRows, () => host.readers.giveBack(conn));
   }
 
   /**
@@ -427,8 +433,8 @@ export class EngineSession implements Waiter {
     const inTx = p.onWriter && p.conn.inTransaction;
     const running = runInBackground(p, args, limits, wantRows);
     this.#running = running;
-    this._runningOnWriter = p.onWriter;
-    return this.#engine._track(
+    this.runningOnWriter = p.onWriter;
+    return this.#host.track(
       running.done.then(
         (o) => o,
         (err) => {
@@ -436,9 +442,9 @@ export class EngineSession implements Waiter {
         },
       ).finally(() => {
         this.#running = null;
-        this._runningOnWriter = false;
+        this.runningOnWriter = false;
         release?.();
-        if (this.#closed && p.onWriter) this.#engine._abort(this);
+        if (this.#closed && p.onWriter) this.#host.writer.abort(this);
       }),
     );
   }
@@ -466,7 +472,7 @@ export class EngineSession implements Waiter {
 
   /** Gives up waiting for the writer (the blocked request was cancelled). */
   stopWaiting(): void {
-    this.#engine._leaveQueue(this);
+    this.#host.writer.leaveQueue(this);
   }
 
   /** Stops this session's statement running in the background, if any. */
@@ -484,38 +490,38 @@ export class EngineSession implements Waiter {
     params: unknown,
     timeout?: number,
   ): Reply<[number, string[]]> {
-    if (this._awaitingCommit) return BLOCKED;
-    const engine = this.#engine;
-    if (this.#cursors.size >= engine.config.maxCursors) {
+    if (this.#awaitingCommit) return BLOCKED;
+    const host = this.#host;
+    if (this.#cursors.size >= host.config.maxCursors) {
       throw new SqliteError(
         ErrorCode.BadRequest,
-        `Too many open cursors: ${engine.config.maxCursors} per connection; close one first`,
+        `Too many open cursors: ${host.config.maxCursors} per connection; close one first`,
       );
     }
     const args = bindArgs(params);
     const text = this.#sqlOf(sql);
     this.#failIfAborted();
-    const ms = timeout ?? engine.config.statementTimeout;
+    const ms = timeout ?? host.config.statementTimeout;
     let cursor: Cursor | null = null;
-    if (engine._owns(this)) {
-      engine._touch(this);
-      const p = engine._writer.prepareUncached(text);
+    if (host.writer.owns(this)) {
+      host.writer.touch(this);
+      const p = host.writer.connection.prepareUncached(text);
       cursor = this.#liveCursor(p, args, ms, () => {});
     } else {
-      const conn = engine._writerHasTemp ? null : engine._borrowCursorReader();
+      const conn = host.writer.hasTemp() ? null : host.readers.borrowForCursor();
       if (conn !== null) {
         let p: Prepared;
         try {
           p = conn.prepareUncached(text);
         } catch (err) {
-          engine._returnCursorReader(conn);
+          host.readers.giveBackCursor(conn);
           throw err;
         }
         if (p.readOnly) {
-          cursor = this.#liveCursor(p, args, ms, () => engine._returnCursorReader(conn));
+          cursor = this.#liveCursor(p, args, ms, () => host.readers.giveBackCursor(conn));
         } else {
           p.stmt.finalize();
-          engine._returnCursorReader(conn);
+          host.readers.giveBackCursor(conn);
         }
       }
     }
@@ -541,9 +547,9 @@ export class EngineSession implements Waiter {
 
   /** Returns the next chunk of a cursor: `[rows, done]`. */
   nextCursor(id: number): Reply<[unknown[][], boolean]> {
-    if (this._awaitingCommit) return BLOCKED;
+    if (this.#awaitingCommit) return BLOCKED;
     const cursor = this.#cursor(id);
-    this.#engine._touch(this);
+    this.#host.writer.touch(this);
     const forget = (chunk: [unknown[][], boolean]) => {
       if (chunk[1]) this.#cursors.delete(id);
       return chunk;
@@ -556,7 +562,7 @@ export class EngineSession implements Waiter {
       throw err;
     }
     if (!(chunk instanceof Promise)) return forget(chunk);
-    return this.#engine._track(chunk).then(forget, (err) => {
+    return this.#host.track(chunk).then(forget, (err) => {
       this.#cursors.delete(id);
       throw err;
     });
@@ -564,7 +570,7 @@ export class EngineSession implements Waiter {
 
   /** Closes a cursor early. */
   closeCursor(id: number): Reply<null> {
-    if (this._awaitingCommit) return BLOCKED;
+    if (this.#awaitingCommit) return BLOCKED;
     this.#cursor(id).close();
     this.#cursors.delete(id);
     return null;
@@ -583,11 +589,11 @@ export class EngineSession implements Waiter {
   #batch(items: ReadonlyArray<readonly [string, unknown]>, timeout?: number): Reply<
     BatchItemPayload[]
   > {
-    if (this._awaitingCommit) return BLOCKED;
+    if (this.#awaitingCommit) return BLOCKED;
     this.#failIfAborted();
-    const engine = this.#engine;
-    if (!engine._acquire(this)) return BLOCKED;
-    const writer = engine._writer;
+    const host = this.#host;
+    if (!host.writer.acquire(this)) return BLOCKED;
+    const writer = host.writer.connection;
     const nested = writer.inTransaction;
     const limits = this.#limits(timeout);
     deadlineOf(limits); // one deadline for the whole batch
@@ -603,13 +609,13 @@ export class EngineSession implements Waiter {
       }
       if (nested) log?.truncate(mark);
       else log?.discard();
-      engine._afterWrite(this);
+      host.writer.afterWrite(this);
       throw err;
     };
     const finish = (): Reply<BatchItemPayload[]> => {
       if (nested) {
         writer.runOwn("RELEASE netsqlite_batch");
-        engine._afterWrite(this);
+        host.writer.afterWrite(this);
         return results;
       }
       let committed: Outcome | Promise<Outcome>;
@@ -619,7 +625,7 @@ export class EngineSession implements Waiter {
         return fail(err);
       }
       return then(committed, () => {
-        engine._afterWrite(this);
+        host.writer.afterWrite(this);
         return results;
       }, fail);
     };
@@ -661,7 +667,7 @@ export class EngineSession implements Waiter {
       );
     };
     try {
-      const p = this.#engine._writer.prepare(sql);
+      const p = this.#host.writer.connection.prepare(sql);
       if (p.txOp !== null) {
         throw new SqliteError(
           ErrorCode.BadRequest,
@@ -671,7 +677,7 @@ export class EngineSession implements Waiter {
       const args = bindArgs(params);
       const wantRows = p.columns.length > 0;
       return then(this.#onWriter(p, args, limits, wantRows), (o): BatchItemPayload => {
-        this.#engine._ranOnWriter(p);
+        this.#host.writer.ranOnWriter(p);
         const changes = p.readOnly ? 0 : p.conn.db.changes();
         const lastId = p.readOnly ? 0 : p.conn.db.lastInsertRowid();
         return [changes, lastId, o.columns, rowArrays(o.rows)];
@@ -683,17 +689,17 @@ export class EngineSession implements Waiter {
 
   /** Prepares a statement server-side and returns `[handle, columns]`. */
   prepare(sql: string): Reply<PreparePayload> {
-    if (this._awaitingCommit) return BLOCKED;
+    if (this.#awaitingCommit) return BLOCKED;
     const p = this.#route(sql);
     if (p === BLOCKED) return BLOCKED;
-    if (p.onWriter) this.#engine._afterWrite(this);
+    if (p.onWriter) this.#host.writer.afterWrite(this);
     const handle = this.#handles.add(sql);
     return [handle, p.columns];
   }
 
   /** Frees a handle from {@link prepare}. */
   finalize(handle: number): Reply<null> {
-    if (this._awaitingCommit) return BLOCKED;
+    if (this.#awaitingCommit) return BLOCKED;
     this.#handles.delete(handle);
     return null;
   }
@@ -703,12 +709,12 @@ export class EngineSession implements Waiter {
     if (this.#closed) return;
     this.#closed = true;
     this.#running?.cancel(new SqliteError(ErrorCode.ConnectionClosed, "Connection closed"));
-    this.#engine._leaveQueue(this);
+    this.#host.writer.leaveQueue(this);
     for (const c of this.#cursors.values()) c.close();
     this.#cursors.clear();
-    this.#engine._abort(this);
+    this.#host.writer.abort(this);
     this.#handles.clear();
-    this.#engine._forget(this);
+    this.#host.writer.forget(this);
   }
 
   // ---- internals ---------------------------------------------------------
@@ -718,15 +724,15 @@ export class EngineSession implements Waiter {
     if (!this.#closed) this.#wake();
   }
 
-  /** The engine rolled back this session's transaction after its idle lease. @internal */
-  _expire(why: LeaseEnd): void {
-    const config = this.#engine.config;
+  /** The engine rolled back this session's transaction when its lease ended. @internal */
+  expire(why: LeaseEnd): void {
+    const config = this.#host.config;
     this.#aborted = leaseExpired(why, config.txIdleTimeout, config.txTimeout ?? 0);
   }
 
   /** Deadline and result limit of one statement. */
   #limits(timeout: number | undefined): RunLimits {
-    const config = this.#engine.config;
+    const config = this.#host.config;
     const ms = timeout ?? config.statementTimeout;
     return { timeout: ms, maxBytes: config.maxResultBytes };
   }
@@ -760,15 +766,15 @@ export class EngineSession implements Waiter {
   #route(sql: string, groupable = false): Prepared | typeof BLOCKED {
     this.#failIfAborted();
     this.#grouping = false;
-    const engine = this.#engine;
-    if (engine._owns(this)) return engine._writer.prepare(sql);
+    const host = this.#host;
+    if (host.writer.owns(this)) return host.writer.connection.prepare(sql);
     let group = false;
-    if (!engine._writerHasTemp) {
+    if (!host.writer.hasTemp()) {
       // A write the reader has classified before goes to the writer without
       // renewing the reader's snapshot (taking the writer drops it again).
-      let p = engine._classified(sql);
+      let p = host.readers.classified(sql);
       if (p === undefined || p.readOnly) {
-        const inGroup = this._awaitingCommit && groupable ? engine._groupWriter() : null;
+        const inGroup = this.#awaitingCommit && groupable ? host.group.writer() : null;
         if (inGroup !== null) {
           // Behind this session's own grouped write, while the group is
           // open: a read runs in the group's transaction, which holds that
@@ -778,24 +784,24 @@ export class EngineSession implements Waiter {
         } else {
           // A statement the reader cannot prepare fails here, without waiting
           // (no write that changes the schema joins a group).
-          p = engine._snapshotReader()?.prepare(sql);
+          p = host.readers.snapshot()?.prepare(sql);
         }
       }
       if (p !== undefined) {
-        if (p.readOnly) return this._awaitingCommit ? BLOCKED : p;
-        group = groupable && engine._groupable(p, sql);
+        if (p.readOnly) return this.#awaitingCommit ? BLOCKED : p;
+        group = groupable && host.group.accepts(p, sql);
       }
     }
     // Behind a write awaiting its group commit, only more grouped writes may
     // go on (they see it); anything else waits for the commit.
-    if (this._awaitingCommit && !group) return BLOCKED;
-    if (!engine._acquire(this, group)) return BLOCKED;
+    if (this.#awaitingCommit && !group) return BLOCKED;
+    if (!host.writer.acquire(this, group)) return BLOCKED;
     this.#grouping = group;
     try {
-      return engine._writer.prepare(sql);
+      return host.writer.connection.prepare(sql);
     } catch (err) {
-      if (group) engine._release(this);
-      else engine._afterWrite(this);
+      if (group) host.writer.release(this);
+      else host.writer.afterWrite(this);
       throw err;
     }
   }
@@ -812,9 +818,10 @@ export class EngineSession implements Waiter {
   #endsAbortedTx(sql: string): boolean {
     const aborted = this.#aborted!;
     let op = null;
-    const engine = this.#engine;
+    const host = this.#host;
     // Classify on a reader: the writer may be busy with someone else.
-    const conn = engine._snapshotReader() ?? (engine._owns(this) ? engine._writer : null);
+    const conn = host.readers.snapshot() ??
+      (host.writer.owns(this) ? host.writer.connection : null);
     try {
       op = conn?.prepareOne(sql, 0) ?? null;
     } catch {

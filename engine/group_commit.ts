@@ -28,8 +28,10 @@ function foreignKeyFailed(): SqliteError {
 
 /** A session whose write waits in the group for the commit. */
 export interface GroupMember {
+  /** Called when a write of the member joined the group: its reply waits for the commit. */
+  joinedGroup(): void;
   /** Called once the group committed (`null`) or failed (the error). */
-  _groupDone(error: SqliteError | null): void;
+  groupDone(error: SqliteError | null): void;
 }
 
 /** Coalesces autocommit writes into shared transactions. */
@@ -83,7 +85,7 @@ export class GroupCommit {
   /**
    * Runs `fn` (one statement) for `member` inside the group.
    *
-   * @returns `fn`'s result; the member must hold its reply until `_groupDone`.
+   * @returns `fn`'s result; the member must hold its reply until `groupDone`.
    * @throws what `fn` throws; the statement's effects are undone.
    */
   run<T>(member: GroupMember, fn: () => T): T {
@@ -142,6 +144,7 @@ export class GroupCommit {
     this.#workMs += performance.now() - start;
     this.#members.add(member);
     this.#size++;
+    member.joinedGroup();
     return result;
   }
 
@@ -211,6 +214,6 @@ export class GroupCommit {
     }
     this.#size = 0;
     this.#workMs = 0;
-    for (const m of members) m._groupDone(error);
+    for (const m of members) m.groupDone(error);
   }
 }

@@ -34,9 +34,9 @@ import type {
   IntegrityReport,
   VacuumReport,
 } from "../protocol/messages.ts";
-import type { Db, SqlValue } from "./binding/binding.ts";
-import type { Engine } from "./engine.ts";
+import type { Db, Sqlite, SqlValue } from "./binding/binding.ts";
 import { BLOCKED, type EngineSession, type Reply } from "./engine_session.ts";
+import type { SessionHost } from "./session_host.ts";
 
 /** Pages a backup copies per step before yielding to the event loop. */
 export const BACKUP_PAGES_PER_STEP = 256;
@@ -54,17 +54,20 @@ interface RunningBackup {
 
 /** Checkpoint, vacuum, integrity check and backup, run by the engine itself. */
 export class Maintenance {
-  readonly #engine: Engine;
+  readonly #host: SessionHost;
+  readonly #sqlite: Sqlite;
   readonly #backupDir: string | null;
   readonly #backups = new Set<RunningBackup>();
 
   /**
-   * @param engine The engine whose database is maintained.
+   * @param host The engine whose database is maintained, as its sessions see it.
+   * @param sqlite The binding it runs on (maintenance opens connections of its own).
    * @param backupDir Directory under which backups and `VACUUM INTO` copies
    *   may be written; `null` refuses them.
    */
-  constructor(engine: Engine, backupDir: string | null) {
-    this.#engine = engine;
+  constructor(host: SessionHost, sqlite: Sqlite, backupDir: string | null) {
+    this.#host = host;
+    this.#sqlite = sqlite;
     this.#backupDir = backupDir;
   }
 
@@ -86,12 +89,12 @@ export class Maintenance {
    * @throws {SqliteError} `BAD_REQUEST` inside a transaction of `s`, or for an in-memory database.
    */
   checkpoint(s: EngineSession, mode: CheckpointMode): Reply<CheckpointReport> {
-    const engine = this.#engine;
+    const host = this.#host;
     this.#check(s, "checkpoint");
-    if (s.awaitingCommit || !engine._acquire(s)) return BLOCKED;
+    if (s.awaitingCommit || !host.writer.acquire(s)) return BLOCKED;
     const start = performance.now();
     try {
-      const wal = `${engine.config.path}-wal`;
+      const wal = `${host.config.path}-wal`;
       const walBytesBefore = fileSize(wal);
       const [busy, walFrames, checkpointed] = this.#checkpointNow(mode);
       return {
@@ -104,7 +107,7 @@ export class Maintenance {
         ms: elapsed(start),
       };
     } finally {
-      engine._afterWrite(s);
+      host.writer.afterWrite(s);
     }
   }
 
@@ -115,17 +118,17 @@ export class Maintenance {
    * @throws {SqliteError} `FORBIDDEN` for a destination the server does not permit.
    */
   vacuum(s: EngineSession, into: string | null): Reply<VacuumReport> {
-    const engine = this.#engine;
+    const host = this.#host;
     this.#check(s, "vacuum");
     if (into !== null) return this.#vacuumInto(this.#destination(into, "vacuum into"));
-    if (s.awaitingCommit || !engine._acquire(s)) return BLOCKED;
+    if (s.awaitingCommit || !host.writer.acquire(s)) return BLOCKED;
     const start = performance.now();
-    const db = engine._writer.db;
+    const db = host.writer.connection.db;
     let before: [number, number];
     try {
       before = pageCount(db);
     } catch (err) {
-      engine._afterWrite(s);
+      host.writer.afterWrite(s);
       throw err;
     }
     const finish = (): VacuumReport => {
@@ -145,13 +148,13 @@ export class Maintenance {
         ms: elapsed(start),
       };
     };
-    if (!db.inTransaction && engine.sqlite.capabilities.background) {
-      s._runningOnWriter = true;
+    if (!db.inTransaction && this.#sqlite.capabilities.background) {
+      s.runningOnWriter = true;
       const work = stepAll(db, "VACUUM", [], true).then(finish).finally(() => {
-        s._runningOnWriter = false;
-        engine._afterWrite(s);
+        s.runningOnWriter = false;
+        host.writer.afterWrite(s);
       });
-      return engine._track(work);
+      return host.track(work);
     }
     try {
       db.exec("VACUUM");
@@ -159,7 +162,7 @@ export class Maintenance {
     } catch (err) {
       throw explainVacuum(err);
     } finally {
-      engine._afterWrite(s);
+      host.writer.afterWrite(s);
     }
   }
 
@@ -170,7 +173,7 @@ export class Maintenance {
    */
   integrity(): Promise<IntegrityReport> {
     this.#needsFile("integrity");
-    return this.#engine._track(this.#withSnapshot(async (db, background) => {
+    return this.#host.track(this.#withSnapshot(async (db, background) => {
       const start = performance.now();
       const [pages, pageSize] = pageCount(db);
       const rows = await stepAll(db, `PRAGMA integrity_check(${MAX_PROBLEMS})`, [], background);
@@ -231,12 +234,12 @@ export class Maintenance {
         ms: elapsed(state.start),
       };
     });
-    return this.#engine._track(work);
+    return this.#host.track(work);
   }
 
   #vacuumInto(target: string): Promise<VacuumReport> {
     this.#needsFile("vacuum into");
-    const background = this.#engine.sqlite.capabilities.background;
+    const background = this.#sqlite.capabilities.background;
     // VACUUM INTO reads one snapshot by itself, and refuses to run inside a
     // transaction; the node:sqlite path copies a snapshot, then compacts it.
     const work = this.#withSnapshot(async (db) => {
@@ -267,7 +270,7 @@ export class Maintenance {
         ms: elapsed(start),
       };
     }, !background);
-    return this.#engine._track(work);
+    return this.#host.track(work);
   }
 
   /**
@@ -276,7 +279,7 @@ export class Maintenance {
    * again), then runs `then` on it.
    */
   #standalone(path: string, then = ""): void {
-    const copy = this.#engine.sqlite.open(path, { readOnly: false, busyTimeout: 0 });
+    const copy = this.#sqlite.open(path, { readOnly: false, busyTimeout: 0 });
     try {
       copy.exec(`PRAGMA journal_mode = DELETE; ${then}`);
     } finally {
@@ -286,13 +289,13 @@ export class Maintenance {
 
   /** `[busy, log, checkpointed]` of `PRAGMA wal_checkpoint(MODE)` on the writer, not waiting. */
   #checkpointNow(mode: CheckpointMode): [boolean, number, number] {
-    const db = this.#engine._writer.db;
+    const db = this.#host.writer.connection.db;
     db.exec("PRAGMA busy_timeout = 0");
     try {
       const row = rowsNow(db, `PRAGMA wal_checkpoint(${mode.toUpperCase()})`)[0];
       return [Number(row[0]) !== 0, Number(row[1]), Number(row[2])];
     } finally {
-      db.exec(`PRAGMA busy_timeout = ${this.#engine.config.busyTimeout}`);
+      db.exec(`PRAGMA busy_timeout = ${this.#host.config.busyTimeout}`);
     }
   }
 
@@ -304,17 +307,17 @@ export class Maintenance {
     fn: (db: Db, background: boolean) => Promise<T>,
     snapshot = true,
   ): Promise<T> {
-    const engine = this.#engine;
-    const db = engine.sqlite.open(engine.config.path, {
+    const host = this.#host;
+    const db = this.#sqlite.open(host.config.path, {
       readOnly: true,
-      busyTimeout: engine.config.busyTimeout,
+      busyTimeout: host.config.busyTimeout,
     });
     try {
       if (snapshot) {
         db.exec("BEGIN");
         rowsNow(db, "SELECT count(*) FROM sqlite_schema"); // starts the snapshot
       }
-      return await fn(db, engine.sqlite.capabilities.background);
+      return await fn(db, this.#sqlite.capabilities.background);
     } finally {
       if (db.inTransaction) {
         try {
@@ -329,7 +332,7 @@ export class Maintenance {
 
   #check(s: EngineSession, what: string): void {
     this.#needsFile(what);
-    if (s.inTransaction && this.#engine._writer.inTransaction) {
+    if (s.inTransaction && this.#host.writer.connection.inTransaction) {
       throw new SqliteError(
         ErrorCode.BadRequest,
         `Cannot ${what} inside a transaction: commit or roll back first`,
@@ -338,7 +341,7 @@ export class Maintenance {
   }
 
   #needsFile(what: string): void {
-    if (this.#engine.config.path === ":memory:") {
+    if (this.#host.config.path === ":memory:") {
       throw new SqliteError(
         ErrorCode.BadRequest,
         `Cannot ${what}: the database is in memory (":memory:"), not in a file`,

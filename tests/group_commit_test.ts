@@ -445,7 +445,7 @@ Deno.test({
         return workMs < 1;
       });
       const done: (SqliteError | null)[] = [];
-      const member = { _groupDone: (e: SqliteError | null) => done.push(e) };
+      const member = { joinedGroup: () => {}, groupDone: (e: SqliteError | null) => done.push(e) };
       const insert = (spinMs: number) => () => {
         const until = performance.now() + spinMs;
         while (performance.now() < until) { /* a write that takes its time */ }

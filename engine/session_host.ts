@@ -1,0 +1,117 @@
+/**
+ * What an {@link EngineSession} may ask of its engine, in three parts: the
+ * writer (arbitrated between sessions), the readers, and the group commit.
+ * The engine implements them (`engine.ts`); a session sees nothing else of
+ * it, and the engine sees of a session only what {@link HostedSession} lists.
+ *
+ * @module
+ */
+
+import type { Connection, Prepared } from "./connection.ts";
+import type { EngineConfig } from "./engine.ts";
+import type { EngineSession } from "./engine_session.ts";
+import type { GroupMember } from "./group_commit.ts";
+import type { LeaseEnd, Waiter } from "./writer_queue.ts";
+
+/**
+ * The one writer connection and who holds it: a session takes it for a
+ * write (or waits in line), keeps it while its transaction is open, and
+ * gives it back after.
+ */
+export interface WriterAccess {
+  /** The writer connection; only for a session that holds it. */
+  readonly connection: Connection;
+  /** True while TEMP objects exist (they live on the writer only: every statement goes there). */
+  hasTemp(): boolean;
+  /** True when `s` holds the writer (its transaction is open, or its write runs). */
+  owns(s: EngineSession): boolean;
+  /**
+   * Gives `s` the writer if it is free and `s` is first in line; otherwise
+   * queues `s` (it is woken to retry) and returns false. `forGroup`: for a
+   * write joining the open group commit.
+   *
+   * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long;
+   *   `SHUTTING_DOWN` once the engine closes.
+   */
+  acquire(s: EngineSession, forGroup?: boolean): boolean;
+  /**
+   * `s` ran something on the writer: it keeps the writer while a transaction
+   * is open, else the next in line gets it. `touchedTemp`: the statements may
+   * have created or dropped TEMP objects.
+   */
+  afterWrite(s: EngineSession, touchedTemp?: boolean): void;
+  /** `s` used its transaction: renews its idle lease. */
+  touch(s: EngineSession): void;
+  /** Gives back a writer acquired for a grouped write that did not run. */
+  release(s: EngineSession): void;
+  /** `s` gives up waiting in line. */
+  leaveQueue(s: EngineSession): void;
+  /** Rolls back the transaction of `s`, if it holds the writer (close, lease). */
+  abort(s: EngineSession): void;
+  /** `s` closed: forgets it. */
+  forget(s: EngineSession): void;
+  /** The writer ran `p`: a statement that changed the schema voids the writer's cache. */
+  ranOnWriter(p: Prepared): void;
+}
+
+/** Read-only connections: the shared snapshot reader, and readers lent for one statement. */
+export interface ReaderPool {
+  /**
+   * The shared reader, in a read transaction that sees every commit that
+   * completed before this call; `null` for `:memory:`.
+   */
+  snapshot(): Connection | null;
+  /** The shared reader's cached statement for `sql`, if any (how it was classified). */
+  classified(sql: string): Prepared | undefined;
+  /** A reader for one statement alone; give it back with {@link giveBack}. `null` for `:memory:`. */
+  borrow(): Connection | null;
+  /** Gives back a reader from {@link borrow}. */
+  giveBack(c: Connection): void;
+  /**
+   * A reader for a cursor, counted against the server's open-cursor limit;
+   * give it back with {@link giveBackCursor}. `null` for `:memory:`.
+   *
+   * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open.
+   */
+  borrowForCursor(): Connection | null;
+  /** Gives back a reader from {@link borrowForCursor}. */
+  giveBackCursor(c: Connection): void;
+}
+
+/** The group commit: autocommit writes of several sessions sharing one transaction and fsync. */
+export interface GroupAccess {
+  /** True while a group's transaction is open on the writer. */
+  isOpen(): boolean;
+  /**
+   * The writer while a group is open and a statement there can be stopped at
+   * the inline budget (where a member's reads behind its own grouped write
+   * run); `null` otherwise.
+   */
+  writer(): Connection | null;
+  /** True when an autocommit write of `p` may join a group. */
+  accepts(p: Prepared, sql: string): boolean;
+  /**
+   * Runs one write of `s` (which acquired the writer `forGroup`) in the
+   * group; the writer is free again after. `s` is told when it is durable.
+   */
+  run<T>(s: EngineSession, fn: () => T): T;
+}
+
+/** Everything a session may use of its engine. */
+export interface SessionHost {
+  /** The engine's settings. */
+  readonly config: Readonly<EngineConfig>;
+  readonly writer: WriterAccess;
+  readonly readers: ReaderPool;
+  readonly group: GroupAccess;
+  /** Tracks work running in the background until it settles (the engine awaits it at close). */
+  track<T>(work: Promise<T>): Promise<T>;
+}
+
+/** What the engine may use of a session. */
+export interface HostedSession extends Waiter, GroupMember {
+  /** True while a statement of this session runs in the background on the writer. */
+  runningOnWriter: boolean;
+  /** The engine rolled back this session's transaction when its lease ended: why. */
+  expire(why: LeaseEnd): void;
+}
