@@ -89,6 +89,13 @@ export class EngineSession implements HostedSession {
   #closed = false;
   /** Set when the engine ended this session's transaction: why. */
   #aborted: SqliteError | null = null;
+  /**
+   * Set when a COMMIT was refused because the engine had ended the
+   * transaction: the ROLLBACK a client (or an ORM) sends after a failed
+   * COMMIT then succeeds as a no-op instead of failing with "no transaction
+   * is active", which would hide why the COMMIT failed.
+   */
+  #endedAtCommit = false;
   /** The statement of this session running in the background, if any. */
   #running: Running | null = null;
   /** True while a statement of this session runs in the background on the writer. */
@@ -149,7 +156,7 @@ export class EngineSession implements HostedSession {
 
   #exec(sql: string, timeout?: number): Reply<null> {
     if (this.#awaitingCommit) return BLOCKED;
-    if (this.#aborted !== null && this.#endsAbortedTx(sql)) return null;
+    if (this.#endsEndedTx(sql)) return null;
     const host = this.#host;
     if (!host.writer.acquire(this)) return BLOCKED;
     const writer = host.writer.connection;
@@ -214,7 +221,7 @@ export class EngineSession implements HostedSession {
   /** Runs one statement and returns `[changes, lastInsertRowid]`. */
   run(sql: string | number, params: unknown, timeout?: number): Reply<RunPayload> {
     const text = this.#sqlOf(sql);
-    if (this.#aborted !== null && this.#endsAbortedTx(text)) return [0, 0];
+    if (this.#endsEndedTx(text)) return [0, 0];
     const limits = this.#limits(timeout);
     return this.#settled(
       this.#statement(text, params, limits, false, (o) => [o.changes, o.lastInsertRowid]),
@@ -678,9 +685,7 @@ export class EngineSession implements HostedSession {
       const wantRows = p.columns.length > 0;
       return then(this.#onWriter(p, args, limits, wantRows), (o): BatchItemPayload => {
         this.#host.writer.ranOnWriter(p);
-        const changes = p.readOnly ? 0 : p.conn.db.changes();
-        const lastId = p.readOnly ? 0 : p.conn.db.lastInsertRowid();
-        return [changes, lastId, o.columns, rowArrays(o.rows)];
+        return [o.changes, o.lastInsertRowid, o.columns, rowArrays(o.rows)];
       }, wrap);
     } catch (err) {
       return wrap(err);
@@ -734,7 +739,7 @@ export class EngineSession implements HostedSession {
   #limits(timeout: number | undefined): RunLimits {
     const config = this.#host.config;
     const ms = timeout ?? config.statementTimeout;
-    return { timeout: ms, maxBytes: config.maxResultBytes };
+    return { timeout: ms, maxBytes: config.maxResultBytes, actor: this };
   }
 
   #liveCursor(p: Prepared, args: BindArgs, timeout: number, release: () => void): Cursor {
@@ -765,6 +770,7 @@ export class EngineSession implements HostedSession {
    */
   #route(sql: string, groupable = false): Prepared | typeof BLOCKED {
     this.#failIfAborted();
+    this.#endedAtCommit = false;
     this.#grouping = false;
     const host = this.#host;
     if (host.writer.owns(this)) return host.writer.connection.prepare(sql);
@@ -812,26 +818,43 @@ export class EngineSession implements HostedSession {
 
   /**
    * After the engine ended the transaction, requests fail until the client
-   * ends it too. A ROLLBACK succeeds; COMMIT fails but also ends the
-   * aborted state.
+   * ends it too: a ROLLBACK succeeds (returns true: nothing more to run);
+   * COMMIT fails but also ends the aborted state, and a ROLLBACK right
+   * after it succeeds too. Returns false when `sql` is to run as usual.
    */
-  #endsAbortedTx(sql: string): boolean {
-    const aborted = this.#aborted!;
-    let op = null;
+  #endsEndedTx(sql: string): boolean {
+    if (this.#aborted === null && !this.#endedAtCommit) return false;
+    const txOp = this.#txOpOf(sql);
+    if (this.#aborted === null) {
+      this.#endedAtCommit = false;
+      return txOp === "ROLLBACK" && !this.#host.writer.owns(this);
+    }
+    const aborted = this.#aborted;
+    if (txOp === "ROLLBACK") {
+      this.#aborted = null;
+      return true;
+    }
+    if (txOp === "COMMIT") {
+      this.#aborted = null;
+      this.#endedAtCommit = true;
+    }
+    throw aborted;
+  }
+
+  /** Which transaction control `sql` is (`null`: none, or not a statement we can read). */
+  #txOpOf(sql: string): Prepared["txOp"] {
     const host = this.#host;
     // Classify on a reader: the writer may be busy with someone else.
     const conn = host.readers.snapshot() ??
       (host.writer.owns(this) ? host.writer.connection : null);
+    let op = null;
     try {
       op = conn?.prepareOne(sql, 0) ?? null;
     } catch {
-      // Not a statement we can read: fall through to the error.
+      // Not a statement we can read.
     }
-    const txOp = op?.txOp ?? null;
     op?.stmt.finalize();
-    if (txOp === "ROLLBACK" || txOp === "COMMIT") this.#aborted = null;
-    if (txOp === "ROLLBACK") return true;
-    throw aborted;
+    return op?.txOp ?? null;
   }
 }
 

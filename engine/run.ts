@@ -39,6 +39,11 @@ export interface RunLimits {
   deadline?: number;
   /** Largest result, in approximate bytes, before `RESULT_TOO_LARGE`. */
   maxBytes: number;
+  /**
+   * Who runs the statement (its session): whose insert the writer's last
+   * rowid is, where the binding cannot zero it before a statement.
+   */
+  actor?: object;
 }
 
 /**
@@ -116,8 +121,10 @@ function stepInline(
   const stop = Math.min(budget, left);
   const timed = stop !== Infinity && p.conn.caps.interrupt;
   p.busy++;
+  let before: Counters | null = null;
   try {
     p.stmt.bind(args);
+    before = countersBefore(p);
     if (timed) db.setBudget(stop);
     if (!p.conn.caps.interrupt && p.recursive && limits.timeout !== Infinity) {
       // Nothing can stop a step of this binding: a recursive statement,
@@ -125,17 +132,19 @@ function stepInline(
       // write, which does its work in one step, is undone when it ends late.
       deadlineOf(limits);
       const step = () => stepWithClock(p, limits, wantRows);
-      return outcome(p, p.readOnly ? step() : undoIfLate(p, limits, step));
+      const rows = p.readOnly ? step() : undoIfLate(p, limits, step);
+      return outcome(p, rows, before, limits);
     }
     if (wantRows === "encoded") {
       rowsOut.begin();
       p.stmt.allInto(rowsOut, limits.maxBytes);
-      return outcome(p, rowsOut.finish());
+      return outcome(p, rowsOut.finish(), before, limits);
     }
-    if (wantRows) return outcome(p, p.stmt.all(limits.maxBytes));
+    if (wantRows) return outcome(p, p.stmt.all(limits.maxBytes), before, limits);
     p.stmt.run();
-    return outcome(p, NO_ROWS);
+    return outcome(p, NO_ROWS, before, limits);
   } catch (err) {
+    restoreRowid(p, before);
     throw stopped(err, limits, budget, left);
   } finally {
     if (timed) db.setBudget(null);
@@ -217,8 +226,10 @@ export function runInBackground(
   }, Math.max(0, deadlineOf(limits) - performance.now()));
   const run = async (): Promise<Outcome> => {
     p.busy++;
+    let before: Counters | null = null;
     try {
       p.stmt.bind(args);
+      before = countersBefore(p);
       const rows: SqlValue[][] = [];
       let bytes = 0;
       // The first step (where sorting, aggregating and writing happen) runs
@@ -241,8 +252,9 @@ export function runInBackground(
           sliceEnd = performance.now() + SLICE_MS;
         }
       }
-      return outcome(p, rows);
+      return outcome(p, rows, before, limits);
     } catch (err) {
+      restoreRowid(p, before);
       if (reason !== null && isInterrupt(err)) throw reason;
       throw err;
     } finally {
@@ -285,18 +297,68 @@ export function rowArrays(rows: SqlValue[][] | Encoded): SqlValue[][] {
 /** Encodes the rows of inline reads (one at a time: the main thread runs them). */
 const rowsOut = new RowsEncoder();
 
-function outcome(p: Prepared, rows: SqlValue[][] | Encoded): Outcome {
+/**
+ * The shared writer's counters before a statement that may change rows:
+ * SQLite's `changes()` and last rowid belong to the connection, so after a
+ * statement that inserted (or changed) nothing they still tell another
+ * client's statement.
+ */
+interface Counters {
+  /** `total_changes()` before. */
+  total: number | bigint;
+  /** The last insert rowid before. */
+  rowid: number | bigint;
+  /** True when the rowid was zeroed for the statement (FFI). */
+  zeroed: boolean;
+}
+
+function countersBefore(p: Prepared): Counters | null {
+  if (!p.changesRows && !p.inserts) return null;
   const db = p.conn.db;
-  // SQLite reports the connection's last values, which after DDL or an
-  // UPDATE may belong to another client's statement: report only our own.
-  return {
-    // Read when prepared: a schema change that could alter them clears the
-    // statement cache (engine.ts), so a cached statement's names are current.
-    columns: p.columns,
-    rows,
-    changes: p.changesRows ? db.changes() : 0,
-    lastInsertRowid: p.inserts ? db.lastInsertRowid() : 0,
-  };
+  const rowid = p.inserts ? db.lastInsertRowid() : 0;
+  const zeroed = p.inserts && db.setLastInsertRowid(0);
+  return { total: db.totalChanges(), rowid, zeroed };
+}
+
+/** A statement that inserted nothing leaves the connection's last rowid as it was. */
+function restoreRowid(p: Prepared, before: Counters | null): void {
+  if (before?.zeroed && p.conn.db.lastInsertRowid() === 0) {
+    p.conn.db.setLastInsertRowid(before.rowid);
+  }
+}
+
+/**
+ * The statement's own changes and inserted rowid: 0 when it changed or
+ * inserted nothing itself (DDL, an ignored insert, an upsert that updated),
+ * whoever's statement the connection's counters tell.
+ */
+function outcome(
+  p: Prepared,
+  rows: SqlValue[][] | Encoded,
+  before: Counters | null,
+  limits: RunLimits,
+): Outcome {
+  // Columns are read when prepared: a schema change that could alter them
+  // clears the statement cache (engine.ts), so a cached statement's are current.
+  const o: Outcome = { columns: p.columns, rows, changes: 0, lastInsertRowid: 0 };
+  if (before === null) return o;
+  const db = p.conn.db;
+  const moved = db.totalChanges() !== before.total;
+  if (moved && p.changesRows) o.changes = db.changes();
+  if (!p.inserts) return o;
+  const now = db.lastInsertRowid();
+  if (before.zeroed) {
+    o.lastInsertRowid = now;
+    restoreRowid(p, before);
+    return o;
+  }
+  // Without zeroing, an unchanged rowid is this statement's only when the
+  // same session inserted it before (it inserted a row with the same rowid,
+  // or updated in an upsert, where SQLite reports the previous insert too).
+  const conn = p.conn;
+  if (now !== before.rowid) conn.rowidBy = limits.actor;
+  if (moved && (now !== before.rowid || conn.rowidBy === limits.actor)) o.lastInsertRowid = now;
+  return o;
 }
 
 function isInterrupt(err: unknown): boolean {

@@ -453,3 +453,29 @@ Deno.test("Client.transaction() whose COMMIT comes after TX_TIMEOUT rejects with
   await db.run("INSERT INTO t VALUES (3)");
   assert.deepEqual(await other.values("SELECT x FROM t"), [[3]]);
 });
+
+Deno.test("the ROLLBACK an ORM sends after a COMMIT refused with TX_TIMEOUT succeeds, so TX_TIMEOUT is the error the caller sees", async () => {
+  await using srv = await startServer({ txIdleTimeout: 200 });
+  await using db = await srv.client();
+  await using other = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES (1)");
+  await delay(400);
+  await assert.rejects(db.run("COMMIT"), { code: "TX_TIMEOUT" });
+  // What Drizzle and Kysely do after a failed COMMIT.
+  assert.deepEqual(await db.run("ROLLBACK"), { changes: 0, lastInsertRowid: 0 });
+  // Only that one: a ROLLBACK outside any transaction fails as in SQLite.
+  await assert.rejects(db.exec("ROLLBACK"), /no transaction is active/);
+  // Through exec() as well, and a new transaction's ROLLBACK is a real one.
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES (2)");
+  await delay(400);
+  await assert.rejects(db.exec("COMMIT"), { code: "TX_TIMEOUT" });
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES (3)");
+  await db.exec("ROLLBACK");
+  assert.deepEqual(await other.values("SELECT count(*) FROM t"), [[0]]);
+  await db.run("INSERT INTO t VALUES (4)");
+  assert.deepEqual(await other.values("SELECT x FROM t"), [[4]]);
+});

@@ -85,6 +85,13 @@ export const symbols = {
     ],
     result: "i64",
   },
+  sqlite3_set_last_insert_rowid: {
+    parameters: [
+      "pointer", // sqlite3 *db
+      "i64", // sqlite3_int64
+    ],
+    result: "void",
+  },
   sqlite3_interrupt: {
     parameters: [
       "pointer", // sqlite3 *db

@@ -126,6 +126,11 @@ export interface Db {
   changes(): number | bigint;
   /** `sqlite3_last_insert_rowid()`. */
   lastInsertRowid(): number | bigint;
+  /**
+   * `sqlite3_set_last_insert_rowid()`; false (and nothing done) when the
+   * implementation cannot set it (node:sqlite).
+   */
+  setLastInsertRowid(rowid: number | bigint): boolean;
   /** `sqlite3_total_changes64()`. */
   totalChanges(): number | bigint;
   /**

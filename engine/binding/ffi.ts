@@ -238,6 +238,11 @@ class FfiDb implements Db {
     return exact(this.#s.sqlite3_last_insert_rowid(this.#handle()));
   }
 
+  setLastInsertRowid(rowid: number | bigint): boolean {
+    this.#s.sqlite3_set_last_insert_rowid(this.#handle(), BigInt(rowid));
+    return true;
+  }
+
   totalChanges(): number | bigint {
     return exact(this.#s.sqlite3_total_changes64(this.#handle()));
   }

@@ -211,6 +211,10 @@ class NodeDb implements Db {
     return this.#count(1);
   }
 
+  setLastInsertRowid(_rowid: number | bigint): boolean {
+    return false; // node:sqlite has no sqlite3_set_last_insert_rowid()
+  }
+
   totalChanges(): number | bigint {
     return this.#count(2);
   }

@@ -1,0 +1,88 @@
+/**
+ * `run()`'s `changes` and `lastInsertRowid` are the statement's own. Every
+ * client's writes run on one shared writer connection, whose SQLite counters
+ * (`changes()`, `last_insert_rowid()`) still tell the previous statement
+ * that changed or inserted something, whichever client sent it.
+ */
+
+import assert from "node:assert/strict";
+import { startServer } from "./_helpers.ts";
+
+const SETUP = "CREATE TABLE t (id INTEGER PRIMARY KEY, a UNIQUE, b); " +
+  "CREATE TABLE secret (id INTEGER PRIMARY KEY, x); CREATE TABLE bulk (x)";
+
+Deno.test("a statement that inserted or changed nothing reports 0, not another client's changes or rowid", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec(SETUP);
+  assert.deepEqual(await b.run("INSERT INTO t (a, b) VALUES (1, 1)"), {
+    changes: 1,
+    lastInsertRowid: 1,
+  });
+  // The other client's latest statements on the shared writer: an insert
+  // with a rowid of its own, then 500 rows at once.
+  await a.run("INSERT INTO secret (id, x) VALUES (777, 'not yours')");
+  const nothing = { changes: 0, lastInsertRowid: 0 };
+  assert.deepEqual(await b.run("INSERT OR IGNORE INTO t (a, b) VALUES (1, 2)"), nothing);
+  assert.deepEqual(
+    await b.run("INSERT INTO t (a, b) VALUES (1, 2) ON CONFLICT DO NOTHING"),
+    nothing,
+  );
+  assert.deepEqual(await b.run("INSERT INTO t (a, b) SELECT 1, 1 WHERE 0"), nothing);
+  // An upsert that updated: one row changed, none inserted.
+  assert.deepEqual(
+    await b.run("INSERT INTO t (a, b) VALUES (1, 2) ON CONFLICT (a) DO UPDATE SET b = 3"),
+    { changes: 1, lastInsertRowid: 0 },
+  );
+  await a.exec(
+    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 500) " +
+      "INSERT INTO bulk SELECT i FROM c",
+  );
+  assert.deepEqual(await b.run("DROP TABLE bulk"), nothing);
+  assert.deepEqual(await b.run("CREATE TABLE y (x)"), nothing);
+  assert.deepEqual(await b.run("UPDATE t SET b = 4 WHERE a = 99"), nothing);
+  // A real insert still reports its rowid, also when it equals the rowid of
+  // the previous insert on the writer (a row deleted and inserted again).
+  assert.deepEqual(await b.run("INSERT INTO t (a, b) VALUES (10, 10)"), {
+    changes: 1,
+    lastInsertRowid: 2,
+  });
+  await b.run("DELETE FROM t WHERE a = 10");
+  assert.deepEqual(await b.run("INSERT INTO t (a, b) VALUES (11, 11)"), {
+    changes: 1,
+    lastInsertRowid: 2,
+  });
+});
+
+Deno.test("batch() reports each statement's own changes and rowid", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec(SETUP);
+  await a.run("INSERT INTO secret (id, x) VALUES (777, 'not yours')");
+  const results = await b.batch([
+    { sql: "CREATE TABLE y (x)" },
+    { sql: "INSERT INTO t (a, b) VALUES (5, 5)" },
+    { sql: "UPDATE t SET b = 9 WHERE a = 5" },
+    { sql: "INSERT OR IGNORE INTO t (a, b) VALUES (5, 6)" },
+  ]);
+  assert.deepEqual(
+    results.map((r) => [r.changes, r.lastInsertRowid]),
+    [[0, 0], [1, 1], [1, 0], [0, 0]],
+  );
+});
+
+Deno.test("inside a transaction, SQL's last_insert_rowid() after an ignored insert still names the session's previous insert", async () => {
+  await using srv = await startServer();
+  await using b = await srv.client();
+  await b.exec(SETUP);
+  await b.exec("BEGIN");
+  await b.run("INSERT INTO t (a, b) VALUES (1, 1)");
+  assert.deepEqual(await b.run("INSERT OR IGNORE INTO t (a, b) VALUES (1, 2)"), {
+    changes: 0,
+    lastInsertRowid: 0,
+  });
+  assert.deepEqual(await b.get("SELECT last_insert_rowid() AS r"), { r: 1 });
+  await b.exec("COMMIT");
+});
