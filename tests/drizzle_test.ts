@@ -138,7 +138,7 @@ Deno.test("drizzle: db.batch runs atomically and returns each result's shape", a
   assert.deepEqual(inserted, [{ id: 1 }]);
   assert.deepEqual(all, [{ name: "ada" }]);
   assert.deepEqual(first, { balance: 5n });
-  assert.deepEqual(run, { rows: [], changes: 1, lastInsertRowid: 1 });
+  assert.deepEqual(run, { rows: [], changes: 1, lastInsertRowid: 0 });
   assert.deepEqual(await db.select({ b: users.balance }).from(users), [{ b: 6n }]);
   // A failing statement undoes the whole batch.
   await assert.rejects(db.batch([
