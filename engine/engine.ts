@@ -181,6 +181,9 @@ export class Engine {
       config.busyTimeout,
       config.txIdleTimeout,
       (owner, why) => {
+        // A transaction whose statement is still running is not idle: its
+        // idle clock starts again when the statement ends (afterWrite).
+        if (why === "idle" && owner.runningOnWriter) return this.#queue.keep();
         this.onLeaseExpired?.(owner.id, why);
         owner.expire(why);
         this.#abort(owner);

@@ -34,7 +34,7 @@
 
 import { leaseExpired, unknownCursor } from "./session_errors.ts";
 import { Handles } from "./handles.ts";
-import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type {
   BatchItemPayload,
   PreparePayload,
@@ -451,27 +451,35 @@ export class EngineSession implements HostedSession {
         this.#running = null;
         this.runningOnWriter = false;
         release?.();
-        if (this.#closed && p.onWriter) this.#host.writer.abort(this);
+        // Closed, or the transaction's lease ran out, while it ran: roll
+        // back and give the writer up now that the connection is free.
+        if ((this.#closed || this.#aborted !== null) && p.onWriter) this.#host.writer.abort(this);
       }),
     );
   }
 
   /**
-   * A statement stopped inside a transaction at its deadline: SQLite rolled
-   * the transaction back (for a write). Tell the client, and refuse further
-   * statements until it sends ROLLBACK.
+   * A statement failed inside a transaction, and SQLite ended the
+   * transaction around it: a write stopped at its deadline or cancelled,
+   * `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an I/O error. Tell the
+   * client, and refuse further statements until it sends ROLLBACK, so that
+   * none meant for the transaction runs in autocommit.
    */
   #noteAbort(err: unknown, conn: Connection, wasInTx: boolean): unknown {
-    if (
-      !wasInTx || conn.inTransaction || !(err instanceof SqliteError) ||
-      err.code !== ErrorCode.StatementTimeout
-    ) {
-      return err;
-    }
+    if (!wasInTx) return err;
+    // The engine ended the transaction meanwhile (its lease ran out) and
+    // stopped the statement (a read leaves it to be rolled back after).
+    if (this.#aborted !== null) return this.#aborted;
+    if (conn.inTransaction) return err;
+    const e = err instanceof SqliteError ? err : null;
+    const code = e?.code ?? (err instanceof AbortError ? err.code : ErrorCode.Internal);
+    const message = err instanceof Error ? err.message : String(err);
     const ended = new SqliteError(
-      ErrorCode.StatementTimeout,
-      `${err.message}; it was inside a transaction, which was rolled back: ` +
+      code,
+      `${message}; it was inside a transaction, which was rolled back: ` +
         "send ROLLBACK, then retry the whole transaction",
+      e?.sqliteCode,
+      { cause: err },
     );
     this.#aborted = ended;
     return ended;

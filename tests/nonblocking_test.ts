@@ -260,3 +260,71 @@ Deno.test({
     assert.deepEqual(await b.values("SELECT count(*) FROM log"), [[3]]);
   },
 });
+
+Deno.test({
+  name:
+    "Engine: a write cancelled inside a transaction ends the transaction; the next statement is refused and nothing is committed",
+  ignore,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await fill(db);
+    const err = await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO log VALUES ('first')");
+      // Running in the background when its signal aborts: SQLite undoes the
+      // whole transaction around an interrupted write.
+      await assert.rejects(
+        tx.run(`INSERT INTO log ${SLOW_JOIN}`, [], { signal: AbortSignal.timeout(200) }),
+        AbortError,
+      );
+      await tx.run("INSERT INTO log VALUES ('second')");
+    }).catch((e) => e);
+    assert.ok(err instanceof Error, String(err));
+    assert.equal((err as SqliteError).code, "ABORTED");
+    assert.match(err.message, /inside a transaction, which was rolled back/);
+    assert.equal(db.inTransaction, false);
+    assert.deepEqual(await db.values("SELECT who FROM log"), []);
+  },
+});
+
+Deno.test({
+  name:
+    "Engine: a statement running inside a transaction longer than --tx-idle-timeout is not idle: it completes and the transaction commits",
+  ignore,
+  async fn() {
+    await using srv = await startServer({ txIdleTimeout: 300 });
+    await using db = await srv.client();
+    await fill(db);
+    await db.exec("BEGIN");
+    await db.run("INSERT INTO log VALUES ('before')");
+    // About a second of work, in the background, past the 300 ms lease.
+    const [[n]] = await db.values(
+      "SELECT count(*) FROM t x, (SELECT v FROM t LIMIT 3000) y WHERE x.v + y.v = 999",
+    );
+    assert.equal(n, 998);
+    await db.run(
+      "INSERT INTO log SELECT count(*) FROM t x, (SELECT v FROM t LIMIT 3000) y WHERE x.v + y.v = 999",
+    );
+    await db.exec("COMMIT");
+    assert.deepEqual(await db.values("SELECT who FROM log"), [["before"], ["998"]]);
+  },
+});
+
+Deno.test({
+  name: "Engine: --tx-timeout reached while a statement runs stops it with TX_TIMEOUT",
+  ignore,
+  async fn() {
+    await using srv = await startServer({ txIdleTimeout: 0, txTimeout: 300 });
+    await using db = await srv.client();
+    await fill(db);
+    await db.exec("BEGIN");
+    await db.run("INSERT INTO log VALUES ('before')");
+    await using other = await srv.client();
+    await assert.rejects(db.values(SLOW_JOIN), expectCode("TX_TIMEOUT"));
+    // Rolled back at once: another client writes without waiting for the ROLLBACK.
+    await other.run("INSERT INTO log VALUES ('other')");
+    await assert.rejects(db.run("INSERT INTO log VALUES ('after')"), expectCode("TX_TIMEOUT"));
+    await db.exec("ROLLBACK");
+    assert.deepEqual(await db.values("SELECT who FROM log"), [["other"]]);
+  },
+});

@@ -479,3 +479,24 @@ Deno.test("the ROLLBACK an ORM sends after a COMMIT refused with TX_TIMEOUT succ
   await db.run("INSERT INTO t VALUES (4)");
   assert.deepEqual(await other.values("SELECT x FROM t"), [[4]]);
 });
+
+Deno.test("a statement whose failure makes SQLite roll the transaction back (INSERT OR ROLLBACK) says so, and the next statement is refused until ROLLBACK", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await using other = await srv.client();
+  await db.exec("CREATE TABLE t (x UNIQUE)");
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES (1)");
+  await assert.rejects(db.run("INSERT OR ROLLBACK INTO t VALUES (1)"), (err: unknown) => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
+    assert.match(err.message, /inside a transaction, which was rolled back: send ROLLBACK/);
+    return true;
+  });
+  // Not run in autocommit: it was meant for the transaction.
+  await assert.rejects(db.run("INSERT INTO t VALUES (2)"), { code: "SQLITE_CONSTRAINT_UNIQUE" });
+  await db.exec("ROLLBACK");
+  assert.deepEqual(await other.values("SELECT x FROM t"), []);
+  await db.run("INSERT INTO t VALUES (3)");
+  assert.deepEqual(await other.values("SELECT x FROM t"), [[3]]);
+});
