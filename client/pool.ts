@@ -34,6 +34,8 @@ export interface TransactionScope {
   readonly conn: PooledConnection;
   /** False once the function settled (a timer it left behind is outside it). */
   active: boolean;
+  /** The transaction it is nested in (in whose function it was started), if any. */
+  readonly parent: TransactionScope | undefined;
 }
 
 /** The `transaction()` whose function makes the current call, followed across awaits. */

@@ -20,7 +20,7 @@ import {
 } from "./_calls.ts";
 import type { PooledConnection } from "./connection.ts";
 import { type IterateOptions, streamRows } from "./cursor.ts";
-import { transactionContext } from "./pool.ts";
+import { transactionContext, type TransactionScope } from "./pool.ts";
 import { fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl } from "./_tx_control.ts";
@@ -485,8 +485,66 @@ export class Transaction extends Queryable {
   }
 }
 
+/** The transactions open on a connection, innermost last, and who waits for one to end. */
+interface OpenTransactions {
+  stack: TransactionScope[];
+  ended: (() => void)[];
+}
+
+const openOn = new WeakMap<PooledConnection, OpenTransactions>();
+
+/**
+ * The open transaction on `conn` whose function (or a transaction nested in
+ * it, or a call it started) is the caller, if any.
+ */
+function callerScope(conn: PooledConnection): TransactionScope | undefined {
+  let s = transactionContext.getStore();
+  while (s !== undefined && !(s.active && s.conn === conn)) s = s.parent;
+  return s;
+}
+
+/**
+ * Waits until the caller's transaction is the innermost one open on `conn`
+ * (or none is open). Savepoints nest as a stack: two nested transactions
+ * started side by side on one `tx` (`Promise.all([tx.transaction(a),
+ * tx.transaction(b)])`) would release or undo each other's savepoint, so
+ * the second waits for the first to end. One started from inside another's
+ * function nests in it at once.
+ */
+async function takeTurn(
+  conn: PooledConnection,
+  scope: TransactionScope,
+): Promise<OpenTransactions> {
+  let open = openOn.get(conn);
+  if (open === undefined) openOn.set(conn, open = { stack: [], ended: [] });
+  for (;;) {
+    const innermost = open.stack.at(-1);
+    if (innermost === undefined || innermost === callerScope(conn)) {
+      open.stack.push(scope); // at once: a sibling started in the same tick must wait
+      return open;
+    }
+    await new Promise<void>((resolve) => open.ended.push(resolve));
+  }
+}
+
 async function runTransaction<T>(
   conn: PooledConnection,
+  fn: (tx: Transaction) => Promise<T>,
+  behavior: string,
+): Promise<T> {
+  const scope: TransactionScope = { conn, active: true, parent: transactionContext.getStore() };
+  const open = await takeTurn(conn, scope);
+  try {
+    return await runInScope(conn, scope, fn, behavior);
+  } finally {
+    open.stack.splice(open.stack.indexOf(scope), 1);
+    for (const wake of open.ended.splice(0)) wake();
+  }
+}
+
+async function runInScope<T>(
+  conn: PooledConnection,
+  scope: TransactionScope,
   fn: (tx: Transaction) => Promise<T>,
   behavior: string,
 ): Promise<T> {
@@ -496,7 +554,6 @@ async function runTransaction<T>(
   await exec(depth === 0 ? `BEGIN ${behavior.toUpperCase()}` : `SAVEPOINT ${savepoint}`);
   conn.txDepth++;
   let ended = false;
-  const scope = { conn, active: true };
   const tx = new Transaction(
     conn,
     () => ended ? "Transaction has ended: its function already settled" : null,

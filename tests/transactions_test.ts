@@ -500,3 +500,61 @@ Deno.test("a statement whose failure makes SQLite roll the transaction back (INS
   await db.run("INSERT INTO t VALUES (3)");
   assert.deepEqual(await other.values("SELECT x FROM t"), [[3]]);
 });
+
+Deno.test("nested transactions started side by side on one tx take turns: each keeps or undoes only its own work", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (x)");
+  const order: string[] = [];
+  await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES ('outer')");
+    const [a, b] = await Promise.allSettled([
+      tx.transaction(async (inner) => {
+        order.push("a begins");
+        await inner.run("INSERT INTO t VALUES ('a1')");
+        await delay(20);
+        await inner.run("INSERT INTO t VALUES ('a2')");
+        // From inside a's function, the outer tx nests in a at once (no wait for a itself).
+        await tx.transaction(async (deeper) =>
+          void await deeper.run("INSERT INTO t VALUES ('a3')")
+        );
+        order.push("a ends");
+      }),
+      tx.transaction(async (inner) => {
+        order.push("b begins");
+        await inner.run("INSERT INTO t VALUES ('b1')");
+        throw new Error("undo b");
+      }),
+    ]);
+    assert.equal(a.status, "fulfilled");
+    assert.equal(b.status, "rejected");
+  });
+  assert.deepEqual(order, ["a begins", "a ends", "b begins"]);
+  assert.deepEqual(await db.values("SELECT x FROM t ORDER BY rowid"), [
+    ["outer"],
+    ["a1"],
+    ["a2"],
+    ["a3"],
+  ]);
+});
+
+Deno.test("two transactions started at once on one reserved connection take turns", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (x)");
+  await using conn = await db.reserve();
+  const [a, b] = await Promise.allSettled([
+    conn.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (1)");
+      await delay(20);
+    }),
+    conn.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (2)");
+      throw new Error("undo 2");
+    }),
+  ]);
+  assert.equal(a.status, "fulfilled");
+  assert.equal(b.status, "rejected");
+  assert.equal((b as PromiseRejectedResult).reason.message, "undo 2");
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
+});
