@@ -35,6 +35,8 @@ export interface Prepared {
   readonly changesRows: boolean;
   /** True when it inserts rows (so `lastInsertRowid` is its own). */
   readonly inserts: boolean;
+  /** True when it (an upsert, a trigger) may update or delete rows. */
+  readonly updatesRows: boolean;
   /**
    * True when running it may change the schema this connection sees: DDL,
    * PRAGMA, VACUUM, REINDEX, and rollbacks (which undo DDL).
@@ -89,6 +91,7 @@ export class Connection {
   #sawTemp = false;
   #sawDml = false;
   #sawInsert = false;
+  #sawUpdate = false;
   #txOp: TxOp | null = null;
   /** `schema_version` when the cache was last known valid. */
   #schemaVersion = -1;
@@ -207,6 +210,7 @@ export class Connection {
     this.#sawTemp = false;
     this.#sawDml = false;
     this.#sawInsert = false;
+    this.#sawUpdate = false;
     this.#txOp = null;
     this.#refusal = null;
     let stmt: Stmt | null;
@@ -240,6 +244,7 @@ export class Connection {
       touchesTemp: this.#sawTemp,
       changesRows: this.#sawDml,
       inserts: this.#sawInsert,
+      updatesRows: this.#sawUpdate,
       changesSchema: this.#sawSchema || (!this.#sawRead && !this.#sawWrite) ||
         this.#txOp === "ROLLBACK" || this.#txOp === "ROLLBACK TO",
       columns: stmt.columnNames(),
@@ -320,7 +325,7 @@ export class Connection {
     } else if (action === Auth.INSERT) {
       this.#sawDml = this.#sawInsert = true;
     } else if (action === Auth.UPDATE || action === Auth.DELETE) {
-      this.#sawDml = true;
+      this.#sawDml = this.#sawUpdate = true;
     } else if (SCHEMA_ACTIONS.has(action)) {
       this.#sawSchema = true;
       if (

@@ -352,12 +352,14 @@ function outcome(
     restoreRowid(p, before);
     return o;
   }
-  // Without zeroing, an unchanged rowid is this statement's only when the
-  // same session inserted it before (it inserted a row with the same rowid,
-  // or updated in an upsert, where SQLite reports the previous insert too).
+  // Without zeroing: a statement that changed rows and can only insert
+  // inserted them, whatever the rowid. For one that may also update (an
+  // upsert), an unchanged rowid is its own only when the same session
+  // inserted it before (SQLite reports the previous insert for an update).
   const conn = p.conn;
   if (now !== before.rowid) conn.rowidBy = limits.actor;
-  if (moved && (now !== before.rowid || conn.rowidBy === limits.actor)) o.lastInsertRowid = now;
+  const inserted = now !== before.rowid || (o.changes !== 0 && !p.updatesRows);
+  if (moved && (inserted || conn.rowidBy === limits.actor)) o.lastInsertRowid = now;
   return o;
 }
 

@@ -86,3 +86,22 @@ Deno.test("inside a transaction, SQL's last_insert_rowid() after an ignored inse
   assert.deepEqual(await b.get("SELECT last_insert_rowid() AS r"), { r: 1 });
   await b.exec("COMMIT");
 });
+
+Deno.test("an insert reports its rowid when another client's rolled-back insert had used the same one", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec(SETUP);
+  await a.run("INSERT INTO t (a, b) VALUES (1, 1)");
+  await a.exec("BEGIN");
+  assert.deepEqual(await a.run("INSERT INTO t (a, b) VALUES (2, 2)"), {
+    changes: 1,
+    lastInsertRowid: 2,
+  });
+  await a.exec("ROLLBACK");
+  assert.deepEqual(await b.run("INSERT INTO t (a, b) VALUES (3, 3)"), {
+    changes: 1,
+    lastInsertRowid: 2,
+  });
+  assert.deepEqual(await b.values("SELECT rowid FROM t WHERE a = 3"), [[2]]);
+});
