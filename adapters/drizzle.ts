@@ -10,7 +10,11 @@
  *   (`Client.reserve()`) for the whole transaction: Drizzle's `begin`,
  *   `commit`, `rollback` and savepoints, and every query made inside `fn`
  *   (through `tx`, or through `db` from inside `fn`), run on it and on
- *   nothing else, so transactions of concurrent callers never mix.
+ *   nothing else, so transactions of concurrent callers never mix. Work
+ *   that `fn` started but that runs after the transaction ended (a timer, a
+ *   queued job) runs on the shared pool, in autocommit.
+ * - When `commit` fails (an expired lease: `TX_TIMEOUT`), that error reaches
+ *   the caller, not the `rollback` Drizzle sends after it.
  *
  * @example
  * ```ts
@@ -50,6 +54,15 @@ import {
 } from "drizzle-orm/sqlite-proxy";
 import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
 
+/** A `db.transaction()` in progress: its reserved connection, and whether it is still open. */
+interface TransactionScope {
+  readonly conn: ReservedConnection;
+  open: boolean;
+}
+
+/** The statement Drizzle's proxy session sends to roll a transaction back. */
+const ROLLBACK = /^\s*rollback\s*;?\s*$/i;
+
 /** How Drizzle asks for a query's result. */
 type Method = "run" | "all" | "values" | "get";
 
@@ -83,11 +96,28 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   if (client === null || typeof client !== "object" || typeof client.reserve !== "function") {
     throw new TypeError("Invalid client: expected a netsqlite Client from connect()");
   }
-  const reserved = new AsyncLocalStorage<ReservedConnection>();
-  const target = (): Queryable => reserved.getStore() ?? client;
+  // The transaction whose `fn` (or work it started) makes the current call,
+  // followed through awaits, timers and queued jobs; `open` turns false when
+  // the transaction ends, so work that runs later goes to the client.
+  const context = new AsyncLocalStorage<TransactionScope>();
+  const target = (): Queryable => {
+    const scope = context.getStore();
+    return scope !== undefined && scope.open ? scope.conn : client;
+  };
 
   const callback: AsyncRemoteCallback = async (sql, params, method) => {
-    return await runOne(target(), sql, params as BindParams, method);
+    const on = target();
+    try {
+      return await runOne(on, sql, params as BindParams, method);
+    } catch (err) {
+      // Drizzle sends `rollback` after a failed `commit` (or a failed statement
+      // that ended the transaction, as an expired lease does); with nothing
+      // left to roll back, let the error that ended it reach the caller.
+      if (on !== client && ROLLBACK.test(sql) && !(on as ReservedConnection).inTransaction) {
+        return { rows: [] };
+      }
+      throw err;
+    }
   };
   const batch: AsyncBatchRemoteCallback = async (queries) => {
     const results = await target().batch<unknown[]>(
@@ -106,12 +136,13 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   // the whole transaction, and everything `fn` does, on one reserved connection.
   const transaction = db.transaction.bind(db);
   db.transaction = (async (fn: any, txConfig?: any) => {
-    if (reserved.getStore() !== undefined) return await transaction(fn, txConfig);
-    const conn = await client.reserve();
+    if (context.getStore()?.open) return await transaction(fn, txConfig);
+    const scope: TransactionScope = { conn: await client.reserve(), open: true };
     try {
-      return await reserved.run(conn, () => transaction(fn, txConfig));
+      return await context.run(scope, () => transaction(fn, txConfig));
     } finally {
-      conn.release(); // closed instead of reused if a transaction is still open
+      scope.open = false;
+      scope.conn.release(); // closed instead of reused if a transaction is still open
     }
   }) as typeof db.transaction;
   return db;

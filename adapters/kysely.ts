@@ -5,9 +5,13 @@
  * dependency: only this module imports it (importing `@netsqlite/netsqlite`
  * itself pulls it not in).
  *
- * - Every query, and every transaction from `begin` to `commit`/`rollback`
- *   (savepoints included), runs on a connection Kysely acquires with
+ * - Plain queries run on the client's shared pool, as the client's own
+ *   calls do. A transaction, from `begin` to `commit`/`rollback` (savepoints
+ *   and `stream()` inside it included), runs on one connection reserved with
  *   `Client.reserve()`, so transactions never mix with other callers' work.
+ * - Kysely's `Migrator` runs its migrations in one transaction (SQLite's DDL
+ *   is transactional), so a failing migration leaves nothing behind and
+ *   migrators of several processes run one after the other.
  * - `numAffectedRows` and `insertId` are bigint, as Kysely expects.
  * - `stream()` reads through the server's cursor (`iterate()`), chunk by
  *   chunk, so memory stays bounded.
@@ -57,7 +61,15 @@ import {
   SqliteIntrospector,
   SqliteQueryCompiler,
 } from "kysely";
-import type { BindParams, Client, ReservedConnection, RunResult } from "../client.ts";
+import {
+  type BindParams,
+  type Client,
+  ErrorCode,
+  type Queryable,
+  type ReservedConnection,
+  type RunResult,
+  SqliteError,
+} from "../client.ts";
 
 /** Options of {@link NetsqliteDialect}. */
 export interface NetsqliteDialectConfig {
@@ -132,10 +144,11 @@ export class NetsqliteDialect implements Dialect {
   /**
    * Creates the adapter (called by Kysely).
    *
-   * @returns Kysely's SQLite adapter.
+   * @returns Kysely's SQLite adapter, with transactional DDL: `Migrator` runs
+   *   its migrations in one transaction.
    */
   createAdapter(): DialectAdapter {
-    return new SqliteAdapter();
+    return new NetsqliteAdapter();
   }
 
   /**
@@ -149,7 +162,24 @@ export class NetsqliteDialect implements Dialect {
   }
 }
 
-/** The driver: one reserved client connection per acquired Kysely connection. */
+/**
+ * SQLite's adapter with `supportsTransactionalDdl`: SQLite's DDL is
+ * transactional, so Kysely's `Migrator` runs all pending migrations in one
+ * transaction (a failing one leaves nothing behind). That transaction's
+ * `BEGIN` takes the server's writer (netsqlite's deferred transactions do),
+ * so migrators of several processes run one after the other, and the later
+ * one reads the migrations the earlier one recorded; no lock table is needed.
+ */
+class NetsqliteAdapter extends SqliteAdapter {
+  override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+}
+
+/**
+ * The driver: plain queries run on the client's shared pool; a transaction
+ * reserves one connection from `begin` to `commit`/`rollback`.
+ */
 class NetsqliteDriver implements Driver {
   readonly #config: NetsqliteDialectConfig;
   #client: Client | null = null;
@@ -163,20 +193,20 @@ class NetsqliteDriver implements Driver {
     this.#client = typeof c === "function" ? await c() : c;
   }
 
-  async acquireConnection(): Promise<DatabaseConnection> {
-    return new NetsqliteConnection(await this.#client!.reserve());
+  acquireConnection(): Promise<DatabaseConnection> {
+    return Promise.resolve(new NetsqliteConnection(this.#client!));
   }
 
   async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await (connection as NetsqliteConnection).exec("BEGIN");
+    await (connection as NetsqliteConnection).begin();
   }
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
-    await (connection as NetsqliteConnection).exec("COMMIT");
+    await (connection as NetsqliteConnection).commit();
   }
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
-    await (connection as NetsqliteConnection).exec("ROLLBACK");
+    await (connection as NetsqliteConnection).rollback();
   }
 
   async savepoint(
@@ -203,10 +233,9 @@ class NetsqliteDriver implements Driver {
     await connection.executeQuery(savepointQuery("release", name, compileQuery));
   }
 
-  async releaseConnection(connection: DatabaseConnection): Promise<void> {
-    // A connection released inside a transaction is closed, not reused (the server rolls back).
+  releaseConnection(connection: DatabaseConnection): Promise<void> {
     (connection as NetsqliteConnection).release();
-    await Promise.resolve();
+    return Promise.resolve();
   }
 
   async destroy(): Promise<void> {
@@ -231,41 +260,100 @@ function savepointQuery(
 /** Query kinds that return rows only with a `returning` clause. */
 const WRITES = new Set(["InsertQueryNode", "UpdateQueryNode", "DeleteQueryNode"]);
 
-/** One Kysely connection: a reserved client connection. */
+/**
+ * One Kysely connection. Outside a transaction its queries run on the
+ * client's shared pool, so they never wait for a connection of their own.
+ * `begin()` reserves a connection and sends `BEGIN` on it; until `commit()` or
+ * `rollback()` gives it back, every query of this object runs there (Kysely
+ * uses one connection object for a whole `db.transaction()`). Raw transaction
+ * control sent outside a transaction (`sql\`BEGIN\`` inside `db.connection()`,
+ * which the shared pool refuses with `TX_CONTROL`) pins a reserved connection
+ * until Kysely releases this object.
+ */
 class NetsqliteConnection implements DatabaseConnection {
-  readonly #conn: ReservedConnection;
+  readonly #client: Client;
+  /** The connection of the open transaction, else `null`. */
+  #tx: ReservedConnection | null = null;
+  /** The connection raw transaction control pinned, until {@link release}. */
+  #pinned: ReservedConnection | null = null;
 
-  constructor(conn: ReservedConnection) {
-    this.#conn = conn;
+  constructor(client: Client) {
+    this.#client = client;
   }
 
-  exec(sql: string): Promise<void> {
-    return this.#conn.exec(sql);
+  get #target(): Queryable {
+    return this.#tx ?? this.#pinned ?? this.#client;
   }
 
+  async begin(): Promise<void> {
+    if (this.#tx !== null) throw new Error("A transaction is already open on this connection");
+    const conn = this.#pinned ?? await this.#client.reserve();
+    this.#tx = conn;
+    try {
+      await conn.exec("BEGIN");
+    } catch (err) {
+      this.#endTransaction();
+      throw err;
+    }
+  }
+
+  async commit(): Promise<void> {
+    // A failed COMMIT may leave the transaction open (a deferred foreign key):
+    // the connection stays until Kysely's rollback.
+    await this.#open().exec("COMMIT");
+    this.#endTransaction();
+  }
+
+  async rollback(): Promise<void> {
+    const conn = this.#open();
+    try {
+      await conn.exec("ROLLBACK");
+    } catch (err) {
+      // Nothing left to roll back (the server ended the transaction: its lease
+      // expired, or COMMIT failed): the caller sees the error that ended it,
+      // not this one.
+      if (conn.inTransaction) throw err;
+    } finally {
+      this.#endTransaction();
+    }
+  }
+
+  /** Gives back any reserved connection (closed instead of reused if a transaction is open). */
   release(): void {
-    this.#conn.release();
+    this.#endTransaction();
+    this.#pinned?.release();
+    this.#pinned = null;
+  }
+
+  #open(): ReservedConnection {
+    if (this.#tx === null) throw new Error("No transaction is open on this connection");
+    return this.#tx;
+  }
+
+  #endTransaction(): void {
+    if (this.#tx !== null && this.#tx !== this.#pinned) this.#tx.release();
+    this.#tx = null;
+  }
+
+  /**
+   * Runs `fn` on the current target. Raw transaction control refused by the
+   * shared pool (`TX_CONTROL`, refused before anything is sent) runs again on
+   * a connection reserved for this object.
+   */
+  async #on<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
+    const target = this.#target;
+    if (target !== this.#client) return await fn(target);
+    try {
+      return await fn(target);
+    } catch (err) {
+      if (!(err instanceof SqliteError) || err.code !== ErrorCode.TxControl) throw err;
+    }
+    this.#pinned ??= await this.#client.reserve();
+    return await fn(this.#target);
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
-    const { sql } = compiled;
-    const params = compiled.parameters as BindParams;
-    const kind = compiled.query.kind;
-    if (kind === "SelectQueryNode") return { rows: await this.#conn.query<R>(sql, params) };
-    if (WRITES.has(kind) && !("returning" in compiled.query && compiled.query.returning)) {
-      return changed(await this.#conn.run(sql, params), []);
-    }
-    if (WRITES.has(kind)) return { rows: await this.#conn.query<R>(sql, params) }; // returning
-    if (kind !== "RawNode") return changed(await this.#conn.run(sql, params), []);
-    // Raw SQL: rows when the statement has result columns (as better-sqlite3's
-    // `reader`), else what it changed.
-    const stmt = await this.#conn.prepare(sql);
-    try {
-      if (stmt.columns.length > 0) return { rows: await stmt.all<R>(params) };
-      return changed(await stmt.run(params), []);
-    } finally {
-      stmt.finalize().catch(() => {/* the connection is gone; so is the statement */});
-    }
+    return await this.#on((q) => executeOn<R>(q, compiled));
   }
 
   async *streamQuery<R>(compiled: CompiledQuery, chunkSize = 100): AsyncIterableIterator<
@@ -276,7 +364,7 @@ class NetsqliteConnection implements DatabaseConnection {
     }
     let rows: R[] = [];
     const params = compiled.parameters as BindParams;
-    for await (const row of this.#conn.iterate<R>(compiled.sql, params)) {
+    for await (const row of this.#target.iterate<R>(compiled.sql, params)) {
       rows.push(row);
       if (rows.length === chunkSize) {
         yield { rows };
@@ -284,6 +372,28 @@ class NetsqliteConnection implements DatabaseConnection {
       }
     }
     if (rows.length > 0) yield { rows };
+  }
+}
+
+/** Runs one compiled query on `q`, with the result shape Kysely expects of its kind. */
+async function executeOn<R>(q: Queryable, compiled: CompiledQuery): Promise<QueryResult<R>> {
+  const { sql } = compiled;
+  const params = compiled.parameters as BindParams;
+  const kind = compiled.query.kind;
+  if (kind === "SelectQueryNode") return { rows: await q.query<R>(sql, params) };
+  if (WRITES.has(kind) && !("returning" in compiled.query && compiled.query.returning)) {
+    return changed(await q.run(sql, params), []);
+  }
+  if (WRITES.has(kind)) return { rows: await q.query<R>(sql, params) }; // returning
+  if (kind !== "RawNode") return changed(await q.run(sql, params), []);
+  // Raw SQL: rows when the statement has result columns (as better-sqlite3's
+  // `reader`), else what it changed.
+  const stmt = await q.prepare(sql);
+  try {
+    if (stmt.columns.length > 0) return { rows: await stmt.all<R>(params) };
+    return changed(await stmt.run(params), []);
+  } finally {
+    stmt.finalize().catch(() => {/* the connection is gone; so is the statement */});
   }
 }
 

@@ -15,8 +15,8 @@ import {
   text,
 } from "drizzle-orm/sqlite-core";
 import { drizzle } from "../adapters/drizzle.ts";
-import { connect } from "../client.ts";
-import { startServer } from "./_helpers.ts";
+import { connect, ErrorCode } from "../client.ts";
+import { delay, startServer } from "./_helpers.ts";
 
 const int64 = customType<{ data: bigint; driverData: number | bigint }>({
   dataType: () => "integer",
@@ -48,8 +48,8 @@ const DDL = [
   "author_id INTEGER NOT NULL REFERENCES users(id), title TEXT NOT NULL)",
 ];
 
-async function setup() {
-  const srv = await startServer();
+async function setup(options: { txIdleTimeout?: number } = {}) {
+  const srv = await startServer(options);
   const client = await connect(srv.connectOptions); // a pool (max 4), as users get it
   const db = drizzle(client, { schema });
   for (const ddl of DDL) await db.run(sql.raw(ddl));
@@ -259,4 +259,76 @@ Deno.test("drizzle: db.batch inside a transaction runs in it and rolls back with
     /undo both/,
   );
   assert.deepEqual(await db.select().from(users), []);
+});
+
+Deno.test("drizzle: work started inside a transaction that runs after it ended uses the client", async () => {
+  await using t = await setup();
+  const { db } = t;
+  let later!: Promise<unknown>;
+  let nested!: Promise<unknown>;
+  const started = new Promise<void>((resolve) => {
+    void db.transaction(async (tx) => {
+      await tx.insert(users).values({ name: "in tx", balance: 1n });
+      // A logger or job queue that writes later, outside the transaction.
+      later = new Promise((done, fail) =>
+        setTimeout(() => {
+          db.insert(users).values({ name: "after tx", balance: 2n }).then(done, fail);
+        }, 30)
+      );
+      nested = new Promise((done, fail) =>
+        setTimeout(() => {
+          db.transaction(async (tx2) => {
+            await tx2.insert(users).values({ name: "own tx", balance: 3n });
+            return (await tx2.select().from(users)).length;
+          }).then(done, fail);
+        }, 60)
+      );
+      resolve();
+    });
+  });
+  await started;
+  const [l, n] = await Promise.allSettled([later, nested]);
+  // The insert ran in autocommit, not on the released connection; the
+  // transaction ran on a connection of its own.
+  assert.equal(l.status, "fulfilled", String((l as PromiseRejectedResult).reason));
+  assert.deepEqual(n, { status: "fulfilled", value: 3 });
+  assert.deepEqual(
+    (await db.select({ name: users.name }).from(users).orderBy(asc(users.id))).map((r) => r.name),
+    ["in tx", "after tx", "own tx"],
+  );
+  // While the transaction is open, the same kind of call still runs inside it.
+  await assert.rejects(
+    db.transaction(async () => {
+      await new Promise<void>((done, fail) =>
+        setTimeout(
+          () => db.insert(users).values({ name: "inside", balance: 4n }).then(() => done(), fail),
+          0,
+        )
+      );
+      throw new Error("undo");
+    }),
+    /undo/,
+  );
+  assert.equal((await db.select().from(users).where(eq(users.name, "inside"))).length, 0);
+});
+
+Deno.test("drizzle: a COMMIT refused after the lease expired surfaces TX_TIMEOUT, not the rollback's error", async () => {
+  await using t = await setup({ txIdleTimeout: 100 });
+  const { db, client } = t;
+  const failure = await db.transaction(async (tx) => {
+    await tx.insert(users).values({ name: "late", balance: 1n });
+    await delay(300);
+  }).then(() => null, (e: unknown) => e);
+  assert.ok(failure instanceof Error);
+  const cause = (failure as Error & { cause?: { code?: string } }).cause;
+  assert.equal(
+    cause?.code ?? (failure as { code?: string }).code,
+    ErrorCode.TxTimeout,
+    String(failure),
+  );
+  assert.deepEqual(await db.select().from(users), []);
+  assert.equal(client.inTransaction, false);
+  // A transaction after it works as usual.
+  await db.transaction((tx) => tx.insert(users).values({ name: "next", balance: 2n }));
+  assert.equal((await db.select().from(users)).length, 1);
 });

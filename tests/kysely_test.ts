@@ -15,16 +15,16 @@ import {
   sql,
 } from "kysely";
 import { NetsqliteDialect } from "../adapters/kysely.ts";
-import { type Client, connect } from "../client.ts";
-import { startServer } from "./_helpers.ts";
+import { type Client, connect, ErrorCode, SqliteError } from "../client.ts";
+import { delay, startServer, within } from "./_helpers.ts";
 
 interface Database {
   person: { id: Generated<number>; name: string; balance: number | bigint };
   pet: { id: Generated<number>; owner_id: number; species: string };
 }
 
-async function setup() {
-  const srv = await startServer();
+async function setup(options: { txIdleTimeout?: number } = {}) {
+  const srv = await startServer(options);
   const client = await connect(srv.connectOptions); // a pool (max 4), as users get it
   const db = new Kysely<Database>({ dialect: new NetsqliteDialect({ client }) });
   await db.schema.createTable("person")
@@ -259,4 +259,231 @@ Deno.test("kysely: Migrator runs migrations and introspection sees them", async 
   ]);
   const after = (await db.introspection.getTables()).find((x) => x.name === "book");
   assert.deepEqual(after?.columns.map((c) => c.name), ["id", "title"]);
+});
+
+Deno.test("kysely: plain queries run on the shared pool, not behind writes waiting for the writer", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  assert.equal(client.max, 4);
+  // Another client holds the writer: Kysely's writes wait for it.
+  await using other = await connect(t.srv.connectOptions);
+  const holder = await other.reserve();
+  await holder.exec("BEGIN IMMEDIATE");
+  let writesDone = 0;
+  const writes = Array.from(
+    { length: 6 },
+    (_, i) =>
+      db.insertInto("person").values({ name: `w${i}`, balance: i }).execute().then(() =>
+        writesDone++
+      ),
+  );
+  await delay(50);
+  // Reads are not held up by the queued writes.
+  const read = db.selectFrom("person").select("name").execute();
+  const many = Promise.all(
+    Array.from({ length: 50 }, () => db.selectFrom("person").selectAll().execute()),
+  );
+  let streamed = 0;
+  const stream = (async () => {
+    for await (const _ of db.selectFrom("person").selectAll().stream()) streamed++;
+  })();
+  const pending = [...writes, read, many, stream];
+  try {
+    assert.deepEqual(await within(read, 2000), []);
+    assert.equal((await within(many, 2000) as unknown[]).length, 50);
+    assert.equal(await within(stream, 2000), undefined);
+    assert.equal(streamed, 0);
+    assert.equal(writesDone, 0);
+  } finally {
+    await holder.exec("COMMIT");
+    holder.release();
+    await Promise.allSettled(pending);
+  }
+  await Promise.all(writes);
+  assert.equal((await db.selectFrom("person").selectAll().execute()).length, 6);
+});
+
+Deno.test("kysely: a transaction reserves one connection from begin to commit/rollback and gives it back", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  // More transactions than the pool has connections, one after the other and at
+  // once: each gives its connection back (a leak would make the fifth wait forever).
+  for (let i = 0; i < 6; i++) {
+    await db.transaction().execute((trx) =>
+      trx.insertInto("person").values({ name: `s${i}`, balance: i }).execute()
+    );
+  }
+  const all = Promise.all(
+    Array.from({ length: 10 }, (_, i) =>
+      db.transaction().execute(async (trx) => {
+        await trx.insertInto("person").values({ name: `c${i}`, balance: i }).execute();
+        if (i % 2 === 1) throw new Error(`undo ${i}`);
+      }).catch((e: Error) => e.message)),
+  );
+  const settled = await within(all, 5000);
+  assert.notEqual(settled, "timeout");
+  assert.deepEqual(
+    (settled as unknown[]).filter((x) => x !== undefined),
+    ["undo 1", "undo 3", "undo 5", "undo 7", "undo 9"],
+  );
+  for (let i = 0; i < 6; i++) {
+    const trx = await db.startTransaction().execute();
+    await trx.deleteFrom("person").where("name", "=", `s${i}`).execute();
+    if (i % 2 === 0) await trx.commit().execute();
+    else await trx.rollback().execute();
+  }
+  assert.deepEqual(
+    (await db.selectFrom("person").select("name").orderBy("id").execute()).map((r) => r.name),
+    ["s1", "s3", "s5", "c0", "c2", "c4", "c6", "c8"],
+  );
+  assert.ok(client.connections <= client.max);
+  assert.equal(client.inTransaction, false);
+});
+
+Deno.test("kysely: stream() inside a transaction reads the transaction's own writes", async () => {
+  await using t = await setup();
+  const { db } = t;
+  const seen = await db.transaction().execute(async (trx) => {
+    await sql`INSERT INTO person (name, balance)
+      WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 250)
+      SELECT 'p' || x, x FROM n`.execute(trx);
+    // Others do not see the uncommitted rows meanwhile.
+    assert.deepEqual(await db.selectFrom("person").selectAll().execute(), []);
+    const names: string[] = [];
+    for await (const row of trx.selectFrom("person").select("name").orderBy("id").stream(100)) {
+      names.push(row.name);
+    }
+    return names;
+  });
+  assert.equal(seen.length, 250);
+  assert.equal(seen[249], "p250");
+  const trx = await db.startTransaction().execute();
+  await trx.deleteFrom("person").where("balance", ">", 10).execute();
+  let n = 0;
+  for await (const _ of trx.selectFrom("person").selectAll().stream(3)) n++;
+  assert.equal(n, 10);
+  await trx.rollback().execute();
+  assert.equal((await db.selectFrom("person").selectAll().execute()).length, 250);
+});
+
+Deno.test("kysely: raw BEGIN/COMMIT inside db.connection() runs on a connection of its own", async () => {
+  await using t = await setup();
+  const { db } = t;
+  await db.connection().execute(async (conn) => {
+    await sql`BEGIN`.execute(conn);
+    await conn.insertInto("person").values({ name: "raw", balance: 1 }).execute();
+    assert.deepEqual(await db.selectFrom("person").selectAll().execute(), []);
+    assert.equal((await conn.selectFrom("person").selectAll().execute()).length, 1);
+    await sql`COMMIT`.execute(conn);
+    // Kysely's own transaction on the same connection object still works.
+    await conn.transaction().execute((trx) =>
+      trx.insertInto("person").values({ name: "trx", balance: 2 }).execute()
+    );
+  });
+  assert.deepEqual(
+    (await db.selectFrom("person").select("name").orderBy("id").execute()).map((r) => r.name),
+    ["raw", "trx"],
+  );
+  // On the shared pool, outside db.connection(), raw BEGIN cannot leave a transaction open.
+  await assert.rejects(sql`COMMIT`.execute(db), /no transaction is active/);
+});
+
+const booksThenFailure: Record<string, Migration> = {
+  "0001_books": {
+    async up(db: Kysely<any>) {
+      await db.schema.createTable("book").addColumn("id", "integer", (c) => c.primaryKey())
+        .execute();
+      await db.insertInto("book").values({ id: 1 }).execute();
+    },
+  },
+  "0002_broken": {
+    async up(db: Kysely<any>) {
+      await db.schema.createTable("shelf").addColumn("id", "integer").execute();
+      await sql`INSERT INTO no_such_table VALUES (1)`.execute(db);
+    },
+  },
+};
+
+Deno.test("kysely: a failing migration leaves nothing of its run behind", async () => {
+  await using t = await setup();
+  const { db } = t;
+  const provider: MigrationProvider = { getMigrations: () => Promise.resolve(booksThenFailure) };
+  const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
+  assert.match(String(error), /no such table: no_such_table/);
+  assert.deepEqual(results?.map((r) => [r.migrationName, r.status]), [
+    ["0001_books", "Success"],
+    ["0002_broken", "Error"],
+  ]);
+  // One transaction for the whole run: neither migration's table nor its record stayed.
+  const tables = (await db.introspection.getTables()).map((x) => x.name);
+  assert.deepEqual(tables.filter((n) => n === "book" || n === "shelf"), []);
+  assert.deepEqual(
+    await sql`SELECT name FROM kysely_migration`.execute(db).then((r) => r.rows),
+    [],
+  );
+});
+
+Deno.test("kysely: two migrators at once apply each migration exactly once", async () => {
+  await using t = await setup();
+  const { db } = t;
+  await sql`CREATE TABLE seeded (who TEXT)`.execute(db);
+  const migrations = (who: string): Record<string, Migration> => ({
+    "001_seed": {
+      async up(db: Kysely<any>) {
+        await db.insertInto("seeded").values({ who }).execute();
+        await delay(100); // the other migrator starts meanwhile
+      },
+    },
+    "002_more": {
+      async up(db: Kysely<any>) {
+        await db.insertInto("seeded").values({ who: `${who} again` }).execute();
+      },
+    },
+  });
+  // Two clients (two connections to the server each), as two processes would be.
+  await using c1 = await connect(t.srv.connectOptions);
+  await using c2 = await connect(t.srv.connectOptions);
+  const db1 = new Kysely<any>({ dialect: new NetsqliteDialect({ client: c1 }) });
+  const db2 = new Kysely<any>({ dialect: new NetsqliteDialect({ client: c2 }) });
+  const run = (k: Kysely<any>, who: string) =>
+    new Migrator({
+      db: k,
+      provider: { getMigrations: () => Promise.resolve(migrations(who)) },
+    }).migrateToLatest();
+  const [r1, r2] = await Promise.all([run(db1, "one"), run(db2, "two")]);
+  assert.equal(r1.error, undefined);
+  assert.equal(r2.error, undefined);
+  const applied = [...(r1.results ?? []), ...(r2.results ?? [])];
+  assert.deepEqual(applied.map((r) => [r.migrationName, r.status]), [
+    ["001_seed", "Success"],
+    ["002_more", "Success"],
+  ]);
+  const rows = await sql<{ who: string }>`SELECT who FROM seeded ORDER BY rowid`.execute(db);
+  assert.equal(rows.rows.length, 2);
+  assert.equal(rows.rows[1].who, `${rows.rows[0].who} again`);
+  assert.deepEqual(
+    await sql`SELECT name FROM kysely_migration ORDER BY name`.execute(db).then((r) => r.rows),
+    [{ name: "001_seed" }, { name: "002_more" }],
+  );
+  await db1.destroy();
+  await db2.destroy();
+});
+
+Deno.test("kysely: a COMMIT refused after the lease expired surfaces TX_TIMEOUT, not the rollback's error", async () => {
+  await using t = await setup({ txIdleTimeout: 100 });
+  const { db, client } = t;
+  const failure = await db.transaction().execute(async (trx) => {
+    await trx.insertInto("person").values({ name: "late", balance: 1 }).execute();
+    await delay(300);
+  }).then(() => null, (e: unknown) => e);
+  assert.ok(failure instanceof SqliteError, String(failure));
+  assert.equal(failure.code, ErrorCode.TxTimeout);
+  // A controlled transaction: commit fails the same way, and rollback() then succeeds.
+  const trx = await db.startTransaction().execute();
+  await trx.insertInto("person").values({ name: "late2", balance: 1 }).execute();
+  await delay(300);
+  await assert.rejects(trx.commit().execute(), (e: SqliteError) => e.code === ErrorCode.TxTimeout);
+  await trx.rollback().execute();
+  assert.deepEqual(await db.selectFrom("person").selectAll().execute(), []);
+  assert.equal(client.inTransaction, false);
 });
