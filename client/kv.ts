@@ -23,12 +23,20 @@
  * @module
  */
 
-import { MsgpackWriter } from "../protocol/msgpack.ts";
-import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { SqliteError } from "../protocol/errors.ts";
 import type { BindValue } from "./_calls.ts";
 import type { Queryable } from "./queryable.ts";
-import { decodeKey, encodeKey, type KvKey, type KvKeyPart, prefixEnd, toKey } from "./kv_key.ts";
+import {
+  decodeKey,
+  encodeKey,
+  keyLabel,
+  type KvKey,
+  type KvKeyPart,
+  prefixEnd,
+  readKey,
+  toKey,
+} from "./kv_key.ts";
+import { decodeKvValue, encodeKvValue } from "./kv_value.ts";
 
 export type { KvKey, KvKeyPart } from "./kv_key.ts";
 
@@ -140,7 +148,7 @@ export class KvCollection {
    */
   async put(key: KvKey | string, value: unknown, options?: KvPutOptions): Promise<number> {
     const k = encodeKey(toKey(key));
-    const v = encodeValue(value);
+    const v = encodeKvValue(value);
     const version = await putSql(this.#sql, this.#name, k, v, options?.ifVersion);
     if (version === null) throw conflict(key, options?.ifVersion);
     return version;
@@ -154,7 +162,8 @@ export class KvCollection {
       [this.#name, k],
     );
     if (rows.length === 0) return null;
-    return { key: decodeKey(k), value: decodeMsgpack(rows[0][0]) as T, version: rows[0][1] };
+    const parts = decodeKey(k);
+    return { key: parts, value: this.#decode(rows[0][0], parts) as T, version: rows[0][1] };
   }
 
   /** The entries under `keys`, in the same order (`null` where absent). One snapshot. */
@@ -172,9 +181,9 @@ export class KvCollection {
     }
     return encoded.map((k) => {
       const r = found.get(hex(k));
-      return r === undefined
-        ? null
-        : { key: decodeKey(r[0]), value: decodeMsgpack(r[1]) as T, version: r[2] };
+      if (r === undefined) return null;
+      const parts = decodeKey(r[0]);
+      return { key: parts, value: this.#decode(r[1], parts) as T, version: r[2] };
     });
   }
 
@@ -214,7 +223,8 @@ export class KvCollection {
       );
     try {
       for await (const r of await rows) {
-        yield { key: decodeKey(r[0]), value: decodeMsgpack(r[1]) as T, version: r[2] };
+        const key = readKey(r[0], this.#name);
+        yield { key, value: this.#decode(r[1], key) as T, version: r[2] };
       }
     } catch (err) {
       if (!isMissingTable(err)) throw err;
@@ -234,6 +244,13 @@ export class KvCollection {
   /** Starts an atomic operation: checks, puts and deletes committed all or nothing. */
   atomic(): KvAtomic {
     return new KvAtomic(this.#sql, this.#name);
+  }
+
+  #decode(stored: unknown, key: KvKeyPart[]): unknown {
+    return decodeKvValue(
+      stored,
+      () => `in collection ${JSON.stringify(this.#name)} under key ${keyLabel(key)}`,
+    );
   }
 
   #values<T extends unknown[]>(sql: string, params: BindValue[]): Promise<T[]> {
@@ -275,7 +292,7 @@ export class KvAtomic {
 
   /** Puts `value` under `key`. */
   set(key: KvKey | string, value: unknown): this {
-    this.#ops.push({ kind: "put", key: toKey(key), value: encodeValue(value) });
+    this.#ops.push({ kind: "put", key: toKey(key), value: encodeKvValue(value) });
     return this;
   }
 
@@ -384,26 +401,12 @@ function rangeOf(name: string, range: KvRange): { where: string; params: BindVal
   return { where: conds.join(" AND "), params };
 }
 
-/** Encodes a value as MessagePack, refusing what MessagePack cannot carry exactly. */
-function encodeValue(value: unknown): Uint8Array {
-  const w = new MsgpackWriter(64);
-  try {
-    w.write(value);
-  } catch (err) {
-    throw new SqliteError(
-      "INVALID_PARAM",
-      `Invalid key-value value: ${err instanceof Error ? err.message : String(err)}`,
-    );
-  }
-  return w.bytes.slice(0, w.pos);
-}
-
 function conflict(
   key: KvKey | string,
   expected: number | null | undefined,
   current?: number | null,
 ): KvConflictError {
-  const k = JSON.stringify(toKey(key), (_k, v) => typeof v === "bigint" ? `${v}n` : v);
+  const k = keyLabel(key);
   const want = expected === null ? "absent" : `at version ${expected}`;
   const now = current === undefined
     ? ""

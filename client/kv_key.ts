@@ -9,7 +9,8 @@
  * - string: `0x02`, its UTF-8 bytes with `0x00` written as `0x00 0xFF`, then `0x00`;
  * - number: `0x21`, then 8 bytes of its IEEE 754 float64, big-endian, with the
  *   sign bit flipped for positive numbers and every bit flipped for negative
- *   ones (so byte order is numeric order; `-0` is stored as `0`);
+ *   ones (so byte order is numeric order; `-0` is a key of its own, just
+ *   below `0`);
  * - bigint: `0x23`, then 8 bytes of its value plus 2^63, big-endian (int64 range).
  *
  * Parts of different types order by type: strings, then numbers, then bigints.
@@ -18,6 +19,7 @@
  */
 
 import { SqliteError } from "../protocol/errors.ts";
+import { corrupt } from "./kv_value.ts";
 
 /** One part of a key. */
 export type KvKeyPart = string | number | bigint;
@@ -73,7 +75,7 @@ export function encodeKey(key: KvKey): Uint8Array {
       out.push(0);
     } else if (typeof part === "number") {
       const view = new DataView(new ArrayBuffer(8));
-      view.setFloat64(0, part === 0 ? 0 : part);
+      view.setFloat64(0, part);
       const bytes = new Uint8Array(view.buffer);
       if (bytes[0] & 0x80) { for (let i = 0; i < 8; i++) bytes[i] ^= 0xff; }
       else bytes[0] ^= 0x80;
@@ -90,9 +92,13 @@ export function encodeKey(key: KvKey): Uint8Array {
 /**
  * Decodes a key written by {@link encodeKey}.
  *
- * @throws {SqliteError} `INVALID_PARAM` for bytes that are not such a key.
+ * @param bytes The encoded key.
+ * @param collection Named in the error, when known.
+ * @throws {SqliteError} `KV_CORRUPT` for bytes that are not such a key
+ *   (written by SQL directly).
  */
-export function decodeKey(bytes: Uint8Array): KvKeyPart[] {
+export function decodeKey(bytes: Uint8Array, collection?: string): KvKeyPart[] {
+  const badKey = (detail: string): SqliteError => malformed(bytes, collection, detail);
   const parts: KvKeyPart[] = [];
   let i = 0;
   while (i < bytes.length) {
@@ -100,7 +106,7 @@ export function decodeKey(bytes: Uint8Array): KvKeyPart[] {
     if (tag === STRING) {
       const buf: number[] = [];
       for (;;) {
-        if (i >= bytes.length) throw invalidKey("stored key ends inside a string");
+        if (i >= bytes.length) throw badKey("it ends inside a string");
         const b = bytes[i++];
         if (b !== 0) {
           buf.push(b);
@@ -109,9 +115,13 @@ export function decodeKey(bytes: Uint8Array): KvKeyPart[] {
           i++;
         } else break;
       }
-      parts.push(utf8Decoder.decode(new Uint8Array(buf)));
+      try {
+        parts.push(utf8Decoder.decode(new Uint8Array(buf)));
+      } catch {
+        throw badKey("it holds a string that is not UTF-8");
+      }
     } else if (tag === NUMBER || tag === BIGINT) {
-      if (i + 8 > bytes.length) throw invalidKey("stored key ends inside a number");
+      if (i + 8 > bytes.length) throw badKey("it ends inside a number");
       const b = bytes.slice(i, i + 8);
       i += 8;
       const view = new DataView(b.buffer);
@@ -123,10 +133,51 @@ export function decodeKey(bytes: Uint8Array): KvKeyPart[] {
         parts.push(view.getFloat64(0));
       }
     } else {
-      throw invalidKey(`stored key holds an unknown part type 0x${tag.toString(16)}`);
+      throw badKey(`it holds an unknown part type 0x${tag.toString(16)}`);
     }
   }
   return parts;
+}
+
+/**
+ * Decodes a stored `key` column of collection `collection`.
+ *
+ * @throws {SqliteError} `KV_CORRUPT` when it is not a key {@link encodeKey} wrote.
+ */
+export function readKey(stored: unknown, collection: string): KvKeyPart[] {
+  if (!(stored instanceof Uint8Array)) {
+    throw corrupt(
+      `in collection ${JSON.stringify(collection)}`,
+      `a stored key is ${typeof stored === "string" ? "TEXT" : typeof stored}, not a BLOB`,
+    );
+  }
+  return decodeKey(stored, collection);
+}
+
+/** Writes a key for messages: `["user", 42, 7n, -0]`. */
+export function keyLabel(key: KvKey | string): string {
+  const parts = typeof key === "string" ? [key] : key;
+  return `[${
+    parts.map((p) =>
+      typeof p === "string"
+        ? JSON.stringify(p)
+        : typeof p === "bigint"
+        ? `${p}n`
+        : Object.is(p, -0)
+        ? "-0"
+        : String(p)
+    ).join(", ")
+  }]`;
+}
+
+function malformed(bytes: Uint8Array, collection: string | undefined, detail: string): SqliteError {
+  let hex = "";
+  for (const b of bytes.subarray(0, 64)) hex += b.toString(16).padStart(2, "0");
+  const where = collection === undefined ? "" : `in collection ${JSON.stringify(collection)} `;
+  return corrupt(
+    `${where}with key x'${hex}'${bytes.length > 64 ? "..." : ""}`,
+    `the key is malformed: ${detail}`,
+  );
 }
 
 /** The smallest byte string greater than every key that starts with `prefix`. */

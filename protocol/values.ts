@@ -75,6 +75,18 @@ export function paramLabel(key: number | string): string {
 /**
  * Checks every parameter and returns a message naming the first one that
  * cannot be stored exactly, or `undefined` when all can.
+ *
+ * Parameters are `null`/`undefined` (none), an array (positional) or a plain
+ * object (named: its prototype is `Object.prototype` or `null`; its own
+ * enumerable string keys are the names). Anything else is refused, as is a
+ * named parameter called `__proto__`, which the wire format refuses.
+ *
+ * @example
+ * ```ts
+ * import { invalidParamsMessage } from "./values.ts";
+ * if (invalidParamsMessage({ a: 1 }) !== undefined) throw new Error("a plain object is fine");
+ * if (invalidParamsMessage(new Map()) === undefined) throw new Error("a Map must be refused");
+ * ```
  */
 export function invalidParamsMessage(params: unknown): string | undefined {
   if (params === null || params === undefined) return undefined;
@@ -85,12 +97,37 @@ export function invalidParamsMessage(params: unknown): string | undefined {
     }
     return undefined;
   }
-  if (typeof params === "object" && !(params instanceof Uint8Array) && !(params instanceof Date)) {
-    for (const key in params) {
-      const reason = invalidReason((params as Record<string, unknown>)[key]);
-      if (reason !== undefined) return `Cannot bind parameter ${paramLabel(key)}: ${reason}`;
-    }
-    return undefined;
+  if (typeof params !== "object" || !isPlainObject(params)) {
+    return "Cannot bind parameters: pass an array (positional) or a plain object (named), got " +
+      describeKind(params);
   }
-  return "Cannot bind parameters: pass an array (positional) or an object (named)";
+  for (const key of Object.keys(params)) {
+    if (key === "__proto__") {
+      return `Cannot bind parameter "__proto__": a named parameter cannot be called __proto__`;
+    }
+    const reason = invalidReason((params as Record<string, unknown>)[key]);
+    if (reason !== undefined) return `Cannot bind parameter ${paramLabel(key)}: ${reason}`;
+  }
+  return undefined;
+}
+
+/** True for an object whose prototype is `Object.prototype` or `null`. */
+export function isPlainObject(value: object): boolean {
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Names what kind of value `value` is, for error messages: `a number`,
+ * `a plain object`, `an instance of Map`, `an object with a custom prototype`.
+ */
+export function describeKind(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value !== "object") return `a ${typeof value}`;
+  if (Array.isArray(value)) return "an array";
+  const proto = Object.getPrototypeOf(value);
+  if (proto === Object.prototype || proto === null) return "a plain object";
+  const ctor = Object.hasOwn(proto, "constructor") ? proto.constructor : undefined;
+  if (typeof ctor !== "function" || ctor.name === "") return "an object with a custom prototype";
+  return `an instance of ${ctor.name}`;
 }

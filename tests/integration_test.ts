@@ -438,7 +438,7 @@ for (const transport of TRANSPORTS) {
     await rejectsWith(
       db.query("SELECT ?", 5 as unknown as BindValue[]),
       "INVALID_PARAM",
-      /pass an array \(positional\) or an object \(named\)/,
+      /pass an array \(positional\) or a plain object \(named\), got a number$/,
     );
     // Nothing was inserted, and the connection keeps working.
     assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);

@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { connect, KvConflictError } from "../client.ts";
-import type { SqliteError } from "../protocol/errors.ts";
+import { SqliteError } from "../protocol/errors.ts";
 import { decodeKey, encodeKey } from "../client/kv_key.ts";
 import { startServer } from "./_helpers.ts";
 
@@ -177,7 +177,10 @@ Deno.test("kv: key encoding round-trips and sorts as tuples", () => {
     ["ab"],
     [-1e308],
     [-1],
+    [-5e-324],
+    [-0],
     [0],
+    [5e-324],
     [0.5],
     [3],
     [-(2n ** 63n)],
@@ -197,11 +200,194 @@ Deno.test("kv: key encoding round-trips and sorts as tuples", () => {
     ["ab"],
     [-1e308],
     [-1],
+    [-5e-324],
+    [-0],
     [0],
+    [5e-324],
     [0.5],
     [3],
     [-(2n ** 63n)],
     [0n],
     [2n ** 63n - 1n],
   ]);
+  assert.ok(Object.is(decodeKey(encodeKey([-0]))[0], -0));
+});
+
+Deno.test("kv: -0 is a key of its own, read back as -0, next to 0", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("signs");
+  await kv.put([-0], "negative zero");
+  await kv.put([0], "zero");
+  await kv.put([-1], "minus one");
+  assert.equal((await kv.get([-0]))!.value, "negative zero");
+  assert.equal((await kv.get([0]))!.value, "zero");
+  assert.ok(Object.is((await kv.get([-0]))!.key[0], -0));
+  const listed = await Array.fromAsync(kv.list());
+  assert.deepEqual(listed.map((e) => e.key), [[-1], [-0], [0]]);
+  assert.ok(Object.is(listed[1].key[0], -0) && Object.is(listed[2].key[0], 0));
+  assert.deepEqual((await kv.getMany([[0], [-0]])).map((e) => e?.value), ["zero", "negative zero"]);
+  assert.equal(await kv.count({ prefix: [-0] }), 1);
+  assert.equal(await kv.delete([-0]), true);
+  assert.equal((await kv.get([0]))!.value, "zero");
+});
+
+/** Values that MessagePack would change or that have no exact form, and where they are named. */
+const REFUSED_VALUES: [label: string, value: () => unknown, message: RegExp][] = [
+  ["undefined", () => undefined, /: value is undefined, which would read back as null/],
+  ["an undefined property", () => ({ a: undefined, b: 1 }), /: value\.a is undefined/],
+  ["an undefined item", () => [1, undefined], /: value\[1\] is undefined/],
+  // deno-lint-ignore no-sparse-arrays
+  ["an array hole", () => [1, , 3], /: value\[1\] is a hole in the array/],
+  [
+    "a deep lone surrogate",
+    () => ({ a: { b: [0, 1, "\udc00x"] } }),
+    /: value\.a\.b\[2\] is a string with a lone UTF-16 surrogate/,
+  ],
+  [
+    "a lone surrogate in a key",
+    () => ({ list: [{ "\ud800k": 1 }] }),
+    /: value\.list\[0\] has a key with a lone UTF-16 surrogate \("\\ud800k"\)/,
+  ],
+  [
+    "an own __proto__ key",
+    () => JSON.parse('{"__proto__": {}, "name": "x"}'),
+    /: value has an own "__proto__" key, which cannot be stored/,
+  ],
+  [
+    "a nested __proto__ key",
+    () => ({ "a-b": JSON.parse('{"__proto__": 1}') }),
+    /: value\["a-b"\] has an own "__proto__" key/,
+  ],
+  ["a Date", () => ({ when: new Date(0) }), /: value\.when is an instance of Date, which is not/],
+  ["a Map", () => new Map([["a", 1]]), /: value is an instance of Map, which is not storable/],
+  ["a Set", () => [new Set()], /: value\[0\] is an instance of Set/],
+  [
+    "a class instance",
+    () =>
+      new (class Point {
+        x = 1;
+      })(),
+    /: value is an instance of Point/,
+  ],
+  [
+    "an object with a custom prototype",
+    () => Object.create({ a: 1 }),
+    /: value is an object with a custom prototype/,
+  ],
+  [
+    "an Array subclass",
+    () => new (class List extends Array {})(),
+    /: value is an instance of List \(an Array subclass\)/,
+  ],
+  ["a Uint16Array", () => new Uint16Array(1), /: value is an instance of Uint16Array/],
+  ["an ArrayBuffer", () => new ArrayBuffer(1), /: value is an instance of ArrayBuffer/],
+  ["a function", () => ({ f: () => 1 }), /: value\.f is a function, which is not storable/],
+  ["a symbol", () => [Symbol("s")], /: value\[0\] is a symbol, which is not storable/],
+  ["a symbol key", () => ({ [Symbol("s")]: 1 }), /: value has a symbol key/],
+  [
+    "a bigint beyond 64 bits",
+    () => ({ n: 2n ** 64n }),
+    /: value\.n is the bigint 18446744073709551616/,
+  ],
+  [
+    "nesting deeper than 32 levels",
+    () => JSON.parse("[".repeat(33) + "]".repeat(33)),
+    /: value(\[0\]){32} nests deeper than 32 levels$/,
+  ],
+  [
+    "a cycle",
+    () => {
+      const o: Record<string, unknown> = {};
+      o.self = o;
+      return o;
+    },
+    /: value(\.self){32} nests deeper than 32 levels$/,
+  ],
+];
+
+Deno.test("kv: put and atomic().set refuse values that would not read back exactly, naming where", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("strict");
+  for (const [label, value, message] of REFUSED_VALUES) {
+    const refused = (e: unknown): boolean =>
+      e instanceof SqliteError && e.code === "INVALID_PARAM" &&
+      e.message.startsWith("Invalid key-value value: ") && message.test(e.message);
+    await assert.rejects(kv.put("k", value()), refused, label);
+    assert.throws(() => kv.atomic().set("k", value()), refused, label);
+  }
+  assert.equal(await kv.count(), 0);
+  assert.deepEqual(await Array.fromAsync(kv.list()), []);
+});
+
+Deno.test("kv: edge values that can be stored come back exactly", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("edges");
+  const nullProto = Object.assign(Object.create(null), { a: 1, constructor: "c" });
+  const values: [unknown, unknown][] = [
+    [NaN, NaN],
+    [Infinity, Infinity],
+    [-Infinity, -Infinity],
+    [2n ** 64n - 1n, 2n ** 64n - 1n],
+    ["a\u0000b 😀", "a\u0000b 😀"],
+    [new Uint8Array([1, 2, 3]).subarray(1), new Uint8Array([2, 3])],
+    [{ "": 1, "a-b": [null, false], hasOwnProperty: 0 }, {
+      "": 1,
+      "a-b": [null, false],
+      hasOwnProperty: 0,
+    }],
+    [nullProto, { a: 1, constructor: "c" }], // a null-prototype object reads back as a plain one
+    [JSON.parse("[".repeat(32) + "]".repeat(32)), JSON.parse("[".repeat(32) + "]".repeat(32))],
+  ];
+  for (let i = 0; i < values.length; i++) await kv.put(["v", i], values[i][0]);
+  for (let i = 0; i < values.length; i++) {
+    assert.deepEqual((await kv.get(["v", i]))!.value, values[i][1], `value ${i}`);
+  }
+});
+
+Deno.test("kv: a stored value or key that does not decode is KV_CORRUPT naming the entry; delete clears it", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("c");
+  await kv.put("good", 1);
+  // Rows written by SQL directly: not MessagePack, TEXT instead of a BLOB, and a
+  // map with a __proto__ key (what put() wrote before it refused such values).
+  const proto = new Uint8Array([0x81, 0xa9, ...new TextEncoder().encode("__proto__"), 0x80]);
+  for (const [key, value] of [["bad", new Uint8Array([0xc1])], ["text", "abc"], ["proto", proto]]) {
+    await db.run(
+      "INSERT INTO netsqlite_kv (collection, key, value, version) VALUES ('c', ?, ?, 100)",
+      [encodeKey([key as string]), value as Uint8Array | string],
+    );
+  }
+  const corrupt = (key: string, detail: RegExp) => (e: unknown): boolean =>
+    e instanceof SqliteError && e.code === "KV_CORRUPT" &&
+    e.message.startsWith(`Cannot read key-value entry in collection "c" under key ["${key}"]: `) &&
+    detail.test(e.message);
+  await assert.rejects(kv.get("bad"), corrupt("bad", /the stored value does not decode: /));
+  await assert.rejects(
+    kv.get("text"),
+    corrupt("text", /the stored value is TEXT, not a MessagePack BLOB$/),
+  );
+  await assert.rejects(
+    kv.get("proto"),
+    corrupt("proto", /does not decode: Map key __proto__ is not allowed$/),
+  );
+  await assert.rejects(kv.getMany(["good", "proto"]), corrupt("proto", /__proto__/));
+  await assert.rejects(Array.fromAsync(kv.list()), corrupt("bad", /does not decode/));
+  assert.deepEqual((await kv.get("good"))!.value, 1);
+  for (const key of ["bad", "text", "proto"]) assert.equal(await kv.delete(key), true);
+  assert.deepEqual((await Array.fromAsync(kv.list())).map((e) => e.key), [["good"]]);
+  // A key that is not this encoding (0xff starts no part).
+  await db.run(
+    "INSERT INTO netsqlite_kv (collection, key, value, version) VALUES ('c', x'ff01', x'01', 101)",
+  );
+  await assert.rejects(
+    Array.fromAsync(kv.list()),
+    (e: unknown) =>
+      e instanceof SqliteError && e.code === "KV_CORRUPT" &&
+      e.message ===
+        `Cannot read key-value entry in collection "c" with key x'ff01': the key is malformed: it holds an unknown part type 0xff`,
+  );
 });

@@ -1,6 +1,6 @@
 /**
- * The value mapping (protocol/values.ts) and the MessagePack codec
- * (protocol/codec.ts).
+ * The value mapping (protocol/values.ts), the parameter check at every
+ * client entry point, and the MessagePack codec (protocol/codec.ts).
  */
 
 import assert from "node:assert/strict";
@@ -8,6 +8,8 @@ import { invalidParamsMessage, invalidReason, paramLabel } from "../protocol/val
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
+import type { BindValue } from "../client/_calls.ts";
+import { startServer } from "./_helpers.ts";
 
 // ---- invalidReason -------------------------------------------------------
 
@@ -146,13 +148,142 @@ Deno.test("invalidParamsMessage() names the first refused named parameter in quo
   );
 });
 
-Deno.test("invalidParamsMessage() refuses parameters that are neither array nor object", () => {
-  const expected = "Cannot bind parameters: pass an array (positional) or an object (named)";
-  assert.equal(invalidParamsMessage(5), expected);
-  assert.equal(invalidParamsMessage("abc"), expected);
-  assert.equal(invalidParamsMessage(true), expected);
-  assert.equal(invalidParamsMessage(new Uint8Array(2)), expected);
-  assert.equal(invalidParamsMessage(new Date()), expected);
+Deno.test("invalidParamsMessage() refuses parameters that are neither array nor object, saying what they are", () => {
+  const expected =
+    "Cannot bind parameters: pass an array (positional) or a plain object (named), got ";
+  assert.equal(invalidParamsMessage(5), expected + "a number");
+  assert.equal(invalidParamsMessage("abc"), expected + "a string");
+  assert.equal(invalidParamsMessage(true), expected + "a boolean");
+  assert.equal(invalidParamsMessage(new Uint8Array(2)), expected + "an instance of Uint8Array");
+  assert.equal(invalidParamsMessage(new Date()), expected + "an instance of Date");
+});
+
+Deno.test("invalidParamsMessage() refuses class instances, Maps and objects with a custom prototype", () => {
+  const expected =
+    "Cannot bind parameters: pass an array (positional) or a plain object (named), got ";
+  class Params {
+    a = 1;
+  }
+  assert.equal(invalidParamsMessage(new Params()), expected + "an instance of Params");
+  assert.equal(invalidParamsMessage(new Map([["a", 1]])), expected + "an instance of Map");
+  assert.equal(
+    invalidParamsMessage(Object.create({ a: 1 })),
+    expected + "an object with a custom prototype",
+  );
+});
+
+Deno.test("invalidParamsMessage() accepts null-prototype objects and checks their values", () => {
+  const params = Object.assign(Object.create(null), { a: 1, b: "x" });
+  assert.equal(invalidParamsMessage(params), undefined);
+  params.c = NaN;
+  assert.match(invalidParamsMessage(params)!, /^Cannot bind parameter "c": NaN cannot be stored/);
+});
+
+Deno.test("invalidParamsMessage() refuses a named parameter called __proto__", () => {
+  const body = JSON.parse('{"__proto__": "x", "a": 1}');
+  assert.ok(Object.hasOwn(body, "__proto__"));
+  assert.equal(
+    invalidParamsMessage(body),
+    'Cannot bind parameter "__proto__": a named parameter cannot be called __proto__',
+  );
+  // Also when its value would otherwise be refused, and when it is not the first key.
+  assert.match(
+    invalidParamsMessage(JSON.parse('{"a": 1, "__proto__": {}}'))!,
+    /^Cannot bind parameter "__proto__": a named parameter cannot be called __proto__$/,
+  );
+});
+
+// ---- parameters checked at every client entry point ---------------------
+
+/** What every entry point that sends parameters must refuse, and how. */
+const BAD_PARAMS: [label: string, params: () => unknown, message: RegExp][] = [
+  [
+    "an own __proto__ key",
+    () => JSON.parse('{"__proto__": "x", "a": 1}'),
+    /Cannot bind parameter "__proto__": a named parameter cannot be called __proto__$/,
+  ],
+  [
+    "a class instance",
+    () =>
+      new (class Row {
+        a = 1;
+      })(),
+    /plain object \(named\), got an instance of Row$/,
+  ],
+  ["a Map", () => new Map([["a", 1]]), /plain object \(named\), got an instance of Map$/],
+  [
+    "an inherited property",
+    () => Object.create({ a: 1 }),
+    /plain object \(named\), got an object with a custom prototype$/,
+  ],
+];
+
+for (const [label, params, message] of BAD_PARAMS) {
+  Deno.test(`client calls refuse params with ${label} (INVALID_PARAM) and the connection carries on`, async () => {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (a)");
+    const p = params() as Record<string, BindValue>;
+    const refused = (e: unknown): boolean =>
+      e instanceof SqliteError && e.code === ErrorCode.InvalidParam && message.test(e.message);
+    const sql = "SELECT :a";
+    // A bystander call in the same burst as the refused one is not disturbed.
+    const [before, bad, after] = await Promise.allSettled([
+      db.values("SELECT 1"),
+      db.values(sql, p),
+      db.values("SELECT 3"),
+    ]);
+    assert.ok(bad.status === "rejected" && refused(bad.reason), String(bad.status));
+    assert.deepEqual([before, after], [
+      { status: "fulfilled", value: [[1]] },
+      { status: "fulfilled", value: [[3]] },
+    ]);
+    await assert.rejects(db.run("INSERT INTO t VALUES (:a)", p), refused);
+    await assert.rejects(db.query(sql, p), refused);
+    await assert.rejects(db.get(sql, p), refused);
+    await assert.rejects(Array.fromAsync(db.iterate(sql, p)), refused);
+    await assert.rejects(
+      db.batch([{ sql: "SELECT 1" }, { sql, params: p }]),
+      (e: unknown) => refused(e) && /^Batch statement 2: /.test((e as Error).message),
+    );
+    const stmt = await db.prepare(sql);
+    await assert.rejects(stmt.run(p), refused);
+    await assert.rejects(stmt.all(p), refused);
+    await assert.rejects(stmt.get(p), refused);
+    await assert.rejects(stmt.values(p), refused);
+    await assert.rejects(Array.fromAsync(stmt.iterate(p)), refused);
+    // Inside a transaction: the refusal is the caller's to handle, the transaction goes on.
+    const result = await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('first')");
+      await assert.rejects(tx.run("INSERT INTO t VALUES (:a)", p), refused);
+      await assert.rejects(tx.values(sql, p), refused);
+      await tx.run("INSERT INTO t VALUES ('second')");
+      return "done";
+    });
+    assert.equal(result, "done");
+    assert.deepEqual(await db.values("SELECT a FROM t ORDER BY rowid"), [["first"], ["second"]]);
+    const reserved = await db.reserve();
+    try {
+      await assert.rejects(reserved.values(sql, p), refused);
+      assert.deepEqual(await reserved.values("SELECT 4"), [[4]]);
+    } finally {
+      reserved.release();
+    }
+    await stmt.finalize();
+  });
+}
+
+Deno.test("client calls bind null-prototype parameter objects", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const params = Object.assign(Object.create(null), { a: 1, b: "x" });
+  assert.deepEqual(await db.values("SELECT :a, :b", params), [[1, "x"]]);
+  const stmt = await db.prepare("SELECT :a, :b");
+  assert.deepEqual(await stmt.values(params), [[1, "x"]]);
+  assert.deepEqual(await db.batch([{ sql: "SELECT :a, :b", params }], { arrays: true }), [
+    { changes: 0, lastInsertRowid: 0, rows: [[1, "x"]] },
+  ]);
+  await stmt.finalize();
 });
 
 // ---- MessageEncoder / MessageDecoder -----------------------------------

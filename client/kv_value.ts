@@ -1,0 +1,162 @@
+/**
+ * Values of key-value collections: what may be stored, and its MessagePack
+ * encoding in the `value` column.
+ *
+ * A value is stored exactly or refused. Storable: `null`, booleans, numbers
+ * (`-0`, `NaN` and ±Infinity included), bigints from -2^63 to 2^64-1,
+ * strings without lone UTF-16 surrogates, `Uint8Array`, arrays without holes
+ * and plain objects (prototype `Object.prototype` or `null`) with string
+ * keys, nested at most {@link MAX_DEPTH} levels. Everything else is refused
+ * with `INVALID_PARAM` naming where it sits in the value (`value.a.b[2]`):
+ * `undefined` (MessagePack would turn it into `null` or drop the property),
+ * array holes, a `__proto__` key (reading it back would be refused), symbol
+ * keys, lone surrogates in strings or keys (UTF-8 cannot hold them), and
+ * other kinds (`Date`, `Map`, `Set`, class instances, functions, symbols,
+ * other typed arrays).
+ *
+ * A stored value that does not decode (written by SQL directly) is reported
+ * as `KV_CORRUPT`, naming the collection and key.
+ *
+ * @module
+ */
+
+import { decodeMsgpack, MAX_DEPTH, MsgpackWriter } from "../protocol/msgpack.ts";
+import { SqliteError } from "../protocol/errors.ts";
+import { describeKind, isPlainObject } from "../protocol/values.ts";
+
+/** Code of the error raised for a stored entry that cannot be read back. */
+export const KV_CORRUPT = "KV_CORRUPT";
+
+const UINT64_MAX = (1n << 64n) - 1n;
+const INT64_MIN = -(1n << 63n);
+const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
+
+/**
+ * Explains why `value` cannot be stored exactly, naming the place inside it
+ * (`path`), or returns `undefined` when it can.
+ *
+ * @param value The value, or a part of it.
+ * @param path Where `value` sits: `value` for the whole one.
+ * @param depth Containers above `value`.
+ */
+export function invalidKvValue(value: unknown, path = "value", depth = 0): string | undefined {
+  switch (typeof value) {
+    case "number":
+    case "boolean":
+      return undefined;
+    case "string":
+      return value.isWellFormed()
+        ? undefined
+        : `${path} is a string with a lone UTF-16 surrogate, which UTF-8 cannot represent`;
+    case "bigint":
+      return value < INT64_MIN || value > UINT64_MAX
+        ? `${path} is the bigint ${value}, outside 64 bits (-2^63 to 2^64-1)`
+        : undefined;
+    case "undefined":
+      return `${path} is undefined, which would read back as null or not at all: ` +
+        "use null, or leave the property out";
+    case "object":
+      if (value === null || value instanceof Uint8Array) return undefined;
+      if (depth >= MAX_DEPTH) return `${path} nests deeper than ${MAX_DEPTH} levels`;
+      if (Array.isArray(value)) return invalidArray(value, path, depth);
+      if (isPlainObject(value)) return invalidObject(value, path, depth);
+      return `${path} is ${describeKind(value)}, which is not storable: ` +
+        "store null, a boolean, number, bigint, string, Uint8Array, array or plain object";
+    default:
+      return `${path} is a ${typeof value}, which is not storable`;
+  }
+}
+
+function invalidArray(array: unknown[], path: string, depth: number): string | undefined {
+  if (Object.getPrototypeOf(array) !== Array.prototype) {
+    const name = (array.constructor as { name?: unknown } | undefined)?.name;
+    return `${path} is ${
+      typeof name === "string" && name !== "" ? `an instance of ${name}` : "an array"
+    }` +
+      " (an Array subclass), which would read back as a plain array";
+  }
+  for (let i = 0; i < array.length; i++) {
+    if (!(i in array)) {
+      return `${path}[${i}] is a hole in the array, which would read back as null: fill it`;
+    }
+    const reason = invalidKvValue(array[i], `${path}[${i}]`, depth + 1);
+    if (reason !== undefined) return reason;
+  }
+  return undefined;
+}
+
+function invalidObject(object: object, path: string, depth: number): string | undefined {
+  const symbols = Object.getOwnPropertySymbols(object);
+  if (symbols.some((s) => Object.prototype.propertyIsEnumerable.call(object, s))) {
+    return `${path} has a symbol key, which cannot be stored`;
+  }
+  for (const key of Object.keys(object)) {
+    if (key === "__proto__") {
+      return `${path} has an own "__proto__" key, which cannot be stored ` +
+        "(read back, it would set the object's prototype)";
+    }
+    if (!key.isWellFormed()) {
+      return `${path} has a key with a lone UTF-16 surrogate (${
+        JSON.stringify(key)
+      }), which UTF-8 cannot represent`;
+    }
+    const at = IDENTIFIER.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
+    const reason = invalidKvValue((object as Record<string, unknown>)[key], at, depth + 1);
+    if (reason !== undefined) return reason;
+  }
+  return undefined;
+}
+
+/**
+ * Encodes a value for the `value` column.
+ *
+ * @throws {SqliteError} `INVALID_PARAM` for a value that cannot be stored
+ *   exactly, naming where inside it.
+ */
+export function encodeKvValue(value: unknown): Uint8Array {
+  const reason = invalidKvValue(value);
+  if (reason !== undefined) {
+    throw new SqliteError("INVALID_PARAM", `Invalid key-value value: ${reason}`);
+  }
+  const w = new MsgpackWriter(64);
+  w.write(value);
+  return w.bytes.slice(0, w.pos);
+}
+
+/**
+ * Decodes a stored `value` column.
+ *
+ * @param stored The column as read.
+ * @param where Names the entry for the error: collection and key.
+ * @throws {SqliteError} `KV_CORRUPT` when it is not a value this module wrote.
+ */
+export function decodeKvValue(stored: unknown, where: () => string): unknown {
+  if (!(stored instanceof Uint8Array)) {
+    throw corrupt(where(), `the stored value is ${describeStored(stored)}, not a MessagePack BLOB`);
+  }
+  try {
+    return decodeMsgpack(stored);
+  } catch (err) {
+    throw corrupt(
+      where(),
+      `the stored value does not decode: ${err instanceof Error ? err.message : String(err)}`,
+      err,
+    );
+  }
+}
+
+/** The error for a stored entry that cannot be read back (code `KV_CORRUPT`). */
+export function corrupt(where: string, detail: string, cause?: unknown): SqliteError {
+  return new SqliteError(
+    KV_CORRUPT,
+    `Cannot read key-value entry ${where}: ${detail}`,
+    undefined,
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+function describeStored(stored: unknown): string {
+  if (typeof stored === "string") return "TEXT";
+  if (typeof stored === "number" || typeof stored === "bigint") return "a number";
+  return describeKind(stored);
+}
