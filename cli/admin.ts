@@ -349,6 +349,9 @@ export function describeCheckpoint(r: CheckpointReport): string {
       `written back, ${wal}; a reader (an open cursor, another process) holds an older ` +
       "snapshot, the rest waits for the next checkpoint";
   }
+  if (r.walFrames === -1) {
+    return `checkpoint (${r.mode}): the database is not in WAL mode: there is no WAL to write back`;
+  }
   // A completed TRUNCATE (or RESTART) resets the WAL, and SQLite then reports 0 frames.
   if (r.walFrames === 0 && r.walBytesBefore > 0) {
     return `checkpoint (${r.mode}): WAL written back and reset, ${wal}`;
