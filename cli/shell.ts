@@ -61,9 +61,20 @@ export interface ShellIO {
 
 /** The standard streams. */
 export const STD_IO: ShellIO = {
-  out: (text) => writeAll(Deno.stdout, text),
+  out: (text) => writeAll(Deno.stdout, text).catch(quietOnBrokenPipe),
   err: (text) => writeAll(Deno.stderr, text),
 };
+
+/**
+ * The reader of standard output went away (`netsqlite shell ... | head`):
+ * end at once and quietly, with status 0, as the reader chose to stop.
+ */
+function quietOnBrokenPipe(err: unknown): never {
+  if (err instanceof Deno.errors.BrokenPipe || (err as { code?: string }).code === "EPIPE") {
+    Deno.exit(0);
+  }
+  throw err;
+}
 
 const encoder = new TextEncoder();
 
