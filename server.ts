@@ -627,6 +627,21 @@ function numberArg(flag: string, text: string | undefined): number | undefined {
   return n;
 }
 
+/** Flags whose option has another name. */
+const FLAG_OF_OPTION: Readonly<Record<string, string>> = { database: "--db", path: "--socket" };
+
+/**
+ * `Invalid option "statementTimeout": ...` as `Invalid --statement-timeout: ...`
+ * when the value came from that flag on the command line.
+ */
+function flagInMessage(message: string, args: readonly string[]): string {
+  const m = /^Invalid option "(\w+)"/.exec(message);
+  if (m === null) return message;
+  const flag = FLAG_OF_OPTION[m[1]] ?? `--${m[1].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+  if (!args.some((a) => a === flag || a.startsWith(`${flag}=`))) return message;
+  return `Invalid ${flag}${message.slice(m[0].length)}`;
+}
+
 /**
  * The server's command line: parses `args`, serves until SIGINT/SIGTERM.
  *
@@ -658,7 +673,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   try {
     server = await serve(options);
   } catch (err) {
-    console.error(`netsqlite: ${(err as Error).message}`);
+    console.error(`netsqlite: ${flagInMessage((err as Error).message, args)}`);
     return 1;
   }
   const graceMs = options.graceMs ?? 5000;

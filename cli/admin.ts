@@ -19,7 +19,12 @@ import {
   type StatsReport,
   type VacuumReport,
 } from "../protocol/messages.ts";
-import { parseHostPort } from "../transport/address.ts";
+import {
+  CONNECT_FLAGS,
+  CONNECT_FLAGS_HELP,
+  type ConnectFlagValues,
+  connectOptionsFromFlags,
+} from "./connect_flags.ts";
 
 /** Where output goes (tests pass their own). */
 export interface AdminIO {
@@ -43,10 +48,7 @@ export const ADMIN_STD_IO: AdminIO = {
 };
 
 const CONNECT_HELP = `Connection:
-  --db PATH         the default socket of this database (default ./netsqlite.db)
-  --socket PATH     this Unix socket
-  --tcp HOST:PORT   TCP
-  --token SECRET    the server's token (default: $NETSQLITE_TOKEN)`;
+${CONNECT_FLAGS_HELP}`;
 
 /** `--help` texts. */
 export const ADMIN_HELP: Readonly<Record<string, string>> = {
@@ -127,23 +129,13 @@ function parse(
     options: {
       ...options,
       json: { type: "boolean" },
-      db: { type: "string" },
-      socket: { type: "string" },
-      tcp: { type: "string" },
-      token: { type: "string" },
+      ...CONNECT_FLAGS,
     },
   });
-  const given = [values.db, values.socket, values.tcp].filter((v) => v !== undefined).length;
-  if (given > 1) throw new TypeError("Give at most one of --db, --socket and --tcp");
-  const connect: ConnectOptions = { max: 1 };
-  if (typeof values.socket === "string") connect.path = values.socket;
-  if (typeof values.db === "string") connect.database = values.db;
-  if (typeof values.token === "string") connect.token = values.token;
-  if (typeof values.tcp === "string") {
-    const { hostname, port } = parseHostPort(values.tcp);
-    connect.hostname = hostname;
-    connect.port = port;
-  }
+  const connect: ConnectOptions = {
+    ...connectOptionsFromFlags(values as ConnectFlagValues),
+    max: 1,
+  };
   return { connect, values, positionals };
 }
 
@@ -356,6 +348,9 @@ export function describeCheckpoint(r: CheckpointReport): string {
     return `checkpoint (${r.mode}): busy: ${r.checkpointed} of ${r.walFrames} WAL frames ` +
       `written back, ${wal}; a reader (an open cursor, another process) holds an older ` +
       "snapshot, the rest waits for the next checkpoint";
+  }
+  if (r.walFrames === -1) {
+    return `checkpoint (${r.mode}): the database is not in WAL mode: there is no WAL to write back`;
   }
   // A completed TRUNCATE (or RESTART) resets the WAL, and SQLite then reports 0 frames.
   if (r.walFrames === 0 && r.walBytesBefore > 0) {

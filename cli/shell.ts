@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { type Client, connect, type ConnectOptions } from "../client.ts";
 import { VERSION } from "../server.ts";
-import { parseHostPort } from "../transport/address.ts";
+import { CONNECT_FLAGS, CONNECT_FLAGS_HELP, connectOptionsFromFlags } from "./connect_flags.ts";
 import { formatResult, type Mode, MODES } from "./format.ts";
 import { defaultHistoryFile, History } from "./history.ts";
 import { LineEditor } from "./line_editor.ts";
@@ -25,9 +25,7 @@ export const SHELL_HELP = `netsqlite shell: run SQL against a running netsqlite 
 Usage: netsqlite shell [options]
 
 Options:
-  --db PATH         use the default socket of this database (default ./netsqlite.db)
-  --socket PATH     connect to this Unix socket
-  --tcp HOST:PORT   connect over TCP
+${CONNECT_FLAGS_HELP}
   -c, --command SQL run SQL (statements and dot commands) and exit
   --mode MODE       output mode: table (default), csv, json, line
   --no-headers      no header row in table and csv modes
@@ -63,9 +61,20 @@ export interface ShellIO {
 
 /** The standard streams. */
 export const STD_IO: ShellIO = {
-  out: (text) => writeAll(Deno.stdout, text),
+  out: (text) => writeAll(Deno.stdout, text).catch(quietOnBrokenPipe),
   err: (text) => writeAll(Deno.stderr, text),
 };
+
+/**
+ * The reader of standard output went away (`netsqlite shell ... | head`):
+ * end at once and quietly, with status 0, as the reader chose to stop.
+ */
+function quietOnBrokenPipe(err: unknown): never {
+  if (err instanceof Deno.errors.BrokenPipe || (err as { code?: string }).code === "EPIPE") {
+    Deno.exit(0);
+  }
+  throw err;
+}
 
 const encoder = new TextEncoder();
 
@@ -402,9 +411,7 @@ export function parseShellArgs(args: string[]): ShellArgs | "help" {
     strict: true,
     allowPositionals: true,
     options: {
-      db: { type: "string" },
-      socket: { type: "string" },
-      tcp: { type: "string" },
+      ...CONNECT_FLAGS,
       command: { type: "string", short: "c" },
       mode: { type: "string" },
       "no-headers": { type: "boolean" },
@@ -415,19 +422,10 @@ export function parseShellArgs(args: string[]): ShellArgs | "help" {
   if (positionals.length > 0) {
     throw new TypeError(`Unexpected argument "${positionals[0]}": SQL goes after -c`);
   }
-  const given = [values.db, values.socket, values.tcp].filter((v) => v !== undefined).length;
-  if (given > 1) throw new TypeError("Give at most one of --db, --socket and --tcp");
+  const connectOptions = connectOptionsFromFlags(values);
   const mode = values.mode ?? "table";
   if (!(MODES as readonly string[]).includes(mode)) {
     throw new TypeError(`Invalid --mode "${mode}": expected one of ${MODES.join(", ")}`);
-  }
-  const connectOptions: ConnectOptions = {};
-  if (values.socket !== undefined) connectOptions.path = values.socket;
-  if (values.db !== undefined) connectOptions.database = values.db;
-  if (values.tcp !== undefined) {
-    const { hostname, port } = parseHostPort(values.tcp);
-    connectOptions.hostname = hostname;
-    connectOptions.port = port;
   }
   return {
     connect: connectOptions,

@@ -128,6 +128,14 @@ export class Link {
       return info;
     } catch (err) {
       const cause = (err as Error).cause;
+      if (cause instanceof ProtocolError && isTlsRecord(cause)) {
+        throw new ProtocolError(
+          cause.code,
+          `Cannot connect to ${formatAddress(this.#addr)}: the server speaks TLS: ` +
+            "pass tls: { caCerts } (CLI: --tls-ca)",
+          { cause },
+        );
+      }
       throw cause instanceof ProtocolError ? cause : err;
     }
   }
@@ -303,4 +311,16 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Pr
 
 function aborted(signal: AbortSignal): AbortError {
   return new AbortError("Call was aborted by its signal", { cause: signal.reason });
+}
+
+/**
+ * Whether a `FRAME_TOO_LARGE` on the first reply came from a TLS record (a
+ * TLS server's alert 0x15 or handshake 0x16, version 0x03 ...) read as a
+ * frame header: its announced length is then 0x1503.... or 0x1603.....
+ */
+function isTlsRecord(err: ProtocolError): boolean {
+  if (err.code !== ErrorCode.FrameTooLarge) return false;
+  const length = Number(/length (\d+) exceeds/.exec(err.message)?.[1] ?? NaN);
+  const type = Math.floor(length / 0x1000000);
+  return (type === 0x15 || type === 0x16) && Math.floor(length / 0x10000) % 0x100 === 0x03;
 }

@@ -58,6 +58,8 @@ export class Maintenance {
   readonly #sqlite: Sqlite;
   readonly #backupDir: string | null;
   readonly #backups = new Set<RunningBackup>();
+  /** Destinations a backup or `VACUUM INTO` is writing now. */
+  readonly #writing = new Set<string>();
 
   /**
    * @param host The engine whose database is maintained, as its sessions see it.
@@ -91,6 +93,7 @@ export class Maintenance {
   checkpoint(s: EngineSession, mode: CheckpointMode): Reply<CheckpointReport> {
     const host = this.#host;
     this.#check(s, "checkpoint");
+    this.#writable("checkpoint");
     if (s.awaitingCommit || !host.writer.acquire(s)) return BLOCKED;
     const start = performance.now();
     try {
@@ -121,6 +124,7 @@ export class Maintenance {
     const host = this.#host;
     this.#check(s, "vacuum");
     if (into !== null) return this.#vacuumInto(this.#destination(into, "vacuum into"));
+    this.#writable("vacuum");
     if (s.awaitingCommit || !host.writer.acquire(s)) return BLOCKED;
     const start = performance.now();
     const db = host.writer.connection.db;
@@ -200,12 +204,13 @@ export class Maintenance {
   backup(dest: string): Promise<BackupReport> {
     this.#needsFile("backup");
     const target = this.#destination(dest, "backup");
-    const partial = `${target}.partial`;
+    const release = this.#claim(target, "backup");
     const state: RunningBackup = { dest: target, done: 0, total: 0, start: performance.now() };
     const work = this.#withSnapshot(async (db) => {
       this.#backups.add(state);
+      let partial: string | null = null;
       try {
-        await removeIfExists(partial);
+        partial = await createPartial(target);
         await db.backup(partial, {
           pagesPerStep: BACKUP_PAGES_PER_STEP,
           onProgress: (remaining, total) => {
@@ -222,7 +227,7 @@ export class Maintenance {
         }
         await Deno.rename(partial, target);
       } catch (err) {
-        await removeIfExists(partial);
+        if (partial !== null) await removeIfExists(partial);
         throw err;
       } finally {
         this.#backups.delete(state);
@@ -233,21 +238,22 @@ export class Maintenance {
         bytes: fileSize(target),
         ms: elapsed(state.start),
       };
-    });
+    }).finally(release);
     return this.#host.track(work);
   }
 
   #vacuumInto(target: string): Promise<VacuumReport> {
     this.#needsFile("vacuum into");
     const background = this.#sqlite.capabilities.background;
+    const release = this.#claim(target, "vacuum into");
     // VACUUM INTO reads one snapshot by itself, and refuses to run inside a
     // transaction; the node:sqlite path copies a snapshot, then compacts it.
     const work = this.#withSnapshot(async (db) => {
       const start = performance.now();
       const [pages, pageSize] = pageCount(db);
-      const partial = `${target}.partial`;
+      let partial: string | null = null;
       try {
-        await removeIfExists(partial);
+        partial = await createPartial(target);
         if (background) {
           await stepAll(db, "VACUUM INTO ?", [partial], true);
         } else {
@@ -255,9 +261,15 @@ export class Maintenance {
           await db.backup(partial, { pagesPerStep: BACKUP_PAGES_PER_STEP });
           this.#standalone(partial, "VACUUM");
         }
+        if (existsPath(target)) {
+          throw new SqliteError(
+            ErrorCode.BadRequest,
+            `Cannot vacuum into "${target}": the file appeared while the vacuum ran`,
+          );
+        }
         await Deno.rename(partial, target);
       } catch (err) {
-        await removeIfExists(partial);
+        if (partial !== null) await removeIfExists(partial);
         throw explainVacuum(err);
       }
       const size = fileSize(target);
@@ -269,7 +281,7 @@ export class Maintenance {
         bytesAfter: size,
         ms: elapsed(start),
       };
-    }, !background);
+    }, !background).finally(release);
     return this.#host.track(work);
   }
 
@@ -338,6 +350,32 @@ export class Maintenance {
         `Cannot ${what} inside a transaction: commit or roll back first`,
       );
     }
+  }
+
+  /** Refuses what writes the database on a read-only server, as the policy refuses writes. */
+  #writable(what: string): void {
+    if (this.#host.config.policy.readonly) {
+      throw new SqliteError(
+        ErrorCode.ReadOnly,
+        `Cannot ${what}: the server runs read-only (--readonly)`,
+      );
+    }
+  }
+
+  /**
+   * Marks `target` as being written until the returned function is called.
+   *
+   * @throws {SqliteError} `BAD_REQUEST` when a backup or vacuum into it is in progress.
+   */
+  #claim(target: string, what: string): () => void {
+    if (this.#writing.has(target)) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Cannot ${what} "${target}": a backup or vacuum into it is in progress`,
+      );
+    }
+    this.#writing.add(target);
+    return () => this.#writing.delete(target);
   }
 
   #needsFile(what: string): void {
@@ -465,6 +503,23 @@ function existsPath(path: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Creates, exclusively, an empty file beside `target` with a name of its own
+ * (`TARGET.1a2b3c4d.partial`), so the server only ever removes a file it made.
+ */
+async function createPartial(target: string): Promise<string> {
+  for (let attempt = 0;; attempt++) {
+    const tag = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
+    const path = `${target}.${tag}.partial`;
+    try {
+      (await Deno.open(path, { write: true, createNew: true })).close();
+      return path;
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists) || attempt >= 8) throw err;
+    }
   }
 }
 

@@ -18,11 +18,14 @@ import { VERSION } from "../version.ts";
 const root = new URL("../", import.meta.url);
 const out = new URL("./dist/", import.meta.url);
 
-/** The modules of the build: entry in the checkout, file in `dist/`, export name. */
+/**
+ * The modules of the build: entry in the checkout, file in `dist/`, export names. The client is
+ * both the root and `./client`, the name README and the JSR package use.
+ */
 const ENTRIES = [
-  ["client.ts", "netsqlite.mjs", "."],
-  ["adapters/drizzle.ts", "drizzle.mjs", "./drizzle"],
-  ["adapters/kysely.ts", "kysely.mjs", "./kysely"],
+  ["client.ts", "netsqlite.mjs", [".", "./client"]],
+  ["adapters/drizzle.ts", "drizzle.mjs", ["./drizzle"]],
+  ["adapters/kysely.ts", "kysely.mjs", ["./kysely"]],
 ] as const;
 
 /** Options of {@link buildNode}. */
@@ -80,10 +83,12 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
     type: "module",
     engines: { node: ">=20" },
     exports: Object.fromEntries(
-      ENTRIES.map(([, file, name]) =>
-        types && name === "."
-          ? [name, { types: "./netsqlite.d.mts", default: `./${file}` }]
-          : [name, `./${file}`]
+      ENTRIES.flatMap(([entry, file, names]) =>
+        names.map((name) =>
+          types && entry === "client.ts"
+            ? [name, { types: "./netsqlite.d.mts", default: `./${file}` }]
+            : [name, `./${file}`]
+        )
       ),
     ),
     peerDependencies: { "drizzle-orm": "^0.45", kysely: "^0.28" },

@@ -71,7 +71,7 @@ Deno.test("server.ts --socket-mode 660 sets the mode; a mode without owner acces
     "066",
   ]);
   assert.equal(bad.code, 1);
-  assert.match(bad.stderr, /"socketMode": 066 must let the owner read and write/);
+  assert.match(bad.stderr, /Invalid --socket-mode: 066 must let the owner read and write/);
   const garbage = await runServer(["--socket-mode", "rw-rw----"]);
   assert.equal(garbage.code, 2);
   assert.match(garbage.stderr, /Invalid --socket-mode "rw-rw----": expected octal permissions/);

@@ -592,9 +592,13 @@ Deno.test("loadSqlite() names what it tried when the forced FFI library cannot l
     undefined,
     /Cannot load SQLite through FFI: "\/nonexistent\/libsqlite3.so": .*--sqlite-lib/,
   );
-  const fallback = loadSqlite({ engine: "auto", library: "/nonexistent/libsqlite3.so" });
-  assert.equal(fallback.engine, "node");
-  assert.equal(fallback.library, "node:sqlite");
+  // An explicit library makes auto mean ffi: it loads, or loading fails (tests/options_test.ts).
+  rejects(
+    () => loadSqlite({ engine: "auto", library: "/nonexistent/libsqlite3.so" }),
+    LOAD_FAILED,
+    undefined,
+    /named by --sqlite-lib/,
+  );
   assert.equal(ffi.engine, "ffi");
   assert.match(ffi.version, /^3\.\d+\.\d+$/);
   assert.throws(() => loadSqlite({ engine: "sqlite4" as "ffi" }), TypeError);

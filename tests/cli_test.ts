@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { isComplete, splitStatements, SqlSplitter } from "../cli/sql_split.ts";
 import { csvField, displayWidth, formatResult, jsonValue } from "../cli/format.ts";
+import { describeCheckpoint } from "../cli/admin.ts";
 import { VERSION } from "../server.ts";
 import { startServer, tempDir } from "./_helpers.ts";
 
@@ -20,13 +21,17 @@ interface Run {
 }
 
 /** Runs `deno run -A cli.ts ...args` with `stdin` piped in (or none). */
-async function cli(args: string[], stdin?: string): Promise<Run> {
+async function cli(
+  args: string[],
+  stdin?: string,
+  env: Record<string, string> = {},
+): Promise<Run> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, ...args],
     stdin: stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
-    env: { NETSQLITE_HISTORY: "", NO_COLOR: "1" },
+    env: { NETSQLITE_HISTORY: "", NO_COLOR: "1", ...env },
   }).spawn();
   if (stdin !== undefined) {
     const w = child.stdin.getWriter();
@@ -551,4 +556,145 @@ Deno.test({
     await holder.exec("ROLLBACK");
     assert.equal(await Deno.readTextFile(historyFile), "INSERT INTO t VALUES (1);\n");
   },
+});
+
+/** A CA and a certificate it signed for 127.0.0.1 (openssl); null without openssl. */
+async function certificate(
+  dir: string,
+): Promise<{ caFile: string; cert: string; key: string } | null> {
+  const run = (args: string[]) =>
+    new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" }).output();
+  try {
+    await run(["version"]);
+  } catch {
+    return null;
+  }
+  await Deno.writeTextFile(
+    `${dir}/leaf.ext`,
+    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
+  );
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  for (
+    const args of [
+      ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
+        .concat(["-subj", "/CN=netsqlite test CA"]),
+      ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
+      ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey"]
+        .concat([`${dir}/ca.key`, "-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1"])
+        .concat(["-extfile", `${dir}/leaf.ext`]),
+    ]
+  ) {
+    const out = await run(args);
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  }
+  return {
+    caFile: `${dir}/ca.pem`,
+    cert: await Deno.readTextFile(`${dir}/cert.pem`),
+    key: await Deno.readTextFile(`${dir}/key.pem`),
+  };
+}
+
+Deno.test("cli.ts shell and admin commands: --token, $NETSQLITE_TOKEN, --tls-ca; without TLS against a TLS server they say so", async () => {
+  await using srv = await startServer({ transport: "tcp", token: "s3cret" });
+  const addr = srv.server.addr as { hostname: string; port: number };
+  const tcp = ["--tcp", `${addr.hostname}:${addr.port}`];
+  const sql = ["--mode", "csv", "--no-headers", "-c", "SELECT 40 + 2"];
+  const shell = await cli(["shell", ...tcp, "--token", "s3cret", ...sql]);
+  assert.equal(shell.code, 0, shell.stderr);
+  assert.equal(shell.stdout, "42\r\n");
+  const fromEnv = await cli(["shell", ...tcp, ...sql], undefined, { NETSQLITE_TOKEN: "s3cret" });
+  assert.equal(fromEnv.code, 0, fromEnv.stderr);
+  assert.equal(fromEnv.stdout, "42\r\n");
+  const stats = await cli(["stats", "--json", ...tcp], undefined, { NETSQLITE_TOKEN: "s3cret" });
+  assert.equal(stats.code, 0, stats.stderr);
+  assert.equal(JSON.parse(stats.stdout).connections.open, 1);
+  // --token wins over the environment.
+  const wrong = await cli(["stats", ...tcp, "--token", "nope"], undefined, {
+    NETSQLITE_TOKEN: "s3cret",
+  });
+  assert.equal(wrong.code, 1);
+  assert.match(wrong.stderr, /^netsqlite stats: AUTH: /);
+  const none = await cli(["shell", ...tcp, ...sql]);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /AUTH/);
+  await using dir = await tempDir();
+  const unix = await cli(["shell", "--socket", `${dir.path}/x.sock`, "--tls-ca", "x.pem"]);
+  assert.equal(unix.code, 2);
+  assert.match(unix.stderr, /^netsqlite shell: --tls-ca goes with --tcp HOST:PORT/);
+  const cert = await certificate(dir.path);
+  if (cert === null) {
+    console.log("TLS part skipped: no `openssl` to make a certificate");
+    return;
+  }
+  await using tls = await startServer({
+    transport: "tcp",
+    tls: { cert: cert.cert, key: cert.key },
+  });
+  const tlsAddr = tls.server.addr as { hostname: string; port: number };
+  const tlsTcp = ["--tcp", `${tlsAddr.hostname}:${tlsAddr.port}`];
+  const over = await cli(["shell", ...tlsTcp, "--tls-ca", cert.caFile, ...sql]);
+  assert.equal(over.code, 0, over.stderr);
+  assert.equal(over.stdout, "42\r\n");
+  const integrity = await cli(["integrity", ...tlsTcp, "--tls-ca", cert.caFile]);
+  assert.equal(integrity.code, 0, integrity.stderr);
+  const plain = await cli(["stats", ...tlsTcp]);
+  assert.equal(plain.code, 1);
+  assert.match(
+    plain.stderr,
+    /^netsqlite stats: FRAME_TOO_LARGE: Cannot connect to tcp:127\.0\.0\.1:\d+: the server speaks TLS: pass tls: \{ caCerts \} \(CLI: --tls-ca\)\n$/,
+  );
+});
+
+Deno.test("cli.ts shell piped into head ends quietly with status 0", async () => {
+  await using srv = await startServer();
+  const sock = (srv.connectOptions as { path: string }).path;
+  const sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) " +
+    "SELECT x FROM c";
+  const out = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      `"$0" run -A "$1" shell --socket "$2" --mode csv -c "$3" | head -2; ` +
+      'echo "status ${PIPESTATUS[0]}"',
+      Deno.execPath(),
+      CLI,
+      sock,
+      sql,
+    ],
+    env: { NETSQLITE_HISTORY: "", NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  assert.equal(dec.decode(out.stdout), "x\r\n1\r\nstatus 0\n");
+  assert.equal(dec.decode(out.stderr), "");
+});
+
+Deno.test("cli.ts serve names the flag whose value is out of range", async () => {
+  await using dir = await tempDir();
+  const base = ["serve", "--db", `${dir.path}/x.db`, "--socket", `${dir.path}/x.sock`];
+  const timeout = await cli([...base, "--statement-timeout=-5"]);
+  assert.equal(timeout.code, 1);
+  assert.equal(
+    timeout.stderr,
+    "netsqlite: Invalid --statement-timeout: -5 is outside 1..2147483647\n",
+  );
+  const level = await cli([...base, "--log-level", "loud"]);
+  assert.equal(level.code, 1);
+  assert.match(level.stderr, /^netsqlite: Invalid --log-level: expected one of error, /);
+});
+
+Deno.test("describeCheckpoint() says when the database is not in WAL mode", () => {
+  const r = {
+    mode: "passive",
+    busy: false,
+    walFrames: -1,
+    checkpointed: -1,
+    walBytesBefore: 0,
+    walBytesAfter: 0,
+    ms: 0.1,
+  } as const;
+  assert.equal(
+    describeCheckpoint(r),
+    "checkpoint (passive): the database is not in WAL mode: there is no WAL to write back",
+  );
 });

@@ -277,6 +277,61 @@ for (const engine of ENGINES) {
     ]);
   });
 
+  for (const kind of ["backup", "vacuum into"] as const) {
+    Deno.test(`${engine}: two ${kind} requests to one destination at once: the second is refused, the first completes, a user's DEST.partial stays`, async () => {
+      await using srv = await withCopies(engine);
+      await using a = await link(srv);
+      await using b = await link(srv);
+      await fill(a, 20000); // about 5 MB: the first copy is still running when the second asks
+      const mine = `${srv.copies}/same.db.partial`;
+      await Deno.writeTextFile(mine, "not the server's");
+      const ask = (l: Link): Promise<unknown> =>
+        kind === "backup" ? l.request(Op.Backup, ["same.db"]) : l.request(Op.Vacuum, ["same.db"]);
+      const [one, two] = await Promise.allSettled([ask(a), ask(b)]);
+      assert.equal(one.status, "fulfilled", String((one as PromiseRejectedResult).reason));
+      assert.equal(two.status, "rejected");
+      const err = (two as PromiseRejectedResult).reason as Error & { code: string };
+      assert.equal(err.code, "BAD_REQUEST");
+      assert.match(
+        err.message,
+        new RegExp(`^Cannot ${kind} ".*/same\\.db": a backup or vacuum into it is in progress$`),
+      );
+      const copy = `${Deno.realPathSync(srv.copies)}/same.db`;
+      assert.deepEqual(rowsOf(copy, "PRAGMA integrity_check"), [["ok"]]);
+      assert.deepEqual(rowsOf(copy, "SELECT count(*) FROM t"), [[20000]]);
+      assert.equal(await Deno.readTextFile(mine), "not the server's");
+      assert.deepEqual([...Deno.readDirSync(srv.copies)].map((e) => e.name).sort(), [
+        "same.db",
+        "same.db.partial",
+      ]);
+      // Once it is done the name is free again for another destination.
+      assert.ok(await ask(a).then(() => false, (e) => /the file exists/.test(e.message)));
+    });
+  }
+
+  Deno.test(`${engine}: a --readonly server refuses checkpoint and vacuum with READONLY`, async () => {
+    await using rw = await startServer({ engine });
+    await using w = await link(rw);
+    await fill(w, 100);
+    await rw.server.shutdown();
+    await using ro = await startServer({ engine, database: rw.database, readonly: true });
+    await using r = await link(ro);
+    for (
+      const [req, what] of [
+        [r.request(Op.Checkpoint, ["passive"]), "checkpoint"],
+        [r.request(Op.Checkpoint, ["truncate"]), "checkpoint"],
+        [r.request(Op.Vacuum, [null]), "vacuum"],
+      ] as const
+    ) {
+      await assert.rejects(req, (err: Error & { code: string }) => {
+        assert.equal(err.code, "READONLY");
+        assert.equal(err.message, `Cannot ${what}: the server runs read-only (--readonly)`);
+        return true;
+      });
+    }
+    assert.equal((await r.request(Op.Integrity, [])).ok, true);
+  });
+
   Deno.test(`${engine}: without --backup-dir the server writes no files; :memory: refuses maintenance`, async () => {
     await using srv = await startServer({ engine });
     await using a = await link(srv);

@@ -169,7 +169,8 @@ Deno.test(
       await Deno.writeTextFile(
         join(dir, "main.mts"),
         [
-          'import { connect, type Row, type RunResult, SqliteError } from "@netsqlite/netsqlite";',
+          'import { connect, type Row, type RunResult } from "@netsqlite/netsqlite/client";',
+          'import { SqliteError } from "@netsqlite/netsqlite";',
           'const db = await connect({ path: "/tmp/app.sock", max: 2 });',
           'const rows: Row[] = await db.query("SELECT 1");',
           'const r: RunResult = await db.run("SELECT 1");',

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { resolveServeOptions, type ServeOptions } from "../server/options.ts";
+import { loadSqlite } from "../engine/binding/load.ts";
 import { parseServeArgs } from "../server.ts";
 import {
   DEFAULT_DATABASE,
@@ -468,4 +469,76 @@ Deno.test("defaultSocketPath() lives under <tmpdir>/netsqlite-<uid> without $XDG
     // An empty XDG_RUNTIME_DIR counts as unset.
     assert.equal(defaultSocketDir(), join(tmpdir(), `netsqlite-${Deno.uid()}`));
   });
+});
+
+Deno.test("loadSqlite: an explicit library that cannot load fails, naming the path and the reason; --engine node still wins", async () => {
+  const missing = "/nonexistent/libsqlite3.so";
+  for (const engine of ["auto", "ffi", undefined] as const) {
+    assert.throws(
+      () => loadSqlite({ engine, library: missing }),
+      (err: Error & { code: string }) => {
+        assert.equal(err.code, "SQLITE_LIBRARY_NOT_LOADED");
+        assert.match(
+          err.message,
+          /^Cannot load SQLite through FFI: "\/nonexistent\/libsqlite3\.so": .*No such file/,
+        );
+        assert.match(err.message, /named by --sqlite-lib/);
+        return true;
+      },
+    );
+  }
+  assert.equal(loadSqlite({ engine: "node", library: missing }).engine, "node");
+  // The same through NETSQLITE_SQLITE_LIB and the command line: the server does not start.
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-lib-" });
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, "serve", "--db"]
+        .concat([`${dir}/x.db`, "--socket", `${dir}/x.sock`]),
+      env: { NETSQLITE_SQLITE_LIB: missing, NETSQLITE_ENGINE: "auto" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 1, stderr);
+    assert.match(
+      stderr,
+      /^netsqlite: Cannot load SQLite through FFI: "\/nonexistent\/libsqlite3\.so": /,
+    );
+    assert.match(stderr, /named by NETSQLITE_SQLITE_LIB: fix the path, or use --engine node\)\n$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadSqlite: auto without FFI permission says in its limitations why FFI was not used", async () => {
+  const script = `import { loadSqlite } from ${
+    JSON.stringify(new URL("../engine/binding/load.ts", import.meta.url).href)
+  };
+const s = loadSqlite({ engine: "auto" });
+console.log(JSON.stringify([s.engine, s.limitations[0]]));`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-check", script],
+    env: { NETSQLITE_SQLITE_LIB: "", NETSQLITE_ENGINE: "" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  // `deno eval` has every permission: FFI loads when the system has libsqlite3.
+  const [engine, first] = JSON.parse(new TextDecoder().decode(out.stdout));
+  if (engine === "ffi") {
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-env", "--no-check", "-"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const w = run.stdin.getWriter();
+    await w.write(new TextEncoder().encode(script));
+    await w.close();
+    const r = await run.output();
+    const [e2, why] = JSON.parse(new TextDecoder().decode(r.stdout));
+    assert.equal(e2, "node");
+    assert.equal(why, "FFI not used: FFI is not permitted (run with --allow-ffi)");
+  } else {
+    assert.match(first, /^FFI not used: /);
+  }
 });

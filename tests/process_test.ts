@@ -312,12 +312,12 @@ Deno.test("server.ts exits 1 with a clear message on invalid option values", asy
   assert.equal(sync.code, 1);
   assert.match(
     sync.stderr,
-    /^netsqlite: Invalid option "synchronous": expected "full" or "normal", got "off"/,
+    /^netsqlite: Invalid --synchronous: expected "full" or "normal", got "off"/,
   );
   assert.equal(range.code, 1);
   assert.match(
     range.stderr,
-    /^netsqlite: Invalid option "busyTimeout": -5 is outside 0\.\.2147483647/,
+    /^netsqlite: Invalid --busy-timeout: -5 is outside 0\.\.2147483647/,
   );
   assert.equal(both.code, 1);
   assert.match(both.stderr, /either "path" \(Unix socket\) or "hostname"\/"port" \(TCP\)/);

@@ -19,7 +19,9 @@ export interface LoadOptions {
   /**
    * `ffi`: libsqlite3 through `Deno.dlopen` (needs `--allow-ffi`), failing
    * when it cannot load; `node`: node:sqlite; `auto`: FFI when a library
-   * loads, else node:sqlite.
+   * loads, else node:sqlite (whose `limitations` then begin with why FFI was
+   * not used). A library named explicitly (`library`, or
+   * `NETSQLITE_SQLITE_LIB`) makes `auto` mean `ffi`: it is used or loading fails.
    *
    * @default env `NETSQLITE_ENGINE`, else `"auto"`
    */
@@ -55,11 +57,13 @@ export const LOAD_FAILED = "SQLITE_LIBRARY_NOT_LOADED";
  * @throws {TypeError} for an unknown engine name.
  */
 export function loadSqlite(options: LoadOptions = {}): Sqlite {
-  const engine = options.engine ?? engineFromEnv();
-  if (engine === "node") return new NodeSqlite();
-  if (engine !== "ffi" && engine !== "auto") {
-    throw new TypeError(`Unknown SQLite engine "${engine}": expected "auto", "ffi" or "node"`);
+  const chosen = options.engine ?? engineFromEnv();
+  if (chosen === "node") return new NodeSqlite();
+  if (chosen !== "ffi" && chosen !== "auto") {
+    throw new TypeError(`Unknown SQLite engine "${chosen}": expected "auto", "ffi" or "node"`);
   }
+  const named = explicitLibrary(options.library);
+  const engine = named === null ? chosen : "ffi";
   const tried: string[] = [];
   if (!ffiAllowed()) {
     tried.push("FFI is not permitted (run with --allow-ffi)");
@@ -73,12 +77,30 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
       }
     }
   }
-  if (engine === "auto") return new NodeSqlite();
+  if (engine === "auto") return withFallbackReason(new NodeSqlite(), tried.join("; "));
+  const hint = named === null
+    ? "set --sqlite-lib or NETSQLITE_SQLITE_LIB to a libsqlite3 file, or use --engine node"
+    : `the library was named by ${named}: fix the path, or use --engine node`;
   throw new SqliteError(
     LOAD_FAILED,
-    `Cannot load SQLite through FFI: ${tried.join("; ")}` +
-      " (set --sqlite-lib or NETSQLITE_SQLITE_LIB to a libsqlite3 file, or use --engine node)",
+    `Cannot load SQLite through FFI: ${tried.join("; ")} (${hint})`,
   );
+}
+
+/** Where an explicit library comes from (`--sqlite-lib`, `NETSQLITE_SQLITE_LIB`), or `null`. */
+function explicitLibrary(library: string | undefined): string | null {
+  if (library !== undefined && library !== "") return "--sqlite-lib (sqliteLib)";
+  const fromEnv = readEnv("NETSQLITE_SQLITE_LIB");
+  return fromEnv !== undefined && fromEnv !== "" ? "NETSQLITE_SQLITE_LIB" : null;
+}
+
+/** node:sqlite chosen by `auto`: its limitations begin with why FFI was not used. */
+function withFallbackReason(sqlite: NodeSqlite, why: string): NodeSqlite {
+  Object.defineProperty(sqlite, "limitations", {
+    value: [`FFI not used: ${why}`, ...sqlite.limitations],
+    enumerable: true,
+  });
+  return sqlite;
 }
 
 /** The library names tried in order: the given one, else env, else the platform's usual names. */

@@ -1,0 +1,88 @@
+/**
+ * The connection flags shared by `netsqlite shell` and the administration
+ * commands: `--db`, `--socket`, `--tcp`, `--token` (default
+ * `$NETSQLITE_TOKEN`) and `--tls-ca FILE`.
+ *
+ * @module
+ */
+
+import type { ConnectOptions } from "../client/options.ts";
+import { parseHostPort } from "../transport/address.ts";
+
+/** The `parseArgs` options of the connection flags. */
+export const CONNECT_FLAGS = {
+  db: { type: "string" },
+  socket: { type: "string" },
+  tcp: { type: "string" },
+  token: { type: "string" },
+  "tls-ca": { type: "string" },
+} as const;
+
+/** Help lines of the connection flags. */
+export const CONNECT_FLAGS_HELP =
+  `  --db PATH         the default socket of this database (default ./netsqlite.db)
+  --socket PATH     this Unix socket
+  --tcp HOST:PORT   TCP
+  --token SECRET    the server's token (default: $NETSQLITE_TOKEN)
+  --tls-ca FILE     TLS with --tcp, trusting the CA certificate(s) in FILE (PEM)`;
+
+/** The values of the connection flags as `parseArgs` returns them. */
+export interface ConnectFlagValues {
+  db?: string;
+  socket?: string;
+  tcp?: string;
+  token?: string;
+  "tls-ca"?: string;
+}
+
+/**
+ * Turns the connection flags into client options. The token is `--token`,
+ * else `NETSQLITE_TOKEN` when set and not empty.
+ *
+ * @param values The parsed flags.
+ * @returns the connect options (without `max`).
+ * @throws {TypeError} for more than one of `--db`, `--socket`, `--tcp`, `--tls-ca` without
+ *   `--tcp`, or a CA file that cannot be read.
+ */
+export function connectOptionsFromFlags(values: ConnectFlagValues): ConnectOptions {
+  const given = [values.db, values.socket, values.tcp].filter((v) => v !== undefined).length;
+  if (given > 1) throw new TypeError("Give at most one of --db, --socket and --tcp");
+  const connect: ConnectOptions = {};
+  if (values.socket !== undefined) connect.path = values.socket;
+  if (values.db !== undefined) connect.database = values.db;
+  if (values.tcp !== undefined) {
+    const { hostname, port } = parseHostPort(values.tcp);
+    connect.hostname = hostname;
+    connect.port = port;
+  }
+  const token = values.token ?? envToken();
+  if (token !== undefined && token !== "") connect.token = token;
+  const ca = values["tls-ca"];
+  if (ca !== undefined) {
+    if (values.tcp === undefined) throw new TypeError("--tls-ca goes with --tcp HOST:PORT");
+    connect.tls = { caCerts: [readCa(ca)] };
+  }
+  return connect;
+}
+
+function envToken(): string | undefined {
+  try {
+    const state = Deno.permissions.querySync({ name: "env", variable: "NETSQLITE_TOKEN" }).state;
+    return state === "granted" ? Deno.env.get("NETSQLITE_TOKEN") : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function readCa(file: string): string {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch (err) {
+    throw new TypeError(`Cannot read --tls-ca "${file}": ${(err as Error).message}`);
+  }
+  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new TypeError(`Invalid --tls-ca "${file}": expected PEM certificates`);
+  }
+  return text;
+}
