@@ -380,7 +380,9 @@ class RunningServer implements Server {
       served.add(done);
     }
     await this.#letWritesFinish(this.#graceMs);
-    for (const s of this.#sessions) s.close();
+    // Statements still running are given a moment more, so that none that
+    // commits goes unanswered; then the engine's close stops what remains.
+    await Promise.all([...this.#sessions].map((s) => s.shutdown(SHUTDOWN_ANSWER_MS)));
     await Promise.all(served);
     await this.#memory.close();
     await this.#engine.close();
@@ -427,6 +429,13 @@ class RunningServer implements Server {
     return this.shutdown();
   }
 }
+
+/**
+ * After the grace period of a shutdown, how long each connection's running
+ * statement and held group commit may still take to finish and be answered
+ * before the engine stops them (ms).
+ */
+const SHUTDOWN_ANSWER_MS = 2000;
 
 const HELP = `netsqlite server ${VERSION}: share one SQLite database between processes
 

@@ -93,6 +93,8 @@ export class Session implements SessionProbe {
   #helloTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set after a protocol violation: nothing more is run or sent. */
   #dead = false;
+  /** Set when the server shuts down: nothing new is run, what runs is answered. */
+  #stopping = false;
   /** True while the head request waits for the writer. */
   #blocked = false;
   /** Settles when the head request, running in the background, is answered. */
@@ -269,6 +271,34 @@ export class Session implements SessionProbe {
     this.#head = 0;
   }
 
+  /**
+   * Ends the connection for a server shutdown: no further request starts;
+   * the one running and writes held for a group commit finish (within `ms`)
+   * and are answered; then a last `SHUTTING_DOWN` frame tells the client
+   * that its requests without a reply were not run (or were stopped and
+   * undone), and the connection closes.
+   */
+  async shutdown(ms: number): Promise<void> {
+    if (this.#channel.closed || this.#dead) return this.close();
+    this.#stopping = true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const finished = (async () => {
+      while (this.#inflight !== null && !this.#channel.closed) await this.#inflight;
+      await this.#awaitCommit();
+    })();
+    await Promise.race([
+      finished,
+      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+    ]);
+    clearTimeout(timer);
+    await this.#sendLast(
+      new ProtocolError(
+        ErrorCode.ShuttingDown,
+        "Server is shutting down: requests without a reply were not run, or were stopped and undone",
+      ),
+    );
+  }
+
   /** Closes a connection that stalls inside a frame for `frameTimeout` ms. */
   #watchPartialFrame(): void {
     // While reading is paused by our own backpressure the client is not at fault.
@@ -373,7 +403,7 @@ export class Session implements SessionProbe {
       const waiting = q.length - this.#head;
       let sendEarly = waiting < 2 ? -1 : waiting >> 1;
       this.#blocked = false;
-      while (this.#head < q.length) {
+      while (this.#head < q.length && !this.#stopping) {
         if (this.#encoder.size >= HIGH_WATER) break;
         const req = q[this.#head];
         // A request's turn begins when the one before it was answered (no

@@ -272,3 +272,55 @@ Deno.test({
 function channelSocketPathIn(runtimeDir: string, name: string): string {
   return `${runtimeDir}/netsqlite/channel-${name}.sock`;
 }
+
+Deno.test("server.ts on SIGTERM under a steady write load answers every write that committed; every write that failed is absent", async () => {
+  // --grace-ms 0: the engine is never idle under this load, so the shutdown
+  // comes while writes run and wait for their group commit.
+  await using sp = await startServerProcess({ args: ["--grace-ms", "0"] });
+  {
+    await using setup = await sp.client();
+    await setup.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+  }
+  const ok = new Set<number>();
+  const failed = new Map<number, string>();
+  let next = 1;
+  let stop = false;
+  const writer = async () => {
+    const db = await connect({ ...sp.connectOptions, max: 1, reconnect: false });
+    try {
+      while (!stop) {
+        const ids = Array.from({ length: 8 }, () => next++);
+        await Promise.all(ids.map((id) =>
+          db.run("INSERT INTO t VALUES (?)", [id]).then(
+            () => void ok.add(id),
+            (err) => void failed.set(id, String((err as Error).message)),
+          )
+        ));
+        if (ids.some((id) => failed.has(id))) break;
+      }
+    } finally {
+      await db.close();
+    }
+  };
+  const writers = Array.from({ length: 4 }, writer);
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  sp.child.kill("SIGTERM");
+  const status = await statusWithin(sp.child, 15000);
+  stop = true;
+  await Promise.all(writers);
+  assert.equal(status.code, 0);
+  assert.ok(ok.size > 50, `only ${ok.size} writes before the signal`);
+  assert.ok(failed.size > 0, "no write was refused by the shutdown");
+  const check = new DatabaseSync(sp.database, { readOnly: true });
+  const stored = new Set(check.prepare("SELECT id FROM t").all().map((r) => Number(r.id)));
+  check.close();
+  const lost = [...ok].filter((id) => !stored.has(id));
+  const failedButStored = [...failed].filter(([id]) => stored.has(id));
+  assert.deepEqual(lost, [], "acknowledged writes missing");
+  assert.deepEqual(failedButStored, [], "writes reported failed but committed");
+  // The writes cut off were told why.
+  assert.ok(
+    [...failed.values()].some((message) => /Server is shutting down/.test(message)),
+    `messages: ${[...new Set(failed.values())]}`,
+  );
+});
