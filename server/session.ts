@@ -68,6 +68,8 @@ const TIMEOUT_CODES: ReadonlySet<string> = new Set([
 import { ConnectionFeeds } from "./feeds.ts";
 
 const HIGH_WATER = 4 * 1024 * 1024;
+/** Largest frame read before the hello is accepted: a hello (with its token) is far smaller. */
+export const MAX_HELLO_FRAME = 64 * 1024;
 const MAX_QUEUED = 4096;
 
 type Request = Envelope;
@@ -93,6 +95,8 @@ export class Session implements SessionProbe {
   #helloTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set after a protocol violation: nothing more is run or sent. */
   #dead = false;
+  /** `--max-frame-size`, in force once the hello is accepted. */
+  #maxFrameSize: number;
   /** Set when the server shuts down: nothing new is run, what runs is answered. */
   #stopping = false;
   /** True while the head request waits for the writer. */
@@ -169,7 +173,11 @@ export class Session implements SessionProbe {
         ),
       );
     }, helloMs);
-    this.#channel = new FrameChannel(conn, max, outbox, {
+    // Until its hello is accepted (token checked), a client may send no
+    // more than a hello needs: it cannot make the server buffer and decode
+    // frames of up to --max-frame-size without being let in.
+    this.#maxFrameSize = max;
+    this.#channel = new FrameChannel(conn, Math.min(max, MAX_HELLO_FRAME), outbox, {
       onFrame: (payload) => this.#onFrame(payload),
       onReadEnd: () => {
         this.#watchPartialFrame();
@@ -384,6 +392,7 @@ export class Session implements SessionProbe {
       throw new ProtocolError(ErrorCode.Auth, `Cannot start session: ${refusal}`);
     }
     this.#handshaken = true;
+    this.#channel.maxFrameSize = this.#maxFrameSize;
     this.#services.log.info(`connect: session ${this.id} (${this.#peer})`);
     clearTimeout(this.#helloTimer);
     this.#encoder.append([msg[1], Status.Ok, this.#hello]);

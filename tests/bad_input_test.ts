@@ -578,7 +578,8 @@ Deno.test("Session closes the connection on a 2 GiB announced length with FRAME_
         await expectConnectionError(
           raw,
           "FRAME_TOO_LARGE",
-          new RegExp(`length ${length} exceeds maxFrameSize 67108864`),
+          // Before its hello is accepted a client may send 64 KiB at most.
+          new RegExp(`length ${length} exceeds maxFrameSize ${afterHello ? 67108864 : 65536}`),
         );
         const after = Deno.memoryUsage();
         const grew = after.heapUsed + after.external - before.heapUsed - before.external;
@@ -1061,4 +1062,24 @@ Deno.test({
     assert.deepEqual(ok, [5, 0, [["x"], [[5]]]]);
     await assertBystanderOk(ctx);
   },
+});
+
+Deno.test("Session reads at most 64 KiB before the hello is accepted; after it, frames up to maxFrameSize", async () => {
+  await using ctx = await setup();
+  // A 1 MiB "hello": refused on its header, never buffered.
+  {
+    await using raw = await RawConn.open(ctx.path);
+    const big = frame([Op.Hello, 1, { version: 1, token: "x".repeat(1024 * 1024) }]);
+    assert.ok(big.length > 1024 * 1024);
+    await raw.write(big.subarray(0, 4));
+    await expectConnectionError(raw, "FRAME_TOO_LARGE", /exceeds maxFrameSize 65536/);
+  }
+  // A hello within 64 KiB, then a 1 MiB request: served.
+  await using raw = await RawConn.open(ctx.path);
+  const hello = await raw.request(HELLO);
+  assert.equal(hello[1], 0, show(hello));
+  await raw.write(frame([Op.Query, 2, "SELECT length(?) AS n", ["x".repeat(1024 * 1024)]]));
+  const r = await raw.reply();
+  assert.deepEqual(r, [2, 0, [["n"], [[1024 * 1024]]]]);
+  await assertBystanderOk(ctx);
 });

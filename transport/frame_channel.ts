@@ -62,6 +62,11 @@ export class FrameChannel {
     this.#handler = handler;
   }
 
+  /** Largest frame payload accepted from the next frame on (e.g. raised after a handshake). */
+  set maxFrameSize(bytes: number) {
+    this.#frames.maxFrameSize = bytes;
+  }
+
   /** True once {@link close} was called or the connection failed. */
   get closed(): boolean {
     return this.#closed;

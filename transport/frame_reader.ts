@@ -30,7 +30,7 @@ export { DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_SIZE } from "./frame_writer.ts";
  * ```
  */
 export class FrameReader {
-  readonly #maxFrameSize: number;
+  #maxFrameSize: number;
   #buf: Uint8Array = new Uint8Array(0);
   #start = 0;
   #end = 0;
@@ -43,6 +43,15 @@ export class FrameReader {
    */
   constructor(maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE) {
     this.#maxFrameSize = maxFrameSize;
+  }
+
+  /** Largest payload accepted from the next frame on. */
+  get maxFrameSize(): number {
+    return this.#maxFrameSize;
+  }
+
+  set maxFrameSize(bytes: number) {
+    this.#maxFrameSize = bytes;
   }
 
   /** Bytes received but not yet returned as part of a frame. */
