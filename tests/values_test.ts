@@ -476,3 +476,55 @@ Deno.test("MessageDecoder.decode() throws SqliteError BAD_REQUEST on malformed p
   // The decoder stays usable afterwards.
   assert.deepEqual(dec.decode(new Uint8Array([0x91, 0x07])), [7]);
 });
+
+Deno.test("a parameter left without a value is refused with INVALID_PARAM, not bound NULL", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (a, b)");
+  const refused = (message: RegExp) => (err: unknown) => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, ErrorCode.InvalidParam);
+    assert.match(err.message, message);
+    return true;
+  };
+  await assert.rejects(
+    db.run("INSERT INTO t VALUES (:a, :b)", { a: 1 }),
+    refused(/^Missing value for parameter ":b": the parameters object has no "b" \(or ":b"\)$/),
+  );
+  await assert.rejects(
+    db.run("INSERT INTO t VALUES (?, ?)", [1]),
+    refused(/^Missing parameter values: the statement has 2 parameters, 1 was given$/),
+  );
+  await assert.rejects(db.values("SELECT ?"), refused(/has 1 parameter, 0 were given/));
+  const stmt = await db.prepare("INSERT INTO t VALUES (@a, $b)");
+  await assert.rejects(stmt.run({ b: 2 }), refused(/parameter "@a"/));
+  await stmt.finalize();
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+  // Every parameter given: as before.
+  await db.run("INSERT INTO t VALUES (:a, :b)", { a: 1, b: null });
+  assert.deepEqual(await db.values("SELECT a, b FROM t"), [[1, null]]);
+});
+
+Deno.test("a bare key binds the parameters of that name under every prefix; a prefixed key only its own", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  assert.deepEqual(await db.values("SELECT $a, @a, :a", { a: 1 }), [[1, 1, 1]]);
+  assert.deepEqual(await db.values("SELECT :a, @b", { ":a": 1, "@b": 2 }), [[1, 2]]);
+  assert.deepEqual(await db.values("SELECT ?2, ?1", { "?1": 1, "?2": 2 }), [[2, 1]]);
+  assert.deepEqual(await db.values("SELECT :a, :a", { a: 7 }), [[7, 7]]);
+  await assert.rejects(db.values("SELECT :a", { a: 1, bb: 2 }), { code: ErrorCode.InvalidParam });
+});
+
+Deno.test({
+  name: "FFI engine: text with invalid UTF-8 and a NUL in it comes back whole",
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node", // node:sqlite cuts text at a NUL (README)
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    const text = async (hex: string) => (await db.values(`SELECT CAST(x'${hex}' AS TEXT)`))[0][0];
+    assert.equal(await text("ff0041"), "\ufffd\u0000A");
+    assert.equal(await text("ffff00414243"), "\ufffd\ufffd\u0000ABC");
+    assert.equal(await text("efbfbd0041"), "\ufffd\u0000A");
+    assert.equal(await text("610041"), "a\u0000A");
+  },
+});

@@ -17,6 +17,24 @@ export function tooManyValues(given: number, count: number): SqliteError {
   );
 }
 
+/** The error for fewer positional values than the statement has parameters. */
+export function missingValues(given: number, count: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.InvalidParam,
+    `Missing parameter values: the statement has ${count} parameter${count === 1 ? "" : "s"}, ` +
+      `${given} ${given === 1 ? "was" : "were"} given`,
+  );
+}
+
+/** The error for a named parameter the parameters object gives no value. */
+export function missingName(name: string): SqliteError {
+  return new SqliteError(
+    ErrorCode.InvalidParam,
+    `Missing value for parameter "${name}": the parameters object has no "${name.slice(1)}" ` +
+      `(or "${name}")`,
+  );
+}
+
 /** The error for a named value the statement has no parameter for. */
 export function unknownName(key: string): SqliteError {
   return new SqliteError(

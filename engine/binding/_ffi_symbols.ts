@@ -195,12 +195,12 @@ export const symbols = {
     ],
     result: "i32",
   },
-  sqlite3_bind_parameter_index: {
+  sqlite3_bind_parameter_name: {
     parameters: [
       "pointer", // sqlite3_stmt *pStmt
-      "buffer", // const char *zName (UTF-8, NUL-terminated)
+      "i32", // int (1-based)
     ],
-    result: "i32",
+    result: "pointer", // const char * (UTF-8), NULL for ? and unused indexes
   },
   sqlite3_bind_null: {
     parameters: [

@@ -12,13 +12,14 @@ import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { resultCodeName } from "../_result_codes.ts";
 import {
   busyInBackground,
+  missingValues,
   resultTooLarge,
   rowBytes,
   tooManyValues,
-  unknownName,
 } from "./_errors.ts";
 import { Auth, CheckpointMode, ColumnType, DbStatus, OpenFlag, Result } from "./_constants.ts";
 import type { Symbols } from "./_ffi_symbols.ts";
+import { NamedParams } from "./_params.ts";
 import type {
   Authorizer,
   BindArgs,
@@ -45,7 +46,6 @@ const decoder = new TextDecoder();
 const MAIN = encoder.encode("main\0");
 /** A valid pointer for the empty string (a NULL pointer would bind NULL). */
 const EMPTY_TEXT = new Uint8Array(1);
-const NAME_PREFIXES = [":", "@", "$"] as const;
 const FFI_CAPABILITIES: Capabilities = Object.freeze({
   interrupt: true,
   background: true,
@@ -469,6 +469,8 @@ class FfiStmt implements Stmt {
   #idle = true;
   /** True when `sqlite3_reset` ran since the last step (binding needs it). */
   #isReset = true;
+  /** How named-parameter objects bind (made at the first one). */
+  #params: NamedParams | null = null;
 
   constructor(db: FfiDb, s: Symbols, dbh: Deno.PointerObject, h: Deno.PointerObject, end: number) {
     this.#db = db;
@@ -502,18 +504,27 @@ class FfiStmt implements Stmt {
     if (Array.isArray(args)) {
       const values = args as readonly SqlValue[];
       if (values.length > this.paramCount) throw tooManyValues(values.length, this.paramCount);
+      if (values.length < this.paramCount) throw missingValues(values.length, this.paramCount);
       // Every parameter bound anew: nothing left over to clear (one FFI call less).
       if (values.length !== this.paramCount) s.sqlite3_clear_bindings(h);
       for (let i = 0; i < values.length; i++) this.#bindOne(h, i + 1, values[i]);
       return;
     }
     s.sqlite3_clear_bindings(h);
-    const named = args as Readonly<Record<string, SqlValue>>;
-    for (const key in named) {
-      const index = this.#paramIndex(h, key);
-      if (index === 0) throw unknownName(key);
-      this.#bindOne(h, index, named[key]);
+    this.#params ??= new NamedParams(this.#paramNames(h));
+    this.#params.bind(
+      args as Readonly<Record<string, SqlValue>>,
+      (index, value) => this.#bindOne(h, index, value),
+    );
+  }
+
+  /** Parameter names by index from 1 (`null` for `?` and unused indexes). */
+  #paramNames(h: Deno.PointerObject): (string | null)[] {
+    const names = new Array<string | null>(this.paramCount);
+    for (let i = 0; i < names.length; i++) {
+      names[i] = cStringOrNull(this.#s.sqlite3_bind_parameter_name(h, i + 1));
     }
+    return names;
   }
 
   step(): boolean {
@@ -731,18 +742,6 @@ class FfiStmt implements Stmt {
     if (rc !== Result.OK) throw dbError(s, this.#dbh);
   }
 
-  #paramIndex(h: Deno.PointerObject, key: string): number {
-    const c = key.charCodeAt(0);
-    if (c === 0x3a || c === 0x40 || c === 0x24 || c === 0x3f) {
-      return this.#s.sqlite3_bind_parameter_index(h, encoder.encode(key + "\0"));
-    }
-    for (const prefix of NAME_PREFIXES) {
-      const i = this.#s.sqlite3_bind_parameter_index(h, encoder.encode(prefix + key + "\0"));
-      if (i !== 0) return i;
-    }
-    return 0;
-  }
-
   #stepError(h: Deno.PointerObject, rc: number): SqliteError {
     const message = cString(this.#s.sqlite3_errmsg(this.#dbh));
     this.#s.sqlite3_reset(h);
@@ -807,7 +806,12 @@ export function exact(v: number | bigint): number | bigint {
  */
 function readText(p: Deno.PointerObject, len: number): string {
   const text = Deno.UnsafePointerView.getCString(p);
-  if (text.length === len || utf8Length(text) === len) return text;
+  // Whole when as long as the bytes (each unit comes from at least one
+  // byte, so a cut at a NUL would leave fewer), or when it encodes back to
+  // them, unless invalid bytes were replaced: one U+FFFD stands for 1 to 3
+  // bytes, which could hide a cut.
+  if (text.length === len) return text;
+  if (utf8Length(text) === len && !text.includes("\ufffd")) return text;
   const bytes = new Uint8Array(len);
   Deno.UnsafePointerView.copyInto(p, bytes);
   return decoder.decode(bytes);

@@ -42,7 +42,8 @@ import type {
   Stmt,
 } from "./binding.ts";
 import { exact } from "./ffi.ts";
-import { resultTooLarge, rowBytes, tooManyValues, unknownName } from "./_errors.ts";
+import { missingValues, resultTooLarge, rowBytes, tooManyValues } from "./_errors.ts";
+import { NamedParams } from "./_params.ts";
 
 /** The parts of node:sqlite's `StatementSync` used here, including undeclared ones. */
 interface NodeStatement {
@@ -53,6 +54,7 @@ interface NodeStatement {
   columns(): { name: string }[];
   setReturnArrays(enabled: boolean): void;
   setReadBigInts(enabled: boolean): void;
+  setAllowBareNamedParameters(enabled: boolean): void;
 }
 
 /** The parts of node:sqlite's `DatabaseSync` used here, including undeclared ones. */
@@ -187,6 +189,8 @@ class NodeDb implements Db {
     }
     const text = st.sourceSQL;
     st.setReturnArrays(true);
+    // Values are passed under full names (`_params.ts` resolves bare keys).
+    st.setAllowBareNamedParameters(false);
     return new NodeStmt(st, text, from + text.length, !this.#writes && !writesByText(text));
   }
 
@@ -323,6 +327,8 @@ class NodeStmt implements Stmt {
   #row: SqlValue[] = [];
   #bigints = false;
   #names: (string | null)[] | null = null;
+  /** How named-parameter objects bind (made at the first one). */
+  #named: NamedParams | null = null;
   #finalized = false;
 
   constructor(st: NodeStatement, sql: string, end: number, readOnly: boolean) {
@@ -350,13 +356,12 @@ class NodeStmt implements Stmt {
       this.#args = this.#positional(args as readonly SqlValue[]);
       return;
     }
-    const named = args as Readonly<Record<string, SqlValue>>;
+    const names = this.#params();
     let out: Record<string, unknown> | null = null;
-    for (const key in named) {
-      const name = this.#resolve(key);
-      if (name === null) throw unknownName(key);
-      (out ??= {})[name] = toNode(named[key]);
-    }
+    (this.#named ??= new NamedParams(names)).bind(
+      args as Readonly<Record<string, SqlValue>>,
+      (index, value) => void ((out ??= {})[names[index - 1] ?? `?${index}`] = toNode(value)),
+    );
     this.#args = out === null ? NO_ARGS : [out];
   }
 
@@ -492,6 +497,7 @@ class NodeStmt implements Stmt {
   #positional(values: readonly SqlValue[]): unknown[] {
     const names = this.#params();
     if (values.length > names.length) throw tooManyValues(values.length, names.length);
+    if (values.length < names.length) throw missingValues(values.length, names.length);
     let named: Record<string, unknown> | null = null;
     const anonymous: unknown[] = [];
     for (let i = 0; i < values.length; i++) {
@@ -500,23 +506,6 @@ class NodeStmt implements Stmt {
       else (named ??= {})[name] = toNode(values[i]);
     }
     return named === null ? anonymous : [named, ...anonymous];
-  }
-
-  /** The parameter's full name for `key`, or null when the statement has none such. */
-  #resolve(key: string): string | null {
-    const names = this.#params();
-    const c = key.charCodeAt(0);
-    if (c === 0x3a || c === 0x40 || c === 0x24 || c === 0x3f) {
-      if (c === 0x3f) {
-        const n = Number(key.slice(1));
-        return Number.isInteger(n) && n >= 1 && n <= names.length ? key : null;
-      }
-      return names.includes(key) ? key : null;
-    }
-    for (const prefix of [":", "@", "$"]) {
-      if (names.includes(prefix + key)) return prefix + key;
-    }
-    return null;
   }
 
   /** Parameter names by index: null for `?` and `?NNN` (bound by position by node:sqlite). */
