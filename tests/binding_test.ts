@@ -126,7 +126,12 @@ for (const sqlite of ENGINES) {
     withDb(sqlite, (db) => {
       assert.deepEqual(query(db, "SELECT :a, @b, $c", [1, 2, 3]), [[1, 2, 3]]);
       assert.deepEqual(query(db, "SELECT :a, @b, $c", { a: 1, "@b": 2, $c: 3 }), [[1, 2, 3]]);
-      assert.deepEqual(query(db, "SELECT :a, @b, $c", { ":a": "x" }), [["x", null, null]]);
+      assert.deepEqual(query(db, "SELECT :a, @b, $c", { ":a": "x", b: null, $c: null }), [[
+        "x",
+        null,
+        null,
+      ]]);
+      assert.deepEqual(query(db, "SELECT $a, @a, :a", { a: 5 }), [[5, 5, 5]]);
       assert.deepEqual(query(db, "SELECT ?, :a, ?", [1, 2, 3]), [[1, 2, 3]]);
       assert.deepEqual(query(db, "SELECT ?2, ?1, ?2", ["a", "b"]), [["b", "a", "b"]]);
       assert.deepEqual(query(db, "SELECT :a, :a + 1", { a: 41 }), [[41, 42]]);
@@ -138,14 +143,16 @@ for (const sqlite of ENGINES) {
       stmt.finalize();
     }));
 
-  Deno.test(`Stmt.bind() refuses unknown names with INVALID_PARAM and too many values with SQLITE_RANGE ${e}`, () =>
+  Deno.test(`Stmt.bind() refuses unknown names and missing values with INVALID_PARAM, too many values with SQLITE_RANGE ${e}`, () =>
     withDb(sqlite, (db) => {
       const stmt = db.prepare("SELECT :a, ?")!;
       assert.equal(stmt.paramCount, 2);
       rejects(() => stmt.bind({ nope: 1 }), "INVALID_PARAM", undefined, /"nope"/);
       rejects(() => stmt.bind([1, 2, 3]), "SQLITE_RANGE", 25, /3 values/);
-      stmt.bind([1]);
-      assert.deepEqual(stmt.all(), [[1, null]]);
+      rejects(() => stmt.bind([1]), "INVALID_PARAM", undefined, /has 2 parameters, 1 was given/);
+      rejects(() => stmt.bind({}), "INVALID_PARAM", undefined, /Missing value for parameter ":a"/);
+      stmt.bind([1, 2]);
+      assert.deepEqual(stmt.all(), [[1, 2]]);
       stmt.finalize();
     }));
 
