@@ -58,6 +58,12 @@ export function wireParams(params: BindParams | undefined): WireParams {
 }
 
 /** Call options as sent: only what the server reads (the signal stays here). */
-export function wireOptions(options: CallOptions | undefined): WireCallOptions | null {
-  return options?.timeout === undefined ? null : { timeout: options.timeout };
+export function wireOptions(
+  options: CallOptions | undefined,
+  first = false,
+): WireCallOptions | null {
+  const timeout = options?.timeout;
+  if (!first) return timeout === undefined ? null : { timeout };
+  // get(): the server steps the statement once and sends the first row alone.
+  return timeout === undefined ? { first } : { timeout, first };
 }

@@ -239,7 +239,7 @@ export abstract class Queryable {
     params?: BindParams,
     options?: CallOptions,
   ): Promise<T | undefined> {
-    const [columns, rows] = await this.#query(sql, params, options);
+    const [columns, rows] = await this.#query(sql, params, options, true);
     return rows.length === 0 ? undefined : toObject(columns, rows[0]) as T;
   }
 
@@ -419,13 +419,14 @@ export abstract class Queryable {
     sql: string,
     params: BindParams | undefined,
     options: CallOptions | undefined,
+    first = false,
   ): Promise<Replies[typeof Op.Query]> {
     this.#refuseTxControl(sql);
     checkParams(params);
     return await call(
       this.#route,
       Op.Query,
-      [sql, wireParams(params), wireOptions(options)],
+      [sql, wireParams(params), wireOptions(options, first)],
       options?.signal,
     );
   }

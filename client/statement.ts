@@ -135,7 +135,7 @@ export class Statement {
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
   async get<T = Row>(params?: BindParams, options?: CallOptions): Promise<T | undefined> {
-    const [columns, rows] = await this.#call(Op.Query, params, options);
+    const [columns, rows] = await this.#call(Op.Query, params, options, true);
     if (rows.length === 0) return undefined;
     return (this.#raw ? rows[0] : toObject(columns, rows[0])) as T;
   }
@@ -206,6 +206,7 @@ export class Statement {
     op: O,
     params: BindParams | undefined,
     options: CallOptions | undefined,
+    first = false,
   ): Promise<Replies[O]> {
     try {
       this.#checkLive();
@@ -214,7 +215,7 @@ export class Statement {
       return Promise.reject(err);
     }
     const wp = wireParams(params);
-    const wo = wireOptions(options);
+    const wo = wireOptions(options, first);
     const send = (conn: PooledConnection): Promise<Replies[O]> => {
       const h = this.#handleOn(conn);
       if (h !== undefined) {

@@ -210,9 +210,18 @@ export class EngineSession implements HostedSession {
     return step(0);
   }
 
-  /** Runs one statement and returns its columns and rows ({@link QueryReply}). */
-  query(sql: string | number, params: unknown, timeout?: number): Reply<QueryReply> {
+  /**
+   * Runs one statement and returns its columns and rows ({@link QueryReply});
+   * with `first`, its first row alone (stepped once).
+   */
+  query(
+    sql: string | number,
+    params: unknown,
+    timeout?: number,
+    first = false,
+  ): Reply<QueryReply> {
     const limits = this.#limits(timeout);
+    if (first) limits.maxRows = 1;
     return this.#settled(
       this.#statement(sql, params, limits, "encoded", (o) => [o.columns, o.rows]),
     );

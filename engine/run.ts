@@ -39,6 +39,8 @@ export interface RunLimits {
   deadline?: number;
   /** Largest result, in approximate bytes, before `RESULT_TOO_LARGE`. */
   maxBytes: number;
+  /** Rows wanted at most (the statement is not stepped past them); all when absent. */
+  maxRows?: number;
   /**
    * Who runs the statement (its session): whose insert the writer's last
    * rowid is, where the binding cannot zero it before a statement.
@@ -135,6 +137,9 @@ function stepInline(
       const rows = p.readOnly ? step() : undoIfLate(p, limits, step);
       return outcome(p, rows, before, limits);
     }
+    if (wantRows && limits.maxRows !== undefined) {
+      return outcome(p, firstRows(p, limits), before, limits);
+    }
     if (wantRows === "encoded") {
       rowsOut.begin();
       p.stmt.allInto(rowsOut, limits.maxBytes);
@@ -199,6 +204,26 @@ function stepWithClock(p: Prepared, limits: RunLimits, wantRows: WantRows): SqlV
   return rows;
 }
 
+/**
+ * Steps `p` for its first `limits.maxRows` rows only, then resets it (a
+ * write with RETURNING made all its changes at the first step).
+ */
+function firstRows(p: Prepared, limits: RunLimits): SqlValue[][] {
+  const rows: SqlValue[][] = [];
+  let bytes = 0;
+  try {
+    while (rows.length < limits.maxRows! && p.stmt.step()) {
+      const row = p.stmt.row();
+      bytes += rowBytes(row);
+      if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+      rows.push(row);
+    }
+  } finally {
+    p.stmt.reset();
+  }
+  return rows;
+}
+
 /** A statement running on a background thread. */
 export interface Running {
   /** Settles when the statement is done. */
@@ -243,6 +268,7 @@ export function runInBackground(
           bytes += rowBytes(row);
           if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
           rows.push(row);
+          if (rows.length === limits.maxRows) break;
         }
         if (reason !== null) throw reason;
         if (performance.now() < sliceEnd) {

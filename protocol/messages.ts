@@ -83,6 +83,11 @@ export interface ServerLimits {
 export interface WireCallOptions {
   /** Statement deadline in ms (> 0), overriding the server's `statementTimeout`. */
   timeout?: number;
+  /**
+   * `query` only: return the first row alone; the statement is stepped once
+   * (a write with RETURNING still makes all its changes), as `get()` needs.
+   */
+  first?: boolean;
 }
 
 /** Per-call options of the client's query methods. */

@@ -25,7 +25,12 @@ export interface DecodedArgs {
   /** `[sql]` */
   [Op.Exec]: [sql: string];
   /** `[sql or handle, params, timeout]` */
-  [Op.Query]: [sql: StatementRef, params: WireParams | undefined, timeout: number | undefined];
+  [Op.Query]: [
+    sql: StatementRef,
+    params: WireParams | undefined,
+    timeout: number | undefined,
+    first: boolean,
+  ];
   /** `[sql or handle, params, timeout]` */
   [Op.Run]: [sql: StatementRef, params: WireParams | undefined, timeout: number | undefined];
   /** `[items]` */
@@ -106,7 +111,7 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
     case Op.Exec:
       return { op: Op.Exec, id, args: [sqlText(msg[2])] };
     case Op.Query:
-      return { op: Op.Query, id, args: statementCall(msg) };
+      return { op: Op.Query, id, args: [...statementCall(msg), firstOnly(msg[4])] };
     case Op.Run:
       return { op: Op.Run, id, args: statementCall(msg) };
     case Op.Iterate:
@@ -188,6 +193,15 @@ function timeoutOf(v: unknown): number | undefined {
     throw badRequest("Expected call options {timeout?: positive number of ms}");
   }
   return t;
+}
+
+function firstOnly(v: unknown): boolean {
+  if (v === undefined || v === null) return false;
+  const first = (v as WireCallOptions).first;
+  if (first !== undefined && typeof first !== "boolean") {
+    throw badRequest("Expected call options {first?: boolean}");
+  }
+  return first === true;
 }
 
 function batchItems(v: unknown): BatchItem[] {

@@ -105,3 +105,26 @@ Deno.test("an insert reports its rowid when another client's rolled-back insert 
   });
   assert.deepEqual(await b.values("SELECT rowid FROM t WHERE a = 3"), [[2]]);
 });
+
+Deno.test("get() steps the statement for its first row only: a result far above maxResultBytes still gives it", async () => {
+  await using srv = await startServer({ maxResultBytes: 10_000 });
+  await using db = await srv.client();
+  await db.exec(
+    "CREATE TABLE big (id INTEGER PRIMARY KEY, pad TEXT); " +
+      "INSERT INTO big (pad) WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s " +
+      "LIMIT 5000) SELECT printf('%0100d', x) FROM s",
+  );
+  await assert.rejects(db.query("SELECT * FROM big"), { code: "RESULT_TOO_LARGE" });
+  assert.deepEqual(await db.get("SELECT id FROM big ORDER BY id"), { id: 1 });
+  const stmt = await db.prepare("SELECT id, pad FROM big WHERE id > ? ORDER BY id");
+  assert.deepEqual(await stmt.raw().get([4990]), [4991, "0".repeat(96) + "4991"]);
+  await stmt.finalize();
+  assert.equal(await db.get("SELECT id FROM big WHERE id < 0"), undefined);
+  // A write with RETURNING makes all its changes, though one row comes back.
+  assert.deepEqual(await db.get("DELETE FROM big WHERE id > 10 RETURNING id"), { id: 11 });
+  assert.deepEqual(await db.values("SELECT count(*) FROM big"), [[10]]);
+  await db.exec("BEGIN");
+  assert.deepEqual(await db.get("UPDATE big SET pad = 'x' RETURNING id"), { id: 1 });
+  await db.exec("COMMIT");
+  assert.deepEqual(await db.values("SELECT count(*) FROM big WHERE pad = 'x'"), [[10]]);
+});

@@ -120,14 +120,19 @@ export class DqliteEngineSession {
     });
   }
 
-  /** Runs one statement and returns its columns and rows. */
-  query(sql: string | number, params: unknown, timeout?: number): Promise<QueryPayload> {
+  /** Runs one statement and returns its columns and rows (`first`: the first row alone). */
+  query(
+    sql: string | number,
+    params: unknown,
+    timeout?: number,
+    first = false,
+  ): Promise<QueryPayload> {
     const text = this.#sqlOf(sql);
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
     return this.#request(text, [[], []], timeout, async (db) => {
       const o = await this.#statement(db, text, args);
-      return [o.columns, o.rows];
+      return [o.columns, first ? o.rows.slice(0, 1) : o.rows];
     });
   }
 
