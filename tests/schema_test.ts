@@ -45,17 +45,25 @@ Deno.test("decodeRequest() returns every element the client encodes, for every o
     args: ["CREATE TABLE t (x)"],
   });
   for (const op of [Op.Query, Op.Run, Op.Iterate] as const) {
+    // query's options also carry `first` (get()): false unless sent.
+    const more = op === Op.Query ? [false] : [];
     assert.deepEqual(roundTrip([op, 7, "SELECT ?", p, { timeout: 50 }]), {
       op,
       id: 7,
-      args: ["SELECT ?", p, 50],
+      args: ["SELECT ?", p, 50, ...more],
     }, `op ${op} keeps its timeout`);
     assert.deepEqual(roundTrip([op, 8, 3, { a: 1 }, null]), {
       op,
       id: 8,
-      args: [3, { a: 1 }, undefined],
+      args: [3, { a: 1 }, undefined, ...more],
     });
   }
+  assert.deepEqual(roundTrip([Op.Query, 9, "SELECT 1", null, { timeout: 5, first: true }]).args, [
+    "SELECT 1",
+    null,
+    5,
+    true,
+  ]);
   assert.deepEqual(roundTrip([Op.Batch, 2, [["INSERT INTO t VALUES (?)", [1]]]]).args, [
     [["INSERT INTO t VALUES (?)", [1]]],
   ]);
@@ -73,6 +81,7 @@ Deno.test("decodeRequest() refuses malformed arguments with BAD_REQUEST naming t
     [[Op.Run, 1, "SELECT 1", "x"], /parameters as an array or a map, got string/],
     [[Op.Run, 1, "SELECT 1", null, { timeout: -1 }], /timeout\?: positive number/],
     [[Op.Query, 1, "SELECT 1", null, 5], /call options/],
+    [[Op.Query, 1, "SELECT 1", null, { first: 1 }], /first\?: boolean/],
     [[Op.Batch, 1, [["ok", null], [1]]], /Batch statement 2: expected \[sql, params\]/],
     [[Op.Finalize, 1, "h"], /statement handle, got string/],
     [[Op.Cancel, 1, 0], /id of the request to cancel/],
