@@ -133,12 +133,12 @@ function stepInline(
       // which may run without bound, is stepped a row at a time instead; a
       // write, which does its work in one step, is undone when it ends late.
       deadlineOf(limits);
-      const step = () => stepWithClock(p, limits, wantRows);
+      const step = () => stepRows(p, limits, wantRows, true);
       const rows = p.readOnly ? step() : undoIfLate(p, limits, step);
       return outcome(p, rows, before, limits);
     }
     if (wantRows && limits.maxRows !== undefined) {
-      return outcome(p, firstRows(p, limits), before, limits);
+      return outcome(p, stepRows(p, limits, wantRows, false), before, limits);
     }
     if (wantRows === "encoded") {
       rowsOut.begin();
@@ -186,33 +186,24 @@ function undoIfLate<T>(p: Prepared, limits: RunLimits, run: () => T): T {
   return result;
 }
 
-function stepWithClock(p: Prepared, limits: RunLimits, wantRows: WantRows): SqlValue[][] {
-  const rows: SqlValue[][] = [];
-  let bytes = 0;
-  try {
-    while (p.stmt.step()) {
-      if (performance.now() > deadlineOf(limits)) throw statementTimeout(limits);
-      if (!wantRows) continue;
-      const row = p.stmt.row();
-      bytes += rowBytes(row);
-      if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
-      rows.push(row);
-    }
-  } finally {
-    p.stmt.reset();
-  }
-  return rows;
-}
-
 /**
- * Steps `p` for its first `limits.maxRows` rows only, then resets it (a
- * write with RETURNING made all its changes at the first step).
+ * Steps `p` a row at a time, then resets it: its rows when wanted, at most
+ * `limits.maxRows` of them (a write with RETURNING made all its changes at
+ * the first step); with `clock`, checking the deadline between rows.
  */
-function firstRows(p: Prepared, limits: RunLimits): SqlValue[][] {
+function stepRows(
+  p: Prepared,
+  limits: RunLimits,
+  wantRows: WantRows,
+  clock: boolean,
+): SqlValue[][] {
   const rows: SqlValue[][] = [];
+  const max = limits.maxRows ?? Infinity;
   let bytes = 0;
   try {
-    while (rows.length < limits.maxRows! && p.stmt.step()) {
+    while (rows.length < max && p.stmt.step()) {
+      if (clock && performance.now() > deadlineOf(limits)) throw statementTimeout(limits);
+      if (!wantRows) continue;
       const row = p.stmt.row();
       bytes += rowBytes(row);
       if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);

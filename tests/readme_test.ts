@@ -32,22 +32,36 @@ Deno.test("readme: the example runs unchanged, twice, on the same database", asy
     await Deno.writeTextFile(join(dir, "example.ts"), source);
     const database = join(dir, "netsqlite.db");
     await using _server = await serve({ database, path: defaultSocketPath(database) });
-    for (const round of [1, 2]) {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--check", "-A", "example.ts"],
-        cwd: dir,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-      assert.equal(out.code, 0, `run ${round}: ${text}`);
-      assert.match(text, /SQLITE_CONSTRAINT_UNIQUE/, `run ${round}: ${text}`);
-      assert.match(text, /name: "ada"/, `run ${round}: ${text}`);
+    for (const [round, text] of (await runTwice(dir)).entries()) {
+      assert.match(text, /SQLITE_CONSTRAINT_UNIQUE/, `run ${round + 1}: ${text}`);
+      assert.match(text, /name: "ada"/, `run ${round + 1}: ${text}`);
     }
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+/**
+ * Runs `example.ts` in `dir` twice (`deno run --check -A`), each run
+ * checked to exit 0; returns each run's output (stdout, and stderr unless
+ * `withStderr` is false).
+ */
+async function runTwice(dir: string, withStderr = true): Promise<string[]> {
+  const outputs: string[] = [];
+  for (const round of [1, 2]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--check", "-A", "example.ts"],
+      cwd: dir,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const text = stdout + new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, `run ${round}: ${text}`);
+    outputs.push(withStderr ? text : stdout);
+  }
+  return outputs;
+}
 
 /** The first `ts` block of README's `## {section}`. */
 async function readmeSnippet(section: string): Promise<string> {
@@ -87,19 +101,7 @@ async function runSnippet(section: string, module: string): Promise<string[]> {
       source.replaceAll('"/tmp/app.sock"', JSON.stringify(socket)),
     );
     await using _server = await serve({ database: join(dir, "app.db"), path: socket });
-    const outputs: string[] = [];
-    for (const round of [1, 2]) {
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--check", "-A", "example.ts"],
-        cwd: dir,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-      assert.equal(out.code, 0, `run ${round}: ${text}`);
-      outputs.push(new TextDecoder().decode(out.stdout));
-    }
-    return outputs;
+    return await runTwice(dir, false);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
