@@ -53,6 +53,7 @@ import {
   type SqliteRemoteDatabase,
 } from "drizzle-orm/sqlite-proxy";
 import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
+import { firstValues } from "../client/queryable.ts";
 
 /** A `db.transaction()` in progress: its reserved connection, and whether it is still open. */
 interface TransactionScope {
@@ -157,6 +158,11 @@ async function runOne(
   if (method === "run") {
     const { changes, lastInsertRowid } = await target.run(sql, params);
     return { rows: [], changes, lastInsertRowid } as { rows: any[] };
+  }
+  if (method === "get") {
+    // The server steps the statement for its first row only.
+    const row = await firstValues(target, sql, params);
+    return shape(method, row === undefined ? [] : [row]);
   }
   return shape(method, await target.values(sql, params));
 }

@@ -66,6 +66,28 @@ export interface TransactionOptions {
   behavior?: "deferred" | "immediate" | "exclusive";
 }
 
+let firstValuesOf: (
+  q: Queryable,
+  sql: string,
+  params: BindParams | undefined,
+) => Promise<SqlValue[] | undefined>;
+
+/**
+ * The first row of a statement as an array of values (every column kept,
+ * duplicate names included), or `undefined`; the server steps the statement
+ * for that row only. For adapters (Drizzle's `get`), not exported by the
+ * package.
+ *
+ * @internal
+ */
+export function firstValues(
+  q: Queryable,
+  sql: string,
+  params?: BindParams,
+): Promise<SqlValue[] | undefined> {
+  return firstValuesOf(q, sql, params);
+}
+
 /**
  * The query methods common to a client, a reserved connection and a
  * transaction (see `Client`, `ReservedConnection`, `Transaction`).
@@ -92,6 +114,11 @@ export interface TransactionOptions {
  */
 export abstract class Queryable {
   readonly #route: Route;
+
+  static {
+    firstValuesOf = (q, sql, params) =>
+      q.#query(sql, params, undefined, true).then(([, rows]) => rows[0] as SqlValue[] | undefined);
+  }
 
   /** @internal */
   constructor(route: Route) {

@@ -48,7 +48,7 @@ const DDL = [
   "author_id INTEGER NOT NULL REFERENCES users(id), title TEXT NOT NULL)",
 ];
 
-async function setup(options: { txIdleTimeout?: number } = {}) {
+async function setup(options: { txIdleTimeout?: number; maxResultBytes?: number } = {}) {
   const srv = await startServer(options);
   const client = await connect(srv.connectOptions); // a pool (max 4), as users get it
   const db = drizzle(client, { schema });
@@ -331,4 +331,25 @@ Deno.test("drizzle: a COMMIT refused after the lease expired surfaces TX_TIMEOUT
   // A transaction after it works as usual.
   await db.transaction((tx) => tx.insert(users).values({ name: "next", balance: 2n }));
   assert.equal((await db.select().from(users)).length, 1);
+});
+
+Deno.test("drizzle: .get() has the server step one row, keeping every column of a join", async () => {
+  await using t = await setup({ maxResultBytes: 20_000 });
+  const { db, client } = t;
+  await client.exec(
+    "INSERT INTO users (name, balance) WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL " +
+      "SELECT x + 1 FROM s LIMIT 3000) SELECT printf('user %05d', x), x FROM s",
+  );
+  await assert.rejects(db.select().from(users), (err: Error) => {
+    assert.equal((err.cause as { code?: string }).code, "RESULT_TOO_LARGE"); // DrizzleQueryError
+    return true;
+  });
+  const first = await db.select().from(users).orderBy(users.id).get();
+  assert.deepEqual(first, { id: 1, name: "user 00001", balance: 1n, tag: null });
+  await db.insert(posts).values({ authorId: 2, title: "hello" });
+  // Both tables have an id column: the row comes back as arrays, every column kept.
+  const joined = await db.select({ userId: users.id, postId: posts.id, title: posts.title })
+    .from(posts).innerJoin(users, eq(posts.authorId, users.id)).get();
+  assert.deepEqual(joined, { userId: 2, postId: 1, title: "hello" });
+  assert.equal(await db.select().from(users).where(eq(users.name, "zed")).get(), undefined);
 });
