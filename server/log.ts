@@ -27,6 +27,8 @@ export const SQL_SHOWN = 200;
 export class Logger {
   readonly #rank: number;
   readonly #write: (line: string) => void;
+  /** Per kind of throttled warning: when one was last written, and how many were held back since. */
+  readonly #throttled = new Map<string, { at: number; held: number }>();
 
   /**
    * @param level Least severe level written.
@@ -56,6 +58,26 @@ export class Logger {
   /** {@link log} at `warn`. */
   warn(message: string): void {
     this.log("warn", message);
+  }
+
+  /**
+   * {@link warn}, at most once per `intervalMs` for each `kind`, so that a
+   * flood (a client retrying a wrong token, a port scanner) cannot flood
+   * the log: a line held back is counted in the next one written.
+   */
+  warnThrottled(kind: string, message: string, intervalMs = 1000): void {
+    if (!this.enabled("warn")) return;
+    const now = performance.now();
+    const last = this.#throttled.get(kind);
+    if (last !== undefined && now - last.at < intervalMs) {
+      last.held++;
+      return;
+    }
+    const held = last?.held ?? 0;
+    this.#throttled.set(kind, { at: now, held: 0 });
+    this.warn(
+      held === 0 ? message : `${message} (and ${held} more like it since the last such line)`,
+    );
   }
 
   /** {@link log} at `info`. */

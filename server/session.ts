@@ -307,6 +307,20 @@ export class Session implements SessionProbe {
     );
   }
 
+  /**
+   * Logs why the server closes this connection (a protocol violation, a
+   * refused token, a stalled frame): at most one line a second per code.
+   */
+  #logClosing(err: unknown): void {
+    const code = (err as { code?: string }).code ?? ErrorCode.Internal;
+    if (NOT_LOGGED_HERE.has(code)) return;
+    const who = this.#handshaken ? `session ${this.id} (${this.#peer})` : this.#peer;
+    this.#services.log.warnThrottled(
+      `closing:${code}`,
+      `closed the connection of ${who}: ${code}: ${(err as Error).message ?? String(err)}`,
+    );
+  }
+
   /** Closes a connection that stalls inside a frame for `frameTimeout` ms. */
   #watchPartialFrame(): void {
     // While reading is paused by our own backpressure the client is not at fault.
@@ -388,7 +402,10 @@ export class Session implements SessionProbe {
     if (this.#refusal !== null) throw this.#refusal;
     const refusal = this.#gate?.check(hello.token) ?? null;
     if (refusal !== null) {
-      this.#services.log.warn(`refused a connection from ${this.#peer}: ${refusal}`);
+      this.#services.log.warnThrottled(
+        "auth",
+        `refused a connection from ${this.#peer}: ${refusal}`,
+      );
       throw new ProtocolError(ErrorCode.Auth, `Cannot start session: ${refusal}`);
     }
     this.#handshaken = true;
@@ -674,6 +691,7 @@ export class Session implements SessionProbe {
   /** Sends a connection-level error as the last frame, then closes. */
   async #sendLast(err: unknown): Promise<void> {
     this.#dead = true;
+    this.#logClosing(err);
     this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, toWireError(err)]);
     // A client that does not read gets one second, then the socket closes.
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -685,6 +703,13 @@ export class Session implements SessionProbe {
     this.close();
   }
 }
+
+/** Connection-level errors the server's log does not repeat per connection. */
+const NOT_LOGGED_HERE: ReadonlySet<string> = new Set([
+  ErrorCode.ShuttingDown, // the server said it is shutting down
+  ErrorCode.TooManyConnections, // counted and logged by the server, once a second
+  ErrorCode.Auth, // logged where the token is refused
+]);
 
 /** Who is at the other end, for the log. */
 function peerName(conn: Deno.Conn): string {

@@ -231,6 +231,13 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
     const [a] = await openLink(await resolveConnectOptions(options));
     const [b] = await openLink(await resolveConnectOptions(options));
     await assert.rejects(openLink(await resolveConnectOptions({ path: sock, token: "wrong" })));
+    // Three connections announcing a frame over the pre-hello limit: one log line.
+    for (let i = 0; i < 3; i++) {
+      const raw = await Deno.connect({ transport: "unix", path: sock });
+      await raw.write(new Uint8Array([0x7f, 0xff, 0xff, 0xff]));
+      await raw.read(new Uint8Array(256)).catch(() => null); // the error frame
+      raw.close();
+    }
     await a.request(Op.Exec, ["CREATE TABLE t(x)"]);
     const slow =
       "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) " +
@@ -255,6 +262,10 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
   const log = chunks.join("");
   assert.match(log, / info {2}netsqlite: connect: session 1 \(a local process/);
   assert.match(log, / warn {2}netsqlite: refused a connection from .*: wrong token/);
+  const closed = log.match(
+    / warn {2}netsqlite: closed the connection of a local process .*: FRAME_TOO_LARGE: /g,
+  );
+  assert.equal(closed?.length, 1, log); // three in a row, throttled to one line a second
   assert.match(
     log,
     / warn {2}netsqlite: slow statement: session 1, \d+\.\d ms, 1 rows: WITH RECURSIVE c\(i\) AS/,
@@ -266,4 +277,21 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
   for (const line of log.trim().split("\n")) {
     assert.match(line, /^\d{4}-\d\d-\d\dT[\d:.]+Z (error|warn |info |debug) netsqlite: /);
   }
+});
+
+Deno.test("Logger.warnThrottled writes one line per kind per interval and counts those held back", async () => {
+  const lines: string[] = [];
+  const log = new Logger("warn", (l) => lines.push(l));
+  for (let i = 0; i < 5; i++) log.warnThrottled("a", `a ${i}`, 50);
+  log.warnThrottled("b", "b 0", 50);
+  await delay(60);
+  log.warnThrottled("a", "a 5", 50);
+  assert.deepEqual(lines.map((l) => l.replace(/^\S+ /, "")), [
+    "warn  netsqlite: a 0",
+    "warn  netsqlite: b 0",
+    "warn  netsqlite: a 5 (and 4 more like it since the last such line)",
+  ]);
+  const quiet = new Logger("error", (l) => lines.push(l));
+  quiet.warnThrottled("a", "never", 50);
+  assert.equal(lines.length, 3);
 });
