@@ -46,7 +46,7 @@ import { resultTooLarge } from "../engine/run.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { TokenGate } from "./auth.ts";
 import { Logger, sqlForLog } from "./log.ts";
-import type { ServerStats, SessionProbe } from "./stats.ts";
+import { opName, type ServerStats, type SessionProbe } from "./stats.ts";
 
 /** What a session reports to and logs with; shared by the server's sessions. */
 export interface SessionServices {
@@ -530,7 +530,7 @@ export class Session implements SessionProbe {
       const handle = typeof req[2] === "number" ? this.#preparedSql?.get(req[2]) : undefined;
       log.warn(`slow statement: session ${this.id}, ${describeSlow(req, payload, ms, handle)}`);
     } else if (log.enabled("debug")) {
-      log.debug(`request: session ${this.id}, op ${req[0]}, ${ms.toFixed(3)} ms`);
+      log.debug(`request: session ${this.id}, ${opName(req[0])}, ${ms.toFixed(3)} ms`);
     }
   }
 

@@ -24,6 +24,11 @@ const OP_NAMES: string[] = (() => {
   return names;
 })();
 
+/** An op's name as `stats` and the log show it (`query`, `close_cursor`), or `op N`. */
+export function opName(op: unknown): string {
+  return (typeof op === "number" ? OP_NAMES[op] : undefined) ?? `op ${String(op)}`;
+}
+
 /** What a session reports about itself to a snapshot. */
 export interface SessionProbe {
   /** Session number. */

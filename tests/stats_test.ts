@@ -8,7 +8,7 @@ import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { bucketLimit, bucketOf } from "../server/stats.ts";
+import { bucketLimit, bucketOf, opName } from "../server/stats.ts";
 import { Logger, sqlForLog } from "../server/log.ts";
 import { delay, readStdoutUntil, startServer, type TestServer, within } from "./_helpers.ts";
 
@@ -294,4 +294,11 @@ Deno.test("Logger.warnThrottled writes one line per kind per interval and counts
   const quiet = new Logger("error", (l) => lines.push(l));
   quiet.warnThrottled("a", "never", 50);
   assert.equal(lines.length, 3);
+});
+
+Deno.test("opName() names ops as stats and the debug log show them", () => {
+  assert.equal(opName(Op.Query), "query");
+  assert.equal(opName(Op.CloseCursor), "close_cursor");
+  assert.equal(opName(99), "op 99");
+  assert.equal(opName("x"), "op x");
 });
