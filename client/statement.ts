@@ -91,7 +91,11 @@ export class Statement {
     dropped.register(this, this.#handles, this);
   }
 
-  /** Result column names (empty for statements that return no rows). */
+  /**
+   * Result column names (empty for statements that return no rows): as
+   * prepared, then as the latest result had them (`SELECT *` after an
+   * `ALTER TABLE ... ADD COLUMN` gains the column).
+   */
   get columns(): readonly string[] {
     return this.#columns;
   }
@@ -123,6 +127,7 @@ export class Statement {
    */
   async all<T = Row>(params?: BindParams, options?: CallOptions): Promise<T[]> {
     const [columns, rows] = await this.#call(Op.Query, params, options);
+    this.#columns = columns;
     return (this.#raw ? rows : toObjects(columns, rows)) as T[];
   }
 
@@ -136,6 +141,7 @@ export class Statement {
    */
   async get<T = Row>(params?: BindParams, options?: CallOptions): Promise<T | undefined> {
     const [columns, rows] = await this.#call(Op.Query, params, options, true);
+    this.#columns = columns;
     if (rows.length === 0) return undefined;
     return (this.#raw ? rows[0] : toObject(columns, rows[0])) as T;
   }
@@ -152,7 +158,8 @@ export class Statement {
     params?: BindParams,
     options?: CallOptions,
   ): Promise<T[]> {
-    const [, rows] = await this.#call(Op.Query, params, options);
+    const [columns, rows] = await this.#call(Op.Query, params, options);
+    this.#columns = columns;
     return rows as T[];
   }
 

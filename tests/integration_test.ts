@@ -292,6 +292,18 @@ for (const transport of TRANSPORTS) {
     assert.equal((await db.get<{ n: number }>("SELECT count(*) AS n FROM k"))?.n, 5);
   });
 
+  Deno.test(`Statement.columns follows the latest result after ALTER TABLE${T}`, async () => {
+    await using s = await startServer({ transport });
+    await using db = await s.client();
+    await db.exec("CREATE TABLE k (a, b); INSERT INTO k VALUES (1, 2)");
+    const all = await db.prepare("SELECT * FROM k");
+    assert.deepEqual(all.columns, ["a", "b"]);
+    await db.exec("ALTER TABLE k ADD COLUMN c");
+    assert.deepEqual(await all.all(), [{ a: 1, b: 2, c: null }]);
+    assert.deepEqual(all.columns, ["a", "b", "c"]);
+    await all.finalize();
+  });
+
   Deno.test(`Client.prepare() refuses SQL that does not compile${T}`, async () => {
     await using s = await startServer({ transport });
     await using db = await s.client();
