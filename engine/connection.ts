@@ -75,11 +75,6 @@ export class Connection {
   readonly db: Db;
   /** What the binding can do (interrupt, background steps, ...). */
   readonly caps: Capabilities;
-  /**
-   * The session whose statement last moved this connection's last insert
-   * rowid, where the binding cannot zero it before a statement (`run.ts`).
-   */
-  rowidBy: object | undefined = undefined;
   readonly #isWriter: boolean;
   readonly #cacheSize: number;
   readonly #cache = new Map<string, Prepared>();

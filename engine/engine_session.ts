@@ -756,7 +756,7 @@ export class EngineSession implements HostedSession {
   #limits(timeout: number | undefined): RunLimits {
     const config = this.#host.config;
     const ms = timeout ?? config.statementTimeout;
-    return { timeout: ms, maxBytes: config.maxResultBytes, actor: this };
+    return { timeout: ms, maxBytes: config.maxResultBytes };
   }
 
   #liveCursor(p: Prepared, args: BindArgs, timeout: number, release: () => void): Cursor {

@@ -41,11 +41,6 @@ export interface RunLimits {
   maxBytes: number;
   /** Rows wanted at most (the statement is not stepped past them); all when absent. */
   maxRows?: number;
-  /**
-   * Who runs the statement (its session): whose insert the writer's last
-   * rowid is, where the binding cannot zero it before a statement.
-   */
-  actor?: object;
 }
 
 /**
@@ -135,19 +130,19 @@ function stepInline(
       deadlineOf(limits);
       const step = () => stepRows(p, limits, wantRows, true);
       const rows = p.readOnly ? step() : undoIfLate(p, limits, step);
-      return outcome(p, rows, before, limits);
+      return outcome(p, rows, before);
     }
     if (wantRows && limits.maxRows !== undefined) {
-      return outcome(p, stepRows(p, limits, wantRows, false), before, limits);
+      return outcome(p, stepRows(p, limits, wantRows, false), before);
     }
     if (wantRows === "encoded") {
       rowsOut.begin();
       p.stmt.allInto(rowsOut, limits.maxBytes);
-      return outcome(p, rowsOut.finish(), before, limits);
+      return outcome(p, rowsOut.finish(), before);
     }
-    if (wantRows) return outcome(p, p.stmt.all(limits.maxBytes), before, limits);
+    if (wantRows) return outcome(p, p.stmt.all(limits.maxBytes), before);
     p.stmt.run();
-    return outcome(p, NO_ROWS, before, limits);
+    return outcome(p, NO_ROWS, before);
   } catch (err) {
     restoreRowid(p, before);
     throw stopped(err, limits, budget, left);
@@ -269,7 +264,7 @@ export function runInBackground(
           sliceEnd = performance.now() + SLICE_MS;
         }
       }
-      return outcome(p, rows, before, limits);
+      return outcome(p, rows, before);
     } catch (err) {
       restoreRowid(p, before);
       if (reason !== null && isInterrupt(err)) throw reason;
@@ -325,21 +320,32 @@ interface Counters {
   total: number | bigint;
   /** The last insert rowid before. */
   rowid: number | bigint;
-  /** True when the rowid was zeroed for the statement (FFI). */
+  /** True when the rowid was zeroed for the statement (see {@link countersBefore}). */
   zeroed: boolean;
 }
 
+/** SQL that reads the connection's last rowid (which zeroing would change). */
+const READS_LAST_ROWID = /last_insert_rowid/i;
+
+/**
+ * Reads the counters. Only a statement that may both insert and update (an
+ * upsert) has the last rowid zeroed first (where the binding can: FFI):
+ * after it, an unchanged rowid could mean an update or an insert that got
+ * the same rowid as the previous one. Others keep SQLite's value, which SQL
+ * may read (`INSERT ... VALUES (last_insert_rowid())`).
+ */
 function countersBefore(p: Prepared): Counters | null {
   if (!p.changesRows && !p.inserts) return null;
   const db = p.conn.db;
   const rowid = p.inserts ? db.lastInsertRowid() : 0;
-  const zeroed = p.inserts && db.setLastInsertRowid(0);
+  const zeroed = p.inserts && p.updatesRows && !READS_LAST_ROWID.test(p.stmt.sql) &&
+    db.setLastInsertRowid(0);
   return { total: db.totalChanges(), rowid, zeroed };
 }
 
-/** A statement that inserted nothing leaves the connection's last rowid as it was. */
-function restoreRowid(p: Prepared, before: Counters | null): void {
-  if (before?.zeroed && p.conn.db.lastInsertRowid() === 0) {
+/** A zeroed statement that inserted nothing leaves the connection's last rowid as it was. */
+function restoreRowid(p: Prepared, before: Counters | null, now?: number | bigint): void {
+  if (before?.zeroed && (now ?? p.conn.db.lastInsertRowid()) === 0) {
     p.conn.db.setLastInsertRowid(before.rowid);
   }
 }
@@ -349,12 +355,7 @@ function restoreRowid(p: Prepared, before: Counters | null): void {
  * inserted nothing itself (DDL, an ignored insert, an upsert that updated),
  * whoever's statement the connection's counters tell.
  */
-function outcome(
-  p: Prepared,
-  rows: SqlValue[][] | Encoded,
-  before: Counters | null,
-  limits: RunLimits,
-): Outcome {
+function outcome(p: Prepared, rows: SqlValue[][] | Encoded, before: Counters | null): Outcome {
   // Columns are read when prepared: a schema change that could alter them
   // clears the statement cache (engine.ts), so a cached statement's are current.
   const o: Outcome = { columns: p.columns, rows, changes: 0, lastInsertRowid: 0 };
@@ -366,17 +367,16 @@ function outcome(
   const now = db.lastInsertRowid();
   if (before.zeroed) {
     o.lastInsertRowid = now;
-    restoreRowid(p, before);
+    restoreRowid(p, before, now);
     return o;
   }
-  // Without zeroing: a statement that changed rows and can only insert
-  // inserted them, whatever the rowid. For one that may also update (an
-  // upsert), an unchanged rowid is its own only when the same session
-  // inserted it before (SQLite reports the previous insert for an update).
-  const conn = p.conn;
-  if (now !== before.rowid) conn.rowidBy = limits.actor;
-  const inserted = now !== before.rowid || (o.changes !== 0 && !p.updatesRows);
-  if (moved && (inserted || conn.rowidBy === limits.actor)) o.lastInsertRowid = now;
+  // A moved rowid is this statement's insert; so is an unchanged one when
+  // the statement changed rows and can only insert (it got the rowid a
+  // rolled-back or deleted row had). Left: an upsert where the binding
+  // could not zero the rowid, taken as an update.
+  if (moved && (now !== before.rowid || (o.changes !== 0 && !p.updatesRows))) {
+    o.lastInsertRowid = now;
+  }
   return o;
 }
 
