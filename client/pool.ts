@@ -136,8 +136,11 @@ export class Pool implements ConnectionEvents {
    */
   callerTransaction(): PooledConnection | null {
     if (this.#config.max !== 1) return null;
-    const scope = transactionContext.getStore();
-    if (scope === undefined || !scope.active) return null;
+    // The innermost transaction still open around the caller (a timer left
+    // by a nested transaction that ended belongs to the one around it).
+    let scope = transactionContext.getStore();
+    while (scope !== undefined && !scope.active) scope = scope.parent;
+    if (scope === undefined) return null;
     return scope.conn === this.#conns[0] && scope.conn.reserved ? scope.conn : null;
   }
 

@@ -402,7 +402,7 @@ export abstract class Queryable {
         ),
       );
     }
-    return this.#route.exclusive((conn) => runTransaction(conn, fn, behavior));
+    return this.#route.exclusive((conn) => runTransaction(conn, fn, behavior, this));
   }
 
   /**
@@ -521,6 +521,9 @@ interface OpenTransactions {
 
 const openOn = new WeakMap<PooledConnection, OpenTransactions>();
 
+/** The transaction each `tx` object stands for (whose `tx.transaction()` nests in it). */
+const scopeOfTx = new WeakMap<Queryable, TransactionScope>();
+
 /**
  * The open transaction on `conn` whose function (or a transaction nested in
  * it, or a call it started) is the caller, if any.
@@ -532,22 +535,25 @@ function callerScope(conn: PooledConnection): TransactionScope | undefined {
 }
 
 /**
- * Waits until the caller's transaction is the innermost one open on `conn`
- * (or none is open). Savepoints nest as a stack: two nested transactions
- * started side by side on one `tx` (`Promise.all([tx.transaction(a),
- * tx.transaction(b)])`) would release or undo each other's savepoint, so
- * the second waits for the first to end. One started from inside another's
- * function nests in it at once.
+ * Waits until the new transaction nests in the innermost one open on
+ * `conn` (or none is open). Savepoints nest as a stack: two nested
+ * transactions started side by side on one `tx` (`Promise.all([
+ * tx.transaction(a), tx.transaction(b)])`) would release or undo each
+ * other's savepoint, so the second waits for the first to end. It nests at
+ * once when started through the innermost transaction's own `tx`
+ * (`parent`), or from inside that transaction's function (followed across
+ * awaits: an outer `tx` used from there).
  */
 async function takeTurn(
   conn: PooledConnection,
   scope: TransactionScope,
+  parent: TransactionScope | undefined,
 ): Promise<OpenTransactions> {
   let open = openOn.get(conn);
   if (open === undefined) openOn.set(conn, open = { stack: [], ended: [] });
   for (;;) {
     const innermost = open.stack.at(-1);
-    if (innermost === undefined || innermost === callerScope(conn)) {
+    if (innermost === undefined || innermost === parent || innermost === callerScope(conn)) {
       open.stack.push(scope); // at once: a sibling started in the same tick must wait
       return open;
     }
@@ -559,9 +565,15 @@ async function runTransaction<T>(
   conn: PooledConnection,
   fn: (tx: Transaction) => Promise<T>,
   behavior: string,
+  on: Queryable,
 ): Promise<T> {
-  const scope: TransactionScope = { conn, active: true, parent: transactionContext.getStore() };
-  const open = await takeTurn(conn, scope);
+  const parent = scopeOfTx.get(on);
+  const scope: TransactionScope = {
+    conn,
+    active: true,
+    parent: parent ?? transactionContext.getStore(),
+  };
+  const open = await takeTurn(conn, scope, parent);
   try {
     return await runInScope(conn, scope, fn, behavior);
   } finally {
@@ -586,6 +598,7 @@ async function runInScope<T>(
     conn,
     () => ended ? "Transaction has ended: its function already settled" : null,
   );
+  scopeOfTx.set(tx, scope);
   let result: T;
   try {
     result = await transactionContext.run(scope, () => fn(tx));

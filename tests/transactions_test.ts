@@ -558,3 +558,50 @@ Deno.test("two transactions started at once on one reserved connection take turn
   assert.equal((b as PromiseRejectedResult).reason.message, "undo 2");
   assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
 });
+
+Deno.test("a nested transaction started through tx from code outside fn's async context (a job queue started earlier) nests at once", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  // A queue whose loop runs in the context it started in, not its callers'.
+  const jobs: (() => Promise<void>)[] = [];
+  const waker: { wake: (() => void) | null } = { wake: null };
+  let stop = false;
+  const loop = (async () => {
+    while (!stop) {
+      while (jobs.length === 0 && !stop) await new Promise<void>((r) => waker.wake = r);
+      await jobs.shift()?.();
+    }
+  })();
+  const enqueue = <T>(fn: () => Promise<T>) =>
+    new Promise<T>((resolve, reject) => {
+      jobs.push(() => fn().then(resolve, reject));
+      waker.wake?.();
+    });
+  const two = await within(
+    db.transaction((tx) => enqueue(() => tx.transaction((inner) => inner.get("SELECT 2 AS two")))),
+    5000,
+  );
+  assert.deepEqual(two, { two: 2 });
+  stop = true;
+  waker.wake?.();
+  await loop;
+});
+
+Deno.test("max: 1 client: a plain call from a timer started in a nested transaction that ended joins the transaction still open", async () => {
+  await using srv = await startServer();
+  await using one = await srv.client();
+  const five = await within(
+    one.transaction(async (tx) => {
+      let later!: Promise<unknown>;
+      await tx.transaction(async () => {
+        later = (async () => {
+          await delay(50);
+          return await one.get("SELECT 5 AS five");
+        })();
+      });
+      return await later;
+    }),
+    5000,
+  );
+  assert.deepEqual(five, { five: 5 });
+});
