@@ -66,6 +66,8 @@ export interface Change {
    * wants values), or the MessagePack bytes of a key-value value.
    */
   value: Record<string, unknown> | Uint8Array | null;
+  /** False for a table row whose value was not read at commit (no feed wanted values then). */
+  valueRead: boolean;
 }
 
 /** A party that receives changes: it filters, and buffers what it cannot send yet. */
@@ -110,7 +112,15 @@ export class ChangeLog {
   #savepoints: { name: string; mark: number }[] = [];
   readonly #ring: Change[] = [];
   #ringStart = 0;
-  #seq = 0;
+  /**
+   * Sequence number of the last published change. It starts from the clock
+   * (microseconds since 1970 when the log was made), so that numbers given
+   * out before a restart are never taken for later changes: a `since` from
+   * before is older than anything held, and fails with `FEED_GAP`.
+   */
+  #seq = Date.now() * 1000;
+  /** Values of table rows are read at commit up to this `seq` (see {@link unsubscribe}). */
+  #valuesUntil = -1;
   #commitSeq = 0;
   readonly #sinks = new Set<ChangeSink>();
   #capturing = false;
@@ -154,7 +164,7 @@ export class ChangeLog {
     logs.set(this.#writer, this);
   }
 
-  /** Sequence number of the last published change (0 before any). */
+  /** Sequence number of the last published change (its start value before any). */
   get head(): number {
     return this.#seq;
   }
@@ -222,7 +232,8 @@ export class ChangeLog {
     const skip = this.#skipOpen;
     this.#skipOpen = false;
     if (raw.length === 0 || skip) return;
-    const wantValues = [...this.#sinks].some((s) => s.wantsValues);
+    const wantValues = this.#seq < this.#valuesUntil ||
+      [...this.#sinks].some((s) => s.wantsValues);
     const commitSeq = ++this.#commitSeq;
     const out: Change[] = [];
     const kvSeen = new Map<bigint | number, Change>();
@@ -237,14 +248,16 @@ export class ChangeLog {
         key: null,
         version: null,
         value: null,
+        valueRead: true,
       };
       if (r.table === "netsqlite_kv" && r.rowid !== null) {
         // One change per key per commit, with the key's committed state.
         if (kvSeen.has(r.rowid)) continue;
         if (!this.#resolveKv(c, r.rowid)) continue;
         kvSeen.set(r.rowid, c);
-      } else if (wantValues && r.op !== "delete" && r.rowid !== null) {
-        c.value = this.#readRow(r.table, r.rowid);
+      } else if (r.op !== "delete" && r.rowid !== null) {
+        if (wantValues) c.value = this.#readRow(r.table, r.rowid);
+        else c.valueRead = false;
       }
       c.seq = ++this.#seq;
       out.push(c);
@@ -267,27 +280,42 @@ export class ChangeLog {
       if (since > this.#seq) {
         throw new SqliteError(
           FEED_GAP,
-          `Cannot resume change feed after ${since}: the server's feed is at ${this.#seq} ` +
-            "(sequence numbers restart with the server)",
+          `Cannot resume change feed after ${since}: the server's feed is only at ${this.#seq}`,
         );
       }
       if (since < this.oldest - 1) {
         throw new SqliteError(
           FEED_GAP,
           `Cannot resume change feed after ${since}: the oldest change held is ${this.oldest} ` +
-            `(the server keeps the last ${this.#capacity})`,
+            `(the server keeps the last ${this.#capacity}, and none from before its restart)`,
         );
       }
       const held = this.#held(since);
+      const unread = sink.wantsValues ? held.find((c) => !c.valueRead) : undefined;
+      if (unread !== undefined) {
+        throw new SqliteError(
+          FEED_GAP,
+          `Cannot resume change feed after ${since} with values: change ${unread.seq} and ` +
+            "others were published while no feed asked for values, so their rows were not " +
+            "read (resume without values, or read the rows again)",
+        );
+      }
       if (held.length > 0) sink.deliver(held);
     }
     this.#sinks.add(sink);
     return this.#seq;
   }
 
-  /** Removes `sink`. */
+  /**
+   * Removes `sink`. After a feed with values ends (a consumer that lagged,
+   * a client that lost its connection), values go on being read for as many
+   * changes as the ring holds, so that it can resume with `since` and get
+   * them.
+   */
   unsubscribe(sink: ChangeSink): void {
-    this.#sinks.delete(sink);
+    if (this.#sinks.delete(sink) && sink.wantsValues) {
+      this.#valuesUntil = this.#seq + this.#capacity;
+    }
   }
 
   /** Stops capturing (before the writer closes). */

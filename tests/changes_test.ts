@@ -333,3 +333,89 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "feed: a since from before a server restart fails with FEED_GAP, however far the new feed got",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    const database = srv.database;
+    let last: number;
+    {
+      await using db = await srv.client();
+      await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+      await using feed = await db.subscribe({ tables: ["t"] });
+      for (let i = 1; i <= 5; i++) await db.run("INSERT INTO t (id) VALUES (?)", [i]);
+      const events = await take(feed, 5);
+      last = events.at(-1)!.type === "table" ? (events.at(-1) as { seq: number }).seq : -1;
+    }
+    await srv.server.shutdown();
+    // The same database, a new server: its feed gets further than `last` would be.
+    await using again = await startServer({ database });
+    await using db = await again.client();
+    await using other = await db.subscribe({ tables: ["t"] });
+    for (let i = 6; i <= 40; i++) await db.run("INSERT INTO t (id) VALUES (?)", [i]);
+    await take(other, 35);
+    await assert.rejects(db.subscribe({ since: last }), (e: SqliteError) => {
+      assert.equal(e.code, "FEED_GAP");
+      assert.match(e.message, /none from before its restart/);
+      return true;
+    });
+  },
+});
+
+Deno.test({
+  name: "feed: a feed with values that lagged resumes with since and gets the committed rows",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, n TEXT)");
+    const slow = await db.subscribe({ tables: ["t"], values: true, buffer: 5 });
+    for (let i = 1; i <= 40; i++) await db.run("INSERT INTO t VALUES (?, ?)", [i, `row${i}`]);
+    const got: ChangeEvent[] = [];
+    let resume = -1;
+    for await (const e of slow) {
+      if (e.type === "lagged") {
+        resume = e.resumeFrom;
+        break;
+      }
+      got.push(e);
+    }
+    assert.ok(resume >= 0, "expected a lagged event");
+    // Written while no feed with values was open.
+    for (let i = 41; i <= 45; i++) await db.run("INSERT INTO t VALUES (?, ?)", [i, `row${i}`]);
+    await using again = await db.subscribe({ tables: ["t"], values: true, since: resume });
+    const rest = await take(again, 45 - got.length);
+    const values = [...got, ...rest].map((e) => e.type === "table" ? e.value : "?");
+    assert.deepEqual(
+      values,
+      Array.from({ length: 45 }, (_, i) => ({ id: i + 1, n: `row${i + 1}` })),
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "feed: replaying changes whose rows were never read to a feed with values fails with FEED_GAP",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, n TEXT)");
+    await using plain = await db.subscribe({ tables: ["t"] }); // no values
+    await db.run("INSERT INTO t VALUES (1, 'a')");
+    const [first] = await take(plain, 1);
+    const since = (first as { seq: number }).seq - 1;
+    await assert.rejects(db.subscribe({ values: true, since }), (e: SqliteError) => {
+      assert.equal(e.code, "FEED_GAP");
+      assert.match(e.message, /while no feed asked for values/);
+      return true;
+    });
+    // Without values the same resume works.
+    await using ok = await db.subscribe({ tables: ["t"], since });
+    const [again] = await take(ok, 1);
+    assert.equal(again.type === "table" ? again.rowid : -1, 1);
+  },
+});
