@@ -12,7 +12,6 @@
  * @module
  */
 
-import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { ConnectionError, SqliteError } from "../protocol/errors.ts";
 import {
   EventKind,
@@ -22,7 +21,8 @@ import {
   type WireChange,
 } from "../protocol/messages.ts";
 import { openLink } from "./connection.ts";
-import { decodeKey, type KvKeyPart } from "./kv_key.ts";
+import { decodeKey, keyLabel, type KvKeyPart } from "./kv_key.ts";
+import { decodeKvValue } from "./kv_value.ts";
 import type { Link } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 
@@ -196,7 +196,17 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
         this.close();
         return;
       }
-      this.#push(this.#decode(w));
+      let e: ChangeEvent;
+      try {
+        e = this.#decode(w);
+      } catch (err) {
+        // An entry that cannot be read (KV_CORRUPT): the feed ends with that
+        // error, after the changes before it.
+        this.#fail(err);
+        this.close();
+        return;
+      }
+      this.#push(e);
     }
   }
 
@@ -214,7 +224,10 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
         version: version!,
       };
       if (this.#values && op !== "delete" && value instanceof Uint8Array) {
-        e.value = decodeMsgpack(value);
+        // A value written by SQL directly may not decode: KV_CORRUPT, as for get().
+        const where = () =>
+          `in collection ${JSON.stringify(collection)} under key ${keyLabel(e.key)}`;
+        e.value = decodeKvValue(value, where);
       }
       return e;
     }

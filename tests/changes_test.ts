@@ -419,3 +419,28 @@ Deno.test({
     assert.equal(again.type === "table" ? again.rowid : -1, 1);
   },
 });
+
+Deno.test({
+  name:
+    "feed: a key-value value that does not decode ends the feed with KV_CORRUPT, after the changes before it",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    const users = db.kv("users");
+    await users.put(["a"], { n: 1 });
+    await using feed = await db.subscribe({ kv: true, values: true });
+    await users.put(["b"], { n: 2 });
+    await db.run(
+      "UPDATE netsqlite_kv SET value = x'c1' WHERE collection = 'users' AND version = 1",
+    );
+    const [ok] = await take(feed, 1);
+    assert.deepEqual(ok.type === "kv" ? [ok.key, ok.value] : null, [["b"], { n: 2 }]);
+    await assert.rejects(feed.next(), (e: SqliteError) => {
+      assert.equal(e.code, "KV_CORRUPT");
+      assert.match(e.message, /in collection "users" under key \["a"\]/);
+      return true;
+    });
+    assert.deepEqual(await feed.next(), { value: undefined, done: true });
+  },
+});
