@@ -593,11 +593,12 @@ Deno.test("max: 1 client: a plain call from a timer started in a nested transact
   const five = await within(
     one.transaction(async (tx) => {
       let later!: Promise<unknown>;
-      await tx.transaction(async () => {
+      await tx.transaction((inner) => {
         later = (async () => {
           await delay(50);
           return await one.get("SELECT 5 AS five");
         })();
+        return inner.get("SELECT 1"); // the nested transaction ends right after
       });
       return await later;
     }),
