@@ -15,15 +15,21 @@
  *   UNIQUE (collection, key)   -- the index for get, prefix and range scans
  * );
  * CREATE INDEX netsqlite_kv_version ON netsqlite_kv (version);
+ * -- the highest version of any row ever deleted (kept by a trigger), so that
+ * -- versions never go back when tombstones or entries are removed by SQL
+ * CREATE TABLE netsqlite_kv_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+ * CREATE TRIGGER netsqlite_kv_deleted AFTER DELETE ON netsqlite_kv ...;
  * ```
  *
  * A delete keeps the key with a NULL value and a new version, so that change
- * feeds can name the deleted key and versions never go back.
+ * feeds can name the deleted key. A version is one more than the largest
+ * version in the table or ever deleted from it, so versions never go back,
+ * whatever rows SQL removes.
  *
  * @module
  */
 
-import { SqliteError } from "../protocol/errors.ts";
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { BindValue } from "./_calls.ts";
 import type { Queryable } from "./queryable.ts";
 import {
@@ -51,7 +57,15 @@ export const KV_SCHEMA = `CREATE TABLE IF NOT EXISTS netsqlite_kv (
   version INTEGER NOT NULL,
   UNIQUE (collection, key)
 );
-CREATE INDEX IF NOT EXISTS netsqlite_kv_version ON netsqlite_kv (version);`;
+CREATE INDEX IF NOT EXISTS netsqlite_kv_version ON netsqlite_kv (version);
+CREATE TABLE IF NOT EXISTS netsqlite_kv_meta (
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS netsqlite_kv_deleted AFTER DELETE ON netsqlite_kv BEGIN
+  INSERT INTO netsqlite_kv_meta (name, value) VALUES ('max_deleted_version', old.version)
+    ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value);
+END;`;
 
 /** An entry as read: key, value and its version. */
 export interface KvEntry<T = unknown> {
@@ -110,7 +124,21 @@ async function* toAsync<T>(rows: T[]): AsyncGenerator<T> {
   yield* rows;
 }
 
-const NEXT_VERSION = "(SELECT coalesce(max(version), 0) + 1 FROM netsqlite_kv)";
+/**
+ * The next version: one more than the largest in the table or ever deleted
+ * from it (`netsqlite_kv_meta`, kept by the delete trigger). Computed inside
+ * the writing statement, so the single writer orders them.
+ */
+const NEXT_VERSION = "(SELECT max(" +
+  "coalesce((SELECT max(version) FROM netsqlite_kv), 0), " +
+  "coalesce((SELECT value FROM netsqlite_kv_meta WHERE name = 'max_deleted_version'), 0)" +
+  ") + 1)";
+
+/**
+ * Keys read by one `getMany()` statement: SQLite's parameter limit (32766,
+ * as `engine/_bind.ts` enforces) less the collection name's.
+ */
+const KEYS_PER_QUERY = 32765;
 
 /** A named key-value collection; see the module doc for its storage. */
 export class KvCollection {
@@ -166,19 +194,32 @@ export class KvCollection {
     return { key: parts, value: this.#decode(rows[0][0], parts) as T, version: rows[0][1] };
   }
 
-  /** The entries under `keys`, in the same order (`null` where absent). One snapshot. */
+  /**
+   * The entries under `keys`, in the same order (`null` where absent), from
+   * one snapshot: up to 32765 keys are one statement; more are read in one
+   * transaction (which, on the shared pool, holds the writer while it reads).
+   */
   async getMany<T = unknown>(keys: readonly (KvKey | string)[]): Promise<(KvEntry<T> | null)[]> {
     const encoded = keys.map((k) => encodeKey(toKey(k)));
     const found = new Map<string, [Uint8Array, Uint8Array, number]>();
-    for (let i = 0; i < encoded.length; i += 500) {
-      const chunk = encoded.slice(i, i + 500);
-      const rows = await this.#values<[Uint8Array, Uint8Array, number]>(
-        `SELECT key, value, version FROM netsqlite_kv WHERE collection = ? AND value IS NOT NULL ` +
-          `AND key IN (${chunk.map(() => "?").join(", ")})`,
-        [this.#name, ...chunk],
-      );
-      for (const r of rows) found.set(hex(r[0]), r);
-    }
+    const read = async (q: KvSql): Promise<void> => {
+      for (let i = 0; i < encoded.length; i += KEYS_PER_QUERY) {
+        const chunk = encoded.slice(i, i + KEYS_PER_QUERY);
+        const rows = await orEmpty(
+          readAll<[Uint8Array, Uint8Array, number]>(
+            q,
+            this.#name,
+            `SELECT key, value, version FROM netsqlite_kv WHERE collection = ? AND value IS NOT NULL ` +
+              `AND key IN (${chunk.map(() => "?").join(", ")})`,
+            [this.#name, ...chunk],
+          ),
+          [],
+        );
+        for (const r of rows) found.set(hex(r[0]), r);
+      }
+    };
+    if (encoded.length <= KEYS_PER_QUERY) await read(this.#sql);
+    else await this.#sql.transaction(read);
     return encoded.map((k) => {
       const r = found.get(hex(k));
       if (r === undefined) return null;
@@ -215,19 +256,26 @@ export class KvCollection {
       `ORDER BY key ${options.reverse ? "DESC" : "ASC"}` +
       (limit !== undefined ? ` LIMIT ${limit}` : "");
     // A small listing is one buffered query; a larger or unbounded one streams
-    // through a server cursor (a connection holds at most `maxCursors`).
-    const rows = limit !== undefined && limit <= SMALL_LIST
-      ? this.#values<[Uint8Array, Uint8Array, number]>(sql, params).then((r) => toAsync(r))
-      : Promise.resolve(
-        this.#sql.iterate<[Uint8Array, Uint8Array, number]>(sql, params, { arrays: true }),
-      );
+    // through a server cursor (a connection holds at most `maxCursors`), and
+    // so does a small one whose values are too large for one reply.
+    type Row = [Uint8Array, Uint8Array, number];
+    let rows: AsyncIterable<Row> | null = null;
+    if (limit !== undefined && limit <= SMALL_LIST) {
+      try {
+        rows = toAsync(await this.#sql.values<Row>(sql, params));
+      } catch (err) {
+        if (isMissingTable(err)) return;
+        if (!isTooLarge(err)) throw err;
+      }
+    }
+    rows ??= this.#sql.iterate<Row>(sql, params, { arrays: true });
     try {
-      for await (const r of await rows) {
+      for await (const r of rows) {
         const key = readKey(r[0], this.#name);
         yield { key, value: this.#decode(r[1], key) as T, version: r[2] };
       }
     } catch (err) {
-      if (!isMissingTable(err)) throw err;
+      if (!isMissingTable(err)) throw tooLargeForKv(err, this.#name);
     }
   }
 
@@ -433,6 +481,51 @@ async function withTable<T>(sql: KvSql, fn: (q: KvSql) => Promise<T>): Promise<T
   return await fn(sql);
 }
 
+/**
+ * The rows of a read as arrays: one buffered query, or, when its result is
+ * too large for one reply, the same statement through a server cursor (one
+ * statement either way, so one snapshot).
+ */
+async function readAll<T extends unknown[]>(
+  sql: KvSql,
+  name: string,
+  stmt: string,
+  params: BindValue[],
+): Promise<T[]> {
+  try {
+    return await sql.values<T>(stmt, params);
+  } catch (err) {
+    if (!isTooLarge(err)) throw err;
+  }
+  const rows: T[] = [];
+  try {
+    for await (const r of sql.iterate<T>(stmt, params, { arrays: true })) rows.push(r);
+  } catch (err) {
+    throw tooLargeForKv(err, name);
+  }
+  return rows;
+}
+
+/**
+ * A result too large even when streamed (entries larger than the server's
+ * frame) as advice a key-value user can follow; other errors as they are.
+ */
+function tooLargeForKv(err: unknown, name: string): unknown {
+  if (!isTooLarge(err)) return err;
+  const detail = (err as SqliteError).message.replace(/: use iterate\(\) for large results$/, "");
+  return new SqliteError(
+    ErrorCode.ResultTooLarge,
+    `Key-value entries of collection ${JSON.stringify(name)} are too large to read: ${detail}; ` +
+      "read fewer entries at a time, or raise the server's maxFrameSize",
+    undefined,
+    { cause: err },
+  );
+}
+
+function isTooLarge(err: unknown): boolean {
+  return err instanceof SqliteError && err.code === ErrorCode.ResultTooLarge;
+}
+
 /** Runs a read; a table that does not exist yet reads as empty (`empty`). */
 async function orEmpty<T>(read: Promise<T>, empty: T): Promise<T> {
   try {
@@ -444,5 +537,7 @@ async function orEmpty<T>(read: Promise<T>, empty: T): Promise<T> {
 }
 
 function isMissingTable(err: unknown): boolean {
-  return err instanceof SqliteError && /no such table: netsqlite_kv\b/.test(err.message);
+  // The table, or the meta table a database from an earlier release lacks.
+  return err instanceof SqliteError &&
+    /no such table: (?:main\.)?netsqlite_kv(?:_meta)?\b/.test(err.message);
 }

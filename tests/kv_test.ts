@@ -391,3 +391,158 @@ Deno.test("kv: a stored value or key that does not decode is KV_CORRUPT naming t
         `Cannot read key-value entry in collection "c" with key x'ff01': the key is malformed: it holds an unknown part type 0xff`,
   );
 });
+
+Deno.test("kv: versions never go back when SQL deletes tombstones or entries (no ABA)", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const accounts = db.kv("accounts");
+  await accounts.put(["other"], 1);
+  const v1 = await accounts.put(["alice"], { balance: 100 });
+  const seen = (await accounts.get(["alice"]))!;
+  assert.equal(seen.version, v1);
+  await accounts.delete(["alice"]);
+  // Purging tombstones (as the README allows) must not let versions repeat.
+  assert.equal((await db.run("DELETE FROM netsqlite_kv WHERE value IS NULL")).changes, 1);
+  const v2 = await accounts.put(["alice"], { balance: 0 });
+  assert.ok(v2 > v1 + 1, `re-created at ${v2}, deleted entry was ${v1}, its tombstone ${v1 + 1}`);
+  await assert.rejects(
+    accounts.put(["alice"], { balance: 100 }, { ifVersion: seen.version }),
+    (e: SqliteError) => e instanceof KvConflictError && e.code === "KV_CONFLICT",
+  );
+  await assert.rejects(
+    accounts.atomic().check(["alice"], seen.version).set(["alice"], 1).commit(),
+    (e: SqliteError) => e.code === "KV_CONFLICT",
+  );
+  assert.deepEqual((await accounts.get(["alice"]))!.value, { balance: 0 });
+  // Deleting the newest entry by SQL (or everything) does not lower the next version either.
+  await db.run("DELETE FROM netsqlite_kv WHERE version = ?", [v2]);
+  const v3 = await accounts.put(["bob"], 1);
+  assert.equal(v3, v2 + 1);
+  await db.run("DELETE FROM netsqlite_kv");
+  const { versions } = await accounts.atomic().set(["carol"], 1).commit();
+  assert.deepEqual(versions, [v3 + 1]);
+  // The bookkeeping row is not a rowid table, so change feeds do not report it.
+  const [meta] = await db.values<[string]>(
+    "SELECT sql FROM sqlite_master WHERE name = 'netsqlite_kv_meta'",
+  );
+  assert.match(meta[0], /WITHOUT ROWID/);
+});
+
+Deno.test("kv: a database from the previous release gets the version bookkeeping on the first write", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  // The previous release's layout: the table and its index only.
+  await db.exec(`CREATE TABLE netsqlite_kv (
+    collection TEXT NOT NULL, key BLOB NOT NULL, value BLOB, version INTEGER NOT NULL,
+    UNIQUE (collection, key));
+  CREATE INDEX netsqlite_kv_version ON netsqlite_kv (version);`);
+  await db.run(
+    "INSERT INTO netsqlite_kv VALUES ('old', ?, NULL, 7), ('old', ?, x'01', 5)",
+    [encodeKey(["gone"]), encodeKey(["kept"])],
+  );
+  const old = db.kv("old");
+  assert.deepEqual(await old.get("kept"), { key: ["kept"], value: 1, version: 5 });
+  assert.equal(await old.put("new", 2), 8);
+  const names = await db.values<[string]>(
+    "SELECT name FROM sqlite_master WHERE name LIKE 'netsqlite_kv%' ORDER BY name",
+  );
+  assert.deepEqual(names.flat(), [
+    "netsqlite_kv",
+    "netsqlite_kv_deleted",
+    "netsqlite_kv_meta",
+    "netsqlite_kv_version",
+  ]);
+  await db.run("DELETE FROM netsqlite_kv WHERE version = 8");
+  assert.equal(await old.put("again", 3), 9);
+});
+
+Deno.test("kv: getMany is one snapshot, over one statement's keys and beyond", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const c = db.kv("s");
+  for (const n of [1000, 40_000]) {
+    // A writer moves one token between the first and the last key.
+    await c.atomic().set([0], "TOKEN").delete([n - 1]).commit();
+    const keys = Array.from({ length: n }, (_, i) => [i]);
+    let stop = false;
+    let moves = 0;
+    const writer = (async () => {
+      let at = 0;
+      while (!stop) {
+        const to = at === 0 ? n - 1 : 0;
+        await c.atomic().delete([at]).set([to], "TOKEN").commit();
+        at = to;
+        moves++;
+      }
+    })();
+    let reads = 0;
+    const seen = new Set<number>();
+    try {
+      const until = performance.now() + 1000;
+      while (performance.now() < until || reads < 3) {
+        const entries = await c.getMany(keys);
+        assert.equal(entries.length, n);
+        const at = entries.flatMap((e, i) => e === null ? [] : [i]);
+        assert.equal(at.length, 1, `torn read with ${n} keys: token at ${at.join(", ")}`);
+        seen.add(at[0]);
+        reads++;
+      }
+    } finally {
+      stop = true;
+      await writer;
+    }
+    assert.ok(moves > 0, `writer moved the token ${moves} times`);
+    await c.delete([0]);
+    await c.delete([n - 1]);
+  }
+});
+
+Deno.test("kv: list({ limit }) and getMany over values too large for one reply stream instead", async () => {
+  await using srv = await startServer({ maxResultBytes: 64 * 1024 });
+  await using db = await srv.client();
+  const c = db.kv("big");
+  const value = new Uint8Array(20_000).fill(7);
+  for (let i = 0; i < 10; i++) await c.put(["k", i], value);
+  // The same statement through SQL is refused as too large for one reply.
+  await assert.rejects(
+    db.values("SELECT value FROM netsqlite_kv"),
+    (e: SqliteError) => e.code === "RESULT_TOO_LARGE",
+  );
+  const listed = [];
+  for await (const e of c.list({ prefix: ["k"], limit: 10, reverse: true })) listed.push(e);
+  assert.deepEqual(listed.map((e) => e.key), Array.from({ length: 10 }, (_, i) => ["k", 9 - i]));
+  assert.ok(listed.every((e) => (e.value as Uint8Array).length === 20_000));
+  const many = await c.getMany(Array.from({ length: 11 }, (_, i) => ["k", i]));
+  assert.deepEqual(many.map((e) => e === null ? null : (e.value as Uint8Array).length), [
+    ...Array(10).fill(20_000),
+    null,
+  ]);
+  // Inside a transaction too.
+  const inTx = await db.transaction((tx) =>
+    tx.kv("big").getMany([["k", 0], ["k", 1], ["k", 2], ["k", 3], ["k", 4]])
+  );
+  assert.equal(inTx.filter((e) => e !== null).length, 5);
+});
+
+Deno.test("kv: entries too large even streamed fail with RESULT_TOO_LARGE advice a kv user can follow", async () => {
+  await using srv = await startServer({ maxFrameSize: 32 * 1024 });
+  await using db = await srv.client();
+  const c = db.kv("big");
+  for (let i = 0; i < 3; i++) await c.put(["k", i], new Uint8Array(20_000));
+  const check = (e: SqliteError): boolean => {
+    assert.equal(e.code, "RESULT_TOO_LARGE");
+    assert.match(e.message, /^Key-value entries of collection "big" are too large to read: /);
+    assert.match(e.message, /read fewer entries at a time, or raise the server's maxFrameSize$/);
+    assert.doesNotMatch(e.message, /iterate\(\)/);
+    return true;
+  };
+  await assert.rejects(async () => {
+    for await (const _ of c.list({ limit: 3 })) { /* consume */ }
+  }, check);
+  await assert.rejects(async () => {
+    for await (const _ of c.list()) { /* consume */ }
+  }, check);
+  await assert.rejects(c.getMany([["k", 0], ["k", 1], ["k", 2]]), check);
+  // Fewer at a time works.
+  assert.equal((await c.getMany([["k", 0]]))[0]!.version > 0, true);
+});
