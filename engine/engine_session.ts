@@ -161,6 +161,7 @@ export class EngineSession implements HostedSession {
     if (!host.writer.acquire(this)) return BLOCKED;
     const writer = host.writer.connection;
     let touchedTemp = false;
+    let n = 0; // statements of the script begun
     const step = (at: number): Reply<null> => {
       for (;;) {
         let p: Prepared | null;
@@ -168,13 +169,14 @@ export class EngineSession implements HostedSession {
           p = writer.prepareOne(sql, at);
         } catch (err) {
           host.writer.afterWrite(this, touchedTemp);
-          throw err;
+          throw inScript(err, n + 1);
         }
         if (p === null) {
           host.writer.afterWrite(this, touchedTemp);
           return null;
         }
         const next = p.stmt.end;
+        n++;
         touchedTemp ||= p.touchesTemp;
         const prepared = p;
         const done = () => {
@@ -188,9 +190,10 @@ export class EngineSession implements HostedSession {
         } catch (err) {
           done();
           host.writer.afterWrite(this, touchedTemp);
-          throw err;
+          throw inScript(err, n);
         }
         if (result instanceof Promise) {
+          const k = n;
           return result.then(
             () => {
               done();
@@ -199,7 +202,7 @@ export class EngineSession implements HostedSession {
             (err) => {
               done();
               host.writer.afterWrite(this, touchedTemp);
-              throw err;
+              throw inScript(err, k);
             },
           ) as Promise<null>;
         }
@@ -873,6 +876,21 @@ export class EngineSession implements HostedSession {
     op?.stmt.finalize();
     return op?.txOp ?? null;
   }
+}
+
+/**
+ * The error of statement `n` of a script: from the second on, it says
+ * which, and that the statements before it took effect (as in SQLite, a
+ * script stops at its first error).
+ */
+function inScript(err: unknown, n: number): unknown {
+  if (n < 2 || !(err instanceof SqliteError)) return err;
+  return new SqliteError(
+    err.code,
+    `${err.message} (statement ${n} of the script; the ${n - 1} before it took effect)`,
+    err.sqliteCode,
+    { cause: err },
+  );
 }
 
 /** Applies `f` to a value or a promise of one. */

@@ -177,3 +177,28 @@ Deno.test("an upsert reports the rowid it inserted, also one equal to a rolled-b
   assert.deepEqual(await a.run(upsert, ["x"]), { changes: 1, lastInsertRowid: 0 });
   assert.deepEqual(await b.run(upsert, ["w"]), { changes: 1, lastInsertRowid: 0 });
 });
+
+Deno.test("an exec() script that fails after its first statement says which statement failed, and the ones before took effect", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await assert.rejects(
+    db.exec(
+      "CREATE TABLE t (x UNIQUE); INSERT INTO t VALUES (1); INSERT INTO t VALUES (1); " +
+        "INSERT INTO t VALUES (2)",
+    ),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
+      assert.equal(
+        err.message,
+        "UNIQUE constraint failed: t.x (statement 3 of the script; the 2 before it took effect)",
+      );
+      return true;
+    },
+  );
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
+  // A failing first (or only) statement: SQLite's message as it is.
+  await assert.rejects(db.exec("SELEC 1"), { message: 'near "SELEC": syntax error' });
+  await assert.rejects(db.exec("INSERT INTO t VALUES (3); SELEC 2"), {
+    message: 'near "SELEC": syntax error (statement 2 of the script; the 1 before it took effect)',
+  });
+});
