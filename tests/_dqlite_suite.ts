@@ -312,6 +312,61 @@ export const SUITE: SuiteCase[] = [
     },
   },
   {
+    name: "a statement that makes SQLite roll the transaction back ends it: refused until ROLLBACK",
+    async fn(t) {
+      await using db = await t.client();
+      await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+      await db.run("INSERT INTO t VALUES (1)");
+      const ended =
+        /; it was inside a transaction, which was rolled back: send ROLLBACK, then retry/;
+      await db.exec("BEGIN");
+      await db.run("INSERT INTO t VALUES (2)");
+      await rejectsWith(
+        db.run("INSERT OR ROLLBACK INTO t VALUES (1)"),
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+        ended,
+      );
+      // Nothing meant for the transaction runs in autocommit.
+      await rejectsWith(db.run("INSERT INTO t VALUES (3)"), "SQLITE_CONSTRAINT_PRIMARYKEY", ended);
+      await rejectsWith(db.exec("COMMIT"), "SQLITE_CONSTRAINT_PRIMARYKEY", ended);
+      await db.exec("ROLLBACK"); // right after the refused COMMIT: nothing left to undo
+      assert.deepEqual(await db.values("SELECT id FROM t ORDER BY id"), [[1]]);
+
+      await db.exec(
+        "CREATE TABLE g (x); CREATE TRIGGER g_no BEFORE INSERT ON g WHEN NEW.x < 0 " +
+          "BEGIN SELECT RAISE(ROLLBACK, 'negative'); END",
+      );
+      await db.exec("BEGIN");
+      await db.run("INSERT INTO t VALUES (5)");
+      await rejectsWith(db.run("INSERT INTO g VALUES (-1)"), "SQLITE_CONSTRAINT_TRIGGER", ended);
+      await rejectsWith(db.values("SELECT 1"), "SQLITE_CONSTRAINT_TRIGGER", ended);
+      await db.exec("ROLLBACK");
+      await db.run("INSERT INTO t VALUES (6)");
+      assert.deepEqual(await db.values("SELECT id FROM t ORDER BY id"), [[1], [6]]);
+    },
+  },
+  {
+    name: "RELEASE of a savepoint opened outside BEGIN commits and ends the transaction",
+    async fn(t) {
+      await using db = await t.client();
+      await using other = await t.client();
+      await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+      await db.exec("SAVEPOINT a");
+      await db.run("INSERT INTO t VALUES (1)");
+      await db.exec("SAVEPOINT b");
+      await db.run("INSERT INTO t VALUES (2)");
+      await db.exec("RELEASE b");
+      assert.deepEqual(await other.values("SELECT id FROM t"), []);
+      assert.equal(db.inTransaction, true);
+      await db.exec("RELEASE a");
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await other.values("SELECT id FROM t ORDER BY id"), [[1], [2]]);
+      await rejectsWith(db.exec("COMMIT"), "SQLITE_ERROR", /no transaction is active/);
+      await other.run("INSERT INTO t VALUES (3)");
+      assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
+    },
+  },
+  {
     name: "close() inside a transaction rolls it back; the next writer is not held up",
     async fn(t) {
       await using b = await t.client();

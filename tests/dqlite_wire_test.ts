@@ -323,6 +323,10 @@ Deno.test("failureError() maps dqlite's leadership codes to LeaderError and the 
 
 Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; writesRows() finds RETURNING", () => {
   const last = (sql: string): string => txEffect(sql).last;
+  const le = (sql: string): { last: string; ends: boolean } => {
+    const e = txEffect(sql);
+    return { last: e.last, ends: e.ends };
+  };
   assert.equal(last("BEGIN"), "begin");
   assert.equal(last("  -- c\n/* d */ begin immediate transaction"), "begin");
   assert.equal(last("SAVEPOINT a"), "begin");
@@ -334,22 +338,22 @@ Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; write
   assert.equal(last("RELEASE a"), "none");
   assert.equal(last("INSERT INTO begin VALUES (1)"), "none");
   assert.equal(last(""), "none");
-  assert.deepEqual(txEffect("INSERT INTO t VALUES (1); COMMIT"), { last: "end", ends: true });
-  assert.deepEqual(txEffect("COMMIT; BEGIN; INSERT INTO t VALUES (1)"), {
+  assert.deepEqual(le("INSERT INTO t VALUES (1); COMMIT"), { last: "end", ends: true });
+  assert.deepEqual(le("COMMIT; BEGIN; INSERT INTO t VALUES (1)"), {
     last: "begin",
     ends: true,
   });
-  assert.deepEqual(txEffect("BEGIN; SELECT 'commit'; -- end\n"), { last: "begin", ends: false });
+  assert.deepEqual(le("BEGIN; SELECT 'commit'; -- end\n"), { last: "begin", ends: false });
   // A trigger body's statements and its END are not transaction control.
   assert.deepEqual(
-    txEffect(
+    le(
       "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET a = CASE WHEN 1 THEN 2 END; " +
         "DELETE FROM u; END; INSERT INTO t VALUES (1)",
     ),
     { last: "none", ends: false },
   );
   assert.deepEqual(
-    txEffect("BEGIN; CREATE TEMP TRIGGER tr AFTER DELETE ON t BEGIN SELECT 1; END"),
+    le("BEGIN; CREATE TEMP TRIGGER tr AFTER DELETE ON t BEGIN SELECT 1; END"),
     { last: "begin", ends: false },
   );
   assert.equal(writesRows("DELETE FROM t RETURNING *"), true);
@@ -357,6 +361,15 @@ Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; write
   assert.equal(writesRows("SELECT 'returning', \"returning\", [returning], `returning`"), false);
   assert.equal(writesRows("SELECT 1 -- returning\n"), false);
   assert.equal(writesRows("SELECT returning_x FROM t /* returning */"), false);
+  // RELEASE is reported apart: it ends a transaction only when SAVEPOINT opened it.
+  assert.deepEqual(txEffect("SAVEPOINT a; INSERT INTO t VALUES (1); RELEASE a"), {
+    last: "begin",
+    ends: false,
+    releases: true,
+    opener: "savepoint",
+  });
+  assert.equal(txEffect("BEGIN IMMEDIATE").opener, "begin");
+  assert.equal(txEffect("INSERT INTO t VALUES ('release')").releases, false);
 });
 
 Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arguments", () => {

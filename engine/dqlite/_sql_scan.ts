@@ -100,13 +100,18 @@ export interface TxEffect {
   last: "begin" | "end" | "none";
   /** True when any statement of the script ends a transaction. */
   ends: boolean;
+  /** True when a statement of the script is RELEASE (which ends a transaction SAVEPOINT opened). */
+  releases: boolean;
+  /** The last statement that opens a transaction: `"begin"` (BEGIN), `"savepoint"`, or null. */
+  opener: "begin" | "savepoint" | null;
 }
 
 /**
  * How the statements of `sql` change the transaction state: BEGIN and
  * SAVEPOINT open a transaction; COMMIT, END and ROLLBACK (not `ROLLBACK TO`)
- * end it. RELEASE counts as neither (the caller stays on the safe side: a
- * transaction believed open). The body of CREATE TRIGGER is skipped.
+ * end it. RELEASE counts as neither (it ends the transaction only when it
+ * releases the outermost savepoint of one SAVEPOINT opened: the caller asks
+ * the node, see `releases`). The body of CREATE TRIGGER is skipped.
  *
  * @example
  * ```ts
@@ -122,7 +127,7 @@ export function txEffect(sql: string): TxEffect {
     if (t.kind !== "param") tokens.push(t);
     return true;
   });
-  const effect: TxEffect = { last: "none", ends: false };
+  const effect: TxEffect = { last: "none", ends: false, releases: false, opener: null };
   let i = 0;
   while (i < tokens.length) {
     if (tokens[i].kind === "semicolon") {
@@ -150,6 +155,8 @@ export function txEffect(sql: string): TxEffect {
       : "none";
     if (kind !== "none") effect.last = kind;
     if (kind === "end") effect.ends = true;
+    if (kind === "begin") effect.opener = words[0] === "begin" ? "begin" : "savepoint";
+    if (words[0] === "release") effect.releases = true;
     i = j;
   }
   return effect;
