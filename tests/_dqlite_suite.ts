@@ -204,6 +204,26 @@ export const SUITE: SuiteCase[] = [
     },
   },
   {
+    name: "a missing parameter value is INVALID_PARAM; a bare key binds $a, @a and :a",
+    async fn(t) {
+      await using db = await t.client();
+      assert.deepEqual(await db.values("SELECT $a, @a, :a", { a: 7 }), [[7, 7, 7]]);
+      await rejectsWith(
+        db.values("SELECT :a, :b", { a: 1 }),
+        "INVALID_PARAM",
+        /^Missing value for parameter ":b": the parameters object has no "b" \(or ":b"\)$/,
+      );
+      await rejectsWith(
+        db.values("SELECT ?, ?", [1]),
+        "INVALID_PARAM",
+        /^Missing parameter values: the statement has 2 parameters, 1 was given$/,
+      );
+      await db.exec("CREATE TABLE t (x)");
+      await rejectsWith(db.run("INSERT INTO t VALUES (?)"), "INVALID_PARAM", /Missing parameter/);
+      assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+    },
+  },
+  {
     name: "constraint failures carry their SQLite codes; syntax errors, empty SQL, two statements",
     async fn(t) {
       await using db = await t.client();

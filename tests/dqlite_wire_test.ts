@@ -392,12 +392,28 @@ Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arg
   );
   assert.deepEqual(positionalArgs(";; SELECT :a; SELECT :b", { a: 1 }), [1]);
   assert.deepEqual(positionalArgs("SELECT :émoji_1", { "émoji_1": 7 }), [7]);
-  assert.throws(
-    () => positionalArgs("SELECT :a", { b: 1 }),
-    (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_RANGE",
+  const refused = (f: () => unknown, code: string, message: RegExp): void => {
+    assert.throws(f, (err: unknown) => {
+      assert.ok(err instanceof SqliteError);
+      assert.equal(err.code, code);
+      assert.match(err.message, message);
+      return true;
+    });
+  };
+  refused(() => positionalArgs("SELECT :a", { a: 1, b: 1 }), "INVALID_PARAM", /"b": the statement/);
+  refused(() => positionalArgs("SELECT :a; SELECT :b", { a: 1, b: 1 }), "INVALID_PARAM", /"b"/);
+  // A bare key binds every parameter of that name; none is left NULL silently.
+  assert.deepEqual(positionalArgs("SELECT $a, @a, :a", { a: 1 }), [1, 1, 1]);
+  assert.deepEqual(positionalArgs("SELECT :a, ?1", { a: 1 }), [1]);
+  refused(
+    () => positionalArgs("SELECT :a, :b", { a: 1 }),
+    "INVALID_PARAM",
+    /^Missing value for parameter ":b": the parameters object has no "b" \(or ":b"\)$/,
   );
-  assert.throws(
-    () => positionalArgs("SELECT :a; SELECT :b", { b: 1 }),
-    (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_RANGE",
+  refused(
+    () => positionalArgs("SELECT ?, ?", [1]),
+    "INVALID_PARAM",
+    /^Missing parameter values: the statement has 2 parameters, 1 was given$/,
   );
+  refused(() => positionalArgs("SELECT ?", [1, 2]), "SQLITE_RANGE", /^Cannot bind 2 values/);
 });

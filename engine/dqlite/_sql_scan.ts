@@ -7,7 +7,9 @@
  * @module
  */
 
-import { SqliteError } from "../../protocol/errors.ts";
+import type { SqlValue } from "../binding/binding.ts";
+import { missingValues, tooManyValues } from "../binding/_errors.ts";
+import { NamedParams } from "../binding/_params.ts";
 
 /** One lexical token; `name` (a quoted name) and `punct` come only from `scan(sql, fn, true)`. */
 export type Token = {
@@ -183,30 +185,30 @@ export function writesRows(sql: string): boolean {
 }
 
 /**
- * Turns named arguments into the positional list dqlite binds (it binds by
- * index only), numbering the parameters of the first statement of `sql` the
- * way SQLite does: `?` takes the next index, `?NNN` index NNN, and a name
- * (`:a`, `@a`, `$a`) the next index at its first appearance. A key is the
- * name with its prefix, or bare (`a` matches `:a`, then `@a`, then `$a`).
- * Parameters without a value stay NULL, as in SQLite. An array is returned
- * as it is.
+ * Turns arguments into the positional list dqlite binds (it binds by index
+ * only), numbering the parameters of the first statement of `sql` the way
+ * SQLite does: `?` takes the next index, `?NNN` index NNN, and a name (`:a`,
+ * `@a`, `$a`) the next index at its first appearance. Named values follow
+ * the rules both bindings share (`NamedParams`): a key with its prefix names
+ * that parameter, a bare key every parameter of that name; a named
+ * parameter without a value is refused, as is a key naming none. A
+ * positional list must give every parameter a value.
  *
- * @throws {SqliteError} `SQLITE_RANGE` for a key that names no parameter.
+ * @throws {SqliteError} `INVALID_PARAM` for a missing value or an unknown
+ *   key; `SQLITE_RANGE` for more positional values than parameters.
  *
  * @example
  * ```ts
  * import { positionalArgs } from "./_sql_scan.ts";
- * const args = positionalArgs("SELECT :a, ?, @b, :a, ?5", { a: 1, "@b": 2 });
- * if (JSON.stringify(args) !== "[1,null,2,null,null]") throw new Error(JSON.stringify(args));
+ * const args = positionalArgs("SELECT :a, $b, @b, :a, ?5", { a: 1, b: 2, "?5": 3 });
+ * if (JSON.stringify(args) !== "[1,2,2,null,3]") throw new Error(JSON.stringify(args));
  * ```
  */
 export function positionalArgs(
   sql: string,
   args: readonly unknown[] | Readonly<Record<string, unknown>>,
 ): unknown[] {
-  if (Array.isArray(args)) return args;
-  const index = new Map<string, number>();
-  let max = 0;
+  const names: (string | null)[] = [];
   let started = false;
   scan(sql, (t) => {
     // dqlite binds the arguments to the first statement only.
@@ -214,27 +216,22 @@ export function positionalArgs(
     started = true;
     if (t.kind !== "param") return true;
     if (t.text === "?") {
-      max++;
+      names.push(null);
     } else if (t.text[0] === "?") {
-      max = Math.max(max, Number(t.text.slice(1)));
-    } else if (!index.has(t.text)) {
-      index.set(t.text, ++max);
+      const n = Number(t.text.slice(1));
+      while (names.length < n) names.push(null);
+      names[n - 1] ??= t.text;
+    } else if (!names.includes(t.text)) {
+      names.push(t.text);
     }
     return true;
   });
-  const out: unknown[] = new Array(max).fill(null);
-  for (const [key, value] of Object.entries(args)) {
-    const i = /^[:@$]/.test(key)
-      ? index.get(key)
-      : index.get(`:${key}`) ?? index.get(`@${key}`) ?? index.get(`$${key}`);
-    if (i === undefined) {
-      throw new SqliteError(
-        "SQLITE_RANGE",
-        `Cannot bind parameter "${key}": the statement has no such parameter`,
-        25,
-      );
-    }
-    out[i - 1] = value;
+  if (Array.isArray(args)) {
+    if (args.length > names.length) throw tooManyValues(args.length, names.length);
+    if (args.length < names.length) throw missingValues(args.length, names.length);
+    return args;
   }
+  const out: unknown[] = new Array(names.length).fill(null);
+  new NamedParams(names).bind(args as Record<string, SqlValue>, (i, v) => out[i - 1] = v);
   return out;
 }
