@@ -224,6 +224,33 @@ export const SUITE: SuiteCase[] = [
     },
   },
   {
+    name:
+      "run() reports lastInsertRowid 0 for an insert that inserted nothing, after another client's",
+    async fn(t) {
+      await using a = await t.client();
+      await using b = await t.client();
+      await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v); CREATE TABLE e (id)");
+      await a.run("INSERT INTO t VALUES (7, 'x')");
+      const other = await a.run("INSERT INTO t VALUES (41, 'y')");
+      assert.equal(other.lastInsertRowid, 41);
+      const ignored = await b.run("INSERT OR IGNORE INTO t VALUES (7, 'z')");
+      assert.deepEqual([ignored.changes, ignored.lastInsertRowid], [0, 0]);
+      await a.run("INSERT INTO t VALUES (42, 'y')");
+      const upsert = await b.run(
+        "INSERT INTO t VALUES (7, 'u') ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+      );
+      assert.deepEqual([upsert.changes, upsert.lastInsertRowid], [1, 0]);
+      await a.run("INSERT INTO t VALUES (43, 'y')");
+      const none = await b.run("INSERT INTO t SELECT id, 0 FROM e");
+      assert.deepEqual([none.changes, none.lastInsertRowid], [0, 0]);
+      await a.run("INSERT INTO t VALUES (44, 'y')");
+      const [row] = await b.batch([{ sql: "INSERT OR IGNORE INTO t VALUES (7, 'w')" }]);
+      assert.deepEqual([row.changes, row.lastInsertRowid], [0, 0]);
+      const real = await b.run("INSERT INTO t VALUES (50, 'r')");
+      assert.deepEqual([real.changes, real.lastInsertRowid], [1, 50]);
+    },
+  },
+  {
     name: "constraint failures carry their SQLite codes; syntax errors, empty SQL, two statements",
     async fn(t) {
       await using db = await t.client();

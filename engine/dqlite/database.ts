@@ -28,6 +28,12 @@ export interface ExecResult {
   lastInsertId: number | bigint;
   /** `sqlite3_changes()` of the (last) statement. */
   rowsAffected: number;
+  /**
+   * The connection's `lastInsertId` before this request (from the previous
+   * EXEC reply on it; 0 on a new connection): an unchanged value means the
+   * statement inserted nothing, or got the rowid of a row since removed.
+   */
+  lastInsertIdBefore: number | bigint;
 }
 
 /** Result of {@link DqliteDatabase.query}. */
@@ -57,7 +63,7 @@ export type Params =
   | readonly (SqlValue | boolean)[]
   | Readonly<Record<string, SqlValue | boolean>>;
 
-const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0 });
+const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0, lastInsertIdBefore: 0 });
 const noRows = (): QueryResult => ({ columns: [], rows: [] });
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -81,6 +87,8 @@ export class DqliteDatabase {
   #txLostMaybeApplied = false;
   #interrupt = false;
   #connecting: Promise<void> | null = null;
+  /** Per connection, the lastInsertId of its last EXEC reply. */
+  readonly #lastInsert = new WeakMap<DqliteConn, number | bigint>();
 
   /** @internal Use {@link DqliteCluster.open}. */
   constructor(
@@ -173,7 +181,7 @@ export class DqliteDatabase {
         "result",
         conn.address,
       );
-      return { lastInsertId: r.lastInsertId, rowsAffected: r.rowsAffected };
+      return this.noteExec(conn, r);
     }, noChange);
   }
 
@@ -221,6 +229,20 @@ export class DqliteDatabase {
     lostRollback: (() => T) | null,
   ): Promise<T> {
     return await this.#run(sql, fn, lostRollback);
+  }
+
+  /** @internal Records an EXEC reply's lastInsertId on `conn` and returns the result. */
+  noteExec(
+    conn: DqliteConn,
+    r: { lastInsertId: number | bigint; rowsAffected: number },
+  ): ExecResult {
+    const before = this.#lastInsert.get(conn) ?? 0;
+    this.#lastInsert.set(conn, r.lastInsertId);
+    return {
+      lastInsertId: r.lastInsertId,
+      rowsAffected: r.rowsAffected,
+      lastInsertIdBefore: before,
+    };
   }
 
   /** @internal Reads a row set to its end (see {@link query}). */

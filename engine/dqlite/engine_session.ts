@@ -18,9 +18,9 @@ import { bindArgs } from "../_bind.ts";
 import type { SqlValue } from "../binding/binding.ts";
 import { CHUNK_ROWS } from "../cursor.ts";
 import { statementTimeout } from "../run.ts";
-import type { DqliteDatabase, Params } from "./database.ts";
+import type { DqliteDatabase, ExecResult, Params } from "./database.ts";
 import { LeaderError } from "./errors.ts";
-import { txEffect } from "./_sql_scan.ts";
+import { scan, txEffect } from "./_sql_scan.ts";
 import {
   checkClusterSql,
   requireOneStatement,
@@ -433,7 +433,7 @@ export class DqliteEngineSession {
           columns: [],
           rows: [],
           changes: verb === "other" ? 0 : r.rowsAffected,
-          lastInsertRowid: verb === "insert" ? r.lastInsertId : 0,
+          lastInsertRowid: verb === "insert" ? insertedRowid(sql, r) : 0,
         };
       } catch (err) {
         if (!refused(err, "Cannot exec a statement that returns rows")) throw err;
@@ -482,6 +482,22 @@ export class DqliteEngineSession {
     if (typeof sql === "string") return sql;
     return this.#handles.sql(sql);
   }
+}
+
+/**
+ * The rowid an INSERT's EXEC reply reports when the statement inserted a
+ * row, else 0 (dqlite reports the pooled connection's last one, maybe another
+ * client's), with the single-file engine's rules: a moved rowid is this
+ * statement's; so is an unchanged one when it changed rows and cannot update
+ * (it got the rowid of a row since removed). An ignored insert or one of 0
+ * rows changes none; an upsert that updated leaves the rowid unchanged.
+ */
+function insertedRowid(sql: string, r: ExecResult): number | bigint {
+  if (r.rowsAffected === 0) return 0;
+  if (r.lastInsertId !== r.lastInsertIdBefore) return r.lastInsertId;
+  let updates = false;
+  scan(sql, (t) => !(updates = t.kind === "word" && t.text === "update"));
+  return updates ? 0 : r.lastInsertId;
 }
 
 function refused(err: unknown, prefix: string): boolean {
