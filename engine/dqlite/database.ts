@@ -361,7 +361,10 @@ export class DqliteDatabase {
     }
   }
 
-  /** Runs `fn` again while it fails with SQLITE_BUSY (nothing ran), up to busyTimeout. */
+  /**
+   * Runs `fn` again while it fails with SQLITE_BUSY (nothing ran), up to
+   * busyTimeout; then fails with `BUSY_TIMEOUT`, as the single-file engine does.
+   */
   async #retryBusy<T>(fn: () => Promise<T>): Promise<T> {
     const deadline = performance.now() + this.#busyTimeout;
     for (let attempt = 0;; attempt++) {
@@ -369,7 +372,16 @@ export class DqliteDatabase {
         return await fn();
       } catch (err) {
         const busy = err instanceof SqliteError && (err.sqliteCode === 5 || err.sqliteCode === 261);
-        if (!busy || performance.now() >= deadline) throw err;
+        if (!busy) throw err;
+        if (performance.now() >= deadline) {
+          throw new SqliteError(
+            ErrorCode.BusyTimeout,
+            `Write waited ${this.#busyTimeout} ms for the writer, held by another connection: ` +
+              "busy timeout (--busy-timeout) exceeded; retry, or keep transactions short",
+            err.sqliteCode,
+            { cause: err },
+          );
+        }
         await delay(Math.min(2 ** attempt, 20));
       }
     }
