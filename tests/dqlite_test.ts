@@ -279,8 +279,16 @@ Deno.test({
         await db.exec("CREATE TABLE p(id INTEGER PRIMARY KEY, v)");
         const ins = await db.prepare("INSERT INTO p(v) VALUES (?)");
         assert.equal(ins.paramCount, 1);
-        assert.deepEqual(await ins.exec(["a"]), { lastInsertId: 1, rowsAffected: 1 });
-        assert.deepEqual(await ins.exec([2n ** 60n]), { lastInsertId: 2, rowsAffected: 1 });
+        assert.deepEqual(await ins.exec(["a"]), {
+          lastInsertId: 1,
+          rowsAffected: 1,
+          lastInsertIdBefore: 0,
+        });
+        assert.deepEqual(await ins.exec([2n ** 60n]), {
+          lastInsertId: 2,
+          rowsAffected: 1,
+          lastInsertIdBefore: 1,
+        });
         const sel = await db.prepare("SELECT v FROM p WHERE id >= ? ORDER BY id");
         assert.deepEqual((await sel.query([1])).rows, [["a"], [2n ** 60n]]);
         assert.deepEqual((await sel.query([2])).rows, [[2n ** 60n]]);
