@@ -204,6 +204,53 @@ export const SUITE: SuiteCase[] = [
     },
   },
   {
+    name: "a missing parameter value is INVALID_PARAM; a bare key binds $a, @a and :a",
+    async fn(t) {
+      await using db = await t.client();
+      assert.deepEqual(await db.values("SELECT $a, @a, :a", { a: 7 }), [[7, 7, 7]]);
+      await rejectsWith(
+        db.values("SELECT :a, :b", { a: 1 }),
+        "INVALID_PARAM",
+        /^Missing value for parameter ":b": the parameters object has no "b" \(or ":b"\)$/,
+      );
+      await rejectsWith(
+        db.values("SELECT ?, ?", [1]),
+        "INVALID_PARAM",
+        /^Missing parameter values: the statement has 2 parameters, 1 was given$/,
+      );
+      await db.exec("CREATE TABLE t (x)");
+      await rejectsWith(db.run("INSERT INTO t VALUES (?)"), "INVALID_PARAM", /Missing parameter/);
+      assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+    },
+  },
+  {
+    name:
+      "run() reports lastInsertRowid 0 for an insert that inserted nothing, after another client's",
+    async fn(t) {
+      await using a = await t.client();
+      await using b = await t.client();
+      await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v); CREATE TABLE e (id)");
+      await a.run("INSERT INTO t VALUES (7, 'x')");
+      const other = await a.run("INSERT INTO t VALUES (41, 'y')");
+      assert.equal(other.lastInsertRowid, 41);
+      const ignored = await b.run("INSERT OR IGNORE INTO t VALUES (7, 'z')");
+      assert.deepEqual([ignored.changes, ignored.lastInsertRowid], [0, 0]);
+      await a.run("INSERT INTO t VALUES (42, 'y')");
+      const upsert = await b.run(
+        "INSERT INTO t VALUES (7, 'u') ON CONFLICT (id) DO UPDATE SET v = excluded.v",
+      );
+      assert.deepEqual([upsert.changes, upsert.lastInsertRowid], [1, 0]);
+      await a.run("INSERT INTO t VALUES (43, 'y')");
+      const none = await b.run("INSERT INTO t SELECT id, 0 FROM e");
+      assert.deepEqual([none.changes, none.lastInsertRowid], [0, 0]);
+      await a.run("INSERT INTO t VALUES (44, 'y')");
+      const [row] = await b.batch([{ sql: "INSERT OR IGNORE INTO t VALUES (7, 'w')" }]);
+      assert.deepEqual([row.changes, row.lastInsertRowid], [0, 0]);
+      const real = await b.run("INSERT INTO t VALUES (50, 'r')");
+      assert.deepEqual([real.changes, real.lastInsertRowid], [1, 50]);
+    },
+  },
+  {
     name: "constraint failures carry their SQLite codes; syntax errors, empty SQL, two statements",
     async fn(t) {
       await using db = await t.client();
@@ -309,6 +356,61 @@ export const SUITE: SuiteCase[] = [
       );
       assert.equal(db.inTransaction, false);
       assert.deepEqual(await db.values("SELECT x FROM t ORDER BY rowid"), [["outer"]]);
+    },
+  },
+  {
+    name: "a statement that makes SQLite roll the transaction back ends it: refused until ROLLBACK",
+    async fn(t) {
+      await using db = await t.client();
+      await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+      await db.run("INSERT INTO t VALUES (1)");
+      const ended =
+        /; it was inside a transaction, which was rolled back: send ROLLBACK, then retry/;
+      await db.exec("BEGIN");
+      await db.run("INSERT INTO t VALUES (2)");
+      await rejectsWith(
+        db.run("INSERT OR ROLLBACK INTO t VALUES (1)"),
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+        ended,
+      );
+      // Nothing meant for the transaction runs in autocommit.
+      await rejectsWith(db.run("INSERT INTO t VALUES (3)"), "SQLITE_CONSTRAINT_PRIMARYKEY", ended);
+      await rejectsWith(db.exec("COMMIT"), "SQLITE_CONSTRAINT_PRIMARYKEY", ended);
+      await db.exec("ROLLBACK"); // right after the refused COMMIT: nothing left to undo
+      assert.deepEqual(await db.values("SELECT id FROM t ORDER BY id"), [[1]]);
+
+      await db.exec(
+        "CREATE TABLE g (x); CREATE TRIGGER g_no BEFORE INSERT ON g WHEN NEW.x < 0 " +
+          "BEGIN SELECT RAISE(ROLLBACK, 'negative'); END",
+      );
+      await db.exec("BEGIN");
+      await db.run("INSERT INTO t VALUES (5)");
+      await rejectsWith(db.run("INSERT INTO g VALUES (-1)"), "SQLITE_CONSTRAINT_TRIGGER", ended);
+      await rejectsWith(db.values("SELECT 1"), "SQLITE_CONSTRAINT_TRIGGER", ended);
+      await db.exec("ROLLBACK");
+      await db.run("INSERT INTO t VALUES (6)");
+      assert.deepEqual(await db.values("SELECT id FROM t ORDER BY id"), [[1], [6]]);
+    },
+  },
+  {
+    name: "RELEASE of a savepoint opened outside BEGIN commits and ends the transaction",
+    async fn(t) {
+      await using db = await t.client();
+      await using other = await t.client();
+      await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+      await db.exec("SAVEPOINT a");
+      await db.run("INSERT INTO t VALUES (1)");
+      await db.exec("SAVEPOINT b");
+      await db.run("INSERT INTO t VALUES (2)");
+      await db.exec("RELEASE b");
+      assert.deepEqual(await other.values("SELECT id FROM t"), []);
+      assert.equal(db.inTransaction, true);
+      await db.exec("RELEASE a");
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await other.values("SELECT id FROM t ORDER BY id"), [[1], [2]]);
+      await rejectsWith(db.exec("COMMIT"), "SQLITE_ERROR", /no transaction is active/);
+      await other.run("INSERT INTO t VALUES (3)");
+      assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
     },
   },
   {

@@ -181,6 +181,25 @@ Deno.test({
       },
     );
 
+    await t.step("cluster mode: a write that waits past busyTimeout is BUSY_TIMEOUT", async () => {
+      await using s = await clusterServer(nodes.addresses, { busyTimeout: 150 });
+      await using a = await s.client();
+      await using b = await s.client();
+      await a.exec("CREATE TABLE t (x)");
+      await a.exec("BEGIN IMMEDIATE");
+      await a.run("INSERT INTO t VALUES (1)");
+      const err = await b.run("INSERT INTO t VALUES (2)").then(() => null, (e) => e);
+      assert.ok(err instanceof SqliteError, String(err));
+      assert.equal(err.code, "BUSY_TIMEOUT");
+      assert.match(
+        err.message,
+        /^Write waited 150 ms for the writer, held by another connection: /,
+      );
+      await a.exec("COMMIT");
+      await b.run("INSERT INTO t VALUES (3)");
+      assert.deepEqual(await b.values("SELECT x FROM t ORDER BY x"), [[1], [3]]);
+    });
+
     await t.step("cluster mode: a transaction held by a closed client is rolled back", async () => {
       await using s = await clusterServer(nodes.addresses);
       await using b = await s.client();

@@ -123,7 +123,9 @@ Deno.test({
         // Named arguments are numbered from the SQL text (dqlite binds by index only).
         const named = await db.query("SELECT :a, @b, $c, :a, ?", { c: 3, a: 1, "@b": 2n ** 62n });
         assert.deepEqual(named.rows, [[1, 2n ** 62n, 3, 1, null]]);
-        await rejects(db.query("SELECT :a", { zz: 1 }), "SQLITE_RANGE", 25);
+        await rejects(db.query("SELECT :a", { a: 1, zz: 1 }), ErrorCode.InvalidParam);
+        await rejects(db.query("SELECT :a, :b", { a: 1 }), ErrorCode.InvalidParam);
+        await rejects(db.query("SELECT ?", [1, 2]), "SQLITE_RANGE", 25);
         // Negative rowids come back signed.
         const neg = await db.exec("INSERT INTO v(id, x) VALUES (-5, 'n')");
         assert.equal(neg.lastInsertId, -5);
@@ -179,7 +181,8 @@ Deno.test({
             ErrorCode.InvalidParam,
           );
           await rejects(db.exec("INSERT INTO k VALUES (?, ?)", [4, NaN]), ErrorCode.InvalidParam);
-          await rejects(db.query("SELECT 1", new Array(256).fill(1)), ErrorCode.InvalidParam);
+          const many = `SELECT ${new Array(256).fill("?").join(", ")}`;
+          await rejects(db.query(many, new Array(256).fill(1)), ErrorCode.InvalidParam);
           await rejects(
             db.exec("INSERT INTO k VALUES (4, 'r') RETURNING id"),
             ErrorCode.BadRequest,
@@ -276,8 +279,16 @@ Deno.test({
         await db.exec("CREATE TABLE p(id INTEGER PRIMARY KEY, v)");
         const ins = await db.prepare("INSERT INTO p(v) VALUES (?)");
         assert.equal(ins.paramCount, 1);
-        assert.deepEqual(await ins.exec(["a"]), { lastInsertId: 1, rowsAffected: 1 });
-        assert.deepEqual(await ins.exec([2n ** 60n]), { lastInsertId: 2, rowsAffected: 1 });
+        assert.deepEqual(await ins.exec(["a"]), {
+          lastInsertId: 1,
+          rowsAffected: 1,
+          lastInsertIdBefore: 0,
+        });
+        assert.deepEqual(await ins.exec([2n ** 60n]), {
+          lastInsertId: 2,
+          rowsAffected: 1,
+          lastInsertIdBefore: 1,
+        });
         const sel = await db.prepare("SELECT v FROM p WHERE id >= ? ORDER BY id");
         assert.deepEqual((await sel.query([1])).rows, [["a"], [2n ** 60n]]);
         assert.deepEqual((await sel.query([2])).rows, [[2n ** 60n]]);

@@ -323,6 +323,10 @@ Deno.test("failureError() maps dqlite's leadership codes to LeaderError and the 
 
 Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; writesRows() finds RETURNING", () => {
   const last = (sql: string): string => txEffect(sql).last;
+  const le = (sql: string): { last: string; ends: boolean } => {
+    const e = txEffect(sql);
+    return { last: e.last, ends: e.ends };
+  };
   assert.equal(last("BEGIN"), "begin");
   assert.equal(last("  -- c\n/* d */ begin immediate transaction"), "begin");
   assert.equal(last("SAVEPOINT a"), "begin");
@@ -334,22 +338,22 @@ Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; write
   assert.equal(last("RELEASE a"), "none");
   assert.equal(last("INSERT INTO begin VALUES (1)"), "none");
   assert.equal(last(""), "none");
-  assert.deepEqual(txEffect("INSERT INTO t VALUES (1); COMMIT"), { last: "end", ends: true });
-  assert.deepEqual(txEffect("COMMIT; BEGIN; INSERT INTO t VALUES (1)"), {
+  assert.deepEqual(le("INSERT INTO t VALUES (1); COMMIT"), { last: "end", ends: true });
+  assert.deepEqual(le("COMMIT; BEGIN; INSERT INTO t VALUES (1)"), {
     last: "begin",
     ends: true,
   });
-  assert.deepEqual(txEffect("BEGIN; SELECT 'commit'; -- end\n"), { last: "begin", ends: false });
+  assert.deepEqual(le("BEGIN; SELECT 'commit'; -- end\n"), { last: "begin", ends: false });
   // A trigger body's statements and its END are not transaction control.
   assert.deepEqual(
-    txEffect(
+    le(
       "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET a = CASE WHEN 1 THEN 2 END; " +
         "DELETE FROM u; END; INSERT INTO t VALUES (1)",
     ),
     { last: "none", ends: false },
   );
   assert.deepEqual(
-    txEffect("BEGIN; CREATE TEMP TRIGGER tr AFTER DELETE ON t BEGIN SELECT 1; END"),
+    le("BEGIN; CREATE TEMP TRIGGER tr AFTER DELETE ON t BEGIN SELECT 1; END"),
     { last: "begin", ends: false },
   );
   assert.equal(writesRows("DELETE FROM t RETURNING *"), true);
@@ -357,6 +361,15 @@ Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; write
   assert.equal(writesRows("SELECT 'returning', \"returning\", [returning], `returning`"), false);
   assert.equal(writesRows("SELECT 1 -- returning\n"), false);
   assert.equal(writesRows("SELECT returning_x FROM t /* returning */"), false);
+  // RELEASE is reported apart: it ends a transaction only when SAVEPOINT opened it.
+  assert.deepEqual(txEffect("SAVEPOINT a; INSERT INTO t VALUES (1); RELEASE a"), {
+    last: "begin",
+    ends: false,
+    releases: true,
+    opener: "savepoint",
+  });
+  assert.equal(txEffect("BEGIN IMMEDIATE").opener, "begin");
+  assert.equal(txEffect("INSERT INTO t VALUES ('release')").releases, false);
 });
 
 Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arguments", () => {
@@ -379,12 +392,28 @@ Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arg
   );
   assert.deepEqual(positionalArgs(";; SELECT :a; SELECT :b", { a: 1 }), [1]);
   assert.deepEqual(positionalArgs("SELECT :émoji_1", { "émoji_1": 7 }), [7]);
-  assert.throws(
-    () => positionalArgs("SELECT :a", { b: 1 }),
-    (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_RANGE",
+  const refused = (f: () => unknown, code: string, message: RegExp): void => {
+    assert.throws(f, (err: unknown) => {
+      assert.ok(err instanceof SqliteError);
+      assert.equal(err.code, code);
+      assert.match(err.message, message);
+      return true;
+    });
+  };
+  refused(() => positionalArgs("SELECT :a", { a: 1, b: 1 }), "INVALID_PARAM", /"b": the statement/);
+  refused(() => positionalArgs("SELECT :a; SELECT :b", { a: 1, b: 1 }), "INVALID_PARAM", /"b"/);
+  // A bare key binds every parameter of that name; none is left NULL silently.
+  assert.deepEqual(positionalArgs("SELECT $a, @a, :a", { a: 1 }), [1, 1, 1]);
+  assert.deepEqual(positionalArgs("SELECT :a, ?1", { a: 1 }), [1]);
+  refused(
+    () => positionalArgs("SELECT :a, :b", { a: 1 }),
+    "INVALID_PARAM",
+    /^Missing value for parameter ":b": the parameters object has no "b" \(or ":b"\)$/,
   );
-  assert.throws(
-    () => positionalArgs("SELECT :a; SELECT :b", { b: 1 }),
-    (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_RANGE",
+  refused(
+    () => positionalArgs("SELECT ?, ?", [1]),
+    "INVALID_PARAM",
+    /^Missing parameter values: the statement has 2 parameters, 1 was given$/,
   );
+  refused(() => positionalArgs("SELECT ?", [1, 2]), "SQLITE_RANGE", /^Cannot bind 2 values/);
 });

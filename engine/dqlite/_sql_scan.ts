@@ -7,7 +7,9 @@
  * @module
  */
 
-import { SqliteError } from "../../protocol/errors.ts";
+import type { SqlValue } from "../binding/binding.ts";
+import { missingValues, tooManyValues } from "../binding/_errors.ts";
+import { NamedParams } from "../binding/_params.ts";
 
 /** One lexical token; `name` (a quoted name) and `punct` come only from `scan(sql, fn, true)`. */
 export type Token = {
@@ -100,13 +102,18 @@ export interface TxEffect {
   last: "begin" | "end" | "none";
   /** True when any statement of the script ends a transaction. */
   ends: boolean;
+  /** True when a statement of the script is RELEASE (which ends a transaction SAVEPOINT opened). */
+  releases: boolean;
+  /** The last statement that opens a transaction: `"begin"` (BEGIN), `"savepoint"`, or null. */
+  opener: "begin" | "savepoint" | null;
 }
 
 /**
  * How the statements of `sql` change the transaction state: BEGIN and
  * SAVEPOINT open a transaction; COMMIT, END and ROLLBACK (not `ROLLBACK TO`)
- * end it. RELEASE counts as neither (the caller stays on the safe side: a
- * transaction believed open). The body of CREATE TRIGGER is skipped.
+ * end it. RELEASE counts as neither (it ends the transaction only when it
+ * releases the outermost savepoint of one SAVEPOINT opened: the caller asks
+ * the node, see `releases`). The body of CREATE TRIGGER is skipped.
  *
  * @example
  * ```ts
@@ -122,7 +129,7 @@ export function txEffect(sql: string): TxEffect {
     if (t.kind !== "param") tokens.push(t);
     return true;
   });
-  const effect: TxEffect = { last: "none", ends: false };
+  const effect: TxEffect = { last: "none", ends: false, releases: false, opener: null };
   let i = 0;
   while (i < tokens.length) {
     if (tokens[i].kind === "semicolon") {
@@ -150,6 +157,8 @@ export function txEffect(sql: string): TxEffect {
       : "none";
     if (kind !== "none") effect.last = kind;
     if (kind === "end") effect.ends = true;
+    if (kind === "begin") effect.opener = words[0] === "begin" ? "begin" : "savepoint";
+    if (words[0] === "release") effect.releases = true;
     i = j;
   }
   return effect;
@@ -176,30 +185,30 @@ export function writesRows(sql: string): boolean {
 }
 
 /**
- * Turns named arguments into the positional list dqlite binds (it binds by
- * index only), numbering the parameters of the first statement of `sql` the
- * way SQLite does: `?` takes the next index, `?NNN` index NNN, and a name
- * (`:a`, `@a`, `$a`) the next index at its first appearance. A key is the
- * name with its prefix, or bare (`a` matches `:a`, then `@a`, then `$a`).
- * Parameters without a value stay NULL, as in SQLite. An array is returned
- * as it is.
+ * Turns arguments into the positional list dqlite binds (it binds by index
+ * only), numbering the parameters of the first statement of `sql` the way
+ * SQLite does: `?` takes the next index, `?NNN` index NNN, and a name (`:a`,
+ * `@a`, `$a`) the next index at its first appearance. Named values follow
+ * the rules both bindings share (`NamedParams`): a key with its prefix names
+ * that parameter, a bare key every parameter of that name; a named
+ * parameter without a value is refused, as is a key naming none. A
+ * positional list must give every parameter a value.
  *
- * @throws {SqliteError} `SQLITE_RANGE` for a key that names no parameter.
+ * @throws {SqliteError} `INVALID_PARAM` for a missing value or an unknown
+ *   key; `SQLITE_RANGE` for more positional values than parameters.
  *
  * @example
  * ```ts
  * import { positionalArgs } from "./_sql_scan.ts";
- * const args = positionalArgs("SELECT :a, ?, @b, :a, ?5", { a: 1, "@b": 2 });
- * if (JSON.stringify(args) !== "[1,null,2,null,null]") throw new Error(JSON.stringify(args));
+ * const args = positionalArgs("SELECT :a, $b, @b, :a, ?5", { a: 1, b: 2, "?5": 3 });
+ * if (JSON.stringify(args) !== "[1,2,2,null,3]") throw new Error(JSON.stringify(args));
  * ```
  */
 export function positionalArgs(
   sql: string,
   args: readonly unknown[] | Readonly<Record<string, unknown>>,
 ): unknown[] {
-  if (Array.isArray(args)) return args;
-  const index = new Map<string, number>();
-  let max = 0;
+  const names: (string | null)[] = [];
   let started = false;
   scan(sql, (t) => {
     // dqlite binds the arguments to the first statement only.
@@ -207,27 +216,22 @@ export function positionalArgs(
     started = true;
     if (t.kind !== "param") return true;
     if (t.text === "?") {
-      max++;
+      names.push(null);
     } else if (t.text[0] === "?") {
-      max = Math.max(max, Number(t.text.slice(1)));
-    } else if (!index.has(t.text)) {
-      index.set(t.text, ++max);
+      const n = Number(t.text.slice(1));
+      while (names.length < n) names.push(null);
+      names[n - 1] ??= t.text;
+    } else if (!names.includes(t.text)) {
+      names.push(t.text);
     }
     return true;
   });
-  const out: unknown[] = new Array(max).fill(null);
-  for (const [key, value] of Object.entries(args)) {
-    const i = /^[:@$]/.test(key)
-      ? index.get(key)
-      : index.get(`:${key}`) ?? index.get(`@${key}`) ?? index.get(`$${key}`);
-    if (i === undefined) {
-      throw new SqliteError(
-        "SQLITE_RANGE",
-        `Cannot bind parameter "${key}": the statement has no such parameter`,
-        25,
-      );
-    }
-    out[i - 1] = value;
+  if (Array.isArray(args)) {
+    if (args.length > names.length) throw tooManyValues(args.length, names.length);
+    if (args.length < names.length) throw missingValues(args.length, names.length);
+    return args;
   }
+  const out: unknown[] = new Array(names.length).fill(null);
+  new NamedParams(names).bind(args as Record<string, SqlValue>, (i, v) => out[i - 1] = v);
   return out;
 }

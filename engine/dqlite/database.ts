@@ -19,7 +19,7 @@ import type { SqlValue } from "../binding/binding.ts";
 import { type DqliteConn, expectResponse } from "./conn.ts";
 import { DqliteErrorCode, LeaderError } from "./errors.ts";
 import { DqliteStatement } from "./statement.ts";
-import { positionalArgs, txEffect, writesRows } from "./_sql_scan.ts";
+import { positionalArgs, type TxEffect, txEffect, writesRows } from "./_sql_scan.ts";
 import { encodeExecSql, encodeInterrupt, encodeOpen, encodeQuerySql } from "./wire.ts";
 
 /** Result of {@link DqliteDatabase.exec}. */
@@ -28,6 +28,12 @@ export interface ExecResult {
   lastInsertId: number | bigint;
   /** `sqlite3_changes()` of the (last) statement. */
   rowsAffected: number;
+  /**
+   * The connection's `lastInsertId` before this request (from the previous
+   * EXEC reply on it; 0 on a new connection): an unchanged value means the
+   * statement inserted nothing, or got the rowid of a row since removed.
+   */
+  lastInsertIdBefore: number | bigint;
 }
 
 /** Result of {@link DqliteDatabase.query}. */
@@ -57,7 +63,7 @@ export type Params =
   | readonly (SqlValue | boolean)[]
   | Readonly<Record<string, SqlValue | boolean>>;
 
-const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0 });
+const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0, lastInsertIdBefore: 0 });
 const noRows = (): QueryResult => ({ columns: [], rows: [] });
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -75,10 +81,14 @@ export class DqliteDatabase {
   #generation = 0;
   #closed = false;
   #inTx = false;
+  /** True when the open transaction began with SAVEPOINT (RELEASE may end it). */
+  #bySavepoint = false;
   #txLost = false;
   #txLostMaybeApplied = false;
   #interrupt = false;
   #connecting: Promise<void> | null = null;
+  /** Per connection, the lastInsertId of its last EXEC reply. */
+  readonly #lastInsert = new WeakMap<DqliteConn, number | bigint>();
 
   /** @internal Use {@link DqliteCluster.open}. */
   constructor(
@@ -106,7 +116,9 @@ export class DqliteDatabase {
   /**
    * True while a transaction is open, as far as the statements run tell
    * (`BEGIN`/`SAVEPOINT` open one, `COMMIT`/`END`/`ROLLBACK` close it; dqlite
-   * does not report SQLite's autocommit state).
+   * does not report SQLite's autocommit state). After a statement fails
+   * inside a transaction, or a RELEASE in one SAVEPOINT opened, the node is
+   * asked (one more round trip): SQLite may have ended the transaction.
    */
   get inTransaction(): boolean {
     return this.#inTx;
@@ -169,7 +181,7 @@ export class DqliteDatabase {
         "result",
         conn.address,
       );
-      return { lastInsertId: r.lastInsertId, rowsAffected: r.rowsAffected };
+      return this.noteExec(conn, r);
     }, noChange);
   }
 
@@ -219,6 +231,20 @@ export class DqliteDatabase {
     return await this.#run(sql, fn, lostRollback);
   }
 
+  /** @internal Records an EXEC reply's lastInsertId on `conn` and returns the result. */
+  noteExec(
+    conn: DqliteConn,
+    r: { lastInsertId: number | bigint; rowsAffected: number },
+  ): ExecResult {
+    const before = this.#lastInsert.get(conn) ?? 0;
+    this.#lastInsert.set(conn, r.lastInsertId);
+    return {
+      lastInsertId: r.lastInsertId,
+      rowsAffected: r.rowsAffected,
+      lastInsertIdBefore: before,
+    };
+  }
+
   /** @internal Reads a row set to its end (see {@link query}). */
   rows(conn: DqliteConn, message: Uint8Array, options: QueryOptions): Promise<QueryResult> {
     return this.#rows(conn, message, options);
@@ -237,7 +263,9 @@ export class DqliteDatabase {
     if (this.#closed) {
       throw new SqliteError(ErrorCode.ConnectionClosed, `Database "${this.#name}" is closed`);
     }
-    const effect = lostRollback === null ? { last: "none", ends: false } : txEffect(sql);
+    const effect: TxEffect = lostRollback === null
+      ? { last: "none", ends: false, releases: false, opener: null }
+      : txEffect(sql);
     const tx = effect.last;
     if (writesRows(sql)) {
       // dqlite 1.11 aborts the node (assertion in its VFS) on a write that returns rows.
@@ -266,30 +294,77 @@ export class DqliteDatabase {
     }
     this.#interrupt = false;
     const conn = await this.#connection();
+    const wasInTx = this.#inTx;
     try {
       const result = await this.#retryBusy(() => fn(conn));
-      if (tx === "begin") this.#inTx = true;
-      else if (tx === "end") this.#inTx = false;
+      if (tx === "begin") {
+        this.#inTx = true;
+        if (!wasInTx) this.#bySavepoint = effect.opener === "savepoint";
+      } else if (tx === "end") this.#inTx = false;
+      // RELEASE of the outermost savepoint ends a transaction SAVEPOINT opened.
+      if (this.#inTx && this.#bySavepoint && effect.releases) {
+        this.#inTx = await this.#txOpen(conn);
+      }
       return result;
     } catch (err) {
       const lost = err instanceof LeaderError ||
         (err as { code?: string }).code === DqliteErrorCode.Protocol;
-      if (lost) {
-        conn.close();
-        if (this.#conn === conn) this.#conn = null;
-        // A transaction open before, or opened by this script and not ended by it, is gone;
-        // a script that ended one may have committed it (dqlite replicates at commit only).
-        if ((this.#inTx || effect.last === "begin") && effect.last !== "end") {
-          this.#txLost = true;
-          this.#txLostMaybeApplied = effect.ends;
+      if (!lost && (wasInTx || tx === "begin")) {
+        // SQLite may have ended the transaction itself (ON CONFLICT ROLLBACK,
+        // RAISE(ROLLBACK), an I/O error): ask the node, dqlite does not say.
+        if (err instanceof SqliteError && /no transaction is active/.test(err.message)) {
+          this.#inTx = false;
+          throw err;
         }
-        this.#inTx = false;
+        try {
+          this.#inTx = await this.#txOpen(conn);
+          throw err;
+        } catch (probeErr) {
+          if (probeErr === err) throw err;
+          this.#lose(conn, effect, true);
+          throw err;
+        }
       }
+      if (lost) this.#lose(conn, effect, wasInTx);
       throw err;
     }
   }
 
-  /** Runs `fn` again while it fails with SQLITE_BUSY (nothing ran), up to busyTimeout. */
+  /** The connection is gone: so is a transaction open on it (see {@link transactionLost}). */
+  #lose(conn: DqliteConn, effect: TxEffect, wasInTx: boolean): void {
+    conn.close();
+    if (this.#conn === conn) this.#conn = null;
+    // A transaction open before, or opened by this script and not ended by it, is gone;
+    // a script that ended one may have committed it (dqlite replicates at commit only).
+    if ((wasInTx || effect.last === "begin") && effect.last !== "end") {
+      this.#txLost = true;
+      this.#txLostMaybeApplied = effect.ends;
+    }
+    this.#inTx = false;
+  }
+
+  /**
+   * Asks the node whether a transaction is open on `conn`: `BEGIN` fails
+   * inside one; outside, the probe's own transaction is rolled back at once.
+   */
+  async #txOpen(conn: DqliteConn): Promise<boolean> {
+    try {
+      expectResponse(
+        await conn.call(encodeExecSql(0, "BEGIN; ROLLBACK", [])),
+        "result",
+        conn.address,
+      );
+      return false;
+    } catch (err) {
+      if (err instanceof SqliteError && /within a transaction/.test(err.message)) return true;
+      throw err;
+    }
+  }
+
+  /**
+   * Runs `fn` again while it fails with SQLITE_BUSY (nothing ran), up to
+   * busyTimeout; then fails with `BUSY_TIMEOUT`, as the single-file engine does.
+   */
   async #retryBusy<T>(fn: () => Promise<T>): Promise<T> {
     const deadline = performance.now() + this.#busyTimeout;
     for (let attempt = 0;; attempt++) {
@@ -297,7 +372,16 @@ export class DqliteDatabase {
         return await fn();
       } catch (err) {
         const busy = err instanceof SqliteError && (err.sqliteCode === 5 || err.sqliteCode === 261);
-        if (!busy || performance.now() >= deadline) throw err;
+        if (!busy) throw err;
+        if (performance.now() >= deadline) {
+          throw new SqliteError(
+            ErrorCode.BusyTimeout,
+            `Write waited ${this.#busyTimeout} ms for the writer, held by another connection: ` +
+              "busy timeout (--busy-timeout) exceeded; retry, or keep transactions short",
+            err.sqliteCode,
+            { cause: err },
+          );
+        }
         await delay(Math.min(2 ** attempt, 20));
       }
     }

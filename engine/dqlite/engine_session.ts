@@ -18,9 +18,9 @@ import { bindArgs } from "../_bind.ts";
 import type { SqlValue } from "../binding/binding.ts";
 import { CHUNK_ROWS } from "../cursor.ts";
 import { statementTimeout } from "../run.ts";
-import type { DqliteDatabase, Params } from "./database.ts";
+import type { DqliteDatabase, ExecResult, Params } from "./database.ts";
 import { LeaderError } from "./errors.ts";
-import { txEffect } from "./_sql_scan.ts";
+import { scan, txEffect } from "./_sql_scan.ts";
 import {
   checkClusterSql,
   requireOneStatement,
@@ -67,6 +67,8 @@ export class DqliteEngineSession {
   #lent: DqliteDatabase | null = null;
   #closed = false;
   #aborted: SqliteError | null = null;
+  /** The transaction ended at a failed COMMIT: a ROLLBACK right after it succeeds. */
+  #endedAtCommit = false;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the open transaction began (`performance.now()`), 0 when none is open. */
   #txSince = 0;
@@ -315,24 +317,35 @@ export class DqliteEngineSession {
     if (this.#closed) {
       throw new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
     }
+    const endsTx = sql !== null && txEffect(sql).last === "end";
+    const rollback = endsTx && /^\s*rollback/i.test(sql!);
     if (this.#aborted !== null) {
+      // The transaction ended on the node: requests fail until the client ends it
+      // too. ROLLBACK succeeds; COMMIT fails, and a ROLLBACK right after it succeeds.
       const aborted = this.#aborted;
-      if (sql === null || txEffect(sql).last !== "end") throw aborted;
+      if (!endsTx) throw aborted;
       this.#aborted = null;
-      if (/^\s*rollback/i.test(sql)) return Promise.resolve(rolledBack);
+      if (rollback) return Promise.resolve(rolledBack);
+      this.#endedAtCommit = true;
       throw aborted;
+    }
+    if (this.#endedAtCommit) {
+      this.#endedAtCommit = false;
+      if (rollback && this.#tx === null) return Promise.resolve(rolledBack);
     }
     if (sql !== null) checkClusterSql(sql, this.#engine.config);
     clearTimeout(this.#idleTimer);
     this.#cancelled = null;
-    return this.#engine._track(this.#borrowAndRun(timeout, fn));
+    return this.#engine._track(this.#borrowAndRun(timeout, endsTx, fn));
   }
 
   async #borrowAndRun<T>(
     timeout: number | undefined,
+    endsTx: boolean,
     fn: (db: DqliteDatabase) => Promise<T>,
   ): Promise<T> {
     const engine = this.#engine;
+    const wasInTx = this.#tx !== null;
     const db = this.#tx ?? await engine._pool.acquire();
     this.#lent = db;
     const ms = timeout ?? engine.config.statementTimeout;
@@ -350,8 +363,11 @@ export class DqliteEngineSession {
       if (interrupted && late !== null) throw late;
       if (err instanceof LeaderError) {
         engine._leaderChanged();
+        // A COMMIT that failed with the leader: a ROLLBACK right after it has nothing to undo.
+        if (wasInTx && endsTx && !db.transactionLost) this.#endedAtCommit = true;
         throw describeLeaderError(err, db.transactionLost);
       }
+      if (wasInTx && !db.inTransaction && !db.transactionLost) return this.#noteAbort(err);
       throw err;
     } finally {
       clearTimeout(timer);
@@ -417,7 +433,7 @@ export class DqliteEngineSession {
           columns: [],
           rows: [],
           changes: verb === "other" ? 0 : r.rowsAffected,
-          lastInsertRowid: verb === "insert" ? r.lastInsertId : 0,
+          lastInsertRowid: verb === "insert" ? insertedRowid(sql, r) : 0,
         };
       } catch (err) {
         if (!refused(err, "Cannot exec a statement that returns rows")) throw err;
@@ -435,6 +451,27 @@ export class DqliteEngineSession {
     }
   }
 
+  /**
+   * A request failed inside a transaction and SQLite ended the transaction
+   * (`ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an I/O error): tell the
+   * client, and refuse further requests until it sends ROLLBACK, so that
+   * none meant for the transaction runs in autocommit.
+   */
+  #noteAbort(err: unknown): never {
+    if (err instanceof SqliteError && /no transaction is active/.test(err.message)) throw err;
+    const e = err instanceof SqliteError ? err : null;
+    const message = err instanceof Error ? err.message : String(err);
+    const ended = new SqliteError(
+      e?.code ?? ErrorCode.Internal,
+      `${message}; it was inside a transaction, which was rolled back: ` +
+        "send ROLLBACK, then retry the whole transaction",
+      e?.sqliteCode,
+      { cause: err },
+    );
+    this.#aborted = ended;
+    throw ended;
+  }
+
   #cursor(id: number): BufferedCursor {
     const c = this.#cursors.get(id);
     if (c === undefined) throw unknownCursor(id);
@@ -445,6 +482,22 @@ export class DqliteEngineSession {
     if (typeof sql === "string") return sql;
     return this.#handles.sql(sql);
   }
+}
+
+/**
+ * The rowid an INSERT's EXEC reply reports when the statement inserted a
+ * row, else 0 (dqlite reports the pooled connection's last one, maybe another
+ * client's), with the single-file engine's rules: a moved rowid is this
+ * statement's; so is an unchanged one when it changed rows and cannot update
+ * (it got the rowid of a row since removed). An ignored insert or one of 0
+ * rows changes none; an upsert that updated leaves the rowid unchanged.
+ */
+function insertedRowid(sql: string, r: ExecResult): number | bigint {
+  if (r.rowsAffected === 0) return 0;
+  if (r.lastInsertId !== r.lastInsertIdBefore) return r.lastInsertId;
+  let updates = false;
+  scan(sql, (t) => !(updates = t.kind === "word" && t.text === "update"));
+  return updates ? 0 : r.lastInsertId;
 }
 
 function refused(err: unknown, prefix: string): boolean {

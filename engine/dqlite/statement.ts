@@ -10,7 +10,7 @@ import type { DqliteDatabase, ExecResult, Params, QueryOptions, QueryResult } fr
 import { positionalArgs } from "./_sql_scan.ts";
 import { encodeExec, encodeFinalize, encodePrepare, encodeQuery } from "./wire.ts";
 
-const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0 });
+const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0, lastInsertIdBefore: 0 });
 const noRows = (): QueryResult => ({ columns: [], rows: [] });
 
 /**
@@ -73,7 +73,7 @@ export class DqliteStatement {
         "result",
         conn.address,
       );
-      return { lastInsertId: r.lastInsertId, rowsAffected: r.rowsAffected };
+      return this.#db.noteExec(conn, r);
     }, noChange);
   }
 
