@@ -32,9 +32,9 @@
  * @module
  */
 
-import { leaseExpired, unknownCursor } from "./session_errors.ts";
+import { leaseExpired, txRolledBack, unknownCursor } from "./session_errors.ts";
 import { Handles } from "./handles.ts";
-import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type {
   BatchItemPayload,
   PreparePayload,
@@ -483,18 +483,7 @@ export class EngineSession implements HostedSession {
     // stopped the statement (a read leaves it to be rolled back after).
     if (this.#aborted !== null) return this.#aborted;
     if (conn.inTransaction) return err;
-    const e = err instanceof SqliteError ? err : null;
-    const code = e?.code ?? (err instanceof AbortError ? err.code : ErrorCode.Internal);
-    const message = err instanceof Error ? err.message : String(err);
-    const ended = new SqliteError(
-      code,
-      `${message}; it was inside a transaction, which was rolled back: ` +
-        "send ROLLBACK, then retry the whole transaction",
-      e?.sqliteCode,
-      { cause: err },
-    );
-    this.#aborted = ended;
-    return ended;
+    return this.#aborted = txRolledBack(err);
   }
 
   /** Gives up waiting for the writer (the blocked request was cancelled). */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { LeaseEnd } from "./writer_queue.ts";
 
 /** A statement handle that is not (or no longer) prepared on this connection. */
@@ -46,4 +46,22 @@ export function txTooLong(ms: number): SqliteError {
 /** The error of a transaction whose lease ended (`why`), given the two limits in ms. */
 export function leaseExpired(why: LeaseEnd, idleMs: number, maxAgeMs: number): SqliteError {
   return why === "age" ? txTooLong(maxAgeMs) : txTimeout(idleMs);
+}
+
+/**
+ * `err` of a statement inside a transaction that SQLite ended around it (a
+ * write stopped or cancelled, `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an
+ * I/O error), saying so: the session refuses requests until ROLLBACK.
+ */
+export function txRolledBack(err: unknown): SqliteError {
+  const e = err instanceof SqliteError ? err : null;
+  const code = e?.code ?? (err instanceof AbortError ? err.code : ErrorCode.Internal);
+  const message = err instanceof Error ? err.message : String(err);
+  return new SqliteError(
+    code,
+    `${message}; it was inside a transaction, which was rolled back: ` +
+      "send ROLLBACK, then retry the whole transaction",
+    e?.sqliteCode,
+    { cause: err },
+  );
 }

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { leaseExpired, unknownCursor } from "../session_errors.ts";
+import { leaseExpired, txRolledBack, unknownCursor } from "../session_errors.ts";
 import { leaseEnd } from "../writer_queue.ts";
 import { Handles } from "../handles.ts";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
@@ -459,17 +459,7 @@ export class DqliteEngineSession {
    */
   #noteAbort(err: unknown): never {
     if (err instanceof SqliteError && /no transaction is active/.test(err.message)) throw err;
-    const e = err instanceof SqliteError ? err : null;
-    const message = err instanceof Error ? err.message : String(err);
-    const ended = new SqliteError(
-      e?.code ?? ErrorCode.Internal,
-      `${message}; it was inside a transaction, which was rolled back: ` +
-        "send ROLLBACK, then retry the whole transaction",
-      e?.sqliteCode,
-      { cause: err },
-    );
-    this.#aborted = ended;
-    throw ended;
+    throw this.#aborted = txRolledBack(err);
   }
 
   #cursor(id: number): BufferedCursor {
