@@ -589,9 +589,13 @@ async function runInScope<T>(
   behavior: string,
 ): Promise<T> {
   const depth = conn.txDepth;
+  // Outermost, unless the connection is inside a transaction of its own (a
+  // raw BEGIN on a reserved connection): a savepoint of it then, as
+  // better-sqlite3's transaction() inside a transaction.
+  const outer = depth === 0 && !conn.inTransaction;
   const savepoint = `netsqlite_sp${depth}`;
   const exec = (sql: string): Promise<unknown> => conn.request(Op.Exec, [sql]);
-  await exec(depth === 0 ? `BEGIN ${behavior.toUpperCase()}` : `SAVEPOINT ${savepoint}`);
+  await exec(outer ? `BEGIN ${behavior.toUpperCase()}` : `SAVEPOINT ${savepoint}`);
   conn.txDepth++;
   let ended = false;
   const tx = new Transaction(
@@ -606,7 +610,7 @@ async function runInScope<T>(
     ended = true;
     scope.active = false;
     conn.txDepth--;
-    await exec(depth === 0 ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
+    await exec(outer ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
       .catch(() => {/* already ended by SQLite, the lease, or a lost connection */});
     throw err;
   }
@@ -614,9 +618,9 @@ async function runInScope<T>(
   scope.active = false;
   conn.txDepth--;
   try {
-    await exec(depth === 0 ? "COMMIT" : `RELEASE ${savepoint}`);
+    await exec(outer ? "COMMIT" : `RELEASE ${savepoint}`);
   } catch (err) {
-    if (depth === 0 && conn.inTransaction) await exec("ROLLBACK").catch(() => {});
+    if (outer && conn.inTransaction) await exec("ROLLBACK").catch(() => {});
     throw err;
   }
   return result;

@@ -169,7 +169,7 @@ export class EngineSession implements HostedSession {
           p = writer.prepareOne(sql, at);
         } catch (err) {
           host.writer.afterWrite(this, touchedTemp);
-          throw inScript(err, n + 1);
+          throw inScript(err, n + 1, this.#aborted !== null);
         }
         if (p === null) {
           host.writer.afterWrite(this, touchedTemp);
@@ -190,7 +190,7 @@ export class EngineSession implements HostedSession {
         } catch (err) {
           done();
           host.writer.afterWrite(this, touchedTemp);
-          throw inScript(err, n);
+          throw inScript(err, n, this.#aborted !== null);
         }
         if (result instanceof Promise) {
           const k = n;
@@ -202,7 +202,7 @@ export class EngineSession implements HostedSession {
             (err) => {
               done();
               host.writer.afterWrite(this, touchedTemp);
-              throw inScript(err, k);
+              throw inScript(err, k, this.#aborted !== null);
             },
           ) as Promise<null>;
         }
@@ -869,14 +869,16 @@ export class EngineSession implements HostedSession {
 
 /**
  * The error of statement `n` of a script: from the second on, it says
- * which, and that the statements before it took effect (as in SQLite, a
- * script stops at its first error).
+ * which, and that the statements before it ran (as in SQLite, a script
+ * stops at its first error), unless they were rolled back with it.
  */
-function inScript(err: unknown, n: number): unknown {
+function inScript(err: unknown, n: number, rolledBack: boolean): unknown {
   if (n < 2 || !(err instanceof SqliteError)) return err;
+  // Undone with the transaction SQLite rolled back around the failure.
+  const before = rolledBack ? "" : `; the ${n - 1} before it ran`;
   return new SqliteError(
     err.code,
-    `${err.message} (statement ${n} of the script; the ${n - 1} before it took effect)`,
+    `${err.message} (statement ${n} of the script${before})`,
     err.sqliteCode,
     { cause: err },
   );

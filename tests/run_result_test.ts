@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { connect } from "../client.ts";
 import { startServer } from "./_helpers.ts";
 
 const SETUP = "CREATE TABLE t (id INTEGER PRIMARY KEY, a UNIQUE, b); " +
@@ -178,7 +179,7 @@ Deno.test("an upsert reports the rowid it inserted, also one equal to a rolled-b
   assert.deepEqual(await b.run(upsert, ["w"]), { changes: 1, lastInsertRowid: 0 });
 });
 
-Deno.test("an exec() script that fails after its first statement says which statement failed, and the ones before took effect", async () => {
+Deno.test("an exec() script that fails after its first statement says which statement failed, and that the ones before ran", async () => {
   await using srv = await startServer();
   await using db = await srv.client();
   await assert.rejects(
@@ -190,7 +191,7 @@ Deno.test("an exec() script that fails after its first statement says which stat
       assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
       assert.equal(
         err.message,
-        "UNIQUE constraint failed: t.x (statement 3 of the script; the 2 before it took effect)",
+        "UNIQUE constraint failed: t.x (statement 3 of the script; the 2 before it ran)",
       );
       return true;
     },
@@ -198,7 +199,41 @@ Deno.test("an exec() script that fails after its first statement says which stat
   assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
   // A failing first (or only) statement: SQLite's message as it is.
   await assert.rejects(db.exec("SELEC 1"), { message: 'near "SELEC": syntax error' });
-  await assert.rejects(db.exec("INSERT INTO t VALUES (3); SELEC 2"), {
-    message: 'near "SELEC": syntax error (statement 2 of the script; the 1 before it took effect)',
+  // Inside a transaction SQLite rolled back around the failure: nothing before it stays.
+  await db.exec("BEGIN");
+  await assert.rejects(db.exec("INSERT INTO t VALUES (7); INSERT OR ROLLBACK INTO t VALUES (7)"), {
+    message: "UNIQUE constraint failed: t.x; it was inside a transaction, which was rolled back: " +
+      "send ROLLBACK, then retry the whole transaction (statement 2 of the script)",
   });
+  await db.exec("ROLLBACK");
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
+  await assert.rejects(db.exec("INSERT INTO t VALUES (3); SELEC 2"), {
+    message: 'near "SELEC": syntax error (statement 2 of the script; the 1 before it ran)',
+  });
+});
+
+Deno.test("transaction() on a reserved connection inside its own raw BEGIN is a savepoint of it (kv atomics and large getMany too)", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (x)");
+  await using rv = await db.reserve();
+  await rv.exec("BEGIN");
+  await rv.run("INSERT INTO t VALUES (1)");
+  await rv.transaction(async (tx) => void await tx.run("INSERT INTO t VALUES (2)"));
+  await assert.rejects(
+    rv.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (3)");
+      throw new Error("undo 3");
+    }),
+    /undo 3/,
+  );
+  const kv = rv.kv("k");
+  await kv.atomic().set(["a"], 1).commit();
+  const many = Array.from({ length: 33_000 }, (_, i) => [i]);
+  const got = await kv.getMany(many);
+  assert.equal(got.length, 33_000);
+  assert.equal(rv.inTransaction, true);
+  await rv.exec("COMMIT");
+  assert.deepEqual(await db.values("SELECT x FROM t ORDER BY x"), [[1], [2]]);
+  assert.deepEqual((await db.kv("k").get(["a"]))?.value, 1);
 });
