@@ -38,6 +38,12 @@ export interface Prepared {
   /** True when it (an upsert, a trigger) may update or delete rows. */
   readonly updatesRows: boolean;
   /**
+   * True for a statement that may both insert and update (an upsert) and
+   * does not read `last_insert_rowid()`: `run.ts` zeroes the connection's
+   * last rowid before it, to tell an insert from an update after.
+   */
+  readonly zeroesRowid: boolean;
+  /**
    * True when running it may change the schema this connection sees: DDL,
    * PRAGMA, VACUUM, REINDEX, and rollbacks (which undo DDL).
    */
@@ -240,6 +246,7 @@ export class Connection {
       changesRows: this.#sawDml,
       inserts: this.#sawInsert,
       updatesRows: this.#sawUpdate,
+      zeroesRowid: this.#sawInsert && this.#sawUpdate && !READS_LAST_ROWID.test(stmt.sql),
       changesSchema: this.#sawSchema || (!this.#sawRead && !this.#sawWrite) ||
         this.#txOp === "ROLLBACK" || this.#txOp === "ROLLBACK TO",
       columns: stmt.columnNames(),
@@ -338,6 +345,9 @@ export class Connection {
 }
 
 const NO_ARGS: readonly never[] = [];
+
+/** SQL that reads the connection's last rowid (which zeroing it would change). */
+const READS_LAST_ROWID = /last_insert_rowid/i;
 
 /** Finalizes a cached statement now, or when its last run ends. */
 function evict(p: Prepared): void {

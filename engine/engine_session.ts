@@ -169,7 +169,7 @@ export class EngineSession implements HostedSession {
           p = writer.prepareOne(sql, at);
         } catch (err) {
           host.writer.afterWrite(this, touchedTemp);
-          throw inScript(err, n + 1, this.#aborted !== null);
+          throw this.#inScript(err, n + 1);
         }
         if (p === null) {
           host.writer.afterWrite(this, touchedTemp);
@@ -190,10 +190,9 @@ export class EngineSession implements HostedSession {
         } catch (err) {
           done();
           host.writer.afterWrite(this, touchedTemp);
-          throw inScript(err, n, this.#aborted !== null);
+          throw this.#inScript(err, n);
         }
         if (result instanceof Promise) {
-          const k = n;
           return result.then(
             () => {
               done();
@@ -202,7 +201,7 @@ export class EngineSession implements HostedSession {
             (err) => {
               done();
               host.writer.afterWrite(this, touchedTemp);
-              throw inScript(err, k, this.#aborted !== null);
+              throw this.#inScript(err, n);
             },
           ) as Promise<null>;
         }
@@ -211,6 +210,22 @@ export class EngineSession implements HostedSession {
       }
     };
     return step(0);
+  }
+
+  /**
+   * The error of statement `n` of a script: from the second on, it says
+   * which, and that the statements before it ran (as in SQLite, a script
+   * stops at its first error), unless they were rolled back with it.
+   */
+  #inScript(err: unknown, n: number): unknown {
+    if (n < 2 || !(err instanceof SqliteError)) return err;
+    const before = this.#aborted !== null ? "" : `; the ${n - 1} before it ran`;
+    return new SqliteError(
+      err.code,
+      `${err.message} (statement ${n} of the script${before})`,
+      err.sqliteCode,
+      { cause: err },
+    );
   }
 
   /**
@@ -865,23 +880,6 @@ export class EngineSession implements HostedSession {
     op?.stmt.finalize();
     return op?.txOp ?? null;
   }
-}
-
-/**
- * The error of statement `n` of a script: from the second on, it says
- * which, and that the statements before it ran (as in SQLite, a script
- * stops at its first error), unless they were rolled back with it.
- */
-function inScript(err: unknown, n: number, rolledBack: boolean): unknown {
-  if (n < 2 || !(err instanceof SqliteError)) return err;
-  // Undone with the transaction SQLite rolled back around the failure.
-  const before = rolledBack ? "" : `; the ${n - 1} before it ran`;
-  return new SqliteError(
-    err.code,
-    `${err.message} (statement ${n} of the script${before})`,
-    err.sqliteCode,
-    { cause: err },
-  );
 }
 
 /** Applies `f` to a value or a promise of one. */

@@ -324,22 +324,18 @@ interface Counters {
   zeroed: boolean;
 }
 
-/** SQL that reads the connection's last rowid (which zeroing would change). */
-const READS_LAST_ROWID = /last_insert_rowid/i;
-
 /**
- * Reads the counters. Only a statement that may both insert and update (an
- * upsert) has the last rowid zeroed first (where the binding can: FFI):
- * after it, an unchanged rowid could mean an update or an insert that got
- * the same rowid as the previous one. Others keep SQLite's value, which SQL
- * may read (`INSERT ... VALUES (last_insert_rowid())`).
+ * Reads the counters. Only an upsert ({@link Prepared.zeroesRowid}) has the
+ * last rowid zeroed first (where the binding can: FFI): after it, an
+ * unchanged rowid could mean an update or an insert that got the same rowid
+ * as the previous one. Others keep SQLite's value, which SQL may read
+ * (`INSERT ... VALUES (last_insert_rowid())`).
  */
 function countersBefore(p: Prepared): Counters | null {
   if (!p.changesRows && !p.inserts) return null;
   const db = p.conn.db;
   const rowid = p.inserts ? db.lastInsertRowid() : 0;
-  const zeroed = p.inserts && p.updatesRows && !READS_LAST_ROWID.test(p.stmt.sql) &&
-    db.setLastInsertRowid(0);
+  const zeroed = p.zeroesRowid && db.setLastInsertRowid(0);
   return { total: db.totalChanges(), rowid, zeroed };
 }
 
