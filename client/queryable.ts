@@ -620,7 +620,10 @@ async function runInScope<T>(
   try {
     await exec(outer ? "COMMIT" : `RELEASE ${savepoint}`);
   } catch (err) {
-    if (outer && conn.inTransaction) await exec("ROLLBACK").catch(() => {});
+    // Whatever state the failed COMMIT left (still open, or rolled back by
+    // SQLite), the connection leaves with no transaction: after a failed
+    // COMMIT the server takes this ROLLBACK as a no-op.
+    if (outer) await exec("ROLLBACK").catch(() => {});
     throw err;
   }
   return result;

@@ -32,7 +32,7 @@
  * @module
  */
 
-import { leaseExpired, txRolledBack, unknownCursor } from "./session_errors.ts";
+import { commitRolledBack, leaseExpired, txRolledBack, unknownCursor } from "./session_errors.ts";
 import { Handles } from "./handles.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type {
@@ -104,6 +104,8 @@ export class EngineSession implements HostedSession {
   #awaitingCommit = false;
   readonly #onCommit: (error: SqliteError | null) => void;
   #grouping = false;
+  /** True while a batch runs in a transaction of its own (not the client's). */
+  #batchTx = false;
 
   /** @internal */
   constructor(
@@ -144,9 +146,12 @@ export class EngineSession implements HostedSession {
     return this.#cursors.size;
   }
 
-  /** True while this session owns an open transaction. */
+  /**
+   * True while this session owns an open transaction, or one that the
+   * engine ended and the client has not yet ended with ROLLBACK.
+   */
   get inTransaction(): boolean {
-    return this.#host.writer.owns(this);
+    return this.#host.writer.owns(this) || this.#aborted !== null;
   }
 
   /** Runs a script of zero or more statements without parameters. */
@@ -450,7 +455,7 @@ export class EngineSession implements HostedSession {
     try {
       return runInline(p, args, limits, wantRows, budget);
     } catch (err) {
-      throw this.#noteAbort(err, p.conn, inTx);
+      throw this.#noteAbort(err, p, inTx);
     } finally {
       if (performance.now() - start >= INLINE_BUDGET_MS) p.fast = false;
     }
@@ -472,7 +477,7 @@ export class EngineSession implements HostedSession {
       running.done.then(
         (o) => o,
         (err) => {
-          throw this.#noteAbort(err, p.conn, inTx);
+          throw this.#noteAbort(err, p, inTx);
         },
       ).finally(() => {
         this.#running = null;
@@ -492,12 +497,21 @@ export class EngineSession implements HostedSession {
    * client, and refuse further statements until it sends ROLLBACK, so that
    * none meant for the transaction runs in autocommit.
    */
-  #noteAbort(err: unknown, conn: Connection, wasInTx: boolean): unknown {
-    if (!wasInTx) return err;
+  #noteAbort(err: unknown, p: Prepared, wasInTx: boolean): unknown {
+    // A batch's own transaction ending fails just the batch.
+    if (!wasInTx || this.#batchTx) return err;
     // The engine ended the transaction meanwhile (its lease ran out) and
     // stopped the statement (a read leaves it to be rolled back after).
     if (this.#aborted !== null) return this.#aborted;
-    if (conn.inTransaction) return err;
+    if (p.conn.inTransaction) return err;
+    if (p.txOp !== null && p.txOp !== "ROLLBACK TO") {
+      // The client's own COMMIT (or RELEASE of its outermost savepoint)
+      // failed, and SQLite rolled the transaction back (a full disk, an
+      // I/O error): it has ended, as the client asked, but undone. The
+      // ROLLBACK that clients send after a failed COMMIT is a no-op.
+      this.#endedAtCommit = true;
+      return commitRolledBack(err);
+    }
     return this.#aborted = txRolledBack(err);
   }
 
@@ -629,10 +643,12 @@ export class EngineSession implements HostedSession {
     const limits = this.#limits(timeout);
     deadlineOf(limits); // one deadline for the whole batch
     writer.runOwn(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
+    this.#batchTx = !nested;
     const log = changeLogOf(writer);
     const mark = log?.mark() ?? 0;
     const results: BatchItemPayload[] = [];
     const fail = (err: unknown): never => {
+      this.#batchTx = false;
       if (writer.inTransaction) {
         writer.db.exec(
           nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
@@ -656,6 +672,7 @@ export class EngineSession implements HostedSession {
         return fail(err);
       }
       return then(committed, () => {
+        this.#batchTx = false;
         host.writer.afterWrite(this);
         return results;
       }, fail);

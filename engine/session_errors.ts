@@ -65,3 +65,20 @@ export function txRolledBack(err: unknown): SqliteError {
     { cause: err },
   );
 }
+
+/**
+ * `err` of a COMMIT (or of the RELEASE ending a transaction) that failed
+ * and made SQLite roll the transaction back: it has ended, nothing of it
+ * was written.
+ */
+export function commitRolledBack(err: unknown): SqliteError {
+  const e = err instanceof SqliteError ? err : null;
+  const message = err instanceof Error ? err.message : String(err);
+  return new SqliteError(
+    e?.code ?? ErrorCode.Internal,
+    `${message}; the transaction was rolled back at COMMIT, nothing of it was written: ` +
+      "retry the whole transaction",
+    e?.sqliteCode,
+    { cause: err },
+  );
+}

@@ -247,7 +247,10 @@ export class Session implements SessionProbe {
     return this.#blocked ? this.#headStart : 0;
   }
 
-  /** When this session's open transaction was first seen, or 0 (also once its lease expired). */
+  /**
+   * When this session's open transaction was first seen, or 0. A transaction
+   * the engine ended (its lease expired) counts until the client's ROLLBACK.
+   */
   get transactionSince(): number {
     return this.#engine.inTransaction ? this.#txSince : 0;
   }

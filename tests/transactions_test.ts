@@ -606,3 +606,41 @@ Deno.test("max: 1 client: a plain call from a timer started in a nested transact
   );
   assert.deepEqual(five, { five: 5 });
 });
+
+Deno.test("A batch whose own transaction SQLite rolled back fails alone: the connection stays usable", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE u (k INTEGER PRIMARY KEY)");
+  await db.run("INSERT INTO u VALUES (1)");
+  await assert.rejects(
+    db.batch([{ sql: "INSERT INTO u VALUES (2)" }, {
+      sql: "INSERT OR ROLLBACK INTO u VALUES (1)",
+    }]),
+    {
+      code: "SQLITE_CONSTRAINT_PRIMARYKEY",
+      message: "Batch statement 2 of 2 failed, nothing was applied: UNIQUE constraint failed: u.k",
+    },
+  );
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await db.values("SELECT k FROM u"), [[1]]);
+  await db.run("INSERT INTO u VALUES (3)");
+  assert.deepEqual(await db.values("SELECT k FROM u"), [[1], [3]]);
+});
+
+Deno.test("A transaction SQLite rolled back stays open for the client until ROLLBACK: a reserved connection released then is not pooled", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE u (k INTEGER PRIMARY KEY)");
+  await db.run("INSERT INTO u VALUES (1)");
+  {
+    await using rv = await db.reserve();
+    await rv.exec("BEGIN");
+    await rv.run("INSERT INTO u VALUES (2)");
+    await assert.rejects(rv.run("INSERT OR ROLLBACK INTO u VALUES (1)"), /send ROLLBACK/);
+    // In a failed transaction, as PostgreSQL says: the client knows to end it.
+    assert.equal(rv.inTransaction, true);
+  } // released without ROLLBACK: the connection is closed, not handed on
+  assert.deepEqual(await db.values("SELECT k FROM u"), [[1]]);
+  await db.run("INSERT INTO u VALUES (3)");
+  assert.deepEqual(await db.values("SELECT k FROM u"), [[1], [3]]);
+});

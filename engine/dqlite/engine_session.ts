@@ -4,7 +4,7 @@
  * @module
  */
 
-import { leaseExpired, txRolledBack, unknownCursor } from "../session_errors.ts";
+import { commitRolledBack, leaseExpired, txRolledBack, unknownCursor } from "../session_errors.ts";
 import { leaseEnd } from "../writer_queue.ts";
 import { Handles } from "../handles.ts";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
@@ -99,7 +99,7 @@ export class DqliteEngineSession {
 
   /** True while this session holds a connection with an open (or lost) transaction. */
   get inTransaction(): boolean {
-    return this.#tx !== null;
+    return this.#tx !== null || this.#aborted !== null;
   }
 
   /** True while a request of this session runs. @internal */
@@ -367,7 +367,13 @@ export class DqliteEngineSession {
         if (wasInTx && endsTx && !db.transactionLost) this.#endedAtCommit = true;
         throw describeLeaderError(err, db.transactionLost);
       }
-      if (wasInTx && !db.inTransaction && !db.transactionLost) return this.#noteAbort(err);
+      if (wasInTx && !db.inTransaction && !db.transactionLost) {
+        if (!endsTx) return this.#noteAbort(err);
+        // The client's COMMIT failed and the transaction was rolled back: it
+        // has ended as asked; a ROLLBACK right after it is a no-op.
+        this.#endedAtCommit = true;
+        throw commitRolledBack(err);
+      }
       throw err;
     } finally {
       clearTimeout(timer);
