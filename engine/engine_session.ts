@@ -44,7 +44,7 @@ import type {
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import type { BindArgs } from "./binding/binding.ts";
-import { type Connection, type Prepared, release } from "./connection.ts";
+import { type Prepared, release } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
 import { INLINE_BUDGET_MS } from "./engine.ts";
