@@ -161,6 +161,12 @@ export class Engine {
       this.#reader = config.path === ":memory:"
         ? null
         : new Connection(sqlite, config.path, { readOnly: true, timeout, cacheSize, policy });
+      // From here on, a statement on the main thread that meets a lock held
+      // by another process (the sqlite3 shell, a migration tool) fails at
+      // once and runs again in the background, where it waits: the lock
+      // does not stop the event loop (run.ts, LockBusy).
+      w.waitsInline = false;
+      if (this.#reader !== null) this.#reader.db.waitsInline = false;
     } catch (err) {
       this.#writer.close();
       throw err;

@@ -51,6 +51,8 @@ import { INLINE_BUDGET_MS } from "./engine.ts";
 import {
   deadlineOf,
   type Outcome,
+  isLockBusy,
+  LockBusy,
   OverBudget,
   rowArrays,
   runInBackground,
@@ -76,6 +78,11 @@ export const BLOCKED: unique symbol = Symbol("BLOCKED");
 export type Reply<T> = T | Promise<T> | typeof BLOCKED;
 
 const NO_ARGS: BindArgs = [];
+
+/** True when a statement run inline is to run again in the background (it changed nothing). */
+function toBackground(err: unknown): boolean {
+  return err instanceof OverBudget || err instanceof LockBusy;
+}
 
 /** One client's view of the engine; requests run in the order given. */
 export class EngineSession implements HostedSession {
@@ -307,7 +314,9 @@ export class EngineSession implements HostedSession {
           () => shape(this.#inlineTimed(p, args, limits, wantRows, budget)),
         );
       } catch (err) {
-        if (!(err instanceof OverBudget)) throw err;
+        if (!(err instanceof OverBudget || err instanceof LockBusy)) throw err;
+        // Met another process's lock: it waits for it alone, in the background.
+        if (err instanceof LockBusy) p.fast = false;
       } finally {
         release(p);
       }
@@ -353,7 +362,7 @@ export class EngineSession implements HostedSession {
     try {
       return runInline(p, args, limits, wantRows, INLINE_BUDGET_MS);
     } catch (err) {
-      if (!(err instanceof OverBudget)) throw err;
+      if (!toBackground(err)) throw err;
     }
     const host = this.#host;
     const conn = host.readers.borrow()!;
@@ -406,27 +415,46 @@ export class EngineSession implements HostedSession {
     // Change capture (engine/change_log.ts): writes stay on the main thread.
     if (!p.readOnly && changeLogOf(p.conn)?.capturing) {
       const start = performance.now();
-      const o = this.#inlineTimed(p, args, limits, wantRows);
-      p.fast = performance.now() - start < INLINE_BUDGET_MS;
-      return o;
+      // (The update hook runs on the main thread: such a write waits there
+      // for a lock another process holds.)
+      const db = p.conn.db;
+      db.waitsInline = true;
+      try {
+        return this.#inlineTimed(p, args, limits, wantRows);
+      } finally {
+        db.waitsInline = false;
+        p.fast = performance.now() - start < INLINE_BUDGET_MS;
+      }
     }
-    if (p.txOp !== null) return runInline(p, args, limits, wantRows);
+    if (p.txOp !== null) {
+      // BEGIN IMMEDIATE may meet another process's lock: it waits for it
+      // in the background.
+      try {
+        return runInline(p, args, limits, wantRows);
+      } catch (err) {
+        if (!(err instanceof LockBusy)) throw err;
+      }
+      return this.#background(p, args, limits, wantRows, null);
+    }
     if (p.readOnly) {
       try {
         return runInline(p, args, limits, wantRows, INLINE_BUDGET_MS);
       } catch (err) {
-        if (!(err instanceof OverBudget)) throw err;
+        if (!toBackground(err)) throw err;
       }
       return this.#background(p, args, limits, wantRows, null);
     }
     if (p.fast) {
       // In autocommit a stopped write is undone: one that turned slow goes
       // to the background (inside a transaction it could not be stopped so).
-      if (p.conn.inTransaction) return this.#inlineTimed(p, args, limits, wantRows);
+      // A write that met another process's lock changed nothing: it waits
+      // for the lock in the background, in a transaction too.
       try {
-        return this.#inlineTimed(p, args, limits, wantRows, INLINE_BUDGET_MS);
+        return p.conn.inTransaction
+          ? this.#inlineTimed(p, args, limits, wantRows)
+          : this.#inlineTimed(p, args, limits, wantRows, INLINE_BUDGET_MS);
       } catch (err) {
-        if (!(err instanceof OverBudget)) throw err;
+        if (!toBackground(err)) throw err;
       }
       return this.#background(p, args, limits, wantRows, null);
     }
@@ -642,7 +670,18 @@ export class EngineSession implements HostedSession {
     const nested = writer.inTransaction;
     const limits = this.#limits(timeout);
     deadlineOf(limits); // one deadline for the whole batch
-    writer.runOwn(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE");
+    const begin = nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE";
+    let began: Outcome | Promise<Outcome> | null = null;
+    try {
+      writer.runOwn(begin);
+    } catch (err) {
+      if (!(isLockBusy(err) && !writer.db.waitsInline && writer.caps.background)) {
+        host.writer.afterWrite(this);
+        throw err;
+      }
+      // Another process holds the file's write lock: wait for it in the background.
+      began = this.#background(writer.prepare(begin), NO_ARGS, limits, false, null);
+    }
     this.#batchTx = !nested;
     const log = changeLogOf(writer);
     const mark = log?.mark() ?? 0;
@@ -696,7 +735,12 @@ export class EngineSession implements HostedSession {
       }
       return finish();
     };
-    return step(0);
+    if (began === null) return step(0);
+    return began.then(() => step(0), (err) => {
+      this.#batchTx = false;
+      host.writer.afterWrite(this);
+      throw err;
+    }) as Promise<BatchItemPayload[]>;
   }
 
   #batchItem(

@@ -20,6 +20,7 @@
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type Connection, release } from "./connection.ts";
 import { changeLogOf } from "./change_log.ts";
+import { isLockBusy, LockBusy } from "./run.ts";
 
 /** What SQLite says when an autocommit write leaves a deferred foreign key unresolved. */
 function foreignKeyFailed(): SqliteError {
@@ -95,7 +96,14 @@ export class GroupCommit {
     const first = !this.#open;
     const writer = this.#writer;
     if (first) {
-      writer.runOwn("BEGIN IMMEDIATE");
+      try {
+        writer.runOwn("BEGIN IMMEDIATE");
+      } catch (err) {
+        // Another process holds the file's write lock: the write runs alone
+        // in the background, where it waits for the lock.
+        if (isLockBusy(err) && !db.waitsInline && writer.caps.background) throw new LockBusy();
+        throw err;
+      }
       this.#open = true;
       // Commit once the requests that arrived together have run: a microtask
       // runs after the reads already completed in this turn of the event

@@ -76,6 +76,25 @@ export class OverBudget extends Error {
 }
 
 /**
+ * Thrown by {@link runInline} when the statement met a file lock another
+ * process holds (`SQLITE_BUSY` on a connection that does not wait for locks
+ * on the main thread): nothing was changed; run it in the background, where
+ * it waits up to the busy timeout.
+ */
+export class LockBusy extends Error {
+  constructor() {
+    super("Statement met a lock another process holds");
+    this.name = "LockBusy";
+  }
+}
+
+/** True for `SQLITE_BUSY` (and `SQLITE_BUSY_RECOVERY`): waiting may help. */
+export function isLockBusy(err: unknown): boolean {
+  const code = err instanceof SqliteError ? err.sqliteCode : undefined;
+  return code === 5 || code === 261;
+}
+
+/**
  * Binds and runs `p` on the main thread.
  *
  * @param budget Milliseconds after which the statement is stopped with
@@ -145,7 +164,7 @@ function stepInline(
     return outcome(p, NO_ROWS, before);
   } catch (err) {
     restoreRowid(p, before);
-    throw stopped(err, limits, budget, left);
+    throw stopped(p, err, limits, budget, left);
   } finally {
     if (timed) db.setBudget(null);
     release(p);
@@ -385,7 +404,14 @@ function isInterrupt(err: unknown): boolean {
  * shorter of the budget and the statement's timeout (nothing else can
  * interrupt a statement stepping on the main thread).
  */
-function stopped(err: unknown, limits: RunLimits, budget: number, left: number): unknown {
+function stopped(
+  p: Prepared,
+  err: unknown,
+  limits: RunLimits,
+  budget: number,
+  left: number,
+): unknown {
+  if (isLockBusy(err) && !p.conn.db.waitsInline && p.conn.caps.background) return new LockBusy();
   if (!isInterrupt(err)) return err;
   if (budget >= left) return statementTimeout(limits);
   // The time spent here counts against the deadline where it runs on.

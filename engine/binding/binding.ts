@@ -160,6 +160,15 @@ export interface Db {
    */
   setBudget(ms: number | null): void;
   /**
+   * Whether calls made on the main thread wait for a file lock another
+   * process holds, up to the busy timeout given to `open` (default true).
+   * When false, such a call fails at once with `SQLITE_BUSY`, while a step
+   * in the background still waits: the engine then reruns the statement
+   * there, so that no lock another program holds stops the event loop.
+   * Ignored without `capabilities.background`.
+   */
+  waitsInline: boolean;
+  /**
    * Reports every row changed on this connection (`sqlite3_update_hook`),
    * or stops with `null`. Throws without `capabilities.updateHook`.
    */

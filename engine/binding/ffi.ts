@@ -103,7 +103,7 @@ export class FfiSqlite implements Sqlite {
     const h = openHandle(this.#s, path, flags);
     this.#s.sqlite3_extended_result_codes(h, 1);
     this.#s.sqlite3_busy_timeout(h, options.busyTimeout);
-    return new FfiDb(this.#s, h);
+    return new FfiDb(this.#s, h, options.busyTimeout);
   }
 }
 
@@ -143,10 +143,31 @@ class FfiDb implements Db {
   #closeLater = false;
   /** Reused buffer for binding text. */
   scratch = new Uint8Array(256);
+  /** The busy timeout in ms; it applies on the main thread only while {@link waitsInline}. */
+  readonly #busyMs: number;
+  #waitsInline = true;
 
-  constructor(s: Symbols, h: Deno.PointerObject) {
+  constructor(s: Symbols, h: Deno.PointerObject, busyMs: number) {
     this.#s = s;
     this.#h = h;
+    this.#busyMs = busyMs;
+  }
+
+  get waitsInline(): boolean {
+    return this.#waitsInline;
+  }
+
+  set waitsInline(on: boolean) {
+    if (on === this.#waitsInline) return;
+    this.#s.sqlite3_busy_timeout(this.#handle(), on ? this.#busyMs : 0);
+    this.#waitsInline = on;
+  }
+
+  /** A step goes to the background: it waits for locks there. */
+  beforeBackground(): void {
+    this.dropBudget();
+    if (!this.#waitsInline) this.#s.sqlite3_busy_timeout(this.#handle(), this.#busyMs);
+    this.background = true;
   }
 
   get inTransaction(): boolean {
@@ -439,6 +460,7 @@ class FfiDb implements Db {
   /** A background step returned: run what waited for it. */
   afterBackground(): void {
     this.background = false;
+    if (!this.#waitsInline && this.#h !== null) this.#s.sqlite3_busy_timeout(this.#h, 0);
     for (const stmt of this.#pendingFinalize.splice(0)) stmt.finalize();
     if (this.#closeLater) this.close();
   }
@@ -542,8 +564,7 @@ class FfiStmt implements Stmt {
         Result.MISUSE,
       );
     }
-    this.#db.dropBudget();
-    this.#db.background = true;
+    this.#db.beforeBackground();
     let rc: number;
     try {
       this.#isReset = false;

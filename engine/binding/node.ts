@@ -235,6 +235,13 @@ class NodeDb implements Db {
 
   setBudget(_ms: number | null): void {}
 
+  /** Always true: node:sqlite steps nothing in the background. */
+  get waitsInline(): boolean {
+    return true;
+  }
+
+  set waitsInline(_on: boolean) {}
+
   onUpdate(_callback: ((change: RowChange) => void) | null): void {
     throw unsupported("report row changes (update hook)");
   }

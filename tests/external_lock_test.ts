@@ -1,0 +1,128 @@
+/**
+ * Another process (the sqlite3 shell, a migration tool) holds the database
+ * file's write lock: writes wait for it up to the busy timeout, in the
+ * background, and nobody else waits behind them — the event loop is never
+ * held by a lock (FFI engine; node:sqlite waits on the main thread).
+ */
+import assert from "node:assert/strict";
+import { connect } from "../mod.ts";
+import { readStdoutUntil, startServer } from "./_helpers.ts";
+
+const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
+
+/** Starts the lock holder on `database`; `release()` commits and waits for it to exit. */
+async function holdWriteLock(database: string): Promise<{ release(): Promise<void> }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", HOLDER, database],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const { drained } = await readStdoutUntil(child, "locked");
+  const stdin = child.stdin.getWriter();
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      await stdin.write(new TextEncoder().encode("go\n"));
+      await stdin.close();
+      await child.status;
+      await drained;
+    },
+  };
+}
+
+/** Settles with the order in which the promises settled. */
+function settleOrder(named: Record<string, Promise<unknown>>): Promise<string[]> {
+  const order: string[] = [];
+  return Promise.allSettled(
+    Object.entries(named).map(([name, p]) => p.finally(() => order.push(name))),
+  ).then(() => order);
+}
+
+const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
+
+Deno.test({
+  name:
+    "A write meeting another process's lock waits in the background: other clients' reads go on (autocommit, transaction, batch, BEGIN IMMEDIATE)",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    // One connection each, so that every write is at the server at once.
+    await using a = await srv.client();
+    await using b = await srv.client();
+    await using c = await srv.client();
+    await using d = await srv.client();
+    await using r = await srv.client();
+    await a.exec("CREATE TABLE t (x)");
+    // Seen before, and fast: these would run inline on the main thread.
+    for (let i = 0; i < 20; i++) {
+      await a.run("INSERT INTO t VALUES (?)", [0]);
+      await b.transaction(async (tx) => void await tx.run("INSERT INTO t VALUES (?)", [0]));
+      await c.batch([{ sql: "INSERT INTO t VALUES (?)", params: [0] }]);
+    }
+    const before = (await r.values("SELECT count(*) FROM t"))[0][0];
+
+    const holder = await holdWriteLock(srv.database);
+    try {
+      const writes = {
+        autocommit: a.run("INSERT INTO t VALUES (?)", [1]),
+        transaction: b.transaction(async (tx) =>
+          void await tx.run("INSERT INTO t VALUES (?)", [2])
+        ),
+        batch: c.batch([{ sql: "INSERT INTO t VALUES (?)", params: [3] }]),
+        beginImmediate: (async () => {
+          await d.exec("BEGIN IMMEDIATE");
+          await d.run("INSERT INTO t VALUES (?)", [4]);
+          await d.exec("COMMIT");
+        })(),
+      };
+      // Reads answered while every write still waits for the lock.
+      const reads = (async () => {
+        for (let i = 0; i < 20; i++) {
+          assert.deepEqual(await r.values("SELECT count(*) FROM t"), [[before]]);
+        }
+      })();
+      const order = settleOrder({ reads, ...writes });
+      await reads;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await holder.release();
+      const settled = await order;
+      assert.equal(settled[0], "reads", `settled in order ${settled}`);
+      for (const [name, p] of Object.entries(writes)) {
+        await assert.doesNotReject(p, `${name} failed`);
+      }
+      assert.deepEqual(
+        await r.values("SELECT x FROM t WHERE x > 0 ORDER BY x"),
+        [[1], [2], [3], [4]],
+      );
+    } finally {
+      await holder.release();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "A write that waits for another process's lock past the busy timeout fails with SQLITE_BUSY, and the server goes on",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer({ busyTimeout: 200 });
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE t (x)");
+    for (let i = 0; i < 20; i++) await db.run("INSERT INTO t VALUES (?)", [0]);
+    const holder = await holdWriteLock(srv.database);
+    try {
+      await assert.rejects(db.run("INSERT INTO t VALUES (?)", [1]), { code: "SQLITE_BUSY" });
+      await assert.rejects(db.batch([{ sql: "INSERT INTO t VALUES (?)", params: [1] }]), {
+        code: "SQLITE_BUSY",
+      });
+    } finally {
+      await holder.release();
+    }
+    await db.run("INSERT INTO t VALUES (?)", [5]);
+    assert.deepEqual(await db.values("SELECT x FROM t WHERE x > 0"), [[5]]);
+    assert.deepEqual(await db.values("SELECT count(*) FROM other_program"), [[1]]);
+  },
+});
