@@ -137,7 +137,8 @@ export class DatabaseLock {
         file.close();
         const owner = readOwner(path);
         throw new DatabaseLockedError(
-          `another server owns ${named(database, real)} (pid ${owner.pid}, socket ${owner.socket})`,
+          `another server owns ${database} (${alias(database, real)}pid ${owner.pid}, ` +
+            `socket ${owner.socket})`,
         );
       }
       // A start that failed may have deleted the file between our open and our lock:
@@ -166,8 +167,8 @@ export class DatabaseLock {
     this.#dbFile = file; // kept open even when taken: closed by release()
     if (!file.tryLockSync(true)) {
       throw new DatabaseLockedError(
-        `another server owns ${named(database, this.database)} through another name of the same ` +
-          "file (a hard link); its pid and socket are in the .lock beside that name",
+        `another server owns ${database} (${alias(database, this.database)}through another name ` +
+          "of the same file, a hard link; its pid and socket are in the .lock beside that name)",
       );
     }
   }
@@ -218,14 +219,14 @@ function sameFile(file: Deno.FsFile, path: string): boolean {
   }
 }
 
-/** `database` for messages, with its real path when it is a symbolic link. */
-function named(database: string, real: string): string {
+/** `which is <real path>; ` when `database` is a symbolic link, else nothing. */
+function alias(database: string, real: string): string {
   try {
-    if (Deno.lstatSync(database).isSymlink) return `${database}, which is ${real},`;
+    if (Deno.lstatSync(database).isSymlink) return `which is ${real}; `;
   } catch {
     // Not there yet: the name as given.
   }
-  return database;
+  return "";
 }
 
 /** The pid and address recorded in a lock file (`unknown` while being written). */

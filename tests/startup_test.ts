@@ -35,8 +35,8 @@ Deno.test("serve() refuses a second server on the database reached through a sym
       assert.equal(err.code, "DATABASE_LOCKED");
       assert.equal(
         err.message,
-        `another server owns ${link}, which is ${Deno.realPathSync(database)}, ` +
-          `(pid ${Deno.pid}, socket unix:${dir.path}/a.sock)`,
+        `another server owns ${link} (which is ${Deno.realPathSync(database)}; ` +
+          `pid ${Deno.pid}, socket unix:${dir.path}/a.sock)`,
       );
       return true;
     },
@@ -73,7 +73,7 @@ Deno.test({
         assert.equal(err.code, "DATABASE_LOCKED");
         assert.match(
           err.message,
-          /^another server owns .*hard\.db through another name of the same file/,
+          /^another server owns .*hard\.db \(through another name of the same file, a hard link;/,
         );
         return true;
       },
@@ -206,5 +206,32 @@ Deno.test({
       serve({ database, path: `${dir.path}/s.sock` }),
       /Cannot open database ".*ro\.db": .*readonly database: make the file and its directory writable by this user, or serve it with --readonly/,
     );
+  },
+});
+
+Deno.test({
+  name: "serve() in a directory this user cannot write names the lock file and suggests --readonly",
+  ignore: Deno.build.os === "windows" || Deno.uid() === 0, // root writes whatever the mode
+  async fn() {
+    await using dir = await tempDir();
+    Deno.mkdirSync(`${dir.path}/ro`, { mode: 0o555 });
+    Deno.chmodSync(`${dir.path}/ro`, 0o555);
+    const database = `${dir.path}/ro/new.db`;
+    try {
+      await assert.rejects(
+        serve({ database, path: `${dir.path}/s.sock` }),
+        (err: Error) => {
+          assert.ok(err instanceof Deno.errors.PermissionDenied);
+          assert.match(
+            err.message,
+            /^Cannot serve ".*\/ro\/new\.db": cannot create its lock file ".*\/ro\/new\.db\.lock" \(Permission denied \(os error 13\)\): make the directory writable by this user, or serve the database with --readonly$/,
+          );
+          return true;
+        },
+      );
+      assert.ok(!exists(`${dir.path}/s.sock`));
+    } finally {
+      Deno.chmodSync(`${dir.path}/ro`, 0o755);
+    }
   },
 });
