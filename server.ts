@@ -24,15 +24,15 @@ import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite } from "./engine/binding/load.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
-import { ErrorCode, ProtocolError } from "./protocol/errors.ts";
+import { ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
 import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
 import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
-import { listen } from "./transport/listen.ts";
+import { listen, removeSocketFile, socketFileId } from "./transport/listen.ts";
 import { VERSION } from "./version.ts";
 import { isLoopback, readTokenFile, TOKEN_ENV } from "./server/auth.ts";
-import { DatabaseLock } from "./server/lock.ts";
+import { DatabaseLock, lockPath } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
 import { ServerStats } from "./server/stats.ts";
 import { type FdBudget, fdBudget } from "./server/connection_limit.ts";
@@ -127,30 +127,67 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   if (readonly && database !== ":memory:" && !existsFile(database)) {
     throw new TypeError(`Cannot serve "${database}" read-only: the file does not exist`);
   }
+  // Lock first, then claim the socket, then open (or create) the database: a
+  // start refused for its lock or its socket leaves no file behind.
   const lock = takeLock(config);
   const budget = fdBudget(config.maxConnections);
-  let engine: Engine;
+  let listener: Deno.Listener;
   try {
+    listener = await listen(config.address, { socketMode: config.socketMode, tls: config.tls });
+  } catch (err) {
+    lock?.release(true);
+    throw err;
+  }
+  const socketId = config.address.transport === "unix" ? socketFileId(config.address.path) : null;
+  let engine = undefined as Engine | undefined;
+  try {
+    const existed = database !== ":memory:" && existsFile(database);
+    if (existed) lock?.lockDatabaseFile(database);
     const sqlite = loadSqlite(config.sqlite);
     try {
       engine = new Engine({ ...config.engine, maxOpenCursors: budget.cursors }, sqlite);
     } catch (err) {
       sqlite.close();
-      throw err;
+      throw openError(err, database, readonly);
     }
+    if (!existed && database !== ":memory:") lock?.lockDatabaseFile(database);
   } catch (err) {
-    lock?.release();
+    try {
+      listener.close();
+    } catch {
+      // Already closed.
+    }
+    if (config.address.transport === "unix") removeSocketFile(config.address.path, socketId);
+    await engine?.close(); // before the lock: closing its descriptor drops SQLite's locks
+    lock?.release(true);
     throw err;
   }
-  let listener: Deno.Listener;
-  try {
-    listener = await listen(config.address, { socketMode: config.socketMode, tls: config.tls });
-  } catch (err) {
-    await engine.close();
-    lock?.release();
-    throw err;
+  return new RunningServer(config, engine!, listener, lock, budget, socketId);
+}
+
+/**
+ * `err` of opening `database`, naming the file and what to do about it
+ * (same class and `code`; the original as `cause`).
+ */
+function openError(err: unknown, database: string, readonly: boolean): unknown {
+  if (!(err instanceof SqliteError)) return err;
+  const code = err.code;
+  let hint = "";
+  if (code.startsWith("SQLITE_READONLY") && !readonly) {
+    hint = ": make the file and its directory writable by this user, or serve it with --readonly";
+  } else if (code.startsWith("SQLITE_NOTADB")) {
+    hint = ": it is not an SQLite database (or it is encrypted); check the path";
+  } else if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_PERM")) {
+    hint = readonly
+      ? ": check that the file exists and this user may read it"
+      : ": check that its directory exists and this user may create files there";
   }
-  return new RunningServer(config, engine, listener, lock, budget);
+  return new SqliteError(
+    code,
+    `Cannot open database "${database}": ${err.message}${hint}`,
+    err.sqliteCode,
+    { cause: err },
+  );
 }
 
 /** Cluster mode: the engine runs statements on a dqlite leader; no file, no lock. */
@@ -178,7 +215,15 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     await engine.close();
     throw err;
   }
-  return new RunningServer(config, engine, listener, null, fdBudget(config.maxConnections));
+  const socketId = config.address.transport === "unix" ? socketFileId(config.address.path) : null;
+  return new RunningServer(
+    config,
+    engine,
+    listener,
+    null,
+    fdBudget(config.maxConnections),
+    socketId,
+  );
 }
 
 /** Takes the database's lock; `null` for `:memory:`, or read-only beside a file we cannot write. */
@@ -189,10 +234,19 @@ function takeLock(config: ServeConfig): DatabaseLock | null {
   } catch (err) {
     const denied = err instanceof Deno.errors.PermissionDenied ||
       err instanceof Deno.errors.NotCapable || (err as { code?: string }).code === "EROFS";
-    if (!denied || !config.engine.policy.readonly) throw err;
+    if (!denied) throw err;
+    const lock = lockPath(config.database);
+    const detail = (err as Error).message.replace(/: open '[^']*'$/, "");
+    if (!config.engine.policy.readonly) {
+      if (err instanceof Deno.errors.NotCapable) throw err; // names the missing --allow-write
+      throw new Deno.errors.PermissionDenied(
+        `Cannot serve "${config.database}": cannot create its lock file "${lock}" (${detail}): ` +
+          "make the directory writable by this user, or serve the database with --readonly",
+        { cause: err },
+      );
+    }
     console.error(
-      `netsqlite: cannot create ${config.database}.lock (${(err as Error).message}): ` +
-        "serving read-only without the one-server lock",
+      `netsqlite: cannot create "${lock}" (${detail}): serving read-only without the one-server lock`,
     );
     return null;
   }
@@ -246,6 +300,8 @@ class RunningServer implements Server {
   readonly #hello: HelloReply;
   readonly #config: ServeConfig;
   readonly #lock: DatabaseLock | null;
+  /** Identity of the socket file this server created, or `null` (TCP). */
+  readonly #socketId: string | null;
   #stopping: Promise<void> | null = null;
   #graceMs = 0;
   /** Connections served at once (`--max-connections`, within the open-file limit). */
@@ -262,8 +318,10 @@ class RunningServer implements Server {
     listener: Deno.Listener,
     lock: DatabaseLock | null,
     budget: FdBudget,
+    socketId: string | null,
   ) {
     this.#config = config;
+    this.#socketId = socketId;
     this.#engine = engine;
     this.#listener = listener;
     const { engine: kind, library, version, limitations } = engine.sqlite;
@@ -404,12 +462,15 @@ class RunningServer implements Server {
     }
   }
 
+  /**
+   * Removes the announce file and the socket file, the latter only while it
+   * is still the one this server created: another server may have replaced
+   * it during the shutdown (the listener was closed, so it looked stale).
+   */
   async #cleanupFiles(): Promise<void> {
-    const files = [this.#config.announceFile];
-    if (this.addr.transport === "unix") files.push(this.addr.path);
-    for (const f of files) {
-      if (f !== null) await Deno.remove(f).catch(() => {});
-    }
+    const announce = this.#config.announceFile;
+    if (announce !== null) await Deno.remove(announce).catch(() => {});
+    if (this.addr.transport === "unix") removeSocketFile(this.addr.path, this.#socketId);
   }
 
   shutdown(options: ShutdownOptions = {}): Promise<void> {

@@ -1,13 +1,23 @@
 /**
- * One server per database file: an operating-system lock on `<db>.lock`,
- * held for the server's lifetime. The OS releases it when the process ends
- * however it ends (even `kill -9`), so a stale lock never blocks a restart.
- * The file also records the owner's pid and address, for the message a
- * second server prints. The file is never deleted: deleting it while another
- * process waits to lock it would let two servers each lock a different file.
+ * One server per database file: an operating-system lock (`flock` on Linux)
+ * on `<real path of the db>.lock`, held for the server's lifetime. The path
+ * is the database's real path (symbolic links resolved), so two names of one
+ * file share one lock; on Linux the server also holds an `flock` on the
+ * database file itself, which catches hard links (Linux keeps `flock` apart
+ * from SQLite's `fcntl` locks; macOS and Windows do not, so there the lock
+ * file alone decides). The OS releases both when the process ends however it
+ * ends (even `kill -9`), so a stale lock never blocks a restart. The lock
+ * file also records the owner's pid and address, for the message a second
+ * server prints. A running server never deletes it; a start that fails
+ * deletes the lock file it created while still holding its lock, and
+ * {@link DatabaseLock.acquire} retries when the file it locked is no longer
+ * the one at the path, so two servers never hold locks on different files.
  *
  * @module
  */
+
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
+import { SqliteError } from "../protocol/errors.ts";
 
 /**
  * Another live server owns the database (one server per database file).
@@ -39,50 +49,128 @@ export class DatabaseLockedError extends Error {
   }
 }
 
-/** The lock file path for `database`. */
+/**
+ * The real path of `database`: symbolic links resolved, of the file when it
+ * exists, else of its directory joined with its name.
+ *
+ * @throws {SqliteError} `SQLITE_CANTOPEN` when the directory does not exist.
+ */
+export function realDatabasePath(database: string): string {
+  let path = resolve(database);
+  for (let links = 0; links < 40; links++) {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(path);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      return join(realDirectory(database, dirname(path)), basename(path));
+    }
+    if (!info.isSymlink) return Deno.realPathSync(path);
+    // A symlink, perhaps to a file not yet created: follow it by hand.
+    const target = Deno.readLinkSync(path);
+    path = isAbsolute(target) ? target : resolve(dirname(path), target);
+  }
+  return Deno.realPathSync(path); // throws: too many levels of symbolic links
+}
+
+function realDirectory(database: string, dir: string): string {
+  try {
+    return Deno.realPathSync(dir);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    throw new SqliteError(
+      "SQLITE_CANTOPEN",
+      `Cannot open database "${database}": the directory "${dir}" does not exist; create it first`,
+      14,
+      { cause: err },
+    );
+  }
+}
+
+/** The lock file path for `database`: `<real path>.lock`. */
 export function lockPath(database: string): string {
-  return `${database}.lock`;
+  return `${realDatabasePath(database)}.lock`;
 }
 
 /** A held database lock. */
 export class DatabaseLock {
   readonly #file: Deno.FsFile;
+  /** Whether this process created the lock file (a failed start deletes it again). */
+  readonly #created: boolean;
+  /** The database file itself, `flock`ed (Linux), or `null`. */
+  #dbFile: Deno.FsFile | null = null;
   /** The lock file. */
   readonly path: string;
+  /** The database's real path. */
+  readonly database: string;
   #released = false;
 
-  private constructor(file: Deno.FsFile, path: string) {
+  private constructor(file: Deno.FsFile, path: string, database: string, created: boolean) {
     this.#file = file;
     this.path = path;
+    this.database = database;
+    this.#created = created;
   }
 
   /**
    * Takes the lock of `database` without waiting.
    *
-   * @param database The database file.
+   * @param database The database file, as given.
    * @param address Where this server will listen, for the message of a second server.
    * @throws {DatabaseLockedError} `another server owns <db> (pid N, socket S)`.
+   * @throws {SqliteError} `SQLITE_CANTOPEN` when the database's directory does not exist.
    */
   static acquire(database: string, address: string): DatabaseLock {
-    const path = lockPath(database);
-    const file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
-    let locked: boolean;
-    try {
-      locked = file.tryLockSync(true);
-    } catch (err) {
-      file.close();
-      throw err;
+    const real = realDatabasePath(database);
+    const path = `${real}.lock`;
+    for (let attempt = 0;; attempt++) {
+      const created = !exists(path);
+      const file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
+      let locked: boolean;
+      try {
+        locked = file.tryLockSync(true);
+      } catch (err) {
+        file.close();
+        throw err;
+      }
+      if (!locked) {
+        file.close();
+        const owner = readOwner(path);
+        throw new DatabaseLockedError(
+          `another server owns ${database} (${alias(database, real)}pid ${owner.pid}, ` +
+            `socket ${owner.socket})`,
+        );
+      }
+      // A start that failed may have deleted the file between our open and our lock:
+      // then we locked a file nobody else will, and must lock the one at the path.
+      if (!sameFile(file, path) && attempt < 10) {
+        file.close();
+        continue;
+      }
+      const lock = new DatabaseLock(file, path, real, created);
+      lock.record(address);
+      return lock;
     }
-    if (!locked) {
-      file.close();
-      const owner = readOwner(path);
+  }
+
+  /**
+   * Also locks the database file itself (`flock`, Linux only), which a
+   * second server reaching it through a hard link finds taken. Call it when
+   * the file exists, and release the lock only after SQLite closed the file:
+   * closing any descriptor of a file drops the process's `fcntl` locks on it.
+   *
+   * @throws {DatabaseLockedError} when another server holds the file.
+   */
+  lockDatabaseFile(database: string): void {
+    if (Deno.build.os !== "linux" || this.#dbFile !== null) return;
+    const file = Deno.openSync(this.database, { read: true });
+    this.#dbFile = file; // kept open even when taken: closed by release()
+    if (!file.tryLockSync(true)) {
       throw new DatabaseLockedError(
-        `another server owns ${database} (pid ${owner.pid}, socket ${owner.socket})`,
+        `another server owns ${database} (${alias(database, this.database)}through another name ` +
+          "of the same file, a hard link; its pid and socket are in the .lock beside that name)",
       );
     }
-    const lock = new DatabaseLock(file, path);
-    lock.record(address);
-    return lock;
   }
 
   /** Records this process and `address` in the lock file. */
@@ -93,17 +181,52 @@ export class DatabaseLock {
     for (let off = 0; off < text.length;) off += this.#file.writeSync(text.subarray(off));
   }
 
-  /** Releases the lock (the file stays). Idempotent. */
-  release(): void {
+  /**
+   * Releases the lock (the file stays). Idempotent.
+   *
+   * @param discard Delete the lock file when this process created it (a start that failed).
+   */
+  release(discard = false): void {
     if (this.#released) return;
     this.#released = true;
     try {
-      this.#file.truncateSync(0);
+      if (discard && this.#created) Deno.removeSync(this.path); // while still locked
+      else this.#file.truncateSync(0);
     } catch {
       // Best effort: the content is only informative.
     }
     this.#file.close();
+    this.#dbFile?.close();
   }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function sameFile(file: Deno.FsFile, path: string): boolean {
+  try {
+    const a = file.statSync();
+    const b = Deno.statSync(path);
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** `which is <real path>; ` when `database` is a symbolic link, else nothing. */
+function alias(database: string, real: string): string {
+  try {
+    if (Deno.lstatSync(database).isSymlink) return `which is ${real}; `;
+  } catch {
+    // Not there yet: the name as given.
+  }
+  return "";
 }
 
 /** The pid and address recorded in a lock file (`unknown` while being written). */

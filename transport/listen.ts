@@ -79,6 +79,7 @@ export async function listen(addr: Address, options: ListenOptions = {}): Promis
   if (tls !== null) throw new ListenError("Cannot use TLS on a Unix socket: TLS is for TCP");
   const mode = options.socketMode ?? 0o600;
   const path = addr.path;
+  checkSocketPathLength(path);
   await makeSocketDir(dirname(path), mode);
   await removeStaleSocket(path);
   let listener: Deno.Listener;
@@ -140,4 +141,54 @@ async function removeStaleSocket(path: string): Promise<void> {
   throw new ListenError(
     `Cannot listen on unix:${path}: another server is already listening there`,
   );
+}
+
+/**
+ * The longest Unix socket path in bytes: `sun_path` less its final NUL,
+ * 107 on Linux, 103 on macOS and the BSDs.
+ */
+export const MAX_SOCKET_PATH_BYTES: number =
+  Deno.build.os === "darwin" || Deno.build.os === "freebsd" || Deno.build.os === "netbsd" ||
+    Deno.build.os === "solaris"
+    ? 103
+    : 107;
+
+function checkSocketPathLength(path: string): void {
+  const bytes = new TextEncoder().encode(path).length;
+  if (bytes <= MAX_SOCKET_PATH_BYTES) return;
+  throw new ListenError(
+    `Cannot listen on unix:${path}: the path is ${bytes} bytes long, and a Unix socket path ` +
+      `may have at most ${MAX_SOCKET_PATH_BYTES} on ${Deno.build.os}; choose a shorter --socket ` +
+      "path (or a shorter $XDG_RUNTIME_DIR / TMPDIR for the default one)",
+  );
+}
+
+/**
+ * Identity (device and inode) of the socket file at `path`, taken right
+ * after listening, so that {@link removeSocketFile} removes only that file.
+ *
+ * @returns `dev:ino`, or `null` when the file cannot be examined.
+ */
+export function socketFileId(path: string): string | null {
+  try {
+    const info = Deno.lstatSync(path);
+    return info.ino === null ? null : `${info.dev}:${info.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Removes the socket file at `path` if it is still the one identified by
+ * `id` ({@link socketFileId}): a server that stops must not remove the
+ * socket of another server that has replaced it meanwhile. Without an
+ * identity (no inode numbers) it removes the file. Never throws.
+ */
+export function removeSocketFile(path: string, id: string | null): void {
+  if (id !== null && socketFileId(path) !== id) return;
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // Already gone.
+  }
 }
