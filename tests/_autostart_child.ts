@@ -1,14 +1,17 @@
 /**
- * Child process of the concurrent autostart test: connects to a channel,
- * starting its server if none answers, records one row and prints "ok".
+ * Child process of the autostart tests: connects to a channel (or, when the
+ * first argument starts with "/", a socket path), starting its server if none
+ * answers, records one row and prints "ok". TIMEOUT is `autostart.timeout`
+ * (default 60000 ms).
  *
- * Usage: deno run -A tests/_autostart_child.ts CHANNEL DATABASE
+ * Usage: deno run -A tests/_autostart_child.ts CHANNEL|SOCKET DATABASE [TIMEOUT]
  */
 
 import { connect } from "../client.ts";
 
-const [channel, database] = Deno.args;
-await using db = await connect({ channel, autostart: { database, timeout: 60000 } });
+const [where, database, timeout = "60000"] = Deno.args;
+const place = where.startsWith("/") ? { path: where } : { channel: where };
+await using db = await connect({ ...place, autostart: { database, timeout: Number(timeout) } });
 await db.exec("CREATE TABLE IF NOT EXISTS hits (pid INTEGER)");
 await db.run("INSERT INTO hits VALUES (?)", [Deno.pid]);
 console.log("ok");

@@ -1,0 +1,179 @@
+/**
+ * `connect({ autostart })` when the started server exits: started again while
+ * the previous server of the database shuts down (it still holds the lock),
+ * and failing at once, with the server's own words, when starting again
+ * cannot help. Servers run as real processes.
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { connect, ConnectionError } from "../client.ts";
+import { startServerProcess, tempDir } from "./_helpers.ts";
+
+const CHILD_TS = new URL("./_autostart_child.ts", import.meta.url).pathname;
+
+/** Pids of live `server.ts` processes whose command line holds `needle`. */
+function serverPids(needle: string): number[] {
+  const pids: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    let cmd: string;
+    try {
+      cmd = Deno.readTextFileSync(`/proc/${e.name}/cmdline`).replaceAll("\0", " ");
+    } catch {
+      continue;
+    }
+    if (cmd.includes(needle) && cmd.includes("server.ts")) pids.push(Number(e.name));
+  }
+  return pids;
+}
+
+function alive(pid: number): boolean {
+  try {
+    Deno.lstatSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Polls `check` every 20 ms until it holds; throws after `ms`. */
+async function until(check: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Sends SIGTERM to `pid` and waits (at most 10 s) until it is gone. */
+async function stop(pid: number): Promise<void> {
+  try {
+    Deno.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  await until(() => !alive(pid), 10000, `server ${pid} to stop`);
+}
+
+Deno.test({
+  name:
+    "connect({ autostart }) starts a server again when the first exits on the lock of a server shutting down",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/a.db`;
+    // The old server: its shutdown waits (up to 20 s) for the open transaction below.
+    await using old = await startServerProcess({
+      dir: dir.path,
+      database,
+      args: ["--grace-ms", "20000"],
+    });
+    const socket = (old.connectOptions as { path: string }).path;
+    const holder = await connect({ path: socket, max: 1 });
+    let newPid = 0;
+    try {
+      await holder.exec("CREATE TABLE t (x INTEGER)");
+      const tx = await holder.reserve();
+      await tx.exec("BEGIN IMMEDIATE");
+      await tx.run("INSERT INTO t VALUES (1)");
+      old.child.kill("SIGTERM");
+      // The listener closes at once; the lock stays held during the grace period.
+      await until(
+        () => {
+          try {
+            Deno.lstatSync(socket);
+            return false;
+          } catch {
+            return true;
+          }
+        },
+        10000,
+        "the old server to close its socket",
+      );
+      const client = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", CHILD_TS, socket, database, "15000"],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      // Wait until the first server the client started has failed on the lock.
+      let first = 0;
+      await until(
+        () => {
+          first ||= serverPids(database).find((p) => p !== old.child.pid) ?? 0;
+          return first !== 0 && !alive(first);
+        },
+        20000,
+        "the first started server to exit",
+      );
+      assert.ok(alive(old.child.pid), "the old server still runs its grace period");
+      await tx.exec("COMMIT");
+      tx.release();
+      await holder.close();
+      assert.equal((await old.child.status).code, 0);
+      const out = await client;
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      assert.equal(new TextDecoder().decode(out.stdout).trim(), "ok");
+      newPid = Number(JSON.parse(Deno.readTextFileSync(`${database}.lock`)).pid);
+      assert.notEqual(newPid, first);
+      assert.deepEqual(serverPids(database), [newPid]);
+    } finally {
+      await holder.close();
+      if (newPid !== 0) await stop(newPid);
+      for (const pid of serverPids(database)) {
+        if (pid !== old.child.pid) Deno.kill(pid, "SIGKILL");
+      }
+    }
+    const check = new DatabaseSync(database, { readOnly: true });
+    try {
+      assert.deepEqual(check.prepare("SELECT x FROM t").all().map((r) => ({ ...r })), [{ x: 1 }]);
+      assert.equal(check.prepare("SELECT count(*) AS n FROM hits").get()?.n, 1);
+    } finally {
+      check.close();
+    }
+  },
+});
+
+Deno.test("connect({ autostart }) fails at once with the server's reason when its database cannot be opened", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/missing/a.db`;
+  const t0 = performance.now();
+  const err = await connect({ path: `${dir.path}/s.sock`, autostart: { database } }).then(
+    () => assert.fail("connect succeeded"),
+    (e: unknown) => e,
+  );
+  const ms = performance.now() - t0;
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, "CONNECTION_CLOSED");
+  assert.equal(
+    err.message,
+    `Cannot autostart a server for "${database}" on unix:${dir.path}/s.sock: ` +
+      `the server started exited with code 1: "netsqlite: No such file or directory ` +
+      `(os error 2): open '${database}.lock'"`,
+  );
+  // The default timeout is 15000 ms; the server exits within a second or so.
+  assert.ok(ms < 8000, `took ${ms.toFixed(0)} ms`);
+});
+
+Deno.test("connect({ autostart }) fails at once with the server's error line, not its help, on a bad flag", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/a.db`;
+  const t0 = performance.now();
+  await assert.rejects(
+    connect({
+      path: `${dir.path}/s.sock`,
+      autostart: { database, args: ["--no-such-flag"], timeout: 20000 },
+    }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.match(
+        err.message,
+        /: the server started exited with code 2: "netsqlite: Unknown option '--no-such-flag'"$/,
+      );
+      return true;
+    },
+  );
+  assert.ok(performance.now() - t0 < 8000);
+  assert.deepEqual(serverPids(database), []);
+});
