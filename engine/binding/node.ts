@@ -399,6 +399,8 @@ class NodeStmt implements Stmt {
   #seen = 0;
   /** Whether the running iteration holds a pin of the connection. */
   #pinned = false;
+  /** Whether the running iteration asked for one. */
+  #pinTried = false;
   /** The rows of a statement not stepped through `iterate()`, read at its first step. */
   #buffer: SqlValue[][] | null = null;
   #next = 0;
@@ -461,26 +463,15 @@ class NodeStmt implements Stmt {
    */
   step(): boolean {
     if (!this.#iterable) return this.#stepBuffered();
-    let it = this.#it;
-    if (it === null) {
-      const st = this.#live();
-      this.#setBigInts(true);
+    const it = this.#it;
+    if (it === null) return this.#first(false);
+    if (!this.#pinTried) {
+      // Past its first row the query is active and holds its snapshot: the
+      // pin keeps it past the end, for #confirmEnd (a get() never gets here).
+      this.#pinTried = true;
       this.#pinned = this.#db.pin();
-      try {
-        it = this.#it = st.iterate(...this.#args);
-      } catch (err) {
-        this.#unpin();
-        throw toSqliteError(err);
-      }
-      this.#seen = 0;
     }
-    let r: IteratorResult<unknown>;
-    try {
-      r = it.next();
-    } catch (err) {
-      this.reset();
-      throw toSqliteError(err);
-    }
+    const r = this.#advance(it);
     if (r.done) {
       this.#it = null;
       try {
@@ -490,8 +481,61 @@ class NodeStmt implements Stmt {
       }
       return false;
     }
+    return this.#take(r.value);
+  }
+
+  /** The first step of a query; `pinned` pins the connection first. */
+  #first(pinned: boolean): boolean {
+    const st = this.#live();
+    this.#setBigInts(true);
+    this.#pinTried = pinned;
+    if (pinned) this.#pinned = this.#db.pin();
+    let it: Iterator<unknown>;
+    try {
+      it = this.#it = st.iterate(...this.#args);
+    } catch (err) {
+      this.#unpin();
+      throw toSqliteError(err);
+    }
+    this.#seen = 0;
+    const r = this.#advance(it);
+    if (!r.done) return this.#take(r.value);
+    this.#it = null;
+    if (pinned) {
+      try {
+        this.#confirmEnd(0);
+      } finally {
+        this.#unpin();
+      }
+      return false;
+    }
+    // Unpinned, the snapshot ended with the iterator: ask again with get(),
+    // which throws SQLite's error. No row now is a true answer (no row was
+    // given yet, so the later snapshot may answer).
+    let row: unknown;
+    try {
+      row = st.get(...this.#args);
+    } catch (err) {
+      throw toSqliteError(err);
+    }
+    if (row === undefined) return false;
+    // A row now: written since, or the iterator hid an error that did not
+    // recur. Start over, pinned, so that the end is confirmed in one snapshot.
+    return this.#first(true);
+  }
+
+  #advance(it: Iterator<unknown>): IteratorResult<unknown> {
+    try {
+      return it.next();
+    } catch (err) {
+      this.reset();
+      throw toSqliteError(err);
+    }
+  }
+
+  #take(value: unknown): true {
     this.#seen++;
-    const row = r.value as SqlValue[];
+    const row = value as SqlValue[];
     normalizeRow(row);
     this.#row = row;
     return true;
@@ -533,6 +577,7 @@ class NodeStmt implements Stmt {
   }
 
   #unpin(): void {
+    this.#pinTried = false;
     if (!this.#pinned) return;
     this.#pinned = false;
     this.#db.unpin();
