@@ -14,7 +14,10 @@
  * - `exec()` errors carry no result code, so scripts run statement by
  *   statement; the tail of a script comes from `sourceSQL`;
  * - preparing text without a statement and then running it crashes the
- *   process, so such text is never prepared.
+ *   process, so such text is never prepared;
+ * - `iterate()` reports an error raised while stepping as the normal end of
+ *   rows and keeps nothing of it, so {@link NodeStmt.step} confirms every end
+ *   (see there) and steps other statements by reading all their rows at once.
  *
  * It cannot interrupt a statement, step in the background or report row
  * changes ({@link NodeSqlite.limitations}).
@@ -49,6 +52,7 @@ import { NamedParams } from "./_params.ts";
 interface NodeStatement {
   readonly sourceSQL: string;
   all(...params: unknown[]): unknown[];
+  get(...params: unknown[]): unknown;
   run(...params: unknown[]): { changes: number | bigint; lastInsertRowid: number | bigint };
   iterate(...params: unknown[]): IterableIterator<unknown>;
   columns(): { name: string }[];
@@ -153,6 +157,10 @@ class NodeDb implements Db {
   /** Set by the authorizer while a statement is prepared. */
   #writes = false;
   #counters: NodeStatement | null = null;
+  /** Holds the read snapshot while {@link pin}ned (see there). */
+  #pinStmt: NodeStatement | null = null;
+  #pinIt: Iterator<unknown> | null = null;
+  #pins = 0;
 
   constructor(db: NodeDatabase) {
     this.#db = db;
@@ -191,7 +199,67 @@ class NodeDb implements Db {
     st.setReturnArrays(true);
     // Values are passed under full names (`_params.ts` resolves bare keys).
     st.setAllowBareNamedParameters(false);
-    return new NodeStmt(st, text, from + text.length, !this.#writes && !writesByText(text));
+    return new NodeStmt(this, st, text, from + text.length, !this.#writes && !writesByText(text));
+  }
+
+  /**
+   * Prepares a statement of the engine's own, out of the user's authorizer
+   * (what it reads was authorized with the statement it stands in for).
+   *
+   * @throws {SqliteError}
+   */
+  prepareInternal(sql: string): NodeStatement {
+    this.#internal = true;
+    try {
+      return this.#live().prepare(sql);
+    } catch (err) {
+      throw toSqliteError(err);
+    } finally {
+      this.#internal = false;
+    }
+  }
+
+  /**
+   * Keeps the connection's read snapshot until {@link unpin}: outside a
+   * transaction SQLite ends the read when its last active statement is
+   * reset, so a statement stepped once and left active keeps it. Called
+   * before a statement's first step (which then reads in the same snapshot),
+   * it lets the end of that statement's rows be confirmed on the same data.
+   * Pins nest; inside a transaction the transaction holds the snapshot.
+   *
+   * @returns whether a pin was taken (to be given back with {@link unpin}).
+   */
+  pin(): boolean {
+    if (this.#pins > 0) {
+      this.#pins++;
+      return true;
+    }
+    if (this.#live().isTransaction) return false;
+    this.#internal = true; // a schema change re-prepares it
+    try {
+      const st = this.#pinStmt ??= this.#live().prepare("SELECT count(*) FROM sqlite_schema");
+      const it = st.iterate();
+      it.next();
+      this.#pinIt = it;
+    } catch (err) {
+      throw toSqliteError(err);
+    } finally {
+      this.#internal = false;
+    }
+    this.#pins = 1;
+    return true;
+  }
+
+  /** Gives back a pin taken by {@link pin}. Never throws. */
+  unpin(): void {
+    if (this.#pins === 0 || --this.#pins > 0) return;
+    const it = this.#pinIt;
+    this.#pinIt = null;
+    try {
+      it?.return?.();
+    } catch {
+      // resetting never fails
+    }
   }
 
   exec(sql: string): void {
@@ -328,9 +396,21 @@ class NodeStmt implements Stmt {
   readonly sql: string;
   readonly end: number;
   readonly readOnly: boolean;
+  readonly #db: NodeDb;
   readonly #st: NodeStatement;
+  /** True when the rows are stepped through `iterate()` (a query whose end can be confirmed). */
+  readonly #iterable: boolean;
   #args: unknown[] = NO_ARGS;
   #it: Iterator<unknown> | null = null;
+  /** Rows the iterator gave so far. */
+  #seen = 0;
+  /** Whether the running iteration holds a pin of the connection. */
+  #pinned = false;
+  /** Whether the running iteration asked for one. */
+  #pinTried = false;
+  /** The rows of a statement not stepped through `iterate()`, read at its first step. */
+  #buffer: SqlValue[][] | null = null;
+  #next = 0;
   #row: SqlValue[] = [];
   #bigints = false;
   #names: (string | null)[] | null = null;
@@ -338,11 +418,13 @@ class NodeStmt implements Stmt {
   #named: NamedParams | null = null;
   #finalized = false;
 
-  constructor(st: NodeStatement, sql: string, end: number, readOnly: boolean) {
+  constructor(db: NodeDb, st: NodeStatement, sql: string, end: number, readOnly: boolean) {
+    this.#db = db;
     this.#st = st;
     this.sql = sql;
     this.end = end;
     this.readOnly = readOnly;
+    this.#iterable = readOnly && QUERY_TEXT.test(sql);
   }
 
   get paramCount(): number {
@@ -372,31 +454,140 @@ class NodeStmt implements Stmt {
     this.#args = out === null ? NO_ARGS : [out];
   }
 
+  /**
+   * Steps once. node:sqlite's `iterate()` ends the rows silently when SQLite
+   * fails, so:
+   * - a query (read-only SELECT, VALUES or WITH) is iterated, and when the
+   *   iterator ends after `n` rows, the end is confirmed by running
+   *   `SELECT * FROM (<sql>) LIMIT 1 OFFSET n` with the same values in the
+   *   same snapshot (the connection is {@link NodeDb.pin}ned from the first
+   *   step): no row confirms the end, SQLite's error recurs and is thrown,
+   *   and a row means the iterator hid an error that did not recur (thrown
+   *   as `SQLITE_ERROR`);
+   * - any other statement (a write, which makes all its changes at its
+   *   first step, a PRAGMA, EXPLAIN) reads all its rows at the first step,
+   *   where node:sqlite reports errors.
+   */
   step(): boolean {
-    let it = this.#it;
-    if (it === null) {
-      this.#setBigInts(true);
-      try {
-        it = this.#it = this.#live().iterate(...this.#args);
-      } catch (err) {
-        throw toSqliteError(err);
-      }
+    if (!this.#iterable) return this.#stepBuffered();
+    const it = this.#it;
+    if (it === null) return this.#first(false);
+    if (!this.#pinTried) {
+      // Past its first row the query is active and holds its snapshot: the
+      // pin keeps it past the end, for #confirmEnd (a get() never gets here).
+      this.#pinTried = true;
+      this.#pinned = this.#db.pin();
     }
-    let r: IteratorResult<unknown>;
+    const r = this.#advance(it);
+    if (r.done) {
+      this.#it = null;
+      try {
+        this.#confirmEnd(this.#seen);
+      } finally {
+        this.#unpin();
+      }
+      return false;
+    }
+    return this.#take(r.value);
+  }
+
+  /** The first step of a query; `pinned` pins the connection first. */
+  #first(pinned: boolean): boolean {
+    const st = this.#live();
+    this.#setBigInts(true);
+    this.#pinTried = pinned;
+    if (pinned) this.#pinned = this.#db.pin();
+    let it: Iterator<unknown>;
     try {
-      r = it.next();
+      it = this.#it = st.iterate(...this.#args);
+    } catch (err) {
+      this.#unpin();
+      throw toSqliteError(err);
+    }
+    this.#seen = 0;
+    const r = this.#advance(it);
+    if (!r.done) return this.#take(r.value);
+    this.#it = null;
+    if (pinned) {
+      try {
+        this.#confirmEnd(0);
+      } finally {
+        this.#unpin();
+      }
+      return false;
+    }
+    // Unpinned, the snapshot ended with the iterator: ask again with get(),
+    // which throws SQLite's error. No row now is a true answer (no row was
+    // given yet, so the later snapshot may answer).
+    let row: unknown;
+    try {
+      row = st.get(...this.#args);
+    } catch (err) {
+      throw toSqliteError(err);
+    }
+    if (row === undefined) return false;
+    // A row now: written since, or the iterator hid an error that did not
+    // recur. Start over, pinned, so that the end is confirmed in one snapshot.
+    return this.#first(true);
+  }
+
+  #advance(it: Iterator<unknown>): IteratorResult<unknown> {
+    try {
+      return it.next();
     } catch (err) {
       this.reset();
       throw toSqliteError(err);
     }
-    if (r.done) {
-      this.#it = null;
-      return false;
-    }
-    const row = r.value as SqlValue[];
+  }
+
+  #take(value: unknown): true {
+    this.#seen++;
+    const row = value as SqlValue[];
     normalizeRow(row);
     this.#row = row;
     return true;
+  }
+
+  #stepBuffered(): boolean {
+    const rows = this.#buffer ??= this.#allRows();
+    if (this.#next === rows.length) {
+      this.#buffer = null;
+      this.#next = 0;
+      return false;
+    }
+    this.#row = rows[this.#next++];
+    return true;
+  }
+
+  /**
+   * Throws unless the query has no row past its first `n` (see {@link step}).
+   * Runs with the values of the iteration just ended, in its snapshot.
+   */
+  #confirmEnd(n: number): void {
+    const body = this.sql.replace(TRAILING_SEMICOLON, "");
+    const check = this.#db.prepareInternal(`SELECT * FROM (\n${body}\n) LIMIT 1 OFFSET ${n}`);
+    check.setReadBigInts(true); // a value beyond 2^53 must not fail the check
+    check.setAllowBareNamedParameters(false);
+    let row: unknown;
+    try {
+      row = check.get(...this.#args);
+    } catch (err) {
+      throw toSqliteError(err);
+    }
+    if (row !== undefined) {
+      throw new SqliteError(
+        "SQLITE_ERROR",
+        `Cannot read row ${n + 1}: SQLite failed and node:sqlite did not report the error`,
+        Result.ERROR,
+      );
+    }
+  }
+
+  #unpin(): void {
+    this.#pinTried = false;
+    if (!this.#pinned) return;
+    this.#pinned = false;
+    this.#db.unpin();
   }
 
   stepInBackground(): Promise<boolean> {
@@ -409,7 +600,7 @@ class NodeStmt implements Stmt {
 
   all(maxBytes?: number): SqlValue[][] {
     let rows: SqlValue[][];
-    if (this.#it !== null) {
+    if (this.#it !== null || this.#buffer !== null) {
       rows = [];
       while (this.step()) rows.push(this.#row);
     } else {
@@ -460,6 +651,8 @@ class NodeStmt implements Stmt {
   }
 
   reset(): void {
+    this.#buffer = null;
+    this.#next = 0;
     const it = this.#it;
     if (it === null) return;
     this.#it = null;
@@ -468,6 +661,7 @@ class NodeStmt implements Stmt {
     } catch {
       // resetting never fails
     }
+    this.#unpin();
   }
 
   finalize(): void {
@@ -580,6 +774,11 @@ function readsOnly(action: number, a1: string | null, a2: string | null): boolea
       return false;
   }
 }
+
+/** A query whose rows can be counted from a subquery: SELECT, VALUES, WITH. */
+const QUERY_TEXT = /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*(?:select|values|with)\b/i;
+/** The `;` that ends a statement's text (`sourceSQL` keeps it). */
+const TRAILING_SEMICOLON = /;\s*$/;
 
 const WRITING_TEXT =
   /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/|;)*(?:vacuum\b|begin\s+(?:immediate|exclusive)\b)/i;
