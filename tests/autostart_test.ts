@@ -149,8 +149,8 @@ Deno.test("connect({ autostart }) fails at once with the server's reason when it
   assert.equal(
     err.message,
     `Cannot autostart a server for "${database}" on unix:${dir.path}/s.sock: ` +
-      `the server started exited with code 1: "netsqlite: No such file or directory ` +
-      `(os error 2): open '${database}.lock'"`,
+      `the server started exited with code 1: "netsqlite: Cannot open database \\"${database}\\": ` +
+      `the directory \\"${dir.path}/missing\\" does not exist; create it first"`,
   );
   // The default timeout is 15000 ms; the server exits within a second or so.
   assert.ok(ms < 8000, `took ${ms.toFixed(0)} ms`);
