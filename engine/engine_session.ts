@@ -50,9 +50,9 @@ import { changeLogOf } from "./change_log.ts";
 import { INLINE_BUDGET_MS } from "./engine.ts";
 import {
   deadlineOf,
-  type Outcome,
   isLockBusy,
   LockBusy,
+  type Outcome,
   OverBudget,
   rowArrays,
   runInBackground,
