@@ -237,3 +237,45 @@ Deno.test("transaction() on a reserved connection inside its own raw BEGIN is a 
   assert.deepEqual(await db.values("SELECT x FROM t ORDER BY x"), [[1], [2]]);
   assert.deepEqual((await db.kv("k").get(["a"]))?.value, 1);
 });
+
+Deno.test("run(): an insert into a WITHOUT ROWID table reports lastInsertRowid 0, never another client's rowid", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec(
+    "CREATE TABLE secret (id INTEGER PRIMARY KEY); " +
+      "CREATE TABLE w (k TEXT PRIMARY KEY, v) WITHOUT ROWID; " +
+      "CREATE TABLE log (id INTEGER PRIMARY KEY, what); " +
+      "CREATE TABLE w2 (k TEXT PRIMARY KEY) WITHOUT ROWID; " +
+      "CREATE TRIGGER w2_log AFTER INSERT ON w2 BEGIN INSERT INTO log (what) VALUES (new.k); END",
+  );
+  assert.deepEqual(await a.run("INSERT INTO secret VALUES (123456)"), {
+    changes: 1,
+    lastInsertRowid: 123456,
+  });
+  assert.deepEqual(await b.run("INSERT INTO w VALUES ('x', 1)"), {
+    changes: 1,
+    lastInsertRowid: 0,
+  });
+  assert.deepEqual(await b.run("INSERT INTO w VALUES ('y', 1), ('z', 2)"), {
+    changes: 2,
+    lastInsertRowid: 0,
+  });
+  assert.deepEqual(
+    await b.run("INSERT INTO w VALUES ('x', 5) ON CONFLICT (k) DO UPDATE SET v = excluded.v"),
+    { changes: 1, lastInsertRowid: 0 },
+  );
+  // Its trigger's insert into a rowid table does not count once the trigger ended.
+  assert.deepEqual(await b.run("INSERT INTO w2 VALUES ('t')"), { changes: 1, lastInsertRowid: 0 });
+  // A rowid table of the same name after a schema change reports its rowid again.
+  await a.exec("DROP TABLE w; CREATE TABLE w (k TEXT, v)");
+  assert.deepEqual(await b.run("INSERT INTO w VALUES ('x', 1)"), {
+    changes: 1,
+    lastInsertRowid: 1,
+  });
+  await a.exec("DROP TABLE w; CREATE TABLE w (k TEXT PRIMARY KEY, v) WITHOUT ROWID");
+  assert.deepEqual(await b.run("INSERT INTO w VALUES ('x', 1)"), {
+    changes: 1,
+    lastInsertRowid: 0,
+  });
+});
