@@ -91,7 +91,10 @@ export class Connection {
   #sawRecursive = false;
   #sawTemp = false;
   #sawDml = false;
-  #sawInsert = false;
+  /** Tables the statement itself inserts into (not its triggers): `[schema, table]`. */
+  #insertTargets: [string, string][] = [];
+  /** Whether a table has rowids (not WITHOUT ROWID), by `schema.table`; cleared with the cache. */
+  readonly #hasRowid = new Map<string, boolean>();
   #sawUpdate = false;
   #txOp: TxOp | null = null;
   /** `schema_version` when the cache was last known valid. */
@@ -124,7 +127,7 @@ export class Connection {
         this.#refusal ??= refusal;
         return AuthResult.DENY;
       }
-      if (this.#classifying) this.#classify(action, arg1, arg2);
+      if (this.#classifying) this.#classify(action, arg1, arg2, dbName, trigger);
       return AuthResult.OK;
     });
   }
@@ -210,7 +213,7 @@ export class Connection {
     this.#sawRecursive = false;
     this.#sawTemp = false;
     this.#sawDml = false;
-    this.#sawInsert = false;
+    this.#insertTargets = [];
     this.#sawUpdate = false;
     this.#txOp = null;
     this.#refusal = null;
@@ -235,20 +238,34 @@ export class Connection {
     // A statement that reports neither a read nor a write to the authorizer
     // (VACUUM, REINDEX) still writes: only proven reads go to a reader.
     const readOnly = this.#sawRead && !this.#sawWrite && stmt.readOnly;
+    const updatesRows = this.#sawUpdate;
+    const txOp = this.#txOp;
+    const flags = {
+      recursive: this.#sawRecursive,
+      touchesTemp: this.#sawTemp,
+      changesRows: this.#sawDml,
+      changesSchema: this.#sawSchema || (!this.#sawRead && !this.#sawWrite) ||
+        txOp === "ROLLBACK" || txOp === "ROLLBACK TO",
+    };
+    // Only an insert into a table with rowids sets the last rowid (a
+    // trigger's inserts leave it as it was once the trigger ends).
+    let inserts = false;
+    try {
+      inserts = this.#insertTargets.some(([schema, table]) => this.#rowidTable(schema, table));
+    } catch (err) {
+      stmt.finalize();
+      throw err;
+    }
     return {
       stmt,
       conn: this,
       onWriter: this.#isWriter,
       readOnly,
-      txOp: this.#txOp,
-      recursive: this.#sawRecursive,
-      touchesTemp: this.#sawTemp,
-      changesRows: this.#sawDml,
-      inserts: this.#sawInsert,
-      updatesRows: this.#sawUpdate,
-      zeroesRowid: this.#sawInsert && this.#sawUpdate && !READS_LAST_ROWID.test(stmt.sql),
-      changesSchema: this.#sawSchema || (!this.#sawRead && !this.#sawWrite) ||
-        this.#txOp === "ROLLBACK" || this.#txOp === "ROLLBACK TO",
+      txOp,
+      ...flags,
+      inserts,
+      updatesRows,
+      zeroesRowid: inserts && updatesRows && !READS_LAST_ROWID.test(stmt.sql),
       columns: stmt.columnNames(),
       fast: false,
       busy: 0,
@@ -264,6 +281,32 @@ export class Connection {
   clearCache(): void {
     for (const p of this.#cache.values()) evict(p);
     this.#cache.clear();
+    this.#hasRowid.clear();
+  }
+
+  /** True when `schema.table` has rowids: a table not declared WITHOUT ROWID (or a view). */
+  #rowidTable(schema: string, table: string): boolean {
+    const key = `${schema}.${table}`;
+    let known = this.#hasRowid.get(key);
+    if (known === undefined) {
+      let p: Prepared;
+      this.#trusted = true;
+      try {
+        p = this.prepare("SELECT wr FROM pragma_table_list(?1) WHERE schema = ?2");
+      } finally {
+        this.#trusted = false;
+      }
+      p.busy++;
+      try {
+        p.stmt.bind([table, schema]);
+        const rows = p.stmt.all();
+        known = rows.length === 0 || Number(rows[0][0]) === 0;
+      } finally {
+        release(p);
+      }
+      this.#hasRowid.set(key, known);
+    }
+    return known;
   }
 
   /**
@@ -307,7 +350,13 @@ export class Connection {
     return true;
   }
 
-  #classify(action: number, arg1: string | null, arg2: string | null): void {
+  #classify(
+    action: number,
+    arg1: string | null,
+    arg2: string | null,
+    dbName: string | null,
+    trigger: string | null,
+  ): void {
     if (action === Auth.RECURSIVE) this.#sawRecursive = true;
     if (action === Auth.READ || action === Auth.SELECT) this.#sawRead = true;
     if (action === Auth.FUNCTION) {
@@ -325,7 +374,8 @@ export class Connection {
       // DDL edits the schema table itself: that is no row change of the client's.
       this.#sawSchema = true;
     } else if (action === Auth.INSERT) {
-      this.#sawDml = this.#sawInsert = true;
+      this.#sawDml = true;
+      if (trigger === null && arg1 !== null) this.#insertTargets.push([dbName ?? "main", arg1]);
     } else if (action === Auth.UPDATE || action === Auth.DELETE) {
       this.#sawDml = this.#sawUpdate = true;
     } else if (SCHEMA_ACTIONS.has(action)) {
