@@ -17,8 +17,7 @@ const SERIES =
   "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?) SELECT x FROM n";
 
 /** A statement whose one row takes seconds to produce. */
-const SLOW_SUM =
-  "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 20000000) " +
+const SLOW_SUM = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 20000000) " +
   "SELECT sum(x) AS s FROM n";
 
 /** Reads `it` to its end; returns the rows read and the error that ended it, if any. */
