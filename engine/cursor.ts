@@ -7,7 +7,11 @@
  * With a binding that has background steps, the first step of each chunk
  * runs off the main thread (a slow first row never holds up other clients)
  * and a timer interrupts it when the cursor's time is up; the rows that
- * follow are stepped inline for at most {@link CHUNK_MS}.
+ * follow are stepped inline for at most {@link CHUNK_MS}, each step under
+ * the time left to the deadline (a progress handler stops it there). A
+ * cursor on the writer (inside a transaction) is stepped inline only, under
+ * the same deadline: a cursor is read-only there or has made its changes at
+ * its first step, so stopping it later leaves the transaction intact.
  *
  * @module
  */
@@ -16,6 +20,9 @@ import type { SqlValue } from "./binding/binding.ts";
 import type { Prepared } from "./connection.ts";
 import { rowBytes, statementTimeout } from "./run.ts";
 import { SqliteError } from "../protocol/errors.ts";
+
+/** SQLite's primary code for an interrupted statement. */
+const SQLITE_INTERRUPT = 9;
 
 /** Rows per chunk at most. */
 export const CHUNK_ROWS = 1024;
@@ -41,6 +48,10 @@ export class Cursor {
   #release: (() => void) | null;
   /** The background step now running, if any. */
   #inflight: Promise<boolean> | null = null;
+  /** Why the cursor was ended from outside ({@link end}, {@link cancel}): what `next` throws. */
+  #ended: Error | null = null;
+  /** True when the cursor steps the writer (it was opened inside a transaction). */
+  readonly onWriter: boolean;
 
   /**
    * @param columns Result column names.
@@ -63,6 +74,7 @@ export class Cursor {
       this.#p = source;
       this.#rows = null;
     }
+    this.onWriter = !Array.isArray(source) && source.onWriter;
     this.#release = release;
   }
 
@@ -71,9 +83,11 @@ export class Cursor {
    *
    * @throws {SqliteError} `STATEMENT_TIMEOUT` once the time spent stepping
    *   the cursor, over all chunks, exceeds the timeout, or SQLite's error;
-   *   the cursor is closed then.
+   *   the cursor is closed then. The error given to {@link end} once the
+   *   cursor was ended from outside.
    */
   next(): Chunk | Promise<Chunk> {
+    if (this.#ended !== null) throw this.#ended;
     if (this.#rows !== null) {
       const rows = this.#rows.splice(0, CHUNK_ROWS);
       const done = this.#rows.length === 0;
@@ -83,7 +97,7 @@ export class Cursor {
     const p = this.#p;
     if (p === null) return [[], true];
     // The writer is stepped inline: its owner's lease may need it meanwhile.
-    if (!p.conn.caps.background || p.onWriter) return this.#inline(p, [], p.stmt.step());
+    if (!p.conn.caps.background || p.onWriter) return this.#inline(p, [], null);
     return this.#firstInBackground(p);
   }
 
@@ -102,13 +116,15 @@ export class Cursor {
     } catch (err) {
       this.#inflight = null;
       this.close();
+      if (this.#ended !== null) throw this.#ended;
       throw timedOut && err instanceof SqliteError ? statementTimeout(this) : err;
     } finally {
       this.#inflight = null;
       clearTimeout(timer);
       this.#spent += performance.now() - start;
     }
-    // Closed while the step ran (its session went away): nothing more.
+    // Ended while the step ran (cancelled), or closed (its session went away).
+    if (this.#ended !== null) throw this.#ended;
     if (this.#p === null) return [[], true];
     if (timedOut) {
       // The timer fired as the step returned: its interrupt is still pending
@@ -119,15 +135,24 @@ export class Cursor {
     return this.#inline(p, [], more);
   }
 
-  /** Collects rows inline, starting from a step that returned `more`. */
-  #inline(p: Prepared, out: SqlValue[][], more: boolean): Chunk {
+  /**
+   * Collects rows inline, starting from a step that returned `more` (`null`:
+   * step first). Each step runs under the time left to the deadline, where
+   * the binding can stop it (a progress handler): a row that turns slow
+   * after fast ones fails with `STATEMENT_TIMEOUT` at the deadline.
+   */
+  #inline(p: Prepared, out: SqlValue[][], more: boolean | null): Chunk {
     // The deadline counts the server's time stepping this cursor, summed
     // over chunks; the client's time between chunks does not count.
     const start = performance.now();
     const deadline = start + this.#timeout - this.#spent;
     const softEnd = start + CHUNK_MS;
+    const db = p.conn.db;
+    const timed = p.conn.caps.interrupt && deadline !== Infinity;
     let bytes = 0;
     try {
+      if (timed) db.setBudget(Math.max(0, deadline - start));
+      more ??= p.stmt.step();
       while (more) {
         const row = p.stmt.row();
         out.push(row);
@@ -139,7 +164,11 @@ export class Cursor {
       }
     } catch (err) {
       this.close();
-      throw err;
+      throw timed && isInterrupt(err) ? statementTimeout(this) : err;
+    } finally {
+      // Before any background step: a handler there would call back into
+      // the main thread (the binding drops it then, too).
+      if (timed) db.setBudget(null);
     }
     this.#spent += performance.now() - start;
     if (!more) this.close();
@@ -149,6 +178,28 @@ export class Cursor {
   /** The cursor's timeout, for its error message. */
   get timeout(): number {
     return this.#timeout;
+  }
+
+  /**
+   * Ends the cursor from outside: closes it, and its next {@link next}
+   * throws `reason` (e.g. its transaction ended).
+   */
+  end(reason: Error): void {
+    if (this.#p === null && this.#rows === null) return;
+    this.#ended = reason;
+    this.close();
+  }
+
+  /**
+   * Stops a step running in the background, if any, and ends the cursor
+   * with `reason` (the pending {@link next} rejects with it).
+   *
+   * @returns true when a step was running.
+   */
+  cancel(reason: Error): boolean {
+    if (this.#inflight === null) return false;
+    this.end(reason);
+    return true;
   }
 
   /**
@@ -174,4 +225,9 @@ export class Cursor {
     p?.conn.db.interrupt();
     this.#inflight.then(finish, finish);
   }
+}
+
+/** The error of a statement stopped by `sqlite3_interrupt` or the progress handler. */
+function isInterrupt(err: unknown): boolean {
+  return err instanceof SqliteError && ((err.sqliteCode ?? 0) & 0xff) === SQLITE_INTERRUPT;
 }

@@ -607,7 +607,11 @@ export class Engine {
       this.#writer.clearCache();
       this.#deferredFks = null;
     }
+    const owner = this.#queue.owner;
     this.#queue.release();
+    // Its cursors on the writer end with its transaction, before anyone else
+    // uses the writer.
+    owner?.writerReleased();
     this.#drain();
   }
 

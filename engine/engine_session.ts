@@ -32,7 +32,13 @@
  * @module
  */
 
-import { commitRolledBack, leaseExpired, txRolledBack, unknownCursor } from "./session_errors.ts";
+import {
+  commitRolledBack,
+  cursorTxEnded,
+  leaseExpired,
+  txRolledBack,
+  unknownCursor,
+} from "./session_errors.ts";
 import { Handles } from "./handles.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type {
@@ -548,9 +554,14 @@ export class EngineSession implements HostedSession {
     this.#host.writer.leaveQueue(this);
   }
 
-  /** Stops this session's statement running in the background, if any. */
+  /**
+   * Stops this session's statement running in the background, if any, or
+   * the background step of its cursor (which is closed: its pending `next`
+   * fails with `reason`).
+   */
   cancel(reason: Error): void {
     this.#running?.cancel(reason);
+    for (const [id, c] of this.#cursors) if (c.cancel(reason)) this.#cursors.delete(id);
   }
 
   /**
@@ -576,12 +587,24 @@ export class EngineSession implements HostedSession {
     this.#failIfAborted();
     const ms = timeout ?? host.config.statementTimeout;
     let cursor: Cursor | null = null;
+    /** Why the rows cannot stream, when they are materialised instead. */
+    let buffered = "it is a write, which runs to completion outside a transaction";
     if (host.writer.owns(this)) {
+      // Inside the transaction, on the writer: the cursor is closed when the
+      // transaction ends (writerReleased), as PostgreSQL does.
       host.writer.touch(this);
       const p = host.writer.connection.prepareUncached(text);
       cursor = this.#liveCursor(p, args, ms, () => {});
     } else {
-      const conn = host.writer.hasTemp() ? null : host.readers.borrowForCursor();
+      // While TEMP objects exist every statement runs on the writer, which
+      // a cursor outside a transaction cannot hold; `:memory:` has no readers.
+      const temp = host.writer.hasTemp();
+      const conn = temp ? null : host.readers.borrowForCursor();
+      if (conn === null) {
+        buffered = temp
+          ? "TEMP tables exist, so every statement runs on the shared writer"
+          : "a :memory: database has no reader connections";
+      }
       if (conn !== null) {
         let p: Prepared;
         try {
@@ -599,17 +622,26 @@ export class EngineSession implements HostedSession {
       }
     }
     if (cursor !== null) return this.#addCursor(cursor);
-    // A write (e.g. INSERT ... RETURNING) outside a transaction: run it to
-    // completion on the writer, then stream the materialised rows.
-    const done = this.#statement(
-      text,
-      args as unknown,
-      this.#limits(timeout),
-      true,
-      (o) => new Cursor(o.columns, rowArrays(o.rows), ms, () => {}),
-    );
+    // A write (e.g. INSERT ... RETURNING) outside a transaction, or no
+    // connection to stream from: run it to completion on the writer, then
+    // stream the materialised rows (up to --max-result-bytes).
+    const explain = (err: unknown): never => {
+      throw cannotStream(err, buffered, host.config.maxResultBytes);
+    };
+    let done: Reply<Cursor>;
+    try {
+      done = this.#statement(
+        text,
+        args as unknown,
+        this.#limits(timeout),
+        true,
+        (o) => new Cursor(o.columns, rowArrays(o.rows), ms, () => {}),
+      );
+    } catch (err) {
+      return explain(err);
+    }
     if (done === BLOCKED) return BLOCKED;
-    return this.#settled(then(done, (c) => this.#addCursor(c)));
+    return this.#settled(then(done, (c) => this.#addCursor(c), explain));
   }
 
   #addCursor(cursor: Cursor): [number, string[]] {
@@ -632,13 +664,38 @@ export class EngineSession implements HostedSession {
       chunk = cursor.next();
     } catch (err) {
       this.#cursors.delete(id);
-      throw err;
+      throw this.#cursorFailed(cursor, err);
     }
     if (!(chunk instanceof Promise)) return forget(chunk);
     return this.#host.track(chunk).then(forget, (err) => {
       this.#cursors.delete(id);
       throw err;
     });
+  }
+
+  /**
+   * A cursor on the writer failed and SQLite ended the transaction around it
+   * (`ON CONFLICT ROLLBACK` in a write's first step, say): as for any
+   * statement, the session refuses requests until ROLLBACK, and gives the
+   * writer back.
+   */
+  #cursorFailed(cursor: Cursor, err: unknown): unknown {
+    const host = this.#host;
+    if (!cursor.onWriter || !host.writer.owns(this) || host.writer.connection.inTransaction) {
+      return err;
+    }
+    if (this.#aborted === null) this.#aborted = txRolledBack(err);
+    host.writer.afterWrite(this);
+    return this.#aborted;
+  }
+
+  /**
+   * The engine took the writer back: this session's transaction ended
+   * (COMMIT, ROLLBACK, its lease, SQLite rolling it back, close). Its
+   * cursors on the writer end with it; their next `next` says so. @internal
+   */
+  writerReleased(): void {
+    for (const [id, c] of this.#cursors) if (c.onWriter) c.end(cursorTxEnded(id));
   }
 
   /** Closes a cursor early. */
@@ -941,6 +998,23 @@ export class EngineSession implements HostedSession {
     op?.stmt.finalize();
     return op?.txOp ?? null;
   }
+}
+
+/**
+ * `RESULT_TOO_LARGE` of a cursor whose rows had to be materialised, saying
+ * why they could not stream (`why`) and what would stream them.
+ */
+function cannotStream(err: unknown, why: string, maxBytes: number): unknown {
+  if (!(err instanceof SqliteError) || err.code !== ErrorCode.ResultTooLarge) return err;
+  return new SqliteError(
+    err.code,
+    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes) and cannot stream: ` +
+      `${why}, so its rows are ` +
+      "buffered on the server; open the cursor inside a transaction (it then streams on the " +
+      "writer), or select less",
+    err.sqliteCode,
+    { cause: err },
+  );
 }
 
 /** Applies `f` to a value or a promise of one. */

@@ -25,6 +25,16 @@ export function unknownCursor(id: number): SqliteError {
   );
 }
 
+/** A cursor opened inside a transaction, closed when the transaction ended (as in PostgreSQL). */
+export function cursorTxEnded(id: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.CursorClosed,
+    `Cursor ${id} was closed when its transaction ended (COMMIT, ROLLBACK, or rolled back by ` +
+      "the server): a cursor opened inside a transaction lasts until the transaction ends; " +
+      "read it to the end before COMMIT, or open it outside the transaction",
+  );
+}
+
 /** The transaction was rolled back after its idle lease (`--tx-idle-timeout`). */
 export function txTimeout(ms: number): SqliteError {
   return new SqliteError(

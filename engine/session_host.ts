@@ -114,4 +114,6 @@ export interface HostedSession extends Waiter, GroupMember {
   runningOnWriter: boolean;
   /** The engine rolled back this session's transaction when its lease ended: why. */
   expire(why: LeaseEnd): void;
+  /** The engine took the writer back from this session (its transaction ended, if one was open). */
+  writerReleased(): void;
 }

@@ -13,7 +13,7 @@
  * | `SqliteError`     | `SQLITE_*`, and request failures that leave the connection usable:    |
  * |                   | `BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`,          |
  * |                   | `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`,          |
- * |                   | `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`                              |
+ * |                   | `CURSOR_CLOSED`, `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`             |
  * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`                                 |
  * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`, `AUTH`,        |
  * |                   | `TOO_MANY_CONNECTIONS`                                                 |
@@ -62,6 +62,8 @@ export const ErrorCode = {
   ResultTooLarge: "RESULT_TOO_LARGE",
   /** A prepared statement handle is unknown or was finalized. */
   UnknownStatement: "UNKNOWN_STATEMENT",
+  /** A cursor opened inside a transaction was closed when the transaction ended. */
+  CursorClosed: "CURSOR_CLOSED",
   /**
    * A transaction-control statement (`BEGIN`, `COMMIT`, `SAVEPOINT`, ...) was
    * sent through a client's shared pool: use `transaction()` or `reserve()`.
@@ -116,8 +118,8 @@ export interface WireError {
  * A request failed and the connection stays usable: SQLite refused the
  * statement (`SQLITE_*`, with `sqliteCode`), or netsqlite refused or stopped
  * it (`BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`,
- * `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`, `TX_CONTROL`,
- * `SHUTTING_DOWN`, `INTERNAL`), as better-sqlite3 raises its own checks as
+ * `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`, `CURSOR_CLOSED`,
+ * `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`), as better-sqlite3 raises its own checks as
  * `SqliteError` too.
  *
  * @example

@@ -663,10 +663,18 @@ export class Session implements SessionProbe {
     if (this.#encoder.append([id, status, payload], limit) !== -1) return;
     this.#replyError(
       id,
-      limited ? resultTooLarge(maxResultBytes) : new SqliteError(
-        ErrorCode.ResultTooLarge,
-        `Result exceeds maxFrameSize ${maxFrameSize} bytes: use iterate() for large results`,
-      ),
+      limited ? resultTooLarge(maxResultBytes) : req[0] === Op.Next
+        // A chunk stops at the row that takes it past ~64 KiB: that row is too large.
+        ? new SqliteError(
+          ErrorCode.ResultTooLarge,
+          `Cursor chunk exceeds maxFrameSize ${maxFrameSize} bytes: one row is larger than ` +
+            "--max-frame-size allows; select less of it (substr() on large values) or raise " +
+            "--max-frame-size",
+        )
+        : new SqliteError(
+          ErrorCode.ResultTooLarge,
+          `Result exceeds maxFrameSize ${maxFrameSize} bytes: use iterate() for large results`,
+        ),
     );
   }
 

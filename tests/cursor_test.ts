@@ -1,0 +1,196 @@
+/**
+ * Server cursors (`iterate()`) at their edges: a cursor opened inside a
+ * transaction ends with it; deadlines hold for every step of a cursor (FFI
+ * engine); cancelling a cursor's step stops it on the server; rows that
+ * cannot stream say why; a row too large for a frame says so. Real servers,
+ * on the engine `NETSQLITE_ENGINE` names (FFI-only behaviour is skipped on
+ * node:sqlite, which cannot interrupt a step).
+ */
+
+import assert from "node:assert/strict";
+import { AbortError, ErrorCode, SqliteError } from "../mod.ts";
+import { startServer } from "./_helpers.ts";
+
+const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
+
+const SERIES =
+  "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < ?) SELECT x FROM n";
+
+/** A statement whose one row takes seconds to produce. */
+const SLOW_SUM = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 20000000) " +
+  "SELECT sum(x) AS s FROM n";
+
+/** Reads `it` to its end; returns the rows read and the error that ended it, if any. */
+async function drain<T>(it: AsyncIterator<T>): Promise<{ rows: T[]; error: unknown }> {
+  const rows: T[] = [];
+  try {
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return { rows, error: null };
+      rows.push(r.value);
+    }
+  } catch (error) {
+    return { rows, error };
+  }
+}
+
+function assertCode(err: unknown, code: string, message?: RegExp): void {
+  assert.ok(err instanceof SqliteError, `expected ${code}, got ${String(err)}`);
+  assert.equal(err.code, code, err.message);
+  if (message !== undefined) assert.match(err.message, message);
+}
+
+for (const end of ["COMMIT", "ROLLBACK"]) {
+  Deno.test(`Client.iterate() opened in a transaction is closed by ${end}; other clients' writes and DDL go on`, async () => {
+    await using srv = await startServer();
+    await using a = await srv.client();
+    await using b = await srv.client();
+    await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT); CREATE TABLE u (x)");
+    await a.run(`INSERT INTO t (who) SELECT 'seed' FROM (${SERIES})`, [20_000]);
+    await a.exec("BEGIN");
+    const it = a.iterate<{ id: number; who: string }>("SELECT id, who FROM t ORDER BY id")
+      [Symbol.asyncIterator]();
+    assert.deepEqual((await it.next()).value, { id: 1, who: "seed" });
+    await a.exec(end);
+    assert.equal(a.inTransaction, false);
+    // The writer is free of the cursor: writes, DDL and a checkpoint succeed.
+    await b.run("INSERT INTO t (who) VALUES ('B')");
+    await b.run("UPDATE t SET who = 'B' WHERE id = 19000");
+    await b.exec("DROP TABLE u; CREATE INDEX t_who ON t (who); DROP INDEX t_who");
+    const { rows, error } = await drain(it);
+    assertCode(error, ErrorCode.CursorClosed, /closed when its transaction ended/);
+    assert.ok(rows.length < 19_000, `read ${rows.length} rows after ${end}`);
+    assert.ok(rows.every((r) => r.who === "seed"), "the cursor saw another client's write");
+    // The connection goes on, with no cursor left behind.
+    assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[20_001]]);
+  });
+}
+
+Deno.test("Client.iterate() opened in a transaction is closed when the server rolls it back (idle lease)", async () => {
+  await using srv = await startServer({ txIdleTimeout: 150 });
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE t (x)");
+  await a.run(`INSERT INTO t ${SERIES}`, [20_000]);
+  await a.exec("BEGIN");
+  const it = a.iterate<{ x: number }>("SELECT x FROM t")[Symbol.asyncIterator]();
+  assert.equal((await it.next()).value?.x, 1);
+  // Waits for the writer until the lease ends, then runs and is seen by no cursor.
+  await b.run("INSERT INTO t VALUES (0)");
+  await b.exec("CREATE TABLE u (x)");
+  const { rows, error } = await drain(it);
+  assertCode(error, ErrorCode.CursorClosed, /rolled back by the server/);
+  assert.ok(rows.every((r) => r.x !== 0));
+  await a.exec("ROLLBACK");
+});
+
+Deno.test({
+  name: "Client.iterate() in a transaction stops at its timeout and leaves the transaction intact",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using a = await srv.client();
+    await a.exec("CREATE TABLE t (x)");
+    await a.exec("BEGIN");
+    await a.run("INSERT INTO t VALUES (1)");
+    const start = performance.now();
+    const { error } = await drain(
+      a.iterate(SLOW_SUM, [], { timeout: 200 })[Symbol.asyncIterator](),
+    );
+    const ms = performance.now() - start;
+    assertCode(error, ErrorCode.StatementTimeout);
+    assert.ok(ms < 2000, `stopped after ${ms.toFixed(0)} ms`);
+    assert.equal(a.inTransaction, true);
+    await a.run("INSERT INTO t VALUES (2)");
+    await a.exec("COMMIT");
+    assert.deepEqual(await a.values("SELECT x FROM t ORDER BY x"), [[1], [2]]);
+  },
+});
+
+Deno.test({
+  name: "Client.iterate() stops at its timeout when a row after the first turns slow",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using a = await srv.client();
+    const sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 20000000) " +
+      "SELECT x FROM n WHERE x = 1 OR x = 20000000";
+    const start = performance.now();
+    const { rows, error } = await drain(
+      a.iterate<{ x: number }>(sql, [], { timeout: 200 })[Symbol.asyncIterator](),
+    );
+    const ms = performance.now() - start;
+    assertCode(error, ErrorCode.StatementTimeout);
+    assert.ok(ms < 2000, `stopped after ${ms.toFixed(0)} ms`);
+    assert.deepEqual(rows, []); // the first chunk never completed
+    assert.deepEqual(await a.values("SELECT 1"), [[1]]);
+  },
+});
+
+Deno.test({
+  name: "Client.iterate() aborted during its first step stops the step on the server",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer({ statementTimeout: 3000 });
+    await using a = await srv.client();
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), 100);
+    const { error } = await drain(
+      a.iterate(SLOW_SUM, [], { signal: ac.signal })[Symbol.asyncIterator](),
+    );
+    clearTimeout(timer);
+    assert.ok(error instanceof AbortError, String(error));
+    // The same connection answers at once: its cursor's step was stopped.
+    const start = performance.now();
+    assert.deepEqual(await a.values("SELECT 1"), [[1]]);
+    const ms = performance.now() - start;
+    assert.ok(ms < 1000, `next call took ${ms.toFixed(0)} ms`);
+    // And the cursor is gone: a new one can use the reader.
+    const xs = [];
+    for await (const r of a.iterate<{ x: number }>(SERIES, [3])) xs.push(r.x);
+    assert.deepEqual(xs, [1, 2, 3]);
+  },
+});
+
+Deno.test("Client.iterate() while a TEMP table exists: too large a result says why it cannot stream; in a transaction it streams", async () => {
+  await using srv = await startServer({ maxResultBytes: 50_000 });
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TEMP TABLE scratch (x)");
+  const sql = `SELECT x, printf('%0100d', x) AS pad FROM (${SERIES})`;
+  const { error } = await drain(b.iterate(sql, [5000])[Symbol.asyncIterator]());
+  assertCode(error, ErrorCode.ResultTooLarge, /cannot stream: TEMP tables exist/);
+  assert.doesNotMatch((error as Error).message, /use iterate/);
+  await b.exec("BEGIN");
+  let n = 0;
+  for await (const _ of b.iterate(sql, [5000])) n++;
+  await b.exec("COMMIT");
+  assert.equal(n, 5000);
+});
+
+Deno.test("Client.iterate() on :memory:: too large a result says why it cannot stream; in a transaction it streams", async () => {
+  await using srv = await startServer({ database: ":memory:", maxResultBytes: 50_000 });
+  await using a = await srv.client();
+  const sql = `SELECT x, printf('%0100d', x) AS pad FROM (${SERIES})`;
+  const { error } = await drain(a.iterate(sql, [5000])[Symbol.asyncIterator]());
+  assertCode(error, ErrorCode.ResultTooLarge, /cannot stream: a :memory: database has no reader/);
+  assert.doesNotMatch((error as Error).message, /use iterate/);
+  await a.exec("BEGIN");
+  let n = 0;
+  for await (const _ of a.iterate(sql, [5000])) n++;
+  await a.exec("COMMIT");
+  assert.equal(n, 5000);
+});
+
+Deno.test("Client.iterate() of a row larger than maxFrameSize says the row is too large", async () => {
+  await using srv = await startServer({ maxFrameSize: 200_000, maxResultBytes: 100_000 });
+  await using a = await srv.client();
+  const { rows, error } = await drain(
+    a.iterate("SELECT 1 AS k, zeroblob(10) AS b UNION ALL SELECT 2, zeroblob(300000)")
+      [Symbol.asyncIterator](),
+  );
+  assert.ok(rows.length <= 1);
+  assertCode(error, ErrorCode.ResultTooLarge, /one row is larger than --max-frame-size/);
+  assert.match((error as Error).message, /substr\(\)/);
+  assert.doesNotMatch((error as Error).message, /use iterate/);
+});
