@@ -68,7 +68,6 @@ import {
   type Queryable,
   type ReservedConnection,
   type RunResult,
-  SqliteError,
 } from "../client.ts";
 
 /** Options of {@link NetsqliteDialect}. */
@@ -346,7 +345,8 @@ class NetsqliteConnection implements DatabaseConnection {
     try {
       return await fn(target);
     } catch (err) {
-      if (!(err instanceof SqliteError) || err.code !== ErrorCode.TxControl) throw err;
+      // By code, not `instanceof`: the client may come from another copy of the module.
+      if ((err as { code?: unknown } | null)?.code !== ErrorCode.TxControl) throw err;
     }
     this.#pinned ??= await this.#client.reserve();
     return await fn(this.#target);

@@ -1,14 +1,18 @@
 /**
  * Builds the Node.js/Bun package into `npm/dist/` (`deno task build:node`):
- * the client (`client.ts`) and the two adapters bundled as ES modules with
- * `deno bundle`, `drizzle-orm` and `kysely` left as peer imports, and a
- * `package.json` stamped with {@link VERSION}. The server stays Deno-only.
- * With `--types`, the client's type declarations too (`types/`, by
- * TypeScript's `tsc` from npm; the adapters' types need the ORM packages and
- * are left out).
+ * the client (`client.ts`) and the two adapters bundled as ES modules by one
+ * `deno bundle` run with code splitting, so the package holds one copy of the
+ * client's classes, shared by the client and the adapters (`lib/`, with
+ * `netsqlite.mjs`, `drizzle.mjs` and `kysely.mjs` re-exporting its entries);
+ * `drizzle-orm` and `kysely` left as peer imports, and a `package.json`
+ * stamped with {@link VERSION}. The server stays Deno-only. With `--types`,
+ * the client's type declarations too (`types/`, by TypeScript's `tsc` from
+ * npm; the adapters' types need the ORM packages and are left out).
  *
  * Use it from a checkout: `deno task build:node`, then in a Node.js project
- * `npm install /path/to/netsqlite/npm/dist`.
+ * `npm pack /path/to/netsqlite/npm/dist` and `npm install
+ * ./netsqlite-netsqlite-VERSION.tgz` (a plain `npm install DIR` links the
+ * folder, and Node.js then looks for `drizzle-orm` and `kysely` next to it).
  *
  * @module
  */
@@ -27,6 +31,9 @@ const ENTRIES = [
   ["adapters/drizzle.ts", "drizzle.mjs", ["./drizzle"]],
   ["adapters/kysely.ts", "kysely.mjs", ["./kysely"]],
 ] as const;
+
+/** Folder of `dist/` the bundle's entries and shared chunks are written to. */
+const LIB = "lib";
 
 /** Options of {@link buildNode}. */
 export interface BuildOptions {
@@ -48,30 +55,36 @@ const TYPESCRIPT = "typescript@5.9";
 export async function buildNode(dist: URL = out, options: BuildOptions = {}): Promise<string> {
   await Deno.remove(dist, { recursive: true }).catch(() => {});
   await Deno.mkdir(dist, { recursive: true });
+  // One run for all entries: code shared between them goes to chunks they import, so the
+  // adapters use the very classes the client module exports (private fields, instanceof).
+  const result = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "bundle",
+      "--quiet",
+      "--platform=deno", // keeps node: imports as they are (Node.js and Bun have them)
+      "--format=esm",
+      "--code-splitting",
+      "--external=drizzle-orm",
+      "--external=drizzle-orm/*",
+      "--external=kysely",
+      "--outdir",
+      new URL(`${LIB}/`, dist).pathname,
+      ...ENTRIES.map(([entry]) => new URL(entry, root).pathname),
+    ],
+    cwd: root.pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!result.success) {
+    const dec = new TextDecoder();
+    throw new Error(`Cannot bundle: ${dec.decode(result.stderr)}${dec.decode(result.stdout)}`);
+  }
   for (const [entry, file] of ENTRIES) {
-    const result = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "bundle",
-        "--quiet",
-        "--platform=deno", // keeps node: imports as they are (Node.js and Bun have them)
-        "--format=esm",
-        "--external=drizzle-orm",
-        "--external=drizzle-orm/*",
-        "--external=kysely",
-        "-o",
-        new URL(file, dist).pathname,
-        new URL(entry, root).pathname,
-      ],
-      cwd: root.pathname,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!result.success) {
-      const dec = new TextDecoder();
-      throw new Error(
-        `Cannot bundle "${entry}": ${dec.decode(result.stderr)}${dec.decode(result.stdout)}`,
-      );
-    }
+    // deno bundle names each entry's output by its path under the entries' common folder.
+    const bundled = `./${LIB}/${entry.replace(/\.ts$/, ".js")}`;
+    const exists = await Deno.stat(new URL(bundled, dist)).then(() => true, () => false);
+    if (!exists) throw new Error(`Cannot bundle "${entry}": no "${bundled}" written`);
+    await Deno.writeTextFile(new URL(file, dist), `export * from "${bundled}";\n`);
   }
   const types = options.types === true;
   if (types) await emitTypes(dist);

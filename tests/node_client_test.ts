@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildNode } from "../npm/build.ts";
+import { VERSION } from "../version.ts";
 import { startServer } from "./_helpers.ts";
 import { withTimeLimit } from "./_limit.ts";
 
@@ -215,58 +216,97 @@ Deno.test(
   }),
 );
 
-/**
- * A folder with drizzle-orm and kysely from npm (installed once under the
- * temp directory) and the build as `node_modules/@netsqlite/netsqlite`.
- */
-async function adaptersProject(): Promise<string | { skip: string }> {
+/** The ORM packages from npm, installed once into `<tmpdir>/netsqlite-peers-1`, or why not. */
+async function installPeers(): Promise<string | { skip: string }> {
   const dir = join(tmpdir(), "netsqlite-peers-1");
   const ready = join(dir, "node_modules", "kysely", "package.json");
   const installed = await Deno.stat(join(dir, "node_modules", "drizzle-orm", "package.json"))
     .then(() => Deno.stat(ready)).then(() => true, () => false);
-  if (!installed) {
-    if (!await which("npm")) return { skip: "no `npm` to install drizzle-orm and kysely with" };
-    await Deno.mkdir(dir, { recursive: true });
+  if (installed) return dir;
+  if (!await which("npm")) return { skip: "no `npm` to install drizzle-orm and kysely with" };
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
+  const res = await run(
+    "npm",
+    ["install", "--no-audit", "--no-fund", "drizzle-orm@^0.45", "kysely@^0.28"],
+    {},
+    dir,
+  ).catch((err) => ({ code: 1, text: String(err) }));
+  if (res.code !== 0) {
+    return { skip: `cannot install the ORM packages: ${res.text.trim().split("\n").pop()}` };
+  }
+  return dir;
+}
+
+/**
+ * A fresh project inside the ORM packages' folder (Node.js finds them there, as it finds a
+ * project's own) with the build installed as README says: built outside it, packed by
+ * `npm pack`, installed from the tarball. A link to the build instead of a copy would not find
+ * the ORM packages, as for a user.
+ */
+async function adaptersProject(): Promise<
+  { dir: string; [Symbol.asyncDispose](): Promise<void> } | { skip: string }
+> {
+  const peers = await installPeers();
+  if (typeof peers !== "string") return peers;
+  const build = await Deno.makeTempDir({ prefix: "netsqlite-npm-dist-" });
+  const dir = await Deno.makeTempDir({ dir: peers, prefix: "project-" });
+  const project = {
+    dir,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(build, { recursive: true }).catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+  try {
+    await buildNode(new URL(`file://${build}/`));
     await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
-    const res = await run(
+    const pack = await run("npm", ["pack", "--pack-destination", dir, build], {}, dir);
+    assert.equal(pack.code, 0, pack.text);
+    const tarball = `netsqlite-netsqlite-${VERSION}.tgz`;
+    const install = await run(
       "npm",
-      ["install", "--no-audit", "--no-fund", "drizzle-orm@^0.45", "kysely@^0.28"],
+      ["install", "--no-audit", "--no-fund", `./${tarball}`],
       {},
       dir,
-    ).catch((err) => ({ code: 1, text: String(err) }));
-    if (res.code !== 0) {
-      return { skip: `cannot install the ORM packages: ${res.text.trim().split("\n").pop()}` };
-    }
+    );
+    assert.equal(install.code, 0, install.text);
+    const installed = await Deno.lstat(join(dir, "node_modules", "@netsqlite", "netsqlite"));
+    assert.ok(installed.isDirectory, "Expected a copy of the build in node_modules, not a link");
+    return project;
+  } catch (err) {
+    await project[Symbol.asyncDispose]();
+    throw err;
   }
-  await buildNode(new URL(`file://${join(dir, "node_modules", "@netsqlite", "netsqlite")}/`));
-  return dir;
 }
 
 Deno.test(
   "node: the adapters' build runs drizzle-orm and kysely under Node.js and Bun",
   withTimeLimit(240_000, async () => {
-    const project = await adaptersProject();
-    if (typeof project !== "string") {
-      console.log(`skipped: ${project.skip}`);
+    const made = await adaptersProject();
+    if ("skip" in made) {
+      console.log(`skipped: ${made.skip}`);
       return;
     }
+    await using project = made;
     await using srv = await startServer();
     const env = { NETSQLITE_PATH: (srv.connectOptions as { path: string }).path };
-    const script = join(project, "check.mjs");
+    const script = join(project.dir, "check.mjs");
     await Deno.copyFile(ADAPTERS_CHECK, script); // bare imports resolve from the project
     if (await which("node")) {
-      const { code, text } = await run("node", ["--test", script], env, project);
+      const { code, text } = await run("node", ["--test", script], env, project.dir);
       assert.equal(code, 0, text);
-      assert.match(text, /# pass 2\b/, text);
+      assert.match(text, /# pass 3\b/, text);
     } else {
       console.log("Node.js part skipped: no `node` on PATH");
     }
     const bun = await installBun();
     if (typeof bun === "string") {
-      const { code, text } = await run(bun, ["run", script], env, project);
+      const { code, text } = await run(bun, ["run", script], env, project.dir);
       assert.equal(code, 0, text);
       assert.match(text, /^ok drizzle$/m, text);
       assert.match(text, /^ok kysely$/m, text);
+      assert.match(text, /^ok shared client$/m, text);
     } else {
       console.log(`Bun part skipped: ${bun.skip}`);
     }
