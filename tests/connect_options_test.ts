@@ -122,7 +122,11 @@ Deno.test("connect({ max: 1 }): inTransaction is true inside transaction(fn), wh
   assert.equal(db.inTransaction, false);
   // With several connections, the client's shared pool is never in that transaction.
   await using pool = await connect({ ...srv.connectOptions, max: 2 });
-  assert.equal(await pool.transaction(async () => pool.inTransaction), false);
+  const seen = await pool.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (2)");
+    return pool.inTransaction;
+  });
+  assert.equal(seen, false);
 });
 
 Deno.test("connect() with valid options reports them on the client", async () => {
