@@ -185,8 +185,10 @@ export class Client extends Queryable {
   }
 
   /**
-   * True while a connection of the shared pool has a transaction open (only
-   * possible with `max: 1`); see {@link ReservedConnection.inTransaction}.
+   * True while a plain call on the client would run inside a transaction,
+   * which is only possible with `max: 1`: after a raw `BEGIN`, or from inside
+   * `transaction(fn)` (whose plain calls join it); see
+   * {@link ReservedConnection.inTransaction}.
    */
   get inTransaction(): boolean {
     return this.#pool.sharedInTransaction;

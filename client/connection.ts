@@ -9,6 +9,7 @@
 import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { HelloReply, Replies, Requests } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
+import { formatAddress } from "../transport/address.ts";
 import { connectTo } from "../transport/connect.ts";
 import { abortable, Link, type ReplyOp } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
@@ -23,16 +24,38 @@ export interface ConnectionEvents {
   onLost(conn: PooledConnection, failure: Error): void;
 }
 
-/** Opens a link and completes the handshake. */
+/**
+ * Opens a link and completes the handshake, within `config.connectTimeout`
+ * (TCP connection, TLS handshake and handshake reply together).
+ *
+ * @throws {ConnectionError} `REQUEST_TIMEOUT` when the time is up (the
+ *   socket is closed), else what connecting or the handshake throws.
+ */
 export async function openLink(config: ConnectConfig): Promise<[Link, HelloReply]> {
-  const conn = await connectTo(config.addr, config.tls);
+  const ms = config.connectTimeout;
+  const deadline = performance.now() + ms;
+  const conn = await connectTo(config.addr, config.tls, ms);
   const link = new Link(conn, config.addr, config.maxFrameSize, config.requestTimeout);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  if (ms > 0) {
+    timer = setTimeout(() => {
+      link.fail(
+        new ConnectionError(
+          `Cannot connect to ${formatAddress(config.addr)}: no handshake reply within ${ms} ms ` +
+            "(connectTimeout): the connection was closed",
+          { code: ErrorCode.RequestTimeout },
+        ),
+      );
+    }, Math.max(0, deadline - performance.now()));
+  }
   try {
     return [link, await link.hello(config.token)];
   } catch (err) {
     link.fail(err);
     await link.ended;
     throw err;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

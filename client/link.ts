@@ -59,6 +59,10 @@ export class Link {
   #flushQueued = false;
   #inTransaction = false;
   #failure: Error | null = null;
+  /** Id of the hello request until its reply arrived, else 0. */
+  #helloId = 0;
+  /** True once a frame was read whole (so a later oversized header is no first reply). */
+  #framed = false;
   /**
    * Checked when a reply reports an open transaction: an error returned
    * fails that request and closes the link (the server rolls back), so no
@@ -110,7 +114,8 @@ export class Link {
   /**
    * Performs the handshake, presenting `token` when given.
    *
-   * @throws {ProtocolError} `PROTOCOL_VERSION` on a version mismatch, `AUTH`
+   * @throws {ProtocolError} `PROTOCOL_VERSION` on a version mismatch or when
+   *   the peer speaks another protocol (TLS, HTTP, ...), `AUTH`
    *   when the server refuses the token, `TOO_MANY_CONNECTIONS` when it is full.
    * @throws {ConnectionError} when the connection fails.
    */
@@ -118,6 +123,7 @@ export class Link {
     const opts = token === null
       ? { version: PROTOCOL_VERSION }
       : { version: PROTOCOL_VERSION, token };
+    this.#helloId = this.#nextId;
     try {
       const info = await this.request(Op.Hello, [opts]);
       const serverMax = info?.limits?.maxFrameSize;
@@ -128,16 +134,37 @@ export class Link {
       return info;
     } catch (err) {
       const cause = (err as Error).cause;
-      if (cause instanceof ProtocolError && isTlsRecord(cause)) {
-        throw new ProtocolError(
-          cause.code,
-          `Cannot connect to ${formatAddress(this.#addr)}: the server speaks TLS: ` +
-            "pass tls: { caCerts } (CLI: --tls-ca)",
-          { cause },
-        );
+      if (
+        !this.#framed && cause instanceof ProtocolError && cause.code === ErrorCode.FrameTooLarge
+      ) {
+        // The first frame header of the reply announced an impossible length:
+        // the peer is no netsqlite server (a netsqlite error frame is small).
+        const header = announcedHeader(cause);
+        if (header !== null) throw this.#notNetsqlite(header, cause);
       }
       throw cause instanceof ProtocolError ? cause : err;
+    } finally {
+      this.#helloId = 0;
     }
+  }
+
+  /** The error for a peer whose first reply is not a netsqlite frame (`header`: its first bytes). */
+  #notNetsqlite(header: Uint8Array, cause: Error): ProtocolError {
+    const where = `Cannot connect to ${formatAddress(this.#addr)}`;
+    if ((header[0] === 0x15 || header[0] === 0x16) && header[1] === 0x03) {
+      // A TLS record (alert 0x15 or handshake 0x16, version 0x03 ...).
+      return new ProtocolError(
+        ErrorCode.ProtocolVersion,
+        `${where}: the server speaks TLS: pass tls: { caCerts } (CLI: --tls-ca)`,
+        { cause },
+      );
+    }
+    return new ProtocolError(
+      ErrorCode.ProtocolVersion,
+      `${where}: the peer does not speak the netsqlite protocol: its first reply is not a ` +
+        `hello reply (it begins with ${showBytes(header)})`,
+      { cause },
+    );
   }
 
   /**
@@ -238,11 +265,31 @@ export class Link {
   }
 
   #onFrame(payload: Uint8Array): void {
-    const reply = this.#decoder.decode(payload) as [number, number, unknown];
-    if (!Array.isArray(reply) || typeof reply[0] !== "number" || typeof reply[1] !== "number") {
+    this.#framed = true;
+    let reply: [number, number, unknown] | undefined;
+    try {
+      reply = this.#decoder.decode(payload) as [number, number, unknown];
+    } catch (err) {
+      if (this.#helloId === 0) throw err;
+    }
+    const wellFormed = Array.isArray(reply) && typeof reply[0] === "number" &&
+      typeof reply[1] === "number";
+    if (this.#helloId !== 0 && (!wellFormed || !this.#pending.has(reply![0]))) {
+      // Before the hello reply, only it or a connection-level error can come.
+      if (!wellFormed || reply![0] !== CONNECTION_ERROR_ID) {
+        const header = new Uint8Array(8);
+        new DataView(header.buffer).setUint32(0, payload.length);
+        header.set(payload.subarray(0, 4), 4);
+        throw this.#notNetsqlite(
+          header.subarray(0, 4 + Math.min(4, payload.length)),
+          new Error("Unexpected first reply"),
+        );
+      }
+    }
+    if (!wellFormed) {
       throw new ConnectionError("Cannot read reply: expected [id, status, payload]");
     }
-    const [id, status, body] = reply;
+    const [id, status, body] = reply!;
     if (id === CONNECTION_ERROR_ID && (status & Status.Event) !== 0) {
       this.onEvent?.(body);
       return;
@@ -314,13 +361,23 @@ function aborted(signal: AbortSignal): AbortError {
 }
 
 /**
- * Whether a `FRAME_TOO_LARGE` on the first reply came from a TLS record (a
- * TLS server's alert 0x15 or handshake 0x16, version 0x03 ...) read as a
- * frame header: its announced length is then 0x1503.... or 0x1603.....
+ * The 4 header bytes behind a `FRAME_TOO_LARGE` from the frame reader
+ * (recovered from the announced length in its message), or `null` when the
+ * error came from elsewhere.
  */
-function isTlsRecord(err: ProtocolError): boolean {
-  if (err.code !== ErrorCode.FrameTooLarge) return false;
-  const length = Number(/length (\d+) exceeds/.exec(err.message)?.[1] ?? NaN);
-  const type = Math.floor(length / 0x1000000);
-  return (type === 0x15 || type === 0x16) && Math.floor(length / 0x10000) % 0x100 === 0x03;
+function announcedHeader(err: ProtocolError): Uint8Array | null {
+  const match = /^Cannot read frame: length (\d+) exceeds/.exec(err.message);
+  if (match === null) return null;
+  const length = Number(match[1]);
+  if (!Number.isSafeInteger(length) || length > 0xffffffff) return null;
+  const header = new Uint8Array(4);
+  new DataView(header.buffer).setUint32(0, length);
+  return header;
+}
+
+/** `"HTTP"` for printable bytes, else hex (`0x16 0x03 ...`). */
+function showBytes(bytes: Uint8Array): string {
+  const printable = bytes.length > 0 && bytes.every((b) => b >= 0x20 && b < 0x7f);
+  if (printable) return `"${String.fromCharCode(...bytes)}"`;
+  return [...bytes].map((b) => `0x${b.toString(16).padStart(2, "0")}`).join(" ");
 }

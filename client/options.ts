@@ -19,6 +19,9 @@ import {
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
 import { readTextFile } from "../transport/_runtime.ts";
 
+/** Default `connectTimeout` when no `requestTimeout` is set, in ms (as PostgreSQL clients' 10 s). */
+export const DEFAULT_CONNECT_TIMEOUT = 10_000;
+
 /**
  * Options of `connect()`: where the server is (a Unix socket `path`, a TCP
  * `hostname`/`port`, a `channel`, or the default socket of `database`),
@@ -63,6 +66,15 @@ export interface ConnectOptions {
    */
   requestTimeout?: number;
   /**
+   * Milliseconds to open a connection (the first one, and each reopened
+   * one): the TCP connection, the TLS handshake and the server's handshake
+   * reply together. On expiry the socket is closed and the call rejects with
+   * `ConnectionError` `REQUEST_TIMEOUT` (nothing was sent); 0 = wait forever.
+   * The handshake reply is also bounded by `requestTimeout`.
+   * @default {requestTimeout when set, else 10000}
+   */
+  connectTimeout?: number;
+  /**
    * Reopen a lost connection on its next call, unless a transaction was open
    * on it (see `Client`). With `false`, once a connection is lost every call
    * of the client fails with that `ConnectionError`.
@@ -79,8 +91,12 @@ export interface ConnectOptions {
   max?: number;
   /** Secret to present in the handshake, when the server requires one. @default {null} */
   token?: string | null;
-  /** Connect over TLS (TCP only), trusting `caCerts`. @default {null, plain TCP} */
-  tls?: TlsClientOptions | null;
+  /**
+   * Connect over TLS (TCP only), trusting `caCerts` (PEM), or with `true`
+   * the runtime's bundled root authorities (as `{}`). `false`/`null` = plain.
+   * @default {null, plain TCP}
+   */
+  tls?: TlsClientOptions | boolean | null;
   /** Connect to the per-user socket of this named channel (see `serve({ channel })`). */
   channel?: string;
   /**
@@ -99,6 +115,8 @@ export interface ConnectConfig {
   maxFrameSize: number;
   /** ms without a reply before a connection is closed; 0 = none. */
   requestTimeout: number;
+  /** ms to open a connection (TCP, TLS, handshake reply); 0 = none. */
+  connectTimeout: number;
   /** Reopen lost connections. */
   reconnect: boolean;
   /** Most connections. */
@@ -118,6 +136,7 @@ const KNOWN = new Set([
   "database",
   "maxFrameSize",
   "requestTimeout",
+  "connectTimeout",
   "reconnect",
   "max",
   "token",
@@ -165,6 +184,7 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   if (typeof reconnect !== "boolean") {
     throw new TypeError(`Invalid option "reconnect": expected a boolean, got ${show(reconnect)}`);
   }
+  const requestTimeout = integer("requestTimeout", options.requestTimeout ?? 0, 0, 2 ** 31 - 1);
   const config = {
     maxFrameSize: integer(
       "maxFrameSize",
@@ -172,18 +192,21 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
       1024,
       DEFAULT_MAX_FRAME_SIZE,
     ),
-    requestTimeout: integer("requestTimeout", options.requestTimeout ?? 0, 0, 2 ** 31 - 1),
+    requestTimeout,
+    connectTimeout: integer(
+      "connectTimeout",
+      options.connectTimeout ?? (requestTimeout > 0 ? requestTimeout : DEFAULT_CONNECT_TIMEOUT),
+      0,
+      2 ** 31 - 1,
+    ),
     reconnect,
     max: integer("max", options.max ?? 4, 1, 1024),
     token: options.token ?? null,
-    tls: options.tls ?? null,
+    tls: tlsOption(options.tls, tcp),
     autostart: options.autostart ?? null,
   };
   if (config.token !== null && typeof config.token !== "string") {
     throw new TypeError(`Invalid option "token": expected a string, got ${show(config.token)}`);
-  }
-  if (config.tls !== null && (typeof config.tls !== "object" || tcp === false)) {
-    throw new TypeError('Invalid option "tls": expected TLS settings with "hostname"/"port" (TCP)');
   }
   let addr: Address;
   if (tcp) {
@@ -212,6 +235,50 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   return { addr, ...config };
 }
 
+/** TLS option names of other clients, and what to use instead. */
+const TLS_HINTS: Record<string, string> = {
+  ca: 'use "caCerts" (an array of PEM strings)',
+  rootCerts: 'use "caCerts" (an array of PEM strings)',
+  cert: "client certificates are not supported (the server authenticates clients by token)",
+  key: "client certificates are not supported (the server authenticates clients by token)",
+  rejectUnauthorized: "the server's certificate is always verified: trust its CA with caCerts",
+  servername: "the certificate must name the host given in hostname",
+};
+
+/** Checks `tls`: `true` = TLS with the bundled roots; only `caCerts` inside. */
+function tlsOption(tls: unknown, tcp: boolean): TlsClientOptions | null {
+  if (tls === undefined || tls === null || tls === false) return null;
+  if (tls !== true && (typeof tls !== "object" || Array.isArray(tls))) {
+    throw new TypeError(
+      `Invalid option "tls": expected true or an object { caCerts?: string[] }, got ${show(tls)}`,
+    );
+  }
+  if (!tcp) {
+    throw new TypeError('Invalid option "tls": TLS is for TCP: give "hostname"/"port"');
+  }
+  if (tls === true) return {};
+  const settings = tls as Record<string, unknown>;
+  for (const key of Object.keys(settings)) {
+    if (key !== "caCerts") {
+      throw new TypeError(
+        `Invalid option "tls.${key}": not a TLS option (known: caCerts)` +
+          (key in TLS_HINTS ? `: ${TLS_HINTS[key]}` : ""),
+      );
+    }
+  }
+  const caCerts = settings.caCerts;
+  if (caCerts === undefined) return {};
+  const expected = 'Invalid option "tls.caCerts": expected a non-empty array of PEM strings';
+  if (!Array.isArray(caCerts) || caCerts.length === 0) {
+    throw new TypeError(`${expected}, got ${Array.isArray(caCerts) ? "[]" : kind(caCerts)}`);
+  }
+  const bad = caCerts.findIndex((pem) => typeof pem !== "string" || pem === "");
+  if (bad !== -1) {
+    throw new TypeError(`${expected}: element ${bad} is ${kind(caCerts[bad])}`);
+  }
+  return { caCerts: [...caCerts] };
+}
+
 function integer(name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== "number" || !Number.isInteger(value)) {
     throw new TypeError(`Invalid option "${name}": expected an integer, got ${show(value)}`);
@@ -220,6 +287,14 @@ function integer(name: string, value: unknown, min: number, max: number): number
     throw new RangeError(`Invalid option "${name}": ${value} is outside ${min}..${max}`);
   }
   return value;
+}
+
+/** What a value is, without its content (a certificate or key is not printed). */
+function kind(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "string") return v === "" ? "an empty string" : "a string";
+  if (typeof v === "object") return `an object (${v.constructor?.name ?? "null prototype"})`;
+  return `a ${typeof v}`;
 }
 
 function show(v: unknown): string {

@@ -107,8 +107,14 @@ export class Pool implements ConnectionEvents {
     return this.#closed;
   }
 
-  /** True while a shared connection holds an open transaction (only possible with `max: 1`). */
+  /**
+   * True while a plain call made here would run inside a transaction (only
+   * possible with `max: 1`): the shared connection holds one (a raw
+   * `BEGIN`), or the caller is inside `transaction(fn)`, which it joins.
+   */
   get sharedInTransaction(): boolean {
+    const own = this.callerTransaction();
+    if (own !== null) return own.inTransaction;
     return this.#conns.some((c) => !c.reserved && c.inTransaction);
   }
 

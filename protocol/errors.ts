@@ -50,7 +50,7 @@ export const ErrorCode = {
   FrameTooLarge: "FRAME_TOO_LARGE",
   /** A connection sent no hello, or stalled inside a frame, for too long. */
   FrameTimeout: "FRAME_TIMEOUT",
-  /** The peer speaks a protocol version this side does not. */
+  /** The peer speaks a protocol version this side does not, or another protocol (TLS, HTTP). */
   ProtocolVersion: "PROTOCOL_VERSION",
   /** A write waited longer than the server's busy timeout for the writer. */
   BusyTimeout: "BUSY_TIMEOUT",

@@ -641,7 +641,7 @@ Deno.test("cli.ts shell and admin commands: --token, $NETSQLITE_TOKEN, --tls-ca;
   assert.equal(plain.code, 1);
   assert.match(
     plain.stderr,
-    /^netsqlite stats: FRAME_TOO_LARGE: Cannot connect to tcp:127\.0\.0\.1:\d+: the server speaks TLS: pass tls: \{ caCerts \} \(CLI: --tls-ca\)\n$/,
+    /^netsqlite stats: PROTOCOL_VERSION: Cannot connect to tcp:127\.0\.0\.1:\d+: the server speaks TLS: pass tls: \{ caCerts \} \(CLI: --tls-ca\)\n$/,
   );
 });
 

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ConnectionError } from "../protocol/errors.ts";
+import { ConnectionError, ErrorCode } from "../protocol/errors.ts";
 import { type Address, formatAddress } from "./address.ts";
 import type { ByteStream } from "./byte_stream.ts";
 import { IS_DENO } from "./_runtime.ts";
@@ -16,7 +16,9 @@ export interface TlsClientOptions {
   /**
    * Certificates (PEM) of the authorities to trust, e.g. the server's own
    * self-signed certificate.
-   * @default {the system's trusted authorities}
+   * @default {the runtime's bundled root authorities: Mozilla's under Deno
+   *   (the system's with `DENO_TLS_CA_STORE=system`), Node.js's own snapshot
+   *   under Node.js}
    */
   caCerts?: string[];
 }
@@ -26,28 +28,95 @@ export interface TlsClientOptions {
  *
  * @param addr Where the server listens.
  * @param tls Connect with TLS (TCP only); `null` for plain connections.
+ * @param timeout ms for the TCP connection and the TLS handshake together;
+ *   0 = none. On expiry the socket is closed.
  * @returns the connection (a `Deno.Conn` under Deno).
  * @throws {TypeError} when TLS is asked for a Unix socket.
  * @throws {ConnectionError} naming the address when nothing answers there
- *   (code `CONNECTION_CLOSED`), or when the TLS handshake fails.
+ *   (code `CONNECTION_CLOSED`), when the TLS handshake fails, or (code
+ *   `REQUEST_TIMEOUT`) when `timeout` expires first.
  */
 export async function connectTo(
   addr: Address,
   tls: TlsClientOptions | null = null,
+  timeout = 0,
 ): Promise<ByteStream> {
   if (addr.transport === "unix" && tls !== null) {
     throw new TypeError("TLS is for TCP: a Unix socket connection cannot use it");
   }
+  const where = `${formatAddress(addr)}${tls !== null ? " with TLS" : ""}`;
+  const attempt = new Attempt();
+  const timer = timeout > 0 ? setTimeout(() => attempt.expire(), timeout) : undefined;
   try {
-    return IS_DENO ? await connectDeno(addr, tls) : await connectNode(addr, tls);
+    return IS_DENO ? await connectDeno(addr, tls, attempt) : await connectNode(addr, tls, attempt);
   } catch (err) {
+    if (attempt.expired) {
+      throw new ConnectionError(
+        `Cannot connect to ${where}: ${attempt.stage} did not complete within ${timeout} ms ` +
+          "(connectTimeout)",
+        { code: ErrorCode.RequestTimeout },
+      );
+    }
     throw new ConnectionError(
-      `Cannot connect to ${formatAddress(addr)}${tls !== null ? " with TLS" : ""}: ` +
-        (err as Error).message +
+      `Cannot connect to ${where}: ` + (err as Error).message +
         (isAbsent(err) ? " (is the server running? start it with `deno task serve`)" : ""),
       { cause: err },
     );
+  } finally {
+    clearTimeout(timer);
   }
+}
+
+/** One connection attempt: its current stage, and what closes it when its time is up. */
+class Attempt {
+  stage = "the connection";
+  expired = false;
+  readonly #aborter = new AbortController();
+  #onExpire: (() => void) | null = null;
+  #rejectWait: ((err: Error) => void) | null = null;
+
+  /** Ends the attempt: closes what is open, stops what is awaited. */
+  expire(): void {
+    this.expired = true;
+    this.#aborter.abort();
+    this.#onExpire?.();
+    this.#rejectWait?.(new Error("timed out"));
+  }
+
+  /** Aborted on expiry, for operations that take a signal. */
+  get signal(): AbortSignal {
+    return this.#aborter.signal;
+  }
+
+  /**
+   * Waits for `opening` (which cannot be cancelled), or for expiry: a socket
+   * that opens after expiry is closed at once.
+   */
+  wait<T extends { close(): void }>(opening: Promise<T>): Promise<T> {
+    if (this.expired) {
+      closeLate(opening);
+      return Promise.reject(new Error("timed out"));
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.#rejectWait = (err) => {
+        closeLate(opening);
+        reject(err);
+      };
+      opening.then(resolve, reject).finally(() => this.#rejectWait = null);
+    });
+  }
+
+  /** Runs `close` on expiry while the stage lasts (until `release`). */
+  closeOnExpiry(close: () => void): () => void {
+    this.#onExpire = close;
+    if (this.expired) close();
+    return () => this.#onExpire = null;
+  }
+}
+
+function closeLate<T extends { close(): void }>(opening: Promise<T>): Promise<T> {
+  opening.then((conn) => conn.close(), () => {});
+  return opening;
 }
 
 /** True when `err` says nothing listens at the address (so a server may be started there). */
@@ -63,30 +132,50 @@ function isAbsent(err: unknown): boolean {
   return code === "ENOENT" || code === "ECONNREFUSED";
 }
 
-async function connectDeno(addr: Address, tls: TlsClientOptions | null): Promise<Deno.Conn> {
+async function connectDeno(
+  addr: Address,
+  tls: TlsClientOptions | null,
+  attempt: Attempt,
+): Promise<Deno.Conn> {
   if (addr.transport === "unix") {
-    return await Deno.connect({ transport: "unix", path: addr.path });
+    return await attempt.wait(Deno.connect({ transport: "unix", path: addr.path }));
   }
+  attempt.stage = "the TCP connection";
   if (tls !== null) {
-    const conn = await Deno.connectTls({
+    const conn = await attempt.wait(Deno.connectTls({
       hostname: addr.hostname,
       port: addr.port,
       caCerts: tls.caCerts,
-    });
+    }));
+    attempt.stage = "the TLS handshake";
+    // Known limit (Deno 2.9): closing a TLS connection during its handshake
+    // drops it, but the socket stays open until the peer closes it or answers.
+    const release = attempt.closeOnExpiry(() => conn.close());
     try {
       await conn.handshake();
     } catch (err) {
-      conn.close(); // an untrusted certificate must not leave the socket open
+      // An untrusted certificate must not leave the socket open.
+      if (!attempt.expired) conn.close();
       throw err;
+    } finally {
+      release();
     }
     return conn;
   }
-  const conn = await Deno.connect({ hostname: addr.hostname, port: addr.port });
+  const conn = await Deno.connect({
+    hostname: addr.hostname,
+    port: addr.port,
+    signal: attempt.signal,
+  });
   conn.setNoDelay(true);
   return conn;
 }
 
-async function connectNode(addr: Address, tls: TlsClientOptions | null): Promise<ByteStream> {
+async function connectNode(
+  addr: Address,
+  tls: TlsClientOptions | null,
+  attempt: Attempt,
+): Promise<ByteStream> {
   const { NodeSocketStream } = await import("./_node_socket.ts");
   const net = await import("node:net");
   if (tls !== null && addr.transport === "tcp") {
@@ -97,14 +186,16 @@ async function connectNode(addr: Address, tls: TlsClientOptions | null): Promise
       servername: net.isIP(addr.hostname) === 0 ? addr.hostname : undefined,
       ca: tls.caCerts,
     });
-    await opened(socket, "secureConnect");
+    attempt.stage = "the TCP connection and TLS handshake";
+    await opened(socket, "secureConnect", attempt);
     socket.setNoDelay(true);
     return new NodeSocketStream(socket);
   }
   const socket = addr.transport === "unix"
     ? net.createConnection({ path: addr.path })
     : net.createConnection({ host: addr.hostname, port: addr.port });
-  await opened(socket, "connect");
+  if (addr.transport === "tcp") attempt.stage = "the TCP connection";
+  await opened(socket, "connect", attempt);
   if (addr.transport === "tcp") socket.setNoDelay(true);
   return new NodeSocketStream(socket);
 }
@@ -112,14 +203,22 @@ async function connectNode(addr: Address, tls: TlsClientOptions | null): Promise
 function opened(
   socket: import("node:net").Socket,
   event: "connect" | "secureConnect",
+  attempt: Attempt,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
+    const release = attempt.closeOnExpiry(() => {
+      socket.off("error", onError);
+      socket.destroy();
+      reject(new Error("timed out"));
+    });
     const onError = (err: Error): void => {
+      release();
       socket.destroy();
       reject(err);
     };
     socket.once("error", onError);
     socket.once(event, () => {
+      release();
       socket.off("error", onError);
       resolve();
     });

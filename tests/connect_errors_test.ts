@@ -1,0 +1,160 @@
+/**
+ * Opening a connection against peers that are not (answering) netsqlite
+ * servers: a TCP listener that accepts and stays silent (with and without
+ * TLS, on the first connection and on a pool's reconnect), and an HTTP server.
+ */
+
+import assert from "node:assert/strict";
+import { connect, ConnectionError, ProtocolError } from "../mod.ts";
+import { startServer } from "./_helpers.ts";
+
+/** A TCP listener on 127.0.0.1 that accepts connections and never writes. */
+function silentListener(): {
+  port: number;
+  /** Resolves with how each accepted connection ended: `"closed by peer"` at EOF. */
+  ends: Promise<string>[];
+} & AsyncDisposable {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const ends: Promise<string>[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      ends.push((async () => {
+        const buf = new Uint8Array(1024);
+        try {
+          while (await conn.read(buf) !== null) { /* swallow what the client sends */ }
+          return "closed by peer";
+        } catch (err) {
+          return `read failed: ${(err as Error).message}`;
+        }
+      })());
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    ends,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed already */ }
+      }
+      await Promise.all(ends);
+    },
+  };
+}
+
+/** Awaits `p`, expecting a rejection; returns the error and the time it took. */
+async function rejection(p: Promise<unknown>): Promise<{ err: Error; ms: number }> {
+  const t0 = performance.now();
+  try {
+    await p;
+  } catch (err) {
+    return { err: err as Error, ms: performance.now() - t0 };
+  }
+  throw new Error("expected a rejection");
+}
+
+Deno.test("connect() with TLS to a peer that never answers the TLS handshake rejects with REQUEST_TIMEOUT after requestTimeout and gives up", async () => {
+  await using peer = silentListener();
+  const { err, ms } = await rejection(
+    connect({ hostname: "127.0.0.1", port: peer.port, requestTimeout: 300, tls: {} }),
+  );
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, "REQUEST_TIMEOUT");
+  assert.match(
+    err.message,
+    /^Cannot connect to tcp:127\.0\.0\.1:\d+ with TLS: the TLS handshake did not complete within 300 ms \(connectTimeout\)$/,
+  );
+  assert.ok(ms >= 290 && ms < 3000, `took ${ms} ms`);
+  // Under Deno 2.9 the socket of a TLS handshake given up stays open until the peer closes it.
+  assert.equal(peer.ends.length, 1);
+});
+
+Deno.test("connect({ connectTimeout }) bounds a plain connection whose hello gets no reply, without any requestTimeout", async () => {
+  await using peer = silentListener();
+  const { err, ms } = await rejection(
+    connect({ hostname: "127.0.0.1", port: peer.port, connectTimeout: 250 }),
+  );
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, "REQUEST_TIMEOUT");
+  assert.match(
+    err.message,
+    /^Cannot connect to tcp:127\.0\.0\.1:\d+: no handshake reply within 250 ms \(connectTimeout\): the connection was closed$/,
+  );
+  assert.ok(ms >= 240 && ms < 3000, `took ${ms} ms`);
+  assert.equal(await peer.ends[0], "closed by peer");
+});
+
+Deno.test("A pool's reconnect to a peer that accepts and stays silent fails after connectTimeout", async () => {
+  await using srv = await startServer({ transport: "tcp" });
+  const target = srv.connectOptions as { hostname: string; port: number };
+  // A proxy that forwards its first connection to the server and holds every later one silent.
+  const proxy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  let first: Deno.Conn | null = null;
+  const piping: Promise<unknown>[] = [];
+  const accepting = (async () => {
+    for await (const conn of proxy) {
+      if (first !== null) {
+        held.push(conn);
+        piping.push(conn.readable.pipeTo(new WritableStream()).catch(() => {}));
+        continue;
+      }
+      first = conn;
+      const upstream = await Deno.connect(target);
+      piping.push(
+        conn.readable.pipeTo(upstream.writable).catch(() => {}),
+        upstream.readable.pipeTo(conn.writable).catch(() => {}),
+      );
+    }
+  })();
+  try {
+    await using db = await connect({
+      hostname: "127.0.0.1",
+      port: (proxy.addr as Deno.NetAddr).port,
+      max: 1,
+      connectTimeout: 250,
+    });
+    assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+    first!.close(); // the connection is lost; a call after the loss reconnects through the proxy
+    let { err, ms } = await rejection(db.values("SELECT 2"));
+    // A call sent before the client saw the loss fails with it; the next one reconnects.
+    if (err instanceof ConnectionError && err.code === "CONNECTION_CLOSED") {
+      ({ err, ms } = await rejection(db.values("SELECT 2")));
+    }
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.code, "REQUEST_TIMEOUT");
+    assert.match(err.message, /no handshake reply within 250 ms \(connectTimeout\)/);
+    assert.ok(ms < 3000, `took ${ms} ms`);
+  } finally {
+    proxy.close();
+    await accepting;
+    for (const c of held) {
+      try {
+        c.close();
+      } catch { /* closed by the client already */ }
+    }
+    await Promise.all(piping);
+  }
+});
+
+Deno.test("connect() to an HTTP server rejects with PROTOCOL_VERSION: the peer does not speak the netsqlite protocol", async () => {
+  const { promise: listening, resolve } = Promise.withResolvers<Deno.NetAddr>();
+  await using http = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: resolve },
+    () => new Response("hello"),
+  );
+  const addr = await listening;
+  const { err } = await rejection(connect({ hostname: addr.hostname, port: addr.port }));
+  assert.ok(err instanceof ProtocolError, String(err));
+  assert.equal(err.code, "PROTOCOL_VERSION");
+  assert.match(
+    err.message,
+    /^Cannot connect to tcp:127\.0\.0\.1:\d+: the peer does not speak the netsqlite protocol: its first reply is not a hello reply \(it begins with "HTTP"\)$/,
+  );
+  void http;
+});
