@@ -277,7 +277,14 @@ export function runInBackground(
         }
         if (reason !== null) throw reason;
         if (performance.now() < sliceEnd) {
-          more = p.stmt.step();
+          // A row that turns slow here holds the event loop, where the
+          // deadline's timer cannot fire: the step stops at the deadline.
+          db.setBudget(Math.max(0, deadlineOf(limits) - performance.now()));
+          try {
+            more = p.stmt.step();
+          } finally {
+            db.setBudget(null);
+          }
         } else {
           more = await p.stmt.stepInBackground();
           sliceEnd = performance.now() + SLICE_MS;
@@ -286,7 +293,10 @@ export function runInBackground(
       return outcome(p, rows, before);
     } catch (err) {
       restoreRowid(p, before);
-      if (reason !== null && isInterrupt(err)) throw reason;
+      if (isInterrupt(err)) {
+        if (reason !== null) throw reason;
+        if (performance.now() >= deadlineOf(limits)) throw statementTimeout(limits);
+      }
       throw err;
     } finally {
       clearTimeout(timer);
