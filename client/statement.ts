@@ -1,8 +1,9 @@
 /**
  * A prepared statement. On the shared pool it is prepared lazily on each
  * connection it runs on: the first call on a connection sends `prepare`
- * followed at once by the call itself (by SQL text, so nothing waits), and
- * later calls there use the handle. On a reserved connection or in a
+ * followed at once by the call itself (by SQL text, so nothing waits);
+ * calls made before its reply go by SQL text too (one `prepare` per
+ * connection, however many calls), and later calls use the handle. On a reserved connection or in a
  * transaction it stays on that connection. A connection that is reopened
  * loses its handles; the statement prepares again there.
  *
@@ -69,6 +70,8 @@ const dropped = new FinalizationRegistry<Map<PooledConnection, Handle>>(freeHand
 export class Statement {
   readonly #route: Route;
   readonly #handles = new Map<PooledConnection, Handle>();
+  /** `prepare` requests in flight, by connection: at most one each. */
+  readonly #preparing = new Map<PooledConnection, Promise<void>>();
   #columns: string[];
   #raw = false;
   #finalized = false;
@@ -206,7 +209,8 @@ export class Statement {
     this.#checkLive();
     this.#finalized = true;
     dropped.unregister(this);
-    await Promise.all(freeHandles(this.#handles));
+    // A `prepare` still in flight frees its handle when its reply arrives.
+    await Promise.all([...freeHandles(this.#handles), ...this.#preparing.values()]);
   }
 
   #call<O extends StatementOp>(
@@ -235,22 +239,41 @@ export class Statement {
   }
 
   /**
-   * The handle on `conn`, or `undefined` after sending a `prepare` there (its
-   * handle serves later calls; this call goes by SQL text, right behind it).
+   * The handle on `conn`, or `undefined` when there is none yet: then this
+   * call goes by SQL text, and a `prepare` is sent there unless one already
+   * is in flight (one per connection and generation, whatever the burst of
+   * calls; its handle serves later calls).
    */
   #handleOn(conn: PooledConnection): Handle | undefined {
     const h = this.#handles.get(conn);
     if (h !== undefined && h.generation === conn.generation && conn.open) return h;
     this.#handles.delete(conn);
-    conn.request(Op.Prepare, [this.sql]).then(([handle, columns]) => {
-      if (this.#finalized) {
-        conn.request(Op.Finalize, [handle]).catch(() => {});
+    if (!this.#preparing.has(conn)) this.#preparing.set(conn, this.#prepareOn(conn));
+    return undefined;
+  }
+
+  /**
+   * Prepares the statement on `conn` and keeps the handle; frees it at once
+   * instead when the statement was finalized meanwhile or already has a
+   * live handle there. Never rejects (the calls themselves report errors).
+   */
+  async #prepareOn(conn: PooledConnection): Promise<void> {
+    try {
+      const [handle, columns] = await conn.request(Op.Prepare, [this.sql]);
+      // A reply arrives only while its link is the connection's current one.
+      const generation = conn.generation;
+      const live = this.#handles.get(conn);
+      if (this.#finalized || (live !== undefined && live.generation === generation)) {
+        await conn.request(Op.Finalize, [handle], undefined, generation).catch(() => {});
         return;
       }
-      this.#handles.set(conn, { handle, generation: conn.generation });
+      this.#handles.set(conn, { handle, generation });
       this.#columns = columns;
-    }, () => {/* the call itself reports the error */});
-    return undefined;
+    } catch {
+      // The call that caused the prepare goes by SQL text and reports its own error.
+    } finally {
+      this.#preparing.delete(conn);
+    }
   }
 
   #checkLive(): void {
