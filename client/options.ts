@@ -77,6 +77,14 @@ export interface ConnectOptions {
    * @default {4}
    */
   max?: number;
+  /**
+   * Milliseconds a call, `transaction()` or `reserve()` waits for a
+   * connection of the pool (all reserved or busy, or one opening) before it
+   * rejects with `ConnectionError` `ACQUIRE_TIMEOUT`, nothing sent; 0 = wait
+   * forever (a call's `signal` still ends the wait).
+   * @default {0}
+   */
+  acquireTimeout?: number;
   /** Secret to present in the handshake, when the server requires one. @default {null} */
   token?: string | null;
   /** Connect over TLS (TCP only), trusting `caCerts`. @default {null, plain TCP} */
@@ -103,6 +111,8 @@ export interface ConnectConfig {
   reconnect: boolean;
   /** Most connections. */
   max: number;
+  /** ms a caller waits for a connection of the pool; 0 = forever. */
+  acquireTimeout: number;
   /** Secret presented in the hello, or `null`. */
   token: string | null;
   /** TLS settings for TCP, or `null`. */
@@ -120,6 +130,7 @@ const KNOWN = new Set([
   "requestTimeout",
   "reconnect",
   "max",
+  "acquireTimeout",
   "token",
   "tls",
   "channel",
@@ -175,6 +186,7 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
     requestTimeout: integer("requestTimeout", options.requestTimeout ?? 0, 0, 2 ** 31 - 1),
     reconnect,
     max: integer("max", options.max ?? 4, 1, 1024),
+    acquireTimeout: integer("acquireTimeout", options.acquireTimeout ?? 0, 0, 2 ** 31 - 1),
     token: options.token ?? null,
     tls: options.tls ?? null,
     autostart: options.autostart ?? null,

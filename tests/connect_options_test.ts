@@ -13,6 +13,7 @@ Deno.test("resolveConnectOptions() fills in every default", async () => {
     requestTimeout: 0,
     reconnect: true,
     max: 4,
+    acquireTimeout: 0,
     token: null,
     tls: null,
     autostart: null,
