@@ -642,8 +642,9 @@ Deno.test("Client with acquireTimeout: a call, reserve() and transaction() waiti
     Promise.allSettled([
       db.run("INSERT INTO t VALUES ('never')", [], { timeout: 50 }),
       db.reserve(),
-      db.transaction(async () => {
+      db.transaction(() => {
         ran = true;
+        return Promise.resolve();
       }),
     ]),
     3000,
