@@ -25,7 +25,7 @@ import { connectOrStart } from "./client/autostart.ts";
 import { type ConnectOptions, resolveConnectOptions } from "./client/options.ts";
 import { Pool } from "./client/pool.ts";
 import { Queryable } from "./client/queryable.ts";
-import { ReservedConnection } from "./client/reserved.ts";
+import { ReservedConnection, type ReserveOptions } from "./client/reserved.ts";
 import { openSubscription, type SubscribeOptions, type Subscription } from "./client/subscribe.ts";
 import { ConnectionError } from "./protocol/errors.ts";
 
@@ -47,7 +47,7 @@ export {
   Transaction,
   type TransactionOptions,
 } from "./client/queryable.ts";
-export { ReservedConnection } from "./client/reserved.ts";
+export { ReservedConnection, type ReserveOptions } from "./client/reserved.ts";
 export { Statement } from "./client/statement.ts";
 export {
   AbortError,
@@ -163,11 +163,11 @@ export class Client extends Queryable {
   constructor(pool: Pool) {
     super({
       connection: () => pool.shared(),
-      exclusive: async (fn) => {
+      exclusive: async (fn, signal) => {
         // max: 1, called from inside a transaction(): nest in it (a savepoint).
         const own = pool.callerTransaction();
         if (own !== null) return await fn(own);
-        const conn = await pool.reserve();
+        const conn = await pool.reserve(signal);
         try {
           return await fn(conn);
         } finally {
@@ -212,13 +212,16 @@ export class Client extends Queryable {
   /**
    * Takes a connection for the caller alone until {@link ReservedConnection.release}
    * (or `await using`): for code that issues `BEGIN`/`COMMIT` itself. Waits
-   * while all `max` connections are reserved.
+   * while all `max` connections are reserved or busy: at most the
+   * `acquireTimeout` connect option, and until `options.signal` aborts.
    *
+   * @param options An abort signal for the wait.
    * @returns the reserved connection (see {@link ReservedConnection} for an example).
-   * @throws {ConnectionError} when the client is closed.
+   * @throws {ConnectionError} when the client is closed, or `ACQUIRE_TIMEOUT`.
+   * @throws {AbortError} when `options.signal` aborted the wait.
    */
-  async reserve(): Promise<ReservedConnection> {
-    const conn = await this.#pool.reserve();
+  async reserve(options?: ReserveOptions): Promise<ReservedConnection> {
+    const conn = await this.#pool.reserve(options?.signal);
     return new ReservedConnection(this.#pool, conn);
   }
 

@@ -35,6 +35,7 @@ export {
   type IterateOptions,
   Queryable,
   ReservedConnection,
+  type ReserveOptions,
   type Row,
   type RunResult,
   type SqlValue,

@@ -89,6 +89,14 @@ export interface ConnectOptions {
    * @default {4}
    */
   max?: number;
+  /**
+   * Milliseconds a call, `transaction()` or `reserve()` waits for a
+   * connection of the pool (all reserved or busy, or one opening) before it
+   * rejects with `ConnectionError` `ACQUIRE_TIMEOUT`, nothing sent; 0 = wait
+   * forever (a call's `signal` still ends the wait).
+   * @default {0}
+   */
+  acquireTimeout?: number;
   /** Secret to present in the handshake, when the server requires one. @default {null} */
   token?: string | null;
   /**
@@ -121,6 +129,8 @@ export interface ConnectConfig {
   reconnect: boolean;
   /** Most connections. */
   max: number;
+  /** ms a caller waits for a connection of the pool; 0 = forever. */
+  acquireTimeout: number;
   /** Secret presented in the hello, or `null`. */
   token: string | null;
   /** TLS settings for TCP, or `null`. */
@@ -139,6 +149,7 @@ const KNOWN = new Set([
   "connectTimeout",
   "reconnect",
   "max",
+  "acquireTimeout",
   "token",
   "tls",
   "channel",
@@ -201,6 +212,7 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
     ),
     reconnect,
     max: integer("max", options.max ?? 4, 1, 1024),
+    acquireTimeout: integer("acquireTimeout", options.acquireTimeout ?? 0, 0, 2 ** 31 - 1),
     token: options.token ?? null,
     tls: tlsOption(options.tls, tcp),
     autostart: options.autostart ?? null,

@@ -18,11 +18,21 @@
  * 4. otherwise the unreserved connection with the fewest calls in flight;
  * 5. when every connection is reserved, the call waits for a release.
  *
+ * Waiting for a connection (rules 3 and 5, and `reserve()`) ends after the
+ * `acquireTimeout` option with `ConnectionError` `ACQUIRE_TIMEOUT`, or when
+ * the caller's signal aborts; nothing was sent then.
+ *
  * @module
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import { ConnectionError, ErrorCode, ProtocolError, SqliteError } from "../protocol/errors.ts";
+import {
+  AbortError,
+  ConnectionError,
+  ErrorCode,
+  ProtocolError,
+  SqliteError,
+} from "../protocol/errors.ts";
 import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
 import type { Link } from "./link.ts";
@@ -64,6 +74,8 @@ export class Pool implements ConnectionEvents {
   #burst: PooledConnection | Promise<PooledConnection> | null = null;
   #reserveWaiters: Waiter[] = [];
   #sharedWaiters: Waiter[] = [];
+  /** The waiter behind each promise {@link #enqueue} returned, to take it out when given up. */
+  readonly #waiterOf = new WeakMap<Promise<PooledConnection>, Waiter>();
   #failure: Error | null = null;
   #closed = false;
   /** Connections being opened before use (new, or reopened), and what their caller gets. */
@@ -127,7 +139,9 @@ export class Pool implements ConnectionEvents {
       if (own !== null) return own;
     }
     if (this.#burst !== null) return this.#burst;
-    const picked = this.#pickShared();
+    const c = this.#pickShared();
+    // A call that waits gives up after acquireTimeout (its signal is the call's own).
+    const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
     this.#burst = picked;
     queueMicrotask(() => this.#burst = null);
     return picked;
@@ -150,8 +164,18 @@ export class Pool implements ConnectionEvents {
     return scope.conn === this.#conns[0] && scope.conn.reserved ? scope.conn : null;
   }
 
-  /** Takes a connection for one caller alone, waiting for one if all are taken. */
-  reserve(): Promise<PooledConnection> {
+  /**
+   * Takes a connection for one caller alone, waiting for one if all are
+   * taken: at most `acquireTimeout` ms (then `ACQUIRE_TIMEOUT`), and not
+   * after `signal` aborts (then `AbortError`). A connection that arrives
+   * after the caller gave up goes back to the pool.
+   */
+  reserve(signal?: AbortSignal): Promise<PooledConnection> {
+    if (signal?.aborted) return Promise.reject(abortError(signal));
+    return this.#bounded(this.#reserve(), signal, (conn) => this.release(conn));
+  }
+
+  #reserve(): Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(this.#failure);
     if (this.callerTransaction() !== null) {
@@ -167,7 +191,7 @@ export class Pool implements ConnectionEvents {
     const waitForOne = (): PooledConnection | Promise<PooledConnection> => {
       const idle = this.#idle();
       if (idle?.open) return this.#take(idle);
-      return new Promise((resolve, reject) => this.#reserveWaiters.push({ resolve, reject }));
+      return this.#enqueue(this.#reserveWaiters);
     };
     const idle = this.#idle();
     if (idle !== undefined) {
@@ -187,7 +211,7 @@ export class Pool implements ConnectionEvents {
         ),
       );
     }
-    return new Promise((resolve, reject) => this.#reserveWaiters.push({ resolve, reject }));
+    return this.#enqueue(this.#reserveWaiters);
   }
 
   /**
@@ -243,6 +267,60 @@ export class Pool implements ConnectionEvents {
     if (!this.#config.reconnect) this.#failure ??= failure;
   }
 
+  /**
+   * `waiting`, given up after `acquireTimeout` ms (`ACQUIRE_TIMEOUT`) or when
+   * `signal` aborts (`AbortError`); a connection it brings after that goes
+   * to `late` (a waiter given up is also taken out of its queue).
+   */
+  #bounded(
+    waiting: Promise<PooledConnection>,
+    signal: AbortSignal | undefined,
+    late: (conn: PooledConnection) => void,
+  ): Promise<PooledConnection> {
+    const ms = this.#config.acquireTimeout;
+    if (ms === 0 && signal === undefined) return waiting;
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const finish = (): void => {
+        done = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const giveUp = (err: Error): void => {
+        if (done) return;
+        finish();
+        const waiter = this.#waiterOf.get(waiting);
+        if (waiter !== undefined) {
+          for (const queue of [this.#reserveWaiters, this.#sharedWaiters]) {
+            const i = queue.indexOf(waiter);
+            if (i !== -1) queue.splice(i, 1);
+          }
+        }
+        reject(err);
+      };
+      const onAbort = (): void => giveUp(abortError(signal!));
+      const timer = ms === 0 ? undefined : setTimeout(() => {
+        giveUp(
+          new ConnectionError(
+            `No connection of the client's pool became free within acquireTimeout (${ms} ms): ` +
+              `all ${this.#config.max} are reserved or busy`,
+            { code: ErrorCode.AcquireTimeout },
+          ),
+        );
+      }, ms);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      waiting.then((conn) => {
+        if (done) return late(conn);
+        finish();
+        resolve(conn);
+      }, (err) => {
+        if (done) return;
+        finish();
+        reject(err);
+      });
+    });
+  }
+
   #pickShared(): PooledConnection | Promise<PooledConnection> {
     let best: PooledConnection | null = null;
     let lost: PooledConnection | null = null;
@@ -270,7 +348,18 @@ export class Pool implements ConnectionEvents {
     }
     if (best !== null) return best;
     if (opening !== undefined) return opening;
-    return new Promise((resolve, reject) => this.#sharedWaiters.push({ resolve, reject }));
+    return this.#enqueue(this.#sharedWaiters);
+  }
+
+  /** Waits in `queue` for a connection handed over by a release. */
+  #enqueue(queue: Waiter[]): Promise<PooledConnection> {
+    let waiter!: Waiter;
+    const waiting = new Promise<PooledConnection>((resolve, reject) => {
+      waiter = { resolve, reject };
+    });
+    queue.push(waiter);
+    this.#waiterOf.set(waiting, waiter);
+    return waiting;
   }
 
   /** A connection nobody reserved that has nothing in flight (and is not being opened). */
@@ -354,4 +443,9 @@ export class Pool implements ConnectionEvents {
     const i = this.#conns.indexOf(conn);
     if (i !== -1) this.#conns.splice(i, 1);
   }
+}
+
+/** The error of a wait for a connection aborted by its signal, as for any call. */
+function abortError(signal: AbortSignal): AbortError {
+  return new AbortError("Call was aborted by its signal", { cause: signal.reason });
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { BatchItem, CallOptions, Replies } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { invalidParamsMessage } from "../protocol/values.ts";
@@ -64,6 +64,12 @@ export interface TransactionOptions {
    * @default {"deferred"}
    */
   behavior?: "deferred" | "immediate" | "exclusive";
+  /**
+   * Aborts the wait for a connection of the pool (all reserved or busy):
+   * `transaction()` rejects with `AbortError` and `fn` never runs. Once the
+   * transaction has begun it is `fn`'s: give its calls the signal to stop them.
+   */
+  signal?: AbortSignal;
 }
 
 let firstValuesOf: (
@@ -367,7 +373,10 @@ export abstract class Queryable {
    * @param options How to begin.
    * @returns what `fn` resolved to.
    * @throws whatever `fn` threw, after rolling back; `SqliteError` when
-   *   BEGIN or COMMIT fails (for example `BUSY_TIMEOUT` or `TX_TIMEOUT`).
+   *   BEGIN or COMMIT fails (for example `BUSY_TIMEOUT` or `TX_TIMEOUT`);
+   *   `ConnectionError` `ACQUIRE_TIMEOUT` or `AbortError` when no
+   *   connection came within the `acquireTimeout` connect option or before
+   *   `options.signal` aborted (then `fn` did not run).
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -402,7 +411,13 @@ export abstract class Queryable {
         ),
       );
     }
-    return this.#route.exclusive((conn) => runTransaction(conn, fn, behavior, this));
+    const signal = options.signal;
+    if (signal?.aborted) {
+      return Promise.reject(
+        new AbortError("Call was aborted by its signal", { cause: signal.reason }),
+      );
+    }
+    return this.#route.exclusive((conn) => runTransaction(conn, fn, behavior, this), signal);
   }
 
   /**

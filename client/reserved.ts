@@ -10,6 +10,16 @@ import type { Pool } from "./pool.ts";
 import { Queryable } from "./queryable.ts";
 import { fixedRoute } from "./route.ts";
 
+/** Options of `Client.reserve()`. */
+export interface ReserveOptions {
+  /**
+   * Aborts the wait for a free connection: `reserve()` rejects with
+   * `AbortError`, as a call does (a connection handed over later goes back
+   * to the pool).
+   */
+  signal?: AbortSignal;
+}
+
 /**
  * A dedicated connection: every statement sent through it runs on it, in
  * order, and nothing else does, so raw `BEGIN`/`COMMIT`/`SAVEPOINT` work as on

@@ -15,9 +15,10 @@ export interface Route {
   connection(): PooledConnection | Promise<PooledConnection>;
   /**
    * Runs `fn` with a connection of its own for its whole duration: the shared
-   * pool reserves one and releases it after; a reserved route uses its own.
+   * pool reserves one (`signal` aborts the wait for it) and releases it
+   * after; a reserved route uses its own.
    */
-  exclusive<T>(fn: (conn: PooledConnection) => Promise<T>): Promise<T>;
+  exclusive<T>(fn: (conn: PooledConnection) => Promise<T>, signal?: AbortSignal): Promise<T>;
   /** True on a shared pool of more than one connection: raw BEGIN/COMMIT is refused. */
   readonly refusesTxControl: boolean;
 }

@@ -14,7 +14,7 @@
  * |                   | `BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`,          |
  * |                   | `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`,          |
  * |                   | `CURSOR_CLOSED`, `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`             |
- * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`                                 |
+ * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`, `ACQUIRE_TIMEOUT`              |
  * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`, `AUTH`,        |
  * |                   | `TOO_MANY_CONNECTIONS`                                                 |
  * | `AbortError`      | `ABORTED`                                                              |
@@ -71,6 +71,11 @@ export const ErrorCode = {
   TxControl: "TX_CONTROL",
   /** The client did not get an answer within its request timeout. */
   RequestTimeout: "REQUEST_TIMEOUT",
+  /**
+   * No connection of the client's pool became free within its
+   * `acquireTimeout` (client-side; nothing was sent).
+   */
+  AcquireTimeout: "ACQUIRE_TIMEOUT",
   /** The connection is closed or was lost. */
   ConnectionClosed: "CONNECTION_CLOSED",
   /** The call was aborted through its `AbortSignal` (or cancelled by a `cancel` request). */
@@ -156,6 +161,8 @@ export class SqliteError extends Error {
  * (`CONNECTION_CLOSED`), or was closed because a reply did not come within
  * `requestTimeout` (`REQUEST_TIMEOUT`). Every request pending on a lost
  * connection rejects with this error; its outcome on the server is unknown.
+ * `ACQUIRE_TIMEOUT`: no connection of the client's pool became free within
+ * `acquireTimeout`; the call was not sent.
  *
  * @example
  * ```ts
@@ -170,7 +177,7 @@ export class SqliteError extends Error {
  * ```
  */
 export class ConnectionError extends Error {
-  /** Stable string code: `CONNECTION_CLOSED` or `REQUEST_TIMEOUT`. */
+  /** Stable string code: `CONNECTION_CLOSED`, `REQUEST_TIMEOUT` or `ACQUIRE_TIMEOUT`. */
   readonly code: string;
 
   /**
@@ -272,6 +279,7 @@ export function errorClassOf(
   switch (code) {
     case ErrorCode.ConnectionClosed:
     case ErrorCode.RequestTimeout:
+    case ErrorCode.AcquireTimeout:
       return ConnectionError;
     case ErrorCode.FrameTooLarge:
     case ErrorCode.FrameTimeout:

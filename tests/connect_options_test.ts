@@ -14,6 +14,7 @@ Deno.test("resolveConnectOptions() fills in every default", async () => {
     connectTimeout: 10_000,
     reconnect: true,
     max: 4,
+    acquireTimeout: 0,
     token: null,
     tls: null,
     autostart: null,

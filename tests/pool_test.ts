@@ -17,7 +17,7 @@ import {
   type RunResult,
   SqliteError,
 } from "../mod.ts";
-import { startServer, tempDir } from "./_helpers.ts";
+import { startServer, tempDir, within } from "./_helpers.ts";
 import { serve } from "../server.ts";
 import type { Client } from "../client.ts";
 
@@ -628,4 +628,97 @@ Deno.test("Client pool after a server restart into a full server: calls go over 
     await other?.close();
     await server.shutdown();
   }
+});
+
+Deno.test("Client with acquireTimeout: a call, reserve() and transaction() waiting for a connection reject with ACQUIRE_TIMEOUT, and nothing runs", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2, acquireTimeout: 100 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const a = await db.reserve();
+  const b = await db.reserve();
+  let ran = false;
+  const started = performance.now();
+  const results = await within(
+    Promise.allSettled([
+      db.run("INSERT INTO t VALUES ('never')", [], { timeout: 50 }),
+      db.reserve(),
+      db.transaction(() => {
+        ran = true;
+        return Promise.resolve();
+      }),
+    ]),
+    3000,
+  );
+  const took = performance.now() - started;
+  assert.notEqual(results, "timeout", "still waiting after 3 s");
+  if (results === "timeout") return;
+  for (const r of results) {
+    assert.equal(r.status, "rejected");
+    const err = (r as PromiseRejectedResult).reason;
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.code, "ACQUIRE_TIMEOUT");
+    assert.match(err.message, /within acquireTimeout \(100 ms\): all 2 are reserved or busy/);
+  }
+  assert.ok(took >= 90 && took < 2000, `gave up after ${took} ms`);
+  assert.equal(ran, false);
+  // The callers that gave up hold nothing: the connections serve the next callers.
+  a.release();
+  b.release();
+  const again = await db.reserve();
+  assert.deepEqual(await again.values("SELECT count(*) FROM t"), [[0]]);
+  again.release();
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+  assert.ok(db.connections <= 2);
+});
+
+Deno.test("Client.reserve() and transaction() waiting for a connection reject at once with AbortError when their signal aborts", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const a = await db.reserve();
+  const b = await db.reserve();
+  const ac = new AbortController();
+  let ran = false;
+  const reserving = track(db.reserve({ signal: ac.signal }));
+  const transacting = track(db.transaction(async (tx) => {
+    ran = true;
+    await tx.run("INSERT INTO t VALUES ('never')");
+  }, { signal: ac.signal }));
+  await delay(20);
+  assert.equal(reserving.settled() || transacting.settled(), false, "both wait");
+  ac.abort(new Error("user left"));
+  await within(Promise.allSettled([reserving.promise, transacting.promise]), 1000);
+  assert.ok(reserving.settled() && transacting.settled(), "both gave up at once");
+  for (const p of [reserving.promise, transacting.promise]) {
+    await assert.rejects(p, (err: unknown) => {
+      assert.ok(err instanceof AbortError);
+      assert.equal(err.code, "ABORTED");
+      assert.equal((err.cause as Error).message, "user left");
+      return true;
+    });
+  }
+  // An aborted signal refuses at once, even with a connection free.
+  a.release();
+  await assert.rejects(db.reserve({ signal: ac.signal }), AbortError);
+  await assert.rejects(db.transaction(() => Promise.resolve(), { signal: ac.signal }), AbortError);
+  // The released connection went to nobody who gave up: two reserve() get both.
+  b.release();
+  const c1 = await db.reserve();
+  const c2 = await db.reserve();
+  c1.release();
+  c2.release();
+  assert.equal(ran, false);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+});
+
+Deno.test("connect() checks acquireTimeout", async () => {
+  await using srv = await startServer();
+  await assert.rejects(
+    connect({ ...srv.connectOptions, acquireTimeout: -1 }),
+    RangeError,
+  );
+  await assert.rejects(
+    connect({ ...srv.connectOptions, acquireTimeout: "100" as unknown as number }),
+    /Invalid option "acquireTimeout": expected an integer, got "100"/,
+  );
 });

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
-import { connect, ConnectionError, serve } from "../mod.ts";
-import { tempDir } from "./_helpers.ts";
+import { connect, ConnectionError, type ConnectOptions, serve } from "../mod.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
+import { startServerProcess, tempDir } from "./_helpers.ts";
 
 async function restartable(dir: string) {
   const options = { database: `${dir}/r.db`, path: `${dir}/r.sock` };
@@ -111,4 +114,36 @@ Deno.test("connect() with reconnect: false keeps failing after the connection is
   await srv.restart();
   await assert.rejects(db.values("SELECT 1"), ConnectionError);
   await assert.rejects(db.values("SELECT 1"), ConnectionError);
+});
+
+/** The server's request counters, by op name, read over a connection of its own. */
+async function requestCounts(options: ConnectOptions): Promise<Record<string, number>> {
+  const [link] = await openLink(await resolveConnectOptions(options));
+  try {
+    return (await link.request(Op.Stats, [])).requests;
+  } finally {
+    link.fail(new Error("test done"));
+    await link.ended;
+  }
+}
+
+Deno.test("Statement called in a burst after its server was killed and restarted prepares once and leaves no handle behind", async () => {
+  await using dir = await tempDir();
+  const first = await startServerProcess({ dir: dir.path });
+  await using db = await connect({ ...first.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (x)");
+  const stmt = await db.prepare("SELECT count(*) AS n FROM t");
+  assert.deepEqual(await stmt.get(), { n: 0 });
+  await first.kill();
+  // Same socket, same database: the client's connection reopens on its next call.
+  await using second = await startServerProcess({ dir: dir.path });
+  const rows = await Promise.all(Array.from({ length: 300 }, () => stmt.get()));
+  assert.equal(rows.length, 300);
+  for (const row of rows) assert.deepEqual(row, { n: 0 });
+  // The handle prepared for the burst serves the next call.
+  assert.deepEqual(await stmt.get(), { n: 0 });
+  await stmt.finalize();
+  const counts = await requestCounts(second.connectOptions);
+  assert.equal(counts.prepare, 1, "one prepare for the whole burst");
+  assert.equal(counts.finalize, 1, "every handle prepared was freed");
 });

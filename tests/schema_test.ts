@@ -184,6 +184,7 @@ Deno.test("errorClassOf() gives every code exactly one class, and createError() 
   const expected: Record<string, unknown> = {
     CONNECTION_CLOSED: ConnectionError,
     REQUEST_TIMEOUT: ConnectionError,
+    ACQUIRE_TIMEOUT: ConnectionError,
     FRAME_TOO_LARGE: ProtocolError,
     FRAME_TIMEOUT: ProtocolError,
     PROTOCOL_VERSION: ProtocolError,
