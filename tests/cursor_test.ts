@@ -194,3 +194,21 @@ Deno.test("Client.iterate() of a row larger than maxFrameSize says the row is to
   assert.match((error as Error).message, /substr\(\)/);
   assert.doesNotMatch((error as Error).message, /use iterate/);
 });
+
+Deno.test({
+  name:
+    "Client.query() stops at its timeout when a row after the first turns slow (rows stepped between background steps)",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using a = await srv.client();
+    const sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 20000000) " +
+      "SELECT x FROM n WHERE x = 1 OR x = 20000000";
+    const start = performance.now();
+    const error = await a.query(sql, [], { timeout: 200 }).then(() => null, (e: unknown) => e);
+    const ms = performance.now() - start;
+    assertCode(error, ErrorCode.StatementTimeout);
+    assert.ok(ms < 2000, `stopped after ${ms.toFixed(0)} ms`);
+    assert.deepEqual(await a.values("SELECT 1"), [[1]]);
+  },
+});
