@@ -302,12 +302,15 @@ export class Maintenance {
   /** `[busy, log, checkpointed]` of `PRAGMA wal_checkpoint(MODE)` on the writer, not waiting. */
   #checkpointNow(mode: CheckpointMode): [boolean, number, number] {
     const db = this.#host.writer.connection.db;
-    db.exec("PRAGMA busy_timeout = 0");
+    // A connection that waits for locks on the main thread (node:sqlite)
+    // stops waiting for this call; one that does not is left as it is.
+    const waits = db.waitsInline;
+    if (waits) db.exec("PRAGMA busy_timeout = 0");
     try {
       const row = rowsNow(db, `PRAGMA wal_checkpoint(${mode.toUpperCase()})`)[0];
       return [Number(row[0]) !== 0, Number(row[1]), Number(row[2])];
     } finally {
-      db.exec(`PRAGMA busy_timeout = ${this.#host.config.busyTimeout}`);
+      if (waits) db.exec(`PRAGMA busy_timeout = ${this.#host.config.busyTimeout}`);
     }
   }
 

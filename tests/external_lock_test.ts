@@ -5,7 +5,10 @@
  * held by a lock (FFI engine; node:sqlite waits on the main thread).
  */
 import assert from "node:assert/strict";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
 import { connect } from "../mod.ts";
+import { Op } from "../protocol/messages.ts";
 import { readStdoutUntil, startServer } from "./_helpers.ts";
 
 const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
@@ -124,5 +127,41 @@ Deno.test({
     await db.run("INSERT INTO t VALUES (?)", [5]);
     assert.deepEqual(await db.values("SELECT x FROM t WHERE x > 0"), [[5]]);
     assert.deepEqual(await db.values("SELECT count(*) FROM other_program"), [[1]]);
+  },
+});
+
+Deno.test({
+  name: "After a checkpoint, a write meeting another process's lock still waits in the background",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using a = await srv.client();
+    await using r = await srv.client();
+    await a.exec("CREATE TABLE t (x)");
+    for (let i = 0; i < 20; i++) await a.run("INSERT INTO t VALUES (?)", [0]);
+    // The checkpoint sets SQLite's busy timeout for itself and back.
+    const [admin] = await openLink(await resolveConnectOptions(srv.connectOptions));
+    try {
+      await admin.request(Op.Checkpoint, ["passive"]);
+    } finally {
+      admin.fail(new Error("done"));
+      await admin.ended;
+    }
+    const holder = await holdWriteLock(srv.database);
+    try {
+      const write = a.run("INSERT INTO t VALUES (?)", [1]);
+      const reads = (async () => {
+        for (let i = 0; i < 20; i++) {
+          assert.deepEqual(await r.values("SELECT count(*) FROM t"), [[20]]);
+        }
+      })();
+      const order = settleOrder({ reads, write });
+      await reads;
+      await holder.release();
+      assert.deepEqual(await order, ["reads", "write"]);
+      await write;
+    } finally {
+      await holder.release();
+    }
   },
 });
