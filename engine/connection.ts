@@ -33,8 +33,16 @@ export interface Prepared {
   readonly touchesTemp: boolean;
   /** True when it inserts, updates or deletes rows (so `changes` is its own). */
   readonly changesRows: boolean;
-  /** True when it inserts rows (so `lastInsertRowid` is its own). */
+  /** True when it inserts rows itself, not only its triggers (so `lastInsertRowid` may be its own). */
   readonly inserts: boolean;
+  /**
+   * The tables it inserts into itself, `[schema, table]`; whether one has
+   * rowids (not WITHOUT ROWID) is looked up once needed, see
+   * {@link Connection.setsRowid}.
+   */
+  readonly insertTargets: readonly (readonly [string, string])[];
+  /** Cached answer of {@link Connection.setsRowid}. */
+  setsRowid?: boolean;
   /** True when it (an upsert, a trigger) may update or delete rows. */
   readonly updatesRows: boolean;
   /**
@@ -247,15 +255,10 @@ export class Connection {
       changesSchema: this.#sawSchema || (!this.#sawRead && !this.#sawWrite) ||
         txOp === "ROLLBACK" || txOp === "ROLLBACK TO",
     };
-    // Only an insert into a table with rowids sets the last rowid (a
-    // trigger's inserts leave it as it was once the trigger ends).
-    let inserts = false;
-    try {
-      inserts = this.#insertTargets.some(([schema, table]) => this.#rowidTable(schema, table));
-    } catch (err) {
-      stmt.finalize();
-      throw err;
-    }
+    // Only the statement's own inserts set the last rowid (a trigger's
+    // leave it as it was once the trigger ends).
+    const insertTargets = this.#insertTargets;
+    const inserts = insertTargets.length > 0;
     return {
       stmt,
       conn: this,
@@ -264,6 +267,7 @@ export class Connection {
       txOp,
       ...flags,
       inserts,
+      insertTargets,
       updatesRows,
       zeroesRowid: inserts && updatesRows && !READS_LAST_ROWID.test(stmt.sql),
       columns: stmt.columnNames(),
@@ -282,6 +286,26 @@ export class Connection {
     for (const p of this.#cache.values()) evict(p);
     this.#cache.clear();
     this.#hasRowid.clear();
+  }
+
+  /**
+   * True when `p`'s insert can set the last rowid: one of the tables it
+   * inserts into has rowids (is not WITHOUT ROWID). Asked after `p` ran and
+   * changed rows, never while preparing: inside a client's deferred
+   * transaction a lookup then would start a read transaction, which SQLite
+   * cannot turn into a write one while another process holds the lock
+   * (SQLITE_BUSY at once, without waiting). Cached on `p`; when the lookup
+   * fails, the answer is true.
+   */
+  setsRowid(p: Prepared): boolean {
+    if (p.setsRowid !== undefined) return p.setsRowid;
+    let sets = true;
+    try {
+      sets = p.insertTargets.some(([schema, table]) => this.#rowidTable(schema, table));
+    } catch {
+      // Keep true: the counters decide, as before WITHOUT ROWID was known.
+    }
+    return p.setsRowid = sets;
   }
 
   /** True when `schema.table` has rowids: a table not declared WITHOUT ROWID (or a view). */

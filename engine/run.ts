@@ -399,7 +399,10 @@ function outcome(p: Prepared, rows: SqlValue[][] | Encoded, before: Counters | n
   // the statement changed rows and can only insert (it got the rowid a
   // rolled-back or deleted row had). Left: an upsert where the binding
   // could not zero the rowid, taken as an update.
-  if (moved && (now !== before.rowid || (o.changes !== 0 && !p.updatesRows))) {
+  if (
+    moved && (now !== before.rowid || (o.changes !== 0 && !p.updatesRows)) &&
+    p.conn.setsRowid(p)
+  ) {
     o.lastInsertRowid = now;
   }
   return o;

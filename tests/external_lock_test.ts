@@ -165,3 +165,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "The first insert into a table inside a transaction waits for another process's lock too",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using a = await srv.client();
+    await a.exec("CREATE TABLE fresh (x); CREATE TABLE w (k PRIMARY KEY) WITHOUT ROWID");
+    const holder = await holdWriteLock(srv.database);
+    try {
+      const tx = a.transaction(async (tx) => {
+        await tx.run("INSERT INTO fresh VALUES (1)");
+        return await tx.run("INSERT INTO w VALUES ('k')");
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await holder.release();
+      assert.deepEqual(await tx, { changes: 1, lastInsertRowid: 0 });
+    } finally {
+      await holder.release();
+    }
+    assert.deepEqual(await a.values("SELECT x FROM fresh"), [[1]]);
+  },
+});
