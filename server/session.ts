@@ -71,6 +71,8 @@ const HIGH_WATER = 4 * 1024 * 1024;
 /** Largest frame read before the hello is accepted: a hello (with its token) is far smaller. */
 export const MAX_HELLO_FRAME = 64 * 1024;
 const MAX_QUEUED = 4096;
+/** SQL that may end a transaction (conservative: any mention). */
+const ENDS_TX = /\b(commit|end|release)\b/i;
 
 type Request = Envelope;
 
@@ -225,6 +227,16 @@ export class Session implements SessionProbe {
   }
 
   async #finish(): Promise<void> {
+    if (this.#engine.inTransaction && !this.#mayEndTransaction()) {
+      // The client stopped sending inside its transaction, and nothing it
+      // sent can commit it: what still runs would be rolled back when the
+      // connection closes. Stop it now rather than hold the writer until it
+      // ends (a shell killed during a long statement).
+      this.#engine.cancel(
+        new AbortError("The client left inside its transaction: it is rolled back"),
+      );
+      return;
+    }
     while (!this.#channel.closed) {
       this.#pump();
       if (this.#inflight !== null) {
@@ -235,6 +247,21 @@ export class Session implements SessionProbe {
       await this.#channel.drain();
       if (this.#head >= this.#queue.length || this.#blocked) return;
     }
+  }
+
+  /**
+   * True when a request received and not yet answered may end the open
+   * transaction (any mention of COMMIT, END or RELEASE in its SQL, or a
+   * prepared statement's handle, whose SQL is not looked at).
+   */
+  #mayEndTransaction(): boolean {
+    const q = this.#queue;
+    for (let i = this.#head; i < q.length; i++) {
+      const [op, , sql] = q[i] as unknown as [number, number, unknown];
+      if (op !== Op.Exec && op !== Op.Query && op !== Op.Run && op !== Op.Iterate) continue;
+      if (typeof sql !== "string" || ENDS_TX.test(sql)) return true;
+    }
+    return false;
   }
 
   /** Session number (the engine's). */

@@ -8,6 +8,9 @@
 import assert from "node:assert/strict";
 import { AbortError, type Client, connect, SqliteError } from "../mod.ts";
 import { startServer, startServerProcess } from "./_helpers.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
 
 const FFI = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 const ignore = !FFI;
@@ -335,5 +338,29 @@ Deno.test({
     await assert.rejects(db.run("INSERT INTO log VALUES ('after')"), expectCode("TX_TIMEOUT"));
     await db.exec("ROLLBACK");
     assert.deepEqual(await db.values("SELECT who FROM log"), [["other"]]);
+  },
+});
+
+Deno.test({
+  name:
+    "A client that leaves during a long statement inside its transaction frees the writer at once",
+  ignore,
+  fn: async () => {
+    await using srv = await startServer({ synchronous: "normal" });
+    await using other = await srv.client();
+    await fill(other);
+    await other.exec("CREATE TABLE k (x)");
+    const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
+    await l.request(Op.Exec, ["BEGIN; INSERT INTO k VALUES (1)"]);
+    const long = l.request(Op.Query, [SLOW_JOIN, null, null]).catch((e) => e);
+    await new Promise((r) => setTimeout(r, 100));
+    l.fail(new Error("the client is killed")); // its socket closes
+    await l.ended;
+    await long;
+    // The writer is free well before the statement would have ended (seconds).
+    const start = performance.now();
+    await other.run("INSERT INTO k VALUES (2)", [], { timeout: 60_000 });
+    assert.ok(performance.now() - start < 1500, `waited ${performance.now() - start} ms`);
+    assert.deepEqual(await other.values("SELECT x FROM k"), [[2]]);
   },
 });
