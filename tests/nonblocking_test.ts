@@ -364,3 +364,39 @@ Deno.test({
     assert.deepEqual(await other.values("SELECT x FROM k"), [[2]]);
   },
 });
+
+Deno.test({
+  name: "A deadline or abort that lands as a statement moves to the background still stops it",
+  ignore,
+  fn: async () => {
+    await using srv = await startServer({
+      synchronous: "normal",
+      txIdleTimeout: 400,
+      statementTimeout: 2000,
+    });
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE u (x)");
+    const endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) " +
+      "SELECT count(*) FROM c";
+    const settled = <T>(p: Promise<T>) =>
+      Promise.race([
+        p.then(() => "settled", () => "settled"),
+        new Promise<string>((r) => setTimeout(() => r("still running"), 3000)),
+      ]);
+    // Deadlines of a few ms run out around the move to the background
+    // thread, where an interrupt sent before the thread steps is lost.
+    for (let i = 0; i < 150; i++) {
+      const timeout = 3;
+      const tx = db.transaction(async (tx) => {
+        await tx.run("INSERT INTO u VALUES (?)", [i]);
+        await tx.get(endless, [], { timeout }).catch(() => {});
+      });
+      assert.equal(await settled(tx), "settled", `transaction ${i} (timeout ${timeout} ms)`);
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), timeout);
+      const read = db.get(endless, [], { signal: ac.signal });
+      assert.equal(await settled(read), "settled", `read ${i} (aborted after ${timeout} ms)`);
+    }
+    assert.equal((await db.values("SELECT count(*) FROM u"))[0][0], 150);
+  },
+});

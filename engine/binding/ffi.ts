@@ -38,6 +38,8 @@ import type {
 /** VM instructions between two budget checks of the progress handler. */
 export const PROGRESS_STEPS = 4000;
 
+/** How often an interrupt is repeated while a background step has not yet stopped. */
+const INTERRUPT_REPEAT_MS = 2;
 /** `SQLITE_TRANSIENT`: SQLite copies the bound text or blob before the call returns. */
 const TRANSIENT = -1n;
 
@@ -137,6 +139,8 @@ class FfiDb implements Db {
   #updateHook: { close(): void } | null = null;
   /** True while a background step runs on this connection. */
   background = false;
+  /** Repeats an interrupt until the background step returns (see {@link interrupt}). */
+  #interrupting: ReturnType<typeof setInterval> | undefined;
   /** Statements finalized while a background step ran: finalized when it returns. */
   readonly #pendingFinalize: FfiStmt[] = [];
   /** `close()` was called while a background step ran. */
@@ -308,8 +312,22 @@ class FfiDb implements Db {
     old?.close();
   }
 
+  /**
+   * Interrupts the running statement. SQLite forgets an interrupt that
+   * arrives while no statement is active, as when a background step has
+   * been started but its thread has not yet entered `sqlite3_step`: while a
+   * step runs in the background, the interrupt is therefore repeated every
+   * {@link INTERRUPT_REPEAT_MS} ms until the step returns.
+   */
   interrupt(): void {
-    if (this.#h !== null) this.#s.sqlite3_interrupt(this.#h);
+    const h = this.#h;
+    if (h === null) return;
+    this.#s.sqlite3_interrupt(h);
+    if (this.background && this.#interrupting === undefined) {
+      this.#interrupting = setInterval(() => {
+        if (this.#h !== null) this.#s.sqlite3_interrupt(this.#h);
+      }, INTERRUPT_REPEAT_MS);
+    }
   }
 
   setBudget(ms: number | null): void {
@@ -460,6 +478,10 @@ class FfiDb implements Db {
   /** A background step returned: run what waited for it. */
   afterBackground(): void {
     this.background = false;
+    if (this.#interrupting !== undefined) {
+      clearInterval(this.#interrupting);
+      this.#interrupting = undefined;
+    }
     if (!this.#waitsInline && this.#h !== null) this.#s.sqlite3_busy_timeout(this.#h, 0);
     for (const stmt of this.#pendingFinalize.splice(0)) stmt.finalize();
     if (this.#closeLater) this.close();
