@@ -81,6 +81,8 @@ export interface ConnectionOptions {
   writer?: boolean;
   /** What client statements may do (see `policy.ts`); `null` permits everything. */
   policy?: PolicyCheck | null;
+  /** Largest string or BLOB SQLite may build (see `Db.setLengthLimit`). */
+  maxValueBytes?: number;
 }
 
 /** A connection plus a statement cache and classification. */
@@ -99,6 +101,10 @@ export class Connection {
   #sawRecursive = false;
   #sawTemp = false;
   #sawDml = false;
+  /** Names of the TEMP tables and views the statement creates. */
+  #tempNames: string[] = [];
+  /** Name of the trigger the statement creates, or null. */
+  #createsTrigger: string | null = null;
   /** Tables the statement itself inserts into (not its triggers): `[schema, table]`. */
   #insertTargets: [string, string][] = [];
   /** Whether a table has rowids (not WITHOUT ROWID), by `schema.table`; cleared with the cache. */
@@ -120,6 +126,7 @@ export class Connection {
    */
   constructor(sqlite: Sqlite, path: string, options: ConnectionOptions) {
     this.db = sqlite.open(path, { readOnly: options.readOnly, busyTimeout: options.timeout });
+    if (options.maxValueBytes !== undefined) this.db.setLengthLimit(options.maxValueBytes);
     this.caps = sqlite.capabilities;
     this.#isWriter = options.writer ?? !options.readOnly;
     this.#cacheSize = options.cacheSize;
@@ -222,6 +229,8 @@ export class Connection {
     this.#sawTemp = false;
     this.#sawDml = false;
     this.#insertTargets = [];
+    this.#tempNames = [];
+    this.#createsTrigger = null;
     this.#sawUpdate = false;
     this.#txOp = null;
     this.#refusal = null;
@@ -255,9 +264,33 @@ export class Connection {
       changesSchema: this.#sawSchema || (!this.#sawRead && !this.#sawWrite) ||
         txOp === "ROLLBACK" || txOp === "ROLLBACK TO",
     };
+    // (Read before #shadows(), whose own statement resets the fields above.)
+    const insertTargets = this.#insertTargets;
+    const createsTrigger = this.#createsTrigger;
+    const judged = this.#policy !== null && !this.#trusted;
+    if (judged && createsTrigger !== null && flags.touchesTemp) {
+      // (`CREATE TRIGGER temp.t ... ON main.t` is one too: SQLite reports it
+      // as a plain trigger of main, written to the temp schema.)
+      stmt.finalize();
+      throw new SqliteError(
+        ErrorCode.Forbidden,
+        `Cannot create TEMP trigger "${createsTrigger}": on the server's shared connection ` +
+          "it would fire on every client's writes, unseen in the schema, and outlive its " +
+          "creator; use CREATE TRIGGER",
+      );
+    }
+    const shadowed = judged ? this.#shadows() : undefined;
+    if (shadowed !== undefined) {
+      stmt.finalize();
+      throw new SqliteError(
+        ErrorCode.Forbidden,
+        `Cannot create TEMP table or view "${shadowed}": a table or view of that name exists, ` +
+          "and every client's statements naming it would use the TEMP one on the server's " +
+          "shared connection (writes lost at the next restart); choose another name",
+      );
+    }
     // Only the statement's own inserts set the last rowid (a trigger's
     // leave it as it was once the trigger ends).
-    const insertTargets = this.#insertTargets;
     const inserts = insertTargets.length > 0;
     return {
       stmt,
@@ -306,6 +339,30 @@ export class Connection {
       // Keep true: the counters decide, as before WITHOUT ROWID was known.
     }
     return p.setsRowid = sets;
+  }
+
+  /** The first TEMP table or view the statement creates whose name a `main` table or view has. */
+  #shadows(): string | undefined {
+    const names = this.#tempNames;
+    if (names.length === 0) return undefined;
+    let p: Prepared;
+    this.#trusted = true;
+    try {
+      p = this.prepare(
+        "SELECT 1 FROM main.sqlite_schema WHERE type IN ('table', 'view') AND name = ?1 COLLATE NOCASE",
+      );
+    } finally {
+      this.#trusted = false;
+    }
+    p.busy++;
+    try {
+      return names.find((name) => {
+        p.stmt.bind([name]);
+        return p.stmt.all().length > 0;
+      });
+    } finally {
+      release(p);
+    }
   }
 
   /** True when `schema.table` has rowids: a table not declared WITHOUT ROWID (or a view). */
@@ -397,6 +454,9 @@ export class Connection {
     ) {
       // DDL edits the schema table itself: that is no row change of the client's.
       this.#sawSchema = true;
+      // However spelled (TEMP, temp.name, a TEMP trigger on a main table),
+      // an object made or dropped in the temp schema writes its schema table.
+      if (dbName === "temp") this.#sawTemp = true;
     } else if (action === Auth.INSERT) {
       this.#sawDml = true;
       if (trigger === null && arg1 !== null) this.#insertTargets.push([dbName ?? "main", arg1]);
@@ -404,6 +464,18 @@ export class Connection {
       this.#sawDml = this.#sawUpdate = true;
     } else if (SCHEMA_ACTIONS.has(action)) {
       this.#sawSchema = true;
+      const inTemp = dbName === "temp" || action === Auth.CREATE_TEMP_TABLE ||
+        action === Auth.CREATE_TEMP_VIEW;
+      if (
+        inTemp && arg1 !== null &&
+        (action === Auth.CREATE_TEMP_TABLE || action === Auth.CREATE_TEMP_VIEW ||
+          action === Auth.CREATE_TABLE || action === Auth.CREATE_VIEW)
+      ) {
+        this.#tempNames.push(arg1);
+      }
+      if (action === Auth.CREATE_TRIGGER || action === Auth.CREATE_TEMP_TRIGGER) {
+        this.#createsTrigger = arg1 ?? "";
+      }
       if (
         (action >= Auth.CREATE_TEMP_INDEX && action <= Auth.CREATE_TEMP_VIEW) ||
         (action >= Auth.DROP_TEMP_INDEX && action <= Auth.DROP_TEMP_VIEW)

@@ -50,6 +50,12 @@ export interface EngineConfig {
   statementTimeout: number;
   /** Largest buffered result, in bytes, before `RESULT_TOO_LARGE`. */
   maxResultBytes: number;
+  /**
+   * Largest string or BLOB a statement may build, in bytes (SQLite's
+   * `SQLITE_LIMIT_LENGTH`; the server sets it to `--max-frame-size`, since
+   * no larger value can be sent or answered). Default: SQLite's own.
+   */
+  maxValueBytes?: number;
   /** Cursors one session may hold open at once. */
   maxCursors: number;
   /** Prepared statements one session may hold at once (default `MAX_HANDLES`). */
@@ -143,6 +149,7 @@ export class Engine {
     this.#sqlite = sqlite;
     const timeout = config.busyTimeout;
     const cacheSize = config.statementCacheSize;
+    const maxValueBytes = config.maxValueBytes;
     const readonly = config.policy.readonly;
     const policy = this.#policy = createPolicy(config.policy);
     this.#writer = new Connection(sqlite, config.path, {
@@ -151,6 +158,7 @@ export class Engine {
       timeout,
       cacheSize,
       policy,
+      maxValueBytes,
     });
     try {
       const w = this.#writer.db;
@@ -160,7 +168,13 @@ export class Engine {
       this.#tellsDeferred = w.deferredViolations() !== null;
       this.#reader = config.path === ":memory:"
         ? null
-        : new Connection(sqlite, config.path, { readOnly: true, timeout, cacheSize, policy });
+        : new Connection(sqlite, config.path, {
+          readOnly: true,
+          timeout,
+          cacheSize,
+          policy,
+          maxValueBytes,
+        });
       // From here on, a statement on the main thread that meets a lock held
       // by another process (the sqlite3 shell, a migration tool) fails at
       // once and runs again in the background, where it waits: the lock
@@ -383,6 +397,7 @@ export class Engine {
       timeout: this.#config.busyTimeout,
       cacheSize: 32,
       policy: this.#policy,
+      maxValueBytes: this.#config.maxValueBytes,
     });
     conn.refreshSchema();
     return conn;

@@ -8,7 +8,10 @@
  * - writes of any kind when the server runs read-only (`READONLY`);
  * - `ATTACH`, `DETACH` and `VACUUM INTO` (they open or create any file the
  *   server can), unless `allowAttach` (`FORBIDDEN`);
- * - `load_extension()` always (`FORBIDDEN`);
+ * - `load_extension()` and `fts3_tokenizer()` (which reads and sets code
+ *   addresses), and reading `sqlite_stmt` (other clients' SQL), always
+ *   (`FORBIDDEN`). (TEMP triggers and TEMP names that shadow a table need
+ *   the schema: `connection.ts` refuses them.)
  * - setting a PRAGMA of {@link UNSAFE_PRAGMAS} (durability and file safety)
  *   or of {@link CONNECTION_PRAGMAS} (settings of the shared connection, which
  *   would change every other client's behaviour), unless
@@ -185,11 +188,24 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
       );
     }
     if (action === Action.FUNCTION) {
-      if (arg2 !== null && arg2.toLowerCase() === "load_extension") {
+      const fn = arg2?.toLowerCase();
+      if (fn === "load_extension") {
         return forbidden("Cannot call load_extension(): the server never loads extensions");
+      }
+      if (fn === "fts3_tokenizer") {
+        return forbidden(
+          "Cannot call fts3_tokenizer(): it reads and sets code addresses in the server process",
+        );
       }
       return null;
     }
+    if (action === Action.READ && arg1?.toLowerCase() === "sqlite_stmt") {
+      return forbidden(
+        "Cannot read sqlite_stmt: it shows the SQL of other clients' statements on the " +
+          "server's shared connections",
+      );
+    }
+
     if (readonly && !NON_WRITING.has(action)) return readOnlyRefusal("write");
     return null;
   };

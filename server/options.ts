@@ -373,6 +373,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   if (dqlite !== null && flags.readonly) {
     throw new TypeError('Invalid options: "readonly" is not supported in cluster mode ("dqlite")');
   }
+  const maxFrameSize = integer(
+    "maxFrameSize",
+    options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+    1024,
+    2 ** 31 - 1,
+  );
   return {
     dqlite,
     address,
@@ -386,12 +392,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     tokenGate,
     tls,
     graceMs: integer("graceMs", options.graceMs ?? 5000, 0, 2 ** 31 - 1),
-    maxFrameSize: integer(
-      "maxFrameSize",
-      options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
-      1024,
-      2 ** 31 - 1,
-    ),
+    maxFrameSize,
     frameTimeout: integer("frameTimeout", options.frameTimeout ?? 10000, 1, 2 ** 31 - 1),
     maxConnections: integer("maxConnections", options.maxConnections ?? 10000, 1, 1e6),
     engine: {
@@ -413,6 +414,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
         1,
         2 ** 31 - 1,
       ),
+      maxValueBytes: maxFrameSize,
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
       maxStatements: integer("maxStatements", options.maxStatements ?? MAX_HANDLES, 1, 1e7),
       policy: flags,

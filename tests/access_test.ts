@@ -554,3 +554,82 @@ Deno.test("server.ts under a small open-file limit refuses a cursor past its sha
     await child.status;
   }
 });
+
+const ffiEngine = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
+
+Deno.test("fts3_tokenizer() and reading sqlite_stmt are refused: code addresses and other clients' SQL", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  for (
+    const sql of [
+      "SELECT hex(fts3_tokenizer('simple'))",
+      "SELECT fts3_tokenizer('evil', x'4141414141414141')",
+      "SELECT fts3_tokenizer(?, ?)",
+    ]
+  ) {
+    await assert.rejects(db.values(sql, sql.includes("?") ? ["evil", new Uint8Array(8)] : []), {
+      code: "FORBIDDEN",
+      message:
+        "Cannot call fts3_tokenizer(): it reads and sets code addresses in the server process",
+    });
+  }
+  if (ffiEngine) { // (node:sqlite's SQLite has no sqlite_stmt table)
+    await db.run("SELECT 'hunter2' AS secret");
+    await assert.rejects(db.values("SELECT sql FROM sqlite_stmt"), {
+      code: "FORBIDDEN",
+      message: /^Cannot read sqlite_stmt: it shows the SQL of other clients' statements/,
+    });
+  }
+});
+
+Deno.test("TEMP triggers, and TEMP tables or views named like a table, are refused: other clients' statements would meet them", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec(
+    "CREATE TABLE accounts (owner); CREATE VIEW totals AS SELECT count(*) FROM accounts",
+  );
+  for (
+    const [sql, name] of [
+      ["CREATE TEMP TRIGGER steal AFTER INSERT ON main.accounts BEGIN SELECT 1; END", "steal"],
+      ["CREATE TRIGGER temp.steal AFTER INSERT ON main.accounts BEGIN SELECT 1; END", "steal"],
+    ]
+  ) {
+    await assert.rejects(a.exec(sql), {
+      code: "FORBIDDEN",
+      message: new RegExp(
+        `^Cannot create TEMP trigger "${name}": on the server's shared connection`,
+      ),
+    });
+  }
+  for (
+    const [sql, name] of [
+      ["CREATE TEMP TABLE accounts (x)", "accounts"],
+      ["CREATE TABLE temp.Accounts (x)", "Accounts"],
+      ["CREATE TEMP VIEW totals AS SELECT 0", "totals"],
+      ["CREATE VIEW temp.accounts AS SELECT 0", "accounts"],
+    ]
+  ) {
+    await assert.rejects(a.exec(sql), {
+      code: "FORBIDDEN",
+      message: new RegExp(`^Cannot create TEMP table or view "${name}": a table or view of that`),
+    });
+  }
+  // Another client's writes land in the real table.
+  await b.run("INSERT INTO accounts VALUES ('carol')");
+  assert.deepEqual(await b.values("SELECT owner FROM main.accounts"), [["carol"]]);
+  // TEMP objects of their own names stay allowed, however spelled, and are found.
+  await a.exec("CREATE VIEW temp.mine AS SELECT 42 AS n");
+  assert.deepEqual(await b.values("SELECT n FROM mine"), [[42]]);
+  await a.exec("DROP VIEW temp.mine");
+});
+
+Deno.test("A value larger than --max-frame-size is refused by SQLite at once (SQLITE_TOOBIG), not built", async () => {
+  await using srv = await startServer({ maxFrameSize: 1024 * 1024 });
+  await using db = await srv.client();
+  await assert.rejects(db.values("SELECT length(zeroblob(1000000000))"), { code: "SQLITE_TOOBIG" });
+  await assert.rejects(db.values("SELECT length(hex(zeroblob(600000)))"), {
+    code: "SQLITE_TOOBIG",
+  });
+  assert.deepEqual(await db.values("SELECT length(zeroblob(500000))"), [[500000]]);
+});

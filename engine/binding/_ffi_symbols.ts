@@ -92,6 +92,14 @@ export const symbols = {
     ],
     result: "void",
   },
+  sqlite3_limit: {
+    parameters: [
+      "pointer", // sqlite3 *db
+      "i32", // int id
+      "i32", // int newVal
+    ],
+    result: "i32",
+  },
   sqlite3_interrupt: {
     parameters: [
       "pointer", // sqlite3 *db

@@ -160,6 +160,13 @@ export interface Db {
    */
   setBudget(ms: number | null): void;
   /**
+   * Largest string or BLOB (and row) SQLite may build on this connection
+   * (`SQLITE_LIMIT_LENGTH`, at most 1,000,000,000): past it a statement
+   * fails at once with `SQLITE_TOOBIG`, instead of building gigabytes in
+   * one step that nothing can stop (`zeroblob(1e9)`, `printf('%.*c', ...)`).
+   */
+  setLengthLimit(bytes: number): void;
+  /**
    * Whether calls made on the main thread wait for a file lock another
    * process holds, up to the busy timeout given to `open` (default true).
    * When false, such a call fails at once with `SQLITE_BUSY`, while a step

@@ -38,6 +38,9 @@ import type {
 /** VM instructions between two budget checks of the progress handler. */
 export const PROGRESS_STEPS = 4000;
 
+/** `SQLITE_LIMIT_LENGTH`, and the largest value SQLite accepts for it. */
+const LIMIT_LENGTH = 0;
+const MAX_LENGTH_LIMIT = 1_000_000_000;
 /** How often an interrupt is repeated while a background step has not yet stopped. */
 const INTERRUPT_REPEAT_MS = 2;
 /** `SQLITE_TRANSIENT`: SQLite copies the bound text or blob before the call returns. */
@@ -310,6 +313,10 @@ class FfiDb implements Db {
       this.#authorizer = cb;
     }
     old?.close();
+  }
+
+  setLengthLimit(bytes: number): void {
+    this.#s.sqlite3_limit(this.#handle(), LIMIT_LENGTH, Math.min(bytes, MAX_LENGTH_LIMIT));
   }
 
   /**

@@ -65,6 +65,8 @@ interface NodeStatement {
 interface NodeDatabase {
   readonly isOpen: boolean;
   readonly isTransaction: boolean;
+  /** `sqlite3_limit()` values by name (missing from Deno's declarations). */
+  readonly limits: { length: number };
   prepare(sql: string): NodeStatement;
   setAuthorizer(callback: Authorizer | null): void;
   close(): void;
@@ -302,6 +304,10 @@ class NodeDb implements Db {
   interrupt(): void {}
 
   setBudget(_ms: number | null): void {}
+
+  setLengthLimit(bytes: number): void {
+    this.#db.limits.length = Math.min(bytes, 1_000_000_000);
+  }
 
   /** Always true: node:sqlite steps nothing in the background. */
   get waitsInline(): boolean {
