@@ -166,15 +166,13 @@ export class Engine {
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
       this.#tellsDeferred = w.deferredViolations() !== null;
-      this.#reader = config.path === ":memory:"
-        ? null
-        : new Connection(sqlite, config.path, {
-          readOnly: true,
-          timeout,
-          cacheSize,
-          policy,
-          maxValueBytes,
-        });
+      this.#reader = config.path === ":memory:" ? null : new Connection(sqlite, config.path, {
+        readOnly: true,
+        timeout,
+        cacheSize,
+        policy,
+        maxValueBytes,
+      });
       // From here on, a statement on the main thread that meets a lock held
       // by another process (the sqlite3 shell, a migration tool) fails at
       // once and runs again in the background, where it waits: the lock
