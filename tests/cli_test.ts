@@ -285,6 +285,32 @@ Deno.test("cli.ts shell .read runs a file; json and line modes; .tables, .schema
   assert.equal(bad.stderr, "Error: near line 2: SQLITE_ERROR: no such column: nope\n");
 });
 
+Deno.test("cli.ts shell .schema prints in creation order, so its output replays", async () => {
+  await using srv = await startServer();
+  await using copy = await startServer();
+  const sock = (srv.server.addr as { path: string }).path;
+  // A trigger on "orders" and a view of it sort before the table by name and type; sqlite3
+  // prints in creation order (sqlite_schema's rowid order), which a replay needs.
+  const ddl = "CREATE TABLE orders(id INTEGER PRIMARY KEY, total REAL);\n" +
+    "CREATE TABLE audit(msg TEXT);\n" +
+    "CREATE TRIGGER orders_audit AFTER INSERT ON orders BEGIN " +
+    "INSERT INTO audit VALUES ('new order'); END;\n" +
+    "CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;\n";
+  const made = await cli(["shell", "--socket", sock], ddl);
+  assert.equal(made.code, 0, made.stderr);
+  const dump = await cli(["shell", "--socket", sock, "-c", ".schema"]);
+  assert.equal(dump.code, 0, dump.stderr);
+  assert.equal(dump.stdout, ddl);
+  const replay = await cli(
+    ["shell", "--socket", (copy.server.addr as { path: string }).path],
+    dump.stdout + "INSERT INTO orders VALUES (1, 250);\nSELECT msg FROM audit;\n" +
+      "SELECT id FROM big_orders;\n",
+  );
+  assert.equal(replay.stderr, "");
+  assert.equal(replay.code, 0);
+  assert.match(replay.stdout, /new order[\s\S]*\b1\b/);
+});
+
 Deno.test("cli.ts shell --tcp reaches a TCP server; with no server it exits 1", async () => {
   await using srv = await startServer({ transport: "tcp" });
   const addr = srv.server.addr as { hostname: string; port: number };
