@@ -66,16 +66,23 @@ export class Logger {
    * the log: a line held back is counted in the next one written.
    */
   warnThrottled(kind: string, message: string, intervalMs = 1000): void {
-    if (!this.enabled("warn")) return;
+    this.logThrottled("warn", kind, message, intervalMs);
+  }
+
+  /** {@link log} at `level`, at most once per `intervalMs` for each `kind` (see {@link warnThrottled}). */
+  logThrottled(level: LogLevel, kind: string, message: string, intervalMs = 1000): void {
+    if (!this.enabled(level)) return;
     const now = performance.now();
-    const last = this.#throttled.get(kind);
+    const key = `${level} ${kind}`;
+    const last = this.#throttled.get(key);
     if (last !== undefined && now - last.at < intervalMs) {
       last.held++;
       return;
     }
     const held = last?.held ?? 0;
-    this.#throttled.set(kind, { at: now, held: 0 });
-    this.warn(
+    this.#throttled.set(key, { at: now, held: 0 });
+    this.log(
+      level,
       held === 0 ? message : `${message} (and ${held} more like it since the last such line)`,
     );
   }
