@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
-import { Op } from "../protocol/messages.ts";
+import { Op, type StatsReport } from "../protocol/messages.ts";
+import { describeStats } from "../cli/admin.ts";
 import { bucketLimit, bucketOf, opName } from "../server/stats.ts";
 import { Logger, sqlForLog } from "../server/log.ts";
 import { delay, readStdoutUntil, startServer, type TestServer, within } from "./_helpers.ts";
@@ -192,6 +193,43 @@ Deno.test("stats counts connections refused past maxConnections", async () => {
   assert.equal(s.connections.refused, 1);
   assert.ok(s.connections.open >= 2 && s.connections.total === 3, JSON.stringify(s.connections));
 });
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: stats names TEMP objects left on the writer; a read that waits for it says why`, async () => {
+    await using srv = await startServer({ engine, busyTimeout: 100 });
+    {
+      await using gone = await link(srv);
+      await gone.request(Op.Exec, [
+        "CREATE TEMP TABLE scratch(x UNIQUE); CREATE TEMP VIEW v AS SELECT 1",
+      ]);
+    } // its session ends; the TEMP objects stay on the shared writer
+    await using a = await link(srv);
+    await using b = await link(srv);
+    const report: StatsReport = await a.request(Op.Stats, []);
+    assert.deepEqual(report.writer.temp, ["table scratch", "view v"]);
+    assert.match(
+      describeStats(report),
+      /\nwriter {8}0 waiting, .*\nTEMP objects {2}2 on the writer \(table scratch, view v\): every statement, reads too, goes through the writer until they are dropped\n/,
+    );
+    await a.request(Op.Exec, ["BEGIN; CREATE TABLE t(x)"]);
+    await assert.rejects(
+      b.request(Op.Query, ["SELECT 1", null, null]),
+      (err: Error & { code: string }) => {
+        assert.equal(err.code, "BUSY_TIMEOUT");
+        assert.match(
+          err.message,
+          /^Statement waited 100 ms for the writer \(TEMP tables exist, so every statement goes through it; DROP them when done\), held by session \d+: /,
+        );
+        return true;
+      },
+    );
+    await a.request(Op.Exec, ["ROLLBACK; DROP TABLE temp.scratch; DROP VIEW temp.v"]);
+    const after: StatsReport = await b.request(Op.Stats, []);
+    assert.deepEqual(after.writer.temp, []);
+    assert.ok(!describeStats(after).includes("TEMP"));
+    assert.deepEqual((await b.request(Op.Query, ["SELECT 1", null, null]))[1], [[1]]);
+  });
+}
 
 Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout, slow statements without parameters", async () => {
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
