@@ -2,9 +2,10 @@
  * The server's event log: one line per event on standard error, each
  * `TIME LEVEL netsqlite: what happened`, filtered by `--log-level`:
  *
- * - `error`: the server cannot do its work (accept failures);
+ * - `error`: the server cannot do its work (accept failures), `INTERNAL`
+ *   error replies;
  * - `warn` (the default): authentication failures, expired transaction
- *   leases, timeouts, slow statements (`--slow-ms`);
+ *   leases, timeouts, failed maintenance, slow statements (`--slow-ms`);
  * - `info`: connections opened and closed, maintenance done;
  * - `debug`: every request with its duration.
  *
