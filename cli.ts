@@ -95,6 +95,7 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (name === "--help" || name === "-h" || name === "help") {
+    if (rest[0] === "serve") return await serverMain(["--help"]);
     const about = rest[0] === undefined ? undefined : COMMANDS[rest[0]];
     console.log(about?.help ?? usage());
     return 0;
@@ -109,8 +110,9 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (rest.includes("--help") || rest.includes("-h")) {
-    console.log(command.help);
+    // serve: the server's own help, which shows both ways to start it.
     if (name === "serve") return await serverMain(["--help"]);
+    console.log(command.help);
     if (name === "bench") await runBench(["--help"]);
     return 0;
   }

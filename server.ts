@@ -177,17 +177,31 @@ function openError(err: unknown, database: string, readonly: boolean): unknown {
     hint = ": make the file and its directory writable by this user, or serve it with --readonly";
   } else if (code.startsWith("SQLITE_NOTADB")) {
     hint = ": it is not an SQLite database (or it is encrypted); check the path";
+  } else if (code.startsWith("SQLITE_CANTOPEN") && isDirectory(database)) {
+    hint = ": it is a directory; give the path of a file in it";
   } else if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_PERM")) {
     hint = readonly
       ? ": check that the file exists and this user may read it"
       : ": check that its directory exists and this user may create files there";
   }
+  // The bindings' own message already names the file.
+  const what = err.message.startsWith("Cannot open database")
+    ? err.message
+    : `Cannot open database "${database}": ${err.message}`;
   return new SqliteError(
     code,
-    `Cannot open database "${database}": ${err.message}${hint}`,
+    `${what}${hint}`,
     err.sqliteCode,
     { cause: err },
   );
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
 }
 
 /** Cluster mode: the engine runs statements on a dqlite leader; no file, no lock. */
@@ -500,7 +514,8 @@ const SHUTDOWN_ANSWER_MS = 2000;
 
 const HELP = `netsqlite server ${VERSION}: share one SQLite database between processes
 
-Usage: deno run -A server.ts [options]
+Usage: deno run -A server.ts [options]   (the server module alone, or deno task serve)
+       netsqlite serve [options]          (the netsqlite command, or deno task cli serve)
 
 Options:
   --db PATH               database file, created if absent (default ./netsqlite.db)
@@ -572,7 +587,7 @@ Options:
  */
 export function parseServeArgs(args: string[]): ServeOptions | "help" {
   const { values } = parseArgs({
-    args,
+    args: joinNegativeValues(args),
     strict: true,
     options: {
       db: { type: "string" },
@@ -688,13 +703,51 @@ function readPem(flag: string, path: string): string {
   }
 }
 
+/**
+ * An integer flag's value: decimal digits only, with an optional `-` (so a
+ * negative value reaches the range check, which names the range). `0x10`,
+ * `1e3`, `1.5` and blanks are refused rather than read as numbers.
+ */
 function numberArg(flag: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
-  const n = Number(text);
-  if (text.trim() === "" || !Number.isFinite(n)) {
-    throw new TypeError(`Invalid ${flag} "${text}": expected a number`);
+  if (!/^-?\d+$/.test(text)) {
+    throw new TypeError(`Invalid ${flag} "${text}": expected a whole number in decimal digits`);
   }
-  return n;
+  return Number(text);
+}
+
+/** The flags that take a whole number (their value may be negative, e.g. `--slow-ms -3`). */
+const INTEGER_FLAGS: ReadonlySet<string> = new Set([
+  "--busy-timeout",
+  "--tx-idle-timeout",
+  "--tx-timeout",
+  "--max-frame-size",
+  "--statement-timeout",
+  "--max-result-bytes",
+  "--frame-timeout",
+  "--max-connections",
+  "--grace-ms",
+  "--slow-ms",
+]);
+
+/**
+ * `--flag -5` as `--flag=-5`, for the integer flags: parseArgs would refuse the
+ * value as "ambiguous" (it looks like a flag), before the range check could
+ * say what range the flag takes.
+ */
+function joinNegativeValues(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") {
+      out.push(...args.slice(i));
+      break;
+    }
+    if (INTEGER_FLAGS.has(a) && i + 1 < args.length && /^-\d/.test(args[i + 1])) {
+      out.push(`${a}=${args[++i]}`);
+    } else out.push(a);
+  }
+  return out;
 }
 
 /** Flags whose option has another name. */

@@ -375,6 +375,9 @@ export function describeIntegrity(r: IntegrityReport): string {
     .join("\n");
 }
 
+/** TEMP objects named in the `stats` report at most. */
+const TEMP_SHOWN = 10;
+
 /** The `stats` report for people. */
 export function describeStats(r: StatsReport): string {
   const rates = Object.entries(r.rates).map(([op, n]) => `${op} ${n.toFixed(1)}`).join(", ");
@@ -406,6 +409,17 @@ export function describeStats(r: StatsReport): string {
       bytes(r.memory.heapTotal)
     }`,
   ];
+  const temp = r.writer.temp ?? []; // an older server does not report them
+  if (temp.length > 0) {
+    const shown = temp.slice(0, TEMP_SHOWN).join(", ") +
+      (temp.length > TEMP_SHOWN ? `, and ${temp.length - TEMP_SHOWN} more` : "");
+    lines.splice(
+      lines.findIndex((l) => l.startsWith("writer ")) + 1,
+      0,
+      `TEMP objects  ${temp.length} on the writer (${shown}): every statement, reads too, ` +
+        "goes through the writer until they are dropped",
+    );
+  }
   for (const b of r.backups) {
     lines.push(`backup        ${b.dest}: ${b.done}/${b.total} pages, ${seconds(b.ms)}`);
   }

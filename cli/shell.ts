@@ -336,11 +336,14 @@ export class Shell {
     await this.#io.out(columnize(names));
   }
 
+  /**
+   * `.schema`: the CREATE statements in creation order (sqlite_schema's rowid order, as sqlite3
+   * prints them), so a trigger or view comes after the tables it needs and the output replays.
+   */
   async #schema(pattern: string | undefined): Promise<void> {
     const where = pattern === undefined ? "" : " AND (name LIKE ?1 OR tbl_name LIKE ?1)";
     const rows = await this.#client.values<[string]>(
-      `SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL${where} ` +
-        "ORDER BY tbl_name, type DESC, name",
+      `SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL${where} ORDER BY rowid`,
       pattern === undefined ? [] : [pattern],
     );
     await this.#io.out(rows.map((r) => `${r[0]};\n`).join(""));

@@ -112,6 +112,8 @@ export class Engine {
   /** Readers lent to cursors now. */
   #cursorReaders = 0;
   #writerHasTemp = false;
+  /** The writer's TEMP tables, views, indexes and triggers, as `"table scratch"`. */
+  #writerTemp: readonly string[] = [];
   /** Notices commits by anyone (this server or other processes). */
   readonly #walWatch: WalWatch;
   /** Schema version of the reader's latest snapshot. */
@@ -248,6 +250,15 @@ export class Engine {
   /** Number of sessions waiting for the writer. */
   get waiting(): number {
     return this.#queue.length;
+  }
+
+  /**
+   * The TEMP objects on the shared writer connection (`"table scratch"`),
+   * in creation order. They outlive the session that made them, and while
+   * any exists every statement, reads too, goes through the writer.
+   */
+  get tempObjects(): readonly string[] {
+    return this.#writerTemp;
   }
 
   /**
@@ -486,9 +497,15 @@ export class Engine {
     // A session closed meanwhile has already given the writer back.
     if (this.#queue.owner !== s) return;
     if (touchedTemp) {
-      const p = this.#writer.prepare("SELECT EXISTS (SELECT 1 FROM temp.sqlite_schema)");
+      const p = this.#writer.prepare(
+        "SELECT type, name FROM temp.sqlite_schema ORDER BY rowid",
+      );
       p.stmt.bind([]);
-      this.#writerHasTemp = p.stmt.all()[0][0] === 1;
+      const rows = p.stmt.all();
+      this.#writerHasTemp = rows.length > 0;
+      this.#writerTemp = rows
+        .filter((r) => !String(r[1]).startsWith("sqlite_autoindex_"))
+        .map((r) => `${r[0]} ${r[1]}`);
     }
     if (this.#writer.inTransaction) {
       this.#queue.keep();

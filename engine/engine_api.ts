@@ -53,7 +53,8 @@ export interface EngineInfo {
 
 /** An engine as the server uses it. */
 export interface EngineLike
-  extends Pick<Engine, "idle" | "sqliteVersion" | "close" | "waiting" | "groupCommits"> {
+  extends
+    Pick<Engine, "idle" | "sqliteVersion" | "close" | "waiting" | "groupCommits" | "tempObjects"> {
   /**
    * Server-side maintenance (checkpoint, vacuum, integrity, backup), or
    * `null` where the engine has none (cluster mode).

@@ -917,7 +917,8 @@ export class EngineSession implements HostedSession {
     const host = this.#host;
     if (host.writer.owns(this)) return host.writer.connection.prepare(sql);
     let group = false;
-    if (!host.writer.hasTemp()) {
+    const temp = host.writer.hasTemp();
+    if (!temp) {
       // A write the reader has classified before goes to the writer without
       // renewing the reader's snapshot (taking the writer drops it again).
       let p = host.readers.classified(sql);
@@ -943,7 +944,11 @@ export class EngineSession implements HostedSession {
     // Behind a write awaiting its group commit, only more grouped writes may
     // go on (they see it); anything else waits for the commit.
     if (this.#awaitingCommit && !group) return BLOCKED;
-    if (!host.writer.acquire(this, group)) return BLOCKED;
+    try {
+      if (!host.writer.acquire(this, group)) return BLOCKED;
+    } catch (err) {
+      throw temp ? waitedBecauseOfTemp(err) : err;
+    }
     this.#grouping = group;
     try {
       return host.writer.connection.prepare(sql);
@@ -1030,4 +1035,19 @@ function then<T, U>(
   } catch (err) {
     return onError(err);
   }
+}
+
+/**
+ * A `BUSY_TIMEOUT` of a statement that waited for the writer only because TEMP
+ * objects exist (they live on the writer, so every statement, reads too, goes
+ * through it): says so, and what ends it.
+ */
+function waitedBecauseOfTemp(err: unknown): unknown {
+  if (!(err instanceof SqliteError) || err.code !== ErrorCode.BusyTimeout) return err;
+  const message = err.message.replace(
+    /^Write waited (\d+) ms for the writer/,
+    "Statement waited $1 ms for the writer (TEMP tables exist, so every statement goes through " +
+      "it; DROP them when done)",
+  );
+  return new SqliteError(err.code, message, err.sqliteCode, { cause: err });
 }

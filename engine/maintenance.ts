@@ -228,7 +228,7 @@ export class Maintenance {
         await Deno.rename(partial, target);
       } catch (err) {
         if (partial !== null) await removeIfExists(partial);
-        throw err;
+        throw destinationError(err, "backup", target);
       } finally {
         this.#backups.delete(state);
       }
@@ -270,7 +270,7 @@ export class Maintenance {
         await Deno.rename(partial, target);
       } catch (err) {
         if (partial !== null) await removeIfExists(partial);
-        throw explainVacuum(err);
+        throw destinationError(explainVacuum(err), "vacuum into", target);
       }
       const size = fileSize(target);
       return {
@@ -507,6 +507,65 @@ function existsPath(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Why the operating system refused to write in `dir`, by its error code (`EACCES`, ...). */
+function fileReason(code: string, dir: string): string {
+  switch (code) {
+    case "EACCES":
+    case "EPERM":
+      return `the server's user may not create files in "${dir}"`;
+    case "EROFS":
+      return `"${dir}" is on a read-only file system`;
+    case "ENOENT":
+      return `the directory "${dir}" no longer exists`;
+    case "ENOTDIR":
+      return `a part of "${dir}" is not a directory`;
+    case "ENOSPC":
+      return `the device that holds "${dir}" is full`;
+    case "EDQUOT":
+      return "the disk quota of the server's user is used up";
+    case "ENAMETOOLONG":
+      return "the file name is too long (the partial copy written beside it adds 17 characters)";
+    default:
+      return `the server cannot write in "${dir}"`;
+  }
+}
+
+/**
+ * A failure to write the copy at `target`, as a typed error that names the
+ * destination: the operating system's refusals (permission, read-only file
+ * system, no space, a directory removed meanwhile) and Deno's permissions
+ * become `BAD_REQUEST` with the reason; SQLite's own errors
+ * (`SQLITE_CANTOPEN`, `SQLITE_FULL`, ...) keep their code and gain the
+ * destination. Anything else passes through.
+ */
+function destinationError(err: unknown, what: string, target: string): unknown {
+  if (err instanceof SqliteError) {
+    if (err.sqliteCode === undefined || err.message.startsWith("Cannot ")) return err;
+    return new SqliteError(
+      err.code,
+      `Cannot ${what} "${target}": ${err.message}`,
+      err.sqliteCode,
+      { cause: err },
+    );
+  }
+  let reason: string;
+  if (err instanceof Deno.errors.NotCapable) {
+    reason = "the server's Deno permissions (--allow-write) do not cover it";
+  } else {
+    const code = (err as { code?: unknown })?.code;
+    if (!(err instanceof Error) || typeof code !== "string") return err;
+    // "Permission denied (os error 13): open '/x/y.db.1a2b3c4d.partial'" -> up to the colon
+    const os = err.message.replace(/: \w+ '.*'$/s, "");
+    reason = `${fileReason(code, dirname(target))}: ${os}`;
+  }
+  return new SqliteError(
+    ErrorCode.BadRequest,
+    `Cannot ${what} "${target}": ${reason}`,
+    undefined,
+    { cause: err },
+  );
 }
 
 /**

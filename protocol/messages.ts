@@ -408,8 +408,12 @@ export interface StatsReport {
   latency: LatencySummary;
   /** Errors answered since start. */
   errors: number;
-  /** Sessions waiting for the writer, and the longest wait now, in ms. */
-  writer: { waiting: number; longestWaitMs: number };
+  /**
+   * Sessions waiting for the writer, and the longest wait now, in ms; the
+   * TEMP objects on the writer (`"table scratch"`): while any exists, every
+   * statement, reads too, goes through the writer.
+   */
+  writer: { waiting: number; longestWaitMs: number; temp: string[] };
   /** Open transactions: session number and age in ms. */
   transactions: { session: number; ageMs: number }[];
   /** Group commits since start: count, writes in them, largest. */

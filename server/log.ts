@@ -2,9 +2,10 @@
  * The server's event log: one line per event on standard error, each
  * `TIME LEVEL netsqlite: what happened`, filtered by `--log-level`:
  *
- * - `error`: the server cannot do its work (accept failures);
+ * - `error`: the server cannot do its work (accept failures), `INTERNAL`
+ *   error replies;
  * - `warn` (the default): authentication failures, expired transaction
- *   leases, timeouts, slow statements (`--slow-ms`);
+ *   leases, timeouts, failed maintenance, slow statements (`--slow-ms`);
  * - `info`: connections opened and closed, maintenance done;
  * - `debug`: every request with its duration.
  *
@@ -66,16 +67,23 @@ export class Logger {
    * the log: a line held back is counted in the next one written.
    */
   warnThrottled(kind: string, message: string, intervalMs = 1000): void {
-    if (!this.enabled("warn")) return;
+    this.logThrottled("warn", kind, message, intervalMs);
+  }
+
+  /** {@link log} at `level`, at most once per `intervalMs` for each `kind` (see {@link warnThrottled}). */
+  logThrottled(level: LogLevel, kind: string, message: string, intervalMs = 1000): void {
+    if (!this.enabled(level)) return;
     const now = performance.now();
-    const last = this.#throttled.get(kind);
+    const key = `${level} ${kind}`;
+    const last = this.#throttled.get(key);
     if (last !== undefined && now - last.at < intervalMs) {
       last.held++;
       return;
     }
     const held = last?.held ?? 0;
-    this.#throttled.set(kind, { at: now, held: 0 });
-    this.warn(
+    this.#throttled.set(key, { at: now, held: 0 });
+    this.log(
+      level,
       held === 0 ? message : `${message} (and ${held} more like it since the last such line)`,
     );
   }

@@ -65,6 +65,15 @@ const TIMEOUT_CODES: ReadonlySet<string> = new Set([
   ErrorCode.StatementTimeout,
   ErrorCode.TxTimeout,
 ]);
+/** Requests whose failure is logged (`warn`), as their success is (`info`). */
+const MAINTENANCE_OPS: ReadonlySet<OpCode> = new Set([
+  Op.Checkpoint,
+  Op.Vacuum,
+  Op.Integrity,
+  Op.Backup,
+]);
+/** Slow-statement lines: at most ten a second, the next one counting those held back. */
+const SLOW_LOG_INTERVAL_MS = 100;
 import { ConnectionFeeds } from "./feeds.ts";
 
 const HIGH_WATER = 4 * 1024 * 1024;
@@ -553,15 +562,53 @@ export class Session implements SessionProbe {
     }
     const { log, slowMs } = this.#services;
     if (slowMs > 0 && error === undefined) this.#notePrepared(req, payload);
-    if (error !== undefined && TIMEOUT_CODES.has((error as { code?: string }).code ?? "")) {
-      log.warn(`timeout: session ${this.id}: ${(error as Error).message}`);
-    }
-    if (slowMs > 0 && ms >= slowMs && typeof req[0] === "number" && req[0] < Op.Stats) {
+    const logged = error !== undefined && this.#loggedError(req, error, ms);
+    if (!logged && slowMs > 0 && ms >= slowMs && typeof req[0] === "number" && req[0] < Op.Stats) {
       const handle = typeof req[2] === "number" ? this.#preparedSql?.get(req[2]) : undefined;
-      log.warn(`slow statement: session ${this.id}, ${describeSlow(req, payload, ms, handle)}`);
+      log.warnThrottled(
+        "slow statement",
+        `slow statement: session ${this.id}, ${describeSlow(req, payload, ms, handle)}`,
+        SLOW_LOG_INTERVAL_MS,
+      );
     } else if (log.enabled("debug")) {
       log.debug(`request: session ${this.id}, ${opName(req[0])}, ${ms.toFixed(3)} ms`);
     }
+  }
+
+  /**
+   * Logs an error reply that an operator should see, each kind at most once a
+   * second (one client cannot flood the log; the next line counts those held
+   * back): `INTERNAL` at `error`, timeouts and failed maintenance at `warn`.
+   * True when it logged the request (a timed-out request gets no slow line too).
+   */
+  #loggedError(req: Request, error: unknown, ms: number): boolean {
+    const log = this.#services.log;
+    const { code, message } = toWireError(error);
+    if (code === ErrorCode.Internal) {
+      log.logThrottled(
+        "error",
+        code,
+        `internal error: session ${this.id}, ${opName(req[0])}: ${message}`,
+      );
+      return true;
+    }
+    if (TIMEOUT_CODES.has(code)) {
+      log.warnThrottled(
+        code,
+        `timeout: session ${this.id}, ${opName(req[0])} after ${ms.toFixed(1)} ms: ${code}: ` +
+          message,
+      );
+      return true;
+    }
+    if (MAINTENANCE_OPS.has(req[0] as OpCode)) {
+      const what = opName(req[0]);
+      log.warnThrottled(
+        `${what} failed`,
+        `${what} failed: session ${this.id}: ${code}: ${message}`,
+      );
+      return true;
+    }
+    return false;
   }
 
   /** Remembers the SQL of prepared handles (only with `--slow-ms`). */

@@ -175,7 +175,11 @@ export class ServerStats {
       rates,
       latency: summarize(hist),
       errors: this.errors,
-      writer: { waiting: engine.waiting, longestWaitMs: round(longestWait) },
+      writer: {
+        waiting: engine.waiting,
+        longestWaitMs: round(longestWait),
+        temp: [...engine.tempObjects],
+      },
       transactions,
       groupCommit: engine.groupCommits,
       cursors,

@@ -285,6 +285,32 @@ Deno.test("cli.ts shell .read runs a file; json and line modes; .tables, .schema
   assert.equal(bad.stderr, "Error: near line 2: SQLITE_ERROR: no such column: nope\n");
 });
 
+Deno.test("cli.ts shell .schema prints in creation order, so its output replays", async () => {
+  await using srv = await startServer();
+  await using copy = await startServer();
+  const sock = (srv.server.addr as { path: string }).path;
+  // A trigger on "orders" and a view of it sort before the table by name and type; sqlite3
+  // prints in creation order (sqlite_schema's rowid order), which a replay needs.
+  const ddl = "CREATE TABLE orders(id INTEGER PRIMARY KEY, total REAL);\n" +
+    "CREATE TABLE audit(msg TEXT);\n" +
+    "CREATE TRIGGER orders_audit AFTER INSERT ON orders BEGIN " +
+    "INSERT INTO audit VALUES ('new order'); END;\n" +
+    "CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;\n";
+  const made = await cli(["shell", "--socket", sock], ddl);
+  assert.equal(made.code, 0, made.stderr);
+  const dump = await cli(["shell", "--socket", sock, "-c", ".schema"]);
+  assert.equal(dump.code, 0, dump.stderr);
+  assert.equal(dump.stdout, ddl);
+  const replay = await cli(
+    ["shell", "--socket", (copy.server.addr as { path: string }).path],
+    dump.stdout + "INSERT INTO orders VALUES (1, 250);\nSELECT msg FROM audit;\n" +
+      "SELECT id FROM big_orders;\n",
+  );
+  assert.equal(replay.stderr, "");
+  assert.equal(replay.code, 0);
+  assert.match(replay.stdout, /new order[\s\S]*\b1\b/);
+});
+
 Deno.test("cli.ts shell --tcp reaches a TCP server; with no server it exits 1", async () => {
   await using srv = await startServer({ transport: "tcp" });
   const addr = srv.server.addr as { hostname: string; port: number };
@@ -328,6 +354,12 @@ Deno.test("cli.ts --version, --help, unknown commands and each command's help", 
   assert.match(shellHelp.stdout, /^netsqlite shell: /);
   const serveHelp = await cli(["serve", "--help"]);
   assert.match(serveHelp.stdout, /--busy-timeout MS/);
+  // Both ways to start the server, once each.
+  assert.match(
+    serveHelp.stdout,
+    /\nUsage: deno run -A server\.ts \[options\] .*\n {7}netsqlite serve \[options\] /,
+  );
+  assert.equal(serveHelp.stdout.split("Usage:").length, 2, serveHelp.stdout);
   const benchHelp = await cli(["bench", "--help"]);
   assert.equal(benchHelp.code, 0);
   assert.match(benchHelp.stdout, /\nUsage: deno run -A bench\/load\.ts \[--duration S\]/);
@@ -681,6 +713,29 @@ Deno.test("cli.ts serve names the flag whose value is out of range", async () =>
   const level = await cli([...base, "--log-level", "loud"]);
   assert.equal(level.code, 1);
   assert.match(level.stderr, /^netsqlite: Invalid --log-level: expected one of error, /);
+  // A negative value after a blank reaches the range check (parseArgs calls it ambiguous).
+  const negative = await cli([...base, "--slow-ms", "-3"]);
+  assert.equal(negative.code, 1);
+  assert.equal(negative.stderr, "netsqlite: Invalid --slow-ms: -3 is outside 0..2147483647\n");
+  // Integer flags take decimal digits only: not hex, exponents or fractions.
+  for (const value of ["0x10", "1e3", "1.5", " 7"]) {
+    const r = await cli([...base, "--busy-timeout", value]);
+    assert.equal(r.code, 2, value);
+    assert.ok(
+      r.stderr.startsWith(
+        `netsqlite: Invalid --busy-timeout "${value}": expected a whole number in decimal digits\n`,
+      ),
+      r.stderr,
+    );
+  }
+  // A directory as the database: one "Cannot open database", and what is wrong.
+  const dirDb = await cli(["serve", "--db", dir.path, "--socket", `${dir.path}/y.sock`]);
+  assert.equal(dirDb.code, 1);
+  assert.match(
+    dirDb.stderr,
+    /^netsqlite: Cannot open database "[^"]+": [^\n]*: it is a directory; give the path of a file in it\n$/,
+  );
+  assert.equal(dirDb.stderr.split("Cannot open database").length, 2, dirDb.stderr);
 });
 
 Deno.test("describeCheckpoint() says when the database is not in WAL mode", () => {

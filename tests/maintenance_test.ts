@@ -281,6 +281,35 @@ for (const engine of ENGINES) {
     ]);
   });
 
+  Deno.test(`${engine}: a destination the server cannot write fails with BAD_REQUEST naming it and why`, async () => {
+    await using srv = await withCopies(engine);
+    await using a = await link(srv);
+    await a.request(Op.Exec, ["CREATE TABLE t(x)"]);
+    const refused = async (op: typeof Op.Backup | typeof Op.Vacuum, dest: string, why: RegExp) => {
+      await assert.rejects(a.request(op, [dest]), (err: Error & { code: string }) => {
+        assert.equal(err.code, "BAD_REQUEST", err.message);
+        assert.match(err.message, why);
+        return true;
+      });
+    };
+    // The name fits, but the partial copy beside it (17 more characters) does not.
+    const long = `${"x".repeat(248)}.db`;
+    const tooLong = new RegExp(
+      `^Cannot (backup|vacuum into) ".*/copies/${long.replace(".", "\\.")}": the file name ` +
+        "is too long \\(the partial copy written beside it adds 17 characters\\): " +
+        "File name too long \\(os error 36\\)$",
+    );
+    await refused(Op.Backup, long, tooLong);
+    await refused(Op.Vacuum, long, tooLong);
+    if (Deno.uid() !== 0) { // root writes anywhere
+      await Deno.mkdir(`${srv.copies}/ro`, { mode: 0o555 });
+      const denied =
+        /^Cannot backup ".*\/copies\/ro\/x\.db": the server's user may not create files in ".*\/copies\/ro": Permission denied \(os error 13\)$/;
+      await refused(Op.Backup, "ro/x.db", denied);
+    }
+    assert.deepEqual((await a.request(Op.Query, ["SELECT 1", null, null]))[1], [[1]]);
+  });
+
   for (const kind of ["backup", "vacuum into"] as const) {
     Deno.test(`${engine}: two ${kind} requests to one destination at once: the second is refused, the first completes, a user's DEST.partial stays`, async () => {
       await using srv = await withCopies(engine);

@@ -293,17 +293,17 @@ Deno.test("parseServeArgs() refuses a number flag that is not a number", () => {
   throwsWith(
     () => parseServeArgs(["--busy-timeout", "abc"]),
     TypeError,
-    /^Invalid --busy-timeout "abc": expected a number$/,
+    /^Invalid --busy-timeout "abc": expected a whole number in decimal digits$/,
   );
   throwsWith(
     () => parseServeArgs(["--tx-idle-timeout", ""]),
     TypeError,
-    /^Invalid --tx-idle-timeout "": expected a number$/,
+    /^Invalid --tx-idle-timeout "": expected a whole number in decimal digits$/,
   );
   throwsWith(
     () => parseServeArgs(["--max-frame-size", " "]),
     TypeError,
-    /^Invalid --max-frame-size " ": expected a number$/,
+    /^Invalid --max-frame-size " ": expected a whole number in decimal digits$/,
   );
   throwsWith(
     () => parseServeArgs(["--busy-timeout", "Infinity"]),
@@ -312,11 +312,17 @@ Deno.test("parseServeArgs() refuses a number flag that is not a number", () => {
   );
 });
 
-Deno.test("parseServeArgs() leaves range and integer checks to resolveServeOptions()", () => {
-  const frac = parseServeArgs(["--busy-timeout", "1.5"]) as ServeOptions;
-  assert.equal(frac.busyTimeout, 1.5);
-  throwsWith(() => resolveServeOptions(frac), TypeError, /"busyTimeout": expected an integer/);
-  const neg = parseServeArgs(["--tx-idle-timeout=-1"]) as ServeOptions;
+Deno.test("parseServeArgs() takes decimal digits only and leaves range checks to resolveServeOptions()", () => {
+  for (const value of ["1.5", "0x10", "1e3"]) {
+    throwsWith(
+      () => parseServeArgs(["--busy-timeout", value]),
+      TypeError,
+      /expected a whole number in decimal digits$/,
+    );
+  }
+  throwsWith(() => resolveServeOptions({ busyTimeout: 1.5 }), TypeError, /expected an integer/);
+  const neg = parseServeArgs(["--tx-idle-timeout", "-1"]) as ServeOptions;
+  assert.equal(neg.txIdleTimeout, -1);
   throwsWith(() => resolveServeOptions(neg), RangeError, /"txIdleTimeout": -1 is outside/);
   const both = parseServeArgs(["--socket", "/tmp/s.sock", "--tcp", "127.0.0.1:0"]) as ServeOptions;
   throwsWith(() => resolveServeOptions(both), TypeError, /either "path"/);

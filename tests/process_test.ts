@@ -291,7 +291,10 @@ Deno.test("server.ts exits 2 with the usage on a bad command line", async () => 
   ]);
   assert.equal(bad.code, 2);
   assert.equal(bad.stdout, "");
-  assert.match(bad.stderr, /^netsqlite: Invalid --busy-timeout "abc": expected a number/);
+  assert.match(
+    bad.stderr,
+    /^netsqlite: Invalid --busy-timeout "abc": expected a whole number in decimal digits/,
+  );
   assert.match(bad.stderr, /Usage: deno run -A server\.ts/);
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /^netsqlite: .*no-such-flag/);

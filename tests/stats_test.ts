@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
-import { Op } from "../protocol/messages.ts";
+import { Op, type StatsReport } from "../protocol/messages.ts";
+import { describeStats } from "../cli/admin.ts";
 import { bucketLimit, bucketOf, opName } from "../server/stats.ts";
 import { Logger, sqlForLog } from "../server/log.ts";
 import { delay, readStdoutUntil, startServer, type TestServer, within } from "./_helpers.ts";
@@ -81,7 +82,7 @@ for (const engine of ENGINES) {
     assert.ok(s.dbBytes > 0);
     assert.ok(s.memory.rss > 0 && s.memory.heapUsed > 0);
     assert.deepEqual(s.transactions, []);
-    assert.deepEqual(s.writer, { waiting: 0, longestWaitMs: 0 });
+    assert.deepEqual(s.writer, { waiting: 0, longestWaitMs: 0, temp: [] });
     assert.equal(s.cursors, 0);
     assert.deepEqual(s.backups, []);
     assert.ok(s.groupCommit.writes >= s.groupCommit.groups);
@@ -116,7 +117,7 @@ for (const engine of ENGINES) {
     await c.request(Op.CloseCursor, [cursor]);
     const after = await c.request(Op.Stats, []);
     assert.deepEqual(after.transactions, []);
-    assert.deepEqual(after.writer, { waiting: 0, longestWaitMs: 0 });
+    assert.deepEqual(after.writer, { waiting: 0, longestWaitMs: 0, temp: [] });
     assert.equal(after.cursors, 0);
   });
 
@@ -192,6 +193,43 @@ Deno.test("stats counts connections refused past maxConnections", async () => {
   assert.equal(s.connections.refused, 1);
   assert.ok(s.connections.open >= 2 && s.connections.total === 3, JSON.stringify(s.connections));
 });
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: stats names TEMP objects left on the writer; a read that waits for it says why`, async () => {
+    await using srv = await startServer({ engine, busyTimeout: 100 });
+    {
+      await using gone = await link(srv);
+      await gone.request(Op.Exec, [
+        "CREATE TEMP TABLE scratch(x UNIQUE); CREATE TEMP VIEW v AS SELECT 1",
+      ]);
+    } // its session ends; the TEMP objects stay on the shared writer
+    await using a = await link(srv);
+    await using b = await link(srv);
+    const report: StatsReport = await a.request(Op.Stats, []);
+    assert.deepEqual(report.writer.temp, ["table scratch", "view v"]);
+    assert.match(
+      describeStats(report),
+      /\nwriter {8}0 waiting, .*\nTEMP objects {2}2 on the writer \(table scratch, view v\): every statement, reads too, goes through the writer until they are dropped\n/,
+    );
+    await a.request(Op.Exec, ["BEGIN; CREATE TABLE t(x)"]);
+    await assert.rejects(
+      b.request(Op.Query, ["SELECT 1", null, null]),
+      (err: Error & { code: string }) => {
+        assert.equal(err.code, "BUSY_TIMEOUT");
+        assert.match(
+          err.message,
+          /^Statement waited 100 ms for the writer \(TEMP tables exist, so every statement goes through it; DROP them when done\), held by session \d+: /,
+        );
+        return true;
+      },
+    );
+    await a.request(Op.Exec, ["ROLLBACK; DROP TABLE temp.scratch; DROP VIEW temp.v"]);
+    const after: StatsReport = await b.request(Op.Stats, []);
+    assert.deepEqual(after.writer.temp, []);
+    assert.ok(!describeStats(after).includes("TEMP"));
+    assert.deepEqual((await b.request(Op.Query, ["SELECT 1", null, null]))[1], [[1]]);
+  });
+}
 
 Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout, slow statements without parameters", async () => {
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
@@ -271,12 +309,86 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
     / warn {2}netsqlite: slow statement: session 1, \d+\.\d ms, 1 rows: WITH RECURSIVE c\(i\) AS/,
   );
   assert.ok(!log.includes("secret-parameter-value"), "parameters are never logged");
-  assert.match(log, / warn {2}netsqlite: timeout: session 2: Write waited 50 ms for the writer/);
+  assert.match(
+    log,
+    / warn {2}netsqlite: timeout: session 2, run after \d+\.\d ms: BUSY_TIMEOUT: Write waited 50 ms for the writer/,
+  );
   assert.match(log, / warn {2}netsqlite: lease expired: session 1 left its transaction idle/);
   assert.match(log, / info {2}netsqlite: disconnect: session 2 \(.*\), \d+ requests answered/);
   for (const line of log.trim().split("\n")) {
     assert.match(line, /^\d{4}-\d\d-\d\dT[\d:.]+Z (error|warn |info |debug) netsqlite: /);
   }
+});
+
+Deno.test("server log: one client's flood of timeouts writes one line a second, counting the rest; no slow line for them", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const sock = `${dir}/s.sock`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../server.ts", import.meta.url).pathname,
+      "--db",
+      `${dir}/s.db`,
+      "--socket",
+      sock,
+      "--slow-ms",
+      "1",
+      "--backup-dir",
+      dir,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  const stderr = child.stderr.pipeThrough(new TextDecoderStream());
+  const chunks: string[] = [];
+  const reading = (async () => {
+    for await (const c of stderr) chunks.push(c);
+  })();
+  const { drained } = await readStdoutUntil(child, /serving/);
+  const slow = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 1e9) " +
+    "SELECT count(*) FROM r";
+  const N = 40;
+  try {
+    const [a] = await openLink(await resolveConnectOptions({ path: sock }));
+    const timeOut = () =>
+      assert.rejects(a.request(Op.Query, [slow, null, { timeout: 1 }]), {
+        code: "STATEMENT_TIMEOUT",
+      });
+    for (let i = 0; i < N; i++) await timeOut();
+    await delay(1100); // past the interval: the next line counts those held back
+    await timeOut();
+    await assert.rejects(a.request(Op.Backup, ["s.db"]), { code: "BAD_REQUEST" });
+    a.fail(new Error("done"));
+    await a.ended;
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await drained;
+    await reading;
+    await Deno.remove(dir, { recursive: true });
+  }
+  const lines = chunks.join("").trim().split("\n");
+  const timeouts = lines.filter((l) =>
+    / warn {2}netsqlite: timeout: session 1, query after /.test(l)
+  );
+  assert.ok(timeouts.length >= 2 && timeouts.length <= 4, lines.join("\n"));
+  const counted = timeouts.reduce(
+    (n, l) =>
+      n + 1 + Number(/\(and (\d+) more like it since the last such line\)$/.exec(l)?.[1] ?? 0),
+    0,
+  );
+  assert.equal(counted, N + 1, lines.join("\n"));
+  assert.ok(!lines.some((l) => l.includes("slow statement")), lines.join("\n"));
+  // A failed maintenance request is logged as its success is.
+  assert.ok(
+    lines.some((l) =>
+      / warn {2}netsqlite: backup failed: session 1: BAD_REQUEST: Cannot backup ".*s\.db": the file exists/
+        .test(l)
+    ),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("Logger.warnThrottled writes one line per kind per interval and counts those held back", async () => {
@@ -294,6 +406,15 @@ Deno.test("Logger.warnThrottled writes one line per kind per interval and counts
   const quiet = new Logger("error", (l) => lines.push(l));
   quiet.warnThrottled("a", "never", 50);
   assert.equal(lines.length, 3);
+  // logThrottled: the same at any level; kinds of different levels are apart.
+  quiet.logThrottled("error", "a", "e 0", 50);
+  quiet.logThrottled("error", "a", "e 1", 50);
+  await delay(60);
+  quiet.logThrottled("error", "a", "e 2", 50);
+  assert.deepEqual(lines.slice(3).map((l) => l.replace(/^\S+ /, "")), [
+    "error netsqlite: e 0",
+    "error netsqlite: e 2 (and 1 more like it since the last such line)",
+  ]);
 });
 
 Deno.test("opName() names ops as stats and the debug log show them", () => {

@@ -81,6 +81,11 @@ export class DqliteEngine implements EngineLike {
     return 0;
   }
 
+  /** Cluster mode has no shared writer connection, so no TEMP object on one. */
+  get tempObjects(): readonly string[] {
+    return [];
+  }
+
   /** Cluster mode has no group commit: every write is its own Raft commit. */
   get groupCommits(): { groups: number; writes: number; largest: number } {
     return { groups: 0, writes: 0, largest: 0 };
