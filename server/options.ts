@@ -414,7 +414,9 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
         1,
         2 ** 31 - 1,
       ),
-      maxValueBytes: maxFrameSize,
+      // Twice the frame: a value a little too large still gets the advice of
+      // RESULT_TOO_LARGE; a huge one is refused before it is built.
+      maxValueBytes: 2 * maxFrameSize,
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
       maxStatements: integer("maxStatements", options.maxStatements ?? MAX_HANDLES, 1, 1e7),
       policy: flags,

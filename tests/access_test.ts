@@ -624,12 +624,14 @@ Deno.test("TEMP triggers, and TEMP tables or views named like a table, are refus
   await a.exec("DROP VIEW temp.mine");
 });
 
-Deno.test("A value larger than --max-frame-size is refused by SQLite at once (SQLITE_TOOBIG), not built", async () => {
+Deno.test("A value larger than twice --max-frame-size is refused by SQLite at once (SQLITE_TOOBIG), not built", async () => {
   await using srv = await startServer({ maxFrameSize: 1024 * 1024 });
   await using db = await srv.client();
   await assert.rejects(db.values("SELECT length(zeroblob(1000000000))"), { code: "SQLITE_TOOBIG" });
-  await assert.rejects(db.values("SELECT length(hex(zeroblob(600000)))"), {
+  await assert.rejects(db.values("SELECT length(hex(zeroblob(1100000)))"), {
     code: "SQLITE_TOOBIG",
   });
-  assert.deepEqual(await db.values("SELECT length(zeroblob(500000))"), [[500000]]);
+  assert.deepEqual(await db.values("SELECT length(hex(zeroblob(1000000)))"), [[2000000]]);
+  // A little over a frame: the advice of RESULT_TOO_LARGE.
+  await assert.rejects(db.values("SELECT zeroblob(1100000)"), { code: "RESULT_TOO_LARGE" });
 });

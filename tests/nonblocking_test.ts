@@ -378,11 +378,17 @@ Deno.test({
     await db.exec("CREATE TABLE u (x)");
     const endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) " +
       "SELECT count(*) FROM c";
-    const settled = <T>(p: Promise<T>) =>
-      Promise.race([
-        p.then(() => "settled", () => "settled"),
-        new Promise<string>((r) => setTimeout(() => r("still running"), 3000)),
-      ]);
+    const settled = async <T>(p: Promise<T>): Promise<string> => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      try {
+        return await Promise.race([
+          p.then(() => "settled", () => "settled"),
+          new Promise<string>((r) => timer = setTimeout(() => r("still running"), 3000)),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
     // Deadlines of a few ms run out around the move to the background
     // thread, where an interrupt sent before the thread steps is lost.
     for (let i = 0; i < 150; i++) {
@@ -393,9 +399,10 @@ Deno.test({
       });
       assert.equal(await settled(tx), "settled", `transaction ${i} (timeout ${timeout} ms)`);
       const ac = new AbortController();
-      setTimeout(() => ac.abort(), timeout);
+      const abort = setTimeout(() => ac.abort(), timeout);
       const read = db.get(endless, [], { signal: ac.signal });
       assert.equal(await settled(read), "settled", `read ${i} (aborted after ${timeout} ms)`);
+      clearTimeout(abort);
     }
     assert.equal((await db.values("SELECT count(*) FROM u"))[0][0], 150);
   },
