@@ -350,8 +350,9 @@ Deno.test("server log: one client's flood of timeouts writes one line a second, 
     for await (const c of stderr) chunks.push(c);
   })();
   const { drained } = await readStdoutUntil(child, /serving/);
+  // Rows, not an aggregate: the node:sqlite engine checks deadlines between rows only.
   const slow = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 1e9) " +
-    "SELECT count(*) FROM r";
+    "SELECT n FROM r";
   const N = 40;
   try {
     const [a] = await openLink(await resolveConnectOptions({ path: sock }));
