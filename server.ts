@@ -544,8 +544,8 @@ Options:
   --tx-idle-timeout MS    roll back a transaction idle this long; 0 = never (default 10000)
   --tx-timeout MS         roll back a transaction open this long, however busy; 0 = never
                           (default)
-  --statement-timeout MS  deadline of every statement (node engine: only recursive queries
-                          and cursors, stepping time summed over chunks) (default 30000)
+  --statement-timeout MS  deadline of every statement (node engine: checked between rows of
+                          recursive queries and cursors only) (default 30000)
   --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
   --max-frame-size BYTES  largest request or reply (default 67108864)
   --frame-timeout MS      close a connection stalled inside a frame (default 10000)
