@@ -158,6 +158,8 @@ class NodeDb implements Db {
   #internal = false;
   /** Set by the authorizer while a statement is prepared. */
   #writes = false;
+  /** Set by the authorizer when the statement calls a function whose answer varies (random()). */
+  #varies = false;
   #counters: NodeStatement | null = null;
   /** Holds the read snapshot while {@link pin}ned (see there). */
   #pinStmt: NodeStatement | null = null;
@@ -168,6 +170,9 @@ class NodeDb implements Db {
     this.#db = db;
     db.setAuthorizer((action, a1, a2, dbName, trigger) => {
       if (!readsOnly(action, a1, a2)) this.#writes = true;
+      if (action === Auth.FUNCTION && a2 !== null && VARYING_FUNCTIONS.has(a2.toLowerCase())) {
+        this.#varies = true;
+      }
       if (this.#user === null || this.#internal) return AuthResult.OK;
       try {
         return this.#user(action, a1, a2, dbName, trigger);
@@ -191,6 +196,7 @@ class NodeDb implements Db {
     // node:sqlite crashes running a statement prepared from text without one.
     if (!hasStatement(sql, from)) return null;
     this.#writes = false;
+    this.#varies = false;
     let st: NodeStatement;
     try {
       st = this.#live().prepare(from === 0 ? sql : sql.slice(from));
@@ -201,7 +207,8 @@ class NodeDb implements Db {
     st.setReturnArrays(true);
     // Values are passed under full names (`_params.ts` resolves bare keys).
     st.setAllowBareNamedParameters(false);
-    return new NodeStmt(this, st, text, from + text.length, !this.#writes && !writesByText(text));
+    const readOnly = !this.#writes && !writesByText(text);
+    return new NodeStmt(this, st, text, from + text.length, readOnly, this.#varies);
   }
 
   /**
@@ -423,10 +430,20 @@ class NodeStmt implements Stmt {
   /** How named-parameter objects bind (made at the first one). */
   #named: NamedParams | null = null;
   #finalized = false;
+  /** True when a run again may answer differently (it calls random(), the clock...). */
+  readonly #varies: boolean;
 
-  constructor(db: NodeDb, st: NodeStatement, sql: string, end: number, readOnly: boolean) {
+  constructor(
+    db: NodeDb,
+    st: NodeStatement,
+    sql: string,
+    end: number,
+    readOnly: boolean,
+    varies: boolean,
+  ) {
     this.#db = db;
     this.#st = st;
+    this.#varies = varies;
     this.sql = sql;
     this.end = end;
     this.readOnly = readOnly;
@@ -467,9 +484,10 @@ class NodeStmt implements Stmt {
    *   iterator ends after `n` rows, the end is confirmed by running
    *   `SELECT * FROM (<sql>) LIMIT 1 OFFSET n` with the same values in the
    *   same snapshot (the connection is {@link NodeDb.pin}ned from the first
-   *   step): SQLite's error, when it recurs, is thrown; otherwise the end
-   *   stands (a row then may come from a query that answers differently
-   *   each time, as `random()` does, or from an error that did not recur);
+   *   step): SQLite's error, when it recurs, is thrown; a row means the
+   *   iterator hid an error that did not recur (thrown as `SQLITE_ERROR`),
+   *   unless the query calls a function whose answer varies (`random()`,
+   *   the clock), where the end stands;
    * - any other statement (a write, which makes all its changes at its
    *   first step, a PRAGMA, EXPLAIN) reads all its rows at the first step,
    *   where node:sqlite reports errors.
@@ -580,9 +598,16 @@ class NodeStmt implements Stmt {
     } catch (err) {
       throw toSqliteError(err);
     }
-    // A row here proves nothing: a query may answer differently when run
-    // again (random(), the clock). The end stands, as the iterator said.
-    void row;
+    // A row here: the iterator hid an error that did not recur, unless the
+    // query may answer differently when run again (random(), the clock),
+    // when a row proves nothing and the end stands, as the iterator said.
+    if (row !== undefined && !this.#varies) {
+      throw new SqliteError(
+        "SQLITE_ERROR",
+        `Cannot read row ${n + 1}: SQLite failed and node:sqlite did not report the error`,
+        Result.ERROR,
+      );
+    }
   }
 
   #unpin(): void {
@@ -757,6 +782,29 @@ const SETTING_PRAGMAS = new Set(["user_version", "application_id", "schema_versi
  * True when an authorizer action leaves `sqlite3_stmt_readonly()` true:
  * reads, transaction control, ATTACH/DETACH and most pragmas.
  */
+/**
+ * Functions whose answer may differ between two runs of one statement in
+ * one snapshot: `random()`, the clock (date and time functions default to
+ * 'now'), and the connection's counters.
+ */
+const VARYING_FUNCTIONS: ReadonlySet<string> = new Set([
+  "random",
+  "randomblob",
+  "date",
+  "time",
+  "datetime",
+  "julianday",
+  "unixepoch",
+  "strftime",
+  "timediff",
+  "current_date",
+  "current_time",
+  "current_timestamp",
+  "changes",
+  "total_changes",
+  "last_insert_rowid",
+]);
+
 function readsOnly(action: number, a1: string | null, a2: string | null): boolean {
   switch (action) {
     case Auth.READ:
