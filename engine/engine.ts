@@ -52,9 +52,9 @@ export interface EngineConfig {
   maxResultBytes: number;
   /**
    * Largest string or BLOB a statement may build, in bytes (SQLite's
-   * `SQLITE_LIMIT_LENGTH`; the server sets it to twice `--max-frame-size`,
-   * since no value larger than a frame can be sent or answered). Default:
-   * SQLite's own.
+   * `SQLITE_LIMIT_LENGTH`, which bounds whole rows too; the server sets it
+   * to twice `--max-frame-size`, at least 256 MiB). Default: SQLite's own
+   * (1,000,000,000).
    */
   maxValueBytes?: number;
   /** Cursors one session may hold open at once. */

@@ -414,9 +414,10 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
         1,
         2 ** 31 - 1,
       ),
-      // Twice the frame: a value a little too large still gets the advice of
-      // RESULT_TOO_LARGE; a huge one is refused before it is built.
-      maxValueBytes: 2 * maxFrameSize,
+      // A huge value is refused before it is built; a value a little larger
+      // than a frame still gets RESULT_TOO_LARGE's advice, and rows written
+      // by other programs up to 256 MiB stay readable and updatable.
+      maxValueBytes: Math.min(1e9, Math.max(2 * maxFrameSize, 256 * 1024 * 1024)),
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
       maxStatements: integer("maxStatements", options.maxStatements ?? MAX_HANDLES, 1, 1e7),
       policy: flags,
