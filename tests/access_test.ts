@@ -714,17 +714,17 @@ Deno.test("VACUUM INTO however written is refused with FORBIDDEN and how to perm
   const named = (file: string) =>
     new RegExp(`^Cannot VACUUM INTO "${dir}/${file}": .*--allow-attach to permit`);
   const unnamed = /^Cannot VACUUM INTO: .*--allow-attach to permit/;
-  const cases: [Promise<unknown>, RegExp][] = [
-    [db.exec(`VACUUM /*c*/ INTO '${dir}/a.db'`), named("a\\.db")],
-    [db.exec(`vacuum "main" into'${dir}/b.db';`), named("b\\.db")],
-    [db.exec(`VACUUM [main] -- c\n INTO '${dir}/c.db' -- d`), named("c\\.db")],
-    [db.exec(`VACUUM INTO ('${dir}/d.db')`), unnamed],
-    [db.exec(`VACUUM INTO '${dir}/' || 'e.db'`), unnamed],
-    [db.exec("VACUUM INTO char(47, 116, 109, 112, 47, 120)"), unnamed],
-    [db.run("VACUUM main INTO ?", [`${dir}/f.db`]), unnamed],
-    [db.prepare("VACUUM INTO :f").then((s) => s.run({ f: `${dir}/g.db` })), unnamed],
+  const cases: [() => Promise<unknown>, RegExp][] = [
+    [() => db.exec(`VACUUM /*c*/ INTO '${dir}/a.db'`), named("a\\.db")],
+    [() => db.exec(`vacuum "main" into'${dir}/b.db';`), named("b\\.db")],
+    [() => db.exec(`VACUUM [main] -- c\n INTO '${dir}/c.db' -- d`), named("c\\.db")],
+    [() => db.exec(`VACUUM INTO ('${dir}/d.db')`), unnamed],
+    [() => db.exec(`VACUUM INTO '${dir}/' || 'e.db'`), unnamed],
+    [() => db.exec("VACUUM INTO char(47, 116, 109, 112, 47, 120)"), unnamed],
+    [() => db.run("VACUUM main INTO ?", [`${dir}/f.db`]), unnamed],
+    [() => db.prepare("VACUUM INTO :f").then((s) => s.run({ f: `${dir}/g.db` })), unnamed],
   ];
-  for (const [p, message] of cases) await rejectsWithCode(p, "FORBIDDEN", message);
+  for (const [run, message] of cases) await rejectsWithCode(run(), "FORBIDDEN", message);
   assert.deepEqual([...Deno.readDirSync(dir)].filter((e) => /^[a-g]\.db$/.test(e.name)), []);
   await db.exec("VACUUM"); // in place, no file: allowed
 });
