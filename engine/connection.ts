@@ -10,7 +10,7 @@
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { Auth, AuthResult } from "./binding/_constants.ts";
 import type { Capabilities, Db, Sqlite, Stmt } from "./binding/binding.ts";
-import type { PolicyCheck, Refusal } from "./policy.ts";
+import { type PolicyCheck, type Refusal, samePragmaValue, VACUUM_ACTION } from "./policy.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
 export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ROLLBACK TO";
@@ -45,6 +45,12 @@ export interface Prepared {
   setsRowid?: boolean;
   /** True when it (an upsert, a trigger) may update or delete rows. */
   readonly updatesRows: boolean;
+  /**
+   * A refusal the policy lifted for the connection's state when prepared
+   * (a PRAGMA set to the value it has, `defer_foreign_keys` inside a
+   * transaction): checked again whenever the statement comes from the cache.
+   */
+  readonly guard?: Refusal;
   /**
    * True for a statement that may both insert and update (an upsert) and
    * does not read `last_insert_rowid()`: `run.ts` zeroes the connection's
@@ -116,6 +122,15 @@ export class Connection {
   readonly #policy: PolicyCheck | null;
   /** The policy's first refusal while preparing the current statement. */
   #refusal: Refusal | null = null;
+  /**
+   * The policy's refusal with a condition (`Refusal.unless`) that did not
+   * hold while preparing: decided after the prepare failed, see {@link prepareOne}.
+   */
+  #conditional: Refusal | null = null;
+  /** A conditional refusal found to hold, while the statement is prepared again. */
+  #lifted: Refusal | null = null;
+  /** The conditional refusal lifted for the current statement (its `Prepared.guard`). */
+  #guard: Refusal | null = null;
   /** True while the engine prepares its own statements, which the policy does not judge. */
   #trusted = false;
 
@@ -138,7 +153,17 @@ export class Connection {
       const refusal = this.#trusted
         ? null
         : this.#policy?.(action, arg1, arg2, dbName, trigger) ?? null;
-      if (refusal !== null) {
+      if (refusal?.unless !== undefined && this.#classifying) {
+        // SQLite applies many PRAGMAs while it prepares them: deny until the
+        // condition is known to hold (prepareOne reads the value, then
+        // prepares again with the refusal lifted).
+        if (this.#lifted !== null || this.#inOwnTransaction(refusal)) {
+          this.#guard ??= refusal;
+        } else {
+          this.#conditional ??= refusal;
+          return AuthResult.DENY;
+        }
+      } else if (refusal !== null) {
         this.#refusal ??= refusal;
         return AuthResult.DENY;
       }
@@ -160,7 +185,12 @@ export class Connection {
    */
   prepare(sql: string): Prepared {
     const hit = this.#cache.get(sql);
-    if (hit !== undefined) return hit;
+    if (hit !== undefined) {
+      if (hit.guard !== undefined && !this.#trusted && !this.#permits(hit.guard)) {
+        throw new SqliteError(hit.guard.code, hit.guard.message);
+      }
+      return hit;
+    }
     const prepared = this.prepareUncached(sql);
     if (this.#cache.size >= this.#cacheSize) {
       const [oldest, p] = this.#cache.entries().next().value!;
@@ -234,20 +264,43 @@ export class Connection {
     this.#sawUpdate = false;
     this.#txOp = null;
     this.#refusal = null;
-    let stmt: Stmt | null;
+    this.#conditional = null;
+    this.#guard = null;
+    let stmt: Stmt | null = null;
+    let failed = false;
+    let failure: unknown;
     try {
       stmt = this.db.prepare(sql, from);
     } catch (err) {
-      const refusal = this.#refusal as Refusal | null;
-      if (refusal !== null) throw new SqliteError(refusal.code, refusal.message);
-      throw err;
+      failed = true;
+      failure = err;
     } finally {
       this.#classifying = false;
     }
+    if (failed) {
+      const refusal = this.#refusal as Refusal | null;
+      if (refusal !== null) throw new SqliteError(refusal.code, refusal.message);
+      const pending = this.#conditional as Refusal | null;
+      if (pending === null) throw failure;
+      // Only the writer runs a PRAGMA set, and only its value counts.
+      if (!this.#isWriter) throw new WriterDecides(pending);
+      if (this.#lifted !== null || !this.#permits(pending)) {
+        throw new SqliteError(pending.code, pending.message);
+      }
+      // It sets the value the connection has: prepare it again, permitted.
+      this.#lifted = pending;
+      try {
+        return this.prepareOne(sql, from);
+      } finally {
+        this.#lifted = null;
+      }
+    }
     if (stmt === null) return null;
-    // VACUUM INTO is authorized only when it runs: refuse it now, clearly.
-    const into = VACUUM_INTO.exec(stmt.sql);
-    const refusal = into && this.#policy?.(Auth.ATTACH, into[1], "VACUUM INTO", null, null);
+    // SQLite's authorizer reports nothing for VACUUM, and VACUUM INTO
+    // attaches its target only when it runs: judge them now, clearly.
+    const vacuum = this.#policy !== null && !this.#trusted ? vacuumOf(stmt.sql) : null;
+    const refusal = vacuum &&
+      this.#policy?.(VACUUM_ACTION, vacuum.target, vacuum.into ? "INTO" : null, null, null);
     if (refusal) {
       stmt.finalize();
       throw new SqliteError(refusal.code, refusal.message);
@@ -267,6 +320,7 @@ export class Connection {
     // (Read before #shadows(), whose own statement resets the fields above.)
     const insertTargets = this.#insertTargets;
     const createsTrigger = this.#createsTrigger;
+    const guard = (this.#guard as Refusal | null) ?? undefined;
     const judged = this.#policy !== null && !this.#trusted;
     if (judged && createsTrigger !== null && flags.touchesTemp) {
       // (`CREATE TRIGGER temp.t ... ON main.t` is one too: SQLite reports it
@@ -302,6 +356,7 @@ export class Connection {
       inserts,
       insertTargets,
       updatesRows,
+      ...(guard === undefined ? {} : { guard }),
       zeroesRowid: inserts && updatesRows && !READS_LAST_ROWID.test(stmt.sql),
       columns: stmt.columnNames(),
       fast: false,
@@ -362,6 +417,46 @@ export class Connection {
       });
     } finally {
       release(p);
+    }
+  }
+
+  /**
+   * True when `refusal` may be set inside a transaction and this connection,
+   * the writer, is inside one (the session's own: a PRAGMA never joins a
+   * group commit, and SQLite resets it at that transaction's end).
+   */
+  #inOwnTransaction(refusal: Refusal): boolean {
+    return refusal.unless?.inTransaction === true && this.#isWriter && this.db.inTransaction;
+  }
+
+  /**
+   * True when the condition of `refusal` holds now: it may be set inside a
+   * transaction and the writer is inside one, or the PRAGMA already has the
+   * value the statement sets (read back on this connection; a reader must
+   * agree too, as the statement is prepared there first). False when the
+   * value cannot be read or compared.
+   */
+  #permits(refusal: Refusal): boolean {
+    const unless = refusal.unless;
+    if (unless === undefined) return false;
+    if (this.#inOwnTransaction(refusal)) return true;
+    const schema = unless.schema === null ? "" : `"${unless.schema.replaceAll('"', '""')}".`;
+    let p: Prepared | null = null;
+    this.#trusted = true;
+    try {
+      // (Not cached: caching could evict the statement being checked. The
+      // name is one of the policy's lists: letters and underscores.)
+      p = this.prepareOne(`PRAGMA ${schema}${unless.pragma}`, 0);
+      if (p === null) return false;
+      p.stmt.bind(NO_ARGS);
+      const rows = p.stmt.all();
+      return rows.length === 1 && rows[0].length === 1 &&
+        samePragmaValue(unless.pragma, unless.value, rows[0][0]);
+    } catch {
+      return false;
+    } finally {
+      this.#trusted = false;
+      p?.stmt.finalize();
     }
   }
 
@@ -492,6 +587,18 @@ export class Connection {
 
 const NO_ARGS: readonly never[] = [];
 
+/**
+ * Thrown by a reader for a statement the policy refuses unless the writer's
+ * state permits it (`Refusal.unless`): it is no read, so route it to the
+ * writer, which decides. Its message is the refusal's.
+ */
+export class WriterDecides extends SqliteError {
+  /** @param refusal The refusal the writer may lift. */
+  constructor(refusal: Refusal) {
+    super(refusal.code, refusal.message);
+  }
+}
+
 /** SQL that reads the connection's last rowid (which zeroing it would change). */
 const READS_LAST_ROWID = /last_insert_rowid/i;
 
@@ -544,6 +651,73 @@ function isSchemaTable(table: string | null): boolean {
     t === "sqlite_temp_schema";
 }
 
-const VACUUM_INTO = /^\s*VACUUM\s+(?:\w+\s+)?INTO\s+'((?:[^']|'')*)'/i;
+/**
+ * Whether `sql` is a `VACUUM` statement: `into` when it has an `INTO`
+ * clause, and `target` the file named when that is one plain string literal
+ * (`null` for an expression, a parameter, ...); `null` for any other
+ * statement. Reads SQLite's tokens (comments, quoted names and strings
+ * skipped), so that no spelling hides the `INTO`.
+ */
+export function vacuumOf(sql: string): { into: boolean; target: string | null } | null {
+  const tokens = sqlTokens(sql);
+  if (tokens[0]?.toUpperCase() !== "VACUUM") return null;
+  // VACUUM [schema] [INTO expr]: INTO is a keyword, never a bare schema name.
+  const at = tokens.findIndex((t, i) => i > 0 && i < 3 && t.toUpperCase() === "INTO");
+  if (at === -1) return { into: false, target: null };
+  const rest = tokens.slice(at + 1).filter((t) => t !== ";");
+  const literal = rest.length === 1 && rest[0].startsWith("'");
+  return { into: true, target: literal ? rest[0].slice(1, -1).replaceAll("''", "'") : null };
+}
+
+/**
+ * SQL text as tokens: words, quoted names and strings (quotes kept), and
+ * single other characters; blanks and comments dropped. Enough to find the
+ * statement's keywords, not a full SQL lexer.
+ */
+function sqlTokens(sql: string): string[] {
+  const tokens: string[] = [];
+  let i = 0;
+  const n = sql.length;
+  while (i < n) {
+    const c = sql[i];
+    if (/\s/.test(c)) {
+      i++;
+    } else if (c === "-" && sql[i + 1] === "-") {
+      const eol = sql.indexOf("\n", i + 2);
+      i = eol === -1 ? n : eol + 1;
+    } else if (c === "/" && sql[i + 1] === "*") {
+      const end = sql.indexOf("*/", i + 2);
+      i = end === -1 ? n : end + 2;
+    } else if (c === "'" || c === '"' || c === "`" || c === "[") {
+      const close = c === "[" ? "]" : c;
+      let j = i + 1;
+      for (;;) {
+        const k = sql.indexOf(close, j);
+        if (k === -1) {
+          j = n;
+          break;
+        }
+        // A doubled quote is one quote inside (not for [names]).
+        if (close !== "]" && sql[k + 1] === close) {
+          j = k + 2;
+          continue;
+        }
+        j = k + 1;
+        break;
+      }
+      tokens.push(sql.slice(i, j));
+      i = j;
+    } else if (/[\p{L}\p{N}_$]/u.test(c)) {
+      let j = i + 1;
+      while (j < n && /[\p{L}\p{N}_$]/u.test(sql[j])) j++;
+      tokens.push(sql.slice(i, j));
+      i = j;
+    } else {
+      tokens.push(c);
+      i++;
+    }
+  }
+  return tokens;
+}
 
 const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);

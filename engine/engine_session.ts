@@ -50,7 +50,7 @@ import type {
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import type { BindArgs } from "./binding/binding.ts";
-import { type Prepared, release } from "./connection.ts";
+import { type Prepared, release, WriterDecides } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
 import { INLINE_BUDGET_MS } from "./engine.ts";
@@ -606,14 +606,18 @@ export class EngineSession implements HostedSession {
           : "a :memory: database has no reader connections";
       }
       if (conn !== null) {
-        let p: Prepared;
+        let p: Prepared | null = null;
         try {
           p = conn.prepareUncached(text);
         } catch (err) {
-          host.readers.giveBackCursor(conn);
-          throw err;
+          if (!(err instanceof WriterDecides)) {
+            host.readers.giveBackCursor(conn);
+            throw err;
+          }
         }
-        if (p.readOnly) {
+        if (p === null) {
+          host.readers.giveBackCursor(conn);
+        } else if (p.readOnly) {
           cursor = this.#liveCursor(p, args, ms, () => host.readers.giveBackCursor(conn));
         } else {
           p.stmt.finalize();
@@ -933,7 +937,11 @@ export class EngineSession implements HostedSession {
         } else {
           // A statement the reader cannot prepare fails here, without waiting
           // (no write that changes the schema joins a group).
-          p = host.readers.snapshot()?.prepare(sql);
+          try {
+            p = host.readers.snapshot()?.prepare(sql);
+          } catch (err) {
+            if (!(err instanceof WriterDecides)) throw err;
+          }
         }
       }
       if (p !== undefined) {

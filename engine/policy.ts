@@ -15,7 +15,13 @@
  * - setting a PRAGMA of {@link UNSAFE_PRAGMAS} (durability and file safety)
  *   or of {@link CONNECTION_PRAGMAS} (settings of the shared connection, which
  *   would change every other client's behaviour), unless
- *   `allowUnsafePragmas` (`FORBIDDEN`). Reading them stays allowed.
+ *   `allowUnsafePragmas` (`FORBIDDEN`). Reading them stays allowed, and so
+ *   does setting one to the value it already has, or `defer_foreign_keys`
+ *   inside a transaction: such a refusal carries {@link Refusal.unless},
+ *   which the connection decides after the prepare.
+ * - `VACUUM` and `PRAGMA incremental_vacuum` when read-only (`READONLY`):
+ *   SQLite's authorizer reports nothing for `VACUUM`, so the connection
+ *   calls the check with {@link VACUUM_ACTION} for every `VACUUM` statement.
  *
  * @module
  */
@@ -38,7 +44,39 @@ export interface Refusal {
   code: typeof ErrorCode.ReadOnly | typeof ErrorCode.Forbidden;
   /** What was refused, why, and how to permit it. */
   message: string;
+  /**
+   * Set when the statement is permitted after all in a state only the
+   * connection can see: then the authorizer lets it through and the
+   * connection decides once it is prepared (see {@link PragmaCondition}).
+   */
+  unless?: PragmaCondition;
 }
+
+/**
+ * When a refused `PRAGMA name = value` is harmless after all: it sets the
+ * value the connection already has (read back with `PRAGMA schema.name` and
+ * compared by {@link samePragmaValue}), or, with `inTransaction`, it runs
+ * inside a transaction (SQLite resets `defer_foreign_keys` at every COMMIT
+ * and ROLLBACK, so it cannot reach another client's statements).
+ */
+export interface PragmaCondition {
+  /** The PRAGMA's name, lower case (one of the refused lists). */
+  pragma: string;
+  /** The schema it was given for (`main`, `temp`, ...), or `null`. */
+  schema: string | null;
+  /** The value as SQLite's authorizer passed it. */
+  value: string;
+  /** Also permitted while the connection is inside a transaction. */
+  inTransaction: boolean;
+}
+
+/**
+ * Not an authorizer code (SQLite's authorizer reports nothing for `VACUUM`):
+ * the connection calls the check with it for every `VACUUM` statement, with
+ * `arg2` `"INTO"` when it has an `INTO` clause, and `arg1` its target when
+ * that is a plain string literal (else `null`).
+ */
+export const VACUUM_ACTION = 1000;
 
 /** An authorizer-style check: SQLite's five authorizer arguments in, a refusal or `null` out. */
 export type PolicyCheck = (
@@ -110,7 +148,7 @@ export const CONNECTION_PRAGMAS: readonly string[] = [
 ];
 
 /** PRAGMAs that write the database file when given a value (refused when read-only). */
-const WRITING_PRAGMAS = new Set(["application_id", "user_version", "incremental_vacuum"]);
+const WRITING_PRAGMAS = new Set(["application_id", "user_version"]);
 
 /** SQLite authorizer action codes used here (fixed by SQLite's C API). */
 const Action = {
@@ -156,32 +194,57 @@ const perConnection = new Set(CONNECTION_PRAGMAS);
  */
 export function createPolicy(config: PolicyConfig): PolicyCheck {
   const { readonly, allowAttach, allowUnsafePragmas } = config;
-  return (action, arg1, arg2) => {
+  return (action, arg1, arg2, dbName) => {
     if (action === Action.PRAGMA) {
+      const name = arg1?.toLowerCase() ?? "";
+      // With or without an argument, incremental_vacuum frees pages: a write.
+      if (readonly && name === "incremental_vacuum") {
+        return readOnlyRefusal("run PRAGMA incremental_vacuum");
+      }
       if (arg2 === null || arg1 === null) return null; // reading a setting
-      const name = arg1.toLowerCase();
       if (readonly && WRITING_PRAGMAS.has(name)) return readOnlyRefusal(`set PRAGMA ${name}`);
       if (allowUnsafePragmas) return null;
+      const unless = { pragma: name, schema: dbName, value: arg2, inTransaction: false };
+      const already = "; setting the value it already has is allowed";
       if (unsafe.has(name)) {
         return forbidden(
-          `Cannot set PRAGMA ${name}: it changes the durability or safety of the database ` +
-            "for every client; the server sets it (start it with --allow-unsafe-pragmas to permit)",
+          `Cannot set PRAGMA ${name} to "${arg2}": it changes the durability or safety of the ` +
+            `database for every client; the server sets it${already} (start it with ` +
+            "--allow-unsafe-pragmas to permit)",
+          unless,
+        );
+      }
+      if (name === "defer_foreign_keys") {
+        return forbidden(
+          `Cannot set PRAGMA defer_foreign_keys to "${arg2}" outside a transaction: it would ` +
+            "apply to the next client's write on the server's shared SQLite connection; set it " +
+            "inside your transaction (SQLite resets it at COMMIT and ROLLBACK)",
+          { ...unless, inTransaction: true },
         );
       }
       if (perConnection.has(name)) {
         return forbidden(
-          `Cannot set PRAGMA ${name}: it is a setting of the server's shared SQLite connection ` +
-            "and would change every other client's statements (start the server with " +
-            "--allow-unsafe-pragmas to permit)",
+          `Cannot set PRAGMA ${name} to "${arg2}": it is a setting of the server's shared ` +
+            `SQLite connection and would change every other client's statements${already} ` +
+            "(start the server with --allow-unsafe-pragmas to permit)",
+          unless,
         );
       }
       return null;
     }
+    if (action === VACUUM_ACTION) {
+      if (arg2 !== "INTO") return readonly ? readOnlyRefusal("VACUUM") : null;
+      if (allowAttach) return null;
+      return forbidden(
+        `Cannot VACUUM INTO${arg1 === null ? "" : ` "${arg1}"`}: ATTACH, DETACH and VACUUM INTO ` +
+          "would let clients open or create any file the server can (start the server with " +
+          "--allow-attach to permit)",
+      );
+    }
     if (action === Action.ATTACH || action === Action.DETACH) {
       if (allowAttach) return null;
-      // arg2 is "VACUUM INTO" when the engine checks a VACUUM INTO target (SQLite passes null).
-      const verb = action === Action.DETACH ? "detach" : arg2 === "VACUUM INTO" ? arg2 : "attach";
-      const what = `${verb} "${arg1 ?? ""}"`;
+      // (A VACUUM INTO that slipped past VACUUM_ACTION attaches its target when it runs.)
+      const what = `${action === Action.DETACH ? "detach" : "attach"} "${arg1 ?? ""}"`;
       return forbidden(
         `Cannot ${what}: ATTACH, DETACH and VACUUM INTO would let clients open or create any ` +
           "file the server can (start the server with --allow-attach to permit)",
@@ -211,8 +274,83 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
   };
 }
 
-function forbidden(message: string): Refusal {
-  return { code: ErrorCode.Forbidden, message };
+function forbidden(message: string, unless?: PragmaCondition): Refusal {
+  return unless === undefined
+    ? { code: ErrorCode.Forbidden, message }
+    : { code: ErrorCode.Forbidden, message, unless };
+}
+
+/** Boolean words SQLite's flag PRAGMAs read (`sqlite3GetBoolean`), as their values. */
+const BOOLEAN_WORDS: Readonly<Record<string, bigint>> = {
+  on: 1n,
+  yes: 1n,
+  true: 1n,
+  off: 0n,
+  no: 0n,
+  false: 0n,
+};
+
+/** Named values of PRAGMAs whose reading answers a number. */
+const NAMED_VALUES: Readonly<Record<string, Readonly<Record<string, bigint>>>> = {
+  synchronous: { off: 0n, normal: 1n, full: 2n, extra: 3n },
+  temp_store: { default: 0n, file: 1n, memory: 2n },
+  auto_vacuum: { none: 0n, full: 1n, incremental: 2n },
+  secure_delete: { ...BOOLEAN_WORDS, fast: 2n },
+};
+
+/** PRAGMAs that are plain on/off switches of the connection (SQLite's flag PRAGMAs). */
+const FLAG_PRAGMAS = new Set([
+  "automatic_index",
+  "cell_size_check",
+  "checkpoint_fullfsync",
+  "count_changes",
+  "defer_foreign_keys",
+  "empty_result_callbacks",
+  "foreign_keys",
+  "full_column_names",
+  "fullfsync",
+  "ignore_check_constraints",
+  "legacy_alter_table",
+  "legacy_file_format",
+  "query_only",
+  "read_uncommitted",
+  "recursive_triggers",
+  "reverse_unordered_selects",
+  "short_column_names",
+  "trusted_schema",
+  "writable_schema",
+]);
+
+/**
+ * True when `PRAGMA pragma = requested` sets exactly the value that reading
+ * the PRAGMA answered (`current`): `ON`, `TRUE`, `YES` and `1` are 1 for a
+ * flag, `FULL` is 2 for `synchronous`, `WAL` is `wal` for `journal_mode`.
+ * Only spellings SQLite reads the same way count: anything else (`+1`,
+ * `0x1`, a word the PRAGMA does not know, a value SQLite would clamp) is
+ * false, so that the statement stays refused.
+ *
+ * @param pragma The PRAGMA's name, lower case.
+ * @param requested The value given, as SQLite's authorizer passed it.
+ * @param current The one value that reading the PRAGMA answered.
+ * @returns whether running the statement would leave the setting as it is.
+ * @example
+ * ```ts
+ * import { samePragmaValue } from "./policy.ts";
+ * if (!samePragmaValue("foreign_keys", "ON", 1)) throw new Error("ON is 1");
+ * if (samePragmaValue("synchronous", "OFF", 2)) throw new Error("OFF is not FULL");
+ * ```
+ */
+export function samePragmaValue(pragma: string, requested: string, current: unknown): boolean {
+  const word = requested.toLowerCase();
+  if (typeof current === "string") return word === current.toLowerCase();
+  if (typeof current !== "number" && typeof current !== "bigint") return false;
+  if (typeof current === "number" && !Number.isSafeInteger(current)) return false;
+  let wanted: bigint | undefined;
+  if (/^\d{1,18}$/.test(word)) wanted = BigInt(word);
+  // Flags read a leading "-" as an unknown word (off); numeric PRAGMAs as a sign.
+  else if (/^-\d{1,18}$/.test(word) && !FLAG_PRAGMAS.has(pragma)) wanted = BigInt(word);
+  else wanted = (NAMED_VALUES[pragma] ?? (FLAG_PRAGMAS.has(pragma) ? BOOLEAN_WORDS : {}))[word];
+  return wanted !== undefined && wanted === BigInt(current);
 }
 
 function readOnlyRefusal(what: string): Refusal {

@@ -11,7 +11,7 @@ import { parseServeArgs, serve, type ServeOptions } from "../server.ts";
 import { ProtocolError, type SqliteError } from "../protocol/errors.ts";
 import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
 import { FD_BASE, fdBudget, FDS_PER_CURSOR, openFileLimit } from "../server/connection_limit.ts";
-import { CONNECTION_PRAGMAS, UNSAFE_PRAGMAS } from "../engine/policy.ts";
+import { CONNECTION_PRAGMAS, samePragmaValue, UNSAFE_PRAGMAS } from "../engine/policy.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
@@ -308,7 +308,7 @@ Deno.test("PRAGMAs that change durability or safety are refused; reading them wo
     await rejectsWithCode(
       db.exec(sql),
       "FORBIDDEN",
-      /Cannot set PRAGMA \w+: it changes the durability or safety .*--allow-unsafe-pragmas/,
+      /Cannot set PRAGMA \w+ to "[^"]+": it changes the durability or safety .*--allow-unsafe-pragmas/,
     );
   }
   assert.deepEqual(await db.values("PRAGMA synchronous"), [[2]]);
@@ -337,7 +337,6 @@ Deno.test("One client's query_only and foreign_keys PRAGMAs are refused and chan
     const sql of [
       "PRAGMA query_only = 1",
       "PRAGMA foreign_keys = 0",
-      "PRAGMA defer_foreign_keys = ON",
       "PRAGMA recursive_triggers = 1",
       "PRAGMA ignore_check_constraints = 1",
       "PRAGMA case_sensitive_like = 1",
@@ -634,4 +633,124 @@ Deno.test("A value larger than 256 MiB (or twice --max-frame-size) is refused by
   assert.deepEqual(await db.values("SELECT length(hex(zeroblob(1000000)))"), [[2000000]]);
   // A little over a frame: the advice of RESULT_TOO_LARGE.
   await assert.rejects(db.values("SELECT zeroblob(1100000)"), { code: "RESULT_TOO_LARGE" });
+});
+
+Deno.test("A refused PRAGMA set to the value the server already has is allowed (ORM start-up lines); any change is still refused", async () => {
+  await using ts = await startServer();
+  await using db = await ts.client();
+  // Twice each: the second run comes from the statement cache and is checked again.
+  for (let i = 0; i < 2; i++) {
+    await db.exec("PRAGMA foreign_keys = ON");
+    await db.run("PRAGMA foreign_keys = yes");
+    await db.exec("PRAGMA foreign_keys = 1");
+    assert.deepEqual(await db.values("PRAGMA journal_mode = WAL"), [["wal"]]);
+    await db.exec("PRAGMA main.Journal_Mode = wal");
+    await db.exec("PRAGMA synchronous = FULL");
+    await db.exec("PRAGMA synchronous = 2");
+    await db.exec("PRAGMA recursive_triggers = OFF");
+  }
+  const refused = [
+    "PRAGMA foreign_keys = OFF",
+    "PRAGMA foreign_keys = 2",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA synchronous = 1",
+    "PRAGMA journal_mode = DELETE",
+    "PRAGMA recursive_triggers = ON",
+    // No value to compare: it cannot be read back.
+    "PRAGMA case_sensitive_like = 0",
+  ];
+  for (const sql of refused) {
+    await rejectsWithCode(
+      db.exec(sql),
+      "FORBIDDEN",
+      /^Cannot set PRAGMA \w+ to "\w+": .*already has is allowed/,
+    );
+    await rejectsWithCode(db.run(sql), "FORBIDDEN");
+  }
+  assert.deepEqual(await db.values("PRAGMA foreign_keys"), [[1]]);
+  assert.deepEqual(await db.values("PRAGMA synchronous"), [[2]]);
+  assert.deepEqual(await db.values("PRAGMA journal_mode"), [["wal"]]);
+  // Foreign keys are still enforced on the writer.
+  await db.exec("CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (p REFERENCES p(id))");
+  await rejectsWithCode(db.run("INSERT INTO c VALUES (1)"), "SQLITE_CONSTRAINT_FOREIGNKEY");
+  // Only spellings SQLite reads the same way count.
+  assert.equal(samePragmaValue("foreign_keys", "TRUE", 1), true);
+  assert.equal(samePragmaValue("foreign_keys", "-1", 1), false);
+  assert.equal(samePragmaValue("cache_size", "-2000", -2000), true);
+  assert.equal(samePragmaValue("synchronous", "extra", 3n), true);
+  assert.equal(samePragmaValue("synchronous", "on", 1), false);
+  assert.equal(samePragmaValue("temp_store", "memory", 2), true);
+  assert.equal(samePragmaValue("busy_timeout", "0x10", 16), false);
+  assert.equal(samePragmaValue("journal_mode", "WAL", "wal"), true);
+  assert.equal(samePragmaValue("journal_mode", "WAL", null), false);
+});
+
+Deno.test("PRAGMA defer_foreign_keys = ON is allowed inside the client's transaction, refused outside", async () => {
+  await using ts = await startServer();
+  await using a = await ts.client();
+  await using b = await ts.client();
+  await a.exec("CREATE TABLE p (id INTEGER PRIMARY KEY); CREATE TABLE c (p REFERENCES p(id))");
+  const outside =
+    /^Cannot set PRAGMA defer_foreign_keys to "ON" outside a transaction: .*inside your transaction/;
+  await rejectsWithCode(a.exec("PRAGMA defer_foreign_keys = ON"), "FORBIDDEN", outside);
+  await a.transaction(async (tx) => {
+    await tx.run("PRAGMA defer_foreign_keys = ON");
+    await tx.run("INSERT INTO c VALUES (7)"); // checked at COMMIT, by then resolved
+    await tx.run("INSERT INTO p VALUES (7)");
+  });
+  await a.exec(
+    "BEGIN; PRAGMA defer_foreign_keys = ON; INSERT INTO c VALUES (8); INSERT INTO p VALUES (8); COMMIT",
+  );
+  // SQLite reset it at COMMIT: the same (cached) text outside a transaction is refused again.
+  assert.deepEqual(await a.values("PRAGMA defer_foreign_keys"), [[0]]);
+  await rejectsWithCode(a.run("PRAGMA defer_foreign_keys = ON"), "FORBIDDEN", outside);
+  await rejectsWithCode(b.run("PRAGMA defer_foreign_keys = ON"), "FORBIDDEN", outside);
+  await rejectsWithCode(b.run("INSERT INTO c VALUES (9)"), "SQLITE_CONSTRAINT_FOREIGNKEY");
+  assert.deepEqual(await a.values("SELECT p FROM c ORDER BY p"), [[7], [8]]);
+});
+
+Deno.test("VACUUM INTO however written is refused with FORBIDDEN and how to permit it", async () => {
+  await using ts = await startServer();
+  await using db = await ts.client();
+  const dir = ts.dir;
+  const named = (file: string) =>
+    new RegExp(`^Cannot VACUUM INTO "${dir}/${file}": .*--allow-attach to permit`);
+  const unnamed = /^Cannot VACUUM INTO: .*--allow-attach to permit/;
+  const cases: [() => Promise<unknown>, RegExp][] = [
+    [() => db.exec(`VACUUM /*c*/ INTO '${dir}/a.db'`), named("a\\.db")],
+    [() => db.exec(`vacuum "main" into'${dir}/b.db';`), named("b\\.db")],
+    [() => db.exec(`VACUUM [main] -- c\n INTO '${dir}/c.db' -- d`), named("c\\.db")],
+    [() => db.exec(`VACUUM INTO ('${dir}/d.db')`), unnamed],
+    [() => db.exec(`VACUUM INTO '${dir}/' || 'e.db'`), unnamed],
+    [() => db.exec("VACUUM INTO char(47, 116, 109, 112, 47, 120)"), unnamed],
+    [() => db.run("VACUUM main INTO ?", [`${dir}/f.db`]), unnamed],
+    [() => db.prepare("VACUUM INTO :f").then((s) => s.run({ f: `${dir}/g.db` })), unnamed],
+  ];
+  for (const [run, message] of cases) await rejectsWithCode(run(), "FORBIDDEN", message);
+  assert.deepEqual([...Deno.readDirSync(dir)].filter((e) => /^[a-g]\.db$/.test(e.name)), []);
+  await db.exec("VACUUM"); // in place, no file: allowed
+});
+
+Deno.test("serve({ readonly }) refuses VACUUM and PRAGMA incremental_vacuum with READONLY", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/a.db`;
+  {
+    await using _rw = await serve({ database, path: `${dir.path}/rw.sock` });
+    await using db = await connect({ path: `${dir.path}/rw.sock` });
+    await db.exec("CREATE TABLE t (v); INSERT INTO t VALUES (1)");
+  }
+  await using _ro = await serve({ database, path: `${dir.path}/ro.sock`, readonly: true });
+  await using db = await connect({ path: `${dir.path}/ro.sock` });
+  const readonly = /^Cannot \w+.*: the server runs read-only \(--readonly\)$/;
+  for (
+    const sql of [
+      "VACUUM",
+      "vacuum main",
+      "PRAGMA incremental_vacuum",
+      "PRAGMA incremental_vacuum(5)",
+    ]
+  ) {
+    await rejectsWithCode(db.exec(sql), "READONLY", readonly);
+  }
+  assert.deepEqual(await db.values("SELECT v FROM t"), [[1]]);
 });
