@@ -9,7 +9,7 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { Auth, AuthResult } from "./binding/_constants.ts";
-import type { Capabilities, Db, Sqlite, Stmt } from "./binding/binding.ts";
+import type { Capabilities, Db, Sqlite, SqlValue, Stmt } from "./binding/binding.ts";
 import { type PolicyCheck, type Refusal, samePragmaValue, VACUUM_ACTION } from "./policy.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
@@ -109,6 +109,10 @@ export class Connection {
   #sawDml = false;
   /** Names of the TEMP tables and views the statement creates. */
   #tempNames: string[] = [];
+  /** Names of the tables and views the statement creates outside the temp schema. */
+  #mainNames: string[] = [];
+  /** The table an `ALTER TABLE` names: `[schema, table]`, or null. */
+  #altered: [string, string] | null = null;
   /** Name of the trigger the statement creates, or null. */
   #createsTrigger: string | null = null;
   /** Tables the statement itself inserts into (not its triggers): `[schema, table]`. */
@@ -260,6 +264,8 @@ export class Connection {
     this.#sawDml = false;
     this.#insertTargets = [];
     this.#tempNames = [];
+    this.#mainNames = [];
+    this.#altered = null;
     this.#createsTrigger = null;
     this.#sawUpdate = false;
     this.#txOp = null;
@@ -333,14 +339,15 @@ export class Connection {
           "creator; use CREATE TRIGGER",
       );
     }
-    const shadowed = judged ? this.#shadows() : undefined;
+    const shadowed = judged ? this.#shadows(stmt.sql) : undefined;
     if (shadowed !== undefined) {
       stmt.finalize();
       throw new SqliteError(
         ErrorCode.Forbidden,
-        `Cannot create TEMP table or view "${shadowed}": a table or view of that name exists, ` +
-          "and every client's statements naming it would use the TEMP one on the server's " +
-          "shared connection (writes lost at the next restart); choose another name",
+        `Cannot give a table or view the name "${shadowed}": a TEMP one and another of the ` +
+          "database would share it, and every client's statements naming it would use the TEMP " +
+          "one on the server's shared connection (writes lost at the next restart); choose " +
+          "another name, or drop the TEMP one",
       );
     }
     // Only the statement's own inserts set the last rowid (a trigger's
@@ -396,25 +403,53 @@ export class Connection {
     return p.setsRowid = sets;
   }
 
-  /** The first TEMP table or view the statement creates whose name a `main` table or view has. */
-  #shadows(): string | undefined {
-    const names = this.#tempNames;
-    if (names.length === 0) return undefined;
+  /**
+   * A name the statement gives a table or view (creating it, or renaming one
+   * with `ALTER TABLE ... RENAME TO`) that a TEMP table or view and one of
+   * another schema would then share, or undefined. Reading the temp schema
+   * takes no lock of the database file.
+   */
+  #shadows(sql: string): string | undefined {
+    const toTemp = [...this.#tempNames];
+    const toOthers = [...this.#mainNames];
+    const altered = this.#altered;
+    if (altered !== null) {
+      const name = renamedTo(sql);
+      if (name !== null) (altered[0].toLowerCase() === "temp" ? toTemp : toOthers).push(name);
+    }
+    if (toTemp.length === 0 && toOthers.length === 0) return undefined;
+    const schemas = toTemp.length === 0 ? ["temp"] : this.#trustedRows(
+      "SELECT name FROM pragma_database_list WHERE name <> 'temp'",
+      [],
+    ).map((r) => String(r[0])).concat(toOthers.length > 0 ? ["temp"] : []);
+    for (const schema of schemas) {
+      const names = schema === "temp" ? toOthers : toTemp;
+      const quoted = `"${schema.replaceAll('"', '""')}"`;
+      for (const name of names) {
+        const rows = this.#trustedRows(
+          `SELECT 1 FROM ${quoted}.sqlite_schema WHERE type IN ('table', 'view') ` +
+            "AND name = ?1 COLLATE NOCASE",
+          [name],
+        );
+        if (rows.length > 0) return name;
+      }
+    }
+    return undefined;
+  }
+
+  /** Rows of a statement of the engine's own (not judged by the policy), through the cache. */
+  #trustedRows(sql: string, args: SqlValue[]): SqlValue[][] {
     let p: Prepared;
     this.#trusted = true;
     try {
-      p = this.prepare(
-        "SELECT 1 FROM main.sqlite_schema WHERE type IN ('table', 'view') AND name = ?1 COLLATE NOCASE",
-      );
+      p = this.prepare(sql);
     } finally {
       this.#trusted = false;
     }
     p.busy++;
     try {
-      return names.find((name) => {
-        p.stmt.bind([name]);
-        return p.stmt.all().length > 0;
-      });
+      p.stmt.bind(args);
+      return p.stmt.all();
     } finally {
       release(p);
     }
@@ -562,11 +597,15 @@ export class Connection {
       const inTemp = dbName === "temp" || action === Auth.CREATE_TEMP_TABLE ||
         action === Auth.CREATE_TEMP_VIEW;
       if (
-        inTemp && arg1 !== null &&
+        arg1 !== null &&
         (action === Auth.CREATE_TEMP_TABLE || action === Auth.CREATE_TEMP_VIEW ||
-          action === Auth.CREATE_TABLE || action === Auth.CREATE_VIEW)
+          action === Auth.CREATE_TABLE || action === Auth.CREATE_VIEW ||
+          action === Auth.CREATE_VTABLE)
       ) {
-        this.#tempNames.push(arg1);
+        (inTemp ? this.#tempNames : this.#mainNames).push(arg1);
+      }
+      if (action === Auth.ALTER_TABLE && arg1 !== null && arg2 !== null) {
+        this.#altered = [arg1, arg2];
       }
       if (action === Auth.CREATE_TRIGGER || action === Auth.CREATE_TEMP_TRIGGER) {
         this.#createsTrigger = arg1 ?? "";
@@ -721,3 +760,15 @@ function sqlTokens(sql: string): string[] {
 }
 
 const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);
+
+/** The new name of `ALTER TABLE ... RENAME TO name` (unquoted), or null for other statements. */
+function renamedTo(sql: string): string | null {
+  const m = /\bRENAME\s+TO\s+("(?:[^"]|"")+"|\[[^\]]+\]|`(?:[^`]|``)+`|'(?:[^']|'')+'|[^\s;]+)/i
+    .exec(sql);
+  if (m === null) return null;
+  const name = m[1];
+  const q = name[0];
+  if (q === '"' || q === "`" || q === "'") return name.slice(1, -1).replaceAll(q + q, q);
+  if (q === "[") return name.slice(1, -1);
+  return name;
+}

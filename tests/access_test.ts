@@ -611,9 +611,29 @@ Deno.test("TEMP triggers, and TEMP tables or views named like a table, are refus
   ) {
     await assert.rejects(a.exec(sql), {
       code: "FORBIDDEN",
-      message: new RegExp(`^Cannot create TEMP table or view "${name}": a table or view of that`),
+      message: new RegExp(
+        `^Cannot give a table or view the name "${name}": a TEMP one and another`,
+      ),
     });
   }
+  // Nor by renaming, a virtual table, or the database's table made after the TEMP one.
+  await a.exec("CREATE TEMP TABLE zz (x)");
+  await assert.rejects(a.exec("ALTER TABLE temp.zz RENAME TO [Accounts]"), {
+    code: "FORBIDDEN",
+    message: /^Cannot give a table or view the name "Accounts": a TEMP one and another/,
+  });
+  await a.exec("DROP TABLE temp.zz");
+  await assert.rejects(a.exec("CREATE VIRTUAL TABLE temp.accounts USING fts5(owner)"), {
+    code: "FORBIDDEN",
+  });
+  await a.exec("CREATE TEMP TABLE orders (x)");
+  await assert.rejects(b.exec("CREATE TABLE orders (id)"), {
+    code: "FORBIDDEN",
+    message: /^Cannot give a table or view the name "orders".*, or drop the TEMP one$/,
+  });
+  await assert.rejects(b.exec('ALTER TABLE accounts RENAME TO "orders"'), { code: "FORBIDDEN" });
+  await a.exec("DROP TABLE temp.orders");
+  await b.exec("CREATE TABLE orders (id)");
   // Another client's writes land in the real table.
   await b.run("INSERT INTO accounts VALUES ('carol')");
   assert.deepEqual(await b.values("SELECT owner FROM main.accounts"), [["carol"]]);
