@@ -240,10 +240,20 @@ export class Session implements SessionProbe {
       // The client stopped sending inside its transaction, and nothing it
       // sent can commit it: what still runs would be rolled back when the
       // connection closes. Stop it now rather than hold the writer until it
-      // ends (a shell killed during a long statement).
-      this.#engine.cancel(
-        new AbortError("The client left inside its transaction: it is rolled back"),
-      );
+      // ends (a shell killed during a long statement), and answer the rest
+      // unrun, for a client that only closed its sending side.
+      const why = "the client stopped sending inside its transaction, and nothing it sent " +
+        "could commit it: the transaction is rolled back";
+      this.#stopping = true;
+      this.#engine.cancel(new AbortError(`Stopped: ${why}`));
+      while (this.#inflight !== null && !this.#channel.closed) await this.#inflight;
+      const q = this.#queue;
+      const unrun = new AbortError(`Not run: ${why}`);
+      for (let i = this.#head; i < q.length; i++) this.#replyError(q[i][1], unrun);
+      this.#queue = [];
+      this.#head = 0;
+      this.#channel.flush();
+      await this.#channel.drain();
       return;
     }
     while (!this.#channel.closed) {

@@ -1083,3 +1083,28 @@ Deno.test("Session reads at most 64 KiB before the hello is accepted; after it, 
   assert.deepEqual(r, [2, 0, [["n"], [[1024 * 1024]]]]);
   await assertBystanderOk(ctx);
 });
+
+Deno.test({
+  name:
+    "Session: a client half-closed inside a transaction nothing it sent can commit gets ABORTED for what it sent, not silence",
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node", // node:sqlite cannot stop the running step
+  async fn() {
+    await using ctx = await setup();
+    await using raw = await handshaken(ctx.path);
+    const slow =
+      "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 30000000) " +
+      "SELECT count(*) FROM r";
+    await raw.write(frame([Op.Exec, 2, "BEGIN"]));
+    await raw.write(frame([Op.Run, 3, "INSERT INTO kept (id, v) VALUES (7000, 'gone')", null]));
+    await raw.write(frame([Op.Query, 4, slow, null, null]));
+    await raw.write(frame([Op.Query, 5, "SELECT 1", null, null]));
+    await raw.conn.closeWrite();
+    const replies = [];
+    for (let r = await raw.next(); r !== EOF; r = await raw.next()) replies.push(r);
+    assert.deepEqual(replies.slice(0, 2), [[2, 2, null], [3, 2, [1, 7000]]]);
+    const rest = replies.slice(2) as [number, number, { code: string; message: string }][];
+    assert.deepEqual(rest.map(([id, , e]) => [id, e.code]), [[4, "ABORTED"], [5, "ABORTED"]]);
+    assert.match(rest[1][2].message, /^Not run: the client stopped sending inside its transaction/);
+    assert.deepEqual(await ctx.good.values("SELECT count(*) FROM kept WHERE id = 7000"), [[0]]);
+  },
+});
