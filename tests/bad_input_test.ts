@@ -1009,7 +1009,9 @@ Deno.test({
   // detects it when the read that fills the queue ends inside a frame, which
   // is almost always.)
   async fn() {
-    await using ctx = await setup({ frameTimeout: 300 });
+    // The frame timeout is long enough that a loaded machine pausing this
+    // client mid-write does not reach it, and shorter than the writer's hold.
+    await using ctx = await setup({ frameTimeout: 800 });
     await ctx.good.exec("CREATE TABLE queued (n INTEGER NOT NULL)");
     await using holder = await connect({ ...ctx.srv.connectOptions, max: 1 });
     await holder.exec("BEGIN IMMEDIATE");
@@ -1020,7 +1022,7 @@ Deno.test({
       msgs.push([Op.Run, id, "INSERT INTO queued (n) VALUES (?)", [id]]);
     }
     await raw.write(concat(msgs.map(frame)));
-    await delay(1000);
+    await delay(2000);
     await holder.exec("COMMIT");
     assert.equal((await raw.reply())[0], 1);
     for (let id = 2; id <= N + 1; id++) {
