@@ -32,3 +32,54 @@ export function hasStatement(sql: string, from = 0): boolean {
   }
   return false;
 }
+
+/**
+ * SQL text as tokens: words, quoted names and strings (quotes kept), and
+ * single other characters; blanks and comments dropped. Enough to find the
+ * statement's keywords, not a full SQL lexer.
+ */
+export function sqlTokens(sql: string): string[] {
+  const tokens: string[] = [];
+  let i = 0;
+  const n = sql.length;
+  while (i < n) {
+    const c = sql[i];
+    if (/\s/.test(c)) {
+      i++;
+    } else if (c === "-" && sql[i + 1] === "-") {
+      const eol = sql.indexOf("\n", i + 2);
+      i = eol === -1 ? n : eol + 1;
+    } else if (c === "/" && sql[i + 1] === "*") {
+      const end = sql.indexOf("*/", i + 2);
+      i = end === -1 ? n : end + 2;
+    } else if (c === "'" || c === '"' || c === "`" || c === "[") {
+      const close = c === "[" ? "]" : c;
+      let j = i + 1;
+      for (;;) {
+        const k = sql.indexOf(close, j);
+        if (k === -1) {
+          j = n;
+          break;
+        }
+        // A doubled quote is one quote inside (not for [names]).
+        if (close !== "]" && sql[k + 1] === close) {
+          j = k + 2;
+          continue;
+        }
+        j = k + 1;
+        break;
+      }
+      tokens.push(sql.slice(i, j));
+      i = j;
+    } else if (/[\p{L}\p{N}_$]/u.test(c)) {
+      let j = i + 1;
+      while (j < n && /[\p{L}\p{N}_$]/u.test(sql[j])) j++;
+      tokens.push(sql.slice(i, j));
+      i = j;
+    } else {
+      tokens.push(c);
+      i++;
+    }
+  }
+  return tokens;
+}

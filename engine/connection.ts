@@ -11,6 +11,7 @@ import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { Auth, AuthResult } from "./binding/_constants.ts";
 import type { Capabilities, Db, Sqlite, SqlValue, Stmt } from "./binding/binding.ts";
 import { type PolicyCheck, type Refusal, samePragmaValue, VACUUM_ACTION } from "./policy.ts";
+import { sqlTokens } from "./_sql_text.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
 export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ROLLBACK TO";
@@ -708,65 +709,16 @@ export function vacuumOf(sql: string): { into: boolean; target: string | null } 
   return { into: true, target: literal ? rest[0].slice(1, -1).replaceAll("''", "'") : null };
 }
 
-/**
- * SQL text as tokens: words, quoted names and strings (quotes kept), and
- * single other characters; blanks and comments dropped. Enough to find the
- * statement's keywords, not a full SQL lexer.
- */
-function sqlTokens(sql: string): string[] {
-  const tokens: string[] = [];
-  let i = 0;
-  const n = sql.length;
-  while (i < n) {
-    const c = sql[i];
-    if (/\s/.test(c)) {
-      i++;
-    } else if (c === "-" && sql[i + 1] === "-") {
-      const eol = sql.indexOf("\n", i + 2);
-      i = eol === -1 ? n : eol + 1;
-    } else if (c === "/" && sql[i + 1] === "*") {
-      const end = sql.indexOf("*/", i + 2);
-      i = end === -1 ? n : end + 2;
-    } else if (c === "'" || c === '"' || c === "`" || c === "[") {
-      const close = c === "[" ? "]" : c;
-      let j = i + 1;
-      for (;;) {
-        const k = sql.indexOf(close, j);
-        if (k === -1) {
-          j = n;
-          break;
-        }
-        // A doubled quote is one quote inside (not for [names]).
-        if (close !== "]" && sql[k + 1] === close) {
-          j = k + 2;
-          continue;
-        }
-        j = k + 1;
-        break;
-      }
-      tokens.push(sql.slice(i, j));
-      i = j;
-    } else if (/[\p{L}\p{N}_$]/u.test(c)) {
-      let j = i + 1;
-      while (j < n && /[\p{L}\p{N}_$]/u.test(sql[j])) j++;
-      tokens.push(sql.slice(i, j));
-      i = j;
-    } else {
-      tokens.push(c);
-      i++;
-    }
-  }
-  return tokens;
-}
-
 const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);
 
 /** The new name of `ALTER TABLE ... RENAME TO name` (unquoted), or null for other statements. */
 function renamedTo(sql: string): string | null {
-  const m = /\bRENAME\s+TO\s+("(?:[^"]|"")+"|\[[^\]]+\]|`(?:[^`]|``)+`|'(?:[^']|'')+'|[^\s;]+)/i
-    .exec(sql);
-  if (m === null) return null;
-  const name = m[1];
+  const tokens = sqlTokens(sql);
+  const at = tokens.findIndex((t, i) =>
+    t.toUpperCase() === "RENAME" && tokens[i + 1]?.toUpperCase() === "TO"
+  );
+  const name = at === -1 ? undefined : tokens[at + 2];
+  if (name === undefined) return null;
   const q = name[0];
   if (q === '"' || q === "`" || q === "'") return name.slice(1, -1).replaceAll(q + q, q);
   if (q === "[") return name.slice(1, -1);
