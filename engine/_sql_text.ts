@@ -83,3 +83,11 @@ export function sqlTokens(sql: string): string[] {
   }
   return tokens;
 }
+
+/** The tokens of `sql` (see {@link sqlTokens}) without the semicolons before its statement. */
+export function statementTokens(sql: string): string[] {
+  const tokens = sqlTokens(sql);
+  let i = 0;
+  while (tokens[i] === ";") i++;
+  return i === 0 ? tokens : tokens.slice(i);
+}

@@ -11,7 +11,7 @@ import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { Auth, AuthResult } from "./binding/_constants.ts";
 import type { Capabilities, Db, Sqlite, SqlValue, Stmt } from "./binding/binding.ts";
 import { type PolicyCheck, type Refusal, samePragmaValue, VACUUM_ACTION } from "./policy.ts";
-import { sqlTokens } from "./_sql_text.ts";
+import { statementTokens } from "./_sql_text.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
 export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ROLLBACK TO";
@@ -699,7 +699,7 @@ function isSchemaTable(table: string | null): boolean {
  * skipped), so that no spelling hides the `INTO`.
  */
 export function vacuumOf(sql: string): { into: boolean; target: string | null } | null {
-  const tokens = sqlTokens(sql);
+  const tokens = statementTokens(sql);
   if (tokens[0]?.toUpperCase() !== "VACUUM") return null;
   // VACUUM [schema] [INTO expr]: INTO is a keyword, never a bare schema name.
   const at = tokens.findIndex((t, i) => i > 0 && i < 3 && t.toUpperCase() === "INTO");
@@ -713,11 +713,13 @@ const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_c
 
 /** The new name of `ALTER TABLE ... RENAME TO name` (unquoted), or null for other statements. */
 function renamedTo(sql: string): string | null {
-  const tokens = sqlTokens(sql);
-  const at = tokens.findIndex((t, i) =>
-    t.toUpperCase() === "RENAME" && tokens[i + 1]?.toUpperCase() === "TO"
-  );
-  const name = at === -1 ? undefined : tokens[at + 2];
+  // ALTER TABLE [schema .] table RENAME TO name (not RENAME [COLUMN] a TO b).
+  const tokens = statementTokens(sql);
+  const word = (i: number) => tokens[i]?.toUpperCase();
+  if (word(0) !== "ALTER" || word(1) !== "TABLE") return null;
+  const at = tokens[3] === "." ? 5 : 3;
+  if (word(at) !== "RENAME" || word(at + 1) !== "TO") return null;
+  const name = tokens[at + 2];
   if (name === undefined) return null;
   const q = name[0];
   if (q === '"' || q === "`" || q === "'") return name.slice(1, -1).replaceAll(q + q, q);

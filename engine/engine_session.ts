@@ -49,6 +49,7 @@ import type {
 } from "../protocol/messages.ts";
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
+import { statementTokens } from "./_sql_text.ts";
 import type { BindArgs } from "./binding/binding.ts";
 import { type Prepared, release, WriterDecides } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
@@ -940,7 +941,14 @@ export class EngineSession implements HostedSession {
           try {
             p = host.readers.snapshot()?.prepare(sql);
           } catch (err) {
-            if (!(err instanceof WriterDecides)) throw err;
+            // (A PRAGMA may fail there for the reader's own state, e.g. its
+            // snapshot: "Safety level may not be changed inside a
+            // transaction". The writer decides.)
+            if (
+              !(err instanceof WriterDecides) && statementTokens(sql)[0]?.toUpperCase() !== "PRAGMA"
+            ) {
+              throw err;
+            }
           }
         }
       }

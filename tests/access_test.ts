@@ -774,3 +774,23 @@ Deno.test("serve({ readonly }) refuses VACUUM and PRAGMA incremental_vacuum with
   }
   assert.deepEqual(await db.values("SELECT v FROM t"), [[1]]);
 });
+
+Deno.test("Policy edges: PRAGMA synchronous under --allow-unsafe-pragmas, VACUUM after semicolons, a column named rename", async () => {
+  {
+    await using srv = await startServer({ allowUnsafePragmas: true });
+    await using db = await srv.client();
+    // The shared reader's snapshot cannot take it: the writer does.
+    await db.run("PRAGMA synchronous = FULL");
+    await db.run("PRAGMA synchronous = NORMAL");
+    assert.deepEqual(await db.values("PRAGMA synchronous"), [[1]]);
+  }
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await assert.rejects(db.exec(`;VACUUM INTO '${srv.dir}/x.db'`), {
+    code: "FORBIDDEN",
+    message: /^Cannot VACUUM INTO/,
+  });
+  await db.exec("CREATE TABLE t (rename); CREATE TEMP TABLE scratch (x)");
+  await db.exec("ALTER TABLE t RENAME COLUMN rename TO scratch");
+  assert.deepEqual(await db.values("SELECT name FROM pragma_table_info('t')"), [["scratch"]]);
+});

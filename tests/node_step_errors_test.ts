@@ -170,3 +170,25 @@ Deno.test("node step(): a query that answers differently each run (random()) end
     }
   });
 });
+
+Deno.test("node step(): a query the same transaction writes to while it is stepped ends without a false error", async () => {
+  await withDbs((a) => {
+    a.exec(
+      "WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s LIMIT 50) " +
+        "INSERT INTO t SELECT x FROM s",
+    );
+    a.exec("BEGIN");
+    const scan = a.prepare("SELECT v FROM t ORDER BY v DESC")!; // sorted at the first step
+    try {
+      scan.bind([]);
+      let n = 0;
+      while (scan.step()) {
+        if (++n % 10 === 0) a.exec(`INSERT INTO t VALUES (${1000 + n})`);
+      }
+      assert.equal(n, 50);
+    } finally {
+      scan.finalize();
+      a.exec("COMMIT");
+    }
+  });
+});

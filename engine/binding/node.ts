@@ -432,6 +432,8 @@ class NodeStmt implements Stmt {
   #finalized = false;
   /** True when a run again may answer differently (it calls random(), the clock...). */
   readonly #varies: boolean;
+  /** The connection's total changes at the first step (its own writes since change the answer). */
+  #changesAtFirst: number | bigint = 0;
 
   constructor(
     db: NodeDb,
@@ -529,6 +531,7 @@ class NodeStmt implements Stmt {
       throw toSqliteError(err);
     }
     this.#seen = 0;
+    this.#changesAtFirst = this.#db.totalChanges();
     const r = this.#advance(it);
     if (!r.done) return this.#take(r.value);
     this.#it = null;
@@ -601,7 +604,9 @@ class NodeStmt implements Stmt {
     // A row here: the iterator hid an error that did not recur, unless the
     // query may answer differently when run again (random(), the clock),
     // when a row proves nothing and the end stands, as the iterator said.
-    if (row !== undefined && !this.#varies) {
+    // The connection's own writes since the first step (inside a transaction,
+    // while a cursor reads) also make a second run answer differently.
+    if (row !== undefined && !this.#varies && this.#db.totalChanges() === this.#changesAtFirst) {
       throw new SqliteError(
         "SQLITE_ERROR",
         `Cannot read row ${n + 1}: SQLite failed and node:sqlite did not report the error`,
