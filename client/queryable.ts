@@ -7,7 +7,7 @@
  */
 
 import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
-import type { BatchItem, CallOptions, Replies } from "../protocol/messages.ts";
+import type { BatchItem, CallOptions, Replies, WireBatchOptions } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { invalidParamsMessage } from "../protocol/values.ts";
 import {
@@ -54,6 +54,17 @@ export interface ExecOptions {
 export interface BatchOptions extends ExecOptions {
   /** Return rows as arrays of values (every column kept) instead of objects. @default {false} */
   arrays?: boolean;
+  /**
+   * `false` runs the batch with foreign keys off, as a table rebuild needs
+   * (`CREATE TABLE new_t ...; INSERT INTO new_t SELECT ...; DROP TABLE t;
+   * ALTER TABLE new_t RENAME TO t`, what drizzle-kit emits): `DROP TABLE t`
+   * then deletes no rows of tables that reference `t`. Before the commit the
+   * server runs `PRAGMA foreign_key_check`: any violation fails the batch,
+   * nothing applied. Outside a transaction only (SQLite ignores the setting
+   * inside one); other clients' statements keep their foreign keys.
+   * @default {true}
+   */
+  foreignKeys?: boolean;
 }
 
 /** Options of `transaction()`. */
@@ -352,7 +363,16 @@ export abstract class Queryable {
       }
       items.push([s.sql, wireParams(s.params)]);
     }
-    const results = await call(this.#route, Op.Batch, [items], options?.signal);
+    const fk = options?.foreignKeys;
+    if (fk !== undefined && typeof fk !== "boolean") {
+      throw new TypeError(`Invalid option "foreignKeys": expected a boolean, got ${typeof fk}`);
+    }
+    const args: [BatchItem[], WireBatchOptions?] = fk === false
+      ? [items, { foreignKeys: false }]
+      : [
+        items,
+      ];
+    const results = await call(this.#route, Op.Batch, args, options?.signal);
     const arrays = options?.arrays === true;
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({
       changes,

@@ -46,12 +46,13 @@ import type {
   PreparePayload,
   QueryPayload,
   RunPayload,
+  WireBatchOptions,
 } from "../protocol/messages.ts";
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import { statementTokens } from "./_sql_text.ts";
-import type { BindArgs } from "./binding/binding.ts";
-import { type Prepared, release, WriterDecides } from "./connection.ts";
+import type { BindArgs, SqlValue } from "./binding/binding.ts";
+import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
 import { INLINE_BUDGET_MS } from "./engine.ts";
@@ -85,6 +86,34 @@ export const BLOCKED: unique symbol = Symbol("BLOCKED");
 export type Reply<T> = T | Promise<T> | typeof BLOCKED;
 
 const NO_ARGS: BindArgs = [];
+
+/** The rows of a statement of the engine's own on `conn` (cached, run at once). */
+function rowsOf(conn: Connection, sql: string): SqlValue[][] {
+  const p = conn.prepare(sql);
+  p.busy++;
+  try {
+    p.stmt.bind(NO_ARGS);
+    return p.stmt.all();
+  } finally {
+    release(p);
+  }
+}
+
+/**
+ * Fails a batch run with foreign keys off that left a row violating one
+ * (`PRAGMA foreign_key_check`): nothing of it is applied.
+ */
+function checkForeignKeys(writer: Connection): void {
+  const bad = rowsOf(writer, "PRAGMA foreign_key_check");
+  if (bad.length === 0) return;
+  const [table, rowid, parent] = bad[0];
+  throw new SqliteError(
+    "SQLITE_CONSTRAINT_FOREIGNKEY",
+    `Batch with foreignKeys: false would leave ${bad.length} row(s) violating a foreign key ` +
+      `(first: "${table}" rowid ${rowid} references "${parent}"), nothing was applied`,
+    787,
+  );
+}
 
 /** True when a statement run inline is to run again in the background (it changed nothing). */
 function toBackground(err: unknown): boolean {
@@ -715,15 +744,19 @@ export class EngineSession implements HostedSession {
    * Runs statements atomically: all take effect or none does. Inside an open
    * transaction the batch is a savepoint of it.
    */
-  batch(items: ReadonlyArray<readonly [string, unknown]>, timeout?: number): Reply<
-    BatchItemPayload[]
-  > {
-    return this.#settled(this.#batch(items, timeout));
+  batch(
+    items: ReadonlyArray<readonly [string, unknown]>,
+    options: WireBatchOptions | null = null,
+    timeout?: number,
+  ): Reply<BatchItemPayload[]> {
+    return this.#settled(this.#batch(items, options, timeout));
   }
 
-  #batch(items: ReadonlyArray<readonly [string, unknown]>, timeout?: number): Reply<
-    BatchItemPayload[]
-  > {
+  #batch(
+    items: ReadonlyArray<readonly [string, unknown]>,
+    options: WireBatchOptions | null,
+    timeout?: number,
+  ): Reply<BatchItemPayload[]> {
     if (this.#awaitingCommit) return BLOCKED;
     this.#failIfAborted();
     const host = this.#host;
@@ -732,12 +765,32 @@ export class EngineSession implements HostedSession {
     const nested = writer.inTransaction;
     const limits = this.#limits(timeout);
     deadlineOf(limits); // one deadline for the whole batch
+    // Foreign keys off for this batch alone (a table rebuild): the session
+    // holds the writer, so no other client's statement runs meanwhile.
+    const fkOff = options?.foreignKeys === false;
+    if (fkOff && nested) {
+      host.writer.afterWrite(this);
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        "Cannot run a batch with foreignKeys: false inside a transaction: SQLite ignores " +
+          "PRAGMA foreign_keys there; run it outside one",
+      );
+    }
+    let restoreKeys: () => void = () => {};
+    if (fkOff && rowsOf(writer, "PRAGMA foreign_keys")[0]?.[0] === 1) {
+      writer.db.exec("PRAGMA foreign_keys = OFF");
+      restoreKeys = () => {
+        restoreKeys = () => {};
+        writer.db.exec("PRAGMA foreign_keys = ON");
+      };
+    }
     const begin = nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE";
     let began: Outcome | Promise<Outcome> | null = null;
     try {
       writer.runOwn(begin);
     } catch (err) {
       if (!(isLockBusy(err) && !writer.db.waitsInline && writer.caps.background)) {
+        restoreKeys();
         host.writer.afterWrite(this);
         throw err;
       }
@@ -757,6 +810,7 @@ export class EngineSession implements HostedSession {
       }
       if (nested) log?.truncate(mark);
       else log?.discard();
+      restoreKeys();
       host.writer.afterWrite(this);
       throw err;
     };
@@ -768,12 +822,14 @@ export class EngineSession implements HostedSession {
       }
       let committed: Outcome | Promise<Outcome>;
       try {
+        if (fkOff) checkForeignKeys(writer);
         committed = this.#onWriter(writer.prepare("COMMIT"), NO_ARGS, limits, false);
       } catch (err) {
         return fail(err);
       }
       return then(committed, () => {
         this.#batchTx = false;
+        restoreKeys();
         host.writer.afterWrite(this);
         return results;
       }, fail);
@@ -800,6 +856,7 @@ export class EngineSession implements HostedSession {
     if (began === null) return step(0);
     return began.then(() => step(0), (err) => {
       this.#batchTx = false;
+      restoreKeys();
       host.writer.afterWrite(this);
       throw err;
     }) as Promise<BatchItemPayload[]>;

@@ -80,6 +80,17 @@ export interface ServerLimits {
 }
 
 /** Per-call options as sent on the wire: the last element of query/run/iterate. */
+/** Options of a `batch` request. */
+export interface WireBatchOptions {
+  /**
+   * `false`: run the batch with foreign keys off (for a table rebuild, as
+   * drizzle-kit migrations do), checked with `PRAGMA foreign_key_check`
+   * before the commit. Outside a transaction only.
+   */
+  foreignKeys?: boolean;
+}
+
+/** Options of a `query` or `run` request. */
 export interface WireCallOptions {
   /** Statement deadline in ms (> 0), overriding the server's `statementTimeout`. */
   timeout?: number;
@@ -137,7 +148,7 @@ export interface Requests {
   /** One statement for its effect. */
   [Op.Run]: [sql: StatementRef, params: WireParams, options: WireCallOptions | null];
   /** Statements run atomically. */
-  [Op.Batch]: [items: BatchItem[]];
+  [Op.Batch]: [items: BatchItem[], options?: WireBatchOptions | null];
   /** Prepares a statement on this connection. */
   [Op.Prepare]: [sql: string];
   /** Frees a handle from `prepare`. */

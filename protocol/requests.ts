@@ -16,6 +16,7 @@ import {
   Op,
   type StatementRef,
   type SubscribeRequest,
+  type WireBatchOptions,
   type WireCallOptions,
   type WireParams,
 } from "./messages.ts";
@@ -33,8 +34,8 @@ export interface DecodedArgs {
   ];
   /** `[sql or handle, params, timeout]` */
   [Op.Run]: [sql: StatementRef, params: WireParams | undefined, timeout: number | undefined];
-  /** `[items]` */
-  [Op.Batch]: [items: BatchItem[]];
+  /** `[items, options]` */
+  [Op.Batch]: [items: BatchItem[], options: WireBatchOptions | null];
   /** `[sql]` */
   [Op.Prepare]: [sql: string];
   /** `[handle]` */
@@ -117,7 +118,7 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
     case Op.Iterate:
       return { op: Op.Iterate, id, args: statementCall(msg) };
     case Op.Batch:
-      return { op: Op.Batch, id, args: [batchItems(msg[2])] };
+      return { op: Op.Batch, id, args: [batchItems(msg[2]), batchOptions(msg[3])] };
     case Op.Prepare:
       return { op: Op.Prepare, id, args: [sqlText(msg[2])] };
     case Op.Finalize:
@@ -202,6 +203,19 @@ function firstOnly(v: unknown): boolean {
     throw badRequest("Expected call options {first?: boolean}");
   }
   return first === true;
+}
+
+function batchOptions(v: unknown): WireBatchOptions | null {
+  if (v === undefined || v === null) return null;
+  const foreignKeys = (v as WireBatchOptions).foreignKeys;
+  if (
+    typeof v !== "object" || Array.isArray(v) ||
+    Object.keys(v).some((k) => k !== "foreignKeys") ||
+    (foreignKeys !== undefined && typeof foreignKeys !== "boolean")
+  ) {
+    throw badRequest("Expected batch options {foreignKeys?: boolean}");
+  }
+  return v as WireBatchOptions;
 }
 
 function batchItems(v: unknown): BatchItem[] {

@@ -384,6 +384,18 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
     ["batch items as string", [Op.Batch, 0, "x"], "BAD_REQUEST", /list of statements/],
     ["batch items missing", [Op.Batch, 0], "BAD_REQUEST", /list of statements/],
     [
+      "batch options unknown",
+      [Op.Batch, 0, [[insert, [1]]], { foreign: false }],
+      "BAD_REQUEST",
+      /Expected batch options \{foreignKeys\?: boolean\}/,
+    ],
+    [
+      "batch options foreignKeys as string",
+      [Op.Batch, 0, [[insert, [1]]], { foreignKeys: "no" }],
+      "BAD_REQUEST",
+      /Expected batch options/,
+    ],
+    [
       "batch item not an array",
       [Op.Batch, 0, [[insert, [1]], "INSERT INTO victim (x) VALUES (2)"]],
       "BAD_REQUEST",

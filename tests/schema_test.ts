@@ -66,7 +66,12 @@ Deno.test("decodeRequest() returns every element the client encodes, for every o
   ]);
   assert.deepEqual(roundTrip([Op.Batch, 2, [["INSERT INTO t VALUES (?)", [1]]]]).args, [
     [["INSERT INTO t VALUES (?)", [1]]],
+    null,
   ]);
+  assert.deepEqual(
+    roundTrip([Op.Batch, 2, [["INSERT INTO t VALUES (?)", [1]]], { foreignKeys: false }]).args,
+    [[["INSERT INTO t VALUES (?)", [1]]], { foreignKeys: false }],
+  );
   assert.deepEqual(roundTrip([Op.Prepare, 3, "SELECT 1"]).args, ["SELECT 1"]);
   assert.deepEqual(roundTrip([Op.Finalize, 4, 9]).args, [9]);
   assert.deepEqual(roundTrip([Op.Next, 5, 2]).args, [2]);

@@ -644,3 +644,51 @@ Deno.test("A transaction SQLite rolled back stays open for the client until ROLL
   await db.run("INSERT INTO u VALUES (3)");
   assert.deepEqual(await db.values("SELECT k FROM u"), [[1], [3]]);
 });
+
+Deno.test("batch({ foreignKeys: false }) rebuilds a referenced table as drizzle-kit does, keeping the rows that reference it", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec(
+    "CREATE TABLE users (id INTEGER PRIMARY KEY, age INTEGER); " +
+      "CREATE TABLE posts (id INTEGER PRIMARY KEY, " +
+      "author_id INTEGER REFERENCES users (id) ON DELETE CASCADE); " +
+      "INSERT INTO users VALUES (1, 30), (2, NULL); INSERT INTO posts VALUES (10, 1), (11, 2)",
+  );
+  const rebuild = (select: string) => [
+    { sql: "CREATE TABLE __new_users (id INTEGER PRIMARY KEY, age INTEGER NOT NULL)" },
+    { sql: `INSERT INTO __new_users ${select}` },
+    { sql: "DROP TABLE users" },
+    { sql: "ALTER TABLE __new_users RENAME TO users" },
+  ];
+  // A rebuild that would orphan a post fails before its commit: nothing applied.
+  await assert.rejects(
+    db.batch(rebuild("SELECT id, age FROM users WHERE age IS NOT NULL"), { foreignKeys: false }),
+    {
+      code: "SQLITE_CONSTRAINT_FOREIGNKEY",
+      message: /^Batch with foreignKeys: false would leave 1 row\(s\) violating a foreign key/,
+    },
+  );
+  assert.deepEqual(await db.values("SELECT id, age FROM users ORDER BY id"), [[1, 30], [2, null]]);
+  await db.batch(rebuild("SELECT id, coalesce(age, 0) FROM users"), { foreignKeys: false });
+  assert.deepEqual(await db.values("SELECT id, age FROM users ORDER BY id"), [[1, 30], [2, 0]]);
+  assert.deepEqual(await db.values("SELECT id, author_id FROM posts ORDER BY id"), [[10, 1], [
+    11,
+    2,
+  ]]);
+  // Foreign keys are on again, for everyone.
+  assert.deepEqual(await db.values("PRAGMA foreign_keys"), [[1]]);
+  await assert.rejects(db.run("INSERT INTO posts VALUES (12, 99)"), {
+    code: "SQLITE_CONSTRAINT_FOREIGNKEY",
+  });
+  // Inside a transaction SQLite would ignore the setting: refused.
+  await assert.rejects(
+    db.transaction((tx) => tx.batch(rebuild("SELECT id, age FROM users"), { foreignKeys: false })),
+    {
+      code: "BAD_REQUEST",
+      message: /^Cannot run a batch with foreignKeys: false inside a transaction/,
+    },
+  );
+  // Without the option, DROP TABLE deletes the referencing rows (SQLite's own rule).
+  await db.batch(rebuild("SELECT id, age FROM users"));
+  assert.deepEqual(await db.values("SELECT count(*) FROM posts"), [[0]]);
+});

@@ -13,6 +13,7 @@ import type {
   PreparePayload,
   QueryPayload,
   RunPayload,
+  WireBatchOptions,
 } from "../../protocol/messages.ts";
 import { bindArgs } from "../_bind.ts";
 import type { SqlValue } from "../binding/binding.ts";
@@ -155,8 +156,18 @@ export class DqliteEngineSession {
    */
   batch(
     items: ReadonlyArray<readonly [string, unknown]>,
+    options: WireBatchOptions | null = null,
     timeout?: number,
   ): Promise<BatchItemPayload[]> {
+    if (options?.foreignKeys === false) {
+      return Promise.reject(
+        new SqliteError(
+          ErrorCode.BadRequest,
+          "Cannot run a batch with foreignKeys: false in cluster mode: the connections of the " +
+            "cluster's pool share no foreign-key setting the server can hold for one batch",
+        ),
+      );
+    }
     for (const [sql] of items) checkClusterSql(sql, this.#engine.config);
     return this.#request(null, [], timeout, async (db) => {
       const nested = db.inTransaction;
