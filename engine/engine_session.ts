@@ -99,6 +99,17 @@ function rowsOf(conn: Connection, sql: string): SqlValue[][] {
   }
 }
 
+/** The error of a batch whose COMMIT failed: nothing of it was applied. */
+function batchCommitFailed(err: unknown): unknown {
+  if (!(err instanceof SqliteError)) return err;
+  return new SqliteError(
+    err.code,
+    `Batch commit failed, nothing was applied: ${err.message}`,
+    err.sqliteCode,
+    { cause: err },
+  );
+}
+
 /**
  * Fails a batch run with foreign keys off that left a row violating one
  * (`PRAGMA foreign_key_check`): nothing of it is applied.
@@ -823,16 +834,22 @@ export class EngineSession implements HostedSession {
       let committed: Outcome | Promise<Outcome>;
       try {
         if (fkOff) checkForeignKeys(writer);
-        committed = this.#onWriter(writer.prepare("COMMIT"), NO_ARGS, limits, false);
       } catch (err) {
         return fail(err);
+      }
+      // (A deferred foreign key, say, fails the COMMIT: say it was the commit.)
+      const commitFailed = (err: unknown): never => fail(batchCommitFailed(err));
+      try {
+        committed = this.#onWriter(writer.prepare("COMMIT"), NO_ARGS, limits, false);
+      } catch (err) {
+        return commitFailed(err);
       }
       return then(committed, () => {
         this.#batchTx = false;
         restoreKeys();
         host.writer.afterWrite(this);
         return results;
-      }, fail);
+      }, commitFailed);
     };
     const step = (i: number): Reply<BatchItemPayload[]> => {
       for (; i < items.length; i++) {

@@ -692,3 +692,20 @@ Deno.test("batch({ foreignKeys: false }) rebuilds a referenced table as drizzle-
   await db.batch(rebuild("SELECT id, age FROM users"));
   assert.deepEqual(await db.values("SELECT count(*) FROM posts"), [[0]]);
 });
+
+Deno.test("A batch whose COMMIT fails (a deferred foreign key) says it was the commit, and nothing was applied", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec(
+    "CREATE TABLE p (id INTEGER PRIMARY KEY); " +
+      "CREATE TABLE c (pid REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)",
+  );
+  await assert.rejects(db.batch([{ sql: "INSERT INTO c VALUES (5)" }]), {
+    code: "SQLITE_CONSTRAINT_FOREIGNKEY",
+    message: "Batch commit failed, nothing was applied: FOREIGN KEY constraint failed",
+  });
+  assert.deepEqual(await db.values("SELECT count(*) FROM c"), [[0]]);
+  assert.equal(db.inTransaction, false);
+  await db.batch([{ sql: "INSERT INTO p VALUES (5)" }, { sql: "INSERT INTO c VALUES (5)" }]);
+  assert.deepEqual(await db.values("SELECT count(*) FROM c"), [[1]]);
+});
