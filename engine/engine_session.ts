@@ -461,17 +461,7 @@ export class EngineSession implements HostedSession {
     if (p.txOp === "COMMIT") return this.#background(p, args, limits, wantRows, null);
     // Change capture (engine/change_log.ts): writes stay on the main thread.
     if (!p.readOnly && changeLogOf(p.conn)?.capturing) {
-      const start = performance.now();
-      // (The update hook runs on the main thread: such a write waits there
-      // for a lock another process holds.)
-      const db = p.conn.db;
-      db.waitsInline = true;
-      try {
-        return this.#inlineTimed(p, args, limits, wantRows);
-      } finally {
-        db.waitsInline = false;
-        p.fast = performance.now() - start < INLINE_BUDGET_MS;
-      }
+      return this.#captured(p, args, limits, wantRows);
     }
     if (p.txOp !== null) {
       // BEGIN IMMEDIATE may meet another process's lock: it waits for it
@@ -534,6 +524,59 @@ export class EngineSession implements HostedSession {
     } finally {
       if (performance.now() - start >= INLINE_BUDGET_MS) p.fast = false;
     }
+  }
+
+  /**
+   * A write while change feeds capture: it runs on the main thread (the
+   * update hook runs there). One that meets another process's lock changed
+   * nothing: it is tried again from a timer (5 ms, doubling to 50 ms) until
+   * `--busy-timeout`, so the event loop never waits for the lock.
+   */
+  #captured(
+    p: Prepared,
+    args: BindArgs,
+    limits: RunLimits,
+    wantRows: WantRows,
+  ): Outcome | Promise<Outcome> {
+    const first = performance.now();
+    const attempt = (): Outcome => {
+      const start = performance.now();
+      try {
+        return this.#inlineTimed(p, args, limits, wantRows);
+      } finally {
+        p.fast = performance.now() - start < INLINE_BUDGET_MS;
+      }
+    };
+    try {
+      return attempt();
+    } catch (err) {
+      if (!(err instanceof LockBusy)) throw err;
+    }
+    const until = first + this.#host.config.busyTimeout;
+    p.busy++;
+    this.runningOnWriter = true;
+    const retry = async (): Promise<Outcome> => {
+      try {
+        for (let pause = 5;; pause = Math.min(pause * 2, 50)) {
+          await new Promise((resolve) => setTimeout(resolve, pause));
+          if (this.#closed) throw new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
+          try {
+            return attempt();
+          } catch (err) {
+            if (!(err instanceof LockBusy)) throw err;
+            if (performance.now() >= until) {
+              throw new SqliteError("SQLITE_BUSY", "database is locked", 5);
+            }
+          }
+        }
+      } finally {
+        this.runningOnWriter = false;
+        release(p);
+        // Closed meanwhile: roll back and give the writer up (as #background).
+        if (this.#closed && p.onWriter) this.#host.writer.abort(this);
+      }
+    };
+    return this.#host.track(retry());
   }
 
   /** Runs `p` in the background as this session's running statement. */

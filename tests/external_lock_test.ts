@@ -188,3 +188,35 @@ Deno.test({
     assert.deepEqual(await a.values("SELECT x FROM fresh"), [[1]]);
   },
 });
+
+Deno.test({
+  name:
+    "While change feeds capture, a write meeting another process's lock is retried from a timer: other clients' reads go on",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using a = await srv.client();
+    await using r = await srv.client();
+    await a.exec("CREATE TABLE t (x)");
+    {
+      await using _feed = await a.subscribe({ tables: ["t"] }); // capture starts, and stays on
+    }
+    for (let i = 0; i < 20; i++) await a.run("INSERT INTO t VALUES (?)", [0]);
+    const holder = await holdWriteLock(srv.database);
+    try {
+      const write = a.run("INSERT INTO t VALUES (?)", [1]);
+      const reads = (async () => {
+        for (let i = 0; i < 20; i++) {
+          assert.deepEqual(await r.values("SELECT count(*) FROM t"), [[20]]);
+        }
+      })();
+      const order = settleOrder({ reads, write });
+      await reads;
+      await holder.release();
+      assert.deepEqual(await order, ["reads", "write"]);
+      assert.deepEqual(await write, { changes: 1, lastInsertRowid: 21 });
+    } finally {
+      await holder.release();
+    }
+  },
+});
