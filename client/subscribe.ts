@@ -5,9 +5,11 @@
  *
  * Memory stays bounded on both sides: the server ends a feed it cannot send
  * (`LAGGED`), and so does this iterator when its consumer falls `buffer`
- * changes behind. Either way the last event is `{ type: "lagged", resumeFrom }`
+ * changes behind. Either way the changes already buffered are still yielded,
+ * the last event is `{ type: "lagged", resumeFrom }` naming the last of them,
  * and `subscribe({ since: resumeFrom })` continues without a gap while the
- * server still holds those changes.
+ * server still holds those changes (so each resume gets at least `buffer`
+ * changes further).
  *
  * @module
  */
@@ -106,7 +108,6 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   #waiter: Waiter | null = null;
   #ended = false;
   #error: unknown = null;
-  #lastSeq: number;
   #startSeq = 0;
   readonly #onClose: (s: Subscription) => void;
 
@@ -115,7 +116,6 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
     this.#link = link;
     this.#buffer = options.buffer ?? 10_000;
     this.#values = options.values === true;
-    this.#lastSeq = options.since ?? 0;
     this.#onClose = onClose;
     link.onEvent = (payload) => this.#onEvent(payload as EventPayload);
     link.ended.then(() => {
@@ -132,7 +132,6 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   /** @internal */
   _started(head: number, since: number | undefined): void {
     this.#startSeq = since ?? head;
-    if (since === undefined && this.#lastSeq === 0) this.#lastSeq = head;
   }
 
   /** Next change. Rejects with `ConnectionError` when the connection is lost. */
@@ -143,7 +142,6 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
         this.#queue = [];
         this.#head = 0;
       }
-      if (value.type !== "lagged") this.#lastSeq = value.seq;
       return Promise.resolve({ value, done: false });
     }
     if (this.#error !== null) {
@@ -189,10 +187,11 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
     }
     for (const w of payload[2] as WireChange[]) {
       if (this.#queue.length - this.#head >= this.#buffer) {
-        // The consumer fell behind: end here, resumable after the last change it took.
-        this.#queue = [];
-        this.#head = 0;
-        this.#push({ type: "lagged", resumeFrom: this.#lastSeq });
+        // The consumer fell behind: the changes queued are still yielded,
+        // then `lagged`, resumable after the last of them (the queue is full,
+        // so that is a change).
+        const last = this.#queue[this.#queue.length - 1] as TableChangeEvent | KvChangeEvent;
+        this.#push({ type: "lagged", resumeFrom: last.seq });
         this.close();
         return;
       }
@@ -240,7 +239,6 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
     const w = this.#waiter;
     if (w !== null && this.#head === this.#queue.length) {
       this.#waiter = null;
-      if (e.type !== "lagged") this.#lastSeq = e.seq;
       w.resolve({ value: e, done: false });
       return;
     }

@@ -269,7 +269,11 @@ export class ChangeLog {
   // ---- feed ------------------------------------------------------------
 
   /**
-   * Adds `sink`; with `since`, first hands it the held changes after `since`.
+   * Adds `sink`, which then receives every commit's changes. With `since`,
+   * the held changes after `since` are checked (`FEED_GAP` when they are
+   * no longer all held) but not handed over: the sink reads them itself
+   * with {@link after} as it has room (a backlog larger than its buffer is
+   * replayed gradually) and ignores deliveries until it has caught up.
    *
    * @returns the feed's head when it was added.
    * @throws {SqliteError} `FEED_GAP` when changes after `since` are no longer held.
@@ -300,10 +304,26 @@ export class ChangeLog {
             "read (resume without values, or read the rows again)",
         );
       }
-      if (held.length > 0) sink.deliver(held);
     }
     this.#sinks.add(sink);
     return this.#seq;
+  }
+
+  /**
+   * Up to `limit` held changes after `since`, oldest first (`[]` when
+   * `since` is the head); `null` when changes after `since` are no longer
+   * held (the ring moved past them).
+   */
+  after(since: number, limit: number): Change[] | null {
+    const oldest = this.oldest;
+    if (since < oldest - 1 || since > this.#seq) return null;
+    const ring = this.#ring;
+    const out: Change[] = [];
+    // Held sequence numbers are consecutive: `oldest` is at `#ringStart`.
+    for (let i = since + 1 - oldest; i < ring.length && out.length < limit; i++) {
+      out.push(ring[(this.#ringStart + i) % ring.length]);
+    }
+    return out;
   }
 
   /**

@@ -3,9 +3,13 @@
  * each feed filters the engine's committed changes, queues them, and sends
  * them as event frames `[0, Status.Event, [subscription, kind, data]]`
  * while the connection's output is below its high-water mark. A feed whose
- * queue grows past its `buffer` (a client that does not read) is ended with
- * one `LAGGED` event naming the last sequence number sent, so the server
- * never buffers without bound; the client resumes with `since`.
+ * queue would grow past its `buffer` (a client that does not read) keeps
+ * the `buffer` changes it holds, sends them, and ends with one `LAGGED`
+ * event naming the last of them, so the server never buffers without bound
+ * and the client, resuming with `since`, gets at least `buffer` changes
+ * further each time. A feed resumed with `since` reads its backlog from the
+ * change log's ring as its output has room, never more than `buffer` at a
+ * time, so a backlog larger than `buffer` does not make it lag.
  *
  * @module
  */
@@ -67,8 +71,9 @@ export class ConnectionFeeds {
   }
 
   /**
-   * Starts a feed. Held changes after `since` (if given) are queued at once;
-   * every event frame follows the reply (they are sent from a microtask).
+   * Starts a feed. Held changes after `since` (if given) are replayed from
+   * the ring as the output has room; every event frame follows the reply
+   * (they are sent from a microtask).
    *
    * @throws {SqliteError} `FEED_UNSUPPORTED` on node:sqlite, `FEED_GAP` for a
    *   `since` no longer held.
@@ -101,7 +106,7 @@ export class ConnectionFeeds {
       );
     }
     const id = this.#nextId++;
-    const feed = new Feed(id, options, () => this.#schedule(), log.head);
+    const feed = new Feed(id, options, () => this.#schedule(), log);
     const head = log.subscribe(feed, options.since ?? undefined);
     this.#feeds.set(id, feed);
     this.#schedule();
@@ -136,15 +141,20 @@ export class ConnectionFeeds {
     if (this.#closed) return;
     let sent = false;
     for (const feed of [...this.#feeds.values()]) {
-      if (feed.lagged) {
-        this.#log?.unsubscribe(feed);
-        this.#feeds.delete(feed.id);
-        this.#out.send([feed.id, EventKind.Lagged, feed.lastSent]);
-        sent = true;
-        continue;
-      }
       let n = CHANGES_PER_FRAME;
-      while (feed.queue.length > 0 && this.#out.room()) {
+      for (;;) {
+        if (feed.pending === 0) feed.fill();
+        if (feed.pending === 0) {
+          // Everything held was sent: a feed that overflowed ends here.
+          if (feed.lagged) {
+            this.#log?.unsubscribe(feed);
+            this.#feeds.delete(feed.id);
+            this.#out.send([feed.id, EventKind.Lagged, feed.lastSent]);
+            sent = true;
+          }
+          break;
+        }
+        if (!this.#out.room()) break;
         const batch = feed.peek(n);
         if (!this.#out.send([feed.id, EventKind.Changes, batch])) {
           if (n > 1) {
@@ -179,7 +189,11 @@ export class ConnectionFeeds {
   }
 }
 
-/** One feed: its filter and its queue. */
+/**
+ * One feed: its filter and its queue (at most `buffer` changes). A feed
+ * resumed with `since` first replays the log's ring from there, a queue
+ * at a time ({@link fill}), and takes deliveries once it has caught up.
+ */
 class Feed implements ChangeSink {
   readonly id: number;
   readonly wantsValues: boolean;
@@ -187,14 +201,20 @@ class Feed implements ChangeSink {
   readonly #kv: Set<string> | true | null;
   readonly #buffer: number;
   readonly #wake: () => void;
+  readonly #log: ChangeLog;
   queue: WireChange[] = [];
   #head = 0;
   /** Sequence number of the last change handed to the output. */
   lastSent: number;
-  /** Set when the queue overflowed: the feed ends with `LAGGED`. */
+  /** While replaying the ring: the last change read from it; `null` once caught up. */
+  #replayed: number | null;
+  /**
+   * Set when the queue overflowed (or the ring moved past a replay): the
+   * feed sends what it queued, then ends with `LAGGED` at {@link lastSent}.
+   */
   lagged = false;
 
-  constructor(id: number, o: SubscribeRequest, wake: () => void, head: number) {
+  constructor(id: number, o: SubscribeRequest, wake: () => void, log: ChangeLog) {
     this.id = id;
     this.wantsValues = o.values === true;
     const everything = (o.tables === undefined || o.tables === null) &&
@@ -204,33 +224,72 @@ class Feed implements ChangeSink {
     if (everything) this.#tables = ALL;
     this.#buffer = Math.min(o.buffer ?? DEFAULT_FEED_BUFFER, MAX_FEED_BUFFER);
     this.#wake = wake;
-    this.lastSent = o.since ?? head;
+    this.#log = log;
+    this.lastSent = o.since ?? log.head;
+    this.#replayed = o.since ?? null;
+  }
+
+  /** Changes queued and not yet sent. */
+  get pending(): number {
+    return this.queue.length - this.#head;
   }
 
   deliver(changes: readonly Change[]): void {
     if (this.lagged) return;
+    if (this.#replayed !== null) {
+      // Still replaying: these are in the ring too, and read from there.
+      this.#wake();
+      return;
+    }
     let added = false;
     for (const c of changes) {
       if (!this.#matches(c)) continue;
-      this.queue.push([
-        c.seq,
-        c.commitSeq,
-        c.table,
-        c.op,
-        c.rowid,
-        c.collection,
-        c.key,
-        c.version,
-        this.wantsValues ? c.value : null,
-      ]);
+      if (this.pending >= this.#buffer) {
+        // Overflow: the changes queued are kept and sent, then LAGGED.
+        this.lagged = true;
+        break;
+      }
+      this.#push(c);
       added = true;
     }
-    if (this.queue.length - this.#head > this.#buffer) {
-      this.lagged = true;
-      this.queue = [];
-      this.#head = 0;
-    }
     if (added || this.lagged) this.#wake();
+  }
+
+  /**
+   * While replaying: queues the ring's next matching changes, up to
+   * `buffer`; once the ring's head is reached, takes deliveries instead.
+   * Lags when the ring no longer holds the next change.
+   */
+  fill(): void {
+    while (this.#replayed !== null && !this.lagged) {
+      const room = this.#buffer - this.pending;
+      if (room <= 0) return;
+      const held = this.#log.after(this.#replayed, room);
+      if (held === null) {
+        this.lagged = true;
+        return;
+      }
+      if (held.length === 0) {
+        this.#replayed = null; // caught up: later commits are delivered
+        return;
+      }
+      for (const c of held) if (this.#matches(c)) this.#push(c);
+      this.#replayed = held[held.length - 1].seq;
+    }
+  }
+
+  #push(c: Change): void {
+    this.queue.push([
+      c.seq,
+      c.commitSeq,
+      c.table,
+      c.op,
+      c.rowid,
+      c.collection,
+      c.key,
+      c.version,
+      this.wantsValues ? c.value : null,
+    ]);
   }
 
   /** The next `n` queued changes (at most), still queued. */

@@ -194,6 +194,54 @@ Deno.test({
 });
 
 Deno.test({
+  name: "feed: a backlog larger than buffer is consumed completely by repeated resumes",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE ll (id INTEGER PRIMARY KEY, v INT)");
+    const opts = { tables: ["ll"], buffer: 100 };
+    let feed = await db.subscribe(opts);
+    // One 300-row commit: the live feed overflows, and so does each resume's backlog.
+    await db.run(
+      "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300) " +
+        "INSERT INTO ll (v) SELECT i FROM c",
+    );
+    const seqs: number[] = [];
+    const rowids: number[] = [];
+    let resumes = 0;
+    try {
+      const reading = (async () => {
+        while (rowids.length < 300 && resumes <= 10) {
+          let lag: number | null = null;
+          for await (const e of feed) {
+            if (e.type === "lagged") {
+              lag = e.resumeFrom;
+              break;
+            }
+            seqs.push(e.seq);
+            rowids.push(e.type === "table" ? e.rowid as number : -1);
+            if (rowids.length === 300) break;
+          }
+          if (lag === null) break;
+          assert.equal(lag, seqs.at(-1), "lagged names the last change yielded");
+          feed.close();
+          feed = await db.subscribe({ ...opts, since: lag });
+          resumes++;
+        }
+      })();
+      const r = await within(reading, 10_000);
+      assert.notEqual(r, "timeout", `timed out with ${rowids.length} of 300 changes`);
+    } finally {
+      feed.close();
+    }
+    assert.deepEqual(rowids, Array.from({ length: 300 }, (_, i) => i + 1));
+    for (let i = 1; i < seqs.length; i++) assert.equal(seqs[i], seqs[i - 1] + 1);
+    assert.ok(resumes >= 1 && resumes <= 2, `expected one or two resumes, got ${resumes}`);
+  },
+});
+
+Deno.test({
   name: "feed: key-value changes by collection and key, with values",
   ignore: !ffi,
   async fn() {
