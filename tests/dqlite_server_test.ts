@@ -36,7 +36,7 @@ async function clusterServer(
   const server = await serve({
     ...options,
     path,
-    dqlite: { nodes, database: `suite${++dbSeq}_${Date.now()}` },
+    dqlite: { ...options.dqlite, nodes, database: `suite${++dbSeq}_${Date.now()}` },
   });
   return {
     server,
@@ -200,6 +200,92 @@ Deno.test({
       assert.deepEqual(await b.values("SELECT x FROM t ORDER BY x"), [[1], [3]]);
     });
 
+    await t.step(
+      "cluster mode: temp.x objects are refused like CREATE TEMP; a temp trigger never spies",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using a = await s.client();
+        await a.exec("CREATE TABLE tgt (x INT); CREATE TABLE audit (n INT)");
+        for (
+          const sql of [
+            "CREATE TRIGGER temp.spy AFTER INSERT ON main.tgt BEGIN " +
+            "INSERT INTO audit VALUES (new.x); END",
+            "CREATE TABLE temp.tt2(x)",
+            'CREATE VIEW "temp".v AS SELECT 1',
+          ]
+        ) {
+          const err = await a.exec(sql).then(() => null, (e) => e);
+          assert.ok(err instanceof SqliteError, `${sql}: expected a refusal`);
+          assert.equal(err.code, "FORBIDDEN", err.message);
+          assert.match(err.message, /^Cannot create TEMP objects in cluster mode: /);
+        }
+        await using b = await s.client();
+        await b.run("INSERT INTO tgt VALUES (1)");
+        assert.deepEqual(await b.values("SELECT count(*) FROM audit"), [[0]]);
+        assert.deepEqual(await a.values("SELECT count(*) FROM temp.sqlite_schema"), [[0]]);
+      },
+    );
+
+    await t.step(
+      "cluster mode refuses fts3_tokenizer() and sqlite_stmt as the single-file engine does",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using db = await s.client();
+        const refused: [string, RegExp][] = [
+          [
+            "SELECT hex(fts3_tokenizer('simple'))",
+            /^Cannot call fts3_tokenizer\(\): it reads and sets code addresses in the server process$/,
+          ],
+          [
+            "SELECT sql FROM sqlite_stmt",
+            /^Cannot read sqlite_stmt: it shows the SQL of other clients' statements on the server's shared connections$/,
+          ],
+        ];
+        for (const [sql, message] of refused) {
+          const err = await db.query(sql).then(() => null, (e) => e);
+          assert.ok(err instanceof SqliteError, `${sql}: expected a refusal`);
+          assert.equal(err.code, "FORBIDDEN", err.message);
+          assert.match(err.message, message);
+        }
+        assert.deepEqual(await db.values("SELECT 'sqlite_stmt', 'fts3_tokenizer(1)'"), [[
+          "sqlite_stmt",
+          "fts3_tokenizer(1)",
+        ]]);
+      },
+    );
+
+    await t.step(
+      "cluster mode: a statement timeout stops a query whose rows never end, and frees its connection",
+      async () => {
+        await using s = await clusterServer(nodes.addresses, {
+          dqlite: { nodes: [], database: "", poolSize: 1 },
+        });
+        await using db = await s.client();
+        const endless =
+          "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT i FROM c";
+        for (let round = 0; round < 2; round++) {
+          const started = performance.now();
+          const err = await db.query(endless, [], { timeout: 300 }).then(() => null, (e) => e);
+          const took = performance.now() - started;
+          assert.ok(err instanceof SqliteError, String(err));
+          assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
+          assert.ok(took < 3000, `settled after ${Math.round(took)} ms`);
+          // The only pooled connection serves the next request at once.
+          const next = performance.now();
+          assert.deepEqual(await db.values("SELECT 41 + 1"), [[42]]);
+          assert.ok(performance.now() - next < 1000);
+        }
+        // A row set stopped by the deadline inside a transaction: the transaction is lost.
+        await db.exec("CREATE TABLE t (x)");
+        await db.exec("BEGIN");
+        await db.run("INSERT INTO t VALUES (1)");
+        const err = await db.query(endless, [], { timeout: 200 }).then(() => null, (e) => e);
+        assert.equal(err?.code, "STATEMENT_TIMEOUT", String(err));
+        await db.exec("ROLLBACK");
+        assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+      },
+    );
+
     await t.step("cluster mode: a transaction held by a closed client is rolled back", async () => {
       await using s = await clusterServer(nodes.addresses);
       await using b = await s.client();
@@ -240,6 +326,41 @@ Deno.test("checkClusterSql() finds hazardous column types only where they are de
     assert.throws(() => checkClusterSql(sql, policy), { code: "FORBIDDEN" }, sql);
   }
   checkClusterSql("PRAGMA foreign_keys = OFF", { allowUnsafePragmas: true });
+});
+
+Deno.test("checkClusterSql() refuses temp.x objects, fts3_tokenizer() and sqlite_stmt, not their text", () => {
+  const policy = { allowUnsafePragmas: false };
+  const ok = [
+    "CREATE TABLE tempx (x)",
+    "CREATE TABLE main.t (temp TEXT)",
+    "CREATE INDEX i ON t (temp)",
+    "SELECT 'fts3_tokenizer(1)', 'sqlite_stmt' -- fts3_tokenizer('x') sqlite_stmt",
+    "SELECT /* sqlite_stmt */ 1 AS fts3_tokenizer",
+    "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 'temp.x'; END",
+  ];
+  for (const sql of ok) checkClusterSql(sql, policy);
+  const bad: [string, RegExp][] = [
+    ["CREATE TABLE temp.tt2(x)", /Cannot create TEMP objects/],
+    ['CREATE TABLE IF NOT EXISTS "TEMP".t (x)', /Cannot create TEMP objects/],
+    ["CREATE VIEW [temp].v AS SELECT 1", /Cannot create TEMP objects/],
+    ["create unique index if not exists `temp`.i on t (x)", /Cannot create TEMP objects/],
+    ["CREATE VIRTUAL TABLE Temp . v USING fts5(x)", /Cannot create TEMP objects/],
+    [
+      "CREATE TRIGGER temp.spy AFTER INSERT ON main.t BEGIN INSERT INTO a VALUES (new.x); END",
+      /Cannot create TEMP objects/,
+    ],
+    ["SELECT hex(fts3_tokenizer('simple'))", /^Cannot call fts3_tokenizer\(\): it reads/],
+    ['SELECT "FTS3_TOKENIZER" (?)', /fts3_tokenizer/],
+    ["SELECT sql FROM sqlite_stmt", /^Cannot read sqlite_stmt: it shows the SQL of other/],
+    ["SELECT 1; SELECT * FROM main.[SQLITE_STMT]", /sqlite_stmt/],
+    [
+      "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO a SELECT sql FROM sqlite_stmt; END",
+      /sqlite_stmt/,
+    ],
+  ];
+  for (const [sql, message] of bad) {
+    assert.throws(() => checkClusterSql(sql, policy), { code: "FORBIDDEN", message }, sql);
+  }
 });
 
 Deno.test("statementTexts() splits a script at its semicolons, not those in literals or triggers", () => {

@@ -231,6 +231,32 @@ Deno.test({
       );
 
       await t.step(
+        "DqliteDatabase.interrupt() ends a query whose rows never end within its drain bound",
+        async () => {
+          await using db = await cluster.open("endless");
+          const endless =
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT i FROM c";
+          const generation = db.generation;
+          const pending = db.query(endless);
+          await sleep(200);
+          const started = performance.now();
+          db.interrupt();
+          await rejects(pending, "SQLITE_INTERRUPT", 9);
+          const took = performance.now() - started;
+          assert.ok(took < 2000, `ended ${Math.round(took)} ms after interrupt()`);
+          // The node connection was closed (the node finalizes the statement); the next query
+          // runs on a new one.
+          assert.deepEqual((await db.query("SELECT 7")).rows, [[7]]);
+          assert.equal(db.generation, generation + 1);
+          // interrupt() before the first message arrives stops the query as well.
+          const early = db.query(endless);
+          db.interrupt();
+          await rejects(early, "SQLITE_INTERRUPT", 9);
+          assert.deepEqual((await db.query("SELECT 8")).rows, [[8]]);
+        },
+      );
+
+      await t.step(
         "DqliteDatabase transactions: BEGIN/COMMIT and ROLLBACK on one connection",
         async () => {
           await using a = await cluster.open("tx");

@@ -125,8 +125,11 @@ export function verbOf(sql: string): Verb {
  * Refuses what cluster mode must not send to a node: a column declared with
  * one of {@link HAZARDOUS_TYPES} (CREATE TABLE, ALTER TABLE ADD COLUMN);
  * ATTACH, DETACH and VACUUM INTO (the file would exist on the leader only);
- * CREATE TEMP (connections are shared between clients and replaced at a
- * leader change);
+ * CREATE TEMP, or CREATE of an object named `temp.x` (connections are shared
+ * between clients and replaced at a leader change); calling
+ * `fts3_tokenizer()` (it reads and sets code addresses in the node) and
+ * reading `sqlite_stmt` (the SQL of other clients' statements), refused as
+ * the single-file engine refuses them;
  * setting a PRAGMA of the shared connections or of durability, unless
  * `allowUnsafePragmas`.
  *
@@ -145,14 +148,52 @@ export function checkClusterSql(
           "only, outside Raft replication",
       );
     }
-    if (head === "create" && (words[1] === "temp" || words[1] === "temporary")) {
+    if (head === "create" && (words[1] === "temp" || words[1] === "temporary" || inTemp(tokens))) {
       throw forbidden(
         "Cannot create TEMP objects in cluster mode: connections to the leader are shared " +
           "between clients and replaced at a leader change",
       );
     }
+    checkNames(tokens);
     if (head === "pragma" && !policy.allowUnsafePragmas) checkPragma(tokens);
     if (head === "create" || head === "alter") checkColumnTypes(tokens);
+  }
+}
+
+const CREATED = new Set(["table", "view", "index", "trigger"]);
+
+/** True when a CREATE statement names its object in the `temp` schema: `temp.x`, `"temp".x`. */
+function inTemp(tokens: Token[]): boolean {
+  // CREATE [UNIQUE | VIRTUAL] TABLE|VIEW|INDEX|TRIGGER [IF NOT EXISTS] [schema.]name
+  let i = tokens.findIndex((t) => t.kind === "word" && CREATED.has(t.text));
+  if (i === -1 || i > 2) return false;
+  i++;
+  if (tokens[i]?.kind === "word" && tokens[i].text === "if") i += 3;
+  const schema = tokens[i];
+  return (schema?.kind === "word" || schema?.kind === "name") &&
+    schema.text.toLowerCase() === "temp" && tokens[i + 1]?.kind === "punct" &&
+    tokens[i + 1].text === ".";
+}
+
+/** Refuses calling `fts3_tokenizer()` and naming `sqlite_stmt`, wherever they appear. */
+function checkNames(tokens: Token[]): void {
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i];
+    if (t.kind !== "word" && t.kind !== "name") continue;
+    const name = t.text.toLowerCase();
+    if (
+      name === "fts3_tokenizer" && tokens[i + 1]?.kind === "punct" && tokens[i + 1].text === "("
+    ) {
+      throw forbidden(
+        "Cannot call fts3_tokenizer(): it reads and sets code addresses in the server process",
+      );
+    }
+    if (name === "sqlite_stmt") {
+      throw forbidden(
+        "Cannot read sqlite_stmt: it shows the SQL of other clients' statements on the " +
+          "server's shared connections",
+      );
+    }
   }
 }
 

@@ -16,7 +16,7 @@
 
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type { SqlValue } from "../binding/binding.ts";
-import { type DqliteConn, expectResponse } from "./conn.ts";
+import { type DqliteConn, expectResponse, type Received } from "./conn.ts";
 import { DqliteErrorCode, LeaderError } from "./errors.ts";
 import { DqliteStatement } from "./statement.ts";
 import { positionalArgs, type TxEffect, txEffect, writesRows } from "./_sql_scan.ts";
@@ -65,6 +65,11 @@ export type Params =
 
 const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0, lastInsertIdBefore: 0 });
 const noRows = (): QueryResult => ({ columns: [], rows: [] });
+/**
+ * How long a stopped row set may take to end (its remaining messages are
+ * read and discarded) before its connection is closed instead.
+ */
+const DRAIN_MS = 250;
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -86,6 +91,8 @@ export class DqliteDatabase {
   #txLost = false;
   #txLostMaybeApplied = false;
   #interrupt = false;
+  /** Wakes a {@link query} waiting for the node's next message, to stop it. */
+  #wake: (() => void) | null = null;
   #connecting: Promise<void> | null = null;
   /** Per connection, the lastInsertId of its last EXEC reply. */
   readonly #lastInsert = new WeakMap<DqliteConn, number | bigint>();
@@ -214,12 +221,16 @@ export class DqliteDatabase {
 
   /**
    * Stops the row set being received: the running {@link query} fails with
-   * `SQLITE_INTERRUPT` after the current message. (dqlite 1.11 reads the
-   * INTERRUPT request only once the row set is fully sent, so the node still
-   * runs the statement to its end; the rows are discarded.)
+   * `SQLITE_INTERRUPT` at once, without waiting for the node's next message.
+   * (dqlite 1.11 reads the INTERRUPT request only once the row set is fully
+   * sent: what still arrives within 250 ms is discarded; past that, the
+   * connection is closed, which makes the node finalize the statement, and
+   * the next request opens a new one. Inside a transaction, that loses the
+   * transaction: see {@link transactionLost}.)
    */
   interrupt(): void {
     this.#interrupt = true;
+    this.#wake?.();
   }
 
   /** @internal Runs `fn` on the leader's connection with the session's rules. */
@@ -395,11 +406,17 @@ export class DqliteDatabase {
       const rows: SqlValue[][] = [];
       let bytes = 0;
       for (;;) {
-        const received = await conn.receive();
-        const r = expectResponse(received, "rows", conn.address);
+        // An interrupt does not wait for the next message: a statement may
+        // compute for long before its first row, or between two batches.
+        const next = conn.receive();
+        const received = await this.#orInterrupt(next);
+        if (received === null) {
+          await this.#stop(conn, next, new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9));
+        }
+        const r = expectResponse(received!, "rows", conn.address);
         columns = r.columns;
         for (const row of r.rows) rows.push(row);
-        bytes += received.bytes;
+        bytes += received!.bytes;
         if (!r.more) {
           if (r.error !== undefined) throw r.error;
           return { columns, rows };
@@ -415,14 +432,57 @@ export class DqliteDatabase {
             `Cannot return the result: it exceeds maxBytes ${maxBytes}`,
           );
         }
-        if (stop !== null) {
-          await conn.send(encodeInterrupt(0));
-          // Discard what is still in flight, up to the EMPTY answer.
-          while ((await conn.receive()).response.type !== "empty");
-          throw stop;
-        }
+        if (stop !== null) await this.#stop(conn, null, stop);
       }
     });
+  }
+
+  /** `received`, or null as soon as {@link interrupt} is called (at once if it was). */
+  async #orInterrupt(received: Promise<Received>): Promise<Received | null> {
+    if (this.#interrupt) return null;
+    let wake!: () => void;
+    const interrupted = new Promise<null>((resolve) => wake = () => resolve(null));
+    this.#wake = wake;
+    try {
+      return await Promise.race([received, interrupted]);
+    } finally {
+      this.#wake = null;
+    }
+  }
+
+  /**
+   * Ends a row set early and throws `stop`: sends INTERRUPT and discards
+   * what is still in flight, up to the EMPTY answer, for at most
+   * {@link DRAIN_MS}. dqlite 1.11 reads the INTERRUPT only once the row set
+   * is fully sent, which for an endless or slow statement is never: past
+   * that bound the connection is closed (the node finalizes the statement
+   * when the connection goes) and the next request opens another one.
+   * `pending` is a receive already under way, if any.
+   */
+  async #stop(
+    conn: DqliteConn,
+    pending: Promise<Received> | null,
+    stop: SqliteError,
+  ): Promise<never> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), DRAIN_MS);
+    });
+    const drain = (async (): Promise<"drained"> => {
+      await conn.send(encodeInterrupt(0));
+      let next = pending ?? conn.receive();
+      while ((await next).response.type !== "empty") next = conn.receive();
+      return "drained";
+    })();
+    drain.catch(() => {}); // after a timeout, closing the connection fails the receive under way
+    try {
+      if (await Promise.race([drain, timedOut]) === "timeout") conn.close();
+    } catch {
+      conn.close(); // the connection broke while draining: it is replaced on the next request
+    } finally {
+      clearTimeout(timer);
+    }
+    throw stop;
   }
 
   /** Closes the connection. Idempotent. */
