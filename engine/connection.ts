@@ -419,7 +419,7 @@ export class Connection {
       if (name !== null) (altered[0].toLowerCase() === "temp" ? toTemp : toOthers).push(name);
     }
     if (toTemp.length === 0 && toOthers.length === 0) return undefined;
-    const schemas = toTemp.length === 0 ? ["temp"] : this.#trustedRows(
+    const schemas = toTemp.length === 0 ? ["temp"] : this.ownRows(
       "SELECT name FROM pragma_database_list WHERE name <> 'temp'",
       [],
     ).map((r) => String(r[0])).concat(toOthers.length > 0 ? ["temp"] : []);
@@ -427,7 +427,7 @@ export class Connection {
       const names = schema === "temp" ? toOthers : toTemp;
       const quoted = `"${schema.replaceAll('"', '""')}"`;
       for (const name of names) {
-        const rows = this.#trustedRows(
+        const rows = this.ownRows(
           `SELECT 1 FROM ${quoted}.sqlite_schema WHERE type IN ('table', 'view') ` +
             "AND name = ?1 COLLATE NOCASE",
           [name],
@@ -438,8 +438,11 @@ export class Connection {
     return undefined;
   }
 
-  /** Rows of a statement of the engine's own (not judged by the policy), through the cache. */
-  #trustedRows(sql: string, args: SqlValue[]): SqlValue[][] {
+  /**
+   * The rows of a statement of the engine's own, run at once through the
+   * statement cache; the policy does not judge it.
+   */
+  ownRows(sql: string, args: SqlValue[] = []): SqlValue[][] {
     let p: Prepared;
     this.#trusted = true;
     try {
@@ -501,21 +504,11 @@ export class Connection {
     const key = `${schema}.${table}`;
     let known = this.#hasRowid.get(key);
     if (known === undefined) {
-      let p: Prepared;
-      this.#trusted = true;
-      try {
-        p = this.prepare("SELECT wr FROM pragma_table_list(?1) WHERE schema = ?2");
-      } finally {
-        this.#trusted = false;
-      }
-      p.busy++;
-      try {
-        p.stmt.bind([table, schema]);
-        const rows = p.stmt.all();
-        known = rows.length === 0 || Number(rows[0][0]) === 0;
-      } finally {
-        release(p);
-      }
+      const rows = this.ownRows("SELECT wr FROM pragma_table_list(?1) WHERE schema = ?2", [
+        table,
+        schema,
+      ]);
+      known = rows.length === 0 || Number(rows[0][0]) === 0;
       this.#hasRowid.set(key, known);
     }
     return known;
@@ -532,15 +525,9 @@ export class Connection {
   refreshSchema(): number {
     // The table-valued form checks the schema cookie (plain PRAGMA does not),
     // so SQLite resets a stale schema and reloads it on the next prepare.
-    let p: Prepared;
-    this.#trusted = true;
-    try {
-      p = this.prepare("SELECT schema_version FROM pragma_schema_version");
-    } finally {
-      this.#trusted = false;
-    }
-    p.stmt.bind(NO_ARGS);
-    const version = p.stmt.all()[0][0] as number;
+    const version = this.ownRows(
+      "SELECT schema_version FROM pragma_schema_version",
+    )[0][0] as number;
     if (version !== this.#schemaVersion) {
       this.clearCache();
       this.#schemaVersion = version;

@@ -58,8 +58,8 @@ import { changeLogOf } from "./change_log.ts";
 import { INLINE_BUDGET_MS } from "./engine.ts";
 import {
   deadlineOf,
-  isLockBusy,
   LockBusy,
+  metLock,
   type Outcome,
   OverBudget,
   rowArrays,
@@ -87,18 +87,6 @@ export type Reply<T> = T | Promise<T> | typeof BLOCKED;
 
 const NO_ARGS: BindArgs = [];
 
-/** The rows of a statement of the engine's own on `conn` (cached, run at once). */
-function rowsOf(conn: Connection, sql: string): SqlValue[][] {
-  const p = conn.prepare(sql);
-  p.busy++;
-  try {
-    p.stmt.bind(NO_ARGS);
-    return p.stmt.all();
-  } finally {
-    release(p);
-  }
-}
-
 /** The error of a batch whose COMMIT failed: nothing of it was applied. */
 function batchCommitFailed(err: unknown): unknown {
   if (!(err instanceof SqliteError)) return err;
@@ -115,7 +103,7 @@ function batchCommitFailed(err: unknown): unknown {
  * (`PRAGMA foreign_key_check`): nothing of it is applied.
  */
 function checkForeignKeys(writer: Connection): void {
-  const bad = rowsOf(writer, "PRAGMA foreign_key_check");
+  const bad = writer.ownRows("PRAGMA foreign_key_check");
   if (bad.length === 0) return;
   const [table, rowid, parent] = bad[0];
   throw new SqliteError(
@@ -831,7 +819,7 @@ export class EngineSession implements HostedSession {
       );
     }
     let restoreKeys: () => void = () => {};
-    if (fkOff && rowsOf(writer, "PRAGMA foreign_keys")[0]?.[0] === 1) {
+    if (fkOff && writer.ownRows("PRAGMA foreign_keys")[0]?.[0] === 1) {
       writer.db.exec("PRAGMA foreign_keys = OFF");
       restoreKeys = () => {
         restoreKeys = () => {};
@@ -843,7 +831,7 @@ export class EngineSession implements HostedSession {
     try {
       writer.runOwn(begin);
     } catch (err) {
-      if (!(isLockBusy(err) && !writer.db.waitsInline && writer.caps.background)) {
+      if (!metLock(writer, err)) {
         restoreKeys();
         host.writer.afterWrite(this);
         throw err;

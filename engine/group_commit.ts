@@ -20,7 +20,7 @@
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type Connection, release } from "./connection.ts";
 import { changeLogOf } from "./change_log.ts";
-import { isLockBusy, LockBusy } from "./run.ts";
+import { LockBusy, metLock } from "./run.ts";
 
 /** What SQLite says when an autocommit write leaves a deferred foreign key unresolved. */
 function foreignKeyFailed(): SqliteError {
@@ -101,7 +101,7 @@ export class GroupCommit {
       } catch (err) {
         // Another process holds the file's write lock: the write runs alone
         // in the background, where it waits for the lock.
-        if (isLockBusy(err) && !db.waitsInline && writer.caps.background) throw new LockBusy();
+        if (metLock(writer, err)) throw new LockBusy();
         throw err;
       }
       this.#open = true;

@@ -16,7 +16,7 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
-import { type Prepared, release } from "./connection.ts";
+import { type Connection, type Prepared, release } from "./connection.ts";
 import { resultTooLarge, rowBytes } from "./binding/_errors.ts";
 import { changeLogOf } from "./change_log.ts";
 import type { Encoded } from "../protocol/msgpack.ts";
@@ -88,10 +88,14 @@ export class LockBusy extends Error {
   }
 }
 
-/** True for `SQLITE_BUSY` (and `SQLITE_BUSY_RECOVERY`): waiting may help. */
-export function isLockBusy(err: unknown): boolean {
+/**
+ * True when `err`, from a call on `conn` on the main thread, means another
+ * process holds a lock (`SQLITE_BUSY`, `SQLITE_BUSY_RECOVERY`) that the call
+ * did not wait for: run again in the background, it waits.
+ */
+export function metLock(conn: Connection, err: unknown): boolean {
   const code = err instanceof SqliteError ? err.sqliteCode : undefined;
-  return code === 5 || code === 261;
+  return (code === 5 || code === 261) && !conn.db.waitsInline && conn.caps.background;
 }
 
 /**
@@ -424,7 +428,7 @@ function stopped(
   budget: number,
   left: number,
 ): unknown {
-  if (isLockBusy(err) && !p.conn.db.waitsInline && p.conn.caps.background) return new LockBusy();
+  if (metLock(p.conn, err)) return new LockBusy();
   if (!isInterrupt(err)) return err;
   if (budget >= left) return statementTimeout(limits);
   // The time spent here counts against the deadline where it runs on.

@@ -432,8 +432,11 @@ class NodeStmt implements Stmt {
   #finalized = false;
   /** True when a run again may answer differently (it calls random(), the clock...). */
   readonly #varies: boolean;
-  /** The connection's total changes at the first step (its own writes since change the answer). */
-  #changesAtFirst: number | bigint = 0;
+  /**
+   * Inside a transaction, the connection's total changes at the first step
+   * (its own writes since change the answer of a second run); else null.
+   */
+  #changesAtFirst: number | bigint | null = null;
 
   constructor(
     db: NodeDb,
@@ -531,7 +534,8 @@ class NodeStmt implements Stmt {
       throw toSqliteError(err);
     }
     this.#seen = 0;
-    this.#changesAtFirst = this.#db.totalChanges();
+    // Only a transaction's own writes can land between two steps of a query.
+    this.#changesAtFirst = this.#db.inTransaction ? this.#db.totalChanges() : null;
     const r = this.#advance(it);
     if (!r.done) return this.#take(r.value);
     this.#it = null;
@@ -606,7 +610,9 @@ class NodeStmt implements Stmt {
     // when a row proves nothing and the end stands, as the iterator said.
     // The connection's own writes since the first step (inside a transaction,
     // while a cursor reads) also make a second run answer differently.
-    if (row !== undefined && !this.#varies && this.#db.totalChanges() === this.#changesAtFirst) {
+    const wrote = this.#changesAtFirst !== null &&
+      this.#db.totalChanges() !== this.#changesAtFirst;
+    if (row !== undefined && !this.#varies && !wrote) {
       throw new SqliteError(
         "SQLITE_ERROR",
         `Cannot read row ${n + 1}: SQLite failed and node:sqlite did not report the error`,
