@@ -349,7 +349,7 @@ export class EngineSession implements HostedSession {
           () => shape(this.#inlineTimed(p, args, limits, wantRows, budget)),
         );
       } catch (err) {
-        if (!(err instanceof OverBudget || err instanceof LockBusy)) throw err;
+        if (!toBackground(err)) throw err;
         // Met another process's lock: it waits for it alone, in the background.
         if (err instanceof LockBusy) p.fast = false;
       } finally {
@@ -475,9 +475,8 @@ export class EngineSession implements HostedSession {
       // A write that met another process's lock changed nothing: it waits
       // for the lock in the background, in a transaction too.
       try {
-        return p.conn.inTransaction
-          ? this.#inlineTimed(p, args, limits, wantRows)
-          : this.#inlineTimed(p, args, limits, wantRows, INLINE_BUDGET_MS);
+        const budget = p.conn.inTransaction ? Infinity : INLINE_BUDGET_MS;
+        return this.#inlineTimed(p, args, limits, wantRows, budget);
       } catch (err) {
         if (!toBackground(err)) throw err;
       }
@@ -902,12 +901,7 @@ export class EngineSession implements HostedSession {
       return finish();
     };
     if (began === null) return step(0);
-    return began.then(() => step(0), (err) => {
-      this.#batchTx = false;
-      restoreKeys();
-      host.writer.afterWrite(this);
-      throw err;
-    }) as Promise<BatchItemPayload[]>;
+    return began.then(() => step(0), fail) as Promise<BatchItemPayload[]>;
   }
 
   #batchItem(
