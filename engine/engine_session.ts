@@ -51,7 +51,7 @@ import type {
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import { statementTokens } from "./_sql_text.ts";
-import type { BindArgs, SqlValue } from "./binding/binding.ts";
+import type { BindArgs } from "./binding/binding.ts";
 import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
