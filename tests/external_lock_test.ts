@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
-import { connect } from "../mod.ts";
+import { connect, type Queryable, type RunResult } from "../mod.ts";
 import { Op } from "../protocol/messages.ts";
 import { readStdoutUntil, startServer } from "./_helpers.ts";
 
@@ -42,6 +42,34 @@ function settleOrder(named: Record<string, Promise<unknown>>): Promise<string[]>
   return Promise.allSettled(
     Object.entries(named).map(([name, p]) => p.finally(() => order.push(name))),
   ).then(() => order);
+}
+
+/**
+ * With another process holding `database`'s write lock, `a` inserts into
+ * `t` (20 rows) while `r` reads 20 times: every read is answered first, and
+ * the write lands once the lock is released. Returns the write's result.
+ */
+async function writeWhileLocked(
+  database: string,
+  a: Queryable,
+  r: Queryable,
+): Promise<RunResult> {
+  const holder = await holdWriteLock(database);
+  try {
+    const write = a.run("INSERT INTO t VALUES (?)", [1]);
+    const reads = (async () => {
+      for (let i = 0; i < 20; i++) {
+        assert.deepEqual(await r.values("SELECT count(*) FROM t"), [[20]]);
+      }
+    })();
+    const order = settleOrder({ reads, write });
+    await reads;
+    await holder.release();
+    assert.deepEqual(await order, ["reads", "write"]);
+    return await write;
+  } finally {
+    await holder.release();
+  }
 }
 
 const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
@@ -147,22 +175,7 @@ Deno.test({
       admin.fail(new Error("done"));
       await admin.ended;
     }
-    const holder = await holdWriteLock(srv.database);
-    try {
-      const write = a.run("INSERT INTO t VALUES (?)", [1]);
-      const reads = (async () => {
-        for (let i = 0; i < 20; i++) {
-          assert.deepEqual(await r.values("SELECT count(*) FROM t"), [[20]]);
-        }
-      })();
-      const order = settleOrder({ reads, write });
-      await reads;
-      await holder.release();
-      assert.deepEqual(await order, ["reads", "write"]);
-      await write;
-    } finally {
-      await holder.release();
-    }
+    await writeWhileLocked(srv.database, a, r);
   },
 });
 
@@ -202,21 +215,9 @@ Deno.test({
       await using _feed = await a.subscribe({ tables: ["t"] }); // capture starts, and stays on
     }
     for (let i = 0; i < 20; i++) await a.run("INSERT INTO t VALUES (?)", [0]);
-    const holder = await holdWriteLock(srv.database);
-    try {
-      const write = a.run("INSERT INTO t VALUES (?)", [1]);
-      const reads = (async () => {
-        for (let i = 0; i < 20; i++) {
-          assert.deepEqual(await r.values("SELECT count(*) FROM t"), [[20]]);
-        }
-      })();
-      const order = settleOrder({ reads, write });
-      await reads;
-      await holder.release();
-      assert.deepEqual(await order, ["reads", "write"]);
-      assert.deepEqual(await write, { changes: 1, lastInsertRowid: 21 });
-    } finally {
-      await holder.release();
-    }
+    assert.deepEqual(await writeWhileLocked(srv.database, a, r), {
+      changes: 1,
+      lastInsertRowid: 21,
+    });
   },
 });
