@@ -7,69 +7,47 @@
  * @module
  */
 
-const TX_WORDS = new Set(["BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"]);
+import { scan } from "../protocol/sql_lexer.ts";
+
+const TX_WORDS = new Set(["begin", "commit", "end", "rollback", "savepoint", "release"]);
 
 /**
  * Returns the first transaction-control keyword that starts a statement of
- * `sql`, or `null`. With `script` false only the first statement is looked
- * at (the server refuses a second one in `run`/`query`/`prepare` anyway),
- * which costs a few characters per call.
+ * `sql` (upper case), or `null`. With `script` false only the first
+ * statement is looked at (the server refuses a second one in
+ * `run`/`query`/`prepare` anyway), which costs a few characters per call.
  */
 export function findTxControl(sql: string, script = true): string | null {
-  let i = 0;
-  const n = sql.length;
+  let found: string | null = null;
   let atStart = true;
   let first = ""; // first word of the current statement
   let trigger = false;
   let depth = 0; // BEGIN/CASE ... END nesting inside a trigger
-  while (i < n) {
-    const c = sql[i];
-    if (c === "-" && sql[i + 1] === "-") {
-      const eol = sql.indexOf("\n", i + 2);
-      i = eol === -1 ? n : eol + 1;
-    } else if (c === "/" && sql[i + 1] === "*") {
-      const end = sql.indexOf("*/", i + 2);
-      i = end === -1 ? n : end + 2;
-    } else if (c === "'" || c === '"' || c === "`" || c === "[") {
-      const close = c === "[" ? "]" : c;
-      let j = i + 1;
-      for (; j < n; j++) {
-        if (sql[j] === close) {
-          if (close !== "]" && sql[j + 1] === close) j++;
-          else break;
-        }
-      }
-      i = j + 1;
-      atStart = false;
-    } else if (c === ";") {
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") {
       if (depth === 0) {
         atStart = true;
         first = "";
         trigger = false;
       }
-      i++;
-    } else if (/[A-Za-z_]/.test(c)) {
-      let j = i + 1;
-      while (j < n && /[A-Za-z0-9_$]/.test(sql[j])) j++;
-      const word = sql.slice(i, j).toUpperCase();
-      if (atStart) {
-        if (TX_WORDS.has(word)) return word;
-        if (!script) return null;
-        first = word;
-        atStart = false;
-      } else if (first === "CREATE") {
-        if (word === "TRIGGER") trigger = true;
-        else if (trigger && (word === "BEGIN" || word === "CASE")) depth++;
-        else if (trigger && word === "END" && depth > 0) depth--;
-      }
-      i = j;
-    } else {
-      if (c.trim() !== "") {
-        if (!script && atStart) return null;
-        atStart = false;
-      }
-      i++;
+      return true;
     }
-  }
-  return null;
+    if (atStart) {
+      atStart = false;
+      if (t.kind !== "word") return script;
+      if (TX_WORDS.has(t.text)) {
+        found = t.text.toUpperCase();
+        return false;
+      }
+      first = t.text;
+      return script;
+    }
+    if (first === "create" && t.kind === "word") {
+      if (t.text === "trigger") trigger = true;
+      else if (trigger && (t.text === "begin" || t.text === "case")) depth++;
+      else if (trigger && t.text === "end" && depth > 0) depth--;
+    }
+    return true;
+  });
+  return found;
 }

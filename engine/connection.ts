@@ -12,6 +12,7 @@ import { Auth, AuthResult } from "./binding/_constants.ts";
 import type { Capabilities, Db, Sqlite, SqlValue, Stmt } from "./binding/binding.ts";
 import { type PolicyCheck, type Refusal, samePragmaValue, VACUUM_ACTION } from "./policy.ts";
 import { statementTokens } from "./_sql_text.ts";
+import type { Token } from "../protocol/sql_lexer.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
 export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ROLLBACK TO";
@@ -687,13 +688,17 @@ function isSchemaTable(table: string | null): boolean {
  */
 export function vacuumOf(sql: string): { into: boolean; target: string | null } | null {
   const tokens = statementTokens(sql);
-  if (tokens[0]?.toUpperCase() !== "VACUUM") return null;
+  if (!isWord(tokens[0], "vacuum")) return null;
   // VACUUM [schema] [INTO expr]: INTO is a keyword, never a bare schema name.
-  const at = tokens.findIndex((t, i) => i > 0 && i < 3 && t.toUpperCase() === "INTO");
+  const at = tokens.findIndex((t, i) => i > 0 && i < 3 && isWord(t, "into"));
   if (at === -1) return { into: false, target: null };
-  const rest = tokens.slice(at + 1).filter((t) => t !== ";");
-  const literal = rest.length === 1 && rest[0].startsWith("'");
-  return { into: true, target: literal ? rest[0].slice(1, -1).replaceAll("''", "'") : null };
+  const rest = tokens.slice(at + 1).filter((t) => t.kind !== "semicolon");
+  const literal = rest.length === 1 && rest[0].kind === "string";
+  return { into: true, target: literal ? rest[0].text : null };
+}
+
+function isWord(t: Token | undefined, word: string): boolean {
+  return t?.kind === "word" && t.text === word;
 }
 
 const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);
@@ -702,14 +707,11 @@ const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_c
 function renamedTo(sql: string): string | null {
   // ALTER TABLE [schema .] table RENAME TO name (not RENAME [COLUMN] a TO b).
   const tokens = statementTokens(sql);
-  const word = (i: number) => tokens[i]?.toUpperCase();
-  if (word(0) !== "ALTER" || word(1) !== "TABLE") return null;
-  const at = tokens[3] === "." ? 5 : 3;
-  if (word(at) !== "RENAME" || word(at + 1) !== "TO") return null;
+  if (!isWord(tokens[0], "alter") || !isWord(tokens[1], "table")) return null;
+  const at = tokens[3]?.text === "." ? 5 : 3;
+  if (!isWord(tokens[at], "rename") || !isWord(tokens[at + 1], "to")) return null;
   const name = tokens[at + 2];
   if (name === undefined) return null;
-  const q = name[0];
-  if (q === '"' || q === "`" || q === "'") return name.slice(1, -1).replaceAll(q + q, q);
-  if (q === "[") return name.slice(1, -1);
-  return name;
+  // A bare name as written (SQLite folds the case of ASCII letters only).
+  return name.kind === "word" ? sql.slice(name.at, name.end) : name.text;
 }

@@ -50,7 +50,7 @@ import type {
 } from "../protocol/messages.ts";
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
-import { statementTokens } from "./_sql_text.ts";
+import { startsWith } from "./_sql_text.ts";
 import type { BindArgs } from "./binding/binding.ts";
 import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
@@ -1044,7 +1044,7 @@ export class EngineSession implements HostedSession {
             // snapshot: "Safety level may not be changed inside a
             // transaction". The writer decides.)
             if (
-              !(err instanceof WriterDecides) && statementTokens(sql)[0]?.toUpperCase() !== "PRAGMA"
+              !(err instanceof WriterDecides) && !startsWith(sql, "pragma")
             ) {
               throw err;
             }

@@ -17,6 +17,7 @@
 
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
 import { Encoded } from "../protocol/msgpack.ts";
+import { scan } from "../protocol/sql_lexer.ts";
 import {
   AbortError,
   ErrorCode,
@@ -80,8 +81,6 @@ const HIGH_WATER = 4 * 1024 * 1024;
 /** Largest frame read before the hello is accepted: a hello (with its token) is far smaller. */
 export const MAX_HELLO_FRAME = 64 * 1024;
 const MAX_QUEUED = 4096;
-/** SQL that may end a transaction (conservative: any mention). */
-const ENDS_TX = /\b(commit|end|release)\b/i;
 
 type Request = Envelope;
 
@@ -278,7 +277,7 @@ export class Session implements SessionProbe {
     for (let i = this.#head; i < q.length; i++) {
       const [op, , sql] = q[i] as unknown as [number, number, unknown];
       if (op !== Op.Exec && op !== Op.Query && op !== Op.Run && op !== Op.Iterate) continue;
-      if (typeof sql !== "string" || ENDS_TX.test(sql)) return true;
+      if (typeof sql !== "string" || mayEndTx(sql)) return true;
     }
     return false;
   }
@@ -832,3 +831,12 @@ function describeSlow(req: Request, payload: unknown, ms: number, prepared?: str
   } else sql = `(op ${String(op)})`;
   return `${ms.toFixed(1)} ms${rows === "" ? "" : `, ${rows}`}: ${sql}`;
 }
+
+/** SQL that may end a transaction (conservative: any mention of COMMIT, END or RELEASE). */
+function mayEndTx(sql: string): boolean {
+  let found = false;
+  scan(sql, (t) => !(found = t.kind === "word" && ENDS_TX.has(t.text)));
+  return found;
+}
+
+const ENDS_TX = new Set(["commit", "end", "release"]);

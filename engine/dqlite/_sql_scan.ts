@@ -10,86 +10,7 @@
 import type { SqlValue } from "../binding/binding.ts";
 import { missingValues, tooManyValues } from "../binding/_errors.ts";
 import { NamedParams } from "../binding/_params.ts";
-
-/** One lexical token; `name` (a quoted name) and `punct` come only from `scan(sql, fn, true)`. */
-export type Token = {
-  kind: "word" | "param" | "semicolon" | "name" | "punct";
-  text: string;
-  /** Offset of the token in the SQL text. */
-  at: number;
-};
-
-const WORD_START = /[\p{L}_\u0080-\uffff]/u;
-const WORD_PART = /[\p{L}\p{N}_$\u0080-\uffff]/u;
-
-/**
- * Calls `onToken` with each bare word (lowercased), parameter and semicolon
- * of `sql`, skipping literals, quoted names and comments; stops when
- * `onToken` returns false. With `detail`, quoted names (`name`, unquoted
- * text) and the punctuation `(`, `)`, `,`, `.` and `=` (`punct`) are reported too.
- */
-export function scan(sql: string, onToken: (token: Token) => boolean, detail = false): void {
-  const n = sql.length;
-  let i = 0;
-  while (i < n) {
-    const c = sql[i];
-    if (c === "'" || c === '"' || c === "`") {
-      const end = sql.indexOf(c, i + 1);
-      // A doubled quote inside is an escaped quote: the scan resumes after it.
-      const next = end === -1 ? n : end + 1;
-      if (
-        detail && c !== "'" && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1), at: i })
-      ) {
-        return;
-      }
-      i = next;
-    } else if (c === "[") {
-      const end = sql.indexOf("]", i + 1);
-      const next = end === -1 ? n : end + 1;
-      if (detail && !onToken({ kind: "name", text: sql.slice(i + 1, next - 1), at: i })) return;
-      i = next;
-    } else if (detail && (c === "(" || c === ")" || c === "," || c === "." || c === "=")) {
-      if (!onToken({ kind: "punct", text: c, at: i })) return;
-      i++;
-    } else if (c === "-" && sql[i + 1] === "-") {
-      const end = sql.indexOf("\n", i + 2);
-      i = end === -1 ? n : end + 1;
-    } else if (c === "/" && sql[i + 1] === "*") {
-      const end = sql.indexOf("*/", i + 2);
-      i = end === -1 ? n : end + 2;
-    } else if (c === ";") {
-      if (!onToken({ kind: "semicolon", text: ";", at: i })) return;
-      i++;
-    } else if (c === "?") {
-      let j = i + 1;
-      while (j < n && sql[j] >= "0" && sql[j] <= "9") j++;
-      if (!onToken({ kind: "param", text: sql.slice(i, j), at: i })) return;
-      i = j;
-    } else if ((c === ":" || c === "@" || c === "$") && nameFollows(sql, i)) {
-      let j = i + 1;
-      while (j < n && WORD_PART.test(sql[j])) j++;
-      if (!onToken({ kind: "param", text: sql.slice(i, j), at: i })) return;
-      i = j;
-    } else if (WORD_START.test(c)) {
-      let j = i + 1;
-      while (j < n && WORD_PART.test(sql[j])) j++;
-      if (!onToken({ kind: "word", text: sql.slice(i, j).toLowerCase(), at: i })) return;
-      i = j;
-    } else if (c >= "0" && c <= "9") {
-      // A number (with any letters glued to it, as in 1e5 or 0x1F) is not a word.
-      let j = i + 1;
-      while (j < n && WORD_PART.test(sql[j])) j++;
-      i = j;
-    } else {
-      i++;
-    }
-  }
-}
-
-/** True when a name follows the parameter prefix at `i`. */
-function nameFollows(sql: string, i: number): boolean {
-  return i + 1 < sql.length && WORD_PART.test(sql[i + 1]);
-}
+import { scan, type Token } from "../../protocol/sql_lexer.ts";
 
 /** Calls `onWord` with each bare word of `sql` (lowercased). */
 function scanWords(sql: string, onWord: (word: string) => boolean): void {
@@ -126,7 +47,7 @@ export interface TxEffect {
 export function txEffect(sql: string): TxEffect {
   const tokens: Token[] = [];
   scan(sql, (t) => {
-    if (t.kind !== "param") tokens.push(t);
+    if (t.kind === "word" || t.kind === "semicolon") tokens.push(t);
     return true;
   });
   const effect: TxEffect = { last: "none", ends: false, releases: false, opener: null };

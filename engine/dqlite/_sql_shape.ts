@@ -13,7 +13,7 @@
 
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { CONNECTION_PRAGMAS, type PolicyConfig, UNSAFE_PRAGMAS } from "../policy.ts";
-import { scan, type Token } from "./_sql_scan.ts";
+import { scan, type Token } from "../../protocol/sql_lexer.ts";
 
 /**
  * Declared column types that dqlite 1.11 maps to its own value types
@@ -56,7 +56,7 @@ function split(sql: string): { tokens: Token[]; end: number }[] {
     }
     current.push(t);
     return true;
-  }, true);
+  });
   if (current.length > 0) out.push({ tokens: current, end: sql.length });
   return out;
 }
@@ -170,7 +170,8 @@ function inTemp(tokens: Token[]): boolean {
   i++;
   if (tokens[i]?.kind === "word" && tokens[i].text === "if") i += 3;
   const schema = tokens[i];
-  return (schema?.kind === "word" || schema?.kind === "name") &&
+  // (SQLite takes a string where a name must be: 'temp'.x is temp.x.)
+  return (schema?.kind === "word" || schema?.kind === "name" || schema?.kind === "string") &&
     schema.text.toLowerCase() === "temp" && tokens[i + 1]?.kind === "punct" &&
     tokens[i + 1].text === ".";
 }

@@ -21,7 +21,8 @@ import { CHUNK_ROWS } from "../cursor.ts";
 import { statementTimeout } from "../run.ts";
 import type { DqliteDatabase, ExecResult, Params } from "./database.ts";
 import { LeaderError } from "./errors.ts";
-import { scan, txEffect } from "./_sql_scan.ts";
+import { txEffect } from "./_sql_scan.ts";
+import { scan } from "../../protocol/sql_lexer.ts";
 import {
   checkClusterSql,
   requireOneStatement,

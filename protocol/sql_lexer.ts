@@ -1,0 +1,147 @@
+/**
+ * SQL text as SQLite's tokenizer sees it, enough to find a statement's
+ * keywords: words, quoted names, string literals, parameters, numbers,
+ * punctuation and semicolons, with blanks and comments skipped. The one
+ * lexer of the project: the client finds transaction control with it
+ * (`client/_tx_control.ts`), the engine its policy's keywords
+ * (`engine/_sql_text.ts`), cluster mode what dqlite does not report
+ * (`engine/dqlite/_sql_scan.ts`).
+ *
+ * It is not a parser: multi-character operators come as single characters,
+ * and a blob literal (`x'00'`) as the word `x` and a string.
+ *
+ * @module
+ */
+
+/** The kinds of {@link Token}. */
+export type TokenKind = "word" | "name" | "string" | "param" | "number" | "punct" | "semicolon";
+
+/** One token of SQL text. */
+export interface Token {
+  kind: TokenKind;
+  /**
+   * - `word`: a bare word, lowercased (keywords and bare names are
+   *   case-insensitive; `sql.slice(at, end)` has it as written);
+   * - `name`: a quoted name (`"a"`, `` `a` ``, `[a]`), unquoted;
+   * - `string`: a string literal (`'a'`), unquoted;
+   * - `param`: a parameter as written (`?`, `?3`, `:a`, `@a`, `$a`);
+   * - `number`: a number as written (with any letters glued to it);
+   * - `punct`, `semicolon`: the character.
+   */
+  text: string;
+  /** Offset of the token in the SQL text. */
+  at: number;
+  /** Offset just past the token. */
+  end: number;
+}
+
+/**
+ * Calls `onToken` with each token of `sql` from offset `from` on, in order;
+ * stops when `onToken` returns false. An unterminated quote or comment runs
+ * to the end of the text.
+ *
+ * @example
+ * ```ts
+ * import { scan } from "./sql_lexer.ts";
+ * const kinds: string[] = [];
+ * scan("SELECT 'it''s' -- note\n, \"a\"\"b\", :x;", (t) => {
+ *   kinds.push(`${t.kind}:${t.text}`);
+ *   return true;
+ * });
+ * if (kinds.join(" ") !== `word:select string:it's punct:, name:a"b punct:, param::x semicolon:;`) {
+ *   throw new Error(kinds.join(" "));
+ * }
+ * ```
+ */
+export function scan(sql: string, onToken: (token: Token) => boolean, from = 0): void {
+  const n = sql.length;
+  let i = from;
+  while (i < n) {
+    const c = sql.charCodeAt(i);
+    let token: Token;
+    if (c === 0x20 || (c >= 0x09 && c <= 0x0d)) {
+      i++;
+      continue;
+    } else if (c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) { // --
+      const eol = sql.indexOf("\n", i + 2);
+      i = eol === -1 ? n : eol + 1;
+      continue;
+    } else if (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a) { // /*
+      const close = sql.indexOf("*/", i + 2);
+      i = close === -1 ? n : close + 2;
+      continue;
+    } else if (c === 0x27 || c === 0x22 || c === 0x60) { // ' " `
+      token = quoted(sql, i, sql[i], c === 0x27 ? "string" : "name");
+    } else if (c === 0x5b) { // [
+      const close = sql.indexOf("]", i + 1);
+      const end = close === -1 ? n : close + 1;
+      token = { kind: "name", text: sql.slice(i + 1, close === -1 ? n : close), at: i, end };
+    } else if (c === 0x3b) {
+      token = { kind: "semicolon", text: ";", at: i, end: i + 1 };
+    } else if (c === 0x3f) { // ?NNN
+      let j = i + 1;
+      while (j < n && isDigit(sql.charCodeAt(j))) j++;
+      token = { kind: "param", text: sql.slice(i, j), at: i, end: j };
+    } else if ((c === 0x3a || c === 0x40 || c === 0x24) && isWordPart(sql.charCodeAt(i + 1))) {
+      const j = wordEnd(sql, i + 1);
+      token = { kind: "param", text: sql.slice(i, j), at: i, end: j };
+    } else if (isWordStart(c)) {
+      const j = wordEnd(sql, i + 1);
+      token = { kind: "word", text: sql.slice(i, j).toLowerCase(), at: i, end: j };
+    } else if (isDigit(c) || (c === 0x2e && isDigit(sql.charCodeAt(i + 1)))) {
+      // 1, 1.5, .5, 1e5, 0x1F: digits, dots and the letters glued to them.
+      let j = i + 1;
+      while (j < n && (isWordPart(sql.charCodeAt(j)) || sql.charCodeAt(j) === 0x2e)) j++;
+      token = { kind: "number", text: sql.slice(i, j), at: i, end: j };
+    } else {
+      token = { kind: "punct", text: sql[i], at: i, end: i + 1 };
+    }
+    if (!onToken(token)) return;
+    i = token.end;
+  }
+}
+
+/** The tokens of `sql` (see {@link scan}). */
+export function tokenize(sql: string): Token[] {
+  const tokens: Token[] = [];
+  scan(sql, (t) => {
+    tokens.push(t);
+    return true;
+  });
+  return tokens;
+}
+
+/** A quoted string or name from offset `at`; a doubled quote inside is one quote. */
+function quoted(sql: string, at: number, quote: string, kind: "string" | "name"): Token {
+  let text = "";
+  let from = at + 1;
+  for (;;) {
+    const close = sql.indexOf(quote, from);
+    if (close === -1) {
+      return { kind, text: text + sql.slice(from), at, end: sql.length };
+    }
+    text += sql.slice(from, close);
+    if (sql[close + 1] !== quote) return { kind, text, at, end: close + 1 };
+    text += quote;
+    from = close + 2;
+  }
+}
+
+function wordEnd(sql: string, from: number): number {
+  let j = from;
+  while (j < sql.length && isWordPart(sql.charCodeAt(j))) j++;
+  return j;
+}
+
+function isDigit(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
+}
+
+/** Letters, `_`, and every character beyond ASCII, as SQLite's tokenizer has it. */
+function isWordStart(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || c === 0x5f || c >= 0x80;
+}
+
+function isWordPart(c: number): boolean {
+  return isWordStart(c) || isDigit(c) || c === 0x24;
+}
