@@ -99,6 +99,9 @@ export class WriterQueue<S extends Waiter> {
     if (free && this.#owner === null && (this.#waiters.length === 0 || this.#waiters[0] === s)) {
       if (this.#waiters[0] === s) this.#waiters.shift();
       this.#stopWaiting(s);
+      // Past its deadline but the writer is free (the holder ended as it
+      // expired): it writes, and its next wait starts afresh.
+      this.#expired.delete(s);
       this.#owner = s;
       return true;
     }
