@@ -37,6 +37,7 @@ export type SessionLike = Pick<
   | "close"
   | "id"
   | "cursorCount"
+  | "statementSql"
 >;
 
 /** What runs the statements: engine kind, library and version, for the banner and hello. */

@@ -1010,6 +1010,11 @@ export class EngineSession implements HostedSession {
     return this.#handles.sql(sql);
   }
 
+  /** The SQL of prepared statement `handle`, or undefined for an unknown one. */
+  statementSql(handle: number): string | undefined {
+    return this.#handles.has(handle) ? this.#handles.sql(handle) : undefined;
+  }
+
   /**
    * Picks the connection for one statement: the writer for the owner and for
    * writes (queueing if needed), a reader for everyone else's reads.

@@ -55,6 +55,11 @@ export class Handles {
     return handle;
   }
 
+  /** True when `handle` numbers a statement. */
+  has(handle: number): boolean {
+    return this.#sql.has(handle);
+  }
+
   /** The SQL of `handle`. @throws {SqliteError} `UNKNOWN_STATEMENT`. */
   sql(handle: number): string {
     const sql = this.#sql.get(handle);

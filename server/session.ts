@@ -269,15 +269,16 @@ export class Session implements SessionProbe {
 
   /**
    * True when a request received and not yet answered may end the open
-   * transaction (any mention of COMMIT, END or RELEASE in its SQL, or a
-   * prepared statement's handle, whose SQL is not looked at).
+   * transaction: any mention of COMMIT, END or RELEASE in its SQL (a
+   * prepared statement's, for a handle), or SQL of another type.
    */
   #mayEndTransaction(): boolean {
     const q = this.#queue;
     for (let i = this.#head; i < q.length; i++) {
       const [op, , sql] = q[i] as unknown as [number, number, unknown];
       if (op !== Op.Exec && op !== Op.Query && op !== Op.Run && op !== Op.Iterate) continue;
-      if (typeof sql !== "string" || mayEndTx(sql)) return true;
+      const text = typeof sql === "number" ? this.#engine.statementSql(sql) : sql;
+      if (typeof text !== "string" || mayEndTx(text)) return true;
     }
     return false;
   }

@@ -341,18 +341,25 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name:
-    "A client that leaves during a long statement inside its transaction frees the writer at once",
-  ignore,
-  fn: async () => {
+for (const prepared of [false, true]) {
+  Deno.test({
+    name: "A client that leaves during a long statement inside its transaction frees the writer " +
+      `at once${prepared ? " (a prepared statement, as the shell runs them)" : ""}`,
+    ignore,
+    fn: () => leaveDuringLongStatement(prepared),
+  });
+}
+
+async function leaveDuringLongStatement(prepared: boolean): Promise<void> {
+  {
     await using srv = await startServer({ synchronous: "normal" });
     await using other = await srv.client();
     await fill(other);
     await other.exec("CREATE TABLE k (x)");
     const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
     await l.request(Op.Exec, ["BEGIN; INSERT INTO k VALUES (1)"]);
-    const long = l.request(Op.Query, [SLOW_JOIN, null, null]).catch((e) => e);
+    const sql = prepared ? (await l.request(Op.Prepare, [SLOW_JOIN]))[0] : SLOW_JOIN;
+    const long = l.request(Op.Query, [sql, null, null]).catch((e) => e);
     await new Promise((r) => setTimeout(r, 100));
     l.fail(new Error("the client is killed")); // its socket closes
     await l.ended;
@@ -362,8 +369,8 @@ Deno.test({
     await other.run("INSERT INTO k VALUES (2)", [], { timeout: 60_000 });
     assert.ok(performance.now() - start < 1500, `waited ${performance.now() - start} ms`);
     assert.deepEqual(await other.values("SELECT x FROM k"), [[2]]);
-  },
-});
+  }
+}
 
 Deno.test({
   name: "A deadline or abort that lands as a statement moves to the background still stops it",

@@ -490,6 +490,11 @@ export class DqliteEngineSession {
     if (typeof sql === "string") return sql;
     return this.#handles.sql(sql);
   }
+
+  /** The SQL of prepared statement `handle`, or undefined for an unknown one. */
+  statementSql(handle: number): string | undefined {
+    return this.#handles.has(handle) ? this.#handles.sql(handle) : undefined;
+  }
 }
 
 /**
