@@ -51,7 +51,10 @@ export interface TransactionScope {
 /** The `transaction()` whose function makes the current call, followed across awaits. */
 export const transactionContext: AsyncLocalStorage<TransactionScope> = new AsyncLocalStorage();
 
-type Waiter = { resolve(conn: PooledConnection): void; reject(err: Error): void };
+type Waiter = {
+  resolve(conn: PooledConnection | Promise<PooledConnection>): void;
+  reject(err: Error): void;
+};
 
 /** How long a pool stays at its size after the server refused a connection as full, in ms. */
 export const FULL_PAUSE_MS = 1000;
@@ -82,6 +85,10 @@ export class Pool implements ConnectionEvents {
   readonly #opening = new Map<PooledConnection, Promise<PooledConnection>>();
   /** `performance.now()` before which the pool does not grow: the server said it was full. */
   #fullUntil = 0;
+  /** Connections handed to a waiting call that has not sent its first request yet. */
+  readonly #handing = new Set<PooledConnection>();
+  /** Ends {@link #handing} should the call never send (an `iterate()` never consumed). */
+  #handingTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** The resolved connect options. */
   get config(): ConnectConfig {
@@ -139,7 +146,9 @@ export class Pool implements ConnectionEvents {
       if (own !== null) return own;
     }
     if (this.#burst !== null) return this.#burst;
-    const c = this.#pickShared();
+    // Calls that wait are served in turn: a newcomer does not pass them.
+    const c = (this.#sharedWaiters.length === 0 ? this.#pickShared() : null) ??
+      this.#enqueue(this.#sharedWaiters);
     // A call that waits gives up after acquireTimeout (its signal is the call's own).
     const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
     this.#burst = picked;
@@ -245,16 +254,37 @@ export class Pool implements ConnectionEvents {
     for (const w of [...this.#reserveWaiters, ...this.#sharedWaiters]) w.reject(err);
     this.#reserveWaiters = [];
     this.#sharedWaiters = [];
+    clearTimeout(this.#handingTimer);
     await Promise.all(this.#conns.map((c) => c.close()));
   }
 
   /** @internal */
   onIdle(conn: PooledConnection): void {
-    if (conn.reserved || this.#closed || this.#reserveWaiters.length === 0) return;
-    if (conn.holdsTransaction || !this.#conns.includes(conn)) return;
+    if (conn.reserved || this.#closed) return;
+    if (this.#reserveWaiters.length === 0) {
+      if (this.#sharedWaiters.length > 0) this.#serveWaiters();
+      return;
+    }
+    if (conn.holdsTransaction || conn.handing || !this.#conns.includes(conn)) return;
     conn.reserved = true;
     if (this.#burst === conn) this.#burst = null;
     this.#reserveWaiters.shift()!.resolve(conn);
+  }
+
+  /** @internal */
+  onUnblocked(conn: PooledConnection): void {
+    if (!conn.reserved && this.#sharedWaiters.length > 0) this.#serveWaiters();
+  }
+
+  /** @internal */
+  onHanded(conn: PooledConnection): void {
+    this.#handing.delete(conn);
+    if (this.#handing.size === 0) {
+      clearTimeout(this.#handingTimer);
+      this.#handingTimer = undefined;
+    }
+    // After the rest of the handed call's burst was sent (same microtask run).
+    if (this.#sharedWaiters.length > 0) queueMicrotask(() => this.#serveWaiters());
   }
 
   /** @internal */
@@ -321,7 +351,14 @@ export class Pool implements ConnectionEvents {
     });
   }
 
-  #pickShared(): PooledConnection | Promise<PooledConnection> {
+  /**
+   * The connection for a plain call, or `null` when it must wait: every
+   * open connection carries a call that may wait for the writer (a read
+   * pipelined behind it would wait as long), or was just handed to a call
+   * not sent yet. With `max: 1` the one connection always serves.
+   */
+  #pickShared(): PooledConnection | Promise<PooledConnection> | null {
+    const single = this.#config.max === 1;
     let best: PooledConnection | null = null;
     let lost: PooledConnection | null = null;
     let opening: Promise<PooledConnection> | undefined;
@@ -338,17 +375,49 @@ export class Pool implements ConnectionEvents {
         lost ??= c;
         continue;
       }
+      if (c.handing) continue;
       if (c.busy === 0) return c;
+      if (c.mayBlock && !single) continue;
       if (best === null || c.busy < best.busy) best = c;
     }
-    const fallback = () => this.#pickShared();
+    const fallback = () => this.#pickShared() ?? this.#enqueue(this.#sharedWaiters);
     if (lost !== null) return this.#open(lost, false, fallback);
     if (this.#mayGrow(best === null && opening === undefined)) {
       return this.#open(this.#create(), false, fallback);
     }
     if (best !== null) return best;
-    if (opening !== undefined) return opening;
-    return this.#enqueue(this.#sharedWaiters);
+    if (opening !== undefined && single) return opening;
+    return null;
+  }
+
+  /**
+   * Sends waiting plain calls, first come first served, each to the
+   * connection {@link #pickShared} gives it, while it gives one.
+   */
+  #serveWaiters(): void {
+    while (this.#sharedWaiters.length > 0 && !this.#closed) {
+      if (this.#failure !== null) {
+        for (const w of this.#sharedWaiters.splice(0)) w.reject(this.#failure);
+        return;
+      }
+      const c = this.#pickShared();
+      if (c === null) return;
+      const waiter = this.#sharedWaiters.shift()!;
+      if (!(c instanceof Promise)) this.#markHanding(c);
+      waiter.resolve(c);
+    }
+  }
+
+  /** Marks `conn` as handed to a call that did not send yet (see {@link PooledConnection.handing}). */
+  #markHanding(conn: PooledConnection): void {
+    conn.handing = true;
+    this.#handing.add(conn);
+    this.#handingTimer ??= setTimeout(() => {
+      this.#handingTimer = undefined;
+      for (const c of this.#handing) c.handing = false;
+      this.#handing.clear();
+      this.#serveWaiters();
+    }, 0);
   }
 
   /** Waits in `queue` for a connection handed over by a release. */
@@ -365,7 +434,7 @@ export class Pool implements ConnectionEvents {
   /** A connection nobody reserved that has nothing in flight (and is not being opened). */
   #idle(): PooledConnection | undefined {
     return this.#conns.find((c) =>
-      !c.reserved && c.busy === 0 && !c.holdsTransaction && !this.#opening.has(c)
+      !c.reserved && c.busy === 0 && !c.handing && !c.holdsTransaction && !this.#opening.has(c)
     );
   }
 
@@ -412,9 +481,14 @@ export class Pool implements ConnectionEvents {
           return fallback!();
         }
         if (this.#closed) throw new ConnectionError("Client is closed");
+        // Its opener's calls go first; waiting calls may follow once they were sent.
+        if (!reserved) this.#markHanding(conn);
         return conn;
       }
-    })().finally(() => this.#opening.delete(conn));
+    })().finally(() => {
+      this.#opening.delete(conn);
+      if (this.#sharedWaiters.length > 0) this.#serveWaiters();
+    });
     this.#opening.set(conn, opened);
     return opened;
   }
@@ -428,9 +502,7 @@ export class Pool implements ConnectionEvents {
       return;
     }
     conn.reserved = false;
-    const waiting = this.#sharedWaiters;
-    this.#sharedWaiters = [];
-    for (const w of waiting) w.resolve(conn);
+    this.#serveWaiters();
   }
 
   #create(): PooledConnection {

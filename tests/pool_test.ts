@@ -722,3 +722,47 @@ Deno.test("connect() checks acquireTimeout", async () => {
     /Invalid option "acquireTimeout": expected an integer, got "100"/,
   );
 });
+
+Deno.test("Client pool sends a read to a connection whose calls do not wait for the writer, not behind a write that does", async () => {
+  await using srv = await startServer();
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await holder.exec("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('old'), ('older')");
+  await holder.exec("BEGIN IMMEDIATE");
+  const write = track(db.run("INSERT INTO t VALUES ('new')")); // first connection: waits
+  await delay(20);
+  // A cursor left open keeps the second connection busy, with no write on it.
+  const rows = db.iterate<{ v: string }>("SELECT v FROM t");
+  assert.deepEqual((await rows.next()).value, { v: "old" });
+  assert.equal(db.connections, 2);
+  const read = await within(db.values("SELECT count(*) FROM t"), 1000);
+  assert.deepEqual(read, [[2]]);
+  assert.equal(write.settled(), false, "the write still waits");
+  await rows.return(undefined);
+  await holder.exec("COMMIT");
+  assert.equal((await write.promise).changes, 1);
+});
+
+Deno.test("Client pool: a read waits in the pool while every connection carries a write waiting for the writer, and goes to the first one freed", async () => {
+  await using srv = await startServer();
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await holder.exec("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('old')");
+  await holder.exec("BEGIN IMMEDIATE");
+  const first = track(db.run("INSERT INTO t VALUES ('a')"));
+  await delay(10);
+  const abort = new AbortController();
+  const second = track(db.run("INSERT INTO t VALUES ('b')", [], { signal: abort.signal }));
+  await delay(20);
+  assert.equal(db.connections, 2);
+  const read = track(db.values("SELECT v FROM t"));
+  await delay(20);
+  assert.equal(read.settled(), false, "no connection is free of a waiting write");
+  abort.abort(); // the second connection is free again: the read goes there
+  await assert.rejects(second.promise, AbortError);
+  assert.deepEqual(await within(read.promise, 1000), [["old"]]);
+  assert.equal(first.settled(), false, "the first write still waits");
+  await holder.exec("COMMIT");
+  assert.equal((await first.promise).changes, 1);
+  assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [["a"], ["old"]]);
+});
