@@ -104,6 +104,10 @@ export class PooledConnection {
   #closed = false;
   /** Open cursors plus requests waiting for the link to open (the link counts the rest). */
   #other = 0;
+  /** Of {@link #other}: the requests waiting for the link to open. */
+  #unsent = 0;
+  /** Called once no request is in flight (see {@link settled}). */
+  #onSettled: (() => void)[] = [];
   /** True while handed out by `reserve()` or `transaction()`. */
   reserved = false;
   /** Open `transaction()` levels on this connection (savepoint depth). */
@@ -183,6 +187,16 @@ export class PooledConnection {
   /** True when the link is up. */
   get open(): boolean {
     return this.#link !== null && this.#link.failure === null;
+  }
+
+  /**
+   * Resolves once no request sent here is in flight (replied to, failed or
+   * aborted); open cursors with no request out do not count.
+   */
+  settled(): Promise<void> {
+    const link = this.#link;
+    if ((link === null ? 0 : link.pending) + this.#unsent === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#onSettled.push(resolve));
   }
 
   /** Marks the connection busy (an open cursor) until the returned function runs. */
@@ -268,8 +282,10 @@ export class PooledConnection {
       return link.request(op, args, signal);
     }
     this.#other++;
+    this.#unsent++;
     const sent = this.#requestAfterLoss(op, args, signal, generation).finally(() => {
       this.#other--;
+      this.#unsent--;
       this.#maybeIdle();
     });
     return abortable(sent, signal);
@@ -297,6 +313,12 @@ export class PooledConnection {
   }
 
   #maybeIdle(): void {
+    if (this.#onSettled.length > 0) {
+      const link = this.#link;
+      if ((link === null ? 0 : link.pending) + this.#unsent === 0) {
+        for (const resolve of this.#onSettled.splice(0)) resolve();
+      }
+    }
     if (this.busy === 0) this.#events.onIdle(this);
   }
 

@@ -225,10 +225,19 @@ export class Pool implements ConnectionEvents {
 
   /**
    * Gives a reserved connection back. One left inside a transaction is
-   * closed (the server rolls the transaction back) rather than shared.
+   * closed (the server rolls the transaction back) rather than shared. With
+   * requests still in flight (a `COMMIT` returned, not awaited), the
+   * connection is judged once they were answered: their replies are theirs
+   * to report, and a `COMMIT` that succeeded leaves no transaction.
    */
   release(conn: PooledConnection): void {
     if (!conn.reserved) return;
+    if (this.#closed) return;
+    if (conn.busy > 0) conn.settled().then(() => this.#giveBack(conn));
+    else this.#giveBack(conn);
+  }
+
+  #giveBack(conn: PooledConnection): void {
     if (this.#closed) return;
     if (conn.holdsTransaction) {
       this.#remove(conn);

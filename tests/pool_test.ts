@@ -766,3 +766,34 @@ Deno.test("Client pool: a read waits in the pool while every connection carries 
   assert.equal((await first.promise).changes, 1);
   assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [["a"], ["old"]]);
 });
+
+Deno.test("ReservedConnection disposed while its COMMIT is in flight (returned, not awaited): the COMMIT succeeds and the connection goes back to the pool", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  async function save(v: string): Promise<void> {
+    await using conn = await db.reserve();
+    await conn.exec("BEGIN");
+    await conn.run("INSERT INTO t VALUES (?)", [v]);
+    return conn.exec("COMMIT");
+  }
+  await save("a");
+  await save("b");
+  assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [["a"], ["b"]]);
+  assert.equal(db.connections, 1, "the connection was pooled, not closed");
+});
+
+Deno.test("ReservedConnection released with a write in flight inside BEGIN: the write is answered, then the transaction is rolled back", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const conn = await db.reserve();
+  await conn.exec("BEGIN");
+  const write = conn.run("INSERT INTO t VALUES ('gone')");
+  conn.release();
+  assert.equal((await write).changes, 1);
+  await delay(20);
+  assert.deepEqual(await db.values("SELECT v FROM t"), []);
+  assert.equal((await db.run("INSERT INTO t VALUES ('next')")).changes, 1);
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["next"]]);
+});
