@@ -90,6 +90,12 @@ export async function openLink(config: ConnectConfig): Promise<[Link, HelloReply
   }
 }
 
+/**
+ * How long closing waits for the replies to the `cancel` it sends for the
+ * requests in flight, in ms (a request not started is answered at once).
+ */
+export const CLOSE_CANCEL_MS = 100;
+
 /** A lazily opened, reopenable connection of a pool. */
 export class PooledConnection {
   readonly #config: ConnectConfig;
@@ -328,6 +334,7 @@ export class PooledConnection {
     await this.#opening?.catch(() => {});
     const link = this.#link;
     if (link === null) return;
+    await link.cancelPending(message, CLOSE_CANCEL_MS);
     link.fail(new ConnectionError(message));
     await link.ended;
   }

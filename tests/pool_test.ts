@@ -797,3 +797,24 @@ Deno.test("ReservedConnection released with a write in flight inside BEGIN: the 
   assert.equal((await db.run("INSERT INTO t VALUES ('next')")).changes, 1);
   assert.deepEqual(await db.values("SELECT v FROM t"), [["next"]]);
 });
+
+Deno.test("Client.close() cancels a plain write waiting for the writer: it fails as not run, and never runs", async () => {
+  await using srv = await startServer();
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  const db = await connect({ ...srv.connectOptions, max: 2 });
+  await holder.exec("CREATE TABLE t (v TEXT)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const write = track(db.run("INSERT INTO t VALUES ('late')"));
+  await delay(20);
+  const started = performance.now();
+  await db.close();
+  assert.ok(performance.now() - started < 500, "close() stays fast");
+  await assert.rejects(write.promise, (err: Error) => {
+    assert.ok(err instanceof ConnectionError);
+    assert.match(err.message, /did not run/);
+    return true;
+  });
+  await holder.exec("COMMIT");
+  await delay(20);
+  assert.deepEqual(await holder.values("SELECT v FROM t"), []);
+});
