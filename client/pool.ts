@@ -161,7 +161,9 @@ export class Pool implements ConnectionEvents {
    * makes the current call (followed through awaits), else `null`: there,
    * plain calls on the client join that transaction, as on the single
    * connection of old, instead of waiting for it to end (which would never
-   * happen).
+   * happen). Also the connection itself while a raw `BEGIN` is open on it:
+   * everything sent on the client runs inside that transaction, and a
+   * `transaction()` nests in it as a savepoint (as better-sqlite3's does).
    */
   callerTransaction(): PooledConnection | null {
     if (this.#config.max !== 1) return null;
@@ -169,8 +171,9 @@ export class Pool implements ConnectionEvents {
     // by a nested transaction that ended belongs to the one around it).
     let scope = transactionContext.getStore();
     while (scope !== undefined && !scope.active) scope = scope.parent;
-    if (scope === undefined) return null;
-    return scope.conn === this.#conns[0] && scope.conn.reserved ? scope.conn : null;
+    const only = this.#conns[0];
+    if (scope !== undefined && scope.conn === only && only.reserved) return only;
+    return only !== undefined && !only.reserved && only.inTransaction ? only : null;
   }
 
   /**
@@ -187,6 +190,17 @@ export class Pool implements ConnectionEvents {
   #reserve(): Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(this.#failure);
+    const only = this.#conns[0];
+    if (this.#config.max === 1 && only !== undefined && !only.reserved && only.holdsTransaction) {
+      // Waiting would never end: the transaction is its caller's to finish.
+      return Promise.reject(
+        new SqliteError(
+          ErrorCode.TxControl,
+          "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
+            "BEGIN is open on it; COMMIT or ROLLBACK it first",
+        ),
+      );
+    }
     if (this.callerTransaction() !== null) {
       return Promise.reject(
         new SqliteError(
@@ -209,17 +223,6 @@ export class Pool implements ConnectionEvents {
     }
     // (Past a refusal too: no connection of this client is free to take.)
     if (this.#mayGrow(true)) return this.#open(this.#create(), true, waitForOne);
-    const only = this.#conns[0];
-    if (this.#config.max === 1 && !only.reserved && only.holdsTransaction) {
-      // Waiting would never end: the transaction is its caller's to finish.
-      return Promise.reject(
-        new SqliteError(
-          ErrorCode.TxControl,
-          "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
-            "BEGIN is open on it; COMMIT or ROLLBACK it first",
-        ),
-      );
-    }
     return this.#enqueue(this.#reserveWaiters);
   }
 

@@ -412,14 +412,31 @@ Deno.test("Client call aborted by its signal rejects at once; the server drops t
   await assert.rejects(db.values("SELECT 1", [], { signal: AbortSignal.abort() }), AbortError);
 });
 
-Deno.test("Client with max: 1 refuses transaction() while its own raw BEGIN is open, instead of waiting forever", async () => {
+Deno.test("Client with max: 1: transaction() inside its own raw BEGIN nests as a savepoint; reserve() is refused instead of waiting forever", async () => {
   await using srv = await startServer();
   await using db = await connect({ ...srv.connectOptions, max: 1 });
   await db.exec("CREATE TABLE t (v TEXT)");
   await db.exec("BEGIN");
-  await assert.rejects(db.transaction(() => Promise.resolve()), { code: "TX_CONTROL" });
-  await db.exec("ROLLBACK");
-  assert.equal(await db.transaction(() => Promise.resolve(7)), 7);
+  await db.run("INSERT INTO t VALUES ('raw')");
+  assert.equal(
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('kept')");
+      return 7;
+    }),
+    7,
+  );
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('undone')");
+      throw new Error("inner");
+    }),
+    /inner/,
+  );
+  assert.equal(db.inTransaction, true, "the raw transaction is still open");
+  await assert.rejects(db.reserve(), { code: "TX_CONTROL" });
+  await db.exec("COMMIT");
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["raw"], ["kept"]]);
+  assert.equal(await db.transaction(() => Promise.resolve(8)), 8);
 });
 
 Deno.test("Client closes a shared connection a missed BEGIN left in a transaction, so nothing falls into it", async () => {
