@@ -15,8 +15,13 @@
  *    take it (and the pool opens no other for {@link FULL_PAUSE_MS}), else
  *    the pool tries again for a moment ({@link FULL_RETRIES} times), then
  *    the call fails with that error;
- * 4. otherwise the unreserved connection with the fewest calls in flight;
- * 5. when every connection is reserved, the call waits for a release.
+ * 4. otherwise the unreserved connection with the fewest calls in flight
+ *    among those with no call in flight that may wait for the writer (see
+ *    `PooledConnection.mayBlock`): a call pipelined behind one would wait
+ *    as long (with `max: 1`, the one connection whatever it carries);
+ * 5. otherwise (every connection reserved, or carrying such a call) the
+ *    call waits in the pool, first come first served, and goes to the first
+ *    connection that rules 2 to 4 give it.
  *
  * Waiting for a connection (rules 3 and 5, and `reserve()`) ends after the
  * `acquireTimeout` option with `ConnectionError` `ACQUIRE_TIMEOUT`, or when
