@@ -11,6 +11,7 @@ import type { HelloReply, Replies, Requests } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { formatAddress } from "../transport/address.ts";
 import { connectTo } from "../transport/connect.ts";
+import { scan } from "../protocol/sql_lexer.ts";
 import { abortable, Link, type ReplyOp } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 
@@ -22,6 +23,36 @@ export interface ConnectionEvents {
   onOpen(info: HelloReply): void;
   /** An open link ended. */
   onLost(conn: PooledConnection, failure: Error): void;
+  /** The last request in flight that may wait for the writer was answered. */
+  onUnblocked(conn: PooledConnection): void;
+  /** The first request after {@link PooledConnection.handing} was set was sent. */
+  onHanded(conn: PooledConnection): void;
+}
+
+/**
+ * True when `sql` surely does not wait for the server's writer: its first
+ * word is `SELECT`, `VALUES` or `EXPLAIN`, or it is a `PRAGMA` without `=`
+ * (a `WITH` may precede a write: not read-only here).
+ */
+export function readsOnly(sql: string): boolean {
+  let first = "";
+  let pragma = false;
+  let assigns = false;
+  scan(sql, (t) => {
+    if (first === "") {
+      first = t.kind === "word" ? t.text : "?";
+      pragma = first === "pragma";
+      return pragma;
+    }
+    if (t.kind === "semicolon") return false;
+    if (t.kind === "punct" && t.text === "=") {
+      assigns = true;
+      return false;
+    }
+    return true;
+  });
+  if (pragma) return !assigns;
+  return first === "select" || first === "values" || first === "explain";
 }
 
 /**
@@ -59,6 +90,12 @@ export async function openLink(config: ConnectConfig): Promise<[Link, HelloReply
   }
 }
 
+/**
+ * How long closing waits for the replies to the `cancel` it sends for the
+ * requests in flight, in ms (a request not started is answered at once).
+ */
+export const CLOSE_CANCEL_MS = 100;
+
 /** A lazily opened, reopenable connection of a pool. */
 export class PooledConnection {
   readonly #config: ConnectConfig;
@@ -73,10 +110,23 @@ export class PooledConnection {
   #closed = false;
   /** Open cursors plus requests waiting for the link to open (the link counts the rest). */
   #other = 0;
+  /** Of {@link #other}: the requests waiting for the link to open. */
+  #unsent = 0;
+  /** Called once no request is in flight (see {@link settled}). */
+  #onSettled: (() => void)[] = [];
   /** True while handed out by `reserve()` or `transaction()`. */
   reserved = false;
   /** Open `transaction()` levels on this connection (savepoint depth). */
   txDepth = 0;
+  /**
+   * Set by the pool when it hands the connection to a waiting call: the next
+   * request sent clears it and tells the pool ({@link ConnectionEvents.onHanded}).
+   */
+  handing = false;
+  /** Requests in flight that may wait for the writer (see {@link mayBlock}). */
+  #blocking = 0;
+  /** Handles of statements prepared on the current link that only read. */
+  #readHandles = new Set<number>();
 
   /**
    * @param config Resolved connect options.
@@ -118,6 +168,11 @@ export class PooledConnection {
     return (link === null ? 0 : link.pending) + this.#other;
   }
 
+  /** True while a request that may wait for the server's writer is in flight here. */
+  get mayBlock(): boolean {
+    return this.#blocking > 0;
+  }
+
   /** True while the link is up and the server reports an open transaction on it. */
   get inTransaction(): boolean {
     const link = this.#link;
@@ -138,6 +193,16 @@ export class PooledConnection {
   /** True when the link is up. */
   get open(): boolean {
     return this.#link !== null && this.#link.failure === null;
+  }
+
+  /**
+   * Resolves once no request sent here is in flight (replied to, failed or
+   * aborted); open cursors with no request out do not count.
+   */
+  settled(): Promise<void> {
+    const link = this.#link;
+    if ((link === null ? 0 : link.pending) + this.#unsent === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#onSettled.push(resolve));
   }
 
   /** Marks the connection busy (an open cursor) until the returned function runs. */
@@ -164,6 +229,55 @@ export class PooledConnection {
     signal?: AbortSignal,
     generation?: number,
   ): Promise<Replies[O]> {
+    const sent = this.#send(op, args, signal, generation);
+    if (this.#waitsForWriter(op, args)) {
+      this.#blocking++;
+      const done = (): void => {
+        if (--this.#blocking === 0) this.#events.onUnblocked(this);
+      };
+      sent.then(done, done);
+    } else if (op === Op.Prepare) {
+      const gen = this.#generation;
+      const sql = (args as Requests[typeof Op.Prepare])[0];
+      sent.then((reply) => {
+        const [handle] = reply as Replies[typeof Op.Prepare];
+        if (gen === this.#generation && readsOnly(sql)) this.#readHandles.add(handle);
+      }, () => {});
+    } else if (op === Op.Finalize) {
+      this.#readHandles.delete((args as Requests[typeof Op.Finalize])[0] as number);
+    }
+    if (this.handing) {
+      this.handing = false;
+      this.#events.onHanded(this);
+    }
+    return sent;
+  }
+
+  /** May the request wait for the server's writer (so calls pipelined behind it wait too)? */
+  #waitsForWriter(op: ReplyOp, args: unknown[]): boolean {
+    switch (op) {
+      case Op.Query:
+      case Op.Iterate: {
+        const ref = args[0];
+        return typeof ref === "string" ? !readsOnly(ref) : !this.#readHandles.has(ref as number);
+      }
+      case Op.Run:
+      case Op.Exec:
+      case Op.Batch:
+      case Op.Checkpoint:
+      case Op.Vacuum:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  #send<O extends ReplyOp>(
+    op: O,
+    args: Requests[O],
+    signal: AbortSignal | undefined,
+    generation: number | undefined,
+  ): Promise<Replies[O]> {
     const link = this.#link;
     if (generation !== undefined && generation !== this.#generation) {
       return Promise.reject(
@@ -174,8 +288,10 @@ export class PooledConnection {
       return link.request(op, args, signal);
     }
     this.#other++;
+    this.#unsent++;
     const sent = this.#requestAfterLoss(op, args, signal, generation).finally(() => {
       this.#other--;
+      this.#unsent--;
       this.#maybeIdle();
     });
     return abortable(sent, signal);
@@ -196,12 +312,19 @@ export class PooledConnection {
       }
       this.#link = link;
       this.#generation++;
+      this.#readHandles = new Set();
       this.#watch(link);
       this.#events.onOpen(info);
     }).finally(() => this.#opening = null);
   }
 
   #maybeIdle(): void {
+    if (this.#onSettled.length > 0) {
+      const link = this.#link;
+      if ((link === null ? 0 : link.pending) + this.#unsent === 0) {
+        for (const resolve of this.#onSettled.splice(0)) resolve();
+      }
+    }
     if (this.busy === 0) this.#events.onIdle(this);
   }
 
@@ -211,6 +334,7 @@ export class PooledConnection {
     await this.#opening?.catch(() => {});
     const link = this.#link;
     if (link === null) return;
+    await link.cancelPending(message, CLOSE_CANCEL_MS);
     link.fail(new ConnectionError(message));
     await link.ended;
   }

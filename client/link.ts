@@ -59,6 +59,10 @@ export class Link {
   #flushQueued = false;
   #inTransaction = false;
   #failure: Error | null = null;
+  /** Set by {@link cancelPending}: an `ABORTED` reply then means the client closed. */
+  #closing: string | null = null;
+  /** Called once no request is pending (see {@link cancelPending}). */
+  #drained: (() => void) | null = null;
   /** Id of the hello request until its reply arrived, else 0. */
   #helloId = 0;
   /** True once a frame was read whole (so a later oversized header is no first reply). */
@@ -218,6 +222,29 @@ export class Link {
     return promise;
   }
 
+  /**
+   * Before the client closes the link: sends `cancel` for every pending
+   * request, so that one the server has not started (queued, or waiting for
+   * the writer) never runs and is answered at once; waits for the replies
+   * at most `ms` ms. A request cancelled so rejects with `ConnectionError`
+   * `message` saying it did not run; one that ran gets its own reply.
+   */
+  async cancelPending(message: string, ms: number): Promise<void> {
+    if (this.#failure !== null || this.#pending.size === 0) return;
+    this.#closing = message;
+    for (const id of this.#pending.keys()) {
+      if (id !== this.#helloId) this.#send([Op.Cancel, this.#takeId(), id]);
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => this.#drained = resolve),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+      this.ended,
+    ]);
+    clearTimeout(timer);
+    this.#drained = null;
+  }
+
   /** Ends the link, failing pending requests with `err`. Idempotent. */
   fail(err: unknown): void {
     if (this.#failure === null) {
@@ -309,9 +336,20 @@ export class Link {
       pending.reject(refused);
       throw new ConnectionError(`Connection closed: ${refused.message}`, { cause: refused });
     }
-    if ((status & Status.Error) !== 0) pending.reject(errorFromWire(body as WireError));
-    else pending.resolve(body);
-    if (this.#pending.size === 0) this.onIdle?.();
+    if ((status & Status.Error) !== 0) {
+      const err = errorFromWire(body as WireError);
+      if (this.#closing !== null && err instanceof AbortError) {
+        pending.reject(
+          new ConnectionError(`${this.#closing}: the call was cancelled and did not run`, {
+            cause: err,
+          }),
+        );
+      } else pending.reject(err);
+    } else pending.resolve(body);
+    if (this.#pending.size === 0) {
+      this.#drained?.();
+      this.onIdle?.();
+    }
   }
 
   /** Checks the oldest pending request; requests are answered in order. */

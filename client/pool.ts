@@ -15,8 +15,13 @@
  *    take it (and the pool opens no other for {@link FULL_PAUSE_MS}), else
  *    the pool tries again for a moment ({@link FULL_RETRIES} times), then
  *    the call fails with that error;
- * 4. otherwise the unreserved connection with the fewest calls in flight;
- * 5. when every connection is reserved, the call waits for a release.
+ * 4. otherwise the unreserved connection with the fewest calls in flight
+ *    among those with no call in flight that may wait for the writer (see
+ *    `PooledConnection.mayBlock`): a call pipelined behind one would wait
+ *    as long (with `max: 1`, the one connection whatever it carries);
+ * 5. otherwise (every connection reserved, or carrying such a call) the
+ *    call waits in the pool, first come first served, and goes to the first
+ *    connection that rules 2 to 4 give it.
  *
  * Waiting for a connection (rules 3 and 5, and `reserve()`) ends after the
  * `acquireTimeout` option with `ConnectionError` `ACQUIRE_TIMEOUT`, or when
@@ -51,7 +56,10 @@ export interface TransactionScope {
 /** The `transaction()` whose function makes the current call, followed across awaits. */
 export const transactionContext: AsyncLocalStorage<TransactionScope> = new AsyncLocalStorage();
 
-type Waiter = { resolve(conn: PooledConnection): void; reject(err: Error): void };
+type Waiter = {
+  resolve(conn: PooledConnection | Promise<PooledConnection>): void;
+  reject(err: Error): void;
+};
 
 /** How long a pool stays at its size after the server refused a connection as full, in ms. */
 export const FULL_PAUSE_MS = 1000;
@@ -82,6 +90,10 @@ export class Pool implements ConnectionEvents {
   readonly #opening = new Map<PooledConnection, Promise<PooledConnection>>();
   /** `performance.now()` before which the pool does not grow: the server said it was full. */
   #fullUntil = 0;
+  /** Connections handed to a waiting call that has not sent its first request yet. */
+  readonly #handing = new Set<PooledConnection>();
+  /** Ends {@link #handing} should the call never send (an `iterate()` never consumed). */
+  #handingTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** The resolved connect options. */
   get config(): ConnectConfig {
@@ -139,7 +151,9 @@ export class Pool implements ConnectionEvents {
       if (own !== null) return own;
     }
     if (this.#burst !== null) return this.#burst;
-    const c = this.#pickShared();
+    // Calls that wait are served in turn: a newcomer does not pass them.
+    const c = (this.#sharedWaiters.length === 0 ? this.#pickShared() : null) ??
+      this.#enqueue(this.#sharedWaiters);
     // A call that waits gives up after acquireTimeout (its signal is the call's own).
     const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
     this.#burst = picked;
@@ -152,7 +166,9 @@ export class Pool implements ConnectionEvents {
    * makes the current call (followed through awaits), else `null`: there,
    * plain calls on the client join that transaction, as on the single
    * connection of old, instead of waiting for it to end (which would never
-   * happen).
+   * happen). Also the connection itself while a raw `BEGIN` is open on it:
+   * everything sent on the client runs inside that transaction, and a
+   * `transaction()` nests in it as a savepoint (as better-sqlite3's does).
    */
   callerTransaction(): PooledConnection | null {
     if (this.#config.max !== 1) return null;
@@ -160,8 +176,9 @@ export class Pool implements ConnectionEvents {
     // by a nested transaction that ended belongs to the one around it).
     let scope = transactionContext.getStore();
     while (scope !== undefined && !scope.active) scope = scope.parent;
-    if (scope === undefined) return null;
-    return scope.conn === this.#conns[0] && scope.conn.reserved ? scope.conn : null;
+    const only = this.#conns[0];
+    if (scope !== undefined && scope.conn === only && only.reserved) return only;
+    return only !== undefined && !only.reserved && only.inTransaction ? only : null;
   }
 
   /**
@@ -178,6 +195,17 @@ export class Pool implements ConnectionEvents {
   #reserve(): Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(this.#failure);
+    const only = this.#conns[0];
+    if (this.#config.max === 1 && only !== undefined && !only.reserved && only.holdsTransaction) {
+      // Waiting would never end: the transaction is its caller's to finish.
+      return Promise.reject(
+        new SqliteError(
+          ErrorCode.TxControl,
+          "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
+            "BEGIN is open on it; COMMIT or ROLLBACK it first",
+        ),
+      );
+    }
     if (this.callerTransaction() !== null) {
       return Promise.reject(
         new SqliteError(
@@ -200,26 +228,24 @@ export class Pool implements ConnectionEvents {
     }
     // (Past a refusal too: no connection of this client is free to take.)
     if (this.#mayGrow(true)) return this.#open(this.#create(), true, waitForOne);
-    const only = this.#conns[0];
-    if (this.#config.max === 1 && !only.reserved && only.holdsTransaction) {
-      // Waiting would never end: the transaction is its caller's to finish.
-      return Promise.reject(
-        new SqliteError(
-          ErrorCode.TxControl,
-          "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
-            "BEGIN is open on it; COMMIT or ROLLBACK it first",
-        ),
-      );
-    }
     return this.#enqueue(this.#reserveWaiters);
   }
 
   /**
    * Gives a reserved connection back. One left inside a transaction is
-   * closed (the server rolls the transaction back) rather than shared.
+   * closed (the server rolls the transaction back) rather than shared. With
+   * requests still in flight (a `COMMIT` returned, not awaited), the
+   * connection is judged once they were answered: their replies are theirs
+   * to report, and a `COMMIT` that succeeded leaves no transaction.
    */
   release(conn: PooledConnection): void {
     if (!conn.reserved) return;
+    if (this.#closed) return;
+    if (conn.busy > 0) conn.settled().then(() => this.#giveBack(conn));
+    else this.#giveBack(conn);
+  }
+
+  #giveBack(conn: PooledConnection): void {
     if (this.#closed) return;
     if (conn.holdsTransaction) {
       this.#remove(conn);
@@ -245,16 +271,37 @@ export class Pool implements ConnectionEvents {
     for (const w of [...this.#reserveWaiters, ...this.#sharedWaiters]) w.reject(err);
     this.#reserveWaiters = [];
     this.#sharedWaiters = [];
+    clearTimeout(this.#handingTimer);
     await Promise.all(this.#conns.map((c) => c.close()));
   }
 
   /** @internal */
   onIdle(conn: PooledConnection): void {
-    if (conn.reserved || this.#closed || this.#reserveWaiters.length === 0) return;
-    if (conn.holdsTransaction || !this.#conns.includes(conn)) return;
+    if (conn.reserved || this.#closed) return;
+    if (this.#reserveWaiters.length === 0) {
+      if (this.#sharedWaiters.length > 0) this.#serveWaiters();
+      return;
+    }
+    if (conn.holdsTransaction || conn.handing || !this.#conns.includes(conn)) return;
     conn.reserved = true;
     if (this.#burst === conn) this.#burst = null;
     this.#reserveWaiters.shift()!.resolve(conn);
+  }
+
+  /** @internal */
+  onUnblocked(conn: PooledConnection): void {
+    if (!conn.reserved && this.#sharedWaiters.length > 0) this.#serveWaiters();
+  }
+
+  /** @internal */
+  onHanded(conn: PooledConnection): void {
+    this.#handing.delete(conn);
+    if (this.#handing.size === 0) {
+      clearTimeout(this.#handingTimer);
+      this.#handingTimer = undefined;
+    }
+    // After the rest of the handed call's burst was sent (same microtask run).
+    if (this.#sharedWaiters.length > 0) queueMicrotask(() => this.#serveWaiters());
   }
 
   /** @internal */
@@ -321,7 +368,14 @@ export class Pool implements ConnectionEvents {
     });
   }
 
-  #pickShared(): PooledConnection | Promise<PooledConnection> {
+  /**
+   * The connection for a plain call, or `null` when it must wait: every
+   * open connection carries a call that may wait for the writer (a read
+   * pipelined behind it would wait as long), or was just handed to a call
+   * not sent yet. With `max: 1` the one connection always serves.
+   */
+  #pickShared(): PooledConnection | Promise<PooledConnection> | null {
+    const single = this.#config.max === 1;
     let best: PooledConnection | null = null;
     let lost: PooledConnection | null = null;
     let opening: Promise<PooledConnection> | undefined;
@@ -338,17 +392,49 @@ export class Pool implements ConnectionEvents {
         lost ??= c;
         continue;
       }
+      if (c.handing) continue;
       if (c.busy === 0) return c;
+      if (c.mayBlock && !single) continue;
       if (best === null || c.busy < best.busy) best = c;
     }
-    const fallback = () => this.#pickShared();
+    const fallback = () => this.#pickShared() ?? this.#enqueue(this.#sharedWaiters);
     if (lost !== null) return this.#open(lost, false, fallback);
     if (this.#mayGrow(best === null && opening === undefined)) {
       return this.#open(this.#create(), false, fallback);
     }
     if (best !== null) return best;
-    if (opening !== undefined) return opening;
-    return this.#enqueue(this.#sharedWaiters);
+    if (opening !== undefined && single) return opening;
+    return null;
+  }
+
+  /**
+   * Sends waiting plain calls, first come first served, each to the
+   * connection {@link #pickShared} gives it, while it gives one.
+   */
+  #serveWaiters(): void {
+    while (this.#sharedWaiters.length > 0 && !this.#closed) {
+      if (this.#failure !== null) {
+        for (const w of this.#sharedWaiters.splice(0)) w.reject(this.#failure);
+        return;
+      }
+      const c = this.#pickShared();
+      if (c === null) return;
+      const waiter = this.#sharedWaiters.shift()!;
+      if (!(c instanceof Promise)) this.#markHanding(c);
+      waiter.resolve(c);
+    }
+  }
+
+  /** Marks `conn` as handed to a call that did not send yet (see {@link PooledConnection.handing}). */
+  #markHanding(conn: PooledConnection): void {
+    conn.handing = true;
+    this.#handing.add(conn);
+    this.#handingTimer ??= setTimeout(() => {
+      this.#handingTimer = undefined;
+      for (const c of this.#handing) c.handing = false;
+      this.#handing.clear();
+      this.#serveWaiters();
+    }, 0);
   }
 
   /** Waits in `queue` for a connection handed over by a release. */
@@ -365,7 +451,7 @@ export class Pool implements ConnectionEvents {
   /** A connection nobody reserved that has nothing in flight (and is not being opened). */
   #idle(): PooledConnection | undefined {
     return this.#conns.find((c) =>
-      !c.reserved && c.busy === 0 && !c.holdsTransaction && !this.#opening.has(c)
+      !c.reserved && c.busy === 0 && !c.handing && !c.holdsTransaction && !this.#opening.has(c)
     );
   }
 
@@ -412,9 +498,14 @@ export class Pool implements ConnectionEvents {
           return fallback!();
         }
         if (this.#closed) throw new ConnectionError("Client is closed");
+        // Its opener's calls go first; waiting calls may follow once they were sent.
+        if (!reserved) this.#markHanding(conn);
         return conn;
       }
-    })().finally(() => this.#opening.delete(conn));
+    })().finally(() => {
+      this.#opening.delete(conn);
+      if (this.#sharedWaiters.length > 0) this.#serveWaiters();
+    });
     this.#opening.set(conn, opened);
     return opened;
   }
@@ -428,9 +519,7 @@ export class Pool implements ConnectionEvents {
       return;
     }
     conn.reserved = false;
-    const waiting = this.#sharedWaiters;
-    this.#sharedWaiters = [];
-    for (const w of waiting) w.resolve(conn);
+    this.#serveWaiters();
   }
 
   #create(): PooledConnection {

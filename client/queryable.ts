@@ -536,8 +536,8 @@ export class Transaction extends Queryable {
   readonly #active: () => string | null;
 
   /** @internal */
-  constructor(conn: PooledConnection, active: () => string | null) {
-    super(fixedRoute(conn, active));
+  constructor(conn: PooledConnection, active: () => string | null, scope: TransactionScope) {
+    super(transactionRoute(conn, active, scope));
     this.#conn = conn;
     this.#active = active;
   }
@@ -596,6 +596,47 @@ async function takeTurn(
   }
 }
 
+/**
+ * The route of a `tx`: its connection, once the statement may run there.
+ * A statement sent through `tx` while a transaction nested in it, started
+ * from another branch of its function (`Promise.all([tx.transaction(a),
+ * tx.run(...)])`), is open waits until that one ended: run inside the
+ * other's savepoint, it would be undone by that one's `ROLLBACK TO` after
+ * being acknowledged. Sent through the innermost transaction's own `tx`, or
+ * from inside that transaction's function, it runs at once.
+ */
+function transactionRoute(
+  conn: PooledConnection,
+  active: () => string | null,
+  scope: TransactionScope,
+): Route {
+  const fixed = fixedRoute(conn, active);
+  const mayRun = (open: OpenTransactions, caller: TransactionScope | undefined): boolean => {
+    const innermost = open.stack.at(-1);
+    return innermost === undefined || innermost === scope || innermost === caller;
+  };
+  const waitTurn = async (
+    open: OpenTransactions,
+    caller: TransactionScope | undefined,
+  ): Promise<PooledConnection> => {
+    while (!mayRun(open, caller)) {
+      await new Promise<void>((resolve) => open.ended.push(resolve));
+    }
+    return fixed.connection();
+  };
+  return {
+    connection(): PooledConnection | Promise<PooledConnection> {
+      const c = fixed.connection();
+      const open = openOn.get(conn);
+      if (c instanceof Promise || open === undefined) return c;
+      const caller = callerScope(conn);
+      return mayRun(open, caller) ? c : waitTurn(open, caller);
+    },
+    exclusive: fixed.exclusive,
+    refusesTxControl: false,
+  };
+}
+
 async function runTransaction<T>(
   conn: PooledConnection,
   fn: (tx: Transaction) => Promise<T>,
@@ -636,6 +677,7 @@ async function runInScope<T>(
   const tx = new Transaction(
     conn,
     () => ended ? "Transaction has ended: its function already settled" : null,
+    scope,
   );
   scopeOfTx.set(tx, scope);
   let result: T;

@@ -412,14 +412,31 @@ Deno.test("Client call aborted by its signal rejects at once; the server drops t
   await assert.rejects(db.values("SELECT 1", [], { signal: AbortSignal.abort() }), AbortError);
 });
 
-Deno.test("Client with max: 1 refuses transaction() while its own raw BEGIN is open, instead of waiting forever", async () => {
+Deno.test("Client with max: 1: transaction() inside its own raw BEGIN nests as a savepoint; reserve() is refused instead of waiting forever", async () => {
   await using srv = await startServer();
   await using db = await connect({ ...srv.connectOptions, max: 1 });
   await db.exec("CREATE TABLE t (v TEXT)");
   await db.exec("BEGIN");
-  await assert.rejects(db.transaction(() => Promise.resolve()), { code: "TX_CONTROL" });
-  await db.exec("ROLLBACK");
-  assert.equal(await db.transaction(() => Promise.resolve(7)), 7);
+  await db.run("INSERT INTO t VALUES ('raw')");
+  assert.equal(
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('kept')");
+      return 7;
+    }),
+    7,
+  );
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('undone')");
+      throw new Error("inner");
+    }),
+    /inner/,
+  );
+  assert.equal(db.inTransaction, true, "the raw transaction is still open");
+  await assert.rejects(db.reserve(), { code: "TX_CONTROL" });
+  await db.exec("COMMIT");
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["raw"], ["kept"]]);
+  assert.equal(await db.transaction(() => Promise.resolve(8)), 8);
 });
 
 Deno.test("Client closes a shared connection a missed BEGIN left in a transaction, so nothing falls into it", async () => {
@@ -721,4 +738,100 @@ Deno.test("connect() checks acquireTimeout", async () => {
     connect({ ...srv.connectOptions, acquireTimeout: "100" as unknown as number }),
     /Invalid option "acquireTimeout": expected an integer, got "100"/,
   );
+});
+
+Deno.test("Client pool sends a read to a connection whose calls do not wait for the writer, not behind a write that does", async () => {
+  await using srv = await startServer();
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await holder.exec("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('old'), ('older')");
+  await holder.exec("BEGIN IMMEDIATE");
+  const write = track(db.run("INSERT INTO t VALUES ('new')")); // first connection: waits
+  await delay(20);
+  // A cursor left open keeps the second connection busy, with no write on it.
+  const rows = db.iterate<{ v: string }>("SELECT v FROM t");
+  assert.deepEqual((await rows.next()).value, { v: "old" });
+  assert.equal(db.connections, 2);
+  const read = await within(db.values("SELECT count(*) FROM t"), 1000);
+  assert.deepEqual(read, [[2]]);
+  assert.equal(write.settled(), false, "the write still waits");
+  await rows.return(undefined);
+  await holder.exec("COMMIT");
+  assert.equal((await write.promise).changes, 1);
+});
+
+Deno.test("Client pool: a read waits in the pool while every connection carries a write waiting for the writer, and goes to the first one freed", async () => {
+  await using srv = await startServer();
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await holder.exec("CREATE TABLE t (v TEXT); INSERT INTO t VALUES ('old')");
+  await holder.exec("BEGIN IMMEDIATE");
+  const first = track(db.run("INSERT INTO t VALUES ('a')"));
+  await delay(10);
+  const abort = new AbortController();
+  const second = track(db.run("INSERT INTO t VALUES ('b')", [], { signal: abort.signal }));
+  await delay(20);
+  assert.equal(db.connections, 2);
+  const read = track(db.values("SELECT v FROM t"));
+  await delay(20);
+  assert.equal(read.settled(), false, "no connection is free of a waiting write");
+  abort.abort(); // the second connection is free again: the read goes there
+  await assert.rejects(second.promise, AbortError);
+  assert.deepEqual(await within(read.promise, 1000), [["old"]]);
+  assert.equal(first.settled(), false, "the first write still waits");
+  await holder.exec("COMMIT");
+  assert.equal((await first.promise).changes, 1);
+  assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [["a"], ["old"]]);
+});
+
+Deno.test("ReservedConnection disposed while its COMMIT is in flight (returned, not awaited): the COMMIT succeeds and the connection goes back to the pool", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  async function save(v: string): Promise<void> {
+    await using conn = await db.reserve();
+    await conn.exec("BEGIN");
+    await conn.run("INSERT INTO t VALUES (?)", [v]);
+    return conn.exec("COMMIT");
+  }
+  await save("a");
+  await save("b");
+  assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [["a"], ["b"]]);
+  assert.equal(db.connections, 1, "the connection was pooled, not closed");
+});
+
+Deno.test("ReservedConnection released with a write in flight inside BEGIN: the write is answered, then the transaction is rolled back", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const conn = await db.reserve();
+  await conn.exec("BEGIN");
+  const write = conn.run("INSERT INTO t VALUES ('gone')");
+  conn.release();
+  assert.equal((await write).changes, 1);
+  await delay(20);
+  assert.deepEqual(await db.values("SELECT v FROM t"), []);
+  assert.equal((await db.run("INSERT INTO t VALUES ('next')")).changes, 1);
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["next"]]);
+});
+
+Deno.test("Client.close() cancels a plain write waiting for the writer: it fails as not run, and never runs", async () => {
+  await using srv = await startServer();
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  const db = await connect({ ...srv.connectOptions, max: 2 });
+  await holder.exec("CREATE TABLE t (v TEXT)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const write = track(db.run("INSERT INTO t VALUES ('late')"));
+  await delay(20);
+  const started = performance.now();
+  await db.close();
+  assert.ok(performance.now() - started < 500, "close() stays fast");
+  await assert.rejects(write.promise, (err: Error) => {
+    assert.ok(err instanceof ConnectionError);
+    assert.match(err.message, /did not run/);
+    return true;
+  });
+  await holder.exec("COMMIT");
+  await delay(20);
+  assert.deepEqual(await holder.values("SELECT v FROM t"), []);
 });

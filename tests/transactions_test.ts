@@ -538,6 +538,32 @@ Deno.test("nested transactions started side by side on one tx take turns: each k
   ]);
 });
 
+Deno.test("a statement through tx while a nested transaction from another branch is open waits for it: that one's rollback does not undo it", async () => {
+  await using srv = await startServer();
+  await using db = await connect(srv.connectOptions);
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const order: string[] = [];
+  await db.transaction(async (tx) => {
+    const inner = tx.transaction(async (s) => {
+      await s.run("INSERT INTO t VALUES ('inner')");
+      await delay(50);
+      order.push("inner ends");
+      throw new Error("inner fails");
+    }).catch((err) => assert.match(err.message, /inner fails/));
+    const other = (async () => {
+      await delay(10);
+      // Through the outer tx, from a branch outside the nested transaction.
+      const r = await tx.run("INSERT INTO t VALUES ('outer')");
+      order.push("outer acknowledged");
+      assert.equal(r.changes, 1);
+    })();
+    await Promise.all([inner, other]);
+    assert.deepEqual(await tx.values("SELECT v FROM t"), [["outer"]]);
+  });
+  assert.deepEqual(order, ["inner ends", "outer acknowledged"]);
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["outer"]], "the acknowledged write stays");
+});
+
 Deno.test("two transactions started at once on one reserved connection take turns", async () => {
   await using srv = await startServer();
   await using db = await connect({ ...srv.connectOptions, max: 2 });
