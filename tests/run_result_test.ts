@@ -279,3 +279,47 @@ Deno.test("run(): an insert into a WITHOUT ROWID table reports lastInsertRowid 0
     lastInsertRowid: 0,
   });
 });
+
+Deno.test("an insert whose triggers update rows reports its rowid, also one equal to the previous insert's (fresh tables)", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec(
+    "CREATE TABLE users (id INTEGER PRIMARY KEY, name); " +
+      "CREATE TABLE counts (n INT, seen INT); INSERT INTO counts VALUES (0, NULL); " +
+      "CREATE TABLE posts (id INTEGER PRIMARY KEY, title); " +
+      "CREATE TRIGGER count_posts BEFORE INSERT ON posts BEGIN " +
+      "UPDATE counts SET n = n + 1, seen = last_insert_rowid(); END; " +
+      "CREATE TABLE tags (id INTEGER PRIMARY KEY, tag); " +
+      "CREATE TRIGGER count_tags AFTER INSERT ON tags BEGIN " +
+      "UPDATE counts SET n = n + 1; DELETE FROM users WHERE name = 'gone'; END; " +
+      "CREATE TABLE settings (id INTEGER PRIMARY KEY, k UNIQUE, v)",
+  );
+  const one = { changes: 1, lastInsertRowid: 1 };
+  // Every table starts at rowid 1: each insert gets the rowid the previous one got.
+  assert.deepEqual(await db.run("INSERT INTO users (name) VALUES ('ada')"), one);
+  assert.deepEqual(await db.run("INSERT INTO posts (title) VALUES ('hello')"), one);
+  // The trigger saw SQLite's last rowid, the users insert's (not one reset to tell an update).
+  assert.deepEqual(await db.values("SELECT seen FROM counts"), [[1]]);
+  assert.deepEqual(await db.run("INSERT INTO tags (tag) VALUES ('x')"), one);
+  const two = { changes: 1, lastInsertRowid: 2, rows: [] };
+  assert.deepEqual(
+    await db.batch([
+      { sql: "INSERT INTO users (name) VALUES ('bob')" },
+      { sql: "INSERT INTO posts (title) VALUES ('two')" },
+    ]),
+    [two, two],
+  );
+  assert.deepEqual(await db.values("SELECT n, seen FROM counts"), [[3, 2]]);
+  // An upsert: node:sqlite cannot zero the last rowid, so an upsert that
+  // inserts the rowid the writer's previous insert got reports 0 there (README).
+  const node = Deno.env.get("NETSQLITE_ENGINE") === "node";
+  const upsert =
+    "INSERT INTO settings (k, v) VALUES (?, 1) ON CONFLICT (k) DO UPDATE SET v = v + 1";
+  assert.deepEqual(await db.run(upsert, ["a"]), { changes: 1, lastInsertRowid: 1 });
+  assert.deepEqual(await db.run("INSERT INTO tags (tag) VALUES ('y')"), {
+    changes: 1,
+    lastInsertRowid: 2,
+  });
+  assert.deepEqual(await db.run(upsert, ["b"]), { changes: 1, lastInsertRowid: node ? 0 : 2 });
+  assert.deepEqual(await db.run(upsert, ["a"]), { changes: 1, lastInsertRowid: 0 });
+});
