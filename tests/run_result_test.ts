@@ -202,8 +202,9 @@ Deno.test("an exec() script that fails after its first statement says which stat
   // Inside a transaction SQLite rolled back around the failure: nothing before it stays.
   await db.exec("BEGIN");
   await assert.rejects(db.exec("INSERT INTO t VALUES (7); INSERT OR ROLLBACK INTO t VALUES (7)"), {
-    message: "UNIQUE constraint failed: t.x; it was inside a transaction, which was rolled back: " +
-      "send ROLLBACK, then retry the whole transaction (statement 2 of the script)",
+    message: "UNIQUE constraint failed: t.x; SQLite rolled back the transaction it was in: end " +
+      "it with ROLLBACK (transaction() does so itself), then retry the whole transaction " +
+      "(statement 2 of the script)",
   });
   await db.exec("ROLLBACK");
   assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
