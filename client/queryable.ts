@@ -148,6 +148,7 @@ export abstract class Queryable {
    * @param sql The script.
    * @param options An abort signal.
    * @throws {SqliteError} from the first failing statement; earlier ones stay applied.
+   * @throws {TypeError} when `options` is not `{ signal }` (parameters, say: use {@link run}).
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -163,6 +164,7 @@ export abstract class Queryable {
    * ```
    */
   async exec(sql: string, options?: ExecOptions): Promise<void> {
+    checkExecOptions(options);
     this.#refuseTxControl(sql, true);
     await call(this.#route, Op.Exec, [sql], options?.signal);
   }
@@ -614,6 +616,23 @@ async function runTransaction<T>(
   } finally {
     open.stack.splice(open.stack.indexOf(scope), 1);
     for (const wake of open.ended.splice(0)) wake();
+  }
+}
+
+/**
+ * Refuses what `exec()` cannot take as its options (parameters passed as to
+ * `run()`, which a script cannot bind), before anything is sent.
+ */
+function checkExecOptions(options: unknown): void {
+  if (options === undefined) return;
+  const params = "exec() takes no parameters: use run() or query() for a statement with " +
+    "parameters (exec()'s second argument is its options: { signal })";
+  if (Array.isArray(options)) throw new TypeError(params);
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`Invalid exec() options: expected { signal }, got ${String(options)}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== "signal") throw new TypeError(`Invalid exec() option "${key}": ${params}`);
   }
 }
 

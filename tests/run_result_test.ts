@@ -324,3 +324,34 @@ Deno.test("an insert whose triggers update rows reports its rowid, also one equa
   assert.deepEqual(await db.run(upsert, ["b"]), { changes: 1, lastInsertRowid: node ? 0 : 2 });
   assert.deepEqual(await db.run(upsert, ["a"]), { changes: 1, lastInsertRowid: 0 });
 });
+
+Deno.test("exec() refuses parameters (an array, or a named-parameter object) with a TypeError naming run(), before anything runs: pool, reserved connection, transaction", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  const script = "INSERT INTO t VALUES (1); INSERT INTO t VALUES (?)";
+  const params = "exec() takes no parameters: use run() or query() for a statement with " +
+    "parameters (exec()'s second argument is its options: { signal })";
+  // (Untyped callers: TypeScript refuses these already.)
+  const exec = (q: { exec(sql: string, o?: unknown): Promise<void> }, o: unknown) =>
+    q.exec(script, o);
+  await assert.rejects(exec(db, [2]), { name: "TypeError", message: params });
+  await assert.rejects(exec(db, { x: 2 }), {
+    name: "TypeError",
+    message: `Invalid exec() option "x": ${params}`,
+  });
+  await assert.rejects(exec(db, 2), {
+    name: "TypeError",
+    message: "Invalid exec() options: expected { signal }, got 2",
+  });
+  {
+    await using rv = await db.reserve();
+    await assert.rejects(exec(rv, [2]), { name: "TypeError", message: params });
+  }
+  await db.transaction(async (tx) => {
+    await assert.rejects(exec(tx, [2]), { name: "TypeError", message: params });
+    await tx.exec("INSERT INTO t VALUES (3)", { signal: new AbortController().signal });
+  });
+  await db.exec("INSERT INTO t VALUES (4)", undefined);
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[3], [4]]);
+});
