@@ -71,7 +71,10 @@ export interface BatchOptions extends ExecOptions {
 export interface TransactionOptions {
   /**
    * How the outermost transaction begins: `deferred`, `immediate` or
-   * `exclusive`. netsqlite gives the transaction the writer either way.
+   * `exclusive`. netsqlite gives the transaction the writer at `BEGIN`
+   * either way, also one that only reads: other clients' writes wait until
+   * it ends (their reads do not). Read outside a transaction not to hold
+   * them up.
    * @default {"deferred"}
    */
   behavior?: "deferred" | "immediate" | "exclusive";
