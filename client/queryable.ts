@@ -71,7 +71,10 @@ export interface BatchOptions extends ExecOptions {
 export interface TransactionOptions {
   /**
    * How the outermost transaction begins: `deferred`, `immediate` or
-   * `exclusive`. netsqlite gives the transaction the writer either way.
+   * `exclusive`. netsqlite gives the transaction the writer at `BEGIN`
+   * either way, also one that only reads: other clients' writes wait until
+   * it ends (their reads do not). Read outside a transaction not to hold
+   * them up.
    * @default {"deferred"}
    */
   behavior?: "deferred" | "immediate" | "exclusive";
@@ -148,6 +151,7 @@ export abstract class Queryable {
    * @param sql The script.
    * @param options An abort signal.
    * @throws {SqliteError} from the first failing statement; earlier ones stay applied.
+   * @throws {TypeError} when `options` is not `{ signal }` (parameters, say: use {@link run}).
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -163,6 +167,7 @@ export abstract class Queryable {
    * ```
    */
   async exec(sql: string, options?: ExecOptions): Promise<void> {
+    checkExecOptions(options);
     this.#refuseTxControl(sql, true);
     await call(this.#route, Op.Exec, [sql], options?.signal);
   }
@@ -655,6 +660,23 @@ async function runTransaction<T>(
   } finally {
     open.stack.splice(open.stack.indexOf(scope), 1);
     for (const wake of open.ended.splice(0)) wake();
+  }
+}
+
+/**
+ * Refuses what `exec()` cannot take as its options (parameters passed as to
+ * `run()`, which a script cannot bind), before anything is sent.
+ */
+function checkExecOptions(options: unknown): void {
+  if (options === undefined) return;
+  const params = "exec() takes no parameters: use run() or query() for a statement with " +
+    "parameters (exec()'s second argument is its options: { signal })";
+  if (Array.isArray(options)) throw new TypeError(params);
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`Invalid exec() options: expected { signal }, got ${String(options)}`);
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== "signal") throw new TypeError(`Invalid exec() option "${key}": ${params}`);
   }
 }
 

@@ -45,8 +45,12 @@ export interface Prepared {
   readonly insertTargets: readonly (readonly [string, string])[];
   /** Cached answer of {@link Connection.setsRowid}. */
   setsRowid?: boolean;
-  /** True when it (an upsert, a trigger) may update or delete rows. */
-  readonly updatesRows: boolean;
+  /**
+   * True when the statement itself, not only its triggers, may update rows:
+   * an upsert (`ON CONFLICT ... DO UPDATE`). An insert whose triggers update
+   * other rows is no upsert: its `changes()` are its own inserted rows.
+   */
+  readonly updatesItself: boolean;
   /**
    * A refusal the policy lifted for the connection's state when prepared
    * (a PRAGMA set to the value it has, `defer_foreign_keys` inside a
@@ -121,7 +125,8 @@ export class Connection {
   #insertTargets: [string, string][] = [];
   /** Whether a table has rowids (not WITHOUT ROWID), by `schema.table`; cleared with the cache. */
   readonly #hasRowid = new Map<string, boolean>();
-  #sawUpdate = false;
+  /** The statement itself (not a trigger of it) updates or deletes rows. */
+  #sawOwnUpdate = false;
   #txOp: TxOp | null = null;
   /** `schema_version` when the cache was last known valid. */
   #schemaVersion = -1;
@@ -269,7 +274,7 @@ export class Connection {
     this.#mainNames = [];
     this.#altered = null;
     this.#createsTrigger = null;
-    this.#sawUpdate = false;
+    this.#sawOwnUpdate = false;
     this.#txOp = null;
     this.#refusal = null;
     this.#conditional = null;
@@ -316,7 +321,7 @@ export class Connection {
     // A statement that reports neither a read nor a write to the authorizer
     // (VACUUM, REINDEX) still writes: only proven reads go to a reader.
     const readOnly = this.#sawRead && !this.#sawWrite && stmt.readOnly;
-    const updatesRows = this.#sawUpdate;
+    const updatesItself = this.#sawOwnUpdate;
     const txOp = this.#txOp;
     const flags = {
       recursive: this.#sawRecursive,
@@ -364,9 +369,9 @@ export class Connection {
       ...flags,
       inserts,
       insertTargets,
-      updatesRows,
+      updatesItself,
       ...(guard === undefined ? {} : { guard }),
-      zeroesRowid: inserts && updatesRows && !READS_LAST_ROWID.test(stmt.sql),
+      zeroesRowid: inserts && updatesItself && !READS_LAST_ROWID.test(stmt.sql),
       columns: stmt.columnNames(),
       fast: false,
       busy: 0,
@@ -580,7 +585,9 @@ export class Connection {
       this.#sawDml = true;
       if (trigger === null && arg1 !== null) this.#insertTargets.push([dbName ?? "main", arg1]);
     } else if (action === Auth.UPDATE || action === Auth.DELETE) {
-      this.#sawDml = this.#sawUpdate = true;
+      this.#sawDml = true;
+      // (Inside a trigger SQLite names the trigger: its updates are not the statement's.)
+      if (trigger === null) this.#sawOwnUpdate = true;
     } else if (SCHEMA_ACTIONS.has(action)) {
       this.#sawSchema = true;
       const inTemp = dbName === "temp" || action === Auth.CREATE_TEMP_TABLE ||

@@ -36,6 +36,7 @@ import {
   commitRolledBack,
   cursorTxEnded,
   leaseExpired,
+  txAborted,
   txRolledBack,
   unknownCursor,
 } from "./session_errors.ts";
@@ -617,7 +618,8 @@ export class EngineSession implements HostedSession {
       this.#endedAtCommit = true;
       return commitRolledBack(err);
     }
-    return this.#aborted = txRolledBack(err);
+    this.#aborted = txAborted(err);
+    return txRolledBack(err);
   }
 
   /** Gives up waiting for the writer (the blocked request was cancelled). */
@@ -759,9 +761,10 @@ export class EngineSession implements HostedSession {
     if (!cursor.onWriter || !host.writer.owns(this) || host.writer.connection.inTransaction) {
       return err;
     }
-    if (this.#aborted === null) this.#aborted = txRolledBack(err);
+    const first = this.#aborted === null;
+    if (first) this.#aborted = txAborted(err);
     host.writer.afterWrite(this);
-    return this.#aborted;
+    return first ? txRolledBack(err) : this.#aborted;
   }
 
   /**

@@ -400,11 +400,12 @@ function outcome(p: Prepared, rows: SqlValue[][] | Encoded, before: Counters | n
     return o;
   }
   // A moved rowid is this statement's insert; so is an unchanged one when
-  // the statement changed rows and can only insert (it got the rowid a
-  // rolled-back or deleted row had). Left: an upsert where the binding
-  // could not zero the rowid, taken as an update.
+  // the statement changed rows and can only insert, whatever its triggers
+  // update (it got the rowid the writer's previous insert had, in this
+  // table or another). Left: an upsert where the binding could not zero the
+  // rowid, taken as an update.
   if (
-    moved && (now !== before.rowid || (o.changes !== 0 && !p.updatesRows)) &&
+    moved && (now !== before.rowid || (o.changes !== 0 && !p.updatesItself)) &&
     p.conn.setsRowid(p)
   ) {
     o.lastInsertRowid = now;

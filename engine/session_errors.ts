@@ -61,19 +61,43 @@ export function leaseExpired(why: LeaseEnd, idleMs: number, maxAgeMs: number): S
 /**
  * `err` of a statement inside a transaction that SQLite ended around it (a
  * write stopped or cancelled, `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an
- * I/O error), saying so: the session refuses requests until ROLLBACK.
+ * I/O error), saying so; it keeps `err`'s code. The session then refuses
+ * requests until ROLLBACK, with {@link txAborted}.
  */
 export function txRolledBack(err: unknown): SqliteError {
   const e = err instanceof SqliteError ? err : null;
-  const code = e?.code ?? (err instanceof AbortError ? err.code : ErrorCode.Internal);
   const message = err instanceof Error ? err.message : String(err);
   return new SqliteError(
-    code,
-    `${message}; it was inside a transaction, which was rolled back: ` +
-      "send ROLLBACK, then retry the whole transaction",
+    codeOf(err),
+    `${message}; SQLite rolled back the transaction it was in: end it with ROLLBACK ` +
+      "(transaction() does so itself), then retry the whole transaction",
     e?.sqliteCode,
     { cause: err },
   );
+}
+
+/**
+ * The error of every request after {@link txRolledBack} until the client
+ * ends the transaction (PostgreSQL's "current transaction is aborted"):
+ * `TX_ABORTED`, naming the error that ended it, so that code branching on
+ * that error's code (retrying on `SQLITE_CONSTRAINT_UNIQUE`, say) does not
+ * take statements that did not run for it.
+ */
+export function txAborted(first: unknown): SqliteError {
+  const message = first instanceof Error ? first.message : String(first);
+  return new SqliteError(
+    ErrorCode.TxAborted,
+    "Transaction was rolled back by an earlier statement's error, so this request did not run " +
+      "(none will until the transaction is ended): end it with ROLLBACK (transaction() does so " +
+      `itself), then retry the whole transaction; the earlier error: ${codeOf(first)}: ${message}`,
+    undefined,
+    { cause: first },
+  );
+}
+
+function codeOf(err: unknown): string {
+  if (err instanceof SqliteError || err instanceof AbortError) return err.code;
+  return ErrorCode.Internal;
 }
 
 /**

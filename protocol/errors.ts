@@ -12,7 +12,8 @@
  * | ----------------- | ---------------------------------------------------------------------- |
  * | `SqliteError`     | `SQLITE_*`, and request failures that leave the connection usable:    |
  * |                   | `BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`,          |
- * |                   | `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`,          |
+ * |                   | `TX_ABORTED`, `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`,                 |
+ * |                   | `UNKNOWN_STATEMENT`,                                                   |
  * |                   | `CURSOR_CLOSED`, `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`             |
  * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`, `ACQUIRE_TIMEOUT`              |
  * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`, `AUTH`,        |
@@ -56,6 +57,14 @@ export const ErrorCode = {
   BusyTimeout: "BUSY_TIMEOUT",
   /** The transaction was rolled back because it sat idle past its lease. */
   TxTimeout: "TX_TIMEOUT",
+  /**
+   * An earlier statement's error made SQLite roll the transaction back
+   * (`INSERT OR ROLLBACK`, `RAISE(ROLLBACK)`, a write stopped or cancelled):
+   * the statement did not run, and none will until the transaction is ended
+   * with `ROLLBACK` (PostgreSQL's 25P02). The earlier error, which has its
+   * own code, is named in the message.
+   */
+  TxAborted: "TX_ABORTED",
   /** The statement ran past its deadline and was stopped. */
   StatementTimeout: "STATEMENT_TIMEOUT",
   /** A buffered result grew beyond the server's `maxResultBytes`. */
@@ -122,7 +131,7 @@ export interface WireError {
 /**
  * A request failed and the connection stays usable: SQLite refused the
  * statement (`SQLITE_*`, with `sqliteCode`), or netsqlite refused or stopped
- * it (`BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`,
+ * it (`BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`, `TX_ABORTED`,
  * `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`, `CURSOR_CLOSED`,
  * `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`), as better-sqlite3 raises its own checks as
  * `SqliteError` too.

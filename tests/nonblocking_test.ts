@@ -157,11 +157,17 @@ Deno.test({
     await db.run("INSERT INTO log VALUES ('kept?')");
     await assert.rejects(
       db.run(RUNAWAY_INSERT, [], { timeout: 100 }),
-      expectCode("STATEMENT_TIMEOUT", /inside a transaction, which was rolled back: send ROLLBACK/),
+      expectCode(
+        "STATEMENT_TIMEOUT",
+        /SQLite rolled back the transaction it was in: end it with ROLLBACK/,
+      ),
     );
     // In a failed transaction until the client's ROLLBACK, as PostgreSQL says.
     assert.equal(db.inTransaction, true);
-    await assert.rejects(db.values("SELECT 1"), expectCode("STATEMENT_TIMEOUT"));
+    await assert.rejects(
+      db.values("SELECT 1"),
+      expectCode("TX_ABORTED", /the earlier error: STATEMENT_TIMEOUT: /),
+    );
     await db.exec("ROLLBACK");
     assert.equal(db.inTransaction, false);
     assert.deepEqual(await db.values("SELECT count(*) FROM log"), [[0]]);
@@ -292,8 +298,9 @@ Deno.test({
       await tx.run("INSERT INTO log VALUES ('second')");
     }).catch((e) => e);
     assert.ok(err instanceof Error, String(err));
-    assert.equal((err as SqliteError).code, "ABORTED");
-    assert.match(err.message, /inside a transaction, which was rolled back/);
+    // The next statement, refused: it did not run, because of the abort.
+    assert.equal((err as SqliteError).code, "TX_ABORTED");
+    assert.match(err.message, /did not run .*; the earlier error: ABORTED: /);
     assert.equal(db.inTransaction, false);
     assert.deepEqual(await db.values("SELECT who FROM log"), []);
   },

@@ -202,8 +202,9 @@ Deno.test("an exec() script that fails after its first statement says which stat
   // Inside a transaction SQLite rolled back around the failure: nothing before it stays.
   await db.exec("BEGIN");
   await assert.rejects(db.exec("INSERT INTO t VALUES (7); INSERT OR ROLLBACK INTO t VALUES (7)"), {
-    message: "UNIQUE constraint failed: t.x; it was inside a transaction, which was rolled back: " +
-      "send ROLLBACK, then retry the whole transaction (statement 2 of the script)",
+    message: "UNIQUE constraint failed: t.x; SQLite rolled back the transaction it was in: end " +
+      "it with ROLLBACK (transaction() does so itself), then retry the whole transaction " +
+      "(statement 2 of the script)",
   });
   await db.exec("ROLLBACK");
   assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
@@ -278,4 +279,79 @@ Deno.test("run(): an insert into a WITHOUT ROWID table reports lastInsertRowid 0
     changes: 1,
     lastInsertRowid: 0,
   });
+});
+
+Deno.test("an insert whose triggers update rows reports its rowid, also one equal to the previous insert's (fresh tables)", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec(
+    "CREATE TABLE users (id INTEGER PRIMARY KEY, name); " +
+      "CREATE TABLE counts (n INT, seen INT); INSERT INTO counts VALUES (0, NULL); " +
+      "CREATE TABLE posts (id INTEGER PRIMARY KEY, title); " +
+      "CREATE TRIGGER count_posts BEFORE INSERT ON posts BEGIN " +
+      "UPDATE counts SET n = n + 1, seen = last_insert_rowid(); END; " +
+      "CREATE TABLE tags (id INTEGER PRIMARY KEY, tag); " +
+      "CREATE TRIGGER count_tags AFTER INSERT ON tags BEGIN " +
+      "UPDATE counts SET n = n + 1; DELETE FROM users WHERE name = 'gone'; END; " +
+      "CREATE TABLE settings (id INTEGER PRIMARY KEY, k UNIQUE, v)",
+  );
+  const one = { changes: 1, lastInsertRowid: 1 };
+  // Every table starts at rowid 1: each insert gets the rowid the previous one got.
+  assert.deepEqual(await db.run("INSERT INTO users (name) VALUES ('ada')"), one);
+  assert.deepEqual(await db.run("INSERT INTO posts (title) VALUES ('hello')"), one);
+  // The trigger saw SQLite's last rowid, the users insert's (not one reset to tell an update).
+  assert.deepEqual(await db.values("SELECT seen FROM counts"), [[1]]);
+  assert.deepEqual(await db.run("INSERT INTO tags (tag) VALUES ('x')"), one);
+  const two = { changes: 1, lastInsertRowid: 2, rows: [] };
+  assert.deepEqual(
+    await db.batch([
+      { sql: "INSERT INTO users (name) VALUES ('bob')" },
+      { sql: "INSERT INTO posts (title) VALUES ('two')" },
+    ]),
+    [two, two],
+  );
+  assert.deepEqual(await db.values("SELECT n, seen FROM counts"), [[3, 2]]);
+  // An upsert: node:sqlite cannot zero the last rowid, so an upsert that
+  // inserts the rowid the writer's previous insert got reports 0 there (README).
+  const node = Deno.env.get("NETSQLITE_ENGINE") === "node";
+  const upsert =
+    "INSERT INTO settings (k, v) VALUES (?, 1) ON CONFLICT (k) DO UPDATE SET v = v + 1";
+  assert.deepEqual(await db.run(upsert, ["a"]), { changes: 1, lastInsertRowid: 1 });
+  assert.deepEqual(await db.run("INSERT INTO tags (tag) VALUES ('y')"), {
+    changes: 1,
+    lastInsertRowid: 2,
+  });
+  assert.deepEqual(await db.run(upsert, ["b"]), { changes: 1, lastInsertRowid: node ? 0 : 2 });
+  assert.deepEqual(await db.run(upsert, ["a"]), { changes: 1, lastInsertRowid: 0 });
+});
+
+Deno.test("exec() refuses parameters (an array, or a named-parameter object) with a TypeError naming run(), before anything runs: pool, reserved connection, transaction", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  const script = "INSERT INTO t VALUES (1); INSERT INTO t VALUES (?)";
+  const params = "exec() takes no parameters: use run() or query() for a statement with " +
+    "parameters (exec()'s second argument is its options: { signal })";
+  // (Untyped callers: TypeScript refuses these already.)
+  const exec = (q: { exec(sql: string, o?: unknown): Promise<void> }, o: unknown) =>
+    q.exec(script, o);
+  await assert.rejects(exec(db, [2]), { name: "TypeError", message: params });
+  await assert.rejects(exec(db, { x: 2 }), {
+    name: "TypeError",
+    message: `Invalid exec() option "x": ${params}`,
+  });
+  await assert.rejects(exec(db, 2), {
+    name: "TypeError",
+    message: "Invalid exec() options: expected { signal }, got 2",
+  });
+  {
+    await using rv = await db.reserve();
+    await assert.rejects(exec(rv, [2]), { name: "TypeError", message: params });
+  }
+  await db.transaction(async (tx) => {
+    await assert.rejects(exec(tx, [2]), { name: "TypeError", message: params });
+    await tx.exec("INSERT INTO t VALUES (3)", { signal: new AbortController().signal });
+  });
+  await db.exec("INSERT INTO t VALUES (4)", undefined);
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[3], [4]]);
 });

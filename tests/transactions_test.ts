@@ -480,7 +480,7 @@ Deno.test("the ROLLBACK an ORM sends after a COMMIT refused with TX_TIMEOUT succ
   assert.deepEqual(await other.values("SELECT x FROM t"), [[4]]);
 });
 
-Deno.test("a statement whose failure makes SQLite roll the transaction back (INSERT OR ROLLBACK) says so, and the next statement is refused until ROLLBACK", async () => {
+Deno.test("a statement whose failure makes SQLite roll the transaction back (INSERT OR ROLLBACK) says so, and the next statement is refused with TX_ABORTED until ROLLBACK", async () => {
   await using srv = await startServer();
   await using db = await srv.client();
   await using other = await srv.client();
@@ -490,15 +490,83 @@ Deno.test("a statement whose failure makes SQLite roll the transaction back (INS
   await assert.rejects(db.run("INSERT OR ROLLBACK INTO t VALUES (1)"), (err: unknown) => {
     assert.ok(err instanceof SqliteError, String(err));
     assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
-    assert.match(err.message, /inside a transaction, which was rolled back: send ROLLBACK/);
+    assert.match(
+      err.message,
+      /; SQLite rolled back the transaction it was in: end it with ROLLBACK/,
+    );
     return true;
   });
-  // Not run in autocommit: it was meant for the transaction.
-  await assert.rejects(db.run("INSERT INTO t VALUES (2)"), { code: "SQLITE_CONSTRAINT_UNIQUE" });
+  // Not run in autocommit: it was meant for the transaction. It violated
+  // nothing: its code is not the earlier error's, which its message names.
+  const aborted = {
+    name: "SqliteError",
+    code: "TX_ABORTED",
+    sqliteCode: undefined,
+    message: "Transaction was rolled back by an earlier statement's error, so this request did " +
+      "not run (none will until the transaction is ended): end it with ROLLBACK (transaction() " +
+      "does so itself), then retry the whole transaction; the earlier error: " +
+      "SQLITE_CONSTRAINT_UNIQUE: UNIQUE constraint failed: t.x",
+  };
+  await assert.rejects(db.run("INSERT INTO t VALUES (2)"), aborted);
+  await assert.rejects(db.values("SELECT 1"), aborted);
+  assert.equal(db.inTransaction, true);
   await db.exec("ROLLBACK");
   assert.deepEqual(await other.values("SELECT x FROM t"), []);
   await db.run("INSERT INTO t VALUES (3)");
   assert.deepEqual(await other.values("SELECT x FROM t"), [[3]]);
+});
+
+Deno.test("transaction(fn) after SQLite rolled it back: later statements fail with TX_ABORTED, transaction() rejects with fn's error, or TX_ABORTED when fn swallowed it", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec(
+    "CREATE TABLE t (x UNIQUE); CREATE TABLE g (y); " +
+      "CREATE TRIGGER g_neg BEFORE INSERT ON g WHEN new.y < 0 BEGIN SELECT RAISE(ROLLBACK, 'neg'); END",
+  );
+  const aborted = (earlier: string) => (err: unknown): boolean => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, "TX_ABORTED");
+    assert.match(err.message, /^Transaction was rolled back by an earlier statement's error/);
+    assert.ok(err.message.endsWith(`; the earlier error: ${earlier}`), err.message);
+    return true;
+  };
+  // fn lets the first error through: transaction() rejects with it.
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (1)");
+      await tx.run("INSERT OR ROLLBACK INTO t VALUES (1)");
+    }),
+    { code: "SQLITE_CONSTRAINT_UNIQUE", message: /SQLite rolled back the transaction it was in/ },
+  );
+  // fn catches it and goes on: what it runs next, which violates nothing, is
+  // refused as TX_ABORTED (not as a UNIQUE violation); COMMIT is too.
+  const seen: string[] = [];
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (2)");
+      await tx.run("INSERT OR ROLLBACK INTO t VALUES (2)").catch((e) => seen.push(e.code));
+      await tx.run("INSERT INTO t VALUES (3)").catch((e) => seen.push(e.code));
+      await assert.rejects(
+        tx.values("SELECT 1"),
+        aborted("SQLITE_CONSTRAINT_UNIQUE: UNIQUE constraint failed: t.x"),
+      );
+      assert.equal(tx.inTransaction, true);
+    }),
+    aborted("SQLITE_CONSTRAINT_UNIQUE: UNIQUE constraint failed: t.x"),
+  );
+  assert.deepEqual(seen, ["SQLITE_CONSTRAINT_UNIQUE", "TX_ABORTED"]);
+  // RAISE(ROLLBACK) in a trigger, the same.
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (4)");
+      await tx.run("INSERT INTO g VALUES (-1)").catch(() => {});
+    }),
+    aborted("SQLITE_CONSTRAINT_TRIGGER: neg"),
+  );
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await db.values("SELECT x FROM t"), []);
+  await db.transaction(async (tx) => void await tx.run("INSERT INTO t VALUES (5)"));
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[5]]);
 });
 
 Deno.test("nested transactions started side by side on one tx take turns: each keeps or undoes only its own work", async () => {
@@ -662,7 +730,8 @@ Deno.test("A transaction SQLite rolled back stays open for the client until ROLL
     await using rv = await db.reserve();
     await rv.exec("BEGIN");
     await rv.run("INSERT INTO u VALUES (2)");
-    await assert.rejects(rv.run("INSERT OR ROLLBACK INTO u VALUES (1)"), /send ROLLBACK/);
+    await assert.rejects(rv.run("INSERT OR ROLLBACK INTO u VALUES (1)"), /end it with ROLLBACK/);
+    await assert.rejects(rv.run("INSERT INTO u VALUES (4)"), { code: "TX_ABORTED" });
     // In a failed transaction, as PostgreSQL says: the client knows to end it.
     assert.equal(rv.inTransaction, true);
   } // released without ROLLBACK: the connection is closed, not handed on

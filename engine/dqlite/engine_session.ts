@@ -4,7 +4,13 @@
  * @module
  */
 
-import { commitRolledBack, leaseExpired, txRolledBack, unknownCursor } from "../session_errors.ts";
+import {
+  commitRolledBack,
+  leaseExpired,
+  txAborted,
+  txRolledBack,
+  unknownCursor,
+} from "../session_errors.ts";
 import { leaseEnd } from "../writer_queue.ts";
 import { Handles } from "../handles.ts";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
@@ -477,7 +483,8 @@ export class DqliteEngineSession {
    */
   #noteAbort(err: unknown): never {
     if (err instanceof SqliteError && /no transaction is active/.test(err.message)) throw err;
-    throw this.#aborted = txRolledBack(err);
+    this.#aborted = txAborted(err);
+    throw txRolledBack(err);
   }
 
   #cursor(id: number): BufferedCursor {
