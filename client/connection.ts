@@ -13,6 +13,7 @@ import { formatAddress } from "../transport/address.ts";
 import { connectTo } from "../transport/connect.ts";
 import { abortable, Link, type ReplyOp } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
+import { snapshot } from "./_snapshot.ts";
 
 /** What a connection tells its pool. */
 export interface ConnectionEvents {
@@ -174,7 +175,8 @@ export class PooledConnection {
       return link.request(op, args, signal);
     }
     this.#other++;
-    const sent = this.#requestAfterLoss(op, args, signal, generation).finally(() => {
+    // Encoded once the link is open: with the arguments as they are now.
+    const sent = this.#requestAfterLoss(op, snapshot(args), signal, generation).finally(() => {
       this.#other--;
       this.#maybeIdle();
     });
