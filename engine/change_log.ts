@@ -409,7 +409,18 @@ export class ChangeLog {
     );
     if (r === null || r.rows.length === 0) return null;
     const row: Record<string, unknown> = {};
-    r.columns.forEach((col, i) => row[col] = r.rows[0][i]);
+    const values = r.rows[0];
+    r.columns.forEach((col, i) => {
+      // Assigned, `__proto__` would set the prototype (or be dropped) instead of a property.
+      if (col === "__proto__") {
+        Object.defineProperty(row, col, {
+          value: values[i],
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        });
+      } else row[col] = values[i];
+    });
     return row;
   }
 

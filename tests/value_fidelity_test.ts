@@ -60,3 +60,66 @@ Deno.test("a call waiting for a connection sends its parameters as they were whe
     ["stmt", 1, "first"],
   ]);
 });
+
+// ---- a column named __proto__ ------------------------------------------------------
+
+function assertProtoRow(row: unknown, value: unknown, keys = ["id", "__proto__"]): void {
+  assert.equal(Object.getPrototypeOf(row), Object.prototype);
+  assert.deepEqual(Object.keys(row as object), keys);
+  assert.deepEqual(Object.getOwnPropertyDescriptor(row, "__proto__")?.value, value);
+}
+
+Deno.test("a result column named __proto__ is an own property of every row object", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const sql = (v: string) => `SELECT 1 AS id, ${v} AS "__proto__"`;
+  assertProtoRow(await db.get(sql("42")), 42);
+  assertProtoRow((await db.query(sql("x'0102'")))[0], new Uint8Array([1, 2]));
+  assertProtoRow(await db.get(sql("NULL")), null);
+  for await (const row of db.iterate(sql("x'03'"))) assertProtoRow(row, new Uint8Array([3]));
+  assertProtoRow((await db.batch([{ sql: sql("x'04'") }]))[0].rows[0], new Uint8Array([4]));
+  const stmt = await db.prepare(sql("?"));
+  assertProtoRow(await stmt.get([new Uint8Array([5])]), new Uint8Array([5]));
+  assertProtoRow((await stmt.all([6]))[0], 6);
+  for await (const row of stmt.iterate([7])) assertProtoRow(row, 7);
+  await stmt.finalize();
+  // Duplicate names: the last column wins, as for other names.
+  assertProtoRow(await db.get(`SELECT 1 AS id, 2 AS "__proto__", 3 AS "__proto__"`), 3);
+});
+
+Deno.test({
+  name: "a change feed with values delivers rows of a table with a __proto__ column",
+  ignore: !ffi, // feeds need the FFI engine's update hook
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec('CREATE TABLE p (id INTEGER PRIMARY KEY, "__proto__" BLOB)');
+    await using feed = await db.subscribe({ tables: ["p"], values: true });
+    const events = feed[Symbol.asyncIterator]();
+    await db.run("INSERT INTO p VALUES (1, 5)");
+    await db.run("INSERT INTO p VALUES (2, x'01')");
+    for (const value of [5, new Uint8Array([1])]) {
+      const { value: e } = await events.next();
+      assert.equal(e?.op, "insert");
+      assertProtoRow((e as { value: unknown }).value, value);
+    }
+    assert.deepEqual(await db.values("SELECT count(*) FROM p"), [[2]]);
+  },
+});
+
+Deno.test("a Proxy of a Uint8Array is refused as a parameter with INVALID_PARAM, saying why", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  for (const fake of [new Proxy(new Uint8Array(2), {}), Object.create(Uint8Array.prototype)]) {
+    await assert.rejects(db.values("SELECT ?", [fake]), (e: unknown) => {
+      assert.ok(e instanceof SqliteError);
+      assert.equal(e.code, ErrorCode.InvalidParam);
+      assert.match(
+        e.message,
+        /^Cannot bind parameter 1: a Proxy of a Uint8Array .*pass the Uint8Array itself$/,
+      );
+      return true;
+    });
+  }
+  assert.deepEqual(await db.values("SELECT ?", [new Uint8Array([1])]), [[new Uint8Array([1])]]);
+});
