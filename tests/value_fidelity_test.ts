@@ -123,3 +123,44 @@ Deno.test("a Proxy of a Uint8Array is refused as a parameter with INVALID_PARAM,
   }
   assert.deepEqual(await db.values("SELECT ?", [new Uint8Array([1])]), [[new Uint8Array([1])]]);
 });
+
+// ---- text that is not valid UTF-8 ------------------------------------------------
+
+Deno.test({
+  name: "FFI engine: TEXT that is not valid UTF-8 is refused with INVALID_UTF8 naming the column",
+  ignore: !ffi, // node:sqlite replaces invalid bytes before netsqlite sees them (README)
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)");
+    // Bytes no UTF-8 decoder accepts: 0xff, a cut sequence, an overlong NUL, a NUL after 0xff.
+    for (const hex of ["61ff62", "ff", "e282", "c080", "ff0041", "ffff00414243"]) {
+      await db.run(`INSERT INTO t (body) VALUES (CAST(x'${hex}' AS TEXT))`);
+    }
+    const refused = (e: unknown): boolean => {
+      assert.ok(e instanceof SqliteError, String(e));
+      assert.equal(e.code, ErrorCode.InvalidUtf8);
+      assert.match(
+        e.message,
+        /Cannot read column "body": its TEXT value is not valid UTF-8 and would come back changed; read its bytes with CAST\("body" AS BLOB\) \(or hex\(\)\)$/,
+      );
+      return true;
+    };
+    for (let id = 1; id <= 6; id++) {
+      await assert.rejects(db.values("SELECT body FROM t WHERE id = ?", [id]), refused);
+      await assert.rejects(db.get("SELECT id, body FROM t WHERE id = ?", [id]), refused);
+    }
+    await assert.rejects(Array.fromAsync(db.iterate("SELECT body FROM t")), refused);
+    const stmt = await db.prepare("SELECT body FROM t WHERE id = ?");
+    await assert.rejects(stmt.all([1]), refused);
+    await stmt.finalize();
+    await assert.rejects(db.batch([{ sql: "SELECT body FROM t" }]), refused);
+    // Its bytes, as the message says; and the connection carries on.
+    assert.deepEqual(await db.values("SELECT CAST(body AS BLOB), hex(body) FROM t WHERE id = 1"), [
+      [new Uint8Array([0x61, 0xff, 0x62]), "61FF62"],
+    ]);
+    assert.deepEqual(await db.values("SELECT length(CAST(body AS BLOB)) FROM t WHERE id = 6"), [[
+      6,
+    ]]);
+  },
+});
