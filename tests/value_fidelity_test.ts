@@ -164,3 +164,48 @@ Deno.test({
     ]]);
   },
 });
+
+// ---- feeds on tables with a column named like the rowid -----------------------------
+
+Deno.test({
+  name:
+    "a change feed with values reads the right row when the table has a column named rowid, oid or _rowid_",
+  ignore: !ffi, // feeds need the FFI engine's update hook
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    // Each user column holds the rowid of the other row, so reading by it gives the wrong row.
+    const tables: [string, string][] = [
+      ["r1", '"_rowid_" INTEGER'],
+      ["r2", "RowId INTEGER"],
+      ["r3", "rowid INTEGER, oid INTEGER"],
+      ["r4", "_rowid_ INTEGER, oid INTEGER"],
+    ];
+    for (const [name, columns] of tables) {
+      await db.exec(`CREATE TABLE ${name} (name TEXT, ${columns})`);
+    }
+    // A table declaring all three: its rowid has no SQL name left, so its rows come without value.
+    await db.exec("CREATE TABLE r5 (name TEXT, rowid INTEGER, oid INTEGER, _rowid_ INTEGER)");
+    await using feed = await db.subscribe({
+      tables: ["r1", "r2", "r3", "r4", "r5"],
+      values: true,
+    });
+    const events = feed[Symbol.asyncIterator]();
+    for (const [name, columns] of tables) {
+      const n = columns.split(",").length;
+      const fill = (v: number) => Array(n).fill(v).join(", ");
+      await db.run(`INSERT INTO ${name} VALUES ('first', ${fill(2)})`); // rowid 1
+      await db.run(`INSERT INTO ${name} VALUES ('second', ${fill(1)})`); // rowid 2
+      for (const [rowid, expected] of [[1, "first"], [2, "second"]] as const) {
+        const { value: e } = await events.next();
+        assert.equal(e?.table, name);
+        assert.equal((e as { rowid: unknown }).rowid, rowid);
+        assert.equal((e as { value: { name: string } }).value.name, expected, name);
+      }
+    }
+    await db.run("INSERT INTO r5 VALUES ('only', 7, 7, 7)");
+    const { value: e } = await events.next();
+    assert.equal(e?.table, "r5");
+    assert.equal((e as { value: unknown }).value, null);
+  },
+});
