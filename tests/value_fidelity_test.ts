@@ -209,3 +209,33 @@ Deno.test({
     assert.equal((e as { value: unknown }).value, null);
   },
 });
+
+// ---- named parameters ----------------------------------------------------------
+
+Deno.test("two keys naming one parameter ({ a, $a }) are refused with INVALID_PARAM naming both", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const refused = (message: string) => (e: unknown): boolean => {
+    assert.ok(e instanceof SqliteError, String(e));
+    assert.equal(e.code, ErrorCode.InvalidParam);
+    assert.equal(e.message, message);
+    return true;
+  };
+  await assert.rejects(
+    db.values("SELECT $a", { a: 1, $a: 2 }),
+    refused('Cannot bind parameter "$a": both "a" and "$a" name it; give one'),
+  );
+  await assert.rejects(
+    db.values("SELECT :a, @a", { "@a": 2, a: 1 }),
+    refused('Cannot bind parameter "@a": both "@a" and "a" name it; give one'),
+  );
+  const stmt = await db.prepare("SELECT :x");
+  await assert.rejects(
+    stmt.all({ x: 1, ":x": 1 }),
+    refused(/* same value too */ 'Cannot bind parameter ":x": both "x" and ":x" name it; give one'),
+  );
+  assert.deepEqual(await stmt.values({ x: 3 }), [[3]]);
+  await stmt.finalize();
+  // One key per parameter: as before.
+  assert.deepEqual(await db.values("SELECT $a, :b", { a: 1, ":b": 2 }), [[1, 2]]);
+});
