@@ -718,21 +718,22 @@ class FfiStmt implements Stmt {
 
   all(maxBytes?: number): SqlValue[][] {
     const rows: SqlValue[][] = [];
-    if (maxBytes === undefined) {
-      while (this.step()) rows.push(this.row());
-    } else {
-      let bytes = 0;
-      while (this.step()) {
-        const row = this.row();
-        rows.push(row);
-        bytes += rowBytes(row);
-        if (bytes > maxBytes) {
-          this.reset();
-          throw resultTooLarge(maxBytes);
+    try {
+      if (maxBytes === undefined) {
+        while (this.step()) rows.push(this.row());
+      } else {
+        let bytes = 0;
+        while (this.step()) {
+          const row = this.row();
+          rows.push(row);
+          bytes += rowBytes(row);
+          if (bytes > maxBytes) throw resultTooLarge(maxBytes);
         }
       }
+    } finally {
+      // Also after a row that cannot be read (INVALID_UTF8): the next run starts afresh.
+      this.reset();
     }
-    this.reset();
     return rows;
   }
 
