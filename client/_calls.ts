@@ -17,6 +17,7 @@ import type {
 import { invalidParamsMessage } from "../protocol/values.ts";
 import { abortable, type ReplyOp } from "./link.ts";
 import type { Route } from "./route.ts";
+import { snapshot } from "./_snapshot.ts";
 
 /** A value a statement parameter may hold. */
 export type BindValue = null | number | bigint | boolean | string | Uint8Array;
@@ -32,7 +33,11 @@ export interface RunResult {
   lastInsertRowid: number | bigint;
 }
 
-/** Sends one request on the route's connection. */
+/**
+ * Sends one request on the route's connection. A request that has to wait
+ * for a connection is sent with a copy of `args` taken now, so that what
+ * the caller changes meanwhile is not sent.
+ */
 export function call<O extends ReplyOp>(
   route: Route,
   op: O,
@@ -41,7 +46,8 @@ export function call<O extends ReplyOp>(
 ): Promise<Replies[O]> {
   const c = route.connection();
   if (c instanceof Promise) {
-    return abortable(c.then((conn) => conn.request(op, args, signal)), signal);
+    const own = snapshot(args);
+    return abortable(c.then((conn) => conn.request(op, own, signal)), signal);
   }
   return c.request(op, args, signal);
 }

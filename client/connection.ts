@@ -14,6 +14,7 @@ import { connectTo } from "../transport/connect.ts";
 import { scan } from "../protocol/sql_lexer.ts";
 import { abortable, Link, type ReplyOp } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
+import { snapshot } from "./_snapshot.ts";
 
 /** What a connection tells its pool. */
 export interface ConnectionEvents {
@@ -289,7 +290,8 @@ export class PooledConnection {
     }
     this.#other++;
     this.#unsent++;
-    const sent = this.#requestAfterLoss(op, args, signal, generation).finally(() => {
+    // Encoded once the link is open: with the arguments as they are now.
+    const sent = this.#requestAfterLoss(op, snapshot(args), signal, generation).finally(() => {
       this.#other--;
       this.#unsent--;
       this.#maybeIdle();

@@ -8,6 +8,7 @@ import { type CallOptions, Op, type Replies, type StatementRef } from "../protoc
 import { type BindParams, wireOptions, wireParams } from "./_calls.ts";
 import type { PooledConnection } from "./connection.ts";
 import { toObject } from "./rows.ts";
+import { snapshot } from "./_snapshot.ts";
 
 /** Options of `iterate()`. */
 export interface IterateOptions extends CallOptions {
@@ -16,10 +17,23 @@ export interface IterateOptions extends CallOptions {
 }
 
 /**
- * Opens a cursor on `conn` and yields its rows, asking for the next chunk
- * while the current one is consumed (one chunk of credit).
+ * Opens a cursor on `connection` and yields its rows, asking for the next
+ * chunk while the current one is consumed (one chunk of credit). The cursor
+ * opens when iterating starts, with the parameters as they were at this
+ * call (a copy is taken now).
  */
-export async function* streamRows(
+export function streamRows(
+  connection: PooledConnection | Promise<PooledConnection>,
+  ref: StatementRef,
+  params: BindParams | undefined,
+  options: IterateOptions | undefined,
+  generation?: number,
+): AsyncGenerator<unknown> {
+  return cursorRows(connection, ref, snapshot(params), options, generation);
+}
+
+/** {@link streamRows} with `params` used as they are when iterating starts. */
+export async function* cursorRows(
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
   params: BindParams | undefined,

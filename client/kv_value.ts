@@ -9,7 +9,7 @@
  * keys, nested at most {@link MAX_DEPTH} levels. Everything else is refused
  * with `INVALID_PARAM` naming where it sits in the value (`value.a.b[2]`):
  * `undefined` (MessagePack would turn it into `null` or drop the property),
- * array holes, a `__proto__` key (reading it back would be refused), symbol
+ * array holes and properties of arrays other than their items, symbol
  * keys, lone surrogates in strings or keys (UTF-8 cannot hold them), and
  * other kinds (`Date`, `Map`, `Set`, class instances, functions, symbols,
  * other typed arrays).
@@ -56,7 +56,11 @@ export function invalidKvValue(value: unknown, path = "value", depth = 0): strin
       return `${path} is undefined, which would read back as null or not at all: ` +
         "use null, or leave the property out";
     case "object":
-      if (value === null || value instanceof Uint8Array) return undefined;
+      if (value === null) return undefined;
+      if (value instanceof Uint8Array) {
+        return ArrayBuffer.isView(value) ? undefined : `${path} is a Proxy of a Uint8Array (or ` +
+          "an object made from its prototype), which is not storable: store the Uint8Array itself";
+      }
       if (depth >= MAX_DEPTH) return `${path} nests deeper than ${MAX_DEPTH} levels`;
       if (Array.isArray(value)) return invalidArray(value, path, depth);
       if (isPlainObject(value)) return invalidObject(value, path, depth);
@@ -75,7 +79,23 @@ function invalidArray(array: unknown[], path: string, depth: number): string | u
     }` +
       " (an Array subclass), which would read back as a plain array";
   }
-  for (let i = 0; i < array.length; i++) {
+  const n = array.length;
+  // Own enumerable keys: the n indexes first, then any other property (which
+  // MessagePack would drop); fewer with holes.
+  const keys = Object.keys(array);
+  if (keys.length !== n || (n > 0 && keys[n - 1] !== String(n - 1))) {
+    const extra = keys.find((k) => !isIndex(k));
+    if (extra !== undefined) {
+      return `${path} has the property ${
+        JSON.stringify(extra)
+      } besides its items, which would not be stored: store an object`;
+    }
+  }
+  const symbols = Object.getOwnPropertySymbols(array);
+  if (symbols.some((s) => Object.prototype.propertyIsEnumerable.call(array, s))) {
+    return `${path} has a symbol key, which cannot be stored`;
+  }
+  for (let i = 0; i < n; i++) {
     if (!(i in array)) {
       return `${path}[${i}] is a hole in the array, which would read back as null: fill it`;
     }
@@ -85,16 +105,17 @@ function invalidArray(array: unknown[], path: string, depth: number): string | u
   return undefined;
 }
 
+/** True for an array index key (`"0"`, `"17"`). */
+function isIndex(key: string): boolean {
+  return /^(?:0|[1-9]\d*)$/.test(key) && Number(key) < 2 ** 32 - 1;
+}
+
 function invalidObject(object: object, path: string, depth: number): string | undefined {
   const symbols = Object.getOwnPropertySymbols(object);
   if (symbols.some((s) => Object.prototype.propertyIsEnumerable.call(object, s))) {
     return `${path} has a symbol key, which cannot be stored`;
   }
   for (const key of Object.keys(object)) {
-    if (key === "__proto__") {
-      return `${path} has an own "__proto__" key, which cannot be stored ` +
-        "(read back, it would set the object's prototype)";
-    }
     if (!key.isWellFormed()) {
       return `${path} has a key with a lone UTF-16 surrogate (${
         JSON.stringify(key)

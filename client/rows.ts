@@ -16,14 +16,39 @@ export type Row = Record<string, SqlValue>;
 
 /** One row as an object; with duplicate names the last column wins. */
 export function toObject(columns: readonly string[], row: readonly unknown[]): Row {
+  return columns.includes("__proto__")
+    ? toObjectDefining(columns, row)
+    : toPlainObject(columns, row);
+}
+
+/** Every row as an object. */
+export function toObjects(columns: readonly string[], rows: readonly unknown[][]): Row[] {
+  const convert = columns.includes("__proto__") ? toObjectDefining : toPlainObject;
+  const out = new Array<Row>(rows.length);
+  for (let r = 0; r < rows.length; r++) out[r] = convert(columns, rows[r]);
+  return out;
+}
+
+function toPlainObject(columns: readonly string[], row: readonly unknown[]): Row {
   const o: Row = {};
   for (let i = 0; i < columns.length; i++) o[columns[i]] = row[i] as SqlValue;
   return o;
 }
 
-/** Every row as an object. */
-export function toObjects(columns: readonly string[], rows: readonly unknown[][]): Row[] {
-  const out = new Array<Row>(rows.length);
-  for (let r = 0; r < rows.length; r++) out[r] = toObject(columns, rows[r]);
-  return out;
+/**
+ * For columns that include `__proto__`: assigning it would set the
+ * object's prototype (or do nothing) under Node.js and Bun, so it is
+ * defined as an own property, as the other columns are.
+ */
+function toObjectDefining(columns: readonly string[], row: readonly unknown[]): Row {
+  const o: Row = {};
+  for (let i = 0; i < columns.length; i++) {
+    Object.defineProperty(o, columns[i], {
+      value: row[i],
+      writable: true,
+      enumerable: true,
+      configurable: true,
+    });
+  }
+  return o;
 }

@@ -15,8 +15,9 @@ import { type CallOptions, Op, type Replies } from "../protocol/messages.ts";
 import type { PooledConnection } from "./connection.ts";
 import { abortable } from "./link.ts";
 import { type BindParams, checkParams, type RunResult, wireOptions, wireParams } from "./_calls.ts";
-import { type IterateOptions, streamRows } from "./cursor.ts";
+import { cursorRows, type IterateOptions } from "./cursor.ts";
 import type { Route } from "./route.ts";
+import { snapshot } from "./_snapshot.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 
 interface Handle {
@@ -187,15 +188,20 @@ export class Statement {
    * @returns an async generator of rows (arrays when raw).
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
-  async *iterate<T = Row>(params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
+  iterate<T = Row>(params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
+    // Rows are asked for when iterating starts: the parameters are those of now.
+    return this.#iterate(snapshot(params), { arrays: this.#raw, ...options }) as AsyncGenerator<T>;
+  }
+
+  async *#iterate(
+    params: BindParams | undefined,
+    options: IterateOptions,
+  ): AsyncGenerator<unknown> {
     this.#checkLive();
     checkParams(params);
     const conn = await this.#route.connection();
     const h = this.#handleOn(conn);
-    const opts = { arrays: this.#raw, ...options };
-    yield* streamRows(conn, h?.handle ?? this.sql, params, opts, h?.generation) as AsyncGenerator<
-      T
-    >;
+    yield* cursorRows(conn, h?.handle ?? this.sql, params, options, h?.generation);
   }
 
   /**
@@ -225,8 +231,10 @@ export class Statement {
     } catch (err) {
       return Promise.reject(err);
     }
-    const wp = wireParams(params);
     const wo = wireOptions(options, first);
+    const c = this.#route.connection();
+    // A call that waits for a connection sends the parameters as they are now.
+    const wp = wireParams(c instanceof Promise ? snapshot(params) : params);
     const send = (conn: PooledConnection): Promise<Replies[O]> => {
       const h = this.#handleOn(conn);
       if (h !== undefined) {
@@ -234,7 +242,6 @@ export class Statement {
       }
       return conn.request(op, [this.sql, wp, wo], options?.signal);
     };
-    const c = this.#route.connection();
     return c instanceof Promise ? abortable(c.then(send), options?.signal) : send(c);
   }
 

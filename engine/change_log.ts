@@ -94,6 +94,9 @@ interface Raw {
 
 const logs = new WeakMap<Connection, ChangeLog>();
 
+/** The names SQL reads a table's rowid by, unless the table declares a column of that name. */
+const ROWID_NAMES = ["rowid", "oid", "_rowid_"] as const;
+
 /** The change log capturing `conn`'s changes, if any (only the writer has one). */
 export function changeLogOf(conn: Connection): ChangeLog | undefined {
   return logs.get(conn);
@@ -402,14 +405,38 @@ export class ChangeLog {
     return true;
   }
 
+  /**
+   * The committed row of `table` with `rowid`, or `null` when it is gone (or
+   * cannot be read). The rowid is named by the first of `rowid`, `oid` and
+   * `_rowid_` the table does not declare as a column of its own (which
+   * would hide the rowid); a table declaring all three has rows whose value
+   * is `null`.
+   */
   #readRow(table: string, rowid: number | bigint): Record<string, unknown> | null {
-    const r = this.#query(
-      `SELECT * FROM "${table.replaceAll('"', '""')}" WHERE _rowid_ = ?`,
-      rowid,
-    );
-    if (r === null || r.rows.length === 0) return null;
+    const from = `SELECT * FROM "${table.replaceAll('"', '""')}" WHERE `;
+    for (const name of ROWID_NAMES) {
+      const r = this.#query(`${from}${name} = ?`, rowid);
+      if (r === null) return null;
+      if (r.columns.some((c) => c.length === name.length && c.toLowerCase() === name)) continue;
+      return r.rows.length === 0 ? null : this.#toRow(r);
+    }
+    return null;
+  }
+
+  #toRow(r: { columns: string[]; rows: unknown[][] }): Record<string, unknown> {
     const row: Record<string, unknown> = {};
-    r.columns.forEach((col, i) => row[col] = r.rows[0][i]);
+    const values = r.rows[0];
+    r.columns.forEach((col, i) => {
+      // Assigned, `__proto__` would set the prototype (or be dropped) instead of a property.
+      if (col === "__proto__") {
+        Object.defineProperty(row, col, {
+          value: values[i],
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        });
+      } else row[col] = values[i];
+    });
     return row;
   }
 

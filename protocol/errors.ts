@@ -69,6 +69,11 @@ export const ErrorCode = {
   StatementTimeout: "STATEMENT_TIMEOUT",
   /** A buffered result grew beyond the server's `maxResultBytes`. */
   ResultTooLarge: "RESULT_TOO_LARGE",
+  /**
+   * A TEXT value read from the database is not valid UTF-8 (the FFI engine;
+   * it would come back changed): read it as `CAST(col AS BLOB)` or `hex(col)`.
+   */
+  InvalidUtf8: "INVALID_UTF8",
   /** A prepared statement handle is unknown or was finalized. */
   UnknownStatement: "UNKNOWN_STATEMENT",
   /** A cursor opened inside a transaction was closed when the transaction ended. */

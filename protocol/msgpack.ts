@@ -376,8 +376,8 @@ function isPlainObject(value: object): boolean {
  *
  * @throws {MsgpackError} when `bytes` is empty, truncated, has bytes left
  *   over, holds an unsupported type (extensions, 0xc1), invalid UTF-8, a map
- *   key that is not a string or is `__proto__`, or nests deeper than
- *   {@link MAX_DEPTH}.
+ *   key that is not a string, or nests deeper than {@link MAX_DEPTH}. A
+ *   `__proto__` key becomes an own property (as `JSON.parse` makes it).
  */
 export function decodeMsgpack(bytes: Uint8Array): unknown {
   const r = new Reader(bytes);
@@ -551,8 +551,18 @@ class Reader {
       if (typeof key !== "string") {
         throw new MsgpackError(`Map key is a ${typeOf(key)}, not a string`);
       }
-      if (key === "__proto__") throw new MsgpackError("Map key __proto__ is not allowed");
-      o[key] = this.value(depth + 1);
+      const value = this.value(depth + 1);
+      if (key === "__proto__") {
+        // Assigned, it would set the prototype (Node.js, Bun): an own property, as JSON.parse makes.
+        Object.defineProperty(o, key, {
+          value,
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        });
+      } else {
+        o[key] = value;
+      }
     }
     return o;
   }

@@ -54,7 +54,11 @@ export function invalidReason(value: unknown): string | undefined {
     case "undefined":
       return "undefined is not a value: pass null for NULL";
     case "object":
-      if (value === null || value instanceof Uint8Array) return undefined;
+      if (value === null) return undefined;
+      if (value instanceof Uint8Array) {
+        return ArrayBuffer.isView(value) ? undefined : "a Proxy of a Uint8Array (or an object " +
+          "made from its prototype) is not a Uint8Array: pass the Uint8Array itself";
+      }
       if (value instanceof Date) return "Date is not a SQLite type: pass a string or a number";
       if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
         return `${value.constructor.name} is not supported: pass a Uint8Array for a BLOB`;
@@ -79,7 +83,7 @@ export function paramLabel(key: number | string): string {
  * Parameters are `null`/`undefined` (none), an array (positional) or a plain
  * object (named: its prototype is `Object.prototype` or `null`; its own
  * enumerable string keys are the names). Anything else is refused, as is a
- * named parameter called `__proto__`, which the wire format refuses.
+ * named parameter called `__proto__`.
  *
  * @example
  * ```ts

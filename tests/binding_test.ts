@@ -306,8 +306,23 @@ for (const sqlite of ENGINES) {
       }
       insert.finalize();
       // Malformed UTF-8 stored as TEXT (bad byte, truncated sequence,
-      // surrogate, overlong, above U+10FFFF): read as TextDecoder decodes it.
-      const malformed = ["61ff62", "61c3", "eda080", "c080", "f4908080", "e282"];
+      // surrogate, overlong, above U+10FFFF): node:sqlite reads it as
+      // TextDecoder decodes it; FFI refuses it (INVALID_UTF8), row() and allInto() alike.
+      const malformed = sqlite.engine === "node"
+        ? ["61ff62", "61c3", "eda080", "c080", "f4908080", "e282"]
+        : [];
+      for (const hex of ["61ff62", "61c3", "eda080", "c080", "f4908080", "e282"]) {
+        if (sqlite.engine === "node") continue;
+        db.exec("CREATE TABLE bad(x)");
+        db.exec(`INSERT INTO bad VALUES (CAST(x'${hex}' AS TEXT))`);
+        const bad = db.prepare("SELECT x FROM bad")!;
+        rejects(() => bad.all(), "INVALID_UTF8", undefined, /column "x"/);
+        const sink = new RowsEncoder();
+        sink.begin();
+        rejects(() => bad.allInto(sink, 1e6), "INVALID_UTF8", undefined, /column "x"/);
+        bad.finalize();
+        db.exec("DROP TABLE bad");
+      }
       for (const hex of malformed) db.exec(`INSERT INTO v VALUES (CAST(x'${hex}' AS TEXT))`);
       const stmt = db.prepare("SELECT rowid, x, typeof(x) FROM v ORDER BY rowid")!;
       const rows = stmt.all();

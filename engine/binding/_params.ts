@@ -6,13 +6,23 @@
  *   parameter; a bare key (`"a"`) names every parameter called `a` with any
  *   prefix (as better-sqlite3 binds `{ a }` to `$a`, `@a` and `:a` alike).
  * - A key naming no parameter is refused (`INVALID_PARAM`), and so is a
- *   named parameter no key names: SQLite would bind it NULL silently.
+ *   named parameter no key names: SQLite would bind it NULL silently, and
+ *   one that two keys name (`{ a: 1, $a: 2 }`): one would win silently.
  *
  * @module
  */
 
 import type { SqlValue } from "./binding.ts";
+import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { missingName, unknownName } from "./_errors.ts";
+
+/** The error for two keys of one parameters object naming the same parameter. */
+function twoKeys(name: string, first: string, second: string): SqliteError {
+  return new SqliteError(
+    ErrorCode.InvalidParam,
+    `Cannot bind parameter "${name}": both "${first}" and "${second}" name it; give one`,
+  );
+}
 
 /** The named parameters of one statement and the keys that bind them. */
 export class NamedParams {
@@ -23,6 +33,8 @@ export class NamedParams {
   readonly #names: readonly (string | null)[];
   /** Per parameter index, the bind call that last bound it. */
   readonly #boundIn: Uint32Array;
+  /** Per parameter index, the key that last bound it (for the error when two keys name it). */
+  readonly #boundBy: string[] = [];
   #call = 0;
 
   /**
@@ -52,7 +64,8 @@ export class NamedParams {
    * Calls `bind(index, value)` for each parameter a key of `values` names.
    *
    * @throws {SqliteError} `INVALID_PARAM` for a key that names no parameter,
-   *   or a named parameter left without a value.
+   *   two keys naming one parameter (`a` and `$a`), or a named parameter
+   *   left without a value.
    */
   bind(
     values: Readonly<Record<string, SqlValue>>,
@@ -64,7 +77,11 @@ export class NamedParams {
       const slots = this.#slots.get(key) ?? this.#numbered(key);
       if (slots === undefined) throw unknownName(key);
       for (const index of slots) {
+        if (boundIn[index] === call) {
+          throw twoKeys(this.#names[index - 1]!, this.#boundBy[index], key);
+        }
         boundIn[index] = call;
+        this.#boundBy[index] = key;
         bind(index, values[key]);
       }
     }

@@ -47,7 +47,8 @@ const INTERRUPT_REPEAT_MS = 2;
 const TRANSIENT = -1n;
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+/** Refuses invalid UTF-8 instead of replacing it with U+FFFD. */
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
 const MAIN = encoder.encode("main\0");
 /** A valid pointer for the empty string (a NULL pointer would bind NULL). */
 const EMPTY_TEXT = new Uint8Array(1);
@@ -696,7 +697,15 @@ class FfiStmt implements Stmt {
   #text(h: Deno.PointerObject, i: number): string {
     const p = this.#s.sqlite3_column_text(h, i);
     const len = this.#s.sqlite3_column_bytes(h, i);
-    return len === 0 || p === null ? "" : readText(p, len);
+    if (len === 0 || p === null) return "";
+    const text = readText(p, len);
+    if (text !== null) return text;
+    const name = cString(this.#s.sqlite3_column_name(h, i));
+    throw new SqliteError(
+      ErrorCode.InvalidUtf8,
+      `Cannot read column "${name}": its TEXT value is not valid UTF-8 and would come back ` +
+        `changed; read its bytes with CAST("${name}" AS BLOB) (or hex())`,
+    );
   }
 
   #blob(h: Deno.PointerObject, i: number): Uint8Array {
@@ -709,21 +718,22 @@ class FfiStmt implements Stmt {
 
   all(maxBytes?: number): SqlValue[][] {
     const rows: SqlValue[][] = [];
-    if (maxBytes === undefined) {
-      while (this.step()) rows.push(this.row());
-    } else {
-      let bytes = 0;
-      while (this.step()) {
-        const row = this.row();
-        rows.push(row);
-        bytes += rowBytes(row);
-        if (bytes > maxBytes) {
-          this.reset();
-          throw resultTooLarge(maxBytes);
+    try {
+      if (maxBytes === undefined) {
+        while (this.step()) rows.push(this.row());
+      } else {
+        let bytes = 0;
+        while (this.step()) {
+          const row = this.row();
+          rows.push(row);
+          bytes += rowBytes(row);
+          if (bytes > maxBytes) throw resultTooLarge(maxBytes);
         }
       }
+    } finally {
+      // Also after a row that cannot be read (INVALID_UTF8): the next run starts afresh.
+      this.reset();
     }
-    this.reset();
     return rows;
   }
 
@@ -850,21 +860,30 @@ export function exact(v: number | bigint): number | bigint {
 }
 
 /**
- * Text of `len` UTF-8 bytes at `p`. `getCString` is 5x faster than copying
- * and decoding but stops at a NUL, which SQL can put in text
- * (`char(0)`): its result is used when its UTF-8 length is `len`.
+ * Text of `len` UTF-8 bytes at `p`, or `null` when they are not valid UTF-8
+ * (a TEXT value SQL made from bytes, `CAST(x'ff' AS TEXT)`, or another
+ * program wrote): replaced by U+FFFD, it would come back changed.
+ * `getCString` is 5x faster than copying and decoding, but stops at a NUL,
+ * which SQL can put in text (`char(0)`), and replaces invalid bytes with
+ * U+FFFD: its result is used when it is whole and has no U+FFFD.
  */
-function readText(p: Deno.PointerObject, len: number): string {
+function readText(p: Deno.PointerObject, len: number): string | null {
   const text = Deno.UnsafePointerView.getCString(p);
   // Whole when as long as the bytes (each unit comes from at least one
-  // byte, so a cut at a NUL would leave fewer), or when it encodes back to
-  // them, unless invalid bytes were replaced: one U+FFFD stands for 1 to 3
-  // bytes, which could hide a cut.
-  if (text.length === len) return text;
-  if (utf8Length(text) === len && !text.includes("\ufffd")) return text;
+  // byte, so a cut at a NUL would leave fewer): then every byte gave one
+  // unit, which is ASCII unless a byte was invalid (U+FFFD). Or whole when
+  // it encodes back to as many bytes, unless invalid bytes were replaced:
+  // one U+FFFD stands for 1 to 3 bytes, which could hide a cut.
+  if (text.length === len || utf8Length(text) === len) {
+    if (!text.includes("\ufffd")) return text;
+  }
   const bytes = new Uint8Array(len);
   Deno.UnsafePointerView.copyInto(p, bytes);
-  return decoder.decode(bytes);
+  try {
+    return strictDecoder.decode(bytes);
+  } catch {
+    return null;
+  }
 }
 
 /** UTF-8 length of `s` (lone surrogates count 3, as TextEncoder writes them). */
