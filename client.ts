@@ -162,7 +162,7 @@ export class Client extends Queryable {
   /** @internal Use {@link connect}. */
   constructor(pool: Pool) {
     super({
-      connection: () => pool.shared(),
+      connection: (writes?: boolean) => pool.shared(writes),
       exclusive: async (fn, signal) => {
         // max: 1, called from inside a transaction(): nest in it (a savepoint).
         const own = pool.callerTransaction();

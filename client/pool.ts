@@ -19,6 +19,10 @@
  *    among those with no call in flight that may wait for the writer (see
  *    `PooledConnection.mayBlock`): a call pipelined behind one would wait
  *    as long (with `max: 1`, the one connection whatever it carries);
+ *    before rules 2 to 4, a call that may itself wait for the writer goes
+ *    behind such calls when taking another connection would leave none
+ *    free of them (`#behindWrites`): they use at most `max` − 1
+ *    connections, so a read always finds one;
  * 5. otherwise (every connection reserved, or carrying such a call) the
  *    call waits in the pool, first come first served, and goes to the first
  *    connection that rules 2 to 4 give it.
@@ -88,6 +92,8 @@ export class Pool implements ConnectionEvents {
   #closed = false;
   /** Connections being opened before use (new, or reopened), and what their caller gets. */
   readonly #opening = new Map<PooledConnection, Promise<PooledConnection>>();
+  /** Connections of {@link #opening} opened for a plain call (not for a `reserve()`). */
+  readonly #openingShared = new Set<PooledConnection>();
   /** `performance.now()` before which the pool does not grow: the server said it was full. */
   #fullUntil = 0;
   /** Connections handed to a waiting call that has not sent its first request yet. */
@@ -142,8 +148,11 @@ export class Pool implements ConnectionEvents {
     return this.#conns.some((c) => !c.reserved && c.inTransaction);
   }
 
-  /** The connection for a plain call (see the module doc for the rule). */
-  shared(): PooledConnection | Promise<PooledConnection> {
+  /**
+   * The connection for a plain call (see the module doc for the rule);
+   * `writes` when the call may wait for the server's writer.
+   */
+  shared(writes = false): PooledConnection | Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(this.#failure);
     if (this.#config.max === 1) {
@@ -152,7 +161,7 @@ export class Pool implements ConnectionEvents {
     }
     if (this.#burst !== null) return this.#burst;
     // Calls that wait are served in turn: a newcomer does not pass them.
-    const c = (this.#sharedWaiters.length === 0 ? this.#pickShared() : null) ??
+    const c = (this.#sharedWaiters.length === 0 ? this.#pickShared(writes) : null) ??
       this.#enqueue(this.#sharedWaiters);
     // A call that waits gives up after acquireTimeout (its signal is the call's own).
     const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
@@ -374,8 +383,12 @@ export class Pool implements ConnectionEvents {
    * pipelined behind it would wait as long), or was just handed to a call
    * not sent yet. With `max: 1` the one connection always serves.
    */
-  #pickShared(): PooledConnection | Promise<PooledConnection> | null {
+  #pickShared(writes = false): PooledConnection | Promise<PooledConnection> | null {
     const single = this.#config.max === 1;
+    if (writes && !single) {
+      const joined = this.#behindWrites();
+      if (joined !== null) return joined;
+    }
     let best: PooledConnection | null = null;
     let lost: PooledConnection | null = null;
     let opening: Promise<PooledConnection> | undefined;
@@ -405,6 +418,37 @@ export class Pool implements ConnectionEvents {
     if (best !== null) return best;
     if (opening !== undefined && single) return opening;
     return null;
+  }
+
+  /**
+   * For a call that may wait for the writer: the least busy connection
+   * already carrying such calls, when taking another connection would leave
+   * none that a read could use without waiting behind one (open and free of
+   * them, or yet to be opened); else `null`. So calls that wait for the
+   * writer use at most `max` − 1 of the unreserved connections, and reads
+   * always find one (a plain read made inside `transaction(fn)` would
+   * otherwise wait behind writes that wait for that very transaction). A
+   * connection being opened counts as carrying them.
+   */
+  #behindWrites(): PooledConnection | Promise<PooledConnection> | null {
+    let free = Math.max(0, this.#config.max - this.#conns.length);
+    let best: PooledConnection | null = null;
+    let opening: Promise<PooledConnection> | undefined;
+    for (const c of this.#conns) {
+      if (c.reserved || c.handing) continue;
+      const o = this.#opening.get(c);
+      if (o !== undefined) {
+        // (One opened for a plain call: another opened may go to a reserve().)
+        if (this.#openingShared.has(c)) opening ??= o;
+      } else if (!c.open) {
+        if (!c.holdsTransaction && c.busy === 0) free++;
+      } else if (!c.mayBlock) {
+        free++;
+      } else if (best === null || c.busy < best.busy) {
+        best = c;
+      }
+    }
+    return free > 1 ? null : best ?? opening ?? null;
   }
 
   /**
@@ -504,9 +548,11 @@ export class Pool implements ConnectionEvents {
       }
     })().finally(() => {
       this.#opening.delete(conn);
+      this.#openingShared.delete(conn);
       if (this.#sharedWaiters.length > 0) this.#serveWaiters();
     });
     this.#opening.set(conn, opened);
+    if (fallback !== null) this.#openingShared.add(conn);
     return opened;
   }
 

@@ -18,7 +18,7 @@ import {
   wireOptions,
   wireParams,
 } from "./_calls.ts";
-import type { PooledConnection } from "./connection.ts";
+import { type PooledConnection, readsOnly } from "./connection.ts";
 import { type IterateOptions, streamRows } from "./cursor.ts";
 import { transactionContext, type TransactionScope } from "./pool.ts";
 import { fixedRoute, type Route } from "./route.ts";
@@ -325,7 +325,8 @@ export abstract class Queryable {
     } catch (err) {
       return failing(err) as AsyncGenerator<T>;
     }
-    return streamRows(this.#route.connection(), sql, params, options) as AsyncGenerator<T>;
+    const conn = this.#route.connection(!readsOnly(sql));
+    return streamRows(conn, sql, params, options) as AsyncGenerator<T>;
   }
 
   /**

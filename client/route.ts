@@ -11,8 +11,11 @@ import type { PooledConnection } from "./connection.ts";
 
 /** How a query API object reaches a connection. */
 export interface Route {
-  /** The connection for the next call (the shared pool may make it wait). */
-  connection(): PooledConnection | Promise<PooledConnection>;
+  /**
+   * The connection for the next call (the shared pool may make it wait);
+   * `writes` when the call may wait for the server's writer (see `readsOnly`).
+   */
+  connection(writes?: boolean): PooledConnection | Promise<PooledConnection>;
   /**
    * Runs `fn` with a connection of its own for its whole duration: the shared
    * pool reserves one (`signal` aborts the wait for it) and releases it

@@ -12,7 +12,7 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies } from "../protocol/messages.ts";
-import type { PooledConnection } from "./connection.ts";
+import { type PooledConnection, readsOnly } from "./connection.ts";
 import { abortable } from "./link.ts";
 import { type BindParams, checkParams, type RunResult, wireOptions, wireParams } from "./_calls.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
@@ -76,6 +76,8 @@ export class Statement {
   #columns: string[];
   #raw = false;
   #finalized = false;
+  /** True when the statement surely does not wait for the server's writer. */
+  readonly #readsOnly: boolean;
   /** The SQL text. */
   readonly sql: string;
 
@@ -90,6 +92,7 @@ export class Statement {
   ) {
     this.#route = route;
     this.sql = sql;
+    this.#readsOnly = readsOnly(sql);
     this.#columns = columns;
     this.#handles.set(conn, { handle, generation });
     dropped.register(this, this.#handles, this);
@@ -199,7 +202,7 @@ export class Statement {
   ): AsyncGenerator<unknown> {
     this.#checkLive();
     checkParams(params);
-    const conn = await this.#route.connection();
+    const conn = await this.#route.connection(!this.#readsOnly);
     const h = this.#handleOn(conn);
     yield* cursorRows(conn, h?.handle ?? this.sql, params, options, h?.generation);
   }
@@ -232,7 +235,7 @@ export class Statement {
       return Promise.reject(err);
     }
     const wo = wireOptions(options, first);
-    const c = this.#route.connection();
+    const c = this.#route.connection(op === Op.Run || !this.#readsOnly);
     // A call that waits for a connection sends the parameters as they are now.
     const wp = wireParams(c instanceof Promise ? snapshot(params) : params);
     const send = (conn: PooledConnection): Promise<Replies[O]> => {

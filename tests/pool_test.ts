@@ -760,7 +760,7 @@ Deno.test("Client pool sends a read to a connection whose calls do not wait for 
   assert.equal((await write.promise).changes, 1);
 });
 
-Deno.test("Client pool: a read waits in the pool while every connection carries a write waiting for the writer, and goes to the first one freed", async () => {
+Deno.test("Client pool: writes waiting for the writer leave a connection for reads, which are answered at once", async () => {
   await using srv = await startServer();
   await using holder = await connect({ ...srv.connectOptions, max: 1 });
   await using db = await connect({ ...srv.connectOptions, max: 2 });
@@ -771,17 +771,39 @@ Deno.test("Client pool: a read waits in the pool while every connection carries 
   const abort = new AbortController();
   const second = track(db.run("INSERT INTO t VALUES ('b')", [], { signal: abort.signal }));
   await delay(20);
-  assert.equal(db.connections, 2);
-  const read = track(db.values("SELECT v FROM t"));
-  await delay(20);
-  assert.equal(read.settled(), false, "no connection is free of a waiting write");
-  abort.abort(); // the second connection is free again: the read goes there
+  assert.equal(db.connections, 1, "the second write went behind the first, which waits");
+  assert.deepEqual(await within(db.values("SELECT v FROM t"), 1000), [["old"]]);
+  assert.equal(db.connections, 2, "the read took the connection kept free of writes");
+  abort.abort();
   await assert.rejects(second.promise, AbortError);
-  assert.deepEqual(await within(read.promise, 1000), [["old"]]);
   assert.equal(first.settled(), false, "the first write still waits");
   await holder.exec("COMMIT");
   assert.equal((await first.promise).changes, 1);
   assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [["a"], ["old"]]);
+});
+
+Deno.test("Client pool: a plain read inside transaction(fn) is answered while the client's other writes wait for that transaction", async () => {
+  await using srv = await startServer({ busyTimeout: 3000 });
+  await using db = await connect(srv.connectOptions); // max 4
+  await db.exec(
+    "CREATE TABLE t (v TEXT); CREATE TABLE cfg (v INTEGER); INSERT INTO cfg VALUES (1)",
+  );
+  let writes: Promise<unknown>[] = [];
+  let readMs = Infinity;
+  await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES ('tx')");
+    // Three handlers write meanwhile, each from a tick of its own: they wait for this transaction.
+    writes = ["a", "b", "c"].map((v, i) =>
+      delay(i).then(() => db.run("INSERT INTO t VALUES (?)", [v]))
+    );
+    await delay(30);
+    const start = performance.now();
+    assert.deepEqual(await db.values("SELECT v FROM cfg"), [[1]]);
+    readMs = performance.now() - start;
+  });
+  assert.ok(readMs < 1000, `the read waited ${readMs} ms (behind the writes, until BUSY_TIMEOUT)`);
+  await Promise.all(writes);
+  assert.deepEqual(await db.values("SELECT v FROM t ORDER BY v"), [["a"], ["b"], ["c"], ["tx"]]);
 });
 
 Deno.test("ReservedConnection disposed while its COMMIT is in flight (returned, not awaited): the COMMIT succeeds and the connection goes back to the pool", async () => {
