@@ -522,7 +522,7 @@ Options:
   --socket PATH           Unix socket to listen on (default: per user and database,
                           under $XDG_RUNTIME_DIR/netsqlite/ or <tmpdir>/netsqlite-<uid>/)
   --tcp HOST:PORT         listen on TCP instead (port 0 picks a free port); an address
-                          other than loopback (127.0.0.1, ::1) requires a token
+                          other than loopback (127.x.x.x, ::1, localhost) requires a token
   --channel NAME          listen on the per-user socket of a named channel, which
                           connect({ channel: NAME }) finds
   --socket-mode MODE      octal permissions of the socket file (default 600, owner only);

@@ -158,3 +158,14 @@ Deno.test("connect() to an HTTP server rejects with PROTOCOL_VERSION: the peer d
   );
   void http;
 });
+
+Deno.test("connect() with TLS to a plain netsqlite server says the server does not speak TLS", async () => {
+  await using srv = await startServer({ transport: "tcp" });
+  const { err, ms } = await rejection(connect({ ...srv.connectOptions, tls: {} }));
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.match(
+    err.message,
+    /with TLS: .*\(the server does not speak TLS: connect without the tls option/,
+  );
+  assert.ok(ms < 5000, `took ${ms} ms`);
+});

@@ -58,13 +58,27 @@ export async function connectTo(
       );
     }
     throw new ConnectionError(
-      `Cannot connect to ${where}: ` + (err as Error).message +
-        (isAbsent(err) ? " (is the server running? start it with `deno task serve`)" : ""),
+      `Cannot connect to ${where}: ` + (err as Error).message + hint(err, tls !== null),
       { cause: err },
     );
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** What a failed connection most likely means, for the message. */
+function hint(err: unknown, tls: boolean): string {
+  if (isAbsent(err)) {
+    return " (is the server running? Each database file has its own default socket: start the " +
+      "server for the file the client names, connect({ database }) to the file the server " +
+      "serves, or pass the path it printed)";
+  }
+  // Deno: "received corrupt message of type InvalidContentType"; Node.js: "wrong version number".
+  if (tls && /corrupt message|InvalidContentType|wrong version number/i.test(String(err))) {
+    return " (the server does not speak TLS: connect without the tls option, or start the " +
+      "server with --tls-cert and --tls-key)";
+  }
+  return "";
 }
 
 /** One connection attempt: its current stage, and what closes it when its time is up. */
