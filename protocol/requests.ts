@@ -187,13 +187,19 @@ function params(v: unknown): WireParams | undefined {
   throw badRequest(`Expected parameters as an array or a map, got ${typeName(v)}`);
 }
 
+/**
+ * Longest deadline a timer holds (2^31 − 1 ms, about 24.8 days): a longer
+ * one, `Infinity` included, is taken as this (a timer given more fires at once).
+ */
+const MAX_TIMEOUT = 2 ** 31 - 1;
+
 function timeoutOf(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
   const t = (v as WireCallOptions).timeout;
   if (typeof v !== "object" || (t !== undefined && (typeof t !== "number" || !(t > 0)))) {
     throw badRequest("Expected call options {timeout?: positive number of ms}");
   }
-  return t;
+  return t === undefined ? undefined : Math.min(t, MAX_TIMEOUT);
 }
 
 function firstOnly(v: unknown): boolean {
@@ -236,7 +242,8 @@ function checkpointMode(v: unknown): CheckpointMode {
   if (v === undefined || v === null) return "passive";
   if (typeof v === "string" && CHECKPOINT_MODES.includes(v)) return v as CheckpointMode;
   throw badRequest(
-    `Expected a checkpoint mode (${CHECKPOINT_MODES.join(", ")}), got ${JSON.stringify(v)}`,
+    `Expected a checkpoint mode (${CHECKPOINT_MODES.join(", ")}), got ` +
+      (typeof v === "string" ? JSON.stringify(v) : typeName(v)),
   );
 }
 

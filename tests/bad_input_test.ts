@@ -17,7 +17,16 @@ import { testSeed, withSeed } from "./_seed.ts";
 
 // ---- wire helpers -----------------------------------------------------------
 
-const Op = { Hello: 0, Exec: 1, Query: 2, Run: 3, Batch: 4, Prepare: 5, Finalize: 6 } as const;
+const Op = {
+  Hello: 0,
+  Exec: 1,
+  Query: 2,
+  Run: 3,
+  Batch: 4,
+  Prepare: 5,
+  Finalize: 6,
+  Checkpoint: 21,
+} as const;
 const HELLO = [Op.Hello, 1, { version: 1 }];
 const EOF = Symbol("EOF");
 type Reply = [number, number, any];
@@ -411,6 +420,13 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
     ["prepare sql as number", [Op.Prepare, 0, 42], "BAD_REQUEST", /Expected SQL text/],
     ["finalize handle as string", [Op.Finalize, 0, "1"], "BAD_REQUEST", /statement handle/],
     ["finalize unknown handle", [Op.Finalize, 0, 99], "UNKNOWN_STATEMENT", /99/],
+    [
+      "checkpoint mode as bigint",
+      [Op.Checkpoint, 0, 2n ** 53n + 1n],
+      "BAD_REQUEST",
+      /Expected a checkpoint mode \(passive, full, restart, truncate\), got bigint/,
+    ],
+    ["checkpoint mode unknown", [Op.Checkpoint, 0, "fast"], "BAD_REQUEST", /got "fast"/],
   ];
   let id = 1;
   for (const [name, msg, code, message] of cases) {

@@ -421,3 +421,14 @@ Deno.test({
     assert.equal((await db.values("SELECT count(*) FROM u"))[0][0], 150);
   },
 });
+
+Deno.test("a { timeout } beyond what a timer holds (Infinity, 30 days) means no practical deadline, not an instant one", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  for (const timeout of [Infinity, 30 * 24 * 3600 * 1000, 2 ** 31]) {
+    assert.deepEqual(await db.values("SELECT 1", [], { timeout }), [[1]], `timeout ${timeout}`);
+    const rows: unknown[] = [];
+    for await (const r of db.iterate("SELECT 2 AS v", [], { timeout })) rows.push(r);
+    assert.deepEqual(rows, [{ v: 2 }], `iterate, timeout ${timeout}`);
+  }
+});
