@@ -324,3 +324,73 @@ Deno.test("server.ts on SIGTERM under a steady write load answers every write th
     `messages: ${[...new Set(failed.values())]}`,
   );
 });
+
+/** Runs server.ts on `database` with `env`; its exit code and stderr (killed after 10 s). */
+async function serverRefusal(
+  database: string,
+  env: Record<string, string>,
+): Promise<{ code: number; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../server.ts", import.meta.url).pathname, "--db", database],
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  try {
+    const { code } = await statusWithin(child, 10_000);
+    return { code, stderr: await stderr };
+  } catch (err) {
+    child.kill("SIGKILL");
+    await child.status;
+    await stderr;
+    throw err;
+  }
+}
+
+Deno.test({
+  name:
+    "a per-user socket directory writable by others (made by another user first) is refused by server and client",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    await using dir = await tempDir();
+    const socketDir = `${dir.path}/netsqlite`;
+    Deno.mkdirSync(socketDir);
+    Deno.chmodSync(socketDir, 0o777); // as a squatter would leave it
+    const env = { XDG_RUNTIME_DIR: dir.path };
+    const server = await serverRefusal(`${dir.path}/a.db`, env);
+    assert.equal(server.code, 1, server.stderr);
+    assert.match(
+      server.stderr,
+      /the socket directory .*netsqlite is writable by other users \(mode 0777\); another user may have made it/,
+    );
+    assert.deepEqual([...Deno.readDirSync(socketDir)], [], "no socket was made there");
+    // A client does not send its hello (and token) through it either.
+    const client = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { connect } from "${new URL("../mod.ts", import.meta.url).href}";
+         try { await connect({ database: "${dir.path}/a.db", token: "secret" }); }
+         catch (err) { console.log(err.name, err.message); }`,
+      ],
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.match(
+      new TextDecoder().decode(client.stdout),
+      /^ConnectionError Cannot connect to unix:.*: the socket directory .* is writable by other users/,
+      new TextDecoder().decode(client.stderr),
+    );
+    if (Deno.uid() === 0) {
+      // Closed to others but owned by someone else: refused too.
+      Deno.chmodSync(socketDir, 0o700);
+      Deno.chownSync(socketDir, 65534, 65534);
+      const again = await serverRefusal(`${dir.path}/a.db`, env);
+      assert.equal(again.code, 1, again.stderr);
+      assert.match(again.stderr, /belongs to uid 65534, not to this user \(uid 0\)/);
+    }
+  },
+});

@@ -10,6 +10,7 @@ import { ConnectionError, ErrorCode } from "../protocol/errors.ts";
 import { type Address, formatAddress } from "./address.ts";
 import type { ByteStream } from "./byte_stream.ts";
 import { IS_DENO } from "./_runtime.ts";
+import { unsafeSocketDir } from "./socket_dir.ts";
 
 /** TLS settings of a client connection. */
 export interface TlsClientOptions {
@@ -45,6 +46,11 @@ export async function connectTo(
     throw new TypeError("TLS is for TCP: a Unix socket connection cannot use it");
   }
   const where = `${formatAddress(addr)}${tls !== null ? " with TLS" : ""}`;
+  if (addr.transport === "unix") {
+    // Nothing is sent (a token least of all) through a directory another user controls.
+    const unsafe = await unsafeSocketDir(addr.path);
+    if (unsafe !== null) throw new ConnectionError(`Cannot connect to ${where}: ${unsafe}`);
+  }
   const attempt = new Attempt();
   const timer = timeout > 0 ? setTimeout(() => attempt.expire(), timeout) : undefined;
   try {

@@ -9,6 +9,7 @@
 
 import { dirname } from "node:path";
 import { type Address, formatAddress } from "./address.ts";
+import { unsafeSocketDir } from "./socket_dir.ts";
 
 /**
  * The server could not listen on its address: a live server holds it, or
@@ -81,6 +82,8 @@ export async function listen(addr: Address, options: ListenOptions = {}): Promis
   const path = addr.path;
   checkSocketPathLength(path);
   await makeSocketDir(dirname(path), mode);
+  const unsafe = await unsafeSocketDir(path);
+  if (unsafe !== null) throw new ListenError(`Cannot listen on unix:${path}: ${unsafe}`);
   await removeStaleSocket(path);
   let listener: Deno.Listener;
   try {
