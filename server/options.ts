@@ -17,6 +17,7 @@ import {
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import type { EngineConfig } from "../engine/engine.ts";
 import { MAX_HANDLES } from "../engine/handles.ts";
+import { MAX_QUEUED_CHANGES, MAX_QUEUED_CHANGES_PER_CONNECTION } from "../engine/change_log.ts";
 import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 import { isLoopback, TokenGate } from "./auth.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
@@ -94,6 +95,19 @@ export interface ServeOptions {
    * @default {10000}
    */
   maxStatements?: number;
+  /**
+   * Changes the server's change feeds may hold queued, on all connections,
+   * for clients that have not read them yet; a feed that would queue more
+   * ends with `LAGGED` (resume with `since`), as one past its `buffer` does.
+   * @default {1000000}
+   */
+  maxQueuedChanges?: number;
+  /**
+   * Changes the feeds of one connection may hold queued together, for a
+   * client that has not read them yet; past it a feed ends with `LAGGED`.
+   * @default {100000}
+   */
+  maxQueuedChangesPerConnection?: number;
   /**
    * How long a connection may sit on a partly received frame before it is
    * closed (defends against slow-drip clients), in ms.
@@ -420,6 +434,18 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       maxValueBytes: Math.min(1e9, Math.max(2 * maxFrameSize, 256 * 1024 * 1024)),
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
       maxStatements: integer("maxStatements", options.maxStatements ?? MAX_HANDLES, 1, 1e7),
+      maxQueuedChanges: integer(
+        "maxQueuedChanges",
+        options.maxQueuedChanges ?? MAX_QUEUED_CHANGES,
+        1,
+        1e9,
+      ),
+      maxQueuedChangesPerConnection: integer(
+        "maxQueuedChangesPerConnection",
+        options.maxQueuedChangesPerConnection ?? MAX_QUEUED_CHANGES_PER_CONNECTION,
+        1,
+        1e9,
+      ),
       policy: flags,
       backupDir,
     },

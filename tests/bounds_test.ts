@@ -1,0 +1,112 @@
+/**
+ * Server-wide memory bounds against single clients that hold memory on the
+ * server: change feeds queued for connections that never read, prepared
+ * statements never finalized, partly sent frames. Each bound is configured
+ * small here; the defaults are in README "Limits".
+ */
+
+import assert from "node:assert/strict";
+import { openLink } from "../client/connection.ts";
+import type { Link } from "../client/link.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { EventKind, Op } from "../protocol/messages.ts";
+import { startServer, within } from "./_helpers.ts";
+
+const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
+
+/** Events of one link, by subscription: changes' rowids, and the `LAGGED` resume point. */
+interface Feeds {
+  rowids: Map<number, number[]>;
+  lagged: Map<number, number>;
+}
+
+function listen(link: Link): Feeds {
+  const feeds: Feeds = { rowids: new Map(), lagged: new Map() };
+  link.onEvent = (payload) => {
+    const [sub, kind, data] = payload as [number, number, unknown];
+    if (kind === EventKind.Lagged) {
+      feeds.lagged.set(sub, data as number);
+      return;
+    }
+    const list = feeds.rowids.get(sub) ?? [];
+    for (const c of data as unknown[][]) list.push(Number(c[4]));
+    feeds.rowids.set(sub, list);
+  };
+  return feeds;
+}
+
+async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  const r = await within(
+    (async () => {
+      while (!ok()) await new Promise((resolve) => setTimeout(resolve, 5));
+    })(),
+    ms,
+  );
+  if (r === "timeout") throw new Error(`Timed out waiting for ${what}`);
+}
+
+async function close(...links: Link[]): Promise<void> {
+  for (const link of links) {
+    link.fail(new Error("test done"));
+    await link.ended;
+  }
+}
+
+const range = (from: number, to: number): number[] =>
+  Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/**
+ * Two feeds (on one connection, or on two) with a `buffer` of 1000 see one
+ * commit of 40 rows while at most 50 changes may be queued: the first
+ * queues 40, the second 10 and then lags; resuming it with `since` gets
+ * the other 30 without a gap.
+ */
+async function twoFeedsShareTheQueue(oneConnection: boolean): Promise<void> {
+  await using srv = await startServer(
+    oneConnection ? { maxQueuedChangesPerConnection: 50 } : { maxQueuedChanges: 50 },
+  );
+  const config = await resolveConnectOptions(srv.connectOptions);
+  const [a] = await openLink(config);
+  const b = oneConnection ? a : (await openLink(config))[0];
+  const [w] = await openLink(config);
+  try {
+    // Subscription numbers are per connection: one map per connection.
+    const ofA = listen(a);
+    const ofB = oneConnection ? ofA : listen(b);
+    await w.request(Op.Exec, ["CREATE TABLE t (id INTEGER PRIMARY KEY)"]);
+    const first = (await a.request(Op.Subscribe, [{ tables: ["t"], buffer: 1000 }]))[0] as number;
+    const second = (await b.request(Op.Subscribe, [{ tables: ["t"], buffer: 1000 }]))[0] as number;
+    await w.request(Op.Run, [
+      "INSERT INTO t (id) WITH RECURSIVE c(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM c LIMIT 40) " +
+      "SELECT v FROM c",
+      null,
+      null,
+    ]);
+    await until("the second feed to lag", () => ofB.lagged.has(second));
+    await until("the first feed's 40 rows", () => ofA.rowids.get(first)?.length === 40);
+    assert.deepEqual(ofA.rowids.get(first), range(1, 40));
+    assert.deepEqual(ofB.rowids.get(second), range(1, 10));
+    assert.equal(ofA.lagged.has(first), false);
+    // The documented resume: since = the last change yielded, no gap, no duplicate.
+    const third = (await b.request(Op.Subscribe, [{
+      tables: ["t"],
+      since: ofB.lagged.get(second),
+    }]))[0] as number;
+    await until("the resumed feed's 30 rows", () => ofB.rowids.get(third)?.length === 30);
+    assert.deepEqual(ofB.rowids.get(third), range(11, 40));
+  } finally {
+    await close(...new Set([a, b, w]));
+  }
+}
+
+Deno.test({
+  name: "bounds: the feeds of one connection share maxQueuedChangesPerConnection, then LAGGED",
+  ignore: !ffi,
+  fn: () => twoFeedsShareTheQueue(true),
+});
+
+Deno.test({
+  name: "bounds: feeds on all connections share maxQueuedChanges, then LAGGED",
+  ignore: !ffi,
+  fn: () => twoFeedsShareTheQueue(false),
+});
