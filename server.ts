@@ -220,6 +220,8 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     maxResultBytes: e.maxResultBytes,
     maxCursors: e.maxCursors,
     maxStatements: e.maxStatements,
+    maxPrepared: e.maxPrepared,
+    maxPreparedText: e.maxPreparedText,
     allowUnsafePragmas: e.policy.allowUnsafePragmas,
   });
   let listener: Deno.Listener;

@@ -25,6 +25,7 @@ import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
 import { Maintenance } from "./maintenance.ts";
 import { CHANGE_FEED_CAPACITY, ChangeLog, FeedQueueBudget } from "./change_log.ts";
+import { PreparedBudget } from "./handles.ts";
 import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 import { WalWatch } from "./wal_watch.ts";
 import type { SessionHost } from "./session_host.ts";
@@ -61,6 +62,10 @@ export interface EngineConfig {
   maxCursors: number;
   /** Prepared statements one session may hold at once (default `MAX_HANDLES`). */
   maxStatements?: number;
+  /** Prepared statements all sessions may hold at once. @default {MAX_PREPARED} */
+  maxPrepared?: number;
+  /** SQL text all sessions' prepared statements may hold, in UTF-16 code units. @default {MAX_PREPARED_TEXT} */
+  maxPreparedText?: number;
   /** Cursors open at once on all sessions (default {@link MAX_OPEN_CURSORS}). */
   maxOpenCursors?: number;
   /** What clients may do: read-only, ATTACH, unsafe PRAGMAs (see `policy.ts`). */
@@ -367,6 +372,7 @@ export class Engine {
         accepts: (p, sql) => this.#groupable(p, sql),
         run: (s, fn) => this.#grouped(s, fn),
       },
+      prepared: new PreparedBudget(this.#config.maxPrepared, this.#config.maxPreparedText),
       track: (work) => this.#track(work),
     };
   }

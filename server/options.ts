@@ -16,7 +16,7 @@ import {
 } from "../transport/address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import type { EngineConfig } from "../engine/engine.ts";
-import { MAX_HANDLES } from "../engine/handles.ts";
+import { MAX_HANDLES, MAX_PREPARED, MAX_PREPARED_TEXT } from "../engine/handles.ts";
 import { MAX_QUEUED_CHANGES, MAX_QUEUED_CHANGES_PER_CONNECTION } from "../engine/change_log.ts";
 import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 import { isLoopback, TokenGate } from "./auth.ts";
@@ -95,6 +95,19 @@ export interface ServeOptions {
    * @default {10000}
    */
   maxStatements?: number;
+  /**
+   * Prepared statements all connections may hold together; one more fails
+   * with `BAD_REQUEST` (finalize some), so that many connections each within
+   * `maxStatements` cannot exhaust the server's memory.
+   * @default {1000000}
+   */
+  maxPrepared?: number;
+  /**
+   * Characters (UTF-16 code units) of SQL all connections' prepared
+   * statements may hold together; past it `prepare` fails with `BAD_REQUEST`.
+   * @default {268435456 (256 Mi)}
+   */
+  maxPreparedText?: number;
   /**
    * Changes the server's change feeds may hold queued, on all connections,
    * for clients that have not read them yet; a feed that would queue more
@@ -434,6 +447,13 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       maxValueBytes: Math.min(1e9, Math.max(2 * maxFrameSize, 256 * 1024 * 1024)),
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
       maxStatements: integer("maxStatements", options.maxStatements ?? MAX_HANDLES, 1, 1e7),
+      maxPrepared: integer("maxPrepared", options.maxPrepared ?? MAX_PREPARED, 1, 1e9),
+      maxPreparedText: integer(
+        "maxPreparedText",
+        options.maxPreparedText ?? MAX_PREPARED_TEXT,
+        1,
+        2 ** 40,
+      ),
       maxQueuedChanges: integer(
         "maxQueuedChanges",
         options.maxQueuedChanges ?? MAX_QUEUED_CHANGES,

@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
+import { Connection } from "../engine/connection.ts";
+import { loadSqlite } from "../engine/binding/load.ts";
 import { EventKind, Op } from "../protocol/messages.ts";
 import { startServer, within } from "./_helpers.ts";
 
@@ -109,4 +111,102 @@ Deno.test({
   name: "bounds: feeds on all connections share maxQueuedChanges, then LAGGED",
   ignore: !ffi,
   fn: () => twoFeedsShareTheQueue(false),
+});
+
+const serverFull = (err: unknown): boolean => {
+  assert.equal((err as { code?: string }).code, "BAD_REQUEST");
+  assert.match(
+    (err as Error).message,
+    /^Too many prepared statements on the server: \d+ on all connections, holding \d+ characters of SQL \(at most \d+, \d+\); finalize\(\) the ones no longer needed/,
+  );
+  return true;
+};
+
+Deno.test({
+  name: "bounds: prepared statements on all connections share maxPrepared; finalize makes room",
+  async fn() {
+    await using srv = await startServer({ maxPrepared: 3 });
+    const config = await resolveConnectOptions(srv.connectOptions);
+    const [a] = await openLink(config);
+    const [b] = await openLink(config);
+    try {
+      const [h1] = await a.request(Op.Prepare, ["SELECT 1 AS x"]);
+      await a.request(Op.Prepare, ["SELECT 2 AS x"]);
+      await b.request(Op.Prepare, ["SELECT 3 AS x"]);
+      await assert.rejects(b.request(Op.Prepare, ["SELECT 4 AS x"]), serverFull);
+      await a.request(Op.Finalize, [h1]);
+      const [h4] = await b.request(Op.Prepare, ["SELECT 4 AS x"]);
+      assert.deepEqual(await b.request(Op.Query, [h4, null, null]), [["x"], [[4]]]);
+      // A connection that closes gives back what it held.
+      await close(a);
+      for (let i = 0;; i++) {
+        // The server notices the disconnect shortly after.
+        try {
+          await b.request(Op.Prepare, ["SELECT 5 AS x"]);
+          break;
+        } catch (err) {
+          if (i === 200) throw err;
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      }
+      await assert.rejects(b.request(Op.Prepare, ["SELECT 6 AS x"]), serverFull);
+    } finally {
+      await close(a, b);
+    }
+  },
+});
+
+Deno.test({
+  name: "bounds: prepared SQL on all connections shares maxPreparedText",
+  async fn() {
+    await using srv = await startServer({ maxPreparedText: 100 });
+    const config = await resolveConnectOptions(srv.connectOptions);
+    const [a] = await openLink(config);
+    const [b] = await openLink(config);
+    try {
+      const sql = (n: number): string => `SELECT ${n} AS x /*${"-".repeat(40)}*/`; // 58 characters
+      const [h1] = await a.request(Op.Prepare, [sql(1)]);
+      await assert.rejects(b.request(Op.Prepare, [sql(2)]), serverFull);
+      // Running by SQL text is not limited.
+      assert.deepEqual(await b.request(Op.Query, [sql(2), null, null]), [["x"], [[2]]]);
+      await a.request(Op.Finalize, [h1]);
+      await b.request(Op.Prepare, [sql(2)]);
+    } finally {
+      await close(a, b);
+    }
+  },
+});
+
+Deno.test({
+  name: "bounds: a connection's statement cache holds at most cacheText characters of SQL",
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-bounds-" });
+    const sqlite = loadSqlite({ engine: ffi ? "ffi" : "node" });
+    const conn = new Connection(sqlite, `${dir}/c.db`, {
+      readOnly: false,
+      timeout: 1000,
+      cacheSize: 256,
+      cacheText: 120,
+    });
+    try {
+      const sql = (n: number): string => `SELECT ${n} AS x /*${"-".repeat(40)}*/`; // 58 characters
+      conn.prepare(sql(1));
+      conn.prepare(sql(2));
+      assert.deepEqual(conn.cached, { statements: 2, text: 116 });
+      conn.prepare(sql(3)); // the oldest goes
+      assert.deepEqual(conn.cached, { statements: 2, text: 116 });
+      assert.equal(conn.peek(sql(1)), undefined);
+      assert.notEqual(conn.peek(sql(3)), undefined);
+      // A statement longer than the bound is cached alone.
+      const long = `SELECT 4 AS x /*${"-".repeat(200)}*/`;
+      const p = conn.prepare(long);
+      assert.deepEqual(conn.cached, { statements: 1, text: long.length });
+      p.stmt.bind([]);
+      assert.deepEqual(p.stmt.all(), [[4]]);
+    } finally {
+      conn.close();
+      sqlite.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
