@@ -128,6 +128,14 @@ export interface ServeOptions {
    */
   frameTimeout?: number;
   /**
+   * Bytes that incomplete frames may hold on all connections together: a
+   * connection whose incomplete frame needs more is closed with
+   * `FRAME_TOO_LARGE`, so that many connections each sending most of a large
+   * frame and stalling cannot exhaust the server's memory.
+   * @default {1 GiB, or 4 × maxFrameSize when larger}
+   */
+  maxPartialFrameBytes?: number;
+  /**
    * Connections served at once. One more is answered with a
    * `TOO_MANY_CONNECTIONS` error at its handshake and closed; the others go
    * on. Where the open-file limit can be read (Linux), connections and
@@ -263,6 +271,8 @@ export interface ServeConfig {
   maxFrameSize: number;
   /** Idle time allowed inside a partly received frame, in ms. */
   frameTimeout: number;
+  /** Bytes incomplete frames may hold on all connections. */
+  maxPartialFrameBytes: number;
   /** Connections served at once; more are refused at their handshake. */
   maxConnections: number;
   /** Whether the TCP port is announced in a file (Windows default). */
@@ -421,6 +431,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     graceMs: integer("graceMs", options.graceMs ?? 5000, 0, 2 ** 31 - 1),
     maxFrameSize,
     frameTimeout: integer("frameTimeout", options.frameTimeout ?? 10000, 1, 2 ** 31 - 1),
+    maxPartialFrameBytes: integer(
+      "maxPartialFrameBytes",
+      options.maxPartialFrameBytes ?? Math.max(2 ** 30, 4 * maxFrameSize),
+      1024,
+      2 ** 53 - 1,
+    ),
     maxConnections: integer("maxConnections", options.maxConnections ?? 10000, 1, 1e6),
     engine: {
       path: database,

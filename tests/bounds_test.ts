@@ -11,6 +11,8 @@ import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Connection } from "../engine/connection.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
+import { MessageEncoder } from "../protocol/codec.ts";
+import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { EventKind, Op } from "../protocol/messages.ts";
 import { startServer, within } from "./_helpers.ts";
 
@@ -207,6 +209,87 @@ Deno.test({
       conn.close();
       sqlite.close();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** A raw client: writes bytes as given, reads whole frames. */
+class Raw {
+  #buf = new Uint8Array(0);
+  constructor(readonly conn: Deno.UnixConn) {}
+
+  static async open(path: string): Promise<Raw> {
+    const raw = new Raw(await Deno.connect({ transport: "unix", path }));
+    await raw.write(frame([Op.Hello, 1, { version: 1 }]));
+    await raw.read();
+    return raw;
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    for (let off = 0; off < bytes.length;) off += await this.conn.write(bytes.subarray(off));
+  }
+
+  /** The next frame decoded, or `"EOF"`. */
+  async read(): Promise<unknown> {
+    for (;;) {
+      if (this.#buf.length >= 4) {
+        const n = new DataView(this.#buf.buffer, this.#buf.byteOffset).getUint32(0);
+        if (this.#buf.length >= 4 + n) {
+          const payload = this.#buf.slice(4, 4 + n);
+          this.#buf = this.#buf.slice(4 + n);
+          return decodeMsgpack(payload);
+        }
+      }
+      const chunk = new Uint8Array(65536);
+      const n = await this.conn.read(chunk).catch(() => null);
+      if (n === null) return "EOF";
+      const next = new Uint8Array(this.#buf.length + n);
+      next.set(this.#buf);
+      next.set(chunk.subarray(0, n), this.#buf.length);
+      this.#buf = next;
+    }
+  }
+}
+
+function frame(msg: unknown): Uint8Array {
+  const e = new MessageEncoder(1 << 30);
+  e.append(msg);
+  return e.take();
+}
+
+Deno.test({
+  name: "bounds: incomplete frames on all connections share maxPartialFrameBytes",
+  async fn() {
+    const mib = 1024 * 1024;
+    await using srv = await startServer({ maxFrameSize: mib, maxPartialFrameBytes: 1.5 * mib });
+    const path = (srv.connectOptions as { path: string }).path;
+    const a = await Raw.open(path);
+    const b = await Raw.open(path);
+    try {
+      // A query of almost 1 MiB, sent in two parts.
+      const big = (id: number): Uint8Array =>
+        frame([Op.Query, id, `SELECT ${id} AS x /*${"-".repeat(mib - 100)}*/`, null, null]);
+      const first = big(2);
+      await a.write(first.subarray(0, 700 * 1024));
+      // Wait until the server holds A's part: a ping on B goes through behind it.
+      await b.write(frame([Op.Query, 2, "SELECT 1 AS x", null, null]));
+      assert.deepEqual(await b.read(), [2, 0, [["x"], [[1]]]]);
+      // B's incomplete frame would take the server past 1.5 MiB: B is closed.
+      const second = big(3);
+      await b.write(second.subarray(0, 900 * 1024)).catch(() => {});
+      const reply = await b.read() as [number, number, { code: string; message: string }];
+      assert.equal(reply[2].code, "FRAME_TOO_LARGE");
+      assert.match(
+        reply[2].message,
+        /incomplete frames on all connections would hold more than 1572864 bytes/,
+      );
+      assert.equal(await b.read(), "EOF");
+      // A completes its frame and is answered.
+      await a.write(first.subarray(700 * 1024));
+      assert.deepEqual(await a.read(), [2, 0, [["x"], [[2]]]]);
+    } finally {
+      a.conn.close();
+      b.conn.close();
     }
   },
 });
