@@ -30,6 +30,7 @@ import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
 import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
 import { listen, removeSocketFile, socketFileId } from "./transport/listen.ts";
+import { PartialFrameBudget } from "./transport/frame_reader.ts";
 import { VERSION } from "./version.ts";
 import { isLoopback, readTokenFile, TOKEN_ENV } from "./server/auth.ts";
 import { DatabaseLock, lockPath } from "./server/lock.ts";
@@ -220,6 +221,8 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     maxResultBytes: e.maxResultBytes,
     maxCursors: e.maxCursors,
     maxStatements: e.maxStatements,
+    maxPrepared: e.maxPrepared,
+    maxPreparedText: e.maxPreparedText,
     allowUnsafePragmas: e.policy.allowUnsafePragmas,
   });
   let listener: Deno.Listener;
@@ -372,6 +375,7 @@ class RunningServer implements Server {
       stats: this.#stats = new ServerStats(engine, config.database, this.#hello.server),
       log,
       slowMs: config.slowMs,
+      partialFrames: new PartialFrameBudget(config.maxPartialFrameBytes),
     };
     engine.onLeaseExpired = (id, why) =>
       log.warn(

@@ -81,6 +81,38 @@ export interface ChangeSink {
 /** Changes kept in memory for `subscribe({ since })` by default. */
 export const CHANGE_FEED_CAPACITY = 10_000;
 
+/** Changes queued for sending on all feeds of the server, unless configured. */
+export const MAX_QUEUED_CHANGES = 1_000_000;
+/** Changes queued for sending on all feeds of one connection, unless configured. */
+export const MAX_QUEUED_CHANGES_PER_CONNECTION = 100_000;
+
+/**
+ * How many changes the server's feeds hold queued for clients that have
+ * not read them yet (each queued change is a reference to the log's shared
+ * {@link Change}), and the most they may: a feed that would queue more
+ * ends with `LAGGED` as one whose own `buffer` is full.
+ */
+export class FeedQueueBudget {
+  /** Most changes queued on all connections. */
+  readonly max: number;
+  /** Most changes queued on all feeds of one connection. */
+  readonly perConnection: number;
+  /** Changes queued now, on all connections. */
+  used = 0;
+
+  /**
+   * @param max Most changes queued on all connections.
+   * @param perConnection Most changes queued on one connection's feeds.
+   */
+  constructor(
+    max: number = MAX_QUEUED_CHANGES,
+    perConnection: number = MAX_QUEUED_CHANGES_PER_CONNECTION,
+  ) {
+    this.max = max;
+    this.perConnection = perConnection;
+  }
+}
+
 /** Code of the error for a `since` the server no longer (or never) held. */
 export const FEED_GAP = "FEED_GAP";
 /** Code of the error for `subscribe` on a binding without an update hook. */
@@ -126,6 +158,8 @@ export class ChangeLog {
   #valuesUntil = -1;
   #commitSeq = 0;
   readonly #sinks = new Set<ChangeSink>();
+  /** Changes the feeds of every connection hold queued, and their limits. */
+  readonly queued: FeedQueueBudget;
   #capturing = false;
   /** Set when capture started inside a transaction: that transaction is not reported. */
   #skipOpen = false;
@@ -134,10 +168,12 @@ export class ChangeLog {
    * Starts capturing on `writer` (which must be the engine's writer).
    *
    * @param capacity Changes kept for `since` (the ring's size).
+   * @param queued Bounds on the changes feeds hold queued for their clients.
    */
-  constructor(writer: Connection, capacity: number) {
+  constructor(writer: Connection, capacity: number, queued = new FeedQueueBudget()) {
     this.#writer = writer;
     this.#capacity = capacity;
+    this.queued = queued;
   }
 
   /**

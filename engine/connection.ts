@@ -89,6 +89,12 @@ export interface ConnectionOptions {
   timeout: number;
   /** Statements kept prepared. */
   cacheSize: number;
+  /**
+   * SQL text the cached statements may hold together, in UTF-16 code units
+   * (SQLite keeps a copy of each); a longer statement is cached alone.
+   * @default {MAX_CACHED_SQL}
+   */
+  cacheText?: number;
   /** Runs as the writer even when opened read-only (a `--readonly` server). @default {!readOnly} */
   writer?: boolean;
   /** What client statements may do (see `policy.ts`); `null` permits everything. */
@@ -96,6 +102,13 @@ export interface ConnectionOptions {
   /** Largest string or BLOB SQLite may build (see `Db.setLengthLimit`). */
   maxValueBytes?: number;
 }
+
+/**
+ * SQL text one connection's statement cache holds, unless configured: 256
+ * statements of a megabyte each would otherwise hold half a gigabyte (the
+ * text in the cache's keys, and SQLite's copy) on every connection.
+ */
+export const MAX_CACHED_SQL = 8 * 1024 * 1024;
 
 /** A connection plus a statement cache and classification. */
 export class Connection {
@@ -106,6 +119,9 @@ export class Connection {
   readonly #isWriter: boolean;
   readonly #cacheSize: number;
   readonly #cache = new Map<string, Prepared>();
+  readonly #cacheText: number;
+  /** SQL text of the cached statements. */
+  #cachedText = 0;
   #classifying = false;
   #sawRead = false;
   #sawWrite = false;
@@ -156,6 +172,7 @@ export class Connection {
     this.caps = sqlite.capabilities;
     this.#isWriter = options.writer ?? !options.readOnly;
     this.#cacheSize = options.cacheSize;
+    this.#cacheText = options.cacheText ?? MAX_CACHED_SQL;
     this.#policy = options.policy ?? null;
     this.db.setAuthorizer((action, arg1, arg2, dbName, trigger) => {
       // ATTACH is checked when statements run too: VACUUM INTO attaches its target only then.
@@ -203,12 +220,17 @@ export class Connection {
       return hit;
     }
     const prepared = this.prepareUncached(sql);
-    if (this.#cache.size >= this.#cacheSize) {
+    while (
+      this.#cache.size > 0 &&
+      (this.#cache.size >= this.#cacheSize || this.#cachedText + sql.length > this.#cacheText)
+    ) {
       const [oldest, p] = this.#cache.entries().next().value!;
       this.#cache.delete(oldest);
+      this.#cachedText -= oldest.length;
       evict(p);
     }
     this.#cache.set(sql, prepared);
+    this.#cachedText += sql.length;
     return prepared;
   }
 
@@ -228,6 +250,11 @@ export class Connection {
     } finally {
       release(p);
     }
+  }
+
+  /** Statements cached, and their SQL text in UTF-16 code units. */
+  get cached(): { statements: number; text: number } {
+    return { statements: this.#cache.size, text: this.#cachedText };
   }
 
   /** The cached statement for `sql`, if any (nothing is prepared). */
@@ -387,6 +414,7 @@ export class Connection {
   clearCache(): void {
     for (const p of this.#cache.values()) evict(p);
     this.#cache.clear();
+    this.#cachedText = 0;
     this.#hasRowid.clear();
   }
 
@@ -544,6 +572,7 @@ export class Connection {
   /** Finalizes every statement and closes the connection. */
   close(): void {
     this.#cache.clear();
+    this.#cachedText = 0;
     this.db.close();
   }
 

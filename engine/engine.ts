@@ -24,7 +24,8 @@ import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
 import { Maintenance } from "./maintenance.ts";
-import { CHANGE_FEED_CAPACITY, ChangeLog } from "./change_log.ts";
+import { CHANGE_FEED_CAPACITY, ChangeLog, FeedQueueBudget } from "./change_log.ts";
+import { PreparedBudget } from "./handles.ts";
 import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 import { WalWatch } from "./wal_watch.ts";
 import type { SessionHost } from "./session_host.ts";
@@ -61,6 +62,10 @@ export interface EngineConfig {
   maxCursors: number;
   /** Prepared statements one session may hold at once (default `MAX_HANDLES`). */
   maxStatements?: number;
+  /** Prepared statements all sessions may hold at once. @default {MAX_PREPARED} */
+  maxPrepared?: number;
+  /** SQL text all sessions' prepared statements may hold, in UTF-16 code units. @default {MAX_PREPARED_TEXT} */
+  maxPreparedText?: number;
   /** Cursors open at once on all sessions (default {@link MAX_OPEN_CURSORS}). */
   maxOpenCursors?: number;
   /** What clients may do: read-only, ATTACH, unsafe PRAGMAs (see `policy.ts`). */
@@ -69,6 +74,13 @@ export interface EngineConfig {
   backupDir?: string | null;
   /** Committed changes kept for `subscribe({ since })`. @default {CHANGE_FEED_CAPACITY} */
   changeFeedCapacity?: number;
+  /** Changes queued for clients on all feeds of the server. @default {MAX_QUEUED_CHANGES} */
+  maxQueuedChanges?: number;
+  /**
+   * Changes queued for one client on all feeds of its connection.
+   * @default {MAX_QUEUED_CHANGES_PER_CONNECTION}
+   */
+  maxQueuedChangesPerConnection?: number;
 }
 
 /**
@@ -190,7 +202,11 @@ export class Engine {
     // sharing one still saves work (measured: 64 writes in flight went
     // from 25k/s to more than with synchronous=full).
     this.#changes = sqlite.capabilities.updateHook
-      ? new ChangeLog(this.#writer, config.changeFeedCapacity ?? CHANGE_FEED_CAPACITY)
+      ? new ChangeLog(
+        this.#writer,
+        config.changeFeedCapacity ?? CHANGE_FEED_CAPACITY,
+        new FeedQueueBudget(config.maxQueuedChanges, config.maxQueuedChangesPerConnection),
+      )
       : null;
     this.#walWatch = new WalWatch(config.path);
     this.#group = new GroupCommit(
@@ -356,6 +372,7 @@ export class Engine {
         accepts: (p, sql) => this.#groupable(p, sql),
         run: (s, fn) => this.#grouped(s, fn),
       },
+      prepared: new PreparedBudget(this.#config.maxPrepared, this.#config.maxPreparedText),
       track: (work) => this.#track(work),
     };
   }

@@ -157,7 +157,7 @@ export class EngineSession implements HostedSession {
     wake: () => void,
     onCommit: (error: SqliteError | null) => void,
   ) {
-    this.#handles = new Handles(host.config.maxStatements);
+    this.#handles = new Handles(host.config.maxStatements, host.prepared);
     this.#host = host;
     this.id = id;
     this.#wake = wake;

@@ -11,6 +11,7 @@ import type { Connection, Prepared } from "./connection.ts";
 import type { EngineConfig } from "./engine.ts";
 import type { EngineSession } from "./engine_session.ts";
 import type { GroupMember } from "./group_commit.ts";
+import type { PreparedBudget } from "./handles.ts";
 import type { LeaseEnd, Waiter } from "./writer_queue.ts";
 
 /**
@@ -104,6 +105,8 @@ export interface SessionHost {
   readonly writer: WriterAccess;
   readonly readers: ReaderPool;
   readonly group: GroupAccess;
+  /** Prepared-statement handles held by every session, and the most they may. */
+  readonly prepared: PreparedBudget;
   /** Tracks work running in the background until it settles (the engine awaits it at close). */
   track<T>(work: Promise<T>): Promise<T>;
 }

@@ -11,6 +11,13 @@
  * change log's ring as its output has room, never more than `buffer` at a
  * time, so a backlog larger than `buffer` does not make it lag.
  *
+ * Queued changes are references to the change log's shared {@link Change}
+ * objects (the wire tuple is built when a frame is sent), and their number
+ * is bounded on each connection (all its feeds together) and on the server
+ * ({@link FeedQueueBudget}): a feed that would queue past either bound lags
+ * as one past its `buffer` does, and a resuming feed replays no more than
+ * either bound leaves room for.
+ *
  * @module
  */
 
@@ -28,6 +35,7 @@ import {
   type ChangeLog,
   type ChangeSink,
   FEED_UNSUPPORTED,
+  type FeedQueueBudget,
 } from "../engine/change_log.ts";
 
 /** Changes queued per feed by default before `LAGGED`. */
@@ -52,6 +60,16 @@ export interface FeedOutput {
   flush(): void;
 }
 
+/** Room for queued changes, shared by the feeds of one connection. */
+interface Quota {
+  /** Changes that may still be queued, on this connection and on the server. */
+  room(): number;
+  /** Counts `n` more changes queued (at most {@link room}). */
+  take(n: number): void;
+  /** Counts `n` queued changes as sent or dropped. */
+  give(n: number): void;
+}
+
 /** The feeds of one connection. */
 export class ConnectionFeeds {
   readonly #log: ChangeLog | null;
@@ -60,6 +78,9 @@ export class ConnectionFeeds {
   #nextId = 1;
   #scheduled = false;
   #closed = false;
+  /** Changes queued on all feeds of this connection. */
+  #queued = 0;
+  readonly #quota: Quota;
 
   /**
    * @param log The engine's change log; `null` when the binding cannot capture changes.
@@ -68,6 +89,26 @@ export class ConnectionFeeds {
   constructor(log: ChangeLog | null, out: FeedOutput) {
     this.#log = log;
     this.#out = out;
+    const budget: FeedQueueBudget | null = log?.queued ?? null;
+    this.#quota = {
+      room: () =>
+        budget === null
+          ? 0
+          : Math.max(0, Math.min(budget.perConnection - this.#queued, budget.max - budget.used)),
+      take: (n) => {
+        this.#queued += n;
+        if (budget !== null) budget.used += n;
+      },
+      give: (n) => {
+        this.#queued -= n;
+        if (budget !== null) budget.used -= n;
+      },
+    };
+  }
+
+  /** Changes queued on this connection's feeds, not yet sent. */
+  get queued(): number {
+    return this.#queued;
   }
 
   /**
@@ -106,7 +147,7 @@ export class ConnectionFeeds {
       );
     }
     const id = this.#nextId++;
-    const feed = new Feed(id, options, () => this.#schedule(), log);
+    const feed = new Feed(id, options, () => this.#schedule(), log, this.#quota);
     const head = log.subscribe(feed, options.since ?? undefined);
     this.#feeds.set(id, feed);
     this.#schedule();
@@ -132,6 +173,7 @@ export class ConnectionFeeds {
     if (feed !== undefined) {
       this.#log?.unsubscribe(feed);
       this.#feeds.delete(id);
+      feed.drop();
     }
     return null;
   }
@@ -147,6 +189,7 @@ export class ConnectionFeeds {
         if (feed.pending === 0) {
           // Everything held was sent: a feed that overflowed ends here.
           if (feed.lagged) {
+            feed.drop();
             this.#log?.unsubscribe(feed);
             this.#feeds.delete(feed.id);
             this.#out.send([feed.id, EventKind.Lagged, feed.lastSent]);
@@ -175,7 +218,10 @@ export class ConnectionFeeds {
   /** Ends every feed of this connection. */
   close(): void {
     this.#closed = true;
-    for (const feed of this.#feeds.values()) this.#log?.unsubscribe(feed);
+    for (const feed of this.#feeds.values()) {
+      this.#log?.unsubscribe(feed);
+      feed.drop();
+    }
     this.#feeds.clear();
   }
 
@@ -190,7 +236,8 @@ export class ConnectionFeeds {
 }
 
 /**
- * One feed: its filter and its queue (at most `buffer` changes). A feed
+ * One feed: its filter and its queue (at most `buffer` changes, within the
+ * connection's and the server's {@link Quota}). A feed
  * resumed with `since` first replays the log's ring from there, a queue
  * at a time ({@link fill}), and takes deliveries once it has caught up.
  */
@@ -202,7 +249,9 @@ class Feed implements ChangeSink {
   readonly #buffer: number;
   readonly #wake: () => void;
   readonly #log: ChangeLog;
-  queue: WireChange[] = [];
+  readonly #quota: Quota;
+  /** Changes queued, shared with the log's ring and other feeds (not copied). */
+  queue: Change[] = [];
   #head = 0;
   /** Sequence number of the last change handed to the output. */
   lastSent: number;
@@ -214,7 +263,7 @@ class Feed implements ChangeSink {
    */
   lagged = false;
 
-  constructor(id: number, o: SubscribeRequest, wake: () => void, log: ChangeLog) {
+  constructor(id: number, o: SubscribeRequest, wake: () => void, log: ChangeLog, quota: Quota) {
     this.id = id;
     this.wantsValues = o.values === true;
     const everything = (o.tables === undefined || o.tables === null) &&
@@ -225,6 +274,7 @@ class Feed implements ChangeSink {
     this.#buffer = Math.min(o.buffer ?? DEFAULT_FEED_BUFFER, MAX_FEED_BUFFER);
     this.#wake = wake;
     this.#log = log;
+    this.#quota = quota;
     this.lastSent = o.since ?? log.head;
     this.#replayed = o.since ?? null;
   }
@@ -241,18 +291,22 @@ class Feed implements ChangeSink {
       this.#wake();
       return;
     }
-    let added = false;
+    let added = 0;
+    let room = Math.min(this.#buffer - this.pending, this.#quota.room());
     for (const c of changes) {
       if (!this.#matches(c)) continue;
-      if (this.pending >= this.#buffer) {
-        // Overflow: the changes queued are kept and sent, then LAGGED.
+      if (room <= 0) {
+        // Overflow (of the feed's buffer, or of its connection's or the
+        // server's queue): the changes queued are kept and sent, then LAGGED.
         this.lagged = true;
         break;
       }
-      this.#push(c);
-      added = true;
+      this.queue.push(c);
+      room--;
+      added++;
     }
-    if (added || this.lagged) this.#wake();
+    this.#quota.take(added);
+    if (added > 0 || this.lagged) this.#wake();
   }
 
   /**
@@ -262,7 +316,9 @@ class Feed implements ChangeSink {
    */
   fill(): void {
     while (this.#replayed !== null && !this.lagged) {
-      const room = this.#buffer - this.pending;
+      // When the connection's or the server's queue is full, the replay
+      // waits: the next commit or drained output wakes the feed again.
+      const room = Math.min(this.#buffer - this.pending, this.#quota.room());
       if (room <= 0) return;
       const held = this.#log.after(this.#replayed, room);
       if (held === null) {
@@ -273,38 +329,58 @@ class Feed implements ChangeSink {
         this.#replayed = null; // caught up: later commits are delivered
         return;
       }
-      for (const c of held) if (this.#matches(c)) this.#push(c);
+      let added = 0;
+      for (const c of held) {
+        if (!this.#matches(c)) continue;
+        this.queue.push(c);
+        added++;
+      }
+      this.#quota.take(added);
       this.#replayed = held[held.length - 1].seq;
     }
   }
 
-  #push(c: Change): void {
-    this.queue.push([
-      c.seq,
-      c.commitSeq,
-      c.table,
-      c.op,
-      c.rowid,
-      c.collection,
-      c.key,
-      c.version,
-      this.wantsValues ? c.value : null,
-    ]);
-  }
-
-  /** The next `n` queued changes (at most), still queued. */
+  /** The next `n` queued changes (at most) as sent on the wire, still queued. */
   peek(n: number): WireChange[] {
-    return this.queue.slice(this.#head, this.#head + n);
+    const end = Math.min(this.queue.length, this.#head + n);
+    const out: WireChange[] = [];
+    for (let i = this.#head; i < end; i++) {
+      const c = this.queue[i];
+      out.push([
+        c.seq,
+        c.commitSeq,
+        c.table,
+        c.op,
+        c.rowid,
+        c.collection,
+        c.key,
+        c.version,
+        this.wantsValues ? c.value : null,
+      ]);
+    }
+    return out;
   }
 
   /** Marks the next `n` queued changes as sent. */
   advance(n: number): void {
     this.#head += n;
-    this.lastSent = this.queue[this.#head - 1][0];
+    this.#quota.give(n);
+    this.lastSent = this.queue[this.#head - 1].seq;
     if (this.#head >= this.queue.length) {
       this.queue = [];
       this.#head = 0;
+    } else if (this.#head >= 4096 && this.#head * 2 >= this.queue.length) {
+      // Let go of the sent changes, so that they can be collected.
+      this.queue = this.queue.slice(this.#head);
+      this.#head = 0;
     }
+  }
+
+  /** Forgets the queued changes (the feed ends). */
+  drop(): void {
+    this.#quota.give(this.pending);
+    this.queue = [];
+    this.#head = 0;
   }
 
   #matches(c: Change): boolean {

@@ -16,7 +16,8 @@ import {
 } from "../transport/address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import type { EngineConfig } from "../engine/engine.ts";
-import { MAX_HANDLES } from "../engine/handles.ts";
+import { MAX_HANDLES, MAX_PREPARED, MAX_PREPARED_TEXT } from "../engine/handles.ts";
+import { MAX_QUEUED_CHANGES, MAX_QUEUED_CHANGES_PER_CONNECTION } from "../engine/change_log.ts";
 import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 import { isLoopback, TokenGate } from "./auth.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
@@ -95,11 +96,45 @@ export interface ServeOptions {
    */
   maxStatements?: number;
   /**
+   * Prepared statements all connections may hold together; one more fails
+   * with `BAD_REQUEST` (finalize some), so that many connections each within
+   * `maxStatements` cannot exhaust the server's memory.
+   * @default {1000000}
+   */
+  maxPrepared?: number;
+  /**
+   * Characters (UTF-16 code units) of SQL all connections' prepared
+   * statements may hold together; past it `prepare` fails with `BAD_REQUEST`.
+   * @default {268435456 (256 Mi)}
+   */
+  maxPreparedText?: number;
+  /**
+   * Changes the server's change feeds may hold queued, on all connections,
+   * for clients that have not read them yet; a feed that would queue more
+   * ends with `LAGGED` (resume with `since`), as one past its `buffer` does.
+   * @default {1000000}
+   */
+  maxQueuedChanges?: number;
+  /**
+   * Changes the feeds of one connection may hold queued together, for a
+   * client that has not read them yet; past it a feed ends with `LAGGED`.
+   * @default {100000}
+   */
+  maxQueuedChangesPerConnection?: number;
+  /**
    * How long a connection may sit on a partly received frame before it is
    * closed (defends against slow-drip clients), in ms.
    * @default {10000}
    */
   frameTimeout?: number;
+  /**
+   * Bytes that incomplete frames may hold on all connections together: a
+   * connection whose incomplete frame needs more is closed with
+   * `FRAME_TOO_LARGE`, so that many connections each sending most of a large
+   * frame and stalling cannot exhaust the server's memory.
+   * @default {1 GiB, or 4 × maxFrameSize when larger}
+   */
+  maxPartialFrameBytes?: number;
   /**
    * Connections served at once. One more is answered with a
    * `TOO_MANY_CONNECTIONS` error at its handshake and closed; the others go
@@ -236,6 +271,8 @@ export interface ServeConfig {
   maxFrameSize: number;
   /** Idle time allowed inside a partly received frame, in ms. */
   frameTimeout: number;
+  /** Bytes incomplete frames may hold on all connections. */
+  maxPartialFrameBytes: number;
   /** Connections served at once; more are refused at their handshake. */
   maxConnections: number;
   /** Whether the TCP port is announced in a file (Windows default). */
@@ -394,6 +431,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     graceMs: integer("graceMs", options.graceMs ?? 5000, 0, 2 ** 31 - 1),
     maxFrameSize,
     frameTimeout: integer("frameTimeout", options.frameTimeout ?? 10000, 1, 2 ** 31 - 1),
+    maxPartialFrameBytes: integer(
+      "maxPartialFrameBytes",
+      options.maxPartialFrameBytes ?? Math.max(2 ** 30, 4 * maxFrameSize),
+      1024,
+      2 ** 53 - 1,
+    ),
     maxConnections: integer("maxConnections", options.maxConnections ?? 10000, 1, 1e6),
     engine: {
       path: database,
@@ -420,6 +463,25 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       maxValueBytes: Math.min(1e9, Math.max(2 * maxFrameSize, 256 * 1024 * 1024)),
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
       maxStatements: integer("maxStatements", options.maxStatements ?? MAX_HANDLES, 1, 1e7),
+      maxPrepared: integer("maxPrepared", options.maxPrepared ?? MAX_PREPARED, 1, 1e9),
+      maxPreparedText: integer(
+        "maxPreparedText",
+        options.maxPreparedText ?? MAX_PREPARED_TEXT,
+        1,
+        2 ** 40,
+      ),
+      maxQueuedChanges: integer(
+        "maxQueuedChanges",
+        options.maxQueuedChanges ?? MAX_QUEUED_CHANGES,
+        1,
+        1e9,
+      ),
+      maxQueuedChangesPerConnection: integer(
+        "maxQueuedChangesPerConnection",
+        options.maxQueuedChangesPerConnection ?? MAX_QUEUED_CHANGES_PER_CONNECTION,
+        1,
+        1e9,
+      ),
       policy: flags,
       backupDir,
     },

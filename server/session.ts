@@ -45,6 +45,7 @@ import { BLOCKED, type EngineLike, type SessionLike } from "../engine/engine_api
 import type { EngineSession } from "../engine/engine_session.ts";
 import { resultTooLarge } from "../engine/run.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
+import type { PartialFrameBudget } from "../transport/frame_reader.ts";
 import type { TokenGate } from "./auth.ts";
 import { Logger, sqlForLog } from "./log.ts";
 import { opName, type ServerStats, type SessionProbe } from "./stats.ts";
@@ -57,6 +58,8 @@ export interface SessionServices {
   log: Logger;
   /** Log statements slower than this, in ms (0 = none). */
   slowMs: number;
+  /** Bound on the bytes incomplete frames hold on all connections (`null`: none). */
+  partialFrames?: PartialFrameBudget | null;
 }
 
 const NO_SERVICES: SessionServices = { stats: null, log: new Logger("warn"), slowMs: 0 };
@@ -197,7 +200,7 @@ export class Session implements SessionProbe {
         this.#feeds.pump();
         this.#pump();
       },
-    });
+    }, services.partialFrames ?? null);
     this.#feeds = new ConnectionFeeds(engine.changes, {
       send: (payload) =>
         this.#encoder.append(

@@ -9,7 +9,7 @@
  */
 
 import type { ByteStream } from "./byte_stream.ts";
-import { FrameReader } from "./frame_reader.ts";
+import { FrameReader, type PartialFrameBudget } from "./frame_reader.ts";
 
 /** A source of bytes to send, e.g. a `MessageEncoder`. */
 export interface Outbox {
@@ -54,10 +54,17 @@ export class FrameChannel {
    * @param maxFrameSize Largest frame payload accepted.
    * @param outbox Where outgoing bytes are gathered.
    * @param handler Frame and drain callbacks.
+   * @param budget Shared bound on the bytes incomplete frames hold, or `null`.
    */
-  constructor(conn: ByteStream, maxFrameSize: number, outbox: Outbox, handler: ChannelHandler) {
+  constructor(
+    conn: ByteStream,
+    maxFrameSize: number,
+    outbox: Outbox,
+    handler: ChannelHandler,
+    budget: PartialFrameBudget | null = null,
+  ) {
     this.#conn = conn;
-    this.#frames = new FrameReader(maxFrameSize);
+    this.#frames = new FrameReader(maxFrameSize, budget);
     this.#outbox = outbox;
     this.#handler = handler;
   }
@@ -107,7 +114,7 @@ export class FrameChannel {
       } catch {
         n = null; // Reset by peer or closed under us: the stream ended.
       }
-      if (n === null) break;
+      if (n === null || this.#closed) break;
       // Frames are views of `buf`, handled (decoded) before the next read
       // reuses it; only an incomplete frame's bytes are copied out.
       this.#frames.push(buf.subarray(0, n));
@@ -168,6 +175,7 @@ export class FrameChannel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#frames.release();
     try {
       this.#conn.close();
     } catch {

@@ -12,6 +12,24 @@ import { DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_SIZE, readFrameLength } from "./fr
 export { DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_SIZE } from "./frame_writer.ts";
 
 /**
+ * Bytes that incomplete frames hold on all connections of a server, and the
+ * most they may: a connection that needs more for its incomplete frame is
+ * refused (`FRAME_TOO_LARGE`), so that many connections each sending most of
+ * a large frame and stalling cannot exhaust the server's memory.
+ */
+export class PartialFrameBudget {
+  /** Most bytes held for incomplete frames on all connections. */
+  readonly max: number;
+  /** Bytes held now. */
+  used = 0;
+
+  /** @param max Most bytes held for incomplete frames on all connections. */
+  constructor(max: number) {
+    this.max = max;
+  }
+}
+
+/**
  * Reassembles frames from chunks of a byte stream.
  *
  * Chunks passed to {@link FrameReader.push} are owned by the reader from then
@@ -36,13 +54,55 @@ export class FrameReader {
   #end = 0;
   /** True when #buf was allocated here, so bytes past #end may be written. */
   #owned = false;
+  readonly #budget: PartialFrameBudget | null;
 
   /**
    * @param maxFrameSize Largest payload accepted; a larger announced length
    *   throws before any memory is allocated for it.
+   * @param budget Shared bound on the bytes incomplete frames hold (the
+   *   buffers allocated here), or `null` for none.
    */
-  constructor(maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE) {
+  constructor(
+    maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE,
+    budget: PartialFrameBudget | null = null,
+  ) {
     this.#maxFrameSize = maxFrameSize;
+    this.#budget = budget;
+  }
+
+  /** Bytes of buffers allocated here (counted against the budget). */
+  get held(): number {
+    return this.#owned ? this.#buf.length : 0;
+  }
+
+  /** Gives back the buffer allocated here (the connection closed). */
+  release(): void {
+    this.#adopt(new Uint8Array(0), false);
+    this.#start = this.#end = 0;
+  }
+
+  /**
+   * Checks, before it is allocated, that a buffer of `capacity` bytes
+   * replacing the current one fits in the budget.
+   *
+   * @throws {ProtocolError} `FRAME_TOO_LARGE` when it does not.
+   */
+  #check(capacity: number): void {
+    const b = this.#budget;
+    if (b === null || capacity <= this.held || b.used - this.held + capacity <= b.max) return;
+    throw new ProtocolError(
+      ErrorCode.FrameTooLarge,
+      `Cannot read frame: incomplete frames on all connections would hold more than ` +
+        `${b.max} bytes (maxPartialFrameBytes); send large frames when the server is ` +
+        "less loaded, or smaller ones",
+    );
+  }
+
+  /** Makes `buf` the buffer, counting what was allocated here against the budget. */
+  #adopt(buf: Uint8Array, owned: boolean): void {
+    if (this.#budget !== null) this.#budget.used += (owned ? buf.length : 0) - this.held;
+    this.#buf = buf;
+    this.#owned = owned;
   }
 
   /** Largest payload accepted from the next frame on. */
@@ -64,10 +124,9 @@ export class FrameReader {
     if (chunk.length === 0) return;
     const pending = this.#end - this.#start;
     if (pending === 0) {
-      this.#buf = chunk;
+      this.#adopt(chunk, false);
       this.#start = 0;
       this.#end = chunk.length;
-      this.#owned = false;
       return;
     }
     if (this.#owned && this.#buf.length - this.#end >= chunk.length) {
@@ -83,13 +142,13 @@ export class FrameReader {
         capacity = Math.max(pending + chunk.length, Math.min(capacity, announced));
       }
     }
+    this.#check(capacity);
     const next = new Uint8Array(capacity);
     next.set(this.#buf.subarray(this.#start, this.#end), 0);
     next.set(chunk, pending);
-    this.#buf = next;
+    this.#adopt(next, true);
     this.#start = 0;
     this.#end = pending + chunk.length;
-    this.#owned = true;
   }
 
   /**
@@ -100,11 +159,11 @@ export class FrameReader {
    */
   detach(): void {
     if (this.#owned || this.#end === this.#start) return;
+    this.#check(this.#end - this.#start);
     const pending = this.#buf.slice(this.#start, this.#end);
-    this.#buf = pending;
+    this.#adopt(pending, true);
     this.#start = 0;
     this.#end = pending.length;
-    this.#owned = true;
   }
 
   /**
@@ -127,10 +186,10 @@ export class FrameReader {
     if (available - FRAME_HEADER_SIZE < length) return undefined;
     const begin = this.#start + FRAME_HEADER_SIZE;
     this.#start = begin + length;
-    if (this.#start === this.#end && !this.#owned) {
-      // Release the caller's chunk once fully consumed.
+    if (this.#start === this.#end) {
+      // Release the caller's chunk, or the buffer allocated here, once fully consumed.
       const frame = this.#buf.subarray(begin, begin + length);
-      this.#buf = new Uint8Array(0);
+      this.#adopt(new Uint8Array(0), false);
       this.#start = this.#end = 0;
       return frame;
     }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { PreparedBudget } from "../handles.ts";
 import type { LeaseEnd } from "../writer_queue.ts";
 import type { SqliteError } from "../../protocol/errors.ts";
 import type { EngineInfo, EngineLike } from "../engine_api.ts";
@@ -40,6 +41,10 @@ export interface DqliteEngineConfig {
   maxCursors: number;
   /** Prepared statements one session may hold at once (default `MAX_HANDLES`). */
   maxStatements?: number;
+  /** Prepared statements all sessions may hold at once (default `MAX_PREPARED`). */
+  maxPrepared?: number;
+  /** SQL text all sessions' prepared statements may hold (default `MAX_PREPARED_TEXT`). */
+  maxPreparedText?: number;
   /** Let clients set PRAGMAs of the shared connections and of durability. */
   allowUnsafePragmas: boolean;
 }
@@ -98,6 +103,7 @@ export class DqliteEngine implements EngineLike {
     version: string,
   ) {
     this.#config = config;
+    this.prepared = new PreparedBudget(config.maxPrepared, config.maxPreparedText);
     this.#cluster = cluster;
     this._pool = pool;
     this.#version = version;
@@ -128,6 +134,9 @@ export class DqliteEngine implements EngineLike {
       throw err;
     }
   }
+
+  /** Prepared-statement handles held by every session, and the most they may. */
+  readonly prepared: PreparedBudget;
 
   /** The resolved configuration. */
   get config(): Readonly<DqliteEngineConfig> {

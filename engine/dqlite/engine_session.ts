@@ -90,7 +90,7 @@ export class DqliteEngineSession {
 
   /** @internal Use {@link DqliteEngine.openSession}. */
   constructor(engine: DqliteEngine, id = 0) {
-    this.#handles = new Handles(engine.config.maxStatements);
+    this.#handles = new Handles(engine.config.maxStatements, engine.prepared);
     this.#engine = engine;
     this.id = id;
   }
