@@ -12,7 +12,7 @@ import { Op } from "../protocol/messages.ts";
 import { formatAddress } from "../transport/address.ts";
 import { connectTo } from "../transport/connect.ts";
 import { scan } from "../protocol/sql_lexer.ts";
-import { abortable, Link, type ReplyOp } from "./link.ts";
+import { abortable, Link, type ReplyOp, unsentError } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 import { snapshot } from "./_snapshot.ts";
 
@@ -23,7 +23,7 @@ export interface ConnectionEvents {
   /** A handshake completed (first open or a reopen). */
   onOpen(info: HelloReply): void;
   /** An open link ended. */
-  onLost(conn: PooledConnection, failure: Error): void;
+  onLost(conn: PooledConnection, failure: ConnectionError): void;
   /** The last request in flight that may wait for the writer was answered. */
   onUnblocked(conn: PooledConnection): void;
   /** The first request after {@link PooledConnection.handing} was set was sent. */
@@ -376,7 +376,9 @@ export class PooledConnection {
           "send ROLLBACK, then retry the whole transaction",
       );
     }
-    if (lost !== null && lost.failure !== null && !this.#config.reconnect) throw lost.failure;
+    if (lost !== null && lost.failure !== null && !this.#config.reconnect) {
+      throw unsentError(lost.failure);
+    }
     if (this.#link === null || this.#link.failure !== null) {
       await this.connect();
       if (this.#closed) throw new ConnectionError("Client is closed");

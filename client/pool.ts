@@ -44,7 +44,7 @@ import {
 } from "../protocol/errors.ts";
 import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
-import type { Link } from "./link.ts";
+import { type Link, unsentError } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 
 /** A `transaction()` whose function may be running: its connection, until it settles. */
@@ -319,8 +319,9 @@ export class Pool implements ConnectionEvents {
   }
 
   /** @internal */
-  onLost(_conn: PooledConnection, failure: Error): void {
-    if (!this.#config.reconnect) this.#failure ??= failure;
+  onLost(_conn: PooledConnection, failure: ConnectionError): void {
+    // Calls made after this were not sent.
+    if (!this.#config.reconnect) this.#failure ??= unsentError(failure);
   }
 
   /**
