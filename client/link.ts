@@ -421,9 +421,15 @@ const CANCEL_WRITE_MS = 50;
 
 /**
  * The error of a call sent on a link that ended (`failure`) before its
- * answer came: it may or may not have run.
+ * answer came: it may or may not have run, unless the server said, as it
+ * closed the connection, that such calls did not run (`SHUTTING_DOWN`).
  */
 export function sentError(failure: ConnectionError): ConnectionError {
+  const cause = failure.cause;
+  if (cause instanceof SqliteError && cause.code === ErrorCode.ShuttingDown) {
+    // "Server is shutting down: requests without a reply were not run, or were stopped and undone"
+    return new ConnectionError(failure.message, { code: failure.code, cause, mayHaveRun: false });
+  }
   return new ConnectionError(`${failure.message} (the call was sent: it may or may not have run)`, {
     code: failure.code,
     cause: failure.cause,

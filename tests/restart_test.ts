@@ -186,3 +186,26 @@ Deno.test("Client refuses to reconnect to a server that now serves another datab
   await insert.finalize();
   void again;
 });
+
+Deno.test("ConnectionError.mayHaveRun: false for a call the server, shutting down, said it did not run", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/s.sock`;
+  const server = await serve({ database: `${dir.path}/a.db`, path });
+  await using holder = await connect({ path, max: 1 });
+  await using db = await connect({ path });
+  await holder.exec("CREATE TABLE t (x)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const waiting = db.run("INSERT INTO t VALUES (1)").catch((e) => e);
+  await delay(50); // it waits for the writer
+  await server.shutdown();
+  const err = await waiting;
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, "CONNECTION_CLOSED");
+  assert.equal(err.mayHaveRun, false);
+  assert.equal(
+    err.message,
+    "Server closed the connection: Server is shutting down: requests without a reply were not " +
+      "run, or were stopped and undone",
+  );
+  assert.deepEqual(readFile(`${dir.path}/a.db`, "SELECT count(*) AS n FROM t"), [{ n: 0 }]);
+});
