@@ -141,7 +141,10 @@ Deno.test("transaction() whose connection was lost before its COMMIT was sent sa
   }).catch((e) => e);
   assert.ok(err instanceof ConnectionError, String(err));
   assert.equal(err.mayHaveRun, false);
-  assert.match(err.message, /^Connection was lost inside a transaction, which the server rolled back/);
+  assert.match(
+    err.message,
+    /^Connection was lost inside a transaction, which the server rolled back/,
+  );
 });
 
 Deno.test("Client refuses to reconnect to a server that now serves another database, and reconnects to one serving the same", async () => {
@@ -208,4 +211,44 @@ Deno.test("ConnectionError.mayHaveRun: false for a call the server, shutting dow
       "run, or were stopped and undone",
   );
   assert.deepEqual(readFile(`${dir.path}/a.db`, "SELECT count(*) AS n FROM t"), [{ n: 0 }]);
+});
+
+Deno.test("Client calls while the server is down fail at once, unsent; the first call after it is back reconnects", async () => {
+  await using dir = await tempDir();
+  const first = await startServerProcess({ dir: dir.path });
+  await using db = await connect(first.connectOptions);
+  await db.exec("CREATE TABLE t (x)");
+  await first.kill();
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    const err = await db.run("INSERT INTO t VALUES (1)").catch((e) => e);
+    const ms = performance.now() - started;
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.code, "CONNECTION_CLOSED");
+    assert.equal(err.mayHaveRun, false);
+    assert.match(err.message, /^Cannot connect to unix:\S+: .*\(is the server running\?/);
+    assert.ok(ms < 1000, `took ${ms} ms`);
+  }
+  await using again = await startServerProcess({ dir: dir.path });
+  assert.equal((await db.run("INSERT INTO t VALUES (2)")).changes, 1);
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[2]]);
+  void again;
+});
+
+Deno.test("Server shutdown grace period: open connections keep working, new ones are refused", async () => {
+  await using srv = await startServerProcess({ args: ["--grace-ms", "5000"] });
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
+  await a.exec("CREATE TABLE t (x)");
+  await a.exec("BEGIN IMMEDIATE");
+  await a.run("INSERT INTO t VALUES (1)");
+  srv.child.kill("SIGTERM");
+  await delay(200); // the server closed its listener and waits for the transaction
+  const err = await connect(srv.connectOptions).catch((e) => e);
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, "CONNECTION_CLOSED");
+  assert.equal(err.mayHaveRun, false);
+  assert.match(err.message, /^Cannot connect to unix:\S+: .*\(is the server running\?/);
+  await a.exec("COMMIT"); // the open connection still works
+  assert.equal((await srv.child.status).code, 0);
+  assert.deepEqual(readFile(srv.database, "SELECT x FROM t"), [{ x: 1 }]);
 });
