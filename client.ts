@@ -253,6 +253,7 @@ export class Client extends Queryable {
       this.#pool.config,
       options,
       (s) => this.#feeds.delete(s),
+      (info) => this.#pool.refuses(info),
     );
     this.#feeds.add(sub);
     return sub;

@@ -19,6 +19,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { resolve } from "node:path";
 import { Engine } from "./engine/engine.ts";
 import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
@@ -243,6 +244,19 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
   );
 }
 
+/**
+ * The database's identity in the hello reply: the real path of its file
+ * (opened by now), so that a client can tell a server for another database.
+ */
+function databaseIdentity(database: string): string {
+  if (database === ":memory:") return database;
+  try {
+    return Deno.realPathSync(database);
+  } catch {
+    return resolve(database);
+  }
+}
+
 /** Takes the database's lock; `null` for `:memory:`, or read-only beside a file we cannot write. */
 function takeLock(config: ServeConfig): DatabaseLock | null {
   if (config.database === ":memory:") return null;
@@ -365,6 +379,9 @@ class RunningServer implements Server {
         maxCursors: config.engine.maxCursors,
         frameTimeout: config.frameTimeout,
       },
+      database: config.dqlite !== null
+        ? `dqlite:${config.dqlite.database}`
+        : databaseIdentity(config.database),
     };
     lock?.record(formatAddress(this.addr));
     if (config.announceFile !== null && this.addr.transport === "tcp") {

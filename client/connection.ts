@@ -12,7 +12,7 @@ import { Op } from "../protocol/messages.ts";
 import { formatAddress } from "../transport/address.ts";
 import { connectTo } from "../transport/connect.ts";
 import { scan } from "../protocol/sql_lexer.ts";
-import { abortable, Link, type ReplyOp } from "./link.ts";
+import { abortable, Link, type ReplyOp, unsentError } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 import { snapshot } from "./_snapshot.ts";
 
@@ -20,10 +20,15 @@ import { snapshot } from "./_snapshot.ts";
 export interface ConnectionEvents {
   /** The connection has no request in flight and no cursor open. */
   onIdle(conn: PooledConnection): void;
+  /**
+   * A reopen's handshake completed: the error to refuse the connection
+   * with (it serves another database), or `null` to take it.
+   */
+  refuses(info: HelloReply): ConnectionError | null;
   /** A handshake completed (first open or a reopen). */
   onOpen(info: HelloReply): void;
   /** An open link ended. */
-  onLost(conn: PooledConnection, failure: Error): void;
+  onLost(conn: PooledConnection, failure: ConnectionError): void;
   /** The last request in flight that may wait for the writer was answered. */
   onUnblocked(conn: PooledConnection): void;
   /** The first request after {@link PooledConnection.handing} was set was sent. */
@@ -303,14 +308,22 @@ export class PooledConnection {
    * Opens the link of a connection created without one (or lost); no-op
    * while it is up. Concurrent calls share one attempt.
    *
-   * @throws what opening throws (e.g. `TOO_MANY_CONNECTIONS`).
+   * @throws what opening throws (e.g. `TOO_MANY_CONNECTIONS`);
+   *   `ConnectionError` when the server serves another database than the
+   *   one the pool first connected to.
    */
   connect(): Promise<void> {
     if (this.#link !== null && this.#link.failure === null) return Promise.resolve();
-    return this.#opening ??= openLink(this.#config).then(([link, info]) => {
+    return this.#opening ??= openLink(this.#config).then(async ([link, info]) => {
       if (this.#closed) {
         link.fail(new ConnectionError("Connection was closed by the client"));
         return;
+      }
+      const refusal = this.#events.refuses(info);
+      if (refusal !== null) {
+        link.fail(refusal);
+        await link.ended;
+        throw refusal;
       }
       this.#link = link;
       this.#generation++;
@@ -376,7 +389,9 @@ export class PooledConnection {
           "send ROLLBACK, then retry the whole transaction",
       );
     }
-    if (lost !== null && lost.failure !== null && !this.#config.reconnect) throw lost.failure;
+    if (lost !== null && lost.failure !== null && !this.#config.reconnect) {
+      throw unsentError(lost.failure);
+    }
     if (this.#link === null || this.#link.failure !== null) {
       await this.connect();
       if (this.#closed) throw new ConnectionError("Client is closed");

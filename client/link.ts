@@ -58,7 +58,7 @@ export class Link {
   #nextId = 1;
   #flushQueued = false;
   #inTransaction = false;
-  #failure: Error | null = null;
+  #failure: ConnectionError | null = null;
   /** Set by {@link cancelPending}: an `ABORTED` reply then means the client closed. */
   #closing: string | null = null;
   /** Called once no request is pending (see {@link cancelPending}). */
@@ -101,7 +101,7 @@ export class Link {
   }
 
   /** Why the link ended, or `null` while it is up. */
-  get failure(): Error | null {
+  get failure(): ConnectionError | null {
     return this.#failure;
   }
 
@@ -183,7 +183,7 @@ export class Link {
    * @throws {AbortError} when `signal` aborts first.
    */
   request<O extends ReplyOp>(op: O, args: Requests[O], signal?: AbortSignal): Promise<Replies[O]> {
-    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#failure !== null) return Promise.reject(unsentError(this.#failure));
     if (signal?.aborted) return Promise.reject(aborted(signal));
     const id = this.#nextId;
     this.#nextId = id === 0xffffffff ? 1 : id + 1;
@@ -245,8 +245,14 @@ export class Link {
     this.#drained = null;
   }
 
-  /** Ends the link, failing pending requests with `err`. Idempotent. */
-  fail(err: unknown): void {
+  /**
+   * Ends the link, failing pending requests: each with `err` (a
+   * `ConnectionError` made of it) saying that the call was sent and may or
+   * may not have run (`mayHaveRun`), or with `sent(err)` when given; the
+   * hello with `err` saying nothing was sent. Later requests fail with `err`
+   * saying the call was not sent. Idempotent.
+   */
+  fail(err: unknown, sent: (base: ConnectionError) => ConnectionError = sentError): void {
     if (this.#failure === null) {
       this.#failure = err instanceof ConnectionError ? err : new ConnectionError(
         `Connection to ${formatAddress(this.#addr)} failed: ${(err as Error).message}`,
@@ -256,10 +262,12 @@ export class Link {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#channel.close();
-    const failure = this.#failure;
-    for (const p of this.#pending.values()) {
+    const failure = this.#failure!;
+    let inFlight: ConnectionError | null = null;
+    for (const [id, p] of this.#pending) {
       p.done();
-      p.reject(failure);
+      if (id === this.#helloId) p.reject(unsentError(failure, "nothing was sent"));
+      else p.reject(inFlight ??= sent(failure));
     }
     this.#pending.clear();
     this.onIdle?.();
@@ -363,15 +371,85 @@ export class Link {
         this.#armTimer(left);
         return;
       }
-      this.fail(
-        new ConnectionError(
-          `No reply from ${formatAddress(this.#addr)} within ${this.#requestTimeout} ms ` +
-            "(requestTimeout): the connection was closed, and any transaction on it rolled back",
-          { code: ErrorCode.RequestTimeout },
-        ),
-      );
+      this.#timeOut().catch(() => {});
     }, ms);
   }
+
+  /**
+   * Closes the link after a request timeout. First sends `cancel` for every
+   * request in flight, without waiting for replies: a server that is slow
+   * or stopped (SIGSTOP) reads the cancels before the end of the stream and
+   * drops the requests it has not started, so a retry of one of them does
+   * not run twice. A request it had started may still run.
+   */
+  async #timeOut(): Promise<void> {
+    if (this.#failure !== null) return;
+    const base = new ConnectionError(
+      `No reply from ${formatAddress(this.#addr)} within ${this.#requestTimeout} ms ` +
+        "(requestTimeout): the connection was closed and any transaction on it rolled back",
+      { code: ErrorCode.RequestTimeout },
+    );
+    // From now on nothing else is sent: a request made meanwhile fails unsent.
+    this.#failure = base;
+    let queued = false;
+    for (const id of this.#pending.keys()) {
+      if (id !== this.#helloId && this.#encoder.append([Op.Cancel, this.#takeId(), id]) !== -1) {
+        queued = true;
+      }
+    }
+    if (queued) {
+      // Written at once into an idle socket's buffer; a write stuck behind a
+      // full buffer (a stopped server) is given up after CANCEL_WRITE_MS.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#channel.drain(),
+        new Promise<void>((resolve) => timer = setTimeout(resolve, CANCEL_WRITE_MS)),
+      ]);
+      clearTimeout(timer);
+    }
+    this.fail(base, (failure) =>
+      new ConnectionError(
+        `${failure.message} (the call was cancelled, but if the server had already started it, ` +
+          "it may have run)",
+        { code: failure.code, cause: failure.cause, mayHaveRun: true },
+      ));
+  }
+}
+
+/** How long a request timeout waits for its `cancel` frames to be written, in ms. */
+const CANCEL_WRITE_MS = 50;
+
+/**
+ * The error of a call sent on a link that ended (`failure`) before its
+ * answer came: it may or may not have run, unless the server said, as it
+ * closed the connection, that such calls did not run (`SHUTTING_DOWN`).
+ */
+export function sentError(failure: ConnectionError): ConnectionError {
+  const cause = failure.cause;
+  if (cause instanceof SqliteError && cause.code === ErrorCode.ShuttingDown) {
+    // "Server is shutting down: requests without a reply were not run, or were stopped and undone"
+    return new ConnectionError(failure.message, { code: failure.code, cause, mayHaveRun: false });
+  }
+  return new ConnectionError(`${failure.message} (the call was sent: it may or may not have run)`, {
+    code: failure.code,
+    cause: failure.cause,
+    mayHaveRun: true,
+  });
+}
+
+/**
+ * The error of a call not sent because its link ended (`failure`): it did
+ * not run.
+ */
+export function unsentError(
+  failure: ConnectionError,
+  note = "the call was not sent",
+): ConnectionError {
+  return new ConnectionError(`${failure.message} (${note})`, {
+    code: failure.code,
+    cause: failure.cause,
+    mayHaveRun: false,
+  });
 }
 
 /**

@@ -44,8 +44,9 @@ import {
 } from "../protocol/errors.ts";
 import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
-import type { Link } from "./link.ts";
+import { type Link, unsentError } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
+import { formatAddress } from "../transport/address.ts";
 
 /** A `transaction()` whose function may be running: its connection, until it settles. */
 export interface TransactionScope {
@@ -83,6 +84,8 @@ export class Pool implements ConnectionEvents {
   readonly #config: ConnectConfig;
   readonly #conns: PooledConnection[] = [];
   #info: HelloReply;
+  /** The database the server served at the first handshake that named it. */
+  #database: string | undefined;
   #burst: PooledConnection | Promise<PooledConnection> | null = null;
   #reserveWaiters: Waiter[] = [];
   #sharedWaiters: Waiter[] = [];
@@ -114,6 +117,7 @@ export class Pool implements ConnectionEvents {
   constructor(config: ConnectConfig, link: Link, info: HelloReply) {
     this.#config = config;
     this.#info = info;
+    this.#database = info.database;
     this.#conns.push(new PooledConnection(config, this, link));
   }
 
@@ -314,13 +318,28 @@ export class Pool implements ConnectionEvents {
   }
 
   /** @internal */
+  refuses(info: HelloReply): ConnectionError | null {
+    const first = this.#database;
+    if (first === undefined || info.database === undefined || info.database === first) {
+      this.#database ??= info.database;
+      return null;
+    }
+    return new ConnectionError(
+      `Cannot reconnect to ${formatAddress(this.#config.addr)}: the server there now serves ` +
+        `"${info.database}", not "${first}" as when this client connected; connect a new ` +
+        "client to use that database",
+    );
+  }
+
+  /** @internal */
   onOpen(info: HelloReply): void {
     this.#info = info;
   }
 
   /** @internal */
-  onLost(_conn: PooledConnection, failure: Error): void {
-    if (!this.#config.reconnect) this.#failure ??= failure;
+  onLost(_conn: PooledConnection, failure: ConnectionError): void {
+    // Calls made after this were not sent.
+    if (!this.#config.reconnect) this.#failure ??= unsentError(failure);
   }
 
   /**

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { AbortError, ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { BatchItem, CallOptions, Replies, WireBatchOptions } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { invalidParamsMessage } from "../protocol/values.ts";
@@ -400,6 +400,10 @@ export abstract class Queryable {
    * @returns what `fn` resolved to.
    * @throws whatever `fn` threw, after rolling back; `SqliteError` when
    *   BEGIN or COMMIT fails (for example `BUSY_TIMEOUT` or `TX_TIMEOUT`);
+   *   `ConnectionError` when the connection is lost after `fn` resolved:
+   *   `mayHaveRun` true when its COMMIT was in flight (the transaction may
+   *   or may not have been committed), false when the COMMIT was not sent
+   *   (the server rolled the transaction back);
    *   `ConnectionError` `ACQUIRE_TIMEOUT` or `AbortError` when no
    *   connection came within the `acquireTimeout` connect option or before
    *   `options.signal` aborted (then `fn` did not run).
@@ -724,6 +728,14 @@ async function runInScope<T>(
     // SQLite), the connection leaves with no transaction: after a failed
     // COMMIT the server takes this ROLLBACK as a no-op.
     if (outer) await exec("ROLLBACK").catch(() => {});
+    if (outer && err instanceof ConnectionError && err.mayHaveRun) {
+      // The COMMIT was sent and its answer lost with the connection.
+      throw new ConnectionError(
+        "Cannot tell whether the transaction was committed: its COMMIT was in flight when " +
+          `the connection ended (${err.message})`,
+        { code: err.code, cause: err, mayHaveRun: true },
+      );
+    }
     throw err;
   }
   return result;

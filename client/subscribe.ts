@@ -18,6 +18,7 @@ import { ConnectionError, SqliteError } from "../protocol/errors.ts";
 import {
   EventKind,
   type EventPayload,
+  type HelloReply,
   Op,
   type SubscribeRequest,
   type WireChange,
@@ -273,13 +274,17 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
 /**
  * Opens a connection, subscribes, and returns the subscription.
  *
+ * @param refuses The client's check of the server's hello: an error when
+ *   the server serves another database than the client's.
  * @throws {SqliteError} `FEED_UNSUPPORTED` (node:sqlite server), `FEED_GAP`
  *   (`since` no longer held), `BAD_REQUEST`.
+ * @throws {ConnectionError} what `refuses` returned.
  */
 export async function openSubscription(
   config: ConnectConfig,
   options: SubscribeOptions,
   onClose: (s: Subscription) => void,
+  refuses: (info: HelloReply) => ConnectionError | null = () => null,
 ): Promise<Subscription> {
   const wire: SubscribeRequest = {};
   if (options.tables !== undefined) wire.tables = options.tables;
@@ -295,7 +300,13 @@ export async function openSubscription(
     }
     wire.buffer = options.buffer;
   }
-  const [link] = await openLink(config);
+  const [link, info] = await openLink(config);
+  const refusal = refuses(info);
+  if (refusal !== null) {
+    link.fail(refusal);
+    await link.ended;
+    throw refusal;
+  }
   const sub = new Subscription(link, options, onClose);
   try {
     const [, head] = await link.request(Op.Subscribe, [wire]);

@@ -83,14 +83,22 @@ export const ErrorCode = {
    * sent through a client's shared pool: use `transaction()` or `reserve()`.
    */
   TxControl: "TX_CONTROL",
-  /** The client did not get an answer within its request timeout. */
+  /**
+   * The client did not get an answer within its request timeout (or its
+   * connect timeout): the connection was closed after sending `cancel` for
+   * the calls in flight; one the server had already started may still have
+   * run (`ConnectionError.mayHaveRun`).
+   */
   RequestTimeout: "REQUEST_TIMEOUT",
   /**
    * No connection of the client's pool became free within its
    * `acquireTimeout` (client-side; nothing was sent).
    */
   AcquireTimeout: "ACQUIRE_TIMEOUT",
-  /** The connection is closed or was lost. */
+  /**
+   * The connection could not be made, is closed, or was lost
+   * (`ConnectionError.mayHaveRun` tells whether the call may have run).
+   */
   ConnectionClosed: "CONNECTION_CLOSED",
   /** The call was aborted through its `AbortSignal` (or cancelled by a `cancel` request). */
   Aborted: "ABORTED",
@@ -173,10 +181,16 @@ export class SqliteError extends Error {
 /**
  * The connection to the server could not be made, was closed, or was lost
  * (`CONNECTION_CLOSED`), or was closed because a reply did not come within
- * `requestTimeout` (`REQUEST_TIMEOUT`). Every request pending on a lost
- * connection rejects with this error; its outcome on the server is unknown.
- * `ACQUIRE_TIMEOUT`: no connection of the client's pool became free within
- * `acquireTimeout`; the call was not sent.
+ * `requestTimeout` (`REQUEST_TIMEOUT`). `ACQUIRE_TIMEOUT`: no connection of
+ * the client's pool became free within `acquireTimeout`; the call was not
+ * sent.
+ *
+ * {@link ConnectionError.mayHaveRun} says whether the call may have run: a
+ * call sent and left unanswered when its connection ended may or may not
+ * have run on the server (a write may have been committed), and its message
+ * says so; a call never sent (`Cannot connect to ...`, a connection already
+ * lost with `reconnect: false`, `ACQUIRE_TIMEOUT`), or cancelled by
+ * `close()` and acknowledged by the server as not run, surely did not.
  *
  * @example
  * ```ts
@@ -187,23 +201,37 @@ export class SqliteError extends Error {
  *   throw new Error("expected no server");
  * } catch (err) {
  *   if (!(err instanceof ConnectionError) || err.code !== "CONNECTION_CLOSED") throw err;
+ *   if (err.mayHaveRun) throw new Error("nothing was sent");
  * }
  * ```
  */
 export class ConnectionError extends Error {
   /** Stable string code: `CONNECTION_CLOSED`, `REQUEST_TIMEOUT` or `ACQUIRE_TIMEOUT`. */
   readonly code: string;
+  /**
+   * True when the call was sent and its connection ended before the answer
+   * came: it may or may not have run (retry only an idempotent write, or
+   * check first). False when the call was not sent, or the server answered
+   * that it did not run it.
+   */
+  readonly mayHaveRun: boolean;
 
   /**
    * Creates a connection error.
    *
    * @param message What went wrong.
-   * @param options Standard error options (`cause`) and an optional code.
+   * @param options Standard error options (`cause`), an optional code
+   *   (default `CONNECTION_CLOSED`), and whether the call may have run
+   *   (default `false`).
    */
-  constructor(message: string, options?: ErrorOptions & { code?: string }) {
+  constructor(
+    message: string,
+    options?: ErrorOptions & { code?: string; mayHaveRun?: boolean },
+  ) {
     super(message, options);
     this.name = "ConnectionError";
     this.code = options?.code ?? ErrorCode.ConnectionClosed;
+    this.mayHaveRun = options?.mayHaveRun ?? false;
   }
 }
 

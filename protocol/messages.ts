@@ -129,6 +129,13 @@ export interface HelloReply {
   sqliteVersion: string;
   /** Limits in force on this server. */
   limits: ServerLimits;
+  /**
+   * The database the server serves: the real path of its file (symbolic
+   * links resolved), `:memory:`, or `dqlite:NAME` in cluster mode. A client
+   * refuses to reconnect to a server that serves another database than the
+   * one it first connected to. Absent from servers older than the field.
+   */
+  database?: string;
 }
 
 /** One statement of a `batch` request: `[sql, params]`. */

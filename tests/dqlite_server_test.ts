@@ -77,6 +77,7 @@ Deno.test({
         assert.match(s.server.sqlite.version, /^3\.\d+\.\d+$/);
         await using db = await s.client();
         assert.equal(db.serverInfo.sqliteVersion, s.server.sqlite.version);
+        assert.match(db.serverInfo.database ?? "", /^dqlite:suite\d+_\d+$/);
       },
     );
 

@@ -785,6 +785,8 @@ for (const transport of TRANSPORTS) {
     assert.equal(info.limits.maxFrameSize, 1 << 20);
     assert.equal(info.limits.busyTimeout, 1234);
     assert.equal(info.limits.txIdleTimeout, 4321);
+    // The database it serves, by its real path: a reconnect to another one is refused.
+    assert.equal(info.database, await Deno.realPath(s.database));
   });
 
   Deno.test(`Client.serverInfo reports the default limits${T}`, async () => {

@@ -1,0 +1,254 @@
+/**
+ * What a client's calls report, and what runs, when the server stops,
+ * stalls or is replaced: request timeouts cancel what was sent,
+ * `ConnectionError.mayHaveRun` says whether a failed call may have run, and
+ * a reconnect to a server serving another database is refused. Servers run
+ * as separate processes where a test stops (SIGSTOP) or kills them.
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { connect, ConnectionError } from "../client.ts";
+import { serve } from "../server.ts";
+import { delay, startServerProcess, tempDir } from "./_helpers.ts";
+
+/** Ends a server process with SIGTERM (a clean shutdown) and waits for it. */
+async function terminate(child: Deno.ChildProcess): Promise<void> {
+  try {
+    child.kill("SIGCONT");
+    child.kill("SIGTERM");
+  } catch { /* already gone */ }
+  await child.status;
+}
+
+/** Rows of `sql` read from the database file directly. */
+function readFile(database: string, sql: string): unknown[] {
+  const db = new DatabaseSync(database, { readOnly: true });
+  try {
+    return db.prepare(sql).all().map((r) => ({ ...r }));
+  } finally {
+    db.close();
+  }
+}
+
+Deno.test("Client requestTimeout: a write that timed out on a stopped server does not run when it resumes, so its retry runs once", async () => {
+  await using srv = await startServerProcess();
+  await using db = await connect({ ...srv.connectOptions, requestTimeout: 300 });
+  await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  srv.child.kill("SIGSTOP");
+  let resumed = false;
+  try {
+    const err = await db.run("INSERT INTO t (v) VALUES ('order-42')").catch((e) => e);
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.code, "REQUEST_TIMEOUT");
+    assert.equal(err.mayHaveRun, true);
+    assert.match(
+      err.message,
+      /^No reply from unix:\S+ within 300 ms \(requestTimeout\): the connection was closed and any transaction on it rolled back \(the call was cancelled, but if the server had already started it, it may have run\)$/,
+    );
+    srv.child.kill("SIGCONT");
+    resumed = true;
+    // The retry README advises: it runs once, and the timed-out call never does.
+    assert.equal((await db.run("INSERT INTO t (v) VALUES ('order-42')")).changes, 1);
+  } finally {
+    if (!resumed) srv.child.kill("SIGCONT");
+  }
+  await db.close();
+  await terminate(srv.child);
+  assert.deepEqual(readFile(srv.database, "SELECT v FROM t"), [{ v: "order-42" }]);
+});
+
+Deno.test("ConnectionError.mayHaveRun: true for a call in flight when the server dies, false for one never sent", async () => {
+  await using dir = await tempDir();
+  const err = await connect({ path: `${dir.path}/nobody.sock` }).catch((e) => e);
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, "CONNECTION_CLOSED");
+  assert.equal(err.mayHaveRun, false);
+  assert.match(err.message, /^Cannot connect to unix:\S+nobody\.sock: .*is the server running\?/);
+
+  await using srv = await startServerProcess();
+  await using db = await connect({ ...srv.connectOptions, reconnect: false, max: 2 });
+  await db.exec("CREATE TABLE t (x)");
+  srv.child.kill("SIGSTOP");
+  const inFlight = db.run("INSERT INTO t VALUES (1)").catch((e) => e);
+  await delay(50);
+  await srv.kill(); // SIGKILL reaches a stopped process
+  const sent = await inFlight;
+  assert.ok(sent instanceof ConnectionError, String(sent));
+  assert.equal(sent.code, "CONNECTION_CLOSED");
+  assert.equal(sent.mayHaveRun, true);
+  assert.match(
+    sent.message,
+    /^Connection to unix:\S+ was closed \(the call was sent: it may or may not have run\)$/,
+  );
+  // reconnect: false: later calls fail unsent, on the lost connection as on a new one.
+  for (let i = 0; i < 2; i++) {
+    const later = await db.run("INSERT INTO t VALUES (2)").catch((e) => e);
+    assert.ok(later instanceof ConnectionError, String(later));
+    assert.equal(later.code, "CONNECTION_CLOSED");
+    assert.equal(later.mayHaveRun, false);
+    assert.match(later.message, /^Connection to unix:\S+ was closed \(the call was not sent\)$/);
+  }
+});
+
+Deno.test("ConnectionError.mayHaveRun: false for a call close() cancelled before it ran", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/s.sock`;
+  await using server = await serve({ database: `${dir.path}/a.db`, path });
+  await using holder = await connect({ path, max: 1 });
+  await holder.exec("CREATE TABLE t (x)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const db = await connect({ path });
+  const waiting = db.run("INSERT INTO t VALUES (1)").catch((e) => e);
+  await delay(50); // it waits for the writer
+  await db.close();
+  const err = await waiting;
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.mayHaveRun, false);
+  assert.match(err.message, /the call was cancelled and did not run$/);
+  await holder.exec("COMMIT");
+  assert.deepEqual(await holder.values("SELECT count(*) FROM t"), [[0]]);
+  void server;
+});
+
+Deno.test("transaction() says the outcome is unknown when its COMMIT was in flight as the connection was lost", async () => {
+  await using srv = await startServerProcess();
+  await using db = await connect(srv.connectOptions);
+  await db.exec("CREATE TABLE t (x)");
+  const committing = db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    srv.child.kill("SIGSTOP"); // the COMMIT sent next is not answered
+  }).catch((e) => e);
+  await delay(100);
+  await srv.kill();
+  const err = await committing;
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.mayHaveRun, true);
+  assert.match(
+    err.message,
+    /^Cannot tell whether the transaction was committed: its COMMIT was in flight when the connection ended \(Connection to unix:\S+ was closed \(the call was sent: it may or may not have run\)\)$/,
+  );
+});
+
+Deno.test("transaction() whose connection was lost before its COMMIT was sent says it was rolled back (mayHaveRun false)", async () => {
+  await using srv = await startServerProcess();
+  await using db = await connect(srv.connectOptions);
+  await db.exec("CREATE TABLE t (x)");
+  const err = await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    await srv.kill();
+    await delay(50); // the client sees the end of the connection
+  }).catch((e) => e);
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.mayHaveRun, false);
+  assert.match(
+    err.message,
+    /^Connection was lost inside a transaction, which the server rolled back/,
+  );
+});
+
+Deno.test("Client refuses to reconnect to a server that now serves another database, and reconnects to one serving the same", async () => {
+  await using dir = await tempDir();
+  const a = `${dir.path}/a.db`;
+  const b = `${dir.path}/b.db`;
+  const first = await startServerProcess({ dir: dir.path, database: a });
+  await using db = await connect({ ...first.connectOptions, max: 2 });
+  assert.equal(db.serverInfo.database, await Deno.realPath(a));
+  await db.exec("CREATE TABLE orders (v TEXT)");
+  const insert = await db.prepare("INSERT INTO orders VALUES (?)");
+  await insert.run(["into a"]);
+  await first.kill();
+
+  const other = await startServerProcess({ dir: dir.path, database: b });
+  try {
+    for (const attempt of [() => insert.run(["after switch"]), () => db.values("SELECT 1")]) {
+      const err = await attempt().catch((e) => e);
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(err.code, "CONNECTION_CLOSED");
+      assert.equal(err.mayHaveRun, false);
+      assert.equal(
+        err.message,
+        `Cannot reconnect to unix:${dir.path}/test.sock: the server there now serves ` +
+          `"${await Deno.realPath(b)}", not "${await Deno.realPath(a)}" as when this client ` +
+          "connected; connect a new client to use that database",
+      );
+    }
+    const sub = await db.subscribe({ tables: ["orders"] }).catch((e) => e);
+    assert.ok(sub instanceof ConnectionError, String(sub));
+    assert.match(sub.message, /^Cannot reconnect to unix:/);
+  } finally {
+    await other.kill();
+  }
+  assert.deepEqual(readFile(b, "SELECT name FROM sqlite_master"), []);
+
+  // The same database again, reached through a symbolic link: the client goes on.
+  await Deno.symlink(a, `${dir.path}/link.db`);
+  await using again = await startServerProcess({ dir: dir.path, database: `${dir.path}/link.db` });
+  assert.equal((await insert.run(["after restart"])).changes, 1);
+  assert.deepEqual(await db.values("SELECT v FROM orders"), [["into a"], ["after restart"]]);
+  await insert.finalize();
+  void again;
+});
+
+Deno.test("ConnectionError.mayHaveRun: false for a call the server, shutting down, said it did not run", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/s.sock`;
+  const server = await serve({ database: `${dir.path}/a.db`, path });
+  await using holder = await connect({ path, max: 1 });
+  await using db = await connect({ path });
+  await holder.exec("CREATE TABLE t (x)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const waiting = db.run("INSERT INTO t VALUES (1)").catch((e) => e);
+  await delay(50); // it waits for the writer
+  await server.shutdown();
+  const err = await waiting;
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, "CONNECTION_CLOSED");
+  assert.equal(err.mayHaveRun, false);
+  assert.equal(
+    err.message,
+    "Server closed the connection: Server is shutting down: requests without a reply were not " +
+      "run, or were stopped and undone",
+  );
+  assert.deepEqual(readFile(`${dir.path}/a.db`, "SELECT count(*) AS n FROM t"), [{ n: 0 }]);
+});
+
+Deno.test("Client calls while the server is down fail at once, unsent; the first call after it is back reconnects", async () => {
+  await using dir = await tempDir();
+  const first = await startServerProcess({ dir: dir.path });
+  await using db = await connect(first.connectOptions);
+  await db.exec("CREATE TABLE t (x)");
+  await first.kill();
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    const err = await db.run("INSERT INTO t VALUES (1)").catch((e) => e);
+    const ms = performance.now() - started;
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.code, "CONNECTION_CLOSED");
+    assert.equal(err.mayHaveRun, false);
+    assert.match(err.message, /^Cannot connect to unix:\S+: .*\(is the server running\?/);
+    assert.ok(ms < 1000, `took ${ms} ms`);
+  }
+  await using again = await startServerProcess({ dir: dir.path });
+  assert.equal((await db.run("INSERT INTO t VALUES (2)")).changes, 1);
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[2]]);
+  void again;
+});
+
+Deno.test("Server shutdown grace period: open connections keep working, new ones are refused", async () => {
+  await using srv = await startServerProcess({ args: ["--grace-ms", "5000"] });
+  await using a = await connect({ ...srv.connectOptions, max: 1 });
+  await a.exec("CREATE TABLE t (x)");
+  await a.exec("BEGIN IMMEDIATE");
+  await a.run("INSERT INTO t VALUES (1)");
+  srv.child.kill("SIGTERM");
+  await delay(200); // the server closed its listener and waits for the transaction
+  const err = await connect(srv.connectOptions).catch((e) => e);
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, "CONNECTION_CLOSED");
+  assert.equal(err.mayHaveRun, false);
+  assert.match(err.message, /^Cannot connect to unix:\S+: .*\(is the server running\?/);
+  await a.exec("COMMIT"); // the open connection still works
+  assert.equal((await srv.child.status).code, 0);
+  assert.deepEqual(readFile(srv.database, "SELECT x FROM t"), [{ x: 1 }]);
+});
