@@ -258,43 +258,64 @@ export function runInBackground(
     reason = statementTimeout(limits);
     db.interrupt();
   }, Math.max(0, deadlineOf(limits) - performance.now()));
+  // Steps (numbered from 1) found slow inline on an earlier run: they go to
+  // the background; from `slowFrom` on, every step does.
+  const slow = new Set<number>();
+  let slowFrom = Infinity;
+  const attempt = async (): Promise<{ rows: SqlValue[][] } | SlowStep> => {
+    const rows: SqlValue[][] = [];
+    let bytes = 0;
+    // The first step (where sorting, aggregating and writing happen) runs
+    // in the background; rows that follow quickly are stepped inline for
+    // a slice, then the next step goes to the background again.
+    let more = await p.stmt.stepInBackground();
+    let sliceEnd = performance.now() + SLICE_MS;
+    for (let step = 2; more; step++) {
+      if (wantRows) {
+        const row = p.stmt.row();
+        bytes += rowBytes(row);
+        if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+        rows.push(row);
+        if (rows.length === limits.maxRows) break;
+      }
+      if (reason !== null) throw reason;
+      if (performance.now() < sliceEnd && step < slowFrom && !slow.has(step)) {
+        // A row that turns slow here holds the event loop, where the
+        // deadline's timer cannot fire. A read (nothing of it was sent, it
+        // changed nothing) is stopped after INLINE_STEP_MS and run again,
+        // that step in the background; a write's step stops at the deadline.
+        const left = Math.max(0, deadlineOf(limits) - performance.now());
+        const cap = p.readOnly && left > INLINE_STEP_MS;
+        db.setBudget(cap ? INLINE_STEP_MS : left);
+        try {
+          more = p.stmt.step();
+        } catch (err) {
+          if (cap && isInterrupt(err) && reason === null) return new SlowStep(step);
+          throw err;
+        } finally {
+          db.setBudget(null);
+        }
+      } else {
+        more = await p.stmt.stepInBackground();
+        sliceEnd = performance.now() + SLICE_MS;
+      }
+    }
+    return { rows };
+  };
   const run = async (): Promise<Outcome> => {
     p.busy++;
     let before: Counters | null = null;
     try {
       p.stmt.bind(args);
       before = countersBefore(p);
-      const rows: SqlValue[][] = [];
-      let bytes = 0;
-      // The first step (where sorting, aggregating and writing happen) runs
-      // in the background; rows that follow quickly are stepped inline for
-      // a slice, then the next step goes to the background again.
-      let more = await p.stmt.stepInBackground();
-      let sliceEnd = performance.now() + SLICE_MS;
-      while (more) {
-        if (wantRows) {
-          const row = p.stmt.row();
-          bytes += rowBytes(row);
-          if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
-          rows.push(row);
-          if (rows.length === limits.maxRows) break;
-        }
-        if (reason !== null) throw reason;
-        if (performance.now() < sliceEnd) {
-          // A row that turns slow here holds the event loop, where the
-          // deadline's timer cannot fire: the step stops at the deadline.
-          db.setBudget(Math.max(0, deadlineOf(limits) - performance.now()));
-          try {
-            more = p.stmt.step();
-          } finally {
-            db.setBudget(null);
-          }
-        } else {
-          more = await p.stmt.stepInBackground();
-          sliceEnd = performance.now() + SLICE_MS;
-        }
+      for (let runs = 1;; runs++) {
+        const result = await attempt();
+        if (!(result instanceof SlowStep)) return outcome(p, result.rows, before);
+        p.stmt.reset(); // (the bindings stay)
+        // Twice slow somewhere new: every step from there runs in the background; thrice, all do.
+        if (runs === 1) slow.add(result.step);
+        else slowFrom = runs === 2 ? result.step : 2;
       }
-      return outcome(p, rows, before);
     } catch (err) {
       restoreRowid(p, before);
       if (isInterrupt(err)) {
@@ -328,6 +349,18 @@ export function runInBackground(
 
 /** How long rows are stepped inline between two background steps, in ms. */
 export const SLICE_MS = 0.5;
+
+/**
+ * Longest one inline step of a read running in the background may hold
+ * the event loop, in ms, before the read is run again with that step in
+ * the background (see {@link runInBackground}).
+ */
+export const INLINE_STEP_MS = 2;
+
+/** An inline step of a read ran past {@link INLINE_STEP_MS}: the read runs again. */
+class SlowStep {
+  constructor(readonly step: number) {}
+}
 
 const NO_ROWS: SqlValue[][] = [];
 

@@ -432,3 +432,27 @@ Deno.test("a { timeout } beyond what a timer holds (Infinity, 30 days) means no 
     assert.deepEqual(rows, [{ v: 2 }], `iterate, timeout ${timeout}`);
   }
 });
+
+for (const firstRowFast of [true, false]) {
+  Deno.test({
+    name: "Engine: point reads go on while another client's buffered read computes a slow row " +
+      (firstRowFast ? "after a fast one" : "after many fast ones"),
+    ignore,
+    fn: async () => {
+      await using srv = await startServer({ synchronous: "normal" });
+      await using a = await srv.client();
+      await using b = await srv.client();
+      await fill(a);
+      // Fast rows first, then one that takes about a second to compute.
+      const fast = firstRowFast ? "SELECT 1" : "SELECT v FROM t WHERE id <= 2000";
+      const sql = `${fast} UNION ALL SELECT (${SLOW_JOIN})`;
+      const slow = a.values(sql, [], { timeout: 60_000 });
+      const lat = await pointReadsWhile(b, slow);
+      const rows = await slow;
+      assert.equal(rows.length, firstRowFast ? 2 : 2001, "the whole result, once");
+      assert.ok(lat.length > 20, `only ${lat.length} reads while the slow row was computed`);
+      // Before, the slow row was stepped on the main thread: every read waited for it.
+      assert.ok(lat[lat.length - 1] < 200, `slowest read ${lat[lat.length - 1]} ms`);
+    },
+  });
+}
