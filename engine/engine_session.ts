@@ -26,6 +26,10 @@
  *   transaction (SQLite rolls it back); the session then refuses requests
  *   until the client sends ROLLBACK, as PostgreSQL does.
  *
+ * A script (`exec`) or batch runs inline for {@link INLINE_BUDGET_MS}, then
+ * goes on from the event loop, a slice at a time, so other sessions are
+ * served between its statements (see `#restOfScript`).
+ *
  * With node:sqlite everything runs inline; only recursive statements and
  * cursors can be stopped at their deadline (between rows).
  *
@@ -749,7 +753,8 @@ export class EngineSession implements HostedSession {
   /**
    * Stops this session's statement running in the background, if any, or
    * the background step of its cursor (which is closed: its pending `next`
-   * fails with `reason`).
+   * fails with `reason`); a script or batch running from the event loop
+   * stops before its next statement.
    */
   cancel(reason: Error): void {
     this.#running?.cancel(reason);
