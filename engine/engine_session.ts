@@ -26,6 +26,10 @@
  *   transaction (SQLite rolls it back); the session then refuses requests
  *   until the client sends ROLLBACK, as PostgreSQL does.
  *
+ * A script (`exec`) or batch runs inline for {@link INLINE_BUDGET_MS}, then
+ * goes on from the event loop, a slice at a time, so other sessions are
+ * served between its statements (see `#restOfScript`).
+ *
  * With node:sqlite everything runs inline; only recursive statements and
  * cursors can be stopped at their deadline (between rows).
  *
@@ -41,7 +45,7 @@ import {
   unknownCursor,
 } from "./session_errors.ts";
 import { Handles } from "./handles.ts";
-import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type {
   BatchItemPayload,
   PreparePayload,
@@ -143,12 +147,21 @@ export class EngineSession implements HostedSession {
   #running: Running | null = null;
   /** True while a statement of this session runs in the background on the writer. */
   runningOnWriter = false;
+  /**
+   * While `runningOnWriter`: whether the client's transaction was open when
+   * that began (the connection cannot be asked while a statement steps on it).
+   */
+  #txWhileRunning = false;
   /** True while this session's last write waits in a group commit. */
   #awaitingCommit = false;
   readonly #onCommit: (error: SqliteError | null) => void;
   #grouping = false;
   /** True while a batch runs in a transaction of its own (not the client's). */
   #batchTx = false;
+  /** True while a script or batch runs from the event loop, between its statements. */
+  #scriptRuns = false;
+  /** Why the script (or batch) running from the event loop is to stop, if it is. */
+  #scriptStop: Error | null = null;
 
   /** @internal */
   constructor(
@@ -194,7 +207,13 @@ export class EngineSession implements HostedSession {
    * engine ended and the client has not yet ended with ROLLBACK.
    */
   get inTransaction(): boolean {
-    return this.#host.writer.owns(this) || this.#aborted !== null;
+    if (this.#aborted !== null) return true;
+    const host = this.#host;
+    // Holding the writer is not enough: an autocommit statement (or script)
+    // holds it while it runs, a batch runs in a transaction of its own, and a
+    // grouped write runs in the group's.
+    if (!host.writer.owns(this) || this.#batchTx || host.group.isOpen()) return false;
+    return this.runningOnWriter ? this.#txWhileRunning : host.writer.connection.inTransaction;
   }
 
   /** Runs a script of zero or more statements without parameters. */
@@ -210,54 +229,154 @@ export class EngineSession implements HostedSession {
     const writer = host.writer.connection;
     let touchedTemp = false;
     let n = 0; // statements of the script begun
-    const step = (at: number): Reply<null> => {
-      for (;;) {
-        let p: Prepared | null;
-        try {
-          p = writer.prepareOne(sql, at);
-        } catch (err) {
-          host.writer.afterWrite(this, touchedTemp);
-          throw this.#inScript(err, n + 1);
-        }
-        if (p === null) {
-          host.writer.afterWrite(this, touchedTemp);
-          return null;
-        }
-        const next = p.stmt.end;
-        n++;
-        touchedTemp ||= p.touchesTemp;
-        const prepared = p;
-        const done = () => {
-          prepared.stmt.finalize();
-          host.writer.ranOnWriter(prepared);
-        };
-        let result: Outcome | Promise<Outcome>;
-        try {
-          // Each statement of a script has its own deadline.
-          result = this.#onWriter(p, NO_ARGS, this.#limits(timeout), false);
-        } catch (err) {
-          done();
-          host.writer.afterWrite(this, touchedTemp);
-          throw this.#inScript(err, n);
-        }
-        if (result instanceof Promise) {
-          return result.then(
-            () => {
-              done();
-              return step(next);
-            },
-            (err) => {
-              done();
-              host.writer.afterWrite(this, touchedTemp);
-              throw this.#inScript(err, n);
-            },
-          ) as Promise<null>;
-        }
-        done();
-        at = next;
+    let at = 0; // where the next statement starts in `sql`
+    /**
+     * Runs the script's next statement (`away`: in the background, where the
+     * binding can); false when none is left.
+     */
+    const next = (away = false): boolean | Promise<boolean> => {
+      let p: Prepared | null;
+      try {
+        p = writer.prepareOne(sql, at);
+      } catch (err) {
+        throw this.#inScript(err, n + 1);
       }
+      if (p === null) return false;
+      at = p.stmt.end;
+      n++;
+      touchedTemp ||= p.touchesTemp;
+      const prepared = p;
+      const done = () => {
+        prepared.stmt.finalize();
+        host.writer.ranOnWriter(prepared);
+      };
+      let result: Outcome | Promise<Outcome>;
+      try {
+        // Each statement of a script has its own deadline.
+        const limits = this.#limits(timeout);
+        result = away
+          ? this.#background(p, NO_ARGS, limits, false, null)
+          : this.#onWriter(p, NO_ARGS, limits, false);
+      } catch (err) {
+        done();
+        throw this.#inScript(err, n);
+      }
+      if (!(result instanceof Promise)) {
+        done();
+        return true;
+      }
+      return result.then(() => {
+        done();
+        return true;
+      }, (err) => {
+        done();
+        throw this.#inScript(err, n);
+      });
     };
-    return step(0);
+    const end = () => host.writer.afterWrite(this, touchedTemp);
+    // Statements run inline for one slice; the rest of a longer script runs
+    // from the event loop (#restOfScript), so other clients are served between
+    // its statements.
+    const sliceEnd = performance.now() + INLINE_BUDGET_MS;
+    let more: boolean | Promise<boolean>;
+    try {
+      do more = next(); while (more === true && performance.now() < sliceEnd);
+    } catch (err) {
+      end();
+      throw err;
+    }
+    if (more === false) {
+      end();
+      return null;
+    }
+    return this.#host.track(this.#restOfScript(more, next, () => n)).finally(end);
+  }
+
+  /**
+   * Runs the rest of a script (`exec`) after its first slice: each further
+   * slice of {@link INLINE_BUDGET_MS} inline starts after a statement run in
+   * the background (FFI, while no change feed captures: about 60 µs off the
+   * main thread) or a macrotask, so other connections are served between the
+   * script's statements. The session keeps the writer throughout
+   * (`runningOnWriter`: its transaction's lease is not idle). Between two
+   * slices the script stops when the session closed (the client is gone),
+   * its transaction's lease ended, or the client cancelled it: the
+   * statements already run stay applied, as after a failing statement.
+   */
+  async #restOfScript(
+    pending: true | Promise<boolean>,
+    next: (away?: boolean) => boolean | Promise<boolean>,
+    ran: () => number,
+  ): Promise<null> {
+    const writer = this.#host.writer.connection;
+    let more: boolean | Promise<boolean> = pending;
+    this.#scriptStop = null;
+    this.#scriptRuns = true;
+    try {
+      for (;;) {
+        if (more === true) {
+          if (writer.caps.background && !changeLogOf(writer)?.capturing) {
+            more = next(true);
+          } else {
+            await this.#pauseOnWriter();
+            this.#stopScriptIfAsked(ran());
+          }
+        }
+        if (more instanceof Promise) {
+          more = await more;
+          this.#stopScriptIfAsked(ran());
+        }
+        const sliceEnd = performance.now() + INLINE_BUDGET_MS;
+        while (more === true && performance.now() < sliceEnd) more = next();
+        if (more === false) return null;
+      }
+    } finally {
+      this.#scriptRuns = false;
+      this.#scriptStop = null;
+    }
+  }
+
+  /**
+   * Lets the event loop serve other connections (a macrotask) while this
+   * session holds the writer between two statements of a script or batch.
+   */
+  async #pauseOnWriter(): Promise<void> {
+    this.#txWhileRunning = this.#host.writer.connection.inTransaction;
+    this.runningOnWriter = true;
+    try {
+      await pause();
+    } finally {
+      this.runningOnWriter = false;
+      this.#txWhileRunning = false;
+    }
+  }
+
+  /**
+   * Between two statements of a script: throws when it is to stop (see
+   * {@link #stopReason}), saying how many statements ran.
+   */
+  #stopScriptIfAsked(ran: number): void {
+    const stop = this.#stopReason();
+    if (stop === null) return;
+    if (stop === this.#aborted) throw stop;
+    throw new AbortError(
+      `${stop.message} (before statement ${ran + 1} of the script; the ${ran} before it ran)`,
+      { cause: stop },
+    );
+  }
+
+  /**
+   * Why a script or batch running from the event loop is to stop before its
+   * next statement, or `null`: its transaction's lease ended (rolled back
+   * now), the session closed, the client cancelled the request.
+   */
+  #stopReason(): Error | null {
+    if (this.#aborted !== null) {
+      this.#host.writer.abort(this);
+      return this.#aborted;
+    }
+    if (this.#closed) return new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
+    return this.#scriptStop;
   }
 
   /**
@@ -542,6 +661,7 @@ export class EngineSession implements HostedSession {
     }
     const until = first + this.#host.config.busyTimeout;
     p.busy++;
+    this.#txWhileRunning = p.conn.inTransaction;
     this.runningOnWriter = true;
     const retry = async (): Promise<Outcome> => {
       try {
@@ -559,6 +679,7 @@ export class EngineSession implements HostedSession {
         }
       } finally {
         this.runningOnWriter = false;
+        this.#txWhileRunning = false;
         release(p);
         // Closed meanwhile: roll back and give the writer up (as #background).
         if (this.#closed && p.onWriter) this.#host.writer.abort(this);
@@ -576,6 +697,7 @@ export class EngineSession implements HostedSession {
     release: (() => void) | null,
   ): Promise<Outcome> {
     const inTx = p.onWriter && p.conn.inTransaction;
+    if (p.onWriter) this.#txWhileRunning = inTx;
     const running = runInBackground(p, args, limits, wantRows);
     this.#running = running;
     this.runningOnWriter = p.onWriter;
@@ -588,6 +710,7 @@ export class EngineSession implements HostedSession {
       ).finally(() => {
         this.#running = null;
         this.runningOnWriter = false;
+        this.#txWhileRunning = false;
         release?.();
         // Closed, or the transaction's lease ran out, while it ran: roll
         // back and give the writer up now that the connection is free.
@@ -630,10 +753,12 @@ export class EngineSession implements HostedSession {
   /**
    * Stops this session's statement running in the background, if any, or
    * the background step of its cursor (which is closed: its pending `next`
-   * fails with `reason`).
+   * fails with `reason`); a script or batch running from the event loop
+   * stops before its next statement.
    */
   cancel(reason: Error): void {
     this.#running?.cancel(reason);
+    if (this.#scriptRuns) this.#scriptStop ??= reason;
     for (const [id, c] of this.#cursors) if (c.cancel(reason)) this.#cursors.delete(id);
   }
 
@@ -847,7 +972,8 @@ export class EngineSession implements HostedSession {
     const results: BatchItemPayload[] = [];
     const fail = (err: unknown): never => {
       this.#batchTx = false;
-      if (writer.inTransaction) {
+      // (Unless the writer was taken back: the session closed meanwhile.)
+      if (host.writer.owns(this) && writer.inTransaction) {
         writer.db.exec(
           nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
         );
@@ -858,7 +984,7 @@ export class EngineSession implements HostedSession {
       host.writer.afterWrite(this);
       throw err;
     };
-    const finish = (): Reply<BatchItemPayload[]> => {
+    const finish = (): BatchItemPayload[] | Promise<BatchItemPayload[]> => {
       if (nested) {
         writer.runOwn("RELEASE netsqlite_batch");
         host.writer.afterWrite(this);
@@ -884,7 +1010,11 @@ export class EngineSession implements HostedSession {
         return results;
       }, commitFailed);
     };
+    // Items run inline for one slice; the rest of a longer batch runs from
+    // the event loop, as a script's statements do (#restOfScript), in the
+    // batch's transaction: other sessions read meanwhile, writes queue.
     const step = (i: number): Reply<BatchItemPayload[]> => {
+      const sliceEnd = performance.now() + INLINE_BUDGET_MS;
       for (; i < items.length; i++) {
         let item: BatchItemPayload | Promise<BatchItemPayload>;
         try {
@@ -892,25 +1022,70 @@ export class EngineSession implements HostedSession {
         } catch (err) {
           return fail(err);
         }
-        if (item instanceof Promise) {
-          const at = i;
-          return item.then((r) => {
-            results.push(r);
-            return step(at + 1);
-          }, fail) as Promise<BatchItemPayload[]>;
-        }
+        if (item instanceof Promise) return host.track(rest(i, item));
         results.push(item);
+        if (performance.now() >= sliceEnd && i + 1 < items.length) {
+          return host.track(rest(i + 1, null));
+        }
       }
       return finish();
+    };
+    /** Items from `i` on, from the event loop; `pending`: item `i`, running in the background. */
+    const rest = async (
+      i: number,
+      pending: Promise<BatchItemPayload> | null,
+    ): Promise<BatchItemPayload[]> => {
+      const away = writer.caps.background && !log?.capturing;
+      this.#scriptStop = null;
+      this.#scriptRuns = true;
+      try {
+        while (i < items.length) {
+          if (pending === null && away) {
+            pending = this.#batchItem(items, i, limits, true) as Promise<BatchItemPayload>;
+          }
+          if (pending === null) {
+            await this.#pauseOnWriter();
+          } else {
+            results.push(await pending);
+            pending = null;
+            i++;
+          }
+          const stop = this.#stopReason();
+          if (stop !== null) {
+            throw stop === this.#aborted ? stop : new AbortError(
+              `${stop.message} (before batch statement ${i + 1} of ${items.length}, ` +
+                "nothing was applied)",
+              { cause: stop },
+            );
+          }
+          const sliceEnd = performance.now() + INLINE_BUDGET_MS;
+          for (; i < items.length && performance.now() < sliceEnd; i++) {
+            const item = this.#batchItem(items, i, limits);
+            if (item instanceof Promise) {
+              pending = item;
+              break;
+            }
+            results.push(item);
+          }
+        }
+      } catch (err) {
+        return fail(err);
+      } finally {
+        this.#scriptRuns = false;
+        this.#scriptStop = null;
+      }
+      return await finish();
     };
     if (began === null) return step(0);
     return began.then(() => step(0), fail) as Promise<BatchItemPayload[]>;
   }
 
+  /** Runs item `i` of a batch (`away`: in the background, where the binding can). */
   #batchItem(
     items: ReadonlyArray<readonly [string, unknown]>,
     i: number,
     limits: RunLimits,
+    away = false,
   ): BatchItemPayload | Promise<BatchItemPayload> {
     const [sql, params] = items[i];
     const wrap = (err: unknown): never => {
@@ -932,7 +1107,10 @@ export class EngineSession implements HostedSession {
       }
       const args = bindArgs(params);
       const wantRows = p.columns.length > 0;
-      return then(this.#onWriter(p, args, limits, wantRows), (o): BatchItemPayload => {
+      const outcome = away
+        ? this.#background(p, args, limits, wantRows, null)
+        : this.#onWriter(p, args, limits, wantRows);
+      return then(outcome, (o): BatchItemPayload => {
         this.#host.writer.ranOnWriter(p);
         return [o.changes, o.lastInsertRowid, o.columns, rowArrays(o.rows)];
       }, wrap);
@@ -1143,6 +1321,14 @@ function cannotStream(err: unknown, why: string, maxBytes: number): unknown {
     err.sqliteCode,
     { cause: err },
   );
+}
+
+/**
+ * Resolves from a macrotask: the event loop serves other connections (their
+ * reads and writes of sockets) before it does.
+ */
+function pause(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** Applies `f` to a value or a promise of one. */

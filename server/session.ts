@@ -84,11 +84,17 @@ const HIGH_WATER = 4 * 1024 * 1024;
 /** Largest frame read before the hello is accepted: a hello (with its token) is far smaller. */
 export const MAX_HELLO_FRAME = 64 * 1024;
 const MAX_QUEUED = 4096;
+/**
+ * How often, in ms, the session checks whether a client that stopped sending
+ * is gone altogether, while one of its requests runs.
+ */
+const GONE_CHECK_MS = 100;
 
 type Request = Envelope;
 
 /** Serves one client connection. */
 export class Session implements SessionProbe {
+  readonly #conn: Deno.Conn;
   readonly #channel: FrameChannel;
   readonly #encoder: MessageEncoder;
   /** Decoding is synchronous, so every session shares one decoder. */
@@ -149,6 +155,7 @@ export class Session implements SessionProbe {
     gate: TokenGate | null = null,
     services: SessionServices = NO_SERVICES,
   ) {
+    this.#conn = conn;
     this.#gate = gate;
     this.#services = services;
     this.#stats = services.stats;
@@ -261,12 +268,48 @@ export class Session implements SessionProbe {
     while (!this.#channel.closed) {
       this.#pump();
       if (this.#inflight !== null) {
-        await this.#inflight;
+        // A client gone altogether reads no reply: its running statement or
+        // script is stopped (engine close), and nothing else runs.
+        if (await this.#goneDuring(this.#inflight)) return;
         continue;
       }
       await this.#awaitCommit();
       await this.#channel.drain();
       if (this.#head >= this.#queue.length || this.#blocked) return;
+    }
+  }
+
+  /**
+   * Waits for `inflight` (which never rejects): false once it settled, true
+   * as soon as the client is found gone altogether (checked at once, then
+   * every {@link GONE_CHECK_MS}) while nothing it sent could commit a
+   * transaction (see {@link #mayEndTransaction}).
+   */
+  async #goneDuring(inflight: Promise<void>): Promise<boolean> {
+    let settled = false;
+    const done = inflight.then(() => settled = true);
+    for (;;) {
+      if (!this.#mayEndTransaction() && await this.#peerGone()) return !settled;
+      if (settled) return false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([done, new Promise<void>((r) => timer = setTimeout(r, GONE_CHECK_MS))]);
+      clearTimeout(timer);
+      if (settled) return false;
+    }
+  }
+
+  /**
+   * True when the client closed its receiving side too (it is gone, not
+   * half-closed): a write of zero bytes fails. A Unix socket tells at once;
+   * TCP does not (the peer's FIN looks like a half-close until data is sent).
+   */
+  async #peerGone(): Promise<boolean> {
+    if (this.#channel.closed) return true;
+    try {
+      await this.#conn.write(new Uint8Array(0));
+      return false;
+    } catch {
+      return true;
     }
   }
 
