@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
 import { parseServeArgs, serve, type ServeOptions } from "../server.ts";
-import { ProtocolError, type SqliteError } from "../protocol/errors.ts";
+import { ConnectionError, ProtocolError, type SqliteError } from "../protocol/errors.ts";
 import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
 import { FD_BASE, fdBudget, FDS_PER_CURSOR, openFileLimit } from "../server/connection_limit.ts";
 import { CONNECTION_PRAGMAS, samePragmaValue, UNSAFE_PRAGMAS } from "../engine/policy.ts";
@@ -793,4 +793,52 @@ Deno.test("Policy edges: PRAGMA synchronous under --allow-unsafe-pragmas, VACUUM
   await db.exec("CREATE TABLE t (rename); CREATE TEMP TABLE scratch (x)");
   await db.exec("ALTER TABLE t RENAME COLUMN rename TO scratch");
   assert.deepEqual(await db.values("SELECT name FROM pragma_table_info('t')"), [["scratch"]]);
+});
+
+Deno.test("a TLS client says what to do with a certificate it cannot trust: a self-signed one marked as CA, or one signed by a CA it was not given", async () => {
+  await using dir = await tempDir();
+  // `openssl req -x509` marks the certificate as a CA unless told otherwise.
+  const made = await new Deno.Command("openssl", {
+    args: ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+      .concat(["-days", "1", "-keyout", `${dir.path}/key.pem`, "-out", `${dir.path}/cert.pem`])
+      .concat(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"]),
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+  const selfSigned = await Deno.readTextFile(`${dir.path}/cert.pem`);
+  const selfSignedKey = await Deno.readTextFile(`${dir.path}/key.pem`);
+  const signed = await makeCertificate(dir.path); // (writes its own cert.pem and key.pem)
+  for (
+    const [name, tls, caCerts, hint] of [
+      [
+        "self-signed CA",
+        { cert: selfSigned, key: selfSignedKey },
+        [selfSigned],
+        /the server's certificate is marked as a CA.*basicConstraints=critical,CA:FALSE/,
+      ],
+      [
+        "private CA not given",
+        { cert: signed.cert, key: signed.key },
+        undefined,
+        /the client does not trust the server's certificate: pass the certificate that signed it in tls: \{ caCerts: \[pem\] \}/,
+      ],
+    ] as const
+  ) {
+    await using server = await serve({
+      database: `${dir.path}/${name}.db`,
+      hostname: "127.0.0.1",
+      port: 0,
+      tls,
+    });
+    const { port } = server.addr as { port: number };
+    await assert.rejects(
+      connect({ hostname: "127.0.0.1", port, tls: caCerts ? { caCerts: [...caCerts] } : true }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConnectionError, `${name}: ${err}`);
+        assert.match(err.message, hint, name);
+        return true;
+      },
+    );
+  }
 });

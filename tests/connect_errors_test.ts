@@ -169,3 +169,13 @@ Deno.test("connect() with TLS to a plain netsqlite server says the server does n
   );
   assert.ok(ms < 5000, `took ${ms} ms`);
 });
+
+Deno.test("connect() to a TCP port where nothing listens names the address and --tcp, not the default socket", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  const { err } = await rejection(connect({ hostname: "127.0.0.1", port }));
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.match(err.message, /listening on that address and port\? Start it with --tcp HOST:PORT\)/);
+  assert.doesNotMatch(err.message, /default socket/);
+});

@@ -64,7 +64,7 @@ export async function connectTo(
       );
     }
     throw new ConnectionError(
-      `Cannot connect to ${where}: ` + (err as Error).message + hint(err, tls !== null),
+      `Cannot connect to ${where}: ` + (err as Error).message + hint(err, addr, tls !== null),
       { cause: err },
     );
   } finally {
@@ -73,16 +73,33 @@ export async function connectTo(
 }
 
 /** What a failed connection most likely means, for the message. */
-function hint(err: unknown, tls: boolean): string {
+function hint(err: unknown, addr: Address, tls: boolean): string {
   if (isAbsent(err)) {
+    if (addr.transport === "tcp") {
+      return " (is the server running, listening on that address and port? Start it with " +
+        "--tcp HOST:PORT)";
+    }
     return " (is the server running? Each database file has its own default socket: start the " +
       "server for the file the client names, connect({ database }) to the file the server " +
       "serves, or pass the path it printed)";
   }
+  if (!tls) return "";
+  const text = String(err);
   // Deno: "received corrupt message of type InvalidContentType"; Node.js: "wrong version number".
-  if (tls && /corrupt message|InvalidContentType|wrong version number/i.test(String(err))) {
+  if (/corrupt message|InvalidContentType|wrong version number/i.test(text)) {
     return " (the server does not speak TLS: connect without the tls option, or start the " +
       "server with --tls-cert and --tls-key)";
+  }
+  // Deno (rustls): CaUsedAsEndEntity; Node.js (OpenSSL) names no such case apart.
+  if (/CaUsedAsEndEntity/.test(text)) {
+    return " (the server's certificate is marked as a CA, as `openssl req -x509` makes it by " +
+      "default: make it with -addext basicConstraints=critical,CA:FALSE, see README " +
+      "Security and lifecycle)";
+  }
+  // Deno: UnknownIssuer; Node.js: "self-signed certificate", "unable to get local issuer".
+  if (/UnknownIssuer|self[- ]signed certificate|unable to get local issuer/i.test(text)) {
+    return " (the client does not trust the server's certificate: pass the certificate that " +
+      "signed it in tls: { caCerts: [pem] }, or --tls-ca FILE to the CLI)";
   }
   return "";
 }
