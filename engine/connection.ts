@@ -75,6 +75,12 @@ export interface Prepared {
    * the engine then runs it on the main thread (see `engine.ts`).
    */
   fast: boolean;
+  /**
+   * True once an inline run went far past its budget (one long SQL function
+   * call, which the progress handler cannot stop): reads run in the
+   * background from then on (see `engine_session.ts`).
+   */
+  unstoppable: boolean;
   /** Runs in progress; a statement evicted while busy is finalized when they end. */
   busy: number;
   /** True once dropped from the cache. */
@@ -401,6 +407,7 @@ export class Connection {
       zeroesRowid: inserts && updatesItself && !READS_LAST_ROWID.test(stmt.sql),
       columns: stmt.columnNames(),
       fast: false,
+      unstoppable: false,
       busy: 0,
       evicted: false,
     };

@@ -61,6 +61,13 @@ import { type Connection, type Prepared, release, WriterDecides } from "./connec
 import { Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
 import { INLINE_BUDGET_MS } from "./engine.ts";
+
+/**
+ * An inline read that took this long (ms), ten times its budget
+ * (`INLINE_BUDGET_MS`), ran where the budget could not stop it: it runs in
+ * the background from then on. (A literal: engine.ts imports this module.)
+ */
+const UNSTOPPABLE_MS = 20;
 import {
   deadlineOf,
   LockBusy,
@@ -505,6 +512,10 @@ export class EngineSession implements HostedSession {
   /**
    * A read outside any transaction, on a reader: inline under the budget,
    * then (if it ran past it) again in the background on a reader of its own.
+   * A read that once ran far past the budget inline (one long SQL function
+   * call, which SQLite's progress handler cannot interrupt) goes straight to
+   * the background from then on, until a run there is within the budget (so
+   * a pause of the process that happened to fall in one run costs one run).
    */
   #read(
     p: Prepared,
@@ -514,10 +525,16 @@ export class EngineSession implements HostedSession {
     wantRows: WantRows,
   ): Outcome | Promise<Outcome> {
     if (!p.conn.caps.background) return runInline(p, args, limits, wantRows);
-    try {
-      return runInline(p, args, limits, wantRows, INLINE_BUDGET_MS);
-    } catch (err) {
-      if (!toBackground(err)) throw err;
+    if (!p.unstoppable) {
+      const start = performance.now();
+      try {
+        const o = runInline(p, args, limits, wantRows, INLINE_BUDGET_MS);
+        if (performance.now() - start > UNSTOPPABLE_MS) p.unstoppable = true;
+        return o;
+      } catch (err) {
+        if (performance.now() - start > UNSTOPPABLE_MS) p.unstoppable = true;
+        if (!toBackground(err)) throw err;
+      }
     }
     const host = this.#host;
     const conn = host.readers.borrow()!;
@@ -528,7 +545,12 @@ export class EngineSession implements HostedSession {
       host.readers.giveBack(conn);
       throw err;
     }
-    return this.#background(own, args, limits, wantRows, () => host.readers.giveBack(conn));
+    const done = this.#background(own, args, limits, wantRows, () => host.readers.giveBack(conn));
+    if (!p.unstoppable) return done;
+    const start = performance.now();
+    return done.finally(() => {
+      if (performance.now() - start < INLINE_BUDGET_MS) p.unstoppable = false;
+    });
   }
 
   /**

@@ -456,3 +456,34 @@ for (const firstRowFast of [true, false]) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "Engine: a read that once ran long inside one SQL function call (which cannot be stopped) runs in the background the next time",
+  ignore,
+  fn: async () => {
+    await using srv = await startServer({ synchronous: "normal" });
+    await using a = await srv.client();
+    await using b = await srv.client();
+    await fill(a);
+    // One call of replace() over 80 MB: SQLite's progress handler is not called inside it.
+    const sql = "SELECT length(replace(hex(zeroblob(?)), '0', 'ab')) AS n";
+    const t = performance.now();
+    assert.deepEqual(await a.values(sql, [20_000_000]), [[80_000_000]]);
+    const first = performance.now() - t;
+    const again = a.values(sql, [20_000_000]);
+    const lat = await pointReadsWhile(b, again);
+    assert.deepEqual(await again, [[80_000_000]]);
+    assert.ok(
+      lat.length > 3,
+      `only ${lat.length} reads during the second run (first: ${first} ms)`,
+    );
+    assert.ok(
+      lat[lat.length - 1] < first / 2,
+      `slowest read ${lat[lat.length - 1]} ms (first run ${first} ms)`,
+    );
+    // Once it runs within the budget there, it is inline again (a point read stays fast).
+    assert.deepEqual(await a.values(sql, [1]), [[4]]);
+    assert.deepEqual(await a.values(sql, [1]), [[4]]);
+  },
+});
