@@ -62,6 +62,39 @@ function rejects(fn: () => unknown, code: string, sqliteCode?: number, message?:
 for (const sqlite of ENGINES) {
   const e = `[${sqlite.engine}]`;
 
+  Deno.test(`Db.prepare(sql, from) walks a script statement by statement, trigger bodies whole ${e}`, () =>
+    withDb(sqlite, (db) => {
+      const script = "CREATE TABLE t(x); CREATE TABLE u(y); -- a comment; with a semicolon\n" +
+        "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO u VALUES (new.x); " +
+        "INSERT INTO u VALUES (';'); END; INSERT INTO t VALUES ('a;b'); ;; SELECT count(*) FROM u";
+      const texts: string[] = [];
+      let from = 0;
+      for (let st = db.prepare(script, from); st !== null; st = db.prepare(script, from)) {
+        texts.push(st.sql.trim());
+        st.all();
+        from = st.end;
+        st.finalize();
+      }
+      // (Each text as SQLite has it: from where the previous one ended.)
+      assert.deepEqual(texts.map((t) => t.replace(/^(--[^\n]*\n|;|\s)+/, "").replace(/;$/, "")), [
+        "CREATE TABLE t(x)",
+        "CREATE TABLE u(y)",
+        "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO u VALUES (new.x); " +
+        "INSERT INTO u VALUES (';'); END",
+        "INSERT INTO t VALUES ('a;b')",
+        "SELECT count(*) FROM u",
+      ]);
+      assert.deepEqual(query(db, "SELECT y FROM u ORDER BY rowid"), [["a;b"], [";"]]);
+      // A NUL anywhere in the script refuses it before its first statement runs.
+      rejects(
+        () => db.prepare("CREATE TABLE w(z); SELECT '\0'"),
+        "BAD_REQUEST",
+        undefined,
+        /NUL/,
+      );
+      assert.deepEqual(query(db, "SELECT count(*) FROM sqlite_master WHERE name = 'w'"), [[0]]);
+    }));
+
   Deno.test(`Stmt.bind() and row() round-trip every value type exactly ${e}`, () =>
     withDb(sqlite, (db) => {
       db.exec("CREATE TABLE v(id INTEGER PRIMARY KEY, x)");

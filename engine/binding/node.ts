@@ -29,6 +29,7 @@ import * as nodeSqlite from "node:sqlite";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { resultCodeName } from "../_result_codes.ts";
 import { hasStatement } from "../_sql_text.ts";
+import { scan } from "../../protocol/sql_lexer.ts";
 import { Auth, AuthResult, Result } from "./_constants.ts";
 import type {
   Authorizer,
@@ -160,6 +161,8 @@ class NodeDb implements Db {
   #writes = false;
   /** Set by the authorizer when the statement calls a function whose answer varies (random()). */
   #varies = false;
+  /** The last SQL text found free of NUL characters (a script is checked once, whole). */
+  #checked: string | null = null;
   #counters: NodeStatement | null = null;
   /** Holds the read snapshot while {@link pin}ned (see there). */
   #pinStmt: NodeStatement | null = null;
@@ -187,21 +190,36 @@ class NodeDb implements Db {
   }
 
   prepare(sql: string, from = 0): Stmt | null {
-    if (sql.includes("\0")) {
-      throw new SqliteError(
-        ErrorCode.BadRequest,
-        "Cannot prepare statement: SQL text contains a NUL character",
-      );
+    // A script is checked once, whole, as the FFI implementation does.
+    if (sql !== this.#checked) {
+      if (sql.includes("\0")) {
+        throw new SqliteError(
+          ErrorCode.BadRequest,
+          "Cannot prepare statement: SQL text contains a NUL character",
+        );
+      }
+      this.#checked = sql;
     }
     // node:sqlite crashes running a statement prepared from text without one.
     if (!hasStatement(sql, from)) return null;
     this.#writes = false;
     this.#varies = false;
-    let st: NodeStatement;
-    try {
-      st = this.#live().prepare(from === 0 ? sql : sql.slice(from));
-    } catch (err) {
-      throw toSqliteError(err);
+    // node:sqlite takes the whole text it is given (converting all of it),
+    // though it compiles only the first statement: each statement of a
+    // script is given only up to its semicolon (further while SQLite finds
+    // it incomplete, as a trigger's body), else a script of n statements
+    // costs n times its length.
+    let end = from;
+    let st: NodeStatement | undefined;
+    while (st === undefined) {
+      end = nextSemicolon(sql, end);
+      const text = from === 0 && end === sql.length ? sql : sql.slice(from, end);
+      try {
+        st = this.#live().prepare(text);
+      } catch (err) {
+        if (end < sql.length && isIncomplete(err)) continue;
+        throw toSqliteError(err);
+      }
     }
     const text = st.sourceSQL;
     st.setReturnArrays(true);
@@ -950,4 +968,30 @@ function hasInt64Min(rows: SqlValue[][]): boolean {
     for (let i = 0; i < row.length; i++) if (row[i] === INT64_MIN_AS_NUMBER) return true;
   }
   return false;
+}
+
+/**
+ * Offset just past the first semicolon of `sql` from `from` on (outside
+ * strings, names and comments) that follows something other than
+ * semicolons, or its length: the text node:sqlite is given must hold a
+ * statement (it crashes on text without one).
+ */
+function nextSemicolon(sql: string, from: number): number {
+  let end = sql.length;
+  let seen = false;
+  scan(sql, (t) => {
+    if (t.kind !== "semicolon") {
+      seen = true;
+      return true;
+    }
+    if (!seen) return true;
+    end = t.end;
+    return false;
+  }, from);
+  return end;
+}
+
+/** True for SQLite's "incomplete input": the text ends inside a statement. */
+function isIncomplete(err: unknown): boolean {
+  return /incomplete input/.test(String((err as Error)?.message));
 }
