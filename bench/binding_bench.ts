@@ -4,7 +4,8 @@
  * Point read and 100-row read on the benchmark fixture (`items`, 10,000
  * rows), through `engine/binding` on the FFI implementation (system
  * libsqlite3) and on node:sqlite, with raw node:sqlite `StatementSync` as
- * the baseline. Statements are prepared outside the timed functions.
+ * the baseline. Statements are prepared outside the timed functions, but for
+ * the script group (an `exec` script walked statement by statement).
  *
  * @module
  */
@@ -97,5 +98,18 @@ for (const s of statements) {
 for (const s of statements) {
   Deno.bench(`${s.name} bind+allInto(RowsEncoder)`, { group: "100-row read" }, () => {
     rangeReadEncoded(s.range);
+  });
+}
+
+/** A script of `select 1;` × 10,000 walked statement by statement, as `exec` does. */
+const SCRIPT = "select 1;".repeat(10_000);
+for (const s of statements) {
+  Deno.bench(`${s.name} script of 10,000 statements`, { group: "script" }, () => {
+    let from = 0;
+    for (let st = s.db.prepare(SCRIPT, from); st !== null; st = s.db.prepare(SCRIPT, from)) {
+      st.all();
+      from = st.end;
+      st.finalize();
+    }
   });
 }
