@@ -20,6 +20,7 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { Sqlite } from "./binding/binding.ts";
+import { isBusyInBackground } from "./binding/_errors.ts";
 import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
@@ -354,6 +355,7 @@ export class Engine {
           this.#sessions.delete(s);
         },
         ranOnWriter: (p) => this.#ranOnWriter(p),
+        foreignKeys: (on) => this.#foreignKeys(on),
       },
       readers: {
         snapshot: () => this.#snapshotReader(),
@@ -512,19 +514,20 @@ export class Engine {
    * transaction is open, otherwise the next waiter gets it.
    */
   #afterWrite(s: EngineSession, touchedTemp = false): void {
-    // A session closed meanwhile has already given the writer back.
-    if (this.#queue.owner !== s) return;
-    if (touchedTemp) {
-      const p = this.#writer.prepare(
-        "SELECT type, name FROM temp.sqlite_schema ORDER BY rowid",
-      );
-      p.stmt.bind([]);
-      const rows = p.stmt.all();
-      this.#writerHasTemp = rows.length > 0;
-      this.#writerTemp = rows
-        .filter((r) => !String(r[1]).startsWith("sqlite_autoindex_"))
-        .map((r) => `${r[0]} ${r[1]}`);
+    // A session closed meanwhile has already given the writer back (its
+    // TEMP objects, made before, outlive it all the same).
+    if (this.#queue.owner !== s) {
+      if (!touchedTemp) return;
+      try {
+        this.#refreshTemp();
+      } catch (err) {
+        // The new owner's statement steps in the background: read them after it.
+        if (!isBusyInBackground(err)) throw err;
+        this.#tempStale = true;
+      }
+      return;
     }
+    if (touchedTemp || this.#tempStale) this.#refreshTemp();
     if (this.#writer.inTransaction) {
       this.#queue.keep();
       return;
@@ -604,6 +607,30 @@ export class Engine {
     }
   }
 
+  /** True when the writer's TEMP objects could not be read after they changed. */
+  #tempStale = false;
+
+  /** Reads which TEMP objects the writer holds (they send every statement through it). */
+  #refreshTemp(): void {
+    this.#tempStale = false;
+    const p = this.#writer.prepare("SELECT type, name FROM temp.sqlite_schema ORDER BY rowid");
+    p.stmt.bind([]);
+    const rows = p.stmt.all();
+    this.#writerHasTemp = rows.length > 0;
+    this.#writerTemp = rows
+      .filter((r) => !String(r[1]).startsWith("sqlite_autoindex_"))
+      .map((r) => `${r[0]} ${r[1]}`);
+  }
+
+  /** True while the writer's owner has foreign keys off (a batch with `foreignKeys: false`). */
+  #keysOff = false;
+
+  #foreignKeys(on: boolean): void {
+    if (on === !this.#keysOff) return;
+    this.#writer.db.exec(on ? "PRAGMA foreign_keys = ON" : "PRAGMA foreign_keys = OFF");
+    this.#keysOff = !on;
+  }
+
   /** Rolls back the owner's transaction (on close or lease expiry). */
   #abort(s: EngineSession): void {
     if (this.#queue.owner !== s) return;
@@ -655,6 +682,9 @@ export class Engine {
       this.#writer.clearCache();
       this.#deferredFks = null;
     }
+    // Keys a batch turned off are on again before anyone else writes (the
+    // batch's transaction is over: the PRAGMA is a no-op inside one).
+    if (this.#keysOff) this.#foreignKeys(true);
     const owner = this.#queue.owner;
     this.#queue.release();
     // Its cursors on the writer end with its transaction, before anyone else

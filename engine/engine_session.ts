@@ -969,10 +969,11 @@ export class EngineSession implements HostedSession {
     }
     let restoreKeys: () => void = () => {};
     if (fkOff && writer.ownRows("PRAGMA foreign_keys")[0]?.[0] === 1) {
-      writer.db.exec("PRAGMA foreign_keys = OFF");
+      // (Also turned on again by the engine should the writer be taken back.)
+      host.writer.foreignKeys(false);
       restoreKeys = () => {
         restoreKeys = () => {};
-        writer.db.exec("PRAGMA foreign_keys = ON");
+        if (host.writer.owns(this)) host.writer.foreignKeys(true);
       };
     }
     const begin = nested ? "SAVEPOINT netsqlite_batch" : "BEGIN IMMEDIATE";
@@ -994,14 +995,18 @@ export class EngineSession implements HostedSession {
     const results: BatchItemPayload[] = [];
     const fail = (err: unknown): never => {
       this.#batchTx = false;
-      // (Unless the writer was taken back: the session closed meanwhile.)
-      if (host.writer.owns(this) && writer.inTransaction) {
-        writer.db.exec(
-          nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
-        );
+      // Unless the writer was taken back (the session closed, its lease
+      // ended): it was rolled back then, and the writer and its change log
+      // may hold another session's work by now.
+      if (host.writer.owns(this)) {
+        if (writer.inTransaction) {
+          writer.db.exec(
+            nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
+          );
+        }
+        if (nested) log?.truncate(mark);
+        else log?.discard();
       }
-      if (nested) log?.truncate(mark);
-      else log?.discard();
       restoreKeys();
       host.writer.afterWrite(this);
       throw err;

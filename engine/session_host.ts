@@ -53,6 +53,12 @@ export interface WriterAccess {
   forget(s: EngineSession): void;
   /** The writer ran `p`: a statement that changed the schema voids the writer's cache. */
   ranOnWriter(p: Prepared): void;
+  /**
+   * Turns foreign keys off on the writer for its owner's batch (`on`
+   * false), or back on. They are turned back on whenever the writer is
+   * given up, before anyone else gets it, however its owner left.
+   */
+  foreignKeys(on: boolean): void;
 }
 
 /** Read-only connections: the shared snapshot reader, and readers lent for one statement. */

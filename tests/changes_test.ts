@@ -492,3 +492,59 @@ Deno.test({
     assert.deepEqual(await feed.next(), { value: undefined, done: true });
   },
 });
+
+Deno.test({
+  name:
+    "change feed: writes woken when a transaction's lease ends during its batch all reach the feed",
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node",
+  async fn() {
+    await using srv = await startServer({ txTimeout: 300 });
+    await using a = await connect({ ...srv.connectOptions, max: 1 });
+    await a.exec(
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, v); CREATE TABLE u (id INTEGER PRIMARY KEY, v)",
+    );
+    await using s = await connect({ ...srv.connectOptions, max: 1 });
+    const feed = await s.subscribe({ tables: ["u"] });
+    const seen = new Set<number>();
+    const reading = (async () => {
+      for await (const e of feed) if (e.type === "table") seen.add(Number(e.rowid));
+    })();
+    const bs = await Promise.all(
+      Array.from({ length: 4 }, () => connect({ ...srv.connectOptions, max: 1 })),
+    );
+    try {
+      for (const b of bs) await b.run("INSERT INTO u (v) VALUES (0)");
+      await a.exec("BEGIN");
+      let stop = false;
+      const writers = bs.map(async (b) => {
+        while (!stop) await b.run("INSERT INTO u (v) VALUES (1)").catch(() => {});
+      });
+      await new Promise((r) => setTimeout(r, 20));
+      // The batch pauses between slices (a feed captures): its lease ends midway.
+      const items = Array.from({ length: 300_000 }, (_, i) => ({
+        sql: "INSERT INTO t (v) VALUES (?)",
+        params: [i],
+      }));
+      await assert.rejects(a.batch(items), { code: "TX_TIMEOUT" });
+      await a.exec("ROLLBACK");
+      await new Promise((r) => setTimeout(r, 100));
+      stop = true;
+      await Promise.all(writers);
+      const rows = (await s.values<[number]>("SELECT id FROM u")).map(([id]) => id);
+      const deadline = performance.now() + 5000;
+      while (rows.some((id) => !seen.has(id)) && performance.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.deepEqual(
+        rows.filter((id) => !seen.has(id)),
+        [],
+        "committed rows missing from the feed",
+      );
+      assert.deepEqual(await s.values("SELECT count(*) FROM t"), [[0]]);
+    } finally {
+      await feed.close();
+      await reading;
+      for (const b of bs) await b.close();
+    }
+  },
+});

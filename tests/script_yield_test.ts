@@ -271,3 +271,63 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "Session: a foreignKeys: false batch whose client is gone: the next client's write runs with foreign keys on",
+  async fn() {
+    await using srv = await startServer({ synchronous: "normal" });
+    await using db = await srv.client();
+    await db.exec(
+      "CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE scratch (x); " +
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, pid REFERENCES parent(id))",
+    );
+    await assert.rejects(db.run("INSERT INTO child (pid) VALUES (999)"), {
+      code: "SQLITE_CONSTRAINT_FOREIGNKEY",
+    });
+    const items = Array.from(
+      { length: 200_000 },
+      (_, i) => ["INSERT INTO scratch VALUES (?)", [i]],
+    );
+    let orphan: Promise<unknown>;
+    {
+      await using raw = await Raw.open(srv.connectOptions.path!);
+      await raw.send([Op.Batch, 2, items, { foreignKeys: false }]);
+      await new Promise((r) => setTimeout(r, 100));
+      // Waits for the writer the batch holds.
+      orphan = db.run("INSERT INTO child (pid) VALUES (998)", [], { timeout: 60_000 })
+        .then(() => "ran", (e) => e.code);
+      await new Promise((r) => setTimeout(r, 50));
+    } // the batch's client is gone
+    assert.equal(await orphan, "SQLITE_CONSTRAINT_FOREIGNKEY");
+    await assert.rejects(db.run("INSERT INTO child (pid) VALUES (997)"), {
+      code: "SQLITE_CONSTRAINT_FOREIGNKEY",
+    });
+    assert.deepEqual(await db.values("SELECT count(*) FROM child"), [[0]]);
+    assert.deepEqual(await db.values("SELECT count(*) FROM scratch"), [[0]], "nothing applied");
+  },
+});
+
+Deno.test({
+  name:
+    "Session: a script that made a TEMP table and whose client is gone leaves the table known: statements naming it go to the writer",
+  async fn() {
+    await using srv = await startServer({ synchronous: "normal" });
+    await using db = await srv.client();
+    {
+      await using raw = await Raw.open(srv.connectOptions.path!);
+      await raw.send([
+        Op.Exec,
+        2,
+        "CREATE TEMP TABLE scratch (a); INSERT INTO scratch VALUES (1); " +
+        "INSERT INTO scratch VALUES (2);".repeat(100_000),
+      ]);
+      await new Promise((r) => setTimeout(r, 150));
+    } // gone during the script
+    await new Promise((r) => setTimeout(r, 100));
+    const [[n]] = await db.values<[number]>("SELECT count(*) FROM temp.scratch");
+    assert.ok(n >= 1, `${n} rows`);
+    await db.run("INSERT INTO scratch VALUES (3)");
+    assert.deepEqual(await db.values("SELECT count(*) FROM scratch WHERE a = 3"), [[1]]);
+  },
+});
