@@ -746,8 +746,8 @@ Deno.test("Session closes a connection that stalls inside a frame for frameTimeo
       0,
       "FRAME_TIMEOUT",
       raw === silent
-        ? /^Closing connection: no hello within 300 ms \(--frame-timeout\)$/
-        : /^Closing connection: (a frame stayed incomplete for|no hello within) 300 ms \(--frame-timeout\)$/,
+        ? /^Closing connection: no hello within 300 ms \(--hello-timeout\)$/
+        : /^Closing connection: (a frame stayed incomplete for 300 ms \(--frame-timeout\)|no hello within 300 ms \(--hello-timeout\))$/,
     );
     assert.equal(await raw.next(), EOF);
     const ms = performance.now() - t0;
