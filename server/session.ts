@@ -773,7 +773,6 @@ export class Session implements SessionProbe {
   }
 
   #idledError(id: number): SqliteError {
-    this.#idled!.delete(id);
     return new SqliteError(
       ErrorCode.CursorClosed,
       `Cursor ${id} was closed: it was not advanced for ${this.#cursorIdleMs} ms ` +
