@@ -553,7 +553,9 @@ class RunningServer implements Server {
         this.#services,
       );
       this.#handshaking.set(session, from);
-      if (from !== null) this.#handshakingFrom.set(from, (this.#handshakingFrom.get(from) ?? 0) + 1);
+      if (from !== null) {
+        this.#handshakingFrom.set(from, (this.#handshakingFrom.get(from) ?? 0) + 1);
+      }
       this.#sessions.add(session);
       this.#memory.opened();
       const done = session.serve().finally(() => {

@@ -444,6 +444,8 @@ export class Session implements SessionProbe {
     this.#services.log.warnThrottled(
       `closing:${code}`,
       `closed the connection of ${who}: ${code}: ${(err as Error).message ?? String(err)}`,
+      1000,
+      peerHost(this.#conn),
     );
   }
 

@@ -15,7 +15,7 @@ import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op, type StatsReport } from "../protocol/messages.ts";
 import { serve } from "../server.ts";
-import { MAX_TOKEN_BYTES, TokenGate, tokenFileWarning } from "../server/auth.ts";
+import { MAX_TOKEN_BYTES, tokenFileWarning, TokenGate } from "../server/auth.ts";
 import { Logger } from "../server/log.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import { delay, startServer, type TestServer, within } from "./_helpers.ts";
@@ -99,7 +99,10 @@ Deno.test("a connection without a hello is closed after helloTimeout, not frameT
   const ms = performance.now() - t0;
   conn.close();
   assert.ok(ms >= 150 && ms < 2500, `closed after ${ms.toFixed(0)} ms`);
-  assert.match(new TextDecoder().decode(buf.subarray(0, got)), /no hello within 200 ms \(--hello-timeout\)/);
+  assert.match(
+    new TextDecoder().decode(buf.subarray(0, got)),
+    /no hello within 200 ms \(--hello-timeout\)/,
+  );
 });
 
 Deno.test("past maxHandshakes a new connection is closed at once, and stats count it as dropped", async () => {
@@ -369,7 +372,9 @@ for (const engine of ENGINES) {
       assert.equal(err.code, "CURSOR_CLOSED");
       assert.match(
         err.message,
-        new RegExp(`^Cursor ${idle} was closed: it was not advanced for 300 ms \\(--cursor-idle-timeout\\)`),
+        new RegExp(
+          `^Cursor ${idle} was closed: it was not advanced for 300 ms \\(--cursor-idle-timeout\\)`,
+        ),
       );
       return true;
     });
