@@ -33,7 +33,13 @@ import { type Address, formatAddress, parseHostPort } from "./transport/address.
 import { listen, removeSocketFile, socketFileId } from "./transport/listen.ts";
 import { PartialFrameBudget } from "./transport/frame_reader.ts";
 import { VERSION } from "./version.ts";
-import { isLoopback, readTokenFile, TOKEN_ENV } from "./server/auth.ts";
+import {
+  isLoopback,
+  MIN_NETWORK_TOKEN_LENGTH,
+  readTokenFile,
+  TOKEN_ENV,
+  tokenFileWarning,
+} from "./server/auth.ts";
 import { DatabaseLock, lockPath } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
 import { ServerStats } from "./server/stats.ts";
@@ -340,6 +346,12 @@ class RunningServer implements Server {
   /** Connections refused since the last log line about them, and when that was. */
   #refused = 0;
   #refusedReported = -Infinity;
+  /** Connections served (hello accepted); each holds a connection slot. */
+  readonly #admitted = new Set<Session>();
+  /** Connections waiting for their hello, and the address they count against (or `null`). */
+  readonly #handshaking = new Map<Session, string | null>();
+  /** Per non-loopback TCP address: its connections waiting for their hello. */
+  readonly #handshakingFrom = new Map<string, number>();
   readonly #services: SessionServices;
   readonly #stats: ServerStats;
 
@@ -393,8 +405,11 @@ class RunningServer implements Server {
       log,
       slowMs: config.slowMs,
       partialFrames: new PartialFrameBudget(config.maxPartialFrameBytes),
+      helloTimeout: config.helloTimeout,
+      cursorIdleTimeout: config.cursorIdleTimeout,
+      admit: (session) => this.#admit(session),
     };
-    engine.onLeaseExpired = (id, why) =>
+    engine.onLeaseExpired = (id, why) => {
       log.warn(
         why === "age"
           ? `lease expired: session ${id} kept its transaction open for ` +
@@ -402,11 +417,62 @@ class RunningServer implements Server {
           : `lease expired: session ${id} left its transaction idle for ` +
             `${config.engine.txIdleTimeout} ms (--tx-idle-timeout): rolled back`,
       );
+      for (const s of this.#admitted) if (s.id === id) s.leaseExpired();
+    };
     this.#memory = new MemoryReleaser({ enabled: config.releaseMemory });
     this.#maxConnections = budget.connections;
     this.#stats.maxConnections = budget.connections;
     if (budget.lowered !== null) log.warn(budget.lowered);
+    const gate = config.tokenGate;
+    if (
+      gate !== null && gate.length < MIN_NETWORK_TOKEN_LENGTH && this.addr.transport === "tcp" &&
+      !isLoopback(this.addr.hostname)
+    ) {
+      log.warn(
+        `the token is ${gate.length} characters long, on ${formatAddress(this.addr)}: ` +
+          `use at least ${MIN_NETWORK_TOKEN_LENGTH} random characters (openssl rand -hex 32) ` +
+          "on a network address",
+      );
+    }
     this.finished = this.#acceptLoop();
+  }
+
+  /**
+   * A hello was accepted: the session takes a connection slot, or is told
+   * the server is full. Either way it no longer holds a handshake slot.
+   */
+  #admit(session: Session): ProtocolError | null {
+    this.#endHandshake(session);
+    if (this.#admitted.size >= this.#maxConnections) return this.#tooMany();
+    this.#admitted.add(session);
+    return null;
+  }
+
+  /** Frees `session`'s handshake slot, if it holds one. */
+  #endHandshake(session: Session): void {
+    if (!this.#handshaking.has(session)) return;
+    const from = this.#handshaking.get(session)!;
+    this.#handshaking.delete(session);
+    if (from === null) return;
+    const n = this.#handshakingFrom.get(from)! - 1;
+    if (n === 0) this.#handshakingFrom.delete(from);
+    else this.#handshakingFrom.set(from, n);
+  }
+
+  /**
+   * Why a new connection from `from` (a non-loopback TCP address, or `null`)
+   * gets no handshake slot, or `null` when it does.
+   */
+  #noHandshakeSlot(from: string | null): string | null {
+    const c = this.#config;
+    if (this.#handshaking.size >= c.maxHandshakes) {
+      return `${c.maxHandshakes} connections are waiting for their hello (--max-handshakes)`;
+    }
+    if (from !== null && (this.#handshakingFrom.get(from) ?? 0) >= c.maxHandshakesPerAddress) {
+      return `${c.maxHandshakesPerAddress} connections from ${from} are waiting for their ` +
+        "hello (--max-handshakes-per-address)";
+    }
+    return null;
   }
 
   /** The refusal of a connection over `--max-connections`; logged once a second at most. */
@@ -451,7 +517,34 @@ class RunningServer implements Server {
         await new Promise((resolve) => setTimeout(resolve, 50));
         continue;
       }
-      if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
+      const remote = conn.remoteAddr;
+      const from = remote.transport === "tcp" && !isLoopback(remote.hostname)
+        ? remote.hostname
+        : null;
+      const full = this.#noHandshakeSlot(from);
+      if (full !== null) {
+        // Closed at once, unanswered: answering would need the very buffers
+        // and timers that this limit keeps unauthenticated peers from taking.
+        this.#stats.dropped++;
+        this.#services.log.warnThrottled(
+          "handshakes",
+          `closed a connection from ${peerLabel(remote)} at once: ${full}`,
+          1000,
+          from ?? undefined,
+        );
+        try {
+          conn.close();
+        } catch {
+          // Reset by the peer already.
+        }
+        continue;
+      }
+      if ("setNoDelay" in conn) {
+        (conn as Deno.TcpConn).setNoDelay(true);
+        // Notices a peer whose host vanished (after the system's keepalive
+        // idle time: 2 hours by default on Linux, net.ipv4.tcp_keepalive_time).
+        (conn as Deno.TcpConn).setKeepAlive(true);
+      }
       const session = new Session(
         conn,
         this.#engine,
@@ -459,14 +552,16 @@ class RunningServer implements Server {
         this.#config.tokenGate,
         this.#services,
       );
-      if (this.#sessions.size >= this.#maxConnections) {
-        // Answered at its handshake, then closed: the client learns why.
-        session.refuse(this.#tooMany());
+      this.#handshaking.set(session, from);
+      if (from !== null) {
+        this.#handshakingFrom.set(from, (this.#handshakingFrom.get(from) ?? 0) + 1);
       }
       this.#sessions.add(session);
       this.#memory.opened();
       const done = session.serve().finally(() => {
         this.#sessions.delete(session);
+        this.#endHandshake(session);
+        this.#admitted.delete(session);
         served.delete(done);
         this.#memory.closed();
       });
@@ -526,6 +621,11 @@ class RunningServer implements Server {
   }
 }
 
+/** A peer's address for the log. */
+function peerLabel(a: Deno.Addr): string {
+  return a.transport === "tcp" ? `${a.hostname}:${a.port}` : "a local process";
+}
+
 /**
  * After the grace period of a shutdown, how long each connection's running
  * statement and held group commit may still take to finish and be answered
@@ -570,8 +670,18 @@ Options:
   --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
   --max-frame-size BYTES  largest request or reply (default 67108864)
   --frame-timeout MS      close a connection stalled inside a frame (default 10000)
-  --max-connections N     connections served at once (default 10000, fewer when the open-file
-                          limit is lower); one more is refused with TOO_MANY_CONNECTIONS
+  --hello-timeout MS      close a new connection that has not sent its hello (and token)
+                          within MS (default 3000, or --frame-timeout when lower)
+  --max-connections N     connections served at once, counted from their accepted hello
+                          (default 10000, fewer when the open-file limit is lower); one more
+                          is refused with TOO_MANY_CONNECTIONS
+  --max-handshakes N      connections waiting for their hello at once (default 1024); one
+                          more is closed at once
+  --max-handshakes-per-address N
+                          ... of them from one TCP address other than loopback (default 64)
+  --cursor-idle-timeout MS
+                          close a cursor not advanced (no next) for MS, releasing its read
+                          snapshot; 0 = never (default 300000)
   --engine auto|ffi|node  SQLite binding: ffi (system libsqlite3, needs --allow-ffi), node
                           (node:sqlite, built in), auto = ffi when a library loads
                           (default: $NETSQLITE_ENGINE, else auto)
@@ -623,6 +733,10 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       "max-result-bytes": { type: "string" },
       "frame-timeout": { type: "string" },
       "max-connections": { type: "string" },
+      "hello-timeout": { type: "string" },
+      "max-handshakes": { type: "string" },
+      "max-handshakes-per-address": { type: "string" },
+      "cursor-idle-timeout": { type: "string" },
       engine: { type: "string" },
       "sqlite-lib": { type: "string" },
       channel: { type: "string" },
@@ -656,6 +770,13 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     maxResultBytes: numberArg("--max-result-bytes", values["max-result-bytes"]),
     frameTimeout: numberArg("--frame-timeout", values["frame-timeout"]),
     maxConnections: numberArg("--max-connections", values["max-connections"]),
+    helloTimeout: numberArg("--hello-timeout", values["hello-timeout"]),
+    maxHandshakes: numberArg("--max-handshakes", values["max-handshakes"]),
+    maxHandshakesPerAddress: numberArg(
+      "--max-handshakes-per-address",
+      values["max-handshakes-per-address"],
+    ),
+    cursorIdleTimeout: numberArg("--cursor-idle-timeout", values["cursor-idle-timeout"]),
     engine: values.engine as ServeOptions["engine"],
     sqliteLib: values["sqlite-lib"],
     channel: values.channel,
@@ -747,6 +868,10 @@ const INTEGER_FLAGS: ReadonlySet<string> = new Set([
   "--max-result-bytes",
   "--frame-timeout",
   "--max-connections",
+  "--hello-timeout",
+  "--max-handshakes",
+  "--max-handshakes-per-address",
+  "--cursor-idle-timeout",
   "--grace-ms",
   "--slow-ms",
 ]);
@@ -769,6 +894,16 @@ function joinNegativeValues(args: readonly string[]): string[] {
     } else out.push(a);
   }
   return out;
+}
+
+/** The value of `flag` in `args` (`--flag V` or `--flag=V`), or `undefined`. */
+function flagValue(args: readonly string[], flag: string): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--") break;
+    if (args[i] === flag) return args[i + 1];
+    if (args[i].startsWith(`${flag}=`)) return args[i].slice(flag.length + 1);
+  }
+  return undefined;
 }
 
 /** Flags whose option has another name. */
@@ -851,6 +986,9 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}${tls}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
   console.log(`netsqlite: ${describeEngine(server.sqlite)}`);
+  const tokenFile = flagValue(args, "--token-file");
+  const tooOpen = tokenFile === undefined ? null : tokenFileWarning(tokenFile);
+  if (tooOpen !== null) console.error(`netsqlite: warning: ${tooOpen}`);
   if (
     server.addr.transport === "tcp" && !options.tls && options.token && options.hostname &&
     !isLoopback(options.hostname)

@@ -392,7 +392,9 @@ export function describeStats(r: StatsReport): string {
     }, engine ${r.engine} (${r.library}, SQLite ${r.sqliteVersion})`,
     `database      ${r.database} (${bytes(r.dbBytes)}, WAL ${bytes(r.walBytes)})`,
     `connections   ${r.connections.open} open (at most ${r.connections.max}), ` +
-    `${r.connections.total} since start, ${r.connections.refused} refused`,
+    `${r.connections.handshaking ?? 0} handshaking, ` +
+    `${r.connections.total} since start, ${r.connections.refused} refused` +
+    (r.connections.dropped ? `, ${r.connections.dropped} dropped before their hello` : ""),
     `requests      ${total} since start, ${r.errors} errors`,
     `requests/s    ${rates === "" ? "none in the last minute" : rates}`,
     `latency       p50 ${ms(r.latency.p50)}, p99 ${ms(r.latency.p99)}, max ${

@@ -414,10 +414,20 @@ export interface StatsReport {
   /** Database file. */
   database: string;
   /**
-   * Connections open now, accepted since start, served at once at most, and
-   * refused since start for being past that (`TOO_MANY_CONNECTIONS`).
+   * Connections served now (hello accepted), waiting for their hello now
+   * (`handshaking`; absent from older servers), accepted since start, served
+   * at once at most, refused since start for being past that
+   * (`TOO_MANY_CONNECTIONS`), and closed at once since start because too
+   * many were waiting for their hello (`dropped`; absent from older servers).
    */
-  connections: { open: number; total: number; max: number; refused: number };
+  connections: {
+    open: number;
+    handshaking?: number;
+    total: number;
+    max: number;
+    refused: number;
+    dropped?: number;
+  };
   /** Requests answered since start, by op name. */
   requests: Record<string, number>;
   /** Requests per second over the last minute (or since start, if shorter), by op name. */

@@ -11,18 +11,38 @@ import { createHash, timingSafeEqual } from "node:crypto";
 /** Environment variable that holds the server's token when no flag gives one. */
 export const TOKEN_ENV = "NETSQLITE_TOKEN";
 
+/**
+ * Longest token, in UTF-8 bytes: a hello frame before authentication may
+ * hold at most 4 KiB (`MAX_HELLO_FRAME`), so that unauthenticated peers
+ * cannot make the server hold much for them.
+ */
+export const MAX_TOKEN_BYTES = 1024;
+
+/** Shorter tokens draw a warning on a TCP address other than loopback. */
+export const MIN_NETWORK_TOKEN_LENGTH = 16;
+
 /** Checks the token a client presents in its hello. */
 export class TokenGate {
   readonly #digest: Uint8Array;
 
   /**
-   * @param token The secret clients must present; not empty.
-   * @throws {TypeError} when the token is empty.
+   * @param token The secret clients must present; not empty, at most {@link MAX_TOKEN_BYTES}.
+   * @throws {TypeError} when the token is empty or too long.
    */
   constructor(token: string) {
     if (token === "") throw new TypeError('Invalid option "token": expected a non-empty string');
+    const bytes = new TextEncoder().encode(token).length;
+    if (bytes > MAX_TOKEN_BYTES) {
+      throw new TypeError(
+        `Invalid option "token": ${bytes} bytes is longer than ${MAX_TOKEN_BYTES} (UTF-8)`,
+      );
+    }
     this.#digest = sha256(token);
+    this.length = token.length;
   }
+
+  /** The token's length in characters (to warn about short ones). */
+  readonly length: number;
 
   /**
    * Checks `presented` against the token. Both are hashed first, so the
@@ -67,6 +87,33 @@ export function readTokenFile(path: string): string {
   const token = text.replace(/\r?\n$/, "");
   if (token === "") throw new TypeError(`Cannot use token file "${path}": it is empty`);
   return token;
+}
+
+/**
+ * Why a token file is too open: a warning when its group or others may read
+ * it (POSIX permissions), else `null` (also where permissions cannot be read).
+ *
+ * @example
+ * ```ts
+ * import { tokenFileWarning } from "./auth.ts";
+ * const path = await Deno.makeTempFile();
+ * await Deno.chmod(path, 0o644);
+ * if (tokenFileWarning(path) === null) throw new Error("expected a warning");
+ * await Deno.chmod(path, 0o600);
+ * if (tokenFileWarning(path) !== null) throw new Error("expected none");
+ * ```
+ */
+export function tokenFileWarning(path: string): string | null {
+  let mode: number | null;
+  try {
+    mode = Deno.statSync(path).mode;
+  } catch {
+    return null;
+  }
+  if (mode === null || (mode & 0o044) === 0) return null;
+  const who = (mode & 0o004) !== 0 ? "every user" : "its group";
+  return `token file "${path}" is readable by ${who} (mode 0${(mode & 0o777).toString(8)}): ` +
+    `anyone who reads it can read and change the database; chmod 600 "${path}"`;
 }
 
 /**

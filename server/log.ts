@@ -29,7 +29,10 @@ export class Logger {
   readonly #rank: number;
   readonly #write: (line: string) => void;
   /** Per kind of throttled warning: when one was last written, and how many were held back since. */
-  readonly #throttled = new Map<string, { at: number; held: number }>();
+  readonly #throttled = new Map<
+    string,
+    { at: number; held: number; peers: Map<string, number> | null }
+  >();
 
   /**
    * @param level Least severe level written.
@@ -64,27 +67,44 @@ export class Logger {
   /**
    * {@link warn}, at most once per `intervalMs` for each `kind`, so that a
    * flood (a client retrying a wrong token, a port scanner) cannot flood
-   * the log: a line held back is counted in the next one written.
+   * the log: a line held back is counted in the next one written. With
+   * `peer` (the remote address the line is about), the next line also says
+   * from how many distinct addresses those came, naming the
+   * {@link PEERS_NAMED} most frequent (for fail2ban-style blocking).
    */
-  warnThrottled(kind: string, message: string, intervalMs = 1000): void {
-    this.logThrottled("warn", kind, message, intervalMs);
+  warnThrottled(kind: string, message: string, intervalMs = 1000, peer?: string): void {
+    this.logThrottled("warn", kind, message, intervalMs, peer);
   }
 
   /** {@link log} at `level`, at most once per `intervalMs` for each `kind` (see {@link warnThrottled}). */
-  logThrottled(level: LogLevel, kind: string, message: string, intervalMs = 1000): void {
+  logThrottled(
+    level: LogLevel,
+    kind: string,
+    message: string,
+    intervalMs = 1000,
+    peer?: string,
+  ): void {
     if (!this.enabled(level)) return;
     const now = performance.now();
     const key = `${level} ${kind}`;
     const last = this.#throttled.get(key);
     if (last !== undefined && now - last.at < intervalMs) {
       last.held++;
+      if (peer !== undefined) {
+        const peers = last.peers ??= new Map();
+        const n = peers.get(peer);
+        if (n !== undefined) peers.set(peer, n + 1);
+        else if (peers.size < PEERS_TRACKED) peers.set(peer, 1);
+      }
       return;
     }
     const held = last?.held ?? 0;
-    this.#throttled.set(key, { at: now, held: 0 });
+    const peers = last?.peers ?? null;
+    this.#throttled.set(key, { at: now, held: 0, peers: null });
+    if (held === 0) return this.log(level, message);
     this.log(
       level,
-      held === 0 ? message : `${message} (and ${held} more like it since the last such line)`,
+      `${message} (and ${held} more like it since the last such line${describePeers(peers)})`,
     );
   }
 
@@ -97,6 +117,21 @@ export class Logger {
   debug(message: string): void {
     this.log("debug", message);
   }
+}
+
+/** Distinct addresses a throttled line counts; more are counted as "or more". */
+export const PEERS_TRACKED = 1024;
+/** Addresses a throttled line names, most frequent first. */
+export const PEERS_NAMED = 3;
+
+/** `, from 2 addresses: 10.0.0.5 ×40, 10.0.0.6 ×2`, or `""` without addresses. */
+function describePeers(peers: Map<string, number> | null): string {
+  if (peers === null || peers.size === 0) return "";
+  const top = [...peers].sort((a, b) => b[1] - a[1]).slice(0, PEERS_NAMED);
+  const count = peers.size >= PEERS_TRACKED ? `${PEERS_TRACKED} or more` : String(peers.size);
+  const named = top.map(([p, n]) => `${p} ×${n}`).join(", ");
+  return `, from ${count} address${peers.size === 1 ? "" : "es"}: ${named}` +
+    (peers.size > PEERS_NAMED ? ", ..." : "");
 }
 
 /**

@@ -23,6 +23,9 @@ import { isLoopback, TokenGate } from "./auth.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
 import type { TlsServerOptions } from "../transport/listen.ts";
 
+/** Time a new connection has for its hello, in ms, unless `frameTimeout` is lower. */
+export const DEFAULT_HELLO_TIMEOUT = 3000;
+
 /**
  * Options of {@link serve}: the database, where to listen (a Unix socket by
  * default, or TCP), and the server's limits. Every option has a default.
@@ -127,6 +130,37 @@ export interface ServeOptions {
    * @default {10000}
    */
   frameTimeout?: number;
+  /**
+   * How long a new connection has to complete its hello (with its token)
+   * before it is closed with `FRAME_TIMEOUT`, in ms. Until then it holds a
+   * handshake slot ({@link maxHandshakes}), not a connection slot.
+   * @default {3000, or frameTimeout when that is lower}
+   */
+  helloTimeout?: number;
+  /**
+   * Connections that may be waiting for their hello at once; one more is
+   * closed at once, without a reply. These do not count against
+   * {@link maxConnections}: only a connection whose hello (and token) was
+   * accepted takes a connection slot.
+   * @default {1024}
+   */
+  maxHandshakes?: number;
+  /**
+   * Connections from one TCP address (not loopback, not a Unix socket) that
+   * may be waiting for their hello at once; one more is closed at once. A
+   * client pool opens up to its `max` connections together, so keep this at
+   * least the largest pool behind one address (a NAT).
+   * @default {64}
+   */
+  maxHandshakesPerAddress?: number;
+  /**
+   * A cursor not advanced (no `next`) for this long is closed and its read
+   * snapshot released, so that a client that vanished cannot keep
+   * checkpoints from truncating the WAL; its next `next` fails with
+   * `CURSOR_CLOSED`. In ms; 0 = never.
+   * @default {300000 (5 minutes)}
+   */
+  cursorIdleTimeout?: number;
   /**
    * Bytes that incomplete frames may hold on all connections together: a
    * connection whose incomplete frame needs more is closed with
@@ -271,6 +305,14 @@ export interface ServeConfig {
   maxFrameSize: number;
   /** Idle time allowed inside a partly received frame, in ms. */
   frameTimeout: number;
+  /** Time a new connection has for its hello, in ms. */
+  helloTimeout: number;
+  /** Connections waiting for their hello at once, at most. */
+  maxHandshakes: number;
+  /** ... of them from one non-loopback TCP address. */
+  maxHandshakesPerAddress: number;
+  /** Time a cursor may go without `next` before it is closed, in ms (0 = never). */
+  cursorIdleTimeout: number;
   /** Bytes incomplete frames may hold on all connections. */
   maxPartialFrameBytes: number;
   /** Connections served at once; more are refused at their handshake. */
@@ -410,6 +452,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   if (dqlite !== null && flags.readonly) {
     throw new TypeError('Invalid options: "readonly" is not supported in cluster mode ("dqlite")');
   }
+  const frameTimeout = integer("frameTimeout", options.frameTimeout ?? 10000, 1, 2 ** 31 - 1);
   const maxFrameSize = integer(
     "maxFrameSize",
     options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
@@ -430,7 +473,26 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     tls,
     graceMs: integer("graceMs", options.graceMs ?? 5000, 0, 2 ** 31 - 1),
     maxFrameSize,
-    frameTimeout: integer("frameTimeout", options.frameTimeout ?? 10000, 1, 2 ** 31 - 1),
+    frameTimeout,
+    helloTimeout: integer(
+      "helloTimeout",
+      options.helloTimeout ?? Math.min(DEFAULT_HELLO_TIMEOUT, frameTimeout),
+      1,
+      2 ** 31 - 1,
+    ),
+    maxHandshakes: integer("maxHandshakes", options.maxHandshakes ?? 1024, 1, 1e6),
+    maxHandshakesPerAddress: integer(
+      "maxHandshakesPerAddress",
+      options.maxHandshakesPerAddress ?? 64,
+      1,
+      1e6,
+    ),
+    cursorIdleTimeout: integer(
+      "cursorIdleTimeout",
+      options.cursorIdleTimeout ?? 300000,
+      0,
+      2 ** 31 - 1,
+    ),
     maxPartialFrameBytes: integer(
       "maxPartialFrameBytes",
       options.maxPartialFrameBytes ?? Math.max(2 ** 30, 4 * maxFrameSize),

@@ -60,6 +60,15 @@ export interface SessionServices {
   slowMs: number;
   /** Bound on the bytes incomplete frames hold on all connections (`null`: none). */
   partialFrames?: PartialFrameBudget | null;
+  /** Time a new connection has for its hello, in ms (default: the hello's `frameTimeout`). */
+  helloTimeout?: number;
+  /** Close a cursor not advanced for this long, in ms (0 or absent: never). */
+  cursorIdleTimeout?: number;
+  /**
+   * Called once a hello's token is accepted: takes a connection slot for
+   * `session`, or returns why not (the server is full); absent: always admitted.
+   */
+  admit?: (session: Session) => ProtocolError | null;
 }
 
 const NO_SERVICES: SessionServices = { stats: null, log: new Logger("warn"), slowMs: 0 };
@@ -81,8 +90,14 @@ const SLOW_LOG_INTERVAL_MS = 100;
 import { ConnectionFeeds } from "./feeds.ts";
 
 const HIGH_WATER = 4 * 1024 * 1024;
-/** Largest frame read before the hello is accepted: a hello (with its token) is far smaller. */
-export const MAX_HELLO_FRAME = 64 * 1024;
+/**
+ * Largest frame read before the hello is accepted: a hello is about 40 bytes
+ * plus its token (at most `MAX_TOKEN_BYTES`, 1 KiB), so an unauthenticated
+ * peer cannot make the server hold more than this for it.
+ */
+export const MAX_HELLO_FRAME = 4 * 1024;
+/** Idled-out cursor ids remembered per connection, to say why their `next` fails. */
+const IDLED_REMEMBERED = 256;
 const MAX_QUEUED = 4096;
 /**
  * How often, in ms, the session checks whether a client that stopped sending
@@ -107,8 +122,6 @@ export class Session implements SessionProbe {
   #queue: Request[] = [];
   #head = 0;
   #handshaken = false;
-  /** Set by {@link refuse}: the answer to the hello. */
-  #refusal: ProtocolError | null = null;
   #pumping = false;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   #helloTimer: ReturnType<typeof setTimeout> | undefined;
@@ -141,6 +154,14 @@ export class Session implements SessionProbe {
   #closedOnce = false;
   /** Change feeds of this connection (`subscribe`). */
   readonly #feeds: ConnectionFeeds;
+  /** Set when the engine rolled back the open transaction (its lease ended). */
+  #txEnded = false;
+  /** `cursorIdleTimeout` (0: never); when each open cursor was last advanced. */
+  readonly #cursorIdleMs: number;
+  #cursorUse: Map<number, number> | null = null;
+  #cursorTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Cursors closed for idling, so that their next `next` says why. */
+  #idled: Set<number> | null = null;
 
   /**
    * @param conn The accepted connection.
@@ -183,13 +204,14 @@ export class Session implements SessionProbe {
       },
     };
     stats?.opened(this);
-    const helloMs = hello.limits.frameTimeout;
+    this.#cursorIdleMs = services.cursorIdleTimeout ?? 0;
+    const helloMs = services.helloTimeout ?? hello.limits.frameTimeout;
     this.#helloTimer = setTimeout(() => {
       this.#helloTimer = undefined;
       this.#sendLast(
         new ProtocolError(
           ErrorCode.FrameTimeout,
-          `Closing connection: no hello within ${helloMs} ms (--frame-timeout)`,
+          `Closing connection: no hello within ${helloMs} ms (--hello-timeout)`,
         ),
       );
     }, helloMs);
@@ -208,6 +230,8 @@ export class Session implements SessionProbe {
         this.#pump();
       },
     }, services.partialFrames ?? null);
+    // Until the hello is accepted, reads stay small (4 KiB), whatever the peer sends.
+    this.#channel.largeReads = false;
     this.#feeds = new ConnectionFeeds(engine.changes, {
       send: (payload) =>
         this.#encoder.append(
@@ -219,12 +243,18 @@ export class Session implements SessionProbe {
     });
   }
 
+  /** True once the hello (and its token) was accepted. */
+  get handshaken(): boolean {
+    return this.#handshaken;
+  }
+
   /**
-   * Answers the client's hello with `error` instead of the handshake, and
-   * closes the connection (the server is full).
+   * The engine rolled back this session's open transaction (its lease
+   * ended): `stats` no longer reports it as open, though the client must
+   * still send ROLLBACK.
    */
-  refuse(error: ProtocolError): void {
-    this.#refusal = error;
+  leaseExpired(): void {
+    this.#txEnded = true;
   }
 
   /**
@@ -344,7 +374,7 @@ export class Session implements SessionProbe {
    * the engine ended (its lease expired) counts until the client's ROLLBACK.
    */
   get transactionSince(): number {
-    return this.#engine.inTransaction ? this.#txSince : 0;
+    return this.#engine.inTransaction && !this.#txEnded ? this.#txSince : 0;
   }
 
   /** Cursors open. */
@@ -365,6 +395,7 @@ export class Session implements SessionProbe {
     }
     clearTimeout(this.#frameTimer);
     clearTimeout(this.#helloTimer);
+    clearTimeout(this.#cursorTimer);
     this.#dead = true;
     this.#released?.();
     this.#feeds.close();
@@ -413,6 +444,8 @@ export class Session implements SessionProbe {
     this.#services.log.warnThrottled(
       `closing:${code}`,
       `closed the connection of ${who}: ${code}: ${(err as Error).message ?? String(err)}`,
+      1000,
+      peerHost(this.#conn),
     );
   }
 
@@ -494,17 +527,22 @@ export class Session implements SessionProbe {
           `server speaks ${PROTOCOL_VERSION}`,
       );
     }
-    if (this.#refusal !== null) throw this.#refusal;
     const refusal = this.#gate?.check(hello.token) ?? null;
     if (refusal !== null) {
       this.#services.log.warnThrottled(
         "auth",
         `refused a connection from ${this.#peer}: ${refusal}`,
+        1000,
+        peerHost(this.#conn),
       );
       throw new ProtocolError(ErrorCode.Auth, `Cannot start session: ${refusal}`);
     }
+    const full = this.#services.admit?.(this) ?? null;
+    if (full !== null) throw full;
     this.#handshaken = true;
+    this.#stats?.admitted(this);
     this.#channel.maxFrameSize = this.#maxFrameSize;
+    this.#channel.largeReads = true;
     this.#services.log.info(`connect: session ${this.id} (${this.#peer})`);
     clearTimeout(this.#helloTimer);
     this.#encoder.append([msg[1], Status.Ok, this.#hello]);
@@ -610,7 +648,11 @@ export class Session implements SessionProbe {
     this.#answered++;
     if (this.#engine.inTransaction) {
       if (this.#txSince === 0) this.#txSince = now;
-    } else this.#txSince = 0;
+    } else {
+      this.#txSince = 0;
+      this.#txEnded = false;
+    }
+    if (this.#cursorIdleMs > 0) this.#noteCursor(req, payload, error, now);
     const stats = this.#stats;
     if (stats !== null) {
       stats.record(req[0], ms, now);
@@ -665,6 +707,79 @@ export class Session implements SessionProbe {
       return true;
     }
     return false;
+  }
+
+  /**
+   * Keeps when each open cursor was last advanced (only with
+   * `cursorIdleTimeout`), and arms the timer that closes idle ones.
+   */
+  #noteCursor(req: Request, payload: unknown, error: unknown, now: number): void {
+    const op = req[0];
+    if (op !== Op.Iterate && op !== Op.Next && op !== Op.CloseCursor) return;
+    const use = this.#cursorUse ??= new Map();
+    if (op === Op.Iterate) {
+      if (error !== undefined || !Array.isArray(payload)) return;
+      use.set(payload[0] as number, now);
+    } else {
+      const id = req[2] as number;
+      const done = error !== undefined || op === Op.CloseCursor ||
+        (Array.isArray(payload) && payload[1] === true);
+      if (done) use.delete(id);
+      else if (use.has(id)) use.set(id, now);
+    }
+    if (use.size > 0 && this.#cursorTimer === undefined) this.#armCursorTimer(this.#cursorIdleMs);
+  }
+
+  #armCursorTimer(ms: number): void {
+    this.#cursorTimer = setTimeout(() => {
+      this.#cursorTimer = undefined;
+      this.#closeIdleCursors();
+    }, ms);
+  }
+
+  /**
+   * Closes the cursors not advanced for `cursorIdleTimeout`, releasing their
+   * read snapshots; re-arms for the next one due. A request running in the
+   * background (maybe that cursor's `next`) defers the check a little.
+   */
+  #closeIdleCursors(): void {
+    const use = this.#cursorUse;
+    if (use === null || this.#dead || this.#channel.closed) return;
+    const ms = this.#cursorIdleMs;
+    if (this.#inflight !== null || this.#engine.awaitingCommit) {
+      this.#armCursorTimer(Math.min(ms, 100));
+      return;
+    }
+    const now = performance.now();
+    let due = Infinity;
+    for (const [id, at] of use) {
+      if (now - at < ms) {
+        due = Math.min(due, at + ms - now);
+        continue;
+      }
+      use.delete(id);
+      try {
+        this.#engine.closeCursor(id);
+      } catch {
+        continue; // It ended already (its transaction ended): its next `next` says so.
+      }
+      const idled = this.#idled ??= new Set();
+      if (idled.size >= IDLED_REMEMBERED) idled.delete(idled.values().next().value!);
+      idled.add(id);
+      this.#services.log.info(
+        `cursor idle: session ${this.id}: cursor ${id} not advanced for ${ms} ms ` +
+          "(--cursor-idle-timeout): closed",
+      );
+    }
+    if (use.size > 0) this.#armCursorTimer(Math.max(1, Math.ceil(due)));
+  }
+
+  #idledError(id: number): SqliteError {
+    return new SqliteError(
+      ErrorCode.CursorClosed,
+      `Cursor ${id} was closed: it was not advanced for ${this.#cursorIdleMs} ms ` +
+        "(--cursor-idle-timeout), and its read snapshot released; open it again",
+    );
   }
 
   /** Remembers the SQL of prepared handles (only with `--slow-ms`). */
@@ -727,8 +842,10 @@ export class Session implements SessionProbe {
       case Op.Iterate:
         return s.openCursor(...req.args);
       case Op.Next:
+        if (this.#idled?.has(req.args[0])) throw this.#idledError(req.args[0]);
         return s.nextCursor(...req.args);
       case Op.CloseCursor:
+        if (this.#idled?.delete(req.args[0])) return null;
         return s.closeCursor(...req.args);
       case Op.Cancel:
         return null; // Handled at receipt; never queued.
@@ -851,6 +968,12 @@ const NOT_LOGGED_HERE: ReadonlySet<string> = new Set([
   ErrorCode.TooManyConnections, // counted and logged by the server, once a second
   ErrorCode.Auth, // logged where the token is refused
 ]);
+
+/** The peer's host for a TCP connection (to count distinct peers), else `undefined`. */
+function peerHost(conn: Deno.Conn): string | undefined {
+  const a = conn.remoteAddr;
+  return a.transport === "tcp" ? a.hostname : undefined;
+}
 
 /** Who is at the other end, for the log. */
 function peerName(conn: Deno.Conn): string {

@@ -54,8 +54,12 @@ export class ServerStats {
   #slot = 0;
   #current = -1;
   readonly #totals = new Float64Array(OPS);
-  /** Connections open now. */
+  /** Connections served now (their hello was accepted). */
   open = 0;
+  /** Connections accepted and waiting for their hello now. */
+  handshaking = 0;
+  /** Connections closed at once since start: too many were waiting for their hello. */
+  dropped = 0;
   /** Connections accepted since start. */
   total = 0;
   /** Connections served at once, at most (0 when not set). */
@@ -69,6 +73,7 @@ export class ServerStats {
   /** Error replies. */
   errors = 0;
   readonly #sessions = new Set<SessionProbe>();
+  readonly #pending = new Set<SessionProbe>();
 
   /**
    * @param engine The engine, for writer, group-commit and maintenance figures.
@@ -85,16 +90,30 @@ export class ServerStats {
     }
   }
 
-  /** A session opened: it is counted and probed until {@link closed}. */
+  /**
+   * A connection was accepted: it counts as handshaking until
+   * {@link admitted}, and is probed until {@link closed}.
+   */
   opened(probe: SessionProbe): void {
-    this.open++;
+    this.handshaking++;
     this.total++;
     this.#sessions.add(probe);
+    this.#pending.add(probe);
+  }
+
+  /** A connection's hello was accepted: it counts as open. */
+  admitted(probe: SessionProbe): void {
+    if (this.#pending.delete(probe)) {
+      this.handshaking--;
+      this.open++;
+    }
   }
 
   /** A session closed. */
   closed(probe: SessionProbe): void {
-    if (this.#sessions.delete(probe)) this.open--;
+    if (!this.#sessions.delete(probe)) return;
+    if (this.#pending.delete(probe)) this.handshaking--;
+    else this.open--;
   }
 
   /**
@@ -167,9 +186,11 @@ export class ServerStats {
       database: this.#database,
       connections: {
         open: this.open,
+        handshaking: this.handshaking,
         total: this.total,
         max: this.maxConnections,
         refused: this.refused,
+        dropped: this.dropped,
       },
       requests,
       rates,

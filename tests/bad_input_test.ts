@@ -606,8 +606,8 @@ Deno.test("Session closes the connection on a 2 GiB announced length with FRAME_
         await expectConnectionError(
           raw,
           "FRAME_TOO_LARGE",
-          // Before its hello is accepted a client may send 64 KiB at most.
-          new RegExp(`length ${length} exceeds maxFrameSize ${afterHello ? 67108864 : 65536}`),
+          // Before its hello is accepted a client may send 4 KiB at most.
+          new RegExp(`length ${length} exceeds maxFrameSize ${afterHello ? 67108864 : 4096}`),
         );
         const after = Deno.memoryUsage();
         const grew = after.heapUsed + after.external - before.heapUsed - before.external;
@@ -746,8 +746,8 @@ Deno.test("Session closes a connection that stalls inside a frame for frameTimeo
       0,
       "FRAME_TIMEOUT",
       raw === silent
-        ? /^Closing connection: no hello within 300 ms \(--frame-timeout\)$/
-        : /^Closing connection: (a frame stayed incomplete for|no hello within) 300 ms \(--frame-timeout\)$/,
+        ? /^Closing connection: no hello within 300 ms \(--hello-timeout\)$/
+        : /^Closing connection: (a frame stayed incomplete for 300 ms \(--frame-timeout\)|no hello within 300 ms \(--hello-timeout\))$/,
     );
     assert.equal(await raw.next(), EOF);
     const ms = performance.now() - t0;
@@ -1094,7 +1094,7 @@ Deno.test({
   },
 });
 
-Deno.test("Session reads at most 64 KiB before the hello is accepted; after it, frames up to maxFrameSize", async () => {
+Deno.test("Session reads at most 4 KiB before the hello is accepted; after it, frames up to maxFrameSize", async () => {
   await using ctx = await setup();
   // A 1 MiB "hello": refused on its header, never buffered.
   {
@@ -1102,9 +1102,19 @@ Deno.test("Session reads at most 64 KiB before the hello is accepted; after it, 
     const big = frame([Op.Hello, 1, { version: 1, token: "x".repeat(1024 * 1024) }]);
     assert.ok(big.length > 1024 * 1024);
     await raw.write(big.subarray(0, 4));
-    await expectConnectionError(raw, "FRAME_TOO_LARGE", /exceeds maxFrameSize 65536/);
+    await expectConnectionError(raw, "FRAME_TOO_LARGE", /exceeds maxFrameSize 4096/);
   }
-  // A hello within 64 KiB, then a 1 MiB request: served.
+  // A hello of 4097 bytes: refused too.
+  {
+    await using raw = await RawConn.open(ctx.path);
+    let over = frame([Op.Hello, 1, { version: 1, token: "" }]);
+    for (let n = 4000; over.length !== 4 + 4097; n++) {
+      over = frame([Op.Hello, 1, { version: 1, token: "x".repeat(n) }]);
+    }
+    await raw.write(over.subarray(0, 4));
+    await expectConnectionError(raw, "FRAME_TOO_LARGE", /length 4097 exceeds maxFrameSize 4096/);
+  }
+  // A hello within 4 KiB, then a 1 MiB request: served.
   await using raw = await RawConn.open(ctx.path);
   const hello = await raw.request(HELLO);
   assert.equal(hello[1], 0, show(hello));

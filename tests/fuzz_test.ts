@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 // another project (no import map needed).
 import { Decoder, encode, ExtData } from "@msgpack/msgpack";
 import { decodeMsgpack } from "../protocol/msgpack.ts";
+import { MAX_HELLO_FRAME } from "../server/session.ts";
 import type { Client } from "../client.ts";
 import { startServerProcess } from "./_helpers.ts";
 import { concat } from "./_bytes.ts";
@@ -273,7 +274,9 @@ function serverView(stream: Uint8Array): ServerView {
   let handshaken = false;
   for (let at = 0; stream.length - at >= 4;) {
     const len = view.getUint32(at);
-    if (len > MAX_FRAME_SIZE) return { ids, requests, fatal: "FRAME_TOO_LARGE" };
+    // Before the hello is accepted, frames are held to MAX_HELLO_FRAME.
+    const limit = handshaken ? MAX_FRAME_SIZE : Math.min(MAX_FRAME_SIZE, MAX_HELLO_FRAME);
+    if (len > limit) return { ids, requests, fatal: "FRAME_TOO_LARGE" };
     if (stream.length - at - 4 < len) break;
     let msg: unknown;
     try {

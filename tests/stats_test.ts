@@ -70,7 +70,14 @@ for (const engine of ENGINES) {
     assert.equal(s.database, srv.database);
     assert.match(s.server, /^netsqlite \d/);
     assert.ok(s.uptime > 0 && s.uptime < 60);
-    assert.deepEqual(s.connections, { open: 2, total: 2, max: 10000, refused: 0 });
+    assert.deepEqual(s.connections, {
+      open: 2,
+      handshaking: 0,
+      total: 2,
+      max: 10000,
+      refused: 0,
+      dropped: 0,
+    });
     assert.deepEqual(s.requests, { exec: 1, run: 20, query: 31 });
     assert.equal(s.errors, 1);
     assert.ok(s.rates.query > 0 && s.rates.run > 0);
@@ -90,7 +97,14 @@ for (const engine of ENGINES) {
     await a[Symbol.asyncDispose]();
     await delay(20);
     const after = await b.request(Op.Stats, []);
-    assert.deepEqual(after.connections, { open: 1, total: 2, max: 10000, refused: 0 });
+    assert.deepEqual(after.connections, {
+      open: 1,
+      handshaking: 0,
+      total: 2,
+      max: 10000,
+      refused: 0,
+      dropped: 0,
+    });
     assert.equal(after.requests.stats, 1);
   });
 

@@ -48,6 +48,12 @@ export class FrameChannel {
   #closed = false;
   #resumeRead: (() => void) | null = null;
   #paused = false;
+  /**
+   * Whether a read that fills the small buffer moves to the large one. A
+   * server turns it off until the peer is authenticated, so that a peer
+   * not let in cannot make it hold 64 KiB per connection.
+   */
+  largeReads = true;
 
   /**
    * @param conn The connection; the channel closes it.
@@ -123,7 +129,9 @@ export class FrameChannel {
         if (this.#closed) return;
       }
       this.#frames.detach();
-      if (n === buf.length && buf.length < READ_SIZE_LARGE) buf = new Uint8Array(READ_SIZE_LARGE);
+      if (n === buf.length && buf.length < READ_SIZE_LARGE && this.largeReads) {
+        buf = new Uint8Array(READ_SIZE_LARGE);
+      }
       this.#handler.onReadEnd();
     }
   }
