@@ -138,7 +138,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   // Lock first, then claim the socket, then open (or create) the database: a
   // start refused for its lock or its socket leaves no file behind.
   const lock = takeLock(config);
-  const budget = fdBudget(config.maxConnections);
+  const budget = fdBudget(config.maxConnections, undefined, config.maxHandshakes);
   let listener: Deno.Listener;
   try {
     listener = await listen(config.address, { socketMode: config.socketMode, tls: config.tls });
@@ -245,7 +245,7 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     engine,
     listener,
     null,
-    fdBudget(config.maxConnections),
+    fdBudget(config.maxConnections, undefined, config.maxHandshakes),
     socketId,
   );
 }
@@ -343,6 +343,8 @@ class RunningServer implements Server {
   #graceMs = 0;
   /** Connections served at once (`--max-connections`, within the open-file limit). */
   readonly #maxConnections: number;
+  /** Connections waiting for their hello at once (within the open-file limit). */
+  readonly #maxHandshakes: number;
   /** Connections refused since the last log line about them, and when that was. */
   #refused = 0;
   #refusedReported = -Infinity;
@@ -421,6 +423,7 @@ class RunningServer implements Server {
     };
     this.#memory = new MemoryReleaser({ enabled: config.releaseMemory });
     this.#maxConnections = budget.connections;
+    this.#maxHandshakes = budget.handshakes;
     this.#stats.maxConnections = budget.connections;
     if (budget.lowered !== null) log.warn(budget.lowered);
     const gate = config.tokenGate;
@@ -465,8 +468,8 @@ class RunningServer implements Server {
    */
   #noHandshakeSlot(from: string | null): string | null {
     const c = this.#config;
-    if (this.#handshaking.size >= c.maxHandshakes) {
-      return `${c.maxHandshakes} connections are waiting for their hello (--max-handshakes)`;
+    if (this.#handshaking.size >= this.#maxHandshakes) {
+      return `${this.#maxHandshakes} connections are waiting for their hello (--max-handshakes)`;
     }
     if (from !== null && (this.#handshakingFrom.get(from) ?? 0) >= c.maxHandshakesPerAddress) {
       return `${c.maxHandshakesPerAddress} connections from ${from} are waiting for their ` +

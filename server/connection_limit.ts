@@ -40,6 +40,8 @@ export function openFileLimit(): number | null {
 export interface FdBudget {
   /** Connections served at once. */
   connections: number;
+  /** Connections waiting for their hello at once (each holds a descriptor too). */
+  handshakes: number;
   /** Cursors open at once, on all connections. */
   cursors: number;
   /** Why fewer connections than configured are served, or `null`. */
@@ -48,8 +50,10 @@ export interface FdBudget {
 
 /**
  * Shares the open-file limit: an eighth of it (at most
- * {@link MAX_OPEN_CURSORS}, at least 16) for cursors, the rest but
- * {@link FD_BASE} for connections, up to `configured`.
+ * {@link MAX_OPEN_CURSORS}, at least 16) for cursors, up to a quarter of
+ * the rest (at least 16) for connections waiting for their hello, up to
+ * `handshakes`, the rest but {@link FD_BASE} for connections, up to
+ * `configured`.
  *
  * @example
  * ```ts
@@ -61,18 +65,26 @@ export interface FdBudget {
 export function fdBudget(
   configured: number,
   fileLimit: number | null = openFileLimit(),
+  handshakes = 0,
 ): FdBudget {
   if (fileLimit === null) {
-    return { connections: configured, cursors: MAX_OPEN_CURSORS, lowered: null };
+    return { connections: configured, handshakes, cursors: MAX_OPEN_CURSORS, lowered: null };
   }
   const usable = Math.max(fileLimit - FD_BASE, 32);
   const cursors = Math.min(MAX_OPEN_CURSORS, Math.max(16, Math.floor(usable / 8)));
-  const room = Math.max(usable - FDS_PER_CURSOR * cursors, 16);
-  if (configured <= room) return { connections: configured, cursors, lowered: null };
+  const left = Math.max(usable - FDS_PER_CURSOR * cursors, 16);
+  const waiting = Math.min(handshakes, Math.max(16, Math.floor(left / 4)));
+  const room = Math.max(left - waiting, 16);
+  if (configured <= room && waiting === handshakes) {
+    return { connections: configured, handshakes, cursors, lowered: null };
+  }
+  const connections = Math.min(configured, room);
   return {
-    connections: room,
+    connections,
+    handshakes: waiting,
     cursors,
-    lowered: `serving at most ${room} connections, not ${configured} (--max-connections), ` +
-      `and ${cursors} open cursors: the open-file limit is ${fileLimit} (ulimit -n)`,
+    lowered: `serving at most ${connections} connections (--max-connections ${configured}), ` +
+      `${waiting} waiting for their hello (--max-handshakes ${handshakes}) and ${cursors} ` +
+      `open cursors: the open-file limit is ${fileLimit} (ulimit -n)`,
   };
 }

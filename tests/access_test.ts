@@ -449,22 +449,32 @@ Deno.test("server.ts --max-connections 2: a third connection is refused with TOO
   assert.deepEqual(await b.values("SELECT 2"), [[2]]);
 });
 
-Deno.test("fdBudget() shares the open-file limit between connections and cursors, saying why when it serves fewer connections", () => {
-  assert.deepEqual(fdBudget(10000, null), { connections: 10000, cursors: 1024, lowered: null });
-  assert.deepEqual(fdBudget(10000, 20000), { connections: 10000, cursors: 1024, lowered: null });
-  assert.deepEqual(fdBudget(720, 1024), { connections: 720, cursors: 120, lowered: null });
-  assert.deepEqual(fdBudget(10000, 1024), {
-    connections: 720,
+Deno.test("fdBudget() shares the open-file limit between connections, handshakes and cursors, saying why when it serves fewer", () => {
+  const none = { handshakes: 0, lowered: null };
+  assert.deepEqual(fdBudget(10000, null), { connections: 10000, cursors: 1024, ...none });
+  assert.deepEqual(fdBudget(10000, 20000), { connections: 10000, cursors: 1024, ...none });
+  assert.deepEqual(fdBudget(720, 1024), { connections: 720, cursors: 120, ...none });
+  assert.deepEqual(fdBudget(10000, 20000, 1024), {
+    connections: 10000,
+    handshakes: 1024,
+    cursors: 1024,
+    lowered: null,
+  });
+  assert.deepEqual(fdBudget(10000, 1024, 1024), {
+    connections: 540,
+    handshakes: 180,
     cursors: 120,
-    lowered: "serving at most 720 connections, not 10000 (--max-connections), and 120 open " +
-      "cursors: the open-file limit is 1024 (ulimit -n)",
+    lowered: "serving at most 540 connections (--max-connections 10000), 180 waiting for " +
+      "their hello (--max-handshakes 1024) and 120 open cursors: the open-file limit is 1024 " +
+      "(ulimit -n)",
   });
   const tiny = fdBudget(10000, 100);
   assert.deepEqual([tiny.connections, tiny.cursors], [16, 16]);
   // What the budget grants fits the limit.
   for (const limit of [400, 1024, 4096, 65536]) {
-    const b = fdBudget(1e6, limit);
-    assert.ok(FD_BASE + b.connections + FDS_PER_CURSOR * b.cursors <= limit, String(limit));
+    const b = fdBudget(1e6, limit, 1024);
+    const fds = FD_BASE + b.connections + b.handshakes + FDS_PER_CURSOR * b.cursors;
+    assert.ok(fds <= limit, `${limit}: ${fds}`);
   }
   const own = openFileLimit();
   if (Deno.build.os === "linux") assert.ok(own !== null && own > FD_BASE, String(own));
@@ -493,7 +503,7 @@ Deno.test("server.ts under a small open-file limit serves fewer connections and 
   }
   assert.match(
     err,
-    /serving at most 252 connections, not 10000 \(--max-connections\), and 42 open cursors: the open-file limit is 400 \(ulimit -n\)/,
+    /serving at most 189 connections \(--max-connections 10000\), 63 waiting for their hello \(--max-handshakes 1024\) and 42 open cursors: the open-file limit is 400 \(ulimit -n\)/,
   );
 });
 
