@@ -242,13 +242,7 @@ export class Pool implements ConnectionEvents {
     const only = this.#conns[0];
     if (this.#config.max === 1 && only !== undefined && !only.reserved && only.holdsTransaction) {
       // Waiting would never end: the transaction is its caller's to finish.
-      return Promise.reject(
-        new SqliteError(
-          ErrorCode.TxControl,
-          "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
-            "BEGIN is open on it; COMMIT or ROLLBACK it first",
-        ),
-      );
+      return Promise.reject(rawTransactionOpen());
     }
     if (this.callerTransaction() !== null) {
       return Promise.reject(
@@ -323,6 +317,14 @@ export class Pool implements ConnectionEvents {
   onIdle(conn: PooledConnection): void {
     if (conn.reserved || this.#closed) return;
     if (this.#reserveWaiters.length === 0) {
+      if (this.#sharedWaiters.length > 0) this.#serveWaiters();
+      return;
+    }
+    if (conn.holdsTransaction && this.#config.max === 1 && this.#conns[0] === conn) {
+      // A raw BEGIN sent before they began to wait is open now: waiting
+      // would never end (transaction() then nests in it, see Client).
+      const err = rawTransactionOpen();
+      for (const w of this.#reserveWaiters.splice(0)) w.reject(err);
       if (this.#sharedWaiters.length > 0) this.#serveWaiters();
       return;
     }
@@ -628,6 +630,15 @@ export class Pool implements ConnectionEvents {
     const i = this.#conns.indexOf(conn);
     if (i !== -1) this.#conns.splice(i, 1);
   }
+}
+
+/** `reserve()` with `max: 1` while a raw `BEGIN` is open on the one connection. */
+export function rawTransactionOpen(): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxControl,
+    "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
+      "BEGIN is open on it; COMMIT or ROLLBACK it first",
+  );
 }
 
 /** The error of a wait for a connection aborted by its signal, as for any call. */

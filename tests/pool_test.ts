@@ -917,3 +917,23 @@ Deno.test("Client pool: a burst [read, write] does not take the last connection 
   assert.deepEqual(before, [[0]], "the burst's first read ran before its write");
   assert.deepEqual(after, [[1]], "the burst's last read saw its write");
 });
+
+Deno.test("Client with max: 1: transaction() and reserve() issued right after a raw BEGIN not awaited nest in it and are refused with TX_CONTROL, instead of waiting forever", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const begun = db.exec("BEGIN"); // not awaited (a better-sqlite3 habit)
+  const reserving = db.reserve().catch((e) => e);
+  const nested = db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES ('nested')");
+    return 1;
+  });
+  await begun;
+  assert.equal(await within(nested, 2000), 1);
+  const refused = await within(reserving, 2000);
+  assert.ok(refused instanceof SqliteError, String(refused));
+  assert.equal(refused.code, "TX_CONTROL");
+  assert.equal(db.inTransaction, true, "the raw transaction is still open");
+  await db.exec("ROLLBACK");
+  assert.deepEqual(await db.values("SELECT v FROM t"), [], "the savepoint was inside the BEGIN");
+});
