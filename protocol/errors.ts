@@ -289,6 +289,8 @@ export class ProtocolError extends Error {
  * The call was aborted through the `signal` of its options (code `ABORTED`).
  * The promise rejects at once; the client sends `cancel` so the server drops
  * the request if it has not run yet. Whether a write already ran is unknown.
+ * Also the error of a call a server shutting down stopped while it ran:
+ * {@link AbortError.ran} statements of its script stay applied (0: nothing).
  * Its `name` is `"AbortError"`, as for `fetch()`; `cause` is the signal's reason.
  *
  * @example

@@ -380,9 +380,11 @@ export class Session implements SessionProbe {
   /**
    * Ends the connection for a server shutdown: no further request starts;
    * the one running and writes held for a group commit finish (within `ms`)
-   * and are answered; then a last `SHUTTING_DOWN` frame tells the client
-   * that its requests without a reply were not run (or were stopped and
-   * undone), and the connection closes.
+   * and are answered; one still running then is stopped and answered
+   * (`ABORTED`, with `ran` for a script stopped part-way); then a last
+   * `SHUTTING_DOWN` frame tells the client that its requests without a reply
+   * were not run (or were stopped and undone), naming as `running` one that
+   * did not stop within {@link STOP_WAIT_MS}, and the connection closes.
    */
   async shutdown(ms: number): Promise<void> {
     if (this.#channel.closed || this.#dead) return this.close();
