@@ -20,14 +20,14 @@
  */
 
 import type { HelloReply } from "./protocol/messages.ts";
-import { openLink } from "./client/connection.ts";
+import { openLink, type PooledConnection } from "./client/connection.ts";
 import { connectOrStart } from "./client/autostart.ts";
 import { type ConnectOptions, resolveConnectOptions } from "./client/options.ts";
 import { Pool } from "./client/pool.ts";
 import { Queryable } from "./client/queryable.ts";
 import { ReservedConnection, type ReserveOptions } from "./client/reserved.ts";
 import { openSubscription, type SubscribeOptions, type Subscription } from "./client/subscribe.ts";
-import { ConnectionError } from "./protocol/errors.ts";
+import { ConnectionError, ErrorCode, SqliteError } from "./protocol/errors.ts";
 
 export type { ConnectOptions } from "./client/options.ts";
 export type { AutostartOptions } from "./client/autostart.ts";
@@ -167,7 +167,18 @@ export class Client extends Queryable {
         // max: 1, called from inside a transaction(): nest in it (a savepoint).
         const own = pool.callerTransaction();
         if (own !== null) return await fn(own);
-        const conn = await pool.reserve(signal);
+        let conn: PooledConnection;
+        try {
+          conn = await pool.reserve(signal);
+        } catch (err) {
+          // max: 1, a raw BEGIN sent before (not awaited) was found open while
+          // waiting: nest in it, as when it was awaited.
+          const raw = pool.callerTransaction();
+          if (raw !== null && err instanceof SqliteError && err.code === ErrorCode.TxControl) {
+            return await fn(raw);
+          }
+          throw err;
+        }
         try {
           return await fn(conn);
         } finally {

@@ -36,30 +36,87 @@ export interface ConnectionEvents {
 }
 
 /**
- * True when `sql` surely does not wait for the server's writer: its first
- * word is `SELECT`, `VALUES` or `EXPLAIN`, or it is a `PRAGMA` without `=`
- * (a `WITH` may precede a write: not read-only here).
+ * True when `sql` surely does not wait for the server's writer: it begins
+ * with `SELECT`, `VALUES` or `EXPLAIN`; or with `WITH` and, after its common
+ * table expressions, `SELECT` or `VALUES`; or it is a `PRAGMA` that only
+ * reads: no `= value`, and no `(argument)` unless the pragma reads by it
+ * ({@link READ_PRAGMAS_WITH_ARG}), and none of {@link ACTING_PRAGMAS}.
+ * Anything else counts as a possible write (routing only: the server decides).
  */
 export function readsOnly(sql: string): boolean {
   let first = "";
-  let pragma = false;
+  /** For WITH: paren depth, and the first word at depth 0 after the CTEs. */
+  let depth = 0;
+  let main = "";
+  /** For PRAGMA: its name (the last word before `(`, `=` or the end). */
+  let name = "";
+  let arg = false;
   let assigns = false;
   scan(sql, (t) => {
     if (first === "") {
       first = t.kind === "word" ? t.text : "?";
-      pragma = first === "pragma";
-      return pragma;
+      return first === "pragma" || first === "with";
     }
     if (t.kind === "semicolon") return false;
+    if (first === "with") {
+      if (t.kind === "punct" && t.text === "(") depth++;
+      else if (t.kind === "punct" && t.text === ")") depth--;
+      else if (depth === 0 && t.kind === "word" && CTE_END.has(t.text)) {
+        main = t.text;
+        return false;
+      }
+      return true;
+    }
     if (t.kind === "punct" && t.text === "=") {
       assigns = true;
       return false;
     }
+    if (t.kind === "punct" && t.text === "(") {
+      arg = true;
+      return false;
+    }
+    if (t.kind === "word" || t.kind === "name") name = t.text.toLowerCase();
     return true;
   });
-  if (pragma) return !assigns;
+  if (first === "pragma") {
+    if (assigns || ACTING_PRAGMAS.has(name)) return false;
+    return !arg || READ_PRAGMAS_WITH_ARG.has(name);
+  }
+  if (first === "with") return main === "select" || main === "values";
   return first === "select" || first === "values" || first === "explain";
 }
+
+/** Words that end the common table expressions of a `WITH` at depth 0. */
+const CTE_END: ReadonlySet<string> = new Set([
+  "select",
+  "values",
+  "insert",
+  "update",
+  "delete",
+  "replace",
+]);
+
+/** PRAGMAs that act (checkpoint, vacuum, analyze, free memory) even without a value. */
+const ACTING_PRAGMAS: ReadonlySet<string> = new Set([
+  "wal_checkpoint",
+  "optimize",
+  "incremental_vacuum",
+  "shrink_memory",
+]);
+
+/** PRAGMAs whose `(argument)` names what to read, not a value to set. */
+const READ_PRAGMAS_WITH_ARG: ReadonlySet<string> = new Set([
+  "table_info",
+  "table_xinfo",
+  "table_list",
+  "index_info",
+  "index_xinfo",
+  "index_list",
+  "foreign_key_list",
+  "foreign_key_check",
+  "integrity_check",
+  "quick_check",
+]);
 
 /**
  * Opens a link and completes the handshake, within `config.connectTimeout`

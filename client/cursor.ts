@@ -29,6 +29,9 @@ export function streamRows(
   options: IterateOptions | undefined,
   generation?: number,
 ): AsyncGenerator<unknown> {
+  // The generator may start late or never: a failed wait for the connection is
+  // rethrown when it starts, and is no unhandled rejection meanwhile.
+  if (connection instanceof Promise) connection.catch(() => {});
   return cursorRows(connection, ref, snapshot(params), options, generation);
 }
 

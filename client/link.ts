@@ -63,6 +63,8 @@ export class Link {
   #closing: string | null = null;
   /** Called once no request is pending (see {@link cancelPending}). */
   #drained: (() => void) | null = null;
+  /** Id of the request a shutting-down server stopped without a reply (it may have run), else 0. */
+  #running = 0;
   /** Id of the hello request until its reply arrived, else 0. */
   #helloId = 0;
   /** True once a frame was read whole (so a later oversized header is no first reply). */
@@ -267,6 +269,7 @@ export class Link {
     for (const [id, p] of this.#pending) {
       p.done();
       if (id === this.#helloId) p.reject(unsentError(failure, "nothing was sent"));
+      else if (id === this.#running) p.reject(sentError(failure, true));
       else p.reject(inFlight ??= sent(failure));
     }
     this.#pending.clear();
@@ -330,6 +333,8 @@ export class Link {
       return;
     }
     if (id === CONNECTION_ERROR_ID) {
+      const running = (body as WireError | null)?.running;
+      if (typeof running === "number") this.#running = running;
       const cause = errorFromWire(body as WireError);
       if (cause instanceof ProtocolError) throw cause;
       throw new ConnectionError(`Server closed the connection: ${cause.message}`, { cause });
@@ -347,10 +352,17 @@ export class Link {
     if ((status & Status.Error) !== 0) {
       const err = errorFromWire(body as WireError);
       if (this.#closing !== null && err instanceof AbortError) {
+        // The server says how much of it ran: `ran` statements of a script stay applied.
         pending.reject(
-          new ConnectionError(`${this.#closing}: the call was cancelled and did not run`, {
-            cause: err,
-          }),
+          err.ran > 0
+            ? new ConnectionError(
+              `${this.#closing}: the call was stopped after ${err.ran} statement(s) of its ` +
+                "script ran, which stay applied",
+              { cause: err, mayHaveRun: true },
+            )
+            : new ConnectionError(`${this.#closing}: the call was cancelled and did not run`, {
+              cause: err,
+            }),
         );
       } else pending.reject(err);
     } else pending.resolve(body);
@@ -422,11 +434,12 @@ const CANCEL_WRITE_MS = 50;
 /**
  * The error of a call sent on a link that ended (`failure`) before its
  * answer came: it may or may not have run, unless the server said, as it
- * closed the connection, that such calls did not run (`SHUTTING_DOWN`).
+ * closed the connection, that such calls did not run (`SHUTTING_DOWN`),
+ * except the one it names as still `running`.
  */
-export function sentError(failure: ConnectionError): ConnectionError {
+export function sentError(failure: ConnectionError, running = false): ConnectionError {
   const cause = failure.cause;
-  if (cause instanceof SqliteError && cause.code === ErrorCode.ShuttingDown) {
+  if (!running && cause instanceof SqliteError && cause.code === ErrorCode.ShuttingDown) {
     // "Server is shutting down: requests without a reply were not run, or were stopped and undone"
     return new ConnectionError(failure.message, { code: failure.code, cause, mayHaveRun: false });
   }

@@ -6,7 +6,11 @@
  * Dispatch of a plain call ({@link Pool.shared}):
  * 1. every call issued in one synchronous run of code (before the caller's
  *    next `await` or tick) goes to the connection the first of them got, so
- *    a burst of calls issued without awaiting runs in the order issued;
+ *    a burst of calls issued without awaiting runs in the order issued (a
+ *    call that may wait for the writer joining a burst on the last
+ *    connection free of such calls follows, with the rest of the burst,
+ *    once the burst's calls there were answered, on the connection rule 4's
+ *    `#behindWrites` gives: see `#writeJoins`);
  * 2. otherwise an idle connection (nothing in flight, no cursor open);
  * 3. otherwise a lost connection, reopened, or a new one while fewer than
  *    `max` are open: either is opened before the call is sent on it. Should
@@ -21,8 +25,8 @@
  *    as long (with `max: 1`, the one connection whatever it carries);
  *    before rules 2 to 4, a call that may itself wait for the writer goes
  *    behind such calls when taking another connection would leave none
- *    free of them (`#behindWrites`): they use at most `max` − 1
- *    connections, so a read always finds one;
+ *    free of them (`#behindWrites`), also when it waited (rule 5): they use
+ *    at most `max` − 1 connections, so a read always finds one;
  * 5. otherwise (every connection reserved, or carrying such a call) the
  *    call waits in the pool, first come first served, and goes to the first
  *    connection that rules 2 to 4 give it.
@@ -64,6 +68,8 @@ export const transactionContext: AsyncLocalStorage<TransactionScope> = new Async
 type Waiter = {
   resolve(conn: PooledConnection | Promise<PooledConnection>): void;
   reject(err: Error): void;
+  /** A plain call that may wait for the writer (served by {@link Pool.shared}'s rule for them). */
+  writes: boolean;
 };
 
 /** How long a pool stays at its size after the server refused a connection as full, in ms. */
@@ -163,15 +169,40 @@ export class Pool implements ConnectionEvents {
       const own = this.callerTransaction();
       if (own !== null) return own;
     }
-    if (this.#burst !== null) return this.#burst;
+    if (this.#burst !== null) {
+      if (writes && this.#config.max > 1) {
+        const burst = this.#burst;
+        this.#burst = burst instanceof Promise
+          ? burst.then((c) => this.#writeJoins(c))
+          : this.#writeJoins(burst);
+      }
+      return this.#burst;
+    }
     // Calls that wait are served in turn: a newcomer does not pass them.
     const c = (this.#sharedWaiters.length === 0 ? this.#pickShared(writes) : null) ??
-      this.#enqueue(this.#sharedWaiters);
+      this.#enqueue(this.#sharedWaiters, writes);
     // A call that waits gives up after acquireTimeout (its signal is the call's own).
     const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
     this.#burst = picked;
     queueMicrotask(() => this.#burst = null);
     return picked;
+  }
+
+  /**
+   * The connection for a call that may wait for the writer joining a burst
+   * on `conn`: `conn`, unless that would leave no connection free of such
+   * calls while another already carries them. Then the call and the rest of
+   * its burst follow once the burst's reads on `conn` were answered, on the
+   * connection the rule for writes gives (so the burst's order holds, and a
+   * read still finds a connection).
+   */
+  #writeJoins(conn: PooledConnection): PooledConnection | Promise<PooledConnection> {
+    if (conn.mayBlock || conn.reserved || !this.#conns.includes(conn)) return conn;
+    if (this.#behindWrites() === null) return conn;
+    return conn.settled().then(() =>
+      this.#pickShared(true) ??
+        this.#bounded(this.#enqueue(this.#sharedWaiters, true), undefined, () => {})
+    );
   }
 
   /**
@@ -211,13 +242,7 @@ export class Pool implements ConnectionEvents {
     const only = this.#conns[0];
     if (this.#config.max === 1 && only !== undefined && !only.reserved && only.holdsTransaction) {
       // Waiting would never end: the transaction is its caller's to finish.
-      return Promise.reject(
-        new SqliteError(
-          ErrorCode.TxControl,
-          "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
-            "BEGIN is open on it; COMMIT or ROLLBACK it first",
-        ),
-      );
+      return Promise.reject(rawTransactionOpen());
     }
     if (this.callerTransaction() !== null) {
       return Promise.reject(
@@ -292,6 +317,14 @@ export class Pool implements ConnectionEvents {
   onIdle(conn: PooledConnection): void {
     if (conn.reserved || this.#closed) return;
     if (this.#reserveWaiters.length === 0) {
+      if (this.#sharedWaiters.length > 0) this.#serveWaiters();
+      return;
+    }
+    if (conn.holdsTransaction && this.#config.max === 1 && this.#conns[0] === conn) {
+      // A raw BEGIN sent before they began to wait is open now: waiting
+      // would never end (transaction() then nests in it, see Client).
+      const err = rawTransactionOpen();
+      for (const w of this.#reserveWaiters.splice(0)) w.reject(err);
       if (this.#sharedWaiters.length > 0) this.#serveWaiters();
       return;
     }
@@ -429,7 +462,7 @@ export class Pool implements ConnectionEvents {
       if (c.mayBlock && !single) continue;
       if (best === null || c.busy < best.busy) best = c;
     }
-    const fallback = () => this.#pickShared() ?? this.#enqueue(this.#sharedWaiters);
+    const fallback = () => this.#pickShared(writes) ?? this.#enqueue(this.#sharedWaiters, writes);
     if (lost !== null) return this.#open(lost, false, fallback);
     if (this.#mayGrow(best === null && opening === undefined)) {
       return this.#open(this.#create(), false, fallback);
@@ -480,7 +513,7 @@ export class Pool implements ConnectionEvents {
         for (const w of this.#sharedWaiters.splice(0)) w.reject(this.#failure);
         return;
       }
-      const c = this.#pickShared();
+      const c = this.#pickShared(this.#sharedWaiters[0].writes);
       if (c === null) return;
       const waiter = this.#sharedWaiters.shift()!;
       if (!(c instanceof Promise)) this.#markHanding(c);
@@ -501,10 +534,10 @@ export class Pool implements ConnectionEvents {
   }
 
   /** Waits in `queue` for a connection handed over by a release. */
-  #enqueue(queue: Waiter[]): Promise<PooledConnection> {
+  #enqueue(queue: Waiter[], writes = false): Promise<PooledConnection> {
     let waiter!: Waiter;
     const waiting = new Promise<PooledConnection>((resolve, reject) => {
-      waiter = { resolve, reject };
+      waiter = { resolve, reject, writes };
     });
     queue.push(waiter);
     this.#waiterOf.set(waiting, waiter);
@@ -597,6 +630,15 @@ export class Pool implements ConnectionEvents {
     const i = this.#conns.indexOf(conn);
     if (i !== -1) this.#conns.splice(i, 1);
   }
+}
+
+/** `reserve()` with `max: 1` while a raw `BEGIN` is open on the one connection. */
+export function rawTransactionOpen(): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxControl,
+    "Cannot reserve the client's only connection (max: 1): a transaction begun with " +
+      "BEGIN is open on it; COMMIT or ROLLBACK it first",
+  );
 }
 
 /** The error of a wait for a connection aborted by its signal, as for any call. */

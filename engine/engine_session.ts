@@ -368,7 +368,7 @@ export class EngineSession implements HostedSession {
     if (stop === this.#aborted) throw stop;
     throw new AbortError(
       `${stop.message} (before statement ${ran + 1} of the script; the ${ran} before it ran)`,
-      { cause: stop },
+      { cause: stop, ran },
     );
   }
 
@@ -392,7 +392,17 @@ export class EngineSession implements HostedSession {
    * stops at its first error), unless they were rolled back with it.
    */
   #inScript(err: unknown, n: number): unknown {
-    if (n < 2 || !(err instanceof SqliteError)) return err;
+    if (n < 2) return err;
+    if (err instanceof AbortError) {
+      // Stopped while it ran (cancel, shutdown): the statements before it stay
+      // applied unless its transaction was rolled back with it.
+      if (this.#aborted !== null) return err;
+      return new AbortError(
+        `${err.message} (statement ${n} of the script; the ${n - 1} before it ran)`,
+        { cause: err, ran: n - 1 },
+      );
+    }
+    if (!(err instanceof SqliteError)) return err;
     const before = this.#aborted !== null ? "" : `; the ${n - 1} before it ran`;
     return new SqliteError(
       err.code,

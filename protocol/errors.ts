@@ -139,6 +139,16 @@ export interface WireError {
   message: string;
   /** SQLite's numeric extended result code, when SQLite produced the error. */
   sqliteCode?: number;
+  /**
+   * `ABORTED` only: how many statements of a script (`exec`) ran, and stay
+   * applied, before it was stopped; absent when none ran.
+   */
+  ran?: number;
+  /**
+   * Connection-level `SHUTTING_DOWN` only: the id of a request still running
+   * as the connection closed, which may have partly run; absent when none was.
+   */
+  running?: number;
 }
 
 /**
@@ -279,6 +289,8 @@ export class ProtocolError extends Error {
  * The call was aborted through the `signal` of its options (code `ABORTED`).
  * The promise rejects at once; the client sends `cancel` so the server drops
  * the request if it has not run yet. Whether a write already ran is unknown.
+ * Also the error of a call a server shutting down stopped while it ran:
+ * {@link AbortError.ran} statements of its script stay applied (0: nothing).
  * Its `name` is `"AbortError"`, as for `fetch()`; `cause` is the signal's reason.
  *
  * @example
@@ -298,16 +310,23 @@ export class ProtocolError extends Error {
 export class AbortError extends Error {
   /** Always `ABORTED`. */
   readonly code: string = ErrorCode.Aborted;
+  /**
+   * How many statements of a script (`exec`) the server had run, and kept
+   * applied, when it stopped the script; 0 when nothing of the call ran.
+   */
+  readonly ran: number;
 
   /**
    * Creates an abort error.
    *
    * @param message What was aborted.
-   * @param options Standard error options (`cause`: the signal's reason).
+   * @param options Standard error options (`cause`: the signal's reason), and
+   *   how many statements of a script ran before it was stopped (default 0).
    */
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: ErrorOptions & { ran?: number }) {
     super(message, options);
     this.name = "AbortError";
+    this.ran = options?.ran ?? 0;
   }
 }
 
@@ -349,7 +368,7 @@ export function errorClassOf(
 export function createError(
   code: string,
   message: string,
-  options?: ErrorOptions & { sqliteCode?: number },
+  options?: ErrorOptions & { sqliteCode?: number; ran?: number },
 ): NetsqliteError {
   const cls = errorClassOf(code);
   if (cls === ConnectionError) return new ConnectionError(message, { cause: options?.cause, code });
@@ -360,13 +379,20 @@ export function createError(
 
 /** Builds the error a client raises for a wire error payload. */
 export function errorFromWire(wire: WireError): NetsqliteError {
-  return createError(String(wire?.code), String(wire?.message), { sqliteCode: wire?.sqliteCode });
+  const ran = wire?.ran;
+  return createError(String(wire?.code), String(wire?.message), {
+    sqliteCode: wire?.sqliteCode,
+    ran: Number.isSafeInteger(ran) && ran! > 0 ? ran : undefined,
+  });
 }
 
 /** The wire payload for an error raised on the server. */
 export function toWireError(err: unknown): WireError {
   if (err instanceof SqliteError && err.sqliteCode !== undefined) {
     return { code: err.code, message: err.message, sqliteCode: err.sqliteCode };
+  }
+  if (err instanceof AbortError && err.ran > 0) {
+    return { code: err.code, message: err.message, ran: err.ran };
   }
   if (
     err instanceof SqliteError || err instanceof ProtocolError || err instanceof ConnectionError ||

@@ -24,6 +24,7 @@ import {
   ProtocolError,
   SqliteError,
   toWireError,
+  type WireError,
 } from "../protocol/errors.ts";
 import {
   CONNECTION_ERROR_ID,
@@ -104,6 +105,8 @@ const MAX_QUEUED = 4096;
  * is gone altogether, while one of its requests runs.
  */
 const GONE_CHECK_MS = 100;
+/** At shutdown, how long a request stopped while it ran is given to answer, in ms. */
+const STOP_WAIT_MS = 1000;
 
 type Request = Envelope;
 
@@ -408,9 +411,11 @@ export class Session implements SessionProbe {
   /**
    * Ends the connection for a server shutdown: no further request starts;
    * the one running and writes held for a group commit finish (within `ms`)
-   * and are answered; then a last `SHUTTING_DOWN` frame tells the client
-   * that its requests without a reply were not run (or were stopped and
-   * undone), and the connection closes.
+   * and are answered; one still running then is stopped and answered
+   * (`ABORTED`, with `ran` for a script stopped part-way); then a last
+   * `SHUTTING_DOWN` frame tells the client that its requests without a reply
+   * were not run (or were stopped and undone), naming as `running` one that
+   * did not stop within {@link STOP_WAIT_MS}, and the connection closes.
    */
   async shutdown(ms: number): Promise<void> {
     if (this.#channel.closed || this.#dead) return this.close();
@@ -425,12 +430,29 @@ export class Session implements SessionProbe {
       new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
     ]);
     clearTimeout(timer);
-    await this.#sendLast(
-      new ProtocolError(
-        ErrorCode.ShuttingDown,
-        "Server is shutting down: requests without a reply were not run, or were stopped and undone",
-      ),
-    );
+    let running: number | undefined;
+    if (this.#inflight !== null && !this.#channel.closed) {
+      // Still running: stopped now (a script between statements, a statement
+      // in the background interrupted); its own reply says what of it ran.
+      running = this.#queue[this.#head]?.[1] as number | undefined;
+      this.#engine.cancel(
+        new AbortError(`Server is shutting down: request ${running} was stopped while it ran`),
+      );
+      await Promise.race([
+        this.#inflight,
+        new Promise<void>((resolve) => timer = setTimeout(resolve, STOP_WAIT_MS)),
+      ]);
+      clearTimeout(timer);
+      if (this.#inflight === null) running = undefined;
+    }
+    const last: WireError = {
+      code: ErrorCode.ShuttingDown,
+      message: "Server is shutting down: requests without a reply were not run, " +
+        "or were stopped and undone" +
+        (running === undefined ? "" : `, except request ${running}, which may have partly run`),
+    };
+    if (running !== undefined) last.running = running;
+    await this.#sendLast(new ProtocolError(last.code, last.message), last);
   }
 
   /**
@@ -946,11 +968,11 @@ export class Session implements SessionProbe {
     await this.#sendLast(err);
   }
 
-  /** Sends a connection-level error as the last frame, then closes. */
-  async #sendLast(err: unknown): Promise<void> {
+  /** Sends a connection-level error (`wire`: its payload) as the last frame, then closes. */
+  async #sendLast(err: unknown, wire: WireError = toWireError(err)): Promise<void> {
     this.#dead = true;
     this.#logClosing(err);
-    this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, toWireError(err)]);
+    this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, wire]);
     // A client that does not read gets one second, then the socket closes.
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([

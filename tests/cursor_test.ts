@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { AbortError, ErrorCode, SqliteError } from "../mod.ts";
+import { AbortError, connect, ErrorCode, SqliteError } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
@@ -211,4 +211,20 @@ Deno.test({
     assert.ok(ms < 2000, `stopped after ${ms.toFixed(0)} ms`);
     assert.deepEqual(await a.values("SELECT 1"), [[1]]);
   },
+});
+
+Deno.test("Client.iterate() not consumed yet whose wait for a connection fails rejects when consumed, and is no unhandled rejection before", async () => {
+  await using srv = await startServer();
+  const db = await connect({ ...srv.connectOptions, max: 2, acquireTimeout: 50 });
+  const a = await db.reserve();
+  const b = await db.reserve();
+  const waiting = db.iterate("SELECT 1"); // its wait for a connection ends with ACQUIRE_TIMEOUT
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  a.release();
+  b.release();
+  await assert.rejects(waiting.next(), { name: "ConnectionError", code: "ACQUIRE_TIMEOUT" });
+  await db.close();
+  const closed = db.iterate("SELECT 1");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  await assert.rejects(closed.next(), { name: "ConnectionError", message: "Client is closed" });
 });

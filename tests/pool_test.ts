@@ -857,3 +857,83 @@ Deno.test("Client.close() cancels a plain write waiting for the writer: it fails
   await delay(20);
   assert.deepEqual(await holder.values("SELECT v FROM t"), []);
 });
+
+Deno.test("Client pool: a write that waited in the pool for a connection keeps to the max − 1 rule; a plain read inside transaction(fn) is answered at once", async () => {
+  await using srv = await startServer({ busyTimeout: 3000 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  const bg: Promise<unknown>[] = [];
+  let readMs = Infinity;
+  await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (0)");
+    for (let i = 1; i <= 2; i++) {
+      await delay(5);
+      bg.push(db.run("INSERT INTO t VALUES (?)", [i])); // wait for this transaction
+    }
+    await delay(5);
+    bg.push(db.get("SELECT 1 AS a")); // opens the 4th connection
+    await null;
+    bg.push(db.get("SELECT 2 AS b")); // waits in the pool while it opens
+    await null;
+    bg.push(db.run("INSERT INTO t VALUES (3)")); // waits in the pool behind it
+    await delay(5);
+    const start = performance.now();
+    assert.deepEqual(await db.get("SELECT count(*) AS n FROM t"), { n: 0 });
+    readMs = performance.now() - start;
+  });
+  assert.ok(readMs < 1000, `the read waited ${readMs} ms (behind a queued write)`);
+  assert.equal((await Promise.all(bg)).length, 5);
+  assert.deepEqual(await db.values("SELECT x FROM t ORDER BY x"), [[0], [1], [2], [3]]);
+});
+
+Deno.test("Client pool: a burst [read, write] does not take the last connection free of writes; the burst keeps its order", async () => {
+  await using srv = await startServer({ busyTimeout: 3000 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  const bg: Promise<unknown>[] = [];
+  let burst: Promise<unknown[]> = Promise.resolve([]);
+  let readMs = Infinity;
+  await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (0)");
+    for (let i = 1; i <= 3; i++) {
+      await delay(5);
+      bg.push(db.run("INSERT INTO t VALUES (?)", [i]));
+    }
+    await delay(5);
+    // A handler reading and writing together, then reading its own write.
+    burst = Promise.all([
+      db.values("SELECT count(*) FROM t"),
+      db.run("INSERT INTO t VALUES (9)"),
+      db.values("SELECT count(*) FROM t WHERE x = 9"),
+    ]);
+    await delay(5);
+    const start = performance.now();
+    assert.deepEqual(await db.get("SELECT count(*) AS n FROM t"), { n: 0 });
+    readMs = performance.now() - start;
+  });
+  assert.ok(readMs < 1000, `the read waited ${readMs} ms (behind the burst's write)`);
+  await Promise.all(bg);
+  const [before, , after] = await burst;
+  assert.deepEqual(before, [[0]], "the burst's first read ran before its write");
+  assert.deepEqual(after, [[1]], "the burst's last read saw its write");
+});
+
+Deno.test("Client with max: 1: transaction() and reserve() issued right after a raw BEGIN not awaited nest in it and are refused with TX_CONTROL, instead of waiting forever", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const begun = db.exec("BEGIN"); // not awaited (a better-sqlite3 habit)
+  const reserving = db.reserve().catch((e) => e);
+  const nested = db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES ('nested')");
+    return 1;
+  });
+  await begun;
+  assert.equal(await within(nested, 2000), 1);
+  const refused = await within(reserving, 2000);
+  assert.ok(refused instanceof SqliteError, String(refused));
+  assert.equal(refused.code, "TX_CONTROL");
+  assert.equal(db.inTransaction, true, "the raw transaction is still open");
+  await db.exec("ROLLBACK");
+  assert.deepEqual(await db.values("SELECT v FROM t"), [], "the savepoint was inside the BEGIN");
+});

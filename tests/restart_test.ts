@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { connect, ConnectionError } from "../client.ts";
+import { AbortError, connect, ConnectionError } from "../client.ts";
 import { serve } from "../server.ts";
 import { delay, startServerProcess, tempDir } from "./_helpers.ts";
 
@@ -251,4 +251,55 @@ Deno.test("Server shutdown grace period: open connections keep working, new ones
   await a.exec("COMMIT"); // the open connection still works
   assert.equal((await srv.child.status).code, 0);
   assert.deepEqual(readFile(srv.database, "SELECT x FROM t"), [{ x: 1 }]);
+});
+
+/** A script of `n` slow inserts (one row each) after one fast one: it runs for a while. */
+function slowScript(n: number): string {
+  const slow = "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL " +
+    "SELECT i + 1 FROM c LIMIT 200000) SELECT i FROM c);";
+  return "INSERT INTO t VALUES (-1);\n" + slow.repeat(n);
+}
+
+Deno.test("ConnectionError.mayHaveRun: true for a script close() stopped after some of its statements ran", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/s.sock`;
+  await using server = await serve({ database: `${dir.path}/a.db`, path });
+  await using setup = await connect({ path });
+  await setup.exec("CREATE TABLE t (x)");
+  const db = await connect({ path });
+  const running = db.exec(slowScript(200)).catch((e) => e);
+  await delay(150);
+  await db.close();
+  const err = await running;
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.mayHaveRun, true);
+  assert.ok(err.cause instanceof AbortError, String(err.cause));
+  const [[rows]] = await setup.values<[number]>("SELECT count(*) FROM t");
+  assert.ok(rows > 0 && rows < 201, `rows ${rows}`);
+  assert.equal(err.cause.ran, rows);
+  assert.match(
+    err.message,
+    new RegExp(
+      `: the call was stopped after ${rows} statement\\(s\\) of its script ran, which stay applied$`,
+    ),
+  );
+  void server;
+});
+
+Deno.test("Server shutdown stops a running script and answers it with AbortError.ran: the statements that stay applied", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/s.sock`;
+  const server = await serve({ database: `${dir.path}/a.db`, path });
+  await using db = await connect({ path, reconnect: false });
+  await db.exec("CREATE TABLE t (x)");
+  const running = db.exec(slowScript(200)).catch((e) => e);
+  await delay(150);
+  await server.shutdown({ graceMs: 50 });
+  const err = await running;
+  assert.ok(err instanceof AbortError, String(err));
+  const [{ n }] = readFile(`${dir.path}/a.db`, "SELECT count(*) AS n FROM t") as [{ n: number }];
+  assert.ok(n > 0 && n < 201, `rows ${n}`);
+  assert.equal(err.ran, n);
+  assert.match(err.message, /^Server is shutting down: request \d+ was stopped while it ran /);
+  assert.match(err.message, new RegExp(`; the ${n} before it ran\\)$`));
 });
