@@ -28,6 +28,23 @@ async function fill(db: { exec(sql: string): Promise<unknown> }): Promise<void> 
   );
 }
 
+/** A server (synchronous normal) with table `t` filled, and two clients of it. */
+async function filledPair(): Promise<{ a: Client; b: Client } & AsyncDisposable> {
+  const srv = await startServer({ synchronous: "normal" });
+  const a = await srv.client();
+  const b = await srv.client();
+  await fill(a);
+  return {
+    a,
+    b,
+    async [Symbol.asyncDispose]() {
+      await a.close();
+      await b.close();
+      await srv[Symbol.asyncDispose]();
+    },
+  };
+}
+
 /**
  * Client `b`'s point reads, one after another, while `running` runs (at most
  * `maxMs`): their latencies in ms, sorted.
@@ -62,10 +79,8 @@ Deno.test({
   name: "Engine: point reads of one client go on while another client's slow join runs",
   ignore,
   fn: async () => {
-    await using srv = await startServer({ synchronous: "normal" });
-    await using a = await srv.client();
-    await using b = await srv.client();
-    await fill(a);
+    await using pair = await filledPair();
+    const { a, b } = pair;
     const slow = a.values(SLOW_JOIN, [], { timeout: 1500 }).catch((e) => e);
     // Reads issued one after another for as long as the join runs.
     const lat = await pointReadsWhile(b, slow, 1200);
@@ -85,10 +100,8 @@ Deno.test({
     "Engine: a write known to be fast that turns slow is stopped, undone and run again in the background; reads go on",
   ignore,
   fn: async () => {
-    await using srv = await startServer({ synchronous: "normal" });
-    await using a = await srv.client();
-    await using b = await srv.client();
-    await fill(a);
+    await using pair = await filledPair();
+    const { a, b } = pair;
     // The same SQL is fast with a small bound and takes about a second with
     // a large one (it inserts a row per million counted).
     const write = "INSERT INTO log(who) SELECT 'x' FROM (WITH RECURSIVE s(x) AS " +
@@ -149,10 +162,8 @@ Deno.test({
   name: "Engine: a write stopped inside a transaction ends it; requests then fail until ROLLBACK",
   ignore,
   fn: async () => {
-    await using srv = await startServer({ synchronous: "normal" });
-    await using db = await srv.client();
-    await using other = await srv.client();
-    await fill(db);
+    await using pair = await filledPair();
+    const { a: db, b: other } = pair;
     await db.exec("BEGIN");
     await db.run("INSERT INTO log VALUES ('kept?')");
     await assert.rejects(
@@ -439,10 +450,8 @@ for (const firstRowFast of [true, false]) {
       (firstRowFast ? "after a fast one" : "after many fast ones"),
     ignore,
     fn: async () => {
-      await using srv = await startServer({ synchronous: "normal" });
-      await using a = await srv.client();
-      await using b = await srv.client();
-      await fill(a);
+      await using pair = await filledPair();
+      const { a, b } = pair;
       // Fast rows first, then one that takes about a second to compute.
       const fast = firstRowFast ? "SELECT 1" : "SELECT v FROM t WHERE id <= 2000";
       const sql = `${fast} UNION ALL SELECT (${SLOW_JOIN})`;
@@ -462,10 +471,8 @@ Deno.test({
     "Engine: a read that once ran long inside one SQL function call (which cannot be stopped) runs in the background the next time",
   ignore,
   fn: async () => {
-    await using srv = await startServer({ synchronous: "normal" });
-    await using a = await srv.client();
-    await using b = await srv.client();
-    await fill(a);
+    await using pair = await filledPair();
+    const { a, b } = pair;
     // One call of replace() over 80 MB: SQLite's progress handler is not called inside it.
     const sql = "SELECT length(replace(hex(zeroblob(?)), '0', 'ab')) AS n";
     const t = performance.now();
