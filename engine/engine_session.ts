@@ -366,10 +366,26 @@ export class EngineSession implements HostedSession {
     const stop = this.#stopReason();
     if (stop === null) return;
     if (stop === this.#aborted) throw stop;
-    throw new AbortError(
-      `${stop.message} (before statement ${ran + 1} of the script; the ${ran} before it ran)`,
-      { cause: stop, ran },
-    );
+    throw this.#stoppedAfter(stop, `before statement ${ran + 1} of the script`, ran);
+  }
+
+  /**
+   * A script stopped after `ran` statements: `ran` tells the client what
+   * stays applied only when they committed (autocommit). Inside a
+   * transaction they are in it, which a closing connection rolls back.
+   */
+  #stoppedAfter(stop: Error, where: string, ran: number): AbortError {
+    if (ran > 0 && this.inTransaction) {
+      return new AbortError(
+        `${stop.message} (${where}; the ${ran} before it ran inside the open transaction, ` +
+          "which is rolled back if the connection closes)",
+        { cause: stop },
+      );
+    }
+    return new AbortError(`${stop.message} (${where}; the ${ran} before it ran)`, {
+      cause: stop,
+      ran,
+    });
   }
 
   /**
@@ -397,10 +413,7 @@ export class EngineSession implements HostedSession {
       // Stopped while it ran (cancel, shutdown): the statements before it stay
       // applied unless its transaction was rolled back with it.
       if (this.#aborted !== null) return err;
-      return new AbortError(
-        `${err.message} (statement ${n} of the script; the ${n - 1} before it ran)`,
-        { cause: err, ran: n - 1 },
-      );
+      return this.#stoppedAfter(err, `statement ${n} of the script`, n - 1);
     }
     if (!(err instanceof SqliteError)) return err;
     const before = this.#aborted !== null ? "" : `; the ${n - 1} before it ran`;
@@ -1126,6 +1139,13 @@ export class EngineSession implements HostedSession {
   ): BatchItemPayload | Promise<BatchItemPayload> {
     const [sql, params] = items[i];
     const wrap = (err: unknown): never => {
+      // Stopped (cancel, shutdown): still an abort, and nothing of the batch stays.
+      if (err instanceof AbortError) {
+        throw new AbortError(
+          `${err.message} (batch statement ${i + 1} of ${items.length}, nothing was applied)`,
+          { cause: err },
+        );
+      }
       const e = err instanceof SqliteError ? err : new SqliteError(ErrorCode.Internal, String(err));
       throw new SqliteError(
         e.code,

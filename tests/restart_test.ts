@@ -303,3 +303,24 @@ Deno.test("Server shutdown stops a running script and answers it with AbortError
   assert.match(err.message, /^Server is shutting down: request \d+ was stopped while it ran /);
   assert.match(err.message, new RegExp(`; the ${n} before it ran\\)$`));
 });
+
+for (const kind of ["script in a transaction", "batch"]) {
+  Deno.test(`Server shutdown during a running ${kind}: AbortError.ran is 0, nothing stays`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    const server = await serve({ database: `${dir.path}/a.db`, path });
+    await using db = await connect({ path, reconnect: false, max: 1 });
+    await db.exec("CREATE TABLE t (x)");
+    // The script's short statements: it is stopped between two of them.
+    const script = `BEGIN; ${"INSERT INTO t VALUES (1);".repeat(300_000)}`;
+    const batch = Array.from({ length: 200 }, () => ({ sql: slowScript(1).split("\n")[1] }));
+    const running = (kind === "batch" ? db.batch(batch) : db.exec(script)).catch((e) => e);
+    await delay(150);
+    await server.shutdown({ graceMs: 50 });
+    const err = await running;
+    // (Before: a batch failed as INTERNAL; a script reported its statements as applied.)
+    assert.ok(err instanceof AbortError, String(err));
+    assert.equal(err.ran, 0);
+    assert.deepEqual(readFile(`${dir.path}/a.db`, "SELECT count(*) AS n FROM t"), [{ n: 0 }]);
+  });
+}
