@@ -316,6 +316,16 @@ export class PooledConnection {
     return sent;
   }
 
+  /** Requests sent on the current link so far (see {@link Link.sent}). */
+  get sent(): number {
+    return this.#link?.sent ?? 0;
+  }
+
+  /** The number (in {@link sent}) of the request that opened the transaction open now, or 0. */
+  get txOpenedBy(): number {
+    return this.#link?.txOpenedBy ?? 0;
+  }
+
   /** May the request wait for the server's writer (so calls pipelined behind it wait too)? */
   #waitsForWriter(op: ReplyOp, args: unknown[]): boolean {
     switch (op) {

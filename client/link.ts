@@ -37,6 +37,8 @@ interface Pending {
   reject(err: Error): void;
   deadline: number;
   done(): void;
+  /** Its number among the requests sent ({@link Link.sent}). */
+  seq: number;
 }
 
 /** Ops a client sends and awaits a reply for. */
@@ -111,6 +113,22 @@ export class Link {
   get inTransaction(): boolean {
     return this.#inTransaction;
   }
+
+  /** Requests sent so far. */
+  get sent(): number {
+    return this.#sent;
+  }
+
+  /**
+   * The number (in {@link sent}) of the request whose reply first showed
+   * the transaction open now; 0 when none is open.
+   */
+  get txOpenedBy(): number {
+    return this.#txOpenedBy;
+  }
+
+  #sent = 0;
+  #txOpenedBy = 0;
 
   /** Requests sent and not answered yet. */
   get pending(): number {
@@ -217,7 +235,13 @@ export class Link {
         signal.addEventListener("abort", onAbort, { once: true });
         done = () => signal.removeEventListener("abort", onAbort);
       }
-      this.#pending.set(id, { resolve: resolve as (p: unknown) => void, reject, deadline, done });
+      this.#pending.set(id, {
+        resolve: resolve as (p: unknown) => void,
+        reject,
+        deadline,
+        done,
+        seq: ++this.#sent,
+      });
     });
     if (this.#requestTimeout > 0 && this.#timer === undefined) this.#armTimer(this.#requestTimeout);
     this.#flush();
@@ -343,7 +367,10 @@ export class Link {
     if (pending === undefined) return;
     this.#pending.delete(id);
     pending.done();
+    const was = this.#inTransaction;
     this.#inTransaction = (status & Status.InTransaction) !== 0;
+    if (!this.#inTransaction) this.#txOpenedBy = 0;
+    else if (!was) this.#txOpenedBy = pending.seq;
     const refused = this.#inTransaction ? this.guard?.() ?? null : null;
     if (refused !== null) {
       pending.reject(refused);
@@ -354,7 +381,7 @@ export class Link {
       if (this.#closing !== null && err instanceof AbortError) {
         // The server says how much of it ran: `ran` statements of a script stay applied.
         pending.reject(
-          err.ran > 0
+          (err.ran ?? 0) > 0
             ? new ConnectionError(
               `${this.#closing}: the call was stopped after ${err.ran} statement(s) of its ` +
                 "script ran, which stay applied",

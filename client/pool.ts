@@ -70,6 +70,8 @@ type Waiter = {
   reject(err: Error): void;
   /** A plain call that may wait for the writer (served by {@link Pool.shared}'s rule for them). */
   writes: boolean;
+  /** With `max: 1`: the connection's {@link PooledConnection.sent} when the wait began. */
+  sentAtWait: number;
 };
 
 /** How long a pool stays at its size after the server refused a connection as full, in ms. */
@@ -321,10 +323,14 @@ export class Pool implements ConnectionEvents {
       return;
     }
     if (conn.holdsTransaction && this.#config.max === 1 && this.#conns[0] === conn) {
-      // A raw BEGIN sent before they began to wait is open now: waiting
-      // would never end (transaction() then nests in it, see Client).
+      // A raw BEGIN sent before they began to wait is open now: for them
+      // waiting would never end (transaction() then nests in it, see
+      // Client). Those that waited before it was sent wait for its end.
+      const opener = conn.txOpenedBy;
       const err = rawTransactionOpen();
-      for (const w of this.#reserveWaiters.splice(0)) w.reject(err);
+      const after = (w: Waiter) => opener !== 0 && w.sentAtWait >= opener;
+      for (const w of this.#reserveWaiters.filter(after)) w.reject(err);
+      this.#reserveWaiters = this.#reserveWaiters.filter((w) => !after(w));
       if (this.#sharedWaiters.length > 0) this.#serveWaiters();
       return;
     }
@@ -536,8 +542,9 @@ export class Pool implements ConnectionEvents {
   /** Waits in `queue` for a connection handed over by a release. */
   #enqueue(queue: Waiter[], writes = false): Promise<PooledConnection> {
     let waiter!: Waiter;
+    const sentAtWait = this.#conns[0]?.sent ?? 0;
     const waiting = new Promise<PooledConnection>((resolve, reject) => {
-      waiter = { resolve, reject, writes };
+      waiter = { resolve, reject, writes, sentAtWait };
     });
     queue.push(waiter);
     this.#waiterOf.set(waiting, waiter);

@@ -290,7 +290,8 @@ export class ProtocolError extends Error {
  * The promise rejects at once; the client sends `cancel` so the server drops
  * the request if it has not run yet. Whether a write already ran is unknown.
  * Also the error of a call a server shutting down stopped while it ran:
- * {@link AbortError.ran} statements of its script stay applied (0: nothing).
+ * {@link AbortError.ran} statements of its script stay applied (0: nothing;
+ * `undefined` when the server did not say: an abort by the call's own signal).
  * Its `name` is `"AbortError"`, as for `fetch()`; `cause` is the signal's reason.
  *
  * @example
@@ -312,21 +313,24 @@ export class AbortError extends Error {
   readonly code: string = ErrorCode.Aborted;
   /**
    * How many statements of a script (`exec`) the server had run, and kept
-   * applied, when it stopped the script; 0 when nothing of the call ran.
+   * applied, when it stopped the script; 0 when nothing of the call ran;
+   * `undefined` when unknown (the call's own signal aborted it: the client
+   * rejected at once, whatever the server had run by then).
    */
-  readonly ran: number;
+  readonly ran: number | undefined;
 
   /**
    * Creates an abort error.
    *
    * @param message What was aborted.
    * @param options Standard error options (`cause`: the signal's reason), and
-   *   how many statements of a script ran before it was stopped (default 0).
+   *   how many statements of a script ran before it was stopped (unknown
+   *   when left out).
    */
   constructor(message: string, options?: ErrorOptions & { ran?: number }) {
     super(message, options);
     this.name = "AbortError";
-    this.ran = options?.ran ?? 0;
+    this.ran = options?.ran;
   }
 }
 
@@ -382,7 +386,8 @@ export function errorFromWire(wire: WireError): NetsqliteError {
   const ran = wire?.ran;
   return createError(String(wire?.code), String(wire?.message), {
     sqliteCode: wire?.sqliteCode,
-    ran: Number.isSafeInteger(ran) && ran! > 0 ? ran : undefined,
+    // The server says how many ran; absent: none did.
+    ran: Number.isSafeInteger(ran) && ran! > 0 ? ran : 0,
   });
 }
 
@@ -391,7 +396,7 @@ export function toWireError(err: unknown): WireError {
   if (err instanceof SqliteError && err.sqliteCode !== undefined) {
     return { code: err.code, message: err.message, sqliteCode: err.sqliteCode };
   }
-  if (err instanceof AbortError && err.ran > 0) {
+  if (err instanceof AbortError && err.ran !== undefined && err.ran > 0) {
     return { code: err.code, message: err.message, ran: err.ran };
   }
   if (

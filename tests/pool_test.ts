@@ -937,3 +937,26 @@ Deno.test("Client with max: 1: transaction() and reserve() issued right after a 
   await db.exec("ROLLBACK");
   assert.deepEqual(await db.values("SELECT v FROM t"), [], "the savepoint was inside the BEGIN");
 });
+
+Deno.test("Client with max: 1: a transaction() already waiting when another caller sends a raw BEGIN waits for that transaction to end, not nests in it", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (who TEXT)");
+  // The one connection is busy a moment; B's transaction() waits for it.
+  const slow = db.get(
+    "SELECT count(*) FROM (WITH RECURSIVE c(n) AS (VALUES(1) UNION ALL SELECT n+1 FROM c " +
+      "WHERE n < 300000) SELECT n FROM c)",
+  );
+  const b = db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES ('B')");
+  });
+  await delay(1);
+  // A, later: a raw transaction it then rolls back.
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES ('A')");
+  await db.exec("ROLLBACK");
+  await slow;
+  await b;
+  // Before, B nested in A's transaction: acknowledged, then rolled back with it.
+  assert.deepEqual(await db.values("SELECT who FROM t"), [["B"]]);
+});

@@ -324,3 +324,18 @@ for (const kind of ["script in a transaction", "batch"]) {
     assert.deepEqual(readFile(`${dir.path}/a.db`, "SELECT count(*) AS n FROM t"), [{ n: 0 }]);
   });
 }
+
+Deno.test("AbortError from the call's own signal leaves ran unknown (undefined): the client rejected at once", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/s.sock`;
+  await using _server = await serve({ database: `${dir.path}/a.db`, path });
+  await using db = await connect({ path });
+  await db.exec("CREATE TABLE t (x)");
+  const abort = new AbortController();
+  const running = db.exec(slowScript(50), { signal: abort.signal }).catch((e) => e);
+  await delay(100);
+  abort.abort();
+  const err = await running;
+  assert.ok(err instanceof AbortError, String(err));
+  assert.equal(err.ran, undefined);
+});
