@@ -684,7 +684,7 @@ Options:
                           ... of them from one TCP address other than loopback (default 64)
   --cursor-idle-timeout MS
                           close a cursor not advanced (no next) for MS, releasing its read
-                          snapshot; 0 = never (default 300000)
+                          snapshot; 0 = never (default 1800000)
   --engine auto|ffi|node  SQLite binding: ffi (system libsqlite3, needs --allow-ffi), node
                           (node:sqlite, built in), auto = ffi when a library loads
                           (default: $NETSQLITE_ENGINE, else auto)

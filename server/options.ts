@@ -157,8 +157,10 @@ export interface ServeOptions {
    * A cursor not advanced (no `next`) for this long is closed and its read
    * snapshot released, so that a client that vanished cannot keep
    * checkpoints from truncating the WAL; its next `next` fails with
-   * `CURSOR_CLOSED`. In ms; 0 = never.
-   * @default {300000 (5 minutes)}
+   * `CURSOR_CLOSED`. The server sees a `next` per chunk (up to 1024 rows or
+   * about 64 KiB): a consumer slower than this per chunk needs more. In ms;
+   * 0 = never.
+   * @default {1800000 (30 minutes)}
    */
   cursorIdleTimeout?: number;
   /**
@@ -489,7 +491,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     ),
     cursorIdleTimeout: integer(
       "cursorIdleTimeout",
-      options.cursorIdleTimeout ?? 300000,
+      options.cursorIdleTimeout ?? 1_800_000,
       0,
       2 ** 31 - 1,
     ),
