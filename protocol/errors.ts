@@ -76,7 +76,10 @@ export const ErrorCode = {
   InvalidUtf8: "INVALID_UTF8",
   /** A prepared statement handle is unknown or was finalized. */
   UnknownStatement: "UNKNOWN_STATEMENT",
-  /** A cursor opened inside a transaction was closed when the transaction ended. */
+  /**
+   * A cursor opened inside a transaction was closed when the transaction
+   * ended, or a cursor idled past the server's cursor idle timeout.
+   */
   CursorClosed: "CURSOR_CLOSED",
   /**
    * A transaction-control statement (`BEGIN`, `COMMIT`, `SAVEPOINT`, ...) was
@@ -141,7 +144,9 @@ export interface WireError {
   sqliteCode?: number;
   /**
    * `ABORTED` only: how many statements of a script (`exec`) ran, and stay
-   * applied, before it was stopped; absent when none ran.
+   * applied, before it was stopped outside a transaction; absent when
+   * nothing was applied, or for a script stopped inside an open transaction
+   * (what it ran is in that transaction; the message says how much).
    */
   ran?: number;
   /**
@@ -313,7 +318,9 @@ export class AbortError extends Error {
   readonly code: string = ErrorCode.Aborted;
   /**
    * How many statements of a script (`exec`) the server had run, and kept
-   * applied, when it stopped the script; 0 when nothing of the call ran;
+   * applied, when it stopped the script; 0 when nothing of the call stays
+   * applied (a script stopped inside a transaction: what it ran is rolled
+   * back when the connection closes);
    * `undefined` when unknown (the call's own signal aborted it: the client
    * rejected at once, whatever the server had run by then).
    */

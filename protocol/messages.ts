@@ -106,7 +106,8 @@ export interface CallOptions extends WireCallOptions {
   /**
    * Aborts the call: the promise rejects at once with `AbortError` (code
    * `ABORTED`) and the client sends `cancel`, so the server drops the request
-   * if it has not started (a write that already ran stays applied).
+   * if it has not started and stops (undoes) a running statement; a write
+   * that completed before the cancel arrived stays applied.
    */
   signal?: AbortSignal;
 }
