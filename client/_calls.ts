@@ -18,8 +18,7 @@ import { invalidParamsMessage } from "../protocol/values.ts";
 import { abortable, type ReplyOp } from "./link.ts";
 import type { Route } from "./route.ts";
 import { snapshot } from "./_snapshot.ts";
-import { readsOnly } from "./connection.ts";
-import { Op } from "../protocol/messages.ts";
+import { waitsForWriter } from "./connection.ts";
 
 /** A value a statement parameter may hold. */
 export type BindValue = null | number | bigint | boolean | string | Uint8Array;
@@ -46,18 +45,14 @@ export function call<O extends ReplyOp>(
   args: Requests[O],
   signal?: AbortSignal,
 ): Promise<Replies[O]> {
-  const c = route.connection(mayWrite(op, args));
+  // Classified once: where the pool sends it, and what its connection carries.
+  const writes = waitsForWriter(op, args[0]);
+  const c = route.connection(writes);
   if (c instanceof Promise) {
     const own = snapshot(args);
-    return abortable(c.then((conn) => conn.request(op, own, signal)), signal);
+    return abortable(c.then((conn) => conn.request(op, own, signal, undefined, writes)), signal);
   }
-  return c.request(op, args, signal);
-}
-
-/** True when the call may wait for the server's writer (a write, or SQL not known to only read). */
-function mayWrite(op: ReplyOp, args: readonly unknown[]): boolean {
-  if (op !== Op.Query) return op === Op.Run || op === Op.Exec || op === Op.Batch;
-  return typeof args[0] !== "string" || !readsOnly(args[0]);
+  return c.request(op, args, signal, undefined, writes);
 }
 
 /** Checks parameters before anything is sent. */

@@ -36,6 +36,29 @@ export interface ConnectionEvents {
 }
 
 /**
+ * Whether a request may wait for the server's writer (so that calls
+ * pipelined behind it would wait too): writes, and queries and cursors whose
+ * SQL ({@link readsOnly}) does not surely only read. A prepared statement's
+ * handle counts as a write: a `Statement` knows its SQL and says (the
+ * `writes` argument of {@link PooledConnection.request}).
+ */
+export function waitsForWriter(op: ReplyOp, ref: unknown): boolean {
+  switch (op) {
+    case Op.Query:
+    case Op.Iterate:
+      return typeof ref !== "string" || !readsOnly(ref);
+    case Op.Run:
+    case Op.Exec:
+    case Op.Batch:
+    case Op.Checkpoint:
+    case Op.Vacuum:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
  * True when `sql` surely does not wait for the server's writer: it begins
  * with `SELECT`, `VALUES` or `EXPLAIN`; or with `WITH` and, after its common
  * table expressions, `SELECT` or `VALUES`; or it is a `PRAGMA` that only
@@ -188,8 +211,6 @@ export class PooledConnection {
   handing = false;
   /** Requests in flight that may wait for the writer (see {@link mayBlock}). */
   #blocking = 0;
-  /** Handles of statements prepared on the current link that only read. */
-  #readHandles = new Set<number>();
 
   /**
    * @param config Resolved connect options.
@@ -291,23 +312,15 @@ export class PooledConnection {
     args: Requests[O],
     signal?: AbortSignal,
     generation?: number,
+    writes: boolean = waitsForWriter(op, args[0]),
   ): Promise<Replies[O]> {
     const sent = this.#send(op, args, signal, generation);
-    if (this.#waitsForWriter(op, args)) {
+    if (writes) {
       this.#blocking++;
       const done = (): void => {
         if (--this.#blocking === 0) this.#events.onUnblocked(this);
       };
       sent.then(done, done);
-    } else if (op === Op.Prepare) {
-      const gen = this.#generation;
-      const sql = (args as Requests[typeof Op.Prepare])[0];
-      sent.then((reply) => {
-        const [handle] = reply as Replies[typeof Op.Prepare];
-        if (gen === this.#generation && readsOnly(sql)) this.#readHandles.add(handle);
-      }, () => {});
-    } else if (op === Op.Finalize) {
-      this.#readHandles.delete((args as Requests[typeof Op.Finalize])[0] as number);
     }
     if (this.handing) {
       this.handing = false;
@@ -324,25 +337,6 @@ export class PooledConnection {
   /** The number (in {@link sent}) of the request that opened the transaction open now, or 0. */
   get txOpenedBy(): number {
     return this.#link?.txOpenedBy ?? 0;
-  }
-
-  /** May the request wait for the server's writer (so calls pipelined behind it wait too)? */
-  #waitsForWriter(op: ReplyOp, args: unknown[]): boolean {
-    switch (op) {
-      case Op.Query:
-      case Op.Iterate: {
-        const ref = args[0];
-        return typeof ref === "string" ? !readsOnly(ref) : !this.#readHandles.has(ref as number);
-      }
-      case Op.Run:
-      case Op.Exec:
-      case Op.Batch:
-      case Op.Checkpoint:
-      case Op.Vacuum:
-        return true;
-      default:
-        return false;
-    }
   }
 
   #send<O extends ReplyOp>(
@@ -394,7 +388,6 @@ export class PooledConnection {
       }
       this.#link = link;
       this.#generation++;
-      this.#readHandles = new Set();
       this.#watch(link);
       this.#events.onOpen(info);
     }).finally(() => this.#opening = null);

@@ -20,19 +20,20 @@ export interface IterateOptions extends CallOptions {
  * Opens a cursor on `connection` and yields its rows, asking for the next
  * chunk while the current one is consumed (one chunk of credit). The cursor
  * opens when iterating starts, with the parameters as they were at this
- * call (a copy is taken now).
+ * call (a copy is taken now). `writes`: the statement may wait for the
+ * server's writer (see `waitsForWriter`).
  */
 export function streamRows(
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
   params: BindParams | undefined,
   options: IterateOptions | undefined,
-  generation?: number,
+  writes: boolean,
 ): AsyncGenerator<unknown> {
   // The generator may start late or never: a failed wait for the connection is
   // rethrown when it starts, and is no unhandled rejection meanwhile.
   if (connection instanceof Promise) connection.catch(() => {});
-  return cursorRows(connection, ref, snapshot(params), options, generation);
+  return cursorRows(connection, ref, snapshot(params), options, writes);
 }
 
 /** {@link streamRows} with `params` used as they are when iterating starts. */
@@ -41,6 +42,7 @@ export async function* cursorRows(
   ref: StatementRef,
   params: BindParams | undefined,
   options: IterateOptions | undefined,
+  writes: boolean,
   generation?: number,
 ): AsyncGenerator<unknown> {
   const conn = await connection;
@@ -52,6 +54,7 @@ export async function* cursorRows(
       [ref, wireParams(params), wireOptions(options)],
       signal,
       generation,
+      writes,
     );
     const at = conn.generation; // the cursor lives on the link that answered
     const arrays = options?.arrays === true;

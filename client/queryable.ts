@@ -325,8 +325,16 @@ export abstract class Queryable {
     } catch (err) {
       return failing(err) as AsyncGenerator<T>;
     }
-    const conn = this.#route.connection(!readsOnly(sql));
-    return streamRows(conn, sql, params, options) as AsyncGenerator<T>;
+    const writes = !readsOnly(sql);
+    return streamRows(
+      this.#route.connection(writes),
+      sql,
+      params,
+      options,
+      writes,
+    ) as AsyncGenerator<
+      T
+    >;
   }
 
   /**

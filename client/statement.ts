@@ -204,7 +204,14 @@ export class Statement {
     checkParams(params);
     const conn = await this.#route.connection(!this.#readsOnly);
     const h = this.#handleOn(conn);
-    yield* cursorRows(conn, h?.handle ?? this.sql, params, options, h?.generation);
+    yield* cursorRows(
+      conn,
+      h?.handle ?? this.sql,
+      params,
+      options,
+      !this.#readsOnly,
+      h?.generation,
+    );
   }
 
   /**
@@ -235,15 +242,16 @@ export class Statement {
       return Promise.reject(err);
     }
     const wo = wireOptions(options, first);
-    const c = this.#route.connection(op === Op.Run || !this.#readsOnly);
+    const writes = op === Op.Run || !this.#readsOnly;
+    const c = this.#route.connection(writes);
     // A call that waits for a connection sends the parameters as they are now.
     const wp = wireParams(c instanceof Promise ? snapshot(params) : params);
     const send = (conn: PooledConnection): Promise<Replies[O]> => {
       const h = this.#handleOn(conn);
       if (h !== undefined) {
-        return conn.request(op, [h.handle, wp, wo], options?.signal, h.generation);
+        return conn.request(op, [h.handle, wp, wo], options?.signal, h.generation, writes);
       }
-      return conn.request(op, [this.sql, wp, wo], options?.signal);
+      return conn.request(op, [this.sql, wp, wo], options?.signal, undefined, writes);
     };
     return c instanceof Promise ? abortable(c.then(send), options?.signal) : send(c);
   }
