@@ -28,7 +28,7 @@
  *
  * A script (`exec`) or batch runs inline for {@link INLINE_BUDGET_MS}, then
  * goes on from the event loop, a slice at a time, so other sessions are
- * served between its statements (see `#restOfScript`).
+ * served between its statements (see `#inTurns`).
  *
  * With node:sqlite everything runs inline; only recursive statements and
  * cursors can be stopped at their deadline (between rows).
@@ -282,7 +282,7 @@ export class EngineSession implements HostedSession {
     };
     const end = () => host.writer.afterWrite(this, touchedTemp);
     // Statements run inline for one slice; the rest of a longer script runs
-    // from the event loop (#restOfScript), so other clients are served between
+    // from the event loop (#inTurns), so other clients are served between
     // its statements.
     const sliceEnd = performance.now() + INLINE_BUDGET_MS;
     let more: boolean | Promise<boolean>;
@@ -296,25 +296,28 @@ export class EngineSession implements HostedSession {
       end();
       return null;
     }
-    return this.#host.track(this.#restOfScript(more, next, () => n)).finally(end);
+    return this.#host.track(
+      this.#inTurns(more, next, () => this.#stopScriptIfAsked(n)).then(() => null),
+    ).finally(end);
   }
 
   /**
-   * Runs the rest of a script (`exec`) after its first slice: each further
-   * slice of {@link INLINE_BUDGET_MS} inline starts after a statement run in
-   * the background (FFI, while no change feed captures: about 60 µs off the
-   * main thread) or a macrotask, so other connections are served between the
-   * script's statements. The session keeps the writer throughout
-   * (`runningOnWriter`: its transaction's lease is not idle). Between two
-   * slices the script stops when the session closed (the client is gone),
-   * its transaction's lease ended, or the client cancelled it: the
-   * statements already run stay applied, as after a failing statement.
+   * Runs the rest of a script (`exec`) or batch after its first slice, one
+   * statement at a time through `next` (true while more follow; `away`: run
+   * it in the background): each further slice of {@link INLINE_BUDGET_MS}
+   * inline starts after a statement run in the background (FFI, while no
+   * change feed captures: about 60 µs off the main thread) or a macrotask,
+   * so other connections are served between the statements. The session
+   * keeps the writer throughout (`runningOnWriter`: its transaction's lease
+   * is not idle). Between two slices `stopIfAsked` throws when the session
+   * closed (the client is gone), its transaction's lease ended, or the
+   * client cancelled the request (see {@link #stopReason}).
    */
-  async #restOfScript(
+  async #inTurns(
     pending: true | Promise<boolean>,
     next: (away?: boolean) => boolean | Promise<boolean>,
-    ran: () => number,
-  ): Promise<null> {
+    stopIfAsked: () => void,
+  ): Promise<void> {
     const writer = this.#host.writer.connection;
     let more: boolean | Promise<boolean> = pending;
     this.#scriptStop = null;
@@ -326,16 +329,16 @@ export class EngineSession implements HostedSession {
             more = next(true);
           } else {
             await this.#pauseOnWriter();
-            this.#stopScriptIfAsked(ran());
+            stopIfAsked();
           }
         }
         if (more instanceof Promise) {
           more = await more;
-          this.#stopScriptIfAsked(ran());
+          stopIfAsked();
         }
         const sliceEnd = performance.now() + INLINE_BUDGET_MS;
         while (more === true && performance.now() < sliceEnd) more = next();
-        if (more === false) return null;
+        if (more === false) return;
       }
     } finally {
       this.#scriptRuns = false;
@@ -1061,7 +1064,7 @@ export class EngineSession implements HostedSession {
       }, commitFailed);
     };
     // Items run inline for one slice; the rest of a longer batch runs from
-    // the event loop, as a script's statements do (#restOfScript), in the
+    // the event loop, as a script's statements do (#inTurns), in the
     // batch's transaction: other sessions read meanwhile, writes queue.
     const step = (i: number): Reply<BatchItemPayload[]> => {
       const sliceEnd = performance.now() + INLINE_BUDGET_MS;
@@ -1080,49 +1083,32 @@ export class EngineSession implements HostedSession {
       }
       return finish();
     };
-    /** Items from `i` on, from the event loop; `pending`: item `i`, running in the background. */
+    /** Items from `i` on, taking turns (#inTurns); `pending`: item `i`, running in the background. */
     const rest = async (
       i: number,
       pending: Promise<BatchItemPayload> | null,
     ): Promise<BatchItemPayload[]> => {
-      const away = writer.caps.background && !log?.capturing;
-      this.#scriptStop = null;
-      this.#scriptRuns = true;
+      const ran = (item: BatchItemPayload): boolean => {
+        results.push(item);
+        return ++i < items.length;
+      };
+      const next = (away?: boolean): boolean | Promise<boolean> => {
+        const item = this.#batchItem(items, i, limits, away);
+        return item instanceof Promise ? item.then(ran) : ran(item);
+      };
+      const stopIfAsked = (): void => {
+        const stop = this.#stopReason();
+        if (stop === null) return;
+        throw stop === this.#aborted ? stop : new AbortError(
+          `${stop.message} (before batch statement ${i + 1} of ${items.length}, ` +
+            "nothing was applied)",
+          { cause: stop },
+        );
+      };
       try {
-        while (i < items.length) {
-          if (pending === null && away) {
-            pending = this.#batchItem(items, i, limits, true) as Promise<BatchItemPayload>;
-          }
-          if (pending === null) {
-            await this.#pauseOnWriter();
-          } else {
-            results.push(await pending);
-            pending = null;
-            i++;
-          }
-          const stop = this.#stopReason();
-          if (stop !== null) {
-            throw stop === this.#aborted ? stop : new AbortError(
-              `${stop.message} (before batch statement ${i + 1} of ${items.length}, ` +
-                "nothing was applied)",
-              { cause: stop },
-            );
-          }
-          const sliceEnd = performance.now() + INLINE_BUDGET_MS;
-          for (; i < items.length && performance.now() < sliceEnd; i++) {
-            const item = this.#batchItem(items, i, limits);
-            if (item instanceof Promise) {
-              pending = item;
-              break;
-            }
-            results.push(item);
-          }
-        }
+        await this.#inTurns(pending === null ? true : pending.then(ran), next, stopIfAsked);
       } catch (err) {
         return fail(err);
-      } finally {
-        this.#scriptRuns = false;
-        this.#scriptStop = null;
       }
       return await finish();
     };
