@@ -459,9 +459,15 @@ export class Engine {
     else c.close();
   }
 
-  /** `s` used its transaction: renews its idle lease. */
+  /**
+   * `s` used the writer: renews its transaction's idle lease (starting the
+   * lease when the transaction just began), or ends the lease when no
+   * transaction is open any more.
+   */
   #touch(s: EngineSession): void {
-    if (this.#queue.owner === s && this.#writer.inTransaction) this.#queue.keep();
+    if (this.#queue.owner !== s) return;
+    if (this.#writer.inTransaction) this.#queue.keep();
+    else this.#queue.endLease();
   }
 
   /**

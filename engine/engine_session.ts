@@ -256,6 +256,10 @@ export class EngineSession implements HostedSession {
       const done = () => {
         prepared.stmt.finalize();
         host.writer.ranOnWriter(prepared);
+        // A transaction the script began is leased from its BEGIN
+        // (--tx-timeout bounds its age while the script goes on); one it
+        // ended is not.
+        host.writer.touch(this);
       };
       let result: Outcome | Promise<Outcome>;
       try {

@@ -41,7 +41,10 @@ export interface WriterAccess {
    * have created or dropped TEMP objects.
    */
   afterWrite(s: EngineSession, touchedTemp?: boolean): void;
-  /** `s` used its transaction: renews its idle lease. */
+  /**
+   * `s` used the writer: renews its transaction's lease (starts it when the
+   * transaction just began, in a script), or ends it when none is open.
+   */
   touch(s: EngineSession): void;
   /** Gives back a writer acquired for a grouped write that did not run. */
   release(s: EngineSession): void;

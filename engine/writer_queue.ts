@@ -153,14 +153,22 @@ export class WriterQueue<S extends Waiter> {
     if (this.#leaseTimer === undefined) this.#armLease(now);
   }
 
-  /** The owner gives the writer back (the lease ends); call {@link drain} when it is free. */
-  release(): void {
-    this.#owner = null;
+  /**
+   * The owner keeps the writer with no transaction open (a script goes on
+   * in autocommit after its COMMIT): its lease ends.
+   */
+  endLease(): void {
     this.#txSince = 0;
     if (this.#leaseTimer !== undefined) {
       clearTimeout(this.#leaseTimer);
       this.#leaseTimer = undefined;
     }
+  }
+
+  /** The owner gives the writer back (the lease ends); call {@link drain} when it is free. */
+  release(): void {
+    this.#owner = null;
+    this.endLease();
   }
 
   /** Removes `s` from the queue (its request went away, or it closed). */
