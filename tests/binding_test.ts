@@ -602,6 +602,22 @@ Deno.test("Stmt.row() reads text holding NUL characters whole [ffi]", () =>
     assert.equal(c, "ascii");
   }));
 
+Deno.test("Stmt.row() and allInto() keep a leading U+FEFF in text that also holds NUL or U+FFFD [ffi]", () =>
+  withDb(ffi, (db) => {
+    // Such text is decoded from its bytes (not read as a C string): a
+    // decoder that strips a byte order mark would drop the first character.
+    const sql = "SELECT char(65279) || 'a' || char(0) || 'b', char(65279) || char(65533), " +
+      "char(65279) || 'x'";
+    const expected = ["\ufeffa\0b", "\ufeff\ufffd", "\ufeffx"];
+    assert.deepEqual(query(db, sql), [expected]);
+    const stmt = db.prepare(sql)!;
+    const out = new RowsEncoder();
+    out.begin();
+    assert.equal(stmt.allInto(out, 1e6), 1);
+    assert.deepEqual(out.finish().bytes, encodeValue([expected]));
+    stmt.finalize();
+  }));
+
 Deno.test("Db.onUpdate() reports inserts, updates and deletes with rowids [ffi]", () =>
   withDb(ffi, (db) => {
     db.exec("CREATE TABLE h(id INTEGER PRIMARY KEY, v)");

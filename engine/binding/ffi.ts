@@ -47,8 +47,11 @@ const INTERRUPT_REPEAT_MS = 2;
 const TRANSIENT = -1n;
 
 const encoder = new TextEncoder();
-/** Refuses invalid UTF-8 instead of replacing it with U+FFFD. */
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+/**
+ * Refuses invalid UTF-8 instead of replacing it with U+FFFD, and keeps a
+ * leading U+FEFF (a byte order mark to a decoder, but part of the value).
+ */
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const MAIN = encoder.encode("main\0");
 /** A valid pointer for the empty string (a NULL pointer would bind NULL). */
 const EMPTY_TEXT = new Uint8Array(1);
