@@ -34,7 +34,7 @@ const INT64_MIN = -(1n << 63n);
 const INT64_MAX = (1n << 63n) - 1n;
 
 const utf8 = new TextEncoder();
-const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Normalises a key argument (`"a"` → `["a"]`) and checks its parts. */
 export function toKey(key: KvKey | string, what = "key"): KvKey {

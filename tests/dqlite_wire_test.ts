@@ -225,7 +225,7 @@ Deno.test("decodeResponse() reads rows with 4-bit types and the PART and DONE ma
     0, // INTEGER | FLOAT << 4, TEXT
     ...u64(2n ** 63n - 1n),
     ...f64(0.5),
-    ...text("x"),
+    ...text("\ufeffx"),
   ];
   // Row 2: BLOB | NULL << 4, ISO8601 (10) holding "" (dqlite's NULL in a DATETIME column).
   const row2 = [
@@ -256,7 +256,7 @@ Deno.test("decodeResponse() reads rows with 4-bit types and the PART and DONE ma
     type: "rows",
     columns: ["a", "b", "c"],
     rows: [
-      [2n ** 63n - 1n, 0.5, "x"],
+      [2n ** 63n - 1n, 0.5, "\ufeffx"], // a leading U+FEFF is text, not a byte order mark
       [new Uint8Array([7, 8]), null, null],
       // UNIXTIME (9) and BOOLEAN (11) are returned as the stored integers.
       [1700000000, 3, -7],

@@ -133,7 +133,7 @@ export type Response =
   | { type: "empty" };
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function protocolError(message: string): ProtocolError {
   return new ProtocolError(DqliteErrorCode.Protocol, message);
