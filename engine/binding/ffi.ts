@@ -77,7 +77,10 @@ export class FfiSqlite implements Sqlite {
   readonly #s: Symbols;
   #unload: (() => void) | null;
 
-  /** Unloads the library. Idempotent. */
+  /**
+   * Releases the library handle. Idempotent. The code stays mapped until the
+   * process exits (`_pin.ts`): a background step may still be running it.
+   */
   close(): void {
     const unload = this.#unload;
     this.#unload = null;

@@ -10,6 +10,7 @@ import { symbols } from "./_ffi_symbols.ts";
 import type { Sqlite } from "./binding.ts";
 import { FfiSqlite } from "./ffi.ts";
 import { NodeSqlite } from "./node.ts";
+import { pinLibrary } from "./_pin.ts";
 
 /** Which implementation to load. */
 export type EngineChoice = "auto" | "ffi" | "node";
@@ -71,6 +72,8 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
     for (const name of libraryCandidates(options.library)) {
       try {
         const lib = Deno.dlopen(name, symbols);
+        // A background step may outlive the isolate: keep its code mapped (see _pin.ts).
+        pinLibrary(name);
         return new FfiSqlite(lib.symbols, loadedPath(name), () => lib.close());
       } catch (err) {
         tried.push(`"${name}": ${(err as Error).message}`);
