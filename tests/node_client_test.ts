@@ -2,8 +2,9 @@
  * The client under Node.js and Bun: `deno task build:node`'s bundle, loaded
  * by the machine's `node` (`node --test`) and by Bun (from its npm package,
  * installed once into a cache directory), against a real server over a Unix
- * socket and TCP. Bun's part is skipped, saying why, when it cannot be
- * installed; Node's is skipped only when `node` is missing.
+ * socket, TCP and TLS, and the hints of failed TLS connections. Bun's part is
+ * skipped, saying why, when it cannot be installed; Node's is skipped only
+ * when `node` is missing.
  */
 
 import assert from "node:assert/strict";
@@ -113,7 +114,7 @@ Deno.test(
     await using s = await setup();
     const { code, text } = await run("node", ["--test", CHECK], s.env);
     assert.equal(code, 0, text);
-    assert.match(text, s.tls ? /# pass 3\b/ : /# pass 2\b/, text);
+    assert.match(text, s.tls ? /# pass 4\b/ : /# pass 3\b/, text);
     assert.match(text, /# fail 0\b/, text);
   }),
 );
@@ -147,6 +148,7 @@ Deno.test(
     assert.match(text, /^ok unix$/m, text);
     assert.match(text, /^ok tcp$/m, text);
     if (s.tls) assert.match(text, /^ok tls$/m, text);
+    assert.match(text, /^ok tls hints$/m, text);
   }),
 );
 
