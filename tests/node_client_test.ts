@@ -185,33 +185,36 @@ Deno.test(
           "const e: unknown = null;",
           "if (e instanceof SqliteError) console.log(e.code.toUpperCase());",
           "console.log(rows, r);",
+          "{",
+          '  await using scoped = await connect({ path: "/tmp/app.sock" });',
+          '  await scoped.run("SELECT 1");',
+          "}",
         ].join("\n") + "\n",
       );
-      const tsc = await run(
-        "npm",
+      // TypeScript's older resolution (node10) reads no "exports", only "types".
+      await Deno.writeTextFile(
+        join(dir, "legacy.ts"),
         [
-          "exec",
-          "--yes",
-          "--package=typescript@5.9",
-          "--",
-          "tsc",
-          "--noEmit",
-          "--strict",
-          "--module",
-          "nodenext",
-          "--moduleResolution",
-          "nodenext",
-          "--target",
-          "es2022",
-          "--lib",
-          "es2024,dom,esnext.disposable",
-          "--skipLibCheck",
-          "main.mts",
-        ],
-        {},
-        dir,
+          'import { connect, type Row } from "@netsqlite/netsqlite";',
+          "export async function first(): Promise<Row | undefined> {",
+          '  const db = await connect({ path: "/tmp/app.sock" });',
+          '  try { return await db.get("SELECT 1"); } finally { await db.close(); }',
+          "}",
+        ].join("\n") + "\n",
       );
-      assert.equal(tsc.code, 0, tsc.text);
+      // No --skipLibCheck, no --lib and no @types/node: the declarations must stand alone.
+      const tsc = (...args: string[]) =>
+        run(
+          "npm",
+          ["exec", "--yes", "--package=typescript@5.9", "--", "tsc", "--noEmit", "--strict"]
+            .concat(["--target", "es2022"], args),
+          {},
+          dir,
+        );
+      const esm = await tsc("--module", "nodenext", "--moduleResolution", "nodenext", "main.mts");
+      assert.equal(esm.code, 0, esm.text);
+      const legacy = await tsc("--module", "commonjs", "--moduleResolution", "node10", "legacy.ts");
+      assert.equal(legacy.code, 0, legacy.text);
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
