@@ -62,7 +62,11 @@ export interface TransactionScope {
   readonly parent: TransactionScope | undefined;
 }
 
-/** The `transaction()` whose function makes the current call, followed across awaits. */
+/**
+ * The `transaction()` whose function makes the current call, followed across awaits. Left out of
+ * the npm package's type declarations (its type is node:async_hooks').
+ * @internal
+ */
 export const transactionContext: AsyncLocalStorage<TransactionScope> = new AsyncLocalStorage();
 
 type Waiter = {

@@ -95,6 +95,8 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
     license: "MIT",
     type: "module",
     engines: { node: ">=20" },
+    // For TypeScript's older resolution (node10), which reads no "exports".
+    ...(types ? { types: "./netsqlite.d.mts" } : {}),
     exports: Object.fromEntries(
       ENTRIES.flatMap(([entry, file, names]) =>
         names.map((name) =>
@@ -121,7 +123,7 @@ async function emitTypes(dist: URL): Promise<void> {
     args: ["exec", "--yes", `--package=${TYPESCRIPT}`, "--", "tsc"].concat(
       ["--declaration", "--emitDeclarationOnly", "--allowImportingTsExtensions"],
       ["--target", "es2022", "--module", "esnext", "--moduleResolution", "bundler"],
-      ["--lib", "es2024,dom,esnext.disposable", "--skipLibCheck"],
+      ["--lib", "es2024,dom,esnext.disposable", "--skipLibCheck", "--stripInternal"],
       ["--outDir", outDir, new URL("client.ts", root).pathname],
     ),
     cwd: root.pathname,
@@ -142,9 +144,11 @@ async function emitTypes(dist: URL): Promise<void> {
       text.replace(/(from\s+["']\.{1,2}\/[^"']+)\.ts(["'])/g, "$1.js$2"),
     );
   }
+  // AsyncDisposable and Symbol.asyncDispose (of `await using`) are in TypeScript's
+  // esnext.disposable lib, which a consumer's target below esnext lacks without @types/node.
   await Deno.writeTextFile(
     new URL("netsqlite.d.mts", dist),
-    'export * from "./types/client.js";\n',
+    '/// <reference lib="esnext.disposable" />\nexport * from "./types/client.js";\n',
   );
 }
 

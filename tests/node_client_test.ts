@@ -2,8 +2,9 @@
  * The client under Node.js and Bun: `deno task build:node`'s bundle, loaded
  * by the machine's `node` (`node --test`) and by Bun (from its npm package,
  * installed once into a cache directory), against a real server over a Unix
- * socket and TCP. Bun's part is skipped, saying why, when it cannot be
- * installed; Node's is skipped only when `node` is missing.
+ * socket, TCP and TLS, and the hints of failed TLS connections. Bun's part is
+ * skipped, saying why, when it cannot be installed; Node's is skipped only
+ * when `node` is missing.
  */
 
 import assert from "node:assert/strict";
@@ -113,7 +114,7 @@ Deno.test(
     await using s = await setup();
     const { code, text } = await run("node", ["--test", CHECK], s.env);
     assert.equal(code, 0, text);
-    assert.match(text, s.tls ? /# pass 3\b/ : /# pass 2\b/, text);
+    assert.match(text, s.tls ? /# pass 4\b/ : /# pass 3\b/, text);
     assert.match(text, /# fail 0\b/, text);
   }),
 );
@@ -147,6 +148,7 @@ Deno.test(
     assert.match(text, /^ok unix$/m, text);
     assert.match(text, /^ok tcp$/m, text);
     if (s.tls) assert.match(text, /^ok tls$/m, text);
+    assert.match(text, /^ok tls hints$/m, text);
   }),
 );
 
@@ -183,33 +185,36 @@ Deno.test(
           "const e: unknown = null;",
           "if (e instanceof SqliteError) console.log(e.code.toUpperCase());",
           "console.log(rows, r);",
+          "{",
+          '  await using scoped = await connect({ path: "/tmp/app.sock" });',
+          '  await scoped.run("SELECT 1");',
+          "}",
         ].join("\n") + "\n",
       );
-      const tsc = await run(
-        "npm",
+      // TypeScript's older resolution (node10) reads no "exports", only "types".
+      await Deno.writeTextFile(
+        join(dir, "legacy.ts"),
         [
-          "exec",
-          "--yes",
-          "--package=typescript@5.9",
-          "--",
-          "tsc",
-          "--noEmit",
-          "--strict",
-          "--module",
-          "nodenext",
-          "--moduleResolution",
-          "nodenext",
-          "--target",
-          "es2022",
-          "--lib",
-          "es2024,dom,esnext.disposable",
-          "--skipLibCheck",
-          "main.mts",
-        ],
-        {},
-        dir,
+          'import { connect, type Row } from "@netsqlite/netsqlite";',
+          "export async function first(): Promise<Row | undefined> {",
+          '  const db = await connect({ path: "/tmp/app.sock" });',
+          '  try { return await db.get("SELECT 1"); } finally { await db.close(); }',
+          "}",
+        ].join("\n") + "\n",
       );
-      assert.equal(tsc.code, 0, tsc.text);
+      // No --skipLibCheck, no --lib and no @types/node: the declarations must stand alone.
+      const tsc = (...args: string[]) =>
+        run(
+          "npm",
+          ["exec", "--yes", "--package=typescript@5.9", "--", "tsc", "--noEmit", "--strict"]
+            .concat(["--target", "es2022"], args),
+          {},
+          dir,
+        );
+      const esm = await tsc("--module", "nodenext", "--moduleResolution", "nodenext", "main.mts");
+      assert.equal(esm.code, 0, esm.text);
+      const legacy = await tsc("--module", "commonjs", "--moduleResolution", "node10", "legacy.ts");
+      assert.equal(legacy.code, 0, legacy.text);
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }

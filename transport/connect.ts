@@ -64,13 +64,36 @@ export async function connectTo(
       );
     }
     throw new ConnectionError(
-      `Cannot connect to ${where}: ` + (err as Error).message + hint(err, addr, tls !== null),
+      `Cannot connect to ${where}: ${describe(err)}${hint(err, addr, tls !== null)}`,
       { cause: err },
     );
   } finally {
     clearTimeout(timer);
   }
 }
+
+/**
+ * The reason of a failed connection on one line. OpenSSL's messages under
+ * Node.js and Bun (`80AC…:error:0A00010B:SSL routines:…:wrong version
+ * number:…/ssl3_record.c:350:` and a newline; `error:100000f7:SSL
+ * routines:OPENSSL_internal:WRONG_VERSION_NUMBER`) are cut to their reason
+ * (`wrong version number`); the error itself stays the `cause`.
+ */
+function describe(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  const openssl = /(?:^|\s)(?:[0-9A-F]+:)?error:[0-9A-F]+:[^:\n]*:[^:\n]*:([^:\n]+)/i.exec(text);
+  const reason = openssl === null ? text : openssl[1].replaceAll("_", " ").toLowerCase();
+  return reason.replace(/\s+/g, " ").trim();
+}
+
+/** `err.code` of Node.js and Bun for a certificate the client does not trust. */
+const UNTRUSTED = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+]);
 
 /** What a failed connection most likely means, for the message. */
 function hint(err: unknown, addr: Address, tls: boolean): string {
@@ -85,8 +108,13 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
   }
   if (!tls) return "";
   const text = String(err);
-  // Deno: "received corrupt message of type InvalidContentType"; Node.js: "wrong version number".
-  if (/corrupt message|InvalidContentType|wrong version number/i.test(text)) {
+  const code = (err as { code?: unknown } | null)?.code;
+  // Deno: "received corrupt message of type InvalidContentType"; Node.js: "wrong version number"
+  // (ERR_SSL_WRONG_VERSION_NUMBER); Bun: "WRONG_VERSION_NUMBER", with the same code.
+  if (
+    code === "ERR_SSL_WRONG_VERSION_NUMBER" ||
+    /corrupt message|InvalidContentType|wrong[ _]version[ _]number/i.test(text)
+  ) {
     return " (the server does not speak TLS: connect without the tls option, or start the " +
       "server with --tls-cert and --tls-key)";
   }
@@ -96,8 +124,13 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
       "default: make it with -addext basicConstraints=critical,CA:FALSE, see README " +
       "Security and lifecycle)";
   }
-  // Deno: UnknownIssuer; Node.js: "self-signed certificate", "unable to get local issuer".
-  if (/UnknownIssuer|self[- ]signed certificate|unable to get local issuer/i.test(text)) {
+  // Deno: UnknownIssuer; Node.js and Bun: "unable to verify the first certificate",
+  // "self-signed certificate", "unable to get local issuer certificate", with their codes.
+  if (
+    (typeof code === "string" && UNTRUSTED.has(code)) ||
+    /UnknownIssuer|self[- ]signed certificate|unable to get local issuer|unable to verify the first certificate/i
+      .test(text)
+  ) {
     return " (the client does not trust the server's certificate: pass the certificate that " +
       "signed it in tls: { caCerts: [pem] }, or --tls-ca FILE to the CLI)";
   }
