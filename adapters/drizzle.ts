@@ -10,9 +10,11 @@
  *   (`Client.reserve()`) for the whole transaction: Drizzle's `begin`,
  *   `commit`, `rollback` and savepoints, and every query made inside `fn`
  *   (through `tx`, or through `db` from inside `fn`), run on it and on
- *   nothing else, so transactions of concurrent callers never mix. Work
- *   that `fn` started but that runs after the transaction ended (a timer, a
- *   queued job) runs on the shared pool, in autocommit.
+ *   nothing else, so transactions of concurrent callers never mix. A
+ *   `db.transaction()` called inside `fn` nests with a savepoint, as
+ *   `tx.transaction()` does. Work that `fn` started but that runs after the
+ *   transaction ended (a timer, a queued job) runs on the shared pool, in
+ *   autocommit.
  * - When `commit` fails (an expired lease: `TX_TIMEOUT`), that error reaches
  *   the caller, not the `rollback` Drizzle sends after it.
  *
@@ -46,6 +48,7 @@
 
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { DrizzleConfig } from "drizzle-orm";
+import type { SQLiteTransaction } from "drizzle-orm/sqlite-core";
 import {
   type AsyncBatchRemoteCallback,
   type AsyncRemoteCallback,
@@ -55,10 +58,20 @@ import {
 import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
 import { firstValues } from "../client/queryable.ts";
 
-/** A `db.transaction()` in progress: its reserved connection, and whether it is still open. */
+/** Whether a `db.transaction()` is still open (shared by its nested levels). */
+interface TransactionState {
+  open: boolean;
+}
+
+/**
+ * A `db.transaction()` in progress: its reserved connection, whether it is
+ * still open, and the Drizzle transaction that a `db.transaction()` called
+ * inside it nests in (with a savepoint), once Drizzle has begun it.
+ */
 interface TransactionScope {
   readonly conn: ReservedConnection;
-  open: boolean;
+  readonly state: TransactionState;
+  readonly tx?: SQLiteTransaction<"async", unknown, any, any>;
 }
 
 /** The statement Drizzle's proxy session sends to roll a transaction back. */
@@ -103,7 +116,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   const context = new AsyncLocalStorage<TransactionScope>();
   const target = (): Queryable => {
     const scope = context.getStore();
-    return scope !== undefined && scope.open ? scope.conn : client;
+    return scope !== undefined && scope.state.open ? scope.conn : client;
   };
 
   const callback: AsyncRemoteCallback = async (sql, params, method) => {
@@ -135,14 +148,23 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
 
   // Drizzle's proxy session sends `begin`/`commit` through the callback; run
   // the whole transaction, and everything `fn` does, on one reserved connection.
+  // A `db.transaction()` called inside `fn` (a helper that wraps its own work
+  // in one) nests in it with a savepoint, as Drizzle's better-sqlite3 driver
+  // does: `begin` there would fail and end the outer transaction.
   const transaction = db.transaction.bind(db);
   db.transaction = (async (fn: any, txConfig?: any) => {
-    if (context.getStore()?.open) return await transaction(fn, txConfig);
-    const scope: TransactionScope = { conn: await client.reserve(), open: true };
+    const outer = context.getStore();
+    if (outer?.state.open && outer.tx !== undefined) {
+      return await outer.tx.transaction((tx) => context.run({ ...outer, tx }, () => fn(tx)));
+    }
+    const scope: TransactionScope = { conn: await client.reserve(), state: { open: true } };
     try {
-      return await context.run(scope, () => transaction(fn, txConfig));
+      return await context.run(
+        scope,
+        () => transaction((tx) => context.run({ ...scope, tx }, () => fn(tx)), txConfig),
+      );
     } finally {
-      scope.open = false;
+      scope.state.open = false;
       scope.conn.release(); // closed instead of reused if a transaction is still open
     }
   }) as typeof db.transaction;

@@ -353,3 +353,41 @@ Deno.test("drizzle: .get() has the server step one row, keeping every column of 
   assert.deepEqual(joined, { userId: 2, postId: 1, title: "hello" });
   assert.equal(await db.select().from(users).where(eq(users.name, "zed")).get(), undefined);
 });
+
+Deno.test("drizzle: db.transaction() inside a transaction nests with a savepoint", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  const names = async () =>
+    (await db.select({ name: users.name }).from(users).orderBy(asc(users.id))).map((r) => r.name);
+  // A helper that wraps its own work in a transaction, called from code already in one.
+  const addUser = (name: string, fail = false) =>
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name, balance: 1n });
+      if (fail) throw new Error(`undo ${name}`);
+    });
+
+  await db.transaction(async (tx) => {
+    await tx.insert(users).values({ name: "outer", balance: 1n });
+    await addUser("kept"); // inner commit: kept with the outer one
+    await assert.rejects(addUser("undone", true), /undo undone/); // rolls back the inner part only
+    assert.deepEqual((await tx.select({ name: users.name }).from(users)).length, 2);
+    // Two levels deep, through db each time.
+    await db.transaction(async () => {
+      await addUser("deep");
+      await assert.rejects(addUser("deep undone", true), /undo deep undone/);
+    });
+  });
+  assert.deepEqual(await names(), ["outer", "kept", "deep"]);
+
+  // An outer throw rolls back everything, inner commits included.
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name: "outer 2", balance: 1n });
+      await addUser("inner 2");
+      throw new Error("undo all");
+    }),
+    /undo all/,
+  );
+  assert.deepEqual(await names(), ["outer", "kept", "deep"]);
+  assert.equal(client.inTransaction, false);
+});
