@@ -57,6 +57,12 @@ import {
 } from "drizzle-orm/sqlite-proxy";
 import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
 import { firstValues } from "../client/queryable.ts";
+import { applyMigrations, type MigrationConfig } from "./drizzle_migrate.ts";
+
+export type { MigrationConfig } from "./drizzle_migrate.ts";
+
+/** The client of each database {@link drizzle} returned, for {@link migrate}. */
+const clients = new WeakMap<object, Client>();
 
 /** Whether a `db.transaction()` is still open (shared by its nested levels). */
 interface TransactionState {
@@ -168,7 +174,64 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
       scope.conn.release(); // closed instead of reused if a transaction is still open
     }
   }) as typeof db.transaction;
+  clients.set(db, client);
   return db;
+}
+
+/**
+ * Applies the pending migrations that `drizzle-kit generate` wrote to
+ * `config.migrationsFolder`, as Drizzle's own SQLite migrators do (the same
+ * `__drizzle_migrations` table and rows, so either can take over from the
+ * other), but safely from several processes at once: checking what is
+ * applied and applying the rest are one atomic request, so each migration is
+ * applied exactly once, and a migrator that finds its work done returns.
+ *
+ * - All pending migrations run in one transaction: when one fails, none of
+ *   them is applied, and the error names it (a `SqliteError` with the
+ *   server's code, the batch's error as `cause`).
+ * - drizzle-kit's `PRAGMA foreign_keys=OFF` (a table rebuild) runs the
+ *   migrations with foreign keys off, checked before the commit (see
+ *   `Client.batch`'s `foreignKeys`), so `DROP TABLE` deletes no rows of
+ *   tables that reference it.
+ * - Call it outside a transaction.
+ *
+ * @param db A database returned by {@link drizzle}.
+ * @param config `migrationsFolder`, and `migrationsTable` (default
+ *   `__drizzle_migrations`); `migrationsSchema` is ignored (SQLite has none).
+ * @throws {TypeError} when `db` does not come from {@link drizzle}, or the
+ *   config is invalid.
+ * @throws {SqliteError} naming the migration that failed.
+ * @example
+ * ```ts
+ * import { serve } from "../server.ts";
+ * import { connect } from "../client.ts";
+ * import { drizzle, migrate } from "./drizzle.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.mkdir(`${dir}/drizzle/meta`, { recursive: true });
+ * await Deno.writeTextFile(`${dir}/drizzle/0000_init.sql`, "CREATE TABLE t (x INTEGER);");
+ * await Deno.writeTextFile(
+ *   `${dir}/drizzle/meta/_journal.json`,
+ *   JSON.stringify({ entries: [{ idx: 0, when: 1700000000000, tag: "0000_init", breakpoints: true }] }),
+ * );
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using client = await connect({ path: `${dir}/a.sock` });
+ * const db = drizzle(client);
+ * await migrate(db, { migrationsFolder: `${dir}/drizzle` });
+ * await migrate(db, { migrationsFolder: `${dir}/drizzle` }); // nothing left to apply
+ * if ((await client.values("SELECT count(*) FROM __drizzle_migrations"))[0][0] !== 1) {
+ *   throw new Error("expected one applied migration");
+ * }
+ * ```
+ */
+export async function migrate(
+  db: SqliteRemoteDatabase<any>,
+  config: MigrationConfig,
+): Promise<void> {
+  const client = db !== null && typeof db === "object" ? clients.get(db) : undefined;
+  if (client === undefined) {
+    throw new TypeError("Invalid db: expected a database returned by netsqlite's drizzle()");
+  }
+  await applyMigrations(client, config);
 }
 
 async function runOne(
