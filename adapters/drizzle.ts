@@ -10,9 +10,11 @@
  *   (`Client.reserve()`) for the whole transaction: Drizzle's `begin`,
  *   `commit`, `rollback` and savepoints, and every query made inside `fn`
  *   (through `tx`, or through `db` from inside `fn`), run on it and on
- *   nothing else, so transactions of concurrent callers never mix. Work
- *   that `fn` started but that runs after the transaction ended (a timer, a
- *   queued job) runs on the shared pool, in autocommit.
+ *   nothing else, so transactions of concurrent callers never mix. A
+ *   `db.transaction()` called inside `fn` nests with a savepoint, as
+ *   `tx.transaction()` does. Work that `fn` started but that runs after the
+ *   transaction ended (a timer, a queued job) runs on the shared pool, in
+ *   autocommit.
  * - When `commit` fails (an expired lease: `TX_TIMEOUT`), that error reaches
  *   the caller, not the `rollback` Drizzle sends after it.
  *
@@ -46,6 +48,7 @@
 
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { DrizzleConfig } from "drizzle-orm";
+import type { SQLiteTransaction } from "drizzle-orm/sqlite-core";
 import {
   type AsyncBatchRemoteCallback,
   type AsyncRemoteCallback,
@@ -54,11 +57,27 @@ import {
 } from "drizzle-orm/sqlite-proxy";
 import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
 import { firstValues } from "../client/queryable.ts";
+import { applyMigrations, type MigrationConfig } from "./drizzle_migrate.ts";
 
-/** A `db.transaction()` in progress: its reserved connection, and whether it is still open. */
+export type { MigrationConfig } from "./drizzle_migrate.ts";
+
+/** The client of each database {@link drizzle} returned, for {@link migrate}. */
+const clients = new WeakMap<object, Client>();
+
+/** Whether a `db.transaction()` is still open (shared by its nested levels). */
+interface TransactionState {
+  open: boolean;
+}
+
+/**
+ * A `db.transaction()` in progress: its reserved connection, whether it is
+ * still open, and the Drizzle transaction that a `db.transaction()` called
+ * inside it nests in (with a savepoint), once Drizzle has begun it.
+ */
 interface TransactionScope {
   readonly conn: ReservedConnection;
-  open: boolean;
+  readonly state: TransactionState;
+  readonly tx?: SQLiteTransaction<"async", unknown, any, any>;
 }
 
 /** The statement Drizzle's proxy session sends to roll a transaction back. */
@@ -103,7 +122,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   const context = new AsyncLocalStorage<TransactionScope>();
   const target = (): Queryable => {
     const scope = context.getStore();
-    return scope !== undefined && scope.open ? scope.conn : client;
+    return scope !== undefined && scope.state.open ? scope.conn : client;
   };
 
   const callback: AsyncRemoteCallback = async (sql, params, method) => {
@@ -135,18 +154,84 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
 
   // Drizzle's proxy session sends `begin`/`commit` through the callback; run
   // the whole transaction, and everything `fn` does, on one reserved connection.
+  // A `db.transaction()` called inside `fn` (a helper that wraps its own work
+  // in one) nests in it with a savepoint, as Drizzle's better-sqlite3 driver
+  // does: `begin` there would fail and end the outer transaction.
   const transaction = db.transaction.bind(db);
   db.transaction = (async (fn: any, txConfig?: any) => {
-    if (context.getStore()?.open) return await transaction(fn, txConfig);
-    const scope: TransactionScope = { conn: await client.reserve(), open: true };
+    const outer = context.getStore();
+    if (outer?.state.open && outer.tx !== undefined) {
+      return await outer.tx.transaction((tx) => context.run({ ...outer, tx }, () => fn(tx)));
+    }
+    const scope: TransactionScope = { conn: await client.reserve(), state: { open: true } };
     try {
-      return await context.run(scope, () => transaction(fn, txConfig));
+      return await context.run(
+        scope,
+        () => transaction((tx) => context.run({ ...scope, tx }, () => fn(tx)), txConfig),
+      );
     } finally {
-      scope.open = false;
+      scope.state.open = false;
       scope.conn.release(); // closed instead of reused if a transaction is still open
     }
   }) as typeof db.transaction;
+  clients.set(db, client);
   return db;
+}
+
+/**
+ * Applies the pending migrations that `drizzle-kit generate` wrote to
+ * `config.migrationsFolder`, as Drizzle's own SQLite migrators do (the same
+ * `__drizzle_migrations` table and rows, so either can take over from the
+ * other), but safely from several processes at once: checking what is
+ * applied and applying the rest are one atomic request, so each migration is
+ * applied exactly once, and a migrator that finds its work done returns.
+ *
+ * - All pending migrations run in one transaction: when one fails, none of
+ *   them is applied, and the error names it (a `SqliteError` with the
+ *   server's code, the batch's error as `cause`).
+ * - drizzle-kit's `PRAGMA foreign_keys=OFF` (a table rebuild) runs the
+ *   migrations with foreign keys off, checked before the commit (see
+ *   `Client.batch`'s `foreignKeys`), so `DROP TABLE` deletes no rows of
+ *   tables that reference it.
+ * - Call it outside a transaction.
+ *
+ * @param db A database returned by {@link drizzle}.
+ * @param config `migrationsFolder`, and `migrationsTable` (default
+ *   `__drizzle_migrations`); `migrationsSchema` is ignored (SQLite has none).
+ * @throws {TypeError} when `db` does not come from {@link drizzle}, or the
+ *   config is invalid.
+ * @throws {SqliteError} naming the migration that failed.
+ * @example
+ * ```ts
+ * import { serve } from "../server.ts";
+ * import { connect } from "../client.ts";
+ * import { drizzle, migrate } from "./drizzle.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.mkdir(`${dir}/drizzle/meta`, { recursive: true });
+ * await Deno.writeTextFile(`${dir}/drizzle/0000_init.sql`, "CREATE TABLE t (x INTEGER);");
+ * await Deno.writeTextFile(
+ *   `${dir}/drizzle/meta/_journal.json`,
+ *   JSON.stringify({ entries: [{ idx: 0, when: 1700000000000, tag: "0000_init", breakpoints: true }] }),
+ * );
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using client = await connect({ path: `${dir}/a.sock` });
+ * const db = drizzle(client);
+ * await migrate(db, { migrationsFolder: `${dir}/drizzle` });
+ * await migrate(db, { migrationsFolder: `${dir}/drizzle` }); // nothing left to apply
+ * if ((await client.values("SELECT count(*) FROM __drizzle_migrations"))[0][0] !== 1) {
+ *   throw new Error("expected one applied migration");
+ * }
+ * ```
+ */
+export async function migrate(
+  db: SqliteRemoteDatabase<any>,
+  config: MigrationConfig,
+): Promise<void> {
+  const client = db !== null && typeof db === "object" ? clients.get(db) : undefined;
+  if (client === undefined) {
+    throw new TypeError("Invalid db: expected a database returned by netsqlite's drizzle()");
+  }
+  await applyMigrations(client, config);
 }
 
 async function runOne(

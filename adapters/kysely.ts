@@ -60,6 +60,7 @@ import {
   SqliteAdapter,
   SqliteIntrospector,
   SqliteQueryCompiler,
+  type TransactionSettings,
 } from "kysely";
 import {
   type BindParams,
@@ -68,7 +69,9 @@ import {
   type Queryable,
   type ReservedConnection,
   type RunResult,
+  SqliteError,
 } from "../client.ts";
+import { readsOnly } from "../client/connection.ts";
 
 /** Options of {@link NetsqliteDialect}. */
 export interface NetsqliteDialectConfig {
@@ -196,8 +199,13 @@ class NetsqliteDriver implements Driver {
     return Promise.resolve(new NetsqliteConnection(this.#client!));
   }
 
-  async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await (connection as NetsqliteConnection).begin();
+  async beginTransaction(
+    connection: DatabaseConnection,
+    settings: TransactionSettings,
+  ): Promise<void> {
+    // Every isolation level is accepted: SQLite's transactions are serializable
+    // (a stronger guarantee than any level asks for).
+    await (connection as NetsqliteConnection).begin(settings.accessMode === "read only");
   }
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
@@ -213,7 +221,9 @@ class NetsqliteDriver implements Driver {
     name: string,
     compileQuery: QueryCompiler["compileQuery"],
   ): Promise<void> {
-    await connection.executeQuery(savepointQuery("savepoint", name, compileQuery));
+    await (connection as NetsqliteConnection).control(
+      savepointQuery("savepoint", name, compileQuery),
+    );
   }
 
   async rollbackToSavepoint(
@@ -221,7 +231,9 @@ class NetsqliteDriver implements Driver {
     name: string,
     compileQuery: QueryCompiler["compileQuery"],
   ): Promise<void> {
-    await connection.executeQuery(savepointQuery("rollback to", name, compileQuery));
+    await (connection as NetsqliteConnection).control(
+      savepointQuery("rollback to", name, compileQuery),
+    );
   }
 
   async releaseSavepoint(
@@ -229,7 +241,9 @@ class NetsqliteDriver implements Driver {
     name: string,
     compileQuery: QueryCompiler["compileQuery"],
   ): Promise<void> {
-    await connection.executeQuery(savepointQuery("release", name, compileQuery));
+    await (connection as NetsqliteConnection).control(
+      savepointQuery("release", name, compileQuery),
+    );
   }
 
   releaseConnection(connection: DatabaseConnection): Promise<void> {
@@ -275,6 +289,8 @@ class NetsqliteConnection implements DatabaseConnection {
   #tx: ReservedConnection | null = null;
   /** The connection raw transaction control pinned, until {@link release}. */
   #pinned: ReservedConnection | null = null;
+  /** The open transaction is `read only` (Kysely's `setAccessMode`). */
+  #readOnly = false;
 
   constructor(client: Client) {
     this.#client = client;
@@ -284,10 +300,12 @@ class NetsqliteConnection implements DatabaseConnection {
     return this.#tx ?? this.#pinned ?? this.#client;
   }
 
-  async begin(): Promise<void> {
+  /** Reserves a connection and begins; `readOnly`: refuse every statement that may write. */
+  async begin(readOnly = false): Promise<void> {
     if (this.#tx !== null) throw new Error("A transaction is already open on this connection");
     const conn = this.#pinned ?? await this.#client.reserve();
     this.#tx = conn;
+    this.#readOnly = readOnly;
     try {
       await conn.exec("BEGIN");
     } catch (err) {
@@ -332,6 +350,30 @@ class NetsqliteConnection implements DatabaseConnection {
   #endTransaction(): void {
     if (this.#tx !== null && this.#tx !== this.#pinned) this.#tx.release();
     this.#tx = null;
+    this.#readOnly = false;
+  }
+
+  /**
+   * In a `read only` transaction, refuses `sql` unless it surely only reads
+   * (`SELECT`, `WITH ... SELECT`, `VALUES`, `EXPLAIN`, a `PRAGMA` that reads:
+   * see `readsOnly`), before anything is sent. The server's `query_only`
+   * PRAGMA is a setting of its shared connection, which clients may not set,
+   * so the adapter checks; a statement holds one statement only (the server
+   * refuses more), so the check is sound.
+   */
+  #checkAccess(sql: string): void {
+    if (!this.#readOnly || this.#tx === null || readsOnly(sql)) return;
+    const head = sql.trim().replace(/\s+/g, " ");
+    throw new SqliteError(
+      ErrorCode.ReadOnly,
+      `Cannot run "${head.length > 60 ? `${head.slice(0, 60)}...` : head}" in a read only ` +
+        'transaction: it may write (setAccessMode("read only") allows reading statements only)',
+    );
+  }
+
+  /** Runs transaction control (a savepoint) on the open transaction, read only or not. */
+  async control(compiled: CompiledQuery): Promise<void> {
+    await this.#on((q) => q.run(compiled.sql));
   }
 
   /**
@@ -353,6 +395,7 @@ class NetsqliteConnection implements DatabaseConnection {
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    this.#checkAccess(compiled.sql);
     return await this.#on((q) => executeOn<R>(q, compiled));
   }
 
@@ -362,6 +405,7 @@ class NetsqliteConnection implements DatabaseConnection {
     if (!Number.isInteger(chunkSize) || chunkSize < 1) {
       throw new RangeError(`Invalid chunkSize ${chunkSize}: expected a positive integer`);
     }
+    this.#checkAccess(compiled.sql);
     let rows: R[] = [];
     const params = compiled.parameters as BindParams;
     for await (const row of this.#target.iterate<R>(compiled.sql, params)) {

@@ -14,8 +14,9 @@ import {
   sqliteTable,
   text,
 } from "drizzle-orm/sqlite-core";
-import { drizzle } from "../adapters/drizzle.ts";
-import { connect, ErrorCode } from "../client.ts";
+import { migrate as proxyMigrate } from "drizzle-orm/sqlite-proxy/migrator";
+import { drizzle, migrate } from "../adapters/drizzle.ts";
+import { connect, ErrorCode, SqliteError } from "../client.ts";
 import { delay, startServer } from "./_helpers.ts";
 
 const int64 = customType<{ data: bigint; driverData: number | bigint }>({
@@ -352,4 +353,261 @@ Deno.test("drizzle: .get() has the server step one row, keeping every column of 
     .from(posts).innerJoin(users, eq(posts.authorId, users.id)).get();
   assert.deepEqual(joined, { userId: 2, postId: 1, title: "hello" });
   assert.equal(await db.select().from(users).where(eq(users.name, "zed")).get(), undefined);
+});
+
+Deno.test("drizzle: db.transaction() inside a transaction nests with a savepoint", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  const names = async () =>
+    (await db.select({ name: users.name }).from(users).orderBy(asc(users.id))).map((r) => r.name);
+  // A helper that wraps its own work in a transaction, called from code already in one.
+  const addUser = (name: string, fail = false) =>
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name, balance: 1n });
+      if (fail) throw new Error(`undo ${name}`);
+    });
+
+  await db.transaction(async (tx) => {
+    await tx.insert(users).values({ name: "outer", balance: 1n });
+    await addUser("kept"); // inner commit: kept with the outer one
+    await assert.rejects(addUser("undone", true), /undo undone/); // rolls back the inner part only
+    assert.deepEqual((await tx.select({ name: users.name }).from(users)).length, 2);
+    // Two levels deep, through db each time.
+    await db.transaction(async () => {
+      await addUser("deep");
+      await assert.rejects(addUser("deep undone", true), /undo deep undone/);
+    });
+  });
+  assert.deepEqual(await names(), ["outer", "kept", "deep"]);
+
+  // An outer throw rolls back everything, inner commits included.
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name: "outer 2", balance: 1n });
+      await addUser("inner 2");
+      throw new Error("undo all");
+    }),
+    /undo all/,
+  );
+  assert.deepEqual(await names(), ["outer", "kept", "deep"]);
+  assert.equal(client.inTransaction, false);
+});
+
+/** Moves one chunk from `reader` to `ctl` (a stream over a reader already in use). */
+async function pump(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  ctl: ReadableStreamDefaultController<Uint8Array>,
+): Promise<void> {
+  const { value, done } = await reader.read();
+  if (done) ctl.close();
+  else ctl.enqueue(value);
+}
+
+/** Writes a drizzle-kit migration folder: `[tag, sql]` pairs, one journal entry a second apart. */
+async function writeMigrations(
+  dir: string,
+  migrations: [string, string][],
+  name = "drizzle",
+): Promise<string> {
+  const folder = `${dir}/${name}`;
+  await Deno.mkdir(`${folder}/meta`, { recursive: true });
+  const entries = migrations.map(([tag], idx) => ({
+    idx,
+    version: "6",
+    when: 1_700_000_000_000 + idx * 1000,
+    tag,
+    breakpoints: true,
+  }));
+  for (const [tag, text] of migrations) await Deno.writeTextFile(`${folder}/${tag}.sql`, text);
+  await Deno.writeTextFile(
+    `${folder}/meta/_journal.json`,
+    JSON.stringify({ version: "7", dialect: "sqlite", entries }),
+  );
+  return folder;
+}
+
+const INIT: [string, string] = [
+  "0000_init",
+  "CREATE TABLE `accounts` (\n\t`id` integer PRIMARY KEY NOT NULL,\n\t`name` text NOT NULL\n);\n" +
+  "--> statement-breakpoint\nCREATE TABLE `entries` (\n\t`id` integer PRIMARY KEY NOT NULL,\n" +
+  "\t`account_id` integer NOT NULL REFERENCES `accounts`(`id`) ON DELETE CASCADE\n);\n" +
+  "--> statement-breakpoint\nCREATE TABLE `audit` (`n` integer);",
+];
+// Seed rows: applied twice, it would not fail, it would duplicate them.
+const SEED: [string, string] = [
+  "0001_seed",
+  "INSERT INTO `accounts` (`name`) VALUES ('ada'), ('bob');--> statement-breakpoint\n" +
+  "INSERT INTO `entries` (`account_id`) SELECT `id` FROM `accounts`;--> statement-breakpoint\n" +
+  "INSERT INTO `audit` VALUES (1);",
+];
+// drizzle-kit's table rebuild: with foreign keys on, DROP TABLE would cascade to `entries`.
+const REBUILD: [string, string] = [
+  "0002_rebuild",
+  "PRAGMA foreign_keys=OFF;--> statement-breakpoint\n" +
+  "CREATE TABLE `__new_accounts` (`id` integer PRIMARY KEY NOT NULL, `name` text NOT NULL, " +
+  "`email` text);--> statement-breakpoint\n" +
+  'INSERT INTO `__new_accounts`("id", "name") SELECT "id", "name" FROM `accounts`;' +
+  "--> statement-breakpoint\nDROP TABLE `accounts`;--> statement-breakpoint\n" +
+  "ALTER TABLE `__new_accounts` RENAME TO `accounts`;--> statement-breakpoint\n" +
+  "PRAGMA foreign_keys=ON;",
+];
+
+async function migrationState(client: Awaited<ReturnType<typeof connect>>) {
+  const count = async (table: string) =>
+    await client.values(`SELECT count(*) FROM ${table}`).then((r) => r[0][0], () => "missing");
+  return {
+    applied: await client.values("SELECT hash, created_at FROM __drizzle_migrations ORDER BY 2"),
+    accounts: await count("accounts"),
+    entries: await count("entries"),
+    audit: await count("audit"),
+  };
+}
+
+Deno.test("drizzle: migrate() run by several clients at once applies each migration once", async () => {
+  await using srv = await startServer();
+  const folder = await writeMigrations(srv.dir, [INIT]);
+  await using first = await connect(srv.connectOptions);
+  await migrate(drizzle(first), { migrationsFolder: folder });
+  // The app's next version brings two migrations; six instances start at once.
+  await writeMigrations(srv.dir, [INIT, SEED, REBUILD]);
+  const clients = await Promise.all(
+    Array.from({ length: 6 }, () => connect({ ...srv.connectOptions, max: 2 })),
+  );
+  try {
+    const results = await Promise.allSettled(
+      clients.map((c) => migrate(drizzle(c), { migrationsFolder: folder })),
+    );
+    assert.deepEqual(
+      results.map((r) => r.status),
+      Array(6).fill("fulfilled"),
+      String(
+        results.map((r) => (r as PromiseRejectedResult).reason),
+      ),
+    );
+  } finally {
+    for (const c of clients) await c.close();
+  }
+  const state = await migrationState(first);
+  assert.deepEqual(state.applied.map((r) => r[1]), [
+    1_700_000_000_000,
+    1_700_000_001_000,
+    1_700_000_002_000,
+  ]);
+  assert.deepEqual([state.accounts, state.entries, state.audit], [2, 2, 1]);
+  // The rebuild ran with foreign keys off: no entry was deleted by the cascade, the column is there.
+  assert.deepEqual(
+    await first.values("SELECT group_concat(name) FROM pragma_table_info('accounts')"),
+    [["id,name,email"]],
+  );
+  // Running again is a no-op.
+  await migrate(drizzle(first), { migrationsFolder: folder });
+  assert.deepEqual(await migrationState(first), state);
+  assert.equal(first.inTransaction, false);
+});
+
+Deno.test("drizzle: migrate() from several processes at once applies each migration once", async () => {
+  await using srv = await startServer();
+  await using client = await connect(srv.connectOptions);
+  const folder = await writeMigrations(srv.dir, [INIT]);
+  await migrate(drizzle(client), { migrationsFolder: folder });
+  await writeMigrations(srv.dir, [INIT, SEED, REBUILD]);
+  const adapter = new URL("../adapters/drizzle.ts", import.meta.url).href;
+  const clientModule = new URL("../client.ts", import.meta.url).href;
+  // Each child connects, says "ready", and migrates when the test says "go" (all at once).
+  const code = `import { drizzle, migrate } from ${JSON.stringify(adapter)};
+    import { connect } from ${JSON.stringify(clientModule)};
+    await using client = await connect(${JSON.stringify(srv.connectOptions)});
+    const db = drizzle(client);
+    console.log("ready");
+    for await (const _ of Deno.stdin.readable) break;
+    await migrate(db, { migrationsFolder: ${JSON.stringify(folder)} });
+    console.log("migrated");`;
+  const children = Array.from({ length: 3 }, () =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--quiet", code],
+      cwd: new URL("..", import.meta.url).pathname,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn());
+  const dec = new TextDecoder();
+  const readers = children.map((c) => c.stdout.getReader());
+  for (const r of readers) {
+    const { value } = await r.read();
+    assert.equal(dec.decode(value).trim(), "ready");
+  }
+  const go = new TextEncoder().encode("go\n");
+  await Promise.all(children.map(async (c) => {
+    const w = c.stdin.getWriter();
+    await w.write(go);
+    await w.close();
+  }));
+  for (const [i, c] of children.entries()) {
+    const [out, err, status] = await Promise.all([
+      new Response(new ReadableStream({ pull: (ctl) => pump(readers[i], ctl) })).text(),
+      new Response(c.stderr).text(),
+      c.status,
+    ]);
+    assert.equal(out.trim(), "migrated", err);
+    assert.equal(status.code, 0);
+  }
+  const state = await migrationState(client);
+  assert.equal(state.applied.length, 3);
+  assert.deepEqual([state.accounts, state.entries, state.audit], [2, 2, 1]);
+});
+
+Deno.test("drizzle: a failing migration applies nothing of its run and names the migration", async () => {
+  await using srv = await startServer();
+  const folder = await writeMigrations(srv.dir, [INIT]);
+  await using client = await connect(srv.connectOptions);
+  const db = drizzle(client);
+  await migrate(db, { migrationsFolder: folder });
+  await writeMigrations(srv.dir, [
+    INIT,
+    SEED,
+    [
+      "0002_bad",
+      "CREATE TABLE `more` (`x` integer);\n--> statement-breakpoint\nCREATE TABLE `audit` (`n` integer);",
+    ],
+    ["0003_later", "CREATE TABLE `later` (`x` integer);"],
+  ]);
+  const before = await migrationState(client);
+  const err = await migrate(db, { migrationsFolder: folder }).then(() => null, (e: unknown) => e);
+  assert.ok(err instanceof SqliteError, String(err));
+  assert.equal(err.code, "SQLITE_ERROR");
+  assert.match(err.message, /^Migration "0002_bad" failed, no migration of this run was applied/);
+  assert.match(err.message, /table `audit` already exists/);
+  // Nothing of 0001 (before it) or 0002, and 0003 (after it) was not run.
+  assert.deepEqual(await migrationState(client), before);
+  assert.deepEqual(
+    await client.values("SELECT name FROM sqlite_schema WHERE name IN ('more', 'later')"),
+    [],
+  );
+  assert.deepEqual(before.applied.length, 1);
+});
+
+Deno.test("drizzle: migrate() takes over from drizzle's sqlite-proxy migrator and back", async () => {
+  await using srv = await startServer();
+  await using client = await connect(srv.connectOptions);
+  const db = drizzle(client);
+  const folder = await writeMigrations(srv.dir, [INIT]);
+  const viaProxy = () =>
+    proxyMigrate(db, async (queries) => {
+      await client.batch(queries.map((q) => ({ sql: q })));
+    }, { migrationsFolder: folder });
+  await viaProxy();
+  await writeMigrations(srv.dir, [INIT, SEED]);
+  await migrate(db, { migrationsFolder: folder, migrationsSchema: "ignored" });
+  await viaProxy(); // finds both applied
+  const state = await migrationState(client);
+  assert.deepEqual(state.applied.length, 2);
+  assert.deepEqual([state.accounts, state.entries, state.audit], [2, 2, 1]);
+  // Another table name, and bad arguments.
+  const other = await writeMigrations(srv.dir, [["0000_other", "CREATE TABLE other (x);"]], "o");
+  await migrate(db, { migrationsFolder: other, migrationsTable: "my migrations" });
+  await migrate(db, { migrationsFolder: other, migrationsTable: "my migrations" });
+  assert.deepEqual(await client.values('SELECT count(*) FROM "my migrations"'), [[1]]);
+  assert.deepEqual(await client.values("SELECT count(*) FROM __drizzle_migrations"), [[2]]);
+  await assert.rejects(migrate({} as typeof db, { migrationsFolder: folder }), TypeError);
+  await assert.rejects(migrate(db, { migrationsFolder: `${srv.dir}/none` }), /_journal\.json/);
 });

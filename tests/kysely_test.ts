@@ -487,3 +487,66 @@ Deno.test("kysely: a COMMIT refused after the lease expired surfaces TX_TIMEOUT,
   assert.deepEqual(await db.selectFrom("person").selectAll().execute(), []);
   assert.equal(client.inTransaction, false);
 });
+
+Deno.test("kysely: a read only transaction refuses writes; every isolation level is accepted", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  await db.insertInto("person").values({ name: "ada", balance: 1 }).execute();
+  const isReadOnly = (err: unknown) => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, ErrorCode.ReadOnly);
+    assert.match(
+      err.message,
+      /^Cannot run "(insert into|delete from) .*" in a read only transaction/,
+    );
+    return true;
+  };
+  await assert.rejects(
+    db.transaction().setAccessMode("read only").execute(async (trx) => {
+      assert.equal((await trx.selectFrom("person").selectAll().execute()).length, 1);
+      await trx.insertInto("person").values({ name: "ro", balance: 2 }).execute();
+    }),
+    isReadOnly,
+  );
+  await assert.rejects(
+    db.transaction().setAccessMode("read only").execute((trx) =>
+      sql`INSERT INTO person (name) VALUES ('raw')`.execute(trx)
+    ),
+    (err: SqliteError) => err.code === ErrorCode.ReadOnly,
+  );
+  // Reads, raw reads, streams and savepoints work in it.
+  const read = await db.transaction().setAccessMode("read only").execute(async (trx) => {
+    const names = await trx.selectFrom("person").select("name").execute();
+    const [{ n }] = (await sql<{ n: number }>`SELECT count(*) AS n FROM person`.execute(trx)).rows;
+    let streamed = 0;
+    for await (const _ of trx.selectFrom("person").selectAll().stream(1)) streamed++;
+    return { names, n, streamed };
+  });
+  assert.deepEqual(read, { names: [{ name: "ada" }], n: 1, streamed: 1 });
+  const trx = await db.startTransaction().setAccessMode("read only").execute();
+  const sp = await trx.savepoint("a").execute();
+  await assert.rejects(sp.deleteFrom("person").execute(), isReadOnly);
+  await (await sp.rollbackToSavepoint("a").execute()).commit().execute();
+  // The connection went back with no read-only leftover: the next transaction writes.
+  await db.transaction().setAccessMode("read write").execute((trx) =>
+    trx.insertInto("person").values({ name: "rw", balance: 3 }).execute()
+  );
+  for (
+    const level of [
+      "read uncommitted",
+      "read committed",
+      "repeatable read",
+      "snapshot",
+      "serializable",
+    ] as const
+  ) {
+    await db.transaction().setIsolationLevel(level).execute((trx) =>
+      trx.updateTable("person").set({ balance: 4 }).where("name", "=", "rw").execute()
+    );
+  }
+  assert.deepEqual(
+    await db.selectFrom("person").select(["name", "balance"]).orderBy("id").execute(),
+    [{ name: "ada", balance: 1 }, { name: "rw", balance: 4 }],
+  );
+  assert.equal(client.inTransaction, false);
+});

@@ -1,0 +1,186 @@
+/**
+ * Applies drizzle-kit's migration folder through a netsqlite client, with
+ * the semantics of Drizzle's own SQLite migrators (the same table, rows and
+ * test of what is applied), but atomically: checking what is applied and
+ * applying the rest are one request, so migrators started at once by several
+ * processes apply each migration exactly once. Used by `migrate()` of
+ * `./drizzle.ts`.
+ *
+ * @module
+ */
+
+import { readFileSync } from "node:fs";
+import { type MigrationMeta, readMigrationFiles } from "drizzle-orm/migrator";
+import { type BatchStatement, type Client, SqliteError } from "../client.ts";
+
+/** Options of `migrate()`: those of Drizzle's migrators (`MigrationConfig`). */
+export interface MigrationConfig {
+  /** The folder `drizzle-kit generate` writes to (with `meta/_journal.json`). */
+  migrationsFolder: string;
+  /** The table applied migrations are recorded in. @default {"__drizzle_migrations"} */
+  migrationsTable?: string;
+  /** Ignored: SQLite has no schemas (accepted for Drizzle's config). */
+  migrationsSchema?: string;
+}
+
+/** The table Drizzle records applied migrations in, unless `migrationsTable` names another. */
+const DEFAULT_TABLE = "__drizzle_migrations";
+
+/** How often a run starts over after another migrator applied migrations meanwhile. */
+const MAX_ATTEMPTS = 10;
+
+/** drizzle-kit's `PRAGMA foreign_keys=OFF` / `=ON` around a table rebuild. */
+const FOREIGN_KEYS = /^\s*PRAGMA\s+foreign_keys\s*=\s*['"]?(\w+)['"]?\s*;?\s*$/i;
+
+/** What the migrations table holds: its row count and the newest row's `created_at`. */
+interface Applied {
+  readonly count: number;
+  /** `created_at` of the row Drizzle reads as the last applied one; `undefined`: no row. */
+  readonly last: unknown;
+}
+
+/** One migration of the folder: its journal tag and what Drizzle read of it. */
+interface Migration extends MigrationMeta {
+  readonly tag: string;
+}
+
+/**
+ * Applies the pending migrations of `config.migrationsFolder`.
+ *
+ * As Drizzle's SQLite migrators do, it creates the migrations table when
+ * missing, takes as applied every migration whose journal time (`when`) is
+ * not after the newest `created_at` recorded, and runs the others, each
+ * statement (split at `--> statement-breakpoint`) followed by a row of
+ * `(hash, created_at)`, all of them in one transaction. Unlike
+ * `drizzle-orm/sqlite-proxy/migrator`, that transaction is one atomic
+ * `Client.batch` whose first statement fails when the table no longer holds
+ * what was read: another migrator got there first, and the run starts over
+ * (and finds nothing left to do). drizzle-kit's `PRAGMA foreign_keys=OFF`
+ * (a table rebuild) runs the batch with `foreignKeys: false`.
+ *
+ * @param client The client to run the migrations through.
+ * @param config Drizzle's migration options (`migrationsSchema` is ignored:
+ *   SQLite has none).
+ * @throws {SqliteError} naming the failing migration, with the server's code
+ *   (nothing of the run applied).
+ */
+export async function applyMigrations(client: Client, config: MigrationConfig): Promise<void> {
+  if (
+    config === null || typeof config !== "object" || typeof config.migrationsFolder !== "string"
+  ) {
+    throw new TypeError('Invalid config: expected an object with a string "migrationsFolder"');
+  }
+  const tableName = config.migrationsTable ?? DEFAULT_TABLE;
+  if (typeof tableName !== "string" || tableName === "") {
+    throw new TypeError('Invalid option "migrationsTable": expected a non-empty string');
+  }
+  const migrations = readFolder(config);
+  const table = quoteIdentifier(tableName);
+  await client.run(
+    `CREATE TABLE IF NOT EXISTS ${table} (id SERIAL PRIMARY KEY, hash text NOT NULL, ` +
+      "created_at numeric)",
+  );
+  for (let attempt = 1;; attempt++) {
+    const seen = await readApplied(client, table);
+    const pending = migrations.filter((m) =>
+      seen.last === undefined || Number(seen.last) < m.folderMillis
+    );
+    if (pending.length === 0) return;
+    const { statements, owners, foreignKeysOff } = plan(table, seen, pending);
+    try {
+      await client.batch(statements, foreignKeysOff ? { foreignKeys: false } : undefined);
+      return;
+    } catch (err) {
+      // Another migrator recorded migrations since we read: start over.
+      const now = await readApplied(client, table).catch(() => seen);
+      const changed = now.count !== seen.count || now.last !== seen.last;
+      if (changed && attempt < MAX_ATTEMPTS) continue;
+      throw failure(err, owners, pending);
+    }
+  }
+}
+
+/** Reads the folder as Drizzle does, with each migration's journal tag (for error messages). */
+function readFolder(config: MigrationConfig): Migration[] {
+  const metas = readMigrationFiles(config);
+  const journal = JSON.parse(
+    readFileSync(`${config.migrationsFolder}/meta/_journal.json`, "utf8"),
+  ) as { entries: { tag: string }[] };
+  return metas.map((m, i) => ({ ...m, tag: String(journal.entries[i]?.tag) }));
+}
+
+/** What Drizzle reads as the last applied migration, and how many rows the table has. */
+async function readApplied(client: Client, table: string): Promise<Applied> {
+  const [[count, last]] = await client.values(
+    `SELECT (SELECT count(*) FROM ${table}), ` +
+      `(SELECT created_at FROM ${table} ORDER BY created_at DESC LIMIT 1)`,
+  );
+  return { count: Number(count), last: Number(count) === 0 ? undefined : last };
+}
+
+/**
+ * The batch: a guard that fails unless the table still holds what `seen`
+ * says, then each pending migration's statements and its row. `owners[i]`
+ * is the index in `pending` of the migration statement `i` belongs to (-1:
+ * the guard).
+ */
+function plan(
+  table: string,
+  seen: Applied,
+  pending: readonly Migration[],
+): { statements: BatchStatement[]; owners: number[]; foreignKeysOff: boolean } {
+  const statements: BatchStatement[] = [{
+    // (The failing branch reads the table, so SQLite cannot evaluate it up front.)
+    sql: `SELECT CASE WHEN (SELECT count(*) FROM ${table}) = ? AND ` +
+      `(SELECT created_at FROM ${table} ORDER BY created_at DESC LIMIT 1) IS ? THEN 0 ` +
+      `ELSE json('migrations applied meanwhile: ' || (SELECT count(*) FROM ${table})) END`,
+    params: [seen.count, (seen.last ?? null) as number | bigint | string | null],
+  }];
+  const owners = [-1];
+  let foreignKeysOff = false;
+  pending.forEach((m, index) => {
+    for (const stmt of m.sql) {
+      const pragma = FOREIGN_KEYS.exec(stmt);
+      if (pragma !== null) {
+        // Ignored inside a transaction; the batch turns them off instead.
+        if (/^(off|false|no|0)$/i.test(pragma[1])) foreignKeysOff = true;
+        continue;
+      }
+      if (stmt.trim() === "") continue;
+      statements.push({ sql: stmt });
+      owners.push(index);
+    }
+    statements.push({
+      sql: `INSERT INTO ${table} ("hash", "created_at") VALUES (?, ?)`,
+      params: [m.hash, m.folderMillis],
+    });
+    owners.push(index);
+  });
+  return { statements, owners, foreignKeysOff };
+}
+
+/** The batch's error, naming the migration whose statement failed. */
+function failure(err: unknown, owners: readonly number[], pending: readonly Migration[]): unknown {
+  if (!(err instanceof SqliteError)) return err;
+  const at = /^Batch statement (\d+) of \d+ failed/.exec(err.message);
+  const owner = at === null ? -1 : owners[Number(at[1]) - 1] ?? -1;
+  const detail = err.message.replace(
+    /^Batch statement \d+ of \d+ failed, nothing was applied: /,
+    "",
+  );
+  const names = pending.map((m) => `"${m.tag}"`).join(", ");
+  const what = owner >= 0
+    ? `Migration "${pending[owner].tag}" failed`
+    : `Applying migrations ${names} failed`;
+  return new SqliteError(
+    err.code,
+    `${what}, no migration of this run was applied (pending: ${names}): ${detail}`,
+    err.sqliteCode,
+    { cause: err },
+  );
+}
+
+/** `name` as an SQL identifier in double quotes. */
+function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
