@@ -8,7 +8,9 @@
  *   {@link ChangeLog.ran} / {@link ChangeLog.failed} (in `run.ts`): a failed
  *   statement's changes are dropped (SQLite undid them), all pending ones when
  *   the failure ended the transaction;
- * - `SAVEPOINT name` / `RELEASE name` / `ROLLBACK TO name` run by clients keep
+ * - `SAVEPOINT name` / `RELEASE name` / `ROLLBACK TO name` run by clients (the
+ *   name as SQLite read it, {@link Prepared.savepoint}: comments, quotes and
+ *   case do not matter) keep
  *   a stack of marks, so a rollback to a savepoint drops exactly what it undid;
  * - a statement after which the writer is in autocommit committed (COMMIT,
  *   the outermost RELEASE, an autocommit write), unless it was ROLLBACK;
@@ -134,8 +136,6 @@ export function changeLogOf(conn: Connection): ChangeLog | undefined {
   return logs.get(conn);
 }
 
-const SAVEPOINT_NAME =
-  /^\s*(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+TRANSACTION)?\s+TO(?:\s+SAVEPOINT)?)\s+("(?:[^"]|"")+"|'(?:[^']|'')+'|`[^`]+`|\[[^\]]+\]|[^\s;]+)/i;
 const DELETE_ALL =
   /^\s*DELETE\s+FROM\s+((?:"(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|[\w$]+)(?:\.(?:"(?:[^"]|"")+"|[\w$]+))?)\s*;?\s*$/i;
 
@@ -230,12 +230,12 @@ export class ChangeLog {
       return;
     }
     if (p.txOp === "SAVEPOINT") {
-      this.#savepoints.push({ name: savepointName(p.stmt.sql), mark });
+      this.#savepoints.push({ name: foldCase(p.savepoint ?? ""), mark });
     } else if (p.txOp === "RELEASE") {
-      const i = this.#find(savepointName(p.stmt.sql));
+      const i = this.#find(p.savepoint ?? "");
       if (i >= 0) this.#savepoints.length = i;
     } else if (p.txOp === "ROLLBACK TO") {
-      const i = this.#find(savepointName(p.stmt.sql));
+      const i = this.#find(p.savepoint ?? "");
       if (i >= 0) {
         this.#pending.length = this.#savepoints[i].mark;
         this.#savepoints.length = i + 1;
@@ -408,7 +408,7 @@ export class ChangeLog {
   }
 
   #find(name: string): number {
-    const n = name.toLowerCase();
+    const n = foldCase(name);
     for (let i = this.#savepoints.length - 1; i >= 0; i--) {
       if (this.#savepoints[i].name === n) return i;
     }
@@ -487,9 +487,9 @@ export class ChangeLog {
   }
 }
 
-function savepointName(sql: string): string {
-  const m = SAVEPOINT_NAME.exec(sql);
-  return m === null ? "" : unquote(m[1]).toLowerCase();
+/** `name` with ASCII letters in lower case: SQLite compares savepoint names so. */
+function foldCase(name: string): string {
+  return name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
 }
 
 function unquote(name: string): string {

@@ -29,6 +29,11 @@ export interface Prepared {
   readonly readOnly: boolean;
   /** Transaction control done by the statement, or `null`. */
   readonly txOp: TxOp | null;
+  /**
+   * The savepoint a `SAVEPOINT`, `RELEASE` or `ROLLBACK TO` names, as SQLite
+   * read it (unquoted, comments skipped), or `null`.
+   */
+  readonly savepoint: string | null;
   /** True for recursive queries, which may run without bound. */
   readonly recursive: boolean;
   /** True when the statement creates or drops TEMP objects. */
@@ -150,6 +155,8 @@ export class Connection {
   /** The statement itself (not a trigger of it) updates or deletes rows. */
   #sawOwnUpdate = false;
   #txOp: TxOp | null = null;
+  /** The savepoint the statement names (see {@link Prepared.savepoint}). */
+  #savepoint: string | null = null;
   /** `schema_version` when the cache was last known valid. */
   #schemaVersion = -1;
   readonly #policy: PolicyCheck | null;
@@ -309,6 +316,7 @@ export class Connection {
     this.#createsTrigger = null;
     this.#sawOwnUpdate = false;
     this.#txOp = null;
+    this.#savepoint = null;
     this.#refusal = null;
     this.#conditional = null;
     this.#guard = null;
@@ -356,6 +364,7 @@ export class Connection {
     const readOnly = this.#sawRead && !this.#sawWrite && stmt.readOnly;
     const updatesItself = this.#sawOwnUpdate;
     const txOp = this.#txOp;
+    const savepoint = this.#savepoint;
     const flags = {
       recursive: this.#sawRecursive,
       touchesTemp: this.#sawTemp,
@@ -399,6 +408,7 @@ export class Connection {
       onWriter: this.#isWriter,
       readOnly,
       txOp,
+      savepoint,
       ...flags,
       inserts,
       insertTargets,
@@ -652,6 +662,7 @@ export class Connection {
       this.#txOp = arg1 as TxOp;
     } else if (action === Auth.SAVEPOINT) {
       this.#txOp = arg1 === "BEGIN" ? "SAVEPOINT" : arg1 === "RELEASE" ? "RELEASE" : "ROLLBACK TO";
+      this.#savepoint = arg2;
     }
   }
 }

@@ -1,0 +1,108 @@
+/**
+ * Change feeds equal what is committed: each test replays the feed's events
+ * onto a copy of the tables and compares it with the tables as committed,
+ * after SQL that SQLite undoes or keeps in ways the text does not show
+ * (comments before `SAVEPOINT` / `ROLLBACK TO`, `DELETE` without WHERE in
+ * any spelling, statements failing under `OR FAIL`, `OR ABORT`,
+ * `OR ROLLBACK`, `RAISE(...)`). The feed needs the FFI engine.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, connect, type Subscription } from "../client.ts";
+import { startServer, within } from "./_helpers.ts";
+
+const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
+
+/** Rows of each table by rowid, as the feed's events build them. */
+type Mirror = Map<string, Map<string, unknown>>;
+
+/** A copy of `tables` as they are now (before the feed starts). */
+async function snapshot(db: Client, tables: string[]): Promise<Mirror> {
+  const m: Mirror = new Map();
+  for (const t of tables) m.set(t, await rowsOf(db, t));
+  return m;
+}
+
+async function rowsOf(db: Client, table: string): Promise<Map<string, unknown>> {
+  const ids = await db.values<[number]>(`SELECT rowid FROM ${table} ORDER BY rowid`);
+  const rows = await db.query(`SELECT * FROM ${table} ORDER BY rowid`);
+  return new Map(ids.map(([id], i) => [String(id), rows[i]]));
+}
+
+/**
+ * Applies the feed's events to `mirror` up to a marker row written now (so
+ * every earlier commit has been read), then asserts that the mirror equals
+ * the committed tables.
+ */
+async function assertReplayed(db: Client, sub: Subscription, mirror: Mirror): Promise<void> {
+  await db.run("INSERT INTO marker DEFAULT VALUES");
+  const reading = (async () => {
+    for (;;) {
+      const r = await sub.next();
+      assert.ok(!r.done, "the feed ended");
+      const e = r.value;
+      assert.equal(e.type, "table", `unexpected event ${JSON.stringify(e)}`);
+      if (e.type !== "table") continue;
+      if (e.table === "marker") return;
+      const rows = mirror.get(e.table);
+      assert.ok(rows !== undefined, `event for an unexpected table: ${JSON.stringify(e)}`);
+      if (e.rowid === null) {
+        assert.equal(e.op, "delete");
+        rows.clear();
+      } else if (e.op === "delete") {
+        rows.delete(String(e.rowid));
+      } else if (e.value !== null && e.value !== undefined) {
+        rows.set(String(e.rowid), e.value);
+      }
+    }
+  })();
+  assert.notEqual(await within(reading, 10_000), "timeout", "timed out waiting for the marker");
+  for (const [table, rows] of mirror) {
+    assert.deepEqual(
+      Object.fromEntries(rows),
+      Object.fromEntries(await rowsOf(db, table)),
+      `the feed's ${table} differs from the committed one`,
+    );
+  }
+}
+
+Deno.test({
+  name: "feed replay: SAVEPOINT / ROLLBACK TO after a comment, quoted and in any case",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE marker (id INTEGER PRIMARY KEY);" +
+        "INSERT INTO t VALUES (1, 'alive'), (2, 'alive')",
+    );
+    const mirror = await snapshot(db, ["t"]);
+    await using sub = await db.subscribe({ values: true });
+    await using r = await db.reserve();
+    await r.exec(
+      "BEGIN; UPDATE t SET v = 'x' WHERE 0; SAVEPOINT a; DELETE FROM t WHERE id = 1;\n" +
+        "-- changed my mind\nROLLBACK TO a; COMMIT;",
+    );
+    await r.exec(
+      "BEGIN; INSERT INTO t (v) VALUES ('kept');\n/* step */ SAVEPOINT a; " +
+        "INSERT INTO t (v) VALUES ('undone'); ROLLBACK TO a; COMMIT;",
+    );
+    await r.exec(
+      `BEGIN; SAVEPOINT "Outer Name"; INSERT INTO t (v) VALUES ('kept 2'); ` +
+        "/* c */ SAVEPOINT [inner]; DELETE FROM t WHERE id = 2; " +
+        "-- undo the inner one only\nROLLBACK TRANSACTION TO SAVEPOINT INNER; " +
+        "RELEASE `OUTER NAME`; COMMIT;",
+    );
+    // Each statement its own call, a comment before ROLLBACK TO.
+    await r.exec("BEGIN");
+    await r.run("INSERT INTO t (v) VALUES ('kept 3')");
+    await r.exec("SAVEPOINT a");
+    await r.run("INSERT INTO t (v) VALUES ('undone 3')");
+    await r.exec("-- undo\nROLLBACK TO a");
+    await r.exec("COMMIT");
+    // A savepoint that starts the transaction, released after a comment: commits.
+    await r.exec("/* x */ SAVEPOINT s1; INSERT INTO t (v) VALUES ('kept 4'); -- y\nRELEASE s1");
+    await assertReplayed(db, sub, mirror);
+    assert.equal(mirror.get("t")!.size, 6);
+  },
+});
