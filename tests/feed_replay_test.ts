@@ -106,3 +106,57 @@ Deno.test({
     assert.equal(mirror.get("t")!.size, 6);
   },
 });
+
+Deno.test({
+  name: "feed replay: DELETE without WHERE in any spelling, in triggers, never on TEMP tables",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE marker (id INTEGER PRIMARY KEY);" +
+        "CREATE TABLE a (id INTEGER PRIMARY KEY); CREATE TABLE b (id INTEGER PRIMARY KEY, v);" +
+        "CREATE TRIGGER wipe_b AFTER INSERT ON a BEGIN DELETE FROM b; END;" +
+        "CREATE VIEW tv AS SELECT * FROM t;" +
+        "CREATE TRIGGER tv_del INSTEAD OF DELETE ON tv BEGIN DELETE FROM t WHERE id = old.id; END;",
+    );
+    const mirror = await snapshot(db, ["t", "a", "b"]);
+    await using sub = await db.subscribe({ values: true });
+    const forms = [
+      "DELETE FROM t",
+      "DELETE FROM t -- wipe\n",
+      "/* wipe */ DELETE FROM t",
+      "DELETE FROM t AS x",
+      "WITH c AS (SELECT 1) DELETE FROM t",
+      'DELETE FROM main."T"',
+    ];
+    for (const sql of forms) {
+      await db.run("INSERT INTO t (v) VALUES ('a'), ('b'), ('c')");
+      assert.equal((await db.run(sql)).changes, 3, sql);
+    }
+    // In a script and a transaction, between inserts.
+    await db.exec("INSERT INTO t (v) VALUES ('z'); DELETE FROM t; INSERT INTO t (v) VALUES ('y');");
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t (v) VALUES ('in tx')");
+      await tx.run("/* all */ DELETE FROM t");
+      await tx.run("INSERT INTO t (v) VALUES ('after')");
+    });
+    // A trigger's DELETE without WHERE (uncounted by changes()).
+    await db.run("INSERT INTO b (v) VALUES (1), (2), (3)");
+    await db.run("INSERT INTO a DEFAULT VALUES");
+    assert.deepEqual(await db.values("SELECT count(*) FROM b"), [[0]]);
+    // Through a view's INSTEAD OF trigger: rows reported one by one, no phantom for the view.
+    await db.run("INSERT INTO t (v) VALUES ('v1'), ('v2')");
+    await db.run("DELETE FROM tv");
+    // A TEMP table's rows are not seen, and its emptying reports nothing.
+    await using r = await db.reserve();
+    await r.exec(
+      "CREATE TEMP TABLE scratch (id INTEGER PRIMARY KEY, v TEXT);" +
+        "INSERT INTO scratch VALUES (5, 'temp'), (6, 'temp')",
+    );
+    assert.equal((await r.run("DELETE FROM scratch")).changes, 2);
+    await r.run("INSERT INTO t (v) VALUES ('last')");
+    await assertReplayed(db, sub, mirror);
+    assert.equal(mirror.get("t")!.size, 1);
+  },
+});
