@@ -6,8 +6,9 @@
  * How pending changes follow the transaction:
  * - each statement on the writer is bracketed by {@link ChangeLog.mark} and
  *   {@link ChangeLog.ran} / {@link ChangeLog.failed} (in `run.ts`): a failed
- *   statement's changes are dropped (SQLite undid them), all pending ones when
- *   the failure ended the transaction;
+ *   statement's changes are dropped when SQLite undid them, all pending ones
+ *   when the failure ended the transaction, and kept (committed, in
+ *   autocommit) when OR FAIL kept them;
  * - `SAVEPOINT name` / `RELEASE name` / `ROLLBACK TO name` run by clients
  *   (the name as SQLite read it, {@link Prepared.savepoint}: comments, quotes
  *   and case do not matter) keep a stack of marks, so a rollback to a
@@ -244,10 +245,23 @@ export class ChangeLog {
     }
   }
 
-  /** A statement begun at `mark` failed: SQLite undid it, or its whole transaction. */
+  /**
+   * A statement begun at `mark` failed. SQLite undid it (OR ABORT, the
+   * default, and errors), or its whole transaction (OR ROLLBACK,
+   * RAISE(ROLLBACK)), and then set `changes()` to 0; or, under OR FAIL or a
+   * trigger's RAISE(FAIL), kept the rows it changed before the failure, set
+   * `changes()` to their number and, in autocommit, committed them. (A
+   * statement the hook saw change rows is an INSERT, UPDATE or DELETE, which
+   * always sets `changes()` when it ends.) Known gap: under OR FAIL, rows
+   * changed by triggers before the statement changed any of its own are
+   * kept by SQLite but dropped here (`changes()` is 0 then, as when undone).
+   */
   failed(mark: number): void {
-    if (!this.#writer.db.inTransaction) this.discard();
-    else this.truncate(mark);
+    const kept = this.#pending.length > mark && Number(this.#writer.db.changes()) > 0;
+    if (!this.#writer.db.inTransaction) {
+      if (kept) this.committed();
+      else this.discard();
+    } else if (!kept) this.truncate(mark);
   }
 
   /** Drops changes after `mark` (a savepoint of the engine's was rolled back to). */

@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { type Client, connect, type Subscription } from "../client.ts";
+import type { SqliteError } from "../protocol/errors.ts";
 import { startServer, within } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
@@ -158,5 +159,79 @@ Deno.test({
     await r.run("INSERT INTO t (v) VALUES ('last')");
     await assertReplayed(db, sub, mirror);
     assert.equal(mirror.get("t")!.size, 1);
+  },
+});
+
+Deno.test({
+  name: "feed replay: statements failing under OR FAIL keep rows, OR ABORT / OR ROLLBACK undo",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE marker (id INTEGER PRIMARY KEY);" +
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE); INSERT INTO t (v) VALUES ('dup');" +
+        "CREATE TABLE u (id INTEGER PRIMARY KEY, n INTEGER CHECK (n < 3));" +
+        "INSERT INTO u (n) VALUES (0), (1), (2);" +
+        "CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE wlog (id INTEGER PRIMARY KEY, v);" +
+        "CREATE TRIGGER w_log AFTER INSERT ON w BEGIN INSERT INTO wlog (v) VALUES (new.v); END;" +
+        "CREATE TRIGGER w_check BEFORE INSERT ON w BEGIN " +
+        "SELECT CASE new.v WHEN 'fail' THEN RAISE(FAIL, 'no') WHEN 'abort' THEN RAISE(ABORT, 'no') " +
+        "WHEN 'rollback' THEN RAISE(ROLLBACK, 'no') END; END;",
+    );
+    const mirror = await snapshot(db, ["t", "u", "w", "wlog"]);
+    await using sub = await db.subscribe({ values: true });
+    await using r = await db.reserve();
+    const statements = (n: number): string[] => [
+      `INSERT OR FAIL INTO t (v) VALUES ('f${n}a'), ('f${n}b'), ('dup'), ('f${n}c')`,
+      `INSERT OR ABORT INTO t (v) VALUES ('a${n}a'), ('dup'), ('a${n}b')`,
+      `INSERT INTO t (v) VALUES ('d${n}a'), ('dup')`,
+      `INSERT OR IGNORE INTO t (v) VALUES ('i${n}a'), ('dup'), ('i${n}b')`,
+      `INSERT OR REPLACE INTO t (id, v) VALUES (1, 'dup'), (-${n}, 'r${n}')`,
+      "UPDATE OR FAIL u SET n = n + 1",
+      "UPDATE u SET n = id - 1",
+      `INSERT INTO w (v) VALUES ('w${n}a'), ('w${n}b'), ('fail'), ('w${n}c')`,
+      `INSERT INTO w (v) VALUES ('w${n}d'), ('abort')`,
+      `INSERT OR ROLLBACK INTO t (v) VALUES ('rb${n}'), ('dup')`,
+      `INSERT INTO w (v) VALUES ('w${n}e'), ('rollback')`,
+    ];
+    // In autocommit.
+    const failures: string[] = [];
+    for (const sql of statements(1)) {
+      await r.run(sql).catch((e: SqliteError) => failures.push(e.code));
+    }
+    // Inside a transaction, between other writes (OR ROLLBACK and
+    // RAISE(ROLLBACK) end it: COMMIT fails then, and ROLLBACK ends it for the session).
+    let i = 0;
+    for (const sql of statements(2)) {
+      await r.exec("BEGIN");
+      await r.run("INSERT INTO t (v) VALUES (?)", [`before ${++i}`]);
+      await r.run(sql).catch((e: SqliteError) => failures.push(e.code));
+      await r.run("INSERT INTO t (v) VALUES (?)", [`after ${i}`]).catch(() => {});
+      await r.exec("COMMIT").catch(() => r.exec("ROLLBACK"));
+    }
+    // Through the pool (the engine's group commit), and db.transaction().
+    for (const sql of statements(3)) {
+      await db.run(sql).catch((e: SqliteError) => failures.push(e.code));
+    }
+    for (const sql of statements(4)) {
+      await db.transaction(async (tx) => {
+        await tx.run("INSERT INTO t (v) VALUES (?)", [`tx before ${++i}`]);
+        await tx.run(sql).catch((e: SqliteError) => failures.push(e.code));
+      }).catch(() => {});
+    }
+    assert.equal(failures.length, 32, failures.join());
+    await assertReplayed(db, sub, mirror);
+    // What SQLite kept: the rows before each OR FAIL / RAISE(FAIL) failure.
+    const kept = (await db.values<[string]>("SELECT v FROM t UNION ALL SELECT v FROM w"))
+      .map(([v]) => v);
+    for (const n of [1, 2, 3, 4]) {
+      for (const v of [`f${n}a`, `f${n}b`, `w${n}a`, `w${n}b`, `i${n}a`, `i${n}b`, `r${n}`]) {
+        assert.ok(kept.includes(v), `${v} kept`);
+      }
+      for (const v of [`f${n}c`, `a${n}a`, `d${n}a`, `w${n}c`, `w${n}d`, `rb${n}`, `w${n}e`]) {
+        assert.ok(!kept.includes(v), `${v} undone`);
+      }
+    }
   },
 });
