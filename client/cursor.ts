@@ -4,6 +4,7 @@
  * @module
  */
 
+import { AbortError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies, type StatementRef } from "../protocol/messages.ts";
 import { type BindParams, wireOptions, wireParams } from "./_calls.ts";
 import type { PooledConnection } from "./connection.ts";
@@ -71,7 +72,13 @@ export async function* cursorRows(
       while (pending !== null) {
         const [rows, done]: Replies[typeof Op.Next] = await pending;
         pending = done ? null : ahead();
-        for (let i = 0; i < rows.length; i++) yield arrays ? rows[i] : toObject(columns, rows[i]);
+        for (let i = 0; i < rows.length; i++) {
+          // Rows already received are not yielded once the signal aborted.
+          if (signal?.aborted) {
+            throw new AbortError("Call was aborted by its signal", { cause: signal.reason });
+          }
+          yield arrays ? rows[i] : toObject(columns, rows[i]);
+        }
       }
     } finally {
       if (pending !== null) {

@@ -106,7 +106,11 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   readonly #values: boolean;
   #queue: ChangeEvent[] = [];
   #head = 0;
-  #waiter: Waiter | null = null;
+  /**
+   * Calls of {@link next} waiting for a change, oldest first (the queue is
+   * empty while any wait); all are settled when the feed ends.
+   */
+  #waiters: Waiter[] = [];
   #ended = false;
   #error: unknown = null;
   #startSeq = 0;
@@ -151,7 +155,7 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
       return Promise.reject(err);
     }
     if (this.#ended) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve, reject) => this.#waiter = { resolve, reject });
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 
   /** Ends the feed (closes its connection). */
@@ -237,37 +241,33 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   }
 
   #push(e: ChangeEvent): void {
-    const w = this.#waiter;
-    if (w !== null && this.#head === this.#queue.length) {
-      this.#waiter = null;
-      w.resolve({ value: e, done: false });
-      return;
-    }
-    this.#queue.push(e);
+    const w = this.#waiters.shift();
+    if (w !== undefined) w.resolve({ value: e, done: false });
+    else this.#queue.push(e);
   }
 
   #end(): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#onClose(this);
-    const w = this.#waiter;
-    if (w !== null && this.#head === this.#queue.length) {
-      this.#waiter = null;
-      w.resolve({ value: undefined, done: true });
-    }
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w.resolve({ value: undefined, done: true });
   }
 
   #fail(err: unknown): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#onClose(this);
-    const w = this.#waiter;
-    if (w !== null) {
-      this.#waiter = null;
-      w.reject(err);
-    } else {
+    const [first, ...rest] = this.#waiters;
+    this.#waiters = [];
+    if (first === undefined) {
       this.#error = err;
+      return;
     }
+    // The oldest call gets the error; later ones find the feed ended.
+    first.reject(err);
+    for (const w of rest) w.resolve({ value: undefined, done: true });
   }
 }
 

@@ -6,10 +6,13 @@
  * How pending changes follow the transaction:
  * - each statement on the writer is bracketed by {@link ChangeLog.mark} and
  *   {@link ChangeLog.ran} / {@link ChangeLog.failed} (in `run.ts`): a failed
- *   statement's changes are dropped (SQLite undid them), all pending ones when
- *   the failure ended the transaction;
- * - `SAVEPOINT name` / `RELEASE name` / `ROLLBACK TO name` run by clients keep
- *   a stack of marks, so a rollback to a savepoint drops exactly what it undid;
+ *   statement's changes are dropped when SQLite undid them, all pending ones
+ *   when the failure ended the transaction, and kept (committed, in
+ *   autocommit) when OR FAIL kept them;
+ * - `SAVEPOINT name` / `RELEASE name` / `ROLLBACK TO name` run by clients
+ *   (the name as SQLite read it, {@link Prepared.savepoint}: comments, quotes
+ *   and case do not matter) keep a stack of marks, so a rollback to a
+ *   savepoint drops exactly what it undid;
  * - a statement after which the writer is in autocommit committed (COMMIT,
  *   the outermost RELEASE, an autocommit write), unless it was ROLLBACK;
  * - the engine's own transaction control says so directly: the group commit
@@ -32,9 +35,11 @@
  * collection and key; a delete there is an update to a tombstone.
  *
  * Not seen: WITHOUT ROWID tables and rows deleted by ON CONFLICT REPLACE
- * (SQLite's update hook does not report them); `DELETE FROM t` without WHERE
- * is reported as one delete with `rowid: null` (SQLite truncates the table
- * without reporting rows); changes made by other processes on the file.
+ * (SQLite's update hook does not report them), TEMP and attached tables,
+ * schema changes; changes made by other processes on the file. A client's
+ * `DELETE FROM t` without WHERE (any spelling) is reported as one delete with
+ * `rowid: null` (SQLite empties the table without reporting rows); a
+ * trigger's is made to delete row by row (see `Connection`).
  *
  * @module
  */
@@ -134,11 +139,6 @@ export function changeLogOf(conn: Connection): ChangeLog | undefined {
   return logs.get(conn);
 }
 
-const SAVEPOINT_NAME =
-  /^\s*(?:SAVEPOINT|RELEASE(?:\s+SAVEPOINT)?|ROLLBACK(?:\s+TRANSACTION)?\s+TO(?:\s+SAVEPOINT)?)\s+("(?:[^"]|"")+"|'(?:[^']|'')+'|`[^`]+`|\[[^\]]+\]|[^\s;]+)/i;
-const DELETE_ALL =
-  /^\s*DELETE\s+FROM\s+((?:"(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|[\w$]+)(?:\.(?:"(?:[^"]|"")+"|[\w$]+))?)\s*;?\s*$/i;
-
 /** Captures the writer's changes and publishes committed ones to sinks. */
 export class ChangeLog {
   readonly #writer: Connection;
@@ -223,19 +223,19 @@ export class ChangeLog {
   /** A statement begun at `mark` succeeded. */
   ran(p: Prepared, mark: number): void {
     const inTx = this.#writer.db.inTransaction;
-    if (mark === this.#pending.length && p.changesRows) this.#noteDeleteAll(p);
+    if (p.deleteTargets.length > 0) this.#noteDeleteAll(p, mark);
     if (!inTx) {
       if (p.txOp === "ROLLBACK") this.discard();
       else this.committed();
       return;
     }
     if (p.txOp === "SAVEPOINT") {
-      this.#savepoints.push({ name: savepointName(p.stmt.sql), mark });
+      this.#savepoints.push({ name: foldCase(p.savepoint ?? ""), mark });
     } else if (p.txOp === "RELEASE") {
-      const i = this.#find(savepointName(p.stmt.sql));
+      const i = this.#find(p.savepoint ?? "");
       if (i >= 0) this.#savepoints.length = i;
     } else if (p.txOp === "ROLLBACK TO") {
-      const i = this.#find(savepointName(p.stmt.sql));
+      const i = this.#find(p.savepoint ?? "");
       if (i >= 0) {
         this.#pending.length = this.#savepoints[i].mark;
         this.#savepoints.length = i + 1;
@@ -245,10 +245,23 @@ export class ChangeLog {
     }
   }
 
-  /** A statement begun at `mark` failed: SQLite undid it, or its whole transaction. */
+  /**
+   * A statement begun at `mark` failed. SQLite undid it (OR ABORT, the
+   * default, and errors), or its whole transaction (OR ROLLBACK,
+   * RAISE(ROLLBACK)), and then set `changes()` to 0; or, under OR FAIL or a
+   * trigger's RAISE(FAIL), kept the rows it changed before the failure, set
+   * `changes()` to their number and, in autocommit, committed them. (A
+   * statement the hook saw change rows is an INSERT, UPDATE or DELETE, which
+   * always sets `changes()` when it ends.) Known gap: under OR FAIL, rows
+   * changed by triggers before the statement changed any of its own are
+   * kept by SQLite but dropped here (`changes()` is 0 then, as when undone).
+   */
   failed(mark: number): void {
-    if (!this.#writer.db.inTransaction) this.discard();
-    else this.truncate(mark);
+    const kept = this.#pending.length > mark && Number(this.#writer.db.changes()) > 0;
+    if (!this.#writer.db.inTransaction) {
+      if (kept) this.committed();
+      else this.discard();
+    } else if (!kept) this.truncate(mark);
   }
 
   /** Drops changes after `mark` (a savepoint of the engine's was rolled back to). */
@@ -408,22 +421,49 @@ export class ChangeLog {
   }
 
   #find(name: string): number {
-    const n = name.toLowerCase();
+    const n = foldCase(name);
     for (let i = this.#savepoints.length - 1; i >= 0; i--) {
       if (this.#savepoints[i].name === n) return i;
     }
     return -1;
   }
 
-  /** `DELETE FROM t` without WHERE: SQLite empties the table without reporting rows. */
-  #noteDeleteAll(p: Prepared): void {
-    const m = DELETE_ALL.exec(p.stmt.sql);
-    if (m === null) return;
-    const parts = m[1].split(".");
-    const table = unquote(parts[parts.length - 1]);
-    if (parts.length === 2 && unquote(parts[0]).toLowerCase() !== "main") return;
-    if (this.#writer.db.changes() === 0 || table.startsWith("sqlite_")) return;
-    this.#pending.push({ op: "delete", table, rowid: null });
+  /**
+   * After a `DELETE` statement begun at `mark`: when it deleted rows
+   * (`changes()`, its own rows only) from a table of the main database but
+   * the update hook saw none of that table, SQLite emptied the table at once
+   * (`DELETE FROM t` without WHERE, in any spelling), and one delete with
+   * `rowid: null` stands for every row. (A DELETE with WHERE, or on a table
+   * with triggers or foreign keys, reports each row; a trigger's DELETE is
+   * made to, see `Connection`; WITHOUT ROWID and virtual tables, and views,
+   * report none and are left out.)
+   */
+  #noteDeleteAll(p: Prepared, mark: number): void {
+    if (Number(this.#writer.db.changes()) === 0) return;
+    for (const [schema, table] of p.deleteTargets) {
+      if (foldCase(schema) !== "main" || foldCase(table).startsWith("sqlite_")) continue;
+      const t = foldCase(table);
+      let seen = false;
+      for (let i = mark; i < this.#pending.length && !seen; i++) {
+        seen = foldCase(this.#pending[i].table) === t;
+      }
+      if (!seen && this.#plainTable(table)) {
+        this.#pending.push({ op: "delete", table, rowid: null });
+      }
+    }
+  }
+
+  /** True when `table` of the main database is an ordinary rowid table. */
+  #plainTable(table: string): boolean {
+    try {
+      const rows = this.#writer.ownRows(
+        "SELECT type, wr FROM pragma_table_list(?1) WHERE schema = 'main'",
+        [table],
+      );
+      return rows.length === 1 && rows[0][0] === "table" && Number(rows[0][1]) === 0;
+    } catch {
+      return true; // as before the check: reported
+    }
   }
 
   #resolveKv(c: Change, rowid: number | bigint): boolean {
@@ -487,14 +527,7 @@ export class ChangeLog {
   }
 }
 
-function savepointName(sql: string): string {
-  const m = SAVEPOINT_NAME.exec(sql);
-  return m === null ? "" : unquote(m[1]).toLowerCase();
-}
-
-function unquote(name: string): string {
-  const q = name[0];
-  if (q === '"' || q === "'" || q === "`") return name.slice(1, -1).replaceAll(q + q, q);
-  if (q === "[") return name.slice(1, -1);
-  return name;
+/** `name` with ASCII letters in lower case: SQLite compares savepoint names so. */
+function foldCase(name: string): string {
+  return name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
 }

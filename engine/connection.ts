@@ -29,6 +29,11 @@ export interface Prepared {
   readonly readOnly: boolean;
   /** Transaction control done by the statement, or `null`. */
   readonly txOp: TxOp | null;
+  /**
+   * The savepoint a `SAVEPOINT`, `RELEASE` or `ROLLBACK TO` names, as SQLite
+   * read it (unquoted, comments skipped), or `null`.
+   */
+  readonly savepoint: string | null;
   /** True for recursive queries, which may run without bound. */
   readonly recursive: boolean;
   /** True when the statement creates or drops TEMP objects. */
@@ -43,6 +48,12 @@ export interface Prepared {
    * {@link Connection.setsRowid}.
    */
   readonly insertTargets: readonly (readonly [string, string])[];
+  /**
+   * The tables it deletes from itself (not its triggers), `[schema, table]`:
+   * a `DELETE` without WHERE empties its table without calling the update
+   * hook (see `change_log.ts`).
+   */
+  readonly deleteTargets: readonly (readonly [string, string])[];
   /** Cached answer of {@link Connection.setsRowid}. */
   setsRowid?: boolean;
   /**
@@ -145,11 +156,15 @@ export class Connection {
   #createsTrigger: string | null = null;
   /** Tables the statement itself inserts into (not its triggers): `[schema, table]`. */
   #insertTargets: [string, string][] = [];
+  /** Tables the statement itself deletes from (not its triggers): `[schema, table]`. */
+  #deleteTargets: [string, string][] = [];
   /** Whether a table has rowids (not WITHOUT ROWID), by `schema.table`; cleared with the cache. */
   readonly #hasRowid = new Map<string, boolean>();
   /** The statement itself (not a trigger of it) updates or deletes rows. */
   #sawOwnUpdate = false;
   #txOp: TxOp | null = null;
+  /** The savepoint the statement names (see {@link Prepared.savepoint}). */
+  #savepoint: string | null = null;
   /** `schema_version` when the cache was last known valid. */
   #schemaVersion = -1;
   readonly #policy: PolicyCheck | null;
@@ -181,9 +196,16 @@ export class Connection {
     this.#cacheText = options.cacheText ?? MAX_CACHED_SQL;
     this.#policy = options.policy ?? null;
     this.db.setAuthorizer((action, arg1, arg2, dbName, trigger) => {
+      // A trigger's `DELETE FROM t` without WHERE would empty t without
+      // calling the update hook, and uncounted by changes(): IGNORE makes
+      // SQLite delete its rows one by one (the DELETE still runs), so that
+      // change feeds see them. (Also when SQLite prepares a statement again.)
+      const ok = action === Auth.DELETE && trigger !== null && this.#isWriter
+        ? AuthResult.IGNORE
+        : AuthResult.OK;
       // ATTACH is checked when statements run too: VACUUM INTO attaches its target only then.
       // (Plain VACUUM attaches a nameless temporary database: not a file.)
-      if (!this.#classifying && (action !== Auth.ATTACH || !arg1)) return AuthResult.OK;
+      if (!this.#classifying && (action !== Auth.ATTACH || !arg1)) return ok;
       const refusal = this.#trusted
         ? null
         : this.#policy?.(action, arg1, arg2, dbName, trigger) ?? null;
@@ -202,7 +224,7 @@ export class Connection {
         return AuthResult.DENY;
       }
       if (this.#classifying) this.#classify(action, arg1, arg2, dbName, trigger);
-      return AuthResult.OK;
+      return ok;
     });
   }
 
@@ -303,12 +325,14 @@ export class Connection {
     this.#sawTemp = false;
     this.#sawDml = false;
     this.#insertTargets = [];
+    this.#deleteTargets = [];
     this.#tempNames = [];
     this.#mainNames = [];
     this.#altered = null;
     this.#createsTrigger = null;
     this.#sawOwnUpdate = false;
     this.#txOp = null;
+    this.#savepoint = null;
     this.#refusal = null;
     this.#conditional = null;
     this.#guard = null;
@@ -356,6 +380,7 @@ export class Connection {
     const readOnly = this.#sawRead && !this.#sawWrite && stmt.readOnly;
     const updatesItself = this.#sawOwnUpdate;
     const txOp = this.#txOp;
+    const savepoint = this.#savepoint;
     const flags = {
       recursive: this.#sawRecursive,
       touchesTemp: this.#sawTemp,
@@ -365,6 +390,7 @@ export class Connection {
     };
     // (Read before #shadows(), whose own statement resets the fields above.)
     const insertTargets = this.#insertTargets;
+    const deleteTargets = this.#deleteTargets;
     const createsTrigger = this.#createsTrigger;
     const guard = (this.#guard as Refusal | null) ?? undefined;
     const judged = this.#policy !== null && !this.#trusted;
@@ -399,9 +425,11 @@ export class Connection {
       onWriter: this.#isWriter,
       readOnly,
       txOp,
+      savepoint,
       ...flags,
       inserts,
       insertTargets,
+      deleteTargets,
       updatesItself,
       ...(guard === undefined ? {} : { guard }),
       zeroesRowid: inserts && updatesItself && !READS_LAST_ROWID.test(stmt.sql),
@@ -624,6 +652,9 @@ export class Connection {
       this.#sawDml = true;
       // (Inside a trigger SQLite names the trigger: its updates are not the statement's.)
       if (trigger === null) this.#sawOwnUpdate = true;
+      if (action === Auth.DELETE && trigger === null && arg1 !== null) {
+        this.#deleteTargets.push([dbName ?? "main", arg1]);
+      }
     } else if (SCHEMA_ACTIONS.has(action)) {
       this.#sawSchema = true;
       const inTemp = dbName === "temp" || action === Auth.CREATE_TEMP_TABLE ||
@@ -652,6 +683,7 @@ export class Connection {
       this.#txOp = arg1 as TxOp;
     } else if (action === Auth.SAVEPOINT) {
       this.#txOp = arg1 === "BEGIN" ? "SAVEPOINT" : arg1 === "RELEASE" ? "RELEASE" : "ROLLBACK TO";
+      this.#savepoint = arg2;
     }
   }
 }

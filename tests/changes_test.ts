@@ -548,3 +548,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "feed: next() calls not awaited get changes in order, and all settle on close",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v)");
+    const feed = await db.subscribe();
+    const first = [feed.next(), feed.next()];
+    await db.run("INSERT INTO t (v) VALUES (1)");
+    await db.run("INSERT INTO t (v) VALUES (2)");
+    const got = await within(Promise.all(first), 5000);
+    assert.notEqual(got, "timeout", "a next() call stayed pending");
+    if (got === "timeout") return;
+    assert.deepEqual(got.map((r) => r.value?.type === "table" ? r.value.rowid : null), [1, 2]);
+    // Pending calls when the feed is closed: all end.
+    const pending = [feed.next(), feed.next(), feed.next()];
+    await feed.close();
+    assert.deepEqual(await within(Promise.all(pending), 5000), [
+      { value: undefined, done: true },
+      { value: undefined, done: true },
+      { value: undefined, done: true },
+    ]);
+  },
+});
+
+Deno.test({
+  name: "feed: pending next() calls when the connection is lost: the first rejects, others end",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v)");
+    await using feed = await db.subscribe();
+    const pending = [feed.next(), feed.next()];
+    const settled = Promise.allSettled(pending);
+    await srv.server.shutdown();
+    const [a, b] = await within(settled, 5000) as PromiseSettledResult<unknown>[];
+    assert.equal(a.status, "rejected");
+    assert.equal((a as PromiseRejectedResult).reason.name, "ConnectionError");
+    assert.deepEqual(b, { status: "fulfilled", value: { value: undefined, done: true } });
+  },
+});

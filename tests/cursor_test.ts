@@ -228,3 +228,27 @@ Deno.test("Client.iterate() not consumed yet whose wait for a connection fails r
   await new Promise((resolve) => setTimeout(resolve, 20));
   await assert.rejects(closed.next(), { name: "ConnectionError", message: "Client is closed" });
 });
+
+Deno.test("Client.iterate() aborted between rows yields no further row of the chunk already received", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  const ac = new AbortController();
+  const it = a.iterate<{ x: number }>(SERIES, [3000], { signal: ac.signal })[
+    Symbol.asyncIterator
+  ]();
+  const xs: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const r = await it.next();
+    assert.ok(!r.done);
+    xs.push(r.value.x);
+  }
+  const reason = new Error("enough");
+  ac.abort(reason);
+  const { rows, error } = await drain(it);
+  assert.deepEqual(rows, []);
+  assert.ok(error instanceof AbortError, String(error));
+  assert.equal(error.cause, reason);
+  assert.deepEqual(xs, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  // The connection goes on (the cursor was closed).
+  assert.deepEqual(await a.values("SELECT 1"), [[1]]);
+});

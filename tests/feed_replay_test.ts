@@ -1,0 +1,237 @@
+/**
+ * Change feeds equal what is committed: each test replays the feed's events
+ * onto a copy of the tables and compares it with the tables as committed,
+ * after SQL that SQLite undoes or keeps in ways the text does not show
+ * (comments before `SAVEPOINT` / `ROLLBACK TO`, `DELETE` without WHERE in
+ * any spelling, statements failing under `OR FAIL`, `OR ABORT`,
+ * `OR ROLLBACK`, `RAISE(...)`). The feed needs the FFI engine.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, connect, type Subscription } from "../client.ts";
+import type { SqliteError } from "../protocol/errors.ts";
+import { startServer, within } from "./_helpers.ts";
+
+const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
+
+/** Rows of each table by rowid, as the feed's events build them. */
+type Mirror = Map<string, Map<string, unknown>>;
+
+/** A copy of `tables` as they are now (before the feed starts). */
+async function snapshot(db: Client, tables: string[]): Promise<Mirror> {
+  const m: Mirror = new Map();
+  for (const t of tables) m.set(t, await rowsOf(db, t));
+  return m;
+}
+
+async function rowsOf(db: Client, table: string): Promise<Map<string, unknown>> {
+  const ids = await db.values<[number]>(`SELECT rowid FROM ${table} ORDER BY rowid`);
+  const rows = await db.query(`SELECT * FROM ${table} ORDER BY rowid`);
+  return new Map(ids.map(([id], i) => [String(id), rows[i]]));
+}
+
+/**
+ * Applies the feed's events to `mirror` up to a marker row written now (so
+ * every earlier commit has been read), then asserts that the mirror equals
+ * the committed tables.
+ */
+async function assertReplayed(db: Client, sub: Subscription, mirror: Mirror): Promise<void> {
+  await db.run("INSERT INTO marker DEFAULT VALUES");
+  const reading = (async () => {
+    for (;;) {
+      const r = await sub.next();
+      assert.ok(!r.done, "the feed ended");
+      const e = r.value;
+      assert.equal(e.type, "table", `unexpected event ${JSON.stringify(e)}`);
+      if (e.type !== "table") continue;
+      if (e.table === "marker") return;
+      const rows = mirror.get(e.table);
+      assert.ok(rows !== undefined, `event for an unexpected table: ${JSON.stringify(e)}`);
+      if (e.rowid === null) {
+        assert.equal(e.op, "delete");
+        rows.clear();
+      } else if (e.op === "delete") {
+        rows.delete(String(e.rowid));
+      } else if (e.value !== null && e.value !== undefined) {
+        rows.set(String(e.rowid), e.value);
+      }
+    }
+  })();
+  assert.notEqual(await within(reading, 10_000), "timeout", "timed out waiting for the marker");
+  for (const [table, rows] of mirror) {
+    assert.deepEqual(
+      Object.fromEntries(rows),
+      Object.fromEntries(await rowsOf(db, table)),
+      `the feed's ${table} differs from the committed one`,
+    );
+  }
+}
+
+Deno.test({
+  name: "feed replay: SAVEPOINT / ROLLBACK TO after a comment, quoted and in any case",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE marker (id INTEGER PRIMARY KEY);" +
+        "INSERT INTO t VALUES (1, 'alive'), (2, 'alive')",
+    );
+    const mirror = await snapshot(db, ["t"]);
+    await using sub = await db.subscribe({ values: true });
+    await using r = await db.reserve();
+    await r.exec(
+      "BEGIN; UPDATE t SET v = 'x' WHERE 0; SAVEPOINT a; DELETE FROM t WHERE id = 1;\n" +
+        "-- changed my mind\nROLLBACK TO a; COMMIT;",
+    );
+    await r.exec(
+      "BEGIN; INSERT INTO t (v) VALUES ('kept');\n/* step */ SAVEPOINT a; " +
+        "INSERT INTO t (v) VALUES ('undone'); ROLLBACK TO a; COMMIT;",
+    );
+    await r.exec(
+      `BEGIN; SAVEPOINT "Outer Name"; INSERT INTO t (v) VALUES ('kept 2'); ` +
+        "/* c */ SAVEPOINT [inner]; DELETE FROM t WHERE id = 2; " +
+        "-- undo the inner one only\nROLLBACK TRANSACTION TO SAVEPOINT INNER; " +
+        "RELEASE `OUTER NAME`; COMMIT;",
+    );
+    // Each statement its own call, a comment before ROLLBACK TO.
+    await r.exec("BEGIN");
+    await r.run("INSERT INTO t (v) VALUES ('kept 3')");
+    await r.exec("SAVEPOINT a");
+    await r.run("INSERT INTO t (v) VALUES ('undone 3')");
+    await r.exec("-- undo\nROLLBACK TO a");
+    await r.exec("COMMIT");
+    // A savepoint that starts the transaction, released after a comment: commits.
+    await r.exec("/* x */ SAVEPOINT s1; INSERT INTO t (v) VALUES ('kept 4'); -- y\nRELEASE s1");
+    await assertReplayed(db, sub, mirror);
+    assert.equal(mirror.get("t")!.size, 6);
+  },
+});
+
+Deno.test({
+  name: "feed replay: DELETE without WHERE in any spelling, in triggers, never on TEMP tables",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE marker (id INTEGER PRIMARY KEY);" +
+        "CREATE TABLE a (id INTEGER PRIMARY KEY); CREATE TABLE b (id INTEGER PRIMARY KEY, v);" +
+        "CREATE TRIGGER wipe_b AFTER INSERT ON a BEGIN DELETE FROM b; END;" +
+        "CREATE VIEW tv AS SELECT * FROM t;" +
+        "CREATE TRIGGER tv_del INSTEAD OF DELETE ON tv BEGIN DELETE FROM t WHERE id = old.id; END;",
+    );
+    const mirror = await snapshot(db, ["t", "a", "b"]);
+    await using sub = await db.subscribe({ values: true });
+    const forms = [
+      "DELETE FROM t",
+      "DELETE FROM t -- wipe\n",
+      "/* wipe */ DELETE FROM t",
+      "DELETE FROM t AS x",
+      "WITH c AS (SELECT 1) DELETE FROM t",
+      'DELETE FROM main."T"',
+    ];
+    for (const sql of forms) {
+      await db.run("INSERT INTO t (v) VALUES ('a'), ('b'), ('c')");
+      assert.equal((await db.run(sql)).changes, 3, sql);
+    }
+    // In a script and a transaction, between inserts.
+    await db.exec("INSERT INTO t (v) VALUES ('z'); DELETE FROM t; INSERT INTO t (v) VALUES ('y');");
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t (v) VALUES ('in tx')");
+      await tx.run("/* all */ DELETE FROM t");
+      await tx.run("INSERT INTO t (v) VALUES ('after')");
+    });
+    // A trigger's DELETE without WHERE (uncounted by changes()).
+    await db.run("INSERT INTO b (v) VALUES (1), (2), (3)");
+    await db.run("INSERT INTO a DEFAULT VALUES");
+    assert.deepEqual(await db.values("SELECT count(*) FROM b"), [[0]]);
+    // Through a view's INSTEAD OF trigger: rows reported one by one, no phantom for the view.
+    await db.run("INSERT INTO t (v) VALUES ('v1'), ('v2')");
+    await db.run("DELETE FROM tv");
+    // A TEMP table's rows are not seen, and its emptying reports nothing.
+    await using r = await db.reserve();
+    await r.exec(
+      "CREATE TEMP TABLE scratch (id INTEGER PRIMARY KEY, v TEXT);" +
+        "INSERT INTO scratch VALUES (5, 'temp'), (6, 'temp')",
+    );
+    assert.equal((await r.run("DELETE FROM scratch")).changes, 2);
+    await r.run("INSERT INTO t (v) VALUES ('last')");
+    await assertReplayed(db, sub, mirror);
+    assert.equal(mirror.get("t")!.size, 1);
+  },
+});
+
+Deno.test({
+  name: "feed replay: statements failing under OR FAIL keep rows, OR ABORT / OR ROLLBACK undo",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE marker (id INTEGER PRIMARY KEY);" +
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE); INSERT INTO t (v) VALUES ('dup');" +
+        "CREATE TABLE u (id INTEGER PRIMARY KEY, n INTEGER CHECK (n < 3));" +
+        "INSERT INTO u (n) VALUES (0), (1), (2);" +
+        "CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE wlog (id INTEGER PRIMARY KEY, v);" +
+        "CREATE TRIGGER w_log AFTER INSERT ON w BEGIN INSERT INTO wlog (v) VALUES (new.v); END;" +
+        "CREATE TRIGGER w_check BEFORE INSERT ON w BEGIN " +
+        "SELECT CASE new.v WHEN 'fail' THEN RAISE(FAIL, 'no') WHEN 'abort' THEN RAISE(ABORT, 'no') " +
+        "WHEN 'rollback' THEN RAISE(ROLLBACK, 'no') END; END;",
+    );
+    const mirror = await snapshot(db, ["t", "u", "w", "wlog"]);
+    await using sub = await db.subscribe({ values: true });
+    await using r = await db.reserve();
+    const statements = (n: number): string[] => [
+      `INSERT OR FAIL INTO t (v) VALUES ('f${n}a'), ('f${n}b'), ('dup'), ('f${n}c')`,
+      `INSERT OR ABORT INTO t (v) VALUES ('a${n}a'), ('dup'), ('a${n}b')`,
+      `INSERT INTO t (v) VALUES ('d${n}a'), ('dup')`,
+      `INSERT OR IGNORE INTO t (v) VALUES ('i${n}a'), ('dup'), ('i${n}b')`,
+      `INSERT OR REPLACE INTO t (id, v) VALUES (1, 'dup'), (-${n}, 'r${n}')`,
+      "UPDATE OR FAIL u SET n = n + 1",
+      "UPDATE u SET n = id - 1",
+      `INSERT INTO w (v) VALUES ('w${n}a'), ('w${n}b'), ('fail'), ('w${n}c')`,
+      `INSERT INTO w (v) VALUES ('w${n}d'), ('abort')`,
+      `INSERT OR ROLLBACK INTO t (v) VALUES ('rb${n}'), ('dup')`,
+      `INSERT INTO w (v) VALUES ('w${n}e'), ('rollback')`,
+    ];
+    // In autocommit.
+    const failures: string[] = [];
+    for (const sql of statements(1)) {
+      await r.run(sql).catch((e: SqliteError) => failures.push(e.code));
+    }
+    // Inside a transaction, between other writes (OR ROLLBACK and
+    // RAISE(ROLLBACK) end it: COMMIT fails then, and ROLLBACK ends it for the session).
+    let i = 0;
+    for (const sql of statements(2)) {
+      await r.exec("BEGIN");
+      await r.run("INSERT INTO t (v) VALUES (?)", [`before ${++i}`]);
+      await r.run(sql).catch((e: SqliteError) => failures.push(e.code));
+      await r.run("INSERT INTO t (v) VALUES (?)", [`after ${i}`]).catch(() => {});
+      await r.exec("COMMIT").catch(() => r.exec("ROLLBACK"));
+    }
+    // Through the pool (the engine's group commit), and db.transaction().
+    for (const sql of statements(3)) {
+      await db.run(sql).catch((e: SqliteError) => failures.push(e.code));
+    }
+    for (const sql of statements(4)) {
+      await db.transaction(async (tx) => {
+        await tx.run("INSERT INTO t (v) VALUES (?)", [`tx before ${++i}`]);
+        await tx.run(sql).catch((e: SqliteError) => failures.push(e.code));
+      }).catch(() => {});
+    }
+    assert.equal(failures.length, 32, failures.join());
+    await assertReplayed(db, sub, mirror);
+    // What SQLite kept: the rows before each OR FAIL / RAISE(FAIL) failure.
+    const kept = (await db.values<[string]>("SELECT v FROM t UNION ALL SELECT v FROM w"))
+      .map(([v]) => v);
+    for (const n of [1, 2, 3, 4]) {
+      for (const v of [`f${n}a`, `f${n}b`, `w${n}a`, `w${n}b`, `i${n}a`, `i${n}b`, `r${n}`]) {
+        assert.ok(kept.includes(v), `${v} kept`);
+      }
+      for (const v of [`f${n}c`, `a${n}a`, `d${n}a`, `w${n}c`, `w${n}d`, `rb${n}`, `w${n}e`]) {
+        assert.ok(!kept.includes(v), `${v} undone`);
+      }
+    }
+  },
+});
