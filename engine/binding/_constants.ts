@@ -104,3 +104,11 @@ export const DbStatus = {
   /** 1 while deferred foreign key constraints are unresolved, else 0. */
   DEFERRED_FKS: 10,
 } as const;
+
+/** `sqlite3_db_config()` verbs used here (each takes `int onoff, int *pRes`). */
+export const DbConfig = {
+  /** Double-quoted string literals in DML statements (SELECT, INSERT, …). */
+  DQS_DML: 1013,
+  /** Double-quoted string literals in DDL statements (CREATE TABLE, CREATE INDEX, …). */
+  DQS_DDL: 1014,
+} as const;

@@ -36,6 +36,36 @@ export const symbols = {
     ],
     result: "i32",
   },
+  /**
+   * `int sqlite3_db_config(sqlite3 *db, int op, ...)` for the options that
+   * take `(int onoff, int *pRes)`, called only with `onoff` 0 or 1 and
+   * `pRes` NULL. Deno FFI has no variadic calls, and ABIs differ on where
+   * variadic arguments go: in the next registers (x86-64 SysV, Windows x64,
+   * AAPCS64 on Linux) or on the stack (Apple arm64). The declaration passes
+   * `onoff` and `pRes` in both places: right after `op`, then again as the
+   * ninth and tenth arguments, past the eight argument registers of every
+   * supported ABI (x86-64 SysV has six, Windows x64 four, arm64 eight), each
+   * 8 bytes where Apple's callee reads its first two variadic slots. The
+   * padding between them is NULL. The callee reads the pair from wherever
+   * its ABI puts variadic arguments; the rest are ignored (the caller pops
+   * them).
+   */
+  sqlite3_db_config_int: {
+    name: "sqlite3_db_config",
+    parameters: [
+      "pointer", // sqlite3 *db
+      "i32", // int op
+      "i64", // int onoff (register-passed variadic)
+      "pointer", // int *pRes (register-passed variadic): NULL
+      "pointer", // padding: NULL
+      "pointer", // padding: NULL
+      "pointer", // padding: NULL
+      "pointer", // padding: NULL
+      "i64", // int onoff (stack-passed variadic, Apple arm64): same value
+      "pointer", // int *pRes (stack-passed variadic, Apple arm64): NULL
+    ],
+    result: "i32",
+  },
   sqlite3_busy_timeout: {
     parameters: [
       "pointer", // sqlite3 *db

@@ -17,7 +17,15 @@ import {
   rowBytes,
   tooManyValues,
 } from "./_errors.ts";
-import { Auth, CheckpointMode, ColumnType, DbStatus, OpenFlag, Result } from "./_constants.ts";
+import {
+  Auth,
+  CheckpointMode,
+  ColumnType,
+  DbConfig,
+  DbStatus,
+  OpenFlag,
+  Result,
+} from "./_constants.ts";
 import type { Symbols } from "./_ffi_symbols.ts";
 import { NamedParams } from "./_params.ts";
 import type {
@@ -100,7 +108,8 @@ export class FfiSqlite implements Sqlite {
   }
 
   /**
-   * Opens a connection with extended result codes, in multi-thread mode: the
+   * Opens a connection with extended result codes, double-quoted string
+   * literals refused (`"name"` is an identifier only), in multi-thread mode: the
    * connection has no mutex, so no column read takes a lock. One thread at a
    * time uses it: while a statement steps in the background, every call on
    * the connection or its statements throws `busyInBackground` (`#handle`,
@@ -115,6 +124,7 @@ export class FfiSqlite implements Sqlite {
     const h = openHandle(this.#s, path, flags);
     this.#s.sqlite3_extended_result_codes(h, 1);
     this.#s.sqlite3_busy_timeout(h, options.busyTimeout);
+    refuseDoubleQuotedStrings(this.#s, h);
     return new FfiDb(this.#s, h, options.busyTimeout);
   }
 }
@@ -849,6 +859,26 @@ function openHandle(s: Symbols, path: string, flags: number): Deno.PointerObject
     throw new SqliteError(resultCodeName(code), `Cannot open database "${path}": ${detail}`, code);
   }
   return h;
+}
+
+/**
+ * Turns off SQLite's double-quoted string literals in DML and DDL, so that
+ * `"nmae"` is a column that does not exist rather than the text 'nmae'
+ * (SQLITE_DBCONFIG_DQS_DML / DQS_DDL, SQLite 3.29+). Closes the handle and
+ * throws when SQLite refuses.
+ */
+function refuseDoubleQuotedStrings(s: Symbols, h: Deno.PointerObject): void {
+  for (const op of [DbConfig.DQS_DML, DbConfig.DQS_DDL]) {
+    const rc = s.sqlite3_db_config_int(h, op, 0n, null, null, null, null, null, 0n, null);
+    if (rc !== Result.OK) {
+      s.sqlite3_close_v2(h);
+      throw new SqliteError(
+        resultCodeName(rc),
+        `Cannot open database: sqlite3_db_config(${op}) failed: ${cString(s.sqlite3_errstr(rc))}`,
+        rc,
+      );
+    }
+  }
 }
 
 /** The connection's current error as a {@link SqliteError}. */

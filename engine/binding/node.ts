@@ -122,8 +122,8 @@ export class NodeSqlite implements Sqlite {
   }
 
   /**
-   * Opens a connection with SQLite's defaults (foreign keys off,
-   * double-quoted string literals accepted), as the FFI implementation does.
+   * Opens a connection with foreign keys off (SQLite's default) and
+   * double-quoted string literals refused, as the FFI implementation does.
    *
    * @throws {SqliteError} when the file cannot be opened.
    */
@@ -134,7 +134,7 @@ export class NodeSqlite implements Sqlite {
         readOnly: options.readOnly,
         timeout: options.busyTimeout,
         enableForeignKeyConstraints: false,
-        enableDoubleQuotedStringLiterals: true,
+        enableDoubleQuotedStringLiterals: false,
       }) as unknown as NodeDatabase;
     } catch (err) {
       // node:sqlite's open errors carry no result code: CANTOPEN is the one SQLite gives.

