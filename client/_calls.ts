@@ -61,6 +61,32 @@ export function checkParams(params: BindParams | undefined): void {
   if (problem !== undefined) throw new SqliteError(ErrorCode.InvalidParam, problem);
 }
 
+/**
+ * Refuses SQL text that is not well-formed UTF-16 before anything is sent:
+ * a lone surrogate has no UTF-8 form, and the wire would carry U+FFFD in its
+ * place (the same string as a parameter is refused too).
+ *
+ * @param where Prefix for the message (`"Batch statement 2: "`).
+ * @throws {SqliteError} `INVALID_PARAM` naming the surrogate's UTF-16 index.
+ */
+export function checkSql(sql: string, where = ""): void {
+  if (typeof sql !== "string" || sql.isWellFormed()) return;
+  let i = 0;
+  for (; i < sql.length; i++) {
+    const c = sql.charCodeAt(i);
+    if (c < 0xd800 || c > 0xdfff) continue;
+    const d = c <= 0xdbff && i + 1 < sql.length ? sql.charCodeAt(i + 1) : 0;
+    if (d < 0xdc00 || d > 0xdfff) break;
+    i++;
+  }
+  const unit = sql.charCodeAt(i).toString(16).toUpperCase();
+  throw new SqliteError(
+    ErrorCode.InvalidParam,
+    `${where}Cannot send SQL: it has a lone UTF-16 surrogate (U+${unit}) at index ${i}, ` +
+      "which UTF-8 cannot represent",
+  );
+}
+
 /** Parameters as sent. */
 export function wireParams(params: BindParams | undefined): WireParams {
   return (params ?? null) as WireParams;

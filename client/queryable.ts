@@ -14,6 +14,7 @@ import {
   type BindParams,
   call,
   checkParams,
+  checkSql,
   type RunResult,
   wireOptions,
   wireParams,
@@ -168,6 +169,7 @@ export abstract class Queryable {
    */
   async exec(sql: string, options?: ExecOptions): Promise<void> {
     checkExecOptions(options);
+    checkSql(sql);
     this.#refuseTxControl(sql, true);
     await call(this.#route, Op.Exec, [sql], options?.signal);
   }
@@ -194,6 +196,7 @@ export abstract class Queryable {
    * ```
    */
   async run(sql: string, params?: BindParams, options?: CallOptions): Promise<RunResult> {
+    checkSql(sql);
     this.#refuseTxControl(sql);
     checkParams(params);
     const [changes, lastInsertRowid] = await call(
@@ -320,6 +323,7 @@ export abstract class Queryable {
    */
   iterate<T = Row>(sql: string, params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
     try {
+      checkSql(sql);
       this.#refuseTxControl(sql);
       checkParams(params);
     } catch (err) {
@@ -371,6 +375,7 @@ export abstract class Queryable {
     const items: BatchItem[] = [];
     for (let i = 0; i < statements.length; i++) {
       const s = statements[i];
+      checkSql(s.sql, `Batch statement ${i + 1}: `);
       const problem = invalidParamsMessage(s.params);
       if (problem !== undefined) {
         throw new SqliteError(ErrorCode.InvalidParam, `Batch statement ${i + 1}: ${problem}`);
@@ -489,6 +494,7 @@ export abstract class Queryable {
    * ```
    */
   async prepare(sql: string): Promise<Statement> {
+    checkSql(sql);
     this.#refuseTxControl(sql);
     const conn = await this.#route.connection();
     const [handle, columns] = await conn.request(Op.Prepare, [sql]);
@@ -501,6 +507,7 @@ export abstract class Queryable {
     options: CallOptions | undefined,
     first = false,
   ): Promise<Replies[typeof Op.Query]> {
+    checkSql(sql);
     this.#refuseTxControl(sql);
     checkParams(params);
     return await call(

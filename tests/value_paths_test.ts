@@ -60,3 +60,37 @@ for (const engine of ENGINES) {
     );
   });
 }
+
+Deno.test("SQL text with a lone surrogate is refused with INVALID_PARAM before it is sent, on every call", async () => {
+  await using t = await open("ffi");
+  await t.db.exec("CREATE TABLE t (v TEXT)");
+  const bad = "INSERT INTO t VALUES ('a\uD800b')";
+  const refused = (where = "") => (e: Error & { code?: string }) => {
+    assert.equal(e.code, "INVALID_PARAM");
+    assert.equal(
+      e.message,
+      `${where}Cannot send SQL: it has a lone UTF-16 surrogate (U+D800) at index 24, ` +
+        "which UTF-8 cannot represent",
+    );
+    return true;
+  };
+  await assert.rejects(() => t.db.run(bad), refused());
+  await assert.rejects(() => t.db.exec(bad), refused());
+  await assert.rejects(() => t.db.query(bad), refused());
+  await assert.rejects(() => t.db.get(bad), refused());
+  await assert.rejects(() => t.db.values(bad), refused());
+  await assert.rejects(() => t.db.prepare(bad), refused());
+  await assert.rejects(() => t.db.iterate(bad).next(), refused());
+  await assert.rejects(
+    () => t.db.batch([{ sql: "SELECT 1" }, { sql: bad }]),
+    refused("Batch statement 2: "),
+  );
+  await assert.rejects(
+    () => t.db.transaction((tx) => tx.run("SELECT '\uDC00'")),
+    /lone UTF-16 surrogate \(U\+DC00\) at index 8/,
+  );
+  assert.deepEqual(await t.db.values("SELECT count(*) FROM t"), [[0]]);
+  // A surrogate pair is well-formed: stored as its 4 UTF-8 bytes.
+  await t.db.run("INSERT INTO t VALUES ('a\uD83D\uDE00b')");
+  assert.deepEqual(await t.db.values("SELECT hex(v) FROM t"), [["61F09F988062"]]);
+});
