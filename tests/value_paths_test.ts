@@ -46,6 +46,31 @@ for (const engine of ENGINES) {
     assert.deepEqual(await t.db.get('SELECT "name" AS n FROM t'), { n: "ada" });
   });
 
+  Deno.test(`${engine}: an object binds ? by its ?NNN key, and a ? it leaves out NULL`, async () => {
+    await using t = await open(engine);
+    assert.deepEqual(await t.db.values("SELECT ?, ?", { "?1": 1 }), [[1, null]]);
+    assert.deepEqual(await t.db.values("SELECT ?, ?", { "?2": "b" }), [[null, "b"]]);
+    assert.deepEqual(await t.db.values("SELECT ?2, :x, ?", { "?2": 2, x: 3, "?4": 4 }), [[
+      2,
+      3,
+      4,
+    ]]);
+    assert.deepEqual(await t.db.values("SELECT ?, :x, ?", { x: 1n << 60n, "?3": "c" }), [[
+      null,
+      1n << 60n,
+      "c",
+    ]]);
+    // The same prepared statement, bound by array, then by object: nothing carries over.
+    const st = await t.db.prepare("SELECT ?, :a, ?");
+    assert.deepEqual(await st.values([1, 2, 3]), [[1, 2, 3]]);
+    assert.deepEqual(await st.values({ a: 5, "?3": 6 }), [[null, 5, 6]]);
+    await st.finalize();
+    await assert.rejects(
+      () => t.db.values("SELECT ?, ?", { "?3": 1 }),
+      (e: Error & { code?: string }) => e.code === "INVALID_PARAM",
+    );
+  });
+
   Deno.test(`${engine}: a double-quoted name that is no column is refused in DDL`, async () => {
     await using t = await open(engine);
     await t.db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)");

@@ -493,11 +493,26 @@ class NodeStmt implements Stmt {
     }
     const names = this.#params();
     let out: Record<string, unknown> | null = null;
+    // A `?` (no name) can be given only as a `?NNN` key: node:sqlite binds it
+    // only positionally, so every `?` gets an anonymous value, NULL when left out.
+    let anonymous: unknown[] | null = null;
     (this.#named ??= new NamedParams(names)).bind(
       args as Readonly<Record<string, SqlValue>>,
-      (index, value) => void ((out ??= {})[names[index - 1] ?? `?${index}`] = toNode(value)),
+      (index, value) => {
+        const name = names[index - 1];
+        if (name !== null) (out ??= {})[name] = toNode(value);
+        else (anonymous ??= new Array<unknown>(names.length).fill(null))[index - 1] = toNode(value);
+      },
     );
-    this.#args = out === null ? NO_ARGS : [out];
+    if (anonymous === null) {
+      this.#args = out === null ? NO_ARGS : [out];
+      return;
+    }
+    const values: unknown[] = [out ?? {}];
+    for (let i = 0; i < names.length; i++) {
+      if (names[i] === null) values.push((anonymous as unknown[])[i]);
+    }
+    this.#args = values;
   }
 
   /**
