@@ -60,8 +60,17 @@ export interface TableChangeEvent {
   op: "insert" | "update" | "delete";
   /** The row's rowid; `null` for `DELETE FROM t` without WHERE (every row). */
   rowid: number | bigint | null;
-  /** The row as committed (`values: true`, not for deletes; `null` if it was gone). */
+  /**
+   * The row as committed (`values: true`, not for deletes); `null` if it was
+   * gone by the time the feed read it, or when {@link valueOmitted} says why not.
+   */
   value?: Record<string, unknown> | null;
+  /**
+   * Set when the row was there but is not sent: `"too_large"`, the change
+   * with its row did not fit in one frame (the server's `maxFrameSize`); read
+   * it with a query by `rowid`.
+   */
+  valueOmitted?: "too_large";
 }
 
 /** A committed change to a key-value entry. */
@@ -82,8 +91,13 @@ export interface KvChangeEvent {
   key: KvKeyPart[];
   /** The entry's version after the change. */
   version: number;
-  /** The value as committed (`values: true`, not for deletes). */
+  /** The value as committed (`values: true`, not for deletes; absent when {@link valueOmitted}). */
   value?: unknown;
+  /**
+   * Set when the value is not sent: `"too_large"`, the change with its value
+   * did not fit in one frame (the server's `maxFrameSize`); read it with `get()`.
+   */
+  valueOmitted?: "too_large";
 }
 
 /** The feed ended because its consumer fell behind; resume with `since: resumeFrom`. */
@@ -215,7 +229,7 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   }
 
   #decode(w: WireChange): ChangeEvent {
-    const [seq, commitSeq, table, op, rowid, collection, key, version, value] = w;
+    const [seq, commitSeq, table, op, rowid, collection, key, version, value, omitted] = w;
     if (collection !== null && key !== null) {
       const e: KvChangeEvent = {
         type: "kv",
@@ -233,10 +247,12 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
           `in collection ${JSON.stringify(collection)} under key ${keyLabel(e.key)}`;
         e.value = decodeKvValue(value, where);
       }
+      if (omitted !== undefined && this.#values) e.valueOmitted = omitted;
       return e;
     }
     const e: TableChangeEvent = { type: "table", seq, commitSeq, table, op, rowid };
     if (this.#values && op !== "delete") e.value = value as Record<string, unknown> | null;
+    if (omitted !== undefined && this.#values) e.valueOmitted = omitted;
     return e;
   }
 

@@ -210,7 +210,8 @@ export interface SubscribeRequest {
 export type SubscribePayload = [subscription: number, head: number];
 
 /**
- * One change as sent: `[seq, commitSeq, table, op, rowid, collection, key, version, value]`;
+ * One change as sent: `[seq, commitSeq, table, op, rowid, collection, key, version, value]`,
+ * plus `omitted` when the value was asked for but left out;
  * `collection`, `key` (encoded, see `client/kv_key.ts`) and `version` are
  * set for key-value changes, `value` (a row map, or a key-value value's
  * MessagePack bytes) only when asked for.
@@ -225,7 +226,17 @@ export type WireChange = [
   key: Uint8Array | null,
   version: number | null,
   value: Record<string, unknown> | Uint8Array | null,
+  omitted?: ValueOmittedReason,
 ];
+
+/** Why a change's asked-for value is `null` on the wire (absent: the row was gone, or no value). */
+export const ValueOmitted = {
+  /** The change with its value did not fit in one frame (`maxFrameSize`). */
+  TooLarge: "too_large",
+} as const;
+
+/** A {@link ValueOmitted} reason. */
+export type ValueOmittedReason = (typeof ValueOmitted)[keyof typeof ValueOmitted];
 
 /** Kinds of event frames. */
 export const EventKind = {

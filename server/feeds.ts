@@ -28,6 +28,7 @@ import {
   type EventPayload,
   type SubscribePayload,
   type SubscribeRequest,
+  ValueOmitted,
   type WireChange,
 } from "../protocol/messages.ts";
 import {
@@ -204,8 +205,10 @@ export class ConnectionFeeds {
             n = Math.max(1, n >> 1);
             continue;
           }
-          // One change whose value does not fit in a frame: sent without its value.
+          // One change whose value does not fit in a frame: sent without its
+          // value, saying why (a `null` value alone means the row was gone).
           batch[0][8] = null;
+          batch[0][9] = ValueOmitted.TooLarge;
           this.#out.send([feed.id, EventKind.Changes, batch]);
         }
         feed.advance(batch.length);

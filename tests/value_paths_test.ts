@@ -119,3 +119,47 @@ Deno.test("SQL text with a lone surrogate is refused with INVALID_PARAM before i
   await t.db.run("INSERT INTO t VALUES ('a\uD83D\uDE00b')");
   assert.deepEqual(await t.db.values("SELECT hex(v) FROM t"), [["61F09F988062"]]);
 });
+
+Deno.test("a change whose value does not fit in a frame says so, unlike a row that was gone", async () => {
+  await using srv = await startServer({ maxFrameSize: 1024 * 1024, logLevel: "error" });
+  const db = await srv.client();
+  try {
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v)");
+    await using feed = await db.subscribe({ tables: ["t"], values: true });
+    await db.run("INSERT INTO t(v) VALUES (zeroblob(1200000))");
+    await db.run("INSERT INTO t(v) VALUES ('small')");
+    // A row deleted before the feed reads it: value null, nothing omitted.
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t(id, v) VALUES (9, 'gone')");
+      await tx.run("DELETE FROM t WHERE id = 9");
+    });
+    const events: Record<string, unknown>[] = [];
+    for await (const e of feed) {
+      events.push(e as unknown as Record<string, unknown>);
+      if (events.length === 4) break;
+    }
+    const pick = (e: Record<string, unknown>) => ({
+      op: e.op,
+      rowid: e.rowid,
+      key: e.key,
+      value: e.value,
+      valueOmitted: e.valueOmitted,
+    });
+    assert.deepEqual(events.map(pick), [
+      { op: "insert", rowid: 1, key: undefined, value: null, valueOmitted: "too_large" },
+      {
+        op: "insert",
+        rowid: 2,
+        key: undefined,
+        value: { id: 2, v: "small" },
+        valueOmitted: undefined,
+      },
+      { op: "insert", rowid: 9, key: undefined, value: null, valueOmitted: undefined },
+      { op: "delete", rowid: 9, key: undefined, value: undefined, valueOmitted: undefined },
+    ]);
+    assert.equal("valueOmitted" in events[1], false);
+    assert.deepEqual(await db.get("SELECT length(v) AS n FROM t WHERE id = 1"), { n: 1_200_000 });
+  } finally {
+    await db.close();
+  }
+});
