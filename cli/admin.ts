@@ -296,6 +296,8 @@ async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
   let stopped = false;
   try {
     const done = link.request(Op.Backup, [dest]);
+    // Handled from the start: it may fail before the poller below is open (awaited further on).
+    done.catch(() => {});
     if (io.progress !== null) {
       const draw = io.progress;
       poller = await open(p.connect);

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { isComplete, splitStatements, SqlSplitter } from "../cli/sql_split.ts";
 import { csvField, displayWidth, formatResult, jsonValue } from "../cli/format.ts";
-import { describeCheckpoint } from "../cli/admin.ts";
+import { describeCheckpoint, runAdmin } from "../cli/admin.ts";
 import { VERSION } from "../server.ts";
 import { startServer, tempDir } from "./_helpers.ts";
 
@@ -413,6 +413,25 @@ Deno.test("cli.ts stats, checkpoint, integrity, vacuum and backup talk to a runn
     again.stderr,
     /^netsqlite backup: BAD_REQUEST: Cannot backup ".*b\.db": the file exists/,
   );
+});
+
+Deno.test("runAdmin() backup that fails at once with a progress line reports the error (no unhandled rejection)", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(`${dir.path}/copies`);
+  await Deno.writeTextFile(`${dir.path}/copies/taken.db`, "");
+  await using srv = await startServer({ backupDir: `${dir.path}/copies` });
+  const sock = ["--socket", (srv.connectOptions as { path: string }).path];
+  // The server refuses the backup before the progress poller's connection is open.
+  for (let i = 0; i < 5; i++) {
+    const errors: string[] = [];
+    const io = { out: () => {}, err: (line: string) => errors.push(line), progress: () => {} };
+    assert.equal(await runAdmin("backup", ["taken.db", ...sock], io), 1);
+    assert.equal(errors.length, 1);
+    assert.match(
+      errors[0],
+      /^netsqlite backup: BAD_REQUEST: Cannot backup ".*taken\.db": the file exists/,
+    );
+  }
 });
 
 Deno.test("cli.ts serve runs the server of server.ts until SIGTERM; .timer times statements", async () => {
