@@ -724,18 +724,36 @@ Deno.test("cli.ts serve names the flag whose value is out of range", async () =>
   await using dir = await tempDir();
   const base = ["serve", "--db", `${dir.path}/x.db`, "--socket", `${dir.path}/x.sock`];
   const timeout = await cli([...base, "--statement-timeout=-5"]);
-  assert.equal(timeout.code, 1);
+  assert.equal(timeout.code, 2);
   assert.equal(
     timeout.stderr,
     "netsqlite: Invalid --statement-timeout: -5 is outside 1..2147483647\n",
   );
   const level = await cli([...base, "--log-level", "loud"]);
-  assert.equal(level.code, 1);
+  assert.equal(level.code, 2);
   assert.match(level.stderr, /^netsqlite: Invalid --log-level: expected one of error, /);
   // A negative value after a blank reaches the range check (parseArgs calls it ambiguous).
   const negative = await cli([...base, "--slow-ms", "-3"]);
-  assert.equal(negative.code, 1);
+  assert.equal(negative.code, 2);
   assert.equal(negative.stderr, "netsqlite: Invalid --slow-ms: -3 is outside 0..2147483647\n");
+  // Every value the options refuse is a bad argument (exit status 2), named by its flag.
+  const refused: [string[], string][] = [
+    [["--grace-ms", "-1"], "Invalid --grace-ms: -1 is outside 0..2147483647"],
+    [["--engine", "foo"], 'Invalid --engine: expected "auto", "ffi" or "node", got "foo"'],
+    [["--synchronous", "off"], 'Invalid --synchronous: expected "full" or "normal", got "off"'],
+    [["--max-connections", "0"], "Invalid --max-connections: 0 is outside 1..1000000"],
+    [["--max-frame-size", "10"], "Invalid --max-frame-size: 10 is outside 1024..2147483647"],
+    [
+      ["--tcp", "127.0.0.1:0"],
+      "Invalid options: give either --socket (Unix socket) or --tcp (TCP) or --channel, " +
+      "not several",
+    ],
+  ];
+  for (const [flags, message] of refused) {
+    const r = await cli([...base, ...flags]);
+    assert.equal(r.code, 2, flags.join(" "));
+    assert.equal(r.stderr, `netsqlite: ${message}\n`);
+  }
   // Integer flags take decimal digits only: not hex, exponents or fractions.
   for (const value of ["0x10", "1e3", "1.5", " 7"]) {
     const r = await cli([...base, "--busy-timeout", value]);
