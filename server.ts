@@ -938,6 +938,17 @@ function flagInMessage(message: string, args: readonly string[]): string {
   );
 }
 
+/** Why `dir` cannot take backups (it is missing, or not a directory), or `null`. */
+function backupDirProblem(dir: string): string | null {
+  try {
+    if (Deno.statSync(dir).isDirectory) return null;
+    return "it is not a directory";
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return "the directory does not exist; create it first";
+    return (err as Error).message;
+  }
+}
+
 /**
  * The server's command line: parses `args`, serves until SIGINT/SIGTERM.
  *
@@ -972,6 +983,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     if (!(err instanceof TypeError || err instanceof RangeError)) throw err;
     console.error(`netsqlite: ${flagInMessage(err.message, args)}`);
     return 2;
+  }
+  const backupDir = options.backupDir;
+  const unusable = typeof backupDir === "string" ? backupDirProblem(backupDir) : null;
+  if (unusable !== null) {
+    // Else the server would start and refuse every backup.
+    console.error(`netsqlite: Cannot use --backup-dir "${backupDir}": ${unusable}`);
+    return 1;
   }
   let server: Server;
   try {

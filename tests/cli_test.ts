@@ -775,6 +775,37 @@ Deno.test("cli.ts serve names the flag whose value is out of range", async () =>
   assert.equal(dirDb.stderr.split("Cannot open database").length, 2, dirDb.stderr);
 });
 
+Deno.test("cli.ts serve refuses a --backup-dir that is missing or not a directory", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/file`, "");
+  const base = ["serve", "--db", `${dir.path}/x.db`, "--socket", `${dir.path}/x.sock`];
+  // A server that started anyway is stopped after a while (and the test fails).
+  const serveCli = async (args: string[]): Promise<{ code: number; stderr: string }> => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, ...args],
+      stdout: "null",
+      stderr: "piped",
+      signal: AbortSignal.timeout(10_000),
+    }).output();
+    return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  };
+  const missing = await serveCli([...base, "--backup-dir", `${dir.path}/nope`]);
+  assert.equal(missing.code, 1);
+  assert.equal(
+    missing.stderr,
+    `netsqlite: Cannot use --backup-dir "${dir.path}/nope": the directory does not exist; ` +
+      "create it first\n",
+  );
+  const file = await serveCli([...base, "--backup-dir", `${dir.path}/file`]);
+  assert.equal(file.code, 1);
+  assert.equal(
+    file.stderr,
+    `netsqlite: Cannot use --backup-dir "${dir.path}/file": it is not a directory\n`,
+  );
+  // It refused before opening the database.
+  await assert.rejects(Deno.lstat(`${dir.path}/x.db`), Deno.errors.NotFound);
+});
+
 Deno.test("describeCheckpoint() says when the database is not in WAL mode", () => {
   const r = {
     mode: "passive",
