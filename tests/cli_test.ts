@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { isComplete, splitStatements, SqlSplitter } from "../cli/sql_split.ts";
 import { csvField, displayWidth, formatResult, jsonValue } from "../cli/format.ts";
-import { describeCheckpoint, runAdmin } from "../cli/admin.ts";
+import { describeCheckpoint, describeIntegrity, runAdmin } from "../cli/admin.ts";
+import { DatabaseSync } from "node:sqlite";
 import { VERSION } from "../server.ts";
 import { startServer, tempDir } from "./_helpers.ts";
 
@@ -431,6 +432,87 @@ Deno.test("runAdmin() backup that fails at once with a progress line reports the
       errors[0],
       /^netsqlite backup: BAD_REQUEST: Cannot backup ".*taken\.db": the file exists/,
     );
+  }
+});
+
+/** Empties the root page of index `i` on `t(x)`: every row of `t` is then missing from it. */
+async function corruptIndex(path: string, rows: number): Promise<void> {
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE t(x); CREATE INDEX i ON t(x)");
+  db.prepare(
+    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < ?) " +
+      "INSERT INTO t SELECT n FROM c",
+  ).run(rows);
+  const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_schema WHERE name = 'i'")
+    .get() as { rootpage: number };
+  const { page_size } = db.prepare("PRAGMA page_size").get() as { page_size: number };
+  db.close();
+  const page = new Uint8Array(8); // an empty leaf page of an index
+  page[0] = 0x0a;
+  new DataView(page.buffer).setUint16(5, page_size);
+  using f = await Deno.open(path, { write: true });
+  await f.seek((rootpage - 1) * page_size, Deno.SeekMode.Start);
+  await f.write(page);
+}
+
+Deno.test("cli.ts integrity: problems exit 3 (no server: 1); past the cap it says at least", async () => {
+  await using dir = await tempDir();
+  await corruptIndex(`${dir.path}/bad.db`, 300);
+  await using srv = await startServer({ database: `${dir.path}/bad.db` });
+  const sock = ["--socket", (srv.connectOptions as { path: string }).path];
+  const r = await cli(["integrity", ...sock]);
+  assert.equal(r.code, 3, r.stderr);
+  const lines = r.stdout.trimEnd().split("\n");
+  assert.match(lines[0], /^integrity: at least 100 problems \(first 100 shown\) \(\d+ pages, /);
+  assert.equal(lines.length, 101);
+  assert.match(lines[1], /^  row \d+ missing from index i$/);
+  const json = await cli(["integrity", "--json", ...sock]);
+  assert.equal(json.code, 3);
+  assert.equal(JSON.parse(json.stdout).ok, false);
+  const none = await cli(["integrity", "--socket", `${dir.path}/none.sock`]);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /^netsqlite integrity: /);
+});
+
+Deno.test("describeIntegrity() counts problems below the cap exactly", () => {
+  const report = { ok: false, problems: ["a", "b"], pages: 2, bytes: 8192, ms: 1 };
+  assert.equal(
+    describeIntegrity(report),
+    "integrity: 2 problems (2 pages, 8.0 KiB, 1.0 ms):\n  a\n  b",
+  );
+});
+
+Deno.test("cli.ts backup '' and vacuum --into '' say the destination is empty (exit 2)", async () => {
+  const backup = await cli(["backup", ""]);
+  assert.equal(backup.code, 2);
+  assert.match(
+    backup.stderr,
+    /^netsqlite backup: Invalid DEST: it is empty; expected a file path\n/,
+  );
+  const vacuum = await cli(["vacuum", "--into", ""]);
+  assert.equal(vacuum.code, 2);
+  assert.match(
+    vacuum.stderr,
+    /^netsqlite vacuum: Invalid --into: it is empty; expected a file path\n/,
+  );
+});
+
+Deno.test("cli.ts connection errors name the CLI's flags, not connect() options", async () => {
+  await using dir = await tempDir();
+  const noServer = await cli(["shell", "--db", `${dir.path}/none.db`, "-c", "SELECT 1"]);
+  assert.equal(noServer.code, 1);
+  assert.match(noServer.stderr, /--db with the file the server serves, or --socket with the path/);
+  assert.doesNotMatch(noServer.stderr, /connect\(/);
+  const stats = await cli(["stats", "--db", `${dir.path}/none.db`]);
+  assert.equal(stats.code, 1);
+  assert.match(stats.stderr, /--db with the file the server serves/);
+  await using srv = await startServer({ token: "s3cret" });
+  const sock = ["--socket", (srv.connectOptions as { path: string }).path];
+  for (const args of [["shell", ...sock, "-c", "SELECT 1"], ["stats", ...sock]]) {
+    const r = await cli(args);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /AUTH: .*requires a token: pass --token or set NETSQLITE_TOKEN/);
+    assert.doesNotMatch(r.stderr, /connect\(/);
   }
 });
 
