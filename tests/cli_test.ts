@@ -465,7 +465,7 @@ Deno.test("cli.ts integrity: problems exit 3 (no server: 1); past the cap it say
   const lines = r.stdout.trimEnd().split("\n");
   assert.match(lines[0], /^integrity: at least 100 problems \(first 100 shown\) \(\d+ pages, /);
   assert.equal(lines.length, 101);
-  assert.match(lines[1], /^  row \d+ missing from index i$/);
+  assert.match(lines[1], /^ {2}row \d+ missing from index i$/);
   const json = await cli(["integrity", "--json", ...sock]);
   assert.equal(json.code, 3);
   assert.equal(JSON.parse(json.stdout).ok, false);
