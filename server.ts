@@ -910,18 +910,43 @@ function flagValue(args: readonly string[], flag: string): string | undefined {
 }
 
 /** Flags whose option has another name. */
-const FLAG_OF_OPTION: Readonly<Record<string, string>> = { database: "--db", path: "--socket" };
+const FLAG_OF_OPTION: Readonly<Record<string, string>> = {
+  database: "--db",
+  path: "--socket",
+  tls: "--tls-cert",
+};
 
 /**
  * `Invalid option "statementTimeout": ...` as `Invalid --statement-timeout: ...`
- * when the value came from that flag on the command line.
+ * when the value came from that flag on the command line; other options it
+ * names, as flags (`"path"` as `--socket`, `"hostname"/"port"` as `--tcp`).
  */
 function flagInMessage(message: string, args: readonly string[]): string {
+  if (!message.startsWith("Invalid option")) return message;
   const m = /^Invalid option "(\w+)"/.exec(message);
-  if (m === null) return message;
-  const flag = FLAG_OF_OPTION[m[1]] ?? `--${m[1].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-  if (!args.some((a) => a === flag || a.startsWith(`${flag}=`))) return message;
-  return `Invalid ${flag}${message.slice(m[0].length)}`;
+  let head = "";
+  if (m !== null) {
+    const flag = FLAG_OF_OPTION[m[1]] ??
+      `--${m[1].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    const given = args.some((a) => a === flag || a.startsWith(`${flag}=`));
+    head = given ? `Invalid ${flag}` : m[0];
+    message = message.slice(m[0].length);
+  }
+  return head + message.replace(/"hostname"\/"port"/g, "--tcp").replace(
+    /"(path|channel|readonly|dqlite)"/g,
+    (_, name: string) => FLAG_OF_OPTION[name] ?? `--${name}`,
+  );
+}
+
+/** Why `dir` cannot take backups (it is missing, or not a directory), or `null`. */
+function backupDirProblem(dir: string): string | null {
+  try {
+    if (Deno.statSync(dir).isDirectory) return null;
+    return "it is not a directory";
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return "the directory does not exist; create it first";
+    return (err as Error).message;
+  }
 }
 
 /**
@@ -950,6 +975,21 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   if (options === "help") {
     console.log(HELP);
     return 0;
+  }
+  try {
+    // The options' own checks (ranges, choices, combinations) are bad arguments too.
+    resolveServeOptions(options);
+  } catch (err) {
+    if (!(err instanceof TypeError || err instanceof RangeError)) throw err;
+    console.error(`netsqlite: ${flagInMessage(err.message, args)}`);
+    return 2;
+  }
+  const backupDir = options.backupDir;
+  const unusable = typeof backupDir === "string" ? backupDirProblem(backupDir) : null;
+  if (unusable !== null) {
+    // Else the server would start and refuse every backup.
+    console.error(`netsqlite: Cannot use --backup-dir "${backupDir}": ${unusable}`);
+    return 1;
   }
   let server: Server;
   try {

@@ -24,7 +24,12 @@ import {
   CONNECT_FLAGS_HELP,
   type ConnectFlagValues,
   connectOptionsFromFlags,
+  withFlagHints,
 } from "./connect_flags.ts";
+import { MAX_PROBLEMS } from "../engine/maintenance.ts";
+
+/** `netsqlite integrity`'s exit status when the check finds problems (1: it could not run). */
+export const INTEGRITY_PROBLEMS_EXIT = 3;
 
 /** Where output goes (tests pass their own). */
 export interface AdminIO {
@@ -106,7 +111,9 @@ ${CONNECT_HELP}
 Usage: netsqlite integrity [--json] [connection]
 
 It reads one snapshot on a connection of its own; writers go on meanwhile.
-Exit status 1 when the check finds problems.
+It lists at most ${MAX_PROBLEMS} problems. Exit status: 0 when the database is sound,
+${INTEGRITY_PROBLEMS_EXIT} when the check finds problems, 1 when it cannot run (e.g. no
+server), 2 on bad arguments.
 
 ${CONNECT_HELP}
 `,
@@ -155,7 +162,8 @@ async function close(link: Link): Promise<void> {
  * @param name `stats`, `backup`, `checkpoint`, `vacuum` or `integrity`.
  * @param args Its arguments.
  * @param io Output.
- * @returns the exit status: 0, 1 on failure (or integrity problems), 2 on bad arguments.
+ * @returns the exit status: 0, 1 on failure, 2 on bad arguments,
+ *   {@link INTEGRITY_PROBLEMS_EXIT} when `integrity` finds problems.
  */
 export async function runAdmin(
   name: string,
@@ -173,7 +181,9 @@ export async function runAdmin(
     return await run();
   } catch (err) {
     const code = (err as { code?: string }).code;
-    io.err(`netsqlite ${name}: ${code ? `${code}: ` : ""}${(err as Error).message}`);
+    io.err(
+      `netsqlite ${name}: ${code ? `${code}: ` : ""}${withFlagHints((err as Error).message)}`,
+    );
     return 1;
   }
 }
@@ -194,6 +204,9 @@ function prepare(name: string, args: string[], io: AdminIO): () => Promise<numbe
       const p = parse(args, {});
       if (p.positionals.length !== 1) {
         throw new TypeError("Expected one destination: netsqlite backup DEST");
+      }
+      if (p.positionals[0] === "") {
+        throw new TypeError("Invalid DEST: it is empty; expected a file path");
       }
       return () => backup(p, p.positionals[0], io);
     }
@@ -219,6 +232,7 @@ function prepare(name: string, args: string[], io: AdminIO): () => Promise<numbe
       const p = parse(args, { into: { type: "string" } });
       noPositionals(p);
       const into = typeof p.values.into === "string" ? p.values.into : null;
+      if (into === "") throw new TypeError("Invalid --into: it is empty; expected a file path");
       return () =>
         simple(p, io, (l) => l.request(Op.Vacuum, [into]), (r) => {
           io.out(describeVacuum(r));
@@ -231,7 +245,7 @@ function prepare(name: string, args: string[], io: AdminIO): () => Promise<numbe
       return () =>
         simple(p, io, (l) => l.request(Op.Integrity, []), (r) => {
           io.out(describeIntegrity(r));
-          return r.ok ? 0 : 1;
+          return r.ok ? 0 : INTEGRITY_PROBLEMS_EXIT;
         });
     }
     default:
@@ -262,7 +276,7 @@ async function simple<T>(
     const r = await ask(link);
     if (p.values.json) {
       io.out(JSON.stringify(r));
-      return (r as { ok?: boolean }).ok === false ? 1 : 0;
+      return (r as { ok?: boolean }).ok === false ? INTEGRITY_PROBLEMS_EXIT : 0;
     }
     return show(r);
   } finally {
@@ -296,6 +310,8 @@ async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
   let stopped = false;
   try {
     const done = link.request(Op.Backup, [dest]);
+    // Handled from the start: it may fail before the poller below is open (awaited further on).
+    done.catch(() => {});
     if (io.progress !== null) {
       const draw = io.progress;
       poller = await open(p.connect);
@@ -371,8 +387,10 @@ export function describeVacuum(r: VacuumReport): string {
 export function describeIntegrity(r: IntegrityReport): string {
   const size = `${r.pages} pages, ${bytes(r.bytes)}, ${seconds(r.ms)}`;
   if (r.ok) return `integrity: ok (${size})`;
-  return [`integrity: ${r.problems.length} problems (${size}):`, ...r.problems.map((p) => `  ${p}`)]
-    .join("\n");
+  const n = r.problems.length;
+  // The server lists MAX_PROBLEMS at most: as many means there may be more.
+  const count = n >= MAX_PROBLEMS ? `at least ${n} problems (first ${n} shown)` : `${n} problems`;
+  return [`integrity: ${count} (${size}):`, ...r.problems.map((p) => `  ${p}`)].join("\n");
 }
 
 /** TEMP objects named in the `stats` report at most. */

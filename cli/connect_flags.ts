@@ -86,3 +86,35 @@ function readCa(file: string): string {
   }
   return text;
 }
+
+/** API words in connection hints, and what the CLI calls them. */
+const HINTS: readonly [RegExp, string][] = [
+  [
+    /connect\(\{ database \}\) to the file the server serves, or pass the path it printed/,
+    "--db with the file the server serves, or --socket with the path it printed",
+  ],
+  [/connect\(\{ database \}\)/g, "--db"],
+  [/pass connect\(\{ token \}\)/g, "pass --token or set NETSQLITE_TOKEN"],
+  [/connect\(\{ token \}\)/g, "--token (or NETSQLITE_TOKEN)"],
+  [/connect without the tls option/g, "connect without --tls-ca"],
+  [/in tls: \{ caCerts: \[pem\] \}, or --tls-ca FILE to the CLI/g, "with --tls-ca FILE"],
+];
+
+/**
+ * An error message as the CLI shows it: the hints of the client library
+ * (`connect({ token })`, `connect({ database })`, the `tls` option) name
+ * the CLI's flags instead.
+ *
+ * @example
+ * ```ts
+ * import { withFlagHints } from "./connect_flags.ts";
+ * const m = withFlagHints("AUTH: the server requires a token: pass connect({ token })");
+ * if (m !== "AUTH: the server requires a token: pass --token or set NETSQLITE_TOKEN") {
+ *   throw new Error(m);
+ * }
+ * ```
+ */
+export function withFlagHints(message: string): string {
+  for (const [api, flags] of HINTS) message = message.replace(api, flags);
+  return message;
+}

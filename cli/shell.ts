@@ -13,7 +13,12 @@
 import { parseArgs } from "node:util";
 import { type Client, connect, type ConnectOptions } from "../client.ts";
 import { VERSION } from "../server.ts";
-import { CONNECT_FLAGS, CONNECT_FLAGS_HELP, connectOptionsFromFlags } from "./connect_flags.ts";
+import {
+  CONNECT_FLAGS,
+  CONNECT_FLAGS_HELP,
+  connectOptionsFromFlags,
+  withFlagHints,
+} from "./connect_flags.ts";
 import { formatResult, type Mode, MODES } from "./format.ts";
 import { defaultHistoryFile, History } from "./history.ts";
 import { LineEditor } from "./line_editor.ts";
@@ -373,12 +378,15 @@ function splitArgs(text: string): string[] {
   return out;
 }
 
-/** How the shell shows an error: `Error: [near line N: ]CODE: message`. */
+/**
+ * How the shell shows an error: `Error: [near line N: ]CODE: message`, the
+ * client library's hints naming the CLI's flags.
+ */
 export function errorText(err: unknown, line: number | null): string {
   const e = err as { code?: unknown; message?: unknown };
   const where = line === null ? "" : `near line ${line}: `;
   const code = typeof e?.code === "string" ? `${e.code}: ` : "";
-  const message = err instanceof Error ? err.message : String(err);
+  const message = withFlagHints(err instanceof Error ? err.message : String(err));
   return `Error: ${where}${code}${message}\n`;
 }
 

@@ -190,6 +190,11 @@ export class PooledConnection {
   #opening: Promise<void> | null = null;
   #generation: number;
   #lostTransaction = false;
+  /**
+   * Handles of `ROLLBACK`/`COMMIT` prepared while {@link #lostTransaction}
+   * (by `generation:handle`): running one ends that state.
+   */
+  #endingHandles = new Map<string, TxEnd>();
   #judged: Link | null = null;
   /** A link closed by the guard: its transaction was nobody's, so nothing needs a ROLLBACK. */
   #guarded: Link | null = null;
@@ -437,17 +442,26 @@ export class PooledConnection {
         this.#lostTransaction = true;
       }
     }
+    let ending: TxEnd | null = null;
     if (this.#lostTransaction) {
-      const sql = typeof args[0] === "string" && (op === Op.Exec || op === Op.Run) ? args[0] : "";
-      if (/^\s*ROLLBACK\s*;?\s*$/i.test(sql)) {
-        this.#lostTransaction = false;
-        return (op === Op.Run ? [0, 0] : null) as Replies[O];
+      const ref = args[0];
+      ending = typeof ref === "string"
+        ? (op === Op.Exec || op === Op.Run || op === Op.Prepare ? txEndOf(ref) : null)
+        : typeof ref === "number" && op === Op.Run
+        ? this.#endingHandles.get(`${this.#generation}:${ref}`) ?? null
+        : null;
+      // A ROLLBACK or COMMIT prepares on a new link: running its handle ends the state as below.
+      if (op !== Op.Prepare || ending === null) {
+        if (ending === "ROLLBACK") {
+          this.#endLostTransaction();
+          return (op === Op.Run ? [0, 0] : null) as Replies[O];
+        }
+        if (ending === "COMMIT") this.#endLostTransaction();
+        throw new ConnectionError(
+          "Connection was lost inside a transaction, which the server rolled back: " +
+            "send ROLLBACK, then retry the whole transaction",
+        );
       }
-      if (/^\s*(COMMIT|END)\b/i.test(sql)) this.#lostTransaction = false;
-      throw new ConnectionError(
-        "Connection was lost inside a transaction, which the server rolled back: " +
-          "send ROLLBACK, then retry the whole transaction",
-      );
     }
     if (lost !== null && lost.failure !== null && !this.#config.reconnect) {
       throw unsentError(lost.failure);
@@ -459,6 +473,42 @@ export class PooledConnection {
     if (generation !== undefined && generation !== this.#generation) {
       throw new ConnectionError("Connection was lost: the cursor or handle died with it");
     }
-    return this.#link!.request(op, args, signal);
+    if (ending === null) return this.#link!.request(op, args, signal);
+    const reply = await this.#link!.request(op, args, signal);
+    const handle = (reply as Replies[typeof Op.Prepare])[0];
+    if (this.#lostTransaction) this.#endingHandles.set(`${this.#generation}:${handle}`, ending);
+    return reply;
   }
+
+  #endLostTransaction(): void {
+    this.#lostTransaction = false;
+    this.#endingHandles.clear();
+  }
+}
+
+/** How a statement ends a transaction (`END` is `COMMIT`). */
+type TxEnd = "ROLLBACK" | "COMMIT";
+
+/**
+ * `"ROLLBACK"` when `sql` is `ROLLBACK [TRANSACTION]` alone (not `ROLLBACK
+ * TO`), `"COMMIT"` when it begins with `COMMIT` or `END`, else `null`.
+ */
+function txEndOf(sql: string): TxEnd | null {
+  let first: string | null = null;
+  let transaction = false; // ROLLBACK TRANSACTION
+  let ended = false; // a semicolon came
+  let alone = true; // nothing else came after ROLLBACK
+  scan(sql, (t) => {
+    if (first === null) {
+      first = t.kind === "word" ? t.text : "";
+      return first === "rollback";
+    }
+    if (t.kind === "semicolon") ended = true;
+    else if (!ended && !transaction && t.kind === "word" && t.text === "transaction") {
+      transaction = true;
+    } else alone = false;
+    return alone;
+  });
+  if (first === "commit" || first === "end") return "COMMIT";
+  return first === "rollback" && alone ? "ROLLBACK" : null;
 }

@@ -1169,6 +1169,12 @@ export class EngineSession implements HostedSession {
   /** Prepares a statement server-side and returns `[handle, columns]`. */
   prepare(sql: string): Reply<PreparePayload> {
     if (this.#awaitingCommit) return BLOCKED;
+    if (this.#aborted !== null || this.#endedAtCommit) {
+      // After the engine ended the transaction, a ROLLBACK or COMMIT prepares
+      // without routing: running its handle ends that state as run() does.
+      const txOp = this.#txOpOf(sql);
+      if (txOp === "ROLLBACK" || txOp === "COMMIT") return [this.#handles.add(sql), []];
+    }
     const p = this.#route(sql);
     if (p === BLOCKED) return BLOCKED;
     if (p.onWriter) this.#host.writer.afterWrite(this);

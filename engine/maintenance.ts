@@ -42,7 +42,7 @@ import type { SessionHost } from "./session_host.ts";
 export const BACKUP_PAGES_PER_STEP = 256;
 
 /** Problems `integrity` reports at most. */
-const MAX_PROBLEMS = 100;
+export const MAX_PROBLEMS = 100;
 
 /** One backup running. */
 interface RunningBackup {

@@ -70,7 +70,7 @@ Deno.test("server.ts --socket-mode 660 sets the mode; a mode without owner acces
     "--socket-mode",
     "066",
   ]);
-  assert.equal(bad.code, 1);
+  assert.equal(bad.code, 2);
   assert.match(bad.stderr, /Invalid --socket-mode: 066 must let the owner read and write/);
   const garbage = await runServer(["--socket-mode", "rw-rw----"]);
   assert.equal(garbage.code, 2);
@@ -80,7 +80,7 @@ Deno.test("server.ts --socket-mode 660 sets the mode; a mode without owner acces
 Deno.test("server.ts refuses to listen on a non-loopback TCP address without a token", async () => {
   await using dir = await tempDir();
   const r = await runServer(["--db", `${dir.path}/a.db`, "--tcp", "0.0.0.0:0"]);
-  assert.equal(r.code, 1);
+  assert.equal(r.code, 2);
   assert.match(r.stderr, /Cannot listen on tcp:0\.0\.0\.0:0 without a token/);
   assert.match(r.stderr, /--token, NETSQLITE_TOKEN or --token-file/);
   assert.match(r.stderr, /or listen on 127\.0\.0\.1/);
@@ -104,7 +104,7 @@ Deno.test("server.ts refuses inconsistent access flags with a clear message", as
   assert.match(empty.stderr, /Cannot use token file ".*empty": it is empty/);
   assert.match(missing.stderr, /Cannot read token file ".*nope"/);
   assert.match(halfTls.stderr, /--tls-cert and --tls-key go together/);
-  assert.match(tlsUnix.stderr, /"tls": TLS is for TCP/);
+  assert.match(tlsUnix.stderr, /Invalid --tls-cert: TLS is for TCP; give --tcp too/);
   assert.match(readonly.stderr, /Cannot serve ".*a\.db" read-only: the file does not exist/);
   for (const r of [both, empty, missing, halfTls, tlsUnix, readonly]) assert.notEqual(r.code, 0);
 });

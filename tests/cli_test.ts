@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { isComplete, splitStatements, SqlSplitter } from "../cli/sql_split.ts";
 import { csvField, displayWidth, formatResult, jsonValue } from "../cli/format.ts";
-import { describeCheckpoint } from "../cli/admin.ts";
+import { describeCheckpoint, describeIntegrity, runAdmin } from "../cli/admin.ts";
+import { DatabaseSync } from "node:sqlite";
 import { VERSION } from "../server.ts";
 import { startServer, tempDir } from "./_helpers.ts";
 
@@ -415,6 +416,106 @@ Deno.test("cli.ts stats, checkpoint, integrity, vacuum and backup talk to a runn
   );
 });
 
+Deno.test("runAdmin() backup that fails at once with a progress line reports the error (no unhandled rejection)", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(`${dir.path}/copies`);
+  await Deno.writeTextFile(`${dir.path}/copies/taken.db`, "");
+  await using srv = await startServer({ backupDir: `${dir.path}/copies` });
+  const sock = ["--socket", (srv.connectOptions as { path: string }).path];
+  // The server refuses the backup before the progress poller's connection is open.
+  for (let i = 0; i < 5; i++) {
+    const errors: string[] = [];
+    const io = { out: () => {}, err: (line: string) => errors.push(line), progress: () => {} };
+    assert.equal(await runAdmin("backup", ["taken.db", ...sock], io), 1);
+    assert.equal(errors.length, 1);
+    assert.match(
+      errors[0],
+      /^netsqlite backup: BAD_REQUEST: Cannot backup ".*taken\.db": the file exists/,
+    );
+  }
+});
+
+/** Empties the root page of index `i` on `t(x)`: every row of `t` is then missing from it. */
+async function corruptIndex(path: string, rows: number): Promise<void> {
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE t(x); CREATE INDEX i ON t(x)");
+  db.prepare(
+    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < ?) " +
+      "INSERT INTO t SELECT n FROM c",
+  ).run(rows);
+  const { rootpage } = db.prepare("SELECT rootpage FROM sqlite_schema WHERE name = 'i'")
+    .get() as { rootpage: number };
+  const { page_size } = db.prepare("PRAGMA page_size").get() as { page_size: number };
+  db.close();
+  const page = new Uint8Array(8); // an empty leaf page of an index
+  page[0] = 0x0a;
+  new DataView(page.buffer).setUint16(5, page_size);
+  using f = await Deno.open(path, { write: true });
+  await f.seek((rootpage - 1) * page_size, Deno.SeekMode.Start);
+  await f.write(page);
+}
+
+Deno.test("cli.ts integrity: problems exit 3 (no server: 1); past the cap it says at least", async () => {
+  await using dir = await tempDir();
+  await corruptIndex(`${dir.path}/bad.db`, 300);
+  await using srv = await startServer({ database: `${dir.path}/bad.db` });
+  const sock = ["--socket", (srv.connectOptions as { path: string }).path];
+  const r = await cli(["integrity", ...sock]);
+  assert.equal(r.code, 3, r.stderr);
+  const lines = r.stdout.trimEnd().split("\n");
+  assert.match(lines[0], /^integrity: at least 100 problems \(first 100 shown\) \(\d+ pages, /);
+  assert.equal(lines.length, 101);
+  assert.match(lines[1], /^ {2}row \d+ missing from index i$/);
+  const json = await cli(["integrity", "--json", ...sock]);
+  assert.equal(json.code, 3);
+  assert.equal(JSON.parse(json.stdout).ok, false);
+  const none = await cli(["integrity", "--socket", `${dir.path}/none.sock`]);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /^netsqlite integrity: /);
+});
+
+Deno.test("describeIntegrity() counts problems below the cap exactly", () => {
+  const report = { ok: false, problems: ["a", "b"], pages: 2, bytes: 8192, ms: 1 };
+  assert.equal(
+    describeIntegrity(report),
+    "integrity: 2 problems (2 pages, 8.0 KiB, 1.0 ms):\n  a\n  b",
+  );
+});
+
+Deno.test("cli.ts backup '' and vacuum --into '' say the destination is empty (exit 2)", async () => {
+  const backup = await cli(["backup", ""]);
+  assert.equal(backup.code, 2);
+  assert.match(
+    backup.stderr,
+    /^netsqlite backup: Invalid DEST: it is empty; expected a file path\n/,
+  );
+  const vacuum = await cli(["vacuum", "--into", ""]);
+  assert.equal(vacuum.code, 2);
+  assert.match(
+    vacuum.stderr,
+    /^netsqlite vacuum: Invalid --into: it is empty; expected a file path\n/,
+  );
+});
+
+Deno.test("cli.ts connection errors name the CLI's flags, not connect() options", async () => {
+  await using dir = await tempDir();
+  const noServer = await cli(["shell", "--db", `${dir.path}/none.db`, "-c", "SELECT 1"]);
+  assert.equal(noServer.code, 1);
+  assert.match(noServer.stderr, /--db with the file the server serves, or --socket with the path/);
+  assert.doesNotMatch(noServer.stderr, /connect\(/);
+  const stats = await cli(["stats", "--db", `${dir.path}/none.db`]);
+  assert.equal(stats.code, 1);
+  assert.match(stats.stderr, /--db with the file the server serves/);
+  await using srv = await startServer({ token: "s3cret" });
+  const sock = ["--socket", (srv.connectOptions as { path: string }).path];
+  for (const args of [["shell", ...sock, "-c", "SELECT 1"], ["stats", ...sock]]) {
+    const r = await cli(args);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /AUTH: .*requires a token: pass --token or set NETSQLITE_TOKEN/);
+    assert.doesNotMatch(r.stderr, /connect\(/);
+  }
+});
+
 Deno.test("cli.ts serve runs the server of server.ts until SIGTERM; .timer times statements", async () => {
   await using dir = await tempDir();
   const sock = `${dir.path}/s.sock`;
@@ -705,18 +806,36 @@ Deno.test("cli.ts serve names the flag whose value is out of range", async () =>
   await using dir = await tempDir();
   const base = ["serve", "--db", `${dir.path}/x.db`, "--socket", `${dir.path}/x.sock`];
   const timeout = await cli([...base, "--statement-timeout=-5"]);
-  assert.equal(timeout.code, 1);
+  assert.equal(timeout.code, 2);
   assert.equal(
     timeout.stderr,
     "netsqlite: Invalid --statement-timeout: -5 is outside 1..2147483647\n",
   );
   const level = await cli([...base, "--log-level", "loud"]);
-  assert.equal(level.code, 1);
+  assert.equal(level.code, 2);
   assert.match(level.stderr, /^netsqlite: Invalid --log-level: expected one of error, /);
   // A negative value after a blank reaches the range check (parseArgs calls it ambiguous).
   const negative = await cli([...base, "--slow-ms", "-3"]);
-  assert.equal(negative.code, 1);
+  assert.equal(negative.code, 2);
   assert.equal(negative.stderr, "netsqlite: Invalid --slow-ms: -3 is outside 0..2147483647\n");
+  // Every value the options refuse is a bad argument (exit status 2), named by its flag.
+  const refused: [string[], string][] = [
+    [["--grace-ms", "-1"], "Invalid --grace-ms: -1 is outside 0..2147483647"],
+    [["--engine", "foo"], 'Invalid --engine: expected "auto", "ffi" or "node", got "foo"'],
+    [["--synchronous", "off"], 'Invalid --synchronous: expected "full" or "normal", got "off"'],
+    [["--max-connections", "0"], "Invalid --max-connections: 0 is outside 1..1000000"],
+    [["--max-frame-size", "10"], "Invalid --max-frame-size: 10 is outside 1024..2147483647"],
+    [
+      ["--tcp", "127.0.0.1:0"],
+      "Invalid options: give either --socket (Unix socket) or --tcp (TCP) or --channel, " +
+      "not several",
+    ],
+  ];
+  for (const [flags, message] of refused) {
+    const r = await cli([...base, ...flags]);
+    assert.equal(r.code, 2, flags.join(" "));
+    assert.equal(r.stderr, `netsqlite: ${message}\n`);
+  }
   // Integer flags take decimal digits only: not hex, exponents or fractions.
   for (const value of ["0x10", "1e3", "1.5", " 7"]) {
     const r = await cli([...base, "--busy-timeout", value]);
@@ -736,6 +855,37 @@ Deno.test("cli.ts serve names the flag whose value is out of range", async () =>
     /^netsqlite: Cannot open database "[^"]+": [^\n]*: it is a directory; give the path of a file in it\n$/,
   );
   assert.equal(dirDb.stderr.split("Cannot open database").length, 2, dirDb.stderr);
+});
+
+Deno.test("cli.ts serve refuses a --backup-dir that is missing or not a directory", async () => {
+  await using dir = await tempDir();
+  await Deno.writeTextFile(`${dir.path}/file`, "");
+  const base = ["serve", "--db", `${dir.path}/x.db`, "--socket", `${dir.path}/x.sock`];
+  // A server that started anyway is stopped after a while (and the test fails).
+  const serveCli = async (args: string[]): Promise<{ code: number; stderr: string }> => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, ...args],
+      stdout: "null",
+      stderr: "piped",
+      signal: AbortSignal.timeout(10_000),
+    }).output();
+    return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  };
+  const missing = await serveCli([...base, "--backup-dir", `${dir.path}/nope`]);
+  assert.equal(missing.code, 1);
+  assert.equal(
+    missing.stderr,
+    `netsqlite: Cannot use --backup-dir "${dir.path}/nope": the directory does not exist; ` +
+      "create it first\n",
+  );
+  const file = await serveCli([...base, "--backup-dir", `${dir.path}/file`]);
+  assert.equal(file.code, 1);
+  assert.equal(
+    file.stderr,
+    `netsqlite: Cannot use --backup-dir "${dir.path}/file": it is not a directory\n`,
+  );
+  // It refused before opening the database.
+  await assert.rejects(Deno.lstat(`${dir.path}/x.db`), Deno.errors.NotFound);
 });
 
 Deno.test("describeCheckpoint() says when the database is not in WAL mode", () => {

@@ -304,7 +304,7 @@ Deno.test("server.ts exits 2 with the usage on a bad command line", async () => 
   await assert.rejects(Deno.lstat(db), Deno.errors.NotFound);
 });
 
-Deno.test("server.ts exits 1 with a clear message on invalid option values", async () => {
+Deno.test("server.ts exits 2 with a clear message on invalid option values, naming flags", async () => {
   await using dir = await tempDir();
   const sock = ["--db", `${dir.path}/x.db`, "--socket", `${dir.path}/x.sock`];
   const [sync, range, both] = await Promise.all([
@@ -312,18 +312,18 @@ Deno.test("server.ts exits 1 with a clear message on invalid option values", asy
     runServer([...sock, "--busy-timeout=-5"]),
     runServer([...sock, "--tcp", "127.0.0.1:0"]),
   ]);
-  assert.equal(sync.code, 1);
+  assert.equal(sync.code, 2);
   assert.match(
     sync.stderr,
     /^netsqlite: Invalid --synchronous: expected "full" or "normal", got "off"/,
   );
-  assert.equal(range.code, 1);
+  assert.equal(range.code, 2);
   assert.match(
     range.stderr,
     /^netsqlite: Invalid --busy-timeout: -5 is outside 0\.\.2147483647/,
   );
-  assert.equal(both.code, 1);
-  assert.match(both.stderr, /either "path" \(Unix socket\) or "hostname"\/"port" \(TCP\)/);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /either --socket \(Unix socket\) or --tcp \(TCP\)/);
 });
 
 for (const transport of TRANSPORTS) {

@@ -1,0 +1,161 @@
+/**
+ * A transaction the server ended (idle lease, or a connection lost inside
+ * it) is ended by the client with `ROLLBACK`, whichever way it sends it:
+ * `run("ROLLBACK")`, `exec("ROLLBACK")`, or `prepare("ROLLBACK").run()` as
+ * better-sqlite3 users write it and as the shell runs every statement.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, connect, ConnectionError, serve } from "../mod.ts";
+import type { Server } from "../server.ts";
+import { Shell, type ShellIO } from "../cli/shell.ts";
+import { delay, tempDir } from "./_helpers.ts";
+
+const ENGINES = ["ffi", "node"] as const;
+
+/** Output of a {@link Shell}, kept. */
+function capture(): ShellIO & { text: string } {
+  const io = {
+    text: "",
+    out: (t: string) => {
+      io.text += t;
+      return Promise.resolve();
+    },
+    err: (t: string) => {
+      io.text += t;
+      return Promise.resolve();
+    },
+  };
+  return io;
+}
+
+/** A client of a server that ended its transaction after 100 ms idle. */
+async function leaseExpired(
+  dir: string,
+  engine: "ffi" | "node",
+): Promise<{ server: Server; db: Client }> {
+  const server = await serve({
+    database: `${dir}/l.db`,
+    path: `${dir}/l.sock`,
+    engine,
+    txIdleTimeout: 100,
+  });
+  const db = await connect({ path: `${dir}/l.sock`, max: 1 });
+  await db.exec("CREATE TABLE t (x)");
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES ('in the transaction')");
+  await delay(300);
+  await assert.rejects(db.run("INSERT INTO t VALUES ('after')"), { code: "TX_TIMEOUT" });
+  return { server, db };
+}
+
+/** A client whose server was restarted while it was inside a transaction. */
+async function connectionLost(
+  dir: string,
+  engine: "ffi" | "node",
+): Promise<{ server: Server; db: Client }> {
+  const options = { database: `${dir}/r.db`, path: `${dir}/r.sock`, engine };
+  const first = await serve(options);
+  const db = await connect({ path: options.path, max: 1 });
+  await db.exec("CREATE TABLE t (x)");
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES ('in the transaction')");
+  await first.shutdown();
+  const server = await serve(options);
+  await delay(50); // the client sees its connection end
+  await assert.rejects(db.run("INSERT INTO t VALUES ('after')"), /lost inside a transaction/);
+  return { server, db };
+}
+
+const ROUTES = [["idle lease", leaseExpired, "TX_TIMEOUT"], [
+  "lost connection",
+  connectionLost,
+  "CONNECTION_CLOSED",
+]] as const;
+
+for (const engine of ENGINES) {
+  for (const [route, setUp, code] of ROUTES) {
+    Deno.test(`prepare("ROLLBACK").run() ends a transaction the server ended (${route}, ${engine})`, async () => {
+      await using dir = await tempDir();
+      const { server, db } = await setUp(dir.path, engine);
+      try {
+        // Other statements are still refused, prepared or not.
+        await assert.rejects(db.prepare("SELECT 1"), { code });
+        await assert.rejects(db.prepare("ROLLBACK TO s"), { code });
+        const rollback = await db.prepare("ROLLBACK");
+        assert.deepEqual(rollback.columns, []);
+        // Preparing it ended nothing: running it does.
+        await assert.rejects(db.values("SELECT 1"), { code });
+        assert.deepEqual(await rollback.run(), { changes: 0, lastInsertRowid: 0 });
+        await rollback.finalize();
+        assert.deepEqual(await db.values("SELECT x FROM t"), []);
+        assert.equal(db.inTransaction, false);
+        // The client goes on as usual: a new transaction, and a prepared ROLLBACK of it.
+        await db.exec("BEGIN");
+        await db.run("INSERT INTO t VALUES (1)");
+        const again = await db.prepare("rollback transaction; -- undo");
+        await again.run();
+        await again.finalize();
+        assert.deepEqual(await db.values("SELECT x FROM t"), []);
+      } finally {
+        await db.close();
+        await server.shutdown();
+      }
+    });
+
+    Deno.test(`prepare("COMMIT").run() fails but ends a transaction the server ended (${route}, ${engine})`, async () => {
+      await using dir = await tempDir();
+      const { server, db } = await setUp(dir.path, engine);
+      try {
+        const commit = await db.prepare("END");
+        await assert.rejects(commit.run(), { code });
+        await commit.finalize();
+        if (route === "idle lease") {
+          // As after run("COMMIT"): a ROLLBACK right after it succeeds (ORMs send one).
+          const rollback = await db.prepare("ROLLBACK;");
+          assert.deepEqual(await rollback.run(), { changes: 0, lastInsertRowid: 0 });
+          await rollback.finalize();
+        }
+        assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+        assert.equal(db.inTransaction, false);
+      } finally {
+        await db.close();
+        await server.shutdown();
+      }
+    });
+
+    Deno.test(`the shell ends a transaction the server ended with the ROLLBACK the error asks for (${route}, ${engine})`, async () => {
+      await using dir = await tempDir();
+      const { server, db } = await setUp(dir.path, engine);
+      try {
+        const io = capture();
+        const shell = new Shell(db, io, "csv");
+        await assert.rejects(shell.execute("INSERT INTO t VALUES ('meant for it');"), { code });
+        await shell.execute("ROLLBACK;");
+        await shell.execute("SELECT count(*) AS n FROM t;");
+        assert.equal(io.text, "n\r\n0\r\n");
+        assert.equal(db.inTransaction, false);
+      } finally {
+        await db.close();
+        await server.shutdown();
+      }
+    });
+  }
+}
+
+Deno.test("a ROLLBACK prepared after a lost connection and never run leaves the loss unacknowledged", async () => {
+  await using dir = await tempDir();
+  const { server, db } = await connectionLost(dir.path, "ffi");
+  try {
+    const rollback = await db.prepare("ROLLBACK");
+    await assert.rejects(db.run("INSERT INTO t VALUES (2)"), ConnectionError);
+    await db.exec("ROLLBACK");
+    await rollback.finalize();
+    // The prepared ROLLBACK now runs on the server, where no transaction is open.
+    await db.run("INSERT INTO t VALUES (3)");
+    assert.deepEqual(await db.values("SELECT x FROM t"), [[3]]);
+  } finally {
+    await db.close();
+    await server.shutdown();
+  }
+});
