@@ -195,6 +195,12 @@ export class PooledConnection {
    * (by `generation:handle`): running one ends that state.
    */
   #endingHandles = new Map<string, TxEnd>();
+  /**
+   * A COMMIT just ended {@link #lostTransaction} (failing): a ROLLBACK sent
+   * next succeeds as a no-op (as ORMs send one after any failed COMMIT), as
+   * the server does after a transaction it rolled back itself.
+   */
+  #commitRefused = false;
   #judged: Link | null = null;
   /** A link closed by the guard: its transaction was nobody's, so nothing needs a ROLLBACK. */
   #guarded: Link | null = null;
@@ -356,7 +362,7 @@ export class PooledConnection {
         new ConnectionError("Connection was lost: the cursor or handle died with it"),
       );
     }
-    if (link !== null && link.failure === null && !this.#lostTransaction) {
+    if (link !== null && link.failure === null && !this.#lostTransaction && !this.#commitRefused) {
       return link.request(op, args, signal);
     }
     this.#other++;
@@ -443,20 +449,30 @@ export class PooledConnection {
       }
     }
     let ending: TxEnd | null = null;
+    if (this.#commitRefused && RUNS_SQL.has(op)) {
+      ending = this.#endingOf(op, args);
+      if (ending !== "ROLLBACK" || op !== Op.Prepare) this.#commitRefused = false;
+      if (ending === "ROLLBACK" && op !== Op.Prepare) {
+        this.#endingHandles.clear();
+        return (op === Op.Run ? [0, 0] : null) as Replies[O];
+      }
+      if (ending !== "ROLLBACK") {
+        ending = null;
+        this.#endingHandles.clear();
+      }
+    }
     if (this.#lostTransaction) {
-      const ref = args[0];
-      ending = typeof ref === "string"
-        ? (op === Op.Exec || op === Op.Run || op === Op.Prepare ? txEndOf(ref) : null)
-        : typeof ref === "number" && op === Op.Run
-        ? this.#endingHandles.get(`${this.#generation}:${ref}`) ?? null
-        : null;
+      ending = this.#endingOf(op, args);
       // A ROLLBACK or COMMIT prepares on a new link: running its handle ends the state as below.
       if (op !== Op.Prepare || ending === null) {
         if (ending === "ROLLBACK") {
           this.#endLostTransaction();
           return (op === Op.Run ? [0, 0] : null) as Replies[O];
         }
-        if (ending === "COMMIT") this.#endLostTransaction();
+        if (ending === "COMMIT") {
+          this.#endLostTransaction();
+          this.#commitRefused = true;
+        }
         throw new ConnectionError(
           "Connection was lost inside a transaction, which the server rolled back: " +
             "send ROLLBACK, then retry the whole transaction",
@@ -476,15 +492,38 @@ export class PooledConnection {
     if (ending === null) return this.#link!.request(op, args, signal);
     const reply = await this.#link!.request(op, args, signal);
     const handle = (reply as Replies[typeof Op.Prepare])[0];
-    if (this.#lostTransaction) this.#endingHandles.set(`${this.#generation}:${handle}`, ending);
+    if (this.#lostTransaction || this.#commitRefused) {
+      this.#endingHandles.set(`${this.#generation}:${handle}`, ending);
+    }
     return reply;
+  }
+
+  /** How the call ends a transaction: by its SQL, or by the handle of one prepared to. */
+  #endingOf<O extends ReplyOp>(op: O, args: Requests[O]): TxEnd | null {
+    const ref = args[0];
+    return typeof ref === "string"
+      ? (op === Op.Exec || op === Op.Run || op === Op.Prepare ? txEndOf(ref) : null)
+      : typeof ref === "number" && op === Op.Run
+      ? this.#endingHandles.get(`${this.#generation}:${ref}`) ?? null
+      : null;
   }
 
   #endLostTransaction(): void {
     this.#lostTransaction = false;
+    this.#commitRefused = false;
     this.#endingHandles.clear();
   }
 }
+
+/** Requests that run SQL: the first after a refused COMMIT ends {@link PooledConnection}'s grace for a ROLLBACK. */
+const RUNS_SQL: ReadonlySet<number> = new Set([
+  Op.Exec,
+  Op.Query,
+  Op.Run,
+  Op.Batch,
+  Op.Prepare,
+  Op.Iterate,
+]);
 
 /** How a statement ends a transaction (`END` is `COMMIT`). */
 type TxEnd = "ROLLBACK" | "COMMIT";

@@ -110,13 +110,28 @@ for (const engine of ENGINES) {
         const commit = await db.prepare("END");
         await assert.rejects(commit.run(), { code });
         await commit.finalize();
-        if (route === "idle lease") {
-          // As after run("COMMIT"): a ROLLBACK right after it succeeds (ORMs send one).
-          const rollback = await db.prepare("ROLLBACK;");
-          assert.deepEqual(await rollback.run(), { changes: 0, lastInsertRowid: 0 });
-          await rollback.finalize();
-        }
+        // As after run("COMMIT"): a ROLLBACK right after it succeeds (ORMs send one).
+        const rollback = await db.prepare("ROLLBACK;");
+        assert.deepEqual(await rollback.run(), { changes: 0, lastInsertRowid: 0 });
+        await rollback.finalize();
         assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+        assert.equal(db.inTransaction, false);
+      } finally {
+        await db.close();
+        await server.shutdown();
+      }
+    });
+
+    Deno.test(`run("COMMIT") fails, then run("ROLLBACK") succeeds as a no-op, as ORMs send them (${route}, ${engine})`, async () => {
+      await using dir = await tempDir();
+      const { server, db } = await setUp(dir.path, engine);
+      try {
+        await assert.rejects(db.run("COMMIT"), { code });
+        assert.deepEqual(await db.run("ROLLBACK"), { changes: 0, lastInsertRowid: 0 });
+        // Only right after the COMMIT: a later ROLLBACK meets no transaction.
+        await db.run("INSERT INTO t VALUES ('next')");
+        await assert.rejects(db.run("ROLLBACK"), /no transaction is active/);
+        assert.deepEqual(await db.values("SELECT x FROM t"), [["next"]]);
         assert.equal(db.inTransaction, false);
       } finally {
         await db.close();
