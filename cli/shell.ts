@@ -215,15 +215,15 @@ export class Shell {
     if (this.#depth >= MAX_READ_DEPTH) {
       throw new Error(`Cannot read "${path}": .read nested more than ${MAX_READ_DEPTH} deep`);
     }
-    let text: string;
+    let bytes: Uint8Array;
     try {
-      text = await Deno.readTextFile(path);
+      bytes = await Deno.readFile(path);
     } catch (err) {
       throw new Error(`Cannot read "${path}": ${(err as Error).message}`);
     }
     this.#depth++;
     try {
-      return await this.runScript(oneChunk(text), path);
+      return await this.runScript(utf8Text([bytes]), path);
     } finally {
       this.#depth--;
     }
@@ -252,7 +252,15 @@ export class Shell {
       }
       throw new Reported("failed", { cause: err });
     };
-    for await (const line of lines(chunks)) {
+    // An error reading the script (text that is not UTF-8) is reported at the line it stopped.
+    const read = async function* (): AsyncGenerator<string> {
+      try {
+        yield* lines(chunks);
+      } catch (err) {
+        await fail(err, lineNo + 1);
+      }
+    };
+    for await (const line of read()) {
       lineNo++;
       if (splitter.isEmpty) startLine = lineNo;
       if (splitter.isEmpty && line.trimStart().startsWith(".")) {
@@ -394,6 +402,40 @@ async function* oneChunk(text: string): AsyncGenerator<string> {
   yield text;
 }
 
+/**
+ * Decodes a script's bytes as UTF-8, refusing bytes that are not (a lenient
+ * decoder would store U+FFFD in their place). It decodes a line at a time,
+ * so that the lines before a bad one are run and the error names its line.
+ * A leading byte order mark is dropped.
+ *
+ * @throws {Error} at the first line that is not UTF-8.
+ */
+export async function* utf8Text(
+  bytes: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+): AsyncGenerator<string> {
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const decode = (piece: Uint8Array, stream: boolean): string => {
+    try {
+      return decoder.decode(piece, { stream });
+    } catch {
+      throw new Error(
+        "Cannot read the script: it is not valid UTF-8 (convert it first, e.g. " +
+          "iconv -f latin1 -t utf-8)",
+      );
+    }
+  };
+  for await (const chunk of bytes) {
+    for (let at = 0; at < chunk.length;) {
+      const nl = chunk.indexOf(0x0a, at);
+      const end = nl === -1 ? chunk.length : nl + 1;
+      yield decode(chunk.subarray(at, end), true);
+      at = end;
+    }
+  }
+  const tail = decode(new Uint8Array(0), false);
+  if (tail !== "") yield tail;
+}
+
 /** Lines of a stream of text, each with its `\n` (the last may have none). */
 async function* lines(chunks: AsyncIterable<string>): AsyncGenerator<string> {
   let rest = "";
@@ -477,7 +519,7 @@ export async function runShell(args: string[], io: ShellIO = STD_IO): Promise<nu
     const shell = new Shell(client, io, parsed.mode, parsed.headers);
     if (parsed.command !== undefined) return await script(shell, oneChunk(parsed.command), null);
     if (!Deno.stdin.isTerminal()) {
-      return await script(shell, Deno.stdin.readable.pipeThrough(new TextDecoderStream()), "stdin");
+      return await script(shell, utf8Text(Deno.stdin.readable), "stdin");
     }
     const history = new History(defaultHistoryFile());
     await history.load();

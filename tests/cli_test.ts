@@ -24,7 +24,7 @@ interface Run {
 /** Runs `deno run -A cli.ts ...args` with `stdin` piped in (or none). */
 async function cli(
   args: string[],
-  stdin?: string,
+  stdin?: string | Uint8Array,
   env: Record<string, string> = {},
 ): Promise<Run> {
   const child = new Deno.Command(Deno.execPath(), {
@@ -36,7 +36,7 @@ async function cli(
   }).spawn();
   if (stdin !== undefined) {
     const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
+    await w.write(typeof stdin === "string" ? new TextEncoder().encode(stdin) : stdin);
     await w.close();
   }
   const out = await child.output();
@@ -218,6 +218,39 @@ Deno.test("cli.ts shell reads a script on stdin: triggers, ; in strings, dot com
     r.stdout,
     'a,b\r\n1,a;b\r\n2,"say ""hi"""\r\nx\r\nsaw 1;\r\nsaw 2;\r\n,"",3\r\n',
   );
+});
+
+Deno.test("cli.ts shell refuses a script that is not UTF-8 at its line, instead of storing U+FFFD", async () => {
+  await using srv = await startServer();
+  await using dir = await tempDir();
+  const sock = (srv.server.addr as { path: string }).path;
+  const latin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
+  const script = latin1(
+    "CREATE TABLE t(x);\nINSERT INTO t VALUES ('ok');\nINSERT INTO t VALUES ('caf\xe9');\n" +
+      "INSERT INTO t VALUES ('never');\n",
+  );
+  const expected = "Error: near line 3: Cannot read the script: it is not valid UTF-8 " +
+    "(convert it first, e.g. iconv -f latin1 -t utf-8)\n";
+  const piped = await cli(["shell", "--socket", sock], script);
+  assert.equal(piped.stderr, expected);
+  assert.equal(piped.code, 1);
+  await using db = await srv.client();
+  assert.deepEqual(await db.values("SELECT x FROM t"), [["ok"]]);
+
+  await db.exec("DROP TABLE t");
+  await Deno.writeFile(`${dir.path}/bad.sql`, script);
+  const read = await cli(["shell", "--socket", sock, "-c", `.read ${dir.path}/bad.sql`]);
+  assert.equal(read.code, 1);
+  assert.match(read.stderr, /near line 3: Cannot read the script: it is not valid UTF-8/);
+  assert.deepEqual(await db.values("SELECT x FROM t"), [["ok"]]);
+
+  // A byte order mark is not part of the script; text after it is read exactly.
+  const bom = await cli(
+    ["shell", "--socket", sock, "--mode", "csv"],
+    new Uint8Array([0xef, 0xbb, 0xbf, ...new TextEncoder().encode("SELECT 'é\u{1F600}' AS v;\n")]),
+  );
+  assert.equal(bom.stderr, "");
+  assert.equal(bom.stdout, "v\r\né\u{1F600}\r\n");
 });
 
 Deno.test("cli.ts shell stops a script at the first error with exit status 1 and the error's code", async () => {
