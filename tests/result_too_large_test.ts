@@ -119,7 +119,9 @@ Deno.test("INSERT ... RETURNING too large inside BEGIN is undone alone: the tran
     assert.equal(db.inTransaction, true);
   }
   // Batches inside the transaction too (a savepoint of it).
-  await tooLarge(db.batch([{ sql: "INSERT INTO t (v) VALUES (1)" }, { sql: INSERT, params: [BIG] }]));
+  await tooLarge(
+    db.batch([{ sql: "INSERT INTO t (v) VALUES (1)" }, { sql: INSERT, params: [BIG] }]),
+  );
   await db.run("INSERT INTO t (v) VALUES (zeroblob(5))");
   await db.exec("COMMIT");
   assert.equal(db.inTransaction, false);
