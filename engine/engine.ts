@@ -53,6 +53,12 @@ export interface EngineConfig {
   /** Largest buffered result, in bytes, before `RESULT_TOO_LARGE`. */
   maxResultBytes: number;
   /**
+   * Largest reply frame the server sends, in bytes: a write whose RETURNING
+   * rows (or a batch whose results) would not fit one fails with
+   * `RESULT_TOO_LARGE` before its changes stay. @default {Infinity}
+   */
+  maxFrameSize?: number;
+  /**
    * Largest string or BLOB a statement may build, in bytes (SQLite's
    * `SQLITE_LIMIT_LENGTH`, which bounds whole rows too; the server sets it
    * to twice `--max-frame-size`, at least 256 MiB). Default: SQLite's own

@@ -74,6 +74,10 @@ import {
   metLock,
   type Outcome,
   OverBudget,
+  REPLY_OVERHEAD,
+  type ReplyRoom,
+  replyTooLarge,
+  resultTooLarge,
   rowArrays,
   runInBackground,
   runInline,
@@ -488,6 +492,9 @@ export class EngineSession implements HostedSession {
     if (this.#awaitingCommit && !this.#grouping) {
       return this.#readInGroup(p, args, limits, wantRows, shape);
     }
+    // A write's RETURNING rows must fit the reply before its changes stay
+    // (a grouped write is undone by the group, as when it fails).
+    if (wantRows === "encoded" && !p.readOnly) limits.reply = this.#replyRoom(!this.#grouping);
     if (this.#grouping) {
       // The first write of a group runs under the inline budget: should a
       // write known to be fast turn slow, SQLite stops and undoes it (the
@@ -986,6 +993,9 @@ export class EngineSession implements HostedSession {
     const nested = writer.inTransaction;
     const limits = this.#limits(timeout);
     deadlineOf(limits); // one deadline for the whole batch
+    // The results must fit the reply before the batch commits (a failing
+    // statement rolls the whole batch back).
+    limits.reply = this.#replyRoom(false);
     // Foreign keys off for this batch alone (a table rebuild): the session
     // holds the writer, so no other client's statement runs meanwhile.
     const fkOff = options?.foreignKeys === false;
@@ -1220,6 +1230,22 @@ export class EngineSession implements HostedSession {
     const config = this.#host.config;
     const ms = timeout ?? config.statementTimeout;
     return { timeout: ms, maxBytes: config.maxResultBytes };
+  }
+
+  /**
+   * The room a buffered reply has (`RunLimits.reply`): `maxResultBytes` or
+   * the frame, whichever is smaller, as the server holds replies to them.
+   * `undo`: a write whose rows do not fit is undone by the run (else by the
+   * caller).
+   */
+  #replyRoom(undo: boolean): ReplyRoom {
+    const { maxResultBytes, maxFrameSize = Infinity } = this.#host.config;
+    const limited = maxResultBytes < maxFrameSize;
+    return {
+      bytes: (limited ? maxResultBytes : maxFrameSize) - REPLY_OVERHEAD,
+      error: limited ? () => resultTooLarge(maxResultBytes) : () => replyTooLarge(maxFrameSize),
+      undo,
+    };
   }
 
   #liveCursor(p: Prepared, args: BindArgs, timeout: number, release: () => void): Cursor {

@@ -19,7 +19,7 @@ import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { type Connection, type Prepared, release } from "./connection.ts";
 import { resultTooLarge, rowBytes } from "./binding/_errors.ts";
 import { changeLogOf } from "./change_log.ts";
-import type { Encoded } from "../protocol/msgpack.ts";
+import { type Encoded, MsgpackWriter } from "../protocol/msgpack.ts";
 import { RowsEncoder } from "../protocol/rows_encoder.ts";
 
 export { resultTooLarge, rowBytes };
@@ -41,7 +41,45 @@ export interface RunLimits {
   maxBytes: number;
   /** Rows wanted at most (the statement is not stepped past them); all when absent. */
   maxRows?: number;
+  /**
+   * The room the reply has, for a statement whose rows must fit it before
+   * its changes stay: a write with RETURNING, a batch's statements. Its rows
+   * are then measured exactly as encoded, and a statement they do not fit
+   * is stopped before its last step and fails with `reply.error()`.
+   */
+  reply?: ReplyRoom;
 }
+
+/**
+ * Room left in a buffered reply (`query`, `batch`), shared by the
+ * statements that fill it: {@link runInline} and {@link runInBackground}
+ * take what a statement's rows used (its column names and
+ * {@link STATEMENT_OVERHEAD} included) from `bytes`.
+ */
+export interface ReplyRoom {
+  /** Bytes left, as encoded. */
+  bytes: number;
+  /** The error of a statement whose rows do not fit. */
+  error: () => SqliteError;
+  /**
+   * Whether a write stopped for its reply is undone here: `false` when the
+   * caller undoes it (a group commit's savepoint, a batch's transaction).
+   */
+  undo: boolean;
+}
+
+/**
+ * Bytes of a reply message besides its statements' results, at most: the
+ * array header, request id and status, a batch's array header.
+ */
+export const REPLY_OVERHEAD = 24;
+
+/**
+ * Bytes of one statement's result in a reply besides its column names and
+ * rows, at most: array header, a batch item's changes and rowid, the rows'
+ * array header.
+ */
+export const STATEMENT_OVERHEAD = 24;
 
 /**
  * Whether a statement's rows are wanted: `false` (none), `true` (as arrays)
@@ -134,6 +172,19 @@ function stepInline(
   wantRows: WantRows,
   budget: number,
 ): Outcome {
+  const guard = replyGuard(p, limits, wantRows);
+  if (guard !== "savepoint") return stepGuarded(p, args, limits, wantRows, budget, guard);
+  return inSavepoint(p, () => stepGuarded(p, args, limits, wantRows, budget, guard));
+}
+
+function stepGuarded(
+  p: Prepared,
+  args: BindArgs,
+  limits: RunLimits,
+  wantRows: WantRows,
+  budget: number,
+  guard: ReplyGuard,
+): Outcome {
   const db = p.conn.db;
   // Time left: the whole timeout, unless a deadline was fixed already (a
   // batch's statements share one).
@@ -151,12 +202,12 @@ function stepInline(
       // which may run without bound, is stepped a row at a time instead; a
       // write, which does its work in one step, is undone when it ends late.
       deadlineOf(limits);
-      const step = () => stepRows(p, limits, wantRows, true);
+      const step = () => stepRows(p, limits, wantRows, true, guard);
       const rows = p.readOnly ? step() : undoIfLate(p, limits, step);
       return outcome(p, rows, before);
     }
-    if (wantRows && limits.maxRows !== undefined) {
-      return outcome(p, stepRows(p, limits, wantRows, false), before);
+    if (wantRows && (limits.maxRows !== undefined || limits.reply !== undefined)) {
+      return outcome(p, stepRows(p, limits, wantRows, false, guard), before);
     }
     if (wantRows === "encoded") {
       rowsOut.begin();
@@ -214,23 +265,139 @@ function stepRows(
   limits: RunLimits,
   wantRows: WantRows,
   clock: boolean,
+  guard: ReplyGuard,
 ): SqlValue[][] {
   const rows: SqlValue[][] = [];
   const max = limits.maxRows ?? Infinity;
+  const fits = rowsFit(p, limits, guard);
   let bytes = 0;
   try {
     while (rows.length < max && p.stmt.step()) {
       if (clock && performance.now() > deadlineOf(limits)) throw statementTimeout(limits);
       if (!wantRows) continue;
       const row = p.stmt.row();
-      bytes += rowBytes(row);
-      if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+      if (fits !== null) {
+        fits(row);
+      } else {
+        bytes += rowBytes(row);
+        if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+      }
       rows.push(row);
     }
+    fits?.(null);
   } finally {
     p.stmt.reset();
   }
   return rows;
+}
+
+/**
+ * How a write whose rows may not fit its reply ({@link RunLimits.reply})
+ * is undone when they do not: `"interrupt"` (in autocommit, with a binding
+ * that can interrupt: the statement is stopped before its last step, and
+ * SQLite rolls it back), `"savepoint"` (inside a transaction, where an
+ * interrupted write would roll all of it back, or with a binding that
+ * cannot interrupt: it runs in a savepoint of its own), `"none"` (nothing
+ * to undo, or the caller undoes it).
+ */
+type ReplyGuard = "none" | "interrupt" | "savepoint";
+
+function replyGuard(p: Prepared, limits: RunLimits, wantRows: WantRows): ReplyGuard {
+  if (!wantRows || limits.reply?.undo !== true || p.readOnly) return "none";
+  return p.conn.caps.interrupt && !p.conn.db.inTransaction ? "interrupt" : "savepoint";
+}
+
+/**
+ * Runs `run` in a savepoint, undone when it throws (the reply did not fit,
+ * or the statement failed: then it undid itself already).
+ */
+function inSavepoint<T>(p: Prepared, run: () => T): T {
+  const db = p.conn.db;
+  db.exec("SAVEPOINT netsqlite_reply");
+  let result: T;
+  try {
+    result = run();
+  } catch (err) {
+    undoSavepoint(p);
+    throw err;
+  }
+  try {
+    db.exec("RELEASE netsqlite_reply");
+  } catch (err) {
+    // (Outside a transaction RELEASE commits, and may fail as COMMIT does.)
+    undoSavepoint(p);
+    throw err;
+  }
+  return result;
+}
+
+/** Rolls back to and releases the savepoint of {@link inSavepoint}. */
+function undoSavepoint(p: Prepared): void {
+  try {
+    p.conn.db.exec("ROLLBACK TO netsqlite_reply; RELEASE netsqlite_reply");
+  } catch {
+    // The statement already ended the transaction (e.g. OR ROLLBACK, or
+    // stopped at its deadline).
+  }
+}
+
+/** Measures rows exactly as the reply encodes them. */
+const sizer = new MsgpackWriter(4096);
+
+/** Exact encoded size of `value`. */
+function encodedBytes(value: unknown): number {
+  sizer.pos = 0;
+  sizer.write(value);
+  const n = sizer.pos;
+  // A buffer grown for one large value is not kept.
+  if (sizer.bytes.length > 64 * 1024) sizer.reset(4096);
+  return n;
+}
+
+/**
+ * With a reply room ({@link RunLimits.reply}): a function that takes each
+ * row as it is stepped and throws the room's error (stopping the statement
+ * first, with `guard` `"interrupt"`) when it no longer fits; called with
+ * `null` after the last row, it takes the rows' bytes from the room.
+ * `null` without a room.
+ */
+function rowsFit(
+  p: Prepared,
+  limits: RunLimits,
+  guard: ReplyGuard,
+): ((row: SqlValue[] | null) => void) | null {
+  const room = limits.reply;
+  if (room === undefined) return null;
+  let used = STATEMENT_OVERHEAD + encodedBytes(p.columns);
+  return (row) => {
+    if (row === null) {
+      room.bytes -= used;
+      return;
+    }
+    used += encodedBytes(row);
+    if (used <= room.bytes) return;
+    if (guard === "interrupt") stopWrite(p);
+    throw room.error();
+  };
+}
+
+/**
+ * Stops a write in autocommit before its last step, so that SQLite rolls
+ * it back: its changes (all made at the first step, with RETURNING) would
+ * be committed when it is reset or runs to its end.
+ */
+function stopWrite(p: Prepared): void {
+  p.conn.db.interrupt();
+  try {
+    p.stmt.step();
+  } catch {
+    // SQLITE_INTERRUPT: the statement was rolled back.
+    return;
+  }
+  throw new SqliteError(
+    ErrorCode.Internal,
+    "Internal error: a write stopped for its reply's size was not interrupted",
+  );
 }
 
 /** A statement running on a background thread. */
@@ -254,6 +421,9 @@ export function runInBackground(
 ): Running {
   let reason: Error | null = null;
   const db = p.conn.db;
+  const guard = replyGuard(p, limits, wantRows);
+  const savepoint = guard === "savepoint";
+  if (savepoint) db.exec("SAVEPOINT netsqlite_reply");
   const timer = setTimeout(() => {
     reason = statementTimeout(limits);
     db.interrupt();
@@ -264,6 +434,7 @@ export function runInBackground(
   let slowFrom = Infinity;
   const attempt = async (): Promise<{ rows: SqlValue[][] } | SlowStep> => {
     const rows: SqlValue[][] = [];
+    const fits = rowsFit(p, limits, guard);
     let bytes = 0;
     // The first step (where sorting, aggregating and writing happen) runs
     // in the background; rows that follow quickly are stepped inline for
@@ -273,8 +444,12 @@ export function runInBackground(
     for (let step = 2; more; step++) {
       if (wantRows) {
         const row = p.stmt.row();
-        bytes += rowBytes(row);
-        if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+        if (fits !== null) {
+          fits(row);
+        } else {
+          bytes += rowBytes(row);
+          if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+        }
         rows.push(row);
         if (rows.length === limits.maxRows) break;
       }
@@ -300,6 +475,7 @@ export function runInBackground(
         sliceEnd = performance.now() + SLICE_MS;
       }
     }
+    fits?.(null);
     return { rows };
   };
   const run = async (): Promise<Outcome> => {
@@ -329,9 +505,19 @@ export function runInBackground(
       release(p);
     }
   };
+  const guarded = (): Promise<Outcome> => {
+    if (!savepoint) return run();
+    return run().then((o) => {
+      db.exec("RELEASE netsqlite_reply");
+      return o;
+    }, (err) => {
+      undoSavepoint(p);
+      throw err;
+    });
+  };
   const log = p.onWriter ? changeLogOf(p.conn) : undefined;
   const mark = log?.mark() ?? 0;
-  const done = log === undefined ? run() : run().then((o) => {
+  const done = log === undefined ? guarded() : guarded().then((o) => {
     log.ran(p, mark);
     return o;
   }, (err) => {
@@ -468,6 +654,14 @@ function stopped(
   // The time spent here counts against the deadline where it runs on.
   limits.deadline ??= performance.now() + limits.timeout - budget;
   return new OverBudget();
+}
+
+/** The error for a buffered reply larger than a frame. */
+export function replyTooLarge(maxFrameSize: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.ResultTooLarge,
+    `Result exceeds maxFrameSize ${maxFrameSize} bytes: use iterate() for large results`,
+  );
 }
 
 /** The error for a statement stopped at its deadline. */

@@ -505,6 +505,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     engine: {
       path: database,
       synchronous,
+      maxFrameSize,
       busyTimeout: integer("busyTimeout", options.busyTimeout ?? 5000, 0, 2 ** 31 - 1),
       txIdleTimeout: integer("txIdleTimeout", options.txIdleTimeout ?? 10000, 0, 2 ** 31 - 1),
       txTimeout: integer("txTimeout", options.txTimeout ?? 0, 0, 2 ** 31 - 1),

@@ -44,7 +44,7 @@ import {
 } from "../protocol/requests.ts";
 import { BLOCKED, type EngineLike, type SessionLike } from "../engine/engine_api.ts";
 import type { EngineSession } from "../engine/engine_session.ts";
-import { resultTooLarge } from "../engine/run.ts";
+import { replyTooLarge, resultTooLarge } from "../engine/run.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { PartialFrameBudget } from "../transport/frame_reader.ts";
 import type { TokenGate } from "./auth.ts";
@@ -918,10 +918,11 @@ export class Session implements SessionProbe {
   }
 
   /**
-   * Appends a success reply. This is the one place where a buffered result
-   * (`query`, `batch`) is held to `maxResultBytes`, measured exactly as
-   * encoded (the engine only stops recursive queries early with the same
-   * limit); every reply is held to `maxFrameSize`.
+   * Appends a success reply. A buffered result (`query`, `batch`) is held
+   * to `maxResultBytes`, measured exactly as encoded; every reply is held to
+   * `maxFrameSize`. The engine measures the rows of writes (RETURNING) and
+   * of batches the same way before their changes stay (`RunLimits.reply`),
+   * so this is their last guard only.
    */
   #reply(req: Request, payload: unknown): void {
     const id = req[1];
@@ -940,10 +941,7 @@ export class Session implements SessionProbe {
             "--max-frame-size allows; select less of it (substr() on large values) or raise " +
             "--max-frame-size",
         )
-        : new SqliteError(
-          ErrorCode.ResultTooLarge,
-          `Result exceeds maxFrameSize ${maxFrameSize} bytes: use iterate() for large results`,
-        ),
+        : replyTooLarge(maxFrameSize),
     );
   }
 

@@ -1,0 +1,185 @@
+/**
+ * A call that fails with `RESULT_TOO_LARGE` has no effect: a write whose
+ * RETURNING rows do not fit the reply (the frame, or `maxResultBytes`) is
+ * undone before it commits, alone in a group commit, at statement level
+ * inside a transaction; a batch is all-or-nothing. Run with
+ * `NETSQLITE_ENGINE=node` too.
+ */
+
+import assert from "node:assert/strict";
+import { type BatchStatement, type Client, connect, SqliteError } from "../mod.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op, type StatsReport } from "../protocol/messages.ts";
+import { startServer, type TestServer } from "./_helpers.ts";
+
+/** Frames of 64 KiB: a RETURNING of a 100 kB value does not fit one. */
+const FRAME = 64 * 1024;
+const BIG = 100_000;
+const INSERT = "INSERT INTO t (v) VALUES (zeroblob(?)) RETURNING id, v";
+
+async function tooLarge(call: Promise<unknown>, limit = "maxFrameSize"): Promise<SqliteError> {
+  const err = await call.then(() => null, (e) => e);
+  assert.ok(err instanceof SqliteError, `expected RESULT_TOO_LARGE, got ${err}`);
+  assert.equal(err.code, "RESULT_TOO_LARGE", err.message);
+  assert.match(err.message, new RegExp(`exceeds ${limit}`));
+  return err;
+}
+
+/** The server's group commit figures (the `stats` request). */
+async function groupCommits(srv: TestServer): Promise<StatsReport["groupCommit"]> {
+  const [link] = await openLink(await resolveConnectOptions(srv.connectOptions));
+  try {
+    return ((await link.request(Op.Stats, [])) as StatsReport).groupCommit;
+  } finally {
+    link.fail(new Error("test done"));
+    await link.ended;
+  }
+}
+
+async function sizes(db: Client): Promise<number[]> {
+  const rows = await db.values<[number]>("SELECT length(v) FROM t ORDER BY id");
+  return rows.map((r) => r[0]);
+}
+
+Deno.test("query() of INSERT ... RETURNING larger than a frame fails with RESULT_TOO_LARGE and commits nothing", async () => {
+  await using srv = await startServer({ maxFrameSize: FRAME });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+  // The first runs of a write go to the background; once known to be fast
+  // it runs inline (in a group commit): each path, several times.
+  for (let i = 0; i < 4; i++) {
+    await tooLarge(db.get(INSERT, [BIG]));
+    await tooLarge(db.query(INSERT, [BIG]));
+    assert.equal((await db.get<{ id: number }>(INSERT, [10]))?.id, i + 1);
+  }
+  assert.deepEqual(await sizes(db), [10, 10, 10, 10]);
+  assert.equal(db.inTransaction, false);
+});
+
+Deno.test("query() of INSERT ... RETURNING into a TEMP table (run alone, not grouped) larger than a frame commits nothing", async () => {
+  await using srv = await startServer({ maxFrameSize: FRAME });
+  await using db = await srv.client();
+  await db.exec("CREATE TEMP TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+  for (let i = 0; i < 4; i++) {
+    await tooLarge(db.get(INSERT, [BIG]));
+    assert.equal((await db.get<{ id: number }>(INSERT, [10]))?.id, i + 1);
+  }
+  assert.deepEqual(await sizes(db), [10, 10, 10, 10]);
+});
+
+Deno.test("query() of INSERT ... SELECT ... RETURNING above maxResultBytes commits none of its rows", async () => {
+  await using srv = await startServer({ maxResultBytes: 100_000 });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+  const sql = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ?) " +
+    "INSERT INTO t (v) SELECT printf('%.1000c', 'x') FROM c RETURNING id, v";
+  for (let i = 0; i < 3; i++) {
+    await tooLarge(db.query(sql, [200]), "maxResultBytes");
+    assert.equal((await db.query(sql, [20])).length, 20);
+  }
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[60]]);
+  // Non-ASCII text takes up to 3 bytes a character as encoded: measured so.
+  const wide = "INSERT INTO t (v) SELECT printf('%.*c', ?, '€') RETURNING v";
+  await tooLarge(db.query(wide, [40_000]), "maxResultBytes");
+  assert.equal((await db.query<{ v: string }>(wide, [30_000]))[0].v.length, 30_000);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[61]]);
+});
+
+Deno.test("batch() whose results do not fit a frame applies nothing", async () => {
+  await using srv = await startServer({ maxFrameSize: FRAME });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+  const cases: BatchStatement[][] = [
+    // One RETURNING too large.
+    [{ sql: "INSERT INTO t (v) VALUES (1)" }, { sql: INSERT, params: [BIG] }],
+    // Each fits, both together do not.
+    [{ sql: INSERT, params: [40_000] }, { sql: INSERT, params: [40_000] }],
+    // A read too large after a write.
+    [{ sql: "INSERT INTO t (v) VALUES (1)" }, { sql: "SELECT zeroblob(?)", params: [BIG] }],
+  ];
+  for (let round = 0; round < 2; round++) {
+    for (const items of cases) await tooLarge(db.batch(items));
+  }
+  assert.deepEqual(await sizes(db), []);
+  const ok = await db.batch([{ sql: INSERT, params: [20_000] }, { sql: INSERT, params: [20_000] }]);
+  assert.equal(ok.length, 2);
+  assert.deepEqual(await sizes(db), [20_000, 20_000]);
+});
+
+Deno.test("INSERT ... RETURNING too large inside BEGIN is undone alone: the transaction stays open and commits", async () => {
+  await using srv = await startServer({ maxFrameSize: FRAME });
+  await using client = await connect({ ...srv.connectOptions, max: 2 });
+  await client.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+  await using db = await client.reserve();
+  await db.exec("BEGIN");
+  for (let i = 0; i < 4; i++) {
+    await db.run("INSERT INTO t (v) VALUES (zeroblob(?))", [i + 1]);
+    await tooLarge(db.get(INSERT, [BIG]));
+    assert.equal(db.inTransaction, true);
+  }
+  // Batches inside the transaction too (a savepoint of it).
+  await tooLarge(
+    db.batch([{ sql: "INSERT INTO t (v) VALUES (1)" }, { sql: INSERT, params: [BIG] }]),
+  );
+  await db.run("INSERT INTO t (v) VALUES (zeroblob(5))");
+  await db.exec("COMMIT");
+  assert.equal(db.inTransaction, false);
+  assert.deepEqual(await sizes(client), [1, 2, 3, 4, 5]);
+  // transaction(): the error rolls it back, as any error does.
+  await tooLarge(client.transaction(async (tx) => {
+    await tx.run("INSERT INTO t (v) VALUES (1)");
+    await tx.get(INSERT, [BIG]);
+  }));
+  assert.deepEqual(await sizes(client), [1, 2, 3, 4, 5]);
+});
+
+Deno.test("group commit: the member whose RETURNING does not fit a frame is undone alone; the others commit", async () => {
+  await using srv = await startServer({ maxFrameSize: FRAME });
+  const clients = await Promise.all(Array.from({ length: 5 }, () => srv.client()));
+  try {
+    await clients[0].exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+    for (let i = 0; i < 3; i++) await clients[0].get(INSERT, [1]); // known to be fast: it groups
+    await clients[0].exec("DELETE FROM t");
+    let kept = 0;
+    for (let round = 0; round < 10; round++) {
+      const big = round % clients.length; // first member of its group, and later ones
+      const results = await Promise.allSettled(
+        clients.map((db, i) => db.get(INSERT, [i === big ? BIG : 10 + i])),
+      );
+      for (const [i, r] of results.entries()) {
+        const what = `round ${round}, client ${i}: ${JSON.stringify(r).slice(0, 200)}`;
+        if (i === big) {
+          assert.equal(r.status, "rejected", what);
+          assert.equal((r as PromiseRejectedResult).reason.code, "RESULT_TOO_LARGE", what);
+        } else {
+          assert.equal(r.status, "fulfilled", what);
+          kept++;
+        }
+      }
+    }
+    const all = await sizes(clients[0]);
+    assert.equal(all.length, kept);
+    assert.ok(all.every((n) => n < 20), `stored sizes: ${all}`);
+    const g = await groupCommits(srv);
+    assert.ok(g.largest > 1, `writes were grouped: ${JSON.stringify(g)}`);
+  } finally {
+    for (const c of clients) await c.close();
+  }
+});
+
+Deno.test("query() of a SELECT larger than a frame or maxResultBytes still fails with RESULT_TOO_LARGE; the connection stays usable", async () => {
+  await using srv = await startServer({ maxFrameSize: FRAME, maxResultBytes: 50_000 });
+  await using db = await srv.client();
+  await tooLarge(db.query("SELECT zeroblob(?)", [BIG]), "maxResultBytes");
+  await tooLarge(db.query("SELECT printf('%.*c', ?, 'x')", [60_000]), "maxResultBytes");
+  await db.exec("BEGIN");
+  await tooLarge(db.query("SELECT zeroblob(?)", [BIG]), "maxResultBytes");
+  assert.equal(db.inTransaction, true);
+  await db.exec("COMMIT");
+  assert.deepEqual(await db.values("SELECT length(zeroblob(?))", [BIG]), [[BIG]]);
+  await using big = await startServer({ maxFrameSize: FRAME });
+  await using db2 = await big.client();
+  await tooLarge(db2.query("SELECT zeroblob(?)", [BIG]));
+  assert.deepEqual(await db2.values("SELECT 1"), [[1]]);
+});
