@@ -128,7 +128,9 @@ export class DatabaseLock {
       const file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
       let locked: boolean;
       try {
-        locked = file.tryLockSync(true);
+        // An empty lock file: its owner is between taking it and writing its pid, or released
+        // it a moment ago while a child process being spawned still held a copy of its descriptor.
+        locked = tryLockSoon(file, TRANSIENT_MS, () => readOwner(path).pid === "unknown");
       } catch (err) {
         file.close();
         throw err;
@@ -165,7 +167,7 @@ export class DatabaseLock {
     if (Deno.build.os !== "linux" || this.#dbFile !== null) return;
     const file = Deno.openSync(this.database, { read: true });
     this.#dbFile = file; // kept open even when taken: closed by release()
-    if (!file.tryLockSync(true)) {
+    if (!tryLockSoon(file, TRANSIENT_MS, () => true)) {
       throw new DatabaseLockedError(
         `another server owns ${database} (${alias(database, this.database)}through another name ` +
           "of the same file, a hard link; its pid and socket are in the .lock beside that name)",
@@ -198,6 +200,32 @@ export class DatabaseLock {
     this.#file.close();
     this.#dbFile?.close();
   }
+}
+
+/**
+ * How long a start waits for a lock that may be held only for a moment
+ * (ms): when a process spawns a child, the child holds a copy of every
+ * descriptor between its fork and its exec, `flock`s included, so a lock
+ * released just before stays taken that long (milliseconds, more under load).
+ */
+const TRANSIENT_MS = 1000;
+
+/** One wait between attempts (ms). */
+const RETRY_MS = 5;
+
+/**
+ * `file.tryLockSync(true)`, tried again for up to `ms` while `transient()`
+ * says the holder may let go soon. Waits synchronously: only a start that
+ * meets such a lock ever waits.
+ */
+function tryLockSoon(file: Deno.FsFile, ms: number, transient: () => boolean): boolean {
+  const end = performance.now() + ms;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  while (!file.tryLockSync(true)) {
+    if (performance.now() >= end || !transient()) return false;
+    Atomics.wait(pause, 0, 0, RETRY_MS);
+  }
+  return true;
 }
 
 function exists(path: string): boolean {

@@ -235,3 +235,37 @@ Deno.test({
     }
   },
 });
+
+Deno.test("serve() right after a shutdown starts while the process spawns children (their copies of the lock's descriptor are let go)", async () => {
+  await using dir = await tempDir();
+  const options = { database: `${dir.path}/a.db`, path: `${dir.path}/a.sock` };
+  let spawning = true;
+  // Each child holds copies of the parent's descriptors between its fork and its exec.
+  const spawner = (async () => {
+    while (spawning) {
+      await Promise.all(
+        Array.from(
+          { length: 4 },
+          () => new Deno.Command(Deno.execPath(), { args: ["--version"] }).output(),
+        ),
+      );
+    }
+  })();
+  try {
+    for (let i = 0; i < 150; i++) {
+      const server = await serve(options);
+      await server.shutdown();
+    }
+  } finally {
+    spawning = false;
+    await spawner;
+  }
+  // A live owner is still refused at once, naming its pid.
+  await using owner = await serve(options);
+  const start = performance.now();
+  await assert.rejects(
+    serve({ ...options, path: `${dir.path}/b.sock` }),
+    new RegExp(`pid ${Deno.pid}`),
+  );
+  assert.ok(performance.now() - start < 500, "refused without waiting");
+});
