@@ -261,7 +261,7 @@ Deno.test("serve() right after a shutdown starts while the process spawns childr
     await spawner;
   }
   // A live owner is still refused at once, naming its pid.
-  await using owner = await serve(options);
+  await using _owner = await serve(options);
   const start = performance.now();
   await assert.rejects(
     serve({ ...options, path: `${dir.path}/b.sock` }),
