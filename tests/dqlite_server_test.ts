@@ -115,6 +115,44 @@ Deno.test({
     );
 
     await t.step(
+      "cluster mode refuses PRAGMAs that touch dqlite's WAL in every form; the leader keeps writing",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using db = await s.client();
+        await db.exec("CREATE TABLE w (x)");
+        await db.run("INSERT INTO w VALUES (1)");
+        const refused: [string, RegExp][] = [
+          ["PRAGMA wal_checkpoint", /^Cannot run PRAGMA wal_checkpoint in cluster mode: dqlite/],
+          ["PRAGMA main.wal_checkpoint(TRUNCATE)", /PRAGMA wal_checkpoint with a value/],
+          ["pragma 'WAL_CHECKPOINT' = full", /wal_checkpoint/],
+          ["PRAGMA journal_mode = DELETE", /PRAGMA journal_mode with a value/],
+          ["PRAGMA wal_autocheckpoint = 10", /wal_autocheckpoint/],
+          ["PRAGMA incremental_vacuum", /^Cannot run PRAGMA incremental_vacuum in cluster mode: /],
+          ["PRAGMA no_such_pragma", /not among the PRAGMAs known to be safe/],
+        ];
+        for (const [sql, message] of refused) {
+          for (const call of [() => db.query(sql), () => db.exec(sql), () => db.run(sql)]) {
+            const err = await call().then(() => null, (e) => e);
+            assert.ok(err instanceof SqliteError, `${sql}: expected a refusal`);
+            assert.equal(err.code, "FORBIDDEN", `${sql}: ${err.message}`);
+            assert.match(err.message, message);
+          }
+          // The leader is alive: a write right after is acknowledged.
+          await db.run("INSERT INTO w VALUES (2)");
+        }
+        // Reading settings, introspection, and PRAGMAs that write through a replicated
+        // transaction work; so does VACUUM (its pages replicate as WAL frames).
+        assert.deepEqual(await db.values("PRAGMA journal_mode"), [["wal"]]);
+        assert.deepEqual(await db.values("PRAGMA integrity_check"), [["ok"]]);
+        await db.exec("PRAGMA user_version = 7");
+        assert.deepEqual(await db.values("PRAGMA user_version"), [[7]]);
+        await db.exec("PRAGMA optimize; VACUUM");
+        await db.run("INSERT INTO w VALUES (3)");
+        assert.deepEqual(await db.values("SELECT count(*), sum(x) FROM w"), [[9, 18]]);
+      },
+    );
+
+    await t.step(
       "cluster mode: 8 clients writing at once, pipelined, lose nothing",
       async () => {
         await using s = await clusterServer(nodes.addresses);
@@ -327,6 +365,42 @@ Deno.test("checkClusterSql() finds hazardous column types only where they are de
     assert.throws(() => checkClusterSql(sql, policy), { code: "FORBIDDEN" }, sql);
   }
   checkClusterSql("PRAGMA foreign_keys = OFF", { allowUnsafePragmas: true });
+});
+
+Deno.test("checkClusterSql() allows known-safe PRAGMAs and refuses WAL ones even when unsafe is allowed", () => {
+  const strict = { allowUnsafePragmas: false };
+  const unsafe = { allowUnsafePragmas: true };
+  const ok = [
+    "PRAGMA table_info(t)",
+    "PRAGMA main.index_list('t')",
+    "PRAGMA user_version = 3",
+    "PRAGMA optimize",
+    "PRAGMA integrity_check",
+    "PRAGMA journal_mode",
+    "PRAGMA wal_autocheckpoint",
+    "PRAGMA foreign_keys",
+    "VACUUM",
+  ];
+  for (const sql of ok) checkClusterSql(sql, strict);
+  const always = [
+    "PRAGMA wal_checkpoint",
+    "PRAGMA wal_checkpoint(PASSIVE)",
+    'PRAGMA "main".[Wal_Checkpoint] = RESTART',
+    "SELECT 1; PRAGMA wal_checkpoint",
+    "PRAGMA journal_mode = delete",
+    "PRAGMA journal_mode('memory')",
+    "PRAGMA wal_autocheckpoint = 1",
+    "PRAGMA locking_mode = EXCLUSIVE",
+  ];
+  for (const sql of always) {
+    assert.throws(() => checkClusterSql(sql, strict), { code: "FORBIDDEN" }, sql);
+    assert.throws(() => checkClusterSql(sql, unsafe), { code: "FORBIDDEN" }, sql);
+  }
+  const unlessUnsafe = ["PRAGMA incremental_vacuum(10)", "PRAGMA parser_trace = 1", "PRAGMA xyz"];
+  for (const sql of unlessUnsafe) {
+    assert.throws(() => checkClusterSql(sql, strict), { code: "FORBIDDEN" }, sql);
+    checkClusterSql(sql, unsafe);
+  }
 });
 
 Deno.test("checkClusterSql() refuses temp.x objects, fts3_tokenizer() and sqlite_stmt, not their text", () => {

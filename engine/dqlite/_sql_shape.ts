@@ -155,7 +155,7 @@ export function checkClusterSql(
       );
     }
     checkNames(tokens);
-    if (head === "pragma" && !policy.allowUnsafePragmas) checkPragma(tokens);
+    if (head === "pragma") checkPragma(tokens, policy.allowUnsafePragmas);
     if (head === "create" || head === "alter") checkColumnTypes(tokens);
   }
 }
@@ -198,20 +198,92 @@ function checkNames(tokens: Token[]): void {
   }
 }
 
-function checkPragma(tokens: Token[]): void {
+/**
+ * PRAGMAs that cluster mode runs in every form: they read the schema or the
+ * file, or write through an ordinary replicated transaction (`user_version`,
+ * `application_id`, `optimize`'s ANALYZE), or touch the connection's memory
+ * alone (`shrink_memory`).
+ */
+export const CLUSTER_PRAGMAS: readonly string[] = [
+  "application_id",
+  "collation_list",
+  "compile_options",
+  "data_version",
+  "database_list",
+  "foreign_key_check",
+  "foreign_key_list",
+  "freelist_count",
+  "function_list",
+  "index_info",
+  "index_list",
+  "index_xinfo",
+  "integrity_check",
+  "module_list",
+  "optimize",
+  "page_count",
+  "pragma_list",
+  "quick_check",
+  "shrink_memory",
+  "table_info",
+  "table_list",
+  "table_xinfo",
+  "user_version",
+];
+
+/**
+ * PRAGMAs that touch the WAL, which dqlite 1.11 owns (it replicates WAL
+ * frames and checkpoints itself): refused in cluster mode in every form
+ * (`wal_checkpoint`: the leader aborts at the next write), or when setting
+ * (`journal_mode`, `wal_autocheckpoint`, `locking_mode`), even with
+ * `allowUnsafePragmas`.
+ */
+export const WAL_PRAGMAS: readonly string[] = [
+  "wal_checkpoint",
+  "journal_mode",
+  "wal_autocheckpoint",
+  "locking_mode",
+];
+
+/**
+ * Refuses a PRAGMA that cluster mode cannot run: one of {@link WAL_PRAGMAS}
+ * (always, `wal_checkpoint` even read), or, unless `allowUnsafe`, setting
+ * one of the shared connections or of durability, and any PRAGMA outside
+ * {@link CLUSTER_PRAGMAS} and those lists (`incremental_vacuum`,
+ * `parser_trace`, unknown names).
+ */
+function checkPragma(tokens: Token[], allowUnsafe: boolean): void {
   // PRAGMA [schema.]name [= value | (value)]
   let i = 1;
   if (tokens[i + 1]?.text === ".") i += 2;
-  const name = tokens[i]?.text.toLowerCase() ?? "";
+  const name = pragmaName(tokens[i]);
   const next = tokens[i + 1];
   const sets = next?.kind === "punct" && (next.text === "=" || next.text === "(");
-  if (!sets) return;
-  if (UNSAFE_PRAGMAS.includes(name) || CONNECTION_PRAGMAS.includes(name)) {
+  if (CLUSTER_PRAGMAS.includes(name)) return;
+  if (name === "wal_checkpoint" || (sets && WAL_PRAGMAS.includes(name))) {
+    throw forbidden(
+      `Cannot run PRAGMA ${name}${sets ? " with a value" : ""} in cluster mode: dqlite owns the ` +
+        "WAL (it replicates its frames and checkpoints itself), and this would abort the leader",
+    );
+  }
+  if (allowUnsafe) return;
+  const known = UNSAFE_PRAGMAS.includes(name) || CONNECTION_PRAGMAS.includes(name);
+  if (known && !sets) return; // reading a setting
+  if (known) {
     throw forbidden(
       `Cannot set PRAGMA ${name} in cluster mode: it changes the leader's connections, which ` +
         "clients share, or its durability (--allow-unsafe-pragmas permits it)",
     );
   }
+  throw forbidden(
+    `Cannot run PRAGMA ${name || "(no name)"} in cluster mode: it is not among the PRAGMAs known ` +
+      "to be safe on a dqlite node (schema and file introspection, user_version, " +
+      "application_id, optimize; --allow-unsafe-pragmas permits it)",
+  );
+}
+
+/** A PRAGMA's name, lower case (the lexer has dequoted `"name"`, `'name'`, `[name]`). */
+function pragmaName(t: Token | undefined): string {
+  return t?.text.toLowerCase() ?? "";
 }
 
 const CONSTRAINT_WORDS = new Set([
