@@ -336,26 +336,50 @@ function checkColumnTypes(tokens: Token[]): void {
   }
 }
 
-/** Checks one column definition starting at `at`: name, then type name words. */
+/**
+ * Checks one column definition starting at `at`: its name, then the type
+ * name, compared as dqlite 1.11 compares `sqlite3_column_decltype()` (see
+ * {@link declaredType}).
+ */
 function checkColumnDef(tokens: Token[], at: number): void {
   const name = tokens[at];
   if (name === undefined || (name.kind === "word" && TABLE_CONSTRAINTS.has(name.text))) return;
-  const type: string[] = [];
-  let i = at + 1;
-  for (; i < tokens.length; i++) {
-    const t = tokens[i];
-    if ((t.kind !== "word" && t.kind !== "name") || CONSTRAINT_WORDS.has(t.text)) break;
-    type.push(t.text.toUpperCase());
-  }
-  if (tokens[i]?.text === "(") return; // DATE(10) is declared as "DATE(10)": not mapped
-  const declared = type.join(" ");
-  if (HAZARDOUS_TYPES.includes(declared)) {
+  const declared = declaredType(tokens, at + 1)?.toUpperCase();
+  if (declared !== undefined && HAZARDOUS_TYPES.includes(declared)) {
     const column = name.text;
     throw forbidden(
       `Cannot declare column "${column}" as ${declared} in cluster mode: dqlite 1.11 aborts the ` +
         `node when such a column holds a value of another type; declare it INTEGER, TEXT or NUMERIC`,
     );
   }
+}
+
+/**
+ * The declared type SQLite stores for a column whose type name starts at
+ * token `at` (null when it has none), as far as it can be one of
+ * {@link HAZARDOUS_TYPES}. SQLite's type name is one or more names or
+ * string literals (`typename ::= ids`, `ids ::= ID|STRING`), then maybe
+ * `(n)` or `(n, m)`; it keeps the text as written from the first to the
+ * last token, then dequotes it when it starts with a quote, up to that
+ * quote's end: `'DATETIME'`, `"DATE" "TIME"`, `[DATE](10)` are all declared
+ * `DATETIME` or `DATE`, while `DATE(10)` and `DATE TIME` are kept whole.
+ */
+function declaredType(tokens: Token[], at: number): string | null {
+  let i = at;
+  for (; i < tokens.length; i++) {
+    const t = tokens[i];
+    const isName = t.kind === "name" || t.kind === "string" ||
+      (t.kind === "word" && !CONSTRAINT_WORDS.has(t.text));
+    if (!isName) break;
+  }
+  const n = i - at;
+  if (n === 0) return null;
+  const first = tokens[at];
+  // Quoted: SQLite dequotes up to the first token's closing quote, dropping the rest.
+  if (first.kind === "name" || first.kind === "string") return first.text;
+  // Unquoted: the text as written; only a single word without "(n)" can be hazardous.
+  if (n > 1 || tokens[i]?.text === "(") return null;
+  return first.text;
 }
 
 function forbidden(message: string): SqliteError {
