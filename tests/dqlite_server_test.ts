@@ -11,7 +11,12 @@ import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { parseServeArgs, serve, type ServeOptions, type Server } from "../server.ts";
 import { SqliteError } from "../protocol/errors.ts";
-import { checkClusterSql, statementTexts, verbOf } from "../engine/dqlite/_sql_shape.ts";
+import {
+  checkClusterSql,
+  immediateBegins,
+  statementTexts,
+  verbOf,
+} from "../engine/dqlite/_sql_shape.ts";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
 import { SUITE, type SuiteTarget } from "./_dqlite_suite.ts";
 import { startServer } from "./_helpers.ts";
@@ -464,6 +469,28 @@ Deno.test("statementTexts() splits a script at its semicolons, not those in lite
     "SELECT 1",
   ]);
   assert.deepEqual(statementTexts("  ; -- nothing\n"), []);
+});
+
+Deno.test("immediateBegins() makes every deferred BEGIN immediate, nothing else", () => {
+  assert.equal(immediateBegins("BEGIN"), "BEGIN IMMEDIATE");
+  assert.equal(immediateBegins("begin deferred transaction"), "begin IMMEDIATE transaction");
+  assert.equal(
+    immediateBegins("/* x */ BEGIN TRANSACTION;"),
+    "/* x */ BEGIN IMMEDIATE TRANSACTION;",
+  );
+  assert.equal(
+    immediateBegins("INSERT INTO t VALUES ('begin'); BEGIN; UPDATE t SET x = 1; COMMIT"),
+    "INSERT INTO t VALUES ('begin'); BEGIN IMMEDIATE; UPDATE t SET x = 1; COMMIT",
+  );
+  for (
+    const same of [
+      "BEGIN IMMEDIATE",
+      "begin exclusive",
+      "SAVEPOINT a",
+      "SELECT 'BEGIN'",
+      "CREATE TRIGGER g AFTER INSERT ON t BEGIN DELETE FROM t; END",
+    ]
+  ) assert.equal(immediateBegins(same), same);
 });
 
 Deno.test("verbOf() classifies statements by their leading keyword, after WITH", () => {

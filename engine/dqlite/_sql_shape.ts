@@ -62,6 +62,33 @@ function split(sql: string): { tokens: Token[]; end: number }[] {
 }
 
 /**
+ * `sql` with every deferred `BEGIN` (`BEGIN`, `BEGIN DEFERRED`, with or
+ * without `TRANSACTION`) made `BEGIN IMMEDIATE`. In cluster mode a deferred
+ * transaction that read and then writes fails with `SQLITE_BUSY_SNAPSHOT`
+ * when another connection committed in between; taking the writer at
+ * `BEGIN`, as the single-file engine does for every transaction, makes such
+ * transactions wait their turn instead.
+ */
+export function immediateBegins(sql: string): string {
+  let out = "";
+  let last = 0;
+  for (const { tokens } of split(sql)) {
+    const [first, second] = tokens;
+    if (first.kind !== "word" || first.text !== "begin") continue;
+    if (second?.kind === "word" && second.text === "deferred") {
+      out += sql.slice(last, second.at) + "IMMEDIATE";
+      last = second.end;
+    } else if (
+      !(second?.kind === "word" && (second.text === "immediate" || second.text === "exclusive"))
+    ) {
+      out += sql.slice(last, first.end) + " IMMEDIATE";
+      last = first.end;
+    }
+  }
+  return last === 0 ? sql : out + sql.slice(last);
+}
+
+/**
  * Checks that `sql` holds exactly one statement.
  *
  * @throws {SqliteError} `BAD_REQUEST` for an empty text or several statements.

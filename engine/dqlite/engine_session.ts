@@ -31,6 +31,7 @@ import { txEffect } from "./_sql_scan.ts";
 import { scan } from "../../protocol/sql_lexer.ts";
 import {
   checkClusterSql,
+  immediateBegins,
   requireOneStatement,
   splitStatements,
   statementTexts,
@@ -116,7 +117,8 @@ export class DqliteEngineSession {
   }
 
   /** Runs a script of zero or more statements without parameters. */
-  exec(sql: string, timeout?: number): Promise<null> {
+  exec(script: string, timeout?: number): Promise<null> {
+    const sql = immediateBegins(script);
     return this.#request(sql, null, timeout, async (db) => {
       const statements = statementTexts(sql);
       if (statements.length === 0) return null;
@@ -493,9 +495,9 @@ export class DqliteEngineSession {
     return c;
   }
 
+  /** The SQL text to run: `sql` or a handle's, with a deferred BEGIN made immediate. */
   #sqlOf(sql: string | number): string {
-    if (typeof sql === "string") return sql;
-    return this.#handles.sql(sql);
+    return immediateBegins(typeof sql === "string" ? sql : this.#handles.sql(sql));
   }
 
   /** The SQL of prepared statement `handle`, or undefined for an unknown one. */
