@@ -119,6 +119,10 @@ Deno.test({
         assert.equal(r.code, "BAD_REQUEST");
         assert.match(r.message, /RETURNING/);
         assert.deepEqual(await db.values("PRAGMA foreign_keys"), [[1]]);
+        // Text that is not UTF-8: the single-file FFI engine's code and advice.
+        const bad = await db.values("SELECT CAST(x'fffe' AS TEXT)").catch((e) => e);
+        assert.equal(bad.code, "INVALID_UTF8", bad.message);
+        assert.match(bad.message, /not valid UTF-8 \(read it as a BLOB with CAST\)/);
       },
     );
 
