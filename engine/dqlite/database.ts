@@ -310,7 +310,9 @@ export class DqliteDatabase {
       // dqlite 1.11 aborts the node (assertion in its VFS) on a write that returns rows.
       throw new SqliteError(
         ErrorCode.BadRequest,
-        "Cannot run a statement with RETURNING on dqlite: the node would abort; run the write, then SELECT",
+        "Cannot run a statement with RETURNING on dqlite: the node would abort; run the write, " +
+          "then SELECT (key-value collections write with RETURNING: kv writes are not available " +
+          "in cluster mode)",
       );
     }
     if (this.#txLost && lostRollback !== null) {
