@@ -398,6 +398,40 @@ export const SUITE: SuiteCase[] = [
     },
   },
   {
+    name: "deferred transactions that read then write, from 3 clients at once, all commit in turn",
+    async fn(t) {
+      await using setup = await t.client();
+      await setup.exec(
+        "CREATE TABLE ctr (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO ctr VALUES (1, 0)",
+      );
+      const clients = await Promise.all([t.client(), t.client(), t.client()]);
+      const pause = () => new Promise((r) => setTimeout(r, 3));
+      try {
+        await Promise.all(clients.map(async (c, k) => {
+          for (let i = 0; i < 8; i++) {
+            if (k === 2) {
+              // Raw BEGIN (deferred) through exec(), as a script would send it.
+              await c.exec("BEGIN");
+              const [[n]] = await c.values<[number]>("SELECT n FROM ctr WHERE id = 1");
+              await pause();
+              await c.run("UPDATE ctr SET n = ? WHERE id = 1", [n + 1]);
+              await c.exec("COMMIT");
+              continue;
+            }
+            await c.transaction(async (tx) => {
+              const row = await tx.get<{ n: number }>("SELECT n FROM ctr WHERE id = 1");
+              await pause();
+              await tx.run("UPDATE ctr SET n = ? WHERE id = 1", [row!.n + 1]);
+            });
+          }
+        }));
+      } finally {
+        for (const c of clients) await c.close();
+      }
+      assert.deepEqual(await setup.values("SELECT n FROM ctr"), [[24]]);
+    },
+  },
+  {
     name: "RELEASE of a savepoint opened outside BEGIN commits and ends the transaction",
     async fn(t) {
       await using db = await t.client();

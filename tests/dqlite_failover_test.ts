@@ -55,7 +55,9 @@ Deno.test({
       await clients[0].exec("CREATE TABLE w (id INTEGER PRIMARY KEY, writer INTEGER)");
       // A fifth client holds a (read) transaction open across the failover.
       const txc = clients[4];
-      await txc.exec("BEGIN");
+      // (SAVEPOINT: a deferred read transaction; BEGIN would be sent as BEGIN IMMEDIATE and hold
+      // the writer, as on the single-file engine, stopping the writers.)
+      await txc.exec("SAVEPOINT hold");
       await txc.values("SELECT count(*) FROM w");
       assert.equal(txc.inTransaction, true);
 
@@ -155,6 +157,57 @@ Deno.test({
       probe.close();
     } finally {
       for (const c of clients) await c.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "serve({ dqlite }): a call's timeout bounds the search for a leader (STATEMENT_TIMEOUT, " +
+    "not applied), and service resumes when the node is back",
+  ignore,
+  async fn() {
+    await using nodes = await DemoCluster.start(1);
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-noleader-" });
+    const path = `${dir}/s.sock`;
+    await using _server = await serve({
+      path,
+      dqlite: { nodes: nodes.addresses, database: "nl", leaderTimeout: 20_000 },
+    });
+    const db = await connect({ path, max: 1 });
+    try {
+      await db.exec("CREATE TABLE t (x)");
+      await db.run("INSERT INTO t VALUES (1)");
+      await nodes.kill(0);
+      // The first request may meet the dead pooled connection (LEADER_LOST); the next ones
+      // look for a leader, which never comes: each stops at its own deadline.
+      await db.run("INSERT INTO t VALUES (2)", [], { timeout: 500 }).catch(() => {});
+      for (
+        const call of [
+          () => db.run("INSERT INTO t VALUES (3)", [], { timeout: 800 }),
+          () => db.values("SELECT count(*) FROM t", [], { timeout: 800 }),
+        ]
+      ) {
+        const started = performance.now();
+        const err = await call().then(() => null, (e) => e);
+        const took = performance.now() - started;
+        assert.ok(err instanceof SqliteError, String(err));
+        assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
+        assert.match(
+          err.message,
+          /no dqlite leader was reached in time \(not applied: safe to retry\)$/,
+        );
+        assert.ok(took < 3_000, `failed after ${Math.round(took)} ms, not at its 800 ms deadline`);
+      }
+      nodes.restart(0);
+      let rows: unknown = null;
+      for (let i = 0; i < 100 && rows === null; i++) {
+        rows = await db.values("SELECT x FROM t ORDER BY x", [], { timeout: 2_000 })
+          .catch(() => new Promise((r) => setTimeout(() => r(null), 200)));
+      }
+      assert.deepEqual(rows, [[1]], "nothing that timed out was applied");
+    } finally {
+      await db.close();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },

@@ -11,7 +11,12 @@ import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { parseServeArgs, serve, type ServeOptions, type Server } from "../server.ts";
 import { SqliteError } from "../protocol/errors.ts";
-import { checkClusterSql, statementTexts, verbOf } from "../engine/dqlite/_sql_shape.ts";
+import {
+  checkClusterSql,
+  immediateBegins,
+  statementTexts,
+  verbOf,
+} from "../engine/dqlite/_sql_shape.ts";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
 import { SUITE, type SuiteTarget } from "./_dqlite_suite.ts";
 import { startServer } from "./_helpers.ts";
@@ -91,6 +96,9 @@ Deno.test({
           ['CREATE TABLE f ("at" DATETIME NOT NULL)', "FORBIDDEN", /"at" as DATETIME/],
           ["CREATE TABLE f (d date, t timestamp)", "FORBIDDEN", /as DATE/],
           ["CREATE TABLE g (x); ALTER TABLE g ADD COLUMN t TIMESTAMP", "FORBIDDEN", /TIMESTAMP/],
+          ["CREATE TABLE f (d 'DATETIME')", "FORBIDDEN", /column "d" as DATETIME/],
+          ['CREATE TABLE f (d "Date" "Time")', "FORBIDDEN", /column "d" as DATE in/],
+          ["CREATE TABLE g (x); ALTER TABLE g ADD d 'BOOLEAN'", "FORBIDDEN", /as BOOLEAN/],
           ["CREATE TEMP TABLE tt (x)", "FORBIDDEN", /TEMP/],
           ["ATTACH DATABASE '/tmp/x.db' AS x", "FORBIDDEN", /ATTACH/],
           ["PRAGMA foreign_keys = OFF", "FORBIDDEN", /foreign_keys/],
@@ -111,6 +119,48 @@ Deno.test({
         assert.equal(r.code, "BAD_REQUEST");
         assert.match(r.message, /RETURNING/);
         assert.deepEqual(await db.values("PRAGMA foreign_keys"), [[1]]);
+        // Text that is not UTF-8: the single-file FFI engine's code and advice.
+        const bad = await db.values("SELECT CAST(x'fffe' AS TEXT)").catch((e) => e);
+        assert.equal(bad.code, "INVALID_UTF8", bad.message);
+        assert.match(bad.message, /not valid UTF-8 \(read it as a BLOB with CAST\)/);
+      },
+    );
+
+    await t.step(
+      "cluster mode refuses PRAGMAs that touch dqlite's WAL in every form; the leader keeps writing",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using db = await s.client();
+        await db.exec("CREATE TABLE w (x)");
+        await db.run("INSERT INTO w VALUES (1)");
+        const refused: [string, RegExp][] = [
+          ["PRAGMA wal_checkpoint", /^Cannot run PRAGMA wal_checkpoint in cluster mode: dqlite/],
+          ["PRAGMA main.wal_checkpoint(TRUNCATE)", /PRAGMA wal_checkpoint with a value/],
+          ["pragma 'WAL_CHECKPOINT' = full", /wal_checkpoint/],
+          ["PRAGMA journal_mode = DELETE", /PRAGMA journal_mode with a value/],
+          ["PRAGMA wal_autocheckpoint = 10", /wal_autocheckpoint/],
+          ["PRAGMA incremental_vacuum", /^Cannot run PRAGMA incremental_vacuum in cluster mode: /],
+          ["PRAGMA no_such_pragma", /not among the PRAGMAs known to be safe/],
+        ];
+        for (const [sql, message] of refused) {
+          for (const call of [() => db.query(sql), () => db.exec(sql), () => db.run(sql)]) {
+            const err = await call().then(() => null, (e) => e);
+            assert.ok(err instanceof SqliteError, `${sql}: expected a refusal`);
+            assert.equal(err.code, "FORBIDDEN", `${sql}: ${err.message}`);
+            assert.match(err.message, message);
+          }
+          // The leader is alive: a write right after is acknowledged.
+          await db.run("INSERT INTO w VALUES (2)");
+        }
+        // Reading settings, introspection, and PRAGMAs that write through a replicated
+        // transaction work; so does VACUUM (its pages replicate as WAL frames).
+        assert.deepEqual(await db.values("PRAGMA journal_mode"), [["wal"]]);
+        assert.deepEqual(await db.values("PRAGMA integrity_check"), [["ok"]]);
+        await db.exec("PRAGMA user_version = 7");
+        assert.deepEqual(await db.values("PRAGMA user_version"), [[7]]);
+        await db.exec("PRAGMA optimize; VACUUM");
+        await db.run("INSERT INTO w VALUES (3)");
+        assert.deepEqual(await db.values("SELECT count(*), sum(x) FROM w"), [[9, 18]]);
       },
     );
 
@@ -307,6 +357,10 @@ Deno.test("checkClusterSql() finds hazardous column types only where they are de
   const ok = [
     "CREATE TABLE t (date TEXT, boolean INTEGER)",
     "CREATE TABLE t (a DATE(10))",
+    "CREATE TABLE t (a DATE TIME, b date time(6), c DATETIME(6), d ' DATE', e 'DATE ')",
+    "CREATE TABLE t (a TEXT 'DATE')",
+    "CREATE TABLE t (a TEXT DEFAULT 'DATE', b CHECK (b <> 'BOOLEAN'))",
+    "ALTER TABLE t ADD d TEXT DEFAULT 'TIMESTAMP'",
     "CREATE TABLE t AS SELECT 1 AS boolean",
     "SELECT CAST(1 AS BOOLEAN)",
     "INSERT INTO t VALUES ('BOOLEAN')",
@@ -319,6 +373,15 @@ Deno.test("checkClusterSql() finds hazardous column types only where they are de
     "create table if not exists main.t (a integer primary key, b boolean default 0)",
     "CREATE TABLE t ([b] Timestamp)",
     "ALTER TABLE t ADD d DATE",
+    "CREATE TABLE t (d 'DATETIME')",
+    "CREATE TABLE t (d 'datetime' NOT NULL, e INTEGER)",
+    "ALTER TABLE t ADD d 'BOOLEAN'",
+    "ALTER TABLE t ADD COLUMN d `Timestamp`",
+    'CREATE TABLE t (d "DATE" "TIME")',
+    "CREATE TABLE t (x INT, d [DATE](10))",
+    "CREATE TABLE t (d 'DATE' (10, 2))",
+    'CREATE TABLE t (d "boolean" xyz DEFAULT 0)',
+    "CREATE TABLE t ('d' 'BOOLEAN', PRIMARY KEY (d))",
     "PRAGMA main.journal_mode = DELETE",
     "VACUUM INTO '/tmp/x'",
     "DETACH x",
@@ -327,6 +390,42 @@ Deno.test("checkClusterSql() finds hazardous column types only where they are de
     assert.throws(() => checkClusterSql(sql, policy), { code: "FORBIDDEN" }, sql);
   }
   checkClusterSql("PRAGMA foreign_keys = OFF", { allowUnsafePragmas: true });
+});
+
+Deno.test("checkClusterSql() allows known-safe PRAGMAs and refuses WAL ones even when unsafe is allowed", () => {
+  const strict = { allowUnsafePragmas: false };
+  const unsafe = { allowUnsafePragmas: true };
+  const ok = [
+    "PRAGMA table_info(t)",
+    "PRAGMA main.index_list('t')",
+    "PRAGMA user_version = 3",
+    "PRAGMA optimize",
+    "PRAGMA integrity_check",
+    "PRAGMA journal_mode",
+    "PRAGMA wal_autocheckpoint",
+    "PRAGMA foreign_keys",
+    "VACUUM",
+  ];
+  for (const sql of ok) checkClusterSql(sql, strict);
+  const always = [
+    "PRAGMA wal_checkpoint",
+    "PRAGMA wal_checkpoint(PASSIVE)",
+    'PRAGMA "main".[Wal_Checkpoint] = RESTART',
+    "SELECT 1; PRAGMA wal_checkpoint",
+    "PRAGMA journal_mode = delete",
+    "PRAGMA journal_mode('memory')",
+    "PRAGMA wal_autocheckpoint = 1",
+    "PRAGMA locking_mode = EXCLUSIVE",
+  ];
+  for (const sql of always) {
+    assert.throws(() => checkClusterSql(sql, strict), { code: "FORBIDDEN" }, sql);
+    assert.throws(() => checkClusterSql(sql, unsafe), { code: "FORBIDDEN" }, sql);
+  }
+  const unlessUnsafe = ["PRAGMA incremental_vacuum(10)", "PRAGMA parser_trace = 1", "PRAGMA xyz"];
+  for (const sql of unlessUnsafe) {
+    assert.throws(() => checkClusterSql(sql, strict), { code: "FORBIDDEN" }, sql);
+    checkClusterSql(sql, unsafe);
+  }
 });
 
 Deno.test("checkClusterSql() refuses temp.x objects, fts3_tokenizer() and sqlite_stmt, not their text", () => {
@@ -374,6 +473,28 @@ Deno.test("statementTexts() splits a script at its semicolons, not those in lite
     "SELECT 1",
   ]);
   assert.deepEqual(statementTexts("  ; -- nothing\n"), []);
+});
+
+Deno.test("immediateBegins() makes every deferred BEGIN immediate, nothing else", () => {
+  assert.equal(immediateBegins("BEGIN"), "BEGIN IMMEDIATE");
+  assert.equal(immediateBegins("begin deferred transaction"), "begin IMMEDIATE transaction");
+  assert.equal(
+    immediateBegins("/* x */ BEGIN TRANSACTION;"),
+    "/* x */ BEGIN IMMEDIATE TRANSACTION;",
+  );
+  assert.equal(
+    immediateBegins("INSERT INTO t VALUES ('begin'); BEGIN; UPDATE t SET x = 1; COMMIT"),
+    "INSERT INTO t VALUES ('begin'); BEGIN IMMEDIATE; UPDATE t SET x = 1; COMMIT",
+  );
+  for (
+    const same of [
+      "BEGIN IMMEDIATE",
+      "begin exclusive",
+      "SAVEPOINT a",
+      "SELECT 'BEGIN'",
+      "CREATE TRIGGER g AFTER INSERT ON t BEGIN DELETE FROM t; END",
+    ]
+  ) assert.equal(immediateBegins(same), same);
 });
 
 Deno.test("verbOf() classifies statements by their leading keyword, after WITH", () => {

@@ -191,13 +191,13 @@ Deno.test({
           await rejects(db.query("INSERT INTO k VALUES (5, 'q')"), ErrorCode.BadRequest);
           await rejects(db.query("  -- nothing\n"), ErrorCode.BadRequest);
           // TEXT that is not UTF-8 is refused, not altered, also inside a multi-part result.
-          await rejects(db.query("SELECT CAST(x'fffe' AS TEXT)"), "INVALID_TEXT");
+          await rejects(db.query("SELECT CAST(x'fffe' AS TEXT)"), "INVALID_UTF8");
           await rejects(
             db.query(
               "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) " +
                 "SELECT i, CASE i WHEN 10 THEN CAST(x'c3' AS TEXT) ELSE 'ok' END FROM n",
             ),
-            "INVALID_TEXT",
+            "INVALID_UTF8",
           );
           const { rows } = await db.query("SELECT id, v FROM k ORDER BY id");
           assert.deepEqual(rows, [[1, "a"]]);

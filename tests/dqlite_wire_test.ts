@@ -275,7 +275,7 @@ Deno.test("decodeResponse() reads rows with 4-bit types and the PART and DONE ma
   });
 });
 
-Deno.test("decodeResponse() refuses malformed bodies with ProtocolError and bad UTF-8 with INVALID_TEXT", () => {
+Deno.test("decodeResponse() refuses malformed bodies with ProtocolError and bad UTF-8 with INVALID_UTF8", () => {
   const bad: [number, number[]][] = [
     [ResponseType.Failure, u64(1)],
     [ResponseType.Server, [...u64(1), 0x61, 0x62]],
@@ -298,7 +298,7 @@ Deno.test("decodeResponse() refuses malformed bodies with ProtocolError and bad 
   const r = decodeResponse(ResponseType.Rows, new Uint8Array(invalid));
   assert.equal(r.type, "rows");
   if (r.type === "rows") {
-    assert.equal(r.error?.code, "INVALID_TEXT");
+    assert.equal(r.error?.code, "INVALID_UTF8");
     assert.equal(r.more, false);
     assert.deepEqual(r.rows, [[null]]);
   }

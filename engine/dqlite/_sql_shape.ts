@@ -62,6 +62,33 @@ function split(sql: string): { tokens: Token[]; end: number }[] {
 }
 
 /**
+ * `sql` with every deferred `BEGIN` (`BEGIN`, `BEGIN DEFERRED`, with or
+ * without `TRANSACTION`) made `BEGIN IMMEDIATE`. In cluster mode a deferred
+ * transaction that read and then writes fails with `SQLITE_BUSY_SNAPSHOT`
+ * when another connection committed in between; taking the writer at
+ * `BEGIN`, as the single-file engine does for every transaction, makes such
+ * transactions wait their turn instead.
+ */
+export function immediateBegins(sql: string): string {
+  let out = "";
+  let last = 0;
+  for (const { tokens } of split(sql)) {
+    const [first, second] = tokens;
+    if (first.kind !== "word" || first.text !== "begin") continue;
+    if (second?.kind === "word" && second.text === "deferred") {
+      out += sql.slice(last, second.at) + "IMMEDIATE";
+      last = second.end;
+    } else if (
+      !(second?.kind === "word" && (second.text === "immediate" || second.text === "exclusive"))
+    ) {
+      out += sql.slice(last, first.end) + " IMMEDIATE";
+      last = first.end;
+    }
+  }
+  return last === 0 ? sql : out + sql.slice(last);
+}
+
+/**
  * Checks that `sql` holds exactly one statement.
  *
  * @throws {SqliteError} `BAD_REQUEST` for an empty text or several statements.
@@ -155,7 +182,7 @@ export function checkClusterSql(
       );
     }
     checkNames(tokens);
-    if (head === "pragma" && !policy.allowUnsafePragmas) checkPragma(tokens);
+    if (head === "pragma") checkPragma(tokens, policy.allowUnsafePragmas);
     if (head === "create" || head === "alter") checkColumnTypes(tokens);
   }
 }
@@ -198,20 +225,92 @@ function checkNames(tokens: Token[]): void {
   }
 }
 
-function checkPragma(tokens: Token[]): void {
+/**
+ * PRAGMAs that cluster mode runs in every form: they read the schema or the
+ * file, or write through an ordinary replicated transaction (`user_version`,
+ * `application_id`, `optimize`'s ANALYZE), or touch the connection's memory
+ * alone (`shrink_memory`).
+ */
+export const CLUSTER_PRAGMAS: readonly string[] = [
+  "application_id",
+  "collation_list",
+  "compile_options",
+  "data_version",
+  "database_list",
+  "foreign_key_check",
+  "foreign_key_list",
+  "freelist_count",
+  "function_list",
+  "index_info",
+  "index_list",
+  "index_xinfo",
+  "integrity_check",
+  "module_list",
+  "optimize",
+  "page_count",
+  "pragma_list",
+  "quick_check",
+  "shrink_memory",
+  "table_info",
+  "table_list",
+  "table_xinfo",
+  "user_version",
+];
+
+/**
+ * PRAGMAs that touch the WAL, which dqlite 1.11 owns (it replicates WAL
+ * frames and checkpoints itself): refused in cluster mode in every form
+ * (`wal_checkpoint`: the leader aborts at the next write), or when setting
+ * (`journal_mode`, `wal_autocheckpoint`, `locking_mode`), even with
+ * `allowUnsafePragmas`.
+ */
+export const WAL_PRAGMAS: readonly string[] = [
+  "wal_checkpoint",
+  "journal_mode",
+  "wal_autocheckpoint",
+  "locking_mode",
+];
+
+/**
+ * Refuses a PRAGMA that cluster mode cannot run: one of {@link WAL_PRAGMAS}
+ * (always, `wal_checkpoint` even read), or, unless `allowUnsafe`, setting
+ * one of the shared connections or of durability, and any PRAGMA outside
+ * {@link CLUSTER_PRAGMAS} and those lists (`incremental_vacuum`,
+ * `parser_trace`, unknown names).
+ */
+function checkPragma(tokens: Token[], allowUnsafe: boolean): void {
   // PRAGMA [schema.]name [= value | (value)]
   let i = 1;
   if (tokens[i + 1]?.text === ".") i += 2;
-  const name = tokens[i]?.text.toLowerCase() ?? "";
+  const name = pragmaName(tokens[i]);
   const next = tokens[i + 1];
   const sets = next?.kind === "punct" && (next.text === "=" || next.text === "(");
-  if (!sets) return;
-  if (UNSAFE_PRAGMAS.includes(name) || CONNECTION_PRAGMAS.includes(name)) {
+  if (CLUSTER_PRAGMAS.includes(name)) return;
+  if (name === "wal_checkpoint" || (sets && WAL_PRAGMAS.includes(name))) {
+    throw forbidden(
+      `Cannot run PRAGMA ${name}${sets ? " with a value" : ""} in cluster mode: dqlite owns the ` +
+        "WAL (it replicates its frames and checkpoints itself), and this would abort the leader",
+    );
+  }
+  if (allowUnsafe) return;
+  const known = UNSAFE_PRAGMAS.includes(name) || CONNECTION_PRAGMAS.includes(name);
+  if (known && !sets) return; // reading a setting
+  if (known) {
     throw forbidden(
       `Cannot set PRAGMA ${name} in cluster mode: it changes the leader's connections, which ` +
         "clients share, or its durability (--allow-unsafe-pragmas permits it)",
     );
   }
+  throw forbidden(
+    `Cannot run PRAGMA ${name || "(no name)"} in cluster mode: it is not among the PRAGMAs known ` +
+      "to be safe on a dqlite node (schema and file introspection, user_version, " +
+      "application_id, optimize; --allow-unsafe-pragmas permits it)",
+  );
+}
+
+/** A PRAGMA's name, lower case (the lexer has dequoted `"name"`, `'name'`, `[name]`). */
+function pragmaName(t: Token | undefined): string {
+  return t?.text.toLowerCase() ?? "";
 }
 
 const CONSTRAINT_WORDS = new Set([
@@ -264,26 +363,50 @@ function checkColumnTypes(tokens: Token[]): void {
   }
 }
 
-/** Checks one column definition starting at `at`: name, then type name words. */
+/**
+ * Checks one column definition starting at `at`: its name, then the type
+ * name, compared as dqlite 1.11 compares `sqlite3_column_decltype()` (see
+ * {@link declaredType}).
+ */
 function checkColumnDef(tokens: Token[], at: number): void {
   const name = tokens[at];
   if (name === undefined || (name.kind === "word" && TABLE_CONSTRAINTS.has(name.text))) return;
-  const type: string[] = [];
-  let i = at + 1;
-  for (; i < tokens.length; i++) {
-    const t = tokens[i];
-    if ((t.kind !== "word" && t.kind !== "name") || CONSTRAINT_WORDS.has(t.text)) break;
-    type.push(t.text.toUpperCase());
-  }
-  if (tokens[i]?.text === "(") return; // DATE(10) is declared as "DATE(10)": not mapped
-  const declared = type.join(" ");
-  if (HAZARDOUS_TYPES.includes(declared)) {
+  const declared = declaredType(tokens, at + 1)?.toUpperCase();
+  if (declared !== undefined && HAZARDOUS_TYPES.includes(declared)) {
     const column = name.text;
     throw forbidden(
       `Cannot declare column "${column}" as ${declared} in cluster mode: dqlite 1.11 aborts the ` +
         `node when such a column holds a value of another type; declare it INTEGER, TEXT or NUMERIC`,
     );
   }
+}
+
+/**
+ * The declared type SQLite stores for a column whose type name starts at
+ * token `at` (null when it has none), as far as it can be one of
+ * {@link HAZARDOUS_TYPES}. SQLite's type name is one or more names or
+ * string literals (`typename ::= ids`, `ids ::= ID|STRING`), then maybe
+ * `(n)` or `(n, m)`; it keeps the text as written from the first to the
+ * last token, then dequotes it when it starts with a quote, up to that
+ * quote's end: `'DATETIME'`, `"DATE" "TIME"`, `[DATE](10)` are all declared
+ * `DATETIME` or `DATE`, while `DATE(10)` and `DATE TIME` are kept whole.
+ */
+function declaredType(tokens: Token[], at: number): string | null {
+  let i = at;
+  for (; i < tokens.length; i++) {
+    const t = tokens[i];
+    const isName = t.kind === "name" || t.kind === "string" ||
+      (t.kind === "word" && !CONSTRAINT_WORDS.has(t.text));
+    if (!isName) break;
+  }
+  const n = i - at;
+  if (n === 0) return null;
+  const first = tokens[at];
+  // Quoted: SQLite dequotes up to the first token's closing quote, dropping the rest.
+  if (first.kind === "name" || first.kind === "string") return first.text;
+  // Unquoted: the text as written; only a single word without "(n)" can be hazardous.
+  if (n > 1 || tokens[i]?.text === "(") return null;
+  return first.text;
 }
 
 function forbidden(message: string): SqliteError {

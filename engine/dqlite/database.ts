@@ -22,6 +22,13 @@ import { DqliteStatement } from "./statement.ts";
 import { positionalArgs, type TxEffect, txEffect, writesRows } from "./_sql_scan.ts";
 import { encodeExecSql, encodeInterrupt, encodeOpen, encodeQuerySql } from "./wire.ts";
 
+/**
+ * Message of the `SQLITE_INTERRUPT` of a request interrupted (deadline,
+ * cancel) while its connection to the leader was being made: it was not sent.
+ */
+export const CONNECT_INTERRUPTED =
+  "Interrupted while connecting to the dqlite leader: nothing was sent";
+
 /** Result of {@link DqliteDatabase.exec}. */
 export interface ExecResult {
   /** `sqlite3_last_insert_rowid()` after the (last) statement. */
@@ -150,6 +157,27 @@ export class DqliteDatabase {
     this.#connecting ??= this.connect().finally(() => this.#connecting = null);
     await this.#connecting;
     return this.#conn!;
+  }
+
+  /**
+   * {@link #connection}, or `SQLITE_INTERRUPT` ({@link CONNECT_INTERRUPTED})
+   * as soon as {@link interrupt} is called while it is being made (nothing
+   * was sent; the connection, once made, serves the next request).
+   */
+  async #connectionOrInterrupt(): Promise<DqliteConn> {
+    if (this.#conn !== null && !this.#conn.closed) return this.#conn;
+    const connecting = this.#connection();
+    connecting.catch(() => {}); // observed below, or by nobody once interrupted
+    let wake!: () => void;
+    const interrupted = new Promise<null>((resolve) => wake = () => resolve(null));
+    this.#wake = wake;
+    try {
+      const conn = await Promise.race([connecting, interrupted]);
+      if (conn === null) throw new SqliteError("SQLITE_INTERRUPT", CONNECT_INTERRUPTED, 9);
+      return conn;
+    } finally {
+      this.#wake = null;
+    }
   }
 
   /** @internal Connects to the leader and opens the database. */
@@ -282,7 +310,9 @@ export class DqliteDatabase {
       // dqlite 1.11 aborts the node (assertion in its VFS) on a write that returns rows.
       throw new SqliteError(
         ErrorCode.BadRequest,
-        "Cannot run a statement with RETURNING on dqlite: the node would abort; run the write, then SELECT",
+        "Cannot run a statement with RETURNING on dqlite: the node would abort; run the write, " +
+          "then SELECT (key-value collections write with RETURNING: kv writes are not available " +
+          "in cluster mode)",
       );
     }
     if (this.#txLost && lostRollback !== null) {
@@ -304,7 +334,7 @@ export class DqliteDatabase {
       );
     }
     this.#interrupt = false;
-    const conn = await this.#connection();
+    const conn = await this.#connectionOrInterrupt();
     const wasInTx = this.#inTx;
     try {
       const result = await this.#retryBusy(() => fn(conn));

@@ -25,12 +25,18 @@ import { bindArgs } from "../_bind.ts";
 import type { SqlValue } from "../binding/binding.ts";
 import { CHUNK_ROWS } from "../cursor.ts";
 import { statementTimeout } from "../run.ts";
-import type { DqliteDatabase, ExecResult, Params } from "./database.ts";
+import {
+  CONNECT_INTERRUPTED,
+  type DqliteDatabase,
+  type ExecResult,
+  type Params,
+} from "./database.ts";
 import { LeaderError } from "./errors.ts";
 import { txEffect } from "./_sql_scan.ts";
 import { scan } from "../../protocol/sql_lexer.ts";
 import {
   checkClusterSql,
+  immediateBegins,
   requireOneStatement,
   splitStatements,
   statementTexts,
@@ -81,6 +87,8 @@ export class DqliteEngineSession {
   /** When the open transaction began (`performance.now()`), 0 when none is open. */
   #txSince = 0;
   #cancelled: Error | null = null;
+  /** While a request waits for a connection: fails that wait with the reason given. */
+  #stopAcquire: ((reason: Error) => void) | null = null;
   readonly #handles: Handles;
   readonly #cursors = new Map<number, BufferedCursor>();
   #nextCursor = 1;
@@ -116,7 +124,8 @@ export class DqliteEngineSession {
   }
 
   /** Runs a script of zero or more statements without parameters. */
-  exec(sql: string, timeout?: number): Promise<null> {
+  exec(script: string, timeout?: number): Promise<null> {
+    const sql = immediateBegins(script);
     return this.#request(sql, null, timeout, async (db) => {
       const statements = statementTexts(sql);
       if (statements.length === 0) return null;
@@ -297,6 +306,7 @@ export class DqliteEngineSession {
   cancel(reason: Error): void {
     this.#cancelled = reason;
     this.#lent?.interrupt();
+    this.#stopAcquire?.(reason);
   }
 
   /** Nothing to do: requests never wait as `BLOCKED` on a cluster. */
@@ -311,6 +321,7 @@ export class DqliteEngineSession {
     this.#handles.clear();
     this.#cancelled = new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
     this.#lent?.interrupt();
+    this.#stopAcquire?.(this.#cancelled);
     if (this.#tx !== null && this.#lent === null) {
       this.#engine._pool.discard(this.#tx);
       this.#tx = null;
@@ -364,21 +375,31 @@ export class DqliteEngineSession {
   ): Promise<T> {
     const engine = this.#engine;
     const wasInTx = this.#tx !== null;
-    const db = this.#tx ?? await engine._pool.acquire();
-    this.#lent = db;
     const ms = timeout ?? engine.config.statementTimeout;
+    // The deadline covers finding the leader and waiting for a pooled connection too.
     let late: SqliteError | null = null;
     const timer = setTimeout(() => {
       late = statementTimeout({ timeout: ms });
-      db.interrupt();
+      if (this.#lent !== null) this.#lent.interrupt();
+      else this.#stopAcquire?.(notSent(late));
     }, ms);
+    let db: DqliteDatabase;
+    try {
+      db = this.#tx ?? await this.#acquire();
+    } catch (err) {
+      clearTimeout(timer);
+      throw err;
+    }
+    this.#lent = db;
     try {
       if (this.#cancelled !== null) throw this.#cancelled;
       return await fn(db);
     } catch (err) {
       const interrupted = err instanceof SqliteError && err.sqliteCode === 9;
       if (interrupted && this.#cancelled !== null) throw this.#cancelled;
-      if (interrupted && late !== null) throw late;
+      if (interrupted && late !== null) {
+        throw err.message === CONNECT_INTERRUPTED ? notSent(late) : late;
+      }
       if (err instanceof LeaderError) {
         engine._leaderChanged();
         // A COMMIT that failed with the leader: a ROLLBACK right after it has nothing to undo.
@@ -398,6 +419,34 @@ export class DqliteEngineSession {
       this.#lent = null;
       this.#keepOrReturn(db);
     }
+  }
+
+  /**
+   * A connection from the pool, or the rejection {@link cancel} or the
+   * deadline hands {@link #stopAcquire} first (a connection that arrives
+   * after that goes back to the pool unused).
+   */
+  #acquire(): Promise<DqliteDatabase> {
+    const pool = this.#engine._pool;
+    const acquiring = pool.acquire();
+    return new Promise<DqliteDatabase>((resolve, reject) => {
+      let settled = false;
+      const settle = (): boolean => {
+        if (settled) return false;
+        settled = true;
+        this.#stopAcquire = null;
+        return true;
+      };
+      this.#stopAcquire = (reason) => {
+        if (!settle()) return;
+        acquiring.then((db) => pool.release(db), () => {});
+        reject(reason);
+      };
+      acquiring.then(
+        (db) => settle() ? resolve(db) : undefined,
+        (err) => settle() ? reject(err) : undefined,
+      );
+    });
   }
 
   #keepOrReturn(db: DqliteDatabase): void {
@@ -493,9 +542,9 @@ export class DqliteEngineSession {
     return c;
   }
 
+  /** The SQL text to run: `sql` or a handle's, with a deferred BEGIN made immediate. */
   #sqlOf(sql: string | number): string {
-    if (typeof sql === "string") return sql;
-    return this.#handles.sql(sql);
+    return immediateBegins(typeof sql === "string" ? sql : this.#handles.sql(sql));
   }
 
   /** The SQL of prepared statement `handle`, or undefined for an unknown one. */
@@ -540,6 +589,15 @@ function describeLeaderError(err: LeaderError, txLost: boolean): LeaderError {
   return new LeaderError(err.code, `${err.message} (${tail})`, maybeApplied, err.sqliteCode, {
     cause: err,
   });
+}
+
+/** The deadline's error for a request stopped before it reached the leader. */
+function notSent(late: SqliteError): SqliteError {
+  return new SqliteError(
+    late.code,
+    `${late.message}: no dqlite leader was reached in time (not applied: safe to retry)`,
+    late.sqliteCode,
+  );
 }
 
 function batchError(err: unknown, i: number, n: number): SqliteError {

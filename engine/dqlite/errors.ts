@@ -28,8 +28,11 @@ export const DqliteErrorCode = {
   LeaderLost: "LEADER_LOST",
   /** No node named a leader within the discovery timeout. */
   NoLeader: "NO_LEADER",
-  /** A node sent TEXT that is not valid UTF-8; refused rather than altered. */
-  InvalidText: "INVALID_TEXT",
+  /**
+   * A node sent TEXT that is not valid UTF-8; refused rather than altered,
+   * with the code the single-file FFI engine uses (`INVALID_UTF8`).
+   */
+  InvalidText: ErrorCode.InvalidUtf8,
   /** The connection is closed (by {@link close}, or after an earlier loss). */
   ConnectionClosed: ErrorCode.ConnectionClosed,
   /** A parameter cannot be sent exactly over dqlite's wire protocol. */

@@ -15,7 +15,7 @@
  *
  * Value mapping (what {@link decodeResponse} returns for a row value):
  * INTEGER → `number` within ±(2^53 − 1), else `bigint`; FLOAT → `number`;
- * TEXT → `string` (invalid UTF-8 is refused with `INVALID_TEXT`); BLOB →
+ * TEXT → `string` (invalid UTF-8 is refused with `INVALID_UTF8`); BLOB →
  * `Uint8Array`; NULL → `null`. dqlite retypes values by the column's declared
  * type: in a `DATETIME`/`DATE`/`TIMESTAMP` column an integer arrives as
  * UNIXTIME and a text as ISO8601, in a `BOOLEAN` column an integer arrives as
@@ -127,7 +127,7 @@ export type Response =
     columns: string[];
     rows: SqlValue[][];
     more: boolean;
-    /** Set when a value could not be decoded exactly (`INVALID_TEXT`); the caller throws it. */
+    /** Set when a value could not be decoded exactly (`INVALID_UTF8`); the caller throws it. */
     error?: SqliteError;
   }
   | { type: "empty" };
@@ -542,7 +542,7 @@ export function intValue(v: bigint): number | bigint {
  *
  * @throws {ProtocolError} `DQLITE_PROTOCOL` when the body is malformed or the type unknown.
  * A row value that is TEXT but not valid UTF-8 does not throw: the rows
- * response carries `error` (`INVALID_TEXT`) for the caller to throw once the
+ * response carries `error` (`INVALID_UTF8`) for the caller to throw once the
  * row set is read to its end.
  */
 export function decodeResponse(type: number, body: Uint8Array): Response {
