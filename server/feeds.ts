@@ -23,6 +23,7 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { isBusyInBackground } from "../engine/binding/_errors.ts";
+import type { EngineInfo } from "../engine/engine_api.ts";
 import {
   EventKind,
   type EventPayload,
@@ -82,13 +83,16 @@ export class ConnectionFeeds {
   /** Changes queued on all feeds of this connection. */
   #queued = 0;
   readonly #quota: Quota;
+  readonly #engine: EngineInfo["engine"];
 
   /**
    * @param log The engine's change log; `null` when the binding cannot capture changes.
    * @param out Where event frames go.
+   * @param engine The engine's kind, for the message when `log` is `null`.
    */
-  constructor(log: ChangeLog | null, out: FeedOutput) {
+  constructor(log: ChangeLog | null, out: FeedOutput, engine: EngineInfo["engine"] = "ffi") {
     this.#log = log;
+    this.#engine = engine;
     this.#out = out;
     const budget: FeedQueueBudget | null = log?.queued ?? null;
     this.#quota = {
@@ -125,8 +129,11 @@ export class ConnectionFeeds {
     if (log === null) {
       throw new SqliteError(
         FEED_UNSUPPORTED,
-        "Cannot subscribe: change feeds need SQLite's update hook, which the node:sqlite " +
-          "engine and cluster mode (dqlite) lack; run the server on the FFI engine (--engine ffi)",
+        this.#engine === "dqlite"
+          ? "Cannot subscribe: change feeds are not available in cluster mode (dqlite does " +
+            "not report changes to the server in front of it)"
+          : "Cannot subscribe: change feeds need SQLite's update hook, which the node:sqlite " +
+            "engine lacks; run the server on the FFI engine (--engine ffi)",
       );
     }
     try {

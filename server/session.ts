@@ -243,7 +243,7 @@ export class Session implements SessionProbe {
         ) !== -1,
       room: () => !this.#dead && !this.#channel.closed && this.#encoder.size < HIGH_WATER,
       flush: () => this.#channel.flush(),
-    });
+    }, engine.sqlite.engine);
   }
 
   /** True once the hello (and its token) was accepted. */

@@ -123,6 +123,11 @@ Deno.test({
         const bad = await db.values("SELECT CAST(x'fffe' AS TEXT)").catch((e) => e);
         assert.equal(bad.code, "INVALID_UTF8", bad.message);
         assert.match(bad.message, /not valid UTF-8 \(read it as a BLOB with CAST\)/);
+        // Change feeds: refused with advice that holds in cluster mode.
+        const feed = await db.subscribe().catch((e) => e);
+        assert.equal(feed.code, "FEED_UNSUPPORTED");
+        assert.match(feed.message, /not available in cluster mode/);
+        assert.doesNotMatch(feed.message, /--engine/);
       },
     );
 
