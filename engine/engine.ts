@@ -325,7 +325,6 @@ export class Engine {
     }
     this.#queue.close();
     for (const c of this.#idleReaders.splice(0)) c.close();
-    this.#walWatch.close();
     this.#changes?.close();
     this.#reader?.close();
     if (!this.#config.policy.readonly && this.#config.path !== ":memory:") {
@@ -336,6 +335,9 @@ export class Engine {
       }
     }
     this.#writer.close();
+    // Only once SQLite closed the file: closing the watch's descriptor of the
+    // `-shm` file drops every lock this process holds on it (see wal_watch.ts).
+    this.#walWatch.close();
     this.#sqlite.close();
   }
 

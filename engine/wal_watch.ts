@@ -13,7 +13,14 @@
  *
  * The mapping stays valid while the server runs: SQLite truncates and
  * rebuilds the `-shm` file only when no connection has the database open,
- * and the server keeps its connections open.
+ * and the server keeps its connections open. It tells by SQLite's `fcntl`
+ * lock on the file (the "DMS" byte), and POSIX drops *every* `fcntl` lock a
+ * process holds on a file when the process closes *any* descriptor of it:
+ * so the descriptor the header was mapped or read through stays open until
+ * {@link WalWatch.close}, which the engine calls only after SQLite closed
+ * the database. (Closing it at once let the next process to open the file
+ * find no holder, rebuild the `-shm` file under the server's mappings, and
+ * crash the server with SIGBUS.)
  *
  * The engine reads the header before renewing its read snapshot, so a
  * snapshot is never older than the header it recorded: a commit that
@@ -57,6 +64,8 @@ export class WalWatch {
   #file: Deno.FsFile | null = null;
   #libc: Libc | null | undefined = undefined;
   #map: Deno.PointerObject | null = null;
+  /** The descriptor `#map` was made through: open until {@link close} (see the module doc). */
+  #fd = -1;
   /** The live header (mapped memory), or a buffer the fallback reads into. */
   #live: Uint32Array | null = null;
   readonly #buffer = new Uint8Array(HEADER_BYTES);
@@ -94,12 +103,17 @@ export class WalWatch {
     return this.#live === null ? null : this.#live[MX_FRAME];
   }
 
-  /** Unmaps and closes. Idempotent. */
+  /**
+   * Unmaps and closes. Idempotent. Call it only after SQLite closed the
+   * database: it drops this process's `fcntl` locks on the `-shm` file.
+   */
   close(): void {
     this.#file?.close();
     this.#file = null;
     if (this.#map !== null) this.#libc?.symbols.munmap(this.#map, BigInt(PAGE));
     this.#map = null;
+    if (this.#fd >= 0) this.#libc?.symbols.close(this.#fd);
+    this.#fd = -1;
     this.#live = null;
     this.#libc?.close();
     this.#libc = null;
@@ -128,10 +142,15 @@ export class WalWatch {
     } catch {
       return false;
     }
-    const fd = libc.symbols.open(new TextEncoder().encode(`${this.#path}\0`), 0);
+    // One descriptor, kept: were mapping fail, closing it would drop the locks too.
+    const fd = this.#fd >= 0 ? this.#fd : libc.symbols.open(
+      new TextEncoder().encode(`${this.#path}\0`),
+      0,
+    );
     if (fd < 0) return false;
     const map = libc.symbols.mmap(null, BigInt(PAGE), PROT_READ, MAP_SHARED, fd, 0n);
-    libc.symbols.close(fd); // the mapping keeps the file
+    // The descriptor stays open while the mapping is used (see the module doc).
+    this.#fd = fd;
     if (map === null || Deno.UnsafePointer.value(map) === 0xffffffffffffffffn) return false;
     this.#map = map;
     this.#live = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(map, HEADER_BYTES));
