@@ -498,7 +498,8 @@ Deno.test("cli.ts integrity: problems exit 3 (no server: 1); past the cap it say
   const lines = r.stdout.trimEnd().split("\n");
   assert.match(lines[0], /^integrity: at least 100 problems \(first 100 shown\) \(\d+ pages, /);
   assert.equal(lines.length, 101);
-  assert.match(lines[1], /^ {2}row \d+ missing from index i$/);
+  // (SQLite 3.53, the node engine's, reports the index's count first.)
+  assert.match(lines[1], /^ {2}(row \d+ missing from index i|wrong # of entries in index i)$/);
   const json = await cli(["integrity", "--json", ...sock]);
   assert.equal(json.code, 3);
   assert.equal(JSON.parse(json.stdout).ok, false);
