@@ -470,7 +470,8 @@ export class PooledConnection {
           return (op === Op.Run ? [0, 0] : null) as Replies[O];
         }
         if (ending === "COMMIT") {
-          this.#endLostTransaction();
+          // Handles of ROLLBACK prepared meanwhile stay: one run right after is a no-op too.
+          this.#lostTransaction = false;
           this.#commitRefused = true;
         }
         throw new ConnectionError(

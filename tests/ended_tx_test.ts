@@ -158,6 +158,22 @@ for (const engine of ENGINES) {
   }
 }
 
+Deno.test("a ROLLBACK prepared after a lost connection, run right after a failed COMMIT, is a no-op", async () => {
+  await using dir = await tempDir();
+  const { server, db } = await connectionLost(dir.path, "ffi");
+  try {
+    const rollback = await db.prepare("ROLLBACK");
+    await assert.rejects(db.run("COMMIT"), ConnectionError);
+    assert.deepEqual(await rollback.run(), { changes: 0, lastInsertRowid: 0 });
+    await rollback.finalize();
+    await db.run("INSERT INTO t VALUES (2)");
+    assert.deepEqual(await db.values("SELECT x FROM t"), [[2]]);
+  } finally {
+    await db.close();
+    await server.shutdown();
+  }
+});
+
 Deno.test("a ROLLBACK prepared after a lost connection and never run leaves the loss unacknowledged", async () => {
   await using dir = await tempDir();
   const { server, db } = await connectionLost(dir.path, "ffi");
