@@ -15,6 +15,8 @@
 import { ConnectionError } from "../protocol/errors.ts";
 import { type Address, formatAddress } from "../transport/address.ts";
 import { isNotRunning } from "../transport/connect.ts";
+import { IS_DENO } from "../transport/_runtime.ts";
+import { resolve } from "node:path";
 
 /**
  * Options of `connect({ autostart })`: start a server for `database` when
@@ -40,6 +42,21 @@ export interface AutostartOptions {
   timeout?: number;
   /** More `server.ts` flags, e.g. `["--busy-timeout", "1000"]`. @default {[]} */
   args?: string[];
+}
+
+/**
+ * The real path of `path` (symbolic links resolved), as a server reports its
+ * database in its hello; the absolute path when it does not exist (or may not
+ * be read).
+ */
+export async function realOrResolved(path: string): Promise<string> {
+  try {
+    if (IS_DENO) return await Deno.realPath(path);
+    const { realpath } = await import("node:fs/promises");
+    return await realpath(path);
+  } catch {
+    return resolve(path);
+  }
 }
 
 /** Deno permissions the started server runs with (those of `deno task serve`). */
