@@ -245,3 +245,87 @@ Deno.test({
     });
   },
 });
+
+/** A database in rollback-journal mode with an exclusive lock held by this process until disposed. */
+function lockedDatabase(database: string): Disposable {
+  const holder = new DatabaseSync(database);
+  holder.exec("CREATE TABLE t (x INTEGER)");
+  holder.exec("BEGIN EXCLUSIVE");
+  holder.exec("INSERT INTO t VALUES (1)");
+  return {
+    [Symbol.dispose]() {
+      holder.exec("ROLLBACK");
+      holder.close();
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "connect({ autostart }) gives up on a server stuck opening a locked database within autostart.timeout, and stops it",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/a.db`;
+    using _locked = lockedDatabase(database);
+    const t0 = performance.now();
+    try {
+      // The server waits up to its busy timeout (5 s by default) to open the database.
+      const err = await connect({
+        path: `${dir.path}/s.sock`,
+        autostart: { database, timeout: 1500 },
+      })
+        .then(() => assert.fail("connect succeeded"), (e: unknown) => e);
+      const ms = performance.now() - t0;
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(
+        err.message,
+        `Cannot autostart a server for "${database}" on unix:${dir.path}/s.sock: none answered ` +
+          "within 1500 ms (the server started listened but did not answer, and was stopped: is " +
+          "the database locked by another process? The server waits for it up to " +
+          "--busy-timeout); start it by hand to see why: deno task serve",
+      );
+      assert.ok(ms < 4000, `took ${ms.toFixed(0)} ms`);
+      // No server is left behind.
+      await until(() => serverPids(database).length === 0, 2000, "the started server to stop");
+    } finally {
+      for (const pid of serverPids(database)) Deno.kill(pid, "SIGKILL");
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "connect({ autostart }) reports why a server that listened could not open the database, not just a closed connection",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/a.db`;
+    using _locked = lockedDatabase(database);
+    const t0 = performance.now();
+    try {
+      await assert.rejects(
+        connect({
+          path: `${dir.path}/s.sock`,
+          autostart: { database, timeout: 10000, args: ["--busy-timeout", "1500"] },
+        }),
+        (err: unknown) => {
+          assert.ok(err instanceof ConnectionError, String(err));
+          assert.equal(err.code, "CONNECTION_CLOSED");
+          assert.equal(
+            err.message,
+            `Cannot autostart a server for "${database}" on unix:${dir.path}/s.sock: the server ` +
+              `started exited with code 1: "netsqlite: Cannot open database \\"${database}\\": ` +
+              'database is locked"',
+          );
+          return true;
+        },
+      );
+      const ms = performance.now() - t0;
+      assert.ok(ms < 6000, `took ${ms.toFixed(0)} ms`);
+      assert.deepEqual(serverPids(database), []);
+    } finally {
+      for (const pid of serverPids(database)) Deno.kill(pid, "SIGKILL");
+    }
+  },
+});
