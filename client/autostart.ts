@@ -107,13 +107,16 @@ const LOCKED_TEXT = "another server owns ";
  * another reason ends the wait at once, with what it printed. When the
  * server listens but closes the connection unanswered (it failed to open the
  * database), the client waits for its exit to say why. A started server that
- * never answered and still runs when the client gives up is stopped.
+ * never answered and still runs when the client gives up is stopped. A
+ * server that answers but serves another database than `autostart.database`
+ * (its real path) is refused.
  *
  * @param config The client's options, with `autostart`.
  * @returns the connection and the server's hello reply.
  * @throws {TypeError} when the address is not a Unix socket or `database` is missing.
  * @throws {ConnectionError} when a started server exited for another reason
- *   than the lock (with the last lines it printed), or none answered in time.
+ *   than the lock (with the last lines it printed), none answered in time, or
+ *   the server serves another database.
  */
 export async function connectOrStart(config: ConnectConfig): Promise<[Link, HelloReply]> {
   const addr = config.addr;
@@ -133,11 +136,27 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
     const ms = config.connectTimeout === 0 ? left : Math.min(config.connectTimeout, left);
     return openLink({ ...config, connectTimeout: ms });
   };
-  try {
-    return await attempt();
-  } catch (err) {
-    if (!isNotRunning(err)) throw err;
-  }
+  /**
+   * The connection, unless its server serves another database than ours (a
+   * server found running: another app's on the same channel or path).
+   */
+  const checked = async ([link, info]: [Link, HelloReply]): Promise<[Link, HelloReply]> => {
+    if (info.database === undefined || info.database === await realOrResolved(database)) {
+      return [link, info];
+    }
+    const err = new ConnectionError(
+      `Cannot autostart a server for "${database}" on ${formatAddress(addr)}: the server there ` +
+        `serves "${info.database}", not "${await realOrResolved(database)}": give this database ` +
+        "its own path or channel",
+      { code: ErrorCode.ConnectionClosed },
+    );
+    link.fail(err);
+    await link.ended;
+    throw err;
+  };
+  const first = await attempt().then((ok) => ({ ok }), (err: unknown) => ({ err }));
+  if ("ok" in first) return await checked(first.ok);
+  if (!isNotRunning(first.err)) throw first.err;
   if (typeof Deno === "undefined") {
     throw new TypeError(
       'Invalid option "autostart": starting a server needs Deno; start it yourself',
@@ -170,20 +189,17 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
     for (;;) {
       await new Promise((resolve) => setTimeout(resolve, pause));
       pause = Math.min(pause * 1.5, 200);
-      let failure: unknown;
-      try {
-        return await attempt();
-      } catch (err) {
-        if (!isNotRunning(err)) {
-          // A server listens: one that answered (AUTH, PROTOCOL_VERSION, ...) decides.
-          if (!unanswered(err)) throw err;
-          // It closed the connection, or did not answer in time: a server still
-          // opening its database (ours, or a racing client's) or one that failed
-          // to. Ours says why when it exits.
-          await child.exited(Math.min(EXIT_WAIT, deadline - performance.now()));
-          if (child.exitCode === null && performance.now() < deadline) continue;
-        }
-        failure = err;
+      const tried = await attempt().then((ok) => ({ ok }), (err: unknown) => ({ err }));
+      if ("ok" in tried) return await checked(tried.ok);
+      const failure = tried.err;
+      if (!isNotRunning(failure)) {
+        // A server listens: one that answered (AUTH, PROTOCOL_VERSION, ...) decides.
+        if (!unanswered(failure)) throw failure;
+        // It closed the connection, or did not answer in time: a server still
+        // opening its database (ours, or a racing client's) or one that failed
+        // to. Ours says why when it exits.
+        await child.exited(Math.min(EXIT_WAIT, deadline - performance.now()));
+        if (child.exitCode === null && performance.now() < deadline) continue;
       }
       const now = performance.now();
       if (child.exitCode !== null && restartAt === Infinity) {
@@ -191,11 +207,9 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
         if (!reason.includes(LOCKED_TEXT)) {
           // Starting again would fail the same way; a racing client's server
           // may answer by now, else the reason is the answer.
-          try {
-            return await attempt();
-          } catch (err) {
-            if (!isNotRunning(err) && !unanswered(err)) throw err;
-          }
+          const again = await attempt().then((ok) => ({ ok }), (err: unknown) => ({ err }));
+          if ("ok" in again) return await checked(again.ok);
+          if (!isNotRunning(again.err) && !unanswered(again.err)) throw again.err;
           throw fail(
             `the server started exited with code ${child.exitCode}` +
               (reason === "" ? " and printed nothing" : `: ${quoteReason(reason)}`),

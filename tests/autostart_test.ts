@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, ConnectionError } from "../client.ts";
-import { startServerProcess, tempDir } from "./_helpers.ts";
+import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
 
 const CHILD_TS = new URL("./_autostart_child.ts", import.meta.url).pathname;
 
@@ -328,4 +328,30 @@ Deno.test({
       for (const pid of serverPids(database)) Deno.kill(pid, "SIGKILL");
     }
   },
+});
+
+Deno.test("connect({ autostart }) refuses a running server that serves another database than autostart.database", async () => {
+  await using running = await startServer();
+  const path = (running.connectOptions as { path: string }).path;
+  const other = `${running.dir}/other.db`;
+  await assert.rejects(
+    connect({ path, autostart: { database: other } }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(err.code, "CONNECTION_CLOSED");
+      assert.equal(
+        err.message,
+        `Cannot autostart a server for "${other}" on unix:${path}: the server there serves ` +
+          `"${Deno.realPathSync(running.database)}", not "${other}": give this database its own ` +
+          "path or channel",
+      );
+      return true;
+    },
+  );
+  // Nothing was started for the other database.
+  assert.deepEqual(serverPids(other), []);
+  // Another name of the served file (a symbolic link) is the same database.
+  Deno.symlinkSync(running.database, `${running.dir}/alias.db`);
+  await using db = await connect({ path, autostart: { database: `${running.dir}/alias.db` } });
+  assert.equal(db.serverInfo.database, Deno.realPathSync(running.database));
 });
