@@ -103,8 +103,9 @@ const LOCKED_TEXT = "another server owns ";
  * `config.addr`, starts one and retries until it answers or
  * `autostart.timeout` passes (each try bounded by `connectTimeout` and by the
  * time left). A started server that exits on the database's lock is started
- * again after a pause (at most `MAX_STARTS` in all); one that exits for
- * another reason ends the wait at once, with what it printed. When the
+ * again after a pause (at most `MAX_STARTS` in all), unless the lock's owner
+ * listens at another address; one that exits for another reason ends the
+ * wait at once, with what it printed. When the
  * server listens but closes the connection unanswered (it failed to open the
  * database), the client waits for its exit to say why. A started server that
  * never answered and still runs when the client gives up is stopped. A
@@ -216,6 +217,17 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
             failure,
           );
         }
+        const owner = lockOwner(reason);
+        if (owner !== null && owner.socket !== formatAddress(addr)) {
+          // A live server of this database listens elsewhere: starting again cannot help.
+          throw fail(
+            `the server started exited with code ${child.exitCode}: ${quoteReason(reason)}; ` +
+              (owner.socket.startsWith("unix:")
+                ? `connect with { path: "${owner.socket.slice(5)}" } to use that server`
+                : `connect to that server at ${owner.socket}`),
+            failure,
+          );
+        }
         // The lock's owner is starting (it will answer) or shutting down (it
         // will be gone): start again later if nothing answers by then.
         if (starts < MAX_STARTS) {
@@ -257,6 +269,17 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
   } finally {
     await child.detach();
   }
+}
+
+/**
+ * The pid and address of the server that owns the database's lock, from a
+ * started server's `another server owns <db> (pid N, socket S)`, or `null`
+ * when the reason does not name them.
+ */
+function lockOwner(reason: string): { pid: number; socket: string } | null {
+  const line = reason.split(" / ").find((l) => l.includes(LOCKED_TEXT)) ?? "";
+  const m = /\bpid (\d+), socket ((?:unix|tcp):.+)\)$/.exec(line);
+  return m === null ? null : { pid: Number(m[1]), socket: m[2] };
 }
 
 /**

@@ -355,3 +355,28 @@ Deno.test("connect({ autostart }) refuses a running server that serves another d
   await using db = await connect({ path, autostart: { database: `${running.dir}/alias.db` } });
   assert.equal(db.serverInfo.database, Deno.realPathSync(running.database));
 });
+
+Deno.test("connect({ autostart }) fails at once when a live server owns the database on another socket", async () => {
+  await using running = await startServer();
+  const owner = (running.connectOptions as { path: string }).path;
+  const path = `${running.dir}/other.sock`;
+  const t0 = performance.now();
+  await assert.rejects(
+    connect({ path, autostart: { database: running.database, timeout: 15000 } }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(err.code, "CONNECTION_CLOSED");
+      assert.equal(
+        err.message,
+        `Cannot autostart a server for "${running.database}" on unix:${path}: the server started ` +
+          `exited with code 1: "netsqlite: another server owns ${running.database} (pid ` +
+          `${Deno.pid}, socket unix:${owner})"; connect with { path: "${owner}" } to use that server`,
+      );
+      return true;
+    },
+  );
+  // One server was started (it exited on the lock), not one after another until the timeout.
+  const ms = performance.now() - t0;
+  assert.ok(ms < 5000, `took ${ms.toFixed(0)} ms`);
+  assert.deepEqual(serverPids(running.database), []);
+});
