@@ -105,7 +105,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
   const config = await resolveConnectOptions(options);
   const [link, info] = config.autostart === null
     ? await openLink(config)
-    : await connectOrStart(() => openLink(config), config.addr, config.autostart, config.token);
+    : await connectOrStart(config);
   return new Client(new Pool(config, link, info));
 }
 

@@ -7,14 +7,23 @@
  * the one that won. A started server that exits because the lock is still
  * held (by a server shutting down, or one that is starting) is started again
  * after a pause; one that exits for another reason fails the connect at once
- * with the reason it printed.
+ * with the reason it printed. A server listens before it opens the database:
+ * one that closes the client's connection unanswered (it could not open the
+ * database) is waited for and its reason reported the same way; one still
+ * opening it when `autostart.timeout` runs out is stopped, not left behind.
  *
  * @module
  */
 
-import { ConnectionError } from "../protocol/errors.ts";
-import { type Address, formatAddress } from "../transport/address.ts";
+import { ConnectionError, ErrorCode } from "../protocol/errors.ts";
+import type { HelloReply } from "../protocol/messages.ts";
+import type { Link } from "./link.ts";
+import { openLink } from "./connection.ts";
+import type { ConnectConfig } from "./options.ts";
+import { formatAddress } from "../transport/address.ts";
 import { isNotRunning } from "../transport/connect.ts";
+import { IS_DENO } from "../transport/_runtime.ts";
+import { resolve } from "node:path";
 
 /**
  * Options of `connect({ autostart })`: start a server for `database` when
@@ -42,6 +51,21 @@ export interface AutostartOptions {
   args?: string[];
 }
 
+/**
+ * The real path of `path` (symbolic links resolved), as a server reports its
+ * database in its hello; the absolute path when it does not exist (or may not
+ * be read).
+ */
+export async function realOrResolved(path: string): Promise<string> {
+  try {
+    if (IS_DENO) return await Deno.realPath(path);
+    const { realpath } = await import("node:fs/promises");
+    return await realpath(path);
+  } catch {
+    return resolve(path);
+  }
+}
+
 /** Deno permissions the started server runs with (those of `deno task serve`). */
 const SERVER_FLAGS = [
   "--allow-read",
@@ -62,6 +86,10 @@ const MAX_STARTS = 6;
 const FIRST_RESTART_PAUSE = 250;
 /** Longest pause before starting again, in ms. */
 const MAX_RESTART_PAUSE = 2000;
+/** Longest wait for a started server to exit after it closed a connection unanswered, in ms. */
+const EXIT_WAIT = 1000;
+/** Longest wait for a started server to exit after SIGTERM, in ms. */
+const STOP_WAIT = 2000;
 /** Bytes of a started server's stderr kept from its start, and as many from its end. */
 const STDERR_KEEP = 2048;
 /**
@@ -71,41 +99,65 @@ const STDERR_KEEP = 2048;
 const LOCKED_TEXT = "another server owns ";
 
 /**
- * Runs `attempt`; when it fails because no server listens at `addr`, starts
- * one and retries `attempt` until it succeeds or `options.timeout` passes. A
- * started server that exits on the database's lock is started again after a
- * pause (at most `MAX_STARTS` in all); one that exits for another reason
- * ends the wait at once.
+ * Opens the client's first connection; when no server listens at
+ * `config.addr`, starts one and retries until it answers or
+ * `autostart.timeout` passes (each try bounded by `connectTimeout` and by the
+ * time left). A started server that exits on the database's lock is started
+ * again after a pause (at most `MAX_STARTS` in all), unless the lock's owner
+ * listens at another address; one that exits for another reason ends the
+ * wait at once, with what it printed. When the
+ * server listens but closes the connection unanswered (it failed to open the
+ * database), the client waits for its exit to say why. A started server that
+ * never answered and still runs when the client gives up is stopped. A
+ * server that answers but serves another database than `autostart.database`
+ * (its real path) is refused.
  *
- * @param attempt One connection attempt, with its handshake.
- * @param addr The Unix socket the server should listen on.
- * @param options Database and timeout.
- * @param token Token the server should require (passed in its environment,
- *   not on its command line), or `null`.
- * @returns what `attempt` returned.
- * @throws {TypeError} when `addr` is not a Unix socket or `database` is missing.
+ * @param config The client's options, with `autostart`.
+ * @returns the connection and the server's hello reply.
+ * @throws {TypeError} when the address is not a Unix socket or `database` is missing.
  * @throws {ConnectionError} when a started server exited for another reason
- *   than the lock (with the last lines it printed), or none answered in time.
+ *   than the lock (with the last lines it printed), none answered in time, or
+ *   the server serves another database.
  */
-export async function connectOrStart<T>(
-  attempt: () => Promise<T>,
-  addr: Address,
-  options: AutostartOptions,
-  token: string | null,
-): Promise<T> {
+export async function connectOrStart(config: ConnectConfig): Promise<[Link, HelloReply]> {
+  const addr = config.addr;
+  const options = config.autostart;
   if (addr.transport !== "unix") {
     throw new TypeError('Invalid option "autostart": it needs a Unix socket (path or channel)');
   }
-  const { database } = options;
+  const database = options?.database;
   if (typeof database !== "string" || database === "") {
     throw new TypeError('Invalid option "autostart": expected { database: "<file>" }');
   }
-  const timeout = options.timeout ?? 15000;
-  try {
-    return await attempt();
-  } catch (err) {
-    if (!isNotRunning(err)) throw err;
-  }
+  const timeout = options!.timeout ?? 15000;
+  const deadline = performance.now() + timeout;
+  /** One connection attempt, bounded by `connectTimeout` and the time left. */
+  const attempt = (): Promise<[Link, HelloReply]> => {
+    const left = Math.max(1, Math.ceil(deadline - performance.now()));
+    const ms = config.connectTimeout === 0 ? left : Math.min(config.connectTimeout, left);
+    return openLink({ ...config, connectTimeout: ms });
+  };
+  /**
+   * The connection, unless its server serves another database than ours (a
+   * server found running: another app's on the same channel or path).
+   */
+  const checked = async ([link, info]: [Link, HelloReply]): Promise<[Link, HelloReply]> => {
+    if (info.database === undefined || info.database === await realOrResolved(database)) {
+      return [link, info];
+    }
+    const err = new ConnectionError(
+      `Cannot autostart a server for "${database}" on ${formatAddress(addr)}: the server there ` +
+        `serves "${info.database}", not "${await realOrResolved(database)}": give this database ` +
+        "its own path or channel",
+      { code: ErrorCode.ConnectionClosed },
+    );
+    link.fail(err);
+    await link.ended;
+    throw err;
+  };
+  const first = await attempt().then((ok) => ({ ok }), (err: unknown) => ({ err }));
+  if ("ok" in first) return await checked(first.ok);
+  if (!isNotRunning(first.err)) throw first.err;
   if (typeof Deno === "undefined") {
     throw new TypeError(
       'Invalid option "autostart": starting a server needs Deno; start it yourself',
@@ -119,15 +171,16 @@ export async function connectOrStart<T>(
     database,
     "--socket",
     addr.path,
-    ...(options.args ?? []),
+    ...(options!.args ?? []),
   ];
-  const env: Record<string, string> = token === null ? {} : { NETSQLITE_TOKEN: token };
+  const env: Record<string, string> = config.token === null
+    ? {}
+    : { NETSQLITE_TOKEN: config.token };
   const fail = (detail: string, cause: unknown): ConnectionError =>
     new ConnectionError(
       `Cannot autostart a server for "${database}" on ${formatAddress(addr)}: ${detail}`,
       { cause },
     );
-  const deadline = performance.now() + timeout;
   let child = new StartedServer(args, env);
   let starts = 1;
   let restartAt = Infinity;
@@ -137,12 +190,17 @@ export async function connectOrStart<T>(
     for (;;) {
       await new Promise((resolve) => setTimeout(resolve, pause));
       pause = Math.min(pause * 1.5, 200);
-      let notRunning: unknown;
-      try {
-        return await attempt();
-      } catch (err) {
-        if (!isNotRunning(err)) throw err;
-        notRunning = err;
+      const tried = await attempt().then((ok) => ({ ok }), (err: unknown) => ({ err }));
+      if ("ok" in tried) return await checked(tried.ok);
+      const failure = tried.err;
+      if (!isNotRunning(failure)) {
+        // A server listens: one that answered (AUTH, PROTOCOL_VERSION, ...) decides.
+        if (!unanswered(failure)) throw failure;
+        // It closed the connection, or did not answer in time: a server still
+        // opening its database (ours, or a racing client's) or one that failed
+        // to. Ours says why when it exits.
+        await child.exited(Math.min(EXIT_WAIT, deadline - performance.now()));
+        if (child.exitCode === null && performance.now() < deadline) continue;
       }
       const now = performance.now();
       if (child.exitCode !== null && restartAt === Infinity) {
@@ -150,15 +208,24 @@ export async function connectOrStart<T>(
         if (!reason.includes(LOCKED_TEXT)) {
           // Starting again would fail the same way; a racing client's server
           // may answer by now, else the reason is the answer.
-          try {
-            return await attempt();
-          } catch (err) {
-            if (!isNotRunning(err)) throw err;
-          }
+          const again = await attempt().then((ok) => ({ ok }), (err: unknown) => ({ err }));
+          if ("ok" in again) return await checked(again.ok);
+          if (!isNotRunning(again.err) && !unanswered(again.err)) throw again.err;
           throw fail(
             `the server started exited with code ${child.exitCode}` +
               (reason === "" ? " and printed nothing" : `: ${quoteReason(reason)}`),
-            notRunning,
+            failure,
+          );
+        }
+        const owner = lockOwner(reason);
+        if (owner !== null && owner.socket !== formatAddress(addr)) {
+          // A live server of this database listens elsewhere: starting again cannot help.
+          throw fail(
+            `the server started exited with code ${child.exitCode}: ${quoteReason(reason)}; ` +
+              (owner.socket.startsWith("unix:")
+                ? `connect with { path: "${owner.socket.slice(5)}" } to use that server`
+                : `connect to that server at ${owner.socket}`),
+            failure,
           );
         }
         // The lock's owner is starting (it will answer) or shutting down (it
@@ -169,14 +236,26 @@ export async function connectOrStart<T>(
         }
       }
       if (now > deadline) {
-        const exited = child.exitCode === null
-          ? ""
-          : ` (the last of ${starts} servers started exited with code ${child.exitCode}` +
-            `: ${quoteReason(await child.reason())})`;
+        const which = starts === 1 ? "the server started" : `the last of ${starts} servers started`;
+        let last: string;
+        if (child.exitCode === null) {
+          // It never answered us, and a server answers no one before it has
+          // opened its database: stop it rather than leave it behind.
+          const printed = await child.stop();
+          last = ` (${which} ` +
+            (unanswered(failure)
+              ? "listened but did not answer, and was stopped: is the database locked by " +
+                "another process? The server waits for it up to --busy-timeout"
+              : "was not listening yet, and was stopped") +
+            (printed === "" ? "" : `; it printed ${quoteReason(printed)}`) + ")";
+        } else {
+          last = ` (${which} exited with code ${child.exitCode}: ` +
+            `${quoteReason(await child.reason())})`;
+        }
         throw fail(
-          `none answered within ${timeout} ms${exited}; start it by hand to see why: ` +
+          `none answered within ${timeout} ms${last}; start it by hand to see why: ` +
             "deno task serve",
-          notRunning,
+          failure,
         );
       }
       if (now >= restartAt) {
@@ -193,12 +272,33 @@ export async function connectOrStart<T>(
 }
 
 /**
+ * The pid and address of the server that owns the database's lock, from a
+ * started server's `another server owns <db> (pid N, socket S)`, or `null`
+ * when the reason does not name them.
+ */
+function lockOwner(reason: string): { pid: number; socket: string } | null {
+  const line = reason.split(" / ").find((l) => l.includes(LOCKED_TEXT)) ?? "";
+  const m = /\bpid (\d+), socket ((?:unix|tcp):.+)\)$/.exec(line);
+  return m === null ? null : { pid: Number(m[1]), socket: m[2] };
+}
+
+/**
+ * True when `err` says a server listens but closed the connection before
+ * its handshake reply, or gave none within the connect timeout.
+ */
+function unanswered(err: unknown): boolean {
+  return err instanceof ConnectionError && !isNotRunning(err) &&
+    (err.code === ErrorCode.ConnectionClosed || err.code === ErrorCode.RequestTimeout);
+}
+
+/**
  * A server process started by autostart: detached (its own session, not
  * waited for), stdout discarded, stderr read into a bounded buffer until it
  * exits or the client stops listening (`detach()`); a server that keeps
  * running then writes to a closed pipe, which Deno ignores.
  */
 class StartedServer {
+  readonly #child: Deno.ChildProcess;
   readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
   readonly #drained: Promise<void>;
   #exitCode: number | null = null;
@@ -217,6 +317,7 @@ class StartedServer {
     }).spawn();
     child.status.then((s) => this.#exitCode = s.code, () => {});
     child.unref();
+    this.#child = child;
     this.#reader = child.stderr.getReader();
     this.#drained = this.#drain();
   }
@@ -226,9 +327,46 @@ class StartedServer {
     return this.#exitCode;
   }
 
-  /** What the process printed on stderr (start and end, bounded), once it has all been read. */
-  async reason(): Promise<string> {
-    await this.#drained;
+  /** Waits until the process has exited, at most `ms`. */
+  async exited(ms: number): Promise<void> {
+    if (this.#exitCode !== null || ms <= 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#child.status.catch(() => {}),
+      new Promise((resolve) => timer = setTimeout(resolve, ms)),
+    ]);
+    clearTimeout(timer);
+    // The exit code is set by a handler of the same promise: let it run.
+    await Promise.resolve();
+  }
+
+  /**
+   * Stops the process with SIGTERM and returns what it printed. A server
+   * still opening its database has no handler for it yet and ends at once;
+   * one that just started serving shuts down gracefully (nothing written is lost).
+   */
+  async stop(): Promise<string> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch {
+      // Exited meanwhile.
+    }
+    await this.exited(STOP_WAIT);
+    return await this.reason(this.#exitCode === null ? 0 : STOP_WAIT);
+  }
+
+  /**
+   * What the process printed on stderr (start and end, bounded), once it has
+   * all been read, or what was read after `ms` (a process that still runs).
+   */
+  async reason(ms = Infinity): Promise<string> {
+    if (ms === Infinity) {
+      await this.#drained;
+    } else {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.#drained, new Promise((r) => timer = setTimeout(r, ms))]);
+      clearTimeout(timer);
+    }
     return pickReason(
       new TextDecoder().decode(this.#head) + (this.#dropped ? "\n" : "") +
         new TextDecoder().decode(this.#tail),

@@ -6,7 +6,7 @@
  */
 
 import { ConnectionError } from "../protocol/errors.ts";
-import type { AutostartOptions } from "./autostart.ts";
+import { type AutostartOptions, realOrResolved } from "./autostart.ts";
 import type { TlsClientOptions } from "../transport/connect.ts";
 import {
   type Address,
@@ -18,6 +18,7 @@ import {
 } from "../transport/address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
 import { readTextFile } from "../transport/_runtime.ts";
+import { resolve } from "node:path";
 
 /** Default `connectTimeout` when no `requestTimeout` is set, in ms (as PostgreSQL clients' 10 s). */
 export const DEFAULT_CONNECT_TIMEOUT = 10_000;
@@ -52,8 +53,10 @@ export interface ConnectOptions {
   /** TCP port of the server (1..65535); required with `hostname`. */
   port?: number;
   /**
-   * Database whose default socket to use when neither `path` nor `port` is given.
-   * @default {"netsqlite.db"}
+   * Database whose default socket to use when neither `path` nor `port` nor
+   * `channel` is given. With `autostart`, it must name the same file as
+   * `autostart.database` (or be left out).
+   * @default {autostart.database, else "netsqlite.db"}
    */
   database?: string;
   /** Largest frame payload accepted from the server, in bytes. @default {67108864} */
@@ -217,6 +220,7 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
     tls: tlsOption(options.tls, tcp),
     autostart: options.autostart ?? null,
   };
+  const autostartDatabase = await autostartOption(options.autostart, options.database);
   if (config.token !== null && typeof config.token !== "string") {
     throw new TypeError(`Invalid option "token": expected a string, got ${show(config.token)}`);
   }
@@ -232,7 +236,8 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   } else if (options.channel !== undefined && HAS_UNIX_SOCKETS) {
     addr = { transport: "unix", path: channelSocketPath(options.channel) };
   } else {
-    const database = options.database ?? DEFAULT_DATABASE;
+    // The server autostart starts listens on the default socket of its database.
+    const database = options.database ?? autostartDatabase ?? DEFAULT_DATABASE;
     if (HAS_UNIX_SOCKETS) {
       addr = { transport: "unix", path: defaultSocketPath(database) };
     } else {
@@ -245,6 +250,35 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
     }
   }
   return { addr, ...config };
+}
+
+/**
+ * Checks `autostart` and returns its database, or `null` without autostart.
+ *
+ * @throws {TypeError} when it is not `{ database: "<file>" }`, or when
+ *   `database` (the option of `connect()`) names another file.
+ */
+async function autostartOption(
+  autostart: unknown,
+  database: string | undefined,
+): Promise<string | null> {
+  if (autostart === undefined || autostart === null) return null;
+  const file = (autostart as { database?: unknown }).database;
+  if (typeof autostart !== "object" || typeof file !== "string" || file === "") {
+    throw new TypeError('Invalid option "autostart": expected { database: "<file>" }');
+  }
+  if (database !== undefined && !await sameFile(database, file)) {
+    throw new TypeError(
+      `Invalid options: "database" is "${database}" but "autostart.database" is "${file}", ` +
+        'another file: give the database once, in "autostart.database"',
+    );
+  }
+  return file;
+}
+
+/** True when `a` and `b` name the same file: the same absolute or real path. */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  return resolve(a) === resolve(b) || await realOrResolved(a) === await realOrResolved(b);
 }
 
 /** TLS option names of other clients, and what to use instead. */

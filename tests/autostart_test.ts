@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, ConnectionError } from "../client.ts";
-import { startServerProcess, tempDir } from "./_helpers.ts";
+import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
 
 const CHILD_TS = new URL("./_autostart_child.ts", import.meta.url).pathname;
 
@@ -176,4 +176,207 @@ Deno.test("connect({ autostart }) fails at once with the server's error line, no
   );
   assert.ok(performance.now() - t0 < 8000);
   assert.deepEqual(serverPids(database), []);
+});
+
+/** Runs `fn` with `XDG_RUNTIME_DIR` set to `dir` (so default sockets live there), then restores it. */
+async function withRuntimeDir<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  const before = Deno.env.get("XDG_RUNTIME_DIR");
+  Deno.env.set("XDG_RUNTIME_DIR", dir);
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
+    else Deno.env.set("XDG_RUNTIME_DIR", before);
+  }
+}
+
+/** Stops the server that holds the lock of `database` (its pid is in `<db>.lock`), if any. */
+async function stopOwner(database: string): Promise<void> {
+  let pid = 0;
+  try {
+    pid = Number(JSON.parse(Deno.readTextFileSync(`${database}.lock`)).pid);
+  } catch {
+    // No lock file: no server.
+  }
+  if (pid > 0) await stop(pid);
+  for (const p of serverPids(database)) Deno.kill(p, "SIGKILL");
+}
+
+Deno.test({
+  name:
+    "connect({ autostart }) without an address uses the default socket of autostart.database, where connect({ database }) finds it",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/app.db`;
+    await withRuntimeDir(dir.path, async () => {
+      try {
+        const a = await connect({ autostart: { database } });
+        try {
+          assert.equal(a.serverInfo.database, Deno.realPathSync(database));
+          await a.exec("CREATE TABLE t (x INTEGER)");
+        } finally {
+          await a.close();
+        }
+        // Another spelling of the same file is accepted, and finds the same server.
+        const b = await connect({ database: `${dir.path}/./app.db`, autostart: { database } });
+        await b.close();
+        // connect({ database }) without autostart reaches it, as the README says.
+        const c = await connect({ database });
+        try {
+          assert.deepEqual(await c.query("SELECT name FROM sqlite_master"), [{ name: "t" }]);
+        } finally {
+          await c.close();
+        }
+        // connect() alone means ./netsqlite.db: nothing serves it.
+        await assert.rejects(connect({ connectTimeout: 2000 }), ConnectionError);
+        assert.equal(serverPids(database).length, 1);
+        // A database that is another file than autostart.database is refused before anything.
+        await assert.rejects(
+          connect({ database: `${dir.path}/other.db`, autostart: { database } }),
+          new TypeError(
+            `Invalid options: "database" is "${dir.path}/other.db" but "autostart.database" is ` +
+              `"${database}", another file: give the database once, in "autostart.database"`,
+          ),
+        );
+      } finally {
+        await stopOwner(database);
+      }
+    });
+  },
+});
+
+/** A database in rollback-journal mode with an exclusive lock held by this process until disposed. */
+function lockedDatabase(database: string): Disposable {
+  const holder = new DatabaseSync(database);
+  holder.exec("CREATE TABLE t (x INTEGER)");
+  holder.exec("BEGIN EXCLUSIVE");
+  holder.exec("INSERT INTO t VALUES (1)");
+  return {
+    [Symbol.dispose]() {
+      holder.exec("ROLLBACK");
+      holder.close();
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "connect({ autostart }) gives up on a server stuck opening a locked database within autostart.timeout, and stops it",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/a.db`;
+    using _locked = lockedDatabase(database);
+    const t0 = performance.now();
+    try {
+      // The server waits up to its busy timeout (5 s by default) to open the database.
+      const err = await connect({
+        path: `${dir.path}/s.sock`,
+        autostart: { database, timeout: 1500 },
+      })
+        .then(() => assert.fail("connect succeeded"), (e: unknown) => e);
+      const ms = performance.now() - t0;
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(
+        err.message,
+        `Cannot autostart a server for "${database}" on unix:${dir.path}/s.sock: none answered ` +
+          "within 1500 ms (the server started listened but did not answer, and was stopped: is " +
+          "the database locked by another process? The server waits for it up to " +
+          "--busy-timeout); start it by hand to see why: deno task serve",
+      );
+      assert.ok(ms < 4000, `took ${ms.toFixed(0)} ms`);
+      // No server is left behind.
+      await until(() => serverPids(database).length === 0, 2000, "the started server to stop");
+    } finally {
+      for (const pid of serverPids(database)) Deno.kill(pid, "SIGKILL");
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "connect({ autostart }) reports why a server that listened could not open the database, not just a closed connection",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/a.db`;
+    using _locked = lockedDatabase(database);
+    const t0 = performance.now();
+    try {
+      await assert.rejects(
+        connect({
+          path: `${dir.path}/s.sock`,
+          autostart: { database, timeout: 10000, args: ["--busy-timeout", "1500"] },
+        }),
+        (err: unknown) => {
+          assert.ok(err instanceof ConnectionError, String(err));
+          assert.equal(err.code, "CONNECTION_CLOSED");
+          assert.equal(
+            err.message,
+            `Cannot autostart a server for "${database}" on unix:${dir.path}/s.sock: the server ` +
+              `started exited with code 1: "netsqlite: Cannot open database \\"${database}\\": ` +
+              'database is locked"',
+          );
+          return true;
+        },
+      );
+      const ms = performance.now() - t0;
+      assert.ok(ms < 6000, `took ${ms.toFixed(0)} ms`);
+      assert.deepEqual(serverPids(database), []);
+    } finally {
+      for (const pid of serverPids(database)) Deno.kill(pid, "SIGKILL");
+    }
+  },
+});
+
+Deno.test("connect({ autostart }) refuses a running server that serves another database than autostart.database", async () => {
+  await using running = await startServer();
+  const path = (running.connectOptions as { path: string }).path;
+  const other = `${running.dir}/other.db`;
+  await assert.rejects(
+    connect({ path, autostart: { database: other } }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(err.code, "CONNECTION_CLOSED");
+      assert.equal(
+        err.message,
+        `Cannot autostart a server for "${other}" on unix:${path}: the server there serves ` +
+          `"${Deno.realPathSync(running.database)}", not "${other}": give this database its own ` +
+          "path or channel",
+      );
+      return true;
+    },
+  );
+  // Nothing was started for the other database.
+  assert.deepEqual(serverPids(other), []);
+  // Another name of the served file (a symbolic link) is the same database.
+  Deno.symlinkSync(running.database, `${running.dir}/alias.db`);
+  await using db = await connect({ path, autostart: { database: `${running.dir}/alias.db` } });
+  assert.equal(db.serverInfo.database, Deno.realPathSync(running.database));
+});
+
+Deno.test("connect({ autostart }) fails at once when a live server owns the database on another socket", async () => {
+  await using running = await startServer();
+  const owner = (running.connectOptions as { path: string }).path;
+  const path = `${running.dir}/other.sock`;
+  const t0 = performance.now();
+  await assert.rejects(
+    connect({ path, autostart: { database: running.database, timeout: 15000 } }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(err.code, "CONNECTION_CLOSED");
+      assert.equal(
+        err.message,
+        `Cannot autostart a server for "${running.database}" on unix:${path}: the server started ` +
+          `exited with code 1: "netsqlite: another server owns ${running.database} (pid ` +
+          `${Deno.pid}, socket unix:${owner})"; connect with { path: "${owner}" } to use that server`,
+      );
+      return true;
+    },
+  );
+  // One server was started (it exited on the lock), not one after another until the timeout.
+  const ms = performance.now() - t0;
+  assert.ok(ms < 5000, `took ${ms.toFixed(0)} ms`);
+  assert.deepEqual(serverPids(running.database), []);
 });
