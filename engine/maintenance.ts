@@ -44,6 +44,17 @@ export const BACKUP_PAGES_PER_STEP = 256;
 /** Problems `integrity` reports at most. */
 export const MAX_PROBLEMS = 100;
 
+/**
+ * One problem per line, at most {@link MAX_PROBLEMS}: SQLite reports the
+ * b-tree's problems in one row, lines under a `*** in database main ***`
+ * heading, and the other checks one per row.
+ */
+export function integrityProblems(rows: readonly string[]): string[] {
+  const lines = rows.flatMap((r) => r.split("\n"))
+    .filter((line) => line !== "" && !/^\*\*\* in database \S+ \*\*\*$/.test(line));
+  return lines.slice(0, MAX_PROBLEMS);
+}
+
 /** One backup running. */
 interface RunningBackup {
   dest: string;
@@ -181,7 +192,7 @@ export class Maintenance {
       const start = performance.now();
       const [pages, pageSize] = pageCount(db);
       const rows = await stepAll(db, `PRAGMA integrity_check(${MAX_PROBLEMS})`, [], background);
-      const problems = rows.map((r) => String(r[0]));
+      const problems = integrityProblems(rows.map((r) => String(r[0])));
       const ok = problems.length === 1 && problems[0] === "ok";
       return {
         ok,

@@ -508,6 +508,34 @@ Deno.test("cli.ts integrity: problems exit 3 (no server: 1); past the cap it say
   assert.match(none.stderr, /^netsqlite integrity: /);
 });
 
+Deno.test("cli.ts integrity counts b-tree problems one per line (SQLite reports them in one row)", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/pages.db`;
+  const db = new DatabaseSync(path);
+  db.exec("CREATE TABLE t (x, y); CREATE INDEX ti ON t (y)");
+  const insert = db.prepare("INSERT INTO t VALUES (?, ?)");
+  db.exec("BEGIN");
+  for (let i = 0; i < 50000; i++) insert.run(i, `v${i}`);
+  db.exec("COMMIT");
+  const [{ page_count }] = db.prepare("PRAGMA page_count").all() as { page_count: number }[];
+  const [{ page_size }] = db.prepare("PRAGMA page_size").all() as { page_size: number }[];
+  db.close();
+  {
+    using f = await Deno.open(path, { write: true });
+    for (let p = 3; p < page_count; p += 3) {
+      await f.seek(p * page_size + 300, Deno.SeekMode.Start);
+      await f.write(new Uint8Array(40).fill(0x55));
+    }
+  }
+  await using srv = await startServer({ database: path });
+  const r = await cli(["integrity", "--socket", (srv.connectOptions as { path: string }).path]);
+  assert.equal(r.code, 3, r.stderr);
+  const lines = r.stdout.trimEnd().split("\n");
+  assert.match(lines[0], /^integrity: at least 100 problems \(first 100 shown\)/);
+  assert.equal(lines.length, 101);
+  assert.ok(!lines.some((l) => l.includes("*** in database")), lines.slice(0, 3).join("\n"));
+});
+
 Deno.test("describeIntegrity() counts problems below the cap exactly", () => {
   const report = { ok: false, problems: ["a", "b"], pages: 2, bytes: 8192, ms: 1 };
   assert.equal(
