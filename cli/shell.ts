@@ -438,16 +438,18 @@ export async function* utf8Text(
 
 /** Lines of a stream of text, each with its `\n` (the last may have none). */
 async function* lines(chunks: AsyncIterable<string>): AsyncGenerator<string> {
-  let rest = "";
+  // Pieces of the line not ended yet: joined once, so a long line costs its length, not its square.
+  let pending: string[] = [];
   for await (const chunk of chunks) {
-    rest += chunk;
-    let nl: number;
-    while ((nl = rest.indexOf("\n")) !== -1) {
-      yield rest.slice(0, nl + 1);
-      rest = rest.slice(nl + 1);
+    let start = 0;
+    for (let nl; (nl = chunk.indexOf("\n", start)) !== -1; start = nl + 1) {
+      pending.push(chunk.slice(start, nl + 1));
+      yield pending.length === 1 ? pending[0] : pending.join("");
+      pending = [];
     }
+    if (start < chunk.length) pending.push(chunk.slice(start));
   }
-  if (rest !== "") yield rest;
+  if (pending.length > 0) yield pending.join("");
 }
 
 interface ShellArgs {
