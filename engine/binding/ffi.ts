@@ -900,7 +900,7 @@ function setDoubleQuotedStrings(s: Symbols, h: Deno.PointerObject, on: boolean):
 }
 
 /**
- * `err` with the hint SQLite 3.41+ gives itself when a double-quoted name is
+ * `err` with the hint newer SQLite releases give themselves when a double-quoted name is
  * not a column (`no such column: "x" - should this be a string literal in
  * single-quotes?`), for older libraries: added when `sql` holds the name in
  * double quotes. A name only a trigger or view of the schema quotes gets no
