@@ -24,6 +24,7 @@ import { Engine } from "./engine/engine.ts";
 import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite } from "./engine/binding/load.ts";
+import { describeDqsObjects } from "./engine/dqs_check.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
 import { ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
@@ -159,6 +160,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
       throw openError(err, database, readonly);
     }
     if (!existed && database !== ":memory:") lock?.lockDatabaseFile(database);
+    warnDoubleQuotedStrings(engine, config);
   } catch (err) {
     try {
       listener.close();
@@ -171,6 +173,16 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     throw err;
   }
   return new RunningServer(config, engine!, listener, lock, budget, socketId);
+}
+
+/** Logs the schema objects that need the double-quoted string literals the engine refuses. */
+function warnDoubleQuotedStrings(engine: Engine, config: ServeConfig): void {
+  const { objects, skipped } = engine.doubleQuotedStrings;
+  const log = new Logger(config.logLevel);
+  if (objects.length > 0) log.warn(describeDqsObjects(objects));
+  if (skipped !== null) {
+    log.log("info", `could not check the schema for double-quoted string literals: ${skipped}`);
+  }
 }
 
 /**
@@ -660,6 +672,11 @@ Options:
   --allow-attach          let clients ATTACH/DETACH files and VACUUM INTO (refused by default)
   --allow-unsafe-pragmas  let clients set PRAGMAs that change durability, safety or the
                           shared connection (synchronous, journal_mode, foreign_keys, ...)
+  --allow-double-quoted-strings
+                          accept SQLite's "text" literals in double quotes (its legacy
+                          default), for a database whose triggers, views, CHECKs or
+                          indexes use them; refused by default (the start-up log names
+                          such objects)
   --grace-ms MS           on SIGINT/SIGTERM, let transactions and queued writes finish
                           this long before rolling back (default 5000); a second signal
                           exits at once
@@ -751,6 +768,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       readonly: { type: "boolean" },
       "allow-attach": { type: "boolean" },
       "allow-unsafe-pragmas": { type: "boolean" },
+      "allow-double-quoted-strings": { type: "boolean" },
       "grace-ms": { type: "string" },
       "log-level": { type: "string" },
       "slow-ms": { type: "string" },
@@ -788,6 +806,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     readonly: values.readonly,
     allowAttach: values["allow-attach"],
     allowUnsafePragmas: values["allow-unsafe-pragmas"],
+    allowDoubleQuotedStrings: values["allow-double-quoted-strings"],
     graceMs: numberArg("--grace-ms", values["grace-ms"]),
     logLevel: values["log-level"] as ServeOptions["logLevel"],
     slowMs: numberArg("--slow-ms", values["slow-ms"]),
@@ -1029,6 +1048,11 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}${tls}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
   console.log(`netsqlite: ${describeEngine(server.sqlite)}`);
+  if (options.allowDoubleQuotedStrings) {
+    console.log(
+      'netsqlite: double-quoted string literals accepted ("x" is text where no column x)',
+    );
+  }
   const tokenFile = flagValue(args, "--token-file");
   const tooOpen = tokenFile === undefined ? null : tokenFileWarning(tokenFile);
   if (tooOpen !== null) console.error(`netsqlite: warning: ${tooOpen}`);

@@ -19,7 +19,7 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import type { Sqlite } from "./binding/binding.ts";
+import type { Db, Sqlite } from "./binding/binding.ts";
 import { isBusyInBackground } from "./binding/_errors.ts";
 import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
@@ -29,6 +29,7 @@ import { CHANGE_FEED_CAPACITY, ChangeLog, FeedQueueBudget } from "./change_log.t
 import { PreparedBudget } from "./handles.ts";
 import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 import { WalWatch } from "./wal_watch.ts";
+import { type DqsReport, findDoubleQuotedStrings } from "./dqs_check.ts";
 import type { SessionHost } from "./session_host.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
 
@@ -201,6 +202,9 @@ export class Engine {
       // does not stop the event loop (run.ts, LockBusy).
       w.waitsInline = false;
       if (this.#reader !== null) this.#reader.db.waitsInline = false;
+      this.doubleQuotedStrings = sqlite.doubleQuotedStrings || config.path === ":memory:"
+        ? NO_DQS_CHECK
+        : checkSchema(sqlite, w);
     } catch (err) {
       this.#writer.close();
       throw err;
@@ -236,6 +240,13 @@ export class Engine {
     );
     this.#host = this.#makeHost();
   }
+
+  /**
+   * Schema objects found at open that need double-quoted string literals,
+   * which the connections refuse (empty when they accept them: see
+   * `dqs_check.ts`). The server warns of them.
+   */
+  readonly doubleQuotedStrings: DqsReport;
 
   /** The SQLite binding this engine runs on. */
   get sqlite(): Sqlite {
@@ -710,5 +721,16 @@ export class Engine {
   /** Wakes waiters in order while the writer is free. */
   #drain(): void {
     this.#queue.drain(this.#isFree);
+  }
+}
+
+const NO_DQS_CHECK: DqsReport = Object.freeze({ objects: Object.freeze([]), skipped: null });
+
+/** {@link findDoubleQuotedStrings}, whose failure only skips the check. */
+function checkSchema(sqlite: Sqlite, db: Db): DqsReport {
+  try {
+    return findDoubleQuotedStrings(sqlite, db);
+  } catch (err) {
+    return { objects: [], skipped: (err as Error).message };
   }
 }

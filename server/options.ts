@@ -235,6 +235,16 @@ export interface ServeOptions {
    */
   allowUnsafePragmas?: boolean;
   /**
+   * Accept SQLite's double-quoted string literals (`"x"` read as the text
+   * 'x' where no column `x` exists) on every connection, as the sqlite3
+   * shell and most drivers do: for a database whose triggers, views, CHECK
+   * constraints or indexes were written with them. Off, such triggers and
+   * views fail when they run and every `ALTER TABLE … RENAME` fails; the
+   * server names those objects in a warning at start.
+   * @default {false}
+   */
+  allowDoubleQuotedStrings?: boolean;
+  /**
    * How long a shutdown by signal waits for transactions and queued writes
    * to finish before rolling back what is left, in ms.
    * @default {5000}
@@ -429,6 +439,14 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     }
     flags[key] = v;
   }
+  const doubleQuotedStrings = options.allowDoubleQuotedStrings ?? false;
+  if (typeof doubleQuotedStrings !== "boolean") {
+    throw new TypeError(
+      `Invalid option "allowDoubleQuotedStrings": expected a boolean, got ${
+        String(doubleQuotedStrings)
+      }`,
+    );
+  }
   const releaseMemory = options.releaseMemory === undefined ? true : options.releaseMemory;
   if (typeof releaseMemory !== "boolean") {
     throw new TypeError(`Invalid option "releaseMemory": expected a boolean, got ${releaseMemory}`);
@@ -451,6 +469,11 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       `Invalid option "backupDir": expected a directory path, got ${String(backupDir)}`,
     );
   }
+  if (dqlite !== null && doubleQuotedStrings) {
+    throw new TypeError(
+      'Invalid options: "allowDoubleQuotedStrings" is not supported in cluster mode ("dqlite")',
+    );
+  }
   if (dqlite !== null && flags.readonly) {
     throw new TypeError('Invalid options: "readonly" is not supported in cluster mode ("dqlite")');
   }
@@ -468,7 +491,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     logLevel: parseLogLevel(options.logLevel ?? "warn"),
     slowMs: integer("slowMs", options.slowMs ?? 0, 0, 2 ** 31 - 1),
     releaseMemory,
-    sqlite: { engine, library: sqliteLib },
+    sqlite: { engine, library: sqliteLib, doubleQuotedStrings },
     database,
     socketMode,
     tokenGate,

@@ -50,6 +50,13 @@ export interface Sqlite {
   /** What is lost against the FFI implementation, one sentence each (empty for ffi). */
   readonly limitations: readonly string[];
   /**
+   * Whether connections accept SQLite's double-quoted string literals
+   * (`"x"` read as the text 'x' where no column `x` exists) unless
+   * {@link OpenOptions.doubleQuotedStrings} says otherwise. False by default
+   * (`loadSqlite()` in `load.ts`): `"x"` is always a name.
+   */
+  readonly doubleQuotedStrings: boolean;
+  /**
    * Opens a connection. WAL mode, synchronous and other PRAGMAs are the
    * caller's business.
    *
@@ -66,6 +73,13 @@ export interface OpenOptions {
   readOnly: boolean;
   /** SQLite's busy timeout for file locks held by other processes, in ms. */
   busyTimeout: number;
+  /**
+   * Accept double-quoted string literals in DML and DDL (SQLite's legacy
+   * `DQS` behaviour: `SQLITE_DBCONFIG_DQS_DML`/`_DDL`, node:sqlite's
+   * `enableDoubleQuotedStringLiterals`).
+   * @default {the Sqlite's {@link Sqlite.doubleQuotedStrings}}
+   */
+  doubleQuotedStrings?: boolean;
 }
 
 /**

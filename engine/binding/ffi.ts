@@ -82,6 +82,8 @@ export class FfiSqlite implements Sqlite {
   readonly capabilities: Capabilities = FFI_CAPABILITIES;
   /** Nothing is lost. */
   readonly limitations: readonly string[] = [];
+  /** Whether connections accept double-quoted string literals unless told otherwise. */
+  readonly doubleQuotedStrings: boolean;
   readonly #s: Symbols;
   #unload: (() => void) | null;
 
@@ -100,8 +102,14 @@ export class FfiSqlite implements Sqlite {
    * @param symbols The functions of a library opened with `symbols` from `_ffi_symbols.ts`.
    * @param library The library file they came from.
    */
-  constructor(symbols: Symbols, library: string, unload: () => void = () => {}) {
+  constructor(
+    symbols: Symbols,
+    library: string,
+    unload: () => void = () => {},
+    doubleQuotedStrings = false,
+  ) {
     this.#unload = unload;
+    this.doubleQuotedStrings = doubleQuotedStrings;
     this.#s = symbols;
     this.library = library;
     this.version = cString(symbols.sqlite3_libversion());
@@ -109,7 +117,9 @@ export class FfiSqlite implements Sqlite {
 
   /**
    * Opens a connection with extended result codes, double-quoted string
-   * literals refused (`"name"` is an identifier only), in multi-thread mode: the
+   * literals refused (`"name"` is an identifier only) unless
+   * `doubleQuotedStrings` (of `options`, else of this object) accepts them,
+   * in multi-thread mode: the
    * connection has no mutex, so no column read takes a lock. One thread at a
    * time uses it: while a statement steps in the background, every call on
    * the connection or its statements throws `busyInBackground` (`#handle`,
@@ -124,8 +134,9 @@ export class FfiSqlite implements Sqlite {
     const h = openHandle(this.#s, path, flags);
     this.#s.sqlite3_extended_result_codes(h, 1);
     this.#s.sqlite3_busy_timeout(h, options.busyTimeout);
-    refuseDoubleQuotedStrings(this.#s, h);
-    return new FfiDb(this.#s, h, options.busyTimeout);
+    const dqs = options.doubleQuotedStrings ?? this.doubleQuotedStrings;
+    setDoubleQuotedStrings(this.#s, h, dqs);
+    return new FfiDb(this.#s, h, options.busyTimeout, dqs);
   }
 }
 
@@ -170,11 +181,14 @@ class FfiDb implements Db {
   /** The busy timeout in ms; it applies on the main thread only while {@link waitsInline}. */
   readonly #busyMs: number;
   #waitsInline = true;
+  /** Whether this connection accepts double-quoted string literals. */
+  readonly #dqs: boolean;
 
-  constructor(s: Symbols, h: Deno.PointerObject, busyMs: number) {
+  constructor(s: Symbols, h: Deno.PointerObject, busyMs: number, dqs: boolean) {
     this.#s = s;
     this.#h = h;
     this.#busyMs = busyMs;
+    this.#dqs = dqs;
   }
 
   get waitsInline(): boolean {
@@ -246,7 +260,10 @@ class FfiDb implements Db {
         this.#pStmt,
         this.#pTail,
       );
-      if (rc !== Result.OK) throw dbError(s, h);
+      if (rc !== Result.OK) {
+        const err = dbError(s, h);
+        throw this.#dqs ? err : withQuoteHint(err, sql);
+      }
       const tail = Number(this.#pTail[0] - script.baseValue);
       if (tail <= byte) break; // nothing consumed: nothing left to prepare
       char += utf16Length(script.bytes, byte, tail);
@@ -862,14 +879,15 @@ function openHandle(s: Symbols, path: string, flags: number): Deno.PointerObject
 }
 
 /**
- * Turns off SQLite's double-quoted string literals in DML and DDL, so that
- * `"nmae"` is a column that does not exist rather than the text 'nmae'
- * (SQLITE_DBCONFIG_DQS_DML / DQS_DDL, SQLite 3.29+). Closes the handle and
- * throws when SQLite refuses.
+ * Turns SQLite's double-quoted string literals in DML and DDL off (so that
+ * `"nmae"` is a column that does not exist rather than the text 'nmae') or,
+ * with `on`, on (SQLITE_DBCONFIG_DQS_DML / DQS_DDL, SQLite 3.29+). Closes the
+ * handle and throws when SQLite refuses.
  */
-function refuseDoubleQuotedStrings(s: Symbols, h: Deno.PointerObject): void {
+function setDoubleQuotedStrings(s: Symbols, h: Deno.PointerObject, on: boolean): void {
+  const v = on ? 1n : 0n;
   for (const op of [DbConfig.DQS_DML, DbConfig.DQS_DDL]) {
-    const rc = s.sqlite3_db_config_int(h, op, 0n, null, null, null, null, null, 0n, null);
+    const rc = s.sqlite3_db_config_int(h, op, v, null, null, null, null, null, v, null);
     if (rc !== Result.OK) {
       s.sqlite3_close_v2(h);
       throw new SqliteError(
@@ -879,6 +897,25 @@ function refuseDoubleQuotedStrings(s: Symbols, h: Deno.PointerObject): void {
       );
     }
   }
+}
+
+/**
+ * `err` with the hint newer SQLite releases give themselves when a double-quoted name is
+ * not a column (`no such column: "x" - should this be a string literal in
+ * single-quotes?`), for older libraries: added when `sql` holds the name in
+ * double quotes. A name only a trigger or view of the schema quotes gets no
+ * hint (the server's start-up warning names those objects).
+ */
+function withQuoteHint(err: SqliteError, sql: string): SqliteError {
+  const m = /^(.*no such column: )(.+)$/s.exec(err.message);
+  if (m === null || m[2].startsWith('"')) return err;
+  const quoted = `"${m[2].replaceAll('"', '""')}"`;
+  if (!sql.includes(quoted)) return err;
+  return new SqliteError(
+    err.code,
+    `${m[1]}${quoted} - should this be a string literal in single-quotes?`,
+    err.sqliteCode,
+  );
 }
 
 /** The connection's current error as a {@link SqliteError}. */

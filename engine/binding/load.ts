@@ -35,6 +35,13 @@ export interface LoadOptions {
    *   `sqlite3.dll`, `winsqlite3.dll`)
    */
   library?: string;
+  /**
+   * Open every connection with SQLite's double-quoted string literals on
+   * (its legacy default): for databases whose schema holds them (see
+   * {@link Sqlite.doubleQuotedStrings}).
+   * @default {false}
+   */
+  doubleQuotedStrings?: boolean;
 }
 
 /** The error code when the FFI engine was asked for and cannot load. */
@@ -59,7 +66,8 @@ export const LOAD_FAILED = "SQLITE_LIBRARY_NOT_LOADED";
  */
 export function loadSqlite(options: LoadOptions = {}): Sqlite {
   const chosen = options.engine ?? engineFromEnv();
-  if (chosen === "node") return new NodeSqlite();
+  const dqs = options.doubleQuotedStrings ?? false;
+  if (chosen === "node") return new NodeSqlite(dqs);
   if (chosen !== "ffi" && chosen !== "auto") {
     throw new TypeError(`Unknown SQLite engine "${chosen}": expected "auto", "ffi" or "node"`);
   }
@@ -74,13 +82,13 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
         const lib = Deno.dlopen(name, symbols);
         // A background step may outlive the isolate: keep its code mapped (see _pin.ts).
         pinLibrary(name);
-        return new FfiSqlite(lib.symbols, loadedPath(name), () => lib.close());
+        return new FfiSqlite(lib.symbols, loadedPath(name), () => lib.close(), dqs);
       } catch (err) {
         tried.push(`"${name}": ${(err as Error).message}`);
       }
     }
   }
-  if (engine === "auto") return withFallbackReason(new NodeSqlite(), tried.join("; "));
+  if (engine === "auto") return withFallbackReason(new NodeSqlite(dqs), tried.join("; "));
   const hint = named === null
     ? "set --sqlite-lib or NETSQLITE_SQLITE_LIB to a libsqlite3 file, or use --engine node"
     : `the library was named by ${named}: fix the path, or use --engine node`;

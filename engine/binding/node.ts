@@ -108,11 +108,15 @@ export class NodeSqlite implements Sqlite {
   readonly capabilities: Capabilities = NODE_CAPABILITIES;
   /** What is lost against the FFI implementation. */
   readonly limitations: readonly string[] = NODE_LIMITATIONS;
+  /** Whether connections accept double-quoted string literals unless told otherwise. */
+  readonly doubleQuotedStrings: boolean;
 
   /** Nothing to unload. */
   close(): void {}
 
-  constructor() {
+  /** @param doubleQuotedStrings The default of {@link OpenOptions.doubleQuotedStrings}. */
+  constructor(doubleQuotedStrings = false) {
+    this.doubleQuotedStrings = doubleQuotedStrings;
     const db = new nodeSqlite.DatabaseSync(":memory:");
     try {
       this.version = String(db.prepare("SELECT sqlite_version() AS v").get()!.v);
@@ -123,7 +127,9 @@ export class NodeSqlite implements Sqlite {
 
   /**
    * Opens a connection with foreign keys off (SQLite's default) and
-   * double-quoted string literals refused, as the FFI implementation does.
+   * double-quoted string literals refused unless `doubleQuotedStrings`
+   * (of `options`, else of this object) accepts them, as the FFI
+   * implementation does.
    *
    * @throws {SqliteError} when the file cannot be opened.
    */
@@ -134,7 +140,7 @@ export class NodeSqlite implements Sqlite {
         readOnly: options.readOnly,
         timeout: options.busyTimeout,
         enableForeignKeyConstraints: false,
-        enableDoubleQuotedStringLiterals: false,
+        enableDoubleQuotedStringLiterals: options.doubleQuotedStrings ?? this.doubleQuotedStrings,
       }) as unknown as NodeDatabase;
     } catch (err) {
       // node:sqlite's open errors carry no result code: CANTOPEN is the one SQLite gives.

@@ -1,0 +1,237 @@
+// Double-quoted string literals (SQLite's DQS): refused by default on both
+// engines, named at start-up when an existing schema needs them, accepted on
+// every connection with allowDoubleQuotedStrings / --allow-double-quoted-strings.
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { connect, type SqliteError } from "../mod.ts";
+import { parseServeArgs, serve, type Server } from "../server.ts";
+import { resolveServeOptions } from "../server/options.ts";
+import { loadSqlite } from "../engine/binding/load.ts";
+
+const ENGINES = ["ffi", "node"] as const;
+
+/** A schema written with DQS on (as the sqlite3 shell, Python or better-sqlite3 allow). */
+const LEGACY_SCHEMA = `
+  CREATE TABLE t (id INTEGER PRIMARY KEY, status TEXT DEFAULT "new"
+    CHECK (status IN ("new", "done")), n INT);
+  CREATE INDEX t_done ON t(id) WHERE status = "done";
+  CREATE VIEW v AS SELECT id, status = "done" AS finished FROM t;
+  CREATE TABLE log (msg TEXT);
+  CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN INSERT INTO log VALUES ("inserted"); END;
+  CREATE TABLE other (a);
+  -- Double quotes used correctly, as names: never reported.
+  CREATE TABLE "my table" ("my col" TEXT DEFAULT 'x');
+  CREATE VIEW "good view" AS SELECT "my col" FROM "my table" WHERE "my col" <> 'y';
+  CREATE TRIGGER "good trigger" AFTER UPDATE ON "my table"
+    BEGIN INSERT INTO log VALUES (new."my col"); END;
+  CREATE INDEX "good index" ON "my table"("my col") WHERE "my col" IS NOT NULL;
+  INSERT INTO t (n) VALUES (1);
+`;
+
+async function legacyDatabase(dir: string): Promise<string> {
+  const file = `${dir}/legacy.db`;
+  const pre = new DatabaseSync(file, { enableDoubleQuotedStringLiterals: true });
+  try {
+    pre.exec(LEGACY_SCHEMA);
+  } finally {
+    pre.close();
+  }
+  return await Promise.resolve(file);
+}
+
+/** Starts a server, returning it with what it logged on standard error while starting. */
+async function serveLogged(
+  options: Parameters<typeof serve>[0],
+): Promise<{ server: Server; lines: string[] }> {
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (line: string) => lines.push(String(line));
+  try {
+    return { server: await serve(options), lines };
+  } finally {
+    console.error = original;
+  }
+}
+
+async function failure(p: Promise<unknown>): Promise<SqliteError> {
+  try {
+    await p;
+  } catch (err) {
+    return err as SqliteError;
+  }
+  throw new Error("expected a failure");
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`dqs ${engine}: a legacy schema is named at start; its triggers, views and ALTER RENAME fail`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqs-" });
+    try {
+      const database = await legacyDatabase(dir);
+      const { server, lines } = await serveLogged({ database, path: `${dir}/s.sock`, engine });
+      const db = await connect({ path: `${dir}/s.sock`, max: 1 });
+      try {
+        const warned = lines.filter((l) => l.includes("double-quoted string literals"));
+        assert.equal(warned.length, 1, lines.join("\n"));
+        const w = warned[0];
+        assert.match(w, / warn +netsqlite: /);
+        for (
+          const named of [
+            'table "t" ("new")',
+            'index "t_done" ("done")',
+            'view "v" ("done")',
+            'trigger "t_ins" ("inserted")',
+          ]
+        ) assert.ok(w.includes(named), `${named} missing from: ${w}`);
+        for (const good of ["my table", "good view", "good trigger", "good index", '"log"']) {
+          assert.ok(!w.includes(good), `${good} reported: ${w}`);
+        }
+        assert.ok(w.includes("--allow-double-quoted-strings"), w);
+
+        // Reads of the table itself work (its CHECK and index were resolved at load).
+        assert.deepEqual(await db.query("SELECT id, status, n FROM t"), [
+          { id: 1, status: "new", n: 1 },
+        ]);
+        const ins = await failure(db.exec("INSERT INTO t (n) VALUES (2)"));
+        assert.equal(ins.code, "SQLITE_ERROR");
+        assert.match(ins.message, /no such column: "?inserted/);
+        const view = await failure(db.query("SELECT * FROM v"));
+        assert.match(view.message, /no such column: "?done/);
+        const alter = await failure(db.exec("ALTER TABLE other RENAME TO other2"));
+        assert.match(alter.message, /^error in (table|index|view|trigger) /);
+        // New SQL: "x" is a name, never text; the message hints at single quotes on both engines.
+        const upd = await failure(db.exec('UPDATE "my table" SET "my col" = "nmae"'));
+        assert.equal(upd.code, "SQLITE_ERROR");
+        assert.equal(
+          upd.message,
+          'no such column: "nmae" - should this be a string literal in single-quotes?',
+        );
+        // Only the row the schema's own INSERT logged: the failed INSERT left nothing.
+        assert.deepEqual(await db.query("SELECT count(*) AS n FROM log"), [{ n: 1 }]);
+      } finally {
+        await db.close();
+        await server.shutdown();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  Deno.test(`dqs ${engine}: allowDoubleQuotedStrings serves a legacy schema on every connection`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqs-" });
+    try {
+      const database = await legacyDatabase(dir);
+      const { server, lines } = await serveLogged({
+        database,
+        path: `${dir}/s.sock`,
+        engine,
+        allowDoubleQuotedStrings: true,
+      });
+      const db = await connect({ path: `${dir}/s.sock`, max: 1 });
+      try {
+        assert.deepEqual(lines.filter((l) => l.includes("double-quoted")), []);
+        // Writer: the trigger runs; reader: the view resolves.
+        await db.exec("INSERT INTO t (n) VALUES (2)");
+        assert.deepEqual(await db.query("SELECT msg FROM log"), [
+          { msg: "inserted" },
+          { msg: "inserted" },
+        ]);
+        assert.deepEqual(await db.query("SELECT id, finished FROM v ORDER BY id"), [
+          { id: 1, finished: 0 },
+          { id: 2, finished: 0 },
+        ]);
+        const rows = [];
+        for await (const row of db.iterate("SELECT id FROM v ORDER BY id")) rows.push(row);
+        assert.equal(rows.length, 2);
+        await db.exec("ALTER TABLE other RENAME TO other2");
+        await db.exec("ALTER TABLE t RENAME COLUMN n TO num");
+        assert.deepEqual(await db.query('SELECT "text" AS x'), [{ x: "text" }]);
+      } finally {
+        await db.close();
+        await server.shutdown();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  Deno.test(`dqs ${engine}: a schema without such literals starts without a warning`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqs-" });
+    try {
+      const file = `${dir}/clean.db`;
+      const pre = new DatabaseSync(file);
+      pre.exec(
+        LEGACY_SCHEMA.slice(LEGACY_SCHEMA.indexOf("-- Double quotes used")).replace(
+          "INSERT INTO t (n) VALUES (1);",
+          'CREATE TABLE log (msg TEXT); CREATE VIEW "q""uote" AS SELECT 1 AS "a""b"',
+        ),
+      );
+      pre.close();
+      const { server, lines } = await serveLogged({
+        database: file,
+        path: `${dir}/s.sock`,
+        engine,
+      });
+      await server.shutdown();
+      assert.deepEqual(lines.filter((l) => l.includes("double-quoted")), []);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  Deno.test(`dqs ${engine}: the binding applies the setting at load and per connection`, () => {
+    const legacy = loadSqlite({ engine, doubleQuotedStrings: true });
+    const strict = loadSqlite({ engine });
+    try {
+      assert.equal(legacy.doubleQuotedStrings, true);
+      assert.equal(strict.doubleQuotedStrings, false);
+      const a = legacy.open(":memory:", { readOnly: false, busyTimeout: 0 });
+      const s = a.prepare('SELECT "x"')!;
+      s.bind([]);
+      assert.deepEqual(s.all(), [["x"]]);
+      s.finalize();
+      a.close();
+      const b = legacy.open(":memory:", {
+        readOnly: false,
+        busyTimeout: 0,
+        doubleQuotedStrings: false,
+      });
+      assert.throws(() => b.prepare('SELECT "x"'), /no such column: "x"/);
+      b.close();
+      const c = strict.open(":memory:", { readOnly: false, busyTimeout: 0 });
+      assert.throws(() => c.exec('CREATE TABLE d (a CHECK (a <> "x"))'), /no such column/);
+      // A plain typo (no double quotes) gets no hint.
+      assert.throws(() => c.prepare("SELECT nmae"), (e: Error) => {
+        assert.equal(e.message, "no such column: nmae");
+        return true;
+      });
+      c.close();
+    } finally {
+      legacy.close();
+      strict.close();
+    }
+  });
+}
+
+Deno.test("dqs: --allow-double-quoted-strings and its option are parsed and checked", () => {
+  const parsed = parseServeArgs(["--allow-double-quoted-strings"]);
+  assert.ok(parsed !== "help");
+  assert.equal(parsed.allowDoubleQuotedStrings, true);
+  assert.equal(resolveServeOptions({}).sqlite.doubleQuotedStrings, false);
+  assert.equal(
+    resolveServeOptions({ allowDoubleQuotedStrings: true }).sqlite.doubleQuotedStrings,
+    true,
+  );
+  assert.throws(
+    () => resolveServeOptions({ allowDoubleQuotedStrings: "yes" as unknown as boolean }),
+    /Invalid option "allowDoubleQuotedStrings": expected a boolean/,
+  );
+  assert.throws(
+    () =>
+      resolveServeOptions({
+        allowDoubleQuotedStrings: true,
+        dqlite: { nodes: ["127.0.0.1:9001"], database: "x" },
+      }),
+    /not supported in cluster mode/,
+  );
+});
