@@ -421,6 +421,19 @@ function rowsFit(
   };
 }
 
+/**
+ * Takes the bytes of `payload`, exactly as encoded, from `room`: a batch's
+ * result for a statement without rows (its changes, rowid and empty arrays),
+ * which {@link rowsFit} does not measure.
+ *
+ * @throws {SqliteError} the room's error when it does not fit.
+ */
+export function chargeReply(room: ReplyRoom, payload: unknown): void {
+  const n = encodedBytes(payload);
+  if (n > room.bytes) throw roomFull(room);
+  room.bytes -= n;
+}
+
 /** Errors of {@link roomFull}: a statement's rows did not fit its reply. */
 const roomErrors = new WeakSet<object>();
 
@@ -505,7 +518,8 @@ export function runInBackground(
   let slowFrom = Infinity;
   const attempt = async (): Promise<{ rows: SqlValue[][] } | SlowStep> => {
     const rows: SqlValue[][] = [];
-    const fits = rowsFit(p, limits, guard);
+    // (Without rows wanted nothing is measured: the caller counts its result.)
+    const fits = wantRows ? rowsFit(p, limits, guard) : null;
     let bytes = 0;
     // The first step (where sorting, aggregating and writing happen) runs
     // in the background; rows that follow quickly are stepped inline for
