@@ -143,9 +143,9 @@ export class GroupCommit {
       if (keptRows(db, err)) {
         // Failed under OR FAIL (or RAISE(FAIL)) after changing rows: SQLite
         // keeps them in autocommit, and so does the group (the change log
-        // kept them too). The failure is answered at once.
+        // kept them too). The failure is answered once they are committed.
         if (!first) writer.runOwn("RELEASE netsqlite_group");
-        this.#workMs += performance.now() - start;
+        this.#joined(member, start);
         throw err;
       }
       log?.truncate(mark); // this member's changes were undone
@@ -174,11 +174,16 @@ export class GroupCommit {
       throw err;
     }
     if (!first) writer.runOwn("RELEASE netsqlite_group");
+    this.#joined(member, start);
+    return result;
+  }
+
+  /** A write of `member`, begun at `start`, stays in the group: its reply waits for the commit. */
+  #joined(member: GroupMember, start: number): void {
     this.#workMs += performance.now() - start;
     this.#members.add(member);
     this.#size++;
     member.joinedGroup();
-    return result;
   }
 
   /**
