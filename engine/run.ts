@@ -409,6 +409,9 @@ function rowsFit(
   const room = limits.reply;
   if (room === undefined) return null;
   let used = STATEMENT_OVERHEAD + encodedBytes(p.columns);
+  // Not even an empty result fits: refused before the statement runs (a
+  // write without rows would have committed at its only step).
+  if (used > room.bytes) throw roomFull(room);
   return (row) => {
     if (row === null) {
       room.bytes -= used;

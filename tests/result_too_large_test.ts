@@ -229,3 +229,18 @@ Deno.test("batch() of writes without RETURNING whose results exceed maxResultByt
   assert.equal((await db.batch(items(76))).length, 76);
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[77]]);
 });
+
+Deno.test("query() of a write without RETURNING under a maxResultBytes too small for any reply is refused before it runs", async () => {
+  // 16 bytes left after the reply's own 24: a query's result needs 25 at least.
+  await using srv = await startServer({ maxResultBytes: 40 });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+  for (let i = 0; i < 4; i++) {
+    await tooLarge(db.query("INSERT INTO t DEFAULT VALUES"), "maxResultBytes");
+    // Each result [1, rowid, [], []] takes 5 bytes: 4 do not fit.
+    const items = Array.from({ length: 4 }, () => ({ sql: "INSERT INTO t DEFAULT VALUES" }));
+    await tooLarge(db.batch(items), "maxResultBytes");
+  }
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+  assert.equal((await db.run("INSERT INTO t DEFAULT VALUES")).changes, 1);
+});
