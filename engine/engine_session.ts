@@ -69,6 +69,7 @@ import { INLINE_BUDGET_MS } from "./engine.ts";
  */
 const UNSTOPPABLE_MS = 20;
 import {
+  chargeReply,
   deadlineOf,
   LockBusy,
   metLock,
@@ -1167,10 +1168,16 @@ export class EngineSession implements HostedSession {
       const outcome = away
         ? this.#background(p, args, limits, wantRows, null)
         : this.#onWriter(p, args, limits, wantRows);
-      return then(outcome, (o): BatchItemPayload => {
+      const ran = (o: Outcome): BatchItemPayload => {
         this.#host.writer.ranOnWriter(p);
-        return [o.changes, o.lastInsertRowid, o.columns, rowArrays(o.rows)];
-      }, wrap);
+        const item: BatchItemPayload = [o.changes, o.lastInsertRowid, o.columns, rowArrays(o.rows)];
+        // Every result must fit the reply before the batch commits: those
+        // with rows were measured as they were stepped, the others here.
+        if (!wantRows && limits.reply !== undefined) chargeReply(limits.reply, item);
+        return item;
+      };
+      // (A statement that ran inline and failed is wrapped below.)
+      return outcome instanceof Promise ? outcome.then(ran).catch(wrap) : ran(outcome);
     } catch (err) {
       return wrap(err);
     }

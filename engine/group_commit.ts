@@ -20,12 +20,29 @@
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type Connection, release } from "./connection.ts";
 import { changeLogOf } from "./change_log.ts";
-import { LockBusy, metLock } from "./run.ts";
+import { isRoomFull, LockBusy, metLock } from "./run.ts";
 
 /** What SQLite says when an autocommit write leaves a deferred foreign key unresolved. */
 function foreignKeyFailed(): SqliteError {
   return new SqliteError("SQLITE_CONSTRAINT_FOREIGNKEY", "FOREIGN KEY constraint failed", 787);
 }
+
+/**
+ * True when a member's statement failed with `err` after changing rows
+ * SQLite keeps (OR FAIL, a trigger's RAISE(FAIL): a constraint error, the
+ * transaction still open, `changes()` their number, as the change log
+ * decides), and they leave no deferred foreign key unresolved.
+ */
+function keptRows(db: Connection["db"], err: unknown): boolean {
+  return err instanceof SqliteError && !isRoomFull(err) && err.sqliteCode !== undefined &&
+    (err.sqliteCode & 0xff) === SQLITE_CONSTRAINT && err.sqliteCode !== FOREIGN_KEY_FAILED &&
+    db.inTransaction && Number(db.changes()) > 0 && db.deferredViolations() !== true;
+}
+
+/** SQLite's primary code for a constraint error. */
+const SQLITE_CONSTRAINT = 19;
+/** SQLITE_CONSTRAINT_FOREIGNKEY, which {@link foreignKeyFailed} raises after the write. */
+const FOREIGN_KEY_FAILED = 787;
 
 /** A session whose write waits in the group for the commit. */
 export interface GroupMember {
@@ -123,6 +140,14 @@ export class GroupCommit {
       // one alone, as SQLite fails it in autocommit.
       if (db.deferredViolations() === true) throw foreignKeyFailed();
     } catch (err) {
+      if (keptRows(db, err)) {
+        // Failed under OR FAIL (or RAISE(FAIL)) after changing rows: SQLite
+        // keeps them in autocommit, and so does the group (the change log
+        // kept them too). The failure is answered once they are committed.
+        if (!first) writer.runOwn("RELEASE netsqlite_group");
+        this.#joined(member, start);
+        throw err;
+      }
       log?.truncate(mark); // this member's changes were undone
       if (first) {
         if (db.inTransaction) db.exec("ROLLBACK");
@@ -149,11 +174,16 @@ export class GroupCommit {
       throw err;
     }
     if (!first) writer.runOwn("RELEASE netsqlite_group");
+    this.#joined(member, start);
+    return result;
+  }
+
+  /** A write of `member`, begun at `start`, stays in the group: its reply waits for the commit. */
+  #joined(member: GroupMember, start: number): void {
     this.#workMs += performance.now() - start;
     this.#members.add(member);
     this.#size++;
     member.joinedGroup();
-    return result;
   }
 
   /**

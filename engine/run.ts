@@ -18,7 +18,7 @@ import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { type Connection, type Prepared, release } from "./connection.ts";
 import { resultTooLarge, rowBytes } from "./binding/_errors.ts";
-import { changeLogOf } from "./change_log.ts";
+import { type ChangeLog, changeLogOf } from "./change_log.ts";
 import { type Encoded, MsgpackWriter } from "../protocol/msgpack.ts";
 import { RowsEncoder } from "../protocol/rows_encoder.ts";
 
@@ -158,6 +158,8 @@ export function runInline(
   try {
     o = stepInline(p, args, limits, wantRows, budget);
   } catch (err) {
+    // (Rows that did not fit the reply: the statement's changes were undone.)
+    if (isRoomFull(err)) log.truncate(mark);
     log.failed(mark);
     throw err;
   }
@@ -308,33 +310,71 @@ function replyGuard(p: Prepared, limits: RunLimits, wantRows: WantRows): ReplyGu
 }
 
 /**
- * Runs `run` in a savepoint, undone when it throws (the reply did not fit,
- * or the statement failed: then it undid itself already).
+ * Runs `run` in a savepoint: undone when the rows did not fit the reply
+ * (with the changes the change log saw), released otherwise (SQLite undid
+ * a failed statement itself, or kept what OR FAIL keeps).
  */
 function inSavepoint<T>(p: Prepared, run: () => T): T {
-  const db = p.conn.db;
-  db.exec("SAVEPOINT netsqlite_reply");
-  let result: T;
+  const conn = p.conn;
+  const log = p.onWriter ? changeLogOf(conn) : undefined;
+  const mark = log?.mark() ?? 0;
+  // Busy: the savepoint's statements, prepared into the cache, must not evict `p`.
+  p.busy++;
   try {
-    result = run();
-  } catch (err) {
-    undoSavepoint(p);
-    throw err;
+    conn.runOwn("SAVEPOINT netsqlite_reply");
+    let result: T;
+    try {
+      result = run();
+    } catch (err) {
+      endSavepoint(p, err, log, mark);
+      throw err;
+    }
+    try {
+      conn.runOwn("RELEASE netsqlite_reply");
+    } catch (err) {
+      // (Outside a transaction RELEASE commits, and may fail as COMMIT does.)
+      undoSavepoint(p, log, mark);
+      throw err;
+    }
+    return result;
+  } finally {
+    release(p);
   }
-  try {
-    db.exec("RELEASE netsqlite_reply");
-  } catch (err) {
-    // (Outside a transaction RELEASE commits, and may fail as COMMIT does.)
-    undoSavepoint(p);
-    throw err;
-  }
-  return result;
 }
 
-/** Rolls back to and releases the savepoint of {@link inSavepoint}. */
-function undoSavepoint(p: Prepared): void {
+/**
+ * Ends the savepoint of {@link inSavepoint} after `err`: rolled back to
+ * when the rows did not fit the reply, else released.
+ */
+function endSavepoint(
+  p: Prepared,
+  err: unknown,
+  log: ChangeLog | undefined,
+  mark: number,
+): void {
+  if (isRoomFull(err)) {
+    undoSavepoint(p, log, mark);
+    return;
+  }
   try {
-    p.conn.db.exec("ROLLBACK TO netsqlite_reply; RELEASE netsqlite_reply");
+    p.conn.runOwn("RELEASE netsqlite_reply");
+  } catch {
+    // The statement already ended the transaction (e.g. OR ROLLBACK, or
+    // stopped at its deadline); or, in autocommit (a binding that cannot
+    // interrupt), RELEASE failed as COMMIT does: nothing stays.
+    undoSavepoint(p, log, mark);
+  }
+}
+
+/**
+ * Rolls back to and releases the savepoint of {@link inSavepoint}, and
+ * drops the changes the change log saw since `mark` (taken before it).
+ */
+function undoSavepoint(p: Prepared, log: ChangeLog | undefined, mark: number): void {
+  log?.truncate(mark);
+  try {
+    p.conn.runOwn("ROLLBACK TO netsqlite_reply");
+    p.conn.runOwn("RELEASE netsqlite_reply");
   } catch {
     // The statement already ended the transaction (e.g. OR ROLLBACK, or
     // stopped at its deadline).
@@ -369,6 +409,9 @@ function rowsFit(
   const room = limits.reply;
   if (room === undefined) return null;
   let used = STATEMENT_OVERHEAD + encodedBytes(p.columns);
+  // Not even an empty result fits: refused before the statement runs (a
+  // write without rows would have committed at its only step).
+  if (used > room.bytes) throw roomFull(room);
   return (row) => {
     if (row === null) {
       room.bytes -= used;
@@ -377,8 +420,41 @@ function rowsFit(
     used += encodedBytes(row);
     if (used <= room.bytes) return;
     if (guard === "interrupt") stopWrite(p);
-    throw room.error();
+    throw roomFull(room);
   };
+}
+
+/**
+ * Takes the bytes of `payload`, exactly as encoded, from `room`: a batch's
+ * result for a statement without rows (its changes, rowid and empty arrays),
+ * which {@link rowsFit} does not measure.
+ *
+ * @throws {SqliteError} the room's error when it does not fit.
+ */
+export function chargeReply(room: ReplyRoom, payload: unknown): void {
+  const n = encodedBytes(payload);
+  if (n > room.bytes) throw roomFull(room);
+  room.bytes -= n;
+}
+
+/** Errors of {@link roomFull}: a statement's rows did not fit its reply. */
+const roomErrors = new WeakSet<object>();
+
+/** The error of a statement whose rows do not fit `room` (see {@link isRoomFull}). */
+export function roomFull(room: ReplyRoom): SqliteError {
+  const err = room.error();
+  roomErrors.add(err);
+  return err;
+}
+
+/**
+ * True when `err` says a statement's rows did not fit its reply: the
+ * statement ran, and its changes are to be undone (unlike SQLite's own
+ * errors, after which SQLite kept what it keeps: the rows an OR FAIL
+ * statement changed before failing).
+ */
+export function isRoomFull(err: unknown): boolean {
+  return typeof err === "object" && err !== null && roomErrors.has(err);
 }
 
 /**
@@ -423,7 +499,18 @@ export function runInBackground(
   const db = p.conn.db;
   const guard = replyGuard(p, limits, wantRows);
   const savepoint = guard === "savepoint";
-  if (savepoint) db.exec("SAVEPOINT netsqlite_reply");
+  const log = p.onWriter ? changeLogOf(p.conn) : undefined;
+  const mark = log?.mark() ?? 0;
+  if (savepoint) {
+    // Busy: the savepoint's statements, prepared into the cache, must not evict `p`.
+    p.busy++;
+    try {
+      p.conn.runOwn("SAVEPOINT netsqlite_reply");
+    } catch (err) {
+      release(p);
+      throw err;
+    }
+  }
   const timer = setTimeout(() => {
     reason = statementTimeout(limits);
     db.interrupt();
@@ -434,7 +521,8 @@ export function runInBackground(
   let slowFrom = Infinity;
   const attempt = async (): Promise<{ rows: SqlValue[][] } | SlowStep> => {
     const rows: SqlValue[][] = [];
-    const fits = rowsFit(p, limits, guard);
+    // (Without rows wanted nothing is measured: the caller counts its result.)
+    const fits = wantRows ? rowsFit(p, limits, guard) : null;
     let bytes = 0;
     // The first step (where sorting, aggregating and writing happen) runs
     // in the background; rows that follow quickly are stepped inline for
@@ -507,20 +595,25 @@ export function runInBackground(
   };
   const guarded = (): Promise<Outcome> => {
     if (!savepoint) return run();
-    return run().then((o) => {
-      db.exec("RELEASE netsqlite_reply");
+    return run().finally(() => release(p)).then((o) => {
+      try {
+        p.conn.runOwn("RELEASE netsqlite_reply");
+      } catch (err) {
+        // (Outside a transaction RELEASE commits, and may fail as COMMIT does.)
+        undoSavepoint(p, log, mark);
+        throw err;
+      }
       return o;
     }, (err) => {
-      undoSavepoint(p);
+      endSavepoint(p, err, log, mark);
       throw err;
     });
   };
-  const log = p.onWriter ? changeLogOf(p.conn) : undefined;
-  const mark = log?.mark() ?? 0;
   const done = log === undefined ? guarded() : guarded().then((o) => {
     log.ran(p, mark);
     return o;
   }, (err) => {
+    if (isRoomFull(err)) log.truncate(mark);
     log.failed(mark);
     throw err;
   });

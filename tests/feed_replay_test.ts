@@ -235,3 +235,120 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "feed replay: writes undone by RESULT_TOO_LARGE (RETURNING larger than a frame) in autocommit, BEGIN and a SAVEPOINT",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer({ maxFrameSize: 64 * 1024 });
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB); CREATE TABLE marker (id INTEGER PRIMARY KEY);" +
+        "INSERT INTO t (v) VALUES ('a'), ('b')",
+    );
+    const mirror = await snapshot(db, ["t"]);
+    await using sub = await db.subscribe({ values: true });
+    await using r = await db.reserve();
+    const undone = [
+      "DELETE FROM t WHERE id = 1 RETURNING zeroblob(100000)",
+      "UPDATE t SET v = 'c' WHERE id = 2 RETURNING zeroblob(100000)",
+      "INSERT INTO t (v) VALUES ('d') RETURNING zeroblob(100000)",
+    ];
+    for (const [pre, post] of [[null, null], ["BEGIN", "COMMIT"], ["SAVEPOINT a", "RELEASE a"]]) {
+      for (let run = 0; run < 3; run++) {
+        if (pre !== null) await r.exec(pre);
+        for (const sql of undone) {
+          for (const call of [r.get(sql), r.query(sql)]) {
+            const err = await call.then(() => null, (e: SqliteError) => e);
+            assert.equal(err?.code, "RESULT_TOO_LARGE", `${pre} ${sql}: ${err}`);
+          }
+        }
+        await r.run("INSERT INTO t (v) VALUES (?)", [run]);
+        if (post !== null) await r.exec(post);
+      }
+    }
+    await assertReplayed(db, sub, mirror);
+    assert.equal(mirror.get("t")!.size, 11);
+  },
+});
+
+Deno.test({
+  name:
+    "feed replay: INSERT OR FAIL ... RETURNING read by query() in BEGIN keeps the rows SQLite keeps",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, v); CREATE TABLE marker (id INTEGER PRIMARY KEY);" +
+        "CREATE TRIGGER no3 BEFORE INSERT ON t WHEN new.v % 10 = 3 " +
+        "BEGIN SELECT RAISE(FAIL, 'no 3'); END",
+    );
+    const mirror = await snapshot(db, ["t"]);
+    await using sub = await db.subscribe({ values: true });
+    await using r = await db.reserve();
+    for (let run = 0; run < 3; run++) {
+      await r.exec("BEGIN");
+      for (const how of ["query", "get"] as const) {
+        const sql = "INSERT OR FAIL INTO t (v) VALUES (?1 + 1), (?1 + 2), (?1 + 3), (?1 + 4) " +
+          "RETURNING id";
+        const base = run * 100 + (how === "query" ? 0 : 10);
+        const err = await (how === "query" ? r.query(sql, [base]) : r.get(sql, [base]))
+          .then(() => null, (e: SqliteError) => e);
+        assert.equal(err?.code, "SQLITE_CONSTRAINT_TRIGGER", String(err));
+      }
+      await r.exec("COMMIT");
+    }
+    assert.deepEqual((await db.values("SELECT count(*) FROM t"))[0], [12]);
+    await assertReplayed(db, sub, mirror);
+    assert.equal(mirror.get("t")!.size, 12);
+  },
+});
+
+Deno.test({
+  name:
+    "INSERT OR FAIL in autocommit keeps its rows alone and in a group commit (feed replay on FFI)",
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE t (id INTEGER PRIMARY KEY, g INT, CHECK (id % 10 <> 3));" +
+        "CREATE TABLE marker (id INTEGER PRIMARY KEY)",
+    );
+    const mirror = await snapshot(db, ["t"]);
+    await using sub = ffi ? await db.subscribe({ values: true }) : null;
+    const orFail = "INSERT OR FAIL INTO t (id, g) VALUES (?1 * 10 + 1, ?1), (?1 * 10 + 2, ?1), " +
+      "(?1 * 10 + 3, ?1)";
+    const kept = async (g: number): Promise<number> =>
+      (await db.values<[number]>("SELECT count(*) FROM t WHERE g = ?", [g]))[0][0];
+    // Alone: the first runs in the background, then inline and grouped.
+    for (let g = 0; g <= 8; g++) {
+      const err = await db.run(orFail, [g]).then(() => null, (e: SqliteError) => e);
+      assert.equal(err?.code, "SQLITE_CONSTRAINT_CHECK", `run ${g}: ${err}`);
+      assert.equal(await kept(g), 2, `run ${g}`);
+    }
+    // With other members in the same group: first, in between and last.
+    const clients = await Promise.all(Array.from({ length: 4 }, () => srv.client()));
+    try {
+      for (let round = 0; round < 4; round++) {
+        const g = 100 + round;
+        const results = await Promise.allSettled(
+          clients.map((c, i) =>
+            i === round
+              ? c.run(orFail, [g])
+              : c.run("INSERT INTO t (id, g) VALUES (?, -1)", [g * 10 + 4 + i])
+          ),
+        );
+        for (const [i, res] of results.entries()) {
+          assert.equal(res.status, i === round ? "rejected" : "fulfilled", `${round} ${i}`);
+        }
+        assert.equal(await kept(g), 2, `round ${round}`);
+      }
+    } finally {
+      for (const c of clients) await c.close();
+    }
+    assert.deepEqual((await db.values("SELECT count(*) FROM t"))[0], [9 * 2 + 4 * 2 + 4 * 3]);
+    if (sub !== null) await assertReplayed(db, sub, mirror);
+  },
+});

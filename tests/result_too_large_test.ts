@@ -183,3 +183,64 @@ Deno.test("query() of a SELECT larger than a frame or maxResultBytes still fails
   await tooLarge(db2.query("SELECT zeroblob(?)", [BIG]));
   assert.deepEqual(await db2.values("SELECT 1"), [[1]]);
 });
+
+/** What plain SQLite keeps of `INSERT OR FAIL ... VALUES (1), (2), (3), (4)` failing at 3. */
+const OR_FAIL = "INSERT OR FAIL INTO t (id) VALUES (1), (2), (3), (4) RETURNING id";
+const OR_FAIL_TABLE =
+  "DROP TABLE IF EXISTS t; CREATE TABLE t (id INTEGER PRIMARY KEY CHECK (id <> 3))";
+
+Deno.test("INSERT OR FAIL ... RETURNING (query(), get(), run()) keeps the rows SQLite keeps, in autocommit, BEGIN and a SAVEPOINT", async () => {
+  await using srv = await startServer({ maxFrameSize: FRAME });
+  await using client = await srv.client();
+  await using db = await client.reserve();
+  for (const [pre, post] of [[null, null], ["BEGIN", "COMMIT"], ["SAVEPOINT a", "RELEASE a"]]) {
+    for (const how of ["query", "get", "run"] as const) {
+      for (let run = 0; run < 3; run++) {
+        await db.exec(OR_FAIL_TABLE);
+        if (pre !== null) await db.exec(pre);
+        const call = how === "query"
+          ? db.query(OR_FAIL)
+          : how === "get"
+          ? db.get(OR_FAIL)
+          : db.run(OR_FAIL);
+        const err = await call.then(() => null, (e) => e);
+        assert.equal(err?.code, "SQLITE_CONSTRAINT_CHECK", `${pre} ${how}: ${err}`);
+        if (post !== null) await db.exec(post);
+        assert.deepEqual(await db.values("SELECT id FROM t"), [[1], [2]], `${pre} ${how} ${run}`);
+      }
+    }
+  }
+});
+
+Deno.test("batch() of writes without RETURNING whose results exceed maxResultBytes fails before it commits: nothing applied", async () => {
+  await using srv = await startServer({ maxResultBytes: 1024 });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v)");
+  // Every later rowid takes 9 bytes: each result [1, rowid, [], []] 13.
+  await db.run("INSERT INTO t (id) VALUES (5000000000)");
+  const items = (n: number): BatchStatement[] =>
+    Array.from({ length: n }, (_, i) => ({ sql: "INSERT INTO t (v) VALUES (?)", params: [i] }));
+  for (let round = 0; round < 2; round++) {
+    const err = await tooLarge(db.batch(items(100)), "maxResultBytes");
+    assert.match(err.message, /^Batch statement 77 of 100 failed, nothing was applied: /);
+    assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1]]);
+  }
+  // 76 results take 988 bytes (1000 left after the reply's own 24): they fit, exactly measured.
+  assert.equal((await db.batch(items(76))).length, 76);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[77]]);
+});
+
+Deno.test("query() of a write without RETURNING under a maxResultBytes too small for any reply is refused before it runs", async () => {
+  // 16 bytes left after the reply's own 24: a query's result needs 25 at least.
+  await using srv = await startServer({ maxResultBytes: 40 });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+  for (let i = 0; i < 4; i++) {
+    await tooLarge(db.query("INSERT INTO t DEFAULT VALUES"), "maxResultBytes");
+    // Each result [1, rowid, [], []] takes 5 bytes: 4 do not fit.
+    const items = Array.from({ length: 4 }, () => ({ sql: "INSERT INTO t DEFAULT VALUES" }));
+    await tooLarge(db.batch(items), "maxResultBytes");
+  }
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+  assert.equal((await db.run("INSERT INTO t DEFAULT VALUES")).changes, 1);
+});
