@@ -179,8 +179,8 @@ Deno.test({
       await db.exec("CREATE TABLE t (x)");
       await db.run("INSERT INTO t VALUES (1)");
       await nodes.kill(0);
-      // The first request may meet the dead pooled connection (LEADER_LOST); the next ones
-      // look for a leader, which never comes: each stops at its own deadline.
+      // The pooled connection is seen dead while idle, so every request looks for a leader,
+      // which never comes: each stops at its own deadline.
       await db.run("INSERT INTO t VALUES (2)", [], { timeout: 500 }).catch(() => {});
       for (
         const call of [
