@@ -179,8 +179,8 @@ Deno.test({
       await db.exec("CREATE TABLE t (x)");
       await db.run("INSERT INTO t VALUES (1)");
       await nodes.kill(0);
-      // The first request may meet the dead pooled connection (LEADER_LOST); the next ones
-      // look for a leader, which never comes: each stops at its own deadline.
+      // The pooled connection is seen dead while idle, so every request looks for a leader,
+      // which never comes: each stops at its own deadline.
       await db.run("INSERT INTO t VALUES (2)", [], { timeout: 500 }).catch(() => {});
       for (
         const call of [
@@ -208,6 +208,90 @@ Deno.test({
       assert.deepEqual(rows, [[1]], "nothing that timed out was applied");
     } finally {
       await db.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name: "serve({ dqlite }): requests after an idle leader died are not refused as " +
+    "'outcome unknown': writes wait for the election and succeed (or fail as not applied), " +
+    "and a transaction left idle there is lost, not applied",
+  ignore,
+  async fn() {
+    await using nodes = await DemoCluster.start(3);
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-idle-" });
+    const path = `${dir}/s.sock`;
+    await using _server = await serve({ path, dqlite: { nodes: nodes.addresses, database: "id" } });
+    const writers: Client[] = [];
+    for (let i = 0; i < 4; i++) writers.push(await connect({ path, max: 1 }));
+    const db = writers[0];
+    const txc = await connect({ path, max: 1 });
+    try {
+      await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)");
+      await db.run("INSERT INTO t (v) VALUES (1)");
+      // Four pooled connections to the leader: each client holds one in a read transaction at
+      // once (SAVEPOINT stays deferred), then gives it back, where it stays idle.
+      for (const c of writers) {
+        await c.exec("SAVEPOINT warm");
+        await c.values("SELECT count(*) FROM t");
+      }
+      for (const c of writers) await c.exec("RELEASE warm");
+      // A transaction left idle on the leader (BEGIN is sent as BEGIN IMMEDIATE).
+      await txc.exec("BEGIN");
+      await txc.run("INSERT INTO t (v) VALUES (-1)");
+      const acked = new Set([1]);
+
+      const probe = new DqliteCluster(nodes.addresses, { leaderTimeout: 5_000 });
+      const leader = nodes.indexOf(await probe.leader());
+      probe.close();
+      const killedAt = performance.now();
+      await nodes.kill(leader);
+      await sleep(200); // the death is noticed (EOF on every idle connection) before anything is sent
+
+      // Four writes at once, one per dead pooled connection: each waits for the new leader and
+      // succeeds, or fails as not applied; none may be "outcome unknown" (nothing was sent).
+      const outcomes = await Promise.all(
+        [100, 101, 102, 103].map((v, i) =>
+          writers[i].run("INSERT INTO t (v) VALUES (?)", [v], { timeout: 20_000 }).then(
+            () => ({ v, err: null }),
+            (err) => ({ v, err: err as Error }),
+          )
+        ),
+      );
+      const tookMs = performance.now() - killedAt;
+      for (const { v, err } of outcomes) {
+        if (err === null) {
+          acked.add(v);
+          continue;
+        }
+        assert.ok(err instanceof SqliteError, String(err));
+        assert.ok(
+          LEADER_CODES.has(err.code) || err.code === "STATEMENT_TIMEOUT",
+          `${err.code}: ${err.message}`,
+        );
+        assert.doesNotMatch(err.message, /outcome unknown/);
+        assert.match(err.message, /not applied/);
+      }
+      console.log(
+        `idle failover: ${acked.size - 1} of 4 writes sent after the death acknowledged, ` +
+          `in ${tookMs.toFixed(0)} ms from the kill`,
+      );
+      assert.ok(acked.size > 1 || tookMs > RESUME_BOUND_MS, "writes resumed after the election");
+
+      // The transaction died with the leader before its next request: lost, nothing written.
+      const lost = await txc.run("INSERT INTO t (v) VALUES (-2)").catch((e) => e);
+      assert.ok(lost instanceof SqliteError, String(lost));
+      assert.equal(lost.code, "LEADER_LOST", lost.message);
+      assert.match(lost.message, /not applied: the transaction is gone; send ROLLBACK/);
+      await txc.exec("ROLLBACK");
+      assert.equal(txc.inTransaction, false);
+
+      const stored = (await db.values<[number]>("SELECT v FROM t ORDER BY v")).map(([v]) => v);
+      assert.deepEqual(stored, [...acked].sort((a, b) => a - b), "rows are the acknowledged ones");
+    } finally {
+      await txc.close();
+      for (const c of writers) await c.close();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },

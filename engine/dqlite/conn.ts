@@ -9,6 +9,14 @@
  * (`maybeApplied` true once the request was sent: the node may have
  * committed it before it died).
  *
+ * Between requests a read stays under way: dqlite sends nothing unsolicited,
+ * so end of stream, an error or any byte while no request is out means the
+ * node is gone (or broke the protocol), and the connection is closed at once
+ * ({@link closed} turns true, {@link closedWhileIdle} says why). A request
+ * then meets a closed connection before anything is sent: `LEADER_LOST` with
+ * `maybeApplied` false, and its owner connects anew instead. The next
+ * request's answer is read by that same read, so no byte is lost.
+ *
  * @module
  */
 
@@ -34,6 +42,9 @@ export interface Received {
   bytes: number;
 }
 
+/** How a read ended: bytes (placed in the buffer), end of stream (null), or an error. */
+type ReadEnd = { got: number | null } | { error: Error };
+
 /** Splits `host:port`; IPv6 hosts in brackets (`[::1]:9001`). */
 export function parseAddress(address: string): { hostname: string; port: number } {
   const m = /^\[?([^\]]*?)\]?:(\d{1,5})$/.exec(address);
@@ -53,7 +64,13 @@ export class DqliteConn {
   #start = 0;
   #end = 0;
   #closed = false;
+  /** Why the connection was found dead while idle, or null. */
+  #idleDeath: string | null = null;
   #lock: Promise<void> = Promise.resolve();
+  /** The read under way (into {@link #buf} at {@link #end}), or null. */
+  #reading: Promise<ReadEnd> | null = null;
+  /** True once a request was written since the last {@link #watch}: bytes are expected. */
+  #asked = false;
 
   private constructor(address: string, conn: Deno.TcpConn, options: ConnOptions) {
     this.#address = address;
@@ -84,6 +101,7 @@ export class DqliteConn {
     tcp.setNoDelay(true);
     const conn = new DqliteConn(address, tcp, options);
     await conn.#write(encodeHandshake(), false);
+    conn.#watch();
     return conn;
   }
 
@@ -92,9 +110,20 @@ export class DqliteConn {
     return this.#address;
   }
 
-  /** True once closed (by {@link close} or after a failure). */
+  /**
+   * True once closed: by {@link close}, after a failure, or when the node
+   * closed it (or sent something unasked) while no request was out.
+   */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /**
+   * Why the connection was closed while idle (no request out, so nothing
+   * was lost with it), or null.
+   */
+  get closedWhileIdle(): string | null {
+    return this.#idleDeath;
   }
 
   /**
@@ -108,6 +137,7 @@ export class DqliteConn {
     try {
       return await fn();
     } finally {
+      this.#watch();
       release();
     }
   }
@@ -131,6 +161,7 @@ export class DqliteConn {
 
   async #write(bytes: Uint8Array, maybeApplied: boolean): Promise<void> {
     this.#checkOpen();
+    if (maybeApplied) this.#asked = true;
     try {
       let off = 0;
       while (off < bytes.length) off += await this.#conn.write(bytes.subarray(off));
@@ -178,26 +209,30 @@ export class DqliteConn {
     }
   }
 
-  /** Reads until `n` bytes are buffered; returns a copy of them and consumes them. */
+  /**
+   * Reads until `n` bytes are buffered; returns a copy of them and consumes
+   * them. A read already under way (the idle watch) is awaited first: its
+   * bytes are the answer's first ones.
+   */
   async #take(n: number): Promise<Uint8Array> {
-    if (this.#end - this.#start < n) {
-      if (this.#buf.length - this.#start < n) {
-        const next = new Uint8Array(Math.max(this.#buf.length, n * 2));
-        next.set(this.#buf.subarray(this.#start, this.#end));
-        this.#end -= this.#start;
-        this.#start = 0;
-        this.#buf = next;
-      }
-      while (this.#end - this.#start < n) {
-        let got: number | null;
-        try {
-          got = await this.#conn.read(this.#buf.subarray(this.#end));
-        } catch (cause) {
-          throw this.#lost(`read failed: ${(cause as Error).message}`, true, cause);
+    while (this.#end - this.#start < n) {
+      if (this.#reading === null) {
+        if (this.#buf.length - this.#start < n) {
+          const next = new Uint8Array(Math.max(this.#buf.length, n * 2));
+          next.set(this.#buf.subarray(this.#start, this.#end));
+          this.#end -= this.#start;
+          this.#start = 0;
+          this.#buf = next;
         }
-        if (got === null) throw this.#lost("the node closed the connection", true);
-        this.#end += got;
+        this.#read();
       }
+      const end = await this.#reading!;
+      this.#reading = null;
+      if ("error" in end) {
+        throw this.#lost(`read failed: ${end.error.message}`, true, end.error);
+      }
+      if (end.got === null) throw this.#lost("the node closed the connection", true);
+      this.#end += end.got;
     }
     const out = this.#buf.slice(this.#start, this.#start + n);
     this.#start += n;
@@ -205,11 +240,46 @@ export class DqliteConn {
     return out;
   }
 
+  /** Starts a read into the buffer's free space; {@link #reading} is its end. */
+  #read(): Promise<ReadEnd> {
+    const reading = this.#conn.read(this.#buf.subarray(this.#end)).then(
+      (got): ReadEnd => ({ got }),
+      (error): ReadEnd => ({ error: error instanceof Error ? error : new Error(String(error)) }),
+    );
+    this.#reading = reading;
+    return reading;
+  }
+
+  /**
+   * Keeps a read under way while no request is out, so that the node's death
+   * is seen before the next request is sent, not after. What that read gets
+   * before a request is written can only mean a dead or broken connection:
+   * it is closed. Once a request is written, the read is left to
+   * {@link #take}, which reads the answer through it.
+   */
+  #watch(): void {
+    if (this.#closed || this.#reading !== null) return;
+    this.#asked = false;
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    if (this.#end === this.#buf.length) return; // unread bytes fill the buffer: left to #take
+    const reading = this.#read();
+    reading.then((end) => {
+      if (this.#closed || this.#asked || this.#reading !== reading) return;
+      this.#idleDeath = "error" in end
+        ? `read failed while idle: ${end.error.message}`
+        : end.got === null
+        ? "the node closed it while idle"
+        : `the node sent ${end.got} bytes unasked`;
+      this.close();
+    });
+  }
+
   #checkOpen(): void {
     if (this.#closed) {
+      const why = this.#idleDeath === null ? "" : `: ${this.#idleDeath}, nothing was sent`;
       throw new LeaderError(
         DqliteErrorCode.LeaderLost,
-        `Connection to dqlite node "${this.#address}" is closed`,
+        `Connection to dqlite node "${this.#address}" is closed${why}`,
         false,
       );
     }

@@ -11,6 +11,12 @@
  * with `LEADER_LOST`, `maybeApplied` false: dqlite replicates a transaction
  * only at its commit, so nothing of it was written).
  *
+ * A connection found dead while idle (the node closed it between requests:
+ * see `DqliteConn`) is replaced before the next request is sent, through the
+ * usual leader discovery, so that request waits for the new leader instead
+ * of failing; inside a transaction, the transaction is lost as above
+ * (`maybeApplied` false: nothing of it was committed).
+ *
  * @module
  */
 
@@ -70,6 +76,8 @@ export type Params =
   | readonly (SqlValue | boolean)[]
   | Readonly<Record<string, SqlValue | boolean>>;
 
+/** The effect recorded when a transaction's connection dies between its requests. */
+const IDLE_EFFECT: TxEffect = { last: "none", ends: false, releases: false, opener: null };
 const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0, lastInsertIdBefore: 0 });
 const noRows = (): QueryResult => ({ columns: [], rows: [] });
 /**
@@ -306,6 +314,10 @@ export class DqliteDatabase {
       ? { last: "none", ends: false, releases: false, opener: null }
       : txEffect(sql);
     const tx = effect.last;
+    if (this.#inTx && this.#conn !== null && this.#conn.closed) {
+      // The connection died between requests (seen while idle): so did the transaction.
+      this.#lose(this.#conn, IDLE_EFFECT, true);
+    }
     if (writesRows(sql)) {
       // dqlite 1.11 aborts the node (assertion in its VFS) on a write that returns rows.
       throw new SqliteError(
