@@ -393,6 +393,75 @@ Deno.test("drizzle: db.transaction() inside a transaction nests with a savepoint
   assert.equal(client.inTransaction, false);
 });
 
+Deno.test("drizzle: nested transactions started side by side run one after another", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  const names = async () =>
+    (await db.select({ name: users.name }).from(users).orderBy(asc(users.name))).map((r) => r.name);
+  // A helper that wraps its own work in a transaction (Drizzle names every
+  // savepoint of one level `sp0`: open side by side, one's ROLLBACK TO would
+  // undo the other's acknowledged work).
+  const addUser = (name: string, fail = false) =>
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name, balance: 1n });
+      await delay(5); // the other helper's statements come in between
+      await tx.insert(users).values({ name: `${name} 2`, balance: 1n });
+      if (fail) throw new Error(`undo ${name}`);
+    });
+
+  await db.transaction(async () => {
+    const settled = await Promise.allSettled([addUser("a", true), addUser("b")]);
+    assert.deepEqual(settled.map((s) => s.status), ["rejected", "fulfilled"]);
+  });
+  assert.deepEqual(await names(), ["b", "b 2"]);
+
+  await db.transaction(async () => {
+    await Promise.all([addUser("c"), addUser("d"), addUser("e")]);
+  });
+  assert.deepEqual(await names(), ["b", "b 2", "c", "c 2", "d", "d 2", "e", "e 2"]);
+
+  // The same through Drizzle's own tx.transaction(), and both kinds mixed.
+  await db.transaction(async (tx) => {
+    const inner = (name: string, fail = false) =>
+      tx.transaction(async (tx2) => {
+        await tx2.insert(users).values({ name, balance: 1n });
+        await delay(5);
+        if (fail) throw new Error(`undo ${name}`);
+      });
+    const settled = await Promise.allSettled([
+      inner("f"),
+      inner("g", true),
+      addUser("h", true),
+      addUser("i"),
+    ]);
+    assert.deepEqual(settled.map((s) => s.status), [
+      "fulfilled",
+      "rejected",
+      "rejected",
+      "fulfilled",
+    ]);
+    // An outer tx used from inside a nested function nests there at once (no deadlock).
+    await tx.transaction(async () => {
+      await inner("j");
+    });
+  });
+  assert.deepEqual(await names(), [
+    "b",
+    "b 2",
+    "c",
+    "c 2",
+    "d",
+    "d 2",
+    "e",
+    "e 2",
+    "f",
+    "i",
+    "i 2",
+    "j",
+  ]);
+  assert.equal(client.inTransaction, false);
+});
+
 /** Moves one chunk from `reader` to `ctl` (a stream over a reader already in use). */
 async function pump(
   reader: ReadableStreamDefaultReader<Uint8Array>,
