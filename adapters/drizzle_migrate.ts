@@ -12,6 +12,7 @@
 import { readFileSync } from "node:fs";
 import { type MigrationMeta, readMigrationFiles } from "drizzle-orm/migrator";
 import { type BatchStatement, type Client, SqliteError } from "../client.ts";
+import { splitStatements } from "../cli/sql_split.ts";
 
 /** Options of `migrate()`: those of Drizzle's migrators (`MigrationConfig`). */
 export interface MigrationConfig {
@@ -50,8 +51,12 @@ interface Migration extends MigrationMeta {
  * As Drizzle's SQLite migrators do, it creates the migrations table when
  * missing, takes as applied every migration whose journal time (`when`) is
  * not after the newest `created_at` recorded, and runs the others, each
- * statement (split at `--> statement-breakpoint`) followed by a row of
- * `(hash, created_at)`, all of them in one transaction. Unlike
+ * statement followed by a row of `(hash, created_at)`, all of them in one
+ * transaction. A migration's text is split at `--> statement-breakpoint`,
+ * then at the `;` that end statements, as `sqlite3_complete()` sees them (a
+ * `CREATE TRIGGER`'s body stays whole): a journal's `breakpoints: false`
+ * file of several statements runs, and a part with nothing but comments
+ * (drizzle-kit's `generate --custom` template) is skipped. Unlike
  * `drizzle-orm/sqlite-proxy/migrator`, that transaction is one atomic
  * `Client.batch` whose first statement fails when the table no longer holds
  * what was read: another migrator got there first, and the run starts over
@@ -139,14 +144,13 @@ function plan(
   const owners = [-1];
   let foreignKeysOff = false;
   pending.forEach((m, index) => {
-    for (const stmt of m.sql) {
+    for (const stmt of m.sql.flatMap(splitStatements)) {
       const pragma = FOREIGN_KEYS.exec(stmt);
       if (pragma !== null) {
         // Ignored inside a transaction; the batch turns them off instead.
         if (/^(off|false|no|0)$/i.test(pragma[1])) foreignKeysOff = true;
         continue;
       }
-      if (stmt.trim() === "") continue;
       statements.push({ sql: stmt });
       owners.push(index);
     }

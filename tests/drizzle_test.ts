@@ -477,6 +477,7 @@ async function writeMigrations(
   dir: string,
   migrations: [string, string][],
   name = "drizzle",
+  breakpoints = true,
 ): Promise<string> {
   const folder = `${dir}/${name}`;
   await Deno.mkdir(`${folder}/meta`, { recursive: true });
@@ -485,7 +486,7 @@ async function writeMigrations(
     version: "6",
     when: 1_700_000_000_000 + idx * 1000,
     tag,
-    breakpoints: true,
+    breakpoints,
   }));
   for (const [tag, text] of migrations) await Deno.writeTextFile(`${folder}/${tag}.sql`, text);
   await Deno.writeTextFile(
@@ -679,4 +680,42 @@ Deno.test("drizzle: migrate() takes over from drizzle's sqlite-proxy migrator an
   assert.deepEqual(await client.values("SELECT count(*) FROM __drizzle_migrations"), [[2]]);
   await assert.rejects(migrate({} as typeof db, { migrationsFolder: folder }), TypeError);
   await assert.rejects(migrate(db, { migrationsFolder: `${srv.dir}/none` }), /_journal\.json/);
+});
+
+Deno.test("drizzle: migrate() skips parts holding only comments and splits files without breakpoints", async () => {
+  await using srv = await startServer();
+  await using client = await connect(srv.connectOptions);
+  const db = drizzle(client);
+  const folder = await writeMigrations(srv.dir, [
+    // drizzle-kit generate --custom, left as generated
+    ["0000_custom", "-- Custom SQL migration file, put your code below! --\n"],
+    ["0001_note", "CREATE TABLE `a` (`x` integer);\n--> statement-breakpoint\n-- just a note\n"],
+    ["0002_block", "/* a\n block */\n--> statement-breakpoint\nCREATE TABLE `b` (`x` integer);"],
+    ["0003_trailing", "CREATE TABLE `c` (`x` integer);\n--> statement-breakpoint\n"],
+  ]);
+  await migrate(db, { migrationsFolder: folder });
+  assert.equal((await migrationState(client)).applied.length, 4);
+
+  // A journal with breakpoints: false: one file of several statements, a
+  // trigger's body (its own `;`) and a `;` in a string among them.
+  const script = [
+    "CREATE TABLE `log` (`n` integer, `note` text);",
+    "-- the trigger's body holds statements of its own",
+    "CREATE TRIGGER `log_a` AFTER INSERT ON `a` BEGIN",
+    "  INSERT INTO `log` VALUES (NEW.x, 'a; b');",
+    "  INSERT INTO `log` VALUES (NEW.x * 10, 'END; not yet');",
+    "END;",
+    "/* seed */ INSERT INTO `a` VALUES (7);",
+    "PRAGMA foreign_keys=OFF;",
+    "CREATE TABLE `d` (`x` integer);",
+  ].join("\n");
+  const nobp = await writeMigrations(srv.dir, [["0000_script", script]], "nobp", false);
+  await migrate(db, { migrationsFolder: nobp, migrationsTable: "nobp" });
+  assert.deepEqual(await client.values("SELECT n, note FROM log ORDER BY n"), [
+    [7, "a; b"],
+    [70, "END; not yet"],
+  ]);
+  assert.deepEqual(await client.values("SELECT count(*) FROM nobp"), [[1]]);
+  assert.deepEqual(await client.values("SELECT count(*) FROM d"), [[0]]);
+  assert.deepEqual(await client.values("PRAGMA foreign_keys"), [[1]]);
 });
