@@ -258,7 +258,9 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
  *
  * @param db A database returned by {@link drizzle}.
  * @param config `migrationsFolder`, and `migrationsTable` (default
- *   `__drizzle_migrations`); `migrationsSchema` is ignored (SQLite has none).
+ *   `__drizzle_migrations`); `migrationsSchema` is ignored (SQLite has none);
+ *   `timeout`: the run's deadline in ms (all pending migrations are one
+ *   batch), instead of the server's statement timeout.
  * @throws {TypeError} when `db` does not come from {@link drizzle}, or the
  *   config is invalid.
  * @throws {SqliteError} naming the migration that failed.

@@ -11,7 +11,7 @@
 
 import { readFileSync } from "node:fs";
 import { type MigrationMeta, readMigrationFiles } from "drizzle-orm/migrator";
-import { type BatchStatement, type Client, SqliteError } from "../client.ts";
+import { type BatchStatement, type Client, ErrorCode, SqliteError } from "../client.ts";
 import { splitStatements } from "../cli/sql_split.ts";
 
 /** Options of `migrate()`: those of Drizzle's migrators (`MigrationConfig`). */
@@ -22,6 +22,12 @@ export interface MigrationConfig {
   migrationsTable?: string;
   /** Ignored: SQLite has no schemas (accepted for Drizzle's config). */
   migrationsSchema?: string;
+  /**
+   * Deadline in ms (> 0) of the run: all pending migrations are one batch,
+   * under one deadline. @default the server's statement timeout
+   * (`--statement-timeout`)
+   */
+  timeout?: number;
 }
 
 /** The table Drizzle records applied migrations in, unless `migrationsTable` names another. */
@@ -65,7 +71,7 @@ interface Migration extends MigrationMeta {
  *
  * @param client The client to run the migrations through.
  * @param config Drizzle's migration options (`migrationsSchema` is ignored:
- *   SQLite has none).
+ *   SQLite has none), and `timeout`: the run's deadline in ms.
  * @throws {SqliteError} naming the failing migration, with the server's code
  *   (nothing of the run applied).
  */
@@ -78,6 +84,12 @@ export async function applyMigrations(client: Client, config: MigrationConfig): 
   const tableName = config.migrationsTable ?? DEFAULT_TABLE;
   if (typeof tableName !== "string" || tableName === "") {
     throw new TypeError('Invalid option "migrationsTable": expected a non-empty string');
+  }
+  const timeout = config.timeout;
+  if (timeout !== undefined && (typeof timeout !== "number" || !(timeout > 0))) {
+    throw new TypeError(
+      `Invalid option "timeout": expected a positive number of ms, got ${String(timeout)}`,
+    );
   }
   const migrations = readFolder(config);
   const table = quoteIdentifier(tableName);
@@ -93,7 +105,10 @@ export async function applyMigrations(client: Client, config: MigrationConfig): 
     if (pending.length === 0) return;
     const { statements, owners, foreignKeysOff } = plan(table, seen, pending);
     try {
-      await client.batch(statements, foreignKeysOff ? { foreignKeys: false } : undefined);
+      await client.batch(statements, {
+        ...(foreignKeysOff ? { foreignKeys: false } : {}),
+        ...(timeout !== undefined ? { timeout } : {}),
+      });
       return;
     } catch (err) {
       // Another migrator recorded migrations since we read: start over.
@@ -168,10 +183,17 @@ function failure(err: unknown, owners: readonly number[], pending: readonly Migr
   if (!(err instanceof SqliteError)) return err;
   const at = /^Batch statement (\d+) of \d+ failed/.exec(err.message);
   const owner = at === null ? -1 : owners[Number(at[1]) - 1] ?? -1;
-  const detail = err.message.replace(
+  let detail = err.message.replace(
     /^Batch statement \d+ of \d+ failed, nothing was applied: /,
     "",
   );
+  if (err.code === ErrorCode.StatementTimeout) {
+    // The deadline is the whole run's, set by migrate()'s option, not one call's.
+    detail = detail.replace(
+      /\(--statement-timeout or the call's timeout option\)$/,
+      "for the whole run (the server's --statement-timeout, or migrate()'s timeout option)",
+    );
+  }
   const names = pending.map((m) => `"${m.tag}"`).join(", ");
   const what = owner >= 0
     ? `Migration "${pending[owner].tag}" failed`

@@ -719,3 +719,35 @@ Deno.test("drizzle: migrate() skips parts holding only comments and splits files
   assert.deepEqual(await client.values("SELECT count(*) FROM d"), [[0]]);
   assert.deepEqual(await client.values("PRAGMA foreign_keys"), [[1]]);
 });
+
+Deno.test("drizzle: migrate()'s timeout is the run's deadline, instead of the server's statement timeout", async () => {
+  await using srv = await startServer({ statementTimeout: 20, logLevel: "error" });
+  await using client = await connect(srv.connectOptions);
+  const db = drizzle(client);
+  // A recursive query SQLite steps for far longer than 20 ms.
+  const slow =
+    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000000) " +
+    "SELECT count(*) FROM c";
+  const folder = await writeMigrations(srv.dir, [
+    ["0000_init", "CREATE TABLE `t` (`x` integer);"],
+    ["0001_slow", `${slow};\n--> statement-breakpoint\nINSERT INTO \`t\` VALUES (1);`],
+  ]);
+  const err = await migrate(db, { migrationsFolder: folder }).then(() => null, (e: unknown) => e);
+  assert.ok(err instanceof SqliteError, String(err));
+  assert.equal(err.code, ErrorCode.StatementTimeout);
+  assert.match(
+    err.message,
+    /^Migration "0001_slow" failed, .*: Statement stopped after 20 ms for the whole run \(the server's --statement-timeout, or migrate\(\)'s timeout option\)$/,
+  );
+  assert.deepEqual(await client.values("SELECT name FROM sqlite_schema WHERE name = 't'"), []);
+  await migrate(db, { migrationsFolder: folder, timeout: 120_000 });
+  assert.deepEqual(await client.values("SELECT x FROM t"), [[1]]);
+  assert.deepEqual(await client.values("SELECT count(*) FROM __drizzle_migrations"), [[2]]);
+  // The client's batch takes the option too; bad values are refused before anything runs.
+  const [r] = await client.batch([{ sql: slow }], { timeout: 120_000, arrays: true });
+  assert.deepEqual(r.rows, [[3000000]]);
+  await assert.rejects(
+    migrate(db, { migrationsFolder: folder, timeout: 0 }),
+    /Invalid option "timeout": expected a positive number of ms, got 0/,
+  );
+});
