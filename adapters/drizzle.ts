@@ -12,7 +12,9 @@
  *   (through `tx`, or through `db` from inside `fn`), run on it and on
  *   nothing else, so transactions of concurrent callers never mix. A
  *   `db.transaction()` called inside `fn` nests with a savepoint, as
- *   `tx.transaction()` does. Work that `fn` started but that runs after the
+ *   `tx.transaction()` does; nested transactions started side by side
+ *   (`Promise.all`) run one after another (Drizzle names the savepoints of
+ *   one level alike, so open at once they would undo each other). Work that `fn` started but that runs after the
  *   transaction ended (a timer, a queued job) runs on the shared pool, in
  *   autocommit.
  * - When `commit` fails (an expired lease: `TX_TIMEOUT`), that error reaches
@@ -71,13 +73,30 @@ interface TransactionState {
 
 /**
  * A `db.transaction()` in progress: its reserved connection, whether it is
- * still open, and the Drizzle transaction that a `db.transaction()` called
- * inside it nests in (with a savepoint), once Drizzle has begun it.
+ * still open, and, once Drizzle has begun it, one level of it: Drizzle's
+ * transaction (the outermost or a savepoint) that a `db.transaction()` or
+ * `tx.transaction()` called at this level nests in.
  */
 interface TransactionScope {
   readonly conn: ReservedConnection;
   readonly state: TransactionState;
-  readonly tx?: SQLiteTransaction<"async", unknown, any, any>;
+  readonly level?: Level;
+}
+
+/** One level of an open transaction: Drizzle's `tx`, its depth and its queue of nested ones. */
+interface Level {
+  readonly tx: SQLiteTransaction<"async", unknown, any, any>;
+  /** Drizzle's own `tx.transaction()`: opens a savepoint of `tx` and runs the function in it. */
+  readonly savepoint: (fn: (tx: any) => Promise<unknown>) => Promise<unknown>;
+  /** 0: the outermost transaction; each savepoint one more. */
+  readonly depth: number;
+  /**
+   * Settles when the last transaction nested in `tx` that was started ended:
+   * Drizzle names every savepoint of one level alike (`sp0`), so two open
+   * side by side would release or undo each other's work; each waits for
+   * the one before.
+   */
+  tail: Promise<void>;
 }
 
 /** The statement Drizzle's proxy session sends to roll a transaction back. */
@@ -158,21 +177,63 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   // in one) nests in it with a savepoint, as Drizzle's better-sqlite3 driver
   // does: `begin` there would fail and end the outer transaction.
   const transaction = db.transaction.bind(db);
-  db.transaction = (async (fn: any, txConfig?: any) => {
-    const outer = context.getStore();
-    if (outer?.state.open && outer.tx !== undefined) {
-      return await outer.tx.transaction((tx) => context.run({ ...outer, tx }, () => fn(tx)));
+  type Fn = (tx: any) => Promise<unknown>;
+  /** The scope of `fn` at Drizzle's `tx`: one level deeper; `tx.transaction()` queued there. */
+  const enter = (scope: TransactionScope, tx: Level["tx"], depth: number): TransactionScope => {
+    const level: Level = { tx, savepoint: tx.transaction.bind(tx), depth, tail: Promise.resolve() };
+    const at = { ...scope, level };
+    tx.transaction = ((inner: Fn) => nest(at, inner)) as typeof tx.transaction;
+    return at;
+  };
+  /**
+   * Runs `fn` in a savepoint of `at.level` once the transactions nested there
+   * before it ended (siblings started side by side run one after another).
+   * Called from deeper inside (an outer `tx` used in a nested `fn`), it nests
+   * at once in the savepoint open there. `ended` runs `fn` when the
+   * transaction ended while it waited (a `db.transaction()`: on its own).
+   */
+  const nest = async (
+    at: TransactionScope & { level: Level },
+    fn: Fn,
+    ended?: () => Promise<unknown>,
+  ): Promise<unknown> => {
+    const caller = context.getStore();
+    const deeper = caller?.state === at.state && (caller.level?.depth ?? 0) > at.level.depth;
+    const run: Fn = (tx) => {
+      const depth = (deeper ? caller!.level!.depth : at.level.depth) + 1;
+      return context.run(enter(at, tx, depth), () => fn(tx));
+    };
+    if (deeper) return await at.level.savepoint(run);
+    const before = at.level.tail;
+    let done!: () => void;
+    at.level.tail = new Promise<void>((resolve) => done = resolve);
+    try {
+      await before;
+      if (!at.state.open && ended !== undefined) return await ended();
+      return await at.level.savepoint(run);
+    } finally {
+      done();
     }
+  };
+  const outermost = async (fn: Fn, txConfig?: any): Promise<unknown> => {
     const scope: TransactionScope = { conn: await client.reserve(), state: { open: true } };
     try {
       return await context.run(
         scope,
-        () => transaction((tx) => context.run({ ...scope, tx }, () => fn(tx)), txConfig),
+        () => transaction((tx) => context.run(enter(scope, tx, 0), () => fn(tx)), txConfig),
       );
     } finally {
       scope.state.open = false;
       scope.conn.release(); // closed instead of reused if a transaction is still open
     }
+  };
+  db.transaction = (async (fn: Fn, txConfig?: any) => {
+    const outer = context.getStore();
+    if (outer?.state.open && outer.level !== undefined) {
+      const at = outer as TransactionScope & { level: Level };
+      return await nest(at, fn, () => outermost(fn, txConfig));
+    }
+    return await outermost(fn, txConfig);
   }) as typeof db.transaction;
   clients.set(db, client);
   return db;
@@ -197,7 +258,9 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
  *
  * @param db A database returned by {@link drizzle}.
  * @param config `migrationsFolder`, and `migrationsTable` (default
- *   `__drizzle_migrations`); `migrationsSchema` is ignored (SQLite has none).
+ *   `__drizzle_migrations`); `migrationsSchema` is ignored (SQLite has none);
+ *   `timeout`: the run's deadline in ms (all pending migrations are one
+ *   batch), instead of the server's statement timeout.
  * @throws {TypeError} when `db` does not come from {@link drizzle}, or the
  *   config is invalid.
  * @throws {SqliteError} naming the migration that failed.

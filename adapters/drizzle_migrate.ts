@@ -11,7 +11,8 @@
 
 import { readFileSync } from "node:fs";
 import { type MigrationMeta, readMigrationFiles } from "drizzle-orm/migrator";
-import { type BatchStatement, type Client, SqliteError } from "../client.ts";
+import { type BatchStatement, type Client, ErrorCode, SqliteError } from "../client.ts";
+import { splitStatements } from "../cli/sql_split.ts";
 
 /** Options of `migrate()`: those of Drizzle's migrators (`MigrationConfig`). */
 export interface MigrationConfig {
@@ -21,6 +22,12 @@ export interface MigrationConfig {
   migrationsTable?: string;
   /** Ignored: SQLite has no schemas (accepted for Drizzle's config). */
   migrationsSchema?: string;
+  /**
+   * Deadline in ms (> 0) of the run: all pending migrations are one batch,
+   * under one deadline. @default the server's statement timeout
+   * (`--statement-timeout`)
+   */
+  timeout?: number;
 }
 
 /** The table Drizzle records applied migrations in, unless `migrationsTable` names another. */
@@ -50,8 +57,12 @@ interface Migration extends MigrationMeta {
  * As Drizzle's SQLite migrators do, it creates the migrations table when
  * missing, takes as applied every migration whose journal time (`when`) is
  * not after the newest `created_at` recorded, and runs the others, each
- * statement (split at `--> statement-breakpoint`) followed by a row of
- * `(hash, created_at)`, all of them in one transaction. Unlike
+ * statement followed by a row of `(hash, created_at)`, all of them in one
+ * transaction. A migration's text is split at `--> statement-breakpoint`,
+ * then at the `;` that end statements, as `sqlite3_complete()` sees them (a
+ * `CREATE TRIGGER`'s body stays whole): a journal's `breakpoints: false`
+ * file of several statements runs, and a part with nothing but comments
+ * (drizzle-kit's `generate --custom` template) is skipped. Unlike
  * `drizzle-orm/sqlite-proxy/migrator`, that transaction is one atomic
  * `Client.batch` whose first statement fails when the table no longer holds
  * what was read: another migrator got there first, and the run starts over
@@ -60,7 +71,7 @@ interface Migration extends MigrationMeta {
  *
  * @param client The client to run the migrations through.
  * @param config Drizzle's migration options (`migrationsSchema` is ignored:
- *   SQLite has none).
+ *   SQLite has none), and `timeout`: the run's deadline in ms.
  * @throws {SqliteError} naming the failing migration, with the server's code
  *   (nothing of the run applied).
  */
@@ -73,6 +84,12 @@ export async function applyMigrations(client: Client, config: MigrationConfig): 
   const tableName = config.migrationsTable ?? DEFAULT_TABLE;
   if (typeof tableName !== "string" || tableName === "") {
     throw new TypeError('Invalid option "migrationsTable": expected a non-empty string');
+  }
+  const timeout = config.timeout;
+  if (timeout !== undefined && (typeof timeout !== "number" || !(timeout > 0))) {
+    throw new TypeError(
+      `Invalid option "timeout": expected a positive number of ms, got ${String(timeout)}`,
+    );
   }
   const migrations = readFolder(config);
   const table = quoteIdentifier(tableName);
@@ -88,7 +105,10 @@ export async function applyMigrations(client: Client, config: MigrationConfig): 
     if (pending.length === 0) return;
     const { statements, owners, foreignKeysOff } = plan(table, seen, pending);
     try {
-      await client.batch(statements, foreignKeysOff ? { foreignKeys: false } : undefined);
+      await client.batch(statements, {
+        ...(foreignKeysOff ? { foreignKeys: false } : {}),
+        ...(timeout !== undefined ? { timeout } : {}),
+      });
       return;
     } catch (err) {
       // Another migrator recorded migrations since we read: start over.
@@ -139,14 +159,13 @@ function plan(
   const owners = [-1];
   let foreignKeysOff = false;
   pending.forEach((m, index) => {
-    for (const stmt of m.sql) {
+    for (const stmt of m.sql.flatMap(splitStatements)) {
       const pragma = FOREIGN_KEYS.exec(stmt);
       if (pragma !== null) {
         // Ignored inside a transaction; the batch turns them off instead.
         if (/^(off|false|no|0)$/i.test(pragma[1])) foreignKeysOff = true;
         continue;
       }
-      if (stmt.trim() === "") continue;
       statements.push({ sql: stmt });
       owners.push(index);
     }
@@ -164,10 +183,17 @@ function failure(err: unknown, owners: readonly number[], pending: readonly Migr
   if (!(err instanceof SqliteError)) return err;
   const at = /^Batch statement (\d+) of \d+ failed/.exec(err.message);
   const owner = at === null ? -1 : owners[Number(at[1]) - 1] ?? -1;
-  const detail = err.message.replace(
+  let detail = err.message.replace(
     /^Batch statement \d+ of \d+ failed, nothing was applied: /,
     "",
   );
+  if (err.code === ErrorCode.StatementTimeout) {
+    // The deadline is the whole run's, set by migrate()'s option, not one call's.
+    detail = detail.replace(
+      /\(--statement-timeout or the call's timeout option\)$/,
+      "for the whole run (the server's --statement-timeout, or migrate()'s timeout option)",
+    );
+  }
   const names = pending.map((m) => `"${m.tag}"`).join(", ");
   const what = owner >= 0
     ? `Migration "${pending[owner].tag}" failed`

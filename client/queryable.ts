@@ -66,6 +66,12 @@ export interface BatchOptions extends ExecOptions {
    * @default {true}
    */
   foreignKeys?: boolean;
+  /**
+   * Deadline in ms of the whole batch (> 0), instead of the server's
+   * statement timeout (`--statement-timeout`). A server older than this
+   * option refuses the batch (`BAD_REQUEST`).
+   */
+  timeout?: number;
 }
 
 /** Options of `transaction()`. */
@@ -345,10 +351,12 @@ export abstract class Queryable {
    * Runs statements atomically, in one transaction: all take effect or none.
    *
    * @param statements The statements and their parameters, in order.
-   * @param options `arrays: true` for rows as arrays; an abort signal.
+   * @param options `arrays: true` for rows as arrays; `foreignKeys`; a
+   *   deadline for the whole batch (`timeout`); an abort signal.
    * @returns one result per statement, in order; rows as objects, or as
    *   arrays with `{ arrays: true }`.
-   * @throws {SqliteError} naming the failing statement; nothing was applied.
+   * @throws {SqliteError} naming the failing statement; nothing was applied
+   *   (`STATEMENT_TIMEOUT` when the batch ran past its deadline).
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -386,11 +394,13 @@ export abstract class Queryable {
     if (fk !== undefined && typeof fk !== "boolean") {
       throw new TypeError(`Invalid option "foreignKeys": expected a boolean, got ${typeof fk}`);
     }
-    const args: [BatchItem[], WireBatchOptions?] = fk === false
-      ? [items, { foreignKeys: false }]
-      : [
-        items,
-      ];
+    const timeout = options?.timeout;
+    const wire: WireBatchOptions = {};
+    if (fk === false) wire.foreignKeys = false;
+    if (timeout !== undefined) wire.timeout = timeout;
+    const args: [BatchItem[], WireBatchOptions?] = Object.keys(wire).length > 0
+      ? [items, wire]
+      : [items];
     const results = await call(this.#route, Op.Batch, args, options?.signal);
     const arrays = options?.arrays === true;
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({

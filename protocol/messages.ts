@@ -88,6 +88,8 @@ export interface WireBatchOptions {
    * before the commit. Outside a transaction only.
    */
   foreignKeys?: boolean;
+  /** Deadline in ms (> 0) of the whole batch, overriding the server's `statementTimeout`. */
+  timeout?: number;
 }
 
 /** Options of a `query` or `run` request. */

@@ -34,8 +34,12 @@ export interface DecodedArgs {
   ];
   /** `[sql or handle, params, timeout]` */
   [Op.Run]: [sql: StatementRef, params: WireParams | undefined, timeout: number | undefined];
-  /** `[items, options]` */
-  [Op.Batch]: [items: BatchItem[], options: WireBatchOptions | null];
+  /** `[items, options, timeout]` */
+  [Op.Batch]: [
+    items: BatchItem[],
+    options: WireBatchOptions | null,
+    timeout: number | undefined,
+  ];
   /** `[sql]` */
   [Op.Prepare]: [sql: string];
   /** `[handle]` */
@@ -118,7 +122,11 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
     case Op.Iterate:
       return { op: Op.Iterate, id, args: statementCall(msg) };
     case Op.Batch:
-      return { op: Op.Batch, id, args: [batchItems(msg[2]), batchOptions(msg[3])] };
+      return {
+        op: Op.Batch,
+        id,
+        args: [batchItems(msg[2]), batchOptions(msg[3]), timeoutOf(msg[3])],
+      };
     case Op.Prepare:
       return { op: Op.Prepare, id, args: [sqlText(msg[2])] };
     case Op.Finalize:
@@ -213,15 +221,18 @@ function firstOnly(v: unknown): boolean {
 
 function batchOptions(v: unknown): WireBatchOptions | null {
   if (v === undefined || v === null) return null;
-  const foreignKeys = (v as WireBatchOptions).foreignKeys;
+  const { foreignKeys, timeout } = v as WireBatchOptions;
   if (
     typeof v !== "object" || Array.isArray(v) ||
-    Object.keys(v).some((k) => k !== "foreignKeys") ||
-    (foreignKeys !== undefined && typeof foreignKeys !== "boolean")
+    Object.keys(v).some((k) => k !== "foreignKeys" && k !== "timeout") ||
+    (foreignKeys !== undefined && typeof foreignKeys !== "boolean") ||
+    (timeout !== undefined && (typeof timeout !== "number" || !(timeout > 0)))
   ) {
-    throw badRequest("Expected batch options {foreignKeys?: boolean}");
+    throw badRequest(
+      "Expected batch options {foreignKeys?: boolean, timeout?: positive number of ms}",
+    );
   }
-  return v as WireBatchOptions;
+  return foreignKeys === undefined ? null : { foreignKeys };
 }
 
 function batchItems(v: unknown): BatchItem[] {

@@ -396,7 +396,13 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
       "batch options unknown",
       [Op.Batch, 0, [[insert, [1]]], { foreign: false }],
       "BAD_REQUEST",
-      /Expected batch options \{foreignKeys\?: boolean\}/,
+      /Expected batch options \{foreignKeys\?: boolean, timeout\?: positive number of ms\}/,
+    ],
+    [
+      "batch options timeout zero",
+      [Op.Batch, 0, [[insert, [1]]], { timeout: 0 }],
+      "BAD_REQUEST",
+      /Expected batch options/,
     ],
     [
       "batch options foreignKeys as string",

@@ -393,6 +393,75 @@ Deno.test("drizzle: db.transaction() inside a transaction nests with a savepoint
   assert.equal(client.inTransaction, false);
 });
 
+Deno.test("drizzle: nested transactions started side by side run one after another", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  const names = async () =>
+    (await db.select({ name: users.name }).from(users).orderBy(asc(users.name))).map((r) => r.name);
+  // A helper that wraps its own work in a transaction (Drizzle names every
+  // savepoint of one level `sp0`: open side by side, one's ROLLBACK TO would
+  // undo the other's acknowledged work).
+  const addUser = (name: string, fail = false) =>
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name, balance: 1n });
+      await delay(5); // the other helper's statements come in between
+      await tx.insert(users).values({ name: `${name} 2`, balance: 1n });
+      if (fail) throw new Error(`undo ${name}`);
+    });
+
+  await db.transaction(async () => {
+    const settled = await Promise.allSettled([addUser("a", true), addUser("b")]);
+    assert.deepEqual(settled.map((s) => s.status), ["rejected", "fulfilled"]);
+  });
+  assert.deepEqual(await names(), ["b", "b 2"]);
+
+  await db.transaction(async () => {
+    await Promise.all([addUser("c"), addUser("d"), addUser("e")]);
+  });
+  assert.deepEqual(await names(), ["b", "b 2", "c", "c 2", "d", "d 2", "e", "e 2"]);
+
+  // The same through Drizzle's own tx.transaction(), and both kinds mixed.
+  await db.transaction(async (tx) => {
+    const inner = (name: string, fail = false) =>
+      tx.transaction(async (tx2) => {
+        await tx2.insert(users).values({ name, balance: 1n });
+        await delay(5);
+        if (fail) throw new Error(`undo ${name}`);
+      });
+    const settled = await Promise.allSettled([
+      inner("f"),
+      inner("g", true),
+      addUser("h", true),
+      addUser("i"),
+    ]);
+    assert.deepEqual(settled.map((s) => s.status), [
+      "fulfilled",
+      "rejected",
+      "rejected",
+      "fulfilled",
+    ]);
+    // An outer tx used from inside a nested function nests there at once (no deadlock).
+    await tx.transaction(async () => {
+      await inner("j");
+    });
+  });
+  assert.deepEqual(await names(), [
+    "b",
+    "b 2",
+    "c",
+    "c 2",
+    "d",
+    "d 2",
+    "e",
+    "e 2",
+    "f",
+    "i",
+    "i 2",
+    "j",
+  ]);
+  assert.equal(client.inTransaction, false);
+});
+
 /** Moves one chunk from `reader` to `ctl` (a stream over a reader already in use). */
 async function pump(
   reader: ReadableStreamDefaultReader<Uint8Array>,
@@ -408,6 +477,7 @@ async function writeMigrations(
   dir: string,
   migrations: [string, string][],
   name = "drizzle",
+  breakpoints = true,
 ): Promise<string> {
   const folder = `${dir}/${name}`;
   await Deno.mkdir(`${folder}/meta`, { recursive: true });
@@ -416,7 +486,7 @@ async function writeMigrations(
     version: "6",
     when: 1_700_000_000_000 + idx * 1000,
     tag,
-    breakpoints: true,
+    breakpoints,
   }));
   for (const [tag, text] of migrations) await Deno.writeTextFile(`${folder}/${tag}.sql`, text);
   await Deno.writeTextFile(
@@ -610,4 +680,74 @@ Deno.test("drizzle: migrate() takes over from drizzle's sqlite-proxy migrator an
   assert.deepEqual(await client.values("SELECT count(*) FROM __drizzle_migrations"), [[2]]);
   await assert.rejects(migrate({} as typeof db, { migrationsFolder: folder }), TypeError);
   await assert.rejects(migrate(db, { migrationsFolder: `${srv.dir}/none` }), /_journal\.json/);
+});
+
+Deno.test("drizzle: migrate() skips parts holding only comments and splits files without breakpoints", async () => {
+  await using srv = await startServer();
+  await using client = await connect(srv.connectOptions);
+  const db = drizzle(client);
+  const folder = await writeMigrations(srv.dir, [
+    // drizzle-kit generate --custom, left as generated
+    ["0000_custom", "-- Custom SQL migration file, put your code below! --\n"],
+    ["0001_note", "CREATE TABLE `a` (`x` integer);\n--> statement-breakpoint\n-- just a note\n"],
+    ["0002_block", "/* a\n block */\n--> statement-breakpoint\nCREATE TABLE `b` (`x` integer);"],
+    ["0003_trailing", "CREATE TABLE `c` (`x` integer);\n--> statement-breakpoint\n"],
+  ]);
+  await migrate(db, { migrationsFolder: folder });
+  assert.equal((await migrationState(client)).applied.length, 4);
+
+  // A journal with breakpoints: false: one file of several statements, a
+  // trigger's body (its own `;`) and a `;` in a string among them.
+  const script = [
+    "CREATE TABLE `log` (`n` integer, `note` text);",
+    "-- the trigger's body holds statements of its own",
+    "CREATE TRIGGER `log_a` AFTER INSERT ON `a` BEGIN",
+    "  INSERT INTO `log` VALUES (NEW.x, 'a; b');",
+    "  INSERT INTO `log` VALUES (NEW.x * 10, 'END; not yet');",
+    "END;",
+    "/* seed */ INSERT INTO `a` VALUES (7);",
+    "PRAGMA foreign_keys=OFF;",
+    "CREATE TABLE `d` (`x` integer);",
+  ].join("\n");
+  const nobp = await writeMigrations(srv.dir, [["0000_script", script]], "nobp", false);
+  await migrate(db, { migrationsFolder: nobp, migrationsTable: "nobp" });
+  assert.deepEqual(await client.values("SELECT n, note FROM log ORDER BY n"), [
+    [7, "a; b"],
+    [70, "END; not yet"],
+  ]);
+  assert.deepEqual(await client.values("SELECT count(*) FROM nobp"), [[1]]);
+  assert.deepEqual(await client.values("SELECT count(*) FROM d"), [[0]]);
+  assert.deepEqual(await client.values("PRAGMA foreign_keys"), [[1]]);
+});
+
+Deno.test("drizzle: migrate()'s timeout is the run's deadline, instead of the server's statement timeout", async () => {
+  await using srv = await startServer({ statementTimeout: 20, logLevel: "error" });
+  await using client = await connect(srv.connectOptions);
+  const db = drizzle(client);
+  // A recursive query SQLite steps for far longer than 20 ms.
+  const slow =
+    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 3000000) " +
+    "SELECT count(*) FROM c";
+  const folder = await writeMigrations(srv.dir, [
+    ["0000_init", "CREATE TABLE `t` (`x` integer);"],
+    ["0001_slow", `${slow};\n--> statement-breakpoint\nINSERT INTO \`t\` VALUES (1);`],
+  ]);
+  const err = await migrate(db, { migrationsFolder: folder }).then(() => null, (e: unknown) => e);
+  assert.ok(err instanceof SqliteError, String(err));
+  assert.equal(err.code, ErrorCode.StatementTimeout);
+  assert.match(
+    err.message,
+    /^Migration "0001_slow" failed, .*: Statement stopped after 20 ms for the whole run \(the server's --statement-timeout, or migrate\(\)'s timeout option\)$/,
+  );
+  assert.deepEqual(await client.values("SELECT name FROM sqlite_schema WHERE name = 't'"), []);
+  await migrate(db, { migrationsFolder: folder, timeout: 120_000 });
+  assert.deepEqual(await client.values("SELECT x FROM t"), [[1]]);
+  assert.deepEqual(await client.values("SELECT count(*) FROM __drizzle_migrations"), [[2]]);
+  // The client's batch takes the option too; bad values are refused before anything runs.
+  const [r] = await client.batch([{ sql: slow }], { timeout: 120_000, arrays: true });
+  assert.deepEqual(r.rows, [[3000000]]);
+  await assert.rejects(
+    migrate(db, { migrationsFolder: folder, timeout: 0 }),
+    /Invalid option "timeout": expected a positive number of ms, got 0/,
+  );
 });

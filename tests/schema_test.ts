@@ -67,10 +67,16 @@ Deno.test("decodeRequest() returns every element the client encodes, for every o
   assert.deepEqual(roundTrip([Op.Batch, 2, [["INSERT INTO t VALUES (?)", [1]]]]).args, [
     [["INSERT INTO t VALUES (?)", [1]]],
     null,
+    undefined,
   ]);
   assert.deepEqual(
     roundTrip([Op.Batch, 2, [["INSERT INTO t VALUES (?)", [1]]], { foreignKeys: false }]).args,
-    [[["INSERT INTO t VALUES (?)", [1]]], { foreignKeys: false }],
+    [[["INSERT INTO t VALUES (?)", [1]]], { foreignKeys: false }, undefined],
+  );
+  assert.deepEqual(
+    roundTrip([Op.Batch, 2, [["SELECT 1", null]], { foreignKeys: false, timeout: 70 }]).args,
+    [[["SELECT 1", null]], { foreignKeys: false }, 70],
+    "batch keeps its timeout",
   );
   assert.deepEqual(roundTrip([Op.Prepare, 3, "SELECT 1"]).args, ["SELECT 1"]);
   assert.deepEqual(roundTrip([Op.Finalize, 4, 9]).args, [9]);
