@@ -460,8 +460,12 @@ for (const firstRowFast of [true, false]) {
       const rows = await slow;
       assert.equal(rows.length, firstRowFast ? 2 : 2001, "the whole result, once");
       assert.ok(lat.length > 20, `only ${lat.length} reads while the slow row was computed`);
-      // Before, the slow row was stepped on the main thread: every read waited for it.
-      assert.ok(lat[lat.length - 1] < 200, `slowest read ${lat[lat.length - 1]} ms`);
+      // Before, the slow row was stepped on the main thread: every read waited for it (a second
+      // or more). The bounds leave room for a machine busy with other tests: the slow row keeps
+      // one of its cores.
+      const p95 = lat[Math.floor(lat.length * 0.95)];
+      assert.ok(p95 < 100, `95th percentile read ${p95} ms`);
+      assert.ok(lat[lat.length - 1] < 1000, `slowest read ${lat[lat.length - 1]} ms`);
     },
   });
 }
