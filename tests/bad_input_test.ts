@@ -1147,10 +1147,21 @@ Deno.test({
     await raw.conn.closeWrite();
     const replies = [];
     for (let r = await raw.next(); r !== EOF; r = await raw.next()) replies.push(r);
-    assert.deepEqual(replies.slice(0, 2), [[2, 2, null], [3, 2, [1, 7000]]]);
-    const rest = replies.slice(2) as [number, number, { code: string; message: string }][];
-    assert.deepEqual(rest.map(([id, , e]) => [id, e.code]), [[4, "ABORTED"], [5, "ABORTED"]]);
-    assert.match(rest[1][2].message, /^Not run: the client stopped sending inside its transaction/);
+    assert.deepEqual(replies[0], [2, 2, null]);
+    // The INSERT ran, unless the machine is so busy that it still ran when the half-close was
+    // seen (then it was stopped: ABORTED too). Either way nothing of it stays.
+    const insert = replies[1] as [number, number, unknown];
+    const stopped = insert[1] === 3;
+    if (!stopped) assert.deepEqual(insert, [3, 2, [1, 7000]]);
+    type ErrorReply = [number, number, { code: string; message: string }];
+    const rest = replies.slice(stopped ? 1 : 2) as ErrorReply[];
+    const expected = [[4, "ABORTED"], [5, "ABORTED"]];
+    if (stopped) expected.unshift([3, "ABORTED"]);
+    assert.deepEqual(rest.map(([id, , e]) => [id, e.code]), expected);
+    assert.match(
+      rest.at(-1)![2].message,
+      /^Not run: the client stopped sending inside its transaction/,
+    );
     assert.deepEqual(await ctx.good.values("SELECT count(*) FROM kept WHERE id = 7000"), [[0]]);
   },
 });
