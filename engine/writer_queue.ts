@@ -229,8 +229,13 @@ export class WriterQueue<S extends Waiter> {
       // The owner may have been active since: its lease may end later now.
       const now = performance.now();
       const due = this.#leaseEnd();
-      if (due !== null && due.at <= now + 1) this.#onLeaseExpired(owner, due.why);
-      else this.#armLease(now);
+      if (due !== null && due.at <= now + 1) {
+        // Both deadlines may have passed (a statement held the event loop past them): then it
+        // is the age limit, which a running statement does not renew, as the idle one it does.
+        const aged = this.#maxAgeMs > 0 && this.#txSince > 0 &&
+          this.#txSince + this.#maxAgeMs <= now + 1;
+        this.#onLeaseExpired(owner, aged ? "age" : due.why);
+      } else this.#armLease(now);
     }, Math.max(0, end.at - now));
   }
 

@@ -122,6 +122,22 @@ Deno.test("--tx-timeout stops a long exec() script inside a transaction with TX_
   await expectStopped(s.db, s.other, began, s.db.exec(script));
 });
 
+Deno.test("--tx-timeout stops a batch whose statements each outlast --tx-idle-timeout", async () => {
+  // The idle deadline comes first; by the time a statement ends (node:sqlite cannot stop it)
+  // both have passed: the age limit is the one that ends the transaction.
+  await using s = await setUp({ txTimeout: TX_TIMEOUT_MS, txIdleTimeout: 100 });
+  await s.db.exec("BEGIN");
+  const began = performance.now();
+  const slow = "INSERT INTO log SELECT count(*) FROM (WITH RECURSIVE r(i) AS (SELECT 1 " +
+    "UNION ALL SELECT i + 1 FROM r WHERE i < 1500000) SELECT i FROM r)";
+  await expectStopped(
+    s.db,
+    s.other,
+    began,
+    s.db.batch([{ sql: slow }, { sql: slow }, { sql: slow }]),
+  );
+});
+
 Deno.test("--tx-timeout stops a long exec() script that began the transaction itself", async () => {
   await using s = await setUp({ txTimeout: TX_TIMEOUT_MS });
   const began = performance.now();
