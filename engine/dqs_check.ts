@@ -24,7 +24,7 @@
  * @module
  */
 
-import type { Db, Sqlite, SqlValue } from "./binding/binding.ts";
+import { type Db, rowsNow, type Sqlite } from "./binding/binding.ts";
 
 /** One schema object that needs double-quoted string literals. */
 export interface DqsObject {
@@ -58,7 +58,7 @@ interface SchemaRow {
  * @param db A connection to the database (only `sqlite_schema` is read).
  */
 export function findDoubleQuotedStrings(sqlite: Sqlite, db: Db): DqsReport {
-  const rows = rowsOf(
+  const rows = rowsNow(
     db,
     "SELECT type, name, tbl_name, sql FROM main.sqlite_schema " +
       "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid",
@@ -165,7 +165,7 @@ function firingStatements(db: Db, r: SchemaRow): string[] {
   if (!/\bUPDATE\b/i.test(head)) return [];
   let columns: string[];
   try {
-    columns = rowsOf(db, `PRAGMA table_xinfo(${table})`)
+    columns = rowsNow(db, `PRAGMA table_xinfo(${table})`)
       .filter((c) => Number(c[6]) === 0) // not generated or hidden
       .map((c) => quote(String(c[1])));
   } catch {
@@ -208,16 +208,6 @@ function tryPrepare(db: Db, sql: string): string | null {
     return null;
   } catch (err) {
     return (err as Error).message;
-  }
-}
-
-function rowsOf(db: Db, sql: string): SqlValue[][] {
-  const stmt = db.prepare(sql)!;
-  try {
-    stmt.bind([]);
-    return stmt.all();
-  } finally {
-    stmt.finalize();
   }
 }
 

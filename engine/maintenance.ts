@@ -34,7 +34,7 @@ import type {
   IntegrityReport,
   VacuumReport,
 } from "../protocol/messages.ts";
-import type { Db, Sqlite, SqlValue } from "./binding/binding.ts";
+import { type Db, rowsNow, type Sqlite, type SqlValue } from "./binding/binding.ts";
 import { BLOCKED, type EngineSession, type Reply } from "./engine_session.ts";
 import type { SessionHost } from "./session_host.ts";
 
@@ -479,17 +479,6 @@ async function stepAll(
     const rows: SqlValue[][] = [];
     while (await stmt.stepInBackground()) rows.push(stmt.row());
     return rows;
-  } finally {
-    stmt.finalize();
-  }
-}
-
-/** Rows of a short statement, on the main thread. */
-function rowsNow(db: Db, sql: string): SqlValue[][] {
-  const stmt = db.prepare(sql)!;
-  try {
-    stmt.bind([]);
-    return stmt.all();
   } finally {
     stmt.finalize();
   }

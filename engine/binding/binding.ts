@@ -316,3 +316,17 @@ export interface Stmt {
   /** `sqlite3_finalize()`. Idempotent. */
   finalize(): void;
 }
+
+/**
+ * Every row of a short statement without parameters, stepped at once on
+ * the calling thread (PRAGMAs and catalogue reads of maintenance work).
+ */
+export function rowsNow(db: Db, sql: string): SqlValue[][] {
+  const stmt = db.prepare(sql)!;
+  try {
+    stmt.bind([]);
+    return stmt.all();
+  } finally {
+    stmt.finalize();
+  }
+}
