@@ -3,12 +3,15 @@
  * for the package name mapped to this checkout, in a folder of its own,
  * against a server on the default socket of that folder's `netsqlite.db`,
  * twice; the Drizzle and Kysely examples likewise, with their socket path
- * pointed at a test server.
+ * pointed at a test server. The key-value, change-feed and `migrate`
+ * snippets (fenced `ts ignore`: they use a `db` or `client` defined
+ * elsewhere) run with a few lines before them that define it.
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { serve } from "../server.ts";
+import { connect } from "../client.ts";
 import { defaultSocketPath } from "../transport/address.ts";
 
 async function readmeExample(): Promise<string> {
@@ -119,4 +122,168 @@ Deno.test("readme: the Kysely example runs as written, twice, on the same databa
   const [first, second] = await runSnippet("Kysely", "kysely");
   assert.equal(first, '{ id: 1, name: "Ada L." }\n');
   assert.equal(second, '{ id: 1, name: "Ada L." }\n{ id: 2, name: "Ada L." }\n');
+});
+
+/** The `ts` block (fenced `ts` or `ts ignore`, possibly indented) of README's `heading` holding `marker`. */
+async function readmeBlock(heading: string, marker: string): Promise<string> {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const start = readme.indexOf(`\n${heading}\n`);
+  assert.ok(start >= 0, `README has a ${heading} section`);
+  const blocks = readme.slice(start).matchAll(/\n( *)```ts(?: ignore)?\n([\s\S]*?)\n *```/g);
+  for (const [, indent, body] of blocks) {
+    if (!body.includes(marker)) continue;
+    return body.split("\n").map((line) => line.slice(indent.length)).join("\n");
+  }
+  assert.fail(`README's ${heading} has a ts block with ${JSON.stringify(marker)}`);
+}
+
+/**
+ * Writes `program` as `example.ts` in a new folder (with the package and its
+ * adapters mapped to this checkout, and `files` beside it), serves
+ * `app.db` there, runs the program twice and returns each run's stdout;
+ * `after` sees the server's socket path before the server stops.
+ */
+async function runProgram(
+  program: (socket: string) => string,
+  files: Record<string, string> = {},
+  after?: (socket: string) => Promise<void>,
+): Promise<string[]> {
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
+  ) as { imports: Record<string, string> };
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-readme-snippet-" });
+  try {
+    const socket = join(dir, "app.sock");
+    await Deno.writeTextFile(
+      join(dir, "deno.json"),
+      JSON.stringify({
+        imports: {
+          ...config.imports,
+          "@netsqlite/netsqlite": new URL("../mod.ts", import.meta.url).href,
+          "@netsqlite/netsqlite/drizzle": new URL("../adapters/drizzle.ts", import.meta.url).href,
+        },
+      }),
+    );
+    await Deno.copyFile(new URL("../deno.lock", import.meta.url), join(dir, "deno.lock"));
+    for (const [name, text] of Object.entries(files)) {
+      await Deno.mkdir(join(dir, name, ".."), { recursive: true });
+      await Deno.writeTextFile(join(dir, name), text);
+    }
+    await Deno.writeTextFile(join(dir, "example.ts"), program(socket));
+    await using _server = await serve({ database: join(dir, "app.db"), path: socket });
+    const outputs = await runTwice(dir, false);
+    await after?.(socket);
+    return outputs;
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Lines that give the key-value and feed snippets their `db` and an `orders` table. */
+function kvPreamble(socket: string): string {
+  return [
+    'import { connect } from "@netsqlite/netsqlite";',
+    `await using db = await connect({ path: ${JSON.stringify(socket)} });`,
+    'await db.exec("CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, total INTEGER)");',
+    "",
+  ].join("\n");
+}
+
+Deno.test("readme: the key-value example runs as written, twice, on the same database", async () => {
+  const kv = await readmeBlock("### Key-value collections", 'db.kv("carts")');
+  let left = -1;
+  let orders = -1;
+  const outputs = await runProgram((socket) => kvPreamble(socket) + kv, {}, async (socket) => {
+    await using db = await connect({ path: socket });
+    left = await db.kv("carts").count({ prefix: ["user"] });
+    orders = (await db.values("SELECT count(*) FROM orders"))[0][0] as number;
+  });
+  // Both runs list the two keys, newest first; each deleted them at its end.
+  for (const out of outputs) assert.equal(out, '[ "user", 43 ]\n[ "user", 42 ]\n');
+  assert.equal(left, 0);
+  assert.equal(orders, 2);
+});
+
+Deno.test({
+  name: "readme: the change-feed example reports the key-value example's changes as written",
+  // node:sqlite has no update hook: subscribe fails with FEED_UNSUPPORTED there.
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node",
+  async fn() {
+    const kv = await readmeBlock("### Key-value collections", 'db.kv("carts")');
+    const feed = await readmeBlock("### Change feeds", "db.subscribe(");
+    const [subscribe, ...loop] = feed.split("\n");
+    assert.match(subscribe, /^await using feed = await db\.subscribe\(/);
+    // The feed is open before the writes start; they run while it is read,
+    // and the feed is closed once it printed their 7 changes.
+    const program = (socket: string): string =>
+      [
+        kvPreamble(socket),
+        subscribe,
+        "const print = console.log;",
+        "let changes = 0;",
+        "console.log = (...args: unknown[]) => {",
+        "  print(...args);",
+        '  if (typeof args[0] === "number" && ++changes === 7) feed.close();',
+        "};",
+        `const writes = (async () => {\n${kv}\n})();`,
+        ...loop,
+        "await writes;",
+      ].join("\n");
+    for (const out of await runProgram(program)) {
+      const lines = out.trimEnd().split("\n").filter((line) => /^\d/.test(line));
+      const expected = [
+        /^(\d+) carts \[ "user", 42 \] (insert|update) (\d+) \{ items: \[ 1n, 2n \], note: Uint8Array\(1\) \[ 1 \] \}$/,
+        /^(\d+) carts \[ "user", 42 \] update (\d+) \{ items: \[\] \}$/,
+        /^(\d+) carts \[ "user", 43 \] (insert|update) (\d+) \{\}$/,
+        /^(\d+) carts \[ "user", 42 \] update (\d+) \{\}$/,
+        /^(\d+) carts \[ "user", 43 \] delete (\d+) undefined$/,
+        /^(\d+) orders insert (\d+) \{ id: \2, total: 42 \}$/,
+        /^(\d+) carts \[ "user", 42 \] delete (\d+) undefined$/,
+      ];
+      assert.equal(lines.length, expected.length, out);
+      lines.forEach((line, i) => assert.match(line, expected[i], out));
+      const commits = lines.map((line) => Number(line.split(" ")[0]));
+      // One commit per write; the atomic's two changes share one, as do the transaction's.
+      assert.equal(new Set(commits).size, 5, out);
+      assert.equal(commits[3], commits[4], out);
+      assert.equal(commits[5], commits[6], out);
+    }
+  },
+});
+
+Deno.test("readme: the drizzle-kit migrate snippet applies a migration folder, once", async () => {
+  const snippet = await readmeBlock("## Drizzle", "await migrate(");
+  let tables: unknown[][] = [];
+  const journal = {
+    version: "7",
+    dialect: "sqlite",
+    entries: [{
+      idx: 0,
+      version: "6",
+      when: 1_700_000_000_000,
+      tag: "0000_init",
+      breakpoints: true,
+    }],
+  };
+  const outputs = await runProgram(
+    (socket) =>
+      [
+        'import { connect } from "@netsqlite/netsqlite";',
+        `await using client = await connect({ path: ${JSON.stringify(socket)} });`,
+        snippet,
+      ].join("\n"),
+    {
+      "drizzle/0000_init.sql":
+        "CREATE TABLE users (id INTEGER PRIMARY KEY);\n--> statement-breakpoint\nINSERT INTO users DEFAULT VALUES;",
+      "drizzle/meta/_journal.json": JSON.stringify(journal),
+    },
+    async (socket) => {
+      await using db = await connect({ path: socket });
+      tables = await db.values(
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM __drizzle_migrations)",
+      );
+    },
+  );
+  assert.deepEqual(outputs, ["", ""]);
+  assert.deepEqual(tables, [[1, 1]]); // applied by the first run only
 });
