@@ -73,3 +73,21 @@ export {
 } from "./protocol/errors.ts";
 export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
 export { channelSocketPath, defaultSocketPath } from "./transport/address.ts";
+export {
+  type ChangeEvent,
+  KvAtomic,
+  type KvChangeEvent,
+  KvCollection,
+  type KvCommitResult,
+  KvConflictError,
+  type KvEntry,
+  type KvKey,
+  type KvKeyPart,
+  type KvListOptions,
+  type KvPutOptions,
+  type KvRange,
+  type LaggedEvent,
+  type SubscribeOptions,
+  Subscription,
+  type TableChangeEvent,
+} from "./client.ts";

@@ -96,3 +96,16 @@ Deno.test("exports: deno doc --lint is clean on every entry (adapters: but for p
     assert.ok(code === "private-type-ref" && ref && PEER_TYPES.has(ref[1]), `${code}: ${message}`);
   }
 });
+
+Deno.test("exports: mod.ts carries every value client.ts exports, and server.ts's but for its CLI", async () => {
+  const mod = await import("../mod.ts");
+  const client = await import("../client.ts");
+  const server = await import("../server.ts");
+  assert.deepEqual(Object.keys(client).filter((k) => !(k in mod)), []);
+  assert.deepEqual(Object.keys(server).filter((k) => !(k in mod)).sort(), [
+    "describeEngine",
+    "main",
+    "parseServeArgs",
+  ]);
+  assert.equal(mod.KvConflictError, client.KvConflictError);
+});
