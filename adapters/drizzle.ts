@@ -13,10 +13,11 @@
  *   nothing else, so transactions of concurrent callers never mix. A
  *   `db.transaction()` called inside `fn` nests with a savepoint, as
  *   `tx.transaction()` does; nested transactions started side by side
- *   (`Promise.all`) run one after another (Drizzle names the savepoints of
- *   one level alike, so open at once they would undo each other). Work that `fn` started but that runs after the
- *   transaction ended (a timer, a queued job) runs on the shared pool, in
- *   autocommit.
+ *   (`Promise.all`) run one after another, also when some go through an
+ *   outer `tx` (Drizzle names the savepoints of one level alike, so open at
+ *   once they would undo each other). Work that `fn` started but that runs
+ *   after the transaction ended (a timer, a queued job) runs on the shared
+ *   pool, in autocommit.
  * - When `commit` fails (an expired lease: `TX_TIMEOUT`), that error reaches
  *   the caller, not the `rollback` Drizzle sends after it.
  *
@@ -91,10 +92,11 @@ interface Level {
   /** 0: the outermost transaction; each savepoint one more. */
   readonly depth: number;
   /**
-   * Settles when the last transaction nested in `tx` that was started ended:
-   * Drizzle names every savepoint of one level alike (`sp0`), so two open
-   * side by side would release or undo each other's work; each waits for
-   * the one before.
+   * Settles when the last transaction started inside this level ended (one
+   * nested in `tx`, or opened through an outer `tx` from this level's
+   * function): Drizzle names every savepoint of one level alike (`sp0`), so
+   * two open side by side would release or undo each other's work; each
+   * waits for the one before.
    */
   tail: Promise<void>;
 }
@@ -189,8 +191,14 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
    * Runs `fn` in a savepoint of `at.level` once the transactions nested there
    * before it ended (siblings started side by side run one after another).
    * Called from deeper inside (an outer `tx` used in a nested `fn`), it nests
-   * at once in the savepoint open there. `ended` runs `fn` when the
-   * transaction ended while it waited (a `db.transaction()`: on its own).
+   * in the savepoint open there, queued with every other transaction opened
+   * in it (through its own `tx` or an outer one): Drizzle names a savepoint
+   * after the level of the `tx` that opens it, and SQLite's `RELEASE` and
+   * `ROLLBACK TO` act on the newest savepoint of that name, so only
+   * savepoints strictly nested in one another keep each other's work. It
+   * never queues behind the function it is called from (that one holds a
+   * place in an outer level's queue, not in its own). `ended` runs `fn` when
+   * the transaction ended while it waited (a `db.transaction()`: on its own).
    */
   const nest = async (
     at: TransactionScope & { level: Level },
@@ -203,10 +211,10 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
       const depth = (deeper ? caller!.level!.depth : at.level.depth) + 1;
       return context.run(enter(at, tx, depth), () => fn(tx));
     };
-    if (deeper) return await at.level.savepoint(run);
-    const before = at.level.tail;
+    const queue = deeper ? caller!.level! : at.level;
+    const before = queue.tail;
     let done!: () => void;
-    at.level.tail = new Promise<void>((resolve) => done = resolve);
+    queue.tail = new Promise<void>((resolve) => done = resolve);
     try {
       await before;
       if (!at.state.open && ended !== undefined) return await ended();

@@ -464,3 +464,54 @@ Deno.test({
     }
   },
 });
+
+/** `p`, or a rejection after `ms` (a hang fails the test instead of stalling the run). */
+async function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test({
+  name: "DqliteDatabase closed while it connects closes the new connection and rejects (one node)",
+  ignore,
+  async fn() {
+    await using nodes = await DemoCluster.start(1);
+    const cluster = new DqliteCluster(nodes.addresses, { leaderTimeout: 15_000 });
+    /** Closes a database that `p` resolved with anyway, so that the failure does not leak it. */
+    const refused = async (p: Promise<unknown>): Promise<SqliteError> => {
+      p.then((db) => (db as DqliteDatabase | undefined)?.close?.(), () => {});
+      const err = await rejects(within(p), ErrorCode.ConnectionClosed);
+      assert.match(err.message, /^Database "closing" was closed while connecting/);
+      return err;
+    };
+    try {
+      // cluster.close() while cluster.open() connects (a server shutting down).
+      const opening = cluster.open("closing");
+      cluster.close();
+      await refused(opening);
+
+      // db.close() while its reconnect is in flight (a session discarded while
+      // its request waits for a new leader).
+      const db = await cluster.open("closing");
+      await db.exec("CREATE TABLE IF NOT EXISTS c(x)");
+      const reconnect = db.connect();
+      db.close();
+      await refused(reconnect);
+      await rejects(db.query("SELECT 1"), ErrorCode.ConnectionClosed);
+
+      // The database itself is fine: a new open reaches it. (Sanitizers check
+      // that no connection was left open.)
+      await using again = await within(cluster.open("closing"));
+      assert.deepEqual((await again.query("SELECT count(*) FROM c")).rows, [[0]]);
+    } finally {
+      cluster.close();
+    }
+  },
+});

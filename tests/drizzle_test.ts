@@ -462,6 +462,62 @@ Deno.test("drizzle: nested transactions started side by side run one after anoth
   assert.equal(client.inTransaction, false);
 });
 
+Deno.test("drizzle: transactions opened through an outer tx inside a nested one run one after another", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  const names = async () =>
+    (await db.select({ name: users.name }).from(users).orderBy(asc(users.name))).map((r) => r.name);
+  type Tx = Parameters<Parameters<typeof db.transaction>[0]>[0];
+  /** Inserts `name` through `tx`'s nested transaction; a failing one inserts late, then throws. */
+  const add = (tx: Tx, name: string, fail = false) =>
+    tx.transaction(async (tx2) => {
+      if (fail) await delay(5); // inside the other's savepoint, when both are open
+      await tx2.insert(users).values({ name, balance: 1n });
+      await delay(fail ? 5 : 20);
+      if (fail) throw new Error(`undo ${name}`);
+    });
+  const statuses = (settled: PromiseSettledResult<unknown>[]) =>
+    settled.map((s) => s.status === "fulfilled" ? "fulfilled" : (s.reason as Error).message);
+
+  // The outer tx twice side by side inside t1: both would open `sp0`, and the
+  // failing one's `ROLLBACK TO sp0` would undo the other's acknowledged insert.
+  await db.transaction(async (tx) => {
+    await tx.transaction(async () => {
+      assert.deepEqual(
+        statuses(await Promise.allSettled([add(tx, "a"), add(tx, "b", true)])),
+        ["fulfilled", "undo b"],
+      );
+    });
+  });
+  assert.deepEqual(await names(), ["a"]);
+
+  // t1 and the outer tx side by side inside t1 (`sp1` and `sp0` interleaved).
+  await db.transaction(async (tx) => {
+    await tx.transaction(async (t1) => {
+      assert.deepEqual(
+        statuses(await Promise.allSettled([add(t1, "c"), add(tx, "d", true)])),
+        ["fulfilled", "undo d"],
+      );
+      assert.deepEqual(
+        statuses(await Promise.allSettled([add(tx, "e"), add(t1, "f", true)])),
+        ["fulfilled", "undo f"],
+      );
+      // One level deeper: inside a transaction opened through the outer tx,
+      // both outer ones side by side again (it never waits for itself).
+      await tx.transaction(async () => {
+        assert.deepEqual(
+          statuses(
+            await Promise.allSettled([add(tx, "g"), add(t1, "h", true), add(t1, "i")]),
+          ),
+          ["fulfilled", "undo h", "fulfilled"],
+        );
+      });
+    });
+  });
+  assert.deepEqual(await names(), ["a", "c", "e", "g", "i"]);
+  assert.equal(client.inTransaction, false);
+});
+
 /** Moves one chunk from `reader` to `ctl` (a stream over a reader already in use). */
 async function pump(
   reader: ReadableStreamDefaultReader<Uint8Array>,

@@ -196,6 +196,7 @@ export class DqliteCluster {
    * connection of its own.
    *
    * @throws {LeaderError} `NO_LEADER` when no leader is found in time.
+   * @throws {SqliteError} `CONNECTION_CLOSED` when {@link close} ran meanwhile.
    */
   async open(name: string): Promise<DqliteDatabase> {
     if (name === "" || name.includes("\0") || name.includes("/")) {
@@ -207,8 +208,15 @@ export class DqliteCluster {
       this.#config.busyTimeout,
       () => this.#open.delete(db),
     );
-    await db.connect();
+    // Registered before connecting, so that close() meanwhile closes it (its
+    // connection, once made, is closed too, and open() rejects).
     this.#open.add(db);
+    try {
+      await db.connect();
+    } catch (err) {
+      db.close();
+      throw err;
+    }
     return db;
   }
 

@@ -188,24 +188,41 @@ export class DqliteDatabase {
     }
   }
 
-  /** @internal Connects to the leader and opens the database. */
+  /**
+   * @internal Connects to the leader and opens the database.
+   *
+   * @throws {SqliteError} `CONNECTION_CLOSED` when the database is closed, or
+   *   was closed while connecting (the new connection is closed then, not kept).
+   */
   async connect(): Promise<void> {
     if (this.#closed) {
       throw new SqliteError(ErrorCode.ConnectionClosed, `Database "${this.#name}" is closed`);
     }
     const conn = await this.#connectLeader();
     try {
+      this.#stillOpen();
       expectResponse(await conn.call(encodeOpen(this.#name)), "db", conn.address);
       // A new leader may not have applied every committed entry yet, and dqlite 1.11
       // prepares a statement before its Raft barrier: a table created just before a
       // failover would be "no such table" there. A query runs the barrier first.
       await this.#rows(conn, encodeQuerySql(0, "SELECT 1", []), {});
+      this.#stillOpen();
     } catch (err) {
       conn.close();
       throw err;
     }
     this.#conn = conn;
     this.#generation++;
+  }
+
+  /** Throws `CONNECTION_CLOSED` when {@link close} ran while a connection was being made. */
+  #stillOpen(): void {
+    if (this.#closed) {
+      throw new SqliteError(
+        ErrorCode.ConnectionClosed,
+        `Database "${this.#name}" was closed while connecting to the dqlite leader`,
+      );
+    }
   }
 
   /**
