@@ -66,6 +66,15 @@ export async function realOrResolved(path: string): Promise<string> {
   }
 }
 
+/**
+ * The database as a server serving `database` names it in its hello:
+ * `":memory:"` as is (a server's own in-memory database, no file), else its
+ * real path ({@link realOrResolved}).
+ */
+export async function databaseIdentity(database: string): Promise<string> {
+  return database === ":memory:" ? database : await realOrResolved(database);
+}
+
 /** Deno permissions the started server runs with (those of `deno task serve`). */
 const SERVER_FLAGS = [
   "--allow-read",
@@ -142,13 +151,11 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
    * server found running: another app's on the same channel or path).
    */
   const checked = async ([link, info]: [Link, HelloReply]): Promise<[Link, HelloReply]> => {
-    if (info.database === undefined || info.database === await realOrResolved(database)) {
-      return [link, info];
-    }
+    const ours = await databaseIdentity(database);
+    if (info.database === undefined || info.database === ours) return [link, info];
     const err = new ConnectionError(
       `Cannot autostart a server for "${database}" on ${formatAddress(addr)}: the server there ` +
-        `serves "${info.database}", not "${await realOrResolved(database)}": give this database ` +
-        "its own path or channel",
+        `serves "${info.database}", not "${ours}": give this database its own path or channel`,
       { code: ErrorCode.ConnectionClosed },
     );
     link.fail(err);

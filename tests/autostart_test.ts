@@ -380,3 +380,41 @@ Deno.test("connect({ autostart }) fails at once when a live server owns the data
   assert.ok(ms < 5000, `took ${ms.toFixed(0)} ms`);
   assert.deepEqual(serverPids(running.database), []);
 });
+
+Deno.test({
+  name:
+    'connect({ autostart: { database: ":memory:" } }) starts one in-memory server that later clients share',
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/mem.sock`;
+    try {
+      const a = await connect({ path, autostart: { database: ":memory:", timeout: 10000 } });
+      try {
+        assert.equal(a.serverInfo.database, ":memory:");
+        await a.exec("CREATE TABLE t (x INTEGER)");
+        await a.run("INSERT INTO t VALUES (7)");
+      } finally {
+        await a.close();
+      }
+      // The second client finds the server running, with the first one's data.
+      const b = await connect({ path, database: ":memory:", autostart: { database: ":memory:" } });
+      try {
+        assert.deepEqual(await b.values("SELECT x FROM t"), [[7]]);
+      } finally {
+        await b.close();
+      }
+      assert.equal(serverPids(`--socket ${path}`).length, 1);
+      // A file named ":memory:" is another database than the in-memory one.
+      await assert.rejects(
+        connect({ path, database: "./:memory:", autostart: { database: ":memory:" } }),
+        new TypeError(
+          'Invalid options: "database" is "./:memory:" but "autostart.database" is ":memory:", ' +
+            'another file: give the database once, in "autostart.database"',
+        ),
+      );
+    } finally {
+      for (const pid of serverPids(`--socket ${path}`)) await stop(pid);
+    }
+  },
+});
