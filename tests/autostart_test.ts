@@ -246,14 +246,20 @@ Deno.test({
   },
 });
 
-/** A database in rollback-journal mode with an exclusive lock held by this process until disposed. */
+/**
+ * A database in rollback-journal mode with an exclusive lock held by this
+ * process until disposed (the first time).
+ */
 function lockedDatabase(database: string): Disposable {
   const holder = new DatabaseSync(database);
   holder.exec("CREATE TABLE t (x INTEGER)");
   holder.exec("BEGIN EXCLUSIVE");
   holder.exec("INSERT INTO t VALUES (1)");
+  let held = true;
   return {
     [Symbol.dispose]() {
+      if (!held) return;
+      held = false;
       holder.exec("ROLLBACK");
       holder.close();
     },
@@ -418,3 +424,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "connect({ autostart }) never stops a server that began serving other clients as its wait ended",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/a.db`;
+    const path = `${dir.path}/s.sock`;
+    const moved = `${dir.path}/moved.sock`;
+    const locked = lockedDatabase(database);
+    let b: Awaited<ReturnType<typeof connect>> | null = null;
+    try {
+      // The server waits for the lock (up to 20 s) while A waits up to 6 s for an answer.
+      const a = connect({
+        path,
+        connectTimeout: 100,
+        autostart: { database, timeout: 6000, args: ["--busy-timeout", "20000"] },
+      }).then(() => assert.fail("A connected"), (e: unknown) => e);
+      await until(() => existsPath(path), 5000, "the started server to listen");
+      const [pid] = serverPids(database);
+      // A finds nothing at its path from now on; its tries still waiting time out (100 ms).
+      Deno.renameSync(path, moved);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      // B waits at the other name; the database opens, and the server answers B.
+      const connecting = connect({ path: moved, connectTimeout: 10000 });
+      locked[Symbol.dispose]();
+      b = await connecting;
+      assert.deepEqual(await b.values("SELECT count(*) FROM t"), [[0]]);
+      // A's wait ends: the server serves B, so it is left running, and says why.
+      const err = await a;
+      // B's session goes on: the server was not stopped.
+      await b.run("INSERT INTO t VALUES (2)");
+      assert.deepEqual(await b.values("SELECT x FROM t"), [[2]]);
+      assert.ok(alive(pid), "the server was stopped");
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(
+        err.message,
+        `Cannot autostart a server for "${database}" on unix:${path}: none answered within ` +
+          "6000 ms (the server started began serving as the wait ended, and is left running " +
+          "for the clients it may serve; it did not answer a last try within 1000 ms)",
+      );
+    } finally {
+      await b?.close().catch(() => {});
+      locked[Symbol.dispose]();
+      for (const pid of serverPids(database)) await stop(pid);
+    }
+  },
+});
+
+function existsPath(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
