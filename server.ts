@@ -1017,6 +1017,16 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     console.error(`netsqlite: ${flagInMessage((err as Error).message, args)}`);
     return 1;
   }
+  // Autostart stops a server it started and gave up on with SIGUSR2
+  // (client/autostart.ts), whose default action ends the process: until here,
+  // while the database opens. From here on, before any hello can be answered
+  // (no await since serve() returned), a server others may use ignores it.
+  const ignoreStop = (): void => {
+    console.error(
+      "netsqlite: SIGUSR2 ignored: serving (autostart stops only a server still opening)",
+    );
+  };
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGUSR2", ignoreStop);
   const graceMs = options.graceMs ?? 5000;
   let signalledAt = -1;
   const handlers = new Map<Deno.Signal, () => void>();
@@ -1067,6 +1077,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   }
   await server.finished;
   for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
+  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);
   if (signalledAt >= 0) console.log("netsqlite: stopped");
   return 0;
 }

@@ -10,7 +10,9 @@
  * with the reason it printed. A server listens before it opens the database:
  * one that closes the client's connection unanswered (it could not open the
  * database) is waited for and its reason reported the same way; one still
- * opening it when `autostart.timeout` runs out is stopped, not left behind.
+ * opening it when `autostart.timeout` runs out is stopped, not left behind,
+ * but never one that has begun serving (others may use it): the stop is a
+ * signal that only a server not yet serving dies of (`STOP_SIGNAL`).
  *
  * @module
  */
@@ -66,6 +68,15 @@ export async function realOrResolved(path: string): Promise<string> {
   }
 }
 
+/**
+ * The database as a server serving `database` names it in its hello:
+ * `":memory:"` as is (a server's own in-memory database, no file), else its
+ * real path ({@link realOrResolved}).
+ */
+export async function databaseIdentity(database: string): Promise<string> {
+  return database === ":memory:" ? database : await realOrResolved(database);
+}
+
 /** Deno permissions the started server runs with (those of `deno task serve`). */
 const SERVER_FLAGS = [
   "--allow-read",
@@ -88,8 +99,18 @@ const FIRST_RESTART_PAUSE = 250;
 const MAX_RESTART_PAUSE = 2000;
 /** Longest wait for a started server to exit after it closed a connection unanswered, in ms. */
 const EXIT_WAIT = 1000;
-/** Longest wait for a started server to exit after SIGTERM, in ms. */
-const STOP_WAIT = 2000;
+/**
+ * The signal that stops a started server still opening its database: its
+ * default action ends the process at once, and `server.ts` ignores it from
+ * the moment it serves (before it can answer any hello), so a server that may
+ * have answered another client is never stopped by it. The kernel decides
+ * when it delivers the signal: no window between a check and the stop.
+ */
+const STOP_SIGNAL: Deno.Signal = "SIGUSR2";
+/** Longest wait for a started server to exit after `STOP_SIGNAL`, in ms. */
+const STOP_WAIT = 500;
+/** Longest last try to connect to a started server that ignored `STOP_SIGNAL` (it serves), in ms. */
+const LAST_TRY = 1000;
 /** Bytes of a started server's stderr kept from its start, and as many from its end. */
 const STDERR_KEEP = 2048;
 /**
@@ -108,7 +129,9 @@ const LOCKED_TEXT = "another server owns ";
  * wait at once, with what it printed. When the
  * server listens but closes the connection unanswered (it failed to open the
  * database), the client waits for its exit to say why. A started server that
- * never answered and still runs when the client gives up is stopped. A
+ * still opens its database when the client gives up is stopped; one that has
+ * begun serving by then is tried once more (up to `LAST_TRY`) and left
+ * running either way. A
  * server that answers but serves another database than `autostart.database`
  * (its real path) is refused.
  *
@@ -142,13 +165,11 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
    * server found running: another app's on the same channel or path).
    */
   const checked = async ([link, info]: [Link, HelloReply]): Promise<[Link, HelloReply]> => {
-    if (info.database === undefined || info.database === await realOrResolved(database)) {
-      return [link, info];
-    }
+    const ours = await databaseIdentity(database);
+    if (info.database === undefined || info.database === ours) return [link, info];
     const err = new ConnectionError(
       `Cannot autostart a server for "${database}" on ${formatAddress(addr)}: the server there ` +
-        `serves "${info.database}", not "${await realOrResolved(database)}": give this database ` +
-        "its own path or channel",
+        `serves "${info.database}", not "${ours}": give this database its own path or channel`,
       { code: ErrorCode.ConnectionClosed },
     );
     link.fail(err);
@@ -237,11 +258,27 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
       }
       if (now > deadline) {
         const which = starts === 1 ? "the server started" : `the last of ${starts} servers started`;
+        if (child.exitCode === null && !await child.stopUnlessServing()) {
+          // It ignored the stop: it serves by now, and other clients may use
+          // it (as the wait ended, the database opened). Leave it running;
+          // a last try may reach it.
+          const late = await openLink({ ...config, connectTimeout: LAST_TRY })
+            .then((ok) => ({ ok }), (err: unknown) => ({ err }));
+          if ("ok" in late) return await checked(late.ok);
+          if (child.exitCode === null) {
+            throw fail(
+              `none answered within ${timeout} ms (${which} began serving as the wait ended, ` +
+                `and is left running for the clients it may serve; it did not answer a last try ` +
+                `within ${LAST_TRY} ms)`,
+              late.err,
+            );
+          }
+        }
         let last: string;
-        if (child.exitCode === null) {
-          // It never answered us, and a server answers no one before it has
-          // opened its database: stop it rather than leave it behind.
-          const printed = await child.stop();
+        if (child.stopped) {
+          // It died of the stop: it was still opening its database, and a
+          // server answers no one before that.
+          const printed = await child.reason(STOP_WAIT);
           last = ` (${which} ` +
             (unanswered(failure)
               ? "listened but did not answer, and was stopped: is the database locked by " +
@@ -302,6 +339,7 @@ class StartedServer {
   readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
   readonly #drained: Promise<void>;
   #exitCode: number | null = null;
+  #stopped = false;
   #head: Uint8Array = new Uint8Array(0);
   #tail: Uint8Array = new Uint8Array(0);
   #dropped = false;
@@ -315,7 +353,10 @@ class StartedServer {
       stderr: "piped",
       detached: true,
     }).spawn();
-    child.status.then((s) => this.#exitCode = s.code, () => {});
+    child.status.then((s) => {
+      this.#stopped = s.signal === STOP_SIGNAL;
+      this.#exitCode = s.code;
+    }, () => {});
     child.unref();
     this.#child = child;
     this.#reader = child.stderr.getReader();
@@ -325,6 +366,11 @@ class StartedServer {
   /** The exit code, or `null` while running (or not yet known). */
   get exitCode(): number | null {
     return this.#exitCode;
+  }
+
+  /** True when the process ended on `STOP_SIGNAL` (see `stopUnlessServing()`). */
+  get stopped(): boolean {
+    return this.#stopped;
   }
 
   /** Waits until the process has exited, at most `ms`. */
@@ -341,18 +387,18 @@ class StartedServer {
   }
 
   /**
-   * Stops the process with SIGTERM and returns what it printed. A server
-   * still opening its database has no handler for it yet and ends at once;
-   * one that just started serving shuts down gracefully (nothing written is lost).
+   * Sends `STOP_SIGNAL`: a server still opening its database ends at once, one
+   * that serves ignores it. Returns whether the process has exited (within
+   * `STOP_WAIT`); `false` also where the signal cannot be sent (Windows).
    */
-  async stop(): Promise<string> {
+  async stopUnlessServing(): Promise<boolean> {
     try {
-      this.#child.kill("SIGTERM");
+      this.#child.kill(STOP_SIGNAL);
     } catch {
-      // Exited meanwhile.
+      // Exited meanwhile, or no such signal here: it is left running.
     }
     await this.exited(STOP_WAIT);
-    return await this.reason(this.#exitCode === null ? 0 : STOP_WAIT);
+    return this.#exitCode !== null;
   }
 
   /**

@@ -276,8 +276,12 @@ async function autostartOption(
   return file;
 }
 
-/** True when `a` and `b` name the same file: the same absolute or real path. */
+/**
+ * True when `a` and `b` name the same database: the same absolute or real
+ * path, or both `":memory:"` (which is no file: `./:memory:` is one).
+ */
 async function sameFile(a: string, b: string): Promise<boolean> {
+  if (a === ":memory:" || b === ":memory:") return a === b;
   return resolve(a) === resolve(b) || await realOrResolved(a) === await realOrResolved(b);
 }
 

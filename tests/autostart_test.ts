@@ -246,14 +246,20 @@ Deno.test({
   },
 });
 
-/** A database in rollback-journal mode with an exclusive lock held by this process until disposed. */
+/**
+ * A database in rollback-journal mode with an exclusive lock held by this
+ * process until disposed (the first time).
+ */
 function lockedDatabase(database: string): Disposable {
   const holder = new DatabaseSync(database);
   holder.exec("CREATE TABLE t (x INTEGER)");
   holder.exec("BEGIN EXCLUSIVE");
   holder.exec("INSERT INTO t VALUES (1)");
+  let held = true;
   return {
     [Symbol.dispose]() {
+      if (!held) return;
+      held = false;
       holder.exec("ROLLBACK");
       holder.close();
     },
@@ -380,3 +386,99 @@ Deno.test("connect({ autostart }) fails at once when a live server owns the data
   assert.ok(ms < 5000, `took ${ms.toFixed(0)} ms`);
   assert.deepEqual(serverPids(running.database), []);
 });
+
+Deno.test({
+  name:
+    'connect({ autostart: { database: ":memory:" } }) starts one in-memory server that later clients share',
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/mem.sock`;
+    try {
+      const a = await connect({ path, autostart: { database: ":memory:", timeout: 10000 } });
+      try {
+        assert.equal(a.serverInfo.database, ":memory:");
+        await a.exec("CREATE TABLE t (x INTEGER)");
+        await a.run("INSERT INTO t VALUES (7)");
+      } finally {
+        await a.close();
+      }
+      // The second client finds the server running, with the first one's data.
+      const b = await connect({ path, database: ":memory:", autostart: { database: ":memory:" } });
+      try {
+        assert.deepEqual(await b.values("SELECT x FROM t"), [[7]]);
+      } finally {
+        await b.close();
+      }
+      assert.equal(serverPids(`--socket ${path}`).length, 1);
+      // A file named ":memory:" is another database than the in-memory one.
+      await assert.rejects(
+        connect({ path, database: "./:memory:", autostart: { database: ":memory:" } }),
+        new TypeError(
+          'Invalid options: "database" is "./:memory:" but "autostart.database" is ":memory:", ' +
+            'another file: give the database once, in "autostart.database"',
+        ),
+      );
+    } finally {
+      for (const pid of serverPids(`--socket ${path}`)) await stop(pid);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "connect({ autostart }) never stops a server that began serving other clients as its wait ended",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/a.db`;
+    const path = `${dir.path}/s.sock`;
+    const moved = `${dir.path}/moved.sock`;
+    const locked = lockedDatabase(database);
+    let b: Awaited<ReturnType<typeof connect>> | null = null;
+    try {
+      // The server waits for the lock (up to 20 s) while A waits up to 6 s for an answer.
+      const a = connect({
+        path,
+        connectTimeout: 100,
+        autostart: { database, timeout: 6000, args: ["--busy-timeout", "20000"] },
+      }).then(() => assert.fail("A connected"), (e: unknown) => e);
+      await until(() => existsPath(path), 5000, "the started server to listen");
+      const [pid] = serverPids(database);
+      // A finds nothing at its path from now on; its tries still waiting time out (100 ms).
+      Deno.renameSync(path, moved);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      // B waits at the other name; the database opens, and the server answers B.
+      const connecting = connect({ path: moved, connectTimeout: 10000 });
+      locked[Symbol.dispose]();
+      b = await connecting;
+      assert.deepEqual(await b.values("SELECT count(*) FROM t"), [[0]]);
+      // A's wait ends: the server serves B, so it is left running, and says why.
+      const err = await a;
+      // B's session goes on: the server was not stopped.
+      await b.run("INSERT INTO t VALUES (2)");
+      assert.deepEqual(await b.values("SELECT x FROM t"), [[2]]);
+      assert.ok(alive(pid), "the server was stopped");
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(
+        err.message,
+        `Cannot autostart a server for "${database}" on unix:${path}: none answered within ` +
+          "6000 ms (the server started began serving as the wait ended, and is left running " +
+          "for the clients it may serve; it did not answer a last try within 1000 ms)",
+      );
+    } finally {
+      await b?.close().catch(() => {});
+      locked[Symbol.dispose]();
+      for (const pid of serverPids(database)) await stop(pid);
+    }
+  },
+});
+
+function existsPath(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
