@@ -496,9 +496,23 @@ export function runInBackground(
   wantRows: WantRows,
 ): Running {
   let reason: Error | null = null;
+  /**
+   * True once `reason` was thrown between two steps: the statement was not
+   * interrupted (a step had returned a row), so SQLite undid nothing, and
+   * its changes would stay (be committed, in autocommit) when it is reset.
+   */
+  let notStopped = false;
+  /** True when a write stopped that way was undone here (see `notStopped`). */
+  let undone = false;
   const db = p.conn.db;
   const guard = replyGuard(p, limits, wantRows);
-  const savepoint = guard === "savepoint";
+  // A write with rows (RETURNING) inside a transaction runs in a savepoint
+  // even when they are not wanted, or not measured: a deadline or a cancel
+  // that comes between two of its rows is undone with it (unless the
+  // caller undoes it, as a batch does).
+  const savepoint = guard === "savepoint" ||
+    (guard === "none" && !p.readOnly && p.columns.length > 0 && db.inTransaction &&
+      limits.reply?.undo !== false);
   const log = p.onWriter ? changeLogOf(p.conn) : undefined;
   const mark = log?.mark() ?? 0;
   if (savepoint) {
@@ -541,7 +555,18 @@ export function runInBackground(
         rows.push(row);
         if (rows.length === limits.maxRows) break;
       }
-      if (reason !== null) throw reason;
+      if (reason !== null) {
+        // The deadline, a cancel or the lease came after a step returned a
+        // row: undone as rows that do not fit the reply are.
+        notStopped = true;
+        if (savepoint) {
+          undone = true; // (rolled back to the savepoint once it is reset)
+        } else if (!p.readOnly && !db.inTransaction && p.conn.caps.interrupt) {
+          stopWrite(p); // in autocommit, SQLite rolls it back
+          undone = true;
+        }
+        throw reason;
+      }
       if (performance.now() < sliceEnd && step < slowFrom && !slow.has(step)) {
         // A row that turns slow here holds the event loop, where the
         // deadline's timer cannot fire. A read (nothing of it was sent, it
@@ -605,7 +630,8 @@ export function runInBackground(
       }
       return o;
     }, (err) => {
-      endSavepoint(p, err, log, mark);
+      if (undone) undoSavepoint(p, log, mark);
+      else endSavepoint(p, err, log, mark);
       throw err;
     });
   };
@@ -613,7 +639,7 @@ export function runInBackground(
     log.ran(p, mark);
     return o;
   }, (err) => {
-    if (isRoomFull(err)) log.truncate(mark);
+    if (isRoomFull(err) || undone) log.truncate(mark);
     log.failed(mark);
     throw err;
   });
