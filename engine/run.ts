@@ -497,12 +497,11 @@ export function runInBackground(
 ): Running {
   let reason: Error | null = null;
   /**
-   * True once `reason` was thrown between two steps: the statement was not
-   * interrupted (a step had returned a row), so SQLite undid nothing, and
-   * its changes would stay (be committed, in autocommit) when it is reset.
+   * True once `reason` was thrown between two steps of a write and the
+   * write undone here: SQLite did not interrupt it (a step had returned a
+   * row), so it undid nothing, and the changes would stay (be committed,
+   * in autocommit) when the statement is reset.
    */
-  let notStopped = false;
-  /** True when a write stopped that way was undone here (see `notStopped`). */
   let undone = false;
   const db = p.conn.db;
   const guard = replyGuard(p, limits, wantRows);
@@ -558,7 +557,6 @@ export function runInBackground(
       if (reason !== null) {
         // The deadline, a cancel or the lease came after a step returned a
         // row: undone as rows that do not fit the reply are.
-        notStopped = true;
         if (savepoint) {
           undone = true; // (rolled back to the savepoint once it is reset)
         } else if (!p.readOnly && !db.inTransaction && p.conn.caps.interrupt) {
