@@ -39,6 +39,38 @@ function keptRows(db: Connection["db"], err: unknown): boolean {
     db.inTransaction && Number(db.changes()) > 0 && db.deferredViolations() !== true;
 }
 
+/**
+ * Errors of members whose statement failed after changing rows the group
+ * kept (see {@link keptRows}): their reply says the statement failed, and
+ * that its earlier rows stay, only once the group commits.
+ */
+const keptErrors = new WeakSet<object>();
+
+/**
+ * The error a held reply of a group member gets when its group did not
+ * commit (`groupError`: ON CONFLICT ROLLBACK in another member, or the
+ * COMMIT failed). A write that failed alone keeps its own error (`held`);
+ * one whose earlier rows the group kept (OR FAIL, RAISE(FAIL)) lost them
+ * with the group, so its plain constraint error (which says those rows
+ * stay) would mislead: it gets the group's error, naming its own as the
+ * detail and carrying it as `cause`.
+ *
+ * @param held The member's own error (undefined: its write succeeded).
+ * @param groupError Why the group did not commit.
+ * @returns The error to answer the held reply with.
+ */
+export function heldReplyError(held: unknown, groupError: SqliteError): unknown {
+  if (held === undefined) return groupError;
+  if (!(held instanceof SqliteError) || !keptErrors.has(held)) return held;
+  return new SqliteError(
+    groupError.code,
+    `${groupError.message} (the statement had failed with ${held.code}: "${held.message}", ` +
+      "and the rows it changed before that, which SQLite keeps, were rolled back with the group)",
+    groupError.sqliteCode,
+    { cause: held },
+  );
+}
+
 /** SQLite's primary code for a constraint error. */
 const SQLITE_CONSTRAINT = 19;
 /** SQLITE_CONSTRAINT_FOREIGNKEY, which {@link foreignKeyFailed} raises after the write. */
@@ -146,6 +178,7 @@ export class GroupCommit {
         // kept them too). The failure is answered once they are committed.
         if (!first) writer.runOwn("RELEASE netsqlite_group");
         this.#joined(member, start);
+        keptErrors.add(err as SqliteError);
         throw err;
       }
       log?.truncate(mark); // this member's changes were undone

@@ -496,9 +496,22 @@ export function runInBackground(
   wantRows: WantRows,
 ): Running {
   let reason: Error | null = null;
+  /**
+   * True once `reason` was thrown between two steps of a write and the
+   * write undone here: SQLite did not interrupt it (a step had returned a
+   * row), so it undid nothing, and the changes would stay (be committed,
+   * in autocommit) when the statement is reset.
+   */
+  let undone = false;
   const db = p.conn.db;
   const guard = replyGuard(p, limits, wantRows);
-  const savepoint = guard === "savepoint";
+  // A write with rows (RETURNING) inside a transaction runs in a savepoint
+  // even when they are not wanted, or not measured: a deadline or a cancel
+  // that comes between two of its rows is undone with it (unless the
+  // caller undoes it, as a batch does).
+  const savepoint = guard === "savepoint" ||
+    (guard === "none" && !p.readOnly && p.columns.length > 0 && db.inTransaction &&
+      limits.reply?.undo !== false);
   const log = p.onWriter ? changeLogOf(p.conn) : undefined;
   const mark = log?.mark() ?? 0;
   if (savepoint) {
@@ -541,7 +554,17 @@ export function runInBackground(
         rows.push(row);
         if (rows.length === limits.maxRows) break;
       }
-      if (reason !== null) throw reason;
+      if (reason !== null) {
+        // The deadline, a cancel or the lease came after a step returned a
+        // row: undone as rows that do not fit the reply are.
+        if (savepoint) {
+          undone = true; // (rolled back to the savepoint once it is reset)
+        } else if (!p.readOnly && !db.inTransaction && p.conn.caps.interrupt) {
+          stopWrite(p); // in autocommit, SQLite rolls it back
+          undone = true;
+        }
+        throw reason;
+      }
       if (performance.now() < sliceEnd && step < slowFrom && !slow.has(step)) {
         // A row that turns slow here holds the event loop, where the
         // deadline's timer cannot fire. A read (nothing of it was sent, it
@@ -605,7 +628,8 @@ export function runInBackground(
       }
       return o;
     }, (err) => {
-      endSavepoint(p, err, log, mark);
+      if (undone) undoSavepoint(p, log, mark);
+      else endSavepoint(p, err, log, mark);
       throw err;
     });
   };
@@ -613,7 +637,7 @@ export function runInBackground(
     log.ran(p, mark);
     return o;
   }, (err) => {
-    if (isRoomFull(err)) log.truncate(mark);
+    if (isRoomFull(err) || undone) log.truncate(mark);
     log.failed(mark);
     throw err;
   });

@@ -45,6 +45,7 @@ import {
 import { BLOCKED, type EngineLike, type SessionLike } from "../engine/engine_api.ts";
 import type { EngineSession } from "../engine/engine_session.ts";
 import { replyTooLarge, resultTooLarge } from "../engine/run.ts";
+import { heldReplyError } from "../engine/group_commit.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { PartialFrameBudget } from "../transport/frame_reader.ts";
 import type { TokenGate } from "./auth.ts";
@@ -822,9 +823,10 @@ export class Session implements SessionProbe {
   /** Held writes became durable, or their group commit failed. */
   #onCommit(error: SqliteError | null): void {
     if (error !== null && this.#heldAt !== -1) {
-      // Replace the held replies: successes become the commit's error.
+      // Replace the held replies: successes become the commit's error, and
+      // so do failures whose kept rows (OR FAIL) were lost with the group.
       this.#encoder.truncate(this.#heldAt);
-      for (const h of this.#held) this.#replyError(h.id, h.error ?? error);
+      for (const h of this.#held) this.#replyError(h.id, heldReplyError(h.error, error));
     }
     this.#heldAt = -1;
     this.#held = [];

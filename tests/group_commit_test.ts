@@ -554,3 +554,65 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   },
 });
+
+Deno.test("Engine group commit: an OR FAIL write whose kept rows are rolled back with its group is told so", async () => {
+  await using srv = await startServer({ synchronous: "full" });
+  const [a, b, c] = await Promise.all(
+    [0, 1, 2].map(() => connect({ ...srv.connectOptions, max: 1 })),
+  );
+  try {
+    await a.exec(
+      "CREATE TABLE t (x INTEGER UNIQUE); CREATE TABLE u (y INTEGER UNIQUE);" +
+        "INSERT INTO t VALUES (3); INSERT INTO u VALUES (100)",
+    );
+    // A keeps rows 1 and 2, then fails on 3 (OR FAIL); C ends the group (OR ROLLBACK).
+    const orFail = "INSERT OR FAIL INTO t VALUES (1), (2), (3), (4)";
+    const plain = "INSERT INTO u VALUES (?)";
+    const orRollback = "INSERT OR ROLLBACK INTO u VALUES (100)";
+    // Each SQL text known to be fast, so that it joins a group.
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(a.run(orFail));
+      await a.exec("DELETE FROM t WHERE x <> 3");
+      await b.run(plain, [200 + i]);
+      await assert.rejects(c.run(orRollback));
+    }
+    let lost = 0;
+    let kept = 0;
+    let rounds = 0;
+    for (; rounds < 60 && (lost < 3 || kept < 3); rounds++) {
+      await a.exec("DELETE FROM t WHERE x <> 3");
+      // Every other round without C: A's group commits, its kept rows stay.
+      const [ra] = await Promise.allSettled([
+        a.run(orFail),
+        b.run(plain, [1000 + rounds]),
+        rounds % 2 === 0 ? c.run(orRollback) : null,
+      ]);
+      const t = (await a.values<[number]>("SELECT x FROM t ORDER BY x")).map((r) => r[0]);
+      const what = `round ${rounds}: ${JSON.stringify(ra)}, t ${JSON.stringify(t)}`;
+      assert.equal(ra.status, "rejected", what);
+      const err = (ra as PromiseRejectedResult).reason as SqliteError;
+      if (err.code === "SQLITE_CONSTRAINT_UNIQUE") {
+        // Its plain error says the rows before the failing one stay: they do.
+        assert.deepEqual(t, [1, 2, 3], what);
+        kept++;
+      } else {
+        // Its group was rolled back by C's statement: its kept rows with it.
+        assert.equal(err.code, "SQLITE_ABORT", what);
+        assert.match(err.message, /rolled back with its group commit/, what);
+        assert.match(
+          err.message,
+          /had failed with SQLITE_CONSTRAINT_UNIQUE: "UNIQUE constraint failed: t\.x"/,
+          what,
+        );
+        assert.deepEqual(t, [3], what);
+        lost++;
+      }
+      for (const x of [a, b, c]) assert.equal(x.inTransaction, false, what);
+    }
+    console.log(`OR FAIL: kept rows lost with the group in ${lost} of ${rounds} rounds`);
+    assert.ok(kept > 0, "the OR FAIL write's kept rows never stayed");
+    assert.ok(lost > 0, `in ${rounds} rounds the OR FAIL write never shared a group with C`);
+  } finally {
+    for (const x of [a, b, c]) await x.close();
+  }
+});

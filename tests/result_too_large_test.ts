@@ -244,3 +244,70 @@ Deno.test("query() of a write without RETURNING under a maxResultBytes too small
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
   assert.equal((await db.run("INSERT INTO t DEFAULT VALUES")).changes, 1);
 });
+
+Deno.test({
+  name:
+    "INSERT ... RETURNING that fails at its deadline while its rows are read leaves nothing: query() and run(), in BEGIN or autocommit [ffi]",
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node", // node:sqlite runs nothing in the background
+  fn: async () => {
+    await using srv = await startServer({ maxResultBytes: 64 << 20, maxFrameSize: 64 << 20 });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (v INTEGER)");
+    const n = 50_000;
+    const sql = "INSERT INTO t (v) SELECT n FROM (WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL " +
+      "SELECT n + 1 FROM c WHERE n < ?) SELECT n FROM c) RETURNING v";
+    // How long it takes whole: the deadlines below land across its run,
+    // some between two rows (a background step returned one, the next not
+    // asked for yet), where SQLite is not stopping it.
+    let start = performance.now();
+    assert.equal((await db.query(sql, [n])).length, n);
+    let whole = performance.now() - start;
+    await db.exec("DELETE FROM t");
+    const seen: Record<string, number> = {};
+    const alone = (kind: string): number => seen[`${kind}: undone alone`] ?? 0;
+    for (let round = 0; round < 150 && (alone("query") < 2 || alone("run") < 2); round++) {
+      const timeout = Math.max(1, Math.round(whole * (0.3 + (round % 20) / 25)));
+      const inTx = round % 2 === 0;
+      if (inTx) await db.exec("BEGIN; INSERT INTO t VALUES (-1)");
+      start = performance.now();
+      // query() wants its rows; run() steps through them without.
+      const call = round % 4 < 2
+        ? db.query(sql, [n], { timeout }).then((rows) => rows.length)
+        : db.run(sql, [n], { timeout }).then((res) => Number(res.changes));
+      const r = await call.then((k) => k, (e) => e);
+      const took = performance.now() - start;
+      // Stopped mid-step, SQLite rolls back the whole transaction (COMMIT
+      // then fails); between rows, only the statement is undone.
+      const open = !inTx || await db.exec("COMMIT").then(() => true, async () => {
+        await db.exec("ROLLBACK");
+        return false;
+      });
+      const [[mine, marker]] = await db.values<[number, number]>(
+        "SELECT count(*) FILTER (WHERE v > 0), count(*) FILTER (WHERE v = -1) FROM t",
+      );
+      const what = `round ${round}, ${round % 4 < 2 ? "query" : "run"} in ${
+        inTx ? "BEGIN" : "autocommit"
+      }, timeout ${timeout} ms: ${r}`;
+      if (typeof r === "number") {
+        assert.equal(r, n, what);
+        assert.equal(mine, n, what);
+        seen.ok = (seen.ok ?? 0) + 1;
+        whole = Math.min(whole, took); // (the first run may have been slow)
+      } else {
+        assert.ok(r instanceof SqliteError, what);
+        assert.equal(r.code, "STATEMENT_TIMEOUT", what);
+        assert.equal(mine, 0, `${what}: the failed statement's rows stayed`);
+        if (inTx) {
+          assert.equal(marker, open ? 1 : 0, what);
+          const k = `${round % 4 < 2 ? "query" : "run"}: ${
+            open ? "undone alone" : "transaction rolled back"
+          }`;
+          seen[k] = (seen[k] ?? 0) + 1;
+        }
+      }
+      await db.exec("DELETE FROM t");
+    }
+    console.log(`whole ${whole.toFixed(0)} ms: ${JSON.stringify(seen)}`);
+    assert.ok(alone("query") + alone("run") > 0, "no deadline landed between two rows");
+  },
+});
