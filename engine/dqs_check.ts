@@ -124,28 +124,25 @@ function knownNames(db: Db, rows: SchemaRow[]): Set<string> {
     add(r.table);
   }
   const columns = (name: string): void => {
+    const sql = `SELECT name FROM pragma_table_xinfo(${sqlText(name)}, 'main')`;
     try {
-      for (
-        const [c] of rowsNow(db, `SELECT name FROM pragma_table_xinfo(${sqlText(name)}, 'main')`)
-      ) {
-        add(c);
-      }
+      for (const [c] of rowsNow(db, sql)) add(c);
     } catch {
       // A view that fails here (on a literal, say) or a virtual table without its module.
     }
   };
   try {
-    // One statement for all tables; a virtual table without its module fails it.
+    // One statement for all; a view that fails (on a literal) or a virtual
+    // table without its module fails it: then one at a time.
     const all = rowsNow(
       db,
       "SELECT DISTINCT c.name FROM main.sqlite_schema AS s, " +
-        "pragma_table_xinfo(s.name, 'main') AS c WHERE s.type = 'table'",
+        "pragma_table_xinfo(s.name, 'main') AS c WHERE s.type IN ('table', 'view')",
     );
     for (const [c] of all) add(c);
   } catch {
-    for (const r of rows) if (r.type === "table") columns(r.name);
+    for (const r of rows) if (r.type === "table" || r.type === "view") columns(r.name);
   }
-  for (const r of rows) if (r.type === "view") columns(r.name);
   return known;
 }
 
