@@ -181,7 +181,7 @@ function warnDoubleQuotedStrings(engine: Engine, config: ServeConfig): void {
   const log = new Logger(config.logLevel);
   if (objects.length > 0) log.warn(describeDqsObjects(objects));
   if (skipped !== null) {
-    log.log("info", `could not check the schema for double-quoted string literals: ${skipped}`);
+    log.warn(`could not check the schema for double-quoted string literals: ${skipped}`);
   }
 }
 

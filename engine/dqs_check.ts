@@ -13,18 +13,30 @@
  *   column: bad`).
  *
  * (`DEFAULT "x"` is text in either mode.) The check never writes to the
- * database: it reads `sqlite_schema`, creates the tables in a scratch file
- * in the temporary directory with literals accepted, then creates each index,
- * view and trigger there on a connection that refuses them, preparing (never
- * running) a query of each view and a statement that fires each trigger;
- * each table's own `CREATE TABLE` is tried on a refusing in-memory database.
- * An object counts when it fails with `no such column: X` and its own SQL
- * holds `"X"`.
+ * database and needs no file. It reads `sqlite_schema` and works in two steps:
+ *
+ * 1. **Lexer.** An object is a suspect only if its SQL holds a double-quoted
+ *    token that could be a literal: one that names no table, view, index,
+ *    trigger or column of a table or view of the schema (ASCII
+ *    case-insensitive, like SQLite), and stands neither beside a `.`
+ *    (`"t"."a"`, `NEW."a"`) nor after `AS`, `CONSTRAINT` or `COLLATE`. A schema
+ *    that quotes its names (as Kysely, Prisma and drizzle-kit write them)
+ *    has no suspect and costs only this scan. The rule misses a literal that
+ *    happens to spell the name of something in the schema (`WHERE s = "t"`
+ *    with a table or column `t`): acceptable for a warning.
+ * 2. **Build.** With suspects, one in-memory connection that refuses the
+ *    literals creates every table (a `CREATE TABLE` that fails on a literal is
+ *    reported, then created again with that literal in single quotes, as DQS
+ *    would read it) and every view, then each suspect index, view and
+ *    trigger, preparing (never running) a query of each suspect view and a
+ *    statement that fires each suspect trigger. An object counts when it
+ *    fails with `no such column: X` and its own SQL holds `"X"`.
  *
  * @module
  */
 
 import { type Db, rowsNow, type Sqlite } from "./binding/binding.ts";
+import { type Token, tokenize } from "../protocol/sql_lexer.ts";
 
 /** One schema object that needs double-quoted string literals. */
 export interface DqsObject {
@@ -40,8 +52,14 @@ export interface DqsObject {
 export interface DqsReport {
   /** The objects found, in schema order (tables, indexes, views, triggers). */
   readonly objects: readonly DqsObject[];
-  /** Why the check could not run (e.g. no temporary directory), or `null`. */
+  /** Why the check could not run, or `null`. */
   readonly skipped: string | null;
+  /**
+   * How many objects the lexer left suspect, so that the check built the
+   * schema in memory to try them (0: no build at all); absent when the
+   * check did not run.
+   */
+  readonly suspects?: number;
 }
 
 interface SchemaRow {
@@ -54,8 +72,9 @@ interface SchemaRow {
 /**
  * Checks the schema of the database `db` is open on (read only, `main`).
  *
- * @param sqlite The binding, to open the scratch connections.
- * @param db A connection to the database (only `sqlite_schema` is read).
+ * @param sqlite The binding, to open the in-memory connection of the build.
+ * @param db A connection to the database (only `sqlite_schema` and the
+ *   tables' and views' columns are read).
  */
 export function findDoubleQuotedStrings(sqlite: Sqlite, db: Db): DqsReport {
   const rows = rowsNow(
@@ -68,70 +87,126 @@ export function findDoubleQuotedStrings(sqlite: Sqlite, db: Db): DqsReport {
     table: String(table),
     sql: String(sql),
   }));
-  // Without a double quote anywhere there is no such literal: no scratch file.
-  if (!rows.some((r) => r.sql.includes('"'))) return { objects: [], skipped: null };
+  // Without a double quote anywhere there is no such literal.
+  if (!rows.some((r) => r.sql.includes('"'))) return { objects: [], skipped: null, suspects: 0 };
+  const known = knownNames(db, rows);
+  const suspect = new Set(rows.filter((r) => !isVirtual(r) && mayHoldLiteral(r.sql, known)));
+  if (suspect.size === 0) return { objects: [], skipped: null, suspects: 0 };
   const found: DqsObject[] = [];
-  const tables = rows.filter((r) => r.type === "table");
-  checkTables(sqlite, tables, found);
-  let file: string;
-  try {
-    file = Deno.makeTempFileSync({ prefix: "netsqlite-dqs-", suffix: ".db" });
-  } catch (err) {
-    return { objects: found, skipped: `no scratch file: ${(err as Error).message}` };
-  }
-  try {
-    const build = sqlite.open(file, { readOnly: false, busyTimeout: 0, doubleQuotedStrings: true });
-    try {
-      build.exec("PRAGMA journal_mode = OFF");
-      build.exec("BEGIN");
-      for (const t of tables) tryExec(build, t.sql); // virtual tables may lack their module
-      build.exec("COMMIT");
-    } finally {
-      build.close();
-    }
-    const check = sqlite.open(file, {
-      readOnly: false,
-      busyTimeout: 0,
-      doubleQuotedStrings: false,
-    });
-    try {
-      check.exec("PRAGMA journal_mode = OFF");
-      for (const type of ["index", "view", "trigger"]) {
-        for (const r of rows) if (r.type === type) checkObject(check, r, found);
-      }
-    } finally {
-      check.close();
-    }
-  } catch (err) {
-    return { objects: found, skipped: (err as Error).message };
-  } finally {
-    for (const f of [file, `${file}-journal`]) {
-      try {
-        Deno.removeSync(f);
-      } catch {
-        // Not there.
-      }
-    }
-  }
-  return { objects: found, skipped: null };
-}
-
-/** Each table's `CREATE TABLE` on an in-memory database that refuses the literals. */
-function checkTables(sqlite: Sqlite, tables: SchemaRow[], found: DqsObject[]): void {
   const mem = sqlite.open(":memory:", {
     readOnly: false,
     busyTimeout: 0,
     doubleQuotedStrings: false,
   });
   try {
-    for (const t of tables) {
-      if (!t.sql.includes('"') || /^\s*create\s+virtual\b/i.test(t.sql)) continue;
-      const err = tryExec(mem, t.sql);
-      if (err !== null) note(t, err, found);
+    mem.exec("BEGIN");
+    for (const r of rows) if (r.type === "table") buildTable(mem, r, found);
+    for (const r of rows) {
+      if (r.type === "view" && !suspect.has(r)) tryExec(mem, r.sql); // others may use it
+    }
+    for (const type of ["index", "view", "trigger"]) {
+      for (const r of rows) if (r.type === type && suspect.has(r)) checkObject(mem, r, found);
     }
   } finally {
     mem.close();
   }
+  return { objects: found, skipped: null, suspects: suspect.size };
+}
+
+/** Names of the schema's objects and of its tables' and views' columns, ASCII-lowercased. */
+function knownNames(db: Db, rows: SchemaRow[]): Set<string> {
+  const known = new Set(["main", "temp", "rowid", "oid", "_rowid_"]);
+  const add = (name: unknown): void => {
+    known.add(lowerAscii(String(name)));
+  };
+  for (const r of rows) {
+    add(r.name);
+    add(r.table);
+  }
+  const columns = (name: string): void => {
+    const sql = `SELECT name FROM pragma_table_xinfo(${sqlText(name)}, 'main')`;
+    try {
+      for (const [c] of rowsNow(db, sql)) add(c);
+    } catch {
+      // A view that fails here (on a literal, say) or a virtual table without its module.
+    }
+  };
+  try {
+    // One statement for all; a view that fails (on a literal) or a virtual
+    // table without its module fails it: then one at a time.
+    const all = rowsNow(
+      db,
+      "SELECT DISTINCT c.name FROM main.sqlite_schema AS s, " +
+        "pragma_table_xinfo(s.name, 'main') AS c WHERE s.type IN ('table', 'view')",
+    );
+    for (const [c] of all) add(c);
+  } catch {
+    for (const r of rows) if (r.type === "table" || r.type === "view") columns(r.name);
+  }
+  return known;
+}
+
+/**
+ * Whether `sql` holds a double-quoted token that may be a string literal:
+ * not a name in `known`, not beside a `.`, not after `AS`, `CONSTRAINT` or `COLLATE`.
+ */
+function mayHoldLiteral(sql: string, known: ReadonlySet<string>): boolean {
+  if (!sql.includes('"')) return false;
+  const tokens = tokenize(sql);
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i];
+    if (t.kind !== "name" || sql[t.at] !== '"' || known.has(lowerAscii(t.text))) continue;
+    const before: Token | undefined = tokens[i - 1];
+    const after: Token | undefined = tokens[i + 1];
+    if (before?.text === "." && before.kind === "punct") continue;
+    if (after?.text === "." && after.kind === "punct") continue;
+    if (before?.kind === "word" && NAME_AFTER.has(before.text)) continue;
+    return true;
+  }
+  return false;
+}
+
+/** Words after which a double-quoted token is a name, never a literal. */
+const NAME_AFTER: ReadonlySet<string> = new Set(["as", "constraint", "collate"]);
+
+function lowerAscii(s: string): string {
+  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+}
+
+function isVirtual(r: SchemaRow): boolean {
+  return r.type === "table" && /^\s*create\s+virtual\b/i.test(r.sql);
+}
+
+/**
+ * Creates table `r` on `db` (literals refused). A literal that fails it is
+ * reported, put in single quotes and the table created again, so that the
+ * objects on it can be checked.
+ */
+function buildTable(db: Db, r: SchemaRow, found: DqsObject[]): void {
+  let sql = r.sql;
+  let noted = false;
+  for (;;) {
+    const err = tryExec(db, sql); // a virtual table may lack its module
+    if (err === null || isVirtual(r)) return;
+    const column = missingColumn(err);
+    if (column === null) return;
+    if (!noted && !(noted = note(r, err, found))) return;
+    const next = asText(sql, column);
+    if (next === sql) return;
+    sql = next;
+  }
+}
+
+/** `sql` with each double-quoted `"column"` token written as the string literal `'column'`. */
+function asText(sql: string, column: string): string {
+  let out = "";
+  let from = 0;
+  for (const t of tokenize(sql)) {
+    if (t.kind !== "name" || sql[t.at] !== '"' || t.text !== column) continue;
+    out += sql.slice(from, t.at) + sqlText(column);
+    from = t.end;
+  }
+  return out + sql.slice(from);
 }
 
 /** Creates index, view or trigger `r` on `db` (literals refused) and checks it. */
@@ -150,8 +225,9 @@ function checkObject(db: Db, r: SchemaRow, found: DqsObject[]): void {
     // A trigger's program is built when a statement that fires it is prepared.
     for (const sql of firingStatements(db, r)) err ??= tryPrepare(db, sql);
   }
-  if (err !== null && note(r, err, found) || r.type === "trigger") {
-    // A failing view would fail the views built on it; triggers are checked one at a time.
+  if (err !== null) {
+    note(r, err, found);
+    // It would fail the views built on it, or each later trigger's firing statement.
     tryExec(db, `DROP ${r.type.toUpperCase()} ${name}`);
   }
 }
@@ -180,13 +256,23 @@ function firingStatements(db: Db, r: SchemaRow): string[] {
  * SQL writes in double quotes. Returns whether it did.
  */
 function note(r: SchemaRow, message: string, found: DqsObject[]): boolean {
-  const m = /no such column: (?:"((?:[^"]|"")*)"|(.*))/s.exec(message);
-  if (m === null) return false;
-  const column = m[1] !== undefined ? m[1].replaceAll('""', '"') : m[2].trim();
+  const column = missingColumn(message);
+  if (column === null) return false;
   const literal = quote(column);
   if (!r.sql.includes(literal)) return false;
   found.push({ type: r.type, name: r.name, literal });
   return true;
+}
+
+/** The column of a `no such column: X` message, or `null`. */
+function missingColumn(message: string): string | null {
+  const m = /no such column: (?:"((?:[^"]|"")*)"|(.*))/s.exec(message);
+  if (m === null) return null;
+  return m[1] !== undefined ? m[1].replaceAll('""', '"') : m[2].trim();
+}
+
+function sqlText(s: string): string {
+  return `'${s.replaceAll("'", "''")}'`;
 }
 
 function quote(name: string): string {

@@ -8,6 +8,7 @@ import { connect, type SqliteError } from "../mod.ts";
 import { parseServeArgs, serve, type Server } from "../server.ts";
 import { resolveServeOptions } from "../server/options.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
+import { findDoubleQuotedStrings } from "../engine/dqs_check.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
@@ -28,6 +29,63 @@ const LEGACY_SCHEMA = `
   CREATE INDEX "good index" ON "my table"("my col") WHERE "my col" IS NOT NULL;
   INSERT INTO t (n) VALUES (1);
 `;
+
+/**
+ * A schema as ORMs write it (Kysely, Prisma, drizzle-kit): every name in
+ * double quotes, constraint names, qualified columns, aliases, no literal.
+ */
+const ORM_SCHEMA = `
+  CREATE TABLE "User" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "email" TEXT NOT NULL,
+    "name" TEXT, "createdAt" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "lower_email" TEXT GENERATED ALWAYS AS (lower("email")) VIRTUAL,
+    CONSTRAINT "User_email_check" CHECK (length("email") > 3));
+  CREATE TABLE "Post" ("id" INTEGER NOT NULL PRIMARY KEY, "title" TEXT NOT NULL COLLATE "NOCASE",
+    "authorId" INTEGER NOT NULL, "published" BOOLEAN NOT NULL DEFAULT false,
+    CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") REFERENCES "User" ("id")
+      ON DELETE RESTRICT ON UPDATE CASCADE);
+  CREATE TABLE "Tag" ("k" TEXT PRIMARY KEY, "v" INTEGER) WITHOUT ROWID;
+  CREATE TABLE "_audit" ("at" INTEGER, "what" TEXT);
+  CREATE UNIQUE INDEX "User_email_key" ON "User"("email");
+  CREATE INDEX "Post_published_idx" ON "Post"("authorId") WHERE "published" = 1;
+  CREATE INDEX "Post_title_lower" ON "Post"(lower("title"));
+  CREATE VIEW "PublishedPost" AS SELECT "p"."id", "p"."title" AS "postTitle", "u"."email"
+    FROM "Post" AS "p" JOIN "User" AS "u" ON "u"."id" = "p"."authorId" WHERE "p"."published";
+  CREATE VIEW "Titles" AS SELECT "postTitle" FROM "PublishedPost";
+  CREATE TRIGGER "Post_audit_insert" AFTER INSERT ON "Post" BEGIN
+    INSERT INTO "_audit" ("at", "what") VALUES (NEW."id", 'insert');
+    UPDATE "User" SET "name" = coalesce("name", 'author') WHERE "id" = NEW."authorId"; END;
+  CREATE TRIGGER "Post_audit_update" AFTER UPDATE OF "title" ON "Post" BEGIN
+    INSERT INTO "_audit" ("at", "what") SELECT "u"."id", NEW."title" FROM "main"."User" AS "u" WHERE "u"."id" = OLD."authorId"; END;
+`;
+
+/** Checks `schema` directly with `engine`'s binding (literals refused, as the server's connections). */
+function checkSchema(
+  engine: "ffi" | "node",
+  schema: string,
+): ReturnType<typeof findDoubleQuotedStrings> {
+  const dir = Deno.makeTempDirSync({ prefix: "netsqlite-dqs-" });
+  try {
+    const pre = new DatabaseSync(`${dir}/s.db`, { enableDoubleQuotedStringLiterals: true });
+    try {
+      pre.exec(schema);
+    } finally {
+      pre.close();
+    }
+    const sqlite = loadSqlite({ engine });
+    try {
+      const db = sqlite.open(`${dir}/s.db`, { readOnly: true, busyTimeout: 0 });
+      try {
+        return findDoubleQuotedStrings(sqlite, db);
+      } finally {
+        db.close();
+      }
+    } finally {
+      sqlite.close();
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
 
 async function legacyDatabase(dir: string): Promise<string> {
   const file = `${dir}/legacy.db`;
@@ -209,6 +267,94 @@ for (const engine of ENGINES) {
     } finally {
       legacy.close();
       strict.close();
+    }
+  });
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`dqs ${engine}: an ORM schema quoting every name is cleared by the lexer, no build`, () => {
+    const report = checkSchema(engine, ORM_SCHEMA);
+    assert.deepEqual(report, { objects: [], skipped: null, suspects: 0 });
+  });
+
+  Deno.test(`dqs ${engine}: a legacy object among ORM-quoted names is still found`, () => {
+    const report = checkSchema(
+      engine,
+      ORM_SCHEMA + `
+        CREATE TRIGGER "Tag_log" AFTER INSERT ON "Tag" BEGIN
+          INSERT INTO "_audit" ("what") VALUES ("tagged"); END;
+        CREATE TABLE "Flag" ("s" TEXT CHECK ("s" IN ("on", "off")));
+        CREATE VIEW "OnFlags" AS SELECT "s" FROM "Flag" WHERE "s" = "on";`,
+    );
+    assert.deepEqual(report, {
+      objects: [
+        { type: "table", name: "Flag", literal: '"on"' },
+        { type: "view", name: "OnFlags", literal: '"on"' },
+        { type: "trigger", name: "Tag_log", literal: '"tagged"' },
+      ],
+      skipped: null,
+      suspects: 3,
+    });
+  });
+
+  Deno.test(`dqs ${engine}: with write access to the database's directory only, start-up checks without prompting`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqs-" });
+    try {
+      const database = await legacyDatabase(dir);
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-read",
+          `--allow-write=${dir}`,
+          "--allow-env",
+          "--allow-net",
+          "--allow-sys=uid",
+          "--allow-ffi",
+          new URL("../server.ts", import.meta.url).pathname,
+          "--db",
+          database,
+          "--socket",
+          `${dir}/s.sock`,
+          "--engine",
+          engine,
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const stderr = new Response(child.stderr).text();
+      let stdout = "";
+      const decoder = new TextDecoder();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no "serving" line in 30 s: ${stdout}`)), 30_000);
+      });
+      try {
+        const reader = child.stdout.getReader();
+        try {
+          while (!stdout.includes(" serving ")) {
+            const { value, done } = await Promise.race([reader.read(), timeout]);
+            if (done) break;
+            stdout += decoder.decode(value, { stream: true });
+          }
+        } finally {
+          await reader.cancel();
+        }
+      } finally {
+        clearTimeout(timer);
+        child.kill("SIGTERM");
+      }
+      await child.status;
+      const err = await stderr;
+      assert.ok(stdout.includes(" serving "), `${stdout}\n${err}`);
+      assert.ok(!err.includes("could not check"), err);
+      assert.ok(!/prompt|⚠️/i.test(err), err);
+      const warned = err.split("\n").filter((l) => l.includes("double-quoted string literals"));
+      assert.equal(warned.length, 1, err);
+      assert.ok(warned[0].includes('trigger "t_ins" ("inserted")'), warned[0]);
+      assert.ok(warned[0].includes('view "v" ("done")'), warned[0]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
   });
 }
