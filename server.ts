@@ -999,6 +999,11 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     // The options' own checks (ranges, choices, combinations) are bad arguments too.
     resolveServeOptions(options);
   } catch (err) {
+    if (err instanceof Deno.errors.NotCapable) {
+      // A permission the default socket needs (--allow-sys=uid): not a bad argument.
+      console.error(`netsqlite: ${err.message}`);
+      return 1;
+    }
     if (!(err instanceof TypeError || err instanceof RangeError)) throw err;
     console.error(`netsqlite: ${flagInMessage(err.message, args)}`);
     return 2;

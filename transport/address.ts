@@ -38,18 +38,47 @@ export const HAS_UNIX_SOCKETS: boolean = !IS_WINDOWS;
 
 /**
  * Directory that holds a user's default sockets: `$XDG_RUNTIME_DIR/netsqlite`
- * when that is set, else `<tmpdir>/netsqlite-<uid>`.
+ * when that is set, else `<tmpdir>/netsqlite-<uid>` (`<tmpdir>/netsqlite-<user
+ * name>` on Windows, which has no uid).
+ *
+ * There is no fallback without the uid: a client run without `--allow-sys=uid`
+ * would otherwise look in another directory than the server it means, and be
+ * told the server is not running while it runs.
+ *
+ * @throws {Deno.errors.NotCapable} (whatever Deno throws) when the uid may not
+ *   be read (no `--allow-sys=uid`) and `XDG_RUNTIME_DIR` is not set, naming
+ *   `--allow-sys=uid` and the other ways out.
  */
 export function defaultSocketDir(): string {
+  return socketDir("the per-user default socket directory");
+}
+
+/** {@link defaultSocketDir}, its error naming `what` was being worked out. */
+function socketDir(what: string): string {
   const runtime = envGet("XDG_RUNTIME_DIR");
   if (runtime) return join(runtime, "netsqlite");
-  let uid: number | null = null;
+  let uid: number | null;
   try {
     uid = userId();
-  } catch {
-    // No --allow-sys=uid: fall back to the user name from the environment.
+  } catch (err) {
+    throw withMessage(
+      err,
+      `Cannot work out ${what}: its directory ${join(tmpdir(), "netsqlite-<uid>")} needs ` +
+        `the user id, and reading it needs --allow-sys=uid (${(err as Error).message}); run ` +
+        "with --allow-sys=uid, set XDG_RUNTIME_DIR, or give the socket path explicitly",
+    );
   }
   return join(tmpdir(), `netsqlite-${uid ?? userName()}`);
+}
+
+/** `err` again, with `message` (same class, `err` as the cause), for permission errors. */
+function withMessage(err: unknown, message: string): Error {
+  const Class = err instanceof Error ? err.constructor as ErrorConstructor : Error;
+  try {
+    return new Class(message, { cause: err });
+  } catch {
+    return new Error(message, { cause: err });
+  }
 }
 
 /**
@@ -57,6 +86,7 @@ export function defaultSocketDir(): string {
  * `<dir>/<name>-<hash of the absolute path>.sock`. On Windows this names the
  * file where the server announces its TCP port instead.
  *
+ * @throws {Deno.errors.NotCapable} as {@link defaultSocketDir} does, naming the database.
  * @example
  * ```ts
  * import { defaultSocketPath } from "./address.ts";
@@ -69,7 +99,8 @@ export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
   const absolute = resolve(database);
   const name = basename(absolute).replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]/g, "_")
     .slice(0, 32);
-  return join(defaultSocketDir(), `${name}-${fnv1a(absolute)}.sock`);
+  const dir = socketDir(`the default socket of "${absolute}"`);
+  return join(dir, `${name}-${fnv1a(absolute)}.sock`);
 }
 
 /**
@@ -79,6 +110,7 @@ export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
  * names the file where the server announces its TCP port (`.port`).
  *
  * @throws {TypeError} when the name is not 1-64 letters, digits, `.`, `_` or `-`.
+ * @throws {Deno.errors.NotCapable} as {@link defaultSocketDir} does.
  * @example
  * ```ts
  * import { channelSocketPath } from "./address.ts";
@@ -91,7 +123,10 @@ export function channelSocketPath(name: string): string {
       `Invalid channel "${String(name)}": expected 1-64 letters, digits, ".", "_" or "-"`,
     );
   }
-  return join(defaultSocketDir(), `channel-${name}.${HAS_UNIX_SOCKETS ? "sock" : "port"}`);
+  return join(
+    socketDir(`the socket of channel "${name}"`),
+    `channel-${name}.${HAS_UNIX_SOCKETS ? "sock" : "port"}`,
+  );
 }
 
 /**
