@@ -7,6 +7,8 @@
 
 import assert from "node:assert/strict";
 import { serve } from "../server.ts";
+import { connect } from "../client.ts";
+import { defaultSocketDir, defaultSocketPath } from "../transport/address.ts";
 import { tempDir } from "./_helpers.ts";
 
 const CLIENT = new URL("../client.ts", import.meta.url).href;
@@ -109,5 +111,55 @@ Deno.test({
     const script = await clientScript(dir.path, JSON.stringify({ path }));
     const { stdout } = await run([...NO_SYS, script], dir.path);
     assert.equal(stdout, "ok 1\n");
+  },
+});
+
+/** Runs `fn` with the environment variables `vars` set (`undefined`: unset), then restores them. */
+async function withEnv<T>(
+  vars: Record<string, string | undefined>,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
+  const apply = (values: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(values)) {
+      if (v === undefined) Deno.env.delete(k);
+      else Deno.env.set(k, v);
+    }
+  };
+  apply(vars);
+  try {
+    return await fn();
+  } finally {
+    apply(saved);
+  }
+}
+
+Deno.test({
+  name:
+    "an XDG_RUNTIME_DIR that does not exist is ignored by server and client alike, and not created",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const missing = `${dir.path}/run/user/missing`;
+    await withEnv({ XDG_RUNTIME_DIR: missing, TMPDIR: dir.path }, async () => {
+      assert.equal(defaultSocketDir(), `${dir.path}/netsqlite-${Deno.uid()}`);
+      const database = `${dir.path}/app.db`;
+      await using server = await serve({ database, engine: "node" });
+      assert.equal(server.addr.transport, "unix");
+      const path = (server.addr as { path: string }).path;
+      assert.equal(path, defaultSocketPath(database));
+      assert.ok(path.startsWith(`${dir.path}/netsqlite-${Deno.uid()}/`), path);
+      await using db = await connect({ database });
+      assert.deepEqual(await db.get("SELECT 1 AS one"), { one: 1 });
+      assert.throws(() => Deno.statSync(`${dir.path}/run`), Deno.errors.NotFound);
+    });
+    // An existing one is used: only its netsqlite subdirectory is made.
+    const runtime = `${dir.path}/xdg`;
+    Deno.mkdirSync(runtime, { mode: 0o700 });
+    await withEnv({ XDG_RUNTIME_DIR: runtime }, async () => {
+      assert.equal(defaultSocketDir(), `${runtime}/netsqlite`);
+      await using server = await serve({ database: `${dir.path}/b.db`, engine: "node" });
+      assert.ok((server.addr as { path: string }).path.startsWith(`${runtime}/netsqlite/`));
+    });
   },
 });

@@ -5,9 +5,10 @@
  * @module
  */
 
+import { statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
-import { envGet, IS_WINDOWS, userId } from "./_runtime.ts";
+import { envGet, IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
 
 /** A Unix socket address. */
 export interface UnixAddress {
@@ -38,7 +39,7 @@ export const HAS_UNIX_SOCKETS: boolean = !IS_WINDOWS;
 
 /**
  * Directory that holds a user's default sockets: `$XDG_RUNTIME_DIR/netsqlite`
- * when that is set, else `<tmpdir>/netsqlite-<uid>` (`<tmpdir>/netsqlite-<user
+ * when that is set to an existing directory, else `<tmpdir>/netsqlite-<uid>` (`<tmpdir>/netsqlite-<user
  * name>` on Windows, which has no uid).
  *
  * There is no fallback without the uid: a client run without `--allow-sys=uid`
@@ -56,7 +57,7 @@ export function defaultSocketDir(): string {
 /** {@link defaultSocketDir}, its error naming `what` was being worked out. */
 function socketDir(what: string): string {
   const runtime = envGet("XDG_RUNTIME_DIR");
-  if (runtime) return join(runtime, "netsqlite");
+  if (runtime && isDirectoryOrUnknown(runtime)) return join(runtime, "netsqlite");
   let uid: number | null;
   try {
     uid = userId();
@@ -69,6 +70,21 @@ function socketDir(what: string): string {
     );
   }
   return join(tmpdir(), `netsqlite-${uid ?? userName()}`);
+}
+
+/**
+ * False when `path` is missing or not a directory: an `XDG_RUNTIME_DIR` that
+ * does not exist is ignored (the server creates only `netsqlite` inside it,
+ * never the runtime directory itself). True when it may not be examined.
+ */
+function isDirectoryOrUnknown(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    return !(code === "ENOENT" || code === "ENOTDIR" ||
+      (IS_DENO && err instanceof Deno.errors.NotFound));
+  }
 }
 
 /** `err` again, with `message` (same class, `err` as the cause), for permission errors. */
