@@ -25,6 +25,7 @@ import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite } from "./engine/binding/load.ts";
 import { describeDqsObjects } from "./engine/dqs_check.ts";
+import { isWalDatabase, openError, WAL_HINT } from "./server/open_error.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
 import { ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
@@ -185,45 +186,6 @@ function warnDoubleQuotedStrings(engine: Engine, config: ServeConfig): void {
   }
 }
 
-/**
- * `err` of opening `database`, naming the file and what to do about it
- * (same class and `code`; the original as `cause`).
- */
-function openError(err: unknown, database: string, readonly: boolean): unknown {
-  if (!(err instanceof SqliteError)) return err;
-  const code = err.code;
-  let hint = "";
-  if (code.startsWith("SQLITE_READONLY") && !readonly) {
-    hint = ": make the file and its directory writable by this user, or serve it with --readonly";
-  } else if (code.startsWith("SQLITE_NOTADB")) {
-    hint = ": it is not an SQLite database (or it is encrypted); check the path";
-  } else if (code.startsWith("SQLITE_CANTOPEN") && isDirectory(database)) {
-    hint = ": it is a directory; give the path of a file in it";
-  } else if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_PERM")) {
-    hint = readonly
-      ? ": check that the file exists and this user may read it"
-      : ": check that its directory exists and this user may create files there";
-  }
-  // The bindings' own message already names the file.
-  const what = err.message.startsWith("Cannot open database")
-    ? err.message
-    : `Cannot open database "${database}": ${err.message}`;
-  return new SqliteError(
-    code,
-    `${what}${hint}`,
-    err.sqliteCode,
-    { cause: err },
-  );
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return Deno.statSync(path).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
 /** Cluster mode: the engine runs statements on a dqlite leader; no file, no lock. */
 async function serveCluster(config: ServeConfig): Promise<Server> {
   const d = config.dqlite!;
@@ -288,9 +250,12 @@ function takeLock(config: ServeConfig): DatabaseLock | null {
     const detail = (err as Error).message.replace(/: open '[^']*'$/, "");
     if (!config.engine.policy.readonly) {
       if (err instanceof Deno.errors.NotCapable) throw err; // names the missing --allow-write
+      const advice = isWalDatabase(config.database)
+        ? `make the directory writable by this user (${WAL_HINT})`
+        : "make the directory writable by this user, or serve the database with --readonly";
       throw new Deno.errors.PermissionDenied(
         `Cannot serve "${config.database}": cannot create its lock file "${lock}" (${detail}): ` +
-          "make the directory writable by this user, or serve the database with --readonly",
+          advice,
         { cause: err },
       );
     }
