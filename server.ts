@@ -26,6 +26,7 @@ import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite } from "./engine/binding/load.ts";
 import { describeDqsObjects } from "./engine/dqs_check.ts";
 import { isWalDatabase, openError, WAL_HINT } from "./server/open_error.ts";
+import { denoVersionProblem } from "./server/deno_version.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
 import { ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
@@ -116,6 +117,7 @@ export interface Server {
  * @throws {DatabaseLockedError} when another server owns the database.
  * @throws {ListenError} when the address is taken by a live server.
  * @throws {SqliteError} when the database cannot be opened.
+ * @throws {Error} when Deno is older than the README's minimum (2.9).
  * @example
  * ```ts
  * import { serve } from "@netsqlite/netsqlite/server";
@@ -130,6 +132,8 @@ export interface Server {
  * ```
  */
 export async function serve(options: ServeOptions = {}): Promise<Server> {
+  const tooOld = denoVersionProblem(Deno.version.deno);
+  if (tooOld !== null) throw new Error(tooOld);
   const config = resolveServeOptions(options);
   if (config.dqlite !== null) return await serveCluster(config);
   const database = config.database;
