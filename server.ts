@@ -19,7 +19,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { resolve } from "node:path";
+import { isAbsolute, resolve } from "node:path";
 import { Engine } from "./engine/engine.ts";
 import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
@@ -937,6 +937,12 @@ function backupDirProblem(dir: string): string | null {
   }
 }
 
+/** `database` for the start-up line: a relative path with its absolute one, `a.db (/abs/a.db)`. */
+function withAbsolutePath(database: string): string {
+  if (database === ":memory:" || isAbsolute(database)) return database;
+  return `${database} (${resolve(database)})`;
+}
+
 /**
  * The server's command line: parses `args`, serves until SIGINT/SIGTERM.
  *
@@ -1017,7 +1023,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   }
   const db = options.dqlite
     ? `dqlite database "${options.dqlite.database}"`
-    : options.database ?? "netsqlite.db";
+    : withAbsolutePath(options.database ?? "netsqlite.db");
   const tls = options.tls ? " with TLS" : "";
   console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}${tls}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);

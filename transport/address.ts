@@ -116,7 +116,21 @@ export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
   const name = basename(absolute).replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]/g, "_")
     .slice(0, 32);
   const dir = socketDir(`the default socket of "${absolute}"`);
-  return join(dir, `${name}-${fnv1a(absolute)}.sock`);
+  const path = join(dir, `${name}-${fnv1a(absolute)}.sock`);
+  if (databasesBySocket.size < 1000) databasesBySocket.set(path, absolute);
+  return path;
+}
+
+/** Default socket path → absolute database path, as worked out in this process (bounded). */
+const databasesBySocket = new Map<string, string>();
+
+/**
+ * The database (absolute path) whose default socket is `path`, as
+ * {@link defaultSocketPath} worked it out in this process, or `undefined`;
+ * for messages.
+ */
+export function databaseOfDefaultSocket(path: string): string | undefined {
+  return databasesBySocket.get(path);
 }
 
 /**
