@@ -28,7 +28,7 @@ import { describeDqsObjects } from "./engine/dqs_check.ts";
 import { isWalDatabase, openError, WAL_HINT } from "./server/open_error.ts";
 import { denoVersionProblem } from "./server/deno_version.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
-import { ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
+import { ErrorCode, ProtocolError } from "./protocol/errors.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
 import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
