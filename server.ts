@@ -19,14 +19,16 @@
  */
 
 import { parseArgs } from "node:util";
-import { resolve } from "node:path";
+import { isAbsolute, resolve } from "node:path";
 import { Engine } from "./engine/engine.ts";
 import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite } from "./engine/binding/load.ts";
 import { describeDqsObjects } from "./engine/dqs_check.ts";
+import { isWalDatabase, openError, WAL_HINT } from "./server/open_error.ts";
+import { denoVersionProblem } from "./server/deno_version.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
-import { ErrorCode, ProtocolError, SqliteError } from "./protocol/errors.ts";
+import { ErrorCode, ProtocolError } from "./protocol/errors.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
 import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
@@ -115,6 +117,7 @@ export interface Server {
  * @throws {DatabaseLockedError} when another server owns the database.
  * @throws {ListenError} when the address is taken by a live server.
  * @throws {SqliteError} when the database cannot be opened.
+ * @throws {Error} when Deno is older than the README's minimum (2.9).
  * @example
  * ```ts
  * import { serve } from "@netsqlite/netsqlite/server";
@@ -129,6 +132,8 @@ export interface Server {
  * ```
  */
 export async function serve(options: ServeOptions = {}): Promise<Server> {
+  const tooOld = denoVersionProblem(Deno.version.deno);
+  if (tooOld !== null) throw new Error(tooOld);
   const config = resolveServeOptions(options);
   if (config.dqlite !== null) return await serveCluster(config);
   const database = config.database;
@@ -182,45 +187,6 @@ function warnDoubleQuotedStrings(engine: Engine, config: ServeConfig): void {
   if (objects.length > 0) log.warn(describeDqsObjects(objects));
   if (skipped !== null) {
     log.warn(`could not check the schema for double-quoted string literals: ${skipped}`);
-  }
-}
-
-/**
- * `err` of opening `database`, naming the file and what to do about it
- * (same class and `code`; the original as `cause`).
- */
-function openError(err: unknown, database: string, readonly: boolean): unknown {
-  if (!(err instanceof SqliteError)) return err;
-  const code = err.code;
-  let hint = "";
-  if (code.startsWith("SQLITE_READONLY") && !readonly) {
-    hint = ": make the file and its directory writable by this user, or serve it with --readonly";
-  } else if (code.startsWith("SQLITE_NOTADB")) {
-    hint = ": it is not an SQLite database (or it is encrypted); check the path";
-  } else if (code.startsWith("SQLITE_CANTOPEN") && isDirectory(database)) {
-    hint = ": it is a directory; give the path of a file in it";
-  } else if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_PERM")) {
-    hint = readonly
-      ? ": check that the file exists and this user may read it"
-      : ": check that its directory exists and this user may create files there";
-  }
-  // The bindings' own message already names the file.
-  const what = err.message.startsWith("Cannot open database")
-    ? err.message
-    : `Cannot open database "${database}": ${err.message}`;
-  return new SqliteError(
-    code,
-    `${what}${hint}`,
-    err.sqliteCode,
-    { cause: err },
-  );
-}
-
-function isDirectory(path: string): boolean {
-  try {
-    return Deno.statSync(path).isDirectory;
-  } catch {
-    return false;
   }
 }
 
@@ -288,9 +254,12 @@ function takeLock(config: ServeConfig): DatabaseLock | null {
     const detail = (err as Error).message.replace(/: open '[^']*'$/, "");
     if (!config.engine.policy.readonly) {
       if (err instanceof Deno.errors.NotCapable) throw err; // names the missing --allow-write
+      const advice = isWalDatabase(config.database)
+        ? `make the directory writable by this user (${WAL_HINT})`
+        : "make the directory writable by this user, or serve the database with --readonly";
       throw new Deno.errors.PermissionDenied(
         `Cannot serve "${config.database}": cannot create its lock file "${lock}" (${detail}): ` +
-          "make the directory writable by this user, or serve the database with --readonly",
+          advice,
         { cause: err },
       );
     }
@@ -968,6 +937,12 @@ function backupDirProblem(dir: string): string | null {
   }
 }
 
+/** `database` for the start-up line: a relative path with its absolute one, `a.db (/abs/a.db)`. */
+function withAbsolutePath(database: string): string {
+  if (database === ":memory:" || isAbsolute(database)) return database;
+  return `${database} (${resolve(database)})`;
+}
+
 /**
  * The server's command line: parses `args`, serves until SIGINT/SIGTERM.
  *
@@ -999,6 +974,11 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     // The options' own checks (ranges, choices, combinations) are bad arguments too.
     resolveServeOptions(options);
   } catch (err) {
+    if (err instanceof Deno.errors.NotCapable) {
+      // A permission the default socket needs (--allow-sys=uid): not a bad argument.
+      console.error(`netsqlite: ${err.message}`);
+      return 1;
+    }
     if (!(err instanceof TypeError || err instanceof RangeError)) throw err;
     console.error(`netsqlite: ${flagInMessage(err.message, args)}`);
     return 2;
@@ -1053,7 +1033,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   }
   const db = options.dqlite
     ? `dqlite database "${options.dqlite.database}"`
-    : options.database ?? "netsqlite.db";
+    : withAbsolutePath(options.database ?? "netsqlite.db");
   const tls = options.tls ? " with TLS" : "";
   console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}${tls}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);

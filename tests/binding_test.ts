@@ -645,7 +645,11 @@ Deno.test("NodeSqlite states what it cannot do and refuses it clearly [node]", (
       backup: true,
       updateHook: false,
     });
-    assert.equal(node.limitations.length, 3);
+    assert.equal(node.limitations.length, 5);
+    // What the start-up line says is lost (README, SQLite engines).
+    assert.match(node.limitations.join("; "), /subscribe\(\) fails with FEED_UNSUPPORTED/);
+    assert.match(node.limitations.join("; "), /not valid UTF-8 reads back with U\+FFFD/);
+    assert.match(node.limitations.join("; "), /cut at the NUL when read/);
     assert.ok(ffi.limitations.length === 0 && ffi.capabilities.background);
     db.interrupt();
     db.setBudget(0); // a no-op: statements still run

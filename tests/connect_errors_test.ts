@@ -179,3 +179,22 @@ Deno.test("connect() to a TCP port where nothing listens names the address and -
   assert.match(err.message, /listening on that address and port\? Start it with --tcp HOST:PORT\)/);
   assert.doesNotMatch(err.message, /default socket/);
 });
+
+Deno.test("connect({ database }) where no server runs names the database whose default socket it tried", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  try {
+    const database = `${dir}/nobody here.db`;
+    const { err } = await rejection(connect({ database }));
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.code, "CONNECTION_CLOSED");
+    assert.ok(
+      err.message.includes(`(is the server of "${database}" running? Each database file`),
+      err.message,
+    );
+    // A path given explicitly is not a default socket: no database to name.
+    const { err: other } = await rejection(connect({ path: `${dir}/x.sock` }));
+    assert.match(other.message, /\(is the server running\? Each database file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -448,21 +448,27 @@ Deno.test("defaultSocketPath() names the socket after the database file", () => 
 });
 
 Deno.test("defaultSocketPath() lives under $XDG_RUNTIME_DIR/netsqlite when it is set", () => {
-  withRuntimeDir("/run/user/4242", () => {
-    assert.equal(defaultSocketDir(), "/run/user/4242/netsqlite");
-    const p = defaultSocketPath("/data/app.db");
-    assert.equal(dirname(p), "/run/user/4242/netsqlite");
-    assert.match(p, /^\/run\/user\/4242\/netsqlite\/app-[0-9a-f]{8}\.sock$/);
-    assert.equal(resolveServeOptions({ database: "/data/app.db" }).address.transport, "unix");
-    assert.equal(
-      (resolveServeOptions({ database: "/data/app.db" }).address as { path: string }).path,
-      p,
-    );
-  });
+  // An existing directory: one that does not exist is ignored (socket_dir_test.ts).
+  const runtime = Deno.makeTempDirSync({ prefix: "netsqlite-xdg-" });
+  try {
+    withRuntimeDir(runtime, () => {
+      assert.equal(defaultSocketDir(), `${runtime}/netsqlite`);
+      const p = defaultSocketPath("/data/app.db");
+      assert.equal(dirname(p), `${runtime}/netsqlite`);
+      assert.match(basename(p), /^app-[0-9a-f]{8}\.sock$/);
+      assert.equal(resolveServeOptions({ database: "/data/app.db" }).address.transport, "unix");
+      assert.equal(
+        (resolveServeOptions({ database: "/data/app.db" }).address as { path: string }).path,
+        p,
+      );
+    });
+  } finally {
+    Deno.removeSync(runtime);
+  }
 });
 
 Deno.test("defaultSocketPath() lives under <tmpdir>/netsqlite-<uid> without $XDG_RUNTIME_DIR", () => {
-  const inRuntime = withRuntimeDir("/run/user/4242", () => defaultSocketPath("/data/app.db"));
+  const inRuntime = withRuntimeDir("/", () => defaultSocketPath("/data/app.db"));
   withRuntimeDir(undefined, () => {
     const expectedDir = join(tmpdir(), `netsqlite-${Deno.uid()}`);
     assert.equal(defaultSocketDir(), expectedDir);

@@ -11,7 +11,7 @@ import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { MAX_SOCKET_PATH_BYTES } from "../transport/listen.ts";
-import { tempDir } from "./_helpers.ts";
+import { readStdoutUntil, tempDir } from "./_helpers.ts";
 
 function exists(path: string): boolean {
   try {
@@ -268,4 +268,33 @@ Deno.test("serve() right after a shutdown starts while the process spawns childr
     new RegExp(`pid ${Deno.pid}`),
   );
   assert.ok(performance.now() - start < 500, "refused without waiting");
+});
+
+Deno.test("the start-up line gives a relative database path with its absolute path", async () => {
+  await using dir = await tempDir();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../server.ts", import.meta.url).pathname,
+      "--db",
+      "app.db",
+      "--socket",
+      `${dir.path}/s.sock`,
+      "--engine",
+      "node",
+    ],
+    cwd: dir.path,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const { text, drained } = await readStdoutUntil(child, "\n");
+  child.kill("SIGTERM");
+  await child.status;
+  await drained;
+  const real = Deno.realPathSync(dir.path);
+  assert.match(text, /^netsqlite \S+ serving app\.db \((.+)\) on unix:/);
+  assert.equal(/serving app\.db \((.+)\) on/.exec(text)![1], `${real}/app.db`);
+  assert.ok(text.split("\n")[0].endsWith(` on unix:${dir.path}/s.sock`), text);
 });

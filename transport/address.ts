@@ -5,9 +5,10 @@
  * @module
  */
 
+import { statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
-import { envGet, IS_WINDOWS, userId } from "./_runtime.ts";
+import { envGet, IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
 
 /** A Unix socket address. */
 export interface UnixAddress {
@@ -38,18 +39,62 @@ export const HAS_UNIX_SOCKETS: boolean = !IS_WINDOWS;
 
 /**
  * Directory that holds a user's default sockets: `$XDG_RUNTIME_DIR/netsqlite`
- * when that is set, else `<tmpdir>/netsqlite-<uid>`.
+ * when that is set to an existing directory, else `<tmpdir>/netsqlite-<uid>` (`<tmpdir>/netsqlite-<user
+ * name>` on Windows, which has no uid).
+ *
+ * There is no fallback without the uid: a client run without `--allow-sys=uid`
+ * would otherwise look in another directory than the server it means, and be
+ * told the server is not running while it runs.
+ *
+ * @throws {Deno.errors.NotCapable} (whatever Deno throws) when the uid may not
+ *   be read (no `--allow-sys=uid`) and `XDG_RUNTIME_DIR` is not set, naming
+ *   `--allow-sys=uid` and the other ways out.
  */
 export function defaultSocketDir(): string {
+  return socketDir("the per-user default socket directory");
+}
+
+/** {@link defaultSocketDir}, its error naming `what` was being worked out. */
+function socketDir(what: string): string {
   const runtime = envGet("XDG_RUNTIME_DIR");
-  if (runtime) return join(runtime, "netsqlite");
-  let uid: number | null = null;
+  if (runtime && isDirectoryOrUnknown(runtime)) return join(runtime, "netsqlite");
+  let uid: number | null;
   try {
     uid = userId();
-  } catch {
-    // No --allow-sys=uid: fall back to the user name from the environment.
+  } catch (err) {
+    throw withMessage(
+      err,
+      `Cannot work out ${what}: its directory ${join(tmpdir(), "netsqlite-<uid>")} needs ` +
+        `the user id, and reading it needs --allow-sys=uid (${(err as Error).message}); run ` +
+        "with --allow-sys=uid, set XDG_RUNTIME_DIR, or give the socket path explicitly",
+    );
   }
   return join(tmpdir(), `netsqlite-${uid ?? userName()}`);
+}
+
+/**
+ * False when `path` is missing or not a directory: an `XDG_RUNTIME_DIR` that
+ * does not exist is ignored (the server creates only `netsqlite` inside it,
+ * never the runtime directory itself). True when it may not be examined.
+ */
+function isDirectoryOrUnknown(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    return !(code === "ENOENT" || code === "ENOTDIR" ||
+      (IS_DENO && err instanceof Deno.errors.NotFound));
+  }
+}
+
+/** `err` again, with `message` (same class, `err` as the cause), for permission errors. */
+function withMessage(err: unknown, message: string): Error {
+  const Class = err instanceof Error ? err.constructor as ErrorConstructor : Error;
+  try {
+    return new Class(message, { cause: err });
+  } catch {
+    return new Error(message, { cause: err });
+  }
 }
 
 /**
@@ -57,6 +102,7 @@ export function defaultSocketDir(): string {
  * `<dir>/<name>-<hash of the absolute path>.sock`. On Windows this names the
  * file where the server announces its TCP port instead.
  *
+ * @throws {Deno.errors.NotCapable} as {@link defaultSocketDir} does, naming the database.
  * @example
  * ```ts
  * import { defaultSocketPath } from "./address.ts";
@@ -69,7 +115,22 @@ export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
   const absolute = resolve(database);
   const name = basename(absolute).replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]/g, "_")
     .slice(0, 32);
-  return join(defaultSocketDir(), `${name}-${fnv1a(absolute)}.sock`);
+  const dir = socketDir(`the default socket of "${absolute}"`);
+  const path = join(dir, `${name}-${fnv1a(absolute)}.sock`);
+  if (databasesBySocket.size < 1000) databasesBySocket.set(path, absolute);
+  return path;
+}
+
+/** Default socket path → absolute database path, as worked out in this process (bounded). */
+const databasesBySocket = new Map<string, string>();
+
+/**
+ * The database (absolute path) whose default socket is `path`, as
+ * {@link defaultSocketPath} worked it out in this process, or `undefined`;
+ * for messages.
+ */
+export function databaseOfDefaultSocket(path: string): string | undefined {
+  return databasesBySocket.get(path);
 }
 
 /**
@@ -79,6 +140,7 @@ export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
  * names the file where the server announces its TCP port (`.port`).
  *
  * @throws {TypeError} when the name is not 1-64 letters, digits, `.`, `_` or `-`.
+ * @throws {Deno.errors.NotCapable} as {@link defaultSocketDir} does.
  * @example
  * ```ts
  * import { channelSocketPath } from "./address.ts";
@@ -91,7 +153,10 @@ export function channelSocketPath(name: string): string {
       `Invalid channel "${String(name)}": expected 1-64 letters, digits, ".", "_" or "-"`,
     );
   }
-  return join(defaultSocketDir(), `channel-${name}.${HAS_UNIX_SOCKETS ? "sock" : "port"}`);
+  return join(
+    socketDir(`the socket of channel "${name}"`),
+    `channel-${name}.${HAS_UNIX_SOCKETS ? "sock" : "port"}`,
+  );
 }
 
 /**

@@ -7,7 +7,7 @@
  */
 
 import { ConnectionError, ErrorCode } from "../protocol/errors.ts";
-import { type Address, formatAddress } from "./address.ts";
+import { type Address, databaseOfDefaultSocket, formatAddress } from "./address.ts";
 import type { ByteStream } from "./byte_stream.ts";
 import { IS_DENO } from "./_runtime.ts";
 import { unsafeSocketDir } from "./socket_dir.ts";
@@ -102,9 +102,11 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
       return " (is the server running, listening on that address and port? Start it with " +
         "--tcp HOST:PORT)";
     }
-    return " (is the server running? Each database file has its own default socket: start the " +
-      "server for the file the client names, connect({ database }) to the file the server " +
-      "serves, or pass the path it printed)";
+    const database = databaseOfDefaultSocket(addr.path);
+    const which = database === undefined ? "" : ` of "${database}"`;
+    return ` (is the server${which} running? Each database file has its own default socket: ` +
+      "start the server for the file the client names, connect({ database }) to the file the " +
+      "server serves, or pass the path it printed)";
   }
   if (!tls) return "";
   const text = String(err);

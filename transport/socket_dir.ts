@@ -11,7 +11,8 @@
  */
 
 import { lstat } from "node:fs/promises";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
+import { tmpdir } from "node:os";
 import { defaultSocketDir } from "./address.ts";
 import { IS_WINDOWS, userId } from "./_runtime.ts";
 
@@ -22,7 +23,7 @@ import { IS_WINDOWS, userId } from "./_runtime.ts";
  */
 export async function unsafeSocketDir(path: string): Promise<string | null> {
   const dir = dirname(path);
-  if (IS_WINDOWS || dir !== defaultSocketDir()) return null;
+  if (IS_WINDOWS || !isDefaultSocketDir(dir)) return null;
   let info: { isDirectory(): boolean; isSymbolicLink(): boolean; uid: number; mode: number };
   try {
     info = await lstat(dir);
@@ -48,4 +49,17 @@ export async function unsafeSocketDir(path: string): Promise<string | null> {
     return `the socket directory ${dir} is writable by other users (mode ${mode}); ${fix}`;
   }
   return null;
+}
+
+/**
+ * True when `dir` is the per-user socket directory; without the uid (no
+ * `--allow-sys=uid`) any `<tmpdir>/netsqlite-<uid>` counts, so that it is
+ * still judged (by its mode).
+ */
+function isDefaultSocketDir(dir: string): boolean {
+  try {
+    return dir === defaultSocketDir();
+  } catch {
+    return dirname(dir) === tmpdir() && /^netsqlite-\d+$/.test(basename(dir));
+  }
 }

@@ -74,7 +74,8 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
   const named = explicitLibrary(options.library);
   const engine = named === null ? chosen : "ffi";
   const tried: string[] = [];
-  if (!ffiAllowed()) {
+  const permitted = ffiAllowed();
+  if (!permitted) {
     tried.push("FFI is not permitted (run with --allow-ffi)");
   } else {
     for (const name of libraryCandidates(options.library)) {
@@ -84,11 +85,19 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
         pinLibrary(name);
         return new FfiSqlite(lib.symbols, loadedPath(name), () => lib.close(), dqs);
       } catch (err) {
-        tried.push(`"${name}": ${(err as Error).message}`);
+        tried.push(`"${name}": ${dlopenReason(err)}`);
       }
     }
   }
   if (engine === "auto") return withFallbackReason(new NodeSqlite(dqs), tried.join("; "));
+  if (!permitted) {
+    // A permission problem: which library file is beside the point.
+    throw new SqliteError(
+      LOAD_FAILED,
+      "Cannot load SQLite through FFI: FFI is not permitted: run with --allow-ffi, or use " +
+        "--engine node",
+    );
+  }
   const hint = named === null
     ? "set --sqlite-lib or NETSQLITE_SQLITE_LIB to a libsqlite3 file, or use --engine node"
     : `the library was named by ${named}: fix the path, or use --engine node`;
@@ -96,6 +105,15 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
     LOAD_FAILED,
     `Cannot load SQLite through FFI: ${tried.join("; ")} (${hint})`,
   );
+}
+
+/**
+ * Why `Deno.dlopen` failed, once: Deno repeats its prefix (`Could not open
+ * library: Could not open library: /x.so: cannot open shared object file`).
+ */
+function dlopenReason(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.replace(/^(Could not open library: )(?:Could not open library: )+/, "$1");
 }
 
 /** Where an explicit library comes from (`--sqlite-lib`, `NETSQLITE_SQLITE_LIB`), or `null`. */

@@ -90,7 +90,9 @@ const NODE_CAPABILITIES: Capabilities = Object.freeze({
 const NODE_LIMITATIONS: readonly string[] = Object.freeze([
   "A running statement cannot be interrupted, so statement timeouts and time budgets only act between rows",
   "Statements cannot run on a background thread, so a long statement holds up every other request",
-  "Row changes cannot be reported (no update hook)",
+  "Row changes cannot be reported (no update hook), so subscribe() fails with FEED_UNSUPPORTED",
+  "TEXT that is not valid UTF-8 reads back with U+FFFD in place of the invalid bytes (FFI refuses it with INVALID_UTF8)",
+  "Text holding a NUL character is cut at the NUL when read",
 ]);
 
 const NO_ARGS: unknown[] = [];

@@ -1,0 +1,80 @@
+/**
+ * Open errors of the server: a WAL database that cannot be opened (read-only
+ * or not) is told apart, since `--readonly` alone cannot serve it from a
+ * directory the server cannot write. The failing open itself needs a
+ * read-only directory, which root does not have, so the message builder is
+ * tested on real database files and SQLite's own error codes.
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { SqliteError } from "../protocol/errors.ts";
+import { isWalDatabase, openError, WAL_HINT } from "../server/open_error.ts";
+import { tempDir } from "./_helpers.ts";
+
+function makeDatabase(path: string, journalMode: "WAL" | "DELETE"): void {
+  const db = new DatabaseSync(path);
+  db.exec(`PRAGMA journal_mode = ${journalMode}; CREATE TABLE t (a); INSERT INTO t VALUES (1)`);
+  db.close();
+}
+
+Deno.test("isWalDatabase() reads the header: WAL databases only", async () => {
+  await using dir = await tempDir();
+  makeDatabase(`${dir.path}/wal.db`, "WAL");
+  makeDatabase(`${dir.path}/delete.db`, "DELETE");
+  Deno.writeTextFileSync(`${dir.path}/text.db`, "SQLite format 3 is not a header\n");
+  assert.equal(isWalDatabase(`${dir.path}/wal.db`), true);
+  assert.equal(isWalDatabase(`${dir.path}/delete.db`), false);
+  assert.equal(isWalDatabase(`${dir.path}/text.db`), false);
+  assert.equal(isWalDatabase(`${dir.path}/missing.db`), false);
+  assert.equal(isWalDatabase(dir.path), false);
+});
+
+Deno.test("openError() of a WAL database says that WAL needs a writable directory and how to serve it read-only", async () => {
+  await using dir = await tempDir();
+  const wal = `${dir.path}/wal.db`;
+  makeDatabase(wal, "WAL");
+  const cantOpen = new SqliteError("SQLITE_CANTOPEN", "unable to open database file", 14);
+  const ro = openError(cantOpen, wal, true) as SqliteError;
+  assert.ok(ro instanceof SqliteError);
+  assert.equal(ro.code, "SQLITE_CANTOPEN");
+  assert.equal(ro.cause, cantOpen);
+  assert.equal(
+    ro.message,
+    `Cannot open database "${wal}": unable to open database file: ${WAL_HINT}, or make the ` +
+      "directory writable by this user",
+  );
+  assert.match(ro.message, /PRAGMA journal_mode=DELETE/);
+  assert.doesNotMatch(ro.message, /check that the file exists/);
+  const readonly = new SqliteError("SQLITE_READONLY", "attempt to write a readonly database", 8);
+  const rw = openError(readonly, wal, false) as SqliteError;
+  assert.equal(
+    rw.message,
+    `Cannot open database "${wal}": attempt to write a readonly database: make the file and ` +
+      `its directory writable by this user (${WAL_HINT})`,
+  );
+  assert.doesNotMatch(rw.message, /or serve it with --readonly/);
+  // Read-only too: "attempt to write a readonly database" gets the WAL hint, not nothing.
+  const roWrite = openError(readonly, wal, true) as SqliteError;
+  assert.ok(roWrite.message.endsWith(`${WAL_HINT}, or make the directory writable by this user`));
+});
+
+Deno.test("openError() of a rollback-journal database keeps the plain advice", async () => {
+  await using dir = await tempDir();
+  const db = `${dir.path}/delete.db`;
+  makeDatabase(db, "DELETE");
+  const readonly = new SqliteError("SQLITE_READONLY", "attempt to write a readonly database", 8);
+  assert.equal(
+    (openError(readonly, db, false) as Error).message,
+    `Cannot open database "${db}": attempt to write a readonly database: make the file and its ` +
+      "directory writable by this user, or serve it with --readonly",
+  );
+  const cantOpen = new SqliteError("SQLITE_CANTOPEN", "unable to open database file", 14);
+  assert.equal(
+    (openError(cantOpen, db, true) as Error).message,
+    `Cannot open database "${db}": unable to open database file: check that the file exists and ` +
+      "this user may read it",
+  );
+  const other = new TypeError("not an SqliteError");
+  assert.equal(openError(other, db, true), other);
+});

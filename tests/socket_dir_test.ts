@@ -1,0 +1,165 @@
+/**
+ * The per-user default socket directory as a new user meets it: a client or
+ * server run without `--allow-sys=uid` (and no terminal to ask) is told so,
+ * rather than looking in another directory than its server; an explicit
+ * socket path needs no uid. Child processes with narrow permissions.
+ */
+
+import assert from "node:assert/strict";
+import { serve } from "../server.ts";
+import { connect } from "../client.ts";
+import { defaultSocketDir, defaultSocketPath } from "../transport/address.ts";
+import { tempDir } from "./_helpers.ts";
+
+const CLIENT = new URL("../client.ts", import.meta.url).href;
+const SERVER = new URL("../server.ts", import.meta.url).pathname;
+const NO_SYS = [
+  "run",
+  "--no-prompt",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-net",
+];
+
+/** Runs `deno <args>` with stdin closed, `TMPDIR=dir` and no XDG_RUNTIME_DIR. */
+async function run(
+  args: string[],
+  dir: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env: Record<string, string> = { TMPDIR: dir };
+  for (const key of ["HOME", "PATH", "DENO_DIR"]) {
+    const value = Deno.env.get(key);
+    if (value !== undefined) env[key] = value;
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    clearEnv: true,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  // A server that (wrongly) starts would serve until stopped.
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const out = await child.output().finally(() => clearTimeout(timer));
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+/** Writes a client script connecting with `options` that prints `ok <one>` or the error. */
+async function clientScript(dir: string, options: string): Promise<string> {
+  const file = `${dir}/client.ts`;
+  await Deno.writeTextFile(
+    file,
+    `import { connect } from "${CLIENT}";
+try {
+  await using db = await connect(${options});
+  console.log("ok", (await db.get("SELECT 1 AS one")).one);
+} catch (err) {
+  console.log(err.constructor.name, err.message);
+}
+`,
+  );
+  return file;
+}
+
+Deno.test({
+  name:
+    "connect() without --allow-sys=uid and no XDG_RUNTIME_DIR names the permission, not a server that is not running",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const database = `${dir.path}/app.db`;
+    const script = await clientScript(dir.path, JSON.stringify({ database }));
+    const { stdout } = await run([...NO_SYS, script], dir.path);
+    assert.match(stdout, /^NotCapable Cannot work out the default socket of "/);
+    assert.ok(stdout.includes(`the default socket of "${database}"`), stdout);
+    assert.match(stdout, /needs --allow-sys=uid/);
+    assert.match(stdout, /run with --allow-sys=uid, set XDG_RUNTIME_DIR, or give the socket path/);
+    assert.doesNotMatch(stdout, /is the server running/);
+  },
+});
+
+Deno.test({
+  name: "the server without --allow-sys=uid on its default socket exits 1 naming the permission",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const database = `${dir.path}/app.db`;
+    const { code, stdout, stderr } = await run(
+      [...NO_SYS, SERVER, "--db", database, "--engine", "node"],
+      dir.path,
+    );
+    assert.equal(code, 1, stderr);
+    assert.equal(stdout, "");
+    assert.match(stderr, /^netsqlite: Cannot work out the default socket of "/);
+    assert.match(stderr, /needs --allow-sys=uid/);
+    // Nothing was created in the temp directory: no socket directory, no database.
+    const names = [...Deno.readDirSync(dir.path)].map((e) => e.name);
+    assert.deepEqual(names, []);
+  },
+});
+
+Deno.test({
+  name: "connect({ path }) without --allow-sys=uid needs no uid",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const path = `${dir.path}/app.sock`;
+    await using _server = await serve({ database: `${dir.path}/app.db`, path, engine: "node" });
+    const script = await clientScript(dir.path, JSON.stringify({ path }));
+    const { stdout } = await run([...NO_SYS, script], dir.path);
+    assert.equal(stdout, "ok 1\n");
+  },
+});
+
+/** Runs `fn` with the environment variables `vars` set (`undefined`: unset), then restores them. */
+async function withEnv<T>(
+  vars: Record<string, string | undefined>,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
+  const apply = (values: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(values)) {
+      if (v === undefined) Deno.env.delete(k);
+      else Deno.env.set(k, v);
+    }
+  };
+  apply(vars);
+  try {
+    return await fn();
+  } finally {
+    apply(saved);
+  }
+}
+
+Deno.test({
+  name:
+    "an XDG_RUNTIME_DIR that does not exist is ignored by server and client alike, and not created",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const missing = `${dir.path}/run/user/missing`;
+    await withEnv({ XDG_RUNTIME_DIR: missing, TMPDIR: dir.path }, async () => {
+      assert.equal(defaultSocketDir(), `${dir.path}/netsqlite-${Deno.uid()}`);
+      const database = `${dir.path}/app.db`;
+      await using server = await serve({ database, engine: "node" });
+      assert.equal(server.addr.transport, "unix");
+      const path = (server.addr as { path: string }).path;
+      assert.equal(path, defaultSocketPath(database));
+      assert.ok(path.startsWith(`${dir.path}/netsqlite-${Deno.uid()}/`), path);
+      await using db = await connect({ database });
+      assert.deepEqual(await db.get("SELECT 1 AS one"), { one: 1 });
+      assert.throws(() => Deno.statSync(`${dir.path}/run`), Deno.errors.NotFound);
+    });
+    // An existing one is used: only its netsqlite subdirectory is made.
+    const runtime = `${dir.path}/xdg`;
+    Deno.mkdirSync(runtime, { mode: 0o700 });
+    await withEnv({ XDG_RUNTIME_DIR: runtime }, async () => {
+      assert.equal(defaultSocketDir(), `${runtime}/netsqlite`);
+      await using server = await serve({ database: `${dir.path}/b.db`, engine: "node" });
+      assert.ok((server.addr as { path: string }).path.startsWith(`${runtime}/netsqlite/`));
+    });
+  },
+});
