@@ -163,3 +163,37 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "connect() that may not examine XDG_RUNTIME_DIR (read scoped elsewhere) names the permission instead of guessing",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const runtime = `${dir.path}/missing-runtime`; // the server would ignore it: it does not exist
+    const database = `${dir.path}/app.db`;
+    const script = await clientScript(dir.path, JSON.stringify({ database }));
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-prompt",
+        `--allow-read=${script},${dir.path}/netsqlite-${Deno.uid()}`,
+        "--allow-env",
+        "--allow-sys=uid",
+        "--allow-net",
+        script,
+      ],
+      env: { XDG_RUNTIME_DIR: runtime, TMPDIR: dir.path },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    assert.match(stdout, /^NotCapable Cannot work out the default socket of "/, stdout);
+    assert.ok(
+      stdout.includes(`XDG_RUNTIME_DIR is "${runtime}", which may not be examined`),
+      stdout,
+    );
+    assert.ok(stdout.includes(`run with --allow-read=${runtime}`), stdout);
+  },
+});

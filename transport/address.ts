@@ -57,7 +57,7 @@ export function defaultSocketDir(): string {
 /** {@link defaultSocketDir}, its error naming `what` was being worked out. */
 function socketDir(what: string): string {
   const runtime = envGet("XDG_RUNTIME_DIR");
-  if (runtime && isDirectoryOrUnknown(runtime)) return join(runtime, "netsqlite");
+  if (runtime && isDirectory(runtime, what)) return join(runtime, "netsqlite");
   let uid: number | null;
   try {
     uid = userId();
@@ -73,17 +73,30 @@ function socketDir(what: string): string {
 }
 
 /**
- * False when `path` is missing or not a directory: an `XDG_RUNTIME_DIR` that
- * does not exist is ignored (the server creates only `netsqlite` inside it,
- * never the runtime directory itself). True when it may not be examined.
+ * False when `path` (the `XDG_RUNTIME_DIR`) is missing or not a directory:
+ * then it is ignored (the server creates only `netsqlite` inside it, never
+ * the runtime directory itself).
+ *
+ * @throws when it may not be examined (a client with `--allow-read` scoped
+ *   elsewhere): guessing would put the client in another directory than the
+ *   server, which can look.
  */
-function isDirectoryOrUnknown(path: string): boolean {
+function isDirectory(path: string, what: string): boolean {
   try {
     return statSync(path).isDirectory();
   } catch (err) {
     const code = (err as { code?: unknown }).code;
-    return !(code === "ENOENT" || code === "ENOTDIR" ||
-      (IS_DENO && err instanceof Deno.errors.NotFound));
+    if (
+      code === "ENOENT" || code === "ENOTDIR" || (IS_DENO && err instanceof Deno.errors.NotFound)
+    ) {
+      return false;
+    }
+    throw withMessage(
+      err,
+      `Cannot work out ${what}: XDG_RUNTIME_DIR is "${path}", which may not be examined ` +
+        `(${(err as Error).message}); run with --allow-read=${path}, unset XDG_RUNTIME_DIR, ` +
+        "or give the socket path explicitly",
+    );
   }
 }
 
