@@ -278,12 +278,7 @@ function stepRows(
       if (clock && performance.now() > deadlineOf(limits)) throw statementTimeout(limits);
       if (!wantRows) continue;
       const row = p.stmt.row();
-      if (fits !== null) {
-        fits(row);
-      } else {
-        bytes += rowBytes(row);
-        if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
-      }
+      bytes = takeRow(row, fits, bytes, limits);
       rows.push(row);
     }
     fits?.(null);
@@ -425,6 +420,28 @@ function rowsFit(
 }
 
 /**
+ * Checks one more row: against the reply's room (`fits`, from
+ * {@link rowsFit}), else against `maxBytes` by `bytes`, the estimate so far.
+ * Returns the new estimate.
+ *
+ * @throws {SqliteError} when the row does not fit.
+ */
+function takeRow(
+  row: SqlValue[],
+  fits: ((row: SqlValue[] | null) => void) | null,
+  bytes: number,
+  limits: RunLimits,
+): number {
+  if (fits !== null) {
+    fits(row);
+    return bytes;
+  }
+  bytes += rowBytes(row);
+  if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
+  return bytes;
+}
+
+/**
  * Takes the bytes of `payload`, exactly as encoded, from `room`: a batch's
  * result for a statement without rows (its changes, rowid and empty arrays),
  * which {@link rowsFit} does not measure.
@@ -545,12 +562,7 @@ export function runInBackground(
     for (let step = 2; more; step++) {
       if (wantRows) {
         const row = p.stmt.row();
-        if (fits !== null) {
-          fits(row);
-        } else {
-          bytes += rowBytes(row);
-          if (bytes > limits.maxBytes) throw resultTooLarge(limits.maxBytes);
-        }
+        bytes = takeRow(row, fits, bytes, limits);
         rows.push(row);
         if (rows.length === limits.maxRows) break;
       }
