@@ -20,31 +20,8 @@
  * @module
  */
 
-export {
-  type AutostartOptions,
-  type BatchOptions,
-  type BatchResult,
-  type BatchStatement,
-  type BindParams,
-  type BindValue,
-  type CallOptions,
-  Client,
-  connect,
-  type ConnectOptions,
-  type ExecOptions,
-  type IterateOptions,
-  Queryable,
-  ReservedConnection,
-  type ReserveOptions,
-  type Row,
-  type RunResult,
-  type SqlValue,
-  Statement,
-  type TlsClientOptions,
-  Transaction,
-  type TransactionOptions,
-  type WireCallOptions,
-} from "./client.ts";
+// The client's whole API (errors, kv, change feeds included), and the server's but for its CLI.
+export * from "./client.ts";
 export {
   type Address,
   DatabaseLockedError,
@@ -63,31 +40,3 @@ export {
   type UnixAddress,
   VERSION,
 } from "./server.ts";
-export {
-  AbortError,
-  ConnectionError,
-  ErrorCode,
-  type ErrorCodeValue,
-  ProtocolError,
-  SqliteError,
-} from "./protocol/errors.ts";
-export type { HelloReply, ServerLimits } from "./protocol/messages.ts";
-export { channelSocketPath, defaultSocketPath } from "./transport/address.ts";
-export {
-  type ChangeEvent,
-  KvAtomic,
-  type KvChangeEvent,
-  KvCollection,
-  type KvCommitResult,
-  KvConflictError,
-  type KvEntry,
-  type KvKey,
-  type KvKeyPart,
-  type KvListOptions,
-  type KvPutOptions,
-  type KvRange,
-  type LaggedEvent,
-  type SubscribeOptions,
-  Subscription,
-  type TableChangeEvent,
-} from "./client.ts";
