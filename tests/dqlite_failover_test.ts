@@ -214,6 +214,49 @@ Deno.test({
 });
 
 Deno.test({
+  name: "serve({ dqlite }): a request that found no leader within leaderTimeout fails with " +
+    "NO_LEADER saying it was not applied",
+  ignore,
+  async fn() {
+    await using nodes = await DemoCluster.start(1);
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-noleader-" });
+    const path = `${dir}/s.sock`;
+    await using _server = await serve({
+      path,
+      dqlite: { nodes: nodes.addresses, database: "nl", leaderTimeout: 600 },
+    });
+    const db = await connect({ path, max: 1 });
+    const other = await connect({ path, max: 1 });
+    try {
+      await db.exec("CREATE TABLE t (x)");
+      await nodes.kill(0);
+      await sleep(200); // the idle pooled connection is seen dead
+      // Two requests at once: one takes the pooled connection (and looks for a leader to
+      // reconnect it), the other opens a connection of its own (looking for a leader too).
+      const errors = await Promise.all([
+        db.run("INSERT INTO t VALUES (1)", [], { timeout: 10_000 }).then(() => null, (e) => e),
+        other.values("SELECT count(*) FROM t", [], { timeout: 10_000 }).then(
+          () => null,
+          (e) => e,
+        ),
+      ]);
+      for (const err of errors) {
+        assert.ok(err instanceof SqliteError, String(err));
+        assert.equal(err.code, "NO_LEADER", err.message);
+        assert.match(
+          err.message,
+          /^No dqlite leader found among "[^"]+" within leaderTimeout 600 ms \(not applied: safe to retry\)$/,
+        );
+      }
+    } finally {
+      await db.close();
+      await other.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
   name: "serve({ dqlite }): requests after an idle leader died are not refused as " +
     "'outcome unknown': writes wait for the election and succeed (or fail as not applied), " +
     "and a transaction left idle there is lost, not applied",

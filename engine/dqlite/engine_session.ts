@@ -388,6 +388,8 @@ export class DqliteEngineSession {
       db = this.#tx ?? await this.#acquire();
     } catch (err) {
       clearTimeout(timer);
+      // No leader was reached: nothing of the request was sent.
+      if (err instanceof LeaderError) throw describeLeaderError(err, false);
       throw err;
     }
     this.#lent = db;
