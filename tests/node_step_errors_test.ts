@@ -192,3 +192,35 @@ Deno.test("node step(): a query the same transaction writes to while it is stepp
     }
   });
 });
+
+Deno.test("A query ending in a comment SQLite accepts unterminated reads alike on every path, on both engines", async () => {
+  for (const engine of ["ffi", "node"] as const) {
+    await using srv = await startServer({ engine });
+    const db = await srv.client();
+    try {
+      for (
+        const [sql, rows] of [
+          ["SELECT 1 /* never closed", [[1]]],
+          ["VALUES (1), (2) /* never closed ", [[1], [2]]],
+          ["SELECT 3; /* after the end", [[3]]],
+          ["SELECT 4 -- to the end of the text", [[4]]],
+        ] as const
+      ) {
+        const what = `${engine}: ${sql}`;
+        assert.deepEqual(await db.values(sql), rows, what);
+        const seen: unknown[] = [];
+        for await (const row of db.iterate(sql, [], { arrays: true })) seen.push(row);
+        assert.deepEqual(seen, rows, `iterate() ${what}`);
+        const [batched] = await db.batch([{ sql }], { arrays: true });
+        assert.deepEqual(batched.rows, rows, `batch() ${what}`);
+        await db.transaction(async (tx) => {
+          const inTx: unknown[] = [];
+          for await (const row of tx.iterate(sql, [], { arrays: true })) inTx.push(row);
+          assert.deepEqual(inTx, rows, `iterate() in a transaction ${what}`);
+        });
+      }
+    } finally {
+      await db.close();
+    }
+  }
+});

@@ -636,7 +636,7 @@ class NodeStmt implements Stmt {
    * Runs with the values of the iteration just ended, in its snapshot.
    */
   #confirmEnd(n: number): void {
-    const body = this.sql.replace(TRAILING_SEMICOLON, "");
+    const body = statementBody(this.sql);
     const check = this.#db.prepareInternal(`SELECT * FROM (\n${body}\n) LIMIT 1 OFFSET ${n}`);
     check.setReadBigInts(true); // a value beyond 2^53 must not fail the check
     check.setAllowBareNamedParameters(false);
@@ -879,8 +879,19 @@ function readsOnly(action: number, a1: string | null, a2: string | null): boolea
 
 /** A query whose rows can be counted from a subquery: SELECT, VALUES, WITH. */
 const QUERY_TEXT = /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*(?:select|values|with)\b/i;
-/** The `;` that ends a statement's text (`sourceSQL` keeps it). */
-const TRAILING_SEMICOLON = /;\s*$/;
+/**
+ * A statement's text without what follows its last token: the `;` that ends
+ * it (`sourceSQL` keeps it) and a trailing comment, which SQLite accepts
+ * unterminated (`SELECT 1 /* note`) and which would swallow text appended.
+ */
+function statementBody(sql: string): string {
+  let end = 0;
+  scan(sql, (t) => {
+    if (t.kind !== "semicolon") end = t.end;
+    return true;
+  });
+  return sql.slice(0, end);
+}
 
 const WRITING_TEXT =
   /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/|;)*(?:vacuum\b|begin\s+(?:immediate|exclusive)\b)/i;
