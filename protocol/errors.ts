@@ -398,6 +398,34 @@ export function errorFromWire(wire: WireError): NetsqliteError {
   });
 }
 
+/** Characters of an error message kept when the whole would not fit a frame. */
+export const ERROR_MESSAGE_CUT = 4096;
+
+/**
+ * `wire` with its message cut to {@link ERROR_MESSAGE_CUT} characters (never
+ * inside a surrogate pair), saying so: for an error quoting a huge part of
+ * its request (SQLite echoes the token it stumbled on) that would not fit a
+ * frame. Code and numbers are kept.
+ *
+ * @example
+ * ```ts
+ * import { shortWireError } from "./errors.ts";
+ * const cut = shortWireError({ code: "SQLITE_ERROR", message: `near "${"x".repeat(9000)}"` });
+ * if (cut.message.length > 4200 || !cut.message.endsWith("characters)")) throw new Error(cut.message);
+ * ```
+ */
+export function shortWireError(wire: WireError): WireError {
+  const { message } = wire;
+  if (message.length <= ERROR_MESSAGE_CUT) return wire;
+  let end = ERROR_MESSAGE_CUT;
+  const last = message.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return {
+    ...wire,
+    message: `${message.slice(0, end)}… (message cut from ${message.length} characters)`,
+  };
+}
+
 /** The wire payload for an error raised on the server. */
 export function toWireError(err: unknown): WireError {
   if (err instanceof SqliteError && err.sqliteCode !== undefined) {

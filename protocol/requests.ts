@@ -254,7 +254,9 @@ function checkpointMode(v: unknown): CheckpointMode {
   if (typeof v === "string" && CHECKPOINT_MODES.includes(v)) return v as CheckpointMode;
   throw badRequest(
     `Expected a checkpoint mode (${CHECKPOINT_MODES.join(", ")}), got ` +
-      (typeof v === "string" ? JSON.stringify(v) : typeName(v)),
+      (typeof v === "string"
+        ? JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v)
+        : typeName(v)),
   );
 }
 

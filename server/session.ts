@@ -22,6 +22,7 @@ import {
   AbortError,
   ErrorCode,
   ProtocolError,
+  shortWireError,
   SqliteError,
   toWireError,
   type WireError,
@@ -949,7 +950,10 @@ export class Session implements SessionProbe {
 
   #replyError(id: number, err: unknown): void {
     const status = Status.Error | (this.#engine.inTransaction ? Status.InTransaction : 0);
-    this.#encoder.append([id, status, toWireError(err)]);
+    const wire = toWireError(err);
+    if (this.#encoder.append([id, status, wire]) !== -1) return;
+    // Larger than a frame (it quotes a huge part of the request): cut, still answered.
+    this.#encoder.append([id, status, shortWireError(wire)]);
   }
 
   /** Answers a protocol violation with a connection-level error. */
@@ -972,7 +976,9 @@ export class Session implements SessionProbe {
   async #sendLast(err: unknown, wire: WireError = toWireError(err)): Promise<void> {
     this.#dead = true;
     this.#logClosing(err);
-    this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, wire]);
+    if (this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, wire]) === -1) {
+      this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, shortWireError(wire)]);
+    }
     // A client that does not read gets one second, then the socket closes.
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([

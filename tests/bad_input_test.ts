@@ -663,6 +663,36 @@ Deno.test("Session accepts a frame of exactly maxFrameSize and refuses one byte 
   await assertBystanderOk(ctx);
 });
 
+Deno.test("Session answers an error larger than maxFrameSize with its message cut, and a huge checkpoint mode briefly", async () => {
+  await using ctx = await setup({ maxFrameSize: 64 * 1024 });
+  await using raw = await RawConn.open(ctx.path);
+  await raw.request(HELLO);
+  // SQLite quotes the token it stumbled on: the message alone is near the limit.
+  const token = "x".repeat(64 * 1024 - 40);
+  const bad = await raw.request([Op.Query, 2, `SELECT ${token}`, null]);
+  assertErrorReply(
+    bad,
+    2,
+    "SQLITE_ERROR",
+    /^no such column: x+… \(message cut from \d+ characters\)$/,
+  );
+  assert.ok(bad[2].message.length < 4200, `${bad[2].message.length} characters`);
+  const mode = await raw.request([Op.Checkpoint, 3, "\x01".repeat(40_000)]);
+  assertErrorReply(mode, 3, "BAD_REQUEST", /^Expected a checkpoint mode .*, got "(\\u0001){64}…"$/);
+  const still = await raw.request([Op.Query, 4, "SELECT 4 AS x", null]);
+  assert.deepEqual(still, [4, 0, [["x"], [[4]]]]);
+  // Through the client too: the call fails, it does not wait for ever.
+  await assert.rejects(
+    ctx.good.query(`SELECT ${token}`),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, "SQLITE_ERROR");
+      assert.match(err.message, /^no such column: x+… \(message cut from \d+ characters\)$/);
+      return true;
+    },
+  );
+  await assertBystanderOk(ctx);
+});
+
 // ---- slow and greedy clients ---------------------------------------------------
 
 Deno.test("Session keeps serving other clients while clients stall mid-frame (slowloris)", async () => {
