@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { SqliteError } from "../protocol/errors.ts";
 import type { Db, SqlValue, Stmt } from "../engine/binding/binding.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
+import { toSqliteError } from "../engine/binding/node.ts";
 import { startServer } from "./_helpers.ts";
 
 const node = loadSqlite({ engine: "node" });
@@ -223,4 +224,26 @@ Deno.test("A query ending in a comment SQLite accepts unterminated reads alike o
       await db.close();
     }
   }
+});
+
+Deno.test("node engine: an error node:sqlite gives without a code (backup() on a full disk) keeps SQLite's code from its text", () => {
+  // What node:sqlite's backup() throws on ENOSPC (seen on a 4 MiB tmpfs): no errcode.
+  const full = toSqliteError(
+    Object.assign(new Error("database or disk is full"), { code: "ERR_SQLITE_ERROR" }),
+  );
+  assert.equal(full.code, "SQLITE_FULL");
+  assert.equal(full.sqliteCode, 13);
+  const io = toSqliteError(
+    Object.assign(new Error("disk I/O error"), { code: "ERR_SQLITE_ERROR" }),
+  );
+  assert.equal(io.code, "SQLITE_IOERR");
+  // Any other text stays a plain SQLITE_ERROR; an errcode, when given, wins.
+  const other = toSqliteError(
+    Object.assign(new Error("database or disk is full!"), { code: "ERR_SQLITE_ERROR" }),
+  );
+  assert.equal(other.code, "SQLITE_ERROR");
+  const given = toSqliteError(
+    Object.assign(new Error("database or disk is full"), { code: "ERR_SQLITE_ERROR", errcode: 1 }),
+  );
+  assert.equal(given.code, "SQLITE_ERROR");
 });

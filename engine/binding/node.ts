@@ -974,6 +974,25 @@ function unsupported(what: string): SqliteError {
   );
 }
 
+/**
+ * SQLite's text for a primary result code (`sqlite3_errstr()`), back to the
+ * code: for the node:sqlite errors that carry the text but no `errcode`.
+ */
+const CODE_OF_MESSAGE: ReadonlyMap<string, number> = new Map([
+  ["access permission denied", 3],
+  ["query aborted", 4],
+  ["database is locked", 5],
+  ["database table is locked", 6],
+  ["out of memory", 7],
+  ["attempt to write a readonly database", 8],
+  ["interrupted", 9],
+  ["disk I/O error", 10],
+  ["database disk image is malformed", 11],
+  ["database or disk is full", 13],
+  ["unable to open database file", 14],
+  ["file is not a database", 26],
+]);
+
 /** Maps an error thrown by node:sqlite to a {@link SqliteError} with SQLite's extended code. */
 export function toSqliteError(err: unknown): SqliteError {
   if (err instanceof SqliteError) return err;
@@ -983,7 +1002,9 @@ export function toSqliteError(err: unknown): SqliteError {
     return new SqliteError(resultCodeName(e.errcode), message, e.errcode, { cause: err });
   }
   if (e?.code === "ERR_SQLITE_ERROR") {
-    return new SqliteError("SQLITE_ERROR", message, Result.ERROR, { cause: err });
+    // Some calls (backup()) give no code, only SQLite's own text for it.
+    const code = CODE_OF_MESSAGE.get(message) ?? Result.ERROR;
+    return new SqliteError(resultCodeName(code), message, code, { cause: err });
   }
   if (e?.code === "ERR_INVALID_STATE" && /finalized|not open/.test(message)) {
     return new SqliteError("SQLITE_MISUSE", message, Result.MISUSE, { cause: err });
