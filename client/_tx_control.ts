@@ -1,13 +1,15 @@
 /**
  * Finds transaction-control statements (`BEGIN`, `COMMIT`, `END`,
  * `ROLLBACK`, `SAVEPOINT`, `RELEASE`) in SQL text, so the shared pool can
- * refuse them before they are sent. Skips comments, quoted strings and
- * identifiers, and the bodies of `CREATE TRIGGER ... BEGIN ... END`.
+ * refuse them before they are sent, and the ones that would begin or end the
+ * transaction of a `transaction()` handle, which refuses those. Skips
+ * comments, quoted strings and identifiers, and the bodies of
+ * `CREATE TRIGGER ... BEGIN ... END`.
  *
  * @module
  */
 
-import { scan } from "../protocol/sql_lexer.ts";
+import { scan, type Token } from "../protocol/sql_lexer.ts";
 
 const TX_WORDS = new Set(["begin", "commit", "end", "rollback", "savepoint", "release"]);
 
@@ -18,12 +20,100 @@ const TX_WORDS = new Set(["begin", "commit", "end", "rollback", "savepoint", "re
  * `run`/`query`/`prepare` anyway), which costs a few characters per call.
  */
 export function findTxControl(sql: string, script = true): string | null {
+  return findStatement(sql, script, (head) => head[0].text.toUpperCase());
+}
+
+/**
+ * The prefix of the savepoint names `transaction()` uses for its nested
+ * levels (`netsqlite_sp1`, ...); compared case-insensitively, as SQLite does.
+ */
+export const RESERVED_SAVEPOINT = "netsqlite_";
+
+/** A statement a `transaction()` handle refuses, and why (see {@link findTxEnd}). */
+export interface TxEnd {
+  /** The statement's leading words, upper case (`COMMIT`, `ROLLBACK`, `RELEASE netsqlite_sp1`). */
+  statement: string;
+  /** True for a savepoint named like `transaction()`'s own ({@link RESERVED_SAVEPOINT}). */
+  reserved: boolean;
+}
+
+/**
+ * Returns the first statement of `sql` that would begin or end the
+ * transaction of a `transaction()` handle, or `null`: `BEGIN`, `COMMIT`,
+ * `END`, `ROLLBACK` without `TO` (`ROLLBACK TRANSACTION [name]` included),
+ * and `SAVEPOINT`, `RELEASE` or `ROLLBACK TO` naming a savepoint in
+ * `transaction()`'s own namespace ({@link RESERVED_SAVEPOINT}): releasing
+ * a nested transaction's savepoint (or rolling back past it) would end it
+ * early, so the statements that follow would escape its rollback. Other
+ * `SAVEPOINT`, `RELEASE` and `ROLLBACK TO` statements are allowed. With
+ * `script` false only the first statement is looked at.
+ */
+export function findTxEnd(sql: string, script = true): TxEnd | null {
+  let found: TxEnd | null = null;
+  findStatement(sql, script, (head) => {
+    const word = head[0].text;
+    if (word === "begin" || word === "commit" || word === "end") {
+      found = { statement: word.toUpperCase(), reserved: false };
+      return found.statement;
+    }
+    let rest = head.slice(1);
+    if (word === "rollback") {
+      // ROLLBACK [TRANSACTION [name]] [TO [SAVEPOINT] name]
+      const to = rest.findIndex((t) => t.kind === "word" && t.text === "to");
+      if (to === -1 || to > 2) {
+        found = { statement: "ROLLBACK", reserved: false };
+        return found.statement;
+      }
+      rest = rest.slice(to + 1);
+    }
+    // SAVEPOINT name | RELEASE [SAVEPOINT] name | ROLLBACK ... TO [SAVEPOINT] name
+    if (word !== "savepoint" && rest.length > 1 && isWord(rest[0], "savepoint")) {
+      rest = rest.slice(1);
+    }
+    const name = rest[0];
+    if (name === undefined || name.kind === "punct" || name.kind === "param") return null;
+    if (!name.text.toLowerCase().startsWith(RESERVED_SAVEPOINT)) return null;
+    const verb = word === "rollback" ? "ROLLBACK TO" : word.toUpperCase();
+    found = { statement: `${verb} ${name.text}`, reserved: true };
+    return found.statement;
+  }, 6);
+  return found;
+}
+
+function isWord(t: Token, text: string): boolean {
+  return t.kind === "word" && t.text === text;
+}
+
+/**
+ * Scans the statements of `sql` that begin with a transaction-control word;
+ * `judge` gets each one's first `width` tokens (fewer at a `;` or the end)
+ * and returns what to report, or `null` to go on.
+ */
+function findStatement(
+  sql: string,
+  script: boolean,
+  judge: (head: readonly Token[]) => string | null,
+  width = 1,
+): string | null {
   let found: string | null = null;
+  let head: Token[] | null = null; // a transaction-control statement's first tokens
+  const decide = (): boolean => {
+    found = judge(head!);
+    head = null;
+    return found === null && script;
+  };
   let atStart = true;
   let first = ""; // first word of the current statement
   let trigger = false;
   let depth = 0; // BEGIN/CASE ... END nesting inside a trigger
   scan(sql, (t) => {
+    if (head !== null) {
+      if (t.kind !== "semicolon") {
+        head.push(t);
+        return head.length < width || decide();
+      }
+      if (!decide()) return false;
+    }
     if (t.kind === "semicolon") {
       if (depth === 0) {
         atStart = true;
@@ -36,8 +126,8 @@ export function findTxControl(sql: string, script = true): string | null {
       atStart = false;
       if (t.kind !== "word") return script;
       if (TX_WORDS.has(t.text)) {
-        found = t.text.toUpperCase();
-        return false;
+        head = [t];
+        return head.length < width || decide();
       }
       first = t.text;
       return script;
@@ -49,5 +139,6 @@ export function findTxControl(sql: string, script = true): string | null {
     }
     return true;
   });
+  if (head !== null) decide();
   return found;
 }

@@ -24,7 +24,7 @@ import { type IterateOptions, streamRows } from "./cursor.ts";
 import { transactionContext, type TransactionScope } from "./pool.ts";
 import { fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
-import { findTxControl } from "./_tx_control.ts";
+import { findTxControl, findTxEnd, RESERVED_SAVEPOINT } from "./_tx_control.ts";
 import { Statement } from "./statement.ts";
 import { KvCollection } from "./kv.ts";
 
@@ -417,6 +417,9 @@ export abstract class Queryable {
    * calls on the client meanwhile run outside it, on other connections. A
    * nested `tx.transaction()` uses a savepoint, so only the inner work is
    * undone when the inner `fn` throws.
+   * `tx` refuses statements that would begin or end the transaction
+   * (`BEGIN`, `COMMIT`, `END`, `ROLLBACK` without `TO`) with `SqliteError`
+   * `TX_CONTROL`, before sending them; savepoints stay allowed.
    *
    * @param fn The work; it receives the transaction.
    * @param options How to begin.
@@ -529,7 +532,9 @@ export abstract class Queryable {
   }
 
   #refuseTxControl(sql: string, script = false): void {
-    if (!this.#route.refusesTxControl || typeof sql !== "string") return;
+    if (typeof sql !== "string") return;
+    if (this.#route.refusesTxEnd === true) return refuseTxEnd(sql, script);
+    if (!this.#route.refusesTxControl) return;
     const word = findTxControl(sql, script);
     if (word === null) return;
     throw new SqliteError(
@@ -539,6 +544,28 @@ export abstract class Queryable {
         "with max: 1)",
     );
   }
+}
+
+/**
+ * Throws `TX_CONTROL` for a statement of `sql` that would begin or end the
+ * transaction of a `transaction()` handle (see `findTxEnd`): sent, a
+ * `COMMIT` or `ROLLBACK` would end it while `fn` goes on, so its later
+ * statements would run in autocommit, beyond the reach of its rollback.
+ */
+function refuseTxEnd(sql: string, script: boolean): void {
+  const found = findTxEnd(sql, script);
+  if (found === null) return;
+  const why = found.reserved
+    ? `savepoints named ${RESERVED_SAVEPOINT}* are transaction()'s own (its nested levels): ` +
+      "releasing one, or rolling back to one, would end that level early and let the statements " +
+      "after it escape its rollback"
+    : "transaction() ends the transaction itself (it commits when fn resolves and rolls back " +
+      "when fn throws)";
+  throw new SqliteError(
+    ErrorCode.TxControl,
+    `Cannot run "${found.statement}" inside transaction(): ${why}; use savepoints of other ` +
+      "names or a nested tx.transaction()",
+  );
 }
 
 /**
@@ -669,6 +696,7 @@ function transactionRoute(
     },
     exclusive: fixed.exclusive,
     refusesTxControl: false,
+    refusesTxEnd: true,
   };
 }
 

@@ -24,6 +24,12 @@ export interface Route {
   exclusive<T>(fn: (conn: PooledConnection) => Promise<T>, signal?: AbortSignal): Promise<T>;
   /** True on a shared pool of more than one connection: raw BEGIN/COMMIT is refused. */
   readonly refusesTxControl: boolean;
+  /**
+   * True on a `transaction()` handle: statements that would begin or end its
+   * transaction (`BEGIN`, `COMMIT`, `END`, `ROLLBACK` without `TO`, or a
+   * savepoint named like `transaction()`'s own) are refused.
+   */
+  readonly refusesTxEnd?: boolean;
 }
 
 /** A route bound to one connection while `active()` holds. */

@@ -1,0 +1,265 @@
+/**
+ * The handle `transaction(fn)` gives `fn` refuses statements that would
+ * begin or end its transaction (`BEGIN`, `COMMIT`, `END`, `ROLLBACK`
+ * without `TO`, a savepoint of `transaction()`'s own): sent, a `COMMIT`
+ * would end the transaction while `fn` goes on, and its later statements
+ * would run in autocommit, kept whatever `transaction()` reports.
+ * Savepoints of other names stay allowed; a reserved connection and a
+ * `max: 1` client keep running raw `BEGIN`/`COMMIT`.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, connect, type Queryable, SqliteError } from "../mod.ts";
+import { findTxEnd } from "../client/_tx_control.ts";
+import { startServer } from "./_helpers.ts";
+
+const ENGINES = ["ffi", "node"] as const;
+
+/** Each way a statement reaches the server through a query object. */
+const SENDERS: [string, (q: Queryable, sql: string) => Promise<unknown>][] = [
+  ["exec", (q, sql) => q.exec(sql)],
+  ["run", (q, sql) => q.run(sql)],
+  ["query", (q, sql) => q.query(sql)],
+  ["get", (q, sql) => q.get(sql)],
+  ["values", (q, sql) => q.values(sql)],
+  ["prepare", (q, sql) => q.prepare(sql)],
+  ["iterate", async (q, sql) => {
+    for await (const _ of q.iterate(sql)) { /* drain */ }
+  }],
+];
+
+/** Statements that end (or begin) the transaction, in spellings SQLite accepts. */
+const ENDING = [
+  "COMMIT",
+  "commit transaction",
+  "END",
+  "end transaction;",
+  "ROLLBACK",
+  "/* why */ Rollback -- now\n TRANSACTION",
+  "ROLLBACK TRANSACTION t1",
+  "BEGIN",
+  "begin immediate transaction",
+];
+
+function isTxControl(err: unknown): boolean {
+  assert.ok(err instanceof SqliteError, `expected SqliteError, got ${err}`);
+  assert.equal(err.code, "TX_CONTROL");
+  assert.match(err.message, /^Cannot run "[A-Z]+" inside transaction\(\): transaction\(\) ends/);
+  assert.match(err.message, /savepoints .* nested tx\.transaction\(\)$/);
+  return true;
+}
+
+async function rows(db: Queryable): Promise<string[]> {
+  return (await db.values<[string]>("SELECT v FROM q ORDER BY id")).map(([v]) => v);
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: tx refuses COMMIT/ROLLBACK/END/BEGIN; fn's throw undoes every write`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    for (const sql of ENDING) {
+      for (const [how, send] of SENDERS) {
+        const failure = db.transaction(async (tx) => {
+          await tx.run("INSERT INTO q (v) VALUES ('a')");
+          await assert.rejects(send(tx, sql), isTxControl, `${how}(${JSON.stringify(sql)})`);
+          assert.ok(tx.inTransaction, `${how}(${JSON.stringify(sql)}) left the transaction open`);
+          await tx.run("INSERT INTO q (v) VALUES ('b')");
+          throw new Error("undo");
+        });
+        await assert.rejects(failure, /^Error: undo$/);
+        assert.deepEqual(await rows(db), [], `${how}(${JSON.stringify(sql)}): nothing kept`);
+      }
+    }
+  });
+
+  Deno.test(`${engine}: tx refuses an exec script that ends the transaction, before sending any of it`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    const value = await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO q (v) VALUES ('a')");
+      for (
+        const script of [
+          "INSERT INTO q (v) VALUES ('x'); COMMIT; INSERT INTO q (v) VALUES ('y')",
+          "INSERT INTO q (v) VALUES ('x');\n-- done\nROLLBACK",
+          "SAVEPOINT s; INSERT INTO q (v) VALUES ('x'); END",
+        ]
+      ) {
+        await assert.rejects(tx.exec(script), isTxControl, script);
+      }
+      // Trigger bodies, strings and comments are not statements of their own.
+      await tx.exec(
+        "CREATE TRIGGER q_t AFTER INSERT ON q WHEN new.v = 'never' BEGIN SELECT 1; END; " +
+          "SELECT 'COMMIT' /* ROLLBACK */",
+      );
+      await tx.run("INSERT INTO q (v) VALUES ('b')");
+      return "done";
+    });
+    assert.equal(value, "done");
+    assert.deepEqual(await rows(db), ["a", "b"], "no statement of a refused script ran");
+  });
+
+  Deno.test(`${engine}: tx refuses raw COMMIT on the success path; transaction() commits once`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    const value = await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO q (v) VALUES ('a')");
+      await assert.rejects(tx.exec("COMMIT"), isTxControl);
+      // Not yet committed: another connection does not see 'a'.
+      assert.deepEqual(await rows(db), []);
+      await tx.run("INSERT INTO q (v) VALUES ('b')");
+      return 7;
+    });
+    assert.equal(value, 7);
+    assert.deepEqual(await rows(db), ["a", "b"]);
+  });
+
+  Deno.test(`${engine}: tx keeps SAVEPOINT, RELEASE and ROLLBACK TO of its own savepoints`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO q (v) VALUES ('a')");
+      await tx.exec("SAVEPOINT s1");
+      await tx.run("INSERT INTO q (v) VALUES ('gone')");
+      await tx.run("ROLLBACK TO s1");
+      await tx.exec("ROLLBACK TRANSACTION TO SAVEPOINT s1; RELEASE SAVEPOINT s1");
+      await tx.exec("SAVEPOINT s2; INSERT INTO q (v) VALUES ('b'); RELEASE s2");
+      const stmt = await tx.prepare("SAVEPOINT s3");
+      await stmt.run();
+      await stmt.finalize();
+      await tx.run("INSERT INTO q (v) VALUES ('gone too')");
+      await tx.run("rollback to s3");
+      await tx.run("release s3");
+      assert.ok(tx.inTransaction);
+    });
+    assert.deepEqual(await rows(db), ["a", "b"]);
+  });
+
+  Deno.test(`${engine}: nested tx refuses RELEASE/ROLLBACK TO of transaction()'s savepoints`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    const reserved = (err: unknown): boolean => {
+      assert.ok(err instanceof SqliteError);
+      assert.equal(err.code, "TX_CONTROL");
+      assert.match(err.message, /^Cannot run "(RELEASE|ROLLBACK TO|SAVEPOINT) netsqlite_sp1"/i);
+      assert.match(err.message, /are transaction\(\)'s own/);
+      return true;
+    };
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO q (v) VALUES ('a')");
+      await assert.rejects(
+        tx.transaction(async (inner) => {
+          await inner.run("INSERT INTO q (v) VALUES ('inner 1')");
+          // Sent, the RELEASE would end the nested level: 'inner 2' would
+          // escape its rollback and be committed with the outer transaction.
+          await assert.rejects(inner.exec("RELEASE netsqlite_sp1"), reserved);
+          await assert.rejects(inner.run('release savepoint "NETSQLITE_SP1"'), reserved);
+          await assert.rejects(inner.run("ROLLBACK TO [netsqlite_sp1]"), reserved);
+          await assert.rejects(inner.exec("SAVEPOINT netsqlite_sp1"), reserved);
+          await assert.rejects(inner.exec("COMMIT"), isTxControl);
+          await inner.run("INSERT INTO q (v) VALUES ('inner 2')");
+          throw new Error("undo inner");
+        }),
+        /undo inner/,
+      );
+      await tx.run("INSERT INTO q (v) VALUES ('b')");
+    });
+    assert.deepEqual(await rows(db), ["a", "b"]);
+  });
+
+  Deno.test(`${engine}: reserve() and max: 1 keep raw BEGIN/COMMIT; their transaction() handles refuse it`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    {
+      await using conn = await db.reserve();
+      await conn.exec("BEGIN");
+      await conn.run("INSERT INTO q (v) VALUES ('r')");
+      // Nested in the raw BEGIN as a savepoint; its handle still refuses COMMIT.
+      await conn.transaction(async (tx) => {
+        await assert.rejects(tx.exec("COMMIT"), isTxControl);
+        await tx.run("INSERT INTO q (v) VALUES ('r tx')");
+      });
+      assert.ok(conn.inTransaction);
+      await conn.exec("COMMIT");
+      await assert.rejects(
+        conn.transaction(async (tx) => {
+          await assert.rejects(tx.run("END"), isTxControl);
+          throw new Error("undo");
+        }),
+        /undo/,
+      );
+    }
+    const one: Client = await srv.client(); // max: 1
+    try {
+      await one.exec("BEGIN; INSERT INTO q (v) VALUES ('one'); COMMIT");
+      await one.transaction(async (tx) => {
+        await assert.rejects(tx.exec("ROLLBACK"), isTxControl);
+        await tx.run("INSERT INTO q (v) VALUES ('one tx')");
+      });
+    } finally {
+      await one.close();
+    }
+    assert.deepEqual(await rows(db), ["r", "r tx", "one", "one tx"]);
+  });
+}
+
+Deno.test("findTxEnd: what begins or ends a transaction() handle's transaction", () => {
+  const refused = (sql: string, script = true): string | undefined =>
+    findTxEnd(sql, script)?.statement;
+  assert.equal(refused("begin deferred"), "BEGIN");
+  assert.equal(refused("/* c */ -- d\n  Commit Transaction"), "COMMIT");
+  assert.equal(refused("SELECT 1; end"), "END");
+  assert.equal(refused("SELECT 1; end", false), undefined, "only the first statement");
+  assert.equal(refused("rollback"), "ROLLBACK");
+  assert.equal(refused("rollback;"), "ROLLBACK");
+  assert.equal(refused("ROLLBACK TRANSACTION"), "ROLLBACK");
+  assert.equal(refused("ROLLBACK TRANSACTION t1"), "ROLLBACK");
+  assert.equal(refused("ROLLBACK TO s"), undefined);
+  assert.equal(refused("ROLLBACK TRANSACTION TO SAVEPOINT s"), undefined);
+  assert.equal(refused("ROLLBACK TRANSACTION t1 TO s"), undefined);
+  assert.equal(refused("ROLLBACK TO s; ROLLBACK"), "ROLLBACK");
+  assert.equal(refused("SAVEPOINT a; RELEASE a; RELEASE SAVEPOINT savepoint"), undefined);
+  assert.equal(refused("RELEASE savepoint"), undefined, "a savepoint named savepoint");
+  assert.equal(refused("SELECT 'commit'; SELECT \"rollback\" FROM t"), undefined);
+  assert.equal(
+    refused(
+      "CREATE TRIGGER t AFTER INSERT ON x BEGIN SELECT CASE WHEN 1 THEN 2 END; END; SELECT 1",
+    ),
+    undefined,
+  );
+  assert.equal(refused("release netsqlite_sp2"), "RELEASE netsqlite_sp2");
+  assert.equal(refused("RELEASE SAVEPOINT 'NetSQLite_sp0'"), "RELEASE NetSQLite_sp0");
+  assert.equal(refused("ROLLBACK TO `netsqlite_sp1`"), "ROLLBACK TO netsqlite_sp1");
+  assert.equal(refused("SAVEPOINT netsqlite_x"), "SAVEPOINT netsqlite_x");
+  assert.equal(findTxEnd("SAVEPOINT netsqlite_x")?.reserved, true);
+  assert.equal(findTxEnd("COMMIT")?.reserved, false);
+});
+
+Deno.test("a failing statement in a transaction undoes only itself; fn's throw undoes the rest", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 3 });
+  await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT UNIQUE)");
+  await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO q (v) VALUES ('a')");
+    await assert.rejects(
+      tx.run("INSERT INTO q (v) VALUES ('b'), ('a')"),
+      (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_CONSTRAINT_UNIQUE",
+    );
+    assert.ok(tx.inTransaction, "the transaction stays open");
+    await tx.run("INSERT INTO q (v) VALUES ('c')");
+  });
+  assert.deepEqual(await rows(db), ["a", "c"], "only the failing statement was undone");
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO q (v) VALUES ('d')");
+      await tx.run("INSERT INTO q (v) VALUES ('a')");
+    }),
+    (err: unknown) => err instanceof SqliteError && err.code === "SQLITE_CONSTRAINT_UNIQUE",
+  );
+  assert.deepEqual(await rows(db), ["a", "c"], "the propagated error rolled back 'd'");
+});
