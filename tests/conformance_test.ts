@@ -327,15 +327,42 @@ function differences({ net, direct, reference }: Runs): string[] {
       continue;
     }
     if (a.kind !== "query" || !a.succeeded) continue;
-    try {
-      assert.deepStrictEqual(a.rows!.map((r) => r.map(normalizeValue)), b.rows);
-    } catch {
+    if (!sameRows(a.rows!, b.rows!)) {
       out.push(`${where}: rows differ: netsqlite ${show(a)}, ${reference} ${show(b)}`);
       continue;
     }
     if (a.hash !== b.hash) out.push(`${where}: formatted values differ`);
   }
   return out;
+}
+
+/**
+ * True when two results hold the same rows: the same number of rows and
+ * columns, and in each place the same type and value (`Object.is` for
+ * numbers, so -0 is not 0; bytes for blobs). A bigint within ±(2^53 - 1)
+ * counts as its number (the client gives numbers there).
+ */
+function sameRows(a: readonly unknown[][], b: readonly unknown[][]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i], y = b[i];
+    if (x.length !== y.length) return false;
+    for (let j = 0; j < x.length; j++) {
+      const u = normalizeValue(x[j]), v = normalizeValue(y[j]);
+      if (u instanceof Uint8Array || v instanceof Uint8Array) {
+        if (
+          !(u instanceof Uint8Array && v instanceof Uint8Array) ||
+          Object.getPrototypeOf(u) !== Object.getPrototypeOf(v) || u.length !== v.length
+        ) {
+          return false;
+        }
+        if (u.some((byte, k) => byte !== v[k])) return false;
+      } else if (!Object.is(u, v)) {
+        return false;
+      }
+    }
+  }
+  return true;
 }
 
 function show(r: RecordResult): string {
@@ -621,26 +648,24 @@ INSERT INTO scratch VALUES ('temp')
 statement ok
 CREATE TEMP VIEW tv AS SELECT y || '!' FROM scratch
 
-query T nosort
-SELECT * FROM tv
-----
-temp!
-
-query T rowsort
-SELECT name FROM sqlite_temp_master
-----
-scratch
-tv
-`;
+${
+  // One query through each read path.
+  QUERY_PATHS.map((_, k) =>
+    k % 2 === 0
+      ? "query T nosort\nSELECT * FROM tv\n----\ntemp!\n"
+      : "query T rowsort\nSELECT name FROM sqlite_temp_master\n----\nscratch\ntv\n"
+  ).join("\n")}`;
 
 Deno.test("serve+connect: TEMP tables and views created by batch() are seen by the next statements", async () => {
-  for (let offset = 0; offset < QUERY_PATHS.length; offset++) {
-    const [net, diffs] = await compareInline("batch_temp.test", BATCH_TEMP_SCRIPT, offset, {
-      statement: ["batch"],
-    });
-    assert.deepEqual(diffs, [], `queries from ${QUERY_PATHS[offset]} on`);
-    assert.equal(net.failed, 0);
-  }
+  const [net, diffs] = await compareInline("batch_temp.test", BATCH_TEMP_SCRIPT, 0, {
+    statement: ["batch"],
+  });
+  assert.deepEqual(diffs, []);
+  assert.deepEqual(net.results.map((r) => r.path), [
+    ...Array(3).fill("batch"),
+    ...QUERY_PATHS,
+  ]);
+  assert.equal(net.failed, 0);
 });
 
 Deno.test({

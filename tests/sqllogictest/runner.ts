@@ -512,6 +512,8 @@ function isIntegerValue(v: number): boolean {
   return Number.isSafeInteger(v) && !Object.is(v, -0);
 }
 
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
 /** Formats one value for a column of type `T`, `I` or `R`. */
 export function formatValue(v: unknown, type: string): string {
   if (v === null || v === undefined) return "NULL";
@@ -531,6 +533,8 @@ export function formatValue(v: unknown, type: string): string {
       }
       break;
     case "T": {
+      // Printable ASCII prints as it is (the common case, quick for long text).
+      if (typeof v === "string" && v !== "" && PRINTABLE_ASCII.test(v)) return v;
       let bytes: Uint8Array;
       if (typeof v === "string" || v instanceof Uint8Array) {
         bytes = bytesOf(v);
