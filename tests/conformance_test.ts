@@ -96,7 +96,7 @@ const FORCED_PATHS: ClientExecutorOptions = (() => {
 
 /** A reference SQLite connection in this process. */
 interface Reference {
-  /** `libsqlite3 (<file>) 3.x.y` or `node:sqlite 3.x.y`. */
+  /** `libsqlite3 3.x.y (<file>)` or `node:sqlite 3.x.y`. */
   name: string;
   version: string;
   executor: Executor;
