@@ -10,9 +10,12 @@
  *   an empty string prints `(empty)`, bytes outside `' '..'~'` print `@`;
  * - `NULL` prints `NULL` in every column type.
  *
- * Two executors are provided: one over a live netsqlite {@link Client}, one
- * directly on a `node:sqlite` `DatabaseSync`. Both return values the same
- * way (integers as numbers when safe, else bigint), so results format alike.
+ * Three executors are provided: one over a live netsqlite {@link Client}
+ * (rotating each record over the client's query and statement paths), one
+ * directly on a `node:sqlite` `DatabaseSync`, and one directly on a
+ * connection of the project's SQLite binding (the FFI library in-process).
+ * All return values the same way (integers as numbers when safe, else
+ * bigint), so results format alike.
  *
  * @module
  */
@@ -20,27 +23,246 @@
 import { createHash } from "node:crypto";
 import type { DatabaseSync } from "node:sqlite";
 import type { Client } from "../../client.ts";
+import type { Db } from "../../engine/binding/binding.ts";
+import { scan } from "../../protocol/sql_lexer.ts";
 import { appliesTo, type QueryRecord, type Script, type StatementRecord } from "./parser.ts";
+
+/** Which record an executor call is for. */
+export interface CallInfo {
+  /** Index of the record in `script.records`. */
+  index: number;
+  /** How many records of the same kind (statement or query) the script ran before this one. */
+  ordinal: number;
+}
+
+/** A query's rows, as arrays of values in column order. */
+export interface QueryOutput {
+  rows: unknown[][];
+  /** Result column names, where the executor knows them (the references do). */
+  columns?: string[];
+}
 
 /** What a script runs on. */
 export interface Executor {
   /** Runs a statement (or script); rejects when it fails. */
-  exec(sql: string): Promise<void>;
-  /** Runs one query and returns its rows as arrays of values. */
-  query(sql: string): Promise<unknown[][]>;
+  exec(sql: string, call: CallInfo): Promise<void>;
+  /** Runs one query and returns its rows. */
+  query(sql: string, call: CallInfo): Promise<QueryOutput>;
+  /**
+   * The name of the API path the record goes through, and whether the call
+   * must settle before the next record is issued (a path that sends more
+   * than one request, the later ones after a reply, would otherwise let
+   * later records overtake it). Without this method: `"direct"`, no wait.
+   */
+  route?(kind: "statement" | "query", sql: string, call: CallInfo): Route;
+  /** Settles what the calls left running (finalizing statements); called once at the end. */
+  finish?(): Promise<void>;
 }
 
-/** An executor over a live netsqlite client: `exec()` for statements, `values()` for queries. */
-export function clientExecutor(client: Client): Executor {
+/** How one record is run: see {@link Executor.route}. */
+export interface Route {
+  path: string;
+  waits: boolean;
+}
+
+/**
+ * The client's ways to run a query. Every one returns every row:
+ * - `values`: `client.values(sql)`;
+ * - `query`: `client.query(sql)`, rows as objects;
+ * - `iterate`: `client.iterate(sql, undefined, { arrays: true })`, a server cursor;
+ * - `prepare.values`: `client.prepare(sql)`, then `statement.values()`;
+ * - `prepare.all`: `client.prepare(sql)`, then `statement.all()`, rows as objects;
+ * - `batch`: `client.batch([{ sql }], { arrays: true })`, a one-statement transaction.
+ */
+export const QUERY_PATHS = [
+  "values",
+  "query",
+  "iterate",
+  "prepare.values",
+  "prepare.all",
+  "batch",
+] as const;
+
+/** A way to run a query: see {@link QUERY_PATHS}. */
+export type QueryPath = typeof QUERY_PATHS[number];
+
+/**
+ * The client's ways to run a statement: `client.run(sql)`, `client.exec(sql)`,
+ * `client.batch([{ sql }])`. Scripts (several statements) and transaction
+ * control always go through `exec()`: `run()` and `batch()` take one
+ * statement, and a batch is a transaction of its own.
+ */
+export const STATEMENT_PATHS = ["run", "exec", "batch"] as const;
+
+/** A way to run a statement: see {@link STATEMENT_PATHS}. */
+export type StatementPath = typeof STATEMENT_PATHS[number];
+
+/** Paths that send a request only after a reply (`prepare`) or read in chunks (cursors). */
+const WAITING_PATHS: ReadonlySet<string> = new Set(["iterate", "prepare.values", "prepare.all"]);
+
+/** Options of {@link clientExecutor}. */
+export interface ClientExecutorOptions {
+  /**
+   * Query paths to rotate over, in order: the n-th query of a script takes
+   * `query[(n + offset) % query.length]`. @default {QUERY_PATHS}
+   */
+  query?: readonly QueryPath[];
+  /** Statement paths to rotate over, likewise. @default {STATEMENT_PATHS} */
+  statement?: readonly StatementPath[];
+  /** Where the rotation starts. @default {0} */
+  offset?: number;
+  /**
+   * The result column names of the query at a record index, from the
+   * reference run: rows read as objects (`query`, `prepare.all`) are turned
+   * back into arrays in this order.
+   */
+  columns?: (index: number) => string[] | undefined;
+}
+
+/**
+ * Marks a value the client did not give: a column missing from an object
+ * row, or a key the columns do not have (it then makes the row wider).
+ */
+function missing(what: string): string {
+  return `<${what}>`;
+}
+
+/**
+ * Rows read as objects, as arrays in the reference's column order. A column
+ * named twice reads the object's one value (the last column of that name,
+ * as documented). A missing column or an unknown key shows as a `<...>`
+ * value, so such rows differ from the reference's; without reference
+ * columns the values come in key order.
+ */
+export function objectsToRows(
+  objects: readonly Record<string, unknown>[],
+  columns: readonly string[] | undefined,
+): unknown[][] {
+  if (columns === undefined) return objects.map((o) => Object.values(o));
+  const names = new Set(columns);
+  return objects.map((o) => {
+    const row = columns.map((c) => Object.hasOwn(o, c) ? o[c] : missing(`no key "${c}"`));
+    for (const k of Object.keys(o)) if (!names.has(k)) row.push(missing(`extra key "${k}"`));
+    return row;
+  });
+}
+
+/** How many statements `sql` holds, and whether one is transaction control. */
+export function statementShape(sql: string): { statements: number; txControl: boolean } {
+  let statements = 0;
+  let txControl = false;
+  let atStart = true;
+  let first = "";
+  let trigger = false;
+  let depth = 0; // BEGIN/CASE ... END nesting inside CREATE TRIGGER
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") {
+      if (depth === 0) {
+        atStart = true;
+        trigger = false;
+      }
+      return true;
+    }
+    if (atStart) {
+      atStart = false;
+      statements++;
+      first = t.kind === "word" ? t.text : "";
+      if (TX_WORDS.has(first)) txControl = true;
+      return true;
+    }
+    if (first === "create" && t.kind === "word") {
+      if (t.text === "trigger") trigger = true;
+      else if (trigger && (t.text === "begin" || t.text === "case")) depth++;
+      else if (trigger && t.text === "end" && depth > 0) depth--;
+    }
+    return true;
+  });
+  return { statements, txControl };
+}
+
+const TX_WORDS = new Set(["begin", "commit", "end", "rollback", "savepoint", "release"]);
+
+/**
+ * An executor over a live netsqlite client. Each query takes the next of
+ * the client's read paths ({@link QUERY_PATHS}) in turn, each statement the
+ * next of {@link STATEMENT_PATHS}, so that every path runs its share of a
+ * script. Paths that send one request run pipelined; `iterate` and the
+ * prepared statements run alone (see {@link Executor.route}).
+ */
+export function clientExecutor(client: Client, options: ClientExecutorOptions = {}): Executor {
+  const queryPaths = options.query ?? QUERY_PATHS;
+  const statementPaths = options.statement ?? STATEMENT_PATHS;
+  const offset = options.offset ?? 0;
+  const columns = options.columns ?? (() => undefined);
+  const finalizing: Promise<unknown>[] = [];
+
+  const queryPath = (call: CallInfo): QueryPath =>
+    queryPaths[(call.ordinal + offset) % queryPaths.length];
+  const statementPath = (sql: string, call: CallInfo): StatementPath => {
+    const shape = statementShape(sql);
+    if (shape.statements !== 1 || shape.txControl) return "exec";
+    return statementPaths[(call.ordinal + offset) % statementPaths.length];
+  };
+
   return {
-    exec: (sql) => client.exec(sql),
-    query: (sql) => client.values(sql),
+    route(kind, sql, call) {
+      const path = kind === "query" ? queryPath(call) : statementPath(sql, call);
+      return { path, waits: WAITING_PATHS.has(path) };
+    },
+    async exec(sql, call) {
+      switch (statementPath(sql, call)) {
+        case "run":
+          await client.run(sql);
+          return;
+        case "exec":
+          await client.exec(sql);
+          return;
+        case "batch":
+          await client.batch([{ sql }]);
+          return;
+      }
+    },
+    async query(sql, call) {
+      switch (queryPath(call)) {
+        case "values":
+          return { rows: await client.values(sql) };
+        case "query":
+          return { rows: objectsToRows(await client.query(sql), columns(call.index)) };
+        case "iterate": {
+          const rows: unknown[][] = [];
+          for await (const row of client.iterate<unknown[]>(sql, undefined, { arrays: true })) {
+            rows.push(row);
+          }
+          return { rows };
+        }
+        case "prepare.values":
+        case "prepare.all": {
+          const stmt = await client.prepare(sql);
+          try {
+            return queryPath(call) === "prepare.values"
+              ? { rows: await stmt.values() }
+              : { rows: objectsToRows(await stmt.all(), columns(call.index)) };
+          } finally {
+            // Sent now, before the next record; its reply is awaited by finish().
+            finalizing.push(stmt.finalize());
+          }
+        }
+        case "batch": {
+          const [result] = await client.batch<unknown[]>([{ sql }], { arrays: true });
+          return { rows: result.rows };
+        }
+      }
+    },
+    async finish() {
+      await Promise.all(finalizing.splice(0));
+    },
   };
 }
 
 /** The members of node:sqlite's statement that Deno's declarations lack. */
 interface ArrayStatement {
   all(): unknown[];
+  columns(): { name: string }[];
   setReturnArrays(enabled: boolean): void;
   setReadBigInts(enabled: boolean): void;
 }
@@ -75,7 +297,41 @@ export function directExecutor(db: DatabaseSync): Executor {
         for (const row of rows) {
           for (let i = 0; i < row.length; i++) row[i] = normalizeValue(row[i]);
         }
-        return Promise.resolve(rows);
+        return Promise.resolve({ rows, columns: stmt.columns().map((c) => c.name) });
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    },
+  };
+}
+
+/**
+ * An executor directly on a connection of the project's SQLite binding
+ * (`engine/binding/`), in this process: with the FFI implementation, the
+ * very library a server on the FFI engine runs. The binding gives integers
+ * as numbers when safe, else bigint, like netsqlite's values.
+ */
+export function bindingExecutor(db: Db): Executor {
+  return {
+    exec(sql) {
+      try {
+        db.exec(sql);
+        return Promise.resolve();
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    },
+    query(sql) {
+      try {
+        const stmt = db.prepare(sql);
+        if (stmt === null) return Promise.resolve({ rows: [], columns: [] });
+        try {
+          stmt.bind([]);
+          const rows = stmt.all();
+          return Promise.resolve({ rows, columns: stmt.columnNames() });
+        } finally {
+          stmt.finalize();
+        }
       } catch (err) {
         return Promise.reject(err);
       }
@@ -256,6 +512,8 @@ function isIntegerValue(v: number): boolean {
   return Number.isSafeInteger(v) && !Object.is(v, -0);
 }
 
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
+
 /** Formats one value for a column of type `T`, `I` or `R`. */
 export function formatValue(v: unknown, type: string): string {
   if (v === null || v === undefined) return "NULL";
@@ -275,6 +533,8 @@ export function formatValue(v: unknown, type: string): string {
       }
       break;
     case "T": {
+      // Printable ASCII prints as it is (the common case, quick for long text).
+      if (typeof v === "string" && v !== "" && PRINTABLE_ASCII.test(v)) return v;
       let bytes: Uint8Array;
       if (typeof v === "string" || v instanceof Uint8Array) {
         bytes = bytesOf(v);
@@ -331,6 +591,8 @@ export interface RecordResult {
   line: number;
   kind: "statement" | "query";
   sql: string;
+  /** The API path the record went through (see {@link Executor.route}); unset when skipped. */
+  path?: string;
   status: "pass" | "fail" | "skip";
   /** Why it failed or was skipped. */
   message?: string;
@@ -340,6 +602,8 @@ export interface RecordResult {
   error?: string;
   /** Raw rows returned by a query. */
   rows?: unknown[][];
+  /** Result column names, where the executor gives them. */
+  columns?: string[];
   /** Formatted, sorted values of a query. */
   values?: string[];
   /** MD5 of `values`. */
@@ -371,12 +635,12 @@ export interface RunOptions {
 }
 
 type Settled =
-  | { ok: true; rows: unknown[][] | null }
+  | { ok: true; rows: unknown[][] | null; columns?: string[] }
   | { ok: false; error: string };
 
-function settle(p: Promise<unknown[][] | void>): Promise<Settled> {
+function settle(p: Promise<QueryOutput | void>): Promise<Settled> {
   return p.then(
-    (rows) => ({ ok: true, rows: rows ?? null }),
+    (out) => ({ ok: true, rows: out?.rows ?? null, columns: out?.columns }),
     (err) => ({ ok: false, error: (err as Error)?.message ?? String(err) }),
   );
 }
@@ -384,7 +648,8 @@ function settle(p: Promise<unknown[][] | void>): Promise<Settled> {
 /**
  * Runs a script and checks every record.
  *
- * Requests are issued in script order, up to `pipeline` at a time; results
+ * Requests are issued in script order, up to `pipeline` at a time (a
+ * record whose route `waits` settles before the next is issued); results
  * are checked in order afterwards (labels compare hashes across records).
  */
 export async function runScript(
@@ -399,11 +664,14 @@ export async function runScript(
     record: StatementRecord | QueryRecord;
     result: RecordResult;
     threshold: number;
+    call: CallInfo;
     outcome?: Promise<Settled>;
   }
   const planned: Planned[] = [];
   let threshold = 0;
   let halted = false;
+  let statements = 0;
+  let queries = 0;
   for (let index = 0; index < script.records.length; index++) {
     const record = script.records[index];
     const applies = !halted && appliesTo(record, engine);
@@ -427,18 +695,26 @@ export async function runScript(
       result.message = halted ? "after halt" : `not for ${engine}`;
       continue;
     }
-    planned.push({ record, result, threshold });
+    const ordinal = record.type === "query" ? queries++ : statements++;
+    planned.push({ record, result, threshold, call: { index, ordinal } });
   }
 
   // Issue requests in order, keeping at most `window` outstanding.
   const inFlight: Promise<Settled>[] = [];
   for (const p of planned) {
     if (inFlight.length >= window) await inFlight.shift();
+    const route = executor.route?.(p.record.type, p.record.sql, p.call) ??
+      { path: "direct", waits: false };
+    p.result.path = route.path;
     p.outcome = settle(
-      p.record.type === "query" ? executor.query(p.record.sql) : executor.exec(p.record.sql),
+      p.record.type === "query"
+        ? executor.query(p.record.sql, p.call)
+        : executor.exec(p.record.sql, p.call),
     );
     inFlight.push(p.outcome);
+    if (route.waits) await p.outcome;
   }
+  await executor.finish?.();
 
   // Check in order.
   const labels = new Map<string, string>();
@@ -485,6 +761,7 @@ function checkQuery(
   }
   const rows = outcome.rows ?? [];
   r.rows = rows;
+  if (outcome.columns !== undefined) r.columns = outcome.columns;
   const width = record.types.length;
   const bad = rows.find((row) => row.length !== width);
   if (bad !== undefined) {
