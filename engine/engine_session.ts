@@ -170,6 +170,8 @@ export class EngineSession implements HostedSession {
   #grouping = false;
   /** True while a batch runs in a transaction of its own (not the client's). */
   #batchTx = false;
+  /** True once a statement of the running batch touched a TEMP object. */
+  #batchTemp = false;
   /** True while a script or batch runs from the event loop, between its statements. */
   #scriptRuns = false;
   /** Why the script (or batch) running from the event loop is to stop, if it is. */
@@ -1031,6 +1033,7 @@ export class EngineSession implements HostedSession {
       began = this.#background(writer.prepare(begin), NO_ARGS, limits, false, null);
     }
     this.#batchTx = !nested;
+    this.#batchTemp = false;
     const log = changeLogOf(writer);
     const mark = log?.mark() ?? 0;
     const results: BatchItemPayload[] = [];
@@ -1049,13 +1052,13 @@ export class EngineSession implements HostedSession {
         else log?.discard();
       }
       restoreKeys();
-      host.writer.afterWrite(this);
+      host.writer.afterWrite(this, this.#batchTemp);
       throw err;
     };
     const finish = (): BatchItemPayload[] | Promise<BatchItemPayload[]> => {
       if (nested) {
         writer.runOwn("RELEASE netsqlite_batch");
-        host.writer.afterWrite(this);
+        host.writer.afterWrite(this, this.#batchTemp);
         return results;
       }
       let committed: Outcome | Promise<Outcome>;
@@ -1074,7 +1077,7 @@ export class EngineSession implements HostedSession {
       return then(committed, () => {
         this.#batchTx = false;
         restoreKeys();
-        host.writer.afterWrite(this);
+        host.writer.afterWrite(this, this.#batchTemp);
         return results;
       }, commitFailed);
     };
@@ -1157,6 +1160,7 @@ export class EngineSession implements HostedSession {
     };
     try {
       const p = this.#host.writer.connection.prepare(sql);
+      if (p.touchesTemp) this.#batchTemp = true;
       if (p.txOp !== null) {
         throw new SqliteError(
           ErrorCode.BadRequest,
