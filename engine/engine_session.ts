@@ -24,7 +24,9 @@
  *   call's `timeout`): inline by a progress handler, in the background by
  *   `sqlite3_interrupt`. A write stopped inside a transaction ends the
  *   transaction (SQLite rolls it back); the session then refuses requests
- *   until the client sends ROLLBACK, as PostgreSQL does.
+ *   until the client sends ROLLBACK, as PostgreSQL does. A write the client
+ *   cancelled after it ran (on node:sqlite always: the cancel is read once
+ *   it ended) ends the transaction the same way ({@link EngineSession.cancelWrites}).
  *
  * A script (`exec`) or batch runs inline for {@link INLINE_BUDGET_MS}, then
  * goes on from the event loop, a slice at a time, so other sessions are
