@@ -18,27 +18,34 @@ import type { Engine, EngineSession } from "./engine.ts";
 export { BLOCKED } from "./engine_session.ts";
 export type { Reply } from "./engine_session.ts";
 
-/** One client's view of an engine, as the server's session uses it. */
-export type SessionLike = Pick<
-  EngineSession,
-  | "awaitingCommit"
-  | "inTransaction"
-  | "exec"
-  | "query"
-  | "run"
-  | "batch"
-  | "prepare"
-  | "finalize"
-  | "openCursor"
-  | "nextCursor"
-  | "closeCursor"
-  | "cancel"
-  | "stopWaiting"
-  | "close"
-  | "id"
-  | "cursorCount"
-  | "statementSql"
->;
+/**
+ * One client's view of an engine, as the server's session uses it. What
+ * ends a transaction whose write was cancelled after it ran
+ * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`) is optional:
+ * cluster mode does not track it.
+ */
+export type SessionLike =
+  & Partial<Pick<EngineSession, "writeMark" | "wroteInTransactionSince" | "cancelWrites">>
+  & Pick<
+    EngineSession,
+    | "awaitingCommit"
+    | "inTransaction"
+    | "exec"
+    | "query"
+    | "run"
+    | "batch"
+    | "prepare"
+    | "finalize"
+    | "openCursor"
+    | "nextCursor"
+    | "closeCursor"
+    | "cancel"
+    | "stopWaiting"
+    | "close"
+    | "id"
+    | "cursorCount"
+    | "statementSql"
+  >;
 
 /** What runs the statements: engine kind, library and version, for the banner and hello. */
 export interface EngineInfo {

@@ -24,7 +24,9 @@
  *   call's `timeout`): inline by a progress handler, in the background by
  *   `sqlite3_interrupt`. A write stopped inside a transaction ends the
  *   transaction (SQLite rolls it back); the session then refuses requests
- *   until the client sends ROLLBACK, as PostgreSQL does.
+ *   until the client sends ROLLBACK, as PostgreSQL does. A write the client
+ *   cancelled after it ran (on node:sqlite always: the cancel is read once
+ *   it ended) ends the transaction the same way ({@link EngineSession.cancelWrites}).
  *
  * A script (`exec`) or batch runs inline for {@link INLINE_BUDGET_MS}, then
  * goes on from the event loop, a slice at a time, so other sessions are
@@ -37,6 +39,7 @@
  */
 
 import {
+  cancelledAfterWrite,
   commitRolledBack,
   cursorTxEnded,
   leaseExpired,
@@ -176,6 +179,17 @@ export class EngineSession implements HostedSession {
   #scriptRuns = false;
   /** Why the script (or batch) running from the event loop is to stop, if it is. */
   #scriptStop: Error | null = null;
+  /**
+   * Writes run inside the client's transaction, counted over the session's
+   * life (see {@link writeMark}); `#txWriteFloor` is the count when the last
+   * transaction ended, so that writes of an ended one do not count.
+   */
+  #txWriteSeq = 0;
+  #txWriteFloor = 0;
+  /** Cursors on the writer over a write (`INSERT ... RETURNING`): each `next` may write. */
+  #writingCursors: Set<number> | null = null;
+  /** True once an item of the batch running inside the client's transaction wrote. */
+  #batchWrote = false;
 
   /** @internal */
   constructor(
@@ -263,6 +277,7 @@ export class EngineSession implements HostedSession {
       const done = () => {
         prepared.stmt.finalize();
         host.writer.ranOnWriter(prepared);
+        this.#noteRan(prepared);
         // A transaction the script began is leased from its BEGIN
         // (--tx-timeout bounds its age while the script goes on); one it
         // ended is not.
@@ -525,17 +540,17 @@ export class EngineSession implements HostedSession {
       return this.#statement(text, params, limits, wantRows, shape); // no longer fast
     }
     let result: Outcome | Promise<Outcome>;
+    const after = () => {
+      host.writer.ranOnWriter(p);
+      this.#noteRan(p);
+      host.writer.afterWrite(this, p.touchesTemp);
+    };
     try {
       result = this.#onWriter(p, args, limits, wantRows);
     } catch (err) {
-      host.writer.ranOnWriter(p);
-      host.writer.afterWrite(this, p.touchesTemp);
+      after();
       throw err;
     }
-    const after = () => {
-      host.writer.ranOnWriter(p);
-      host.writer.afterWrite(this, p.touchesTemp);
-    };
     if (!(result instanceof Promise)) {
       after();
       return shape(result);
@@ -821,7 +836,63 @@ export class EngineSession implements HostedSession {
   cancel(reason: Error): void {
     this.#running?.cancel(reason);
     if (this.#scriptRuns) this.#scriptStop ??= reason;
-    for (const [id, c] of this.#cursors) if (c.cancel(reason)) this.#cursors.delete(id);
+    for (const [id, c] of this.#cursors) {
+      if (!c.cancel(reason)) continue;
+      this.#cursors.delete(id);
+      this.#writingCursors?.delete(id);
+    }
+  }
+
+  /**
+   * A mark for {@link wroteInTransactionSince}: take it before a request
+   * runs. (It counts the writes run inside the client's transaction.)
+   */
+  get writeMark(): number {
+    return this.#txWriteSeq;
+  }
+
+  /**
+   * True when a statement that writes (not a read, not transaction control)
+   * ran inside the client's explicit transaction since `mark` was taken,
+   * and that transaction is still open (neither ended by the client nor
+   * by the engine). A batch inside the transaction counts when one of its
+   * items wrote; a cursor over a write counts for each `next`.
+   */
+  wroteInTransactionSince(mark: number): boolean {
+    return this.#aborted === null && !this.#closed &&
+      this.#txWriteSeq > Math.max(mark, this.#txWriteFloor) && this.inTransaction;
+  }
+
+  /**
+   * The client cancelled a request that had already written inside its
+   * open transaction (the write finished before the cancel came, or ran
+   * where it could not be stopped): the transaction ends as an interrupted
+   * write ends it. It is rolled back now (or, while a statement of this
+   * session runs on the writer, once that is stopped), and every request
+   * fails with `TX_ABORTED` naming `reason` until the client sends ROLLBACK
+   * (a no-op then). Returns the error for the cancelled request's own reply,
+   * or `null` when no transaction was open to end.
+   */
+  cancelWrites(reason: AbortError): AbortError | null {
+    if (this.#closed || this.#aborted !== null || !this.inTransaction) return null;
+    this.#aborted = txAborted(reason);
+    this.#txWriteFloor = this.#txWriteSeq;
+    this.#host.writer.abort(this);
+    return cancelledAfterWrite(reason);
+  }
+
+  /**
+   * After statement `p` ran (or failed) on the writer: counts it when it
+   * wrote inside the client's transaction, or notes that the transaction
+   * ended (see {@link wroteInTransactionSince}).
+   */
+  #noteRan(p: Prepared): void {
+    if (!this.#host.writer.owns(this)) return;
+    if (!this.#host.writer.connection.inTransaction) {
+      this.#txWriteFloor = this.#txWriteSeq;
+    } else if (!p.readOnly && p.txOp === null && !this.#batchTx && !this.#grouping) {
+      this.#txWriteSeq++;
+    }
   }
 
   /**
@@ -855,6 +926,12 @@ export class EngineSession implements HostedSession {
       host.writer.touch(this);
       const p = host.writer.connection.prepareUncached(text);
       cursor = this.#liveCursor(p, args, ms, () => {});
+      if (!p.readOnly && p.txOp === null) {
+        // Its steps write (each `next`): counted as writes of the transaction.
+        const opened = this.#addCursor(cursor);
+        (this.#writingCursors ??= new Set()).add(opened[0]);
+        return opened;
+      }
     } else {
       // While TEMP objects exist every statement runs on the writer, which
       // a cursor outside a transaction cannot hold; `:memory:` has no readers.
@@ -919,8 +996,17 @@ export class EngineSession implements HostedSession {
     if (this.#awaitingCommit) return BLOCKED;
     const cursor = this.#cursor(id);
     this.#host.writer.touch(this);
+    const writes = this.#writingCursors?.has(id) === true;
+    const stepped = (): void => {
+      if (!writes) return;
+      if (this.#host.writer.owns(this) && this.#host.writer.connection.inTransaction) {
+        this.#txWriteSeq++;
+      }
+      if (!this.#cursors.has(id)) this.#writingCursors?.delete(id);
+    };
     const forget = (chunk: [unknown[][], boolean]) => {
       if (chunk[1]) this.#cursors.delete(id);
+      stepped();
       return chunk;
     };
     let chunk;
@@ -928,11 +1014,13 @@ export class EngineSession implements HostedSession {
       chunk = cursor.next();
     } catch (err) {
       this.#cursors.delete(id);
+      stepped();
       throw this.#cursorFailed(cursor, err);
     }
     if (!(chunk instanceof Promise)) return forget(chunk);
     return this.#host.track(chunk).then(forget, (err) => {
       this.#cursors.delete(id);
+      stepped();
       throw err;
     });
   }
@@ -968,6 +1056,7 @@ export class EngineSession implements HostedSession {
     if (this.#awaitingCommit) return BLOCKED;
     this.#cursor(id).close();
     this.#cursors.delete(id);
+    this.#writingCursors?.delete(id);
     return null;
   }
 
@@ -1034,6 +1123,7 @@ export class EngineSession implements HostedSession {
     }
     this.#batchTx = !nested;
     this.#batchTemp = false;
+    this.#batchWrote = false;
     const log = changeLogOf(writer);
     const mark = log?.mark() ?? 0;
     const results: BatchItemPayload[] = [];
@@ -1058,6 +1148,8 @@ export class EngineSession implements HostedSession {
     const finish = (): BatchItemPayload[] | Promise<BatchItemPayload[]> => {
       if (nested) {
         writer.runOwn("RELEASE netsqlite_batch");
+        // Its writes are now the transaction's.
+        if (this.#batchWrote) this.#txWriteSeq++;
         host.writer.afterWrite(this, this.#batchTemp);
         return results;
       }
@@ -1161,6 +1253,7 @@ export class EngineSession implements HostedSession {
     try {
       const p = this.#host.writer.connection.prepare(sql);
       if (p.touchesTemp) this.#batchTemp = true;
+      if (!p.readOnly) this.#batchWrote = true;
       if (p.txOp !== null) {
         throw new SqliteError(
           ErrorCode.BadRequest,
@@ -1218,6 +1311,7 @@ export class EngineSession implements HostedSession {
     this.#host.writer.leaveQueue(this);
     for (const c of this.#cursors.values()) c.close();
     this.#cursors.clear();
+    this.#writingCursors = null;
     this.#host.writer.abort(this);
     this.#handles.clear();
     this.#host.writer.forget(this);

@@ -77,6 +77,21 @@ export function txRolledBack(err: unknown): SqliteError {
 }
 
 /**
+ * The reply of a request cancelled after it had written inside the open
+ * transaction (`reason`: that cancel): the server ended the transaction,
+ * as when such a write is interrupted; it keeps `reason`'s code
+ * (`ABORTED`). The session then refuses requests until ROLLBACK, with
+ * {@link txAborted}.
+ */
+export function cancelledAfterWrite(reason: AbortError): AbortError {
+  return new AbortError(
+    `${reason.message}; the server rolled back the transaction it was in: end it with ROLLBACK ` +
+      "(transaction() does so itself), then retry the whole transaction",
+    { cause: reason },
+  );
+}
+
+/**
  * The error of every request after {@link txRolledBack} until the client
  * ends the transaction (PostgreSQL's "current transaction is aborted"):
  * `TX_ABORTED`, naming the error that ended it, so that code branching on

@@ -101,6 +101,11 @@ const HIGH_WATER = 4 * 1024 * 1024;
 export const MAX_HELLO_FRAME = 4 * 1024;
 /** Idled-out cursor ids remembered per connection, to say why their `next` fails. */
 const IDLED_REMEMBERED = 256;
+/**
+ * Ids of requests that wrote inside the open transaction, remembered (the
+ * most recent ones) so that a cancel naming one after it ran ends it.
+ */
+const TX_WRITES_REMEMBERED = 1024;
 const MAX_QUEUED = 4096;
 /**
  * How often, in ms, the session checks whether a client that stopped sending
@@ -167,6 +172,15 @@ export class Session implements SessionProbe {
   #cursorTimer: ReturnType<typeof setTimeout> | undefined;
   /** Cursors closed for idling, so that their next `next` says why. */
   #idled: Set<number> | null = null;
+  /** The engine's write mark taken when the head request was dispatched. */
+  #writeMark = 0;
+  /**
+   * Requests that wrote inside the open transaction (the most recent
+   * {@link TX_WRITES_REMEMBERED}); emptied when it ends.
+   */
+  #txWrites: Set<number> | null = null;
+  /** The request running in the background that the client cancelled, or 0. */
+  #cancelledRunning = 0;
 
   /**
    * @param conn The accepted connection.
@@ -527,6 +541,9 @@ export class Session implements SessionProbe {
       if (q[i][1] !== target) continue;
       if (i === this.#head && this.#inflight !== null) {
         // Running in the background: the engine stops it; its reply is the abort.
+        // Should it finish first, having written in the transaction, it ends
+        // the transaction when it is answered (#settle).
+        this.#cancelledRunning = target;
         this.#engine.cancel(new AbortError(`Request ${target} was cancelled while it ran`));
         return;
       }
@@ -540,6 +557,24 @@ export class Session implements SessionProbe {
       this.#channel.flush();
       return;
     }
+    // Answered already: a write it ran inside the open transaction ends it,
+    // whichever engine ran it and however the race with the cancel went (the
+    // client was told ABORTED, so none of the transaction may commit).
+    if (this.#txWrites?.has(target) === true) this.#endTxForCancel(target);
+  }
+
+  /**
+   * Ends the open transaction because the client cancelled request `target`,
+   * which wrote in it; returns the error for `target`'s reply, or `null`
+   * when the transaction had ended meanwhile.
+   */
+  #endTxForCancel(target: number): unknown {
+    this.#txWrites = null;
+    return this.#engine.cancelWrites?.(
+      new AbortError(
+        `Request ${target} was cancelled after it wrote inside the open transaction`,
+      ),
+    ) ?? null;
   }
 
   #onHello(msg: Request): void {
@@ -592,6 +627,7 @@ export class Session implements SessionProbe {
         // A request's turn begins when the one before it was answered (no
         // second clock read), or now when it is the first of this turn.
         if (this.#headStart === 0) this.#headStart = this.#answeredAt || performance.now();
+        this.#writeMark = this.#engine.writeMark ?? 0;
         let result: unknown;
         try {
           result = this.#dispatch(req);
@@ -649,6 +685,18 @@ export class Session implements SessionProbe {
     }
     this.#inflight = null;
     if (this.#dead || this.#channel.closed) return;
+    if (this.#cancelledRunning === req[1]) {
+      // Cancelled while it ran, but not stopped before it wrote (it finished
+      // first): the write ends the transaction, as an interrupted one does.
+      this.#cancelledRunning = 0;
+      if (this.#engine.wroteInTransactionSince?.(this.#writeMark) === true) {
+        const ended = this.#endTxForCancel(req[1] as number);
+        if (ended !== null) {
+          failed = true;
+          error = ended;
+        }
+      }
+    }
     this.#queue[this.#head++] = undefined as unknown as Request;
     this.#answeredOne(req, payload, failed ? error : undefined);
     if (failed) {
@@ -672,9 +720,13 @@ export class Session implements SessionProbe {
     this.#answered++;
     if (this.#engine.inTransaction) {
       if (this.#txSince === 0) this.#txSince = now;
+      if (this.#engine.wroteInTransactionSince?.(this.#writeMark) === true) {
+        this.#noteTxWrite(req[1] as number);
+      }
     } else {
       this.#txSince = 0;
       this.#txEnded = false;
+      this.#txWrites = null;
     }
     if (this.#cursorIdleMs > 0) this.#noteCursor(req, payload, error, now);
     const stats = this.#stats;
@@ -695,6 +747,13 @@ export class Session implements SessionProbe {
     } else if (log.enabled("debug")) {
       log.debug(`request: session ${this.id}, ${opName(req[0])}, ${ms.toFixed(3)} ms`);
     }
+  }
+
+  /** Remembers that request `id` wrote inside the open transaction (the most recent ones). */
+  #noteTxWrite(id: number): void {
+    const ids = this.#txWrites ??= new Set();
+    if (ids.size >= TX_WRITES_REMEMBERED) ids.delete(ids.values().next().value!);
+    ids.add(id);
   }
 
   /**
