@@ -1,5 +1,7 @@
 /**
- * Whether the database path still names the file the server opened. A file
+ * What the engine checks of its database file: that SQLite can write it (at
+ * start: {@link ReadOnlyFileError}), and that the path still names the file
+ * the server opened ({@link DatabaseFile}). A file
  * removed or renamed while SQLite holds it open goes unnoticed by SQLite in
  * WAL mode (no `SQLITE_READONLY_DBMOVED` there): writes would go on into the
  * unlinked file, lost when the server exits, or into the renamed one, while
@@ -75,5 +77,24 @@ export class DatabaseFile {
       `${what} (${detail}); the server refuses writes from now on (reads go on): ` +
         "restart it, after putting the file back if that is the database to serve",
     );
+  }
+}
+
+/**
+ * SQLite opened the database file read-only although the server is to write
+ * it: the file is not writable by this user (SQLite falls back to reading
+ * it without a word, and every write would fail). SQLite's own error
+ * (`SQLITE_READONLY`, "attempt to write a readonly database") as `cause`.
+ * SQLite read it in WAL mode meanwhile, so `--readonly` can serve it.
+ */
+export class ReadOnlyFileError extends SqliteError {
+  /**
+   * Wraps SQLite's error of a write to the file.
+   *
+   * @param err SQLite's error (`SQLITE_READONLY`).
+   */
+  constructor(err: SqliteError) {
+    super(err.code, err.message, err.sqliteCode, { cause: err });
+    this.name = "SqliteError";
   }
 }

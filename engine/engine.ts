@@ -24,7 +24,7 @@ import { isBusyInBackground } from "./binding/_errors.ts";
 import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
-import { DatabaseFile } from "./database_file.ts";
+import { DatabaseFile, ReadOnlyFileError } from "./database_file.ts";
 import { Maintenance } from "./maintenance.ts";
 import { CHANGE_FEED_CAPACITY, ChangeLog, FeedQueueBudget } from "./change_log.ts";
 import { PreparedBudget } from "./handles.ts";
@@ -198,6 +198,7 @@ export class Engine {
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
       const onFile = !readonly && config.path !== ":memory:" && config.path !== "";
+      if (onFile) refuseReadOnlyFile(w);
       this.#file = onFile ? new DatabaseFile(config.path) : null;
       this.#tellsDeferred = w.deferredViolations() !== null;
       this.#reader = config.path === ":memory:" ? null : new Connection(sqlite, config.path, {
@@ -764,6 +765,37 @@ export class Engine {
   #drain(): void {
     this.#queue.drain(this.#isFree);
   }
+}
+
+/**
+ * Throws SQLite's `SQLITE_READONLY` when it opened the main database
+ * read-only: the file is not writable by this user (SQLite then falls back
+ * to reading it, and in WAL mode even `BEGIN IMMEDIATE` succeeds: only a
+ * page write fails). A write to page 1 inside a transaction rolled back at
+ * once tells, changing nothing. Another process holding the write lock
+ * (`SQLITE_BUSY` after the busy timeout) leaves the question open.
+ */
+function refuseReadOnlyFile(db: Db): void {
+  try {
+    db.exec("BEGIN IMMEDIATE");
+  } catch (err) {
+    if (isBusy(err)) return;
+    throw err;
+  }
+  try {
+    db.exec("PRAGMA user_version = 0");
+  } catch (err) {
+    const code = err instanceof SqliteError ? err.code : "";
+    throw code.startsWith("SQLITE_READONLY") ? new ReadOnlyFileError(err as SqliteError) : err;
+  } finally {
+    if (db.inTransaction) db.exec("ROLLBACK");
+  }
+}
+
+/** True for `SQLITE_BUSY` (and its extended codes) or `SQLITE_LOCKED`. */
+function isBusy(err: unknown): boolean {
+  const code = err instanceof SqliteError ? err.code : "";
+  return code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED");
 }
 
 const NO_DQS_CHECK: DqsReport = Object.freeze({ objects: Object.freeze([]), skipped: null });

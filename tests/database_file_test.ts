@@ -183,3 +183,56 @@ Deno.test("Engine: a group commit into a database file removed meanwhile answers
     await engine.close();
   }
 });
+
+Deno.test("Engine: the check that the file is writable changes nothing in it", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/a.db`;
+  const pre = new DatabaseSync(path);
+  pre.exec("PRAGMA journal_mode = WAL; PRAGMA user_version = 7; CREATE TABLE t (a)");
+  pre.close();
+  await using srv = await startServer({ database: path });
+  const c = await srv.client();
+  assert.deepEqual(await c.get("PRAGMA user_version"), { user_version: 7 });
+  await c.close();
+});
+
+const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+const canRunAsNobody = Deno.build.os === "linux" && Deno.uid() === 0 && (() => {
+  try {
+    return new Deno.Command(asNobody[0], { args: [...asNobody.slice(1), "true"] }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "A database file its user cannot write: the start fails saying so (--readonly serves it)",
+  ignore: !canRunAsNobody,
+  fn: async () => {
+    await using dir = await tempDir();
+    const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+    const pre = new DatabaseSync(db);
+    pre.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    pre.close();
+    Deno.chmodSync(dir.path, 0o777);
+    Deno.chownSync(db, 65534, 65534);
+    Deno.chmodSync(db, 0o444);
+    const srv = spawnServer(db, sock, [], asNobody);
+    const status = await srv.child.status;
+    await srv.done;
+    assert.notEqual(status.code, 0, srv.log());
+    assert.match(
+      srv.log(),
+      new RegExp(
+        `Cannot open database "${db}": attempt to write a readonly database: the file is not ` +
+          "writable by this user: make it writable, or serve it read-only with --readonly",
+      ),
+    );
+    const ro = spawnServer(db, sock, ["--readonly"], asNobody);
+    const c = await connectWhenUp(sock, ro.child);
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 1 });
+    await c.close();
+    assert.equal(await stop(ro), 0);
+  },
+});
