@@ -354,8 +354,17 @@ export class Engine {
     if (!this.#config.policy.readonly && this.#config.path !== ":memory:") {
       try {
         this.#writer.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-      } catch {
-        // Busy (another process reads the file): SQLite checkpoints at close anyway.
+      } catch (err) {
+        // Busy (another process reads the file): SQLite checkpoints at close
+        // anyway, as far as readers let it. Anything else (a full disk, an
+        // I/O error) is worth a line: the WAL stays, holding every commit.
+        if (!isBusy(err)) {
+          this.onLog?.(
+            "warn",
+            `checkpoint at shutdown failed: ${(err as Error).message}: the WAL ` +
+              `"${this.#config.path}-wal" is kept and nothing is lost (the next start reads it)`,
+          );
+        }
       }
     }
     this.#writer.close();

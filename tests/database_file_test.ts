@@ -236,3 +236,69 @@ Deno.test({
     assert.equal(await stop(ro), 0);
   },
 });
+
+/** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
+function mountTmpfs(dir: string, size: string): boolean {
+  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
+  try {
+    return new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir] })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+const canMount = (() => {
+  const dir = Deno.makeTempDirSync({ prefix: "netsqlite-mount-" });
+  const ok = mountTmpfs(dir, "64k");
+  if (ok) new Deno.Command("umount", { args: [dir] }).outputSync();
+  Deno.removeSync(dir);
+  return ok;
+})();
+
+Deno.test({
+  name: "A checkpoint at shutdown that fails on a full disk is logged, the WAL kept, nothing lost",
+  ignore: !canMount,
+  fn: async () => {
+    await using dir = await tempDir();
+    const disk = `${dir.path}/disk`;
+    Deno.mkdirSync(disk);
+    assert.ok(mountTmpfs(disk, "4m"));
+    try {
+      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+      const srv = spawnServer(db, sock);
+      const c = await connectWhenUp(sock, srv.child);
+      await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)");
+      // About 400 pages in the WAL, which a checkpoint copies into the file.
+      await c.run(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 400) " +
+          "INSERT INTO t (b) SELECT randomblob(1000) FROM n",
+      );
+      const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
+      try {
+        const block = new Uint8Array(64 * 1024);
+        for (;;) filler.writeSync(block);
+      } catch {
+        // The disk is full.
+      } finally {
+        filler.close();
+      }
+      await c.close();
+      assert.equal(await stop(srv), 0);
+      assert.match(
+        srv.log(),
+        new RegExp(
+          ` warn .*checkpoint at shutdown failed: .*: the WAL "${db}-wal" is kept and nothing ` +
+            "is lost",
+        ),
+      );
+      assert.ok(Deno.statSync(`${db}-wal`).size > 0, "the WAL is kept");
+      Deno.removeSync(`${disk}/filler`);
+      const check = new DatabaseSync(db);
+      assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 400 });
+      check.close();
+    } finally {
+      new Deno.Command("umount", { args: [disk] }).outputSync();
+    }
+  },
+});
