@@ -392,6 +392,7 @@ class RunningServer implements Server {
       cursorIdleTimeout: config.cursorIdleTimeout,
       admit: (session) => this.#admit(session),
     };
+    if (engine instanceof Engine) engine.onLog = (level, message) => log.log(level, message);
     engine.onLeaseExpired = (id, why) => {
       log.warn(
         why === "age"

@@ -24,6 +24,7 @@ import { isBusyInBackground } from "./binding/_errors.ts";
 import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
+import { DatabaseFile, ReadOnlyFileError } from "./database_file.ts";
 import { Maintenance } from "./maintenance.ts";
 import { CHANGE_FEED_CAPACITY, ChangeLog, FeedQueueBudget } from "./change_log.ts";
 import { PreparedBudget } from "./handles.ts";
@@ -157,6 +158,14 @@ export class Engine {
   #maintenance: Maintenance | null = null;
   /** Called with the session number when a transaction's lease runs out, and why (for the log). */
   onLeaseExpired: ((session: number, why: LeaseEnd) => void) | null = null;
+  /**
+   * Called with what the server's log should say: the database file lost
+   * while serving (`error`, once), a checkpoint at shutdown that failed
+   * (`warn`).
+   */
+  onLog: ((level: "warn" | "error", message: string) => void) | null = null;
+  /** The file the writer opened, watched for removal or renaming; `null` when nothing writes to a file. */
+  readonly #file: DatabaseFile | null;
   readonly #isFree = (): boolean => this.#writerFree();
   /** What sessions (and maintenance) may use of this engine. */
   readonly #host: SessionHost;
@@ -188,6 +197,9 @@ export class Engine {
       if (!readonly) w.exec("PRAGMA journal_mode = WAL");
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
+      const onFile = !readonly && config.path !== ":memory:" && config.path !== "";
+      if (onFile) refuseReadOnlyFile(w);
+      this.#file = onFile ? new DatabaseFile(config.path) : null;
       this.#tellsDeferred = w.deferredViolations() !== null;
       this.#reader = config.path === ":memory:" ? null : new Connection(sqlite, config.path, {
         readOnly: true,
@@ -224,6 +236,7 @@ export class Engine {
       this.#writer,
       () => this.#drain(),
       (workMs) => this.#commitInline(workMs),
+      () => this.#fileLost(true),
     );
     this.#queue = new WriterQueue<EngineSession>(
       config.busyTimeout,
@@ -341,8 +354,17 @@ export class Engine {
     if (!this.#config.policy.readonly && this.#config.path !== ":memory:") {
       try {
         this.#writer.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-      } catch {
-        // Busy (another process reads the file): SQLite checkpoints at close anyway.
+      } catch (err) {
+        // Busy (another process reads the file): SQLite checkpoints at close
+        // anyway, as far as readers let it. Anything else (a full disk, an
+        // I/O error) is worth a line: the WAL stays, holding every commit.
+        if (!isBusy(err)) {
+          this.onLog?.(
+            "warn",
+            `checkpoint at shutdown failed: ${(err as Error).message}: the WAL ` +
+              `"${this.#config.path}-wal" is kept and nothing is lost (the next start reads it)`,
+          );
+        }
       }
     }
     this.#writer.close();
@@ -498,6 +520,8 @@ export class Engine {
   #acquire(s: EngineSession, forGroup = false): boolean {
     if (this.#queue.owner === s) return true;
     if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
+    const lost = this.#fileLost(false);
+    if (lost !== null) throw lost;
     // Anything but another grouped write needs the open group committed
     // first. Committing inline wakes the group's members, which may take the
     // writer themselves (e.g. a BEGIN queued behind their write), so decide
@@ -558,6 +582,34 @@ export class Engine {
       return;
     }
     this.#release();
+    // Whatever `s` ran is over, and what it wrote committed: it is
+    // acknowledged only if the path still names the file it went into.
+    const lost = this.#fileLost(true);
+    if (lost !== null) throw lost;
+  }
+
+  /**
+   * The error of a write when the database path no longer names the file the
+   * writer opened (removed, renamed or replaced while serving: see
+   * `database_file.ts`), else `null`. Logs it once.
+   *
+   * @param afterRun The write already ran (and committed into the lost file).
+   */
+  #fileLost(afterRun: boolean): SqliteError | null {
+    const file = this.#file;
+    if (file === null) return null;
+    const known = file.lost;
+    if (file.check() === null) return null;
+    const err = file.error(afterRun);
+    if (!known) {
+      this.onLog?.(
+        "error",
+        `database file "${this.#config.path}" was ${file.check()} while the server was ` +
+          "serving it: writes are refused from now on (reads go on); restart the server " +
+          "(a write that noticed it was answered DATABASE_MOVED)",
+      );
+    }
+    return err;
   }
 
   /**
@@ -722,6 +774,37 @@ export class Engine {
   #drain(): void {
     this.#queue.drain(this.#isFree);
   }
+}
+
+/**
+ * Throws SQLite's `SQLITE_READONLY` when it opened the main database
+ * read-only: the file is not writable by this user (SQLite then falls back
+ * to reading it, and in WAL mode even `BEGIN IMMEDIATE` succeeds: only a
+ * page write fails). A write to page 1 inside a transaction rolled back at
+ * once tells, changing nothing. Another process holding the write lock
+ * (`SQLITE_BUSY` after the busy timeout) leaves the question open.
+ */
+function refuseReadOnlyFile(db: Db): void {
+  try {
+    db.exec("BEGIN IMMEDIATE");
+  } catch (err) {
+    if (isBusy(err)) return;
+    throw err;
+  }
+  try {
+    db.exec("PRAGMA user_version = 0");
+  } catch (err) {
+    const code = err instanceof SqliteError ? err.code : "";
+    throw code.startsWith("SQLITE_READONLY") ? new ReadOnlyFileError(err as SqliteError) : err;
+  } finally {
+    if (db.inTransaction) db.exec("ROLLBACK");
+  }
+}
+
+/** True for `SQLITE_BUSY` (and its extended codes) or `SQLITE_LOCKED`. */
+function isBusy(err: unknown): boolean {
+  const code = err instanceof SqliteError ? err.code : "";
+  return code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED");
 }
 
 const NO_DQS_CHECK: DqsReport = Object.freeze({ objects: Object.freeze([]), skipped: null });

@@ -92,6 +92,7 @@ export class GroupCommit {
   #committing = false;
   readonly #onCommitted: () => void;
   readonly #commitInline: (workMs: number) => boolean;
+  readonly #lost: () => SqliteError | null;
   /** Writes in the open group. */
   #size = 0;
   /** Time its writes took to run, in ms: a bound on how much its COMMIT writes. */
@@ -111,15 +112,20 @@ export class GroupCommit {
    *   a bound on how much its COMMIT writes), true when the COMMIT should run
    *   on the main thread, which costs far less than a trip to a background
    *   thread but holds up every other request meanwhile.
+   * @param lost After a group committed, before its members hear of it: the
+   *   error they get instead when the commit went into a database file the
+   *   path no longer names (removed or renamed while serving), else `null`.
    */
   constructor(
     writer: Connection,
     onCommitted: () => void,
     commitInline: (workMs: number) => boolean,
+    lost: () => SqliteError | null = () => null,
   ) {
     this.#writer = writer;
     this.#onCommitted = onCommitted;
     this.#commitInline = commitInline;
+    this.#lost = lost;
   }
 
   /** True while a group transaction is open on the writer and takes members. */
@@ -273,6 +279,8 @@ export class GroupCommit {
   }
 
   #finish(error: SqliteError | null): void {
+    // A group committed into a file the path no longer names is not acknowledged.
+    if (error === null && this.#members.size > 0) error = this.#lost();
     this.#open = false;
     this.#committing = false;
     const members = this.#members;

@@ -13,7 +13,7 @@
  * | `SqliteError`     | `SQLITE_*`, and request failures that leave the connection usable:    |
  * |                   | `BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`,          |
  * |                   | `TX_ABORTED`, `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`,                 |
- * |                   | `UNKNOWN_STATEMENT`,                                                   |
+ * |                   | `UNKNOWN_STATEMENT`, `DATABASE_MOVED`,                                 |
  * |                   | `CURSOR_CLOSED`, `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`             |
  * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`, `ACQUIRE_TIMEOUT`              |
  * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`, `AUTH`,        |
@@ -107,6 +107,13 @@ export const ErrorCode = {
   Aborted: "ABORTED",
   /** The server is shutting down. */
   ShuttingDown: "SHUTTING_DOWN",
+  /**
+   * The database file was removed, renamed or replaced while the server was
+   * serving it: the server refuses writes from then on (reads go on) and
+   * must be restarted. A write that noticed it after it ran went into the
+   * file the path no longer names, and is not reported as succeeded.
+   */
+  DatabaseMoved: "DATABASE_MOVED",
   /** The client presented no token, or a wrong one (connection-level; the connection is closed). */
   Auth: "AUTH",
   /**
@@ -161,7 +168,7 @@ export interface WireError {
  * statement (`SQLITE_*`, with `sqliteCode`), or netsqlite refused or stopped
  * it (`BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`, `TX_ABORTED`,
  * `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`, `CURSOR_CLOSED`,
- * `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`), as better-sqlite3 raises its own checks as
+ * `TX_CONTROL`, `SHUTTING_DOWN`, `DATABASE_MOVED`, `INTERNAL`), as better-sqlite3 raises its own checks as
  * `SqliteError` too.
  *
  * @example

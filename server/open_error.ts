@@ -9,6 +9,7 @@
  */
 
 import { SqliteError } from "../protocol/errors.ts";
+import { ReadOnlyFileError } from "../engine/database_file.ts";
 
 /**
  * Why a WAL database cannot be served from a read-only directory, and the
@@ -65,7 +66,11 @@ export function openError(err: unknown, database: string, readonly: boolean): un
   const denied = code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_CANTOPEN") ||
     code.startsWith("SQLITE_PERM");
   let hint = "";
-  if (code.startsWith("SQLITE_CANTOPEN") && isDirectory(database)) {
+  if (err instanceof ReadOnlyFileError) {
+    // SQLite read it (in WAL mode too): only writing is refused.
+    hint = readonly ? "" : ": the file is not writable by this user: make it writable, or " +
+      "serve it read-only with --readonly";
+  } else if (code.startsWith("SQLITE_CANTOPEN") && isDirectory(database)) {
     hint = ": it is a directory; give the path of a file in it";
   } else if (denied && isWalDatabase(database)) {
     hint = readonly

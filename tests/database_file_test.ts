@@ -1,0 +1,304 @@
+/**
+ * The database file under the server's feet: removed or renamed while it is
+ * served (writes refused with DATABASE_MOVED, never acknowledged into a file
+ * the path no longer names), not writable by the server's user (the start
+ * fails), and a checkpoint at shutdown that fails for lack of space (logged,
+ * the WAL kept, nothing lost). Real servers, as child processes where the
+ * log is checked. Tests run as root here: the read-only file is served by a
+ * child process run as `nobody` through `setpriv` (skipped where that is not
+ * possible), and the full disk is a small tmpfs (skipped where mount fails).
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { type Client, connect, SqliteError } from "../mod.ts";
+import { Engine } from "../engine/engine.ts";
+import { loadSqlite } from "../engine/binding/load.ts";
+import { delay, startServer, tempDir } from "./_helpers.ts";
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const ENGINE = Deno.env.get("NETSQLITE_ENGINE") === "node" ? "node" : "ffi";
+
+/** A server child process whose stderr (the log) is collected. */
+function spawnServer(
+  db: string,
+  sock: string,
+  extra: string[] = [],
+  wrap: string[] = [],
+): { child: Deno.ChildProcess; log: () => string; done: Promise<void> } {
+  const args = ["run", "-A", SERVER_TS, "--db", db, "--socket", sock, "--engine", ENGINE, ...extra];
+  const [cmd, ...pre] = wrap.length > 0 ? [...wrap, Deno.execPath()] : [Deno.execPath()];
+  const child = new Deno.Command(cmd, {
+    args: [...pre, ...args],
+    stdout: "null",
+    stderr: "piped",
+    stdin: "null",
+    env: { HOME: "/tmp" },
+  }).spawn();
+  let text = "";
+  const done = (async () => {
+    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) text += chunk;
+  })();
+  return { child, log: () => text, done };
+}
+
+/** Connects once the server listens (or fails when it exited). */
+async function connectWhenUp(
+  sock: string,
+  child: Deno.ChildProcess,
+): Promise<Client> {
+  let exited = false;
+  child.status.then(() => exited = true);
+  for (let i = 0; i < 300 && !exited; i++) {
+    try {
+      const c = await connect({ path: sock, max: 1 });
+      await c.get("SELECT 1");
+      return c;
+    } catch {
+      await delay(50);
+    }
+  }
+  throw new Error("the server did not start");
+}
+
+async function stop(s: { child: Deno.ChildProcess; done: Promise<void> }): Promise<number> {
+  s.child.kill("SIGTERM");
+  const { code } = await s.child.status;
+  await s.done;
+  return code;
+}
+
+async function rejects(p: Promise<unknown>): Promise<SqliteError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof SqliteError) return err;
+    throw err;
+  }
+  throw new Error("expected the write to fail");
+}
+
+Deno.test("A database file removed while served: writes answer DATABASE_MOVED and are not acknowledged, logged once, reads go on", async () => {
+  await using dir = await tempDir();
+  const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+  const srv = spawnServer(db, sock);
+  const c = await connectWhenUp(sock, srv.child);
+  try {
+    await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    for (let i = 0; i < 5; i++) await c.run("INSERT INTO t VALUES (?)", [i]);
+    Deno.removeSync(db);
+    const err = await rejects(c.run("INSERT INTO t VALUES (5)"));
+    assert.equal(err.code, "DATABASE_MOVED");
+    assert.equal(
+      err.message,
+      `Database file "${db}" was removed or renamed while the server was serving it ` +
+        "(nothing was written); the server refuses writes from now on (reads go on): restart " +
+        "it, after putting the file back if that is the database to serve",
+    );
+    // Every later write too, a transaction and a batch alike.
+    assert.equal((await rejects(c.exec("BEGIN"))).code, "DATABASE_MOVED");
+    assert.equal(
+      (await rejects(c.batch([{ sql: "INSERT INTO t VALUES (6)" }]))).code,
+      "DATABASE_MOVED",
+    );
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 5 });
+  } finally {
+    await c.close();
+  }
+  assert.equal(await stop(srv), 0);
+  const lines = srv.log().split("\n").filter((l) => / error .*was removed or renamed/.test(l));
+  assert.equal(lines.length, 1, srv.log());
+  assert.match(lines[0], /writes are refused from now on \(reads go on\); restart the server/);
+});
+
+Deno.test("A database file renamed inside a transaction: its COMMIT is answered DATABASE_MOVED, and the row is in the renamed file", async () => {
+  await using srv = await startServer({ logLevel: "error" });
+  const c = await srv.client();
+  const moved = `${srv.database}.old`;
+  try {
+    await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    // (Reads go on on connections that read the file before it went: a reader
+    // opened afterwards fails with SQLITE_IOERR_FSTAT, as README says.)
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 0 });
+    await c.exec("BEGIN");
+    await c.run("INSERT INTO t VALUES (1)");
+    Deno.renameSync(srv.database, moved);
+    const err = await rejects(c.exec("COMMIT"));
+    assert.equal(err.code, "DATABASE_MOVED");
+    assert.match(
+      err.message,
+      /noticed after this request ran: whatever it wrote went into that file/,
+    );
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 1 }, "reads go on");
+  } finally {
+    await c.close();
+    await srv.server.shutdown();
+  }
+  // The shutdown checkpointed into the renamed file: it holds everything.
+  const check = new DatabaseSync(moved);
+  assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 1 });
+  check.close();
+});
+
+Deno.test("Engine: a group commit into a database file removed meanwhile answers its members DATABASE_MOVED", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/a.db`;
+  const engine = new Engine({
+    path,
+    synchronous: "normal",
+    busyTimeout: 1000,
+    txIdleTimeout: 0,
+    statementCacheSize: 16,
+    statementTimeout: 30_000,
+    maxResultBytes: 1 << 20,
+    maxCursors: 4,
+    policy: { readonly: false, allowAttach: false, allowUnsafePragmas: false },
+  }, loadSqlite({ engine: ENGINE }));
+  const logged: string[] = [];
+  engine.onLog = (level, message) => logged.push(`${level} ${message}`);
+  const commits: string[] = [];
+  const a = engine.openSession(() => {}, (e) => commits.push(e?.code ?? "ok"));
+  try {
+    await a.exec("CREATE TABLE g (v)");
+    // A write runs in the group (inline, its reply held for the COMMIT, a
+    // microtask away) once it is known fast; the file goes meanwhile.
+    let grouped = false;
+    for (const until = performance.now() + 5000; !grouped && performance.now() < until;) {
+      const r = a.run("INSERT INTO g VALUES (1)", []);
+      if (r instanceof Promise) {
+        await r;
+        continue;
+      }
+      grouped = a.awaitingCommit;
+      if (grouped) Deno.removeSync(path);
+      else await delay(0);
+    }
+    assert.ok(grouped, "no write joined a group commit");
+    while (a.awaitingCommit) await delay(1);
+    assert.equal(commits.at(-1), "DATABASE_MOVED");
+    assert.ok(commits.slice(0, -1).every((c) => c === "ok"));
+    assert.equal(logged.filter((l) => l.startsWith("error ")).length, 1);
+  } finally {
+    a.close();
+    await engine.close();
+  }
+});
+
+Deno.test("Engine: the check that the file is writable changes nothing in it", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/a.db`;
+  const pre = new DatabaseSync(path);
+  pre.exec("PRAGMA journal_mode = WAL; PRAGMA user_version = 7; CREATE TABLE t (a)");
+  pre.close();
+  await using srv = await startServer({ database: path });
+  const c = await srv.client();
+  assert.deepEqual(await c.get("PRAGMA user_version"), { user_version: 7 });
+  await c.close();
+});
+
+const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+const canRunAsNobody = Deno.build.os === "linux" && Deno.uid() === 0 && (() => {
+  try {
+    return new Deno.Command(asNobody[0], { args: [...asNobody.slice(1), "true"] }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "A database file its user cannot write: the start fails saying so (--readonly serves it)",
+  ignore: !canRunAsNobody,
+  fn: async () => {
+    await using dir = await tempDir();
+    const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+    const pre = new DatabaseSync(db);
+    pre.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    pre.close();
+    Deno.chmodSync(dir.path, 0o777);
+    Deno.chownSync(db, 65534, 65534);
+    Deno.chmodSync(db, 0o444);
+    const srv = spawnServer(db, sock, [], asNobody);
+    const status = await srv.child.status;
+    await srv.done;
+    assert.notEqual(status.code, 0, srv.log());
+    assert.match(
+      srv.log(),
+      new RegExp(
+        `Cannot open database "${db}": attempt to write a readonly database: the file is not ` +
+          "writable by this user: make it writable, or serve it read-only with --readonly",
+      ),
+    );
+    const ro = spawnServer(db, sock, ["--readonly"], asNobody);
+    const c = await connectWhenUp(sock, ro.child);
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 1 });
+    await c.close();
+    assert.equal(await stop(ro), 0);
+  },
+});
+
+/** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
+function mountTmpfs(dir: string, size: string): boolean {
+  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
+  try {
+    return new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir] })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+const canMount = (() => {
+  const dir = Deno.makeTempDirSync({ prefix: "netsqlite-mount-" });
+  const ok = mountTmpfs(dir, "64k");
+  if (ok) new Deno.Command("umount", { args: [dir] }).outputSync();
+  Deno.removeSync(dir);
+  return ok;
+})();
+
+Deno.test({
+  name: "A checkpoint at shutdown that fails on a full disk is logged, the WAL kept, nothing lost",
+  ignore: !canMount,
+  fn: async () => {
+    await using dir = await tempDir();
+    const disk = `${dir.path}/disk`;
+    Deno.mkdirSync(disk);
+    assert.ok(mountTmpfs(disk, "4m"));
+    try {
+      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+      const srv = spawnServer(db, sock);
+      const c = await connectWhenUp(sock, srv.child);
+      await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)");
+      // About 400 pages in the WAL, which a checkpoint copies into the file.
+      await c.run(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 400) " +
+          "INSERT INTO t (b) SELECT randomblob(1000) FROM n",
+      );
+      const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
+      try {
+        const block = new Uint8Array(64 * 1024);
+        for (;;) filler.writeSync(block);
+      } catch {
+        // The disk is full.
+      } finally {
+        filler.close();
+      }
+      await c.close();
+      assert.equal(await stop(srv), 0);
+      assert.match(
+        srv.log(),
+        new RegExp(
+          ` warn .*checkpoint at shutdown failed: .*: the WAL "${db}-wal" is kept and nothing ` +
+            "is lost",
+        ),
+      );
+      assert.ok(Deno.statSync(`${db}-wal`).size > 0, "the WAL is kept");
+      Deno.removeSync(`${disk}/filler`);
+      const check = new DatabaseSync(db);
+      assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 400 });
+      check.close();
+    } finally {
+      new Deno.Command("umount", { args: [disk] }).outputSync();
+    }
+  },
+});
