@@ -388,6 +388,8 @@ class RunningServer implements Server {
       log,
       slowMs: config.slowMs,
       partialFrames: new PartialFrameBudget(config.maxPartialFrameBytes),
+      // Requests read and waiting for their turn: as much again, apart.
+      queuedRequests: new PartialFrameBudget(config.maxPartialFrameBytes),
       helloTimeout: config.helloTimeout,
       cursorIdleTimeout: config.cursorIdleTimeout,
       admit: (session) => this.#admit(session),

@@ -63,6 +63,12 @@ export interface SessionServices {
   slowMs: number;
   /** Bound on the bytes incomplete frames hold on all connections (`null`: none). */
   partialFrames?: PartialFrameBudget | null;
+  /**
+   * Bound on the bytes of requests read but not yet started, on all
+   * connections (`null`: none): past it a connection with requests waiting
+   * stops reading until they ran (one without any always reads its next).
+   */
+  queuedRequests?: PartialFrameBudget | null;
   /** Time a new connection has for its hello, in ms (default: the hello's `frameTimeout`). */
   helloTimeout?: number;
   /** Close a cursor not advanced for this long, in ms (0 or absent: never). */
@@ -129,8 +135,13 @@ export class Session implements SessionProbe {
   readonly #gate: TokenGate | null;
   readonly #peer: string;
   readonly #maintenance: EngineLike["maintenance"];
+  readonly #queuedRequests: PartialFrameBudget | null;
   #queue: Request[] = [];
+  /** Frame sizes of `#queue`'s requests, index for index. */
+  #sizes: number[] = [];
   #head = 0;
+  /** Bytes of the requests in `#queue` from `#head` on (counted in `queuedRequests` too). */
+  #queuedBytes = 0;
   #handshaken = false;
   #pumping = false;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
@@ -238,6 +249,7 @@ export class Session implements SessionProbe {
     // more than a hello needs: it cannot make the server buffer and decode
     // frames of up to --max-frame-size without being let in.
     this.#maxFrameSize = max;
+    this.#queuedRequests = services.queuedRequests ?? null;
     this.#channel = new FrameChannel(conn, Math.min(max, MAX_HELLO_FRAME), outbox, {
       onFrame: (payload) => this.#onFrame(payload),
       onReadEnd: () => {
@@ -308,8 +320,7 @@ export class Session implements SessionProbe {
       const q = this.#queue;
       const unrun = new AbortError(`Not run: ${why}`);
       for (let i = this.#head; i < q.length; i++) this.#replyError(q[i][1], unrun);
-      this.#queue = [];
-      this.#head = 0;
+      this.#dropQueue();
       this.#channel.flush();
       await this.#channel.drain();
       return;
@@ -420,8 +431,7 @@ export class Session implements SessionProbe {
     this.#feeds.close();
     this.#engine.close();
     this.#channel.close();
-    this.#queue = [];
-    this.#head = 0;
+    this.#dropQueue();
   }
 
   /**
@@ -521,7 +531,42 @@ export class Session implements SessionProbe {
     // Cancellation acts at receipt, ahead of the queue it is about.
     if (msg[0] === Op.Cancel) return this.#cancel(msg);
     this.#queue.push(msg);
-    if (this.#queue.length - this.#head >= MAX_QUEUED) this.#channel.pauseReading();
+    this.#sizes.push(payload.length);
+    this.#queuedBytes += payload.length;
+    if (this.#queuedRequests !== null) this.#queuedRequests.used += payload.length;
+    if (this.#queueFull()) this.#channel.pauseReading();
+  }
+
+  /**
+   * True when this connection may read no more requests for now: it has
+   * `MAX_QUEUED` waiting, or requests waiting while those of all connections
+   * hold more bytes than `queuedRequests` allows.
+   */
+  #queueFull(): boolean {
+    const waiting = this.#queue.length - this.#head;
+    if (waiting >= MAX_QUEUED) return true;
+    const budget = this.#queuedRequests;
+    return budget !== null && waiting > 0 && budget.used > budget.max;
+  }
+
+  /** The head request starts (or is answered at once): it leaves the queue. */
+  #started(): void {
+    this.#unqueued(this.#sizes[this.#head]);
+    this.#queue[this.#head++] = undefined as unknown as Request;
+  }
+
+  #unqueued(bytes: number): void {
+    this.#queuedBytes -= bytes;
+    if (this.#queuedRequests !== null) this.#queuedRequests.used -= bytes;
+  }
+
+  /** Forgets every request not started (answered or abandoned by the caller). */
+  #dropQueue(): void {
+    if (this.#queuedRequests !== null) this.#queuedRequests.used -= this.#queuedBytes;
+    this.#queuedBytes = 0;
+    this.#queue = [];
+    this.#sizes = [];
+    this.#head = 0;
   }
 
   /**
@@ -551,6 +596,7 @@ export class Session implements SessionProbe {
       if (i === this.#head && this.#blocked) this.#engine.stopWaiting();
       if (i === this.#head) this.#headStart = 0;
       q.splice(i, 1);
+      this.#unqueued(this.#sizes.splice(i, 1)[0]);
       const aborted = new AbortError(`Request ${target} was cancelled before it ran`);
       if (this.#engine.awaitingCommit) this.#hold(target, aborted);
       this.#replyError(target, aborted);
@@ -635,7 +681,7 @@ export class Session implements SessionProbe {
           this.#answeredOne(req, null, err);
           if (this.#engine.awaitingCommit) this.#hold(req[1] as number, err);
           this.#replyError(req[1] as number, err);
-          q[this.#head++] = undefined as unknown as Request;
+          this.#started();
           continue;
         }
         if (result === BLOCKED) {
@@ -646,7 +692,7 @@ export class Session implements SessionProbe {
           this.#inflight = this.#settle(req, result);
           break;
         }
-        q[this.#head++] = undefined as unknown as Request;
+        this.#started();
         this.#answeredOne(req, result, undefined);
         if (this.#engine.awaitingCommit) this.#hold(req[1] as number);
         this.#reply(req, result);
@@ -654,12 +700,14 @@ export class Session implements SessionProbe {
       }
       if (this.#head === q.length) {
         q.length = 0;
+        this.#sizes.length = 0;
         this.#head = 0;
       } else if (this.#head > 1024) {
         this.#queue = q.slice(this.#head);
+        this.#sizes = this.#sizes.slice(this.#head);
         this.#head = 0;
       }
-      if (this.#encoder.size < HIGH_WATER && this.#queue.length - this.#head < MAX_QUEUED) {
+      if (this.#encoder.size < HIGH_WATER && !this.#queueFull()) {
         this.#channel.resumeReading();
       } else {
         this.#channel.pauseReading();
@@ -697,7 +745,7 @@ export class Session implements SessionProbe {
         }
       }
     }
-    this.#queue[this.#head++] = undefined as unknown as Request;
+    this.#started();
     this.#answeredOne(req, payload, failed ? error : undefined);
     if (failed) {
       if (this.#engine.awaitingCommit) this.#hold(req[1] as number, error);

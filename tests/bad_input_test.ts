@@ -693,6 +693,41 @@ Deno.test("Session answers an error larger than maxFrameSize with its message cu
   await assertBystanderOk(ctx);
 });
 
+Deno.test("Session stops reading a connection whose waiting requests pass the server's byte budget, and runs them all later", async () => {
+  const frameSize = 64 * 1024;
+  await using ctx = await setup({ maxFrameSize: frameSize, maxPartialFrameBytes: 256 * 1024 });
+  // The writer is taken: the raw client's first write waits, and what it sends after queues.
+  await using holder = await connect({ ...ctx.srv.connectOptions, max: 1 });
+  await holder.exec("BEGIN IMMEDIATE");
+  await using raw = await RawConn.open(ctx.path);
+  await raw.request(HELLO);
+  await raw.write(frame([Op.Run, 2, "INSERT INTO kept (id, v) VALUES (100, 'queued')", null]));
+  const n = 60; // 60 frames of ~60 KiB: 3.6 MiB, far past the 256 KiB budget
+  const big = "x".repeat(60 * 1024);
+  let written = 0;
+  const sending = (async () => {
+    for (let i = 0; i < n; i++) {
+      const bytes = frame([Op.Query, 3 + i, "SELECT length(?) AS n", [big]]);
+      await raw.write(bytes);
+      written += bytes.length;
+    }
+  })();
+  await delay(500);
+  // Unread, the rest stays in the client's socket buffers (a few hundred KiB at most).
+  assert.ok(written < 2 * 1024 * 1024, `the server read ${written} bytes of waiting requests`);
+  assert.equal(raw.buffered, 0, "nothing answered while the writer is taken");
+  await holder.exec("COMMIT");
+  await sending;
+  const first = await raw.reply();
+  assert.deepEqual([first[0], first[1]], [2, 0]);
+  for (let i = 0; i < n; i++) {
+    const r = await raw.reply();
+    assert.deepEqual(r, [3 + i, 0, [["n"], [[big.length]]]]);
+  }
+  await ctx.good.run("DELETE FROM kept WHERE id = 100");
+  await assertBystanderOk(ctx);
+});
+
 // ---- slow and greedy clients ---------------------------------------------------
 
 Deno.test("Session keeps serving other clients while clients stall mid-frame (slowloris)", async () => {
