@@ -6,8 +6,11 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, type ConnectOptions } from "../client.ts";
+import { connect, type ConnectOptions, type Queryable } from "../client.ts";
+import { MessageEncoder } from "../protocol/codec.ts";
+import { Op, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { serve, type Server } from "../server.ts";
+import { spawnClientProcess } from "./_client_process.ts";
 import { delay, tempDir } from "./_helpers.ts";
 
 const HAS_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
@@ -138,3 +141,88 @@ for (const tls of [false, true]) {
     },
   });
 }
+
+/** 4,000 statements of a few ms each: many seconds, unless stopped. */
+const SLOW_SCRIPT = Array.from(
+  { length: 4000 },
+  () =>
+    "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL " +
+    "SELECT i + 1 FROM c WHERE i < 20000) SELECT i FROM c);",
+).join("\n");
+
+/** Waits until `SELECT count(*) FROM t` exceeds 0, then returns it. */
+async function rowsOnceStarted(db: Queryable): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const [[n]] = await db.values<[number]>("SELECT count(*) FROM t");
+    if (n > 0) return n;
+    await delay(25);
+  }
+  throw new Error("the script never started");
+}
+
+/** Asserts that the script stopped: no row added for a while, and far fewer than all. */
+async function assertStopped(db: Queryable): Promise<void> {
+  await delay(1000);
+  const [[a]] = await db.values<[number]>("SELECT count(*) FROM t");
+  await delay(600);
+  const [[b]] = await db.values<[number]>("SELECT count(*) FROM t");
+  assert.equal(b, a, `the script still runs: ${a} then ${b} rows`);
+  assert.ok(b < 4000, `the script ran to its end: ${b} rows`);
+  // The writer is free for others.
+  await db.run("INSERT INTO t VALUES (-1)");
+}
+
+Deno.test({
+  name:
+    "A client killed (SIGKILL) during a long exec script over TLS is found gone: the script stops",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using s = await start(true);
+    await using db = await connect(s.options);
+    await db.exec("CREATE TABLE t (n)");
+    await using child = await spawnClientProcess(s.options);
+    child.exec(SLOW_SCRIPT).catch(() => {}); // never answered: the process is killed
+    await rowsOnceStarted(db);
+    await child.kill();
+    await assertStopped(db);
+  },
+});
+
+Deno.test("A client killed (SIGKILL) with unread data over TCP (the kernel resets) is found gone: the script stops", async () => {
+  await using s = await start(false);
+  await using db = await connect(s.options);
+  await db.exec("CREATE TABLE t (n)");
+  // A raw client: it sends its hello and the script, and never reads the
+  // hello's reply, so its kernel answers the kill with a reset, not a FIN.
+  const encoder = new MessageEncoder(64 * 1024 * 1024);
+  encoder.append([Op.Hello, 1, { version: PROTOCOL_VERSION }]);
+  encoder.append([Op.Exec, 2, SLOW_SCRIPT]);
+  const bytes = encoder.take();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `const conn = await Deno.connect({ hostname: "127.0.0.1", port: ${s.port} });
+      const bytes = new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
+      for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+      console.log("sent");
+      setInterval(() => {}, 1000); // alive until killed`,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(bytes);
+  await writer.close();
+  const reader = child.stdout.getReader();
+  await reader.read(); // "sent"
+  reader.releaseLock();
+  try {
+    await rowsOnceStarted(db);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    await child.stdout.cancel();
+  }
+  await assertStopped(db);
+});
