@@ -117,7 +117,7 @@ async function sockets(port: number): Promise<string[]> {
 for (const tls of [false, true]) {
   const kind = tls ? "TLS" : "TCP";
   Deno.test({
-    name: `${kind} connections have keepalive on the server's end`,
+    name: `${kind} connections have keepalive on both ends (server and client sockets)`,
     ignore: !HAS_SS || (tls && !HAS_OPENSSL),
     async fn() {
       await using s = await start(tls);
@@ -138,6 +138,7 @@ for (const tls of [false, true]) {
       assert.equal(server.length, 1, lines.join("\n"));
       assert.equal(client.length, 1, lines.join("\n"));
       assert.match(server[0], /timer:\(keepalive/, `server socket: ${server[0]}`);
+      assert.match(client[0], /timer:\(keepalive/, `client socket: ${client[0]}`);
     },
   });
 }

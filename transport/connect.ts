@@ -26,7 +26,7 @@ export interface TlsClientOptions {
 
 /**
  * Connects to `addr`; TCP connections (TLS ones included) have Nagle's
- * algorithm disabled.
+ * algorithm disabled and keepalive enabled.
  *
  * @param addr Where the server listens.
  * @param tls Connect with TLS (TCP only); `null` for plain connections.
@@ -220,6 +220,9 @@ async function connectDeno(
     signal: attempt.signal,
   });
   tcp.setNoDelay(true);
+  // Notices a server whose host vanished while no request waits (after the
+  // system's keepalive idle time); requestTimeout bounds a request's wait.
+  tcp.setKeepAlive(true);
   if (tls !== null) {
     // Deno.connectTls could set neither option: without TCP_NODELAY a request
     // over 16 KiB (two TLS records) or several in flight wait 40 ms or more
@@ -267,6 +270,7 @@ async function connectNode(
     attempt.stage = "the TCP connection and TLS handshake";
     await opened(socket, "secureConnect", attempt);
     socket.setNoDelay(true);
+    socket.setKeepAlive(true);
     return new NodeSocketStream(socket);
   }
   const socket = addr.transport === "unix"
@@ -274,7 +278,10 @@ async function connectNode(
     : net.createConnection({ host: addr.hostname, port: addr.port });
   if (addr.transport === "tcp") attempt.stage = "the TCP connection";
   await opened(socket, "connect", attempt);
-  if (addr.transport === "tcp") socket.setNoDelay(true);
+  if (addr.transport === "tcp") {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true);
+  }
   return new NodeSocketStream(socket);
 }
 
