@@ -10,6 +10,8 @@ import { connect, type ConnectOptions, type Queryable } from "../client.ts";
 import { MessageEncoder } from "../protocol/codec.ts";
 import { Op, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { serve, type Server } from "../server.ts";
+import { MAX_TOKEN_BYTES } from "../server/auth.ts";
+import { MAX_TOKEN_BYTES as CLIENT_MAX_TOKEN_BYTES } from "../client/options.ts";
 import { spawnClientProcess } from "./_client_process.ts";
 import { delay, tempDir } from "./_helpers.ts";
 
@@ -226,4 +228,37 @@ Deno.test("A client killed (SIGKILL) with unread data over TCP (the kernel reset
     await child.stdout.cancel();
   }
   await assertStopped(db);
+});
+
+Deno.test("connect() refuses a token longer than a server accepts with a TypeError naming the limit", async () => {
+  assert.equal(CLIENT_MAX_TOKEN_BYTES, MAX_TOKEN_BYTES);
+  const token = "t".repeat(MAX_TOKEN_BYTES);
+  await using dir = await tempDir();
+  await using server = await serve({
+    database: `${dir.path}/a.db`,
+    hostname: "127.0.0.1",
+    port: 0,
+    logLevel: "error",
+    token,
+  });
+  const port = (server.addr as Deno.NetAddr).port;
+  {
+    await using db = await connect({ hostname: "127.0.0.1", port, token, max: 1 });
+    assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+  }
+  // 1,023 ASCII characters and one of two bytes: 1,025 bytes.
+  for (const long of [token + "t", "t".repeat(MAX_TOKEN_BYTES - 1) + "é", "x".repeat(5000)]) {
+    const bytes = new TextEncoder().encode(long).length;
+    await assert.rejects(
+      connect({ hostname: "127.0.0.1", port, token: long, max: 1 }),
+      (err: Error) => {
+        assert.equal(err.name, "TypeError");
+        assert.equal(
+          err.message,
+          `Invalid option "token": ${bytes} bytes is longer than a server accepts (1024, UTF-8)`,
+        );
+        return true;
+      },
+    );
+  }
 });
