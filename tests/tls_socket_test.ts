@@ -20,13 +20,13 @@ const HAS_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdou
 const HAS_SS = await new Deno.Command("ss", { args: ["-V"], stdout: "null" })
   .output().then((o) => o.success, () => false);
 
-/** A CA and a certificate it signed for 127.0.0.1 and localhost (openssl). */
-async function makeCertificate(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+/** A CA and a certificate it signed for `names` (openssl). */
+async function makeCertificate(
+  dir: string,
+  names = "IP:127.0.0.1,DNS:localhost",
+): Promise<{ ca: string; cert: string; key: string }> {
   const ext = `${dir}/leaf.ext`;
-  await Deno.writeTextFile(
-    ext,
-    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-  );
+  await Deno.writeTextFile(ext, `basicConstraints=critical,CA:FALSE\nsubjectAltName=${names}\n`);
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   const steps = [
     ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
@@ -261,4 +261,32 @@ Deno.test("connect() refuses a token longer than a server accepts with a TypeErr
       },
     );
   }
+});
+
+Deno.test({
+  name: "A TLS client says what to do with a certificate that does not name the host",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using dir = await tempDir();
+    const { ca, cert, key } = await makeCertificate(dir.path, "DNS:other.example");
+    await using server = await serve({
+      database: `${dir.path}/a.db`,
+      hostname: "127.0.0.1",
+      port: 0,
+      logLevel: "error",
+      tls: { cert, key },
+    });
+    const port = (server.addr as Deno.NetAddr).port;
+    await assert.rejects(
+      connect({ hostname: "127.0.0.1", port, tls: { caCerts: [ca] }, max: 1 }),
+      (err: Error) => {
+        assert.equal(err.name, "ConnectionError");
+        assert.match(
+          err.message,
+          /with TLS: .*\(the server's certificate does not name "127\.0\.0\.1": connect with a host name the certificate names, or make it with -addext subjectAltName=/,
+        );
+        return true;
+      },
+    );
+  },
 });

@@ -127,6 +127,17 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
       "default: make it with -addext basicConstraints=critical,CA:FALSE, see README " +
       "Security and lifecycle)";
   }
+  // Deno (rustls): "certificate not valid for name" (NotValidForName); Node.js and Bun:
+  // "Hostname/IP does not match certificate's altnames", code ERR_TLS_CERT_ALTNAME_INVALID.
+  if (
+    code === "ERR_TLS_CERT_ALTNAME_INVALID" ||
+    /not valid for name|NotValidForName|does not match certificate's altnames/i.test(text)
+  ) {
+    const host = addr.transport === "tcp" ? addr.hostname : "";
+    return ` (the server's certificate does not name "${host}": connect with a host name the ` +
+      "certificate names, or make it with -addext subjectAltName=IP:ADDRESS,DNS:NAME listing " +
+      "the names clients use, see README Security and lifecycle)";
+  }
   // Deno: UnknownIssuer; Node.js and Bun: "unable to verify the first certificate",
   // "self-signed certificate", "unable to get local issuer certificate", with their codes.
   if (
