@@ -418,6 +418,15 @@ class RunningServer implements Server {
           "on a network address",
       );
     }
+    if (
+      gate !== null && config.tls === null && this.addr.transport === "tcp" &&
+      !isLoopback(this.addr.hostname)
+    ) {
+      log.warn(
+        `without TLS the token and all data cross the network in clear text, on ` +
+          `${formatAddress(this.addr)} (--tls-cert/--tls-key, serve({ tls }))`,
+      );
+    }
     this.finished = this.#acceptLoop();
   }
 
@@ -1047,15 +1056,6 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   const tokenFile = flagValue(args, "--token-file");
   const tooOpen = tokenFile === undefined ? null : tokenFileWarning(tokenFile);
   if (tooOpen !== null) console.error(`netsqlite: warning: ${tooOpen}`);
-  if (
-    server.addr.transport === "tcp" && !options.tls && options.token && options.hostname &&
-    !isLoopback(options.hostname)
-  ) {
-    console.error(
-      "netsqlite: warning: without TLS the token and all data cross the network in clear text " +
-        "(--tls-cert/--tls-key)",
-    );
-  }
   await server.finished;
   for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);

@@ -290,3 +290,27 @@ Deno.test({
     );
   },
 });
+
+Deno.test("serve() itself warns once that a token on a network address without TLS crosses in clear text", async () => {
+  await using dir = await tempDir();
+  const server = new URL("../server.ts", import.meta.url).href;
+  const run = async (tls: boolean) => {
+    const pem = tls ? await makeCertificate(dir.path) : null;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { serve } from ${JSON.stringify(server)};
+        const s = await serve({ database: ${JSON.stringify(`${dir.path}/${tls}.db`)},
+          hostname: "0.0.0.0", port: 0, token: "abcdefghijklmnopqrstuvwxyz",
+          tls: ${pem === null ? "null" : JSON.stringify({ cert: pem.cert, key: pem.key })} });
+        await s.shutdown();`,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    return new TextDecoder().decode(out.stderr).match(/in clear text/g)?.length ?? 0;
+  };
+  assert.equal(await run(false), 1);
+  if (HAS_OPENSSL) assert.equal(await run(true), 0);
+});
