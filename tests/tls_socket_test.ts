@@ -314,3 +314,34 @@ Deno.test("serve() itself warns once that a token on a network address without T
   assert.equal(await run(false), 1);
   if (HAS_OPENSSL) assert.equal(await run(true), 0);
 });
+
+Deno.test({
+  name:
+    "A TLS server closes the socket of a peer that never sends its ClientHello after helloTimeout",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using dir = await tempDir();
+    const { cert, key } = await makeCertificate(dir.path);
+    await using server = await serve({
+      database: `${dir.path}/a.db`,
+      hostname: "127.0.0.1",
+      port: 0,
+      logLevel: "error",
+      helloTimeout: 200,
+      tls: { cert, key },
+    });
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: (server.addr as Deno.NetAddr).port,
+    });
+    try {
+      const t0 = performance.now();
+      // Deno.listenTls kept such a socket open until the peer closed it.
+      const n = await conn.read(new Uint8Array(16)).catch(() => null);
+      assert.equal(n, null);
+      assert.ok(performance.now() - t0 < 3000);
+    } finally {
+      conn.close();
+    }
+  },
+});
