@@ -120,10 +120,16 @@ class TlsServerConn implements ByteStream {
   }
 }
 
+/** Content type of a TLS handshake record, which a ClientHello is. */
+const TLS_HANDSHAKE = 0x16;
+/** A TLS 1.2 record holding a fatal decode_error alert. */
+const DECODE_ERROR_ALERT = new Uint8Array([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]);
+
 /** A `Deno.TcpConn` as the Node.js duplex stream `node:tls` wraps. */
 class ConnDuplex extends Duplex {
   readonly #conn: Deno.TcpConn;
   #pumping = false;
+  #started = false;
 
   constructor(conn: Deno.TcpConn) {
     super();
@@ -138,6 +144,8 @@ class ConnDuplex extends Duplex {
 
   async #pump(): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
+    let first = !this.#started;
+    this.#started = true;
     for (;;) {
       let n: number | null;
       try {
@@ -150,6 +158,15 @@ class ConnDuplex extends Duplex {
         this.push(null);
         return;
       }
+      if (first && buf[0] !== TLS_HANDSHAKE) {
+        // Not a TLS ClientHello (a plain netsqlite hello, say): answer with a
+        // TLS alert, as Deno.listenTls does, so that the client can say the
+        // server speaks TLS (node:tls under Deno would close without a word).
+        await this.#conn.write(DECODE_ERROR_ALERT).catch(() => {});
+        this.destroy(new Error("the client did not start a TLS handshake"));
+        return;
+      }
+      first = false;
       if (!this.push(buf.slice(0, n))) {
         this.#pumping = false;
         return;
