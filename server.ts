@@ -33,7 +33,7 @@ import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./ser
 import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
 import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
-import { listen, removeSocketFile, socketFileId } from "./transport/listen.ts";
+import { listen, type Listener, removeSocketFile, socketFileId } from "./transport/listen.ts";
 import { PartialFrameBudget } from "./transport/frame_reader.ts";
 import { VERSION } from "./version.ts";
 import {
@@ -145,7 +145,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   // start refused for its lock or its socket leaves no file behind.
   const lock = takeLock(config);
   const budget = fdBudget(config.maxConnections, undefined, config.maxHandshakes);
-  let listener: Deno.Listener;
+  let listener: Listener;
   try {
     listener = await listen(config.address, { socketMode: config.socketMode, tls: config.tls });
   } catch (err) {
@@ -210,7 +210,7 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     maxPreparedText: e.maxPreparedText,
     allowUnsafePragmas: e.policy.allowUnsafePragmas,
   });
-  let listener: Deno.Listener;
+  let listener: Listener;
   try {
     listener = await listen(config.address, { socketMode: config.socketMode, tls: config.tls });
   } catch (err) {
@@ -313,7 +313,7 @@ class RunningServer implements Server {
   readonly finished: Promise<void>;
   readonly #memory: MemoryReleaser;
   readonly #engine: EngineLike;
-  readonly #listener: Deno.Listener;
+  readonly #listener: Listener;
   readonly #sessions = new Set<Session>();
   readonly #hello: HelloReply;
   readonly #config: ServeConfig;
@@ -341,7 +341,7 @@ class RunningServer implements Server {
   constructor(
     config: ServeConfig,
     engine: EngineLike,
-    listener: Deno.Listener,
+    listener: Listener,
     lock: DatabaseLock | null,
     budget: FdBudget,
     socketId: string | null,
@@ -419,6 +419,15 @@ class RunningServer implements Server {
         `the token is ${gate.length} characters long, on ${formatAddress(this.addr)}: ` +
           `use at least ${MIN_NETWORK_TOKEN_LENGTH} random characters (openssl rand -hex 32) ` +
           "on a network address",
+      );
+    }
+    if (
+      gate !== null && config.tls === null && this.addr.transport === "tcp" &&
+      !isLoopback(this.addr.hostname)
+    ) {
+      log.warn(
+        `without TLS the token and all data cross the network in clear text, on ` +
+          `${formatAddress(this.addr)} (--tls-cert/--tls-key, serve({ tls }))`,
       );
     }
     this.finished = this.#acceptLoop();
@@ -526,6 +535,7 @@ class RunningServer implements Server {
         }
         continue;
       }
+      // Plain TCP; a TLS listener sets both itself (transport/tls_listener.ts).
       if ("setNoDelay" in conn) {
         (conn as Deno.TcpConn).setNoDelay(true);
         // Notices a peer whose host vanished (after the system's keepalive
@@ -1049,15 +1059,6 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   const tokenFile = flagValue(args, "--token-file");
   const tooOpen = tokenFile === undefined ? null : tokenFileWarning(tokenFile);
   if (tooOpen !== null) console.error(`netsqlite: warning: ${tooOpen}`);
-  if (
-    server.addr.transport === "tcp" && !options.tls && options.token && options.hostname &&
-    !isLoopback(options.hostname)
-  ) {
-    console.error(
-      "netsqlite: warning: without TLS the token and all data cross the network in clear text " +
-        "(--tls-cert/--tls-key)",
-    );
-  }
   await server.finished;
   for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);

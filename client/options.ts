@@ -20,6 +20,12 @@ import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
 import { readTextFile } from "../transport/_runtime.ts";
 import { resolve } from "node:path";
 
+/**
+ * Longest token a server accepts, in UTF-8 bytes (server/auth.ts
+ * `MAX_TOKEN_BYTES`, kept apart so that the client does not load the server's modules).
+ */
+export const MAX_TOKEN_BYTES = 1024;
+
 /** Default `connectTimeout` when no `requestTimeout` is set, in ms (as PostgreSQL clients' 10 s). */
 export const DEFAULT_CONNECT_TIMEOUT = 10_000;
 
@@ -223,6 +229,16 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   const autostartDatabase = await autostartOption(options.autostart, options.database);
   if (config.token !== null && typeof config.token !== "string") {
     throw new TypeError(`Invalid option "token": expected a string, got ${show(config.token)}`);
+  }
+  if (config.token !== null) {
+    const bytes = new TextEncoder().encode(config.token).length;
+    if (bytes > MAX_TOKEN_BYTES) {
+      // The server would close the connection on the too large hello (FRAME_TOO_LARGE).
+      throw new TypeError(
+        `Invalid option "token": ${bytes} bytes is longer than a server accepts ` +
+          `(${MAX_TOKEN_BYTES}, UTF-8)`,
+      );
+    }
   }
   let addr: Address;
   if (tcp) {

@@ -360,11 +360,12 @@ export class Session implements SessionProbe {
 
   /**
    * True when the client closed its receiving side too (it is gone, not
-   * half-closed): a write of zero bytes fails. A Unix socket tells at once;
-   * TCP does not (the peer's FIN looks like a half-close until data is sent).
+   * half-closed): its stream ended in an error (a reset; over TLS, any end),
+   * or a write of zero bytes fails. A Unix socket tells at once; TCP does
+   * not (the peer's FIN looks like a half-close until data is sent).
    */
   async #peerGone(): Promise<boolean> {
-    if (this.#channel.closed) return true;
+    if (this.#channel.closed || this.#channel.readFailed) return true;
     try {
       await this.#conn.write(new Uint8Array(0));
       return false;

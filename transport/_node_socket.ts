@@ -19,6 +19,7 @@ export class NodeSocketStream implements ByteStream {
   #offset = 0;
   #buffered = 0;
   #ended = false;
+  #error: Error | null = null;
   #wake: (() => void) | null = null;
 
   /** @param socket A connected socket; the stream owns it from now on. */
@@ -36,12 +37,23 @@ export class NodeSocketStream implements ByteStream {
     };
     socket.on("end", end);
     socket.on("close", end);
-    socket.on("error", end); // the read side sees the end; writes reject on their own
+    // The read side sees the error once the bytes before it are read; writes reject on their own.
+    socket.on("error", (err: Error) => {
+      this.#error ??= err;
+      end();
+    });
   }
 
-  /** @inheritdoc */
+  /**
+   * Reads into `buffer`.
+   *
+   * @returns how many bytes were read, or `null` at the end of the stream.
+   * @throws the socket's error (e.g. `ECONNRESET`) once the bytes received
+   *   before it were read.
+   */
   async read(buffer: Uint8Array): Promise<number | null> {
     while (this.#chunks.length === 0) {
+      if (this.#error !== null) throw this.#error;
       if (this.#ended) return null;
       await new Promise<void>((resolve) => this.#wake = resolve);
     }
@@ -86,6 +98,7 @@ export class NodeSocketStream implements ByteStream {
   /** @inheritdoc */
   close(): void {
     this.#ended = true;
+    this.#error = null; // closed here: the end is ours, not an error
     this.#socket.destroy();
     this.#notify();
   }

@@ -25,7 +25,8 @@ export interface TlsClientOptions {
 }
 
 /**
- * Connects to `addr`; TCP connections have Nagle's algorithm disabled.
+ * Connects to `addr`; TCP connections (TLS ones included) have Nagle's
+ * algorithm disabled and keepalive enabled.
  *
  * @param addr Where the server listens.
  * @param tls Connect with TLS (TCP only); `null` for plain connections.
@@ -126,6 +127,17 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
       "default: make it with -addext basicConstraints=critical,CA:FALSE, see README " +
       "Security and lifecycle)";
   }
+  // Deno (rustls): "certificate not valid for name" (NotValidForName); Node.js and Bun:
+  // "Hostname/IP does not match certificate's altnames", code ERR_TLS_CERT_ALTNAME_INVALID.
+  if (
+    code === "ERR_TLS_CERT_ALTNAME_INVALID" ||
+    /not valid for name|NotValidForName|does not match certificate's altnames/i.test(text)
+  ) {
+    const host = addr.transport === "tcp" ? addr.hostname : "";
+    return ` (the server's certificate does not name "${host}": connect with a host name the ` +
+      "certificate names, or make it with -addext subjectAltName=IP:ADDRESS,DNS:NAME listing " +
+      "the names clients use, see README Security and lifecycle)";
+  }
   // Deno: UnknownIssuer; Node.js and Bun: "unable to verify the first certificate",
   // "self-signed certificate", "unable to get local issuer certificate", with their codes.
   if (
@@ -213,12 +225,26 @@ async function connectDeno(
     return await attempt.wait(Deno.connect({ transport: "unix", path: addr.path }));
   }
   attempt.stage = "the TCP connection";
+  const tcp = await Deno.connect({
+    hostname: addr.hostname,
+    port: addr.port,
+    signal: attempt.signal,
+  });
+  tcp.setNoDelay(true);
+  // Notices a server whose host vanished while no request waits (after the
+  // system's keepalive idle time); requestTimeout bounds a request's wait.
+  tcp.setKeepAlive(true);
   if (tls !== null) {
-    const conn = await attempt.wait(Deno.connectTls({
-      hostname: addr.hostname,
-      port: addr.port,
-      caCerts: tls.caCerts,
-    }));
+    // Deno.connectTls could set neither option: without TCP_NODELAY a request
+    // over 16 KiB (two TLS records) or several in flight wait 40 ms or more
+    // for the server's delayed ACK.
+    let conn: Deno.TlsConn;
+    try {
+      conn = await Deno.startTls(tcp, { hostname: addr.hostname, caCerts: tls.caCerts });
+    } catch (err) {
+      tcp.close();
+      throw err;
+    }
     attempt.stage = "the TLS handshake";
     // Known limit (Deno 2.9): closing a TLS connection during its handshake
     // drops it, but the socket stays open until the peer closes it or answers.
@@ -234,13 +260,7 @@ async function connectDeno(
     }
     return conn;
   }
-  const conn = await Deno.connect({
-    hostname: addr.hostname,
-    port: addr.port,
-    signal: attempt.signal,
-  });
-  conn.setNoDelay(true);
-  return conn;
+  return tcp;
 }
 
 async function connectNode(
@@ -261,6 +281,7 @@ async function connectNode(
     attempt.stage = "the TCP connection and TLS handshake";
     await opened(socket, "secureConnect", attempt);
     socket.setNoDelay(true);
+    socket.setKeepAlive(true);
     return new NodeSocketStream(socket);
   }
   const socket = addr.transport === "unix"
@@ -268,7 +289,10 @@ async function connectNode(
     : net.createConnection({ host: addr.hostname, port: addr.port });
   if (addr.transport === "tcp") attempt.stage = "the TCP connection";
   await opened(socket, "connect", attempt);
-  if (addr.transport === "tcp") socket.setNoDelay(true);
+  if (addr.transport === "tcp") {
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true);
+  }
   return new NodeSocketStream(socket);
 }
 

@@ -46,6 +46,7 @@ export class FrameChannel {
   #writing = false;
   #pendingWrite: Promise<void> | null = null;
   #closed = false;
+  #readFailed = false;
   #resumeRead: (() => void) | null = null;
   #paused = false;
   /**
@@ -85,6 +86,17 @@ export class FrameChannel {
     return this.#closed;
   }
 
+  /**
+   * True when the read loop ended on a read error rather than at the end of
+   * the stream: the connection was reset (a killed peer with unread data, a
+   * vanished host found by keepalive) or a TLS stream was cut short. Such a
+   * peer is gone; one whose stream simply ended may only have closed its
+   * sending side.
+   */
+  get readFailed(): boolean {
+    return this.#readFailed;
+  }
+
   /** True while part of a frame has arrived and the rest has not. */
   get partial(): boolean {
     return this.#frames.buffered > 0;
@@ -118,7 +130,9 @@ export class FrameChannel {
       try {
         n = await this.#conn.read(buf);
       } catch {
-        n = null; // Reset by peer or closed under us: the stream ended.
+        // Reset by the peer, or closed under us: the stream ended, in an error.
+        if (!this.#closed) this.#readFailed = true;
+        n = null;
       }
       if (n === null || this.#closed) break;
       // Frames are views of `buf`, handled (decoded) before the next read

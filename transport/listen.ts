@@ -10,6 +10,9 @@
 import { dirname } from "node:path";
 import { type Address, formatAddress } from "./address.ts";
 import { unsafeSocketDir } from "./socket_dir.ts";
+import { type Listener, TlsListener } from "./tls_listener.ts";
+
+export type { Listener } from "./tls_listener.ts";
 
 /**
  * The server could not listen on its address: a live server holds it, or
@@ -58,19 +61,24 @@ export interface ListenOptions {
 }
 
 /**
- * Listens on `addr`.
+ * Listens on `addr`. TCP connections (TLS ones included) get TCP_NODELAY
+ * and keepalive: plain ones from the server as it accepts them, TLS ones
+ * from the {@link TlsListener}.
  *
  * @throws {ListenError} when another server answers on the socket, the path
  *   is not a socket, or the address cannot be bound.
  */
-export async function listen(addr: Address, options: ListenOptions = {}): Promise<Deno.Listener> {
+export async function listen(addr: Address, options: ListenOptions = {}): Promise<Listener> {
   const tls = options.tls ?? null;
   if (addr.transport === "tcp") {
     try {
       if (tls !== null) {
-        return Deno.listenTls({ hostname: addr.hostname, port: addr.port, ...tls });
+        // Deno checks the certificate and key (and that they match) as it
+        // listens; node:tls under Deno only at the first handshake.
+        Deno.listenTls({ hostname: addr.hostname, port: 0, ...tls }).close();
       }
-      return Deno.listen({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+      const tcp = Deno.listen({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+      return tls === null ? tcp : new TlsListener(tcp, tls.cert, tls.key);
     } catch (err) {
       throw new ListenError(`Cannot listen on ${formatAddress(addr)}: ${(err as Error).message}`, {
         cause: err,

@@ -1,0 +1,347 @@
+/**
+ * TCP and TLS socket behaviour seen from outside: no delayed-ACK stall over
+ * TLS (TCP_NODELAY on both ends), keepalive on both ends, and a client
+ * killed with SIGKILL found gone at once (its running script stopped).
+ * Real servers, real client processes, certificates made by openssl.
+ */
+
+import assert from "node:assert/strict";
+import { connect, type ConnectOptions, type Queryable } from "../client.ts";
+import { MessageEncoder } from "../protocol/codec.ts";
+import { Op, PROTOCOL_VERSION } from "../protocol/messages.ts";
+import { serve, type Server } from "../server.ts";
+import { MAX_TOKEN_BYTES } from "../server/auth.ts";
+import { MAX_TOKEN_BYTES as CLIENT_MAX_TOKEN_BYTES } from "../client/options.ts";
+import { spawnClientProcess } from "./_client_process.ts";
+import { delay, tempDir } from "./_helpers.ts";
+
+const HAS_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
+  .output().then((o) => o.success, () => false);
+const HAS_SS = await new Deno.Command("ss", { args: ["-V"], stdout: "null" })
+  .output().then((o) => o.success, () => false);
+
+/** A CA and a certificate it signed for `names` (openssl). */
+async function makeCertificate(
+  dir: string,
+  names = "IP:127.0.0.1,DNS:localhost",
+): Promise<{ ca: string; cert: string; key: string }> {
+  const ext = `${dir}/leaf.ext`;
+  await Deno.writeTextFile(ext, `basicConstraints=critical,CA:FALSE\nsubjectAltName=${names}\n`);
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  const steps = [
+    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
+      .concat(["-subj", "/CN=netsqlite test CA"]),
+    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
+    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
+      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1", "-extfile", ext]),
+  ];
+  for (const args of steps) {
+    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
+      .output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  }
+  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
+}
+
+interface Setup extends AsyncDisposable {
+  server: Server;
+  port: number;
+  options: ConnectOptions;
+}
+
+/** A server on 127.0.0.1 with TLS (or plain TCP), and the options to reach it. */
+async function start(tls: boolean): Promise<Setup> {
+  const dir = await tempDir();
+  const pem = tls ? await makeCertificate(dir.path) : null;
+  const server = await serve({
+    database: `${dir.path}/a.db`,
+    hostname: "127.0.0.1",
+    port: 0,
+    logLevel: "error",
+    ...(pem !== null ? { tls: { cert: pem.cert, key: pem.key } } : {}),
+  });
+  const port = (server.addr as Deno.NetAddr).port;
+  return {
+    server,
+    port,
+    options: {
+      hostname: "127.0.0.1",
+      port,
+      max: 1,
+      ...(pem !== null ? { tls: { caCerts: [pem.ca] } } : {}),
+    },
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+      await dir[Symbol.asyncDispose]();
+    },
+  };
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+Deno.test({
+  name: "A 20 KB value over TLS makes its round trip without the 40 ms delayed-ACK stall",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using s = await start(true);
+    await using db = await connect(s.options);
+    const blob = "x".repeat(20_000);
+    await db.get("SELECT ? AS v", [blob]); // handshake and warm-up
+    for (const inflight of [1, 4]) {
+      const ms: number[] = [];
+      for (let i = 0; i < 15; i++) {
+        const t0 = performance.now();
+        const rows = await Promise.all(
+          Array.from({ length: inflight }, () => db.get<{ v: string }>("SELECT ? AS v", [blob])),
+        );
+        ms.push(performance.now() - t0);
+        assert.equal(rows[0]!.v.length, 20_000);
+      }
+      // With Nagle on either end: 40–90 ms a round; without: about 1 ms.
+      assert.ok(median(ms) < 25, `median ${median(ms).toFixed(1)} ms for ${inflight} in flight`);
+    }
+  },
+});
+
+/** `ss` lines of established TCP sockets with `port` at either end, with their timers. */
+async function sockets(port: number): Promise<string[]> {
+  const out = await new Deno.Command("ss", {
+    args: ["-tnoH", "state", "established", `( sport = :${port} or dport = :${port} )`],
+    stdout: "piped",
+  }).output();
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l.trim() !== "");
+}
+
+for (const tls of [false, true]) {
+  const kind = tls ? "TLS" : "TCP";
+  Deno.test({
+    name: `${kind} connections have keepalive on both ends (server and client sockets)`,
+    ignore: !HAS_SS || (tls && !HAS_OPENSSL),
+    async fn() {
+      await using s = await start(tls);
+      await using db = await connect(s.options);
+      assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+      // Once every byte is acknowledged, the retransmission timer gives way to keepalive's.
+      let lines: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        await delay(50);
+        lines = await sockets(s.port);
+        if (!lines.some((l) => /timer:\(on,/.test(l))) break;
+      }
+      const server = lines.filter((l) => new RegExp(`127\\.0\\.0\\.1:${s.port}\\s+127`).test(l));
+      const client = lines.filter((l) =>
+        new RegExp(`127\\.0\\.0\\.1:${s.port}\\s+users`).test(l) ||
+        new RegExp(`\\s127\\.0\\.0\\.1:${s.port}(\\s|$)`).test(l) && !server.includes(l)
+      );
+      assert.equal(server.length, 1, lines.join("\n"));
+      assert.equal(client.length, 1, lines.join("\n"));
+      assert.match(server[0], /timer:\(keepalive/, `server socket: ${server[0]}`);
+      assert.match(client[0], /timer:\(keepalive/, `client socket: ${client[0]}`);
+    },
+  });
+}
+
+/** 4,000 statements of a few ms each: many seconds, unless stopped. */
+const SLOW_SCRIPT = Array.from(
+  { length: 4000 },
+  () =>
+    "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL " +
+    "SELECT i + 1 FROM c WHERE i < 20000) SELECT i FROM c);",
+).join("\n");
+
+/** Waits until `SELECT count(*) FROM t` exceeds 0, then returns it. */
+async function rowsOnceStarted(db: Queryable): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const [[n]] = await db.values<[number]>("SELECT count(*) FROM t");
+    if (n > 0) return n;
+    await delay(25);
+  }
+  throw new Error("the script never started");
+}
+
+/** Asserts that the script stopped: no row added for a while, and far fewer than all. */
+async function assertStopped(db: Queryable): Promise<void> {
+  await delay(1000);
+  const [[a]] = await db.values<[number]>("SELECT count(*) FROM t");
+  await delay(600);
+  const [[b]] = await db.values<[number]>("SELECT count(*) FROM t");
+  assert.equal(b, a, `the script still runs: ${a} then ${b} rows`);
+  assert.ok(b < 4000, `the script ran to its end: ${b} rows`);
+  // The writer is free for others.
+  await db.run("INSERT INTO t VALUES (-1)");
+}
+
+Deno.test({
+  name:
+    "A client killed (SIGKILL) during a long exec script over TLS is found gone: the script stops",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using s = await start(true);
+    await using db = await connect(s.options);
+    await db.exec("CREATE TABLE t (n)");
+    await using child = await spawnClientProcess(s.options);
+    child.exec(SLOW_SCRIPT).catch(() => {}); // never answered: the process is killed
+    await rowsOnceStarted(db);
+    await child.kill();
+    await assertStopped(db);
+  },
+});
+
+Deno.test("A client killed (SIGKILL) with unread data over TCP (the kernel resets) is found gone: the script stops", async () => {
+  await using s = await start(false);
+  await using db = await connect(s.options);
+  await db.exec("CREATE TABLE t (n)");
+  // A raw client: it sends its hello and the script, and never reads the
+  // hello's reply, so its kernel answers the kill with a reset, not a FIN.
+  const encoder = new MessageEncoder(64 * 1024 * 1024);
+  encoder.append([Op.Hello, 1, { version: PROTOCOL_VERSION }]);
+  encoder.append([Op.Exec, 2, SLOW_SCRIPT]);
+  const bytes = encoder.take();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `const conn = await Deno.connect({ hostname: "127.0.0.1", port: ${s.port} });
+      const bytes = new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
+      for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+      console.log("sent");
+      setInterval(() => {}, 1000); // alive until killed`,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(bytes);
+  await writer.close();
+  const reader = child.stdout.getReader();
+  await reader.read(); // "sent"
+  reader.releaseLock();
+  try {
+    await rowsOnceStarted(db);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    await child.stdout.cancel();
+  }
+  await assertStopped(db);
+});
+
+Deno.test("connect() refuses a token longer than a server accepts with a TypeError naming the limit", async () => {
+  assert.equal(CLIENT_MAX_TOKEN_BYTES, MAX_TOKEN_BYTES);
+  const token = "t".repeat(MAX_TOKEN_BYTES);
+  await using dir = await tempDir();
+  await using server = await serve({
+    database: `${dir.path}/a.db`,
+    hostname: "127.0.0.1",
+    port: 0,
+    logLevel: "error",
+    token,
+  });
+  const port = (server.addr as Deno.NetAddr).port;
+  {
+    await using db = await connect({ hostname: "127.0.0.1", port, token, max: 1 });
+    assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+  }
+  // 1,023 ASCII characters and one of two bytes: 1,025 bytes.
+  for (const long of [token + "t", "t".repeat(MAX_TOKEN_BYTES - 1) + "é", "x".repeat(5000)]) {
+    const bytes = new TextEncoder().encode(long).length;
+    await assert.rejects(
+      connect({ hostname: "127.0.0.1", port, token: long, max: 1 }),
+      (err: Error) => {
+        assert.equal(err.name, "TypeError");
+        assert.equal(
+          err.message,
+          `Invalid option "token": ${bytes} bytes is longer than a server accepts (1024, UTF-8)`,
+        );
+        return true;
+      },
+    );
+  }
+});
+
+Deno.test({
+  name: "A TLS client says what to do with a certificate that does not name the host",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using dir = await tempDir();
+    const { ca, cert, key } = await makeCertificate(dir.path, "DNS:other.example");
+    await using server = await serve({
+      database: `${dir.path}/a.db`,
+      hostname: "127.0.0.1",
+      port: 0,
+      logLevel: "error",
+      tls: { cert, key },
+    });
+    const port = (server.addr as Deno.NetAddr).port;
+    await assert.rejects(
+      connect({ hostname: "127.0.0.1", port, tls: { caCerts: [ca] }, max: 1 }),
+      (err: Error) => {
+        assert.equal(err.name, "ConnectionError");
+        assert.match(
+          err.message,
+          /with TLS: .*\(the server's certificate does not name "127\.0\.0\.1": connect with a host name the certificate names, or make it with -addext subjectAltName=/,
+        );
+        return true;
+      },
+    );
+  },
+});
+
+Deno.test("serve() itself warns once that a token on a network address without TLS crosses in clear text", async () => {
+  await using dir = await tempDir();
+  const server = new URL("../server.ts", import.meta.url).href;
+  const run = async (tls: boolean) => {
+    const pem = tls ? await makeCertificate(dir.path) : null;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { serve } from ${JSON.stringify(server)};
+        const s = await serve({ database: ${JSON.stringify(`${dir.path}/${tls}.db`)},
+          hostname: "0.0.0.0", port: 0, token: "abcdefghijklmnopqrstuvwxyz",
+          tls: ${pem === null ? "null" : JSON.stringify({ cert: pem.cert, key: pem.key })} });
+        await s.shutdown();`,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    return new TextDecoder().decode(out.stderr).match(/in clear text/g)?.length ?? 0;
+  };
+  assert.equal(await run(false), 1);
+  if (HAS_OPENSSL) assert.equal(await run(true), 0);
+});
+
+Deno.test({
+  name:
+    "A TLS server closes the socket of a peer that never sends its ClientHello after helloTimeout",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using dir = await tempDir();
+    const { cert, key } = await makeCertificate(dir.path);
+    await using server = await serve({
+      database: `${dir.path}/a.db`,
+      hostname: "127.0.0.1",
+      port: 0,
+      logLevel: "error",
+      helloTimeout: 200,
+      tls: { cert, key },
+    });
+    const conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: (server.addr as Deno.NetAddr).port,
+    });
+    try {
+      const t0 = performance.now();
+      // Deno.listenTls kept such a socket open until the peer closed it.
+      const n = await conn.read(new Uint8Array(16)).catch(() => null);
+      assert.equal(n, null);
+      assert.ok(performance.now() - t0 < 3000);
+    } finally {
+      conn.close();
+    }
+  },
+});

@@ -1,0 +1,203 @@
+/**
+ * The server's TLS listener: plain TCP accepted with `Deno.listen`, each
+ * connection given TCP_NODELAY and keepalive, then TLS through `node:tls`.
+ *
+ * `Deno.listenTls` hands out connections on which neither option can be set
+ * (Deno 2.9's `TlsConn` has no `setNoDelay` nor `setKeepAlive`). Without
+ * TCP_NODELAY, a reply spanning two TLS records (over 16 KiB) or several
+ * replies in flight wait for the client's delayed ACK: 40–90 ms a round
+ * trip on Linux. Without keepalive, a client whose host vanished holds its
+ * connection slot for ever.
+ *
+ * @module
+ */
+
+import type { Socket } from "node:net";
+import { Duplex } from "node:stream";
+import * as tls from "node:tls";
+import { NodeSocketStream } from "./_node_socket.ts";
+import type { ByteStream } from "./byte_stream.ts";
+
+/** What the server needs of a listener: a `Deno.Listener`, or a {@link TlsListener}. */
+export interface Listener {
+  /** The address listened on (the port chosen, for port 0). */
+  readonly addr: Deno.Addr;
+  /** The next connection; rejects once the listener is closed. */
+  accept(): Promise<Deno.Conn>;
+  /** Stops listening. */
+  close(): void;
+}
+
+/** Accepts TCP connections and serves TLS on them, with TCP_NODELAY and keepalive set. */
+export class TlsListener implements Listener {
+  readonly #tcp: Deno.Listener<Deno.TcpConn>;
+  readonly #context: tls.SecureContext;
+
+  /**
+   * @param tcp A TCP listener; this one closes it.
+   * @param cert Certificate chain (PEM), already checked (e.g. by `Deno.listenTls`).
+   * @param key Its private key (PEM).
+   */
+  constructor(tcp: Deno.Listener<Deno.TcpConn>, cert: string, key: string) {
+    this.#tcp = tcp;
+    this.#context = tls.createSecureContext({ cert, key });
+  }
+
+  /** @inheritdoc */
+  get addr(): Deno.Addr {
+    return this.#tcp.addr;
+  }
+
+  /**
+   * The next connection, at once: its TLS handshake runs as it is read, so
+   * a peer that never completes it is bounded by the hello timeout and the
+   * handshake slots like any other.
+   */
+  async accept(): Promise<Deno.Conn> {
+    const conn = await this.#tcp.accept();
+    try {
+      conn.setNoDelay(true);
+      conn.setKeepAlive(true);
+    } catch {
+      // Reset before we got to it: the first read ends the connection.
+    }
+    // The session uses a connection's read, write, close, remoteAddr and localAddr only.
+    return new TlsServerConn(conn, this.#context) as unknown as Deno.Conn;
+  }
+
+  /** @inheritdoc */
+  close(): void {
+    this.#tcp.close();
+  }
+}
+
+/**
+ * One server-side TLS connection. The end of the client's stream reads as
+ * an error, as `Deno.listenTls` reports it (`UnexpectedEof`) when no
+ * close_notify came first: Deno's and Node.js's TLS clients close without
+ * one, and `node:tls` under Deno does not say whether it came. So over TLS
+ * a client that stopped sending is taken as gone, never as half-closed.
+ */
+class TlsServerConn implements ByteStream {
+  readonly remoteAddr: Deno.NetAddr;
+  readonly localAddr: Deno.NetAddr;
+  readonly #conn: Deno.TcpConn;
+  readonly #stream: NodeSocketStream;
+  #closed = false;
+
+  constructor(conn: Deno.TcpConn, context: tls.SecureContext) {
+    this.remoteAddr = conn.remoteAddr;
+    this.localAddr = conn.localAddr;
+    this.#conn = conn;
+    const socket = new tls.TLSSocket(new ConnDuplex(conn) as unknown as Socket, {
+      isServer: true,
+      secureContext: context,
+    });
+    this.#stream = new NodeSocketStream(socket);
+  }
+
+  async read(buffer: Uint8Array): Promise<number | null> {
+    const n = await this.#stream.read(buffer);
+    if (n === null && !this.#closed) {
+      throw new Deno.errors.UnexpectedEof("the client ended the TLS connection");
+    }
+    return n;
+  }
+
+  write(bytes: Uint8Array): Promise<number> {
+    return this.#stream.write(bytes);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stream.close();
+    try {
+      this.#conn.close();
+    } catch {
+      // Closed already, through the TLS socket.
+    }
+  }
+}
+
+/** Content type of a TLS handshake record, which a ClientHello is. */
+const TLS_HANDSHAKE = 0x16;
+/** A TLS 1.2 record holding a fatal decode_error alert. */
+const DECODE_ERROR_ALERT = new Uint8Array([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]);
+
+/** A `Deno.TcpConn` as the Node.js duplex stream `node:tls` wraps. */
+class ConnDuplex extends Duplex {
+  readonly #conn: Deno.TcpConn;
+  #pumping = false;
+  #started = false;
+
+  constructor(conn: Deno.TcpConn) {
+    super();
+    this.#conn = conn;
+  }
+
+  override _read(): void {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    this.#pump();
+  }
+
+  async #pump(): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    let first = !this.#started;
+    this.#started = true;
+    for (;;) {
+      let n: number | null;
+      try {
+        n = await this.#conn.read(buf);
+      } catch (err) {
+        this.destroy(err as Error); // reset by the peer, or closed here
+        return;
+      }
+      if (n === null) {
+        this.push(null);
+        return;
+      }
+      if (first && buf[0] !== TLS_HANDSHAKE) {
+        // Not a TLS ClientHello (a plain netsqlite hello, say): answer with a
+        // TLS alert, as Deno.listenTls does, so that the client can say the
+        // server speaks TLS (node:tls under Deno would close without a word).
+        await this.#conn.write(DECODE_ERROR_ALERT).catch(() => {});
+        this.destroy(new Error("the client did not start a TLS handshake"));
+        return;
+      }
+      first = false;
+      if (!this.push(buf.slice(0, n))) {
+        this.#pumping = false;
+        return;
+      }
+    }
+  }
+
+  override _write(
+    chunk: Uint8Array,
+    _encoding: string,
+    callback: (err?: Error | null) => void,
+  ): void {
+    this.#writeAll(chunk).then(() => callback(), callback);
+  }
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    for (let off = 0; off < bytes.length;) {
+      off += await this.#conn.write(off === 0 ? bytes : bytes.subarray(off));
+    }
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.#conn.closeWrite().then(() => callback(), callback);
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // Closed already.
+    }
+    callback(err);
+  }
+}
