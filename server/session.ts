@@ -113,6 +113,8 @@ const IDLED_REMEMBERED = 256;
  */
 const TX_WRITES_REMEMBERED = 1024;
 const MAX_QUEUED = 4096;
+/** Open cursors whose SQL a connection keeps for the slow-statement log. */
+const CURSOR_SQL_KEPT = 64;
 /**
  * How often, in ms, the session checks whether a client that stopped sending
  * is gone altogether, while one of its requests runs.
@@ -172,6 +174,8 @@ export class Session implements SessionProbe {
   #answered = 0;
   /** SQL of prepared handles, kept only for the slow-statement log. */
   #preparedSql: Map<number, string> | null = null;
+  /** SQL of this connection's open cursors, by id (only with `--slow-ms`). */
+  #cursorSql: Map<number, string> | null = null;
   #closedOnce = false;
   /** Change feeds of this connection (`subscribe`). */
   readonly #feeds: ConnectionFeeds;
@@ -787,10 +791,10 @@ export class Session implements SessionProbe {
     if (slowMs > 0 && error === undefined) this.#notePrepared(req, payload);
     const logged = error !== undefined && this.#loggedError(req, error, ms);
     if (!logged && slowMs > 0 && ms >= slowMs && typeof req[0] === "number" && req[0] < Op.Stats) {
-      const handle = typeof req[2] === "number" ? this.#preparedSql?.get(req[2]) : undefined;
       log.warnThrottled(
         "slow statement",
-        `slow statement: session ${this.id}, ${describeSlow(req, payload, ms, handle)}`,
+        `slow statement: session ${this.id}, ${opName(req[0])}, ` +
+          describeSlow(req, payload, ms, this.#sqlOf(req)),
         SLOW_LOG_INTERVAL_MS,
       );
     } else if (log.enabled("debug")) {
@@ -914,13 +918,36 @@ export class Session implements SessionProbe {
     );
   }
 
-  /** Remembers the SQL of prepared handles (only with `--slow-ms`). */
+  /**
+   * Remembers the SQL of prepared handles and of open cursors (only with
+   * `--slow-ms`), for the slow-statement log.
+   */
   #notePrepared(req: Request, payload: unknown): void {
-    if (req[0] === Op.Prepare && Array.isArray(payload) && typeof req[2] === "string") {
+    const op = req[0];
+    if (op === Op.Prepare && Array.isArray(payload) && typeof req[2] === "string") {
       (this.#preparedSql ??= new Map()).set(payload[0] as number, req[2]);
-    } else if (req[0] === Op.Finalize && typeof req[2] === "number") {
+    } else if (op === Op.Finalize && typeof req[2] === "number") {
       this.#preparedSql?.delete(req[2]);
+    } else if (op === Op.Iterate && Array.isArray(payload)) {
+      const sql = typeof req[2] === "string" ? req[2] : this.#preparedSql?.get(req[2] as number);
+      if (sql === undefined) return;
+      const cursors = this.#cursorSql ??= new Map();
+      // Cursors read to their end are not closed by the client: keep the newest.
+      if (cursors.size >= CURSOR_SQL_KEPT) cursors.delete(cursors.keys().next().value!);
+      cursors.set(payload[0] as number, sql);
+    } else if (op === Op.CloseCursor && typeof req[2] === "number") {
+      this.#cursorSql?.delete(req[2]);
     }
+  }
+
+  /** The SQL a request names by number (a prepared handle, or a cursor for `next`), if known. */
+  #sqlOf(req: Request): string | undefined {
+    const [op, , arg] = req;
+    if (typeof arg !== "number") return undefined;
+    if (op === Op.Next || op === Op.CloseCursor) return this.#cursorSql?.get(arg);
+    return op === Op.Query || op === Op.Run || op === Op.Iterate
+      ? this.#preparedSql?.get(arg)
+      : undefined;
   }
 
   /** Notes a reply that must wait for the group commit. */
@@ -1131,8 +1158,11 @@ function describeSlow(req: Request, payload: unknown, ms: number, prepared?: str
   const arg = req[2];
   if (typeof arg === "string") sql = sqlForLog(arg);
   else if (prepared !== undefined) sql = sqlForLog(prepared);
-  else if (typeof arg === "number") sql = `(prepared statement ${arg})`;
-  else if (op === Op.Batch && Array.isArray(arg)) {
+  else if (typeof arg === "number") {
+    sql = op === Op.Next || op === Op.CloseCursor
+      ? `(cursor ${arg})`
+      : `(prepared statement ${arg})`;
+  } else if (op === Op.Batch && Array.isArray(arg)) {
     sql = sqlForLog(arg.map((i) => (Array.isArray(i) ? String(i[0]) : "")).join("; "));
   } else sql = `(op ${String(op)})`;
   return `${ms.toFixed(1)} ms${rows === "" ? "" : `, ${rows}`}: ${sql}`;

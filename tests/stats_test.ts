@@ -298,6 +298,17 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
       "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) " +
       "SELECT count(*) FROM c WHERE i != ?";
     await a.request(Op.Query, [slow, ["secret-parameter-value"], null]);
+    await delay(150);
+    // A slow `next` is logged with its cursor's SQL, not a prepared handle's of the same number.
+    await a.request(Op.Prepare, ["SELECT 'unrelated handle' AS z"]);
+    const [cursor] = await a.request(Op.Iterate, [
+      "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) " +
+      "SELECT i AS cursor_sql FROM c WHERE i % 100000 = 0",
+      null,
+      null,
+    ]);
+    await a.request(Op.Next, [cursor]);
+    await delay(150);
     await a.request(Op.Exec, ["BEGIN"]);
     await a.request(Op.Run, ["INSERT INTO t VALUES (1)", null, null]);
     await assert.rejects(b.request(Op.Run, ["INSERT INTO t VALUES (2)", null, null]), /busy/);
@@ -323,8 +334,13 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
   assert.equal(closed?.length, 1, log); // three in a row, throttled to one line a second
   assert.match(
     log,
-    / warn {2}netsqlite: slow statement: session 1, \d+\.\d ms, 1 rows: WITH RECURSIVE c\(i\) AS/,
+    / warn {2}netsqlite: slow statement: session 1, query, \d+\.\d ms, 1 rows: WITH RECURSIVE c\(i\) AS/,
   );
+  assert.match(
+    log,
+    / warn {2}netsqlite: slow statement: session 1, next, \d+\.\d ms: WITH RECURSIVE .* SELECT i AS cursor_sql/,
+  );
+  assert.doesNotMatch(log, /slow statement: session 1, next, [^\n]*unrelated handle/);
   assert.ok(!log.includes("secret-parameter-value"), "parameters are never logged");
   assert.match(
     log,
