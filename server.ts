@@ -659,7 +659,7 @@ Options:
                           default), for a database whose triggers, views, CHECKs or
                           indexes use them; refused by default (the start-up log names
                           such objects)
-  --grace-ms MS           on SIGINT/SIGTERM, let transactions and queued writes finish
+  --grace-ms MS           on SIGINT/SIGTERM/SIGHUP, let transactions and queued writes finish
                           this long before rolling back (default 5000); a second signal
                           exits at once
   --synchronous MODE      full (default; acknowledged writes survive power loss) or normal
@@ -957,7 +957,7 @@ function withAbsolutePath(database: string): string {
 }
 
 /**
- * The server's command line: parses `args`, serves until SIGINT/SIGTERM.
+ * The server's command line: parses `args`, serves until SIGINT/SIGTERM/SIGHUP.
  *
  * @param args Command-line arguments (see `--help`).
  * @returns the exit status: 0, 1 when the server cannot start, 2 on bad arguments.
@@ -1023,7 +1023,12 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   const graceMs = options.graceMs ?? 5000;
   let signalledAt = -1;
   const handlers = new Map<Deno.Signal, () => void>();
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  // SIGHUP (a closed terminal or SSH session, or `kill -HUP` meant as a
+  // reload: there is nothing to reload) shuts down as gracefully as SIGTERM,
+  // instead of Deno's default of exiting on the spot.
+  const signals: Deno.Signal[] = Deno.build.os === "windows"
+    ? ["SIGINT"]
+    : ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const sig of signals) {
     const onSignal = () => {
       if (signalledAt >= 0) {
@@ -1032,7 +1037,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
         // second signal sent on purpose (later) exits at once.
         if (performance.now() - signalledAt < 150) return;
         console.error(`netsqlite: ${sig} again: exiting at once`);
-        Deno.exit(sig === "SIGINT" ? 130 : 143);
+        Deno.exit(128 + SIGNAL_NUMBERS[sig as "SIGINT" | "SIGTERM" | "SIGHUP"]);
       }
       signalledAt = performance.now();
       console.log(
@@ -1065,5 +1070,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   if (signalledAt >= 0) console.log("netsqlite: stopped");
   return 0;
 }
+
+/** Numbers of the signals the CLI shuts down on (exit code 128 + n when signalled twice). */
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
 
 if (import.meta.main) Deno.exit(await main());

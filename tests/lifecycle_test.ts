@@ -155,6 +155,33 @@ Deno.test("server.ts on SIGTERM rolls back a transaction still open after --grac
   check.close();
 });
 
+Deno.test("server.ts on SIGHUP shuts down gracefully like SIGTERM (the transaction commits within --grace-ms), and exits 129 on a second one", async () => {
+  {
+    await using sp = await startServerProcess({ args: ["--grace-ms", "5000"] });
+    await using db = await sp.client();
+    await db.exec("CREATE TABLE t (v)");
+    await db.exec("BEGIN");
+    await db.run("INSERT INTO t VALUES ('in flight')");
+    sp.child.kill("SIGHUP");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await db.run("INSERT INTO t VALUES ('second')");
+    await db.exec("COMMIT");
+    const status = await statusWithin(sp.child, 10000);
+    assert.equal(status.code, 0);
+    const check = new DatabaseSync(sp.database, { readOnly: true });
+    assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 2 });
+    check.close();
+  }
+  await using sp = await startServerProcess({ args: ["--grace-ms", "60000"] });
+  await using db = await sp.client();
+  await db.exec("BEGIN");
+  sp.child.kill("SIGHUP");
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  sp.child.kill("SIGHUP");
+  const status = await statusWithin(sp.child, 5000);
+  assert.equal(status.code, 129);
+});
+
 Deno.test("server.ts exits at once on a second signal", async () => {
   await using sp = await startServerProcess({ args: ["--grace-ms", "60000"] });
   await using db = await sp.client();
