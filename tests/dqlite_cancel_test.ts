@@ -352,6 +352,37 @@ Deno.test({
       },
     );
 
+    await t.step(
+      "a cancel racing with the transaction's COMMIT: the COMMIT's reply tells which won",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using wire = await Wire.open(srv.path);
+        await wire.ok("CREATE TABLE t (x)");
+        for (let i = 0; i < 4; i++) {
+          await wire.ok("BEGIN");
+          const id = await answered(
+            wire,
+            await wire.send(Op.Run, "INSERT INTO t VALUES (1)", null, null),
+          );
+          const before = await wire.count();
+          const commit = await wire.send(Op.Run, "COMMIT", null, null);
+          if (i > 0) await delay(i); // the COMMIT may then run on the leader already
+          await wire.cancel(id);
+          const [got, status, body] = await wire.reply();
+          assert.equal(got, commit);
+          if ((status & Status.Error) === 0) {
+            // The COMMIT was sent first and cannot be stopped: it committed, and says so.
+            assert.equal(status & Status.InTransaction, 0);
+            assert.equal(await wire.count(), before, "committed");
+          } else {
+            assert.equal((body as { code: string }).code, "TX_ABORTED", JSON.stringify(body));
+            assert.equal((await wire.ok("ROLLBACK")) & Status.InTransaction, 0);
+            assert.equal(await wire.count(), before - 1, "rolled back");
+          }
+        }
+      },
+    );
+
     // Through the client: `{ signal }` rejects the call at once and sends cancel.
     await t.step("a write aborted by its signal inside a transaction never commits", async () => {
       await using srv = await clusterServer(nodes.addresses);
