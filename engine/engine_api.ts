@@ -21,8 +21,8 @@ export type { Reply } from "./engine_session.ts";
 /**
  * One client's view of an engine, as the server's session uses it. What
  * ends a transaction whose write was cancelled after it ran
- * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`) is optional:
- * cluster mode does not track it.
+ * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`) is optional
+ * (both the single-file and the cluster engine implement it).
  */
 export type SessionLike =
   & Partial<Pick<EngineSession, "writeMark" | "wroteInTransactionSince" | "cancelWrites">>

@@ -14,6 +14,7 @@
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { CONNECTION_PRAGMAS, type PolicyConfig, UNSAFE_PRAGMAS } from "../policy.ts";
 import { scan, type Token } from "../../protocol/sql_lexer.ts";
+import { txEffect } from "./_sql_scan.ts";
 
 /**
  * Declared column types that dqlite 1.11 maps to its own value types
@@ -411,4 +412,88 @@ function declaredType(tokens: Token[], at: number): string | null {
 
 function forbidden(message: string): SqliteError {
   return new SqliteError(ErrorCode.Forbidden, message);
+}
+
+/** PRAGMAs that only report, even when given an argument in parentheses. */
+const READING_PRAGMAS = new Set([
+  "foreign_key_check",
+  "foreign_key_list",
+  "index_info",
+  "index_list",
+  "index_xinfo",
+  "integrity_check",
+  "quick_check",
+  "table_info",
+  "table_list",
+  "table_xinfo",
+]);
+
+/** Words that begin a transaction-control statement. */
+const TX_CONTROL = new Set(["begin", "commit", "end", "rollback", "savepoint", "release"]);
+
+/**
+ * True when the first statement of `sql` may write: neither a read
+ * (`SELECT`, `VALUES`, `EXPLAIN`, a PRAGMA that reports) nor transaction
+ * control. A PRAGMA that sets a value (`= v`, or `(v)` unless it is one of
+ * those that report on an object) counts as a write. Unsure cases count as
+ * writes: the caller ends a transaction on them.
+ *
+ * @example
+ * ```ts
+ * import { mayWrite } from "./_sql_shape.ts";
+ * if (!mayWrite("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x")) throw new Error("insert");
+ * if (mayWrite("PRAGMA table_info(t)") || !mayWrite("PRAGMA user_version = 1")) {
+ *   throw new Error("pragma");
+ * }
+ * if (mayWrite("ROLLBACK TO sp") || mayWrite("SELECT 1")) throw new Error("no write");
+ * ```
+ */
+export function mayWrite(sql: string): boolean {
+  const [first] = splitStatements(sql);
+  if (first === undefined) return false;
+  const words = first.filter((t) => t.kind === "word");
+  if (words.length > 0 && TX_CONTROL.has(words[0].text)) return false;
+  if (verbOf(sql) !== "read") return true;
+  if (words[0]?.text !== "pragma") return false;
+  const setter = first.find((t) => t.kind === "punct" && (t.text === "=" || t.text === "("));
+  if (setter === undefined) return false;
+  if (setter.text === "=") return true;
+  // `PRAGMA [schema.]name(arg)`: the name is the last word before the parenthesis.
+  const name = words.filter((w) => w.at < setter.at).at(-1)?.text ?? "";
+  return !READING_PRAGMAS.has(name);
+}
+
+/**
+ * True when `script`, run whole from a state inside a transaction
+ * (`inTx`) or not, leaves a statement that may write ({@link mayWrite})
+ * in the transaction open at its end: writes before a COMMIT, ROLLBACK or
+ * BEGIN in the script, or run outside any transaction, do not count.
+ * (RELEASE of a savepoint that opened the transaction ends it too; that is
+ * not told from the text, and counts as ending nothing.)
+ *
+ * @example
+ * ```ts
+ * import { writesInOpenTx } from "./_sql_shape.ts";
+ * if (!writesInOpenTx("SELECT 1; INSERT INTO t VALUES (1)", true)) throw new Error("wrote");
+ * if (writesInOpenTx("INSERT INTO t VALUES (1); COMMIT; BEGIN; SELECT 1", true)) {
+ *   throw new Error("committed");
+ * }
+ * if (writesInOpenTx("INSERT INTO t VALUES (1)", false)) throw new Error("autocommit");
+ * ```
+ */
+export function writesInOpenTx(script: string, inTx: boolean): boolean {
+  let wrote = false;
+  for (const text of statementTexts(script)) {
+    const effect = txEffect(text).last;
+    if (effect === "end") {
+      inTx = false;
+      wrote = false;
+    } else if (effect === "begin") {
+      if (!inTx) wrote = false;
+      inTx = true;
+    } else if (inTx && mayWrite(text)) {
+      wrote = true;
+    }
+  }
+  return wrote;
 }

@@ -5,6 +5,7 @@
  */
 
 import {
+  cancelledAfterWrite,
   commitRolledBack,
   leaseExpired,
   txAborted,
@@ -13,7 +14,7 @@ import {
 } from "../session_errors.ts";
 import { leaseEnd } from "../writer_queue.ts";
 import { Handles } from "../handles.ts";
-import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { type AbortError, ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type {
   BatchItemPayload,
   PreparePayload,
@@ -37,10 +38,12 @@ import { scan } from "../../protocol/sql_lexer.ts";
 import {
   checkClusterSql,
   immediateBegins,
+  mayWrite,
   requireOneStatement,
   splitStatements,
   statementTexts,
   verbOf,
+  writesInOpenTx,
 } from "./_sql_shape.ts";
 import type { DqliteEngine } from "./engine.ts";
 
@@ -92,6 +95,22 @@ export class DqliteEngineSession {
   readonly #handles: Handles;
   readonly #cursors = new Map<number, BufferedCursor>();
   #nextCursor = 1;
+  /**
+   * Requests that wrote inside the client's transaction, counted over the
+   * session's life (see {@link writeMark}); `#txWriteFloor` is the count
+   * when the last transaction ended, so that writes of an ended one do not
+   * count.
+   */
+  #txWriteSeq = 0;
+  #txWriteFloor = 0;
+  /** True once a statement of the running request wrote inside the transaction still open. */
+  #wrote = false;
+  /**
+   * Set by {@link cancelWrites} while a request of this session runs on the
+   * transaction's connection: the transaction is ended when that request
+   * returns (unless the request itself ended it), and this is its error.
+   */
+  #endWhenDone: SqliteError | null = null;
 
   /** Session number, for the log. */
   readonly id: number;
@@ -130,7 +149,13 @@ export class DqliteEngineSession {
       const statements = statementTexts(sql);
       if (statements.length === 0) return null;
       if (!statements.some((text) => verbOf(text) === "read")) {
-        await db.exec(sql); // one round trip for the whole script
+        const wrote = writesInOpenTx(sql, db.inTransaction);
+        try {
+          await db.exec(sql); // one round trip for the whole script
+        } finally {
+          // (Should it fail part way, the writes after the failure count too.)
+          this.#wrote = wrote;
+        }
         return null;
       }
       // dqlite's EXEC refuses a statement that returns rows: run those with QUERY, one by one.
@@ -216,6 +241,7 @@ export class DqliteEngineSession {
             if (!nested) await db.exec("ROLLBACK");
           } else if (nested) {
             await db.exec("ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch");
+            this.#wrote = false; // its writes are undone: the transaction holds none of them
           } else if (db.inTransaction) {
             await db.exec("ROLLBACK");
           }
@@ -309,6 +335,59 @@ export class DqliteEngineSession {
     this.#stopAcquire?.(reason);
   }
 
+  /**
+   * A mark for {@link wroteInTransactionSince}: take it before a request
+   * runs. (It counts the requests that wrote inside the client's transaction.)
+   */
+  get writeMark(): number {
+    return this.#txWriteSeq;
+  }
+
+  /**
+   * True when a request that ran since `mark` was taken wrote inside the
+   * client's transaction, and that transaction is still open (neither
+   * ended by the client, nor by the engine, nor lost with the leader). A
+   * statement counts as a write unless it reads or controls the
+   * transaction (told from its text: dqlite does not say whether a
+   * statement is read-only), whether it succeeded or failed; a batch
+   * inside the transaction counts when it succeeded and one of its items
+   * writes; a script, when a write of it is in the transaction left open.
+   */
+  wroteInTransactionSince(mark: number): boolean {
+    return this.#aborted === null && !this.#closed && this.#tx?.inTransaction === true &&
+      this.#txWriteSeq > Math.max(mark, this.#txWriteFloor);
+  }
+
+  /**
+   * The client cancelled a request that had already written inside its
+   * open transaction (the write finished before the cancel came, or could
+   * not be stopped: dqlite runs an EXEC to its end): the transaction ends,
+   * rolled back on the leader by closing its connection (at once, or, while
+   * a request of this session runs on it, stopped where it can be, once
+   * that request returns). Every request then fails with `TX_ABORTED`
+   * naming `reason` until the client sends ROLLBACK (a no-op then). Returns
+   * the error for the cancelled request's own reply, or `null` when no
+   * transaction was open to end (one lost with the leader fails its
+   * requests with `LEADER_LOST` already, and nothing of it was written).
+   *
+   * A COMMIT already running when the cancel comes is not stopped (it may
+   * be replicated already): should it succeed, the transaction is
+   * committed, the cancelled write with it, and the COMMIT's reply says so.
+   */
+  cancelWrites(reason: AbortError): AbortError | null {
+    const tx = this.#tx;
+    if (this.#closed || this.#aborted !== null || tx === null || !tx.inTransaction) return null;
+    this.#aborted = txAborted(reason);
+    this.#txWriteFloor = this.#txWriteSeq;
+    if (this.#lent === null) {
+      this.#endTx(tx);
+    } else {
+      this.#endWhenDone = this.#aborted;
+      this.#lent.interrupt();
+    }
+    return cancelledAfterWrite(reason);
+  }
+
   /** Nothing to do: requests never wait as `BLOCKED` on a cluster. */
   stopWaiting(): void {}
 
@@ -393,11 +472,14 @@ export class DqliteEngineSession {
       throw err;
     }
     this.#lent = db;
+    this.#wrote = false;
     try {
       if (this.#cancelled !== null) throw this.#cancelled;
       return await fn(db);
     } catch (err) {
       const interrupted = err instanceof SqliteError && err.sqliteCode === 9;
+      // cancelWrites() ended the transaction while this ran, and stopped it.
+      if (interrupted && this.#endWhenDone !== null) throw this.#endWhenDone;
       if (interrupted && this.#cancelled !== null) throw this.#cancelled;
       if (interrupted && late !== null) {
         throw err.message === CONNECT_INTERRUPTED ? notSent(late) : late;
@@ -419,8 +501,52 @@ export class DqliteEngineSession {
     } finally {
       clearTimeout(timer);
       this.#lent = null;
-      this.#keepOrReturn(db);
+      this.#noteRan(db);
+      if (!this.#endAfterRun(db)) this.#keepOrReturn(db);
     }
+  }
+
+  /**
+   * After a request ran on `db`: counts it when it wrote inside the
+   * transaction still open, or notes that the transaction ended (see
+   * {@link wroteInTransactionSince}).
+   */
+  #noteRan(db: DqliteDatabase): void {
+    if (!db.inTransaction) this.#txWriteFloor = this.#txWriteSeq;
+    else if (this.#wrote) this.#txWriteSeq++;
+    this.#wrote = false;
+  }
+
+  /**
+   * After a request ran on `db`, which {@link cancelWrites} was to end
+   * meanwhile: closes the connection when the transaction is still there
+   * (open, or lost with the leader), which makes the leader roll it back,
+   * and returns true. When the request ended the transaction itself (a
+   * COMMIT or ROLLBACK already sent), there is nothing left to end: the
+   * session is out of it, and the request's reply tells what happened.
+   */
+  #endAfterRun(db: DqliteDatabase): boolean {
+    const ending = this.#endWhenDone;
+    if (ending === null) return false;
+    this.#endWhenDone = null;
+    if (db.inTransaction || db.transactionLost) {
+      this.#endTx(db);
+      return true;
+    }
+    if (this.#aborted === ending) this.#aborted = null;
+    return false;
+  }
+
+  /**
+   * Ends the transaction open on `db`, this session's connection: closing
+   * the connection makes the leader roll it back (dqlite replicates a
+   * transaction at its COMMIT only, so nothing of it reached another node).
+   */
+  #endTx(db: DqliteDatabase): void {
+    clearTimeout(this.#idleTimer);
+    this.#tx = null;
+    this.#txSince = 0;
+    this.#engine._pool.discard(db);
   }
 
   /**
@@ -489,6 +615,18 @@ export class DqliteEngineSession {
    * single-file engine does: dqlite reports the connection's last values.
    */
   async #statement(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
+    const writes = db.inTransaction && mayWrite(sql);
+    try {
+      return await this.#statementOnce(db, sql, args);
+    } finally {
+      // A failed write counts too (`INSERT OR FAIL` keeps the rows before
+      // its error); one that ended the transaction does not.
+      if (!db.inTransaction) this.#wrote = false;
+      else if (writes) this.#wrote = true;
+    }
+  }
+
+  async #statementOnce(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
     const verb = verbOf(sql);
     const maxBytes = this.#engine.config.maxResultBytes;
     try {

@@ -1,0 +1,467 @@
+/**
+ * Cluster mode keeps the cancel rule of `cancel_in_tx_test.ts`: a cancel
+ * naming a request that already wrote inside the open transaction ends that
+ * transaction (rolled back on the leader; later requests fail `TX_ABORTED`;
+ * ROLLBACK is a no-op), however the race between the write and the cancel
+ * went. A cancel of a read, of a request outside a transaction, of an
+ * unknown id, or after the transaction ended changes nothing. Against a
+ * 3-node `dqlite-demo` cluster; skipped (with the reason printed) when
+ * `dqlite-demo` is not installed: `apt-get install go-dqlite libdqlite0`.
+ */
+
+import assert from "node:assert/strict";
+import { AbortError, type Client, connect, SqliteError } from "../mod.ts";
+import { serve, type Server } from "../server.ts";
+import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
+import { Op, PROTOCOL_VERSION, type Request, Status } from "../protocol/messages.ts";
+import { FrameReader } from "../transport/frame_reader.ts";
+import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { delay } from "./_helpers.ts";
+
+const ignore = DQLITE_DEMO === null;
+if (ignore) {
+  console.log(
+    "dqlite_cancel_test.ts: skipped: dqlite-demo not found on PATH " +
+      "(apt-get install go-dqlite libdqlite0)",
+  );
+}
+
+let dbSeq = 0;
+
+/** A server in cluster mode on a fresh database of `nodes`, on a temp socket. */
+async function clusterServer(
+  nodes: string[],
+): Promise<{ path: string; server: Server; client(): Promise<Client> } & AsyncDisposable> {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqcancel-" });
+  const path = `${dir}/s.sock`;
+  const server = await serve({
+    path,
+    dqlite: { nodes, database: `cancel${++dbSeq}_${Date.now()}` },
+  });
+  return {
+    path,
+    server,
+    client: () => connect({ path, max: 1 }),
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** A raw protocol connection: typed requests out, replies in. */
+class Wire implements AsyncDisposable {
+  readonly #conn: Deno.Conn;
+  readonly #enc = new MessageEncoder(1 << 20);
+  readonly #dec = new MessageDecoder();
+  readonly #reader = new FrameReader(1 << 22);
+  readonly #buf = new Uint8Array(64 * 1024);
+  #id = 1;
+
+  private constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+  }
+
+  /** Connects to the server on socket `path` and says hello. */
+  static async open(path: string): Promise<Wire> {
+    const wire = new Wire(await Deno.connect({ transport: "unix", path }));
+    await wire.call(Op.Hello, { version: PROTOCOL_VERSION });
+    return wire;
+  }
+
+  /** Sends one request without waiting; returns its id. */
+  async send(op: number, ...args: unknown[]): Promise<number> {
+    const id = ++this.#id;
+    this.#enc.append([op, id, ...args] as unknown as Request);
+    await this.#conn.write(this.#enc.take());
+    return id;
+  }
+
+  /** Sends `cancel` for request `target` (it has no reply of its own). */
+  async cancel(target: number): Promise<void> {
+    await this.send(Op.Cancel, target);
+  }
+
+  /** The next reply: `[id, status, body]`. */
+  async reply(): Promise<[number, number, unknown]> {
+    for (;;) {
+      const frame = this.#reader.next();
+      if (frame !== undefined) return this.#dec.decode(frame) as [number, number, unknown];
+      const n = await this.#conn.read(this.#buf);
+      if (n === null) throw new Error("connection closed");
+      this.#reader.push(this.#buf.slice(0, n));
+    }
+  }
+
+  /** Sends a request and returns its reply (which must be the next one). */
+  async call(op: number, ...args: unknown[]): Promise<{ status: number; body: unknown }> {
+    const id = await this.send(op, ...args);
+    const [got, status, body] = await this.reply();
+    assert.equal(got, id, "replies come in request order");
+    return { status, body };
+  }
+
+  /** Runs `sql` (a `run`), asserting success; returns the reply's status. */
+  async ok(sql: string): Promise<number> {
+    const { status, body } = await this.call(Op.Run, sql, null, null);
+    assert.equal(status & Status.Error, 0, `${sql}: ${JSON.stringify(body)}`);
+    return status;
+  }
+
+  /** Runs `sql` (a `run`), expecting the error `code`; returns its message. */
+  async fails(sql: string, code: string): Promise<string> {
+    const { status, body } = await this.call(Op.Run, sql, null, null);
+    assert.equal(status & Status.Error, Status.Error, `${sql} succeeded`);
+    assert.equal((body as { code: string }).code, code, JSON.stringify(body));
+    return (body as { message: string }).message;
+  }
+
+  /** `SELECT count(*)` of table `t`, which must succeed. */
+  async count(): Promise<number> {
+    const { status, body } = await this.call(Op.Query, "SELECT count(*) FROM t", null, null);
+    assert.equal(status & Status.Error, 0, JSON.stringify(body));
+    return ((body as [string[], unknown[][]])[1][0] as number[])[0];
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.#conn.close();
+    return Promise.resolve();
+  }
+}
+
+/** Awaits the reply to `id`, which must be a success inside a transaction. */
+async function answered(wire: Wire, id: number): Promise<number> {
+  const [got, status, body] = await wire.reply();
+  assert.equal(got, id);
+  assert.equal(status & Status.Error, 0, JSON.stringify(body));
+  assert.equal(status & Status.InTransaction, Status.InTransaction);
+  return id;
+}
+
+/** One kind of request that writes inside the transaction: sends it, returns its id once answered OK. */
+type Writer = (wire: Wire) => Promise<number>;
+
+// (No `INSERT ... RETURNING`: cluster mode refuses it, a dqlite 1.11 node would abort.)
+const WRITERS: [string, Writer][] = [
+  ["run", async (w) => answered(w, await w.send(Op.Run, "INSERT INTO t VALUES (2)", null, null))],
+  [
+    "exec (a script of writes: one round trip)",
+    async (w) => answered(w, await w.send(Op.Exec, "INSERT INTO t VALUES (2); UPDATE t SET x = x")),
+  ],
+  [
+    "exec (a script with reads: statement by statement)",
+    async (w) => answered(w, await w.send(Op.Exec, "SELECT 1; INSERT INTO t VALUES (2); SELECT 2")),
+  ],
+  [
+    "batch (a savepoint of the transaction)",
+    async (w) =>
+      answered(w, await w.send(Op.Batch, [["SELECT 1", null], ["INSERT INTO t VALUES (2)", null]])),
+  ],
+  ["a prepared handle's run", async (w) => {
+    const { body } = await w.call(Op.Prepare, "INSERT INTO t VALUES (?)");
+    const handle = (body as [number])[0];
+    return answered(w, await w.send(Op.Run, handle, [2], null));
+  }],
+  [
+    "a cursor over a write (run whole when it opens)",
+    async (w) => answered(w, await w.send(Op.Iterate, "INSERT INTO t VALUES (2)", null)),
+  ],
+  [
+    "a PRAGMA that sets a value",
+    async (w) => answered(w, await w.send(Op.Run, "PRAGMA user_version = 7", null, null)),
+  ],
+];
+
+const SLOW_INSERT =
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) " +
+  "INSERT INTO big SELECT x FROM c";
+
+Deno.test({
+  name: "cluster mode: a cancel of a write inside the transaction ends it, as on a single file",
+  ignore,
+  async fn(t) {
+    await using nodes = await DemoCluster.start(3);
+
+    for (const [kind, write] of WRITERS) {
+      await t.step(
+        `a cancel after ${kind} wrote inside the transaction rolls it back`,
+        async () => {
+          await using srv = await clusterServer(nodes.addresses);
+          await using wire = await Wire.open(srv.path);
+          await wire.ok("CREATE TABLE t (x)");
+          await wire.ok("BEGIN");
+          await wire.ok("INSERT INTO t VALUES (1)");
+          const id = await write(wire);
+          const { body } = await wire.call(
+            Op.Query,
+            "SELECT (SELECT count(*) FROM t), (SELECT user_version FROM pragma_user_version)",
+            null,
+            null,
+          );
+          const [n, version] = (body as [string[], number[][]])[1]?.[0] ?? [];
+          assert.ok(n >= 2 || version === 7, "the write ran, inside the transaction");
+          await wire.cancel(id);
+          const message = await wire.fails("INSERT INTO t VALUES (3)", "TX_ABORTED");
+          assert.match(message, new RegExp(`ABORTED: Request ${id} was cancelled after it wrote`));
+          await wire.fails("COMMIT", "TX_ABORTED");
+          // After COMMIT was refused, the ROLLBACK clients send is a no-op, and ends it.
+          const status = await wire.ok("ROLLBACK");
+          assert.equal(status & Status.InTransaction, 0);
+          assert.equal(await wire.count(), 0, "nothing of the transaction stayed");
+          const { body: v } = await wire.call(Op.Query, "PRAGMA user_version", null, null);
+          assert.deepEqual((v as [string[], unknown[][]])[1], [[0]]);
+        },
+      );
+    }
+
+    await t.step(
+      "ROLLBACK after a cancel ended the transaction is a no-op, and the connection goes on",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using wire = await Wire.open(srv.path);
+        await wire.ok("CREATE TABLE t (x)");
+        await wire.ok("BEGIN");
+        const id = await answered(
+          wire,
+          await wire.send(Op.Run, "INSERT INTO t VALUES (1)", null, null),
+        );
+        await wire.cancel(id);
+        await wire.cancel(id); // a second cancel changes nothing more
+        assert.equal((await wire.ok("ROLLBACK")) & Status.InTransaction, 0);
+        await wire.ok("INSERT INTO t VALUES (2)");
+        await wire.ok("BEGIN");
+        await wire.ok("INSERT INTO t VALUES (3)");
+        await wire.ok("COMMIT");
+        assert.equal(await wire.count(), 2);
+      },
+    );
+
+    await t.step(
+      "a cancel of a read, of BEGIN, or of an unknown request leaves the transaction open",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using wire = await Wire.open(srv.path);
+        await wire.ok("CREATE TABLE t (x)");
+        const begin = await answered(wire, await wire.send(Op.Run, "BEGIN", null, null));
+        await wire.ok("INSERT INTO t VALUES (1)");
+        const read = await answered(wire, await wire.send(Op.Query, "SELECT * FROM t", null, null));
+        const readInScript = await answered(wire, await wire.send(Op.Exec, "SELECT 1; SELECT 2"));
+        const pragma = await answered(
+          wire,
+          await wire.send(Op.Run, "PRAGMA table_info(t)", null, null),
+        );
+        const { body } = await wire.call(Op.Iterate, "SELECT x FROM t", null);
+        const next = await answered(wire, await wire.send(Op.Next, (body as [number])[0]));
+        for (const id of [begin, read, readInScript, pragma, next, 999]) await wire.cancel(id);
+        await wire.ok("INSERT INTO t VALUES (2)");
+        await wire.ok("COMMIT");
+        assert.equal(await wire.count(), 2);
+      },
+    );
+
+    await t.step(
+      "a cancel after a write in autocommit, or after its transaction ended, changes nothing",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using wire = await Wire.open(srv.path);
+        await wire.ok("CREATE TABLE t (x)");
+        const auto = await wire.send(Op.Run, "INSERT INTO t VALUES (1)", null, null);
+        const [got, status] = await wire.reply();
+        assert.deepEqual([got, status], [auto, Status.Ok]);
+        await wire.cancel(auto);
+        assert.equal(await wire.count(), 1, "the autocommit write stays");
+        await wire.ok("BEGIN");
+        const committed = await answered(
+          wire,
+          await wire.send(Op.Run, "INSERT INTO t VALUES (2)", null, null),
+        );
+        await wire.ok("COMMIT");
+        await wire.ok("BEGIN");
+        await wire.ok("INSERT INTO t VALUES (3)");
+        await wire.cancel(committed); // its transaction is over: the new one is not its
+        // Scripts that wrote and then ended their transaction, leaving a new one open.
+        const script = await answered(
+          wire,
+          await wire.send(Op.Exec, "INSERT INTO t VALUES (4); COMMIT; BEGIN; SELECT 1"),
+        );
+        await wire.cancel(script);
+        const oneTrip = await answered(
+          wire,
+          await wire.send(Op.Exec, "INSERT INTO t VALUES (5); COMMIT; BEGIN"),
+        );
+        await wire.cancel(oneTrip);
+        await wire.ok("INSERT INTO t VALUES (6)");
+        await wire.ok("COMMIT");
+        assert.equal(await wire.count(), 6);
+      },
+    );
+
+    await t.step("a write cancelled while it runs inside a transaction rolls it back", async () => {
+      await using srv = await clusterServer(nodes.addresses);
+      await using wire = await Wire.open(srv.path);
+      await wire.ok("CREATE TABLE t (x)");
+      await wire.ok("CREATE TABLE big (x)");
+      await wire.ok("BEGIN");
+      await wire.ok("INSERT INTO t VALUES (1)");
+      // dqlite runs an EXEC to its end: the write finishes, then the cancel ends the transaction.
+      const id = await wire.send(Op.Run, SLOW_INSERT, null, null);
+      await delay(20);
+      await wire.cancel(id);
+      const [got, status, body] = await wire.reply();
+      assert.equal(got, id);
+      assert.equal(status & Status.Error, Status.Error, JSON.stringify(body));
+      assert.equal((body as { code: string }).code, "ABORTED");
+      assert.match((body as { message: string }).message, /rolled back the transaction/);
+      await wire.fails("SELECT 1", "TX_ABORTED");
+      await wire.ok("ROLLBACK");
+      assert.equal(await wire.count(), 0);
+    });
+
+    await t.step(
+      "a cancel that comes while a later request runs on the transaction ends it when that returns",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using wire = await Wire.open(srv.path);
+        await wire.ok("CREATE TABLE t (x)");
+        await wire.ok("CREATE TABLE big (x)");
+        await wire.ok("BEGIN");
+        const id = await answered(
+          wire,
+          await wire.send(Op.Run, "INSERT INTO t VALUES (1)", null, null),
+        );
+        const later = await wire.send(Op.Run, SLOW_INSERT, null, null);
+        await delay(20);
+        await wire.cancel(id);
+        const [got, status, body] = await wire.reply();
+        assert.equal(got, later);
+        // It finished (dqlite runs an EXEC to its end), in the transaction now rolled back.
+        if ((status & Status.Error) !== 0) {
+          assert.equal((body as { code: string }).code, "TX_ABORTED", JSON.stringify(body));
+        }
+        assert.equal(status & Status.InTransaction, Status.InTransaction, "until ROLLBACK");
+        const message = await wire.fails("INSERT INTO t VALUES (2)", "TX_ABORTED");
+        assert.match(message, new RegExp(`ABORTED: Request ${id} was cancelled after it wrote`));
+        assert.equal((await wire.ok("ROLLBACK")) & Status.InTransaction, 0);
+        const { body: counts } = await wire.call(
+          Op.Query,
+          "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM big)",
+          null,
+          null,
+        );
+        assert.deepEqual((counts as [string[], unknown[][]])[1], [[0, 0]]);
+      },
+    );
+
+    await t.step(
+      "a cancel racing with the transaction's COMMIT: the COMMIT's reply tells which won",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using wire = await Wire.open(srv.path);
+        await wire.ok("CREATE TABLE t (x)");
+        for (let i = 0; i < 4; i++) {
+          await wire.ok("BEGIN");
+          const id = await answered(
+            wire,
+            await wire.send(Op.Run, "INSERT INTO t VALUES (1)", null, null),
+          );
+          const before = await wire.count();
+          const commit = await wire.send(Op.Run, "COMMIT", null, null);
+          if (i > 0) await delay(i); // the COMMIT may then run on the leader already
+          await wire.cancel(id);
+          const [got, status, body] = await wire.reply();
+          assert.equal(got, commit);
+          if ((status & Status.Error) === 0) {
+            // The COMMIT was sent first and cannot be stopped: it committed, and says so.
+            assert.equal(status & Status.InTransaction, 0);
+            assert.equal(await wire.count(), before, "committed");
+          } else {
+            assert.equal((body as { code: string }).code, "TX_ABORTED", JSON.stringify(body));
+            assert.equal((await wire.ok("ROLLBACK")) & Status.InTransaction, 0);
+            assert.equal(await wire.count(), before - 1, "rolled back");
+          }
+        }
+      },
+    );
+
+    // Through the client: `{ signal }` rejects the call at once and sends cancel.
+    await t.step("a write aborted by its signal inside a transaction never commits", async () => {
+      await using srv = await clusterServer(nodes.addresses);
+      await using db = await srv.client();
+      await db.exec("CREATE TABLE t (x); CREATE TABLE big (x)");
+      let seen = false; // the write ran before the cancel came at least once
+      for (let attempt = 0; attempt < 10 && !seen; attempt++) {
+        await db.exec("BEGIN");
+        await db.run("INSERT INTO t VALUES (1)");
+        const ac = new AbortController();
+        const call = db.run(SLOW_INSERT, [], { signal: ac.signal });
+        const timer = setTimeout(() => ac.abort(), 5);
+        const outcome = await call.then(() => "resolved", (e: unknown) => e);
+        clearTimeout(timer);
+        if (outcome === "resolved") { // the reply won the race: the abort came too late
+          await db.exec("ROLLBACK");
+          continue;
+        }
+        assert.ok(outcome instanceof AbortError, String(outcome));
+        const next = await db.values("SELECT count(*) FROM big").then((v) => v, (e: unknown) => e);
+        if (Array.isArray(next)) {
+          // The cancel came before the write began: it never ran.
+          assert.deepEqual(
+            next,
+            [[0]],
+            "a write the client was told ABORTED stays in the transaction",
+          );
+          await db.exec("ROLLBACK");
+          continue;
+        }
+        assert.ok(next instanceof SqliteError, String(next));
+        assert.equal(next.code, "TX_ABORTED");
+        await assert.rejects(db.exec("COMMIT"), { code: "TX_ABORTED" });
+        await db.exec("ROLLBACK");
+        seen = true;
+      }
+      assert.ok(seen, "in 10 attempts the write never ran before its abort");
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(
+        await db.values("SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM big)"),
+        [[0, 0]],
+      );
+    });
+
+    await t.step("a read aborted by its signal inside a transaction leaves it usable", async () => {
+      await using srv = await clusterServer(nodes.addresses);
+      await using db = await srv.client();
+      await db.exec("CREATE TABLE t (x)");
+      await db.exec("BEGIN");
+      await db.run("INSERT INTO t VALUES (1)");
+      const ac = new AbortController();
+      // One row, computed briefly: the interrupted read is drained, the connection stays.
+      const slow =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000) " +
+        "SELECT count(*) FROM c";
+      const call = db.values(slow, [], { signal: ac.signal });
+      const timer = setTimeout(() => ac.abort(), 5);
+      await call.catch((e: unknown) => assert.ok(e instanceof AbortError, String(e)));
+      clearTimeout(timer);
+      await db.run("INSERT INTO t VALUES (2)");
+      await db.exec("COMMIT");
+      assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[2]]);
+    });
+
+    await t.step("an autocommit write aborted by its signal after it ran stays", async () => {
+      await using srv = await clusterServer(nodes.addresses);
+      await using db = await srv.client();
+      await db.exec("CREATE TABLE big (x)");
+      const ac = new AbortController();
+      const call = db.run(SLOW_INSERT, [], { signal: ac.signal });
+      const timer = setTimeout(() => ac.abort(), 5);
+      const outcome = await call.then(() => "resolved", (e: unknown) => e);
+      clearTimeout(timer);
+      assert.ok(outcome === "resolved" || outcome instanceof AbortError, String(outcome));
+      // Its outcome is unknown to the client; the connection is usable, and
+      // the write either ran whole (and stays) or not at all.
+      const [[n]] = await db.values<[number]>("SELECT count(*) FROM big");
+      assert.ok(n === 0 || n === 200_000, `${n} rows`);
+      assert.equal(db.inTransaction, false);
+    });
+  },
+});
