@@ -7,7 +7,13 @@
  */
 
 import { AbortError, ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
-import type { BatchItem, CallOptions, Replies, WireBatchOptions } from "../protocol/messages.ts";
+import type {
+  BatchItem,
+  CallOptions,
+  Replies,
+  Requests,
+  WireBatchOptions,
+} from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { invalidParamsMessage } from "../protocol/values.ts";
 import {
@@ -177,7 +183,7 @@ export abstract class Queryable {
     checkExecOptions(options);
     checkSql(sql);
     this.#refuseTxControl(sql, true);
-    await call(this.#route, Op.Exec, [sql], options?.signal);
+    await this.#call(Op.Exec, [sql], options?.signal, null, "run exec() through the client");
   }
 
   /**
@@ -205,11 +211,11 @@ export abstract class Queryable {
     checkSql(sql);
     this.#refuseTxControl(sql);
     checkParams(params);
-    const [changes, lastInsertRowid] = await call(
-      this.#route,
+    const [changes, lastInsertRowid] = await this.#call(
       Op.Run,
       [sql, wireParams(params), wireOptions(options)],
       options?.signal,
+      sql,
     );
     return { changes, lastInsertRowid };
   }
@@ -332,6 +338,7 @@ export abstract class Queryable {
       checkSql(sql);
       this.#refuseTxControl(sql);
       checkParams(params);
+      this.#route.ownWriter?.check(sql, "write through the client");
     } catch (err) {
       return failing(err) as AsyncGenerator<T>;
     }
@@ -401,7 +408,13 @@ export abstract class Queryable {
     const args: [BatchItem[], WireBatchOptions?] = Object.keys(wire).length > 0
       ? [items, wire]
       : [items];
-    const results = await call(this.#route, Op.Batch, args, options?.signal);
+    const results = await this.#call(
+      Op.Batch,
+      args,
+      options?.signal,
+      null,
+      "run batch() through the client",
+    );
     const arrays = options?.arrays === true;
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({
       changes,
@@ -509,8 +522,17 @@ export abstract class Queryable {
   async prepare(sql: string): Promise<Statement> {
     checkSql(sql);
     this.#refuseTxControl(sql);
+    const own = this.#route.ownWriter;
+    own?.check(sql, "prepare a write through the client");
+    const explain = own?.watch();
     const conn = await this.#route.connection();
-    const [handle, columns] = await conn.request(Op.Prepare, [sql]);
+    let handle: number;
+    let columns: string[];
+    try {
+      [handle, columns] = await conn.request(Op.Prepare, [sql]);
+    } catch (err) {
+      throw explain === undefined ? err : explain(err);
+    }
     return new Statement(this.#route, sql, columns, conn, handle, conn.generation);
   }
 
@@ -523,12 +545,36 @@ export abstract class Queryable {
     checkSql(sql);
     this.#refuseTxControl(sql);
     checkParams(params);
-    return await call(
-      this.#route,
+    return await this.#call(
       Op.Query,
       [sql, wireParams(params), wireOptions(options, first)],
       options?.signal,
+      sql,
     );
+  }
+
+  /**
+   * Sends one request by `call()`; on the shared pool, first refuses a call
+   * that would wait for the client's own transaction (`sql` `null`: one that
+   * always takes the writer), and names that transaction in a `BUSY_TIMEOUT`
+   * (see `OwnWriter`).
+   */
+  async #call<O extends typeof Op.Exec | typeof Op.Run | typeof Op.Query | typeof Op.Batch>(
+    op: O,
+    args: Requests[O],
+    signal: AbortSignal | undefined,
+    sql: string | null,
+    what = "write through the client",
+  ): Promise<Replies[O]> {
+    const own = this.#route.ownWriter;
+    if (own === undefined) return await call(this.#route, op, args, signal);
+    own.check(sql, what);
+    const explain = own.watch();
+    try {
+      return await call(this.#route, op, args, signal);
+    } catch (err) {
+      throw explain(err);
+    }
   }
 
   #refuseTxControl(sql: string, script = false): void {

@@ -27,6 +27,9 @@ interface Handle {
 
 type StatementOp = typeof Op.Query | typeof Op.Run;
 
+/** What a statement prepared on the client does, for the `OwnWriter` guard's message. */
+const OWN_WRITE = "run a write statement prepared on the client";
+
 /** Sends `finalize` for each handle still live on its connection; empties `handles`. */
 function freeHandles(handles: Map<PooledConnection, Handle>): Promise<unknown>[] {
   const sent: Promise<unknown>[] = [];
@@ -202,6 +205,7 @@ export class Statement {
   ): AsyncGenerator<unknown> {
     this.#checkLive();
     checkParams(params);
+    this.#route.ownWriter?.check(this.sql, OWN_WRITE);
     const conn = await this.#route.connection(!this.#readsOnly);
     const h = this.#handleOn(conn);
     yield* cursorRows(
@@ -235,12 +239,15 @@ export class Statement {
     options: CallOptions | undefined,
     first = false,
   ): Promise<Replies[O]> {
+    const own = this.#route.ownWriter;
     try {
       this.#checkLive();
       checkParams(params);
+      own?.check(this.sql, OWN_WRITE);
     } catch (err) {
       return Promise.reject(err);
     }
+    const explain = own?.watch();
     const wo = wireOptions(options, first);
     const writes = op === Op.Run || !this.#readsOnly;
     const c = this.#route.connection(writes);
@@ -253,7 +260,8 @@ export class Statement {
       }
       return conn.request(op, [this.sql, wp, wo], options?.signal, undefined, writes);
     };
-    return c instanceof Promise ? abortable(c.then(send), options?.signal) : send(c);
+    const sent = c instanceof Promise ? abortable(c.then(send), options?.signal) : send(c);
+    return explain === undefined ? sent : sent.catch((err) => Promise.reject(explain(err)));
   }
 
   /**
