@@ -3,29 +3,28 @@
  * transaction on one of the same client's own connections: the porting trap
  * of better-sqlite3 code that uses `db` (or a statement prepared on `db`)
  * inside `db.transaction(fn)`. With `max` > 1 such a call runs on another
- * connection, so a write waits for the very transaction whose `fn` awaits it.
+ * connection, outside the transaction, so a write waits for the very
+ * transaction whose `fn` awaits it, until `BUSY_TIMEOUT`. That error then
+ * names the client's own transaction and says to query through `tx`.
  *
- * - A call that surely takes the writer, made from inside `fn` (followed
- *   across awaits) while the transaction is open, fails at once with
- *   `TX_CONTROL` instead of waiting out the busy timeout ({@link OwnWriter.check}).
- * - Any other call that fails with `BUSY_TIMEOUT` while a transaction of this
- *   client held the writer from before the call until its failure gets a
- *   message that says so ({@link OwnWriter.watch}).
+ * Failing such a write at once instead was weighed and left out: the client
+ * cannot tell whether `fn` awaits it. A write sent from `fn` without being
+ * awaited waits for the commit and then runs, outside the transaction (a
+ * pattern the pool supports), so refusing it would not be certain to refuse
+ * a self-wait only.
  *
  * @module
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import { scan } from "../protocol/sql_lexer.ts";
 import type { PooledConnection } from "./connection.ts";
 
 /** What the pool tells about its own transactions (see `Pool`). */
 export interface OwnTransactions {
   /**
    * The connection of the caller's innermost open `transaction()` of this
-   * client, when a write on another connection would surely wait for it
-   * (`max` > 1, a server that gives a transaction the writer at `BEGIN`);
-   * else `null`.
+   * client when a plain call from there runs on another connection
+   * (`max` > 1); else `null`.
    */
   callerTransaction(): PooledConnection | null;
   /** This client's connections inside a transaction now. */
@@ -39,10 +38,11 @@ interface Mark {
   openedBy: number;
 }
 
+/** What to do, in the messages of both cases. */
 const ADVICE = "inside transaction(fn), query through tx (tx.prepare / tx.run), not through " +
   "the client or statements prepared on it";
 
-/** The guard of one client's shared pool. */
+/** The watch over one client's shared pool. */
 export class OwnWriter {
   readonly #pool: OwnTransactions;
 
@@ -52,27 +52,12 @@ export class OwnWriter {
   }
 
   /**
-   * Throws `TX_CONTROL` when the call would wait for the caller's own
-   * transaction: made from inside its `fn` while it is open, and surely
-   * taking the writer (`sql` `null`: a script or batch, which always do).
-   * `what` names the call in the message ("write through the client").
-   */
-  check(sql: string | null, what: string): void {
-    if (sql !== null && !surelyWrites(sql)) return;
-    if (this.#pool.callerTransaction() === null) return;
-    throw new SqliteError(
-      ErrorCode.TxControl,
-      `Cannot ${what} from inside the client's own transaction(): the transaction holds ` +
-        "the writer, and this call would run on another connection of the client and wait " +
-        `for it until BUSY_TIMEOUT; ${ADVICE}`,
-    );
-  }
-
-  /**
    * Notes the client's transactions open now (call before sending); the
    * returned function turns a `BUSY_TIMEOUT` error into one that names
-   * this client's own transaction as the holder, when one of them stayed
-   * open from then until the failure (it held the writer all along).
+   * this client's own transaction as the writer's holder, when one of them
+   * stayed open from then until the failure: a transaction holds the writer
+   * from its `BEGIN` to its end, so it held it all along. Other errors pass
+   * unchanged.
    */
   watch(): (err: unknown) => unknown {
     const marks: Mark[] = this.#pool.inTransaction().map((conn) => ({
@@ -81,17 +66,22 @@ export class OwnWriter {
       openedBy: conn.txOpenedBy,
     }));
     if (marks.length === 0) return same;
+    const caller = this.#pool.callerTransaction();
     return (err) => {
       if (!(err instanceof SqliteError) || err.code !== ErrorCode.BusyTimeout) return err;
-      const held = marks.some((m) =>
+      const held = marks.find((m) =>
         m.conn.inTransaction && m.conn.generation === m.generation &&
         m.conn.txOpenedBy === m.openedBy
       );
-      if (!held) return err;
+      if (held === undefined) return err;
+      const fromFn = held.conn === caller
+        ? ", whose fn made this call: it ran on another connection of the client, outside the " +
+          "transaction, and waited for it to end"
+        : "";
       const message = err.message.replace(
         /held by session (\d+): /,
-        `held by this client's own transaction (session $1): ${ADVICE}, or await the ` +
-          "transaction before writing; ",
+        `held by this client's own transaction (session $1)${fromFn}; ${ADVICE} (elsewhere, ` +
+          "await the transaction before writing); ",
       );
       if (message === err.message) return err;
       return new SqliteError(err.code, message, err.sqliteCode, { cause: err });
@@ -101,51 +91,4 @@ export class OwnWriter {
 
 function same(err: unknown): unknown {
   return err;
-}
-
-/** First words of statements that always write (SQLite never runs them read-only). */
-const WRITES: ReadonlySet<string> = new Set([
-  "insert",
-  "update",
-  "delete",
-  "replace",
-  "create",
-  "drop",
-  "alter",
-]);
-
-/** First words of the statement after the common table expressions of a `WITH`. */
-const CTE_END: ReadonlySet<string> = new Set([
-  "select",
-  "values",
-  "insert",
-  "update",
-  "delete",
-  "replace",
-]);
-
-/**
- * True when `sql` surely writes, so the server runs it on the writer:
- * `INSERT`, `UPDATE`, `DELETE`, `REPLACE` (also after `WITH`), `CREATE`,
- * `DROP`, `ALTER`. False for anything else, also statements that may write.
- */
-export function surelyWrites(sql: string): boolean {
-  let first = "";
-  let depth = 0;
-  let main = "";
-  scan(sql, (t) => {
-    if (first === "") {
-      first = t.kind === "word" ? t.text : "?";
-      return first === "with";
-    }
-    if (t.kind === "semicolon") return false;
-    if (t.kind === "punct" && t.text === "(") depth++;
-    else if (t.kind === "punct" && t.text === ")") depth--;
-    else if (depth === 0 && t.kind === "word" && CTE_END.has(t.text)) {
-      main = t.text;
-      return false;
-    }
-    return true;
-  });
-  return WRITES.has(first === "with" ? main : first);
 }

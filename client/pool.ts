@@ -241,14 +241,12 @@ export class Pool implements ConnectionEvents {
   /**
    * With `max` > 1: the connection of the caller's innermost open
    * `transaction()` (its `fn`, followed across awaits) when it is one of this
-   * pool's and its `BEGIN` succeeded, on a server that gives a transaction the
-   * writer at `BEGIN` (not a dqlite cluster, where SQLite's own locks decide);
-   * else `null`. A write sent on another connection would wait for it (see
-   * `OwnWriter`). With `max: 1` plain calls join the transaction instead.
+   * pool's and its `BEGIN` succeeded; else `null`. A plain call made there
+   * runs on another connection, outside that transaction (see `OwnWriter`).
+   * With `max: 1` plain calls join the transaction instead.
    */
   ownTransactionOfCaller(): PooledConnection | null {
     if (this.#config.max === 1) return null;
-    if (this.#info.database?.startsWith("dqlite:")) return null;
     let scope = transactionContext.getStore();
     while (scope !== undefined && !scope.active) scope = scope.parent;
     if (scope === undefined) return null;

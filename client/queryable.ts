@@ -183,7 +183,7 @@ export abstract class Queryable {
     checkExecOptions(options);
     checkSql(sql);
     this.#refuseTxControl(sql, true);
-    await this.#call(Op.Exec, [sql], options?.signal, null, "run exec() through the client");
+    await this.#call(Op.Exec, [sql], options?.signal);
   }
 
   /**
@@ -215,7 +215,6 @@ export abstract class Queryable {
       Op.Run,
       [sql, wireParams(params), wireOptions(options)],
       options?.signal,
-      sql,
     );
     return { changes, lastInsertRowid };
   }
@@ -338,7 +337,6 @@ export abstract class Queryable {
       checkSql(sql);
       this.#refuseTxControl(sql);
       checkParams(params);
-      this.#route.ownWriter?.check(sql, "write through the client");
     } catch (err) {
       return failing(err) as AsyncGenerator<T>;
     }
@@ -408,13 +406,7 @@ export abstract class Queryable {
     const args: [BatchItem[], WireBatchOptions?] = Object.keys(wire).length > 0
       ? [items, wire]
       : [items];
-    const results = await this.#call(
-      Op.Batch,
-      args,
-      options?.signal,
-      null,
-      "run batch() through the client",
-    );
+    const results = await this.#call(Op.Batch, args, options?.signal);
     const arrays = options?.arrays === true;
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({
       changes,
@@ -523,7 +515,6 @@ export abstract class Queryable {
     checkSql(sql);
     this.#refuseTxControl(sql);
     const own = this.#route.ownWriter;
-    own?.check(sql, "prepare a write through the client");
     const explain = own?.watch();
     const conn = await this.#route.connection();
     let handle: number;
@@ -549,26 +540,21 @@ export abstract class Queryable {
       Op.Query,
       [sql, wireParams(params), wireOptions(options, first)],
       options?.signal,
-      sql,
     );
   }
 
   /**
-   * Sends one request by `call()`; on the shared pool, first refuses a call
-   * that would wait for the client's own transaction (`sql` `null`: one that
-   * always takes the writer), and names that transaction in a `BUSY_TIMEOUT`
-   * (see `OwnWriter`).
+   * Sends one request by `call()`; on the shared pool, a `BUSY_TIMEOUT` it
+   * gets while the client's own transaction held the writer names that
+   * transaction and says to query through `tx` (see `OwnWriter`).
    */
   async #call<O extends typeof Op.Exec | typeof Op.Run | typeof Op.Query | typeof Op.Batch>(
     op: O,
     args: Requests[O],
     signal: AbortSignal | undefined,
-    sql: string | null,
-    what = "write through the client",
   ): Promise<Replies[O]> {
     const own = this.#route.ownWriter;
     if (own === undefined) return await call(this.#route, op, args, signal);
-    own.check(sql, what);
     const explain = own.watch();
     try {
       return await call(this.#route, op, args, signal);

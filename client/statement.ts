@@ -27,9 +27,6 @@ interface Handle {
 
 type StatementOp = typeof Op.Query | typeof Op.Run;
 
-/** What a statement prepared on the client does, for the `OwnWriter` guard's message. */
-const OWN_WRITE = "run a write statement prepared on the client";
-
 /** Sends `finalize` for each handle still live on its connection; empties `handles`. */
 function freeHandles(handles: Map<PooledConnection, Handle>): Promise<unknown>[] {
   const sent: Promise<unknown>[] = [];
@@ -205,7 +202,6 @@ export class Statement {
   ): AsyncGenerator<unknown> {
     this.#checkLive();
     checkParams(params);
-    this.#route.ownWriter?.check(this.sql, OWN_WRITE);
     const conn = await this.#route.connection(!this.#readsOnly);
     const h = this.#handleOn(conn);
     yield* cursorRows(
@@ -239,15 +235,13 @@ export class Statement {
     options: CallOptions | undefined,
     first = false,
   ): Promise<Replies[O]> {
-    const own = this.#route.ownWriter;
     try {
       this.#checkLive();
       checkParams(params);
-      own?.check(this.sql, OWN_WRITE);
     } catch (err) {
       return Promise.reject(err);
     }
-    const explain = own?.watch();
+    const explain = this.#route.ownWriter?.watch();
     const wo = wireOptions(options, first);
     const writes = op === Op.Run || !this.#readsOnly;
     const c = this.#route.connection(writes);
