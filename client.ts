@@ -186,6 +186,7 @@ export class Client extends Queryable {
         }
       },
       refusesTxControl: pool.max > 1,
+      ownWriter: pool.ownWriter,
     });
     this.#pool = pool;
   }

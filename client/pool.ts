@@ -49,6 +49,7 @@ import {
 import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
 import { type Link, unsentError } from "./link.ts";
+import { OwnWriter } from "./_own_writer.ts";
 import type { ConnectConfig } from "./options.ts";
 import { formatAddress } from "../transport/address.ts";
 
@@ -115,6 +116,12 @@ export class Pool implements ConnectionEvents {
   readonly #handing = new Set<PooledConnection>();
   /** Ends {@link #handing} should the call never send (an `iterate()` never consumed). */
   #handingTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Guards calls on the shared pool against waiting for this client's own transaction. */
+  readonly ownWriter: OwnWriter = new OwnWriter({
+    callerTransaction: () => this.ownTransactionOfCaller(),
+    inTransaction: () => this.inTransaction(),
+  });
 
   /** The resolved connect options. */
   get config(): ConnectConfig {
@@ -229,6 +236,27 @@ export class Pool implements ConnectionEvents {
     const only = this.#conns[0];
     if (scope !== undefined && scope.conn === only && only.reserved) return only;
     return only !== undefined && !only.reserved && only.inTransaction ? only : null;
+  }
+
+  /**
+   * With `max` > 1: the connection of the caller's innermost open
+   * `transaction()` (its `fn`, followed across awaits) when it is one of this
+   * pool's and its `BEGIN` succeeded; else `null`. A plain call made there
+   * runs on another connection, outside that transaction (see `OwnWriter`).
+   * With `max: 1` plain calls join the transaction instead.
+   */
+  ownTransactionOfCaller(): PooledConnection | null {
+    if (this.#config.max === 1) return null;
+    let scope = transactionContext.getStore();
+    while (scope !== undefined && !scope.active) scope = scope.parent;
+    if (scope === undefined) return null;
+    const conn = scope.conn;
+    return conn.reserved && conn.inTransaction && this.#conns.includes(conn) ? conn : null;
+  }
+
+  /** This pool's connections inside a transaction now (`transaction()`, or `BEGIN` on a reserved one). */
+  inTransaction(): PooledConnection[] {
+    return this.#conns.filter((c) => c.inTransaction);
   }
 
   /**

@@ -7,7 +7,13 @@
  */
 
 import { AbortError, ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
-import type { BatchItem, CallOptions, Replies, WireBatchOptions } from "../protocol/messages.ts";
+import type {
+  BatchItem,
+  CallOptions,
+  Replies,
+  Requests,
+  WireBatchOptions,
+} from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { invalidParamsMessage } from "../protocol/values.ts";
 import {
@@ -177,7 +183,7 @@ export abstract class Queryable {
     checkExecOptions(options);
     checkSql(sql);
     this.#refuseTxControl(sql, true);
-    await call(this.#route, Op.Exec, [sql], options?.signal);
+    await this.#call(Op.Exec, [sql], options?.signal);
   }
 
   /**
@@ -205,8 +211,7 @@ export abstract class Queryable {
     checkSql(sql);
     this.#refuseTxControl(sql);
     checkParams(params);
-    const [changes, lastInsertRowid] = await call(
-      this.#route,
+    const [changes, lastInsertRowid] = await this.#call(
       Op.Run,
       [sql, wireParams(params), wireOptions(options)],
       options?.signal,
@@ -401,7 +406,7 @@ export abstract class Queryable {
     const args: [BatchItem[], WireBatchOptions?] = Object.keys(wire).length > 0
       ? [items, wire]
       : [items];
-    const results = await call(this.#route, Op.Batch, args, options?.signal);
+    const results = await this.#call(Op.Batch, args, options?.signal);
     const arrays = options?.arrays === true;
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({
       changes,
@@ -509,8 +514,16 @@ export abstract class Queryable {
   async prepare(sql: string): Promise<Statement> {
     checkSql(sql);
     this.#refuseTxControl(sql);
+    const own = this.#route.ownWriter;
+    const explain = own?.watch();
     const conn = await this.#route.connection();
-    const [handle, columns] = await conn.request(Op.Prepare, [sql]);
+    let handle: number;
+    let columns: string[];
+    try {
+      [handle, columns] = await conn.request(Op.Prepare, [sql]);
+    } catch (err) {
+      throw explain === undefined ? err : explain(err);
+    }
     return new Statement(this.#route, sql, columns, conn, handle, conn.generation);
   }
 
@@ -523,12 +536,31 @@ export abstract class Queryable {
     checkSql(sql);
     this.#refuseTxControl(sql);
     checkParams(params);
-    return await call(
-      this.#route,
+    return await this.#call(
       Op.Query,
       [sql, wireParams(params), wireOptions(options, first)],
       options?.signal,
     );
+  }
+
+  /**
+   * Sends one request by `call()`; on the shared pool, a `BUSY_TIMEOUT` it
+   * gets while the client's own transaction held the writer names that
+   * transaction and says to query through `tx` (see `OwnWriter`).
+   */
+  async #call<O extends typeof Op.Exec | typeof Op.Run | typeof Op.Query | typeof Op.Batch>(
+    op: O,
+    args: Requests[O],
+    signal: AbortSignal | undefined,
+  ): Promise<Replies[O]> {
+    const own = this.#route.ownWriter;
+    if (own === undefined) return await call(this.#route, op, args, signal);
+    const explain = own.watch();
+    try {
+      return await call(this.#route, op, args, signal);
+    } catch (err) {
+      throw explain(err);
+    }
   }
 
   #refuseTxControl(sql: string, script = false): void {

@@ -8,6 +8,7 @@
 
 import { ConnectionError } from "../protocol/errors.ts";
 import type { PooledConnection } from "./connection.ts";
+import type { OwnWriter } from "./_own_writer.ts";
 
 /** How a query API object reaches a connection. */
 export interface Route {
@@ -30,6 +31,8 @@ export interface Route {
    * savepoint named like `transaction()`'s own) are refused.
    */
   readonly refusesTxEnd?: boolean;
+  /** The shared pool's guard against waiting for the client's own transaction. */
+  readonly ownWriter?: OwnWriter;
 }
 
 /** A route bound to one connection while `active()` holds. */
