@@ -30,8 +30,11 @@ export function missingValues(given: number, count: number): SqliteError {
 export function missingName(name: string): SqliteError {
   return new SqliteError(
     ErrorCode.InvalidParam,
-    `Missing value for parameter "${name}": the parameters object has no "${name.slice(1)}" ` +
-      `(or "${name}")`,
+    name[0] === "?"
+      ? `Missing value for parameter "${name}": the parameters object has no "${name}"`
+      : `Missing value for parameter "${name}": the parameters object has no "${
+        name.slice(1)
+      }" (or "${name}")`,
   );
 }
 

@@ -1,0 +1,70 @@
+/**
+ * Parameters a call leaves out, the value count, and what prepare() waits
+ * for, through real in-process servers on both engines: an object never
+ * leaves a parameter NULL silently, a wrong value count is INVALID_PARAM,
+ * and preparing a write does not wait for the writer.
+ */
+
+import assert from "node:assert/strict";
+import { SqliteError } from "../mod.ts";
+import { startServer } from "./_helpers.ts";
+
+const ENGINES = ["ffi", "node"] as const;
+
+/** Asserts that `promise` rejects with `code` and a message matching `message`. */
+async function refused(promise: Promise<unknown>, code: string, message: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, code);
+    assert.match(err.message, message);
+    return true;
+  });
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`an object for a statement with an anonymous ? is refused, not bound NULL (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT)");
+    await db.run("INSERT INTO users VALUES (1, 'ada')");
+    const anonymous =
+      /^Cannot bind a parameters object: the statement has positional parameters "\?": pass an array$/;
+    await refused(
+      db.run("UPDATE users SET name = :name WHERE id = ?", { name: "bob" }),
+      "INVALID_PARAM",
+      anonymous,
+    );
+    await refused(db.get("SELECT ? AS a, :b AS b", { b: 2 }), "INVALID_PARAM", anonymous);
+    await refused(db.get("SELECT ?", {}), "INVALID_PARAM", anonymous);
+    const stmt = await db.prepare("UPDATE users SET name = :name WHERE id = ?");
+    await refused(stmt.run({ name: "bob" }), "INVALID_PARAM", anonymous);
+    assert.deepEqual(await db.get("SELECT name FROM users"), { name: "ada" });
+    // An array binds it.
+    assert.equal(
+      (await db.run("UPDATE users SET name = :name WHERE id = ?", ["bob", 1])).changes,
+      1,
+    );
+    assert.deepEqual(await db.get("SELECT ? AS a, :b AS b", [1, 2]), { a: 1, b: 2 });
+  });
+
+  Deno.test(`a ?NNN an object leaves out is refused; an index no parameter takes stays NULL (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await refused(
+      db.get("SELECT ?1 AS a, ?2 AS b", { "?1": 5 }),
+      "INVALID_PARAM",
+      /^Missing value for parameter "\?2": the parameters object has no "\?2"$/,
+    );
+    assert.deepEqual(await db.get("SELECT ?1 AS a, ?2 AS b", { "?1": 5, "?2": 6 }), { a: 5, b: 6 });
+    // `?1, ?3`: index 2 has no parameter; nothing to bind, nothing to name.
+    assert.deepEqual(await db.get("SELECT ?1 AS a, ?3 AS b", { "?1": 5, "?3": 6 }), { a: 5, b: 6 });
+    await refused(
+      db.get("SELECT ?1 AS a, ?3 AS b", { "?1": 5, "?2": 0, "?3": 6 }),
+      "INVALID_PARAM",
+      /"\?2": the statement has no parameter of that name/,
+    );
+    assert.deepEqual(await db.get("SELECT ?1 AS a, ?3 AS b", [5, 0, 6]), { a: 5, b: 6 });
+    assert.deepEqual(await db.get("SELECT :x AS a, ?2 AS b", { x: 1, "?2": 2 }), { a: 1, b: 2 });
+    await refused(db.get("SELECT :x AS a, ?2 AS b", { x: 1 }), "INVALID_PARAM", /"\?2"/);
+  });
+}
