@@ -416,5 +416,9 @@ Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arg
     "INVALID_PARAM",
     /^Missing parameter values: the statement has 2 parameters, 1 was given$/,
   );
-  refused(() => positionalArgs("SELECT ?", [1, 2]), "SQLITE_RANGE", /^Cannot bind 2 values/);
+  refused(
+    () => positionalArgs("SELECT ?", [1, 2]),
+    "INVALID_PARAM",
+    /^Too many parameter values: the statement has 1 parameter, 2 were given$/,
+  );
 });

@@ -47,6 +47,34 @@ for (const engine of ENGINES) {
     assert.deepEqual(await db.get("SELECT ? AS a, :b AS b", [1, 2]), { a: 1, b: 2 });
   });
 
+  Deno.test(`too many or too few positional values are INVALID_PARAM, naming both counts (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await refused(
+      db.get("SELECT ?, ?", [1, 2, 3]),
+      "INVALID_PARAM",
+      /^Too many parameter values: the statement has 2 parameters, 3 were given$/,
+    );
+    await refused(
+      db.get("SELECT ?, ?", [1]),
+      "INVALID_PARAM",
+      /^Missing parameter values: the statement has 2 parameters, 1 was given$/,
+    );
+    await refused(
+      db.run("SELECT 1", [1]),
+      "INVALID_PARAM",
+      /^Too many parameter values: the statement has no parameters, 1 was given$/,
+    );
+    const stmt = await db.prepare("SELECT ?1 AS a, ?3 AS b");
+    await refused(
+      stmt.get([1, 2, 3, 4]),
+      "INVALID_PARAM",
+      /^Too many parameter values: the statement has 3 parameters, 4 were given$/,
+    );
+    assert.deepEqual(await stmt.get([1, 2, 3]), { a: 1, b: 3 });
+    await stmt.finalize();
+  });
+
   Deno.test(`a ?NNN an object leaves out is refused; an index no parameter takes stays NULL (${engine})`, async () => {
     await using srv = await startServer({ engine });
     await using db = await srv.client();
