@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { SqliteError } from "../mod.ts";
+import { connect, SqliteError } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
@@ -94,5 +94,75 @@ for (const engine of ENGINES) {
     assert.deepEqual(await db.get("SELECT ?1 AS a, ?3 AS b", [5, 0, 6]), { a: 5, b: 6 });
     assert.deepEqual(await db.get("SELECT :x AS a, ?2 AS b", { x: 1, "?2": 2 }), { a: 1, b: 2 });
     await refused(db.get("SELECT :x AS a, ?2 AS b", { x: 1 }), "INVALID_PARAM", /"\?2"/);
+  });
+
+  Deno.test(`prepare() of a write does not wait for the writer; its run waits once (${engine})`, async () => {
+    await using srv = await startServer({ engine, busyTimeout: 1000 });
+    await using holder = await srv.client();
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE cats(name TEXT)");
+    const insert = await db.prepare("INSERT INTO cats VALUES (?)"); // on connection 1
+    const tx = await holder.reserve();
+    await tx.exec("BEGIN IMMEDIATE"); // another client holds the writer
+    try {
+      let start = performance.now();
+      const late = await db.prepare("INSERT INTO cats VALUES (:name)");
+      assert.ok(performance.now() - start < 500, `prepare took ${performance.now() - start} ms`);
+      assert.deepEqual(late.columns, []);
+      // Preparing checks the statement still, against the committed schema.
+      await refused(db.prepare("INSERT INTO nosuch VALUES (1)"), "SQLITE_ERROR", /no such table/);
+      // Connection 1 is taken: the run goes to connection 2, which prepares it
+      // (sent with the call); the write waits busyTimeout once, not twice.
+      const mine = await db.reserve();
+      try {
+        start = performance.now();
+        await refused(insert.run(["a"]), "BUSY_TIMEOUT", /waited/);
+        const waited = performance.now() - start;
+        assert.ok(waited >= 900 && waited < 1800, `waited ${waited} ms`);
+      } finally {
+        mine.release();
+      }
+      // Once the writer is free, the run goes through.
+      const run = late.run({ name: "b" });
+      await tx.exec("ROLLBACK");
+      assert.equal((await run).changes, 1);
+    } finally {
+      tx.release();
+    }
+    assert.deepEqual(await db.query("SELECT name FROM cats"), [{ name: "b" }]);
+  });
+
+  Deno.test(`prepare() sees its own transaction's tables and never another one's (${engine})`, async () => {
+    await using srv = await startServer({ engine, busyTimeout: 5000 });
+    await using other = await srv.client();
+    await using db = await srv.client();
+    const theirs = await other.reserve();
+    await theirs.exec("BEGIN");
+    await theirs.exec("CREATE TABLE hidden(x)");
+    try {
+      // Their uncommitted table is no business of this session: refused at
+      // once (it used to wait for their transaction to end).
+      const start = performance.now();
+      await refused(db.prepare("INSERT INTO hidden VALUES (1)"), "SQLITE_ERROR", /no such table/);
+      assert.ok(performance.now() - start < 2500, `prepare took ${performance.now() - start} ms`);
+    } finally {
+      await theirs.exec("ROLLBACK");
+      theirs.release();
+    }
+    await db.transaction(async (tx) => {
+      await tx.exec("CREATE TABLE mine(x)");
+      const insert = await tx.prepare("INSERT INTO mine VALUES (?)");
+      assert.equal((await insert.run([1])).changes, 1);
+      const read = await tx.prepare("SELECT x FROM mine");
+      assert.deepEqual(await read.all(), [{ x: 1 }]);
+      await refused(insert.run({ x: 1 }), "INVALID_PARAM", /pass an array$/);
+    });
+    assert.deepEqual(await db.query("SELECT x FROM mine"), [{ x: 1 }]);
+    // TEMP objects live on the writer: a statement on one prepares there.
+    await db.exec("CREATE TEMP TABLE scratch(y)");
+    const temp = await db.prepare("INSERT INTO scratch VALUES (?) RETURNING y");
+    assert.deepEqual(temp.columns, ["y"]);
+    assert.deepEqual(await temp.all([2]), [{ y: 2 }]);
+    await db.exec("DROP TABLE scratch");
   });
 }
