@@ -1280,7 +1280,15 @@ export class EngineSession implements HostedSession {
     }
   }
 
-  /** Prepares a statement server-side and returns `[handle, columns]`. */
+  /**
+   * Prepares a statement server-side and returns `[handle, columns]`.
+   * Preparing compiles and checks the statement only: it does so on a
+   * reader, so a write prepares at once while another session holds the
+   * writer (each run of the handle is routed anew, a write to the writer).
+   * The writer prepares it only for its owner (whose own transaction may
+   * have changed the schema), and while TEMP objects exist (they live on
+   * the writer alone), or for a PRAGMA only the writer may judge.
+   */
   prepare(sql: string): Reply<PreparePayload> {
     if (this.#awaitingCommit) return BLOCKED;
     if (this.#aborted !== null || this.#endedAtCommit) {
@@ -1289,11 +1297,38 @@ export class EngineSession implements HostedSession {
       const txOp = this.#txOpOf(sql);
       if (txOp === "ROLLBACK" || txOp === "COMMIT") return [this.#handles.add(sql), []];
     }
+    const checked = this.#checkOnReader(sql);
+    if (checked !== null) return [this.#handles.add(sql), checked.columns];
     const p = this.#route(sql);
     if (p === BLOCKED) return BLOCKED;
     if (p.onWriter) this.#host.writer.afterWrite(this);
     const handle = this.#handles.add(sql);
     return [handle, p.columns];
+  }
+
+  /**
+   * Prepares `sql` on the shared reader for {@link prepare}, without taking
+   * the writer: `null` when the writer must (this session holds it, TEMP
+   * objects exist, `:memory:`, or the policy leaves the statement to the
+   * writer's state).
+   *
+   * @throws {SqliteError} SQLite's error for a statement that does not
+   *   compile against the committed schema.
+   */
+  #checkOnReader(sql: string): Prepared | null {
+    this.#failIfAborted();
+    const host = this.#host;
+    // (Another session's open transaction is on the writer: its uncommitted
+    // schema is no business of this one.)
+    if (host.writer.owns(this) || host.writer.hasTemp()) return null;
+    this.#endedAtCommit = false;
+    try {
+      return host.readers.snapshot()?.prepare(sql) ?? null;
+    } catch (err) {
+      // (As #route: a PRAGMA may fail there for the reader's own state.)
+      if (err instanceof WriterDecides || startsWith(sql, "pragma")) return null;
+      throw err;
+    }
   }
 
   /** Frees a handle from {@link prepare}. */

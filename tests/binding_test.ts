@@ -169,6 +169,7 @@ for (const sqlite of ENGINES) {
       assert.deepEqual(query(db, "SELECT ?2, ?1, ?2", ["a", "b"]), [["b", "a", "b"]]);
       assert.deepEqual(query(db, "SELECT :a, :a + 1", { a: 41 }), [[41, 42]]);
       assert.deepEqual(query(db, "SELECT ?3", { "?3": 7 }), [[7]]);
+      assert.deepEqual(query(db, "SELECT ?1, ?3", { "?1": 1, "?3": 3 }), [[1, 3]]);
       const stmt = db.prepare("SELECT ':x' AS \"@y\", :z -- :w\n")!;
       assert.equal(stmt.paramCount, 1);
       stmt.bind({ z: 1 });
@@ -176,17 +177,69 @@ for (const sqlite of ENGINES) {
       stmt.finalize();
     }));
 
-  Deno.test(`Stmt.bind() refuses unknown names and missing values with INVALID_PARAM, too many values with SQLITE_RANGE ${e}`, () =>
+  Deno.test(`Stmt.bind() refuses unknown names, missing values and too many values with INVALID_PARAM ${e}`, () =>
     withDb(sqlite, (db) => {
       const stmt = db.prepare("SELECT :a, ?")!;
       assert.equal(stmt.paramCount, 2);
-      rejects(() => stmt.bind({ nope: 1 }), "INVALID_PARAM", undefined, /"nope"/);
-      rejects(() => stmt.bind([1, 2, 3]), "SQLITE_RANGE", 25, /3 values/);
+      // An object cannot name the `?`: refused rather than bound NULL.
+      const objects: Record<string, number>[] = [{ a: 1 }, { nope: 1 }, {}, { a: 1, "?2": 2 }];
+      for (const values of objects) {
+        rejects(
+          () => stmt.bind(values),
+          "INVALID_PARAM",
+          undefined,
+          /positional parameters "\?": pass an array$/,
+        );
+      }
+      rejects(
+        () => stmt.bind([1, 2, 3]),
+        "INVALID_PARAM",
+        undefined,
+        /^Too many parameter values: the statement has 2 parameters, 3 were given$/,
+      );
       rejects(() => stmt.bind([1]), "INVALID_PARAM", undefined, /has 2 parameters, 1 was given/);
-      rejects(() => stmt.bind({}), "INVALID_PARAM", undefined, /Missing value for parameter ":a"/);
       stmt.bind([1, 2]);
       assert.deepEqual(stmt.all(), [[1, 2]]);
       stmt.finalize();
+      // `?NNN` is required like a name; an index no parameter takes stays NULL.
+      const numbered = db.prepare("SELECT :a, ?3, ?3")!;
+      assert.equal(numbered.paramCount, 3);
+      rejects(() => numbered.bind({ nope: 1 }), "INVALID_PARAM", undefined, /"nope"/);
+      rejects(
+        () => numbered.bind({}),
+        "INVALID_PARAM",
+        undefined,
+        /Missing value for parameter ":a"/,
+      );
+      rejects(
+        () => numbered.bind({ a: 1 }),
+        "INVALID_PARAM",
+        undefined,
+        /^Missing value for parameter "\?3": the parameters object has no "\?3"$/,
+      );
+      rejects(
+        () => numbered.bind({ a: 1, "?3": 3, "?2": 2 }),
+        "INVALID_PARAM",
+        undefined,
+        /"\?2": the statement has no parameter/,
+      );
+      numbered.bind({ a: 1, "?3": 3 });
+      assert.deepEqual(numbered.all(), [[1, 3, 3]]);
+      numbered.bind([1, 2, 3]);
+      assert.deepEqual(numbered.all(), [[1, 3, 3]]);
+      numbered.finalize();
+      // A `?` after `?NNN` takes the next index; before it, one SQLite leaves nameless.
+      for (const sql of ["SELECT ?2, ?", "SELECT ?, ?2", "SELECT ?, ?1"]) {
+        const s = db.prepare(sql)!;
+        if (sql === "SELECT ?, ?1") {
+          // (SQLite names index 1 "?1": the key binds the `?` too.)
+          s.bind({ "?1": 7 });
+          assert.deepEqual(s.all(), [[7, 7]]);
+        } else {
+          rejects(() => s.bind({ "?2": 1 }), "INVALID_PARAM", undefined, /pass an array$/);
+        }
+        s.finalize();
+      }
     }));
 
   Deno.test(`Db.prepare() walks a multi-statement script with non-ASCII text ${e}`, () =>

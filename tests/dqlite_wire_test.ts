@@ -375,14 +375,12 @@ Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; write
 Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arguments", () => {
   assert.deepEqual(positionalArgs("SELECT ?", [1]), [1]);
   assert.deepEqual(positionalArgs("SELECT :a, :b, :a", { b: 2, a: 1 }), [1, 2]);
-  assert.deepEqual(positionalArgs("SELECT ?, :a, ?3, @b, $c", { c: 5, ":a": 2, "@b": 4 }), [
-    null,
-    2,
-    null,
-    4,
-    5,
-  ]);
-  assert.deepEqual(positionalArgs("SELECT ?2, :x", { x: "v" }), [null, null, "v"]);
+  assert.deepEqual(
+    positionalArgs("SELECT :a, ?3, @b, $c", { c: 5, ":a": 2, "@b": 4, "?3": 3 }),
+    [2, null, 3, 4, 5],
+  );
+  assert.deepEqual(positionalArgs("SELECT ?, :a, ?3, @b", [1, 2, 3, 4]), [1, 2, 3, 4]);
+  assert.deepEqual(positionalArgs("SELECT ?2, :x", { x: "v", "?2": 1 }), [null, 1, "v"]);
   // Literals, quoted names and comments hold no parameters; only the first statement counts.
   assert.deepEqual(
     positionalArgs("SELECT ':no', \"@no\", [$no] /* :no */, :yes -- :no\n; SELECT :later", {
@@ -402,6 +400,9 @@ Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arg
   };
   refused(() => positionalArgs("SELECT :a", { a: 1, b: 1 }), "INVALID_PARAM", /"b": the statement/);
   refused(() => positionalArgs("SELECT :a; SELECT :b", { a: 1, b: 1 }), "INVALID_PARAM", /"b"/);
+  // No key names a `?` (nor a `?NNN` left out): refused rather than bound NULL.
+  refused(() => positionalArgs("SELECT :a, ?", { a: 1 }), "INVALID_PARAM", /pass an array$/);
+  refused(() => positionalArgs("SELECT ?2, :x", { x: 1 }), "INVALID_PARAM", /"\?2"/);
   // A bare key binds every parameter of that name; none is left NULL silently.
   assert.deepEqual(positionalArgs("SELECT $a, @a, :a", { a: 1 }), [1, 1, 1]);
   assert.deepEqual(positionalArgs("SELECT :a, ?1", { a: 1 }), [1]);
@@ -415,5 +416,9 @@ Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arg
     "INVALID_PARAM",
     /^Missing parameter values: the statement has 2 parameters, 1 was given$/,
   );
-  refused(() => positionalArgs("SELECT ?", [1, 2]), "SQLITE_RANGE", /^Cannot bind 2 values/);
+  refused(
+    () => positionalArgs("SELECT ?", [1, 2]),
+    "INVALID_PARAM",
+    /^Too many parameter values: the statement has 1 parameter, 2 were given$/,
+  );
 });

@@ -846,7 +846,11 @@ for (const transport of TRANSPORTS) {
     assert.match(replies[0][2].message, /^Cannot bind parameter 2: string contains a NUL/);
     assert.equal(replies[1][2].code, "INVALID_PARAM");
     assert.match(replies[1][2].message, /^Cannot bind parameter "a": string contains a NUL/);
-    assert.equal(replies[2][2].code, "SQLITE_RANGE", "more parameters than the statement has");
+    assert.equal(replies[2][2].code, "INVALID_PARAM", "more parameters than the statement has");
+    assert.equal(
+      replies[2][2].message,
+      "Too many parameter values: the statement has 1 parameter, 2 were given",
+    );
     assert.deepEqual(replies[3][2], [["?"], [[2n ** 53n + 1n]]]);
     assert.equal(replies[4][2].code, "BAD_REQUEST");
     // Still usable.

@@ -8,21 +8,29 @@
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type { SqlValue } from "./binding.ts";
 
+/** "2 parameters", "1 parameter", "no parameters". */
+function parameters(count: number): string {
+  return count === 0 ? "no parameters" : `${count} parameter${count === 1 ? "" : "s"}`;
+}
+
+/** "1 was given", "3 were given". */
+function given(n: number): string {
+  return `${n} ${n === 1 ? "was" : "were"} given`;
+}
+
 /** The error for more positional values than the statement has parameters. */
-export function tooManyValues(given: number, count: number): SqliteError {
+export function tooManyValues(n: number, count: number): SqliteError {
   return new SqliteError(
-    "SQLITE_RANGE",
-    `Cannot bind ${given} values: the statement has ${count} parameter${count === 1 ? "" : "s"}`,
-    25,
+    ErrorCode.InvalidParam,
+    `Too many parameter values: the statement has ${parameters(count)}, ${given(n)}`,
   );
 }
 
 /** The error for fewer positional values than the statement has parameters. */
-export function missingValues(given: number, count: number): SqliteError {
+export function missingValues(n: number, count: number): SqliteError {
   return new SqliteError(
     ErrorCode.InvalidParam,
-    `Missing parameter values: the statement has ${count} parameter${count === 1 ? "" : "s"}, ` +
-      `${given} ${given === 1 ? "was" : "were"} given`,
+    `Missing parameter values: the statement has ${parameters(count)}, ${given(n)}`,
   );
 }
 
@@ -30,8 +38,11 @@ export function missingValues(given: number, count: number): SqliteError {
 export function missingName(name: string): SqliteError {
   return new SqliteError(
     ErrorCode.InvalidParam,
-    `Missing value for parameter "${name}": the parameters object has no "${name.slice(1)}" ` +
-      `(or "${name}")`,
+    name[0] === "?"
+      ? `Missing value for parameter "${name}": the parameters object has no "${name}"`
+      : `Missing value for parameter "${name}": the parameters object has no "${
+        name.slice(1)
+      }" (or "${name}")`,
   );
 }
 

@@ -6,14 +6,20 @@
  *   parameter; a bare key (`"a"`) names every parameter called `a` with any
  *   prefix (as better-sqlite3 binds `{ a }` to `$a`, `@a` and `:a` alike).
  * - A key naming no parameter is refused (`INVALID_PARAM`), and so is a
- *   named parameter no key names: SQLite would bind it NULL silently, and
- *   one that two keys name (`{ a: 1, $a: 2 }`): one would win silently.
+ *   parameter no key names (`:a` or `?3` that appears in the SQL): SQLite
+ *   would bind it NULL silently, and one that two keys name
+ *   (`{ a: 1, $a: 2 }`): one would win silently.
+ * - An object for a statement with an anonymous `?` is refused: no key can
+ *   name that parameter, so it would be bound NULL silently.
+ * - An index no parameter takes (`?2` in `SELECT ?1, ?3`) stays NULL, as in
+ *   SQLite: there is nothing to bind.
  *
  * @module
  */
 
 import type { SqlValue } from "./binding.ts";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { scan } from "../../protocol/sql_lexer.ts";
 import { missingName, unknownName } from "./_errors.ts";
 
 /** The error for two keys of one parameters object naming the same parameter. */
@@ -24,13 +30,55 @@ function twoKeys(name: string, first: string, second: string): SqliteError {
   );
 }
 
+/** The error for a parameters object given to a statement with an anonymous `?`. */
+function anonymousParam(): SqliteError {
+  return new SqliteError(
+    ErrorCode.InvalidParam,
+    `Cannot bind a parameters object: the statement has positional parameters "?": pass an array`,
+  );
+}
+
+/** The name of an anonymous `?` in the names {@link NamedParams} takes. */
+export const ANONYMOUS = "?";
+
+/**
+ * Marks the anonymous `?` parameters in `names` (SQLite's names by index
+ * from 1 at `[0]`, `null` for `?` and for indexes no parameter takes) with
+ * {@link ANONYMOUS}, reading the first statement of `sql` the way SQLite
+ * numbers parameters. Returns `names`.
+ */
+export function markAnonymous(names: (string | null)[], sql: string): (string | null)[] {
+  if (!names.includes(null)) return names;
+  let count = 0; // SQLite's highest index so far
+  const seen = new Set<string>();
+  let started = false;
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") return !started;
+    started = true;
+    if (t.kind !== "param") return true;
+    if (t.text === "?") {
+      count++;
+      if (names[count - 1] === null) names[count - 1] = ANONYMOUS;
+    } else if (t.text[0] === "?") {
+      count = Math.max(count, Number(t.text.slice(1)));
+    } else if (!seen.has(t.text)) {
+      seen.add(t.text);
+      count++;
+    }
+    return true;
+  });
+  return names;
+}
+
 /** The named parameters of one statement and the keys that bind them. */
 export class NamedParams {
   /** Key → parameter indexes (1-based) it binds. */
   readonly #slots = new Map<string, number[]>();
-  /** Indexes of the parameters that must be bound (those with a name). */
+  /** Indexes of the parameters that must be bound (those with a name, `?NNN` included). */
   readonly #named: number[] = [];
   readonly #names: readonly (string | null)[];
+  /** True when the statement has an anonymous `?` (an object cannot bind it). */
+  readonly #anonymous: boolean;
   /** Per parameter index, the bind call that last bound it. */
   readonly #boundIn: Uint32Array;
   /** Per parameter index, the key that last bound it (for the error when two keys name it). */
@@ -39,7 +87,9 @@ export class NamedParams {
 
   /**
    * @param names Parameter names by index from 1 (at `[0]`): `":a"`,
-   *   `"?3"`, or `null` for `?` (which a named object cannot bind).
+   *   `"?3"`, {@link ANONYMOUS} for `?` (which a named object cannot bind),
+   *   `null` for an index no parameter takes. A `null` past the last `?NNN`
+   *   is taken by a `?`, and counts as one.
    */
   constructor(names: readonly (string | null)[]) {
     this.#names = names;
@@ -49,32 +99,39 @@ export class NamedParams {
       if (slots === undefined) this.#slots.set(key, [index]);
       else if (!slots.includes(index)) slots.push(index);
     };
+    let lastNumbered = 0;
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
-      if (name === null) continue;
-      add(name, i + 1);
-      if (name[0] !== "?") {
-        add(name.slice(1), i + 1);
-        this.#named.push(i + 1);
-      }
+      if (name !== null && name !== ANONYMOUS && name[0] === "?") lastNumbered = i + 1;
     }
+    let anonymous = false;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i];
+      if (name === ANONYMOUS || (name === null && i + 1 > lastNumbered)) anonymous = true;
+      if (name === null || name === ANONYMOUS) continue;
+      add(name, i + 1);
+      if (name[0] !== "?") add(name.slice(1), i + 1);
+      this.#named.push(i + 1);
+    }
+    this.#anonymous = anonymous;
   }
 
   /**
    * Calls `bind(index, value)` for each parameter a key of `values` names.
    *
-   * @throws {SqliteError} `INVALID_PARAM` for a key that names no parameter,
-   *   two keys naming one parameter (`a` and `$a`), or a named parameter
-   *   left without a value.
+   * @throws {SqliteError} `INVALID_PARAM` for a statement with an anonymous
+   *   `?`, a key that names no parameter, two keys naming one parameter
+   *   (`a` and `$a`), or a named parameter left without a value.
    */
   bind(
     values: Readonly<Record<string, SqlValue>>,
     bind: (index: number, value: SqlValue) => void,
   ): void {
+    if (this.#anonymous) throw anonymousParam();
     const call = this.#call = this.#call === 0xffffffff ? 1 : this.#call + 1;
     const boundIn = this.#boundIn;
     for (const key in values) {
-      const slots = this.#slots.get(key) ?? this.#numbered(key);
+      const slots = this.#slots.get(key);
       if (slots === undefined) throw unknownName(key);
       for (const index of slots) {
         if (boundIn[index] === call) {
@@ -88,12 +145,5 @@ export class NamedParams {
     for (const index of this.#named) {
       if (boundIn[index] !== call) throw missingName(this.#names[index - 1]!);
     }
-  }
-
-  /** `?NNN` given as a key, where the names do not list it (node:sqlite's scan). */
-  #numbered(key: string): number[] | undefined {
-    if (key[0] !== "?") return undefined;
-    const n = Number(key.slice(1));
-    return Number.isInteger(n) && n >= 1 && n <= this.#names.length ? [n] : undefined;
   }
 }

@@ -269,8 +269,8 @@ export interface Stmt {
   /**
    * Resets the statement, clears earlier bindings, and binds `args`.
    *
-   * @throws {SqliteError} `SQLITE_RANGE` for too many positional values or
-   *   an unknown name.
+   * @throws {SqliteError} `INVALID_PARAM` for too many or too few
+   *   positional values, an unknown name or a parameter an object leaves out.
    */
   bind(args: BindArgs): void;
   /**

@@ -27,7 +27,7 @@ import {
   Result,
 } from "./_constants.ts";
 import type { Symbols } from "./_ffi_symbols.ts";
-import { NamedParams } from "./_params.ts";
+import { markAnonymous, NamedParams } from "./_params.ts";
 import type {
   Authorizer,
   BindArgs,
@@ -596,14 +596,14 @@ class FfiStmt implements Stmt {
       return;
     }
     s.sqlite3_clear_bindings(h);
-    this.#params ??= new NamedParams(this.#paramNames(h));
+    this.#params ??= new NamedParams(markAnonymous(this.#paramNames(h), this.sql));
     this.#params.bind(
       args as Readonly<Record<string, SqlValue>>,
       (index, value) => this.#bindOne(h, index, value),
     );
   }
 
-  /** Parameter names by index from 1 (`null` for `?` and unused indexes). */
+  /** SQLite's parameter names by index from 1 (`null` for `?` and unused indexes). */
   #paramNames(h: Deno.PointerObject): (string | null)[] {
     const names = new Array<string | null>(this.paramCount);
     for (let i = 0; i < names.length; i++) {

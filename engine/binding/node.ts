@@ -47,7 +47,7 @@ import type {
 } from "./binding.ts";
 import { exact } from "./ffi.ts";
 import { missingValues, resultTooLarge, rowBytes, tooManyValues } from "./_errors.ts";
-import { NamedParams } from "./_params.ts";
+import { ANONYMOUS, NamedParams } from "./_params.ts";
 
 /** The parts of node:sqlite's `StatementSync` used here, including undeclared ones. */
 interface NodeStatement {
@@ -501,24 +501,24 @@ class NodeStmt implements Stmt {
     }
     const names = this.#params();
     let out: Record<string, unknown> | null = null;
-    // A `?` (no name) can be given only as a `?NNN` key: node:sqlite binds it
-    // only positionally, so every `?` gets an anonymous value, NULL when left out.
-    let anonymous: unknown[] | null = null;
+    // node:sqlite binds a `?NNN` only positionally: each gets a positional
+    // value (an index no parameter takes, NULL).
+    let numbered: unknown[] | null = null;
     (this.#named ??= new NamedParams(names)).bind(
       args as Readonly<Record<string, SqlValue>>,
       (index, value) => {
-        const name = names[index - 1];
-        if (name !== null) (out ??= {})[name] = toNode(value);
-        else (anonymous ??= new Array<unknown>(names.length).fill(null))[index - 1] = toNode(value);
+        const name = names[index - 1]!;
+        if (name[0] !== "?") (out ??= {})[name] = toNode(value);
+        else (numbered ??= new Array<unknown>(names.length).fill(null))[index - 1] = toNode(value);
       },
     );
-    if (anonymous === null) {
+    if (numbered === null) {
       this.#args = out === null ? NO_ARGS : [out];
       return;
     }
     const values: unknown[] = [out ?? {}];
     for (let i = 0; i < names.length; i++) {
-      if (names[i] === null) values.push((anonymous as unknown[])[i]);
+      if (isPositional(names[i])) values.push((numbered as unknown[])[i]);
     }
     this.#args = values;
   }
@@ -782,13 +782,13 @@ class NodeStmt implements Stmt {
     const anonymous: unknown[] = [];
     for (let i = 0; i < values.length; i++) {
       const name = names[i];
-      if (name === null) anonymous.push(toNode(values[i]));
-      else (named ??= {})[name] = toNode(values[i]);
+      if (isPositional(name)) anonymous.push(toNode(values[i]));
+      else (named ??= {})[name as string] = toNode(values[i]);
     }
     return named === null ? anonymous : [named, ...anonymous];
   }
 
-  /** Parameter names by index: null for `?` and `?NNN` (bound by position by node:sqlite). */
+  /** Parameter names by index ({@link parameterNames}). */
   #params(): (string | null)[] {
     return this.#names ??= parameterNames(this.sql);
   }
@@ -904,7 +904,8 @@ function writesByText(sql: string): boolean {
 /**
  * The parameters of one statement by index (index 1 first), as SQLite
  * numbers them: `?` takes the next index, `?NNN` index NNN, a name its
- * first index. Names keep their prefix; `?` and `?NNN` are null.
+ * first index. Names keep their prefix (`":a"`, `"?3"`); a `?` is
+ * {@link ANONYMOUS}, an index no parameter takes null.
  */
 export function parameterNames(sql: string): (string | null)[] {
   const names: (string | null)[] = [];
@@ -928,8 +929,16 @@ export function parameterNames(sql: string): (string | null)[] {
     } else if (c === 0x3f) { // ?
       let j = i + 1;
       while (j < n && isDigit(sql.charCodeAt(j))) j++;
-      const index = j > i + 1 ? Number(sql.slice(i + 1, j)) : names.length + 1;
-      while (names.length < index) names.push(null);
+      if (j === i + 1) {
+        names.push(ANONYMOUS);
+      } else {
+        const index = Number(sql.slice(i + 1, j));
+        while (names.length < index) names.push(null);
+        // (SQLite names the index at the first `?NNN`, even one a `?` took.)
+        if (names[index - 1] === null || names[index - 1] === ANONYMOUS) {
+          names[index - 1] = sql.slice(i, j);
+        }
+      }
       i = j;
     } else if ((c === 0x3a || c === 0x40 || c === 0x24) && isIdChar(sql.charCodeAt(i + 1))) {
       let j = i + 1;
@@ -956,6 +965,11 @@ export function parameterNames(sql: string): (string | null)[] {
     }
   }
   return names;
+}
+
+/** True for a parameter node:sqlite binds by position: `?`, `?NNN`, an index no parameter takes. */
+function isPositional(name: string | null): boolean {
+  return name === null || name[0] === "?";
 }
 
 function isDigit(c: number): boolean {

@@ -1,0 +1,168 @@
+/**
+ * Parameters a call leaves out, the value count, and what prepare() waits
+ * for, through real in-process servers on both engines: an object never
+ * leaves a parameter NULL silently, a wrong value count is INVALID_PARAM,
+ * and preparing a write does not wait for the writer.
+ */
+
+import assert from "node:assert/strict";
+import { connect, SqliteError } from "../mod.ts";
+import { startServer } from "./_helpers.ts";
+
+const ENGINES = ["ffi", "node"] as const;
+
+/** Asserts that `promise` rejects with `code` and a message matching `message`. */
+async function refused(promise: Promise<unknown>, code: string, message: RegExp): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, code);
+    assert.match(err.message, message);
+    return true;
+  });
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`an object for a statement with an anonymous ? is refused, not bound NULL (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT)");
+    await db.run("INSERT INTO users VALUES (1, 'ada')");
+    const anonymous =
+      /^Cannot bind a parameters object: the statement has positional parameters "\?": pass an array$/;
+    await refused(
+      db.run("UPDATE users SET name = :name WHERE id = ?", { name: "bob" }),
+      "INVALID_PARAM",
+      anonymous,
+    );
+    await refused(db.get("SELECT ? AS a, :b AS b", { b: 2 }), "INVALID_PARAM", anonymous);
+    await refused(db.get("SELECT ?", {}), "INVALID_PARAM", anonymous);
+    const stmt = await db.prepare("UPDATE users SET name = :name WHERE id = ?");
+    await refused(stmt.run({ name: "bob" }), "INVALID_PARAM", anonymous);
+    assert.deepEqual(await db.get("SELECT name FROM users"), { name: "ada" });
+    // An array binds it.
+    assert.equal(
+      (await db.run("UPDATE users SET name = :name WHERE id = ?", ["bob", 1])).changes,
+      1,
+    );
+    assert.deepEqual(await db.get("SELECT ? AS a, :b AS b", [1, 2]), { a: 1, b: 2 });
+  });
+
+  Deno.test(`too many or too few positional values are INVALID_PARAM, naming both counts (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await refused(
+      db.get("SELECT ?, ?", [1, 2, 3]),
+      "INVALID_PARAM",
+      /^Too many parameter values: the statement has 2 parameters, 3 were given$/,
+    );
+    await refused(
+      db.get("SELECT ?, ?", [1]),
+      "INVALID_PARAM",
+      /^Missing parameter values: the statement has 2 parameters, 1 was given$/,
+    );
+    await refused(
+      db.run("SELECT 1", [1]),
+      "INVALID_PARAM",
+      /^Too many parameter values: the statement has no parameters, 1 was given$/,
+    );
+    const stmt = await db.prepare("SELECT ?1 AS a, ?3 AS b");
+    await refused(
+      stmt.get([1, 2, 3, 4]),
+      "INVALID_PARAM",
+      /^Too many parameter values: the statement has 3 parameters, 4 were given$/,
+    );
+    assert.deepEqual(await stmt.get([1, 2, 3]), { a: 1, b: 3 });
+    await stmt.finalize();
+  });
+
+  Deno.test(`a ?NNN an object leaves out is refused; an index no parameter takes stays NULL (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await refused(
+      db.get("SELECT ?1 AS a, ?2 AS b", { "?1": 5 }),
+      "INVALID_PARAM",
+      /^Missing value for parameter "\?2": the parameters object has no "\?2"$/,
+    );
+    assert.deepEqual(await db.get("SELECT ?1 AS a, ?2 AS b", { "?1": 5, "?2": 6 }), { a: 5, b: 6 });
+    // `?1, ?3`: index 2 has no parameter; nothing to bind, nothing to name.
+    assert.deepEqual(await db.get("SELECT ?1 AS a, ?3 AS b", { "?1": 5, "?3": 6 }), { a: 5, b: 6 });
+    await refused(
+      db.get("SELECT ?1 AS a, ?3 AS b", { "?1": 5, "?2": 0, "?3": 6 }),
+      "INVALID_PARAM",
+      /"\?2": the statement has no parameter of that name/,
+    );
+    assert.deepEqual(await db.get("SELECT ?1 AS a, ?3 AS b", [5, 0, 6]), { a: 5, b: 6 });
+    assert.deepEqual(await db.get("SELECT :x AS a, ?2 AS b", { x: 1, "?2": 2 }), { a: 1, b: 2 });
+    await refused(db.get("SELECT :x AS a, ?2 AS b", { x: 1 }), "INVALID_PARAM", /"\?2"/);
+  });
+
+  Deno.test(`prepare() of a write does not wait for the writer; its run waits once (${engine})`, async () => {
+    await using srv = await startServer({ engine, busyTimeout: 1000 });
+    await using holder = await srv.client();
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE cats(name TEXT)");
+    const insert = await db.prepare("INSERT INTO cats VALUES (?)"); // on connection 1
+    const tx = await holder.reserve();
+    await tx.exec("BEGIN IMMEDIATE"); // another client holds the writer
+    try {
+      let start = performance.now();
+      const late = await db.prepare("INSERT INTO cats VALUES (:name)");
+      assert.ok(performance.now() - start < 500, `prepare took ${performance.now() - start} ms`);
+      assert.deepEqual(late.columns, []);
+      // Preparing checks the statement still, against the committed schema.
+      await refused(db.prepare("INSERT INTO nosuch VALUES (1)"), "SQLITE_ERROR", /no such table/);
+      // Connection 1 is taken: the run goes to connection 2, which prepares it
+      // (sent with the call); the write waits busyTimeout once, not twice.
+      const mine = await db.reserve();
+      try {
+        start = performance.now();
+        await refused(insert.run(["a"]), "BUSY_TIMEOUT", /waited/);
+        const waited = performance.now() - start;
+        assert.ok(waited >= 900 && waited < 1800, `waited ${waited} ms`);
+      } finally {
+        mine.release();
+      }
+      // Once the writer is free, the run goes through.
+      const run = late.run({ name: "b" });
+      await tx.exec("ROLLBACK");
+      assert.equal((await run).changes, 1);
+    } finally {
+      tx.release();
+    }
+    assert.deepEqual(await db.query("SELECT name FROM cats"), [{ name: "b" }]);
+  });
+
+  Deno.test(`prepare() sees its own transaction's tables and never another one's (${engine})`, async () => {
+    await using srv = await startServer({ engine, busyTimeout: 5000 });
+    await using other = await srv.client();
+    await using db = await srv.client();
+    const theirs = await other.reserve();
+    await theirs.exec("BEGIN");
+    await theirs.exec("CREATE TABLE hidden(x)");
+    try {
+      // Their uncommitted table is no business of this session: refused at
+      // once (it used to wait for their transaction to end).
+      const start = performance.now();
+      await refused(db.prepare("INSERT INTO hidden VALUES (1)"), "SQLITE_ERROR", /no such table/);
+      assert.ok(performance.now() - start < 2500, `prepare took ${performance.now() - start} ms`);
+    } finally {
+      await theirs.exec("ROLLBACK");
+      theirs.release();
+    }
+    await db.transaction(async (tx) => {
+      await tx.exec("CREATE TABLE mine(x)");
+      const insert = await tx.prepare("INSERT INTO mine VALUES (?)");
+      assert.equal((await insert.run([1])).changes, 1);
+      const read = await tx.prepare("SELECT x FROM mine");
+      assert.deepEqual(await read.all(), [{ x: 1 }]);
+      await refused(insert.run({ x: 1 }), "INVALID_PARAM", /pass an array$/);
+    });
+    assert.deepEqual(await db.query("SELECT x FROM mine"), [{ x: 1 }]);
+    // TEMP objects live on the writer: a statement on one prepares there.
+    await db.exec("CREATE TEMP TABLE scratch(y)");
+    const temp = await db.prepare("INSERT INTO scratch VALUES (?) RETURNING y");
+    assert.deepEqual(temp.columns, ["y"]);
+    assert.deepEqual(await temp.all([2]), [{ y: 2 }]);
+    await db.exec("DROP TABLE scratch");
+  });
+}
