@@ -402,6 +402,7 @@ Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arg
   refused(() => positionalArgs("SELECT :a; SELECT :b", { a: 1, b: 1 }), "INVALID_PARAM", /"b"/);
   // No key names a `?` (nor a `?NNN` left out): refused rather than bound NULL.
   refused(() => positionalArgs("SELECT :a, ?", { a: 1 }), "INVALID_PARAM", /pass an array$/);
+  refused(() => positionalArgs("SELECT ?, ?2", { "?2": 1 }), "INVALID_PARAM", /pass an array$/);
   refused(() => positionalArgs("SELECT ?2, :x", { x: 1 }), "INVALID_PARAM", /"\?2"/);
   // A bare key binds every parameter of that name; none is left NULL silently.
   assert.deepEqual(positionalArgs("SELECT $a, @a, :a", { a: 1 }), [1, 1, 1]);

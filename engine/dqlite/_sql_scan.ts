@@ -9,7 +9,7 @@
 
 import type { SqlValue } from "../binding/binding.ts";
 import { missingValues, tooManyValues } from "../binding/_errors.ts";
-import { NamedParams } from "../binding/_params.ts";
+import { ANONYMOUS, NamedParams } from "../binding/_params.ts";
 import { scan, type Token } from "../../protocol/sql_lexer.ts";
 
 /** Calls `onWord` with each bare word of `sql` (lowercased). */
@@ -115,8 +115,9 @@ export function writesRows(sql: string): boolean {
  * parameter without a value is refused, as is a key naming none. A
  * positional list must give every parameter a value.
  *
- * @throws {SqliteError} `INVALID_PARAM` for a missing value or an unknown
- *   key; `SQLITE_RANGE` for more positional values than parameters.
+ * @throws {SqliteError} `INVALID_PARAM` for a missing value, an unknown
+ *   key, an object for a statement with an anonymous `?`, or more positional
+ *   values than parameters.
  *
  * @example
  * ```ts
@@ -137,7 +138,7 @@ export function positionalArgs(
     started = true;
     if (t.kind !== "param") return true;
     if (t.text === "?") {
-      names.push(null);
+      names.push(ANONYMOUS);
     } else if (t.text[0] === "?") {
       const n = Number(t.text.slice(1));
       while (names.length < n) names.push(null);
