@@ -79,7 +79,9 @@ Deno.test("Client.exec(), batch() and prepare() inside its own transaction(fn): 
     // A script and a batch always take the writer, also ones that only read.
     await assert.rejects(db.exec("SELECT 1"), ownHolder(true));
     await assert.rejects(db.batch([{ sql: "SELECT 1" }]), ownHolder(true));
-    await assert.rejects(db.prepare("INSERT INTO t VALUES (2)"), ownHolder(true));
+    // prepare() only compiles (it does not wait for the writer); the run does.
+    const insert = await db.prepare("INSERT INTO t VALUES (2)");
+    await assert.rejects(insert.run(), ownHolder(true));
   });
   assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
 });
@@ -141,8 +143,11 @@ Deno.test("Client.run() outside transaction(fn) timing out on the client's own t
     await held;
   });
   await began;
-  const insert = await db.prepare("INSERT INTO t VALUES (?)").catch((err) => err);
-  const failures = [await db.run("INSERT INTO t VALUES (1)").catch((err) => err), insert];
+  const insert = await db.prepare("INSERT INTO t VALUES (?)");
+  const failures = [
+    await db.run("INSERT INTO t VALUES (1)").catch((err) => err),
+    await insert.run([2]).catch((err) => err),
+  ];
   release();
   await tx;
   for (const err of failures) assert.ok(ownHolder(false)(err));
