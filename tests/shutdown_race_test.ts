@@ -83,44 +83,89 @@ async function failure(p: Promise<unknown>): Promise<ConnectionError> {
   return err;
 }
 
-const SHUTTING_DOWN = /^Server closed the connection: Server is shutting down: requests without a reply were not run, or were stopped and undone/;
+const SHUTTING_DOWN =
+  /^Server closed the connection: Server is shutting down: requests without a reply were not run, or were stopped and undone/;
 const ROLLED_BACK =
   /; the transaction open on the connection was rolled back: nothing of it stays applied$/;
 
 for (const engine of ENGINES) {
   for (const transport of ["unix", "tcp"] as const) {
-    Deno.test(`shutdown race: a transaction's request written after the server closed is not run, and says the transaction was rolled back (${engine}, ${transport})`, async () => {
-      await using srv = await startServer({ engine, transport });
-      const [link, held] = await openLink(srv);
-      await link.request(Op.Exec, ["CREATE TABLE t (x)"]);
-      await link.request(Op.Exec, ["BEGIN"]);
-      await link.request(Op.Run, ["INSERT INTO t VALUES (1)", null, null]);
-      assert.equal(link.inTransaction, true);
-      held.hold();
-      // The server answers what ran, sends SHUTTING_DOWN and closes; the client has not read it.
-      await srv.server.shutdown();
-      // A Unix socket refuses the first write after the close (EPIPE); on TCP it is
-      // accepted (the peer answers with RST) and a later one fails.
-      const calls: Promise<unknown>[] = [];
-      for (let i = 2; held.writeFailures === 0 && i < 50; i++) {
-        const call = link.request(Op.Run, [`INSERT INTO t VALUES (${i})`, null, null]);
-        call.catch(() => {});
-        calls.push(call);
-        await delay(10);
-      }
-      assert.ok(held.writeFailures > 0, "a write failed");
-      if (transport === "unix") assert.equal(calls.length, 1);
-      for (const call of calls) {
-        const err = await failure(call);
-        assert.equal(err.mayHaveRun, false, err.message);
-        assert.match(err.message, SHUTTING_DOWN);
-        assert.match(err.message, ROLLED_BACK);
-        assert.ok(err.cause instanceof SqliteError && err.cause.code === "SHUTTING_DOWN");
-      }
-      // The call whose write failed says it was not sent.
-      assert.match((await failure(calls.at(-1)!)).message, /\(the call was not sent\); the/);
-      await link.ended;
-      assert.match(link.failure!.message, SHUTTING_DOWN);
-    });
+    for (const inTx of [true, false]) {
+      const what = inTx
+        ? "a transaction's request written after the server closed is not run, and says the transaction was rolled back"
+        : "a request written after the server closed is not run";
+      Deno.test(`shutdown race: ${what} (${engine}, ${transport})`, async () => {
+        await using srv = await startServer({ engine, transport });
+        const [link, held] = await openLink(srv);
+        await link.request(Op.Exec, ["CREATE TABLE t (x)"]);
+        if (inTx) await link.request(Op.Exec, ["BEGIN"]);
+        await link.request(Op.Run, ["INSERT INTO t VALUES (1)", null, null]);
+        assert.equal(link.inTransaction, inTx);
+        held.hold();
+        // The server answers what ran, sends SHUTTING_DOWN and closes; the client has not read it.
+        await srv.server.shutdown();
+        // A Unix socket refuses the first write after the close (EPIPE); on TCP it is
+        // accepted (the peer answers with RST) and a later one fails.
+        const calls: Promise<unknown>[] = [];
+        for (let i = 2; held.writeFailures === 0 && i < 50; i++) {
+          const call = link.request(Op.Run, [`INSERT INTO t VALUES (${i})`, null, null]);
+          call.catch(() => {});
+          calls.push(call);
+          await delay(10);
+        }
+        assert.ok(held.writeFailures > 0, "a write failed");
+        if (transport === "unix") assert.equal(calls.length, 1);
+        for (const call of calls) {
+          const err = await failure(call);
+          assert.equal(err.mayHaveRun, false, err.message);
+          assert.match(err.message, SHUTTING_DOWN);
+          if (inTx) assert.match(err.message, ROLLED_BACK);
+          else assert.doesNotMatch(err.message, /transaction/);
+          assert.ok(err.cause instanceof SqliteError && err.cause.code === "SHUTTING_DOWN");
+        }
+        // The call whose write failed says it was not sent.
+        assert.match((await failure(calls.at(-1)!)).message, /\(the call was not sent\)(;|$)/);
+        await link.ended;
+        assert.match(link.failure!.message, SHUTTING_DOWN);
+        // Nothing of the transaction, or of the requests after the close, was applied.
+        await using again = await startServer({ engine, database: srv.database });
+        await using db = await again.client();
+        assert.deepEqual(await db.values("SELECT x FROM t"), inTx ? [] : [[1]]);
+      });
+    }
   }
+}
+
+const SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) " +
+  "SELECT count(*) AS n FROM c";
+
+for (const engine of ENGINES) {
+  Deno.test(`shutdown: a transaction()'s write queued behind a running statement fails as not run, the transaction rolled back (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (x)");
+    let sent!: () => void;
+    const both = new Promise<void>((resolve) => sent = resolve);
+    let slow: unknown = null;
+    const tx = db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (1)");
+      const running = tx.get<{ n: number }>(SLOW);
+      const queued = tx.run("INSERT INTO t VALUES (2)");
+      sent();
+      slow = await running; // answered: the shutdown lets what runs finish
+      await queued;
+    }).then(() => null, (e) => e);
+    await both;
+    await delay(30); // both reached the server; the first runs
+    await srv.server.shutdown();
+    const err = await tx;
+    assert.deepEqual(slow, { n: 2000000 });
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.mayHaveRun, false, err.message);
+    assert.match(err.message, SHUTTING_DOWN);
+    assert.match(err.message, ROLLED_BACK);
+    await using again = await startServer({ engine, database: srv.database });
+    await using db2 = await again.client();
+    assert.deepEqual(await db2.values("SELECT x FROM t"), []);
+  });
 }
