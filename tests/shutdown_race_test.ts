@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ConnectionError, SqliteError } from "../mod.ts";
+import { AbortError, ConnectionError, SqliteError } from "../mod.ts";
 import { Link } from "../client/link.ts";
 import { Op } from "../protocol/messages.ts";
 import type { Address } from "../transport/address.ts";
@@ -167,5 +167,28 @@ for (const engine of ENGINES) {
     await using again = await startServer({ engine, database: srv.database });
     await using db2 = await again.client();
     assert.deepEqual(await db2.values("SELECT x FROM t"), []);
+  });
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`shutdown: a script stopped inside a transaction says the transaction is rolled back (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (x)");
+    // Short statements, more than run within the shutdown's wait: stopped between two.
+    const running = db.exec(`BEGIN; ${"INSERT INTO t VALUES (1);".repeat(300_000)}`)
+      .then(() => null, (e) => e);
+    await delay(100);
+    await srv.server.shutdown();
+    const err = await running;
+    assert.ok(err instanceof AbortError, String(err));
+    assert.equal(err.ran, 0);
+    assert.match(
+      err.message,
+      /^Server is shutting down: request \d+ was stopped while it ran inside a transaction, which is rolled back as the connection closes \(/,
+    );
+    await using again = await startServer({ engine, database: srv.database });
+    await using db2 = await again.client();
+    assert.deepEqual(await db2.values("SELECT count(*) FROM t"), [[0]]);
   });
 }
