@@ -336,8 +336,11 @@ export class Link {
    * Ends the link, failing pending requests: each with `err` (a
    * `ConnectionError` made of it) saying that the call was sent and may or
    * may not have run (`mayHaveRun`), or with `sent(err)` when given; the
-   * hello with `err` saying nothing was sent. Later requests fail with `err`
-   * saying the call was not sent. Idempotent.
+   * hello, and requests of which no byte was written (a write failed
+   * first), with `err` saying nothing was sent. When none of them may have
+   * run and a transaction was open, their messages add that it was rolled
+   * back. Later requests fail with `err` saying the call was not sent.
+   * Idempotent.
    */
   fail(err: unknown, sent: (base: ConnectionError) => ConnectionError = sentError): void {
     if (this.#failure === null) {
