@@ -39,6 +39,8 @@ interface Pending {
   done(): void;
   /** Its number among the requests sent ({@link Link.sent}). */
   seq: number;
+  /** Bytes appended to the outbox before its frame (see {@link Link}'s `#appended`). */
+  start: number;
 }
 
 /** Ops a client sends and awaits a reply for. */
@@ -71,6 +73,15 @@ export class Link {
   #helloId = 0;
   /** True once a frame was read whole (so a later oversized header is no first reply). */
   #framed = false;
+  /** Bytes appended to the outbox since the link opened. */
+  #appended = 0;
+  /** Bytes the connection accepted (written) since the link opened. */
+  #written = 0;
+  /**
+   * The first failed write, or `null`. Reading goes on after it, so that the
+   * frames the server sent before it closed (its `SHUTTING_DOWN`) are read.
+   */
+  #writeError: Error | null = null;
   /**
    * Checked when a reply reports an open transaction: an error returned
    * fails that request and closes the link (the server rolls back), so no
@@ -93,7 +104,7 @@ export class Link {
     this.#requestTimeout = requestTimeout;
     this.#encoder = new MessageEncoder(maxFrameSize);
     this.#sendLimit = maxFrameSize;
-    this.#channel = new FrameChannel(conn, maxFrameSize, this.#encoder, {
+    this.#channel = new FrameChannel(this.#counted(conn), maxFrameSize, this.#encoder, {
       onFrame: (payload) => this.#onFrame(payload),
       onReadEnd: () => {},
       onDrain: () => {},
@@ -102,6 +113,52 @@ export class Link {
       () => this.fail(new ConnectionError(`Connection to ${formatAddress(addr)} was closed`)),
       (err) => this.fail(err),
     );
+  }
+
+  /**
+   * `conn` as the channel uses it: written bytes are counted, and a failed
+   * write does not end the link at once. A peer that closed (a server
+   * shutting down) makes the next write fail (EPIPE) while the frames it sent
+   * before closing still wait to be read: closing the connection then would
+   * drop them, its `SHUTTING_DOWN` frame included, and with it the word that
+   * requests without a reply did not run. So the link stops writing and reads
+   * on until the stream ends (within {@link WRITE_FAILED_READ_MS}).
+   */
+  #counted(conn: ByteStream): ByteStream {
+    return {
+      read: (buffer) => conn.read(buffer),
+      write: async (bytes) => {
+        if (this.#writeError === null) {
+          try {
+            const n = await conn.write(bytes);
+            this.#written += n;
+            return n;
+          } catch (err) {
+            this.#writeFailed(err as Error);
+          }
+        }
+        return bytes.length; // Dropped: requests not written fail as not sent.
+      },
+      close: () => conn.close(),
+    };
+  }
+
+  #writeFailed(err: Error): void {
+    this.#writeError = err;
+    if (this.#failure !== null) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.fail(err);
+    }, WRITE_FAILED_READ_MS);
+  }
+
+  /** Appends a frame to the outbox; returns its payload size, or -1 (see `MessageEncoder.append`). */
+  #append(message: unknown[], limit?: number): number {
+    const before = this.#encoder.size;
+    const size = this.#encoder.append(message, limit);
+    this.#appended += this.#encoder.size - before;
+    return size;
   }
 
   /** Why the link ended, or `null` while it is up. */
@@ -207,9 +264,10 @@ export class Link {
     if (signal?.aborted) return Promise.reject(aborted(signal));
     const id = this.#nextId;
     this.#nextId = id === 0xffffffff ? 1 : id + 1;
+    const start = this.#appended;
     let size: number;
     try {
-      size = this.#encoder.append([op, id, ...args], this.#sendLimit);
+      size = this.#append([op, id, ...args], this.#sendLimit);
     } catch (err) {
       return Promise.reject(
         new SqliteError(ErrorCode.BadRequest, `Cannot encode request: ${(err as Error).message}`),
@@ -241,9 +299,12 @@ export class Link {
         deadline,
         done,
         seq: ++this.#sent,
+        start,
       });
     });
-    if (this.#requestTimeout > 0 && this.#timer === undefined) this.#armTimer(this.#requestTimeout);
+    if (
+      this.#requestTimeout > 0 && this.#timer === undefined && this.#writeError === null
+    ) this.#armTimer(this.#requestTimeout);
     this.#flush();
     return promise;
   }
@@ -275,8 +336,11 @@ export class Link {
    * Ends the link, failing pending requests: each with `err` (a
    * `ConnectionError` made of it) saying that the call was sent and may or
    * may not have run (`mayHaveRun`), or with `sent(err)` when given; the
-   * hello with `err` saying nothing was sent. Later requests fail with `err`
-   * saying the call was not sent. Idempotent.
+   * hello, and requests of which no byte was written (a write failed
+   * first), with `err` saying nothing was sent. When none of them may have
+   * run and a transaction was open, their messages add that it was rolled
+   * back. Later requests fail with `err` saying the call was not sent.
+   * Idempotent.
    */
   fail(err: unknown, sent: (base: ConnectionError) => ConnectionError = sentError): void {
     if (this.#failure === null) {
@@ -290,13 +354,26 @@ export class Link {
     this.#channel.close();
     const failure = this.#failure!;
     let inFlight: ConnectionError | null = null;
+    let notWritten: ConnectionError | null = null;
+    const errors: [Pending, ConnectionError][] = [];
     for (const [id, p] of this.#pending) {
       p.done();
-      if (id === this.#helloId) p.reject(unsentError(failure, "nothing was sent"));
-      else if (id === this.#running) p.reject(sentError(failure, true));
-      else p.reject(inFlight ??= sent(failure));
+      errors.push([
+        p,
+        id === this.#helloId
+          ? unsentError(failure, "nothing was sent")
+          : id === this.#running
+          ? sentError(failure, true)
+          : this.#writeError !== null && p.start >= this.#written
+          // Not a byte of it reached the connection: the server cannot have run it.
+          ? notWritten ??= unsentError(failure)
+          : inFlight ??= sent(failure),
+      ]);
     }
     this.#pending.clear();
+    // None of them ran, and the connection is gone: so is its transaction.
+    const rolledBack = this.#inTransaction && errors.every(([, e]) => !e.mayHaveRun);
+    for (const [p, e] of errors) p.reject(rolledBack ? rolledBackError(e) : e);
     this.onIdle?.();
   }
 
@@ -309,7 +386,7 @@ export class Link {
   /** Sends a message that gets no reply (e.g. `cancel`). */
   #send(message: unknown[]): void {
     if (this.#failure !== null) return;
-    if (this.#encoder.append(message) !== -1) this.#flush();
+    if (this.#append(message) !== -1) this.#flush();
   }
 
   #flush(): void {
@@ -432,7 +509,7 @@ export class Link {
     this.#failure = base;
     let queued = false;
     for (const id of this.#pending.keys()) {
-      if (id !== this.#helloId && this.#encoder.append([Op.Cancel, this.#takeId(), id]) !== -1) {
+      if (id !== this.#helloId && this.#append([Op.Cancel, this.#takeId(), id]) !== -1) {
         queued = true;
       }
     }
@@ -455,6 +532,12 @@ export class Link {
   }
 }
 
+/**
+ * After a write failed (the peer closed), how long the link reads on for the
+ * frames the peer sent before closing, in ms; the stream normally ends at once.
+ */
+const WRITE_FAILED_READ_MS = 1000;
+
 /** How long a request timeout waits for its `cancel` frames to be written, in ms. */
 const CANCEL_WRITE_MS = 50;
 
@@ -475,6 +558,18 @@ export function sentError(failure: ConnectionError, running = false): Connection
     cause: failure.cause,
     mayHaveRun: true,
   });
+}
+
+/**
+ * `err` (of a call that did not run) noting that the transaction open on
+ * the connection, which ended, was rolled back with it.
+ */
+function rolledBackError(err: ConnectionError): ConnectionError {
+  return new ConnectionError(
+    `${err.message}; the transaction open on the connection was rolled back: nothing of it ` +
+      "stays applied",
+    { code: err.code, cause: err.cause, mayHaveRun: false },
+  );
 }
 
 /**

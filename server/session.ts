@@ -466,8 +466,13 @@ export class Session implements SessionProbe {
       // Still running: stopped now (a script between statements, a statement
       // in the background interrupted); its own reply says what of it ran.
       running = this.#queue[this.#head]?.[1] as number | undefined;
+      const where = this.#engine.inTransaction
+        ? " inside a transaction, which is rolled back as the connection closes"
+        : "";
       this.#engine.cancel(
-        new AbortError(`Server is shutting down: request ${running} was stopped while it ran`),
+        new AbortError(
+          `Server is shutting down: request ${running} was stopped while it ran${where}`,
+        ),
       );
       await Promise.race([
         this.#inflight,
