@@ -15,7 +15,7 @@ import { openAdminLink, runAdmin } from "../cli/admin.ts";
 import { Op, type StatsReport } from "../protocol/messages.ts";
 import { decodeHello } from "../protocol/requests.ts";
 import { ADMIN_RESERVED_CONNECTIONS } from "../server/connection_limit.ts";
-import { delay, startServer, type TestServer } from "./_helpers.ts";
+import { delay, startServer, startServerProcess, type TestServer } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 const TOKEN = "admin-test-token-0123456789abcdef";
@@ -236,4 +236,34 @@ Deno.test("hello admin: optional, a boolean or nothing; false is an ordinary ses
   await using srv = await startServer({ maxConnections: 1 });
   await using c = await srv.client();
   assert.deepEqual(await c.values("SELECT 1"), [[1]]);
+});
+
+Deno.test("server process at --max-connections 2 with 2 clients: `deno run cli.ts stats` and `integrity` exit 0", async () => {
+  await using srv = await startServerProcess({ args: ["--max-connections", "2"] });
+  const path = (srv.connectOptions as { path: string }).path;
+  const a = await srv.client();
+  const b = await srv.client();
+  try {
+    assert.deepEqual(await a.values("SELECT 1"), [[1]]);
+    assert.deepEqual(await b.values("SELECT 1"), [[1]]);
+    const run = async (args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, ...args],
+        stdin: "null",
+        env: { NO_COLOR: "1" },
+      }).output();
+      const dec = new TextDecoder();
+      return { code: out.code, out: dec.decode(out.stdout), err: dec.decode(out.stderr) };
+    };
+    const stats = await run(["stats", "--json", "--socket", path]);
+    assert.equal(stats.code, 0, stats.err); // was 1: TOO_MANY_CONNECTIONS
+    const c = JSON.parse(stats.out).connections;
+    assert.deepEqual([c.open, c.admin, c.max, c.reserved], [3, 1, 2, 2]);
+    const integrity = await run(["integrity", "--socket", path]);
+    assert.equal(integrity.code, 0, integrity.err);
+    assert.match(integrity.out, /^integrity: ok \(/);
+  } finally {
+    await a.close();
+    await b.close();
+  }
 });
