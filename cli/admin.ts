@@ -60,6 +60,7 @@ export const ADMIN_STD_IO: AdminIO = {
 
 const CONNECT_HELP = `Connection:
 ${CONNECT_FLAGS_HELP}
+
 The command opens an admin session: it runs at a full server (2 connection
 slots are kept beyond --max-connections for admin sessions), with the same token.`;
 
