@@ -46,7 +46,7 @@ import {
 import { DatabaseLock, lockPath } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
 import { ServerStats } from "./server/stats.ts";
-import { type FdBudget, fdBudget } from "./server/connection_limit.ts";
+import { ADMIN_RESERVED_CONNECTIONS, type FdBudget, fdBudget } from "./server/connection_limit.ts";
 import type { SessionServices } from "./server/session.ts";
 
 export type { DqliteOptions, ServeOptions } from "./server/options.ts";
@@ -331,6 +331,8 @@ class RunningServer implements Server {
   #refusedReported = -Infinity;
   /** Connections served (hello accepted); each holds a connection slot. */
   readonly #admitted = new Set<Session>();
+  /** Of {@link #admitted}: the admin sessions (hello `admin: true`). */
+  readonly #admins = new Set<Session>();
   /** Connections waiting for their hello, and the address they count against (or `null`). */
   readonly #handshaking = new Map<Session, string | null>();
   /** Per non-loopback TCP address: its connections waiting for their hello. */
@@ -409,6 +411,7 @@ class RunningServer implements Server {
     this.#maxConnections = budget.connections;
     this.#maxHandshakes = budget.handshakes;
     this.#stats.maxConnections = budget.connections;
+    this.#stats.reservedConnections = ADMIN_RESERVED_CONNECTIONS;
     if (budget.lowered !== null) log.warn(budget.lowered);
     const gate = config.tokenGate;
     if (
@@ -436,11 +439,24 @@ class RunningServer implements Server {
   /**
    * A hello was accepted: the session takes a connection slot, or is told
    * the server is full. Either way it no longer holds a handshake slot.
+   *
+   * An ordinary session is served while fewer than `--max-connections`
+   * ordinary ones are; an admin session (hello `admin: true`) also takes one
+   * of the {@link ADMIN_RESERVED_CONNECTIONS} slots beyond. Neither is
+   * served once `--max-connections` plus those are open in all.
    */
   #admit(session: Session): ProtocolError | null {
     this.#endHandshake(session);
-    if (this.#admitted.size >= this.#maxConnections) return this.#tooMany();
+    const all = this.#admitted.size;
+    const ordinary = all - this.#admins.size;
+    if (
+      all >= this.#maxConnections + ADMIN_RESERVED_CONNECTIONS ||
+      (!session.admin && ordinary >= this.#maxConnections)
+    ) {
+      return this.#tooMany(session.admin, ordinary);
+    }
     this.#admitted.add(session);
+    if (session.admin) this.#admins.add(session);
     return null;
   }
 
@@ -471,24 +487,37 @@ class RunningServer implements Server {
     return null;
   }
 
-  /** The refusal of a connection over `--max-connections`; logged once a second at most. */
-  #tooMany(): ProtocolError {
+  /**
+   * The refusal of a connection over `--max-connections` (an admin session:
+   * over the slots kept for admin sessions too), with `ordinary` ordinary
+   * sessions open; logged once a second at most.
+   */
+  #tooMany(admin: boolean, ordinary: number): ProtocolError {
     const max = this.#maxConnections;
+    const admins = this.#admins.size;
+    const reserve = `${ADMIN_RESERVED_CONNECTIONS} more kept for admin sessions`;
     this.#refused++;
     this.#stats.refused++;
     const now = performance.now();
     if (now - this.#refusedReported >= 1000) {
       this.#services.log.warn(
-        `refused ${this.#refused} connection(s): ${max} connections open (--max-connections)`,
+        `refused ${this.#refused} connection(s): ${ordinary} connections open (--max-connections ${max})` +
+          (admins > 0 ? ` and ${admins} admin session(s) (${reserve})` : ""),
       );
       this.#refused = 0;
       this.#refusedReported = now;
     }
-    return new ProtocolError(
-      ErrorCode.TooManyConnections,
-      `Cannot start session: the server already serves ${max} connections (--max-connections); ` +
-        "close some, or raise the limit",
-    );
+    const message = admin
+      ? `Cannot start admin session: the server already serves ${ordinary + admins} ` +
+        `connections, ${admins} of them admin sessions (--max-connections ${max}, and ` +
+        `${reserve}); close some, or raise the limit`
+      : ordinary >= max
+      ? `Cannot start session: the server already serves ${max} connections (--max-connections); ` +
+        "close some, or raise the limit"
+      : `Cannot start session: the server already serves ${ordinary + admins} connections, ` +
+        `${admins} of them admin sessions (--max-connections ${max}, and ${reserve}); ` +
+        "close some, or raise the limit";
+    return new ProtocolError(ErrorCode.TooManyConnections, message);
   }
 
   get memoryRelease(): MemoryRelease {
@@ -559,6 +588,7 @@ class RunningServer implements Server {
         this.#sessions.delete(session);
         this.#endHandshake(session);
         this.#admitted.delete(session);
+        this.#admins.delete(session);
         served.delete(done);
         this.#memory.closed();
       });

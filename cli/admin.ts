@@ -8,9 +8,15 @@
  */
 
 import { parseArgs } from "node:util";
-import { openLink } from "../client/connection.ts";
-import type { Link } from "../client/link.ts";
-import { type ConnectOptions, resolveConnectOptions } from "../client/options.ts";
+import { Link } from "../client/link.ts";
+import {
+  type ConnectConfig,
+  type ConnectOptions,
+  resolveConnectOptions,
+} from "../client/options.ts";
+import { ConnectionError, ErrorCode } from "../protocol/errors.ts";
+import { connectTo } from "../transport/connect.ts";
+import { formatAddress } from "../transport/address.ts";
 import {
   type BackupReport,
   type CheckpointReport,
@@ -53,7 +59,10 @@ export const ADMIN_STD_IO: AdminIO = {
 };
 
 const CONNECT_HELP = `Connection:
-${CONNECT_FLAGS_HELP}`;
+${CONNECT_FLAGS_HELP}
+
+The command opens an admin session: it runs at a full server (2 connection
+slots are kept beyond --max-connections for admin sessions), with the same token.`;
 
 /** `--help` texts. */
 export const ADMIN_HELP: Readonly<Record<string, string>> = {
@@ -147,8 +156,49 @@ function parse(
 }
 
 async function open(connect: ConnectOptions): Promise<Link> {
-  const [link] = await openLink(await resolveConnectOptions(connect));
-  return link;
+  return await openAdminLink(await resolveConnectOptions(connect));
+}
+
+/**
+ * Opens a connection whose hello asks for an admin session (`admin: true`):
+ * it runs only statistics and maintenance requests, and may take one of the
+ * slots the server keeps for admin sessions beyond `--max-connections`, so
+ * that these commands work at a full server. Otherwise as the client's own
+ * connections open (`client/connection.ts` `openLink`): within
+ * `connectTimeout`, with the same token.
+ *
+ * @param config Resolved connect options (`max`, `reconnect` and `autostart` play no part).
+ * @returns the connection, its hello answered.
+ * @throws {ProtocolError} `AUTH`, `TOO_MANY_CONNECTIONS` (the reserve is taken too), ...
+ * @throws {ConnectionError} when no server answers.
+ */
+export async function openAdminLink(config: ConnectConfig): Promise<Link> {
+  const ms = config.connectTimeout;
+  const deadline = performance.now() + ms;
+  const conn = await connectTo(config.addr, config.tls, ms);
+  const link = new Link(conn, config.addr, config.maxFrameSize, config.requestTimeout);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  if (ms > 0) {
+    timer = setTimeout(() => {
+      link.fail(
+        new ConnectionError(
+          `Cannot connect to ${formatAddress(config.addr)}: no handshake reply within ${ms} ms ` +
+            "(connectTimeout): the connection was closed",
+          { code: ErrorCode.RequestTimeout },
+        ),
+      );
+    }, Math.max(0, deadline - performance.now()));
+  }
+  try {
+    await link.hello(config.token, { admin: true });
+    return link;
+  } catch (err) {
+    link.fail(err);
+    await link.ended;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function close(link: Link): Promise<void> {
@@ -409,7 +459,9 @@ export function describeStats(r: StatsReport): string {
       duration(r.uptime)
     }, engine ${r.engine} (${r.library}, SQLite ${r.sqliteVersion})`,
     `database      ${r.database} (${bytes(r.dbBytes)}, WAL ${bytes(r.walBytes)})`,
-    `connections   ${r.connections.open} open (at most ${r.connections.max}), ` +
+    `connections   ${r.connections.open} open (at most ${r.connections.max}${
+      r.connections.reserved ? `, and ${r.connections.reserved} more for admin sessions` : ""
+    }), ${r.connections.admin ? `${r.connections.admin} of them admin sessions, ` : ""}` +
     `${r.connections.handshaking ?? 0} handshaking, ` +
     `${r.connections.total} since start, ${r.connections.refused} refused` +
     (r.connections.dropped ? `, ${r.connections.dropped} dropped before their hello` : ""),

@@ -21,6 +21,7 @@ import {
 import {
   CONNECTION_ERROR_ID,
   type HelloReply,
+  type HelloRequest,
   Op,
   type OpCode,
   PROTOCOL_VERSION,
@@ -195,15 +196,22 @@ export class Link {
   /**
    * Performs the handshake, presenting `token` when given.
    *
+   * @param token The server's secret, or `null`.
+   * @param options `admin: true` asks for an admin session (see
+   *   `HelloRequest.admin`): it runs only statistics and maintenance requests,
+   *   and may take a slot the server keeps for admin sessions when it is full.
    * @throws {ProtocolError} `PROTOCOL_VERSION` on a version mismatch or when
    *   the peer speaks another protocol (TLS, HTTP, ...), `AUTH`
    *   when the server refuses the token, `TOO_MANY_CONNECTIONS` when it is full.
    * @throws {ConnectionError} when the connection fails.
    */
-  async hello(token: string | null = null): Promise<HelloReply> {
-    const opts = token === null
-      ? { version: PROTOCOL_VERSION }
-      : { version: PROTOCOL_VERSION, token };
+  async hello(
+    token: string | null = null,
+    options: { admin?: boolean } = {},
+  ): Promise<HelloReply> {
+    const opts: HelloRequest = { version: PROTOCOL_VERSION };
+    if (token !== null) opts.token = token;
+    if (options.admin === true) opts.admin = true;
     this.#helloId = this.#nextId;
     try {
       const info = await this.request(Op.Hello, [opts]);

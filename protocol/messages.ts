@@ -120,6 +120,15 @@ export interface HelloRequest {
   version: number;
   /** The server's secret, when it requires one (`--token`). */
   token?: string;
+  /**
+   * `true`: an admin session, as the CLI's administration commands open. It
+   * may take one of the slots the server keeps for admin sessions beyond
+   * `--max-connections` (so `netsqlite stats` works at a full server), and
+   * it runs only {@link ADMIN_OPS}: any other request is refused `FORBIDDEN`.
+   * The token rules are the same. A server older than the field ignores it
+   * (the session is an ordinary one).
+   */
+  admin?: boolean;
 }
 
 /** Payload of the server's handshake reply. */
@@ -321,6 +330,18 @@ export type Request<O extends OpCode = OpCode> = {
   [K in O]: [op: K, id: number, ...args: Requests[K]];
 }[O];
 
+/**
+ * Ops an admin session (hello `admin: true`) may send, besides `cancel`:
+ * statistics and maintenance, no SQL.
+ */
+export const ADMIN_OPS: ReadonlySet<OpCode> = new Set<OpCode>([
+  Op.Stats,
+  Op.Checkpoint,
+  Op.Vacuum,
+  Op.Integrity,
+  Op.Backup,
+]);
+
 /** Ops whose buffered reply is bounded by `maxResultBytes` (cursors stream instead). */
 export const RESULT_LIMITED_OPS: ReadonlySet<OpCode> = new Set<OpCode>([Op.Query, Op.Batch]);
 
@@ -433,6 +454,9 @@ export interface StatsReport {
    * at once at most, refused since start for being past that
    * (`TOO_MANY_CONNECTIONS`), and closed at once since start because too
    * many were waiting for their hello (`dropped`; absent from older servers).
+   * `admin`: of the `open` ones, the admin sessions (hello `admin: true`);
+   * `reserved`: the slots kept beyond `max` for admin sessions (both absent
+   * from older servers).
    */
   connections: {
     open: number;
@@ -441,6 +465,8 @@ export interface StatsReport {
     max: number;
     refused: number;
     dropped?: number;
+    admin?: number;
+    reserved?: number;
   };
   /** Requests answered since start, by op name. */
   requests: Record<string, number>;

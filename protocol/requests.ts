@@ -90,7 +90,7 @@ export function isEnvelope(msg: unknown): msg is Envelope {
  * @throws {SqliteError} `BAD_REQUEST` when it is not `[0, id, {version: number}]`.
  */
 export function decodeHello(msg: Envelope): HelloRequest {
-  const opts = msg[2] as { version?: unknown; token?: unknown } | undefined;
+  const opts = msg[2] as { version?: unknown; token?: unknown; admin?: unknown } | undefined;
   if (msg[0] !== Op.Hello || typeof opts !== "object" || opts === null) {
     throw badRequest("Cannot start session: first request must be hello");
   }
@@ -100,9 +100,13 @@ export function decodeHello(msg: Envelope): HelloRequest {
   if (opts.token !== undefined && opts.token !== null && typeof opts.token !== "string") {
     throw badRequest("Cannot start session: hello token must be a string");
   }
-  return typeof opts.token === "string"
-    ? { version: opts.version, token: opts.token }
-    : { version: opts.version };
+  if (opts.admin !== undefined && opts.admin !== null && typeof opts.admin !== "boolean") {
+    throw badRequest("Cannot start session: hello admin must be a boolean");
+  }
+  const hello: HelloRequest = { version: opts.version };
+  if (typeof opts.token === "string") hello.token = opts.token;
+  if (opts.admin === true) hello.admin = true;
+  return hello;
 }
 
 /**

@@ -88,3 +88,12 @@ export function fdBudget(
       `open cursors: the open-file limit is ${fileLimit} (ulimit -n)`,
   };
 }
+
+/**
+ * Connection slots kept beyond `--max-connections` for admin sessions (hello
+ * `admin: true`: the CLI's `stats`, `checkpoint`, `backup`, `integrity`,
+ * `vacuum`), so that an operator can look at and maintain a full server, as
+ * PostgreSQL's `superuser_reserved_connections`. Their descriptors come out
+ * of {@link FD_BASE}.
+ */
+export const ADMIN_RESERVED_CONNECTIONS = 2;

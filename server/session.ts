@@ -28,6 +28,7 @@ import {
   type WireError,
 } from "../protocol/errors.ts";
 import {
+  ADMIN_OPS,
   CONNECTION_ERROR_ID,
   type HelloReply,
   Op,
@@ -145,6 +146,8 @@ export class Session implements SessionProbe {
   /** Bytes of the requests in `#queue` from `#head` on (counted in `queuedRequests` too). */
   #queuedBytes = 0;
   #handshaken = false;
+  /** Set by a hello with `admin: true`: only {@link ADMIN_OPS} run. */
+  #admin = false;
   #pumping = false;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   #helloTimer: ReturnType<typeof setTimeout> | undefined;
@@ -281,6 +284,14 @@ export class Session implements SessionProbe {
   /** True once the hello (and its token) was accepted. */
   get handshaken(): boolean {
     return this.#handshaken;
+  }
+
+  /**
+   * True when its hello asked for an admin session (`admin: true`): it may
+   * take a slot kept for admin sessions, and runs only {@link ADMIN_OPS}.
+   */
+  get admin(): boolean {
+    return this.#admin;
   }
 
   /**
@@ -652,13 +663,16 @@ export class Session implements SessionProbe {
       );
       throw new ProtocolError(ErrorCode.Auth, `Cannot start session: ${refusal}`);
     }
+    this.#admin = hello.admin === true;
     const full = this.#services.admit?.(this) ?? null;
     if (full !== null) throw full;
     this.#handshaken = true;
     this.#stats?.admitted(this);
     this.#channel.maxFrameSize = this.#maxFrameSize;
     this.#channel.largeReads = true;
-    this.#services.log.info(`connect: session ${this.id} (${this.#peer})`);
+    this.#services.log.info(
+      `connect: ${this.#admin ? "admin " : ""}session ${this.id} (${this.#peer})`,
+    );
     clearTimeout(this.#helloTimer);
     this.#encoder.append([msg[1], Status.Ok, this.#hello]);
   }
@@ -990,6 +1004,7 @@ export class Session implements SessionProbe {
    */
   #dispatch(msg: Request): unknown {
     const s = this.#engine;
+    if (this.#admin && !ADMIN_OPS.has(msg[0] as OpCode)) throw adminOnly(msg[0]);
     const req: DecodedRequest = decodeRequest(msg);
     switch (req.op) {
       case Op.Query:
@@ -1138,6 +1153,16 @@ const NOT_LOGGED_HERE: ReadonlySet<string> = new Set([
 ]);
 
 /** The peer's host for a TCP connection (to count distinct peers), else `undefined`. */
+/** The refusal of op `op` on an admin session: it runs only {@link ADMIN_OPS}. */
+function adminOnly(op: unknown): SqliteError {
+  const allowed = [...ADMIN_OPS].map(opName).join(", ");
+  return new SqliteError(
+    ErrorCode.Forbidden,
+    `Cannot run ${opName(op)} on an admin session: admin sessions run only maintenance ` +
+      `requests (${allowed}); open an ordinary connection for SQL`,
+  );
+}
+
 function peerHost(conn: Deno.Conn): string | undefined {
   const a = conn.remoteAddr;
   return a.transport === "tcp" ? a.hostname : undefined;

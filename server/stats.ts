@@ -39,6 +39,8 @@ export interface SessionProbe {
   readonly transactionSince: number;
   /** Cursors it holds open. */
   readonly cursors: number;
+  /** True for an admin session (hello `admin: true`; absent: false). */
+  readonly admin?: boolean;
 }
 
 /** Counters and the one-minute latency histogram of one server. */
@@ -64,6 +66,10 @@ export class ServerStats {
   total = 0;
   /** Connections served at once, at most (0 when not set). */
   maxConnections = 0;
+  /** Slots kept beyond {@link maxConnections} for admin sessions. */
+  reservedConnections = 0;
+  /** Of {@link open}: the admin sessions. */
+  admin = 0;
   /** Connections refused since start: the server served its most already. */
   refused = 0;
   /** Bytes received. */
@@ -106,6 +112,7 @@ export class ServerStats {
     if (this.#pending.delete(probe)) {
       this.handshaking--;
       this.open++;
+      if (probe.admin === true) this.admin++;
     }
   }
 
@@ -113,7 +120,10 @@ export class ServerStats {
   closed(probe: SessionProbe): void {
     if (!this.#sessions.delete(probe)) return;
     if (this.#pending.delete(probe)) this.handshaking--;
-    else this.open--;
+    else {
+      this.open--;
+      if (probe.admin === true) this.admin--;
+    }
   }
 
   /**
@@ -191,6 +201,8 @@ export class ServerStats {
         max: this.maxConnections,
         refused: this.refused,
         dropped: this.dropped,
+        admin: this.admin,
+        reserved: this.reservedConnections,
       },
       requests,
       rates,

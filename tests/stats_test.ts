@@ -77,6 +77,8 @@ for (const engine of ENGINES) {
       max: 10000,
       refused: 0,
       dropped: 0,
+      admin: 0,
+      reserved: 2,
     });
     assert.deepEqual(s.requests, { exec: 1, run: 20, query: 31 });
     assert.equal(s.errors, 1);
@@ -104,6 +106,8 @@ for (const engine of ENGINES) {
       max: 10000,
       refused: 0,
       dropped: 0,
+      admin: 0,
+      reserved: 2,
     });
     assert.equal(after.requests.stats, 1);
   });
