@@ -30,6 +30,7 @@ import { CHANGE_FEED_CAPACITY, ChangeLog, FeedQueueBudget } from "./change_log.t
 import { PreparedBudget } from "./handles.ts";
 import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 import { WalWatch } from "./wal_watch.ts";
+import { MAX_BACKGROUND_READS, ReaderLine } from "./reader_line.ts";
 import { type DqsReport, findDoubleQuotedStrings } from "./dqs_check.ts";
 import type { SessionHost } from "./session_host.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
@@ -77,6 +78,11 @@ export interface EngineConfig {
   maxPreparedText?: number;
   /** Cursors open at once on all sessions (default {@link MAX_OPEN_CURSORS}). */
   maxOpenCursors?: number;
+  /**
+   * Reads run in the background at once on all sessions, each on a reader
+   * connection of its own; more wait in line. @default {MAX_BACKGROUND_READS}
+   */
+  maxBackgroundReads?: number;
   /** What clients may do: read-only, ATTACH, unsafe PRAGMAs (see `policy.ts`). */
   policy: PolicyConfig;
   /** Directory where `backup` and `vacuum` may write copies; `null`/absent refuses them. */
@@ -133,6 +139,8 @@ export class Engine {
   readonly #idleReaders: Connection[] = [];
   /** Readers lent to cursors now. */
   #cursorReaders = 0;
+  /** Readers lent to reads in the background, and the reads waiting for one. */
+  readonly #readerLine: ReaderLine<Connection>;
   #writerHasTemp = false;
   /** The writer's TEMP tables, views, indexes and triggers, as `"table scratch"`. */
   #writerTemp: readonly string[] = [];
@@ -232,6 +240,7 @@ export class Engine {
       )
       : null;
     this.#walWatch = new WalWatch(config.path);
+    this.#readerLine = new ReaderLine(config.maxBackgroundReads ?? MAX_BACKGROUND_READS);
     this.#group = new GroupCommit(
       this.#writer,
       () => this.#drain(),
@@ -343,6 +352,8 @@ export class Engine {
     this.#closed = true;
     this.#group.commitNow();
     for (const s of [...this.#sessions]) s.close();
+    // (Closing a session takes its read out of line: none should be left.)
+    this.#readerLine.close(new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down"));
     while (this.#running.size > 0 || this.#group.committing) {
       await Promise.allSettled([...this.#running]);
       if (this.#group.committing) await new Promise((r) => setTimeout(r, 1));
@@ -399,10 +410,12 @@ export class Engine {
         foreignKeys: (on) => this.#foreignKeys(on),
       },
       readers: {
+        max: this.#readerLine.max,
         snapshot: () => this.#snapshotReader(),
         classified: (sql) => this.#reader?.peek(sql),
-        borrow: () => this.#borrowReader(),
-        giveBack: (c) => this.#returnReader(c),
+        borrow: () => this.#borrowBackgroundReader(),
+        wait: (w) => this.#readerLine.join(w),
+        giveBack: (c) => this.#giveBackBackgroundReader(c),
         borrowForCursor: () => this.#borrowCursorReader(),
         giveBackCursor: (c) => {
           this.#cursorReaders--;
@@ -471,6 +484,46 @@ export class Engine {
     });
     conn.refreshSchema();
     return conn;
+  }
+
+  /**
+   * A reader for a read going to the background, counted against
+   * `maxBackgroundReads`; `null` when that many are lent, or reads wait for
+   * one already (the read then waits in line).
+   */
+  #borrowBackgroundReader(): Connection | null {
+    if (!this.#readerLine.enter()) return null;
+    try {
+      return this.#borrowReader();
+    } catch (err) {
+      this.#readerLine.leave();
+      throw err;
+    }
+  }
+
+  /**
+   * Gives back a reader from `#borrowBackgroundReader`: it goes to the
+   * first read waiting (its schema renewed), else back to the idle readers.
+   * A reader that cannot be renewed is closed and the waiter told why; the
+   * next one gets a new reader.
+   */
+  #giveBackBackgroundReader(c: Connection): void {
+    let conn: Connection | null = c;
+    for (let w = this.#readerLine.next(); w !== null; w = this.#readerLine.next()) {
+      try {
+        if (conn === null) conn = this.#borrowReader()!;
+        else conn.refreshSchema();
+      } catch (err) {
+        conn?.close();
+        conn = null;
+        w.fail(err as Error);
+        continue;
+      }
+      w.take(conn);
+      return;
+    }
+    this.#readerLine.leave();
+    if (conn !== null) this.#returnReader(conn);
   }
 
   /**

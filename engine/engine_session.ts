@@ -134,6 +134,25 @@ function checkForeignKeys(writer: Connection): void {
   );
 }
 
+/** A read that waited for a reader connection until its deadline: it never ran. */
+function waitedForReader(limits: RunLimits, max: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.StatementTimeout,
+    `Statement stopped after ${limits.timeout} ms (--statement-timeout or the call's timeout ` +
+      `option): it waited all that time for a reader connection, as ${max} reads ran in the ` +
+      "background (maxBackgroundReads), and did not run",
+  );
+}
+
+/** A read cancelled (or its session closed) while it waited for a reader: it never ran. */
+function notRunWaiting(reason: Error): Error {
+  if (!(reason instanceof AbortError)) return reason;
+  return new AbortError(
+    `${reason.message} (it waited for a reader connection and did not run)`,
+    { cause: reason },
+  );
+}
+
 /** True when a statement run inline is to run again in the background (it changed nothing). */
 function toBackground(err: unknown): boolean {
   return err instanceof OverBudget || err instanceof LockBusy;
@@ -591,21 +610,83 @@ export class EngineSession implements HostedSession {
         if (!toBackground(err)) throw err;
       }
     }
-    const host = this.#host;
-    const conn = host.readers.borrow()!;
+    const conn = this.#host.readers.borrow();
+    if (conn !== null) return this.#readOn(conn, p, sql, args, limits, wantRows);
+    return this.#waitForReader(p, sql, args, limits, wantRows);
+  }
+
+  /** Runs the read `p` in the background on `conn`, a reader lent to it alone. */
+  #readOn(
+    conn: Connection,
+    p: Prepared,
+    sql: string,
+    args: BindArgs,
+    limits: RunLimits,
+    wantRows: WantRows,
+  ): Promise<Outcome> {
+    const readers = this.#host.readers;
     let own: Prepared;
     try {
       own = conn.prepare(sql);
     } catch (err) {
-      host.readers.giveBack(conn);
+      readers.giveBack(conn);
       throw err;
     }
-    const done = this.#background(own, args, limits, wantRows, () => host.readers.giveBack(conn));
+    const done = this.#background(own, args, limits, wantRows, () => readers.giveBack(conn));
     if (!p.unstoppable) return done;
     const start = performance.now();
     return done.finally(() => {
       if (performance.now() - start < INLINE_BUDGET_MS) p.unstoppable = false;
     });
+  }
+
+  /**
+   * The most reads run in the background already (`maxBackgroundReads`):
+   * this one waits in line for a reader, as this session's running request
+   * (a cancel or the session closing takes it out of line, `ABORTED`), up to
+   * its deadline (`STATEMENT_TIMEOUT`); either way nothing of it ran.
+   */
+  #waitForReader(
+    p: Prepared,
+    sql: string,
+    args: BindArgs,
+    limits: RunLimits,
+    wantRows: WantRows,
+  ): Promise<Outcome> {
+    const { promise, resolve, reject } = Promise.withResolvers<Outcome>();
+    // (`timer` is set below, before anything can call `settle`.)
+    const settle = (): void => {
+      clearTimeout(timer);
+      this.#running = null;
+    };
+    const leave = this.#host.readers.wait({
+      take: (conn) => {
+        settle();
+        try {
+          resolve(this.#readOn(conn, p, sql, args, limits, wantRows));
+        } catch (err) {
+          reject(err);
+        }
+      },
+      fail: (err) => {
+        settle();
+        reject(err);
+      },
+    });
+    const stop = (err: Error): void => {
+      leave();
+      settle();
+      reject(err);
+    };
+    const timer = setTimeout(
+      () => stop(waitedForReader(limits, this.#host.readers.max)),
+      Math.max(0, deadlineOf(limits) - performance.now()),
+    );
+    this.#running = {
+      done: promise,
+      cancel: (reason) => stop(notRunWaiting(reason)),
+    };
+    return this.#host.track(promise);
   }
 
   /**

@@ -12,6 +12,7 @@ import type { EngineConfig } from "./engine.ts";
 import type { EngineSession } from "./engine_session.ts";
 import type { GroupMember } from "./group_commit.ts";
 import type { PreparedBudget } from "./handles.ts";
+import type { LineWaiter } from "./reader_line.ts";
 import type { LeaseEnd, Waiter } from "./writer_queue.ts";
 
 /**
@@ -66,6 +67,8 @@ export interface WriterAccess {
 
 /** Read-only connections: the shared snapshot reader, and readers lent for one statement. */
 export interface ReaderPool {
+  /** Readers lent to reads in the background at once, at most (`maxBackgroundReads`). */
+  readonly max: number;
   /**
    * The shared reader, in a read transaction that sees every commit that
    * completed before this call; `null` for `:memory:`.
@@ -73,9 +76,21 @@ export interface ReaderPool {
   snapshot(): Connection | null;
   /** The shared reader's cached statement for `sql`, if any (how it was classified). */
   classified(sql: string): Prepared | undefined;
-  /** A reader for one statement alone; give it back with {@link giveBack}. `null` for `:memory:`. */
+  /**
+   * A reader for one read that went to the background; give it back with
+   * {@link giveBack}. `null` when the most such reads already run
+   * (`maxBackgroundReads`) or others wait: {@link wait} in line then.
+   * (Never asked for `:memory:`, which has no readers.)
+   */
   borrow(): Connection | null;
-  /** Gives back a reader from {@link borrow}. */
+  /**
+   * Queues `w` for a reader, first come first served: `w.take` is called
+   * with one as soon as one is given back. Returns the function that takes
+   * `w` out of line (a deadline, a cancel, the session closing); after it,
+   * `w` is called no more.
+   */
+  wait(w: LineWaiter<Connection>): () => void;
+  /** Gives back a reader from {@link borrow} (or {@link wait}). */
   giveBack(c: Connection): void;
   /**
    * A reader for a cursor, counted against the server's open-cursor limit;

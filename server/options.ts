@@ -17,6 +17,7 @@ import {
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import type { EngineConfig } from "../engine/engine.ts";
 import { MAX_HANDLES, MAX_PREPARED, MAX_PREPARED_TEXT } from "../engine/handles.ts";
+import { MAX_BACKGROUND_READS } from "../engine/reader_line.ts";
 import { MAX_QUEUED_CHANGES, MAX_QUEUED_CHANGES_PER_CONNECTION } from "../engine/change_log.ts";
 import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 import { isLoopback, TokenGate } from "./auth.ts";
@@ -91,6 +92,14 @@ export interface ServeOptions {
   maxResultBytes?: number;
   /** Cursors one connection may hold open at once. @default {16} */
   maxCursors?: number;
+  /**
+   * Reads run in the background at once (FFI engine: reads outside a
+   * transaction that ran past the 2 ms inline budget), each on a reader
+   * connection of its own; more wait in line, first come first served,
+   * within their deadline (`STATEMENT_TIMEOUT`) and cancellable.
+   * @default {16}
+   */
+  maxBackgroundReads?: number;
   /**
    * Prepared statements one connection may hold at once (and 16 Mi
    * characters of their SQL); one more fails with `BAD_REQUEST`. The
@@ -550,6 +559,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       // by other programs up to 256 MiB stay readable and updatable.
       maxValueBytes: Math.min(1e9, Math.max(2 * maxFrameSize, 256 * 1024 * 1024)),
       maxCursors: integer("maxCursors", options.maxCursors ?? 16, 1, 1e6),
+      maxBackgroundReads: integer(
+        "maxBackgroundReads",
+        options.maxBackgroundReads ?? MAX_BACKGROUND_READS,
+        1,
+        1e5,
+      ),
       maxStatements: integer("maxStatements", options.maxStatements ?? MAX_HANDLES, 1, 1e7),
       maxPrepared: integer("maxPrepared", options.maxPrepared ?? MAX_PREPARED, 1, 1e9),
       maxPreparedText: integer(
