@@ -14,6 +14,7 @@ import {
   formatAddress,
   HAS_UNIX_SOCKETS,
 } from "../transport/address.ts";
+import { resolve } from "node:path";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import type { EngineConfig } from "../engine/engine.ts";
 import { MAX_HANDLES, MAX_PREPARED, MAX_PREPARED_TEXT } from "../engine/handles.ts";
@@ -48,7 +49,9 @@ export const DEFAULT_HELLO_TIMEOUT = 3000;
  */
 export interface ServeOptions {
   /**
-   * Database file, created if absent.
+   * Database file, created if absent. A relative path is resolved against
+   * the working directory once, at start: the server keeps serving that file
+   * if the process changes directory later.
    * @default {"netsqlite.db"}
    */
   database?: string;
@@ -344,7 +347,7 @@ export interface ServeConfig {
   releaseMemory: boolean;
   /** Which SQLite binding to load, and from where. */
   sqlite: LoadOptions;
-  /** The database file. */
+  /** The database file: an absolute path (or `:memory:`). */
   database: string;
   /** Permission bits of the Unix socket file. */
   socketMode: number;
@@ -370,11 +373,14 @@ export interface ServeConfig {
  */
 export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   const dqlite = resolveDqlite(options);
-  const database = options.database ??
+  const given = options.database ??
     (dqlite === null ? DEFAULT_DATABASE : `dqlite-${dqlite.database}.db`);
-  if (typeof database !== "string" || database === "") {
-    throw new TypeError(`Invalid option "database": expected a file path, got ${String(database)}`);
+  if (typeof given !== "string" || given === "") {
+    throw new TypeError(`Invalid option "database": expected a file path, got ${String(given)}`);
   }
+  // Resolved once: SQLite opens readers, and the server checks and locks the
+  // file, by this path for as long as it serves, whatever the working directory.
+  const database = given === ":memory:" ? given : resolve(given);
   const synchronous = options.synchronous ?? "full";
   if (synchronous !== "full" && synchronous !== "normal") {
     throw new TypeError(

@@ -57,7 +57,7 @@ Deno.test("resolveServeOptions() fills in every default", () => {
   assert.equal(config.maxFrameSize, 64 * MiB);
   assert.equal(config.maxConnections, 10000);
   assert.equal(config.engine.txTimeout, 0);
-  assert.equal(config.engine.path, "netsqlite.db");
+  assert.equal(config.engine.path, `${Deno.cwd()}/netsqlite.db`, "resolved once, at start");
   assert.equal(config.engine.synchronous, "full");
   assert.equal(config.engine.busyTimeout, 5000);
   assert.equal(config.engine.txIdleTimeout, 10000);
@@ -85,7 +85,7 @@ Deno.test("resolveServeOptions() keeps given values", () => {
   assert.deepEqual(config.address, { transport: "unix", path: "/tmp/x.sock" });
   assert.equal(config.announceFile, null);
   assert.equal(config.maxFrameSize, 1024);
-  assert.equal(config.engine.path, "x.db");
+  assert.equal(config.engine.path, `${Deno.cwd()}/x.db`);
   assert.equal(config.engine.synchronous, "normal");
   assert.equal(config.engine.busyTimeout, 0);
   assert.equal(config.engine.txIdleTimeout, 0);
