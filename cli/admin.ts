@@ -8,15 +8,13 @@
  */
 
 import { parseArgs } from "node:util";
-import { Link } from "../client/link.ts";
+import type { Link } from "../client/link.ts";
 import {
   type ConnectConfig,
   type ConnectOptions,
   resolveConnectOptions,
 } from "../client/options.ts";
-import { ConnectionError, ErrorCode } from "../protocol/errors.ts";
-import { connectTo } from "../transport/connect.ts";
-import { formatAddress } from "../transport/address.ts";
+import { openLink } from "../client/connection.ts";
 import {
   type BackupReport,
   type CheckpointReport,
@@ -173,32 +171,8 @@ async function open(connect: ConnectOptions): Promise<Link> {
  * @throws {ConnectionError} when no server answers.
  */
 export async function openAdminLink(config: ConnectConfig): Promise<Link> {
-  const ms = config.connectTimeout;
-  const deadline = performance.now() + ms;
-  const conn = await connectTo(config.addr, config.tls, ms);
-  const link = new Link(conn, config.addr, config.maxFrameSize, config.requestTimeout);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  if (ms > 0) {
-    timer = setTimeout(() => {
-      link.fail(
-        new ConnectionError(
-          `Cannot connect to ${formatAddress(config.addr)}: no handshake reply within ${ms} ms ` +
-            "(connectTimeout): the connection was closed",
-          { code: ErrorCode.RequestTimeout },
-        ),
-      );
-    }, Math.max(0, deadline - performance.now()));
-  }
-  try {
-    await link.hello(config.token, { admin: true });
-    return link;
-  } catch (err) {
-    link.fail(err);
-    await link.ended;
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
+  const [link] = await openLink(config, { admin: true });
+  return link;
 }
 
 async function close(link: Link): Promise<void> {

@@ -145,10 +145,14 @@ const READ_PRAGMAS_WITH_ARG: ReadonlySet<string> = new Set([
  * Opens a link and completes the handshake, within `config.connectTimeout`
  * (TCP connection, TLS handshake and handshake reply together).
  *
+ * @param hello `admin: true` asks for an admin session (maintenance requests only).
  * @throws {ConnectionError} `REQUEST_TIMEOUT` when the time is up (the
  *   socket is closed), else what connecting or the handshake throws.
  */
-export async function openLink(config: ConnectConfig): Promise<[Link, HelloReply]> {
+export async function openLink(
+  config: ConnectConfig,
+  hello: { admin?: boolean } = {},
+): Promise<[Link, HelloReply]> {
   const ms = config.connectTimeout;
   const deadline = performance.now() + ms;
   const conn = await connectTo(config.addr, config.tls, ms);
@@ -166,7 +170,7 @@ export async function openLink(config: ConnectConfig): Promise<[Link, HelloReply
     }, Math.max(0, deadline - performance.now()));
   }
   try {
-    return [link, await link.hello(config.token)];
+    return [link, await link.hello(config.token, hello)];
   } catch (err) {
     link.fail(err);
     await link.ended;
