@@ -16,6 +16,7 @@ import {
 } from "../transport/address.ts";
 import { resolve } from "node:path";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
+import { READ_SIZE_LARGE } from "../transport/frame_channel.ts";
 import type { EngineConfig } from "../engine/engine.ts";
 import { MAX_HANDLES, MAX_PREPARED, MAX_PREPARED_TEXT } from "../engine/handles.ts";
 import { MAX_BACKGROUND_READS } from "../engine/reader_line.ts";
@@ -179,7 +180,10 @@ export interface ServeOptions {
    * Bytes that incomplete frames may hold on all connections together: a
    * connection whose incomplete frame needs more is closed with
    * `FRAME_TOO_LARGE`, so that many connections each sending most of a large
-   * frame and stalling cannot exhaust the server's memory.
+   * frame and stalling cannot exhaust the server's memory. At least
+   * `maxFrameSize` + 128 KiB (a frame being completed holds up to one read of
+   * 64 KiB more). Requests read whole and waiting for their turn are bounded
+   * by as much again, apart.
    * @default {1 GiB, or 4 × maxFrameSize when larger}
    */
   maxPartialFrameBytes?: number;
@@ -533,10 +537,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       0,
       2 ** 31 - 1,
     ),
+    // At least one largest frame plus two reads: less would refuse a single
+    // client's pipelined frames (each read adds up to READ_SIZE_LARGE bytes).
     maxPartialFrameBytes: integer(
       "maxPartialFrameBytes",
       options.maxPartialFrameBytes ?? Math.max(2 ** 30, 4 * maxFrameSize),
-      1024,
+      maxFrameSize + 2 * READ_SIZE_LARGE,
       2 ** 53 - 1,
     ),
     maxConnections: integer("maxConnections", options.maxConnections ?? 10000, 1, 1e6),

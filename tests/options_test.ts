@@ -554,3 +554,12 @@ console.log(JSON.stringify([s.engine, s.limitations[0]]));`;
     assert.match(first, /^FFI not used: /);
   }
 });
+
+Deno.test("resolveServeOptions() refuses a maxPartialFrameBytes below one largest frame and two reads", () => {
+  assert.throws(
+    () => resolveServeOptions({ maxFrameSize: 64 * 1024, maxPartialFrameBytes: 65536 }),
+    /^RangeError: Invalid option "maxPartialFrameBytes": 65536 is outside 196608\.\./,
+  );
+  const ok = resolveServeOptions({ maxFrameSize: 64 * 1024, maxPartialFrameBytes: 196608 });
+  assert.equal(ok.maxPartialFrameBytes, 196608);
+});

@@ -35,7 +35,8 @@ export interface ChannelHandler {
 
 /** Read buffer of an idle connection; a connection that fills it gets the large one. */
 const READ_SIZE_SMALL = 4 * 1024;
-const READ_SIZE_LARGE = 64 * 1024;
+/** Read buffer of a busy connection: a frame being completed may hold up to this much more. */
+export const READ_SIZE_LARGE = 64 * 1024;
 
 /** Reads frames from and writes an outbox to one connection. */
 export class FrameChannel {
