@@ -69,9 +69,13 @@ export class OwnWriter {
     const caller = this.#pool.callerTransaction();
     return (err) => {
       if (!(err instanceof SqliteError) || err.code !== ErrorCode.BusyTimeout) return err;
+      // The session the server names must be that connection's (when the
+      // server says which it is): a transaction the server ended (its lease)
+      // lets another client's take the writer meanwhile.
+      const named = Number(/held by session (\d+): /.exec(err.message)?.[1]);
       const held = marks.find((m) =>
         m.conn.inTransaction && m.conn.generation === m.generation &&
-        m.conn.txOpenedBy === m.openedBy
+        m.conn.txOpenedBy === m.openedBy && (m.conn.session ?? named) === named
       );
       if (held === undefined) return err;
       const fromFn = held.conn === caller

@@ -193,6 +193,8 @@ export class PooledConnection {
   #link: Link | null;
   #opening: Promise<void> | null = null;
   #generation: number;
+  /** The server's session number of the open link (from its hello), if it says. */
+  #session: number | null = null;
   #lostTransaction = false;
   /**
    * Handles of `ROLLBACK`/`COMMIT` prepared while {@link #lostTransaction}
@@ -231,11 +233,18 @@ export class PooledConnection {
    * @param config Resolved connect options.
    * @param events Pool callbacks.
    * @param link An already opened link, or `null` to open on first use.
+   * @param session The server's session number of `link` (its hello says).
    */
-  constructor(config: ConnectConfig, events: ConnectionEvents, link: Link | null = null) {
+  constructor(
+    config: ConnectConfig,
+    events: ConnectionEvents,
+    link: Link | null = null,
+    session: number | null = null,
+  ) {
     this.#config = config;
     this.#events = events;
     this.#link = link;
+    this.#session = session;
     this.#generation = link === null ? 0 : 1;
     if (link !== null) this.#watch(link);
   }
@@ -259,6 +268,11 @@ export class PooledConnection {
   /** Changes each time the connection is (re)opened: handles and cursors die with it. */
   get generation(): number {
     return this.#generation;
+  }
+
+  /** The server's session number of this connection (`null` before it opened, or from older servers). */
+  get session(): number | null {
+    return this.#session;
   }
 
   /** Requests in flight plus open cursors. */
@@ -402,6 +416,7 @@ export class PooledConnection {
         throw refusal;
       }
       this.#link = link;
+      this.#session = info.session ?? null;
       this.#generation++;
       this.#watch(link);
       this.#events.onOpen(info);

@@ -137,7 +137,7 @@ export class Pool implements ConnectionEvents {
     this.#config = config;
     this.#info = info;
     this.#database = info.database;
-    this.#conns.push(new PooledConnection(config, this, link));
+    this.#conns.push(new PooledConnection(config, this, link, info.session ?? null));
   }
 
   /** Most connections. */

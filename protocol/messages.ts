@@ -148,6 +148,12 @@ export interface HelloReply {
    * one it first connected to. Absent from servers older than the field.
    */
   database?: string;
+  /**
+   * This connection's session number, as the server's log, `stats` and
+   * `BUSY_TIMEOUT` messages ("held by session N") name it. Absent from
+   * servers older than the field.
+   */
+  session?: number;
 }
 
 /** One statement of a `batch` request: `[sql, params]`. */

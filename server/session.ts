@@ -674,7 +674,7 @@ export class Session implements SessionProbe {
       `connect: ${this.#admin ? "admin " : ""}session ${this.id} (${this.#peer})`,
     );
     clearTimeout(this.#helloTimer);
-    this.#encoder.append([msg[1], Status.Ok, this.#hello]);
+    this.#encoder.append([msg[1], Status.Ok, { ...this.#hello, session: this.id }]);
   }
 
   /** Runs queued requests in order until one must wait or output backs up. */

@@ -186,3 +186,28 @@ Deno.test("Client.run() timing out on another client's transaction keeps the ser
   });
   assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
 });
+
+Deno.test("Client BUSY_TIMEOUT: a writer held by another client, after the server ended this client's transaction (its lease), is not blamed on this client", async () => {
+  // The other client's transaction must outlive this client's wait (lease > busy timeout).
+  await using s = await startServer({ busyTimeout: 200, txIdleTimeout: 600 });
+  await using db = await connect({ ...s.connectOptions, max: 4 });
+  await using other = await connect({ ...s.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (x)");
+  let err: unknown = null;
+  const ended = await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    // Idle past its lease: the server rolls this transaction back (the client learns it later).
+    await new Promise((r) => setTimeout(r, 900));
+    await other.exec("BEGIN IMMEDIATE");
+    try {
+      err = await db.run("INSERT INTO t VALUES (2)").catch((e) => e);
+    } finally {
+      await other.exec("ROLLBACK");
+    }
+  }).catch((e) => e);
+  assert.equal((ended as SqliteError).code, "TX_TIMEOUT", String(ended));
+  const busy = err instanceof SqliteError && err.code === "BUSY_TIMEOUT" ? err : null;
+  assert.ok(busy !== null, String(err));
+  assert.match(busy.message, /held by session \d+: /);
+  assert.doesNotMatch(busy.message, /own transaction/);
+});
