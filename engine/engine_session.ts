@@ -937,7 +937,7 @@ export class EngineSession implements HostedSession {
    * ran inside the client's explicit transaction since `mark` was taken,
    * and that transaction is still open (neither ended by the client nor
    * by the engine). A batch inside the transaction counts when one of its
-   * items wrote; a cursor over a write counts for each `next`.
+   * items wrote (also when a cancel then stopped it, undoing its savepoint); a cursor over a write counts for each `next`.
    */
   wroteInTransactionSince(mark: number): boolean {
     return this.#aborted === null && !this.#closed &&
@@ -1221,6 +1221,12 @@ export class EngineSession implements HostedSession {
         }
         if (nested) log?.truncate(mark);
         else log?.discard();
+        // Stopped (a cancel) after an item wrote inside the client's
+        // transaction: its savepoint is undone, but the write counts, so that
+        // the cancel ends the transaction as it does an interrupted exec()
+        // (wroteInTransactionSince). A batch failing for any other reason (a
+        // constraint) leaves the transaction open.
+        if (nested && this.#batchWrote && err instanceof AbortError) this.#txWriteSeq++;
       }
       restoreKeys();
       host.writer.afterWrite(this, this.#batchTemp);

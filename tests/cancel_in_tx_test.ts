@@ -245,6 +245,56 @@ for (const engine of ENGINES) {
     assert.equal(await wire.count(), 0);
   });
 
+  Deno.test(`a batch cancelled while it runs inside a transaction, having written, rolls it back (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using wire = await Wire.open(srv);
+    await wire.ok("CREATE TABLE t (x)");
+    await wire.ok("BEGIN");
+    await wire.ok("INSERT INTO t VALUES (1)");
+    // A write, then a read slow enough for the cancel to stop it (on the FFI
+    // engine, where it runs in the background): the batch's savepoint is
+    // undone, and the cancel ends the transaction as for exec().
+    const slow =
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1500000) " +
+      "SELECT count(*) FROM c";
+    const batch = await wire.send(Op.Batch, [["INSERT INTO t VALUES (2)", null], [slow, null]]);
+    await delay(50);
+    await wire.cancel(batch);
+    const [got, status, body] = await wire.reply();
+    assert.equal(got, batch);
+    if (engine === "ffi") {
+      assert.equal(status & Status.Error, Status.Error, "stopped before its end");
+    }
+    // (node:sqlite runs it to its end before it reads the cancel.)
+    if (status & Status.Error) {
+      assert.equal((body as { code: string }).code, "ABORTED");
+      assert.match((body as { message: string }).message, /rolled back the transaction/);
+    }
+    await wire.fails("INSERT INTO t VALUES (3)", "TX_ABORTED");
+    await wire.fails("COMMIT", "TX_ABORTED");
+    assert.equal((await wire.ok("ROLLBACK")) & Status.InTransaction, 0);
+    assert.equal(await wire.count(), 0, "nothing of the transaction stayed");
+  });
+
+  // A batch that fails on its own inside a transaction undoes its savepoint
+  // alone: the transaction stays open, and its earlier writes commit.
+  Deno.test(`a batch failing on a constraint inside a transaction leaves it open (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using wire = await Wire.open(srv);
+    await wire.ok("CREATE TABLE t (x UNIQUE)");
+    await wire.ok("BEGIN");
+    await wire.ok("INSERT INTO t VALUES (1)");
+    const { status, body } = await wire.call(Op.Batch, [
+      ["INSERT INTO t VALUES (2)", null],
+      ["INSERT INTO t VALUES (1)", null],
+    ]);
+    assert.equal(status & Status.Error, Status.Error);
+    assert.match((body as { code: string }).code, /^SQLITE_CONSTRAINT/);
+    await wire.ok("INSERT INTO t VALUES (3)");
+    await wire.ok("COMMIT");
+    assert.equal(await wire.count(), 2);
+  });
+
   // Through the client, as the review found it: `{ signal }` rejects the call
   // at once and sends cancel; on node:sqlite the write has always finished by
   // the time the server reads the cancel (it runs on the main thread).
