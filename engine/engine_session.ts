@@ -937,7 +937,8 @@ export class EngineSession implements HostedSession {
    * ran inside the client's explicit transaction since `mark` was taken,
    * and that transaction is still open (neither ended by the client nor
    * by the engine). A batch inside the transaction counts when one of its
-   * items wrote (also when a cancel then stopped it, undoing its savepoint); a cursor over a write counts for each `next`.
+   * items wrote (also when a cancel then stopped it, undoing its
+   * savepoint); a cursor over a write counts for each `next`.
    */
   wroteInTransactionSince(mark: number): boolean {
     return this.#aborted === null && !this.#closed &&
