@@ -18,6 +18,11 @@
  *   once they would undo each other). Work that `fn` started but that runs
  *   after the transaction ended (a timer, a queued job) runs on the shared
  *   pool, in autocommit.
+ * - Inside `fn`, statements that would begin or end the transaction
+ *   (`BEGIN`, `COMMIT`, `END`, `ROLLBACK` without `TO`) are refused with
+ *   `SqliteError` `TX_CONTROL` before they are sent, as a `transaction()`
+ *   handle refuses them: a `COMMIT` would keep the work done so far even when
+ *   `fn` throws afterwards. Savepoints stay allowed.
  * - When `commit` fails (an expired lease: `TX_TIMEOUT`), that error reaches
  *   the caller, not the `rollback` Drizzle sends after it.
  *
@@ -60,6 +65,7 @@ import {
 } from "drizzle-orm/sqlite-proxy";
 import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
 import { firstValues } from "../client/queryable.ts";
+import { refuseTxEnd } from "./_refuse_tx_end.ts";
 import { applyMigrations, type MigrationConfig } from "./drizzle_migrate.ts";
 
 export type { MigrationConfig } from "./drizzle_migrate.ts";
@@ -104,6 +110,11 @@ interface Level {
 /** The statement Drizzle's proxy session sends to roll a transaction back. */
 const ROLLBACK = /^\s*rollback\s*;?\s*$/i;
 
+/** Where a refused statement was sent, and what to use instead (see `refuseTxEnd`). */
+const WHERE = "db.transaction()";
+const HOW = "Drizzle ends the transaction itself (it commits when the callback resolves and " +
+  "rolls back when it throws or calls tx.rollback()); use savepoints or a nested tx.transaction()";
+
 /** How Drizzle asks for a query's result. */
 type Method = "run" | "all" | "values" | "get";
 
@@ -146,7 +157,15 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     return scope !== undefined && scope.state.open ? scope.conn : client;
   };
 
+  // A statement sent from inside `fn` (at a level) that would begin or end
+  // the transaction is refused; Drizzle's own `begin`/`commit`/`rollback`
+  // run outside every level (its savepoints are allowed anyway).
+  const guard = (sql: string): void => {
+    const scope = context.getStore();
+    if (scope?.level !== undefined && scope.state.open) refuseTxEnd(sql, WHERE, HOW);
+  };
   const callback: AsyncRemoteCallback = async (sql, params, method) => {
+    guard(sql);
     const on = target();
     try {
       return await runOne(on, sql, params as BindParams, method);
@@ -161,6 +180,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     }
   };
   const batch: AsyncBatchRemoteCallback = async (queries) => {
+    for (const q of queries) guard(q.sql);
     const results = await target().batch<unknown[]>(
       queries.map((q) => ({ sql: q.sql, params: q.params as BindParams })),
       { arrays: true },

@@ -9,6 +9,11 @@
  *   calls do. A transaction, from `begin` to `commit`/`rollback` (savepoints
  *   and `stream()` inside it included), runs on one connection reserved with
  *   `Client.reserve()`, so transactions never mix with other callers' work.
+ * - Inside a transaction, statements that would begin or end it (`BEGIN`,
+ *   `COMMIT`, `END`, `ROLLBACK` without `TO`) are refused with `SqliteError`
+ *   `TX_CONTROL` before they are sent, as a `transaction()` handle refuses
+ *   them; savepoints stay allowed. Raw `BEGIN`/`COMMIT` inside
+ *   `db.connection()`, outside Kysely's transaction, stay allowed.
  * - Kysely's `Migrator` runs its migrations in one transaction (SQLite's DDL
  *   is transactional), so a failing migration leaves nothing behind and
  *   migrators of several processes run one after the other.
@@ -72,6 +77,7 @@ import {
   SqliteError,
 } from "../client.ts";
 import { readsOnly } from "../client/connection.ts";
+import { refuseTxEnd } from "./_refuse_tx_end.ts";
 
 /** Options of {@link NetsqliteDialect}. */
 export interface NetsqliteDialectConfig {
@@ -394,7 +400,27 @@ class NetsqliteConnection implements DatabaseConnection {
     return await fn(this.#target);
   }
 
+  /**
+   * Inside a transaction, refuses a statement that would begin or end it
+   * (`BEGIN`, `COMMIT`, `END`, `ROLLBACK` without `TO`) before it is sent, as
+   * a `transaction()` handle does: a raw `COMMIT` would keep the work done so
+   * far even when the callback throws afterwards. Kysely's own control goes
+   * through {@link begin}, {@link commit}, {@link rollback} and
+   * {@link control}, never through here.
+   */
+  #checkControl(sql: string): void {
+    if (this.#tx === null) return;
+    refuseTxEnd(
+      sql,
+      "a Kysely transaction",
+      "Kysely ends the transaction itself (execute() commits when the callback resolves and " +
+        "rolls back when it throws; a controlled transaction ends with trx.commit() or " +
+        "trx.rollback()); use savepoints (trx.savepoint())",
+    );
+  }
+
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    this.#checkControl(compiled.sql);
     this.#checkAccess(compiled.sql);
     return await this.#on((q) => executeOn<R>(q, compiled));
   }
@@ -405,6 +431,7 @@ class NetsqliteConnection implements DatabaseConnection {
     if (!Number.isInteger(chunkSize) || chunkSize < 1) {
       throw new RangeError(`Invalid chunkSize ${chunkSize}: expected a positive integer`);
     }
+    this.#checkControl(compiled.sql);
     this.#checkAccess(compiled.sql);
     let rows: R[] = [];
     const params = compiled.parameters as BindParams;

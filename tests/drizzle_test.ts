@@ -334,6 +334,62 @@ Deno.test("drizzle: a COMMIT refused after the lease expired surfaces TX_TIMEOUT
   assert.equal((await db.select().from(users)).length, 1);
 });
 
+/** The `code` of a refusal: Drizzle wraps query errors, the client's error as `cause`. */
+function codeOf(err: unknown): string | undefined {
+  const e = err as { code?: string; cause?: { code?: string } };
+  return e.cause?.code ?? e.code;
+}
+
+Deno.test("drizzle: raw BEGIN/COMMIT/END/ROLLBACK inside db.transaction() are refused before they are sent", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  const refused = async (p: Promise<unknown>, statement: string): Promise<void> => {
+    const err = await p.then(() => null, (e: unknown) => e);
+    assert.equal(codeOf(err), ErrorCode.TxControl, String(err));
+    const cause = (err as { cause?: unknown }).cause ?? err;
+    assert.ok(cause instanceof SqliteError);
+    assert.match(
+      cause.message,
+      new RegExp(`^Cannot run "${statement}" inside db\\.transaction\\(\\)`),
+    );
+  };
+  // A helper's COMMIT would have kept row 1 (and row 2, in autocommit) though fn threw.
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name: "one", balance: 1n });
+      await refused(tx.run(sql`COMMIT`), "COMMIT");
+      await refused(tx.run(sql`/* done */ end transaction`), "END");
+      await refused(tx.all(sql.raw("ROLLBACK")), "ROLLBACK");
+      await refused(db.run(sql`BEGIN IMMEDIATE`), "BEGIN");
+      await refused(db.batch([db.run(sql`SELECT 1`), db.run(sql`COMMIT`)]), "COMMIT");
+      await tx.insert(users).values({ name: "two", balance: 2n });
+      await tx.transaction(async (inner) => {
+        await refused(inner.run(sql`ROLLBACK TRANSACTION`), "ROLLBACK");
+        // Savepoints of the user's own stay allowed.
+        await inner.run(sql`SAVEPOINT mine`);
+        await inner.insert(users).values({ name: "three", balance: 3n });
+        await inner.run(sql`ROLLBACK TO mine`);
+        await inner.run(sql`RELEASE mine`);
+      });
+      assert.equal((await tx.select().from(users)).length, 2);
+      throw new Error("business rule failed");
+    }),
+    /business rule failed/,
+  );
+  assert.deepEqual(await db.select().from(users), []);
+  // A refusal caught inside fn leaves the transaction whole: it commits as usual.
+  await db.transaction(async (tx) => {
+    await tx.insert(users).values({ name: "kept", balance: 1n });
+    await refused(tx.run(sql`COMMIT`), "COMMIT");
+    await tx.insert(users).values({ name: "also", balance: 2n });
+  });
+  assert.deepEqual(await db.select({ name: users.name }).from(users).orderBy(asc(users.id)), [
+    { name: "kept" },
+    { name: "also" },
+  ]);
+  assert.equal(client.inTransaction, false);
+});
+
 Deno.test("drizzle: .get() has the server step one row, keeping every column of a join", async () => {
   await using t = await setup({ maxResultBytes: 20_000 });
   const { db, client } = t;

@@ -388,6 +388,54 @@ Deno.test("kysely: raw BEGIN/COMMIT inside db.connection() runs on a connection 
   await assert.rejects(sql`COMMIT`.execute(db), /no transaction is active/);
 });
 
+Deno.test("kysely: raw BEGIN/COMMIT/END/ROLLBACK inside a transaction are refused before they are sent", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  const refused = async (p: Promise<unknown>, statement: string): Promise<void> => {
+    const err = await p.then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, ErrorCode.TxControl);
+    assert.match(err.message, new RegExp(`^Cannot run "${statement}" inside a Kysely transaction`));
+  };
+  // A raw COMMIT would have kept "one" (and "two", in autocommit) though the callback threw.
+  await assert.rejects(
+    db.transaction().execute(async (trx) => {
+      await trx.insertInto("person").values({ name: "one", balance: 1 }).execute();
+      await refused(sql`COMMIT`.execute(trx), "COMMIT");
+      await refused(sql`-- done\nEND`.execute(trx), "END");
+      await refused(sql`rollback transaction`.execute(trx), "ROLLBACK");
+      await refused(sql`BEGIN`.execute(trx), "BEGIN");
+      await refused(trx.executeQuery(sql`COMMIT`.compile(trx)), "COMMIT");
+      const stream = sql<{ x: number }>`COMMIT`.compile(trx);
+      await refused(Array.fromAsync(trx.getExecutor().stream(stream, 10)), "COMMIT");
+      await trx.insertInto("person").values({ name: "two", balance: 2 }).execute();
+      // Savepoints of the user's own stay allowed.
+      await sql`SAVEPOINT mine`.execute(trx);
+      await trx.insertInto("person").values({ name: "three", balance: 3 }).execute();
+      await sql`ROLLBACK TO mine`.execute(trx);
+      await sql`RELEASE mine`.execute(trx);
+      assert.equal((await trx.selectFrom("person").selectAll().execute()).length, 2);
+      throw new Error("business rule failed");
+    }),
+    /business rule failed/,
+  );
+  assert.deepEqual(await db.selectFrom("person").selectAll().execute(), []);
+  // Controlled transactions too; a caught refusal leaves the transaction whole.
+  const trx = await db.startTransaction().execute();
+  await trx.insertInto("person").values({ name: "kept", balance: 1 }).execute();
+  await refused(sql`COMMIT`.execute(trx), "COMMIT");
+  const sp = await trx.savepoint("sp1").execute();
+  await refused(sql`ROLLBACK`.execute(sp), "ROLLBACK");
+  await sp.insertInto("person").values({ name: "undone", balance: 2 }).execute();
+  const back = await sp.rollbackToSavepoint("sp1").execute();
+  await back.commit().execute();
+  assert.deepEqual(
+    (await db.selectFrom("person").select("name").orderBy("id").execute()).map((r) => r.name),
+    ["kept"],
+  );
+  assert.equal(client.inTransaction, false);
+});
+
 const booksThenFailure: Record<string, Migration> = {
   "0001_books": {
     async up(db: Kysely<any>) {
