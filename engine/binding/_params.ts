@@ -42,30 +42,42 @@ function anonymousParam(): SqliteError {
 export const ANONYMOUS = "?";
 
 /**
- * Marks the anonymous `?` parameters in `names` (SQLite's names by index
- * from 1 at `[0]`, `null` for `?` and for indexes no parameter takes) with
- * {@link ANONYMOUS}, reading the first statement of `sql` the way SQLite
- * numbers parameters. Returns `names`.
+ * The parameters of the first statement of `sql` by index (from 1 at `[0]`),
+ * numbered the way SQLite numbers them: `?` takes the next index (named
+ * {@link ANONYMOUS}), `?NNN` index NNN, and a name (`:a`, `@a`, `$a`) the
+ * next index at its first appearance; `null` for an index no parameter takes.
  */
-export function markAnonymous(names: (string | null)[], sql: string): (string | null)[] {
-  if (!names.includes(null)) return names;
-  let count = 0; // SQLite's highest index so far
-  const seen = new Set<string>();
+export function parameterNames(sql: string): (string | null)[] {
+  const names: (string | null)[] = [];
   let started = false;
   scan(sql, (t) => {
     if (t.kind === "semicolon") return !started;
     started = true;
     if (t.kind !== "param") return true;
     if (t.text === "?") {
-      count++;
-      if (names[count - 1] === null) names[count - 1] = ANONYMOUS;
+      names.push(ANONYMOUS);
     } else if (t.text[0] === "?") {
-      count = Math.max(count, Number(t.text.slice(1)));
-    } else if (!seen.has(t.text)) {
-      seen.add(t.text);
-      count++;
+      const n = Number(t.text.slice(1));
+      while (names.length < n) names.push(null);
+      names[n - 1] ??= t.text;
+    } else if (!names.includes(t.text)) {
+      names.push(t.text);
     }
     return true;
+  });
+  return names;
+}
+
+/**
+ * Marks the anonymous `?` parameters in `names` (SQLite's names by index
+ * from 1 at `[0]`, `null` for `?` and for indexes no parameter takes) with
+ * {@link ANONYMOUS}, reading `sql` as {@link parameterNames} does. Returns
+ * `names`.
+ */
+export function markAnonymous(names: (string | null)[], sql: string): (string | null)[] {
+  if (!names.includes(null)) return names;
+  parameterNames(sql).forEach((name, i) => {
+    if (name === ANONYMOUS && names[i] === null) names[i] = ANONYMOUS;
   });
   return names;
 }

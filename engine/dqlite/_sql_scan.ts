@@ -9,7 +9,7 @@
 
 import type { SqlValue } from "../binding/binding.ts";
 import { missingValues, tooManyValues } from "../binding/_errors.ts";
-import { ANONYMOUS, NamedParams } from "../binding/_params.ts";
+import { NamedParams, parameterNames } from "../binding/_params.ts";
 import { scan, type Token } from "../../protocol/sql_lexer.ts";
 
 /** Calls `onWord` with each bare word of `sql` (lowercased). */
@@ -130,24 +130,8 @@ export function positionalArgs(
   sql: string,
   args: readonly unknown[] | Readonly<Record<string, unknown>>,
 ): unknown[] {
-  const names: (string | null)[] = [];
-  let started = false;
-  scan(sql, (t) => {
-    // dqlite binds the arguments to the first statement only.
-    if (t.kind === "semicolon") return !started;
-    started = true;
-    if (t.kind !== "param") return true;
-    if (t.text === "?") {
-      names.push(ANONYMOUS);
-    } else if (t.text[0] === "?") {
-      const n = Number(t.text.slice(1));
-      while (names.length < n) names.push(null);
-      names[n - 1] ??= t.text;
-    } else if (!names.includes(t.text)) {
-      names.push(t.text);
-    }
-    return true;
-  });
+  // dqlite binds the arguments to the first statement only.
+  const names = parameterNames(sql);
   if (Array.isArray(args)) {
     if (args.length > names.length) throw tooManyValues(args.length, names.length);
     if (args.length < names.length) throw missingValues(args.length, names.length);
