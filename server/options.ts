@@ -382,6 +382,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   if (typeof given !== "string" || given === "") {
     throw new TypeError(`Invalid option "database": expected a file path, got ${String(given)}`);
   }
+  if (given.startsWith("file:")) {
+    throw new TypeError(
+      `Invalid option "database": "${given}" is a URI; give the file's path (SQLite URI ` +
+        "filenames are not supported: the server opens, locks and checks the file by its path)",
+    );
+  }
   // Resolved once: SQLite opens readers, and the server checks and locks the
   // file, by this path for as long as it serves, whatever the working directory.
   const database = given === ":memory:" ? given : resolve(given);
@@ -539,12 +545,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     ),
     // At least one largest frame plus two reads: less would refuse a single
     // client's pipelined frames (each read adds up to READ_SIZE_LARGE bytes).
-    maxPartialFrameBytes: integer(
-      "maxPartialFrameBytes",
-      options.maxPartialFrameBytes ?? Math.max(2 ** 30, 4 * maxFrameSize),
-      maxFrameSize + 2 * READ_SIZE_LARGE,
-      2 ** 53 - 1,
-    ),
+    maxPartialFrameBytes: partialFrameBytes(options.maxPartialFrameBytes, maxFrameSize),
     maxConnections: integer("maxConnections", options.maxConnections ?? 10000, 1, 1e6),
     engine: {
       path: database,
@@ -630,6 +631,24 @@ function resolveDqlite(options: ServeOptions): DqliteConfig | null {
     poolSize: integer("dqlite.poolSize", d.poolSize ?? 64, 1, 10000),
     leaderTimeout: integer("dqlite.leaderTimeout", d.leaderTimeout ?? 10000, 1, 2 ** 31 - 1),
   };
+}
+
+/** `maxPartialFrameBytes`: at least one largest frame and two reads (see its option). */
+function partialFrameBytes(value: number | undefined, maxFrameSize: number): number {
+  const min = maxFrameSize + 2 * READ_SIZE_LARGE;
+  if (typeof value === "number" && Number.isInteger(value) && value < min) {
+    throw new RangeError(
+      `Invalid option "maxPartialFrameBytes": ${value} is below ${min}, maxFrameSize ` +
+        `(${maxFrameSize}) + 128 KiB: a frame being read holds up to one 64 KiB read more; ` +
+        "raise it or lower maxFrameSize",
+    );
+  }
+  return integer(
+    "maxPartialFrameBytes",
+    value ?? Math.max(2 ** 30, 4 * maxFrameSize),
+    min,
+    2 ** 53 - 1,
+  );
 }
 
 function integer(name: string, value: unknown, min: number, max: number): number {

@@ -558,8 +558,15 @@ console.log(JSON.stringify([s.engine, s.limitations[0]]));`;
 Deno.test("resolveServeOptions() refuses a maxPartialFrameBytes below one largest frame and two reads", () => {
   assert.throws(
     () => resolveServeOptions({ maxFrameSize: 64 * 1024, maxPartialFrameBytes: 65536 }),
-    /^RangeError: Invalid option "maxPartialFrameBytes": 65536 is outside 196608\.\./,
+    /^RangeError: Invalid option "maxPartialFrameBytes": 65536 is below 196608, maxFrameSize \(65536\) \+ 128 KiB: /,
   );
   const ok = resolveServeOptions({ maxFrameSize: 64 * 1024, maxPartialFrameBytes: 196608 });
   assert.equal(ok.maxPartialFrameBytes, 196608);
+});
+
+Deno.test("resolveServeOptions() refuses a SQLite URI as the database, naming it", () => {
+  assert.throws(
+    () => resolveServeOptions({ database: "file:app.db?mode=rwc" }),
+    /^TypeError: Invalid option "database": "file:app\.db\?mode=rwc" is a URI; give the file's path/,
+  );
 });
