@@ -28,7 +28,7 @@ export interface OwnTransactions {
    */
   callerTransaction(): PooledConnection | null;
   /** This client's connections inside a transaction now. */
-  inTransaction(): PooledConnection[];
+  inTransaction(): readonly PooledConnection[];
 }
 
 /** One transaction open on a connection: the same one while all three hold. */
@@ -57,15 +57,16 @@ export class OwnWriter {
    * this client's own transaction as the writer's holder, when one of them
    * stayed open from then until the failure: a transaction holds the writer
    * from its `BEGIN` to its end, so it held it all along. Other errors pass
-   * unchanged.
+   * unchanged. `null` when none of the client's connections is in a
+   * transaction (the usual case: nothing to note, nothing to explain).
    */
-  watch(): (err: unknown) => unknown {
+  watch(): ((err: unknown) => unknown) | null {
     const marks: Mark[] = this.#pool.inTransaction().map((conn) => ({
       conn,
       generation: conn.generation,
       openedBy: conn.txOpenedBy,
     }));
-    if (marks.length === 0) return same;
+    if (marks.length === 0) return null;
     const caller = this.#pool.callerTransaction();
     return (err) => {
       if (!(err instanceof SqliteError) || err.code !== ErrorCode.BusyTimeout) return err;
@@ -91,8 +92,4 @@ export class OwnWriter {
       return new SqliteError(err.code, message, err.sqliteCode, { cause: err });
     };
   }
-}
-
-function same(err: unknown): unknown {
-  return err;
 }

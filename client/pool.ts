@@ -92,6 +92,9 @@ function serverFull(err: unknown): boolean {
   return err instanceof ProtocolError && err.code === ErrorCode.TooManyConnections;
 }
 
+/** No connections (shared, never changed). */
+const NONE: readonly PooledConnection[] = Object.freeze([]);
+
 /** The connections of one client. */
 export class Pool implements ConnectionEvents {
   readonly #config: ConnectConfig;
@@ -255,8 +258,10 @@ export class Pool implements ConnectionEvents {
   }
 
   /** This pool's connections inside a transaction now (`transaction()`, or `BEGIN` on a reserved one). */
-  inTransaction(): PooledConnection[] {
-    return this.#conns.filter((c) => c.inTransaction);
+  inTransaction(): readonly PooledConnection[] {
+    let found: PooledConnection[] | null = null;
+    for (const c of this.#conns) if (c.inTransaction) (found ??= []).push(c);
+    return found ?? NONE;
   }
 
   /**

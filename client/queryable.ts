@@ -514,15 +514,14 @@ export abstract class Queryable {
   async prepare(sql: string): Promise<Statement> {
     checkSql(sql);
     this.#refuseTxControl(sql);
-    const own = this.#route.ownWriter;
-    const explain = own?.watch();
+    const explain = this.#route.ownWriter?.watch() ?? null;
     const conn = await this.#route.connection();
     let handle: number;
     let columns: string[];
     try {
       [handle, columns] = await conn.request(Op.Prepare, [sql]);
     } catch (err) {
-      throw explain === undefined ? err : explain(err);
+      throw explain === null ? err : explain(err);
     }
     return new Statement(this.#route, sql, columns, conn, handle, conn.generation);
   }
@@ -548,19 +547,15 @@ export abstract class Queryable {
    * gets while the client's own transaction held the writer names that
    * transaction and says to query through `tx` (see `OwnWriter`).
    */
-  async #call<O extends typeof Op.Exec | typeof Op.Run | typeof Op.Query | typeof Op.Batch>(
+  #call<O extends typeof Op.Exec | typeof Op.Run | typeof Op.Query | typeof Op.Batch>(
     op: O,
     args: Requests[O],
     signal: AbortSignal | undefined,
   ): Promise<Replies[O]> {
-    const own = this.#route.ownWriter;
-    if (own === undefined) return await call(this.#route, op, args, signal);
-    const explain = own.watch();
-    try {
-      return await call(this.#route, op, args, signal);
-    } catch (err) {
-      throw explain(err);
-    }
+    // Noted before sending: which of the client's transactions are open now.
+    const explain = this.#route.ownWriter?.watch() ?? null;
+    const sent = call(this.#route, op, args, signal);
+    return explain === null ? sent : sent.catch((err) => Promise.reject(explain(err)));
   }
 
   #refuseTxControl(sql: string, script = false): void {

@@ -241,7 +241,7 @@ export class Statement {
     } catch (err) {
       return Promise.reject(err);
     }
-    const explain = this.#route.ownWriter?.watch();
+    const explain = this.#route.ownWriter?.watch() ?? null;
     const wo = wireOptions(options, first);
     const writes = op === Op.Run || !this.#readsOnly;
     const c = this.#route.connection(writes);
@@ -255,7 +255,7 @@ export class Statement {
       return conn.request(op, [this.sql, wp, wo], options?.signal, undefined, writes);
     };
     const sent = c instanceof Promise ? abortable(c.then(send), options?.signal) : send(c);
-    return explain === undefined ? sent : sent.catch((err) => Promise.reject(explain(err)));
+    return explain === null ? sent : sent.catch((err) => Promise.reject(explain(err)));
   }
 
   /**
