@@ -629,39 +629,29 @@ export class DqliteEngineSession {
   async #statementOnce(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
     const verb = verbOf(sql);
     const maxBytes = this.#engine.config.maxResultBytes;
-    try {
-      if (verb === "read") {
-        try {
-          const r = await db.query(sql, args, { maxBytes });
-          return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
-        } catch (err) {
-          if (!refused(err, "Cannot query a statement that returns no columns")) throw err;
-        }
-        await db.exec(sql, args);
-        return { columns: [], rows: [], changes: 0, lastInsertRowid: 0 };
-      }
+    if (verb === "read") {
       try {
-        const r = await db.exec(sql, args);
-        return {
-          columns: [],
-          rows: [],
-          changes: verb === "other" ? 0 : r.rowsAffected,
-          lastInsertRowid: verb === "insert" ? insertedRowid(sql, r) : 0,
-        };
+        const r = await db.query(sql, args, { maxBytes });
+        return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
       } catch (err) {
-        if (!refused(err, "Cannot exec a statement that returns rows")) throw err;
+        if (!refused(err, "Cannot query a statement that returns no columns")) throw err;
       }
-      const r = await db.query(sql, args, { maxBytes });
-      return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
-    } catch (err) {
-      if (
-        err instanceof SqliteError && err.code === "SQLITE_RANGE" &&
-        err.message.startsWith("Cannot bind parameter")
-      ) {
-        throw new SqliteError(ErrorCode.InvalidParam, err.message, undefined, { cause: err });
-      }
-      throw err;
+      await db.exec(sql, args);
+      return { columns: [], rows: [], changes: 0, lastInsertRowid: 0 };
     }
+    try {
+      const r = await db.exec(sql, args);
+      return {
+        columns: [],
+        rows: [],
+        changes: verb === "other" ? 0 : r.rowsAffected,
+        lastInsertRowid: verb === "insert" ? insertedRowid(sql, r) : 0,
+      };
+    } catch (err) {
+      if (!refused(err, "Cannot exec a statement that returns rows")) throw err;
+    }
+    const r = await db.query(sql, args, { maxBytes });
+    return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
   }
 
   /**
