@@ -34,7 +34,7 @@ import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
 import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
 import { listen, type Listener, removeSocketFile, socketFileId } from "./transport/listen.ts";
-import { PartialFrameBudget } from "./transport/frame_reader.ts";
+import { ByteBudget } from "./transport/frame_reader.ts";
 import { VERSION } from "./version.ts";
 import {
   isLoopback,
@@ -389,9 +389,9 @@ class RunningServer implements Server {
       stats: this.#stats = new ServerStats(engine, config.database, this.#hello.server),
       log,
       slowMs: config.slowMs,
-      partialFrames: new PartialFrameBudget(config.maxPartialFrameBytes),
+      partialFrames: new ByteBudget(config.maxPartialFrameBytes),
       // Requests read and waiting for their turn: as much again, apart.
-      queuedRequests: new PartialFrameBudget(config.maxPartialFrameBytes),
+      queuedRequests: new ByteBudget(config.maxPartialFrameBytes),
       helloTimeout: config.helloTimeout,
       cursorIdleTimeout: config.cursorIdleTimeout,
       admit: (session) => this.#admit(session),

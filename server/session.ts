@@ -49,7 +49,7 @@ import type { EngineSession } from "../engine/engine_session.ts";
 import { replyTooLarge, resultTooLarge } from "../engine/run.ts";
 import { heldReplyError } from "../engine/group_commit.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
-import type { PartialFrameBudget } from "../transport/frame_reader.ts";
+import type { ByteBudget } from "../transport/frame_reader.ts";
 import type { TokenGate } from "./auth.ts";
 import { Logger, sqlForLog } from "./log.ts";
 import { opName, type ServerStats, type SessionProbe } from "./stats.ts";
@@ -63,13 +63,13 @@ export interface SessionServices {
   /** Log statements slower than this, in ms (0 = none). */
   slowMs: number;
   /** Bound on the bytes incomplete frames hold on all connections (`null`: none). */
-  partialFrames?: PartialFrameBudget | null;
+  partialFrames?: ByteBudget | null;
   /**
    * Bound on the bytes of requests read but not yet started, on all
    * connections (`null`: none): past it a connection with requests waiting
    * stops reading until they ran (one without any always reads its next).
    */
-  queuedRequests?: PartialFrameBudget | null;
+  queuedRequests?: ByteBudget | null;
   /** Time a new connection has for its hello, in ms (default: the hello's `frameTimeout`). */
   helloTimeout?: number;
   /** Close a cursor not advanced for this long, in ms (0 or absent: never). */
@@ -138,7 +138,7 @@ export class Session implements SessionProbe {
   readonly #gate: TokenGate | null;
   readonly #peer: string;
   readonly #maintenance: EngineLike["maintenance"];
-  readonly #queuedRequests: PartialFrameBudget | null;
+  readonly #queuedRequests: ByteBudget | null;
   #queue: Request[] = [];
   /** Frame sizes of `#queue`'s requests, index for index. */
   #sizes: number[] = [];

@@ -9,7 +9,7 @@
  */
 
 import type { ByteStream } from "./byte_stream.ts";
-import { FrameReader, type PartialFrameBudget } from "./frame_reader.ts";
+import { type ByteBudget, FrameReader } from "./frame_reader.ts";
 
 /** A source of bytes to send, e.g. a `MessageEncoder`. */
 export interface Outbox {
@@ -69,7 +69,7 @@ export class FrameChannel {
     maxFrameSize: number,
     outbox: Outbox,
     handler: ChannelHandler,
-    budget: PartialFrameBudget | null = null,
+    budget: ByteBudget | null = null,
   ) {
     this.#conn = conn;
     this.#frames = new FrameReader(maxFrameSize, budget);

@@ -12,18 +12,19 @@ import { DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_SIZE, readFrameLength } from "./fr
 export { DEFAULT_MAX_FRAME_SIZE, FRAME_HEADER_SIZE } from "./frame_writer.ts";
 
 /**
- * Bytes that incomplete frames hold on all connections of a server, and the
- * most they may: a connection that needs more for its incomplete frame is
- * refused (`FRAME_TOO_LARGE`), so that many connections each sending most of
- * a large frame and stalling cannot exhaust the server's memory.
+ * Bytes held on all connections of a server for one purpose, and the most
+ * they may: incomplete frames (a connection that needs more for its
+ * incomplete frame is refused, `FRAME_TOO_LARGE`, so that many connections
+ * each sending most of a large frame and stalling cannot exhaust the
+ * server's memory), or requests read whole and waiting for their turn.
  */
-export class PartialFrameBudget {
-  /** Most bytes held for incomplete frames on all connections. */
+export class ByteBudget {
+  /** Most bytes held on all connections. */
   readonly max: number;
   /** Bytes held now. */
   used = 0;
 
-  /** @param max Most bytes held for incomplete frames on all connections. */
+  /** @param max Most bytes held on all connections. */
   constructor(max: number) {
     this.max = max;
   }
@@ -54,7 +55,7 @@ export class FrameReader {
   #end = 0;
   /** True when #buf was allocated here, so bytes past #end may be written. */
   #owned = false;
-  readonly #budget: PartialFrameBudget | null;
+  readonly #budget: ByteBudget | null;
 
   /**
    * @param maxFrameSize Largest payload accepted; a larger announced length
@@ -64,7 +65,7 @@ export class FrameReader {
    */
   constructor(
     maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE,
-    budget: PartialFrameBudget | null = null,
+    budget: ByteBudget | null = null,
   ) {
     this.#maxFrameSize = maxFrameSize;
     this.#budget = budget;
