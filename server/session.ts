@@ -38,11 +38,11 @@ import {
   Status,
 } from "../protocol/messages.ts";
 import {
+  asEnvelope,
   type DecodedRequest,
   decodeHello,
   decodeRequest,
   type Envelope,
-  isEnvelope,
 } from "../protocol/requests.ts";
 import { BLOCKED, type EngineLike, type SessionLike } from "../engine/engine_api.ts";
 import type { EngineSession } from "../engine/engine_session.ts";
@@ -541,11 +541,12 @@ export class Session implements SessionProbe {
 
   #onFrame(payload: Uint8Array): void {
     if (this.#stats !== null) this.#stats.bytesIn += payload.length + 4;
-    const msg = Session.#decoder.decode(payload);
-    if (!isEnvelope(msg)) {
+    const msg = asEnvelope(Session.#decoder.decode(payload));
+    if (msg === null) {
       throw new SqliteError(
         ErrorCode.BadRequest,
-        "Cannot read request: expected [op, id, ...args] with a positive integer id",
+        "Cannot read request: expected [op, id, ...args] with a numeric op and an integer id " +
+          "from 1 to 4294967295 (2^32 − 1)",
       );
     }
     if (!this.#handshaken) return this.#onHello(msg);
