@@ -15,7 +15,12 @@ import {
   errorFromWire,
 } from "../protocol/errors.ts";
 import { Op, PROTOCOL_VERSION, type Request, Status } from "../protocol/messages.ts";
-import { asEnvelope, type DecodedRequest, decodeRequest } from "../protocol/requests.ts";
+import {
+  asEnvelope,
+  type DecodedRequest,
+  decodeRequest,
+  type Envelope,
+} from "../protocol/requests.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
 import { startServer } from "./_helpers.ts";
 
