@@ -605,6 +605,40 @@ Deno.test("Session takes control integers sent as int64/uint64 as numbers, and S
   await assertBystanderOk(ctx);
 });
 
+Deno.test("Session sends every cursor row before one too large for a frame, then RESULT_TOO_LARGE, and closes the cursor", async () => {
+  await using ctx = await setup({ maxFrameSize: 200_000, maxResultBytes: 100_000 });
+  await ctx.good.exec("CREATE TABLE k (i INTEGER PRIMARY KEY, b BLOB)");
+  // Rows of 9 KB, row 10 of 250 KB: a chunk reaches ~64 KiB at row 8.
+  await ctx.good.run(
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20) " +
+      "INSERT INTO k SELECT x, zeroblob(CASE WHEN x = 10 THEN 250000 ELSE 9000 END) FROM c",
+  );
+  await using raw = await handshaken(ctx.path);
+  const it = await raw.request([Op.Iterate, 2, "SELECT i FROM k ORDER BY i", null]);
+  assert.deepEqual(it, [2, 0, [1, ["i"]]]);
+  const bigRows = await raw.request([Op.Iterate, 3, "SELECT i, b FROM k ORDER BY i", null]);
+  assert.deepEqual(bigRows, [3, 0, [2, ["i", "b"]]]);
+  const seen: number[] = [];
+  let id = 3;
+  let r: Reply;
+  for (;;) {
+    r = await raw.request([Op.Next, ++id, 2]);
+    if (r[1] & 1) break;
+    seen.push(...r[2][0].map((row: unknown[]) => row[0]));
+  }
+  assertErrorReply(r, id, "RESULT_TOO_LARGE", /one row is larger .*the cursor is closed/);
+  // Every row before the one too large was sent, none twice.
+  assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  // The cursor is gone: next and close say so.
+  assertErrorReply(await raw.request([Op.Next, ++id, 2]), id, "UNKNOWN_STATEMENT", /cursor 2/);
+  assertErrorReply(await raw.request([Op.CloseCursor, ++id, 2]), id, "UNKNOWN_STATEMENT");
+  // The other cursor on the connection is untouched.
+  const rest = await raw.request([Op.Next, ++id, 1]);
+  assert.equal(rest[2][0].length, 20);
+  assert.equal(rest[2][1], true);
+  await assertBystanderOk(ctx);
+});
+
 Deno.test("Session refuses a request before hello with BAD_REQUEST, closes, and does not run it", async () => {
   await using ctx = await setup();
   {
