@@ -138,6 +138,12 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
   const id = msg[1];
   switch (msg[0]) {
     case Op.Exec:
+      if (msg[3] !== undefined && msg[3] !== null) {
+        throw badRequest(
+          "Cannot run exec: it takes no parameters (a script of zero or more statements); " +
+            "send one statement with run or query to bind parameters",
+        );
+      }
       return { op: Op.Exec, id, args: [sqlText(msg[2])] };
     case Op.Query:
       return { op: Op.Query, id, args: [...statementCall(msg), firstOnly(msg[4])] };
@@ -152,6 +158,12 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
         args: [batchItems(msg[2]), batchOptions(msg[3]), timeoutOf(msg[3])],
       };
     case Op.Prepare:
+      if (msg[3] !== undefined && msg[3] !== null) {
+        throw badRequest(
+          "Cannot prepare: it takes no parameters; bind them when the handle runs " +
+            "(query, run or iterate with the handle)",
+        );
+      }
       return { op: Op.Prepare, id, args: [sqlText(msg[2])] };
     case Op.Finalize:
       return { op: Op.Finalize, id, args: [handle(msg[2])] };

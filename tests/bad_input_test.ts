@@ -478,6 +478,24 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
       /got string/,
     ],
     ["prepare sql as number", [Op.Prepare, 0, 42], "BAD_REQUEST", /Expected SQL text/],
+    [
+      "exec with parameters",
+      [Op.Exec, 0, insert, [42]],
+      "BAD_REQUEST",
+      /Cannot run exec: it takes no parameters .*run or query/,
+    ],
+    [
+      "exec with named parameters",
+      [Op.Exec, 0, insert.replace("?", ":v"), { v: 42 }],
+      "BAD_REQUEST",
+      /Cannot run exec: it takes no parameters/,
+    ],
+    [
+      "prepare with parameters",
+      [Op.Prepare, 0, "SELECT ?", [1]],
+      "BAD_REQUEST",
+      /Cannot prepare: it takes no parameters; bind them when the handle runs/,
+    ],
     ["finalize handle as string", [Op.Finalize, 0, "1"], "BAD_REQUEST", /statement handle/],
     ["finalize unknown handle", [Op.Finalize, 0, 99], "UNKNOWN_STATEMENT", /99/],
     [
@@ -498,6 +516,9 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
     const after = await raw.request([Op.Query, ++id, "SELECT count(*) AS n FROM victim", null]);
     assert.deepEqual(after, [id, 0, [["n"], [[0]]]], name);
   }
+  // A nil where exec and prepare take nothing is no parameter.
+  assert.deepEqual(await raw.request([Op.Exec, ++id, "SELECT 1", null]), [id, 0, null]);
+  assert.equal((await raw.request([Op.Prepare, ++id, "SELECT 1", null]))[1], 0);
   const ok = await raw.request([Op.Run, ++id, insert, [5]]);
   assert.deepEqual(ok, [id, 0, [1, 1]]);
   assert.deepEqual(await ctx.good.values("SELECT x FROM victim"), [[5]]);
