@@ -26,7 +26,12 @@ const SQLITE_INTERRUPT = 9;
 
 /** Rows per chunk at most. */
 export const CHUNK_ROWS = 1024;
-/** Approximate bytes per chunk at most. */
+/**
+ * Bytes per chunk at most, as {@link rowBytes} estimates them: a row that
+ * would take a chunk past this starts the next chunk instead, so a chunk
+ * larger than this holds one row alone (and a reply too large to send is
+ * about that row only, never rows that fit).
+ */
 export const CHUNK_BYTES = 64 * 1024;
 /**
  * Time budget of one chunk's inline stepping in ms: other clients' requests
@@ -45,6 +50,8 @@ export class Cursor {
   #spent = 0;
   #p: Prepared | null;
   #rows: SqlValue[][] | null;
+  /** A row stepped but held back because it would take its chunk past {@link CHUNK_BYTES}: it starts the next chunk. */
+  #held: SqlValue[] | null = null;
   #release: (() => void) | null;
   /** The background step now running, if any. */
   #inflight: Promise<boolean> | null = null;
@@ -89,19 +96,31 @@ export class Cursor {
   next(): Chunk | Promise<Chunk> {
     if (this.#ended !== null) throw this.#ended;
     if (this.#rows !== null) {
-      const rows = this.#rows.splice(0, CHUNK_ROWS);
-      const done = this.#rows.length === 0;
+      const rows = this.#rows;
+      let n = 0;
+      for (let bytes = 0; n < rows.length && n < CHUNK_ROWS; n++) {
+        bytes += rowBytes(rows[n]);
+        if (n > 0 && bytes > CHUNK_BYTES) break;
+      }
+      const chunk = rows.splice(0, n);
+      const done = rows.length === 0;
       if (done) this.close();
-      return [rows, done];
+      return [chunk, done];
     }
     const p = this.#p;
     if (p === null) return [[], true];
+    const out: SqlValue[][] = [];
+    if (this.#held !== null) {
+      out.push(this.#held);
+      this.#held = null;
+    }
     // The writer is stepped inline: its owner's lease may need it meanwhile.
-    if (!p.conn.caps.background || p.onWriter) return this.#inline(p, [], null);
-    return this.#firstInBackground(p);
+    if (!p.conn.caps.background || p.onWriter) return this.#inline(p, out, null);
+    return this.#firstInBackground(p, out);
   }
 
-  async #firstInBackground(p: Prepared): Promise<Chunk> {
+  /** Steps once in the background, then collects rows after `out` (a row held back) inline. */
+  async #firstInBackground(p: Prepared, out: SqlValue[][]): Promise<Chunk> {
     const start = performance.now();
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -132,14 +151,16 @@ export class Cursor {
       this.close();
       throw statementTimeout(this);
     }
-    return this.#inline(p, [], more);
+    return this.#inline(p, out, more);
   }
 
   /**
    * Collects rows inline, starting from a step that returned `more` (`null`:
    * step first). Each step runs under the time left to the deadline, where
    * the binding can stop it (a progress handler): a row that turns slow
-   * after fast ones fails with `STATEMENT_TIMEOUT` at the deadline.
+   * after fast ones fails with `STATEMENT_TIMEOUT` at the deadline. A row
+   * that would take the chunk past {@link CHUNK_BYTES} is held back for the
+   * next chunk, unless it would be the chunk's first.
    */
   #inline(p: Prepared, out: SqlValue[][], more: boolean | null): Chunk {
     // The deadline counts the server's time stepping this cursor, summed
@@ -150,13 +171,19 @@ export class Cursor {
     const db = p.conn.db;
     const timed = p.conn.caps.interrupt && deadline !== Infinity;
     let bytes = 0;
+    for (const row of out) bytes += rowBytes(row);
     try {
       if (timed) db.setBudget(Math.max(0, deadline - start));
       more ??= p.stmt.step();
       while (more) {
         const row = p.stmt.row();
+        const size = rowBytes(row);
+        if (out.length > 0 && bytes + size > CHUNK_BYTES) {
+          this.#held = row;
+          break;
+        }
         out.push(row);
-        bytes += rowBytes(row);
+        bytes += size;
         const now = performance.now();
         if (now > deadline) throw statementTimeout(this);
         if (out.length >= CHUNK_ROWS || bytes >= CHUNK_BYTES || now > softEnd) break;
@@ -212,6 +239,7 @@ export class Cursor {
     const p = this.#p;
     this.#p = null;
     this.#rows = null;
+    this.#held = null;
     const release = this.#release;
     this.#release = null;
     const finish = () => {

@@ -77,12 +77,31 @@ export type DecodedRequest = {
 export type Envelope = [op: number, id: number, ...args: unknown[]];
 
 /**
- * True when `msg` is `[op, id, ...]` with a numeric op and an id in 1..2^32-1.
- * Anything else cannot be answered, so the connection is closed.
+ * Returns `msg` as an {@link Envelope} when it is `[op, id, ...]` with a
+ * numeric op and an id in 1..2^32-1, else `null`: such a frame cannot be
+ * answered, so the connection is closed. An op or id that arrived as a 64-bit
+ * MessagePack int (decoded as a bigint, as many MessagePack libraries encode
+ * every integer) is converted to a number in place.
  */
-export function isEnvelope(msg: unknown): msg is Envelope {
-  return Array.isArray(msg) && typeof msg[0] === "number" && isId(msg[1]);
+export function asEnvelope(msg: unknown): Envelope | null {
+  if (!Array.isArray(msg)) return null;
+  msg[0] = controlInt(msg[0]);
+  msg[1] = controlInt(msg[1]);
+  return typeof msg[0] === "number" && isId(msg[1]) ? msg as Envelope : null;
 }
+
+/**
+ * A control integer (op, id, handle, cursor, timeout, version, feed option)
+ * as a number: a bigint (how 64-bit MessagePack ints decode) within
+ * ±(2^53 − 1) becomes a number; any other value is returned unchanged, for
+ * the check that follows to refuse. Never applied to SQL parameter values,
+ * which keep their type.
+ */
+export function controlInt(v: unknown): unknown {
+  return typeof v === "bigint" && v >= -MAX_SAFE && v <= MAX_SAFE ? Number(v) : v;
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /**
  * Checks the `hello` request's payload.
@@ -94,7 +113,8 @@ export function decodeHello(msg: Envelope): HelloRequest {
   if (msg[0] !== Op.Hello || typeof opts !== "object" || opts === null) {
     throw badRequest("Cannot start session: first request must be hello");
   }
-  if (typeof opts.version !== "number") {
+  const version = controlInt(opts.version);
+  if (typeof version !== "number") {
     throw badRequest("Cannot start session: hello must carry {version: number}");
   }
   if (opts.token !== undefined && opts.token !== null && typeof opts.token !== "string") {
@@ -103,7 +123,7 @@ export function decodeHello(msg: Envelope): HelloRequest {
   if (opts.admin !== undefined && opts.admin !== null && typeof opts.admin !== "boolean") {
     throw badRequest("Cannot start session: hello admin must be a boolean");
   }
-  const hello: HelloRequest = { version: opts.version };
+  const hello: HelloRequest = { version };
   if (typeof opts.token === "string") hello.token = opts.token;
   if (opts.admin === true) hello.admin = true;
   return hello;
@@ -118,6 +138,12 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
   const id = msg[1];
   switch (msg[0]) {
     case Op.Exec:
+      if (msg[3] !== undefined && msg[3] !== null) {
+        throw badRequest(
+          "Cannot run exec: it takes no parameters (a script of zero or more statements); " +
+            "send one statement with run or query to bind parameters",
+        );
+      }
       return { op: Op.Exec, id, args: [sqlText(msg[2])] };
     case Op.Query:
       return { op: Op.Query, id, args: [...statementCall(msg), firstOnly(msg[4])] };
@@ -132,6 +158,12 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
         args: [batchItems(msg[2]), batchOptions(msg[3]), timeoutOf(msg[3])],
       };
     case Op.Prepare:
+      if (msg[3] !== undefined && msg[3] !== null) {
+        throw badRequest(
+          "Cannot prepare: it takes no parameters; bind them when the handle runs " +
+            "(query, run or iterate with the handle)",
+        );
+      }
       return { op: Op.Prepare, id, args: [sqlText(msg[2])] };
     case Op.Finalize:
       return { op: Op.Finalize, id, args: [handle(msg[2])] };
@@ -140,7 +172,7 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
     case Op.CloseCursor:
       return { op: Op.CloseCursor, id, args: [handle(msg[2])] };
     case Op.Cancel: {
-      const target = msg[2];
+      const target = controlInt(msg[2]);
       if (!isId(target)) throw badRequest(`Expected the id of the request to cancel`);
       return { op: Op.Cancel, id, args: [target as number] };
     }
@@ -184,12 +216,14 @@ function sqlText(v: unknown): string {
   return v;
 }
 
-function sqlOrHandle(v: unknown): StatementRef {
+function sqlOrHandle(sqlOrHandle: unknown): StatementRef {
+  const v = controlInt(sqlOrHandle);
   if (typeof v === "string" || (typeof v === "number" && Number.isInteger(v))) return v;
   throw badRequest(`Expected SQL text or a statement handle, got ${typeName(v)}`);
 }
 
-function handle(v: unknown): number {
+function handle(handle: unknown): number {
+  const v = controlInt(handle);
   if (typeof v === "number" && Number.isInteger(v)) return v;
   throw badRequest(`Expected a statement handle, got ${typeName(v)}`);
 }
@@ -207,11 +241,16 @@ const MAX_TIMEOUT = 2 ** 31 - 1;
 
 function timeoutOf(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
-  const t = (v as WireCallOptions).timeout;
+  const t = timeoutValue((v as WireCallOptions).timeout);
   if (typeof v !== "object" || (t !== undefined && (typeof t !== "number" || !(t > 0)))) {
     throw badRequest("Expected call options {timeout?: positive number of ms}");
   }
   return t === undefined ? undefined : Math.min(t, MAX_TIMEOUT);
+}
+
+/** A `timeout` option as a number: a bigint of any size converts (past `MAX_TIMEOUT` it is capped). */
+function timeoutValue(t: unknown): unknown {
+  return typeof t === "bigint" ? Number(t) : t;
 }
 
 function firstOnly(v: unknown): boolean {
@@ -225,7 +264,8 @@ function firstOnly(v: unknown): boolean {
 
 function batchOptions(v: unknown): WireBatchOptions | null {
   if (v === undefined || v === null) return null;
-  const { foreignKeys, timeout } = v as WireBatchOptions;
+  const { foreignKeys } = v as WireBatchOptions;
+  const timeout = timeoutValue((v as WireBatchOptions).timeout);
   if (
     typeof v !== "object" || Array.isArray(v) ||
     Object.keys(v).some((k) => k !== "foreignKeys" && k !== "timeout") ||
@@ -295,7 +335,7 @@ function subscribeOptions(v: unknown): SubscribeRequest {
     out.values = o.values;
   }
   for (const k of ["since", "buffer"] as const) {
-    const n = o[k];
+    const n = controlInt(o[k]);
     if (n === undefined || n === null) continue;
     if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0 || (k === "buffer" && n < 1)) {
       throw badRequest(`Expected subscribe option "${k}" as a non-negative integer`);
@@ -306,5 +346,8 @@ function subscribeOptions(v: unknown): SubscribeRequest {
 }
 
 function typeName(v: unknown): string {
+  if (typeof v === "bigint") {
+    return v >= -MAX_SAFE && v <= MAX_SAFE ? `integer ${v}` : `integer ${v} (beyond ±(2^53 − 1))`;
+  }
   return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
 }

@@ -38,11 +38,12 @@ import {
   Status,
 } from "../protocol/messages.ts";
 import {
+  asEnvelope,
+  controlInt,
   type DecodedRequest,
   decodeHello,
   decodeRequest,
   type Envelope,
-  isEnvelope,
 } from "../protocol/requests.ts";
 import { BLOCKED, type EngineLike, type SessionLike } from "../engine/engine_api.ts";
 import type { EngineSession } from "../engine/engine_session.ts";
@@ -541,11 +542,12 @@ export class Session implements SessionProbe {
 
   #onFrame(payload: Uint8Array): void {
     if (this.#stats !== null) this.#stats.bytesIn += payload.length + 4;
-    const msg = Session.#decoder.decode(payload);
-    if (!isEnvelope(msg)) {
+    const msg = asEnvelope(Session.#decoder.decode(payload));
+    if (msg === null) {
       throw new SqliteError(
         ErrorCode.BadRequest,
-        "Cannot read request: expected [op, id, ...args] with a positive integer id",
+        "Cannot read request: expected [op, id, ...args] with a numeric op and an integer id " +
+          "from 1 to 4294967295 (2^32 − 1)",
       );
     }
     if (!this.#handshaken) return this.#onHello(msg);
@@ -1091,15 +1093,40 @@ export class Session implements SessionProbe {
     if (this.#encoder.append([id, status, payload], limit) !== -1) return;
     this.#replyError(
       id,
-      limited ? resultTooLarge(maxResultBytes) : req[0] === Op.Next
-        // A chunk stops at the row that takes it past ~64 KiB: that row is too large.
-        ? new SqliteError(
-          ErrorCode.ResultTooLarge,
-          `Cursor chunk exceeds maxFrameSize ${maxFrameSize} bytes: one row is larger than ` +
-            "--max-frame-size allows; select less of it (substr() on large values) or raise " +
-            "--max-frame-size",
-        )
+      limited
+        ? resultTooLarge(maxResultBytes)
+        : req[0] === Op.Next
+        ? this.#chunkTooLarge(req, payload as [unknown[] | Encoded, boolean], maxFrameSize)
         : replyTooLarge(maxFrameSize),
+    );
+  }
+
+  /**
+   * A cursor chunk too large for a frame: the cursor is closed (an error
+   * ends the iteration, as with any other; the client's rows so far are
+   * every row before the chunk), and the error says which rows. A chunk
+   * stops before the row that would take it past ~64 KiB, so a chunk that
+   * does not fit is one row too large, unless `maxFrameSize` is below that.
+   */
+  #chunkTooLarge(
+    req: Request,
+    [rows]: [unknown[] | Encoded, boolean],
+    maxFrameSize: number,
+  ): SqliteError {
+    const count = rows instanceof Encoded ? rows.count : rows.length;
+    try {
+      this.#engine.closeCursor(controlInt(req[2]) as number);
+    } catch {
+      // The chunk was the last one: the cursor is gone already.
+    }
+    return new SqliteError(
+      ErrorCode.ResultTooLarge,
+      count === 1
+        ? `Cursor row exceeds maxFrameSize ${maxFrameSize} bytes: one row is larger than ` +
+          "--max-frame-size allows, the cursor is closed (every row before it was sent); " +
+          "select less of it (substr() on large values) or raise --max-frame-size"
+        : `Cursor chunk of ${count} rows exceeds maxFrameSize ${maxFrameSize} bytes ` +
+          "(a chunk holds up to about 64 KiB): the cursor is closed; raise --max-frame-size",
     );
   }
 

@@ -25,6 +25,12 @@ const Op = {
   Batch: 4,
   Prepare: 5,
   Finalize: 6,
+  Iterate: 7,
+  Next: 8,
+  CloseCursor: 9,
+  Cancel: 10,
+  Subscribe: 11,
+  Unsubscribe: 12,
   Checkpoint: 21,
 } as const;
 const HELLO = [Op.Hello, 1, { version: 1 }];
@@ -50,6 +56,49 @@ function rawFrame(payload: Uint8Array): Uint8Array {
 /** A frame holding one MessagePack value. */
 function frame(value: unknown): Uint8Array {
   return rawFrame(encode(value, { useBigInt64: true }));
+}
+
+/**
+ * A MessagePack int64 (0xd3) or uint64 (0xcf) holding a value of any size, as
+ * Go, Python and other encoders send integers (and must for numbers past 2^32).
+ */
+class Wide {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+function wide(tag: 0xd3 | 0xcf, n: number | bigint): Wide {
+  const bytes = new Uint8Array(9);
+  bytes[0] = tag;
+  const view = new DataView(bytes.buffer);
+  if (tag === 0xd3) view.setBigInt64(1, BigInt(n));
+  else view.setBigUint64(1, BigInt(n));
+  return new Wide(bytes);
+}
+
+/** `n` as an int64 (0xd3), however small. */
+const i64 = (n: number | bigint): Wide => wide(0xd3, n);
+/** `n` as a uint64 (0xcf), however small. */
+const u64 = (n: number | bigint): Wide => wide(0xcf, n);
+
+/** A frame holding `value` encoded as {@link frame} does, each {@link Wide} as its bytes. */
+function wideFrame(value: unknown): Uint8Array {
+  const enc = (v: unknown): Uint8Array => {
+    if (v instanceof Wide) return v.bytes;
+    if (Array.isArray(v)) {
+      assert.ok(v.length < 16);
+      return concat([Uint8Array.of(0x90 + v.length), ...v.map(enc)]);
+    }
+    if (typeof v === "object" && v !== null && !(v instanceof Uint8Array)) {
+      const entries = Object.entries(v);
+      assert.ok(entries.length < 16);
+      return concat([
+        Uint8Array.of(0x80 + entries.length),
+        ...entries.flatMap(([k, x]) => [encode(k), enc(x)]),
+      ]);
+    }
+    return encode(v, { useBigInt64: true });
+  };
+  return rawFrame(enc(value));
 }
 
 /** Just a 4-byte length header. */
@@ -380,7 +429,12 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
     ["exec sql as array", [Op.Exec, 0, [insert]], "BAD_REQUEST", /got array/],
     ["query sql as float", [Op.Query, 0, 1.5, null], "BAD_REQUEST", /SQL text or a statement/],
     ["query sql as nil", [Op.Query, 0, null], "BAD_REQUEST", /SQL text or a statement/],
-    ["query sql as bigint", [Op.Query, 0, 2n ** 63n - 1n], "BAD_REQUEST", /got bigint/],
+    [
+      "query sql as int64 beyond 2^53",
+      [Op.Query, 0, 2n ** 63n - 1n],
+      "BAD_REQUEST",
+      /got integer 9223372036854775807 \(beyond ±\(2\^53 − 1\)\)/,
+    ],
     ["query sql as unknown handle", [Op.Query, 0, 12345, null], "UNKNOWN_STATEMENT", /12345/],
     ["run params as string", [Op.Run, 0, insert, "abc"], "BAD_REQUEST", /got string/],
     ["run params as number", [Op.Run, 0, insert, 7], "BAD_REQUEST", /got number/],
@@ -424,13 +478,31 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
       /got string/,
     ],
     ["prepare sql as number", [Op.Prepare, 0, 42], "BAD_REQUEST", /Expected SQL text/],
+    [
+      "exec with parameters",
+      [Op.Exec, 0, insert, [42]],
+      "BAD_REQUEST",
+      /Cannot run exec: it takes no parameters .*run or query/,
+    ],
+    [
+      "exec with named parameters",
+      [Op.Exec, 0, insert.replace("?", ":v"), { v: 42 }],
+      "BAD_REQUEST",
+      /Cannot run exec: it takes no parameters/,
+    ],
+    [
+      "prepare with parameters",
+      [Op.Prepare, 0, "SELECT ?", [1]],
+      "BAD_REQUEST",
+      /Cannot prepare: it takes no parameters; bind them when the handle runs/,
+    ],
     ["finalize handle as string", [Op.Finalize, 0, "1"], "BAD_REQUEST", /statement handle/],
     ["finalize unknown handle", [Op.Finalize, 0, 99], "UNKNOWN_STATEMENT", /99/],
     [
       "checkpoint mode as bigint",
       [Op.Checkpoint, 0, 2n ** 53n + 1n],
       "BAD_REQUEST",
-      /Expected a checkpoint mode \(passive, full, restart, truncate\), got bigint/,
+      /Expected a checkpoint mode \(passive, full, restart, truncate\), got integer 9007199254740993/,
     ],
     ["checkpoint mode unknown", [Op.Checkpoint, 0, "fast"], "BAD_REQUEST", /got "fast"/],
   ];
@@ -444,6 +516,9 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
     const after = await raw.request([Op.Query, ++id, "SELECT count(*) AS n FROM victim", null]);
     assert.deepEqual(after, [id, 0, [["n"], [[0]]]], name);
   }
+  // A nil where exec and prepare take nothing is no parameter.
+  assert.deepEqual(await raw.request([Op.Exec, ++id, "SELECT 1", null]), [id, 0, null]);
+  assert.equal((await raw.request([Op.Prepare, ++id, "SELECT 1", null]))[1], 0);
   const ok = await raw.request([Op.Run, ++id, insert, [5]]);
   assert.deepEqual(ok, [id, 0, [1, 1]]);
   assert.deepEqual(await ctx.good.values("SELECT x FROM victim"), [[5]]);
@@ -466,7 +541,7 @@ Deno.test("Session closes the connection with BAD_REQUEST on a missing, zero, ne
     await t.step(name, async () => {
       await using raw = await handshaken(ctx.path);
       await raw.send(msg);
-      await expectConnectionError(raw, "BAD_REQUEST", /positive integer id/);
+      await expectConnectionError(raw, "BAD_REQUEST", /integer id from 1 to 4294967295/);
       await assertBystanderOk(ctx);
     });
   }
@@ -478,8 +553,111 @@ Deno.test("Session closes the connection with BAD_REQUEST on a missing, zero, ne
   await t.step("hello with id 0", async () => {
     await using raw = await RawConn.open(ctx.path);
     await raw.send([Op.Hello, 0, { version: 1 }]);
-    await expectConnectionError(raw, "BAD_REQUEST", /positive integer id/);
+    await expectConnectionError(raw, "BAD_REQUEST", /integer id from 1 to 4294967295/);
   });
+});
+
+Deno.test("Session takes control integers sent as int64/uint64 as numbers, and SQL parameters as sent", async () => {
+  await using ctx = await setup();
+  await using raw = await RawConn.open(ctx.path);
+  const request = async (msg: unknown[]): Promise<Reply> => {
+    await raw.write(wideFrame(msg));
+    return await raw.reply();
+  };
+  // hello: id and version as int64.
+  const hello = await request([Op.Hello, i64(1), { version: i64(1) }]);
+  assert.deepEqual([hello[0], hello[1], hello[2].version], [1, 0, 1]);
+  // op and id as int64, id as uint64.
+  assert.deepEqual(await request([i64(Op.Query), i64(2), "SELECT 1 AS one"]), [
+    2,
+    0,
+    [["one"], [[1]]],
+  ]);
+  assert.deepEqual(await request([Op.Query, u64(3), "SELECT 1 AS one"]), [3, 0, [["one"], [[1]]]]);
+  // A statement handle, a timeout and parameters: the parameters keep their type
+  // (an int64 2^60 binds as that integer and comes back exactly, as a bigint).
+  const prepared = await request([Op.Prepare, 4, "SELECT ? AS a, typeof(?) AS t"]);
+  assert.equal(prepared[1], 0, show(prepared));
+  const stmt = prepared[2][0];
+  assert.deepEqual(
+    await request([Op.Query, 5, i64(stmt), [i64(2n ** 60n), i64(7)], { timeout: i64(1000) }]),
+    [5, 0, [["a", "t"], [[2n ** 60n, "integer"]]]],
+  );
+  assert.deepEqual(await request([Op.Finalize, 6, u64(stmt)]), [6, 0, null]);
+  assert.deepEqual(
+    await request([Op.Batch, 7, [["SELECT 1"]], { timeout: u64(1000) }]),
+    [7, 0, [[0, 0, ["1"], [[1]]]]],
+  );
+  // A cursor id in next and close.
+  await ctx.good.exec("CREATE TABLE wide (x); INSERT INTO wide VALUES (1), (2)");
+  const it = await request([Op.Iterate, 8, "SELECT x FROM wide ORDER BY x"]);
+  assert.equal(it[1], 0, show(it));
+  assert.deepEqual(await request([Op.Next, 9, i64(it[2][0])]), [9, 0, [[[1], [2]], true]]);
+  const it2 = await request([Op.Iterate, 10, "SELECT x FROM wide ORDER BY x"]);
+  assert.deepEqual(await request([Op.CloseCursor, 11, u64(it2[2][0])]), [11, 0, null]);
+  // A cancel target: cancelling a write answered inside the transaction ends it.
+  assert.equal((await request([Op.Exec, 12, "BEGIN"]))[1], 2);
+  assert.deepEqual(await request([Op.Run, 13, "INSERT INTO wide VALUES (3)"]), [13, 2, [1, 3]]);
+  await raw.write(wideFrame([Op.Cancel, 14, i64(13)]));
+  assertErrorReply(await request([Op.Query, 15, "SELECT 1"]), 15, "TX_ABORTED");
+  assert.equal((await request([Op.Exec, 16, "ROLLBACK"]))[1], 0);
+  assert.deepEqual(await ctx.good.values("SELECT x FROM wide ORDER BY x"), [[1], [2]]);
+  // Feed options: since (a 64-bit int per the MessagePack spec) and buffer.
+  const sub = await request([Op.Subscribe, 17, { buffer: i64(100) }]);
+  if (sub[1] & 1) {
+    assert.equal(sub[2].code, "FEED_UNSUPPORTED", show(sub)); // node:sqlite: options passed
+    assertErrorReply(await request([Op.Subscribe, 18, { since: u64(1) }]), 18, "FEED_UNSUPPORTED");
+  } else {
+    const head: number = sub[2][1];
+    const resumed = await request([Op.Subscribe, 18, { since: u64(head), buffer: i64(100) }]);
+    assert.equal(resumed[1], 0, show(resumed));
+    assert.equal(resumed[2][1], head);
+    assert.deepEqual(await request([Op.Unsubscribe, 19, i64(resumed[2][0])]), [19, 0, null]);
+  }
+  // Past ±(2^53 − 1) a control integer is refused, clearly.
+  assertErrorReply(
+    await request([Op.Next, 20, u64(2n ** 63n)]),
+    20,
+    "BAD_REQUEST",
+    /Expected a statement handle, got integer 9223372036854775808 \(beyond/,
+  );
+  await raw.write(wideFrame([Op.Query, i64(2n ** 53n), "SELECT 1"]));
+  await expectConnectionError(raw, "BAD_REQUEST", /integer id from 1 to 4294967295/);
+  await assertBystanderOk(ctx);
+});
+
+Deno.test("Session sends every cursor row before one too large for a frame, then RESULT_TOO_LARGE, and closes the cursor", async () => {
+  await using ctx = await setup({ maxFrameSize: 200_000, maxResultBytes: 100_000 });
+  await ctx.good.exec("CREATE TABLE k (i INTEGER PRIMARY KEY, b BLOB)");
+  // Rows of 9 KB, row 10 of 250 KB: a chunk reaches ~64 KiB at row 8.
+  await ctx.good.run(
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20) " +
+      "INSERT INTO k SELECT x, zeroblob(CASE WHEN x = 10 THEN 250000 ELSE 9000 END) FROM c",
+  );
+  await using raw = await handshaken(ctx.path);
+  const it = await raw.request([Op.Iterate, 2, "SELECT i FROM k ORDER BY i", null]);
+  assert.deepEqual(it, [2, 0, [1, ["i"]]]);
+  const bigRows = await raw.request([Op.Iterate, 3, "SELECT i, b FROM k ORDER BY i", null]);
+  assert.deepEqual(bigRows, [3, 0, [2, ["i", "b"]]]);
+  const seen: number[] = [];
+  let id = 3;
+  let r: Reply;
+  for (;;) {
+    r = await raw.request([Op.Next, ++id, 2]);
+    if (r[1] & 1) break;
+    seen.push(...r[2][0].map((row: unknown[]) => row[0]));
+  }
+  assertErrorReply(r, id, "RESULT_TOO_LARGE", /one row is larger .*the cursor is closed/);
+  // Every row before the one too large was sent, none twice.
+  assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  // The cursor is gone: next and close say so.
+  assertErrorReply(await raw.request([Op.Next, ++id, 2]), id, "UNKNOWN_STATEMENT", /cursor 2/);
+  assertErrorReply(await raw.request([Op.CloseCursor, ++id, 2]), id, "UNKNOWN_STATEMENT");
+  // The other cursor on the connection is untouched.
+  const rest = await raw.request([Op.Next, ++id, 1]);
+  assert.equal(rest[2][0].length, 20);
+  assert.equal(rest[2][1], true);
+  await assertBystanderOk(ctx);
 });
 
 Deno.test("Session refuses a request before hello with BAD_REQUEST, closes, and does not run it", async () => {

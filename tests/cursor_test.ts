@@ -189,10 +189,34 @@ Deno.test("Client.iterate() of a row larger than maxFrameSize says the row is to
     a.iterate("SELECT 1 AS k, zeroblob(10) AS b UNION ALL SELECT 2, zeroblob(300000)")
       [Symbol.asyncIterator](),
   );
-  assert.ok(rows.length <= 1);
+  assert.deepEqual(rows.map((r) => (r as { k: number }).k), [1]);
   assertCode(error, ErrorCode.ResultTooLarge, /one row is larger than --max-frame-size/);
   assert.match((error as Error).message, /substr\(\)/);
   assert.doesNotMatch((error as Error).message, /use iterate/);
+});
+
+Deno.test("Client.iterate() yields every row before one larger than maxFrameSize, then its RESULT_TOO_LARGE", async () => {
+  await using srv = await startServer({ maxFrameSize: 200_000, maxResultBytes: 100_000 });
+  await using a = await srv.client();
+  await a.exec("CREATE TABLE k (i INTEGER PRIMARY KEY, b BLOB)");
+  // Rows of 9 KB, row 10 of 250 KB: a chunk reaches ~64 KiB at row 8.
+  await a.run(
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20) " +
+      "INSERT INTO k SELECT x, zeroblob(CASE WHEN x = 10 THEN 250000 ELSE 9000 END) FROM c",
+  );
+  const sql = "SELECT i, b FROM k ORDER BY i";
+  const { rows, error } = await drain(a.iterate(sql)[Symbol.asyncIterator]());
+  assert.deepEqual(rows.map((r) => (r as { i: number }).i), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assertCode(error, ErrorCode.ResultTooLarge, /one row is larger than --max-frame-size/);
+  assert.match((error as Error).message, /the cursor is closed/);
+  // Rows of 40 KB: a chunk never holds more than ~64 KiB, so all of them fit a frame.
+  await a.run("UPDATE k SET b = zeroblob(40000)");
+  let n = 0;
+  for await (const r of a.iterate(sql)) {
+    assert.equal((r as { b: Uint8Array }).b.length, 40000);
+    n++;
+  }
+  assert.equal(n, 20);
 });
 
 Deno.test({

@@ -16,10 +16,10 @@ import {
 } from "../protocol/errors.ts";
 import { Op, PROTOCOL_VERSION, type Request, Status } from "../protocol/messages.ts";
 import {
+  asEnvelope,
   type DecodedRequest,
   decodeRequest,
   type Envelope,
-  isEnvelope,
 } from "../protocol/requests.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
 import { startServer } from "./_helpers.ts";
@@ -32,9 +32,9 @@ function roundTrip(req: Request): DecodedRequest {
   enc.append(req);
   const reader = new FrameReader(1 << 20);
   reader.push(enc.take());
-  const msg = new MessageDecoder().decode(reader.next()!);
-  assert.ok(isEnvelope(msg));
-  return decodeRequest(msg as Envelope);
+  const msg = asEnvelope(new MessageDecoder().decode(reader.next()!));
+  assert.ok(msg !== null);
+  return decodeRequest(msg);
 }
 
 Deno.test("decodeRequest() returns every element the client encodes, for every op", () => {
