@@ -4,7 +4,7 @@
  * @module
  */
 
-import { AbortError } from "../protocol/errors.ts";
+import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies, type StatementRef } from "../protocol/messages.ts";
 import { type BindParams, wireOptions, wireParams } from "./_calls.ts";
 import type { PooledConnection } from "./connection.ts";
@@ -23,6 +23,12 @@ export interface IterateOptions extends CallOptions {
  * opens when iterating starts, with the parameters as they were at this
  * call (a copy is taken now). `writes`: the statement may wait for the
  * server's writer (see `waitsForWriter`).
+ *
+ * A cursor opened inside a transaction ends with it, as on the server: once
+ * the connection's transaction has ended (COMMIT, ROLLBACK, the end of
+ * `transaction()`'s function, rolled back by the server, lost with the
+ * connection), the next pull fails with `CURSOR_CLOSED` at once, without
+ * yielding the rows already received.
  */
 export function streamRows(
   connection: PooledConnection | Promise<PooledConnection>,
@@ -58,6 +64,10 @@ export async function* cursorRows(
       writes,
     );
     const at = conn.generation; // the cursor lives on the link that answered
+    // The transaction the cursor was opened in (the request that opened it), or 0.
+    const tx = conn.inTransaction ? conn.txOpenedBy : 0;
+    const txEnded = (): boolean =>
+      tx !== 0 && (conn.generation !== at || !conn.inTransaction || conn.txOpenedBy !== tx);
     const arrays = options?.arrays === true;
     // The next chunk is asked for ahead of use; should the consumer stop
     // iterating without ending the loop, its failure (a closed client) is
@@ -70,13 +80,16 @@ export async function* cursorRows(
     let pending: Promise<Replies[typeof Op.Next]> | null = ahead();
     try {
       while (pending !== null) {
+        if (txEnded()) throw cursorTxEnded(id);
         const [rows, done]: Replies[typeof Op.Next] = await pending;
         pending = done ? null : ahead();
         for (let i = 0; i < rows.length; i++) {
-          // Rows already received are not yielded once the signal aborted.
+          // Rows already received are not yielded once the signal aborted, or
+          // once the transaction the cursor was opened in ended.
           if (signal?.aborted) {
             throw new AbortError("Call was aborted by its signal", { cause: signal.reason });
           }
+          if (txEnded()) throw cursorTxEnded(id);
           yield arrays ? rows[i] : toObject(columns, rows[i]);
         }
       }
@@ -89,4 +102,14 @@ export async function* cursorRows(
   } finally {
     release();
   }
+}
+
+/** The error of a pull from a cursor whose transaction ended (the server's words). */
+function cursorTxEnded(id: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.CursorClosed,
+    `Cursor ${id} was closed when its transaction ended (COMMIT, ROLLBACK, or rolled back by ` +
+      "the server): a cursor opened inside a transaction lasts until the transaction ends; " +
+      "read it to the end before COMMIT, or open it outside the transaction",
+  );
 }

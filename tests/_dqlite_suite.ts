@@ -466,6 +466,64 @@ export const SUITE: SuiteCase[] = [
     },
   },
   {
+    name:
+      "a query that fails while it runs reports SQLite's code and message, whatever its columns",
+    async fn(t) {
+      await using db = await t.client();
+      await db.exec("CREATE TABLE seq (x INTEGER)");
+      await db.run(
+        "INSERT INTO seq WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r " +
+          "WHERE x < 3000) SELECT x FROM r",
+      );
+      const boom = "abs(-9223372036854775808)";
+      // 2 and 5 columns: dqlite's failure once decoded as SQLITE_INTERNAL "a" and SQLITE_BUSY.
+      for (const n of [1, 2, 5, 18]) {
+        const cols = Array.from({ length: n - 1 }, (_, i) => `${i} AS c${i}, `).join("");
+        const started = performance.now();
+        await rejectsWith(
+          db.values(`SELECT ${cols}${boom} AS b`),
+          "SQLITE_ERROR",
+          /^integer overflow$/,
+        );
+        assert.ok(performance.now() - started < 1_000, `${n} columns: failed at once`);
+      }
+      // After rows were produced, in the first batch and in a later one.
+      for (const at of [3, 2500]) {
+        await rejectsWith(
+          db.values(`SELECT x, CASE WHEN x = ${at} THEN ${boom} ELSE x END AS y FROM seq`),
+          "SQLITE_ERROR",
+          /^integer overflow$/,
+        );
+      }
+      await rejectsWith(
+        db.get(`SELECT 1 AS a, ${boom} AS b`),
+        "SQLITE_ERROR",
+        /^integer overflow$/,
+      );
+      await rejectsWith(
+        db.values("SELECT 1 AS a, json('{') AS j"),
+        "SQLITE_ERROR",
+        /^malformed JSON$/,
+      );
+      await rejectsWith(
+        db.values("SELECT 1 AS a, zeroblob(2000000000) AS z"),
+        "SQLITE_TOOBIG",
+        /string or blob too big/,
+      );
+      // Inside a transaction: the failed read leaves it open and usable.
+      await db.exec("BEGIN");
+      await db.run("INSERT INTO seq VALUES (0)");
+      await rejectsWith(
+        db.values(`SELECT 1, 2, 3, 4, ${boom}`),
+        "SQLITE_ERROR",
+        /^integer overflow$/,
+      );
+      assert.equal(db.inTransaction, true);
+      await db.exec("COMMIT");
+      assert.deepEqual(await db.values("SELECT count(*) FROM seq"), [[3001]]);
+    },
+  },
+  {
     name: "iterate() streams 3000 rows in order",
     async fn(t) {
       await using db = await t.client();

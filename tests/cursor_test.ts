@@ -66,6 +66,64 @@ for (const end of ["COMMIT", "ROLLBACK"]) {
   });
 }
 
+for (const end of ["rolled back", "committed"] as const) {
+  Deno.test(`tx.iterate() that escapes transaction(fn) yields no prefetched row once it ${end}`, async () => {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+    await db.run(`INSERT INTO t (v) SELECT 'committed' FROM (${SERIES})`, [5_000]);
+    let it: AsyncIterator<{ id: number; v: string }> | undefined;
+    const outcome = await db.transaction(async (tx) => {
+      await tx.run("UPDATE t SET v = 'in the transaction'");
+      it = tx.iterate<{ id: number; v: string }>("SELECT id, v FROM t ORDER BY id")
+        [Symbol.asyncIterator]();
+      assert.deepEqual((await it.next()).value, { id: 1, v: "in the transaction" });
+      if (end === "rolled back") throw new Error("roll back");
+    }).then(() => "committed", (e: Error) => e.message);
+    assert.equal(outcome, end === "rolled back" ? "roll back" : "committed");
+    // The rows prefetched while the transaction was open are not handed out.
+    const { rows, error } = await drain(it!);
+    assertCode(error, ErrorCode.CursorClosed, /closed when its transaction ended/);
+    assert.equal(rows.length, 0, `${rows.length} rows yielded after the transaction ${end}`);
+    const v = end === "rolled back" ? "committed" : "in the transaction";
+    assert.deepEqual(await db.values("SELECT v, count(*) FROM t GROUP BY v"), [[v, 5_000]]);
+  });
+}
+
+Deno.test("A reserved connection's cursor opened after BEGIN fails CURSOR_CLOSED at once after ROLLBACK; one opened before goes on", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  await db.run(`INSERT INTO t ${SERIES}`, [5_000]);
+  await using conn = await db.reserve();
+  const before = conn.iterate<[number]>("SELECT x FROM t ORDER BY x", [], { arrays: true })
+    [Symbol.asyncIterator]();
+  assert.deepEqual((await before.next()).value, [1]);
+  for (const end of ["ROLLBACK", "COMMIT"]) {
+    await conn.exec("BEGIN");
+    const inside = conn.iterate<[number]>("SELECT x FROM t ORDER BY x", [], { arrays: true })
+      [Symbol.asyncIterator]();
+    assert.deepEqual((await inside.next()).value, [1]);
+    await conn.exec(end);
+    const { rows, error } = await drain(inside);
+    assertCode(error, ErrorCode.CursorClosed, /closed when its transaction ended/);
+    assert.equal(rows.length, 0, `${rows.length} rows yielded after ${end}`);
+  }
+  // Opened in a transaction that ended, and a new one begun since: closed all the same.
+  await conn.exec("BEGIN");
+  const first = conn.iterate<[number]>("SELECT x FROM t", [], { arrays: true })
+    [Symbol.asyncIterator]();
+  await first.next();
+  await conn.exec("COMMIT");
+  await conn.exec("BEGIN");
+  assertCode((await drain(first)).error, ErrorCode.CursorClosed);
+  await conn.exec("ROLLBACK");
+  // The cursor opened outside any transaction outlived them all.
+  const { rows, error } = await drain(before);
+  assert.equal(error, null);
+  assert.equal(rows.length, 4_999);
+});
+
 Deno.test("Client.iterate() opened in a transaction is closed when the server rolls it back (idle lease)", async () => {
   await using srv = await startServer({ txIdleTimeout: 150 });
   await using a = await srv.client();

@@ -465,3 +465,109 @@ Deno.test({
     });
   },
 });
+
+/** A read that computes for about 0.7 s on a node before its one row (dqlite 1.11 cannot stop it). */
+const SLOW_READ =
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) " +
+  "SELECT sum(x) FROM c";
+
+Deno.test({
+  name: "cluster mode: a transaction's end closes its cursors; a stopped slow read says why",
+  ignore,
+  async fn(t) {
+    await using nodes = await DemoCluster.start(3);
+
+    await t.step(
+      "a cursor opened in a transaction fails CURSOR_CLOSED after COMMIT or ROLLBACK",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using wire = await Wire.open(srv.path);
+        await wire.ok("CREATE TABLE t (x)");
+        await wire.ok(
+          "INSERT INTO t WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c " +
+            "WHERE x < 5000) SELECT 'committed' FROM c",
+        );
+        const outside =
+          ((await wire.call(Op.Iterate, "SELECT x FROM t", null)).body as [number])[0];
+        for (const end of ["ROLLBACK", "COMMIT"]) {
+          await wire.ok("BEGIN");
+          await wire.ok("UPDATE t SET x = 'in the transaction'");
+          const { body } = await wire.call(Op.Iterate, "SELECT x FROM t", null);
+          const id = (body as [number])[0];
+          const first = await wire.call(Op.Next, id);
+          assert.equal(first.status & Status.Error, 0, JSON.stringify(first.body));
+          assert.equal((first.body as [unknown[][]])[0].length, 1024);
+          await wire.ok(end);
+          const next = await wire.call(Op.Next, id);
+          assert.equal(next.status & Status.Error, Status.Error, `${end}: the cursor went on`);
+          assert.equal((next.body as { code: string }).code, "CURSOR_CLOSED");
+          assert.match((next.body as { message: string }).message, /closed when its transaction/);
+          // It is gone: closing it now is an unknown cursor, as on a single file.
+          const close = await wire.call(Op.CloseCursor, id);
+          assert.equal(close.status & Status.Error, Status.Error);
+        }
+        // A cursor opened outside any transaction outlives the transactions after it.
+        const rest = await wire.call(Op.Next, outside);
+        assert.equal(rest.status & Status.Error, 0, JSON.stringify(rest.body));
+        assert.deepEqual((rest.body as [unknown[][]])[0][0], ["committed"]);
+      },
+    );
+
+    for (const how of ["cancelled", "timed out"] as const) {
+      await t.step(
+        `a slow read ${how} inside a transaction fails at once; the transaction is TX_ABORTED`,
+        async () => {
+          await using srv = await clusterServer(nodes.addresses);
+          await using db = await srv.client();
+          await db.exec("CREATE TABLE t (x)");
+          await db.exec("BEGIN");
+          await db.run("INSERT INTO t VALUES (1)");
+          const started = performance.now();
+          let err: unknown;
+          if (how === "cancelled") {
+            const ac = new AbortController();
+            const timer = setTimeout(() => ac.abort(), 50);
+            err = await db.values(SLOW_READ, [], { signal: ac.signal }).catch((e) => e);
+            clearTimeout(timer);
+            assert.ok(err instanceof AbortError, String(err));
+          } else {
+            err = await db.values(SLOW_READ, [], { timeout: 100 }).catch((e) => e);
+            assert.ok(err instanceof SqliteError, String(err));
+            assert.equal(err.code, "STATEMENT_TIMEOUT");
+            // At the deadline, not after the 250 ms drain of the stopped row set.
+            const ms = performance.now() - started;
+            assert.ok(ms < 240, `the deadline of 100 ms failed the read after ${ms.toFixed(0)} ms`);
+          }
+          // dqlite cannot stop the read: its connection was closed, and the transaction with it.
+          const next = await db.values("SELECT count(*) FROM t").catch((e) => e);
+          assert.ok(next instanceof SqliteError, String(next));
+          assert.equal(next.code, "TX_ABORTED", next.message);
+          const cause = how === "cancelled"
+            ? "ABORTED: Request \\d+ was cancelled"
+            : "STATEMENT_TIMEOUT";
+          assert.match(next.message, new RegExp(`the earlier error: ${cause}`));
+          assert.match(next.message, /connection to the dqlite leader was closed/);
+          assert.doesNotMatch(next.message, /LEADER_LOST|lost with the leader/);
+          await assert.rejects(db.exec("COMMIT"), { code: "TX_ABORTED" });
+          await db.exec("ROLLBACK");
+          assert.equal(db.inTransaction, false);
+          assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+          await db.run("INSERT INTO t VALUES (2)");
+          assert.deepEqual(await db.values("SELECT x FROM t"), [[2]]);
+        },
+      );
+    }
+
+    await t.step("a slow read timed out outside a transaction fails at once", async () => {
+      await using srv = await clusterServer(nodes.addresses);
+      await using db = await srv.client();
+      const started = performance.now();
+      await assert.rejects(db.values(SLOW_READ, [], { timeout: 100 }), {
+        code: "STATEMENT_TIMEOUT",
+      });
+      const ms = performance.now() - started;
+      assert.ok(ms < 240, `the deadline of 100 ms failed the read after ${ms.toFixed(0)} ms`);
+      assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+    });
+  },
+});

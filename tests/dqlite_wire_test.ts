@@ -212,6 +212,69 @@ Deno.test("decodeResponse() reads FAILURE, SERVER, DB, STMT, RESULT and EMPTY", 
   assert.deepEqual(decodeResponse(ResponseType.Empty, body(u64(0))), { type: "empty" });
 });
 
+Deno.test("decodeResponse() reads a query's FAILURE after the partial row set dqlite encoded first", () => {
+  const body = (...parts: number[][]): Uint8Array => new Uint8Array(parts.flat());
+  const failure = (code: number, message: string) => ({ type: "failure", code, message });
+  // As dqlite 1.11 sends `SELECT 1 AS a, abs(-9223372036854775808) AS b`: names, then the failure.
+  const twoCols = [...u64(2), ...text("a"), ...text("b")];
+  assert.deepEqual(
+    decodeResponse(ResponseType.Failure, body(twoCols, u64(1), text("integer overflow"))),
+    failure(1, "integer overflow"),
+  );
+  // Rows already encoded come before the failure (and are discarded).
+  const row = [0x11, 0, 0, 0, 0, 0, 0, 0, ...u64(1), ...u64(1)];
+  assert.deepEqual(
+    decodeResponse(ResponseType.Failure, body(twoCols, row, row, u64(18), text("too big"))),
+    failure(18, "too big"),
+  );
+  // One column: a row (type word 0x01, value) looks like a failure word; the tail decides.
+  const oneCol = [...u64(1), ...text("x")];
+  const intRow = [0x01, 0, 0, 0, 0, 0, 0, 0, ...u64(7)];
+  assert.deepEqual(
+    decodeResponse(ResponseType.Failure, body(oneCol, intRow, u64(1), text("integer overflow"))),
+    failure(1, "integer overflow"),
+  );
+  const textRow = [0x03, 0, 0, 0, 0, 0, 0, 0, ...text("abcdefgh")];
+  assert.deepEqual(
+    decodeResponse(ResponseType.Failure, body(oneCol, textRow, u64(1), text(""))),
+    failure(1, ""),
+  );
+  // The plain form, an empty message, a message of exactly one word.
+  assert.deepEqual(decodeResponse(ResponseType.Failure, body(u64(5), text(""))), failure(5, ""));
+  assert.deepEqual(
+    decodeResponse(ResponseType.Failure, body(u64(1), text("12345678"))),
+    failure(1, "12345678"),
+  );
+  // A partial row set without a failure after it, or a truncated row, is a protocol error.
+  for (const bad of [body(twoCols), body(twoCols, row), body(twoCols, row.slice(0, 12))]) {
+    assert.throws(
+      () => decodeResponse(ResponseType.Failure, bad),
+      (err: unknown) => err instanceof ProtocolError && err.code === "DQLITE_PROTOCOL",
+    );
+  }
+});
+
+Deno.test("decodeResponse() refuses bytes after the end of a fixed-layout response", () => {
+  const trailing: [number, number[]][] = [
+    [ResponseType.Server, [...u64(1), ...text("h:1"), ...u64(0)]],
+    [ResponseType.Welcome, [...u64(15000), ...u64(0)]],
+    [ResponseType.Db, [...u32(0), ...u32(0), ...u64(0)]],
+    [ResponseType.Stmt, [...u32(0), ...u32(1), ...u64(0), ...u64(0)]],
+    [ResponseType.Result, [...u64(1), ...u64(1), ...u64(0)]],
+    [ResponseType.Empty, [...u64(0), ...u64(0)]],
+    [ResponseType.Servers, [...u64(0), ...u64(0)]],
+  ];
+  for (const [type, bytes] of trailing) {
+    assert.throws(
+      () => decodeResponse(type, new Uint8Array(bytes)),
+      (err: unknown) =>
+        err instanceof ProtocolError && err.code === "DQLITE_PROTOCOL" &&
+        /bytes after its end/.test(err.message),
+      `type ${type}`,
+    );
+  }
+});
+
 Deno.test("decodeResponse() reads rows with 4-bit types and the PART and DONE markers", () => {
   const columns = [...u64(3), ...text("a"), ...text("b"), ...text("c")];
   const row1 = [

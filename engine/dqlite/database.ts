@@ -11,6 +11,14 @@
  * with `LEADER_LOST`, `maybeApplied` false: dqlite replicates a transaction
  * only at its commit, so nothing of it was written).
  *
+ * A row set stopped early (interrupt, deadline, `maxBytes`) fails at once;
+ * what the node still sends is drained in the background, and the next
+ * request on this database waits for that. When the drain takes too long the
+ * connection is closed (see {@link DqliteDatabase.interrupt}); inside a
+ * transaction that ends the transaction, and every request then fails with
+ * `TX_ABORTED` naming why the read was stopped, until `ROLLBACK` (a no-op)
+ * or `COMMIT` (which fails with it too) ends it: no leader was lost.
+ *
  * A connection found dead while idle (the node closed it between requests:
  * see `DqliteConn`) is replaced before the next request is sent, through the
  * usual leader discovery, so that request waits for the new leader instead
@@ -20,7 +28,8 @@
  * @module
  */
 
-import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { AbortError, ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { txAborted } from "../session_errors.ts";
 import type { SqlValue } from "../binding/binding.ts";
 import { type DqliteConn, expectResponse, type Received } from "./conn.ts";
 import { DqliteErrorCode, LeaderError } from "./errors.ts";
@@ -30,7 +39,8 @@ import { encodeExecSql, encodeInterrupt, encodeOpen, encodeQuerySql } from "./wi
 
 /**
  * Message of the `SQLITE_INTERRUPT` of a request interrupted (deadline,
- * cancel) while its connection to the leader was being made: it was not sent.
+ * cancel) while its connection to the leader was being made, or was still
+ * draining an earlier stopped read: it was not sent.
  */
 export const CONNECT_INTERRUPTED =
   "Interrupted while connecting to the dqlite leader: nothing was sent";
@@ -105,7 +115,17 @@ export class DqliteDatabase {
   #bySavepoint = false;
   #txLost = false;
   #txLostMaybeApplied = false;
+  /** Set when the transaction was lost because a stop closed its connection (see {@link #stop}). */
+  #txLostBy: SqliteError | null = null;
   #interrupt = false;
+  /** Why {@link interrupt} was called (the caller's cancel or deadline), if it said. */
+  #interruptReason: Error | null = null;
+  /** The drain of a stopped row set under way in the background (see {@link #stop}). */
+  #draining: Promise<void> | null = null;
+  /** Connections {@link #stop} closed, with the error to report for a transaction lost so. */
+  readonly #stopClosed = new WeakMap<DqliteConn, SqliteError>();
+  /** Errors {@link #stop} threw: the statement was stopped, SQLite did not fail it. */
+  readonly #stopErrors = new WeakSet<Error>();
   /** Wakes a {@link query} waiting for the node's next message, to stop it. */
   #wake: (() => void) | null = null;
   #connecting: Promise<void> | null = null;
@@ -148,7 +168,9 @@ export class DqliteDatabase {
 
   /**
    * True after the leader was lost inside a transaction, until `ROLLBACK` or
-   * `COMMIT` ends it: until then every other request fails with `LEADER_LOST`.
+   * `COMMIT` ends it: until then every other request fails with `LEADER_LOST`
+   * (`TX_ABORTED` when the transaction was lost because stopping a read
+   * closed its connection).
    */
   get transactionLost(): boolean {
     return this.#txLost;
@@ -276,13 +298,17 @@ export class DqliteDatabase {
    * Stops the row set being received: the running {@link query} fails with
    * `SQLITE_INTERRUPT` at once, without waiting for the node's next message.
    * (dqlite 1.11 reads the INTERRUPT request only once the row set is fully
-   * sent: what still arrives within 250 ms is discarded; past that, the
-   * connection is closed, which makes the node finalize the statement, and
-   * the next request opens a new one. Inside a transaction, that loses the
-   * transaction: see {@link transactionLost}.)
+   * sent: what still arrives within 250 ms is discarded, in the background;
+   * past that, the connection is closed, which makes the node finalize the
+   * statement, and the next request opens a new one. Inside a transaction,
+   * that loses the transaction: see {@link transactionLost}.)
+   *
+   * @param reason Why (the caller's cancel or deadline): named by the
+   *   `TX_ABORTED` of a transaction lost so.
    */
-  interrupt(): void {
+  interrupt(reason?: Error): void {
     this.#interrupt = true;
+    this.#interruptReason = reason ?? null;
     this.#wake?.();
   }
 
@@ -327,13 +353,20 @@ export class DqliteDatabase {
     if (this.#closed) {
       throw new SqliteError(ErrorCode.ConnectionClosed, `Database "${this.#name}" is closed`);
     }
+    this.#interrupt = false;
+    this.#interruptReason = null;
+    // A stopped row set is still being drained: this request waits for it (see #stop).
+    if (this.#draining !== null && await this.#orInterrupt(this.#draining) === null) {
+      throw new SqliteError("SQLITE_INTERRUPT", CONNECT_INTERRUPTED, 9);
+    }
     const effect: TxEffect = lostRollback === null
       ? { last: "none", ends: false, releases: false, opener: null }
       : txEffect(sql);
     const tx = effect.last;
     if (this.#inTx && this.#conn !== null && this.#conn.closed) {
-      // The connection died between requests (seen while idle): so did the transaction.
-      this.#lose(this.#conn, IDLE_EFFECT, true);
+      // The connection died between requests (seen while idle), or a stop closed it: so
+      // did the transaction.
+      this.#lose(this.#conn, IDLE_EFFECT, true, this.#stopClosed.get(this.#conn) ?? null);
     }
     if (writesRows(sql)) {
       // dqlite 1.11 aborts the node (assertion in its VFS) on a write that returns rows.
@@ -345,9 +378,12 @@ export class DqliteDatabase {
       );
     }
     if (this.#txLost && lostRollback !== null) {
+      const by = this.#txLostBy;
       if (tx === "end") {
         this.#txLost = false;
+        this.#txLostBy = null;
         if (/^\s*rollback/i.test(sql)) return lostRollback(); // nothing left to roll back
+        if (by !== null) throw txAborted(by);
         throw new LeaderError(
           DqliteErrorCode.LeaderLost,
           this.#txLostMaybeApplied
@@ -356,13 +392,13 @@ export class DqliteDatabase {
           this.#txLostMaybeApplied,
         );
       }
+      if (by !== null) throw txAborted(by);
       throw new LeaderError(
         DqliteErrorCode.LeaderLost,
         "The transaction was lost with the leader: end it with ROLLBACK, then start over",
         false,
       );
     }
-    this.#interrupt = false;
     const conn = await this.#connectionOrInterrupt();
     const wasInTx = this.#inTx;
     try {
@@ -377,6 +413,9 @@ export class DqliteDatabase {
       }
       return result;
     } catch (err) {
+      // A stopped read did not end the transaction (should its drain close the
+      // connection, the next request finds the transaction lost: see #stop).
+      if (err instanceof Error && this.#stopErrors.has(err)) throw err;
       const lost = err instanceof LeaderError ||
         (err as { code?: string }).code === DqliteErrorCode.Protocol;
       if (!lost && (wasInTx || tx === "begin")) {
@@ -401,7 +440,7 @@ export class DqliteDatabase {
   }
 
   /** The connection is gone: so is a transaction open on it (see {@link transactionLost}). */
-  #lose(conn: DqliteConn, effect: TxEffect, wasInTx: boolean): void {
+  #lose(conn: DqliteConn, effect: TxEffect, wasInTx: boolean, by: SqliteError | null = null): void {
     conn.close();
     if (this.#conn === conn) this.#conn = null;
     // A transaction open before, or opened by this script and not ended by it, is gone;
@@ -409,6 +448,7 @@ export class DqliteDatabase {
     if ((wasInTx || effect.last === "begin") && effect.last !== "end") {
       this.#txLost = true;
       this.#txLostMaybeApplied = effect.ends;
+      this.#txLostBy = by;
     }
     this.#inTx = false;
   }
@@ -459,7 +499,10 @@ export class DqliteDatabase {
 
   async #rows(conn: DqliteConn, message: Uint8Array, options: QueryOptions): Promise<QueryResult> {
     const maxBytes = options.maxBytes ?? Infinity;
-    return await conn.exclusive(async () => {
+    // A stop fails the query at once (`stopped`), while its drain keeps the connection.
+    let stopped!: (err: SqliteError) => void;
+    const early = new Promise<never>((_, reject) => stopped = reject);
+    const reading = conn.exclusive(async (): Promise<QueryResult> => {
       await conn.send(message);
       let columns: string[] = [];
       const rows: SqlValue[][] = [];
@@ -470,7 +513,8 @@ export class DqliteDatabase {
         const next = conn.receive();
         const received = await this.#orInterrupt(next);
         if (received === null) {
-          await this.#stop(conn, next, new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9));
+          const stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
+          await this.#stop(conn, next, stop, stopped);
         }
         const r = expectResponse(received!, "rows", conn.address);
         columns = r.columns;
@@ -491,13 +535,14 @@ export class DqliteDatabase {
             `Cannot return the result: it exceeds maxBytes ${maxBytes}`,
           );
         }
-        if (stop !== null) await this.#stop(conn, null, stop);
+        if (stop !== null) await this.#stop(conn, null, stop, stopped);
       }
     });
+    return await Promise.race([reading, early]);
   }
 
-  /** `received`, or null as soon as {@link interrupt} is called (at once if it was). */
-  async #orInterrupt(received: Promise<Received>): Promise<Received | null> {
+  /** `received`'s value, or null as soon as {@link interrupt} is called (at once if it was). */
+  async #orInterrupt<T>(received: Promise<T>): Promise<T | null> {
     if (this.#interrupt) return null;
     let wake!: () => void;
     const interrupted = new Promise<null>((resolve) => wake = () => resolve(null));
@@ -510,19 +555,25 @@ export class DqliteDatabase {
   }
 
   /**
-   * Ends a row set early and throws `stop`: sends INTERRUPT and discards
-   * what is still in flight, up to the EMPTY answer, for at most
-   * {@link DRAIN_MS}. dqlite 1.11 reads the INTERRUPT only once the row set
-   * is fully sent, which for an endless or slow statement is never: past
-   * that bound the connection is closed (the node finalizes the statement
-   * when the connection goes) and the next request opens another one.
-   * `pending` is a receive already under way, if any.
+   * Ends a row set early: fails the query with `stop` at once (through
+   * `reply`), then sends INTERRUPT and discards what is still in flight, up
+   * to the EMPTY answer, for at most {@link DRAIN_MS}, holding the
+   * connection meanwhile (the next request waits: {@link #draining}).
+   * dqlite 1.11 reads the INTERRUPT only once the row set is fully sent,
+   * which for an endless or slow statement is never: past that bound the
+   * connection is closed (the node finalizes the statement when the
+   * connection goes) and the next request opens another one; a transaction
+   * open on it is lost, and reported as stopped by the interrupt's reason
+   * (`TX_ABORTED`), not as a lost leader. `pending` is a receive already
+   * under way, if any.
    */
   async #stop(
     conn: DqliteConn,
     pending: Promise<Received> | null,
     stop: SqliteError,
+    reply: (err: SqliteError) => void,
   ): Promise<never> {
+    const reason = this.#interruptReason ?? stop;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), DRAIN_MS);
@@ -534,13 +585,27 @@ export class DqliteDatabase {
       return "drained";
     })();
     drain.catch(() => {}); // after a timeout, closing the connection fails the receive under way
-    try {
-      if (await Promise.race([drain, timedOut]) === "timeout") conn.close();
-    } catch {
-      conn.close(); // the connection broke while draining: it is replaced on the next request
-    } finally {
-      clearTimeout(timer);
-    }
+    const close = (): void => {
+      if (conn.closed) return;
+      this.#stopClosed.set(conn, closedToStop(reason));
+      conn.close();
+    };
+    const drained = (async (): Promise<void> => {
+      try {
+        if (await Promise.race([drain, timedOut]) === "timeout") close();
+      } catch {
+        close(); // the connection broke while draining: it is replaced on the next request
+      } finally {
+        clearTimeout(timer);
+      }
+    })();
+    const draining: Promise<void> = drained.finally(() => {
+      if (this.#draining === draining) this.#draining = null;
+    });
+    this.#draining = draining;
+    this.#stopErrors.add(stop);
+    reply(stop);
+    await drained;
     throw stop;
   }
 
@@ -558,4 +623,22 @@ export class DqliteDatabase {
     this.close();
     return Promise.resolve();
   }
+}
+
+/**
+ * The error that ended a transaction whose connection {@link DqliteDatabase}
+ * closed to stop a read of it (`reason`: the cancel, the deadline, or the
+ * stop's own error); it keeps `reason`'s code.
+ */
+function closedToStop(reason: Error): SqliteError {
+  const code = reason instanceof SqliteError || reason instanceof AbortError
+    ? reason.code
+    : ErrorCode.Internal;
+  return new SqliteError(
+    code,
+    `${reason.message}: the read could not be stopped in ${DRAIN_MS} ms, so its connection to ` +
+      "the dqlite leader was closed, which rolled back the transaction it was in",
+    undefined,
+    { cause: reason },
+  );
 }

@@ -7,6 +7,7 @@
 import {
   cancelledAfterWrite,
   commitRolledBack,
+  cursorTxEnded,
   leaseExpired,
   txAborted,
   txRolledBack,
@@ -59,6 +60,10 @@ interface BufferedCursor {
   columns: string[];
   rows: SqlValue[][];
   at: number;
+  /** Opened inside a transaction: it ends with it. */
+  inTx: boolean;
+  /** Set when its transaction ended: the next `next` fails with it. */
+  ended: SqliteError | null;
 }
 
 /**
@@ -71,7 +76,11 @@ interface BufferedCursor {
  * connection makes the leader roll the transaction back).
  *
  * Cursors are emulated: the statement runs to its end at `iterate()` and its
- * rows, bounded by `maxResultBytes`, are handed out in chunks.
+ * rows, bounded by `maxResultBytes`, are handed out in chunks. A cursor
+ * opened inside a transaction ends with it (COMMIT, ROLLBACK, lost with the
+ * leader, ended by the server): its next `next` fails with `CURSOR_CLOSED`,
+ * as on the single-file engine, rather than hand out rows of a transaction
+ * that is over.
  *
  * A leader change fails the request running with `LeaderError`
  * (`NOT_LEADER`: not applied; `LEADER_LOST`: its message says whether it may
@@ -306,7 +315,8 @@ export class DqliteEngineSession {
     return this.#request(text, [0, []], timeout, async (db): Promise<[number, string[]]> => {
       const o = await this.#statement(db, text, args);
       const id = this.#nextCursor++;
-      this.#cursors.set(id, { columns: o.columns, rows: o.rows, at: 0 });
+      const inTx = db.inTransaction;
+      this.#cursors.set(id, { columns: o.columns, rows: o.rows, at: 0, inTx, ended: null });
       return [id, o.columns];
     });
   }
@@ -314,6 +324,10 @@ export class DqliteEngineSession {
   /** Returns the next chunk of a cursor: `[rows, done]`. */
   nextCursor(id: number): [SqlValue[][], boolean] {
     const c = this.#cursor(id);
+    if (c.ended !== null) {
+      this.#cursors.delete(id);
+      throw c.ended;
+    }
     const rows = c.rows.slice(c.at, c.at + CHUNK_ROWS);
     c.at += rows.length;
     const done = c.at >= c.rows.length;
@@ -331,7 +345,7 @@ export class DqliteEngineSession {
   /** Stops the running request where it can be stopped (while its rows arrive). */
   cancel(reason: Error): void {
     this.#cancelled = reason;
-    this.#lent?.interrupt();
+    this.#lent?.interrupt(reason);
     this.#stopAcquire?.(reason);
   }
 
@@ -383,7 +397,7 @@ export class DqliteEngineSession {
       this.#endTx(tx);
     } else {
       this.#endWhenDone = this.#aborted;
-      this.#lent.interrupt();
+      this.#lent.interrupt(reason);
     }
     return cancelledAfterWrite(reason);
   }
@@ -399,7 +413,7 @@ export class DqliteEngineSession {
     this.#cursors.clear();
     this.#handles.clear();
     this.#cancelled = new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
-    this.#lent?.interrupt();
+    this.#lent?.interrupt(this.#cancelled);
     this.#stopAcquire?.(this.#cancelled);
     if (this.#tx !== null && this.#lent === null) {
       this.#engine._pool.discard(this.#tx);
@@ -459,7 +473,7 @@ export class DqliteEngineSession {
     let late: SqliteError | null = null;
     const timer = setTimeout(() => {
       late = statementTimeout({ timeout: ms });
-      if (this.#lent !== null) this.#lent.interrupt();
+      if (this.#lent !== null) this.#lent.interrupt(late);
       else this.#stopAcquire?.(notSent(late));
     }, ms);
     let db: DqliteDatabase;
@@ -489,6 +503,12 @@ export class DqliteEngineSession {
         // A COMMIT that failed with the leader: a ROLLBACK right after it has nothing to undo.
         if (wasInTx && endsTx && !db.transactionLost) this.#endedAtCommit = true;
         throw describeLeaderError(err, db.transactionLost);
+      }
+      if (wasInTx && err instanceof SqliteError && err.code === ErrorCode.TxAborted) {
+        // Stopping a read closed the transaction's connection (see DqliteDatabase):
+        // the COMMIT that met it ends the transaction, as on a single file.
+        if (endsTx) this.#endedAtCommit = true;
+        throw err;
       }
       if (wasInTx && !db.inTransaction && !db.transactionLost) {
         if (!endsTx) return this.#noteAbort(err);
@@ -544,6 +564,7 @@ export class DqliteEngineSession {
    */
   #endTx(db: DqliteDatabase): void {
     clearTimeout(this.#idleTimer);
+    this.#endTxCursors();
     this.#tx = null;
     this.#txSince = 0;
     this.#engine._pool.discard(db);
@@ -579,6 +600,8 @@ export class DqliteEngineSession {
 
   #keepOrReturn(db: DqliteDatabase): void {
     const pool = this.#engine._pool;
+    // Ended (COMMIT, ROLLBACK, SQLite ended it) or lost with the leader: so are its cursors.
+    if (!db.inTransaction) this.#endTxCursors();
     if (!(db.inTransaction || db.transactionLost)) {
       this.#tx = null;
       this.#txSince = 0;
@@ -599,6 +622,7 @@ export class DqliteEngineSession {
     if (end !== null) {
       this.#idleTimer = setTimeout(() => {
         if (this.#tx === null || this.#lent !== null) return;
+        this.#endTxCursors();
         pool.discard(this.#tx);
         this.#tx = null;
         this.#txSince = 0;
@@ -664,6 +688,13 @@ export class DqliteEngineSession {
     if (err instanceof SqliteError && /no transaction is active/.test(err.message)) throw err;
     this.#aborted = txAborted(err);
     throw txRolledBack(err);
+  }
+
+  /** The transaction ended: cursors opened in it end too (see the class doc). */
+  #endTxCursors(): void {
+    for (const [id, c] of this.#cursors) {
+      if (c.inTx && c.ended === null) c.ended = cursorTxEnded(id);
+    }
   }
 
   #cursor(id: number): BufferedCursor {

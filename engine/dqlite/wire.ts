@@ -13,6 +13,15 @@
  * byte, padded to a word) and end with a marker word: `0xee…ee` (more rows
  * follow in the next message) or `0xff…ff` (done).
  *
+ * A FAILURE answering a QUERY or QUERY_SQL whose statement failed while it
+ * ran (integer overflow, malformed JSON, a value too big, not authorized…)
+ * is not the plain `code, message` body: dqlite 1.11 writes the failure into
+ * the buffer the row set was being encoded in, so its body is that partial
+ * row set (column count, column names, any rows already encoded, no end
+ * marker) followed by the code and the message. {@link decodeResponse} reads
+ * both forms; what it cannot read exactly, trailing bytes included, is a
+ * `DQLITE_PROTOCOL` error.
+ *
  * Value mapping (what {@link decodeResponse} returns for a row value):
  * INTEGER → `number` within ±(2^53 − 1), else `bigint`; FLOAT → `number`;
  * TEXT → `string` (invalid UTF-8 is refused with `INVALID_UTF8`); BLOB →
@@ -134,6 +143,8 @@ export type Response =
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+/** For failure messages only (text for people, not a value): invalid bytes become U+FFFD. */
+const lenientDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 function protocolError(message: string): ProtocolError {
   return new ProtocolError(DqliteErrorCode.Protocol, message);
@@ -450,6 +461,11 @@ class Reader {
     return this.#bytes.length - this.#pos;
   }
 
+  /** The read position, in bytes from the start of the body. */
+  get pos(): number {
+    return this.#pos;
+  }
+
   #need(n: number, what: string): void {
     if (this.#pos + n > this.#bytes.length) {
       throw protocolError(
@@ -516,6 +532,14 @@ class Reader {
     }
   }
 
+  /** Moves past a text without decoding it. */
+  skipText(): void {
+    const end = this.#bytes.indexOf(0, this.#pos);
+    if (end === -1) throw protocolError(`Cannot read text at offset ${this.#pos}: no NUL`);
+    this.#pos = pad(end + 1);
+    if (this.#pos > this.#bytes.length) throw protocolError("Cannot read text: padding missing");
+  }
+
   blob(): Uint8Array {
     const n = this.u64();
     if (n > BigInt(this.remaining)) throw protocolError(`Cannot read blob: length ${n} too large`);
@@ -546,10 +570,21 @@ export function intValue(v: bigint): number | bigint {
  * row set is read to its end.
  */
 export function decodeResponse(type: number, body: Uint8Array): Response {
+  if (type === ResponseType.Failure) return decodeFailure(body);
+  if (type === ResponseType.Rows) return decodeRows(new Reader(body));
   const r = new Reader(body);
+  const response = decodeFixed(type, r);
+  if (r.remaining !== 0) {
+    throw protocolError(
+      `Cannot decode ${response.type} response: ${r.remaining} bytes after its end`,
+    );
+  }
+  return response;
+}
+
+/** Decodes the responses of fixed layout (not FAILURE, not ROWS). */
+function decodeFixed(type: number, r: Reader): Response {
   switch (type) {
-    case ResponseType.Failure:
-      return { type: "failure", code: Number(r.u64() & 0xffffffffn), message: r.text() };
     case ResponseType.Server:
       return { type: "server", id: r.u64(), address: r.text() };
     case ResponseType.Welcome:
@@ -577,13 +612,62 @@ export function decodeResponse(type: number, body: Uint8Array): Response {
       const lastInsertId = intValue(BigInt.asIntN(64, r.u64()));
       return { type: "result", lastInsertId, rowsAffected: Number(r.u64()) };
     }
-    case ResponseType.Rows:
-      return decodeRows(r);
     case ResponseType.Empty:
+      r.u64(); // one unused word
       return { type: "empty" };
     default:
       throw protocolError(`Cannot decode response: unknown type ${type}`);
   }
+}
+
+/**
+ * The failure `code, message` when it fills `body` from word offset `at` to
+ * the end exactly (message NUL-terminated, zero padding to the end) and its
+ * code is at most `maxCode`, else null.
+ */
+function failureAt(body: Uint8Array, at: number, maxCode = 2n ** 64n - 1n): Response | null {
+  const textStart = at + WORD;
+  if (textStart >= body.length) return null;
+  const code = new DataView(body.buffer, body.byteOffset + at, WORD).getBigUint64(0, true);
+  if (code > maxCode) return null;
+  const nul = body.indexOf(0, textStart);
+  if (nul === -1 || pad(nul + 1) !== body.length) return null;
+  for (let i = nul + 1; i < body.length; i++) if (body[i] !== 0) return null;
+  return {
+    type: "failure",
+    code: Number(code & 0xffffffffn),
+    message: lenientDecoder.decode(body.subarray(textStart, nul)),
+  };
+}
+
+/**
+ * Decodes a FAILURE body: `code, message`, or, for a query that failed while
+ * it ran, the partial row set dqlite had encoded, then `code, message` (see
+ * the module doc). The rows are discarded: the query failed.
+ *
+ * The two forms cannot be confused: a partial row set is followed by the
+ * code and message, so its first column name never ends the body; and a
+ * row cannot pass for the failure, because the code word that follows it
+ * (an SQLite result code, below 2^32) holds zero bytes, which the message
+ * (no NUL before its end) cannot.
+ */
+function decodeFailure(body: Uint8Array): Response {
+  const plain = failureAt(body, 0);
+  if (plain !== null) return plain;
+  const r = new Reader(body);
+  const n = Number(r.u64());
+  if (n === 0 || n > 32767) {
+    throw protocolError(`Cannot decode failure: ${n} columns before its code`);
+  }
+  for (let i = 0; i < n; i++) r.skipText();
+  const headerBytes = pad(Math.ceil(n / 2));
+  const types = new Uint8Array(n);
+  while (r.remaining > 0) {
+    const failure = failureAt(body, r.pos, 0xffffffffn);
+    if (failure !== null) return failure;
+    readRow(r, n, headerBytes, types);
+  }
+  throw protocolError("Cannot decode failure: no code and message after the partial rows");
 }
 
 const MARK_PART = 0xee;
@@ -611,24 +695,40 @@ function decodeRows(r: Reader): Response {
         ? { type: "rows", columns, rows, more }
         : { type: "rows", columns, rows, more, error };
     }
-    const header = r.bytes(headerBytes);
-    for (let i = 0; i < n; i++) {
-      const b = header[i >> 1];
-      types[i] = i & 1 ? b >> 4 : b & 0x0f;
-    }
-    const row: SqlValue[] = new Array(n);
-    for (let i = 0; i < n; i++) {
-      try {
-        row[i] = readValue(r, types[i]);
-      } catch (err) {
-        // Keep decoding so the message is consumed whole; report the first such value.
-        if (!(err instanceof SqliteError)) throw err;
-        error ??= err;
-        row[i] = null;
-      }
-    }
+    const { row, error: rowError } = readRow(r, n, headerBytes, types);
+    error ??= rowError;
     rows.push(row);
   }
+}
+
+/**
+ * Reads one row (type header, then the values). A value that cannot be
+ * decoded exactly (`INVALID_UTF8`) is read past and returned as `error`,
+ * with null in its place, so that the message is consumed whole.
+ */
+function readRow(
+  r: Reader,
+  n: number,
+  headerBytes: number,
+  types: Uint8Array,
+): { row: SqlValue[]; error?: SqliteError } {
+  const header = r.bytes(headerBytes);
+  for (let i = 0; i < n; i++) {
+    const b = header[i >> 1];
+    types[i] = i & 1 ? b >> 4 : b & 0x0f;
+  }
+  const row: SqlValue[] = new Array(n);
+  let error: SqliteError | undefined;
+  for (let i = 0; i < n; i++) {
+    try {
+      row[i] = readValue(r, types[i]);
+    } catch (err) {
+      if (!(err instanceof SqliteError)) throw err;
+      error ??= err;
+      row[i] = null;
+    }
+  }
+  return error === undefined ? { row } : { row, error };
 }
 
 function readValue(r: Reader, type: number): SqlValue {
