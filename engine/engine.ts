@@ -151,6 +151,12 @@ export class Engine {
   /** Set when the committed schema moved since the writer last looked. */
   #writerSchemaStale = false;
   /**
+   * The WAL-index header when the writer last looked at the schema: a commit
+   * since (by anyone: another program may have changed the schema) makes
+   * the next writer turn read the schema cookie (see `#refreshWriterSchema`).
+   */
+  #writerSeen: Uint32Array;
+  /**
    * Whether the schema declares deferred foreign keys (`null`: not looked
    * yet), for a binding that cannot tell when a write leaves one unresolved.
    */
@@ -240,6 +246,7 @@ export class Engine {
       )
       : null;
     this.#walWatch = new WalWatch(config.path);
+    this.#writerSeen = this.#walWatch.mark();
     this.#readerLine = new ReaderLine(config.maxBackgroundReads ?? MAX_BACKGROUND_READS);
     this.#group = new GroupCommit(
       this.#writer,
@@ -790,17 +797,32 @@ export class Engine {
   }
 
   /**
-   * Before the writer prepares anything after another connection changed
-   * the schema: SQLite notices a changed schema only when a transaction
-   * starts, and preparing against the old one can fail ("table t1 has 2
-   * columns but 3 values were supplied") or expand `*` to old columns.
+   * At the start of a writer turn (outside any client's transaction, or in
+   * a group commit's, which holds the write lock), when anyone committed
+   * since the writer last looked (this server's reader saw the schema move,
+   * or the WAL-index header changed: another program, the `sqlite3` shell,
+   * may have changed the schema): reads the schema cookie, dropping cached
+   * statements when it moved. SQLite notices a changed schema only when a
+   * statement starts its transaction, and a statement prepared against the
+   * old one can fail ("table t1 has 2 columns but 3 values were supplied"),
+   * or be prepared again by SQLite as it steps: its result columns then
+   * change under the names read at prepare (node:sqlite even keeps the old
+   * row width). Costs one header comparison, plus one cookie read after a
+   * commit.
    */
   #refreshWriterSchema(): void {
-    if (!this.#writerSchemaStale) return;
+    const moved = this.#reader !== null && this.#walWatch.changedSince(this.#writerSeen);
+    if (!moved && !this.#writerSchemaStale) return;
     this.#writerSchemaStale = false;
-    this.#deferredFks = null;
-    this.#writer.refreshSchema();
+    const version = this.#writer.refreshSchema();
+    if (version !== this.#writerSchema) {
+      this.#writerSchema = version;
+      this.#deferredFks = null;
+    }
   }
+
+  /** The writer's schema version at its last `#refreshWriterSchema`. */
+  #writerSchema = -1;
 
   #release(): void {
     if (this.#schemaChangedInTx) {
