@@ -267,6 +267,13 @@ export interface Stmt {
    */
   columnNames(): string[];
   /**
+   * How many times SQLite prepared the statement again since it was
+   * prepared (`SQLITE_STMTSTATUS_REPREPARE`): it does so as the statement
+   * steps after the schema changed, and {@link columnNames} may then differ.
+   * Always 0 where the implementation cannot tell (node:sqlite).
+   */
+  readonly reprepares: number;
+  /**
    * Resets the statement, clears earlier bindings, and binds `args`.
    *
    * @throws {SqliteError} `INVALID_PARAM` for too many or too few

@@ -485,6 +485,9 @@ class NodeStmt implements Stmt {
     return this.#params().length;
   }
 
+  /** node:sqlite cannot tell (see {@link Stmt.reprepares}). */
+  readonly reprepares = 0;
+
   columnNames(): string[] {
     const cols = this.#live().columns();
     const names = new Array<string>(cols.length);
