@@ -37,7 +37,10 @@ export function streamRows(
   return cursorRows(connection, ref, snapshot(params), options, writes);
 }
 
-/** {@link streamRows} with `params` used as they are when iterating starts. */
+/**
+ * {@link streamRows} with `params` used as they are when iterating starts;
+ * `onColumns` is told the result column names once the cursor opened.
+ */
 export async function* cursorRows(
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
@@ -45,6 +48,7 @@ export async function* cursorRows(
   options: IterateOptions | undefined,
   writes: boolean,
   generation?: number,
+  onColumns?: (columns: string[]) => void,
 ): AsyncGenerator<unknown> {
   const conn = await connection;
   const release = conn.hold();
@@ -57,6 +61,7 @@ export async function* cursorRows(
       generation,
       writes,
     );
+    onColumns?.(columns);
     const at = conn.generation; // the cursor lives on the link that answered
     const arrays = options?.arrays === true;
     // The next chunk is asked for ahead of use; should the consumer stop
