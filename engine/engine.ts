@@ -578,7 +578,10 @@ export class Engine {
    * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long.
    */
   #acquire(s: EngineSession, forGroup = false): boolean {
-    if (this.#queue.owner === s) return true;
+    if (this.#queue.owner === s) {
+      this.#refreshInTransaction();
+      return true;
+    }
     if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
     const lost = this.#fileLost(false);
     if (lost !== null) throw lost;
@@ -819,6 +822,25 @@ export class Engine {
       this.#writerSchema = version;
       this.#deferredFks = null;
     }
+  }
+
+  /**
+   * Inside the owner's transaction, before a statement, where the binding
+   * cannot tell that SQLite prepared a statement again (node:sqlite, which
+   * then even keeps the old row width): when another program committed
+   * since the writer last looked (a `BEGIN` that has read nothing yet sees
+   * its schema), reads the schema cookie. That starts the transaction's
+   * snapshot early, so a write after it cannot wait for another program's
+   * lock (`SQLITE_BUSY` at once): only after another program committed
+   * during the transaction. The next turn looks again (the cookie may have
+   * been read in an older snapshot).
+   */
+  #refreshInTransaction(): void {
+    if (this.#writer.caps.reprepares || this.#reader === null) return;
+    if (!this.#walWatch.changedSince(this.#writerSeen)) return;
+    this.#writerSchemaStale = true;
+    this.#writer.refreshSchema();
+    this.#deferredFks = null;
   }
 
   /** The writer's schema version at its last `#refreshWriterSchema`. */

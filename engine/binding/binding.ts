@@ -35,6 +35,11 @@ export interface Capabilities {
   readonly backup: boolean;
   /** `Db.onUpdate()` reports each changed row. */
   readonly updateHook: boolean;
+  /**
+   * `Stmt.reprepares` tells when SQLite prepared a statement again (its
+   * result columns may have changed as it stepped).
+   */
+  readonly reprepares: boolean;
 }
 
 /** A loaded SQLite library. */

@@ -70,6 +70,7 @@ const FFI_CAPABILITIES: Capabilities = Object.freeze({
   background: true,
   backup: true,
   updateHook: true,
+  reprepares: true,
 });
 
 /** A loaded libsqlite3. */

@@ -85,6 +85,7 @@ const NODE_CAPABILITIES: Capabilities = Object.freeze({
   background: false,
   backup: true,
   updateHook: false,
+  reprepares: false,
 });
 
 const NODE_LIMITATIONS: readonly string[] = Object.freeze([
