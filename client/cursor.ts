@@ -43,7 +43,10 @@ export function streamRows(
   return cursorRows(connection, ref, snapshot(params), options, writes);
 }
 
-/** {@link streamRows} with `params` used as they are when iterating starts. */
+/**
+ * {@link streamRows} with `params` used as they are when iterating starts;
+ * `onColumns` is told the result column names once the cursor opened.
+ */
 export async function* cursorRows(
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
@@ -51,6 +54,7 @@ export async function* cursorRows(
   options: IterateOptions | undefined,
   writes: boolean,
   generation?: number,
+  onColumns?: (columns: string[]) => void,
 ): AsyncGenerator<unknown> {
   const conn = await connection;
   const release = conn.hold();
@@ -63,6 +67,7 @@ export async function* cursorRows(
       generation,
       writes,
     );
+    onColumns?.(columns);
     const at = conn.generation; // the cursor lives on the link that answered
     // The transaction the cursor was opened in (the request that opened it), or 0.
     const tx = conn.inTransaction ? conn.txOpenedBy : 0;

@@ -100,8 +100,8 @@ export class Statement {
 
   /**
    * Result column names (empty for statements that return no rows): as
-   * prepared, then as the latest result had them (`SELECT *` after an
-   * `ALTER TABLE ... ADD COLUMN` gains the column).
+   * prepared, then as the latest result had them, `iterate()`'s too
+   * (`SELECT *` after an `ALTER TABLE ... ADD COLUMN` gains the column).
    */
   get columns(): readonly string[] {
     return this.#columns;
@@ -211,6 +211,7 @@ export class Statement {
       options,
       !this.#readsOnly,
       h?.generation,
+      (columns) => this.#columns = columns,
     );
   }
 

@@ -79,8 +79,13 @@ export interface Prepared {
    * PRAGMA, VACUUM, REINDEX, and rollbacks (which undo DDL).
    */
   readonly changesSchema: boolean;
-  /** Result column names; refreshed when the schema changes them. */
+  /**
+   * Result column names as read when prepared; {@link columnsOf} reads them
+   * again when SQLite prepared the statement again since.
+   */
   columns: string[];
+  /** `stmt.reprepares` when {@link columns} were read. */
+  reprepares: number;
   /**
    * True once a run of this statement finished within the inline budget:
    * the engine then runs it on the main thread (see `engine.ts`).
@@ -434,6 +439,7 @@ export class Connection {
       ...(guard === undefined ? {} : { guard }),
       zeroesRowid: inserts && updatesItself && !READS_LAST_ROWID.test(stmt.sql),
       columns: stmt.columnNames(),
+      reprepares: 0,
       fast: false,
       unstoppable: false,
       busy: 0,
@@ -709,6 +715,21 @@ const READS_LAST_ROWID = /last_insert_rowid/i;
 function evict(p: Prepared): void {
   p.evicted = true;
   if (p.busy === 0) p.stmt.finalize();
+}
+
+/**
+ * `p`'s result column names as SQLite has them now: read again when SQLite
+ * prepared the statement again since they were read (it does so as the
+ * statement steps after another connection, or another program, changed the
+ * schema; its rows then have the new columns). Call after stepping.
+ */
+export function columnsOf(p: Prepared): string[] {
+  const n = p.stmt.reprepares;
+  if (n !== p.reprepares) {
+    p.reprepares = n;
+    p.columns = p.stmt.columnNames();
+  }
+  return p.columns;
 }
 
 /** Marks the end of one run of `p` (see {@link Prepared.busy}). */

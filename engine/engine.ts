@@ -151,6 +151,12 @@ export class Engine {
   /** Set when the committed schema moved since the writer last looked. */
   #writerSchemaStale = false;
   /**
+   * The WAL-index header when the writer last looked at the schema: a commit
+   * since (by anyone: another program may have changed the schema) makes
+   * the next writer turn read the schema cookie (see `#refreshWriterSchema`).
+   */
+  #writerSeen: Uint32Array;
+  /**
    * Whether the schema declares deferred foreign keys (`null`: not looked
    * yet), for a binding that cannot tell when a write leaves one unresolved.
    */
@@ -240,6 +246,7 @@ export class Engine {
       )
       : null;
     this.#walWatch = new WalWatch(config.path);
+    this.#writerSeen = this.#walWatch.mark();
     this.#readerLine = new ReaderLine(config.maxBackgroundReads ?? MAX_BACKGROUND_READS);
     this.#group = new GroupCommit(
       this.#writer,
@@ -571,7 +578,10 @@ export class Engine {
    * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long.
    */
   #acquire(s: EngineSession, forGroup = false): boolean {
-    if (this.#queue.owner === s) return true;
+    if (this.#queue.owner === s) {
+      this.#refreshInTransaction();
+      return true;
+    }
     if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
     const lost = this.#fileLost(false);
     if (lost !== null) throw lost;
@@ -790,17 +800,51 @@ export class Engine {
   }
 
   /**
-   * Before the writer prepares anything after another connection changed
-   * the schema: SQLite notices a changed schema only when a transaction
-   * starts, and preparing against the old one can fail ("table t1 has 2
-   * columns but 3 values were supplied") or expand `*` to old columns.
+   * At the start of a writer turn (outside any client's transaction, or in
+   * a group commit's, which holds the write lock), when anyone committed
+   * since the writer last looked (this server's reader saw the schema move,
+   * or the WAL-index header changed: another program, the `sqlite3` shell,
+   * may have changed the schema): reads the schema cookie, dropping cached
+   * statements when it moved. SQLite notices a changed schema only when a
+   * statement starts its transaction, and a statement prepared against the
+   * old one can fail ("table t1 has 2 columns but 3 values were supplied"),
+   * or be prepared again by SQLite as it steps: its result columns then
+   * change under the names read at prepare (node:sqlite even keeps the old
+   * row width). Costs one header comparison, plus one cookie read after a
+   * commit.
    */
   #refreshWriterSchema(): void {
-    if (!this.#writerSchemaStale) return;
+    const moved = this.#reader !== null && this.#walWatch.changedSince(this.#writerSeen);
+    if (!moved && !this.#writerSchemaStale) return;
     this.#writerSchemaStale = false;
-    this.#deferredFks = null;
-    this.#writer.refreshSchema();
+    const version = this.#writer.refreshSchema();
+    if (version !== this.#writerSchema) {
+      this.#writerSchema = version;
+      this.#deferredFks = null;
+    }
   }
+
+  /**
+   * Inside the owner's transaction, before a statement, where the binding
+   * cannot tell that SQLite prepared a statement again (node:sqlite, which
+   * then even keeps the old row width): when another program committed
+   * since the writer last looked (a `BEGIN` that has read nothing yet sees
+   * its schema), reads the schema cookie. That starts the transaction's
+   * snapshot early, so a write after it cannot wait for another program's
+   * lock (`SQLITE_BUSY` at once): only after another program committed
+   * during the transaction. The next turn looks again (the cookie may have
+   * been read in an older snapshot).
+   */
+  #refreshInTransaction(): void {
+    if (this.#writer.caps.reprepares || this.#reader === null) return;
+    if (!this.#walWatch.changedSince(this.#writerSeen)) return;
+    this.#writerSchemaStale = true;
+    this.#writer.refreshSchema();
+    this.#deferredFks = null;
+  }
+
+  /** The writer's schema version at its last `#refreshWriterSchema`. */
+  #writerSchema = -1;
 
   #release(): void {
     if (this.#schemaChangedInTx) {

@@ -1006,6 +1006,7 @@ export class EngineSession implements HostedSession {
       // Inside the transaction, on the writer: the cursor is closed when the
       // transaction ends (writerReleased), as PostgreSQL does.
       host.writer.touch(this);
+      host.writer.acquire(this); // (its schema up to date)
       const p = host.writer.connection.prepareUncached(text);
       cursor = this.#liveCursor(p, args, ms, () => {});
       if (!p.readOnly && p.txOp === null) {
@@ -1512,7 +1513,10 @@ export class EngineSession implements HostedSession {
     this.#endedAtCommit = false;
     this.#grouping = false;
     const host = this.#host;
-    if (host.writer.owns(this)) return host.writer.connection.prepare(sql);
+    // (The owner's acquire only brings the writer's schema up to date.)
+    if (host.writer.owns(this) && host.writer.acquire(this)) {
+      return host.writer.connection.prepare(sql);
+    }
     let group = false;
     const temp = host.writer.hasTemp();
     if (!temp) {

@@ -16,7 +16,7 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
-import { type Connection, type Prepared, release } from "./connection.ts";
+import { columnsOf, type Connection, type Prepared, release } from "./connection.ts";
 import { resultTooLarge, rowBytes } from "./binding/_errors.ts";
 import { type ChangeLog, changeLogOf } from "./change_log.ts";
 import { type Encoded, MsgpackWriter } from "../protocol/msgpack.ts";
@@ -403,11 +403,19 @@ function rowsFit(
 ): ((row: SqlValue[] | null) => void) | null {
   const room = limits.reply;
   if (room === undefined) return null;
-  let used = STATEMENT_OVERHEAD + encodedBytes(p.columns);
+  /** The column names measured, until the first step (then `null`). */
+  let columns: string[] | null = p.columns;
+  let used = STATEMENT_OVERHEAD + encodedBytes(columns);
   // Not even an empty result fits: refused before the statement runs (a
   // write without rows would have committed at its only step).
   if (used > room.bytes) throw roomFull(room);
   return (row) => {
+    if (columns !== null) {
+      // Stepped: the columns SQLite has now are those the reply sends.
+      const now = columnsOf(p);
+      if (now !== columns) used += encodedBytes(now) - encodedBytes(columns);
+      columns = null;
+    }
     if (row === null) {
       room.bytes -= used;
       return;
@@ -734,8 +742,9 @@ function restoreRowid(p: Prepared, before: Counters | null, now?: number | bigin
  */
 function outcome(p: Prepared, rows: SqlValue[][] | Encoded, before: Counters | null): Outcome {
   // Columns are read when prepared: a schema change that could alter them
-  // clears the statement cache (engine.ts), so a cached statement's are current.
-  const o: Outcome = { columns: p.columns, rows, changes: 0, lastInsertRowid: 0 };
+  // clears the statement cache (engine.ts); one SQLite noticed only as the
+  // statement stepped (it prepared it again) is caught here.
+  const o: Outcome = { columns: columnsOf(p), rows, changes: 0, lastInsertRowid: 0 };
   if (before === null) return o;
   const db = p.conn.db;
   const moved = db.totalChanges() !== before.total;

@@ -30,7 +30,8 @@ export interface WriterAccess {
   /**
    * Gives `s` the writer if it is free and `s` is first in line; otherwise
    * queues `s` (it is woken to retry) and returns false. `forGroup`: for a
-   * write joining the open group commit.
+   * write joining the open group commit. For `s`, which holds it already,
+   * true, the writer's view of the schema brought up to date first.
    *
    * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long;
    *   `SHUTTING_DOWN` once the engine closes.

@@ -82,9 +82,17 @@ export class WalWatch {
    * change, which is safe). The header read now becomes the recorded one.
    */
   changed(): boolean {
+    return this.changedSince(this.#seen);
+  }
+
+  /**
+   * {@link changed} against a header recorded elsewhere: true when the header
+   * differs from `seen` (or cannot be read), and `seen` then becomes the
+   * header read now. `seen` comes from {@link mark}.
+   */
+  changedSince(seen: Uint32Array): boolean {
     const now = this.#live ?? this.#read();
     if (now === null) return true;
-    const seen = this.#seen;
     for (let i = 0; i < seen.length; i++) {
       if (now[i] !== seen[i]) {
         seen.set(now);
@@ -92,6 +100,11 @@ export class WalWatch {
       }
     }
     return false;
+  }
+
+  /** A record of the header for {@link changedSince} (zeros until its first call). */
+  mark(): Uint32Array {
+    return new Uint32Array(HEADER_BYTES / 4);
   }
 
   /**

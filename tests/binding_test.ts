@@ -697,6 +697,7 @@ Deno.test("NodeSqlite states what it cannot do and refuses it clearly [node]", (
       background: false,
       backup: true,
       updateHook: false,
+      reprepares: false,
     });
     assert.equal(node.limitations.length, 5);
     // What the start-up line says is lost (README, SQLite engines).

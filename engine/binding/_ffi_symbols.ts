@@ -300,6 +300,14 @@ export const symbols = {
     ],
     result: "i32",
   },
+  sqlite3_stmt_status: {
+    parameters: [
+      "pointer", // sqlite3_stmt *pStmt
+      "i32", // int op (SQLITE_STMTSTATUS_REPREPARE: 5)
+      "i32", // int resetFlg
+    ],
+    result: "i32",
+  },
   sqlite3_column_count: {
     parameters: [
       "pointer", // sqlite3_stmt *pStmt

@@ -35,6 +35,11 @@ export interface Capabilities {
   readonly backup: boolean;
   /** `Db.onUpdate()` reports each changed row. */
   readonly updateHook: boolean;
+  /**
+   * `Stmt.reprepares` tells when SQLite prepared a statement again (its
+   * result columns may have changed as it stepped).
+   */
+  readonly reprepares: boolean;
 }
 
 /** A loaded SQLite library. */
@@ -266,6 +271,13 @@ export interface Stmt {
    * read them after the first step (or after {@link all}).
    */
   columnNames(): string[];
+  /**
+   * How many times SQLite prepared the statement again since it was
+   * prepared (`SQLITE_STMTSTATUS_REPREPARE`): it does so as the statement
+   * steps after the schema changed, and {@link columnNames} may then differ.
+   * Always 0 where the implementation cannot tell (node:sqlite).
+   */
+  readonly reprepares: number;
   /**
    * Resets the statement, clears earlier bindings, and binds `args`.
    *

@@ -51,6 +51,8 @@ const LIMIT_LENGTH = 0;
 const MAX_LENGTH_LIMIT = 1_000_000_000;
 /** How often an interrupt is repeated while a background step has not yet stopped. */
 const INTERRUPT_REPEAT_MS = 2;
+/** `SQLITE_STMTSTATUS_REPREPARE`: times SQLite prepared a statement again (a schema change). */
+const STMTSTATUS_REPREPARE = 5;
 /** `SQLITE_TRANSIENT`: SQLite copies the bound text or blob before the call returns. */
 const TRANSIENT = -1n;
 
@@ -68,6 +70,7 @@ const FFI_CAPABILITIES: Capabilities = Object.freeze({
   background: true,
   backup: true,
   updateHook: true,
+  reprepares: true,
 });
 
 /** A loaded libsqlite3. */
@@ -578,6 +581,10 @@ class FfiStmt implements Stmt {
     const names = new Array<string>(n);
     for (let i = 0; i < n; i++) names[i] = cString(s.sqlite3_column_name(h, i));
     return names;
+  }
+
+  get reprepares(): number {
+    return this.#h === null ? 0 : this.#s.sqlite3_stmt_status(this.#h, STMTSTATUS_REPREPARE, 0);
   }
 
   bind(args: BindArgs): void {

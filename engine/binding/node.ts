@@ -85,6 +85,7 @@ const NODE_CAPABILITIES: Capabilities = Object.freeze({
   background: false,
   backup: true,
   updateHook: false,
+  reprepares: false,
 });
 
 const NODE_LIMITATIONS: readonly string[] = Object.freeze([
@@ -484,6 +485,9 @@ class NodeStmt implements Stmt {
   get paramCount(): number {
     return this.#params().length;
   }
+
+  /** node:sqlite cannot tell (see {@link Stmt.reprepares}). */
+  readonly reprepares = 0;
 
   columnNames(): string[] {
     const cols = this.#live().columns();
