@@ -10,12 +10,13 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { type Client, connect, type ConnectOptions } from "../client.ts";
+import { parseFlags } from "./args.ts";
 import { VERSION } from "../server.ts";
 import {
   CONNECT_FLAGS,
   CONNECT_FLAGS_HELP,
+  type ConnectFlagValues,
   connectOptionsFromFlags,
   withFlagHints,
 } from "./connect_flags.ts";
@@ -352,11 +353,14 @@ export class Shell {
   /**
    * `.schema`: the CREATE statements in creation order (sqlite_schema's rowid order, as sqlite3
    * prints them), so a trigger or view comes after the tables it needs and the output replays.
+   * SQLite's own objects (`sqlite_sequence`, `sqlite_stat1`, ...) are left out: SQLite makes them
+   * itself (AUTOINCREMENT, ANALYZE) and refuses a CREATE of them, which would stop a replay.
    */
   async #schema(pattern: string | undefined): Promise<void> {
     const where = pattern === undefined ? "" : " AND (name LIKE ?1 OR tbl_name LIKE ?1)";
     const rows = await this.#client.values<[string]>(
-      `SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL${where} ORDER BY rowid`,
+      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' " +
+        `ESCAPE '\\'${where} ORDER BY rowid`,
       pattern === undefined ? [] : [pattern],
     );
     await this.#io.out(rows.map((r) => `${r[0]};\n`).join(""));
@@ -461,30 +465,25 @@ interface ShellArgs {
 
 /** Parses `netsqlite shell` arguments; `"help"` for `--help`. */
 export function parseShellArgs(args: string[]): ShellArgs | "help" {
-  const { values, positionals } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      ...CONNECT_FLAGS,
-      command: { type: "string", short: "c" },
-      mode: { type: "string" },
-      "no-headers": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
+  const { values, positionals } = parseFlags(args, {
+    ...CONNECT_FLAGS,
+    command: { type: "string", short: "c" },
+    mode: { type: "string" },
+    "no-headers": { type: "boolean" },
+    help: { type: "boolean", short: "h" },
   });
   if (values.help) return "help";
   if (positionals.length > 0) {
     throw new TypeError(`Unexpected argument "${positionals[0]}": SQL goes after -c`);
   }
-  const connectOptions = connectOptionsFromFlags(values);
-  const mode = values.mode ?? "table";
+  const connectOptions = connectOptionsFromFlags(values as ConnectFlagValues);
+  const mode = String(values.mode ?? "table");
   if (!(MODES as readonly string[]).includes(mode)) {
     throw new TypeError(`Invalid --mode "${mode}": expected one of ${MODES.join(", ")}`);
   }
   return {
     connect: connectOptions,
-    command: values.command,
+    command: values.command as string | undefined,
     mode: mode as Mode,
     headers: !values["no-headers"],
   };

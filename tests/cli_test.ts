@@ -458,7 +458,12 @@ Deno.test("runAdmin() backup that fails at once with a progress line reports the
   // The server refuses the backup before the progress poller's connection is open.
   for (let i = 0; i < 5; i++) {
     const errors: string[] = [];
-    const io = { out: () => {}, err: (line: string) => errors.push(line), progress: () => {} };
+    const io = {
+      out: () => {},
+      err: (line: string) => errors.push(line),
+      progress: () => {},
+      outIsTerminal: false,
+    };
     assert.equal(await runAdmin("backup", ["taken.db", ...sock], io), 1);
     assert.equal(errors.length, 1);
     assert.match(
