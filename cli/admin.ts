@@ -45,9 +45,9 @@ export interface AdminIO {
   progress: ((text: string) => void) | null;
   /**
    * Standard output is a terminal: `stats --watch` clears the screen before each report
-   * (otherwise, into a file or a pipe, it separates reports with a blank line).
+   * (otherwise, into a file or a pipe, it separates reports with a blank line). @default {false}
    */
-  outIsTerminal: boolean;
+  outIsTerminal?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -316,12 +316,12 @@ async function stats(p: Parsed, watch: number, count: number, io: AdminIO): Prom
       const r = await link.request(Op.Stats, []);
       if (p.values.json) io.out(JSON.stringify(r));
       else {
-        if (watch > 0 && io.outIsTerminal) io.out("\x1b[H\x1b[2J"); // clear the screen
+        if (watch > 0 && io.outIsTerminal === true) io.out("\x1b[H\x1b[2J"); // clear the screen
         io.out(describeStats(r));
       }
       if (watch === 0 || n >= count) return 0;
       await new Promise((resolve) => setTimeout(resolve, watch * 1000));
-      if (watch > 0 && !p.values.json && !io.outIsTerminal) io.out("");
+      if (watch > 0 && !p.values.json && io.outIsTerminal !== true) io.out("");
     }
   } finally {
     await close(link);
