@@ -57,39 +57,6 @@ const SCENARIOS: Scenario[] = [
   { id: "1x64", label: "1 client, 64 in flight", layout: [1], inflight: 64 },
 ];
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  strict: true,
-  options: {
-    duration: { type: "string" },
-    warmup: { type: "string", default: "0.5" },
-    quick: { type: "boolean", default: false },
-    out: { type: "string", default: new URL("./results", import.meta.url).pathname },
-    transports: { type: "string" },
-    sync: { type: "string" },
-    workloads: { type: "string" },
-    scenarios: { type: "string" },
-    repeat: { type: "string", default: "1" },
-    pairs: { type: "string" },
-    "wait-quiet": { type: "string", default: "0" },
-    "quiet-below": { type: "string", default: "0.15" },
-    help: { type: "boolean", short: "h" },
-  },
-});
-
-if (flags.help) {
-  console.log(
-    "Usage: deno run -A bench/load.ts [--duration S] [--warmup S] [--quick] [--out DIR]\n" +
-      "  [--repeat N: run each scenario N times, keep the fastest]\n" +
-      "  [--pairs N: measure each target ratio from N alternating pairs (default 3; 0: off)]\n" +
-      "  [--wait-quiet S: before each run wait up to S s for other programs' CPU use\n" +
-      "   to fall below --quiet-below cores (default 0.15)]\n" +
-      "  [--transports unix,tcp] [--sync full,normal] [--workloads point-read,point-write,range-100,mixed]\n" +
-      "  [--scenarios 1x1,4x1,16x1,1x64]",
-  );
-  Deno.exit(0);
-}
-
 function positive(name: string, text: string): number {
   const n = Number(text);
   if (!(n > 0) || !Number.isFinite(n)) throw new TypeError(`--${name} expects seconds > 0`);
@@ -105,27 +72,120 @@ function list<T extends string>(name: string, text: string | undefined, all: rea
   return items as T[];
 }
 
-const quick = flags.quick;
-const durationS = positive("duration", flags.duration ?? (quick ? "1" : "3"));
-const warmupS = positive("warmup", flags.warmup!);
-const transports = list("transports", flags.transports ?? (quick ? "unix" : undefined), TRANSPORTS);
-const syncs = list("sync", flags.sync ?? (quick ? "full" : undefined), SYNCS);
-const workloads = list(
-  "workloads",
-  flags.workloads ?? (quick ? "point-read,point-write,range-100" : undefined),
-  WORKLOADS,
-);
-const scenarioIds = list(
-  "scenarios",
-  flags.scenarios ?? (quick ? "1x1,16x1,1x64" : undefined),
-  SCENARIOS.map((s) => s.id),
-);
-const scenarios = SCENARIOS.filter((s) => scenarioIds.includes(s.id));
-const outDir = flags.out!;
-const repeat = Math.max(1, Math.floor(Number(flags.repeat)));
-const waitQuietS = Number(flags["wait-quiet"]);
-const pairs = Math.max(0, Math.floor(Number(flags.pairs ?? (quick ? "2" : "3"))));
-const quietBelow = Number(flags["quiet-below"]);
+/** The resolved options of a run. */
+interface Options {
+  quick: boolean;
+  durationS: number;
+  warmupS: number;
+  transports: Transport[];
+  syncs: Sync[];
+  workloads: Workload[];
+  scenarios: Scenario[];
+  outDir: string;
+  repeat: number;
+  waitQuietS: number;
+  pairs: number;
+  quietBelow: number;
+}
+
+const USAGE =
+  "Usage: deno run -A bench/load.ts [--duration S] [--warmup S] [--quick] [--out DIR]\n" +
+  "  [--repeat N: run each scenario N times, keep the fastest]\n" +
+  "  [--pairs N: measure each target ratio from N alternating pairs (default 3; 0: off)]\n" +
+  "  [--wait-quiet S: before each run wait up to S s for other programs' CPU use\n" +
+  "   to fall below --quiet-below cores (default 0.15)]\n" +
+  "  [--transports unix,tcp] [--sync full,normal] [--workloads point-read,point-write,range-100,mixed]\n" +
+  "  [--scenarios 1x1,4x1,16x1,1x64]";
+
+/** Parses and checks the command line; `"help"` for `--help`. @throws {TypeError} on a bad flag. */
+function readOptions(args: string[]): Options | "help" {
+  const { values: flags } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      duration: { type: "string" },
+      warmup: { type: "string", default: "0.5" },
+      quick: { type: "boolean", default: false },
+      out: { type: "string", default: new URL("./results", import.meta.url).pathname },
+      transports: { type: "string" },
+      sync: { type: "string" },
+      workloads: { type: "string" },
+      scenarios: { type: "string" },
+      repeat: { type: "string", default: "1" },
+      pairs: { type: "string" },
+      "wait-quiet": { type: "string", default: "0" },
+      "quiet-below": { type: "string", default: "0.15" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (flags.help) return "help";
+  const quick = flags.quick;
+  const durationS = positive("duration", flags.duration ?? (quick ? "1" : "3"));
+  const warmupS = positive("warmup", flags.warmup!);
+  const transports = list(
+    "transports",
+    flags.transports ?? (quick ? "unix" : undefined),
+    TRANSPORTS,
+  );
+  const syncs = list("sync", flags.sync ?? (quick ? "full" : undefined), SYNCS);
+  const workloads = list(
+    "workloads",
+    flags.workloads ?? (quick ? "point-read,point-write,range-100" : undefined),
+    WORKLOADS,
+  );
+  const scenarioIds = list(
+    "scenarios",
+    flags.scenarios ?? (quick ? "1x1,16x1,1x64" : undefined),
+    SCENARIOS.map((s) => s.id),
+  );
+  const scenarios = SCENARIOS.filter((s) => scenarioIds.includes(s.id));
+  const outDir = flags.out!;
+  const repeat = Math.max(1, Math.floor(Number(flags.repeat)));
+  const waitQuietS = Number(flags["wait-quiet"]);
+  const pairs = Math.max(0, Math.floor(Number(flags.pairs ?? (quick ? "2" : "3"))));
+  const quietBelow = Number(flags["quiet-below"]);
+  return {
+    quick,
+    durationS,
+    warmupS,
+    transports,
+    syncs,
+    workloads,
+    scenarios,
+    outDir,
+    repeat,
+    waitQuietS,
+    pairs,
+    quietBelow,
+  };
+}
+
+let options: Options | "help";
+try {
+  options = readOptions(Deno.args);
+} catch (err) {
+  // A bad flag: one line and exit status 2, as the other netsqlite commands (no stack trace).
+  console.error(`bench/load.ts: ${(err as Error).message} (--help lists the options)`);
+  Deno.exit(2);
+}
+if (options === "help") {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+const {
+  quick,
+  durationS,
+  warmupS,
+  transports,
+  syncs,
+  workloads,
+  scenarios,
+  outDir,
+  repeat,
+  waitQuietS,
+  pairs,
+  quietBelow,
+} = options;
 
 // ---- worker processes ----------------------------------------------------------
 

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseFlags } from "./args.ts";
 import type { Link } from "../client/link.ts";
 import {
   type ConnectConfig,
@@ -43,6 +43,11 @@ export interface AdminIO {
   err(line: string): void;
   /** Redraws the progress line (standard error, on a terminal); `null` when not a terminal. */
   progress: ((text: string) => void) | null;
+  /**
+   * Standard output is a terminal: `stats --watch` clears the screen before each report
+   * (otherwise, into a file or a pipe, it separates reports with a blank line). @default {false}
+   */
+  outIsTerminal?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -54,6 +59,7 @@ export const ADMIN_STD_IO: AdminIO = {
   progress: Deno.stderr.isTerminal()
     ? (text) => Deno.stderr.writeSync(encoder.encode(`\r\x1b[2K${text}`))
     : null,
+  outIsTerminal: Deno.stdout.isTerminal(),
 };
 
 const CONNECT_HELP = `Connection:
@@ -136,15 +142,10 @@ function parse(
   args: string[],
   options: Record<string, { type: "string" | "boolean" }>,
 ): Parsed {
-  const { values, positionals } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      ...options,
-      json: { type: "boolean" },
-      ...CONNECT_FLAGS,
-    },
+  const { values, positionals } = parseFlags(args, {
+    ...options,
+    json: { type: "boolean" },
+    ...CONNECT_FLAGS,
   });
   const connect: ConnectOptions = {
     ...connectOptionsFromFlags(values as ConnectFlagValues),
@@ -315,12 +316,12 @@ async function stats(p: Parsed, watch: number, count: number, io: AdminIO): Prom
       const r = await link.request(Op.Stats, []);
       if (p.values.json) io.out(JSON.stringify(r));
       else {
-        if (watch > 0 && io.progress !== null) io.out("\x1b[H\x1b[2J"); // clear a terminal
+        if (watch > 0 && io.outIsTerminal === true) io.out("\x1b[H\x1b[2J"); // clear the screen
         io.out(describeStats(r));
       }
       if (watch === 0 || n >= count) return 0;
       await new Promise((resolve) => setTimeout(resolve, watch * 1000));
-      if (watch > 0 && !p.values.json && io.progress === null) io.out("");
+      if (watch > 0 && !p.values.json && io.outIsTerminal !== true) io.out("");
     }
   } finally {
     await close(link);
@@ -333,16 +334,29 @@ async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
   try {
-    const done = link.request(Op.Backup, [dest]);
-    // Handled from the start: it may fail before the poller below is open (awaited further on).
-    done.catch(() => {});
+    // The progress bar polls `stats` on a second admin session, opened before the backup is sent:
+    // should the server refuse it (both admin slots taken), the backup goes on without a bar
+    // rather than being reported as failed while the server writes the copy.
     if (io.progress !== null) {
+      poller = await open(p.connect).catch((err) => {
+        const code = (err as { code?: string }).code;
+        io.err(
+          "netsqlite backup: No progress bar (the backup goes on): cannot open a second admin " +
+            `session for it: ${code ? `${code}: ` : ""}${withFlagHints((err as Error).message)}`,
+        );
+        return null;
+      });
+    }
+    const done = link.request(Op.Backup, [dest]);
+    // Handled from the start: it may fail while the progress bar is drawn (awaited further on).
+    done.catch(() => {});
+    if (poller !== null && io.progress !== null) {
       const draw = io.progress;
-      poller = await open(p.connect);
+      const stats = poller;
       const started = performance.now();
       const poll = async (): Promise<void> => {
         if (stopped) return;
-        const s = await poller!.request(Op.Stats, []).catch(() => null);
+        const s = await stats.request(Op.Stats, []).catch(() => null);
         const name = dest.replace(/^.*\//, "");
         const b = s?.backups.find((x) => x.dest.endsWith(name)) ?? s?.backups[0];
         if (b !== undefined && !stopped) {
@@ -355,7 +369,7 @@ async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
     const r: BackupReport = await done;
     stopped = true;
     clearTimeout(timer);
-    io.progress?.("");
+    if (poller !== null) io.progress?.("");
     io.out(p.values.json ? JSON.stringify(r) : describeBackup(r));
     return 0;
   } finally {

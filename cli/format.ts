@@ -16,6 +16,12 @@
  *   such numbers), and an integer a number when it is a safe integer
  *   (|n| <= 2^53 - 1) or else a string of its decimal digits, so no digit is
  *   ever lost to a JSON parser's double.
+ * - A float of magnitude 2^53 or more (an integer that large arrives as a
+ *   bigint, so such a number is a REAL) is written in exponent form with a
+ *   decimal point, so it does not read as an exact integer: `table` and
+ *   `line` as the sqlite3 shell (`%!.15g`: `1.0e+18`,
+ *   `1.84467440737096e+19`), `csv` and `json` with every digit needed to
+ *   read back the same double (`1.8446744073709552e+19`).
  *
  * @module
  */
@@ -64,12 +70,86 @@ export function formatResult(mode: Mode, result: ResultSet, options: FormatOptio
   switch (mode) {
     case "table":
       return formatTable(result, headers);
-    case "csv":
-      return formatCsv(result, headers);
-    case "json":
-      return formatJson(result);
-    case "line":
-      return formatLine(result);
+    default: {
+      const f = new RowFormatter(mode, result.columns, options);
+      let out = f.start();
+      for (const row of result.rows) out += f.row(row);
+      return out + f.end();
+    }
+  }
+}
+
+/** The modes that can be written a row at a time (all but `table`, which needs every width). */
+export type StreamMode = Exclude<Mode, "table">;
+
+/**
+ * Renders a result a row at a time in `csv`, `json` or `line` mode, for
+ * results streamed from a cursor: `start()`, then `row()` per row, then
+ * `end()` make the same text as {@link formatResult}.
+ */
+export class RowFormatter {
+  readonly #mode: StreamMode;
+  readonly #columns: readonly string[];
+  readonly #headers: boolean;
+  /** json: `"name":` per column; line: the padded names. */
+  readonly #keys: string[];
+  #rows = 0;
+
+  /**
+   * @param mode `csv`, `json` or `line`.
+   * @param columns Column names.
+   * @param options Header choice (`csv`).
+   */
+  constructor(mode: StreamMode, columns: readonly string[], options: FormatOptions = {}) {
+    this.#mode = mode;
+    this.#columns = columns;
+    this.#headers = options.headers ?? true;
+    if (mode === "json") this.#keys = columns.map((name) => JSON.stringify(name) + ":");
+    else {
+      const width = Math.max(0, ...columns.map(displayWidth));
+      this.#keys = columns.map((name) => pad(name, width, true));
+    }
+  }
+
+  /** Rows rendered so far. */
+  get rows(): number {
+    return this.#rows;
+  }
+
+  /** @returns the text before the first row (the `csv` header row). */
+  start(): string {
+    return this.#mode === "csv" && this.#headers
+      ? this.#columns.map(csvField).join(",") + "\r\n"
+      : "";
+  }
+
+  /** @returns one row's text. */
+  row(values: readonly unknown[]): string {
+    const n = this.#rows++;
+    switch (this.#mode) {
+      case "csv":
+        return this.#columns.map((_, c) => csvField(values[c])).join(",") + "\r\n";
+      case "json":
+        return (n === 0 ? "[{" : ",\n{") +
+          this.#keys.map((k, c) => k + jsonValue(values[c])).join(",") + "}";
+      case "line":
+        return (n === 0 ? "" : "\n") +
+          this.#keys.map((k, c) => `${k} = ${displayValue(values[c])}\n`).join("");
+    }
+  }
+
+  /** @returns the text after the last row. */
+  end(): string {
+    if (this.#mode !== "json") return "";
+    return this.#rows === 0 ? "[]\n" : "]\n";
+  }
+
+  /**
+   * @returns the text that ends the output of a result that failed part way: a line break when a
+   *   line is open (`json`), so what follows starts on a line of its own.
+   */
+  abandon(): string {
+    return this.#mode === "json" && this.#rows > 0 ? "\n" : "";
   }
 }
 
@@ -89,6 +169,7 @@ export function hex(bytes: Uint8Array): string {
 export function displayValue(value: unknown): string {
   if (value === null || value === undefined) return "NULL";
   if (Object.is(value, -0)) return "-0";
+  if (typeof value === "number" && isBigReal(value)) return realText(value, false);
   if (value instanceof Uint8Array) {
     const n = value.length;
     const cut = n > BLOB_PREVIEW_BYTES;
@@ -96,6 +177,39 @@ export function displayValue(value: unknown): string {
     return `x'${shown}${cut ? "..." : ""}' (${n} ${n === 1 ? "byte" : "bytes"})`;
   }
   return String(value);
+}
+
+/** 2^53: a number this large or larger came from a REAL (such integers arrive as bigint). */
+const TWO_53 = 2 ** 53;
+
+function isBigReal(x: number): boolean {
+  return Number.isFinite(x) && Math.abs(x) >= TWO_53;
+}
+
+/**
+ * A float in exponent form that reads as a float: the mantissa always has a
+ * decimal point, the exponent a sign and at least two digits.
+ *
+ * @example
+ * ```ts
+ * import { realText } from "./format.ts";
+ * if (realText(1e18, false) !== "1.0e+18") throw new Error("sqlite3 prints 1.0e+18");
+ * if (realText(18446744073709551615, false) !== "1.84467440737096e+19") throw new Error();
+ * if (realText(18446744073709551615, true) !== "1.8446744073709552e+19") throw new Error();
+ * ```
+ *
+ * @param x A finite number.
+ * @param exact `false`: 15 significant digits (the sqlite3 shell's `%!.15g`);
+ *   `true`: the fewest digits that read back as the same double.
+ * @returns the text.
+ */
+export function realText(x: number, exact: boolean): string {
+  const [digits, exponent] = (exact ? x.toExponential() : x.toExponential(14)).split("e");
+  const mantissa = digits.includes(".")
+    ? digits.replace(/0+$/, "").replace(/\.$/, ".0")
+    : `${digits}.0`;
+  const e = Number(exponent);
+  return `${mantissa}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
 }
 
 function isNumeric(value: unknown): boolean {
@@ -178,15 +292,6 @@ function formatTable(result: ResultSet, headers: boolean): string {
 
 // ---- line -------------------------------------------------------------------
 
-function formatLine(result: ResultSet): string {
-  const { columns, rows } = result;
-  const width = Math.max(0, ...columns.map(displayWidth));
-  const blocks = rows.map((row) =>
-    columns.map((name, c) => `${pad(name, width, true)} = ${displayValue(row[c])}\n`).join("")
-  );
-  return blocks.join("\n");
-}
-
 // ---- csv --------------------------------------------------------------------
 
 /**
@@ -197,19 +302,15 @@ function formatLine(result: ResultSet): string {
  */
 export function csvField(value: unknown): string {
   if (value === null || value === undefined) return "";
-  const text = value instanceof Uint8Array ? hex(value) : displayValue(value);
+  const text = value instanceof Uint8Array
+    ? hex(value)
+    : typeof value === "number" && isBigReal(value)
+    ? realText(value, true)
+    : displayValue(value);
   if (text === "" || /[",\r\n]/.test(text) || /^\s|\s$/.test(text)) {
     return `"${text.replaceAll('"', '""')}"`;
   }
   return text;
-}
-
-function formatCsv(result: ResultSet, headers: boolean): string {
-  let out = headers ? result.columns.map(csvField).join(",") + "\r\n" : "";
-  for (const row of result.rows) {
-    out += result.columns.map((_, c) => csvField(row[c])).join(",") + "\r\n";
-  }
-  return out;
 }
 
 // ---- json -------------------------------------------------------------------
@@ -237,16 +338,9 @@ export function jsonValue(value: unknown): string {
   if (typeof value === "number") {
     // Integers beyond 2^53 arrive as bigint, so a number here is exact as JSON.
     if (Object.is(value, -0)) return "-0";
+    if (isBigReal(value)) return realText(value, true);
     return Number.isFinite(value) ? JSON.stringify(value) : `"${value}"`;
   }
   if (value instanceof Uint8Array) return `"${hex(value)}"`;
   return JSON.stringify(String(value));
-}
-
-function formatJson(result: ResultSet): string {
-  const keys = result.columns.map((name) => JSON.stringify(name) + ":");
-  const objects = result.rows.map((row) =>
-    "{" + keys.map((k, c) => k + jsonValue(row[c])).join(",") + "}"
-  );
-  return `[${objects.join(",\n")}]\n`;
 }

@@ -10,16 +10,18 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { type Client, connect, type ConnectOptions } from "../client.ts";
+import { type Client, connect, type ConnectOptions, type Statement } from "../client.ts";
+import { readsOnly } from "../client/connection.ts";
+import { parseFlags } from "./args.ts";
 import { VERSION } from "../server.ts";
 import {
   CONNECT_FLAGS,
   CONNECT_FLAGS_HELP,
+  type ConnectFlagValues,
   connectOptionsFromFlags,
   withFlagHints,
 } from "./connect_flags.ts";
-import { formatResult, type Mode, MODES } from "./format.ts";
+import { formatResult, type Mode, MODES, RowFormatter, type StreamMode } from "./format.ts";
 import { defaultHistoryFile, History } from "./history.ts";
 import { LineEditor } from "./line_editor.ts";
 import { SqlSplitter } from "./sql_split.ts";
@@ -55,6 +57,8 @@ const DOT_HELP = `.headers on|off          show column names in table and csv mo
 const PROMPT = "netsqlite> ";
 const CONTINUE = "   ...> ";
 const MAX_READ_DEPTH = 16;
+/** Streamed rows are written once this much text is pending (or 100 ms after the last write). */
+const STREAM_FLUSH_BYTES = 64 * 1024;
 
 /** Where shell output goes: standard output and standard error by default. */
 export interface ShellIO {
@@ -134,14 +138,16 @@ export class Shell {
     const started = performance.now();
     const stmt = await this.#client.prepare(sql);
     try {
-      if (stmt.columns.length > 0) {
-        const rows = await stmt.values();
+      if (stmt.columns.length === 0) await stmt.run();
+      else if (this.#mode !== "table" && readsOnly(sql)) await this.#stream(stmt, this.#mode);
+      else {
+        const rows = await stmt.values().catch((err) => {
+          throw this.#shellHint(err);
+        });
         const text = formatResult(this.#mode, { columns: stmt.columns, rows }, {
           headers: this.#headers,
         });
         if (text !== "") await this.#io.out(text);
-      } else {
-        await stmt.run();
       }
     } finally {
       // Not awaited: requests on one connection run in order, so this saves a round trip.
@@ -150,6 +156,64 @@ export class Shell {
     if (this.#timer) {
       await this.#io.out(`Run Time: real ${((performance.now() - started) / 1000).toFixed(3)}\n`);
     }
+  }
+
+  /**
+   * Prints a query's rows as they come, through a server cursor (`iterate()`), so that an export
+   * in csv, json or line mode is not bounded by `--max-result-bytes`. Output is written in pieces
+   * of up to {@link STREAM_FLUSH_BYTES}, or sooner when rows come slowly. A failure part way is
+   * thrown after the rows before it are written (and an open json line ended).
+   */
+  async #stream(stmt: Statement, mode: StreamMode): Promise<void> {
+    const rows = stmt.raw().iterate<unknown[]>();
+    let f: RowFormatter | null = null;
+    let pending = "";
+    let flushed = performance.now();
+    try {
+      for await (const row of rows) {
+        // The columns as the cursor opened (a `SELECT *` may have gained one since prepare).
+        if (f === null) {
+          f = new RowFormatter(mode, stmt.columns, { headers: this.#headers });
+          pending = f.start();
+        }
+        pending += f.row(row);
+        if (pending.length >= STREAM_FLUSH_BYTES || performance.now() - flushed > 100) {
+          await this.#io.out(pending);
+          pending = "";
+          flushed = performance.now();
+        }
+      }
+    } catch (err) {
+      if (f !== null) pending += f.abandon();
+      if (pending !== "") await this.#io.out(pending);
+      throw this.#shellHint(err);
+    }
+    if (f === null) {
+      f = new RowFormatter(mode, stmt.columns, { headers: this.#headers });
+      pending = f.start();
+    }
+    pending += f.end();
+    if (pending !== "") await this.#io.out(pending);
+  }
+
+  /**
+   * `RESULT_TOO_LARGE` says to use `iterate()`, which a shell user cannot call: the same error
+   * with what the shell user can do instead.
+   */
+  #shellHint(err: unknown): unknown {
+    const e = err as { code?: unknown; message?: unknown };
+    if (e?.code !== "RESULT_TOO_LARGE" || typeof e.message !== "string") return err;
+    const limit = e.message.includes("maxFrameSize") ? "--max-frame-size" : "--max-result-bytes";
+    const hint = this.#mode === "table"
+      ? `use .mode csv, json or line (--mode) to stream the rows, add LIMIT, or raise the ` +
+        `server's ${limit}`
+      : `add LIMIT, or raise the server's ${limit}`;
+    const message = e.message.replace(
+      /: use iterate\(\) (?:to stream|for) large results$/,
+      `: ${hint}`,
+    );
+    if (message === e.message) return err;
+    return Object.assign(new Error(message, { cause: err }), { code: e.code });
   }
 
   /**
@@ -352,11 +416,14 @@ export class Shell {
   /**
    * `.schema`: the CREATE statements in creation order (sqlite_schema's rowid order, as sqlite3
    * prints them), so a trigger or view comes after the tables it needs and the output replays.
+   * SQLite's own objects (`sqlite_sequence`, `sqlite_stat1`, ...) are left out: SQLite makes them
+   * itself (AUTOINCREMENT, ANALYZE) and refuses a CREATE of them, which would stop a replay.
    */
   async #schema(pattern: string | undefined): Promise<void> {
     const where = pattern === undefined ? "" : " AND (name LIKE ?1 OR tbl_name LIKE ?1)";
     const rows = await this.#client.values<[string]>(
-      `SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL${where} ORDER BY rowid`,
+      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' " +
+        `ESCAPE '\\'${where} ORDER BY rowid`,
       pattern === undefined ? [] : [pattern],
     );
     await this.#io.out(rows.map((r) => `${r[0]};\n`).join(""));
@@ -461,30 +528,25 @@ interface ShellArgs {
 
 /** Parses `netsqlite shell` arguments; `"help"` for `--help`. */
 export function parseShellArgs(args: string[]): ShellArgs | "help" {
-  const { values, positionals } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: true,
-    options: {
-      ...CONNECT_FLAGS,
-      command: { type: "string", short: "c" },
-      mode: { type: "string" },
-      "no-headers": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
+  const { values, positionals } = parseFlags(args, {
+    ...CONNECT_FLAGS,
+    command: { type: "string", short: "c" },
+    mode: { type: "string" },
+    "no-headers": { type: "boolean" },
+    help: { type: "boolean", short: "h" },
   });
   if (values.help) return "help";
   if (positionals.length > 0) {
     throw new TypeError(`Unexpected argument "${positionals[0]}": SQL goes after -c`);
   }
-  const connectOptions = connectOptionsFromFlags(values);
-  const mode = values.mode ?? "table";
+  const connectOptions = connectOptionsFromFlags(values as ConnectFlagValues);
+  const mode = String(values.mode ?? "table");
   if (!(MODES as readonly string[]).includes(mode)) {
     throw new TypeError(`Invalid --mode "${mode}": expected one of ${MODES.join(", ")}`);
   }
   return {
     connect: connectOptions,
-    command: values.command,
+    command: values.command as string | undefined,
     mode: mode as Mode,
     headers: !values["no-headers"],
   };

@@ -8,41 +8,12 @@
 import assert from "node:assert/strict";
 import { isComplete, splitStatements, SqlSplitter } from "../cli/sql_split.ts";
 import { csvField, displayWidth, formatResult, jsonValue } from "../cli/format.ts";
-import { describeCheckpoint, describeIntegrity, runAdmin } from "../cli/admin.ts";
+import { describeCheckpoint, describeIntegrity, openAdminLink, runAdmin } from "../cli/admin.ts";
+import { resolveConnectOptions } from "../client/options.ts";
 import { DatabaseSync } from "node:sqlite";
 import { VERSION } from "../server.ts";
 import { startServer, tempDir } from "./_helpers.ts";
-
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno run -A cli.ts ...args` with `stdin` piped in (or none). */
-async function cli(
-  args: string[],
-  stdin?: string | Uint8Array,
-  env: Record<string, string> = {},
-): Promise<Run> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NETSQLITE_HISTORY: "", NO_COLOR: "1", ...env },
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(typeof stdin === "string" ? new TextEncoder().encode(stdin) : stdin);
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+import { CLI, cli } from "./_cli.ts";
 
 // ---- statement splitting ---------------------------------------------------------
 
@@ -458,7 +429,12 @@ Deno.test("runAdmin() backup that fails at once with a progress line reports the
   // The server refuses the backup before the progress poller's connection is open.
   for (let i = 0; i < 5; i++) {
     const errors: string[] = [];
-    const io = { out: () => {}, err: (line: string) => errors.push(line), progress: () => {} };
+    const io = {
+      out: () => {},
+      err: (line: string) => errors.push(line),
+      progress: () => {},
+      outIsTerminal: false,
+    };
     assert.equal(await runAdmin("backup", ["taken.db", ...sock], io), 1);
     assert.equal(errors.length, 1);
     assert.match(
@@ -469,6 +445,72 @@ Deno.test("runAdmin() backup that fails at once with a progress line reports the
 });
 
 /** Empties the root page of index `i` on `t(x)`: every row of `t` is then missing from it. */
+Deno.test("runAdmin() backup at a full server goes on without a progress bar when its second admin session is refused", async () => {
+  await using dir = await tempDir();
+  await Deno.mkdir(`${dir.path}/copies`);
+  await using srv = await startServer({ backupDir: `${dir.path}/copies`, maxConnections: 1 });
+  const db = await srv.client();
+  // The one ordinary slot is taken, and one admin session takes 1 of the 2 admin slots: the
+  // backup's own session gets the last one, so the progress bar's session is refused.
+  const other = await openAdminLink(await resolveConnectOptions(srv.connectOptions));
+  try {
+    await db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(100000))");
+    const out: string[] = [];
+    const errors: string[] = [];
+    const drawn: string[] = [];
+    const io = {
+      out: (line: string) => out.push(line),
+      err: (line: string) => errors.push(line),
+      progress: (text: string) => drawn.push(text),
+      outIsTerminal: true,
+    };
+    const sock = ["--socket", (srv.connectOptions as { path: string }).path];
+    assert.equal(await runAdmin("backup", ["copy.db", ...sock], io), 0, errors.join("\n"));
+    assert.match(out.join("\n"), /^backup: \d+ pages, .* to .*\/copies\/copy\.db in /);
+    assert.equal(errors.length, 1);
+    assert.match(
+      errors[0],
+      /^netsqlite backup: No progress bar \(the backup goes on\): cannot open a second admin session for it: TOO_MANY_CONNECTIONS: Cannot start admin session: /,
+    );
+    assert.deepEqual(drawn, [], "no bar drawn, and no line cleared");
+    const copy = new DatabaseSync(`${dir.path}/copies/copy.db`, { readOnly: true });
+    try {
+      assert.deepEqual({ ...copy.prepare("SELECT length(x) AS n FROM t").get() }, { n: 100000 });
+    } finally {
+      copy.close();
+    }
+  } finally {
+    other.fail(new Error("done"));
+    await other.ended;
+    await db.close();
+  }
+});
+
+Deno.test("runAdmin() stats --watch clears the screen only when standard output is a terminal", async () => {
+  await using srv = await startServer();
+  const sock = ["--socket", (srv.connectOptions as { path: string }).path];
+  const args = ["--watch", "0.05", "--count", "2", ...sock];
+  for (const outIsTerminal of [false, true]) {
+    const out: string[] = [];
+    // A terminal on standard error (progress set) must not matter: the reports go to stdout.
+    const io = {
+      out: (l: string) => out.push(l),
+      err: () => {},
+      progress: () => {},
+      outIsTerminal,
+    };
+    assert.equal(await runAdmin("stats", args, io), 0);
+    const text = out.join("\n");
+    assert.equal(text.match(/^connections /gm)?.length, 2);
+    if (outIsTerminal) {
+      assert.equal(text.split("\x1b[H\x1b[2J").length, 3, "cleared before each report");
+    } else {
+      assert.equal(text.includes("\x1b"), false, "no escape sequence into a file");
+      assert.match(text, /\n\nnetsqlite /, "reports apart by a blank line");
+    }
+  }
+});
+
 async function corruptIndex(path: string, rows: number): Promise<void> {
   const db = new DatabaseSync(path);
   db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE t(x); CREATE INDEX i ON t(x)");
