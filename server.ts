@@ -33,7 +33,7 @@ import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./ser
 import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
 import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
-import { listen, type Listener, removeSocketFile, socketFileId } from "./transport/listen.ts";
+import { listen, type Listener, removeSocketFile } from "./transport/listen.ts";
 import { ByteBudget } from "./transport/frame_reader.ts";
 import { VERSION } from "./version.ts";
 import {
@@ -152,7 +152,6 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     lock?.release(true);
     throw err;
   }
-  const socketId = config.address.transport === "unix" ? socketFileId(config.address.path) : null;
   let engine = undefined as Engine | undefined;
   try {
     const existed = database !== ":memory:" && existsFile(database);
@@ -172,12 +171,12 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     } catch {
       // Already closed.
     }
-    if (config.address.transport === "unix") removeSocketFile(config.address.path, socketId);
+    removeSocketFile(listener);
     await engine?.close(); // before the lock: closing its descriptor drops SQLite's locks
     lock?.release(true);
     throw err;
   }
-  return new RunningServer(config, engine!, listener, lock, budget, socketId);
+  return new RunningServer(config, engine!, listener, lock, budget);
 }
 
 /** Logs the schema objects that need the double-quoted string literals the engine refuses. */
@@ -217,14 +216,12 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     await engine.close();
     throw err;
   }
-  const socketId = config.address.transport === "unix" ? socketFileId(config.address.path) : null;
   return new RunningServer(
     config,
     engine,
     listener,
     null,
     fdBudget(config.maxConnections, undefined, config.maxHandshakes),
-    socketId,
   );
 }
 
@@ -319,7 +316,6 @@ class RunningServer implements Server {
   readonly #config: ServeConfig;
   readonly #lock: DatabaseLock | null;
   /** Identity of the socket file this server created, or `null` (TCP). */
-  readonly #socketId: string | null;
   #stopping: Promise<void> | null = null;
   #graceMs = 0;
   /** Connections served at once (`--max-connections`, within the open-file limit). */
@@ -346,10 +342,8 @@ class RunningServer implements Server {
     listener: Listener,
     lock: DatabaseLock | null,
     budget: FdBudget,
-    socketId: string | null,
   ) {
     this.#config = config;
-    this.#socketId = socketId;
     this.#engine = engine;
     this.#listener = listener;
     const { engine: kind, library, version, limitations } = engine.sqlite;
@@ -621,13 +615,15 @@ class RunningServer implements Server {
 
   /**
    * Removes the announce file and the socket file, the latter only while it
-   * is still the one this server created: another server may have replaced
-   * it during the shutdown (the listener was closed, so it looked stale).
+   * is still the one this server created (same device and inode): another
+   * server may have replaced it during the shutdown (the listener was
+   * closed, so it looked stale), or after someone deleted it. Closing the
+   * listener left the file in place (transport/unix_socket_listener.ts).
    */
   async #cleanupFiles(): Promise<void> {
     const announce = this.#config.announceFile;
     if (announce !== null) await Deno.remove(announce).catch(() => {});
-    if (this.addr.transport === "unix") removeSocketFile(this.addr.path, this.#socketId);
+    removeSocketFile(this.#listener);
   }
 
   shutdown(options: ShutdownOptions = {}): Promise<void> {

@@ -78,19 +78,18 @@ Deno.test({
       await tx.exec("BEGIN IMMEDIATE");
       await tx.run("INSERT INTO t VALUES (1)");
       old.child.kill("SIGTERM");
-      // The listener closes at once; the lock stays held during the grace period.
-      await until(
-        () => {
-          try {
-            Deno.lstatSync(socket);
-            return false;
-          } catch {
-            return true;
-          }
-        },
-        10000,
-        "the old server to close its socket",
-      );
+      // The listener closes at once (its socket file stays, refusing
+      // connections); the lock stays held during the grace period.
+      const deadline = performance.now() + 10000;
+      for (;;) {
+        const refused = await Deno.connect({ transport: "unix", path: socket }).then(
+          (conn) => (conn.close(), false),
+          (err) => err instanceof Deno.errors.ConnectionRefused,
+        );
+        if (refused) break;
+        if (performance.now() > deadline) throw new Error("The old server kept accepting");
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
       const client = new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", CHILD_TS, socket, database, "15000"],
         stdin: "null",

@@ -9,40 +9,14 @@
 
 import { dirname } from "node:path";
 import { type Address, formatAddress } from "./address.ts";
+import { ListenError } from "./listen_error.ts";
 import { unsafeSocketDir } from "./socket_dir.ts";
 import { type Listener, TlsListener } from "./tls_listener.ts";
+import { checkSocketPathLength, listenUnix, UnixSocketListener } from "./unix_socket_listener.ts";
 
+export { ListenError } from "./listen_error.ts";
 export type { Listener } from "./tls_listener.ts";
-
-/**
- * The server could not listen on its address: a live server holds it, or
- * the system refused (permissions, a port in use).
- *
- * @example
- * ```ts
- * import { ListenError, serve } from "@netsqlite/netsqlite/server";
- * const dir = await Deno.makeTempDir();
- * await using first = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
- * try {
- *   await serve({ database: `${dir}/b.db`, path: `${dir}/a.sock` }); // the socket is taken
- *   throw new Error("expected ListenError");
- * } catch (err) {
- *   if (!(err instanceof ListenError)) throw err;
- * }
- * ```
- */
-export class ListenError extends Error {
-  /**
-   * Creates the error.
-   *
-   * @param message What went wrong.
-   * @param options Error options (`cause`).
-   */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ListenError";
-  }
-}
+export { MAX_SOCKET_PATH_BYTES } from "./unix_socket_listener.ts";
 
 /** Certificate chain and private key, PEM-encoded, for a TLS listener. */
 export interface TlsServerOptions {
@@ -92,22 +66,7 @@ export async function listen(addr: Address, options: ListenOptions = {}): Promis
   await makeSocketDir(dirname(path), mode);
   const unsafe = await unsafeSocketDir(path);
   if (unsafe !== null) throw new ListenError(`Cannot listen on unix:${path}: ${unsafe}`);
-  await removeStaleSocket(path);
-  let listener: Deno.Listener;
-  try {
-    listener = Deno.listen({ transport: "unix", path });
-  } catch (err) {
-    throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
-      cause: err,
-    });
-  }
-  try {
-    await Deno.chmod(path, mode);
-  } catch (err) {
-    listener.close();
-    throw new ListenError(`Cannot secure unix:${path}: ${(err as Error).message}`, { cause: err });
-  }
-  return listener;
+  return await listenUnix(path, mode);
 }
 
 /**
@@ -127,79 +86,10 @@ async function makeSocketDir(dir: string, socketMode: number): Promise<void> {
   await Deno.chmod(dir, dirMode); // the umask may have taken bits away
 }
 
-/** Removes `path` if it is a socket nobody answers on. */
-async function removeStaleSocket(path: string): Promise<void> {
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return;
-    throw err;
-  }
-  if (!info.isSocket) {
-    throw new ListenError(`Cannot listen on unix:${path}: the path exists and is not a socket`);
-  }
-  try {
-    const probe = await Deno.connect({ transport: "unix", path });
-    probe.close();
-  } catch (err) {
-    if (err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.NotFound) {
-      await Deno.remove(path).catch(() => {});
-      return;
-    }
-    throw err;
-  }
-  throw new ListenError(
-    `Cannot listen on unix:${path}: another server is already listening there`,
-  );
-}
-
 /**
- * The longest Unix socket path in bytes: `sun_path` less its final NUL,
- * 107 on Linux, 103 on macOS and the BSDs.
+ * Removes the Unix socket file of `listener` if it is still the one it
+ * created (same device and inode); does nothing for TCP. Never throws.
  */
-export const MAX_SOCKET_PATH_BYTES: number =
-  Deno.build.os === "darwin" || Deno.build.os === "freebsd" || Deno.build.os === "netbsd" ||
-    Deno.build.os === "solaris"
-    ? 103
-    : 107;
-
-function checkSocketPathLength(path: string): void {
-  const bytes = new TextEncoder().encode(path).length;
-  if (bytes <= MAX_SOCKET_PATH_BYTES) return;
-  throw new ListenError(
-    `Cannot listen on unix:${path}: the path is ${bytes} bytes long, and a Unix socket path ` +
-      `may have at most ${MAX_SOCKET_PATH_BYTES} on ${Deno.build.os}; choose a shorter --socket ` +
-      "path (or a shorter $XDG_RUNTIME_DIR / TMPDIR for the default one)",
-  );
-}
-
-/**
- * Identity (device and inode) of the socket file at `path`, taken right
- * after listening, so that {@link removeSocketFile} removes only that file.
- *
- * @returns `dev:ino`, or `null` when the file cannot be examined.
- */
-export function socketFileId(path: string): string | null {
-  try {
-    const info = Deno.lstatSync(path);
-    return info.ino === null ? null : `${info.dev}:${info.ino}`;
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Removes the socket file at `path` if it is still the one identified by
- * `id` ({@link socketFileId}): a server that stops must not remove the
- * socket of another server that has replaced it meanwhile. Without an
- * identity (no inode numbers) it removes the file. Never throws.
- */
-export function removeSocketFile(path: string, id: string | null): void {
-  if (id !== null && socketFileId(path) !== id) return;
-  try {
-    Deno.removeSync(path);
-  } catch {
-    // Already gone.
-  }
+export function removeSocketFile(listener: Listener): void {
+  if (listener instanceof UnixSocketListener) listener.removeFile();
 }

@@ -1,0 +1,287 @@
+/**
+ * The server's Unix socket, claimed so that one server never takes or
+ * removes another's.
+ *
+ * Deno's `UnixListener.close()` unlinks the path it listened on, by name:
+ * a server that stops would remove the socket of another server that
+ * replaced its file meanwhile. So the server listens on a private temporary
+ * name in the same directory (`.<name>.<pid>.<random>.tmp`), secures it,
+ * notes its device and inode, and renames it onto the real path, which also
+ * replaces a stale socket in one atomic step. Closing the listener then
+ * unlinks a name that no longer exists, and the server removes the real
+ * path itself at exit, only while it is still its own file.
+ *
+ * Checking for a live server and renaming over a stale socket happen under
+ * an advisory lock (`flock`) on the directory, so two netsqlite servers
+ * starting together on one path cannot both take it: the second finds the
+ * first listening.
+ *
+ * @module
+ */
+
+import { basename, dirname } from "node:path";
+import { userId } from "./_runtime.ts";
+import { ListenError } from "./listen_error.ts";
+import type { Listener } from "./tls_listener.ts";
+
+/**
+ * The longest Unix socket path in bytes: `sun_path` less its final NUL,
+ * 107 on Linux, 103 on macOS and the BSDs.
+ */
+export const MAX_SOCKET_PATH_BYTES: number =
+  Deno.build.os === "darwin" || Deno.build.os === "freebsd" || Deno.build.os === "netbsd" ||
+    Deno.build.os === "solaris"
+    ? 103
+    : 107;
+
+/** How long a start waits for another server's claim of the directory (ms). */
+const DIR_LOCK_WAIT_MS = 2000;
+
+/** A listening Unix socket whose file the server removes only while it is its own. */
+export class UnixSocketListener implements Listener {
+  readonly #inner: Deno.Listener;
+  readonly #addr: Deno.UnixAddr;
+  readonly #fileId: string | null;
+
+  /**
+   * @param inner The listener (on the temporary name, or on `path` itself).
+   * @param path The socket's real path.
+   * @param fileId Identity of the socket file ({@link socketFileId}).
+   */
+  constructor(inner: Deno.Listener, path: string, fileId: string | null) {
+    this.#inner = inner;
+    this.#addr = { transport: "unix", path };
+    this.#fileId = fileId;
+  }
+
+  /** The socket's real path (not the temporary name it was created under). */
+  get addr(): Deno.UnixAddr {
+    return this.#addr;
+  }
+
+  /** Device and inode of the socket file as created, `dev:ino`, or `null` when unknown. */
+  get fileId(): string | null {
+    return this.#fileId;
+  }
+
+  /** The next connection, its `localAddr` the socket's real path. */
+  async accept(): Promise<Deno.Conn> {
+    const conn = await this.#inner.accept();
+    Object.defineProperty(conn, "localAddr", { value: this.#addr });
+    return conn;
+  }
+
+  /**
+   * Stops listening. The socket file stays (connecting to it is refused)
+   * until {@link removeFile}.
+   */
+  close(): void {
+    this.#inner.close();
+  }
+
+  /**
+   * Removes the socket file if it is still the one this listener created:
+   * another server may have replaced it (a stale-looking socket, once this
+   * listener closed, or a file deleted by hand). Never throws.
+   */
+  removeFile(): void {
+    removeSocketFile(this.#addr.path, this.#fileId);
+  }
+}
+
+/**
+ * Listens on the Unix socket `path`, replacing a stale socket file (one
+ * nobody answers on) and making it `mode`. The directory must exist.
+ *
+ * @throws {ListenError} when a live server answers there, the path is not a
+ *   socket, another user's socket is there, or the system refuses.
+ */
+export async function listenUnix(path: string, mode: number): Promise<UnixSocketListener> {
+  checkSocketPathLength(path);
+  const dirLock = await lockDir(dirname(path));
+  try {
+    await checkNoLiveServer(path);
+    const temp = temporaryName(path);
+    const bound = temp ?? path;
+    if (temp === null) await Deno.remove(path).catch(() => {}); // stale, if anything
+    let inner: Deno.Listener;
+    try {
+      inner = Deno.listen({ transport: "unix", path: bound });
+    } catch (err) {
+      if (err instanceof Deno.errors.AddrInUse && temp === null) throw liveServer(path);
+      throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    try {
+      await Deno.chmod(bound, mode);
+    } catch (err) {
+      inner.close();
+      throw new ListenError(`Cannot secure unix:${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    const id = socketFileId(bound);
+    if (temp !== null) {
+      try {
+        await Deno.rename(temp, path);
+      } catch (err) {
+        inner.close(); // unlinks the temporary name
+        throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    }
+    return new UnixSocketListener(inner, path, id);
+  } finally {
+    dirLock?.close();
+  }
+}
+
+/**
+ * Throws unless `path` is absent or a stale socket: a live server answers
+ * there, it is no socket, or it cannot be examined.
+ */
+async function checkNoLiveServer(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (!info.isSocket) {
+    throw new ListenError(`Cannot listen on unix:${path}: the path exists and is not a socket`);
+  }
+  try {
+    const probe = await Deno.connect({ transport: "unix", path });
+    probe.close();
+  } catch (err) {
+    if (err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.NotFound) {
+      return; // stale: nobody answers
+    }
+    if (err instanceof Deno.errors.PermissionDenied) throw notOurs(path, info, err);
+    throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  throw liveServer(path);
+}
+
+function liveServer(path: string): ListenError {
+  return new ListenError(
+    `Cannot listen on unix:${path}: another server is already listening there`,
+  );
+}
+
+/** The socket at `path` refused this user's connect: whether anyone listens cannot be told. */
+function notOurs(path: string, info: Deno.FileInfo, cause: unknown): ListenError {
+  let me: number | null = null;
+  try {
+    me = userId();
+  } catch {
+    // No --allow-sys=uid: cannot compare owners.
+  }
+  const mode = ((info.mode ?? 0) & 0o777).toString(8).padStart(4, "0");
+  const what = me !== null && info.uid === me
+    ? `the socket there (mode ${mode}) does not let this user connect (permission denied): ` +
+      "remove it or choose another path"
+    : `a socket of another user${
+      info.uid === null ? "" : ` (uid ${info.uid})`
+    } is there (permission denied): choose another path`;
+  return new ListenError(`Cannot listen on unix:${path}: ${what}`, { cause });
+}
+
+/**
+ * A private name beside `path` to listen on before renaming it there, or
+ * `null` when even the shortest would exceed {@link MAX_SOCKET_PATH_BYTES}
+ * (a very long directory and a very short socket name).
+ */
+function temporaryName(path: string): string | null {
+  const dir = dirname(path);
+  const random = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16))
+    .map((h) => h.padStart(2, "0")).join("");
+  for (const name of [`.${basename(path)}.${Deno.pid}.${random}.tmp`, `.nsq${random}`]) {
+    const temp = `${dir}/${name}`;
+    if (byteLength(temp) <= MAX_SOCKET_PATH_BYTES) return temp;
+  }
+  return null;
+}
+
+/**
+ * An exclusive advisory lock on `dir`, taken within {@link DIR_LOCK_WAIT_MS};
+ * `null` when it cannot be opened or locked (no read permission, a file
+ * system without `flock`, a holder that does not let go): the claim then
+ * goes ahead unserialised.
+ */
+async function lockDir(dir: string): Promise<Deno.FsFile | null> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(dir, { read: true });
+  } catch {
+    return null;
+  }
+  try {
+    const end = performance.now() + DIR_LOCK_WAIT_MS;
+    let pause = 2;
+    for (;;) {
+      if (await file.tryLock(true)) return file;
+      if (performance.now() >= end) break;
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      pause = Math.min(pause * 2, 50);
+    }
+  } catch {
+    // No flock here.
+  }
+  file.close();
+  return null;
+}
+
+function byteLength(s: string): number {
+  return new TextEncoder().encode(s).length;
+}
+
+/**
+ * Throws unless `path` fits in `sun_path` ({@link MAX_SOCKET_PATH_BYTES}).
+ *
+ * @throws {ListenError} naming the limit and what to shorten.
+ */
+export function checkSocketPathLength(path: string): void {
+  const bytes = byteLength(path);
+  if (bytes <= MAX_SOCKET_PATH_BYTES) return;
+  throw new ListenError(
+    `Cannot listen on unix:${path}: the path is ${bytes} bytes long, and a Unix socket path ` +
+      `may have at most ${MAX_SOCKET_PATH_BYTES} on ${Deno.build.os}; choose a shorter --socket ` +
+      "path (or a shorter $XDG_RUNTIME_DIR / TMPDIR for the default one)",
+  );
+}
+
+/**
+ * Identity (device and inode) of the file at `path`.
+ *
+ * @returns `dev:ino`, or `null` when the file cannot be examined.
+ */
+function socketFileId(path: string): string | null {
+  try {
+    const info = Deno.lstatSync(path);
+    return info.ino === null ? null : `${info.dev}:${info.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Removes the socket file at `path` if it is still the one identified by
+ * `id` ({@link socketFileId}). Without an identity (no inode numbers) it
+ * removes the file. Never throws.
+ */
+function removeSocketFile(path: string, id: string | null): void {
+  if (id !== null && socketFileId(path) !== id) return;
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // Already gone.
+  }
+}
