@@ -331,6 +331,8 @@ class RunningServer implements Server {
   readonly #admins = new Set<Session>();
   /** Connections waiting for their hello, and the address they count against (or `null`). */
   readonly #handshaking = new Map<Session, string | null>();
+  /** Resolved when a handshake slot frees while the accept loop waits for one. */
+  #slotFreed: (() => void) | null = null;
   /** Per non-loopback TCP address: its connections waiting for their hello. */
   readonly #handshakingFrom = new Map<string, number>();
   readonly #services: SessionServices;
@@ -459,6 +461,8 @@ class RunningServer implements Server {
     if (!this.#handshaking.has(session)) return;
     const from = this.#handshaking.get(session)!;
     this.#handshaking.delete(session);
+    this.#slotFreed?.();
+    this.#slotFreed = null;
     if (from === null) return;
     const n = this.#handshakingFrom.get(from)! - 1;
     if (n === 0) this.#handshakingFrom.delete(from);
@@ -518,10 +522,30 @@ class RunningServer implements Server {
     return this.#memory.snapshot();
   }
 
+  /** Waits until a handshake slot frees, or the server begins to stop. */
+  #handshakeSlot(): Promise<void> {
+    this.#services.log.warnThrottled(
+      "handshakes",
+      `accepting no new connection for now: ${this.#maxHandshakes} connections are waiting ` +
+        "for their hello (--max-handshakes); new ones wait in the listen backlog",
+      1000,
+    );
+    return new Promise((resolve) => this.#slotFreed = resolve);
+  }
+
   async #acceptLoop(): Promise<void> {
     const served = new Set<Promise<void>>();
     let lastReport = 0;
     while (this.#stopping === null) {
+      if (this.#handshaking.size >= this.#maxHandshakes) {
+        // Every handshake slot is taken: accept no more until one frees (a
+        // hello answered or timed out, within --hello-timeout). New
+        // connections wait in the system's listen backlog meanwhile, instead
+        // of being accepted only to be closed: a burst of local clients
+        // larger than the limit is served in turn.
+        await this.#handshakeSlot();
+        continue;
+      }
       let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
@@ -630,6 +654,7 @@ class RunningServer implements Server {
     if (this.#stopping === null) {
       this.#graceMs = options.graceMs ?? 0;
       this.#stopping = this.finished;
+      this.#slotFreed?.(); // an accept loop waiting for a handshake slot
       try {
         this.#listener.close();
       } catch {
