@@ -1026,13 +1026,22 @@ export class EngineSession implements HostedSession {
       }
       if (conn !== null) {
         let p: Prepared | null = null;
+        const attached = host.writer.hasAttached();
         try {
           p = conn.prepareUncached(text);
         } catch (err) {
-          if (!(err instanceof WriterDecides)) {
+          if (attached && lacksOnReader(err)) {
+            buffered = "it uses a database attached to the writer alone";
+          } else if (!(err instanceof WriterDecides)) {
             host.readers.giveBackCursor(conn);
             throw err;
           }
+        }
+        if (p !== null && p.readOnly && p.readsPragma && attached) {
+          // (As #route: the writer answers a PRAGMA read while databases are attached.)
+          buffered = "it reads a PRAGMA while databases are attached to the writer alone";
+          p.stmt.finalize();
+          p = null;
         }
         if (p === null) {
           host.readers.giveBackCursor(conn);
@@ -1413,8 +1422,10 @@ export class EngineSession implements HostedSession {
     try {
       return host.readers.snapshot()?.prepare(sql) ?? null;
     } catch (err) {
-      // (As #route: a PRAGMA may fail there for the reader's own state.)
+      // (As #route: a PRAGMA may fail there for the reader's own state, and
+      // a statement may use a database attached to the writer alone.)
       if (err instanceof WriterDecides || startsWith(sql, "pragma")) return null;
+      if (host.writer.hasAttached() && lacksOnReader(err)) return null;
       throw err;
     }
   }
@@ -1515,6 +1526,8 @@ export class EngineSession implements HostedSession {
     if (host.writer.owns(this)) return host.writer.connection.prepare(sql);
     let group = false;
     const temp = host.writer.hasTemp();
+    /** Why a statement that may not write goes to the writer (for a BUSY_TIMEOUT), or null. */
+    let why: string | null = temp ? WHY_TEMP : null;
     if (!temp) {
       // A write the reader has classified before goes to the writer without
       // renewing the reader's snapshot (taking the writer drops it again).
@@ -1536,17 +1549,24 @@ export class EngineSession implements HostedSession {
             // (A PRAGMA may fail there for the reader's own state, e.g. its
             // snapshot: "Safety level may not be changed inside a
             // transaction". The writer decides.)
-            if (
-              !(err instanceof WriterDecides) && !startsWith(sql, "pragma")
-            ) {
-              throw err;
-            }
+            // (A statement naming what only the writer has attached: the writer compiles it.)
+            const attached = host.writer.hasAttached() && lacksOnReader(err);
+            if (attached) why = WHY_ATTACHED;
+            else if (!(err instanceof WriterDecides) && !startsWith(sql, "pragma")) throw err;
           }
         }
       }
       if (p !== undefined) {
-        if (p.readOnly) return this.#awaitingCommit ? BLOCKED : p;
-        group = groupable && host.group.accepts(p, sql);
+        if (p.readOnly) {
+          // A PRAGMA read lists or finds what is attached: the writer answers it then.
+          if (!p.readsPragma || !host.writer.hasAttached()) {
+            return this.#awaitingCommit ? BLOCKED : p;
+          }
+          why = WHY_ATTACHED;
+        } else {
+          if (p.readsWriterState) why = WHY_WRITER_STATE;
+          group = groupable && host.group.accepts(p, sql);
+        }
       }
     }
     // Behind a write awaiting its group commit, only more grouped writes may
@@ -1555,7 +1575,7 @@ export class EngineSession implements HostedSession {
     try {
       if (!host.writer.acquire(this, group)) return BLOCKED;
     } catch (err) {
-      throw temp ? waitedBecauseOfTemp(err) : err;
+      throw why === null ? err : waitedAsStatement(err, why);
     }
     this.#grouping = group;
     try {
@@ -1653,17 +1673,37 @@ function then<T, U>(
   }
 }
 
+/** Why a statement waits for the writer while TEMP objects exist. */
+const WHY_TEMP = "TEMP tables exist, so every statement goes through it; DROP them when done";
+
+/** Why a statement using an attached database waits for the writer. */
+const WHY_ATTACHED = "it uses a database attached to the writer, which the read connections " +
+  "lack; DETACH it when done";
+
+/** Why a read of the writer connection's own state waits for the writer. */
+const WHY_WRITER_STATE = "it reads a setting or state of the writer connection, which only " +
+  "the writer answers";
+
 /**
- * A `BUSY_TIMEOUT` of a statement that waited for the writer only because TEMP
- * objects exist (they live on the writer, so every statement, reads too, goes
- * through it): says so, and what ends it.
+ * A `BUSY_TIMEOUT` of a statement that waited for the writer though it may
+ * not write (it reads, and only the writer can answer it: `why`): says so,
+ * rather than call it a write.
  */
-function waitedBecauseOfTemp(err: unknown): unknown {
+function waitedAsStatement(err: unknown, why: string): unknown {
   if (!(err instanceof SqliteError) || err.code !== ErrorCode.BusyTimeout) return err;
   const message = err.message.replace(
     /^Write waited (\d+) ms for the writer/,
-    "Statement waited $1 ms for the writer (TEMP tables exist, so every statement goes through " +
-      "it; DROP them when done)",
+    `Statement waited $1 ms for the writer (${why})`,
   );
   return new SqliteError(err.code, message, err.sqliteCode, { cause: err });
+}
+
+/**
+ * True when a read connection failed to compile a statement for want of a
+ * table, view, index, trigger or database: one the writer may have
+ * attached (read connections attach nothing).
+ */
+function lacksOnReader(err: unknown): boolean {
+  return err instanceof SqliteError &&
+    /^(no such (table|view|index|trigger)|unknown database)\b/.test(err.message);
 }
