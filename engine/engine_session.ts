@@ -1384,7 +1384,8 @@ export class EngineSession implements HostedSession {
    * writer (each run of the handle is routed anew, a write to the writer).
    * The writer prepares it only for its owner (whose own transaction may
    * have changed the schema), and while TEMP objects exist (they live on
-   * the writer alone), or for a PRAGMA only the writer may judge.
+   * the writer alone), or for a PRAGMA only the writer may judge, or a
+   * statement on a database attached to the writer alone.
    */
   prepare(sql: string): Reply<PreparePayload> {
     if (this.#awaitingCommit) return BLOCKED;
@@ -1406,8 +1407,8 @@ export class EngineSession implements HostedSession {
   /**
    * Prepares `sql` on the shared reader for {@link prepare}, without taking
    * the writer: `null` when the writer must (this session holds it, TEMP
-   * objects exist, `:memory:`, or the policy leaves the statement to the
-   * writer's state).
+   * objects exist, `:memory:`, the policy leaves the statement to the
+   * writer's state, or it names what only the writer has attached).
    *
    * @throws {SqliteError} SQLite's error for a statement that does not
    *   compile against the committed schema.
@@ -1516,7 +1517,9 @@ export class EngineSession implements HostedSession {
 
   /**
    * Picks the connection for one statement: the writer for the owner and for
-   * writes (queueing if needed), a reader for everyone else's reads.
+   * writes (queueing if needed), a reader for everyone else's reads, unless
+   * only the writer can answer them (TEMP objects, attached databases, the
+   * writer connection's own settings and state).
    */
   #route(sql: string, groupable = false): Prepared | typeof BLOCKED {
     this.#failIfAborted();
