@@ -434,6 +434,7 @@ export class Connection {
         throw new SqliteError(refusal.code, refusal.message);
       }
       this.#sawWrite = true;
+      this.#sawOtherWrite = true;
       this.#sawSchema = true;
       if (schemaUpdate[2] === "temp") this.#sawTemp = true;
     }
