@@ -9,8 +9,16 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { Auth, AuthResult } from "./binding/_constants.ts";
-import type { Capabilities, Db, Sqlite, SqlValue, Stmt } from "./binding/binding.ts";
+import {
+  type Capabilities,
+  type Db,
+  rowsNow,
+  type Sqlite,
+  type SqlValue,
+  type Stmt,
+} from "./binding/binding.ts";
 import { type PolicyCheck, type Refusal, samePragmaValue, VACUUM_ACTION } from "./policy.ts";
+import { pragmaUse } from "./pragma_use.ts";
 import { statementTokens } from "./_sql_text.ts";
 import type { Token } from "../protocol/sql_lexer.ts";
 
@@ -36,8 +44,24 @@ export interface Prepared {
   readonly savepoint: string | null;
   /** True for recursive queries, which may run without bound. */
   readonly recursive: boolean;
-  /** True when the statement creates or drops TEMP objects. */
+  /**
+   * True when the statement creates or drops TEMP objects, or attaches or
+   * detaches a database: what the writer alone has, which the engine then
+   * reads again.
+   */
   readonly touchesTemp: boolean;
+  /**
+   * True when it reads a PRAGMA that a read connection answers as the writer
+   * would (see `pragma_use.ts`), plainly or table-valued: while databases are
+   * attached to the writer alone, the writer answers it.
+   */
+  readonly readsPragma: boolean;
+  /**
+   * True when it only reads, but what only the writer's connection answers:
+   * a PRAGMA of the connection's own (`foreign_keys`, `data_version`),
+   * `last_insert_rowid()`, `changes()`. It runs on the writer, yet is no write.
+   */
+  readonly readsWriterState: boolean;
   /** True when it inserts, updates or deletes rows (so `changes` is its own). */
   readonly changesRows: boolean;
   /** True when it inserts rows itself, not only its triggers (so `lastInsertRowid` may be its own). */
@@ -151,6 +175,25 @@ export class Connection {
   #sawRecursive = false;
   #sawTemp = false;
   #sawDml = false;
+  /** A PRAGMA read any connection answers (plain or table-valued). */
+  #sawPragmaRead = false;
+  /** A plain `PRAGMA name` read any connection answers (SQLite may call it no read-only statement). */
+  #plainPragmaRead = false;
+  /** A read of what only the writer's connection answers (see {@link Prepared.readsWriterState}). */
+  #sawWriterState = false;
+  /** A write other than such a read. */
+  #sawOtherWrite = false;
+  /** Names after `pragma_` of the tables the statement reads (eponymous PRAGMA tables, maybe). */
+  #pragmaTables: string[] = [];
+  /**
+   * An update of the schema table before any DDL, `[table, column, schema]`:
+   * SQLite 3.40 reports one when a virtual table is first declared on a
+   * connection (`json_each`, `pragma_table_info`), in a read. Judged after
+   * the prepare: only a statement that writes does it.
+   */
+  #schemaUpdate: [string | null, string | null, string | null] | null = null;
+  /** The names of the PRAGMAs SQLite knows (`PRAGMA pragma_list`), once read. */
+  #pragmaNames: Set<string> | null = null;
   /** Names of the TEMP tables and views the statement creates. */
   #tempNames: string[] = [];
   /** Names of the tables and views the statement creates outside the temp schema. */
@@ -211,6 +254,14 @@ export class Connection {
       // ATTACH is checked when statements run too: VACUUM INTO attaches its target only then.
       // (Plain VACUUM attaches a nameless temporary database: not a file.)
       if (!this.#classifying && (action !== Auth.ATTACH || !arg1)) return ok;
+      if (
+        this.#classifying && action === Auth.UPDATE && trigger === null && isSchemaTable(arg1) &&
+        !this.#sawSchema
+      ) {
+        // Maybe SQLite declaring a virtual table (see #schemaUpdate): judged after the prepare.
+        this.#schemaUpdate ??= [arg1, arg2, dbName];
+        return ok;
+      }
       const refusal = this.#trusted
         ? null
         : this.#policy?.(action, arg1, arg2, dbName, trigger) ?? null;
@@ -329,6 +380,12 @@ export class Connection {
     this.#sawRecursive = false;
     this.#sawTemp = false;
     this.#sawDml = false;
+    this.#sawPragmaRead = false;
+    this.#plainPragmaRead = false;
+    this.#sawWriterState = false;
+    this.#sawOtherWrite = false;
+    this.#pragmaTables = [];
+    this.#schemaUpdate = null;
     this.#insertTargets = [];
     this.#deleteTargets = [];
     this.#tempNames = [];
@@ -371,6 +428,21 @@ export class Connection {
       }
     }
     if (stmt === null) return null;
+    const schemaUpdate = this.#schemaUpdate as [string, string | null, string | null] | null;
+    if (schemaUpdate !== null && !stmt.readOnly) {
+      // A real update of the schema table (writable_schema): judged as any write.
+      const refusal = this.#trusted
+        ? null
+        : this.#policy?.(Auth.UPDATE, ...schemaUpdate, null) ?? null;
+      if (refusal !== null) {
+        stmt.finalize();
+        throw new SqliteError(refusal.code, refusal.message);
+      }
+      this.#sawWrite = true;
+      this.#sawOtherWrite = true;
+      this.#sawSchema = true;
+      if (schemaUpdate[2] === "temp") this.#sawTemp = true;
+    }
     // SQLite's authorizer reports nothing for VACUUM, and VACUUM INTO
     // attaches its target only when it runs: judge them now, clearly.
     const vacuum = this.#policy !== null && !this.#trusted ? vacuumOf(stmt.sql) : null;
@@ -380,9 +452,24 @@ export class Connection {
       stmt.finalize();
       throw new SqliteError(refusal.code, refusal.message);
     }
+    let sawWrite = this.#sawWrite;
+    let readsPragma = this.#sawPragmaRead;
+    let readsWriterState = this.#sawWriterState;
+    let otherWrite = this.#sawOtherWrite;
+    const plainPragmaRead = this.#plainPragmaRead;
+    for (const name of this.#pragmaTables) {
+      // A table-valued PRAGMA follows the plain one's rule (not a table of that name).
+      if (!this.#pragmaNamed(name)) continue;
+      const use = pragmaUse(name, null);
+      if (use === "reader") readsPragma = true;
+      else sawWrite = true;
+      if (use === "writer") readsWriterState = true;
+      if (use === "write") otherWrite = true;
+    }
     // A statement that reports neither a read nor a write to the authorizer
-    // (VACUUM, REINDEX) still writes: only proven reads go to a reader.
-    const readOnly = this.#sawRead && !this.#sawWrite && stmt.readOnly;
+    // (VACUUM, REINDEX) still writes: only proven reads go to a reader. (SQLite
+    // calls `PRAGMA journal_mode` no read-only statement: read, it changes nothing.)
+    const readOnly = this.#sawRead && !sawWrite && (stmt.readOnly || plainPragmaRead);
     const updatesItself = this.#sawOwnUpdate;
     const txOp = this.#txOp;
     const savepoint = this.#savepoint;
@@ -390,7 +477,9 @@ export class Connection {
       recursive: this.#sawRecursive,
       touchesTemp: this.#sawTemp,
       changesRows: this.#sawDml,
-      changesSchema: this.#sawSchema || (!this.#sawRead && !this.#sawWrite) ||
+      readsPragma,
+      readsWriterState: readsWriterState && !otherWrite,
+      changesSchema: this.#sawSchema || (!this.#sawRead && !sawWrite) ||
         txOp === "ROLLBACK" || txOp === "ROLLBACK TO",
     };
     // (Read before #shadows(), whose own statement resets the fields above.)
@@ -574,6 +663,16 @@ export class Connection {
     }
   }
 
+  /**
+   * True when SQLite knows a PRAGMA `name` (lower case), so that a table
+   * named `pragma_<name>` is its table-valued form (or shares its name).
+   * The list is read once, past the authorizer's classification.
+   */
+  #pragmaNamed(name: string): boolean {
+    this.#pragmaNames ??= new Set(rowsNow(this.db, "PRAGMA pragma_list").map((r) => String(r[0])));
+    return this.#pragmaNames.has(name);
+  }
+
   /** True when `schema.table` has rowids: a table not declared WITHOUT ROWID (or a view). */
   #rowidTable(schema: string, table: string): boolean {
     const key = `${schema}.${table}`;
@@ -634,6 +733,29 @@ export class Connection {
   ): void {
     if (action === Auth.RECURSIVE) this.#sawRecursive = true;
     if (action === Auth.READ || action === Auth.SELECT) this.#sawRead = true;
+    if (action === Auth.READ && arg1 !== null && arg1.toLowerCase().startsWith("pragma_")) {
+      // An eponymous PRAGMA table maybe: judged once prepared (see #pragmaNamed).
+      const name = arg1.slice(7).toLowerCase();
+      if (!this.#pragmaTables.includes(name)) this.#pragmaTables.push(name);
+    }
+    if (action === Auth.PRAGMA) {
+      const use = pragmaUse(arg1 ?? "", arg2);
+      if (use === "reader") {
+        this.#sawRead = true;
+        this.#sawPragmaRead = true;
+        this.#plainPragmaRead = true;
+        return;
+      }
+      // Otherwise on the writer, as a write (it may change what the writer's statements do).
+      if (use === "writer") this.#sawWriterState = true;
+      else this.#sawOtherWrite = true;
+    } else if (action === Auth.FUNCTION) {
+      if (arg2 !== null && WRITER_STATE_FUNCTIONS.has(arg2.toLowerCase())) {
+        this.#sawWriterState = true;
+      }
+    } else if (action !== Auth.READ && action !== Auth.SELECT && action !== Auth.RECURSIVE) {
+      this.#sawOtherWrite = true;
+    }
     if (action === Auth.FUNCTION) {
       // These report the state of the connection that runs them: only the
       // writer has it, so statements using them run there.
@@ -685,6 +807,9 @@ export class Connection {
       ) {
         this.#sawTemp = true;
       }
+    } else if (action === Auth.ATTACH || action === Auth.DETACH) {
+      // The writer alone attaches it (see Prepared.touchesTemp).
+      this.#sawTemp = true;
     } else if (action === Auth.TRANSACTION) {
       this.#txOp = arg1 as TxOp;
     } else if (action === Auth.SAVEPOINT) {

@@ -144,6 +144,8 @@ export class Engine {
   #writerHasTemp = false;
   /** The writer's TEMP tables, views, indexes and triggers, as `"table scratch"`. */
   #writerTemp: readonly string[] = [];
+  /** True while the writer has databases attached (which readers lack). */
+  #writerAttached = false;
   /** Notices commits by anyone (this server or other processes). */
   readonly #walWatch: WalWatch;
   /** Schema version of the reader's latest snapshot. */
@@ -400,6 +402,7 @@ export class Engine {
       writer: {
         connection: this.#writer,
         hasTemp: () => this.#writerHasTemp,
+        hasAttached: () => this.#writerAttached,
         owns: (s) => this.#queue.owner === s,
         acquire: (s, forGroup) => this.#acquire(s, forGroup),
         afterWrite: (s, touchedTemp) => this.#afterWrite(s, touchedTemp),
@@ -750,7 +753,10 @@ export class Engine {
   /** True when the writer's TEMP objects could not be read after they changed. */
   #tempStale = false;
 
-  /** Reads which TEMP objects the writer holds (they send every statement through it). */
+  /**
+   * Reads which TEMP objects the writer holds (they send every statement
+   * through it), and whether it has databases attached.
+   */
   #refreshTemp(): void {
     this.#tempStale = false;
     const p = this.#writer.prepare("SELECT type, name FROM temp.sqlite_schema ORDER BY rowid");
@@ -760,6 +766,9 @@ export class Engine {
     this.#writerTemp = rows
       .filter((r) => !String(r[1]).startsWith("sqlite_autoindex_"))
       .map((r) => `${r[0]} ${r[1]}`);
+    // (Attached databases: seq 2 on, after main and temp.)
+    this.#writerAttached = this.#writer.ownRows("SELECT 1 FROM pragma_database_list WHERE seq > 1")
+      .length > 0;
   }
 
   /** True while the writer's owner has foreign keys off (a batch with `foreignKeys: false`). */

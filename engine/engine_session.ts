@@ -1027,13 +1027,22 @@ export class EngineSession implements HostedSession {
       }
       if (conn !== null) {
         let p: Prepared | null = null;
+        const attached = host.writer.hasAttached();
         try {
           p = conn.prepareUncached(text);
         } catch (err) {
-          if (!(err instanceof WriterDecides)) {
+          if (attached && lacksOnReader(err)) {
+            buffered = "it uses a database attached to the writer alone";
+          } else if (!(err instanceof WriterDecides)) {
             host.readers.giveBackCursor(conn);
             throw err;
           }
+        }
+        if (p !== null && p.readOnly && p.readsPragma && attached) {
+          // (As #route: the writer answers a PRAGMA read while databases are attached.)
+          buffered = "it reads a PRAGMA while databases are attached to the writer alone";
+          p.stmt.finalize();
+          p = null;
         }
         if (p === null) {
           host.readers.giveBackCursor(conn);
@@ -1376,7 +1385,8 @@ export class EngineSession implements HostedSession {
    * writer (each run of the handle is routed anew, a write to the writer).
    * The writer prepares it only for its owner (whose own transaction may
    * have changed the schema), and while TEMP objects exist (they live on
-   * the writer alone), or for a PRAGMA only the writer may judge.
+   * the writer alone), or for a PRAGMA only the writer may judge, or a
+   * statement on a database attached to the writer alone.
    */
   prepare(sql: string): Reply<PreparePayload> {
     if (this.#awaitingCommit) return BLOCKED;
@@ -1398,8 +1408,8 @@ export class EngineSession implements HostedSession {
   /**
    * Prepares `sql` on the shared reader for {@link prepare}, without taking
    * the writer: `null` when the writer must (this session holds it, TEMP
-   * objects exist, `:memory:`, or the policy leaves the statement to the
-   * writer's state).
+   * objects exist, `:memory:`, the policy leaves the statement to the
+   * writer's state, or it names what only the writer has attached).
    *
    * @throws {SqliteError} SQLite's error for a statement that does not
    *   compile against the committed schema.
@@ -1414,8 +1424,10 @@ export class EngineSession implements HostedSession {
     try {
       return host.readers.snapshot()?.prepare(sql) ?? null;
     } catch (err) {
-      // (As #route: a PRAGMA may fail there for the reader's own state.)
+      // (As #route: a PRAGMA may fail there for the reader's own state, and
+      // a statement may use a database attached to the writer alone.)
       if (err instanceof WriterDecides || startsWith(sql, "pragma")) return null;
+      if (host.writer.hasAttached() && lacksOnReader(err)) return null;
       throw err;
     }
   }
@@ -1506,7 +1518,9 @@ export class EngineSession implements HostedSession {
 
   /**
    * Picks the connection for one statement: the writer for the owner and for
-   * writes (queueing if needed), a reader for everyone else's reads.
+   * writes (queueing if needed), a reader for everyone else's reads, unless
+   * only the writer can answer them (TEMP objects, attached databases, the
+   * writer connection's own settings and state).
    */
   #route(sql: string, groupable = false): Prepared | typeof BLOCKED {
     this.#failIfAborted();
@@ -1519,6 +1533,8 @@ export class EngineSession implements HostedSession {
     }
     let group = false;
     const temp = host.writer.hasTemp();
+    /** Why a statement that may not write goes to the writer (for a BUSY_TIMEOUT), or null. */
+    let why: string | null = temp ? WHY_TEMP : null;
     if (!temp) {
       // A write the reader has classified before goes to the writer without
       // renewing the reader's snapshot (taking the writer drops it again).
@@ -1540,17 +1556,24 @@ export class EngineSession implements HostedSession {
             // (A PRAGMA may fail there for the reader's own state, e.g. its
             // snapshot: "Safety level may not be changed inside a
             // transaction". The writer decides.)
-            if (
-              !(err instanceof WriterDecides) && !startsWith(sql, "pragma")
-            ) {
-              throw err;
-            }
+            // (A statement naming what only the writer has attached: the writer compiles it.)
+            const attached = host.writer.hasAttached() && lacksOnReader(err);
+            if (attached) why = WHY_ATTACHED;
+            else if (!(err instanceof WriterDecides) && !startsWith(sql, "pragma")) throw err;
           }
         }
       }
       if (p !== undefined) {
-        if (p.readOnly) return this.#awaitingCommit ? BLOCKED : p;
-        group = groupable && host.group.accepts(p, sql);
+        if (p.readOnly) {
+          // A PRAGMA read lists or finds what is attached: the writer answers it then.
+          if (!p.readsPragma || !host.writer.hasAttached()) {
+            return this.#awaitingCommit ? BLOCKED : p;
+          }
+          why = WHY_ATTACHED;
+        } else {
+          if (p.readsWriterState) why = WHY_WRITER_STATE;
+          group = groupable && host.group.accepts(p, sql);
+        }
       }
     }
     // Behind a write awaiting its group commit, only more grouped writes may
@@ -1559,7 +1582,7 @@ export class EngineSession implements HostedSession {
     try {
       if (!host.writer.acquire(this, group)) return BLOCKED;
     } catch (err) {
-      throw temp ? waitedBecauseOfTemp(err) : err;
+      throw why === null ? err : waitedAsStatement(err, why);
     }
     this.#grouping = group;
     try {
@@ -1657,17 +1680,37 @@ function then<T, U>(
   }
 }
 
+/** Why a statement waits for the writer while TEMP objects exist. */
+const WHY_TEMP = "TEMP tables exist, so every statement goes through it; DROP them when done";
+
+/** Why a statement using an attached database waits for the writer. */
+const WHY_ATTACHED = "it uses a database attached to the writer, which the read connections " +
+  "lack; DETACH it when done";
+
+/** Why a read of the writer connection's own state waits for the writer. */
+const WHY_WRITER_STATE = "it reads a setting or state of the writer connection, which only " +
+  "the writer answers";
+
 /**
- * A `BUSY_TIMEOUT` of a statement that waited for the writer only because TEMP
- * objects exist (they live on the writer, so every statement, reads too, goes
- * through it): says so, and what ends it.
+ * A `BUSY_TIMEOUT` of a statement that waited for the writer though it may
+ * not write (it reads, and only the writer can answer it: `why`): says so,
+ * rather than call it a write.
  */
-function waitedBecauseOfTemp(err: unknown): unknown {
+function waitedAsStatement(err: unknown, why: string): unknown {
   if (!(err instanceof SqliteError) || err.code !== ErrorCode.BusyTimeout) return err;
   const message = err.message.replace(
     /^Write waited (\d+) ms for the writer/,
-    "Statement waited $1 ms for the writer (TEMP tables exist, so every statement goes through " +
-      "it; DROP them when done)",
+    `Statement waited $1 ms for the writer (${why})`,
   );
   return new SqliteError(err.code, message, err.sqliteCode, { cause: err });
+}
+
+/**
+ * True when a read connection failed to compile a statement for want of a
+ * table, view, index, trigger or database: one the writer may have
+ * attached (read connections attach nothing).
+ */
+function lacksOnReader(err: unknown): boolean {
+  return err instanceof SqliteError &&
+    /^(no such (table|view|index|trigger)|unknown database)\b/.test(err.message);
 }

@@ -25,6 +25,11 @@ export interface WriterAccess {
   readonly connection: Connection;
   /** True while TEMP objects exist (they live on the writer only: every statement goes there). */
   hasTemp(): boolean;
+  /**
+   * True while databases are attached to the writer (readers lack them: a
+   * statement a reader cannot compile, or a PRAGMA read, goes to the writer).
+   */
+  hasAttached(): boolean;
   /** True when `s` holds the writer (its transaction is open, or its write runs). */
   owns(s: EngineSession): boolean;
   /**

@@ -13,6 +13,7 @@
 
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { CONNECTION_PRAGMAS, type PolicyConfig, UNSAFE_PRAGMAS } from "../policy.ts";
+import { QUERY_PRAGMAS } from "../pragma_use.ts";
 import { scan, type Token } from "../../protocol/sql_lexer.ts";
 import { txEffect } from "./_sql_scan.ts";
 
@@ -414,19 +415,8 @@ function forbidden(message: string): SqliteError {
   return new SqliteError(ErrorCode.Forbidden, message);
 }
 
-/** PRAGMAs that only report, even when given an argument in parentheses. */
-const READING_PRAGMAS = new Set([
-  "foreign_key_check",
-  "foreign_key_list",
-  "index_info",
-  "index_list",
-  "index_xinfo",
-  "integrity_check",
-  "quick_check",
-  "table_info",
-  "table_list",
-  "table_xinfo",
-]);
+/** PRAGMAs that only report, even when given an argument in parentheses (as on a single node). */
+const READING_PRAGMAS = new Set(QUERY_PRAGMAS);
 
 /** Words that begin a transaction-control statement. */
 const TX_CONTROL = new Set(["begin", "commit", "end", "rollback", "savepoint", "release"]);
