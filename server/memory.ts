@@ -30,8 +30,11 @@
  * only past twice the raised threshold: a 30 MB value read in the background
  * kept 30 MB resident per worker thread for good. So the releaser fixes
  * the thresholds with `mallopt` once, at start ({@link MMAP_THRESHOLD},
- * {@link TRIM_THRESHOLD}): a block of 1 MiB or more is mapped on its own and
- * unmapped when freed, and a heap's free top is given back past 2 MiB.
+ * {@link TRIM_THRESHOLD}): a block of 4 MiB or more is mapped on its own and
+ * unmapped when freed, and a heap's free top is given back past 8 MiB. The
+ * price: each value of 4 MiB or more is faulted in afresh (an 8 MB blob read
+ * took ~30 ms instead of ~20 ms on a 2-core machine); smaller ones, the
+ * common case, are served as before. It needs what trimming needs.
  *
  * @module
  */
@@ -45,7 +48,7 @@ export const FOLLOW_UP_WINDOW_MS = 60_000;
 /** Closes since the last release that make a wave (with the open count halved). */
 export const WAVE_MIN_CLOSED = 64;
 /** Blocks of this many bytes or more are mapped on their own (`M_MMAP_THRESHOLD`). */
-export const MMAP_THRESHOLD = 1024 * 1024;
+export const MMAP_THRESHOLD = 4 * 1024 * 1024;
 /** A heap's free top past this many bytes goes back to the system at once (`M_TRIM_THRESHOLD`). */
 export const TRIM_THRESHOLD = 2 * MMAP_THRESHOLD;
 /** `mallopt` parameters (glibc's malloc.h). */
