@@ -39,6 +39,8 @@ const before = rssKiB();
 await round();
 libc.symbols.malloc_trim(0n);
 const growth = rssKiB() - before;
-console.log(JSON.stringify({ growthKiB: growth, mmapThreshold: releaser.snapshot().mmapThreshold }));
+console.log(
+  JSON.stringify({ growthKiB: growth, mmapThreshold: releaser.snapshot().mmapThreshold }),
+);
 await releaser.close();
 libc.close();
