@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { connect } from "../client.ts";
-import { FIRST_RELEASE_MS, WAVE_MIN_CLOSED } from "../server/memory.ts";
+import { FIRST_RELEASE_MS, MMAP_THRESHOLD, WAVE_MIN_CLOSED } from "../server/memory.ts";
 import { startServer } from "./_helpers.ts";
 
 const LINUX_GLIBC = Deno.build.os === "linux" &&
@@ -29,6 +29,7 @@ Deno.test({
       trim: true,
       gc: false,
       trimOffReason: null,
+      mmapThreshold: MMAP_THRESHOLD,
       trims: 0,
       collections: 0,
     });
@@ -56,6 +57,7 @@ Deno.test("memoryRelease: releaseMemory: false turns it off and nothing runs", a
     trim: false,
     gc: false,
     trimOffReason: "disabled by the releaseMemory option",
+    mmapThreshold: null,
     trims: 0,
     collections: 0,
   });
@@ -72,4 +74,31 @@ Deno.test("memoryRelease: the snapshot is a copy, not a live handle", async () =
   const snap = ts.server.memoryRelease as { trims: number };
   snap.trims = 99;
   assert.equal(ts.server.memoryRelease.trims, 0);
+});
+
+/** Runs tests/_arena_child.ts: RSS growth, in KiB, left by a 30 MB block freed on a worker thread. */
+async function arenaGrowth(mode: "tuned" | "plain"): Promise<number> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./_arena_child.ts", import.meta.url).pathname, mode],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return (JSON.parse(text) as { growthKiB: number }).growthKiB;
+}
+
+Deno.test({
+  name: "memoryRelease: a large block freed in a worker thread's arena goes back to the system",
+  ignore: !LINUX_GLIBC,
+  fn: async () => {
+    // As a background SQLite step allocates a 30 MB value: without fixed
+    // thresholds the freed block stays at the top of the worker's arena,
+    // which malloc_trim does not shrink (the cause of a server staying
+    // hundreds of MiB up after clients left big results unread).
+    const plain = await arenaGrowth("plain");
+    assert.ok(plain > 20 * 1024, `glibc keeps the block without the fix: ${plain} KiB`);
+    const tuned = await arenaGrowth("tuned");
+    assert.ok(tuned < 4 * 1024, `the block went back to the system: ${tuned} KiB left`);
+  },
 });
