@@ -466,9 +466,13 @@ Deno.test({
   },
 });
 
-/** A read that computes for about 0.7 s on a node before its one row (dqlite 1.11 cannot stop it). */
+/**
+ * A read that computes for about 0.8 s (quiet machine) to 2 s (loaded) on a
+ * node before its one row (dqlite 1.11 cannot stop it): well past the 50 ms
+ * cancel plus the 250 ms drain, so that it is never done within them.
+ */
 const SLOW_READ =
-  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) " +
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000000) " +
   "SELECT sum(x) FROM c";
 
 Deno.test({
