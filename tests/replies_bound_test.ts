@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { MessageEncoder } from "../protocol/codec.ts";
 import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { Op } from "../protocol/messages.ts";
+import { resolveServeOptions } from "../server/options.ts";
 import { startServer, within } from "./_helpers.ts";
 
 const KIB = 1024;
@@ -232,4 +233,18 @@ Deno.test({
       other.close();
     }
   },
+});
+
+Deno.test("replies: maxUnsentBytes is at least the largest query result + 4 MiB", () => {
+  const base = { database: ":memory:", path: "/tmp/unused.sock", maxResultBytes: MIB };
+  assert.equal(resolveServeOptions(base).maxUnsentBytes, 256 * MIB);
+  assert.equal(resolveServeOptions(base).writeStallTimeout, 60_000);
+  assert.equal(resolveServeOptions({ ...base, maxUnsentBytes: 5 * MIB }).maxUnsentBytes, 5 * MIB);
+  assert.throws(
+    () => resolveServeOptions({ ...base, maxUnsentBytes: 5 * MIB - 1 }),
+    (e: Error) =>
+      e instanceof RangeError &&
+      e.message.startsWith('Invalid option "maxUnsentBytes": 5242879 is below 5242880'),
+  );
+  assert.throws(() => resolveServeOptions({ ...base, writeStallTimeout: -1 }), RangeError);
 });
