@@ -388,6 +388,8 @@ class RunningServer implements Server {
       partialFrames: new ByteBudget(config.maxPartialFrameBytes),
       // Requests read and waiting for their turn: as much again, apart.
       queuedRequests: new ByteBudget(config.maxPartialFrameBytes),
+      unsentReplies: new ByteBudget(config.maxUnsentBytes),
+      writeStallTimeout: config.writeStallTimeout,
       helloTimeout: config.helloTimeout,
       cursorIdleTimeout: config.cursorIdleTimeout,
       admit: (session) => this.#admit(session),
@@ -735,6 +737,12 @@ Options:
   --cursor-idle-timeout MS
                           close a cursor not advanced (no next) for MS, releasing its read
                           snapshot; 0 = never (default 1800000)
+  --write-stall-timeout MS
+                          close a connection whose client read none of its waiting replies
+                          for MS, rolling back its transaction; 0 = never (default 60000)
+  --max-unsent-bytes N    replies not yet written to clients, on all connections together;
+                          past it a connection with replies unsent runs no further request
+                          until its client read them (default 268435456)
   --engine auto|ffi|node  SQLite binding: ffi (system libsqlite3, needs --allow-ffi), node
                           (node:sqlite, built in), auto = ffi when a library loads
                           (default: $NETSQLITE_ENGINE, else auto)
@@ -790,6 +798,8 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       "max-handshakes": { type: "string" },
       "max-handshakes-per-address": { type: "string" },
       "cursor-idle-timeout": { type: "string" },
+      "write-stall-timeout": { type: "string" },
+      "max-unsent-bytes": { type: "string" },
       engine: { type: "string" },
       "sqlite-lib": { type: "string" },
       channel: { type: "string" },
@@ -831,6 +841,8 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       values["max-handshakes-per-address"],
     ),
     cursorIdleTimeout: numberArg("--cursor-idle-timeout", values["cursor-idle-timeout"]),
+    writeStallTimeout: numberArg("--write-stall-timeout", values["write-stall-timeout"]),
+    maxUnsentBytes: numberArg("--max-unsent-bytes", values["max-unsent-bytes"]),
     engine: values.engine as ServeOptions["engine"],
     sqliteLib: values["sqlite-lib"],
     channel: values.channel,
@@ -927,6 +939,8 @@ const INTEGER_FLAGS: ReadonlySet<string> = new Set([
   "--max-handshakes",
   "--max-handshakes-per-address",
   "--cursor-idle-timeout",
+  "--write-stall-timeout",
+  "--max-unsent-bytes",
   "--grace-ms",
   "--slow-ms",
 ]);

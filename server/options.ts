@@ -17,6 +17,7 @@ import {
 import { resolve } from "node:path";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import { READ_SIZE_LARGE } from "../transport/frame_channel.ts";
+import { HIGH_WATER } from "./session.ts";
 import type { EngineConfig } from "../engine/engine.ts";
 import { MAX_HANDLES, MAX_PREPARED, MAX_PREPARED_TEXT } from "../engine/handles.ts";
 import { MAX_BACKGROUND_READS } from "../engine/reader_line.ts";
@@ -188,6 +189,30 @@ export interface ServeOptions {
    */
   maxPartialFrameBytes?: number;
   /**
+   * Bytes of replies not yet written to sockets, on all connections
+   * together. While they are past it, a connection with replies unsent
+   * (its client is slow to read them, or does not read) starts no further
+   * request until its client read them; one with nothing unsent still
+   * starts its next, so a client that keeps up always progresses. Each
+   * connection holds at most 4 MiB of replies besides, plus one reply
+   * started under the bound: in the worst case the server holds this much
+   * plus one largest reply per connection (a query's `maxResultBytes`, or
+   * `maxFrameSize` for other replies), each until its client reads or
+   * `writeStallTimeout` closes it. At least the largest query result
+   * (`maxResultBytes`, or `maxFrameSize` when lower) + 4 MiB.
+   * @default {268435456 (256 MiB), or that minimum when larger}
+   */
+  maxUnsentBytes?: number;
+  /**
+   * A connection whose client took no byte of the replies waiting for it
+   * for this long is closed, its transaction rolled back, as for a client
+   * gone; the server logs it (`write stall`, with the bytes unsent). Any
+   * progress restarts the wait: a client that reads slowly but steadily is
+   * not closed. In ms; 0 = never.
+   * @default {60000}
+   */
+  writeStallTimeout?: number;
+  /**
    * Connections served at once. One more is answered with a
    * `TOO_MANY_CONNECTIONS` error at its handshake and closed; the others go
    * on. Where the open-file limit can be read (Linux), connections and
@@ -343,6 +368,10 @@ export interface ServeConfig {
   cursorIdleTimeout: number;
   /** Bytes incomplete frames may hold on all connections. */
   maxPartialFrameBytes: number;
+  /** Bytes of replies not yet written to sockets, on all connections (see the option). */
+  maxUnsentBytes: number;
+  /** Close a connection whose client read no reply byte for this long, in ms (0 = never). */
+  writeStallTimeout: number;
   /** Connections served at once; more are refused at their handshake. */
   maxConnections: number;
   /** Whether the TCP port is announced in a file (Windows default). */
@@ -509,6 +538,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     1024,
     2 ** 31 - 1,
   );
+  const maxResultBytes = integer(
+    "maxResultBytes",
+    options.maxResultBytes ?? 64 * 1024 * 1024,
+    1,
+    2 ** 31 - 1,
+  );
   return {
     dqlite,
     address,
@@ -546,6 +581,13 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
     // At least one largest frame plus two reads: less would refuse a single
     // client's pipelined frames (each read adds up to READ_SIZE_LARGE bytes).
     maxPartialFrameBytes: partialFrameBytes(options.maxPartialFrameBytes, maxFrameSize),
+    maxUnsentBytes: unsentBytes(options.maxUnsentBytes, Math.min(maxResultBytes, maxFrameSize)),
+    writeStallTimeout: integer(
+      "writeStallTimeout",
+      options.writeStallTimeout ?? 60_000,
+      0,
+      2 ** 31 - 1,
+    ),
     maxConnections: integer("maxConnections", options.maxConnections ?? 10000, 1, 1e6),
     engine: {
       path: database,
@@ -561,12 +603,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
         1,
         2 ** 31 - 1,
       ),
-      maxResultBytes: integer(
-        "maxResultBytes",
-        options.maxResultBytes ?? 64 * 1024 * 1024,
-        1,
-        2 ** 31 - 1,
-      ),
+      maxResultBytes,
       // A huge value is refused before it is built; a value a little larger
       // than a frame still gets RESULT_TOO_LARGE's advice, and rows written
       // by other programs up to 256 MiB stay readable and updatable.
@@ -649,6 +686,22 @@ function partialFrameBytes(value: number | undefined, maxFrameSize: number): num
     min,
     2 ** 53 - 1,
   );
+}
+
+/**
+ * `maxUnsentBytes`: at least one largest query result (`largest`) and a
+ * connection's 4 MiB of replies (see its option).
+ */
+function unsentBytes(value: number | undefined, largest: number): number {
+  const min = largest + HIGH_WATER;
+  if (typeof value === "number" && Number.isInteger(value) && value < min) {
+    throw new RangeError(
+      `Invalid option "maxUnsentBytes": ${value} is below ${min}, the largest query result ` +
+        `(${largest}, maxResultBytes or maxFrameSize when lower) + 4 MiB: one connection ` +
+        "gathers up to 4 MiB of replies and one more reply; raise it or lower maxResultBytes",
+    );
+  }
+  return integer("maxUnsentBytes", value ?? Math.max(256 * 1024 * 1024, min), min, 2 ** 53 - 1);
 }
 
 function integer(name: string, value: unknown, min: number, max: number): number {

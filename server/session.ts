@@ -71,6 +71,19 @@ export interface SessionServices {
    * stops reading until they ran (one without any always reads its next).
    */
   queuedRequests?: ByteBudget | null;
+  /**
+   * Bound on the bytes of replies not yet written to sockets, on all
+   * connections (`null`: none): past it a connection with replies unsent
+   * starts no further request until its client read them (one with nothing
+   * unsent still starts its next, so a client that keeps up always
+   * progresses).
+   */
+  unsentReplies?: ByteBudget | null;
+  /**
+   * Close a connection whose client took no byte of its waiting replies for
+   * this long, in ms (0 or absent: never).
+   */
+  writeStallTimeout?: number;
   /** Time a new connection has for its hello, in ms (default: the hello's `frameTimeout`). */
   helloTimeout?: number;
   /** Close a cursor not advanced for this long, in ms (0 or absent: never). */
@@ -100,7 +113,11 @@ const MAINTENANCE_OPS: ReadonlySet<OpCode> = new Set([
 const SLOW_LOG_INTERVAL_MS = 100;
 import { ConnectionFeeds } from "./feeds.ts";
 
-const HIGH_WATER = 4 * 1024 * 1024;
+/**
+ * Bytes of replies waiting for one client past which its connection runs no
+ * further request (and stops reading) until the client read them.
+ */
+export const HIGH_WATER = 4 * 1024 * 1024;
 /**
  * Largest frame read before the hello is accepted: a hello is about 40 bytes
  * plus its token (at most `MAX_TOKEN_BYTES`, 1 KiB), so an unauthenticated
@@ -122,6 +139,12 @@ const CURSOR_SQL_KEPT = 64;
  * is gone altogether, while one of its requests runs.
  */
 const GONE_CHECK_MS = 100;
+/**
+ * Longest run of queued requests in one turn, in ms: a connection that
+ * pipelines thousands of requests then lets the others (and new requests
+ * arriving on their sockets) have their turn before it goes on.
+ */
+const TURN_MS = 2;
 /** At shutdown, how long a request stopped while it ran is given to answer, in ms. */
 const STOP_WAIT_MS = 1000;
 
@@ -140,6 +163,9 @@ export class Session implements SessionProbe {
   readonly #peer: string;
   readonly #maintenance: EngineLike["maintenance"];
   readonly #queuedRequests: ByteBudget | null;
+  readonly #unsentReplies: ByteBudget | null;
+  /** This connection's share of `#unsentReplies.used`, as last counted. */
+  #unsentCounted = 0;
   #queue: Request[] = [];
   /** Frame sizes of `#queue`'s requests, index for index. */
   #sizes: number[] = [];
@@ -150,6 +176,10 @@ export class Session implements SessionProbe {
   /** Set by a hello with `admin: true`: only {@link ADMIN_OPS} run. */
   #admin = false;
   #pumping = false;
+  /** Set while this connection waits for its next turn (it used up {@link TURN_MS}). */
+  #turnTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Resolved when the next turn began (or the connection closed). */
+  #turnBegan: (() => void) | null = null;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   #helloTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set after a protocol violation: nothing more is run or sent. */
@@ -258,6 +288,7 @@ export class Session implements SessionProbe {
     // frames of up to --max-frame-size without being let in.
     this.#maxFrameSize = max;
     this.#queuedRequests = services.queuedRequests ?? null;
+    this.#unsentReplies = services.unsentReplies ?? null;
     this.#channel = new FrameChannel(conn, Math.min(max, MAX_HELLO_FRAME), outbox, {
       onFrame: (payload) => this.#onFrame(payload),
       onReadEnd: () => {
@@ -265,10 +296,14 @@ export class Session implements SessionProbe {
         this.#pump();
       },
       onDrain: () => {
+        this.#countUnsent();
         this.#feeds.pump();
         this.#pump();
       },
+      onWritten: () => this.#countUnsent(),
+      onWriteStall: () => this.#writeStalled(),
     }, services.partialFrames ?? null);
+    this.#channel.writeStallTimeout = services.writeStallTimeout ?? 0;
     // Until the hello is accepted, reads stay small (4 KiB), whatever the peer sends.
     this.#channel.largeReads = false;
     this.#feeds = new ConnectionFeeds(engine.changes, {
@@ -277,7 +312,9 @@ export class Session implements SessionProbe {
           [CONNECTION_ERROR_ID, Status.Event, payload],
           this.#hello.limits.maxFrameSize,
         ) !== -1,
-      room: () => !this.#dead && !this.#channel.closed && this.#encoder.size < HIGH_WATER,
+      room: () =>
+        !this.#dead && !this.#channel.closed && this.#encoder.size < HIGH_WATER &&
+        !this.#overUnsentBudget(),
       flush: () => this.#channel.flush(),
     }, engine.sqlite.engine);
   }
@@ -342,6 +379,7 @@ export class Session implements SessionProbe {
       return;
     }
     while (!this.#channel.closed) {
+      await this.#nextTurn();
       this.#pump();
       if (this.#inflight !== null) {
         // A client gone altogether reads no reply: its running statement or
@@ -443,12 +481,63 @@ export class Session implements SessionProbe {
     clearTimeout(this.#frameTimer);
     clearTimeout(this.#helloTimer);
     clearTimeout(this.#cursorTimer);
+    clearTimeout(this.#turnTimer);
+    this.#turnTimer = undefined;
     this.#dead = true;
+    this.#turnBegan?.();
+    this.#turnBegan = null;
     this.#released?.();
     this.#feeds.close();
     this.#engine.close();
     this.#channel.close();
     this.#dropQueue();
+    this.#countUnsent();
+  }
+
+  /**
+   * Brings this connection's share of the server-wide count of unsent reply
+   * bytes up to date: the replies gathered and the batch being written
+   * (nothing once the connection is closed).
+   */
+  #countUnsent(): void {
+    const budget = this.#unsentReplies;
+    if (budget === null) return;
+    const now = this.#channel.closed ? 0 : this.#encoder.size + this.#channel.unwritten;
+    budget.used += now - this.#unsentCounted;
+    this.#unsentCounted = now;
+  }
+
+  /**
+   * True when this connection has replies unsent while those of all
+   * connections pass `unsentReplies`: it starts no request until its client
+   * read them (see {@link SessionServices.unsentReplies}).
+   */
+  #overUnsentBudget(): boolean {
+    const budget = this.#unsentReplies;
+    if (budget === null) return false;
+    this.#countUnsent();
+    return this.#unsentCounted > 0 && budget.used > budget.max;
+  }
+
+  /**
+   * The client took no byte of its replies for `writeStallTimeout` ms: the
+   * connection is closed, as for a client gone (its transaction is rolled
+   * back, its cursors closed).
+   */
+  #writeStalled(): void {
+    if (this.#channel.closed) return;
+    const ms = this.#channel.writeStallTimeout;
+    const unsent = this.#encoder.size + this.#channel.unwritten;
+    const tx = this.#engine.inTransaction ? "; its transaction is rolled back" : "";
+    const who = this.#handshaken ? `session ${this.id} (${this.#peer})` : this.#peer;
+    this.#services.log.warnThrottled(
+      "write stall",
+      `write stall: closed the connection of ${who}: ${unsent} bytes of replies wait for its ` +
+        `client, which took none of them for ${ms} ms (--write-stall-timeout)${tx}`,
+      1000,
+      peerHost(this.#conn),
+    );
+    this.close();
   }
 
   /**
@@ -679,22 +768,54 @@ export class Session implements SessionProbe {
     this.#encoder.append([msg[1], Status.Ok, { ...this.#hello, session: this.id }]);
   }
 
-  /** Runs queued requests in order until one must wait or output backs up. */
+  /** Waits until this connection's next turn began, when it is waiting for one. */
+  async #nextTurn(): Promise<void> {
+    if (this.#turnTimer === undefined) return;
+    await new Promise<void>((resolve) => this.#turnBegan = resolve);
+  }
+
+  /**
+   * Ends this turn: the requests still queued run from the next event-loop
+   * turn on, after other connections' turns and newly arrived requests (a
+   * timer, as neither microtasks nor `setImmediate` let Deno poll sockets).
+   */
+  #yieldTurn(): void {
+    this.#turnTimer = setTimeout(() => {
+      this.#turnTimer = undefined;
+      this.#pump();
+      const began = this.#turnBegan;
+      this.#turnBegan = null;
+      began?.();
+    }, 0);
+  }
+
+  /**
+   * Runs queued requests in order until one must wait, output backs up or
+   * the turn has lasted {@link TURN_MS}.
+   */
   #pump(): void {
-    if (this.#pumping || this.#inflight !== null || this.#dead || this.#channel.closed) {
+    if (
+      this.#pumping || this.#inflight !== null || this.#dead || this.#channel.closed ||
+      this.#turnTimer !== undefined
+    ) {
       if (!this.#pumping) this.#answeredAt = 0;
       return;
     }
     this.#pumping = true;
     try {
       const q = this.#queue;
+      const turnStart = this.#head < q.length ? performance.now() : 0;
       // With several requests waiting, the first half's replies are sent
       // once they are ready (-1: never early), the rest when the turn ends.
       const waiting = q.length - this.#head;
       let sendEarly = waiting < 2 ? -1 : waiting >> 1;
       this.#blocked = false;
       while (this.#head < q.length && !this.#stopping) {
-        if (this.#encoder.size >= HIGH_WATER) break;
+        if (this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget()) break;
+        if (this.#answeredAt - turnStart >= TURN_MS) {
+          this.#yieldTurn();
+          break;
+        }
         const req = q[this.#head];
         // A request's turn begins when the one before it was answered (no
         // second clock read), or now when it is the first of this turn.
@@ -743,6 +864,7 @@ export class Session implements SessionProbe {
       this.#pumping = false;
       this.#answeredAt = 0;
     }
+    this.#countUnsent();
     this.#channel.flush();
   }
 
@@ -1145,8 +1267,9 @@ export class Session implements SessionProbe {
     // nothing after the error frame. One running in the background is
     // waited for (and those behind it run), so none is done but unanswered.
     this.#pump();
-    while (this.#inflight !== null && !this.#channel.closed) {
-      await this.#inflight;
+    while ((this.#inflight !== null || this.#turnTimer !== undefined) && !this.#channel.closed) {
+      if (this.#inflight !== null) await this.#inflight;
+      else await this.#nextTurn();
       this.#pump();
     }
     this.#dead = true;

@@ -31,6 +31,17 @@ export interface ChannelHandler {
   onReadEnd(): void;
   /** The outbox was written out completely. */
   onDrain(): void;
+  /**
+   * One batch taken from the outbox was written whole: {@link
+   * FrameChannel.unwritten} went down (a server counts its unsent bytes).
+   */
+  onWritten?(): void;
+  /**
+   * Output waits to be sent and no byte of it was taken by the peer for
+   * {@link FrameChannel.writeStallTimeout} ms (checked by one timer at most
+   * per channel); the channel is left open for the handler to close.
+   */
+  onWriteStall?(): void;
 }
 
 /** Read buffer of an idle connection; a connection that fills it gets the large one. */
@@ -50,6 +61,17 @@ export class FrameChannel {
   #readFailed = false;
   #resumeRead: (() => void) | null = null;
   #paused = false;
+  /** Bytes of the batch being written, counted whole until it is written whole. */
+  #unwritten = 0;
+  /** When the write in progress began or last made progress (`performance.now()`). */
+  #progressAt = 0;
+  #stallTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Calls `onWriteStall` once output waited this long, in ms, without the
+   * peer taking a byte of it (0: never). Progress, however slow, restarts
+   * the wait.
+   */
+  writeStallTimeout = 0;
   /**
    * Whether a read that fills the small buffer moves to the large one. A
    * server turns it off until the peer is authenticated, so that a peer
@@ -111,6 +133,14 @@ export class FrameChannel {
   /** True while a write is in progress. */
   get writing(): boolean {
     return this.#writing;
+  }
+
+  /**
+   * Bytes taken from the outbox and not yet written whole: the batch being
+   * written, which stays in memory until its last byte is sent.
+   */
+  get unwritten(): number {
+    return this.#unwritten;
   }
 
   /**
@@ -178,14 +208,24 @@ export class FrameChannel {
   }
 
   async #writeLoop(): Promise<void> {
+    const stallMs = this.writeStallTimeout;
     try {
+      if (stallMs > 0) {
+        this.#progressAt = performance.now();
+        if (this.#stallTimer === undefined) this.#armStallTimer(stallMs);
+      }
       while (this.#outbox.size > 0 && !this.#closed) {
         const bytes = this.#outbox.take();
+        this.#unwritten = bytes.length;
         for (let off = 0; off < bytes.length;) {
           off += await this.#conn.write(off === 0 ? bytes : bytes.subarray(off));
+          if (stallMs > 0) this.#progressAt = performance.now();
         }
+        this.#unwritten = 0;
+        this.#handler.onWritten?.();
       }
     } catch {
+      this.#unwritten = 0;
       this.close(); // The peer is gone; the read loop will end too.
       return;
     } finally {
@@ -194,10 +234,27 @@ export class FrameChannel {
     this.#handler.onDrain();
   }
 
+  /**
+   * Checks for a stalled write in `ms`: one timer per channel, left to run
+   * out rather than cleared after every write (it re-arms only while a
+   * write is in progress).
+   */
+  #armStallTimer(ms: number): void {
+    this.#stallTimer = setTimeout(() => {
+      this.#stallTimer = undefined;
+      if (!this.#writing || this.#closed) return;
+      const idle = performance.now() - this.#progressAt;
+      if (idle >= ms) this.#handler.onWriteStall?.();
+      else this.#armStallTimer(Math.max(1, Math.ceil(ms - idle)));
+    }, ms);
+  }
+
   /** Closes the connection. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#stallTimer);
+    this.#stallTimer = undefined;
     this.#frames.release();
     try {
       this.#conn.close();
