@@ -6,7 +6,8 @@
 
 import assert from "node:assert/strict";
 import { connect, ConnectionError, ProtocolError } from "../mod.ts";
-import { startServer } from "./_helpers.ts";
+import { connectTo } from "../transport/connect.ts";
+import { delay, startServer } from "./_helpers.ts";
 
 /** A TCP listener on 127.0.0.1 that accepts connections and never writes. */
 function silentListener(): {
@@ -195,6 +196,36 @@ Deno.test("connect({ database }) where no server runs names the database whose d
     const { err: other } = await rejection(connect({ path: `${dir}/x.sock` }));
     assert.match(other.message, /\(is the server running\? Each database file/);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("connectTo() tries a Unix socket whose listen backlog is full again until it has room", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/s.sock`;
+  const listener = Deno.listen({ transport: "unix", path });
+  const waiting: Deno.Conn[] = [];
+  try {
+    // Nothing is accepted: fill the backlog until the system refuses (EAGAIN).
+    let full = false;
+    for (let i = 0; i < 20_000 && !full; i++) {
+      try {
+        waiting.push(await Deno.connect({ transport: "unix", path }));
+      } catch (err) {
+        assert.equal((err as { code?: string }).code, "EAGAIN", String(err));
+        full = true;
+      }
+    }
+    assert.ok(full, "the backlog never filled");
+    const connecting = connectTo({ transport: "unix", path }, null, 5000);
+    await delay(30);
+    // One accepted connection makes room in the backlog.
+    (await listener.accept()).close();
+    const conn = await connecting;
+    conn.close();
+  } finally {
+    for (const c of waiting) c.close();
+    listener.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

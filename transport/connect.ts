@@ -55,7 +55,20 @@ export async function connectTo(
   const attempt = new Attempt();
   const timer = timeout > 0 ? setTimeout(() => attempt.expire(), timeout) : undefined;
   try {
-    return IS_DENO ? await connectDeno(addr, tls, attempt) : await connectNode(addr, tls, attempt);
+    for (let pause = 1, paused = 0;; pause = Math.min(2 * pause, 64)) {
+      try {
+        return IS_DENO
+          ? await connectDeno(addr, tls, attempt)
+          : await connectNode(addr, tls, attempt);
+      } catch (err) {
+        // A Unix socket whose listen backlog is full refuses at once
+        // (EAGAIN): a burst of clients larger than the server's handshake
+        // limit plus the backlog. Those ahead are served in turn; try again.
+        if (!isBacklogFull(err, addr) || attempt.expired || paused >= BACKLOG_RETRY_MS) throw err;
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      paused += pause;
+    }
   } catch (err) {
     if (attempt.expired) {
       throw new ConnectionError(
@@ -201,6 +214,14 @@ class Attempt {
 function closeLate<T extends { close(): void }>(opening: Promise<T>): Promise<T> {
   opening.then((conn) => conn.close(), () => {});
   return opening;
+}
+
+/** How long, in ms at most, a connection to a Unix socket whose backlog is full is tried again. */
+const BACKLOG_RETRY_MS = 3000;
+
+/** True when `err` is a Unix socket's refusal because its listen backlog is full. */
+function isBacklogFull(err: unknown, addr: Address): boolean {
+  return addr.transport === "unix" && (err as { code?: unknown })?.code === "EAGAIN";
 }
 
 /** True when `err` says nothing listens at the address (so a server may be started there). */
