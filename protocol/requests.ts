@@ -79,14 +79,19 @@ export type Envelope = [op: number, id: number, ...args: unknown[]];
 /**
  * Returns `msg` as an {@link Envelope} when it is `[op, id, ...]` with a
  * numeric op and an id in 1..2^32-1, else `null`: such a frame cannot be
- * answered, so the connection is closed. An op or id that arrived as a 64-bit
- * MessagePack int (decoded as a bigint, as many MessagePack libraries encode
- * every integer) is converted to a number in place.
+ * answered, so the connection is closed. An op, id or first argument that
+ * arrived as a 64-bit MessagePack int (decoded as a bigint, as many
+ * MessagePack libraries encode every integer) is converted to a number in
+ * place: the first argument, when an integer, is always a control integer (a
+ * statement handle, cursor, cancel target or subscription, never a SQL
+ * value), and everything downstream (the session's cursor-idle and slow-log
+ * bookkeeping included) then sees one kind of number.
  */
 export function asEnvelope(msg: unknown): Envelope | null {
   if (!Array.isArray(msg)) return null;
   msg[0] = controlInt(msg[0]);
   msg[1] = controlInt(msg[1]);
+  if (msg.length > 2) msg[2] = controlInt(msg[2]);
   return typeof msg[0] === "number" && isId(msg[1]) ? msg as Envelope : null;
 }
 

@@ -152,8 +152,9 @@ export interface ServeOptions {
    */
   helloTimeout?: number;
   /**
-   * Connections that may be waiting for their hello at once; one more is
-   * closed at once, without a reply. These do not count against
+   * Connections that may be waiting for their hello at once; past it the
+   * server accepts no new connection until one frees (they wait in the
+   * system's listen backlog). These do not count against
    * {@link maxConnections}: only a connection whose hello (and token) was
    * accepted takes a connection slot.
    * @default {1024}

@@ -626,6 +626,28 @@ Deno.test("Session takes control integers sent as int64/uint64 as numbers, and S
   await assertBystanderOk(ctx);
 });
 
+Deno.test("Session keeps a cursor advanced with int64 ids alive past cursorIdleTimeout", async () => {
+  await using ctx = await setup({ cursorIdleTimeout: 300 });
+  await using raw = await RawConn.open(ctx.path);
+  const request = async (msg: unknown[]): Promise<Reply> => {
+    await raw.write(wideFrame(msg));
+    return await raw.reply();
+  };
+  await request([Op.Hello, i64(1), { version: i64(1) }]);
+  const it = await request([
+    i64(Op.Iterate),
+    i64(2),
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 100000) SELECT x FROM c",
+  ]);
+  assert.equal(it[1], 0, show(it));
+  // Advanced every 100 ms for 800 ms: never idle for 300 ms.
+  for (let id = 3; id < 11; id++) {
+    await delay(100);
+    const next = await request([i64(Op.Next), i64(id), i64(it[2][0])]);
+    assert.equal(next[1], 0, `pull ${id - 2}: ${show(next)}`);
+  }
+});
+
 Deno.test("Session sends every cursor row before one too large for a frame, then RESULT_TOO_LARGE, and closes the cursor", async () => {
   await using ctx = await setup({ maxFrameSize: 200_000, maxResultBytes: 100_000 });
   await ctx.good.exec("CREATE TABLE k (i INTEGER PRIMARY KEY, b BLOB)");
