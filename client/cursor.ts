@@ -46,7 +46,8 @@ export async function* cursorRows(
   writes: boolean,
   generation?: number,
 ): AsyncGenerator<unknown> {
-  const conn = await connection;
+  // Held in the same run of code as chosen: no other caller may take it in between.
+  const conn = connection instanceof Promise ? await connection : connection;
   const release = conn.hold();
   const signal = options?.signal;
   try {

@@ -26,9 +26,10 @@ import {
   wireParams,
 } from "./_calls.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
-import { type IterateOptions, streamRows } from "./cursor.ts";
+import { cursorRows, type IterateOptions } from "./cursor.ts";
+import { snapshot } from "./_snapshot.ts";
 import { transactionContext, type TransactionScope } from "./pool.ts";
-import { fixedRoute, type Route } from "./route.ts";
+import { type Ended, fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl, findTxEnd, RESERVED_SAVEPOINT } from "./_tx_control.ts";
 import { Statement } from "./statement.ts";
@@ -341,15 +342,23 @@ export abstract class Queryable {
       return failing(err) as AsyncGenerator<T>;
     }
     const writes = !readsOnly(sql);
-    return streamRows(
-      this.#route.connection(writes),
-      sql,
-      params,
-      options,
-      writes,
-    ) as AsyncGenerator<
-      T
-    >;
+    return this.#iterate(sql, snapshot(params), options, writes) as AsyncGenerator<T>;
+  }
+
+  /**
+   * {@link iterate}'s rows. The connection is chosen when iterating starts,
+   * as for any call at the moment it is sent: one chosen at `iterate()` and
+   * used later could meanwhile be handed to a `transaction()` of the same
+   * client, and the cursor would run inside that transaction (reading its
+   * uncommitted rows, and a write through it rolled back with it).
+   */
+  async *#iterate(
+    sql: string,
+    params: BindParams | undefined,
+    options: IterateOptions | undefined,
+    writes: boolean,
+  ): AsyncGenerator<unknown> {
+    yield* cursorRows(this.#route.connection(writes), sql, params, options, writes);
   }
 
   /**
@@ -515,7 +524,9 @@ export abstract class Queryable {
     checkSql(sql);
     this.#refuseTxControl(sql);
     const explain = this.#route.ownWriter?.watch() ?? null;
-    const conn = await this.#route.connection();
+    // Sent in the same run of code as chosen (no await between): see #iterate.
+    const c = this.#route.connection();
+    const conn = c instanceof Promise ? await c : c;
     let handle: number;
     let columns: string[];
     try {
@@ -598,7 +609,7 @@ function refuseTxEnd(sql: string, script: boolean): void {
 /**
  * A transaction opened by `transaction()`: the query API on the transaction's
  * connection, valid until its `fn` settles (calls after that fail with
- * `ConnectionError`).
+ * `SqliteError` `TX_ENDED`).
  *
  * @example
  * ```ts
@@ -622,10 +633,10 @@ function refuseTxEnd(sql: string, script: boolean): void {
  */
 export class Transaction extends Queryable {
   readonly #conn: PooledConnection;
-  readonly #active: () => string | null;
+  readonly #active: () => Ended | null;
 
   /** @internal */
-  constructor(conn: PooledConnection, active: () => string | null, scope: TransactionScope) {
+  constructor(conn: PooledConnection, active: () => Ended | null, scope: TransactionScope) {
     super(transactionRoute(conn, active, scope));
     this.#conn = conn;
     this.#active = active;
@@ -696,7 +707,7 @@ async function takeTurn(
  */
 function transactionRoute(
   conn: PooledConnection,
-  active: () => string | null,
+  active: () => Ended | null,
   scope: TransactionScope,
 ): Route {
   const fixed = fixedRoute(conn, active);
@@ -765,6 +776,12 @@ function checkExecOptions(options: unknown): void {
   }
 }
 
+/** Why a call through a `tx` whose `fn` settled is refused. */
+const TX_ENDED: Ended = {
+  message: "Transaction has ended: its function already settled (calls through its tx are refused)",
+  code: ErrorCode.TxEnded,
+};
+
 async function runInScope<T>(
   conn: PooledConnection,
   scope: TransactionScope,
@@ -783,7 +800,7 @@ async function runInScope<T>(
   let ended = false;
   const tx = new Transaction(
     conn,
-    () => ended ? "Transaction has ended: its function already settled" : null,
+    () => ended ? TX_ENDED : null,
     scope,
   );
   scopeOfTx.set(tx, scope);

@@ -172,7 +172,9 @@ Deno.test("Client.transaction()'s tx refuses calls after its function settled", 
     await tx.run("INSERT INTO t VALUES ('in')");
   });
   await assert.rejects(leaked.run("INSERT INTO t VALUES ('late')"), (err: unknown) => {
-    assert.ok(err instanceof ConnectionError);
+    // A programming error with a code of its own, not a connection failure to retry.
+    assert.ok(err instanceof SqliteError && !(err instanceof ConnectionError));
+    assert.equal(err.code, "TX_ENDED");
     assert.match(err.message, /Transaction has ended/);
     return true;
   });
@@ -308,7 +310,12 @@ Deno.test("Client.reserve() gives raw BEGIN/COMMIT a connection of its own", asy
   await conn.exec("BEGIN IMMEDIATE");
   await conn.run("INSERT INTO t VALUES ('abandoned')");
   conn.release();
-  await assert.rejects(conn.values("SELECT 1"), /Reserved connection was released/);
+  await assert.rejects(conn.values("SELECT 1"), (err: unknown) => {
+    assert.ok(err instanceof SqliteError && !(err instanceof ConnectionError));
+    assert.equal(err.code, "RELEASED");
+    assert.match(err.message, /Reserved connection was released/);
+    return true;
+  });
   assert.equal((await db.run("INSERT INTO t VALUES ('next')")).changes, 1);
   assert.deepEqual(await db.values("SELECT v FROM t ORDER BY rowid"), [["reserved"], ["next"]]);
 });
