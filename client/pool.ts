@@ -257,6 +257,20 @@ export class Pool implements ConnectionEvents {
     return conn.reserved && conn.inTransaction && this.#conns.includes(conn) ? conn : null;
   }
 
+  /**
+   * The connection of the caller's innermost open `transaction()` (its `fn`,
+   * followed across awaits) when it is one of this pool's, whatever `max`;
+   * else `null`. A `transaction()` called on the client from there nests in
+   * it (see `Client`).
+   */
+  callerScopeConnection(): PooledConnection | null {
+    let scope = transactionContext.getStore();
+    while (scope !== undefined && !scope.active) scope = scope.parent;
+    if (scope === undefined) return null;
+    const conn = scope.conn;
+    return conn.reserved && this.#conns.includes(conn) ? conn : null;
+  }
+
   /** This pool's connections inside a transaction now (`transaction()`, or `BEGIN` on a reserved one). */
   inTransaction(): readonly PooledConnection[] {
     let found: PooledConnection[] | null = null;

@@ -34,6 +34,7 @@ import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl, findTxEnd, RESERVED_SAVEPOINT } from "./_tx_control.ts";
 import { Statement } from "./statement.ts";
 import { KvCollection } from "./kv.ts";
+import type { OwnWriter } from "./_own_writer.ts";
 
 export type { BindParams, BindValue, RunResult } from "./_calls.ts";
 export type { IterateOptions } from "./cursor.ts";
@@ -358,7 +359,14 @@ export abstract class Queryable {
     options: IterateOptions | undefined,
     writes: boolean,
   ): AsyncGenerator<unknown> {
-    yield* cursorRows(this.#route.connection(writes), sql, params, options, writes);
+    const explain = this.#route.ownWriter?.watch() ?? null;
+    const rows = cursorRows(this.#route.connection(writes), sql, params, options, writes);
+    if (explain === null) return yield* rows;
+    try {
+      yield* rows;
+    } catch (err) {
+      throw explain(err);
+    }
   }
 
   /**
@@ -487,7 +495,11 @@ export abstract class Queryable {
         new AbortError("Call was aborted by its signal", { cause: signal.reason }),
       );
     }
-    return this.#route.exclusive((conn) => runTransaction(conn, fn, behavior, this), signal);
+    const ownWriter = this.#route.ownWriter;
+    return this.#route.exclusive(
+      (conn) => runTransaction(conn, fn, behavior, this, ownWriter),
+      signal,
+    );
   }
 
   /**
@@ -743,6 +755,7 @@ async function runTransaction<T>(
   fn: (tx: Transaction) => Promise<T>,
   behavior: string,
   on: Queryable,
+  ownWriter: OwnWriter | undefined,
 ): Promise<T> {
   const parent = scopeOfTx.get(on);
   const scope: TransactionScope = {
@@ -752,7 +765,7 @@ async function runTransaction<T>(
   };
   const open = await takeTurn(conn, scope, parent);
   try {
-    return await runInScope(conn, scope, fn, behavior);
+    return await runInScope(conn, scope, fn, behavior, ownWriter);
   } finally {
     open.stack.splice(open.stack.indexOf(scope), 1);
     for (const wake of open.ended.splice(0)) wake();
@@ -787,6 +800,7 @@ async function runInScope<T>(
   scope: TransactionScope,
   fn: (tx: Transaction) => Promise<T>,
   behavior: string,
+  ownWriter: OwnWriter | undefined,
 ): Promise<T> {
   const depth = conn.txDepth;
   // Outermost, unless the connection is inside a transaction of its own (a
@@ -795,7 +809,14 @@ async function runInScope<T>(
   const outer = depth === 0 && !conn.inTransaction;
   const savepoint = `netsqlite_sp${depth}`;
   const exec = (sql: string): Promise<unknown> => conn.request(Op.Exec, [sql]);
-  await exec(outer ? `BEGIN ${behavior.toUpperCase()}` : `SAVEPOINT ${savepoint}`);
+  if (outer) {
+    // A BEGIN that waited for a transaction of the same client says so (see OwnWriter).
+    const explain = ownWriter?.watch() ?? null;
+    const begin = exec(`BEGIN ${behavior.toUpperCase()}`);
+    await (explain === null ? begin : begin.catch((err) => Promise.reject(explain(err))));
+  } else {
+    await exec(`SAVEPOINT ${savepoint}`);
+  }
   conn.txDepth++;
   let ended = false;
   const tx = new Transaction(

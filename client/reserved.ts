@@ -57,7 +57,7 @@ export class ReservedConnection extends Queryable {
 
   /** @internal Use `Client.reserve()`. */
   constructor(pool: Pool, conn: PooledConnection) {
-    super(fixedRoute(conn, () => this.#released ? RELEASED : null));
+    super(fixedRoute(conn, () => this.#released ? RELEASED : null, pool.ownWriter));
     this.#pool = pool;
     this.#conn = conn;
   }

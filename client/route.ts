@@ -31,7 +31,10 @@ export interface Route {
    * savepoint named like `transaction()`'s own) are refused.
    */
   readonly refusesTxEnd?: boolean;
-  /** The shared pool's guard against waiting for the client's own transaction. */
+  /**
+   * The client's guard against waiting for its own transaction (explains a
+   * `BUSY_TIMEOUT` that did); on the shared pool and reserved connections.
+   */
   readonly ownWriter?: OwnWriter;
 }
 
@@ -44,8 +47,13 @@ export interface Ended {
 }
 
 /** A route bound to one connection while `active()` returns `null`. */
-export function fixedRoute(conn: PooledConnection, active: () => Ended | null): Route {
+export function fixedRoute(
+  conn: PooledConnection,
+  active: () => Ended | null,
+  ownWriter?: OwnWriter,
+): Route {
   return {
+    ownWriter,
     connection(): PooledConnection | Promise<PooledConnection> {
       const ended = active();
       return ended === null ? conn : Promise.reject(endedError(ended));
