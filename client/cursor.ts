@@ -7,7 +7,7 @@
 import { AbortError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies, type StatementRef } from "../protocol/messages.ts";
 import { type BindParams, wireOptions, wireParams } from "./_calls.ts";
-import type { PooledConnection } from "./connection.ts";
+import type { CursorHold, PooledConnection } from "./connection.ts";
 import { toObject } from "./rows.ts";
 import { snapshot } from "./_snapshot.ts";
 
@@ -37,8 +37,45 @@ export function streamRows(
   return cursorRows(connection, ref, snapshot(params), options, writes);
 }
 
+/** An open cursor, as far as its iterator's collection needs to know. */
+interface OpenCursor {
+  conn: PooledConnection | null;
+  hold: CursorHold | null;
+  id: number | null;
+  at: number;
+}
+
+/**
+ * Iterators dropped unfinished (`await db.iterate(sql).next()`, then
+ * forgotten) close their cursor and end their connection's hold once
+ * collected: else the connection would stay busy, out of `reserve()`'s and
+ * `transaction()`'s reach, until the server's cursor idle timeout.
+ */
+const droppedCursors = new FinalizationRegistry<OpenCursor>((c) => {
+  const { conn, hold, id, at } = c;
+  hold?.release();
+  if (conn !== null && id !== null && conn.generation === at && conn.open) {
+    conn.request(Op.CloseCursor, [id], undefined, at).catch(() => {});
+  }
+});
+
 /** {@link streamRows} with `params` used as they are when iterating starts. */
-export async function* cursorRows(
+export function cursorRows(
+  connection: PooledConnection | Promise<PooledConnection>,
+  ref: StatementRef,
+  params: BindParams | undefined,
+  options: IterateOptions | undefined,
+  writes: boolean,
+  generation?: number,
+): AsyncGenerator<unknown> {
+  const open: OpenCursor = { conn: null, hold: null, id: null, at: 0 };
+  const rows = openCursor(open, connection, ref, params, options, writes, generation);
+  droppedCursors.register(rows, open, open);
+  return rows;
+}
+
+async function* openCursor(
+  open: OpenCursor,
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
   params: BindParams | undefined,
@@ -48,7 +85,8 @@ export async function* cursorRows(
 ): AsyncGenerator<unknown> {
   // Held in the same run of code as chosen: no other caller may take it in between.
   const conn = connection instanceof Promise ? await connection : connection;
-  const release = conn.hold();
+  const hold = open.hold = conn.hold();
+  open.conn = conn;
   const signal = options?.signal;
   try {
     const [id, columns] = await conn.request(
@@ -59,6 +97,9 @@ export async function* cursorRows(
       writes,
     );
     const at = conn.generation; // the cursor lives on the link that answered
+    hold.bind();
+    open.id = id;
+    open.at = at;
     const arrays = options?.arrays === true;
     // The next chunk is asked for ahead of use; should the consumer stop
     // iterating without ending the loop, its failure (a closed client) is
@@ -72,6 +113,7 @@ export async function* cursorRows(
     try {
       while (pending !== null) {
         const [rows, done]: Replies[typeof Op.Next] = await pending;
+        hold.touch();
         pending = done ? null : ahead();
         for (let i = 0; i < rows.length; i++) {
           // Rows already received are not yielded once the signal aborted.
@@ -88,6 +130,7 @@ export async function* cursorRows(
       }
     }
   } finally {
-    release();
+    hold.release();
+    droppedCursors.unregister(open);
   }
 }

@@ -123,6 +123,12 @@ export class Pool implements ConnectionEvents {
   readonly #handing = new Set<PooledConnection>();
   /** Ends {@link #handing} should the call never send (an `iterate()` never consumed). */
   #handingTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * While callers wait: serves them again when the first cursor hold that
+   * only the server's cursor idle timeout ends lapses (an iterator dropped
+   * unfinished keeps its connection busy until then, or until collected).
+   */
+  #lapseTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Guards calls on the shared pool against waiting for this client's own transaction. */
   readonly ownWriter: OwnWriter = new OwnWriter({
@@ -144,7 +150,9 @@ export class Pool implements ConnectionEvents {
     this.#config = config;
     this.#info = info;
     this.#database = info.database;
-    this.#conns.push(new PooledConnection(config, this, link, info.session ?? null));
+    const first = new PooledConnection(config, this, link, info.session ?? null);
+    first.cursorIdleTimeout = info.limits.cursorIdleTimeout ?? 0;
+    this.#conns.push(first);
   }
 
   /** Most connections. */
@@ -433,6 +441,7 @@ export class Pool implements ConnectionEvents {
     this.#reserveWaiters = [];
     this.#sharedWaiters = [];
     clearTimeout(this.#handingTimer);
+    clearTimeout(this.#lapseTimer);
     await Promise.all(this.#conns.map((c) => c.close()));
   }
 
@@ -498,6 +507,8 @@ export class Pool implements ConnectionEvents {
   onLost(_conn: PooledConnection, failure: ConnectionError): void {
     // Calls made after this were not sent.
     if (!this.#config.reconnect) this.#failure ??= unsentError(failure);
+    // Its cursors died with it: a caller waiting for it may take it now.
+    else if (this.#waiting) queueMicrotask(() => this.#serve());
   }
 
   /**
@@ -528,6 +539,7 @@ export class Pool implements ConnectionEvents {
             const i = queue.indexOf(waiter);
             if (i !== -1) queue.splice(i, 1);
           }
+          if (!this.#waiting) this.#watchLapses();
         }
         reject(err);
       };
@@ -651,8 +663,27 @@ export class Pool implements ConnectionEvents {
       const served = s === undefined || (r !== undefined && r.seq < s.seq)
         ? this.#serveReserve() || (s !== undefined && this.#serveShared())
         : this.#serveShared() || (r !== undefined && this.#serveReserve());
-      if (!served) return;
+      if (!served) break;
     }
+    this.#watchLapses();
+  }
+
+  /** Arms {@link #lapseTimer} while callers wait on connections held by cursors; else clears it. */
+  #watchLapses(): void {
+    clearTimeout(this.#lapseTimer);
+    this.#lapseTimer = undefined;
+    if (!this.#waiting || this.#closed) return;
+    let at: number | null = null;
+    for (const c of this.#conns) {
+      const t = c.holdsLapseAt();
+      if (t !== null && (at === null || t < at)) at = t;
+    }
+    if (at === null) return;
+    this.#lapseTimer = setTimeout(() => {
+      this.#lapseTimer = undefined;
+      this.#serve();
+    }, Math.max(0, at - performance.now()));
+    unrefTimer(this.#lapseTimer);
   }
 
   /** Serves the first waiting plain call when a connection can take it. */
@@ -695,6 +726,7 @@ export class Pool implements ConnectionEvents {
     });
     queue.push(waiter);
     this.#waiterOf.set(waiting, waiter);
+    this.#watchLapses();
     return waiting;
   }
 
@@ -781,6 +813,13 @@ export class Pool implements ConnectionEvents {
     const i = this.#conns.indexOf(conn);
     if (i !== -1) this.#conns.splice(i, 1);
   }
+}
+
+/** Lets the process exit while only `timer` is pending (Deno and Node alike). */
+function unrefTimer(timer: ReturnType<typeof setTimeout>): void {
+  if (typeof timer === "number") {
+    (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno?.unrefTimer(timer);
+  } else (timer as { unref?: () => void }).unref?.();
 }
 
 /** `reserve()` with `max: 1` while a raw `BEGIN` is open on the one connection. */
