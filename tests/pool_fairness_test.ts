@@ -173,7 +173,8 @@ Deno.test("Pool: a transaction()'s BEGIN and a reserved connection's BEGIN that 
     db.transaction(async (tx) => {
       await tx.run("INSERT INTO t VALUES (2)");
     }),
-    (err: unknown) => err instanceof SqliteError && err.code === "BUSY_TIMEOUT" && own.test(err.message),
+    (err: unknown) =>
+      err instanceof SqliteError && err.code === "BUSY_TIMEOUT" && own.test(err.message),
   );
   const r = await db.reserve();
   try {
