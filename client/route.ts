@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { type ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { PooledConnection } from "./connection.ts";
 import type { OwnWriter } from "./_own_writer.ts";
 
