@@ -164,8 +164,12 @@ export class Client extends Queryable {
     super({
       connection: (writes?: boolean) => pool.shared(writes),
       exclusive: async (fn, signal) => {
-        // max: 1, called from inside a transaction(): nest in it (a savepoint).
-        const own = pool.callerTransaction();
+        // Called from inside the fn of one of this client's open transaction()s
+        // (followed across awaits): nest in it as a savepoint, as
+        // better-sqlite3's db.transaction() inside a transaction does. (With
+        // max > 1 a connection of its own would wait for the writer that very
+        // transaction holds; with max: 1 it would wait for itself.)
+        const own = pool.callerTransaction() ?? pool.callerScopeConnection();
         if (own !== null) return await fn(own);
         let conn: PooledConnection;
         try {

@@ -371,6 +371,7 @@ class RunningServer implements Server {
         maxResultBytes: config.engine.maxResultBytes,
         maxCursors: config.engine.maxCursors,
         frameTimeout: config.frameTimeout,
+        cursorIdleTimeout: config.cursorIdleTimeout,
       },
       database: config.dqlite !== null
         ? `dqlite:${config.dqlite.database}`

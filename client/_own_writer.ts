@@ -5,7 +5,9 @@
  * inside `db.transaction(fn)`. With `max` > 1 such a call runs on another
  * connection, outside the transaction, so a write waits for the very
  * transaction whose `fn` awaits it, until `BUSY_TIMEOUT`. That error then
- * names the client's own transaction and says to query through `tx`.
+ * names the client's own transaction and says to query through `tx`. The
+ * same watch covers `iterate()`, a `transaction()`'s `BEGIN` and the calls of
+ * a reserved connection, which may wait for such a transaction too.
  *
  * Failing such a write at once instead was weighed and left out: the client
  * cannot tell whether `fn` awaits it. A write sent from `fn` without being

@@ -186,6 +186,28 @@ export async function openLink(
  */
 export const CLOSE_CANCEL_MS = 100;
 
+/** Margin past the server's cursor idle timeout after which a cursor's hold lapses, in ms. */
+const CURSOR_IDLE_MARGIN_MS = 1000;
+
+/**
+ * What keeps a connection busy while a cursor is open on it: released when
+ * the iterator finishes, or lapsing when the cursor died on the server.
+ */
+export interface CursorHold {
+  /** The connection's generation the cursor lives on; `null` until it opened. */
+  generation: number | null;
+  /** The transaction it was opened in ({@link PooledConnection.txOpenedBy}), or 0. */
+  txOpenedBy: number;
+  /** `performance.now()` when it was last advanced. */
+  usedAt: number;
+  /** Notes that the cursor opened (call when `iterate` was answered). */
+  bind(): void;
+  /** Notes that the cursor was advanced (call when a `next` was answered). */
+  touch(): void;
+  /** Ends the hold. Idempotent. */
+  release(): void;
+}
+
 /** A lazily opened, reopenable connection of a pool. */
 export class PooledConnection {
   readonly #config: ConnectConfig;
@@ -211,8 +233,12 @@ export class PooledConnection {
   /** A link closed by the guard: its transaction was nobody's, so nothing needs a ROLLBACK. */
   #guarded: Link | null = null;
   #closed = false;
-  /** Open cursors plus requests waiting for the link to open (the link counts the rest). */
+  /** Requests waiting for the link to open (the link counts the rest). */
   #other = 0;
+  /** Open cursors (see {@link hold}). */
+  readonly #holds = new Set<CursorHold>();
+  /** The server's `cursorIdleTimeout` in ms, from its hello (0: none, or not said). */
+  cursorIdleTimeout = 0;
   /** Of {@link #other}: the requests waiting for the link to open. */
   #unsent = 0;
   /** Called once no request is in flight (see {@link settled}). */
@@ -278,7 +304,7 @@ export class PooledConnection {
   /** Requests in flight plus open cursors. */
   get busy(): number {
     const link = this.#link;
-    return (link === null ? 0 : link.pending) + this.#other;
+    return (link === null ? 0 : link.pending) + this.#other + this.#liveHolds();
   }
 
   /** True while a request that may wait for the server's writer is in flight here. */
@@ -318,16 +344,65 @@ export class PooledConnection {
     return new Promise((resolve) => this.#onSettled.push(resolve));
   }
 
-  /** Marks the connection busy (an open cursor) until the returned function runs. */
-  hold(): () => void {
-    this.#other++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.#other--;
-      this.#maybeIdle();
+  /**
+   * Marks the connection busy (an open cursor) until the hold is released,
+   * or until the cursor is dead on the server though its iterator was never
+   * finished (see {@link CursorHold}).
+   */
+  hold(): CursorHold {
+    const h: CursorHold = {
+      generation: null,
+      txOpenedBy: 0,
+      usedAt: 0,
+      bind: () => {
+        h.generation = this.#generation;
+        h.txOpenedBy = this.txOpenedBy;
+        h.usedAt = performance.now();
+      },
+      touch: () => h.usedAt = performance.now(),
+      release: () => {
+        if (this.#holds.delete(h)) this.#maybeIdle();
+      },
     };
+    this.#holds.add(h);
+    return h;
+  }
+
+  /**
+   * The open cursors' holds still live, counted; dead ones are dropped: the
+   * link they were opened on is gone, the transaction they were opened in
+   * ended (the server closed them with it), or they were not advanced for
+   * the server's `cursorIdleTimeout` (plus a second's margin: the server
+   * closed them).
+   */
+  #liveHolds(): number {
+    if (this.#holds.size === 0) return 0;
+    const now = performance.now();
+    const idleMs = this.cursorIdleTimeout;
+    for (const h of this.#holds) {
+      if (h.generation === null) continue; // not opened yet: its request counts too
+      const dead = h.generation !== this.#generation || !this.open ||
+        (h.txOpenedBy !== 0 && this.txOpenedBy !== h.txOpenedBy) ||
+        (idleMs > 0 && now - h.usedAt > idleMs + CURSOR_IDLE_MARGIN_MS);
+      if (dead) this.#holds.delete(h);
+    }
+    return this.#holds.size;
+  }
+
+  /**
+   * When the first hold that only the server's cursor idle timeout ends
+   * lapses (`performance.now()` time), or `null` when none would.
+   */
+  holdsLapseAt(): number | null {
+    const idleMs = this.cursorIdleTimeout;
+    if (idleMs <= 0 || this.#liveHolds() === 0) return null;
+    let at: number | null = null;
+    for (const h of this.#holds) {
+      if (h.generation === null) continue;
+      const t = h.usedAt + idleMs + CURSOR_IDLE_MARGIN_MS + 1;
+      if (at === null || t < at) at = t;
+    }
+    return at;
   }
 
   /**
@@ -417,6 +492,7 @@ export class PooledConnection {
       }
       this.#link = link;
       this.#session = info.session ?? null;
+      this.cursorIdleTimeout = info.limits.cursorIdleTimeout ?? 0;
       this.#generation++;
       this.#watch(link);
       this.#events.onOpen(info);

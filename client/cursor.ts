@@ -7,9 +7,8 @@
 import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies, type StatementRef } from "../protocol/messages.ts";
 import { type BindParams, wireOptions, wireParams } from "./_calls.ts";
-import type { PooledConnection } from "./connection.ts";
+import type { CursorHold, PooledConnection } from "./connection.ts";
 import { toObject } from "./rows.ts";
-import { snapshot } from "./_snapshot.ts";
 
 /** Options of `iterate()`. */
 export interface IterateOptions extends CallOptions {
@@ -17,12 +16,35 @@ export interface IterateOptions extends CallOptions {
   arrays?: boolean;
 }
 
+/** An open cursor, as far as its iterator's collection needs to know. */
+interface OpenCursor {
+  conn: PooledConnection | null;
+  hold: CursorHold | null;
+  id: number | null;
+  at: number;
+}
+
+/**
+ * Iterators dropped unfinished (`await db.iterate(sql).next()`, then
+ * forgotten) close their cursor and end their connection's hold once
+ * collected: else the connection would stay busy, out of `reserve()`'s and
+ * `transaction()`'s reach, until the server's cursor idle timeout.
+ */
+const droppedCursors = new FinalizationRegistry<OpenCursor>((c) => {
+  const { conn, hold, id, at } = c;
+  hold?.release();
+  if (conn !== null && id !== null && conn.generation === at && conn.open) {
+    conn.request(Op.CloseCursor, [id], undefined, at).catch(() => {});
+  }
+});
+
 /**
  * Opens a cursor on `connection` and yields its rows, asking for the next
  * chunk while the current one is consumed (one chunk of credit). The cursor
- * opens when iterating starts, with the parameters as they were at this
- * call (a copy is taken now). `writes`: the statement may wait for the
- * server's writer (see `waitsForWriter`).
+ * opens when iterating starts, with `params` as they are then (callers pass
+ * a copy taken at their call). `writes`: the statement may wait for the
+ * server's writer (see `waitsForWriter`). `onColumns` is told the result
+ * column names once the cursor opened.
  *
  * A cursor opened inside a transaction ends with it, as on the server: once
  * the connection's transaction has ended (COMMIT, ROLLBACK, the end of
@@ -30,24 +52,7 @@ export interface IterateOptions extends CallOptions {
  * connection), the next pull fails with `CURSOR_CLOSED` at once, without
  * yielding the rows already received.
  */
-export function streamRows(
-  connection: PooledConnection | Promise<PooledConnection>,
-  ref: StatementRef,
-  params: BindParams | undefined,
-  options: IterateOptions | undefined,
-  writes: boolean,
-): AsyncGenerator<unknown> {
-  // The generator may start late or never: a failed wait for the connection is
-  // rethrown when it starts, and is no unhandled rejection meanwhile.
-  if (connection instanceof Promise) connection.catch(() => {});
-  return cursorRows(connection, ref, snapshot(params), options, writes);
-}
-
-/**
- * {@link streamRows} with `params` used as they are when iterating starts;
- * `onColumns` is told the result column names once the cursor opened.
- */
-export async function* cursorRows(
+export function cursorRows(
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
   params: BindParams | undefined,
@@ -56,8 +61,26 @@ export async function* cursorRows(
   generation?: number,
   onColumns?: (columns: string[]) => void,
 ): AsyncGenerator<unknown> {
-  const conn = await connection;
-  const release = conn.hold();
+  const open: OpenCursor = { conn: null, hold: null, id: null, at: 0 };
+  const rows = openCursor(open, connection, ref, params, options, writes, generation, onColumns);
+  droppedCursors.register(rows, open, open);
+  return rows;
+}
+
+async function* openCursor(
+  open: OpenCursor,
+  connection: PooledConnection | Promise<PooledConnection>,
+  ref: StatementRef,
+  params: BindParams | undefined,
+  options: IterateOptions | undefined,
+  writes: boolean,
+  generation?: number,
+  onColumns?: (columns: string[]) => void,
+): AsyncGenerator<unknown> {
+  // Held in the same run of code as chosen: no other caller may take it in between.
+  const conn = connection instanceof Promise ? await connection : connection;
+  const hold = open.hold = conn.hold();
+  open.conn = conn;
   const signal = options?.signal;
   try {
     const [id, columns] = await conn.request(
@@ -73,6 +96,9 @@ export async function* cursorRows(
     const tx = conn.inTransaction ? conn.txOpenedBy : 0;
     const txEnded = (): boolean =>
       tx !== 0 && (conn.generation !== at || !conn.inTransaction || conn.txOpenedBy !== tx);
+    hold.bind();
+    open.id = id;
+    open.at = at;
     const arrays = options?.arrays === true;
     // The next chunk is asked for ahead of use; should the consumer stop
     // iterating without ending the loop, its failure (a closed client) is
@@ -87,6 +113,7 @@ export async function* cursorRows(
       while (pending !== null) {
         if (txEnded()) throw cursorTxEnded(id);
         const [rows, done]: Replies[typeof Op.Next] = await pending;
+        hold.touch();
         pending = done ? null : ahead();
         for (let i = 0; i < rows.length; i++) {
           // Rows already received are not yielded once the signal aborted, or
@@ -105,7 +132,8 @@ export async function* cursorRows(
       }
     }
   } finally {
-    release();
+    hold.release();
+    droppedCursors.unregister(open);
   }
 }
 

@@ -77,6 +77,8 @@ type Waiter = {
   writes: boolean;
   /** With `max: 1`: the connection's {@link PooledConnection.sent} when the wait began. */
   sentAtWait: number;
+  /** Order of arrival among all waiters of the pool (first come, first served). */
+  seq: number;
 };
 
 /** How long a pool stays at its size after the server refused a connection as full, in ms. */
@@ -105,6 +107,8 @@ export class Pool implements ConnectionEvents {
   #burst: PooledConnection | Promise<PooledConnection> | null = null;
   #reserveWaiters: Waiter[] = [];
   #sharedWaiters: Waiter[] = [];
+  /** Waiters enqueued so far (their {@link Waiter.seq}). */
+  #arrivals = 0;
   /** The waiter behind each promise {@link #enqueue} returned, to take it out when given up. */
   readonly #waiterOf = new WeakMap<Promise<PooledConnection>, Waiter>();
   #failure: Error | null = null;
@@ -119,6 +123,12 @@ export class Pool implements ConnectionEvents {
   readonly #handing = new Set<PooledConnection>();
   /** Ends {@link #handing} should the call never send (an `iterate()` never consumed). */
   #handingTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * While callers wait: serves them again when the first cursor hold that
+   * only the server's cursor idle timeout ends lapses (an iterator dropped
+   * unfinished keeps its connection busy until then, or until collected).
+   */
+  #lapseTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Guards calls on the shared pool against waiting for this client's own transaction. */
   readonly ownWriter: OwnWriter = new OwnWriter({
@@ -140,7 +150,9 @@ export class Pool implements ConnectionEvents {
     this.#config = config;
     this.#info = info;
     this.#database = info.database;
-    this.#conns.push(new PooledConnection(config, this, link, info.session ?? null));
+    const first = new PooledConnection(config, this, link, info.session ?? null);
+    first.cursorIdleTimeout = info.limits.cursorIdleTimeout ?? 0;
+    this.#conns.push(first);
   }
 
   /** Most connections. */
@@ -257,6 +269,20 @@ export class Pool implements ConnectionEvents {
     return conn.reserved && conn.inTransaction && this.#conns.includes(conn) ? conn : null;
   }
 
+  /**
+   * The connection of the caller's innermost open `transaction()` (its `fn`,
+   * followed across awaits) when it is one of this pool's, whatever `max`;
+   * else `null`. A `transaction()` called on the client from there nests in
+   * it (see `Client`).
+   */
+  callerScopeConnection(): PooledConnection | null {
+    let scope = transactionContext.getStore();
+    while (scope !== undefined && !scope.active) scope = scope.parent;
+    if (scope === undefined) return null;
+    const conn = scope.conn;
+    return conn.reserved && this.#conns.includes(conn) ? conn : null;
+  }
+
   /** This pool's connections inside a transaction now (`transaction()`, or `BEGIN` on a reserved one). */
   inTransaction(): readonly PooledConnection[] {
     let found: PooledConnection[] | null = null;
@@ -292,20 +318,86 @@ export class Pool implements ConnectionEvents {
         ),
       );
     }
+    if (this.#reserveWaiters.length === 0) {
+      const c = this.#tryReserve();
+      if (c !== null) return Promise.resolve(c);
+    }
+    const own = this.#ownReservations();
+    if (own !== null) {
+      return Promise.reject(
+        new SqliteError(
+          ErrorCode.TxControl,
+          `Cannot reserve a connection from inside the client's own transaction(): ${own} of ` +
+            `its ${this.#config.max} connections (max) are reserved by that transaction, and ` +
+            "reserve() leaves one for plain calls, so it would wait for the transaction to end; " +
+            "query through tx, or connect with a larger max",
+        ),
+      );
+    }
+    return this.#enqueue(this.#reserveWaiters);
+  }
+
+  /**
+   * A connection for a `reserve()` now, or `null`: an idle one, reopened
+   * first if lost, else a new one while fewer than `max` are open (past a
+   * refusal too: no connection of this client is free to take) — provided
+   * one other connection stays for plain calls (see {@link #leavesOneForReads}).
+   */
+  #tryReserve(): PooledConnection | Promise<PooledConnection> | null {
     // Refused a new connection: one that went idle meanwhile, or the next one to.
     const waitForOne = (): PooledConnection | Promise<PooledConnection> => {
       const idle = this.#idle();
-      if (idle?.open) return this.#take(idle);
+      if (idle?.open && this.#leavesOneForReads(idle)) return this.#take(idle);
       return this.#enqueue(this.#reserveWaiters);
     };
     const idle = this.#idle();
-    if (idle !== undefined) {
+    if (idle !== undefined && this.#leavesOneForReads(idle)) {
       if (!idle.open) return this.#open(idle, true, waitForOne); // lost: reopened first
-      return Promise.resolve(this.#take(idle));
+      return this.#take(idle);
     }
-    // (Past a refusal too: no connection of this client is free to take.)
-    if (this.#mayGrow(true)) return this.#open(this.#create(), true, waitForOne);
-    return this.#enqueue(this.#reserveWaiters);
+    if (this.#mayGrow(true) && this.#leavesOneForReads(null)) {
+      return this.#open(this.#create(), true, waitForOne);
+    }
+    return null;
+  }
+
+  /**
+   * With `max` > 1: true when, `taking` (or a new connection, for `null`)
+   * reserved, one connection would remain that a plain read can use without
+   * waiting behind a call that may wait for the writer: unreserved and
+   * (open and free of such calls, or lost, or being opened) or yet to be
+   * opened. So `reserve()` and `transaction()` hold at most `max` − 1
+   * connections, and a plain call made inside `transaction(fn)` always finds
+   * one: taking the last would leave it waiting for a connection the
+   * transaction itself holds, or behind writes that wait for its writer.
+   */
+  #leavesOneForReads(taking: PooledConnection | null): boolean {
+    if (this.#config.max === 1) return true;
+    let free = this.#config.max - this.#conns.length - (taking === null ? 1 : 0);
+    for (const c of this.#conns) {
+      if (c === taking || c.reserved) continue;
+      if (!(c.open && c.mayBlock)) free++;
+    }
+    return free > 0;
+  }
+
+  /**
+   * When the caller is inside the `fn` of this client's own `transaction()`
+   * and every connection `reserve()` may hold (`max` − 1) is reserved by
+   * that transaction or those it is nested in: how many, as a reservation
+   * would wait for it to end, which it never would while `fn` awaits it.
+   * Else `null`.
+   */
+  #ownReservations(): number | null {
+    if (this.#config.max === 1) return null;
+    const mine = new Set<PooledConnection>();
+    for (let scope = transactionContext.getStore(); scope !== undefined; scope = scope.parent) {
+      if (scope.active) mine.add(scope.conn);
+    }
+    if (mine.size === 0) return null;
+    const reserved = this.#conns.filter((c) => c.reserved);
+    if (reserved.length < this.#config.max - 1 || reserved.some((c) => !mine.has(c))) return null;
+    return reserved.length;
   }
 
   /**
@@ -349,6 +441,7 @@ export class Pool implements ConnectionEvents {
     this.#reserveWaiters = [];
     this.#sharedWaiters = [];
     clearTimeout(this.#handingTimer);
+    clearTimeout(this.#lapseTimer);
     await Promise.all(this.#conns.map((c) => c.close()));
   }
 
@@ -356,7 +449,7 @@ export class Pool implements ConnectionEvents {
   onIdle(conn: PooledConnection): void {
     if (conn.reserved || this.#closed) return;
     if (this.#reserveWaiters.length === 0) {
-      if (this.#sharedWaiters.length > 0) this.#serveWaiters();
+      if (this.#sharedWaiters.length > 0) this.#serve();
       return;
     }
     if (conn.holdsTransaction && this.#config.max === 1 && this.#conns[0] === conn) {
@@ -368,18 +461,16 @@ export class Pool implements ConnectionEvents {
       const after = (w: Waiter) => opener !== 0 && w.sentAtWait >= opener;
       for (const w of this.#reserveWaiters.filter(after)) w.reject(err);
       this.#reserveWaiters = this.#reserveWaiters.filter((w) => !after(w));
-      if (this.#sharedWaiters.length > 0) this.#serveWaiters();
+      if (this.#sharedWaiters.length > 0) this.#serve();
       return;
     }
     if (conn.holdsTransaction || conn.handing || !this.#conns.includes(conn)) return;
-    conn.reserved = true;
-    if (this.#burst === conn) this.#burst = null;
-    this.#reserveWaiters.shift()!.resolve(conn);
+    this.#serve();
   }
 
   /** @internal */
   onUnblocked(conn: PooledConnection): void {
-    if (!conn.reserved && this.#sharedWaiters.length > 0) this.#serveWaiters();
+    if (!conn.reserved && this.#waiting) this.#serve();
   }
 
   /** @internal */
@@ -390,7 +481,7 @@ export class Pool implements ConnectionEvents {
       this.#handingTimer = undefined;
     }
     // After the rest of the handed call's burst was sent (same microtask run).
-    if (this.#sharedWaiters.length > 0) queueMicrotask(() => this.#serveWaiters());
+    if (this.#waiting) queueMicrotask(() => this.#serve());
   }
 
   /** @internal */
@@ -416,6 +507,8 @@ export class Pool implements ConnectionEvents {
   onLost(_conn: PooledConnection, failure: ConnectionError): void {
     // Calls made after this were not sent.
     if (!this.#config.reconnect) this.#failure ??= unsentError(failure);
+    // Its cursors died with it: a caller waiting for it may take it now.
+    else if (this.#waiting) queueMicrotask(() => this.#serve());
   }
 
   /**
@@ -446,6 +539,7 @@ export class Pool implements ConnectionEvents {
             const i = queue.indexOf(waiter);
             if (i !== -1) queue.splice(i, 1);
           }
+          if (!this.#waiting) this.#watchLapses();
         }
         reject(err);
       };
@@ -546,22 +640,69 @@ export class Pool implements ConnectionEvents {
     return free > 1 ? null : best ?? opening ?? null;
   }
 
+  /** True while a plain call or a `reserve()` waits. */
+  get #waiting(): boolean {
+    return this.#sharedWaiters.length > 0 || this.#reserveWaiters.length > 0;
+  }
+
   /**
-   * Sends waiting plain calls, first come first served, each to the
-   * connection {@link #pickShared} gives it, while it gives one.
+   * Serves waiting callers, first come first served among those that can be
+   * served now: a waiting plain call goes to the connection
+   * {@link #pickShared} gives it, a waiting `reserve()` takes the one
+   * {@link #tryReserve} gives; the earlier of the two queues' heads goes
+   * first, the other when the earlier cannot be served yet.
    */
-  #serveWaiters(): void {
-    while (this.#sharedWaiters.length > 0 && !this.#closed) {
+  #serve(): void {
+    while (this.#waiting && !this.#closed) {
       if (this.#failure !== null) {
         for (const w of this.#sharedWaiters.splice(0)) w.reject(this.#failure);
-        return;
+        if (this.#reserveWaiters.length === 0) return;
       }
-      const c = this.#pickShared(this.#sharedWaiters[0].writes);
-      if (c === null) return;
-      const waiter = this.#sharedWaiters.shift()!;
-      if (!(c instanceof Promise)) this.#markHanding(c);
-      waiter.resolve(c);
+      const r = this.#reserveWaiters[0];
+      const s = this.#sharedWaiters[0];
+      const served = s === undefined || (r !== undefined && r.seq < s.seq)
+        ? this.#serveReserve() || (s !== undefined && this.#serveShared())
+        : this.#serveShared() || (r !== undefined && this.#serveReserve());
+      if (!served) break;
     }
+    this.#watchLapses();
+  }
+
+  /** Arms {@link #lapseTimer} while callers wait on connections held by cursors; else clears it. */
+  #watchLapses(): void {
+    clearTimeout(this.#lapseTimer);
+    this.#lapseTimer = undefined;
+    if (!this.#waiting || this.#closed) return;
+    let at: number | null = null;
+    for (const c of this.#conns) {
+      const t = c.holdsLapseAt();
+      if (t !== null && (at === null || t < at)) at = t;
+    }
+    if (at === null) return;
+    this.#lapseTimer = setTimeout(() => {
+      this.#lapseTimer = undefined;
+      this.#serve();
+    }, Math.max(0, at - performance.now()));
+    unrefTimer(this.#lapseTimer);
+  }
+
+  /** Serves the first waiting plain call when a connection can take it. */
+  #serveShared(): boolean {
+    const c = this.#pickShared(this.#sharedWaiters[0].writes);
+    if (c === null) return false;
+    const waiter = this.#sharedWaiters.shift()!;
+    if (!(c instanceof Promise)) this.#markHanding(c);
+    waiter.resolve(c);
+    return true;
+  }
+
+  /** Serves the first waiting `reserve()` when a connection can be reserved. */
+  #serveReserve(): boolean {
+    if (this.#failure !== null) return false;
+    const c = this.#tryReserve();
+    if (c === null) return false;
+    this.#reserveWaiters.shift()!.resolve(c);
+    return true;
   }
 
   /** Marks `conn` as handed to a call that did not send yet (see {@link PooledConnection.handing}). */
@@ -572,7 +713,7 @@ export class Pool implements ConnectionEvents {
       this.#handingTimer = undefined;
       for (const c of this.#handing) c.handing = false;
       this.#handing.clear();
-      this.#serveWaiters();
+      this.#serve();
     }, 0);
   }
 
@@ -581,10 +722,11 @@ export class Pool implements ConnectionEvents {
     let waiter!: Waiter;
     const sentAtWait = this.#conns[0]?.sent ?? 0;
     const waiting = new Promise<PooledConnection>((resolve, reject) => {
-      waiter = { resolve, reject, writes, sentAtWait };
+      waiter = { resolve, reject, writes, sentAtWait, seq: this.#arrivals++ };
     });
     queue.push(waiter);
     this.#waiterOf.set(waiting, waiter);
+    this.#watchLapses();
     return waiting;
   }
 
@@ -645,23 +787,20 @@ export class Pool implements ConnectionEvents {
     })().finally(() => {
       this.#opening.delete(conn);
       this.#openingShared.delete(conn);
-      if (this.#sharedWaiters.length > 0) this.#serveWaiters();
+      if (this.#waiting) this.#serve();
     });
     this.#opening.set(conn, opened);
     if (fallback !== null) this.#openingShared.add(conn);
     return opened;
   }
 
-  /** Passes a connection just freed to a waiting `reserve()`, or back to the shared set. */
+  /**
+   * Puts a connection just freed back into the shared set and serves the
+   * waiting callers (a waiting `reserve()` may take it at once).
+   */
   #handOver(conn: PooledConnection): void {
-    const next = this.#reserveWaiters.shift();
-    if (next !== undefined) {
-      conn.reserved = true;
-      next.resolve(conn);
-      return;
-    }
     conn.reserved = false;
-    this.#serveWaiters();
+    this.#serve();
   }
 
   #create(): PooledConnection {
@@ -674,6 +813,13 @@ export class Pool implements ConnectionEvents {
     const i = this.#conns.indexOf(conn);
     if (i !== -1) this.#conns.splice(i, 1);
   }
+}
+
+/** Lets the process exit while only `timer` is pending (Deno and Node alike). */
+function unrefTimer(timer: ReturnType<typeof setTimeout>): void {
+  if (typeof timer === "number") {
+    (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno?.unrefTimer(timer);
+  } else (timer as { unref?: () => void }).unref?.();
 }
 
 /** `reserve()` with `max: 1` while a raw `BEGIN` is open on the one connection. */

@@ -26,13 +26,15 @@ import {
   wireParams,
 } from "./_calls.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
-import { type IterateOptions, streamRows } from "./cursor.ts";
+import { cursorRows, type IterateOptions } from "./cursor.ts";
+import { snapshot } from "./_snapshot.ts";
 import { transactionContext, type TransactionScope } from "./pool.ts";
-import { fixedRoute, type Route } from "./route.ts";
+import { type Ended, fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl, findTxEnd, RESERVED_SAVEPOINT } from "./_tx_control.ts";
 import { Statement } from "./statement.ts";
 import { KvCollection } from "./kv.ts";
+import type { OwnWriter } from "./_own_writer.ts";
 
 export type { BindParams, BindValue, RunResult } from "./_calls.ts";
 export type { IterateOptions } from "./cursor.ts";
@@ -341,15 +343,30 @@ export abstract class Queryable {
       return failing(err) as AsyncGenerator<T>;
     }
     const writes = !readsOnly(sql);
-    return streamRows(
-      this.#route.connection(writes),
-      sql,
-      params,
-      options,
-      writes,
-    ) as AsyncGenerator<
-      T
-    >;
+    return this.#iterate(sql, snapshot(params), options, writes) as AsyncGenerator<T>;
+  }
+
+  /**
+   * {@link iterate}'s rows. The connection is chosen when iterating starts,
+   * as for any call at the moment it is sent: one chosen at `iterate()` and
+   * used later could meanwhile be handed to a `transaction()` of the same
+   * client, and the cursor would run inside that transaction (reading its
+   * uncommitted rows, and a write through it rolled back with it).
+   */
+  async *#iterate(
+    sql: string,
+    params: BindParams | undefined,
+    options: IterateOptions | undefined,
+    writes: boolean,
+  ): AsyncGenerator<unknown> {
+    const explain = this.#route.ownWriter?.watch() ?? null;
+    const rows = cursorRows(this.#route.connection(writes), sql, params, options, writes);
+    if (explain === null) return yield* rows;
+    try {
+      yield* rows;
+    } catch (err) {
+      throw explain(err);
+    }
   }
 
   /**
@@ -478,7 +495,11 @@ export abstract class Queryable {
         new AbortError("Call was aborted by its signal", { cause: signal.reason }),
       );
     }
-    return this.#route.exclusive((conn) => runTransaction(conn, fn, behavior, this), signal);
+    const ownWriter = this.#route.ownWriter;
+    return this.#route.exclusive(
+      (conn) => runTransaction(conn, fn, behavior, this, ownWriter),
+      signal,
+    );
   }
 
   /**
@@ -515,7 +536,9 @@ export abstract class Queryable {
     checkSql(sql);
     this.#refuseTxControl(sql);
     const explain = this.#route.ownWriter?.watch() ?? null;
-    const conn = await this.#route.connection();
+    // Sent in the same run of code as chosen (no await between): see #iterate.
+    const c = this.#route.connection();
+    const conn = c instanceof Promise ? await c : c;
     let handle: number;
     let columns: string[];
     try {
@@ -598,7 +621,7 @@ function refuseTxEnd(sql: string, script: boolean): void {
 /**
  * A transaction opened by `transaction()`: the query API on the transaction's
  * connection, valid until its `fn` settles (calls after that fail with
- * `ConnectionError`).
+ * `SqliteError` `TX_ENDED`).
  *
  * @example
  * ```ts
@@ -622,10 +645,10 @@ function refuseTxEnd(sql: string, script: boolean): void {
  */
 export class Transaction extends Queryable {
   readonly #conn: PooledConnection;
-  readonly #active: () => string | null;
+  readonly #active: () => Ended | null;
 
   /** @internal */
-  constructor(conn: PooledConnection, active: () => string | null, scope: TransactionScope) {
+  constructor(conn: PooledConnection, active: () => Ended | null, scope: TransactionScope) {
     super(transactionRoute(conn, active, scope));
     this.#conn = conn;
     this.#active = active;
@@ -696,7 +719,7 @@ async function takeTurn(
  */
 function transactionRoute(
   conn: PooledConnection,
-  active: () => string | null,
+  active: () => Ended | null,
   scope: TransactionScope,
 ): Route {
   const fixed = fixedRoute(conn, active);
@@ -732,6 +755,7 @@ async function runTransaction<T>(
   fn: (tx: Transaction) => Promise<T>,
   behavior: string,
   on: Queryable,
+  ownWriter: OwnWriter | undefined,
 ): Promise<T> {
   const parent = scopeOfTx.get(on);
   const scope: TransactionScope = {
@@ -741,7 +765,7 @@ async function runTransaction<T>(
   };
   const open = await takeTurn(conn, scope, parent);
   try {
-    return await runInScope(conn, scope, fn, behavior);
+    return await runInScope(conn, scope, fn, behavior, ownWriter);
   } finally {
     open.stack.splice(open.stack.indexOf(scope), 1);
     for (const wake of open.ended.splice(0)) wake();
@@ -765,11 +789,18 @@ function checkExecOptions(options: unknown): void {
   }
 }
 
+/** Why a call through a `tx` whose `fn` settled is refused. */
+const TX_ENDED: Ended = {
+  message: "Transaction has ended: its function already settled (calls through its tx are refused)",
+  code: ErrorCode.TxEnded,
+};
+
 async function runInScope<T>(
   conn: PooledConnection,
   scope: TransactionScope,
   fn: (tx: Transaction) => Promise<T>,
   behavior: string,
+  ownWriter: OwnWriter | undefined,
 ): Promise<T> {
   const depth = conn.txDepth;
   // Outermost, unless the connection is inside a transaction of its own (a
@@ -778,12 +809,19 @@ async function runInScope<T>(
   const outer = depth === 0 && !conn.inTransaction;
   const savepoint = `netsqlite_sp${depth}`;
   const exec = (sql: string): Promise<unknown> => conn.request(Op.Exec, [sql]);
-  await exec(outer ? `BEGIN ${behavior.toUpperCase()}` : `SAVEPOINT ${savepoint}`);
+  if (outer) {
+    // A BEGIN that waited for a transaction of the same client says so (see OwnWriter).
+    const explain = ownWriter?.watch() ?? null;
+    const begin = exec(`BEGIN ${behavior.toUpperCase()}`);
+    await (explain === null ? begin : begin.catch((err) => Promise.reject(explain(err))));
+  } else {
+    await exec(`SAVEPOINT ${savepoint}`);
+  }
   conn.txDepth++;
   let ended = false;
   const tx = new Transaction(
     conn,
-    () => ended ? "Transaction has ended: its function already settled" : null,
+    () => ended ? TX_ENDED : null,
     scope,
   );
   scopeOfTx.set(tx, scope);

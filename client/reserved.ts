@@ -8,7 +8,13 @@
 import type { PooledConnection } from "./connection.ts";
 import type { Pool } from "./pool.ts";
 import { Queryable } from "./queryable.ts";
-import { fixedRoute } from "./route.ts";
+import { type Ended, fixedRoute } from "./route.ts";
+import { ErrorCode } from "../protocol/errors.ts";
+
+const RELEASED: Ended = {
+  message: "Reserved connection was released: calls through it are refused (reserve another)",
+  code: ErrorCode.Released,
+};
 
 /** Options of `Client.reserve()`. */
 export interface ReserveOptions {
@@ -51,7 +57,7 @@ export class ReservedConnection extends Queryable {
 
   /** @internal Use `Client.reserve()`. */
   constructor(pool: Pool, conn: PooledConnection) {
-    super(fixedRoute(conn, () => this.#released ? "Reserved connection was released" : null));
+    super(fixedRoute(conn, () => this.#released ? RELEASED : null, pool.ownWriter));
     this.#pool = pool;
     this.#conn = conn;
   }
@@ -66,7 +72,7 @@ export class ReservedConnection extends Queryable {
     return this.#released;
   }
 
-  /** Gives the connection back to the pool. Idempotent; later calls fail with `ConnectionError`. */
+  /** Gives the connection back to the pool. Idempotent; later calls fail with `SqliteError` `RELEASED`. */
   release(): void {
     if (this.#released) return;
     this.#released = true;

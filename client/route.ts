@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ConnectionError } from "../protocol/errors.ts";
+import { type ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { PooledConnection } from "./connection.ts";
 import type { OwnWriter } from "./_own_writer.ts";
 
@@ -31,13 +31,29 @@ export interface Route {
    * savepoint named like `transaction()`'s own) are refused.
    */
   readonly refusesTxEnd?: boolean;
-  /** The shared pool's guard against waiting for the client's own transaction. */
+  /**
+   * The client's guard against waiting for its own transaction (explains a
+   * `BUSY_TIMEOUT` that did); on the shared pool and reserved connections.
+   */
   readonly ownWriter?: OwnWriter;
 }
 
-/** A route bound to one connection while `active()` holds. */
-export function fixedRoute(conn: PooledConnection, active: () => string | null): Route {
+/** Why a fixed route no longer takes calls: its message, and the code it fails with. */
+export interface Ended {
+  /** The error's message. */
+  message: string;
+  /** `TX_ENDED` (a `transaction()` handle) or `RELEASED` (a reserved connection). */
+  code: typeof ErrorCode.TxEnded | typeof ErrorCode.Released;
+}
+
+/** A route bound to one connection while `active()` returns `null`. */
+export function fixedRoute(
+  conn: PooledConnection,
+  active: () => Ended | null,
+  ownWriter?: OwnWriter,
+): Route {
   return {
+    ownWriter,
     connection(): PooledConnection | Promise<PooledConnection> {
       const ended = active();
       return ended === null ? conn : Promise.reject(endedError(ended));
@@ -50,6 +66,11 @@ export function fixedRoute(conn: PooledConnection, active: () => string | null):
   };
 }
 
-function endedError(message: string): ConnectionError {
-  return new ConnectionError(message);
+/**
+ * The error of a call through a route that ended: a programming error, so a
+ * `SqliteError` with its own code, not a `ConnectionError` that retry logic
+ * would take for a connection failure. Nothing was sent.
+ */
+export function endedError(ended: Ended): SqliteError {
+  return new SqliteError(ended.code, ended.message);
 }

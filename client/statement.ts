@@ -202,7 +202,8 @@ export class Statement {
   ): AsyncGenerator<unknown> {
     this.#checkLive();
     checkParams(params);
-    const conn = await this.#route.connection(!this.#readsOnly);
+    const c = this.#route.connection(!this.#readsOnly);
+    const conn = c instanceof Promise ? await c : c; // held by cursorRows in this same run
     const h = this.#handleOn(conn);
     yield* cursorRows(
       conn,

@@ -14,7 +14,8 @@
  * |                   | `BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`,          |
  * |                   | `TX_ABORTED`, `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`,                 |
  * |                   | `UNKNOWN_STATEMENT`, `DATABASE_MOVED`,                                 |
- * |                   | `CURSOR_CLOSED`, `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`             |
+ * |                   | `CURSOR_CLOSED`, `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`,            |
+ * |                   | and the client's own `TX_ENDED`, `RELEASED`                            |
  * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`, `ACQUIRE_TIMEOUT`              |
  * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`, `AUTH`,        |
  * |                   | `TOO_MANY_CONNECTIONS`                                                 |
@@ -86,6 +87,18 @@ export const ErrorCode = {
    * sent through a client's shared pool: use `transaction()` or `reserve()`.
    */
   TxControl: "TX_CONTROL",
+  /**
+   * (Client-side; nothing was sent.) A call through the `tx` of a
+   * `transaction(fn)` whose `fn` has already settled: the transaction has
+   * ended. A programming error, not a connection failure: retrying it does
+   * not help.
+   */
+  TxEnded: "TX_ENDED",
+  /**
+   * (Client-side; nothing was sent.) A call through a `ReservedConnection`
+   * after its `release()`. A programming error, not a connection failure.
+   */
+  Released: "RELEASED",
   /**
    * The client did not get an answer within its request timeout (or its
    * connect timeout): the connection was closed after sending `cancel` for
@@ -168,8 +181,8 @@ export interface WireError {
  * statement (`SQLITE_*`, with `sqliteCode`), or netsqlite refused or stopped
  * it (`BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`, `TX_ABORTED`,
  * `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`, `CURSOR_CLOSED`,
- * `TX_CONTROL`, `SHUTTING_DOWN`, `DATABASE_MOVED`, `INTERNAL`), as better-sqlite3 raises its own checks as
- * `SqliteError` too.
+ * `TX_CONTROL`, `SHUTTING_DOWN`, `DATABASE_MOVED`, `INTERNAL`; the client's `TX_ENDED`,
+ * `RELEASED`), as better-sqlite3 raises its own checks as `SqliteError` too.
  *
  * @example
  * ```ts

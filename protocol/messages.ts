@@ -77,6 +77,11 @@ export interface ServerLimits {
   maxCursors: number;
   /** Idle time allowed inside a partly received frame, in ms. */
   frameTimeout: number;
+  /**
+   * A cursor not advanced for this long is closed, in ms (0 = never). Absent
+   * from older servers.
+   */
+  cursorIdleTimeout?: number;
 }
 
 /** Per-call options as sent on the wire: the last element of query/run/iterate. */

@@ -295,16 +295,18 @@ Deno.test({
   },
 });
 
-Deno.test("Client.iterate() not consumed yet whose wait for a connection fails rejects when consumed, and is no unhandled rejection before", async () => {
+Deno.test("Client.iterate() chooses its connection when iterating starts: made while none is free it does not wait before, and its wait when consumed fails as a rejection of next()", async () => {
   await using srv = await startServer();
-  const db = await connect({ ...srv.connectOptions, max: 2, acquireTimeout: 50 });
+  // (max: 1: the one connection reserved, a plain call waits; with max > 1 reserve() leaves one.)
+  const db = await connect({ ...srv.connectOptions, max: 1, acquireTimeout: 50 });
   const a = await db.reserve();
-  const b = await db.reserve();
-  const waiting = db.iterate("SELECT 1"); // its wait for a connection ends with ACQUIRE_TIMEOUT
+  const made = db.iterate<[number]>("SELECT 1", [], { arrays: true }); // nothing chosen yet
+  const waiting = db.iterate("SELECT 1");
   await new Promise((resolve) => setTimeout(resolve, 150));
-  a.release();
-  b.release();
   await assert.rejects(waiting.next(), { name: "ConnectionError", code: "ACQUIRE_TIMEOUT" });
+  a.release();
+  assert.deepEqual(await made.next(), { done: false, value: [1] });
+  await made.return(undefined);
   await db.close();
   const closed = db.iterate("SELECT 1");
   await new Promise((resolve) => setTimeout(resolve, 20));

@@ -172,7 +172,9 @@ Deno.test("Client.transaction()'s tx refuses calls after its function settled", 
     await tx.run("INSERT INTO t VALUES ('in')");
   });
   await assert.rejects(leaked.run("INSERT INTO t VALUES ('late')"), (err: unknown) => {
-    assert.ok(err instanceof ConnectionError);
+    // A programming error with a code of its own, not a connection failure to retry.
+    assert.ok(err instanceof SqliteError && !(err instanceof ConnectionError));
+    assert.equal(err.code, "TX_ENDED");
     assert.match(err.message, /Transaction has ended/);
     return true;
   });
@@ -194,22 +196,23 @@ Deno.test("Client opens connections lazily and never more than max", async () =>
   assert.equal(env.relay.accepted, 2, "a plain call opens a second one");
   const r2 = await db.reserve();
   assert.equal(env.relay.accepted, 2, "reserve() takes the idle second connection");
-  const r3 = await db.reserve();
-  assert.equal(env.relay.accepted, 3, "a new reserved connection is open once reserve() resolves");
-  assert.deepEqual(await r3.values("SELECT 3"), [[3]]);
-  assert.equal(env.relay.accepted, 3);
-  const r4 = track(db.reserve());
-  const plain = track(db.values("SELECT 'waited'"));
+  assert.deepEqual(await r2.values("SELECT 2"), [[2]]);
+  // max - 1 = 2 reserved: reserve() leaves the last connection to plain calls.
+  const r3 = track(db.reserve());
   await delay(50);
-  assert.equal(r4.settled(), false, "a fourth reserve() waits");
-  assert.equal(plain.settled(), false, "plain calls wait while every connection is reserved");
-  assert.equal(env.relay.accepted, 3);
+  assert.equal(r3.settled(), false, "a third reserve() waits");
+  assert.deepEqual(await db.values("SELECT 'plain'"), [["plain"]], "plain calls never wait");
+  assert.equal(env.relay.accepted, 3, "the plain call opened the third connection");
+  const r4 = track(db.reserve());
   r1.release();
-  const fourth = await r4.promise;
-  assert.equal(plain.settled(), false, "the released connection went to the waiting reserve()");
+  const third = await r3.promise;
+  await delay(20);
+  assert.equal(r4.settled(), false, "first come, first served: the fourth still waits");
+  assert.deepEqual(await db.values("SELECT 'still'"), [["still"]]);
   r2.release();
-  assert.deepEqual(await plain.promise, [["waited"]]);
-  r3.release();
+  const fourth = await r4.promise;
+  assert.deepEqual(await third.values("SELECT 3"), [[3]]);
+  third.release();
   fourth.release();
   assert.equal(env.relay.accepted, 3);
   assert.equal(db.connections, 3);
@@ -308,7 +311,12 @@ Deno.test("Client.reserve() gives raw BEGIN/COMMIT a connection of its own", asy
   await conn.exec("BEGIN IMMEDIATE");
   await conn.run("INSERT INTO t VALUES ('abandoned')");
   conn.release();
-  await assert.rejects(conn.values("SELECT 1"), /Reserved connection was released/);
+  await assert.rejects(conn.values("SELECT 1"), (err: unknown) => {
+    assert.ok(err instanceof SqliteError && !(err instanceof ConnectionError));
+    assert.equal(err.code, "RELEASED");
+    assert.match(err.message, /Reserved connection was released/);
+    return true;
+  });
   assert.equal((await db.run("INSERT INTO t VALUES ('next')")).changes, 1);
   assert.deepEqual(await db.values("SELECT v FROM t ORDER BY rowid"), [["reserved"], ["next"]]);
 });
@@ -590,11 +598,12 @@ Deno.test("Client pool at a full server: with no free connection of its own, ope
 });
 
 Deno.test("Client pool at a full server: a connection released inside a transaction is replaced for the waiter, whose first call works", async () => {
-  await using srv = await startServer({ maxConnections: 2 });
-  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await using srv = await startServer({ maxConnections: 3 });
+  await using db = await connect({ ...srv.connectOptions, max: 3 });
   await db.exec("CREATE TABLE t (x)");
   const a = await db.reserve();
   const b = await db.reserve();
+  await db.values("SELECT 1"); // the third connection, kept for plain calls: the server is full
   const waiting = db.reserve();
   await a.exec("BEGIN");
   await a.run("INSERT INTO t VALUES (1)");
@@ -626,7 +635,7 @@ Deno.test("Client pool after a server restart into a full server: calls go over 
     assert.ok(db.connections >= 2, `${db.connections} connections`);
     await server.shutdown();
     server = await serve(opts);
-    other = await connect({ path: opts.path, max: 2 });
+    other = await connect({ path: opts.path, max: 3 });
     const [r1, r2] = [await other.reserve(), await other.reserve()];
     await Promise.all([r1.values("SELECT 1"), r2.values("SELECT 1")]); // 2 of 3 slots taken
     for (let round = 0; round < 3; round++) {
@@ -651,13 +660,17 @@ Deno.test("Client with acquireTimeout: a call, reserve() and transaction() waiti
   await using srv = await startServer();
   await using db = await connect({ ...srv.connectOptions, max: 2, acquireTimeout: 100 });
   await db.exec("CREATE TABLE t (v TEXT)");
+  // One connection reserved (reserve() holds at most max - 1), holding the
+  // writer; the other carries a write waiting for it: a read has none to use.
   const a = await db.reserve();
-  const b = await db.reserve();
+  await a.exec("BEGIN IMMEDIATE");
+  const blocked = db.run("INSERT INTO t VALUES ('waited')");
+  await delay(20);
   let ran = false;
   const started = performance.now();
   const results = await within(
     Promise.allSettled([
-      db.run("INSERT INTO t VALUES ('never')", [], { timeout: 50 }),
+      db.values("SELECT 'never'", [], { timeout: 50 }),
       db.reserve(),
       db.transaction(() => {
         ran = true;
@@ -679,12 +692,13 @@ Deno.test("Client with acquireTimeout: a call, reserve() and transaction() waiti
   assert.ok(took >= 90 && took < 2000, `gave up after ${took} ms`);
   assert.equal(ran, false);
   // The callers that gave up hold nothing: the connections serve the next callers.
+  await a.exec("ROLLBACK");
   a.release();
-  b.release();
+  assert.equal((await blocked).changes, 1);
   const again = await db.reserve();
-  assert.deepEqual(await again.values("SELECT count(*) FROM t"), [[0]]);
+  assert.deepEqual(await again.values("SELECT count(*) FROM t"), [[1]]);
   again.release();
-  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1]]);
   assert.ok(db.connections <= 2);
 });
 
@@ -692,8 +706,7 @@ Deno.test("Client.reserve() and transaction() waiting for a connection reject at
   await using srv = await startServer();
   await using db = await connect({ ...srv.connectOptions, max: 2 });
   await db.exec("CREATE TABLE t (v TEXT)");
-  const a = await db.reserve();
-  const b = await db.reserve();
+  const a = await db.reserve(); // max - 1: the next reserve() waits
   const ac = new AbortController();
   let ran = false;
   const reserving = track(db.reserve({ signal: ac.signal }));
@@ -718,12 +731,9 @@ Deno.test("Client.reserve() and transaction() waiting for a connection reject at
   a.release();
   await assert.rejects(db.reserve({ signal: ac.signal }), AbortError);
   await assert.rejects(db.transaction(() => Promise.resolve(), { signal: ac.signal }), AbortError);
-  // The released connection went to nobody who gave up: two reserve() get both.
-  b.release();
+  // The released connection went to nobody who gave up: the next reserve() gets one.
   const c1 = await db.reserve();
-  const c2 = await db.reserve();
   c1.release();
-  c2.release();
   assert.equal(ran, false);
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
 });

@@ -1,0 +1,191 @@
+/**
+ * The pool's rules between plain calls, `iterate()` cursors, `reserve()` and
+ * `transaction()` of one client: a cursor runs on the connection chosen when
+ * iterating starts; cursors left unfinished stop holding their connection
+ * once dead; `reserve()`/`transaction()` hold at most `max` − 1 connections
+ * and waiters are served first come, first served; a `db.transaction()`
+ * inside `fn` nests; a `BUSY_TIMEOUT` caused by the client's own
+ * transaction says so.
+ */
+
+import assert from "node:assert/strict";
+import { connect, SqliteError } from "../mod.ts";
+import { startServer, within } from "./_helpers.ts";
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+Deno.test("Pool: an iterate() made before a transaction() began and iterated inside it runs outside it", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (x)");
+  await db.run("INSERT INTO t VALUES ('committed')");
+  const early = db.iterate<{ x: string }>("SELECT x FROM t");
+  await delay(10);
+  const seen: string[] = [];
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('uncommitted')");
+      for await (const r of early) seen.push(r.x);
+      throw new Error("roll back");
+    }),
+    /roll back/,
+  );
+  assert.deepEqual(seen, ["committed"], "no dirty read of the transaction's row");
+  // Started in the same run of code as a transaction(): the cursor keeps its connection.
+  const it = db.iterate<{ x: string }>("SELECT x FROM t");
+  const first = it.next();
+  const tx = db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES ('uncommitted 2')");
+    await delay(20);
+    throw new Error("roll back");
+  });
+  const rows = [(await first).value?.x];
+  for await (const r of it) rows.push(r.x);
+  await assert.rejects(tx, /roll back/);
+  assert.deepEqual(rows, ["committed"]);
+  assert.deepEqual(await db.values("SELECT x FROM t"), [["committed"]]);
+});
+
+Deno.test("Pool: a tx.iterate() made inside fn and iterated after fn settled fails with TX_ENDED, never runs on the released connection", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+  const late = await db.transaction((tx) => Promise.resolve(tx.iterate("SELECT x FROM t")));
+  await assert.rejects(late.next(), { code: "TX_ENDED" });
+});
+
+Deno.test("Pool: cursors left unfinished stop holding their connection once the server closed them (idle timeout) or their transaction ended", async () => {
+  await using srv = await startServer({ cursorIdleTimeout: 100 });
+  await using db = await connect({ ...srv.connectOptions, max: 1, acquireTimeout: 5000 });
+  assert.equal(db.serverInfo.limits.cursorIdleTimeout, 100);
+  await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2), (3)");
+  const first = async () => (await db.iterate<{ x: number }>("SELECT x FROM t").next()).value;
+  assert.deepEqual(await first(), { x: 1 }); // the iterator is dropped unfinished
+  // The one connection holds that cursor: the transaction waits until it
+  // lapses (100 ms + a second's margin), then runs.
+  const started = performance.now();
+  assert.equal(await within(db.transaction(() => Promise.resolve(7)), 4000), 7);
+  assert.ok(performance.now() - started >= 900, "waited for the server to close the cursor");
+  // A cursor opened inside a transaction dies with it: its connection is free at once.
+  await db.transaction(async (tx) => {
+    const it = tx.iterate("SELECT x FROM t");
+    await it.next(); // abandoned
+  });
+  const r = await within(db.reserve(), 500);
+  assert.notEqual(r, "timeout", "the transaction's connection came back free");
+  if (r !== "timeout") r.release();
+});
+
+Deno.test("Pool: an iterator dropped unfinished releases its connection once collected (max: 1)", async () => {
+  const fixture = new URL("./fixtures/dropped_cursors.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--v8-flags=--expose-gc", fixture],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  assert.equal(new TextDecoder().decode(out.stdout).trim(), "ok 10");
+});
+
+Deno.test("Pool: transactions in a loop do not starve a plain read (reserve() leaves a connection)", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (x)");
+  let stop = false;
+  const worker = async () => {
+    while (!stop) {
+      await db.transaction(async (tx) => {
+        await tx.get("SELECT count(*) FROM t");
+        await delay(5);
+      });
+    }
+  };
+  const workers = [worker(), worker(), worker()];
+  await delay(50);
+  const read = await within(db.get<{ one: number }>("SELECT 1 AS one"), 1000);
+  stop = true;
+  await Promise.all(workers);
+  assert.deepEqual(read, { one: 1 });
+});
+
+Deno.test("Pool: concurrent transactions that read through the client inside fn all finish (no client-side deadlock)", async () => {
+  await using srv = await startServer({ busyTimeout: 3000 });
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE c (id INTEGER PRIMARY KEY, v INTEGER); INSERT INTO c VALUES (1, 0)");
+  const started = performance.now();
+  const seen = await Promise.all(Array.from({ length: 4 }, () =>
+    db.transaction(async (tx) => {
+      await tx.run("UPDATE c SET v = v + 1");
+      return (await db.get<{ v: number }>("SELECT v FROM c"))!.v; // committed state
+    })));
+  assert.ok(performance.now() - started < 2000, "no transaction waited for the busy timeout");
+  assert.deepEqual(seen, [0, 1, 2, 3]);
+  assert.deepEqual(await db.values("SELECT v FROM c"), [[4]]);
+});
+
+Deno.test("Pool: reserve() from inside fn of the transaction that holds the max - 1 reservable connections is refused, not left waiting", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.transaction(async () => {
+    await assert.rejects(db.reserve(), (err: unknown) => {
+      assert.ok(err instanceof SqliteError);
+      assert.equal(err.code, "TX_CONTROL");
+      assert.match(err.message, /from inside the client's own transaction\(\)/);
+      return true;
+    });
+  });
+});
+
+Deno.test("Pool: db.transaction() inside fn nests as a savepoint with max > 1 (as better-sqlite3)", async () => {
+  await using srv = await startServer({ busyTimeout: 2000 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  const started = performance.now();
+  await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    await db.transaction(async (inner) => {
+      await inner.run("INSERT INTO t VALUES (2)");
+    });
+    await db.transaction(async (inner) => {
+      await inner.run("INSERT INTO t VALUES (3)");
+      throw new Error("undo 3");
+    }).catch(() => {});
+    assert.deepEqual(await tx.values("SELECT x FROM t ORDER BY x"), [[1], [2]]);
+  });
+  assert.ok(performance.now() - started < 1500, "no wait for the writer");
+  assert.deepEqual(await db.values("SELECT x FROM t ORDER BY x"), [[1], [2]]);
+});
+
+Deno.test("Pool: a transaction()'s BEGIN and a reserved connection's BEGIN that waited for the client's own transaction say so", async () => {
+  await using srv = await startServer({ busyTimeout: 200 });
+  await using db = await connect({ ...srv.connectOptions, max: 3 });
+  await db.exec("CREATE TABLE t (x)");
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  const holder = db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    await gate;
+  });
+  await delay(30);
+  const own = /held by this client's own transaction \(session \d+\)/;
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (2)");
+    }),
+    (err: unknown) =>
+      err instanceof SqliteError && err.code === "BUSY_TIMEOUT" && own.test(err.message),
+  );
+  const r = await db.reserve();
+  try {
+    await assert.rejects(
+      r.exec("BEGIN IMMEDIATE"),
+      (err: unknown) =>
+        err instanceof SqliteError && err.code === "BUSY_TIMEOUT" && own.test(err.message),
+    );
+  } finally {
+    r.release();
+  }
+  release();
+  await holder;
+});
