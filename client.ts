@@ -203,7 +203,8 @@ export class Client extends Queryable {
   /**
    * True while a plain call on the client would run inside a transaction,
    * which is only possible with `max: 1`: after a raw `BEGIN`, or from inside
-   * `transaction(fn)` (whose plain calls join it); see
+   * `transaction(fn)` (whose plain calls join it), and while such a
+   * transaction lost with its connection awaits its `ROLLBACK`; see
    * {@link ReservedConnection.inTransaction}.
    */
   get inTransaction(): boolean {

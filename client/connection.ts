@@ -312,6 +312,17 @@ export class PooledConnection {
     return this.#blocking > 0;
   }
 
+  /**
+   * True while a transaction was lost with the link and its `ROLLBACK` was
+   * not sent yet: every call but `ROLLBACK` fails until then.
+   */
+  get lostTransaction(): boolean {
+    if (this.#lostTransaction) return true;
+    const link = this.#link;
+    return link !== null && link.failure !== null && this.#judged !== link &&
+      ((link.inTransaction && this.#guarded !== link) || this.txDepth > 0);
+  }
+
   /** True while the link is up and the server reports an open transaction on it. */
   get inTransaction(): boolean {
     const link = this.#link;

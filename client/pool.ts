@@ -182,8 +182,8 @@ export class Pool implements ConnectionEvents {
    */
   get sharedInTransaction(): boolean {
     const own = this.callerTransaction();
-    if (own !== null) return own.inTransaction;
-    return this.#conns.some((c) => !c.reserved && c.inTransaction);
+    if (own !== null) return own.inTransaction || own.lostTransaction;
+    return this.#conns.some((c) => !c.reserved && (c.inTransaction || c.lostTransaction));
   }
 
   /**

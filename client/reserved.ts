@@ -62,9 +62,14 @@ export class ReservedConnection extends Queryable {
     this.#conn = conn;
   }
 
-  /** True while this connection has a transaction open on the server. */
+  /**
+   * True while this connection has a transaction open on the server, or one
+   * lost with its connection awaits its `ROLLBACK` (every call but `ROLLBACK`
+   * fails then), so that `if (r.inTransaction) await r.exec("ROLLBACK")`
+   * clears either.
+   */
   get inTransaction(): boolean {
-    return !this.#released && this.#conn.inTransaction;
+    return !this.#released && (this.#conn.inTransaction || this.#conn.lostTransaction);
   }
 
   /** True once {@link release} was called. */

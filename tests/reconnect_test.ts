@@ -62,13 +62,34 @@ Deno.test("Client never continues a lost transaction on a new connection", async
   await db.run("INSERT INTO t VALUES ('in tx')");
   assert.equal(db.inTransaction, true);
   await srv.restart();
+  // Until its ROLLBACK the lost transaction still counts as open, so that
+  // `if (db.inTransaction) await db.exec("ROLLBACK")` clears it.
+  assert.equal(db.inTransaction, true);
   // Statements meant for the lost transaction fail instead of autocommitting.
   await assert.rejects(db.run("INSERT INTO t VALUES ('would autocommit')"), ConnectionError);
   await assert.rejects(db.query("SELECT * FROM t"), /lost inside a transaction/);
-  assert.equal(db.inTransaction, false);
+  assert.equal(db.inTransaction, true);
   // ROLLBACK acknowledges the loss; then the client reconnects.
   await db.exec("ROLLBACK");
+  assert.equal(db.inTransaction, false);
   assert.deepEqual(await db.values("SELECT x FROM t"), []);
+});
+
+Deno.test("ReservedConnection.inTransaction stays true for a transaction lost with its connection until ROLLBACK", async () => {
+  await using dir = await tempDir();
+  await using srv = await restartable(dir.path);
+  await using db = await connect({ path: srv.options.path });
+  await db.exec("CREATE TABLE t (x)");
+  await using r = await db.reserve();
+  await r.exec("BEGIN");
+  await r.run("INSERT INTO t VALUES (1)");
+  await srv.restart();
+  await assert.rejects(r.run("INSERT INTO t VALUES (2)"), /lost inside a transaction/);
+  assert.equal(r.inTransaction, true);
+  await r.exec("ROLLBACK");
+  assert.equal(r.inTransaction, false);
+  await r.run("INSERT INTO t VALUES (3)");
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[3]]);
 });
 
 Deno.test("Client.transaction() interrupted by a lost connection rethrows and leaves the client usable", async () => {
