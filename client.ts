@@ -189,6 +189,7 @@ export class Client extends Queryable {
           pool.release(conn);
         }
       },
+      earlier: () => pool.burstSettled(),
       refusesTxControl: pool.max > 1,
       ownWriter: pool.ownWriter,
     });

@@ -217,6 +217,22 @@ export class Pool implements ConnectionEvents {
   }
 
   /**
+   * During a burst: settles once its connection has no request in flight
+   * (those of the burst so far included); `null` outside a burst.
+   */
+  burstSettled(): Promise<void> | null {
+    const burst = this.#burst;
+    if (burst === null) return null;
+    const settled = burst instanceof Promise
+      ? burst.then((c) => c.settled())
+      : burst.busy > 0
+      ? burst.settled()
+      : null;
+    // A failed wait for the burst's connection is the burst's calls' to report.
+    return settled === null ? null : settled.catch(() => {});
+  }
+
+  /**
    * The connection for a call that may wait for the writer joining a burst
    * on `conn`: `conn`, unless that would leave no connection free of such
    * calls while another already carries them. Then the call and the rest of

@@ -343,7 +343,10 @@ export abstract class Queryable {
       return failing(err) as AsyncGenerator<T>;
     }
     const writes = !readsOnly(sql);
-    return this.#iterate(sql, snapshot(params), options, writes) as AsyncGenerator<T>;
+    // Calls issued before it in the same burst run first (README: Order),
+    // although its connection is chosen only when iterating starts.
+    const earlier = this.#route.earlier?.() ?? null;
+    return this.#iterate(sql, snapshot(params), options, writes, earlier) as AsyncGenerator<T>;
   }
 
   /**
@@ -358,7 +361,9 @@ export abstract class Queryable {
     params: BindParams | undefined,
     options: IterateOptions | undefined,
     writes: boolean,
+    earlier: Promise<void> | null,
   ): AsyncGenerator<unknown> {
+    if (earlier !== null) await earlier;
     const explain = this.#route.ownWriter?.watch() ?? null;
     const rows = cursorRows(this.#route.connection(writes), sql, params, options, writes);
     if (explain === null) return yield* rows;

@@ -23,6 +23,13 @@ export interface Route {
    * after; a reserved route uses its own.
    */
   exclusive<T>(fn: (conn: PooledConnection) => Promise<T>, signal?: AbortSignal): Promise<T>;
+  /**
+   * On the shared pool, during a burst (calls issued in one synchronous run):
+   * settles once the calls issued so far on the burst's connection were
+   * answered, for a call that chooses its connection later (`iterate()`,
+   * when iterating starts) yet must see their writes; else `null`.
+   */
+  earlier?(): Promise<void> | null;
   /** True on a shared pool of more than one connection: raw BEGIN/COMMIT is refused. */
   readonly refusesTxControl: boolean;
   /**

@@ -192,14 +192,19 @@ export class Statement {
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
   iterate<T = Row>(params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
-    // Rows are asked for when iterating starts: the parameters are those of now.
-    return this.#iterate(snapshot(params), { arrays: this.#raw, ...options }) as AsyncGenerator<T>;
+    // Rows are asked for when iterating starts: the parameters are those of
+    // now, and calls issued before it in the same burst run first.
+    const earlier = this.#route.earlier?.() ?? null;
+    const opts = { arrays: this.#raw, ...options };
+    return this.#iterate(snapshot(params), opts, earlier) as AsyncGenerator<T>;
   }
 
   async *#iterate(
     params: BindParams | undefined,
     options: IterateOptions,
+    earlier: Promise<void> | null,
   ): AsyncGenerator<unknown> {
+    if (earlier !== null) await earlier;
     this.#checkLive();
     checkParams(params);
     const c = this.#route.connection(!this.#readsOnly);

@@ -46,6 +46,36 @@ Deno.test("Pool: an iterate() made before a transaction() began and iterated ins
   assert.deepEqual(await db.values("SELECT x FROM t"), [["committed"]]);
 });
 
+Deno.test("Pool: an iterate() issued in a burst after a write sees it, though iterated after an await", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE bu (x)");
+  await Promise.all([db.get("SELECT 1"), db.get("SELECT 2")]); // both connections open
+  for (let round = 0; round < 3; round++) {
+    await db.exec("DELETE FROM bu");
+    // One synchronous run: a write, then an iterate over its table (README: Order).
+    const write = db.run(
+      "INSERT INTO bu WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c " +
+        "WHERE i < 50000) SELECT i FROM c",
+    );
+    const it = db.iterate<{ n: number }>("SELECT count(*) AS n FROM bu");
+    await Promise.resolve(); // the burst ends before iterating starts
+    const seen: number[] = [];
+    for await (const r of it) seen.push(r.n);
+    assert.deepEqual(seen, [50000], `round ${round}: the iterate missed the write before it`);
+    await write;
+  }
+  // A prepared statement's iterate() keeps the same order.
+  const count = await db.prepare("SELECT count(*) AS n FROM bu");
+  const write = db.run("INSERT INTO bu SELECT x FROM bu");
+  const it = count.iterate<{ n: number }>();
+  await Promise.resolve();
+  const seen: number[] = [];
+  for await (const r of it) seen.push(r.n);
+  assert.deepEqual(seen, [100000], "Statement.iterate() missed the write before it");
+  await write;
+});
+
 Deno.test("Pool: a tx.iterate() made inside fn and iterated after fn settled fails with TX_ENDED, never runs on the released connection", async () => {
   await using srv = await startServer();
   await using db = await connect({ ...srv.connectOptions, max: 2 });
