@@ -84,6 +84,9 @@ Deno.test("ReservedConnection.inTransaction stays true for a transaction lost wi
   await r.exec("BEGIN");
   await r.run("INSERT INTO t VALUES (1)");
   await srv.restart();
+  // The first call learns of the loss (from the server's shutdown notice, or the closed link).
+  await assert.rejects(r.run("INSERT INTO t VALUES (2)"), ConnectionError);
+  assert.equal(r.inTransaction, true);
   await assert.rejects(r.run("INSERT INTO t VALUES (2)"), /lost inside a transaction/);
   assert.equal(r.inTransaction, true);
   await r.exec("ROLLBACK");

@@ -136,6 +136,9 @@ for (const engine of ENGINES) {
   }
 }
 
+/** A transaction lost with its connection, which the server rolled back. */
+const LOST = /^Connection was lost inside a transaction, which the server rolled back/;
+
 const SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) " +
   "SELECT count(*) AS n FROM c";
 
@@ -162,8 +165,15 @@ for (const engine of ENGINES) {
     assert.deepEqual(slow, { n: 2000000 });
     assert.ok(err instanceof ConnectionError, String(err));
     assert.equal(err.mayHaveRun, false, err.message);
-    assert.match(err.message, SHUTTING_DOWN);
-    assert.match(err.message, ROLLED_BACK);
+    if (engine === "node" && LOST.test(err.message)) {
+      // node:sqlite runs the slow statement on the main thread, so the
+      // shutdown is seen only once it was answered; the connection's next
+      // turn (a timer, as the shutdown's) may run the queued write first.
+      // Then the COMMIT finds the connection closed: rolled back all the same.
+    } else {
+      assert.match(err.message, SHUTTING_DOWN);
+      assert.match(err.message, ROLLED_BACK);
+    }
     await using again = await startServer({ engine, database: srv.database });
     await using db2 = await again.client();
     assert.deepEqual(await db2.values("SELECT x FROM t"), []);
