@@ -177,7 +177,7 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
     case Op.CloseCursor:
       return { op: Op.CloseCursor, id, args: [handle(msg[2])] };
     case Op.Cancel: {
-      const target = controlInt(msg[2]);
+      const target = msg[2];
       if (!isId(target)) throw badRequest(`Expected the id of the request to cancel`);
       return { op: Op.Cancel, id, args: [target as number] };
     }
@@ -221,14 +221,12 @@ function sqlText(v: unknown): string {
   return v;
 }
 
-function sqlOrHandle(sqlOrHandle: unknown): StatementRef {
-  const v = controlInt(sqlOrHandle);
+function sqlOrHandle(v: unknown): StatementRef {
   if (typeof v === "string" || (typeof v === "number" && Number.isInteger(v))) return v;
   throw badRequest(`Expected SQL text or a statement handle, got ${typeName(v)}`);
 }
 
-function handle(handle: unknown): number {
-  const v = controlInt(handle);
+function handle(v: unknown): number {
   if (typeof v === "number" && Number.isInteger(v)) return v;
   throw badRequest(`Expected a statement handle, got ${typeName(v)}`);
 }

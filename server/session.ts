@@ -39,7 +39,6 @@ import {
 } from "../protocol/messages.ts";
 import {
   asEnvelope,
-  controlInt,
   type DecodedRequest,
   decodeHello,
   decodeRequest,
@@ -1251,7 +1250,7 @@ export class Session implements SessionProbe {
   ): SqliteError {
     const count = rows instanceof Encoded ? rows.count : rows.length;
     try {
-      this.#engine.closeCursor(controlInt(req[2]) as number);
+      this.#engine.closeCursor(req[2] as number);
     } catch {
       // The chunk was the last one: the cursor is gone already.
     }

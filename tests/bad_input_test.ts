@@ -627,7 +627,7 @@ Deno.test("Session takes control integers sent as int64/uint64 as numbers, and S
 });
 
 Deno.test("Session keeps a cursor advanced with int64 ids alive past cursorIdleTimeout", async () => {
-  await using ctx = await setup({ cursorIdleTimeout: 300 });
+  await using ctx = await setup({ cursorIdleTimeout: 1000 });
   await using raw = await RawConn.open(ctx.path);
   const request = async (msg: unknown[]): Promise<Reply> => {
     await raw.write(wideFrame(msg));
@@ -640,8 +640,8 @@ Deno.test("Session keeps a cursor advanced with int64 ids alive past cursorIdleT
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 100000) SELECT x FROM c",
   ]);
   assert.equal(it[1], 0, show(it));
-  // Advanced every 100 ms for 800 ms: never idle for 300 ms.
-  for (let id = 3; id < 11; id++) {
+  // Advanced every 100 ms for 1.5 s: never idle for 1 s (a wide margin under load).
+  for (let id = 3; id < 18; id++) {
     await delay(100);
     const next = await request([i64(Op.Next), i64(id), i64(it[2][0])]);
     assert.equal(next[1], 0, `pull ${id - 2}: ${show(next)}`);
