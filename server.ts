@@ -19,6 +19,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { joinValues } from "./cli/args.ts";
 import { isAbsolute, resolve } from "node:path";
 import { Engine } from "./engine/engine.ts";
 import type { EngineLike } from "./engine/engine_api.ts";
@@ -763,6 +764,47 @@ Options:
   --help                  show this help
 `;
 
+/** The options of `netsqlite serve`, as `parseArgs` takes them. */
+const SERVE_FLAGS = {
+  db: { type: "string" },
+  socket: { type: "string" },
+  tcp: { type: "string" },
+  synchronous: { type: "string" },
+  "busy-timeout": { type: "string" },
+  "tx-idle-timeout": { type: "string" },
+  "tx-timeout": { type: "string" },
+  "max-frame-size": { type: "string" },
+  "statement-timeout": { type: "string" },
+  "max-result-bytes": { type: "string" },
+  "frame-timeout": { type: "string" },
+  "max-connections": { type: "string" },
+  "hello-timeout": { type: "string" },
+  "max-handshakes": { type: "string" },
+  "max-handshakes-per-address": { type: "string" },
+  "cursor-idle-timeout": { type: "string" },
+  "write-stall-timeout": { type: "string" },
+  "max-unsent-bytes": { type: "string" },
+  engine: { type: "string" },
+  "sqlite-lib": { type: "string" },
+  channel: { type: "string" },
+  "socket-mode": { type: "string" },
+  token: { type: "string" },
+  "token-file": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  readonly: { type: "boolean" },
+  "allow-attach": { type: "boolean" },
+  "allow-unsafe-pragmas": { type: "boolean" },
+  "allow-double-quoted-strings": { type: "boolean" },
+  "grace-ms": { type: "string" },
+  "log-level": { type: "string" },
+  "slow-ms": { type: "string" },
+  "backup-dir": { type: "string" },
+  dqlite: { type: "string" },
+  "dqlite-db": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
 /**
  * Parses the server's command-line arguments into {@link ServeOptions}.
  *
@@ -780,47 +822,10 @@ Options:
  */
 export function parseServeArgs(args: string[]): ServeOptions | "help" {
   const { values } = parseArgs({
-    args: joinNegativeValues(args),
+    // A value may start with `-` (`--slow-ms -3` reaches the range check).
+    args: joinValues(args, SERVE_FLAGS),
     strict: true,
-    options: {
-      db: { type: "string" },
-      socket: { type: "string" },
-      tcp: { type: "string" },
-      synchronous: { type: "string" },
-      "busy-timeout": { type: "string" },
-      "tx-idle-timeout": { type: "string" },
-      "tx-timeout": { type: "string" },
-      "max-frame-size": { type: "string" },
-      "statement-timeout": { type: "string" },
-      "max-result-bytes": { type: "string" },
-      "frame-timeout": { type: "string" },
-      "max-connections": { type: "string" },
-      "hello-timeout": { type: "string" },
-      "max-handshakes": { type: "string" },
-      "max-handshakes-per-address": { type: "string" },
-      "cursor-idle-timeout": { type: "string" },
-      "write-stall-timeout": { type: "string" },
-      "max-unsent-bytes": { type: "string" },
-      engine: { type: "string" },
-      "sqlite-lib": { type: "string" },
-      channel: { type: "string" },
-      "socket-mode": { type: "string" },
-      token: { type: "string" },
-      "token-file": { type: "string" },
-      "tls-cert": { type: "string" },
-      "tls-key": { type: "string" },
-      readonly: { type: "boolean" },
-      "allow-attach": { type: "boolean" },
-      "allow-unsafe-pragmas": { type: "boolean" },
-      "allow-double-quoted-strings": { type: "boolean" },
-      "grace-ms": { type: "string" },
-      "log-level": { type: "string" },
-      "slow-ms": { type: "string" },
-      "backup-dir": { type: "string" },
-      dqlite: { type: "string" },
-      "dqlite-db": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    options: SERVE_FLAGS,
   });
   if (values.help) return "help";
   const options: ServeOptions = {
@@ -924,46 +929,6 @@ function numberArg(flag: string, text: string | undefined): number | undefined {
     throw new TypeError(`Invalid ${flag} "${text}": expected a whole number in decimal digits`);
   }
   return Number(text);
-}
-
-/** The flags that take a whole number (their value may be negative, e.g. `--slow-ms -3`). */
-const INTEGER_FLAGS: ReadonlySet<string> = new Set([
-  "--busy-timeout",
-  "--tx-idle-timeout",
-  "--tx-timeout",
-  "--max-frame-size",
-  "--statement-timeout",
-  "--max-result-bytes",
-  "--frame-timeout",
-  "--max-connections",
-  "--hello-timeout",
-  "--max-handshakes",
-  "--max-handshakes-per-address",
-  "--cursor-idle-timeout",
-  "--write-stall-timeout",
-  "--max-unsent-bytes",
-  "--grace-ms",
-  "--slow-ms",
-]);
-
-/**
- * `--flag -5` as `--flag=-5`, for the integer flags: parseArgs would refuse the
- * value as "ambiguous" (it looks like a flag), before the range check could
- * say what range the flag takes.
- */
-function joinNegativeValues(args: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === "--") {
-      out.push(...args.slice(i));
-      break;
-    }
-    if (INTEGER_FLAGS.has(a) && i + 1 < args.length && /^-\d/.test(args[i + 1])) {
-      out.push(`${a}=${args[++i]}`);
-    } else out.push(a);
-  }
-  return out;
 }
 
 /** The value of `flag` in `args` (`--flag V` or `--flag=V`), or `undefined`. */
