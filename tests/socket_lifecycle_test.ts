@@ -151,7 +151,7 @@ Deno.test("Server.shutdown() keeps the socket file through the grace period (con
 
 Deno.test("serve() on a path that leaves no room for a temporary name beside it listens there directly", async () => {
   await using dir = await tempDir();
-  // The socket name is short and the directory long: `.nsq<8 hex>` would not fit.
+  // The socket name is short and the directory long: `.nsq<pid>.<8 hex>` would not fit.
   const room = MAX_SOCKET_PATH_BYTES - dir.path.length - "/s".length - "/".length;
   const sub = `${dir.path}/${"d".repeat(room)}`;
   Deno.mkdirSync(sub);

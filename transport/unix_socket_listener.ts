@@ -14,25 +14,25 @@
  * Checking for a live server and renaming over a stale socket happen under
  * an advisory lock (`flock`) on the directory, so two netsqlite servers
  * starting together on one path cannot both take it: the second finds the
- * first listening.
+ * first listening. Under that lock a server that has claimed its path also
+ * removes the temporary sockets that killed servers left behind
+ * ({@link removeLeftoverTemporaries}).
  *
  * @module
  */
 
-import { basename, dirname } from "node:path";
+import { dirname } from "node:path";
 import { userId } from "./_runtime.ts";
+import {
+  byteLength,
+  MAX_SOCKET_PATH_BYTES,
+  removeLeftoverTemporaries,
+  temporaryName,
+} from "./_temporary_socket.ts";
 import { ListenError } from "./listen_error.ts";
 import type { Listener } from "./tls_listener.ts";
 
-/**
- * The longest Unix socket path in bytes: `sun_path` less its final NUL,
- * 107 on Linux, 103 on macOS and the BSDs.
- */
-export const MAX_SOCKET_PATH_BYTES: number =
-  Deno.build.os === "darwin" || Deno.build.os === "freebsd" || Deno.build.os === "netbsd" ||
-    Deno.build.os === "solaris"
-    ? 103
-    : 107;
+export { MAX_SOCKET_PATH_BYTES };
 
 /** How long a start waits for another server's claim of the directory (ms). */
 const DIR_LOCK_WAIT_MS = 2000;
@@ -132,6 +132,7 @@ export async function listenUnix(path: string, mode: number): Promise<UnixSocket
         });
       }
     }
+    if (dirLock !== null) await removeLeftoverTemporaries(path);
     return new UnixSocketListener(inner, path, id);
   } finally {
     dirLock?.close();
@@ -195,22 +196,6 @@ function notOurs(path: string, info: Deno.FileInfo, cause: unknown): ListenError
 }
 
 /**
- * A private name beside `path` to listen on before renaming it there, or
- * `null` when even the shortest would exceed {@link MAX_SOCKET_PATH_BYTES}
- * (a very long directory and a very short socket name).
- */
-function temporaryName(path: string): string | null {
-  const dir = dirname(path);
-  const random = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16))
-    .map((h) => h.padStart(2, "0")).join("");
-  for (const name of [`.${basename(path)}.${Deno.pid}.${random}.tmp`, `.nsq${random}`]) {
-    const temp = `${dir}/${name}`;
-    if (byteLength(temp) <= MAX_SOCKET_PATH_BYTES) return temp;
-  }
-  return null;
-}
-
-/**
  * An exclusive advisory lock on `dir`, taken within {@link DIR_LOCK_WAIT_MS};
  * `null` when it cannot be opened or locked (no read permission, a file
  * system without `flock`, a holder that does not let go): the claim then
@@ -237,10 +222,6 @@ async function lockDir(dir: string): Promise<Deno.FsFile | null> {
   }
   file.close();
   return null;
-}
-
-function byteLength(s: string): number {
-  return new TextEncoder().encode(s).length;
 }
 
 /**

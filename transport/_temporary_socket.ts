@@ -1,0 +1,170 @@
+/**
+ * The temporary names a server listens on before renaming its socket onto
+ * the real path, and the removal of those a killed server left behind.
+ *
+ * A server killed (SIGKILL, power loss) between its `listen` and its rename
+ * leaves its temporary socket file in the directory. Each name carries the
+ * pid of the process that made it, so a later server on that directory can
+ * tell the leftovers of dead processes from a claim in progress, and removes
+ * them while it holds the directory's lock (no netsqlite server is then
+ * between its listen and its rename there).
+ *
+ * @module
+ */
+
+import { basename, dirname } from "node:path";
+import { userId } from "./_runtime.ts";
+
+/**
+ * The longest Unix socket path in bytes: `sun_path` less its final NUL,
+ * 107 on Linux, 103 on macOS and the BSDs.
+ */
+export const MAX_SOCKET_PATH_BYTES: number =
+  Deno.build.os === "darwin" || Deno.build.os === "freebsd" || Deno.build.os === "netbsd" ||
+    Deno.build.os === "solaris"
+    ? 103
+    : 107;
+
+/**
+ * A leftover of a process known to be dead is removed once it is this old
+ * (ms): a claim takes milliseconds, and the margin spares a claim in progress
+ * by a process this one cannot see (another pid namespace) that went ahead
+ * without the directory's lock.
+ */
+export const DEAD_LEFTOVER_AGE_MS = 10_000;
+
+/**
+ * A leftover whose process cannot be checked (no `/proc`: macOS, the BSDs)
+ * is removed once it is this old (ms).
+ */
+export const UNKNOWN_LEFTOVER_AGE_MS = 10 * 60_000;
+
+/** The short name's prefix, for sockets whose own name leaves no room for the long one. */
+const SHORT_PREFIX = ".nsq";
+
+/** `<pid>.<8 hex digits>`, the part both forms share. */
+const PID_RANDOM = /^([1-9][0-9]{0,9})\.[0-9a-f]{8}$/;
+
+/**
+ * A private name beside `path` to listen on before renaming it there:
+ * `.<name>.<pid>.<random>.tmp`, or `.nsq<pid>.<random>` when that is too
+ * long; `null` when even the short one would exceed
+ * {@link MAX_SOCKET_PATH_BYTES} (a very long directory and a very short
+ * socket name).
+ */
+export function temporaryName(path: string): string | null {
+  const dir = dirname(path);
+  const random = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16))
+    .map((h) => h.padStart(2, "0")).join("");
+  const tag = `${Deno.pid}.${random}`;
+  for (const name of [`.${basename(path)}.${tag}.tmp`, `${SHORT_PREFIX}${tag}`]) {
+    const temp = `${dir}/${name}`;
+    if (byteLength(temp) <= MAX_SOCKET_PATH_BYTES) return temp;
+  }
+  return null;
+}
+
+/**
+ * The pid in `name` if it is a temporary name for the socket named `socket`
+ * in the same directory (either form), else `null`.
+ */
+export function temporaryNamePid(name: string, socket: string): number | null {
+  let tag: string | null = null;
+  const long = `.${socket}.`;
+  if (name.startsWith(long) && name.endsWith(".tmp")) {
+    tag = name.slice(long.length, -".tmp".length);
+  } else if (name.startsWith(SHORT_PREFIX)) {
+    tag = name.slice(SHORT_PREFIX.length);
+  }
+  const match = tag === null ? null : PID_RANDOM.exec(tag);
+  return match === null ? null : Number(match[1]);
+}
+
+/**
+ * Removes the temporary sockets that killed servers left beside `path`:
+ * names of either form ({@link temporaryName}; the long one for this
+ * socket's name only), that are sockets (not followed through a symlink),
+ * owned by this user, and either of a process known to be dead and at least
+ * {@link DEAD_LEFTOVER_AGE_MS} old, or of a process that cannot be checked
+ * and at least {@link UNKNOWN_LEFTOVER_AGE_MS} old. A live process's name is
+ * kept. Call it only while holding the directory's lock. Never throws.
+ *
+ * @returns The names removed.
+ */
+export async function removeLeftoverTemporaries(path: string): Promise<string[]> {
+  const dir = dirname(path);
+  const socket = basename(path);
+  const removed: string[] = [];
+  let me: number | null;
+  try {
+    me = userId();
+  } catch {
+    return removed; // no --allow-sys=uid: owners cannot be compared
+  }
+  if (me === null) return removed;
+  const procs = new ProcessTable();
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      const pid = temporaryNamePid(entry.name, socket);
+      if (pid === null || pid === Deno.pid) continue;
+      const file = `${dir}/${entry.name}`;
+      let info: Deno.FileInfo;
+      try {
+        info = await Deno.lstat(file);
+      } catch {
+        continue;
+      }
+      if (!info.isSocket || info.uid !== me || info.mtime === null) continue;
+      const age = Date.now() - info.mtime.getTime();
+      const alive = procs.alive(pid);
+      const stale = alive === false
+        ? age >= DEAD_LEFTOVER_AGE_MS
+        : alive === null && age >= UNKNOWN_LEFTOVER_AGE_MS;
+      if (!stale) continue;
+      try {
+        await Deno.remove(file);
+        removed.push(entry.name);
+      } catch {
+        // Gone meanwhile, or not ours to remove.
+      }
+    }
+  } catch {
+    // The directory cannot be listed: nothing to clean.
+  }
+  return removed;
+}
+
+/** Whether processes are alive, from `/proc` where there is one. */
+class ProcessTable {
+  #hasProc: boolean | undefined;
+
+  /** `true` alive (or a zombie), `false` dead, `null` cannot tell. */
+  alive(pid: number): boolean | null {
+    if (pid === Deno.pid) return true;
+    if (!this.#procMounted()) return null;
+    try {
+      Deno.lstatSync(`/proc/${pid}`);
+      return true;
+    } catch (err) {
+      return err instanceof Deno.errors.NotFound ? false : null;
+    }
+  }
+
+  /** Whether `/proc` shows this process, so that an absent pid means a dead one. */
+  #procMounted(): boolean {
+    if (this.#hasProc === undefined) {
+      try {
+        this.#hasProc = Deno.build.os === "linux" &&
+          Deno.lstatSync(`/proc/${Deno.pid}`).isDirectory;
+      } catch {
+        this.#hasProc = false;
+      }
+    }
+    return this.#hasProc;
+  }
+}
+
+/** Length of `s` in UTF-8 bytes. */
+export function byteLength(s: string): number {
+  return new TextEncoder().encode(s).length;
+}
