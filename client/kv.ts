@@ -185,9 +185,15 @@ export class KvCollection {
   /** The entry under `key`, or `null`. */
   async get<T = unknown>(key: KvKey | string): Promise<KvEntry<T> | null> {
     const k = encodeKey(toKey(key));
-    const rows = await this.#values<[Uint8Array, number]>(
-      "SELECT value, version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
-      [this.#name, k],
+    // A value larger than one reply (`maxResultBytes`) streams through a cursor, as in getMany.
+    const rows = await orEmpty(
+      readAll<[Uint8Array, number]>(
+        this.#sql,
+        this.#name,
+        "SELECT value, version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
+        [this.#name, k],
+      ),
+      [],
     );
     if (rows.length === 0) return null;
     const parts = decodeKey(k);

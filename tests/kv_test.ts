@@ -560,3 +560,19 @@ Deno.test("kv: entries too large even streamed fail with RESULT_TOO_LARGE advice
   // Fewer at a time works.
   assert.equal((await c.getMany([["k", 0]]))[0]!.version > 0, true);
 });
+
+Deno.test("kv: get() of a value larger than one reply streams it (as put() accepted it)", async () => {
+  await using srv = await startServer({ maxResultBytes: 64 * 1024 });
+  await using db = await srv.client();
+  const c = db.kv("big");
+  const value = new Uint8Array(200_000).map((_, i) => i % 251);
+  const version = await c.put(["k"], value);
+  const e = await c.get<Uint8Array>(["k"]);
+  assert.ok(e !== null);
+  assert.equal(e.version, version);
+  assert.deepEqual(e.value, value);
+  // Inside a transaction too, and an absent key is still null.
+  const inTx = await db.transaction((tx) => tx.kv("big").get<Uint8Array>(["k"]));
+  assert.equal(inTx!.value.length, 200_000);
+  assert.equal(await c.get(["absent"]), null);
+});
