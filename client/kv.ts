@@ -314,8 +314,12 @@ export class KvCollection {
 
 /** Result of {@link KvAtomic.commit}. */
 export interface KvCommitResult {
-  /** Version of each put or delete, in the order they were added. */
-  versions: number[];
+  /**
+   * One entry per put or delete, in the order they were added (checks have
+   * none): the key's new version, or `null` for a delete of a key that was
+   * absent (nothing was written for it).
+   */
+  versions: (number | null)[];
 }
 
 type Mutation =
@@ -365,7 +369,7 @@ export class KvAtomic {
     const ops = this.#ops;
     const name = this.#name;
     return await this.#sql.transaction(async (tx) => {
-      const versions: number[] = [];
+      const versions: (number | null)[] = [];
       for (const op of ops) {
         const k = encodeKey(op.key);
         if (op.kind === "check") {
@@ -381,8 +385,7 @@ export class KvAtomic {
         } else if (op.kind === "put") {
           versions.push((await putSql(tx, name, k, op.value, undefined))!);
         } else {
-          const v = await deleteSql(tx, name, k);
-          if (v !== null) versions.push(v);
+          versions.push(await deleteSql(tx, name, k));
         }
       }
       return { versions };

@@ -89,7 +89,10 @@ Deno.test("kv: atomic commits all or nothing", async () => {
   const vb = await kv.put("bob", 0);
   const { versions } = await kv.atomic().check("alice", va).check("bob", vb)
     .set("alice", 70).set("bob", 30).delete("nobody").commit();
-  assert.equal(versions.length, 2);
+  // One version per put or delete, in order; null for the delete of an absent key.
+  assert.equal(versions.length, 3);
+  assert.ok(versions[0]! > vb && versions[1]! > versions[0]!);
+  assert.equal(versions[2], null);
   assert.deepEqual((await kv.getMany(["alice", "bob"])).map((e) => e!.value), [70, 30]);
   // A stale check: nothing of the operation is written.
   await assert.rejects(
@@ -575,4 +578,25 @@ Deno.test("kv: get() of a value larger than one reply streams it (as put() accep
   const inTx = await db.transaction((tx) => tx.kv("big").get<Uint8Array>(["k"]));
   assert.equal(inTx!.value.length, 200_000);
   assert.equal(await c.get(["absent"]), null);
+});
+
+Deno.test("kv: atomic versions line up with the puts and deletes added (null: absent key)", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("v");
+  const va = await kv.put("a", 1);
+  const { versions } = await kv.atomic().delete("nope").set("b", 2)
+    .delete("a").delete("a").commit();
+  assert.equal(versions.length, 4);
+  assert.equal(versions[0], null);
+  assert.equal(
+    versions[1],
+    (await db.values<[number]>(
+      "SELECT version FROM netsqlite_kv WHERE collection = 'v' AND value IS NOT NULL",
+    ))[0][0],
+  );
+  assert.ok(versions[2]! > versions[1]! && versions[1]! > va);
+  assert.equal(versions[3], null); // already deleted by the operation before it
+  assert.equal(await kv.get("a"), null);
+  assert.equal((await kv.get("b"))!.version, versions[1]);
 });
