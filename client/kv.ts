@@ -342,7 +342,11 @@ export class KvAtomic {
     this.#name = name;
   }
 
-  /** Requires `key` to be at `version` (`null`: absent) when the operation commits. */
+  /**
+   * Requires `key` to be at `version` (`null`: absent) before the operation:
+   * all checks are evaluated first, against the state before any of its
+   * changes, wherever they were added (as in Deno KV).
+   */
   check(key: KvKey | string, version: number | null): this {
     this.#ops.push({ kind: "check", key: toKey(key), version });
     return this;
@@ -369,20 +373,25 @@ export class KvAtomic {
     const ops = this.#ops;
     const name = this.#name;
     return await this.#sql.transaction(async (tx) => {
+      // Every check against the state before the operation (as Deno KV
+      // does), wherever it was added; then the changes in order.
+      for (const op of ops) {
+        if (op.kind !== "check") continue;
+        const rows = await orEmpty(
+          tx.values<[number]>(
+            "SELECT version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
+            [name, encodeKey(op.key)],
+          ),
+          [],
+        );
+        const current = rows.length === 0 ? null : rows[0][0];
+        if (current !== op.version) throw conflict(op.key, op.version, current);
+      }
       const versions: (number | null)[] = [];
       for (const op of ops) {
+        if (op.kind === "check") continue;
         const k = encodeKey(op.key);
-        if (op.kind === "check") {
-          const rows = await orEmpty(
-            tx.values<[number]>(
-              "SELECT version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
-              [name, k],
-            ),
-            [],
-          );
-          const current = rows.length === 0 ? null : rows[0][0];
-          if (current !== op.version) throw conflict(op.key, op.version, current);
-        } else if (op.kind === "put") {
+        if (op.kind === "put") {
           versions.push((await putSql(tx, name, k, op.value, undefined))!);
         } else {
           versions.push(await deleteSql(tx, name, k));

@@ -600,3 +600,23 @@ Deno.test("kv: atomic versions line up with the puts and deletes added (null: ab
   assert.equal(await kv.get("a"), null);
   assert.equal((await kv.get("b"))!.version, versions[1]);
 });
+
+Deno.test("kv: atomic checks all see the state before the operation, wherever added", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("c");
+  const vb = await kv.put("b", 1);
+  // A check after a set of the same key still compares with the version before it.
+  const { versions } = await kv.atomic().set("b", 3).check("b", vb).set("n", 1).check("n", null)
+    .commit();
+  assert.equal((await kv.get("b"))!.version, versions[0]);
+  assert.equal((await kv.get("n"))!.value, 1);
+  // A check that holds only after the operation's own change fails: nothing written.
+  await assert.rejects(
+    kv.atomic().set("b", 4).set("x", 1).check("b", versions[0]! + 2).commit(),
+    (e: SqliteError) => e.code === "KV_CONFLICT" && /\(it is at /.test(e.message),
+  );
+  await assert.rejects(kv.atomic().delete("b").check("b", null).commit(), KvConflictError);
+  assert.equal((await kv.get("b"))!.value, 3);
+  assert.equal(await kv.get("x"), null);
+});
