@@ -185,9 +185,15 @@ export class KvCollection {
   /** The entry under `key`, or `null`. */
   async get<T = unknown>(key: KvKey | string): Promise<KvEntry<T> | null> {
     const k = encodeKey(toKey(key));
-    const rows = await this.#values<[Uint8Array, number]>(
-      "SELECT value, version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
-      [this.#name, k],
+    // A value larger than one reply (`maxResultBytes`) streams through a cursor, as in getMany.
+    const rows = await orEmpty(
+      readAll<[Uint8Array, number]>(
+        this.#sql,
+        this.#name,
+        "SELECT value, version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
+        [this.#name, k],
+      ),
+      [],
     );
     if (rows.length === 0) return null;
     const parts = decodeKey(k);
@@ -308,8 +314,12 @@ export class KvCollection {
 
 /** Result of {@link KvAtomic.commit}. */
 export interface KvCommitResult {
-  /** Version of each put or delete, in the order they were added. */
-  versions: number[];
+  /**
+   * One entry per put or delete, in the order they were added (checks have
+   * none): the key's new version, or `null` for a delete of a key that was
+   * absent (nothing was written for it).
+   */
+  versions: (number | null)[];
 }
 
 type Mutation =
@@ -332,7 +342,11 @@ export class KvAtomic {
     this.#name = name;
   }
 
-  /** Requires `key` to be at `version` (`null`: absent) when the operation commits. */
+  /**
+   * Requires `key` to be at `version` (`null`: absent) before the operation:
+   * all checks are evaluated first, against the state before any of its
+   * changes, wherever they were added (as in Deno KV).
+   */
   check(key: KvKey | string, version: number | null): this {
     this.#ops.push({ kind: "check", key: toKey(key), version });
     return this;
@@ -359,24 +373,28 @@ export class KvAtomic {
     const ops = this.#ops;
     const name = this.#name;
     return await this.#sql.transaction(async (tx) => {
-      const versions: number[] = [];
+      // Every check against the state before the operation (as Deno KV
+      // does), wherever it was added; then the changes in order.
       for (const op of ops) {
+        if (op.kind !== "check") continue;
+        const rows = await orEmpty(
+          tx.values<[number]>(
+            "SELECT version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
+            [name, encodeKey(op.key)],
+          ),
+          [],
+        );
+        const current = rows.length === 0 ? null : rows[0][0];
+        if (current !== op.version) throw conflict(op.key, op.version, current);
+      }
+      const versions: (number | null)[] = [];
+      for (const op of ops) {
+        if (op.kind === "check") continue;
         const k = encodeKey(op.key);
-        if (op.kind === "check") {
-          const rows = await orEmpty(
-            tx.values<[number]>(
-              "SELECT version FROM netsqlite_kv WHERE collection = ? AND key = ? AND value IS NOT NULL",
-              [name, k],
-            ),
-            [],
-          );
-          const current = rows.length === 0 ? null : rows[0][0];
-          if (current !== op.version) throw conflict(op.key, op.version, current);
-        } else if (op.kind === "put") {
+        if (op.kind === "put") {
           versions.push((await putSql(tx, name, k, op.value, undefined))!);
         } else {
-          const v = await deleteSql(tx, name, k);
-          if (v !== null) versions.push(v);
+          versions.push(await deleteSql(tx, name, k));
         }
       }
       return { versions };

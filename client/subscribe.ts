@@ -83,7 +83,11 @@ export interface KvChangeEvent {
   commitSeq: number;
   /** Always `netsqlite_kv`. */
   table: string;
-  /** `insert` (new key), `update` or `delete`. */
+  /**
+   * `insert`: a key never stored before (or whose tombstone SQL removed);
+   * `update`: a put over an existing entry, and also a put that re-creates
+   * a deleted key (its tombstone row is updated); `delete`.
+   */
   op: "insert" | "update" | "delete";
   /** The collection. */
   collection: string;

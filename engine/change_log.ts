@@ -27,6 +27,11 @@
  *
  * Published changes are kept in a ring of the last `capacity` changes (in
  * memory, until the server stops), from which `subscribe({ since })` resumes.
+ * The values the ring holds are bounded in bytes too (`valueBytes`): past
+ * the bound the oldest held values are let go (those changes then count as
+ * not read, so a resume asking for values fails with `FEED_GAP`), and all
+ * of them once no feed with values is left and none may still resume (see
+ * {@link ChangeLog.unsubscribe}).
  *
  * Values are read on the writer when the transaction has committed, before
  * anything else can write: a row's value is the value as committed (several
@@ -71,8 +76,13 @@ export interface Change {
    * wants values), or the MessagePack bytes of a key-value value.
    */
   value: Record<string, unknown> | Uint8Array | null;
-  /** False for a table row whose value was not read at commit (no feed wanted values then). */
+  /**
+   * False for a change whose value was not read at commit (no feed wanted
+   * values then) or was let go since (the ring's byte bound).
+   */
   valueRead: boolean;
+  /** Approximate bytes {@link value} holds ({@link valueSize}); 0 without one. */
+  valueBytes: number;
 }
 
 /** A party that receives changes: it filters, and buffers what it cannot send yet. */
@@ -86,35 +96,78 @@ export interface ChangeSink {
 /** Changes kept in memory for `subscribe({ since })` by default. */
 export const CHANGE_FEED_CAPACITY = 10_000;
 
+/** Bytes of values the ring keeps for `subscribe({ since, values: true })` by default (64 MiB). */
+export const CHANGE_FEED_VALUE_BYTES = 64 * 1024 * 1024;
+/**
+ * How long values go on being read and held after the last feed with values
+ * ended without unsubscribing (it lagged, or its connection closed), so that
+ * it can resume with them; in ms.
+ */
+export const VALUES_WINDOW_MS = 30_000;
+
 /** Changes queued for sending on all feeds of the server, unless configured. */
 export const MAX_QUEUED_CHANGES = 1_000_000;
 /** Changes queued for sending on all feeds of one connection, unless configured. */
 export const MAX_QUEUED_CHANGES_PER_CONNECTION = 100_000;
+/** Bytes of values queued for sending on all feeds of the server, unless configured (256 MiB). */
+export const MAX_QUEUED_VALUE_BYTES = 256 * 1024 * 1024;
+/** Bytes of values queued on all feeds of one connection, unless configured (64 MiB). */
+export const MAX_QUEUED_VALUE_BYTES_PER_CONNECTION = 64 * 1024 * 1024;
 
 /**
- * How many changes the server's feeds hold queued for clients that have
- * not read them yet (each queued change is a reference to the log's shared
- * {@link Change}), and the most they may: a feed that would queue more
- * ends with `LAGGED` as one whose own `buffer` is full.
+ * Approximate bytes a change's value holds: a blob's length, two per
+ * UTF-16 unit of a string, eight per number, plus column names.
+ */
+export function valueSize(value: Record<string, unknown> | Uint8Array | null): number {
+  if (value === null) return 0;
+  if (value instanceof Uint8Array) return value.byteLength;
+  let n = 0;
+  for (const [k, v] of Object.entries(value)) {
+    n += 8 + 2 * k.length;
+    if (typeof v === "string") n += 2 * v.length;
+    else if (v instanceof Uint8Array) n += v.byteLength;
+  }
+  return n;
+}
+
+/**
+ * How many changes, and bytes of their values, the server's feeds hold
+ * queued for clients that have not read them yet (each queued change is a
+ * reference to the log's shared {@link Change}; its value counts for a feed
+ * with values, once per feed), and the most they may: a feed that would
+ * queue more ends with `LAGGED` as one whose own `buffer` is full. A change
+ * whose value alone exceeds a byte bound is queued when nothing else is.
  */
 export class FeedQueueBudget {
   /** Most changes queued on all connections. */
   readonly max: number;
   /** Most changes queued on all feeds of one connection. */
   readonly perConnection: number;
+  /** Most bytes of values queued on all connections. */
+  readonly maxBytes: number;
+  /** Most bytes of values queued on all feeds of one connection. */
+  readonly perConnectionBytes: number;
   /** Changes queued now, on all connections. */
   used = 0;
+  /** Bytes of values queued now, on all connections. */
+  usedBytes = 0;
 
   /**
    * @param max Most changes queued on all connections.
    * @param perConnection Most changes queued on one connection's feeds.
+   * @param maxBytes Most bytes of values queued on all connections.
+   * @param perConnectionBytes Most bytes of values queued on one connection's feeds.
    */
   constructor(
     max: number = MAX_QUEUED_CHANGES,
     perConnection: number = MAX_QUEUED_CHANGES_PER_CONNECTION,
+    maxBytes: number = MAX_QUEUED_VALUE_BYTES,
+    perConnectionBytes: number = MAX_QUEUED_VALUE_BYTES_PER_CONNECTION,
   ) {
     this.max = max;
     this.perConnection = perConnection;
+    this.maxBytes = maxBytes;
+    this.perConnectionBytes = perConnectionBytes;
   }
 }
 
@@ -154,8 +207,15 @@ export class ChangeLog {
    * before is older than anything held, and fails with `FEED_GAP`.
    */
   #seq = Date.now() * 1000;
-  /** Values of table rows are read at commit up to this `seq` (see {@link unsubscribe}). */
+  /** Values are read at commit up to this `seq` (see {@link unsubscribe}). */
   #valuesUntil = -1;
+  /** Ends the window of {@link #valuesUntil} (and lets go of held values) when it fires. */
+  #valuesTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #valueWindowMs: number;
+  readonly #maxValueBytes: number;
+  #heldValueBytes = 0;
+  /** Every change up to this `seq` holds no value (they were let go, oldest first). */
+  #valuesFreedTo = -1;
   #commitSeq = 0;
   readonly #sinks = new Set<ChangeSink>();
   /** Changes the feeds of every connection hold queued, and their limits. */
@@ -169,11 +229,26 @@ export class ChangeLog {
    *
    * @param capacity Changes kept for `since` (the ring's size).
    * @param queued Bounds on the changes feeds hold queued for their clients.
+   * @param valueBytes Most bytes of values the ring holds.
+   * @param valueWindowMs How long values are read after the last feed with them ended.
    */
-  constructor(writer: Connection, capacity: number, queued = new FeedQueueBudget()) {
+  constructor(
+    writer: Connection,
+    capacity: number,
+    queued: FeedQueueBudget = new FeedQueueBudget(),
+    valueBytes: number = CHANGE_FEED_VALUE_BYTES,
+    valueWindowMs: number = VALUES_WINDOW_MS,
+  ) {
     this.#writer = writer;
     this.#capacity = capacity;
     this.queued = queued;
+    this.#maxValueBytes = valueBytes;
+    this.#valueWindowMs = valueWindowMs;
+  }
+
+  /** Approximate bytes of values the ring holds now (at most its byte bound, but for one). */
+  get heldValueBytes(): number {
+    return this.#heldValueBytes;
   }
 
   /**
@@ -284,8 +359,7 @@ export class ChangeLog {
     const skip = this.#skipOpen;
     this.#skipOpen = false;
     if (raw.length === 0 || skip) return;
-    const wantValues = this.#seq < this.#valuesUntil ||
-      [...this.#sinks].some((s) => s.wantsValues);
+    const wantValues = this.#seq < this.#valuesUntil || this.#valueSinks();
     const commitSeq = ++this.#commitSeq;
     const out: Change[] = [];
     const kvSeen = new Map<bigint | number, Change>();
@@ -301,16 +375,22 @@ export class ChangeLog {
         version: null,
         value: null,
         valueRead: true,
+        valueBytes: 0,
       };
       if (r.table === "netsqlite_kv" && r.rowid !== null) {
         // One change per key per commit, with the key's committed state.
         if (kvSeen.has(r.rowid)) continue;
         if (!this.#resolveKv(c, r.rowid)) continue;
         kvSeen.set(r.rowid, c);
+        if (!wantValues && c.value !== null) {
+          c.value = null;
+          c.valueRead = false;
+        }
       } else if (r.op !== "delete" && r.rowid !== null) {
         if (wantValues) c.value = this.#readRow(r.table, r.rowid);
         else c.valueRead = false;
       }
+      c.valueBytes = valueSize(c.value);
       c.seq = ++this.#seq;
       out.push(c);
     }
@@ -352,8 +432,9 @@ export class ChangeLog {
         throw new SqliteError(
           FEED_GAP,
           `Cannot resume change feed after ${since} with values: change ${unread.seq} and ` +
-            "others were published while no feed asked for values, so their rows were not " +
-            "read (resume without values, or read the rows again)",
+            "others were published while no feed asked for values, or their values were let " +
+            "go to keep the server's memory bounded (resume without values, or read the rows " +
+            "again)",
         );
       }
     }
@@ -379,19 +460,31 @@ export class ChangeLog {
   }
 
   /**
-   * Removes `sink`. After a feed with values ends (a consumer that lagged,
-   * a client that lost its connection), values go on being read for as many
-   * changes as the ring holds, so that it can resume with `since` and get
-   * them.
+   * Removes `sink`. After the last feed with values ends without asking to
+   * (`resumable`: a consumer that lagged, a client that lost its
+   * connection), values go on being read and held for the next `capacity`
+   * changes or the value window (30 s by default), whichever ends first, so
+   * that it can resume with `since` and get them; then, or at once when it
+   * unsubscribed, the ring lets go of every value it holds.
    */
-  unsubscribe(sink: ChangeSink): void {
-    if (this.#sinks.delete(sink) && sink.wantsValues) {
+  unsubscribe(sink: ChangeSink, resumable = true): void {
+    if (!this.#sinks.delete(sink) || !sink.wantsValues || this.#valueSinks()) return;
+    if (resumable) {
       this.#valuesUntil = this.#seq + this.#capacity;
+      clearTimeout(this.#valuesTimer);
+      const timer = setTimeout(() => this.#endValueWindow(), this.#valueWindowMs);
+      Deno.unrefTimer(timer);
+      this.#valuesTimer = timer;
+    } else if (this.#valuesTimer === undefined) {
+      this.#valuesUntil = -1;
+      this.#freeValues(0);
     }
   }
 
   /** Stops capturing (before the writer closes). */
   close(): void {
+    clearTimeout(this.#valuesTimer);
+    this.#valuesTimer = undefined;
     this.#sinks.clear();
     logs.delete(this.#writer);
     if (this.#capturing) this.#writer.db.onUpdate(null);
@@ -414,9 +507,44 @@ export class ChangeLog {
       if (ring.length < this.#capacity) {
         ring.push(c);
       } else {
+        this.#heldValueBytes -= ring[this.#ringStart].valueBytes;
         ring[this.#ringStart] = c;
         this.#ringStart = (this.#ringStart + 1) % this.#capacity;
       }
+      this.#heldValueBytes += c.valueBytes;
+    }
+    if (this.#heldValueBytes > this.#maxValueBytes) this.#freeValues(this.#maxValueBytes);
+  }
+
+  #valueSinks(): boolean {
+    for (const s of this.#sinks) if (s.wantsValues) return true;
+    return false;
+  }
+
+  /** The window after the last feed with values ended is over. */
+  #endValueWindow(): void {
+    this.#valuesTimer = undefined;
+    if (this.#valueSinks()) return;
+    this.#valuesUntil = -1;
+    this.#freeValues(0);
+  }
+
+  /**
+   * Lets go of held values, oldest first, until at most `budget` bytes
+   * remain. The ring's change is replaced by a copy without its value
+   * (feeds that queued the original still send it), marked not read.
+   */
+  #freeValues(budget: number): void {
+    const ring = this.#ring;
+    const oldest = this.oldest;
+    let i = Math.max(0, this.#valuesFreedTo + 1 - oldest);
+    for (; i < ring.length && this.#heldValueBytes > budget; i++) {
+      const at = (this.#ringStart + i) % ring.length;
+      const c = ring[at];
+      if (c.valueBytes === 0) continue;
+      ring[at] = { ...c, value: null, valueRead: false, valueBytes: 0 };
+      this.#heldValueBytes -= c.valueBytes;
+      this.#valuesFreedTo = c.seq;
     }
   }
 

@@ -96,6 +96,15 @@ export interface EngineConfig {
    * @default {MAX_QUEUED_CHANGES_PER_CONNECTION}
    */
   maxQueuedChangesPerConnection?: number;
+  /** Bytes of values the ring keeps for `subscribe({ since })`. @default {CHANGE_FEED_VALUE_BYTES} */
+  changeFeedValueBytes?: number;
+  /** Bytes of values queued for clients on all feeds. @default {MAX_QUEUED_VALUE_BYTES} */
+  maxQueuedValueBytes?: number;
+  /**
+   * Bytes of values queued for one client on all feeds of its connection.
+   * @default {MAX_QUEUED_VALUE_BYTES_PER_CONNECTION}
+   */
+  maxQueuedValueBytesPerConnection?: number;
 }
 
 /**
@@ -244,7 +253,13 @@ export class Engine {
       ? new ChangeLog(
         this.#writer,
         config.changeFeedCapacity ?? CHANGE_FEED_CAPACITY,
-        new FeedQueueBudget(config.maxQueuedChanges, config.maxQueuedChangesPerConnection),
+        new FeedQueueBudget(
+          config.maxQueuedChanges,
+          config.maxQueuedChangesPerConnection,
+          config.maxQueuedValueBytes,
+          config.maxQueuedValueBytesPerConnection,
+        ),
+        config.changeFeedValueBytes,
       )
       : null;
     this.#walWatch = new WalWatch(config.path);

@@ -507,6 +507,12 @@ export interface StatsReport {
   dbBytes: number;
   /** Server process memory, in bytes. */
   memory: { rss: number; heapUsed: number; heapTotal: number; external: number };
+  /**
+   * Change feeds (absent where the engine has none): approximate bytes of
+   * values the server keeps for resuming, and changes and bytes of values
+   * queued for clients.
+   */
+  feeds?: { heldValueBytes: number; queuedChanges: number; queuedValueBytes: number };
   /** Backups running now. */
   backups: BackupProgress[];
 }

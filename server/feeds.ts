@@ -12,11 +12,12 @@
  * time, so a backlog larger than `buffer` does not make it lag.
  *
  * Queued changes are references to the change log's shared {@link Change}
- * objects (the wire tuple is built when a frame is sent), and their number
- * is bounded on each connection (all its feeds together) and on the server
- * ({@link FeedQueueBudget}): a feed that would queue past either bound lags
- * as one past its `buffer` does, and a resuming feed replays no more than
- * either bound leaves room for.
+ * objects (the wire tuple is built when a frame is sent; a feed without
+ * values queues a copy without the value, so as not to hold it), and their
+ * number and the bytes of their values are bounded on each connection (all
+ * its feeds together) and on the server ({@link FeedQueueBudget}): a feed
+ * that would queue past a bound lags as one past its `buffer` does, and a
+ * resuming feed replays no more than the bounds leave room for.
  *
  * @module
  */
@@ -66,10 +67,12 @@ export interface FeedOutput {
 interface Quota {
   /** Changes that may still be queued, on this connection and on the server. */
   room(): number;
-  /** Counts `n` more changes queued (at most {@link room}). */
-  take(n: number): void;
-  /** Counts `n` queued changes as sent or dropped. */
-  give(n: number): void;
+  /** True when `bytes` more of values may be queued (always when none are). */
+  fits(bytes: number): boolean;
+  /** Counts `n` more changes queued (at most {@link room}), holding `bytes` of values. */
+  take(n: number, bytes: number): void;
+  /** Counts `n` queued changes, holding `bytes` of values, as sent or dropped. */
+  give(n: number, bytes: number): void;
 }
 
 /** The feeds of one connection. */
@@ -82,6 +85,8 @@ export class ConnectionFeeds {
   #closed = false;
   /** Changes queued on all feeds of this connection. */
   #queued = 0;
+  /** Bytes of values queued on all feeds of this connection. */
+  #queuedBytes = 0;
   readonly #quota: Quota;
   readonly #engine: EngineInfo["engine"];
 
@@ -100,13 +105,25 @@ export class ConnectionFeeds {
         budget === null
           ? 0
           : Math.max(0, Math.min(budget.perConnection - this.#queued, budget.max - budget.used)),
-      take: (n) => {
+      fits: (bytes) =>
+        budget === null || bytes === 0 ||
+        ((this.#queuedBytes === 0 || this.#queuedBytes + bytes <= budget.perConnectionBytes) &&
+          (budget.usedBytes === 0 || budget.usedBytes + bytes <= budget.maxBytes)),
+      take: (n, bytes) => {
         this.#queued += n;
-        if (budget !== null) budget.used += n;
+        this.#queuedBytes += bytes;
+        if (budget !== null) {
+          budget.used += n;
+          budget.usedBytes += bytes;
+        }
       },
-      give: (n) => {
+      give: (n, bytes) => {
         this.#queued -= n;
-        if (budget !== null) budget.used -= n;
+        this.#queuedBytes -= bytes;
+        if (budget !== null) {
+          budget.used -= n;
+          budget.usedBytes -= bytes;
+        }
       },
     };
   }
@@ -114,6 +131,11 @@ export class ConnectionFeeds {
   /** Changes queued on this connection's feeds, not yet sent. */
   get queued(): number {
     return this.#queued;
+  }
+
+  /** Bytes of values queued on this connection's feeds, not yet sent. */
+  get queuedBytes(): number {
+    return this.#queuedBytes;
   }
 
   /**
@@ -179,7 +201,7 @@ export class ConnectionFeeds {
   unsubscribe(id: number): null {
     const feed = this.#feeds.get(id);
     if (feed !== undefined) {
-      this.#log?.unsubscribe(feed);
+      this.#log?.unsubscribe(feed, false);
       this.#feeds.delete(id);
       feed.drop();
     }
@@ -263,6 +285,8 @@ class Feed implements ChangeSink {
   /** Changes queued, shared with the log's ring and other feeds (not copied). */
   queue: Change[] = [];
   #head = 0;
+  /** Bytes of values of the changes queued and not yet sent. */
+  #pendingBytes = 0;
   /** Sequence number of the last change handed to the output. */
   lastSent: number;
   /** While replaying the ring: the last change read from it; `null` once caught up. */
@@ -305,17 +329,15 @@ class Feed implements ChangeSink {
     let room = Math.min(this.#buffer - this.pending, this.#quota.room());
     for (const c of changes) {
       if (!this.#matches(c)) continue;
-      if (room <= 0) {
+      if (room <= 0 || !this.#enqueue(c)) {
         // Overflow (of the feed's buffer, or of its connection's or the
         // server's queue): the changes queued are kept and sent, then LAGGED.
         this.lagged = true;
         break;
       }
-      this.queue.push(c);
       room--;
       added++;
     }
-    this.#quota.take(added);
     if (added > 0 || this.lagged) this.#wake();
   }
 
@@ -339,15 +361,35 @@ class Feed implements ChangeSink {
         this.#replayed = null; // caught up: later commits are delivered
         return;
       }
-      let added = 0;
       for (const c of held) {
-        if (!this.#matches(c)) continue;
-        this.queue.push(c);
-        added++;
+        if (this.#matches(c)) {
+          if (this.wantsValues && !c.valueRead) {
+            // Its value was let go since the replay began (the ring's byte
+            // bound): end here; resuming with values fails with FEED_GAP.
+            this.lagged = true;
+            return;
+          }
+          // No room for its value now: the next drained output goes on.
+          if (!this.#enqueue(c)) return;
+        }
+        this.#replayed = c.seq;
       }
-      this.#quota.take(added);
-      this.#replayed = held[held.length - 1].seq;
     }
+  }
+
+  /**
+   * Queues `c` (without its value for a feed without values) if its value
+   * fits the byte bounds; false when it does not.
+   */
+  #enqueue(c: Change): boolean {
+    const bytes = this.wantsValues ? c.valueBytes : 0;
+    if (!this.#quota.fits(bytes)) return false;
+    this.queue.push(
+      !this.wantsValues && c.valueBytes > 0 ? { ...c, value: null, valueBytes: 0 } : c,
+    );
+    this.#pendingBytes += bytes;
+    this.#quota.take(1, bytes);
+    return true;
   }
 
   /** The next `n` queued changes (at most) as sent on the wire, still queued. */
@@ -373,8 +415,13 @@ class Feed implements ChangeSink {
 
   /** Marks the next `n` queued changes as sent. */
   advance(n: number): void {
+    let bytes = 0;
+    if (this.wantsValues) {
+      for (let i = this.#head; i < this.#head + n; i++) bytes += this.queue[i].valueBytes;
+    }
     this.#head += n;
-    this.#quota.give(n);
+    this.#pendingBytes -= bytes;
+    this.#quota.give(n, bytes);
     this.lastSent = this.queue[this.#head - 1].seq;
     if (this.#head >= this.queue.length) {
       this.queue = [];
@@ -388,7 +435,8 @@ class Feed implements ChangeSink {
 
   /** Forgets the queued changes (the feed ends). */
   drop(): void {
-    this.#quota.give(this.pending);
+    this.#quota.give(this.pending, this.#pendingBytes);
+    this.#pendingBytes = 0;
     this.queue = [];
     this.#head = 0;
   }

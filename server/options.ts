@@ -21,7 +21,13 @@ import { HIGH_WATER } from "./session.ts";
 import type { EngineConfig } from "../engine/engine.ts";
 import { MAX_HANDLES, MAX_PREPARED, MAX_PREPARED_TEXT } from "../engine/handles.ts";
 import { MAX_BACKGROUND_READS } from "../engine/reader_line.ts";
-import { MAX_QUEUED_CHANGES, MAX_QUEUED_CHANGES_PER_CONNECTION } from "../engine/change_log.ts";
+import {
+  CHANGE_FEED_VALUE_BYTES,
+  MAX_QUEUED_CHANGES,
+  MAX_QUEUED_CHANGES_PER_CONNECTION,
+  MAX_QUEUED_VALUE_BYTES,
+  MAX_QUEUED_VALUE_BYTES_PER_CONNECTION,
+} from "../engine/change_log.ts";
 import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 import { isLoopback, TokenGate } from "./auth.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
@@ -138,6 +144,28 @@ export interface ServeOptions {
    * @default {100000}
    */
   maxQueuedChangesPerConnection?: number;
+  /**
+   * Bytes of values (approximately: blobs, strings as UTF-16) the server's
+   * change feeds may hold queued, on all connections, for feeds with
+   * `values: true` whose clients have not read them yet; past it a feed
+   * ends with `LAGGED` (a change larger than this alone is queued when
+   * nothing else is).
+   * @default {268435456 (256 Mi)}
+   */
+  maxQueuedValueBytes?: number;
+  /**
+   * Bytes of values the feeds of one connection may hold queued together;
+   * past it a feed ends with `LAGGED`.
+   * @default {67108864 (64 Mi)}
+   */
+  maxQueuedValueBytesPerConnection?: number;
+  /**
+   * Bytes of values the server keeps with its last changes, so that a feed
+   * with values can resume with `since`; past it the oldest are let go (a
+   * resume with values before them fails with `FEED_GAP`).
+   * @default {67108864 (64 Mi)}
+   */
+  changeFeedValueBytes?: number;
   /**
    * How long a connection may sit on a partly received frame before it is
    * closed (defends against slow-drip clients), in ms.
@@ -635,6 +663,24 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
         options.maxQueuedChangesPerConnection ?? MAX_QUEUED_CHANGES_PER_CONNECTION,
         1,
         1e9,
+      ),
+      maxQueuedValueBytes: integer(
+        "maxQueuedValueBytes",
+        options.maxQueuedValueBytes ?? MAX_QUEUED_VALUE_BYTES,
+        0,
+        2 ** 50,
+      ),
+      maxQueuedValueBytesPerConnection: integer(
+        "maxQueuedValueBytesPerConnection",
+        options.maxQueuedValueBytesPerConnection ?? MAX_QUEUED_VALUE_BYTES_PER_CONNECTION,
+        0,
+        2 ** 50,
+      ),
+      changeFeedValueBytes: integer(
+        "changeFeedValueBytes",
+        options.changeFeedValueBytes ?? CHANGE_FEED_VALUE_BYTES,
+        0,
+        2 ** 50,
       ),
       policy: flags,
       backupDir,

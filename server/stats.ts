@@ -225,6 +225,13 @@ export class ServerStats {
         heapTotal: mem.heapTotal,
         external: mem.external,
       },
+      ...(engine.changes === null ? {} : {
+        feeds: {
+          heldValueBytes: engine.changes.heldValueBytes,
+          queuedChanges: engine.changes.queued.used,
+          queuedValueBytes: engine.changes.queued.usedBytes,
+        },
+      }),
       backups: engine.maintenance?.backups ?? [],
     };
   }

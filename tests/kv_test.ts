@@ -89,7 +89,10 @@ Deno.test("kv: atomic commits all or nothing", async () => {
   const vb = await kv.put("bob", 0);
   const { versions } = await kv.atomic().check("alice", va).check("bob", vb)
     .set("alice", 70).set("bob", 30).delete("nobody").commit();
-  assert.equal(versions.length, 2);
+  // One version per put or delete, in order; null for the delete of an absent key.
+  assert.equal(versions.length, 3);
+  assert.ok(versions[0]! > vb && versions[1]! > versions[0]!);
+  assert.equal(versions[2], null);
   assert.deepEqual((await kv.getMany(["alice", "bob"])).map((e) => e!.value), [70, 30]);
   // A stale check: nothing of the operation is written.
   await assert.rejects(
@@ -559,4 +562,61 @@ Deno.test("kv: entries too large even streamed fail with RESULT_TOO_LARGE advice
   await assert.rejects(c.getMany([["k", 0], ["k", 1], ["k", 2]]), check);
   // Fewer at a time works.
   assert.equal((await c.getMany([["k", 0]]))[0]!.version > 0, true);
+});
+
+Deno.test("kv: get() of a value larger than one reply streams it (as put() accepted it)", async () => {
+  await using srv = await startServer({ maxResultBytes: 64 * 1024 });
+  await using db = await srv.client();
+  const c = db.kv("big");
+  const value = new Uint8Array(200_000).map((_, i) => i % 251);
+  const version = await c.put(["k"], value);
+  const e = await c.get<Uint8Array>(["k"]);
+  assert.ok(e !== null);
+  assert.equal(e.version, version);
+  assert.deepEqual(e.value, value);
+  // Inside a transaction too, and an absent key is still null.
+  const inTx = await db.transaction((tx) => tx.kv("big").get<Uint8Array>(["k"]));
+  assert.equal(inTx!.value.length, 200_000);
+  assert.equal(await c.get(["absent"]), null);
+});
+
+Deno.test("kv: atomic versions line up with the puts and deletes added (null: absent key)", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("v");
+  const va = await kv.put("a", 1);
+  const { versions } = await kv.atomic().delete("nope").set("b", 2)
+    .delete("a").delete("a").commit();
+  assert.equal(versions.length, 4);
+  assert.equal(versions[0], null);
+  assert.equal(
+    versions[1],
+    (await db.values<[number]>(
+      "SELECT version FROM netsqlite_kv WHERE collection = 'v' AND value IS NOT NULL",
+    ))[0][0],
+  );
+  assert.ok(versions[2]! > versions[1]! && versions[1]! > va);
+  assert.equal(versions[3], null); // already deleted by the operation before it
+  assert.equal(await kv.get("a"), null);
+  assert.equal((await kv.get("b"))!.version, versions[1]);
+});
+
+Deno.test("kv: atomic checks all see the state before the operation, wherever added", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("c");
+  const vb = await kv.put("b", 1);
+  // A check after a set of the same key still compares with the version before it.
+  const { versions } = await kv.atomic().set("b", 3).check("b", vb).set("n", 1).check("n", null)
+    .commit();
+  assert.equal((await kv.get("b"))!.version, versions[0]);
+  assert.equal((await kv.get("n"))!.value, 1);
+  // A check that holds only after the operation's own change fails: nothing written.
+  await assert.rejects(
+    kv.atomic().set("b", 4).set("x", 1).check("b", versions[0]! + 2).commit(),
+    (e: SqliteError) => e.code === "KV_CONFLICT" && /\(it is at /.test(e.message),
+  );
+  await assert.rejects(kv.atomic().delete("b").check("b", null).commit(), KvConflictError);
+  assert.equal((await kv.get("b"))!.value, 3);
+  assert.equal(await kv.get("x"), null);
 });
