@@ -13,7 +13,10 @@
  *   `COMMIT`, `END`, `ROLLBACK` without `TO`) are refused with `SqliteError`
  *   `TX_CONTROL` before they are sent, as a `transaction()` handle refuses
  *   them; savepoints stay allowed. Raw `BEGIN`/`COMMIT` inside
- *   `db.connection()`, outside Kysely's transaction, stay allowed.
+ *   `db.connection()`, outside Kysely's transaction, stay allowed: the first
+ *   one reserves a connection for the rest of that callback, whatever the
+ *   client's `max`, so other queries through `db` wait for it (as with
+ *   Kysely's own dialects) rather than join its transaction.
  * - Kysely's `Migrator` runs its migrations in one transaction (SQLite's DDL
  *   is transactional), so a failing migration leaves nothing behind and
  *   migrators of several processes run one after the other.
@@ -77,6 +80,7 @@ import {
   SqliteError,
 } from "../client.ts";
 import { readsOnly } from "../client/connection.ts";
+import { findTxControl } from "../client/_tx_control.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
 
 /** Options of {@link NetsqliteDialect}. */
@@ -285,9 +289,9 @@ const WRITES = new Set(["InsertQueryNode", "UpdateQueryNode", "DeleteQueryNode"]
  * `begin()` reserves a connection and sends `BEGIN` on it; until `commit()` or
  * `rollback()` gives it back, every query of this object runs there (Kysely
  * uses one connection object for a whole `db.transaction()`). Raw transaction
- * control sent outside a transaction (`sql\`BEGIN\`` inside `db.connection()`,
- * which the shared pool refuses with `TX_CONTROL`) pins a reserved connection
- * until Kysely releases this object.
+ * control sent outside a transaction (`sql\`BEGIN\`` inside `db.connection()`)
+ * pins a reserved connection, before it is sent, until Kysely releases this
+ * object.
  */
 class NetsqliteConnection implements DatabaseConnection {
   readonly #client: Client;
@@ -379,24 +383,26 @@ class NetsqliteConnection implements DatabaseConnection {
 
   /** Runs transaction control (a savepoint) on the open transaction, read only or not. */
   async control(compiled: CompiledQuery): Promise<void> {
-    await this.#on((q) => q.run(compiled.sql));
+    await this.#on(compiled.sql, (q) => q.run(compiled.sql));
   }
 
   /**
-   * Runs `fn` on the current target. Raw transaction control refused by the
-   * shared pool (`TX_CONTROL`, refused before anything is sent) runs again on
-   * a connection reserved for this object.
+   * Runs `fn` (which sends `sql`) on the current target. Raw transaction
+   * control (`BEGIN`, `SAVEPOINT`, `COMMIT`, ...) sent outside Kysely's
+   * transaction first pins a connection reserved for this object, whatever
+   * the client's `max`, so the transaction it opens holds that connection
+   * alone: with `max: 1` the shared pool would run it (better-sqlite3's
+   * way), and another caller's query through `db` would then join it and
+   * be undone by its `ROLLBACK` after being acknowledged; it waits until
+   * Kysely releases this object instead, as with Kysely's own dialects.
    */
-  async #on<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
-    const target = this.#target;
-    if (target !== this.#client) return await fn(target);
-    try {
-      return await fn(target);
-    } catch (err) {
-      // By code, not `instanceof`: the client may come from another copy of the module.
-      if ((err as { code?: unknown } | null)?.code !== ErrorCode.TxControl) throw err;
+  async #on<T>(sql: string, fn: (q: Queryable) => Promise<T>): Promise<T> {
+    if (this.#target === this.#client && findTxControl(sql, false) !== null) {
+      const conn = await this.#client.reserve();
+      // Another query of this object pinned one meanwhile: one is enough.
+      if (this.#target === this.#client) this.#pinned = conn;
+      else conn.release();
     }
-    this.#pinned ??= await this.#client.reserve();
     return await fn(this.#target);
   }
 
@@ -422,7 +428,7 @@ class NetsqliteConnection implements DatabaseConnection {
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     this.#checkControl(compiled.sql);
     this.#checkAccess(compiled.sql);
-    return await this.#on((q) => executeOn<R>(q, compiled));
+    return await this.#on(compiled.sql, (q) => executeOn<R>(q, compiled));
   }
 
   async *streamQuery<R>(compiled: CompiledQuery, chunkSize = 100): AsyncIterableIterator<

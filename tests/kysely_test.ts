@@ -598,3 +598,45 @@ Deno.test("kysely: a read only transaction refuses writes; every isolation level
   );
   assert.equal(client.inTransaction, false);
 });
+
+Deno.test("kysely: raw BEGIN in db.connection() holds its connection alone, also with max 1", async () => {
+  // With max 1 the shared pool runs raw transaction control (better-sqlite3's
+  // way): another caller's insert through db joined the callback's raw
+  // transaction, was acknowledged, then undone by its ROLLBACK. It waits for
+  // the callback now, as with max 2 and Kysely's own SqliteDialect.
+  await using srv = await startServer();
+  for (const max of [1, 2]) {
+    const client = await connect({ ...srv.connectOptions, max, acquireTimeout: 5000 });
+    const db = new Kysely<{ kcb: { who: string } }>({ dialect: new NetsqliteDialect({ client }) });
+    try {
+      await sql`CREATE TABLE IF NOT EXISTS kcb (who TEXT)`.execute(db);
+      await sql`DELETE FROM kcb`.execute(db);
+      const events: string[] = []; // in either order: replies of two connections
+      const raw = db.connection().execute(async (conn) => {
+        await sql`BEGIN`.execute(conn);
+        await sql`INSERT INTO kcb VALUES ('conn')`.execute(conn);
+        await delay(200);
+        await sql`ROLLBACK`.execute(conn);
+        events.push("rolled back");
+      });
+      await delay(50);
+      await db.insertInto("kcb").values({ who: "outsider" }).execute();
+      events.push("outsider acknowledged");
+      await raw;
+      assert.deepEqual(events.toSorted(), ["outsider acknowledged", "rolled back"]);
+      // The acknowledged insert stayed (it ran after the ROLLBACK, or beside the transaction).
+      assert.deepEqual(
+        await db.selectFrom("kcb").select("who").execute(),
+        [{ who: "outsider" }],
+        `max ${max}`,
+      );
+      // Through db itself a raw BEGIN leaves nothing open, whatever max.
+      await sql`BEGIN`.execute(db);
+      assert.equal(client.inTransaction, false);
+      await assert.rejects(sql`COMMIT`.execute(db), /no transaction is active/);
+    } finally {
+      await db.destroy();
+      await client.close();
+    }
+  }
+});
