@@ -20,6 +20,12 @@
  * - Kysely's `Migrator` runs its migrations in one transaction (SQLite's DDL
  *   is transactional), so a failing migration leaves nothing behind and
  *   migrators of several processes run one after the other.
+ * - The client's own calls made from the callback of
+ *   `db.transaction().execute()` act as inside the client's `transaction()`
+ *   (Kysely's transaction is one for the pool): a `client.transaction()`
+ *   nests as a savepoint, with `max: 1` plain calls (and queries through
+ *   `db`) join the transaction, and `client.reserve()` is refused with
+ *   `TX_CONTROL` when it would wait for the transaction.
  * - `numAffectedRows` and `insertId` are bigint, as Kysely expects.
  * - `stream()` reads through the server's cursor (`iterate()`), chunk by
  *   chunk, so memory stays bounded.
@@ -81,6 +87,8 @@ import {
 } from "../client.ts";
 import { readsOnly } from "../client/connection.ts";
 import { findTxControl } from "../client/_tx_control.ts";
+import { transactionContext } from "../client/pool.ts";
+import { PoolScope } from "./_pool_scope.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
 
 /** Options of {@link NetsqliteDialect}. */
@@ -209,13 +217,20 @@ class NetsqliteDriver implements Driver {
     return Promise.resolve(new NetsqliteConnection(this.#client!));
   }
 
-  async beginTransaction(
+  beginTransaction(
     connection: DatabaseConnection,
     settings: TransactionSettings,
   ): Promise<void> {
+    // The pool's transaction scope, entered before anything is awaited: Kysely
+    // awaits this call and then, in the same async function, runs the
+    // transaction's callback, which so runs in the scope. The client's own
+    // calls made from the callback then act as inside its `transaction()`
+    // (see `PoolScope`). The scope ends with the transaction.
+    const scope = new PoolScope();
+    transactionContext.enterWith(scope);
     // Every isolation level is accepted: SQLite's transactions are serializable
     // (a stronger guarantee than any level asks for).
-    await (connection as NetsqliteConnection).begin(settings.accessMode === "read only");
+    return (connection as NetsqliteConnection).begin(settings.accessMode === "read only", scope);
   }
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
@@ -301,6 +316,8 @@ class NetsqliteConnection implements DatabaseConnection {
   #pinned: ReservedConnection | null = null;
   /** The open transaction is `read only` (Kysely's `setAccessMode`). */
   #readOnly = false;
+  /** The pool's scope of the open transaction (see {@link NetsqliteDriver.beginTransaction}). */
+  #scope: PoolScope | null = null;
 
   constructor(client: Client) {
     this.#client = client;
@@ -310,12 +327,18 @@ class NetsqliteConnection implements DatabaseConnection {
     return this.#tx ?? this.#pinned ?? this.#client;
   }
 
-  /** Reserves a connection and begins; `readOnly`: refuse every statement that may write. */
-  async begin(readOnly = false): Promise<void> {
+  /**
+   * Reserves a connection and begins; `readOnly`: refuse every statement that
+   * may write; `scope`: the pool's scope of the transaction, bound to its
+   * connection until the transaction ends.
+   */
+  async begin(readOnly = false, scope?: PoolScope): Promise<void> {
     if (this.#tx !== null) throw new Error("A transaction is already open on this connection");
     const conn = this.#pinned ?? await this.#client.reserve();
     this.#tx = conn;
     this.#readOnly = readOnly;
+    this.#scope = scope ?? null;
+    this.#scope?.bind(conn);
     try {
       await conn.exec("BEGIN");
     } catch (err) {
@@ -358,6 +381,8 @@ class NetsqliteConnection implements DatabaseConnection {
   }
 
   #endTransaction(): void {
+    this.#scope?.end();
+    this.#scope = null;
     if (this.#tx !== null && this.#tx !== this.#pinned) this.#tx.release();
     this.#tx = null;
     this.#readOnly = false;
