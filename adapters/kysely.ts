@@ -26,6 +26,8 @@
  *   nests as a savepoint, with `max: 1` plain calls (and queries through
  *   `db`) join the transaction, and `client.reserve()` is refused with
  *   `TX_CONTROL` when it would wait for the transaction.
+ * - A transaction takes the server's writer at `BEGIN`, a read only one
+ *   too: read outside a transaction for long reports.
  * - `numAffectedRows` and `insertId` are bigint, as Kysely expects.
  * - `stream()` reads through the server's cursor (`iterate()`), chunk by
  *   chunk, so memory stays bounded.
