@@ -18,6 +18,11 @@
  *   once they would undo each other). Work that `fn` started but that runs
  *   after the transaction ended (a timer, a queued job) runs on the shared
  *   pool, in autocommit.
+ * - The client's own calls made from `fn` act as inside the client's
+ *   `transaction()` (Drizzle's transaction is one for the pool): a
+ *   `client.transaction()` nests as a savepoint, with `max: 1` plain calls
+ *   join the transaction, and `client.reserve()` is refused with
+ *   `TX_CONTROL` when it would wait for the transaction.
  * - Inside `fn`, statements that would begin or end the transaction
  *   (`BEGIN`, `COMMIT`, `END`, `ROLLBACK` without `TO`) are refused with
  *   `SqliteError` `TX_CONTROL` before they are sent, as a `transaction()`
@@ -64,7 +69,9 @@ import {
   type SqliteRemoteDatabase,
 } from "drizzle-orm/sqlite-proxy";
 import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
+import { transactionContext } from "../client/pool.ts";
 import { firstValues } from "../client/queryable.ts";
+import { PoolScope } from "./_pool_scope.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
 import { applyMigrations, type MigrationConfig } from "./drizzle_migrate.ts";
 
@@ -245,12 +252,19 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   };
   const outermost = async (fn: Fn, txConfig?: any): Promise<unknown> => {
     const scope: TransactionScope = { conn: await client.reserve(), state: { open: true } };
+    // The pool's scope too: the client's own calls made from `fn` (a helper
+    // written for the client) act as inside its `transaction()`, instead of
+    // waiting for this transaction's connection or writer.
+    const pool = new PoolScope();
+    pool.bind(scope.conn);
     try {
-      return await context.run(
-        scope,
-        () => transaction((tx) => context.run(enter(scope, tx, 0), () => fn(tx)), txConfig),
-      );
+      return await transactionContext.run(pool, () =>
+        context.run(
+          scope,
+          () => transaction((tx) => context.run(enter(scope, tx, 0), () => fn(tx)), txConfig),
+        ));
     } finally {
+      pool.end();
       scope.state.open = false;
       scope.conn.release(); // closed instead of reused if a transaction is still open
     }

@@ -13,10 +13,21 @@
  *   `COMMIT`, `END`, `ROLLBACK` without `TO`) are refused with `SqliteError`
  *   `TX_CONTROL` before they are sent, as a `transaction()` handle refuses
  *   them; savepoints stay allowed. Raw `BEGIN`/`COMMIT` inside
- *   `db.connection()`, outside Kysely's transaction, stay allowed.
+ *   `db.connection()`, outside Kysely's transaction, stay allowed: the first
+ *   one reserves a connection for the rest of that callback, whatever the
+ *   client's `max`, so other queries through `db` wait for it (as with
+ *   Kysely's own dialects) rather than join its transaction.
  * - Kysely's `Migrator` runs its migrations in one transaction (SQLite's DDL
  *   is transactional), so a failing migration leaves nothing behind and
  *   migrators of several processes run one after the other.
+ * - The client's own calls made from the callback of
+ *   `db.transaction().execute()` act as inside the client's `transaction()`
+ *   (Kysely's transaction is one for the pool): a `client.transaction()`
+ *   nests as a savepoint, with `max: 1` plain calls (and queries through
+ *   `db`) join the transaction, and `client.reserve()` is refused with
+ *   `TX_CONTROL` when it would wait for the transaction.
+ * - A transaction takes the server's writer at `BEGIN`, a read only one
+ *   too: read outside a transaction for long reports.
  * - `numAffectedRows` and `insertId` are bigint, as Kysely expects.
  * - `stream()` reads through the server's cursor (`iterate()`), chunk by
  *   chunk, so memory stays bounded.
@@ -77,6 +88,9 @@ import {
   SqliteError,
 } from "../client.ts";
 import { readsOnly } from "../client/connection.ts";
+import { findTxControl } from "../client/_tx_control.ts";
+import { transactionContext } from "../client/pool.ts";
+import { PoolScope } from "./_pool_scope.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
 
 /** Options of {@link NetsqliteDialect}. */
@@ -205,13 +219,20 @@ class NetsqliteDriver implements Driver {
     return Promise.resolve(new NetsqliteConnection(this.#client!));
   }
 
-  async beginTransaction(
+  beginTransaction(
     connection: DatabaseConnection,
     settings: TransactionSettings,
   ): Promise<void> {
+    // The pool's transaction scope, entered before anything is awaited: Kysely
+    // awaits this call and then, in the same async function, runs the
+    // transaction's callback, which so runs in the scope. The client's own
+    // calls made from the callback then act as inside its `transaction()`
+    // (see `PoolScope`). The scope ends with the transaction.
+    const scope = new PoolScope();
+    transactionContext.enterWith(scope);
     // Every isolation level is accepted: SQLite's transactions are serializable
     // (a stronger guarantee than any level asks for).
-    await (connection as NetsqliteConnection).begin(settings.accessMode === "read only");
+    return (connection as NetsqliteConnection).begin(settings.accessMode === "read only", scope);
   }
 
   async commitTransaction(connection: DatabaseConnection): Promise<void> {
@@ -285,9 +306,9 @@ const WRITES = new Set(["InsertQueryNode", "UpdateQueryNode", "DeleteQueryNode"]
  * `begin()` reserves a connection and sends `BEGIN` on it; until `commit()` or
  * `rollback()` gives it back, every query of this object runs there (Kysely
  * uses one connection object for a whole `db.transaction()`). Raw transaction
- * control sent outside a transaction (`sql\`BEGIN\`` inside `db.connection()`,
- * which the shared pool refuses with `TX_CONTROL`) pins a reserved connection
- * until Kysely releases this object.
+ * control sent outside a transaction (`sql\`BEGIN\`` inside `db.connection()`)
+ * pins a reserved connection, before it is sent, until Kysely releases this
+ * object.
  */
 class NetsqliteConnection implements DatabaseConnection {
   readonly #client: Client;
@@ -297,6 +318,8 @@ class NetsqliteConnection implements DatabaseConnection {
   #pinned: ReservedConnection | null = null;
   /** The open transaction is `read only` (Kysely's `setAccessMode`). */
   #readOnly = false;
+  /** The pool's scope of the open transaction (see {@link NetsqliteDriver.beginTransaction}). */
+  #scope: PoolScope | null = null;
 
   constructor(client: Client) {
     this.#client = client;
@@ -306,12 +329,18 @@ class NetsqliteConnection implements DatabaseConnection {
     return this.#tx ?? this.#pinned ?? this.#client;
   }
 
-  /** Reserves a connection and begins; `readOnly`: refuse every statement that may write. */
-  async begin(readOnly = false): Promise<void> {
+  /**
+   * Reserves a connection and begins; `readOnly`: refuse every statement that
+   * may write; `scope`: the pool's scope of the transaction, bound to its
+   * connection until the transaction ends.
+   */
+  async begin(readOnly = false, scope?: PoolScope): Promise<void> {
     if (this.#tx !== null) throw new Error("A transaction is already open on this connection");
     const conn = this.#pinned ?? await this.#client.reserve();
     this.#tx = conn;
     this.#readOnly = readOnly;
+    this.#scope = scope ?? null;
+    this.#scope?.bind(conn);
     try {
       await conn.exec("BEGIN");
     } catch (err) {
@@ -354,6 +383,8 @@ class NetsqliteConnection implements DatabaseConnection {
   }
 
   #endTransaction(): void {
+    this.#scope?.end();
+    this.#scope = null;
     if (this.#tx !== null && this.#tx !== this.#pinned) this.#tx.release();
     this.#tx = null;
     this.#readOnly = false;
@@ -379,24 +410,26 @@ class NetsqliteConnection implements DatabaseConnection {
 
   /** Runs transaction control (a savepoint) on the open transaction, read only or not. */
   async control(compiled: CompiledQuery): Promise<void> {
-    await this.#on((q) => q.run(compiled.sql));
+    await this.#on(compiled.sql, (q) => q.run(compiled.sql));
   }
 
   /**
-   * Runs `fn` on the current target. Raw transaction control refused by the
-   * shared pool (`TX_CONTROL`, refused before anything is sent) runs again on
-   * a connection reserved for this object.
+   * Runs `fn` (which sends `sql`) on the current target. Raw transaction
+   * control (`BEGIN`, `SAVEPOINT`, `COMMIT`, ...) sent outside Kysely's
+   * transaction first pins a connection reserved for this object, whatever
+   * the client's `max`, so the transaction it opens holds that connection
+   * alone: with `max: 1` the shared pool would run it (better-sqlite3's
+   * way), and another caller's query through `db` would then join it and
+   * be undone by its `ROLLBACK` after being acknowledged; it waits until
+   * Kysely releases this object instead, as with Kysely's own dialects.
    */
-  async #on<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {
-    const target = this.#target;
-    if (target !== this.#client) return await fn(target);
-    try {
-      return await fn(target);
-    } catch (err) {
-      // By code, not `instanceof`: the client may come from another copy of the module.
-      if ((err as { code?: unknown } | null)?.code !== ErrorCode.TxControl) throw err;
+  async #on<T>(sql: string, fn: (q: Queryable) => Promise<T>): Promise<T> {
+    if (this.#target === this.#client && findTxControl(sql, false) !== null) {
+      const conn = await this.#client.reserve();
+      // Another query of this object pinned one meanwhile: one is enough.
+      if (this.#target === this.#client) this.#pinned = conn;
+      else conn.release();
     }
-    this.#pinned ??= await this.#client.reserve();
     return await fn(this.#target);
   }
 
@@ -422,7 +455,7 @@ class NetsqliteConnection implements DatabaseConnection {
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     this.#checkControl(compiled.sql);
     this.#checkAccess(compiled.sql);
-    return await this.#on((q) => executeOn<R>(q, compiled));
+    return await this.#on(compiled.sql, (q) => executeOn<R>(q, compiled));
   }
 
   async *streamQuery<R>(compiled: CompiledQuery, chunkSize = 100): AsyncIterableIterator<

@@ -70,6 +70,14 @@ export interface TransactionScope {
  */
 export const transactionContext: AsyncLocalStorage<TransactionScope> = new AsyncLocalStorage();
 
+/**
+ * The pooled connection behind each `ReservedConnection`, so that the ORM adapters can run their
+ * transactions (on a reserved connection) as this pool's `transaction()`s: in
+ * {@link transactionContext}, with that connection as the scope's. Filled by `ReservedConnection`.
+ * @internal
+ */
+export const reservedConnections: WeakMap<object, PooledConnection> = new WeakMap();
+
 type Waiter = {
   resolve(conn: PooledConnection | Promise<PooledConnection>): void;
   reject(err: Error): void;

@@ -6,7 +6,7 @@
  */
 
 import type { PooledConnection } from "./connection.ts";
-import type { Pool } from "./pool.ts";
+import { type Pool, reservedConnections } from "./pool.ts";
 import { Queryable } from "./queryable.ts";
 import { type Ended, fixedRoute } from "./route.ts";
 import { ErrorCode } from "../protocol/errors.ts";
@@ -60,6 +60,7 @@ export class ReservedConnection extends Queryable {
     super(fixedRoute(conn, () => this.#released ? RELEASED : null, pool.ownWriter));
     this.#pool = pool;
     this.#conn = conn;
+    reservedConnections.set(this, conn);
   }
 
   /**

@@ -863,3 +863,53 @@ Deno.test("drizzle: migrate()'s timeout is the run's deadline, instead of the se
     /Invalid option "timeout": expected a positive number of ms, got 0/,
   );
 });
+
+Deno.test("drizzle: the client's own calls inside db.transaction() act as inside its transaction()", async () => {
+  // A helper written for the client, called from Drizzle's transaction: with
+  // max 1 a plain call joins the transaction (it waited for the connection
+  // the transaction holds), a client.transaction() nests in it as a
+  // savepoint (it waited for that connection, or for the writer the
+  // transaction holds), and reserve() is refused instead of waiting for itself.
+  await using srv = await startServer({ busyTimeout: 1500 });
+  for (const max of [1, 2, 4]) {
+    const client = await connect({ ...srv.connectOptions, max, acquireTimeout: 1500 });
+    try {
+      const db = drizzle(client);
+      await db.run(sql.raw("CREATE TABLE IF NOT EXISTS mix (x INTEGER)"));
+      await db.run(sql.raw("DELETE FROM mix"));
+      const seen = await db.transaction(async (tx) => {
+        await tx.run(sql`INSERT INTO mix VALUES (1)`);
+        const inside = await client.transaction(async (ctx) => {
+          await ctx.run("INSERT INTO mix VALUES (2)");
+          return await ctx.values("SELECT count(*) FROM mix");
+        });
+        const joined = max === 1 ? await client.values("SELECT count(*) FROM mix") : null;
+        const reserved = await client.reserve().then(
+          (r) => {
+            r.release();
+            return "reserved";
+          },
+          (err) => codeOf(err),
+        );
+        return { inside: inside[0][0], joined: joined?.[0][0] ?? null, reserved };
+      });
+      assert.deepEqual(seen, {
+        inside: 2, // the savepoint sees the transaction's own row
+        joined: max === 1 ? 2 : null,
+        reserved: max === 4 ? "reserved" : ErrorCode.TxControl,
+      }, `max ${max}`);
+      assert.deepEqual(await client.values("SELECT x FROM mix ORDER BY x"), [[1], [2]]);
+      // Rolled back with Drizzle's transaction: the nested one was a savepoint of it.
+      await assert.rejects(
+        db.transaction(async () => {
+          await client.transaction((ctx) => ctx.run("INSERT INTO mix VALUES (3)"));
+          throw new Error("undo");
+        }),
+        /undo/,
+      );
+      assert.deepEqual(await client.values("SELECT count(*) FROM mix"), [[2]], `max ${max}`);
+    } finally {
+      await client.close();
+    }
+  }
+});

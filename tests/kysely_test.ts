@@ -598,3 +598,103 @@ Deno.test("kysely: a read only transaction refuses writes; every isolation level
   );
   assert.equal(client.inTransaction, false);
 });
+
+Deno.test("kysely: raw BEGIN in db.connection() holds its connection alone, also with max 1", async () => {
+  // With max 1 the shared pool runs raw transaction control (better-sqlite3's
+  // way): another caller's insert through db joined the callback's raw
+  // transaction, was acknowledged, then undone by its ROLLBACK. It waits for
+  // the callback now, as with max 2 and Kysely's own SqliteDialect.
+  await using srv = await startServer();
+  for (const max of [1, 2]) {
+    const client = await connect({ ...srv.connectOptions, max, acquireTimeout: 5000 });
+    const db = new Kysely<{ kcb: { who: string } }>({ dialect: new NetsqliteDialect({ client }) });
+    try {
+      await sql`CREATE TABLE IF NOT EXISTS kcb (who TEXT)`.execute(db);
+      await sql`DELETE FROM kcb`.execute(db);
+      const events: string[] = []; // in either order: replies of two connections
+      const raw = db.connection().execute(async (conn) => {
+        await sql`BEGIN`.execute(conn);
+        await sql`INSERT INTO kcb VALUES ('conn')`.execute(conn);
+        await delay(200);
+        await sql`ROLLBACK`.execute(conn);
+        events.push("rolled back");
+      });
+      await delay(50);
+      await db.insertInto("kcb").values({ who: "outsider" }).execute();
+      events.push("outsider acknowledged");
+      await raw;
+      assert.deepEqual(events.toSorted(), ["outsider acknowledged", "rolled back"]);
+      // The acknowledged insert stayed (it ran after the ROLLBACK, or beside the transaction).
+      assert.deepEqual(
+        await db.selectFrom("kcb").select("who").execute(),
+        [{ who: "outsider" }],
+        `max ${max}`,
+      );
+      // Through db itself a raw BEGIN leaves nothing open, whatever max.
+      await sql`BEGIN`.execute(db);
+      assert.equal(client.inTransaction, false);
+      await assert.rejects(sql`COMMIT`.execute(db), /no transaction is active/);
+    } finally {
+      await db.destroy();
+      await client.close();
+    }
+  }
+});
+
+Deno.test("kysely: the client's own calls and db inside a transaction act as inside its transaction()", async () => {
+  // A helper written for the client, called from Kysely's transaction: with
+  // max 1 a plain call (or a query through db) joins the transaction (it
+  // waited for the connection the transaction holds), a client.transaction()
+  // nests in it as a savepoint (it waited for that connection, or for the
+  // writer the transaction holds), and reserve() is refused instead of
+  // waiting for itself.
+  await using srv = await startServer({ busyTimeout: 1500 });
+  for (const max of [1, 2, 4]) {
+    const client = await connect({ ...srv.connectOptions, max, acquireTimeout: 1500 });
+    const db = new Kysely<{ mix: { x: number } }>({ dialect: new NetsqliteDialect({ client }) });
+    try {
+      await sql`CREATE TABLE IF NOT EXISTS mix (x INTEGER)`.execute(db);
+      await sql`DELETE FROM mix`.execute(db);
+      const count = "SELECT count(*) FROM mix";
+      const seen = await db.transaction().execute(async (trx) => {
+        await trx.insertInto("mix").values({ x: 1 }).execute();
+        const inside = await client.transaction(async (tx) => {
+          await tx.run("INSERT INTO mix VALUES (2)");
+          return await tx.values(count);
+        });
+        const joined = max === 1 ? await client.values(count) : null;
+        const throughDb = max === 1
+          ? (await db.selectFrom("mix").select("x").execute()).length
+          : null;
+        const reserved = await client.reserve().then(
+          (r) => {
+            r.release();
+            return "reserved";
+          },
+          (err) => (err as { code?: string }).code,
+        );
+        return { inside: inside[0][0], joined: joined?.[0][0] ?? null, throughDb, reserved };
+      });
+      assert.deepEqual(seen, {
+        inside: 2, // the savepoint sees the transaction's own row
+        joined: max === 1 ? 2 : null,
+        throughDb: max === 1 ? 2 : null,
+        reserved: max === 4 ? "reserved" : ErrorCode.TxControl,
+      }, `max ${max}`);
+      assert.deepEqual(await client.values("SELECT x FROM mix ORDER BY x"), [[1], [2]]);
+      // Rolled back with Kysely's transaction: the nested one was a savepoint of it.
+      await assert.rejects(
+        db.transaction().execute(async () => {
+          await client.transaction((tx) => tx.run("INSERT INTO mix VALUES (3)"));
+          throw new Error("undo");
+        }),
+        /undo/,
+      );
+      assert.deepEqual(await client.values(count), [[2]], `max ${max}`);
+      assert.equal(client.inTransaction, false);
+    } finally {
+      await db.destroy();
+      await client.close();
+    }
+  }
+});

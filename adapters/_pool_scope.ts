@@ -1,0 +1,38 @@
+/**
+ * An ORM adapter's transaction as the client's pool sees it: a scope of the
+ * pool's `transactionContext`, as the client's own `transaction()` opens, so
+ * that the client's own calls made from the transaction's callback act as
+ * they do inside `transaction(fn)`: with `max: 1` plain calls join the
+ * transaction (instead of waiting forever for the connection it holds), a
+ * `transaction()` nests in it as a savepoint (instead of waiting for the
+ * writer it holds), and `reserve()` is refused with `TX_CONTROL` when it
+ * would wait for it.
+ *
+ * @module
+ */
+
+import type { PooledConnection } from "../client/connection.ts";
+import { reservedConnections, transactionContext, type TransactionScope } from "../client/pool.ts";
+
+/** A transaction scope of the pool for an adapter's transaction: inactive until {@link bind}. */
+export class PoolScope implements TransactionScope {
+  /** The transaction's connection (set by {@link bind}; read by the pool only while active). */
+  conn!: PooledConnection;
+  /** True from {@link bind} to {@link end}. */
+  active = false;
+  /** The transaction around the caller when the scope was made, if any. */
+  readonly parent: TransactionScope | undefined = transactionContext.getStore();
+
+  /** Binds the scope to the connection `reserved` (from `Client.reserve()`) and activates it. */
+  bind(reserved: object): void {
+    const conn = reservedConnections.get(reserved);
+    if (conn === undefined) return; // another copy of the module: nothing to join
+    this.conn = conn;
+    this.active = true;
+  }
+
+  /** Ends the scope: work the callback left behind (a timer) runs outside it. */
+  end(): void {
+    this.active = false;
+  }
+}
