@@ -269,7 +269,7 @@ export class Link {
    */
   request<O extends ReplyOp>(op: O, args: Requests[O], signal?: AbortSignal): Promise<Replies[O]> {
     if (this.#failure !== null) return Promise.reject(unsentError(this.#failure));
-    if (signal?.aborted) return Promise.reject(aborted(signal));
+    if (signal?.aborted) return this.#unsent(op, args, signal);
     const id = this.#nextId;
     this.#nextId = id === 0xffffffff ? 1 : id + 1;
     const start = this.#appended;
@@ -315,6 +315,22 @@ export class Link {
     ) this.#armTimer(this.#requestTimeout);
     this.#flush();
     return promise;
+  }
+
+  /**
+   * Rejects a call whose signal aborted before it was sent. When the server
+   * may be inside a transaction once it reads on (one is open, or requests
+   * are pending), the call goes out inside a `cancel` of its own: it never
+   * runs, and should it have written inside the open transaction, the
+   * server ends that transaction (the caller was told it was aborted, so
+   * nothing of the transaction may commit, as for a write cancelled once sent).
+   */
+  #unsent<O extends ReplyOp>(op: O, args: Requests[O], signal: AbortSignal): Promise<never> {
+    if (this.#inTransaction || this.#pending.size > 0) {
+      const id = this.#takeId();
+      this.#send([Op.Cancel, this.#takeId(), id, [op, ...args]]);
+    }
+    return Promise.reject(aborted(signal));
   }
 
   /**

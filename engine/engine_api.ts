@@ -16,16 +16,19 @@ import type { SqliteError } from "../protocol/errors.ts";
 import type { Engine, EngineSession } from "./engine.ts";
 
 export { BLOCKED } from "./engine_session.ts";
-export type { Reply } from "./engine_session.ts";
+export type { Planned, Reply } from "./engine_session.ts";
 
 /**
  * One client's view of an engine, as the server's session uses it. What
  * ends a transaction whose write was cancelled after it ran
- * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`) is optional
- * (both the single-file and the cluster engine implement it).
+ * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`), and what tells
+ * whether a request cancelled before it ran would have written
+ * (`wouldWrite`), are optional.
  */
 export type SessionLike =
-  & Partial<Pick<EngineSession, "writeMark" | "wroteInTransactionSince" | "cancelWrites">>
+  & Partial<
+    Pick<EngineSession, "writeMark" | "wroteInTransactionSince" | "cancelWrites" | "wouldWrite">
+  >
   & Pick<
     EngineSession,
     | "awaitingCommit"

@@ -785,6 +785,15 @@ export class EngineSession implements HostedSession {
     try {
       return runInline(p, args, limits, wantRows, budget);
     } catch (err) {
+      if (inTx && writes(p) && p.conn.inTransaction && isTimeout(err)) {
+        // A binding that cannot interrupt undid the late write alone (its
+        // savepoint): end the transaction as an interrupted write ends it.
+        try {
+          p.conn.runOwn("ROLLBACK");
+        } catch {
+          // (Ended already.)
+        }
+      }
       throw this.#noteAbort(err, p, inTx);
     } finally {
       if (performance.now() - start >= INLINE_BUDGET_MS) p.fast = false;
@@ -943,6 +952,50 @@ export class EngineSession implements HostedSession {
   wroteInTransactionSince(mark: number): boolean {
     return this.#aborted === null && !this.#closed &&
       this.#txWriteSeq > Math.max(mark, this.#txWriteFloor) && this.inTransaction;
+  }
+
+  /**
+   * True when a request the client cancelled before it ran would (or may)
+   * have written inside the client's open transaction, had it run now: a
+   * statement SQLite does not call read-only (transaction control aside),
+   * a script or batch holding one, the `next` of a cursor over a write.
+   * A statement that would fail to prepare (or be refused) writes nothing;
+   * a later statement of a script that cannot be prepared yet counts as a
+   * write. False outside the client's transaction, or once it ended.
+   */
+  wouldWrite(planned: Planned): boolean {
+    const host = this.#host;
+    if (this.#closed || this.#aborted !== null || !this.inTransaction) return false;
+    if (!host.writer.owns(this)) return false;
+    if ("cursor" in planned) return this.#writingCursors?.has(planned.cursor) === true;
+    const conn = host.writer.connection;
+    if ("statement" in planned) {
+      const s = planned.statement;
+      if (typeof s === "number" && !this.#handles.has(s)) return false;
+      try {
+        return writes(conn.prepare(this.#sqlOf(s)));
+      } catch {
+        return false; // It would have failed, unrun.
+      }
+    }
+    const texts = "script" in planned ? [planned.script] : planned.statements;
+    for (const sql of texts) {
+      for (let at = 0, first = true;; first = false) {
+        let p: Prepared | null;
+        try {
+          p = conn.prepareOne(sql, at);
+        } catch {
+          if (first) break; // It fails there, before anything of it ran.
+          return true; // (It may name what an earlier statement creates.)
+        }
+        if (p === null) break;
+        at = p.stmt.end;
+        const wrote = writes(p);
+        p.stmt.finalize();
+        if (wrote) return true;
+      }
+    }
+    return false;
   }
 
   /**
@@ -1713,4 +1766,25 @@ function waitedAsStatement(err: unknown, why: string): unknown {
 function lacksOnReader(err: unknown): boolean {
   return err instanceof SqliteError &&
     /^(no such (table|view|index|trigger)|unknown database)\b/.test(err.message);
+}
+
+/**
+ * What a request would run, for {@link EngineSession.wouldWrite}: one
+ * statement (SQL text or prepared handle: `run`, `query`, `iterate`), a
+ * script (`exec`), a batch's statements, or a cursor's next step.
+ */
+export type Planned =
+  | { readonly statement: string | number }
+  | { readonly script: string }
+  | { readonly statements: readonly string[] }
+  | { readonly cursor: number };
+
+/** True when `p` changes the database (transaction control aside). */
+function writes(p: Prepared): boolean {
+  return !p.readOnly && p.txOp === null;
+}
+
+/** True for a statement stopped at its deadline. */
+function isTimeout(err: unknown): boolean {
+  return err instanceof SqliteError && err.code === ErrorCode.StatementTimeout;
 }

@@ -192,8 +192,11 @@ export interface Requests {
   /**
    * Cancels the request `targetId` of this connection: fire-and-forget, no
    * reply of its own. A target still queued is answered `ABORTED` unrun.
+   * `unsent`: the request `[op, ...args]` itself, when the client aborted it
+   * before sending it (it never runs; inside an open transaction, one that
+   * would write ends the transaction when its turn comes).
    */
-  [Op.Cancel]: [targetId: number];
+  [Op.Cancel]: [targetId: number, unsent?: [op: number, ...args: unknown[]]];
   /** The server's statistics. */
   [Op.Stats]: [];
   /** Checkpoints the WAL, taking the writer like a write. */

@@ -50,8 +50,8 @@ export interface DecodedArgs {
   [Op.Next]: [cursor: number];
   /** `[cursor]` */
   [Op.CloseCursor]: [cursor: number];
-  /** `[targetId]` */
-  [Op.Cancel]: [targetId: number];
+  /** `[targetId, unsent]`: `unsent`, the request never sent, as `[op, targetId, ...args]` */
+  [Op.Cancel]: [targetId: number, unsent: Envelope | null];
   /** `[]` */
   [Op.Stats]: [];
   /** `[mode]` */
@@ -179,7 +179,10 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
     case Op.Cancel: {
       const target = msg[2];
       if (!isId(target)) throw badRequest(`Expected the id of the request to cancel`);
-      return { op: Op.Cancel, id, args: [target as number] };
+      const unsent = Array.isArray(msg[3])
+        ? asEnvelope([msg[3][0], target, ...msg[3].slice(1)])
+        : null;
+      return { op: Op.Cancel, id, args: [target as number, unsent] };
     }
     case Op.Stats:
       return { op: Op.Stats, id, args: [] };

@@ -44,7 +44,7 @@ import {
   decodeRequest,
   type Envelope,
 } from "../protocol/requests.ts";
-import { BLOCKED, type EngineLike, type SessionLike } from "../engine/engine_api.ts";
+import { BLOCKED, type EngineLike, type Planned, type SessionLike } from "../engine/engine_api.ts";
 import type { EngineSession } from "../engine/engine_session.ts";
 import { replyTooLarge, resultTooLarge } from "../engine/run.ts";
 import { heldReplyError } from "../engine/group_commit.ts";
@@ -240,6 +240,15 @@ export class Session implements SessionProbe {
   #txWrites: Set<number> | null = null;
   /** The request running in the background that the client cancelled, or 0. */
   #cancelledRunning = 0;
+  /**
+   * Requests cancelled before they ran (dropped from the queue, or never
+   * sent by the client), keyed by the queued request that follows them:
+   * when that one's turn comes, each that would have written inside the open
+   * transaction ends it (see {@link #voided}).
+   */
+  #voids: Map<Request, Request[]> | null = null;
+  /** Such requests that no queued request follows yet: the next one to arrive takes them. */
+  #voidsAtEnd: Request[] | null = null;
 
   /**
    * @param conn The accepted connection.
@@ -652,6 +661,10 @@ export class Session implements SessionProbe {
     if (!this.#handshaken) return this.#onHello(msg);
     // Cancellation acts at receipt, ahead of the queue it is about.
     if (msg[0] === Op.Cancel) return this.#cancel(msg);
+    if (this.#voidsAtEnd !== null) {
+      (this.#voids ??= new Map()).set(msg, this.#voidsAtEnd);
+      this.#voidsAtEnd = null;
+    }
     this.#queue.push(msg);
     this.#sizes.push(payload.length);
     this.#queuedBytes += payload.length;
@@ -689,20 +702,27 @@ export class Session implements SessionProbe {
     this.#queue = [];
     this.#sizes = [];
     this.#head = 0;
+    this.#voids = null;
+    this.#voidsAtEnd = null;
   }
 
   /**
    * Handles `cancel` (no reply of its own): a target still queued is removed
    * and answered `ABORTED`; the request now running (the head, waiting for
    * the writer) is handed to the engine to stop; anything else is ignored.
+   * A target still queued, or never sent (the cancel carries it), ends the
+   * open transaction when its turn would have come, should it have written
+   * there ({@link #voided}).
    */
   #cancel(msg: Request): void {
     let target: number;
+    let unsent: Request | null;
     try {
-      target = (decodeRequest(msg).args as [number])[0];
+      [target, unsent] = decodeRequest(msg).args as [number, Request | null];
     } catch {
       return; // A malformed cancel is dropped: it has no reply to carry an error.
     }
+    if (unsent !== null) return this.#voidBefore(undefined, [unsent]);
     const q = this.#queue;
     for (let i = this.#head; i < q.length; i++) {
       if (q[i][1] !== target) continue;
@@ -717,8 +737,11 @@ export class Session implements SessionProbe {
       // Queued, or at the head waiting for the writer: it never runs.
       if (i === this.#head && this.#blocked) this.#engine.stopWaiting();
       if (i === this.#head) this.#headStart = 0;
-      q.splice(i, 1);
+      const [dropped] = q.splice(i, 1);
       this.#unqueued(this.#sizes.splice(i, 1)[0]);
+      const before = this.#voids?.get(dropped);
+      this.#voids?.delete(dropped);
+      this.#voidBefore(q[i], before === undefined ? [dropped] : [...before, dropped]);
       const aborted = new AbortError(`Request ${target} was cancelled before it ran`);
       if (this.#engine.awaitingCommit) this.#hold(target, aborted);
       this.#replyError(target, aborted);
@@ -732,17 +755,57 @@ export class Session implements SessionProbe {
   }
 
   /**
-   * Ends the open transaction because the client cancelled request `target`,
-   * which wrote in it; returns the error for `target`'s reply, or `null`
-   * when the transaction had ended meanwhile.
+   * Notes requests cancelled before they ran, to be judged when `next` (a
+   * queued request; `undefined`: the next to arrive) is dispatched.
    */
-  #endTxForCancel(target: number): unknown {
+  #voidBefore(next: Request | undefined, voids: Request[]): void {
+    if (next === undefined) {
+      (this.#voidsAtEnd ??= []).push(...voids);
+      return;
+    }
+    const map = this.#voids ??= new Map();
+    const after = map.get(next);
+    map.set(next, after === undefined ? voids : [...voids, ...after]);
+  }
+
+  /**
+   * Before `next` runs, the requests cancelled before they ran that preceded
+   * it take their turn: the first that would have written inside the open
+   * transaction (or may have: with no way to tell, a statement counts) ends
+   * it, as a cancel of a write that ran does. The client was told each was
+   * aborted, so none of the transaction may commit. Their replies were sent
+   * (or, never sent, not awaited); nothing of them runs.
+   */
+  #voided(next: Request): void {
+    const voids = this.#voids?.get(next);
+    if (voids === undefined) return;
+    this.#voids!.delete(next);
+    const engine = this.#engine;
+    for (const req of voids) {
+      if (!engine.inTransaction) return;
+      const planned = plannedOf(req);
+      if (planned === null) continue;
+      if (engine.wouldWrite?.(planned) ?? true) {
+        this.#endTxForCancel(
+          req[1] as number,
+          "was cancelled before it ran, and would have written inside the open transaction",
+        );
+        return;
+      }
+    }
+  }
+
+  /**
+   * Ends the open transaction because the client cancelled request `target`,
+   * which wrote in it (or would have: `what` says which); returns the error
+   * for `target`'s reply, or `null` when the transaction had ended meanwhile.
+   */
+  #endTxForCancel(
+    target: number,
+    what = "was cancelled after it wrote inside the open transaction",
+  ): unknown {
     this.#txWrites = null;
-    return this.#engine.cancelWrites?.(
-      new AbortError(
-        `Request ${target} was cancelled after it wrote inside the open transaction`,
-      ),
-    ) ?? null;
+    return this.#engine.cancelWrites?.(new AbortError(`Request ${target} ${what}`)) ?? null;
   }
 
   #onHello(msg: Request): void {
@@ -1141,6 +1204,7 @@ export class Session implements SessionProbe {
    */
   #dispatch(msg: Request): unknown {
     const s = this.#engine;
+    if (this.#voids !== null) this.#voided(msg);
     if (this.#admin && !ADMIN_OPS.has(msg[0] as OpCode)) throw adminOnly(msg[0]);
     const req: DecodedRequest = decodeRequest(msg);
     switch (req.op) {
@@ -1369,3 +1433,31 @@ function mayEndTx(sql: string): boolean {
 }
 
 const ENDS_TX = new Set(["commit", "end", "release"]);
+
+/**
+ * What request `req` would run, for the engine to tell whether it would
+ * write (see `EngineSession.wouldWrite`), or `null` for one that runs no SQL
+ * of the client's (or is malformed, and would have failed unrun).
+ */
+function plannedOf(req: Request): Planned | null {
+  let decoded: DecodedRequest;
+  try {
+    decoded = decodeRequest(req);
+  } catch {
+    return null;
+  }
+  switch (decoded.op) {
+    case Op.Run:
+    case Op.Query:
+    case Op.Iterate:
+      return { statement: decoded.args[0] };
+    case Op.Exec:
+      return { script: decoded.args[0] };
+    case Op.Batch:
+      return { statements: decoded.args[0].map((item) => item[0]) };
+    case Op.Next:
+      return { cursor: decoded.args[0] };
+    default:
+      return null;
+  }
+}

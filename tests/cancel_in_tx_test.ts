@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { AbortError, type Client, SqliteError } from "../mod.ts";
+import { AbortError, type Client, connect, SqliteError } from "../mod.ts";
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
 import { Op, PROTOCOL_VERSION, type Request, Status } from "../protocol/messages.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
@@ -43,6 +43,25 @@ class Wire implements AsyncDisposable {
     this.#enc.append([op, id, ...args] as unknown as Request);
     await this.#conn.write(this.#enc.take());
     return id;
+  }
+
+  /**
+   * Sends requests (`[op, ...args]` each) in one write, so the server reads
+   * them together; returns their ids.
+   */
+  async sendAll(...requests: unknown[][]): Promise<number[]> {
+    const ids = requests.map(([op, ...args]) => {
+      const id = ++this.#id;
+      this.#enc.append([op, id, ...args] as unknown as Request);
+      return id;
+    });
+    await this.#conn.write(this.#enc.take());
+    return ids;
+  }
+
+  /** The id the next request will take. */
+  get nextId(): number {
+    return this.#id + 1;
   }
 
   /** Sends `cancel` for request `target` (it has no reply of its own). */
@@ -384,5 +403,185 @@ for (const engine of ENGINES) {
     const [[n]] = await db.values<[number]>("SELECT count(*) FROM big");
     assert.ok(n === 0 || n === 200_000, `${n} rows`);
     assert.equal(db.inTransaction, false);
+  });
+}
+
+/** A query slow enough (tens of ms) to have requests queue behind it. */
+const SLOW_READ =
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) " +
+  "SELECT count(*) FROM c";
+
+/** Requests that write inside the transaction, sent unrun (queued, then cancelled). */
+const QUEUED_WRITES: [string, unknown[]][] = [
+  ["a run", [Op.Run, "INSERT INTO t VALUES (2)", null, null]],
+  ["a query (INSERT ... RETURNING)", [Op.Query, "INSERT INTO t VALUES (2) RETURNING x", null]],
+  ["an exec (a script whose second statement writes)", [
+    Op.Exec,
+    "SELECT 1; INSERT INTO t VALUES (2)",
+  ]],
+  ["a batch", [Op.Batch, [["SELECT 1", null], ["INSERT INTO t VALUES (2)", null]]]],
+];
+
+/** Requests that only read, sent unrun (queued, then cancelled). */
+const QUEUED_READS: [string, unknown[]][] = [
+  ["query", [Op.Query, "SELECT * FROM t", null]],
+  ["exec (a script of reads)", [Op.Exec, "SELECT 1; SELECT 2"]],
+  ["run of COMMIT", [Op.Run, "COMMIT", null, null]],
+];
+
+for (const engine of ENGINES) {
+  for (const [kind, request] of QUEUED_WRITES) {
+    Deno.test(`${kind} that writes, cancelled while queued inside the transaction, ends it (${engine})`, async () => {
+      await using srv = await startServer({ engine });
+      await using wire = await Wire.open(srv);
+      await wire.ok("CREATE TABLE t (x)");
+      await wire.ok("BEGIN");
+      await wire.ok("INSERT INTO t VALUES (1)");
+      // The write queues behind a slow read; the cancel comes in the same read.
+      const target = wire.nextId + 1;
+      const [read, write] = await wire.sendAll(
+        [Op.Query, SLOW_READ, null],
+        request,
+        [Op.Cancel, target],
+      );
+      assert.equal(write, target);
+      const replies = [await wire.reply(), await wire.reply()];
+      const byId = new Map(replies.map(([id, status, body]) => [id, { status, body }]));
+      assert.equal(byId.get(read)!.status & Status.Error, 0, "the read ahead ran");
+      const cancelled = byId.get(write)!;
+      assert.equal(cancelled.status & Status.Error, Status.Error);
+      assert.equal((cancelled.body as { code: string }).code, "ABORTED");
+      assert.match((cancelled.body as { message: string }).message, /cancelled before it ran/);
+      const message = await wire.fails("INSERT INTO t VALUES (3)", "TX_ABORTED");
+      assert.match(
+        message,
+        new RegExp(`Request ${write} was cancelled before it ran, and would have written`),
+      );
+      await wire.fails("COMMIT", "TX_ABORTED");
+      assert.equal((await wire.ok("ROLLBACK")) & Status.InTransaction, 0);
+      assert.equal(await wire.count(), 0, "nothing of the transaction stayed");
+    });
+  }
+
+  Deno.test(`reads, and COMMIT, cancelled while queued leave the transaction usable (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using wire = await Wire.open(srv);
+    await wire.ok("CREATE TABLE t (x)");
+    await wire.ok("BEGIN");
+    await wire.ok("INSERT INTO t VALUES (1)");
+    for (const [, request] of QUEUED_READS) {
+      const target = wire.nextId + 1;
+      await wire.sendAll([Op.Query, SLOW_READ, null], request, [Op.Cancel, target]);
+      await wire.reply();
+      await wire.reply();
+    }
+    await wire.ok("INSERT INTO t VALUES (2)");
+    await wire.ok("COMMIT");
+    assert.equal(await wire.count(), 2);
+  });
+
+  Deno.test(`a cancel carrying a write never sent ends the transaction; a read's does not (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using wire = await Wire.open(srv);
+    await wire.ok("CREATE TABLE t (x)");
+    await wire.ok("BEGIN");
+    await wire.ok("INSERT INTO t VALUES (1)");
+    // A read never sent: nothing changes, no reply comes for it.
+    await wire.send(Op.Cancel, 9000, [Op.Query, "SELECT * FROM t", null]);
+    await wire.ok("INSERT INTO t VALUES (2)");
+    // A write never sent: the request after it finds the transaction ended.
+    await wire.send(Op.Cancel, 9001, [Op.Run, "INSERT INTO t VALUES (3)", null, null]);
+    const message = await wire.fails("INSERT INTO t VALUES (4)", "TX_ABORTED");
+    assert.match(message, /Request 9001 was cancelled before it ran, and would have written/);
+    await wire.fails("COMMIT", "TX_ABORTED");
+    await wire.ok("ROLLBACK");
+    // Outside a transaction it changes nothing.
+    await wire.send(Op.Cancel, 9002, [Op.Run, "INSERT INTO t VALUES (5)", null, null]);
+    await wire.ok("INSERT INTO t VALUES (6)");
+    assert.equal(await wire.count(), 1);
+  });
+
+  Deno.test(`a write whose signal aborted before the call, inside transaction(), keeps the transaction from committing (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE t (x)");
+    let swallowed: unknown = null;
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.run("INSERT INTO t VALUES (1)");
+        try {
+          await tx.run("INSERT INTO t VALUES (2)", [], { signal: AbortSignal.abort() });
+        } catch (err) {
+          swallowed = err; // and carries on, as if nothing happened
+        }
+      }),
+      { code: "TX_ABORTED" },
+    );
+    assert.ok(swallowed instanceof AbortError, String(swallowed));
+    // A read aborted so leaves the transaction usable.
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (3)");
+      await tx.values("SELECT 1", [], { signal: AbortSignal.abort() }).catch(() => {});
+    });
+    assert.deepEqual(await db.values("SELECT x FROM t"), [[3]]);
+  });
+
+  Deno.test(`a write whose signal aborted before the call ends a reserved connection's BEGIN and a max 1 client's (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    {
+      await using db = await connect({ ...srv.connectOptions, max: 2 });
+      await db.exec("CREATE TABLE t (x)");
+      await using r = await db.reserve();
+      await r.exec("BEGIN");
+      await r.run("INSERT INTO t VALUES (1)");
+      await assert.rejects(
+        r.run("INSERT INTO t VALUES (2)", [], { signal: AbortSignal.abort() }),
+        AbortError,
+      );
+      await assert.rejects(r.exec("COMMIT"), { code: "TX_ABORTED" });
+      await r.exec("ROLLBACK");
+    }
+    await using one = await connect({ ...srv.connectOptions, max: 1 });
+    await one.exec("BEGIN");
+    await one.run("INSERT INTO t VALUES (3)");
+    await assert.rejects(
+      one.exec("INSERT INTO t VALUES (4)", { signal: AbortSignal.abort() }),
+      AbortError,
+    );
+    await assert.rejects(one.exec("COMMIT"), { code: "TX_ABORTED" });
+    await one.exec("ROLLBACK");
+    assert.deepEqual(await one.values("SELECT count(*) FROM t"), [[0]]);
+  });
+
+  Deno.test(`a write stopped at its timeout inside a transaction ends it (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (x); CREATE TABLE acc (bal); INSERT INTO acc VALUES (1)");
+    // Recursive: node:sqlite checks its deadline when it ends, and undoes it.
+    const slow = "UPDATE acc SET bal = bal + 1 WHERE (WITH RECURSIVE c(x) AS " +
+      "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT count(*) FROM c) > 0";
+    let swallowed: unknown = null;
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.run("INSERT INTO t VALUES (1)");
+        try {
+          await tx.run(slow, [], { timeout: 20 });
+        } catch (err) {
+          swallowed = err;
+        }
+      }),
+      (err: SqliteError) => {
+        assert.equal(err.code, "TX_ABORTED");
+        assert.match(err.message, /STATEMENT_TIMEOUT/);
+        return true;
+      },
+    );
+    assert.ok(swallowed instanceof SqliteError, String(swallowed));
+    assert.equal(swallowed.code, "STATEMENT_TIMEOUT");
+    assert.match(swallowed.message, /rolled back the transaction/);
+    assert.deepEqual(await db.values("SELECT (SELECT count(*) FROM t), (SELECT bal FROM acc)"), [[
+      0,
+      1,
+    ]]);
   });
 }

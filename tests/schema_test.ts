@@ -82,7 +82,13 @@ Deno.test("decodeRequest() returns every element the client encodes, for every o
   assert.deepEqual(roundTrip([Op.Finalize, 4, 9]).args, [9]);
   assert.deepEqual(roundTrip([Op.Next, 5, 2]).args, [2]);
   assert.deepEqual(roundTrip([Op.CloseCursor, 6, 2]).args, [2]);
-  assert.deepEqual(roundTrip([Op.Cancel, 9, 8]), { op: Op.Cancel, id: 9, args: [8] });
+  assert.deepEqual(roundTrip([Op.Cancel, 9, 8]), { op: Op.Cancel, id: 9, args: [8, null] });
+  // A request aborted before it was sent travels inside its cancel, under its own id.
+  assert.deepEqual(roundTrip([Op.Cancel, 9, 8, [Op.Run, "INSERT INTO t VALUES (1)"]]), {
+    op: Op.Cancel,
+    id: 9,
+    args: [8, [Op.Run, 8, "INSERT INTO t VALUES (1)"]],
+  });
 });
 
 Deno.test("decodeRequest() refuses malformed arguments with BAD_REQUEST naming the problem", () => {
