@@ -27,6 +27,7 @@ import {
   Result,
 } from "./_constants.ts";
 import type { Symbols } from "./_ffi_symbols.ts";
+import { timerTurn } from "./_timer_turn.ts";
 import { markAnonymous, NamedParams } from "./_params.ts";
 import type {
   Authorizer,
@@ -642,6 +643,9 @@ class FfiStmt implements Stmt {
     } finally {
       this.#db.afterBackground();
     }
+    // Let due timers run first: completed steps are resolved before them (see _timer_turn.ts).
+    const turn = timerTurn();
+    if (turn !== null) await turn;
     // Finalized (or its connection closed) while it stepped: it is done.
     if (this.#h === null) return false;
     return this.#stepped(h, rc);
