@@ -97,15 +97,17 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
     engines: { node: ">=20" },
     // For TypeScript's older resolution (node10), which reads no "exports".
     ...(types ? { types: "./netsqlite.d.mts" } : {}),
-    exports: Object.fromEntries(
-      ENTRIES.flatMap(([entry, file, names]) =>
+    exports: Object.fromEntries([
+      ...ENTRIES.flatMap(([entry, file, names]) =>
         names.map((name) =>
           types && entry === "client.ts"
             ? [name, { types: "./netsqlite.d.mts", default: `./${file}` }]
             : [name, `./${file}`]
         )
       ),
-    ),
+      // For tools that read the version: require("@netsqlite/netsqlite/package.json").
+      ["./package.json", "./package.json"],
+    ]),
     peerDependencies: { "drizzle-orm": "^0.45", kysely: "^0.28" },
     peerDependenciesMeta: { "drizzle-orm": { optional: true }, kysely: { optional: true } },
   };

@@ -221,6 +221,34 @@ Deno.test(
   }),
 );
 
+Deno.test(
+  "node: the build exports its package.json",
+  withTimeLimit(180_000, async (t) => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-npm-cjs-" });
+    try {
+      const pkg = join(dir, "node_modules", "@netsqlite", "netsqlite");
+      await buildNode(new URL(`file://${pkg}/`));
+      await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
+
+      if (!await which("node")) {
+        console.log("Node.js part skipped: no `node` on PATH");
+        return;
+      }
+      await t.step("Node.js: require() of the package's package.json", async () => {
+        await Deno.writeTextFile(
+          join(dir, "pkg.cjs"),
+          'console.log(require("@netsqlite/netsqlite/package.json").version);\n',
+        );
+        const out = await run("node", ["pkg.cjs"], {}, dir);
+        assert.equal(out.code, 0, out.text);
+        assert.equal(out.text.trim(), VERSION);
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }),
+);
+
 /** The ORM packages from npm, installed once into `<tmpdir>/netsqlite-peers-1`, or why not. */
 async function installPeers(): Promise<string | { skip: string }> {
   const dir = join(tmpdir(), "netsqlite-peers-1");
