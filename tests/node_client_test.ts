@@ -221,8 +221,24 @@ Deno.test(
   }),
 );
 
+/** esbuild from npm, installed once under the temp directory, or why not. */
+async function installEsbuild(): Promise<string | { skip: string }> {
+  const dir = join(tmpdir(), "netsqlite-esbuild-1");
+  const bin = join(dir, "node_modules", ".bin", "esbuild");
+  if (await which(bin)) return bin;
+  if (!await which("npm")) return { skip: "no `npm` to install esbuild with" };
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
+  const res = await run("npm", ["install", "--no-audit", "--no-fund", "esbuild@0.25"], {}, dir)
+    .catch((err) => ({ code: 1, text: String(err) }));
+  if (res.code !== 0 || !await which(bin)) {
+    return { skip: `cannot install esbuild from npm: ${res.text.trim().split("\n").pop()}` };
+  }
+  return bin;
+}
+
 Deno.test(
-  "node: the build exports its package.json",
+  "node: the build bundles to CommonJS and exports its package.json",
   withTimeLimit(180_000, async (t) => {
     const dir = await Deno.makeTempDir({ prefix: "netsqlite-npm-cjs-" });
     try {
@@ -243,6 +259,40 @@ Deno.test(
         assert.equal(out.code, 0, out.text);
         assert.equal(out.text.trim(), VERSION);
       });
+
+      await t.step(
+        "Node.js: an esbuild CommonJS bundle of the client loads and queries",
+        async () => {
+          const esbuild = await installEsbuild();
+          if (typeof esbuild !== "string") {
+            console.log(`skipped: ${esbuild.skip}`);
+            return;
+          }
+          await Deno.writeTextFile(
+            join(dir, "app.cjs"),
+            [
+              'const { connect } = require("@netsqlite/netsqlite");',
+              "(async () => {",
+              "  const db = await connect({ path: process.env.NETSQLITE_PATH });",
+              '  try { console.log(JSON.stringify(await db.get("SELECT 40 + 2 AS x"))); }',
+              "  finally { await db.close(); }",
+              "})().catch((err) => { console.error(err); process.exitCode = 1; });",
+            ].join("\n") + "\n",
+          );
+          const bundle = await run(
+            esbuild,
+            ["app.cjs", "--bundle", "--platform=node", "--format=cjs", "--outfile=bundled.cjs"],
+            {},
+            dir,
+          );
+          assert.equal(bundle.code, 0, bundle.text);
+          await using srv = await startServer();
+          const env = { NETSQLITE_PATH: (srv.connectOptions as { path: string }).path };
+          const out = await run("node", ["bundled.cjs"], env, dir);
+          assert.equal(out.code, 0, out.text);
+          assert.equal(out.text.trim(), '{"x":42}');
+        },
+      );
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
