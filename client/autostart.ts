@@ -94,16 +94,24 @@ const SERVER_FLAGS = [
  * server is started, not at load: a CommonJS bundle of the npm build has no
  * `import.meta.url`, and `new URL()` of a relative path throws without one.
  *
- * @throws {TypeError} where its own URL is unknown (a CommonJS bundle).
+ * @throws {TypeError} where the module has no `server.ts` beside it (the npm
+ *   build ships the client only) or its own URL is unknown (a CommonJS bundle).
  */
-// deno-lint-ignore require-await
 async function serverModule(): Promise<string> {
   const base: unknown = import.meta.url;
-  if (typeof base === "string" && base !== "") return new URL("../server.ts", base).href;
+  const url = typeof base === "string" && base !== "" ? new URL("../server.ts", base) : null;
+  if (url !== null && url.protocol !== "file:") return url.href; // JSR, or served over http(s)
+  // Only a missing file is refused here: `deno run` reports any other problem itself.
+  const missing = url === null ||
+    await Deno.stat(url).then(() => false, (err) => err instanceof Deno.errors.NotFound);
+  if (!missing) return url.href;
   throw new TypeError(
-    'Invalid option "autostart": this copy of the client has no server to start; start the ' +
-      "server yourself (deno run -A server.ts in a checkout, or netsqlite serve), or import the " +
-      "client from JSR or a checkout, which have server.ts",
+    'Invalid option "autostart": this copy of the client has no server to start' +
+      (url === null
+        ? ""
+        : ` (no "${decodeURIComponent(url.pathname)}": the npm build ships the client only)`) +
+      "; start the server yourself (deno run -A server.ts in a checkout, or netsqlite serve), " +
+      "or import the client from JSR or a checkout, which have server.ts",
   );
 }
 

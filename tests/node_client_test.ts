@@ -238,13 +238,32 @@ async function installEsbuild(): Promise<string | { skip: string }> {
 }
 
 Deno.test(
-  "node: the build bundles to CommonJS and exports its package.json",
+  "node: the build bundles to CommonJS, exports its package.json, and refuses autostart clearly",
   withTimeLimit(180_000, async (t) => {
     const dir = await Deno.makeTempDir({ prefix: "netsqlite-npm-cjs-" });
     try {
       const pkg = join(dir, "node_modules", "@netsqlite", "netsqlite");
       await buildNode(new URL(`file://${pkg}/`));
       await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
+
+      await t.step(
+        "Deno: autostart from the build (no server.ts) is a clear TypeError",
+        async () => {
+          const mod = await import(`file://${pkg}/netsqlite.mjs`);
+          await assert.rejects(
+            mod.connect({
+              path: join(dir, "none.sock"),
+              autostart: { database: join(dir, "a.db"), timeout: 5000 },
+            }),
+            (err: Error) => {
+              assert.ok(err instanceof TypeError, `${err.constructor.name}: ${err.message}`);
+              assert.match(err.message, /^Invalid option "autostart": this copy of the client has/);
+              assert.match(err.message, /server\.ts": the npm build ships the client only\)/);
+              return true;
+            },
+          );
+        },
+      );
 
       if (!await which("node")) {
         console.log("Node.js part skipped: no `node` on PATH");
