@@ -21,6 +21,8 @@
 
 import type { HelloReply } from "./protocol/messages.ts";
 import { openLink, type PooledConnection } from "./client/connection.ts";
+import type { Link } from "./client/link.ts";
+import { withCallerFrames } from "./client/_caller_stack.ts";
 import { connectOrStart } from "./client/autostart.ts";
 import { type ConnectOptions, resolveConnectOptions } from "./client/options.ts";
 import { Pool } from "./client/pool.ts";
@@ -103,10 +105,13 @@ export {
  */
 export async function connect(options: ConnectOptions = {}): Promise<Client> {
   const config = await resolveConnectOptions(options);
-  const [link, info] = config.autostart === null
-    ? await openLink(config)
-    : await connectOrStart(config);
-  return new Client(new Pool(config, link, info));
+  let opened: [Link, HelloReply];
+  try {
+    opened = config.autostart === null ? await openLink(config) : await connectOrStart(config);
+  } catch (err) {
+    throw withCallerFrames(err);
+  }
+  return new Client(new Pool(config, opened[0], opened[1]));
 }
 
 /**
@@ -239,7 +244,12 @@ export class Client extends Queryable {
    * @throws {AbortError} when `options.signal` aborted the wait.
    */
   async reserve(options?: ReserveOptions): Promise<ReservedConnection> {
-    const conn = await this.#pool.reserve(options?.signal);
+    let conn: PooledConnection;
+    try {
+      conn = await this.#pool.reserve(options?.signal);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
     return new ReservedConnection(this.#pool, conn);
   }
 

@@ -89,7 +89,31 @@ const SERVER_FLAGS = [
   "--no-prompt",
 ];
 
-const SERVER_MODULE = new URL("../server.ts", import.meta.url).href;
+/**
+ * The `server.ts` of this module, as autostart runs it; computed when a
+ * server is started, not at load: a CommonJS bundle of the npm build has no
+ * `import.meta.url`, and `new URL()` of a relative path throws without one.
+ *
+ * @throws {TypeError} where the module has no `server.ts` beside it (the npm
+ *   build ships the client only) or its own URL is unknown (a CommonJS bundle).
+ */
+async function serverModule(): Promise<string> {
+  const base: unknown = import.meta.url;
+  const url = typeof base === "string" && base !== "" ? new URL("../server.ts", base) : null;
+  if (url !== null && url.protocol !== "file:") return url.href; // JSR, or served over http(s)
+  // Only a missing file is refused here: `deno run` reports any other problem itself.
+  const missing = url === null ||
+    await Deno.stat(url).then(() => false, (err) => err instanceof Deno.errors.NotFound);
+  if (!missing) return url.href;
+  throw new TypeError(
+    'Invalid option "autostart": this copy of the client has no server to start' +
+      (url === null
+        ? ""
+        : ` (no "${decodeURIComponent(url.pathname)}": the npm build ships the client only)`) +
+      "; start the server yourself (deno run -A server.ts in a checkout, or netsqlite serve), " +
+      "or import the client from JSR or a checkout, which have server.ts",
+  );
+}
 
 /** Most servers one autostart starts (each after the one before exited on the lock). */
 const MAX_STARTS = 6;
@@ -187,7 +211,7 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
   const args = [
     "run",
     ...SERVER_FLAGS,
-    SERVER_MODULE,
+    await serverModule(),
     "--db",
     database,
     "--socket",

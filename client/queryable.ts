@@ -28,6 +28,7 @@ import {
 import { type PooledConnection, readsOnly } from "./connection.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
 import { snapshot } from "./_snapshot.ts";
+import { withCallerFrames } from "./_caller_stack.ts";
 import { transactionContext, type TransactionScope } from "./pool.ts";
 import { type Ended, fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
@@ -185,7 +186,11 @@ export abstract class Queryable {
     checkExecOptions(options);
     checkSql(sql);
     this.#refuseTxControl(sql, true);
-    await this.#call(Op.Exec, [sql], options?.signal);
+    try {
+      await this.#call(Op.Exec, [sql], options?.signal);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
   }
 
   /**
@@ -213,12 +218,17 @@ export abstract class Queryable {
     checkSql(sql);
     this.#refuseTxControl(sql);
     checkParams(params);
-    const [changes, lastInsertRowid] = await this.#call(
-      Op.Run,
-      [sql, wireParams(params), wireOptions(options)],
-      options?.signal,
-    );
-    return { changes, lastInsertRowid };
+    let reply: Replies[typeof Op.Run];
+    try {
+      reply = await this.#call(
+        Op.Run,
+        [sql, wireParams(params), wireOptions(options)],
+        options?.signal,
+      );
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
+    return { changes: reply[0], lastInsertRowid: reply[1] };
   }
 
   /**
@@ -246,8 +256,13 @@ export abstract class Queryable {
    * ```
    */
   async query<T = Row>(sql: string, params?: BindParams, options?: CallOptions): Promise<T[]> {
-    const [columns, rows] = await this.#query(sql, params, options);
-    return toObjects(columns, rows) as T[];
+    let reply: Replies[typeof Op.Query];
+    try {
+      reply = await this.#query(sql, params, options);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
+    return toObjects(reply[0], reply[1]) as T[];
   }
 
   /**
@@ -275,8 +290,11 @@ export abstract class Queryable {
     params?: BindParams,
     options?: CallOptions,
   ): Promise<T[]> {
-    const [, rows] = await this.#query(sql, params, options);
-    return rows as T[];
+    try {
+      return (await this.#query(sql, params, options))[1] as T[];
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
   }
 
   /**
@@ -304,7 +322,13 @@ export abstract class Queryable {
     params?: BindParams,
     options?: CallOptions,
   ): Promise<T | undefined> {
-    const [columns, rows] = await this.#query(sql, params, options, true);
+    let reply: Replies[typeof Op.Query];
+    try {
+      reply = await this.#query(sql, params, options, true);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
+    const [columns, rows] = reply;
     return rows.length === 0 ? undefined : toObject(columns, rows[0]) as T;
   }
 
@@ -366,11 +390,10 @@ export abstract class Queryable {
     if (earlier !== null) await earlier;
     const explain = this.#route.ownWriter?.watch() ?? null;
     const rows = cursorRows(this.#route.connection(writes), sql, params, options, writes);
-    if (explain === null) return yield* rows;
     try {
       yield* rows;
     } catch (err) {
-      throw explain(err);
+      throw withCallerFrames(explain === null ? err : explain(err));
     }
   }
 
@@ -428,7 +451,12 @@ export abstract class Queryable {
     const args: [BatchItem[], WireBatchOptions?] = Object.keys(wire).length > 0
       ? [items, wire]
       : [items];
-    const results = await this.#call(Op.Batch, args, options?.signal);
+    let results: Replies[typeof Op.Batch];
+    try {
+      results = await this.#call(Op.Batch, args, options?.signal);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
     const arrays = options?.arrays === true;
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({
       changes,
@@ -501,10 +529,12 @@ export abstract class Queryable {
       );
     }
     const ownWriter = this.#route.ownWriter;
+    // Errors of BEGIN, COMMIT and of the wait for a connection get the caller's frames; a
+    // netsqlite error `fn` threw from its calls has them already (see withCallerFrames).
     return this.#route.exclusive(
       (conn) => runTransaction(conn, fn, behavior, this, ownWriter),
       signal,
-    );
+    ).catch((err) => Promise.reject(withCallerFrames(err)));
   }
 
   /**
@@ -543,13 +573,18 @@ export abstract class Queryable {
     const explain = this.#route.ownWriter?.watch() ?? null;
     // Sent in the same run of code as chosen (no await between): see #iterate.
     const c = this.#route.connection();
-    const conn = c instanceof Promise ? await c : c;
+    let conn: PooledConnection;
     let handle: number;
     let columns: string[];
     try {
+      conn = c instanceof Promise ? await c : c;
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
+    try {
       [handle, columns] = await conn.request(Op.Prepare, [sql]);
     } catch (err) {
-      throw explain === null ? err : explain(err);
+      throw withCallerFrames(explain === null ? err : explain(err));
     }
     return new Statement(this.#route, sql, columns, conn, handle, conn.generation);
   }

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { withCallerFrames } from "./_caller_stack.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies } from "../protocol/messages.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
@@ -133,7 +134,13 @@ export class Statement {
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
   async all<T = Row>(params?: BindParams, options?: CallOptions): Promise<T[]> {
-    const [columns, rows] = await this.#call(Op.Query, params, options);
+    let reply: Replies[typeof Op.Query];
+    try {
+      reply = await this.#call(Op.Query, params, options);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
+    const [columns, rows] = reply;
     this.#columns = columns;
     return (this.#raw ? rows : toObjects(columns, rows)) as T[];
   }
@@ -147,7 +154,13 @@ export class Statement {
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
   async get<T = Row>(params?: BindParams, options?: CallOptions): Promise<T | undefined> {
-    const [columns, rows] = await this.#call(Op.Query, params, options, true);
+    let reply: Replies[typeof Op.Query];
+    try {
+      reply = await this.#call(Op.Query, params, options, true);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
+    const [columns, rows] = reply;
     this.#columns = columns;
     if (rows.length === 0) return undefined;
     return (this.#raw ? rows[0] : toObject(columns, rows[0])) as T;
@@ -165,7 +178,13 @@ export class Statement {
     params?: BindParams,
     options?: CallOptions,
   ): Promise<T[]> {
-    const [columns, rows] = await this.#call(Op.Query, params, options);
+    let reply: Replies[typeof Op.Query];
+    try {
+      reply = await this.#call(Op.Query, params, options);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
+    const [columns, rows] = reply;
     this.#columns = columns;
     return rows as T[];
   }
@@ -179,8 +198,13 @@ export class Statement {
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
   async run(params?: BindParams, options?: CallOptions): Promise<RunResult> {
-    const [changes, lastInsertRowid] = await this.#call(Op.Run, params, options);
-    return { changes, lastInsertRowid };
+    let reply: Replies[typeof Op.Run];
+    try {
+      reply = await this.#call(Op.Run, params, options);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
+    return { changes: reply[0], lastInsertRowid: reply[1] };
   }
 
   /**
@@ -210,15 +234,19 @@ export class Statement {
     const c = this.#route.connection(!this.#readsOnly);
     const conn = c instanceof Promise ? await c : c; // held by cursorRows in this same run
     const h = this.#handleOn(conn);
-    yield* cursorRows(
-      conn,
-      h?.handle ?? this.sql,
-      params,
-      options,
-      !this.#readsOnly,
-      h?.generation,
-      (columns) => this.#columns = columns,
-    );
+    try {
+      yield* cursorRows(
+        conn,
+        h?.handle ?? this.sql,
+        params,
+        options,
+        !this.#readsOnly,
+        h?.generation,
+        (columns) => this.#columns = columns,
+      );
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
   }
 
   /**

@@ -41,6 +41,14 @@ export interface BuildOptions {
   types?: boolean;
 }
 
+/** TypeScript libs the declarations load themselves, whatever the consumer's `target` and `lib`. */
+const LIB_REFERENCES = [
+  "esnext.disposable",
+  "es2022.error",
+  "es2018.asyncgenerator",
+  "es2018.asynciterable",
+];
+
 /** TypeScript used for declarations. */
 const TYPESCRIPT = "typescript@5.9";
 
@@ -97,15 +105,17 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
     engines: { node: ">=20" },
     // For TypeScript's older resolution (node10), which reads no "exports".
     ...(types ? { types: "./netsqlite.d.mts" } : {}),
-    exports: Object.fromEntries(
-      ENTRIES.flatMap(([entry, file, names]) =>
+    exports: Object.fromEntries([
+      ...ENTRIES.flatMap(([entry, file, names]) =>
         names.map((name) =>
           types && entry === "client.ts"
             ? [name, { types: "./netsqlite.d.mts", default: `./${file}` }]
             : [name, `./${file}`]
         )
       ),
-    ),
+      // For tools that read the version: require("@netsqlite/netsqlite/package.json").
+      ["./package.json", "./package.json"],
+    ]),
     peerDependencies: { "drizzle-orm": "^0.45", kysely: "^0.28" },
     peerDependenciesMeta: { "drizzle-orm": { optional: true }, kysely: { optional: true } },
   };
@@ -145,10 +155,13 @@ async function emitTypes(dist: URL): Promise<void> {
     );
   }
   // AsyncDisposable and Symbol.asyncDispose (of `await using`) are in TypeScript's
-  // esnext.disposable lib, which a consumer's target below esnext lacks without @types/node.
+  // esnext.disposable lib, which a consumer's target below esnext lacks without @types/node;
+  // ErrorOptions and Error.cause (of the error classes) are in es2022.error, which a target
+  // below es2022 lacks; AsyncGenerator and AsyncIterable (of iterate()) in es2018's libs.
   await Deno.writeTextFile(
     new URL("netsqlite.d.mts", dist),
-    '/// <reference lib="esnext.disposable" />\nexport * from "./types/client.js";\n',
+    LIB_REFERENCES.map((lib) => `/// <reference lib="${lib}" />\n`).join("") +
+      'export * from "./types/client.js";\n',
   );
 }
 

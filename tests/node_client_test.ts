@@ -202,19 +202,124 @@ Deno.test(
           "}",
         ].join("\n") + "\n",
       );
-      // No --skipLibCheck, no --lib and no @types/node: the declarations must stand alone.
-      const tsc = (...args: string[]) =>
+      // No --skipLibCheck, no --lib and no @types/node: the declarations must stand alone,
+      // whatever the target (below es2022 the default lib has no ErrorOptions, below es2018 no
+      // AsyncGenerator: the declarations load those libs themselves).
+      const tsc = (target: string, ...args: string[]) =>
         run(
           "npm",
           ["exec", "--yes", "--package=typescript@5.9", "--", "tsc", "--noEmit", "--strict"]
-            .concat(["--target", "es2022"], args),
+            .concat(["--target", target], args),
           {},
           dir,
         );
-      const esm = await tsc("--module", "nodenext", "--moduleResolution", "nodenext", "main.mts");
-      assert.equal(esm.code, 0, esm.text);
-      const legacy = await tsc("--module", "commonjs", "--moduleResolution", "node10", "legacy.ts");
+      const esm = ["--module", "nodenext", "--moduleResolution", "nodenext", "main.mts"];
+      for (const target of ["es2022", "es2017"]) {
+        const out = await tsc(target, ...esm);
+        assert.equal(out.code, 0, `target ${target}: ${out.text}`);
+      }
+      const legacy = await tsc(
+        "es2022",
+        ...["--module", "commonjs", "--moduleResolution", "node10", "legacy.ts"],
+      );
       assert.equal(legacy.code, 0, legacy.text);
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }),
+);
+
+/** esbuild from npm, installed once under the temp directory, or why not. */
+async function installEsbuild(): Promise<string | { skip: string }> {
+  const dir = join(tmpdir(), "netsqlite-esbuild-1");
+  const bin = join(dir, "node_modules", ".bin", "esbuild");
+  if (await which(bin)) return bin;
+  if (!await which("npm")) return { skip: "no `npm` to install esbuild with" };
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
+  const res = await run("npm", ["install", "--no-audit", "--no-fund", "esbuild@0.25"], {}, dir)
+    .catch((err) => ({ code: 1, text: String(err) }));
+  if (res.code !== 0 || !await which(bin)) {
+    return { skip: `cannot install esbuild from npm: ${res.text.trim().split("\n").pop()}` };
+  }
+  return bin;
+}
+
+Deno.test(
+  "node: the build bundles to CommonJS, exports its package.json, and refuses autostart clearly",
+  withTimeLimit(180_000, async (t) => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-npm-cjs-" });
+    try {
+      const pkg = join(dir, "node_modules", "@netsqlite", "netsqlite");
+      await buildNode(new URL(`file://${pkg}/`));
+      await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
+
+      await t.step(
+        "Deno: autostart from the build (no server.ts) is a clear TypeError",
+        async () => {
+          const mod = await import(`file://${pkg}/netsqlite.mjs`);
+          await assert.rejects(
+            mod.connect({
+              path: join(dir, "none.sock"),
+              autostart: { database: join(dir, "a.db"), timeout: 5000 },
+            }),
+            (err: Error) => {
+              assert.ok(err instanceof TypeError, `${err.constructor.name}: ${err.message}`);
+              assert.match(err.message, /^Invalid option "autostart": this copy of the client has/);
+              assert.match(err.message, /server\.ts": the npm build ships the client only\)/);
+              return true;
+            },
+          );
+        },
+      );
+
+      if (!await which("node")) {
+        console.log("Node.js part skipped: no `node` on PATH");
+        return;
+      }
+      await t.step("Node.js: require() of the package's package.json", async () => {
+        await Deno.writeTextFile(
+          join(dir, "pkg.cjs"),
+          'console.log(require("@netsqlite/netsqlite/package.json").version);\n',
+        );
+        const out = await run("node", ["pkg.cjs"], {}, dir);
+        assert.equal(out.code, 0, out.text);
+        assert.equal(out.text.trim(), VERSION);
+      });
+
+      await t.step(
+        "Node.js: an esbuild CommonJS bundle of the client loads and queries",
+        async () => {
+          const esbuild = await installEsbuild();
+          if (typeof esbuild !== "string") {
+            console.log(`skipped: ${esbuild.skip}`);
+            return;
+          }
+          await Deno.writeTextFile(
+            join(dir, "app.cjs"),
+            [
+              'const { connect } = require("@netsqlite/netsqlite");',
+              "(async () => {",
+              "  const db = await connect({ path: process.env.NETSQLITE_PATH });",
+              '  try { console.log(JSON.stringify(await db.get("SELECT 40 + 2 AS x"))); }',
+              "  finally { await db.close(); }",
+              "})().catch((err) => { console.error(err); process.exitCode = 1; });",
+            ].join("\n") + "\n",
+          );
+          const bundle = await run(
+            esbuild,
+            ["app.cjs", "--bundle", "--platform=node", "--format=cjs", "--outfile=bundled.cjs"],
+            {},
+            dir,
+          );
+          assert.equal(bundle.code, 0, bundle.text);
+          await using srv = await startServer();
+          const env = { NETSQLITE_PATH: (srv.connectOptions as { path: string }).path };
+          const out = await run("node", ["bundled.cjs"], env, dir);
+          assert.equal(out.code, 0, out.text);
+          assert.equal(out.text.trim(), '{"x":42}');
+        },
+      );
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }

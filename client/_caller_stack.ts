@@ -1,0 +1,55 @@
+/**
+ * The caller's frames on an error a public call rejects with. An error from
+ * the server (or a lost connection, a timeout) is built in the socket's read
+ * loop or a timer, so its own stack names no frame of the code that made the
+ * call. A public method catches it after its `await` and appends the frames
+ * of an `Error` made there: V8's (and JavaScriptCore's) async stack traces
+ * include the `async` functions awaiting the call (`at async loadUser
+ * (file:///app.ts:12:3)`). Nothing is captured on success: the cost is only
+ * paid by a call that fails.
+ *
+ * @module
+ */
+
+import { AbortError, ConnectionError, ProtocolError, SqliteError } from "../protocol/errors.ts";
+
+/** The line between an error's own stack and its caller's frames. */
+export const CALLER_SEPARATOR = "    --- called from ---";
+
+/** Errors that have their caller's frames already (one rethrown by an outer public call). */
+const extended = new WeakSet<Error>();
+
+/**
+ * Appends the caller's frames to `err`'s `stack` and returns `err` (the same
+ * object: `name`, `message`, `code` and class unchanged). Only netsqlite's
+ * error classes are touched, once each; an error whose stack already passes
+ * through the calling method (thrown before the call's first `await`, with
+ * its caller's frames) is left as it is. Call it in the public method's
+ * `catch`, after the `await` that rejected.
+ *
+ * @param err What the call rejected with.
+ * @returns `err`.
+ */
+export function withCallerFrames(err: unknown): unknown {
+  if (
+    !(err instanceof SqliteError || err instanceof ConnectionError ||
+      err instanceof ProtocolError || err instanceof AbortError) || extended.has(err)
+  ) {
+    return err;
+  }
+  extended.add(err);
+  try {
+    const stack = err.stack;
+    const here = new Error().stack;
+    if (typeof stack !== "string" || typeof here !== "string") return err;
+    // "Error", then this function's frame, then the public method's and its callers'.
+    const frames = here.split("\n").slice(2).filter((line) => /^\s+at /.test(line));
+    if (frames.length === 0) return err;
+    const method = /^\s+at (\S+) \(/.exec(frames[0])?.[1];
+    if (method !== undefined && stack.includes(`at ${method} (`)) return err;
+    err.stack = `${stack}\n${CALLER_SEPARATOR}\n${frames.join("\n")}`;
+  } catch {
+    // A frozen error, or a stack that cannot be read: leave it as it is.
+  }
+  return err;
+}
