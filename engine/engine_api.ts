@@ -22,10 +22,14 @@ export type { Reply } from "./engine_session.ts";
  * One client's view of an engine, as the server's session uses it. What
  * ends a transaction whose write was cancelled after it ran
  * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`) is optional
- * (both the single-file and the cluster engine implement it).
+ * (both the single-file and the cluster engine implement it), and so is
+ * `txEnds` (transactions ended inside an `exec` script; the cluster engine
+ * runs a script as a whole and does not count them).
  */
 export type SessionLike =
-  & Partial<Pick<EngineSession, "writeMark" | "wroteInTransactionSince" | "cancelWrites">>
+  & Partial<
+    Pick<EngineSession, "writeMark" | "wroteInTransactionSince" | "cancelWrites" | "txEnds">
+  >
   & Pick<
     EngineSession,
     | "awaitingCommit"

@@ -293,8 +293,13 @@ export class EngineSession implements HostedSession {
       n++;
       touchedTemp ||= p.touchesTemp;
       const prepared = p;
+      const inTx = writer.inTransaction;
       const done = () => {
         prepared.stmt.finalize();
+        // A statement of the script ended the transaction (COMMIT, END,
+        // ROLLBACK, the outermost RELEASE, SQLite rolling it back): its
+        // cursors end with it, before a later statement begins another.
+        if (inTx && !writer.inTransaction) this.#scriptEndedTx();
         host.writer.ranOnWriter(prepared);
         this.#noteRan(prepared);
         // A transaction the script began is leased from its BEGIN
@@ -1132,6 +1137,24 @@ export class EngineSession implements HostedSession {
     if (first) this.#aborted = txAborted(err);
     host.writer.afterWrite(this);
     return first ? txRolledBack(err) : this.#aborted;
+  }
+
+  /**
+   * How many times a statement of an `exec` script ended this session's
+   * transaction (its cursors on the writer ended with it): the server tells
+   * the client when it changed since its last reply, since a script may end
+   * a transaction and begin another (`COMMIT; BEGIN`), which the reply's
+   * transaction bit alone does not show.
+   */
+  get txEnds(): number {
+    return this.#txEnds;
+  }
+
+  #txEnds = 0;
+
+  #scriptEndedTx(): void {
+    this.#txEnds++;
+    this.writerReleased();
   }
 
   /**

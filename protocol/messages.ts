@@ -50,6 +50,12 @@ export const Status = {
   InTransaction: 2,
   /** Bit 2: a change-feed event frame `[0, 4, EventPayload]`, answering no request. */
   Event: 4,
+  /**
+   * Bit 3: a statement of an `exec` script ended the connection's transaction
+   * since the previous reply, whether or not a later statement began another
+   * (`COMMIT; BEGIN`): the cursors opened in it are closed.
+   */
+  TxEnded: 8,
 } as const;
 
 /** Id used for connection-level errors that answer no particular request. */

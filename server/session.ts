@@ -1223,9 +1223,12 @@ export class Session implements SessionProbe {
     const id = req[1];
     const { maxResultBytes, maxFrameSize } = this.#hello.limits;
     const limited = RESULT_LIMITED_OPS.has(req[0] as OpCode) && maxResultBytes < maxFrameSize;
-    const status = this.#engine.inTransaction ? Status.InTransaction : Status.Ok;
+    const status = this.#status(Status.Ok);
     const limit = limited ? maxResultBytes : maxFrameSize;
-    if (this.#encoder.append([id, status, payload], limit) !== -1) return;
+    if (this.#encoder.append([id, status, payload], limit) !== -1) {
+      this.#txEndsSent = this.#engine.txEnds ?? 0;
+      return;
+    }
     this.#replyError(
       id,
       limited
@@ -1265,8 +1268,22 @@ export class Session implements SessionProbe {
     );
   }
 
+  /**
+   * A reply's status: `base`, with the transaction bit while one is open,
+   * and `TxEnded` when an `exec` script ended a transaction since the
+   * previous reply (it may have begun another: see `Status.TxEnded`).
+   */
+  #status(base: number): number {
+    const status = base | (this.#engine.inTransaction ? Status.InTransaction : 0);
+    return (this.#engine.txEnds ?? 0) !== this.#txEndsSent ? status | Status.TxEnded : status;
+  }
+
+  /** `txEnds` of the engine session as of the last reply sent (see {@link #status}). */
+  #txEndsSent = 0;
+
   #replyError(id: number, err: unknown): void {
-    const status = Status.Error | (this.#engine.inTransaction ? Status.InTransaction : 0);
+    const status = this.#status(Status.Error);
+    this.#txEndsSent = this.#engine.txEnds ?? 0;
     const wire = toWireError(err);
     if (this.#encoder.append([id, status, wire]) !== -1) return;
     // Larger than a frame (it quotes a huge part of the request): cut, still answered.
