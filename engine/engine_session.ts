@@ -294,12 +294,16 @@ export class EngineSession implements HostedSession {
       touchedTemp ||= p.touchesTemp;
       const prepared = p;
       const inTx = writer.inTransaction;
+      // After the statement ran: did it end the transaction (COMMIT, END,
+      // ROLLBACK, the outermost RELEASE, SQLite rolling it back)? Its cursors
+      // end with it, before a later statement begins another. (A statement
+      // that failed stops the script: the request's end sees to that case,
+      // and the writer may still be stepping it in the background.)
+      const ran = () => {
+        if (inTx && !writer.inTransaction) this.#scriptEndedTx();
+      };
       const done = () => {
         prepared.stmt.finalize();
-        // A statement of the script ended the transaction (COMMIT, END,
-        // ROLLBACK, the outermost RELEASE, SQLite rolling it back): its
-        // cursors end with it, before a later statement begins another.
-        if (inTx && !writer.inTransaction) this.#scriptEndedTx();
         host.writer.ranOnWriter(prepared);
         this.#noteRan(prepared);
         // A transaction the script began is leased from its BEGIN
@@ -320,10 +324,12 @@ export class EngineSession implements HostedSession {
       }
       if (!(result instanceof Promise)) {
         done();
+        ran();
         return true;
       }
       return result.then(() => {
         done();
+        ran();
         return true;
       }, (err) => {
         done();

@@ -51,9 +51,10 @@ export const Status = {
   /** Bit 2: a change-feed event frame `[0, 4, EventPayload]`, answering no request. */
   Event: 4,
   /**
-   * Bit 3: a statement of an `exec` script ended the connection's transaction
-   * since the previous reply, whether or not a later statement began another
-   * (`COMMIT; BEGIN`): the cursors opened in it are closed.
+   * Bit 3 (only with {@link Status.InTransaction}): a statement of an `exec`
+   * script ended the connection's transaction since the previous reply and a
+   * later one began the transaction open now (`COMMIT; BEGIN`): the cursors
+   * opened in the one that ended are closed.
    */
   TxEnded: 8,
 } as const;

@@ -1270,12 +1270,13 @@ export class Session implements SessionProbe {
 
   /**
    * A reply's status: `base`, with the transaction bit while one is open,
-   * and `TxEnded` when an `exec` script ended a transaction since the
-   * previous reply (it may have begun another: see `Status.TxEnded`).
+   * and `TxEnded` with it when an `exec` script ended a transaction since
+   * the previous reply (and began the one open now: see `Status.TxEnded`).
    */
   #status(base: number): number {
-    const status = base | (this.#engine.inTransaction ? Status.InTransaction : 0);
-    return (this.#engine.txEnds ?? 0) !== this.#txEndsSent ? status | Status.TxEnded : status;
+    if (!this.#engine.inTransaction) return base;
+    const ended = (this.#engine.txEnds ?? 0) !== this.#txEndsSent;
+    return base | Status.InTransaction | (ended ? Status.TxEnded : 0);
   }
 
   /** `txEnds` of the engine session as of the last reply sent (see {@link #status}). */

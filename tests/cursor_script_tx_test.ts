@@ -195,7 +195,10 @@ Deno.test("Protocol: an exec script that ends the transaction says so (TxEnded) 
       (await call(Op.Exec, "SAVEPOINT s; RELEASE s; SELECT 1"))[0],
       Status.InTransaction,
     );
-    assert.equal((await call(Op.Exec, "COMMIT"))[0], Status.TxEnded);
+    // Set only with a transaction open after the reply.
+    assert.equal((await call(Op.Exec, "COMMIT; BEGIN; COMMIT"))[0], Status.Ok);
+    assert.equal((await call(Op.Exec, "BEGIN"))[0], Status.InTransaction);
+    assert.equal((await call(Op.Exec, "COMMIT"))[0], Status.Ok);
     assert.equal((await call(Op.Exec, "SELECT 1"))[0], Status.Ok);
   } finally {
     conn.close();
