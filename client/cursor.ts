@@ -49,7 +49,8 @@ const droppedCursors = new FinalizationRegistry<OpenCursor>((c) => {
  * A cursor opened inside a transaction ends with it, as on the server: once
  * the connection's transaction has ended (COMMIT, ROLLBACK, the end of
  * `transaction()`'s function, rolled back by the server, lost with the
- * connection), the next pull fails with `CURSOR_CLOSED` at once, without
+ * connection, or ended by an `exec` script that began another, which the
+ * reply's `TxEnded` status bit tells), the next pull fails with `CURSOR_CLOSED` at once, without
  * yielding the rows already received.
  */
 export function cursorRows(

@@ -471,7 +471,8 @@ export class Link {
     const was = this.#inTransaction;
     this.#inTransaction = (status & Status.InTransaction) !== 0;
     if (!this.#inTransaction) this.#txOpenedBy = 0;
-    else if (!was) this.#txOpenedBy = pending.seq;
+    // Opened by this request, or ended and begun again by its script (`COMMIT; BEGIN`).
+    else if (!was || (status & Status.TxEnded) !== 0) this.#txOpenedBy = pending.seq;
     const refused = this.#inTransaction ? this.guard?.() ?? null : null;
     if (refused !== null) {
       pending.reject(refused);

@@ -21,13 +21,18 @@ export type { Planned, Reply } from "./engine_session.ts";
 /**
  * One client's view of an engine, as the server's session uses it. What
  * ends a transaction whose write was cancelled after it ran
- * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`), and what tells
+ * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`), what tells
  * whether a request cancelled before it ran would have written
- * (`wouldWrite`), are optional.
+ * (`wouldWrite`), and `txEnds` (transactions ended inside an `exec` script;
+ * the cluster engine runs a script as a whole and does not count them) are
+ * optional.
  */
 export type SessionLike =
   & Partial<
-    Pick<EngineSession, "writeMark" | "wroteInTransactionSince" | "cancelWrites" | "wouldWrite">
+    Pick<
+      EngineSession,
+      "writeMark" | "wroteInTransactionSince" | "cancelWrites" | "wouldWrite" | "txEnds"
+    >
   >
   & Pick<
     EngineSession,

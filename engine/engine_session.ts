@@ -293,6 +293,15 @@ export class EngineSession implements HostedSession {
       n++;
       touchedTemp ||= p.touchesTemp;
       const prepared = p;
+      const inTx = writer.inTransaction;
+      // After the statement ran: did it end the transaction (COMMIT, END,
+      // ROLLBACK, the outermost RELEASE, SQLite rolling it back)? Its cursors
+      // end with it, before a later statement begins another. (A statement
+      // that failed stops the script: the request's end sees to that case,
+      // and the writer may still be stepping it in the background.)
+      const ran = () => {
+        if (inTx && !writer.inTransaction) this.#scriptEndedTx();
+      };
       const done = () => {
         prepared.stmt.finalize();
         host.writer.ranOnWriter(prepared);
@@ -315,10 +324,12 @@ export class EngineSession implements HostedSession {
       }
       if (!(result instanceof Promise)) {
         done();
+        ran();
         return true;
       }
       return result.then(() => {
         done();
+        ran();
         return true;
       }, (err) => {
         done();
@@ -1185,6 +1196,24 @@ export class EngineSession implements HostedSession {
     if (first) this.#aborted = txAborted(err);
     host.writer.afterWrite(this);
     return first ? txRolledBack(err) : this.#aborted;
+  }
+
+  /**
+   * How many times a statement of an `exec` script ended this session's
+   * transaction (its cursors on the writer ended with it): the server tells
+   * the client when it changed since its last reply, since a script may end
+   * a transaction and begin another (`COMMIT; BEGIN`), which the reply's
+   * transaction bit alone does not show.
+   */
+  get txEnds(): number {
+    return this.#txEnds;
+  }
+
+  #txEnds = 0;
+
+  #scriptEndedTx(): void {
+    this.#txEnds++;
+    this.writerReleased();
   }
 
   /**

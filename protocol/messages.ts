@@ -50,6 +50,13 @@ export const Status = {
   InTransaction: 2,
   /** Bit 2: a change-feed event frame `[0, 4, EventPayload]`, answering no request. */
   Event: 4,
+  /**
+   * Bit 3 (only with {@link Status.InTransaction}): a statement of an `exec`
+   * script ended the connection's transaction since the previous reply and a
+   * later one began the transaction open now (`COMMIT; BEGIN`): the cursors
+   * opened in the one that ended are closed.
+   */
+  TxEnded: 8,
 } as const;
 
 /** Id used for connection-level errors that answer no particular request. */

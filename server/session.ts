@@ -1287,9 +1287,12 @@ export class Session implements SessionProbe {
     const id = req[1];
     const { maxResultBytes, maxFrameSize } = this.#hello.limits;
     const limited = RESULT_LIMITED_OPS.has(req[0] as OpCode) && maxResultBytes < maxFrameSize;
-    const status = this.#engine.inTransaction ? Status.InTransaction : Status.Ok;
+    const status = this.#status(Status.Ok);
     const limit = limited ? maxResultBytes : maxFrameSize;
-    if (this.#encoder.append([id, status, payload], limit) !== -1) return;
+    if (this.#encoder.append([id, status, payload], limit) !== -1) {
+      this.#txEndsSent = this.#engine.txEnds ?? 0;
+      return;
+    }
     this.#replyError(
       id,
       limited
@@ -1329,8 +1332,23 @@ export class Session implements SessionProbe {
     );
   }
 
+  /**
+   * A reply's status: `base`, with the transaction bit while one is open,
+   * and `TxEnded` with it when an `exec` script ended a transaction since
+   * the previous reply (and began the one open now: see `Status.TxEnded`).
+   */
+  #status(base: number): number {
+    if (!this.#engine.inTransaction) return base;
+    const ended = (this.#engine.txEnds ?? 0) !== this.#txEndsSent;
+    return base | Status.InTransaction | (ended ? Status.TxEnded : 0);
+  }
+
+  /** `txEnds` of the engine session as of the last reply sent (see {@link #status}). */
+  #txEndsSent = 0;
+
   #replyError(id: number, err: unknown): void {
-    const status = Status.Error | (this.#engine.inTransaction ? Status.InTransaction : 0);
+    const status = this.#status(Status.Error);
+    this.#txEndsSent = this.#engine.txEnds ?? 0;
     const wire = toWireError(err);
     if (this.#encoder.append([id, status, wire]) !== -1) return;
     // Larger than a frame (it quotes a huge part of the request): cut, still answered.
