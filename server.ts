@@ -33,7 +33,12 @@ import { ErrorCode, ProtocolError } from "./protocol/errors.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
 import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
-import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
+import {
+  absoluteAddress,
+  type Address,
+  formatAddress,
+  parseHostPort,
+} from "./transport/address.ts";
 import { listen, type Listener, removeSocketFile } from "./transport/listen.ts";
 import { ByteBudget } from "./transport/frame_reader.ts";
 import { VERSION } from "./version.ts";
@@ -243,7 +248,8 @@ function databaseIdentity(database: string): string {
 function takeLock(config: ServeConfig): DatabaseLock | null {
   if (config.database === ":memory:") return null;
   try {
-    return DatabaseLock.acquire(config.database, formatAddress(config.address));
+    // The socket's absolute path: a second server or a client may run in another directory.
+    return DatabaseLock.acquire(config.database, formatAddress(absoluteAddress(config.address)));
   } catch (err) {
     const denied = err instanceof Deno.errors.PermissionDenied ||
       err instanceof Deno.errors.NotCapable || (err as { code?: string }).code === "EROFS";
@@ -378,7 +384,7 @@ class RunningServer implements Server {
         ? `dqlite:${config.dqlite.database}`
         : databaseIdentity(config.database),
     };
-    lock?.record(formatAddress(this.addr));
+    lock?.record(formatAddress(absoluteAddress(this.addr)));
     if (config.announceFile !== null && this.addr.transport === "tcp") {
       Deno.writeTextFileSync(config.announceFile, String(this.addr.port));
     }
@@ -1084,7 +1090,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     ? `dqlite database "${options.dqlite.database}"`
     : withAbsolutePath(options.database ?? "netsqlite.db");
   const tls = options.tls ? " with TLS" : "";
-  console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}${tls}`);
+  const on = formatAddress(absoluteAddress(server.addr));
+  console.log(`netsqlite ${VERSION} serving ${db} on ${on}${tls}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
   console.log(`netsqlite: ${describeEngine(server.sqlite)}`);
   if (options.allowDoubleQuotedStrings) {
