@@ -33,7 +33,12 @@ import { ErrorCode, ProtocolError } from "./protocol/errors.ts";
 import { describeMemoryRelease, type MemoryRelease, MemoryReleaser } from "./server/memory.ts";
 import { Session } from "./server/session.ts";
 import { resolveServeOptions, type ServeConfig, type ServeOptions } from "./server/options.ts";
-import { type Address, formatAddress, parseHostPort } from "./transport/address.ts";
+import {
+  absoluteAddress,
+  type Address,
+  formatAddress,
+  parseHostPort,
+} from "./transport/address.ts";
 import { listen, type Listener, removeSocketFile } from "./transport/listen.ts";
 import { ByteBudget } from "./transport/frame_reader.ts";
 import { VERSION } from "./version.ts";
@@ -243,7 +248,8 @@ function databaseIdentity(database: string): string {
 function takeLock(config: ServeConfig): DatabaseLock | null {
   if (config.database === ":memory:") return null;
   try {
-    return DatabaseLock.acquire(config.database, formatAddress(config.address));
+    // The socket's absolute path: a second server or a client may run in another directory.
+    return DatabaseLock.acquire(config.database, formatAddress(absoluteAddress(config.address)));
   } catch (err) {
     const denied = err instanceof Deno.errors.PermissionDenied ||
       err instanceof Deno.errors.NotCapable || (err as { code?: string }).code === "EROFS";
@@ -378,7 +384,7 @@ class RunningServer implements Server {
         ? `dqlite:${config.dqlite.database}`
         : databaseIdentity(config.database),
     };
-    lock?.record(formatAddress(this.addr));
+    lock?.record(formatAddress(absoluteAddress(this.addr)));
     if (config.announceFile !== null && this.addr.transport === "tcp") {
       Deno.writeTextFileSync(config.announceFile, String(this.addr.port));
     }
@@ -1034,12 +1040,23 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     console.error(`netsqlite: Cannot use --backup-dir "${backupDir}": ${unusable}`);
     return 1;
   }
+  // SIGHUP (a closed terminal or SSH session, or `kill -HUP` meant as a
+  // reload: there is nothing to reload) shuts down as gracefully as SIGTERM,
+  // instead of Deno's default of exiting on the spot.
+  const signals: Deno.Signal[] = Deno.build.os === "windows"
+    ? ["SIGINT"]
+    : ["SIGINT", "SIGTERM", "SIGHUP"];
+  // A signal while the server starts (its lock, socket and database being
+  // claimed) stops it once serve() is done, so that it leaves no file behind
+  // (Deno's default action would exit on the spot, leaving them).
+  const start = startSignals(signals);
   let server: Server;
   try {
     server = await serve(options);
   } catch (err) {
+    start.remove();
     console.error(`netsqlite: ${flagInMessage((err as Error).message, args)}`);
-    return 1;
+    return start.signal === null ? 1 : 128 + SIGNAL_NUMBERS[start.signal];
   }
   // Autostart stops a server it started and gave up on with SIGUSR2
   // (client/autostart.ts), whose default action ends the process: until here,
@@ -1051,15 +1068,18 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     );
   };
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGUSR2", ignoreStop);
+  if (start.signal !== null) {
+    // Signalled while starting: stop before serving anyone (the start's
+    // handlers stay until the end, a second signal exiting at once).
+    await server.shutdown();
+    start.remove();
+    if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);
+    console.log("netsqlite: stopped");
+    return 128 + SIGNAL_NUMBERS[start.signal];
+  }
   const graceMs = options.graceMs ?? 5000;
   let signalledAt = -1;
   const handlers = new Map<Deno.Signal, () => void>();
-  // SIGHUP (a closed terminal or SSH session, or `kill -HUP` meant as a
-  // reload: there is nothing to reload) shuts down as gracefully as SIGTERM,
-  // instead of Deno's default of exiting on the spot.
-  const signals: Deno.Signal[] = Deno.build.os === "windows"
-    ? ["SIGINT"]
-    : ["SIGINT", "SIGTERM", "SIGHUP"];
   for (const sig of signals) {
     const onSignal = () => {
       if (signalledAt >= 0) {
@@ -1080,11 +1100,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     handlers.set(sig, onSignal);
     Deno.addSignalListener(sig, onSignal);
   }
+  start.remove(); // after the handlers above are in place: no moment without one
   const db = options.dqlite
     ? `dqlite database "${options.dqlite.database}"`
     : withAbsolutePath(options.database ?? "netsqlite.db");
   const tls = options.tls ? " with TLS" : "";
-  console.log(`netsqlite ${VERSION} serving ${db} on ${formatAddress(server.addr)}${tls}`);
+  const on = formatAddress(absoluteAddress(server.addr));
+  console.log(`netsqlite ${VERSION} serving ${db} on ${on}${tls}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
   console.log(`netsqlite: ${describeEngine(server.sqlite)}`);
   if (options.allowDoubleQuotedStrings) {
@@ -1100,6 +1122,50 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);
   if (signalledAt >= 0) console.log("netsqlite: stopped");
   return 0;
+}
+
+/** The signal handlers of a start, and the first signal they caught. */
+interface StartSignals {
+  /** The first signal received while starting, or `null`. */
+  readonly signal: "SIGINT" | "SIGTERM" | "SIGHUP" | null;
+  /** Removes the handlers (idempotent). */
+  remove(): void;
+}
+
+/**
+ * Handles `signals` while the server starts: the first is noted (the start
+ * goes on, then the server stops before serving and exits 128 + n), a second
+ * one sent on purpose (150 ms later: see `main`) exits at once.
+ */
+function startSignals(signals: Deno.Signal[]): StartSignals {
+  const handlers = new Map<Deno.Signal, () => void>();
+  let at = -1;
+  const state: { signal: StartSignals["signal"]; remove(): void } = {
+    signal: null,
+    remove(): void {
+      for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
+      handlers.clear();
+    },
+  };
+  for (const sig of signals) {
+    const onSignal = (): void => {
+      const name = sig as "SIGINT" | "SIGTERM" | "SIGHUP";
+      if (state.signal !== null) {
+        if (performance.now() - at < 150) return;
+        console.error(`netsqlite: ${sig} again: exiting at once`);
+        Deno.exit(128 + SIGNAL_NUMBERS[name]);
+      }
+      state.signal = name;
+      at = performance.now();
+      console.log(
+        `netsqlite: ${sig} while starting: stopping once the start is done (the database may be ` +
+          "opening; signal again to exit at once)",
+      );
+    };
+    handlers.set(sig, onSignal);
+    Deno.addSignalListener(sig, onSignal);
+  }
+  return state;
 }
 
 /** Numbers of the signals the CLI shuts down on (exit code 128 + n when signalled twice). */

@@ -25,7 +25,7 @@ import type { ConnectConfig } from "./options.ts";
 import { formatAddress } from "../transport/address.ts";
 import { isNotRunning } from "../transport/connect.ts";
 import { IS_DENO } from "../transport/_runtime.ts";
-import { resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 
 /**
  * Options of `connect({ autostart })`: start a server for `database` when
@@ -263,7 +263,7 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
           );
         }
         const owner = lockOwner(reason);
-        if (owner !== null && owner.socket !== formatAddress(addr)) {
+        if (owner !== null && await listensElsewhere(owner.socket, addr.path)) {
           // A live server of this database listens elsewhere: starting again cannot help.
           throw fail(
             `the server started exited with code ${child.exitCode}: ${quoteReason(reason)}; ` +
@@ -341,6 +341,28 @@ function lockOwner(reason: string): { pid: number; socket: string } | null {
   const line = reason.split(" / ").find((l) => l.includes(LOCKED_TEXT)) ?? "";
   const m = /\bpid (\d+), socket ((?:unix|tcp):.+)\)$/.exec(line);
   return m === null ? null : { pid: Number(m[1]), socket: m[2] };
+}
+
+/**
+ * True when the lock's owner, at `socket` (`unix:<path>` or `tcp:<host>:<port>`
+ * as its lock file records it), is known to listen at another address than
+ * the Unix socket `path`. Paths are compared absolute, through the real path
+ * of their directory (a symbolic link to the same directory is the same
+ * socket). A relative path (as servers of earlier versions recorded a relative
+ * --socket) is relative to a directory nobody knows: not known to be another
+ * address, so the client waits for that server as for one on its own socket.
+ */
+async function listensElsewhere(socket: string, path: string): Promise<boolean> {
+  if (!socket.startsWith("unix:")) return true;
+  const owner = socket.slice("unix:".length);
+  if (!isAbsolute(owner)) return false;
+  return await canonicalSocket(owner) !== await canonicalSocket(path);
+}
+
+/** `path` absolute, its directory's symbolic links resolved (the socket itself may be absent). */
+async function canonicalSocket(path: string): Promise<string> {
+  const absolute = resolve(path);
+  return join(await realOrResolved(dirname(absolute)), basename(absolute));
 }
 
 /**

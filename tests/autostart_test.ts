@@ -481,3 +481,153 @@ function existsPath(path: string): boolean {
     return false;
   }
 }
+
+Deno.test({
+  name:
+    "connect({ autostart }) waits out the grace period of a server started with a relative --socket, its lock naming the absolute path",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/a.db`;
+    const socket = `${dir.path}/s.sock`;
+    // Started by hand in the database's directory, with relative paths.
+    const old = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../server.ts", import.meta.url).pathname,
+        "--db",
+        "a.db",
+        "--socket",
+        "s.sock",
+        "--grace-ms",
+        "20000",
+      ],
+      cwd: dir.path,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const { line: banner, drained } = await firstLine(old.stdout);
+    let newPid = 0;
+    let holder: Awaited<ReturnType<typeof connect>> | null = null;
+    try {
+      assert.match(banner, new RegExp(` on unix:${socket}$`));
+      assert.deepEqual(JSON.parse(Deno.readTextFileSync(`${database}.lock`)), {
+        pid: old.pid,
+        socket: `unix:${socket}`,
+      });
+      holder = await connect({ path: socket, max: 1 });
+      const tx = await holder.reserve();
+      await tx.exec("BEGIN IMMEDIATE");
+      await tx.exec("CREATE TABLE t (x INTEGER)");
+      old.kill("SIGTERM");
+      await untilRefused(socket);
+      const t0 = performance.now();
+      const client = connect({ path: socket, autostart: { database, timeout: 15000 } });
+      const outcome = client.then(() => "connected", (e: unknown) => e);
+      // The first server started exits on the lock; the client must not give up on it.
+      let first = 0;
+      await until(
+        () => {
+          first ||= serverPids(database)[0] ?? 0;
+          return first !== 0 && !alive(first);
+        },
+        10000,
+        "the first started server to exit",
+      );
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const early = await Promise.race([outcome, Promise.resolve("waiting")]);
+      assert.equal(early, "waiting", `gave up after ${performance.now() - t0} ms: ${early}`);
+      await tx.exec("INSERT INTO t VALUES (1)");
+      await tx.exec("COMMIT");
+      tx.release();
+      await holder.close();
+      assert.equal((await old.status).code, 0);
+      await using db = await client;
+      assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
+      newPid = Number(JSON.parse(Deno.readTextFileSync(`${database}.lock`)).pid);
+      assert.notEqual(newPid, old.pid);
+    } finally {
+      await holder?.close().catch(() => {});
+      try {
+        old.kill("SIGKILL");
+      } catch {
+        // Exited.
+      }
+      await old.status;
+      await drained;
+      if (newPid !== 0) await stop(newPid);
+      for (const pid of serverPids(database)) Deno.kill(pid, "SIGKILL");
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "connect({ autostart }) treats a lock naming a relative socket, or its own socket through a symbolic link, as its own address: it waits",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    await using dir = await tempDir();
+    const database = `${dir.path}/a.db`;
+    const socket = `${dir.path}/s.sock`;
+    Deno.symlinkSync(dir.path, `${dir.path}/link`);
+    // As a server of an earlier version (relative --socket), and as one given the linked name.
+    for (const recorded of ["unix:s.sock", `unix:${dir.path}/link/s.sock`]) {
+      const lock = Deno.openSync(`${database}.lock`, { read: true, write: true, create: true });
+      try {
+        lock.truncateSync(0);
+        lock.writeSync(new TextEncoder().encode(JSON.stringify({ pid: 1, socket: recorded })));
+        lock.lockSync(true);
+        const t0 = performance.now();
+        const err = await connect({ path: socket, autostart: { database, timeout: 1200 } })
+          .then(() => assert.fail("connect succeeded"), (e: unknown) => e);
+        const ms = performance.now() - t0;
+        assert.ok(err instanceof ConnectionError, String(err));
+        // Not "connect with { path: ... } to use that server" at once: it waited, starting again.
+        assert.ok(
+          err.message.startsWith(
+            `Cannot autostart a server for "${database}" on unix:${socket}: none answered ` +
+              "within 1200 ms (",
+          ),
+          err.message,
+        );
+        assert.ok(ms >= 1100, `gave up after ${ms.toFixed(0)} ms`);
+      } finally {
+        lock.close();
+      }
+      assert.deepEqual(serverPids(database), []);
+    }
+  },
+});
+
+/** The first line a process prints on `stream`, and the rest read to its end (then resolved). */
+async function firstLine(
+  stream: ReadableStream<Uint8Array>,
+): Promise<{ line: string; drained: Promise<void> }> {
+  let text = "";
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  while (!text.includes("\n")) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    text += value;
+  }
+  const drained = (async () => {
+    while (!(await reader.read()).done);
+  })().catch(() => {});
+  return { line: text.split("\n")[0], drained };
+}
+
+/** Waits (at most 10 s) until connections to the Unix socket `path` are refused. */
+async function untilRefused(path: string): Promise<void> {
+  const deadline = performance.now() + 10000;
+  for (;;) {
+    const refused = await Deno.connect({ transport: "unix", path }).then(
+      (conn) => (conn.close(), false),
+      (err) => err instanceof Deno.errors.ConnectionRefused,
+    );
+    if (refused) return;
+    if (performance.now() > deadline) throw new Error("The old server kept accepting");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -421,3 +421,68 @@ Deno.test({
     }
   },
 });
+
+for (const opens of [true, false]) {
+  Deno.test({
+    name: `server.ts on SIGTERM while starting (the database then ${
+      opens ? "opens" : "fails to open"
+    }) stops cleanly: exit 143, no socket or temporary file left${opens ? "" : ", no lock file"}`,
+    ignore: Deno.build.os !== "linux",
+    fn: async () => {
+      await using dir = await tempDir();
+      const database = `${dir.path}/a.db`;
+      const socket = `${dir.path}/s.sock`;
+      if (!opens) Deno.writeTextFileSync(database, "not a database, but long enough to be read");
+      // Holding the socket directory's lock keeps the start claiming its socket (up to 2 s).
+      const dirLock = Deno.openSync(dir.path, { read: true });
+      dirLock.lockSync(true);
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", SERVER_TS, "--db", database, "--socket", socket],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const output = child.output();
+      try {
+        const deadline = performance.now() + 10000;
+        const locked = (): boolean => {
+          try {
+            return Deno.readTextFileSync(`${database}.lock`).includes(`"pid":${child.pid}`);
+          } catch {
+            return false;
+          }
+        };
+        while (!locked()) {
+          if (performance.now() > deadline) throw new Error("the server did not take its lock");
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        child.kill("SIGTERM");
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        dirLock.unlockSync();
+        const out = await output;
+        const stdout = new TextDecoder().decode(out.stdout);
+        const stderr = new TextDecoder().decode(out.stderr);
+        assert.equal(out.signal, null, "died of the signal");
+        assert.equal(out.code, 143, stderr);
+        assert.match(stdout, /^netsqlite: SIGTERM while starting: stopping once the start is done/);
+        if (opens) assert.match(stdout, /\nnetsqlite: stopped\n$/);
+        else {assert.match(
+            stderr,
+            /^netsqlite: Cannot open database ".*a\.db": file is not a database/,
+          );}
+      } finally {
+        dirLock.close();
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Exited.
+        }
+        await output;
+      }
+      // A start that failed removes its lock file; a server that started keeps it (emptied).
+      const left = [...Deno.readDirSync(dir.path)].map((e) => e.name).sort();
+      assert.deepEqual(left, opens ? ["a.db", "a.db.lock"] : ["a.db"]);
+      if (opens) assert.equal(Deno.readTextFileSync(`${database}.lock`), "");
+    },
+  });
+}

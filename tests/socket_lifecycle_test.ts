@@ -219,3 +219,28 @@ Deno.test({
     assert.ok(Deno.lstatSync(sock).isSocket, "the other user's socket stays");
   },
 });
+
+Deno.test("serve() where the socket's directory cannot be created says where it meant to listen, and leaves nothing", async () => {
+  await using dir = await tempDir();
+  Deno.writeTextFileSync(`${dir.path}/file`, "");
+  const paths = [`${dir.path}/file/sub/s.sock`]; // a regular file where a directory must be
+  if (Deno.build.os === "linux") paths.push("/proc/netsqlite-no-such/sub/s.sock"); // even root
+  if (Deno.uid() !== 0 && Deno.build.os !== "windows") {
+    Deno.mkdirSync(`${dir.path}/ro`, { mode: 0o500 });
+    Deno.chmodSync(`${dir.path}/ro`, 0o500);
+    paths.push(`${dir.path}/ro/sub/s.sock`);
+  }
+  for (const path of paths) {
+    const err = await serve({ database: `${dir.path}/a.db`, path }).then(
+      (s) => (s.shutdown(), assert.fail(`served on ${path}`)),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ListenError, String(err));
+    assert.match(
+      err.message,
+      new RegExp(`^Cannot listen on unix:${path}: \\S.*\\(os error \\d+\\): (stat|mkdir) '`),
+    );
+    assert.ok(err.cause instanceof Error);
+  }
+  assert.deepEqual(names(dir.path), ["file"]);
+});

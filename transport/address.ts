@@ -188,6 +188,23 @@ export function formatAddress(addr: Address): string {
 }
 
 /**
+ * `addr` with a relative Unix socket path made absolute (against the current
+ * directory); TCP addresses as they are. For what other processes read: the
+ * lock file, the start-up line, a second server's message. The server still
+ * binds the path as given (an absolute one may exceed the socket path limit).
+ *
+ * @example
+ * ```ts
+ * import { absoluteAddress } from "./address.ts";
+ * const a = absoluteAddress({ transport: "unix", path: "s.sock" });
+ * if (a.transport !== "unix" || !a.path.startsWith("/")) throw new Error("expected an absolute path");
+ * ```
+ */
+export function absoluteAddress(addr: Address): Address {
+  return addr.transport === "unix" ? { transport: "unix", path: resolve(addr.path) } : addr;
+}
+
+/**
  * Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
  *
  * @throws {TypeError} when the text is not `HOST:PORT` with a port 0-65535.

@@ -40,7 +40,8 @@ export interface ListenOptions {
  * from the {@link TlsListener}.
  *
  * @throws {ListenError} when another server answers on the socket, the path
- *   is not a socket, or the address cannot be bound.
+ *   is not a socket, the socket's directory cannot be created, or the address
+ *   cannot be bound.
  */
 export async function listen(addr: Address, options: ListenOptions = {}): Promise<Listener> {
   const tls = options.tls ?? null;
@@ -63,7 +64,13 @@ export async function listen(addr: Address, options: ListenOptions = {}): Promis
   const mode = options.socketMode ?? 0o600;
   const path = addr.path;
   checkSocketPathLength(path);
-  await makeSocketDir(dirname(path), mode);
+  try {
+    await makeSocketDir(dirname(path), mode);
+  } catch (err) {
+    throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
   const unsafe = await unsafeSocketDir(path);
   if (unsafe !== null) throw new ListenError(`Cannot listen on unix:${path}: ${unsafe}`);
   return await listenUnix(path, mode);
