@@ -449,7 +449,8 @@ export class Engine {
       },
       group: {
         isOpen: () => this.#group.open,
-        writer: () => this.#groupWriter(),
+        holds: (s) => this.#group.has(s),
+        writer: (s) => this.#groupWriter(s),
         accepts: (p, sql) => this.#groupable(p, sql),
         run: (s, fn) => this.#grouped(s, fn),
       },
@@ -694,12 +695,13 @@ export class Engine {
   }
 
   /**
-   * The writer, while a group commit's transaction is open on it and a
-   * statement there can be stopped at the inline budget: where a member's
-   * reads behind its own grouped write run. `null` otherwise.
+   * The writer, while a group commit's transaction holding a write of `s` is
+   * open on it and a statement there can be stopped at the inline budget:
+   * where a member's reads behind its own grouped write run. `null`
+   * otherwise.
    */
-  #groupWriter(): Connection | null {
-    const open = this.#group.open && this.#queue.owner === null;
+  #groupWriter(s: EngineSession): Connection | null {
+    const open = this.#group.has(s) && this.#queue.owner === null;
     return open && this.#writer.caps.interrupt ? this.#writer : null;
   }
 

@@ -1622,7 +1622,7 @@ export class EngineSession implements HostedSession {
       // renewing the reader's snapshot (taking the writer drops it again).
       let p = host.readers.classified(sql);
       if (p === undefined || p.readOnly) {
-        const inGroup = this.#awaitingCommit && groupable ? host.group.writer() : null;
+        const inGroup = this.#awaitingCommit && groupable ? host.group.writer(this) : null;
         if (inGroup !== null) {
           // Behind this session's own grouped write, while the group is
           // open: a read runs in the group's transaction, which holds that
@@ -1659,8 +1659,13 @@ export class EngineSession implements HostedSession {
       }
     }
     // Behind a write awaiting its group commit, only more grouped writes may
-    // go on (they see it); anything else waits for the commit.
-    if (this.#awaitingCommit && !group) return BLOCKED;
+    // go on (they see it), and only into the same group, while it is open;
+    // anything else waits for the commit. (A group's members are told one
+    // by one: one told first may open the next group, and wake this session
+    // from the writer's queue, before it is told. Its write must not join
+    // that group: being told of the first would release its reply, and let
+    // its next reads run on the shared reader, before the write committed.)
+    if (this.#awaitingCommit && !(group && host.group.holds(this))) return BLOCKED;
     try {
       if (!host.writer.acquire(this, group)) return BLOCKED;
     } catch (err) {

@@ -133,6 +133,15 @@ export class GroupCommit {
     return this.#open;
   }
 
+  /**
+   * True while a write of `member` waits in the open group. False while its
+   * group commits, and once it committed even before `member` is told (a
+   * member told earlier may open the next group meanwhile).
+   */
+  has(member: GroupMember): boolean {
+    return this.#open && this.#members.has(member);
+  }
+
   /** True while a group's COMMIT runs in the background: the writer is busy. */
   get committing(): boolean {
     return this.#committing;

@@ -114,11 +114,16 @@ export interface GroupAccess {
   /** True while a group's transaction is open on the writer. */
   isOpen(): boolean;
   /**
-   * The writer while a group is open and a statement there can be stopped at
-   * the inline budget (where a member's reads behind its own grouped write
-   * run); `null` otherwise.
+   * True while a write of `s` waits in the open group (not in one that is
+   * committing, or committed but `s` not yet told).
    */
-  writer(): Connection | null;
+  holds(s: EngineSession): boolean;
+  /**
+   * The writer while a group holding a write of `s` is open and a statement
+   * there can be stopped at the inline budget (where a member's reads behind
+   * its own grouped write run); `null` otherwise.
+   */
+  writer(s: EngineSession): Connection | null;
   /** True when an autocommit write of `p` may join a group. */
   accepts(p: Prepared, sql: string): boolean;
   /**

@@ -5,8 +5,9 @@ import { startServer } from "./_helpers.ts";
 import { prng } from "./_bytes.ts";
 import { Connection } from "../engine/connection.ts";
 import { GroupCommit } from "../engine/group_commit.ts";
-import { Engine, QUICK_COMMIT_FRAMES } from "../engine/engine.ts";
+import { BLOCKED, Engine, type EngineSession, QUICK_COMMIT_FRAMES } from "../engine/engine.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
+import { decodeMsgpack } from "../protocol/msgpack.ts";
 
 Deno.test("Engine group commit: concurrent autocommit writes from 16 clients are all acknowledged and stored", async () => {
   await using srv = await startServer({ synchronous: "full" });
@@ -183,6 +184,184 @@ Deno.test("Engine group commit: clients pipelining writes and reads of their own
   } finally {
     for (const c of clients) await c.close();
   }
+});
+
+/**
+ * A client of an engine session, served as `server/session.ts` serves one:
+ * requests run in order until one is BLOCKED (it runs again when the session
+ * is woken or told of its commit), and replies wait while a write of the
+ * session waits for its group commit. `answered` is called as a reply is
+ * released, before anything else runs.
+ */
+class PipeliningClient {
+  readonly session: EngineSession;
+  #queue: { run: (s: EngineSession) => unknown; tag: string }[] = [];
+  #held: { tag: string; out: unknown }[] = [];
+  #pumping = false;
+  #inflight = false;
+  readonly #answered: (tag: string, out: unknown, commitError: SqliteError | null) => void;
+
+  constructor(
+    engine: Engine,
+    answered: (tag: string, out: unknown, commitError: SqliteError | null) => void,
+  ) {
+    this.#answered = answered;
+    this.session = engine.openSession(() => this.#pump(), (error) => {
+      const held = this.#held;
+      this.#held = [];
+      for (const h of held) answered(h.tag, h.out, error);
+      this.#pump();
+    });
+  }
+
+  /** Requests waiting to run (the head one BLOCKED, when pumping stopped). */
+  get waiting(): number {
+    return this.#queue.length;
+  }
+
+  send(tag: string, run: (s: EngineSession) => unknown): void {
+    this.#queue.push({ tag, run });
+    this.#pump();
+  }
+
+  #reply(tag: string, out: unknown): void {
+    if (this.session.awaitingCommit) this.#held.push({ tag, out });
+    else this.#answered(tag, out, null);
+  }
+
+  #pump(): void {
+    if (this.#pumping || this.#inflight) return;
+    this.#pumping = true;
+    try {
+      while (this.#queue.length > 0) {
+        const { tag, run } = this.#queue[0];
+        let out: unknown;
+        try {
+          out = run(this.session);
+        } catch (err) {
+          out = err;
+        }
+        if (out === BLOCKED) break;
+        this.#queue.shift();
+        if (out instanceof Promise) {
+          this.#inflight = true;
+          out.then((v) => v, (e) => e).then((v) => {
+            this.#inflight = false;
+            this.#reply(tag, v);
+            this.#pump();
+          });
+          break;
+        }
+        this.#reply(tag, out);
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+}
+
+Deno.test({
+  name:
+    "Engine group commit: a member told after another that their group committed does not join the group that one opened meanwhile [ffi]",
+  // (With node:sqlite a COMMIT runs inline: no member waits for the writer while its group commits.)
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node",
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-told-" });
+    const path = `${dir}/a.db`;
+    const engine = new Engine({
+      path,
+      synchronous: "full",
+      busyTimeout: 5000,
+      txIdleTimeout: 0,
+      statementCacheSize: 16,
+      statementTimeout: 30_000,
+      maxResultBytes: 1 << 20,
+      maxCursors: 4,
+      policy: { readonly: false, allowAttach: false, allowUnsafePragmas: false },
+    }, loadSqlite({ engine: "ffi" }));
+    let outside: DatabaseSync | null = null;
+    try {
+      const insert = "INSERT INTO t VALUES (?)";
+      const count = "SELECT count(*) FROM t WHERE who = ?";
+      const sent = { a: 0, b: 0 };
+      const problems: string[] = [];
+      const reads: Promise<void>[] = [];
+      /** Reads sent, in order: the count each must see, and what to call once it did. */
+      const readDone: [number, () => void][] = [];
+      let pending = 0;
+      let allAnswered = () => {};
+      const answered = (tag: string, out: unknown, error: SqliteError | null): void => {
+        pending--;
+        const [who, n] = tag.split(" ");
+        if (error !== null || out instanceof Error) {
+          problems.push(`${tag}: ${error ?? out}`);
+        } else if (n !== "read") {
+          // Acknowledged: committed, as a connection of another program sees.
+          const seen = outside!.prepare(count).get(who)!["count(*)"] as number;
+          if (seen < Number(n)) problems.push(`${tag} acknowledged, ${seen} rows committed`);
+          if (who === "b") {
+            // The client reads its own rows once its write is acknowledged.
+            pending++;
+            reads.push(new Promise((resolve) => readDone.push([Number(n), resolve])));
+            b.send("b read", (s) => s.query(count, [who]));
+          }
+        } else {
+          const [want, resolve] = readDone.shift()!;
+          const [, rows] = out as [string[], unknown];
+          const got = (rows instanceof Array ? rows : decodeMsgpack(
+            (rows as { bytes: Uint8Array }).bytes,
+          )) as number[][];
+          if (got[0][0] < want) problems.push(`b read ${got[0][0]} rows after its write ${want}`);
+          resolve();
+        }
+        if (pending === 0) allAnswered();
+      };
+      const a = new PipeliningClient(engine, answered);
+      const b = new PipeliningClient(engine, answered);
+      const write = (c: PipeliningClient, who: "a" | "b") => {
+        pending++;
+        const n = ++sent[who];
+        c.send(`${who} ${n}`, (s) => s.run(insert, [who]));
+      };
+      const settled = () => new Promise<void>((resolve) => allAnswered = resolve);
+      await a.session.exec("CREATE TABLE t (who)");
+      outside = new DatabaseSync(path, { readOnly: true });
+      // Known fast (it ran within the inline budget), so that it joins groups.
+      for (const until = performance.now() + 5000; performance.now() < until;) {
+        const r = a.session.run(insert, ["warm-up"]);
+        if (!(r instanceof Promise)) break;
+        await r;
+      }
+      while (a.session.awaitingCommit) await new Promise((r) => setTimeout(r, 1));
+      let interleaved = 0;
+      for (let round = 0; round < 5; round++) {
+        const done = settled();
+        // A group of a's write, then b's.
+        write(a, "a");
+        write(b, "b");
+        await null; // The group's COMMIT began (a microtask): in the background.
+        // (Unless a write ran slow, and alone.)
+        if (a.session.awaitingCommit && b.session.awaitingCommit) {
+          // Both wait for the writer, a first. Told first, a opens the next
+          // group; that wakes b, not yet told: its write must not join it.
+          write(a, "a");
+          write(b, "b");
+          if (a.waiting === 1 && b.waiting === 1) interleaved++;
+        }
+        await done;
+        await Promise.all(reads);
+      }
+      assert.deepEqual(problems, []);
+      assert.equal(reads.length, sent.b, "a read followed each of b's writes");
+      assert.ok(interleaved > 0, "no round had both writes wait for the group's COMMIT");
+      a.session.close();
+      b.session.close();
+    } finally {
+      outside?.close();
+      await engine.close();
+    }
+    await Deno.remove(dir, { recursive: true });
+  },
 });
 
 Deno.test("Engine group commit: a deferred-key check stays right after a transaction that dropped the table is rolled back by the server", async () => {
