@@ -887,7 +887,7 @@ export class Session implements SessionProbe {
         this.#reply(req, result);
         if (--sendEarly === 0) this.#channel.flush();
       }
-      if (this.#grantedMs === null && this.#answeredAt > 0) {
+      if (this.#grantedMs === null && turnStart > 0 && this.#answeredAt > turnStart) {
         turns.charge(this.#answeredAt - turnStart);
       }
       if (this.#head === q.length) {
