@@ -111,6 +111,7 @@ const MAINTENANCE_OPS: ReadonlySet<OpCode> = new Set([
 /** Slow-statement lines: at most ten a second, the next one counting those held back. */
 const SLOW_LOG_INTERVAL_MS = 100;
 import { ConnectionFeeds } from "./feeds.ts";
+import { TurnScheduler, type TurnTaker } from "./turns.ts";
 
 /**
  * Bytes of replies waiting for one client past which its connection runs no
@@ -140,11 +141,13 @@ const CURSOR_SQL_KEPT = 64;
 const GONE_CHECK_MS = 100;
 /**
  * Longest run of queued requests in one turn, in ms: a connection that
- * pipelines thousands of requests then lets the others (and new requests
- * arriving on their sockets) have their turn before it goes on. The turn is
- * given back through a timer, the only way to let other sockets' data in
- * here, and a timer costs 1-2 ms of idle time: a connection whose last
- * yield let no other request run doubles its turn, up to
+ * pipelines thousands of requests then waits for its next turn (see
+ * server/turns.ts), letting the others (and new requests arriving on their
+ * sockets) go first. A turn given by the scheduler is at most what is left
+ * of its round (`ROUND_MS`). The turn is given back through a timer,
+ * the only way to let other sockets' data in here, and a timer costs 1-2 ms
+ * of idle time: a connection that is alone in the scheduler's queue and
+ * whose last yield let no other request run doubles its turn, up to
  * {@link MAX_TURN_MS}, so that a client pipelining alone keeps ~90 % of its
  * speed; it is back at {@link TURN_MS} as soon as another client is served.
  */
@@ -153,6 +156,8 @@ const TURN_MS = 2;
 const MAX_TURN_MS = 16;
 /** Requests started by all sessions together: tells a yielding session whether others ran. */
 let requestsStarted = 0;
+/** The turns of all the sessions of this process (one JS thread). */
+const turns = new TurnScheduler();
 /** At shutdown, how long a request stopped while it ran is given to answer, in ms. */
 const STOP_WAIT_MS = 1000;
 
@@ -184,10 +189,16 @@ export class Session implements SessionProbe {
   /** Set by a hello with `admin: true`: only {@link ADMIN_OPS} run. */
   #admin = false;
   #pumping = false;
-  /** Set while this connection waits for its next turn (it used up {@link TURN_MS}). */
-  #turnTimer: ReturnType<typeof setTimeout> | undefined;
-  /** This connection's turn, in ms: {@link TURN_MS}, longer while it has no competition. */
-  #turnMs = TURN_MS;
+  /** Set while this connection waits in {@link turns} for its next turn (it used up its turn). */
+  #waitingTurn = false;
+  /** `requestsStarted` when this connection last yielded its turn. */
+  #yieldMark = 0;
+  /** Turn of this connection alone, in ms: {@link TURN_MS}, longer while it has no competition. */
+  #soloMs = TURN_MS;
+  /** Length of the turn the scheduler gave, in ms, while it runs (else `null`: a turn at once). */
+  #grantedMs: number | null = null;
+  /** How the scheduler starts this connection's turn. */
+  readonly #turnTaker: TurnTaker = { takeTurn: (ms, alone) => this.#takeTurn(ms, alone) };
   /** Resolved when the next turn began (or the connection closed). */
   #turnBegan: (() => void) | null = null;
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
@@ -500,8 +511,8 @@ export class Session implements SessionProbe {
     clearTimeout(this.#frameTimer);
     clearTimeout(this.#helloTimer);
     clearTimeout(this.#cursorTimer);
-    clearTimeout(this.#turnTimer);
-    this.#turnTimer = undefined;
+    turns.leave(this.#turnTaker);
+    this.#waitingTurn = false;
     this.#dead = true;
     this.#turnBegan?.();
     this.#turnBegan = null;
@@ -843,25 +854,41 @@ export class Session implements SessionProbe {
 
   /** Waits until this connection's next turn began, when it is waiting for one. */
   async #nextTurn(): Promise<void> {
-    if (this.#turnTimer === undefined) return;
+    if (!this.#waitingTurn) return;
     await new Promise<void>((resolve) => this.#turnBegan = resolve);
   }
 
   /**
-   * Ends this turn: the requests still queued run from the next event-loop
-   * turn on, after other connections' turns and newly arrived requests (a
-   * timer, as neither microtasks nor `setImmediate` let Deno poll sockets).
+   * Ends this turn: the requests still queued run when the scheduler
+   * ({@link turns}) gives this connection its next turn, after the
+   * connections that waited before it and newly arrived requests (a timer,
+   * as neither microtasks nor `setImmediate` let Deno poll sockets).
    */
   #yieldTurn(): void {
-    const mark = requestsStarted;
-    this.#turnTimer = setTimeout(() => {
-      this.#turnTimer = undefined;
-      this.#turnMs = requestsStarted !== mark ? TURN_MS : Math.min(2 * this.#turnMs, MAX_TURN_MS);
+    this.#yieldMark = requestsStarted;
+    this.#waitingTurn = true;
+    turns.wait(this.#turnTaker);
+  }
+
+  /**
+   * The scheduler's call: this connection's turn began. It runs for `ms`
+   * (what is left of the round), or, `alone` in the queue, for its own turn,
+   * which doubles while nobody else started a request since it yielded.
+   */
+  #takeTurn(ms: number, alone: boolean): void {
+    this.#waitingTurn = false;
+    this.#soloMs = alone && requestsStarted === this.#yieldMark
+      ? Math.min(2 * this.#soloMs, MAX_TURN_MS)
+      : TURN_MS;
+    this.#grantedMs = alone ? this.#soloMs : Math.min(ms, TURN_MS);
+    try {
       this.#pump();
+    } finally {
+      this.#grantedMs = null;
       const began = this.#turnBegan;
       this.#turnBegan = null;
       began?.();
-    }, 0);
+    }
   }
 
   /**
@@ -871,7 +898,7 @@ export class Session implements SessionProbe {
   #pump(): void {
     if (
       this.#pumping || this.#inflight !== null || this.#dead || this.#channel.closed ||
-      this.#turnTimer !== undefined
+      this.#waitingTurn
     ) {
       if (!this.#pumping) this.#answeredAt = 0;
       return;
@@ -880,6 +907,8 @@ export class Session implements SessionProbe {
     try {
       const q = this.#queue;
       const turnStart = this.#head < q.length ? performance.now() : 0;
+      // A turn at once (requests just arrived) is shorter while others wait.
+      const turnMs = this.#grantedMs ?? Math.min(this.#soloMs, turns.inlineLeft);
       // With several requests waiting, the first half's replies are sent
       // once they are ready (-1: never early), the rest when the turn ends.
       const waiting = q.length - this.#head;
@@ -887,7 +916,7 @@ export class Session implements SessionProbe {
       this.#blocked = false;
       while (this.#head < q.length && !this.#stopping) {
         if (this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget()) break;
-        if (this.#answeredAt - turnStart >= this.#turnMs) {
+        if (this.#answeredAt - turnStart >= turnMs) {
           this.#yieldTurn();
           break;
         }
@@ -920,6 +949,9 @@ export class Session implements SessionProbe {
         if (this.#engine.awaitingCommit) this.#hold(req[1] as number);
         this.#reply(req, result);
         if (--sendEarly === 0) this.#channel.flush();
+      }
+      if (this.#grantedMs === null && turnStart > 0 && this.#answeredAt > turnStart) {
+        turns.charge(this.#answeredAt - turnStart);
       }
       if (this.#head === q.length) {
         q.length = 0;
@@ -1362,7 +1394,7 @@ export class Session implements SessionProbe {
     // nothing after the error frame. One running in the background is
     // waited for (and those behind it run), so none is done but unanswered.
     this.#pump();
-    while ((this.#inflight !== null || this.#turnTimer !== undefined) && !this.#channel.closed) {
+    while ((this.#inflight !== null || this.#waitingTurn) && !this.#channel.closed) {
       if (this.#inflight !== null) await this.#inflight;
       else await this.#nextTurn();
       this.#pump();
