@@ -19,7 +19,7 @@ import {
 } from "./binding/binding.ts";
 import { type PolicyCheck, type Refusal, samePragmaValue, VACUUM_ACTION } from "./policy.ts";
 import { pragmaUse } from "./pragma_use.ts";
-import { statementTokens } from "./_sql_text.ts";
+import { startsWith, statementTokens } from "./_sql_text.ts";
 import type { Token } from "../protocol/sql_lexer.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
@@ -37,6 +37,12 @@ export interface Prepared {
   readonly readOnly: boolean;
   /** Transaction control done by the statement, or `null`. */
   readonly txOp: TxOp | null;
+  /**
+   * True for `EXPLAIN` and `EXPLAIN QUERY PLAN`: it returns the plan and
+   * runs nothing, though SQLite reports `EXPLAIN INSERT ...` as no read-only
+   * statement (`sqlite3_stmt_readonly` answers for the statement explained).
+   */
+  readonly explain: boolean;
   /**
    * The savepoint a `SAVEPOINT`, `RELEASE` or `ROLLBACK TO` names, as SQLite
    * read it (unquoted, comments skipped), or `null`.
@@ -519,6 +525,7 @@ export class Connection {
       onWriter: this.#isWriter,
       readOnly,
       txOp,
+      explain: startsWith(stmt.sql, "explain"),
       savepoint,
       ...flags,
       inserts,

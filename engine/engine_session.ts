@@ -1036,7 +1036,7 @@ export class EngineSession implements HostedSession {
     if (!this.#host.writer.owns(this)) return;
     if (!this.#host.writer.connection.inTransaction) {
       this.#txWriteFloor = this.#txWriteSeq;
-    } else if (!p.readOnly && p.txOp === null && !this.#batchTx && !this.#grouping) {
+    } else if (writes(p) && !this.#batchTx && !this.#grouping) {
       this.#txWriteSeq++;
     }
   }
@@ -1073,7 +1073,7 @@ export class EngineSession implements HostedSession {
       host.writer.acquire(this); // (its schema up to date)
       const p = host.writer.connection.prepareUncached(text);
       cursor = this.#liveCursor(p, args, ms, () => {});
-      if (!p.readOnly && p.txOp === null) {
+      if (writes(p)) {
         // Its steps write (each `next`): counted as writes of the transaction.
         const opened = this.#addCursor(cursor);
         (this.#writingCursors ??= new Set()).add(opened[0]);
@@ -1813,9 +1813,12 @@ export type Planned =
   | { readonly statements: readonly string[] }
   | { readonly cursor: number };
 
-/** True when `p` changes the database (transaction control aside). */
+/**
+ * True when `p` changes the database (transaction control aside; `EXPLAIN`
+ * of a write runs nothing).
+ */
 function writes(p: Prepared): boolean {
-  return !p.readOnly && p.txOp === null;
+  return !p.readOnly && p.txOp === null && !p.explain;
 }
 
 /** True for a statement stopped at its deadline. */

@@ -300,7 +300,12 @@ function stepRows(
 type ReplyGuard = "none" | "interrupt" | "savepoint";
 
 function replyGuard(p: Prepared, limits: RunLimits, wantRows: WantRows): ReplyGuard {
-  if (!wantRows || limits.reply?.undo !== true || p.readOnly) return "none";
+  // Transaction control (BEGIN, COMMIT, END, ROLLBACK, SAVEPOINT, RELEASE,
+  // ROLLBACK TO) returns no rows, and is never wrapped: it would end, or
+  // cancel, a savepoint around it (COMMIT releases it with the transaction,
+  // `RELEASE x` and `ROLLBACK TO x` those opened after `x`), or leave a
+  // savepoint of its own to be released with ours.
+  if (!wantRows || limits.reply?.undo !== true || p.readOnly || p.txOp !== null) return "none";
   return p.conn.caps.interrupt && !p.conn.db.inTransaction ? "interrupt" : "savepoint";
 }
 
@@ -325,7 +330,7 @@ function inSavepoint<T>(p: Prepared, run: () => T): T {
       throw err;
     }
     try {
-      conn.runOwn("RELEASE netsqlite_reply");
+      releaseReply(p);
     } catch (err) {
       // (Outside a transaction RELEASE commits, and may fail as COMMIT does.)
       undoSavepoint(p, log, mark);
@@ -336,6 +341,26 @@ function inSavepoint<T>(p: Prepared, run: () => T): T {
     release(p);
   }
 }
+
+/**
+ * Releases the savepoint of {@link inSavepoint} (or of
+ * {@link runInBackground}) after its statement succeeded. A statement that
+ * ended the savepoint itself (only transaction control could, and it is
+ * never wrapped: see {@link replyGuard}) did what it said: there is nothing
+ * to release, and no error to report as a rollback.
+ */
+function releaseReply(p: Prepared): void {
+  if (!p.conn.db.inTransaction) return;
+  try {
+    p.conn.runOwn("RELEASE netsqlite_reply");
+  } catch (err) {
+    if (err instanceof SqliteError && err.message.startsWith(NO_REPLY_SAVEPOINT)) return;
+    throw err;
+  }
+}
+
+/** SQLite's message for RELEASE of the reply's savepoint when it is gone. */
+const NO_REPLY_SAVEPOINT = "no such savepoint: netsqlite_reply";
 
 /**
  * Ends the savepoint of {@link inSavepoint} after `err`: rolled back to
@@ -535,8 +560,8 @@ export function runInBackground(
   // that comes between two of its rows is undone with it (unless the
   // caller undoes it, as a batch does).
   const savepoint = guard === "savepoint" ||
-    (guard === "none" && !p.readOnly && p.columns.length > 0 && db.inTransaction &&
-      limits.reply?.undo !== false);
+    (guard === "none" && !p.readOnly && p.txOp === null && p.columns.length > 0 &&
+      db.inTransaction && limits.reply?.undo !== false);
   const log = p.onWriter ? changeLogOf(p.conn) : undefined;
   const mark = log?.mark() ?? 0;
   if (savepoint) {
@@ -640,7 +665,7 @@ export function runInBackground(
     if (!savepoint) return run();
     return run().finally(() => release(p)).then((o) => {
       try {
-        p.conn.runOwn("RELEASE netsqlite_reply");
+        releaseReply(p);
       } catch (err) {
         // (Outside a transaction RELEASE commits, and may fail as COMMIT does.)
         undoSavepoint(p, log, mark);

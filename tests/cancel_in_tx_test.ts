@@ -207,7 +207,11 @@ for (const engine of ENGINES) {
     const readInScript = await answered(wire, await wire.send(Op.Exec, "SELECT 1; SELECT 2"));
     const { body } = await wire.call(Op.Iterate, "SELECT x FROM t", null);
     const next = await answered(wire, await wire.send(Op.Next, (body as [number])[0]));
-    for (const id of [begin, read, readInScript, next, 999]) await wire.cancel(id);
+    const explain = await answered(
+      wire,
+      await wire.send(Op.Query, "EXPLAIN INSERT INTO t VALUES (3)", null),
+    );
+    for (const id of [begin, read, readInScript, next, explain, 999]) await wire.cancel(id);
     await wire.ok("INSERT INTO t VALUES (2)");
     await wire.ok("COMMIT");
     assert.equal(await wire.count(), 2);
@@ -427,6 +431,10 @@ const QUEUED_READS: [string, unknown[]][] = [
   ["query", [Op.Query, "SELECT * FROM t", null]],
   ["exec (a script of reads)", [Op.Exec, "SELECT 1; SELECT 2"]],
   ["run of COMMIT", [Op.Run, "COMMIT", null, null]],
+  // SQLite calls `EXPLAIN <write>` no read-only statement; it runs nothing.
+  ["query of EXPLAIN INSERT", [Op.Query, "EXPLAIN INSERT INTO t VALUES (2)", null]],
+  ["query of EXPLAIN QUERY PLAN UPDATE", [Op.Query, "EXPLAIN QUERY PLAN UPDATE t SET x = 3", null]],
+  ["exec of EXPLAIN DELETE", [Op.Exec, "/* plan */ explain DELETE FROM t"]],
 ];
 
 for (const engine of ENGINES) {
@@ -488,6 +496,9 @@ for (const engine of ENGINES) {
     await wire.ok("INSERT INTO t VALUES (1)");
     // A read never sent: nothing changes, no reply comes for it.
     await wire.send(Op.Cancel, 9000, [Op.Query, "SELECT * FROM t", null]);
+    // Nor does EXPLAIN of a write, which runs nothing.
+    await wire.send(Op.Cancel, 8999, [Op.Query, "EXPLAIN INSERT INTO t VALUES (3)", null]);
+    await wire.send(Op.Cancel, 8998, [Op.Exec, "EXPLAIN QUERY PLAN DELETE FROM t"]);
     await wire.ok("INSERT INTO t VALUES (2)");
     // A write never sent: the request after it finds the transaction ended.
     await wire.send(Op.Cancel, 9001, [Op.Run, "INSERT INTO t VALUES (3)", null, null]);
