@@ -42,6 +42,8 @@ let allowedMs = TIMER_TURN_MS;
 /** Whether a probe is pending, and since when (`performance.now()`). */
 let pending = false;
 let armedAt = 0;
+/** The pending probe's timer: unref'd (a probe keeps nothing alive) until a step waits for it. */
+let probe = 0;
 /** {@link work} when the pending probe was armed. */
 let workMark = 0;
 /** Work started anywhere ({@link noteWork}). */
@@ -82,7 +84,8 @@ export function armTimerProbe(): void {
   pending = true;
   armedAt = performance.now();
   workMark = work;
-  setTimeout(fire, 0);
+  probe = setTimeout(fire, 0) as unknown as number;
+  Deno.unrefTimer(probe);
 }
 
 /**
@@ -94,5 +97,6 @@ export function timerTurn(): Promise<void> | null {
   if (!pending) return null;
   if (turn !== null) return turn;
   if (performance.now() - armedAt <= allowedMs) return null;
+  Deno.refTimer(probe); // (a step waits for it now)
   return turn = new Promise<void>((resolve) => endTurn = resolve);
 }
