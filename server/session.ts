@@ -48,6 +48,7 @@ import { BLOCKED, type EngineLike, type Planned, type SessionLike } from "../eng
 import type { EngineSession } from "../engine/engine_session.ts";
 import { replyTooLarge, resultTooLarge } from "../engine/run.ts";
 import { heldReplyError } from "../engine/group_commit.ts";
+import { noteWork } from "../engine/binding/_timer_turn.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { ByteBudget } from "../transport/frame_reader.ts";
 import type { TokenGate } from "./auth.ts";
@@ -922,6 +923,7 @@ export class Session implements SessionProbe {
         }
         const req = q[this.#head];
         requestsStarted++;
+        noteWork(); // (background steps' forced timer turns: see _timer_turn.ts)
         // A request's turn begins when the one before it was answered (no
         // second clock read), or now when it is the first of this turn.
         if (this.#headStart === 0) this.#headStart = this.#answeredAt || performance.now();

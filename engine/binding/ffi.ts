@@ -27,7 +27,7 @@ import {
   Result,
 } from "./_constants.ts";
 import type { Symbols } from "./_ffi_symbols.ts";
-import { timerTurn } from "./_timer_turn.ts";
+import { armTimerProbe, noteWork, timerTurn } from "./_timer_turn.ts";
 import { markAnonymous, NamedParams } from "./_params.ts";
 import type {
   Authorizer,
@@ -367,6 +367,11 @@ class FfiDb implements Db {
   interrupt(): void {
     const h = this.#h;
     if (h === null) return;
+    noteWork(); // (a deadline or a cancel: timers matter now)
+    if (this.settling) {
+      this.#interruptLater = true;
+      return;
+    }
     this.#s.sqlite3_interrupt(h);
     if (this.background && this.#interrupting === undefined) {
       this.#interrupting = setInterval(() => {
@@ -520,6 +525,28 @@ class FfiDb implements Db {
     return true;
   }
 
+  /**
+   * True while a background step's result waits for the timers to run
+   * (`stepInBackground`): an interrupt meanwhile is held until it is known
+   * whether the statement is still running.
+   */
+  settling = false;
+  /** {@link interrupt} was called while {@link settling}. */
+  #interruptLater = false;
+
+  /**
+   * The step's result was handed over after its wait for the timers: an
+   * interrupt that came meanwhile stops the statement's next step when it
+   * returned a row (`running`), as it would have without the wait; a
+   * statement that is done is left alone, and so is the next one.
+   */
+  settled(running: boolean): void {
+    this.settling = false;
+    if (!this.#interruptLater) return;
+    this.#interruptLater = false;
+    if (running && this.#h !== null) this.#s.sqlite3_interrupt(this.#h);
+  }
+
   /** A background step returned: run what waited for it. */
   afterBackground(): void {
     this.background = false;
@@ -628,27 +655,47 @@ class FfiStmt implements Stmt {
 
   async stepInBackground(): Promise<boolean> {
     const h = this.#live();
-    if (this.#db.hasBudget) {
+    const db = this.#db;
+    if (db.hasBudget) {
       throw new SqliteError(
         "SQLITE_MISUSE",
         "Cannot step in the background: remove the time budget first (setBudget(null))",
         Result.MISUSE,
       );
     }
-    this.#db.beforeBackground();
+    db.beforeBackground();
+    armTimerProbe();
     let rc: number;
     try {
       this.#isReset = false;
       rc = await this.#s.sqlite3_step_nb(h);
     } finally {
-      this.#db.afterBackground();
+      db.afterBackground();
     }
-    // Let due timers run first: completed steps are resolved before them (see _timer_turn.ts).
-    const turn = timerTurn();
-    if (turn !== null) await turn;
     // Finalized (or its connection closed) while it stepped: it is done.
     if (this.#h === null) return false;
-    return this.#stepped(h, rc);
+    const turn = timerTurn();
+    if (turn === null) return this.#stepped(h, rc);
+    // Due timers run first: completed steps are resolved before them (see
+    // _timer_turn.ts). What the step left on the connection (its row's
+    // width, its error message) is read now: anything may use the
+    // connection while the timers run.
+    let more: boolean;
+    let error: unknown = null;
+    try {
+      more = this.#stepped(h, rc);
+    } catch (err) {
+      more = false;
+      error = err;
+    }
+    db.settling = true;
+    try {
+      await turn;
+    } finally {
+      db.settled(more && this.#h !== null);
+    }
+    if (error !== null) throw error;
+    return more && this.#h !== null;
   }
 
   /** What a step's result code means: a row (true), done (false), or an error. */
