@@ -16,6 +16,8 @@ import type { SqliteError } from "../protocol/errors.ts";
 import type { Engine, EngineSession } from "./engine.ts";
 
 export { BLOCKED } from "./engine_session.ts";
+/** Tells background steps that a request started (see `binding/_timer_turn.ts`). */
+export { noteWork } from "./binding/_timer_turn.ts";
 export type { Planned, Reply } from "./engine_session.ts";
 
 /**

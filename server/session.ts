@@ -44,11 +44,16 @@ import {
   decodeRequest,
   type Envelope,
 } from "../protocol/requests.ts";
-import { BLOCKED, type EngineLike, type Planned, type SessionLike } from "../engine/engine_api.ts";
+import {
+  BLOCKED,
+  type EngineLike,
+  noteWork,
+  type Planned,
+  type SessionLike,
+} from "../engine/engine_api.ts";
 import type { EngineSession } from "../engine/engine_session.ts";
 import { replyTooLarge, resultTooLarge } from "../engine/run.ts";
 import { heldReplyError } from "../engine/group_commit.ts";
-import { noteWork } from "../engine/binding/_timer_turn.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { ByteBudget } from "../transport/frame_reader.ts";
 import type { TokenGate } from "./auth.ts";
