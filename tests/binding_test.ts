@@ -26,6 +26,9 @@ async function withDb(sqlite: Sqlite, fn: (db: Db, dir: string) => void | Promis
   } finally {
     db.close();
     await Deno.remove(dir, { recursive: true });
+    // A background step arms a timer probe (engine/binding/_timer_turn.ts)
+    // that fires at the next timers phase: let it, inside this test.
+    await new Promise((resolve) => setTimeout(resolve, 0));
   }
 }
 
