@@ -53,3 +53,27 @@ export function withCallerFrames(err: unknown): unknown {
   }
   return err;
 }
+
+/**
+ * A copy of `err` for one more caller (same class, own properties and
+ * stack), so that each caller's error gets its own frames from
+ * {@link withCallerFrames}: an error object is never shared by two calls.
+ *
+ * @param err An error about to reject several calls.
+ * @returns a new error like `err`.
+ */
+export function copyError<E extends Error>(err: E): E {
+  const copy = Object.create(Object.getPrototypeOf(err)) as E;
+  for (const key of Reflect.ownKeys(err)) {
+    if (key !== "stack") {
+      Object.defineProperty(copy, key, Object.getOwnPropertyDescriptor(err, key)!);
+    }
+  }
+  Object.defineProperty(copy, "stack", {
+    value: err.stack,
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
+  return copy;
+}

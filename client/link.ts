@@ -393,8 +393,7 @@ export class Link {
     this.#timer = undefined;
     this.#channel.close();
     const failure = this.#failure!;
-    let inFlight: ConnectionError | null = null;
-    let notWritten: ConnectionError | null = null;
+    // One error per call (withCallerFrames adds each caller's frames to its own).
     const errors: [Pending, ConnectionError][] = [];
     for (const [id, p] of this.#pending) {
       p.done();
@@ -406,8 +405,8 @@ export class Link {
           ? sentError(failure, true)
           : this.#writeError !== null && p.start >= this.#written
           // Not a byte of it reached the connection: the server cannot have run it.
-          ? notWritten ??= unsentError(failure)
-          : inFlight ??= sent(failure),
+          ? unsentError(failure)
+          : sent(failure),
       ]);
     }
     this.#pending.clear();
