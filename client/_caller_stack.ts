@@ -16,8 +16,23 @@ import { AbortError, ConnectionError, ProtocolError, SqliteError } from "../prot
 /** The line between an error's own stack and its caller's frames. */
 export const CALLER_SEPARATOR = "    --- called from ---";
 
-/** Errors that have their caller's frames already (one rethrown by an outer public call). */
-const extended = new WeakSet<Error>();
+/**
+ * Errors left as they are: those that have their caller's frames already
+ * (one rethrown by an outer public call), and those thrown by the caller's
+ * own code ({@link keepStack}).
+ */
+const extended = new WeakSet<object>();
+
+/**
+ * Marks `err` as one that {@link withCallerFrames} leaves alone: thrown by
+ * the caller's own code (a `transaction()` function), so its stack is the
+ * caller's already, and an error the caller made is never changed.
+ *
+ * @param err What the caller's code threw.
+ */
+export function keepStack(err: unknown): void {
+  if (typeof err === "object" && err !== null) extended.add(err);
+}
 
 /**
  * Appends the caller's frames to `err`'s `stack` and returns `err` (the same
@@ -45,8 +60,11 @@ export function withCallerFrames(err: unknown): unknown {
     // "Error", then this function's frame, then the public method's and its callers'.
     const frames = here.split("\n").slice(2).filter((line) => /^\s+at /.test(line));
     if (frames.length === 0) return err;
-    const method = /^\s+at (\S+) \(/.exec(frames[0])?.[1];
-    if (method !== undefined && stack.includes(`at ${method} (`)) return err;
+    const method = /^\s+at (?:async )?(\S+) \(/.exec(frames[0])?.[1];
+    if (
+      method !== undefined &&
+      (stack.includes(`at ${method} (`) || stack.includes(`at async ${method} (`))
+    ) return err;
     err.stack = `${stack}\n${CALLER_SEPARATOR}\n${frames.join("\n")}`;
   } catch {
     // A frozen error, or a stack that cannot be read: leave it as it is.

@@ -190,3 +190,25 @@ Deno.test("caller stack: calls that fail together each get an error of their own
   }
   reserved.release();
 });
+
+Deno.test("caller stack: a netsqlite error that leaves transaction()'s function is not changed", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  // One the caller made and threw.
+  const mine = new SqliteError("TX_MINE", "mine");
+  const before = mine.stack;
+  async function throwsOwn(): Promise<unknown> {
+    return await db.transaction(() => Promise.reject(mine));
+  }
+  assert.equal(await throwsOwn().catch((e: unknown) => e), mine);
+  assert.equal(mine.stack, before);
+  // One refused in the caller's own run of code (its stack names the caller already).
+  async function commitsInside(): Promise<unknown> {
+    return await db.transaction(async (tx) => await tx.exec("COMMIT"));
+  }
+  const refused = await commitsInside().catch((e: unknown) => e);
+  assert.ok(refused instanceof SqliteError, String(refused));
+  assert.equal(refused.code, "TX_CONTROL");
+  assert.ok(!(refused.stack ?? "").includes(CALLER_SEPARATOR), refused.stack);
+  assert.match(refused.stack ?? "", /commitsInside \(.*caller_stack_test\.ts/);
+});
