@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { connect, ConnectionError, SqliteError } from "../client.ts";
-import { CALLER_SEPARATOR } from "../client/_caller_stack.ts";
+import { CALLER_SEPARATOR, withCallerFrames } from "../client/_caller_stack.ts";
 import { startServer } from "./_helpers.ts";
 
 /** The test file's name as it appears in stack frames. */
@@ -211,4 +211,34 @@ Deno.test("caller stack: a netsqlite error that leaves transaction()'s function 
   assert.equal(refused.code, "TX_CONTROL");
   assert.ok(!(refused.stack ?? "").includes(CALLER_SEPARATOR), refused.stack);
   assert.match(refused.stack ?? "", /commitsInside \(.*caller_stack_test\.ts/);
+});
+
+Deno.test("caller stack: the joined stack is built when first read, and can be set", () => {
+  const err = new SqliteError("SQLITE_ERROR", "late");
+  const own = Object.getOwnPropertyDescriptor(err, "stack")!;
+  let reads = 0;
+  Object.defineProperty(err, "stack", {
+    configurable: true,
+    get: () => {
+      reads++;
+      return own.get !== undefined ? own.get.call(err) : own.value;
+    },
+  });
+  function publicMethod(): unknown {
+    return withCallerFrames(err);
+  }
+  assert.equal(publicMethod(), err);
+  assert.equal(reads, 0); // nothing formatted for an error nobody looks at
+  const stack = err.stack ?? "";
+  assert.equal(reads, 1);
+  assert.ok(stack.startsWith("SqliteError: late\n"), stack);
+  assert.match(stack.split(CALLER_SEPARATOR)[1] ?? "", /at publicMethod \(/);
+  assert.equal(err.stack, stack);
+  assert.equal(reads, 1);
+  const d = Object.getOwnPropertyDescriptor(err, "stack")!;
+  assert.equal(d.configurable, true);
+  assert.equal(d.enumerable, false);
+  err.stack = "replaced";
+  assert.equal(err.stack, "replaced");
+  assert.deepEqual(Object.keys(err), Object.keys(new SqliteError("SQLITE_ERROR", "x")));
 });
