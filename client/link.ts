@@ -327,8 +327,24 @@ export class Link {
    */
   #unsent<O extends ReplyOp>(op: O, args: Requests[O], signal: AbortSignal): Promise<never> {
     if (this.#inTransaction || this.#pending.size > 0) {
+      const target = this.#takeId();
       const id = this.#takeId();
-      this.#send([Op.Cancel, this.#takeId(), id, [op, ...args]]);
+      // Within the server's maxFrameSize, as any request (a larger frame makes it close the
+      // connection, shared with other callers): the whole request, else its SQL without
+      // parameters (all the server judges by), else the op alone, which it counts as a write.
+      for (const unsent of [[op, ...args], withoutParams(op, args), [op]]) {
+        if (unsent === null) continue;
+        let size: number;
+        try {
+          size = this.#append([Op.Cancel, id, target, unsent], this.#sendLimit);
+        } catch {
+          continue; // A parameter that cannot be encoded: the next form leaves it out.
+        }
+        if (size !== -1) {
+          this.#flush();
+          break;
+        }
+      }
     }
     return Promise.reject(aborted(signal));
   }
@@ -377,8 +393,7 @@ export class Link {
     this.#timer = undefined;
     this.#channel.close();
     const failure = this.#failure!;
-    let inFlight: ConnectionError | null = null;
-    let notWritten: ConnectionError | null = null;
+    // One error per call (withCallerFrames adds each caller's frames to its own).
     const errors: [Pending, ConnectionError][] = [];
     for (const [id, p] of this.#pending) {
       p.done();
@@ -390,8 +405,8 @@ export class Link {
           ? sentError(failure, true)
           : this.#writeError !== null && p.start >= this.#written
           // Not a byte of it reached the connection: the server cannot have run it.
-          ? notWritten ??= unsentError(failure)
-          : inFlight ??= sent(failure),
+          ? unsentError(failure)
+          : sent(failure),
       ]);
     }
     this.#pending.clear();
@@ -630,6 +645,24 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Pr
     signal.addEventListener("abort", onAbort, { once: true });
     p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
+}
+
+/**
+ * Request `[op, ...args]` without its parameters, for a `cancel` to carry
+ * ({@link Link}'s `#unsent`): the SQL of a statement call or of each batch
+ * item; `null` for an op that has none to leave out.
+ */
+function withoutParams(op: ReplyOp, args: readonly unknown[]): unknown[] | null {
+  switch (op) {
+    case Op.Run:
+    case Op.Query:
+    case Op.Iterate:
+      return [op, args[0]];
+    case Op.Batch:
+      return [op, (args[0] as readonly (readonly unknown[])[]).map((item) => [item[0]])];
+    default:
+      return null;
+  }
 }
 
 function aborted(signal: AbortSignal): AbortError {

@@ -50,6 +50,7 @@ import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
 import { type Link, unsentError } from "./link.ts";
 import { OwnWriter } from "./_own_writer.ts";
+import { copyError } from "./_caller_stack.ts";
 import type { ConnectConfig } from "./options.ts";
 import { formatAddress } from "../transport/address.ts";
 
@@ -119,7 +120,7 @@ export class Pool implements ConnectionEvents {
   #arrivals = 0;
   /** The waiter behind each promise {@link #enqueue} returned, to take it out when given up. */
   readonly #waiterOf = new WeakMap<Promise<PooledConnection>, Waiter>();
-  #failure: Error | null = null;
+  #failure: ConnectionError | null = null;
   #closed = false;
   /** Connections being opened before use (new, or reopened), and what their caller gets. */
   readonly #opening = new Map<PooledConnection, Promise<PooledConnection>>();
@@ -200,7 +201,7 @@ export class Pool implements ConnectionEvents {
    */
   shared(writes = false): PooledConnection | Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
-    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#failure !== null) return Promise.reject(unsentError(this.#failure));
     if (this.#config.max === 1) {
       const own = this.callerTransaction();
       if (own !== null) return own;
@@ -212,7 +213,11 @@ export class Pool implements ConnectionEvents {
           ? burst.then((c) => this.#writeJoins(c))
           : this.#writeJoins(burst);
       }
-      return this.#burst;
+      const joined = this.#burst;
+      // A failed wait rejects each call with an error of its own (see withCallerFrames).
+      return joined instanceof Promise
+        ? joined.catch((err) => Promise.reject(err instanceof Error ? copyError(err) : err))
+        : joined;
     }
     // Calls that wait are served in turn: a newcomer does not pass them.
     const c = (this.#sharedWaiters.length === 0 ? this.#pickShared(writes) : null) ??
@@ -327,7 +332,7 @@ export class Pool implements ConnectionEvents {
 
   #reserve(): Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
-    if (this.#failure !== null) return Promise.reject(this.#failure);
+    if (this.#failure !== null) return Promise.reject(unsentError(this.#failure));
     const only = this.#conns[0];
     if (this.#config.max === 1 && only !== undefined && !only.reserved && only.holdsTransaction) {
       // Waiting would never end: the transaction is its caller's to finish.
@@ -447,7 +452,9 @@ export class Pool implements ConnectionEvents {
         // (The server may still count the closed one: opening retries a moment.)
         this.#open(this.#create(), false, null).then((c) => this.#handOver(c), (err) => {
           if (this.#conns.length > 0) return; // the others' release serves the waiters
-          for (const w of [...this.#reserveWaiters, ...this.#sharedWaiters]) w.reject(err);
+          for (const w of [...this.#reserveWaiters, ...this.#sharedWaiters]) {
+            w.reject(err instanceof Error ? copyError(err) : err);
+          }
           this.#reserveWaiters = [];
           this.#sharedWaiters = [];
         });
@@ -460,8 +467,9 @@ export class Pool implements ConnectionEvents {
   /** Closes every connection; waiting callers reject. Idempotent. */
   async close(): Promise<void> {
     this.#closed = true;
-    const err = new ConnectionError("Client is closed");
-    for (const w of [...this.#reserveWaiters, ...this.#sharedWaiters]) w.reject(err);
+    for (const w of [...this.#reserveWaiters, ...this.#sharedWaiters]) {
+      w.reject(new ConnectionError("Client is closed"));
+    }
     this.#reserveWaiters = [];
     this.#sharedWaiters = [];
     clearTimeout(this.#handingTimer);
@@ -481,9 +489,8 @@ export class Pool implements ConnectionEvents {
       // waiting would never end (transaction() then nests in it, see
       // Client). Those that waited before it was sent wait for its end.
       const opener = conn.txOpenedBy;
-      const err = rawTransactionOpen();
       const after = (w: Waiter) => opener !== 0 && w.sentAtWait >= opener;
-      for (const w of this.#reserveWaiters.filter(after)) w.reject(err);
+      for (const w of this.#reserveWaiters.filter(after)) w.reject(rawTransactionOpen());
       this.#reserveWaiters = this.#reserveWaiters.filter((w) => !after(w));
       if (this.#sharedWaiters.length > 0) this.#serve();
       return;
@@ -530,7 +537,7 @@ export class Pool implements ConnectionEvents {
   /** @internal */
   onLost(_conn: PooledConnection, failure: ConnectionError): void {
     // Calls made after this were not sent.
-    if (!this.#config.reconnect) this.#failure ??= unsentError(failure);
+    if (!this.#config.reconnect) this.#failure ??= failure;
     // Its cursors died with it: a caller waiting for it may take it now.
     else if (this.#waiting) queueMicrotask(() => this.#serve());
   }
@@ -679,7 +686,7 @@ export class Pool implements ConnectionEvents {
   #serve(): void {
     while (this.#waiting && !this.#closed) {
       if (this.#failure !== null) {
-        for (const w of this.#sharedWaiters.splice(0)) w.reject(this.#failure);
+        for (const w of this.#sharedWaiters.splice(0)) w.reject(unsentError(this.#failure));
         if (this.#reserveWaiters.length === 0) return;
       }
       const r = this.#reserveWaiters[0];

@@ -28,7 +28,7 @@ import {
 import { type PooledConnection, readsOnly } from "./connection.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
 import { snapshot } from "./_snapshot.ts";
-import { withCallerFrames } from "./_caller_stack.ts";
+import { keepStack, withCallerFrames } from "./_caller_stack.ts";
 import { transactionContext, type TransactionScope } from "./pool.ts";
 import { type Ended, fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
@@ -869,6 +869,7 @@ async function runInScope<T>(
   try {
     result = await transactionContext.run(scope, () => fn(tx));
   } catch (err) {
+    keepStack(err); // fn's to report as it is (see withCallerFrames)
     ended = true;
     scope.active = false;
     conn.txDepth--;

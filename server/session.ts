@@ -800,6 +800,14 @@ export class Session implements SessionProbe {
     const engine = this.#engine;
     for (const req of voids) {
       if (!engine.inTransaction) return;
+      if (req.length === 2 && SQL_OPS.has(req[0] as number)) {
+        // Sent without its SQL (too large for a frame): it may have written.
+        this.#endTxForCancel(
+          req[1] as number,
+          "was cancelled before it ran, and may have written inside the open transaction",
+        );
+        return;
+      }
       const planned = plannedOf(req);
       if (planned === null) continue;
       if (engine.wouldWrite?.(planned) ?? true) {
@@ -1490,6 +1498,9 @@ function mayEndTx(sql: string): boolean {
 }
 
 const ENDS_TX = new Set(["commit", "end", "release"]);
+
+/** Ops that run the client's SQL: a `cancel`'s `unsent` of one of them alone counts as a write. */
+const SQL_OPS: ReadonlySet<number> = new Set([Op.Run, Op.Query, Op.Iterate, Op.Exec, Op.Batch]);
 
 /**
  * What request `req` would run, for the engine to tell whether it would

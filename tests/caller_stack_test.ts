@@ -6,8 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { ConnectionError, SqliteError } from "../client.ts";
-import { CALLER_SEPARATOR } from "../client/_caller_stack.ts";
+import { connect, ConnectionError, SqliteError } from "../client.ts";
+import { CALLER_SEPARATOR, withCallerFrames } from "../client/_caller_stack.ts";
 import { startServer } from "./_helpers.ts";
 
 /** The test file's name as it appears in stack frames. */
@@ -121,4 +121,124 @@ Deno.test("caller stack: errors thrown before anything is sent and errors of fn 
   const closed = await afterClose().catch((e: unknown) => e);
   assert.ok(closed instanceof ConnectionError, String(closed));
   assert.match(closed.stack ?? "", /afterClose \(.*caller_stack_test\.ts/);
+});
+
+/** The caller frames (after the separator) of `err`'s stack. */
+function callerFrames(err: unknown): string {
+  assert.ok(err instanceof Error, String(err));
+  const parts = (err.stack ?? "").split(`\n${CALLER_SEPARATOR}\n`);
+  assert.equal(parts.length, 2, err.stack);
+  return parts[1];
+}
+
+Deno.test("caller stack: calls that fail together each get an error of their own, naming their own caller", async () => {
+  await using srv = await startServer();
+  // Three calls pending on one connection when it is closed (request timeout).
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await holder.exec("CREATE TABLE t (x); BEGIN IMMEDIATE; INSERT INTO t VALUES (1)");
+  await using db = await connect({ ...srv.connectOptions, max: 1, requestTimeout: 150 });
+  async function callerA(): Promise<unknown> {
+    return await db.run("INSERT INTO t VALUES (2)"); // waits for the writer
+  }
+  async function callerB(): Promise<unknown> {
+    return await db.get("SELECT 2");
+  }
+  async function callerC(): Promise<unknown> {
+    return await db.run("SELECT 3");
+  }
+  const errs = await Promise.all(
+    [callerA(), callerB(), callerC()].map((p) => p.then(() => null, (e: unknown) => e)),
+  );
+  assert.equal(new Set(errs).size, 3);
+  for (const [i, name] of ["callerA", "callerB", "callerC"].entries()) {
+    assert.ok(errs[i] instanceof ConnectionError, String(errs[i]));
+    assert.equal(errs[i].code, "REQUEST_TIMEOUT");
+    const frames = callerFrames(errs[i]);
+    assert.match(frames, new RegExp(`at async ${name} \\(`));
+    for (const other of ["callerA", "callerB", "callerC"].filter((n) => n !== name)) {
+      assert.doesNotMatch(frames, new RegExp(`\\b${other}\\b`));
+    }
+  }
+  await holder.exec("ROLLBACK");
+  // Calls waiting for a connection when the client closes.
+  const db2 = await connect({ ...srv.connectOptions, max: 1 });
+  const reserved = await db2.reserve();
+  async function waiterA(): Promise<unknown> {
+    return await db2.get("SELECT 1");
+  }
+  async function waiterB(): Promise<unknown> {
+    return await db2.get("SELECT 2");
+  }
+  async function waiterC(): Promise<unknown> {
+    return await db2.get("SELECT 3");
+  }
+  // A and B in one tick (they share the wait for a connection), C in a later one.
+  const settle = (p: Promise<unknown>): Promise<unknown> => p.then(() => null, (e: unknown) => e);
+  const waiting = [settle(waiterA()), settle(waiterB())];
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  waiting.push(settle(waiterC()));
+  await db2.close();
+  const lost = await Promise.all(waiting);
+  assert.equal(new Set(lost).size, 3);
+  for (const [i, name] of ["waiterA", "waiterB", "waiterC"].entries()) {
+    assert.ok(lost[i] instanceof ConnectionError, String(lost[i]));
+    const frames = callerFrames(lost[i]);
+    assert.match(frames, new RegExp(`at async ${name} \\(`));
+    for (const other of ["waiterA", "waiterB", "waiterC"].filter((n) => n !== name)) {
+      assert.doesNotMatch(frames, new RegExp(`\\b${other}\\b`));
+    }
+  }
+  reserved.release();
+});
+
+Deno.test("caller stack: a netsqlite error that leaves transaction()'s function is not changed", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  // One the caller made and threw.
+  const mine = new SqliteError("TX_MINE", "mine");
+  const before = mine.stack;
+  async function throwsOwn(): Promise<unknown> {
+    return await db.transaction(() => Promise.reject(mine));
+  }
+  assert.equal(await throwsOwn().catch((e: unknown) => e), mine);
+  assert.equal(mine.stack, before);
+  // One refused in the caller's own run of code (its stack names the caller already).
+  async function commitsInside(): Promise<unknown> {
+    return await db.transaction(async (tx) => await tx.exec("COMMIT"));
+  }
+  const refused = await commitsInside().catch((e: unknown) => e);
+  assert.ok(refused instanceof SqliteError, String(refused));
+  assert.equal(refused.code, "TX_CONTROL");
+  assert.ok(!(refused.stack ?? "").includes(CALLER_SEPARATOR), refused.stack);
+  assert.match(refused.stack ?? "", /commitsInside \(.*caller_stack_test\.ts/);
+});
+
+Deno.test("caller stack: the joined stack is built when first read, and can be set", () => {
+  const err = new SqliteError("SQLITE_ERROR", "late");
+  const own = Object.getOwnPropertyDescriptor(err, "stack")!;
+  let reads = 0;
+  Object.defineProperty(err, "stack", {
+    configurable: true,
+    get: () => {
+      reads++;
+      return own.get !== undefined ? own.get.call(err) : own.value;
+    },
+  });
+  function publicMethod(): unknown {
+    return withCallerFrames(err);
+  }
+  assert.equal(publicMethod(), err);
+  assert.equal(reads, 0); // nothing formatted for an error nobody looks at
+  const stack = err.stack ?? "";
+  assert.equal(reads, 1);
+  assert.ok(stack.startsWith("SqliteError: late\n"), stack);
+  assert.match(stack.split(CALLER_SEPARATOR)[1] ?? "", /at publicMethod \(/);
+  assert.equal(err.stack, stack);
+  assert.equal(reads, 1);
+  const d = Object.getOwnPropertyDescriptor(err, "stack")!;
+  assert.equal(d.configurable, true);
+  assert.equal(d.enumerable, false);
+  err.stack = "replaced";
+  assert.equal(err.stack, "replaced");
+  assert.deepEqual(Object.keys(err), Object.keys(new SqliteError("SQLITE_ERROR", "x")));
 });

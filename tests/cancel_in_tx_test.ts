@@ -596,3 +596,56 @@ for (const engine of ENGINES) {
     ]]);
   });
 }
+
+for (const engine of ENGINES) {
+  Deno.test(`an aborted call larger than the server's maxFrameSize never closes the connection, and still ends the transaction it would have written in (${engine})`, async () => {
+    await using srv = await startServer({ engine, maxFrameSize: 64 * 1024 });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (x); CREATE TEMP TABLE mark (x)"); // TEMP: lost with its connection
+    const blob = new Uint8Array(100 * 1024);
+    // Another caller's request pending on the one connection, outside a transaction.
+    const other = db.values(
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) " +
+        "SELECT count(*) FROM c",
+    );
+    await assert.rejects(
+      db.run("INSERT INTO t VALUES (?)", [blob], { signal: AbortSignal.abort() }),
+      AbortError,
+    );
+    assert.deepEqual(await other, [[200000]]);
+    // Inside a transaction: the parameters are left out, the SQL judged (a write ends it) ...
+    await db.exec("BEGIN");
+    await db.run("INSERT INTO t VALUES (1)");
+    await assert.rejects(
+      db.run("INSERT INTO t VALUES (?)", [blob], { signal: AbortSignal.abort() }),
+      AbortError,
+    );
+    await assert.rejects(db.exec("COMMIT"), (err: SqliteError) => {
+      assert.equal(err.code, "TX_ABORTED");
+      assert.match(err.message, /would have written inside the open transaction/);
+      return true;
+    });
+    await db.exec("ROLLBACK");
+    // ... a read does not.
+    await db.exec("BEGIN");
+    await db.run("INSERT INTO t VALUES (2)");
+    await assert.rejects(
+      db.values("SELECT length(?)", [blob], { signal: AbortSignal.abort() }),
+      AbortError,
+    );
+    await db.exec("COMMIT");
+    // SQL too large to carry at all: counted as a write.
+    const script = `SELECT 1;${" ".repeat(100 * 1024)}`;
+    await db.exec("BEGIN");
+    await db.run("INSERT INTO t VALUES (3)");
+    await assert.rejects(db.exec(script, { signal: AbortSignal.abort() }), AbortError);
+    await assert.rejects(db.exec("COMMIT"), (err: SqliteError) => {
+      assert.equal(err.code, "TX_ABORTED");
+      assert.match(err.message, /may have written inside the open transaction/);
+      return true;
+    });
+    await db.exec("ROLLBACK");
+    assert.deepEqual(await db.values("SELECT x FROM t"), [[2]]);
+    assert.deepEqual(await db.values("SELECT count(*) FROM temp.mark"), [[0]]); // same connection
+  });
+}
