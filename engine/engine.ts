@@ -34,6 +34,7 @@ import { MAX_BACKGROUND_READS, ReaderLine } from "./reader_line.ts";
 import { type DqsReport, findDoubleQuotedStrings } from "./dqs_check.ts";
 import type { SessionHost } from "./session_host.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
+import { disarmTimerProbe } from "./binding/_timer_turn.ts";
 
 export { BLOCKED, EngineSession } from "./engine_session.ts";
 
@@ -382,6 +383,7 @@ export class Engine {
       await Promise.allSettled([...this.#running]);
       if (this.#group.committing) await new Promise((r) => setTimeout(r, 1));
     }
+    disarmTimerProbe();
     this.#queue.close();
     for (const c of this.#idleReaders.splice(0)) c.close();
     this.#changes?.close();

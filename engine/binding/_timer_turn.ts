@@ -100,3 +100,14 @@ export function timerTurn(): Promise<void> | null {
   Deno.refTimer(probe); // (a step waits for it now)
   return turn = new Promise<void>((resolve) => endTurn = resolve);
 }
+
+/**
+ * Clears a pending probe no step waits for (an engine closing: nothing of
+ * it steps any more, and a probe left pending would outlive it, e.g. past
+ * the end of a test). Another engine's next step arms a new one.
+ */
+export function disarmTimerProbe(): void {
+  if (!pending || endTurn !== null) return;
+  clearTimeout(probe);
+  pending = false;
+}
