@@ -126,6 +126,25 @@ export class Statement {
   }
 
   /**
+   * Runs the statement for its rows (the first only when `first`), noting
+   * its columns; a failure carries the caller's frames.
+   */
+  async #rows(
+    params: BindParams | undefined,
+    options: CallOptions | undefined,
+    first: boolean,
+  ): Promise<Replies[typeof Op.Query]> {
+    let reply: Replies[typeof Op.Query];
+    try {
+      reply = await this.#call(Op.Query, params, options, first);
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
+    this.#columns = reply[0];
+    return reply;
+  }
+
+  /**
    * Runs the statement and returns every row (objects, or arrays when raw).
    *
    * @param params Positional or named values.
@@ -134,14 +153,7 @@ export class Statement {
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
   async all<T = Row>(params?: BindParams, options?: CallOptions): Promise<T[]> {
-    let reply: Replies[typeof Op.Query];
-    try {
-      reply = await this.#call(Op.Query, params, options);
-    } catch (err) {
-      throw withCallerFrames(err);
-    }
-    const [columns, rows] = reply;
-    this.#columns = columns;
+    const [columns, rows] = await this.#rows(params, options, false);
     return (this.#raw ? rows : toObjects(columns, rows)) as T[];
   }
 
@@ -154,14 +166,7 @@ export class Statement {
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
   async get<T = Row>(params?: BindParams, options?: CallOptions): Promise<T | undefined> {
-    let reply: Replies[typeof Op.Query];
-    try {
-      reply = await this.#call(Op.Query, params, options, true);
-    } catch (err) {
-      throw withCallerFrames(err);
-    }
-    const [columns, rows] = reply;
-    this.#columns = columns;
+    const [columns, rows] = await this.#rows(params, options, true);
     if (rows.length === 0) return undefined;
     return (this.#raw ? rows[0] : toObject(columns, rows[0])) as T;
   }
@@ -178,14 +183,7 @@ export class Statement {
     params?: BindParams,
     options?: CallOptions,
   ): Promise<T[]> {
-    let reply: Replies[typeof Op.Query];
-    try {
-      reply = await this.#call(Op.Query, params, options);
-    } catch (err) {
-      throw withCallerFrames(err);
-    }
-    const [columns, rows] = reply;
-    this.#columns = columns;
+    const [, rows] = await this.#rows(params, options, false);
     return rows as T[];
   }
 
