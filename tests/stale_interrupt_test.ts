@@ -78,3 +78,37 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+Deno.test("a read cancelled next to an open cursor leaves the transaction usable (ffi)", async () => {
+  // (node:sqlite cannot stop a statement stepping on the main thread: no cancel reaches it.)
+  await using srv = await startServer({ engine: "ffi" });
+  const db = await srv.client();
+  try {
+    await db.exec(
+      "CREATE TABLE t (x INTEGER); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 " +
+        `FROM c WHERE i < ${ROWS}) INSERT INTO t SELECT i FROM c`,
+    );
+    await db.transaction(async (tx) => {
+      const it = tx.iterate<{ x: number }>("SELECT x FROM t")[Symbol.asyncIterator]();
+      assert.deepEqual(await it.next(), { value: { x: 1 }, done: false });
+      const ac = new AbortController();
+      const slow = tx.values(SLOW, [], { signal: ac.signal });
+      setTimeout(() => ac.abort(), 100);
+      await assert.rejects(slow);
+      assert.deepEqual(await tx.values("SELECT count(*) FROM t"), [[ROWS]]);
+      let failure: unknown = null;
+      try {
+        for (let r = await it.next(); !r.done; r = await it.next()) { /* drain */ }
+      } catch (e) {
+        failure = e;
+      }
+      assert.ok(failure instanceof SqliteError, String(failure));
+      assert.equal(failure.code, "CURSOR_CLOSED");
+      assert.match(failure.message, /another statement of its transaction was stopped/);
+      await tx.run("INSERT INTO t VALUES (-1)");
+    });
+    assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[ROWS + 1]]);
+  } finally {
+    await db.close();
+  }
+});
