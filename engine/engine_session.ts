@@ -41,6 +41,7 @@
 import {
   cancelledAfterWrite,
   commitRolledBack,
+  cursorInterrupted,
   cursorTxEnded,
   leaseExpired,
   txAborted,
@@ -696,6 +697,7 @@ export class EngineSession implements HostedSession {
     this.#running = {
       done: promise,
       cancel: (reason) => stop(notRunWaiting(reason)),
+      interruptedBy: null,
     };
     return this.#host.track(promise);
   }
@@ -889,6 +891,7 @@ export class EngineSession implements HostedSession {
         this.#running = null;
         this.runningOnWriter = false;
         this.#txWhileRunning = false;
+        if (p.onWriter) this.#endInterruptedCursors(running.interruptedBy);
         release?.();
         // Closed, or the transaction's lease ran out, while it ran: roll
         // back and give the writer up now that the connection is free.
@@ -921,6 +924,25 @@ export class EngineSession implements HostedSession {
     }
     this.#aborted = txAborted(err);
     return txRolledBack(err);
+  }
+
+  /**
+   * A statement on the writer ended after `sqlite3_interrupt` (`by`: its
+   * deadline, a cancel) or with its transaction ending under it (the lease,
+   * close): the interrupt stopped this session's cursors on the writer too,
+   * and stays pending on the connection until no statement is active there
+   * (SQLite clears it only when a statement starts while none runs). The
+   * cursors are ended now (finalized, so the next statement and the
+   * ROLLBACK run), and their next `next` says why.
+   */
+  #endInterruptedCursors(by: Error | null): void {
+    const txEnded = this.#aborted !== null || this.#closed ||
+      !this.#host.writer.connection.inTransaction;
+    if (by === null && !txEnded) return;
+    for (const [id, c] of this.#cursors) {
+      if (!c.onWriter) continue;
+      c.end(txEnded || by === null ? cursorTxEnded(id) : cursorInterrupted(id, by));
+    }
   }
 
   /** Gives up waiting for the writer (the blocked request was cancelled). */

@@ -532,6 +532,14 @@ export interface Running {
   readonly done: Promise<Outcome>;
   /** Stops it now; `done` rejects with `reason`. */
   cancel(reason: Error): void;
+  /**
+   * Why the connection was interrupted (the deadline's error, or the
+   * cancel's reason); `null` when it was not. SQLite's interrupt stops every
+   * statement running on the connection, and stays pending until a
+   * statement starts while none runs: the caller ends the connection's
+   * other statements (a transaction's cursors) once `done` settled.
+   */
+  readonly interruptedBy: Error | null;
 }
 
 /**
@@ -691,6 +699,9 @@ export function runInBackground(
     cancel(why: Error): void {
       reason ??= why;
       db.interrupt();
+    },
+    get interruptedBy(): Error | null {
+      return reason;
     },
   };
 }

@@ -35,6 +35,22 @@ export function cursorTxEnded(id: number): SqliteError {
   );
 }
 
+/**
+ * A cursor on the writer closed because another statement of its
+ * transaction was stopped (its deadline, a cancel): SQLite's interrupt stops
+ * every statement running on the connection, the cursor's too, and stays
+ * pending until none runs.
+ */
+export function cursorInterrupted(id: number, cause: Error): SqliteError {
+  const what = cause instanceof SqliteError ? cause.code : cause.name;
+  return new SqliteError(
+    ErrorCode.CursorClosed,
+    `Cursor ${id} was closed: another statement of its transaction was stopped (${what}), and ` +
+      "the interrupt that stops it stops every statement on the connection; the transaction " +
+      "is still open: open the cursor again to read on",
+  );
+}
+
 /** The transaction was rolled back after its idle lease (`--tx-idle-timeout`). */
 export function txTimeout(ms: number): SqliteError {
   return new SqliteError(
