@@ -61,6 +61,7 @@ import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import { startsWith } from "./_sql_text.ts";
 import type { BindArgs } from "./binding/binding.ts";
+import { isBusyInBackground } from "./binding/_errors.ts";
 import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
 import { Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
@@ -301,7 +302,10 @@ export class EngineSession implements HostedSession {
       // that failed stops the script: the request's end sees to that case,
       // and the writer may still be stepping it in the background.)
       const ran = () => {
-        if (inTx && !writer.inTransaction) this.#scriptEndedTx();
+        // (Ended under the script, by its lease or a close: the writer may
+        // be rolling back in the background, and the cursors end with it.)
+        if (!inTx || this.#aborted !== null || this.#closed) return;
+        if (!writer.inTransaction) this.#scriptEndedTx();
       };
       const done = () => {
         prepared.stmt.finalize();
@@ -936,8 +940,17 @@ export class EngineSession implements HostedSession {
    * ROLLBACK run), and their next `next` says why.
    */
   #endInterruptedCursors(by: Error | null): void {
-    const txEnded = this.#aborted !== null || this.#closed ||
-      !this.#host.writer.connection.inTransaction;
+    let txEnded = this.#aborted !== null || this.#closed;
+    if (!txEnded) {
+      try {
+        txEnded = !this.#host.writer.connection.inTransaction;
+      } catch (err) {
+        // Its step still runs (the statement was stopped while it stepped):
+        // the cursors end when the writer is given back.
+        if (isBusyInBackground(err)) return;
+        throw err;
+      }
+    }
     if (by === null && !txEnded) return;
     for (const [id, c] of this.#cursors) {
       if (!c.onWriter) continue;
