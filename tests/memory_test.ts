@@ -101,7 +101,9 @@ Deno.test({
     // round may use the main arena, which malloc_trim does shrink. One
     // run that shows the effect (plain) or its absence (tuned) decides.
     const plains: number[] = [];
-    while (plains.length < 3 && !(plains.at(-1)! > 20 * 1024)) plains.push(await arenaGrowth("plain"));
+    while (plains.length < 3 && !(plains.at(-1)! > 20 * 1024)) {
+      plains.push(await arenaGrowth("plain"));
+    }
     assert.ok(plains.at(-1)! > 20 * 1024, `glibc keeps the block without the fix: ${plains} KiB`);
     const tuned: number[] = [];
     while (tuned.length < 3 && !(tuned.at(-1)! < 4 * 1024)) tuned.push(await arenaGrowth("tuned"));
