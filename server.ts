@@ -418,7 +418,7 @@ class RunningServer implements Server {
     this.#maxHandshakes = budget.handshakes;
     this.#stats.maxConnections = budget.connections;
     this.#stats.reservedConnections = ADMIN_RESERVED_CONNECTIONS;
-    if (budget.lowered !== null) log.warn(budget.lowered);
+    if (budget.warning !== null) log.warn(budget.warning);
     const gate = config.tokenGate;
     if (
       gate !== null && gate.length < MIN_NETWORK_TOKEN_LENGTH && this.addr.transport === "tcp" &&

@@ -10,6 +10,7 @@
  */
 
 import { MAX_OPEN_CURSORS } from "../engine/engine.ts";
+import { getOpenFileLimit } from "../engine/binding/_libc.ts";
 
 /**
  * Descriptors kept for everything else: the listener, standard streams, the
@@ -20,20 +21,35 @@ export const FD_BASE = 64;
 export const FDS_PER_CURSOR = 2;
 
 /**
- * This process's limit on open files (Linux: `/proc/self/limits`; Deno
- * raises it to the hard limit at start), or `null` where it cannot be read.
+ * This process's limit on open files (Deno raises it to the hard limit at
+ * start): `getrlimit` through FFI (`--allow-ffi`), else `/proc/self/limits`
+ * (Linux; Deno reads it only under `--allow-all`). `Infinity` when
+ * unlimited, `null` where it cannot be read.
  */
 export function openFileLimit(): number | null {
+  const limit = readOpenFileLimit();
+  return typeof limit === "string" ? null : limit;
+}
+
+/** The open-file limit, or why it cannot be read (see {@link openFileLimit}). */
+export function readOpenFileLimit(): number | string {
+  const os = Deno.build.os;
+  if (os === "windows") return Infinity; // sockets are handles there, not C descriptors
+  const fromLibc = getOpenFileLimit();
+  if (fromLibc !== null) return fromLibc;
   const path = "/proc/self/limits";
   try {
     // Without read permission for it, say "unknown" rather than prompt.
-    if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return null;
-    const text = Deno.readTextFileSync(path);
-    const m = /^Max open files\s+(\d+)/m.exec(text);
-    return m === null ? null : Number(m[1]);
+    if (Deno.permissions.querySync({ name: "read", path }).state === "granted") {
+      const m = /^Max open files\s+(\d+|unlimited)/m.exec(Deno.readTextFileSync(path));
+      if (m !== null) return m[1] === "unlimited" ? Infinity : Number(m[1]);
+    }
   } catch {
-    return null; // another system, or no permission to read it
+    // another system, or no permission to read it (Deno wants --allow-all for /proc/self)
   }
+  return os === "linux" || os === "darwin"
+    ? "getrlimit() needs --allow-ffi, and /proc/self/limits --allow-all"
+    : `not read on ${os}`;
 }
 
 /** What {@link fdBudget} grants. */
@@ -44,8 +60,11 @@ export interface FdBudget {
   handshakes: number;
   /** Cursors open at once, on all connections. */
   cursors: number;
-  /** Why fewer connections than configured are served, or `null`. */
-  lowered: string | null;
+  /**
+   * What to warn of at start: why fewer connections than configured are
+   * served, or that the open-file limit is unknown; `null` when neither.
+   */
+  warning: string | null;
 }
 
 /**
@@ -53,7 +72,8 @@ export interface FdBudget {
  * {@link MAX_OPEN_CURSORS}, at least 16) for cursors, up to a quarter of
  * the rest (at least 16) for connections waiting for their hello, up to
  * `handshakes`, the rest but {@link FD_BASE} for connections, up to
- * `configured`.
+ * `configured`. A limit that could not be read (`null`, or why not) bounds
+ * nothing, and the warning says so.
  *
  * @example
  * ```ts
@@ -64,11 +84,19 @@ export interface FdBudget {
  */
 export function fdBudget(
   configured: number,
-  fileLimit: number | null = openFileLimit(),
+  fileLimit: number | string | null = readOpenFileLimit(),
   handshakes = 0,
 ): FdBudget {
-  if (fileLimit === null) {
-    return { connections: configured, handshakes, cursors: MAX_OPEN_CURSORS, lowered: null };
+  if (fileLimit === null || typeof fileLimit === "string") {
+    const why = fileLimit === null ? "" : ` (${fileLimit})`;
+    return {
+      connections: configured,
+      handshakes,
+      cursors: MAX_OPEN_CURSORS,
+      warning: `the open-file limit (ulimit -n) is unknown${why}: connections and cursors ` +
+        "are not fitted to it, and past it new connections wait for their connect timeout " +
+        "and cursors fail to open",
+    };
   }
   const usable = Math.max(fileLimit - FD_BASE, 32);
   const cursors = Math.min(MAX_OPEN_CURSORS, Math.max(16, Math.floor(usable / 8)));
@@ -76,14 +104,14 @@ export function fdBudget(
   const waiting = Math.min(handshakes, Math.max(16, Math.floor(left / 4)));
   const room = Math.max(left - waiting, 16);
   if (configured <= room && waiting === handshakes) {
-    return { connections: configured, handshakes, cursors, lowered: null };
+    return { connections: configured, handshakes, cursors, warning: null };
   }
   const connections = Math.min(configured, room);
   return {
     connections,
     handshakes: waiting,
     cursors,
-    lowered: `serving at most ${connections} connections (--max-connections ${configured}), ` +
+    warning: `serving at most ${connections} connections (--max-connections ${configured}), ` +
       `${waiting} waiting for their hello (--max-handshakes ${handshakes}) and ${cursors} ` +
       `open cursors: the open-file limit is ${fileLimit} (ulimit -n)`,
   };

@@ -39,6 +39,8 @@
  * @module
  */
 
+import { libcFiles } from "../engine/binding/_libc.ts";
+
 /** Delay from a close to the first release, in ms. */
 export const FIRST_RELEASE_MS = 1000;
 /** Interval of the follow-up releases, in ms. */
@@ -215,18 +217,21 @@ function openLibc(): Libc | string {
   }
 }
 
-/** The path of the glibc this process runs on, from /proc/self/maps; `libc.so.6` if unreadable. */
+/**
+ * The path of the glibc this process runs on, from /proc/self/maps (which
+ * Deno reads only under `--allow-all`); else the first glibc that FFI is
+ * permitted on ({@link libcFiles}), else `libc.so.6`; `null` when the maps
+ * show another C library.
+ */
 function libcPath(): string | null {
   const maps = "/proc/self/maps";
-  if (Deno.permissions.querySync({ name: "read", path: maps }).state !== "granted") {
-    return "libc.so.6";
-  }
-  let text: string;
   try {
-    text = Deno.readTextFileSync(maps);
+    if (Deno.permissions.querySync({ name: "read", path: maps }).state === "granted") {
+      const m = /\s(\/\S*\/libc\.so\.6)$/m.exec(Deno.readTextFileSync(maps));
+      return m === null ? null : m[1];
+    }
   } catch {
-    return "libc.so.6";
+    // not readable: Deno wants --allow-all for /proc/self
   }
-  const m = /\s(\/\S*\/libc\.so\.6)$/m.exec(text);
-  return m === null ? null : m[1];
+  return libcFiles().find((file) => file.endsWith("libc.so.6")) ?? "libc.so.6";
 }

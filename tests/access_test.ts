@@ -450,21 +450,39 @@ Deno.test("server.ts --max-connections 2: a third connection is refused with TOO
 });
 
 Deno.test("fdBudget() shares the open-file limit between connections, handshakes and cursors, saying why when it serves fewer", () => {
-  const none = { handshakes: 0, lowered: null };
-  assert.deepEqual(fdBudget(10000, null), { connections: 10000, cursors: 1024, ...none });
+  const none = { handshakes: 0, warning: null };
+  const unknown = "the open-file limit (ulimit -n) is unknown: connections and cursors are " +
+    "not fitted to it, and past it new connections wait for their connect timeout and " +
+    "cursors fail to open";
+  assert.deepEqual(fdBudget(10000, null), {
+    connections: 10000,
+    handshakes: 0,
+    cursors: 1024,
+    warning: unknown,
+  });
+  assert.equal(
+    fdBudget(10000, "no FFI").warning,
+    unknown.replace("unknown:", "unknown (no FFI):"),
+  );
+  assert.deepEqual(fdBudget(10000, Infinity, 1024), {
+    connections: 10000,
+    handshakes: 1024,
+    cursors: 1024,
+    warning: null,
+  });
   assert.deepEqual(fdBudget(10000, 20000), { connections: 10000, cursors: 1024, ...none });
   assert.deepEqual(fdBudget(720, 1024), { connections: 720, cursors: 120, ...none });
   assert.deepEqual(fdBudget(10000, 20000, 1024), {
     connections: 10000,
     handshakes: 1024,
     cursors: 1024,
-    lowered: null,
+    warning: null,
   });
   assert.deepEqual(fdBudget(10000, 1024, 1024), {
     connections: 540,
     handshakes: 180,
     cursors: 120,
-    lowered: "serving at most 540 connections (--max-connections 10000), 180 waiting for " +
+    warning: "serving at most 540 connections (--max-connections 10000), 180 waiting for " +
       "their hello (--max-handshakes 1024) and 120 open cursors: the open-file limit is 1024 " +
       "(ulimit -n)",
   });

@@ -11,6 +11,7 @@ import type { Sqlite } from "./binding.ts";
 import { FfiSqlite } from "./ffi.ts";
 import { NodeSqlite } from "./node.ts";
 import { pinLibrary } from "./_pin.ts";
+import { mappedFilePath } from "./_libc.ts";
 
 /** Which implementation to load. */
 export type EngineChoice = "auto" | "ffi" | "node";
@@ -83,7 +84,8 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
         const lib = Deno.dlopen(name, symbols);
         // A background step may outlive the isolate: keep its code mapped (see _pin.ts).
         pinLibrary(name);
-        return new FfiSqlite(lib.symbols, loadedPath(name), () => lib.close(), dqs);
+        const path = loadedPath(name, lib.symbols.sqlite3_libversion());
+        return new FfiSqlite(lib.symbols, path, () => lib.close(), dqs);
       } catch (err) {
         tried.push(`"${name}": ${dlopenReason(err)}`);
       }
@@ -147,9 +149,17 @@ export function libraryCandidates(library?: string): string[] {
   }
 }
 
-/** The full path of a loaded library where the OS tells (Linux), else `name`. */
-function loadedPath(name: string): string {
-  if (Deno.build.os !== "linux" || name.includes("/")) return name;
+/**
+ * The full path of the loaded library, as the dynamic loader found it
+ * (`dladdr` on the version string it returns; symlinks resolved where they
+ * may be read), else from `/proc/self/maps` (Linux, `--allow-all`), else
+ * `name`. A name with a slash is shown as given.
+ */
+function loadedPath(name: string, versionString: Deno.PointerValue): string {
+  if (name.includes("/")) return name;
+  const found = mappedFilePath(versionString);
+  if (found !== null) return realPath(found);
+  if (Deno.build.os !== "linux") return name;
   try {
     if (Deno.permissions.querySync({ name: "read", path: "/proc/self/maps" }).state !== "granted") {
       return name;
@@ -160,9 +170,19 @@ function loadedPath(name: string): string {
       if (line.includes("/") && path.slice(path.lastIndexOf("/") + 1).startsWith(name)) return path;
     }
   } catch {
-    // fall through
+    // fall through (Deno reads /proc/self only under --allow-all)
   }
   return name;
+}
+
+/** `path` with its symlinks resolved (libsqlite3.so.0 -> libsqlite3.so.0.8.6), else as given. */
+function realPath(path: string): string {
+  try {
+    if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return path;
+    return Deno.realPathSync(path);
+  } catch {
+    return path;
+  }
 }
 
 function engineFromEnv(): EngineChoice {

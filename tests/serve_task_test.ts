@@ -1,0 +1,163 @@
+/**
+ * The server run the way README says, `deno task serve`: with exactly that
+ * task's permissions (not `-A`), as a separate process. Deno reads
+ * `/proc/self/*` only under `--allow-all` (while `Deno.permissions` answers
+ * "granted"), so what the server learns about its process must come another
+ * way: the open-file limit and the loaded library's path.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, connect } from "../client.ts";
+import { ProtocolError } from "../protocol/errors.ts";
+import { fdBudget } from "../server/connection_limit.ts";
+import { SERVE_TASK_FLAGS, tempDir } from "./_helpers.ts";
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const ffiEngine = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
+const unix = Deno.build.os === "linux" || Deno.build.os === "darwin";
+
+/** A server process under `ulimit -n limit`, its output collected as it comes. */
+function spawnLimited(
+  flags: string[],
+  limit: number,
+  args: string[],
+):
+  & { out: () => string; err: () => string; until: (test: () => boolean) => Promise<void> }
+  & AsyncDisposable {
+  const script = `ulimit -n ${limit} && exec "$0" run --no-prompt "$@"`;
+  const child = new Deno.Command("sh", {
+    args: ["-c", script, Deno.execPath(), ...flags, SERVER_TS, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "", err = "";
+  const drain = async (stream: ReadableStream<Uint8Array>, add: (s: string) => void) => {
+    for await (const s of stream.pipeThrough(new TextDecoderStream())) add(s);
+  };
+  const drained = Promise.all([
+    drain(child.stdout, (s) => out += s),
+    drain(child.stderr, (s) => err += s),
+  ]);
+  let ended = false;
+  child.status.then(() => ended = true);
+  return {
+    out: () => out,
+    err: () => err,
+    until: async (test) => {
+      for (const deadline = Date.now() + 60_000; !test();) {
+        if (ended || Date.now() > deadline) {
+          throw new Error(`Server process: condition not met; stdout: ${out}; stderr: ${err}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await child.status;
+      await drained;
+    },
+  };
+}
+
+Deno.test({
+  name: "server.ts with the serve task's permissions under `ulimit -n 160` fits connections to " +
+    "the limit, says so, refuses the next with TOO_MANY_CONNECTIONS, and names its library file",
+  ignore: !unix,
+  fn: async () => {
+    assert.ok(!SERVE_TASK_FLAGS.includes("-A"), SERVE_TASK_FLAGS.join(" "));
+    await using dir = await tempDir();
+    const sock = `${dir.path}/t.sock`;
+    await using server = spawnLimited(SERVE_TASK_FLAGS, 160, [
+      "--db",
+      `${dir.path}/t.db`,
+      "--socket",
+      sock,
+    ]);
+    await server.until(() => /netsqlite: engine .*\n/.test(server.out()));
+    const budget = fdBudget(10000, 160, 1024);
+    assert.ok(budget.connections < 10000 && budget.warning !== null, JSON.stringify(budget));
+    await server.until(() => server.err().includes("(ulimit -n)"));
+    assert.ok(server.err().includes(`warn  netsqlite: ${budget.warning}\n`), server.err());
+    const engineLine = /netsqlite: engine .*/.exec(server.out())![0];
+    if (ffiEngine) {
+      const m = /^netsqlite: engine ffi \((\/\S+), SQLite \d/.exec(engineLine);
+      assert.ok(m !== null, engineLine);
+      assert.ok(Deno.statSync(m[1]).isFile, m[1]);
+    }
+
+    const clients: Client[] = [];
+    try {
+      for (let i = 0; i < budget.connections; i++) {
+        const c = await connect({ path: sock, max: 1 });
+        clients.push(c);
+        assert.deepEqual(await c.values("SELECT 1"), [[1]]);
+      }
+      await assert.rejects(connect({ path: sock, max: 1 }), (err: unknown) => {
+        assert.ok(err instanceof ProtocolError, String(err));
+        assert.equal(err.code, "TOO_MANY_CONNECTIONS");
+        assert.equal(
+          err.message,
+          `Cannot start session: the server already serves ${budget.connections} connections ` +
+            "(--max-connections); close some, or raise the limit",
+        );
+        return true;
+      });
+      assert.deepEqual(await clients[0].values("SELECT 2"), [[2]], "the open connections go on");
+    } finally {
+      for (const c of clients) await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "server.ts with the serve task's permissions but no --allow-ffi warns at start that the " +
+    "open-file limit is unknown",
+  ignore: !unix,
+  fn: async () => {
+    const flags = SERVE_TASK_FLAGS.filter((f) => f !== "--allow-ffi");
+    assert.equal(flags.length, SERVE_TASK_FLAGS.length - 1);
+    await using dir = await tempDir();
+    await using server = spawnLimited(flags, 160, [
+      "--db",
+      `${dir.path}/u.db`,
+      "--socket",
+      `${dir.path}/u.sock`,
+      "--engine",
+      "auto", // without --allow-ffi only node:sqlite runs, whatever CI forces
+    ]);
+    await server.until(() => server.err().includes("is unknown"));
+    assert.match(
+      server.err(),
+      /warn {2}netsqlite: the open-file limit \(ulimit -n\) is unknown \(getrlimit\(\) needs --allow-ffi, and \/proc\/self\/limits --allow-all\): connections and cursors are not fitted to it/,
+    );
+    assert.doesNotMatch(server.err(), /serving at most/);
+  },
+});
+
+Deno.test({
+  name: "server.ts with the serve task's permissions but --allow-ffi scoped to libc (README) " +
+    "trims memory and reads the open-file limit",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const libc = /\s(\/\S*\/libc\.so\.6)$/m.exec(Deno.readTextFileSync("/proc/self/maps"));
+    assert.ok(libc !== null, "glibc");
+    const flags = SERVE_TASK_FLAGS.map((f) => f === "--allow-ffi" ? `--allow-ffi=${libc[1]}` : f);
+    assert.ok(flags.includes(`--allow-ffi=${libc[1]}`), flags.join(" "));
+    await using dir = await tempDir();
+    await using server = spawnLimited(flags, 160, [
+      "--db",
+      `${dir.path}/s.db`,
+      "--socket",
+      `${dir.path}/s.sock`,
+      "--engine",
+      "auto", // FFI on libc only: node:sqlite runs
+    ]);
+    await server.until(() => /netsqlite: engine .*\n/.test(server.out()));
+    assert.match(server.out(), /^netsqlite: memory release: malloc_trim after disconnects;/m);
+    await server.until(() => server.err().includes("(ulimit -n)"));
+    assert.ok(server.err().includes(`${fdBudget(10000, 160, 1024).warning}\n`), server.err());
+  },
+});
