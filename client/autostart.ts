@@ -115,6 +115,24 @@ async function serverModule(): Promise<string> {
   );
 }
 
+/**
+ * Refuses to start a server from a program built with `deno compile`: there
+ * `Deno.execPath()` is that program, not `deno`, so the server's command line
+ * (`run ... server.ts --db ...`) would start the program again instead.
+ *
+ * @param standalone `Deno.build.standalone`: the program was built with `deno compile`.
+ * @throws {TypeError} when `standalone`, saying to start the server another way.
+ */
+export function refuseCompiled(standalone: boolean): void {
+  if (!standalone) return;
+  throw new TypeError(
+    'Invalid option "autostart": this program was built with deno compile, where ' +
+      "Deno.execPath() is the program itself, not deno, so it cannot start a server; start " +
+      "the server yourself before the program connects (netsqlite serve, or deno task serve " +
+      "in a checkout), or run the program with deno run",
+  );
+}
+
 /** Most servers one autostart starts (each after the one before exited on the lock). */
 const MAX_STARTS = 6;
 /** Pause before starting again after a server exited on the lock, in ms; doubles each time. */
@@ -208,6 +226,7 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
       'Invalid option "autostart": starting a server needs Deno; start it yourself',
     );
   }
+  refuseCompiled(Deno.build.standalone);
   const args = [
     "run",
     ...SERVER_FLAGS,

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, ConnectionError } from "../client.ts";
 import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
+import { refuseCompiled } from "../client/autostart.ts";
 
 const CHILD_TS = new URL("./_autostart_child.ts", import.meta.url).pathname;
 
@@ -55,6 +56,18 @@ async function stop(pid: number): Promise<void> {
   }
   await until(() => !alive(pid), 10000, `server ${pid} to stop`);
 }
+
+Deno.test("refuseCompiled() refuses autostart in a program built with deno compile (Deno.execPath() is the program there, not deno), and allows it under deno run", () => {
+  assert.throws(() => refuseCompiled(true), {
+    name: "TypeError",
+    message: 'Invalid option "autostart": this program was built with deno compile, where ' +
+      "Deno.execPath() is the program itself, not deno, so it cannot start a server; start " +
+      "the server yourself before the program connects (netsqlite serve, or deno task serve " +
+      "in a checkout), or run the program with deno run",
+  });
+  assert.equal(Deno.build.standalone, false);
+  assert.equal(refuseCompiled(Deno.build.standalone), undefined);
+});
 
 Deno.test({
   name:
