@@ -4,8 +4,8 @@
  * `deno bundle` run with code splitting, so the package holds one copy of the
  * client's classes, shared by the client and the adapters (`lib/`, with
  * `netsqlite.mjs`, `drizzle.mjs` and `kysely.mjs` re-exporting its entries);
- * `drizzle-orm` and `kysely` left as peer imports, and a `package.json`
- * stamped with {@link VERSION}. The server stays Deno-only. With `--types`,
+ * `drizzle-orm` and `kysely` left as peer imports, a `package.json`
+ * stamped with {@link VERSION}, and the `LICENSE`. The server stays Deno-only. With `--types`,
  * the client's type declarations too (`types/`, by TypeScript's `tsc` from
  * npm; the adapters' types need the ORM packages and are left out).
  *
@@ -120,6 +120,8 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
     peerDependenciesMeta: { "drizzle-orm": { optional: true }, kysely: { optional: true } },
   };
   await Deno.writeTextFile(new URL("package.json", dist), JSON.stringify(pkg, null, 2) + "\n");
+  // npm packs a LICENSE file whatever "files" says; the MIT licence asks for its text to go along.
+  await Deno.copyFile(new URL("LICENSE", root), new URL("LICENSE", dist));
   return dist.pathname;
 }
 

@@ -4,6 +4,7 @@
  */
 
 import assert from "node:assert/strict";
+import { buildNode } from "../npm/build.ts";
 
 async function graph(entry: string): Promise<string[]> {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -108,4 +109,32 @@ Deno.test("exports: mod.ts carries every value client.ts exports, and server.ts'
     "parseServeArgs",
   ]);
   assert.equal(mod.KvConflictError, client.KvConflictError);
+});
+
+Deno.test("exports: the LICENSE (MIT, as deno.json says) goes into the JSR package and the npm build", async () => {
+  const root = new URL("../", import.meta.url);
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  assert.equal(config.license, "MIT");
+  const license = await Deno.readTextFile(new URL("LICENSE", root));
+  assert.match(license, /^MIT License\n\nCopyright \(c\) \d{4} netsqlite authors\n/);
+  // The files `deno publish` would upload.
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["publish", "--dry-run", "--allow-dirty", "--no-check"],
+    cwd: root,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const listed = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, listed);
+  assert.ok(listed.includes(`${new URL("LICENSE", root).href} (`), listed);
+  const dist = await Deno.makeTempDir({ prefix: "netsqlite-license-" });
+  try {
+    await buildNode(new URL(`file://${dist}/`));
+    assert.equal(await Deno.readTextFile(`${dist}/LICENSE`), license);
+    const pkg = JSON.parse(await Deno.readTextFile(`${dist}/package.json`));
+    assert.equal(pkg.license, "MIT");
+  } finally {
+    await Deno.remove(dist, { recursive: true });
+  }
 });
