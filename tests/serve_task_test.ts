@@ -64,7 +64,8 @@ function spawnLimited(
 
 Deno.test({
   name: "server.ts with the serve task's permissions under `ulimit -n 160` fits connections to " +
-    "the limit, says so, refuses the next with TOO_MANY_CONNECTIONS, and names its library file",
+    "the limit, says so, refuses the next with TOO_MANY_CONNECTIONS (a cursor past its share " +
+    "with BAD_REQUEST), and names its library file",
   ignore: !unix,
   fn: async () => {
     assert.ok(!SERVE_TASK_FLAGS.includes("-A"), SERVE_TASK_FLAGS.join(" "));
@@ -90,7 +91,32 @@ Deno.test({
 
     const clients: Client[] = [];
     try {
-      for (let i = 0; i < budget.connections; i++) {
+      // Cursors: the limit's share, then a clear refusal (not SQLITE_CANTOPEN).
+      for (let i = 0; i < 3; i++) clients.push(await connect({ path: sock, max: 1 }));
+      await clients[0].exec(
+        "CREATE TABLE t (x); WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c " +
+          "WHERE n < 50000) INSERT INTO t SELECT n FROM c",
+      );
+      const cursors: AsyncIterator<Record<string, unknown>>[] = [];
+      let refused: unknown = null;
+      for (let i = 0; refused === null && i < 100; i++) {
+        const it = clients[i % 3].iterate("SELECT x FROM t")[Symbol.asyncIterator]();
+        try {
+          await it.next();
+          cursors.push(it);
+        } catch (err) {
+          refused = err;
+        }
+      }
+      assert.equal(cursors.length, budget.cursors);
+      assert.equal((refused as { code?: string })?.code, "BAD_REQUEST", String(refused));
+      assert.match(
+        (refused as Error).message,
+        new RegExp(`^Too many open cursors on the server: ${budget.cursors},`),
+      );
+      for (const it of cursors) await it.return!(undefined);
+      // Connections: as many as the limit's share, then TOO_MANY_CONNECTIONS.
+      while (clients.length < budget.connections) {
         const c = await connect({ path: sock, max: 1 });
         clients.push(c);
         assert.deepEqual(await c.values("SELECT 1"), [[1]]);
