@@ -30,7 +30,7 @@ import { cursorRows, type IterateOptions } from "./cursor.ts";
 import { snapshot } from "./_snapshot.ts";
 import { keepStack, withCallerFrames } from "./_caller_stack.ts";
 import { transactionContext, type TransactionScope } from "./pool.ts";
-import { type Ended, fixedRoute, type Route } from "./route.ts";
+import { type Ended, endedError, fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl, findTxEnd, RESERVED_SAVEPOINT } from "./_tx_control.ts";
 import { Statement } from "./statement.ts";
@@ -481,6 +481,9 @@ export abstract class Queryable {
    * @returns what `fn` resolved to.
    * @throws whatever `fn` threw, after rolling back; `SqliteError` when
    *   BEGIN or COMMIT fails (for example `BUSY_TIMEOUT` or `TX_TIMEOUT`);
+   *   `SqliteError` `TX_NESTED_RUNNING`, after rolling back, when `fn`
+   *   settled while a transaction nested in it was still running (a
+   *   `tx.transaction()` without `await`): its calls then fail with `TX_ENDED`;
    *   `ConnectionError` when the connection is lost after `fn` resolved:
    *   `mayHaveRun` true when its COMMIT was in flight (the transaction may
    *   or may not have been committed), false when the COMMIT was not sent
@@ -700,9 +703,13 @@ export class Transaction extends Queryable {
   }
 }
 
-/** The transactions open on a connection, innermost last, and who waits for one to end. */
+/**
+ * The transactions open on a connection, innermost last; the nested ones
+ * waiting for their turn (see {@link takeTurn}); and who waits for one to end.
+ */
 interface OpenTransactions {
   stack: TransactionScope[];
+  waiting: Set<TransactionScope>;
   ended: (() => void)[];
 }
 
@@ -737,15 +744,53 @@ async function takeTurn(
   parent: TransactionScope | undefined,
 ): Promise<OpenTransactions> {
   let open = openOn.get(conn);
-  if (open === undefined) openOn.set(conn, open = { stack: [], ended: [] });
+  if (open === undefined) openOn.set(conn, open = { stack: [], waiting: new Set(), ended: [] });
   for (;;) {
+    // The transaction it was to nest in settled meanwhile (see abandonNested): nothing was sent.
+    if (!scope.active) throw endedError(NESTED_TX_ENDED);
     const innermost = open.stack.at(-1);
     if (innermost === undefined || innermost === parent || innermost === callerScope(conn)) {
       open.stack.push(scope); // at once: a sibling started in the same tick must wait
       return open;
     }
-    await new Promise<void>((resolve) => open.ended.push(resolve));
+    open.waiting.add(scope);
+    try {
+      await new Promise<void>((resolve) => open.ended.push(resolve));
+    } finally {
+      open.waiting.delete(scope);
+    }
   }
+}
+
+/**
+ * When a transaction's `fn` settles (`scope`, at `open.stack[at]`): ends
+ * the transactions nested in it whose `fn` is still running, or that wait
+ * for their turn (a `tx.transaction()` left un-awaited). They cannot be
+ * kept: their savepoints nest in this transaction's, which ends now, and
+ * their later statements would run after it, in autocommit or inside
+ * another caller's transaction on the connection. Their calls are refused
+ * from now on (`TX_ENDED`), they send nothing more, and the connection
+ * forgets them. Returns whether one was still running or waiting: then
+ * this transaction must not commit, since that `fn` could still throw.
+ */
+function abandonNested(open: OpenTransactions, scope: TransactionScope): boolean {
+  let running = false;
+  const at = open.stack.indexOf(scope);
+  if (at !== -1) {
+    for (const nested of open.stack.splice(at + 1)) {
+      if (nested.active) running = true;
+      nested.active = false;
+    }
+  }
+  for (const waiting of open.waiting) {
+    for (let s = waiting.parent; s !== undefined; s = s.parent) {
+      if (s !== scope) continue;
+      running = true;
+      waiting.active = false;
+      break;
+    }
+  }
+  return running;
 }
 
 /**
@@ -771,7 +816,8 @@ function transactionRoute(
     open: OpenTransactions,
     caller: TransactionScope | undefined,
   ): Promise<PooledConnection> => {
-    while (!mayRun(open, caller)) {
+    // Ended meanwhile: refused at once (the connection may serve another caller by now).
+    while (active() === null && !mayRun(open, caller)) {
       await new Promise<void>((resolve) => open.ended.push(resolve));
     }
     return fixed.connection();
@@ -805,9 +851,11 @@ async function runTransaction<T>(
   };
   const open = await takeTurn(conn, scope, parent);
   try {
-    return await runInScope(conn, scope, fn, behavior, ownWriter);
+    return await runInScope(conn, open, scope, fn, behavior, ownWriter);
   } finally {
-    open.stack.splice(open.stack.indexOf(scope), 1);
+    // Gone already when the transaction it nested in ended first (see abandonNested).
+    const at = open.stack.indexOf(scope);
+    if (at !== -1) open.stack.splice(at, 1);
     for (const wake of open.ended.splice(0)) wake();
   }
 }
@@ -835,8 +883,17 @@ const TX_ENDED: Ended = {
   code: ErrorCode.TxEnded,
 };
 
+/** Why a nested transaction whose enclosing transaction's `fn` settled first is refused. */
+const NESTED_TX_ENDED: Ended = {
+  message: "Transaction has ended: the transaction it is nested in settled while this nested " +
+    "one was still running (a tx.transaction() without await?), and rolled back the work of both " +
+    "(calls through its tx are refused)",
+  code: ErrorCode.TxEnded,
+};
+
 async function runInScope<T>(
   conn: PooledConnection,
+  open: OpenTransactions,
   scope: TransactionScope,
   fn: (tx: Transaction) => Promise<T>,
   behavior: string,
@@ -857,29 +914,49 @@ async function runInScope<T>(
   } else {
     await exec(`SAVEPOINT ${savepoint}`);
   }
+  // The transaction it nests in settled while the SAVEPOINT was in flight, and rolled it back.
+  if (!scope.active) throw endedError(NESTED_TX_ENDED);
   conn.txDepth++;
   let ended = false;
   const tx = new Transaction(
     conn,
-    () => ended ? TX_ENDED : null,
+    () => ended ? TX_ENDED : scope.active ? null : NESTED_TX_ENDED,
     scope,
   );
   scopeOfTx.set(tx, scope);
+  const undo = (): Promise<unknown> =>
+    exec(outer ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
+      .catch(() => {/* already ended by SQLite, the lease, or a lost connection */});
   let result: T;
   try {
     result = await transactionContext.run(scope, () => fn(tx));
   } catch (err) {
     keepStack(err); // fn's to report as it is (see withCallerFrames)
     ended = true;
+    // Ended by the transaction it nests in (see abandonNested), which rolled its work back:
+    // the connection is no longer this one's to use.
+    if (!scope.active) throw err;
     scope.active = false;
-    conn.txDepth--;
-    await exec(outer ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
-      .catch(() => {/* already ended by SQLite, the lease, or a lost connection */});
+    abandonNested(open, scope);
+    conn.txDepth = depth;
+    await undo();
     throw err;
   }
   ended = true;
+  if (!scope.active) throw endedError(NESTED_TX_ENDED);
   scope.active = false;
-  conn.txDepth--;
+  const nestedRunning = abandonNested(open, scope);
+  conn.txDepth = depth;
+  if (nestedRunning) {
+    // fn settled before a transaction nested in it did: that one could still throw, and its
+    // later statements would land after the COMMIT. Commit neither.
+    await undo();
+    throw new SqliteError(
+      ErrorCode.TxNestedRunning,
+      "Transaction rolled back: its function settled while a transaction nested in it was " +
+        "still running (a tx.transaction() without await?); the work of both was undone",
+    );
+  }
   try {
     await exec(outer ? "COMMIT" : `RELEASE ${savepoint}`);
   } catch (err) {
