@@ -34,13 +34,14 @@ import { ConnectionError, ErrorCode, SqliteError } from "./protocol/errors.ts";
 export type { ConnectOptions } from "./client/options.ts";
 export type { AutostartOptions } from "./client/autostart.ts";
 export type { TlsClientOptions } from "./transport/connect.ts";
-export type { CallOptions, WireCallOptions } from "./protocol/messages.ts";
+export type { CallOptions } from "./protocol/messages.ts";
 export type { Row, SqlValue } from "./client/rows.ts";
 export {
   type BatchOptions,
   type BatchResult,
   type BatchStatement,
   type BindParams,
+  type BindParamsOf,
   type BindValue,
   type ExecOptions,
   type IterateOptions,

@@ -18,7 +18,9 @@ import { Op } from "../protocol/messages.ts";
 import { invalidParamsMessage } from "../protocol/values.ts";
 import {
   type BindParams,
+  type BindParamsOf,
   call,
+  changesOf,
   checkParams,
   checkSql,
   type RunResult,
@@ -37,7 +39,7 @@ import { Statement } from "./statement.ts";
 import { KvCollection } from "./kv.ts";
 import type { OwnWriter } from "./_own_writer.ts";
 
-export type { BindParams, BindValue, RunResult } from "./_calls.ts";
+export type { BindParams, BindParamsOf, BindValue, RunResult } from "./_calls.ts";
 export type { IterateOptions } from "./cursor.ts";
 
 /** One statement of `batch()`. */
@@ -214,7 +216,11 @@ export abstract class Queryable {
    * if (changes !== 1 || lastInsertRowid !== 1) throw new Error("unexpected result");
    * ```
    */
-  async run(sql: string, params?: BindParams, options?: CallOptions): Promise<RunResult> {
+  async run<P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params?: P,
+    options?: CallOptions,
+  ): Promise<RunResult> {
     checkSql(sql);
     this.#refuseTxControl(sql);
     checkParams(params);
@@ -228,7 +234,7 @@ export abstract class Queryable {
     } catch (err) {
       throw withCallerFrames(err);
     }
-    return { changes: reply[0], lastInsertRowid: reply[1] };
+    return { changes: changesOf(reply[0]), lastInsertRowid: reply[1] };
   }
 
   /**
@@ -255,10 +261,14 @@ export abstract class Queryable {
    * if (rows[2].sq !== 9) throw new Error("expected 9");
    * ```
    */
-  async query<T = Row>(sql: string, params?: BindParams, options?: CallOptions): Promise<T[]> {
+  async query<T = Row, P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params?: P,
+    options?: CallOptions,
+  ): Promise<T[]> {
     let reply: Replies[typeof Op.Query];
     try {
-      reply = await this.#query(sql, params, options);
+      reply = await this.#query(sql, params as BindParams | undefined, options);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -285,13 +295,13 @@ export abstract class Queryable {
    * if (a !== 1 || b !== "one") throw new Error("both columns named x are kept");
    * ```
    */
-  async values<T extends unknown[] = SqlValue[]>(
+  async values<T extends unknown[] = SqlValue[], P extends BindParamsOf<P> = BindParams>(
     sql: string,
-    params?: BindParams,
+    params?: P,
     options?: CallOptions,
   ): Promise<T[]> {
     try {
-      return (await this.#query(sql, params, options))[1] as T[];
+      return (await this.#query(sql, params as BindParams | undefined, options))[1] as T[];
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -317,14 +327,14 @@ export abstract class Queryable {
    * if (await db.get("SELECT 1 WHERE 0") !== undefined) throw new Error("no row: undefined");
    * ```
    */
-  async get<T = Row>(
+  async get<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
-    params?: BindParams,
+    params?: P,
     options?: CallOptions,
   ): Promise<T | undefined> {
     let reply: Replies[typeof Op.Query];
     try {
-      reply = await this.#query(sql, params, options, true);
+      reply = await this.#query(sql, params as BindParams | undefined, options, true);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -358,19 +368,52 @@ export abstract class Queryable {
    * @throws {SqliteError} `STATEMENT_TIMEOUT` when one chunk takes longer
    *   than the statement timeout, or SQLite's error.
    */
-  iterate<T = Row>(sql: string, params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
+  iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params?: P,
+    options?: IterateOptions & { arrays?: false },
+  ): AsyncGenerator<T>;
+  /**
+   * {@link iterate} with `arrays: true`: rows as arrays of values, in column order.
+   *
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options `arrays: true`; a deadline or abort signal.
+   * @returns an async generator of rows as arrays.
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
+   */
+  iterate<T extends unknown[] = SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params: P | undefined,
+    options: IterateOptions & { arrays: true },
+  ): AsyncGenerator<T>;
+  /**
+   * {@link iterate} with `arrays` known only at run time: rows as objects or arrays.
+   *
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options `arrays`; a deadline or abort signal.
+   * @returns an async generator of rows.
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
+   */
+  iterate<T = Row | SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params?: P,
+    options?: IterateOptions,
+  ): AsyncGenerator<T>;
+  iterate(sql: string, params?: BindParams, options?: IterateOptions): AsyncGenerator<unknown> {
     try {
       checkSql(sql);
       this.#refuseTxControl(sql);
       checkParams(params);
     } catch (err) {
-      return failing(err) as AsyncGenerator<T>;
+      return failing(err);
     }
     const writes = !readsOnly(sql);
     // Calls issued before it in the same burst run first (README: Order),
     // although its connection is chosen only when iterating starts.
     const earlier = this.#route.earlier?.() ?? null;
-    return this.#iterate(sql, snapshot(params), options, writes, earlier) as AsyncGenerator<T>;
+    return this.#iterate(sql, snapshot(params), options, writes, earlier);
   }
 
   /**
@@ -426,10 +469,38 @@ export abstract class Queryable {
    * if ((await db.values("SELECT count(*) FROM t"))[0][0] !== 1) throw new Error("bob was undone");
    * ```
    */
-  async batch<T = Row>(
+  batch<T = Row>(
+    statements: readonly BatchStatement[],
+    options?: BatchOptions & { arrays?: false },
+  ): Promise<BatchResult<T>[]>;
+  /**
+   * {@link batch} with `arrays: true`: each result's rows as arrays of values.
+   *
+   * @param statements The statements and their parameters, in order.
+   * @param options `arrays: true`; `foreignKeys`, `timeout`, an abort signal.
+   * @returns one result per statement, in order, rows as arrays.
+   * @throws {SqliteError} naming the failing statement; nothing was applied.
+   */
+  batch<T extends unknown[] = SqlValue[]>(
+    statements: readonly BatchStatement[],
+    options: BatchOptions & { arrays: true },
+  ): Promise<BatchResult<T>[]>;
+  /**
+   * {@link batch} with `arrays` known only at run time: rows as objects or arrays.
+   *
+   * @param statements The statements and their parameters, in order.
+   * @param options `arrays`, `foreignKeys`, `timeout`, an abort signal.
+   * @returns one result per statement, in order.
+   * @throws {SqliteError} naming the failing statement; nothing was applied.
+   */
+  batch<T = Row | SqlValue[]>(
     statements: readonly BatchStatement[],
     options?: BatchOptions,
-  ): Promise<BatchResult<T>[]> {
+  ): Promise<BatchResult<T>[]>;
+  async batch(
+    statements: readonly BatchStatement[],
+    options?: BatchOptions,
+  ): Promise<BatchResult<unknown>[]> {
     const items: BatchItem[] = [];
     for (let i = 0; i < statements.length; i++) {
       const s = statements[i];
@@ -459,9 +530,9 @@ export abstract class Queryable {
     }
     const arrays = options?.arrays === true;
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({
-      changes,
+      changes: changesOf(changes),
       lastInsertRowid,
-      rows: (arrays ? rows : toObjects(columns, rows)) as T[],
+      rows: arrays ? rows : toObjects(columns, rows),
     }));
   }
 
