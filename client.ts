@@ -1,6 +1,7 @@
 /**
- * The netsqlite client: an async API in the vocabulary of better-sqlite3 and
- * `@db/sqlite`, talking to a netsqlite server over a Unix socket or TCP.
+ * The netsqlite client: an async API in better-sqlite3's vocabulary (close to
+ * `@db/sqlite`'s; README: Coming from @db/sqlite), talking to a netsqlite
+ * server over a Unix socket or TCP.
  * A {@link Client} is a small pool of connections (see {@link connect}).
  *
  * @example
@@ -255,15 +256,15 @@ export class Client extends Queryable {
   }
 
   /**
-   * Closes every connection. Pending requests reject with `ConnectionError`;
-   * open transactions are rolled back by the server. Idempotent.
-   *
-   * @returns once every connection is closed.
    * Subscribes to committed changes (a change feed) on a connection of its
    * own: every row change of the chosen tables and every change of the
    * chosen key-value collections, in commit order, only after commit, never
    * for rolled-back work. Needs a server on the FFI engine.
    *
+   * @param options The tables and key-value collections to follow, whether
+   *   events carry values, and where to resume (`since`).
+   * @returns the subscription: an async iterable of events; close it (or
+   *   `await using`) when done.
    * @example
    * ```ts ignore
    * await using feed = await db.subscribe({ tables: ["orders"], values: true });
@@ -292,6 +293,8 @@ export class Client extends Queryable {
    * Closes every connection (change feeds included). Pending requests reject
    * with `ConnectionError`; open transactions are rolled back by the server.
    * Idempotent.
+   *
+   * @returns once every connection is closed.
    */
   async close(): Promise<void> {
     const feeds = [...this.#feeds];
