@@ -1,6 +1,7 @@
 /**
- * The netsqlite client: an async API in the vocabulary of better-sqlite3 and
- * `@db/sqlite`, talking to a netsqlite server over a Unix socket or TCP.
+ * The netsqlite client: an async API in better-sqlite3's vocabulary (close to
+ * `@db/sqlite`'s; README: Coming from @db/sqlite), talking to a netsqlite
+ * server over a Unix socket or TCP.
  * A {@link Client} is a small pool of connections (see {@link connect}).
  *
  * @example
@@ -34,13 +35,14 @@ import { ConnectionError, ErrorCode, SqliteError } from "./protocol/errors.ts";
 export type { ConnectOptions } from "./client/options.ts";
 export type { AutostartOptions } from "./client/autostart.ts";
 export type { TlsClientOptions } from "./transport/connect.ts";
-export type { CallOptions, WireCallOptions } from "./protocol/messages.ts";
+export type { CallOptions } from "./protocol/messages.ts";
 export type { Row, SqlValue } from "./client/rows.ts";
 export {
   type BatchOptions,
   type BatchResult,
   type BatchStatement,
   type BindParams,
+  type BindParamsOf,
   type BindValue,
   type ExecOptions,
   type IterateOptions,
@@ -254,15 +256,15 @@ export class Client extends Queryable {
   }
 
   /**
-   * Closes every connection. Pending requests reject with `ConnectionError`;
-   * open transactions are rolled back by the server. Idempotent.
-   *
-   * @returns once every connection is closed.
    * Subscribes to committed changes (a change feed) on a connection of its
    * own: every row change of the chosen tables and every change of the
    * chosen key-value collections, in commit order, only after commit, never
    * for rolled-back work. Needs a server on the FFI engine.
    *
+   * @param options The tables and key-value collections to follow, whether
+   *   events carry values, and where to resume (`since`).
+   * @returns the subscription: an async iterable of events; close it (or
+   *   `await using`) when done.
    * @example
    * ```ts ignore
    * await using feed = await db.subscribe({ tables: ["orders"], values: true });
@@ -291,6 +293,8 @@ export class Client extends Queryable {
    * Closes every connection (change feeds included). Pending requests reject
    * with `ConnectionError`; open transactions are rolled back by the server.
    * Idempotent.
+   *
+   * @returns once every connection is closed.
    */
   async close(): Promise<void> {
     const feeds = [...this.#feeds];

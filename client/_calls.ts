@@ -26,12 +26,53 @@ export type BindValue = null | number | bigint | boolean | string | Uint8Array;
 /** Statement parameters: positional (array) or named (object). */
 export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValue>>;
 
+/**
+ * The parameters `P` a call accepts, checked against their own type: an
+ * array of {@link BindValue}, or an object each of whose properties is one,
+ * also one typed by an interface (`interface UserParams { name: string }`),
+ * which {@link BindParams}' index signature alone refuses. A property of
+ * another type (`Date`, `undefined`, an object) is refused at compile time.
+ *
+ * @example
+ * ```ts
+ * import type { BindParamsOf } from "@netsqlite/netsqlite";
+ * interface UserParams { name: string; age: number }
+ * function check<P extends BindParamsOf<P>>(params: P): P {
+ *   return params;
+ * }
+ * const p: UserParams = { name: "ada", age: 36 };
+ * if (check(p).age !== 36) throw new Error("expected 36");
+ * ```
+ */
+export type BindParamsOf<P> = readonly BindValue[] | { readonly [K in keyof P]: BindValue };
+
 /** Result of `run()`. */
 export interface RunResult {
-  /** Rows changed by the statement. */
-  changes: number | bigint;
-  /** Rowid of the last inserted row. */
+  /**
+   * Rows changed by the statement: always a `number` (see {@link changesOf}),
+   * as in better-sqlite3.
+   */
+  changes: number;
+  /** Rowid of the last inserted row: a `bigint` beyond 2^53 − 1 (rowids are 64-bit). */
   lastInsertRowid: number | bigint;
+}
+
+/**
+ * A reply's change count as a `number`, which holds every count a statement
+ * can reach in practice exactly: SQLite counts one per row the statement
+ * inserts, updates or deletes (not those of its triggers), and 2^53 of them
+ * would take one statement decades (at ten million rows a second, 28
+ * years; the server's statement timeout stops it after 30 s by default).
+ * A server that reports more (a bug) gets an error, not a rounded count.
+ */
+export function changesOf(changes: number | bigint): number {
+  if (typeof changes === "number") return changes;
+  if (changes >= 0n && changes <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(changes);
+  throw new SqliteError(
+    ErrorCode.Internal,
+    `Statement ran, but the server reported an impossible change count: ${changes} ` +
+      "(above 2^53 - 1)",
+  );
 }
 
 /**
@@ -56,7 +97,7 @@ export function call<O extends ReplyOp>(
 }
 
 /** Checks parameters before anything is sent. */
-export function checkParams(params: BindParams | undefined): void {
+export function checkParams(params: unknown): void {
   const problem = invalidParamsMessage(params);
   if (problem !== undefined) throw new SqliteError(ErrorCode.InvalidParam, problem);
 }
@@ -88,7 +129,7 @@ export function checkSql(sql: string, where = ""): void {
 }
 
 /** Parameters as sent. */
-export function wireParams(params: BindParams | undefined): WireParams {
+export function wireParams(params: unknown): WireParams {
   return (params ?? null) as WireParams;
 }
 

@@ -18,7 +18,9 @@ import { Op } from "../protocol/messages.ts";
 import { invalidParamsMessage } from "../protocol/values.ts";
 import {
   type BindParams,
+  type BindParamsOf,
   call,
+  changesOf,
   checkParams,
   checkSql,
   type RunResult,
@@ -30,14 +32,14 @@ import { cursorRows, type IterateOptions } from "./cursor.ts";
 import { snapshot } from "./_snapshot.ts";
 import { keepStack, withCallerFrames } from "./_caller_stack.ts";
 import { transactionContext, type TransactionScope } from "./pool.ts";
-import { type Ended, fixedRoute, type Route } from "./route.ts";
+import { type Ended, endedError, fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl, findTxEnd, RESERVED_SAVEPOINT } from "./_tx_control.ts";
 import { Statement } from "./statement.ts";
 import { KvCollection } from "./kv.ts";
 import type { OwnWriter } from "./_own_writer.ts";
 
-export type { BindParams, BindValue, RunResult } from "./_calls.ts";
+export type { BindParams, BindParamsOf, BindValue, RunResult } from "./_calls.ts";
 export type { IterateOptions } from "./cursor.ts";
 
 /** One statement of `batch()`. */
@@ -214,7 +216,11 @@ export abstract class Queryable {
    * if (changes !== 1 || lastInsertRowid !== 1) throw new Error("unexpected result");
    * ```
    */
-  async run(sql: string, params?: BindParams, options?: CallOptions): Promise<RunResult> {
+  async run<P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params?: P,
+    options?: CallOptions,
+  ): Promise<RunResult> {
     checkSql(sql);
     this.#refuseTxControl(sql);
     checkParams(params);
@@ -228,7 +234,7 @@ export abstract class Queryable {
     } catch (err) {
       throw withCallerFrames(err);
     }
-    return { changes: reply[0], lastInsertRowid: reply[1] };
+    return { changes: changesOf(reply[0]), lastInsertRowid: reply[1] };
   }
 
   /**
@@ -255,10 +261,14 @@ export abstract class Queryable {
    * if (rows[2].sq !== 9) throw new Error("expected 9");
    * ```
    */
-  async query<T = Row>(sql: string, params?: BindParams, options?: CallOptions): Promise<T[]> {
+  async query<T = Row, P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params?: P,
+    options?: CallOptions,
+  ): Promise<T[]> {
     let reply: Replies[typeof Op.Query];
     try {
-      reply = await this.#query(sql, params, options);
+      reply = await this.#query(sql, params as BindParams | undefined, options);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -285,13 +295,13 @@ export abstract class Queryable {
    * if (a !== 1 || b !== "one") throw new Error("both columns named x are kept");
    * ```
    */
-  async values<T extends unknown[] = SqlValue[]>(
+  async values<T extends unknown[] = SqlValue[], P extends BindParamsOf<P> = BindParams>(
     sql: string,
-    params?: BindParams,
+    params?: P,
     options?: CallOptions,
   ): Promise<T[]> {
     try {
-      return (await this.#query(sql, params, options))[1] as T[];
+      return (await this.#query(sql, params as BindParams | undefined, options))[1] as T[];
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -317,14 +327,14 @@ export abstract class Queryable {
    * if (await db.get("SELECT 1 WHERE 0") !== undefined) throw new Error("no row: undefined");
    * ```
    */
-  async get<T = Row>(
+  async get<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
-    params?: BindParams,
+    params?: P,
     options?: CallOptions,
   ): Promise<T | undefined> {
     let reply: Replies[typeof Op.Query];
     try {
-      reply = await this.#query(sql, params, options, true);
+      reply = await this.#query(sql, params as BindParams | undefined, options, true);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -358,19 +368,52 @@ export abstract class Queryable {
    * @throws {SqliteError} `STATEMENT_TIMEOUT` when one chunk takes longer
    *   than the statement timeout, or SQLite's error.
    */
-  iterate<T = Row>(sql: string, params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
+  iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params?: P,
+    options?: IterateOptions & { arrays?: false },
+  ): AsyncGenerator<T>;
+  /**
+   * {@link iterate} with `arrays: true`: rows as arrays of values, in column order.
+   *
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options `arrays: true`; a deadline or abort signal.
+   * @returns an async generator of rows as arrays.
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
+   */
+  iterate<T extends unknown[] = SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params: P | undefined,
+    options: IterateOptions & { arrays: true },
+  ): AsyncGenerator<T>;
+  /**
+   * {@link iterate} with `arrays` known only at run time: rows as objects or arrays.
+   *
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options `arrays`; a deadline or abort signal.
+   * @returns an async generator of rows.
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
+   */
+  iterate<T = Row | SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params?: P,
+    options?: IterateOptions,
+  ): AsyncGenerator<T>;
+  iterate(sql: string, params?: BindParams, options?: IterateOptions): AsyncGenerator<unknown> {
     try {
       checkSql(sql);
       this.#refuseTxControl(sql);
       checkParams(params);
     } catch (err) {
-      return failing(err) as AsyncGenerator<T>;
+      return failing(err);
     }
     const writes = !readsOnly(sql);
     // Calls issued before it in the same burst run first (README: Order),
     // although its connection is chosen only when iterating starts.
     const earlier = this.#route.earlier?.() ?? null;
-    return this.#iterate(sql, snapshot(params), options, writes, earlier) as AsyncGenerator<T>;
+    return this.#iterate(sql, snapshot(params), options, writes, earlier);
   }
 
   /**
@@ -426,10 +469,38 @@ export abstract class Queryable {
    * if ((await db.values("SELECT count(*) FROM t"))[0][0] !== 1) throw new Error("bob was undone");
    * ```
    */
-  async batch<T = Row>(
+  batch<T = Row>(
+    statements: readonly BatchStatement[],
+    options?: BatchOptions & { arrays?: false },
+  ): Promise<BatchResult<T>[]>;
+  /**
+   * {@link batch} with `arrays: true`: each result's rows as arrays of values.
+   *
+   * @param statements The statements and their parameters, in order.
+   * @param options `arrays: true`; `foreignKeys`, `timeout`, an abort signal.
+   * @returns one result per statement, in order, rows as arrays.
+   * @throws {SqliteError} naming the failing statement; nothing was applied.
+   */
+  batch<T extends unknown[] = SqlValue[]>(
+    statements: readonly BatchStatement[],
+    options: BatchOptions & { arrays: true },
+  ): Promise<BatchResult<T>[]>;
+  /**
+   * {@link batch} with `arrays` known only at run time: rows as objects or arrays.
+   *
+   * @param statements The statements and their parameters, in order.
+   * @param options `arrays`, `foreignKeys`, `timeout`, an abort signal.
+   * @returns one result per statement, in order.
+   * @throws {SqliteError} naming the failing statement; nothing was applied.
+   */
+  batch<T = Row | SqlValue[]>(
     statements: readonly BatchStatement[],
     options?: BatchOptions,
-  ): Promise<BatchResult<T>[]> {
+  ): Promise<BatchResult<T>[]>;
+  async batch(
+    statements: readonly BatchStatement[],
+    options?: BatchOptions,
+  ): Promise<BatchResult<unknown>[]> {
     const items: BatchItem[] = [];
     for (let i = 0; i < statements.length; i++) {
       const s = statements[i];
@@ -459,9 +530,9 @@ export abstract class Queryable {
     }
     const arrays = options?.arrays === true;
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({
-      changes,
+      changes: changesOf(changes),
       lastInsertRowid,
-      rows: (arrays ? rows : toObjects(columns, rows)) as T[],
+      rows: arrays ? rows : toObjects(columns, rows),
     }));
   }
 
@@ -481,6 +552,9 @@ export abstract class Queryable {
    * @returns what `fn` resolved to.
    * @throws whatever `fn` threw, after rolling back; `SqliteError` when
    *   BEGIN or COMMIT fails (for example `BUSY_TIMEOUT` or `TX_TIMEOUT`);
+   *   `SqliteError` `TX_NESTED_RUNNING`, after rolling back, when `fn`
+   *   settled while a transaction nested in it was still running (a
+   *   `tx.transaction()` without `await`): its calls then fail with `TX_ENDED`;
    *   `ConnectionError` when the connection is lost after `fn` resolved:
    *   `mayHaveRun` true when its COMMIT was in flight (the transaction may
    *   or may not have been committed), false when the COMMIT was not sent
@@ -700,9 +774,13 @@ export class Transaction extends Queryable {
   }
 }
 
-/** The transactions open on a connection, innermost last, and who waits for one to end. */
+/**
+ * The transactions open on a connection, innermost last; the nested ones
+ * waiting for their turn (see {@link takeTurn}); and who waits for one to end.
+ */
 interface OpenTransactions {
   stack: TransactionScope[];
+  waiting: Set<TransactionScope>;
   ended: (() => void)[];
 }
 
@@ -737,15 +815,53 @@ async function takeTurn(
   parent: TransactionScope | undefined,
 ): Promise<OpenTransactions> {
   let open = openOn.get(conn);
-  if (open === undefined) openOn.set(conn, open = { stack: [], ended: [] });
+  if (open === undefined) openOn.set(conn, open = { stack: [], waiting: new Set(), ended: [] });
   for (;;) {
+    // The transaction it was to nest in settled meanwhile (see abandonNested): nothing was sent.
+    if (!scope.active) throw endedError(NESTED_TX_ENDED);
     const innermost = open.stack.at(-1);
     if (innermost === undefined || innermost === parent || innermost === callerScope(conn)) {
       open.stack.push(scope); // at once: a sibling started in the same tick must wait
       return open;
     }
-    await new Promise<void>((resolve) => open.ended.push(resolve));
+    open.waiting.add(scope);
+    try {
+      await new Promise<void>((resolve) => open.ended.push(resolve));
+    } finally {
+      open.waiting.delete(scope);
+    }
   }
+}
+
+/**
+ * When a transaction's `fn` settles (`scope`, at `open.stack[at]`): ends
+ * the transactions nested in it whose `fn` is still running, or that wait
+ * for their turn (a `tx.transaction()` left un-awaited). They cannot be
+ * kept: their savepoints nest in this transaction's, which ends now, and
+ * their later statements would run after it, in autocommit or inside
+ * another caller's transaction on the connection. Their calls are refused
+ * from now on (`TX_ENDED`), they send nothing more, and the connection
+ * forgets them. Returns whether one was still running or waiting: then
+ * this transaction must not commit, since that `fn` could still throw.
+ */
+function abandonNested(open: OpenTransactions, scope: TransactionScope): boolean {
+  let running = false;
+  const at = open.stack.indexOf(scope);
+  if (at !== -1) {
+    for (const nested of open.stack.splice(at + 1)) {
+      if (nested.active) running = true;
+      nested.active = false;
+    }
+  }
+  for (const waiting of open.waiting) {
+    for (let s = waiting.parent; s !== undefined; s = s.parent) {
+      if (s !== scope) continue;
+      running = true;
+      waiting.active = false;
+      break;
+    }
+  }
+  return running;
 }
 
 /**
@@ -771,7 +887,8 @@ function transactionRoute(
     open: OpenTransactions,
     caller: TransactionScope | undefined,
   ): Promise<PooledConnection> => {
-    while (!mayRun(open, caller)) {
+    // Ended meanwhile: refused at once (the connection may serve another caller by now).
+    while (active() === null && !mayRun(open, caller)) {
       await new Promise<void>((resolve) => open.ended.push(resolve));
     }
     return fixed.connection();
@@ -805,9 +922,11 @@ async function runTransaction<T>(
   };
   const open = await takeTurn(conn, scope, parent);
   try {
-    return await runInScope(conn, scope, fn, behavior, ownWriter);
+    return await runInScope(conn, open, scope, fn, behavior, ownWriter);
   } finally {
-    open.stack.splice(open.stack.indexOf(scope), 1);
+    // Gone already when the transaction it nested in ended first (see abandonNested).
+    const at = open.stack.indexOf(scope);
+    if (at !== -1) open.stack.splice(at, 1);
     for (const wake of open.ended.splice(0)) wake();
   }
 }
@@ -835,8 +954,17 @@ const TX_ENDED: Ended = {
   code: ErrorCode.TxEnded,
 };
 
+/** Why a nested transaction whose enclosing transaction's `fn` settled first is refused. */
+const NESTED_TX_ENDED: Ended = {
+  message: "Transaction has ended: the transaction it is nested in settled while this nested " +
+    "one was still running (a tx.transaction() without await?), and rolled back the work of both " +
+    "(calls through its tx are refused)",
+  code: ErrorCode.TxEnded,
+};
+
 async function runInScope<T>(
   conn: PooledConnection,
+  open: OpenTransactions,
   scope: TransactionScope,
   fn: (tx: Transaction) => Promise<T>,
   behavior: string,
@@ -857,29 +985,49 @@ async function runInScope<T>(
   } else {
     await exec(`SAVEPOINT ${savepoint}`);
   }
+  // The transaction it nests in settled while the SAVEPOINT was in flight, and rolled it back.
+  if (!scope.active) throw endedError(NESTED_TX_ENDED);
   conn.txDepth++;
   let ended = false;
   const tx = new Transaction(
     conn,
-    () => ended ? TX_ENDED : null,
+    () => ended ? TX_ENDED : scope.active ? null : NESTED_TX_ENDED,
     scope,
   );
   scopeOfTx.set(tx, scope);
+  const undo = (): Promise<unknown> =>
+    exec(outer ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
+      .catch(() => {/* already ended by SQLite, the lease, or a lost connection */});
   let result: T;
   try {
     result = await transactionContext.run(scope, () => fn(tx));
   } catch (err) {
     keepStack(err); // fn's to report as it is (see withCallerFrames)
     ended = true;
+    // Ended by the transaction it nests in (see abandonNested), which rolled its work back:
+    // the connection is no longer this one's to use.
+    if (!scope.active) throw err;
     scope.active = false;
-    conn.txDepth--;
-    await exec(outer ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
-      .catch(() => {/* already ended by SQLite, the lease, or a lost connection */});
+    abandonNested(open, scope);
+    conn.txDepth = depth;
+    await undo();
     throw err;
   }
   ended = true;
+  if (!scope.active) throw endedError(NESTED_TX_ENDED);
   scope.active = false;
-  conn.txDepth--;
+  const nestedRunning = abandonNested(open, scope);
+  conn.txDepth = depth;
+  if (nestedRunning) {
+    // fn settled before a transaction nested in it did: that one could still throw, and its
+    // later statements would land after the COMMIT. Commit neither.
+    await undo();
+    throw new SqliteError(
+      ErrorCode.TxNestedRunning,
+      "Transaction rolled back: its function settled while a transaction nested in it was " +
+        "still running (a tx.transaction() without await?); the work of both was undone",
+    );
+  }
   try {
     await exec(outer ? "COMMIT" : `RELEASE ${savepoint}`);
   } catch (err) {

@@ -15,7 +15,15 @@ import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies } from "../protocol/messages.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
 import { abortable } from "./link.ts";
-import { type BindParams, checkParams, type RunResult, wireOptions, wireParams } from "./_calls.ts";
+import {
+  type BindParams,
+  type BindParamsOf,
+  changesOf,
+  checkParams,
+  type RunResult,
+  wireOptions,
+  wireParams,
+} from "./_calls.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
 import type { Route } from "./route.ts";
 import { snapshot } from "./_snapshot.ts";
@@ -152,8 +160,11 @@ export class Statement {
    * @returns every row.
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
-  async all<T = Row>(params?: BindParams, options?: CallOptions): Promise<T[]> {
-    const [columns, rows] = await this.#rows(params, options, false);
+  async all<T = Row, P extends BindParamsOf<P> = BindParams>(
+    params?: P,
+    options?: CallOptions,
+  ): Promise<T[]> {
+    const [columns, rows] = await this.#rows(params as BindParams | undefined, options, false);
     return (this.#raw ? rows : toObjects(columns, rows)) as T[];
   }
 
@@ -165,8 +176,11 @@ export class Statement {
    * @returns the first row (an array when raw), or `undefined`.
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
-  async get<T = Row>(params?: BindParams, options?: CallOptions): Promise<T | undefined> {
-    const [columns, rows] = await this.#rows(params, options, true);
+  async get<T = Row, P extends BindParamsOf<P> = BindParams>(
+    params?: P,
+    options?: CallOptions,
+  ): Promise<T | undefined> {
+    const [columns, rows] = await this.#rows(params as BindParams | undefined, options, true);
     if (rows.length === 0) return undefined;
     return (this.#raw ? rows[0] : toObject(columns, rows[0])) as T;
   }
@@ -179,11 +193,11 @@ export class Statement {
    * @returns every row as an array of values.
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
-  async values<T extends unknown[] = SqlValue[]>(
-    params?: BindParams,
+  async values<T extends unknown[] = SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    params?: P,
     options?: CallOptions,
   ): Promise<T[]> {
-    const [, rows] = await this.#rows(params, options, false);
+    const [, rows] = await this.#rows(params as BindParams | undefined, options, false);
     return rows as T[];
   }
 
@@ -195,14 +209,17 @@ export class Statement {
    * @returns the number of rows changed and the last inserted rowid.
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
-  async run(params?: BindParams, options?: CallOptions): Promise<RunResult> {
+  async run<P extends BindParamsOf<P> = BindParams>(
+    params?: P,
+    options?: CallOptions,
+  ): Promise<RunResult> {
     let reply: Replies[typeof Op.Run];
     try {
-      reply = await this.#call(Op.Run, params, options);
+      reply = await this.#call(Op.Run, params as BindParams | undefined, options);
     } catch (err) {
       throw withCallerFrames(err);
     }
-    return { changes: reply[0], lastInsertRowid: reply[1] };
+    return { changes: changesOf(reply[0]), lastInsertRowid: reply[1] };
   }
 
   /**
@@ -213,12 +230,40 @@ export class Statement {
    * @returns an async generator of rows (arrays when raw).
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
-  iterate<T = Row>(params?: BindParams, options?: IterateOptions): AsyncGenerator<T> {
+  iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
+    params?: P,
+    options?: IterateOptions & { arrays?: false },
+  ): AsyncGenerator<T>;
+  /**
+   * {@link iterate} with `arrays: true`: rows as arrays of values, in column order.
+   *
+   * @param params Positional or named values.
+   * @param options `arrays: true`, a deadline or an abort signal.
+   * @returns an async generator of rows as arrays.
+   * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   */
+  iterate<T extends unknown[] = SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    params: P | undefined,
+    options: IterateOptions & { arrays: true },
+  ): AsyncGenerator<T>;
+  /**
+   * {@link iterate} with `arrays` known only at run time: rows as objects or arrays.
+   *
+   * @param params Positional or named values.
+   * @param options `arrays`, a deadline or an abort signal.
+   * @returns an async generator of rows.
+   * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   */
+  iterate<T = Row | SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    params?: P,
+    options?: IterateOptions,
+  ): AsyncGenerator<T>;
+  iterate(params?: BindParams, options?: IterateOptions): AsyncGenerator<unknown> {
     // Rows are asked for when iterating starts: the parameters are those of
     // now, and calls issued before it in the same burst run first.
     const earlier = this.#route.earlier?.() ?? null;
     const opts = { arrays: this.#raw, ...options };
-    return this.#iterate(snapshot(params), opts, earlier) as AsyncGenerator<T>;
+    return this.#iterate(snapshot(params), opts, earlier);
   }
 
   async *#iterate(

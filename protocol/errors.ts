@@ -15,7 +15,7 @@
  * |                   | `TX_ABORTED`, `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`,                 |
  * |                   | `UNKNOWN_STATEMENT`, `DATABASE_MOVED`,                                 |
  * |                   | `CURSOR_CLOSED`, `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`,            |
- * |                   | and the client's own `TX_ENDED`, `RELEASED`                            |
+ * |                   | and the client's own `TX_ENDED`, `TX_NESTED_RUNNING`, `RELEASED`       |
  * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`, `ACQUIRE_TIMEOUT`              |
  * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`, `AUTH`,        |
  * |                   | `TOO_MANY_CONNECTIONS`                                                 |
@@ -94,6 +94,15 @@ export const ErrorCode = {
    * not help.
    */
   TxEnded: "TX_ENDED",
+  /**
+   * (Client-side.) The `fn` of a `transaction(fn)` settled while a
+   * transaction nested in it (`tx.transaction()`) was still running, most
+   * likely one started without `await`: the transaction was rolled back,
+   * the nested one's work with it, since committing would keep work that
+   * the nested `fn` could still undo by throwing. Calls through the nested
+   * one's `tx` fail with `TX_ENDED` from then on.
+   */
+  TxNestedRunning: "TX_NESTED_RUNNING",
   /**
    * (Client-side; nothing was sent.) A call through a `ReservedConnection`
    * after its `release()`. A programming error, not a connection failure.
@@ -182,7 +191,7 @@ export interface WireError {
  * it (`BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`, `TX_ABORTED`,
  * `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`, `CURSOR_CLOSED`,
  * `TX_CONTROL`, `SHUTTING_DOWN`, `DATABASE_MOVED`, `INTERNAL`; the client's `TX_ENDED`,
- * `RELEASED`), as better-sqlite3 raises its own checks as `SqliteError` too.
+ * `TX_NESTED_RUNNING`, `RELEASED`), as better-sqlite3 raises its own checks as `SqliteError` too.
  *
  * @example
  * ```ts

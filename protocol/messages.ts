@@ -116,7 +116,13 @@ export interface WireCallOptions {
 }
 
 /** Per-call options of the client's query methods. */
-export interface CallOptions extends WireCallOptions {
+export interface CallOptions {
+  /**
+   * Statement deadline in ms (> 0), overriding the server's statement
+   * timeout (`--statement-timeout`) for this call.
+   * @default {the server's statement timeout}
+   */
+  timeout?: number;
   /**
    * Aborts the call: the promise rejects at once with `AbortError` (code
    * `ABORTED`) and the client sends `cancel`, so the server drops the request

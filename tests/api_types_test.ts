@@ -1,0 +1,155 @@
+/**
+ * Type-level tests of the query API, checked by `deno task check` (and by
+ * `deno test`, which type-checks before running): what must compile does,
+ * and each `@ts-expect-error` line must stay an error. The runtime tests
+ * below run the same shapes against a real server.
+ */
+import assert from "node:assert/strict";
+import {
+  type BindParamsOf,
+  type CallOptions,
+  type Client,
+  connect,
+  type Row,
+  type RunResult,
+  type SqlValue,
+  type Statement,
+} from "../mod.ts";
+import { changesOf } from "../client/_calls.ts";
+import { startServer } from "./_helpers.ts";
+
+interface UserParams {
+  name: string;
+  age: number;
+}
+
+interface User {
+  id: number;
+  name: string;
+}
+
+/** Asserts at compile time that `A` and `B` are the same type. */
+type Same<A, B> = (<X>() => X extends A ? 1 : 2) extends (<X>() => X extends B ? 1 : 2) ? true
+  : false;
+function same<A, B>(_proof: Same<A, B>): void {}
+
+// Never called: only type-checked.
+async function typeLevel(db: Client, st: Statement): Promise<void> {
+  // Named parameters typed by an interface are accepted, as object literals are.
+  const p: UserParams = { name: "ada", age: 36 };
+  await db.run("INSERT INTO u VALUES (:name, :age)", p);
+  await db.query("SELECT * FROM u WHERE name = :name AND age = :age", p);
+  await db.get("SELECT * FROM u WHERE name = :name AND age = :age", p);
+  await db.values("SELECT * FROM u WHERE name = :name AND age = :age", p);
+  await st.run(p);
+  await st.all(p);
+  for await (const _ of db.iterate("SELECT :name, :age", p));
+  // With an explicit row type, name the parameters' type too (or spread them).
+  const u = await db.get<User, UserParams>("SELECT * FROM u WHERE name = :name", p);
+  same<typeof u, User | undefined>(true);
+  await db.get<User>("SELECT * FROM u WHERE name = :name", { ...p });
+  await db.run("SELECT :a, :b", { a: 1, b: null });
+  await db.run("SELECT ?, ?", [1, "a"] as const);
+  await db.run("SELECT ?", [new Uint8Array(1)]);
+  await db.run("SELECT ?", [1n, true]);
+  const optional: { a?: number } = {};
+  await db.run("SELECT :a", optional);
+  await db.run("SELECT 1", undefined, { timeout: 100 });
+
+  // What cannot be bound stays refused at compile time.
+  interface WithDate {
+    at: Date;
+  }
+  const withDate: WithDate = { at: new Date() };
+  // @ts-expect-error a Date property is not a BindValue
+  await db.run("SELECT :at", withDate);
+  // @ts-expect-error a Date property is not a BindValue
+  await db.query("SELECT :at", { at: new Date() });
+  const maybe: { a: number | undefined } = { a: undefined };
+  // @ts-expect-error undefined is not a BindValue (pass null)
+  await db.run("SELECT :a", maybe);
+  // @ts-expect-error undefined is not a BindValue (pass null)
+  await db.run("SELECT ?", [undefined]);
+  // @ts-expect-error a Date is not a BindValue
+  await db.run("SELECT ?", [new Date()]);
+  // @ts-expect-error a Date is no parameters object
+  await db.run("SELECT 1", new Date());
+  // @ts-expect-error a Map is no parameters object
+  await db.run("SELECT :a", new Map([["a", 1]]));
+  // @ts-expect-error a nested object is not a BindValue
+  await st.get({ a: { b: 1 } });
+  // @ts-expect-error an explicit row type alone leaves the parameters as BindParams (see above)
+  await db.get<User>("SELECT * FROM u WHERE name = :name", p);
+
+  // iterate() and batch() with arrays: true yield arrays.
+  for await (const row of db.iterate("SELECT 1", [], { arrays: true })) {
+    same<typeof row, SqlValue[]>(true);
+  }
+  for await (const row of db.iterate<[number]>("SELECT 1", undefined, { arrays: true })) {
+    same<typeof row, [number]>(true);
+  }
+  for await (const row of db.iterate("SELECT 1")) same<typeof row, Row>(true);
+  for await (const row of db.iterate("SELECT 1", [], { arrays: false })) {
+    same<typeof row, Row>(true);
+  }
+  for await (const row of db.iterate<User>("SELECT 1")) same<typeof row, User>(true);
+  const flag: boolean = Math.random() > 0.5;
+  for await (const row of db.iterate("SELECT 1", [], { arrays: flag })) {
+    same<typeof row, Row | SqlValue[]>(true);
+  }
+  for await (const row of st.iterate([], { arrays: true })) same<typeof row, SqlValue[]>(true);
+  for await (const row of st.iterate()) same<typeof row, Row>(true);
+  const [b1] = await db.batch([{ sql: "SELECT 1" }], { arrays: true });
+  same<typeof b1.rows, SqlValue[][]>(true);
+  const [b2] = await db.batch([{ sql: "SELECT 1" }]);
+  same<typeof b2.rows, Row[]>(true);
+  const [b3] = await db.batch<[number]>([{ sql: "SELECT 1" }], { arrays: true });
+  same<typeof b3.rows, [number][]>(true);
+
+  // `first` is the wire's, not an option of the public calls.
+  // @ts-expect-error first is not a CallOptions field
+  await db.query("SELECT 1", [], { first: true });
+  // @ts-expect-error first is not a CallOptions field
+  const _opts: CallOptions = { first: true };
+
+  // changes is a number, as in better-sqlite3; lastInsertRowid may be a bigint.
+  const r: RunResult = await db.run("DELETE FROM u");
+  const total: number = r.changes + 1;
+  same<typeof r.lastInsertRowid, number | bigint>(true);
+  void total;
+
+  // BindParamsOf checks a caller's own generic helpers the same way.
+  const bind = <P extends BindParamsOf<P>>(params: P): P => params;
+  bind(p);
+  // @ts-expect-error a Date property is not a BindValue
+  bind(withDate);
+}
+void typeLevel;
+
+Deno.test("Queryable.run() and Statement.all() take named parameters typed by an interface", async () => {
+  await using srv = await startServer();
+  await using db = await connect(srv.connectOptions);
+  await db.exec("CREATE TABLE u (name TEXT, age INTEGER)");
+  const p: UserParams = { name: "ada", age: 36 };
+  const r = await db.run("INSERT INTO u VALUES (:name, :age)", p);
+  assert.equal(r.changes, 1);
+  assert.equal(typeof r.changes, "number");
+  const st = await db.prepare("SELECT name, age FROM u WHERE name = :name AND age = :age");
+  assert.deepEqual(await st.all(p), [{ name: "ada", age: 36 }]);
+  await st.finalize();
+  const rows: SqlValue[][] = [];
+  for await (const row of db.iterate("SELECT name, age FROM u", [], { arrays: true })) {
+    rows.push(row);
+  }
+  assert.deepEqual(rows, [["ada", 36]]);
+  const [result] = await db.batch([{ sql: "SELECT age FROM u" }], { arrays: true });
+  assert.deepEqual(result.rows, [[36]]);
+  assert.equal(typeof result.changes, "number");
+});
+
+Deno.test("changesOf() keeps every count exactly: a number as it is, a bigint when exact, else an error", () => {
+  assert.equal(changesOf(3), 3);
+  assert.equal(changesOf(7n), 7);
+  assert.equal(changesOf(BigInt(Number.MAX_SAFE_INTEGER)), Number.MAX_SAFE_INTEGER);
+  assert.throws(() => changesOf(2n ** 53n), /impossible change count: 9007199254740992/);
+});
