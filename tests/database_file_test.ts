@@ -11,72 +11,11 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { type Client, connect, serve, SqliteError } from "../mod.ts";
+import { connect, serve } from "../mod.ts";
 import { Engine } from "../engine/engine.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
 import { delay, startServer, tempDir } from "./_helpers.ts";
-
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
-const ENGINE = Deno.env.get("NETSQLITE_ENGINE") === "node" ? "node" : "ffi";
-
-/** A server child process whose stderr (the log) is collected. */
-function spawnServer(
-  db: string,
-  sock: string,
-  extra: string[] = [],
-  wrap: string[] = [],
-): { child: Deno.ChildProcess; log: () => string; done: Promise<void> } {
-  const args = ["run", "-A", SERVER_TS, "--db", db, "--socket", sock, "--engine", ENGINE, ...extra];
-  const [cmd, ...pre] = wrap.length > 0 ? [...wrap, Deno.execPath()] : [Deno.execPath()];
-  const child = new Deno.Command(cmd, {
-    args: [...pre, ...args],
-    stdout: "null",
-    stderr: "piped",
-    stdin: "null",
-    env: { HOME: "/tmp" },
-  }).spawn();
-  let text = "";
-  const done = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) text += chunk;
-  })();
-  return { child, log: () => text, done };
-}
-
-/** Connects once the server listens (or fails when it exited). */
-async function connectWhenUp(
-  sock: string,
-  child: Deno.ChildProcess,
-): Promise<Client> {
-  let exited = false;
-  child.status.then(() => exited = true);
-  for (let i = 0; i < 300 && !exited; i++) {
-    try {
-      const c = await connect({ path: sock, max: 1 });
-      await c.get("SELECT 1");
-      return c;
-    } catch {
-      await delay(50);
-    }
-  }
-  throw new Error("the server did not start");
-}
-
-async function stop(s: { child: Deno.ChildProcess; done: Promise<void> }): Promise<number> {
-  s.child.kill("SIGTERM");
-  const { code } = await s.child.status;
-  await s.done;
-  return code;
-}
-
-async function rejects(p: Promise<unknown>): Promise<SqliteError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof SqliteError) return err;
-    throw err;
-  }
-  throw new Error("expected the write to fail");
-}
+import { connectWhenUp, ENGINE, rejects, spawnServer, stop } from "./_logged_server.ts";
 
 Deno.test("A database file removed while served: writes answer DATABASE_MOVED and are not acknowledged, logged once, reads go on", async () => {
   await using dir = await tempDir();
@@ -102,6 +41,12 @@ Deno.test("A database file removed while served: writes answer DATABASE_MOVED an
       "DATABASE_MOVED",
     );
     assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 5 });
+    // A cursor needs a connection of its own, which would open no file (or another).
+    const cursor = await rejects((async () => {
+      for await (const _ of c.iterate("SELECT id FROM t")) break;
+    })());
+    assert.equal(cursor.code, "DATABASE_MOVED");
+    assert.match(cursor.message, /this read needs a connection of its own/);
   } finally {
     await c.close();
   }
@@ -117,8 +62,8 @@ Deno.test("A database file renamed inside a transaction: its COMMIT is answered 
   const moved = `${srv.database}.old`;
   try {
     await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
-    // (Reads go on on connections that read the file before it went: a reader
-    // opened afterwards fails with SQLITE_IOERR_FSTAT, as README says.)
+    // (Reads go on on connections that read the file before it went; one that
+    // needs a connection of its own is refused DATABASE_MOVED, as README says.)
     assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 0 });
     await c.exec("BEGIN");
     await c.run("INSERT INTO t VALUES (1)");
