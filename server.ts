@@ -26,7 +26,13 @@ import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite } from "./engine/binding/load.ts";
 import { describeDqsObjects } from "./engine/dqs_check.ts";
-import { isWalDatabase, openError, WAL_HINT } from "./server/open_error.ts";
+import {
+  isWalDatabase,
+  openError,
+  removeWalFilesCreated,
+  WAL_HINT,
+  walFilesBefore,
+} from "./server/open_error.ts";
 import { denoVersionProblem } from "./server/deno_version.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
 import { ErrorCode, ProtocolError } from "./protocol/errors.ts";
@@ -163,10 +169,12 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     const existed = database !== ":memory:" && existsFile(database);
     if (existed) lock?.lockDatabaseFile(database);
     const sqlite = loadSqlite(config.sqlite);
+    const walFiles = walFilesBefore(database);
     try {
       engine = new Engine({ ...config.engine, maxOpenCursors: budget.cursors }, sqlite);
     } catch (err) {
       sqlite.close();
+      removeWalFilesCreated(database, walFiles);
       throw openError(err, database, readonly);
     }
     if (!existed && database !== ":memory:") lock?.lockDatabaseFile(database);

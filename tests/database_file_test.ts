@@ -182,6 +182,74 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "A start that fails on a read-only database file removes the -wal and -shm it created: " +
+    "made writable, the file serves",
+  ignore: !canRunAsNobody,
+  fn: async () => {
+    await using dir = await tempDir();
+    const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+    const pre = new DatabaseSync(db);
+    pre.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    pre.close();
+    Deno.chmodSync(dir.path, 0o777);
+    Deno.chownSync(db, 65534, 65534);
+    Deno.chmodSync(db, 0o444);
+    const srv = spawnServer(db, sock, [], asNobody);
+    assert.notEqual((await srv.child.status).code, 0);
+    await srv.done;
+    assert.match(srv.log(), /the file is not writable by this user/);
+    // SQLite made them (with the file's mode, 0444) to read the file: gone again.
+    assert.deepEqual([...Deno.readDirSync(dir.path)].map((e) => e.name).sort(), ["a.db"]);
+    Deno.chmodSync(db, 0o644);
+    const again = spawnServer(db, sock, [], asNobody);
+    const c = await connectWhenUp(sock, again.child);
+    await c.run("INSERT INTO t VALUES (2)");
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 2 });
+    await c.close();
+    assert.equal(await stop(again), 0);
+  },
+});
+
+Deno.test({
+  name: "Left-over -wal and -shm files the server's user cannot write: the start fails naming them",
+  ignore: !canRunAsNobody,
+  fn: async () => {
+    await using dir = await tempDir();
+    const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+    // Another user's program leaves them: a read-only connection that closes
+    // last neither checkpoints nor deletes them.
+    const w = new DatabaseSync(db);
+    w.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    const r = new DatabaseSync(db, { readOnly: true });
+    r.prepare("SELECT * FROM t").all();
+    w.close();
+    r.close();
+    Deno.chmodSync(dir.path, 0o777);
+    Deno.chownSync(db, 65534, 65534);
+    for (const f of [`${db}-wal`, `${db}-shm`]) Deno.chmodSync(f, 0o444);
+    const srv = spawnServer(db, sock, [], asNobody);
+    assert.notEqual((await srv.child.status).code, 0);
+    await srv.done;
+    assert.match(
+      srv.log(),
+      new RegExp(
+        `Cannot open database "${db}": .*: "${db}-wal" and "${db}-shm" beside it are not ` +
+          "writable by this user, and SQLite writes the database through them: make them " +
+          "writable by this user \\(chown or chmod\\) and start again",
+      ),
+    );
+    assert.ok(Deno.statSync(`${db}-wal`).size > 0, "they were not this start's: kept");
+    for (const f of [`${db}-wal`, `${db}-shm`]) Deno.chownSync(f, 65534, 65534);
+    for (const f of [`${db}-wal`, `${db}-shm`]) Deno.chmodSync(f, 0o644);
+    const again = spawnServer(db, sock, [], asNobody);
+    const c = await connectWhenUp(sock, again.child);
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 1 });
+    await c.close();
+    assert.equal(await stop(again), 0);
+  },
+});
+
 /** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
 function mountTmpfs(dir: string, size: string): boolean {
   if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
