@@ -316,6 +316,44 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "A start on a full disk fails naming the lock file it could not write, and leaves none",
+  ignore: !canMount,
+  fn: async () => {
+    await using dir = await tempDir();
+    const disk = `${dir.path}/disk`;
+    Deno.mkdirSync(disk);
+    assert.ok(mountTmpfs(disk, "256k"));
+    try {
+      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+      const pre = new DatabaseSync(db);
+      pre.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+      pre.close();
+      const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
+      try {
+        const block = new Uint8Array(4096);
+        for (;;) filler.writeSync(block);
+      } catch {
+        // The disk is full.
+      } finally {
+        filler.close();
+      }
+      const srv = spawnServer(db, sock);
+      assert.equal((await srv.child.status).code, 1);
+      await srv.done;
+      assert.match(
+        srv.log(),
+        new RegExp(
+          `Cannot serve "${db}": cannot write its lock file "${db}.lock": No space left on device`,
+        ),
+      );
+      assert.deepEqual([...Deno.readDirSync(disk)].map((e) => e.name).sort(), ["a.db", "filler"]);
+    } finally {
+      new Deno.Command("umount", { args: [disk] }).outputSync();
+    }
+  },
+});
+
 Deno.test("serve({ database }) with a relative path keeps serving that file after the process changes directory", async () => {
   await using dir = await tempDir();
   const before = Deno.cwd();
