@@ -733,6 +733,9 @@ Options:
                           exits at once
   --synchronous MODE      full (default; acknowledged writes survive power loss) or normal
   --busy-timeout MS       how long a write waits for the writer (default 5000)
+  --journal-size-limit BYTES
+                          cut the WAL file back to this size when it starts over after a
+                          checkpoint, if it grew larger; -1 = never (default 67108864)
   --tx-idle-timeout MS    roll back a transaction idle this long; 0 = never (default 10000)
   --tx-timeout MS         roll back a transaction open this long, however busy; 0 = never
                           (default)
@@ -785,6 +788,7 @@ const SERVE_FLAGS = {
   tcp: { type: "string" },
   synchronous: { type: "string" },
   "busy-timeout": { type: "string" },
+  "journal-size-limit": { type: "string" },
   "tx-idle-timeout": { type: "string" },
   "tx-timeout": { type: "string" },
   "max-frame-size": { type: "string" },
@@ -847,6 +851,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     path: values.socket,
     synchronous: values.synchronous as ServeOptions["synchronous"],
     busyTimeout: numberArg("--busy-timeout", values["busy-timeout"]),
+    journalSizeLimit: numberArg("--journal-size-limit", values["journal-size-limit"]),
     txIdleTimeout: numberArg("--tx-idle-timeout", values["tx-idle-timeout"]),
     txTimeout: numberArg("--tx-timeout", values["tx-timeout"]),
     maxFrameSize: numberArg("--max-frame-size", values["max-frame-size"]),

@@ -52,6 +52,12 @@ export interface EngineConfig {
   txTimeout?: number;
   /** Statements kept prepared per connection. */
   statementCacheSize: number;
+  /**
+   * `PRAGMA journal_size_limit` of the writer, in bytes (-1: none): a WAL
+   * file larger than this is cut back to it when the WAL next starts over
+   * after a complete checkpoint. @default {JOURNAL_SIZE_LIMIT}
+   */
+  journalSizeLimit?: number;
   /** Default deadline of a statement, in ms. */
   statementTimeout: number;
   /** Largest buffered result, in bytes, before `RESULT_TOO_LARGE`. */
@@ -140,6 +146,14 @@ export const QUICK_GROUP_MS = 0.5;
  * write comes. Three `stat` calls a second.
  */
 export const FILE_CHECK_MS = 1000;
+
+/**
+ * The writer's `PRAGMA journal_size_limit` unless configured (64 MiB):
+ * SQLite's default (-1) keeps the WAL file as large as it ever grew (behind
+ * a long reader, without bound) after the WAL starts over; a WAL kept under
+ * SQLite's checkpoint threshold (1,000 pages, 4 MiB) never reaches it.
+ */
+export const JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024;
 
 /** Owns the database connections and arbitrates the writer. */
 export class Engine {
@@ -239,7 +253,10 @@ export class Engine {
     let file: DatabaseFile | null = null;
     try {
       const w = this.#writer.db;
-      if (!readonly) w.exec("PRAGMA journal_mode = WAL");
+      if (!readonly) {
+        w.exec("PRAGMA journal_mode = WAL");
+        w.exec(`PRAGMA journal_size_limit = ${config.journalSizeLimit ?? JOURNAL_SIZE_LIMIT}`);
+      }
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
       const onFile = !readonly && config.path !== ":memory:" && config.path !== "";

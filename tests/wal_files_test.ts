@@ -15,7 +15,7 @@ import { DatabaseSync } from "node:sqlite";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { delay, tempDir } from "./_helpers.ts";
+import { delay, startServer, tempDir } from "./_helpers.ts";
 import { connectWhenUp, rejects, spawnServer, stop, until } from "./_logged_server.ts";
 
 /** Rows of `sql` read directly from the file, after the server is gone; with integrity_check. */
@@ -220,4 +220,56 @@ Deno.test("Checkpoints (TRUNCATE too), WAL resets, VACUUM, cursors, background r
   }
   for (const log of logs) assert.deepEqual(complaints(log), []);
   assert.deepEqual(direct(db, "SELECT count(*) FROM t"), { rows: [[expected]], integrity: "ok" });
+});
+
+Deno.test("A WAL file grown behind another program's long read is cut back to --journal-size-limit once the WAL starts over", async () => {
+  await using dir = await tempDir();
+  const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+  const limit = 1024 * 1024;
+  const srv = spawnServer(db, sock, ["--journal-size-limit", String(limit)]);
+  const c = await connectWhenUp(sock, srv.child);
+  const walSize = () => Deno.statSync(`${db}-wal`).size;
+  const write = () =>
+    c.run(
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 20) " +
+        "INSERT INTO t (b) SELECT randomblob(4000) FROM n",
+    );
+  try {
+    assert.deepEqual(await c.get("PRAGMA journal_size_limit"), { journal_size_limit: limit });
+    await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)");
+    await c.run("INSERT INTO t (b) VALUES (NULL)");
+    // Another program's read transaction holds every checkpoint back: the WAL grows.
+    const reader = new DatabaseSync(db);
+    reader.exec("BEGIN");
+    reader.prepare("SELECT count(*) FROM t").get();
+    for (let i = 0; i < 80; i++) await write();
+    const grown = walSize();
+    assert.ok(grown > 5 * limit, `WAL of ${grown} bytes`);
+    reader.exec("COMMIT");
+    reader.close();
+    // The next commits checkpoint it whole (SQLite's automatic checkpoint),
+    // and the WAL starts over, cut back to the limit.
+    let size = grown;
+    for (let i = 0; i < 20 && size > limit; i++) {
+      await write();
+      size = walSize();
+    }
+    assert.ok(size <= limit, `WAL of ${size} bytes after the reader left (${grown} before)`);
+  } finally {
+    await c.close();
+  }
+  assert.equal(await stop(srv), 0);
+  assert.deepEqual(complaints(srv.log()), []);
+});
+
+Deno.test("serve() sets a journal_size_limit of 64 MiB unless told otherwise", async () => {
+  await using srv = await startServer();
+  const c = await srv.client();
+  try {
+    assert.deepEqual(await c.get("PRAGMA journal_size_limit"), {
+      journal_size_limit: 64 * 1024 * 1024,
+    });
+  } finally {
+    await c.close();
+  }
 });
