@@ -52,8 +52,8 @@ const ADVICE: Readonly<Record<FileKind, string>> = {
   wal: "stop it with SIGTERM (its shutdown checkpoints the WAL it still holds into the " +
     "database; kill -9 would lose what is not checkpointed yet) and restart it",
   shm: "restart it (its shutdown leaves the WAL as it is, without a checkpoint, for the next " +
-    "start to read); another program that opened the database since has written by another " +
-    "index: check the database (PRAGMA integrity_check) after the restart",
+    "start to read); if another program wrote the database meanwhile, check it (PRAGMA " +
+    "integrity_check) after the restart",
 };
 
 /** What the log line advises, and what the server does about it. */
@@ -69,8 +69,8 @@ const LOG_ADVICE: Readonly<Record<FileKind, string>> = {
 const AFTER_RUN: Readonly<Record<FileKind, string>> = {
   database: "whatever it wrote went into that file, which the path no longer names, not into " +
     "the database at the path",
-  wal: "its commit went into that WAL file, which only the checkpoint at a clean shutdown " +
-    "copies into the database",
+  wal: "its commit went into that WAL file, which the server still holds and checkpoints into " +
+    "the database (the log says how far)",
   shm: "its commit went into the WAL by the server's old index, which a program that opened " +
     "the database since does not see",
 };
@@ -263,7 +263,8 @@ export class DatabaseFile {
   readError(): SqliteError {
     const kind = this.#lost?.file.kind ?? "database";
     const why = this.#reopened
-      ? `; a new ${LABEL[kind]} is at its path (another program opened the database since), ` +
+      ? `; a new ${LABEL[kind]} is at its path (another program opened the database since, or ` +
+        "the file was replaced), " +
         "so the server's connections no longer see the database as it is: the server refuses " +
         "reads too"
       : "; this read needs a connection of its own, which would not see what the server's " +

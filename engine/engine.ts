@@ -453,8 +453,9 @@ export class Engine {
         `shutdown without a checkpoint: ${this.#file!.check()} while the server was serving ` +
           "it; " + (this.#file!.lostKind === "shm"
             ? `the WAL ${wal} is left as it is for the next start to read`
-            : `a new WAL is at ${wal} (another program opened the database since), left as it ` +
-              "is: what the removed WAL held that was not checkpointed is lost"),
+            : `a new WAL is at ${wal} (another program opened the database since, or the file ` +
+              "was replaced), left as it is: what the removed WAL held that was not checkpointed " +
+              "is lost"),
       );
     } else {
       this.#reader?.close();
@@ -834,8 +835,9 @@ export class Engine {
       this.onLog?.(
         "error",
         `reads are refused from now on: ${file.check()} while the server was serving it, and ` +
-          "another program opened the database since, so the server's connections no longer " +
-          "see the database as it is (a read that noticed it was answered DATABASE_MOVED)",
+          "a new one is at its path (another program opened the database since, or the file was " +
+          "replaced), so the server's connections no longer see the database as it is (a read " +
+          "that noticed it was answered DATABASE_MOVED)",
       );
     }
     return true;
@@ -880,8 +882,8 @@ export class Engine {
       this.onLog?.(
         "error",
         `the removed WAL ${wal} is not checkpointed: a new one is at its path (another program ` +
-          "opened the database since), which the server's index does not describe; stop the " +
-          "server: what is not checkpointed yet is lost as it exits",
+          "opened the database since, or the file was replaced), which the server's index may " +
+          "not describe; stop the server: what is not checkpointed yet is lost as it exits",
       );
       return;
     }

@@ -99,6 +99,36 @@ Deno.test("A -wal file removed inside a transaction: its COMMIT is answered DATA
   assert.deepEqual(direct(db, "SELECT id FROM t"), { rows: [[1]], integrity: "ok" });
 });
 
+Deno.test("A -wal file removed, then another program writes into a new one: the server refuses reads too, and every committed row is kept", async () => {
+  await using dir = await tempDir();
+  const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+  const srv = spawnServer(db, sock);
+  const c = await connectWhenUp(sock, srv.child);
+  try {
+    await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, tag TEXT)");
+    for (let i = 0; i < 20; i++) await c.run("INSERT INTO t (tag) VALUES (?)", [`s${i}`]);
+    Deno.removeSync(`${db}-wal`);
+    assert.equal((await rejects(c.run("INSERT INTO t (tag) VALUES ('x')"))).code, "DATABASE_MOVED");
+    assert.ok(await until(() => /checkpointed the \d+ frames/.test(srv.log())), srv.log());
+    const other = new DatabaseSync(db, { timeout: 5000 });
+    other.prepare("INSERT INTO t (tag) VALUES ('p0')").run();
+    other.close();
+    // The server's connections would read pages by the shared index from the WAL they hold.
+    const read = await rejects(c.get("SELECT count(*) AS n FROM t"));
+    assert.equal(read.code, "DATABASE_MOVED");
+    assert.match(read.message, /a new WAL file is at its path .*refuses reads too/);
+  } finally {
+    await c.close();
+  }
+  assert.equal(await stop(srv, "SIGKILL"), 137);
+  const after = direct(db, "SELECT tag FROM t ORDER BY id");
+  assert.equal(after.integrity, "ok");
+  assert.deepEqual(after.rows.map((r) => r[0]), [
+    ...Array.from({ length: 20 }, (_, i) => `s${i}`),
+    "p0",
+  ]);
+});
+
 for (const signal of ["SIGTERM", "SIGKILL"] as const) {
   Deno.test(`A -shm file removed while served, then another program writes (${signal}): the server refuses writes and then reads, and every committed row of both is kept`, async () => {
     await using dir = await tempDir();
