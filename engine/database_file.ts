@@ -186,7 +186,10 @@ export class DatabaseFile {
    */
   check(walOnly = false): string | null {
     if (this.#lost === null) {
-      for (const f of walOnly ? this.#files.slice(1, 2) : this.#files) {
+      const files = this.#files;
+      const end = walOnly ? Math.min(2, files.length) : files.length;
+      for (let i = walOnly ? 1 : 0; i < end; i++) {
+        const f = files[i];
         const how = this.#moved(f);
         if (how !== null) {
           this.#lost = { file: f, how };
