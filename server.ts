@@ -26,7 +26,13 @@ import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite } from "./engine/binding/load.ts";
 import { describeDqsObjects } from "./engine/dqs_check.ts";
-import { isWalDatabase, openError, WAL_HINT } from "./server/open_error.ts";
+import {
+  isWalDatabase,
+  openError,
+  removeWalFilesCreated,
+  WAL_HINT,
+  walFilesBefore,
+} from "./server/open_error.ts";
 import { denoVersionProblem } from "./server/deno_version.ts";
 import { type HelloReply, PROTOCOL_VERSION } from "./protocol/messages.ts";
 import { ErrorCode, ProtocolError } from "./protocol/errors.ts";
@@ -163,10 +169,12 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     const existed = database !== ":memory:" && existsFile(database);
     if (existed) lock?.lockDatabaseFile(database);
     const sqlite = loadSqlite(config.sqlite);
+    const walFiles = walFilesBefore(database);
     try {
       engine = new Engine({ ...config.engine, maxOpenCursors: budget.cursors }, sqlite);
     } catch (err) {
       sqlite.close();
+      removeWalFilesCreated(database, walFiles);
       throw openError(err, database, readonly);
     }
     if (!existed && database !== ":memory:") lock?.lockDatabaseFile(database);
@@ -725,6 +733,9 @@ Options:
                           exits at once
   --synchronous MODE      full (default; acknowledged writes survive power loss) or normal
   --busy-timeout MS       how long a write waits for the writer (default 5000)
+  --journal-size-limit BYTES
+                          cut the WAL file back to this size when it starts over after a
+                          checkpoint, if it grew larger; -1 = never (default 67108864)
   --tx-idle-timeout MS    roll back a transaction idle this long; 0 = never (default 10000)
   --tx-timeout MS         roll back a transaction open this long, however busy; 0 = never
                           (default)
@@ -777,6 +788,7 @@ const SERVE_FLAGS = {
   tcp: { type: "string" },
   synchronous: { type: "string" },
   "busy-timeout": { type: "string" },
+  "journal-size-limit": { type: "string" },
   "tx-idle-timeout": { type: "string" },
   "tx-timeout": { type: "string" },
   "max-frame-size": { type: "string" },
@@ -839,6 +851,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     path: values.socket,
     synchronous: values.synchronous as ServeOptions["synchronous"],
     busyTimeout: numberArg("--busy-timeout", values["busy-timeout"]),
+    journalSizeLimit: numberArg("--journal-size-limit", values["journal-size-limit"]),
     txIdleTimeout: numberArg("--tx-idle-timeout", values["tx-idle-timeout"]),
     txTimeout: numberArg("--tx-timeout", values["tx-timeout"]),
     maxFrameSize: numberArg("--max-frame-size", values["max-frame-size"]),

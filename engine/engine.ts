@@ -19,7 +19,7 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import type { Db, Sqlite } from "./binding/binding.ts";
+import { type Db, rowsNow, type Sqlite } from "./binding/binding.ts";
 import { isBusyInBackground } from "./binding/_errors.ts";
 import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
@@ -52,6 +52,12 @@ export interface EngineConfig {
   txTimeout?: number;
   /** Statements kept prepared per connection. */
   statementCacheSize: number;
+  /**
+   * `PRAGMA journal_size_limit` of the writer, in bytes (-1: none): a WAL
+   * file larger than this is cut back to it when the WAL next starts over
+   * after a complete checkpoint. @default {JOURNAL_SIZE_LIMIT}
+   */
+  journalSizeLimit?: number;
   /** Default deadline of a statement, in ms. */
   statementTimeout: number;
   /** Largest buffered result, in bytes, before `RESULT_TOO_LARGE`. */
@@ -132,6 +138,23 @@ export const QUICK_COMMIT_FRAMES = 750;
  */
 export const QUICK_GROUP_MS = 0.5;
 
+/**
+ * How often the engine looks whether its files are still at their paths
+ * besides the looks writes and new snapshots take (`database_file.ts`): so
+ * that a removed `-wal` is checkpointed, and reads are refused once another
+ * program opened the database after a `-wal` or `-shm` went, even while no
+ * write comes. Three `stat` calls a second.
+ */
+export const FILE_CHECK_MS = 1000;
+
+/**
+ * The writer's `PRAGMA journal_size_limit` unless configured (64 MiB):
+ * SQLite's default (-1) keeps the WAL file as large as it ever grew (behind
+ * a long reader, without bound) after the WAL starts over; a WAL kept under
+ * SQLite's checkpoint threshold (1,000 pages, 4 MiB) never reaches it.
+ */
+export const JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024;
+
 /** Owns the database connections and arbitrates the writer. */
 export class Engine {
   readonly #config: EngineConfig;
@@ -190,8 +213,17 @@ export class Engine {
    * (`warn`).
    */
   onLog: ((level: "warn" | "error", message: string) => void) | null = null;
-  /** The file the writer opened, watched for removal or renaming; `null` when nothing writes to a file. */
+  /**
+   * The files the writer opened (database, `-wal`, `-shm`), watched for
+   * removal or renaming; `null` when nothing writes to a file.
+   */
   readonly #file: DatabaseFile | null;
+  /** Set once the commits of a removed `-wal` were checkpointed into the database (or tried). */
+  #lostWalSaved = false;
+  /** Set once reads are refused: another program opened the database since a `-wal`/`-shm` went. */
+  #readsRefused = false;
+  /** Runs {@link FILE_CHECK_MS} apart while files are watched. */
+  #fileTimer: ReturnType<typeof setInterval> | undefined;
   readonly #isFree = (): boolean => this.#writerFree();
   /** What sessions (and maintenance) may use of this engine. */
   readonly #host: SessionHost;
@@ -218,14 +250,20 @@ export class Engine {
       policy,
       maxValueBytes,
     });
+    let file: DatabaseFile | null = null;
     try {
       const w = this.#writer.db;
-      if (!readonly) w.exec("PRAGMA journal_mode = WAL");
+      if (!readonly) {
+        w.exec("PRAGMA journal_mode = WAL");
+        w.exec(`PRAGMA journal_size_limit = ${config.journalSizeLimit ?? JOURNAL_SIZE_LIMIT}`);
+      }
       w.exec(`PRAGMA synchronous = ${config.synchronous.toUpperCase()}`);
       w.exec("PRAGMA foreign_keys = ON");
       const onFile = !readonly && config.path !== ":memory:" && config.path !== "";
+      // (Its write transaction also makes SQLite create the `-wal` and
+      // `-shm` files, which the watch then records.)
       if (onFile) refuseReadOnlyFile(w);
-      this.#file = onFile ? new DatabaseFile(config.path) : null;
+      this.#file = file = onFile ? new DatabaseFile(config.path) : null;
       this.#tellsDeferred = w.deferredViolations() !== null;
       this.#reader = config.path === ":memory:" ? null : new Connection(sqlite, config.path, {
         readOnly: true,
@@ -244,6 +282,7 @@ export class Engine {
         ? NO_DQS_CHECK
         : checkSchema(sqlite, w);
     } catch (err) {
+      file?.close();
       this.#writer.close();
       throw err;
     }
@@ -286,6 +325,10 @@ export class Engine {
       config.txTimeout ?? 0,
     );
     this.#host = this.#makeHost();
+    if (this.#file !== null) {
+      const timer = this.#fileTimer = setInterval(() => this.#filesGone(), FILE_CHECK_MS);
+      Deno.unrefTimer(timer);
+    }
   }
 
   /**
@@ -375,6 +418,7 @@ export class Engine {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#fileTimer);
     this.#group.commitNow();
     for (const s of [...this.#sessions]) s.close();
     // (Closing a session takes its read out of line: none should be left.)
@@ -387,28 +431,78 @@ export class Engine {
     this.#queue.close();
     for (const c of this.#idleReaders.splice(0)) c.close();
     this.#changes?.close();
-    this.#reader?.close();
-    if (!this.#config.policy.readonly && this.#config.path !== ":memory:") {
+    // The files as the shutdown finds them: one may have gone since the last write.
+    const keepWal = this.#filesGone() && !this.#mayCheckpointLostFiles();
+    if (keepWal) {
+      // No checkpoint, and none by SQLite as the writer closes: that one
+      // would copy pages by an index that no longer describes the WAL at
+      // the path, then delete the WAL. The writer's close skips it while
+      // another connection of this process holds its shared lock on the
+      // database (SQLite cannot lock it exclusively); the reader closes
+      // last, and a read-only connection never checkpoints.
       try {
-        this.#writer.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
-      } catch (err) {
-        // Busy (another process reads the file): SQLite checkpoints at close
-        // anyway, as far as readers let it. Anything else (a full disk, an
-        // I/O error) is worth a line: the WAL stays, holding every commit.
-        if (!isBusy(err)) {
-          this.onLog?.(
-            "warn",
-            `checkpoint at shutdown failed: ${(err as Error).message}: the WAL ` +
-              `"${this.#config.path}-wal" is kept and nothing is lost (the next start reads it)`,
-          );
-        }
+        this.#reader?.refreshSchema();
+      } catch {
+        // It read the file at start (the lock is held since).
       }
+      this.#writer.close();
+      this.#reader?.close();
+      const wal = `"${this.#config.path}-wal"`;
+      this.onLog?.(
+        "error",
+        `shutdown without a checkpoint: ${this.#file!.check()} while the server was serving ` +
+          "it; " + (this.#file!.lostKind === "shm"
+            ? `the WAL ${wal} is left as it is for the next start to read`
+            : `a new WAL is at ${wal} (another program opened the database since, or the file ` +
+              "was replaced), left as it is: what the removed WAL held that was not checkpointed " +
+              "is lost"),
+      );
+    } else {
+      this.#reader?.close();
+      if (!this.#config.policy.readonly && this.#config.path !== ":memory:") {
+        this.#checkpointAtClose();
+      }
+      this.#writer.close();
     }
-    this.#writer.close();
+    this.#file?.close();
     // Only once SQLite closed the file: closing the watch's descriptor of the
     // `-shm` file drops every lock this process holds on it (see wal_watch.ts).
     this.#walWatch.close();
     this.#sqlite.close();
+  }
+
+  /** The shutdown's `wal_checkpoint(TRUNCATE)`, which leaves the `-wal` file empty. */
+  #checkpointAtClose(): void {
+    const walLost = this.#file?.lostKind === "wal";
+    try {
+      const [busy, frames, done] = rowsNow(this.#writer.db, "PRAGMA wal_checkpoint(TRUNCATE)")[0];
+      // Busy (another process reads the file): SQLite checkpoints at close
+      // anyway, as far as readers let it.
+      if (walLost && Number(busy) !== 0) {
+        this.onLog?.(
+          "error",
+          `checkpoint at shutdown could copy only ${done} of the ${frames} frames of the removed ` +
+            `WAL "${this.#config.path}-wal" into the database (another program reads it): the ` +
+            "rest is lost as the server exits",
+        );
+      }
+    } catch (err) {
+      // Anything but busy (a full disk, an I/O error) is worth a line: the
+      // WAL stays, holding every commit (unless it was removed).
+      if (walLost) {
+        this.onLog?.(
+          "error",
+          `checkpoint at shutdown failed: ${(err as Error).message}: the commits of the removed ` +
+            `WAL "${this.#config.path}-wal" that were not checkpointed yet are lost`,
+        );
+      } else if (!isBusy(err)) {
+        this.onLog?.(
+          "warn",
+          `checkpoint at shutdown failed: ${(err as Error).message}: the WAL ` +
+            `"${this.#config.path}-wal" is kept and nothing is lost (the next start reads it)`,
+        );
+      }
+    }
   }
 
   // ---- what sessions may use (session_host.ts) ---------------------------
@@ -444,6 +538,7 @@ export class Engine {
         wait: (w) => this.#readerLine.join(w),
         giveBack: (c) => this.#giveBackBackgroundReader(c),
         borrowForCursor: () => this.#borrowCursorReader(),
+        checkFiles: () => this.#checkFiles(),
         giveBackCursor: (c) => {
           this.#cursorReaders--;
           this.#returnReader(c);
@@ -486,6 +581,7 @@ export class Engine {
   #renewSnapshot(reader: Connection): void {
     this.#readerInTx = false;
     if (reader.inTransaction) reader.runOwn("COMMIT");
+    this.#checkReads(false);
     reader.runOwn("BEGIN");
     const version = reader.refreshSchema();
     this.#readerInTx = true;
@@ -503,6 +599,7 @@ export class Engine {
    */
   #borrowReader(): Connection | null {
     if (this.#reader === null) return null;
+    this.#checkReads(this.#idleReaders.length === 0);
     const conn = this.#idleReaders.pop() ?? new Connection(this.#sqlite, this.#config.path, {
       readOnly: true,
       timeout: this.#config.busyTimeout,
@@ -540,7 +637,10 @@ export class Engine {
     for (let w = this.#readerLine.next(); w !== null; w = this.#readerLine.next()) {
       try {
         if (conn === null) conn = this.#borrowReader()!;
-        else conn.refreshSchema();
+        else {
+          this.#checkReads(false);
+          conn.refreshSchema();
+        }
       } catch (err) {
         conn?.close();
         conn = null;
@@ -573,6 +673,37 @@ export class Engine {
     const conn = this.#borrowReader();
     if (conn !== null) this.#cursorReaders++;
     return conn;
+  }
+
+  /**
+   * Before a read starts a new snapshot (`fresh`: on a connection opened
+   * for it): refuses it (`DATABASE_MOVED`) when a path lost its file and
+   *
+   * - the connection is opened afresh: it would not see what the server's
+   *   connections see (no file, another one, or, a `-wal` gone, a new empty
+   *   WAL it would create, which the index does not describe);
+   * - or another program opened the database since a `-wal` or `-shm` file
+   *   went (`DatabaseFile.othersOpened`): then every read is refused.
+   *
+   * An existing connection's new snapshot looks at the `-wal` path alone
+   * (one `stat`): a new snapshot is taken when the WAL index changed, which
+   * with the WAL gone is another program writing into a new one.
+   */
+  #checkReads(fresh: boolean): void {
+    const file = this.#file;
+    if (file === null) return;
+    if (!file.lost) {
+      if (!this.#filesGone(!fresh)) return;
+    } else if (!this.#readsRefused) {
+      this.#filesGone(); // looks again for another program
+    }
+    if (!fresh && !this.#readsRefused) return;
+    throw file.readError();
+  }
+
+  /** Before a connection to the database is opened afresh (maintenance): see `#checkReads`. */
+  #checkFiles(): void {
+    this.#checkReads(true);
   }
 
   /** Gives back a reader from `#borrowReader` (kept for reuse, up to four). */
@@ -673,27 +804,117 @@ export class Engine {
   }
 
   /**
-   * The error of a write when the database path no longer names the file the
-   * writer opened (removed, renamed or replaced while serving: see
-   * `database_file.ts`), else `null`. Logs it once.
+   * The error of a write when a path no longer names the file the writer
+   * opened (the database, its `-wal` or `-shm` file removed, renamed or
+   * replaced while serving: see `database_file.ts`), else `null`.
    *
    * @param afterRun The write already ran (and committed into the lost file).
    */
   #fileLost(afterRun: boolean): SqliteError | null {
+    return this.#filesGone() ? this.#file!.error(afterRun) : null;
+  }
+
+  /**
+   * True when a path no longer names the file the writer opened (checked
+   * now; `walOnly`: the `-wal` path alone). Logs it once. Once the `-wal`
+   * file went, checkpoints the commits it holds into the database as soon as
+   * the writer is free; once another program opened the database after a
+   * `-wal` or `-shm` file went, refuses reads too (`#checkReads`).
+   */
+  #filesGone(walOnly = false): boolean {
     const file = this.#file;
-    if (file === null) return null;
+    if (file === null) return false;
     const known = file.lost;
-    if (file.check() === null) return null;
-    const err = file.error(afterRun);
-    if (!known) {
+    if (file.check(walOnly) === null) return false;
+    if (!known) this.onLog?.("error", file.logLine()!);
+    if (file.lostKind === "wal") this.#saveLostWal();
+    if (!this.#readsRefused && file.othersOpened()) {
+      this.#readsRefused = true;
+      // The next read renews its snapshot, and is refused there.
+      this.#readerInTx = false;
       this.onLog?.(
         "error",
-        `database file "${this.#config.path}" was ${file.check()} while the server was ` +
-          "serving it: writes are refused from now on (reads go on); restart the server " +
-          "(a write that noticed it was answered DATABASE_MOVED)",
+        `reads are refused from now on: ${file.check()} while the server was serving it, and ` +
+          "a new one is at its path (another program opened the database since, or the file was " +
+          "replaced), so the server's connections no longer see the database as it is (a read " +
+          "that noticed it was answered DATABASE_MOVED)",
       );
     }
-    return err;
+    return true;
+  }
+
+  /**
+   * True when a checkpoint may copy the WAL the server holds into the
+   * database although a file went: not when the `-shm` file went (the index
+   * the server holds no longer describes the WAL at the path: another
+   * program may have rebuilt it and written by it), nor when a new `-wal`
+   * file is at the path (a connection opened since created it, so another
+   * program may have written into it by the index the server shares: the
+   * frames the index lists past the server's are not in the WAL the server
+   * holds).
+   */
+  #mayCheckpointLostFiles(): boolean {
+    const kind = this.#file?.lostKind ?? null;
+    if (kind === "shm") return false;
+    if (kind !== "wal") return true;
+    try {
+      Deno.statSync(`${this.#config.path}-wal`);
+      return false;
+    } catch {
+      return true;
+    }
+  }
+
+  /**
+   * Once the `-wal` file went: copies the commits in the WAL the writer still
+   * holds into the database (a passive checkpoint, once, when the writer is
+   * free), so that they survive a `kill -9` or a crash of the server, which
+   * would lose that WAL. Logs what it did.
+   */
+  #saveLostWal(): void {
+    if (this.#lostWalSaved || this.#closed) return;
+    const free = this.#queue.owner === null && !this.#group.open && !this.#group.committing &&
+      !this.#writer.inTransaction;
+    if (!free) return;
+    this.#lostWalSaved = true;
+    const wal = `"${this.#config.path}-wal"`;
+    if (!this.#mayCheckpointLostFiles()) {
+      this.onLog?.(
+        "error",
+        `the removed WAL ${wal} is not checkpointed: a new one is at its path (another program ` +
+          "opened the database since, or the file was replaced), which the server's index may " +
+          "not describe; stop the server: what is not checkpointed yet is lost as it exits",
+      );
+      return;
+    }
+    // The shared reader lets go of its snapshot, which would hold the checkpoint back.
+    if (this.#readerInTx) {
+      this.#readerInTx = false;
+      if (this.#reader!.inTransaction) this.#reader!.runOwn("COMMIT");
+    }
+    try {
+      const { walFrames, checkpointed } = this.#writer.db.checkpoint("passive");
+      if (checkpointed >= walFrames) {
+        this.onLog?.(
+          "warn",
+          `checkpointed the ${walFrames} frames of the removed WAL ${wal} into the database: ` +
+            "every write acknowledged before is in the database file",
+        );
+      } else {
+        this.onLog?.(
+          "error",
+          `could checkpoint only ${checkpointed} of the ${walFrames} frames of the removed WAL ` +
+            `${wal} into the database (a read holds the rest back): stop the server with ` +
+            "SIGTERM, whose shutdown checkpoints the rest",
+        );
+      }
+    } catch (err) {
+      this.onLog?.(
+        "error",
+        `checkpoint of the removed WAL ${wal} failed: ${(err as Error).message}; stop the ` +
+          "server with SIGTERM, whose shutdown checkpoints it",
+      );
+    }
   }
 
   /**

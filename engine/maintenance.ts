@@ -334,6 +334,7 @@ export class Maintenance {
     snapshot = true,
   ): Promise<T> {
     const host = this.#host;
+    host.readers.checkFiles();
     const db = this.#sqlite.open(host.config.path, {
       readOnly: true,
       busyTimeout: host.config.busyTimeout,

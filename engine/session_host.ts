@@ -107,6 +107,14 @@ export interface ReaderPool {
   borrowForCursor(): Connection | null;
   /** Gives back a reader from {@link borrowForCursor}. */
   giveBackCursor(c: Connection): void;
+  /**
+   * Call before opening a connection to the database afresh (maintenance).
+   *
+   * @throws {SqliteError} `DATABASE_MOVED` once a path no longer names the
+   *   file the server opened (database, `-wal` or `-shm`): such a connection
+   *   would not see what the server's connections see.
+   */
+  checkFiles(): void;
 }
 
 /** The group commit: autocommit writes of several sessions sharing one transaction and fsync. */

@@ -130,10 +130,13 @@ export const ErrorCode = {
   /** The server is shutting down. */
   ShuttingDown: "SHUTTING_DOWN",
   /**
-   * The database file was removed, renamed or replaced while the server was
-   * serving it: the server refuses writes from then on (reads go on) and
-   * must be restarted. A write that noticed it after it ran went into the
-   * file the path no longer names, and is not reported as succeeded.
+   * The database file, or its `-wal` or `-shm` file, was removed, renamed or
+   * replaced while the server was serving it: the server refuses writes
+   * from then on (reads go on, but for those that need a connection of their
+   * own, and all of them once another program opened the database after a
+   * `-wal` or `-shm` went) and must be restarted. A write that noticed it
+   * after it ran went into the file the path no longer names, and is not
+   * reported as succeeded.
    */
   DatabaseMoved: "DATABASE_MOVED",
   /** The client presented no token, or a wrong one (connection-level; the connection is closed). */

@@ -119,6 +119,8 @@ export class DatabaseLock {
    * @param address Where this server will listen, for the message of a second server.
    * @throws {DatabaseLockedError} `another server owns <db> (pid N, socket S)`.
    * @throws {SqliteError} `SQLITE_CANTOPEN` when the database's directory does not exist.
+   * @throws {Error} the system's error of writing the lock file (a full disk), naming it; the
+   *   lock file is removed again when this call created it.
    */
   static acquire(database: string, address: string): DatabaseLock {
     const real = realDatabasePath(database);
@@ -150,7 +152,13 @@ export class DatabaseLock {
         continue;
       }
       const lock = new DatabaseLock(file, path, real, created);
-      lock.record(address);
+      try {
+        lock.record(address);
+      } catch (err) {
+        // A full disk, say: the start fails, and leaves no empty lock file behind.
+        lock.release(true);
+        throw recordError(err, database, path);
+      }
       return lock;
     }
   }
@@ -226,6 +234,23 @@ function tryLockSoon(file: Deno.FsFile, ms: number, transient: () => boolean): b
     Atomics.wait(pause, 0, 0, RETRY_MS);
   }
   return true;
+}
+
+/**
+ * `err` of writing the lock file, naming it (same class; `code` kept, the
+ * original as `cause`): the system's message alone (`No space left on device
+ * (os error 28)`) names no file.
+ */
+function recordError(err: unknown, database: string, path: string): unknown {
+  if (!(err instanceof Error)) return err;
+  const Class = err.constructor as new (message: string, options?: ErrorOptions) => Error;
+  const named = new Class(
+    `Cannot serve "${database}": cannot write its lock file "${path}": ${err.message}`,
+    { cause: err },
+  );
+  const code = (err as { code?: unknown }).code;
+  if (code !== undefined) Object.assign(named, { code });
+  return named;
 }
 
 function exists(path: string): boolean {

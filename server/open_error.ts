@@ -66,10 +66,15 @@ export function openError(err: unknown, database: string, readonly: boolean): un
   const denied = code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_CANTOPEN") ||
     code.startsWith("SQLITE_PERM");
   let hint = "";
-  if (err instanceof ReadOnlyFileError) {
+  const stuck = readonly ? [] : unwritableWalFiles(database);
+  if (denied && stuck.length > 0 && !(err instanceof ReadOnlyFileError)) {
+    // The database file may be writable: SQLite cannot write these beside it.
+    hint = `: ${describeStuck(stuck)}`;
+  } else if (err instanceof ReadOnlyFileError) {
     // SQLite read it (in WAL mode too): only writing is refused.
     hint = readonly ? "" : ": the file is not writable by this user: make it writable, or " +
       "serve it read-only with --readonly";
+    if (stuck.length > 0) hint += `; also, ${describeStuck(stuck)}`;
   } else if (code.startsWith("SQLITE_CANTOPEN") && isDirectory(database)) {
     hint = ": it is a directory; give the path of a file in it";
   } else if (denied && isWalDatabase(database)) {
@@ -90,6 +95,81 @@ export function openError(err: unknown, database: string, readonly: boolean): un
     ? err.message
     : `Cannot open database "${database}": ${err.message}`;
   return new SqliteError(code, `${what}${hint}`, err.sqliteCode, { cause: err });
+}
+
+/**
+ * The database's `-wal` and `-shm` files that exist but this user cannot
+ * open for writing (left by a program run as another user, or created by a
+ * start on a read-only database file, with its mode): SQLite cannot write
+ * the database through them, whatever the database file's own mode.
+ */
+export function unwritableWalFiles(database: string): string[] {
+  if (database === ":memory:" || database === "") return [];
+  return [`${database}-wal`, `${database}-shm`].filter((path) => {
+    try {
+      // Opening for writing changes nothing (no create, no truncate).
+      Deno.openSync(path, { write: true }).close();
+      return false;
+    } catch (err) {
+      return err instanceof Deno.errors.PermissionDenied;
+    }
+  });
+}
+
+function describeStuck(paths: string[]): string {
+  const one = paths.length === 1;
+  return `${paths.map((p) => `"${p}"`).join(" and ")} beside it ${one ? "is" : "are"} not ` +
+    "writable by this user, and SQLite writes the database through them: make " +
+    `${one ? "it" : "them"} writable by this user (chown or chmod) and start again`;
+}
+
+/** Which of the database's `-wal` and `-shm` files exist, before an open that may fail. */
+export interface WalFilesBefore {
+  wal: boolean;
+  shm: boolean;
+}
+
+/** Which of `database`'s `-wal` and `-shm` files exist now. */
+export function walFilesBefore(database: string): WalFilesBefore {
+  return { wal: exists(`${database}-wal`), shm: exists(`${database}-shm`) };
+}
+
+/**
+ * After a failed open (SQLite closed): removes the `-wal` and `-shm` files
+ * that open created (absent before, there now), so that they do not stand in
+ * the next start's way (SQLite gives them the database file's mode: read-only
+ * ones block a start once the database is made writable). Only while the WAL
+ * is empty: one with content holds another program's commits, and its
+ * `-shm` is in use. Returns the paths removed.
+ */
+export function removeWalFilesCreated(database: string, before: WalFilesBefore): string[] {
+  if (database === ":memory:" || database === "") return [];
+  const wal = `${database}-wal`, shm = `${database}-shm`;
+  try {
+    if (Deno.statSync(wal).size > 0) return [];
+  } catch {
+    // No WAL: nothing to lose.
+  }
+  const removed: string[] = [];
+  for (const [path, existed] of [[wal, before.wal], [shm, before.shm]] as const) {
+    if (existed) continue;
+    try {
+      Deno.removeSync(path);
+      removed.push(path);
+    } catch {
+      // Not there (or not ours to remove).
+    }
+  }
+  return removed;
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function isDirectory(path: string): boolean {

@@ -18,7 +18,7 @@ import { resolve } from "node:path";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_reader.ts";
 import { READ_SIZE_LARGE } from "../transport/frame_channel.ts";
 import { HIGH_WATER } from "./session.ts";
-import type { EngineConfig } from "../engine/engine.ts";
+import { type EngineConfig, JOURNAL_SIZE_LIMIT } from "../engine/engine.ts";
 import { MAX_HANDLES, MAX_PREPARED, MAX_PREPARED_TEXT } from "../engine/handles.ts";
 import { MAX_BACKGROUND_READS } from "../engine/reader_line.ts";
 import {
@@ -80,6 +80,13 @@ export interface ServeOptions {
   synchronous?: "full" | "normal";
   /** How long a write waits for the writer before `BUSY_TIMEOUT`, in ms. @default {5000} */
   busyTimeout?: number;
+  /**
+   * Size in bytes the WAL file is cut back to when it starts over after a
+   * complete checkpoint, if it grew larger (`PRAGMA journal_size_limit` of
+   * the writer; clients may not set it); -1 keeps it as large as it grew.
+   * @default {67108864}
+   */
+  journalSizeLimit?: number;
   /** Idle time after which an open transaction is rolled back, in ms; 0 = never. @default {10000} */
   txIdleTimeout?: number;
   /**
@@ -623,6 +630,12 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
       synchronous,
       maxFrameSize,
       busyTimeout: integer("busyTimeout", options.busyTimeout ?? 5000, 0, 2 ** 31 - 1),
+      journalSizeLimit: integer(
+        "journalSizeLimit",
+        options.journalSizeLimit ?? JOURNAL_SIZE_LIMIT,
+        -1,
+        Number.MAX_SAFE_INTEGER,
+      ),
       txIdleTimeout: integer("txIdleTimeout", options.txIdleTimeout ?? 10000, 0, 2 ** 31 - 1),
       txTimeout: integer("txTimeout", options.txTimeout ?? 0, 0, 2 ** 31 - 1),
       statementCacheSize: integer("statementCacheSize", options.statementCacheSize ?? 256, 1, 1e6),

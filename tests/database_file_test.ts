@@ -11,72 +11,11 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { type Client, connect, serve, SqliteError } from "../mod.ts";
+import { connect, serve } from "../mod.ts";
 import { Engine } from "../engine/engine.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
 import { delay, startServer, tempDir } from "./_helpers.ts";
-
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
-const ENGINE = Deno.env.get("NETSQLITE_ENGINE") === "node" ? "node" : "ffi";
-
-/** A server child process whose stderr (the log) is collected. */
-function spawnServer(
-  db: string,
-  sock: string,
-  extra: string[] = [],
-  wrap: string[] = [],
-): { child: Deno.ChildProcess; log: () => string; done: Promise<void> } {
-  const args = ["run", "-A", SERVER_TS, "--db", db, "--socket", sock, "--engine", ENGINE, ...extra];
-  const [cmd, ...pre] = wrap.length > 0 ? [...wrap, Deno.execPath()] : [Deno.execPath()];
-  const child = new Deno.Command(cmd, {
-    args: [...pre, ...args],
-    stdout: "null",
-    stderr: "piped",
-    stdin: "null",
-    env: { HOME: "/tmp" },
-  }).spawn();
-  let text = "";
-  const done = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) text += chunk;
-  })();
-  return { child, log: () => text, done };
-}
-
-/** Connects once the server listens (or fails when it exited). */
-async function connectWhenUp(
-  sock: string,
-  child: Deno.ChildProcess,
-): Promise<Client> {
-  let exited = false;
-  child.status.then(() => exited = true);
-  for (let i = 0; i < 300 && !exited; i++) {
-    try {
-      const c = await connect({ path: sock, max: 1 });
-      await c.get("SELECT 1");
-      return c;
-    } catch {
-      await delay(50);
-    }
-  }
-  throw new Error("the server did not start");
-}
-
-async function stop(s: { child: Deno.ChildProcess; done: Promise<void> }): Promise<number> {
-  s.child.kill("SIGTERM");
-  const { code } = await s.child.status;
-  await s.done;
-  return code;
-}
-
-async function rejects(p: Promise<unknown>): Promise<SqliteError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof SqliteError) return err;
-    throw err;
-  }
-  throw new Error("expected the write to fail");
-}
+import { connectWhenUp, ENGINE, rejects, spawnServer, stop } from "./_logged_server.ts";
 
 Deno.test("A database file removed while served: writes answer DATABASE_MOVED and are not acknowledged, logged once, reads go on", async () => {
   await using dir = await tempDir();
@@ -102,6 +41,12 @@ Deno.test("A database file removed while served: writes answer DATABASE_MOVED an
       "DATABASE_MOVED",
     );
     assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 5 });
+    // A cursor needs a connection of its own, which would open no file (or another).
+    const cursor = await rejects((async () => {
+      for await (const _ of c.iterate("SELECT id FROM t")) break;
+    })());
+    assert.equal(cursor.code, "DATABASE_MOVED");
+    assert.match(cursor.message, /this read needs a connection of its own/);
   } finally {
     await c.close();
   }
@@ -117,8 +62,8 @@ Deno.test("A database file renamed inside a transaction: its COMMIT is answered 
   const moved = `${srv.database}.old`;
   try {
     await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
-    // (Reads go on on connections that read the file before it went: a reader
-    // opened afterwards fails with SQLITE_IOERR_FSTAT, as README says.)
+    // (Reads go on on connections that read the file before it went; one that
+    // needs a connection of its own is refused DATABASE_MOVED, as README says.)
     assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 0 });
     await c.exec("BEGIN");
     await c.run("INSERT INTO t VALUES (1)");
@@ -237,6 +182,74 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "A start that fails on a read-only database file removes the -wal and -shm it created: " +
+    "made writable, the file serves",
+  ignore: !canRunAsNobody,
+  fn: async () => {
+    await using dir = await tempDir();
+    const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+    const pre = new DatabaseSync(db);
+    pre.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    pre.close();
+    Deno.chmodSync(dir.path, 0o777);
+    Deno.chownSync(db, 65534, 65534);
+    Deno.chmodSync(db, 0o444);
+    const srv = spawnServer(db, sock, [], asNobody);
+    assert.notEqual((await srv.child.status).code, 0);
+    await srv.done;
+    assert.match(srv.log(), /the file is not writable by this user/);
+    // SQLite made them (with the file's mode, 0444) to read the file: gone again.
+    assert.deepEqual([...Deno.readDirSync(dir.path)].map((e) => e.name).sort(), ["a.db"]);
+    Deno.chmodSync(db, 0o644);
+    const again = spawnServer(db, sock, [], asNobody);
+    const c = await connectWhenUp(sock, again.child);
+    await c.run("INSERT INTO t VALUES (2)");
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 2 });
+    await c.close();
+    assert.equal(await stop(again), 0);
+  },
+});
+
+Deno.test({
+  name: "Left-over -wal and -shm files the server's user cannot write: the start fails naming them",
+  ignore: !canRunAsNobody,
+  fn: async () => {
+    await using dir = await tempDir();
+    const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+    // Another user's program leaves them: a read-only connection that closes
+    // last neither checkpoints nor deletes them.
+    const w = new DatabaseSync(db);
+    w.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    const r = new DatabaseSync(db, { readOnly: true });
+    r.prepare("SELECT * FROM t").all();
+    w.close();
+    r.close();
+    Deno.chmodSync(dir.path, 0o777);
+    Deno.chownSync(db, 65534, 65534);
+    for (const f of [`${db}-wal`, `${db}-shm`]) Deno.chmodSync(f, 0o444);
+    const srv = spawnServer(db, sock, [], asNobody);
+    assert.notEqual((await srv.child.status).code, 0);
+    await srv.done;
+    assert.match(
+      srv.log(),
+      new RegExp(
+        `Cannot open database "${db}": .*: "${db}-wal" and "${db}-shm" beside it are not ` +
+          "writable by this user, and SQLite writes the database through them: make them " +
+          "writable by this user \\(chown or chmod\\) and start again",
+      ),
+    );
+    assert.ok(Deno.statSync(`${db}-wal`).size > 0, "they were not this start's: kept");
+    for (const f of [`${db}-wal`, `${db}-shm`]) Deno.chownSync(f, 65534, 65534);
+    for (const f of [`${db}-wal`, `${db}-shm`]) Deno.chmodSync(f, 0o644);
+    const again = spawnServer(db, sock, [], asNobody);
+    const c = await connectWhenUp(sock, again.child);
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 1 });
+    await c.close();
+    assert.equal(await stop(again), 0);
+  },
+});
+
 /** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
 function mountTmpfs(dir: string, size: string): boolean {
   if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
@@ -297,6 +310,44 @@ Deno.test({
       const check = new DatabaseSync(db);
       assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 400 });
       check.close();
+    } finally {
+      new Deno.Command("umount", { args: [disk] }).outputSync();
+    }
+  },
+});
+
+Deno.test({
+  name: "A start on a full disk fails naming the lock file it could not write, and leaves none",
+  ignore: !canMount,
+  fn: async () => {
+    await using dir = await tempDir();
+    const disk = `${dir.path}/disk`;
+    Deno.mkdirSync(disk);
+    assert.ok(mountTmpfs(disk, "256k"));
+    try {
+      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+      const pre = new DatabaseSync(db);
+      pre.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+      pre.close();
+      const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
+      try {
+        const block = new Uint8Array(4096);
+        for (;;) filler.writeSync(block);
+      } catch {
+        // The disk is full.
+      } finally {
+        filler.close();
+      }
+      const srv = spawnServer(db, sock);
+      assert.equal((await srv.child.status).code, 1);
+      await srv.done;
+      assert.match(
+        srv.log(),
+        new RegExp(
+          `Cannot serve "${db}": cannot write its lock file "${db}.lock": No space left on device`,
+        ),
+      );
+      assert.deepEqual([...Deno.readDirSync(disk)].map((e) => e.name).sort(), ["a.db", "filler"]);
     } finally {
       new Deno.Command("umount", { args: [disk] }).outputSync();
     }
