@@ -317,6 +317,27 @@ Deno.test({
     );
 
     await t.step(
+      "cluster mode: a result past --max-result-bytes is RESULT_TOO_LARGE, naming the option",
+      async () => {
+        await using s = await clusterServer(nodes.addresses, { maxResultBytes: 10_000 });
+        await using db = await s.client();
+        const big =
+          "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000) " +
+          "SELECT i, 'some text to fill the rows' FROM c";
+        for (const call of [() => db.values(big), () => db.iterate(big).next()]) {
+          const err = await call().then(() => null, (e) => e);
+          assert.ok(err instanceof SqliteError, String(err));
+          assert.equal(err.code, "RESULT_TOO_LARGE", err.message);
+          assert.match(
+            err.message,
+            /^Result exceeds maxResultBytes 10000 \(--max-result-bytes\): in cluster mode iterate\(\) buffers/,
+          );
+        }
+        assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+      },
+    );
+
+    await t.step(
       "cluster mode: a statement timeout stops a query whose rows never end, and frees its connection",
       async () => {
         await using s = await clusterServer(nodes.addresses, {

@@ -75,6 +75,11 @@ export interface QueryOptions {
    * @default Infinity
    */
   maxBytes?: number;
+  /**
+   * The error for a result past {@link maxBytes}.
+   * @default `RESULT_TOO_LARGE` naming maxBytes
+   */
+  tooLarge?: () => SqliteError;
 }
 
 /**
@@ -530,7 +535,7 @@ export class DqliteDatabase {
         } else if (this.#interrupt) {
           stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
         } else if (bytes > maxBytes) {
-          stop = new SqliteError(
+          stop = options.tooLarge?.() ?? new SqliteError(
             ErrorCode.ResultTooLarge,
             `Cannot return the result: it exceeds maxBytes ${maxBytes}`,
           );

@@ -653,9 +653,10 @@ export class DqliteEngineSession {
   async #statementOnce(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
     const verb = verbOf(sql);
     const maxBytes = this.#engine.config.maxResultBytes;
+    const options = { maxBytes, tooLarge: () => tooLarge(maxBytes) };
     if (verb === "read") {
       try {
-        const r = await db.query(sql, args, { maxBytes });
+        const r = await db.query(sql, args, options);
         return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
       } catch (err) {
         if (!refused(err, "Cannot query a statement that returns no columns")) throw err;
@@ -674,7 +675,7 @@ export class DqliteEngineSession {
     } catch (err) {
       if (!refused(err, "Cannot exec a statement that returns rows")) throw err;
     }
-    const r = await db.query(sql, args, { maxBytes });
+    const r = await db.query(sql, args, options);
     return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
   }
 
@@ -758,6 +759,19 @@ function notSent(late: SqliteError): SqliteError {
     late.code,
     `${late.message}: no dqlite leader was reached in time (not applied: safe to retry)`,
     late.sqliteCode,
+  );
+}
+
+/**
+ * The error of a result past `--max-result-bytes`: in cluster mode a cursor
+ * buffers its whole result as well, so iterate() does not help.
+ */
+function tooLarge(maxBytes: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.ResultTooLarge,
+    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes): in cluster mode iterate() ` +
+      "buffers the whole result too; narrow the query (LIMIT, fewer or smaller columns), or " +
+      "raise --max-result-bytes",
   );
 }
 
