@@ -458,11 +458,17 @@ export class DqliteEngineSession {
     if (sql !== null) checkClusterSql(sql, this.#engine.config);
     clearTimeout(this.#idleTimer);
     this.#cancelled = null;
-    return this.#engine._track(this.#borrowAndRun(timeout, endsTx, fn));
+    const commits = endsTx && !rollback;
+    return this.#engine._track(this.#borrowAndRun(timeout, commits, endsTx, fn));
   }
 
+  /**
+   * Runs `fn` with the request's deadline (see {@link #request}); `commits`:
+   * the request is a COMMIT (or END), `endsTx`: it ends the transaction.
+   */
   async #borrowAndRun<T>(
     timeout: number | undefined,
+    commits: boolean,
     endsTx: boolean,
     fn: (db: DqliteDatabase) => Promise<T>,
   ): Promise<T> {
@@ -502,7 +508,7 @@ export class DqliteEngineSession {
         engine._leaderChanged();
         // A COMMIT that failed with the leader: a ROLLBACK right after it has nothing to undo.
         if (wasInTx && endsTx && !db.transactionLost) this.#endedAtCommit = true;
-        throw describeLeaderError(err, db.transactionLost);
+        throw describeLeaderError(err, db.transactionLost, wasInTx && commits);
       }
       if (wasInTx && err instanceof SqliteError && err.code === ErrorCode.TxAborted) {
         // Stopping a read closed the transaction's connection (see DqliteDatabase):
@@ -739,14 +745,17 @@ function refused(err: unknown, prefix: string): boolean {
 /**
  * The leadership error with what it means for the request in its message.
  * Inside a transaction that the loss ended, nothing of it was written
- * (dqlite replicates a transaction at its commit only).
+ * (dqlite replicates a transaction at its commit only). `commit`: the
+ * request is the COMMIT of the client's transaction, which ended with it.
  */
-function describeLeaderError(err: LeaderError, txLost: boolean): LeaderError {
+function describeLeaderError(err: LeaderError, txLost: boolean, commit = false): LeaderError {
   const maybeApplied = err.maybeApplied && !txLost;
   const tail = txLost
     ? "not applied: the transaction is gone; send ROLLBACK, then retry the whole transaction"
     : maybeApplied
     ? "outcome unknown: the write may have been applied, check before retrying"
+    : commit
+    ? "not applied: the transaction is gone; retry the whole transaction"
     : "not applied: safe to retry";
   return new LeaderError(err.code, `${err.message} (${tail})`, maybeApplied, err.sqliteCode, {
     cause: err,
