@@ -282,6 +282,43 @@ export const SUITE: SuiteCase[] = [
     },
   },
   {
+    name: "a script stops at its first error, which says which statement failed and what ran",
+    async fn(t) {
+      await using db = await t.client();
+      await db.exec("CREATE TABLE s (id INTEGER PRIMARY KEY)");
+      // Writes only, then with a read: the failing statement is named either way.
+      for (
+        const script of [
+          "INSERT INTO s VALUES (1); INSERT INTO s VALUES (1); INSERT INTO s VALUES (2)",
+          "SELECT 1; INSERT INTO s VALUES (1); INSERT INTO s VALUES (2)",
+        ]
+      ) {
+        await rejectsWith(
+          db.exec(script),
+          "SQLITE_CONSTRAINT_PRIMARYKEY",
+          /^UNIQUE constraint failed: s\.id \(statement 2 of the script; the 1 before it ran\)$/,
+        );
+      }
+      // The first statement's error is SQLite's alone.
+      await rejectsWith(
+        db.exec("INSERT INTO s VALUES (1); INSERT INTO s VALUES (3)"),
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+        /^UNIQUE constraint failed: s\.id$/,
+      );
+      assert.deepEqual(await db.values("SELECT id FROM s ORDER BY id"), [[1]]);
+      // Inside a transaction the statements before it ran in it, which stays open.
+      await db.exec("BEGIN");
+      await rejectsWith(
+        db.exec("INSERT INTO s VALUES (4); INSERT INTO s VALUES (4)"),
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+        /\(statement 2 of the script; the 1 before it ran\)$/,
+      );
+      assert.equal(db.inTransaction, true);
+      await db.exec("COMMIT");
+      assert.deepEqual(await db.values("SELECT id FROM s ORDER BY id"), [[1], [4]]);
+    },
+  },
+  {
     name: "batch() returns one result per statement and applies nothing when one fails",
     async fn(t) {
       await using db = await t.client();

@@ -510,6 +510,18 @@ Deno.test({
           const close = await wire.call(Op.CloseCursor, id);
           assert.equal(close.status & Status.Error, Status.Error);
         }
+        // So when one exec script ends the transaction and begins another: the reply says so.
+        await wire.ok("BEGIN");
+        const { body: opened } = await wire.call(Op.Iterate, "SELECT x FROM t", null);
+        const inFirst = (opened as [number])[0];
+        assert.equal((await wire.call(Op.Next, inFirst)).status & Status.Error, 0);
+        const script = await wire.call(Op.Exec, "COMMIT; BEGIN");
+        assert.equal(script.status, Status.InTransaction | Status.TxEnded);
+        const ended = await wire.call(Op.Next, inFirst);
+        assert.equal(ended.status & Status.Error, Status.Error, "the cursor read on");
+        assert.equal((ended.body as { code: string }).code, "CURSOR_CLOSED");
+        assert.equal((await wire.call(Op.Exec, "SELECT 1")).status, Status.InTransaction);
+        await wire.ok("ROLLBACK");
         // A cursor opened outside any transaction outlives the transactions after it.
         const rest = await wire.call(Op.Next, outside);
         assert.equal(rest.status & Status.Error, 0, JSON.stringify(rest.body));

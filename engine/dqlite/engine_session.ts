@@ -44,7 +44,6 @@ import {
   splitStatements,
   statementTexts,
   verbOf,
-  writesInOpenTx,
 } from "./_sql_shape.ts";
 import type { DqliteEngine } from "./engine.ts";
 
@@ -112,6 +111,8 @@ export class DqliteEngineSession {
    */
   #txWriteSeq = 0;
   #txWriteFloor = 0;
+  /** See {@link txEnds}. */
+  #txEnds = 0;
   /** True once a statement of the running request wrote inside the transaction still open. */
   #wrote = false;
   /**
@@ -151,26 +152,44 @@ export class DqliteEngineSession {
     return this.#lent !== null;
   }
 
-  /** Runs a script of zero or more statements without parameters. */
+  /**
+   * Runs a script of zero or more statements without parameters, one
+   * statement (one round trip) at a time: dqlite's EXEC of a whole script
+   * does not say which statement failed, and refuses one that returns rows.
+   */
   exec(script: string, timeout?: number): Promise<null> {
     const sql = immediateBegins(script);
     return this.#request(sql, null, timeout, async (db) => {
       const statements = statementTexts(sql);
-      if (statements.length === 0) return null;
-      if (!statements.some((text) => verbOf(text) === "read")) {
-        const wrote = writesInOpenTx(sql, db.inTransaction);
+      for (let i = 0; i < statements.length; i++) {
+        const inTx = db.inTransaction;
         try {
-          await db.exec(sql); // one round trip for the whole script
-        } finally {
-          // (Should it fail part way, the writes after the failure count too.)
-          this.#wrote = wrote;
+          await this.#statement(db, statements[i], []);
+        } catch (err) {
+          if (err === this.#endWhenDone) throw err; // cancelWrites() ended the transaction
+          // The statements before it ran, unless the transaction they ran in ended with it.
+          const undone = inTx && (!db.inTransaction || db.transactionLost);
+          throw inScript(err, i + 1, undone);
         }
-        return null;
+        if (inTx && !db.inTransaction) {
+          // It ended the transaction (a later one may begin another): so are its cursors.
+          this.#txEnds++;
+          this.#endTxCursors();
+        }
       }
-      // dqlite's EXEC refuses a statement that returns rows: run those with QUERY, one by one.
-      for (const text of statements) await this.#statement(db, text, []);
       return null;
     });
+  }
+
+  /**
+   * How many times a statement of an `exec` script ended this session's
+   * transaction (its cursors ended with it): the server tells the client
+   * when it changed since its last reply, since a script may end a
+   * transaction and begin another (`COMMIT; BEGIN`), which the reply's
+   * transaction bit alone does not show.
+   */
+  get txEnds(): number {
+    return this.#txEnds;
   }
 
   /** Runs one statement and returns its columns and rows (`first`: the first row alone). */
@@ -769,6 +788,27 @@ function notSent(late: SqliteError): SqliteError {
     `${late.message}: no dqlite leader was reached in time (not applied: safe to retry)`,
     late.sqliteCode,
   );
+}
+
+/**
+ * The error of statement `n` of a script: from the second on, it says
+ * which, and that the statements before it ran (as in SQLite, a script
+ * stops at its first error), unless they were `undone` with it (their
+ * transaction ended). A cancel's error is the client's own, kept as is.
+ */
+function inScript(err: unknown, n: number, undone: boolean): unknown {
+  if (n < 2 || !(err instanceof SqliteError)) return err;
+  const where = `statement ${n} of the script${undone ? "" : `; the ${n - 1} before it ran`}`;
+  if (err instanceof LeaderError) {
+    return new LeaderError(
+      err.code,
+      `${err.message} (${where})`,
+      err.maybeApplied,
+      err.sqliteCode,
+      { cause: err },
+    );
+  }
+  return new SqliteError(err.code, `${err.message} (${where})`, err.sqliteCode, { cause: err });
 }
 
 /**
