@@ -15,7 +15,7 @@ import {
 } from "../session_errors.ts";
 import { leaseEnd } from "../writer_queue.ts";
 import { Handles } from "../handles.ts";
-import { type AbortError, ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { AbortError, ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type {
   BatchItemPayload,
   PreparePayload,
@@ -28,6 +28,7 @@ import type { SqlValue } from "../binding/binding.ts";
 import { CHUNK_ROWS } from "../cursor.ts";
 import { statementTimeout } from "../run.ts";
 import {
+  BUSY_INTERRUPTED,
   CONNECT_INTERRUPTED,
   type DqliteDatabase,
   type ExecResult,
@@ -98,6 +99,8 @@ export class DqliteEngineSession {
   /** When the open transaction began (`performance.now()`), 0 when none is open. */
   #txSince = 0;
   #cancelled: Error | null = null;
+  /** The running request's deadline error, once its deadline passed. */
+  #late: SqliteError | null = null;
   /** While a request waits for a connection: fails that wait with the reason given. */
   #stopAcquire: ((reason: Error) => void) | null = null;
   readonly #handles: Handles;
@@ -163,13 +166,16 @@ export class DqliteEngineSession {
       const statements = statementTexts(sql);
       for (let i = 0; i < statements.length; i++) {
         const inTx = db.inTransaction;
+        const stops = db.execStops;
         try {
           await this.#statement(db, statements[i], []);
         } catch (err) {
-          if (err === this.#endWhenDone) throw err; // cancelWrites() ended the transaction
+          const e = this.#stopped(err);
+          if (e === this.#endWhenDone) throw e; // cancelWrites() ended the transaction
           // The statements before it ran, unless the transaction they ran in ended with it.
-          const undone = inTx && (!db.inTransaction || db.transactionLost);
-          throw inScript(err, i + 1, undone);
+          const undone = inTx &&
+            (!db.inTransaction || db.transactionLost || db.execStops !== stops);
+          throw inScript(e, i + 1, undone);
         }
         if (inTx && !db.inTransaction) {
           // It ended the transaction (a later one may begin another): so are its cursors.
@@ -257,7 +263,10 @@ export class DqliteEngineSession {
             results.push([o.changes, o.lastInsertRowid, o.columns, o.rows]);
           } catch (err) {
             if (err instanceof LeaderError) throw err;
-            throw batchError(err, i, items.length);
+            const e = this.#stopped(err);
+            // A cancel's error is the client's own: it is not the batch's.
+            if (e !== err && e !== this.#late) throw e;
+            throw batchError(e, i, items.length);
           }
         }
         await db.exec(nested ? "RELEASE netsqlite_batch" : "COMMIT");
@@ -478,15 +487,17 @@ export class DqliteEngineSession {
     clearTimeout(this.#idleTimer);
     this.#cancelled = null;
     const commits = endsTx && !rollback;
-    return this.#engine._track(this.#borrowAndRun(timeout, commits, endsTx, fn));
+    return this.#engine._track(this.#borrowAndRun(timeout, sql === null, commits, endsTx, fn));
   }
 
   /**
-   * Runs `fn` with the request's deadline (see {@link #request}); `commits`:
-   * the request is a COMMIT (or END), `endsTx`: it ends the transaction.
+   * Runs `fn` with the request's deadline (see {@link #request}); `batch`:
+   * the request is a batch, `commits`: a COMMIT (or END), `endsTx`: it ends
+   * the transaction.
    */
   async #borrowAndRun<T>(
     timeout: number | undefined,
+    batch: boolean,
     commits: boolean,
     endsTx: boolean,
     fn: (db: DqliteDatabase) => Promise<T>,
@@ -495,11 +506,11 @@ export class DqliteEngineSession {
     const wasInTx = this.#tx !== null;
     const ms = timeout ?? engine.config.statementTimeout;
     // The deadline covers finding the leader and waiting for a pooled connection too.
-    let late: SqliteError | null = null;
+    this.#late = null;
     const timer = setTimeout(() => {
-      late = statementTimeout({ timeout: ms });
+      const late = this.#late = statementTimeout({ timeout: ms });
       if (this.#lent !== null) this.#lent.interrupt(late);
-      else this.#stopAcquire?.(notSent(late));
+      else this.#stopAcquire?.(notSent(late, "no dqlite leader was reached in time"));
     }, ms);
     let db: DqliteDatabase;
     try {
@@ -512,17 +523,18 @@ export class DqliteEngineSession {
     }
     this.#lent = db;
     this.#wrote = false;
+    const stops = db.execStops;
+    let cutOff = false;
     try {
       if (this.#cancelled !== null) throw this.#cancelled;
       return await fn(db);
-    } catch (err) {
-      const interrupted = err instanceof SqliteError && err.sqliteCode === 9;
-      // cancelWrites() ended the transaction while this ran, and stopped it.
-      if (interrupted && this.#endWhenDone !== null) throw this.#endWhenDone;
-      if (interrupted && this.#cancelled !== null) throw this.#cancelled;
-      if (interrupted && late !== null) {
-        throw err.message === CONNECT_INTERRUPTED ? notSent(late) : late;
+    } catch (caught) {
+      const err = this.#stopped(caught);
+      if (db.execStops !== stops) {
+        cutOff = true;
+        throw this.#cutOff(db, err, batch ? wasInTx : db.inTransaction || db.transactionLost);
       }
+      if (err !== caught) throw err;
       if (err instanceof LeaderError) {
         engine._leaderChanged();
         // A COMMIT that failed with the leader: a ROLLBACK right after it has nothing to undo.
@@ -546,9 +558,76 @@ export class DqliteEngineSession {
     } finally {
       clearTimeout(timer);
       this.#lent = null;
+      this.#late = null;
       this.#noteRan(db);
-      if (!this.#endAfterRun(db)) this.#keepOrReturn(db);
+      // A connection closed under a statement is not reused: a new one replaces it.
+      if (cutOff) this.#endTx(db);
+      else if (!this.#endAfterRun(db)) this.#keepOrReturn(db);
     }
+  }
+
+  /**
+   * The error to report for `err` when it is the `SQLITE_INTERRUPT` of a
+   * stop (the transaction ended by {@link cancelWrites}, a cancel, the
+   * deadline), saying what of the request ran; else `err`.
+   */
+  #stopped(err: unknown): unknown {
+    if (!(err instanceof SqliteError && err.sqliteCode === 9)) return err;
+    if (this.#endWhenDone !== null) return this.#endWhenDone;
+    if (this.#cancelled !== null) return this.#cancelled;
+    const late = this.#late;
+    if (late === null) return err;
+    switch (err.message) {
+      case CONNECT_INTERRUPTED:
+        return notSent(late, "no dqlite leader was reached in time");
+      case BUSY_INTERRUPTED:
+        return notSent(late, "it waited for the writer, held by another connection");
+      default:
+        return late;
+    }
+  }
+
+  /**
+   * The error of a request whose EXEC a stop cut off (`err`: the stop's, from
+   * {@link #stopped}). dqlite cannot stop a running statement: its
+   * connection to the leader was closed (see `DqliteDatabase.interrupt`).
+   * Inside a transaction that rolled the transaction back; when it was the
+   * client's (`clientTx`), the session then refuses requests with
+   * `TX_ABORTED` until the client ends it. Outside one, the node may still
+   * run the statement to its end and commit it: the outcome is unknown.
+   */
+  #cutOff(db: DqliteDatabase, err: unknown, clientTx: boolean): unknown {
+    if (this.#endWhenDone !== null) {
+      // cancelWrites() ended the transaction while this ran: `err` says so.
+      this.#endWhenDone = null;
+      return err;
+    }
+    const e = err instanceof SqliteError || err instanceof AbortError
+      ? err
+      : new SqliteError(ErrorCode.Internal, String(err));
+    if (clientTx) {
+      this.#aborted = txAborted(e);
+      if (e instanceof AbortError) return cancelledAfterWrite(e);
+      return new SqliteError(
+        e.code,
+        `${e.message}; dqlite cannot stop a running statement, so the server closed its ` +
+          "connection to the leader, which rolled back the transaction it was in: end it with " +
+          "ROLLBACK (transaction() does so itself), then retry the whole transaction",
+        e.sqliteCode,
+        { cause: e },
+      );
+    }
+    // (A batch's own transaction: its error says nothing was applied. The
+    // client knows the outcome of an abort is unknown.)
+    if (db.execStopInTx || e instanceof AbortError) return e;
+    return new SqliteError(
+      e.code,
+      `${e.message}: dqlite cannot stop a running statement, so the server closed its ` +
+        "connection to the leader, which may still run it to its end (outcome unknown: the " +
+        "write may have been applied, check before retrying)",
+      e.sqliteCode,
+      { cause: e },
+    );
   }
 
   /**
@@ -664,6 +743,10 @@ export class DqliteEngineSession {
    * single-file engine does: dqlite reports the connection's last values.
    */
   async #statement(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
+    // Stopped between two statements (the stop interrupts the one running only).
+    if (this.#late !== null || this.#cancelled !== null || this.#endWhenDone !== null) {
+      throw new SqliteError("SQLITE_INTERRUPT", "Interrupted before the statement was sent", 9);
+    }
     const writes = db.inTransaction && mayWrite(sql);
     try {
       return await this.#statementOnce(db, sql, args);
@@ -781,11 +864,11 @@ function describeLeaderError(err: LeaderError, txLost: boolean, commit = false):
   });
 }
 
-/** The deadline's error for a request stopped before it reached the leader. */
-function notSent(late: SqliteError): SqliteError {
+/** The deadline's error for a request stopped before it was sent (`why`: while it waited for what). */
+function notSent(late: SqliteError, why: string): SqliteError {
   return new SqliteError(
     late.code,
-    `${late.message}: no dqlite leader was reached in time (not applied: safe to retry)`,
+    `${late.message}: ${why} (not applied: safe to retry)`,
     late.sqliteCode,
   );
 }
