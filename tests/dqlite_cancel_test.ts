@@ -634,6 +634,30 @@ Deno.test({
       },
     );
 
+    await t.step(
+      "a request timed out while a stopped read drains is not applied, and says so",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using db = await srv.client();
+        await db.exec("CREATE TABLE t (x)");
+        const endless =
+          "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT i FROM c";
+        // Pipelined: the write starts as the read fails, and waits for its drain (250 ms).
+        const read = db.values(endless, [], { timeout: 100 }).catch((e) => e);
+        const write = db.run("INSERT INTO t VALUES (1)", [], { timeout: 30 }).catch((e) => e);
+        assert.equal((await read).code, "STATEMENT_TIMEOUT");
+        const err = await write;
+        assert.ok(err instanceof SqliteError, String(err));
+        assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
+        assert.match(
+          err.message,
+          /: it waited for its node connection, still ending an earlier stopped read \(not applied: safe to retry\)$/,
+        );
+        assert.doesNotMatch(err.message, /leader/);
+        assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+      },
+    );
+
     await t.step("a slow read timed out outside a transaction fails at once", async () => {
       await using srv = await clusterServer(nodes.addresses);
       await using db = await srv.client();

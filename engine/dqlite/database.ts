@@ -51,6 +51,14 @@ export const CONNECT_INTERRUPTED =
   "Interrupted while connecting to the dqlite leader: nothing was sent";
 
 /**
+ * Message of the `SQLITE_INTERRUPT` of a request interrupted while it waited
+ * for its node connection to end an earlier stopped read (see
+ * {@link DqliteDatabase.interrupt}): it was not sent.
+ */
+export const DRAIN_INTERRUPTED =
+  "Interrupted while the node connection was still ending an earlier stopped read: nothing was sent";
+
+/**
  * Message of the `SQLITE_INTERRUPT` of a statement interrupted while it
  * waited to try again after `SQLITE_BUSY` (the writer held by another
  * connection): it did not run.
@@ -437,7 +445,7 @@ export class DqliteDatabase {
     this.#interruptReason = null;
     // A stopped row set is still being drained: this request waits for it (see #stop).
     if (this.#draining !== null && await this.#orInterrupt(this.#draining) === null) {
-      throw new SqliteError("SQLITE_INTERRUPT", CONNECT_INTERRUPTED, 9);
+      throw new SqliteError("SQLITE_INTERRUPT", DRAIN_INTERRUPTED, 9);
     }
     const effect: TxEffect = lostRollback === null
       ? { last: "none", ends: false, releases: false, opener: null }

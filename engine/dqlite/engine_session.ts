@@ -31,6 +31,7 @@ import {
   BUSY_INTERRUPTED,
   CONNECT_INTERRUPTED,
   type DqliteDatabase,
+  DRAIN_INTERRUPTED,
   type ExecResult,
   type Params,
 } from "./database.ts";
@@ -580,6 +581,11 @@ export class DqliteEngineSession {
     switch (err.message) {
       case CONNECT_INTERRUPTED:
         return notSent(late, "no dqlite leader was reached in time");
+      case DRAIN_INTERRUPTED:
+        return notSent(
+          late,
+          "it waited for its node connection, still ending an earlier stopped read",
+        );
       case BUSY_INTERRUPTED:
         return notSent(late, "it waited for the writer, held by another connection");
       default:
