@@ -25,9 +25,8 @@ export type { Planned, Reply } from "./engine_session.ts";
  * ends a transaction whose write was cancelled after it ran
  * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`), what tells
  * whether a request cancelled before it ran would have written
- * (`wouldWrite`), and `txEnds` (transactions ended inside an `exec` script;
- * the cluster engine runs a script as a whole and does not count them) are
- * optional.
+ * (`wouldWrite`), and `txEnds` (transactions ended inside an `exec` script)
+ * are optional.
  */
 export type SessionLike =
   & Partial<

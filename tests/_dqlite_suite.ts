@@ -71,6 +71,15 @@ const VALUES: [label: string, value: BindValue, type: string, expected?: SqlValu
   ["false", false, "integer", 0],
 ];
 
+/**
+ * A write that computes for about a second or more (0.8 s on a dqlite node,
+ * 2.3 s with node:sqlite, on a quiet machine) before its one row: far past
+ * a 100 ms deadline.
+ */
+const SLOW_WRITE =
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000000) " +
+  "INSERT INTO big SELECT sum(x) FROM c";
+
 /** The cases. */
 export const SUITE: SuiteCase[] = [
   {
@@ -279,6 +288,80 @@ export const SUITE: SuiteCase[] = [
       await rejectsWith(db.run("CREATE TABLE a (x); CREATE TABLE b (x)"), "BAD_REQUEST");
       assert.deepEqual(await db.values("SELECT 4; -- done"), [[4]]);
       assert.deepEqual(await db.values("SELECT count(*) FROM child"), [[1]]);
+    },
+  },
+  {
+    name: "a script stops at its first error, which says which statement failed and what ran",
+    async fn(t) {
+      await using db = await t.client();
+      await db.exec("CREATE TABLE s (id INTEGER PRIMARY KEY)");
+      // Writes only, then with a read: the failing statement is named either way.
+      for (
+        const script of [
+          "INSERT INTO s VALUES (1); INSERT INTO s VALUES (1); INSERT INTO s VALUES (2)",
+          "SELECT 1; INSERT INTO s VALUES (1); INSERT INTO s VALUES (2)",
+        ]
+      ) {
+        await rejectsWith(
+          db.exec(script),
+          "SQLITE_CONSTRAINT_PRIMARYKEY",
+          /^UNIQUE constraint failed: s\.id \(statement 2 of the script; the 1 before it ran\)$/,
+        );
+      }
+      // The first statement's error is SQLite's alone.
+      await rejectsWith(
+        db.exec("INSERT INTO s VALUES (1); INSERT INTO s VALUES (3)"),
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+        /^UNIQUE constraint failed: s\.id$/,
+      );
+      assert.deepEqual(await db.values("SELECT id FROM s ORDER BY id"), [[1]]);
+      // Inside a transaction the statements before it ran in it, which stays open.
+      await db.exec("BEGIN");
+      await rejectsWith(
+        db.exec("INSERT INTO s VALUES (4); INSERT INTO s VALUES (4)"),
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+        /\(statement 2 of the script; the 1 before it ran\)$/,
+      );
+      assert.equal(db.inTransaction, true);
+      await db.exec("COMMIT");
+      assert.deepEqual(await db.values("SELECT id FROM s ORDER BY id"), [[1], [4]]);
+    },
+  },
+  {
+    name:
+      "a write stopped at its { timeout } in a transaction ends it; a batch stopped applies none",
+    async fn(t) {
+      await using db = await t.client();
+      await db.exec("CREATE TABLE t (x); CREATE TABLE big (x)");
+      await db.exec("BEGIN");
+      await db.run("INSERT INTO t VALUES (1)");
+      await rejectsWith(
+        db.run(SLOW_WRITE, [], { timeout: 100 }),
+        "STATEMENT_TIMEOUT",
+        /^Statement stopped after 100 ms .*rolled back the transaction it was in: end it with ROLLBACK/,
+      );
+      const refused = /^Transaction was rolled back .*; the earlier error: STATEMENT_TIMEOUT: /;
+      await rejectsWith(db.run("INSERT INTO t VALUES (2)"), "TX_ABORTED", refused);
+      await rejectsWith(db.exec("COMMIT"), "TX_ABORTED", refused);
+      await db.exec("ROLLBACK");
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await db.values("SELECT (SELECT count(*) FROM t), count(*) FROM big"), [
+        [0, 0],
+      ]);
+
+      await rejectsWith(
+        db.batch([{ sql: "INSERT INTO t VALUES (3)" }, { sql: SLOW_WRITE }, { sql: "SELECT 1" }], {
+          timeout: 100,
+        }),
+        "STATEMENT_TIMEOUT",
+        /^Batch statement 2 of 3 failed, nothing was applied: Statement stopped after 100 ms/,
+      );
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await db.values("SELECT (SELECT count(*) FROM t), count(*) FROM big"), [
+        [0, 0],
+      ]);
+      await db.run("INSERT INTO t VALUES (4)");
+      assert.deepEqual(await db.values("SELECT x FROM t"), [[4]]);
     },
   },
   {

@@ -475,6 +475,11 @@ const SLOW_READ =
   "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000000) " +
   "SELECT sum(x) FROM c";
 
+/** A write that computes as long as {@link SLOW_READ} before its one row. */
+const SLOW_WRITE =
+  "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000000) " +
+  "INSERT INTO big SELECT sum(x) FROM c";
+
 Deno.test({
   name: "cluster mode: a transaction's end closes its cursors; a stopped slow read says why",
   ignore,
@@ -510,6 +515,18 @@ Deno.test({
           const close = await wire.call(Op.CloseCursor, id);
           assert.equal(close.status & Status.Error, Status.Error);
         }
+        // So when one exec script ends the transaction and begins another: the reply says so.
+        await wire.ok("BEGIN");
+        const { body: opened } = await wire.call(Op.Iterate, "SELECT x FROM t", null);
+        const inFirst = (opened as [number])[0];
+        assert.equal((await wire.call(Op.Next, inFirst)).status & Status.Error, 0);
+        const script = await wire.call(Op.Exec, "COMMIT; BEGIN");
+        assert.equal(script.status, Status.InTransaction | Status.TxEnded);
+        const ended = await wire.call(Op.Next, inFirst);
+        assert.equal(ended.status & Status.Error, Status.Error, "the cursor read on");
+        assert.equal((ended.body as { code: string }).code, "CURSOR_CLOSED");
+        assert.equal((await wire.call(Op.Exec, "SELECT 1")).status, Status.InTransaction);
+        await wire.ok("ROLLBACK");
         // A cursor opened outside any transaction outlives the transactions after it.
         const rest = await wire.call(Op.Next, outside);
         assert.equal(rest.status & Status.Error, 0, JSON.stringify(rest.body));
@@ -561,6 +578,85 @@ Deno.test({
         },
       );
     }
+
+    await t.step(
+      "a slow write timed out fails at its deadline: in autocommit its outcome is unknown, " +
+        "in a transaction the transaction is rolled back",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using db = await srv.client();
+        await db.exec("CREATE TABLE t (x); CREATE TABLE big (x); CREATE TABLE big_tx (x)");
+        // dqlite cannot stop the write, and the node answers nothing else until it is done:
+        // the reply came well before the node could answer the next request.
+        let started = performance.now();
+        const auto = await db.run(SLOW_WRITE, [], { timeout: 100 }).catch((e) => e);
+        let ms = performance.now() - started;
+        assert.ok(auto instanceof SqliteError, String(auto));
+        assert.equal(auto.code, "STATEMENT_TIMEOUT", auto.message);
+        assert.match(
+          auto.message,
+          /^Statement stopped after 100 ms .*\(outcome unknown: the write may have been applied, check before retrying\)$/,
+        );
+        assert.doesNotMatch(auto.message, /not applied/);
+        // The node may still commit it (now or later); the connection goes on either way.
+        const [[n]] = await db.values<[number]>("SELECT count(*) FROM big");
+        const nodeMs = performance.now() - started;
+        assert.ok(n === 0 || n === 1, `${n} rows`);
+        assert.ok(
+          ms < nodeMs / 2,
+          `the deadline of 100 ms failed the write after ${ms.toFixed(0)} ms; the node ran it ` +
+            `for ${nodeMs.toFixed(0)} ms`,
+        );
+
+        await db.exec("BEGIN");
+        await db.run("INSERT INTO t VALUES (1)");
+        started = performance.now();
+        const inTx = await db.run(SLOW_WRITE.replace("big", "big_tx"), [], { timeout: 100 })
+          .catch((e) => e);
+        ms = performance.now() - started;
+        assert.ok(inTx instanceof SqliteError, String(inTx));
+        assert.equal(inTx.code, "STATEMENT_TIMEOUT", inTx.message);
+        assert.match(inTx.message, /which rolled back the transaction it was in: end it with/);
+        await assert.rejects(db.values("SELECT 1"), { code: "TX_ABORTED" });
+        await assert.rejects(db.exec("COMMIT"), { code: "TX_ABORTED" });
+        await db.exec("ROLLBACK");
+        // Nothing of the transaction was committed, the write the node ran to its end neither.
+        assert.deepEqual(
+          await db.values("SELECT (SELECT count(*) FROM t), count(*) FROM big_tx"),
+          [[0, 0]],
+        );
+        const txMs = performance.now() - started;
+        assert.ok(
+          ms < txMs / 2,
+          `the deadline of 100 ms failed the write after ${ms.toFixed(0)} ms; the node ran it ` +
+            `for ${txMs.toFixed(0)} ms`,
+        );
+      },
+    );
+
+    await t.step(
+      "a request timed out while a stopped read drains is not applied, and says so",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using db = await srv.client();
+        await db.exec("CREATE TABLE t (x)");
+        const endless =
+          "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT i FROM c";
+        // Pipelined: the write starts as the read fails, and waits for its drain (250 ms).
+        const read = db.values(endless, [], { timeout: 100 }).catch((e) => e);
+        const write = db.run("INSERT INTO t VALUES (1)", [], { timeout: 30 }).catch((e) => e);
+        assert.equal((await read).code, "STATEMENT_TIMEOUT");
+        const err = await write;
+        assert.ok(err instanceof SqliteError, String(err));
+        assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
+        assert.match(
+          err.message,
+          /: it waited for its node connection, still ending an earlier stopped read \(not applied: safe to retry\)$/,
+        );
+        assert.doesNotMatch(err.message, /leader/);
+        assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+      },
+    );
 
     await t.step("a slow read timed out outside a transaction fails at once", async () => {
       await using srv = await clusterServer(nodes.addresses);

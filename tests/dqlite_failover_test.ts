@@ -327,7 +327,16 @@ Deno.test({
       assert.ok(lost instanceof SqliteError, String(lost));
       assert.equal(lost.code, "LEADER_LOST", lost.message);
       assert.match(lost.message, /not applied: the transaction is gone; send ROLLBACK/);
-      await txc.exec("ROLLBACK");
+      // Its COMMIT says so too: not a COMMIT to retry, but the whole transaction.
+      const commit = await txc.exec("COMMIT").catch((e) => e);
+      assert.ok(commit instanceof SqliteError, String(commit));
+      assert.equal(commit.code, "LEADER_LOST", commit.message);
+      assert.match(
+        commit.message,
+        /nothing of it was written \(not applied: the transaction is gone; retry the whole transaction\)$/,
+      );
+      assert.doesNotMatch(commit.message, /safe to retry/);
+      await txc.exec("ROLLBACK"); // a no-op after the COMMIT that ended it
       assert.equal(txc.inTransaction, false);
 
       // On a loaded machine the election may outlast leaderTimeout: read once a leader is back.

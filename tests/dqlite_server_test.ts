@@ -119,10 +119,16 @@ Deno.test({
         assert.equal(r.code, "BAD_REQUEST");
         assert.match(r.message, /RETURNING/);
         assert.deepEqual(await db.values("PRAGMA foreign_keys"), [[1]]);
-        // Text that is not UTF-8: the single-file FFI engine's code and advice.
-        const bad = await db.values("SELECT CAST(x'fffe' AS TEXT)").catch((e) => e);
+        // Text that is not UTF-8: the single-file FFI engine's code and message, naming the column.
+        const bad = await db.values("SELECT 1 AS ok, CAST(x'fffe' AS TEXT) AS body").catch((e) =>
+          e
+        );
         assert.equal(bad.code, "INVALID_UTF8", bad.message);
-        assert.match(bad.message, /not valid UTF-8 \(read it as a BLOB with CAST\)/);
+        assert.equal(
+          bad.message,
+          'Cannot read column "body": its TEXT value is not valid UTF-8 and would come back ' +
+            'changed; read its bytes with CAST("body" AS BLOB) (or hex())',
+        );
         // Change feeds: refused with advice that holds in cluster mode.
         const feed = await db.subscribe().catch((e) => e);
         assert.equal(feed.code, "FEED_UNSUPPORTED");
@@ -307,6 +313,27 @@ Deno.test({
           "sqlite_stmt",
           "fts3_tokenizer(1)",
         ]]);
+      },
+    );
+
+    await t.step(
+      "cluster mode: a result past --max-result-bytes is RESULT_TOO_LARGE, naming the option",
+      async () => {
+        await using s = await clusterServer(nodes.addresses, { maxResultBytes: 10_000 });
+        await using db = await s.client();
+        const big =
+          "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000) " +
+          "SELECT i, 'some text to fill the rows' FROM c";
+        for (const call of [() => db.values(big), () => db.iterate(big).next()]) {
+          const err = await call().then(() => null, (e) => e);
+          assert.ok(err instanceof SqliteError, String(err));
+          assert.equal(err.code, "RESULT_TOO_LARGE", err.message);
+          assert.match(
+            err.message,
+            /^Result exceeds maxResultBytes 10000 \(--max-result-bytes\): in cluster mode iterate\(\) buffers/,
+          );
+        }
+        assert.deepEqual(await db.values("SELECT 1"), [[1]]);
       },
     );
 

@@ -362,6 +362,7 @@ Deno.test("decodeResponse() refuses malformed bodies with ProtocolError and bad 
   assert.equal(r.type, "rows");
   if (r.type === "rows") {
     assert.equal(r.error?.code, "INVALID_UTF8");
+    assert.match(r.error?.message ?? "", /^Cannot read column "a": its TEXT value is not valid/);
     assert.equal(r.more, false);
     assert.deepEqual(r.rows, [[null]]);
   }

@@ -85,6 +85,39 @@ export function txEffect(sql: string): TxEffect {
   return effect;
 }
 
+/** Statements that control the transaction: see {@link controlsOnly}. */
+const TX_CONTROL = new Set(["begin", "commit", "end", "rollback", "savepoint", "release"]);
+
+/**
+ * True when `sql` holds statements, and each is transaction control
+ * (BEGIN, COMMIT, END, ROLLBACK, ROLLBACK TO, SAVEPOINT, RELEASE).
+ *
+ * @example
+ * ```ts
+ * import { controlsOnly } from "./_sql_scan.ts";
+ * if (!controlsOnly("COMMIT") || !controlsOnly("ROLLBACK TO sp; RELEASE sp")) throw new Error("tx");
+ * if (controlsOnly("INSERT INTO t VALUES (1); COMMIT") || controlsOnly(" ")) throw new Error("write");
+ * ```
+ */
+export function controlsOnly(sql: string): boolean {
+  let statements = 0;
+  let atStart = true;
+  let only = true;
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") {
+      atStart = true;
+      return true;
+    }
+    if (atStart) {
+      atStart = false;
+      statements++;
+      only = t.kind === "word" && TX_CONTROL.has(t.text);
+    }
+    return only;
+  });
+  return only && statements > 0;
+}
+
 /**
  * True when `sql` holds the bare word RETURNING (outside literals, quoted
  * names and comments).

@@ -15,7 +15,6 @@ import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { CONNECTION_PRAGMAS, type PolicyConfig, UNSAFE_PRAGMAS } from "../policy.ts";
 import { QUERY_PRAGMAS } from "../pragma_use.ts";
 import { scan, type Token } from "../../protocol/sql_lexer.ts";
-import { txEffect } from "./_sql_scan.ts";
 
 /**
  * Declared column types that dqlite 1.11 maps to its own value types
@@ -451,39 +450,4 @@ export function mayWrite(sql: string): boolean {
   // `PRAGMA [schema.]name(arg)`: the name is the last word before the parenthesis.
   const name = words.filter((w) => w.at < setter.at).at(-1)?.text ?? "";
   return !READING_PRAGMAS.has(name);
-}
-
-/**
- * True when `script`, run whole from a state inside a transaction
- * (`inTx`) or not, leaves a statement that may write ({@link mayWrite})
- * in the transaction open at its end: writes before a COMMIT, ROLLBACK or
- * BEGIN in the script, or run outside any transaction, do not count.
- * (RELEASE of a savepoint that opened the transaction ends it too; that is
- * not told from the text, and counts as ending nothing.)
- *
- * @example
- * ```ts
- * import { writesInOpenTx } from "./_sql_shape.ts";
- * if (!writesInOpenTx("SELECT 1; INSERT INTO t VALUES (1)", true)) throw new Error("wrote");
- * if (writesInOpenTx("INSERT INTO t VALUES (1); COMMIT; BEGIN; SELECT 1", true)) {
- *   throw new Error("committed");
- * }
- * if (writesInOpenTx("INSERT INTO t VALUES (1)", false)) throw new Error("autocommit");
- * ```
- */
-export function writesInOpenTx(script: string, inTx: boolean): boolean {
-  let wrote = false;
-  for (const text of statementTexts(script)) {
-    const effect = txEffect(text).last;
-    if (effect === "end") {
-      inTx = false;
-      wrote = false;
-    } else if (effect === "begin") {
-      if (!inTx) wrote = false;
-      inTx = true;
-    } else if (inTx && mayWrite(text)) {
-      wrote = true;
-    }
-  }
-  return wrote;
 }

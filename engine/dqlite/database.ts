@@ -19,6 +19,11 @@
  * `TX_ABORTED` naming why the read was stopped, until `ROLLBACK` (a no-op)
  * or `COMMIT` (which fails with it too) ends it: no leader was lost.
  *
+ * An EXEC interrupted while the node runs it fails at once too; dqlite
+ * cannot stop it, so its connection is closed at once (see
+ * {@link DqliteDatabase.interrupt}): a transaction open on it is lost as
+ * above, and outside one the node may still run the statement to its end.
+ *
  * A connection found dead while idle (the node closed it between requests:
  * see `DqliteConn`) is replaced before the next request is sent, through the
  * usual leader discovery, so that request waits for the new leader instead
@@ -34,7 +39,7 @@ import type { SqlValue } from "../binding/binding.ts";
 import { type DqliteConn, expectResponse, type Received } from "./conn.ts";
 import { DqliteErrorCode, LeaderError } from "./errors.ts";
 import { DqliteStatement } from "./statement.ts";
-import { positionalArgs, type TxEffect, txEffect, writesRows } from "./_sql_scan.ts";
+import { controlsOnly, positionalArgs, type TxEffect, txEffect, writesRows } from "./_sql_scan.ts";
 import { encodeExecSql, encodeInterrupt, encodeOpen, encodeQuerySql } from "./wire.ts";
 
 /**
@@ -44,6 +49,30 @@ import { encodeExecSql, encodeInterrupt, encodeOpen, encodeQuerySql } from "./wi
  */
 export const CONNECT_INTERRUPTED =
   "Interrupted while connecting to the dqlite leader: nothing was sent";
+
+/**
+ * Message of the `SQLITE_INTERRUPT` of a request interrupted while it waited
+ * for its node connection to end an earlier stopped read (see
+ * {@link DqliteDatabase.interrupt}): it was not sent.
+ */
+export const DRAIN_INTERRUPTED =
+  "Interrupted while the node connection was still ending an earlier stopped read: nothing was sent";
+
+/**
+ * Message of the `SQLITE_INTERRUPT` of a statement interrupted while it
+ * waited to try again after `SQLITE_BUSY` (the writer held by another
+ * connection): it did not run.
+ */
+export const BUSY_INTERRUPTED =
+  "Interrupted while waiting for the writer, held by another connection: the statement did not run";
+
+/**
+ * Message of the `SQLITE_INTERRUPT` of an EXEC interrupted while the node
+ * ran it: dqlite cannot stop it, so its connection was closed (see
+ * {@link DqliteDatabase.interrupt}); the node may still run it to its end.
+ */
+export const EXEC_INTERRUPTED =
+  "Interrupted while the dqlite leader ran the statement: its connection was closed";
 
 /** Result of {@link DqliteDatabase.exec}. */
 export interface ExecResult {
@@ -75,6 +104,11 @@ export interface QueryOptions {
    * @default Infinity
    */
   maxBytes?: number;
+  /**
+   * The error for a result past {@link maxBytes}.
+   * @default `RESULT_TOO_LARGE` naming maxBytes
+   */
+  tooLarge?: () => SqliteError;
 }
 
 /**
@@ -126,6 +160,10 @@ export class DqliteDatabase {
   readonly #stopClosed = new WeakMap<DqliteConn, SqliteError>();
   /** Errors {@link #stop} threw: the statement was stopped, SQLite did not fail it. */
   readonly #stopErrors = new WeakSet<Error>();
+  /** Counts the EXECs {@link interrupt} cut off (see {@link execStops}). */
+  #execStops = 0;
+  /** True when the last EXEC cut off ran inside a transaction. */
+  #execStopInTx = false;
   /** Wakes a {@link query} waiting for the node's next message, to stop it. */
   #wake: (() => void) | null = null;
   #connecting: Promise<void> | null = null;
@@ -174,6 +212,24 @@ export class DqliteDatabase {
    */
   get transactionLost(): boolean {
     return this.#txLost;
+  }
+
+  /**
+   * Counts the EXEC requests cut off by {@link interrupt} while the node ran
+   * them (their connection was closed, which rolled back a transaction
+   * open on it; the node may still run an autocommit statement to its end).
+   */
+  get execStops(): number {
+    return this.#execStops;
+  }
+
+  /**
+   * True when the last EXEC cut off (see {@link execStops}) ran inside a
+   * transaction, which its connection's close rolled back: nothing of it
+   * was applied.
+   */
+  get execStopInTx(): boolean {
+    return this.#execStopInTx;
   }
 
   /** Counts reconnections: a statement prepared under another generation is prepared again. */
@@ -259,7 +315,7 @@ export class DqliteDatabase {
     return this.#run(sql, async (conn) => {
       const args = positionalArgs(sql, params);
       const r = expectResponse(
-        await conn.call(encodeExecSql(0, sql, args)),
+        await this.execCall(conn, encodeExecSql(0, sql, args), sql),
         "result",
         conn.address,
       );
@@ -295,13 +351,24 @@ export class DqliteDatabase {
   }
 
   /**
-   * Stops the row set being received: the running {@link query} fails with
-   * `SQLITE_INTERRUPT` at once, without waiting for the node's next message.
+   * Stops the running request: it fails with `SQLITE_INTERRUPT` at once.
+   *
+   * A {@link query} fails without waiting for the node's next message.
    * (dqlite 1.11 reads the INTERRUPT request only once the row set is fully
    * sent: what still arrives within 250 ms is discarded, in the background;
    * past that, the connection is closed, which makes the node finalize the
    * statement, and the next request opens a new one. Inside a transaction,
    * that loses the transaction: see {@link transactionLost}.)
+   *
+   * An {@link exec} the node is running cannot be stopped (dqlite runs an
+   * EXEC to its end): its connection is closed at once ({@link execStops}
+   * counts it), which rolls back a transaction open on it (lost as above);
+   * outside a transaction, the node may still run the statement to its end
+   * and commit it. An EXEC of transaction control alone (`COMMIT`,
+   * `ROLLBACK`, ...) is not cut off: its outcome decides the transaction's.
+   *
+   * A wait before anything is sent (for the leader, for a stopped read's
+   * drain, between tries after `SQLITE_BUSY`) ends too: nothing ran.
    *
    * @param reason Why (the caller's cancel or deadline): named by the
    *   `TX_ABORTED` of a transaction lost so.
@@ -319,6 +386,27 @@ export class DqliteDatabase {
     lostRollback: (() => T) | null,
   ): Promise<T> {
     return await this.#run(sql, fn, lostRollback);
+  }
+
+  /**
+   * @internal Sends EXEC `message` (of `sql`) on `conn` and returns the
+   * answer; {@link interrupt} cuts it off (see there).
+   */
+  async execCall(conn: DqliteConn, message: Uint8Array, sql: string): Promise<Received> {
+    const call = conn.call(message);
+    if (controlsOnly(sql)) return await call;
+    const received = await this.#orInterrupt(call);
+    if (received !== null) return received;
+    call.catch(() => {}); // closing the connection fails it
+    const reason = this.#interruptReason ??
+      new SqliteError("SQLITE_INTERRUPT", "Statement interrupted", 9);
+    this.#stopClosed.set(conn, closedToStop(reason, "statement"));
+    this.#execStops++;
+    this.#execStopInTx = this.#inTx;
+    conn.close();
+    const stop = new SqliteError("SQLITE_INTERRUPT", EXEC_INTERRUPTED, 9);
+    this.#stopErrors.add(stop);
+    throw stop;
   }
 
   /** @internal Records an EXEC reply's lastInsertId on `conn` and returns the result. */
@@ -357,7 +445,7 @@ export class DqliteDatabase {
     this.#interruptReason = null;
     // A stopped row set is still being drained: this request waits for it (see #stop).
     if (this.#draining !== null && await this.#orInterrupt(this.#draining) === null) {
-      throw new SqliteError("SQLITE_INTERRUPT", CONNECT_INTERRUPTED, 9);
+      throw new SqliteError("SQLITE_INTERRUPT", DRAIN_INTERRUPTED, 9);
     }
     const effect: TxEffect = lostRollback === null
       ? { last: "none", ends: false, releases: false, opener: null }
@@ -493,6 +581,9 @@ export class DqliteDatabase {
           );
         }
         await delay(Math.min(2 ** attempt, 20));
+        if (this.#interrupt) {
+          throw new SqliteError("SQLITE_INTERRUPT", BUSY_INTERRUPTED, 9, { cause: err });
+        }
       }
     }
   }
@@ -530,7 +621,7 @@ export class DqliteDatabase {
         } else if (this.#interrupt) {
           stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
         } else if (bytes > maxBytes) {
-          stop = new SqliteError(
+          stop = options.tooLarge?.() ?? new SqliteError(
             ErrorCode.ResultTooLarge,
             `Cannot return the result: it exceeds maxBytes ${maxBytes}`,
           );
@@ -587,7 +678,7 @@ export class DqliteDatabase {
     drain.catch(() => {}); // after a timeout, closing the connection fails the receive under way
     const close = (): void => {
       if (conn.closed) return;
-      this.#stopClosed.set(conn, closedToStop(reason));
+      this.#stopClosed.set(conn, closedToStop(reason, "read"));
       conn.close();
     };
     const drained = (async (): Promise<void> => {
@@ -627,17 +718,20 @@ export class DqliteDatabase {
 
 /**
  * The error that ended a transaction whose connection {@link DqliteDatabase}
- * closed to stop a read of it (`reason`: the cancel, the deadline, or the
- * stop's own error); it keeps `reason`'s code.
+ * closed to stop a read or a statement (EXEC) of it (`reason`: the cancel,
+ * the deadline, or the stop's own error); it keeps `reason`'s code.
  */
-function closedToStop(reason: Error): SqliteError {
+function closedToStop(reason: Error, what: "read" | "statement"): SqliteError {
   const code = reason instanceof SqliteError || reason instanceof AbortError
     ? reason.code
     : ErrorCode.Internal;
+  const why = what === "read"
+    ? `the read could not be stopped in ${DRAIN_MS} ms`
+    : "dqlite cannot stop a running statement";
   return new SqliteError(
     code,
-    `${reason.message}: the read could not be stopped in ${DRAIN_MS} ms, so its connection to ` +
-      "the dqlite leader was closed, which rolled back the transaction it was in",
+    `${reason.message}: ${why}, so its connection to the dqlite leader was closed, which ` +
+      "rolled back the transaction it was in",
     undefined,
     { cause: reason },
   );

@@ -53,7 +53,8 @@ export interface DqliteEngineConfig {
 export const DQLITE_LIMITATIONS: readonly string[] = [
   "each write is a Raft commit on a quorum of nodes",
   "cursors buffer the whole result (up to maxResultBytes)",
-  "statements are stopped at their deadline only while rows arrive",
+  "a statement past its deadline fails at once, but the node runs it to its end (an " +
+  "autocommit write may still commit)",
   "columns declared BOOLEAN, DATETIME, DATE or TIMESTAMP, writes with RETURNING, " +
   "TEMP objects and ATTACH are refused",
 ];

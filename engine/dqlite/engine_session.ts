@@ -15,7 +15,7 @@ import {
 } from "../session_errors.ts";
 import { leaseEnd } from "../writer_queue.ts";
 import { Handles } from "../handles.ts";
-import { type AbortError, ErrorCode, SqliteError } from "../../protocol/errors.ts";
+import { AbortError, ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type {
   BatchItemPayload,
   PreparePayload,
@@ -28,8 +28,10 @@ import type { SqlValue } from "../binding/binding.ts";
 import { CHUNK_ROWS } from "../cursor.ts";
 import { statementTimeout } from "../run.ts";
 import {
+  BUSY_INTERRUPTED,
   CONNECT_INTERRUPTED,
   type DqliteDatabase,
+  DRAIN_INTERRUPTED,
   type ExecResult,
   type Params,
 } from "./database.ts";
@@ -44,7 +46,6 @@ import {
   splitStatements,
   statementTexts,
   verbOf,
-  writesInOpenTx,
 } from "./_sql_shape.ts";
 import type { DqliteEngine } from "./engine.ts";
 
@@ -99,6 +100,8 @@ export class DqliteEngineSession {
   /** When the open transaction began (`performance.now()`), 0 when none is open. */
   #txSince = 0;
   #cancelled: Error | null = null;
+  /** The running request's deadline error, once its deadline passed. */
+  #late: SqliteError | null = null;
   /** While a request waits for a connection: fails that wait with the reason given. */
   #stopAcquire: ((reason: Error) => void) | null = null;
   readonly #handles: Handles;
@@ -112,6 +115,8 @@ export class DqliteEngineSession {
    */
   #txWriteSeq = 0;
   #txWriteFloor = 0;
+  /** See {@link txEnds}. */
+  #txEnds = 0;
   /** True once a statement of the running request wrote inside the transaction still open. */
   #wrote = false;
   /**
@@ -151,26 +156,47 @@ export class DqliteEngineSession {
     return this.#lent !== null;
   }
 
-  /** Runs a script of zero or more statements without parameters. */
+  /**
+   * Runs a script of zero or more statements without parameters, one
+   * statement (one round trip) at a time: dqlite's EXEC of a whole script
+   * does not say which statement failed, and refuses one that returns rows.
+   */
   exec(script: string, timeout?: number): Promise<null> {
     const sql = immediateBegins(script);
     return this.#request(sql, null, timeout, async (db) => {
       const statements = statementTexts(sql);
-      if (statements.length === 0) return null;
-      if (!statements.some((text) => verbOf(text) === "read")) {
-        const wrote = writesInOpenTx(sql, db.inTransaction);
+      for (let i = 0; i < statements.length; i++) {
+        const inTx = db.inTransaction;
+        const stops = db.execStops;
         try {
-          await db.exec(sql); // one round trip for the whole script
-        } finally {
-          // (Should it fail part way, the writes after the failure count too.)
-          this.#wrote = wrote;
+          await this.#statement(db, statements[i], []);
+        } catch (err) {
+          const e = this.#stopped(err);
+          if (e === this.#endWhenDone) throw e; // cancelWrites() ended the transaction
+          // The statements before it ran, unless the transaction they ran in ended with it.
+          const undone = inTx &&
+            (!db.inTransaction || db.transactionLost || db.execStops !== stops);
+          throw inScript(e, i + 1, undone);
         }
-        return null;
+        if (inTx && !db.inTransaction) {
+          // It ended the transaction (a later one may begin another): so are its cursors.
+          this.#txEnds++;
+          this.#endTxCursors();
+        }
       }
-      // dqlite's EXEC refuses a statement that returns rows: run those with QUERY, one by one.
-      for (const text of statements) await this.#statement(db, text, []);
       return null;
     });
+  }
+
+  /**
+   * How many times a statement of an `exec` script ended this session's
+   * transaction (its cursors ended with it): the server tells the client
+   * when it changed since its last reply, since a script may end a
+   * transaction and begin another (`COMMIT; BEGIN`), which the reply's
+   * transaction bit alone does not show.
+   */
+  get txEnds(): number {
+    return this.#txEnds;
   }
 
   /** Runs one statement and returns its columns and rows (`first`: the first row alone). */
@@ -238,7 +264,10 @@ export class DqliteEngineSession {
             results.push([o.changes, o.lastInsertRowid, o.columns, o.rows]);
           } catch (err) {
             if (err instanceof LeaderError) throw err;
-            throw batchError(err, i, items.length);
+            const e = this.#stopped(err);
+            // A cancel's error is the client's own: it is not the batch's.
+            if (e !== err && e !== this.#late) throw e;
+            throw batchError(e, i, items.length);
           }
         }
         await db.exec(nested ? "RELEASE netsqlite_batch" : "COMMIT");
@@ -458,11 +487,19 @@ export class DqliteEngineSession {
     if (sql !== null) checkClusterSql(sql, this.#engine.config);
     clearTimeout(this.#idleTimer);
     this.#cancelled = null;
-    return this.#engine._track(this.#borrowAndRun(timeout, endsTx, fn));
+    const commits = endsTx && !rollback;
+    return this.#engine._track(this.#borrowAndRun(timeout, sql === null, commits, endsTx, fn));
   }
 
+  /**
+   * Runs `fn` with the request's deadline (see {@link #request}); `batch`:
+   * the request is a batch, `commits`: a COMMIT (or END), `endsTx`: it ends
+   * the transaction.
+   */
   async #borrowAndRun<T>(
     timeout: number | undefined,
+    batch: boolean,
+    commits: boolean,
     endsTx: boolean,
     fn: (db: DqliteDatabase) => Promise<T>,
   ): Promise<T> {
@@ -470,11 +507,11 @@ export class DqliteEngineSession {
     const wasInTx = this.#tx !== null;
     const ms = timeout ?? engine.config.statementTimeout;
     // The deadline covers finding the leader and waiting for a pooled connection too.
-    let late: SqliteError | null = null;
+    this.#late = null;
     const timer = setTimeout(() => {
-      late = statementTimeout({ timeout: ms });
+      const late = this.#late = statementTimeout({ timeout: ms });
       if (this.#lent !== null) this.#lent.interrupt(late);
-      else this.#stopAcquire?.(notSent(late));
+      else this.#stopAcquire?.(notSent(late, "no dqlite leader was reached in time"));
     }, ms);
     let db: DqliteDatabase;
     try {
@@ -487,22 +524,23 @@ export class DqliteEngineSession {
     }
     this.#lent = db;
     this.#wrote = false;
+    const stops = db.execStops;
+    let cutOff = false;
     try {
       if (this.#cancelled !== null) throw this.#cancelled;
       return await fn(db);
-    } catch (err) {
-      const interrupted = err instanceof SqliteError && err.sqliteCode === 9;
-      // cancelWrites() ended the transaction while this ran, and stopped it.
-      if (interrupted && this.#endWhenDone !== null) throw this.#endWhenDone;
-      if (interrupted && this.#cancelled !== null) throw this.#cancelled;
-      if (interrupted && late !== null) {
-        throw err.message === CONNECT_INTERRUPTED ? notSent(late) : late;
+    } catch (caught) {
+      const err = this.#stopped(caught);
+      if (db.execStops !== stops) {
+        cutOff = true;
+        throw this.#cutOff(db, err, batch ? wasInTx : db.inTransaction || db.transactionLost);
       }
+      if (err !== caught) throw err;
       if (err instanceof LeaderError) {
         engine._leaderChanged();
         // A COMMIT that failed with the leader: a ROLLBACK right after it has nothing to undo.
         if (wasInTx && endsTx && !db.transactionLost) this.#endedAtCommit = true;
-        throw describeLeaderError(err, db.transactionLost);
+        throw describeLeaderError(err, db.transactionLost, wasInTx && commits);
       }
       if (wasInTx && err instanceof SqliteError && err.code === ErrorCode.TxAborted) {
         // Stopping a read closed the transaction's connection (see DqliteDatabase):
@@ -521,9 +559,81 @@ export class DqliteEngineSession {
     } finally {
       clearTimeout(timer);
       this.#lent = null;
+      this.#late = null;
       this.#noteRan(db);
-      if (!this.#endAfterRun(db)) this.#keepOrReturn(db);
+      // A connection closed under a statement is not reused: a new one replaces it.
+      if (cutOff) this.#endTx(db);
+      else if (!this.#endAfterRun(db)) this.#keepOrReturn(db);
     }
+  }
+
+  /**
+   * The error to report for `err` when it is the `SQLITE_INTERRUPT` of a
+   * stop (the transaction ended by {@link cancelWrites}, a cancel, the
+   * deadline), saying what of the request ran; else `err`.
+   */
+  #stopped(err: unknown): unknown {
+    if (!(err instanceof SqliteError && err.sqliteCode === 9)) return err;
+    if (this.#endWhenDone !== null) return this.#endWhenDone;
+    if (this.#cancelled !== null) return this.#cancelled;
+    const late = this.#late;
+    if (late === null) return err;
+    switch (err.message) {
+      case CONNECT_INTERRUPTED:
+        return notSent(late, "no dqlite leader was reached in time");
+      case DRAIN_INTERRUPTED:
+        return notSent(
+          late,
+          "it waited for its node connection, still ending an earlier stopped read",
+        );
+      case BUSY_INTERRUPTED:
+        return notSent(late, "it waited for the writer, held by another connection");
+      default:
+        return late;
+    }
+  }
+
+  /**
+   * The error of a request whose EXEC a stop cut off (`err`: the stop's, from
+   * {@link #stopped}). dqlite cannot stop a running statement: its
+   * connection to the leader was closed (see `DqliteDatabase.interrupt`).
+   * Inside a transaction that rolled the transaction back; when it was the
+   * client's (`clientTx`), the session then refuses requests with
+   * `TX_ABORTED` until the client ends it. Outside one, the node may still
+   * run the statement to its end and commit it: the outcome is unknown.
+   */
+  #cutOff(db: DqliteDatabase, err: unknown, clientTx: boolean): unknown {
+    if (this.#endWhenDone !== null) {
+      // cancelWrites() ended the transaction while this ran: `err` says so.
+      this.#endWhenDone = null;
+      return err;
+    }
+    const e = err instanceof SqliteError || err instanceof AbortError
+      ? err
+      : new SqliteError(ErrorCode.Internal, String(err));
+    if (clientTx) {
+      this.#aborted = txAborted(e);
+      if (e instanceof AbortError) return cancelledAfterWrite(e);
+      return new SqliteError(
+        e.code,
+        `${e.message}; dqlite cannot stop a running statement, so the server closed its ` +
+          "connection to the leader, which rolled back the transaction it was in: end it with " +
+          "ROLLBACK (transaction() does so itself), then retry the whole transaction",
+        e.sqliteCode,
+        { cause: e },
+      );
+    }
+    // (A batch's own transaction: its error says nothing was applied. The
+    // client knows the outcome of an abort is unknown.)
+    if (db.execStopInTx || e instanceof AbortError) return e;
+    return new SqliteError(
+      e.code,
+      `${e.message}: dqlite cannot stop a running statement, so the server closed its ` +
+        "connection to the leader, which may still run it to its end (outcome unknown: the " +
+        "write may have been applied, check before retrying)",
+      e.sqliteCode,
+      { cause: e },
+    );
   }
 
   /**
@@ -639,6 +749,10 @@ export class DqliteEngineSession {
    * single-file engine does: dqlite reports the connection's last values.
    */
   async #statement(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
+    // Stopped between two statements (the stop interrupts the one running only).
+    if (this.#late !== null || this.#cancelled !== null || this.#endWhenDone !== null) {
+      throw new SqliteError("SQLITE_INTERRUPT", "Interrupted before the statement was sent", 9);
+    }
     const writes = db.inTransaction && mayWrite(sql);
     try {
       return await this.#statementOnce(db, sql, args);
@@ -653,9 +767,10 @@ export class DqliteEngineSession {
   async #statementOnce(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
     const verb = verbOf(sql);
     const maxBytes = this.#engine.config.maxResultBytes;
+    const options = { maxBytes, tooLarge: () => tooLarge(maxBytes) };
     if (verb === "read") {
       try {
-        const r = await db.query(sql, args, { maxBytes });
+        const r = await db.query(sql, args, options);
         return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
       } catch (err) {
         if (!refused(err, "Cannot query a statement that returns no columns")) throw err;
@@ -674,7 +789,7 @@ export class DqliteEngineSession {
     } catch (err) {
       if (!refused(err, "Cannot exec a statement that returns rows")) throw err;
     }
-    const r = await db.query(sql, args, { maxBytes });
+    const r = await db.query(sql, args, options);
     return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
   }
 
@@ -738,26 +853,63 @@ function refused(err: unknown, prefix: string): boolean {
 /**
  * The leadership error with what it means for the request in its message.
  * Inside a transaction that the loss ended, nothing of it was written
- * (dqlite replicates a transaction at its commit only).
+ * (dqlite replicates a transaction at its commit only). `commit`: the
+ * request is the COMMIT of the client's transaction, which ended with it.
  */
-function describeLeaderError(err: LeaderError, txLost: boolean): LeaderError {
+function describeLeaderError(err: LeaderError, txLost: boolean, commit = false): LeaderError {
   const maybeApplied = err.maybeApplied && !txLost;
   const tail = txLost
     ? "not applied: the transaction is gone; send ROLLBACK, then retry the whole transaction"
     : maybeApplied
     ? "outcome unknown: the write may have been applied, check before retrying"
+    : commit
+    ? "not applied: the transaction is gone; retry the whole transaction"
     : "not applied: safe to retry";
   return new LeaderError(err.code, `${err.message} (${tail})`, maybeApplied, err.sqliteCode, {
     cause: err,
   });
 }
 
-/** The deadline's error for a request stopped before it reached the leader. */
-function notSent(late: SqliteError): SqliteError {
+/** The deadline's error for a request stopped before it was sent (`why`: while it waited for what). */
+function notSent(late: SqliteError, why: string): SqliteError {
   return new SqliteError(
     late.code,
-    `${late.message}: no dqlite leader was reached in time (not applied: safe to retry)`,
+    `${late.message}: ${why} (not applied: safe to retry)`,
     late.sqliteCode,
+  );
+}
+
+/**
+ * The error of statement `n` of a script: from the second on, it says
+ * which, and that the statements before it ran (as in SQLite, a script
+ * stops at its first error), unless they were `undone` with it (their
+ * transaction ended). A cancel's error is the client's own, kept as is.
+ */
+function inScript(err: unknown, n: number, undone: boolean): unknown {
+  if (n < 2 || !(err instanceof SqliteError)) return err;
+  const where = `statement ${n} of the script${undone ? "" : `; the ${n - 1} before it ran`}`;
+  if (err instanceof LeaderError) {
+    return new LeaderError(
+      err.code,
+      `${err.message} (${where})`,
+      err.maybeApplied,
+      err.sqliteCode,
+      { cause: err },
+    );
+  }
+  return new SqliteError(err.code, `${err.message} (${where})`, err.sqliteCode, { cause: err });
+}
+
+/**
+ * The error of a result past `--max-result-bytes`: in cluster mode a cursor
+ * buffers its whole result as well, so iterate() does not help.
+ */
+function tooLarge(maxBytes: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.ResultTooLarge,
+    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes): in cluster mode iterate() ` +
+      "buffers the whole result too; narrow the query (LIMIT, fewer or smaller columns), or " +
+      "raise --max-result-bytes",
   );
 }
 

@@ -69,7 +69,11 @@ export class DqliteStatement {
     return this.#db.run(this.#sql, async (conn) => {
       await this.#prepareOn(conn);
       const r = expectResponse(
-        await conn.call(encodeExec(0, this.#id, positionalArgs(this.#sql, params))),
+        await this.#db.execCall(
+          conn,
+          encodeExec(0, this.#id, positionalArgs(this.#sql, params)),
+          this.#sql,
+        ),
         "result",
         conn.address,
       );

@@ -695,7 +695,7 @@ function decodeRows(r: Reader): Response {
         ? { type: "rows", columns, rows, more }
         : { type: "rows", columns, rows, more, error };
     }
-    const { row, error: rowError } = readRow(r, n, headerBytes, types);
+    const { row, error: rowError } = readRow(r, n, headerBytes, types, columns);
     error ??= rowError;
     rows.push(row);
   }
@@ -703,14 +703,16 @@ function decodeRows(r: Reader): Response {
 
 /**
  * Reads one row (type header, then the values). A value that cannot be
- * decoded exactly (`INVALID_UTF8`) is read past and returned as `error`,
- * with null in its place, so that the message is consumed whole.
+ * decoded exactly (`INVALID_UTF8`) is read past and returned as `error`
+ * (naming its column, from `columns` when given), with null in its place,
+ * so that the message is consumed whole.
  */
 function readRow(
   r: Reader,
   n: number,
   headerBytes: number,
   types: Uint8Array,
+  columns?: readonly string[],
 ): { row: SqlValue[]; error?: SqliteError } {
   const header = r.bytes(headerBytes);
   for (let i = 0; i < n; i++) {
@@ -724,11 +726,22 @@ function readRow(
       row[i] = readValue(r, types[i]);
     } catch (err) {
       if (!(err instanceof SqliteError)) throw err;
-      error ??= err;
+      error ??= columns === undefined ? err : invalidColumn(columns[i], err);
       row[i] = null;
     }
   }
   return error === undefined ? { row } : { row, error };
+}
+
+/** `INVALID_UTF8` naming column `name`, as the single-file engine words it. */
+function invalidColumn(name: string, cause: SqliteError): SqliteError {
+  return new SqliteError(
+    cause.code,
+    `Cannot read column "${name}": its TEXT value is not valid UTF-8 and would come back ` +
+      `changed; read its bytes with CAST("${name}" AS BLOB) (or hex())`,
+    undefined,
+    { cause },
+  );
 }
 
 function readValue(r: Reader, type: number): SqlValue {
