@@ -45,7 +45,7 @@ import {
   formatAddress,
   parseHostPort,
 } from "./transport/address.ts";
-import { listen, type Listener, removeSocketFile } from "./transport/listen.ts";
+import { listen, type Listener, removeSocketFile, TlsListener } from "./transport/listen.ts";
 import { ByteBudget } from "./transport/frame_reader.ts";
 import { VERSION } from "./version.ts";
 import {
@@ -411,6 +411,16 @@ class RunningServer implements Server {
       admit: (session) => this.#admit(session),
     };
     if (engine instanceof Engine) engine.onLog = (level, message) => log.log(level, message);
+    if (listener instanceof TlsListener) {
+      // Port scans, HTTP requests and clients without TLS or that distrust the certificate.
+      listener.onHandshakeFailure = (peer, reason) =>
+        log.warnThrottled(
+          "tls handshake",
+          `closed the connection of ${peer.hostname}:${peer.port}: TLS handshake failed: ${reason}`,
+          1000,
+          peer.hostname,
+        );
+    }
     engine.onLeaseExpired = (id, why) => {
       log.warn(
         why === "age"
@@ -1129,7 +1139,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   }
   const tokenFile = flagValue(args, "--token-file");
   const tooOpen = tokenFile === undefined ? null : tokenFileWarning(tokenFile);
-  if (tooOpen !== null) console.error(`netsqlite: warning: ${tooOpen}`);
+  if (tooOpen !== null) new Logger(options.logLevel).warn(tooOpen);
   await server.finished;
   for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);

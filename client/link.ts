@@ -231,10 +231,29 @@ export class Link {
         const header = announcedHeader(cause);
         if (header !== null) throw this.#notNetsqlite(header, cause);
       }
-      throw cause instanceof ProtocolError ? cause : err;
+      throw cause instanceof ProtocolError ? this.#refused(cause) : err;
     } finally {
       this.#helloId = 0;
     }
+  }
+
+  /**
+   * The server's refusal of the hello (`AUTH`, `TOO_MANY_CONNECTIONS`, a
+   * protocol version, ...) naming the server's address, as the other connect
+   * errors do, with its code kept; a wrong token says where it comes from.
+   */
+  #refused(err: ProtocolError): ProtocolError {
+    const m = /^Cannot start (admin )?session: /.exec(err.message);
+    if (m === null) return err;
+    let detail = err.message.slice(m[0].length);
+    if (err.code === ErrorCode.Auth && !detail.includes("connect({ token })")) {
+      detail += ": check the token given in connect({ token })";
+    }
+    return new ProtocolError(
+      err.code,
+      `Cannot start ${m[1] ?? ""}session on ${formatAddress(this.#addr)}: ${detail}`,
+      { cause: err },
+    );
   }
 
   /** The error for a peer whose first reply is not a netsqlite frame (`header`: its first bytes). */
@@ -376,11 +395,11 @@ export class Link {
    * Ends the link, failing pending requests: each with `err` (a
    * `ConnectionError` made of it) saying that the call was sent and may or
    * may not have run (`mayHaveRun`), or with `sent(err)` when given; the
-   * hello, and requests of which no byte was written (a write failed
-   * first), with `err` saying nothing was sent. When none of them may have
-   * run and a transaction was open, their messages add that it was rolled
-   * back. Later requests fail with `err` saying the call was not sent.
-   * Idempotent.
+   * hello with `err` saying that no request was sent, and requests of which
+   * no byte was written (a write failed first) saying that the call was not
+   * sent. When none of them may have run and a transaction was open, their
+   * messages add that it was rolled back. Later requests fail with `err`
+   * saying the call was not sent. Idempotent.
    */
   fail(err: unknown, sent: (base: ConnectionError) => ConnectionError = sentError): void {
     if (this.#failure === null) {
@@ -400,7 +419,7 @@ export class Link {
       errors.push([
         p,
         id === this.#helloId
-          ? unsentError(failure, "nothing was sent")
+          ? unsentError(failure, "no request was sent")
           : id === this.#running
           ? sentError(failure, true)
           : this.#writeError !== null && p.start >= this.#written
@@ -542,7 +561,8 @@ export class Link {
     if (this.#failure !== null) return;
     const base = new ConnectionError(
       `No reply from ${formatAddress(this.#addr)} within ${this.#requestTimeout} ms ` +
-        "(requestTimeout): the connection was closed and any transaction on it rolled back",
+        "(requestTimeout): the connection was closed, and any transaction open on it will be " +
+        "rolled back by the server",
       { code: ErrorCode.RequestTimeout },
     );
     // From now on nothing else is sent: a request made meanwhile fails unsent.

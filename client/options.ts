@@ -78,7 +78,7 @@ export interface ConnectOptions {
    * Milliseconds to open a connection (the first one, and each reopened
    * one): the TCP connection, the TLS handshake and the server's handshake
    * reply together. On expiry the socket is closed and the call rejects with
-   * `ConnectionError` `REQUEST_TIMEOUT` (nothing was sent); 0 = wait forever.
+   * `ConnectionError` `REQUEST_TIMEOUT` (no request was sent); 0 = wait forever.
    * The handshake reply is also bounded by `requestTimeout`.
    * @default {requestTimeout when set, else 10000}
    */

@@ -114,13 +114,19 @@ for (const transport of ["unix", "tcp"] as const) {
     await using ts = await startServer({ transport, token: "s3cret" });
     await using db = await connect({ ...ts.connectOptions, token: "s3cret" });
     assert.deepEqual(await db.values("SELECT 42"), [[42]]);
+    const where = transport === "unix"
+      ? `unix:${(ts.connectOptions as { path: string }).path}`
+      : `tcp:127.0.0.1:${(ts.connectOptions as { port: number }).port}`;
     for (const token of ["wrong", "s3cre", "s3cret ", undefined]) {
       await assert.rejects(connect({ ...ts.connectOptions, token }), (err: ProtocolError) => {
         assert.ok(err instanceof ProtocolError);
         assert.equal(err.code, "AUTH");
-        assert.match(
+        // The server's address is named, and where the token comes from.
+        assert.equal(
           err.message,
-          token === undefined ? /requires a token: pass connect\(\{ token \}\)/ : /wrong token/,
+          token === undefined
+            ? `Cannot start session on ${where}: the server requires a token: pass connect({ token })`
+            : `Cannot start session on ${where}: wrong token: check the token given in connect({ token })`,
         );
         return true;
       });
@@ -426,10 +432,11 @@ Deno.test("server.ts --max-connections 2: a third connection is refused with TOO
     err instanceof ProtocolError && err.code === "TOO_MANY_CONNECTIONS";
   await assert.rejects(open(), (err: unknown) => {
     assert.ok(full(err), String(err));
+    // The server's address is named, as in the other connect errors.
     assert.equal(
       (err as Error).message,
-      "Cannot start session: the server already serves 2 connections (--max-connections); " +
-        "close some, or raise the limit",
+      `Cannot start session on unix:${(srv.connectOptions as { path: string }).path}: the ` +
+        "server already serves 2 connections (--max-connections); close some, or raise the limit",
     );
     return true;
   });

@@ -118,13 +118,13 @@ Deno.test("at --max-connections, admin sessions take the 2 reserved slots; a thi
     await assert.rejects(
       adminLink(srv),
       tooMany(
-        /^Cannot start admin session: the server already serves 4 connections, 2 of them admin sessions \(--max-connections 2, and 2 more kept for admin sessions\); close some, or raise the limit$/,
+        /^Cannot start admin session on unix:\S+: the server already serves 4 connections, 2 of them admin sessions \(--max-connections 2, and 2 more kept for admin sessions\); close some, or raise the limit$/,
       ),
     );
     await assert.rejects(
       connect({ ...srv.connectOptions, max: 1 }).then((c) => c.values("SELECT 1")),
       tooMany(
-        /^Cannot start session: the server already serves 2 connections \(--max-connections\); close some, or raise the limit$/,
+        /^Cannot start session on unix:\S+: the server already serves 2 connections \(--max-connections\); close some, or raise the limit$/,
       ),
     );
     const s = await a.request(Op.Stats, []);
@@ -135,7 +135,10 @@ Deno.test("at --max-connections, admin sessions take the 2 reserved slots; a thi
     // The CLI too is refused once the reserve is taken, with the server's reason.
     const stats = await admin(srv, "stats");
     assert.equal(stats.code, 1);
-    assert.match(stats.err, /^netsqlite stats: TOO_MANY_CONNECTIONS: Cannot start admin session/);
+    assert.match(
+      stats.err,
+      /^netsqlite stats: TOO_MANY_CONNECTIONS: Cannot start admin session on unix:\S+: the server already serves/,
+    );
   } finally {
     for (const c of clients) await c.close();
   }

@@ -470,7 +470,7 @@ Deno.test("runAdmin() backup at a full server goes on without a progress bar whe
     assert.equal(errors.length, 1);
     assert.match(
       errors[0],
-      /^netsqlite backup: No progress bar \(the backup goes on\): cannot open a second admin session for it: TOO_MANY_CONNECTIONS: Cannot start admin session: /,
+      /^netsqlite backup: No progress bar \(the backup goes on\): cannot open a second admin session for it: TOO_MANY_CONNECTIONS: Cannot start admin session on unix:\S+: /,
     );
     assert.deepEqual(drawn, [], "no bar drawn, and no line cleared");
     const copy = new DatabaseSync(`${dir.path}/copies/copy.db`, { readOnly: true });
@@ -617,6 +617,14 @@ Deno.test("cli.ts connection errors name the CLI's flags, not connect() options"
     assert.equal(r.code, 1);
     assert.match(r.stderr, /AUTH: .*requires a token: pass --token or set NETSQLITE_TOKEN/);
     assert.doesNotMatch(r.stderr, /connect\(/);
+    // A wrong token: the server's address, and where the token comes from.
+    const wrong = await cli([...args, "--token", "nope"]);
+    assert.equal(wrong.code, 1);
+    assert.match(
+      wrong.stderr,
+      /AUTH: Cannot start session on unix:\S+: wrong token: check the token given in --token \(or NETSQLITE_TOKEN\)/,
+    );
+    assert.doesNotMatch(wrong.stderr, /connect\(/);
   }
 });
 

@@ -44,7 +44,7 @@ Deno.test("Client requestTimeout: a write that timed out on a stopped server doe
     assert.equal(err.mayHaveRun, true);
     assert.match(
       err.message,
-      /^No reply from unix:\S+ within 300 ms \(requestTimeout\): the connection was closed and any transaction on it rolled back \(the call was cancelled, but if the server had already started it, it may have run\)$/,
+      /^No reply from unix:\S+ within 300 ms \(requestTimeout\): the connection was closed, and any transaction open on it will be rolled back by the server \(the call was cancelled, but if the server had already started it, it may have run\)$/,
     );
     srv.child.kill("SIGCONT");
     resumed = true;

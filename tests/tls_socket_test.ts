@@ -12,6 +12,7 @@ import { Op, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { serve, type Server } from "../server.ts";
 import { MAX_TOKEN_BYTES } from "../server/auth.ts";
 import { MAX_TOKEN_BYTES as CLIENT_MAX_TOKEN_BYTES } from "../client/options.ts";
+import { TlsListener } from "../transport/tls_listener.ts";
 import { spawnClientProcess } from "./_client_process.ts";
 import { delay, tempDir } from "./_helpers.ts";
 
@@ -343,5 +344,194 @@ Deno.test({
     } finally {
       conn.close();
     }
+  },
+});
+
+/** Writes all of `bytes` to `conn`. */
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+}
+
+/** Reads `n` bytes from `conn` with reads of `size` bytes at most. */
+async function readBytes(conn: Deno.Conn, n: number, size: number): Promise<void> {
+  const buf = new Uint8Array(size);
+  for (let got = 0; got < n;) {
+    const r = await conn.read(buf);
+    assert.ok(r !== null, `ended after ${got} of ${n} bytes`);
+    got += r;
+  }
+}
+
+Deno.test({
+  name:
+    "TlsListener reads a connection's TCP stream 4 KiB at a time until its reader reads more at once (64 KiB at most)",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using dir = await tempDir();
+    const pem = await makeCertificate(dir.path);
+    const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    // The sizes of the buffers the TCP connections are read into.
+    const sizes: number[] = [];
+    const recording = {
+      addr: tcp.addr,
+      async accept(): Promise<Deno.TcpConn> {
+        const conn = await tcp.accept();
+        const read = conn.read.bind(conn);
+        conn.read = (b: Uint8Array) => {
+          sizes.push(b.length);
+          return read(b);
+        };
+        return conn;
+      },
+      close: () => tcp.close(),
+    };
+    const listener = new TlsListener(
+      recording as unknown as Deno.Listener<Deno.TcpConn>,
+      pem.cert,
+      pem.key,
+    );
+    const client = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port: (tcp.addr as Deno.NetAddr).port,
+      caCerts: [pem.ca],
+    });
+    const conn = await listener.accept();
+    try {
+      // The TLS handshake and 60 KB read 4 KiB at a time, as a session does
+      // until the hello is accepted: the TCP stream is read no faster.
+      await Promise.all([writeAll(client, new Uint8Array(60_000)), readBytes(conn, 60_000, 4096)]);
+      assert.ok(sizes.length > 0);
+      assert.deepEqual([...new Set(sizes)], [4096]);
+      // Once the reader reads 64 KiB at a time (a session let in), so is the stream.
+      await Promise.all([
+        writeAll(client, new Uint8Array(300_000)),
+        readBytes(conn, 300_000, 1 << 20),
+      ]);
+      assert.equal(Math.max(...sizes), 64 * 1024);
+    } finally {
+      client.close();
+      conn.close();
+      listener.close();
+    }
+  },
+});
+
+/** A server.ts process with TLS on 127.0.0.1, its port, and its standard error so far. */
+async function startTlsServerProcess(dir: string, pem: { cert: string; key: string }) {
+  await Deno.writeTextFile(`${dir}/cert.pem`, pem.cert);
+  await Deno.writeTextFile(`${dir}/key.pem`, pem.key);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../server.ts", import.meta.url).pathname,
+      "--db",
+      `${dir}/a.db`,
+      "--tcp",
+      "127.0.0.1:0",
+      "--tls-cert",
+      `${dir}/cert.pem`,
+      "--tls-key",
+      `${dir}/key.pem`,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const state = { stderr: "" };
+  const errDone = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(
+    new WritableStream({ write: (chunk) => void (state.stderr += chunk) }),
+  );
+  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let banner = "";
+  while (!/on tcp:\S+:\d+/.test(banner)) {
+    const { value, done } = await out.read();
+    if (done) break;
+    banner += value;
+  }
+  const outDone = (async () => {
+    while (!(await out.read()).done) { /* drain */ }
+  })();
+  const port = Number(/on tcp:\S+:(\d+)/.exec(banner)?.[1]);
+  return {
+    port,
+    state,
+    async [Symbol.asyncDispose]() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone already */ }
+      await child.status;
+      await errDone;
+      await outDone;
+    },
+  };
+}
+
+/**
+ * Opens a TCP connection to `port`, sends `bytes` (if any) and, unless
+ * `wait` is false, reads until the server closes.
+ */
+async function rawExchange(port: number, bytes: Uint8Array | null, wait = true): Promise<void> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    if (bytes !== null) await writeAll(conn, bytes);
+    if (bytes !== null && wait) {
+      const buf = new Uint8Array(1024);
+      while (await conn.read(buf).catch(() => null) !== null) { /* until closed */ }
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test({
+  name:
+    "server.ts --tls-cert logs failed TLS handshakes at warn with the peer, once a second at most; a bare port check is not logged",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using dir = await tempDir();
+    const pem = await makeCertificate(dir.path);
+    await using srv = await startTlsServerProcess(dir.path, pem);
+    const port = srv.port;
+    const failures =
+      / warn {2}netsqlite: closed the connection of 127\.0\.0\.1:\d+: TLS handshake failed: /;
+    // Port checks (connect, close) first: they are no handshake failure.
+    for (let i = 0; i < 3; i++) await rawExchange(port, null);
+    await delay(200);
+    // An HTTP request: its line is written at once.
+    await rawExchange(port, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    const logged = async (what: RegExp) => {
+      const deadline = performance.now() + 20000;
+      while (!what.test(srv.state.stderr) && performance.now() < deadline) await delay(20);
+      assert.match(srv.state.stderr, what);
+    };
+    await logged(
+      /TLS handshake failed: the client did not start a TLS handshake \(its first bytes: 47 45 54 20\): a client without TLS, or another protocol/,
+    );
+    // Then five more within the second, held back: a plain netsqlite client,
+    // a ClientHello cut short, a TLS record that is no handshake, two HTTP requests.
+    await assert.rejects(connect({ hostname: "127.0.0.1", port, max: 1 }), /the server speaks TLS/);
+    await rawExchange(port, new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]), false);
+    await rawExchange(port, new Uint8Array([0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]));
+    for (let i = 0; i < 2; i++) {
+      await rawExchange(port, new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"));
+    }
+    // A second later, a client that does not trust the certificate: its line
+    // counts those held back since.
+    await delay(1100);
+    await assert.rejects(
+      connect({ hostname: "127.0.0.1", port, max: 1, tls: {} }),
+      /does not trust the server's certificate/,
+    );
+    await logged(
+      /TLS handshake failed: received fatal alert: \w+ \(the client does not trust the server's certificate\)( \(and \d+ more like it since the last such line, from 1 address: 127\.0\.0\.1 ×\d+\))?\n/,
+    );
+    await delay(300);
+    // Every failure counted once (on a slow machine, a held one may have had its own line);
+    // the port checks not at all.
+    const lines = srv.state.stderr.split("\n").filter((l) => failures.test(l));
+    const held = lines.map((l) => Number(/\(and (\d+) more like it/.exec(l)?.[1] ?? 0));
+    assert.equal(lines.length + held.reduce((a, b) => a + b, 0), 7, srv.state.stderr);
+    assert.ok(held.some((n) => n > 0), srv.state.stderr);
   },
 });

@@ -15,7 +15,7 @@ import { type Listener, TlsListener } from "./tls_listener.ts";
 import { checkSocketPathLength, listenUnix, UnixSocketListener } from "./unix_socket_listener.ts";
 
 export { ListenError } from "./listen_error.ts";
-export type { Listener } from "./tls_listener.ts";
+export { type Listener, TlsListener } from "./tls_listener.ts";
 export { MAX_SOCKET_PATH_BYTES } from "./unix_socket_listener.ts";
 
 /** Certificate chain and private key, PEM-encoded, for a TLS listener. */

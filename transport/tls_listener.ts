@@ -28,10 +28,20 @@ export interface Listener {
   close(): void;
 }
 
+/** Receives the client's address and why its TLS handshake failed. */
+export type HandshakeFailureHandler = (peer: Deno.NetAddr, reason: string) => void;
+
 /** Accepts TCP connections and serves TLS on them, with TCP_NODELAY and keepalive set. */
 export class TlsListener implements Listener {
   readonly #tcp: Deno.Listener<Deno.TcpConn>;
   readonly #context: tls.SecureContext;
+  /**
+   * Told of each connection whose TLS handshake failed (for the log): the
+   * client's address and why. Not told of a connection that closed without
+   * sending a byte (a port check), nor of one this side closed (the hello
+   * timeout, a shutdown), which the server reports itself.
+   */
+  onHandshakeFailure: HandshakeFailureHandler | null = null;
 
   /**
    * @param tcp A TCP listener; this one closes it.
@@ -62,7 +72,7 @@ export class TlsListener implements Listener {
       // Reset before we got to it: the first read ends the connection.
     }
     // The session uses a connection's read, write, close, remoteAddr and localAddr only.
-    return new TlsServerConn(conn, this.#context) as unknown as Deno.Conn;
+    return new TlsServerConn(conn, this.#context, this.onHandshakeFailure) as unknown as Deno.Conn;
   }
 
   /** @inheritdoc */
@@ -82,21 +92,49 @@ class TlsServerConn implements ByteStream {
   readonly remoteAddr: Deno.NetAddr;
   readonly localAddr: Deno.NetAddr;
   readonly #conn: Deno.TcpConn;
+  readonly #duplex: ConnDuplex;
   readonly #stream: NodeSocketStream;
   #closed = false;
 
-  constructor(conn: Deno.TcpConn, context: tls.SecureContext) {
+  constructor(
+    conn: Deno.TcpConn,
+    context: tls.SecureContext,
+    onFailure: HandshakeFailureHandler | null = null,
+  ) {
     this.remoteAddr = conn.remoteAddr;
     this.localAddr = conn.localAddr;
     this.#conn = conn;
-    const socket = new tls.TLSSocket(new ConnDuplex(conn) as unknown as Socket, {
+    const duplex = this.#duplex = new ConnDuplex(conn);
+    const socket = new tls.TLSSocket(duplex as unknown as Socket, {
       isServer: true,
       secureContext: context,
     });
+    if (onFailure !== null) {
+      // The first of these before "secure" ends the handshake, failed.
+      let settled = false;
+      const failed = (err?: Error): void => {
+        if (settled) return;
+        settled = true;
+        if (this.#closed) return; // closed here: the server says why itself
+        const reason = handshakeFailure(duplex, err);
+        if (reason !== null) onFailure(this.remoteAddr, reason);
+      };
+      socket.once("secure", () => settled = true);
+      socket.once("error", failed);
+      socket.once("end", () => failed());
+      socket.once("close", () => failed());
+    }
     this.#stream = new NodeSocketStream(socket);
   }
 
+  /**
+   * Reads decrypted bytes into `buffer`. The TCP connection is read with a
+   * buffer no larger than the largest one asked for here (4 KiB to 64 KiB):
+   * the session reads 4 KiB at a time until the hello is accepted, so a
+   * peer not let in does not make the server hold 64 KiB for it.
+   */
   async read(buffer: Uint8Array): Promise<number | null> {
+    this.#duplex.growReads(buffer.length);
     const n = await this.#stream.read(buffer);
     if (n === null && !this.#closed) {
       throw new Deno.errors.UnexpectedEof("the client ended the TLS connection");
@@ -120,20 +158,55 @@ class TlsServerConn implements ByteStream {
   }
 }
 
+/**
+ * Why a TLS handshake failed, from what the connection saw (`err`: the TLS
+ * socket's error, if any), or `null` when the client sent nothing at all
+ * before closing or resetting the connection (a port check, a health
+ * probe), which is not worth a warning.
+ */
+function handshakeFailure(duplex: ConnDuplex, err: Error | undefined): string | null {
+  if (!duplex.received) return null;
+  if (duplex.notTls !== null) return duplex.notTls;
+  if (err === undefined) return "the client closed the connection during the TLS handshake";
+  // A client that rejects the certificate says so with an alert (unknown_ca, bad_certificate, ...).
+  const distrust = /certificate|UnknownCA|unknown ca/i.test(err.message)
+    ? " (the client does not trust the server's certificate)"
+    : "";
+  return `${err.message}${distrust}`;
+}
+
 /** Content type of a TLS handshake record, which a ClientHello is. */
 const TLS_HANDSHAKE = 0x16;
 /** A TLS 1.2 record holding a fatal decode_error alert. */
 const DECODE_ERROR_ALERT = new Uint8Array([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]);
+
+/** First size of the buffer a TLS connection's TCP stream is read into. */
+const READ_SIZE_SMALL = 4 * 1024;
+/** Largest size it grows to. */
+const READ_SIZE_LARGE = 64 * 1024;
 
 /** A `Deno.TcpConn` as the Node.js duplex stream `node:tls` wraps. */
 class ConnDuplex extends Duplex {
   readonly #conn: Deno.TcpConn;
   #pumping = false;
   #started = false;
+  #readSize = READ_SIZE_SMALL;
+  /** Whether the client sent any byte. */
+  received = false;
+  /** Why the connection was ended before a handshake: it was not TLS. */
+  notTls: string | null = null;
 
   constructor(conn: Deno.TcpConn) {
     super();
     this.#conn = conn;
+  }
+
+  /**
+   * Reads the connection with a buffer of up to `bytes` (at most 64 KiB)
+   * from the next read on; never shrinks.
+   */
+  growReads(bytes: number): void {
+    this.#readSize = Math.max(this.#readSize, Math.min(bytes, READ_SIZE_LARGE));
   }
 
   override _read(): void {
@@ -143,10 +216,11 @@ class ConnDuplex extends Duplex {
   }
 
   async #pump(): Promise<void> {
-    const buf = new Uint8Array(64 * 1024);
+    let buf = new Uint8Array(this.#readSize);
     let first = !this.#started;
     this.#started = true;
     for (;;) {
+      if (buf.length < this.#readSize) buf = new Uint8Array(this.#readSize);
       let n: number | null;
       try {
         n = await this.#conn.read(buf);
@@ -158,12 +232,16 @@ class ConnDuplex extends Duplex {
         this.push(null);
         return;
       }
+      this.received = true;
       if (first && buf[0] !== TLS_HANDSHAKE) {
         // Not a TLS ClientHello (a plain netsqlite hello, say): answer with a
         // TLS alert, as Deno.listenTls does, so that the client can say the
         // server speaks TLS (node:tls under Deno would close without a word).
+        const head = Array.from(buf.subarray(0, Math.min(n, 4)), hex).join(" ");
+        this.notTls = `the client did not start a TLS handshake (its first bytes: ${head}): ` +
+          "a client without TLS, or another protocol";
         await this.#conn.write(DECODE_ERROR_ALERT).catch(() => {});
-        this.destroy(new Error("the client did not start a TLS handshake"));
+        this.destroy(new Error(this.notTls));
         return;
       }
       first = false;
@@ -200,4 +278,9 @@ class ConnDuplex extends Duplex {
     }
     callback(err);
   }
+}
+
+/** A byte as two hexadecimal digits. */
+function hex(byte: number): string {
+  return byte.toString(16).padStart(2, "0");
 }
