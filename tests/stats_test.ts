@@ -169,32 +169,42 @@ Deno.test({
     await using srv = await startServer({ engine: "ffi", synchronous: "full" });
     await using a = await link(srv);
     await using b = await link(srv); // a second session: the COMMIT runs in the background
-    await a.request(Op.Exec, ["CREATE TABLE t (x)"]);
-    const sql = "INSERT INTO t VALUES (?)";
-    await a.request(Op.Run, [sql, [0], null]); // now known to be fast: it joins groups
-    const before = (await b.request(Op.Stats, [])).groupCommit;
-    // Sent in one write: w, r, w, r, ... The reads used to wait for a COMMIT each.
-    const replies = [];
-    for (let i = 1; i <= 10; i++) {
-      replies.push(a.request(Op.Run, [sql, [i], null]));
-      replies.push(a.request(Op.Query, ["SELECT count(*), max(x) FROM t", null, null]));
+    // Up to three tries, each on a table of its own: on a loaded machine a
+    // read of the socket may split the 20 requests, or a write may take
+    // longer than the inline budget and run alone, each adding a group.
+    // Without the feature every try gives a group per write.
+    const seen: string[] = [];
+    let grouped = false;
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const t = `t${attempt}`;
+      await a.request(Op.Exec, [`CREATE TABLE ${t} (x)`]);
+      const sql = `INSERT INTO ${t} VALUES (?)`;
+      await a.request(Op.Run, [sql, [0], null]); // now known to be fast: it joins groups
+      const before = (await b.request(Op.Stats, [])).groupCommit;
+      // Sent in one write: w, r, w, r, ... The reads used to wait for a COMMIT each.
+      const replies = [];
+      for (let i = 1; i <= 10; i++) {
+        replies.push(a.request(Op.Run, [sql, [i], null]));
+        replies.push(a.request(Op.Query, [`SELECT count(*), max(x) FROM ${t}`, null, null]));
+      }
+      const got = await Promise.all(replies);
+      for (let i = 1; i <= 10; i++) {
+        assert.deepEqual(got[2 * i - 2], [1, i + 1], `write ${i}`);
+        assert.deepEqual(got[2 * i - 1][1], [[i + 1, i]], `the read after write ${i} sees it`);
+      }
+      const after = (await b.request(Op.Stats, [])).groupCommit;
+      const groups = after.groups - before.groups;
+      const writes = after.writes - before.writes;
+      seen.push(`${writes} writes in ${groups} groups`);
+      assert.deepEqual((await b.request(Op.Query, [`SELECT count(*) FROM ${t}`, null, null]))[1], [
+        [11],
+      ]);
+      grouped = groups <= 3 && writes - groups >= 5;
+      if (grouped) break;
     }
-    const got = await Promise.all(replies);
-    for (let i = 1; i <= 10; i++) {
-      assert.deepEqual(got[2 * i - 2], [1, i + 1], `write ${i}`);
-      assert.deepEqual(got[2 * i - 1][1], [[i + 1, i]], `the read after write ${i} sees it`);
-    }
-    const after = (await b.request(Op.Stats, [])).groupCommit;
     // Reads waiting for the COMMIT gave a group per write. Now one group
-    // takes them all when the server reads the 20 requests at once; a read
-    // of the socket splitting them, or a write run alone (one that took
-    // longer than the inline budget on a loaded machine), adds a group.
-    const groups = after.groups - before.groups;
-    const writes = after.writes - before.writes;
-    assert.ok(groups <= 3 && writes - groups >= 5, `${writes} writes in ${groups} groups`);
-    assert.deepEqual((await b.request(Op.Query, ["SELECT count(*) FROM t", null, null]))[1], [[
-      11,
-    ]]);
+    // takes them all when the server reads the 20 requests at once.
+    assert.ok(grouped, seen.join("; "));
   },
 });
 
