@@ -357,3 +357,44 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "serve({ dqlite }): a read whose node dies under it fails with LEADER_LOST saying it " +
+    "changed nothing (safe to retry); a write says its outcome is unknown",
+  ignore,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-readlost-" });
+    const path = `${dir}/s.sock`;
+    const long = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c " +
+      "WHERE x < 1000000000) ";
+    try {
+      for (
+        const [what, call] of [
+          ["read", (db: Client) => db.values(`${long}SELECT count(*) FROM c`)],
+          ["write", (db: Client) => db.run(`INSERT INTO t ${long}SELECT count(*) FROM c`)],
+        ] as const
+      ) {
+        await using nodes = await DemoCluster.start(1);
+        await using _server = await serve({
+          path,
+          dqlite: { nodes: nodes.addresses, database: "rl", leaderTimeout: 600 },
+        });
+        await using db = await connect({ path, max: 1 });
+        await db.exec("CREATE TABLE t (x)");
+        const pending = call(db).then(() => null, (e) => e);
+        await sleep(300); // the statement is running on the node
+        await nodes.kill(0);
+        const err = await pending;
+        assert.ok(err instanceof SqliteError, `${what}: ${err}`);
+        assert.equal(err.code, "LEADER_LOST", `${what}: ${err.message}`);
+        if (what === "read") {
+          assert.match(err.message, /\(a read, which changed nothing: safe to retry\)$/);
+        } else {
+          assert.match(err.message, /\(outcome unknown: the write may have been applied/);
+        }
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});

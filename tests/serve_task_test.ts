@@ -126,7 +126,8 @@ Deno.test({
         assert.equal(err.code, "TOO_MANY_CONNECTIONS");
         assert.equal(
           err.message,
-          `Cannot start session: the server already serves ${budget.connections} connections ` +
+          `Cannot start session on unix:${sock}: the server already serves ` +
+            `${budget.connections} connections ` +
             "(--max-connections); close some, or raise the limit",
         );
         return true;

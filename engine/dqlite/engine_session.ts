@@ -488,19 +488,24 @@ export class DqliteEngineSession {
     clearTimeout(this.#idleTimer);
     this.#cancelled = null;
     const commits = endsTx && !rollback;
-    return this.#engine._track(this.#borrowAndRun(timeout, sql === null, commits, endsTx, fn));
+    // One statement that writes nothing: losing the leader under it changes nothing.
+    const reads = sql !== null && !endsTx && splitStatements(sql).length <= 1 && !mayWrite(sql);
+    return this.#engine._track(
+      this.#borrowAndRun(timeout, sql === null, commits, endsTx, reads, fn),
+    );
   }
 
   /**
    * Runs `fn` with the request's deadline (see {@link #request}); `batch`:
    * the request is a batch, `commits`: a COMMIT (or END), `endsTx`: it ends
-   * the transaction.
+   * the transaction, `reads`: one statement that writes nothing.
    */
   async #borrowAndRun<T>(
     timeout: number | undefined,
     batch: boolean,
     commits: boolean,
     endsTx: boolean,
+    reads: boolean,
     fn: (db: DqliteDatabase) => Promise<T>,
   ): Promise<T> {
     const engine = this.#engine;
@@ -540,7 +545,7 @@ export class DqliteEngineSession {
         engine._leaderChanged();
         // A COMMIT that failed with the leader: a ROLLBACK right after it has nothing to undo.
         if (wasInTx && endsTx && !db.transactionLost) this.#endedAtCommit = true;
-        throw describeLeaderError(err, db.transactionLost, wasInTx && commits);
+        throw describeLeaderError(err, db.transactionLost, wasInTx && commits, reads);
       }
       if (wasInTx && err instanceof SqliteError && err.code === ErrorCode.TxAborted) {
         // Stopping a read closed the transaction's connection (see DqliteDatabase):
@@ -855,11 +860,20 @@ function refused(err: unknown, prefix: string): boolean {
  * Inside a transaction that the loss ended, nothing of it was written
  * (dqlite replicates a transaction at its commit only). `commit`: the
  * request is the COMMIT of the client's transaction, which ended with it.
+ * `reads`: the request is one statement that writes nothing, so whatever
+ * the node did of it changed nothing.
  */
-function describeLeaderError(err: LeaderError, txLost: boolean, commit = false): LeaderError {
-  const maybeApplied = err.maybeApplied && !txLost;
+function describeLeaderError(
+  err: LeaderError,
+  txLost: boolean,
+  commit = false,
+  reads = false,
+): LeaderError {
+  const maybeApplied = err.maybeApplied && !txLost && !reads;
   const tail = txLost
     ? "not applied: the transaction is gone; send ROLLBACK, then retry the whole transaction"
+    : reads
+    ? "a read, which changed nothing: safe to retry"
     : maybeApplied
     ? "outcome unknown: the write may have been applied, check before retrying"
     : commit
