@@ -970,6 +970,11 @@ async function runInScope<T>(
   behavior: string,
   ownWriter: OwnWriter | undefined,
 ): Promise<T> {
+  // The transaction it was to nest in settled after takeTurn() let this one in and before
+  // this runs (a tx.transaction() started in a microtask as that fn returned or threw), and
+  // was rolled back or committed: a SAVEPOINT (or BEGIN) sent now would open a transaction
+  // of its own after that ROLLBACK or COMMIT, left open on the connection. Nothing is sent.
+  if (!scope.active) throw endedError(NESTED_TX_ENDED);
   const depth = conn.txDepth;
   // Outermost, unless the connection is inside a transaction of its own (a
   // raw BEGIN on a reserved connection): a savepoint of it then, as
