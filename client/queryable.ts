@@ -388,7 +388,8 @@ export abstract class Queryable {
     options: IterateOptions & { arrays: true },
   ): AsyncGenerator<T>;
   /**
-   * {@link iterate} with `arrays` known only at run time: rows as objects or arrays.
+   * {@link iterate} with `arrays` a `boolean` known only at run time
+   * (`{ arrays: flag }`): rows as objects or arrays.
    *
    * @param sql One SQL statement.
    * @param params Positional or named values.
@@ -397,6 +398,22 @@ export abstract class Queryable {
    * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
    */
   iterate<T = Row | SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params: P | undefined,
+    options: IterateOptions & { arrays: boolean },
+  ): AsyncGenerator<T>;
+  /**
+   * {@link iterate} with options typed `IterateOptions`, whose `arrays` is
+   * optional: rows typed as objects, the default (type the options
+   * `IterateOptions & { arrays: true }` for arrays).
+   *
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options A deadline or abort signal; `arrays`.
+   * @returns an async generator of rows.
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
+   */
+  iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
     params?: P,
     options?: IterateOptions,
@@ -486,7 +503,8 @@ export abstract class Queryable {
     options: BatchOptions & { arrays: true },
   ): Promise<BatchResult<T>[]>;
   /**
-   * {@link batch} with `arrays` known only at run time: rows as objects or arrays.
+   * {@link batch} with `arrays` a `boolean` known only at run time
+   * (`{ arrays: flag }`): rows as objects or arrays.
    *
    * @param statements The statements and their parameters, in order.
    * @param options `arrays`, `foreignKeys`, `timeout`, an abort signal.
@@ -494,6 +512,20 @@ export abstract class Queryable {
    * @throws {SqliteError} naming the failing statement; nothing was applied.
    */
   batch<T = Row | SqlValue[]>(
+    statements: readonly BatchStatement[],
+    options: BatchOptions & { arrays: boolean },
+  ): Promise<BatchResult<T>[]>;
+  /**
+   * {@link batch} with options typed `BatchOptions`, whose `arrays` is
+   * optional: rows typed as objects, the default (type the options
+   * `BatchOptions & { arrays: true }` for arrays).
+   *
+   * @param statements The statements and their parameters, in order.
+   * @param options `foreignKeys`, `timeout`, an abort signal; `arrays`.
+   * @returns one result per statement, in order.
+   * @throws {SqliteError} naming the failing statement; nothing was applied.
+   */
+  batch<T = Row>(
     statements: readonly BatchStatement[],
     options?: BatchOptions,
   ): Promise<BatchResult<T>[]>;

@@ -6,10 +6,12 @@
  */
 import assert from "node:assert/strict";
 import {
+  type BatchOptions,
   type BindParamsOf,
   type CallOptions,
   type Client,
   connect,
+  type IterateOptions,
   type Row,
   type RunResult,
   type SqlValue,
@@ -105,6 +107,47 @@ async function typeLevel(db: Client, st: Statement): Promise<void> {
   same<typeof b2.rows, Row[]>(true);
   const [b3] = await db.batch<[number]>([{ sql: "SELECT 1" }], { arrays: true });
   same<typeof b3.rows, [number][]>(true);
+  const [b4] = await db.batch([{ sql: "SELECT 1" }], { arrays: flag });
+  same<typeof b4.rows, (Row | SqlValue[])[]>(true);
+
+  // Options passed as a variable of the declared options type (arrays optional): object rows,
+  // as without options; only a `true` type gives arrays, only a required boolean a union.
+  const iterateOptions: IterateOptions = { timeout: 100 };
+  for await (const row of db.iterate("SELECT 1", [], iterateOptions)) same<typeof row, Row>(true);
+  for await (const row of db.iterate("SELECT :name", p, iterateOptions)) {
+    same<typeof row, Row>(true);
+  }
+  for await (const row of db.iterate<User>("SELECT 1", [], iterateOptions)) {
+    same<typeof row, User>(true);
+  }
+  for await (const row of st.iterate([], iterateOptions)) same<typeof row, Row>(true);
+  for await (const row of st.iterate(undefined, iterateOptions)) same<typeof row, Row>(true);
+  const callOptions: CallOptions = { timeout: 100 };
+  for await (const row of db.iterate("SELECT 1", [], callOptions)) same<typeof row, Row>(true);
+  const batchOptions: BatchOptions = { timeout: 100 };
+  const [b5] = await db.batch([{ sql: "SELECT 1" }], batchOptions);
+  same<typeof b5.rows, Row[]>(true);
+  const [b6] = await db.batch<User>([{ sql: "SELECT 1" }], batchOptions);
+  same<typeof b6.rows, User[]>(true);
+  const signalOnly = { signal: AbortSignal.timeout(100) };
+  const [b7] = await db.batch([{ sql: "SELECT 1" }], signalOnly);
+  same<typeof b7.rows, Row[]>(true);
+  const arraysOptions: IterateOptions & { arrays: true } = { arrays: true };
+  for await (const row of db.iterate("SELECT 1", [], arraysOptions)) {
+    same<typeof row, SqlValue[]>(true);
+  }
+  for await (const row of st.iterate([], arraysOptions)) same<typeof row, SqlValue[]>(true);
+  const batchArrays: BatchOptions & { arrays: true } = { arrays: true, timeout: 100 };
+  const [b8] = await db.batch([{ sql: "SELECT 1" }], batchArrays);
+  same<typeof b8.rows, SqlValue[][]>(true);
+  const unknownArrays: IterateOptions & { arrays: boolean } = { arrays: flag };
+  for await (const row of db.iterate("SELECT 1", [], unknownArrays)) {
+    same<typeof row, Row | SqlValue[]>(true);
+  }
+  for await (const row of st.iterate([], unknownArrays)) same<typeof row, Row | SqlValue[]>(true);
+  const batchUnknown: BatchOptions & { arrays: boolean } = { arrays: flag };
+  const [b9] = await db.batch([{ sql: "SELECT 1" }], batchUnknown);
+  same<typeof b9.rows, (Row | SqlValue[])[]>(true);
 
   // `first` is the wire's, not an option of the public calls.
   // @ts-expect-error first is not a CallOptions field
