@@ -42,13 +42,43 @@ import type { OwnWriter } from "./_own_writer.ts";
 export type { BindParams, BindParamsOf, BindValue, RunResult } from "./_calls.ts";
 export type { IterateOptions } from "./cursor.ts";
 
-/** One statement of `batch()`. */
-export interface BatchStatement {
+/**
+ * One statement of `batch()`; `P` is its parameters' type, checked as
+ * {@link BindParamsOf} checks a call's (an interface is accepted).
+ */
+export interface BatchStatement<P extends BindParamsOf<P> = BindParams> {
   /** SQL text of one statement. */
   sql: string;
   /** Its parameters. */
-  params?: BindParams;
+  params?: P;
 }
+
+/**
+ * The statements `S` `batch()` accepts: each one's parameters checked
+ * against their own type, as {@link BindParamsOf} checks a call's, so that
+ * parameters typed by an interface are accepted and a property that cannot
+ * be bound (`Date`, `undefined`, an optional property) is refused at
+ * compile time. The statements of an array literal, whose element type is
+ * a union, are checked each apart (the `infer X`).
+ *
+ * @example
+ * ```ts
+ * import type { BatchStatementsOf } from "@netsqlite/netsqlite";
+ * interface UserParams { name: string }
+ * function check<S extends BatchStatementsOf<S>>(statements: S): S {
+ *   return statements;
+ * }
+ * const p: UserParams = { name: "ada" };
+ * if (check([{ sql: "INSERT INTO u VALUES (:name)", params: p }]).length !== 1) {
+ *   throw new Error("expected 1");
+ * }
+ * ```
+ */
+export type BatchStatementsOf<S> = {
+  readonly [I in keyof S]: S[I] extends infer X
+    ? X extends { params?: infer P } ? { sql: string; params?: BindParamsOf<P> } : { sql: string }
+    : never;
+};
 
 /** Result of one statement of `batch()`. */
 export interface BatchResult<T = Row> extends RunResult {
@@ -486,8 +516,8 @@ export abstract class Queryable {
    * if ((await db.values("SELECT count(*) FROM t"))[0][0] !== 1) throw new Error("bob was undone");
    * ```
    */
-  batch<T = Row>(
-    statements: readonly BatchStatement[],
+  batch<T = Row, S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
+    statements: S,
     options?: BatchOptions & { arrays?: false },
   ): Promise<BatchResult<T>[]>;
   /**
@@ -498,8 +528,11 @@ export abstract class Queryable {
    * @returns one result per statement, in order, rows as arrays.
    * @throws {SqliteError} naming the failing statement; nothing was applied.
    */
-  batch<T extends unknown[] = SqlValue[]>(
-    statements: readonly BatchStatement[],
+  batch<
+    T extends unknown[] = SqlValue[],
+    S extends BatchStatementsOf<S> = readonly BatchStatement[],
+  >(
+    statements: S,
     options: BatchOptions & { arrays: true },
   ): Promise<BatchResult<T>[]>;
   /**
@@ -511,8 +544,8 @@ export abstract class Queryable {
    * @returns one result per statement, in order.
    * @throws {SqliteError} naming the failing statement; nothing was applied.
    */
-  batch<T = Row | SqlValue[]>(
-    statements: readonly BatchStatement[],
+  batch<T = Row | SqlValue[], S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
+    statements: S,
     options: BatchOptions & { arrays: boolean },
   ): Promise<BatchResult<T>[]>;
   /**
@@ -525,12 +558,12 @@ export abstract class Queryable {
    * @returns one result per statement, in order.
    * @throws {SqliteError} naming the failing statement; nothing was applied.
    */
-  batch<T = Row>(
-    statements: readonly BatchStatement[],
+  batch<T = Row, S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
+    statements: S,
     options?: BatchOptions,
   ): Promise<BatchResult<T>[]>;
   async batch(
-    statements: readonly BatchStatement[],
+    statements: readonly { sql: string; params?: unknown }[],
     options?: BatchOptions,
   ): Promise<BatchResult<unknown>[]> {
     const items: BatchItem[] = [];
@@ -541,7 +574,7 @@ export abstract class Queryable {
       if (problem !== undefined) {
         throw new SqliteError(ErrorCode.InvalidParam, `Batch statement ${i + 1}: ${problem}`);
       }
-      items.push([s.sql, wireParams(s.params)]);
+      items.push([s.sql, wireParams(s.params as BindParams | undefined)]);
     }
     const fk = options?.foreignKeys;
     if (fk !== undefined && typeof fk !== "boolean") {
