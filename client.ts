@@ -41,6 +41,7 @@ export {
   type BatchOptions,
   type BatchResult,
   type BatchStatement,
+  type BatchStatementsOf,
   type BindParams,
   type BindParamsOf,
   type BindValue,

@@ -31,7 +31,10 @@ export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValu
  * array of {@link BindValue}, or an object each of whose properties is one,
  * also one typed by an interface (`interface UserParams { name: string }`),
  * which {@link BindParams}' index signature alone refuses. A property of
- * another type (`Date`, `undefined`, an object) is refused at compile time.
+ * another type (`Date`, `undefined`, an object) is refused at compile time,
+ * and so is an optional one (`name?: string`): absent, the statement's
+ * parameter would have no value, and set, a statement without that
+ * parameter refuses the key (both `INVALID_PARAM` at run time).
  *
  * @example
  * ```ts
@@ -44,7 +47,7 @@ export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValu
  * if (check(p).age !== 36) throw new Error("expected 36");
  * ```
  */
-export type BindParamsOf<P> = readonly BindValue[] | { readonly [K in keyof P]: BindValue };
+export type BindParamsOf<P> = readonly BindValue[] | { readonly [K in keyof P]-?: BindValue };
 
 /** Result of `run()`. */
 export interface RunResult {

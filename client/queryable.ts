@@ -42,13 +42,43 @@ import type { OwnWriter } from "./_own_writer.ts";
 export type { BindParams, BindParamsOf, BindValue, RunResult } from "./_calls.ts";
 export type { IterateOptions } from "./cursor.ts";
 
-/** One statement of `batch()`. */
-export interface BatchStatement {
+/**
+ * One statement of `batch()`; `P` is its parameters' type, checked as
+ * {@link BindParamsOf} checks a call's (an interface is accepted).
+ */
+export interface BatchStatement<P extends BindParamsOf<P> = BindParams> {
   /** SQL text of one statement. */
   sql: string;
   /** Its parameters. */
-  params?: BindParams;
+  params?: P;
 }
+
+/**
+ * The statements `S` `batch()` accepts: each one's parameters checked
+ * against their own type, as {@link BindParamsOf} checks a call's, so that
+ * parameters typed by an interface are accepted and a property that cannot
+ * be bound (`Date`, `undefined`, an optional property) is refused at
+ * compile time. The statements of an array literal, whose element type is
+ * a union, are checked each apart (the `infer X`).
+ *
+ * @example
+ * ```ts
+ * import type { BatchStatementsOf } from "@netsqlite/netsqlite";
+ * interface UserParams { name: string }
+ * function check<S extends BatchStatementsOf<S>>(statements: S): S {
+ *   return statements;
+ * }
+ * const p: UserParams = { name: "ada" };
+ * if (check([{ sql: "INSERT INTO u VALUES (:name)", params: p }]).length !== 1) {
+ *   throw new Error("expected 1");
+ * }
+ * ```
+ */
+export type BatchStatementsOf<S> = {
+  readonly [I in keyof S]: S[I] extends infer X
+    ? X extends { params?: infer P } ? { sql: string; params?: BindParamsOf<P> } : { sql: string }
+    : never;
+};
 
 /** Result of one statement of `batch()`. */
 export interface BatchResult<T = Row> extends RunResult {
@@ -388,7 +418,8 @@ export abstract class Queryable {
     options: IterateOptions & { arrays: true },
   ): AsyncGenerator<T>;
   /**
-   * {@link iterate} with `arrays` known only at run time: rows as objects or arrays.
+   * {@link iterate} with `arrays` a `boolean` known only at run time
+   * (`{ arrays: flag }`): rows as objects or arrays.
    *
    * @param sql One SQL statement.
    * @param params Positional or named values.
@@ -397,6 +428,22 @@ export abstract class Queryable {
    * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
    */
   iterate<T = Row | SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params: P | undefined,
+    options: IterateOptions & { arrays: boolean },
+  ): AsyncGenerator<T>;
+  /**
+   * {@link iterate} with options typed `IterateOptions`, whose `arrays` is
+   * optional: rows typed as objects, the default (type the options
+   * `IterateOptions & { arrays: true }` for arrays).
+   *
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options A deadline or abort signal; `arrays`.
+   * @returns an async generator of rows.
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
+   */
+  iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
     params?: P,
     options?: IterateOptions,
@@ -469,8 +516,8 @@ export abstract class Queryable {
    * if ((await db.values("SELECT count(*) FROM t"))[0][0] !== 1) throw new Error("bob was undone");
    * ```
    */
-  batch<T = Row>(
-    statements: readonly BatchStatement[],
+  batch<T = Row, S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
+    statements: S,
     options?: BatchOptions & { arrays?: false },
   ): Promise<BatchResult<T>[]>;
   /**
@@ -481,24 +528,42 @@ export abstract class Queryable {
    * @returns one result per statement, in order, rows as arrays.
    * @throws {SqliteError} naming the failing statement; nothing was applied.
    */
-  batch<T extends unknown[] = SqlValue[]>(
-    statements: readonly BatchStatement[],
+  batch<
+    T extends unknown[] = SqlValue[],
+    S extends BatchStatementsOf<S> = readonly BatchStatement[],
+  >(
+    statements: S,
     options: BatchOptions & { arrays: true },
   ): Promise<BatchResult<T>[]>;
   /**
-   * {@link batch} with `arrays` known only at run time: rows as objects or arrays.
+   * {@link batch} with `arrays` a `boolean` known only at run time
+   * (`{ arrays: flag }`): rows as objects or arrays.
    *
    * @param statements The statements and their parameters, in order.
    * @param options `arrays`, `foreignKeys`, `timeout`, an abort signal.
    * @returns one result per statement, in order.
    * @throws {SqliteError} naming the failing statement; nothing was applied.
    */
-  batch<T = Row | SqlValue[]>(
-    statements: readonly BatchStatement[],
+  batch<T = Row | SqlValue[], S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
+    statements: S,
+    options: BatchOptions & { arrays: boolean },
+  ): Promise<BatchResult<T>[]>;
+  /**
+   * {@link batch} with options typed `BatchOptions`, whose `arrays` is
+   * optional: rows typed as objects, the default (type the options
+   * `BatchOptions & { arrays: true }` for arrays).
+   *
+   * @param statements The statements and their parameters, in order.
+   * @param options `foreignKeys`, `timeout`, an abort signal; `arrays`.
+   * @returns one result per statement, in order.
+   * @throws {SqliteError} naming the failing statement; nothing was applied.
+   */
+  batch<T = Row, S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
+    statements: S,
     options?: BatchOptions,
   ): Promise<BatchResult<T>[]>;
   async batch(
-    statements: readonly BatchStatement[],
+    statements: readonly { sql: string; params?: unknown }[],
     options?: BatchOptions,
   ): Promise<BatchResult<unknown>[]> {
     const items: BatchItem[] = [];
@@ -509,7 +574,7 @@ export abstract class Queryable {
       if (problem !== undefined) {
         throw new SqliteError(ErrorCode.InvalidParam, `Batch statement ${i + 1}: ${problem}`);
       }
-      items.push([s.sql, wireParams(s.params)]);
+      items.push([s.sql, wireParams(s.params as BindParams | undefined)]);
     }
     const fk = options?.foreignKeys;
     if (fk !== undefined && typeof fk !== "boolean") {
@@ -970,6 +1035,11 @@ async function runInScope<T>(
   behavior: string,
   ownWriter: OwnWriter | undefined,
 ): Promise<T> {
+  // The transaction it was to nest in settled after takeTurn() let this one in and before
+  // this runs (a tx.transaction() started in a microtask as that fn returned or threw), and
+  // was rolled back or committed: a SAVEPOINT (or BEGIN) sent now would open a transaction
+  // of its own after that ROLLBACK or COMMIT, left open on the connection. Nothing is sent.
+  if (!scope.active) throw endedError(NESTED_TX_ENDED);
   const depth = conn.txDepth;
   // Outermost, unless the connection is inside a transaction of its own (a
   // raw BEGIN on a reserved connection): a savepoint of it then, as

@@ -247,7 +247,8 @@ export class Statement {
     options: IterateOptions & { arrays: true },
   ): AsyncGenerator<T>;
   /**
-   * {@link iterate} with `arrays` known only at run time: rows as objects or arrays.
+   * {@link iterate} with `arrays` a `boolean` known only at run time
+   * (`{ arrays: flag }`): rows as objects or arrays.
    *
    * @param params Positional or named values.
    * @param options `arrays`, a deadline or an abort signal.
@@ -255,6 +256,21 @@ export class Statement {
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
   iterate<T = Row | SqlValue[], P extends BindParamsOf<P> = BindParams>(
+    params: P | undefined,
+    options: IterateOptions & { arrays: boolean },
+  ): AsyncGenerator<T>;
+  /**
+   * {@link iterate} with options typed `IterateOptions`, whose `arrays` is
+   * optional: rows typed as objects, the default (type the options
+   * `IterateOptions & { arrays: true }` for arrays; after {@link raw} give
+   * an array type).
+   *
+   * @param params Positional or named values.
+   * @param options A deadline or an abort signal; `arrays`.
+   * @returns an async generator of rows.
+   * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   */
+  iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     params?: P,
     options?: IterateOptions,
   ): AsyncGenerator<T>;

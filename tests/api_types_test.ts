@@ -6,12 +6,18 @@
  */
 import assert from "node:assert/strict";
 import {
+  type BatchOptions,
+  type BatchStatement,
+  type BatchStatementsOf,
   type BindParamsOf,
   type CallOptions,
   type Client,
   connect,
+  ErrorCode,
+  type IterateOptions,
   type Row,
   type RunResult,
+  SqliteError,
   type SqlValue,
   type Statement,
 } from "../mod.ts";
@@ -52,8 +58,6 @@ async function typeLevel(db: Client, st: Statement): Promise<void> {
   await db.run("SELECT ?, ?", [1, "a"] as const);
   await db.run("SELECT ?", [new Uint8Array(1)]);
   await db.run("SELECT ?", [1n, true]);
-  const optional: { a?: number } = {};
-  await db.run("SELECT :a", optional);
   await db.run("SELECT 1", undefined, { timeout: 100 });
 
   // What cannot be bound stays refused at compile time.
@@ -81,6 +85,81 @@ async function typeLevel(db: Client, st: Statement): Promise<void> {
   // @ts-expect-error an explicit row type alone leaves the parameters as BindParams (see above)
   await db.get<User>("SELECT * FROM u WHERE name = :name", p);
 
+  // An optional property is refused: absent, its parameter would have no value (INVALID_PARAM).
+  interface OptionalParams {
+    name?: string;
+  }
+  const optional: OptionalParams = {};
+  const optionalLiteral: { a?: number } = {};
+  // @ts-expect-error an optional property may be absent (or undefined)
+  await db.run("SELECT :name", optional);
+  // @ts-expect-error an optional property may be absent (or undefined)
+  await db.run("SELECT :a", optionalLiteral);
+  // @ts-expect-error an optional property may be absent (or undefined)
+  await st.all(optionalLiteral);
+  // @ts-expect-error an optional property may be absent (or undefined)
+  for await (const _ of db.iterate("SELECT :a", optionalLiteral));
+  // @ts-expect-error an optional property may be absent (or undefined)
+  await db.batch([{ sql: "SELECT :a", params: optionalLiteral }]);
+  // @ts-expect-error an optional property may be absent (or undefined)
+  await db.batch([{ sql: "SELECT :name", params: optional }]);
+  // Required properties, and an object literal, are fine.
+  await db.run("SELECT :a", { ...optionalLiteral, a: 1 });
+
+  // batch() statements take parameters typed by an interface too, each checked on its own.
+  await db.batch([{ sql: "INSERT INTO u VALUES (:name, :age)", params: p }]);
+  await db.batch([
+    { sql: "INSERT INTO u VALUES (:name, :age)", params: p },
+    { sql: "INSERT INTO u VALUES (?, ?)", params: ["bob", 40] },
+    { sql: "DELETE FROM u WHERE name = :name", params: { name: "eve" } },
+    { sql: "SELECT 1" },
+  ]);
+  const [bp] = await db.batch([{ sql: "SELECT :name, :age", params: p }], { arrays: true });
+  same<typeof bp.rows, SqlValue[][]>(true);
+  const [bq] = await db.batch([{ sql: "SELECT :name, :age", params: p }]);
+  same<typeof bq.rows, Row[]>(true);
+  const typed: BatchStatement<UserParams>[] = [{
+    sql: "INSERT INTO u VALUES (:name, :age)",
+    params: p,
+  }];
+  await db.batch(typed);
+  const plain: BatchStatement[] = [{ sql: "SELECT ?", params: [1] }];
+  await db.batch(plain);
+  await db.batch([{ sql: "SELECT ?", params: [1, "a"] }] as const);
+  // @ts-expect-error a Date property is not a BindValue
+  await db.batch([{ sql: "SELECT :at", params: withDate }]);
+  // @ts-expect-error a Date property is not a BindValue
+  await db.batch([{ sql: "SELECT 1" }, { sql: "SELECT :at", params: { at: new Date() } }]);
+  const justA = { a: 1 };
+  const withAt = { a: 1, at: new Date() };
+  await db.batch([
+    { sql: "SELECT :a", params: justA },
+    // @ts-expect-error a Date property is not a BindValue, whatever the other statements bind
+    { sql: "SELECT :a, :at", params: withAt },
+  ]);
+  // @ts-expect-error undefined is not a BindValue (pass null)
+  await db.batch([{ sql: "SELECT ?", params: [undefined] }]);
+  // @ts-expect-error undefined is not a BindValue (pass null)
+  await db.batch([{ sql: "SELECT :a", params: maybe }]);
+  // @ts-expect-error a Date is no parameters object
+  await db.batch([{ sql: "SELECT 1", params: new Date() }]);
+  // @ts-expect-error a Date property is not a BindValue
+  const _badTyped: BatchStatement<WithDate>[] = [];
+  // With an explicit row type, name the statements' type too (or spread the parameters).
+  const [bu] = await db.batch<User, [BatchStatement<UserParams>]>([{
+    sql: "SELECT :name",
+    params: p,
+  }]);
+  same<typeof bu.rows, User[]>(true);
+  await db.batch<User>([{ sql: "SELECT :name, :age", params: { ...p } }]);
+  // @ts-expect-error an explicit row type alone leaves the statements as BatchStatement[]
+  await db.batch<User>([{ sql: "SELECT :name", params: p }]);
+  // BatchStatementsOf checks a caller's own generic helpers the same way.
+  const statements = <S extends BatchStatementsOf<S>>(s: S): S => s;
+  statements([{ sql: "SELECT :name, :age", params: p }]);
+  // @ts-expect-error a Date property is not a BindValue
+  statements([{ sql: "SELECT :at", params: withDate }]);
+
   // iterate() and batch() with arrays: true yield arrays.
   for await (const row of db.iterate("SELECT 1", [], { arrays: true })) {
     same<typeof row, SqlValue[]>(true);
@@ -105,6 +184,47 @@ async function typeLevel(db: Client, st: Statement): Promise<void> {
   same<typeof b2.rows, Row[]>(true);
   const [b3] = await db.batch<[number]>([{ sql: "SELECT 1" }], { arrays: true });
   same<typeof b3.rows, [number][]>(true);
+  const [b4] = await db.batch([{ sql: "SELECT 1" }], { arrays: flag });
+  same<typeof b4.rows, (Row | SqlValue[])[]>(true);
+
+  // Options passed as a variable of the declared options type (arrays optional): object rows,
+  // as without options; only a `true` type gives arrays, only a required boolean a union.
+  const iterateOptions: IterateOptions = { timeout: 100 };
+  for await (const row of db.iterate("SELECT 1", [], iterateOptions)) same<typeof row, Row>(true);
+  for await (const row of db.iterate("SELECT :name", p, iterateOptions)) {
+    same<typeof row, Row>(true);
+  }
+  for await (const row of db.iterate<User>("SELECT 1", [], iterateOptions)) {
+    same<typeof row, User>(true);
+  }
+  for await (const row of st.iterate([], iterateOptions)) same<typeof row, Row>(true);
+  for await (const row of st.iterate(undefined, iterateOptions)) same<typeof row, Row>(true);
+  const callOptions: CallOptions = { timeout: 100 };
+  for await (const row of db.iterate("SELECT 1", [], callOptions)) same<typeof row, Row>(true);
+  const batchOptions: BatchOptions = { timeout: 100 };
+  const [b5] = await db.batch([{ sql: "SELECT 1" }], batchOptions);
+  same<typeof b5.rows, Row[]>(true);
+  const [b6] = await db.batch<User>([{ sql: "SELECT 1" }], batchOptions);
+  same<typeof b6.rows, User[]>(true);
+  const signalOnly = { signal: AbortSignal.timeout(100) };
+  const [b7] = await db.batch([{ sql: "SELECT 1" }], signalOnly);
+  same<typeof b7.rows, Row[]>(true);
+  const arraysOptions: IterateOptions & { arrays: true } = { arrays: true };
+  for await (const row of db.iterate("SELECT 1", [], arraysOptions)) {
+    same<typeof row, SqlValue[]>(true);
+  }
+  for await (const row of st.iterate([], arraysOptions)) same<typeof row, SqlValue[]>(true);
+  const batchArrays: BatchOptions & { arrays: true } = { arrays: true, timeout: 100 };
+  const [b8] = await db.batch([{ sql: "SELECT 1" }], batchArrays);
+  same<typeof b8.rows, SqlValue[][]>(true);
+  const unknownArrays: IterateOptions & { arrays: boolean } = { arrays: flag };
+  for await (const row of db.iterate("SELECT 1", [], unknownArrays)) {
+    same<typeof row, Row | SqlValue[]>(true);
+  }
+  for await (const row of st.iterate([], unknownArrays)) same<typeof row, Row | SqlValue[]>(true);
+  const batchUnknown: BatchOptions & { arrays: boolean } = { arrays: flag };
+  const [b9] = await db.batch([{ sql: "SELECT 1" }], batchUnknown);
+  same<typeof b9.rows, (Row | SqlValue[])[]>(true);
 
   // `first` is the wire's, not an option of the public calls.
   // @ts-expect-error first is not a CallOptions field
@@ -145,6 +265,46 @@ Deno.test("Queryable.run() and Statement.all() take named parameters typed by an
   const [result] = await db.batch([{ sql: "SELECT age FROM u" }], { arrays: true });
   assert.deepEqual(result.rows, [[36]]);
   assert.equal(typeof result.changes, "number");
+});
+
+Deno.test("Queryable.batch() takes statements whose parameters are typed by an interface", async () => {
+  await using srv = await startServer();
+  await using db = await connect(srv.connectOptions);
+  await db.exec("CREATE TABLE u (name TEXT, age INTEGER)");
+  const p: UserParams = { name: "ada", age: 36 };
+  const results = await db.batch([
+    { sql: "INSERT INTO u VALUES (:name, :age)", params: p },
+    { sql: "SELECT name, age FROM u WHERE name = :name", params: { name: p.name } },
+  ]);
+  assert.equal(results[0].changes, 1);
+  assert.deepEqual(results[1].rows, [{ name: "ada", age: 36 }]);
+});
+
+Deno.test("Queryable.get() with an optional property (a compile error) fails at run time with INVALID_PARAM whether it is absent or undefined", async () => {
+  await using srv = await startServer();
+  await using db = await connect(srv.connectOptions);
+  // What the types refuse, as README says it fails when the check is bypassed.
+  const absent = {} as { name: string };
+  const unset = { name: undefined } as unknown as { name: string };
+  const failsWith = (message: string) => (err: unknown): boolean => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, ErrorCode.InvalidParam);
+    assert.equal(err.message, message);
+    return true;
+  };
+  const missing = `Missing value for parameter ":name": the parameters object has no "name" ` +
+    `(or ":name")`;
+  const undef = `Cannot bind parameter "name": undefined is not a value: pass null for NULL`;
+  await assert.rejects(db.get("SELECT :name", absent), failsWith(missing));
+  await assert.rejects(db.get("SELECT :name", unset), failsWith(undef));
+  await assert.rejects(
+    db.batch([{ sql: "SELECT :name", params: absent }]),
+    failsWith(`Batch statement 1 of 1 failed, nothing was applied: ${missing}`),
+  );
+  await assert.rejects(
+    db.batch([{ sql: "SELECT :name", params: unset }]),
+    failsWith(`Batch statement 1: ${undef}`),
+  );
 });
 
 Deno.test("changesOf() keeps every count exactly: a number as it is, a bigint when exact, else an error", () => {

@@ -5,7 +5,10 @@
  * refused with `TX_ENDED` (nothing of it runs after the enclosing level ended).
  */
 import assert from "node:assert/strict";
-import { connect, ErrorCode, SqliteError } from "../mod.ts";
+import { type Client, connect, ErrorCode, SqliteError } from "../mod.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
 import { startServer } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
@@ -157,3 +160,100 @@ Deno.test("Client.transaction(): a nested transaction waiting for its turn when 
   assert.deepEqual(ran, ["a"]);
   assert.deepEqual(await db.values("SELECT v FROM t"), []);
 });
+
+/** Ways of starting a nested transaction just after the enclosing `fn` returned or threw. */
+const LATE_STARTS: Record<string, (start: () => void) => void> = {
+  queueMicrotask: (start) => queueMicrotask(start),
+  "Promise.resolve().then": (start) => void Promise.resolve().then(start),
+};
+
+/**
+ * Runs `levels` transactions nested in one another on `q` (each awaiting the
+ * next); the innermost writes, queues a nested `tx.transaction()` with
+ * `later`, then returns ("commit") or throws ("rollback"). Returns the
+ * outcome of the outermost level and of the late nested one.
+ */
+async function lateNested(
+  q: { transaction: Client["transaction"] },
+  levels: number,
+  end: "commit" | "rollback",
+  later: (start: () => void) => void,
+): Promise<{ outer: { value?: unknown; error?: unknown }; late: { error?: unknown } }> {
+  let late: Promise<{ value?: unknown; error?: unknown }> | undefined;
+  let ranLate = false;
+  const level = (on: { transaction: Client["transaction"] }, n: number): Promise<string> =>
+    on.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES (?)", [`level ${n}`]);
+      if (n < levels) return await level(tx, n + 1);
+      later(() => {
+        late = outcome(tx.transaction(async (inner) => {
+          ranLate = true;
+          await inner.run("INSERT INTO t VALUES ('late')");
+          return "late done";
+        }));
+      });
+      if (end === "rollback") throw new Error("innermost fn throws");
+      return "innermost done";
+    });
+  const outer = await outcome(level(q, 1));
+  assert.ok(late !== undefined, "the late nested transaction() was called");
+  const settled = await late;
+  assert.equal(ranLate, false, "the late nested fn never runs");
+  return { outer, late: settled };
+}
+
+for (const [how, later] of Object.entries(LATE_STARTS)) {
+  Deno.test(`ReservedConnection.transaction(): a nested tx.transaction() started by ${how} as fn returns or throws sends no SAVEPOINT, and the connection is left outside any transaction`, async () => {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE t (v TEXT)");
+    await using r = await db.reserve();
+    for (const end of ["commit", "rollback"] as const) {
+      for (const levels of [1, 2, 3]) {
+        const what = `${end}, ${levels} level(s)`;
+        const { outer, late } = await lateNested(r, levels, end, later);
+        if (end === "commit") assertCode(outer.error, ErrorCode.TxNestedRunning);
+        else assert.equal((outer.error as Error).message, "innermost fn throws", what);
+        assertCode(late.error, ErrorCode.TxEnded);
+        assert.match((late.error as Error).message, /nested in settled/, what);
+        assert.equal(r.inTransaction, false, `${what}: no transaction left open`);
+        assert.deepEqual(await r.get("SELECT 1 AS one"), { one: 1 }, what);
+        // A raw BEGIN would fail inside a transaction a stray SAVEPOINT opened.
+        await r.exec("BEGIN");
+        await r.exec("ROLLBACK");
+        await r.transaction(async (tx) => void await tx.run("INSERT INTO t VALUES ('next')"));
+        assert.deepEqual(
+          await db.values("SELECT v FROM t"),
+          [["next"]],
+          `${what}: nothing of the levels or of the late one; the next transaction committed`,
+        );
+        await db.run("DELETE FROM t");
+      }
+    }
+  });
+
+  Deno.test(`Client.transaction() (max: 1): a nested tx.transaction() started by ${how} as fn returns or throws sends nothing, and the connection is kept`, async () => {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 1 });
+    await db.exec("CREATE TABLE t (v TEXT)");
+    const [stats] = await openLink(await resolveConnectOptions(srv.connectOptions));
+    try {
+      for (const end of ["commit", "rollback"] as const) {
+        for (const levels of [1, 3]) {
+          const what = `${end}, ${levels} level(s)`;
+          const { late } = await lateNested(db, levels, end, later);
+          assertCode(late.error, ErrorCode.TxEnded);
+          assert.equal(db.inTransaction, false, what);
+          assert.deepEqual(await db.values("SELECT v FROM t"), [], what);
+        }
+      }
+      // A stray SAVEPOINT would have left the connection inside a transaction when the
+      // pool took it back: closed, then opened again. Two connections in all: db's, this one.
+      const { connections } = await stats.request(Op.Stats, []);
+      assert.equal(connections.total, 2, JSON.stringify(connections));
+    } finally {
+      stats.fail(new Error("test done"));
+      await stats.ended;
+    }
+  });
+}
