@@ -93,6 +93,7 @@ import {
 } from "./run.ts";
 import type { HostedSession, SessionHost } from "./session_host.ts";
 import type { LeaseEnd } from "./writer_queue.ts";
+import { DeadlineTimer } from "./deadline_timer.ts";
 
 /**
  * What {@link EngineSession.query} answers: `QueryPayload`, whose rows may
@@ -843,7 +844,13 @@ export class EngineSession implements HostedSession {
     } catch (err) {
       if (!(err instanceof LockBusy)) throw err;
     }
-    const until = first + this.#host.config.busyTimeout;
+    // A timer, not a clock: time this server did not run (stopped, paused) counts after a grace.
+    const { busyTimeout } = this.#host.config;
+    const limit = new DeadlineTimer(
+      () => {},
+      Math.max(0, first + busyTimeout - performance.now()),
+      busyTimeout,
+    );
     p.busy++;
     this.#txWhileRunning = p.conn.inTransaction;
     this.runningOnWriter = true;
@@ -856,12 +863,13 @@ export class EngineSession implements HostedSession {
             return attempt();
           } catch (err) {
             if (!(err instanceof LockBusy)) throw err;
-            if (performance.now() >= until) {
+            if (limit.expired) {
               throw new SqliteError("SQLITE_BUSY", "database is locked", 5);
             }
           }
         }
       } finally {
+        limit.clear();
         this.runningOnWriter = false;
         this.#txWhileRunning = false;
         release(p);

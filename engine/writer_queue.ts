@@ -5,10 +5,16 @@
  * nothing about SQLite: the engine says when the writer is free and what an
  * expired lease means.
  *
+ * The busy timeout and the idle lease are limits a client has to meet: their
+ * timers are {@link DeadlineTimer}s, which give a grace after the server's
+ * own stall. The age limit (`--tx-timeout`) is wall-clock time since BEGIN:
+ * a plain timer, enforced at once however late it fires.
+ *
  * @module
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { DeadlineTimer } from "./deadline_timer.ts";
 
 /** A session that may wait for the writer. */
 export interface Waiter {
@@ -20,23 +26,6 @@ export interface Waiter {
 
 /** Why a lease ended: the transaction sat idle too long, or lasted too long. */
 export type LeaseEnd = "idle" | "age";
-
-/**
- * When a transaction's lease ends and why: `idleMs` after its last activity
- * or `maxAgeMs` after it began, whichever comes first (0: no such limit);
- * `null` when neither limit is set. Times are `performance.now()` values.
- */
-export function leaseEnd(
-  lastActive: number,
-  idleMs: number,
-  since: number,
-  maxAgeMs: number,
-): { at: number; why: LeaseEnd } | null {
-  const idleAt = idleMs > 0 ? lastActive + idleMs : Infinity;
-  const ageAt = maxAgeMs > 0 ? since + maxAgeMs : Infinity;
-  if (idleAt === Infinity && ageAt === Infinity) return null;
-  return ageAt <= idleAt ? { at: ageAt, why: "age" } : { at: idleAt, why: "idle" };
-}
 
 /** Owner, FIFO waiters and lease of the writer. */
 export class WriterQueue<S extends Waiter> {
@@ -52,9 +41,10 @@ export class WriterQueue<S extends Waiter> {
    * (a timer per waiter cost more than the write it waited for).
    */
   readonly #waitingSince = new Map<S, number>();
-  #waitTimer: ReturnType<typeof setTimeout> | undefined;
+  #waitTimer: DeadlineTimer | undefined;
   readonly #expired = new Set<S>();
-  #leaseTimer: ReturnType<typeof setTimeout> | undefined;
+  #idleTimer: DeadlineTimer | undefined;
+  #ageTimer: ReturnType<typeof setTimeout> | undefined;
   #lastActive = 0;
   /** When the owner's transaction began (its first `keep`), 0 when none is open. */
   #txSince = 0;
@@ -129,7 +119,7 @@ export class WriterQueue<S extends Waiter> {
     const oldest = this.#waitingSince.values().next();
     if (oldest.done) return;
     const ms = Math.max(0, oldest.value + this.#busyTimeout - performance.now());
-    this.#waitTimer = setTimeout(() => this.#expireWaiters(), ms);
+    this.#waitTimer = new DeadlineTimer(() => this.#expireWaiters(), ms, this.#busyTimeout);
   }
 
   /** Expires every waiter past its busy timeout (they fail when woken), then re-arms. */
@@ -149,8 +139,11 @@ export class WriterQueue<S extends Waiter> {
   /** The owner keeps the writer (a transaction is open): renews its lease. */
   keep(): void {
     const now = this.#lastActive = performance.now();
-    if (this.#txSince === 0) this.#txSince = now;
-    if (this.#leaseTimer === undefined) this.#armLease(now);
+    if (this.#txSince === 0) {
+      this.#txSince = now;
+      if (this.#maxAgeMs > 0) this.#ageTimer = setTimeout(() => this.#aged(), this.#maxAgeMs);
+    }
+    if (this.#idleTimer === undefined && this.#leaseMs > 0) this.#armIdle(now);
   }
 
   /**
@@ -159,10 +152,10 @@ export class WriterQueue<S extends Waiter> {
    */
   endLease(): void {
     this.#txSince = 0;
-    if (this.#leaseTimer !== undefined) {
-      clearTimeout(this.#leaseTimer);
-      this.#leaseTimer = undefined;
-    }
+    this.#idleTimer?.clear();
+    this.#idleTimer = undefined;
+    clearTimeout(this.#ageTimer);
+    this.#ageTimer = undefined;
   }
 
   /** The owner gives the writer back (the lease ends); call {@link drain} when it is free. */
@@ -207,7 +200,7 @@ export class WriterQueue<S extends Waiter> {
   /** Stops every timer. */
   close(): void {
     this.release();
-    clearTimeout(this.#waitTimer);
+    this.#waitTimer?.clear();
     this.#waitTimer = undefined;
     this.#waitingSince.clear();
     this.#waiters.length = 0;
@@ -218,28 +211,32 @@ export class WriterQueue<S extends Waiter> {
     this.#waitingSince.delete(s);
   }
 
-  /** Arms the lease timer for the nearer of the idle and age deadlines, if any. */
-  #armLease(now: number): void {
-    const end = this.#leaseEnd();
-    if (end === null) return;
-    this.#leaseTimer = setTimeout(() => {
-      this.#leaseTimer = undefined;
-      const owner = this.#owner;
-      if (owner === null) return;
-      // The owner may have been active since: its lease may end later now.
-      const now = performance.now();
-      const due = this.#leaseEnd();
-      if (due !== null && due.at <= now + 1) {
-        // Both deadlines may have passed (a statement held the event loop past them): then it
-        // is the age limit, which a running statement does not renew, as the idle one it does.
+  /** Arms the idle lease's timer for `leaseMs` after the owner's last activity. */
+  #armIdle(now: number): void {
+    const ms = Math.max(0, this.#lastActive + this.#leaseMs - now);
+    this.#idleTimer = new DeadlineTimer(
+      () => {
+        this.#idleTimer = undefined;
+        const owner = this.#owner;
+        if (owner === null) return;
+        // The owner may have been active since: its lease may end later now.
+        const now = performance.now();
+        if (this.#lastActive + this.#leaseMs > now + 1) return this.#armIdle(now);
+        // The age deadline may have passed too (a statement held the event loop past both): then
+        // it is the age limit, which a running statement does not renew, as the idle one it does.
         const aged = this.#maxAgeMs > 0 && this.#txSince > 0 &&
           this.#txSince + this.#maxAgeMs <= now + 1;
-        this.#onLeaseExpired(owner, aged ? "age" : due.why);
-      } else this.#armLease(now);
-    }, Math.max(0, end.at - now));
+        this.#onLeaseExpired(owner, aged ? "age" : "idle");
+      },
+      ms,
+      this.#leaseMs,
+    );
   }
 
-  #leaseEnd(): { at: number; why: LeaseEnd } | null {
-    return leaseEnd(this.#lastActive, this.#leaseMs, this.#txSince, this.#maxAgeMs);
+  /** The owner's transaction reached `maxAgeMs`. */
+  #aged(): void {
+    this.#ageTimer = undefined;
+    const owner = this.#owner;
+    if (owner !== null && this.#txSince > 0) this.#onLeaseExpired(owner, "age");
   }
 }

@@ -54,6 +54,7 @@ import {
 import type { EngineSession } from "../engine/engine_session.ts";
 import { replyTooLarge, resultTooLarge } from "../engine/run.ts";
 import { heldReplyError } from "../engine/group_commit.ts";
+import { DeadlineTimer } from "../engine/deadline_timer.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
 import type { ByteBudget } from "../transport/frame_reader.ts";
 import type { TokenGate } from "./auth.ts";
@@ -207,8 +208,9 @@ export class Session implements SessionProbe {
   readonly #turnTaker: TurnTaker = { takeTurn: (ms, alone) => this.#takeTurn(ms, alone) };
   /** Resolved when the next turn began (or the connection closed). */
   #turnBegan: (() => void) | null = null;
-  #frameTimer: ReturnType<typeof setTimeout> | undefined;
-  #helloTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The partial-frame and hello limits (grace after the server's own stall: DeadlineTimer). */
+  #frameTimer: DeadlineTimer | undefined;
+  #helloTimer: DeadlineTimer | undefined;
   /** Set after a protocol violation: nothing more is run or sent. */
   #dead = false;
   /** `--max-frame-size`, in force once the hello is accepted. */
@@ -245,7 +247,7 @@ export class Session implements SessionProbe {
   /** `cursorIdleTimeout` (0: never); when each open cursor was last advanced. */
   readonly #cursorIdleMs: number;
   #cursorUse: Map<number, number> | null = null;
-  #cursorTimer: ReturnType<typeof setTimeout> | undefined;
+  #cursorTimer: DeadlineTimer | undefined;
   /** Cursors closed for idling, so that their next `next` says why. */
   #idled: Set<number> | null = null;
   /** The engine's write mark taken when the head request was dispatched. */
@@ -310,7 +312,7 @@ export class Session implements SessionProbe {
     stats?.opened(this);
     this.#cursorIdleMs = services.cursorIdleTimeout ?? 0;
     const helloMs = services.helloTimeout ?? hello.limits.frameTimeout;
-    this.#helloTimer = setTimeout(() => {
+    this.#helloTimer = new DeadlineTimer(() => {
       this.#helloTimer = undefined;
       this.#sendLast(
         new ProtocolError(
@@ -514,9 +516,9 @@ export class Session implements SessionProbe {
         );
       }
     }
-    clearTimeout(this.#frameTimer);
-    clearTimeout(this.#helloTimer);
-    clearTimeout(this.#cursorTimer);
+    this.#frameTimer?.clear();
+    this.#helloTimer?.clear();
+    this.#cursorTimer?.clear();
     turns.leave(this.#turnTaker);
     this.#waitingTurn = false;
     this.#dead = true;
@@ -648,11 +650,11 @@ export class Session implements SessionProbe {
   #watchPartialFrame(): void {
     // While reading is paused by our own backpressure the client is not at fault.
     if (!this.#channel.partial || this.#channel.paused) {
-      clearTimeout(this.#frameTimer);
+      this.#frameTimer?.clear();
       this.#frameTimer = undefined;
     } else if (this.#frameTimer === undefined) {
       const ms = this.#hello.limits.frameTimeout;
-      this.#frameTimer = setTimeout(() => {
+      this.#frameTimer = new DeadlineTimer(() => {
         this.#frameTimer = undefined;
         if (!this.#channel.partial || this.#dead) return;
         this.#sendLast(
@@ -862,7 +864,7 @@ export class Session implements SessionProbe {
     this.#services.log.info(
       `connect: ${this.#admin ? "admin " : ""}session ${this.id} (${this.#peer})`,
     );
-    clearTimeout(this.#helloTimer);
+    this.#helloTimer?.clear();
     this.#encoder.append([msg[1], Status.Ok, { ...this.#hello, session: this.id }]);
   }
 
@@ -1133,10 +1135,14 @@ export class Session implements SessionProbe {
   }
 
   #armCursorTimer(ms: number): void {
-    this.#cursorTimer = setTimeout(() => {
-      this.#cursorTimer = undefined;
-      this.#closeIdleCursors();
-    }, ms);
+    this.#cursorTimer = new DeadlineTimer(
+      () => {
+        this.#cursorTimer = undefined;
+        this.#closeIdleCursors();
+      },
+      ms,
+      this.#cursorIdleMs,
+    );
   }
 
   /**

@@ -21,6 +21,7 @@
  */
 
 import { ProtocolError } from "../../protocol/errors.ts";
+import { DeadlineTimer } from "../deadline_timer.ts";
 import { DqliteErrorCode, failureError, LeaderError } from "./errors.ts";
 import { decodeHeader, decodeResponse, encodeHandshake, type Response, WORD } from "./wire.ts";
 
@@ -178,9 +179,10 @@ export class DqliteConn {
    */
   async receive(): Promise<Received> {
     this.#checkOpen();
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: DeadlineTimer | undefined;
+    // (A DeadlineTimer: an answer that came while this server was stopped is read, not lost.)
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+      timer = new DeadlineTimer(() => {
         reject(
           this.#lost(`no answer within requestTimeout ${this.#options.requestTimeout} ms`, true),
         );
@@ -205,7 +207,7 @@ export class DqliteConn {
         throw err;
       }
     } finally {
-      clearTimeout(timer);
+      timer?.clear();
     }
   }
 

@@ -35,6 +35,7 @@
 
 import { AbortError, ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { txAborted } from "../session_errors.ts";
+import { DeadlineTimer } from "../deadline_timer.ts";
 import type { SqlValue } from "../binding/binding.ts";
 import { type DqliteConn, expectResponse, type Received } from "./conn.ts";
 import { DqliteErrorCode, LeaderError } from "./errors.ts";
@@ -564,27 +565,39 @@ export class DqliteDatabase {
    * busyTimeout; then fails with `BUSY_TIMEOUT`, as the single-file engine does.
    */
   async #retryBusy<T>(fn: () => Promise<T>): Promise<T> {
-    const deadline = performance.now() + this.#busyTimeout;
-    for (let attempt = 0;; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        const busy = err instanceof SqliteError && (err.sqliteCode === 5 || err.sqliteCode === 261);
-        if (!busy) throw err;
-        if (performance.now() >= deadline) {
-          throw new SqliteError(
-            ErrorCode.BusyTimeout,
-            `Write waited ${this.#busyTimeout} ms for the writer, held by another connection: ` +
-              "busy timeout (--busy-timeout) exceeded; retry, or keep transactions short",
-            err.sqliteCode,
-            { cause: err },
-          );
-        }
-        await delay(Math.min(2 ** attempt, 20));
-        if (this.#interrupt) {
-          throw new SqliteError("SQLITE_INTERRUPT", BUSY_INTERRUPTED, 9, { cause: err });
+    const start = performance.now();
+    // A timer, not a clock: time this server did not run (stopped, paused) counts after a grace.
+    // Armed at the first BUSY (most statements meet none).
+    let limit: DeadlineTimer | undefined;
+    try {
+      for (let attempt = 0;; attempt++) {
+        try {
+          return await fn();
+        } catch (err) {
+          const busy = err instanceof SqliteError &&
+            (err.sqliteCode === 5 || err.sqliteCode === 261);
+          if (!busy) throw err;
+          if (limit === undefined) {
+            const left = start + this.#busyTimeout - performance.now();
+            if (left > 0) limit = new DeadlineTimer(() => {}, left, this.#busyTimeout);
+          }
+          if (limit === undefined || limit.expired) {
+            throw new SqliteError(
+              ErrorCode.BusyTimeout,
+              `Write waited ${this.#busyTimeout} ms for the writer, held by another connection: ` +
+                "busy timeout (--busy-timeout) exceeded; retry, or keep transactions short",
+              err.sqliteCode,
+              { cause: err },
+            );
+          }
+          await delay(Math.min(2 ** attempt, 20));
+          if (this.#interrupt) {
+            throw new SqliteError("SQLITE_INTERRUPT", BUSY_INTERRUPTED, 9, { cause: err });
+          }
         }
       }
+    } finally {
+      limit?.clear();
     }
   }
 

@@ -13,7 +13,8 @@ import {
   txRolledBack,
   unknownCursor,
 } from "../session_errors.ts";
-import { leaseEnd } from "../writer_queue.ts";
+import type { LeaseEnd } from "../writer_queue.ts";
+import { DeadlineTimer } from "../deadline_timer.ts";
 import { Handles } from "../handles.ts";
 import { AbortError, ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type {
@@ -96,7 +97,10 @@ export class DqliteEngineSession {
   #aborted: SqliteError | null = null;
   /** The transaction ended at a failed COMMIT: a ROLLBACK right after it succeeds. */
   #endedAtCommit = false;
-  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The open transaction's idle lease (a limit the client meets: grace after a stall). */
+  #idleTimer: DeadlineTimer | undefined;
+  /** Its age limit, `txTimeout` (wall-clock: enforced at once). */
+  #ageTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the open transaction began (`performance.now()`), 0 when none is open. */
   #txSince = 0;
   #cancelled: Error | null = null;
@@ -438,7 +442,7 @@ export class DqliteEngineSession {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#idleTimer);
+    this.#stopLeaseTimers();
     this.#cursors.clear();
     this.#handles.clear();
     this.#cancelled = new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
@@ -485,7 +489,7 @@ export class DqliteEngineSession {
       if (rollback && this.#tx === null) return Promise.resolve(rolledBack);
     }
     if (sql !== null) checkClusterSql(sql, this.#engine.config);
-    clearTimeout(this.#idleTimer);
+    this.#stopLeaseTimers();
     this.#cancelled = null;
     const commits = endsTx && !rollback;
     // One statement that writes nothing: losing the leader under it changes nothing.
@@ -678,7 +682,7 @@ export class DqliteEngineSession {
    * transaction at its COMMIT only, so nothing of it reached another node).
    */
   #endTx(db: DqliteDatabase): void {
-    clearTimeout(this.#idleTimer);
+    this.#stopLeaseTimers();
     this.#endTxCursors();
     this.#tx = null;
     this.#txSince = 0;
@@ -732,19 +736,31 @@ export class DqliteEngineSession {
     const now = performance.now();
     if (this.#txSince === 0) this.#txSince = now;
     const { txIdleTimeout: idleMs, txTimeout: maxMs = 0 } = this.#engine.config;
-    // (The timer is cleared at the next request, which renews the idle lease.)
-    const end = leaseEnd(now, idleMs, this.#txSince, maxMs);
-    if (end !== null) {
-      this.#idleTimer = setTimeout(() => {
-        if (this.#tx === null || this.#lent !== null) return;
-        this.#endTxCursors();
-        pool.discard(this.#tx);
-        this.#tx = null;
-        this.#txSince = 0;
-        this.#aborted = leaseExpired(end.why, idleMs, maxMs);
-        this.#engine.onLeaseExpired?.(this.id, end.why);
-      }, Math.max(0, end.at - now));
+    // (The timers are cleared at the next request, which renews the idle lease.)
+    const expire = (why: LeaseEnd): void => {
+      this.#stopLeaseTimers();
+      if (this.#tx === null || this.#lent !== null) return;
+      // Past both deadlines (the event loop was held past them): it is the age limit.
+      if (maxMs > 0 && this.#txSince + maxMs <= performance.now() + 1) why = "age";
+      this.#endTxCursors();
+      pool.discard(this.#tx);
+      this.#tx = null;
+      this.#txSince = 0;
+      this.#aborted = leaseExpired(why, idleMs, maxMs);
+      this.#engine.onLeaseExpired?.(this.id, why);
+    };
+    if (maxMs > 0) {
+      this.#ageTimer = setTimeout(() => expire("age"), Math.max(0, this.#txSince + maxMs - now));
     }
+    if (idleMs > 0) this.#idleTimer = new DeadlineTimer(() => expire("idle"), idleMs);
+  }
+
+  /** Disarms the open transaction's lease timers. */
+  #stopLeaseTimers(): void {
+    this.#idleTimer?.clear();
+    this.#idleTimer = undefined;
+    clearTimeout(this.#ageTimer);
+    this.#ageTimer = undefined;
   }
 
   /**

@@ -8,11 +8,12 @@
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import type { DqliteCluster } from "./cluster.ts";
 import type { DqliteDatabase } from "./database.ts";
+import { DeadlineTimer } from "../deadline_timer.ts";
 
 interface Waiter {
   resolve: (db: DqliteDatabase) => void;
   reject: (err: unknown) => void;
-  timer: ReturnType<typeof setTimeout>;
+  timer: DeadlineTimer;
 }
 
 /**
@@ -80,7 +81,8 @@ export class DatabasePool {
       const waiter: Waiter = {
         resolve,
         reject,
-        timer: setTimeout(() => {
+        // (A DeadlineTimer: a connection given back while the server was stopped still counts.)
+        timer: new DeadlineTimer(() => {
           this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
           reject(
             new SqliteError(
@@ -106,7 +108,7 @@ export class DatabasePool {
     }
     const waiter = this.#waiters.shift();
     if (waiter !== undefined) {
-      clearTimeout(waiter.timer);
+      waiter.timer.clear();
       waiter.resolve(db);
       return;
     }
@@ -132,7 +134,7 @@ export class DatabasePool {
   #wakeNext(): void {
     const waiter = this.#waiters.shift();
     if (waiter === undefined) return;
-    clearTimeout(waiter.timer);
+    waiter.timer.clear();
     this.acquire().then(waiter.resolve, waiter.reject);
   }
 
@@ -146,7 +148,7 @@ export class DatabasePool {
     this.#closed = true;
     this.dropIdle();
     for (const w of this.#waiters.splice(0)) {
-      clearTimeout(w.timer);
+      w.timer.clear();
       w.reject(new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down"));
     }
   }
