@@ -1015,3 +1015,35 @@ Deno.test("describeCheckpoint() says when the database is not in WAL mode", () =
     "checkpoint (passive): the database is not in WAL mode: there is no WAL to write back",
   );
 });
+
+Deno.test("describeCheckpoint() reads SQLite's answer when busy: could not run, or written back but not reset", () => {
+  const r = {
+    mode: "truncate",
+    busy: true,
+    walFrames: -1,
+    checkpointed: -1,
+    walBytesBefore: 8272,
+    walBytesAfter: 8272,
+    ms: 0.4,
+  } as const;
+  assert.equal(
+    describeCheckpoint(r),
+    "checkpoint (truncate): busy: another connection (another process) is checkpointing now, " +
+      "so this one could not run and wrote nothing back, WAL 8.1 KiB -> 8.1 KiB, 0.4 ms; try again",
+  );
+  const rest =
+    "but the WAL could not be reset, WAL 8.1 KiB -> 8.1 KiB, 0.4 ms; a reader (an open " +
+    "cursor, another process) is reading it or another process writes: the next checkpoint resets it";
+  assert.equal(
+    describeCheckpoint({ ...r, walFrames: 2, checkpointed: 2 }),
+    `checkpoint (truncate): busy: all 2 WAL frames written back, ${rest}`,
+  );
+  assert.equal(
+    describeCheckpoint({ ...r, walFrames: 0, checkpointed: 0 }),
+    `checkpoint (truncate): busy: no WAL frame to write back, ${rest}`,
+  );
+  assert.match(
+    describeCheckpoint({ ...r, walFrames: 3, checkpointed: 1 }),
+    /^checkpoint \(truncate\): busy: 1 of 3 WAL frames written back, .* holds an older snapshot, the rest waits for the next checkpoint$/,
+  );
+});

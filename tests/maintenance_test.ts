@@ -10,6 +10,7 @@ import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
+import { describeCheckpoint } from "../cli/admin.ts";
 import {
   delay,
   SERVE_TASK_FLAGS,
@@ -20,6 +21,7 @@ import {
 } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
+const CHECKPOINTER = new URL("./_checkpointer.ts", import.meta.url).pathname;
 
 async function link(srv: TestServer): Promise<Link & AsyncDisposable> {
   const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
@@ -98,6 +100,8 @@ for (const engine of ENGINES) {
     assert.ok(r.walBytesBefore > 0);
     assert.equal(r.walBytesAfter, 0);
     assert.equal(walSize(srv.database), 0);
+    // SQLite's answer for a completed TRUNCATE: the WAL was reset, 0 frames in it, 0 written back.
+    assert.deepEqual([r.walFrames, r.checkpointed], [0, 0]);
     // Everyone goes on.
     await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'01')", null, null]);
     assert.deepEqual((await b.request(Op.Query, ["SELECT count(*) FROM t", null, null]))[1], [
@@ -125,6 +129,72 @@ for (const engine of ENGINES) {
     const after = await a.request(Op.Checkpoint, ["truncate"]);
     assert.equal(after.busy, false);
     assert.equal(after.walBytesAfter, 0);
+  });
+
+  Deno.test(`${engine}: checkpoint reports SQLite's answer: -1 frames while another process checkpoints, all frames but no reset while a cursor reads the last commit`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await using b = await link(srv);
+    await fill(a, 500);
+    // b's cursor holds the snapshot before the last write: the other
+    // program's FULL checkpoint waits for it, holding the checkpoint lock.
+    const [old] = await b.request(Op.Iterate, ["SELECT id FROM t", null, null]);
+    await b.request(Op.Next, [old]);
+    await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'05')", null, null]);
+    const other = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CHECKPOINTER, srv.database],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const lines = other.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let said = "";
+    while (!said.includes("checkpointing\n")) said += (await lines.read()).value ?? "";
+    try {
+      await delay(100); // (it is inside its checkpoint, waiting for b's reader)
+      const busy = await a.request(Op.Checkpoint, ["truncate"]);
+      // SQLite's answer when the checkpoint lock is taken: busy, -1 and -1.
+      assert.deepEqual(
+        { busy: busy.busy, walFrames: busy.walFrames, checkpointed: busy.checkpointed },
+        { busy: true, walFrames: -1, checkpointed: -1 },
+      );
+      assert.equal(busy.walBytesAfter, busy.walBytesBefore);
+      assert.match(
+        describeCheckpoint(busy),
+        /^checkpoint \(truncate\): busy: another connection \(another process\) is checkpointing now, so this one could not run and wrote nothing back, WAL .*; try again$/,
+      );
+    } finally {
+      await b.request(Op.CloseCursor, [old]);
+      for (let r = await lines.read(); !r.done; r = await lines.read()) said += r.value;
+      await other.status;
+    }
+    assert.match(said, /^checkpointing\n0 \d+ \d+\n$/, "the other program's checkpoint completed");
+    // A cursor on the last commit: every frame is written back, but the WAL
+    // cannot be reset under its reader.
+    await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'06')", null, null]);
+    const [last] = await b.request(Op.Iterate, ["SELECT id FROM t", null, null]);
+    await b.request(Op.Next, [last]);
+    const kept = await a.request(Op.Checkpoint, ["truncate"]);
+    assert.equal(kept.busy, true);
+    assert.ok(kept.walFrames > 0);
+    assert.equal(kept.checkpointed, kept.walFrames);
+    assert.ok(kept.walBytesAfter > 0);
+    assert.match(
+      describeCheckpoint(kept),
+      new RegExp(
+        `^checkpoint \\(truncate\\): busy: all ${kept.walFrames} WAL frames written back, but the WAL could not be reset, .*the next checkpoint resets it$`,
+      ),
+    );
+    await b.request(Op.CloseCursor, [last]);
+    const done = await a.request(Op.Checkpoint, ["truncate"]);
+    assert.deepEqual(
+      { busy: done.busy, walFrames: done.walFrames, checkpointed: done.checkpointed },
+      { busy: false, walFrames: 0, checkpointed: 0 },
+    );
+    assert.equal(done.walBytesAfter, 0);
+    assert.match(
+      describeCheckpoint(done),
+      /^checkpoint \(truncate\): WAL written back and reset, /,
+    );
   });
 
   Deno.test(`${engine}: checkpoint waits its turn behind a transaction, and is refused inside one`, async () => {
