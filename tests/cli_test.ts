@@ -416,7 +416,7 @@ Deno.test("cli.ts stats, checkpoint, integrity, vacuum and backup talk to a runn
   assert.equal(again.code, 1);
   assert.match(
     again.stderr,
-    /^netsqlite backup: BAD_REQUEST: Cannot backup ".*b\.db": the file exists/,
+    /^netsqlite backup: BAD_REQUEST: Cannot back up to ".*b\.db": the file exists/,
   );
 });
 
@@ -439,7 +439,7 @@ Deno.test("runAdmin() backup that fails at once with a progress line reports the
     assert.equal(errors.length, 1);
     assert.match(
       errors[0],
-      /^netsqlite backup: BAD_REQUEST: Cannot backup ".*taken\.db": the file exists/,
+      /^netsqlite backup: BAD_REQUEST: Cannot back up to ".*taken\.db": the file exists/,
     );
   }
 });

@@ -487,7 +487,7 @@ Deno.test("server log: one client's flood of timeouts writes one line a second, 
   // A failed maintenance request is logged as its success is.
   assert.ok(
     lines.some((l) =>
-      / warn {2}netsqlite: backup failed: session 1: BAD_REQUEST: Cannot backup ".*s\.db": the file exists/
+      / warn {2}netsqlite: backup failed: session 1: BAD_REQUEST: Cannot back up to ".*s\.db": the file exists/
         .test(l)
     ),
     lines.join("\n"),
