@@ -106,6 +106,8 @@ export interface StartServerOptions {
   denoFlags?: string[];
   /** Extra server arguments. */
   serverArgs?: string[];
+  /** The server module to run (another checkout's, to compare). @default {this checkout's server.ts} */
+  serverTs?: string;
 }
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
@@ -127,7 +129,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Ben
     "run",
     ...(options.denoFlags ?? []),
     "-A",
-    SERVER_TS,
+    options.serverTs ?? SERVER_TS,
     "--db",
     database,
     ...where,

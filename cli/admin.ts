@@ -395,9 +395,27 @@ export function describeBackup(r: BackupReport): string {
   return `backup: ${r.pages} pages, ${bytes(r.bytes)} to ${r.dest} in ${seconds(r.ms)}`;
 }
 
-/** One line: what a checkpoint did. */
+/**
+ * One line: what a checkpoint did, from SQLite's answer (`walFrames` and
+ * `checkpointed` are `PRAGMA wal_checkpoint`'s `log` and `checkpointed`):
+ * -1 and -1 when it could not run (busy: another connection was
+ * checkpointing; not busy: no WAL), 0 and 0 after a completed `restart` or
+ * `truncate` (the WAL was reset), and, busy with every frame written back,
+ * a WAL that could not be reset.
+ */
 export function describeCheckpoint(r: CheckpointReport): string {
   const wal = `WAL ${bytes(r.walBytesBefore)} -> ${bytes(r.walBytesAfter)}, ${seconds(r.ms)}`;
+  if (r.busy && r.walFrames === -1) {
+    return `checkpoint (${r.mode}): busy: another connection (another process) is ` +
+      `checkpointing now, so this one could not run and wrote nothing back, ${wal}; try again`;
+  }
+  if (r.busy && r.checkpointed === r.walFrames) {
+    const done = r.walFrames === 0 ? "no WAL frame to write back" : `all ${r.walFrames} WAL ` +
+      "frames written back";
+    return `checkpoint (${r.mode}): busy: ${done}, but the WAL could not be reset, ${wal}; a ` +
+      "reader (an open cursor, another process) is reading it or another process writes: the " +
+      "next checkpoint resets it";
+  }
   if (r.busy) {
     return `checkpoint (${r.mode}): busy: ${r.checkpointed} of ${r.walFrames} WAL frames ` +
       `written back, ${wal}; a reader (an open cursor, another process) holds an older ` +

@@ -13,13 +13,20 @@
  *   snapshot makes it report `busy` instead of stalling the server.
  * - `integrity`, `backup` and `vacuum --into` run on a read connection of
  *   their own, inside one read transaction: they see one consistent
- *   snapshot, which holds every write acknowledged before they began, and
- *   writers go on meanwhile (WAL). With the FFI binding the long steps run
- *   off the main thread; a backup copies a bounded number of pages per step.
+ *   snapshot, which holds every write acknowledged before they began. With
+ *   the FFI binding writers and readers go on meanwhile (WAL): the long
+ *   steps run off the main thread, a backup's every step (a bounded number
+ *   of pages) and the sync of the copy at its last one, and the copy's
+ *   switch to a rollback journal. node:sqlite runs them on the main thread
+ *   (its `backup()` copies everything in one synchronous call): nothing
+ *   else is served until they are done.
  * - Files are written only under the directory the server was given for
  *   them (`--backup-dir`), never over an existing file: the destination is a
  *   server-side path chosen by a client, and the server may run with more
- *   rights than that client (see README, "The netsqlite command").
+ *   rights than that client (see README, "The netsqlite command"). A copy is
+ *   written beside it and renamed when complete; what a failed copy leaves
+ *   is removed, and so is what a copy cut short (the server killed) left, by
+ *   the next copy to the same destination.
  *
  * @module
  */
@@ -40,6 +47,12 @@ import type { SessionHost } from "./session_host.ts";
 
 /** Pages a backup copies per step before yielding to the event loop. */
 export const BACKUP_PAGES_PER_STEP = 256;
+
+/**
+ * After `TARGET`: the name of a partial copy (`.1a2b3c4d.partial`, see
+ * `createPartial`), or of a file SQLite keeps beside one.
+ */
+const PARTIAL_NAME = /^(\.[0-9a-f]{8}\.partial)(-journal|-wal|-shm)?$/;
 
 /** Problems `integrity` reports at most. */
 export const MAX_PROBLEMS = 100;
@@ -187,7 +200,7 @@ export class Maintenance {
    * @throws {SqliteError} for an in-memory database.
    */
   integrity(): Promise<IntegrityReport> {
-    this.#needsFile("integrity");
+    this.#needsFile("check integrity");
     return this.#host.track(this.#withSnapshot(async (db, background) => {
       const start = performance.now();
       const [pages, pageSize] = pageCount(db);
@@ -213,14 +226,15 @@ export class Maintenance {
    * @throws {SqliteError} `FORBIDDEN` for a destination the server does not permit.
    */
   backup(dest: string): Promise<BackupReport> {
-    this.#needsFile("backup");
-    const target = this.#destination(dest, "backup");
-    const release = this.#claim(target, "backup");
+    this.#needsFile("back up");
+    const target = this.#destination(dest, "back up to");
+    const release = this.#claim(target, "back up to");
     const state: RunningBackup = { dest: target, done: 0, total: 0, start: performance.now() };
-    const work = this.#withSnapshot(async (db) => {
+    const work = this.#withSnapshot(async (db, background) => {
       this.#backups.add(state);
       let partial: string | null = null;
       try {
+        await this.#removeLeftovers(target, background);
         partial = await createPartial(target);
         await db.backup(partial, {
           pagesPerStep: BACKUP_PAGES_PER_STEP,
@@ -229,7 +243,7 @@ export class Maintenance {
             state.done = total - remaining;
           },
         });
-        this.#standalone(partial);
+        await this.#standalone(partial, background);
         if (existsPath(target)) {
           throw new SqliteError(
             ErrorCode.BadRequest,
@@ -238,8 +252,8 @@ export class Maintenance {
         }
         await Deno.rename(partial, target);
       } catch (err) {
-        if (partial !== null) await removeIfExists(partial);
-        throw destinationError(err, "backup", target);
+        if (partial !== null) await removeCopy(partial);
+        throw destinationError(err, "back up to", target);
       } finally {
         this.#backups.delete(state);
       }
@@ -264,13 +278,14 @@ export class Maintenance {
       const [pages, pageSize] = pageCount(db);
       let partial: string | null = null;
       try {
+        await this.#removeLeftovers(target, background);
         partial = await createPartial(target);
         if (background) {
           await stepAll(db, "VACUUM INTO ?", [partial], true);
         } else {
           // node:sqlite refuses ATTACH (and so VACUUM INTO) without full permissions.
           await db.backup(partial, { pagesPerStep: BACKUP_PAGES_PER_STEP });
-          this.#standalone(partial, "VACUUM");
+          await this.#standalone(partial, false, "VACUUM");
         }
         if (existsPath(target)) {
           throw new SqliteError(
@@ -280,7 +295,7 @@ export class Maintenance {
         }
         await Deno.rename(partial, target);
       } catch (err) {
-        if (partial !== null) await removeIfExists(partial);
+        if (partial !== null) await removeCopy(partial);
         throw destinationError(explainVacuum(err), "vacuum into", target);
       }
       const size = fileSize(target);
@@ -299,13 +314,70 @@ export class Maintenance {
   /**
    * Makes a copy a file that stands alone: rollback journal rather than WAL
    * (no `-wal`/`-shm` files beside it; a server that opens it turns WAL on
-   * again), then runs `then` on it.
+   * again), then runs `then` on it. The switch rewrites and syncs the
+   * copy's header: on a background thread when `background`.
    */
-  #standalone(path: string, then = ""): void {
+  async #standalone(path: string, background: boolean, then = ""): Promise<void> {
     const copy = this.#sqlite.open(path, { readOnly: false, busyTimeout: 0 });
     try {
-      copy.exec(`PRAGMA journal_mode = DELETE; ${then}`);
+      if (!background) copy.exec(`PRAGMA journal_mode = DELETE; ${then}`);
+      else {
+        await stepAll(copy, "PRAGMA journal_mode = DELETE", [], true);
+        if (then !== "") await stepAll(copy, then, [], true);
+      }
     } finally {
+      copy.close();
+    }
+  }
+
+  /**
+   * Removes what copies to `target` that never finished left beside it (a
+   * server stopped while one ran): partial copies `TARGET.<8 hex
+   * digits>.partial` that no connection is writing (SQLite's write lock on
+   * them is free), with their `-journal`, `-wal` and `-shm` files, and such
+   * files whose partial copy is gone. A partial copy another server is
+   * writing now (same directory, same name) is left alone.
+   */
+  async #removeLeftovers(target: string, background: boolean): Promise<void> {
+    const name = basename(target);
+    const dir = dirname(target);
+    const partials = new Set<string>();
+    const orphans = new Set<string>();
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.name.startsWith(name + ".")) continue;
+      const m = PARTIAL_NAME.exec(entry.name.slice(name.length));
+      if (m === null) continue;
+      const partial = join(dir, name + m[1]);
+      if (m[2] === undefined) {
+        partials.add(partial);
+        orphans.delete(partial);
+      } else if (!partials.has(partial)) {
+        orphans.add(partial);
+      }
+    }
+    for (const partial of orphans) {
+      if (!existsPath(partial)) await removeCopy(partial);
+    }
+    for (const partial of partials) {
+      if (!(await this.#beingWritten(partial, background))) await removeCopy(partial);
+    }
+  }
+
+  /** True when a connection (another server's copy in progress) holds `path`'s write lock. */
+  async #beingWritten(path: string, background: boolean): Promise<boolean> {
+    let copy: Db;
+    try {
+      copy = this.#sqlite.open(path, { readOnly: false, busyTimeout: 0 });
+    } catch {
+      return false; // Not a database SQLite can open: not one being written.
+    }
+    try {
+      await stepAll(copy, "BEGIN IMMEDIATE", [], background);
+      return false;
+    } catch (err) {
+      return isBusy(err);
+    } finally {
+      if (copy.inTransaction) copy.exec("ROLLBACK");
       copy.close();
     }
   }
@@ -430,18 +502,25 @@ export class Maintenance {
         `Cannot ${what} "${path}": its directory cannot be used: ${(err as Error).message}`,
       );
     }
-    const target = join(parent, basename(wanted));
-    if (!target.startsWith(dir.endsWith(sep) ? dir : dir + sep)) {
+    let target = join(parent, basename(wanted));
+    const under = (p: string) => p.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+    // The backup directory itself is refused below as a directory, not as a path outside it.
+    if (!under(target) && (target === dir || realPathOrNull(target) === dir)) target = dir;
+    if (target !== dir && !under(target)) {
       throw new SqliteError(
         ErrorCode.Forbidden,
         `Cannot ${what} "${path}": the server permits destinations under "${dir}" only ` +
           "(--backup-dir)",
       );
     }
-    if (existsPath(target)) {
+    const kind = pathKind(target);
+    if (kind !== null) {
       throw new SqliteError(
         ErrorCode.BadRequest,
-        `Cannot ${what} "${target}": the file exists; choose a new name (nothing is overwritten)`,
+        kind === "directory"
+          ? `Cannot ${what} "${target}": it is a directory; name a new file in it ` +
+            `(for example "${join(target, "copy.db")}")`
+          : `Cannot ${what} "${target}": the file exists; choose a new name (nothing is overwritten)`,
       );
     }
     return target;
@@ -501,12 +580,24 @@ function fileSize(path: string): number {
   }
 }
 
-function existsPath(path: string): boolean {
+function realPathOrNull(path: string): string | null {
   try {
-    Deno.lstatSync(path);
-    return true;
+    return Deno.realPathSync(path);
   } catch {
-    return false;
+    return null;
+  }
+}
+
+function existsPath(path: string): boolean {
+  return pathKind(path) !== null;
+}
+
+/** What is at `path` (a symbolic link not followed), or `null` for nothing. */
+function pathKind(path: string): "directory" | "file" | null {
+  try {
+    return Deno.lstatSync(path).isDirectory ? "directory" : "file";
+  } catch {
+    return null;
   }
 }
 
@@ -535,18 +626,22 @@ function fileReason(code: string, dir: string): string {
 
 /**
  * A failure to write the copy at `target`, as a typed error that names the
- * destination: the operating system's refusals (permission, read-only file
- * system, no space, a directory removed meanwhile) and Deno's permissions
- * become `BAD_REQUEST` with the reason; SQLite's own errors
- * (`SQLITE_CANTOPEN`, `SQLITE_FULL`, ...) keep their code and gain the
- * destination. Anything else passes through.
+ * destination (never the partial copy beside it): the operating system's
+ * refusals (permission, read-only file system, no space, a directory
+ * removed meanwhile) and Deno's permissions become `BAD_REQUEST` with the
+ * reason; SQLite's own errors (`SQLITE_CANTOPEN`, `SQLITE_FULL`, ...) keep
+ * their code and gain the destination. Errors that explain themselves
+ * (`Cannot ...` from the server) and anything else pass through.
  */
 function destinationError(err: unknown, what: string, target: string): unknown {
   if (err instanceof SqliteError) {
-    if (err.sqliteCode === undefined || err.message.startsWith("Cannot ")) return err;
+    if (err.sqliteCode === undefined) return err;
+    // The binding names the file it could not open: the partial copy.
+    const detail = err.message.replace(/^Cannot open database "[^"]*": /, "");
+    if (detail.startsWith("Cannot ")) return err;
     return new SqliteError(
       err.code,
-      `Cannot ${what} "${target}": ${err.message}`,
+      `Cannot ${what} "${target}": ${detail}`,
       err.sqliteCode,
       { cause: err },
     );
@@ -588,6 +683,16 @@ async function createPartial(target: string): Promise<string> {
 
 async function removeIfExists(path: string): Promise<void> {
   await Deno.remove(path).catch(() => {});
+}
+
+/** Removes a partial copy and the files SQLite may have left beside it. */
+async function removeCopy(partial: string): Promise<void> {
+  for (const suffix of ["", "-journal", "-wal", "-shm"]) await removeIfExists(partial + suffix);
+}
+
+/** `SQLITE_BUSY` or `SQLITE_LOCKED` (with any extended code). */
+function isBusy(err: unknown): boolean {
+  return err instanceof SqliteError && /^SQLITE_(BUSY|LOCKED)/.test(err.code);
 }
 
 function elapsed(start: number): number {

@@ -381,11 +381,21 @@ export type CheckpointMode = "passive" | "full" | "restart" | "truncate";
 export interface CheckpointReport {
   /** The mode run. */
   mode: CheckpointMode;
-  /** True when a reader (a cursor, another process) kept it from finishing. */
+  /**
+   * True when it could not finish: a reader (a cursor, another process) on an
+   * older snapshot, or, for `restart`/`truncate`, on the last commit or
+   * another process writing (every frame written back, the WAL not reset);
+   * or another connection was checkpointing (`walFrames` -1).
+   */
   busy: boolean;
-  /** Frames in the WAL when it ran. */
+  /**
+   * Frames in the WAL, as SQLite answers (`PRAGMA wal_checkpoint`'s `log`):
+   * 0 after a completed `restart` or `truncate`, which reset the WAL; -1 when
+   * it could not run (busy: another connection was checkpointing; otherwise
+   * the database is not in WAL mode).
+   */
   walFrames: number;
-  /** Frames copied into the database file. */
+  /** Frames written back into the database file (`checkpointed`), in the same terms. */
   checkpointed: number;
   /** WAL file size before, in bytes. */
   walBytesBefore: number;

@@ -1234,7 +1234,11 @@ export class Session implements SessionProbe {
       // Replace the held replies: successes become the commit's error, and
       // so do failures whose kept rows (OR FAIL) were lost with the group.
       this.#encoder.truncate(this.#heldAt);
-      for (const h of this.#held) this.#replyError(h.id, heldReplyError(h.error, error));
+      for (const h of this.#held) {
+        // (A success counted as answered goes out as an error: count that too.)
+        if (h.error === undefined && this.#stats !== null) this.#stats.errors++;
+        this.#replyError(h.id, heldReplyError(h.error, error));
+      }
     }
     this.#heldAt = -1;
     this.#held = [];
@@ -1346,6 +1350,8 @@ export class Session implements SessionProbe {
       this.#txEndsSent = this.#engine.txEnds ?? 0;
       return;
     }
+    // Counted as answered already, it goes out as an error: count that too.
+    if (this.#stats !== null) this.#stats.errors++;
     this.#replyError(
       id,
       limited

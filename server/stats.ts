@@ -76,7 +76,16 @@ export class ServerStats {
   bytesIn = 0;
   /** Bytes sent. */
   bytesOut = 0;
-  /** Error replies. */
+  /**
+   * Error replies: requests answered with an error (`close_cursor`'s too),
+   * and replies that became errors after their request ran (too large to
+   * send, a cursor's chunk among them, which closes the cursor; a grouped
+   * write rolled back with its group). Not counted: requests answered
+   * `ABORTED` without running (cancelled, or left when a session stops),
+   * which are not counted as requests either; and the server's own closing
+   * of a cursor (idle, or after its chunk was too large), whose one failure
+   * is that the cursor had ended already.
+   */
   errors = 0;
   readonly #sessions = new Set<SessionProbe>();
   readonly #pending = new Set<SessionProbe>();

@@ -604,6 +604,65 @@ Deno.test("Db.setBudget() stops a runaway recursive CTE with SQLITE_INTERRUPT [f
     db.setBudget(null);
   }));
 
+Deno.test("Db.backup() copies on a background thread: timers run during a step; the connection is busy meanwhile [ffi]", () =>
+  withDb(ffi, async (db, dir) => {
+    // About 20 MB, copied in one step (and synced at its end): tens of ms.
+    db.exec(
+      "CREATE TABLE b(id INTEGER PRIMARY KEY, x BLOB);" +
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000) " +
+        "INSERT INTO b(x) SELECT randomblob(1000) FROM c",
+    );
+    const progress: [number, number][] = [];
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    const start = performance.now();
+    try {
+      const copying = db.backup(`${dir}/copy.db`, {
+        pagesPerStep: 1_000_000,
+        onProgress: (remaining, total) => progress.push([remaining, total]),
+      });
+      // The connection has no mutex: while the step runs, calls on it are refused.
+      rejects(() => db.prepare("SELECT 1"), "SQLITE_MISUSE", 21, /background/);
+      await copying;
+    } finally {
+      clearInterval(timer);
+    }
+    const took = performance.now() - start;
+    // Synchronous, the one step would have let no timer run until it returned.
+    assert.ok(ticks >= 1, `no timer ran during a ${took.toFixed(1)} ms step`);
+    assert.equal(progress.length, 1);
+    assert.equal(progress[0][0], 0);
+    const copy = ffi.open(`${dir}/copy.db`, { readOnly: true, busyTimeout: 0 });
+    try {
+      assert.deepEqual(query(copy, "SELECT count(*) FROM b"), [[20000]]);
+    } finally {
+      copy.close();
+    }
+    assert.deepEqual(query(db, "SELECT count(*) FROM b"), [[20000]]);
+  }));
+
+Deno.test("Db.backup() stops after its current step when its connection is closed [ffi]", () =>
+  withDb(ffi, async (db, dir) => {
+    db.exec(
+      "CREATE TABLE b(id INTEGER PRIMARY KEY, x BLOB);" +
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 4000) " +
+        "INSERT INTO b(x) SELECT randomblob(1000) FROM c",
+    );
+    let steps = 0;
+    const copying = db.backup(`${dir}/copy.db`, {
+      pagesPerStep: 10,
+      onProgress: () => {
+        if (++steps === 3) db.close();
+      },
+    });
+    await assert.rejects(copying, (err: SqliteError) => {
+      assert.equal(err.code, "SQLITE_MISUSE");
+      assert.equal(err.message, "Cannot back up: the connection was closed while the backup ran");
+      return true;
+    });
+    assert.ok(steps >= 3 && steps < 10, `${steps} steps`);
+  }));
+
 Deno.test("Stmt.stepInBackground() leaves the event loop free and stops on interrupt() [ffi]", () =>
   withDb(ffi, async (db) => {
     const quick = db.prepare("SELECT 42")!;

@@ -416,7 +416,7 @@ Deno.test("cli.ts stats, checkpoint, integrity, vacuum and backup talk to a runn
   assert.equal(again.code, 1);
   assert.match(
     again.stderr,
-    /^netsqlite backup: BAD_REQUEST: Cannot backup ".*b\.db": the file exists/,
+    /^netsqlite backup: BAD_REQUEST: Cannot back up to ".*b\.db": the file exists/,
   );
 });
 
@@ -439,7 +439,7 @@ Deno.test("runAdmin() backup that fails at once with a progress line reports the
     assert.equal(errors.length, 1);
     assert.match(
       errors[0],
-      /^netsqlite backup: BAD_REQUEST: Cannot backup ".*taken\.db": the file exists/,
+      /^netsqlite backup: BAD_REQUEST: Cannot back up to ".*taken\.db": the file exists/,
     );
   }
 });
@@ -1013,5 +1013,37 @@ Deno.test("describeCheckpoint() says when the database is not in WAL mode", () =
   assert.equal(
     describeCheckpoint(r),
     "checkpoint (passive): the database is not in WAL mode: there is no WAL to write back",
+  );
+});
+
+Deno.test("describeCheckpoint() reads SQLite's answer when busy: could not run, or written back but not reset", () => {
+  const r = {
+    mode: "truncate",
+    busy: true,
+    walFrames: -1,
+    checkpointed: -1,
+    walBytesBefore: 8272,
+    walBytesAfter: 8272,
+    ms: 0.4,
+  } as const;
+  assert.equal(
+    describeCheckpoint(r),
+    "checkpoint (truncate): busy: another connection (another process) is checkpointing now, " +
+      "so this one could not run and wrote nothing back, WAL 8.1 KiB -> 8.1 KiB, 0.4 ms; try again",
+  );
+  const rest =
+    "but the WAL could not be reset, WAL 8.1 KiB -> 8.1 KiB, 0.4 ms; a reader (an open " +
+    "cursor, another process) is reading it or another process writes: the next checkpoint resets it";
+  assert.equal(
+    describeCheckpoint({ ...r, walFrames: 2, checkpointed: 2 }),
+    `checkpoint (truncate): busy: all 2 WAL frames written back, ${rest}`,
+  );
+  assert.equal(
+    describeCheckpoint({ ...r, walFrames: 0, checkpointed: 0 }),
+    `checkpoint (truncate): busy: no WAL frame to write back, ${rest}`,
+  );
+  assert.match(
+    describeCheckpoint({ ...r, walFrames: 3, checkpointed: 1 }),
+    /^checkpoint \(truncate\): busy: 1 of 3 WAL frames written back, .* holds an older snapshot, the rest waits for the next checkpoint$/,
   );
 });

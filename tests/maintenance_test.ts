@@ -10,18 +10,24 @@ import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
+import { describeCheckpoint } from "../cli/admin.ts";
 import {
   delay,
+  readStdoutUntil,
   SERVE_TASK_FLAGS,
   startServer,
   startServerProcess,
+  tempDir,
   type TestServer,
   within,
 } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
+const CHECKPOINTER = new URL("./_checkpointer.ts", import.meta.url).pathname;
+const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
-async function link(srv: TestServer): Promise<Link & AsyncDisposable> {
+async function link(srv: Pick<TestServer, "connectOptions">): Promise<Link & AsyncDisposable> {
   const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
   return Object.assign(l, {
     async [Symbol.asyncDispose]() {
@@ -73,6 +79,78 @@ function rowsOf(path: string, sql: string): unknown[][] {
   }
 }
 
+/** Writes a database of `n` rows of 1,000 random bytes (table t), WAL mode, WAL checkpointed. */
+function writeDatabase(path: string, n: number): void {
+  const db = new DatabaseSync(path);
+  try {
+    db.exec(
+      "PRAGMA journal_mode = WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);" +
+        `WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ${n}) ` +
+        "INSERT INTO t(b) SELECT randomblob(1000) FROM c; PRAGMA wal_checkpoint(TRUNCATE)",
+    );
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * A server process on `dir`/db.db (backups under `dir`/copies) whose files
+ * may not grow past `blocks` (`ulimit -f`; SIGXFSZ ignored, so a write past
+ * it fails with EFBIG instead of killing the server).
+ */
+async function limitedServer(
+  engine: string,
+  dir: string,
+  blocks: number,
+): Promise<{ connectOptions: { path: string } } & AsyncDisposable> {
+  const socket = `${dir}/s.sock`;
+  const child = new Deno.Command("sh", {
+    args: [
+      "-c",
+      `trap "" XFSZ; ulimit -f ${blocks}; exec "$0" run -A "$1" --db "$2" --socket "$3" ` +
+      '--engine "$4" --backup-dir "$5"',
+      Deno.execPath(),
+      SERVER_TS,
+      `${dir}/db.db`,
+      socket,
+      engine,
+      `${dir}/copies`,
+    ],
+    stdout: "piped",
+    stderr: "null",
+    stdin: "null",
+  }).spawn();
+  const { drained } = await readStdoutUntil(child, "serving");
+  return {
+    connectOptions: { path: socket },
+    async [Symbol.asyncDispose]() {
+      child.kill("SIGTERM");
+      await child.status;
+      await drained;
+    },
+  };
+}
+
+/** Another program holding the write lock of `database` (tests/_lock_holder.ts) until released. */
+async function holdWriteLock(database: string): Promise<{ release(): Promise<void> }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", HOLDER, database],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const { drained } = await readStdoutUntil(child, "locked");
+  const stdin = child.stdin.getWriter();
+  return {
+    async release() {
+      await stdin.write(new TextEncoder().encode("go\n"));
+      await stdin.close();
+      await child.status;
+      await drained;
+    },
+  };
+}
+
 function walSize(database: string): number {
   try {
     return Deno.statSync(`${database}-wal`).size;
@@ -98,6 +176,8 @@ for (const engine of ENGINES) {
     assert.ok(r.walBytesBefore > 0);
     assert.equal(r.walBytesAfter, 0);
     assert.equal(walSize(srv.database), 0);
+    // SQLite's answer for a completed TRUNCATE: the WAL was reset, 0 frames in it, 0 written back.
+    assert.deepEqual([r.walFrames, r.checkpointed], [0, 0]);
     // Everyone goes on.
     await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'01')", null, null]);
     assert.deepEqual((await b.request(Op.Query, ["SELECT count(*) FROM t", null, null]))[1], [
@@ -125,6 +205,72 @@ for (const engine of ENGINES) {
     const after = await a.request(Op.Checkpoint, ["truncate"]);
     assert.equal(after.busy, false);
     assert.equal(after.walBytesAfter, 0);
+  });
+
+  Deno.test(`${engine}: checkpoint reports SQLite's answer: -1 frames while another process checkpoints, all frames but no reset while a cursor reads the last commit`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await using b = await link(srv);
+    await fill(a, 500);
+    // b's cursor holds the snapshot before the last write: the other
+    // program's FULL checkpoint waits for it, holding the checkpoint lock.
+    const [old] = await b.request(Op.Iterate, ["SELECT id FROM t", null, null]);
+    await b.request(Op.Next, [old]);
+    await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'05')", null, null]);
+    const other = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CHECKPOINTER, srv.database],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const lines = other.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let said = "";
+    while (!said.includes("checkpointing\n")) said += (await lines.read()).value ?? "";
+    try {
+      await delay(100); // (it is inside its checkpoint, waiting for b's reader)
+      const busy = await a.request(Op.Checkpoint, ["truncate"]);
+      // SQLite's answer when the checkpoint lock is taken: busy, -1 and -1.
+      assert.deepEqual(
+        { busy: busy.busy, walFrames: busy.walFrames, checkpointed: busy.checkpointed },
+        { busy: true, walFrames: -1, checkpointed: -1 },
+      );
+      assert.equal(busy.walBytesAfter, busy.walBytesBefore);
+      assert.match(
+        describeCheckpoint(busy),
+        /^checkpoint \(truncate\): busy: another connection \(another process\) is checkpointing now, so this one could not run and wrote nothing back, WAL .*; try again$/,
+      );
+    } finally {
+      await b.request(Op.CloseCursor, [old]);
+      for (let r = await lines.read(); !r.done; r = await lines.read()) said += r.value;
+      await other.status;
+    }
+    assert.match(said, /^checkpointing\n0 \d+ \d+\n$/, "the other program's checkpoint completed");
+    // A cursor on the last commit: every frame is written back, but the WAL
+    // cannot be reset under its reader.
+    await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'06')", null, null]);
+    const [last] = await b.request(Op.Iterate, ["SELECT id FROM t", null, null]);
+    await b.request(Op.Next, [last]);
+    const kept = await a.request(Op.Checkpoint, ["truncate"]);
+    assert.equal(kept.busy, true);
+    assert.ok(kept.walFrames > 0);
+    assert.equal(kept.checkpointed, kept.walFrames);
+    assert.ok(kept.walBytesAfter > 0);
+    assert.match(
+      describeCheckpoint(kept),
+      new RegExp(
+        `^checkpoint \\(truncate\\): busy: all ${kept.walFrames} WAL frames written back, but the WAL could not be reset, .*the next checkpoint resets it$`,
+      ),
+    );
+    await b.request(Op.CloseCursor, [last]);
+    const done = await a.request(Op.Checkpoint, ["truncate"]);
+    assert.deepEqual(
+      { busy: done.busy, walFrames: done.walFrames, checkpointed: done.checkpointed },
+      { busy: false, walFrames: 0, checkpointed: 0 },
+    );
+    assert.equal(done.walBytesAfter, 0);
+    assert.match(
+      describeCheckpoint(done),
+      /^checkpoint \(truncate\): WAL written back and reset, /,
+    );
   });
 
   Deno.test(`${engine}: checkpoint waits its turn behind a transaction, and is refused inside one`, async () => {
@@ -259,7 +405,7 @@ for (const engine of ENGINES) {
     await refused(
       a.request(Op.Backup, [`${srv.dir}/outside.db`]),
       "FORBIDDEN",
-      /^Cannot backup ".*\/outside\.db": the server permits destinations under ".*\/copies" only/,
+      /^Cannot back up to ".*\/outside\.db": the server permits destinations under ".*\/copies" only/,
     );
     await refused(a.request(Op.Backup, ["../escape.db"]), "FORBIDDEN", /permits destinations/);
     await refused(a.request(Op.Vacuum, [srv.database]), "FORBIDDEN", /permits destinations/);
@@ -269,7 +415,7 @@ for (const engine of ENGINES) {
     await refused(
       a.request(Op.Backup, ["one.db"]),
       "BAD_REQUEST",
-      /^Cannot backup ".*\/one\.db": the file exists; choose a new name \(nothing is overwritten\)$/,
+      /^Cannot back up to ".*\/one\.db": the file exists; choose a new name \(nothing is overwritten\)$/,
     );
     await refused(a.request(Op.Backup, ["no/such/dir.db"]), "BAD_REQUEST", /directory cannot/);
     await refused(a.request(Op.Backup, [""]), "BAD_REQUEST", /as a file path/);
@@ -295,19 +441,119 @@ for (const engine of ENGINES) {
     // The name fits, but the partial copy beside it (17 more characters) does not.
     const long = `${"x".repeat(248)}.db`;
     const tooLong = new RegExp(
-      `^Cannot (backup|vacuum into) ".*/copies/${long.replace(".", "\\.")}": the file name ` +
+      `^Cannot (back up to|vacuum into) ".*/copies/${long.replace(".", "\\.")}": the file name ` +
         "is too long \\(the partial copy written beside it adds 17 characters\\): " +
         "File name too long \\(os error 36\\)$",
     );
     await refused(Op.Backup, long, tooLong);
     await refused(Op.Vacuum, long, tooLong);
+    // A directory, not a file: it says so (and not "the file exists").
+    await Deno.mkdir(`${srv.copies}/sub`);
+    for (
+      const [op, what, dest] of [
+        [Op.Backup, "back up to", "sub"],
+        [Op.Vacuum, "vacuum into", "sub/"],
+        [Op.Backup, "back up to", "."],
+      ] as const
+    ) {
+      await refused(
+        op,
+        dest,
+        new RegExp(
+          `^Cannot ${what} "(.*/copies${dest === "." ? "" : "/sub"})": it is a directory; ` +
+            "name a new file in it " +
+            `\\(for example "\\1/copy\\.db"\\)$`,
+        ),
+      );
+    }
     if (Deno.uid() !== 0) { // root writes anywhere
       await Deno.mkdir(`${srv.copies}/ro`, { mode: 0o555 });
       const denied =
-        /^Cannot backup ".*\/copies\/ro\/x\.db": the server's user may not create files in ".*\/copies\/ro": Permission denied \(os error 13\)$/;
+        /^Cannot back up to ".*\/copies\/ro\/x\.db": the server's user may not create files in ".*\/copies\/ro": Permission denied \(os error 13\)$/;
       await refused(Op.Backup, "ro/x.db", denied);
     }
     assert.deepEqual((await a.request(Op.Query, ["SELECT 1", null, null]))[1], [[1]]);
+  });
+
+  Deno.test({
+    name:
+      `${engine}: a copy that fails half way (a write error) names its destination and leaves no partial file or journal`,
+    ignore: Deno.build.os === "windows",
+    async fn() {
+      await using dir = await tempDir();
+      await Deno.mkdir(`${dir.path}/copies`);
+      writeDatabase(`${dir.path}/db.db`, 8000); // about 8 MB
+      // Files up to 2 MiB (4 MiB under bash): the copy's writes past that fail (EFBIG).
+      await using srv = await limitedServer(engine, dir.path, 4096);
+      await using a = await link(srv);
+      const dest = `${Deno.realPathSync(dir.path)}/copies/x.db`;
+      for (const [op, what] of [[Op.Backup, "back up to"], [Op.Vacuum, "vacuum into"]] as const) {
+        await assert.rejects(a.request(op, ["x.db"]), (err: Error & { code: string }) => {
+          assert.match(err.code, /^SQLITE_IOERR/, err.message);
+          assert.equal(err.message, `Cannot ${what} "${dest}": disk I/O error`);
+          return true;
+        });
+        assert.deepEqual([...Deno.readDirSync(`${dir.path}/copies`)].map((e) => e.name), []);
+      }
+      // The server goes on.
+      assert.deepEqual((await a.request(Op.Query, ["SELECT count(*) FROM t", null, null]))[1], [
+        [8000],
+      ]);
+    },
+  });
+
+  Deno.test(`${engine}: what a backup killed half way left is removed by the next backup to its destination`, async () => {
+    await using dir = await tempDir();
+    const copies = `${dir.path}/copies`;
+    await Deno.mkdir(copies);
+    writeDatabase(`${dir.path}/test.db`, 30000); // about 30 MB: the copy takes many steps
+    const args = ["--engine", engine, "--backup-dir", copies];
+    const first = await startServerProcess({ dir: dir.path, args });
+    const [l] = await openLink(await resolveConnectOptions(first.connectOptions));
+    const running = l.request(Op.Backup, ["x.db"]).catch((err) => err);
+    // Killed once the copy is being written (its journal exists).
+    const names = () => [...Deno.readDirSync(copies)].map((e) => e.name).sort();
+    for (let i = 0; i < 5000 && !names().some((n) => n.endsWith(".partial-journal")); i++) {
+      await delay(1);
+    }
+    await first.kill();
+    l.fail(new Error("killed"));
+    await l.ended;
+    assert.ok((await running) instanceof Error);
+    const left = names();
+    assert.ok(left.some((n) => /^x\.db\.[0-9a-f]{8}\.partial$/.test(n)), left.join(" "));
+    assert.ok(left.every((n) => /^x\.db\.[0-9a-f]{8}\.partial(-journal)?$/.test(n)), left.join());
+    await using again = await startServerProcess({ dir: dir.path, args });
+    await using b = await link(again);
+    // A partial copy of another destination, and a user's file like one, are not touched.
+    await Deno.writeTextFile(`${copies}/y.db.0123abcd.partial`, "another destination's");
+    await Deno.writeTextFile(`${copies}/x.db.partial`, "mine");
+    const r = await b.request(Op.Backup, ["x.db"]);
+    assert.deepEqual(rowsOf(r.dest, "SELECT count(*) FROM t"), [[30000]]);
+    assert.deepEqual(names(), ["x.db", "x.db.partial", "y.db.0123abcd.partial"]);
+  });
+
+  Deno.test(`${engine}: a partial copy that another program is writing is left alone`, async () => {
+    await using srv = await withCopies(engine);
+    await using a = await link(srv);
+    await fill(a, 100);
+    // Another server's copy in progress: it holds the write lock of its partial copy.
+    const theirs = `${srv.copies}/x.db.0123abcd.partial`;
+    const holder = await holdWriteLock(theirs);
+    try {
+      await a.request(Op.Backup, ["x.db"]);
+      assert.deepEqual([...Deno.readDirSync(srv.copies)].map((e) => e.name).sort(), [
+        "x.db",
+        "x.db.0123abcd.partial",
+        "x.db.0123abcd.partial-journal",
+      ]);
+    } finally {
+      await holder.release();
+    }
+    // Once nobody writes it, the next backup to that destination removes it.
+    await Deno.remove(`${srv.copies}/x.db`);
+    await a.request(Op.Backup, ["x.db"]);
+    assert.deepEqual([...Deno.readDirSync(srv.copies)].map((e) => e.name), ["x.db"]);
   });
 
   for (const kind of ["backup", "vacuum into"] as const) {
@@ -327,7 +573,11 @@ for (const engine of ENGINES) {
       assert.equal(err.code, "BAD_REQUEST");
       assert.match(
         err.message,
-        new RegExp(`^Cannot ${kind} ".*/same\\.db": a backup or vacuum into it is in progress$`),
+        new RegExp(
+          `^Cannot ${
+            kind === "backup" ? "back up to" : kind
+          } ".*/same\\.db": a backup or vacuum into it is in progress$`,
+        ),
       );
       const copy = `${Deno.realPathSync(srv.copies)}/same.db`;
       assert.deepEqual(rowsOf(copy, "PRAGMA integrity_check"), [["ok"]]);

@@ -112,6 +112,61 @@ for (const engine of ENGINES) {
     assert.equal(after.requests.stats, 1);
   });
 
+  Deno.test(`${engine}: stats counts a reply too large to send (a cursor's chunk, closing the cursor) as an error`, async () => {
+    await using srv = await startServer({ engine, maxFrameSize: 200_000, maxResultBytes: 100_000 });
+    await using a = await link(srv);
+    await a.request(Op.Exec, ["CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(300000))"]);
+    const errors = async () => (await a.request(Op.Stats, [])).errors;
+    assert.equal(await errors(), 0);
+    // A chunk larger than a frame: the server closes the cursor and answers an error.
+    const [cursor] = await a.request(Op.Iterate, ["SELECT x FROM t", null, null]);
+    await assert.rejects(a.request(Op.Next, [cursor]), (err: Error & { code: string }) => {
+      assert.equal(err.code, "RESULT_TOO_LARGE");
+      return true;
+    });
+    assert.equal(await errors(), 1);
+    // The cursor is gone: closing it again is an error reply too.
+    await assert.rejects(a.request(Op.CloseCursor, [cursor]), /Unknown cursor/);
+    assert.equal(await errors(), 2);
+    await assert.rejects(a.request(Op.Query, ["SELECT x FROM t", null, null]), /maxResultBytes/);
+    const s = await a.request(Op.Stats, []);
+    assert.equal(s.errors, 3);
+    assert.deepEqual(
+      { iterate: s.requests.iterate, next: s.requests.next, close: s.requests.close_cursor },
+      { iterate: 1, next: 1, close: 1 },
+    );
+  });
+
+  Deno.test(`${engine}: stats counts the errors of writes whose group was rolled back after they ran`, async () => {
+    await using srv = await startServer({ engine, synchronous: "full" });
+    const clients = await Promise.all([0, 1, 2].map(() => link(srv)));
+    try {
+      const [a, b, c] = clients;
+      await a.request(Op.Exec, ["CREATE TABLE r (k INTEGER UNIQUE); INSERT INTO r VALUES (0)"]);
+      // Writes sent at once usually share a group: until one of a's and b's
+      // ran before c's OR ROLLBACK in the same group (and so was undone with it).
+      let rejected = 0;
+      let aborted = 0;
+      for (let round = 1; round <= 50 && aborted === 0; round++) {
+        const results = await Promise.allSettled([
+          a.request(Op.Run, ["INSERT INTO r VALUES (?)", [2 * round], null]),
+          b.request(Op.Run, ["INSERT INTO r VALUES (?)", [2 * round + 1], null]),
+          c.request(Op.Run, ["INSERT OR ROLLBACK INTO r VALUES (0)", null, null]),
+        ]);
+        for (const r of results) {
+          if (r.status === "fulfilled") continue;
+          rejected++;
+          if ((r.reason as { code?: string }).code === "SQLITE_ABORT") aborted++;
+        }
+      }
+      assert.ok(aborted > 0, "no write shared a group with the OR ROLLBACK one");
+      // Every error reply the clients got is counted, the SQLITE_ABORT ones too.
+      assert.equal((await a.request(Op.Stats, [])).errors, rejected);
+    } finally {
+      for (const l of clients) await l[Symbol.asyncDispose]();
+    }
+  });
+
   Deno.test(`${engine}: stats shows an open transaction, a waiting writer and open cursors`, async () => {
     await using srv = await startServer({ engine });
     await using a = await link(srv);
@@ -432,7 +487,7 @@ Deno.test("server log: one client's flood of timeouts writes one line a second, 
   // A failed maintenance request is logged as its success is.
   assert.ok(
     lines.some((l) =>
-      / warn {2}netsqlite: backup failed: session 1: BAD_REQUEST: Cannot backup ".*s\.db": the file exists/
+      / warn {2}netsqlite: backup failed: session 1: BAD_REQUEST: Cannot back up to ".*s\.db": the file exists/
         .test(l)
     ),
     lines.join("\n"),

@@ -392,12 +392,18 @@ export const symbols = {
     ],
     result: "pointer",
   },
-  sqlite3_backup_step: {
+  /**
+   * `sqlite3_backup_step` on a background thread (`Db.backup()`): it reads
+   * the source, writes the copy and, at its last step, syncs it.
+   */
+  sqlite3_backup_step_nb: {
+    name: "sqlite3_backup_step",
     parameters: [
       "pointer", // sqlite3_backup *p
       "i32", // int nPage
     ],
     result: "i32",
+    nonblocking: true,
   },
   sqlite3_backup_remaining: {
     parameters: [
@@ -411,11 +417,14 @@ export const symbols = {
     ],
     result: "i32",
   },
-  sqlite3_backup_finish: {
+  /** `sqlite3_backup_finish` on a background thread: unfinished, it rolls the copy back. */
+  sqlite3_backup_finish_nb: {
+    name: "sqlite3_backup_finish",
     parameters: [
       "pointer", // sqlite3_backup *p
     ],
     result: "i32",
+    nonblocking: true,
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 

@@ -207,10 +207,13 @@ export interface Db {
   checkpoint(mode: "passive" | "full" | "restart" | "truncate"): CheckpointResult;
   /**
    * Copies the database to `destPath` with SQLite's online backup API,
-   * `pagesPerStep` pages at a time, yielding to the event loop between
-   * steps; `onProgress(remaining, total)` after each step.
+   * `pagesPerStep` pages at a time; `onProgress(remaining, total)` after
+   * each step. With `capabilities.background` (ffi) each step, and the sync
+   * of the copy at the last one, runs on a background thread and the event
+   * loop runs meanwhile; node:sqlite's `backup()` runs every step in one
+   * synchronous call (the event loop waits for the whole copy).
    *
-   * @throws {SqliteError}
+   * @throws {SqliteError} SQLite's code and message (the caller names the destination).
    */
   backup(
     destPath: string,

@@ -446,23 +446,36 @@ class FfiDb implements Db {
     return { walFrames: log[0], checkpointed: done[0] };
   }
 
+  /**
+   * Copies the database with SQLite's backup API, each step (and the last
+   * one's sync of the copy) on a background thread (`nonblocking` calls):
+   * the event loop runs between and during steps. The connection is busy
+   * meanwhile, as during a background step (`busyInBackground`); closing it
+   * then stops the copy after the current step.
+   */
   async backup(
     destPath: string,
     options: { pagesPerStep: number; onProgress?: (remaining: number, total: number) => void },
   ): Promise<void> {
     const s = this.#s;
-    const h = this.#handle();
+    this.#handle();
     const dest = openHandle(
       s,
       destPath,
       OpenFlag.READWRITE | OpenFlag.CREATE | OpenFlag.FULLMUTEX | OpenFlag.EXRESCODE,
     );
+    let stopped = false;
     try {
-      const b = s.sqlite3_backup_init(dest, MAIN, h, MAIN);
-      if (b === null) throw dbError(s, dest);
+      const b = s.sqlite3_backup_init(dest, MAIN, this.#handle(), MAIN);
+      if (b === null) throw backupError(s, dest, s.sqlite3_extended_errcode(dest));
+      let rc: number = Result.OK;
       try {
         for (;;) {
-          const rc = s.sqlite3_backup_step(b, options.pagesPerStep);
+          if (this.#h === null) {
+            stopped = true; // closed meanwhile (a zombie until backup_finish)
+            break;
+          }
+          rc = await this.#inBackground(() => s.sqlite3_backup_step_nb(b, options.pagesPerStep));
           if (
             rc !== Result.OK && rc !== Result.DONE && rc !== Result.BUSY && rc !== Result.LOCKED
           ) {
@@ -470,22 +483,43 @@ class FfiDb implements Db {
           }
           options.onProgress?.(s.sqlite3_backup_remaining(b), s.sqlite3_backup_pagecount(b));
           if (rc === Result.DONE) break;
-          await delay(rc === Result.OK ? 0 : 5);
+          if (rc !== Result.OK) await delay(5);
         }
       } finally {
-        const rc = s.sqlite3_backup_finish(b);
-        if (rc !== Result.OK) {
-          // deno-lint-ignore no-unsafe-finally
-          throw new SqliteError(
-            resultCodeName(rc),
-            `Cannot back up to "${destPath}": ${cString(s.sqlite3_errmsg(dest))}`,
-            rc,
-          );
-        }
+        // Unfinished, it rolls the copy back: I/O, off the main thread too.
+        const finish = () => s.sqlite3_backup_finish_nb(b);
+        rc = await (this.#h === null ? finish() : this.#inBackground(finish));
       }
+      if (stopped) {
+        throw new SqliteError(
+          "SQLITE_MISUSE",
+          "Cannot back up: the connection was closed while the backup ran",
+          Result.MISUSE,
+        );
+      }
+      if (rc !== Result.OK) throw backupError(s, dest, rc);
     } finally {
       s.sqlite3_close_v2(dest);
     }
+  }
+
+  /**
+   * Runs one `nonblocking` call on this connection: the connection counts as
+   * busy in the background meanwhile ({@link beforeBackground}), and due
+   * timers get their turn after it as after a background step.
+   */
+  async #inBackground<T>(call: () => Promise<T>): Promise<T> {
+    this.beforeBackground();
+    armTimerProbe();
+    let result: T;
+    try {
+      result = await call();
+    } finally {
+      this.afterBackground();
+    }
+    const turn = timerTurn();
+    if (turn !== null) await turn;
+    return result;
   }
 
   close(): void {
@@ -974,6 +1008,11 @@ function withQuoteHint(err: SqliteError, sql: string): SqliteError {
     `${m[1]}${quoted} - should this be a string literal in single-quotes?`,
     err.sqliteCode,
   );
+}
+
+/** A failed backup: SQLite's code and message about the copy (`database or disk is full`). */
+function backupError(s: Symbols, dest: Deno.PointerObject, rc: number): SqliteError {
+  return new SqliteError(resultCodeName(rc), cString(s.sqlite3_errmsg(dest)), rc);
 }
 
 /** The connection's current error as a {@link SqliteError}. */

@@ -90,7 +90,7 @@ const NODE_CAPABILITIES: Capabilities = Object.freeze({
 
 const NODE_LIMITATIONS: readonly string[] = Object.freeze([
   "A running statement cannot be interrupted, so statement timeouts and time budgets only act between rows",
-  "Statements cannot run on a background thread, so a long statement holds up every other request",
+  "Statements cannot run on a background thread, so a long statement, a backup or a vacuum holds up every other request",
   "Row changes cannot be reported (no update hook), so subscribe() fails with FEED_UNSUPPORTED",
   "TEXT that is not valid UTF-8 reads back with U+FFFD in place of the invalid bytes (FFI refuses it with INVALID_UTF8)",
   "Text holding a NUL character is cut at the NUL when read",
@@ -377,10 +377,9 @@ class NodeDb implements Db {
       });
       onProgress?.(0, total); // node:sqlite reports no progress after its last step
     } catch (err) {
+      // (The caller names the destination: `destPath` may be a file of its own.)
       const e = toSqliteError(err);
-      throw new SqliteError(e.code, `Cannot back up to "${destPath}": ${e.message}`, e.sqliteCode, {
-        cause: err,
-      });
+      throw new SqliteError(e.code, e.message, e.sqliteCode, { cause: err });
     }
   }
 
