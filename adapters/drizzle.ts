@@ -61,14 +61,16 @@
 
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { DrizzleConfig } from "drizzle-orm";
-import type { SQLiteTransaction } from "drizzle-orm/sqlite-core";
+import type { BatchItem, BatchResponse } from "drizzle-orm/batch";
+import type { BaseSQLiteDatabase, SQLiteTransaction } from "drizzle-orm/sqlite-core";
 import {
   type AsyncBatchRemoteCallback,
   type AsyncRemoteCallback,
   drizzle as drizzleProxy,
   type SqliteRemoteDatabase,
+  type SqliteRemoteResult,
 } from "drizzle-orm/sqlite-proxy";
-import type { BindParams, Client, Queryable, ReservedConnection } from "../client.ts";
+import type { BindParams, Client, Queryable, ReservedConnection, RunResult } from "../client.ts";
 import { transactionContext } from "../client/pool.ts";
 import { firstValues } from "../client/queryable.ts";
 import { PoolScope } from "./_pool_scope.ts";
@@ -76,6 +78,55 @@ import { refuseTxEnd } from "./_refuse_tx_end.ts";
 import { applyMigrations, type MigrationConfig } from "./drizzle_migrate.ts";
 
 export type { MigrationConfig } from "./drizzle_migrate.ts";
+
+/**
+ * What a statement run for its effect reports: `db.run(sql)`, `.run()` of an
+ * `insert`/`update`/`delete` without `returning`, and such an item of
+ * `db.batch([...])`: Drizzle's proxy result (`rows`, empty) with the rows
+ * the statement changed and the last rowid it inserted, as the client's
+ * `run()` reports them.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "../server.ts";
+ * import { connect } from "../client.ts";
+ * import { drizzle, type NetsqliteRunResult } from "./drizzle.ts";
+ * import { sql } from "drizzle-orm";
+ * const dir = await Deno.makeTempDir();
+ * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
+ * await using client = await connect({ path: `${dir}/a.sock` });
+ * const db = drizzle(client);
+ * await db.run(sql`CREATE TABLE t (x INTEGER)`);
+ * const r: NetsqliteRunResult = await db.run(sql`INSERT INTO t VALUES (1), (2)`);
+ * if (r.changes !== 2 || r.lastInsertRowid !== 2) throw new Error("expected 2 rows, rowid 2");
+ * ```
+ */
+export interface NetsqliteRunResult extends SqliteRemoteResult, RunResult {}
+
+/**
+ * The Drizzle database {@link drizzle} returns: `drizzle-orm/sqlite-proxy`'s
+ * `SqliteRemoteDatabase`, typed so that `run` results (of `db.run()`,
+ * `tx.run()`, `.run()` of a query, `db.batch()` items) are
+ * {@link NetsqliteRunResult}: `r.changes` and `r.lastInsertRowid` compile.
+ * A variable typed `SqliteRemoteDatabase<TSchema>` still accepts it.
+ *
+ * @typeParam TSchema The schema given to {@link drizzle} (for `db.query`).
+ */
+export interface NetsqliteDatabase<
+  TSchema extends Record<string, unknown> = Record<string, never>,
+> extends BaseSQLiteDatabase<"async", NetsqliteRunResult, TSchema> {
+  /**
+   * Runs the queries in one atomic request (`Client.batch`): all take effect
+   * or none does.
+   *
+   * @param batch Queries Drizzle can prepare (`select`, `insert`, `update`,
+   *   `delete`, relational queries, `db.run(sql)`).
+   * @returns each query's result, in order.
+   */
+  batch<U extends BatchItem<"sqlite">, T extends Readonly<[U, ...U[]]>>(
+    batch: T,
+  ): Promise<BatchResponse<T>>;
+}
 
 /** The client of each database {@link drizzle} returned, for {@link migrate}. */
 const clients = new WeakMap<object, Client>();
@@ -151,7 +202,7 @@ type Method = "run" | "all" | "values" | "get";
 export function drizzle<TSchema extends Record<string, unknown> = Record<string, never>>(
   client: Client,
   config?: DrizzleConfig<TSchema>,
-): SqliteRemoteDatabase<TSchema> {
+): NetsqliteDatabase<TSchema> {
   if (client === null || typeof client !== "object" || typeof client.reserve !== "function") {
     throw new TypeError("Invalid client: expected a netsqlite Client from connect()");
   }
@@ -278,7 +329,8 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     return await outermost(fn, txConfig);
   }) as typeof db.transaction;
   clients.set(db, client);
-  return db;
+  // The callbacks report `changes` and `lastInsertRowid` for `run` (see runOne and batch).
+  return db as unknown as NetsqliteDatabase<TSchema>;
 }
 
 /**
@@ -329,7 +381,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
  * ```
  */
 export async function migrate(
-  db: SqliteRemoteDatabase<any>,
+  db: NetsqliteDatabase<any> | SqliteRemoteDatabase<any>,
   config: MigrationConfig,
 ): Promise<void> {
   const client = db !== null && typeof db === "object" ? clients.get(db) : undefined;

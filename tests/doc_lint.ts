@@ -4,8 +4,10 @@
  * the documented exceptions below.
  *
  * The exceptions: the adapters' public signatures name the ORM packages' own
- * types (`drizzle()` takes Drizzle's `DrizzleConfig` and returns its
- * `SqliteRemoteDatabase`; `NetsqliteDialect` implements Kysely's `Dialect`).
+ * types (`drizzle()` takes Drizzle's `DrizzleConfig` and returns a
+ * `NetsqliteDatabase`, Drizzle's `BaseSQLiteDatabase` with its `batch`
+ * types; `migrate()` also takes Drizzle's `SqliteRemoteDatabase`;
+ * `NetsqliteDialect` implements Kysely's `Dialect`).
  * `deno doc --lint` calls them private because they are not exported from
  * our modules. Re-exporting them would not help: the linter then goes on
  * into those packages' types (dozens of findings in drizzle-orm and kysely,
@@ -18,7 +20,14 @@
 
 /** Types of drizzle-orm and kysely that our public signatures name, per file. */
 export const THIRD_PARTY_TYPES: Readonly<Record<string, readonly string[]>> = {
-  "adapters/drizzle.ts": ["DrizzleConfig", "SqliteRemoteDatabase"],
+  "adapters/drizzle.ts": [
+    "DrizzleConfig",
+    "SqliteRemoteDatabase",
+    "SqliteRemoteResult",
+    "BaseSQLiteDatabase",
+    "BatchItem",
+    "BatchResponse",
+  ],
   "adapters/kysely.ts": [
     "DatabaseIntrospector",
     "Dialect",

@@ -14,8 +14,14 @@ import {
   sqliteTable,
   text,
 } from "drizzle-orm/sqlite-core";
+import type { SqliteRemoteDatabase } from "drizzle-orm/sqlite-proxy";
 import { migrate as proxyMigrate } from "drizzle-orm/sqlite-proxy/migrator";
-import { drizzle, migrate } from "../adapters/drizzle.ts";
+import {
+  drizzle,
+  migrate,
+  type NetsqliteDatabase,
+  type NetsqliteRunResult,
+} from "../adapters/drizzle.ts";
 import { connect, ErrorCode, SqliteError } from "../client.ts";
 import { delay, startServer } from "./_helpers.ts";
 
@@ -91,7 +97,7 @@ Deno.test("drizzle: insert, select, update, delete with returning", async () => 
   assert.deepEqual(deleted, [{ name: "ada" }]);
 
   const run = await db.run(sql`UPDATE users SET balance = balance + 1`);
-  assert.equal((run as unknown as { changes: number }).changes, 1);
+  assert.equal(run.changes, 1);
   assert.deepEqual(await db.values(sql`SELECT id, name FROM users`), [[2, "bob"]]);
   assert.deepEqual(await db.all(sql`SELECT balance FROM users`), [[26]]);
   assert.deepEqual(await db.select({ n: count() }).from(users), [{ n: 1 }]);
@@ -100,6 +106,47 @@ Deno.test("drizzle: insert, select, update, delete with returning", async () => 
     db.insert(users).values({ name: "bob", balance: 1n }),
     (err: Error) => /UNIQUE constraint failed/.test(err.message + String(err.cause)),
   );
+});
+
+/** Asserts at compile time that `A` and `B` are the same type. */
+type Same<A, B> = (<X>() => X extends A ? 1 : 2) extends (<X>() => X extends B ? 1 : 2) ? true
+  : false;
+function same<A, B>(_proof: Same<A, B>): void {}
+
+Deno.test("drizzle: run results are typed with changes and lastInsertRowid", async () => {
+  // deno check (deno task check, or deno test) compiles what follows: `run`
+  // results of db, tx, a query's .run() and a batch item carry `changes` and
+  // `lastInsertRowid`, without a cast.
+  await using t = await setup();
+  const { db, client } = t;
+  same<typeof db, NetsqliteDatabase<typeof schema>>(true);
+  // Code typed against Drizzle's own proxy database still takes it.
+  const legacy: SqliteRemoteDatabase<typeof schema> = db;
+  await db.insert(users).values({ name: "ada", balance: 1n });
+  const updated = await db.update(users).set({ balance: 2n }).run();
+  same<typeof updated, NetsqliteRunResult>(true);
+  const changes: number = updated.changes;
+  assert.equal(changes, 1);
+  const inserted = await db.run(sql`INSERT INTO users (name, balance) VALUES ('bob', 3)`);
+  const rowid: number | bigint = inserted.lastInsertRowid;
+  assert.deepEqual([inserted.changes, rowid], [1, 2]);
+  const [deleted, all] = await db.batch([
+    db.delete(users).where(eq(users.name, "bob")),
+    db.select({ name: users.name }).from(users),
+  ]);
+  same<typeof deleted, NetsqliteRunResult>(true);
+  assert.equal(deleted.changes, 1);
+  assert.deepEqual(all, [{ name: "ada" }]);
+  const inTx = await db.transaction(async (tx) => {
+    const r = await tx.run(sql`DELETE FROM users`);
+    same<typeof r, NetsqliteRunResult>(true);
+    return r.changes;
+  });
+  assert.equal(inTx, 1);
+  // migrate() takes either type.
+  const folder = await writeMigrations(t.srv.dir, [["0000_x", "CREATE TABLE x (a);"]]);
+  await migrate(legacy, { migrationsFolder: folder });
+  assert.deepEqual(await client.values("SELECT count(*) FROM x"), [[0]]);
 });
 
 Deno.test("drizzle: relational query with nested relations", async () => {

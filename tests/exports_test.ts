@@ -62,6 +62,10 @@ Deno.test("exports: VERSION is deno.json's version, and every executable entry p
 const PEER_TYPES = new Set([
   "DrizzleConfig",
   "SqliteRemoteDatabase",
+  "SqliteRemoteResult",
+  "BaseSQLiteDatabase",
+  "BatchItem",
+  "BatchResponse",
   "Dialect",
   "Driver",
   "QueryCompiler",
