@@ -15,9 +15,14 @@
  *   `tx.transaction()` does; nested transactions started side by side
  *   (`Promise.all`) run one after another, also when some go through an
  *   outer `tx` (Drizzle names the savepoints of one level alike, so open at
- *   once they would undo each other). Work that `fn` started but that runs
- *   after the transaction ended (a timer, a queued job) runs on the shared
- *   pool, in autocommit.
+ *   once they would undo each other). A statement sent at a level while a
+ *   transaction nested there by another branch of its function is open
+ *   waits for it to end (inside its savepoint, that one's rollback would
+ *   undo it). Work that `fn` started but that runs after the transaction
+ *   ended (a timer, a queued job) runs on the shared pool, in autocommit.
+ * - Every database made by `drizzle(client)` over one client shares its
+ *   transactions: queries through another one from inside `fn` run in the
+ *   transaction, and its `db.transaction()` nests there as a savepoint.
  * - The client's own calls made from `fn` act as inside the client's
  *   `transaction()` (Drizzle's transaction is one for the pool): a
  *   `client.transaction()` nests as a savepoint, with `max: 1` plain calls
@@ -70,7 +75,15 @@ import {
   type SqliteRemoteDatabase,
   type SqliteRemoteResult,
 } from "drizzle-orm/sqlite-proxy";
-import type { BindParams, Client, Queryable, ReservedConnection, RunResult } from "../client.ts";
+import {
+  type BindParams,
+  type Client,
+  ErrorCode,
+  type Queryable,
+  type ReservedConnection,
+  type RunResult,
+  SqliteError,
+} from "../client.ts";
 import { transactionContext } from "../client/pool.ts";
 import { firstValues } from "../client/queryable.ts";
 import { PoolScope } from "./_pool_scope.ts";
@@ -131,6 +144,23 @@ export interface NetsqliteDatabase<
 /** The client of each database {@link drizzle} returned, for {@link migrate}. */
 const clients = new WeakMap<object, Client>();
 
+/**
+ * The transaction context of each client, shared by every database
+ * {@link drizzle} made over it: the `db.transaction()` whose `fn` (or work
+ * it started) makes the current call, followed through awaits, timers and
+ * queued jobs. Shared so that a second `drizzle(client)` (another module's)
+ * used from inside the first one's transaction joins it, as the client's
+ * own calls do, instead of waiting for the writer it holds.
+ */
+const contexts = new WeakMap<Client, AsyncLocalStorage<TransactionScope>>();
+
+/** The transaction context of `client` (see {@link contexts}). */
+function contextOf(client: Client): AsyncLocalStorage<TransactionScope> {
+  let context = contexts.get(client);
+  if (context === undefined) contexts.set(client, context = new AsyncLocalStorage());
+  return context;
+}
+
 /** Whether a `db.transaction()` is still open (shared by its nested levels). */
 interface TransactionState {
   open: boolean;
@@ -140,16 +170,26 @@ interface TransactionState {
  * A `db.transaction()` in progress: its reserved connection, whether it is
  * still open, and, once Drizzle has begun it, one level of it: Drizzle's
  * transaction (the outermost or a savepoint) that a `db.transaction()` or
- * `tx.transaction()` called at this level nests in.
+ * `tx.transaction()` called at this level nests in. Without a level, the
+ * scope of Drizzle's own statements that begin or end a transaction
+ * (`begin`, `commit`, `rollback`; `savepoint`, `release`, `rollback to`).
  */
 interface TransactionScope {
   readonly conn: ReservedConnection;
   readonly state: TransactionState;
   readonly level?: Level;
+  /**
+   * The savepoint that Drizzle's `begin`, `commit` and `rollback` sent in
+   * this scope open, release and roll back: a `db.transaction()` of another
+   * database over the same client, nested in this transaction.
+   */
+  readonly savepoint?: string;
 }
 
 /** One level of an open transaction: Drizzle's `tx`, its depth and its queue of nested ones. */
 interface Level {
+  /** The database whose `tx` this is. */
+  readonly owner: object;
   readonly tx: SQLiteTransaction<"async", unknown, any, any>;
   /** Drizzle's own `tx.transaction()`: opens a savepoint of `tx` and runs the function in it. */
   readonly savepoint: (fn: (tx: any) => Promise<unknown>) => Promise<unknown>;
@@ -163,21 +203,60 @@ interface Level {
    * waits for the one before.
    */
   tail: Promise<void>;
+  /**
+   * How many transactions of this level's queue ({@link tail}) wait or run.
+   * While one does, statements sent at this level (from its function, not
+   * from inside the nested one) wait for the tail: sent while a sibling's
+   * savepoint is open, they would be part of it, and its `ROLLBACK TO`
+   * would undo them after they were acknowledged.
+   */
+  nested: number;
 }
 
 /** The statement Drizzle's proxy session sends to roll a transaction back. */
 const ROLLBACK = /^\s*rollback\s*;?\s*$/i;
+/** The statements Drizzle's proxy session sends to begin and to commit a transaction. */
+const BEGIN = /^\s*begin\b/i;
+const COMMIT = /^\s*commit\s*;?\s*$/i;
 
 /** Where a refused statement was sent, and what to use instead (see `refuseTxEnd`). */
 const WHERE = "db.transaction()";
 const HOW = "Drizzle ends the transaction itself (it commits when the callback resolves and " +
   "rolls back when it throws or calls tx.rollback()); use savepoints or a nested tx.transaction()";
 
+/**
+ * Waits while a transaction nested at the level of `scope` by another
+ * branch of its function waits or runs (see {@link Level.nested}), unless
+ * the transaction ends meanwhile.
+ */
+async function turn(scope: TransactionScope): Promise<void> {
+  const level = scope.level;
+  while (level !== undefined && level.nested > 0 && scope.state.open) await level.tail;
+}
+
+/**
+ * The statement that stands for Drizzle's `begin`, `commit` or `rollback`
+ * of a transaction nested as savepoint `name` (another database's
+ * `db.transaction()` inside this one's): `savepoint`, `release savepoint`,
+ * `rollback to savepoint`.
+ */
+function savepointStatement(sql: string, name: string): string {
+  if (BEGIN.test(sql)) return `savepoint ${name}`;
+  if (COMMIT.test(sql)) return `release savepoint ${name}`;
+  if (ROLLBACK.test(sql)) return `rollback to savepoint ${name}`;
+  return sql;
+}
+
 /** How Drizzle asks for a query's result. */
 type Method = "run" | "all" | "values" | "get";
 
 /**
  * Creates a Drizzle database on a netsqlite client.
+ *
+ * Every database made over one client shares its transactions: a query
+ * through another `drizzle(client)` made from inside this one's
+ * `db.transaction()` runs in that transaction, and its `db.transaction()`
+ * nests there with a savepoint.
  *
  * @param client A connected client (see `connect()`); closing it stays the
  *   caller's job.
@@ -206,25 +285,38 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   if (client === null || typeof client !== "object" || typeof client.reserve !== "function") {
     throw new TypeError("Invalid client: expected a netsqlite Client from connect()");
   }
-  // The transaction whose `fn` (or work it started) makes the current call,
-  // followed through awaits, timers and queued jobs; `open` turns false when
-  // the transaction ends, so work that runs later goes to the client.
-  const context = new AsyncLocalStorage<TransactionScope>();
-  const target = (): Queryable => {
-    const scope = context.getStore();
-    return scope !== undefined && scope.state.open ? scope.conn : client;
-  };
+  // The transaction whose `fn` (or work it started) makes the current call;
+  // `open` turns false when the transaction ends, so work that runs later
+  // goes to the client.
+  const context = contextOf(client);
+  const target = (scope: TransactionScope | undefined): Queryable =>
+    scope !== undefined && scope.state.open ? scope.conn : client;
 
-  // A statement sent from inside `fn` (at a level) that would begin or end
-  // the transaction is refused; Drizzle's own `begin`/`commit`/`rollback`
-  // run outside every level (its savepoints are allowed anyway).
-  const guard = (sql: string): void => {
-    const scope = context.getStore();
-    if (scope?.level !== undefined && scope.state.open) refuseTxEnd(sql, WHERE, HOW);
+  /**
+   * What to send for `sql` in `scope`, once it may be sent. A statement sent
+   * from inside `fn` (at a level) that would begin or end the transaction is
+   * refused; one sent while a transaction nested at its level by another
+   * branch of the level's function is open waits for it to end. Drizzle's
+   * own `begin`/`commit`/`rollback` and savepoints run outside every level;
+   * those of another database's `db.transaction()` nested here become a
+   * savepoint's.
+   */
+  const statementFor = async (
+    scope: TransactionScope | undefined,
+    sql: string,
+  ): Promise<string> => {
+    if (scope === undefined || !scope.state.open) return sql;
+    if (scope.level === undefined) {
+      return scope.savepoint === undefined ? sql : savepointStatement(sql, scope.savepoint);
+    }
+    refuseTxEnd(sql, WHERE, HOW);
+    await turn(scope);
+    return sql;
   };
-  const callback: AsyncRemoteCallback = async (sql, params, method) => {
-    guard(sql);
-    const on = target();
+  const callback: AsyncRemoteCallback = async (text, params, method) => {
+    const scope = context.getStore();
+    const sql = await statementFor(scope, text);
+    const on = target(scope);
     try {
       return await runOne(on, sql, params as BindParams, method);
     } catch (err) {
@@ -238,8 +330,12 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     }
   };
   const batch: AsyncBatchRemoteCallback = async (queries) => {
-    for (const q of queries) guard(q.sql);
-    const results = await target().batch<unknown[]>(
+    const scope = context.getStore();
+    if (scope?.level !== undefined && scope.state.open) {
+      for (const q of queries) refuseTxEnd(q.sql, WHERE, HOW);
+      await turn(scope);
+    }
+    const results = await target(scope).batch<unknown[]>(
       queries.map((q) => ({ sql: q.sql, params: q.params as BindParams })),
       { arrays: true },
     );
@@ -249,19 +345,27 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
         : shape(queries[i].method, r.rows)
     );
   };
-  const db = drizzleProxy<TSchema>(callback, batch, config);
+  const drizzleDb = drizzleProxy<TSchema>(callback, batch, config);
+  const db = drizzleDb as unknown as NetsqliteDatabase<TSchema>;
 
   // Drizzle's proxy session sends `begin`/`commit` through the callback; run
   // the whole transaction, and everything `fn` does, on one reserved connection.
   // A `db.transaction()` called inside `fn` (a helper that wraps its own work
   // in one) nests in it with a savepoint, as Drizzle's better-sqlite3 driver
   // does: `begin` there would fail and end the outer transaction.
-  const transaction = db.transaction.bind(db);
+  const transaction = drizzleDb.transaction.bind(drizzleDb);
   type Fn = (tx: any) => Promise<unknown>;
   /** The scope of `fn` at Drizzle's `tx`: one level deeper; `tx.transaction()` queued there. */
   const enter = (scope: TransactionScope, tx: Level["tx"], depth: number): TransactionScope => {
-    const level: Level = { tx, savepoint: tx.transaction.bind(tx), depth, tail: Promise.resolve() };
-    const at = { ...scope, level };
+    const level: Level = {
+      owner: db,
+      tx,
+      savepoint: tx.transaction.bind(tx),
+      depth,
+      tail: Promise.resolve(),
+      nested: 0,
+    };
+    const at = { conn: scope.conn, state: scope.state, level };
     tx.transaction = ((inner: Fn) => nest(at, inner)) as typeof tx.transaction;
     return at;
   };
@@ -277,27 +381,38 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
    * never queues behind the function it is called from (that one holds a
    * place in an outer level's queue, not in its own). `ended` runs `fn` when
    * the transaction ended while it waited (a `db.transaction()`: on its own).
+   * `foreign`: a `db.transaction()` of this database nested in another
+   * database's level: this database's own transaction, whose `begin`,
+   * `commit` and `rollback` become the savepoint's.
    */
   const nest = async (
     at: TransactionScope & { level: Level },
     fn: Fn,
     ended?: () => Promise<unknown>,
+    foreign?: (run: Fn) => Promise<unknown>,
   ): Promise<unknown> => {
     const caller = context.getStore();
     const deeper = caller?.state === at.state && (caller.level?.depth ?? 0) > at.level.depth;
-    const run: Fn = (tx) => {
-      const depth = (deeper ? caller!.level!.depth : at.level.depth) + 1;
-      return context.run(enter(at, tx, depth), () => fn(tx));
-    };
+    const depth = deeper ? caller!.level!.depth : at.level.depth;
+    const run: Fn = (tx) => context.run(enter(at, tx, depth + 1), () => fn(tx));
     const queue = deeper ? caller!.level! : at.level;
     const before = queue.tail;
     let done!: () => void;
     queue.tail = new Promise<void>((resolve) => done = resolve);
+    queue.nested++;
     try {
       await before;
       if (!at.state.open && ended !== undefined) return await ended();
-      return await at.level.savepoint(run);
+      // Its savepoint's statements belong to no level: they neither wait for
+      // this queue (they are its transaction) nor are refused.
+      const control: TransactionScope = {
+        conn: at.conn,
+        state: at.state,
+        ...(foreign === undefined ? {} : { savepoint: `sp${depth}` }),
+      };
+      return await context.run(control, () => (foreign ?? at.level.savepoint)(run));
     } finally {
+      queue.nested--;
       done();
     }
   };
@@ -324,13 +439,13 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     const outer = context.getStore();
     if (outer?.state.open && outer.level !== undefined) {
       const at = outer as TransactionScope & { level: Level };
-      return await nest(at, fn, () => outermost(fn, txConfig));
+      const foreign = at.level.owner === db ? undefined : (run: Fn) => transaction(run, txConfig);
+      return await nest(at, fn, () => outermost(fn, txConfig), foreign);
     }
     return await outermost(fn, txConfig);
   }) as typeof db.transaction;
   clients.set(db, client);
-  // The callbacks report `changes` and `lastInsertRowid` for `run` (see runOne and batch).
-  return db as unknown as NetsqliteDatabase<TSchema>;
+  return db;
 }
 
 /**
@@ -348,7 +463,10 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
  *   migrations with foreign keys off, checked before the commit (see
  *   `Client.batch`'s `foreignKeys`), so `DROP TABLE` deletes no rows of
  *   tables that reference it.
- * - Call it outside a transaction.
+ * - Call it outside a transaction: called from inside a `db.transaction()`
+ *   of this client (any database over it), it is refused at once with
+ *   `SqliteError` `TX_CONTROL` (its own transaction would wait for that
+ *   one's writer, or nest in it).
  *
  * @param db A database returned by {@link drizzle}.
  * @param config `migrationsFolder`, and `migrationsTable` (default
@@ -357,7 +475,8 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
  *   batch), instead of the server's statement timeout.
  * @throws {TypeError} when `db` does not come from {@link drizzle}, or the
  *   config is invalid.
- * @throws {SqliteError} naming the migration that failed.
+ * @throws {SqliteError} naming the migration that failed; `TX_CONTROL`
+ *   when called inside a `db.transaction()` of the same client.
  * @example
  * ```ts
  * import { serve } from "../server.ts";
@@ -387,6 +506,16 @@ export async function migrate(
   const client = db !== null && typeof db === "object" ? clients.get(db) : undefined;
   if (client === undefined) {
     throw new TypeError("Invalid db: expected a database returned by netsqlite's drizzle()");
+  }
+  if (contextOf(client).getStore()?.state.open) {
+    // Its batch would wait for the writer this transaction holds (--busy-timeout), or with
+    // max: 1 nest in it, committed or undone by whatever the transaction does next.
+    throw new SqliteError(
+      ErrorCode.TxControl,
+      "Cannot run migrate() inside db.transaction(): migrations run in a transaction of their " +
+        "own, which cannot begin while this one is open on the same client; call migrate() " +
+        "outside the transaction (before it, as at startup)",
+    );
   }
   await applyMigrations(client, config);
 }

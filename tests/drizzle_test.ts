@@ -55,7 +55,9 @@ const DDL = [
   "author_id INTEGER NOT NULL REFERENCES users(id), title TEXT NOT NULL)",
 ];
 
-async function setup(options: { txIdleTimeout?: number; maxResultBytes?: number } = {}) {
+async function setup(
+  options: { txIdleTimeout?: number; maxResultBytes?: number; busyTimeout?: number } = {},
+) {
   const srv = await startServer(options);
   const client = await connect(srv.connectOptions); // a pool (max 4), as users get it
   const db = drizzle(client, { schema });
@@ -619,6 +621,162 @@ Deno.test("drizzle: transactions opened through an outer tx inside a nested one 
   });
   assert.deepEqual(await names(), ["a", "c", "e", "g", "i"]);
   assert.equal(client.inTransaction, false);
+});
+
+Deno.test("drizzle: a statement sent beside an open nested transaction waits for it, so its rollback keeps it", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  const names = async () =>
+    (await db.select({ name: users.name }).from(users).orderBy(asc(users.name))).map((r) => r.name);
+  const events: string[] = [];
+  /** A nested transaction that inserts, lets the other branch run, then fails. */
+  const failing = (open: (fn: (tx2: any) => Promise<void>) => Promise<unknown>, name: string) =>
+    open(async (tx2) => {
+      await tx2.insert(users).values({ name, balance: 1n });
+      events.push(`${name} inserted`);
+      await delay(30);
+      events.push(`${name} throws`);
+      throw new Error(`undo ${name}`);
+    });
+
+  await db.transaction(async (tx) => {
+    const settled = await Promise.allSettled([
+      failing((fn) => tx.transaction(fn), "nested"),
+      (async () => {
+        await delay(5); // the nested transaction's savepoint is open by now
+        // Through tx, through db from inside fn, and a batch: each waits for the nested one.
+        const [a] = await tx.insert(users).values({ name: "tx", balance: 1n }).returning();
+        events.push(`tx acknowledged ${a.name}`);
+        await db.insert(users).values({ name: "db", balance: 1n });
+        await db.batch([db.insert(users).values({ name: "batch", balance: 1n })]);
+      })(),
+      failing((fn) => db.transaction(fn), "helper"), // a helper's own db.transaction()
+    ]);
+    assert.deepEqual(settled.map((s) => s.status), ["rejected", "fulfilled", "rejected"]);
+  });
+  // Acknowledged writes stay: none ran inside a savepoint that was then rolled back.
+  assert.deepEqual(await names(), ["batch", "db", "tx"]);
+  assert.deepEqual(events.slice(0, 2), ["nested inserted", "nested throws"]);
+  assert.ok(events.indexOf("tx acknowledged tx") > 1, events.join(", "));
+
+  // From inside the nested function, the outer tx runs at once, as part of it.
+  await db.transaction(async (tx) => {
+    await assert.rejects(
+      tx.transaction(async () => {
+        await tx.insert(users).values({ name: "inside", balance: 1n });
+        throw new Error("undo inside");
+      }),
+      /undo inside/,
+    );
+    await tx.insert(users).values({ name: "after", balance: 1n });
+  });
+  assert.deepEqual(await names(), ["after", "batch", "db", "tx"]);
+  assert.equal(client.inTransaction, false);
+});
+
+Deno.test("drizzle: every drizzle() over one client joins the transaction of any of them", async () => {
+  // Before: another instance's insert waited --busy-timeout for the writer
+  // the first one's transaction held, then failed with BUSY_TIMEOUT.
+  await using t = await setup({ busyTimeout: 1000 });
+  const { db, client } = t;
+  const notes = sqliteTable("notes", { id: integer("id").primaryKey(), body: text("body") });
+  const other = drizzle(client, { schema: { notes } }); // another module's instance
+  await other.run(sql`CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)`);
+  const names = async () =>
+    (await db.select({ name: users.name }).from(users).orderBy(asc(users.name))).map((r) => r.name);
+
+  const started = performance.now();
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.insert(users).values({ name: "a", balance: 1n });
+      // Sees the transaction's row and writes in it, at once.
+      assert.equal((await other.select().from(users)).length, 1);
+      await other.insert(users).values({ name: "b", balance: 1n });
+      assert.equal((await tx.select().from(users)).length, 2);
+      throw new Error("undo both");
+    }),
+    /undo both/,
+  );
+  assert.ok(performance.now() - started < 900, `took ${performance.now() - started} ms`);
+  assert.deepEqual(await names(), []);
+
+  // Its db.transaction() nests as a savepoint, with its own tx (its schema's db.query).
+  await db.transaction(async (tx) => {
+    await tx.insert(users).values({ name: "outer", balance: 1n });
+    const body = await other.transaction(async (otx) => {
+      await otx.insert(notes).values({ id: 1, body: "kept" });
+      await otx.insert(users).values({ name: "kept", balance: 1n });
+      return (await otx.query.notes.findFirst())?.body;
+    });
+    assert.equal(body, "kept");
+    await assert.rejects(
+      other.transaction(async (otx) => {
+        await otx.insert(notes).values({ id: 2, body: "undone" });
+        await otx.insert(users).values({ name: "undone", balance: 1n });
+        throw new Error("undo inner");
+      }),
+      /undo inner/,
+    );
+    // Side by side with this instance's nested transactions: one after another.
+    const settled = await Promise.allSettled([
+      other.transaction(async (otx) => {
+        await otx.insert(users).values({ name: "o1", balance: 1n });
+        await delay(10);
+        throw new Error("undo o1");
+      }),
+      tx.transaction(async (t2) => {
+        await t2.insert(users).values({ name: "t1", balance: 1n });
+        await delay(10);
+      }),
+      other.transaction(async (otx) => {
+        await otx.transaction(async (deep) => {
+          await deep.insert(users).values({ name: "o2", balance: 1n });
+        });
+      }),
+    ]);
+    assert.deepEqual(settled.map((s) => s.status), ["rejected", "fulfilled", "fulfilled"]);
+  });
+  assert.deepEqual(await names(), ["kept", "o2", "outer", "t1"]);
+  assert.deepEqual(await client.values("SELECT id, body FROM notes"), [[1, "kept"]]);
+
+  // An outer throw undoes the other instance's nested commit too.
+  await assert.rejects(
+    db.transaction(async () => {
+      await other.transaction((otx) => otx.insert(notes).values({ id: 3, body: "gone" }));
+      throw new Error("undo all");
+    }),
+    /undo all/,
+  );
+  assert.deepEqual(await client.values("SELECT count(*) FROM notes"), [[1]]);
+  assert.equal(client.inTransaction, false);
+});
+
+Deno.test("drizzle: migrate() inside db.transaction() is refused at once with TX_CONTROL", async () => {
+  // Before: it waited --busy-timeout for the writer the transaction held, then failed.
+  await using t = await setup({ busyTimeout: 1000 });
+  const { db, client } = t;
+  const folder = await writeMigrations(t.srv.dir, [["0000_x", "CREATE TABLE x (a);"]]);
+  for (const by of [db, drizzle(client)]) {
+    const started = performance.now();
+    await assert.rejects(
+      db.transaction(async () => {
+        await migrate(by, { migrationsFolder: folder });
+      }),
+      (err: Error) => {
+        assert.ok(err instanceof SqliteError, String(err));
+        assert.equal(err.code, ErrorCode.TxControl);
+        assert.match(
+          err.message,
+          /^Cannot run migrate\(\) inside db\.transaction\(\): .*call migrate\(\) outside the transaction/,
+        );
+        return true;
+      },
+    );
+    assert.ok(performance.now() - started < 500, `took ${performance.now() - started} ms`);
+  }
+  // Outside, it applies; work the transaction left behind (a timer) may migrate too.
+  await migrate(db, { migrationsFolder: folder });
+  assert.deepEqual(await client.values("SELECT count(*) FROM __drizzle_migrations"), [[1]]);
 });
 
 /** Moves one chunk from `reader` to `ctl` (a stream over a reader already in use). */
