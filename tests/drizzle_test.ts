@@ -293,6 +293,82 @@ Deno.test("drizzle: bigint columns keep every bit", async () => {
   ]);
 });
 
+/** README's 64-bit column for relational queries: stored as TEXT, so nested `with` keeps it whole. */
+const bigintText = customType<{ data: bigint; driverData: string }>({
+  dataType: () => "text",
+  toDriver: (value) => String(value),
+  fromDriver: (value) => BigInt(value),
+});
+
+Deno.test("drizzle: a TEXT-stored bigint column round-trips exactly in nested with; INTEGER and BLOB ones do not", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  const owners = sqliteTable("owners", {
+    id: integer("id").primaryKey(),
+    credit: bigintText("credit").notNull(),
+  });
+  const accounts = sqliteTable("accounts", {
+    id: integer("id").primaryKey(),
+    ownerId: integer("owner_id").notNull(),
+    balance: bigintText("balance").notNull(),
+  });
+  const ownersRelations = relations(owners, ({ many }) => ({ accounts: many(accounts) }));
+  const accountsRelations = relations(accounts, ({ one }) => ({
+    owner: one(owners, { fields: [accounts.ownerId], references: [owners.id] }),
+  }));
+  const rdb = drizzle(client, { schema: { owners, accounts, ownersRelations, accountsRelations } });
+  await client.exec(
+    "CREATE TABLE owners (id INTEGER PRIMARY KEY, credit TEXT NOT NULL);" +
+      "CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, " +
+      "balance TEXT NOT NULL)",
+  );
+  const values = [2n ** 62n + 7n, 2n ** 63n - 1n, -(2n ** 63n), 2n ** 53n + 1n, 0n];
+  await rdb.insert(owners).values({ id: 1, credit: 2n ** 63n - 3n });
+  await rdb.insert(accounts).values(
+    values.map((balance, i) => ({ id: i + 1, ownerId: 1, balance })),
+  );
+  const owner = await rdb.query.owners.findFirst({
+    with: { accounts: { orderBy: (a, { asc }) => [asc(a.id)] } },
+  });
+  assert.deepEqual(owner?.accounts.map((a) => a.balance), values);
+  assert.equal(owner?.credit, 2n ** 63n - 3n);
+  const account = await rdb.query.accounts.findFirst({
+    where: eq(accounts.id, 1),
+    with: { owner: true },
+  });
+  assert.deepEqual(account, {
+    id: 1,
+    ownerId: 1,
+    balance: 2n ** 62n + 7n,
+    owner: { id: 1, credit: 2n ** 63n - 3n },
+  });
+  // Nested in a transaction too (the same JSON path, on the reserved connection).
+  assert.deepEqual(
+    await rdb.transaction(async (tx) =>
+      (await tx.query.owners.findFirst({ with: { accounts: true } }))?.accounts[1].balance
+    ),
+    2n ** 63n - 1n,
+  );
+
+  // What README warns of: an INTEGER column (`int64`: fromDriver BigInt) comes
+  // back rounded from nested `with` (JSON.parse reads a number), and a BLOB
+  // one (`blob({ mode: "bigint" })`) fails the query.
+  await db.insert(users).values({ name: "big", balance: 2n ** 62n + 7n, tag: 2n ** 62n + 7n });
+  await db.insert(posts).values({ authorId: 1, title: "p" });
+  assert.equal((await db.query.users.findFirst())?.balance, 2n ** 62n + 7n); // top level: exact
+  const post = await db.query.posts.findFirst({
+    with: { author: { columns: { balance: true } } },
+  });
+  assert.equal(post?.author.balance, 2n ** 62n); // rounded: 4611686018427387904n
+  await assert.rejects(
+    db.query.posts.findFirst({ with: { author: { columns: { tag: true } } } }),
+    (err: Error) => {
+      assert.match(String((err.cause as Error)?.message), /JSON cannot hold BLOB values/);
+      return true;
+    },
+  );
+});
+
 Deno.test("drizzle: db.batch inside a transaction runs in it and rolls back with it", async () => {
   await using t = await setup();
   const { db } = t;

@@ -251,6 +251,38 @@ Deno.test({
   },
 });
 
+Deno.test("readme: the Drizzle bigint column snippet reads 2^62 + 7 exactly through a nested with", async () => {
+  const snippet = await readmeBlock("## Drizzle", "const bigintText = customType<");
+  const program = (socket: string): string =>
+    [
+      'import { connect } from "@netsqlite/netsqlite";',
+      'import { drizzle } from "@netsqlite/netsqlite/drizzle";',
+      'import { relations } from "drizzle-orm";',
+      snippet,
+      'const owners = sqliteTable("owners", { id: integer("id").primaryKey() });',
+      "const ownersRelations = relations(owners, ({ many }) => ({ accounts: many(accounts) }));",
+      "const accountsRelations = relations(accounts, ({ one }) => ({",
+      "  owner: one(owners, { fields: [accounts.ownerId], references: [owners.id] }),",
+      "}));",
+      `await using client = await connect({ path: ${JSON.stringify(socket)} });`,
+      "const db = drizzle(client, {",
+      "  schema: { owners, accounts, ownersRelations, accountsRelations },",
+      "});",
+      "await client.exec(",
+      '  "CREATE TABLE IF NOT EXISTS owners (id INTEGER PRIMARY KEY); " +',
+      '    "CREATE TABLE IF NOT EXISTS accounts (id INTEGER PRIMARY KEY, " +',
+      '    "owner_id INTEGER NOT NULL, balance TEXT NOT NULL); " +',
+      '    "DELETE FROM accounts; DELETE FROM owners; INSERT INTO owners VALUES (1)",',
+      ");",
+      "await db.insert(accounts).values({ id: 1, ownerId: 1, balance: 2n ** 62n + 7n });",
+      "const owner = await db.query.owners.findFirst({ with: { accounts: true } });",
+      "const balance = owner?.accounts[0].balance;",
+      "console.log(typeof balance, String(balance));",
+    ].join("\n");
+  const outputs = await runProgram(program);
+  assert.deepEqual(outputs, ["bigint 4611686018427387911\n", "bigint 4611686018427387911\n"]);
+});
+
 Deno.test("readme: the drizzle-kit migrate snippet applies a migration folder, once", async () => {
   const snippet = await readmeBlock("## Drizzle", "await migrate(");
   let tables: unknown[][] = [];
