@@ -29,6 +29,9 @@
  * - A transaction takes the server's writer at `BEGIN`, a read only one
  *   too: read outside a transaction for long reports.
  * - `numAffectedRows` and `insertId` are bigint, as Kysely expects.
+ * - Raw SQL returns rows when the statement has result columns, else what
+ *   it changed; one request when its text says which (`SELECT`, `INSERT`,
+ *   ... without `RETURNING`), else three (prepared first for its columns).
  * - `stream()` reads through the server's cursor (`iterate()`), chunk by
  *   chunk, so memory stays bounded.
  *
@@ -88,6 +91,7 @@ import {
   SqliteError,
 } from "../client.ts";
 import { readsOnly } from "../client/connection.ts";
+import { scan } from "../protocol/sql_lexer.ts";
 import { findTxControl } from "../client/_tx_control.ts";
 import { transactionContext } from "../client/pool.ts";
 import { PoolScope } from "./_pool_scope.ts";
@@ -491,7 +495,11 @@ async function executeOn<R>(q: Queryable, compiled: CompiledQuery): Promise<Quer
   if (WRITES.has(kind)) return { rows: await q.query<R>(sql, params) }; // returning
   if (kind !== "RawNode") return changed(await q.run(sql, params), []);
   // Raw SQL: rows when the statement has result columns (as better-sqlite3's
-  // `reader`), else what it changed.
+  // `reader`), else what it changed. One request when its text says which;
+  // else the prepared statement's columns say (three requests).
+  const shape = rawShape(sql);
+  if (shape === "rows") return { rows: await q.query<R>(sql, params) };
+  if (shape === "changes") return changed(await q.run(sql, params), []);
   const stmt = await q.prepare(sql);
   try {
     if (stmt.columns.length > 0) return { rows: await stmt.all<R>(params) };
@@ -500,6 +508,82 @@ async function executeOn<R>(q: Queryable, compiled: CompiledQuery): Promise<Quer
     stmt.finalize().catch(() => {/* the connection is gone; so is the statement */});
   }
 }
+
+/** Statements with result columns: `SELECT`, `VALUES`, `EXPLAIN ...`. */
+const READERS: ReadonlySet<string> = new Set(["select", "values", "explain"]);
+
+/**
+ * Statements without result columns, unless a `RETURNING` clause gives them
+ * some. Not `PRAGMA` (with or without a value, some return a row and some
+ * none).
+ */
+const WRITERS: ReadonlySet<string> = new Set([
+  "insert",
+  "update",
+  "delete",
+  "replace",
+  "create",
+  "drop",
+  "alter",
+  "begin",
+  "commit",
+  "end",
+  "rollback",
+  "savepoint",
+  "release",
+  "analyze",
+  "reindex",
+  "vacuum",
+  "attach",
+  "detach",
+]);
+
+/**
+ * What one raw statement returns, from its text alone: `"rows"` when it
+ * surely has result columns (`SELECT`, `VALUES`, `EXPLAIN`, `WITH ...
+ * SELECT`), `"changes"` when it surely has none (`INSERT`, `UPDATE`,
+ * `DELETE`, `REPLACE`, `WITH ... INSERT|UPDATE|DELETE`, DDL, transaction
+ * control, `VACUUM`, ...: without the word `returning` anywhere in its
+ * text), else `null` (a `PRAGMA`, a `RETURNING`, text it cannot place):
+ * then the prepared statement's columns say. A `WITH` whose main statement
+ * may be `REPLACE` is left to them too: `replace` may also name a common
+ * table expression (SQLite takes it as a name where a name fits), while
+ * `select`, `values`, `insert`, `update` and `delete` are reserved words.
+ */
+function rawShape(sql: string): "rows" | "changes" | null {
+  let first = "";
+  let depth = 0;
+  let main = "";
+  scan(sql, (t) => {
+    if (first === "") {
+      first = t.kind === "word" ? t.text : "?";
+      return first === "with";
+    }
+    if (t.kind === "semicolon") return false;
+    if (t.kind === "punct" && t.text === "(") depth++;
+    else if (t.kind === "punct" && t.text === ")") depth--;
+    else if (depth === 0 && t.kind === "word" && WITH_MAIN.has(t.text)) {
+      main = t.text;
+      return false;
+    }
+    return true;
+  });
+  if (first === "with" && main === "replace") return null;
+  const statement = first === "with" ? main : first;
+  if (READERS.has(statement)) return "rows";
+  if (WRITERS.has(statement) && !/returning/i.test(sql)) return "changes";
+  return null;
+}
+
+/** The words that may begin a `WITH`'s main statement (at depth 0, after its CTEs). */
+const WITH_MAIN: ReadonlySet<string> = new Set([
+  "select",
+  "values",
+  "insert",
+  "update",
+  "delete",
+  "replace",
+]);
 
 function changed<R>(r: RunResult, rows: R[]): QueryResult<R> {
   return { numAffectedRows: BigInt(r.changes), insertId: BigInt(r.lastInsertRowid), rows };

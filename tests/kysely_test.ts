@@ -15,7 +15,10 @@ import {
   sql,
 } from "kysely";
 import { NetsqliteDialect } from "../adapters/kysely.ts";
-import { type Client, connect, ErrorCode, SqliteError } from "../client.ts";
+import { type Client, connect, type ConnectOptions, ErrorCode, SqliteError } from "../client.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
 import { delay, startServer, within } from "./_helpers.ts";
 
 interface Database {
@@ -99,6 +102,111 @@ Deno.test("kysely: insert, select, update, delete; insertId and numAffectedRows 
     db.insertInto("person").values({ name: "ada", balance: 0 }).execute(),
     /UNIQUE constraint failed/,
   );
+});
+
+/** The server's request counters, by op name, read over a link of their own. */
+async function requestCounts(options: ConnectOptions): Promise<Record<string, number>> {
+  const [link] = await openLink(await resolveConnectOptions(options));
+  try {
+    return (await link.request(Op.Stats, [])).requests as Record<string, number>;
+  } finally {
+    link.fail(new Error("counted"));
+    await link.ended;
+  }
+}
+
+Deno.test("kysely: a raw sql query is one request when its text says whether it returns rows", async () => {
+  await using t = await setup();
+  const { db } = t;
+  await db.insertInto("person").values([{ name: "ada", balance: 1 }, { name: "bob", balance: 2 }])
+    .execute();
+  type Case = [query: ReturnType<typeof sql>, expected: object, requests: Record<string, number>];
+  const run = (n = 1) => ({ run: n });
+  const query = { query: 1 };
+  const prepared = { prepare: 1, query: 1, finalize: 1 }; // the statement's columns decide
+  const preparedRun = { prepare: 1, run: 1, finalize: 1 };
+  const cases: Case[] = [
+    [sql`SELECT name FROM person ORDER BY id`, { rows: [{ name: "ada" }, { name: "bob" }] }, query],
+    [sql`  -- a comment\n/* and another */ select 1 AS one`, { rows: [{ one: 1 }] }, query],
+    [sql`VALUES (1), (2)`, { rows: [{ column1: 1 }, { column1: 2 }] }, query],
+    [
+      sql`WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s LIMIT 3) SELECT sum(x) AS n FROM s`,
+      { rows: [{ n: 6 }] },
+      query,
+    ],
+    [sql`SELECT 'returning' AS word`, { rows: [{ word: "returning" }] }, query],
+    [sql`SELECT name FROM person WHERE 0`, { rows: [] }, query],
+    [
+      sql`INSERT INTO person (name, balance) VALUES (${"cy"}, 3)`,
+      { numAffectedRows: 1n, insertId: 3n, rows: [] },
+      run(),
+    ],
+    [
+      sql`UPDATE person SET balance = balance + 1 WHERE id < 3`,
+      { numAffectedRows: 2n, insertId: 0n, rows: [] },
+      run(),
+    ],
+    [
+      sql`WITH n(v) AS (VALUES ('dee'), ('eve')) INSERT INTO person (name) SELECT v FROM n`,
+      { numAffectedRows: 2n, insertId: 5n, rows: [] },
+      run(),
+    ],
+    [
+      sql`WITH gone(v) AS (SELECT 'eve') DELETE FROM person WHERE name IN gone`,
+      { numAffectedRows: 1n, insertId: 0n, rows: [] },
+      run(),
+    ],
+    [sql`CREATE TABLE raw_t (x)`, { numAffectedRows: 0n, insertId: 0n, rows: [] }, run()],
+    [sql`REPLACE INTO raw_t VALUES (1)`, { numAffectedRows: 1n, insertId: 1n, rows: [] }, run()],
+    // RETURNING, PRAGMA, and what the text does not settle: the prepared statement's columns.
+    [
+      sql`UPDATE person SET balance = 0 WHERE name = 'ada' RETURNING name`,
+      { rows: [{ name: "ada" }] },
+      prepared,
+    ],
+    [
+      sql`WITH n(v) AS (SELECT 'fay') INSERT INTO person (name) SELECT v FROM n RETURNING id`,
+      { rows: [{ id: 6 }] },
+      prepared,
+    ],
+    [
+      sql`UPDATE person SET name = 'returning' WHERE name = 'fay'`,
+      { numAffectedRows: 1n, insertId: 0n, rows: [] },
+      preparedRun,
+    ],
+    [sql`PRAGMA user_version`, { rows: [{ user_version: 0 }] }, prepared],
+    [sql`PRAGMA user_version = 3`, { numAffectedRows: 0n, insertId: 0n, rows: [] }, preparedRun],
+    [sql`PRAGMA user_version`, { rows: [{ user_version: 3 }] }, prepared],
+    [sql`WITH replace(a) AS (SELECT 7) SELECT a FROM replace`, { rows: [{ a: 7 }] }, prepared],
+    [
+      sql`WITH n(v) AS (SELECT 2) REPLACE INTO raw_t SELECT v FROM n`,
+      { numAffectedRows: 1n, insertId: 2n, rows: [] },
+      preparedRun,
+    ],
+  ];
+  for (const [q, expected, requests] of cases) {
+    const what = q.compile(db).sql;
+    const before = await requestCounts(t.srv.connectOptions);
+    const result = await q.execute(db);
+    const after = await requestCounts(t.srv.connectOptions);
+    assert.deepEqual(result, expected, what);
+    const sent: Record<string, number> = {};
+    for (const op of ["query", "run", "prepare", "finalize", "exec", "batch"]) {
+      const n = (after[op] ?? 0) - (before[op] ?? 0);
+      if (n !== 0) sent[op] = n;
+    }
+    assert.deepEqual(sent, requests, what);
+  }
+  // EXPLAIN: rows, in one request.
+  const explained = await sql`EXPLAIN QUERY PLAN SELECT * FROM person WHERE id = 1`.execute(db);
+  assert.ok(explained.rows.length > 0 && "detail" in (explained.rows[0] as object));
+  // Inside a transaction: the same, on its connection.
+  await db.transaction().execute(async (trx) => {
+    const w = await sql`DELETE FROM person WHERE name = 'bob'`.execute(trx);
+    assert.equal(w.numAffectedRows, 1n);
+    const r = await sql<{ n: number }>`SELECT count(*) AS n FROM person`.execute(trx);
+    assert.deepEqual(r.rows, [{ n: 4 }]);
+  });
 });
 
 Deno.test("kysely: bigint values keep every bit", async () => {
