@@ -618,7 +618,7 @@ function fileReason(code: string, dir: string): string {
     case "EDQUOT":
       return "the disk quota of the server's user is used up";
     case "ENAMETOOLONG":
-      return "the file name is too long (the partial copy written beside it adds 17 characters)";
+      return "the file name is too long (the partial copy and its journal written beside it add 25 characters)";
     default:
       return `the server cannot write in "${dir}"`;
   }
@@ -674,10 +674,22 @@ async function createPartial(target: string): Promise<string> {
     const path = `${target}.${tag}.partial`;
     try {
       (await Deno.open(path, { write: true, createNew: true })).close();
-      return path;
     } catch (err) {
       if (!(err instanceof Deno.errors.AlreadyExists) || attempt >= 8) throw err;
+      continue;
     }
+    // SQLite writes PARTIAL-journal beside it: a name too long for that fails
+    // here, with the operating system's reason, not later as SQLITE_CANTOPEN.
+    try {
+      (await Deno.open(`${path}-journal`, { write: true, createNew: true })).close();
+      await Deno.remove(`${path}-journal`);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.AlreadyExists)) {
+        await removeIfExists(path);
+        throw err;
+      }
+    }
+    return path;
   }
 }
 
