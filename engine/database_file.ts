@@ -34,7 +34,79 @@
  * @module
  */
 
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+
+/**
+ * The real path of `database`: symbolic links resolved, of the file when it
+ * exists, else of its directory joined with its name.
+ *
+ * @throws {SqliteError} `SQLITE_CANTOPEN` when the directory does not exist.
+ */
+export function realDatabasePath(database: string): string {
+  let path = resolve(database);
+  for (let links = 0; links < 40; links++) {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.lstatSync(path);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+      return join(realDirectory(database, dirname(path)), basename(path));
+    }
+    if (!info.isSymlink) return Deno.realPathSync(path);
+    // A symlink, perhaps to a file not yet created: follow it by hand (a
+    // relative target from the link's real directory, as the system does).
+    const target = Deno.readLinkSync(path);
+    path = isAbsolute(target) ? target : resolve(realDirectory(database, dirname(path)), target);
+  }
+  return Deno.realPathSync(path); // throws: too many levels of symbolic links
+}
+
+function realDirectory(database: string, dir: string): string {
+  try {
+    return Deno.realPathSync(dir);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    throw new SqliteError(
+      "SQLITE_CANTOPEN",
+      `Cannot open database "${database}": the directory "${dir}" does not exist; create it first`,
+      14,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * The database file as SQLite names it, and so where it keeps the `-wal`
+ * and `-shm` files: SQLite resolves a symbolic link and puts them beside the
+ * file the link names (`PRAGMA database_list` shows that path), so for a
+ * link this is the link's {@link realDatabasePath}; for any other path it is
+ * `database` as given (its `-wal` and `-shm` paths name the files SQLite
+ * uses, and messages keep the name the user gave).
+ *
+ * @param database The database path, as given.
+ */
+export function sqliteDatabasePath(database: string): string {
+  if (database === ":memory:" || database === "") return database;
+  try {
+    return Deno.lstatSync(database).isSymlink ? realDatabasePath(database) : database;
+  } catch {
+    // Not there, or a link into a missing directory: SQLite's open fails, or creates `database`.
+    return database;
+  }
+}
+
+/**
+ * The paths of the database's `-wal` and `-shm` files, where SQLite keeps
+ * them (beside {@link sqliteDatabasePath}). Every such path of the server
+ * is built here.
+ *
+ * @param database The database path, as given.
+ */
+export function walPaths(database: string): { readonly wal: string; readonly shm: string } {
+  const base = sqliteDatabasePath(database);
+  return { wal: `${base}-wal`, shm: `${base}-shm` };
+}
 
 /** Which of the database's files went. */
 export type FileKind = "database" | "wal" | "shm";
@@ -136,7 +208,8 @@ export class DatabaseFile {
 
   /**
    * Records which files the database path and its `-wal` and `-shm` paths
-   * name now (device and inode). Where the platform gives no inode
+   * (beside the file SQLite opened: {@link walPaths}) name now (device and
+   * inode). Where the platform gives no inode
    * (Windows), {@link check} never finds a change. Call {@link close} when
    * done.
    *
@@ -147,8 +220,10 @@ export class DatabaseFile {
     this.#path = path;
     this.#libc = openLibc();
     const encoder = new TextEncoder();
+    const { wal, shm } = walPaths(path);
+    const paths = { database: path, wal, shm };
     this.#files = (["database", "wal", "shm"] as const).map((kind) => {
-      const p = kind === "database" ? path : `${path}-${kind}`;
+      const p = paths[kind];
       return { kind, path: p, cPath: encoder.encode(`${p}\0`), dev: null, ino: null };
     });
     const db = this.#files[0];

@@ -24,7 +24,7 @@ import { isBusyInBackground } from "./binding/_errors.ts";
 import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
 import { GroupCommit } from "./group_commit.ts";
-import { DatabaseFile, ReadOnlyFileError } from "./database_file.ts";
+import { DatabaseFile, ReadOnlyFileError, walPaths } from "./database_file.ts";
 import { Maintenance } from "./maintenance.ts";
 import { CHANGE_FEED_CAPACITY, ChangeLog, FeedQueueBudget } from "./change_log.ts";
 import { PreparedBudget } from "./handles.ts";
@@ -218,6 +218,8 @@ export class Engine {
    * removal or renaming; `null` when nothing writes to a file.
    */
   readonly #file: DatabaseFile | null;
+  /** The `-wal` file's path, where SQLite keeps it (beside the file a symbolic link names). */
+  readonly #walPath: string;
   /** Set once the commits of a removed `-wal` were checkpointed into the database (or tried). */
   #lostWalSaved = false;
   /** Set once reads are refused: another program opened the database since a `-wal`/`-shm` went. */
@@ -237,6 +239,7 @@ export class Engine {
   constructor(config: EngineConfig, sqlite: Sqlite) {
     this.#config = config;
     this.#sqlite = sqlite;
+    this.#walPath = walPaths(config.path).wal;
     const timeout = config.busyTimeout;
     const cacheSize = config.statementCacheSize;
     const maxValueBytes = config.maxValueBytes;
@@ -447,7 +450,7 @@ export class Engine {
       }
       this.#writer.close();
       this.#reader?.close();
-      const wal = `"${this.#config.path}-wal"`;
+      const wal = `"${this.#walPath}"`;
       this.onLog?.(
         "error",
         `shutdown without a checkpoint: ${this.#file!.check()} while the server was serving ` +
@@ -482,7 +485,7 @@ export class Engine {
         this.onLog?.(
           "error",
           `checkpoint at shutdown could copy only ${done} of the ${frames} frames of the removed ` +
-            `WAL "${this.#config.path}-wal" into the database (another program reads it): the ` +
+            `WAL "${this.#walPath}" into the database (another program reads it): the ` +
             "rest is lost as the server exits",
         );
       }
@@ -493,13 +496,13 @@ export class Engine {
         this.onLog?.(
           "error",
           `checkpoint at shutdown failed: ${(err as Error).message}: the commits of the removed ` +
-            `WAL "${this.#config.path}-wal" that were not checkpointed yet are lost`,
+            `WAL "${this.#walPath}" that were not checkpointed yet are lost`,
         );
       } else if (!isBusy(err)) {
         this.onLog?.(
           "warn",
           `checkpoint at shutdown failed: ${(err as Error).message}: the WAL ` +
-            `"${this.#config.path}-wal" is kept and nothing is lost (the next start reads it)`,
+            `"${this.#walPath}" is kept and nothing is lost (the next start reads it)`,
         );
       }
     }
@@ -510,6 +513,7 @@ export class Engine {
   #makeHost(): SessionHost {
     return {
       config: this.#config,
+      walPath: this.#walPath,
       writer: {
         connection: this.#writer,
         hasTemp: () => this.#writerHasTemp,
@@ -858,7 +862,7 @@ export class Engine {
     if (kind === "shm") return false;
     if (kind !== "wal") return true;
     try {
-      Deno.statSync(`${this.#config.path}-wal`);
+      Deno.statSync(this.#walPath);
       return false;
     } catch {
       return true;
@@ -877,7 +881,7 @@ export class Engine {
       !this.#writer.inTransaction;
     if (!free) return;
     this.#lostWalSaved = true;
-    const wal = `"${this.#config.path}-wal"`;
+    const wal = `"${this.#walPath}"`;
     if (!this.#mayCheckpointLostFiles()) {
       this.onLog?.(
         "error",

@@ -121,7 +121,7 @@ export class Maintenance {
     if (s.awaitingCommit || !host.writer.acquire(s)) return BLOCKED;
     const start = performance.now();
     try {
-      const wal = `${host.config.path}-wal`;
+      const wal = host.walPath;
       const walBytesBefore = fileSize(wal);
       const [busy, walFrames, checkpointed] = this.#checkpointNow(mode);
       return {

@@ -145,6 +145,8 @@ export interface GroupAccess {
 export interface SessionHost {
   /** The engine's settings. */
   readonly config: Readonly<EngineConfig>;
+  /** The database's `-wal` file, where SQLite keeps it (`database_file.ts`, `walPaths`). */
+  readonly walPath: string;
   readonly writer: WriterAccess;
   readonly readers: ReaderPool;
   readonly group: GroupAccess;

@@ -29,6 +29,8 @@
  * @module
  */
 
+import { walPaths } from "./database_file.ts";
+
 const HEADER_BYTES = 48;
 /** Index of `mxFrame` (u32 at byte 16, native order) in the header as 32-bit words. */
 const MX_FRAME = 4;
@@ -71,9 +73,13 @@ export class WalWatch {
   readonly #buffer = new Uint8Array(HEADER_BYTES);
   readonly #seen = new Uint32Array(HEADER_BYTES / 4);
 
-  /** @param database The database file (its `-shm` file is watched). */
+  /**
+   * @param database The database file, as the engine opened it (its `-shm`
+   *   file is watched, where SQLite keeps it: beside the file a symbolic
+   *   link names).
+   */
   constructor(database: string) {
-    this.#path = `${database}-shm`;
+    this.#path = walPaths(database).shm;
   }
 
   /**

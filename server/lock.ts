@@ -16,8 +16,7 @@
  * @module
  */
 
-import { basename, dirname, isAbsolute, join, resolve } from "node:path";
-import { SqliteError } from "../protocol/errors.ts";
+import { realDatabasePath } from "../engine/database_file.ts";
 
 /**
  * Another live server owns the database (one server per database file).
@@ -46,44 +45,6 @@ export class DatabaseLockedError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "DatabaseLockedError";
-  }
-}
-
-/**
- * The real path of `database`: symbolic links resolved, of the file when it
- * exists, else of its directory joined with its name.
- *
- * @throws {SqliteError} `SQLITE_CANTOPEN` when the directory does not exist.
- */
-export function realDatabasePath(database: string): string {
-  let path = resolve(database);
-  for (let links = 0; links < 40; links++) {
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.lstatSync(path);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-      return join(realDirectory(database, dirname(path)), basename(path));
-    }
-    if (!info.isSymlink) return Deno.realPathSync(path);
-    // A symlink, perhaps to a file not yet created: follow it by hand.
-    const target = Deno.readLinkSync(path);
-    path = isAbsolute(target) ? target : resolve(dirname(path), target);
-  }
-  return Deno.realPathSync(path); // throws: too many levels of symbolic links
-}
-
-function realDirectory(database: string, dir: string): string {
-  try {
-    return Deno.realPathSync(dir);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-    throw new SqliteError(
-      "SQLITE_CANTOPEN",
-      `Cannot open database "${database}": the directory "${dir}" does not exist; create it first`,
-      14,
-      { cause: err },
-    );
   }
 }
 

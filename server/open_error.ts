@@ -9,7 +9,7 @@
  */
 
 import { SqliteError } from "../protocol/errors.ts";
-import { ReadOnlyFileError } from "../engine/database_file.ts";
+import { ReadOnlyFileError, walPaths } from "../engine/database_file.ts";
 
 /**
  * Why a WAL database cannot be served from a read-only directory, and the
@@ -105,7 +105,8 @@ export function openError(err: unknown, database: string, readonly: boolean): un
  */
 export function unwritableWalFiles(database: string): string[] {
   if (database === ":memory:" || database === "") return [];
-  return [`${database}-wal`, `${database}-shm`].filter((path) => {
+  const { wal, shm } = walPaths(database);
+  return [wal, shm].filter((path) => {
     try {
       // Opening for writing changes nothing (no create, no truncate).
       Deno.openSync(path, { write: true }).close();
@@ -129,9 +130,10 @@ export interface WalFilesBefore {
   shm: boolean;
 }
 
-/** Which of `database`'s `-wal` and `-shm` files exist now. */
+/** Which of `database`'s `-wal` and `-shm` files exist now (where SQLite keeps them). */
 export function walFilesBefore(database: string): WalFilesBefore {
-  return { wal: exists(`${database}-wal`), shm: exists(`${database}-shm`) };
+  const { wal, shm } = walPaths(database);
+  return { wal: exists(wal), shm: exists(shm) };
 }
 
 /**
@@ -144,7 +146,7 @@ export function walFilesBefore(database: string): WalFilesBefore {
  */
 export function removeWalFilesCreated(database: string, before: WalFilesBefore): string[] {
   if (database === ":memory:" || database === "") return [];
-  const wal = `${database}-wal`, shm = `${database}-shm`;
+  const { wal, shm } = walPaths(database);
   try {
     if (Deno.statSync(wal).size > 0) return [];
   } catch {

@@ -9,6 +9,7 @@
  */
 
 import type { EngineLike } from "../engine/engine_api.ts";
+import { walPaths } from "../engine/database_file.ts";
 import { Op, type StatsReport } from "../protocol/messages.ts";
 
 /** Op codes counted (larger ones share the last slot). */
@@ -47,6 +48,8 @@ export interface SessionProbe {
 export class ServerStats {
   readonly #engine: EngineLike;
   readonly #database: string;
+  /** The `-wal` file, where SQLite keeps it (beside the file a symbolic link names). */
+  readonly #walPath: string;
   readonly #server: string;
   readonly #start = performance.now();
   /** Per slot: the second it holds, requests by op, latency histogram. */
@@ -98,6 +101,7 @@ export class ServerStats {
   constructor(engine: EngineLike, database: string, server: string) {
     this.#engine = engine;
     this.#database = database;
+    this.#walPath = walPaths(database).wal;
     this.#server = server;
     for (let i = 0; i < WINDOW; i++) {
       this.#counts.push(new Uint32Array(OPS));
@@ -226,7 +230,7 @@ export class ServerStats {
       groupCommit: engine.groupCommits,
       cursors,
       bytes: { in: this.bytesIn, out: this.bytesOut },
-      walBytes: fileSize(`${this.#database}-wal`),
+      walBytes: fileSize(this.#walPath),
       dbBytes: fileSize(this.#database),
       memory: {
         rss: mem.rss,

@@ -9,7 +9,13 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { SqliteError } from "../protocol/errors.ts";
-import { isWalDatabase, openError, WAL_HINT } from "../server/open_error.ts";
+import {
+  isWalDatabase,
+  openError,
+  removeWalFilesCreated,
+  WAL_HINT,
+  walFilesBefore,
+} from "../server/open_error.ts";
 import { tempDir } from "./_helpers.ts";
 
 function makeDatabase(path: string, journalMode: "WAL" | "DELETE"): void {
@@ -77,4 +83,25 @@ Deno.test("openError() of a rollback-journal database keeps the plain advice", a
   );
   const other = new TypeError("not an SqliteError");
   assert.equal(openError(other, db, true), other);
+});
+
+Deno.test("walFilesBefore() and removeWalFilesCreated() of a symbolic link look beside the file it names, where SQLite puts the -wal and -shm files", async () => {
+  await using dir = await tempDir();
+  Deno.mkdirSync(`${dir.path}/real`);
+  const real = `${dir.path}/real/x.db`, link = `${dir.path}/link.db`;
+  makeDatabase(real, "WAL");
+  Deno.symlinkSync(real, link);
+  assert.deepEqual(walFilesBefore(link), { wal: false, shm: false });
+  // What a failed open leaves: an empty WAL and its index, beside the real file.
+  const other = new DatabaseSync(real);
+  other.exec("SELECT * FROM t");
+  assert.deepEqual(walFilesBefore(link), { wal: true, shm: true });
+  other.close();
+  Deno.writeFileSync(`${real}-wal`, new Uint8Array());
+  Deno.writeFileSync(`${real}-shm`, new Uint8Array(32768));
+  assert.deepEqual(removeWalFilesCreated(link, { wal: false, shm: false }), [
+    `${real}-wal`,
+    `${real}-shm`,
+  ]);
+  assert.deepEqual([...Deno.readDirSync(`${dir.path}/real`)].map((e) => e.name), ["x.db"]);
 });

@@ -15,6 +15,7 @@ import { DatabaseSync } from "node:sqlite";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
+import { WalWatch } from "../engine/wal_watch.ts";
 import { delay, startServer, tempDir } from "./_helpers.ts";
 import { connectWhenUp, rejects, spawnServer, stop, until } from "./_logged_server.ts";
 
@@ -303,3 +304,72 @@ Deno.test("serve() sets a journal_size_limit of 64 MiB unless told otherwise", a
     await c.close();
   }
 });
+
+Deno.test("--db a symbolic link: the -wal and -shm files are watched beside the real file (a removed -wal answers DATABASE_MOVED), stats count the WAL, and the WAL-index header is mapped", async () => {
+  await using dir = await tempDir();
+  Deno.mkdirSync(`${dir.path}/real`);
+  const real = `${dir.path}/real/x.db`, link = `${dir.path}/link.db`, sock = `${dir.path}/a.sock`;
+  Deno.writeFileSync(real, new Uint8Array());
+  Deno.symlinkSync("real/x.db", link); // relative, as `ln -s` makes it
+  const srv = spawnServer(link, sock);
+  const c = await connectWhenUp(sock, srv.child);
+  const [admin] = await openLink(await resolveConnectOptions({ path: sock }));
+  try {
+    await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, tag TEXT)");
+    for (let i = 0; i < 20; i++) await c.run("INSERT INTO t (tag) VALUES (?)", [`pre${i}`]);
+    // SQLite put them beside the file the link names, none beside the link.
+    assert.deepEqual([...Deno.readDirSync(`${dir.path}/real`)].map((e) => e.name).sort(), [
+      "x.db",
+      "x.db-shm",
+      "x.db-wal",
+      "x.db.lock",
+    ]);
+    assert.ok(!(await exists(`${link}-wal`)));
+    const stats = await admin.request(Op.Stats, []);
+    assert.equal(stats.walBytes, Deno.statSync(`${real}-wal`).size);
+    assert.ok(stats.walBytes > 0);
+    // The server's watch of the WAL-index header, built from the link, as the server builds it.
+    const watch = new WalWatch(link);
+    try {
+      const frames = watch.frames();
+      if (Deno.build.os === "linux" || Deno.build.os === "darwin") assert.ok(frames! > 0);
+    } finally {
+      watch.close();
+    }
+    Deno.removeSync(`${real}-wal`);
+    const err = await rejects(c.run("INSERT INTO t (tag) VALUES ('after')"));
+    assert.equal(err.code, "DATABASE_MOVED");
+    assert.equal(
+      err.message,
+      `WAL file "${real}-wal" of "${link}" was removed or renamed while the server was serving ` +
+        "it (nothing was written); the server refuses writes from now on (reads go on): stop it " +
+        "with SIGTERM (its shutdown checkpoints the WAL it still holds into the database; kill " +
+        "-9 would lose what is not checkpointed yet) and restart it",
+    );
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 20 }, "reads go on");
+    assert.ok(
+      await until(() => /checkpointed the \d+ frames of the removed WAL/.test(srv.log())),
+      srv.log(),
+    );
+  } finally {
+    admin.fail(new Error("test done"));
+    await admin.ended;
+    await c.close();
+  }
+  assert.equal(await stop(srv, "SIGKILL"), 137);
+  assert.match(
+    complaints(srv.log())[0],
+    new RegExp(` error .*WAL file "${real}-wal" was removed or renamed while the server`),
+  );
+  const after = direct(real, "SELECT count(*) FROM t");
+  assert.deepEqual(after, { rows: [[20]], integrity: "ok" });
+});
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
