@@ -48,6 +48,57 @@ export class DatabaseLockedError extends Error {
   }
 }
 
+/** A database file a server of this process serves, by its `fileKey`. */
+interface Served {
+  /** Its real path, as that server reached it. */
+  readonly real: string;
+  /** That server's address, as recorded in its lock file. */
+  readonly socket: string;
+}
+
+/**
+ * The database files the servers of this process serve, by device and
+ * inode. A second `serve()` of one of them (by any name: a hard link has no
+ * lock file in common with the first, and the `flock` on the file itself
+ * would be taken) is refused from here, before it opens anything of the
+ * file: POSIX drops every `fcntl` lock a process holds on a file when the
+ * process closes *any* descriptor of it, so a second start that opened the
+ * database and closed it again on failing dropped the first server's SQLite
+ * locks (another program could then switch the database out of WAL under
+ * it, deleting its `-wal` and `-shm`).
+ */
+const served = new Map<string, Served>();
+
+/** `dev:ino` of the file at `path` (symbolic links followed), or `null` (none there, no inodes). */
+function fileKey(path: string): string | null {
+  try {
+    const info = Deno.statSync(path);
+    return info.ino === null ? null : `${info.dev}:${info.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Refuses `database` when a server of this process serves its file.
+ *
+ * @param database The database file, as given.
+ * @param real Its real path.
+ * @throws {DatabaseLockedError} naming the other server's address (and, for a hard link, the
+ *   name it serves the file by).
+ */
+function refuseServedHere(database: string, real: string): void {
+  const key = fileKey(database);
+  const first = key === null ? undefined : served.get(key);
+  if (first === undefined) return;
+  const hardLink = first.real === real ? "" : "; through another name of the same file, a hard " +
+    `link: this process serves it as ${first.real}`;
+  throw new DatabaseLockedError(
+    `another server owns ${database} (${alias(database, real)}pid ${Deno.pid}, socket ` +
+      `${first.socket}${hardLink})`,
+  );
+}
+
 /** The lock file path for `database`: `<real path>.lock`. */
 export function lockPath(database: string): string {
   return `${realDatabasePath(database)}.lock`;
@@ -60,17 +111,28 @@ export class DatabaseLock {
   readonly #created: boolean;
   /** The database file itself, `flock`ed (Linux), or `null`. */
   #dbFile: Deno.FsFile | null = null;
+  /** This server's entry in `served`, once {@link lockDatabaseFile} made it. */
+  #servedKey: string | null = null;
+  /** Where this server listens, as recorded. */
+  readonly #address: string;
   /** The lock file. */
   readonly path: string;
   /** The database's real path. */
   readonly database: string;
   #released = false;
 
-  private constructor(file: Deno.FsFile, path: string, database: string, created: boolean) {
+  private constructor(
+    file: Deno.FsFile,
+    path: string,
+    database: string,
+    created: boolean,
+    address: string,
+  ) {
     this.#file = file;
     this.path = path;
     this.database = database;
     this.#created = created;
+    this.#address = address;
   }
 
   /**
@@ -78,13 +140,16 @@ export class DatabaseLock {
    *
    * @param database The database file, as given.
    * @param address Where this server will listen, for the message of a second server.
-   * @throws {DatabaseLockedError} `another server owns <db> (pid N, socket S)`.
+   * @throws {DatabaseLockedError} `another server owns <db> (pid N, socket S)`; also when a
+   *   server of this process serves the file by another name (a hard link), refused before
+   *   anything of it is opened.
    * @throws {SqliteError} `SQLITE_CANTOPEN` when the database's directory does not exist.
    * @throws {Error} the system's error of writing the lock file (a full disk), naming it; the
    *   lock file is removed again when this call created it.
    */
   static acquire(database: string, address: string): DatabaseLock {
     const real = realDatabasePath(database);
+    refuseServedHere(database, real);
     const path = `${real}.lock`;
     for (let attempt = 0;; attempt++) {
       const created = !exists(path);
@@ -112,7 +177,7 @@ export class DatabaseLock {
         file.close();
         continue;
       }
-      const lock = new DatabaseLock(file, path, real, created);
+      const lock = new DatabaseLock(file, path, real, created, address);
       try {
         lock.record(address);
       } catch (err) {
@@ -126,21 +191,33 @@ export class DatabaseLock {
 
   /**
    * Also locks the database file itself (`flock`, Linux only), which a
-   * second server reaching it through a hard link finds taken. Call it when
-   * the file exists, and release the lock only after SQLite closed the file:
-   * closing any descriptor of a file drops the process's `fcntl` locks on it.
+   * second server reaching it through a hard link finds taken, and records
+   * it as served by this process (a second `serve()` here of the same file
+   * is refused before opening it: {@link acquire}). Call it when the file
+   * exists, and release the lock only after SQLite closed the file: closing
+   * any descriptor of a file drops the process's `fcntl` locks on it.
    *
    * @throws {DatabaseLockedError} when another server holds the file.
    */
   lockDatabaseFile(database: string): void {
-    if (Deno.build.os !== "linux" || this.#dbFile !== null) return;
-    const file = Deno.openSync(this.database, { read: true });
-    this.#dbFile = file; // kept open even when taken: closed by release()
-    if (!tryLockSoon(file, TRANSIENT_MS, () => true)) {
-      throw new DatabaseLockedError(
-        `another server owns ${database} (${alias(database, this.database)}through another name ` +
-          "of the same file, a hard link; its pid and socket are in the .lock beside that name)",
-      );
+    if (this.#servedKey !== null) return;
+    // Never open (and so close) a file this process serves.
+    refuseServedHere(database, this.database);
+    if (Deno.build.os === "linux" && this.#dbFile === null) {
+      const file = Deno.openSync(this.database, { read: true });
+      this.#dbFile = file; // kept open even when taken: closed by release()
+      if (!tryLockSoon(file, TRANSIENT_MS, () => true)) {
+        throw new DatabaseLockedError(
+          `another server owns ${database} (${alias(database, this.database)}through another ` +
+            "name of the same file, a hard link; its pid and socket are in the .lock beside " +
+            "that name)",
+        );
+      }
+    }
+    const key = fileKey(this.database);
+    if (key !== null) {
+      served.set(key, { real: this.database, socket: this.#address });
+      this.#servedKey = key;
     }
   }
 
@@ -168,6 +245,7 @@ export class DatabaseLock {
     }
     this.#file.close();
     this.#dbFile?.close();
+    if (this.#servedKey !== null) served.delete(this.#servedKey);
   }
 }
 

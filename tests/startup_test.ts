@@ -11,7 +11,8 @@ import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { MAX_SOCKET_PATH_BYTES } from "../transport/listen.ts";
-import { readStdoutUntil, tempDir } from "./_helpers.ts";
+import { loadSqlite } from "../engine/binding/load.ts";
+import { readStdoutUntil, startServerProcess, tempDir } from "./_helpers.ts";
 
 function exists(path: string): boolean {
   try {
@@ -61,14 +62,14 @@ Deno.test({
   name: "serve() refuses a second server on the database reached through a hard link (Linux)",
   ignore: Deno.build.os !== "linux",
   async fn() {
-    await using dir = await tempDir();
-    const database = `${dir.path}/a.db`;
-    await using _first = await serve({ database, path: `${dir.path}/a.sock` });
-    Deno.mkdirSync(`${dir.path}/other`);
-    const hard = `${dir.path}/other/hard.db`;
-    Deno.linkSync(database, hard);
+    // The first server in another process: its flock on the file tells (in this process, the
+    // list of files served does: see the next test).
+    await using first = await startServerProcess();
+    Deno.mkdirSync(`${first.dir}/other`);
+    const hard = `${first.dir}/other/hard.db`;
+    Deno.linkSync(first.database, hard);
     await assert.rejects(
-      serve({ database: hard, path: `${dir.path}/b.sock` }),
+      serve({ database: hard, path: `${first.dir}/b.sock` }),
       (err: Error & { code?: string }) => {
         assert.equal(err.code, "DATABASE_LOCKED");
         assert.match(
@@ -79,12 +80,87 @@ Deno.test({
       },
     );
     // The failed start removed what it created, and the first server still serves.
-    assert.ok(!exists(`${dir.path}/b.sock`));
+    assert.ok(!exists(`${first.dir}/b.sock`));
     assert.ok(!exists(`${hard}.lock`));
-    await using db = await connect({ path: `${dir.path}/a.sock` });
+    await using db = await first.client();
     assert.deepEqual(await db.values("SELECT 1"), [[1]]);
   },
 });
+
+const LOAD_TS = new URL("../engine/binding/load.ts", import.meta.url).href;
+
+/**
+ * What another process gets of `PRAGMA journal_mode = DELETE` on `database`
+ * (no busy wait), through the FFI binding (the system's SQLite; newer ones
+ * may refuse it anyway): `database is locked` while a server holds its
+ * SQLite locks on the file; `changed` once nothing does (it then also
+ * deletes the `-wal` and `-shm`).
+ */
+async function journalModeDelete(database: string): Promise<string> {
+  const code = `import { loadSqlite } from "${LOAD_TS}";
+    const sqlite = loadSqlite({ engine: "ffi" });
+    const db = sqlite.open(Deno.args[0], { readOnly: false, busyTimeout: 0 });
+    try { db.exec("PRAGMA journal_mode = DELETE"); console.log("changed"); }
+    catch (e) { console.log(e.message); }
+    db.close();
+    sqlite.close();`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code, database],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/** True where the FFI binding loads (the system's SQLite library is there). */
+const ffiLoads = (() => {
+  try {
+    loadSqlite({ engine: "ffi" }).close();
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+for (const engine of ["ffi", "node"] as const) {
+  Deno.test({
+    name:
+      `serve({ engine: "${engine}" }) of a hard link of a database this process serves is refused before opening it, and leaves the first server's SQLite locks held`,
+    ignore: Deno.build.os === "windows" || !ffiLoads,
+    async fn() {
+      await using dir = await tempDir();
+      const database = `${dir.path}/a.db`;
+      await using _first = await serve({ database, path: `${dir.path}/a.sock`, engine });
+      await using db = await connect({ path: `${dir.path}/a.sock` });
+      await db.exec("CREATE TABLE t (x)");
+      await db.run("INSERT INTO t VALUES (1)");
+      assert.equal(await journalModeDelete(database), "database is locked");
+      Deno.mkdirSync(`${dir.path}/other`);
+      const hard = `${dir.path}/other/hard.db`;
+      Deno.linkSync(database, hard);
+      await assert.rejects(
+        serve({ database: hard, path: `${dir.path}/b.sock` }),
+        (err: Error & { code?: string }) => {
+          assert.equal(err.code, "DATABASE_LOCKED");
+          assert.equal(
+            err.message,
+            `another server owns ${hard} (pid ${Deno.pid}, socket unix:${dir.path}/a.sock; ` +
+              "through another name of the same file, a hard link: this process serves it as " +
+              `${Deno.realPathSync(database)})`,
+          );
+          return true;
+        },
+      );
+      // Closing a descriptor of the file would have dropped every fcntl lock of this process on it.
+      assert.equal(await journalModeDelete(database), "database is locked");
+      assert.ok(exists(`${database}-wal`) && exists(`${database}-shm`));
+      assert.ok(!exists(`${dir.path}/b.sock`));
+      assert.ok(!exists(`${hard}.lock`));
+      await db.run("INSERT INTO t VALUES (2)");
+      assert.deepEqual(await db.values("SELECT x FROM t ORDER BY x"), [[1], [2]]);
+    },
+  });
+}
 
 Deno.test("a server finishing its shutdown leaves the socket of the server that replaced it", async () => {
   await using dir = await tempDir();
