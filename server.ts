@@ -29,6 +29,7 @@ import { describeDqsObjects } from "./engine/dqs_check.ts";
 import {
   isWalDatabase,
   openError,
+  removeDatabaseCreated,
   removeWalFilesCreated,
   WAL_HINT,
   walFilesBefore,
@@ -175,6 +176,8 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     } catch (err) {
       sqlite.close();
       removeWalFilesCreated(database, walFiles);
+      // A first start leaves no file it created that holds nothing (a full disk, say).
+      if (!existed) removeDatabaseCreated(database);
       throw openError(err, database, readonly);
     }
     if (!existed && database !== ":memory:") lock?.lockDatabaseFile(database);

@@ -3,13 +3,14 @@
  * about it: permissions, a directory, a file that is not SQLite, and the
  * trap of a WAL database in a directory the server cannot write, which even
  * `--readonly` cannot serve (SQLite creates `-wal` and `-shm` beside it to
- * read it).
+ * read it), and a full disk.
  *
  * @module
  */
 
 import { SqliteError } from "../protocol/errors.ts";
-import { ReadOnlyFileError, walPaths } from "../engine/database_file.ts";
+import { dirname } from "node:path";
+import { ReadOnlyFileError, sqliteDatabasePath, walPaths } from "../engine/database_file.ts";
 
 /**
  * Why a WAL database cannot be served from a read-only directory, and the
@@ -83,6 +84,9 @@ export function openError(err: unknown, database: string, readonly: boolean): un
       : `: make the file and its directory writable by this user (${WAL_HINT})`;
   } else if (code.startsWith("SQLITE_READONLY") && !readonly) {
     hint = ": make the file and its directory writable by this user, or serve it with --readonly";
+  } else if (isFullOrWriteError(err)) {
+    hint = `: the device holding "${dirname(sqliteDatabasePath(database))}" is full or not ` +
+      "writable: make room there and start again";
   } else if (code.startsWith("SQLITE_NOTADB")) {
     hint = ": it is not an SQLite database (or it is encrypted); check the path";
   } else if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_PERM")) {
@@ -95,6 +99,21 @@ export function openError(err: unknown, database: string, readonly: boolean): un
     ? err.message
     : `Cannot open database "${database}": ${err.message}`;
   return new SqliteError(code, `${what}${hint}`, err.sqliteCode, { cause: err });
+}
+
+/** `SQLITE_IOERR_WRITE`: a write to the database or its WAL failed. */
+const IOERR_WRITE = 10 | (3 << 8);
+/** `SQLITE_IOERR_SHMSIZE`: the `-shm` file could not be grown (no room for it). */
+const IOERR_SHMSIZE = 10 | (19 << 8);
+
+/**
+ * True for what a full (or failing) device gives at open: `SQLITE_FULL`,
+ * or `SQLITE_IOERR_SHMSIZE` / `SQLITE_IOERR_WRITE` (whose message is only
+ * `disk I/O error`).
+ */
+function isFullOrWriteError(err: SqliteError): boolean {
+  const code = err.sqliteCode ?? 0;
+  return (code & 0xff) === 13 || code === IOERR_SHMSIZE || code === IOERR_WRITE;
 }
 
 /**
@@ -163,6 +182,44 @@ export function removeWalFilesCreated(database: string, before: WalFilesBefore):
     }
   }
   return removed;
+}
+
+/**
+ * After a failed first start (the database file did not exist before it;
+ * SQLite closed, and {@link removeWalFilesCreated} ran): removes the file
+ * that start created, so that the next start (once there is room) does not
+ * find a file it did not make, while it holds nothing: empty (SQLite wrote
+ * nothing), or one page, SQLite's header and an empty schema (turning WAL
+ * on wrote it). Kept when it holds anything else, or when a `-wal` or
+ * `-journal` file is beside it (which may hold what is not in the file).
+ *
+ * @param database The database path, as given (a symbolic link: the file it names).
+ * @returns the path removed, or `null`.
+ */
+export function removeDatabaseCreated(database: string): string | null {
+  if (database === ":memory:" || database === "") return null;
+  const path = sqliteDatabasePath(database);
+  if (exists(`${path}-journal`) || exists(walPaths(database).wal)) return null;
+  try {
+    const info = Deno.statSync(path);
+    if (!info.isFile || info.size > 65536) return null;
+    if (info.size > 0 && !isEmptySchemaPage(Deno.readFileSync(path))) return null;
+    Deno.removeSync(path);
+    return path;
+  } catch {
+    return null; // not there, or not ours to read or remove
+  }
+}
+
+/** True when `file` is exactly one SQLite page: the header and a schema with no rows. */
+function isEmptySchemaPage(file: Uint8Array): boolean {
+  const magic = new TextDecoder().decode(file.subarray(0, 16));
+  if (file.length < 108 || magic !== "SQLite format 3\0") return false;
+  const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
+  const pageSize = view.getUint16(16) === 1 ? 65536 : view.getUint16(16);
+  // One page, in the header's count too; page 1 a table leaf (0x0d) with no cells.
+  return file.length === pageSize && view.getUint32(28) <= 1 && file[100] === 0x0d &&
+    view.getUint16(103) === 0;
 }
 
 function exists(path: string): boolean {

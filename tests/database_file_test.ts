@@ -354,6 +354,69 @@ Deno.test({
   },
 });
 
+/** Fills `disk` (a tmpfs) with a file `filler`, leaving `free` 4 KiB pages free. */
+function fillLeaving(disk: string, size: number, free: number): void {
+  Deno.writeFileSync(`${disk}/filler`, new Uint8Array(size - free * 4096));
+}
+
+for (const engine of ["ffi", "node"] as const) {
+  Deno.test({
+    name:
+      `serve({ engine: "${engine}" }): a first start on a full disk says the device is full and leaves no database file behind; a file there before is kept`,
+    ignore: !canMount,
+    fn: async () => {
+      await using dir = await tempDir();
+      const disk = `${dir.path}/disk`;
+      Deno.mkdirSync(disk);
+      assert.ok(mountTmpfs(disk, "64k"));
+      try {
+        const db = `${disk}/a.db`, path = `${dir.path}/a.sock`;
+        const seen = new Set<number>();
+        // From too little room for the lock file to enough for a start, page by page:
+        // SQLITE_FULL (the database file stays empty), SQLITE_IOERR_SHMSIZE (one page written).
+        for (let free = 1; free <= 12; free++) {
+          fillLeaving(disk, 64 * 1024, free);
+          let err: (Error & { code?: string; sqliteCode?: number }) | null = null;
+          try {
+            await (await serve({ database: db, path, engine, logLevel: "error" })).shutdown();
+          } catch (e) {
+            err = e as Error;
+          }
+          const left = [...Deno.readDirSync(disk)].map((e) => e.name).sort();
+          for (const name of left) if (name !== "filler") Deno.removeSync(`${disk}/${name}`);
+          if (err === null || /lock file/.test(err.message)) continue;
+          seen.add(err.sqliteCode!);
+          assert.match(
+            err.message,
+            new RegExp(
+              `^Cannot open database "${db}": (database or disk is full|disk I/O error): the ` +
+                `device holding "${disk}" is full or not writable: make room there and start ` +
+                "again$",
+            ),
+          );
+          assert.deepEqual(left, ["filler"], `${free} pages free: ${err.message}`);
+        }
+        assert.ok(seen.has(13), `SQLITE_FULL seen (${[...seen]})`);
+        assert.ok(seen.has(10 | (19 << 8)), `SQLITE_IOERR_SHMSIZE seen (${[...seen]})`);
+        // A file the start did not create is kept, even empty.
+        fillLeaving(disk, 64 * 1024, 1);
+        Deno.writeFileSync(db, new Uint8Array());
+        const refused = await serve({ database: db, path, engine, logLevel: "error" }).then(
+          async (server) => await server.shutdown(), // (so that the tmpfs can be unmounted)
+          (err: Error) => err.message,
+        );
+        assert.match(String(refused), /: the device holding ".*" is full or not writable/);
+        assert.deepEqual([...Deno.readDirSync(disk)].map((e) => e.name).sort(), [
+          "a.db",
+          "filler",
+        ]);
+      } finally {
+        new Deno.Command("umount", { args: [disk] }).outputSync();
+      }
+    },
+  });
+}
+
 Deno.test("serve({ database }) with a relative path keeps serving that file after the process changes directory", async () => {
   await using dir = await tempDir();
   const before = Deno.cwd();

@@ -12,6 +12,7 @@ import { SqliteError } from "../protocol/errors.ts";
 import {
   isWalDatabase,
   openError,
+  removeDatabaseCreated,
   removeWalFilesCreated,
   WAL_HINT,
   walFilesBefore,
@@ -104,4 +105,75 @@ Deno.test("walFilesBefore() and removeWalFilesCreated() of a symbolic link look 
     `${real}-shm`,
   ]);
   assert.deepEqual([...Deno.readDirSync(`${dir.path}/real`)].map((e) => e.name), ["x.db"]);
+});
+
+Deno.test("removeDatabaseCreated() removes a database file holding nothing (empty, or one page with an empty schema), and keeps any other", async () => {
+  await using dir = await tempDir();
+  const names = (): string[] => [...Deno.readDirSync(dir.path)].map((e) => e.name).sort();
+  const empty = `${dir.path}/empty.db`;
+  Deno.writeFileSync(empty, new Uint8Array());
+  assert.equal(removeDatabaseCreated(empty), empty);
+  // What turning WAL on writes to a new file: one page, the header and no schema.
+  const header = `${dir.path}/header.db`;
+  const h = new DatabaseSync(header);
+  h.exec("PRAGMA journal_mode = WAL");
+  h.close();
+  assert.equal(Deno.statSync(header).size, 4096);
+  Deno.mkdirSync(`${dir.path}/real`);
+  Deno.renameSync(header, `${dir.path}/real/header.db`);
+  Deno.symlinkSync(`${dir.path}/real/header.db`, header);
+  assert.equal(removeDatabaseCreated(header), `${dir.path}/real/header.db`);
+  assert.deepEqual([...Deno.readDirSync(`${dir.path}/real`)], []);
+  Deno.removeSync(header);
+  // Kept: a table (even empty, in one page), a WAL beside, a file that is not SQLite.
+  makeDatabase(`${dir.path}/table.db`, "DELETE");
+  const t = new DatabaseSync(`${dir.path}/one.db`);
+  t.exec("CREATE TABLE t (x)");
+  t.close();
+  assert.equal(Deno.statSync(`${dir.path}/one.db`).size, 8192);
+  const v = new DatabaseSync(`${dir.path}/view.db`); // a schema in one page
+  v.exec("CREATE VIEW v AS SELECT 1");
+  v.close();
+  assert.equal(Deno.statSync(`${dir.path}/view.db`).size, 4096);
+  const walled = `${dir.path}/walled.db`;
+  Deno.writeFileSync(walled, new Uint8Array());
+  Deno.writeFileSync(`${walled}-wal`, new Uint8Array(32));
+  Deno.writeTextFileSync(`${dir.path}/text.db`, "not a database");
+  for (const name of ["table.db", "one.db", "view.db", "walled.db", "text.db", "missing.db"]) {
+    assert.equal(removeDatabaseCreated(`${dir.path}/${name}`), null, name);
+  }
+  assert.equal(removeDatabaseCreated(":memory:"), null);
+  assert.deepEqual(names(), [
+    "one.db",
+    "real",
+    "table.db",
+    "text.db",
+    "view.db",
+    "walled.db",
+    "walled.db-wal",
+  ]);
+});
+
+Deno.test("openError() of a full disk at open names the device's directory", async () => {
+  await using dir = await tempDir();
+  const db = `${dir.path}/a.db`;
+  const hint = `: the device holding "${dir.path}" is full or not writable: make room there and ` +
+    "start again";
+  const full = new SqliteError("SQLITE_FULL", "database or disk is full", 13);
+  assert.equal(
+    (openError(full, db, false) as Error).message,
+    `Cannot open database "${db}": database or disk is full${hint}`,
+  );
+  for (const code of [10 | (19 << 8), 10 | (3 << 8)]) {
+    const io = new SqliteError("SQLITE_IOERR", "disk I/O error", code);
+    assert.equal(
+      (openError(io, db, false) as Error).message,
+      `Cannot open database "${db}": disk I/O error${hint}`,
+    );
+  }
+  const read = new SqliteError("SQLITE_IOERR_READ", "disk I/O error", 10 | (1 << 8));
+  assert.equal(
+    (openError(read, db, false) as Error).message,
+    `Cannot open database "${db}": disk I/O error`,
+  );
 });
