@@ -196,10 +196,15 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   return new RunningServer(config, engine!, listener, lock, budget);
 }
 
-/** Logs the schema objects that need the double-quoted string literals the engine refuses. */
+/**
+ * Logs the schema objects that need the double-quoted string literals the
+ * engine refuses; and, at `info`, how the database's files are checked.
+ */
 function warnDoubleQuotedStrings(engine: Engine, config: ServeConfig): void {
   const { objects, skipped } = engine.doubleQuotedStrings;
   const log = new Logger(config.logLevel);
+  const checks = engine.fileChecks;
+  if (checks !== null) log.info(checks);
   if (objects.length > 0) log.warn(describeDqsObjects(objects));
   if (skipped !== null) {
     log.warn(`could not check the schema for double-quoted string literals: ${skipped}`);

@@ -341,6 +341,24 @@ export class Engine {
    */
   readonly doubleQuotedStrings: DqsReport;
 
+  /**
+   * How the database's files are checked, for the start-up log (`info`):
+   * `stat` of the paths through libc or Deno, and the WAL-index header
+   * mapped or read from the file each time (both fast paths need FFI on
+   * libc: see database_file.ts and wal_watch.ts); `null` for `:memory:`.
+   */
+  get fileChecks(): string | null {
+    if (this.#config.path === ":memory:" || this.#config.path === "") return null;
+    const stat = this.#file === null
+      ? ""
+      : this.#file.viaLibc
+      ? "paths checked with stat through libc, "
+      : `paths checked with Deno.statSync (${
+        Deno.build.os === "linux" ? "no FFI on libc" : "libc's stat is used on Linux only"
+      }), `;
+    return `file checks: ${stat}WAL-index header ${this.#walWatch.describe()}`;
+  }
+
   /** The SQLite binding this engine runs on. */
   get sqlite(): Sqlite {
     return this.#sqlite;

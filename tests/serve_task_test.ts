@@ -188,3 +188,43 @@ Deno.test({
     assert.ok(server.err().includes(`${fdBudget(10000, 160, 1024).warning}\n`), server.err());
   },
 });
+
+Deno.test({
+  name: "server.ts with --allow-ffi scoped to libc (README) checks the database's files through " +
+    "libc: stat of the paths, and the WAL-index header mapped; without --allow-ffi it says it " +
+    "cannot",
+  ignore: Deno.build.os !== "linux" || !["x86_64", "aarch64"].includes(Deno.build.arch),
+  fn: async () => {
+    const libc = /\s(\/\S*\/libc\.so\.6)$/m.exec(Deno.readTextFileSync("/proc/self/maps"));
+    assert.ok(libc !== null, "glibc");
+    const scoped = SERVE_TASK_FLAGS.map((f) => f === "--allow-ffi" ? `--allow-ffi=${libc[1]}` : f);
+    const none = SERVE_TASK_FLAGS.filter((f) => f !== "--allow-ffi");
+    await using dir = await tempDir();
+    for (
+      const [flags, expected] of [
+        [scoped, "file checks: paths checked with stat through libc, WAL-index header mapped"],
+        [
+          none,
+          "file checks: paths checked with Deno.statSync (no FFI on libc), WAL-index header read " +
+          "from the file at every check (no FFI on libc)",
+        ],
+      ] as const
+    ) {
+      await using server = spawnLimited([...flags], 1024, [
+        "--db",
+        `${dir.path}/f.db`,
+        "--socket",
+        `${dir.path}/f.sock`,
+        "--engine",
+        "auto", // FFI on libc only (or none): node:sqlite runs
+        "--log-level",
+        "info",
+      ]);
+      await server.until(() => /netsqlite: engine .*\n/.test(server.out()));
+      assert.match(
+        server.err(),
+        new RegExp(` info {2}netsqlite: ${expected.replace(/[()]/g, "\\$&")}\n`),
+      );
+    }
+  },
+});

@@ -1,7 +1,8 @@
 /**
  * The two facts about this process that the server asks the C library for,
  * through FFI: its limit on open files (`getrlimit`) and the file a loaded
- * library was mapped from (`dladdr`).
+ * library was mapped from (`dladdr`); and {@link openLibc}, how every part
+ * of the server that calls libc opens it.
  *
  * Why not `/proc/self`: Deno (2.9) reads `/proc/self/*` only under
  * `--allow-all`, while `Deno.permissions` answers "granted" for it under
@@ -66,25 +67,47 @@ export function libcFiles(): string[] {
 }
 
 /**
+ * Opens the first C library of {@link libcFiles} that loads with `symbols`
+ * and that `usable` accepts (the others are closed again): the one way the
+ * server reaches libc, whether `--allow-ffi` is whole or scoped to libc's
+ * file (README's `--allow-ffi=<path of libc.so.6>`). Close it when done
+ * (the C library itself stays: the process links it).
+ *
+ * @param symbols The functions wanted (mark those a library may lack `optional`).
+ * @param usable Whether a library that loaded will do (e.g. has an optional symbol).
+ * @returns the library, or `null`: none loads, another system, or no FFI permission.
+ */
+export function openLibc<S extends Deno.ForeignLibraryInterface>(
+  symbols: S,
+  usable: (lib: Deno.DynamicLibrary<S>) => boolean = () => true,
+): Deno.DynamicLibrary<S> | null {
+  for (const name of libcFiles()) {
+    let lib: Deno.DynamicLibrary<S>;
+    try {
+      lib = Deno.dlopen(name, symbols);
+    } catch {
+      continue; // not this library (or lacks a symbol)
+    }
+    let ok = false;
+    try {
+      ok = usable(lib);
+    } finally {
+      if (!ok) lib.close();
+    }
+    if (ok) return lib;
+  }
+  return null;
+}
+
+/**
  * Calls `use` with the first C library (of {@link libcFiles}) that loads
  * and for which it returns something other than `null`; `null` when none
  * does, on another system, or without FFI permission.
  */
 function withLibc<T>(use: (libc: Libc) => T | null): T | null {
-  for (const name of libcFiles()) {
-    try {
-      const lib = Deno.dlopen(name, SYMBOLS);
-      try {
-        const answer = use(lib.symbols);
-        if (answer !== null) return answer;
-      } finally {
-        lib.close(); // the C library itself stays: the process links it
-      }
-    } catch {
-      // not this library
-    }
-  }
-  return null;
+  let answer: T | null = null;
+  openLibc(SYMBOLS, (lib) => (answer = use(lib.symbols)) !== null)?.close();
+  return answer;
 }
 
 /**
