@@ -155,11 +155,13 @@ interface Watched {
   /** The path, NUL-terminated, for libc. */
   readonly cPath: Uint8Array;
   /**
-   * Device and inode (from libc as `bigint`, from Deno as `number`); `null`
-   * while the file was not there (the first one seen is taken).
+   * Device and inode, as numbers whichever way they were read (libc's
+   * 64-bit words are converted as Deno converts its own: the two must
+   * compare equal once {@link DatabaseFile.close} leaves Deno's `stat`);
+   * `null` while the file was not there (the first one seen is taken).
    */
-  dev: bigint | number | null;
-  ino: bigint | number | null;
+  dev: number | null;
+  ino: number | null;
 }
 
 /** How a path lost its file: it names no file, or another one. */
@@ -375,7 +377,7 @@ export class DatabaseFile {
     const libc = this.#libc;
     if (libc !== null) {
       if (libc.symbols.stat!(f.cPath, this.#statBytes) === 0) {
-        return this.#stat[0] === f.dev && this.#stat[1] === f.ino
+        return Number(this.#stat[0]) === f.dev && Number(this.#stat[1]) === f.ino
           ? null
           : "replaced by another file";
       }
@@ -402,8 +404,8 @@ export class DatabaseFile {
     const libc = this.#libc;
     if (libc !== null) {
       if (libc.symbols.stat!(f.cPath, this.#statBytes) !== 0) return false;
-      f.dev = this.#stat[0];
-      f.ino = this.#stat[1];
+      f.dev = Number(this.#stat[0]);
+      f.ino = Number(this.#stat[1]);
       return true;
     }
     try {

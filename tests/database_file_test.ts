@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, serve } from "../mod.ts";
 import { Engine } from "../engine/engine.ts";
+import { DatabaseFile } from "../engine/database_file.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
 import { delay, startServer, tempDir } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, rejects, spawnServer, stop } from "./_logged_server.ts";
@@ -248,6 +249,27 @@ Deno.test({
     await c.close();
     assert.equal(await stop(again), 0);
   },
+});
+
+Deno.test("DatabaseFile.check() after close() (Deno.statSync instead of libc) finds the same files, and still finds one replaced", async () => {
+  await using dir = await tempDir();
+  const db = `${dir.path}/m.db`;
+  const keep = new DatabaseSync(db); // holds the -wal and -shm files open
+  try {
+    keep.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    const file = new DatabaseFile(db);
+    const viaLibc = file.viaLibc;
+    assert.equal(file.check(), null);
+    file.close();
+    assert.equal(file.viaLibc, false);
+    assert.equal(file.check(), null, `after close (libc before: ${viaLibc})`);
+    // A file really replaced is still found.
+    Deno.copyFileSync(`${db}-shm`, `${db}-shm.new`);
+    Deno.renameSync(`${db}-shm.new`, `${db}-shm`);
+    assert.equal(file.check(), `WAL-index file "${db}-shm" was replaced by another file`);
+  } finally {
+    keep.close();
+  }
 });
 
 /** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
