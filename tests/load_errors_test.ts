@@ -40,7 +40,8 @@ catch (err) { console.log(err.code, err.message); }
   assert.equal(
     stdout,
     "SQLITE_LIBRARY_NOT_LOADED Cannot load SQLite through FFI: FFI is not permitted: run with " +
-      "--allow-ffi, or use --engine node\n",
+      "--allow-ffi for all files: with --allow-ffi=PATH Deno refuses the pointer functions the " +
+      "binding needs, or use --engine node\n",
     new TextDecoder().decode(out.stderr),
   );
 });

@@ -549,7 +549,11 @@ console.log(JSON.stringify([s.engine, s.limitations[0]]));`;
     const r = await run.output();
     const [e2, why] = JSON.parse(new TextDecoder().decode(r.stdout));
     assert.equal(e2, "node");
-    assert.equal(why, "FFI not used: FFI is not permitted (run with --allow-ffi)");
+    assert.equal(
+      why,
+      "FFI not used: FFI is not permitted (run with --allow-ffi for all files: with " +
+        "--allow-ffi=PATH Deno refuses the pointer functions the binding needs)",
+    );
   } else {
     assert.match(first, /^FFI not used: /);
   }

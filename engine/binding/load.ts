@@ -77,7 +77,7 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
   const tried: string[] = [];
   const permitted = ffiAllowed();
   if (!permitted) {
-    tried.push("FFI is not permitted (run with --allow-ffi)");
+    tried.push(`FFI is not permitted (run with --allow-ffi${UNSCOPED})`);
   } else {
     for (const name of libraryCandidates(options.library)) {
       try {
@@ -96,8 +96,8 @@ export function loadSqlite(options: LoadOptions = {}): Sqlite {
     // A permission problem: which library file is beside the point.
     throw new SqliteError(
       LOAD_FAILED,
-      "Cannot load SQLite through FFI: FFI is not permitted: run with --allow-ffi, or use " +
-        "--engine node",
+      `Cannot load SQLite through FFI: FFI is not permitted: run with --allow-ffi${UNSCOPED}, ` +
+        "or use --engine node",
     );
   }
   const hint = named === null
@@ -193,6 +193,14 @@ function engineFromEnv(): EngineChoice {
     `Unknown SQLite engine "${v}" in NETSQLITE_ENGINE: expected auto, ffi or node`,
   );
 }
+
+/**
+ * Why a path after `--allow-ffi` is not enough: Deno lets `dlopen` load the
+ * named file but refuses the pointer functions (`UnsafePointerView`) the
+ * binding reads SQLite's strings and blobs with.
+ */
+const UNSCOPED =
+  " for all files: with --allow-ffi=PATH Deno refuses the pointer functions the binding needs";
 
 function ffiAllowed(): boolean {
   try {
