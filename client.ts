@@ -136,7 +136,9 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
  *   other callers' statements would fall into that transaction. With
  *   `max: 1` the client is one connection owned by its caller, and they run;
  *   there, plain calls made from inside `transaction()`'s function join the
- *   transaction, and calls from elsewhere wait for it.
+ *   transaction, at the level of their caller (beside a nested transaction
+ *   that another branch opened they wait for it, as `tx`'s calls do), and
+ *   calls from elsewhere wait for it.
  *
  * When a connection is lost, its pending requests reject with
  * `ConnectionError`, and its next call reopens it — unless a transaction was

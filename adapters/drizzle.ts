@@ -27,7 +27,16 @@
  *   `transaction()` (Drizzle's transaction is one for the pool): a
  *   `client.transaction()` nests as a savepoint, with `max: 1` plain calls
  *   join the transaction, and `client.reserve()` is refused with
- *   `TX_CONTROL` when it would wait for the transaction.
+ *   `TX_CONTROL` when it would wait for the transaction. Drizzle's levels and
+ *   the client's transactions nested in them are one stack on the
+ *   connection: a call of either made at a level waits while a transaction
+ *   of either kind that another branch nested there is open, and runs at
+ *   once from inside that transaction's function.
+ * - A transaction never commits while one nested in it still runs or waits
+ *   for its turn (left without `await`): when the callback settles first,
+ *   that level is rolled back and rejects with `SqliteError`
+ *   `TX_NESTED_RUNNING`, as the client's `transaction()` does; the nested
+ *   one sends nothing more (its statements are refused with `TX_ENDED`).
  * - Inside `fn`, statements that would begin or end the transaction
  *   (`BEGIN`, `COMMIT`, `END`, `ROLLBACK` without `TO`) are refused with
  *   `SqliteError` `TX_CONTROL` before they are sent, as a `transaction()`
@@ -84,7 +93,17 @@ import {
   type RunResult,
   SqliteError,
 } from "../client.ts";
-import { transactionContext } from "../client/pool.ts";
+import {
+  abandonNested,
+  callerScope,
+  leaveTurn,
+  type OpenTransactions,
+  openTransactions,
+  takeTurn,
+  transactionContext,
+  type TransactionScope as PoolTransaction,
+  turnOf,
+} from "../client/_tx_order.ts";
 import { firstValues } from "../client/queryable.ts";
 import { PoolScope } from "./_pool_scope.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
@@ -184,6 +203,45 @@ interface TransactionScope {
    * database over the same client, nested in this transaction.
    */
   readonly savepoint?: string;
+  /** In the scope of a nested transaction's own statements: that transaction. */
+  readonly nested?: Part;
+}
+
+/**
+ * One transaction of a `db.transaction()`: the outermost, or one nested in
+ * a level of it (a savepoint), from its call to its end.
+ */
+interface Part {
+  /**
+   * Its scope in the client's pool (see `PoolScope`): the client's own calls
+   * made from its function belong to it, and it takes its place among the
+   * transactions open on the connection (the client's `transaction()`s
+   * nested in this one's levels included), so that a statement sent at a
+   * level waits while a transaction another branch nested there is open.
+   * `undefined` when the pool could not be joined (another copy of the client).
+   */
+  readonly pool: PoolTransaction | undefined;
+  /** The level it is nested in; `undefined` for the outermost. */
+  readonly home: Level | undefined;
+  /** True once its function settled. */
+  settled: boolean;
+  /**
+   * True once the level it is nested in settled while it still waited or
+   * ran: its work was undone with that level's, and it sends nothing more.
+   */
+  abandoned: boolean;
+}
+
+/**
+ * True when `part`, or a transaction it is nested in, was abandoned (see
+ * {@link Part.abandoned}; also when the client's `transaction()` it is
+ * nested in settled first, which ends its pool scope before its function).
+ */
+function abandoned(part: Part | undefined): boolean {
+  for (let p = part; p !== undefined; p = p.home?.part) {
+    if (p.abandoned || (p.pool !== undefined && !p.pool.active && !p.settled)) return true;
+  }
+  return false;
 }
 
 /** One level of an open transaction: Drizzle's `tx`, its depth and its queue of nested ones. */
@@ -211,10 +269,16 @@ interface Level {
    * would undo them after they were acknowledged.
    */
   nested: number;
+  /** The transaction this level is. */
+  readonly part: Part;
+  /** The transactions nested in this level that wait for their turn or run. */
+  readonly children: Set<Part>;
 }
 
 /** The statement Drizzle's proxy session sends to roll a transaction back. */
 const ROLLBACK = /^\s*rollback\s*;?\s*$/i;
+/** That one, or the one that rolls a savepoint back (`rollback to savepoint sp0`). */
+const ROLLBACK_ANY = /^\s*rollback\b/i;
 /** The statements Drizzle's proxy session sends to begin and to commit a transaction. */
 const BEGIN = /^\s*begin\b/i;
 const COMMIT = /^\s*commit\s*;?\s*$/i;
@@ -224,14 +288,50 @@ const WHERE = "db.transaction()";
 const HOW = "Drizzle ends the transaction itself (it commits when the callback resolves and " +
   "rolls back when it throws or calls tx.rollback()); use savepoints or a nested tx.transaction()";
 
+/** Why a statement of a nested transaction abandoned by its enclosing level is refused. */
+function nestedEnded(): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxEnded,
+    "Transaction has ended: the transaction it is nested in settled while this nested one was " +
+      "still running (a tx.transaction() or db.transaction() without await?), and rolled back " +
+      "the work of both (its statements are refused)",
+  );
+}
+
+/** Why a transaction whose callback settled while one nested in it still ran is rolled back. */
+function nestedRunning(): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxNestedRunning,
+    "Transaction rolled back: its callback settled while a transaction nested in it was still " +
+      "running (a tx.transaction() or db.transaction() without await?); the work of both was " +
+      "undone",
+  );
+}
+
 /**
  * Waits while a transaction nested at the level of `scope` by another
- * branch of its function waits or runs (see {@link Level.nested}), unless
- * the transaction ends meanwhile.
+ * branch of its function waits or runs (see {@link Level.nested}), or while
+ * another transaction is open above the caller's on the connection (a
+ * `client.transaction()` another branch nested there), unless the
+ * transaction ends meanwhile. Made from inside a `client.transaction()`
+ * nested in the level, the statement is that transaction's: it waits only
+ * for transactions nested in it.
  */
 async function turn(scope: TransactionScope): Promise<void> {
   const level = scope.level;
-  while (level !== undefined && level.nested > 0 && scope.state.open) await level.tail;
+  if (level === undefined) return;
+  const pool = level.part.pool;
+  while (scope.state.open) {
+    const caller = pool === undefined ? undefined : callerScope(pool.conn);
+    const inside = caller !== undefined && caller !== pool;
+    if (!inside && level.nested > 0) {
+      await level.tail;
+      continue;
+    }
+    const wait = pool === undefined ? null : turnOf(pool.conn, undefined, () => scope.state.open);
+    if (wait === null) return;
+    await wait;
+  }
 }
 
 /**
@@ -293,29 +393,39 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     scope !== undefined && scope.state.open ? scope.conn : client;
 
   /**
-   * What to send for `sql` in `scope`, once it may be sent. A statement sent
-   * from inside `fn` (at a level) that would begin or end the transaction is
-   * refused; one sent while a transaction nested at its level by another
-   * branch of the level's function is open waits for it to end. Drizzle's
-   * own `begin`/`commit`/`rollback` and savepoints run outside every level;
-   * those of another database's `db.transaction()` nested here become a
-   * savepoint's.
+   * What to send for `sql` in `scope`, once it may be sent; `null` for
+   * nothing. A statement sent from inside `fn` (at a level) that would begin
+   * or end the transaction is refused; one sent while a transaction nested
+   * at its level by another branch of the level's function is open waits
+   * for it to end. Drizzle's own `begin`/`commit`/`rollback` and savepoints
+   * run outside every level; those of another database's `db.transaction()`
+   * nested here become a savepoint's. A nested transaction abandoned by the
+   * level it nests in sends nothing more: its statements are refused with
+   * `TX_ENDED`, its savepoint's `rollback to` is skipped (that level's
+   * rollback undid it already), so that its callback's error reaches the caller.
    */
   const statementFor = async (
     scope: TransactionScope | undefined,
     sql: string,
-  ): Promise<string> => {
-    if (scope === undefined || !scope.state.open) return sql;
+  ): Promise<string | null> => {
+    if (scope === undefined) return sql;
+    if (abandoned(scope.level?.part ?? scope.nested)) {
+      if (scope.level === undefined && ROLLBACK_ANY.test(sql)) return null;
+      throw nestedEnded();
+    }
+    if (!scope.state.open) return sql;
     if (scope.level === undefined) {
       return scope.savepoint === undefined ? sql : savepointStatement(sql, scope.savepoint);
     }
     refuseTxEnd(sql, WHERE, HOW);
     await turn(scope);
+    if (abandoned(scope.level.part)) throw nestedEnded();
     return sql;
   };
   const callback: AsyncRemoteCallback = async (text, params, method) => {
     const scope = context.getStore();
     const sql = await statementFor(scope, text);
+    if (sql === null) return { rows: [] };
     const on = target(scope);
     try {
       return await runOne(on, sql, params as BindParams, method);
@@ -331,9 +441,13 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   };
   const batch: AsyncBatchRemoteCallback = async (queries) => {
     const scope = context.getStore();
-    if (scope?.level !== undefined && scope.state.open) {
-      for (const q of queries) refuseTxEnd(q.sql, WHERE, HOW);
-      await turn(scope);
+    if (scope?.level !== undefined) {
+      if (abandoned(scope.level.part)) throw nestedEnded();
+      if (scope.state.open) {
+        for (const q of queries) refuseTxEnd(q.sql, WHERE, HOW);
+        await turn(scope);
+        if (abandoned(scope.level.part)) throw nestedEnded();
+      }
     }
     const results = await target(scope).batch<unknown[]>(
       queries.map((q) => ({ sql: q.sql, params: q.params as BindParams })),
@@ -355,8 +469,16 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   // does: `begin` there would fail and end the outer transaction.
   const transaction = drizzleDb.transaction.bind(drizzleDb);
   type Fn = (tx: any) => Promise<unknown>;
-  /** The scope of `fn` at Drizzle's `tx`: one level deeper; `tx.transaction()` queued there. */
-  const enter = (scope: TransactionScope, tx: Level["tx"], depth: number): TransactionScope => {
+  /**
+   * The scope of `part`'s function at Drizzle's `tx`: one level deeper;
+   * `tx.transaction()` queued there.
+   */
+  const enter = (
+    scope: TransactionScope,
+    tx: Level["tx"],
+    depth: number,
+    part: Part,
+  ): TransactionScope & { level: Level } => {
     const level: Level = {
       owner: db,
       tx,
@@ -364,10 +486,55 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
       depth,
       tail: Promise.resolve(),
       nested: 0,
+      part,
+      children: new Set(),
     };
     const at = { conn: scope.conn, state: scope.state, level };
     tx.transaction = ((inner: Fn) => nest(at, inner)) as typeof tx.transaction;
     return at;
+  };
+  /**
+   * Runs a transaction's function at its level `at` (in Drizzle's context
+   * and the pool's), then settles the level: the transactions nested in it
+   * that still wait or run are abandoned (see {@link Part.abandoned}, and
+   * the client's `transaction()`s nested in it). When one was, the level
+   * must not commit (that function could still throw, and its later
+   * statements would land after the commit): it throws `TX_NESTED_RUNNING`,
+   * and Drizzle rolls the level back, as the client's `transaction()` does.
+   */
+  const body = async (at: TransactionScope & { level: Level }, fn: Fn, tx: any) => {
+    const part = at.level.part;
+    const pool = part.pool;
+    let result: unknown;
+    try {
+      result = await context.run(
+        at,
+        () => pool === undefined ? fn(tx) : transactionContext.run(pool, () => fn(tx)),
+      );
+    } catch (err) {
+      settle(at.level);
+      throw err;
+    }
+    const ended = abandoned(part);
+    const running = settle(at.level);
+    if (ended) throw nestedEnded();
+    if (running) throw nestedRunning();
+    return result;
+  };
+  /** Ends `level`'s function (see {@link body}); true when a transaction nested in it still ran. */
+  const settle = (level: Level): boolean => {
+    const part = level.part;
+    if (abandoned(part)) part.abandoned = true; // kept once its pool scope ends below
+    part.settled = true;
+    let running = level.children.size > 0;
+    for (const child of level.children) child.abandoned = true;
+    const pool = part.pool;
+    if (pool !== undefined) {
+      pool.active = false;
+      const open = openTransactions(pool.conn);
+      if (open !== undefined && abandonNested(open, pool)) running = true;
+    }
+    return running;
   };
   /**
    * Runs `fn` in a savepoint of `at.level` once the transactions nested there
@@ -379,8 +546,9 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
    * `ROLLBACK TO` act on the newest savepoint of that name, so only
    * savepoints strictly nested in one another keep each other's work. It
    * never queues behind the function it is called from (that one holds a
-   * place in an outer level's queue, not in its own). `ended` runs `fn` when
-   * the transaction ended while it waited (a `db.transaction()`: on its own).
+   * place in an outer level's queue, not in its own). Called from inside a
+   * `client.transaction()` nested in the level, it nests in that one, in
+   * the order the pool keeps (the level's queue waits for that one).
    * `foreign`: a `db.transaction()` of this database nested in another
    * database's level: this database's own transaction, whose `begin`,
    * `commit` and `rollback` become the savepoint's.
@@ -388,32 +556,61 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   const nest = async (
     at: TransactionScope & { level: Level },
     fn: Fn,
-    ended?: () => Promise<unknown>,
     foreign?: (run: Fn) => Promise<unknown>,
   ): Promise<unknown> => {
     const caller = context.getStore();
     const deeper = caller?.state === at.state && (caller.level?.depth ?? 0) > at.level.depth;
-    const depth = deeper ? caller!.level!.depth : at.level.depth;
-    const run: Fn = (tx) => context.run(enter(at, tx, depth + 1), () => fn(tx));
-    const queue = deeper ? caller!.level! : at.level;
-    const before = queue.tail;
-    let done!: () => void;
-    queue.tail = new Promise<void>((resolve) => done = resolve);
-    queue.nested++;
+    const home = deeper ? caller!.level! : at.level;
+    if (abandoned(home.part)) throw nestedEnded();
+    // On a tx whose transaction ended: its savepoint, sent to the shared pool now, would be
+    // refused there, or with max: 1 begin a transaction of its own there.
+    if (!at.state.open) {
+      throw new SqliteError(
+        ErrorCode.TxEnded,
+        "Transaction has ended: tx.transaction() was called after the db.transaction() of that " +
+          "tx settled",
+      );
+    }
+    const depth = home.depth;
+    const homePool = home.part.pool;
+    const pool: PoolTransaction | undefined = homePool === undefined ? undefined : {
+      conn: homePool.conn,
+      active: true,
+      parent: transactionContext.getStore(),
+    };
+    const poolCaller = homePool === undefined ? undefined : callerScope(homePool.conn);
+    const part: Part = { pool, home, settled: false, abandoned: false };
+    home.children.add(part);
+    let done: (() => void) | undefined;
+    let open: OpenTransactions | null = null;
     try {
-      await before;
-      if (!at.state.open && ended !== undefined) return await ended();
+      // Inside a client.transaction() nested in the home level (the pool's scope of the caller
+      // is not the level's): only the pool orders it (the level's queue may wait for that one).
+      if (poolCaller === undefined || poolCaller === homePool) {
+        const before = home.tail;
+        home.tail = new Promise<void>((resolve) => done = resolve);
+        home.nested++;
+        await before;
+      }
+      if (pool !== undefined) open = await takeTurn(pool.conn, pool, undefined);
+      if (abandoned(part)) throw nestedEnded();
       // Its savepoint's statements belong to no level: they neither wait for
       // this queue (they are its transaction) nor are refused.
       const control: TransactionScope = {
         conn: at.conn,
         state: at.state,
+        nested: part,
         ...(foreign === undefined ? {} : { savepoint: `sp${depth}` }),
       };
+      const run: Fn = (tx) => body(enter(at, tx, depth + 1, part), fn, tx);
       return await context.run(control, () => (foreign ?? at.level.savepoint)(run));
     } finally {
-      queue.nested--;
-      done();
+      home.children.delete(part);
+      if (open !== null) leaveTurn(open, pool!);
+      if (done !== undefined) {
+        home.nested--;
+        done();
+      }
     }
   };
   const outermost = async (fn: Fn, txConfig?: any): Promise<unknown> => {
@@ -423,14 +620,23 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     // waiting for this transaction's connection or writer.
     const pool = new PoolScope();
     pool.bind(scope.conn);
+    const part: Part = {
+      pool: pool.active ? pool : undefined,
+      home: undefined,
+      settled: false,
+      abandoned: false,
+    };
+    // The bottom of the connection's stack (it was just reserved: nothing to wait for).
+    const open = pool.active ? await takeTurn(pool.conn, pool, undefined) : null;
     try {
       return await transactionContext.run(pool, () =>
         context.run(
           scope,
-          () => transaction((tx) => context.run(enter(scope, tx, 0), () => fn(tx)), txConfig),
+          () => transaction((tx) => body(enter(scope, tx, 0, part), fn, tx), txConfig),
         ));
     } finally {
       pool.end();
+      if (open !== null) leaveTurn(open, pool);
       scope.state.open = false;
       scope.conn.release(); // closed instead of reused if a transaction is still open
     }
@@ -440,7 +646,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     if (outer?.state.open && outer.level !== undefined) {
       const at = outer as TransactionScope & { level: Level };
       const foreign = at.level.owner === db ? undefined : (run: Fn) => transaction(run, txConfig);
-      return await nest(at, fn, () => outermost(fn, txConfig), foreign);
+      return await nest(at, fn, foreign);
     }
     return await outermost(fn, txConfig);
   }) as typeof db.transaction;

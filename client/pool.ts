@@ -38,7 +38,6 @@
  * @module
  */
 
-import { AsyncLocalStorage } from "node:async_hooks";
 import {
   AbortError,
   ConnectionError,
@@ -51,25 +50,13 @@ import { type ConnectionEvents, PooledConnection } from "./connection.ts";
 import { type Link, unsentError } from "./link.ts";
 import { OwnWriter } from "./_own_writer.ts";
 import { copyError } from "./_caller_stack.ts";
+import { transactionContext, turnOf } from "./_tx_order.ts";
 import type { ConnectConfig } from "./options.ts";
 import { formatAddress } from "../transport/address.ts";
 
-/** A `transaction()` whose function may be running: its connection, until it settles. */
-export interface TransactionScope {
-  /** The transaction's connection. */
-  readonly conn: PooledConnection;
-  /** False once the function settled (a timer it left behind is outside it). */
-  active: boolean;
-  /** The transaction it is nested in (in whose function it was started), if any. */
-  readonly parent: TransactionScope | undefined;
-}
-
-/**
- * The `transaction()` whose function makes the current call, followed across awaits. Left out of
- * the npm package's type declarations (its type is node:async_hooks').
- * @internal
- */
-export const transactionContext: AsyncLocalStorage<TransactionScope> = new AsyncLocalStorage();
+// Defined with the order of transactions on a connection (see `_tx_order.ts`); re-exported for
+// the ORM adapters.
+export { transactionContext, type TransactionScope } from "./_tx_order.ts";
 
 /**
  * The pooled connection behind each `ReservedConnection`, so that the ORM adapters can run their
@@ -204,7 +191,14 @@ export class Pool implements ConnectionEvents {
     if (this.#failure !== null) return Promise.reject(unsentError(this.#failure));
     if (this.#config.max === 1) {
       const own = this.callerTransaction();
-      if (own !== null) return own;
+      if (own !== null) {
+        // Joins it at the caller's level, as a call through that level's tx: it waits while
+        // a transaction nested there by another branch is open (inside that one's savepoint,
+        // its ROLLBACK TO would undo this call after it was acknowledged), or until the
+        // caller's transaction ended; then it is dispatched again.
+        const wait = turnOf(own, undefined, () => this.callerTransaction() === own);
+        return wait === null ? own : wait.then(() => this.shared(writes));
+      }
     }
     if (this.#burst !== null) {
       if (writes && this.#config.max > 1) {
@@ -270,6 +264,7 @@ export class Pool implements ConnectionEvents {
    * happen). Also the connection itself while a raw `BEGIN` is open on it:
    * everything sent on the client runs inside that transaction, and a
    * `transaction()` nests in it as a savepoint (as better-sqlite3's does).
+   * {@link shared} orders such a call at its caller's level (see `turnOf`).
    */
   callerTransaction(): PooledConnection | null {
     if (this.#config.max !== 1) return null;

@@ -31,7 +31,15 @@ import { type PooledConnection, readsOnly } from "./connection.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
 import { snapshot } from "./_snapshot.ts";
 import { keepStack, withCallerFrames } from "./_caller_stack.ts";
-import { transactionContext, type TransactionScope } from "./pool.ts";
+import {
+  abandonNested,
+  leaveTurn,
+  type OpenTransactions,
+  takeTurn,
+  transactionContext,
+  type TransactionScope,
+  turnOf,
+} from "./_tx_order.ts";
 import { type Ended, endedError, fixedRoute, type Route } from "./route.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 import { findTxControl, findTxEnd, RESERVED_SAVEPOINT } from "./_tx_control.ts";
@@ -839,95 +847,8 @@ export class Transaction extends Queryable {
   }
 }
 
-/**
- * The transactions open on a connection, innermost last; the nested ones
- * waiting for their turn (see {@link takeTurn}); and who waits for one to end.
- */
-interface OpenTransactions {
-  stack: TransactionScope[];
-  waiting: Set<TransactionScope>;
-  ended: (() => void)[];
-}
-
-const openOn = new WeakMap<PooledConnection, OpenTransactions>();
-
 /** The transaction each `tx` object stands for (whose `tx.transaction()` nests in it). */
 const scopeOfTx = new WeakMap<Queryable, TransactionScope>();
-
-/**
- * The open transaction on `conn` whose function (or a transaction nested in
- * it, or a call it started) is the caller, if any.
- */
-function callerScope(conn: PooledConnection): TransactionScope | undefined {
-  let s = transactionContext.getStore();
-  while (s !== undefined && !(s.active && s.conn === conn)) s = s.parent;
-  return s;
-}
-
-/**
- * Waits until the new transaction nests in the innermost one open on
- * `conn` (or none is open). Savepoints nest as a stack: two nested
- * transactions started side by side on one `tx` (`Promise.all([
- * tx.transaction(a), tx.transaction(b)])`) would release or undo each
- * other's savepoint, so the second waits for the first to end. It nests at
- * once when started through the innermost transaction's own `tx`
- * (`parent`), or from inside that transaction's function (followed across
- * awaits: an outer `tx` used from there).
- */
-async function takeTurn(
-  conn: PooledConnection,
-  scope: TransactionScope,
-  parent: TransactionScope | undefined,
-): Promise<OpenTransactions> {
-  let open = openOn.get(conn);
-  if (open === undefined) openOn.set(conn, open = { stack: [], waiting: new Set(), ended: [] });
-  for (;;) {
-    // The transaction it was to nest in settled meanwhile (see abandonNested): nothing was sent.
-    if (!scope.active) throw endedError(NESTED_TX_ENDED);
-    const innermost = open.stack.at(-1);
-    if (innermost === undefined || innermost === parent || innermost === callerScope(conn)) {
-      open.stack.push(scope); // at once: a sibling started in the same tick must wait
-      return open;
-    }
-    open.waiting.add(scope);
-    try {
-      await new Promise<void>((resolve) => open.ended.push(resolve));
-    } finally {
-      open.waiting.delete(scope);
-    }
-  }
-}
-
-/**
- * When a transaction's `fn` settles (`scope`, at `open.stack[at]`): ends
- * the transactions nested in it whose `fn` is still running, or that wait
- * for their turn (a `tx.transaction()` left un-awaited). They cannot be
- * kept: their savepoints nest in this transaction's, which ends now, and
- * their later statements would run after it, in autocommit or inside
- * another caller's transaction on the connection. Their calls are refused
- * from now on (`TX_ENDED`), they send nothing more, and the connection
- * forgets them. Returns whether one was still running or waiting: then
- * this transaction must not commit, since that `fn` could still throw.
- */
-function abandonNested(open: OpenTransactions, scope: TransactionScope): boolean {
-  let running = false;
-  const at = open.stack.indexOf(scope);
-  if (at !== -1) {
-    for (const nested of open.stack.splice(at + 1)) {
-      if (nested.active) running = true;
-      nested.active = false;
-    }
-  }
-  for (const waiting of open.waiting) {
-    for (let s = waiting.parent; s !== undefined; s = s.parent) {
-      if (s !== scope) continue;
-      running = true;
-      waiting.active = false;
-      break;
-    }
-  }
-  return running;
-}
 
 /**
  * The route of a `tx`: its connection, once the statement may run there.
@@ -944,27 +865,13 @@ function transactionRoute(
   scope: TransactionScope,
 ): Route {
   const fixed = fixedRoute(conn, active);
-  const mayRun = (open: OpenTransactions, caller: TransactionScope | undefined): boolean => {
-    const innermost = open.stack.at(-1);
-    return innermost === undefined || innermost === scope || innermost === caller;
-  };
-  const waitTurn = async (
-    open: OpenTransactions,
-    caller: TransactionScope | undefined,
-  ): Promise<PooledConnection> => {
-    // Ended meanwhile: refused at once (the connection may serve another caller by now).
-    while (active() === null && !mayRun(open, caller)) {
-      await new Promise<void>((resolve) => open.ended.push(resolve));
-    }
-    return fixed.connection();
-  };
   return {
     connection(): PooledConnection | Promise<PooledConnection> {
       const c = fixed.connection();
-      const open = openOn.get(conn);
-      if (c instanceof Promise || open === undefined) return c;
-      const caller = callerScope(conn);
-      return mayRun(open, caller) ? c : waitTurn(open, caller);
+      if (c instanceof Promise) return c;
+      // Ended meanwhile: refused at once (the connection may serve another caller by now).
+      const wait = turnOf(conn, scope, () => active() === null);
+      return wait === null ? c : wait.then(() => fixed.connection());
     },
     exclusive: fixed.exclusive,
     refusesTxControl: false,
@@ -986,13 +893,12 @@ async function runTransaction<T>(
     parent: parent ?? transactionContext.getStore(),
   };
   const open = await takeTurn(conn, scope, parent);
+  // The transaction it was to nest in settled meanwhile (see abandonNested): nothing was sent.
+  if (open === null) throw endedError(NESTED_TX_ENDED);
   try {
     return await runInScope(conn, open, scope, fn, behavior, ownWriter);
   } finally {
-    // Gone already when the transaction it nested in ended first (see abandonNested).
-    const at = open.stack.indexOf(scope);
-    if (at !== -1) open.stack.splice(at, 1);
-    for (const wake of open.ended.splice(0)) wake();
+    leaveTurn(open, scope);
   }
 }
 

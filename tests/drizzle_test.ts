@@ -1194,3 +1194,252 @@ Deno.test("drizzle: the client's own calls inside db.transaction() act as inside
     }
   }
 });
+
+Deno.test("drizzle: the client's own calls made beside an open nested transaction wait for it, and Drizzle's beside the client's", async () => {
+  await using srv = await startServer();
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    try {
+      const db = drizzle(client);
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY v")).flat();
+      const events: string[] = [];
+      /** Sends `call` from another branch of fn while the nested transaction is open. */
+      const beside = async (name: string, call: () => Promise<unknown>) => {
+        await delay(10);
+        await call();
+        events.push(`${name} acknowledged`);
+      };
+      const statuses = (settled: PromiseSettledResult<unknown>[]) =>
+        settled.map((s) => s.status === "fulfilled" ? "ok" : (s.reason as Error).message);
+
+      // The client's calls made from Drizzle's fn while a nested Drizzle transaction is open.
+      await db.transaction(async (tx) => {
+        const settled = await Promise.allSettled([
+          tx.transaction(async (tx2) => {
+            await tx2.run(sql`INSERT INTO mix VALUES ('drizzle nested')`);
+            await delay(40);
+            events.push("drizzle nested throws");
+            throw new Error("undo drizzle nested");
+          }),
+          beside(
+            "client tx",
+            () => client.transaction((c) => c.run("INSERT INTO mix VALUES ('client tx')")),
+          ),
+          // With max: 1 a plain call joins the transaction, at the level of its caller.
+          ...(max === 1
+            ? [beside("client run", () => client.run("INSERT INTO mix VALUES ('client run')"))]
+            : []),
+        ]);
+        assert.deepEqual(statuses(settled), [
+          "undo drizzle nested",
+          "ok",
+          ...(max === 1 ? ["ok"] : []),
+        ]);
+      });
+      assert.deepEqual(await rows(), max === 1 ? ["client run", "client tx"] : ["client tx"]);
+      assert.equal(events[0], "drizzle nested throws", `max ${max}: ${events.join(", ")}`);
+
+      // Drizzle's statements made from its fn while a client.transaction() another branch
+      // started there is open.
+      events.length = 0;
+      await db.transaction(async (tx) => {
+        const settled = await Promise.allSettled([
+          client.transaction(async (c) => {
+            await c.run("INSERT INTO mix VALUES ('client nested')");
+            await delay(40);
+            events.push("client nested throws");
+            throw new Error("undo client nested");
+          }),
+          beside("tx", () => tx.run(sql`INSERT INTO mix VALUES ('tx')`)),
+          beside("db batch", () => db.batch([db.run(sql`INSERT INTO mix VALUES ('db batch')`)])),
+          beside(
+            "tx nested",
+            () => tx.transaction((t2) => t2.run(sql`INSERT INTO mix VALUES ('tx nested')`)),
+          ),
+        ]);
+        assert.deepEqual(statuses(settled), ["undo client nested", "ok", "ok", "ok"]);
+      });
+      assert.deepEqual(await rows(), [
+        ...(max === 1 ? ["client run"] : []),
+        "client tx",
+        "db batch",
+        "tx",
+        "tx nested",
+      ]);
+      assert.equal(events[0], "client nested throws", `max ${max}: ${events.join(", ")}`);
+
+      // Made from inside the nested one's function, each side's calls are part of it: they run
+      // at once (no wait for itself) and are undone with it.
+      await client.exec("DELETE FROM mix");
+      await db.transaction(async (tx) => {
+        await assert.rejects(
+          tx.transaction(async () => {
+            await client.transaction((c) => c.run("INSERT INTO mix VALUES ('undone 1')"));
+            if (max === 1) await client.run("INSERT INTO mix VALUES ('undone 2')");
+            throw new Error("undo");
+          }),
+          /undo/,
+        );
+        await assert.rejects(
+          client.transaction(async () => {
+            await tx.run(sql`INSERT INTO mix VALUES ('undone 3')`);
+            await tx.transaction((t2) => t2.run(sql`INSERT INTO mix VALUES ('undone 4')`));
+            throw new Error("undo");
+          }),
+          /undo/,
+        );
+        // A Drizzle nested transaction queued behind a client.transaction() that itself uses
+        // Drizzle's tx: that one's statements and nested transaction are its own, not queued.
+        const settled = await Promise.allSettled([
+          client.transaction(async (c) => {
+            await delay(20); // the Drizzle nested transaction waits for this one by now
+            await tx.run(sql`INSERT INTO mix VALUES ('c1')`);
+            await tx.transaction((t2) => t2.run(sql`INSERT INTO mix VALUES ('c2')`));
+            await c.run("INSERT INTO mix VALUES ('c3')");
+          }),
+          beside("n1", () => tx.transaction((t2) => t2.run(sql`INSERT INTO mix VALUES ('n1')`))),
+        ]);
+        assert.deepEqual(statuses(settled), ["ok", "ok"]);
+      });
+      assert.deepEqual(await rows(), ["c1", "c2", "c3", "n1"]);
+      assert.equal(client.inTransaction, false);
+    } finally {
+      await client.close();
+    }
+  }
+});
+
+/** Settles `p` into a value to assert on, so that its rejection is never unhandled. */
+function outcome<T>(p: Promise<T>): Promise<{ value?: T; error?: unknown }> {
+  return p.then((value) => ({ value }), (error) => ({ error }));
+}
+
+Deno.test("drizzle: a transaction whose callback settles while a nested one still runs rolls both back with TX_NESTED_RUNNING", async () => {
+  await using srv = await startServer();
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    try {
+      const db = drizzle(client);
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+
+      // A tx.transaction() without await that already wrote when fn returned.
+      const wrote = Promise.withResolvers<void>();
+      const goOn = Promise.withResolvers<void>();
+      const late: (string | undefined)[] = [];
+      let nested!: Promise<{ value?: unknown; error?: unknown }>;
+      const outer = await outcome(db.transaction(async (tx) => {
+        await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+        nested = outcome(tx.transaction(async (inner) => {
+          await inner.run(sql`INSERT INTO mix VALUES ('inner 1')`);
+          wrote.resolve();
+          await goOn.promise;
+          // Sends nothing more: not in autocommit, not in another transaction.
+          late.push(
+            codeOf((await outcome(inner.run(sql`INSERT INTO mix VALUES ('inner 2')`))).error),
+          );
+          late.push(codeOf((await outcome(db.run(sql`INSERT INTO mix VALUES ('inner 3')`))).error));
+          late.push(codeOf((await outcome(inner.transaction(() => Promise.resolve()))).error));
+          return "nested done";
+        }));
+        await wrote.promise;
+        return "outer done";
+      }));
+      assert.equal(codeOf(outer.error), ErrorCode.TxNestedRunning, `max ${max}`);
+      assert.match(
+        (outer.error as Error).message,
+        /^Transaction rolled back: its callback settled while a transaction nested in it was still running/,
+      );
+      assert.equal(client.inTransaction, false);
+      // Another transaction holds the connection while the nested fn goes on.
+      await db.transaction(async (tx) => {
+        await tx.run(sql`INSERT INTO mix VALUES ('next')`);
+        goOn.resolve();
+        assert.equal(codeOf((await nested).error), ErrorCode.TxEnded, `max ${max}`);
+      });
+      assert.deepEqual(late, [ErrorCode.TxEnded, ErrorCode.TxEnded, ErrorCode.TxEnded]);
+      assert.deepEqual(await rows(), ["next"], `max ${max}: only the later transaction's row`);
+
+      // A helper's db.transaction() still waiting for its turn counts too: it never runs.
+      await client.exec("DELETE FROM mix");
+      const ran: string[] = [];
+      let queued!: Promise<{ value?: unknown; error?: unknown }>;
+      const first = Promise.withResolvers<void>();
+      const outer2 = await outcome(db.transaction(async () => {
+        void outcome(db.transaction(async (a) => {
+          ran.push("a");
+          await a.run(sql`INSERT INTO mix VALUES ('a')`);
+          first.resolve();
+          await delay(20);
+        }));
+        queued = outcome(db.transaction(async (b) => {
+          ran.push("b");
+          await b.run(sql`INSERT INTO mix VALUES ('b')`);
+        }));
+        await first.promise;
+      }));
+      assert.equal(codeOf(outer2.error), ErrorCode.TxNestedRunning);
+      assert.equal(codeOf((await queued).error), ErrorCode.TxEnded);
+      assert.deepEqual(ran, ["a"]);
+      assert.deepEqual(await rows(), []);
+
+      // A client.transaction() left un-awaited in Drizzle's fn: the same.
+      const clientWrote = Promise.withResolvers<void>();
+      let clientNested!: Promise<{ value?: unknown; error?: unknown }>;
+      const outer3 = await outcome(db.transaction(async (tx) => {
+        await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+        clientNested = outcome(client.transaction(async (c) => {
+          await c.run("INSERT INTO mix VALUES ('client nested')");
+          clientWrote.resolve();
+          await delay(20);
+          await c.run("INSERT INTO mix VALUES ('client late')");
+        }));
+        await clientWrote.promise;
+      }));
+      assert.equal(codeOf(outer3.error), ErrorCode.TxNestedRunning);
+      assert.equal(codeOf((await clientNested).error), ErrorCode.TxEnded);
+      assert.deepEqual(await rows(), []);
+
+      // A nested level that returns while its own nested one runs: only its savepoint is
+      // undone, and the outer callback may catch that and commit its own work.
+      const deepWrote = Promise.withResolvers<void>();
+      const result = await db.transaction(async (tx) => {
+        await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+        const middle = await outcome(tx.transaction(async (mid) => {
+          await mid.run(sql`INSERT INTO mix VALUES ('middle')`);
+          void outcome(mid.transaction(async (deep) => {
+            await deep.run(sql`INSERT INTO mix VALUES ('deepest')`);
+            deepWrote.resolve();
+            await delay(20);
+            await deep.run(sql`INSERT INTO mix VALUES ('deepest late')`);
+          }));
+          await deepWrote.promise;
+        }));
+        assert.equal(codeOf(middle.error), ErrorCode.TxNestedRunning);
+        await tx.run(sql`INSERT INTO mix VALUES ('outer 2')`);
+        return "outer done";
+      });
+      assert.equal(result, "outer done");
+      await delay(40); // the deepest fn's late insert was refused meanwhile
+      assert.deepEqual(await rows(), ["outer", "outer 2"], `max ${max}`);
+      assert.equal(client.inTransaction, false);
+
+      // A tx kept past its transaction opens no savepoint anywhere.
+      let kept!: Parameters<Parameters<typeof db.transaction>[0]>[0];
+      await db.transaction((tx) => Promise.resolve(void (kept = tx)));
+      const after = await outcome(
+        kept.transaction((t2) => t2.run(sql`INSERT INTO mix VALUES ('x')`)),
+      );
+      assert.equal(codeOf(after.error), ErrorCode.TxEnded);
+      assert.match(
+        (after.error as Error).message,
+        /called after the db\.transaction\(\) of that tx settled/,
+      );
+      assert.equal(client.inTransaction, false);
+      assert.deepEqual(await rows(), ["outer", "outer 2"]);
+    } finally {
+      await client.close();
+    }
+  }
+});
