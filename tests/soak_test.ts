@@ -175,7 +175,9 @@ Deno.test("fdCensus and describeExtraFds: this process's descriptors, with a soc
     assert.equal(census.total, after.size);
     assert.equal(census.other, after.size - 2);
     const text = describeExtraFds(Deno.pid, before, after);
-    assert.match(text, /^3 new: 1 x x\.db, 1 x x\.db-wal, 1 x socket \[/);
+    // Three new here; the test harness (tests/_limit.ts) may open sockets of its own meanwhile.
+    assert.match(text, /^\d+ new: (.*, )?1 x x\.db, 1 x x\.db-wal(, \d+ x socket)? \[/);
+    assert.match(text, /(^|, )\d+ x socket/);
     assert.match(text, /socket:\[\d+\] \(unix stream listening \S+s\.sock\)/);
     assert.equal(
       describeExtraFds(Deno.pid, after, after),
