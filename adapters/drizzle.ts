@@ -298,6 +298,19 @@ function nestedEnded(): SqliteError {
   );
 }
 
+/**
+ * Why a statement that waited for a transaction nested beside it is refused
+ * when its own transaction ended meanwhile: it must not run after that
+ * transaction's commit or rollback, on its own.
+ */
+function endedWhileWaiting(): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxEnded,
+    "Transaction has ended: this statement waited for a transaction nested beside it, and its " +
+      "own transaction settled meanwhile without it (the statement was not sent)",
+  );
+}
+
 /** Why a transaction whose callback settled while one nested in it still ran is rolled back. */
 function nestedRunning(): SqliteError {
   return new SqliteError(
@@ -420,6 +433,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     refuseTxEnd(sql, WHERE, HOW);
     await turn(scope);
     if (abandoned(scope.level.part)) throw nestedEnded();
+    if (!scope.state.open || scope.level.part.settled) throw endedWhileWaiting();
     return sql;
   };
   const callback: AsyncRemoteCallback = async (text, params, method) => {
@@ -447,6 +461,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
         for (const q of queries) refuseTxEnd(q.sql, WHERE, HOW);
         await turn(scope);
         if (abandoned(scope.level.part)) throw nestedEnded();
+        if (!scope.state.open || scope.level.part.settled) throw endedWhileWaiting();
       }
     }
     const results = await target(scope).batch<unknown[]>(

@@ -50,9 +50,17 @@ import { type ConnectionEvents, PooledConnection } from "./connection.ts";
 import { type Link, unsentError } from "./link.ts";
 import { OwnWriter } from "./_own_writer.ts";
 import { copyError } from "./_caller_stack.ts";
-import { transactionContext, turnOf } from "./_tx_order.ts";
+import { callerScope, transactionContext, turnOf } from "./_tx_order.ts";
+import { type Ended, endedError } from "./route.ts";
 import type { ConnectConfig } from "./options.ts";
 import { formatAddress } from "../transport/address.ts";
+
+/** Why a call that waited to join a transaction that then ended is refused. */
+const JOINED_TX_ENDED: Ended = {
+  message: "Transaction has ended: this call, made inside its function, waited for a " +
+    "transaction nested beside it, and the transaction settled meanwhile without it",
+  code: ErrorCode.TxEnded,
+};
 
 // Defined with the order of transactions on a connection (see `_tx_order.ts`); re-exported for
 // the ORM adapters.
@@ -197,7 +205,16 @@ export class Pool implements ConnectionEvents {
         // its ROLLBACK TO would undo this call after it was acknowledged), or until the
         // caller's transaction ended; then it is dispatched again.
         const wait = turnOf(own, undefined, () => this.callerTransaction() === own);
-        return wait === null ? own : wait.then(() => this.shared(writes));
+        if (wait === null) return own;
+        // Made from inside a transaction()'s fn (not beside a raw BEGIN): if that transaction
+        // ended while the call waited, it was rolled back or committed without the call, which
+        // must not then run on its own in autocommit (as a call through its tx is refused).
+        const inFn = callerScope(own) !== undefined;
+        return wait.then(() => {
+          if (this.callerTransaction() === own) return own; // its turn, at once (no re-queue)
+          if (inFn) throw endedError(JOINED_TX_ENDED);
+          return this.shared(writes);
+        });
       }
     }
     if (this.#burst !== null) {

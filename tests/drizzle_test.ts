@@ -1443,3 +1443,40 @@ Deno.test("drizzle: a transaction whose callback settles while a nested one stil
     }
   }
 });
+
+for (const max of [1, 3]) {
+  Deno.test(`Drizzle (max: ${max}): statements that waited beside a nested transaction are refused with TX_ENDED when their transaction fails meanwhile, and write nothing`, async () => {
+    await using srv = await startServer();
+    await using client = await connect({ ...srv.connectOptions, max });
+    const t = sqliteTable("t", { x: integer("x") });
+    const db = drizzle(client);
+    await client.exec("CREATE TABLE t (x)");
+    const outcome: Record<string, string> = {};
+    const waited: Promise<void>[] = [];
+    /** Sends `call` from another branch while the nested transaction is open. */
+    const beside = (name: string, call: () => Promise<unknown>) => {
+      const p = delay(5).then(call).then(
+        () => void (outcome[name] = "acknowledged"),
+        // Drizzle wraps a failed query (DrizzleQueryError): its cause carries the code.
+        (err) => void (outcome[name] = err.code ?? err.cause?.code ?? String(err)),
+      );
+      waited.push(p);
+      return p;
+    };
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.insert(t).values({ x: 1 });
+        await Promise.all([
+          tx.transaction(() => delay(60)),
+          beside("tx.insert", () => tx.insert(t).values({ x: 2 })),
+          beside("db.batch", () => db.batch([db.insert(t).values({ x: 3 })])),
+          delay(20).then(() => Promise.reject(new Error("a branch failed"))),
+        ]);
+      }),
+      /a branch failed/,
+    );
+    await Promise.all(waited);
+    assert.deepEqual(outcome, { "tx.insert": "TX_ENDED", "db.batch": "TX_ENDED" });
+    assert.deepEqual(await client.values("SELECT x FROM t"), [], "nothing committed");
+  });
+}

@@ -121,3 +121,59 @@ Deno.test("Client (max: 1): after a raw BEGIN, a plain call made elsewhere while
   assert.deepEqual(events, ["nested throws", "plain acknowledged"]);
   assert.deepEqual(await db.values("SELECT v FROM t"), [["plain"]]);
 });
+
+Deno.test("Client (max: 1): a plain call that waited beside a nested transaction is refused with TX_ENDED when its transaction fails meanwhile, and writes nothing", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  let joined: Promise<unknown> | null = null;
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('tx')");
+      await Promise.all([
+        tx.transaction(() => delay(60)),
+        (async () => {
+          await delay(5);
+          joined = db.run("INSERT INTO t VALUES ('joined')"); // waits for the nested one
+          await joined;
+        })(),
+        (async () => {
+          await delay(20);
+          throw new Error("a branch failed");
+        })(),
+      ]);
+    }),
+    /a branch failed/,
+  );
+  assert.ok(joined !== null);
+  await assert.rejects(joined, (err: Error & { code?: string }) => {
+    assert.equal(err.code, "TX_ENDED", err.message);
+    assert.match(err.message, /settled meanwhile without it/);
+    return true;
+  });
+  await delay(100);
+  assert.deepEqual(
+    await db.values("SELECT v FROM t"),
+    [],
+    "nothing committed, in autocommit either",
+  );
+  assert.equal(db.inTransaction, false);
+});
+
+Deno.test("Client (max: 1): a plain call sent before a second nested transaction runs before it, as a call through tx does", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
+  const seen: string[] = [];
+  await db.transaction(async (tx) => {
+    await Promise.all([
+      tx.transaction(() => delay(30)),
+      db.run("INSERT INTO t VALUES ('x')").then(() => seen.push("x")),
+      tx.transaction(async (b) => {
+        const [[n]] = await b.values<[number]>("SELECT count(*) FROM t");
+        seen.push(`b sees ${n}`);
+      }),
+    ]);
+  });
+  assert.deepEqual(seen, ["x", "b sees 1"]);
+});
