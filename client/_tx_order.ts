@@ -20,6 +20,7 @@
 
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { PooledConnection } from "./connection.ts";
+import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 
 /** A `transaction()` whose function may be running: its connection, until it settles. */
 export interface TransactionScope {
@@ -184,8 +185,65 @@ export function turnOf(
   const caller = callerScope(conn);
   if (mayRun(open, level, caller)) return null;
   return (async () => {
-    while (alive() && !mayRun(open, level, caller)) {
-      await new Promise<void>((resolve) => open.ended.push(resolve));
+    const idle = idleLease(conn);
+    try {
+      while (alive() && !mayRun(open, level, caller)) {
+        await new Promise<void>((resolve) => {
+          open.ended.push(resolve);
+          idle.wake = resolve;
+        });
+        if (idle.failure !== null) throw idle.failure;
+      }
+    } finally {
+      idle.stop();
     }
   })();
+}
+
+/** What {@link idleLease} tells a waiting statement. */
+interface IdleLease {
+  /** Set when the lease ran out (then {@link wake} was called). */
+  failure: Error | null;
+  /** Wakes the waiting statement (set by it each time it waits). */
+  wake: () => void;
+  stop: () => void;
+}
+
+/**
+ * Watches, while a statement waits for its turn ({@link turnOf}), whether
+ * the connection sends nothing for longer than the server's idle lease
+ * (`txIdleTimeout`): the server has then rolled the transaction back, and
+ * the wait would never end by itself (a nested transaction's function that
+ * awaits the waiting statement: each waits for the other). It then sets
+ * `failure` (`TX_TIMEOUT`) and wakes the statement; never while the
+ * connection works.
+ */
+function idleLease(conn: PooledConnection): IdleLease {
+  const state: IdleLease = { failure: null, wake: () => {}, stop: () => {} };
+  const lease = conn.txIdleTimeout;
+  if (lease <= 0) return state;
+  let sent = conn.sent;
+  let since = performance.now();
+  const timer = setInterval(() => {
+    if (conn.sent !== sent || conn.busy > 0) {
+      sent = conn.sent;
+      since = performance.now();
+      return;
+    }
+    const idle = performance.now() - since;
+    // A margin past the lease: the server's timer has fired by then.
+    if (idle < lease + 100) return;
+    clearInterval(timer);
+    state.failure = new SqliteError(
+      ErrorCode.TxTimeout,
+      `Transaction timed out: this statement waited ${Math.round(idle)} ms for a transaction ` +
+        "nested beside it, while the connection sent nothing, longer than the server's " +
+        `--tx-idle-timeout (${lease} ms), which has rolled the transaction back. A nested ` +
+        "transaction's function that awaits a statement made at the level it nests in waits " +
+        "for it forever: await it outside the nested transaction",
+    );
+    state.wake();
+  }, Math.max(10, Math.min(1000, lease / 4)));
+  state.stop = () => clearInterval(timer);
+  return state;
 }

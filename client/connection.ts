@@ -239,6 +239,8 @@ export class PooledConnection {
   readonly #holds = new Set<CursorHold>();
   /** The server's `cursorIdleTimeout` in ms, from its hello (0: none, or not said). */
   cursorIdleTimeout = 0;
+  /** The server's `txIdleTimeout` (an idle transaction's lease) in ms, from its hello (0: none). */
+  txIdleTimeout = 0;
   /** Of {@link #other}: the requests waiting for the link to open. */
   #unsent = 0;
   /** Called once no request is in flight (see {@link settled}). */
@@ -504,6 +506,7 @@ export class PooledConnection {
       this.#link = link;
       this.#session = info.session ?? null;
       this.cursorIdleTimeout = info.limits.cursorIdleTimeout ?? 0;
+      this.txIdleTimeout = info.limits.txIdleTimeout ?? 0;
       this.#generation++;
       this.#watch(link);
       this.#events.onOpen(info);

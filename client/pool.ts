@@ -156,6 +156,7 @@ export class Pool implements ConnectionEvents {
     this.#database = info.database;
     const first = new PooledConnection(config, this, link, info.session ?? null);
     first.cursorIdleTimeout = info.limits.cursorIdleTimeout ?? 0;
+    first.txIdleTimeout = info.limits.txIdleTimeout ?? 0;
     this.#conns.push(first);
   }
 

@@ -160,20 +160,65 @@ Deno.test("Client (max: 1): a plain call that waited beside a nested transaction
   assert.equal(db.inTransaction, false);
 });
 
-Deno.test("Client (max: 1): a plain call sent before a second nested transaction runs before it, as a call through tx does", async () => {
-  await using srv = await startServer();
+Deno.test("Client (max: 1): a nested function that awaits a plain call made at the level it nests in no longer hangs: the call fails with TX_TIMEOUT once the connection was idle past the server's lease", async () => {
+  await using srv = await startServer({ txIdleTimeout: 300 });
   await using db = await connect({ ...srv.connectOptions, max: 1 });
   await db.exec("CREATE TABLE t (v TEXT)");
-  const seen: string[] = [];
+  const started = performance.now();
+  let call: Promise<unknown> | null = null;
+  await assert.rejects(
+    db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t VALUES ('tx')");
+      // Made at the outer level (a timer, a job queue): it waits for the nested transaction,
+      // which waits for it.
+      const later = new Promise((resolve, reject) =>
+        setTimeout(() => {
+          call = db.run("INSERT INTO t VALUES ('later')");
+          call.then(resolve, reject);
+        }, 10)
+      );
+      await tx.transaction(async () => {
+        await later;
+      });
+    }),
+    (err: Error & { code?: string }) => {
+      // The nested function rethrows the call's error; the transaction is gone on the server.
+      assert.equal(err.code, "TX_TIMEOUT", err.message);
+      return true;
+    },
+  );
+  const waited = performance.now() - started;
+  assert.ok(waited >= 300 && waited < 5000, `failed after ${waited} ms`);
+  assert.ok(call !== null);
+  await assert.rejects(call, (err: Error & { code?: string }) => {
+    assert.equal(err.code, "TX_TIMEOUT");
+    assert.match(
+      err.message,
+      /waited \d+ ms for a transaction nested beside it, while the connection sent nothing, longer than the server's --tx-idle-timeout \(300 ms\)/,
+    );
+    return true;
+  });
+  assert.deepEqual(await db.values("SELECT v FROM t"), [], "nothing committed");
+  assert.equal(db.inTransaction, false);
+  // The client goes on.
+  await db.run("INSERT INTO t VALUES ('after')");
+  assert.deepEqual(await db.values("SELECT v FROM t"), [["after"]]);
+});
+
+Deno.test("Client (max: 1): a plain call waiting beside a long nested transaction that keeps working is not timed out by the idle lease", async () => {
+  await using srv = await startServer({ txIdleTimeout: 200 });
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (v TEXT)");
   await db.transaction(async (tx) => {
     await Promise.all([
-      tx.transaction(() => delay(30)),
-      db.run("INSERT INTO t VALUES ('x')").then(() => seen.push("x")),
-      tx.transaction(async (b) => {
-        const [[n]] = await b.values<[number]>("SELECT count(*) FROM t");
-        seen.push(`b sees ${n}`);
+      tx.transaction(async (n) => {
+        for (let i = 0; i < 10; i++) { // 600 ms in all, never idle for 200
+          await delay(60);
+          await n.run("INSERT INTO t VALUES ('nested')");
+        }
       }),
+      delay(5).then(() => db.run("INSERT INTO t VALUES ('beside')")),
     ]);
   });
-  assert.deepEqual(seen, ["x", "b sees 1"]);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[11]]);
 });
