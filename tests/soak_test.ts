@@ -175,9 +175,12 @@ Deno.test("fdCensus and describeExtraFds: this process's descriptors, with a soc
     assert.equal(census.total, after.size);
     assert.equal(census.other, after.size - 2);
     const text = describeExtraFds(Deno.pid, before, after);
-    // Three new here; the test harness (tests/_limit.ts) may open sockets of its own meanwhile.
-    assert.match(text, /^\d+ new: (.*, )?1 x x\.db, 1 x x\.db-wal(, \d+ x socket)? \[/);
-    assert.match(text, /(^|, )\d+ x socket/);
+    // Three new here; the test harness (tests/_limit.ts) and what earlier tests of this file
+    // still close may come and go meanwhile: only ours are asserted.
+    assert.match(text, /^\d+ new: /);
+    assert.match(text, /(: |, )1 x x\.db(, | \[)/);
+    assert.match(text, /(: |, )1 x x\.db-wal(, | \[)/);
+    assert.match(text, /(: |, )\d+ x socket(, | \[)/);
     assert.match(text, /socket:\[\d+\] \(unix stream listening \S+s\.sock\)/);
     assert.equal(
       describeExtraFds(Deno.pid, after, after),
