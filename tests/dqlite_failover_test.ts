@@ -265,7 +265,14 @@ Deno.test({
     await using nodes = await DemoCluster.start(3);
     const dir = await Deno.makeTempDir({ prefix: "netsqlite-idle-" });
     const path = `${dir}/s.sock`;
-    await using _server = await serve({ path, dqlite: { nodes: nodes.addresses, database: "id" } });
+    // A loaded machine once took over 10 s (the default leaderTimeout) to elect: all four
+    // writes then failed NO_LEADER; the writes' own 20 s timeout bounds the wait here instead,
+    // and the idle transaction's lease outlasts it (it is to be lost with the leader, not expire).
+    await using _server = await serve({
+      path,
+      txIdleTimeout: 60_000,
+      dqlite: { nodes: nodes.addresses, database: "id", leaderTimeout: 20_000 },
+    });
     const writers: Client[] = [];
     for (let i = 0; i < 4; i++) writers.push(await connect({ path, max: 1 }));
     const db = writers[0];
@@ -320,7 +327,12 @@ Deno.test({
         `idle failover: ${acked.size - 1} of 4 writes sent after the death acknowledged, ` +
           `in ${tookMs.toFixed(0)} ms from the kill`,
       );
-      assert.ok(acked.size > 1 || tookMs > RESUME_BOUND_MS, "writes resumed after the election");
+      assert.ok(
+        acked.size > 1 || tookMs > RESUME_BOUND_MS,
+        `writes resumed after the election: ${
+          outcomes.map(({ v, err }) => `${v}: ${err === null ? "ok" : err.message}`).join("; ")
+        }`,
+      );
 
       // The transaction died with the leader before its next request: lost, nothing written.
       const lost = await txc.run("INSERT INTO t (v) VALUES (-2)").catch((e) => e);
