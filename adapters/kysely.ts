@@ -91,7 +91,7 @@ import {
   SqliteError,
 } from "../client.ts";
 import { readsOnly } from "../client/connection.ts";
-import { scan } from "../protocol/sql_lexer.ts";
+import { leadingVerb } from "../protocol/sql_lexer.ts";
 import { findTxControl } from "../client/_tx_control.ts";
 import { transactionContext } from "../client/pool.ts";
 import { PoolScope } from "./_pool_scope.ts";
@@ -551,39 +551,13 @@ const WRITERS: ReadonlySet<string> = new Set([
  * `select`, `values`, `insert`, `update` and `delete` are reserved words.
  */
 function rawShape(sql: string): "rows" | "changes" | null {
-  let first = "";
-  let depth = 0;
-  let main = "";
-  scan(sql, (t) => {
-    if (first === "") {
-      first = t.kind === "word" ? t.text : "?";
-      return first === "with";
-    }
-    if (t.kind === "semicolon") return false;
-    if (t.kind === "punct" && t.text === "(") depth++;
-    else if (t.kind === "punct" && t.text === ")") depth--;
-    else if (depth === 0 && t.kind === "word" && WITH_MAIN.has(t.text)) {
-      main = t.text;
-      return false;
-    }
-    return true;
-  });
+  const { first, main } = leadingVerb(sql);
   if (first === "with" && main === "replace") return null;
   const statement = first === "with" ? main : first;
   if (READERS.has(statement)) return "rows";
   if (WRITERS.has(statement) && !/returning/i.test(sql)) return "changes";
   return null;
 }
-
-/** The words that may begin a `WITH`'s main statement (at depth 0, after its CTEs). */
-const WITH_MAIN: ReadonlySet<string> = new Set([
-  "select",
-  "values",
-  "insert",
-  "update",
-  "delete",
-  "replace",
-]);
 
 function changed<R>(r: RunResult, rows: R[]): QueryResult<R> {
   return { numAffectedRows: BigInt(r.changes), insertId: BigInt(r.lastInsertRowid), rows };

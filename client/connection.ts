@@ -11,7 +11,7 @@ import type { HelloReply, Replies, Requests } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { formatAddress } from "../transport/address.ts";
 import { connectTo } from "../transport/connect.ts";
-import { scan } from "../protocol/sql_lexer.ts";
+import { leadingVerb, scan } from "../protocol/sql_lexer.ts";
 import { abortable, Link, type ReplyOp, unsentError } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 import { snapshot } from "./_snapshot.ts";
@@ -67,29 +67,25 @@ export function waitsForWriter(op: ReplyOp, ref: unknown): boolean {
  * Anything else counts as a possible write (routing only: the server decides).
  */
 export function readsOnly(sql: string): boolean {
-  let first = "";
-  /** For WITH: paren depth, and the first word at depth 0 after the CTEs. */
-  let depth = 0;
-  let main = "";
-  /** For PRAGMA: its name (the last word before `(`, `=` or the end). */
+  const { first, main } = leadingVerb(sql);
+  if (first === "pragma") return pragmaReads(sql);
+  if (first === "with") return main === "select" || main === "values";
+  return first === "select" || first === "values" || first === "explain";
+}
+
+/** For a `PRAGMA` statement: true when it only reads (see {@link readsOnly}). */
+function pragmaReads(sql: string): boolean {
+  /** Its name (the last word before `(`, `=` or the end). */
   let name = "";
   let arg = false;
   let assigns = false;
+  let first = true;
   scan(sql, (t) => {
-    if (first === "") {
-      first = t.kind === "word" ? t.text : "?";
-      return first === "pragma" || first === "with";
-    }
-    if (t.kind === "semicolon") return false;
-    if (first === "with") {
-      if (t.kind === "punct" && t.text === "(") depth++;
-      else if (t.kind === "punct" && t.text === ")") depth--;
-      else if (depth === 0 && t.kind === "word" && CTE_END.has(t.text)) {
-        main = t.text;
-        return false;
-      }
+    if (first) { // the word PRAGMA
+      first = false;
       return true;
     }
+    if (t.kind === "semicolon") return false;
     if (t.kind === "punct" && t.text === "=") {
       assigns = true;
       return false;
@@ -101,23 +97,9 @@ export function readsOnly(sql: string): boolean {
     if (t.kind === "word" || t.kind === "name") name = t.text.toLowerCase();
     return true;
   });
-  if (first === "pragma") {
-    if (assigns || ACTING_PRAGMAS.has(name)) return false;
-    return !arg || READ_PRAGMAS_WITH_ARG.has(name);
-  }
-  if (first === "with") return main === "select" || main === "values";
-  return first === "select" || first === "values" || first === "explain";
+  if (assigns || ACTING_PRAGMAS.has(name)) return false;
+  return !arg || READ_PRAGMAS_WITH_ARG.has(name);
 }
-
-/** Words that end the common table expressions of a `WITH` at depth 0. */
-const CTE_END: ReadonlySet<string> = new Set([
-  "select",
-  "values",
-  "insert",
-  "update",
-  "delete",
-  "replace",
-]);
 
 /** PRAGMAs that act (checkpoint, vacuum, analyze, free memory) even without a value. */
 const ACTING_PRAGMAS: ReadonlySet<string> = new Set([

@@ -145,3 +145,49 @@ function isWordStart(c: number): boolean {
 function isWordPart(c: number): boolean {
   return isWordStart(c) || isDigit(c) || c === 0x24;
 }
+
+/** The words that may begin a `WITH`'s main statement, at depth 0 after its common table expressions. */
+const WITH_MAIN: ReadonlySet<string> = new Set([
+  "select",
+  "values",
+  "insert",
+  "update",
+  "delete",
+  "replace",
+]);
+
+/**
+ * What statement `sql` begins with: `first`, its first word (`"?"` when it
+ * begins with something else); for a `WITH`, `main`, the first of
+ * `select`, `values`, `insert`, `update`, `delete`, `replace` at depth 0
+ * after its common table expressions (`""` when none comes before the end
+ * or a `;`). `replace` may also name a common table expression (SQLite takes
+ * it as a name where a name fits); the others are reserved words.
+ *
+ * @example
+ * ```ts
+ * import { leadingVerb } from "./sql_lexer.ts";
+ * const v = leadingVerb("WITH x(a) AS (SELECT 1) INSERT INTO t SELECT a FROM x");
+ * if (v.first !== "with" || v.main !== "insert") throw new Error("wrong verb");
+ * ```
+ */
+export function leadingVerb(sql: string): { first: string; main: string } {
+  let first = "";
+  let depth = 0;
+  let main = "";
+  scan(sql, (t) => {
+    if (first === "") {
+      first = t.kind === "word" ? t.text : "?";
+      return first === "with";
+    }
+    if (t.kind === "semicolon") return false;
+    if (t.kind === "punct" && t.text === "(") depth++;
+    else if (t.kind === "punct" && t.text === ")") depth--;
+    else if (depth === 0 && t.kind === "word" && WITH_MAIN.has(t.text)) {
+      main = t.text;
+      return false;
+    }
+    return true;
+  });
+  return { first, main };
+}
