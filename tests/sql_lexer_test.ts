@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { scan, tokenize } from "../protocol/sql_lexer.ts";
+import { leadingVerb, scan, tokenize } from "../protocol/sql_lexer.ts";
 import { findTxControl } from "../client/_tx_control.ts";
 import { hasStatement, startsWith, statementTokens } from "../engine/_sql_text.ts";
 import { positionalArgs, txEffect } from "../engine/dqlite/_sql_scan.ts";
@@ -116,4 +116,25 @@ Deno.test("cluster mode: transaction effects, statements and parameters from the
   );
   // A doubled quote inside a name does not split it: one name, the parameters after it counted.
   assert.deepEqual(positionalArgs('SELECT "a"":b", :c, ?2', { c: 1, "?2": 2 }), [1, 2]);
+});
+
+Deno.test("leadingVerb() finds the first word, and a WITH's main verb after its CTEs at depth 0", () => {
+  const cases: [string, { first: string; main: string }][] = [
+    ["select 1", { first: "select", main: "" }],
+    ["  /* c */ -- x\n  UPDATE t SET a = 1", { first: "update", main: "" }],
+    ["WITH a(x) AS (SELECT 1), b AS (VALUES (2)) INSERT INTO t SELECT x FROM a", {
+      first: "with",
+      main: "insert",
+    }],
+    ["with recursive c(n) as (select 1 union all select n + 1 from c) select n from c", {
+      first: "with",
+      main: "select",
+    }],
+    ['WITH "replace" AS (SELECT 1) DELETE FROM t', { first: "with", main: "delete" }],
+    ["WITH replace AS (SELECT 1) SELECT 1", { first: "with", main: "replace" }],
+    ["WITH x AS (SELECT 1); SELECT 2", { first: "with", main: "" }],
+    ["(SELECT 1)", { first: "?", main: "" }],
+    ["", { first: "", main: "" }],
+  ];
+  for (const [sql, want] of cases) assert.deepEqual(leadingVerb(sql), want, sql);
 });
