@@ -156,9 +156,8 @@ export function abandonNested(open: OpenTransactions, scope: TransactionScope): 
  * connection now: no transaction is open there, or the innermost one is
  * `level` itself (the statement went through its own `tx`), or the caller's
  * (it is made from inside that transaction's function).
- * @internal
  */
-export function mayRun(
+function mayRun(
   open: OpenTransactions,
   level: TransactionScope | undefined,
   caller: TransactionScope | undefined,
