@@ -8,6 +8,9 @@
 import assert from "node:assert/strict";
 import { type ClientProcess, spawnClientProcess } from "./_client_process.ts";
 import { delay, startServerProcess } from "./_helpers.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
 
 /** Starts `n` client processes at once. */
 async function clients(
@@ -69,10 +72,18 @@ Deno.test("client processes: writers queued behind a transaction are served in a
   const [holder, ...writers] = ps;
   await holder.exec("CREATE TABLE t (seq INTEGER PRIMARY KEY, who INTEGER)");
   await holder.exec("BEGIN IMMEDIATE");
+  // The server's stats say when each writer is queued: the next one is sent
+  // only then, which makes the arrival order certain however loaded the machine.
+  const [admin] = await openLink(await resolveConnectOptions(sp.connectOptions));
   const writes = [];
-  for (let i = 0; i < writers.length; i++) {
-    writes.push(writers[i].run("INSERT INTO t (who) VALUES (?)", [i]));
-    await delay(50); // makes the arrival order certain across processes
+  try {
+    for (let i = 0; i < writers.length; i++) {
+      writes.push(writers[i].run("INSERT INTO t (who) VALUES (?)", [i]));
+      while ((await admin.request(Op.Stats, [])).writer.waiting < i + 1) await delay(10);
+    }
+  } finally {
+    admin.fail(new Error("test done"));
+    await admin.ended;
   }
   await holder.exec("COMMIT");
   await Promise.all(writes);
