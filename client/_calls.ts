@@ -14,7 +14,7 @@ import type {
   WireCallOptions,
   WireParams,
 } from "../protocol/messages.ts";
-import { invalidParamsMessage } from "../protocol/values.ts";
+import { describeKind, invalidParamsMessage } from "../protocol/values.ts";
 import { abortable, type ReplyOp } from "./link.ts";
 import type { Route } from "./route.ts";
 import { snapshot } from "./_snapshot.ts";
@@ -106,15 +106,29 @@ export function checkParams(params: unknown): void {
 }
 
 /**
- * Refuses SQL text that is not well-formed UTF-16 before anything is sent:
- * a lone surrogate has no UTF-8 form, and the wire would carry U+FFFD in its
- * place (the same string as a parameter is refused too).
+ * Refuses, before anything is sent, SQL that is not a string, and SQL text
+ * that is not well-formed UTF-16. Not a string: the wire's `query`, `run` and
+ * `iterate` take a number in the SQL's place as a prepared statement's handle,
+ * so `db.query(1)` would run whatever statement has handle 1 on the
+ * connection; only a `Statement` sends handles. A lone surrogate has no
+ * UTF-8 form, and the wire would carry U+FFFD in its place (the same string as
+ * a parameter is refused too).
  *
  * @param where Prefix for the message (`"Batch statement 2: "`).
- * @throws {SqliteError} `INVALID_PARAM` naming the surrogate's UTF-16 index.
+ * @throws {SqliteError} `BAD_REQUEST` when `sql` is not a string (the code the
+ *   server gives SQL of a wrong type); `INVALID_PARAM` naming the surrogate's
+ *   UTF-16 index.
  */
-export function checkSql(sql: string, where = ""): void {
-  if (typeof sql !== "string" || sql.isWellFormed()) return;
+export function checkSql(sql: unknown, where = ""): asserts sql is string {
+  if (typeof sql !== "string") {
+    throw new SqliteError(
+      ErrorCode.BadRequest,
+      `${where}Cannot send SQL: expected a string, got ${
+        sql === undefined ? "undefined" : describeKind(sql)
+      } (a prepared statement runs through its Statement)`,
+    );
+  }
+  if (sql.isWellFormed()) return;
   let i = 0;
   for (; i < sql.length; i++) {
     const c = sql.charCodeAt(i);
