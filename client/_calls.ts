@@ -27,14 +27,19 @@ export type BindValue = null | number | bigint | boolean | string | Uint8Array;
 export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValue>>;
 
 /**
- * The parameters `P` a call accepts, checked against their own type: an
- * array of {@link BindValue}, or an object each of whose properties is one,
- * also one typed by an interface (`interface UserParams { name: string }`),
- * which {@link BindParams}' index signature alone refuses. A property of
- * another type (`Date`, `undefined`, an object) is refused at compile time,
- * and so is an optional one (`name?: string`): absent, the statement's
- * parameter would have no value, and set, a statement without that
- * parameter refuses the key (both `INVALID_PARAM` at run time).
+ * The parameters `P` a call accepts, checked against their own type, as the
+ * run time takes them: an array of {@link BindValue}, or an object each of
+ * whose properties is one, also one typed by an interface
+ * (`interface UserParams { name: string }`), which {@link BindParams}' index
+ * signature alone refuses; or `null`, no parameters, as leaving them out. A
+ * property of another type (`Date`, `undefined`, an object) is refused at
+ * compile time, and so is an optional one (`name?: string`): absent, the
+ * statement's parameter would have no value, and set, a statement without
+ * that parameter refuses the key (both `INVALID_PARAM` at run time). So are
+ * a scalar (`stmt.run(1)`: pass `[1]`) and a function, which the run time
+ * refuses too. The run time takes only a plain object for named parameters:
+ * an instance of a class whose properties are all {@link BindValue}s passes
+ * this type and is refused with `INVALID_PARAM` (pass `{ ...instance }`).
  *
  * @example
  * ```ts
@@ -47,7 +52,22 @@ export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValu
  * if (check(p).age !== 36) throw new Error("expected 36");
  * ```
  */
-export type BindParamsOf<P> = readonly BindValue[] | { readonly [K in keyof P]-?: BindValue };
+export type BindParamsOf<P> =
+  | readonly BindValue[]
+  | null
+  | (object & NotCallable & { readonly [K in keyof P]-?: BindValue });
+
+/**
+ * What a function has and parameters cannot: a function's `apply`, `bind`
+ * and `call` are methods, not {@link BindValue}s (a parameter of one of those
+ * names is fine). A conditional type on `P` would make `BindParamsOf<P>`
+ * circular as the constraint of `P`.
+ */
+interface NotCallable {
+  readonly apply?: BindValue;
+  readonly bind?: BindValue;
+  readonly call?: BindValue;
+}
 
 /** Result of `run()`. */
 export interface RunResult {
