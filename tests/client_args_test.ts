@@ -103,3 +103,36 @@ Deno.test("Queryable methods refuse SQL of any type but string with BAD_REQUEST 
   // A string is still sent as it is.
   assert.deepEqual(await db.values("SELECT 1"), [[1]]);
 });
+
+Deno.test("Statement.raw() takes no argument or a boolean and throws TypeError for anything else, as better-sqlite3", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const st = await db.prepare("SELECT 1 AS a, 2 AS b");
+  assert.equal(st.raw().isRaw, true);
+  assert.deepEqual(await st.all(), [[1, 2]]);
+  assert.equal(st.raw(false).isRaw, false);
+  assert.deepEqual(await st.all(), [{ a: 1, b: 2 }]);
+  assert.equal(st.raw(true).isRaw, true);
+  assert.equal(st.raw(undefined).isRaw, true, "undefined is the default, true");
+  st.raw(false);
+  const cases: [unknown, string][] = [
+    [1, "a number"],
+    [0, "a number"],
+    ["false", "a string"],
+    [null, "null"],
+    [{}, "a plain object"],
+  ];
+  for (const [arg, kind] of cases) {
+    assert.throws(
+      () => st.raw(arg as boolean),
+      (err: unknown) => {
+        assert.ok(err instanceof TypeError, String(err));
+        assert.equal(err.message, `Invalid argument of raw(): expected a boolean, got ${kind}`);
+        return true;
+      },
+    );
+    assert.equal(st.isRaw, false, "left as it was");
+  }
+  assert.deepEqual(await st.get(), { a: 1, b: 2 });
+  await st.finalize();
+});
