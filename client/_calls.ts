@@ -55,19 +55,14 @@ export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValu
 export type BindParamsOf<P> =
   | readonly BindValue[]
   | null
-  | (object & NotCallable & { readonly [K in keyof P]-?: BindValue });
-
-/**
- * What a function has and parameters cannot: a function's `apply`, `bind`
- * and `call` are methods, not {@link BindValue}s (a parameter of one of those
- * names is fine). A conditional type on `P` would make `BindParamsOf<P>`
- * circular as the constraint of `P`.
- */
-interface NotCallable {
-  readonly apply?: BindValue;
-  readonly bind?: BindValue;
-  readonly call?: BindValue;
-}
+  // A function's `apply`, `bind` and `call` are methods, not BindValues: these optional
+  // properties refuse a function (a parameter of one of these names is fine). A conditional
+  // type on `P` would make this type, the constraint of `P`, circular.
+  | (
+    & object
+    & { readonly apply?: BindValue; readonly bind?: BindValue; readonly call?: BindValue }
+    & { readonly [K in keyof P]-?: BindValue }
+  );
 
 /** Result of `run()`. */
 export interface RunResult {
