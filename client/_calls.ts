@@ -14,7 +14,7 @@ import type {
   WireCallOptions,
   WireParams,
 } from "../protocol/messages.ts";
-import { invalidParamsMessage } from "../protocol/values.ts";
+import { describeKind, invalidParamsMessage } from "../protocol/values.ts";
 import { abortable, type ReplyOp } from "./link.ts";
 import type { Route } from "./route.ts";
 import { snapshot } from "./_snapshot.ts";
@@ -27,14 +27,19 @@ export type BindValue = null | number | bigint | boolean | string | Uint8Array;
 export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValue>>;
 
 /**
- * The parameters `P` a call accepts, checked against their own type: an
- * array of {@link BindValue}, or an object each of whose properties is one,
- * also one typed by an interface (`interface UserParams { name: string }`),
- * which {@link BindParams}' index signature alone refuses. A property of
- * another type (`Date`, `undefined`, an object) is refused at compile time,
- * and so is an optional one (`name?: string`): absent, the statement's
- * parameter would have no value, and set, a statement without that
- * parameter refuses the key (both `INVALID_PARAM` at run time).
+ * The parameters `P` a call accepts, checked against their own type, as the
+ * run time takes them: an array of {@link BindValue}, or an object each of
+ * whose properties is one, also one typed by an interface
+ * (`interface UserParams { name: string }`), which {@link BindParams}' index
+ * signature alone refuses; or `null`, no parameters, as leaving them out. A
+ * property of another type (`Date`, `undefined`, an object) is refused at
+ * compile time, and so is an optional one (`name?: string`): absent, the
+ * statement's parameter would have no value, and set, a statement without
+ * that parameter refuses the key (both `INVALID_PARAM` at run time). So are
+ * a scalar (`stmt.run(1)`: pass `[1]`) and a function, which the run time
+ * refuses too. The run time takes only a plain object for named parameters:
+ * an instance of a class whose properties are all {@link BindValue}s passes
+ * this type and is refused with `INVALID_PARAM` (pass `{ ...instance }`).
  *
  * @example
  * ```ts
@@ -47,7 +52,17 @@ export type BindParams = readonly BindValue[] | Readonly<Record<string, BindValu
  * if (check(p).age !== 36) throw new Error("expected 36");
  * ```
  */
-export type BindParamsOf<P> = readonly BindValue[] | { readonly [K in keyof P]-?: BindValue };
+export type BindParamsOf<P> =
+  | readonly BindValue[]
+  | null
+  // A function's `apply`, `bind` and `call` are methods, not BindValues: these optional
+  // properties refuse a function (a parameter of one of these names is fine). A conditional
+  // type on `P` would make this type, the constraint of `P`, circular.
+  | (
+    & object
+    & { readonly apply?: BindValue; readonly bind?: BindValue; readonly call?: BindValue }
+    & { readonly [K in keyof P]-?: BindValue }
+  );
 
 /** Result of `run()`. */
 export interface RunResult {
@@ -106,15 +121,29 @@ export function checkParams(params: unknown): void {
 }
 
 /**
- * Refuses SQL text that is not well-formed UTF-16 before anything is sent:
- * a lone surrogate has no UTF-8 form, and the wire would carry U+FFFD in its
- * place (the same string as a parameter is refused too).
+ * Refuses, before anything is sent, SQL that is not a string, and SQL text
+ * that is not well-formed UTF-16. Not a string: the wire's `query`, `run` and
+ * `iterate` take a number in the SQL's place as a prepared statement's handle,
+ * so `db.query(1)` would run whatever statement has handle 1 on the
+ * connection; only a `Statement` sends handles. A lone surrogate has no
+ * UTF-8 form, and the wire would carry U+FFFD in its place (the same string as
+ * a parameter is refused too).
  *
  * @param where Prefix for the message (`"Batch statement 2: "`).
- * @throws {SqliteError} `INVALID_PARAM` naming the surrogate's UTF-16 index.
+ * @throws {SqliteError} `BAD_REQUEST` when `sql` is not a string (the code the
+ *   server gives SQL of a wrong type); `INVALID_PARAM` naming the surrogate's
+ *   UTF-16 index.
  */
-export function checkSql(sql: string, where = ""): void {
-  if (typeof sql !== "string" || sql.isWellFormed()) return;
+export function checkSql(sql: unknown, where = ""): asserts sql is string {
+  if (typeof sql !== "string") {
+    throw new SqliteError(
+      ErrorCode.BadRequest,
+      `${where}Cannot send SQL: expected a string, got ${
+        sql === undefined ? "undefined" : describeKind(sql)
+      } (a prepared statement runs through its Statement)`,
+    );
+  }
+  if (sql.isWellFormed()) return;
   let i = 0;
   for (; i < sql.length; i++) {
     const c = sql.charCodeAt(i);

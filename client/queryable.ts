@@ -768,8 +768,8 @@ export abstract class Queryable {
     return explain === null ? sent : sent.catch((err) => Promise.reject(explain(err)));
   }
 
+  /** Throws `TX_CONTROL` for what this route refuses; `sql` passed {@link checkSql} first. */
   #refuseTxControl(sql: string, script = false): void {
-    if (typeof sql !== "string") return;
     if (this.#route.refusesTxEnd === true) return refuseTxEnd(sql, script);
     if (!this.#route.refusesTxControl) return;
     const word = findTxControl(sql, script);

@@ -25,6 +25,7 @@ import {
   wireParams,
 } from "./_calls.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
+import { describeKind } from "../protocol/values.ts";
 import type { Route } from "./route.ts";
 import { snapshot } from "./_snapshot.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
@@ -127,9 +128,16 @@ export class Statement {
    *
    * @param enabled `false` goes back to objects.
    * @returns this statement.
+   * @throws {TypeError} when `enabled` is given and is not a boolean (as
+   *   better-sqlite3); the statement stays as it was.
    */
-  raw(enabled = true): this {
-    this.#raw = enabled;
+  raw(enabled?: boolean): this {
+    if (enabled !== undefined && typeof enabled !== "boolean") {
+      throw new TypeError(
+        `Invalid argument of raw(): expected a boolean, got ${describeKind(enabled)}`,
+      );
+    }
+    this.#raw = enabled ?? true;
     return this;
   }
 

@@ -85,6 +85,42 @@ async function typeLevel(db: Client, st: Statement): Promise<void> {
   // @ts-expect-error an explicit row type alone leaves the parameters as BindParams (see above)
   await db.get<User>("SELECT * FROM u WHERE name = :name", p);
 
+  // Parameters are an array (positional) or an object (named), as the run time takes them;
+  // a scalar or a function is refused at run time (INVALID_PARAM), so at compile time too.
+  // @ts-expect-error a number is no parameters: pass [1]
+  await st.run(1);
+  // @ts-expect-error a string is no parameters: pass ["a"]
+  await st.all("a");
+  // @ts-expect-error a boolean is no parameters
+  await st.get(true);
+  // @ts-expect-error a bigint is no parameters
+  await st.values(1n);
+  // @ts-expect-error a number is no parameters
+  for await (const _ of st.iterate(1));
+  // @ts-expect-error a number is no parameters
+  await db.run("SELECT ?", 1);
+  // @ts-expect-error a string is no parameters
+  await db.query("SELECT ?", "a");
+  // @ts-expect-error a number is no parameters
+  for await (const _ of db.iterate("SELECT ?", 1));
+  // @ts-expect-error a number is no parameters
+  await db.batch([{ sql: "SELECT ?", params: 1 }]);
+  // @ts-expect-error a function is no parameters
+  await st.run(() => 1);
+  const scalarOrNamed: number | { a: number } = Math.random() > 0.5 ? 1 : { a: 1 };
+  // @ts-expect-error one member of the union is a number
+  await st.run(scalarOrNamed);
+  // @ts-expect-error a number is no parameters
+  const _badStatement: BatchStatement<number>[] = [];
+  // null is no parameters, as leaving them out; so is an empty array or object.
+  await st.run(null);
+  await db.run("SELECT 1", null);
+  await db.batch([{ sql: "SELECT 1", params: null }]);
+  await st.run([]);
+  await st.run({});
+  // Parameters named like a function's methods are parameters like any other.
+  await st.run({ call: 1, apply: "a", bind: null });
+
   // An optional property is refused: absent, its parameter would have no value (INVALID_PARAM).
   interface OptionalParams {
     name?: string;
@@ -305,6 +341,31 @@ Deno.test("Queryable.get() with an optional property (a compile error) fails at 
     db.batch([{ sql: "SELECT :name", params: unset }]),
     failsWith(`Batch statement 1: ${undef}`),
   );
+});
+
+Deno.test("Statement.run() and Queryable.run() with a scalar as parameters (a compile error) fail at run time with INVALID_PARAM; null binds nothing", async () => {
+  await using srv = await startServer();
+  await using db = await connect(srv.connectOptions);
+  await db.exec("CREATE TABLE t (x)");
+  const st = await db.prepare("INSERT INTO t VALUES (1)");
+  const refused = (kind: string) => (err: unknown): boolean => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, ErrorCode.InvalidParam);
+    assert.equal(
+      err.message,
+      `Cannot bind parameters: pass an array (positional) or a plain object (named), got ${kind}`,
+    );
+    return true;
+  };
+  // What the types refuse, as it fails when the check is bypassed.
+  await assert.rejects(st.run(1 as never), refused("a number"));
+  await assert.rejects(st.all("a" as never), refused("a string"));
+  await assert.rejects(db.run("SELECT ?", true as never), refused("a boolean"));
+  await assert.rejects(st.run((() => 1) as never), refused("a function"));
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], "nothing ran");
+  assert.equal((await st.run(null)).changes, 1);
+  assert.equal((await db.run("INSERT INTO t VALUES (2)", null)).changes, 1);
+  await st.finalize();
 });
 
 Deno.test("changesOf() keeps every count exactly: a number as it is, a bigint when exact, else an error", () => {
