@@ -11,6 +11,9 @@ import { DatabaseSync } from "node:sqlite";
 import { AbortError, connect, ConnectionError } from "../client.ts";
 import { serve } from "../server.ts";
 import { delay, startServerProcess, tempDir } from "./_helpers.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
 
 /** Ends a server process with SIGTERM (a clean shutdown) and waits for it. */
 async function terminate(child: Deno.ChildProcess): Promise<void> {
@@ -314,8 +317,20 @@ for (const kind of ["script in a transaction", "batch"]) {
     // The script's short statements: it is stopped between two of them.
     const script = `BEGIN; ${"INSERT INTO t VALUES (1);".repeat(300_000)}`;
     const batch = Array.from({ length: 200 }, () => ({ sql: slowScript(1).split("\n")[1] }));
+    // Shut down once the server has the whole request (its byte count says so) and ran it for a
+    // while, however loaded the machine: before that, the shutdown would only close the connection.
+    const [watch] = await openLink(await resolveConnectOptions({ path }));
+    const bytesIn = async () => (await watch.request(Op.Stats, [])).bytes.in;
+    const sent = (await bytesIn()) +
+      (kind === "batch" ? batch.reduce((n, b) => n + b.sql.length, 0) : script.length);
     const running = (kind === "batch" ? db.batch(batch) : db.exec(script)).catch((e) => e);
-    await delay(150);
+    try {
+      while (await bytesIn() < sent) await delay(10);
+    } finally {
+      watch.fail(new Error("test done"));
+      await watch.ended;
+    }
+    await delay(50);
     await server.shutdown({ graceMs: 50 });
     const err = await running;
     // (Before: a batch failed as INTERNAL; a script reported its statements as applied.)
