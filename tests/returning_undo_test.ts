@@ -5,15 +5,17 @@
  * gets an error for a write that stays. In autocommit (run inline, in the
  * background, in a group commit) nothing of it is written; inside a
  * transaction that statement alone is undone and the transaction stays
- * open; a change feed never reports it. Run with `NETSQLITE_ENGINE=node`
- * too (node:sqlite reads
+ * open; a change feed never reports it. Column names are held to the same
+ * rule as values. Run with `NETSQLITE_ENGINE=node` too (node:sqlite reads
  * such text with U+FFFD in place of the bytes, as the README says: no
  * error, so the write stays).
  */
 
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { type ChangeEvent, connect, type Subscription } from "../client.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { decodeColumnName } from "../engine/binding/ffi.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op, type StatsReport } from "../protocol/messages.ts";
@@ -267,5 +269,85 @@ Deno.test({
     await db.exec("CREATE TABLE t (x TEXT)");
     assert.deepEqual(await db.values(`INSERT INTO t VALUES (${BAD}) RETURNING x`), [["a\ufffdb"]]);
     assert.deepEqual(await db.values("SELECT hex(x) FROM t"), [["61FF62"]]);
+  },
+});
+
+// ---- column names ------------------------------------------------------------
+
+Deno.test("decodeColumnName() returns valid UTF-8 as is and refuses invalid bytes with INVALID_UTF8 naming the column's position", () => {
+  const enc = new TextEncoder();
+  for (const name of ["id", "", "\ufeffbom", "caf\u00e9", "\ud83d\ude00", "a\ufffdb"]) {
+    assert.equal(decodeColumnName(enc.encode(name), 0), name);
+  }
+  for (
+    const bytes of [[0xff], [0x61, 0xff, 0x62], [0xe2, 0x82], [0xc0, 0x80], [0xed, 0xa0, 0x80]]
+  ) {
+    assert.throws(
+      () => decodeColumnName(new Uint8Array(bytes), 2),
+      (e: unknown) => {
+        assert.ok(e instanceof SqliteError);
+        assert.equal(e.code, ErrorCode.InvalidUtf8);
+        assert.match(
+          e.message,
+          /^Cannot read the name of result column 3: it is not valid UTF-8 and would come back changed; /,
+        );
+        return true;
+      },
+    );
+  }
+});
+
+/**
+ * A database whose table `t (a, <b ff fe AA d>)` has a column named with
+ * bytes that are not UTF-8, as another program can write it (SQL text sent
+ * by a client is UTF-8 throughout, so no client can name one so): made by
+ * node:sqlite, then patched in the file.
+ */
+function badNameDatabase(path: string): void {
+  const db = new DatabaseSync(path);
+  db.exec("CREATE TABLE t (a INTEGER, bZZZZd INTEGER); INSERT INTO t VALUES (1, 2)");
+  db.close();
+  const bytes = Deno.readFileSync(path);
+  const mark = new TextEncoder().encode("ZZZZ");
+  let patched = 0;
+  for (let i = 0; i + mark.length <= bytes.length; i++) {
+    if (mark.every((b, j) => bytes[i + j] === b)) {
+      bytes.set([0xff, 0xfe, 0x41, 0x41], i);
+      patched++;
+    }
+  }
+  assert.equal(patched, 1);
+  Deno.writeFileSync(path, bytes);
+}
+
+Deno.test({
+  name:
+    "FFI engine: a result column whose name is not valid UTF-8 is refused with INVALID_UTF8, not renamed with U+FFFD",
+  ignore: !ffi, // node:sqlite replaces the bytes before netsqlite sees the name
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+    try {
+      badNameDatabase(`${dir}/bad.db`);
+      await using srv = await startServer({ database: `${dir}/bad.db` });
+      await using db = await srv.client();
+      const refused = (e: unknown): boolean => {
+        assert.ok(e instanceof SqliteError, String(e));
+        assert.equal(e.code, ErrorCode.InvalidUtf8, e.message);
+        assert.match(e.message, /^Cannot read the name of result column 2: it is not valid UTF-8/);
+        return true;
+      };
+      await assert.rejects(db.query("SELECT * FROM t"), refused);
+      await assert.rejects(db.get("SELECT * FROM t"), refused);
+      await assert.rejects(Array.fromAsync(db.iterate("SELECT * FROM t")), refused);
+      await assert.rejects(db.prepare("SELECT * FROM t"), refused);
+      await assert.rejects(db.query("INSERT INTO t VALUES (3, 4) RETURNING *"), refused);
+      assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1]]);
+      // Named by position in a column list, as the message says.
+      assert.deepEqual(await db.query("WITH r(a, b) AS (SELECT * FROM t) SELECT * FROM r"), [
+        { a: 1, b: 2 },
+      ]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });
