@@ -62,8 +62,9 @@ export interface ReplyRoom {
   /** The error of a statement whose rows do not fit. */
   error: () => SqliteError;
   /**
-   * Whether a write stopped for its reply is undone here: `false` when the
-   * caller undoes it (a group commit's savepoint, a batch's transaction).
+   * Whether a write stopped for its reply (or for a row that cannot be
+   * read) is undone here: `false` when the caller undoes it (a group
+   * commit's savepoint, a batch's transaction).
    */
   undo: boolean;
 }
@@ -158,8 +159,9 @@ export function runInline(
   try {
     o = stepInline(p, args, limits, wantRows, budget);
   } catch (err) {
-    // (Rows that did not fit the reply: the statement's changes were undone.)
-    if (isRoomFull(err)) log.truncate(mark);
+    // (Rows that could not be read or did not fit the reply: the
+    // statement's changes were undone.)
+    if (isUndone(err)) log.truncate(mark);
     log.failed(mark);
     throw err;
   }
@@ -208,7 +210,11 @@ function stepGuarded(
       const rows = p.readOnly ? step() : undoIfLate(p, limits, step);
       return outcome(p, rows, before);
     }
-    if (wantRows && (limits.maxRows !== undefined || limits.reply !== undefined)) {
+    // A write's rows are read one at a time: one that cannot be read (or
+    // does not fit) stops the write before its last step (see ReplyGuard).
+    if (
+      wantRows && (limits.maxRows !== undefined || limits.reply !== undefined || guard !== "none")
+    ) {
       return outcome(p, stepRows(p, limits, wantRows, false, guard), before);
     }
     if (wantRows === "encoded") {
@@ -271,14 +277,22 @@ function stepRows(
 ): SqlValue[][] {
   const rows: SqlValue[][] = [];
   const max = limits.maxRows ?? Infinity;
-  const fits = rowsFit(p, limits, guard);
+  const fits = rowsFit(p, limits);
   let bytes = 0;
   try {
     while (rows.length < max && p.stmt.step()) {
       if (clock && performance.now() > deadlineOf(limits)) throw statementTimeout(limits);
       if (!wantRows) continue;
-      const row = p.stmt.row();
-      bytes = takeRow(row, fits, bytes, limits);
+      let row: SqlValue[];
+      try {
+        // (A name SQLite read anew at the first step, refused as a value
+        // is: before a write's changes stay.)
+        if (rows.length === 0 && !p.readOnly) columnsOf(p);
+        row = p.stmt.row();
+        bytes = takeRow(row, fits, bytes, limits);
+      } catch (err) {
+        throw unreadRow(p, guard, err);
+      }
       rows.push(row);
     }
     fits?.(null);
@@ -289,13 +303,16 @@ function stepRows(
 }
 
 /**
- * How a write whose rows may not fit its reply ({@link RunLimits.reply})
- * is undone when they do not: `"interrupt"` (in autocommit, with a binding
- * that can interrupt: the statement is stopped before its last step, and
- * SQLite rolls it back), `"savepoint"` (inside a transaction, where an
- * interrupted write would roll all of it back, or with a binding that
- * cannot interrupt: it runs in a savepoint of its own), `"none"` (nothing
- * to undo, or the caller undoes it).
+ * How a write whose rows are read is undone when one of them cannot be
+ * read (a TEXT value that is not valid UTF-8: `INVALID_UTF8`) or they do
+ * not fit the reply ({@link RunLimits.reply}) or `maxBytes`: a client never
+ * gets an error for a write that stays. `"interrupt"` (in autocommit, with
+ * a binding that can interrupt: the statement is stopped before its last
+ * step, and SQLite rolls it back), `"savepoint"` (inside a transaction,
+ * where an interrupted write would roll all of it back, or with a binding
+ * that cannot interrupt: it runs in a savepoint of its own), `"none"`
+ * (nothing to undo, or the caller undoes it: a group commit's savepoint, a
+ * batch's transaction).
  */
 type ReplyGuard = "none" | "interrupt" | "savepoint";
 
@@ -305,14 +322,18 @@ function replyGuard(p: Prepared, limits: RunLimits, wantRows: WantRows): ReplyGu
   // cancel, a savepoint around it (COMMIT releases it with the transaction,
   // `RELEASE x` and `ROLLBACK TO x` those opened after `x`), or leave a
   // savepoint of its own to be released with ours.
-  if (!wantRows || limits.reply?.undo !== true || p.readOnly || p.txOp !== null) return "none";
+  if (!wantRows || limits.reply?.undo === false || p.readOnly || p.txOp !== null) return "none";
+  // A write without result columns has no rows to read (a reply room
+  // still guards it, as before: it is measured after it ran).
+  if (limits.reply === undefined && p.columns.length === 0) return "none";
   return p.conn.caps.interrupt && !p.conn.db.inTransaction ? "interrupt" : "savepoint";
 }
 
 /**
- * Runs `run` in a savepoint: undone when the rows did not fit the reply
- * (with the changes the change log saw), released otherwise (SQLite undid
- * a failed statement itself, or kept what OR FAIL keeps).
+ * Runs `run` in a savepoint: undone when a row could not be read or the
+ * rows did not fit (with the changes the change log saw: {@link isUndone}),
+ * released otherwise (SQLite undid a failed statement itself, or kept what
+ * OR FAIL keeps).
  */
 function inSavepoint<T>(p: Prepared, run: () => T): T {
   const conn = p.conn;
@@ -364,7 +385,7 @@ const NO_REPLY_SAVEPOINT = "no such savepoint: netsqlite_reply";
 
 /**
  * Ends the savepoint of {@link inSavepoint} after `err`: rolled back to
- * when the rows did not fit the reply, else released.
+ * when the statement is to be undone ({@link isUndone}), else released.
  */
 function endSavepoint(
   p: Prepared,
@@ -372,7 +393,7 @@ function endSavepoint(
   log: ChangeLog | undefined,
   mark: number,
 ): void {
-  if (isRoomFull(err)) {
+  if (isUndone(err)) {
     undoSavepoint(p, log, mark);
     return;
   }
@@ -416,15 +437,14 @@ function encodedBytes(value: unknown): number {
 
 /**
  * With a reply room ({@link RunLimits.reply}): a function that takes each
- * row as it is stepped and throws the room's error (stopping the statement
- * first, with `guard` `"interrupt"`) when it no longer fits; called with
+ * row as it is stepped and throws the room's error when it no longer fits
+ * (the caller stops the statement: {@link unreadRow}); called with
  * `null` after the last row, it takes the rows' bytes from the room.
  * `null` without a room.
  */
 function rowsFit(
   p: Prepared,
   limits: RunLimits,
-  guard: ReplyGuard,
 ): ((row: SqlValue[] | null) => void) | null {
   const room = limits.reply;
   if (room === undefined) return null;
@@ -447,7 +467,6 @@ function rowsFit(
     }
     used += encodedBytes(row);
     if (used <= room.bytes) return;
-    if (guard === "interrupt") stopWrite(p);
     throw roomFull(room);
   };
 }
@@ -490,10 +509,17 @@ export function chargeReply(room: ReplyRoom, payload: unknown): void {
 /** Errors of {@link roomFull}: a statement's rows did not fit its reply. */
 const roomErrors = new WeakSet<object>();
 
+/**
+ * Errors of ours that failed a statement after it ran (see {@link isUndone}):
+ * {@link roomFull}'s, and those of {@link unreadRow}.
+ */
+const undoErrors = new WeakSet<object>();
+
 /** The error of a statement whose rows do not fit `room` (see {@link isRoomFull}). */
 export function roomFull(room: ReplyRoom): SqliteError {
   const err = room.error();
   roomErrors.add(err);
+  undoErrors.add(err);
   return err;
 }
 
@@ -505,6 +531,32 @@ export function roomFull(room: ReplyRoom): SqliteError {
  */
 export function isRoomFull(err: unknown): boolean {
   return typeof err === "object" && err !== null && roomErrors.has(err);
+}
+
+/**
+ * True when `err` is ours, raised after the statement ran (a row that could
+ * not be read, `INVALID_UTF8`; rows that did not fit, `RESULT_TOO_LARGE`):
+ * its changes are to be undone, as if SQLite had failed it. SQLite's own
+ * errors are not: after them SQLite kept what it keeps (the rows an OR
+ * FAIL statement changed before failing), or ended the transaction (OR
+ * ROLLBACK).
+ */
+export function isUndone(err: unknown): boolean {
+  return typeof err === "object" && err !== null && undoErrors.has(err);
+}
+
+/**
+ * A row of `p`, stepped, could not be read or taken (`err`): a write is
+ * undone (a read is left as it is). With `guard` `"interrupt"` it is
+ * stopped here, before its last step (SQLite rolls it back); a savepoint
+ * is rolled back to by its caller ({@link endSavepoint}), a group's or a
+ * batch's by theirs (`"none"`). Returns `err`, marked for {@link isUndone}.
+ */
+function unreadRow(p: Prepared, guard: ReplyGuard, err: unknown): unknown {
+  if (p.readOnly) return err;
+  if (guard === "interrupt") stopWrite(p);
+  if (typeof err === "object" && err !== null) undoErrors.add(err);
+  return err;
 }
 
 /**
@@ -593,7 +645,7 @@ export function runInBackground(
   const attempt = async (): Promise<{ rows: SqlValue[][] } | SlowStep> => {
     const rows: SqlValue[][] = [];
     // (Without rows wanted nothing is measured: the caller counts its result.)
-    const fits = wantRows ? rowsFit(p, limits, guard) : null;
+    const fits = wantRows ? rowsFit(p, limits) : null;
     let bytes = 0;
     // The first step (where sorting, aggregating and writing happen) runs
     // in the background; rows that follow quickly are stepped inline for
@@ -602,8 +654,14 @@ export function runInBackground(
     let sliceEnd = performance.now() + SLICE_MS;
     for (let step = 2; more; step++) {
       if (wantRows) {
-        const row = p.stmt.row();
-        bytes = takeRow(row, fits, bytes, limits);
+        let row: SqlValue[];
+        try {
+          if (rows.length === 0 && !p.readOnly) columnsOf(p); // (as stepRows)
+          row = p.stmt.row();
+          bytes = takeRow(row, fits, bytes, limits);
+        } catch (err) {
+          throw unreadRow(p, guard, err);
+        }
         rows.push(row);
         if (rows.length === limits.maxRows) break;
       }
@@ -690,7 +748,7 @@ export function runInBackground(
     log.ran(p, mark);
     return o;
   }, (err) => {
-    if (isRoomFull(err) || undone) log.truncate(mark);
+    if (isUndone(err) || undone) log.truncate(mark);
     log.failed(mark);
     throw err;
   });

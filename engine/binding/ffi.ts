@@ -641,7 +641,7 @@ class FfiStmt implements Stmt {
     const s = this.#s;
     const n = s.sqlite3_column_count(h);
     const names = new Array<string>(n);
-    for (let i = 0; i < n; i++) names[i] = cString(s.sqlite3_column_name(h, i));
+    for (let i = 0; i < n; i++) names[i] = columnName(s.sqlite3_column_name(h, i), i);
     return names;
   }
 
@@ -1059,6 +1059,43 @@ function readText(p: Deno.PointerObject, len: number): string | null {
 /** UTF-8 length of `s` (lone surrogates count 3, as TextEncoder writes them). */
 function utf8Length(s: string): number {
   return utf8Offset(s, s.length);
+}
+
+/**
+ * Result column `index`'s name at `p`, NUL-terminated UTF-8 (a name made
+ * of bytes that are not UTF-8, which another program can write into the
+ * schema): refused with `INVALID_UTF8` rather than returned with U+FFFD in
+ * their place. `getCString` replaces them so: its result stands when it
+ * holds no U+FFFD.
+ */
+function columnName(p: Deno.PointerValue, index: number): string {
+  const name = cString(p);
+  if (p === null || !name.includes("\ufffd")) return name;
+  const view = new Deno.UnsafePointerView(p);
+  let len = 0;
+  while (view.getUint8(len) !== 0) len++;
+  const bytes = new Uint8Array(len);
+  view.copyInto(bytes);
+  return decodeColumnName(bytes, index);
+}
+
+/**
+ * The name of result column `index` (from 0) from its UTF-8 `bytes`.
+ *
+ * @throws {SqliteError} `INVALID_UTF8` naming the column's position when
+ *   they are not valid UTF-8.
+ */
+export function decodeColumnName(bytes: Uint8Array, index: number): string {
+  try {
+    return strictDecoder.decode(bytes);
+  } catch {
+    throw new SqliteError(
+      ErrorCode.InvalidUtf8,
+      `Cannot read the name of result column ${index + 1}: it is not valid UTF-8 and would ` +
+        "come back changed; name it with AS, or by position in a column list: " +
+        "WITH r(a, b) AS (SELECT ...) SELECT * FROM r",
+    );
+  }
 }
 
 function cString(p: Deno.PointerValue): string {

@@ -92,7 +92,7 @@ const NODE_LIMITATIONS: readonly string[] = Object.freeze([
   "A running statement cannot be interrupted, so statement timeouts and time budgets only act between rows",
   "Statements cannot run on a background thread, so a long statement, a backup or a vacuum holds up every other request",
   "Row changes cannot be reported (no update hook), so subscribe() fails with FEED_UNSUPPORTED",
-  "TEXT that is not valid UTF-8 reads back with U+FFFD in place of the invalid bytes (FFI refuses it with INVALID_UTF8)",
+  "TEXT values and column names that are not valid UTF-8 read back with U+FFFD in place of the invalid bytes (FFI refuses them with INVALID_UTF8)",
   "Text holding a NUL character is cut at the NUL when read",
 ]);
 
