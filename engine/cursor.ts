@@ -55,8 +55,12 @@ export class Cursor {
   #release: (() => void) | null;
   /** The background step now running, if any. */
   #inflight: Promise<boolean> | null = null;
-  /** Why the cursor was ended from outside ({@link end}, {@link cancel}): what `next` throws. */
-  #ended: Error | null = null;
+  /**
+   * Why the cursor ended before its last row: ended from outside ({@link end},
+   * {@link cancel}), or the error of a step that followed rows of its chunk
+   * (the chunk was delivered). What `next` throws.
+   */
+  #ended: unknown = null;
   /** True when the cursor steps the writer (it was opened inside a transaction). */
   readonly onWriter: boolean;
 
@@ -87,6 +91,12 @@ export class Cursor {
 
   /**
    * Produces the next chunk; after `done` the cursor is closed.
+   *
+   * A step that fails after rows of the chunk were collected ends the
+   * cursor (closed at once, its connection released) and the chunk is
+   * returned as not done: the error is thrown by the next call, so a stream
+   * delivers every row before it. (Unless the error ended the transaction
+   * the cursor reads in: then it is thrown at once.)
    *
    * @throws {SqliteError} `STATEMENT_TIMEOUT` once the time spent stepping
    *   the cursor, over all chunks, exceeds the timeout, or SQLite's error;
@@ -134,9 +144,15 @@ export class Cursor {
       more = await step;
     } catch (err) {
       this.#inflight = null;
-      this.close();
-      if (this.#ended !== null) throw this.#ended;
-      throw timedOut && err instanceof SqliteError ? statementTimeout(this) : err;
+      if (this.#ended !== null) {
+        this.close();
+        throw this.#ended;
+      }
+      return this.#failed(
+        p,
+        out,
+        timedOut && err instanceof SqliteError ? statementTimeout(this) : err,
+      );
     } finally {
       this.#inflight = null;
       clearTimeout(timer);
@@ -148,8 +164,7 @@ export class Cursor {
     if (timedOut) {
       // The timer fired as the step returned: its interrupt is still pending
       // on the connection and would stop the next step. The time is up anyway.
-      this.close();
-      throw statementTimeout(this);
+      return this.#failed(p, out, statementTimeout(this));
     }
     return this.#inline(p, out, more);
   }
@@ -160,7 +175,8 @@ export class Cursor {
    * the binding can stop it (a progress handler): a row that turns slow
    * after fast ones fails with `STATEMENT_TIMEOUT` at the deadline. A row
    * that would take the chunk past {@link CHUNK_BYTES} is held back for the
-   * next chunk, unless it would be the chunk's first.
+   * next chunk, unless it would be the chunk's first. A step that fails
+   * ends the cursor, after the rows collected (see {@link #failed}).
    */
   #inline(p: Prepared, out: SqlValue[][], more: boolean | null): Chunk {
     // The deadline counts the server's time stepping this cursor, summed
@@ -172,6 +188,8 @@ export class Cursor {
     const timed = p.conn.caps.interrupt && deadline !== Infinity;
     let bytes = 0;
     for (const row of out) bytes += rowBytes(row);
+    let failed = false;
+    let failure: unknown;
     try {
       if (timed) db.setBudget(Math.max(0, deadline - start));
       more ??= p.stmt.step();
@@ -190,16 +208,32 @@ export class Cursor {
         more = p.stmt.step();
       }
     } catch (err) {
-      this.close();
-      throw timed && isInterrupt(err) ? statementTimeout(this) : err;
+      failed = true;
+      failure = timed && isInterrupt(err) ? statementTimeout(this) : err;
     } finally {
       // Before any background step: a handler there would call back into
       // the main thread (the binding drops it then, too).
       if (timed) db.setBudget(null);
     }
+    if (failed) return this.#failed(p, out, failure);
     this.#spent += performance.now() - start;
     if (!more) this.close();
     return [out, !more];
+  }
+
+  /**
+   * A step failed with `err` after the rows `out` of its chunk: closes the
+   * cursor, and returns them as a chunk that is not done, keeping `err` for
+   * the next {@link next} to throw. Thrown at once when there are no rows,
+   * and when the failure ended the transaction a cursor on the writer reads
+   * in (SQLite rolled it back): its session must learn of it now, and the
+   * rows are of a transaction that is over.
+   */
+  #failed(p: Prepared, out: SqlValue[][], err: unknown): Chunk {
+    this.close();
+    if (out.length === 0 || (p.onWriter && !p.conn.inTransaction)) throw err;
+    this.#ended = err;
+    return [out, false];
   }
 
   /** The cursor's timeout, for its error message. */

@@ -1,0 +1,128 @@
+/**
+ * A cursor (`iterate()`) whose statement fails part way through a chunk: the
+ * rows stepped before the error are yielded, then the next pull rejects with
+ * the error `query()` reports for the whole statement, and the cursor is gone
+ * from the server (failing cursors do not use up `maxCursors`). Real servers,
+ * on the engine `NETSQLITE_ENGINE` names; the shell prints those rows too.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, SqliteError } from "../mod.ts";
+import { Shell, type ShellIO } from "../cli/shell.ts";
+import { openAdminLink } from "../cli/admin.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
+import { startServer, type TestServer } from "./_helpers.ts";
+
+/** `abs()` of the smallest integer raises `integer overflow`: row 3 fails. */
+const FAILING = "SELECT abs(x) AS x FROM t ORDER BY rowid";
+
+async function seed(db: Client): Promise<void> {
+  await db.exec(
+    "CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1), (2), (-9223372036854775807 - 1), (4)",
+  );
+}
+
+/** Reads `it` to its end; returns the rows read and the error that ended it, if any. */
+async function drain<T>(it: AsyncIterable<T>): Promise<{ rows: T[]; error: unknown }> {
+  const rows: T[] = [];
+  try {
+    for await (const row of it) rows.push(row);
+  } catch (error) {
+    return { rows, error };
+  }
+  return { rows, error: null };
+}
+
+/** The server's count of open cursors, over all sessions. */
+async function openCursors(srv: TestServer): Promise<number> {
+  const admin = await openAdminLink(await resolveConnectOptions(srv.connectOptions));
+  try {
+    return (await admin.request(Op.Stats, [])).cursors;
+  } finally {
+    admin.fail(new Error("done"));
+    await admin.ended;
+  }
+}
+
+for (const where of ["outside a transaction", "inside a transaction"] as const) {
+  Deno.test(`Client.iterate() ${where} yields the rows before a row's error, then rejects with it; no cursor is left open`, async () => {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await seed(db);
+    const whole = await db.query(FAILING).then(() => null, (e: unknown) => e);
+    assert.ok(whole instanceof SqliteError, String(whole));
+    assert.match(whole.message, /integer overflow/);
+    if (where === "inside a transaction") await db.exec("BEGIN");
+    // More failures than cursors a connection may hold (maxCursors, 16).
+    for (let i = 0; i < 20; i++) {
+      const { rows, error } = await drain(db.iterate<{ x: number }>(FAILING));
+      assert.deepEqual(rows, [{ x: 1 }, { x: 2 }], `attempt ${i}`);
+      assert.ok(error instanceof SqliteError, String(error));
+      assert.equal(error.code, whole.code);
+      assert.equal(error.message, whole.message);
+    }
+    // Stopped after the rows before the error (its error never pulled).
+    for (let i = 0; i < 20; i++) {
+      const it = db.iterate<{ x: number }>(FAILING, [], { arrays: true });
+      assert.deepEqual((await it.next()).value, [1]);
+      assert.deepEqual((await it.next()).value, [2]);
+      await it.return(undefined);
+    }
+    if (where === "inside a transaction") {
+      // A read's error leaves the transaction open.
+      assert.equal(db.inTransaction, true);
+      await db.run("INSERT INTO t VALUES (5)");
+      await db.exec("COMMIT");
+    }
+    assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[
+      where === "inside a transaction" ? 5 : 4,
+    ]]);
+    assert.equal(await openCursors(srv), 0);
+  });
+}
+
+Deno.test("Client.iterate() yields a row held back for the next chunk when the step after it fails", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  // Row 2 would take the first chunk past 64 KiB: it starts the second,
+  // whose first step (in the background on the FFI engine) fails on row 3.
+  await db.exec(
+    "CREATE TABLE t (k INTEGER, b BLOB); INSERT INTO t VALUES " +
+      "(1, zeroblob(10)), (2, zeroblob(70000)), (-9223372036854775807 - 1, NULL), (4, NULL)",
+  );
+  const { rows, error } = await drain(
+    db.iterate<{ k: number; n: number }>(
+      "SELECT abs(k) AS k, length(b) AS n FROM t ORDER BY rowid",
+    ),
+  );
+  assert.deepEqual(rows, [{ k: 1, n: 10 }, { k: 2, n: 70000 }]);
+  assert.ok(error instanceof SqliteError, String(error));
+  assert.match(error.message, /integer overflow/);
+  assert.equal(await openCursors(srv), 0);
+});
+
+Deno.test("Shell prints the rows before an error in the first chunk of a streamed result, then the error", async () => {
+  await using srv = await startServer();
+  const client = await srv.client();
+  try {
+    await seed(client);
+    let out = "";
+    let err = "";
+    const io: ShellIO = {
+      out: (t) => Promise.resolve(void (out += t)),
+      err: (t) => Promise.resolve(void (err += t)),
+    };
+    const shell = new Shell(client, io, "csv");
+    await shell.runScript(
+      (async function* () {
+        yield `${FAILING};\n`;
+      })(),
+      "test",
+    ).then(() => assert.fail("expected the script to stop"), () => {});
+    assert.equal(out, "x\r\n1\r\n2\r\n");
+    assert.equal(err, "Error: near line 1: SQLITE_ERROR: integer overflow\n");
+  } finally {
+    await client.close();
+  }
+});
