@@ -495,9 +495,12 @@ export class Session implements SessionProbe {
   /**
    * When this session's open transaction was first seen, or 0. A transaction
    * the engine ended (its lease expired) counts until the client's ROLLBACK.
+   * One opened by the request still running (a script's `BEGIN; ...`) counts
+   * from that request's start.
    */
   get transactionSince(): number {
-    return this.#engine.inTransaction && !this.#txEnded ? this.#txSince : 0;
+    if (!this.#engine.inTransaction || this.#txEnded) return 0;
+    return this.#txSince || this.#headStart;
   }
 
   /** Cursors open. */

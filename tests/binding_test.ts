@@ -764,7 +764,7 @@ Deno.test("NodeSqlite states what it cannot do and refuses it clearly [node]", (
     assert.equal(node.limitations.length, 5);
     // What the start-up line says is lost (README, SQLite engines).
     assert.match(node.limitations.join("; "), /subscribe\(\) fails with FEED_UNSUPPORTED/);
-    assert.match(node.limitations.join("; "), /not valid UTF-8 reads back with U\+FFFD/);
+    assert.match(node.limitations.join("; "), /not valid UTF-8 read back with U\+FFFD/);
     assert.match(node.limitations.join("; "), /cut at the NUL when read/);
     assert.ok(ffi.limitations.length === 0 && ffi.capabilities.background);
     db.interrupt();

@@ -167,6 +167,29 @@ for (const engine of ENGINES) {
     }
   });
 
+  Deno.test(`${engine}: stats shows the transaction of a script still running (BEGIN; ...)`, async () => {
+    await using srv = await startServer({ engine });
+    await using a = await link(srv);
+    await using b = await link(srv);
+    await a.request(Op.Exec, ["CREATE TABLE t(x)"]);
+    const script = a.request(Op.Exec, [`BEGIN; ${"INSERT INTO t VALUES (1);".repeat(50_000)}`]);
+    let seen: { session: number; ageMs: number }[] = [];
+    let running = true;
+    script.finally(() => running = false).catch(() => {});
+    while (running && seen.length === 0) {
+      seen = (await b.request(Op.Stats, [])).transactions;
+      await delay(5);
+    }
+    // (Before: a transaction was listed only once a request of its session was answered.)
+    assert.equal(running, true, "the script ended before stats listed its transaction");
+    assert.equal(seen.length, 1);
+    assert.ok(seen[0].ageMs >= 0, JSON.stringify(seen));
+    await script;
+    assert.equal((await b.request(Op.Stats, [])).transactions.length, 1);
+    await a.request(Op.Exec, ["COMMIT"]);
+    assert.deepEqual((await b.request(Op.Stats, [])).transactions, []);
+  });
+
   Deno.test(`${engine}: stats shows an open transaction, a waiting writer and open cursors`, async () => {
     await using srv = await startServer({ engine });
     await using a = await link(srv);
