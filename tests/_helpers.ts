@@ -3,6 +3,7 @@
  * fresh temp sockets or ports, and clean them up with `await using`.
  */
 
+import assert from "node:assert/strict";
 import { connect, type ConnectOptions } from "../client.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
 import type { Client } from "../client.ts";
@@ -205,4 +206,29 @@ export async function readStdoutUntil(
     while (!(await reader.read()).done) { /* discard */ }
   })();
   return { text, drained };
+}
+
+/**
+ * Asserts that of `results` (one per client, from `Promise.allSettled`) only
+ * the one at index `bad` was rejected, with error code `code`. Returns how
+ * many were fulfilled. `round` names the attempt in messages.
+ */
+export function onlyOneRejected(
+  results: PromiseSettledResult<unknown>[],
+  bad: number,
+  code: string,
+  round: number,
+): number {
+  let kept = 0;
+  for (const [i, r] of results.entries()) {
+    const what = `round ${round}, client ${i}: ${JSON.stringify(r).slice(0, 200)}`;
+    if (i === bad) {
+      assert.equal(r.status, "rejected", what);
+      assert.equal((r as PromiseRejectedResult).reason.code, code, what);
+    } else {
+      assert.equal(r.status, "fulfilled", what);
+      kept++;
+    }
+  }
+  return kept;
 }
