@@ -7,6 +7,9 @@ import assert from "node:assert/strict";
 import { connect, type ConnectOptions } from "../client.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
 import type { Client } from "../client.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op, type StatsReport } from "../protocol/messages.ts";
 
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
@@ -231,4 +234,15 @@ export function onlyOneRejected(
     }
   }
   return kept;
+}
+
+/** The server's `stats` report, read on a connection of its own. */
+export async function serverStats(options: ConnectOptions): Promise<StatsReport> {
+  const [link] = await openLink(await resolveConnectOptions(options));
+  try {
+    return await link.request(Op.Stats, []) as StatsReport;
+  } finally {
+    link.fail(new Error("stats read"));
+    await link.ended;
+  }
 }

@@ -8,10 +8,8 @@
 
 import assert from "node:assert/strict";
 import { type BatchStatement, type Client, connect, SqliteError } from "../mod.ts";
-import { openLink } from "../client/connection.ts";
-import { resolveConnectOptions } from "../client/options.ts";
-import { Op, type StatsReport } from "../protocol/messages.ts";
-import { onlyOneRejected, startServer, type TestServer } from "./_helpers.ts";
+import type { StatsReport } from "../protocol/messages.ts";
+import { onlyOneRejected, serverStats, startServer, type TestServer } from "./_helpers.ts";
 
 /** Frames of 64 KiB: a RETURNING of a 100 kB value does not fit one. */
 const FRAME = 64 * 1024;
@@ -28,13 +26,7 @@ async function tooLarge(call: Promise<unknown>, limit = "maxFrameSize"): Promise
 
 /** The server's group commit figures (the `stats` request). */
 async function groupCommits(srv: TestServer): Promise<StatsReport["groupCommit"]> {
-  const [link] = await openLink(await resolveConnectOptions(srv.connectOptions));
-  try {
-    return ((await link.request(Op.Stats, [])) as StatsReport).groupCommit;
-  } finally {
-    link.fail(new Error("test done"));
-    await link.ended;
-  }
+  return (await serverStats(srv.connectOptions)).groupCommit;
 }
 
 async function sizes(db: Client): Promise<number[]> {

@@ -16,10 +16,8 @@ import { DatabaseSync } from "node:sqlite";
 import { type ChangeEvent, connect, type Subscription } from "../client.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { decodeColumnName } from "../engine/binding/ffi.ts";
-import { openLink } from "../client/connection.ts";
-import { resolveConnectOptions } from "../client/options.ts";
-import { Op, type StatsReport } from "../protocol/messages.ts";
-import { onlyOneRejected, startServer, type TestServer, within } from "./_helpers.ts";
+import type { StatsReport } from "../protocol/messages.ts";
+import { onlyOneRejected, serverStats, startServer, type TestServer, within } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -36,13 +34,7 @@ async function invalidUtf8(call: Promise<unknown>, what: string, column = "x"): 
 
 /** The server's group commit figures (the `stats` request). */
 async function groupCommits(srv: TestServer): Promise<StatsReport["groupCommit"]> {
-  const [link] = await openLink(await resolveConnectOptions(srv.connectOptions));
-  try {
-    return ((await link.request(Op.Stats, [])) as StatsReport).groupCommit;
-  } finally {
-    link.fail(new Error("test done"));
-    await link.ended;
-  }
+  return (await serverStats(srv.connectOptions)).groupCommit;
 }
 
 /** Every way a client reads a write's RETURNING rows, for `sql`. */
