@@ -61,6 +61,11 @@ export class Cursor {
    * (the chunk was delivered). What `next` throws.
    */
   #ended: unknown = null;
+  /**
+   * The error that failed a statement after the rows materialised in
+   * `source`: thrown by the {@link next} after their last chunk.
+   */
+  #failure: unknown;
   /** True when the cursor steps the writer (it was opened inside a transaction). */
   readonly onWriter: boolean;
 
@@ -69,15 +74,21 @@ export class Cursor {
    * @param source A bound statement this cursor now owns, or rows already materialised.
    * @param timeout Time the server may spend stepping the cursor, in ms.
    * @param release Called once when the cursor ends (returns its connection).
+   * @param failure With rows materialised: the error that failed the
+   *   statement after them, thrown by the {@link next} after they were
+   *   delivered (as a streaming cursor does, see {@link next}); `null` when
+   *   the statement ran to its end.
    */
   constructor(
     columns: string[],
     source: Prepared | SqlValue[][],
     timeout: number,
     release: () => void,
+    failure: unknown = null,
   ) {
     this.columns = columns;
     this.#timeout = timeout;
+    this.#failure = failure;
     if (Array.isArray(source)) {
       this.#rows = source;
       this.#p = null;
@@ -113,9 +124,11 @@ export class Cursor {
         if (n > 0 && bytes > CHUNK_BYTES) break;
       }
       const chunk = rows.splice(0, n);
-      const done = rows.length === 0;
-      if (done) this.close();
-      return [chunk, done];
+      if (rows.length > 0) return [chunk, false];
+      this.close();
+      if (this.#failure === null) return [chunk, true];
+      this.#ended = this.#failure;
+      return [chunk, false];
     }
     const p = this.#p;
     if (p === null) return [[], true];

@@ -85,6 +85,7 @@ import {
   replyTooLarge,
   resultTooLarge,
   rowArrays,
+  rowsBefore,
   runInBackground,
   runInline,
   type RunLimits,
@@ -1165,15 +1166,22 @@ export class EngineSession implements HostedSession {
     // A write (e.g. INSERT ... RETURNING) outside a transaction, or no
     // connection to stream from: run it to completion on the writer, then
     // stream the materialised rows (up to --max-result-bytes).
-    const explain = (err: unknown): never => {
-      throw cannotStream(err, buffered, host.config.maxResultBytes);
+    // A read that fails part way yields the rows it stepped, then its
+    // error, as a streaming cursor does; a write that fails is undone
+    // (SQLite's error, or ours: run.ts isUndone), so none of its rows is.
+    const explain = (err: unknown): [number, string[]] => {
+      const before = rowsBefore(err);
+      if (before === undefined) throw cannotStream(err, buffered, host.config.maxResultBytes);
+      return this.#addCursor(new Cursor(before.columns, before.rows, ms, () => {}, err));
     };
+    const limits = this.#limits(timeout);
+    limits.partial = true;
     let done: Reply<Cursor>;
     try {
       done = this.#statement(
         text,
         args as unknown,
-        this.#limits(timeout),
+        limits,
         true,
         (o) => new Cursor(o.columns, rowArrays(o.rows), ms, () => {}),
       );

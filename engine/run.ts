@@ -48,6 +48,14 @@ export interface RunLimits {
    * is stopped before its last step and fails with `reply.error()`.
    */
   reply?: ReplyRoom;
+  /**
+   * Keep the rows a read stepped before it failed (SQLite's error, a row
+   * that cannot be read, `STATEMENT_TIMEOUT`): {@link rowsBefore} finds
+   * them by the error. For a cursor whose rows are materialised, which
+   * yields them before the error as a streaming cursor does. Never for a
+   * write: one that fails is undone, so none of its rows happened.
+   */
+  partial?: boolean;
 }
 
 /**
@@ -195,6 +203,8 @@ function stepGuarded(
   const left = limits.deadline === undefined ? limits.timeout : limits.deadline - performance.now();
   const stop = Math.min(budget, left);
   const timed = stop !== Infinity && p.conn.caps.interrupt;
+  /** The rows stepped, kept when the statement fails ({@link RunLimits.partial}). */
+  const stepped: SqlValue[][] = [];
   p.busy++;
   let before: Counters | null = null;
   try {
@@ -206,16 +216,18 @@ function stepGuarded(
       // which may run without bound, is stepped a row at a time instead; a
       // write, which does its work in one step, is undone when it ends late.
       deadlineOf(limits);
-      const step = () => stepRows(p, limits, wantRows, true, guard);
+      const step = () => stepRows(p, limits, wantRows, true, guard, stepped);
       const rows = p.readOnly ? step() : undoIfLate(p, limits, step);
       return outcome(p, rows, before);
     }
     // A write's rows are read one at a time: one that cannot be read (or
     // does not fit) stops the write before its last step (see ReplyGuard).
     if (
-      wantRows && (limits.maxRows !== undefined || limits.reply !== undefined || guard !== "none")
+      wantRows &&
+      (limits.maxRows !== undefined || limits.reply !== undefined || guard !== "none" ||
+        limits.partial)
     ) {
-      return outcome(p, stepRows(p, limits, wantRows, false, guard), before);
+      return outcome(p, stepRows(p, limits, wantRows, false, guard, stepped), before);
     }
     if (wantRows === "encoded") {
       rowsOut.begin();
@@ -227,7 +239,7 @@ function stepGuarded(
     return outcome(p, NO_ROWS, before);
   } catch (err) {
     restoreRowid(p, before);
-    throw stopped(p, err, limits, budget, left);
+    throw keepRows(p, limits, stopped(p, err, limits, budget, left), stepped);
   } finally {
     if (timed) db.setBudget(null);
     release(p);
@@ -264,7 +276,8 @@ function undoIfLate<T>(p: Prepared, limits: RunLimits, run: () => T): T {
 }
 
 /**
- * Steps `p` a row at a time, then resets it: its rows when wanted, at most
+ * Steps `p` a row at a time, then resets it: its rows when wanted (into
+ * `rows`, so a caller has those stepped when it fails), at most
  * `limits.maxRows` of them (a write with RETURNING made all its changes at
  * the first step); with `clock`, checking the deadline between rows.
  */
@@ -274,8 +287,8 @@ function stepRows(
   wantRows: WantRows,
   clock: boolean,
   guard: ReplyGuard,
+  rows: SqlValue[][] = [],
 ): SqlValue[][] {
-  const rows: SqlValue[][] = [];
   const max = limits.maxRows ?? Infinity;
   const fits = rowsFit(p, limits);
   let bytes = 0;
@@ -578,6 +591,38 @@ function stopWrite(p: Prepared): void {
   );
 }
 
+/** Rows a read stepped before its error, by the error ({@link RunLimits.partial}). */
+const rowsBeforeError = new WeakMap<object, { columns: string[]; rows: SqlValue[][] }>();
+
+/**
+ * The rows a read run with {@link RunLimits.partial} stepped before it
+ * failed with `err`, and its columns; `undefined` when it stepped none, or
+ * it was not such a read.
+ */
+export function rowsBefore(
+  err: unknown,
+): { columns: string[]; rows: SqlValue[][] } | undefined {
+  return typeof err === "object" && err !== null ? rowsBeforeError.get(err) : undefined;
+}
+
+/**
+ * Keeps `rows`, which the read `p` stepped before it failed with `err`,
+ * for {@link rowsBefore} (with {@link RunLimits.partial}). Not for a write
+ * (one that fails is undone: none of its rows happened), nor rows that did
+ * not fit (`RESULT_TOO_LARGE`: the statement did not fail), nor an error
+ * that is not the statement's (a run stopped to run again elsewhere).
+ * Returns `err`.
+ */
+function keepRows(p: Prepared, limits: RunLimits, err: unknown, rows: SqlValue[][]): unknown {
+  if (
+    limits.partial && p.readOnly && rows.length > 0 && err instanceof SqliteError &&
+    err.code !== ErrorCode.ResultTooLarge
+  ) {
+    rowsBeforeError.set(err, { columns: columnsOf(p), rows });
+  }
+  return err;
+}
+
 /** A statement running on a background thread. */
 export interface Running {
   /** Settles when the statement is done. */
@@ -642,8 +687,12 @@ export function runInBackground(
   // the background; from `slowFrom` on, every step does.
   const slow = new Set<number>();
   let slowFrom = Infinity;
+  /** The rows of the latest attempt, kept when it fails ({@link RunLimits.partial}). */
+  let stepped: SqlValue[][] = [];
+  /** True once {@link Running.cancel} stopped it: its rows are not kept. */
+  let cancelled = false;
   const attempt = async (): Promise<{ rows: SqlValue[][] } | SlowStep> => {
-    const rows: SqlValue[][] = [];
+    const rows: SqlValue[][] = stepped = [];
     // (Without rows wanted nothing is measured: the caller counts its result.)
     const fits = wantRows ? rowsFit(p, limits) : null;
     let bytes = 0;
@@ -716,11 +765,12 @@ export function runInBackground(
       }
     } catch (err) {
       restoreRowid(p, before);
+      let failure = err;
       if (isInterrupt(err)) {
-        if (reason !== null) throw reason;
-        if (performance.now() >= deadlineOf(limits)) throw statementTimeout(limits);
+        if (reason !== null) failure = reason;
+        else if (performance.now() >= deadlineOf(limits)) failure = statementTimeout(limits);
       }
-      throw err;
+      throw cancelled ? failure : keepRows(p, limits, failure, stepped);
     } finally {
       clearTimeout(timer);
       p.stmt.reset();
@@ -755,6 +805,7 @@ export function runInBackground(
   return {
     done,
     cancel(why: Error): void {
+      if (reason === null) cancelled = true;
       reason ??= why;
       db.interrupt();
     },
