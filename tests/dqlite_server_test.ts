@@ -369,6 +369,39 @@ Deno.test({
       },
     );
 
+    await t.step(
+      "cluster mode refuses SQL containing NUL with BAD_REQUEST, as a single file does, before any of it runs",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using single = await startServer();
+        const message = "Cannot prepare statement: SQL text contains a NUL character";
+        for (const target of [s, single]) {
+          const where = target === s ? "cluster" : "single";
+          await using db = await target.client();
+          await db.exec("CREATE TABLE t (x)");
+          const calls: [string, () => Promise<unknown>, string][] = [
+            ["query", () => db.query("SELECT 1\0"), message],
+            ["run", () => db.run("INSERT INTO t VALUES (1)\0"), message],
+            ["exec", () => db.exec("INSERT INTO t VALUES (1); SELECT '\0'"), message],
+            ["prepare", () => db.prepare("SELECT 1 -- \0"), message],
+            ["iterate", () => db.iterate("SELECT '\0'").next(), message],
+            [
+              "batch",
+              () => db.batch([{ sql: "INSERT INTO t VALUES (1)" }, { sql: "SELECT '\0'" }]),
+              `Batch statement 2 of 2 failed, nothing was applied: ${message}`,
+            ],
+          ];
+          for (const [name, call, expected] of calls) {
+            const err = await call().then(() => null, (e: unknown) => e);
+            assert.ok(err instanceof SqliteError, `${where} ${name}: ${String(err)}`);
+            assert.equal(err.code, "BAD_REQUEST", `${where} ${name}: ${err.message}`);
+            assert.equal(err.message, expected, `${where} ${name}`);
+          }
+          assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], where);
+        }
+      },
+    );
+
     await t.step("cluster mode: a transaction held by a closed client is rolled back", async () => {
       await using s = await clusterServer(nodes.addresses);
       await using b = await s.client();

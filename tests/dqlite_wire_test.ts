@@ -147,7 +147,7 @@ Deno.test("encodeQuery() binds -0, unsafe integers as FLOAT and the int64 extrem
   assert.deepEqual([...msg], [...header(body.length / 8, 6), ...body]);
 });
 
-Deno.test("encodeExecSql() refuses values it cannot carry exactly with INVALID_PARAM", () => {
+Deno.test("encodeExecSql() refuses values it cannot carry exactly with INVALID_PARAM, SQL with NUL with BAD_REQUEST", () => {
   const cases: unknown[][] = [
     ["a\0b"],
     ["\ud800"],
@@ -165,8 +165,24 @@ Deno.test("encodeExecSql() refuses values it cannot carry exactly with INVALID_P
       String(params[0]),
     );
   }
+  // SQL dqlite would cut at a NUL: refused as the single-file engines refuse it, by every encoder.
+  const nul = "SELECT '\0'";
+  for (const encode of [() => encodeExecSql(0, nul, []), () => encodeQuerySql(0, nul, [])]) {
+    assert.throws(
+      encode,
+      (err: unknown) =>
+        err instanceof SqliteError && err.code === ErrorCode.BadRequest &&
+        err.message === "Cannot prepare statement: SQL text contains a NUL character",
+    );
+  }
   assert.throws(
-    () => encodeExecSql(0, "SELECT '\0'", []),
+    () => encodePrepare(0, nul),
+    (err: unknown) =>
+      err instanceof SqliteError && err.code === ErrorCode.BadRequest &&
+      err.message === "Cannot prepare statement: SQL text contains a NUL character",
+  );
+  assert.throws(
+    () => encodePrepare(0, "SELECT '\ud800'"),
     (err: unknown) => err instanceof SqliteError && err.code === ErrorCode.InvalidParam,
   );
 });

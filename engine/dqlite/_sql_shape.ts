@@ -15,6 +15,7 @@ import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { CONNECTION_PRAGMAS, type PolicyConfig, UNSAFE_PRAGMAS } from "../policy.ts";
 import { QUERY_PRAGMAS } from "../pragma_use.ts";
 import { scan, type Token } from "../../protocol/sql_lexer.ts";
+import { nulInSql } from "./errors.ts";
 
 /**
  * Declared column types that dqlite 1.11 maps to its own value types
@@ -90,11 +91,22 @@ export function immediateBegins(sql: string): string {
 }
 
 /**
- * Checks that `sql` holds exactly one statement.
+ * Refuses SQL text containing a NUL character, which dqlite would cut
+ * there, as the single-file engines refuse it: before any of it runs.
  *
- * @throws {SqliteError} `BAD_REQUEST` for an empty text or several statements.
+ * @throws {SqliteError} `BAD_REQUEST` "Cannot prepare statement: SQL text contains a NUL character".
+ */
+export function checkSqlText(sql: string): void {
+  if (sql.includes("\0")) throw nulInSql();
+}
+
+/**
+ * Checks that `sql` holds exactly one statement (and no NUL: {@link checkSqlText}).
+ *
+ * @throws {SqliteError} `BAD_REQUEST` for an empty text, several statements, a NUL character.
  */
 export function requireOneStatement(sql: string): void {
+  checkSqlText(sql);
   const n = splitStatements(sql).length;
   if (n === 0) {
     throw new SqliteError(ErrorCode.BadRequest, "Cannot prepare statement: SQL text is empty");
@@ -159,14 +171,16 @@ export function verbOf(sql: string): Verb {
  * reading `sqlite_stmt` (the SQL of other clients' statements), refused as
  * the single-file engine refuses them;
  * setting a PRAGMA of the shared connections or of durability, unless
- * `allowUnsafePragmas`.
+ * `allowUnsafePragmas`. First, text containing a NUL ({@link checkSqlText}).
  *
- * @throws {SqliteError} `FORBIDDEN` naming what was refused and why.
+ * @throws {SqliteError} `FORBIDDEN` naming what was refused and why;
+ *   `BAD_REQUEST` for a NUL character.
  */
 export function checkClusterSql(
   sql: string,
   policy: Pick<PolicyConfig, "allowUnsafePragmas">,
 ): void {
+  checkSqlText(sql);
   for (const tokens of splitStatements(sql)) {
     const words = tokens.filter((t) => t.kind === "word").map((t) => t.text);
     const head = words[0];

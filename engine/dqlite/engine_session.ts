@@ -248,7 +248,13 @@ export class DqliteEngineSession {
         ),
       );
     }
-    for (const [sql] of items) checkClusterSql(sql, this.#engine.config);
+    items.forEach(([sql], i) => {
+      try {
+        checkClusterSql(sql, this.#engine.config);
+      } catch (err) {
+        throw batchError(err, i, items.length); // (nothing ran: the check precedes the batch)
+      }
+    });
     return this.#request(null, [], timeout, async (db) => {
       const nested = db.inTransaction;
       await db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN");

@@ -40,7 +40,7 @@
 import { ProtocolError, SqliteError } from "../../protocol/errors.ts";
 import { invalidReason, paramLabel } from "../../protocol/values.ts";
 import type { SqlValue } from "../binding/binding.ts";
-import { DqliteErrorCode } from "./errors.ts";
+import { DqliteErrorCode, nulInSql } from "./errors.ts";
 
 /** The protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -274,11 +274,16 @@ export function encodeOpen(name: string, flags = 0, vfs = ""): Uint8Array {
   return w.message(RequestType.Open);
 }
 
-/** PREPARE: prepares the first statement of `sql` on database `db`. */
+/**
+ * PREPARE: prepares the first statement of `sql` on database `db`.
+ *
+ * @throws {SqliteError} `BAD_REQUEST` for SQL containing a NUL character,
+ *   `INVALID_PARAM` for one UTF-8 cannot carry (a lone surrogate).
+ */
 export function encodePrepare(db: number, sql: string): Uint8Array {
   const w = new Writer();
   w.u64(db);
-  w.text(sql);
+  w.text(checkSql(sql));
   return w.message(RequestType.Prepare);
 }
 
@@ -311,7 +316,8 @@ export function encodeFinalize(db: number, stmt: number): Uint8Array {
 /**
  * EXEC_SQL: runs every statement of `sql`; `params` bind to the first one.
  *
- * @throws {SqliteError} `INVALID_PARAM` for a value the protocol cannot carry exactly.
+ * @throws {SqliteError} `INVALID_PARAM` for a value the protocol cannot carry exactly,
+ *   `BAD_REQUEST` for SQL containing a NUL character.
  */
 export function encodeExecSql(db: number, sql: string, params: readonly unknown[]): Uint8Array {
   const w = new Writer();
@@ -324,7 +330,8 @@ export function encodeExecSql(db: number, sql: string, params: readonly unknown[
 /**
  * QUERY_SQL: runs the first statement of `sql` with `params`, returning rows.
  *
- * @throws {SqliteError} `INVALID_PARAM` for a value the protocol cannot carry exactly.
+ * @throws {SqliteError} `INVALID_PARAM` for a value the protocol cannot carry exactly,
+ *   `BAD_REQUEST` for SQL containing a NUL character.
  */
 export function encodeQuerySql(db: number, sql: string, params: readonly unknown[]): Uint8Array {
   const w = new Writer();
@@ -348,14 +355,12 @@ export function encodeCluster(format = 1): Uint8Array {
   return w.message(RequestType.Cluster);
 }
 
-/** Refuses SQL that dqlite would cut at a NUL character. */
+/**
+ * Refuses SQL that dqlite would cut at a NUL character (`BAD_REQUEST`, as
+ * the single-file engines refuse it), or that UTF-8 cannot carry.
+ */
 function checkSql(sql: string): string {
-  if (sql.includes("\0")) {
-    throw new SqliteError(
-      DqliteErrorCode.InvalidParam,
-      "Cannot send SQL: it contains a NUL character (dqlite would cut it there)",
-    );
-  }
+  if (sql.includes("\0")) throw nulInSql();
   if (!sql.isWellFormed()) {
     throw new SqliteError(
       DqliteErrorCode.InvalidParam,
