@@ -16,7 +16,9 @@ import {
   immediateBegins,
   statementTexts,
   verbOf,
+  withoutRows,
 } from "../engine/dqlite/_sql_shape.ts";
+import { DatabaseSync } from "node:sqlite";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
 import { SUITE, type SuiteTarget } from "./_dqlite_suite.ts";
 import { startServer } from "./_helpers.ts";
@@ -370,6 +372,57 @@ Deno.test({
     );
 
     await t.step(
+      "cluster mode: Statement.columns gives SQLite's names, duplicates kept, as a single file does",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using single = await startServer();
+        const statements = [
+          "SELECT 1 AS x, 2 AS x",
+          'SELECT 1 AS x, 2 AS "x:1", 3 AS x',
+          "SELECT a AS x, b AS x FROM t WHERE a > ? ORDER BY a LIMIT ? OFFSET ?",
+          "SELECT a AS x, b AS x FROM t LIMIT 1, ?; -- the offset first",
+          "SELECT a, a, (SELECT b FROM t LIMIT 1) AS a FROM t LIMIT (SELECT count(*) FROM t)",
+          "WITH c AS (SELECT a FROM t LIMIT 2) SELECT a, a FROM c",
+          "VALUES (1, 2)",
+          "SELECT a AS x FROM t UNION ALL SELECT b AS y FROM t ORDER BY 1",
+        ];
+        for (const target of [s, single]) {
+          await using db = await target.client();
+          await db.exec("CREATE TABLE t (a INTEGER, b INTEGER); INSERT INTO t VALUES (1, 2)");
+          for (const sql of statements) {
+            const stmt = await db.prepare(sql);
+            const expected = sql.startsWith("VALUES")
+              ? ["column1", "column2"]
+              : sql.includes('"x:1"')
+              ? ["x", "x:1", "x"]
+              : sql.includes("SELECT a, a,")
+              ? ["a", "a", "a"]
+              : sql.startsWith("WITH")
+              ? ["a", "a"]
+              : sql.includes("UNION")
+              ? ["x"]
+              : ["x", "x"];
+            assert.deepEqual(
+              stmt.columns,
+              expected,
+              `${sql} (${target === s ? "cluster" : "single"})`,
+            );
+            await stmt.finalize();
+          }
+          // The statement prepared still runs, its LIMIT intact.
+          const limited = await db.prepare("SELECT a AS x, b AS x FROM t LIMIT ?");
+          assert.deepEqual(await limited.values([5]), [[1, 2]]);
+          await limited.finalize();
+          // Preparing a write writes nothing (no columns either).
+          const insert = await db.prepare("INSERT INTO t VALUES (3, 4)");
+          assert.deepEqual(insert.columns, []);
+          assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1]]);
+          await insert.finalize();
+        }
+      },
+    );
+
+    await t.step(
       "cluster mode refuses SQL containing NUL with BAD_REQUEST, as a single file does, before any of it runs",
       async () => {
         await using s = await clusterServer(nodes.addresses);
@@ -571,6 +624,34 @@ Deno.test("verbOf() classifies statements by their leading keyword, after WITH",
   assert.equal(verbOf("DELETE FROM t"), "delete");
   assert.equal(verbOf("CREATE TABLE t (x)"), "other");
   assert.equal(verbOf("PRAGMA user_version"), "read");
+});
+
+Deno.test("withoutRows() makes a read return no rows, with its own column names and parameters", () => {
+  using db = new DatabaseSync(":memory:");
+  db.exec("CREATE TABLE t (a INTEGER, b INTEGER); INSERT INTO t VALUES (1, 2), (3, 4)");
+  const names = (sql: string): string[] =>
+    (db.prepare(sql) as unknown as { columns(): { name: string }[] }).columns().map((c) => c.name);
+  const cases: [string, (number | null)[]][] = [
+    ["SELECT 1 AS x, 2 AS x", []],
+    ["SELECT a AS x, b AS x FROM t ORDER BY a -- note", []],
+    ["SELECT a, a FROM t WHERE a > ? ORDER BY a LIMIT ? OFFSET ?", [0, 5, 0]],
+    ["SELECT a, a FROM t LIMIT 0, ?", [5]],
+    ["SELECT a, (SELECT b FROM t LIMIT 1) AS a FROM t LIMIT (SELECT count(*) FROM t);", []],
+    ["WITH c AS (SELECT a FROM t LIMIT 1) SELECT a, a FROM c", []],
+    ["SELECT a AS x FROM t UNION ALL SELECT b AS y FROM t ORDER BY 1 LIMIT ?2 OFFSET ?1", [0, 9]],
+    ["VALUES (1, 2), (3, 4)", []],
+    ["SELECT a, sum(b) OVER w AS a FROM t WINDOW w AS (ORDER BY a) LIMIT 1 + 1", []],
+  ];
+  for (const [sql, args] of cases) {
+    const rewritten = withoutRows(sql);
+    assert.ok(db.prepare(sql).all(...args).length > 0, `${sql}: has rows`);
+    assert.deepEqual(names(rewritten), names(sql), rewritten);
+    assert.deepEqual(db.prepare(rewritten).all(...args), [], rewritten);
+    // Bound NULLs (as Statement.columns binds them) leave it without rows too.
+    assert.deepEqual(db.prepare(rewritten).all(...args.map(() => null)), [], rewritten);
+  }
+  assert.equal(withoutRows("SELECT 1;"), "SELECT 1\nLIMIT 0");
+  assert.equal(withoutRows("SELECT a FROM t LIMIT 2, ?"), "SELECT a FROM t LIMIT 2, 0 AND (?)");
 });
 
 Deno.test("parseServeArgs() reads --dqlite and --dqlite-db, and wants both", () => {

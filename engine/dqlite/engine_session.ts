@@ -47,6 +47,7 @@ import {
   splitStatements,
   statementTexts,
   verbOf,
+  withoutRows,
 } from "./_sql_shape.ts";
 import type { DqliteEngine } from "./engine.ts";
 
@@ -305,8 +306,11 @@ export class DqliteEngineSession {
    * Prepares a statement on the leader (checking it compiles) and returns
    * `[handle, columns]`. The handle names the SQL text; each run prepares it
    * on the connection it borrows. Columns are known for SELECT, VALUES and
-   * WITH ... SELECT (read from the statement as a subquery, `LIMIT 0`), else
-   * empty.
+   * WITH ... SELECT, else empty: read by running the statement made to
+   * return no rows (see `withoutRows`; a read: nothing of it can write),
+   * which keeps SQLite's names, duplicates included; failing that, from the
+   * statement as a subquery, `LIMIT 0` (SQLite renames duplicates there:
+   * `x`, `x:1`).
    */
   prepare(sql: string): Promise<PreparePayload> {
     requireOneStatement(sql);
@@ -318,11 +322,14 @@ export class DqliteEngineSession {
         if (verbOf(sql) === "read" && head !== "pragma" && head !== "explain") {
           const inner = sql.replace(/(\s|;|--[^\n]*$)+$/, "");
           const nulls = new Array(stmt.paramCount).fill(null);
-          try {
-            columns = (await db.query(`SELECT * FROM (${inner}\n) LIMIT 0`, nulls)).columns;
-          } catch (err) {
-            if (err instanceof LeaderError) throw err;
-            // Not usable as a subquery: columns stay unknown until it runs.
+          for (const probe of [withoutRows(sql), `SELECT * FROM (${inner}\n) LIMIT 0`]) {
+            try {
+              columns = (await db.query(probe, nulls)).columns;
+              break;
+            } catch (err) {
+              if (err instanceof LeaderError) throw err;
+              // Not usable so: the next probe, else columns stay unknown until it runs.
+            }
           }
         }
       } finally {
