@@ -22,6 +22,9 @@ import { DatabaseSync } from "node:sqlite";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
 import { SUITE, type SuiteTarget } from "./_dqlite_suite.ts";
 import { startServer } from "./_helpers.ts";
+import { openAdminLink } from "../cli/admin.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
 
 const ignore = DQLITE_DEMO === null;
 if (ignore) {
@@ -32,6 +35,28 @@ if (ignore) {
 }
 
 let dbSeq = 0;
+
+/** Reads `it` to its end; returns the rows read and the error that ended it, if any. */
+async function drain<T>(it: AsyncIterable<T>): Promise<{ rows: T[]; error: unknown }> {
+  const rows: T[] = [];
+  try {
+    for await (const row of it) rows.push(row);
+  } catch (error) {
+    return { rows, error };
+  }
+  return { rows, error: null };
+}
+
+/** The count of cursors open on the server listening at `path`, over all its sessions. */
+async function openCursors(path: string): Promise<number> {
+  const admin = await openAdminLink(await resolveConnectOptions({ path }));
+  try {
+    return (await admin.request(Op.Stats, [])).cursors;
+  } finally {
+    admin.fail(new Error("done"));
+    await admin.ended;
+  }
+}
 
 /** A server in cluster mode on a fresh dqlite database, listening on a temp socket. */
 async function clusterServer(
@@ -368,6 +393,78 @@ Deno.test({
         assert.equal(err?.code, "STATEMENT_TIMEOUT", String(err));
         await db.exec("ROLLBACK");
         assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+      },
+    );
+
+    await t.step(
+      "cluster mode: iterate() over a read that fails part way yields the rows before the error, then rejects with query()'s error",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using db = await s.client();
+        await db.exec(
+          "CREATE TABLE t (x INTEGER); " +
+            "INSERT INTO t VALUES (1), (2), (-9223372036854775807 - 1), (4)",
+        );
+        const failing = "SELECT abs(x) AS x FROM t ORDER BY rowid";
+        const whole = await db.query(failing).then(() => null, (e: unknown) => e);
+        assert.ok(whole instanceof SqliteError, String(whole));
+        assert.match(whole.message, /integer overflow/);
+        for (const inTx of [false, true]) {
+          if (inTx) await db.exec("BEGIN");
+          // More failures than cursors a connection may hold (maxCursors, 16).
+          for (let i = 0; i < 20; i++) {
+            const { rows, error } = await drain(db.iterate<{ x: number }>(failing));
+            assert.deepEqual(rows, [{ x: 1 }, { x: 2 }], `inTx ${inTx}, attempt ${i}`);
+            assert.ok(error instanceof SqliteError, String(error));
+            assert.equal(error.code, whole.code);
+            assert.equal(error.message, whole.message);
+          }
+          // Stopped after the rows before the error (its error never pulled).
+          for (let i = 0; i < 20; i++) {
+            const it = db.iterate<{ x: number }>(failing, [], { arrays: true });
+            assert.deepEqual((await it.next()).value, [1]);
+            assert.deepEqual((await it.next()).value, [2]);
+            await it.return(undefined);
+          }
+          assert.equal(await openCursors(s.path), 0);
+          if (inTx) {
+            // A read's error leaves the transaction open.
+            assert.equal(db.inTransaction, true);
+            await db.run("INSERT INTO t VALUES (5)");
+            await db.exec("COMMIT");
+          }
+        }
+        assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[5]]);
+        // Failing past the node's first message of rows: every row before the error.
+        const many = await drain(
+          db.iterate<[number]>(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000) " +
+              "SELECT CASE WHEN i = 3000 THEN abs(-9223372036854775807 - 1 + (i - 3000)) ELSE i END " +
+              "FROM c",
+            [],
+            { arrays: true },
+          ),
+        );
+        assert.equal(many.rows.length, 2999);
+        assert.deepEqual(many.rows.at(-1), [2999]);
+        assert.match(String(many.error), /integer overflow/);
+        // Text that is not UTF-8 in row 2: row 1, then INVALID_UTF8.
+        const bad = await drain(
+          db.iterate<[unknown]>(
+            "SELECT CASE WHEN x = 2 THEN CAST(x'fffe' AS TEXT) ELSE x END FROM t ORDER BY rowid",
+            [],
+            { arrays: true },
+          ),
+        );
+        assert.deepEqual(bad.rows, [[1]]);
+        assert.equal((bad.error as SqliteError).code, "INVALID_UTF8");
+        // A write that fails part way yields no rows, and had no effect.
+        await db.exec("CREATE TABLE u (x INTEGER)");
+        const write = await drain(db.iterate("INSERT INTO u SELECT abs(x) FROM t ORDER BY rowid"));
+        assert.deepEqual(write.rows, []);
+        assert.match(String(write.error), /integer overflow/);
+        assert.deepEqual(await db.values("SELECT count(*) FROM u"), [[0]]);
+        assert.equal(await openCursors(s.path), 0);
       },
     );
 

@@ -35,6 +35,7 @@ import {
   DRAIN_INTERRUPTED,
   type ExecResult,
   type Params,
+  rowsBefore,
 } from "./database.ts";
 import { LeaderError } from "./errors.ts";
 import { txEffect } from "./_sql_scan.ts";
@@ -67,6 +68,8 @@ interface BufferedCursor {
   inTx: boolean;
   /** Set when its transaction ended: the next `next` fails with it. */
   ended: SqliteError | null;
+  /** The error its statement failed with after `rows`: the `next` after them fails with it. */
+  failed: unknown;
 }
 
 /**
@@ -79,7 +82,10 @@ interface BufferedCursor {
  * connection makes the leader roll the transaction back).
  *
  * Cursors are emulated: the statement runs to its end at `iterate()` and its
- * rows, bounded by `maxResultBytes`, are handed out in chunks. A cursor
+ * rows, bounded by `maxResultBytes`, are handed out in chunks. A read that
+ * fails part way opens a cursor over the rows before its error, which the
+ * `next` after them fails with, as the single-file engine's streaming
+ * cursor does (no rows: the open fails). A cursor
  * opened inside a transaction ends with it (COMMIT, ROLLBACK, lost with the
  * leader, ended by the server): its next `next` fails with `CURSOR_CLOSED`,
  * as on the single-file engine, rather than hand out rows of a transaction
@@ -346,7 +352,13 @@ export class DqliteEngineSession {
     return null;
   }
 
-  /** Runs a statement to its end and opens a cursor over its buffered rows: `[cursorId, columns]`. */
+  /**
+   * Runs a statement to its end and opens a cursor over its buffered rows:
+   * `[cursorId, columns]`. A read (nothing it runs may write) that fails
+   * after returning rows opens one over those, holding the error for the
+   * `next` after them, unless the failure ended (or lost) the transaction
+   * it ran in: that fails at once, as a write that fails does.
+   */
   openCursor(sql: string | number, params: unknown, timeout?: number): Promise<[number, string[]]> {
     const max = this.#engine.config.maxCursors;
     if (this.#cursors.size >= max) {
@@ -359,11 +371,25 @@ export class DqliteEngineSession {
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
     return this.#request(text, [0, []], timeout, async (db): Promise<[number, string[]]> => {
-      const o = await this.#statement(db, text, args);
+      const inTxBefore = db.inTransaction;
+      let columns: string[];
+      let rows: SqlValue[][];
+      let failed: unknown = null;
+      try {
+        ({ columns, rows } = await this.#statement(db, text, args));
+      } catch (err) {
+        const before = rowsBefore(err);
+        const keeps = db.inTransaction === inTxBefore && !db.transactionLost;
+        if (before === undefined || before.rows.length === 0 || !keeps || mayWrite(text)) {
+          throw err;
+        }
+        ({ columns, rows } = before);
+        failed = err;
+      }
       const id = this.#nextCursor++;
       const inTx = db.inTransaction;
-      this.#cursors.set(id, { columns: o.columns, rows: o.rows, at: 0, inTx, ended: null });
-      return [id, o.columns];
+      this.#cursors.set(id, { columns, rows, at: 0, inTx, ended: null, failed });
+      return [id, columns];
     });
   }
 
@@ -374,9 +400,13 @@ export class DqliteEngineSession {
       this.#cursors.delete(id);
       throw c.ended;
     }
+    if (c.failed !== null && c.at >= c.rows.length) {
+      this.#cursors.delete(id);
+      throw c.failed;
+    }
     const rows = c.rows.slice(c.at, c.at + CHUNK_ROWS);
     c.at += rows.length;
-    const done = c.at >= c.rows.length;
+    const done = c.at >= c.rows.length && c.failed === null;
     if (done) this.#cursors.delete(id);
     return [rows, done];
   }
