@@ -16,10 +16,15 @@ import {
   immediateBegins,
   statementTexts,
   verbOf,
+  withoutRows,
 } from "../engine/dqlite/_sql_shape.ts";
+import { DatabaseSync } from "node:sqlite";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
 import { SUITE, type SuiteTarget } from "./_dqlite_suite.ts";
 import { startServer } from "./_helpers.ts";
+import { openAdminLink } from "../cli/admin.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
 
 const ignore = DQLITE_DEMO === null;
 if (ignore) {
@@ -30,6 +35,28 @@ if (ignore) {
 }
 
 let dbSeq = 0;
+
+/** Reads `it` to its end; returns the rows read and the error that ended it, if any. */
+async function drain<T>(it: AsyncIterable<T>): Promise<{ rows: T[]; error: unknown }> {
+  const rows: T[] = [];
+  try {
+    for await (const row of it) rows.push(row);
+  } catch (error) {
+    return { rows, error };
+  }
+  return { rows, error: null };
+}
+
+/** The count of cursors open on the server listening at `path`, over all its sessions. */
+async function openCursors(path: string): Promise<number> {
+  const admin = await openAdminLink(await resolveConnectOptions({ path }));
+  try {
+    return (await admin.request(Op.Stats, [])).cursors;
+  } finally {
+    admin.fail(new Error("done"));
+    await admin.ended;
+  }
+}
 
 /** A server in cluster mode on a fresh dqlite database, listening on a temp socket. */
 async function clusterServer(
@@ -369,6 +396,162 @@ Deno.test({
       },
     );
 
+    await t.step(
+      "cluster mode: iterate() over a read that fails part way yields the rows before the error, then rejects with query()'s error",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using db = await s.client();
+        await db.exec(
+          "CREATE TABLE t (x INTEGER); " +
+            "INSERT INTO t VALUES (1), (2), (-9223372036854775807 - 1), (4)",
+        );
+        const failing = "SELECT abs(x) AS x FROM t ORDER BY rowid";
+        const whole = await db.query(failing).then(() => null, (e: unknown) => e);
+        assert.ok(whole instanceof SqliteError, String(whole));
+        assert.match(whole.message, /integer overflow/);
+        for (const inTx of [false, true]) {
+          if (inTx) await db.exec("BEGIN");
+          // More failures than cursors a connection may hold (maxCursors, 16).
+          for (let i = 0; i < 20; i++) {
+            const { rows, error } = await drain(db.iterate<{ x: number }>(failing));
+            assert.deepEqual(rows, [{ x: 1 }, { x: 2 }], `inTx ${inTx}, attempt ${i}`);
+            assert.ok(error instanceof SqliteError, String(error));
+            assert.equal(error.code, whole.code);
+            assert.equal(error.message, whole.message);
+          }
+          // Stopped after the rows before the error (its error never pulled).
+          for (let i = 0; i < 20; i++) {
+            const it = db.iterate<{ x: number }>(failing, [], { arrays: true });
+            assert.deepEqual((await it.next()).value, [1]);
+            assert.deepEqual((await it.next()).value, [2]);
+            await it.return(undefined);
+          }
+          assert.equal(await openCursors(s.path), 0);
+          if (inTx) {
+            // A read's error leaves the transaction open.
+            assert.equal(db.inTransaction, true);
+            await db.run("INSERT INTO t VALUES (5)");
+            await db.exec("COMMIT");
+          }
+        }
+        assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[5]]);
+        // Failing past the node's first message of rows: every row before the error.
+        const many = await drain(
+          db.iterate<[number]>(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 5000) " +
+              "SELECT CASE WHEN i = 3000 THEN abs(-9223372036854775807 - 1 + (i - 3000)) ELSE i END " +
+              "FROM c",
+            [],
+            { arrays: true },
+          ),
+        );
+        assert.equal(many.rows.length, 2999);
+        assert.deepEqual(many.rows.at(-1), [2999]);
+        assert.match(String(many.error), /integer overflow/);
+        // Text that is not UTF-8 in row 2: row 1, then INVALID_UTF8.
+        const bad = await drain(
+          db.iterate<[unknown]>(
+            "SELECT CASE WHEN x = 2 THEN CAST(x'fffe' AS TEXT) ELSE x END FROM t ORDER BY rowid",
+            [],
+            { arrays: true },
+          ),
+        );
+        assert.deepEqual(bad.rows, [[1]]);
+        assert.equal((bad.error as SqliteError).code, "INVALID_UTF8");
+        // A write that fails part way yields no rows, and had no effect.
+        await db.exec("CREATE TABLE u (x INTEGER)");
+        const write = await drain(db.iterate("INSERT INTO u SELECT abs(x) FROM t ORDER BY rowid"));
+        assert.deepEqual(write.rows, []);
+        assert.match(String(write.error), /integer overflow/);
+        assert.deepEqual(await db.values("SELECT count(*) FROM u"), [[0]]);
+        assert.equal(await openCursors(s.path), 0);
+      },
+    );
+
+    await t.step(
+      "cluster mode: Statement.columns gives SQLite's names, duplicates kept, as a single file does",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using single = await startServer();
+        const statements = [
+          "SELECT 1 AS x, 2 AS x",
+          'SELECT 1 AS x, 2 AS "x:1", 3 AS x',
+          "SELECT a AS x, b AS x FROM t WHERE a > ? ORDER BY a LIMIT ? OFFSET ?",
+          "SELECT a AS x, b AS x FROM t LIMIT 1, ?; -- the offset first",
+          "SELECT a, a, (SELECT b FROM t LIMIT 1) AS a FROM t LIMIT (SELECT count(*) FROM t)",
+          "WITH c AS (SELECT a FROM t LIMIT 2) SELECT a, a FROM c",
+          "VALUES (1, 2)",
+          "SELECT a AS x FROM t UNION ALL SELECT b AS y FROM t ORDER BY 1",
+        ];
+        for (const target of [s, single]) {
+          await using db = await target.client();
+          await db.exec("CREATE TABLE t (a INTEGER, b INTEGER); INSERT INTO t VALUES (1, 2)");
+          for (const sql of statements) {
+            const stmt = await db.prepare(sql);
+            const expected = sql.startsWith("VALUES")
+              ? ["column1", "column2"]
+              : sql.includes('"x:1"')
+              ? ["x", "x:1", "x"]
+              : sql.includes("SELECT a, a,")
+              ? ["a", "a", "a"]
+              : sql.startsWith("WITH")
+              ? ["a", "a"]
+              : sql.includes("UNION")
+              ? ["x"]
+              : ["x", "x"];
+            assert.deepEqual(
+              stmt.columns,
+              expected,
+              `${sql} (${target === s ? "cluster" : "single"})`,
+            );
+            await stmt.finalize();
+          }
+          // The statement prepared still runs, its LIMIT intact.
+          const limited = await db.prepare("SELECT a AS x, b AS x FROM t LIMIT ?");
+          assert.deepEqual(await limited.values([5]), [[1, 2]]);
+          await limited.finalize();
+          // Preparing a write writes nothing (no columns either).
+          const insert = await db.prepare("INSERT INTO t VALUES (3, 4)");
+          assert.deepEqual(insert.columns, []);
+          assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1]]);
+          await insert.finalize();
+        }
+      },
+    );
+
+    await t.step(
+      "cluster mode refuses SQL containing NUL with BAD_REQUEST, as a single file does, before any of it runs",
+      async () => {
+        await using s = await clusterServer(nodes.addresses);
+        await using single = await startServer();
+        const message = "Cannot prepare statement: SQL text contains a NUL character";
+        for (const target of [s, single]) {
+          const where = target === s ? "cluster" : "single";
+          await using db = await target.client();
+          await db.exec("CREATE TABLE t (x)");
+          const calls: [string, () => Promise<unknown>, string][] = [
+            ["query", () => db.query("SELECT 1\0"), message],
+            ["run", () => db.run("INSERT INTO t VALUES (1)\0"), message],
+            ["exec", () => db.exec("INSERT INTO t VALUES (1); SELECT '\0'"), message],
+            ["prepare", () => db.prepare("SELECT 1 -- \0"), message],
+            ["iterate", () => db.iterate("SELECT '\0'").next(), message],
+            [
+              "batch",
+              () => db.batch([{ sql: "INSERT INTO t VALUES (1)" }, { sql: "SELECT '\0'" }]),
+              `Batch statement 2 of 2 failed, nothing was applied: ${message}`,
+            ],
+          ];
+          for (const [name, call, expected] of calls) {
+            const err = await call().then(() => null, (e: unknown) => e);
+            assert.ok(err instanceof SqliteError, `${where} ${name}: ${String(err)}`);
+            assert.equal(err.code, "BAD_REQUEST", `${where} ${name}: ${err.message}`);
+            assert.equal(err.message, expected, `${where} ${name}`);
+          }
+          assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], where);
+        }
+      },
+    );
+
     await t.step("cluster mode: a transaction held by a closed client is rolled back", async () => {
       await using s = await clusterServer(nodes.addresses);
       await using b = await s.client();
@@ -538,6 +721,34 @@ Deno.test("verbOf() classifies statements by their leading keyword, after WITH",
   assert.equal(verbOf("DELETE FROM t"), "delete");
   assert.equal(verbOf("CREATE TABLE t (x)"), "other");
   assert.equal(verbOf("PRAGMA user_version"), "read");
+});
+
+Deno.test("withoutRows() makes a read return no rows, with its own column names and parameters", () => {
+  using db = new DatabaseSync(":memory:");
+  db.exec("CREATE TABLE t (a INTEGER, b INTEGER); INSERT INTO t VALUES (1, 2), (3, 4)");
+  const names = (sql: string): string[] =>
+    (db.prepare(sql) as unknown as { columns(): { name: string }[] }).columns().map((c) => c.name);
+  const cases: [string, (number | null)[]][] = [
+    ["SELECT 1 AS x, 2 AS x", []],
+    ["SELECT a AS x, b AS x FROM t ORDER BY a -- note", []],
+    ["SELECT a, a FROM t WHERE a > ? ORDER BY a LIMIT ? OFFSET ?", [0, 5, 0]],
+    ["SELECT a, a FROM t LIMIT 0, ?", [5]],
+    ["SELECT a, (SELECT b FROM t LIMIT 1) AS a FROM t LIMIT (SELECT count(*) FROM t);", []],
+    ["WITH c AS (SELECT a FROM t LIMIT 1) SELECT a, a FROM c", []],
+    ["SELECT a AS x FROM t UNION ALL SELECT b AS y FROM t ORDER BY 1 LIMIT ?2 OFFSET ?1", [0, 9]],
+    ["VALUES (1, 2), (3, 4)", []],
+    ["SELECT a, sum(b) OVER w AS a FROM t WINDOW w AS (ORDER BY a) LIMIT 1 + 1", []],
+  ];
+  for (const [sql, args] of cases) {
+    const rewritten = withoutRows(sql);
+    assert.ok(db.prepare(sql).all(...args).length > 0, `${sql}: has rows`);
+    assert.deepEqual(names(rewritten), names(sql), rewritten);
+    assert.deepEqual(db.prepare(rewritten).all(...args), [], rewritten);
+    // Bound NULLs (as Statement.columns binds them) leave it without rows too.
+    assert.deepEqual(db.prepare(rewritten).all(...args.map(() => null)), [], rewritten);
+  }
+  assert.equal(withoutRows("SELECT 1;"), "SELECT 1\nLIMIT 0");
+  assert.equal(withoutRows("SELECT a FROM t LIMIT 2, ?"), "SELECT a FROM t LIMIT 2, 0 AND (?)");
 });
 
 Deno.test("parseServeArgs() reads --dqlite and --dqlite-db, and wants both", () => {

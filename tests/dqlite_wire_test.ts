@@ -147,7 +147,7 @@ Deno.test("encodeQuery() binds -0, unsafe integers as FLOAT and the int64 extrem
   assert.deepEqual([...msg], [...header(body.length / 8, 6), ...body]);
 });
 
-Deno.test("encodeExecSql() refuses values it cannot carry exactly with INVALID_PARAM", () => {
+Deno.test("encodeExecSql() refuses values it cannot carry exactly with INVALID_PARAM, SQL with NUL with BAD_REQUEST", () => {
   const cases: unknown[][] = [
     ["a\0b"],
     ["\ud800"],
@@ -165,8 +165,24 @@ Deno.test("encodeExecSql() refuses values it cannot carry exactly with INVALID_P
       String(params[0]),
     );
   }
+  // SQL dqlite would cut at a NUL: refused as the single-file engines refuse it, by every encoder.
+  const nul = "SELECT '\0'";
+  for (const encode of [() => encodeExecSql(0, nul, []), () => encodeQuerySql(0, nul, [])]) {
+    assert.throws(
+      encode,
+      (err: unknown) =>
+        err instanceof SqliteError && err.code === ErrorCode.BadRequest &&
+        err.message === "Cannot prepare statement: SQL text contains a NUL character",
+    );
+  }
   assert.throws(
-    () => encodeExecSql(0, "SELECT '\0'", []),
+    () => encodePrepare(0, nul),
+    (err: unknown) =>
+      err instanceof SqliteError && err.code === ErrorCode.BadRequest &&
+      err.message === "Cannot prepare statement: SQL text contains a NUL character",
+  );
+  assert.throws(
+    () => encodePrepare(0, "SELECT '\ud800'"),
     (err: unknown) => err instanceof SqliteError && err.code === ErrorCode.InvalidParam,
   );
 });
@@ -214,31 +230,44 @@ Deno.test("decodeResponse() reads FAILURE, SERVER, DB, STMT, RESULT and EMPTY", 
 
 Deno.test("decodeResponse() reads a query's FAILURE after the partial row set dqlite encoded first", () => {
   const body = (...parts: number[][]): Uint8Array => new Uint8Array(parts.flat());
-  const failure = (code: number, message: string) => ({ type: "failure", code, message });
+  const failure = (code: number, message: string, partial?: unknown) =>
+    partial === undefined
+      ? { type: "failure", code, message }
+      : { type: "failure", code, message, partial };
   // As dqlite 1.11 sends `SELECT 1 AS a, abs(-9223372036854775808) AS b`: names, then the failure.
   const twoCols = [...u64(2), ...text("a"), ...text("b")];
   assert.deepEqual(
     decodeResponse(ResponseType.Failure, body(twoCols, u64(1), text("integer overflow"))),
-    failure(1, "integer overflow"),
+    failure(1, "integer overflow", { columns: ["a", "b"], rows: [] }),
   );
-  // Rows already encoded come before the failure (and are discarded).
+  // Rows already encoded come before the failure: the rows before the error.
   const row = [0x11, 0, 0, 0, 0, 0, 0, 0, ...u64(1), ...u64(1)];
   assert.deepEqual(
     decodeResponse(ResponseType.Failure, body(twoCols, row, row, u64(18), text("too big"))),
-    failure(18, "too big"),
+    failure(18, "too big", { columns: ["a", "b"], rows: [[1, 1], [1, 1]] }),
   );
   // One column: a row (type word 0x01, value) looks like a failure word; the tail decides.
   const oneCol = [...u64(1), ...text("x")];
   const intRow = [0x01, 0, 0, 0, 0, 0, 0, 0, ...u64(7)];
   assert.deepEqual(
     decodeResponse(ResponseType.Failure, body(oneCol, intRow, u64(1), text("integer overflow"))),
-    failure(1, "integer overflow"),
+    failure(1, "integer overflow", { columns: ["x"], rows: [[7]] }),
   );
   const textRow = [0x03, 0, 0, 0, 0, 0, 0, 0, ...text("abcdefgh")];
   assert.deepEqual(
     decodeResponse(ResponseType.Failure, body(oneCol, textRow, u64(1), text(""))),
-    failure(1, ""),
+    failure(1, "", { columns: ["x"], rows: [["abcdefgh"]] }),
   );
+  // A row holding text that is not UTF-8: the rows before it, and its error (it came first).
+  const badRow = [0x03, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0, 0, 0, 0, 0];
+  const cut = decodeResponse(
+    ResponseType.Failure,
+    body(oneCol, intRow, badRow, intRow, u64(1), text("integer overflow")),
+  );
+  assert.ok(cut.type === "failure" && cut.partial !== undefined);
+  assert.deepEqual([cut.code, cut.partial.columns, cut.partial.rows], [1, ["x"], [[7]]]);
+  assert.equal(cut.partial.error?.code, "INVALID_UTF8");
+  assert.match(cut.partial.error.message, /^Cannot read column "x": /);
   // The plain form, an empty message, a message of exactly one word.
   assert.deepEqual(decodeResponse(ResponseType.Failure, body(u64(5), text(""))), failure(5, ""));
   assert.deepEqual(
@@ -356,15 +385,17 @@ Deno.test("decodeResponse() refuses malformed bodies with ProtocolError and bad 
       `type ${type}: ${body}`,
     );
   }
-  const invalid = [...u64(1), ...text("a"), 0x03, 0, 0, 0, 0, 0, 0, 0];
-  invalid.push(0xff, 0xfe, 0, 0, 0, 0, 0, 0, ...u64(2n ** 64n - 1n));
+  // After a good row: the bad one's index is errorAt (the rows before it are the query's).
+  const invalid = [...u64(1), ...text("a"), 0x01, 0, 0, 0, 0, 0, 0, 0, ...u64(5)];
+  invalid.push(0x03, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, ...u64(2n ** 64n - 1n));
   const r = decodeResponse(ResponseType.Rows, new Uint8Array(invalid));
   assert.equal(r.type, "rows");
   if (r.type === "rows") {
     assert.equal(r.error?.code, "INVALID_UTF8");
     assert.match(r.error?.message ?? "", /^Cannot read column "a": its TEXT value is not valid/);
     assert.equal(r.more, false);
-    assert.deepEqual(r.rows, [[null]]);
+    assert.deepEqual(r.rows, [[5], [null]]);
+    assert.equal(r.errorAt, 1);
   }
 });
 

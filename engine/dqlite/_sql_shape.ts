@@ -15,6 +15,7 @@ import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { CONNECTION_PRAGMAS, type PolicyConfig, UNSAFE_PRAGMAS } from "../policy.ts";
 import { QUERY_PRAGMAS } from "../pragma_use.ts";
 import { scan, type Token } from "../../protocol/sql_lexer.ts";
+import { nulInSql } from "./errors.ts";
 
 /**
  * Declared column types that dqlite 1.11 maps to its own value types
@@ -90,11 +91,22 @@ export function immediateBegins(sql: string): string {
 }
 
 /**
- * Checks that `sql` holds exactly one statement.
+ * Refuses SQL text containing a NUL character, which dqlite would cut
+ * there, as the single-file engines refuse it: before any of it runs.
  *
- * @throws {SqliteError} `BAD_REQUEST` for an empty text or several statements.
+ * @throws {SqliteError} `BAD_REQUEST` "Cannot prepare statement: SQL text contains a NUL character".
+ */
+export function checkSqlText(sql: string): void {
+  if (sql.includes("\0")) throw nulInSql();
+}
+
+/**
+ * Checks that `sql` holds exactly one statement (and no NUL: {@link checkSqlText}).
+ *
+ * @throws {SqliteError} `BAD_REQUEST` for an empty text, several statements, a NUL character.
  */
 export function requireOneStatement(sql: string): void {
+  checkSqlText(sql);
   const n = splitStatements(sql).length;
   if (n === 0) {
     throw new SqliteError(ErrorCode.BadRequest, "Cannot prepare statement: SQL text is empty");
@@ -159,14 +171,16 @@ export function verbOf(sql: string): Verb {
  * reading `sqlite_stmt` (the SQL of other clients' statements), refused as
  * the single-file engine refuses them;
  * setting a PRAGMA of the shared connections or of durability, unless
- * `allowUnsafePragmas`.
+ * `allowUnsafePragmas`. First, text containing a NUL ({@link checkSqlText}).
  *
- * @throws {SqliteError} `FORBIDDEN` naming what was refused and why.
+ * @throws {SqliteError} `FORBIDDEN` naming what was refused and why;
+ *   `BAD_REQUEST` for a NUL character.
  */
 export function checkClusterSql(
   sql: string,
   policy: Pick<PolicyConfig, "allowUnsafePragmas">,
 ): void {
+  checkSqlText(sql);
   for (const tokens of splitStatements(sql)) {
     const words = tokens.filter((t) => t.kind === "word").map((t) => t.text);
     const head = words[0];
@@ -450,4 +464,71 @@ export function mayWrite(sql: string): boolean {
   // `PRAGMA [schema.]name(arg)`: the name is the last word before the parenthesis.
   const name = words.filter((w) => w.at < setter.at).at(-1)?.text ?? "";
   return !READING_PRAGMAS.has(name);
+}
+
+/**
+ * The read `sql` (one `SELECT`, `VALUES` or `WITH ... SELECT`) made to
+ * return no rows, keeping its result columns, named as SQLite names them
+ * (duplicates kept: `SELECT 1 AS x, 2 AS x` stays `x`, `x`, where a
+ * subquery, `SELECT * FROM (sql) LIMIT 0`, would give `x`, `x:1`), and its
+ * parameters, numbered as before: `LIMIT 0` appended, or, when it has a
+ * LIMIT clause, its row count made `0 AND (count)` (0, whatever the count
+ * is bound to). A statement that starts with `VALUES`, which takes no LIMIT,
+ * is read as a subquery: its columns, `column1`, `column2`..., are unique.
+ *
+ * @example
+ * ```ts
+ * import { withoutRows } from "./_sql_shape.ts";
+ * if (withoutRows("SELECT 1 AS x, 2 AS x; -- two") !== "SELECT 1 AS x, 2 AS x\nLIMIT 0") {
+ *   throw new Error("appended");
+ * }
+ * if (withoutRows("SELECT x FROM t LIMIT ? OFFSET ?") !== "SELECT x FROM t LIMIT 0 AND (?) OFFSET ?") {
+ *   throw new Error("rewritten");
+ * }
+ * ```
+ */
+export function withoutRows(sql: string): string {
+  const [tokens] = splitStatements(sql);
+  if (tokens === undefined) return sql;
+  const end = tokens[tokens.length - 1].end;
+  if (isWord(tokens[0], "values")) return `SELECT * FROM (${sql.slice(0, end)}\n) LIMIT 0`;
+  // The statement's own LIMIT: the last at depth 0 (those of subqueries and CTEs are in parentheses).
+  let depth = 0;
+  let limit = -1;
+  for (let i = 0; i < tokens.length; i++) {
+    depth += nesting(tokens[i]);
+    if (depth === 0 && isWord(tokens[i], "limit")) limit = i;
+  }
+  if (limit === -1) return `${sql.slice(0, end)}\nLIMIT 0`;
+  // LIMIT count [OFFSET skip] | LIMIT skip, count
+  let from = limit + 1;
+  let to = tokens.length;
+  depth = 0;
+  for (let i = limit + 1; i < tokens.length; i++) {
+    const t = tokens[i];
+    depth += nesting(t);
+    if (depth !== 0) continue;
+    if (isWord(t, "offset")) {
+      to = i;
+      break;
+    }
+    if (t.kind === "punct" && t.text === ",") {
+      from = i + 1;
+      break;
+    }
+  }
+  if (from >= to) return `${sql.slice(0, end)}\nLIMIT 0`; // malformed: SQLite says how
+  const a = tokens[from].at;
+  const b = tokens[to - 1].end;
+  return `${sql.slice(0, a)}0 AND (${sql.slice(a, b)})${sql.slice(b, end)}`;
+}
+
+/** +1 for an opening parenthesis, -1 for a closing one, else 0. */
+function nesting(t: Token): number {
+  if (t.kind !== "punct") return 0;
+  return t.text === "(" ? 1 : t.text === ")" ? -1 : 0;
+}
+
+function isWord(t: Token, word: string): boolean {
+  return t.kind === "word" && t.text === word;
 }

@@ -38,10 +38,16 @@ import { txAborted } from "../session_errors.ts";
 import { DeadlineTimer } from "../deadline_timer.ts";
 import type { SqlValue } from "../binding/binding.ts";
 import { type DqliteConn, expectResponse, type Received } from "./conn.ts";
-import { DqliteErrorCode, LeaderError } from "./errors.ts";
+import { DqliteErrorCode, failureError, LeaderError } from "./errors.ts";
 import { DqliteStatement } from "./statement.ts";
 import { controlsOnly, positionalArgs, type TxEffect, txEffect, writesRows } from "./_sql_scan.ts";
-import { encodeExecSql, encodeInterrupt, encodeOpen, encodeQuerySql } from "./wire.ts";
+import {
+  encodeExecSql,
+  encodeInterrupt,
+  encodeOpen,
+  encodeQuerySql,
+  type FailureResponse,
+} from "./wire.ts";
 
 /**
  * Message of the `SQLITE_INTERRUPT` of a request interrupted (deadline,
@@ -620,14 +626,20 @@ export class DqliteDatabase {
           const stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
           await this.#stop(conn, next, stop, stopped);
         }
+        const response = received!.response;
+        if (response.type === "failure") throw failedAfter(columns, rows, response, conn.address);
         const r = expectResponse(received!, "rows", conn.address);
         columns = r.columns;
-        for (const row of r.rows) rows.push(row);
-        bytes += received!.bytes;
-        if (!r.more) {
-          if (r.error !== undefined) throw r.error;
-          return { columns, rows };
+        if (r.error !== undefined) {
+          // The rows before the one not decoded exactly are the query's rows before its error.
+          for (let i = 0; i < r.errorAt!; i++) rows.push(r.rows[i]);
+          rowsBeforeError.set(r.error, { columns, rows });
+          if (!r.more) throw r.error;
+        } else {
+          for (const row of r.rows) rows.push(row);
         }
+        bytes += received!.bytes;
+        if (!r.more) return { columns, rows };
         let stop: SqliteError | null = null;
         if (r.error !== undefined) {
           stop = r.error;
@@ -727,6 +739,50 @@ export class DqliteDatabase {
     this.close();
     return Promise.resolve();
   }
+}
+
+/** The rows a query returned before the error it failed with: see {@link rowsBefore}. */
+const rowsBeforeError = new WeakMap<Error, QueryResult>();
+
+/**
+ * The rows a {@link DqliteDatabase.query} (or a prepared statement's query)
+ * returned before it failed with `err`, in order, and its columns: those
+ * the node sent before SQLite's error (`integer overflow` in row 3: rows 1
+ * and 2), or before the first row holding a value that cannot be decoded
+ * exactly (`INVALID_UTF8`, the error then). Undefined for any other error (a
+ * stop, a leadership error, one before the statement ran).
+ *
+ * @example
+ * ```ts
+ * import { rowsBefore } from "./database.ts";
+ * if (rowsBefore(new Error("other")) !== undefined) throw new Error("no rows expected");
+ * ```
+ */
+export function rowsBefore(err: unknown): QueryResult | undefined {
+  return err instanceof Error ? rowsBeforeError.get(err) : undefined;
+}
+
+/**
+ * The error of a query's FAILURE (`response`) that came after the rows
+ * `rows` (of earlier messages), with those and the failure's own partial
+ * rows recorded for {@link rowsBefore}; a leadership error as it is.
+ */
+function failedAfter(
+  columns: string[],
+  rows: SqlValue[][],
+  response: FailureResponse,
+  address: string,
+): SqliteError {
+  const failure = failureError(response.code, response.message, address);
+  if (failure instanceof LeaderError) return failure;
+  const partial = response.partial;
+  if (partial !== undefined) {
+    columns = partial.columns;
+    for (const row of partial.rows) rows.push(row);
+  }
+  const err = partial?.error ?? failure;
+  rowsBeforeError.set(err, { columns, rows });
+  return err;
 }
 
 /**

@@ -35,6 +35,7 @@ import {
   DRAIN_INTERRUPTED,
   type ExecResult,
   type Params,
+  rowsBefore,
 } from "./database.ts";
 import { LeaderError } from "./errors.ts";
 import { txEffect } from "./_sql_scan.ts";
@@ -47,6 +48,7 @@ import {
   splitStatements,
   statementTexts,
   verbOf,
+  withoutRows,
 } from "./_sql_shape.ts";
 import type { DqliteEngine } from "./engine.ts";
 
@@ -66,6 +68,8 @@ interface BufferedCursor {
   inTx: boolean;
   /** Set when its transaction ended: the next `next` fails with it. */
   ended: SqliteError | null;
+  /** The error its statement failed with after `rows`: the `next` after them fails with it. */
+  failed: unknown;
 }
 
 /**
@@ -78,7 +82,10 @@ interface BufferedCursor {
  * connection makes the leader roll the transaction back).
  *
  * Cursors are emulated: the statement runs to its end at `iterate()` and its
- * rows, bounded by `maxResultBytes`, are handed out in chunks. A cursor
+ * rows, bounded by `maxResultBytes`, are handed out in chunks. A read that
+ * fails part way opens a cursor over the rows before its error, which the
+ * `next` after them fails with, as the single-file engine's streaming
+ * cursor does (no rows: the open fails). A cursor
  * opened inside a transaction ends with it (COMMIT, ROLLBACK, lost with the
  * leader, ended by the server): its next `next` fails with `CURSOR_CLOSED`,
  * as on the single-file engine, rather than hand out rows of a transaction
@@ -248,7 +255,13 @@ export class DqliteEngineSession {
         ),
       );
     }
-    for (const [sql] of items) checkClusterSql(sql, this.#engine.config);
+    items.forEach(([sql], i) => {
+      try {
+        checkClusterSql(sql, this.#engine.config);
+      } catch (err) {
+        throw batchError(err, i, items.length); // (nothing ran: the check precedes the batch)
+      }
+    });
     return this.#request(null, [], timeout, async (db) => {
       const nested = db.inTransaction;
       await db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN");
@@ -299,8 +312,11 @@ export class DqliteEngineSession {
    * Prepares a statement on the leader (checking it compiles) and returns
    * `[handle, columns]`. The handle names the SQL text; each run prepares it
    * on the connection it borrows. Columns are known for SELECT, VALUES and
-   * WITH ... SELECT (read from the statement as a subquery, `LIMIT 0`), else
-   * empty.
+   * WITH ... SELECT, else empty: read by running the statement made to
+   * return no rows (see `withoutRows`; a read: nothing of it can write),
+   * which keeps SQLite's names, duplicates included; failing that, from the
+   * statement as a subquery, `LIMIT 0` (SQLite renames duplicates there:
+   * `x`, `x:1`).
    */
   prepare(sql: string): Promise<PreparePayload> {
     requireOneStatement(sql);
@@ -312,11 +328,14 @@ export class DqliteEngineSession {
         if (verbOf(sql) === "read" && head !== "pragma" && head !== "explain") {
           const inner = sql.replace(/(\s|;|--[^\n]*$)+$/, "");
           const nulls = new Array(stmt.paramCount).fill(null);
-          try {
-            columns = (await db.query(`SELECT * FROM (${inner}\n) LIMIT 0`, nulls)).columns;
-          } catch (err) {
-            if (err instanceof LeaderError) throw err;
-            // Not usable as a subquery: columns stay unknown until it runs.
+          for (const probe of [withoutRows(sql), `SELECT * FROM (${inner}\n) LIMIT 0`]) {
+            try {
+              columns = (await db.query(probe, nulls)).columns;
+              break;
+            } catch (err) {
+              if (err instanceof LeaderError) throw err;
+              // Not usable so: the next probe, else columns stay unknown until it runs.
+            }
           }
         }
       } finally {
@@ -333,7 +352,13 @@ export class DqliteEngineSession {
     return null;
   }
 
-  /** Runs a statement to its end and opens a cursor over its buffered rows: `[cursorId, columns]`. */
+  /**
+   * Runs a statement to its end and opens a cursor over its buffered rows:
+   * `[cursorId, columns]`. A read (nothing it runs may write) that fails
+   * after returning rows opens one over those, holding the error for the
+   * `next` after them, unless the failure ended (or lost) the transaction
+   * it ran in: that fails at once, as a write that fails does.
+   */
   openCursor(sql: string | number, params: unknown, timeout?: number): Promise<[number, string[]]> {
     const max = this.#engine.config.maxCursors;
     if (this.#cursors.size >= max) {
@@ -346,11 +371,25 @@ export class DqliteEngineSession {
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
     return this.#request(text, [0, []], timeout, async (db): Promise<[number, string[]]> => {
-      const o = await this.#statement(db, text, args);
+      const inTxBefore = db.inTransaction;
+      let columns: string[];
+      let rows: SqlValue[][];
+      let failed: unknown = null;
+      try {
+        ({ columns, rows } = await this.#statement(db, text, args));
+      } catch (err) {
+        const before = rowsBefore(err);
+        const keeps = db.inTransaction === inTxBefore && !db.transactionLost;
+        if (before === undefined || before.rows.length === 0 || !keeps || mayWrite(text)) {
+          throw err;
+        }
+        ({ columns, rows } = before);
+        failed = err;
+      }
       const id = this.#nextCursor++;
       const inTx = db.inTransaction;
-      this.#cursors.set(id, { columns: o.columns, rows: o.rows, at: 0, inTx, ended: null });
-      return [id, o.columns];
+      this.#cursors.set(id, { columns, rows, at: 0, inTx, ended: null, failed });
+      return [id, columns];
     });
   }
 
@@ -361,9 +400,13 @@ export class DqliteEngineSession {
       this.#cursors.delete(id);
       throw c.ended;
     }
+    if (c.failed !== null && c.at >= c.rows.length) {
+      this.#cursors.delete(id);
+      throw c.failed;
+    }
     const rows = c.rows.slice(c.at, c.at + CHUNK_ROWS);
     c.at += rows.length;
-    const done = c.at >= c.rows.length;
+    const done = c.at >= c.rows.length && c.failed === null;
     if (done) this.#cursors.delete(id);
     return [rows, done];
   }

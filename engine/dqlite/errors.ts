@@ -41,6 +41,17 @@ export const DqliteErrorCode = {
   Protocol: "DQLITE_PROTOCOL",
 } as const;
 
+/**
+ * The error for SQL text containing a NUL character (dqlite would cut it
+ * there): `BAD_REQUEST`, with the single-file engines' message.
+ */
+export function nulInSql(): SqliteError {
+  return new SqliteError(
+    ErrorCode.BadRequest,
+    "Cannot prepare statement: SQL text contains a NUL character",
+  );
+}
+
 /** dqlite's extended code: `SQLITE_IOERR | (40 << 8)`, "not leader". */
 export const SQLITE_IOERR_NOT_LEADER = 10 | (40 << 8);
 /** dqlite's extended code: `SQLITE_IOERR | (41 << 8)`, "leadership lost". */

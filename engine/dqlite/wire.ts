@@ -19,8 +19,9 @@
  * the buffer the row set was being encoded in, so its body is that partial
  * row set (column count, column names, any rows already encoded, no end
  * marker) followed by the code and the message. {@link decodeResponse} reads
- * both forms; what it cannot read exactly, trailing bytes included, is a
- * `DQLITE_PROTOCOL` error.
+ * both forms, and returns the rows of the second as the failure's `partial`
+ * (the rows the statement returned before it failed); what it cannot read
+ * exactly, trailing bytes included, is a `DQLITE_PROTOCOL` error.
  *
  * Value mapping (what {@link decodeResponse} returns for a row value):
  * INTEGER → `number` within ±(2^53 − 1), else `bigint`; FLOAT → `number`;
@@ -40,7 +41,7 @@
 import { ProtocolError, SqliteError } from "../../protocol/errors.ts";
 import { invalidReason, paramLabel } from "../../protocol/values.ts";
 import type { SqlValue } from "../binding/binding.ts";
-import { DqliteErrorCode } from "./errors.ts";
+import { DqliteErrorCode, nulInSql } from "./errors.ts";
 
 /** The protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -122,9 +123,22 @@ export interface NodeInfo {
   role: number;
 }
 
+/**
+ * The rows a query's FAILURE carries: those the statement returned before
+ * it failed, in that message (see the module doc).
+ */
+export interface PartialRows {
+  /** Column names. */
+  columns: string[];
+  /** The rows before the failure, or before the first row holding a value not decoded exactly. */
+  rows: SqlValue[][];
+  /** Set when a row held a value that could not be decoded exactly (`INVALID_UTF8`): it comes first. */
+  error?: SqliteError;
+}
+
 /** A decoded response. */
 export type Response =
-  | { type: "failure"; code: number; message: string }
+  | { type: "failure"; code: number; message: string; partial?: PartialRows }
   | { type: "server"; id: bigint; address: string }
   | { type: "welcome"; heartbeatTimeout: number }
   | { type: "servers"; nodes: NodeInfo[] }
@@ -138,8 +152,13 @@ export type Response =
     more: boolean;
     /** Set when a value could not be decoded exactly (`INVALID_UTF8`); the caller throws it. */
     error?: SqliteError;
+    /** With `error`: the index in `rows` of the first row holding such a value. */
+    errorAt?: number;
   }
   | { type: "empty" };
+
+/** A decoded FAILURE. */
+export type FailureResponse = Extract<Response, { type: "failure" }>;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -274,11 +293,16 @@ export function encodeOpen(name: string, flags = 0, vfs = ""): Uint8Array {
   return w.message(RequestType.Open);
 }
 
-/** PREPARE: prepares the first statement of `sql` on database `db`. */
+/**
+ * PREPARE: prepares the first statement of `sql` on database `db`.
+ *
+ * @throws {SqliteError} `BAD_REQUEST` for SQL containing a NUL character,
+ *   `INVALID_PARAM` for one UTF-8 cannot carry (a lone surrogate).
+ */
 export function encodePrepare(db: number, sql: string): Uint8Array {
   const w = new Writer();
   w.u64(db);
-  w.text(sql);
+  w.text(checkSql(sql));
   return w.message(RequestType.Prepare);
 }
 
@@ -311,7 +335,8 @@ export function encodeFinalize(db: number, stmt: number): Uint8Array {
 /**
  * EXEC_SQL: runs every statement of `sql`; `params` bind to the first one.
  *
- * @throws {SqliteError} `INVALID_PARAM` for a value the protocol cannot carry exactly.
+ * @throws {SqliteError} `INVALID_PARAM` for a value the protocol cannot carry exactly,
+ *   `BAD_REQUEST` for SQL containing a NUL character.
  */
 export function encodeExecSql(db: number, sql: string, params: readonly unknown[]): Uint8Array {
   const w = new Writer();
@@ -324,7 +349,8 @@ export function encodeExecSql(db: number, sql: string, params: readonly unknown[
 /**
  * QUERY_SQL: runs the first statement of `sql` with `params`, returning rows.
  *
- * @throws {SqliteError} `INVALID_PARAM` for a value the protocol cannot carry exactly.
+ * @throws {SqliteError} `INVALID_PARAM` for a value the protocol cannot carry exactly,
+ *   `BAD_REQUEST` for SQL containing a NUL character.
  */
 export function encodeQuerySql(db: number, sql: string, params: readonly unknown[]): Uint8Array {
   const w = new Writer();
@@ -348,14 +374,12 @@ export function encodeCluster(format = 1): Uint8Array {
   return w.message(RequestType.Cluster);
 }
 
-/** Refuses SQL that dqlite would cut at a NUL character. */
+/**
+ * Refuses SQL that dqlite would cut at a NUL character (`BAD_REQUEST`, as
+ * the single-file engines refuse it), or that UTF-8 cannot carry.
+ */
 function checkSql(sql: string): string {
-  if (sql.includes("\0")) {
-    throw new SqliteError(
-      DqliteErrorCode.InvalidParam,
-      "Cannot send SQL: it contains a NUL character (dqlite would cut it there)",
-    );
-  }
+  if (sql.includes("\0")) throw nulInSql();
   if (!sql.isWellFormed()) {
     throw new SqliteError(
       DqliteErrorCode.InvalidParam,
@@ -625,7 +649,11 @@ function decodeFixed(type: number, r: Reader): Response {
  * the end exactly (message NUL-terminated, zero padding to the end) and its
  * code is at most `maxCode`, else null.
  */
-function failureAt(body: Uint8Array, at: number, maxCode = 2n ** 64n - 1n): Response | null {
+function failureAt(
+  body: Uint8Array,
+  at: number,
+  maxCode = 2n ** 64n - 1n,
+): FailureResponse | null {
   const textStart = at + WORD;
   if (textStart >= body.length) return null;
   const code = new DataView(body.buffer, body.byteOffset + at, WORD).getBigUint64(0, true);
@@ -643,7 +671,9 @@ function failureAt(body: Uint8Array, at: number, maxCode = 2n ** 64n - 1n): Resp
 /**
  * Decodes a FAILURE body: `code, message`, or, for a query that failed while
  * it ran, the partial row set dqlite had encoded, then `code, message` (see
- * the module doc). The rows are discarded: the query failed.
+ * the module doc). The rows come back as the failure's `partial`: those
+ * before the first row holding a value that cannot be decoded exactly (its
+ * error is `partial.error` then); none when a column name cannot be decoded.
  *
  * The two forms cannot be confused: a partial row set is followed by the
  * code and message, so its first column name never ends the body; and a
@@ -659,13 +689,32 @@ function decodeFailure(body: Uint8Array): Response {
   if (n === 0 || n > 32767) {
     throw protocolError(`Cannot decode failure: ${n} columns before its code`);
   }
-  for (let i = 0; i < n; i++) r.skipText();
+  const columns: string[] = [];
+  let named = true;
+  for (let i = 0; i < n; i++) {
+    try {
+      columns.push(r.text());
+    } catch (err) {
+      if (!(err instanceof SqliteError)) throw err; // (a ProtocolError is not one)
+      named = false; // (read past: the rows cannot be returned without their names)
+    }
+  }
   const headerBytes = pad(Math.ceil(n / 2));
   const types = new Uint8Array(n);
+  const rows: SqlValue[][] = [];
+  let error: SqliteError | undefined;
   while (r.remaining > 0) {
     const failure = failureAt(body, r.pos, 0xffffffffn);
-    if (failure !== null) return failure;
-    readRow(r, n, headerBytes, types);
+    if (failure !== null) {
+      if (!named) return failure;
+      const partial: PartialRows = error === undefined
+        ? { columns, rows }
+        : { columns, rows, error };
+      return { ...failure, partial };
+    }
+    const read = readRow(r, n, headerBytes, types, named ? columns : undefined);
+    error ??= read.error;
+    if (error === undefined) rows.push(read.row);
   }
   throw protocolError("Cannot decode failure: no code and message after the partial rows");
 }
@@ -682,6 +731,7 @@ function decodeRows(r: Reader): Response {
   const types = new Uint8Array(n);
   const rows: SqlValue[][] = [];
   let error: SqliteError | undefined;
+  let errorAt = 0;
   for (;;) {
     const first = r.peek();
     if (first === MARK_PART || first === MARK_DONE) {
@@ -693,10 +743,13 @@ function decodeRows(r: Reader): Response {
       const more = first === MARK_PART;
       return error === undefined
         ? { type: "rows", columns, rows, more }
-        : { type: "rows", columns, rows, more, error };
+        : { type: "rows", columns, rows, more, error, errorAt };
     }
     const { row, error: rowError } = readRow(r, n, headerBytes, types, columns);
-    error ??= rowError;
+    if (error === undefined && rowError !== undefined) {
+      error = rowError;
+      errorAt = rows.length;
+    }
     rows.push(row);
   }
 }
