@@ -33,7 +33,8 @@
  * served between its statements (see `#inTurns`).
  *
  * With node:sqlite everything runs inline; only recursive statements and
- * cursors can be stopped at their deadline (between rows).
+ * cursors can be stopped at their deadline (between rows), and a batch
+ * (between its statements).
  *
  * @module
  */
@@ -90,6 +91,7 @@ import {
   runInline,
   type RunLimits,
   type Running,
+  statementTimeout,
   type WantRows,
 } from "./run.ts";
 import type { HostedSession, SessionHost } from "./session_host.ts";
@@ -1481,7 +1483,15 @@ export class EngineSession implements HostedSession {
         { cause: e },
       );
     };
+    // One deadline for the whole batch, checked before each statement and
+    // when it ended, on either engine: node:sqlite cannot stop a statement
+    // while it runs, so it is what stops a batch of many there; one that
+    // ended past the deadline fails the batch too (nothing of it stays).
+    const late = (): void => {
+      if (performance.now() > deadlineOf(limits)) throw statementTimeout(limits);
+    };
     try {
+      late();
       const p = this.#host.writer.connection.prepare(sql);
       if (p.touchesTemp) this.#batchTemp = true;
       if (!p.readOnly) this.#batchWrote = true;
@@ -1498,6 +1508,7 @@ export class EngineSession implements HostedSession {
         : this.#onWriter(p, args, limits, wantRows);
       const ran = (o: Outcome): BatchItemPayload => {
         this.#host.writer.ranOnWriter(p);
+        late();
         const item: BatchItemPayload = [o.changes, o.lastInsertRowid, o.columns, rowArrays(o.rows)];
         // Every result must fit the reply before the batch commits: those
         // with rows were measured as they were stepped, the others here.
