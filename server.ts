@@ -412,6 +412,7 @@ class RunningServer implements Server {
       partialFrames: new ByteBudget(config.maxPartialFrameBytes),
       // Requests read and waiting for their turn: as much again, apart.
       queuedRequests: new ByteBudget(config.maxPartialFrameBytes),
+      maxRequestValues: config.maxRequestValues,
       unsentReplies: new ByteBudget(config.maxUnsentBytes),
       writeStallTimeout: config.writeStallTimeout,
       helloTimeout: config.helloTimeout,
@@ -761,6 +762,9 @@ Options:
                           recursive queries and cursors only) (default 30000)
   --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
   --max-frame-size BYTES  largest request or reply (default 67108864)
+  --max-request-values N  MessagePack values one request may hold (array items, map keys
+                          and values); one more is refused with BAD_REQUEST: split the
+                          batch (default 1048576)
   --frame-timeout MS      close a connection stalled inside a frame (default 10000)
   --hello-timeout MS      close a new connection that has not sent its hello (and token)
                           within MS (default 3000, or --frame-timeout when lower)
@@ -810,6 +814,7 @@ const SERVE_FLAGS = {
   "tx-idle-timeout": { type: "string" },
   "tx-timeout": { type: "string" },
   "max-frame-size": { type: "string" },
+  "max-request-values": { type: "string" },
   "statement-timeout": { type: "string" },
   "max-result-bytes": { type: "string" },
   "frame-timeout": { type: "string" },
@@ -873,6 +878,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     txIdleTimeout: numberArg("--tx-idle-timeout", values["tx-idle-timeout"]),
     txTimeout: numberArg("--tx-timeout", values["tx-timeout"]),
     maxFrameSize: numberArg("--max-frame-size", values["max-frame-size"]),
+    maxRequestValues: numberArg("--max-request-values", values["max-request-values"]),
     statementTimeout: numberArg("--statement-timeout", values["statement-timeout"]),
     maxResultBytes: numberArg("--max-result-bytes", values["max-result-bytes"]),
     frameTimeout: numberArg("--frame-timeout", values["frame-timeout"]),

@@ -7,7 +7,7 @@
  */
 
 import { createError, ErrorCode, type NetsqliteError } from "./errors.ts";
-import { decodeMsgpack, MsgpackWriter } from "./msgpack.ts";
+import { MsgpackDecoder, MsgpackWriter } from "./msgpack.ts";
 import { beginFrame, endFrame } from "../transport/frame_writer.ts";
 
 /** Kept small: every connection has one; it grows for large messages and shrinks back. */
@@ -69,19 +69,53 @@ export class MessageEncoder {
   }
 }
 
-/** Decodes one frame payload into a message. */
+/**
+ * Decodes one frame payload into a message. A server bounds the values one
+ * request may hold (see `MsgpackDecoder`); a client's decoder has no bound.
+ */
 export class MessageDecoder {
+  readonly #msgpack: MsgpackDecoder;
+
+  /** @param maxValues Most MessagePack values one payload may hold (default: no bound). */
+  constructor(maxValues: number = Number.POSITIVE_INFINITY) {
+    this.#msgpack = new MsgpackDecoder(maxValues);
+  }
+
+  /** The bound on values per payload. */
+  get maxValues(): number {
+    return this.#msgpack.maxValues;
+  }
+
+  /**
+   * MessagePack values in the payload last decoded (every array item, map
+   * key and value; a byte array counts as 8).
+   */
+  get values(): number {
+    return this.#msgpack.values;
+  }
+
   /**
    * @throws {SqliteError} `BAD_REQUEST` when the payload is not exactly one
    *   valid MessagePack value (see `msgpack.ts`); a receiver closes the
-   *   connection then, as the stream cannot be trusted.
+   *   connection then, as the stream cannot be trusted. But for a payload
+   *   valid as far as it was read that holds more than {@link maxValues}
+   *   values (the error's `cause` is a `TooManyValuesError`): a server
+   *   refuses that request alone, named by {@link head}.
    */
   decode(payload: Uint8Array): unknown {
     try {
-      return decodeMsgpack(payload);
+      return this.#msgpack.decode(payload);
     } catch (err) {
       throw badFrame(err);
     }
+  }
+
+  /**
+   * The first `n` items of the array `payload` holds, or `null` (see
+   * `MsgpackDecoder.head`): what a request refused for its values still says.
+   */
+  head(payload: Uint8Array, n: number): unknown[] | null {
+    return this.#msgpack.head(payload, n);
   }
 }
 

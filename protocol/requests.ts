@@ -225,12 +225,12 @@ function sqlText(v: unknown): string {
 }
 
 function sqlOrHandle(v: unknown): StatementRef {
-  if (typeof v === "string" || (typeof v === "number" && Number.isInteger(v))) return v;
+  if (typeof v === "string" || (typeof v === "number" && Number.isSafeInteger(v))) return v;
   throw badRequest(`Expected SQL text or a statement handle, got ${typeName(v)}`);
 }
 
 function handle(v: unknown): number {
-  if (typeof v === "number" && Number.isInteger(v)) return v;
+  if (typeof v === "number" && Number.isSafeInteger(v)) return v;
   throw badRequest(`Expected a statement handle, got ${typeName(v)}`);
 }
 
@@ -354,6 +354,11 @@ function subscribeOptions(v: unknown): SubscribeRequest {
 function typeName(v: unknown): string {
   if (typeof v === "bigint") {
     return v >= -MAX_SAFE && v <= MAX_SAFE ? `integer ${v}` : `integer ${v} (beyond ±(2^53 − 1))`;
+  }
+  // A float64 past 2^53 is refused as a 64-bit int of that size is: it may
+  // not be the integer the client meant.
+  if (typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v)) {
+    return `integer ${BigInt(v)} (beyond ±(2^53 − 1))`;
   }
   return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
 }

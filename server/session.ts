@@ -16,7 +16,7 @@
  */
 
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
-import { Encoded } from "../protocol/msgpack.ts";
+import { Encoded, TooManyValuesError } from "../protocol/msgpack.ts";
 import { scan } from "../protocol/sql_lexer.ts";
 import {
   AbortError,
@@ -75,8 +75,15 @@ export interface SessionServices {
    * Bound on the bytes of requests read but not yet started, on all
    * connections (`null`: none): past it a connection with requests waiting
    * stops reading until they ran (one without any always reads its next).
+   * A request counts its frame's bytes plus an estimate of what its values
+   * take decoded ({@link VALUE_BYTES}).
    */
   queuedRequests?: ByteBudget | null;
+  /**
+   * Most MessagePack values one request frame may hold (absent: no bound);
+   * a request past it is refused alone with `BAD_REQUEST`, undecoded.
+   */
+  maxRequestValues?: number;
   /**
    * Bound on the bytes of replies not yet written to sockets, on all
    * connections (`null`: none): past it a connection with replies unsent
@@ -131,6 +138,15 @@ export const HIGH_WATER = 4 * 1024 * 1024;
  * peer cannot make the server hold more than this for it.
  */
 export const MAX_HELLO_FRAME = 4 * 1024;
+/**
+ * What a request waiting in the queue is taken to hold, beyond its frame's
+ * bytes, per MessagePack value as the decoder counts them (measured decoded:
+ * an empty map 64 bytes, a one-item array 64 with its item, a byte array,
+ * counted as 8 values, 210-380), so that `queuedRequests` bounds the memory
+ * requests take decoded, not their size on the wire (1 MiB of empty maps is
+ * 64 MiB).
+ */
+const VALUE_BYTES = 64;
 /** Idled-out cursor ids remembered per connection, to say why their `next` fails. */
 const IDLED_REMEMBERED = 256;
 /**
@@ -175,8 +191,8 @@ export class Session implements SessionProbe {
   readonly #conn: Deno.Conn;
   readonly #channel: FrameChannel;
   readonly #encoder: MessageEncoder;
-  /** Decoding is synchronous, so every session shares one decoder. */
-  static readonly #decoder = new MessageDecoder();
+  /** Counts the values of each request, refusing those past `maxRequestValues`. */
+  readonly #decoder: MessageDecoder;
   readonly #engine: SessionLike;
   readonly #hello: HelloReply;
   readonly #gate: TokenGate | null;
@@ -187,10 +203,13 @@ export class Session implements SessionProbe {
   /** This connection's share of `#unsentReplies.used`, as last counted. */
   #unsentCounted = 0;
   #queue: Request[] = [];
-  /** Frame sizes of `#queue`'s requests, index for index. */
+  /**
+   * Sizes of `#queue`'s requests, index for index: frame bytes plus their
+   * values' estimated decoded size ({@link VALUE_BYTES}).
+   */
   #sizes: number[] = [];
   #head = 0;
-  /** Bytes of the requests in `#queue` from `#head` on (counted in `queuedRequests` too). */
+  /** Sizes of the requests in `#queue` from `#head` on (counted in `queuedRequests` too). */
   #queuedBytes = 0;
   #handshaken = false;
   /** Set by a hello with `admin: true`: only {@link ADMIN_OPS} run. */
@@ -268,6 +287,8 @@ export class Session implements SessionProbe {
   #voids: Map<Request, Request[]> | null = null;
   /** Such requests that no queued request follows yet: the next one to arrive takes them. */
   #voidsAtEnd: Request[] | null = null;
+  /** Queued stand-ins for requests refused unread (too many values), with their error. */
+  #refused: WeakMap<Request, SqliteError> | null = null;
 
   /**
    * @param conn The accepted connection.
@@ -326,6 +347,7 @@ export class Session implements SessionProbe {
     // frames of up to --max-frame-size without being let in.
     this.#maxFrameSize = max;
     this.#queuedRequests = services.queuedRequests ?? null;
+    this.#decoder = new MessageDecoder(services.maxRequestValues);
     this.#unsentReplies = services.unsentReplies ?? null;
     this.#channel = new FrameChannel(conn, Math.min(max, MAX_HELLO_FRAME), outbox, {
       onFrame: (payload) => this.#onFrame(payload),
@@ -672,7 +694,23 @@ export class Session implements SessionProbe {
 
   #onFrame(payload: Uint8Array): void {
     if (this.#stats !== null) this.#stats.bytesIn += payload.length + 4;
-    const msg = asEnvelope(Session.#decoder.decode(payload));
+    const decoder = this.#decoder;
+    let msg: Envelope | null;
+    let size: number;
+    let refusal: SqliteError | null = null;
+    try {
+      msg = asEnvelope(decoder.decode(payload));
+      size = payload.length + VALUE_BYTES * decoder.values;
+    } catch (err) {
+      if (!this.#handshaken || !((err as Error).cause instanceof TooManyValuesError)) throw err;
+      // Well-formed as far as it was read, and read whole: only this request
+      // is refused, in its turn, by a stand-in holding its op and id (and no
+      // arguments, so that a cancel judges it as running nothing).
+      msg = asEnvelope(decoder.head(payload, 2));
+      msg?.push(null);
+      size = 4 * VALUE_BYTES;
+      refusal = tooManyValues(decoder.maxValues);
+    }
     if (msg === null) {
       throw new SqliteError(
         ErrorCode.BadRequest,
@@ -681,16 +719,18 @@ export class Session implements SessionProbe {
       );
     }
     if (!this.#handshaken) return this.#onHello(msg);
-    // Cancellation acts at receipt, ahead of the queue it is about.
+    // Cancellation acts at receipt, ahead of the queue it is about (a
+    // refused one, without its target, is dropped as any malformed cancel).
     if (msg[0] === Op.Cancel) return this.#cancel(msg);
+    if (refusal !== null) (this.#refused ??= new WeakMap()).set(msg, refusal);
     if (this.#voidsAtEnd !== null) {
       (this.#voids ??= new Map()).set(msg, this.#voidsAtEnd);
       this.#voidsAtEnd = null;
     }
     this.#queue.push(msg);
-    this.#sizes.push(payload.length);
-    this.#queuedBytes += payload.length;
-    if (this.#queuedRequests !== null) this.#queuedRequests.used += payload.length;
+    this.#sizes.push(size);
+    this.#queuedBytes += size;
+    if (this.#queuedRequests !== null) this.#queuedRequests.used += size;
     if (this.#queueFull()) this.#channel.pauseReading();
   }
 
@@ -1266,6 +1306,8 @@ export class Session implements SessionProbe {
     const s = this.#engine;
     if (this.#voids !== null) this.#voided(msg);
     if (this.#admin && !ADMIN_OPS.has(msg[0] as OpCode)) throw adminOnly(msg[0]);
+    const refusal = this.#refused?.get(msg);
+    if (refusal !== undefined) throw refusal;
     const req: DecodedRequest = decodeRequest(msg);
     switch (req.op) {
       case Op.Query:
@@ -1503,6 +1545,16 @@ function describeSlow(req: Request, payload: unknown, ms: number, prepared?: str
     sql = sqlForLog(arg.map((i) => (Array.isArray(i) ? String(i[0]) : "")).join("; "));
   } else sql = `(op ${String(op)})`;
   return `${ms.toFixed(1)} ms${rows === "" ? "" : `, ${rows}`}: ${sql}`;
+}
+
+/** The error of a request refused for holding more than `limit` values. */
+function tooManyValues(limit: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.BadRequest,
+    `Cannot run request: it holds more than ${limit} values (each array item, map key and map ` +
+      "value counts, a byte array 8; the server's --max-request-values): split it, a batch into " +
+      "several smaller batches",
+  );
 }
 
 /** SQL that may end a transaction (conservative: any mention of COMMIT, END or RELEASE). */

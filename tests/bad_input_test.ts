@@ -435,6 +435,13 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
       "BAD_REQUEST",
       /got integer 9223372036854775807 \(beyond ±\(2\^53 − 1\)\)/,
     ],
+    [
+      // A float64 past 2^53 (as a JavaScript number encodes) is refused as a uint64 is.
+      "query handle as float64 2^60",
+      [Op.Query, 0, 2 ** 60],
+      "BAD_REQUEST",
+      /got integer 1152921504606846976 \(beyond ±\(2\^53 − 1\)\)/,
+    ],
     ["query sql as unknown handle", [Op.Query, 0, 12345, null], "UNKNOWN_STATEMENT", /12345/],
     ["run params as string", [Op.Run, 0, insert, "abc"], "BAD_REQUEST", /got string/],
     ["run params as number", [Op.Run, 0, insert, 7], "BAD_REQUEST", /got number/],
@@ -498,6 +505,18 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
     ],
     ["finalize handle as string", [Op.Finalize, 0, "1"], "BAD_REQUEST", /statement handle/],
     ["finalize unknown handle", [Op.Finalize, 0, 99], "UNKNOWN_STATEMENT", /99/],
+    [
+      "finalize handle as float64 2^53",
+      [Op.Finalize, 0, 2 ** 53],
+      "BAD_REQUEST",
+      /Expected a statement handle, got integer 9007199254740992 \(beyond/,
+    ],
+    [
+      "next cursor as float64 2^60",
+      [Op.Next, 0, 2 ** 60],
+      "BAD_REQUEST",
+      /Expected a statement handle, got integer 1152921504606846976 \(beyond/,
+    ],
     [
       "checkpoint mode as bigint",
       [Op.Checkpoint, 0, 2n ** 53n + 1n],
