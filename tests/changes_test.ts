@@ -498,7 +498,8 @@ Deno.test({
     "change feed: writes woken when a transaction's lease ends during its batch all reach the feed",
   ignore: Deno.env.get("NETSQLITE_ENGINE") === "node",
   async fn() {
-    await using srv = await startServer({ txTimeout: 300 });
+    // (300,000 items are 1.2 M MessagePack values: past the default maxRequestValues.)
+    await using srv = await startServer({ txTimeout: 300, maxRequestValues: 2_000_000 });
     await using a = await connect({ ...srv.connectOptions, max: 1 });
     await a.exec(
       "CREATE TABLE t (id INTEGER PRIMARY KEY, v); CREATE TABLE u (id INTEGER PRIMARY KEY, v)",
@@ -512,10 +513,10 @@ Deno.test({
     const bs = await Promise.all(
       Array.from({ length: 4 }, () => connect({ ...srv.connectOptions, max: 1 })),
     );
+    let stop = false;
     try {
       for (const b of bs) await b.run("INSERT INTO u (v) VALUES (0)");
       await a.exec("BEGIN");
-      let stop = false;
       const writers = bs.map(async (b) => {
         while (!stop) await b.run("INSERT INTO u (v) VALUES (1)").catch(() => {});
       });
@@ -542,6 +543,7 @@ Deno.test({
       );
       assert.deepEqual(await s.values("SELECT count(*) FROM t"), [[0]]);
     } finally {
+      stop = true; // (the writers' loops end, also when an assertion failed)
       await feed.close();
       await reading;
       for (const b of bs) await b.close();
