@@ -545,7 +545,7 @@ export class PooledConnection {
       if (ending !== "ROLLBACK" || op !== Op.Prepare) this.#commitRefused = false;
       if (ending === "ROLLBACK" && op !== Op.Prepare) {
         this.#endingHandles.clear();
-        return (op === Op.Run ? [0, 0] : null) as Replies[O];
+        return rolledBack(op);
       }
       if (ending !== "ROLLBACK") {
         ending = null;
@@ -558,7 +558,7 @@ export class PooledConnection {
       if (op !== Op.Prepare || ending === null) {
         if (ending === "ROLLBACK") {
           this.#endLostTransaction();
-          return (op === Op.Run ? [0, 0] : null) as Replies[O];
+          return rolledBack(op);
         }
         if (ending === "COMMIT") {
           // Handles of ROLLBACK prepared meanwhile stay: one run right after is a no-op too.
@@ -590,14 +590,18 @@ export class PooledConnection {
     return reply;
   }
 
-  /** How the call ends a transaction: by its SQL, or by the handle of one prepared to. */
+  /**
+   * How the call ends a transaction: by its SQL ({@link ENDS_BY_SQL}), or by
+   * the handle of one prepared to ({@link ENDS_BY_HANDLE}), whichever
+   * request carries it (`run`, `exec`, `query`, `get`, `values`,
+   * `iterate`, a prepared statement's `run`, `all`, `get`, `values` or
+   * `iterate`).
+   */
   #endingOf<O extends ReplyOp>(op: O, args: Requests[O]): TxEnd | null {
     const ref = args[0];
-    return typeof ref === "string"
-      ? (op === Op.Exec || op === Op.Run || op === Op.Prepare ? txEndOf(ref) : null)
-      : typeof ref === "number" && op === Op.Run
-      ? this.#endingHandles.get(`${this.#generation}:${ref}`) ?? null
-      : null;
+    if (typeof ref === "string") return ENDS_BY_SQL.has(op) ? txEndOf(ref) : null;
+    if (typeof ref !== "number" || !ENDS_BY_HANDLE.has(op)) return null;
+    return this.#endingHandles.get(`${this.#generation}:${ref}`) ?? null;
   }
 
   #endLostTransaction(): void {
@@ -616,6 +620,39 @@ const RUNS_SQL: ReadonlySet<number> = new Set([
   Op.Prepare,
   Op.Iterate,
 ]);
+
+/** Requests whose SQL text may end a transaction (a `ROLLBACK` or `COMMIT` prepares as one). */
+const ENDS_BY_SQL: ReadonlySet<number> = new Set([
+  Op.Exec,
+  Op.Run,
+  Op.Query,
+  Op.Iterate,
+  Op.Prepare,
+]);
+
+/** Requests that run a prepared handle, which may end a transaction. */
+const ENDS_BY_HANDLE: ReadonlySet<number> = new Set([Op.Run, Op.Query, Op.Iterate]);
+
+/**
+ * The cursor id of an `iterate` answered without a cursor: no rows, nothing
+ * to ask for or close (the server numbers its cursors from 1).
+ */
+export const NO_CURSOR = 0;
+
+/**
+ * The reply to a `ROLLBACK` the connection answers itself, as the server
+ * answers one that ends a transaction it rolled back: nothing ran, no rows.
+ */
+function rolledBack<O extends ReplyOp>(op: O): Replies[O] {
+  const reply = op === Op.Run
+    ? [0, 0]
+    : op === Op.Query
+    ? [[], []]
+    : op === Op.Iterate
+    ? [NO_CURSOR, []]
+    : null;
+  return reply as Replies[O];
+}
 
 /** How a statement ends a transaction (`END` is `COMMIT`). */
 type TxEnd = "ROLLBACK" | "COMMIT";

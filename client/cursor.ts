@@ -7,7 +7,7 @@
 import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { type CallOptions, Op, type Replies, type StatementRef } from "../protocol/messages.ts";
 import { type BindParams, wireOptions, wireParams } from "./_calls.ts";
-import type { CursorHold, PooledConnection } from "./connection.ts";
+import { type CursorHold, NO_CURSOR, type PooledConnection } from "./connection.ts";
 import { toObject } from "./rows.ts";
 
 /** Options of `iterate()`. */
@@ -92,6 +92,8 @@ async function* openCursor(
       writes,
     );
     onColumns?.(columns);
+    // (A ROLLBACK answered without a cursor: it returns no rows.)
+    if (id === NO_CURSOR) return;
     const at = conn.generation; // the cursor lives on the link that answered
     // The transaction the cursor was opened in (the request that opened it), or 0.
     const tx = conn.inTransaction ? conn.txOpenedBy : 0;

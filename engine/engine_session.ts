@@ -113,6 +113,14 @@ export type Reply<T> = T | Promise<T> | typeof BLOCKED;
 
 const NO_ARGS: BindArgs = [];
 
+/**
+ * The outcome of a ROLLBACK that ended a transaction the engine had ended
+ * (see `#endsEndedTx`): nothing ran, no rows.
+ */
+function endedNoOp(): Outcome {
+  return { columns: [], rows: [], changes: 0, lastInsertRowid: 0 };
+}
+
 /** The error of a batch whose COMMIT failed: nothing of it was applied. */
 function batchCommitFailed(err: unknown): unknown {
   if (!(err instanceof SqliteError)) return err;
@@ -512,11 +520,9 @@ export class EngineSession implements HostedSession {
 
   /** Runs one statement and returns `[changes, lastInsertRowid]`. */
   run(sql: string | number, params: unknown, timeout?: number): Reply<RunPayload> {
-    const text = this.#sqlOf(sql);
-    if (this.#endsEndedTx(text)) return [0, 0];
     const limits = this.#limits(timeout);
     return this.#settled(
-      this.#statement(text, params, limits, false, (o) => [o.changes, o.lastInsertRowid]),
+      this.#statement(sql, params, limits, false, (o) => [o.changes, o.lastInsertRowid]),
     );
   }
 
@@ -540,8 +546,10 @@ export class EngineSession implements HostedSession {
     wantRows: WantRows,
     shape: (o: Outcome) => T,
   ): Reply<T> {
-    const args = bindArgs(params);
     const text = this.#sqlOf(sql);
+    // (run and query alike, by SQL text or by handle; openCursor asks before.)
+    if (this.#endsEndedTx(text)) return shape(endedNoOp());
+    const args = bindArgs(params);
     const p = this.#route(text, true);
     if (p === BLOCKED) return BLOCKED;
     const host = this.#host;
@@ -1105,10 +1113,11 @@ export class EngineSession implements HostedSession {
         `Too many open cursors: ${host.config.maxCursors} per connection; close one first`,
       );
     }
-    const args = bindArgs(params);
     const text = this.#sqlOf(sql);
-    this.#failIfAborted();
     const ms = timeout ?? host.config.statementTimeout;
+    // The ROLLBACK ending a transaction the engine ended: a cursor with no rows.
+    if (this.#endsEndedTx(text)) return this.#addCursor(new Cursor([], [], ms, () => {}));
+    const args = bindArgs(params);
     let cursor: Cursor | null = null;
     /** Why the rows cannot stream, when they are materialised instead. */
     let buffered = "it is a write, which runs to completion outside a transaction";
@@ -1536,7 +1545,8 @@ export class EngineSession implements HostedSession {
     if (this.#awaitingCommit) return BLOCKED;
     if (this.#aborted !== null || this.#endedAtCommit) {
       // After the engine ended the transaction, a ROLLBACK or COMMIT prepares
-      // without routing: running its handle ends that state as run() does.
+      // without routing: running its handle (run, query, iterate) ends that
+      // state as its SQL text does (#endsEndedTx).
       const txOp = this.#txOpOf(sql);
       if (txOp === "ROLLBACK" || txOp === "COMMIT") return [this.#handles.add(sql), []];
     }
@@ -1752,6 +1762,9 @@ export class EngineSession implements HostedSession {
    * ends it too: a ROLLBACK succeeds (returns true: nothing more to run);
    * COMMIT fails but also ends the aborted state, and a ROLLBACK right
    * after it succeeds too. Returns false when `sql` is to run as usual.
+   * Every request that runs SQL asks here first, whichever carries the
+   * ROLLBACK (`exec`, `run`, `query`, `iterate`, by text or by a handle
+   * from {@link prepare}), so that each ends the state alike.
    */
   #endsEndedTx(sql: string): boolean {
     if (this.#aborted === null && !this.#endedAtCommit) return false;

@@ -1,12 +1,14 @@
 /**
- * A transaction the server ended (idle lease, or a connection lost inside
- * it) is ended by the client with `ROLLBACK`, whichever way it sends it:
- * `run("ROLLBACK")`, `exec("ROLLBACK")`, or `prepare("ROLLBACK").run()` as
- * better-sqlite3 users write it and as the shell runs every statement.
+ * A transaction the server ended (idle lease, SQLite rolling it back, or a
+ * connection lost inside it) is ended by the client with `ROLLBACK`,
+ * whichever way it sends it: `run("ROLLBACK")`, `exec("ROLLBACK")`,
+ * `query`, `get`, `values` or `iterate`, or a prepared `ROLLBACK` run with
+ * `run()` (as better-sqlite3 users write it and as the shell runs every
+ * statement), `all()`, `get()`, `values()` or `iterate()`.
  */
 
 import assert from "node:assert/strict";
-import { type Client, connect, ConnectionError, serve } from "../mod.ts";
+import { type Client, connect, ConnectionError, serve, type Statement } from "../mod.ts";
 import type { Server } from "../server.ts";
 import { Shell, type ShellIO } from "../cli/shell.ts";
 import { delay, tempDir } from "./_helpers.ts";
@@ -29,11 +31,18 @@ function capture(): ShellIO & { text: string } {
   return io;
 }
 
+/**
+ * A client whose transaction the server ended; `again()` begins another
+ * and has it ended the same way (a transaction ended by then).
+ */
+interface Ended {
+  server: Server;
+  db: Client;
+  again(): Promise<void>;
+}
+
 /** A client of a server that ended its transaction after 100 ms idle. */
-async function leaseExpired(
-  dir: string,
-  engine: "ffi" | "node",
-): Promise<{ server: Server; db: Client }> {
+async function leaseExpired(dir: string, engine: "ffi" | "node"): Promise<Ended> {
   const server = await serve({
     database: `${dir}/l.db`,
     path: `${dir}/l.sock`,
@@ -42,36 +51,89 @@ async function leaseExpired(
   });
   const db = await connect({ path: `${dir}/l.sock`, max: 1 });
   await db.exec("CREATE TABLE t (x)");
-  await db.exec("BEGIN");
-  await db.run("INSERT INTO t VALUES ('in the transaction')");
-  await delay(300);
-  await assert.rejects(db.run("INSERT INTO t VALUES ('after')"), { code: "TX_TIMEOUT" });
-  return { server, db };
+  const again = async () => {
+    await db.exec("BEGIN");
+    await db.run("INSERT INTO t VALUES ('in the transaction')");
+    await delay(300);
+    await assert.rejects(db.run("INSERT INTO t VALUES ('after')"), { code: "TX_TIMEOUT" });
+  };
+  await again();
+  return { server, db, again };
+}
+
+/** A client whose transaction SQLite rolled back (`INSERT OR ROLLBACK`). */
+async function rolledBack(dir: string, engine: "ffi" | "node"): Promise<Ended> {
+  const server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock`, engine });
+  const db = await connect({ path: `${dir}/a.sock`, max: 1 });
+  await db.exec("CREATE TABLE t (x UNIQUE)");
+  const again = async () => {
+    await db.exec("BEGIN");
+    await db.run("INSERT INTO t VALUES ('in the transaction')");
+    await assert.rejects(db.run("INSERT OR ROLLBACK INTO t VALUES ('in the transaction')"), {
+      code: "SQLITE_CONSTRAINT_UNIQUE",
+    });
+    await assert.rejects(db.run("INSERT INTO t VALUES ('after')"), { code: "TX_ABORTED" });
+  };
+  await again();
+  return { server, db, again };
 }
 
 /** A client whose server was restarted while it was inside a transaction. */
-async function connectionLost(
-  dir: string,
-  engine: "ffi" | "node",
-): Promise<{ server: Server; db: Client }> {
+async function connectionLost(dir: string, engine: "ffi" | "node"): Promise<Ended> {
   const options = { database: `${dir}/r.db`, path: `${dir}/r.sock`, engine };
-  const first = await serve(options);
-  const db = await connect({ path: options.path, max: 1 });
-  await db.exec("CREATE TABLE t (x)");
-  await db.exec("BEGIN");
-  await db.run("INSERT INTO t VALUES ('in the transaction')");
-  await first.shutdown();
-  const server = await serve(options);
-  await delay(50); // the client sees its connection end
-  await assert.rejects(db.run("INSERT INTO t VALUES ('after')"), /lost inside a transaction/);
-  return { server, db };
+  const ended: Ended = {
+    server: await serve(options),
+    db: await connect({ path: options.path, max: 1 }),
+    again: async () => {
+      const db = ended.db;
+      await db.exec("BEGIN");
+      await db.run("INSERT INTO t VALUES ('in the transaction')");
+      await ended.server.shutdown();
+      ended.server = await serve(options);
+      await delay(50); // the client sees its connection end
+      await assert.rejects(db.run("INSERT INTO t VALUES ('after')"), /lost inside a transaction/);
+    },
+  };
+  await ended.db.exec("CREATE TABLE t (x)");
+  await ended.again();
+  return ended;
 }
 
-const ROUTES = [["idle lease", leaseExpired, "TX_TIMEOUT"], [
-  "lost connection",
-  connectionLost,
-  "CONNECTION_CLOSED",
-]] as const;
+const ROUTES = [
+  ["idle lease", leaseExpired, "TX_TIMEOUT"],
+  ["rolled back by SQLite", rolledBack, "TX_ABORTED"],
+  ["lost connection", connectionLost, "CONNECTION_CLOSED"],
+] as const;
+
+/** Runs `sql` prepared, with `f`, then finalizes it. */
+function prepared(
+  f: (s: Statement) => Promise<unknown>,
+): (db: Client, sql: string) => Promise<unknown> {
+  return async (db, sql) => {
+    const s = await db.prepare(sql);
+    try {
+      return await f(s);
+    } finally {
+      await s.finalize();
+    }
+  };
+}
+
+/**
+ * The ways to send a statement for its rows, and what they return for the
+ * ROLLBACK of a transaction the server ended (no rows). (`run`, `exec` and
+ * a prepared statement's `run` are tested above.)
+ */
+const FOR_ROWS: readonly [string, (db: Client, sql: string) => Promise<unknown>, unknown][] = [
+  ["query", (db, sql) => db.query(sql), []],
+  ["get", (db, sql) => db.get(sql), undefined],
+  ["values", (db, sql) => db.values(sql), []],
+  ["iterate", (db, sql) => Array.fromAsync(db.iterate(sql)), []],
+  ["prepared all", prepared((s) => s.all()), []],
+  ["prepared get", prepared((s) => s.get()), undefined],
+  ["prepared values", prepared((s) => s.values()), []],
+  ["prepared iterate", prepared((s) => Array.fromAsync(s.iterate())), []],
+];
 
 for (const engine of ENGINES) {
   for (const [route, setUp, code] of ROUTES) {
@@ -153,6 +215,48 @@ for (const engine of ENGINES) {
       } finally {
         await db.close();
         await server.shutdown();
+      }
+    });
+  }
+}
+
+for (const engine of ENGINES) {
+  for (const [route, setUp, code] of ROUTES) {
+    Deno.test(`query, get, values, iterate and a prepared statement's all, get, values and iterate of ROLLBACK end a transaction the server ended (${route}, ${engine})`, async () => {
+      await using dir = await tempDir();
+      const ended = await setUp(dir.path, engine);
+      const db = ended.db;
+      try {
+        for (const [i, [how, send, none]] of FOR_ROWS.entries()) {
+          if (i > 0) await ended.again();
+          assert.deepEqual(await send(db, "ROLLBACK"), none, how);
+          assert.equal(db.inTransaction, false, how);
+          // The state ended: the next statement runs, in autocommit.
+          await db.run("INSERT INTO t VALUES (?)", [how]);
+        }
+        assert.deepEqual(await db.values("SELECT x FROM t"), FOR_ROWS.map(([how]) => [how]));
+      } finally {
+        await db.close();
+        await ended.server.shutdown();
+      }
+    });
+
+    Deno.test(`COMMIT through query, get, values, iterate or a prepared statement's all fails, and a ROLLBACK the same way after it is a no-op (${route}, ${engine})`, async () => {
+      await using dir = await tempDir();
+      const ended = await setUp(dir.path, engine);
+      const db = ended.db;
+      try {
+        for (const [i, [how, send, none]] of FOR_ROWS.entries()) {
+          if (i > 0) await ended.again();
+          await assert.rejects(send(db, "COMMIT"), { code }, how);
+          assert.deepEqual(await send(db, "ROLLBACK"), none, how);
+          assert.equal(db.inTransaction, false, how);
+          await db.run("INSERT INTO t VALUES (?)", [how]);
+        }
+        assert.deepEqual(await db.values("SELECT x FROM t"), FOR_ROWS.map(([how]) => [how]));
+      } finally {
+        await db.close();
+        await ended.server.shutdown();
       }
     });
   }
