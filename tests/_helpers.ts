@@ -246,3 +246,14 @@ export async function serverStats(options: ConnectOptions): Promise<StatsReport>
     await link.ended;
   }
 }
+
+/** Reads `it` to its end; returns the rows read and the error that ended it, if any. */
+export async function drain<T>(it: AsyncIterable<T>): Promise<{ rows: T[]; error: unknown }> {
+  const rows: T[] = [];
+  try {
+    for await (const row of it) rows.push(row);
+  } catch (error) {
+    return { rows, error };
+  }
+  return { rows, error: null };
+}

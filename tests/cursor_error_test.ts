@@ -12,10 +12,7 @@
 import assert from "node:assert/strict";
 import { type Client, SqliteError } from "../mod.ts";
 import { Shell, type ShellIO } from "../cli/shell.ts";
-import { openAdminLink } from "../cli/admin.ts";
-import { resolveConnectOptions } from "../client/options.ts";
-import { Op } from "../protocol/messages.ts";
-import { startServer, type TestServer } from "./_helpers.ts";
+import { drain, serverStats, startServer, type TestServer } from "./_helpers.ts";
 
 /** `abs()` of the smallest integer raises `integer overflow`: row 3 fails. */
 const FAILING = "SELECT abs(x) AS x FROM t ORDER BY rowid";
@@ -26,26 +23,9 @@ async function seed(db: Client): Promise<void> {
   );
 }
 
-/** Reads `it` to its end; returns the rows read and the error that ended it, if any. */
-async function drain<T>(it: AsyncIterable<T>): Promise<{ rows: T[]; error: unknown }> {
-  const rows: T[] = [];
-  try {
-    for await (const row of it) rows.push(row);
-  } catch (error) {
-    return { rows, error };
-  }
-  return { rows, error: null };
-}
-
 /** The server's count of open cursors, over all sessions. */
 async function openCursors(srv: TestServer): Promise<number> {
-  const admin = await openAdminLink(await resolveConnectOptions(srv.connectOptions));
-  try {
-    return (await admin.request(Op.Stats, [])).cursors;
-  } finally {
-    admin.fail(new Error("done"));
-    await admin.ended;
-  }
+  return (await serverStats(srv.connectOptions)).cursors;
 }
 
 for (const where of ["outside a transaction", "inside a transaction"] as const) {

@@ -21,10 +21,7 @@ import {
 import { DatabaseSync } from "node:sqlite";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
 import { SUITE, type SuiteTarget } from "./_dqlite_suite.ts";
-import { startServer } from "./_helpers.ts";
-import { openAdminLink } from "../cli/admin.ts";
-import { resolveConnectOptions } from "../client/options.ts";
-import { Op } from "../protocol/messages.ts";
+import { drain, serverStats, startServer } from "./_helpers.ts";
 
 const ignore = DQLITE_DEMO === null;
 if (ignore) {
@@ -36,26 +33,9 @@ if (ignore) {
 
 let dbSeq = 0;
 
-/** Reads `it` to its end; returns the rows read and the error that ended it, if any. */
-async function drain<T>(it: AsyncIterable<T>): Promise<{ rows: T[]; error: unknown }> {
-  const rows: T[] = [];
-  try {
-    for await (const row of it) rows.push(row);
-  } catch (error) {
-    return { rows, error };
-  }
-  return { rows, error: null };
-}
-
 /** The count of cursors open on the server listening at `path`, over all its sessions. */
 async function openCursors(path: string): Promise<number> {
-  const admin = await openAdminLink(await resolveConnectOptions({ path }));
-  try {
-    return (await admin.request(Op.Stats, [])).cursors;
-  } finally {
-    admin.fail(new Error("done"));
-    await admin.ended;
-  }
+  return (await serverStats({ path })).cursors;
 }
 
 /** A server in cluster mode on a fresh dqlite database, listening on a temp socket. */
