@@ -41,7 +41,8 @@ export interface SubscribeOptions {
   since?: number;
   /**
    * Changes buffered, on the server and in this iterator each, before the
-   * feed ends with a `lagged` event. @default {10000}
+   * feed ends with a `lagged` event: from 1 to 100 000.
+   * @default {10000}
    */
   buffer?: number;
 }
@@ -114,6 +115,9 @@ export interface LaggedEvent {
 
 /** What a subscription yields. */
 export type ChangeEvent = TableChangeEvent | KvChangeEvent | LaggedEvent;
+
+/** Largest `buffer` of a subscription (the server's bound too). */
+const MAX_SUBSCRIBE_BUFFER = 100_000;
 
 type Waiter = { resolve: (r: IteratorResult<ChangeEvent>) => void; reject: (e: unknown) => void };
 
@@ -316,6 +320,13 @@ export async function openSubscription(
       throw new SqliteError(
         "INVALID_PARAM",
         `Invalid buffer: expected a positive integer, got ${options.buffer}`,
+      );
+    }
+    if (options.buffer > MAX_SUBSCRIBE_BUFFER) {
+      // (The server refuses it too: this iterator would queue that many.)
+      throw new SqliteError(
+        "INVALID_PARAM",
+        `Invalid buffer: expected at most ${MAX_SUBSCRIBE_BUFFER}, got ${options.buffer}`,
       );
     }
     wire.buffer = options.buffer;

@@ -144,9 +144,18 @@ export class ConnectionFeeds {
    * (they are sent from a microtask).
    *
    * @throws {SqliteError} `FEED_UNSUPPORTED` on node:sqlite, `FEED_GAP` for a
-   *   `since` no longer held.
+   *   `since` no longer held, `INVALID_PARAM` for a `buffer` over {@link MAX_FEED_BUFFER}.
    */
   subscribe(options: SubscribeRequest): SubscribePayload | Promise<SubscribePayload> {
+    if (
+      options.buffer !== undefined && options.buffer !== null && options.buffer > MAX_FEED_BUFFER
+    ) {
+      // Refused rather than lowered: the client's iterator queues `buffer` too.
+      throw new SqliteError(
+        ErrorCode.InvalidParam,
+        `Invalid buffer: expected at most ${MAX_FEED_BUFFER}, got ${options.buffer}`,
+      );
+    }
     const log = this.#log;
     if (log === null) {
       throw new SqliteError(
@@ -305,7 +314,7 @@ class Feed implements ChangeSink {
     this.#tables = o.tables ? new Set(o.tables.map((t) => t.toLowerCase())) : null;
     this.#kv = everything || o.kv === true ? true : Array.isArray(o.kv) ? new Set(o.kv) : null;
     if (everything) this.#tables = ALL;
-    this.#buffer = Math.min(o.buffer ?? DEFAULT_FEED_BUFFER, MAX_FEED_BUFFER);
+    this.#buffer = o.buffer ?? DEFAULT_FEED_BUFFER; // (at most MAX_FEED_BUFFER: see subscribe)
     this.#wake = wake;
     this.#log = log;
     this.#quota = quota;

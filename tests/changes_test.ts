@@ -15,7 +15,7 @@ import { startServer, startServerProcess, within } from "./_helpers.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { MAX_FEEDS_PER_CONNECTION } from "../server/feeds.ts";
+import { MAX_FEED_BUFFER, MAX_FEEDS_PER_CONNECTION } from "../server/feeds.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -351,6 +351,46 @@ Deno.test({
       { table: (e as { table: string }).table, op: (e as { op: string }).op },
       { table: "t", op: "insert" },
     );
+  },
+});
+
+Deno.test({
+  name: "feed: a buffer over 100 000 is refused with INVALID_PARAM by the client and by the server",
+  ignore: !ffi,
+  fn: async () => {
+    assert.equal(MAX_FEED_BUFFER, 100_000);
+    await using srv = await startServer();
+    await using db = await srv.client();
+    // The client: before anything is sent (its own queue would hold that many).
+    for (const buffer of [MAX_FEED_BUFFER + 1, 1e9]) {
+      await assert.rejects(db.subscribe({ buffer }), (err: SqliteError) => {
+        assert.equal(err.code, "INVALID_PARAM");
+        assert.equal(err.message, `Invalid buffer: expected at most 100000, got ${buffer}`);
+        return true;
+      });
+    }
+    // The server: refused, not lowered to 100 000.
+    const [link] = await openLink(await resolveConnectOptions(srv.connectOptions));
+    try {
+      await assert.rejects(
+        link.request(Op.Subscribe, [{ tables: ["t"], buffer: MAX_FEED_BUFFER + 1 }]),
+        (err: SqliteError) => {
+          assert.equal(err.code, "INVALID_PARAM");
+          assert.equal(err.message, "Invalid buffer: expected at most 100000, got 100001");
+          return true;
+        },
+      );
+      const [id] = await link.request(Op.Subscribe, [{ tables: ["t"], buffer: MAX_FEED_BUFFER }]);
+      assert.equal(typeof id, "number");
+    } finally {
+      link.fail(new Error("test done"));
+      await link.ended;
+    }
+    // The largest is accepted, and the feed works.
+    await using sub = await db.subscribe({ tables: ["t"], buffer: MAX_FEED_BUFFER });
+    await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    const [e] = await take(sub, 1);
+    assert.ok(e.type === "table" && e.op === "insert" && e.rowid === 1, JSON.stringify(e, big));
   },
 });
 
