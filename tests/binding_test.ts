@@ -752,6 +752,35 @@ Deno.test("Db.onUpdate() reports inserts, updates and deletes with rowids [ffi]"
     ]);
   }));
 
+Deno.test("Db.onRowidChange() reports rows an UPDATE moves, old and new rowid, while set [ffi]", () =>
+  withDb(ffi, (db) => {
+    if (!db.onRowidChange(null)) return; // (a libsqlite3 built without the preupdate hook)
+    db.exec("CREATE TABLE m(id INTEGER PRIMARY KEY, v); INSERT INTO m VALUES (1, 'a'), (2, 'b')");
+    db.exec("CREATE TABLE w(k PRIMARY KEY, v) WITHOUT ROWID; INSERT INTO w VALUES ('a', 1)");
+    const moves: unknown[] = [];
+    const onMove = (c: unknown) => moves.push(c);
+    assert.equal(db.onRowidChange(onMove), true);
+    db.exec(
+      `UPDATE m SET id = ${2n ** 60n} WHERE id = 1; UPDATE m SET v = 'c'; UPDATE m SET id = id;` +
+        "INSERT INTO m VALUES (3, 'd'); DELETE FROM m WHERE id = 3; UPDATE w SET k = 'b'",
+    );
+    assert.equal(db.onRowidChange(null), true);
+    db.exec("UPDATE m SET id = 5 WHERE id = 2");
+    assert.equal(db.onRowidChange(onMove), true); // (the same callback: set again)
+    db.exec("UPDATE m SET rowid = 6 WHERE id = 5");
+    db.onRowidChange(null);
+    assert.deepEqual(moves, [
+      { db: "main", table: "m", oldRowid: 1, newRowid: 2n ** 60n },
+      { db: "main", table: "m", oldRowid: 5, newRowid: 6 },
+    ]);
+  }));
+
+Deno.test("NodeSqlite reports no moved rows: it has no preupdate hook [node]", () =>
+  withDb(node, (db) => {
+    assert.equal(db.onRowidChange(() => {}), false);
+    assert.equal(db.onRowidChange(null), false);
+  }));
+
 Deno.test("NodeSqlite states what it cannot do and refuses it clearly [node]", () =>
   withDb(node, async (db) => {
     assert.deepEqual(node.capabilities, {

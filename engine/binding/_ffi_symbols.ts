@@ -161,6 +161,22 @@ export const symbols = {
     ],
     result: "pointer",
   },
+  /**
+   * Absent unless SQLite was built with `SQLITE_ENABLE_PREUPDATE_HOOK` (the
+   * Debian and Ubuntu packages are): `null` then, and `Db.onRowidChange()`
+   * answers false.
+   */
+  sqlite3_preupdate_hook: {
+    parameters: [
+      "pointer", // sqlite3 *db
+      // void (*xPreUpdate)(void *pCtx, sqlite3 *db, int op, char const *zDb,
+      //   char const *zName, sqlite3_int64 iKey1, sqlite3_int64 iKey2)
+      "function",
+      "pointer", // void *pCtx
+    ],
+    result: "pointer",
+    optional: true,
+  },
   sqlite3_exec: {
     parameters: [
       "pointer", // sqlite3 *db

@@ -112,6 +112,18 @@ export interface RowChange {
   rowid: number | bigint;
 }
 
+/** A row whose rowid an UPDATE changes, reported by {@link Db.onRowidChange}. */
+export interface RowidChange {
+  /** Schema name, `main` usually. */
+  db: string;
+  /** Table name. */
+  table: string;
+  /** The rowid the row had. */
+  oldRowid: number | bigint;
+  /** The rowid it gets. */
+  newRowid: number | bigint;
+}
+
 /** Result of {@link Db.checkpoint}. */
 export interface CheckpointResult {
   /** Frames in the WAL after the checkpoint (`pnLog`). */
@@ -199,6 +211,21 @@ export interface Db {
    * or stops with `null`. Throws without `capabilities.updateHook`.
    */
   onUpdate(callback: ((change: RowChange) => void) | null): void;
+  /**
+   * Reports each row an UPDATE (or an upsert's DO UPDATE) moves to another
+   * rowid, before it moves, or stops with `null`: the update hook reports
+   * such a row as an update of its new rowid only. Built on
+   * `sqlite3_preupdate_hook`, which only some builds of SQLite have, and
+   * which, while set, makes statements prepared meanwhile delete row by row
+   * where SQLite would empty a table at once (`DELETE FROM t`): set it only
+   * while a statement that may move rows runs. Setting the same callback
+   * again is cheap. Like the update hook, it must not be set while a
+   * statement steps in the background.
+   *
+   * @returns false (and nothing done) when the library lacks the hook (node:sqlite,
+   *   SQLite built without `SQLITE_ENABLE_PREUPDATE_HOOK`).
+   */
+  onRowidChange(callback: ((change: RowidChange) => void) | null): boolean;
   /**
    * `sqlite3_wal_checkpoint_v2()` on `main`.
    *

@@ -37,6 +37,7 @@ import type {
   Db,
   OpenOptions,
   RowChange,
+  RowidChange,
   RowSink,
   RunInfo,
   Sqlite,
@@ -172,6 +173,11 @@ class FfiDb implements Db {
   #progressOn = false;
   #authorizer: { close(): void } | null = null;
   #updateHook: { close(): void } | null = null;
+  /** The preupdate hook's callback (kept while unset: setting it again is cheap), and for whom. */
+  #rowidHook: { close(): void; pointer: Deno.PointerObject; for: (c: RowidChange) => void } | null =
+    null;
+  /** True while {@link #rowidHook} is set on the connection. */
+  #rowidHookOn = false;
   /** True while a background step runs on this connection. */
   background = false;
   /** Repeats an interrupt until the background step returns (see {@link interrupt}). */
@@ -437,6 +443,44 @@ class FfiDb implements Db {
     old?.close();
   }
 
+  onRowidChange(callback: ((change: RowidChange) => void) | null): boolean {
+    const set = this.#s.sqlite3_preupdate_hook;
+    if (set === null) return false;
+    const h = this.#handle();
+    if (callback === null) {
+      if (this.#rowidHookOn) set(h, null, null);
+      this.#rowidHookOn = false;
+      return true;
+    }
+    const old = this.#rowidHook;
+    if (old?.for !== callback) {
+      const cb = new Deno.UnsafeCallback(
+        {
+          parameters: ["pointer", "pointer", "i32", "pointer", "pointer", "i64", "i64"],
+          result: "void",
+        } as const,
+        (_ctx, _db, op, db, table, oldRowid, newRowid): void => {
+          // Called for every row changed while set: only moved rows are reported.
+          if (op !== Auth.UPDATE || oldRowid === newRowid) return;
+          callback({
+            db: cString(db),
+            table: cString(table),
+            oldRowid: exact(oldRowid),
+            newRowid: exact(newRowid),
+          });
+        },
+      );
+      this.#rowidHook = { close: () => cb.close(), pointer: cb.pointer, for: callback };
+      set(h, cb.pointer, null);
+      this.#rowidHookOn = true;
+      old?.close();
+    } else if (!this.#rowidHookOn) {
+      set(h, old.pointer, null);
+      this.#rowidHookOn = true;
+    }
+    return true;
+  }
+
   checkpoint(mode: "passive" | "full" | "restart" | "truncate"): CheckpointResult {
     const h = this.#handle();
     const log = new Int32Array(1);
@@ -539,7 +583,13 @@ class FfiDb implements Db {
     this.#progress?.close();
     this.#authorizer?.close();
     this.#updateHook?.close();
-    this.#progress = this.#authorizer = this.#updateHook = null;
+    this.#rowidHook?.close();
+    this.#progress =
+      this.#authorizer =
+      this.#updateHook =
+      this.#rowidHook =
+        null;
+    this.#rowidHookOn = false;
   }
 
   /** Forgets a finalized statement. */

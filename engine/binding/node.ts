@@ -39,6 +39,7 @@ import type {
   Db,
   OpenOptions,
   RowChange,
+  RowidChange,
   RowSink,
   RunInfo,
   Sqlite,
@@ -352,6 +353,11 @@ class NodeDb implements Db {
 
   onUpdate(_callback: ((change: RowChange) => void) | null): void {
     throw unsupported("report row changes (update hook)");
+  }
+
+  /** Always false: node:sqlite has no preupdate hook. */
+  onRowidChange(_callback: ((change: RowidChange) => void) | null): boolean {
+    return false;
   }
 
   checkpoint(mode: "passive" | "full" | "restart" | "truncate"): CheckpointResult {
