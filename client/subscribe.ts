@@ -57,9 +57,18 @@ export interface TableChangeEvent {
   commitSeq: number;
   /** Table name. */
   table: string;
-  /** What happened. */
+  /**
+   * What happened. An UPDATE that moves a row to another rowid (of its
+   * INTEGER PRIMARY KEY) is a `delete` of the old rowid, then an `update`
+   * of the new one.
+   */
   op: "insert" | "update" | "delete";
-  /** The row's rowid; `null` for `DELETE FROM t` without WHERE (every row). */
+  /**
+   * The row's rowid; `null` with `delete` for every row of the table: after
+   * `DELETE FROM t` without WHERE, and after a statement that moved rows to
+   * other rowids on a server whose SQLite lacks the preupdate hook (an
+   * `insert` of each row the table then has follows).
+   */
   rowid: number | bigint | null;
   /**
    * The row as committed (`values: true`, not for deletes); `null` if it was

@@ -46,11 +46,18 @@
  * `rowid: null` (SQLite empties the table without reporting rows); a
  * trigger's is made to delete row by row (see `Connection`).
  *
+ * A row an UPDATE moves to another rowid (setting the INTEGER PRIMARY KEY
+ * or `rowid`) is one the update hook reports as an update of its new rowid
+ * only: the preupdate hook, set while a statement that may move rows runs
+ * ({@link ChangeLog.mark}), adds a delete of the old rowid before it; a
+ * library without that hook has the table reported whole instead (a
+ * delete with `rowid: null`, then an insert of every row).
+ *
  * @module
  */
 
 import { SqliteError } from "../protocol/errors.ts";
-import type { RowChange } from "./binding/binding.ts";
+import type { RowChange, RowidChange } from "./binding/binding.ts";
 import type { Connection, Prepared } from "./connection.ts";
 
 /** One committed change. */
@@ -223,6 +230,20 @@ export class ChangeLog {
   #capturing = false;
   /** Set when capture started inside a transaction: that transaction is not reported. */
   #skipOpen = false;
+  /**
+   * True when the library reports rows moved to another rowid
+   * (`Db.onRowidChange`, SQLite's preupdate hook): each is reported as a
+   * delete of its old rowid. Otherwise a table whose rows a statement moved
+   * is reported whole (see {@link #reportWhole}).
+   */
+  #seesMoves = false;
+  /** True while the preupdate hook is set, for a statement that may move rows. */
+  #watching = false;
+  /** Notes a row moved to another rowid (the update hook then reports the new one). */
+  readonly #onMoved = (c: RowidChange): void => {
+    if (c.db !== "main" || c.table.startsWith("sqlite_")) return;
+    this.#pending.push({ op: "delete", table: c.table, rowid: c.oldRowid });
+  };
 
   /**
    * Starts capturing on `writer` (which must be the engine's writer).
@@ -275,6 +296,7 @@ export class ChangeLog {
     });
     this.#capturing = true;
     this.#skipOpen = skipOpen;
+    this.#seesMoves = this.#writer.db.onRowidChange(null);
     logs.set(this.#writer, this);
   }
 
@@ -290,15 +312,41 @@ export class ChangeLog {
 
   // ---- capture ---------------------------------------------------------
 
-  /** Before a statement on the writer: where its changes begin. */
-  mark(): number {
+  /**
+   * Before a statement on the writer: where its changes begin. For a
+   * statement `p` that may move rows to another rowid (an UPDATE of a
+   * rowid or INTEGER PRIMARY KEY column, its own or a trigger's, as
+   * SQLite's authorizer reported it when `p` was prepared), sets the
+   * preupdate hook until it ends ({@link ran}, {@link failed}), where the
+   * library has one: it costs a call per changed row, and only such a
+   * statement needs it.
+   */
+  mark(p?: Prepared): number {
+    if (
+      p !== undefined && this.#seesMoves && !this.#watching &&
+      (p.movesRowids === undefined ? p.updatedColumns.length > 0 : p.movesRowids.length > 0)
+    ) {
+      this.#watching = this.#writer.db.onRowidChange(this.#onMoved);
+    }
     return this.#pending.length;
+  }
+
+  /** Unsets the preupdate hook that {@link mark} set. */
+  #unwatch(): void {
+    if (!this.#watching) return;
+    this.#watching = false;
+    this.#writer.db.onRowidChange(null);
   }
 
   /** A statement begun at `mark` succeeded. */
   ran(p: Prepared, mark: number): void {
+    this.#unwatch();
     const inTx = this.#writer.db.inTransaction;
     if (p.deleteTargets.length > 0) this.#noteDeleteAll(p, mark);
+    if (p.updatedColumns.length > 0) {
+      if (this.#seesMoves) this.#movesRowids(p); // (read once: the next runs set the hook only if needed)
+      else this.#reportMoved(p, mark);
+    }
     if (!inTx) {
       if (p.txOp === "ROLLBACK") this.discard();
       else this.committed();
@@ -330,9 +378,15 @@ export class ChangeLog {
    * always sets `changes()` when it ends.) Known gap: under OR FAIL, rows
    * changed by triggers before the statement changed any of its own are
    * kept by SQLite but dropped here (`changes()` is 0 then, as when undone).
+   * `p`, the statement, is needed to report rows it moved and kept (see
+   * {@link ran}).
    */
-  failed(mark: number): void {
+  failed(mark: number, p?: Prepared): void {
+    this.#unwatch();
     const kept = this.#pending.length > mark && Number(this.#writer.db.changes()) > 0;
+    if (kept && p !== undefined && p.updatedColumns.length > 0 && !this.#seesMoves) {
+      this.#reportMoved(p, mark);
+    }
     if (!this.#writer.db.inTransaction) {
       if (kept) this.committed();
       else this.discard();
@@ -346,6 +400,7 @@ export class ChangeLog {
 
   /** The transaction was rolled back: drops every pending change. */
   discard(): void {
+    this.#unwatch();
     this.#skipOpen = false;
     this.#pending = [];
     this.#savepoints = [];
@@ -353,6 +408,7 @@ export class ChangeLog {
 
   /** The transaction committed: numbers, resolves and publishes its changes. */
   committed(): void {
+    this.#unwatch();
     const raw = this.#pending;
     this.#pending = [];
     this.#savepoints = [];
@@ -487,6 +543,7 @@ export class ChangeLog {
     this.#valuesTimer = undefined;
     this.#sinks.clear();
     logs.delete(this.#writer);
+    this.#unwatch();
     if (this.#capturing) this.#writer.db.onUpdate(null);
     this.#capturing = false;
   }
@@ -578,6 +635,100 @@ export class ChangeLog {
       if (!seen && this.#plainTable(table)) {
         this.#pending.push({ op: "delete", table, rowid: null });
       }
+    }
+  }
+
+  /**
+   * Without the preupdate hook, after a statement begun at `mark` that may
+   * move rows to another rowid: for each table whose rows it may move and
+   * did update, the update hook reported the new rowids only, so the whole
+   * table is reported instead: one delete with `rowid: null` (every row, as
+   * for `DELETE FROM t`), then an insert of each row it has now (in rowid
+   * order), whose values are read at commit as any change's.
+   */
+  #reportMoved(p: Prepared, mark: number): void {
+    for (const table of this.#movesRowids(p)) {
+      const t = foldCase(table);
+      let updated = false;
+      for (let i = mark; i < this.#pending.length && !updated; i++) {
+        const r = this.#pending[i];
+        updated = r.op === "update" && foldCase(r.table) === t;
+      }
+      if (updated) this.#reportWhole(table);
+    }
+  }
+
+  #reportWhole(table: string): void {
+    let rowids: unknown[][];
+    try {
+      const columns = new Set(
+        this.#writer.ownRows("SELECT name FROM pragma_table_info(?1, 'main')", [table])
+          .map((r) => foldCase(String(r[0]))),
+      );
+      const name = ROWID_NAMES.find((n) => !columns.has(n));
+      if (name === undefined) return; // (every name of the rowid is a column's: it cannot be read)
+      rowids = this.#writer.ownRows(
+        `SELECT ${name} FROM main."${table.replaceAll('"', '""')}" ORDER BY ${name}`,
+      );
+    } catch {
+      return; // the table cannot be read: left as the update hook reported it
+    }
+    this.#pending.push({ op: "delete", table, rowid: null });
+    for (const [rowid] of rowids) {
+      this.#pending.push({ op: "insert", table, rowid: rowid as number | bigint });
+    }
+  }
+
+  /**
+   * The tables whose rows `p` may move to another rowid: those of its
+   * updated columns that are the rowid (`ROWID` to the authorizer) or the
+   * table's INTEGER PRIMARY KEY. Read from the schema after `p` ran (never
+   * before: inside a deferred transaction a read then would make the
+   * client's write fail with `SQLITE_BUSY` when another process writes),
+   * and cached on `p` (a schema change drops it from the cache). Key-value
+   * rows are reported by key, whatever their rowid.
+   */
+  #movesRowids(p: Prepared): readonly string[] {
+    if (p.movesRowids !== undefined) return p.movesRowids;
+    const tables: string[] = [];
+    const aliases = new Map<string, string | boolean | null>();
+    for (const [table, column] of p.updatedColumns) {
+      const t = foldCase(table);
+      if (
+        t.startsWith("sqlite_") || t === "netsqlite_kv" || tables.some((n) => foldCase(n) === t)
+      ) {
+        continue;
+      }
+      let alias = aliases.get(t);
+      if (alias === undefined) aliases.set(t, alias = this.#rowidAlias(table));
+      if (
+        alias === true || column === "ROWID" && alias !== false ||
+        typeof alias === "string" && foldCase(column) === alias
+      ) tables.push(table);
+    }
+    return p.movesRowids = tables;
+  }
+
+  /**
+   * The name (lower case) of the INTEGER PRIMARY KEY column of `table` in
+   * the main database, `null` for a rowid table without one, `false` for
+   * no rowid table (WITHOUT ROWID, a view, a virtual table). A column
+   * declared `INTEGER PRIMARY KEY DESC`, which SQLite does not make the
+   * rowid, counts as one. `true` when the schema cannot be read: any
+   * column may then be the rowid.
+   */
+  #rowidAlias(table: string): string | boolean | null {
+    try {
+      if (!this.#plainTable(table)) return false;
+      const key = this.#writer.ownRows(
+        "SELECT name, type FROM pragma_table_info(?1, 'main') WHERE pk > 0",
+        [table],
+      );
+      return key.length === 1 && foldCase(String(key[0][1])) === "integer"
+        ? foldCase(String(key[0][0]))
+        : null;
+    } catch {
+      return true;
     }
   }
 

@@ -87,6 +87,19 @@ export interface Prepared {
   /** Cached answer of {@link Connection.setsRowid}. */
   setsRowid?: boolean;
   /**
+   * The columns it or its triggers update in tables of the main database,
+   * `[table, column]` (a rowid named `rowid`, `oid` or `_rowid_` comes as
+   * `ROWID`): when one is the table's rowid or its INTEGER PRIMARY KEY, the
+   * statement may move rows to another rowid, which SQLite's update hook
+   * reports as an update of the new rowid alone (see `change_log.ts`).
+   */
+  readonly updatedColumns: readonly (readonly [string, string])[];
+  /**
+   * The tables whose rows it may move to another rowid: the change log's
+   * reading of {@link updatedColumns} against the schema, once it ran.
+   */
+  movesRowids?: readonly string[];
+  /**
    * True when the statement itself, not only its triggers, may update rows:
    * an upsert (`ON CONFLICT ... DO UPDATE`). An insert whose triggers update
    * other rows is no upsert: its `changes()` are its own inserted rows.
@@ -212,6 +225,8 @@ export class Connection {
   #insertTargets: [string, string][] = [];
   /** Tables the statement itself deletes from (not its triggers): `[schema, table]`. */
   #deleteTargets: [string, string][] = [];
+  /** Columns the statement or its triggers update in the main database: `[table, column]`. */
+  #updatedColumns: [string, string][] = [];
   /** Whether a table has rowids (not WITHOUT ROWID), by `schema.table`; cleared with the cache. */
   readonly #hasRowid = new Map<string, boolean>();
   /** The statement itself (not a trigger of it) updates or deletes rows. */
@@ -394,6 +409,7 @@ export class Connection {
     this.#schemaUpdate = null;
     this.#insertTargets = [];
     this.#deleteTargets = [];
+    this.#updatedColumns = [];
     this.#tempNames = [];
     this.#mainNames = [];
     this.#altered = null;
@@ -491,6 +507,7 @@ export class Connection {
     // (Read before #shadows(), whose own statement resets the fields above.)
     const insertTargets = this.#insertTargets;
     const deleteTargets = this.#deleteTargets;
+    const updatedColumns = this.#updatedColumns;
     const createsTrigger = this.#createsTrigger;
     const guard = (this.#guard as Refusal | null) ?? undefined;
     const judged = this.#policy !== null && !this.#trusted;
@@ -531,6 +548,7 @@ export class Connection {
       inserts,
       insertTargets,
       deleteTargets,
+      updatedColumns,
       updatesItself,
       ...(guard === undefined ? {} : { guard }),
       zeroesRowid: inserts && updatesItself && !READS_LAST_ROWID.test(stmt.sql),
@@ -789,6 +807,10 @@ export class Connection {
       if (trigger === null) this.#sawOwnUpdate = true;
       if (action === Auth.DELETE && trigger === null && arg1 !== null) {
         this.#deleteTargets.push([dbName ?? "main", arg1]);
+      }
+      // (Also a trigger's: its statements are compiled into this one.)
+      if (action === Auth.UPDATE && arg1 !== null && arg2 !== null && dbName === "main") {
+        this.#updatedColumns.push([arg1, arg2]);
       }
     } else if (SCHEMA_ACTIONS.has(action)) {
       this.#sawSchema = true;

@@ -162,7 +162,7 @@ export function runInline(
 ): Outcome {
   const log = p.onWriter ? changeLogOf(p.conn) : undefined;
   if (log === undefined) return stepInline(p, args, limits, wantRows, budget);
-  const mark = log.mark();
+  const mark = log.mark(p);
   let o: Outcome;
   try {
     o = stepInline(p, args, limits, wantRows, budget);
@@ -170,7 +170,7 @@ export function runInline(
     // (Rows that could not be read or did not fit the reply: the
     // statement's changes were undone.)
     if (isUndone(err)) log.truncate(mark);
-    log.failed(mark);
+    log.failed(mark, p);
     throw err;
   }
   log.ran(p, mark);
@@ -668,7 +668,7 @@ export function runInBackground(
     (guard === "none" && !p.readOnly && p.txOp === null && p.columns.length > 0 &&
       db.inTransaction && limits.reply?.undo !== false);
   const log = p.onWriter ? changeLogOf(p.conn) : undefined;
-  const mark = log?.mark() ?? 0;
+  const mark = log?.mark(p) ?? 0;
   if (savepoint) {
     // Busy: the savepoint's statements, prepared into the cache, must not evict `p`.
     p.busy++;
@@ -799,7 +799,7 @@ export function runInBackground(
     return o;
   }, (err) => {
     if (isUndone(err) || undone) log.truncate(mark);
-    log.failed(mark);
+    log.failed(mark, p);
     throw err;
   });
   return {

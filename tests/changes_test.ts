@@ -15,9 +15,22 @@ import { startServer, startServerProcess, within } from "./_helpers.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
+import { loadSqlite } from "../engine/binding/load.ts";
 import { MAX_FEED_BUFFER, MAX_FEEDS_PER_CONNECTION } from "../server/feeds.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
+
+/** True when the FFI engine's libsqlite3 has the preupdate hook (reports moved rows exactly). */
+function hasPreupdateHook(): boolean {
+  const sqlite = loadSqlite({ engine: "ffi" });
+  const db = sqlite.open(":memory:", { readOnly: false, busyTimeout: 0 });
+  try {
+    return db.onRowidChange(null);
+  } finally {
+    db.close();
+    sqlite.close();
+  }
+}
 
 /** Reads `n` events (or fails after `ms`). */
 async function take(sub: Subscription, n: number, ms = 10_000): Promise<ChangeEvent[]> {
@@ -130,6 +143,40 @@ Deno.test({
       seqs.map((s) => [s, undefined]),
     );
     await nextIsMarker(all, db);
+  },
+});
+
+Deno.test({
+  name:
+    "feed: an UPDATE that moves a row to another rowid is a delete of the old rowid, then an update",
+  ignore: !ffi || !hasPreupdateHook(),
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE rc (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO rc VALUES (1, 'a'), (2, 'b')",
+    );
+    await using sub = await db.subscribe({ tables: ["rc"], values: true });
+    await db.run("UPDATE rc SET id = 100 WHERE id = 1");
+    await db.run("UPDATE rc SET id = id + 1000");
+    await db.run("UPDATE rc SET v = 'c' WHERE id = 1002"); // moves nothing
+    await db.run("UPDATE rc SET id = id WHERE id = 1002"); // nor does this
+    const events = await take(sub, 8);
+    const first = events[0].type === "table" ? events[0].commitSeq : 0;
+    const seen = events.map((e) => {
+      assert.equal(e.type, "table");
+      return e.type === "table" ? [e.commitSeq - first, e.op, e.rowid, e.value ?? null] : null;
+    });
+    assert.deepEqual(seen, [
+      [0, "delete", 1, null],
+      [0, "update", 100, { id: 100, v: "a" }],
+      [1, "delete", 2, null],
+      [1, "update", 1002, { id: 1002, v: "b" }],
+      [1, "delete", 100, null],
+      [1, "update", 1100, { id: 1100, v: "a" }],
+      [2, "update", 1002, { id: 1002, v: "c" }],
+      [3, "update", 1002, { id: 1002, v: "c" }],
+    ]);
   },
 });
 

@@ -8,9 +8,15 @@
  */
 
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { type Client, connect, type Subscription } from "../client.ts";
 import type { SqliteError } from "../protocol/errors.ts";
 import { startServer, within } from "./_helpers.ts";
+import type { Change } from "../engine/change_log.ts";
+import { BLOCKED, Engine, type EngineSession } from "../engine/engine.ts";
+import { FfiSqlite } from "../engine/binding/ffi.ts";
+import { type Symbols, symbols } from "../engine/binding/_ffi_symbols.ts";
+import { loadSqlite } from "../engine/binding/load.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -25,8 +31,9 @@ async function snapshot(db: Client, tables: string[]): Promise<Mirror> {
 }
 
 async function rowsOf(db: Client, table: string): Promise<Map<string, unknown>> {
-  const ids = await db.values<[number]>(`SELECT rowid FROM ${table} ORDER BY rowid`);
-  const rows = await db.query(`SELECT * FROM ${table} ORDER BY rowid`);
+  // (`_rowid_`: a test table has a column named `rowid`.)
+  const ids = await db.values<[number]>(`SELECT _rowid_ FROM ${table} ORDER BY _rowid_`);
+  const rows = await db.query(`SELECT * FROM ${table} ORDER BY _rowid_`);
   return new Map(ids.map(([id], i) => [String(id), rows[i]]));
 }
 
@@ -350,5 +357,230 @@ Deno.test({
     }
     assert.deepEqual((await db.values("SELECT count(*) FROM t"))[0], [9 * 2 + 4 * 2 + 4 * 3]);
     if (sub !== null) await assertReplayed(db, sub, mirror);
+  },
+});
+
+Deno.test({
+  name:
+    "feed replay: UPDATEs that move rows to other rowids (INTEGER PRIMARY KEY, rowid, upsert, triggers, cascades)",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 4 });
+    await db.exec(
+      "CREATE TABLE marker (id INTEGER PRIMARY KEY);" +
+        "CREATE TABLE rc (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO rc VALUES (1, 'a'), (2, 'b');" +
+        // Many rows, each moved.
+        "CREATE TABLE many (id INTEGER PRIMARY KEY, v);" +
+        "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 500) " +
+        "INSERT INTO many SELECT i, i * 2 FROM r;" +
+        // No INTEGER PRIMARY KEY: the rowid moves by its own names.
+        "CREATE TABLE plain (a, b); INSERT INTO plain VALUES ('x', 1), ('y', 2), ('z', 3);" +
+        // A column named like the rowid hides it: updating it moves nothing.
+        "CREATE TABLE hides (rowid TEXT, v); INSERT INTO hides VALUES ('r1', 1), ('r2', 2);" +
+        "CREATE TABLE up (id INTEGER PRIMARY KEY, k TEXT UNIQUE, v);" +
+        "INSERT INTO up VALUES (1, 'a', 0), (2, 'b', 0);" +
+        // A trigger that moves another table's rows.
+        "CREATE TABLE tgt (id INTEGER PRIMARY KEY, v); INSERT INTO tgt VALUES (1, 't1'), (2, 't2'), (3, 't3');" +
+        "CREATE TABLE go (n INTEGER);" +
+        "CREATE TRIGGER mover AFTER INSERT ON go BEGIN UPDATE tgt SET id = id + 500 WHERE id = new.n; END;" +
+        // A cascade that moves a child whose INTEGER PRIMARY KEY references its parent.
+        "CREATE TABLE parent (n INTEGER PRIMARY KEY, k INTEGER UNIQUE); INSERT INTO parent VALUES (1, 10), (2, 20);" +
+        "CREATE TABLE child (id INTEGER PRIMARY KEY REFERENCES parent (k) ON UPDATE CASCADE, v);" +
+        "INSERT INTO child VALUES (10, 'c10'), (20, 'c20');" +
+        // OR FAIL: the rows moved before the failure are kept.
+        "CREATE TABLE f (id INTEGER PRIMARY KEY, v); INSERT INTO f VALUES (1, 'f1'), (2, 'f2'), (3, 'f3'), (10, 'f10');",
+    );
+    const tables = ["rc", "many", "plain", "hides", "up", "tgt", "go", "parent", "child", "f"];
+    const mirror = await snapshot(db, tables);
+    await using sub = await db.subscribe({ values: true });
+    // Each statement twice at least: the first run of a statement, and one
+    // whose columns the change log has read against the schema.
+    await db.run("UPDATE rc SET id = 100 WHERE id = 1");
+    await db.run("UPDATE rc SET id = id + 1000");
+    await db.run("UPDATE rc SET id = id + 1000");
+    await db.run("UPDATE rc SET id = id - 1000");
+    await db.run("INSERT INTO rc VALUES (0, 'end')");
+    await db.run("UPDATE many SET id = id + 1000");
+    await db.run("UPDATE many SET id = id + 1000");
+    await db.run("UPDATE many SET id = id - 1000");
+    await db.run("UPDATE many SET id = -id WHERE id % 3 = 0");
+    await db.run("UPDATE plain SET rowid = rowid + 10");
+    await db.run("UPDATE plain SET rowid = rowid + 10");
+    await db.run("UPDATE plain SET oid = 5 WHERE a = 'x'");
+    await db.run("UPDATE plain SET _rowid_ = -1, b = 9 WHERE a = 'y'");
+    await db.run("UPDATE hides SET rowid = 'moved?' WHERE v = 1");
+    await db.run("UPDATE hides SET rowid = 'moved?' WHERE v = 1");
+    await db.run(
+      "INSERT INTO up (k, v) VALUES ('a', 1) ON CONFLICT (k) DO UPDATE SET id = id + 100, v = excluded.v",
+    );
+    await db.run("INSERT INTO up (k, v) VALUES ('c', 1) ON CONFLICT (k) DO UPDATE SET id = 7");
+    await db.run(
+      "INSERT INTO up (k, v) VALUES ('a', 2) ON CONFLICT (k) DO UPDATE SET id = id + 100, v = excluded.v",
+    );
+    await db.run("INSERT INTO go VALUES (2)");
+    await db.run("INSERT INTO go VALUES (1)");
+    await db.run("UPDATE parent SET k = k + 1");
+    await db.run("UPDATE parent SET k = k + 1");
+    const err = await db.run("UPDATE OR FAIL f SET id = id + 7").then(() => null, (e) => e);
+    assert.equal((err as SqliteError | null)?.code, "SQLITE_CONSTRAINT_PRIMARYKEY", String(err));
+    // In transactions and scripts: moved and moved back, rolled back to a savepoint.
+    await db.transaction(async (tx) => {
+      await tx.run("UPDATE rc SET id = 7777 WHERE id = 0");
+      await tx.run("UPDATE rc SET id = 0 WHERE id = 7777");
+      await tx.run("UPDATE tgt SET id = 9 WHERE id = 1");
+    });
+    await using r = await db.reserve();
+    await r.exec(
+      "BEGIN; UPDATE tgt SET id = 90 WHERE id = 9; SAVEPOINT s; UPDATE tgt SET id = 91 WHERE id = 90;" +
+        "ROLLBACK TO s; RELEASE s; COMMIT",
+    );
+    await r.exec("UPDATE many SET id = id + 1 WHERE id = 1500; INSERT INTO go VALUES (3)");
+    // Several members of one group commit.
+    await Promise.all([
+      db.run("UPDATE up SET id = 50 WHERE k = 'b'"),
+      db.run("UPDATE rc SET id = 3 WHERE id = 1100"),
+      db.run("UPDATE many SET id = 0 WHERE id = 1002"),
+    ]);
+    assert.deepEqual(
+      await db.values("SELECT id FROM rc ORDER BY id"),
+      [[0], [3], [1002]],
+    );
+    assert.deepEqual(await db.values("SELECT id FROM f ORDER BY id"), [[3], [8], [9], [10]]);
+    assert.deepEqual(await db.values("SELECT id FROM child ORDER BY id"), [[12], [22]]);
+    await assertReplayed(db, sub, mirror);
+  },
+});
+
+/** The FFI binding over the system's libsqlite3 as if it were built without the preupdate hook. */
+function withoutPreupdateHook(): FfiSqlite {
+  const probe = loadSqlite({ engine: "ffi" });
+  const path = probe.library;
+  probe.close();
+  const { sqlite3_preupdate_hook: _, ...rest } = symbols;
+  const lib = Deno.dlopen(path, rest);
+  const missing = { ...lib.symbols, sqlite3_preupdate_hook: null } as unknown as Symbols;
+  return new FfiSqlite(missing, path, () => lib.close());
+}
+
+Deno.test({
+  name:
+    "feed replay: without the preupdate hook, a table whose rows an UPDATE moved is reported whole",
+  ignore: !ffi,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-moves-" });
+    const sqlite = withoutPreupdateHook();
+    const engine = new Engine({
+      path: `${dir}/m.db`,
+      synchronous: "normal",
+      busyTimeout: 1000,
+      txIdleTimeout: 0,
+      statementCacheSize: 16,
+      statementTimeout: 30_000,
+      maxResultBytes: 1 << 20,
+      maxCursors: 4,
+      policy: { readonly: false, allowAttach: false, allowUnsafePragmas: false },
+    }, sqlite);
+    const tables = ["rc", "many", "plain", "up", "tgt", "go", "f", "still", "same"];
+    const mirror: Mirror = new Map(tables.map((t) => [t, new Map()]));
+    const nulls: string[] = [];
+    let session: EngineSession | null = null;
+    try {
+      session = engine.openSession(() => {}, () => {});
+      const s = session;
+      const exec = async (sql: string): Promise<unknown> => {
+        const r = await s.exec(sql);
+        assert.notEqual(r, BLOCKED, sql);
+        return r;
+      };
+      await exec(
+        "CREATE TABLE rc (id INTEGER PRIMARY KEY, v TEXT); CREATE TABLE many (id INTEGER PRIMARY KEY, v);" +
+          "CREATE TABLE plain (a, b); CREATE TABLE up (id INTEGER PRIMARY KEY, k TEXT UNIQUE, v);" +
+          "CREATE TABLE tgt (id INTEGER PRIMARY KEY, v); CREATE TABLE go (n INTEGER);" +
+          "CREATE TRIGGER mover AFTER INSERT ON go BEGIN UPDATE tgt SET id = id + 500 WHERE id = new.n; END;" +
+          "CREATE TABLE f (id INTEGER PRIMARY KEY, v); CREATE TABLE still (id INTEGER PRIMARY KEY, v);" +
+          "CREATE TABLE same (id INTEGER PRIMARY KEY, v)",
+      );
+      engine.changes!.subscribe({
+        wantsValues: true,
+        deliver(changes: readonly Change[]) {
+          for (const c of changes) {
+            const rows = mirror.get(c.table)!;
+            if (c.rowid === null) {
+              assert.equal(c.op, "delete");
+              nulls.push(c.table);
+              rows.clear();
+            } else if (c.op === "delete") rows.delete(String(c.rowid));
+            else if (c.value !== null) rows.set(String(c.rowid), c.value);
+          }
+        },
+      });
+      await exec(
+        "INSERT INTO rc VALUES (1, 'a'), (2, 'b');" +
+          "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 300) " +
+          "INSERT INTO many SELECT i, i * 2 FROM r;" +
+          "INSERT INTO plain VALUES ('x', 1), ('y', 2), ('z', 3);" +
+          "INSERT INTO up VALUES (1, 'a', 0), (2, 'b', 0);" +
+          "INSERT INTO tgt VALUES (1, 't1'), (2, 't2'), (3, 't3');" +
+          "INSERT INTO f VALUES (1, 'f1'), (2, 'f2'), (3, 'f3'), (10, 'f10');" +
+          "INSERT INTO still VALUES (1, 's1'), (2, 's2'); INSERT INTO same VALUES (1, 's1'), (2, 's2')",
+      );
+      for (
+        const sql of [
+          "UPDATE rc SET id = 100 WHERE id = 1",
+          "UPDATE rc SET id = id + 1000",
+          "UPDATE rc SET id = id + 1000",
+          "UPDATE still SET v = 'not moved'",
+          "UPDATE still SET v = 'not moved'",
+          // Sets the INTEGER PRIMARY KEY to its value: without the hook, that
+          // cannot be told from a move (as ORMs that write every column do).
+          "UPDATE same SET v = 'not moved', id = id WHERE id = 1",
+          "UPDATE many SET id = id + 1000",
+          "UPDATE many SET id = id + 1000",
+          "UPDATE plain SET rowid = rowid + 10",
+          "UPDATE plain SET _rowid_ = -1, b = 9 WHERE a = 'y'",
+          "INSERT INTO up (k, v) VALUES ('a', 1) ON CONFLICT (k) DO UPDATE SET id = id + 100",
+          "INSERT INTO up (k, v) VALUES ('a', 2) ON CONFLICT (k) DO UPDATE SET id = id + 100",
+          "INSERT INTO go VALUES (2)",
+          "INSERT INTO go VALUES (1)",
+          "BEGIN; UPDATE rc SET id = 5 WHERE id = 2100; SAVEPOINT s; UPDATE rc SET id = 6 WHERE id = 5;" +
+          "ROLLBACK TO s; RELEASE s; COMMIT",
+        ]
+      ) await exec(sql);
+      // OR FAIL keeps the rows moved before the failure: 1 -> 8, 2 -> 9, then 3 -> 10 fails.
+      await assert.rejects(
+        exec("UPDATE OR FAIL f SET id = id + 7"),
+        (e: SqliteError) => e.code === "SQLITE_CONSTRAINT_PRIMARYKEY",
+      );
+    } finally {
+      session?.close();
+      await engine.close();
+    }
+    // Every statement that may move rows reported its table whole (and only those did).
+    assert.deepEqual(
+      [...new Set(nulls)].sort(),
+      ["f", "many", "plain", "rc", "same", "tgt", "up"],
+    );
+    const db = new DatabaseSync(`${dir}/m.db`);
+    try {
+      for (const [table, rows] of mirror) {
+        const committed = db.prepare(`SELECT _rowid_ AS "__rowid", * FROM ${table}`).all()
+          .map(({ __rowid, ...row }) => [String(__rowid), row] as const);
+        assert.deepEqual(
+          Object.fromEntries(rows),
+          Object.fromEntries(committed),
+          `the feed's ${table} differs from the committed one`,
+        );
+      }
+      assert.deepEqual(db.prepare("SELECT id FROM f ORDER BY id").all().map((r) => r.id), [
+        3,
+        8,
+        9,
+        10,
+      ]);
+    } finally {
+      db.close();
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });
