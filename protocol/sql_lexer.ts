@@ -24,7 +24,8 @@ export interface Token {
    *   case-insensitive; `sql.slice(at, end)` has it as written);
    * - `name`: a quoted name (`"a"`, `` `a` ``, `[a]`), unquoted;
    * - `string`: a string literal (`'a'`), unquoted;
-   * - `param`: a parameter as written (`?`, `?3`, `:a`, `@a`, `$a`);
+   * - `param`: a parameter as written (`?`, `?3`, `:a`, `@a`, `$a`, `#a`,
+   *   and SQLite's TCL-style `$a::b` and `$a(x)` after any of the four);
    * - `number`: a number as written (with any letters glued to it);
    * - `punct`, `semicolon`: the character.
    */
@@ -82,8 +83,8 @@ export function scan(sql: string, onToken: (token: Token) => boolean, from = 0):
       let j = i + 1;
       while (j < n && isDigit(sql.charCodeAt(j))) j++;
       token = { kind: "param", text: sql.slice(i, j), at: i, end: j };
-    } else if ((c === 0x3a || c === 0x40 || c === 0x24) && isWordPart(sql.charCodeAt(i + 1))) {
-      const j = wordEnd(sql, i + 1);
+    } else if ((c === 0x3a || c === 0x40 || c === 0x24 || c === 0x23) && isParam(sql, i)) {
+      const j = paramEnd(sql, i);
       token = { kind: "param", text: sql.slice(i, j), at: i, end: j };
     } else if (isWordStart(c)) {
       const j = wordEnd(sql, i + 1);
@@ -125,6 +126,52 @@ function quoted(sql: string, at: number, quote: string, kind: "string" | "name")
     text += quote;
     from = close + 2;
   }
+}
+
+/**
+ * True when the `:`, `@`, `$` or `#` at `at` begins a parameter: a name
+ * character follows, before or after any `::` pairs (`$::a`). Else SQLite
+ * refuses the character; it is read as punctuation.
+ */
+function isParam(sql: string, at: number): boolean {
+  let j = at + 1;
+  while (sql.charCodeAt(j) === 0x3a && sql.charCodeAt(j + 1) === 0x3a) j += 2;
+  return isWordPart(sql.charCodeAt(j));
+}
+
+/**
+ * The end of the parameter at `at`, as SQLite's tokenizer finds it after
+ * any of the four prefixes: name characters (`$` among them: `:a$b` is one
+ * name) and `::` pairs (TCL style, `$a::b`), then, after a name character,
+ * one `(...)` suffix (`$a(x)`) up to its `)`. A blank before the `)` ends
+ * the token there: SQLite refuses such text.
+ */
+function paramEnd(sql: string, at: number): number {
+  const n = sql.length;
+  let named = false;
+  let j = at + 1;
+  while (j < n) {
+    const c = sql.charCodeAt(j);
+    if (isWordPart(c)) {
+      named = true;
+      j++;
+    } else if (c === 0x3a && sql.charCodeAt(j + 1) === 0x3a) { // ::
+      j += 2;
+    } else {
+      if (c === 0x28 && named) { // (
+        j++;
+        while (j < n && !isBlankOrNul(sql.charCodeAt(j)) && sql.charCodeAt(j) !== 0x29) j++;
+        if (sql.charCodeAt(j) === 0x29) j++; // )
+      }
+      break;
+    }
+  }
+  return j;
+}
+
+/** SQLite's blanks (`sqlite3Isspace`), and the NUL that ends its text. */
+function isBlankOrNul(c: number): boolean {
+  return c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0;
 }
 
 function wordEnd(sql: string, from: number): number {

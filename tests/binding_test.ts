@@ -10,6 +10,7 @@ import type { Db, Sqlite, SqlValue } from "../engine/binding/binding.ts";
 import { libraryCandidates, LOAD_FAILED, loadSqlite } from "../engine/binding/load.ts";
 import { decodeMsgpack, MsgpackWriter } from "../protocol/msgpack.ts";
 import { RowsEncoder } from "../protocol/rows_encoder.ts";
+import { parameterNames } from "../engine/binding/_params.ts";
 
 const ENGINES: Sqlite[] = [loadSqlite({ engine: "ffi" }), loadSqlite({ engine: "node" })];
 
@@ -242,6 +243,69 @@ for (const sqlite of ENGINES) {
           rejects(() => s.bind({ "?2": 1 }), "INVALID_PARAM", undefined, /pass an array$/);
         }
         s.finalize();
+      }
+    }));
+
+  Deno.test(`Stmt.bind() reads parameter names as SQLite's tokenizer does: #a, $ in a name, :: and (...) after any prefix ${e}`, () =>
+    withDb(sqlite, (db) => {
+      const count = (sql: string) => {
+        const s = db.prepare(sql)!;
+        try {
+          return s.paramCount;
+        } finally {
+          s.finalize();
+        }
+      };
+      // `#` is a prefix like `:`, `@` and `$`.
+      assert.deepEqual(query(db, "SELECT #a", [9]), [[9]]);
+      assert.deepEqual(query(db, "SELECT #a, :a", { a: 9 }), [[9, 9]]);
+      assert.deepEqual(query(db, "SELECT #a", { "#a": 9 }), [[9]]);
+      rejects(
+        () => query(db, "SELECT #a, :x", { x: 1 }),
+        "INVALID_PARAM",
+        undefined,
+        /^Missing value for parameter "#a": the parameters object has no "a" \(or "#a"\)$/,
+      );
+      // `$` is a name character after any prefix: `:a$b` is one parameter, not `:a` and `$b`.
+      assert.equal(count("SELECT :a$b, :a, $b"), 3);
+      assert.deepEqual(query(db, "SELECT :a$b, :a, $b", [1, 2, 3]), [[1, 2, 3]]);
+      assert.deepEqual(query(db, "SELECT :a$b, :a, $b", { "a$b": 1, a: 2, b: 3 }), [[1, 2, 3]]);
+      rejects(
+        () => query(db, "SELECT :a$b, :a, $b", { a: 2, b: 3 }),
+        "INVALID_PARAM",
+        undefined,
+        /^Missing value for parameter ":a\$b"/,
+      );
+      // So it is in a bare word: a column `x$y`, no parameter.
+      db.exec("CREATE TABLE t (x$y); INSERT INTO t VALUES (4)");
+      assert.equal(count("SELECT x$y FROM t"), 0);
+      assert.deepEqual(query(db, "SELECT x$y FROM t"), [[4]]);
+      // `::` and a `(...)` suffix belong to the name after every prefix, not only `$`.
+      for (const p of [":", "@", "$", "#"]) {
+        assert.equal(count(`SELECT ${p}a::b, ${p}a, ${p}b`), 3, p);
+        assert.deepEqual(query(db, `SELECT ${p}a::b, ${p}a, ${p}b`, { "a::b": 1, a: 2, b: 3 }), [[
+          1,
+          2,
+          3,
+        ]], p);
+        rejects(
+          () => query(db, `SELECT ${p}a::b, ${p}a, ${p}b`, { a: 2, b: 3 }),
+          "INVALID_PARAM",
+          undefined,
+          new RegExp(`^Missing value for parameter "\\${p}a::b"`),
+        );
+        assert.deepEqual(query(db, `SELECT ${p}a(x)y, ${p}a`, { "a(x)": 1, a: 2 }), [[1, 2]], p);
+        assert.deepEqual(query(db, `SELECT ${p}a(x:"y")`, [5]), [[5]], p);
+      }
+      // `::` may come first, or last.
+      assert.deepEqual(query(db, "SELECT :::a, $::b, @c::", { "::a": 1, "::b": 2, "c::": 3 }), [[
+        1,
+        2,
+        3,
+      ]]);
+      // A `(` needs its `)` before a blank; a prefix alone is no parameter: SQLite refuses both.
+      for (const sql of ["SELECT @a(x y)", "SELECT #", "SELECT $::", "SELECT #1"]) {
+        assert.throws(() => db.prepare(sql), SqliteError, sql);
       }
     }));
 
@@ -804,6 +868,96 @@ Deno.test("NodeSqlite states what it cannot do and refuses it clearly [node]", (
     await assert.rejects(async () => await stmt.stepInBackground(), /node:sqlite engine cannot/);
     stmt.finalize();
   }));
+
+Deno.test("the node engine numbers and names parameters as SQLite does, for generated names (the FFI engine as the oracle)", async () => {
+  const [ffi, node] = ENGINES;
+  let seed = 20240607;
+  const pick = <T>(xs: readonly T[]): T => { // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return xs[((t ^ (t >>> 14)) >>> 0) % xs.length];
+  };
+  const PREFIXES = [":", "@", "$", "#"];
+  // Mostly name characters; a few pieces SQLite refuses in places (`(`, `#`, a lone `:`).
+  const PIECES = [
+    ..."abcdefgh",
+    "Z9",
+    "_",
+    "$",
+    "$x",
+    "é",
+    "日本",
+    "1",
+    "::",
+    "(x)",
+    "()",
+    "(a:b$)",
+    ":",
+    "(",
+    "#",
+  ];
+  const param = (): string => {
+    let name = pick(PREFIXES);
+    for (let k = 1 + pick([0, 1, 2, 3]); k > 0; k--) name += pick(PIECES);
+    return name;
+  };
+  const statements = ["SELECT ?, ?1, #a", "SELECT ?2, :a$b, ?", "SELECT @a(x)b, ?3"];
+  for (let i = 0; i < 300; i++) {
+    const params = [param(), param()];
+    if (i % 3 === 0) params.push(params[0]);
+    statements.push(`SELECT ${params.join(", ")}`);
+  }
+  let compared = 0;
+  await withDb(ffi, (oracle) =>
+    withDb(node, (db) => {
+      for (const sql of statements) {
+        let want;
+        try {
+          want = oracle.prepare(sql)!;
+        } catch (err) {
+          assert.ok(err instanceof SqliteError);
+          assert.throws(() => db.prepare(sql), SqliteError, sql);
+          continue;
+        }
+        const got = db.prepare(sql)!;
+        try {
+          assert.equal(got.paramCount, want.paramCount, sql);
+          const values = Array.from({ length: want.paramCount }, (_, i) => `v${i + 1}`);
+          want.bind(values);
+          got.bind(values);
+          const rows = want.all();
+          assert.deepEqual(got.all(), rows, sql);
+          // The shared scanner's names are SQLite's: the oracle takes an
+          // object keyed by them (refusing a key it has no parameter for,
+          // and a parameter no key names).
+          const names = parameterNames(sql);
+          if (!names.includes("?") && !names.includes(null)) {
+            const byName = Object.fromEntries(names.map((n, i) => [n!, values[i]]));
+            want.bind(byName);
+            got.bind(byName);
+            assert.deepEqual(want.all(), rows, sql);
+            assert.deepEqual(got.all(), rows, sql);
+          }
+          // Leaving the values out is refused alike (or passes alike, for none).
+          const error = (s: typeof want) => {
+            try {
+              s.bind({});
+              return null;
+            } catch (err) {
+              return `${(err as SqliteError).code}: ${(err as Error).message}`;
+            }
+          };
+          assert.equal(error(got), error(want), sql);
+          compared++;
+        } finally {
+          want.finalize();
+          got.finalize();
+        }
+      }
+    }));
+  assert.ok(compared >= 60, `only ${compared} of ${statements.length} statements prepared`);
+});
 
 Deno.test("loadSqlite() names what it tried when the forced FFI library cannot load", () => {
   rejects(

@@ -96,6 +96,40 @@ for (const engine of ENGINES) {
     await refused(db.get("SELECT :x AS a, ?2 AS b", { x: 1 }), "INVALID_PARAM", /"\?2"/);
   });
 
+  Deno.test(`#a, :a$b, :a::b and @a(x) are the parameters SQLite sees, never bound NULL silently (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE fd (x, y, z)");
+    // `:a$b` is one parameter: `{ a, b }` leaves it out.
+    await refused(
+      db.run("INSERT INTO fd VALUES (:a$b, :a, $b)", { a: 2, b: 3 }),
+      "INVALID_PARAM",
+      /^Missing value for parameter ":a\$b": the parameters object has no "a\$b" \(or ":a\$b"\)$/,
+    );
+    await db.run("INSERT INTO fd VALUES (:a$b, :a, $b)", { "a$b": 1, a: 2, b: 3 });
+    await db.run("INSERT INTO fd VALUES (:a$b, :a, $b)", [4, 5, 6]);
+    assert.deepEqual(await db.query("SELECT x, y, z FROM fd"), [{ x: 1, y: 2, z: 3 }, {
+      x: 4,
+      y: 5,
+      z: 6,
+    }]);
+    await refused(db.get("SELECT #a AS v"), "INVALID_PARAM", /has 1 parameter, 0 were given/);
+    await refused(db.get("SELECT #a AS v, :x AS w", { x: 1 }), "INVALID_PARAM", /"#a"/);
+    assert.deepEqual(await db.get("SELECT #a AS v", { a: 9 }), { v: 9 });
+    assert.deepEqual(await db.get("SELECT #a AS v", [9]), { v: 9 });
+    await refused(
+      db.get("SELECT :a::b AS v, :a AS w, :b AS z", { a: 1, b: 2 }),
+      "INVALID_PARAM",
+      /^Missing value for parameter ":a::b"/,
+    );
+    assert.deepEqual(
+      await db.get("SELECT :a::b AS v, :a AS w, :b AS z", { "a::b": 0, a: 1, b: 2 }),
+      { v: 0, w: 1, z: 2 },
+    );
+    assert.deepEqual(await db.get("SELECT @a(x) AS v", { "a(x)": 9 }), { v: 9 });
+    assert.deepEqual(await db.get("SELECT @a(x) AS v", [9]), { v: 9 });
+  });
+
   Deno.test(`prepare() of a write does not wait for the writer; its run waits once (${engine})`, async () => {
     await using srv = await startServer({ engine, busyTimeout: 1000 });
     await using holder = await srv.client();

@@ -47,6 +47,27 @@ Deno.test("sql lexer: parameters, numbers, words and punctuation", () => {
     "punct::",
     "word:x",
   ]);
+  // As SQLite's tokenizer: `#` is a prefix too; after any prefix, `::` and a
+  // `(...)` suffix (TCL style) belong to the name; a prefix alone is none.
+  assert.deepEqual(kinds("#a :a$b @a::b $::c :a(x:'y')z #a() @a(x y) $a:::b #:: @"), [
+    "param:#a",
+    "param::a$b",
+    "param:@a::b",
+    "param:$::c",
+    "param::a(x:'y')",
+    "word:z",
+    "param:#a()",
+    "param:@a(x",
+    "word:y",
+    "punct:)",
+    "param:$a::",
+    "param::b",
+    "punct:#",
+    "punct::",
+    "punct::",
+    "punct:@",
+  ]);
+  assert.deepEqual(kinds("x$y:z"), ["word:x$y", "param::z"]);
   assert.deepEqual(kinds("1.5e10 .5 0x1F a.b"), [
     "number:1.5e10",
     "number:.5",
@@ -116,6 +137,13 @@ Deno.test("cluster mode: transaction effects, statements and parameters from the
   );
   // A doubled quote inside a name does not split it: one name, the parameters after it counted.
   assert.deepEqual(positionalArgs('SELECT "a"":b", :c, ?2', { c: 1, "?2": 2 }), [1, 2]);
+  // Names as SQLite's tokenizer reads them; a `?NNN` names the index a `?` took before it.
+  assert.deepEqual(positionalArgs("SELECT #a, :a$b, $c::d(e)", { a: 1, "a$b": 2, "c::d(e)": 3 }), [
+    1,
+    2,
+    3,
+  ]);
+  assert.deepEqual(positionalArgs("SELECT ?, ?1", { "?1": 7 }), [7]);
 });
 
 Deno.test("leadingVerb() finds the first word, and a WITH's main verb after its CTEs at depth 0", () => {

@@ -44,8 +44,10 @@ export const ANONYMOUS = "?";
 /**
  * The parameters of the first statement of `sql` by index (from 1 at `[0]`),
  * numbered the way SQLite numbers them: `?` takes the next index (named
- * {@link ANONYMOUS}), `?NNN` index NNN, and a name (`:a`, `@a`, `$a`) the
- * next index at its first appearance; `null` for an index no parameter takes.
+ * {@link ANONYMOUS}), `?NNN` index NNN, and a name (`:a`, `@a`, `$a`, `#a`,
+ * read as SQLite's tokenizer reads it: `:a$b`, `@a::b`, `$a(x)`) the next
+ * index at its first appearance; `null` for an index no parameter takes.
+ * Names keep their prefix.
  */
 export function parameterNames(sql: string): (string | null)[] {
   const names: (string | null)[] = [];
@@ -59,7 +61,8 @@ export function parameterNames(sql: string): (string | null)[] {
     } else if (t.text[0] === "?") {
       const n = Number(t.text.slice(1));
       while (names.length < n) names.push(null);
-      names[n - 1] ??= t.text;
+      // (SQLite names the index at its first `?NNN`, even one a `?` took.)
+      if (names[n - 1] === null || names[n - 1] === ANONYMOUS) names[n - 1] = t.text;
     } else if (!names.includes(t.text)) {
       names.push(t.text);
     }

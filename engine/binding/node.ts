@@ -48,7 +48,7 @@ import type {
 } from "./binding.ts";
 import { exact } from "./ffi.ts";
 import { missingValues, resultTooLarge, rowBytes, tooManyValues } from "./_errors.ts";
-import { ANONYMOUS, NamedParams } from "./_params.ts";
+import { NamedParams, parameterNames } from "./_params.ts";
 
 /** The parts of node:sqlite's `StatementSync` used here, including undeclared ones. */
 interface NodeStatement {
@@ -910,84 +910,9 @@ function writesByText(sql: string): boolean {
   return WRITING_TEXT.test(sql);
 }
 
-/**
- * The parameters of one statement by index (index 1 first), as SQLite
- * numbers them: `?` takes the next index, `?NNN` index NNN, a name its
- * first index. Names keep their prefix (`":a"`, `"?3"`); a `?` is
- * {@link ANONYMOUS}, an index no parameter takes null.
- */
-export function parameterNames(sql: string): (string | null)[] {
-  const names: (string | null)[] = [];
-  const seen = new Map<string, number>();
-  const n = sql.length;
-  let i = 0;
-  while (i < n) {
-    const c = sql.charCodeAt(i);
-    if (c === 0x27 || c === 0x22 || c === 0x60) { // ' " `
-      const close = sql.indexOf(sql[i], i + 1);
-      i = close === -1 ? n : close + 1; // a doubled quote is two strings in a row
-    } else if (c === 0x5b) { // [
-      const close = sql.indexOf("]", i + 1);
-      i = close === -1 ? n : close + 1;
-    } else if (c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) {
-      const eol = sql.indexOf("\n", i + 2);
-      i = eol === -1 ? n : eol + 1;
-    } else if (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a) {
-      const close = sql.indexOf("*/", i + 2);
-      i = close === -1 ? n : close + 2;
-    } else if (c === 0x3f) { // ?
-      let j = i + 1;
-      while (j < n && isDigit(sql.charCodeAt(j))) j++;
-      if (j === i + 1) {
-        names.push(ANONYMOUS);
-      } else {
-        const index = Number(sql.slice(i + 1, j));
-        while (names.length < index) names.push(null);
-        // (SQLite names the index at the first `?NNN`, even one a `?` took.)
-        if (names[index - 1] === null || names[index - 1] === ANONYMOUS) {
-          names[index - 1] = sql.slice(i, j);
-        }
-      }
-      i = j;
-    } else if ((c === 0x3a || c === 0x40 || c === 0x24) && isIdChar(sql.charCodeAt(i + 1))) {
-      let j = i + 1;
-      for (;;) {
-        while (j < n && isIdChar(sql.charCodeAt(j))) j++;
-        if (c === 0x24 && sql.charCodeAt(j) === 0x3a && sql.charCodeAt(j + 1) === 0x3a) {
-          j += 2; // TCL-style $a::b
-          continue;
-        }
-        break;
-      }
-      if (c === 0x24 && sql.charCodeAt(j) === 0x28) { // TCL-style $a(...)
-        const close = sql.indexOf(")", j);
-        j = close === -1 ? n : close + 1;
-      }
-      const name = sql.slice(i, j);
-      if (!seen.has(name)) {
-        names.push(name);
-        seen.set(name, names.length);
-      }
-      i = j;
-    } else {
-      i++;
-    }
-  }
-  return names;
-}
-
 /** True for a parameter node:sqlite binds by position: `?`, `?NNN`, an index no parameter takes. */
 function isPositional(name: string | null): boolean {
   return name === null || name[0] === "?";
-}
-
-function isDigit(c: number): boolean {
-  return c >= 0x30 && c <= 0x39;
-}
-
-function isIdChar(c: number): boolean {
-  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) ||
-    c === 0x5f || c >= 0x80;
 }
 
 function unsupported(what: string): SqliteError {
