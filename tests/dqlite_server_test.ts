@@ -359,7 +359,8 @@ Deno.test({
           const took = performance.now() - started;
           assert.ok(err instanceof SqliteError, String(err));
           assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
-          assert.ok(took < 3000, `settled after ${Math.round(took)} ms`);
+          // 300 ms plus the cluster's round trips; the margin is for a loaded CI machine.
+          assert.ok(took < 6000, `settled after ${Math.round(took)} ms`);
           // The only pooled connection serves the next request at once.
           const next = performance.now();
           assert.deepEqual(await db.values("SELECT 41 + 1"), [[42]]);
