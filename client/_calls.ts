@@ -14,10 +14,10 @@ import type {
   WireCallOptions,
   WireParams,
 } from "../protocol/messages.ts";
-import { describeKind, invalidParamsMessage } from "../protocol/values.ts";
+import { describeKind, invalidParamsMessage, paramsKindMessage } from "../protocol/values.ts";
 import { abortable, type ReplyOp } from "./link.ts";
 import type { Route } from "./route.ts";
-import { snapshot } from "./_snapshot.ts";
+import { ownBytes, readParams } from "./_snapshot.ts";
 import { waitsForWriter } from "./connection.ts";
 
 /** A value a statement parameter may hold. */
@@ -94,9 +94,10 @@ export function changesOf(changes: number | bigint): number {
 }
 
 /**
- * Sends one request on the route's connection. A request that has to wait
- * for a connection is sent with a copy of `args` taken now, so that what
- * the caller changes meanwhile is not sent.
+ * Sends one request on the route's connection. `args` are the client's own
+ * (parameters from {@link ownParams}); a request that has to wait for a
+ * connection copies the bytes of their `Uint8Array`s now, so that what the
+ * caller changes meanwhile is not sent.
  */
 export function call<O extends ReplyOp>(
   route: Route,
@@ -108,16 +109,31 @@ export function call<O extends ReplyOp>(
   const writes = waitsForWriter(op, args[0]);
   const c = route.connection(writes);
   if (c instanceof Promise) {
-    const own = snapshot(args);
-    return abortable(c.then((conn) => conn.request(op, own, signal, undefined, writes)), signal);
+    ownBytes(args);
+    return abortable(c.then((conn) => conn.request(op, args, signal, undefined, writes)), signal);
   }
   return c.request(op, args, signal, undefined, writes);
 }
 
-/** Checks parameters before anything is sent. */
-export function checkParams(params: unknown): void {
-  const problem = invalidParamsMessage(params);
-  if (problem !== undefined) throw new SqliteError(ErrorCode.InvalidParam, problem);
+/**
+ * The parameters of one call as sent: the caller's read once (see
+ * `readParams`), and that copy checked, before anything is sent. Checking
+ * and sending the same copy, a value read twice (a getter, a Proxy) cannot
+ * pass the check as one value and be sent as another.
+ *
+ * @param params What the caller passed as parameters.
+ * @param where Prefix for the message (`"Batch statement 2: "`).
+ * @returns the copy to send (its `Uint8Array`s the caller's: a request that
+ *   waits before it is encoded copies them, `ownBytes`).
+ * @throws {SqliteError} `INVALID_PARAM` naming the first parameter that
+ *   cannot be stored exactly, or saying what was passed instead of
+ *   parameters.
+ */
+export function ownParams(params: unknown, where = ""): WireParams {
+  const own = readParams(params);
+  const problem = own === undefined ? paramsKindMessage(params) : invalidParamsMessage(own);
+  if (problem !== undefined) throw new SqliteError(ErrorCode.InvalidParam, where + problem);
+  return own as WireParams;
 }
 
 /**
@@ -158,11 +174,6 @@ export function checkSql(sql: unknown, where = ""): asserts sql is string {
     `${where}Cannot send SQL: it has a lone UTF-16 surrogate (U+${unit}) at index ${i}, ` +
       "which UTF-8 cannot represent",
   );
-}
-
-/** Parameters as sent. */
-export function wireParams(params: unknown): WireParams {
-  return (params ?? null) as WireParams;
 }
 
 /** Call options as sent: only what the server reads (the signal stays here). */

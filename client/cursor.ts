@@ -5,8 +5,14 @@
  */
 
 import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
-import { type CallOptions, Op, type Replies, type StatementRef } from "../protocol/messages.ts";
-import { type BindParams, wireOptions, wireParams } from "./_calls.ts";
+import {
+  type CallOptions,
+  Op,
+  type Replies,
+  type StatementRef,
+  type WireParams,
+} from "../protocol/messages.ts";
+import { wireOptions } from "./_calls.ts";
 import { type CursorHold, NO_CURSOR, type PooledConnection } from "./connection.ts";
 import { toObject } from "./rows.ts";
 
@@ -42,7 +48,8 @@ const droppedCursors = new FinalizationRegistry<OpenCursor>((c) => {
  * Opens a cursor on `connection` and yields its rows, asking for the next
  * chunk while the current one is consumed (one chunk of credit). The cursor
  * opens when iterating starts, with `params` as they are then (callers pass
- * a copy taken at their call). `writes`: the statement may wait for the
+ * their own copy, checked and with its bytes copied at their call, see
+ * `ownParams` and `ownBytes`). `writes`: the statement may wait for the
  * server's writer (see `waitsForWriter`). `onColumns` is told the result
  * column names once the cursor opened.
  *
@@ -56,7 +63,7 @@ const droppedCursors = new FinalizationRegistry<OpenCursor>((c) => {
 export function cursorRows(
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
-  params: BindParams | undefined,
+  params: WireParams,
   options: IterateOptions | undefined,
   writes: boolean,
   generation?: number,
@@ -72,7 +79,7 @@ async function* openCursor(
   open: OpenCursor,
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
-  params: BindParams | undefined,
+  params: WireParams,
   options: IterateOptions | undefined,
   writes: boolean,
   generation?: number,
@@ -86,7 +93,7 @@ async function* openCursor(
   try {
     const [id, columns] = await conn.request(
       Op.Iterate,
-      [ref, wireParams(params), wireOptions(options)],
+      [ref, params, wireOptions(options)],
       signal,
       generation,
       writes,

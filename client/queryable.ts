@@ -13,23 +13,22 @@ import type {
   Replies,
   Requests,
   WireBatchOptions,
+  WireParams,
 } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
-import { invalidParamsMessage } from "../protocol/values.ts";
 import {
   type BindParams,
   type BindParamsOf,
   call,
   changesOf,
-  checkParams,
   checkSql,
+  ownParams,
   type RunResult,
   wireOptions,
-  wireParams,
 } from "./_calls.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
-import { snapshot } from "./_snapshot.ts";
+import { ownBytes } from "./_snapshot.ts";
 import { keepStack, withCallerFrames } from "./_caller_stack.ts";
 import {
   abandonNested,
@@ -261,12 +260,12 @@ export abstract class Queryable {
   ): Promise<RunResult> {
     checkSql(sql);
     this.#refuseTxControl(sql);
-    checkParams(params);
+    const own = ownParams(params);
     let reply: Replies[typeof Op.Run];
     try {
       reply = await this.#call(
         Op.Run,
-        [sql, wireParams(params), wireOptions(options)],
+        [sql, own, wireOptions(options)],
         options?.signal,
       );
     } catch (err) {
@@ -457,18 +456,21 @@ export abstract class Queryable {
     options?: IterateOptions,
   ): AsyncGenerator<T>;
   iterate(sql: string, params?: BindParams, options?: IterateOptions): AsyncGenerator<unknown> {
+    let own: WireParams;
     try {
       checkSql(sql);
       this.#refuseTxControl(sql);
-      checkParams(params);
+      own = ownParams(params);
     } catch (err) {
       return failing(err);
     }
+    // Sent when iterating starts: with the bytes of now.
+    ownBytes(own);
     const writes = !readsOnly(sql);
     // Calls issued before it in the same burst run first (README: Order),
     // although its connection is chosen only when iterating starts.
     const earlier = this.#route.earlier?.() ?? null;
-    return this.#iterate(sql, snapshot(params), options, writes, earlier);
+    return this.#iterate(sql, own, options, writes, earlier);
   }
 
   /**
@@ -480,7 +482,7 @@ export abstract class Queryable {
    */
   async *#iterate(
     sql: string,
-    params: BindParams | undefined,
+    params: WireParams,
     options: IterateOptions | undefined,
     writes: boolean,
     earlier: Promise<void> | null,
@@ -576,13 +578,11 @@ export abstract class Queryable {
   ): Promise<BatchResult<unknown>[]> {
     const items: BatchItem[] = [];
     for (let i = 0; i < statements.length; i++) {
-      const s = statements[i];
-      checkSql(s.sql, `Batch statement ${i + 1}: `);
-      const problem = invalidParamsMessage(s.params);
-      if (problem !== undefined) {
-        throw new SqliteError(ErrorCode.InvalidParam, `Batch statement ${i + 1}: ${problem}`);
-      }
-      items.push([s.sql, wireParams(s.params as BindParams | undefined)]);
+      // Each read once: what is checked is what is sent.
+      const { sql, params } = statements[i];
+      const where = `Batch statement ${i + 1}: `;
+      checkSql(sql, where);
+      items.push([sql, ownParams(params, where)]);
     }
     const fk = options?.foreignKeys;
     if (fk !== undefined && typeof fk !== "boolean") {
@@ -744,10 +744,10 @@ export abstract class Queryable {
   ): Promise<Replies[typeof Op.Query]> {
     checkSql(sql);
     this.#refuseTxControl(sql);
-    checkParams(params);
+    const own = ownParams(params);
     return await this.#call(
       Op.Query,
-      [sql, wireParams(params), wireOptions(options, first)],
+      [sql, own, wireOptions(options, first)],
       options?.signal,
     );
   }

@@ -12,22 +12,21 @@
 
 import { withCallerFrames } from "./_caller_stack.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import { type CallOptions, Op, type Replies } from "../protocol/messages.ts";
+import { type CallOptions, Op, type Replies, type WireParams } from "../protocol/messages.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
 import { abortable } from "./link.ts";
 import {
   type BindParams,
   type BindParamsOf,
   changesOf,
-  checkParams,
+  ownParams,
   type RunResult,
   wireOptions,
-  wireParams,
 } from "./_calls.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
 import { describeKind } from "../protocol/values.ts";
 import type { Route } from "./route.ts";
-import { snapshot } from "./_snapshot.ts";
+import { ownBytes } from "./_snapshot.ts";
 import { type Row, type SqlValue, toObject, toObjects } from "./rows.ts";
 
 interface Handle {
@@ -287,17 +286,28 @@ export class Statement {
     // now, and calls issued before it in the same burst run first.
     const earlier = this.#route.earlier?.() ?? null;
     const opts = { arrays: this.#raw, ...options };
-    return this.#iterate(snapshot(params), opts, earlier);
+    // Read once now, and sent when iterating starts with the bytes of now; a
+    // refusal is reported then (after UNKNOWN_STATEMENT, as for other calls).
+    let own: WireParams = null;
+    let refused: { error: unknown } | null = null;
+    try {
+      own = ownParams(params);
+      ownBytes(own);
+    } catch (error) {
+      refused = { error };
+    }
+    return this.#iterate(own, refused, opts, earlier);
   }
 
   async *#iterate(
-    params: BindParams | undefined,
+    params: WireParams,
+    refused: { error: unknown } | null,
     options: IterateOptions,
     earlier: Promise<void> | null,
   ): AsyncGenerator<unknown> {
     if (earlier !== null) await earlier;
     this.#checkLive();
-    checkParams(params);
+    if (refused !== null) throw refused.error;
     const c = this.#route.connection(!this.#readsOnly);
     const conn = c instanceof Promise ? await c : c; // held by cursorRows in this same run
     const h = this.#handleOn(conn);
@@ -337,9 +347,10 @@ export class Statement {
     options: CallOptions | undefined,
     first = false,
   ): Promise<Replies[O]> {
+    let wp: WireParams;
     try {
       this.#checkLive();
-      checkParams(params);
+      wp = ownParams(params);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -347,8 +358,8 @@ export class Statement {
     const wo = wireOptions(options, first);
     const writes = op === Op.Run || !this.#readsOnly;
     const c = this.#route.connection(writes);
-    // A call that waits for a connection sends the parameters as they are now.
-    const wp = wireParams(c instanceof Promise ? snapshot(params) : params);
+    // A call that waits for a connection sends the bytes as they are now.
+    if (c instanceof Promise) ownBytes(wp);
     const send = (conn: PooledConnection): Promise<Replies[O]> => {
       const h = this.#handleOn(conn);
       if (h !== undefined) {

@@ -13,8 +13,9 @@
  *
  * Everything else is refused by {@link invalidReason}: `undefined`, `NaN`,
  * strings containing NUL (SQLite's C API would cut them) or a lone UTF-16
- * surrogate (UTF-8 cannot hold it), `Date`,
- * `ArrayBuffer`, other typed arrays, plain objects, arrays, symbols and
+ * surrogate (UTF-8 cannot hold it), a `Uint8Array` whose bytes are gone
+ * (its `ArrayBuffer` detached, or the view out of bounds of a resizable one),
+ * `Date`, `ArrayBuffer`, other typed arrays, plain objects, arrays, symbols and
  * functions.
  *
  * @module
@@ -56,8 +57,12 @@ export function invalidReason(value: unknown): string | undefined {
     case "object":
       if (value === null) return undefined;
       if (value instanceof Uint8Array) {
-        return ArrayBuffer.isView(value) ? undefined : "a Proxy of a Uint8Array (or an object " +
-          "made from its prototype) is not a Uint8Array: pass the Uint8Array itself";
+        if (!ArrayBuffer.isView(value)) {
+          return "a Proxy of a Uint8Array (or an object made from its prototype) is not a " +
+            "Uint8Array: pass the Uint8Array itself";
+        }
+        // A view whose bytes are gone reports length 0: only then is there more to look at.
+        return value.length === 0 ? bytesGone(value) : undefined;
       }
       if (value instanceof Date) return "Date is not a SQLite type: pass a string or a number";
       if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
@@ -69,6 +74,30 @@ export function invalidReason(value: unknown): string | undefined {
     default:
       return `${typeof value} is not a SQLite value`;
   }
+}
+
+/**
+ * Why the bytes of `value`, an empty-looking `Uint8Array`, cannot be read, or
+ * `undefined` when it is really empty: its `ArrayBuffer` detached (transferred
+ * by `structuredClone(..., { transfer })`, `postMessage` or `transfer()`), or
+ * the view out of bounds of a resizable `ArrayBuffer` that shrank below it.
+ * Encoding either would throw.
+ */
+function bytesGone(value: Uint8Array): string | undefined {
+  const buffer = value.buffer as ArrayBuffer;
+  if (buffer.detached !== true) {
+    try {
+      value.at(0); // throws for a view whose bytes are gone
+      return undefined;
+    } catch {
+      // Out of bounds of a resizable buffer; or detached where `detached` is
+      // missing (Node 20), and then its maxByteLength is 0.
+      if (buffer.maxByteLength > 0) {
+        return "Uint8Array is out of bounds of its ArrayBuffer (resized smaller than the view)";
+      }
+    }
+  }
+  return "Uint8Array's ArrayBuffer is detached (transferred): its bytes are gone";
 }
 
 /** Names parameter `key` of a statement for error messages: `1` or `":name"`. */
@@ -101,10 +130,7 @@ export function invalidParamsMessage(params: unknown): string | undefined {
     }
     return undefined;
   }
-  if (typeof params !== "object" || !isPlainObject(params)) {
-    return "Cannot bind parameters: pass an array (positional) or a plain object (named), got " +
-      describeKind(params);
-  }
+  if (typeof params !== "object" || !isPlainObject(params)) return paramsKindMessage(params);
   for (const key of Object.keys(params)) {
     if (key === "__proto__") {
       return `Cannot bind parameter "__proto__": a named parameter cannot be called __proto__`;
@@ -113,6 +139,12 @@ export function invalidParamsMessage(params: unknown): string | undefined {
     if (reason !== undefined) return `Cannot bind parameter ${paramLabel(key)}: ${reason}`;
   }
   return undefined;
+}
+
+/** Refuses parameters that are neither an array nor a plain object, saying what they are. */
+export function paramsKindMessage(params: unknown): string {
+  return "Cannot bind parameters: pass an array (positional) or a plain object (named), got " +
+    describeKind(params);
 }
 
 /** True for an object whose prototype is `Object.prototype` or `null`. */

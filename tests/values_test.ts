@@ -82,6 +82,37 @@ for (const [label, value] of ACCEPTED) {
   });
 }
 
+Deno.test("invalidReason() refuses a Uint8Array whose bytes are gone, and only that", () => {
+  const detached = new Uint8Array([1, 2]);
+  structuredClone(detached.buffer, { transfer: [detached.buffer] });
+  assert.match(invalidReason(detached)!, /^Uint8Array's ArrayBuffer is detached \(transferred\)/);
+  const transferred = new Uint8Array([1, 2]);
+  transferred.buffer.transfer();
+  assert.match(invalidReason(transferred)!, /detached/);
+  const b = new ArrayBuffer(8, { maxByteLength: 16 });
+  const fixed = new Uint8Array(b, 2, 4);
+  const tracking = new Uint8Array(b, 6);
+  const trackingAtEnd = new Uint8Array(b, 8);
+  assert.equal(invalidReason(fixed), undefined);
+  assert.equal(invalidReason(tracking), undefined);
+  assert.equal(invalidReason(trackingAtEnd), undefined); // in bounds, empty
+  b.resize(4);
+  for (const u of [fixed, tracking, trackingAtEnd]) {
+    assert.match(invalidReason(u)!, /^Uint8Array is out of bounds of its ArrayBuffer/);
+  }
+  b.resize(16); // back in bounds: its bytes are there again
+  assert.equal(invalidReason(fixed), undefined);
+  assert.equal(invalidReason(trackingAtEnd), undefined);
+  // Empty views of a SharedArrayBuffer, and at the end of a buffer, are fine.
+  assert.equal(invalidReason(new Uint8Array(new SharedArrayBuffer(4), 4)), undefined);
+  assert.equal(invalidReason(new Uint8Array(new ArrayBuffer(4), 4)), undefined);
+  assert.match(invalidParamsMessage([1, detached])!, /^Cannot bind parameter 2: .*detached/);
+  assert.match(
+    invalidParamsMessage({ b: fixed.subarray(0, 0), a: detached })!,
+    /^Cannot bind parameter "a": /,
+  );
+});
+
 // A lone UTF-16 surrogate cannot be encoded as UTF-8: MessagePack sends it as
 // U+FFFD, so SQLite stores "\ufffd" instead of what was bound. Like a NUL, it
 // cannot be stored exactly and should be refused.
