@@ -915,6 +915,13 @@ function checkExecOptions(options: unknown): void {
     throw new TypeError(`Invalid exec() options: expected { signal }, got ${String(options)}`);
   }
   for (const key of Object.keys(options)) {
+    if (key === "timeout") {
+      throw new TypeError(
+        'Invalid exec() option "timeout": exec() takes only { signal }; each statement of a ' +
+          "script has the server's --statement-timeout as its deadline (for a deadline of your " +
+          "own, run the statements with run(sql, params, { timeout }) or batch(items, { timeout }))",
+      );
+    }
     if (key !== "signal") throw new TypeError(`Invalid exec() option "${key}": ${params}`);
   }
 }

@@ -340,6 +340,10 @@ Deno.test("exec() refuses parameters (an array, or a named-parameter object) wit
     name: "TypeError",
     message: `Invalid exec() option "x": ${params}`,
   });
+  await assert.rejects(exec(db, { timeout: 100 }), {
+    name: "TypeError",
+    message: /^Invalid exec\(\) option "timeout": exec\(\) takes only \{ signal \}; each statement/,
+  });
   await assert.rejects(exec(db, 2), {
     name: "TypeError",
     message: "Invalid exec() options: expected { signal }, got 2",
