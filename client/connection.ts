@@ -128,17 +128,23 @@ const READ_PRAGMAS_WITH_ARG: ReadonlySet<string> = new Set([
  * (TCP connection, TLS handshake and handshake reply together).
  *
  * @param hello `admin: true` asks for an admin session (maintenance requests only).
+ * @param signal Aborting it gives the opening up at once, at any stage: the
+ *   socket is closed (one still connecting is closed once it opens), and
+ *   the call rejects with a `ConnectionError` made of the signal's reason
+ *   when that is one (e.g. the client closed meanwhile).
  * @throws {ConnectionError} `REQUEST_TIMEOUT` when the time is up (the
  *   socket is closed), else what connecting or the handshake throws.
  */
 export async function openLink(
   config: ConnectConfig,
   hello: { admin?: boolean } = {},
+  signal?: AbortSignal,
 ): Promise<[Link, HelloReply]> {
   const ms = config.connectTimeout;
   const deadline = performance.now() + ms;
-  const conn = await connectTo(config.addr, config.tls, ms);
+  const conn = await connectTo(config.addr, config.tls, ms, signal);
   const link = new Link(conn, config.addr, config.maxFrameSize, config.requestTimeout);
+  failOnAbort(link, config.addr, signal);
   let timer: ReturnType<typeof setTimeout> | undefined;
   if (ms > 0) {
     timer = setTimeout(() => {
@@ -160,6 +166,28 @@ export async function openLink(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Ends `link` (during its handshake) when `signal` aborts, with the
+ * signal's reason when that is a `ConnectionError`.
+ */
+function failOnAbort(
+  link: Link,
+  addr: ConnectConfig["addr"],
+  signal: AbortSignal | undefined,
+): void {
+  if (signal === undefined) return;
+  const onAbort = (): void => {
+    link.fail(
+      signal.reason instanceof ConnectionError
+        ? signal.reason
+        : new ConnectionError(`Cannot connect to ${formatAddress(addr)}: the attempt was aborted`),
+    );
+  };
+  if (signal.aborted) return onAbort();
+  signal.addEventListener("abort", onAbort, { once: true });
+  link.ended.then(() => signal.removeEventListener("abort", onAbort));
 }
 
 /**
@@ -196,6 +224,8 @@ export class PooledConnection {
   readonly #events: ConnectionEvents;
   #link: Link | null;
   #opening: Promise<void> | null = null;
+  /** Gives {@link #opening} up (see {@link close}). */
+  #openAborter: AbortController | null = null;
   #generation: number;
   /** The server's session number of the open link (from its hello), if it says. */
   #session: number | null = null;
@@ -322,6 +352,18 @@ export class PooledConnection {
     return this.inTransaction || this.#lostTransaction || this.txDepth > 0 ||
       (link !== null && link.failure !== null && this.#judged !== link && this.#guarded !== link &&
         link.inTransaction);
+  }
+
+  /**
+   * For a cursor opened on link `generation` inside the transaction that
+   * request `tx` ({@link txOpenedBy}) opened: true when that link was lost
+   * with the transaction still open on it (not ended by `COMMIT` or
+   * `ROLLBACK` first), so its calls fail with `ConnectionError`.
+   */
+  lostInside(generation: number, tx: number): boolean {
+    const link = this.#link;
+    return generation === this.#generation && link !== null && link.failure !== null &&
+      link.inTransaction && link.txOpenedBy === tx && this.#guarded !== link;
   }
 
   /** True when the link is up. */
@@ -474,10 +516,15 @@ export class PooledConnection {
    */
   connect(): Promise<void> {
     if (this.#link !== null && this.#link.failure === null) return Promise.resolve();
-    return this.#opening ??= openLink(this.#config).then(async ([link, info]) => {
+    if (this.#opening !== null) return this.#opening;
+    if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
+    const aborter = new AbortController();
+    this.#openAborter = aborter;
+    return this.#opening = openLink(this.#config, {}, aborter.signal).then(async ([link, info]) => {
       if (this.#closed) {
         link.fail(new ConnectionError("Connection was closed by the client"));
-        return;
+        await link.ended;
+        throw new ConnectionError("Client is closed");
       }
       const refusal = this.#events.refuses(info);
       if (refusal !== null) {
@@ -492,7 +539,10 @@ export class PooledConnection {
       this.#generation++;
       this.#watch(link);
       this.#events.onOpen(info);
-    }).finally(() => this.#opening = null);
+    }).finally(() => {
+      this.#opening = null;
+      this.#openAborter = null;
+    });
   }
 
   #maybeIdle(): void {
@@ -505,9 +555,14 @@ export class PooledConnection {
     if (this.busy === 0) this.#events.onIdle(this);
   }
 
-  /** Closes the link; pending requests reject with `ConnectionError`. Idempotent. */
+  /**
+   * Closes the link; pending requests reject with `ConnectionError`. A link
+   * still opening is given up at once (its socket closed), and the calls
+   * waiting for it fail with "Client is closed". Idempotent.
+   */
   async close(message = "Connection was closed by the client"): Promise<void> {
     this.#closed = true;
+    this.#openAborter?.abort(new ConnectionError("Client is closed"));
     await this.#opening?.catch(() => {});
     const link = this.#link;
     if (link === null) return;
@@ -565,17 +620,19 @@ export class PooledConnection {
           this.#lostTransaction = false;
           this.#commitRefused = true;
         }
-        throw new ConnectionError(
-          "Connection was lost inside a transaction, which the server rolled back: " +
-            "send ROLLBACK, then retry the whole transaction",
-        );
+        throw lostTransactionError();
       }
     }
     if (lost !== null && lost.failure !== null && !this.#config.reconnect) {
       throw unsentError(lost.failure);
     }
     if (this.#link === null || this.#link.failure !== null) {
-      await this.connect();
+      try {
+        await this.connect();
+      } catch (err) {
+        if (this.#closed) throw new ConnectionError("Client is closed");
+        throw err;
+      }
       if (this.#closed) throw new ConnectionError("Client is closed");
     }
     if (generation !== undefined && generation !== this.#generation) {
@@ -609,6 +666,17 @@ export class PooledConnection {
     this.#commitRefused = false;
     this.#endingHandles.clear();
   }
+}
+
+/**
+ * The error of a call on a connection lost inside a transaction, until the
+ * application sends `ROLLBACK` there (nothing was sent: `mayHaveRun` false).
+ */
+export function lostTransactionError(): ConnectionError {
+  return new ConnectionError(
+    "Connection was lost inside a transaction, which the server rolled back: " +
+      "send ROLLBACK, then retry the whole transaction",
+  );
 }
 
 /** Requests that run SQL: the first after a refused COMMIT ends {@link PooledConnection}'s grace for a ROLLBACK. */

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { AbortError, ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import {
   type CallOptions,
   Op,
@@ -13,7 +13,12 @@ import {
   type WireParams,
 } from "../protocol/messages.ts";
 import { wireOptions } from "./_calls.ts";
-import { type CursorHold, NO_CURSOR, type PooledConnection } from "./connection.ts";
+import {
+  type CursorHold,
+  lostTransactionError,
+  NO_CURSOR,
+  type PooledConnection,
+} from "./connection.ts";
 import { toObject } from "./rows.ts";
 
 /** Options of `iterate()`. */
@@ -55,10 +60,12 @@ const droppedCursors = new FinalizationRegistry<OpenCursor>((c) => {
  *
  * A cursor opened inside a transaction ends with it, as on the server: once
  * the connection's transaction has ended (COMMIT, ROLLBACK, the end of
- * `transaction()`'s function, rolled back by the server, lost with the
- * connection, or ended by an `exec` script that began another, which the
- * reply's `TxEnded` status bit tells), the next pull fails with `CURSOR_CLOSED` at once, without
- * yielding the rows already received.
+ * `transaction()`'s function, rolled back by the server, or ended by an
+ * `exec` script that began another, which the reply's `TxEnded` status bit
+ * tells), the next pull fails with `CURSOR_CLOSED` at once, without
+ * yielding the rows already received. Lost with the connection, it fails
+ * as the other calls of that transaction do, with `ConnectionError`: its
+ * `next` in flight's error, else the lost transaction's.
  */
 export function cursorRows(
   connection: PooledConnection | Promise<PooledConnection>,
@@ -119,9 +126,19 @@ async function* openCursor(
       return next;
     };
     let pending: Promise<Replies[typeof Op.Next]> | null = ahead();
+    // Why the cursor's transaction ended: the connection's loss (the error of
+    // the `next` in flight, else of any call there), or COMMIT or ROLLBACK.
+    const ended = async (): Promise<Error> => {
+      if (!conn.lostInside(at, tx)) return cursorTxEnded(id);
+      if (pending !== null) {
+        const err = await pending.then(() => null, (e: unknown) => e);
+        if (err instanceof ConnectionError) return err;
+      }
+      return lostTransactionError();
+    };
     try {
       while (pending !== null) {
-        if (txEnded()) throw cursorTxEnded(id);
+        if (txEnded()) throw await ended();
         const [rows, done]: Replies[typeof Op.Next] = await pending;
         hold.touch();
         pending = done ? null : ahead();
@@ -131,7 +148,7 @@ async function* openCursor(
           if (signal?.aborted) {
             throw new AbortError("Call was aborted by its signal", { cause: signal.reason });
           }
-          if (txEnded()) throw cursorTxEnded(id);
+          if (txEnded()) throw await ended();
           yield arrays ? rows[i] : toObject(columns, rows[i]);
         }
       }

@@ -811,7 +811,12 @@ export class Pool implements ConnectionEvents {
         try {
           await conn.connect();
         } catch (err) {
-          const full = serverFull(err) && !this.#closed;
+          if (this.#closed) {
+            // close() gave the opening up: its calls fail as any call made after.
+            this.#remove(conn);
+            throw new ConnectionError("Client is closed");
+          }
+          const full = serverFull(err);
           const elsewhere = fallback !== null &&
             this.#conns.some((c) => c !== conn && !c.reserved && c.open);
           if (full && !elsewhere && attempt < FULL_RETRIES) {

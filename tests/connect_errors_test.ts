@@ -6,8 +6,10 @@
 
 import assert from "node:assert/strict";
 import { connect, ConnectionError, ProtocolError } from "../mod.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
 import { connectTo } from "../transport/connect.ts";
-import { delay, startServer } from "./_helpers.ts";
+import { delay, startServer, within } from "./_helpers.ts";
 
 /** A TCP listener on 127.0.0.1 that accepts connections and never writes. */
 function silentListener(): {
@@ -229,3 +231,63 @@ Deno.test("connectTo() tries a Unix socket whose listen backlog is full again un
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("connectTo() given up by its signal while a full Unix socket backlog is retried rejects at once with the signal's reason", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/s.sock`;
+  const listener = Deno.listen({ transport: "unix", path });
+  const waiting: Deno.Conn[] = [];
+  try {
+    let full = false;
+    for (let i = 0; i < 20_000 && !full; i++) {
+      try {
+        waiting.push(await Deno.connect({ transport: "unix", path }));
+      } catch (err) {
+        assert.equal((err as { code?: string }).code, "EAGAIN", String(err));
+        full = true;
+      }
+    }
+    assert.ok(full, "the backlog never filled");
+    const aborter = new AbortController();
+    const reason = new ConnectionError("Client is closed");
+    const connecting = rejection(connectTo({ transport: "unix", path }, null, 0, aborter.signal));
+    await delay(30);
+    aborter.abort(reason);
+    const outcome = await within(connecting, 2000);
+    assert.notEqual(outcome, "timeout", "the attempt went on after its signal aborted");
+    assert.equal((outcome as { err: Error }).err, reason);
+  } finally {
+    for (const c of waiting) c.close();
+    listener.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+for (const tls of [false, true]) {
+  const stage = tls ? "the TLS handshake" : "the hello";
+  Deno.test(`openLink() given up by its signal during ${stage} rejects at once with the signal's reason, its socket closed`, async () => {
+    await using peer = silentListener();
+    // No connectTimeout: only the signal ends the attempt.
+    const config = await resolveConnectOptions({
+      hostname: "127.0.0.1",
+      port: peer.port,
+      connectTimeout: 0,
+      ...(tls ? { tls: {} } : {}),
+    });
+    const aborter = new AbortController();
+    const reason = new ConnectionError("Client is closed");
+    const opening = rejection(openLink(config, {}, aborter.signal));
+    await delay(150);
+    assert.equal(peer.ends.length, 1, "the peer accepted the connection");
+    aborter.abort(reason);
+    const outcome = await within(opening, 2000);
+    assert.notEqual(outcome, "timeout", `${stage} went on after the signal aborted`);
+    const { err } = outcome as { err: Error };
+    assert.ok(err instanceof ConnectionError, String(err));
+    if (tls) assert.equal(err, reason);
+    else assert.equal(err.message, "Client is closed (no request was sent)");
+    assert.equal(err.mayHaveRun, false);
+    // Under Deno 2.9 the socket of a TLS handshake given up stays open until the peer closes it.
+    if (!tls) assert.equal(await peer.ends[0], "closed by peer");
+  });
+}

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { connect, ConnectionError, type ConnectOptions, serve } from "../mod.ts";
+import { connect, ConnectionError, type ConnectOptions, serve, SqliteError } from "../mod.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { startServerProcess, tempDir } from "./_helpers.ts";
+import { delay, startServerProcess, tempDir } from "./_helpers.ts";
 
 async function restartable(dir: string) {
   const options = { database: `${dir}/r.db`, path: `${dir}/r.sock` };
@@ -170,4 +170,75 @@ Deno.test("Statement called in a burst after its server was killed and restarted
   const counts = await requestCounts(second.connectOptions);
   assert.equal(counts.prepare, 1, "one prepare for the whole burst");
   assert.equal(counts.finalize, 1, "every handle prepared was freed");
+});
+
+Deno.test("A cursor whose connection was lost inside its transaction fails with the lost transaction's ConnectionError, not CURSOR_CLOSED", async () => {
+  await using dir = await tempDir();
+  const srv = await startServerProcess({ dir: dir.path });
+  try {
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2), (3)");
+    await using r = await db.reserve();
+    await r.exec("BEGIN");
+    const rows = r.iterate("SELECT x FROM t")[Symbol.asyncIterator]();
+    assert.deepEqual((await rows.next()).value, { x: 1 }); // the 3 rows came in one chunk
+    await srv.kill();
+    await delay(50); // the client sees its connection end
+    const err = await rows.next().catch((e) => e);
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.code, "CONNECTION_CLOSED");
+    assert.equal(err.mayHaveRun, false);
+    assert.match(err.message, /^Connection was lost inside a transaction/);
+    // As any other call of that transaction.
+    await assert.rejects(r.get("SELECT 1"), { message: err.message, mayHaveRun: false });
+    await r.exec("ROLLBACK");
+  } finally {
+    await srv.kill();
+  }
+});
+
+Deno.test("tx.iterate() in transaction(fn) whose server was killed mid-iteration rejects with ConnectionError", async () => {
+  await using dir = await tempDir();
+  const srv = await startServerProcess({ dir: dir.path });
+  try {
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec(
+      "CREATE TABLE t (x); INSERT INTO t WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL " +
+        "SELECT i + 1 FROM c WHERE i < 20000) SELECT i FROM c",
+    );
+    let seen = 0;
+    const err = await db.transaction(async (tx) => {
+      for await (const _ of tx.iterate("SELECT x FROM t")) {
+        if (++seen === 500) await srv.kill();
+      }
+    }).catch((e) => e);
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.code, "CONNECTION_CLOSED");
+    assert.ok(seen >= 500 && seen < 20000, `${seen} rows seen`);
+  } finally {
+    await srv.kill();
+  }
+});
+
+Deno.test("A cursor whose transaction was committed before its connection was lost still fails with CURSOR_CLOSED", async () => {
+  await using dir = await tempDir();
+  const srv = await startServerProcess({ dir: dir.path });
+  try {
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2), (3)");
+    await using r = await db.reserve();
+    await r.exec("BEGIN");
+    const rows = r.iterate("SELECT x FROM t")[Symbol.asyncIterator]();
+    assert.deepEqual((await rows.next()).value, { x: 1 });
+    await r.exec("COMMIT");
+    await srv.kill();
+    await delay(50);
+    await assert.rejects(rows.next(), (err: Error) => {
+      assert.ok(err instanceof SqliteError, String(err));
+      assert.equal(err.code, "CURSOR_CLOSED");
+      return true;
+    });
+  } finally {
+    await srv.kill();
+  }
 });

@@ -32,6 +32,9 @@ export interface TlsClientOptions {
  * @param tls Connect with TLS (TCP only); `null` for plain connections.
  * @param timeout ms for the TCP connection and the TLS handshake together;
  *   0 = none. On expiry the socket is closed.
+ * @param signal Aborting it gives the attempt up as expiry does (the socket
+ *   is closed; one that opens later is closed at once) and rejects with its
+ *   reason when that is an `Error` (e.g. a client closed meanwhile).
  * @returns the connection (a `Deno.Conn` under Deno).
  * @throws {TypeError} when TLS is asked for a Unix socket.
  * @throws {ConnectionError} naming the address when nothing answers there
@@ -42,6 +45,7 @@ export async function connectTo(
   addr: Address,
   tls: TlsClientOptions | null = null,
   timeout = 0,
+  signal?: AbortSignal,
 ): Promise<ByteStream> {
   if (addr.transport === "unix" && tls !== null) {
     throw new TypeError("TLS is for TCP: a Unix socket connection cannot use it");
@@ -54,6 +58,9 @@ export async function connectTo(
   }
   const attempt = new Attempt();
   const timer = timeout > 0 ? setTimeout(() => attempt.expire(), timeout) : undefined;
+  const onAbort = (): void => attempt.expire(abortReason(signal!, where));
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (signal?.aborted) onAbort();
   try {
     for (let pause = 1, paused = 0;; pause = Math.min(2 * pause, 64)) {
       try {
@@ -70,6 +77,7 @@ export async function connectTo(
       paused += pause;
     }
   } catch (err) {
+    if (attempt.cancelled !== null) throw attempt.cancelled;
     if (attempt.expired) {
       throw new ConnectionError(
         `Cannot connect to ${where}: ${attempt.stage} did not complete within ${timeout} ms ` +
@@ -83,7 +91,15 @@ export async function connectTo(
     );
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener("abort", onAbort);
   }
+}
+
+/** The error an attempt given up by `signal` rejects with. */
+function abortReason(signal: AbortSignal, where: string): Error {
+  return signal.reason instanceof Error
+    ? signal.reason
+    : new ConnectionError(`Cannot connect to ${where}: the attempt was aborted`);
 }
 
 /**
@@ -168,12 +184,20 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
 class Attempt {
   stage = "the connection";
   expired = false;
+  /** Set when the attempt was given up (not timed out): what it rejects with. */
+  cancelled: Error | null = null;
   readonly #aborter = new AbortController();
   #onExpire: (() => void) | null = null;
   #rejectWait: ((err: Error) => void) | null = null;
 
-  /** Ends the attempt: closes what is open, stops what is awaited. */
-  expire(): void {
+  /**
+   * Ends the attempt: closes what is open, stops what is awaited.
+   *
+   * @param cancelled Given when the attempt is given up rather than timed out.
+   */
+  expire(cancelled: Error | null = null): void {
+    if (this.expired) return;
+    this.cancelled = cancelled;
     this.expired = true;
     this.#aborter.abort();
     this.#onExpire?.();
