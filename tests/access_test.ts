@@ -810,6 +810,41 @@ Deno.test("serve({ readonly }) refuses VACUUM and PRAGMA incremental_vacuum with
   assert.deepEqual(await db.values("SELECT v FROM t"), [[1]]);
 });
 
+Deno.test("serve({ readonly }) refuses PRAGMA wal_checkpoint and PRAGMA optimize with READONLY, also when the WAL holds another process's frames", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/a.db`;
+  const other = new DatabaseSync(database);
+  try {
+    other.exec(
+      "PRAGMA journal_mode = WAL; CREATE TABLE t (v); CREATE INDEX tv ON t (v); " +
+        "INSERT INTO t VALUES (1), (2)",
+    );
+    await using _ro = await serve({ database, path: `${dir.path}/ro.sock`, readonly: true });
+    await using db = await connect({ path: `${dir.path}/ro.sock`, max: 1 });
+    // Another process writes: the WAL holds frames a checkpoint would copy back.
+    other.exec("PRAGMA wal_autocheckpoint = 0; INSERT INTO t VALUES (3)");
+    const refused = (what: string) =>
+      new RegExp(`^Cannot run PRAGMA ${what}: the server runs read-only \\(--readonly\\)$`);
+    for (
+      const [sql, what] of [
+        ["PRAGMA wal_checkpoint", "wal_checkpoint"],
+        ["PRAGMA wal_checkpoint(TRUNCATE)", "wal_checkpoint"],
+        ["PRAGMA main.wal_checkpoint(PASSIVE)", "wal_checkpoint"],
+        ["PRAGMA optimize", "optimize"],
+        ["PRAGMA optimize(0x10002)", "optimize"],
+        ["SELECT * FROM pragma_optimize", "optimize"],
+        ["SELECT count(*) FROM Pragma_Optimize(0x10002)", "optimize"],
+      ]
+    ) {
+      await rejectsWithCode(db.values(sql), "READONLY", refused(what));
+    }
+    // Reads go on, and see the other process's write.
+    assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
+  } finally {
+    other.close();
+  }
+});
+
 Deno.test("Policy edges: PRAGMA synchronous under --allow-unsafe-pragmas, VACUUM after semicolons, a column named rename", async () => {
   {
     await using srv = await startServer({ allowUnsafePragmas: true });
