@@ -148,6 +148,9 @@ export const CONNECTION_PRAGMAS: readonly string[] = [
   "trusted_schema",
 ];
 
+/** How a refusal names an ATTACH, DETACH or VACUUM INTO target that is no string literal. */
+const NOT_LITERAL = "given by a parameter or an expression";
+
 /** PRAGMAs that write the database even without a value (refused when read-only). */
 const ACTING_PRAGMAS = new Set(["incremental_vacuum", "wal_checkpoint", "optimize"]);
 
@@ -240,8 +243,9 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
     if (action === VACUUM_ACTION) {
       if (arg2 !== "INTO") return readonly ? readOnlyRefusal("VACUUM") : null;
       if (allowAttach) return null;
+      const target = arg1 === null ? ` a file ${NOT_LITERAL}` : ` "${arg1}"`;
       return forbidden(
-        `Cannot VACUUM INTO${arg1 === null ? "" : ` "${arg1}"`}: ATTACH, DETACH and VACUUM INTO ` +
+        `Cannot VACUUM INTO${target}: ATTACH, DETACH and VACUUM INTO ` +
           "would let clients open or create any file the server can (start the server with " +
           "--allow-attach to permit)",
       );
@@ -249,7 +253,11 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
     if (action === Action.ATTACH || action === Action.DETACH) {
       if (allowAttach) return null;
       // (A VACUUM INTO that slipped past VACUUM_ACTION attaches its target when it runs.)
-      const what = `${action === Action.DETACH ? "detach" : "attach"} "${arg1 ?? ""}"`;
+      // SQLite passes the file (ATTACH) or name (DETACH) when it is a string
+      // literal or a plain name, else NULL.
+      const what = action === Action.DETACH
+        ? `detach ${arg1 === null ? `a database ${NOT_LITERAL}` : `"${arg1}"`}`
+        : `attach ${arg1 === null ? `a database file ${NOT_LITERAL}` : `"${arg1}"`}`;
       return forbidden(
         `Cannot ${what}: ATTACH, DETACH and VACUUM INTO would let clients open or create any ` +
           "file the server can (start the server with --allow-attach to permit)",

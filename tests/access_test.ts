@@ -770,7 +770,8 @@ Deno.test("VACUUM INTO however written is refused with FORBIDDEN and how to perm
   const dir = ts.dir;
   const named = (file: string) =>
     new RegExp(`^Cannot VACUUM INTO "${dir}/${file}": .*--allow-attach to permit`);
-  const unnamed = /^Cannot VACUUM INTO: .*--allow-attach to permit/;
+  const unnamed =
+    /^Cannot VACUUM INTO a file given by a parameter or an expression: ATTACH, .*--allow-attach to permit/;
   const cases: [() => Promise<unknown>, RegExp][] = [
     [() => db.exec(`VACUUM /*c*/ INTO '${dir}/a.db'`), named("a\\.db")],
     [() => db.exec(`vacuum "main" into'${dir}/b.db';`), named("b\\.db")],
@@ -784,6 +785,31 @@ Deno.test("VACUUM INTO however written is refused with FORBIDDEN and how to perm
   for (const [run, message] of cases) await rejectsWithCode(run(), "FORBIDDEN", message);
   assert.deepEqual([...Deno.readDirSync(dir)].filter((e) => /^[a-g]\.db$/.test(e.name)), []);
   await db.exec("VACUUM"); // in place, no file: allowed
+});
+
+Deno.test("ATTACH and DETACH of a name known only when run are refused saying so, not as an empty name", async () => {
+  await using ts = await startServer();
+  await using db = await ts.client();
+  const file = `${ts.dir}/other.db`;
+  const given = (what: string) =>
+    new RegExp(
+      `^Cannot ${what} given by a parameter or an expression: ATTACH, DETACH and VACUUM INTO ` +
+        ".*--allow-attach to permit\\)$",
+    );
+  await rejectsWithCode(
+    db.run("ATTACH ? AS a", [file]),
+    "FORBIDDEN",
+    given("attach a database file"),
+  );
+  await rejectsWithCode(
+    db.exec(`ATTACH '${ts.dir}/' || 'other.db' AS a`),
+    "FORBIDDEN",
+    given("attach a database file"),
+  );
+  await rejectsWithCode(db.run("DETACH ?", ["a"]), "FORBIDDEN", given("detach a database"));
+  // A literal is named, the empty one too (ATTACH '' opens a temporary database).
+  await rejectsWithCode(db.exec("ATTACH '' AS e"), "FORBIDDEN", /^Cannot attach "": ATTACH, /);
+  await assert.rejects(Deno.lstat(file), Deno.errors.NotFound);
 });
 
 Deno.test("serve({ readonly }) refuses VACUUM and PRAGMA incremental_vacuum with READONLY", async () => {
