@@ -311,8 +311,14 @@ function checkpointMode(v: unknown): CheckpointMode {
 }
 
 function path(v: unknown, op: string): string {
-  if (typeof v !== "string" || v === "" || v.includes("\0")) {
-    throw badRequest(`Expected the ${op} destination as a file path, got ${typeName(v)}`);
+  const expected = `Expected the ${op} destination as a file path`;
+  if (typeof v !== "string") throw badRequest(`${expected}, got ${typeName(v)}`);
+  if (v === "") throw badRequest(`${expected}, got an empty string`);
+  const nul = v.indexOf("\0");
+  if (nul !== -1) {
+    throw badRequest(
+      `${expected}, got a string with a NUL character (\\0) at ${nul}: no file name can hold one`,
+    );
   }
   return v;
 }
