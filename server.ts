@@ -950,7 +950,14 @@ function tokenArg(token: string | undefined, file: string | undefined): string |
   }
   if (file !== undefined) return readTokenFile(file);
   const env = Deno.env.get(TOKEN_ENV);
-  return env === undefined || env === "" ? undefined : env;
+  if (env === "") {
+    // As `--token ''`: an empty secret is a mistake (a variable left blank), not "no token".
+    throw new TypeError(
+      `Invalid ${TOKEN_ENV}: it is set but empty; set it to the token, or unset it to serve ` +
+        "without one",
+    );
+  }
+  return env;
 }
 
 function readPem(flag: string, path: string): string {

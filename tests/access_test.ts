@@ -15,19 +15,30 @@ import { CONNECTION_PRAGMAS, samePragmaValue, UNSAFE_PRAGMAS } from "../engine/p
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
-/** Runs `deno run -A server.ts args` to its end (for servers that refuse to start). */
+/**
+ * Runs `deno run -A server.ts args` to its end (for servers that refuse to
+ * start); with `killAfterMs`, kills it (SIGTERM) if it is still running then.
+ */
 async function runServer(
   args: string[],
   env: Record<string, string> = {},
+  killAfterMs = 0,
 ): Promise<{ code: number; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SERVER_TS, ...args],
-    env,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  const killer = new AbortController();
+  const timer = killAfterMs > 0 ? setTimeout(() => killer.abort(), killAfterMs) : undefined;
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", SERVER_TS, ...args],
+      env,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      signal: killer.signal,
+    }).output();
+    return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function rejectsWithCode(p: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
@@ -107,6 +118,26 @@ Deno.test("server.ts refuses inconsistent access flags with a clear message", as
   assert.match(tlsUnix.stderr, /Invalid --tls-cert: TLS is for TCP; give --tcp too/);
   assert.match(readonly.stderr, /Cannot serve ".*a\.db" read-only: the file does not exist/);
   for (const r of [both, empty, missing, halfTls, tlsUnix, readonly]) assert.notEqual(r.code, 0);
+});
+
+Deno.test("server.ts exits 2 on an empty token however given: --token '', an empty --token-file, NETSQLITE_TOKEN set but empty", async () => {
+  await using dir = await tempDir();
+  const db = ["--db", `${dir.path}/a.db`, "--socket", `${dir.path}/a.sock`];
+  await Deno.writeTextFile(`${dir.path}/empty`, "");
+  const [flag, file, env] = await Promise.all([
+    runServer([...db, "--token", ""]),
+    runServer([...db, "--token-file", `${dir.path}/empty`]),
+    runServer(db, { NETSQLITE_TOKEN: "" }, 15_000), // (it used to serve without a token)
+  ]);
+  assert.deepEqual([flag.code, file.code, env.code], [2, 2, 2], env.stderr);
+  assert.match(flag.stderr, /^netsqlite: Invalid --token: expected a non-empty secret\n/);
+  assert.match(file.stderr, /Cannot use token file ".*empty": it is empty/);
+  assert.match(
+    env.stderr,
+    /^netsqlite: Invalid NETSQLITE_TOKEN: it is set but empty; set it to the token, or unset it to serve without one\n/,
+  );
+  // Nothing was served: none of them opened the database.
+  await assert.rejects(Deno.lstat(`${dir.path}/a.db`), Deno.errors.NotFound);
 });
 
 for (const transport of ["unix", "tcp"] as const) {
