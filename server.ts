@@ -457,6 +457,15 @@ class RunningServer implements Server {
           "on a network address",
       );
     }
+    if (gate === null && this.addr.transport === "unix" && (config.socketMode & 0o002) !== 0) {
+      // Connecting to a Unix socket takes write permission on it.
+      log.warn(
+        `the socket ${formatAddress(this.addr)} is writable by every user (--socket-mode ` +
+          `${config.socketMode.toString(8)}) and no token is set: any local user can connect ` +
+          "and read or change the whole database; set a token (--token-file or NETSQLITE_TOKEN; " +
+          "serve({ token })), or use --socket-mode 660 and a trusted group",
+      );
+    }
     if (
       gate !== null && config.tls === null && this.addr.transport === "tcp" &&
       !isLoopback(this.addr.hostname)
