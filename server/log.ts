@@ -143,6 +143,7 @@ function describePeers(peers: Map<string, number> | null): string {
 }
 
 /** The characters {@link escapeForLog} escapes: C0 controls, DEL, C1 controls, U+2028 and U+2029. */
+// deno-lint-ignore no-control-regex
 const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g;
 
 /** Short escapes, as JavaScript and JSON write them. */
