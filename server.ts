@@ -457,6 +457,15 @@ class RunningServer implements Server {
           "on a network address",
       );
     }
+    if (gate === null && this.addr.transport === "unix" && (config.socketMode & 0o002) !== 0) {
+      // Connecting to a Unix socket takes write permission on it.
+      log.warn(
+        `the socket ${formatAddress(this.addr)} is writable by every user (--socket-mode ` +
+          `${config.socketMode.toString(8)}) and no token is set: any local user can connect ` +
+          "and read or change the whole database; set a token (--token-file or NETSQLITE_TOKEN; " +
+          "serve({ token })), or use --socket-mode 660 and a trusted group",
+      );
+    }
     if (
       gate !== null && config.tls === null && this.addr.transport === "tcp" &&
       !isLoopback(this.addr.hostname)
@@ -950,7 +959,14 @@ function tokenArg(token: string | undefined, file: string | undefined): string |
   }
   if (file !== undefined) return readTokenFile(file);
   const env = Deno.env.get(TOKEN_ENV);
-  return env === undefined || env === "" ? undefined : env;
+  if (env === "") {
+    // As `--token ''`: an empty secret is a mistake (a variable left blank), not "no token".
+    throw new TypeError(
+      `Invalid ${TOKEN_ENV}: it is set but empty; set it to the token, or unset it to serve ` +
+        "without one",
+    );
+  }
+  return env;
 }
 
 function readPem(flag: string, path: string): string {

@@ -72,6 +72,8 @@ export class Link {
   #running = 0;
   /** Id of the hello request until its reply arrived, else 0. */
   #helloId = 0;
+  /** The hello carried a token (said when the peer turns out to speak TLS). */
+  #helloToken = false;
   /** True once a frame was read whole (so a later oversized header is no first reply). */
   #framed = false;
   /** Bytes appended to the outbox since the link opened. */
@@ -211,6 +213,7 @@ export class Link {
   ): Promise<HelloReply> {
     const opts: HelloRequest = { version: PROTOCOL_VERSION };
     if (token !== null) opts.token = token;
+    this.#helloToken = token !== null;
     if (options.admin === true) opts.admin = true;
     this.#helloId = this.#nextId;
     try {
@@ -256,14 +259,22 @@ export class Link {
     );
   }
 
-  /** The error for a peer whose first reply is not a netsqlite frame (`header`: its first bytes). */
+  /**
+   * The error for a peer whose first reply is not a netsqlite frame
+   * (`header`: its first bytes).
+   */
   #notNetsqlite(header: Uint8Array, cause: Error): ProtocolError {
     const where = `Cannot connect to ${formatAddress(this.#addr)}`;
     if ((header[0] === 0x15 || header[0] === 0x16) && header[1] === 0x03) {
-      // A TLS record (alert 0x15 or handshake 0x16, version 0x03 ...).
+      // A TLS record (alert 0x15 or handshake 0x16, version 0x03 ...). The
+      // hello, token included, went out in plain before the reply came.
+      const exposed = this.#helloToken
+        ? "; the token was sent in clear text before the server's reply: treat it as exposed " +
+          "and rotate it"
+        : "";
       return new ProtocolError(
         ErrorCode.ProtocolVersion,
-        `${where}: the server speaks TLS: pass tls: { caCerts } (CLI: --tls-ca)`,
+        `${where}: the server speaks TLS: pass tls: { caCerts } (CLI: --tls-ca)${exposed}`,
         { cause },
       );
     }

@@ -19,7 +19,8 @@
  *   does setting one to the value it already has, or `defer_foreign_keys`
  *   inside a transaction: such a refusal carries {@link Refusal.unless},
  *   which the connection decides after the prepare.
- * - `VACUUM` and `PRAGMA incremental_vacuum` when read-only (`READONLY`):
+ * - `VACUUM`, `PRAGMA incremental_vacuum`, `PRAGMA wal_checkpoint` and
+ *   `PRAGMA optimize` when read-only (`READONLY`):
  *   SQLite's authorizer reports nothing for `VACUUM`, so the connection
  *   calls the check with {@link VACUUM_ACTION} for every `VACUUM` statement.
  *
@@ -147,6 +148,12 @@ export const CONNECTION_PRAGMAS: readonly string[] = [
   "trusted_schema",
 ];
 
+/** How a refusal names an ATTACH, DETACH or VACUUM INTO target that is no string literal. */
+const NOT_LITERAL = "given by a parameter or an expression";
+
+/** PRAGMAs that write the database even without a value (refused when read-only). */
+const ACTING_PRAGMAS = new Set(["incremental_vacuum", "wal_checkpoint", "optimize"]);
+
 /** PRAGMAs that write the database file when given a value (refused when read-only). */
 const WRITING_PRAGMAS = new Set(["application_id", "user_version"]);
 
@@ -197,10 +204,11 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
   return (action, arg1, arg2, dbName) => {
     if (action === Action.PRAGMA) {
       const name = arg1?.toLowerCase() ?? "";
-      // With or without an argument, incremental_vacuum frees pages: a write.
-      if (readonly && name === "incremental_vacuum") {
-        return readOnlyRefusal("run PRAGMA incremental_vacuum");
-      }
+      // With or without an argument, these write the database: incremental_vacuum
+      // frees pages, wal_checkpoint copies the WAL back (when another process
+      // wrote, it fails with SQLITE_IOERR_WRITE on a read-only file), optimize
+      // may run ANALYZE.
+      if (readonly && ACTING_PRAGMAS.has(name)) return readOnlyRefusal(`run PRAGMA ${name}`);
       if (arg2 === null || arg1 === null) return null; // reading a setting
       if (readonly && WRITING_PRAGMAS.has(name)) return readOnlyRefusal(`set PRAGMA ${name}`);
       if (allowUnsafePragmas) return null;
@@ -235,8 +243,9 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
     if (action === VACUUM_ACTION) {
       if (arg2 !== "INTO") return readonly ? readOnlyRefusal("VACUUM") : null;
       if (allowAttach) return null;
+      const target = arg1 === null ? ` a file ${NOT_LITERAL}` : ` "${arg1}"`;
       return forbidden(
-        `Cannot VACUUM INTO${arg1 === null ? "" : ` "${arg1}"`}: ATTACH, DETACH and VACUUM INTO ` +
+        `Cannot VACUUM INTO${target}: ATTACH, DETACH and VACUUM INTO ` +
           "would let clients open or create any file the server can (start the server with " +
           "--allow-attach to permit)",
       );
@@ -244,7 +253,11 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
     if (action === Action.ATTACH || action === Action.DETACH) {
       if (allowAttach) return null;
       // (A VACUUM INTO that slipped past VACUUM_ACTION attaches its target when it runs.)
-      const what = `${action === Action.DETACH ? "detach" : "attach"} "${arg1 ?? ""}"`;
+      // SQLite passes the file (ATTACH) or name (DETACH) when it is a string
+      // literal or a plain name, else NULL.
+      const what = action === Action.DETACH
+        ? `detach ${arg1 === null ? `a database ${NOT_LITERAL}` : `"${arg1}"`}`
+        : `attach ${arg1 === null ? `a database file ${NOT_LITERAL}` : `"${arg1}"`}`;
       return forbidden(
         `Cannot ${what}: ATTACH, DETACH and VACUUM INTO would let clients open or create any ` +
           "file the server can (start the server with --allow-attach to permit)",
@@ -261,6 +274,10 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
         );
       }
       return null;
+    }
+    // The table-valued form runs PRAGMA optimize as it is read.
+    if (readonly && action === Action.READ && arg1?.toLowerCase() === "pragma_optimize") {
+      return readOnlyRefusal("run PRAGMA optimize");
     }
     if (action === Action.READ && arg1?.toLowerCase() === "sqlite_stmt") {
       return forbidden(

@@ -111,7 +111,8 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 /**
  * Checks the `hello` request's payload.
  *
- * @throws {SqliteError} `BAD_REQUEST` when it is not `[0, id, {version: number}]`.
+ * @throws {SqliteError} `BAD_REQUEST` when it is not `[0, id, {version: integer}]`
+ *   (within ±(2^53 − 1), as every control integer).
  */
 export function decodeHello(msg: Envelope): HelloRequest {
   const opts = msg[2] as { version?: unknown; token?: unknown; admin?: unknown } | undefined;
@@ -119,8 +120,12 @@ export function decodeHello(msg: Envelope): HelloRequest {
     throw badRequest("Cannot start session: first request must be hello");
   }
   const version = controlInt(opts.version);
-  if (typeof version !== "number") {
-    throw badRequest("Cannot start session: hello must carry {version: number}");
+  // A control integer: a float that is none, or past 2^53 − 1, is no version.
+  if (typeof version !== "number" || !Number.isSafeInteger(version)) {
+    const got = typeof version === "number" && !Number.isInteger(version)
+      ? String(version)
+      : typeName(version);
+    throw badRequest(`Cannot start session: hello must carry {version: integer}, got ${got}`);
   }
   if (opts.token !== undefined && opts.token !== null && typeof opts.token !== "string") {
     throw badRequest("Cannot start session: hello token must be a string");
@@ -311,8 +316,14 @@ function checkpointMode(v: unknown): CheckpointMode {
 }
 
 function path(v: unknown, op: string): string {
-  if (typeof v !== "string" || v === "" || v.includes("\0")) {
-    throw badRequest(`Expected the ${op} destination as a file path, got ${typeName(v)}`);
+  const expected = `Expected the ${op} destination as a file path`;
+  if (typeof v !== "string") throw badRequest(`${expected}, got ${typeName(v)}`);
+  if (v === "") throw badRequest(`${expected}, got an empty string`);
+  const nul = v.indexOf("\0");
+  if (nul !== -1) {
+    throw badRequest(
+      `${expected}, got a string with a NUL character (\\0) at ${nul}: no file name can hold one`,
+    );
   }
   return v;
 }

@@ -10,7 +10,8 @@
  * - `debug`: every request with its duration.
  *
  * SQL is logged only for slow statements, cut to its first 200 characters;
- * parameters are never logged.
+ * parameters are never logged. Control characters in a message (client
+ * text: SQL, file names) are escaped, so an event is always one line.
  *
  * @module
  */
@@ -48,10 +49,17 @@ export class Logger {
     return LOG_LEVELS.indexOf(level) <= this.#rank;
   }
 
-  /** Writes `message` at `level`, if enabled. */
+  /**
+   * Writes `message` at `level`, if enabled, as one line: its control
+   * characters are escaped (see {@link escapeForLog}), so that text a client
+   * sent (a file name, SQL, an error message quoting either) can neither
+   * start a line of its own nor reach the terminal as a control sequence.
+   */
   log(level: LogLevel, message: string): void {
     if (!this.enabled(level)) return;
-    this.#write(`${new Date().toISOString()} ${level.padEnd(5)} netsqlite: ${message}`);
+    this.#write(
+      `${new Date().toISOString()} ${level.padEnd(5)} netsqlite: ${escapeForLog(message)}`,
+    );
   }
 
   /** {@link log} at `error`. */
@@ -132,6 +140,35 @@ function describePeers(peers: Map<string, number> | null): string {
   const named = top.map(([p, n]) => `${p} ×${n}`).join(", ");
   return `, from ${count} address${peers.size === 1 ? "" : "es"}: ${named}` +
     (peers.size > PEERS_NAMED ? ", ..." : "");
+}
+
+/** The characters {@link escapeForLog} escapes: C0 controls, DEL, C1 controls, U+2028 and U+2029. */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g;
+
+/** Short escapes, as JavaScript and JSON write them. */
+const SHORT_ESCAPES: Readonly<Record<string, string>> = {
+  "\t": "\\t",
+  "\n": "\\n",
+  "\r": "\\r",
+};
+
+/**
+ * `text` with every character that could end a log line or act on a
+ * terminal written as an escape: `\n`, `\r` and `\t`, other C0 controls,
+ * DEL and C1 controls as `\xHH` (ESC as `\x1b`, NEL as `\x85`), and the
+ * line and paragraph separators as `\u2028` and `\u2029`. Everything else
+ * (a backslash too) is left as it is.
+ */
+export function escapeForLog(text: string): string {
+  return text.replace(
+    CONTROL,
+    (c) =>
+      SHORT_ESCAPES[c] ??
+        (c.charCodeAt(0) <= 0xff
+          ? `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`
+          : `\\u${c.charCodeAt(0).toString(16)}`),
+  );
 }
 
 /**

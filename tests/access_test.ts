@@ -15,19 +15,30 @@ import { CONNECTION_PRAGMAS, samePragmaValue, UNSAFE_PRAGMAS } from "../engine/p
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
-/** Runs `deno run -A server.ts args` to its end (for servers that refuse to start). */
+/**
+ * Runs `deno run -A server.ts args` to its end (for servers that refuse to
+ * start); with `killAfterMs`, kills it (SIGTERM) if it is still running then.
+ */
 async function runServer(
   args: string[],
   env: Record<string, string> = {},
+  killAfterMs = 0,
 ): Promise<{ code: number; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SERVER_TS, ...args],
-    env,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  const killer = new AbortController();
+  const timer = killAfterMs > 0 ? setTimeout(() => killer.abort(), killAfterMs) : undefined;
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", SERVER_TS, ...args],
+      env,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      signal: killer.signal,
+    }).output();
+    return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function rejectsWithCode(p: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
@@ -107,6 +118,26 @@ Deno.test("server.ts refuses inconsistent access flags with a clear message", as
   assert.match(tlsUnix.stderr, /Invalid --tls-cert: TLS is for TCP; give --tcp too/);
   assert.match(readonly.stderr, /Cannot serve ".*a\.db" read-only: the file does not exist/);
   for (const r of [both, empty, missing, halfTls, tlsUnix, readonly]) assert.notEqual(r.code, 0);
+});
+
+Deno.test("server.ts exits 2 on an empty token however given: --token '', an empty --token-file, NETSQLITE_TOKEN set but empty", async () => {
+  await using dir = await tempDir();
+  const db = ["--db", `${dir.path}/a.db`, "--socket", `${dir.path}/a.sock`];
+  await Deno.writeTextFile(`${dir.path}/empty`, "");
+  const [flag, file, env] = await Promise.all([
+    runServer([...db, "--token", ""]),
+    runServer([...db, "--token-file", `${dir.path}/empty`]),
+    runServer(db, { NETSQLITE_TOKEN: "" }, 15_000), // (it used to serve without a token)
+  ]);
+  assert.deepEqual([flag.code, file.code, env.code], [2, 2, 2], env.stderr);
+  assert.match(flag.stderr, /^netsqlite: Invalid --token: expected a non-empty secret\n/);
+  assert.match(file.stderr, /Cannot use token file ".*empty": it is empty/);
+  assert.match(
+    env.stderr,
+    /^netsqlite: Invalid NETSQLITE_TOKEN: it is set but empty; set it to the token, or unset it to serve without one\n/,
+  );
+  // Nothing was served: none of them opened the database.
+  await assert.rejects(Deno.lstat(`${dir.path}/a.db`), Deno.errors.NotFound);
 });
 
 for (const transport of ["unix", "tcp"] as const) {
@@ -770,7 +801,8 @@ Deno.test("VACUUM INTO however written is refused with FORBIDDEN and how to perm
   const dir = ts.dir;
   const named = (file: string) =>
     new RegExp(`^Cannot VACUUM INTO "${dir}/${file}": .*--allow-attach to permit`);
-  const unnamed = /^Cannot VACUUM INTO: .*--allow-attach to permit/;
+  const unnamed =
+    /^Cannot VACUUM INTO a file given by a parameter or an expression: ATTACH, .*--allow-attach to permit/;
   const cases: [() => Promise<unknown>, RegExp][] = [
     [() => db.exec(`VACUUM /*c*/ INTO '${dir}/a.db'`), named("a\\.db")],
     [() => db.exec(`vacuum "main" into'${dir}/b.db';`), named("b\\.db")],
@@ -784,6 +816,31 @@ Deno.test("VACUUM INTO however written is refused with FORBIDDEN and how to perm
   for (const [run, message] of cases) await rejectsWithCode(run(), "FORBIDDEN", message);
   assert.deepEqual([...Deno.readDirSync(dir)].filter((e) => /^[a-g]\.db$/.test(e.name)), []);
   await db.exec("VACUUM"); // in place, no file: allowed
+});
+
+Deno.test("ATTACH and DETACH of a name known only when run are refused saying so, not as an empty name", async () => {
+  await using ts = await startServer();
+  await using db = await ts.client();
+  const file = `${ts.dir}/other.db`;
+  const given = (what: string) =>
+    new RegExp(
+      `^Cannot ${what} given by a parameter or an expression: ATTACH, DETACH and VACUUM INTO ` +
+        ".*--allow-attach to permit\\)$",
+    );
+  await rejectsWithCode(
+    db.run("ATTACH ? AS a", [file]),
+    "FORBIDDEN",
+    given("attach a database file"),
+  );
+  await rejectsWithCode(
+    db.exec(`ATTACH '${ts.dir}/' || 'other.db' AS a`),
+    "FORBIDDEN",
+    given("attach a database file"),
+  );
+  await rejectsWithCode(db.run("DETACH ?", ["a"]), "FORBIDDEN", given("detach a database"));
+  // A literal is named, the empty one too (ATTACH '' opens a temporary database).
+  await rejectsWithCode(db.exec("ATTACH '' AS e"), "FORBIDDEN", /^Cannot attach "": ATTACH, /);
+  await assert.rejects(Deno.lstat(file), Deno.errors.NotFound);
 });
 
 Deno.test("serve({ readonly }) refuses VACUUM and PRAGMA incremental_vacuum with READONLY", async () => {
@@ -808,6 +865,41 @@ Deno.test("serve({ readonly }) refuses VACUUM and PRAGMA incremental_vacuum with
     await rejectsWithCode(db.exec(sql), "READONLY", readonly);
   }
   assert.deepEqual(await db.values("SELECT v FROM t"), [[1]]);
+});
+
+Deno.test("serve({ readonly }) refuses PRAGMA wal_checkpoint and PRAGMA optimize with READONLY, also when the WAL holds another process's frames", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/a.db`;
+  const other = new DatabaseSync(database);
+  try {
+    other.exec(
+      "PRAGMA journal_mode = WAL; CREATE TABLE t (v); CREATE INDEX tv ON t (v); " +
+        "INSERT INTO t VALUES (1), (2)",
+    );
+    await using _ro = await serve({ database, path: `${dir.path}/ro.sock`, readonly: true });
+    await using db = await connect({ path: `${dir.path}/ro.sock`, max: 1 });
+    // Another process writes: the WAL holds frames a checkpoint would copy back.
+    other.exec("PRAGMA wal_autocheckpoint = 0; INSERT INTO t VALUES (3)");
+    const refused = (what: string) =>
+      new RegExp(`^Cannot run PRAGMA ${what}: the server runs read-only \\(--readonly\\)$`);
+    for (
+      const [sql, what] of [
+        ["PRAGMA wal_checkpoint", "wal_checkpoint"],
+        ["PRAGMA wal_checkpoint(TRUNCATE)", "wal_checkpoint"],
+        ["PRAGMA main.wal_checkpoint(PASSIVE)", "wal_checkpoint"],
+        ["PRAGMA optimize", "optimize"],
+        ["PRAGMA optimize(0x10002)", "optimize"],
+        ["SELECT * FROM pragma_optimize", "optimize"],
+        ["SELECT count(*) FROM Pragma_Optimize(0x10002)", "optimize"],
+      ]
+    ) {
+      await rejectsWithCode(db.values(sql), "READONLY", refused(what));
+    }
+    // Reads go on, and see the other process's write.
+    assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
+  } finally {
+    other.close();
+  }
 });
 
 Deno.test("Policy edges: PRAGMA synchronous under --allow-unsafe-pragmas, VACUUM after semicolons, a column named rename", async () => {

@@ -744,11 +744,32 @@ Deno.test("Session answers a wrong protocol version with PROTOCOL_VERSION naming
       new RegExp(`client speaks protocol ${version}, server speaks 1`),
     );
   }
-  // A hello without a numeric version is malformed, not another version.
+  // A hello without an integer version is malformed, not another version.
   for (const hello of [{ version: "1" }, { version: null }, {}]) {
     await using raw = await RawConn.open(ctx.path);
     await raw.send([Op.Hello, 1, hello]);
-    await expectConnectionError(raw, "BAD_REQUEST", /hello must carry \{version: number\}/);
+    await expectConnectionError(
+      raw,
+      "BAD_REQUEST",
+      /^Cannot start session: hello must carry \{version: integer\}, got (string|null|undefined)$/,
+    );
+  }
+  // So is a float that is no integer, or one past 2^53 − 1 (as a control integer there is).
+  for (
+    const [version, got] of [
+      [1.5, "1.5"],
+      [-0.5, "-0.5"],
+      [NaN, "NaN"],
+      [2 ** 60, String.raw`integer 1152921504606846976 \(beyond ±\(2\^53 − 1\)\)`],
+    ] as const
+  ) {
+    await using raw = await RawConn.open(ctx.path);
+    await raw.send([Op.Hello, 1, { version }]);
+    await expectConnectionError(
+      raw,
+      "BAD_REQUEST",
+      new RegExp(`^Cannot start session: hello must carry \\{version: integer\\}, got ${got}$`),
+    );
   }
   await assertBystanderOk(ctx);
 });

@@ -162,6 +162,58 @@ Deno.test("connect() to an HTTP server rejects with PROTOCOL_VERSION: the peer d
   void http;
 });
 
+/**
+ * A TCP listener answering the first bytes of each connection with a TLS
+ * alert, as a netsqlite TLS server answers a client without TLS; `received`
+ * holds what each connection sent first.
+ */
+function tlsAlertPeer(): { port: number; received: Uint8Array[] } & AsyncDisposable {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const received: Uint8Array[] = [];
+  const served: Promise<void>[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      served.push((async () => {
+        const buf = new Uint8Array(4096);
+        const n = await conn.read(buf).catch(() => null);
+        if (n !== null) received.push(buf.slice(0, n));
+        await conn.write(new Uint8Array([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32])).catch(() => 0);
+        conn.close();
+      })());
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    received,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      await Promise.all(served);
+    },
+  };
+}
+
+Deno.test("connect() with a token but without tls to a TLS server says the token crossed in clear text: rotate it", async () => {
+  await using peer = tlsAlertPeer();
+  const token = "my-very-secret-token-0123456789";
+  const { err } = await rejection(connect({ hostname: "127.0.0.1", port: peer.port, token }));
+  assert.ok(err instanceof ProtocolError, String(err));
+  assert.equal(err.code, "PROTOCOL_VERSION");
+  assert.match(
+    err.message,
+    /^Cannot connect to tcp:127\.0\.0\.1:\d+: the server speaks TLS: pass tls: \{ caCerts \} \(CLI: --tls-ca\); the token was sent in clear text before the server's reply: treat it as exposed and rotate it$/,
+  );
+  // It was: the hello went out with the token in it before any reply.
+  const sent = new TextDecoder().decode(peer.received[0]);
+  assert.ok(sent.includes(token), "the hello carried the token");
+  // Without a token, nothing was exposed: the message says only what to do.
+  const plain = await rejection(connect({ hostname: "127.0.0.1", port: peer.port }));
+  assert.match(
+    plain.err.message,
+    /^Cannot connect to tcp:127\.0\.0\.1:\d+: the server speaks TLS: pass tls: \{ caCerts \} \(CLI: --tls-ca\)$/,
+  );
+});
+
 Deno.test("connect() with TLS to a plain netsqlite server says the server does not speak TLS", async () => {
   await using srv = await startServer({ transport: "tcp" });
   const { err, ms } = await rejection(connect({ ...srv.connectOptions, tls: {} }));

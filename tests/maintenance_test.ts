@@ -423,7 +423,26 @@ for (const engine of ENGINES) {
       /^Cannot back up to ".*\/one\.db": the file exists; choose a new name \(nothing is overwritten\)$/,
     );
     await refused(a.request(Op.Backup, ["no/such/dir.db"]), "BAD_REQUEST", /directory cannot/);
-    await refused(a.request(Op.Backup, [""]), "BAD_REQUEST", /as a file path/);
+    await refused(
+      a.request(Op.Backup, [""]),
+      "BAD_REQUEST",
+      /^Expected the backup destination as a file path, got an empty string$/,
+    );
+    await refused(
+      a.request(Op.Backup, ["x\0.db"]),
+      "BAD_REQUEST",
+      /^Expected the backup destination as a file path, got a string with a NUL character \(\\0\) at 1: no file name can hold one$/,
+    );
+    await refused(
+      a.request(Op.Vacuum, [""]),
+      "BAD_REQUEST",
+      /^Expected the vacuum destination as a file path, got an empty string$/,
+    );
+    await refused(
+      a.request(Op.Backup, [7 as unknown as string]),
+      "BAD_REQUEST",
+      /^Expected the backup destination as a file path, got number$/,
+    );
     // The session goes on after each refusal.
     assert.deepEqual((await a.request(Op.Query, ["SELECT 1", null, null]))[1], [[1]]);
     assert.deepEqual([...Deno.readDirSync(srv.copies)].map((e) => e.name).sort(), [

@@ -331,6 +331,36 @@ Deno.test("a short token on a network address is warned about at start; loopback
   assert.match(warned[0], /warn +netsqlite: the token is 5 characters long, on tcp:0\.0\.0\.0:\d+/);
 });
 
+Deno.test("a socket every user may connect to without a token is warned about at start; a group's, or one with a token, is not", async () => {
+  const dir = await Deno.makeTempDir();
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (line: string) => lines.push(line);
+  try {
+    const cases: [string, number, string | null][] = [
+      ["a", 0o777, null],
+      ["b", 0o666, null],
+      ["c", 0o660, null],
+      ["d", 0o600, null],
+      ["e", 0o777, "a-long-enough-token"],
+    ];
+    for (const [name, socketMode, token] of cases) {
+      const path = `${dir}/${name}.sock`;
+      await (await serve({ database: `${dir}/${name}.db`, path, socketMode, token })).shutdown();
+    }
+  } finally {
+    console.error = original;
+    await Deno.remove(dir, { recursive: true });
+  }
+  const warned = lines.filter((l) => l.includes("any local user can connect"));
+  assert.equal(warned.length, 2, lines.join("\n"));
+  assert.match(
+    warned[0],
+    /^\S+ warn {2}netsqlite: the socket unix:.*\/a\.sock is writable by every user \(--socket-mode 777\) and no token is set: any local user can connect and read or change the whole database; set a token \(--token-file or NETSQLITE_TOKEN; serve\(\{ token \}\)\), or use --socket-mode 660 and a trusted group$/,
+  );
+  assert.match(warned[1], /\/b\.sock is writable by every user \(--socket-mode 666\)/);
+});
+
 Deno.test("a throttled warning counts the distinct addresses held back and names the most frequent", () => {
   const lines: string[] = [];
   const log = new Logger("warn", (l) => lines.push(l));

@@ -12,6 +12,7 @@ import { describeStats } from "../cli/admin.ts";
 import { bucketLimit, bucketOf, opName } from "../server/stats.ts";
 import { Logger, sqlForLog } from "../server/log.ts";
 import { delay, readStdoutUntil, startServer, type TestServer, within } from "./_helpers.ts";
+import { connectWhenUp, ENGINE, spawnServer, stop, until } from "./_logged_server.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
@@ -52,6 +53,35 @@ Deno.test("Logger writes lines at or above its level; SQL is folded and cut at 2
   const long = sqlForLog(`SELECT '${"x".repeat(300)}'`);
   assert.equal(long.length, 201);
   assert.ok(long.endsWith("…"));
+});
+
+Deno.test("Logger writes every event as one line: control characters in the message are escaped", () => {
+  const lines: string[] = [];
+  const log = new Logger("debug", (l) => lines.push(l));
+  const forged =
+    "\n2026-12-02T17:00:00.000Z warn  netsqlite: refused a connection from 203.0.113.77:4444: wrong token\n";
+  log.warn(`backup failed: Cannot back up to "x.db${forged}tail"`);
+  log.warnThrottled("k", `a\r\nb`, 1000);
+  log.info("\x00\x07\t\x1b[2J\x7f\u0080\u0085\u009b\u2028\u2029 é ✓ \\n");
+  assert.equal(lines.length, 3);
+  for (const line of lines) {
+    // deno-lint-ignore no-control-regex
+    assert.doesNotMatch(line, /[\x00-\x1f\x7f-\x9f\u2028\u2029]/, JSON.stringify(line));
+  }
+  assert.ok(
+    lines[0].endsWith(
+      String.raw`Cannot back up to "x.db\n2026-12-02T17:00:00.000Z warn  netsqlite: refused a ` +
+        String.raw`connection from 203.0.113.77:4444: wrong token\ntail"`,
+    ),
+    lines[0],
+  );
+  assert.ok(lines[1].endsWith(String.raw`netsqlite: a\r\nb`), lines[1]);
+  assert.ok(
+    lines[2].endsWith(
+      String.raw`netsqlite: \x00\x07\t\x1b[2J\x7f\x80\x85\x9b\u2028\u2029 é ✓ \n`,
+    ),
+    lines[2],
+  );
 });
 
 for (const engine of ENGINES) {
@@ -516,6 +546,67 @@ Deno.test("server log: one client's flood of timeouts writes one line a second, 
         .test(l)
     ),
     lines.join("\n"),
+  );
+});
+
+Deno.test(`${ENGINE}: server log: a client cannot forge log lines or send control sequences through its file names and SQL`, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const sock = `${dir}/s.sock`;
+  const srv = spawnServer(`${dir}/s.db`, sock, ["--slow-ms", "1"]);
+  const forged = "\n2026-12-02T17:00:00.000Z warn  netsqlite: refused a connection from " +
+    "203.0.113.77:4444: wrong token\r\n";
+  try {
+    (await connectWhenUp(sock, srv.child)).close();
+    const [a] = await openLink(await resolveConnectOptions({ path: sock }));
+    await assert.rejects(a.request(Op.Backup, [`nodir/x.db${forged}tail`]), { code: "FORBIDDEN" });
+    await assert.rejects(a.request(Op.Vacuum, [`nodir/y.db${forged}`]), { code: "FORBIDDEN" });
+    await delay(150); // past the slow-line interval
+    await a.request(Op.Query, [
+      "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) " +
+      "SELECT count(*) /*\x1b[2J\x1b[31m\u0085fake-line\u2028*/ FROM c",
+      null,
+      null,
+    ]);
+    a.fail(new Error("done"));
+    await a.ended;
+    await until(() => srv.log().includes("slow statement"));
+  } finally {
+    await stop(srv);
+    await Deno.remove(dir, { recursive: true });
+  }
+  const log = srv.log();
+  const lines = log.trim().split("\n");
+  for (const line of lines) {
+    assert.match(line, /^(\d{4}-\d\d-\d\dT[\d:.]+Z (error|warn |info |debug) )?netsqlite: /);
+    // deno-lint-ignore no-control-regex
+    assert.doesNotMatch(line, /[\x00-\x1f\x7f-\x9f\u2028\u2029]/, JSON.stringify(line));
+  }
+  assert.ok(!lines.some((l) => /^2026-12-02T17:00:00/.test(l)), log);
+  const escaped = String.raw`\n2026-12-02T17:00:00.000Z warn  netsqlite: refused a connection ` +
+    String.raw`from 203.0.113.77:4444: wrong token\r\n`;
+  assert.ok(
+    lines.some((l) =>
+      l.includes(
+        `netsqlite: backup failed: session 2: FORBIDDEN: Cannot back up to ` +
+          `"nodir/x.db${escaped}tail": this server writes no files`,
+      )
+    ),
+    log,
+  );
+  assert.ok(
+    lines.some((l) =>
+      l.includes(
+        `netsqlite: vacuum failed: session 2: FORBIDDEN: Cannot vacuum into "nodir/y.db${escaped}": `,
+      )
+    ),
+    log,
+  );
+  assert.ok(
+    lines.some((l) =>
+      / warn {2}netsqlite: slow statement: session 2, query, .*SELECT count\(\*\) \/\*\\x1b\[2J\\x1b\[31m\\x85fake-line \*\/ FROM c$/
+        .test(l)
+    ),
+    log,
   );
 });
 
