@@ -230,6 +230,14 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   if (config.token !== null && typeof config.token !== "string") {
     throw new TypeError(`Invalid option "token": expected a string, got ${show(config.token)}`);
   }
+  if (config.token === "") {
+    // A server never has an empty token (`--token ''` and an empty NETSQLITE_TOKEN
+    // are refused), and autostart would pass it on as NETSQLITE_TOKEN="".
+    throw new TypeError(
+      'Invalid option "token": it is empty; pass the server\'s token, or leave the option out ' +
+        "(or null) to connect without one",
+    );
+  }
   if (config.token !== null) {
     const bytes = new TextEncoder().encode(config.token).length;
     if (bytes > MAX_TOKEN_BYTES) {

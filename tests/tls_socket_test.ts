@@ -262,6 +262,12 @@ Deno.test("connect() refuses a token longer than a server accepts with a TypeErr
       },
     );
   }
+  // An empty token: a server never has one (and autostart would pass it on).
+  await assert.rejects(connect({ hostname: "127.0.0.1", port, token: "", max: 1 }), {
+    name: "TypeError",
+    message:
+      /^Invalid option "token": it is empty; pass the server's token, or leave the option out/,
+  });
 });
 
 Deno.test({
