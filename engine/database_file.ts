@@ -17,19 +17,30 @@
  *   a new, empty `-wal` that the index does not describe;
  * - the `-shm` file removed: the next program to open the database builds a
  *   new index from the WAL, and it and the server then each append to the
- *   WAL by an index the other does not see, over each other's commits.
+ *   WAL by an index the other does not see, over each other's commits;
+ * - the database file truncated to 0 bytes in place (same inode): what the
+ *   file held is gone, the commits in the WAL are not, but any connection
+ *   that opens a 0-byte database deletes its `-wal` file (SQLite takes the
+ *   WAL of an empty database for a leftover), the server's own next
+ *   connection included, and so does the next start after `kill -9`.
  *
  * So the engine asks {@link DatabaseFile.check} before a write begins and
- * after every commit, before the write is acknowledged: one `stat` of each
- * path (through libc where FFI is permitted on Linux, about 0.6 µs each;
- * else `Deno.statSync`, about 1.9 µs), compared with the device and inode
- * seen at start. SQLite itself never removes or replaces these files while
- * the server's connections are open: it deletes the `-wal` and `-shm`
- * files only when the last connection to the database (of any process)
- * closes, which cannot happen while the writer holds its shared lock, and
- * a checkpoint (even `TRUNCATE`) or `journal_size_limit` truncates the
- * `-wal` in place. The `-wal` and `-shm` files appear at the first
- * transaction in WAL mode, which the engine runs before it looks.
+ * after every commit, before the write is acknowledged, and before it opens
+ * a connection to the database afresh (a cursor, a background read,
+ * maintenance): one `stat` of each path (through libc where FFI is
+ * permitted on Linux, about 0.6 µs each; else `Deno.statSync`, about 1.9
+ * µs), compared with the device and inode seen at start, and the database
+ * file's size with 0 (never 0 while the server runs: switching to WAL wrote
+ * its first page, and a checkpoint never shrinks it below one page). SQLite
+ * itself never removes or replaces these files while the server's
+ * connections are open and the database file has pages: it deletes the
+ * `-wal` and `-shm` files when the last connection to the database (of any
+ * process) closes, which cannot happen while the writer holds its shared
+ * lock, and the `-wal` file when a connection opens a 0-byte database file
+ * (which the check refuses to open); a checkpoint (even `TRUNCATE`) or
+ * `journal_size_limit` truncates the `-wal` in place. The `-wal` and `-shm`
+ * files appear at the first transaction in WAL mode, which the engine runs
+ * before it looks.
  *
  * @module
  */
@@ -138,6 +149,21 @@ const LOG_ADVICE: Readonly<Record<FileKind, string>> = {
     "start to read",
 };
 
+/**
+ * What the server advises once the database file was truncated to 0 bytes
+ * (in place of {@link ADVICE}, {@link LOG_ADVICE}, {@link AFTER_RUN}).
+ */
+const TRUNCATED = {
+  advice: "stop it with SIGTERM and restart it (the server checkpoints the WAL it holds into " +
+    "the file as soon as it notices, and again at shutdown: what the WAL holds is kept, what " +
+    "the file alone held is lost; kill -9 before that checkpoint would lose the WAL too, as " +
+    "the next start would delete it), then check the database (PRAGMA integrity_check)",
+  logAdvice: "the server checkpoints the WAL it holds into the file now (what the file alone " +
+    "held is lost); stop the server with SIGTERM, whose shutdown checkpoints whatever is left, " +
+    "restart it and check the database (PRAGMA integrity_check)",
+  afterRun: "its commit went into the WAL, which the server checkpoints into the truncated file",
+} as const;
+
 /** What a write answered after it ran learns of where its commit went. */
 const AFTER_RUN: Readonly<Record<FileKind, string>> = {
   database: "whatever it wrote went into that file, which the path no longer names, not into " +
@@ -164,8 +190,11 @@ interface Watched {
   ino: number | null;
 }
 
-/** How a path lost its file: it names no file, or another one. */
-type How = "removed or renamed" | "replaced by another file";
+/**
+ * How a path lost its file: it names no file, or another one, or (the
+ * database file) its file was truncated to 0 bytes in place.
+ */
+type How = "removed or renamed" | "replaced by another file" | "truncated to 0 bytes";
 
 const LIBC_SYMBOLS = {
   // int stat(const char *path, struct stat *buf); exported by glibc since 2.33, and musl
@@ -173,6 +202,14 @@ const LIBC_SYMBOLS = {
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>;
+
+/**
+ * `st_size` as a 64-bit word of `struct stat`: at byte 48 on Linux x86_64
+ * (after `st_dev`, `st_ino`, `st_nlink`, `st_mode`, `st_uid`, `st_gid`,
+ * padding, `st_rdev`) and on aarch64 (`st_dev`, `st_ino`, `st_mode`,
+ * `st_nlink`, `st_uid`, `st_gid`, `st_rdev`, padding).
+ */
+const SIZE_WORD = 6;
 
 /**
  * libc, for `stat` without the cost of `Deno.statSync` (which builds a whole
@@ -197,6 +234,11 @@ export class DatabaseFile {
   #lost: { file: Watched; how: How } | null = null;
   /** Set once {@link othersOpened} found a new file at the lost path. */
   #reopened = false;
+  /**
+   * Whether the database file has been seen with pages (more than 0 bytes):
+   * from then on, 0 bytes is a truncation.
+   */
+  #hadPages = false;
 
   /**
    * Records which files the database path and its `-wal` and `-shm` paths
@@ -230,6 +272,9 @@ export class DatabaseFile {
       }
       db.dev = info.dev;
       db.ino = info.ino;
+      this.#hadPages = info.size > 0;
+    } else {
+      this.#hadPages = this.#stat[SIZE_WORD] > 0n;
     }
     for (const f of this.#files.slice(1)) this.#stat1(f);
   }
@@ -251,6 +296,15 @@ export class DatabaseFile {
   /** Which file went (once {@link check} found it), else `null`. */
   get lostKind(): FileKind | null {
     return this.#lost?.file.kind ?? null;
+  }
+
+  /**
+   * True once {@link check} found the database file truncated to 0 bytes in
+   * place: the WAL the server holds is still at its path, and is to be
+   * checkpointed into the file before anything opens the database afresh.
+   */
+  get truncated(): boolean {
+    return this.#lost?.how === "truncated to 0 bytes";
   }
 
   /**
@@ -286,9 +340,9 @@ export class DatabaseFile {
   logLine(): string | null {
     const what = this.check();
     if (what === null) return null;
+    const advice = this.truncated ? TRUNCATED.logAdvice : LOG_ADVICE[this.#lost!.file.kind];
     return `${what} while the server was serving it: writes are refused from now on (reads go ` +
-      `on); ${LOG_ADVICE[this.#lost!.file.kind]} (a write that noticed it was answered ` +
-      "DATABASE_MOVED)";
+      `on); ${advice} (a write that noticed it was answered DATABASE_MOVED)`;
   }
 
   /**
@@ -298,13 +352,14 @@ export class DatabaseFile {
    */
   error(afterRun: boolean): SqliteError {
     const kind = this.#lost?.file.kind ?? "database";
+    const truncated = this.truncated;
     const detail = afterRun
-      ? `noticed after this request ran: ${AFTER_RUN[kind]}`
+      ? `noticed after this request ran: ${truncated ? TRUNCATED.afterRun : AFTER_RUN[kind]}`
       : "nothing was written";
     return new SqliteError(
       ErrorCode.DatabaseMoved,
       `${this.#what()} (${detail}); the server refuses writes from now on (reads go on): ` +
-        ADVICE[kind],
+        (truncated ? TRUNCATED.advice : ADVICE[kind]),
     );
   }
 
@@ -336,11 +391,20 @@ export class DatabaseFile {
    * The error of a read refused after a path lost its file: it needed a
    * connection of its own (a cursor, a read moved to the background, an
    * integrity check or a backup), which would not see the files the
-   * server's connections see (no file, another one, or a new empty WAL); or
-   * {@link othersOpened}, and every read is refused.
+   * server's connections see (no file, another one, or a new empty WAL), or
+   * (the database file truncated to 0 bytes) would delete the WAL as it
+   * opens; or {@link othersOpened}, and every read is refused.
    */
   readError(): SqliteError {
     const kind = this.#lost?.file.kind ?? "database";
+    if (this.truncated) {
+      return new SqliteError(
+        ErrorCode.DatabaseMoved,
+        `${this.#what()}; this read needs a connection of its own, and a connection that ` +
+          "opens a 0-byte database file deletes its WAL (with every write the WAL holds), so " +
+          `it is refused (reads on the connections open before go on): ${TRUNCATED.advice}`,
+      );
+    }
     const why = this.#reopened
       ? `; a new ${LABEL[kind]} is at its path (another program opened the database since, or ` +
         "the file was replaced), " +
@@ -377,9 +441,10 @@ export class DatabaseFile {
     const libc = this.#libc;
     if (libc !== null) {
       if (libc.symbols.stat!(f.cPath, this.#statBytes) === 0) {
-        return Number(this.#stat[0]) === f.dev && Number(this.#stat[1]) === f.ino
-          ? null
-          : "replaced by another file";
+        if (Number(this.#stat[0]) !== f.dev || Number(this.#stat[1]) !== f.ino) {
+          return "replaced by another file";
+        }
+        return f.kind === "database" ? this.#emptied(this.#stat[SIZE_WORD] === 0n) : null;
       }
       // Why, from Deno (a failure is rare: only when something is wrong).
       try {
@@ -396,7 +461,28 @@ export class DatabaseFile {
       // Anything but "not there" (a directory made unreadable, say) tells nothing.
       return err instanceof Deno.errors.NotFound ? "removed or renamed" : null;
     }
-    return info.dev === f.dev && info.ino === f.ino ? null : "replaced by another file";
+    if (info.dev !== f.dev || info.ino !== f.ino) return "replaced by another file";
+    return f.kind === "database" ? this.#emptied(info.size === 0) : null;
+  }
+
+  /**
+   * `truncated to 0 bytes` when the database file (the one opened) is empty
+   * now although it had pages (or, seen empty from the start, while its WAL
+   * holds frames), else `null`.
+   */
+  #emptied(empty: boolean): How | null {
+    if (!empty) {
+      this.#hadPages = true;
+      return null;
+    }
+    if (!this.#hadPages) {
+      try {
+        if (Deno.statSync(this.#files[1].path).size === 0) return null;
+      } catch {
+        return null;
+      }
+    }
+    return "truncated to 0 bytes";
   }
 
   /** Records the device and inode `f`'s path names now; false when there is no file (or no answer). */

@@ -849,7 +849,7 @@ export class Engine {
     const known = file.lost;
     if (file.check(walOnly) === null) return false;
     if (!known) this.onLog?.("error", file.logLine()!);
-    if (file.lostKind === "wal") this.#saveLostWal();
+    if (file.lostKind === "wal" || file.truncated) this.#saveLostWal();
     if (!this.#readsRefused && file.othersOpened()) {
       this.#readsRefused = true;
       // The next read renews its snapshot, and is refused there.
@@ -888,10 +888,12 @@ export class Engine {
   }
 
   /**
-   * Once the `-wal` file went: copies the commits in the WAL the writer still
-   * holds into the database (a passive checkpoint, once, when the writer is
-   * free), so that they survive a `kill -9` or a crash of the server, which
-   * would lose that WAL. Logs what it did.
+   * Once the `-wal` file went, or the database file was truncated to 0 bytes
+   * in place: copies the commits in the WAL the writer still holds into the
+   * database file (a passive checkpoint, once, when the writer is free), so
+   * that they survive a `kill -9` or a crash of the server, which would lose
+   * that WAL (a removed one is gone with the process; the next start deletes
+   * the WAL of a 0-byte database file). Logs what it did.
    */
   #saveLostWal(): void {
     if (this.#lostWalSaved || this.#closed) return;
@@ -899,11 +901,13 @@ export class Engine {
       !this.#writer.inTransaction;
     if (!free) return;
     this.#lostWalSaved = true;
-    const wal = `"${this.#walPath}"`;
+    const truncated = this.#file!.truncated;
+    const wal = truncated ? `WAL "${this.#walPath}"` : `removed WAL "${this.#walPath}"`;
+    const into = truncated ? "the truncated database file" : "the database";
     if (!this.#mayCheckpointLostFiles()) {
       this.onLog?.(
         "error",
-        `the removed WAL ${wal} is not checkpointed: a new one is at its path (another program ` +
+        `the ${wal} is not checkpointed: a new one is at its path (another program ` +
           "opened the database since, or the file was replaced), which the server's index may " +
           "not describe; stop the server: what is not checkpointed yet is lost as it exits",
       );
@@ -919,22 +923,25 @@ export class Engine {
       if (checkpointed >= walFrames) {
         this.onLog?.(
           "warn",
-          `checkpointed the ${walFrames} frames of the removed WAL ${wal} into the database: ` +
-            "every write acknowledged before is in the database file",
+          `checkpointed the ${walFrames} frames of the ${wal} into ${into}: ` +
+            (truncated
+              ? "what the WAL held is in the file again, what the file alone held is lost " +
+                "(check the database, PRAGMA integrity_check, after a restart)"
+              : "every write acknowledged before is in the database file"),
         );
       } else {
         this.onLog?.(
           "error",
-          `could checkpoint only ${checkpointed} of the ${walFrames} frames of the removed WAL ` +
-            `${wal} into the database (a read holds the rest back): stop the server with ` +
-            "SIGTERM, whose shutdown checkpoints the rest",
+          `could checkpoint only ${checkpointed} of the ${walFrames} frames of the ${wal} ` +
+            `into ${into} (a read holds the rest back): stop the server with SIGTERM, whose ` +
+            "shutdown checkpoints the rest",
         );
       }
     } catch (err) {
       this.onLog?.(
         "error",
-        `checkpoint of the removed WAL ${wal} failed: ${(err as Error).message}; stop the ` +
-          "server with SIGTERM, whose shutdown checkpoints it",
+        `checkpoint of the ${wal} failed: ${(err as Error).message}; stop the server with ` +
+          "SIGTERM, whose shutdown checkpoints it",
       );
     }
   }

@@ -400,6 +400,12 @@ export class Maintenance {
   /**
    * Runs `fn` on a fresh read-only connection, inside one read transaction
    * (one snapshot) unless `snapshot` is false, then closes it.
+   *
+   * @throws {SqliteError} `DATABASE_MOVED`, before anything is opened, when a
+   *   path of the database no longer names the file the server opened, or
+   *   the database file was truncated to 0 bytes in place: a connection
+   *   opened on a 0-byte database deletes its `-wal`, with every write the
+   *   WAL holds (see database_file.ts).
    */
   async #withSnapshot<T>(
     fn: (db: Db, background: boolean) => Promise<T>,

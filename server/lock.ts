@@ -16,6 +16,7 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { realDatabasePath } from "../engine/database_file.ts";
 
 /**
@@ -311,14 +312,14 @@ function sameFile(file: Deno.FsFile, path: string): boolean {
   }
 }
 
-/** `which is <real path>; ` when `database` is a symbolic link, else nothing. */
+/**
+ * `which is <real path>; ` when `database` reaches its file through a
+ * symbolic link (of the file or of any directory above it), else nothing:
+ * when its real path differs from the path as given, made absolute and
+ * normalised (`..` and `.` resolved, as the system would not across a link).
+ */
 function alias(database: string, real: string): string {
-  try {
-    if (Deno.lstatSync(database).isSymlink) return `which is ${real}; `;
-  } catch {
-    // Not there yet: the name as given.
-  }
-  return "";
+  return real === resolve(database) ? "" : `which is ${real}; `;
 }
 
 /** The pid and address recorded in a lock file (`unknown` while being written). */

@@ -16,7 +16,16 @@ import { Engine } from "../engine/engine.ts";
 import { DatabaseFile } from "../engine/database_file.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
 import { delay, startServer, tempDir } from "./_helpers.ts";
-import { connectWhenUp, ENGINE, rejects, spawnServer, stop } from "./_logged_server.ts";
+import { connectWhenUp, ENGINE, rejects, spawnServer, stop, until } from "./_logged_server.ts";
+import { openLink } from "../client/connection.ts";
+import { resolveConnectOptions } from "../client/options.ts";
+import { Op } from "../protocol/messages.ts";
+
+/** What the server advises once its database file was truncated to 0 bytes in place. */
+const TRUNCATED_ADVICE = "stop it with SIGTERM and restart it (the server checkpoints the WAL " +
+  "it holds into the file as soon as it notices, and again at shutdown: what the WAL holds is " +
+  "kept, what the file alone held is lost; kill -9 before that checkpoint would lose the WAL " +
+  "too, as the next start would delete it), then check the database (PRAGMA integrity_check)";
 
 Deno.test("A database file removed while served: writes answer DATABASE_MOVED and are not acknowledged, logged once, reads go on", async () => {
   await using dir = await tempDir();
@@ -55,6 +64,113 @@ Deno.test("A database file removed while served: writes answer DATABASE_MOVED an
   const lines = srv.log().split("\n").filter((l) => / error .*was removed or renamed/.test(l));
   assert.equal(lines.length, 1, srv.log());
   assert.match(lines[0], /writes are refused from now on \(reads go on\); restart the server/);
+});
+
+Deno.test("A database file truncated to 0 bytes in place while served: integrity and writes answer DATABASE_MOVED, the WAL is kept and checkpointed at once, and survives kill -9", async () => {
+  await using dir = await tempDir();
+  const db = `${dir.path}/a.db`, sock = `${dir.path}/a.sock`;
+  Deno.mkdirSync(`${dir.path}/copies`);
+  const srv = spawnServer(db, sock, ["--backup-dir", `${dir.path}/copies`]);
+  const c = await connectWhenUp(sock, srv.child);
+  const [admin] = await openLink(await resolveConnectOptions({ path: sock }));
+  try {
+    await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, tag TEXT)");
+    for (let i = 0; i < 20; i++) await c.run("INSERT INTO t (tag) VALUES (?)", [`pre${i}`]);
+    const ino = Deno.statSync(db).ino;
+    assert.ok(Deno.statSync(`${db}-wal`).size > 0, "the rows are in the WAL only");
+    Deno.truncateSync(db, 0); // in place: same inode
+    assert.equal(Deno.statSync(db).ino, ino);
+    assert.equal(Deno.statSync(db).size, 0);
+    // The integrity check would open a connection of its own, and SQLite deletes the WAL of a
+    // 0-byte database as a connection opens it: refused, and the WAL is still there.
+    const integrity = await rejects(admin.request(Op.Integrity, []));
+    assert.equal(integrity.code, "DATABASE_MOVED");
+    assert.equal(
+      integrity.message,
+      `Database file "${db}" was truncated to 0 bytes while the server was serving it; this ` +
+        "read needs a connection of its own, and a connection that opens a 0-byte database " +
+        "file deletes its WAL (with every write the WAL holds), so it is refused (reads on the " +
+        `connections open before go on): ${TRUNCATED_ADVICE}`,
+    );
+    assert.ok(Deno.statSync(`${db}-wal`).size > 0, "the WAL is kept");
+    const backup = await rejects(admin.request(Op.Backup, ["copy.db"]));
+    assert.equal(backup.code, "DATABASE_MOVED");
+    assert.deepEqual([...Deno.readDirSync(`${dir.path}/copies`)], []);
+    const err = await rejects(c.run("INSERT INTO t (tag) VALUES ('after')"));
+    assert.equal(err.code, "DATABASE_MOVED");
+    assert.equal(
+      err.message,
+      `Database file "${db}" was truncated to 0 bytes while the server was serving it (nothing ` +
+        `was written); the server refuses writes from now on (reads go on): ${TRUNCATED_ADVICE}`,
+    );
+    assert.equal((await rejects(admin.request(Op.Checkpoint, ["passive"]))).code, "DATABASE_MOVED");
+    assert.deepEqual(await c.get("SELECT count(*) AS n FROM t"), { n: 20 }, "reads go on");
+    assert.ok(
+      await until(() => /checkpointed the \d+ frames of the WAL/.test(srv.log())),
+      srv.log(),
+    );
+    assert.ok(Deno.statSync(db).size > 0, "the WAL's pages are in the file again");
+    assert.ok(Deno.statSync(`${db}-wal`).size > 0, "the WAL is kept");
+  } finally {
+    admin.fail(new Error("test done"));
+    await admin.ended;
+    await c.close();
+  }
+  assert.equal(await stop(srv, "SIGKILL"), 137);
+  // (Besides the lines of the requests refused: `integrity failed: session 2: DATABASE_MOVED`.)
+  const lines = srv.log().split("\n")
+    .filter((l) => / (error|warn) /.test(l) && !/ failed: session \d+: /.test(l));
+  assert.match(
+    lines[0],
+    new RegExp(
+      ` error .*database file "${db}" was truncated to 0 bytes while the server was serving ` +
+        "it: writes are refused from now on",
+    ),
+  );
+  assert.match(
+    lines[1],
+    new RegExp(
+      ` warn .*checkpointed the \\d+ frames of the WAL "${db}-wal" into the truncated database ` +
+        "file",
+    ),
+  );
+  assert.equal(lines.length, 2, srv.log());
+  // What the WAL held (here everything: no checkpoint ran before) survived the kill.
+  const check = new DatabaseSync(db);
+  try {
+    assert.deepEqual(
+      check.prepare("SELECT tag FROM t ORDER BY id").all().map((r) => r.tag),
+      Array.from({ length: 20 }, (_, i) => `pre${i}`),
+    );
+    assert.deepEqual({ ...check.prepare("PRAGMA integrity_check").get() }, {
+      integrity_check: "ok",
+    });
+  } finally {
+    check.close();
+  }
+});
+
+Deno.test("DatabaseFile.check() finds a database file truncated to 0 bytes in place, through libc and Deno.statSync alike", async () => {
+  await using dir = await tempDir();
+  for (const viaDeno of [false, true]) {
+    const db = `${dir.path}/t${viaDeno ? 2 : 1}.db`;
+    const keep = new DatabaseSync(db); // holds the -wal and -shm files open
+    try {
+      keep.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+      const file = new DatabaseFile(db);
+      if (viaDeno) file.close();
+      assert.equal(file.check(), null);
+      assert.equal(file.truncated, false);
+      Deno.truncateSync(db, 0);
+      assert.equal(file.check(true), null, "the -wal path alone: not looked at");
+      assert.equal(file.check(), `database file "${db}" was truncated to 0 bytes`);
+      assert.equal(file.truncated, true);
+      assert.equal(file.lostKind, "database");
+      file.close();
+    } finally {
+      keep.close();
+    }
+  }
 });
 
 Deno.test("A database file renamed inside a transaction: its COMMIT is answered DATABASE_MOVED, and the row is in the renamed file", async () => {

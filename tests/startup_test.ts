@@ -46,6 +46,56 @@ Deno.test("serve() refuses a second server on the database reached through a sym
   assert.ok(!exists(`${link}.lock`));
 });
 
+Deno.test("serve() refuses a second server reached through a symbolic link to a directory above the database, naming its real path", async () => {
+  await using dir = await tempDir();
+  Deno.mkdirSync(`${dir.path}/data`);
+  Deno.mkdirSync(`${dir.path}/other`);
+  const database = `${dir.path}/data/app.db`;
+  Deno.symlinkSync(`${dir.path}/data`, `${dir.path}/other/linkdir`);
+  const viaLink = `${dir.path}/other/linkdir/app.db`;
+  const real = `${Deno.realPathSync(`${dir.path}/data`)}/app.db`;
+  // A server of this process (refused from its list of files served) ...
+  await using first = await serve({ database, path: `${dir.path}/a.sock` });
+  await assert.rejects(
+    serve({ database: viaLink, path: `${dir.path}/b.sock` }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, "DATABASE_LOCKED");
+      assert.equal(
+        err.message,
+        `another server owns ${viaLink} (which is ${real}; pid ${Deno.pid}, socket ` +
+          `unix:${dir.path}/a.sock)`,
+      );
+      return true;
+    },
+  );
+  await first.shutdown();
+  // ... and one of another process (refused by its lock).
+  await using other = await startServerProcess({ dir: dir.path, database });
+  await assert.rejects(
+    serve({ database: viaLink, path: `${dir.path}/b.sock` }),
+    (err: Error & { code?: string }) => {
+      assert.equal(err.code, "DATABASE_LOCKED");
+      assert.equal(
+        err.message,
+        `another server owns ${viaLink} (which is ${real}; pid ${other.child.pid}, socket ` +
+          `unix:${dir.path}/test.sock)`,
+      );
+      return true;
+    },
+  );
+  // A path that names the file without a link says nothing more.
+  await assert.rejects(
+    serve({ database: `${dir.path}/data/../data/app.db`, path: `${dir.path}/b.sock` }),
+    (err: Error) => {
+      assert.match(
+        err.message,
+        new RegExp(`^another server owns \\S+/app\\.db \\(pid ${other.child.pid}, socket `),
+      );
+      return true;
+    },
+  );
+});
+
 Deno.test("serve() refuses a second server through a symbolic link to a database not yet created", async () => {
   await using dir = await tempDir();
   const link = `${dir.path}/link.db`;
