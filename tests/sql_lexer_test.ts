@@ -144,6 +144,18 @@ Deno.test("cluster mode: transaction effects, statements and parameters from the
     3,
   ]);
   assert.deepEqual(positionalArgs("SELECT ?, ?1", { "?1": 7 }), [7]);
+  // A `?NNN` past SQLite's highest is refused before anything is built for it.
+  assert.equal(positionalArgs("SELECT ?250000", new Array(250_000).fill(1)).length, 250_000);
+  for (const sql of ["SELECT ?250001", "SELECT ?99999999999", "SELECT ?0"]) {
+    assert.throws(() => positionalArgs(sql, []), {
+      name: "SqliteError",
+      code: "SQLITE_ERROR",
+      message: "variable number must be between ?1 and ?250000",
+    });
+  }
+  // Many distinct names are read in linear time (10,000 here).
+  const many = Array.from({ length: 10_000 }, (_, i) => `:p${i}`).join(", ");
+  assert.equal(positionalArgs(`SELECT ${many}`, new Array(10_000).fill(0)).length, 10_000);
 });
 
 Deno.test("leadingVerb() finds the first word, and a WITH's main verb after its CTEs at depth 0", () => {

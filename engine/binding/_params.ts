@@ -42,6 +42,13 @@ function anonymousParam(): SqliteError {
 export const ANONYMOUS = "?";
 
 /**
+ * Highest `?NNN` accepted: SQLITE_MAX_VARIABLE_NUMBER of Debian's and most
+ * distributions' builds (SQLite's own default is 32,766, which SQLite then
+ * enforces itself).
+ */
+export const MAX_PARAM_INDEX = 250_000;
+
+/**
  * The parameters of the first statement of `sql` by index (from 1 at `[0]`),
  * numbered the way SQLite numbers them: `?` takes the next index (named
  * {@link ANONYMOUS}), `?NNN` index NNN, and a name (`:a`, `@a`, `$a`, `#a`,
@@ -51,6 +58,7 @@ export const ANONYMOUS = "?";
  */
 export function parameterNames(sql: string): (string | null)[] {
   const names: (string | null)[] = [];
+  const named = new Set<string>();
   let started = false;
   scan(sql, (t) => {
     if (t.kind === "semicolon") return !started;
@@ -60,10 +68,21 @@ export function parameterNames(sql: string): (string | null)[] {
       names.push(ANONYMOUS);
     } else if (t.text[0] === "?") {
       const n = Number(t.text.slice(1));
+      // SQLite refuses these when it prepares; cluster mode numbers the
+      // parameters before the statement reaches SQLite, where `?99999999`
+      // would otherwise build an array that long.
+      if (!(n >= 1 && n <= MAX_PARAM_INDEX)) {
+        throw new SqliteError(
+          "SQLITE_ERROR",
+          `variable number must be between ?1 and ?${MAX_PARAM_INDEX}`,
+          1,
+        );
+      }
       while (names.length < n) names.push(null);
       // (SQLite names the index at its first `?NNN`, even one a `?` took.)
       if (names[n - 1] === null || names[n - 1] === ANONYMOUS) names[n - 1] = t.text;
-    } else if (!names.includes(t.text)) {
+    } else if (!named.has(t.text)) {
+      named.add(t.text);
       names.push(t.text);
     }
     return true;
