@@ -249,6 +249,14 @@ export class Cursor {
     return [out, false];
   }
 
+  /**
+   * Why the cursor ended before its last row, once it has (what its next
+   * {@link next} throws); `null` while it has not.
+   */
+  get ended(): unknown {
+    return this.#ended;
+  }
+
   /** The cursor's timeout, for its error message. */
   get timeout(): number {
     return this.#timeout;

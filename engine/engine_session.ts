@@ -167,6 +167,14 @@ function notRunWaiting(reason: Error): Error {
   );
 }
 
+/**
+ * Cursors ended from outside (their transaction ended, an interrupt) that a
+ * session remembers until the client reads or closes them, to say why: the
+ * oldest are forgotten past this many, so a client that never does holds a
+ * bounded record (an id and a reason each), not a cursor slot.
+ */
+const ENDED_CURSORS_REMEMBERED = 256;
+
 /** True when a statement run inline is to run again in the background (it changed nothing). */
 function toBackground(err: unknown): boolean {
   return err instanceof OverBudget || err instanceof LockBusy;
@@ -180,6 +188,14 @@ export class EngineSession implements HostedSession {
   readonly #wake: () => void;
   readonly #handles: Handles;
   readonly #cursors = new Map<number, Cursor>();
+  /**
+   * Cursors on the writer ended from outside (their transaction ended, or
+   * an interrupt stopped them) and not yet told: what their next `next`
+   * throws, once (`null`: {@link cursorTxEnded}, made then). They are closed
+   * and no longer count as open. The oldest are forgotten past
+   * {@link ENDED_CURSORS_REMEMBERED} (their `next` then finds no cursor).
+   */
+  readonly #endedCursors = new Map<number, unknown>();
   #nextCursor = 1;
   #closed = false;
   /** Set when the engine ended this session's transaction: why. */
@@ -971,10 +987,32 @@ export class EngineSession implements HostedSession {
       }
     }
     if (by === null && !txEnded) return;
+    this.#endWriterCursors(txEnded || by === null ? null : by);
+  }
+
+  /**
+   * Ends this session's cursors on the writer (`interruptedBy`: stopped by
+   * the interrupt of another statement, which ended with that error; `null`:
+   * their transaction ended): closed, they no longer count as open, and
+   * their next `next` says why (the error of a step that failed before, if
+   * one did: the first reason).
+   */
+  #endWriterCursors(interruptedBy: Error | null): void {
+    const ended = this.#endedCursors;
     for (const [id, c] of this.#cursors) {
       if (!c.onWriter) continue;
-      c.end(txEnded || by === null ? cursorTxEnded(id) : cursorInterrupted(id, by));
+      const why = c.ended ?? (interruptedBy === null ? null : cursorInterrupted(id, interruptedBy));
+      c.close();
+      this.#cursors.delete(id);
+      this.#writingCursors?.delete(id);
+      if (ended.size >= ENDED_CURSORS_REMEMBERED) ended.delete(ended.keys().next().value!);
+      ended.set(id, why);
     }
+  }
+
+  /** What the next `next` of cursor `id`, ended from outside, throws. */
+  #endedError(id: number, why: unknown): unknown {
+    return why === null ? cursorTxEnded(id) : why;
   }
 
   /** Gives up waiting for the writer (the blocked request was cancelled). */
@@ -1212,6 +1250,12 @@ export class EngineSession implements HostedSession {
   /** Returns the next chunk of a cursor: `[rows, done]`. */
   nextCursor(id: number): Reply<[unknown[][], boolean]> {
     if (this.#awaitingCommit) return BLOCKED;
+    const ended = this.#endedCursors.get(id);
+    if (ended !== undefined) {
+      this.#endedCursors.delete(id);
+      this.#host.writer.touch(this);
+      throw this.#endedError(id, ended);
+    }
     const cursor = this.#cursor(id);
     this.#host.writer.touch(this);
     const writes = this.#writingCursors?.has(id) === true;
@@ -1284,12 +1328,23 @@ export class EngineSession implements HostedSession {
    * cursors on the writer end with it; their next `next` says so. @internal
    */
   writerReleased(): void {
-    for (const [id, c] of this.#cursors) if (c.onWriter) c.end(cursorTxEnded(id));
+    this.#endWriterCursors(null);
   }
 
-  /** Closes a cursor early. */
-  closeCursor(id: number): Reply<null> {
+  /**
+   * Closes a cursor early. One ended already (its transaction ended) is
+   * forgotten, without error, unless `idle`: closed by the server for idling,
+   * it then stays ended, so that its next `next` says why it ended (the
+   * first reason), and this throws that reason.
+   */
+  closeCursor(id: number, idle = false): Reply<null> {
     if (this.#awaitingCommit) return BLOCKED;
+    const ended = this.#endedCursors.get(id);
+    if (ended !== undefined) {
+      if (idle) throw this.#endedError(id, ended);
+      this.#endedCursors.delete(id);
+      return null;
+    }
     this.#cursor(id).close();
     this.#cursors.delete(id);
     this.#writingCursors?.delete(id);
@@ -1601,6 +1656,7 @@ export class EngineSession implements HostedSession {
     this.#host.writer.leaveQueue(this);
     for (const c of this.#cursors.values()) c.close();
     this.#cursors.clear();
+    this.#endedCursors.clear();
     this.#writingCursors = null;
     this.#host.writer.abort(this);
     this.#handles.clear();

@@ -1210,7 +1210,9 @@ export class Session implements SessionProbe {
       }
       use.delete(id);
       try {
-        this.#engine.closeCursor(id);
+        // (`idle`: one ended already, by its transaction's end, is left so,
+        // and throws: that reason came first.)
+        this.#engine.closeCursor(id, true);
       } catch {
         continue; // It ended already (its transaction ended): its next `next` says so.
       }
