@@ -250,6 +250,10 @@ export class Connection {
   #guard: Refusal | null = null;
   /** True while the engine prepares its own statements, which the policy does not judge. */
   #trusted = false;
+  /** The statement that holds a read snapshot while {@link pinSnapshot}ted (kept for reuse). */
+  #pinStmt: Stmt | null = null;
+  /** True while {@link pinSnapshot} holds a snapshot. */
+  #pinned = false;
 
   /**
    * @param sqlite The SQLite binding.
@@ -734,8 +738,49 @@ export class Connection {
     return version;
   }
 
+  /**
+   * Starts a read transaction now and keeps it until {@link unpinSnapshot}:
+   * outside a transaction SQLite ends a read when its last active statement
+   * is reset, so a statement of the engine's own stepped once and left
+   * active holds the snapshot for the statements prepared and stepped
+   * meanwhile (a cursor's, whose first step may come much later). Then makes
+   * the schema this connection prepares with the snapshot's. A no-op inside
+   * a transaction (which holds its own snapshot) and while pinned.
+   *
+   * @throws {SqliteError} SQLite's error (nothing is held then).
+   */
+  pinSnapshot(): void {
+    if (this.#pinned || this.db.inTransaction) return;
+    let stmt = this.#pinStmt;
+    if (stmt === null) {
+      this.#trusted = true;
+      try {
+        stmt = this.#pinStmt = this.db.prepare("SELECT count(*) FROM sqlite_schema")!;
+      } finally {
+        this.#trusted = false;
+      }
+    }
+    try {
+      stmt.bind(NO_ARGS);
+      stmt.step();
+      this.#pinned = true;
+      this.refreshSchema();
+    } catch (err) {
+      this.unpinSnapshot();
+      throw err;
+    }
+  }
+
+  /** Ends the snapshot {@link pinSnapshot} held, if any. Never throws. */
+  unpinSnapshot(): void {
+    this.#pinned = false;
+    this.#pinStmt?.reset();
+  }
+
   /** Finalizes every statement and closes the connection. */
   close(): void {
+    this.#pinned = false;
+    this.#pinStmt = null;
     this.#cache.clear();
     this.#cachedText = 0;
     this.db.close();

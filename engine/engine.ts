@@ -562,6 +562,7 @@ export class Engine {
         borrowForCursor: () => this.#borrowCursorReader(),
         checkFiles: () => this.#checkFiles(),
         giveBackCursor: (c) => {
+          c.unpinSnapshot();
           this.#cursorReaders--;
           this.#returnReader(c);
         },
@@ -678,8 +679,9 @@ export class Engine {
 
   /**
    * A reader for a cursor, counted against `maxOpenCursors` (each one open
-   * holds two files open: the database and its WAL); give it back with
-   * `giveBackCursor`. `null` for `:memory:`.
+   * holds two files open: the database and its WAL), its read snapshot
+   * taken now and held until it is given back with `giveBackCursor`.
+   * `null` for `:memory:`.
    *
    * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open.
    */
@@ -693,7 +695,17 @@ export class Engine {
       );
     }
     const conn = this.#borrowReader();
-    if (conn !== null) this.#cursorReaders++;
+    if (conn === null) return null;
+    // The cursor reads from a snapshot taken now, at its open, and its
+    // statement is prepared with that snapshot's schema (the columns the
+    // open reply names), however long before its first step.
+    try {
+      conn.pinSnapshot();
+    } catch (err) {
+      this.#returnReader(conn);
+      throw err;
+    }
+    this.#cursorReaders++;
     return conn;
   }
 
