@@ -17,7 +17,13 @@ import {
   type SqlValue,
   type Stmt,
 } from "./binding/binding.ts";
-import { type PolicyCheck, type Refusal, samePragmaValue, VACUUM_ACTION } from "./policy.ts";
+import {
+  CONNECTION_PRAGMAS,
+  type PolicyCheck,
+  type Refusal,
+  samePragmaValue,
+  VACUUM_ACTION,
+} from "./policy.ts";
 import { pragmaUse } from "./pragma_use.ts";
 import { startsWith, statementTokens } from "./_sql_text.ts";
 import type { Token } from "../protocol/sql_lexer.ts";
@@ -70,6 +76,13 @@ export interface Prepared {
   readonly readsWriterState: boolean;
   /** True when it inserts, updates or deletes rows (so `changes` is its own). */
   readonly changesRows: boolean;
+  /**
+   * When it sets a PRAGMA of {@link REPLAYED_PRAGMAS} (a setting of the
+   * connection that changes what reads answer, `case_sensitive_like`): the
+   * assignment, as a statement every other connection of the engine runs
+   * once it has run on the writer (see `engine.ts`); else `null`.
+   */
+  readonly setsPragma: string | null;
   /** True when it inserts rows itself, not only its triggers (so `lastInsertRowid` may be its own). */
   readonly inserts: boolean;
   /**
@@ -250,6 +263,12 @@ export class Connection {
   #guard: Refusal | null = null;
   /** True while the engine prepares its own statements, which the policy does not judge. */
   #trusted = false;
+  /** See {@link Prepared.setsPragma}. */
+  #setsPragma: string | null = null;
+  /** The statement that holds a read snapshot while {@link pinSnapshot}ted (kept for reuse). */
+  #pinStmt: Stmt | null = null;
+  /** True while {@link pinSnapshot} holds a snapshot. */
+  #pinned = false;
 
   /**
    * @param sqlite The SQLite binding.
@@ -404,6 +423,7 @@ export class Connection {
     this.#sawPragmaRead = false;
     this.#plainPragmaRead = false;
     this.#sawWriterState = false;
+    this.#setsPragma = null;
     this.#sawOtherWrite = false;
     this.#pragmaTables = [];
     this.#schemaUpdate = null;
@@ -509,6 +529,7 @@ export class Connection {
     const deleteTargets = this.#deleteTargets;
     const updatedColumns = this.#updatedColumns;
     const createsTrigger = this.#createsTrigger;
+    const setsPragma = this.#setsPragma;
     const guard = (this.#guard as Refusal | null) ?? undefined;
     const judged = this.#policy !== null && !this.#trusted;
     if (judged && createsTrigger !== null && flags.touchesTemp) {
@@ -545,6 +566,7 @@ export class Connection {
       explain: startsWith(stmt.sql, "explain"),
       savepoint,
       ...flags,
+      setsPragma,
       inserts,
       insertTargets,
       deleteTargets,
@@ -734,8 +756,49 @@ export class Connection {
     return version;
   }
 
+  /**
+   * Starts a read transaction now and keeps it until {@link unpinSnapshot}:
+   * outside a transaction SQLite ends a read when its last active statement
+   * is reset, so a statement of the engine's own stepped once and left
+   * active holds the snapshot for the statements prepared and stepped
+   * meanwhile (a cursor's, whose first step may come much later). Then makes
+   * the schema this connection prepares with the snapshot's. A no-op inside
+   * a transaction (which holds its own snapshot) and while pinned.
+   *
+   * @throws {SqliteError} SQLite's error (nothing is held then).
+   */
+  pinSnapshot(): void {
+    if (this.#pinned || this.db.inTransaction) return;
+    let stmt = this.#pinStmt;
+    if (stmt === null) {
+      this.#trusted = true;
+      try {
+        stmt = this.#pinStmt = this.db.prepare("SELECT count(*) FROM sqlite_schema")!;
+      } finally {
+        this.#trusted = false;
+      }
+    }
+    try {
+      stmt.bind(NO_ARGS);
+      stmt.step();
+      this.#pinned = true;
+      this.refreshSchema();
+    } catch (err) {
+      this.unpinSnapshot();
+      throw err;
+    }
+  }
+
+  /** Ends the snapshot {@link pinSnapshot} held, if any. Never throws. */
+  unpinSnapshot(): void {
+    this.#pinned = false;
+    this.#pinStmt?.reset();
+  }
+
   /** Finalizes every statement and closes the connection. */
   close(): void {
+    this.#pinned = false;
+    this.#pinStmt = null;
     this.#cache.clear();
     this.#cachedText = 0;
     this.db.close();
@@ -774,6 +837,12 @@ export class Connection {
       // Otherwise on the writer, as a write (it may change what the writer's statements do).
       if (use === "writer") this.#sawWriterState = true;
       else this.#sawOtherWrite = true;
+      if (arg1 !== null && arg2 !== null && REPLAYED_PRAGMAS.has(arg1.toLowerCase())) {
+        const schema = dbName === null ? "" : `"${dbName.replaceAll('"', '""')}".`;
+        this.#setsPragma = `PRAGMA ${schema}${arg1.toLowerCase()} = '${
+          arg2.replaceAll("'", "''")
+        }'`;
+      }
     } else if (action === Auth.FUNCTION) {
       if (arg2 !== null && WRITER_STATE_FUNCTIONS.has(arg2.toLowerCase())) {
         this.#sawWriterState = true;
@@ -861,6 +930,25 @@ export class WriterDecides extends SqliteError {
     super(refusal.code, refusal.message);
   }
 }
+
+/**
+ * Settings of a connection (of {@link CONNECTION_PRAGMAS}, which only
+ * `--allow-unsafe-pragmas` lets clients set) that change what its reads
+ * answer or how they run: a client sets one on the writer, and the engine
+ * sets it on every reader too (see {@link Prepared.setsPragma}), so that a
+ * read answers alike on whichever connection it runs. Not replayed:
+ * `busy_timeout` (the server's own waits on readers), `foreign_keys` and
+ * `defer_foreign_keys` (writes only; the latter ends with its
+ * transaction), `query_only` (readers are read-only), `encoding` (the
+ * file's).
+ */
+export const REPLAYED_PRAGMAS: ReadonlySet<string> = new Set(
+  CONNECTION_PRAGMAS.filter((name) =>
+    !["busy_timeout", "defer_foreign_keys", "encoding", "foreign_keys", "query_only"].includes(
+      name,
+    )
+  ),
+);
 
 /** SQL that reads the connection's last rowid (which zeroing it would change). */
 const READS_LAST_ROWID = /last_insert_rowid/i;

@@ -172,6 +172,18 @@ export class Engine {
   readonly #idleReaders: Connection[] = [];
   /** Readers lent to cursors now. */
   #cursorReaders = 0;
+  /**
+   * The connection settings clients set on the writer that readers must
+   * share (`Prepared.setsPragma`, e.g. `case_sensitive_like`, permitted by
+   * `--allow-unsafe-pragmas`): the last assignment of each, by PRAGMA, in
+   * the order set. Every connection the engine reads on runs them before its
+   * next use (`#sharePragmas`).
+   */
+  readonly #pragmas = new Map<string, string>();
+  /** Bumped whenever {@link #pragmas} changes. */
+  #pragmaGen = 0;
+  /** The {@link #pragmaGen} each connection last ran {@link #pragmas} at. */
+  readonly #pragmaGens = new WeakMap<Connection, number>();
   /** Readers lent to reads in the background, and the reads waiting for one. */
   readonly #readerLine: ReaderLine<Connection>;
   #writerHasTemp = false;
@@ -562,6 +574,7 @@ export class Engine {
         borrowForCursor: () => this.#borrowCursorReader(),
         checkFiles: () => this.#checkFiles(),
         giveBackCursor: (c) => {
+          c.unpinSnapshot();
           this.#cursorReaders--;
           this.#returnReader(c);
         },
@@ -589,6 +602,7 @@ export class Engine {
   #snapshotReader(): Connection | null {
     const reader = this.#reader;
     if (reader === null) return null;
+    this.#sharePragmas(reader);
     // (The flag stands in for `reader.inTransaction`, an FFI call a read: if
     // the transaction ended unnoticed, reads run in autocommit, as fresh.)
     if (this.#walWatch.changed() || !this.#readerInTx) this.#renewSnapshot(reader);
@@ -630,7 +644,40 @@ export class Engine {
       maxValueBytes: this.#config.maxValueBytes,
     });
     conn.refreshSchema();
+    this.#sharePragmas(conn);
     return conn;
+  }
+
+  /**
+   * A client set a connection setting on the writer (`sql`, see
+   * `Prepared.setsPragma`): every reader runs it too before its next use,
+   * so that a read answers alike on whichever connection it runs (the
+   * shared reader, a background read's, a cursor's). Settings are not
+   * transactional: one set inside a transaction stays when it ends.
+   */
+  #pragmaSet(sql: string): void {
+    const key = sql.slice(0, sql.indexOf(" = "));
+    this.#pragmas.delete(key);
+    this.#pragmas.set(key, sql);
+    this.#pragmaGens.set(this.#writer, ++this.#pragmaGen);
+  }
+
+  /**
+   * Runs on `conn` the settings clients set since it last did (see
+   * {@link #pragmaSet}). One that fails (a schema the reader lacks) is
+   * skipped. Call while no statement of `conn` is active: SQLite refuses
+   * to redefine `like` then.
+   */
+  #sharePragmas(conn: Connection): void {
+    if (this.#pragmaGen === 0 || this.#pragmaGens.get(conn) === this.#pragmaGen) return;
+    this.#pragmaGens.set(conn, this.#pragmaGen);
+    for (const sql of this.#pragmas.values()) {
+      try {
+        conn.db.exec(sql);
+      } catch {
+        // (Only what the writer alone has: an attached database's setting.)
+      }
+    }
   }
 
   /**
@@ -662,6 +709,7 @@ export class Engine {
         else {
           this.#checkReads(false);
           conn.refreshSchema();
+          this.#sharePragmas(conn);
         }
       } catch (err) {
         conn?.close();
@@ -678,8 +726,9 @@ export class Engine {
 
   /**
    * A reader for a cursor, counted against `maxOpenCursors` (each one open
-   * holds two files open: the database and its WAL); give it back with
-   * `giveBackCursor`. `null` for `:memory:`.
+   * holds two files open: the database and its WAL), its read snapshot
+   * taken now and held until it is given back with `giveBackCursor`.
+   * `null` for `:memory:`.
    *
    * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open.
    */
@@ -693,7 +742,17 @@ export class Engine {
       );
     }
     const conn = this.#borrowReader();
-    if (conn !== null) this.#cursorReaders++;
+    if (conn === null) return null;
+    // The cursor reads from a snapshot taken now, at its open, and its
+    // statement is prepared with that snapshot's schema (the columns the
+    // open reply names), however long before its first step.
+    try {
+      conn.pinSnapshot();
+    } catch (err) {
+      this.#returnReader(conn);
+      throw err;
+    }
+    this.#cursorReaders++;
     return conn;
   }
 
@@ -1071,6 +1130,7 @@ export class Engine {
 
   /** The writer ran `p`: a statement that changed the schema voids its cache. */
   #ranOnWriter(p: Prepared): void {
+    if (p.setsPragma !== null) this.#pragmaSet(p.setsPragma);
     if (!p.changesSchema) return;
     this.#writer.clearCache();
     this.#deferredFks = null;

@@ -269,7 +269,7 @@ function undoIfLate<T>(p: Prepared, limits: RunLimits, run: () => T): T {
   }
   if (performance.now() > deadlineOf(limits)) {
     undo();
-    throw statementTimeout(limits);
+    throw statementOverran(limits);
   }
   db.exec("RELEASE netsqlite_deadline");
   return result;
@@ -294,7 +294,7 @@ function stepRows(
   let bytes = 0;
   try {
     while (rows.length < max && p.stmt.step()) {
-      if (clock && performance.now() > deadlineOf(limits)) throw statementTimeout(limits);
+      if (clock && performance.now() > deadlineOf(limits)) throw statementOverran(limits);
       if (!wantRows) continue;
       let row: SqlValue[];
       try {
@@ -944,6 +944,21 @@ export function replyTooLarge(maxFrameSize: number): SqliteError {
   return new SqliteError(
     ErrorCode.ResultTooLarge,
     `Result exceeds maxFrameSize ${maxFrameSize} bytes: use iterate() for large results`,
+  );
+}
+
+/**
+ * The error for a statement found past its deadline when a step that
+ * nothing could stop returned (node:sqlite cannot interrupt a running
+ * statement): it ran to that step's end, so its message tells how long it
+ * ran rather than that it was stopped at the deadline.
+ */
+export function statementOverran(limits: RunLimits): SqliteError {
+  const ran = Math.round(performance.now() - (deadlineOf(limits) - limits.timeout));
+  return new SqliteError(
+    ErrorCode.StatementTimeout,
+    `Statement exceeded its ${limits.timeout} ms deadline (--statement-timeout or the call's ` +
+      `timeout option): it ran ${ran} ms, as node:sqlite cannot stop a running statement`,
   );
 }
 
