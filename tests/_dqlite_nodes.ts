@@ -135,6 +135,24 @@ export class DemoCluster {
     await child.status;
   }
 
+  /**
+   * Stops node `i` with SIGSTOP: a hung node (or one behind a partition that
+   * drops packets). Its sockets stay open and the kernel still accepts TCP
+   * connections to it, but it answers nothing. {@link resume} undoes it.
+   */
+  pause(i: number): void {
+    this.#nodes[i].child?.kill("SIGSTOP");
+  }
+
+  /** Lets node `i`, stopped by {@link pause}, run again (SIGCONT). */
+  resume(i: number): void {
+    try {
+      this.#nodes[i].child?.kill("SIGCONT");
+    } catch {
+      // exited meanwhile
+    }
+  }
+
   /** Starts node `i` again on its data directory (it rejoins as it was). */
   restart(i: number): void {
     if (this.#nodes[i].child !== null) throw new Error(`Node ${i} is running`);

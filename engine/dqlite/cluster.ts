@@ -19,6 +19,7 @@
 import { type ConnOptions, DqliteConn, expectResponse, parseAddress } from "./conn.ts";
 import { DqliteDatabase } from "./database.ts";
 import { DqliteErrorCode, LeaderError } from "./errors.ts";
+import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { encodeClient, encodeCluster, encodeLeader, type NodeInfo } from "./wire.ts";
 
 export { DqliteDatabase } from "./database.ts";
@@ -28,19 +29,25 @@ export { DqliteStatement } from "./statement.ts";
 /** Options of {@link DqliteCluster}. */
 export interface DqliteClusterOptions {
   /**
-   * Time allowed to find a leader (asking every node in turn, again and
-   * again) before failing with `NO_LEADER`, in ms.
+   * Time allowed to find a leader (asking the nodes, again and again) before
+   * failing with `NO_LEADER`, in ms.
    * @default 10000
    */
   leaderTimeout?: number;
   /**
-   * Time allowed for one TCP connect, in ms.
+   * Time allowed to hear from one node while looking for the leader: the TCP
+   * connect, then its answer to who leads (and the leader's to the client's
+   * registration), in ms. A node silent so long (hung, or behind a network
+   * that drops its packets) is asked last in the searches that follow, until
+   * it answers again. Searches do not wait on it meanwhile: the next node is
+   * asked when one has not answered within 200 ms.
    * @default 2000
    */
   connectTimeout?: number;
   /**
    * Time allowed between a request and each message of its answer, in ms;
    * past it the connection is dropped and the request fails with `LEADER_LOST`.
+   * (A leader that stops answering is left sooner: see {@link DqliteCluster}.)
    * @default 30000
    */
   requestTimeout?: number;
@@ -82,15 +89,107 @@ function resolveOptions(options: DqliteClusterOptions): ClusterConfig {
   return config;
 }
 
-const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * A search for the leader asks the next node when the one asked last has
+ * not answered within this many ms, so that a hung node listed first (or
+ * named leader by a node that has not heard of the election yet) costs
+ * this, not `connectTimeout`.
+ */
+export const HEDGE_MS = 200;
+/** The leader watch asks the leader who leads every this many ms (see {@link DqliteCluster}). */
+export const HEARTBEAT_MS = 1_000;
+/**
+ * A leader that leaves the watch's question unanswered this long is
+ * suspect: the other nodes are asked whether another leads.
+ */
+export const SILENT_MS = 1_000;
 
-/** A dqlite cluster, known by the addresses of some or all of its nodes. */
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+    if (signal.aborted) done();
+  });
+}
+
+/** What one node said when asked who leads. */
+interface Answer {
+  /** A connection to the node, which says it leads (registered as a client when asked to). */
+  conn: DqliteConn | null;
+  /** The leader the node named (`""`: none), or null when it did not answer. */
+  said: string | null;
+  /** Why the node did not answer, when it did not. */
+  error?: unknown;
+}
+
+/** How a search asks (see {@link DqliteCluster}'s `#search`). */
+interface SearchOptions {
+  /** A node not to ask, nor to take for the leader (the one suspected). */
+  exclude?: string;
+  /** Ask a node again (after a pause) once it answered without leading. */
+  again: boolean;
+  /** Register as a client on the leader's connection (CLIENT request). */
+  register: boolean;
+  /** Ends the search (besides the deadline and {@link DqliteCluster.close}). */
+  signal?: AbortSignal;
+}
+
+/** How a search ended. */
+interface Found {
+  /** A connection to the leader, or null when none was found. */
+  conn: DqliteConn | null;
+  /** The last failure met, for the caller's error. */
+  error: unknown;
+  /** What the nodes that answered named as the leader (`""`: none). */
+  said: Set<string>;
+}
+
+/**
+ * A dqlite cluster, known by the addresses of some or all of its nodes.
+ *
+ * Finding the leader: the nodes are asked who leads, the leader found last
+ * first and nodes that did not answer last; each question (connect, ask,
+ * and the leader's registration of the client) is bounded by
+ * `connectTimeout` and by what is left of `leaderTimeout`, and the next
+ * node is asked as soon as one answered without leading, or has not
+ * answered within {@link HEDGE_MS}; a node named leader is asked at once.
+ * No leader within `leaderTimeout`: `NO_LEADER`.
+ *
+ * Watching the leader: while connections to a leader are open, a
+ * connection of the cluster's own asks the leader who leads every
+ * {@link HEARTBEAT_MS}. A leader that says another node leads (or none)
+ * has its idle connections closed, so the next requests find the new
+ * leader instead of meeting `NOT_LEADER`. A leader that leaves the
+ * question unanswered for {@link SILENT_MS} (hung, stopped, behind a
+ * network that drops its packets, or busy with a long statement) is
+ * suspect: the other nodes are asked, again until it answers; once one of
+ * them leads, the suspect's connections are all closed ({@link
+ * DqliteConn.abandon}): a request waiting there fails at once with
+ * `LEADER_LOST` (the node may have applied it before it stopped), a
+ * transaction open there is lost, and the next requests go to the new
+ * leader. A busy but healthy leader is left alone: the others still name
+ * it.
+ */
 export class DqliteCluster {
   readonly #nodes: readonly string[];
   readonly #config: ClusterConfig;
   readonly #open = new Set<DqliteDatabase>();
   #lastLeader: string | null = null;
   #clientId = 0n;
+  /** Nodes that did not answer a search's question, with when: asked last. */
+  readonly #suspects = new Map<string, number>();
+  /** Connections to a leader handed to databases, open: the watch watches their node. */
+  readonly #leaderConns = new Set<DqliteConn>();
+  /** Aborted by {@link close}: ends the searches under way. */
+  #closing = new AbortController();
+  /** Stops the leader watch under way, or null when none runs. */
+  #watchStop: AbortController | null = null;
 
   /**
    * @param nodes Node addresses (`host:port`, as the nodes were started with `-d`/`--db`).
@@ -115,54 +214,340 @@ export class DqliteCluster {
   }
 
   /**
-   * Connects to the leader and registers as a client: asks each node in turn
-   * which node leads (LEADER request), follows the answer, and retries with
-   * a short pause until `leaderTimeout`.
+   * Connects to the leader and registers as a client (see the class doc:
+   * finding the leader). The connection is watched while it is open (see
+   * the class doc: watching the leader).
    *
    * @throws {LeaderError} `NO_LEADER` when no leader was found in time.
+   * @throws {SqliteError} `CONNECTION_CLOSED` when {@link close} ran meanwhile.
    */
   async connectLeader(): Promise<DqliteConn> {
+    const conn = await this.#connectLeader();
+    this.#leaderConns.add(conn);
+    conn.whenClosed(() => {
+      this.#leaderConns.delete(conn);
+      if (this.#leaderConns.size === 0) this.#stopWatch();
+    });
+    if (!conn.closed) this.#startWatch();
+    return conn;
+  }
+
+  async #connectLeader(): Promise<DqliteConn> {
     const deadline = performance.now() + this.#config.leaderTimeout;
-    let lastError: unknown;
-    for (let round = 0;; round++) {
-      const candidates = this.#lastLeader === null
-        ? [...this.#nodes]
-        : [this.#lastLeader, ...this.#nodes.filter((n) => n !== this.#lastLeader)];
-      const asked = new Set<string>();
-      while (candidates.length > 0) {
-        const address = candidates.shift()!;
-        if (asked.has(address)) continue;
-        asked.add(address);
-        let conn: DqliteConn | null = null;
-        try {
-          conn = await DqliteConn.connect(address, this.#config);
-          const answer = expectResponse(await conn.call(encodeLeader()), "server", address);
-          if (answer.address === address) {
-            expectResponse(await conn.call(encodeClient(++this.#clientId)), "welcome", address);
-            this.#lastLeader = address;
-            return conn;
+    const { conn, error } = await this.#search(this.#order(), deadline, {
+      again: true,
+      register: true,
+    });
+    if (conn !== null) {
+      this.#lastLeader = conn.address;
+      return conn;
+    }
+    this.#lastLeader = null;
+    if (error instanceof SqliteError && error.code === ErrorCode.ConnectionClosed) throw error;
+    throw new LeaderError(
+      DqliteErrorCode.NoLeader,
+      `No dqlite leader found among ${
+        this.#nodes.map((n) => `"${n}"`).join(", ")
+      } within leaderTimeout ${this.#config.leaderTimeout} ms`,
+      false,
+      undefined,
+      error === undefined ? undefined : { cause: error },
+    );
+  }
+
+  /**
+   * The nodes in the order a search asks them: the leader found last, the
+   * others as listed, then those that did not answer (longest silent first).
+   */
+  #order(): string[] {
+    const lead = this.#lastLeader;
+    const known = lead !== null && !this.#nodes.includes(lead)
+      ? [lead, ...this.#nodes]
+      : [...this.#nodes];
+    const fresh = known.filter((n) => !this.#suspects.has(n));
+    if (lead !== null && fresh.includes(lead)) {
+      fresh.unshift(...fresh.splice(fresh.indexOf(lead), 1));
+    }
+    const silent = [...this.#suspects].filter(([a]) => known.includes(a))
+      .sort((a, b) => a[1] - b[1]).map(([a]) => a);
+    return [...fresh, ...silent];
+  }
+
+  /**
+   * Asks nodes who leads (`order` first; see the class doc), until one says
+   * it leads (its connection is returned) or `deadline`. Without
+   * `options.again`, each node is asked once, and the search ends when all
+   * answered.
+   */
+  #search(order: readonly string[], deadline: number, options: SearchOptions): Promise<Found> {
+    return new Promise((resolve) => {
+      const stop = new AbortController(); // ends the questions under way once the search is over
+      const closing = this.#closing.signal;
+      const said = new Set<string>();
+      const queue = order.filter((a) => a !== options.exclude);
+      const running = new Set<string>();
+      const retries = new Map<string, ReturnType<typeof setTimeout>>();
+      const tries = new Map<string, number>();
+      let error: unknown;
+      let over = false;
+      let hedge: ReturnType<typeof setTimeout> | undefined;
+      const end = (conn: DqliteConn | null): void => {
+        if (over) return;
+        over = true;
+        clearTimeout(hedge);
+        clearTimeout(limit);
+        for (const t of retries.values()) clearTimeout(t);
+        closing.removeEventListener("abort", closed);
+        options.signal?.removeEventListener("abort", closed);
+        stop.abort();
+        resolve({ conn, error, said });
+      };
+      const closed = (): void => {
+        error = new SqliteError(
+          ErrorCode.ConnectionClosed,
+          "The dqlite cluster was closed while looking for the leader",
+        );
+        end(null);
+      };
+      const limit = setTimeout(() => end(null), Math.max(0, deadline - performance.now()));
+      closing.addEventListener("abort", closed);
+      options.signal?.addEventListener("abort", closed);
+      const ask = (address: string): void => {
+        if (over || running.has(address) || address === options.exclude) return;
+        clearTimeout(retries.get(address));
+        retries.delete(address);
+        running.add(address);
+        this.#ask(address, deadline, stop.signal, options.register).then((answer) => {
+          running.delete(address);
+          if (over) {
+            answer.conn?.close();
+            return;
           }
-          conn.close();
-          // Ask the node it names next (it may not be in our list).
-          if (answer.address !== "") candidates.unshift(answer.address);
-        } catch (err) {
-          conn?.close();
-          lastError = err;
+          if (answer.conn !== null) return end(answer.conn);
+          if (answer.error !== undefined) error = answer.error;
+          if (answer.said !== null) said.add(answer.said);
+          if (answer.said) ask(answer.said); // the leader it names, at once
+          askNext(); // and the next node not asked yet
+          if (options.again) {
+            const n = (tries.get(address) ?? 0) + 1;
+            tries.set(address, n);
+            retries.set(address, setTimeout(() => ask(address), Math.min(50 * n, 250)));
+          } else if (running.size === 0 && queue.length === 0) {
+            end(null);
+          }
+        });
+      };
+      const askNext = (): void => {
+        clearTimeout(hedge);
+        while (queue.length > 0 && !over) {
+          const address = queue.shift()!;
+          if (running.has(address) || tries.has(address)) continue;
+          ask(address);
+          if (queue.length > 0) hedge = setTimeout(askNext, HEDGE_MS);
+          return;
         }
+      };
+      if (closing.aborted || options.signal?.aborted) return closed();
+      askNext();
+      if (running.size === 0) end(null); // nothing to ask
+    });
+  }
+
+  /**
+   * Asks node `address` who leads, within `connectTimeout` and `deadline`;
+   * `signal` ends the question. A node that does not answer is suspect
+   * (asked last) until it answers.
+   */
+  async #ask(
+    address: string,
+    deadline: number,
+    signal: AbortSignal,
+    register: boolean,
+  ): Promise<Answer> {
+    const bound = Math.min(this.#config.connectTimeout, deadline - performance.now());
+    if (bound <= 0) return { conn: null, said: null };
+    const stop = new AbortController();
+    let conn: DqliteConn | null = null;
+    const abort = (): void => {
+      stop.abort();
+      conn?.close();
+    };
+    const timer = setTimeout(abort, bound);
+    signal.addEventListener("abort", abort);
+    try {
+      if (signal.aborted) abort();
+      conn = await DqliteConn.connect(
+        address,
+        { ...this.#config, connectTimeout: bound },
+        stop.signal,
+      );
+      if (stop.signal.aborted) conn.close();
+      const answer = expectResponse(await conn.call(encodeLeader(), bound), "server", address);
+      this.#suspects.delete(address);
+      if (answer.address !== address) {
+        conn.close();
+        return { conn: null, said: answer.address };
       }
-      this.#lastLeader = null;
-      if (performance.now() >= deadline) {
-        throw new LeaderError(
-          DqliteErrorCode.NoLeader,
-          `No dqlite leader found among ${
-            this.#nodes.map((n) => `"${n}"`).join(", ")
-          } within leaderTimeout ${this.#config.leaderTimeout} ms`,
+      if (register) {
+        expectResponse(await conn.call(encodeClient(++this.#clientId), bound), "welcome", address);
+      }
+      return { conn, said: address };
+    } catch (err) {
+      conn?.close();
+      if (signal.aborted) return { conn: null, said: null };
+      const silent = stop.signal.aborted;
+      this.#suspects.set(address, performance.now());
+      const error = silent
+        ? new LeaderError(
+          DqliteErrorCode.LeaderLost,
+          `dqlite node "${address}" did not answer within ${bound} ms`,
           false,
           undefined,
-          lastError === undefined ? undefined : { cause: lastError },
-        );
+          { cause: err },
+        )
+        : err;
+      return { conn: null, said: null, error };
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", abort);
+    }
+  }
+
+  #startWatch(): void {
+    if (this.#watchStop !== null) return;
+    const stop = this.#watchStop = new AbortController();
+    this.#watch(stop.signal).catch(() => {}).finally(() => {
+      if (this.#watchStop === stop) this.#watchStop = null;
+    });
+  }
+
+  #stopWatch(): void {
+    this.#watchStop?.abort();
+    this.#watchStop = null;
+  }
+
+  /** The node most open leader connections point at, or null when there is none. */
+  #watched(): string | null {
+    const count = new Map<string, number>();
+    let best: string | null = null;
+    for (const conn of this.#leaderConns) {
+      if (conn.closed) continue;
+      const n = (count.get(conn.address) ?? 0) + 1;
+      count.set(conn.address, n);
+      if (best === null || n > count.get(best)!) best = conn.address;
+    }
+    return best;
+  }
+
+  /** True while an open leader connection points at `address`. */
+  #watching(address: string): boolean {
+    for (const conn of this.#leaderConns) if (!conn.closed && conn.address === address) return true;
+    return false;
+  }
+
+  /** The leader watch (see the class doc), until `signal` aborts. */
+  async #watch(signal: AbortSignal): Promise<void> {
+    const beat: { conn: DqliteConn | null } = { conn: null }; // the watch's own connection
+    const closeBeat = (): void => beat.conn?.close();
+    signal.addEventListener("abort", closeBeat);
+    try {
+      while (!signal.aborted) {
+        await sleep(HEARTBEAT_MS, signal);
+        const leader = this.#watched();
+        if (signal.aborted || leader === null) return;
+        const asked = performance.now();
+        let answer: string | null = null;
+        const beating = this.#beat(beat, leader, signal).then((a) => answer = a);
+        beating.catch(() => {}); // (a node that fails to answer is as one that is silent)
+        await Promise.race([beating.catch(() => {}), sleep(SILENT_MS, signal)]);
+        if (signal.aborted) return;
+        if (answer !== null) {
+          // It answers: when it says it does not lead, its idle connections are no use.
+          if (answer !== leader) this.#depose(leader, answer, false);
+          continue;
+        }
+        await this.#suspect(leader, asked, () => answer !== null, beat, signal);
       }
-      await delay(Math.min(50 * (round + 1), 250));
+    } finally {
+      signal.removeEventListener("abort", closeBeat);
+      closeBeat();
+    }
+  }
+
+  /**
+   * `leader` left the watch's question (asked at `asked`) unanswered: asks
+   * the other nodes who leads, again and again while it stays silent
+   * (`answered` turns true when it answers) and connections to it are open.
+   * Another node leads: `leader` is deposed. None, and the others answer
+   * without naming `leader` (they hold an election they cannot win) until
+   * `leaderTimeout` passed: it is deposed too (requests then meet
+   * `NO_LEADER`). While another node still names it, it is left alone:
+   * busy, or cut off from this server alone.
+   */
+  async #suspect(
+    leader: string,
+    asked: number,
+    answered: () => boolean,
+    beat: { conn: DqliteConn | null },
+    signal: AbortSignal,
+  ): Promise<void> {
+    for (let i = 0; !signal.aborted && !answered() && this.#watching(leader); i++) {
+      const { conn, said } = await this.#search(
+        this.#order(),
+        performance.now() + this.#config.connectTimeout,
+        { exclude: leader, again: false, register: false, signal },
+      );
+      conn?.close();
+      if (signal.aborted || answered()) return;
+      const silentMs = performance.now() - asked;
+      if (
+        conn !== null ||
+        (silentMs >= this.#config.leaderTimeout && said.size > 0 && !said.has(leader))
+      ) {
+        beat.conn?.close();
+        this.#depose(leader, conn?.address ?? "", true, silentMs);
+        return;
+      }
+      await sleep(Math.min(250 * (i + 1), 500), signal);
+    }
+  }
+
+  /**
+   * Asks `leader` who leads over the watch's own connection `beat` (made
+   * anew when it is closed or to another node), within `requestTimeout`.
+   */
+  async #beat(
+    beat: { conn: DqliteConn | null },
+    leader: string,
+    signal: AbortSignal,
+  ): Promise<string> {
+    let conn = beat.conn;
+    if (conn === null || conn.closed || conn.address !== leader) {
+      conn?.close();
+      beat.conn = null;
+      conn = await DqliteConn.connect(leader, this.#config, signal);
+      if (signal.aborted) conn.close();
+      beat.conn = conn;
+    }
+    return expectResponse(await conn.call(encodeLeader()), "server", leader).address;
+  }
+
+  /**
+   * `address` no longer leads; `leader` does (`""`: none yet). Closes the
+   * connections to `address`: all of them when it stopped answering
+   * (`hung`, for `silentMs`: a request waiting there fails with
+   * `LEADER_LOST`), else the idle ones (it answers the others itself).
+   */
+  #depose(address: string, leader: string, hung: boolean, silentMs = 0): void {
+    const now = leader === "" ? "no node leads now" : `"${leader}" leads now`;
+    const reason = hung
+      ? `the node stopped answering (nothing for ${Math.round(silentMs)} ms) and ${now}`
+      : `the node no longer leads (${now})`;
+    if (hung) this.#suspects.set(address, performance.now());
+    if (leader !== "") this.#lastLeader = leader;
+    else if (this.#lastLeader === address) this.#lastLeader = null;
+    for (const conn of [...this.#leaderConns]) {
+      if (conn.address === address && (hung || conn.idle)) conn.abandon(reason);
     }
   }
 
@@ -172,7 +557,7 @@ export class DqliteCluster {
    * @throws {LeaderError} `NO_LEADER`.
    */
   async leader(): Promise<string> {
-    const conn = await this.connectLeader();
+    const conn = await this.#connectLeader();
     conn.close();
     return conn.address;
   }
@@ -183,7 +568,7 @@ export class DqliteCluster {
    * @throws {LeaderError} `NO_LEADER`, or `LEADER_LOST` if the leader fails meanwhile.
    */
   async members(): Promise<NodeInfo[]> {
-    const conn = await this.connectLeader();
+    const conn = await this.#connectLeader();
     try {
       return expectResponse(await conn.call(encodeCluster(1)), "servers", conn.address).nodes;
     } finally {
@@ -220,8 +605,15 @@ export class DqliteCluster {
     return db;
   }
 
-  /** Closes every database opened through this cluster. Idempotent. */
+  /**
+   * Closes every database opened through this cluster and ends the searches
+   * for the leader under way (they fail with `CONNECTION_CLOSED`), and the
+   * leader watch. Idempotent; the cluster can be used again afterwards.
+   */
   close(): void {
     for (const db of [...this.#open]) db.close();
+    this.#closing.abort();
+    this.#closing = new AbortController();
+    this.#stopWatch();
   }
 }

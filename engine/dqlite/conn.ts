@@ -17,6 +17,11 @@
  * `maybeApplied` false, and its owner connects anew instead. The next
  * request's answer is read by that same read, so no byte is lost.
  *
+ * A node that stops answering (hung, or behind a network that drops its
+ * packets) is not seen by that read: the cluster's leader watch (see
+ * `DqliteCluster`) then {@link DqliteConn.abandon}s its connections, which
+ * fails a request waiting there with `LEADER_LOST` at once.
+ *
  * @module
  */
 
@@ -72,6 +77,12 @@ export class DqliteConn {
   #reading: Promise<ReadEnd> | null = null;
   /** True once a request was written since the last {@link #watch}: bytes are expected. */
   #asked = false;
+  /** Callers inside {@link exclusive}, running or waiting. */
+  #users = 0;
+  /** Why {@link abandon} closed the connection, or null. */
+  #abandoned: string | null = null;
+  /** Called once, when the connection closes. */
+  #onClose: (() => void) | null = null;
 
   private constructor(address: string, conn: Deno.TcpConn, options: ConnOptions) {
     this.#address = address;
@@ -81,15 +92,27 @@ export class DqliteConn {
 
   /**
    * Connects to `address` (`host:port`) and sends the protocol version.
+   * `signal` (besides `connectTimeout`) stops the TCP connect.
    *
    * @throws {LeaderError} `LEADER_LOST` (`maybeApplied` false) when the node cannot be reached.
    */
-  static async connect(address: string, options: ConnOptions): Promise<DqliteConn> {
+  static async connect(
+    address: string,
+    options: ConnOptions,
+    signal?: AbortSignal,
+  ): Promise<DqliteConn> {
     const { hostname, port } = parseAddress(address);
-    const signal = AbortSignal.timeout(options.connectTimeout);
     let tcp: Deno.TcpConn;
+    const stop = new AbortController();
+    const timer = setTimeout(
+      () => stop.abort(new Error(`no connection within ${options.connectTimeout} ms`)),
+      options.connectTimeout,
+    );
+    const abort = (): void => stop.abort(signal!.reason);
+    signal?.addEventListener("abort", abort);
     try {
-      tcp = await Deno.connect({ hostname, port, transport: "tcp", signal });
+      if (signal?.aborted) abort();
+      tcp = await Deno.connect({ hostname, port, transport: "tcp", signal: stop.signal });
     } catch (cause) {
       throw new LeaderError(
         DqliteErrorCode.LeaderLost,
@@ -98,6 +121,9 @@ export class DqliteConn {
         undefined,
         { cause },
       );
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", abort);
     }
     tcp.setNoDelay(true);
     const conn = new DqliteConn(address, tcp, options);
@@ -128,26 +154,39 @@ export class DqliteConn {
   }
 
   /**
+   * True while no request uses the connection, nor waits for it (see
+   * {@link exclusive}): closing it now loses nothing that was sent.
+   */
+  get idle(): boolean {
+    return this.#users === 0;
+  }
+
+  /**
    * Runs `fn` with the connection to itself: requests from other callers wait.
    */
   async exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const previous = this.#lock;
     let release!: () => void;
     this.#lock = new Promise((resolve) => release = resolve);
-    await previous;
+    this.#users++;
     try {
+      await previous;
       return await fn();
     } finally {
+      this.#users--;
       this.#watch();
       release();
     }
   }
 
-  /** Sends one request and returns its (first) answer. */
-  call(request: Uint8Array): Promise<Received> {
+  /**
+   * Sends one request and returns its (first) answer, waiting for it at
+   * most `timeout` ms (default `requestTimeout`).
+   */
+  call(request: Uint8Array, timeout?: number): Promise<Received> {
     return this.exclusive(async () => {
       await this.send(request);
-      return await this.receive();
+      return await this.receive(timeout);
     });
   }
 
@@ -172,24 +211,25 @@ export class DqliteConn {
   }
 
   /**
-   * Reads the next message; call inside {@link exclusive}.
+   * Reads the next message, waiting for it at most `timeout` ms (default
+   * `requestTimeout`); call inside {@link exclusive}, after {@link send}.
    *
    * @throws {LeaderError} `LEADER_LOST` when the connection breaks or the node is silent.
    * @throws {ProtocolError} `DQLITE_PROTOCOL` for a malformed message (the connection is closed).
    */
-  async receive(): Promise<Received> {
-    this.#checkOpen();
+  async receive(timeout = this.#options.requestTimeout): Promise<Received> {
+    // (The request was sent: a connection closed since may have lost its answer.)
+    if (this.#closed) throw this.#lost(this.#abandoned ?? "it was closed", true);
     let timer: DeadlineTimer | undefined;
     // (A DeadlineTimer: an answer that came while this server was stopped is read, not lost.)
-    const timeout = new Promise<never>((_, reject) => {
+    const late = new Promise<never>((_, reject) => {
       timer = new DeadlineTimer(() => {
-        reject(
-          this.#lost(`no answer within requestTimeout ${this.#options.requestTimeout} ms`, true),
-        );
-      }, this.#options.requestTimeout);
+        const what = timeout === this.#options.requestTimeout ? "requestTimeout " : "";
+        reject(this.#lost(`no answer within ${what}${timeout} ms`, true));
+      }, timeout);
     });
     try {
-      const header = decodeHeader(await Promise.race([this.#take(WORD), timeout]));
+      const header = decodeHeader(await Promise.race([this.#take(WORD), late]));
       const size = header.words * WORD;
       if (size > this.#options.maxMessageBytes) {
         this.close();
@@ -199,7 +239,7 @@ export class DqliteConn {
           true,
         );
       }
-      const body = await Promise.race([this.#take(size), timeout]);
+      const body = await Promise.race([this.#take(size), late]);
       try {
         return { response: decodeResponse(header.type, body), bytes: size };
       } catch (err) {
@@ -230,6 +270,7 @@ export class DqliteConn {
       }
       const end = await this.#reading!;
       this.#reading = null;
+      if (this.#abandoned !== null) throw this.#lost(this.#abandoned, true);
       if ("error" in end) {
         throw this.#lost(`read failed: ${end.error.message}`, true, end.error);
       }
@@ -298,6 +339,27 @@ export class DqliteConn {
     );
   }
 
+  /**
+   * Closes the connection because its node is taken for gone (`reason`:
+   * it stopped answering and another node leads now): a request waiting
+   * for its answer fails at once with `LEADER_LOST` (`maybeApplied` true)
+   * naming `reason`; one not sent yet fails with `LEADER_LOST`
+   * (`maybeApplied` false), and {@link closedWhileIdle} is `reason`.
+   * Idempotent.
+   */
+  abandon(reason: string): void {
+    if (this.#closed) return;
+    this.#abandoned = reason;
+    if (!this.#asked) this.#idleDeath = reason;
+    this.close();
+  }
+
+  /** Calls `fn` once the connection is closed (at once if it is). */
+  whenClosed(fn: () => void): void {
+    if (this.#closed) fn();
+    else this.#onClose = fn;
+  }
+
   /** Closes the connection. Idempotent. */
   close(): void {
     if (this.#closed) return;
@@ -307,6 +369,9 @@ export class DqliteConn {
     } catch {
       // Already closed by the peer.
     }
+    const onClose = this.#onClose;
+    this.#onClose = null;
+    onClose?.();
   }
 }
 

@@ -30,6 +30,11 @@
  * of failing; inside a transaction, the transaction is lost as above
  * (`maybeApplied` false: nothing of it was committed).
  *
+ * A leader that stops answering (hung) has its connections closed by the
+ * cluster's leader watch once another node leads (see `DqliteCluster`): a
+ * request waiting there fails with `LEADER_LOST` (`maybeApplied` true), and
+ * an idle connection is as one found dead while idle.
+ *
  * @module
  */
 
@@ -222,6 +227,26 @@ export class DqliteDatabase {
   }
 
   /**
+   * Why the transaction open here is gone, or null when it is not (or none
+   * is open): lost ({@link transactionLost}), or its connection closed since
+   * its last request, which the next request will find (the node died or was
+   * left as hung, or a stop closed it). A cursor of that transaction ends
+   * then (see `DqliteEngineSession.nextCursor`).
+   */
+  get transactionGone(): string | null {
+    if (this.#txLost) {
+      return this.#txLostBy?.message ?? "its connection to the dqlite leader was lost";
+    }
+    const conn = this.#conn;
+    if (!this.#inTx || conn === null || !conn.closed) return null;
+    const stopped = this.#stopClosed.get(conn);
+    if (stopped !== undefined) return stopped.message;
+    return `its connection to the dqlite leader "${conn.address}" closed (${
+      conn.closedWhileIdle ?? "it broke"
+    })`;
+  }
+
+  /**
    * Counts the EXEC requests cut off by {@link interrupt} while the node ran
    * them (their connection was closed, which rolled back a transaction
    * open on it; the node may still run an autocommit statement to its end).
@@ -283,7 +308,13 @@ export class DqliteDatabase {
     if (this.#closed) {
       throw new SqliteError(ErrorCode.ConnectionClosed, `Database "${this.#name}" is closed`);
     }
-    const conn = await this.#connectLeader();
+    let conn: DqliteConn;
+    try {
+      conn = await this.#connectLeader();
+    } catch (err) {
+      this.#stillOpen(); // (closing the cluster ends its search: say so as the database)
+      throw err;
+    }
     try {
       this.#stillOpen();
       expectResponse(await conn.call(encodeOpen(this.#name)), "db", conn.address);
@@ -294,6 +325,11 @@ export class DqliteDatabase {
       this.#stillOpen();
     } catch (err) {
       conn.close();
+      // The leader was lost while the database was opened on it: nothing of the request
+      // this connection was made for was sent.
+      if (err instanceof LeaderError && err.maybeApplied) {
+        throw new LeaderError(err.code, err.message, false, err.sqliteCode, { cause: err });
+      }
       throw err;
     }
     this.#conn = conn;

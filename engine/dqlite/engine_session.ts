@@ -393,9 +393,17 @@ export class DqliteEngineSession {
     });
   }
 
-  /** Returns the next chunk of a cursor: `[rows, done]`. */
+  /**
+   * Returns the next chunk of a cursor: `[rows, done]`. A cursor of a
+   * transaction that is gone (its connection to the leader closed: the
+   * leader died or was left as hung, or a stop closed it) ends now, with
+   * `CURSOR_CLOSED`, rather than hand out more of the lost transaction's
+   * rows; so do the transaction's other cursors.
+   */
   nextCursor(id: number): [SqlValue[][], boolean] {
     const c = this.#cursor(id);
+    const gone = c.inTx && c.ended === null ? this.#tx?.transactionGone ?? null : null;
+    if (gone !== null) this.#endTxCursors(gone);
     if (c.ended !== null) {
       this.#cursors.delete(id);
       throw c.ended;
@@ -869,10 +877,15 @@ export class DqliteEngineSession {
     throw txRolledBack(err);
   }
 
-  /** The transaction ended: cursors opened in it end too (see the class doc). */
-  #endTxCursors(): void {
+  /**
+   * The transaction ended (`lost`: why it was lost, see {@link nextCursor}):
+   * cursors opened in it end too (see the class doc).
+   */
+  #endTxCursors(lost?: string): void {
     for (const [id, c] of this.#cursors) {
-      if (c.inTx && c.ended === null) c.ended = cursorTxEnded(id);
+      if (c.inTx && c.ended === null) {
+        c.ended = lost === undefined ? cursorTxEnded(id) : cursorTxLost(id, lost);
+      }
     }
   }
 
@@ -971,6 +984,18 @@ function inScript(err: unknown, n: number, undone: boolean): unknown {
     );
   }
   return new SqliteError(err.code, `${err.message} (${where})`, err.sqliteCode, { cause: err });
+}
+
+/**
+ * The error of cursor `id`, opened inside a transaction that was lost
+ * (`why`) while it was read.
+ */
+function cursorTxLost(id: number, why: string): SqliteError {
+  return new SqliteError(
+    ErrorCode.CursorClosed,
+    `Cursor ${id} was closed when its transaction was lost: ${why}; a cursor opened inside a ` +
+      "transaction lasts until the transaction ends (end this one with ROLLBACK, then start over)",
+  );
 }
 
 /**

@@ -26,8 +26,9 @@ interface Waiter {
  * After a leader change every idle connection still points at the old
  * leader: {@link dropIdle} closes them, so the next request connects anew.
  * An idle connection whose node died is seen dead as soon as the node's end
- * closes (see `DqliteConn`); lent again, it connects to the new leader
- * before anything is sent.
+ * closes (see `DqliteConn`), or once the cluster's leader watch leaves a
+ * leader that stopped answering, or no longer leads (see `DqliteCluster`);
+ * lent again, it connects to the new leader before anything is sent.
  */
 export class DatabasePool {
   readonly #cluster: DqliteCluster;
