@@ -773,7 +773,9 @@ export class Connection {
     if (stmt === null) {
       this.#trusted = true;
       try {
-        stmt = this.#pinStmt = this.db.prepare("SELECT count(*) FROM sqlite_schema")!;
+        // One row whatever the schema (it reads at most one schema row):
+        // `count(*) FROM sqlite_schema` walks the schema, 2 ms at 20,000 tables.
+        stmt = this.#pinStmt = this.db.prepare("SELECT (SELECT 1 FROM sqlite_schema LIMIT 1)")!;
       } finally {
         this.#trusted = false;
       }

@@ -274,7 +274,10 @@ class NodeDb implements Db {
     if (this.#live().isTransaction) return false;
     this.#internal = true; // a schema change re-prepares it
     try {
-      const st = this.#pinStmt ??= this.#live().prepare("SELECT count(*) FROM sqlite_schema");
+      // One row whatever the schema size (see Connection.pinSnapshot).
+      const st = this.#pinStmt ??= this.#live().prepare(
+        "SELECT (SELECT 1 FROM sqlite_schema LIMIT 1)",
+      );
       const it = st.iterate();
       it.next();
       this.#pinIt = it;
