@@ -190,7 +190,7 @@ function failure(err: unknown, owners: readonly number[], pending: readonly Migr
   if (err.code === ErrorCode.StatementTimeout) {
     // The deadline is the whole run's, set by migrate()'s option, not one call's.
     detail = detail.replace(
-      /\(--statement-timeout or the call's timeout option\)$/,
+      /\(--statement-timeout or the call's timeout option\)/,
       "for the whole run (the server's --statement-timeout, or migrate()'s timeout option)",
     );
   }

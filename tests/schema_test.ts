@@ -125,7 +125,7 @@ Deno.test("Client.run() honours { timeout }: a long recursive write fails with S
   const took = performance.now() - started;
   assert.ok(err instanceof SqliteError, String(err));
   assert.equal(err.code, "STATEMENT_TIMEOUT");
-  assert.match(err.message, /after 50 ms/);
+  assert.match(err.message, /(stopped after|exceeded its) 50 ms/);
   assert.ok(took < 25_000, `took ${took} ms`);
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], "nothing of it stayed");
   // The same statement within its deadline runs; a prepared statement passes it too.
