@@ -14,6 +14,7 @@ import { serve } from "../server.ts";
 import { SqliteError } from "../protocol/errors.ts";
 import { DqliteCluster } from "../engine/dqlite/cluster.ts";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { serverStats } from "./_helpers.ts";
 
 const ignore = DQLITE_DEMO === null;
 if (ignore) {
@@ -599,6 +600,8 @@ Deno.test({
       assert.equal(first.value?.kind, "uncommitted");
       await nodes.kill(0);
       await sleep(300); // the transaction's connection is seen closed
+      // The cursor ended with it: it no longer counts as open, before its next says so.
+      assert.equal((await serverStats({ path })).cursors, 0);
       let n = 1;
       const err = await (async () => {
         for (;;) {

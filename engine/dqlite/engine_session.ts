@@ -66,11 +66,19 @@ interface BufferedCursor {
   at: number;
   /** Opened inside a transaction: it ends with it. */
   inTx: boolean;
-  /** Set when its transaction ended: the next `next` fails with it. */
-  ended: SqliteError | null;
   /** The error its statement failed with after `rows`: the `next` after them fails with it. */
   failed: unknown;
 }
+
+/**
+ * Cursors ended before the client read their end (their transaction ended
+ * or was lost, or their rows before a failure were all handed out) that a
+ * session remembers until the client reads or closes them, to say why: the
+ * oldest are forgotten past this many, so a client that never does holds a
+ * bounded record (an id and a reason each), not a cursor slot nor its rows.
+ * (As the single-file engine's `ENDED_CURSORS_REMEMBERED`.)
+ */
+const ENDED_CURSORS_REMEMBERED = 256;
 
 /**
  * One client's requests on the cluster, in order. Every request is answered
@@ -89,7 +97,10 @@ interface BufferedCursor {
  * opened inside a transaction ends with it (COMMIT, ROLLBACK, lost with the
  * leader, ended by the server): its next `next` fails with `CURSOR_CLOSED`,
  * as on the single-file engine, rather than hand out rows of a transaction
- * that is over.
+ * that is over. An ended cursor (so one whose rows before its error were
+ * all handed out) no longer counts as open (`maxCursors`, `stats`), and
+ * its rows are dropped: the session keeps only why it ended, for its next
+ * `next` (the newest {@link ENDED_CURSORS_REMEMBERED}).
  *
  * A leader change fails the request running with `LeaderError`
  * (`NOT_LEADER`: not applied; `LEADER_LOST`: its message says whether it may
@@ -117,6 +128,13 @@ export class DqliteEngineSession {
   #stopAcquire: ((reason: Error) => void) | null = null;
   readonly #handles: Handles;
   readonly #cursors = new Map<number, BufferedCursor>();
+  /**
+   * Cursors ended and not yet told (see {@link #endCursor}): what their
+   * next `next` throws, once. They no longer count as open. The oldest are
+   * forgotten past {@link ENDED_CURSORS_REMEMBERED} (their `next` then
+   * finds no cursor).
+   */
+  readonly #endedCursors = new Map<number, unknown>();
   #nextCursor = 1;
   /**
    * Requests that wrote inside the client's transaction, counted over the
@@ -147,8 +165,9 @@ export class DqliteEngineSession {
     this.id = id;
   }
 
-  /** Cursors open on this session (buffered results). */
+  /** Cursors open on this session (buffered results); ended ones do not count. */
   get cursorCount(): number {
+    this.#endGoneTxCursors();
     return this.#cursors.size;
   }
 
@@ -361,6 +380,7 @@ export class DqliteEngineSession {
    */
   openCursor(sql: string | number, params: unknown, timeout?: number): Promise<[number, string[]]> {
     const max = this.#engine.config.maxCursors;
+    this.#endGoneTxCursors();
     if (this.#cursors.size >= max) {
       throw new SqliteError(
         ErrorCode.BadRequest,
@@ -388,7 +408,7 @@ export class DqliteEngineSession {
       }
       const id = this.#nextCursor++;
       const inTx = db.inTransaction;
-      this.#cursors.set(id, { columns, rows, at: 0, inTx, ended: null, failed });
+      this.#cursors.set(id, { columns, rows, at: 0, inTx, failed });
       return [id, columns];
     });
   }
@@ -398,29 +418,44 @@ export class DqliteEngineSession {
    * transaction that is gone (its connection to the leader closed: the
    * leader died or was left as hung, or a stop closed it) ends now, with
    * `CURSOR_CLOSED`, rather than hand out more of the lost transaction's
-   * rows; so do the transaction's other cursors.
+   * rows; so do the transaction's other cursors. A cursor that ended
+   * already fails with why it did, once (then it is unknown).
    */
   nextCursor(id: number): [SqlValue[][], boolean] {
+    this.#endGoneTxCursors();
+    const ended = this.#endedCursors.get(id);
+    if (ended !== undefined) {
+      this.#endedCursors.delete(id);
+      throw ended;
+    }
     const c = this.#cursor(id);
-    const gone = c.inTx && c.ended === null ? this.#tx?.transactionGone ?? null : null;
-    if (gone !== null) this.#endTxCursors(gone);
-    if (c.ended !== null) {
-      this.#cursors.delete(id);
-      throw c.ended;
-    }
-    if (c.failed !== null && c.at >= c.rows.length) {
-      this.#cursors.delete(id);
-      throw c.failed;
-    }
     const rows = c.rows.slice(c.at, c.at + CHUNK_ROWS);
     c.at += rows.length;
-    const done = c.at >= c.rows.length && c.failed === null;
-    if (done) this.#cursors.delete(id);
-    return [rows, done];
+    if (c.at < c.rows.length) return [rows, false];
+    if (c.failed === null) {
+      this.#cursors.delete(id);
+      return [rows, true];
+    }
+    // Its last rows before the error: it has ended, the error is for the next `next`.
+    this.#endCursor(id, c.failed);
+    return [rows, false];
   }
 
-  /** Closes a cursor early. */
-  closeCursor(id: number): null {
+  /**
+   * Closes a cursor early. One ended already (its transaction ended, its
+   * error is still to be told) is forgotten, without error, unless `idle`:
+   * closed by the server for idling, it then stays ended, so that its next
+   * `next` says why it ended (the first reason), and this throws that
+   * reason.
+   */
+  closeCursor(id: number, idle = false): null {
+    this.#endGoneTxCursors();
+    const ended = this.#endedCursors.get(id);
+    if (ended !== undefined) {
+      if (idle) throw ended;
+      this.#endedCursors.delete(id);
+      return null;
+    }
     this.#cursor(id);
     this.#cursors.delete(id);
     return null;
@@ -495,6 +530,7 @@ export class DqliteEngineSession {
     this.#closed = true;
     this.#stopLeaseTimers();
     this.#cursors.clear();
+    this.#endedCursors.clear();
     this.#handles.clear();
     this.#cancelled = new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
     this.#lent?.interrupt(this.#cancelled);
@@ -883,10 +919,34 @@ export class DqliteEngineSession {
    */
   #endTxCursors(lost?: string): void {
     for (const [id, c] of this.#cursors) {
-      if (c.inTx && c.ended === null) {
-        c.ended = lost === undefined ? cursorTxEnded(id) : cursorTxLost(id, lost);
+      if (c.inTx) {
+        this.#endCursor(id, lost === undefined ? cursorTxEnded(id) : cursorTxLost(id, lost));
       }
     }
+  }
+
+  /**
+   * Ends the cursors of this session's transaction when it is gone (its
+   * connection to the leader closed since its last request, which the next
+   * request would find): they no longer count as open. Not while a request
+   * runs: its end sees to them.
+   */
+  #endGoneTxCursors(): void {
+    if (this.#lent !== null) return;
+    const gone = this.#tx?.transactionGone ?? null;
+    if (gone !== null) this.#endTxCursors(gone);
+  }
+
+  /**
+   * Ends cursor `id`: it no longer counts as open, its rows are dropped, and
+   * its next `next` throws `why`, once (the newest
+   * {@link ENDED_CURSORS_REMEMBERED} are remembered).
+   */
+  #endCursor(id: number, why: unknown): void {
+    this.#cursors.delete(id);
+    const ended = this.#endedCursors;
+    if (ended.size >= ENDED_CURSORS_REMEMBERED) ended.delete(ended.keys().next().value!);
+    ended.set(id, why);
   }
 
   #cursor(id: number): BufferedCursor {
