@@ -114,6 +114,55 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "connect({ path }) with only the permissions README names (--allow-net, read and write of the socket) reaches the server",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    await using dir = await tempDir();
+    const path = `${dir.path}/app.sock`;
+    await using _server = await serve({ database: `${dir.path}/app.db`, path, engine: "node" });
+    const script = await clientScript(dir.path, JSON.stringify({ path }));
+    // No --allow-env nor --allow-sys: the socket directory check must not
+    // need them (it read the temp directory's name from TMPDIR: NotCapable).
+    const narrow = [
+      "run",
+      "--no-prompt",
+      "--allow-net",
+      `--allow-read=${path},${dir.path}/client.ts`,
+    ];
+    const { stdout, stderr } = await run([...narrow, `--allow-write=${path}`, script], dir.path);
+    assert.equal(stdout, "ok 1\n", stderr);
+    // In a directory named like a per-user socket directory it is still judged (by its mode).
+    const open = `${dir.path}/netsqlite-4242`;
+    await Deno.mkdir(open);
+    await Deno.chmod(open, 0o777);
+    const inOpen = `${open}/app.sock`;
+    await using _other = await serve({
+      database: `${dir.path}/b.db`,
+      path: inOpen,
+      engine: "node",
+    });
+    const script2 = await clientScript(dir.path, JSON.stringify({ path: inOpen }));
+    const second = await run(
+      [
+        "run",
+        "--no-prompt",
+        "--allow-net",
+        `--allow-read=${inOpen},${open},${dir.path}/client.ts`,
+        `--allow-write=${inOpen}`,
+        script2,
+      ],
+      dir.path,
+    );
+    assert.match(
+      second.stdout,
+      /^ConnectionError .*is writable by other users \(mode 0777\)/,
+      second.stderr,
+    );
+  },
+});
+
 /** Runs `fn` with the environment variables `vars` set (`undefined`: unset), then restores them. */
 async function withEnv<T>(
   vars: Record<string, string | undefined>,

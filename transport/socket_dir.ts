@@ -53,13 +53,21 @@ export async function unsafeSocketDir(path: string): Promise<string | null> {
 
 /**
  * True when `dir` is the per-user socket directory; without the uid (no
- * `--allow-sys=uid`) any `<tmpdir>/netsqlite-<uid>` counts, so that it is
- * still judged (by its mode).
+ * `--allow-sys=uid`) any `<tmpdir>/netsqlite-<uid>` counts, and without
+ * access to the environment (no `--allow-env`: the temp directory is not
+ * known) any `netsqlite-<uid>`, so that it is still judged (by its mode)
+ * and a client given its socket path needs no more permissions than that.
  */
 function isDefaultSocketDir(dir: string): boolean {
   try {
     return dir === defaultSocketDir();
   } catch {
-    return dirname(dir) === tmpdir() && /^netsqlite-\d+$/.test(basename(dir));
+    // No uid or no environment: judged by its name below.
+  }
+  if (!/^netsqlite-\d+$/.test(basename(dir))) return false;
+  try {
+    return dirname(dir) === tmpdir();
+  } catch {
+    return true;
   }
 }
