@@ -30,6 +30,7 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { describeKind } from "../protocol/values.ts";
 import type { BindValue } from "./_calls.ts";
 import type { Queryable } from "./queryable.ts";
 import {
@@ -150,13 +151,13 @@ export class KvCollection {
    *
    * @param sql Where statements run (a client, reserved connection or transaction).
    * @param name The collection's name.
+   * @throws {SqliteError} `INVALID_PARAM` for a name that is not a non-empty
+   *   string without NUL or lone UTF-16 surrogates.
    */
   constructor(sql: KvSql, name: string) {
-    if (typeof name !== "string" || name === "") {
-      throw new SqliteError(
-        "INVALID_PARAM",
-        "Invalid key-value collection name: expected a non-empty string",
-      );
+    const reason = invalidCollectionName(name);
+    if (reason !== undefined) {
+      throw new SqliteError("INVALID_PARAM", `Invalid key-value collection name: ${reason}`);
     }
     this.#sql = sql;
     this.#name = name;
@@ -346,9 +347,14 @@ export class KvAtomic {
    * Requires `key` to be at `version` (`null`: absent) before the operation:
    * all checks are evaluated first, against the state before any of its
    * changes, wherever they were added (as in Deno KV).
+   *
+   * @throws {SqliteError} `INVALID_PARAM` for a version that is neither a
+   *   safe integer nor `null` (as `put()`'s `ifVersion`).
    */
   check(key: KvKey | string, version: number | null): this {
-    this.#ops.push({ kind: "check", key: toKey(key), version });
+    const k = toKey(key);
+    if (version !== null) checkVersion("check() version", version);
+    this.#ops.push({ kind: "check", key: k, version });
     return this;
   }
 
@@ -424,12 +430,7 @@ async function putSql(
       `WHERE netsqlite_kv.value IS NULL RETURNING version`;
     params = [name, key, value];
   } else {
-    if (!Number.isSafeInteger(ifVersion)) {
-      throw new SqliteError(
-        "INVALID_PARAM",
-        `Invalid ifVersion: expected an integer or null, got ${ifVersion}`,
-      );
-    }
+    checkVersion("ifVersion", ifVersion);
     stmt = `UPDATE netsqlite_kv SET value = ?, version = ${NEXT_VERSION} ` +
       `WHERE collection = ? AND key = ? AND version = ? AND value IS NOT NULL RETURNING version`;
     params = [value, name, key, ifVersion];
@@ -446,6 +447,50 @@ async function deleteSql(sql: KvSql, name: string, key: Uint8Array): Promise<num
       [name, key],
     ));
   return rows.length === 0 ? null : rows[0][0];
+}
+
+/**
+ * Refuses a version that no entry can have (`ifVersion`, `check()`): the
+ * same `INVALID_PARAM` for both, rather than a conflict that can never clear.
+ */
+function checkVersion(what: string, version: unknown): void {
+  if (!Number.isSafeInteger(version)) {
+    throw new SqliteError(
+      "INVALID_PARAM",
+      `Invalid ${what}: expected an integer or null, got ${describeVersion(version)}`,
+    );
+  }
+}
+
+function describeVersion(version: unknown): string {
+  if (typeof version === "number" || version === undefined) return String(version);
+  if (typeof version === "string") return `the string ${JSON.stringify(version)}`;
+  if (typeof version === "bigint") return `the bigint ${version}n`;
+  return describeKind(version);
+}
+
+/**
+ * Why `name` cannot name a collection, or `undefined` when it can: a
+ * non-empty string that the `collection` column stores exactly (no NUL,
+ * which SQLite's C API would cut; no lone UTF-16 surrogate, which UTF-8
+ * cannot hold).
+ */
+export function invalidCollectionName(name: unknown): string | undefined {
+  if (typeof name !== "string") {
+    return `expected a non-empty string, got ${
+      name === undefined ? "undefined" : describeKind(name)
+    }`;
+  }
+  if (name === "") return 'expected a non-empty string, got ""';
+  if (name.includes("\0")) {
+    return `${JSON.stringify(name)} contains a NUL character, which a collection name cannot hold`;
+  }
+  if (!name.isWellFormed()) {
+    return `${
+      JSON.stringify(name)
+    } contains a lone UTF-16 surrogate, which UTF-8 (and so the collection column) cannot hold`;
+  }
+  return undefined;
 }
 
 function rangeOf(name: string, range: KvRange): { where: string; params: BindValue[] } {

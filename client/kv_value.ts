@@ -4,15 +4,17 @@
  *
  * A value is stored exactly or refused. Storable: `null`, booleans, numbers
  * (`-0`, `NaN` and ±Infinity included), bigints from -2^63 to 2^64-1,
- * strings without lone UTF-16 surrogates, `Uint8Array`, arrays without holes
- * and plain objects (prototype `Object.prototype` or `null`) with string
- * keys, nested at most {@link MAX_DEPTH} levels. Everything else is refused
+ * strings without lone UTF-16 surrogates, `Uint8Array` (a Node `Buffer` too,
+ * read back as a plain `Uint8Array`), arrays without holes and plain objects
+ * (prototype `Object.prototype` or `null`) with string keys, nested at most
+ * {@link MAX_DEPTH} levels. Everything else is refused
  * with `INVALID_PARAM` naming where it sits in the value (`value.a.b[2]`):
  * `undefined` (MessagePack would turn it into `null` or drop the property),
  * array holes and properties of arrays other than their items, symbol
- * keys, lone surrogates in strings or keys (UTF-8 cannot hold them), and
- * other kinds (`Date`, `Map`, `Set`, class instances, functions, symbols,
- * other typed arrays).
+ * keys, lone surrogates in strings or keys (UTF-8 cannot hold them), a
+ * `Uint8Array` whose bytes are gone (detached), and other kinds (`Date`,
+ * `Map`, `Set`, class instances, `Uint8Array` subclasses other than
+ * `Buffer`, functions, symbols, other typed arrays).
  *
  * A stored value that does not decode (written by SQL directly) is reported
  * as `KV_CORRUPT`, naming the collection and key.
@@ -20,9 +22,10 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { decodeMsgpack, MAX_DEPTH, MsgpackWriter } from "../protocol/msgpack.ts";
 import { SqliteError } from "../protocol/errors.ts";
-import { describeKind, isPlainObject } from "../protocol/values.ts";
+import { describeKind, invalidReason, isPlainObject } from "../protocol/values.ts";
 
 /** Code of the error raised for a stored entry that cannot be read back. */
 export const KV_CORRUPT = "KV_CORRUPT";
@@ -57,10 +60,7 @@ export function invalidKvValue(value: unknown, path = "value", depth = 0): strin
         "use null, or leave the property out";
     case "object":
       if (value === null) return undefined;
-      if (value instanceof Uint8Array) {
-        return ArrayBuffer.isView(value) ? undefined : `${path} is a Proxy of a Uint8Array (or ` +
-          "an object made from its prototype), which is not storable: store the Uint8Array itself";
-      }
+      if (value instanceof Uint8Array) return invalidBytes(value, path);
       if (depth >= MAX_DEPTH) return `${path} nests deeper than ${MAX_DEPTH} levels`;
       if (Array.isArray(value)) return invalidArray(value, path, depth);
       if (isPlainObject(value)) return invalidObject(value, path, depth);
@@ -69,6 +69,29 @@ export function invalidKvValue(value: unknown, path = "value", depth = 0): strin
     default:
       return `${path} is a ${typeof value}, which is not storable`;
   }
+}
+
+/**
+ * Why a `Uint8Array` (or an object that claims to be one) cannot be stored,
+ * or `undefined` when it can: a plain `Uint8Array` or a Node `Buffer` (read
+ * back as a plain `Uint8Array` of the same bytes) whose bytes are there.
+ */
+function invalidBytes(value: Uint8Array, path: string): string | undefined {
+  if (!ArrayBuffer.isView(value)) {
+    return `${path} is a Proxy of a Uint8Array (or an object made from its prototype), ` +
+      "which is not storable: store the Uint8Array itself";
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Uint8Array.prototype && proto !== Buffer.prototype) {
+    const name = (value.constructor as { name?: unknown } | undefined)?.name;
+    return `${path} is ${
+      typeof name === "string" && name !== "" ? `an instance of ${name}` : "a Uint8Array"
+    } (a Uint8Array subclass), which would read back as a plain Uint8Array without its class ` +
+      "or properties: store new Uint8Array(bytes), or an object holding the bytes and the rest";
+  }
+  // A view whose bytes are gone reports length 0 (encoding it would throw).
+  const gone = value.length === 0 ? invalidReason(value) : undefined;
+  return gone === undefined ? undefined : `${path} is not storable: ${gone}`;
 }
 
 function invalidArray(array: unknown[], path: string, depth: number): string | undefined {

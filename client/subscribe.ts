@@ -24,8 +24,9 @@ import {
   type WireChange,
 } from "../protocol/messages.ts";
 import { openLink } from "./connection.ts";
-import { decodeKey, keyLabel, type KvKeyPart } from "./kv_key.ts";
-import { decodeKvValue } from "./kv_value.ts";
+import { invalidCollectionName } from "./kv.ts";
+import { keyLabel, type KvKeyPart, readKey } from "./kv_key.ts";
+import { decodeKvValue, KV_CORRUPT } from "./kv_value.ts";
 import type { Link } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 
@@ -236,8 +237,8 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
         e = this.#decode(w);
       } catch (err) {
         // An entry that cannot be read (KV_CORRUPT): the feed ends with that
-        // error, after the changes before it.
-        this.#fail(err);
+        // error, after the changes before it, saying how to resume past it.
+        this.#fail(feedEndedAt(err, w[0]));
         this.close();
         return;
       }
@@ -255,11 +256,14 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
         table,
         op,
         collection,
-        key: decodeKey(key),
+        // The event names its key, with or without values: a key written by
+        // SQL directly that does not decode is KV_CORRUPT, as in list().
+        key: readKey(key, collection),
         version: version!,
       };
-      if (this.#values && op !== "delete" && value instanceof Uint8Array) {
-        // A value written by SQL directly may not decode: KV_CORRUPT, as for get().
+      if (this.#values && op !== "delete" && omitted === undefined && value !== null) {
+        // A value written by SQL directly may not decode (or be TEXT):
+        // KV_CORRUPT, as for get().
         const where = () =>
           `in collection ${JSON.stringify(collection)} under key ${keyLabel(e.key)}`;
         e.value = decodeKvValue(value, where);
@@ -305,6 +309,21 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
 }
 
 /**
+ * The error that ends a feed at the change `seq` it could not read: a
+ * `KV_CORRUPT` says how to resume past that change; other errors as they are.
+ */
+function feedEndedAt(err: unknown, seq: number): unknown {
+  if (!(err instanceof SqliteError) || err.code !== KV_CORRUPT) return err;
+  return new SqliteError(
+    KV_CORRUPT,
+    `${err.message} (the change feed ended at that change, seq ${seq}: ` +
+      `subscribe with since: ${seq} to resume after it)`,
+    undefined,
+    err.cause === undefined ? undefined : { cause: err.cause },
+  );
+}
+
+/**
  * Opens a connection, subscribes, and returns the subscription.
  *
  * @param refuses The client's check of the server's hello: an error when
@@ -321,6 +340,17 @@ export async function openSubscription(
 ): Promise<Subscription> {
   const wire: SubscribeRequest = {};
   if (options.tables !== undefined) wire.tables = options.tables;
+  if (Array.isArray(options.kv)) {
+    for (const name of options.kv) {
+      const reason = invalidCollectionName(name);
+      if (reason !== undefined) {
+        throw new SqliteError(
+          "INVALID_PARAM",
+          `Invalid key-value collection name in kv: ${reason}`,
+        );
+      }
+    }
+  }
   if (options.kv !== undefined) wire.kv = options.kv;
   if (options.values !== undefined) wire.values = options.values;
   if (options.since !== undefined) wire.since = options.since;
