@@ -43,7 +43,11 @@
  *   handle refuses them: a `COMMIT` would keep the work done so far even when
  *   `fn` throws afterwards. Savepoints stay allowed.
  * - When `commit` fails (an expired lease: `TX_TIMEOUT`), that error reaches
- *   the caller, not the `rollback` Drizzle sends after it.
+ *   the caller, not the `rollback` Drizzle sends after it. Likewise when the
+ *   client is closed (or the connection lost) during a transaction: the
+ *   callback's own error, or its failed statement's, reaches the caller, not
+ *   the `rollback` (or a nested transaction's `rollback to savepoint`) that
+ *   could not be sent.
  *
  * @example
  * ```ts
@@ -87,6 +91,7 @@ import {
 import {
   type BindParams,
   type Client,
+  ConnectionError,
   ErrorCode,
   type Queryable,
   type ReservedConnection,
@@ -279,6 +284,23 @@ interface Level {
 const ROLLBACK = /^\s*rollback\s*;?\s*$/i;
 /** That one, or the one that rolls a savepoint back (`rollback to savepoint sp0`). */
 const ROLLBACK_ANY = /^\s*rollback\b/i;
+/**
+ * True when Drizzle's own `rollback` or `rollback to savepoint` (sent after a
+ * failed `commit`, a failed statement, or a callback that threw) failed with
+ * `err` because there is nothing left to undo, so the error that ended the
+ * transaction (or the callback's) must reach the caller instead: the
+ * transaction is no longer open on `conn` (the server ended it, as an expired
+ * lease does; the client was closed, which the server rolls back), or, for a
+ * savepoint's, the connection is gone (`ConnectionError`: lost, closed), with
+ * the whole transaction, whose own `rollback` follows (and clears a lost
+ * transaction's state).
+ */
+function undoneAlready(sql: string, conn: Queryable, err: unknown): boolean {
+  if (!ROLLBACK_ANY.test(sql)) return false;
+  if (!(conn as ReservedConnection).inTransaction) return true;
+  return !ROLLBACK.test(sql) && err instanceof ConnectionError;
+}
+
 /** The statements Drizzle's proxy session sends to begin and to commit a transaction. */
 const BEGIN = /^\s*begin\b/i;
 const COMMIT = /^\s*commit\s*;?\s*$/i;
@@ -444,10 +466,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     try {
       return await runOne(on, sql, params as BindParams, method);
     } catch (err) {
-      // Drizzle sends `rollback` after a failed `commit` (or a failed statement
-      // that ended the transaction, as an expired lease does); with nothing
-      // left to roll back, let the error that ended it reach the caller.
-      if (on !== client && ROLLBACK.test(sql) && !(on as ReservedConnection).inTransaction) {
+      if (on !== client && scope!.level === undefined && undoneAlready(sql, on, err)) {
         return { rows: [] };
       }
       throw err;

@@ -34,6 +34,10 @@
  *   ... without `RETURNING`), else three (prepared first for its columns).
  * - `stream()` reads through the server's cursor (`iterate()`), chunk by
  *   chunk, so memory stays bounded.
+ * - When a transaction ends before its rollback (its lease expired, its
+ *   `commit` failed, or the client was closed, by `db.destroy()` too), the
+ *   caller gets the error that ended it, or the callback's own, not the
+ *   rollback's.
  *
  * @example
  * ```ts
@@ -366,8 +370,9 @@ class NetsqliteConnection implements DatabaseConnection {
       await conn.exec("ROLLBACK");
     } catch (err) {
       // Nothing left to roll back (the server ended the transaction: its lease
-      // expired, or COMMIT failed): the caller sees the error that ended it,
-      // not this one.
+      // expired, or COMMIT failed; or the client was closed, which the server
+      // rolls back): the caller sees the error that ended it (or the
+      // callback's own), not this one.
       if (conn.inTransaction) throw err;
     } finally {
       this.#endTransaction();

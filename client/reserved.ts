@@ -67,10 +67,15 @@ export class ReservedConnection extends Queryable {
    * True while this connection has a transaction open on the server, or one
    * lost with its connection awaits its `ROLLBACK` (every call but `ROLLBACK`
    * fails then), so that `if (r.inTransaction) await r.exec("ROLLBACK")`
-   * clears either.
+   * clears either. False once released, and once the client is closed: the
+   * server rolls back the transaction of a closed connection, and nothing
+   * (a `ROLLBACK` neither) can be sent any more, so an ORM that rolls back
+   * only what is still open lets the error that ended the transaction
+   * through rather than the `ROLLBACK`'s "Client is closed".
    */
   get inTransaction(): boolean {
-    return !this.#released && (this.#conn.inTransaction || this.#conn.lostTransaction);
+    return !this.#released && !this.#pool.closed &&
+      (this.#conn.inTransaction || this.#conn.lostTransaction);
   }
 
   /** True once {@link release} was called. */
