@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { connect, ConnectionError, type ConnectOptions, serve, SqliteError } from "../mod.ts";
 import { openLink } from "../client/connection.ts";
+import { reservedConnections } from "../client/pool.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
 import { delay, startServerProcess, tempDir } from "./_helpers.ts";
@@ -183,7 +184,11 @@ Deno.test("A cursor whose connection was lost inside its transaction fails with 
     const rows = r.iterate("SELECT x FROM t")[Symbol.asyncIterator]();
     assert.deepEqual((await rows.next()).value, { x: 1 }); // the 3 rows came in one chunk
     await srv.kill();
-    await delay(50); // the client sees its connection end
+    // The client sees its connection end (a fixed pause lost the race on a
+    // loaded machine: the next was then sent on the dying link).
+    const conn = reservedConnections.get(r)!;
+    for (let i = 0; i < 500 && !conn.lostTransaction; i++) await delay(10);
+    assert.equal(conn.lostTransaction, true);
     const err = await rows.next().catch((e) => e);
     assert.ok(err instanceof ConnectionError, String(err));
     assert.equal(err.code, "CONNECTION_CLOSED");
