@@ -216,10 +216,11 @@ export class Client extends Queryable {
    * which is only possible with `max: 1`: after a raw `BEGIN`, or from inside
    * `transaction(fn)` (whose plain calls join it), and while such a
    * transaction lost with its connection awaits its `ROLLBACK`; see
-   * {@link ReservedConnection.inTransaction}.
+   * {@link ReservedConnection.inTransaction}. False once the client is
+   * closed (the server rolled the transaction back; nothing can be sent).
    */
   get inTransaction(): boolean {
-    return this.#pool.sharedInTransaction;
+    return !this.#pool.closed && this.#pool.sharedInTransaction;
   }
 
   /** Most connections this client opens. */

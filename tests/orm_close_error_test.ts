@@ -238,3 +238,15 @@ Deno.test("ReservedConnection.inTransaction turns false once its client is close
   await using other = await connect(srv.connectOptions);
   assert.deepEqual(await other.values("SELECT count(*) FROM sqlite_schema"), [[0]]);
 });
+
+Deno.test("Client.inTransaction (max: 1, raw BEGIN) turns false once the client is closed", async () => {
+  await using srv = await startServer();
+  const client = await connect({ ...srv.connectOptions, max: 1 });
+  await client.exec("BEGIN");
+  await client.exec("CREATE TABLE t (x)");
+  assert.equal(client.inTransaction, true);
+  await client.close();
+  assert.equal(client.inTransaction, false);
+  await using other = await connect(srv.connectOptions);
+  assert.deepEqual(await other.values("SELECT count(*) FROM sqlite_schema"), [[0]]);
+});
