@@ -36,8 +36,19 @@
  * Values are read on the writer when the transaction has committed, before
  * anything else can write: a row's value is the value as committed (several
  * changes to one row in one transaction all carry the final value; a deleted
- * row carries none). Key-value rows (`netsqlite_kv`) are reported by
- * collection and key; a delete there is an update to a tombstone.
+ * row carries none).
+ *
+ * Key-value rows (`netsqlite_kv`) are reported by collection and key, one
+ * change per key per commit: its state at commit (read then) against its
+ * state before the transaction (a key-value delete is an update to a
+ * tombstone). Rows SQL deletes or moves to another key are gone by then:
+ * while a statement that writes the table runs (itself or by a trigger,
+ * {@link Prepared.writtenTables}), the preupdate hook names each row it
+ * inserts, updates or deletes, REPLACE's deletes too ({@link ChangeLog.mark});
+ * the update hook's reports of that table are then left aside. Rows the
+ * update hook alone reported (a library without the preupdate hook, a write
+ * stepped as a cursor) are named by what their rowid holds at commit, and a
+ * deleted one cannot be.
  *
  * Not seen: WITHOUT ROWID tables and rows deleted by ON CONFLICT REPLACE
  * (SQLite's update hook does not report them), TEMP and attached tables,
@@ -57,7 +68,7 @@
  */
 
 import { SqliteError } from "../protocol/errors.ts";
-import type { RowChange, RowidChange } from "./binding/binding.ts";
+import type { RowChange, RowChanging, RowidChange, SqlValue } from "./binding/binding.ts";
 import type { Connection, Prepared } from "./connection.ts";
 
 /** One committed change. */
@@ -187,7 +198,53 @@ interface Raw {
   op: "insert" | "update" | "delete";
   table: string;
   rowid: number | bigint | null;
+  /** A key-value row's change as the preupdate hook saw it (see {@link ChangeLog.mark}). */
+  kv?: KvStep;
 }
+
+/** Where a key-value entry is: its collection and key. */
+interface KvId {
+  collection: string;
+  key: Uint8Array;
+  /** Both as one string, to compare by. */
+  id: string;
+}
+
+/** A change of one `netsqlite_kv` row, its key before and after. */
+interface KvStep {
+  /** The entry the row was (update, delete); `null` for an insert. */
+  from: KvId | null;
+  /** False when it was a tombstone (value NULL). */
+  live: boolean;
+  /** Its version, when it is deleted or leaves its key. */
+  version: number | null;
+  /** The entry the row is then (insert, update); `null` for a delete. */
+  to: KvId | null;
+}
+
+/** Column positions of `netsqlite_kv`. */
+interface KvColumns {
+  collection: number;
+  key: number;
+  value: number;
+  version: number;
+}
+
+/** One key-value entry a commit changed: its state before, and its change once resolved. */
+interface KvTouch {
+  at: KvId;
+  /** It existed (live or a tombstone) before the transaction. */
+  existed: boolean;
+  /** It was live before the transaction (when it existed). */
+  live: boolean;
+  /** Version and rowid it had when last deleted or moved away in the transaction. */
+  version: number | null;
+  rowid: number | bigint | null;
+  change: Change;
+}
+
+/** The key-value table. */
+const KV_TABLE = "netsqlite_kv";
 
 const logs = new WeakMap<Connection, ChangeLog>();
 
@@ -239,10 +296,47 @@ export class ChangeLog {
   #seesMoves = false;
   /** True while the preupdate hook is set, for a statement that may move rows. */
   #watching = false;
+  /**
+   * The columns of `netsqlite_kv` while the preupdate hook reports its rows,
+   * for a statement that writes it (see {@link mark}); `null` otherwise.
+   */
+  #kvWatch: KvColumns | null = null;
+  /** Column positions of `netsqlite_kv` for each statement writing it (`null`: unreadable). */
+  readonly #kvColumns = new WeakMap<Prepared, KvColumns | null>();
   /** Notes a row moved to another rowid (the update hook then reports the new one). */
   readonly #onMoved = (c: RowidChange): void => {
-    if (c.db !== "main" || c.table.startsWith("sqlite_")) return;
+    if (c.db !== "main" || c.table.startsWith("sqlite_") || c.table === KV_TABLE) return;
     this.#pending.push({ op: "delete", table: c.table, rowid: c.oldRowid });
+  };
+  /**
+   * Notes a key-value row about to change, by the entries (collection and
+   * key) it was and will be: a row deleted, or moved to another key, is gone
+   * by commit, when the others are read.
+   */
+  readonly #onKvRow = (row: RowChanging): void => {
+    const k = this.#kvWatch;
+    if (k === null) return;
+    let step: KvStep;
+    if (row.op === "insert") {
+      step = {
+        from: null,
+        live: true,
+        version: null,
+        to: kvId(row.after(k.collection), row.after(k.key)),
+      };
+    } else {
+      const from = kvId(row.before(k.collection), row.before(k.key));
+      const to = row.op === "delete" ? null : kvId(row.after(k.collection), row.after(k.key));
+      const leaves = to === null || to.id !== from.id;
+      step = {
+        from,
+        live: !row.nullBefore(k.value),
+        version: leaves ? row.before(k.version) as number : null,
+        to,
+      };
+    }
+    const rowid = row.op === "delete" ? row.rowid : row.newRowid;
+    this.#pending.push({ op: row.op, table: KV_TABLE, rowid, kv: step });
   };
 
   /**
@@ -292,6 +386,8 @@ export class ChangeLog {
     const skipOpen = this.#writer.db.inTransaction;
     this.#writer.db.onUpdate((c: RowChange) => {
       if (c.db !== "main" || c.table.startsWith("sqlite_")) return;
+      // (Key-value rows the preupdate hook reports: it named them.)
+      if (this.#kvWatch !== null && c.table === KV_TABLE) return;
       this.#pending.push({ op: c.op, table: c.table, rowid: c.rowid });
     });
     this.#capturing = true;
@@ -319,23 +415,67 @@ export class ChangeLog {
    * SQLite's authorizer reported it when `p` was prepared), sets the
    * preupdate hook until it ends ({@link ran}, {@link failed}), where the
    * library has one: it costs a call per changed row, and only such a
-   * statement needs it.
+   * statement needs it. So too for a statement that writes `netsqlite_kv`
+   * (itself or by a trigger): each key-value row it inserts, updates or
+   * deletes is noted by the entries it was and becomes (the update hook's
+   * reports of that table are left aside meanwhile), since a row deleted
+   * or moved to another key cannot be read at commit.
    */
   mark(p?: Prepared): number {
+    if (p === undefined || !this.#seesMoves) return this.#pending.length;
     if (
-      p !== undefined && this.#seesMoves && !this.#watching &&
+      !this.#watching &&
       (p.movesRowids === undefined ? p.updatedColumns.length > 0 : p.movesRowids.length > 0)
     ) {
       this.#watching = this.#writer.db.onRowidChange(this.#onMoved);
+    }
+    if (this.#kvWatch === null && p.writtenTables.includes(KV_TABLE)) {
+      const columns = this.#kvColumnsOf(p);
+      if (columns !== null && this.#writer.db.onRowChanging(KV_TABLE, this.#onKvRow)) {
+        this.#kvWatch = columns;
+      }
     }
     return this.#pending.length;
   }
 
   /** Unsets the preupdate hook that {@link mark} set. */
   #unwatch(): void {
-    if (!this.#watching) return;
-    this.#watching = false;
-    this.#writer.db.onRowidChange(null);
+    if (this.#watching) {
+      this.#watching = false;
+      this.#writer.db.onRowidChange(null);
+    }
+    if (this.#kvWatch !== null) {
+      this.#kvWatch = null;
+      this.#writer.db.onRowChanging(KV_TABLE, null);
+    }
+  }
+
+  /**
+   * The positions of the columns of `netsqlite_kv` as `p` was prepared
+   * against (read by preparing a statement, which reads no row: no
+   * transaction begins), cached on `p` (a schema change drops it from the
+   * cache); `null` when one is missing.
+   */
+  #kvColumnsOf(p: Prepared): KvColumns | null {
+    let columns = this.#kvColumns.get(p);
+    if (columns !== undefined) return columns;
+    columns = null;
+    try {
+      const stmt = this.#writer.db.prepare(`SELECT * FROM main."${KV_TABLE}"`);
+      if (stmt !== null) {
+        const names = stmt.columnNames().map(foldCase);
+        stmt.finalize();
+        const [collection, key, value, version] = ["collection", "key", "value", "version"]
+          .map((n) => names.indexOf(n));
+        if (Math.min(collection, key, value, version) >= 0) {
+          columns = { collection, key, value, version };
+        }
+      }
+    } catch {
+      // (No such table: nothing to watch.)
+    }
+    this.#kvColumns.set(p, columns);
+    return columns;
   }
 
   /** A statement begun at `mark` succeeded. */
@@ -417,41 +557,79 @@ export class ChangeLog {
     if (raw.length === 0 || skip) return;
     const wantValues = this.#seq < this.#valuesUntil || this.#valueSinks();
     const commitSeq = ++this.#commitSeq;
-    const out: Change[] = [];
-    const kvSeen = new Map<bigint | number, Change>();
+    const listed: Change[] = [];
+    // Key-value entries, one change each, placed where the commit first changed them.
+    const kv = new Map<string, KvTouch>();
+    const touch = (at: KvId, existed: boolean, live: boolean): KvTouch => {
+      let t = kv.get(at.id);
+      if (t === undefined) {
+        const change = newChange(commitSeq, KV_TABLE, "update", null);
+        t = { at, existed, live, version: null, rowid: null, change };
+        kv.set(at.id, t);
+        listed.push(change);
+      }
+      return t;
+    };
     for (const r of raw) {
-      const c: Change = {
-        seq: 0,
-        commitSeq,
-        table: r.table,
-        op: r.op,
-        rowid: r.rowid,
-        collection: null,
-        key: null,
-        version: null,
-        value: null,
-        valueRead: true,
-        valueBytes: 0,
-      };
-      if (r.table === "netsqlite_kv" && r.rowid !== null) {
-        // One change per key per commit, with the key's committed state.
-        if (kvSeen.has(r.rowid)) continue;
-        if (!this.#resolveKv(c, r.rowid)) continue;
-        kvSeen.set(r.rowid, c);
-        if (!wantValues && c.value !== null) {
-          c.value = null;
-          c.valueRead = false;
+      if (r.table === KV_TABLE && r.rowid !== null) {
+        const step = r.kv ?? this.#kvStepOf(r);
+        if (step === null) continue;
+        if (step.from !== null) {
+          const t = touch(step.from, true, step.live);
+          if (step.to === null || step.to.id !== step.from.id) {
+            t.version = step.version;
+            t.rowid = r.rowid;
+          }
         }
-      } else if (r.op !== "delete" && r.rowid !== null) {
+        if (step.to !== null) touch(step.to, false, true); // (made here, unless touched before)
+        continue;
+      }
+      const c = newChange(commitSeq, r.table, r.op, r.rowid);
+      if (r.op !== "delete" && r.rowid !== null) {
         if (wantValues) c.value = this.#readRow(r.table, r.rowid);
         else c.valueRead = false;
       }
+      listed.push(c);
+    }
+    const dropped = new Set<Change>();
+    for (const t of kv.values()) {
+      if (!this.#resolveKv(t)) dropped.add(t.change);
+      else if (!wantValues && t.change.value !== null) {
+        t.change.value = null;
+        t.change.valueRead = false;
+      }
+    }
+    const out: Change[] = [];
+    for (const c of listed) {
+      if (dropped.has(c)) continue;
       c.valueBytes = valueSize(c.value);
       c.seq = ++this.#seq;
       out.push(c);
     }
+    if (out.length === 0) {
+      this.#commitSeq--; // (only entries that lived and died in it, or tombstones purged)
+      return;
+    }
     this.#remember(out);
     for (const sink of this.#sinks) sink.deliver(out);
+  }
+
+  /**
+   * The entry a key-value row the update hook alone reported is at commit
+   * (a statement the preupdate hook did not follow: a library without it,
+   * or a write stepped as a cursor): an insert made it, an update changed
+   * it. A deleted row cannot be named (it is gone, or its rowid reused).
+   */
+  #kvStepOf(r: Raw): KvStep | null {
+    if (r.op === "delete") return null;
+    const rows = this.#query(`SELECT collection, key FROM "${KV_TABLE}" WHERE rowid = ?1`, [
+      r.rowid,
+    ]);
+    if (rows === null || rows.rows.length === 0) return null;
+    const at = kvId(rows.rows[0][0], rows.rows[0][1]);
+    return r.op === "insert"
+      ? { from: null, live: true, version: null, to: at }
+      : { from: at, live: true, version: null, to: at };
   }
 
   // ---- feed ------------------------------------------------------------
@@ -745,18 +923,38 @@ export class ChangeLog {
     }
   }
 
-  #resolveKv(c: Change, rowid: number | bigint): boolean {
+  /**
+   * Fills the change of a key-value entry the commit touched from its
+   * committed state: a live entry is an `insert` (it did not exist before
+   * the transaction) or an `update` (it did, maybe as a tombstone), with
+   * its value; a tombstone a `delete`; an entry gone (deleted by SQL, or
+   * moved to another key) a `delete` with the version it had, when it was
+   * live before the transaction.
+   *
+   * @returns false when there is nothing to report: an entry that neither
+   *   was nor is live (made and removed in the transaction, or a tombstone
+   *   SQL removed).
+   */
+  #resolveKv(t: KvTouch): boolean {
+    const c = t.change;
+    c.collection = t.at.collection;
+    c.key = t.at.key;
     const rows = this.#query(
-      "SELECT collection, key, value, version FROM netsqlite_kv WHERE rowid = ?",
-      rowid,
+      `SELECT rowid, value, version FROM "${KV_TABLE}" WHERE collection = ?1 AND key = ?2`,
+      [t.at.collection, t.at.key],
     );
-    if (rows === null || rows.rows.length === 0) return false; // purged by SQL
-    const [collection, key, value, version] = rows.rows[0];
-    c.collection = collection as string;
-    c.key = key as Uint8Array;
+    if (rows === null || rows.rows.length === 0) {
+      if (!t.existed || !t.live) return false;
+      c.op = "delete";
+      c.rowid = t.rowid;
+      c.version = t.version;
+      return true;
+    }
+    const [rowid, value, version] = rows.rows[0];
+    c.rowid = rowid as number | bigint;
     c.version = version as number;
     c.value = value as Uint8Array | null;
-    if (value === null) c.op = "delete";
+    c.op = value === null ? "delete" : t.existed ? "update" : "insert";
     return true;
   }
 
@@ -770,7 +968,7 @@ export class ChangeLog {
   #readRow(table: string, rowid: number | bigint): Record<string, unknown> | null {
     const from = `SELECT * FROM "${table.replaceAll('"', '""')}" WHERE `;
     for (const name of ROWID_NAMES) {
-      const r = this.#query(`${from}${name} = ?`, rowid);
+      const r = this.#query(`${from}${name} = ?`, [rowid]);
       if (r === null) return null;
       if (r.columns.some((c) => c.length === name.length && c.toLowerCase() === name)) continue;
       return r.rows.length === 0 ? null : this.#toRow(r);
@@ -795,10 +993,10 @@ export class ChangeLog {
     return row;
   }
 
-  #query(sql: string, rowid: number | bigint): { columns: string[]; rows: unknown[][] } | null {
+  #query(sql: string, args: SqlValue[]): { columns: string[]; rows: unknown[][] } | null {
     try {
       const p = this.#writer.prepare(sql);
-      p.stmt.bind([rowid]);
+      p.stmt.bind(args);
       return { columns: p.columns, rows: p.stmt.all() };
     } catch {
       return null; // the table was dropped meanwhile
@@ -809,4 +1007,35 @@ export class ChangeLog {
 /** `name` with ASCII letters in lower case: SQLite compares savepoint names so. */
 function foldCase(name: string): string {
   return name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
+}
+
+/** A change not yet numbered nor resolved. */
+function newChange(
+  commitSeq: number,
+  table: string,
+  op: Change["op"],
+  rowid: number | bigint | null,
+): Change {
+  return {
+    seq: 0,
+    commitSeq,
+    table,
+    op,
+    rowid,
+    collection: null,
+    key: null,
+    version: null,
+    value: null,
+    valueRead: true,
+    valueBytes: 0,
+  };
+}
+
+/** The entry a key-value row names (values SQL wrote as other types compare as such). */
+function kvId(collection: unknown, key: unknown): KvId {
+  let id = `${typeof collection}:${String(collection)}\u0000${typeof key}:`;
+  if (key instanceof Uint8Array) {
+    for (const b of key) id += b < 16 ? "0" + b.toString(16) : b.toString(16);
+  } else id += String(key);
+  return { collection: collection as string, key: key as Uint8Array, id };
 }

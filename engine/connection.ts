@@ -108,6 +108,12 @@ export interface Prepared {
    */
   readonly updatedColumns: readonly (readonly [string, string])[];
   /**
+   * The tables of the main database it or its triggers insert into, update
+   * or delete from, as named (each once): the change log watches key-value
+   * rows through writes to `netsqlite_kv`.
+   */
+  readonly writtenTables: readonly string[];
+  /**
    * The tables whose rows it may move to another rowid: the change log's
    * reading of {@link updatedColumns} against the schema, once it ran.
    */
@@ -240,6 +246,8 @@ export class Connection {
   #deleteTargets: [string, string][] = [];
   /** Columns the statement or its triggers update in the main database: `[table, column]`. */
   #updatedColumns: [string, string][] = [];
+  /** Tables of the main database the statement or its triggers insert into, update or delete from. */
+  #writtenTables: string[] = [];
   /** Whether a table has rowids (not WITHOUT ROWID), by `schema.table`; cleared with the cache. */
   readonly #hasRowid = new Map<string, boolean>();
   /** The statement itself (not a trigger of it) updates or deletes rows. */
@@ -430,6 +438,7 @@ export class Connection {
     this.#insertTargets = [];
     this.#deleteTargets = [];
     this.#updatedColumns = [];
+    this.#writtenTables = [];
     this.#tempNames = [];
     this.#mainNames = [];
     this.#altered = null;
@@ -528,6 +537,7 @@ export class Connection {
     const insertTargets = this.#insertTargets;
     const deleteTargets = this.#deleteTargets;
     const updatedColumns = this.#updatedColumns;
+    const writtenTables = this.#writtenTables;
     const createsTrigger = this.#createsTrigger;
     const setsPragma = this.#setsPragma;
     const guard = (this.#guard as Refusal | null) ?? undefined;
@@ -571,6 +581,7 @@ export class Connection {
       insertTargets,
       deleteTargets,
       updatedColumns,
+      writtenTables,
       updatesItself,
       ...(guard === undefined ? {} : { guard }),
       zeroesRowid: inserts && updatesItself && !READS_LAST_ROWID.test(stmt.sql),
@@ -814,6 +825,12 @@ export class Connection {
     return true;
   }
 
+  /** Notes `table` of `schema` as written by the statement (see {@link Prepared.writtenTables}). */
+  #noteWritten(table: string | null, schema: string | null): void {
+    if (table === null || (schema ?? "main") !== "main") return;
+    if (!this.#writtenTables.includes(table)) this.#writtenTables.push(table);
+  }
+
   #classify(
     action: number,
     arg1: string | null,
@@ -871,9 +888,11 @@ export class Connection {
       if (dbName === "temp") this.#sawTemp = true;
     } else if (action === Auth.INSERT) {
       this.#sawDml = true;
+      this.#noteWritten(arg1, dbName);
       if (trigger === null && arg1 !== null) this.#insertTargets.push([dbName ?? "main", arg1]);
     } else if (action === Auth.UPDATE || action === Auth.DELETE) {
       this.#sawDml = true;
+      this.#noteWritten(arg1, dbName);
       // (Inside a trigger SQLite names the trigger: its updates are not the statement's.)
       if (trigger === null) this.#sawOwnUpdate = true;
       if (action === Auth.DELETE && trigger === null && arg1 !== null) {

@@ -177,6 +177,50 @@ export const symbols = {
     result: "pointer",
     optional: true,
   },
+  /** With the preupdate hook (absent without it): a column of the row as it was. */
+  sqlite3_preupdate_old: {
+    parameters: [
+      "pointer", // sqlite3 *db
+      "i32", // int iColumn
+      "buffer", // sqlite3_value **ppValue
+    ],
+    result: "i32",
+    optional: true,
+  },
+  /** With the preupdate hook (absent without it): a column of the row as it will be. */
+  sqlite3_preupdate_new: {
+    parameters: [
+      "pointer", // sqlite3 *db
+      "i32", // int iColumn
+      "buffer", // sqlite3_value **ppValue
+    ],
+    result: "i32",
+    optional: true,
+  },
+  sqlite3_value_type: {
+    parameters: ["pointer"], // sqlite3_value *
+    result: "i32",
+  },
+  sqlite3_value_int64: {
+    parameters: ["pointer"], // sqlite3_value *
+    result: "i64",
+  },
+  sqlite3_value_double: {
+    parameters: ["pointer"], // sqlite3_value *
+    result: "f64",
+  },
+  sqlite3_value_text: {
+    parameters: ["pointer"], // sqlite3_value * (returns const unsigned char *)
+    result: "pointer",
+  },
+  sqlite3_value_blob: {
+    parameters: ["pointer"], // sqlite3_value * (returns const void *)
+    result: "pointer",
+  },
+  sqlite3_value_bytes: {
+    parameters: ["pointer"], // sqlite3_value *
+    result: "i32",
+  },
   sqlite3_exec: {
     parameters: [
       "pointer", // sqlite3 *db

@@ -124,6 +124,26 @@ export interface RowidChange {
   newRowid: number | bigint;
 }
 
+/**
+ * A row of the table {@link Db.onRowChanging} watches, about to be
+ * inserted, updated or deleted. Its values can be read only during the
+ * callback.
+ */
+export interface RowChanging {
+  /** What is about to happen to the row. */
+  op: "insert" | "update" | "delete";
+  /** The rowid it has (an insert: the rowid it gets). */
+  rowid: number | bigint;
+  /** The rowid it gets (a delete: the rowid it had). */
+  newRowid: number | bigint;
+  /** Column `i`'s value before an update or delete (`sqlite3_preupdate_old`). */
+  before(i: number): SqlValue;
+  /** True when column `i` was NULL before an update or delete (its value is not read). */
+  nullBefore(i: number): boolean;
+  /** Column `i`'s value after an insert or update (`sqlite3_preupdate_new`). */
+  after(i: number): SqlValue;
+}
+
 /** Result of {@link Db.checkpoint}. */
 export interface CheckpointResult {
   /** Frames in the WAL after the checkpoint (`pnLog`). */
@@ -226,6 +246,17 @@ export interface Db {
    *   SQLite built without `SQLITE_ENABLE_PREUPDATE_HOOK`).
    */
   onRowidChange(callback: ((change: RowidChange) => void) | null): boolean;
+  /**
+   * Reports each row of `table` in the main database about to be inserted,
+   * updated or deleted, with its values before and after, also the rows
+   * that REPLACE deletes (which the update hook does not report); or stops
+   * with `null`. Shares SQLite's preupdate hook with {@link onRowidChange},
+   * with its costs and rules: set it only while a statement that needs it
+   * runs, never while one steps in the background.
+   *
+   * @returns false (and nothing done) when the library lacks the hook.
+   */
+  onRowChanging(table: string, callback: ((row: RowChanging) => void) | null): boolean;
   /**
    * `sqlite3_wal_checkpoint_v2()` on `main`.
    *

@@ -37,6 +37,7 @@ import type {
   Db,
   OpenOptions,
   RowChange,
+  RowChanging,
   RowidChange,
   RowSink,
   RunInfo,
@@ -173,11 +174,17 @@ class FfiDb implements Db {
   #progressOn = false;
   #authorizer: { close(): void } | null = null;
   #updateHook: { close(): void } | null = null;
-  /** The preupdate hook's callback (kept while unset: setting it again is cheap), and for whom. */
-  #rowidHook: { close(): void; pointer: Deno.PointerObject; for: (c: RowidChange) => void } | null =
-    null;
-  /** True while {@link #rowidHook} is set on the connection. */
-  #rowidHookOn = false;
+  /**
+   * The preupdate hook's callback, made once (kept while unset: setting it
+   * again is cheap); it calls {@link #onMoved} and {@link #onChanging}.
+   */
+  #preHook: { close(): void; pointer: Deno.PointerObject } | null = null;
+  /** True while {@link #preHook} is set on the connection. */
+  #preHookOn = false;
+  /** Receives rows moved to another rowid ({@link onRowidChange}). */
+  #onMoved: ((c: RowidChange) => void) | null = null;
+  /** Receives changes of rows of one table ({@link onRowChanging}). */
+  #onChanging: { table: string; callback: (row: RowChanging) => void } | null = null;
   /** True while a background step runs on this connection. */
   background = false;
   /** Repeats an interrupt until the background step returns (see {@link interrupt}). */
@@ -444,41 +451,82 @@ class FfiDb implements Db {
   }
 
   onRowidChange(callback: ((change: RowidChange) => void) | null): boolean {
-    const set = this.#s.sqlite3_preupdate_hook;
-    if (set === null) return false;
+    if (this.#s.sqlite3_preupdate_hook === null) return false;
+    this.#handle();
+    this.#onMoved = callback;
+    this.#setPreHook();
+    return true;
+  }
+
+  onRowChanging(table: string, callback: ((row: RowChanging) => void) | null): boolean {
+    if (this.#s.sqlite3_preupdate_hook === null) return false;
+    this.#handle();
+    this.#onChanging = callback === null ? null : { table, callback };
+    this.#setPreHook();
+    return true;
+  }
+
+  /** Sets the preupdate hook while a callback wants it, unsets it otherwise. */
+  #setPreHook(): void {
+    const set = this.#s.sqlite3_preupdate_hook!;
+    const want = this.#onMoved !== null || this.#onChanging !== null;
+    if (want === this.#preHookOn) return;
     const h = this.#handle();
-    if (callback === null) {
-      if (this.#rowidHookOn) set(h, null, null);
-      this.#rowidHookOn = false;
-      return true;
-    }
-    const old = this.#rowidHook;
-    if (old?.for !== callback) {
-      const cb = new Deno.UnsafeCallback(
-        {
-          parameters: ["pointer", "pointer", "i32", "pointer", "pointer", "i64", "i64"],
-          result: "void",
-        } as const,
-        (_ctx, _db, op, db, table, oldRowid, newRowid): void => {
-          // Called for every row changed while set: only moved rows are reported.
-          if (op !== Auth.UPDATE || oldRowid === newRowid) return;
-          callback({
-            db: cString(db),
+    if (want) {
+      this.#preHook ??= this.#makePreHook();
+      set(h, this.#preHook.pointer, null);
+    } else set(h, null, null);
+    this.#preHookOn = want;
+  }
+
+  #makePreHook(): { close(): void; pointer: Deno.PointerObject } {
+    const s = this.#s;
+    const slot = new BigUint64Array(1);
+    // The value of column `i` before (`sqlite3_preupdate_old`) or after the change.
+    const valueOf = (
+      read: NonNullable<Symbols["sqlite3_preupdate_old"]>,
+      db: Deno.PointerValue,
+      i: number,
+    ): Deno.PointerValue => {
+      slot[0] = 0n;
+      if (read(db, i, slot) !== Result.OK) return null;
+      return Deno.UnsafePointer.create(slot[0]);
+    };
+    const cb = new Deno.UnsafeCallback(
+      {
+        parameters: ["pointer", "pointer", "i32", "pointer", "pointer", "i64", "i64"],
+        result: "void",
+      } as const,
+      (_ctx, db, op, schema, table, oldRowid, newRowid): void => {
+        // Called for every row changed while set: only moved rows and the
+        // watched table's are reported.
+        const moved = this.#onMoved;
+        if (moved !== null && op === Auth.UPDATE && oldRowid !== newRowid) {
+          moved({
+            db: cString(schema),
             table: cString(table),
             oldRowid: exact(oldRowid),
             newRowid: exact(newRowid),
           });
-        },
-      );
-      this.#rowidHook = { close: () => cb.close(), pointer: cb.pointer, for: callback };
-      set(h, cb.pointer, null);
-      this.#rowidHookOn = true;
-      old?.close();
-    } else if (!this.#rowidHookOn) {
-      set(h, old.pointer, null);
-      this.#rowidHookOn = true;
-    }
-    return true;
+        }
+        const watch = this.#onChanging;
+        if (watch === null || cString(table) !== watch.table || cString(schema) !== "main") return;
+        // (SQLite leaves the rowid before an insert, and after a delete, undefined.)
+        const rowid = exact(op === Auth.INSERT ? newRowid : oldRowid);
+        watch.callback({
+          op: op === Auth.INSERT ? "insert" : op === Auth.DELETE ? "delete" : "update",
+          rowid,
+          newRowid: op === Auth.DELETE ? rowid : exact(newRowid),
+          before: (i) => sqlValue(s, valueOf(s.sqlite3_preupdate_old!, db, i)),
+          nullBefore: (i) => {
+            const v = valueOf(s.sqlite3_preupdate_old!, db, i);
+            return v === null || s.sqlite3_value_type(v) === ColumnType.NULL;
+          },
+          after: (i) => sqlValue(s, valueOf(s.sqlite3_preupdate_new!, db, i)),
+        });
+      },
+    );
+    return cb;
   }
 
   checkpoint(mode: "passive" | "full" | "restart" | "truncate"): CheckpointResult {
@@ -583,13 +631,14 @@ class FfiDb implements Db {
     this.#progress?.close();
     this.#authorizer?.close();
     this.#updateHook?.close();
-    this.#rowidHook?.close();
+    this.#preHook?.close();
     this.#progress =
       this.#authorizer =
       this.#updateHook =
-      this.#rowidHook =
+      this.#preHook =
         null;
-    this.#rowidHookOn = false;
+    this.#preHookOn = false;
+    this.#onMoved = this.#onChanging = null;
   }
 
   /** Forgets a finalized statement. */
@@ -1145,6 +1194,41 @@ export function decodeColumnName(bytes: Uint8Array, index: number): string {
         "come back changed; name it with AS, or by position in a column list: " +
         "WITH r(a, b) AS (SELECT ...) SELECT * FROM r",
     );
+  }
+}
+
+/**
+ * The value of a `sqlite3_value` (`null` for none). Text that is not valid
+ * UTF-8 comes back as its bytes rather than changed.
+ */
+function sqlValue(s: Symbols, v: Deno.PointerValue): SqlValue {
+  if (v === null) return null;
+  switch (s.sqlite3_value_type(v)) {
+    case ColumnType.INTEGER: {
+      const d = s.sqlite3_value_double(v);
+      return d < TWO_53 && d > -TWO_53 ? d : exact(s.sqlite3_value_int64(v));
+    }
+    case ColumnType.FLOAT:
+      return s.sqlite3_value_double(v);
+    case ColumnType.TEXT: {
+      const p = s.sqlite3_value_text(v);
+      const len = s.sqlite3_value_bytes(v);
+      if (p === null || len === 0) return "";
+      const text = readText(p, len);
+      if (text !== null) return text;
+      const bytes = new Uint8Array(len);
+      Deno.UnsafePointerView.copyInto(p, bytes);
+      return bytes;
+    }
+    case ColumnType.BLOB: {
+      const p = s.sqlite3_value_blob(v);
+      const len = s.sqlite3_value_bytes(v);
+      const out = new Uint8Array(len);
+      if (len > 0 && p !== null) Deno.UnsafePointerView.copyInto(p, out);
+      return out;
+    }
+    default:
+      return null;
   }
 }
 

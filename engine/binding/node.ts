@@ -39,6 +39,7 @@ import type {
   Db,
   OpenOptions,
   RowChange,
+  RowChanging,
   RowidChange,
   RowSink,
   RunInfo,
@@ -360,6 +361,11 @@ class NodeDb implements Db {
 
   /** Always false: node:sqlite has no preupdate hook. */
   onRowidChange(_callback: ((change: RowidChange) => void) | null): boolean {
+    return false;
+  }
+
+  /** Always false: node:sqlite has no preupdate hook. */
+  onRowChanging(_table: string, _callback: ((row: RowChanging) => void) | null): boolean {
     return false;
   }
 
