@@ -104,7 +104,7 @@ export interface KvChangeEvent {
   collection: string;
   /** The key. */
   key: KvKeyPart[];
-  /** The entry's version after the change. */
+  /** The entry's version after the change (a delete by SQL: the version the entry had; SQL gives it no new one). */
   version: number;
   /** The value as committed (`values: true`, not for deletes; absent when {@link valueOmitted}). */
   value?: unknown;
