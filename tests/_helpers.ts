@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { connect, type ConnectOptions } from "../client.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
-import type { Client } from "../client.ts";
+import type { ChangeEvent, Client, Subscription } from "../client.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op, type StatsReport } from "../protocol/messages.ts";
@@ -29,6 +29,26 @@ export async function within<T>(promise: Promise<T>, ms: number): Promise<T | "t
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The next `n` events of `sub` (fewer when it ends); throws after `ms`. */
+export async function takeEvents(
+  sub: Subscription,
+  n: number,
+  ms = 10_000,
+): Promise<ChangeEvent[]> {
+  const out: ChangeEvent[] = [];
+  const reading = (async () => {
+    while (out.length < n) {
+      const r = await sub.next();
+      if (r.done) break;
+      out.push(r.value);
+    }
+  })();
+  if (await within(reading, ms) === "timeout") {
+    throw new Error(`Timed out with ${out.length} of ${n} events`);
+  }
+  return out;
 }
 
 /** A temp directory removed on dispose. */

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { type ChangeEvent, connect, type Subscription } from "../client.ts";
 import type { SqliteError } from "../protocol/errors.ts";
 import { spawnClientProcess } from "./_client_process.ts";
-import { startServer, startServerProcess, within } from "./_helpers.ts";
+import { startServer, startServerProcess, takeEvents, within } from "./_helpers.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
@@ -32,28 +32,13 @@ function hasPreupdateHook(): boolean {
   }
 }
 
-/** Reads `n` events (or fails after `ms`). */
-async function take(sub: Subscription, n: number, ms = 10_000): Promise<ChangeEvent[]> {
-  const out: ChangeEvent[] = [];
-  const reading = (async () => {
-    while (out.length < n) {
-      const r = await sub.next();
-      if (r.done) break;
-      out.push(r.value);
-    }
-  })();
-  const r = await within(reading, ms);
-  if (r === "timeout") throw new Error(`Timed out with ${out.length} of ${n} events`);
-  return out;
-}
-
 /** Asserts that no event arrives within `ms` (by writing a marker row and seeing it first). */
 async function nextIsMarker(
   sub: Subscription,
   db: { run(sql: string): Promise<unknown> },
 ): Promise<void> {
   await db.run("INSERT INTO marker DEFAULT VALUES");
-  const [e] = await take(sub, 1);
+  const [e] = await takeEvents(sub, 1);
   assert.equal(
     e.type === "table" && e.table,
     "marker",
@@ -120,7 +105,7 @@ Deno.test({
     ]));
     await db.run("DELETE FROM t WHERE id = 1");
     await db.run("DELETE FROM t");
-    const events = await take(all, 5);
+    const events = await takeEvents(all, 5);
     const seen = events.map((e) => {
       assert.equal(e.type, "table");
       return e.type === "table" ? [e.table, e.op, e.rowid, e.value ?? null] : null;
@@ -137,7 +122,7 @@ Deno.test({
     const commits = events.map((e) => e.type === "lagged" ? 0 : e.commitSeq);
     assert.deepEqual(commits.map((c) => c - commits[0]), [0, 1, 1, 2, 3]);
     // The filtered feed saw the same changes, without values.
-    const t = await take(onlyT, 5);
+    const t = await takeEvents(onlyT, 5);
     assert.deepEqual(
       t.map((e) => e.type === "table" ? [e.seq, e.value] : null),
       seqs.map((s) => [s, undefined]),
@@ -161,7 +146,7 @@ Deno.test({
     await db.run("UPDATE rc SET id = id + 1000");
     await db.run("UPDATE rc SET v = 'c' WHERE id = 1002"); // moves nothing
     await db.run("UPDATE rc SET id = id WHERE id = 1002"); // nor does this
-    const events = await take(sub, 8);
+    const events = await takeEvents(sub, 8);
     const first = events[0].type === "table" ? events[0].commitSeq : 0;
     const seen = events.map((e) => {
       assert.equal(e.type, "table");
@@ -203,7 +188,7 @@ Deno.test({
     }
     const ok = (await Promise.all(writes)).filter((k) => k !== null);
     assert.equal(ok.length, 200);
-    const events = await take(feed, 201);
+    const events = await takeEvents(feed, 201);
     const ids = new Set(events.map((e) => e.type === "table" ? e.rowid : null));
     const rows = await db.values<[number]>("SELECT id FROM u");
     assert.deepEqual([...ids].sort((a, b) => Number(a) - Number(b)), rows.map((r) => r[0]));
@@ -232,7 +217,7 @@ Deno.test({
     assert.ok(resume >= 0, "expected a lagged event");
     assert.ok(got.length <= 20, `buffered ${got.length} events past a buffer of 20`);
     await using again = await db.subscribe({ since: resume });
-    const rest = await take(again, 200 - got.length);
+    const rest = await takeEvents(again, 200 - got.length);
     const all = [...got, ...rest.map((e) => e.type === "table" ? e.rowid as number : -1)];
     assert.deepEqual(all, Array.from({ length: 200 }, (_, i) => i + 1));
     // A sequence the server never reached is refused.
@@ -301,7 +286,7 @@ Deno.test({
     await db.kv("other").put("y", 1);
     await cart.atomic().set(["u1", 2], "b").delete(["u1", 1]).commit();
     await assert.rejects(cart.atomic().check(["u1", 2], null).set(["u1", 3], "no").commit());
-    const events = await take(feed, 3);
+    const events = await takeEvents(feed, 3);
     assert.deepEqual(
       events.map((e) => e.type === "kv" ? [e.collection, e.key, e.op, e.value] : null),
       [
@@ -317,7 +302,7 @@ Deno.test({
       true,
     );
     await cart.put("done", true);
-    const [last] = await take(feed, 1);
+    const [last] = await takeEvents(feed, 1);
     assert.deepEqual(last.type === "kv" && last.key, ["done"]);
   },
 });
@@ -347,7 +332,7 @@ Deno.test({
       }));
       const expected = await db.values<[number]>("SELECT id FROM w ORDER BY id");
       assert.equal(expected.length, 3 * 36);
-      const lists = await Promise.all(subs.map((s) => take(s, expected.length)));
+      const lists = await Promise.all(subs.map((s) => takeEvents(s, expected.length)));
       for (const list of lists) {
         // Rowids grow with commit order here (one writer, no deletes).
         assert.deepEqual(
@@ -392,7 +377,7 @@ Deno.test({
     await using feed = await db.subscribe({ tables: ["t"] });
     assert.equal(await runaway, "STATEMENT_TIMEOUT");
     await a.run("INSERT INTO t VALUES (7)");
-    const [e] = await take(feed, 1);
+    const [e] = await takeEvents(feed, 1);
     assert.equal(e.type, "table");
     assert.deepEqual(
       { table: (e as { table: string }).table, op: (e as { op: string }).op },
@@ -436,7 +421,7 @@ Deno.test({
     // The largest is accepted, and the feed works.
     await using sub = await db.subscribe({ tables: ["t"], buffer: MAX_FEED_BUFFER });
     await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
-    const [e] = await take(sub, 1);
+    const [e] = await takeEvents(sub, 1);
     assert.ok(e.type === "table" && e.op === "insert" && e.rowid === 1, JSON.stringify(e, big));
   },
 });
@@ -482,7 +467,7 @@ Deno.test({
       await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
       await using feed = await db.subscribe({ tables: ["t"] });
       for (let i = 1; i <= 5; i++) await db.run("INSERT INTO t (id) VALUES (?)", [i]);
-      const events = await take(feed, 5);
+      const events = await takeEvents(feed, 5);
       last = events.at(-1)!.type === "table" ? (events.at(-1) as { seq: number }).seq : -1;
     }
     await srv.server.shutdown();
@@ -491,7 +476,7 @@ Deno.test({
     await using db = await again.client();
     await using other = await db.subscribe({ tables: ["t"] });
     for (let i = 6; i <= 40; i++) await db.run("INSERT INTO t (id) VALUES (?)", [i]);
-    await take(other, 35);
+    await takeEvents(other, 35);
     await assert.rejects(db.subscribe({ since: last }), (e: SqliteError) => {
       assert.equal(e.code, "FEED_GAP");
       assert.match(e.message, /none from before its restart/);
@@ -522,7 +507,7 @@ Deno.test({
     // Written while no feed with values was open.
     for (let i = 41; i <= 45; i++) await db.run("INSERT INTO t VALUES (?, ?)", [i, `row${i}`]);
     await using again = await db.subscribe({ tables: ["t"], values: true, since: resume });
-    const rest = await take(again, 45 - got.length);
+    const rest = await takeEvents(again, 45 - got.length);
     const values = [...got, ...rest].map((e) => e.type === "table" ? e.value : "?");
     assert.deepEqual(
       values,
@@ -541,7 +526,7 @@ Deno.test({
     await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, n TEXT)");
     await using plain = await db.subscribe({ tables: ["t"] }); // no values
     await db.run("INSERT INTO t VALUES (1, 'a')");
-    const [first] = await take(plain, 1);
+    const [first] = await takeEvents(plain, 1);
     const since = (first as { seq: number }).seq - 1;
     await assert.rejects(db.subscribe({ values: true, since }), (e: SqliteError) => {
       assert.equal(e.code, "FEED_GAP");
@@ -550,7 +535,7 @@ Deno.test({
     });
     // Without values the same resume works.
     await using ok = await db.subscribe({ tables: ["t"], since });
-    const [again] = await take(ok, 1);
+    const [again] = await takeEvents(ok, 1);
     assert.equal(again.type === "table" ? again.rowid : -1, 1);
   },
 });
@@ -569,7 +554,7 @@ Deno.test({
     await db.run(
       "UPDATE netsqlite_kv SET value = x'c1' WHERE collection = 'users' AND version = 1",
     );
-    const [ok] = await take(feed, 1);
+    const [ok] = await takeEvents(feed, 1);
     assert.deepEqual(ok.type === "kv" ? [ok.key, ok.value] : null, [["b"], { n: 2 }]);
     await assert.rejects(feed.next(), (e: SqliteError) => {
       assert.equal(e.code, "KV_CORRUPT");

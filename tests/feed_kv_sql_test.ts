@@ -11,26 +11,11 @@
 import assert from "node:assert/strict";
 import type { ChangeEvent, Client, Subscription } from "../client.ts";
 import { encodeKey } from "../client/kv_key.ts";
-import { startServer, within } from "./_helpers.ts";
+import { startServer, takeEvents } from "./_helpers.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
 import type { RowChanging } from "../engine/binding/binding.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
-
-/** Reads `n` events (or fails after `ms`). */
-async function take(sub: Subscription, n: number, ms = 10_000): Promise<ChangeEvent[]> {
-  const out: ChangeEvent[] = [];
-  const reading = (async () => {
-    while (out.length < n) {
-      const r = await sub.next();
-      if (r.done) break;
-      out.push(r.value);
-    }
-  })();
-  const r = await within(reading, ms);
-  if (r === "timeout") throw new Error(`Timed out with ${out.length} of ${n} events`);
-  return out;
-}
 
 /** An event as `[op, collection, key, value]` (`[op, table, rowid]` for a table row). */
 function shape(e: ChangeEvent): unknown[] {
@@ -56,7 +41,7 @@ async function until(
   for (const feed of feeds) {
     const seen: unknown[][] = [];
     for (;;) {
-      const [e] = await take(feed, 1);
+      const [e] = await takeEvents(feed, 1);
       if (e.type === "kv" && e.collection === coll && e.key[0] === marker) break;
       seen.push(shape(e));
     }
@@ -92,7 +77,7 @@ Deno.test({
     // A delete carries the version the entry had (SQL gave it no new one).
     const vw = await c.put("w", 5);
     await db.run("DELETE FROM netsqlite_kv WHERE collection = 'c' AND key = ?", [key("w")]);
-    const [put, del] = await take(onlyC, 2);
+    const [put, del] = await takeEvents(onlyC, 2);
     assert.deepEqual([put, del].map(shape), [["insert", "c", ["w"], 5], ["delete", "c", ["w"]]]);
     assert.equal(del.type === "kv" && del.version, vw);
     // The whole store wiped by SQL, without WHERE: each live key (the
@@ -138,7 +123,7 @@ Deno.test({
       await db.values("SELECT rowid FROM netsqlite_kv WHERE key = ?", [key("fresh")]),
       [[maxRowid]],
     );
-    const events = await take(feed, 2);
+    const events = await takeEvents(feed, 2);
     assert.deepEqual(events.map(shape), [
       ["delete", "c", ["z"]],
       ["insert", "c", ["fresh"], "new value"],

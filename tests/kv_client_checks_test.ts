@@ -9,10 +9,10 @@
 
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import type { ChangeEvent, Subscription } from "../client.ts";
+import type { Subscription } from "../client.ts";
 import { SqliteError } from "../protocol/errors.ts";
 import { encodeKey } from "../client/kv_key.ts";
-import { startServer, within } from "./_helpers.ts";
+import { startServer, takeEvents } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -26,20 +26,8 @@ function error(code: string, message: string): (e: unknown) => boolean {
   };
 }
 
-/** The next `n` events of `sub` (fewer when it ends); throws after `ms`. */
-async function take(sub: Subscription, n: number, ms = 20_000): Promise<ChangeEvent[]> {
-  const out: ChangeEvent[] = [];
-  const reading = (async () => {
-    while (out.length < n) {
-      const r = await sub.next();
-      if (r.done) break;
-      out.push(r.value);
-    }
-  })();
-  const r = await within(reading, ms);
-  if (r === "timeout") throw new Error(`Timed out with ${out.length} of ${n} events`);
-  return out;
-}
+/** The next `n` events of `sub`; 20 s here (feeds of large values). */
+const take = (sub: Subscription, n: number, ms = 20_000) => takeEvents(sub, n, ms);
 
 class Tagged extends Uint8Array {
   tag = "important";

@@ -13,11 +13,17 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { type ChangeEvent, connect, type Subscription } from "../client.ts";
+import { connect } from "../client.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { decodeColumnName } from "../engine/binding/ffi.ts";
 import type { StatsReport } from "../protocol/messages.ts";
-import { onlyOneRejected, serverStats, startServer, type TestServer, within } from "./_helpers.ts";
+import {
+  onlyOneRejected,
+  serverStats,
+  startServer,
+  takeEvents,
+  type TestServer,
+} from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -172,22 +178,6 @@ Deno.test({
   },
 });
 
-/** Reads `n` events (or fails after 10 s). */
-async function take(sub: Subscription, n: number): Promise<ChangeEvent[]> {
-  const out: ChangeEvent[] = [];
-  const reading = (async () => {
-    while (out.length < n) {
-      const r = await sub.next();
-      if (r.done) break;
-      out.push(r.value);
-    }
-  })();
-  if (await within(reading, 10_000) === "timeout") {
-    throw new Error(`Timed out with ${out.length} of ${n} events`);
-  }
-  return out;
-}
-
 Deno.test({
   name: "feed: a write undone for RETURNING invalid UTF-8 is not reported",
   ignore: !ffi, // feeds need the FFI engine's update hook
@@ -210,7 +200,7 @@ Deno.test({
       await db.exec("COMMIT");
     }
     await client.run("INSERT INTO t (id, x) VALUES (12, 'last')");
-    const events = await take(feed, 3);
+    const events = await takeEvents(feed, 3);
     assert.deepEqual(
       events.map((e) => e.type === "table" ? [e.op, e.rowid, e.value] : e),
       [
