@@ -111,6 +111,8 @@ Deno.test("runAdmin(): an output whose reader went away ends stats --watch with 
   }
 });
 
+const encoder = new TextEncoder();
+
 const HAS_SCRIPT = (() => {
   try {
     return Deno.statSync("/usr/bin/script").isFile && Deno.build.os === "linux";
@@ -125,7 +127,9 @@ Deno.test({
   async fn() {
     await using srv = await startServer();
     // Standard input is the terminal `script` makes; standard output a pipe into `head -1`, which
-    // stops after the banner's first line: the next prompt meets a broken pipe.
+    // stops after the banner's first line. The prompt may still fit in the pipe before `head`
+    // ends, so lines are typed until a write (their echo, a result, the next prompt) finds the
+    // reader gone.
     const command = `'${Deno.execPath()}' run -A '${CLI}' shell --socket '${socketOf(srv)}' ` +
       '| head -1; echo "status ${PIPESTATUS[0]}"';
     const child = new Deno.Command("script", {
@@ -140,21 +144,31 @@ Deno.test({
     let screen = "";
     const deadline = Date.now() + 60_000;
     const reader = child.stdout.getReader();
+    let read = reader.read();
     try {
-      while (!/status \d+/.test(screen)) {
+      while (!/status \d+/.test(screen) && Date.now() < deadline) {
         let timer: ReturnType<typeof setTimeout> | undefined;
-        const late = new Promise<"timeout">((resolve) => {
-          timer = setTimeout(() => resolve("timeout"), Math.max(0, deadline - Date.now()));
+        const tick = new Promise<"tick">((resolve) => {
+          timer = setTimeout(() => resolve("tick"), 300);
         });
-        const got = await Promise.race([reader.read(), late]);
+        const got = await Promise.race([read, tick]);
         clearTimeout(timer);
-        if (got === "timeout" || got.done) break;
+        if (got === "tick") {
+          if (screen.includes("netsqlite shell ")) {
+            await writer.write(encoder.encode("SELECT 1;\r")).catch(() => {});
+          }
+          continue;
+        }
+        if (got.done) break;
         screen += dec.decode(got.value, { stream: true });
+        read = reader.read();
       }
     } finally {
       await writer.close().catch(() => {});
       if (!/status \d+/.test(screen)) child.kill("SIGKILL");
-      while (!(await reader.read()).done) { /* drain */ }
+      for (let got = await read; !got.done; got = await reader.read()) {
+        screen += dec.decode(got.value, { stream: true });
+      }
       await child.status;
       await child.stderr.cancel();
     }
