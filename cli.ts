@@ -9,8 +9,9 @@
  * @module
  */
 
-import { ADMIN_HELP, runAdmin } from "./cli/admin.ts";
-import { runShell, SHELL_HELP } from "./cli/shell.ts";
+import { ADMIN_FLAGS, ADMIN_HELP, runAdmin } from "./cli/admin.ts";
+import { type FlagSpec, joinValues } from "./cli/args.ts";
+import { runShell, SHELL_FLAGS, SHELL_HELP } from "./cli/shell.ts";
 import { main as serverMain, VERSION } from "./server.ts";
 
 /** One subcommand. */
@@ -21,6 +22,12 @@ interface Command {
   help: string;
   /** Runs it; resolves to the exit status. */
   run(args: string[]): Promise<number>;
+  /**
+   * Its options, so that `-h` or `--help` given as the value of one (`--token -h`,
+   * `-c --help`) is taken as that value, not as a request for help; `"own"`: the command reads
+   * `--help` itself.
+   */
+  flags: Readonly<Record<string, FlagSpec>> | "own";
 }
 
 const SERVE_HELP = `netsqlite serve: run the server (the options of server.ts)
@@ -39,24 +46,34 @@ The options of bench/load.ts follow, when its sources are present.
 
 /** An administration command (`cli/admin.ts`). */
 function admin(name: string, summary: string): Command {
-  return { summary, help: ADMIN_HELP[name], run: (args) => runAdmin(name, args) };
+  return {
+    summary,
+    help: ADMIN_HELP[name],
+    run: (args) => runAdmin(name, args),
+    flags: ADMIN_FLAGS[name],
+  };
 }
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   serve: {
     summary: "run the server",
     help: SERVE_HELP,
+    // The server's own parser: `--help` and `-h` print its help, which shows both ways to start it.
     run: (args) => serverMain(args),
+    flags: "own",
   },
   shell: {
     summary: "run SQL against a running server, interactively or from a script",
     help: SHELL_HELP,
     run: (args) => runShell(args),
+    flags: SHELL_FLAGS,
   },
   bench: {
     summary: "run the load generator (from a source checkout)",
     help: BENCH_HELP,
     run: runBench,
+    // bench/load.ts takes no option value that starts with `-` (`--out=-x` only).
+    flags: {},
   },
   stats: admin("stats", "show the server's uptime, connections, request rates, latency, memory"),
   backup: admin("backup", "copy the database online, while clients keep writing"),
@@ -109,14 +126,25 @@ export async function main(args: string[]): Promise<number> {
     console.error(`netsqlite: unknown command "${name}"\n\n${usage()}`);
     return 2;
   }
-  if (rest.includes("--help") || rest.includes("-h")) {
-    // serve: the server's own help, which shows both ways to start it.
-    if (name === "serve") return await serverMain(["--help"]);
+  if (command.flags !== "own" && asksHelp(rest, command.flags)) {
     console.log(command.help);
     if (name === "bench") await runBench(["--help"]);
     return 0;
   }
   return await command.run(rest);
+}
+
+/**
+ * Whether `args` ask for help: `--help` or `-h` where an option stands, before any `--`; not as
+ * the value of an option that takes one (`--token -h` is a token, `-c --help` SQL), as the
+ * command's parser will read them.
+ */
+function asksHelp(args: string[], flags: Readonly<Record<string, FlagSpec>>): boolean {
+  for (const arg of joinValues(args, flags)) {
+    if (arg === "--") return false;
+    if (arg === "--help" || arg === "-h") return true;
+  }
+  return false;
 }
 
 /** `netsqlite bench`: runs bench/load.ts in a child process from a source checkout. */

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { parseFlags } from "./args.ts";
+import { type FlagSpec, parseFlags } from "./args.ts";
 import type { Link } from "../client/link.ts";
 import {
   type ConnectConfig,
@@ -31,13 +31,17 @@ import {
   withFlagHints,
 } from "./connect_flags.ts";
 import { MAX_PROBLEMS } from "../engine/maintenance.ts";
+import { OutputClosed, writeAllSync } from "./broken_pipe.ts";
 
 /** `netsqlite integrity`'s exit status when the check finds problems (1: it could not run). */
 export const INTEGRITY_PROBLEMS_EXIT = 3;
 
 /** Where output goes (tests pass their own). */
 export interface AdminIO {
-  /** Writes a line of results (standard output). */
+  /**
+   * Writes a line of results (standard output). It throws {@link OutputClosed} when the reader
+   * went away (`netsqlite stats --watch 1 | head -1`): the command then stops and exits 0.
+   */
   out(line: string): void;
   /** Writes a line of diagnostics (standard error). */
   err(line: string): void;
@@ -52,9 +56,13 @@ export interface AdminIO {
 
 const encoder = new TextEncoder();
 
-/** Standard output and error; a progress line when standard error is a terminal. */
+/**
+ * Standard output and error; a progress line when standard error is a terminal. Results are
+ * written with `Deno.stdout` (`console.log` would ignore a broken pipe and `stats --watch` would
+ * poll on, holding its admin session).
+ */
 export const ADMIN_STD_IO: AdminIO = {
-  out: (line) => console.log(line),
+  out: (line) => writeAllSync(`${line}\n`),
   err: (line) => console.error(line),
   progress: Deno.stderr.isTerminal()
     ? (text) => Deno.stderr.writeSync(encoder.encode(`\r\x1b[2K${text}`))
@@ -132,21 +140,34 @@ ${CONNECT_HELP}
 `,
 };
 
+/** Each command's own options, by long name. */
+const OWN_FLAGS: Readonly<Record<string, Record<string, FlagSpec>>> = {
+  stats: { watch: { type: "string" }, count: { type: "string" } },
+  backup: {},
+  checkpoint: { truncate: { type: "boolean" }, mode: { type: "string" } },
+  vacuum: { into: { type: "string" } },
+  integrity: {},
+};
+
+/**
+ * The options of each administration command: its own, `--json` and the connection flags
+ * (`cli.ts` reads them to tell `--help` from the value of an option, as in `--token -h`).
+ */
+export const ADMIN_FLAGS: Readonly<Record<string, Readonly<Record<string, FlagSpec>>>> = Object
+  .fromEntries(
+    Object.entries(OWN_FLAGS).map((
+      [name, own],
+    ) => [name, { ...own, json: { type: "boolean" }, ...CONNECT_FLAGS }]),
+  );
+
 interface Parsed {
   connect: ConnectOptions;
   values: Record<string, string | boolean | undefined>;
   positionals: string[];
 }
 
-function parse(
-  args: string[],
-  options: Record<string, { type: "string" | "boolean" }>,
-): Parsed {
-  const { values, positionals } = parseFlags(args, {
-    ...options,
-    json: { type: "boolean" },
-    ...CONNECT_FLAGS,
-  });
+function parse(args: string[], name: string): Parsed {
+  const { values, positionals } = parseFlags(args, ADMIN_FLAGS[name]);
   const connect: ConnectOptions = {
     ...connectOptionsFromFlags(values as ConnectFlagValues),
     max: 1,
@@ -205,6 +226,8 @@ export async function runAdmin(
   try {
     return await run();
   } catch (err) {
+    // The reader of standard output went away: it chose to stop, as after `| head`.
+    if (err instanceof OutputClosed) return 0;
     const code = (err as { code?: string }).code;
     io.err(
       `netsqlite ${name}: ${code ? `${code}: ` : ""}${withFlagHints((err as Error).message)}`,
@@ -216,7 +239,7 @@ export async function runAdmin(
 function prepare(name: string, args: string[], io: AdminIO): () => Promise<number> {
   switch (name) {
     case "stats": {
-      const p = parse(args, { watch: { type: "string" }, count: { type: "string" } });
+      const p = parse(args, name);
       noPositionals(p);
       const watch = p.values.watch === undefined ? 0 : positive("--watch", p.values.watch);
       const count = p.values.count === undefined ? Infinity : positive("--count", p.values.count);
@@ -226,7 +249,7 @@ function prepare(name: string, args: string[], io: AdminIO): () => Promise<numbe
       return () => stats(p, watch, count, io);
     }
     case "backup": {
-      const p = parse(args, {});
+      const p = parse(args, name);
       if (p.positionals.length !== 1) {
         throw new TypeError("Expected one destination: netsqlite backup DEST");
       }
@@ -236,7 +259,7 @@ function prepare(name: string, args: string[], io: AdminIO): () => Promise<numbe
       return () => backup(p, p.positionals[0], io);
     }
     case "checkpoint": {
-      const p = parse(args, { truncate: { type: "boolean" }, mode: { type: "string" } });
+      const p = parse(args, name);
       noPositionals(p);
       if (p.values.truncate && p.values.mode !== undefined) {
         throw new TypeError("Give --truncate or --mode, not both");
@@ -248,30 +271,24 @@ function prepare(name: string, args: string[], io: AdminIO): () => Promise<numbe
         );
       }
       return () =>
-        simple(p, io, (l) => l.request(Op.Checkpoint, [mode as CheckpointReport["mode"]]), (r) => {
-          io.out(describeCheckpoint(r));
-          return 0;
-        });
+        simple(
+          p,
+          io,
+          (l) => l.request(Op.Checkpoint, [mode as CheckpointReport["mode"]]),
+          describeCheckpoint,
+        );
     }
     case "vacuum": {
-      const p = parse(args, { into: { type: "string" } });
+      const p = parse(args, name);
       noPositionals(p);
       const into = typeof p.values.into === "string" ? p.values.into : null;
       if (into === "") throw new TypeError("Invalid --into: it is empty; expected a file path");
-      return () =>
-        simple(p, io, (l) => l.request(Op.Vacuum, [into]), (r) => {
-          io.out(describeVacuum(r));
-          return 0;
-        });
+      return () => simple(p, io, (l) => l.request(Op.Vacuum, [into]), describeVacuum);
     }
     case "integrity": {
-      const p = parse(args, {});
+      const p = parse(args, name);
       noPositionals(p);
-      return () =>
-        simple(p, io, (l) => l.request(Op.Integrity, []), (r) => {
-          io.out(describeIntegrity(r));
-          return r.ok ? 0 : INTEGRITY_PROBLEMS_EXIT;
-        });
+      return () => simple(p, io, (l) => l.request(Op.Integrity, []), describeIntegrity);
     }
     default:
       throw new TypeError(`Unknown command "${name}"`);
@@ -290,25 +307,33 @@ function positive(flag: string, v: string | boolean): number {
   return n;
 }
 
+/**
+ * Sends one request and prints its reply. The exit status is 0, or
+ * {@link INTEGRITY_PROBLEMS_EXIT} for a report with `ok: false`, also when the reader of
+ * standard output is gone (the request ran: its outcome is the status).
+ */
 async function simple<T>(
   p: Parsed,
   io: AdminIO,
   ask: (link: Link) => Promise<T>,
-  show: (r: T) => number,
+  describe: (r: T) => string,
 ): Promise<number> {
   const link = await open(p.connect);
   try {
     const r = await ask(link);
-    if (p.values.json) {
-      io.out(JSON.stringify(r));
-      return (r as { ok?: boolean }).ok === false ? INTEGRITY_PROBLEMS_EXIT : 0;
+    const status = (r as { ok?: boolean }).ok === false ? INTEGRITY_PROBLEMS_EXIT : 0;
+    try {
+      io.out(p.values.json ? JSON.stringify(r) : describe(r));
+    } catch (err) {
+      if (!(err instanceof OutputClosed)) throw err;
     }
-    return show(r);
+    return status;
   } finally {
     await close(link);
   }
 }
 
+/** Prints reports; a closed standard output ({@link OutputClosed}) ends the loop and the session. */
 async function stats(p: Parsed, watch: number, count: number, io: AdminIO): Promise<number> {
   const link = await open(p.connect);
   try {
@@ -360,7 +385,11 @@ async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
         const name = dest.replace(/^.*\//, "");
         const b = s?.backups.find((x) => x.dest.endsWith(name)) ?? s?.backups[0];
         if (b !== undefined && !stopped) {
-          draw(progressBar(b.done, b.total, performance.now() - started, s!));
+          try {
+            draw(progressBar(b.done, b.total, performance.now() - started, s!));
+          } catch {
+            return; // standard error is gone (the terminal closed): no bar; the backup goes on
+          }
         }
         if (!stopped) timer = setTimeout(poll, 200);
       };
@@ -369,7 +398,11 @@ async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
     const r: BackupReport = await done;
     stopped = true;
     clearTimeout(timer);
-    if (poller !== null) io.progress?.("");
+    if (poller !== null) {
+      try {
+        io.progress?.(""); // clear the bar
+      } catch { /* standard error is gone: nothing to clear */ }
+    }
     io.out(p.values.json ? JSON.stringify(r) : describeBackup(r));
     return 0;
   } finally {
@@ -392,7 +425,7 @@ function progressBar(done: number, total: number, ms: number, s: StatsReport): s
 
 /** One line: what a backup did. */
 export function describeBackup(r: BackupReport): string {
-  return `backup: ${r.pages} pages, ${bytes(r.bytes)} to ${r.dest} in ${seconds(r.ms)}`;
+  return `backup: ${counted(r.pages, "page")}, ${bytes(r.bytes)} to ${r.dest} in ${seconds(r.ms)}`;
 }
 
 /**
@@ -441,11 +474,13 @@ export function describeVacuum(r: VacuumReport): string {
 
 /** What an integrity check found. */
 export function describeIntegrity(r: IntegrityReport): string {
-  const size = `${r.pages} pages, ${bytes(r.bytes)}, ${seconds(r.ms)}`;
+  const size = `${counted(r.pages, "page")}, ${bytes(r.bytes)}, ${seconds(r.ms)}`;
   if (r.ok) return `integrity: ok (${size})`;
   const n = r.problems.length;
   // The server lists MAX_PROBLEMS at most: as many means there may be more.
-  const count = n >= MAX_PROBLEMS ? `at least ${n} problems (first ${n} shown)` : `${n} problems`;
+  const count = n >= MAX_PROBLEMS
+    ? `at least ${n} problems (first ${n} shown)`
+    : counted(n, "problem");
   return [`integrity: ${count} (${size}):`, ...r.problems.map((p) => `  ${p}`)].join("\n");
 }
 
@@ -471,14 +506,14 @@ export function describeStats(r: StatsReport): string {
     `${r.connections.handshaking ?? 0} handshaking, ` +
     `${r.connections.total} since start, ${r.connections.refused} refused` +
     (r.connections.dropped ? `, ${r.connections.dropped} dropped before their hello` : ""),
-    `requests      ${total} since start, ${r.errors} errors`,
+    `requests      ${total} since start, ${counted(r.errors, "error")}`,
     `requests/s    ${rates === "" ? "none in the last minute" : rates}`,
     `latency       p50 ${ms(r.latency.p50)}, p99 ${ms(r.latency.p99)}, max ${
       ms(r.latency.max)
     } (last minute, ${r.latency.count} requests)`,
     `writer        ${r.writer.waiting} waiting, longest wait ${ms(r.writer.longestWaitMs)}`,
     `transactions  ${tx}`,
-    `group commit  ${g.groups} groups, ${g.writes} writes, ${
+    `group commit  ${counted(g.groups, "group")}, ${counted(g.writes, "write")}, ${
       g.groups === 0 ? 0 : (g.writes / g.groups).toFixed(1)
     } per group, largest ${g.largest}`,
     `cursors       ${r.cursors} open`,
@@ -502,6 +537,11 @@ export function describeStats(r: StatsReport): string {
     lines.push(`backup        ${b.dest}: ${b.done}/${b.total} pages, ${seconds(b.ms)}`);
   }
   return lines.join("\n");
+}
+
+/** `1 error`, `2 errors`, `0 errors`. */
+function counted(n: number, noun: string): string {
+  return `${n} ${n === 1 ? noun : `${noun}s`}`;
 }
 
 function bytes(n: number): string {

@@ -98,12 +98,18 @@ const HINTS: readonly [RegExp, string][] = [
   [/connect\(\{ token \}\)/g, "--token (or NETSQLITE_TOKEN)"],
   [/connect without the tls option/g, "connect without --tls-ca"],
   [/in tls: \{ caCerts: \[pem\] \}, or --tls-ca FILE to the CLI/g, "with --tls-ca FILE"],
+  // The server's refusal of backup and vacuum --into names the option of both ways to start it.
+  [
+    /start it with --backup-dir DIR \(serve\(\{ backupDir \}\)\)/g,
+    "start it with --backup-dir DIR",
+  ],
 ];
 
 /**
  * An error message as the CLI shows it: the hints of the client library
- * (`connect({ token })`, `connect({ database })`, the `tls` option) name
- * the CLI's flags instead.
+ * (`connect({ token })`, `connect({ database })`, the `tls` option) and of
+ * the server (`--backup-dir DIR (serve({ backupDir }))`) name the CLI's
+ * flags alone.
  *
  * @example
  * ```ts

@@ -12,7 +12,9 @@
 
 import { type Client, connect, type ConnectOptions, type Statement } from "../client.ts";
 import { readsOnly } from "../client/connection.ts";
-import { parseFlags } from "./args.ts";
+import { leadingVerb } from "../protocol/sql_lexer.ts";
+import { isBrokenPipe } from "./broken_pipe.ts";
+import { type FlagSpec, parseFlags } from "./args.ts";
 import { VERSION } from "../server.ts";
 import {
   CONNECT_FLAGS,
@@ -54,6 +56,22 @@ const DOT_HELP = `.headers on|off          show column names in table and csv mo
 .timer on|off            show how long each statement took
 `;
 
+/** Each dot command's usage, and how many arguments it takes at most. */
+const DOT_USAGE: Readonly<Record<string, readonly [usage: string, max: number]>> = {
+  quit: [".quit", 0],
+  exit: [".exit", 0],
+  help: [".help", 0],
+  timer: [".timer on|off", 1],
+  headers: [".headers on|off", 1],
+  header: [".header on|off", 1],
+  mode: [".mode [MODE]", 1],
+  tables: [".tables [PATTERN]", 1],
+  indexes: [".indexes [TABLE]", 1],
+  indices: [".indices [TABLE]", 1],
+  schema: [".schema [TABLE]", 1],
+  read: [".read FILE", 1],
+};
+
 const PROMPT = "netsqlite> ";
 const CONTINUE = "   ...> ";
 const MAX_READ_DEPTH = 16;
@@ -79,9 +97,7 @@ export const STD_IO: ShellIO = {
  * end at once and quietly, with status 0, as the reader chose to stop.
  */
 function quietOnBrokenPipe(err: unknown): never {
-  if (err instanceof Deno.errors.BrokenPipe || (err as { code?: string }).code === "EPIPE") {
-    Deno.exit(0);
-  }
+  if (isBrokenPipe(err)) Deno.exit(0);
   throw err;
 }
 
@@ -95,6 +111,9 @@ async function writeAll(
   let off = 0;
   while (off < bytes.length) off += await w.write(bytes.subarray(off));
 }
+
+/** The statements that write rows (with `RETURNING`, they return them). */
+const WRITES: ReadonlySet<string> = new Set(["insert", "update", "delete", "replace"]);
 
 /** Stops a script: `.quit` was read. */
 const QUIT = Symbol("quit");
@@ -142,7 +161,7 @@ export class Shell {
       else if (this.#mode !== "table" && readsOnly(sql)) await this.#stream(stmt, this.#mode);
       else {
         const rows = await stmt.values().catch((err) => {
-          throw this.#shellHint(err);
+          throw this.#shellHint(err, sql);
         });
         const text = formatResult(this.#mode, { columns: stmt.columns, rows }, {
           headers: this.#headers,
@@ -186,7 +205,7 @@ export class Shell {
     } catch (err) {
       if (f !== null) pending += f.abandon();
       if (pending !== "") await this.#io.out(pending);
-      throw this.#shellHint(err);
+      throw this.#shellHint(err, null);
     }
     if (f === null) {
       f = new RowFormatter(mode, stmt.columns, { headers: this.#headers });
@@ -198,16 +217,30 @@ export class Shell {
 
   /**
    * `RESULT_TOO_LARGE` says to use `iterate()`, which a shell user cannot call: the same error
-   * with what the shell user can do instead.
+   * with what the shell user can do instead. A query's rows stream in the csv, json and line
+   * modes; the rows of a statement that may write (`UPDATE ... RETURNING`) are always buffered,
+   * and `LIMIT` on an `UPDATE` or `DELETE` is refused by SQLite's usual builds.
+   *
+   * @param err The error.
+   * @param sql The statement when it was buffered; `null` when it streamed (a query).
    */
-  #shellHint(err: unknown): unknown {
+  #shellHint(err: unknown, sql: string | null): unknown {
     const e = err as { code?: unknown; message?: unknown };
     if (e?.code !== "RESULT_TOO_LARGE" || typeof e.message !== "string") return err;
     const limit = e.message.includes("maxFrameSize") ? "--max-frame-size" : "--max-result-bytes";
-    const hint = this.#mode === "table"
-      ? `use .mode csv, json or line (--mode) to stream the rows, add LIMIT, or raise the ` +
-        `server's ${limit}`
-      : `add LIMIT, or raise the server's ${limit}`;
+    const raise = `raise the server's ${limit}`;
+    let hint: string;
+    if (sql !== null && !readsOnly(sql)) {
+      const { first, main } = leadingVerb(sql);
+      hint = WRITES.has(first === "with" ? main : first)
+        ? "a write's RETURNING rows are not streamed, in any mode: change fewer rows at a " +
+          `time (narrow its WHERE), return fewer columns, or ${raise}`
+        : `the rows of a statement that may write are not streamed, in any mode: ${raise}`;
+    } else if (this.#mode === "table") {
+      hint = `use .mode csv, json or line (--mode) to stream the rows, add LIMIT, or ${raise}`;
+    } else {
+      hint = `add LIMIT, or ${raise}`;
+    }
     const message = e.message.replace(
       /: use iterate\(\) (?:to stream|for) large results$/,
       `: ${hint}`,
@@ -225,6 +258,14 @@ export class Shell {
    */
   async dot(line: string): Promise<typeof QUIT | void> {
     const [name, ...args] = splitArgs(line.trim().slice(1));
+    const usage = name !== undefined && Object.hasOwn(DOT_USAGE, name) ? DOT_USAGE[name] : null;
+    if (usage !== null && args.length > usage[1]) {
+      // As sqlite3 does, rather than run with the first argument and drop the others.
+      throw new Error(
+        `Unexpected argument "${args[usage[1]]}" of ".${name}": usage "${usage[0]}"` +
+          (name === "read" ? " (quote a FILE with blanks: .read 'my file.sql')" : ""),
+      );
+    }
     const onOff = (value: string | undefined): boolean => {
       if (value === "on" || value === "1" || value === "yes") return true;
       if (value === "off" || value === "0" || value === "no") return false;
@@ -526,15 +567,21 @@ interface ShellArgs {
   headers: boolean;
 }
 
-/** Parses `netsqlite shell` arguments; `"help"` for `--help`. */
+/** The options of `netsqlite shell`, by long name. */
+export const SHELL_FLAGS: Readonly<Record<string, FlagSpec>> = {
+  ...CONNECT_FLAGS,
+  command: { type: "string", short: "c" },
+  mode: { type: "string" },
+  "no-headers": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+};
+
+/**
+ * Parses `netsqlite shell` arguments; `"help"` for `--help` or `-h` where an option stands (not
+ * as the value of one: `--token -h` is a token).
+ */
 export function parseShellArgs(args: string[]): ShellArgs | "help" {
-  const { values, positionals } = parseFlags(args, {
-    ...CONNECT_FLAGS,
-    command: { type: "string", short: "c" },
-    mode: { type: "string" },
-    "no-headers": { type: "boolean" },
-    help: { type: "boolean", short: "h" },
-  });
+  const { values, positionals } = parseFlags(args, SHELL_FLAGS);
   if (values.help) return "help";
   if (positionals.length > 0) {
     throw new TypeError(`Unexpected argument "${positionals[0]}": SQL goes after -c`);
@@ -602,6 +649,9 @@ export async function runShell(args: string[], io: ShellIO = STD_IO): Promise<nu
     Deno.addSignalListener("SIGINT", interrupted);
     try {
       await shell.interact(new LineEditor(history), history);
+    } catch (err) {
+      // The prompt could not be written: the reader of standard output went away.
+      if (!isBrokenPipe(err)) throw err;
     } finally {
       Deno.removeSignalListener("SIGINT", interrupted);
     }

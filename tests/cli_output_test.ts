@@ -257,7 +257,9 @@ Deno.test("cli.ts shell keeps INSERT ... RETURNING on its buffered path in csv m
   assert.equal(
     r.stderr,
     "Error: near line 2: RESULT_TOO_LARGE: Result exceeds maxResultBytes 100000 " +
-      "(--max-result-bytes): add LIMIT, or raise the server's --max-result-bytes\n",
+      "(--max-result-bytes): a write's RETURNING rows are not streamed, in any mode: change " +
+      "fewer rows at a time (narrow its WHERE), return fewer columns, or raise the server's " +
+      "--max-result-bytes\n",
   );
   const count = await cli([
     "shell",
