@@ -29,10 +29,14 @@ export class PoolScope implements TransactionScope {
     if (conn === undefined) return; // another copy of the module: nothing to join
     this.conn = conn;
     this.active = true;
+    // The adapter rolls its transaction back itself: a connection lost inside it says to
+    // retry the transaction, not to send ROLLBACK (see PooledConnection.txOwner).
+    conn.txOwner = this;
   }
 
   /** Ends the scope: work the callback left behind (a timer) runs outside it. */
   end(): void {
+    if (this.active && this.conn.txOwner === this) this.conn.txOwner = null;
     this.active = false;
   }
 }

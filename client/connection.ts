@@ -230,6 +230,13 @@ export class PooledConnection {
   /** The server's session number of the open link (from its hello), if it says. */
   #session: number | null = null;
   #lostTransaction = false;
+  /** Why the link of {@link #lostTransaction} ended (named by its errors). */
+  #lostTxFailure: ConnectionError | null = null;
+  /**
+   * Why the links of earlier generations ended, by generation (the last
+   * {@link KEPT_FAILURES}): a cursor or handle of one fails with it.
+   */
+  readonly #failures = new Map<number, ConnectionError>();
   /**
    * Handles of `ROLLBACK`/`COMMIT` prepared while {@link #lostTransaction}
    * (by `generation:handle`): running one ends that state.
@@ -259,6 +266,14 @@ export class PooledConnection {
   #onSettled: (() => void)[] = [];
   /** True while handed out by `reserve()` or `transaction()`. */
   reserved = false;
+  /**
+   * The helper whose transaction is open here and which ends it itself (an
+   * outermost `transaction()`, from its `BEGIN`'s answer until it settles;
+   * an ORM adapter's transaction), else `null` (none, or a raw `BEGIN`): a
+   * transaction lost with the link is then that helper's to roll back, so
+   * its errors advise retrying the transaction, not sending `ROLLBACK`.
+   */
+  txOwner: object | null = null;
   /** Open `transaction()` levels on this connection (savepoint depth). */
   txDepth = 0;
   /**
@@ -487,10 +502,16 @@ export class PooledConnection {
     generation: number | undefined,
   ): Promise<Replies[O]> {
     const link = this.#link;
-    if (generation !== undefined && generation !== this.#generation) {
-      return Promise.reject(
-        new ConnectionError("Connection was lost: the cursor or handle died with it"),
-      );
+    // A cursor or handle of a link that ended died with it: failed at once, with why that link
+    // ended, never reconnecting (a new link would not know it). On the current link, unless a
+    // transaction was lost with it (its calls fail as the transaction's, below) or the client
+    // closed ("Client is closed").
+    if (
+      generation !== undefined &&
+      (generation !== this.#generation ||
+        (link !== null && link.failure !== null && !this.#closed && !this.lostTransaction))
+    ) {
+      return Promise.reject(this.#diedError(op, generation));
     }
     if (link !== null && link.failure === null && !this.#lostTransaction && !this.#commitRefused) {
       return link.request(op, args, signal);
@@ -531,6 +552,14 @@ export class PooledConnection {
         link.fail(refusal);
         await link.ended;
         throw refusal;
+      }
+      const lost = this.#link?.failure ?? null;
+      if (lost !== null) {
+        this.#failures.set(this.#generation, lost);
+        // Oldest first: Map keeps insertion order.
+        if (this.#failures.size > KEPT_FAILURES) {
+          this.#failures.delete(this.#failures.keys().next().value!);
+        }
       }
       this.#link = link;
       this.#session = info.session ?? null;
@@ -592,6 +621,7 @@ export class PooledConnection {
       this.#judged = lost;
       if ((lost.inTransaction && this.#guarded !== lost) || this.txDepth > 0) {
         this.#lostTransaction = true;
+        this.#lostTxFailure = lost.failure;
       }
     }
     let ending: TxEnd | null = null;
@@ -615,12 +645,13 @@ export class PooledConnection {
           this.#endLostTransaction();
           return rolledBack(op);
         }
+        const err = this.lostTransactionError();
         if (ending === "COMMIT") {
           // Handles of ROLLBACK prepared meanwhile stay: one run right after is a no-op too.
           this.#lostTransaction = false;
           this.#commitRefused = true;
         }
-        throw lostTransactionError();
+        throw err;
       }
     }
     if (lost !== null && lost.failure !== null && !this.#config.reconnect) {
@@ -636,7 +667,7 @@ export class PooledConnection {
       if (this.#closed) throw new ConnectionError("Client is closed");
     }
     if (generation !== undefined && generation !== this.#generation) {
-      throw new ConnectionError("Connection was lost: the cursor or handle died with it");
+      throw this.#diedError(op, generation);
     }
     if (ending === null) return this.#link!.request(op, args, signal);
     const reply = await this.#link!.request(op, args, signal);
@@ -663,19 +694,63 @@ export class PooledConnection {
 
   #endLostTransaction(): void {
     this.#lostTransaction = false;
+    this.#lostTxFailure = null;
     this.#commitRefused = false;
     this.#endingHandles.clear();
   }
+
+  /**
+   * The error of a call on this connection lost inside a transaction, until
+   * `ROLLBACK` is sent there (nothing was sent: `mayHaveRun` false): it names
+   * why the link ended (its `cause`), and advises sending `ROLLBACK` unless a
+   * helper that rolls back itself holds the transaction ({@link txOwner}).
+   */
+  lostTransactionError(): ConnectionError {
+    const link = this.#link;
+    const failure = link !== null && link.failure !== null && this.#judged !== link
+      ? link.failure
+      : this.#lostTxFailure ?? link?.failure ?? null;
+    return lostTransactionError(failure, this.txOwner !== null);
+  }
+
+  /**
+   * The error of a request for a cursor or handle of the link of
+   * `generation`, which ended: it names why, as a call not sent there.
+   */
+  #diedError(op: ReplyOp, generation: number): ConnectionError {
+    const what = op === Op.Next || op === Op.CloseCursor
+      ? "the cursor"
+      : "the prepared statement's handle";
+    const failure = generation === this.#generation
+      ? this.#link?.failure ?? null
+      : this.#failures.get(generation) ?? null;
+    if (failure === null) return new ConnectionError(`Connection was lost: ${what} died with it`);
+    return unsentError(failure, `the call was not sent: ${what} died with the connection`);
+  }
 }
+
+/** How many ended links' failures a connection keeps (see `PooledConnection`'s `#failures`). */
+const KEPT_FAILURES = 8;
 
 /**
  * The error of a call on a connection lost inside a transaction, until the
  * application sends `ROLLBACK` there (nothing was sent: `mayHaveRun` false).
+ *
+ * @param failure Why the link ended (the error's `cause`, named in its message), if known.
+ * @param helper The transaction was a helper's that rolls back itself
+ *   (`transaction()`, an ORM's): advise retrying it, not sending `ROLLBACK`.
  */
-export function lostTransactionError(): ConnectionError {
+function lostTransactionError(
+  failure: ConnectionError | null,
+  helper: boolean,
+): ConnectionError {
+  const why = failure === null ? "" : ` (${failure.message})`;
+  const advice = helper
+    ? "retry the whole transaction"
+    : "send ROLLBACK, then retry the whole transaction";
   return new ConnectionError(
-    "Connection was lost inside a transaction, which the server rolled back: " +
-      "send ROLLBACK, then retry the whole transaction",
+    `Connection was lost inside a transaction${why}, which the server rolled back: ${advice}`,
+    failure === null ? {} : { cause: failure },
   );
 }
 

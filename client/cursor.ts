@@ -13,12 +13,7 @@ import {
   type WireParams,
 } from "../protocol/messages.ts";
 import { wireOptions } from "./_calls.ts";
-import {
-  type CursorHold,
-  lostTransactionError,
-  NO_CURSOR,
-  type PooledConnection,
-} from "./connection.ts";
+import { type CursorHold, NO_CURSOR, type PooledConnection } from "./connection.ts";
 import { toObject } from "./rows.ts";
 
 /** Options of `iterate()`. */
@@ -134,7 +129,7 @@ async function* openCursor(
         const err = await pending.then(() => null, (e: unknown) => e);
         if (err instanceof ConnectionError) return err;
       }
-      return lostTransactionError();
+      return conn.lostTransactionError();
     };
     try {
       while (pending !== null) {

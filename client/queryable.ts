@@ -898,6 +898,7 @@ async function runTransaction<T>(
   try {
     return await runInScope(conn, open, scope, fn, behavior, ownWriter);
   } finally {
+    if (conn.txOwner === scope) conn.txOwner = null;
     leaveTurn(open, scope);
   }
 }
@@ -965,6 +966,8 @@ async function runInScope<T>(
     const explain = ownWriter?.watch() ?? null;
     const begin = exec(`BEGIN ${behavior.toUpperCase()}`);
     await (explain === null ? begin : begin.catch((err) => Promise.reject(explain(err))));
+    // Its own to roll back, should the connection be lost (see PooledConnection.txOwner).
+    conn.txOwner = scope;
   } else {
     await exec(`SAVEPOINT ${savepoint}`);
   }

@@ -136,8 +136,12 @@ for (const engine of ENGINES) {
   }
 }
 
-/** A transaction lost with its connection, which the server rolled back. */
-const LOST = /^Connection was lost inside a transaction, which the server rolled back/;
+/**
+ * A transaction() lost with its connection, which the server rolled back: the
+ * error names why the connection ended (the shutdown).
+ */
+const LOST =
+  /^Connection was lost inside a transaction \(Server closed the connection: Server is shutting down: .*\), which the server rolled back: retry the whole transaction$/;
 
 const SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) " +
   "SELECT count(*) AS n FROM c";
