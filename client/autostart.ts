@@ -22,7 +22,7 @@ import type { HelloReply } from "../protocol/messages.ts";
 import type { Link } from "./link.ts";
 import { openLink } from "./connection.ts";
 import type { ConnectConfig } from "./options.ts";
-import { formatAddress } from "../transport/address.ts";
+import { type Address, defaultSocketPath, formatAddress } from "../transport/address.ts";
 import { isNotRunning } from "../transport/connect.ts";
 import { IS_DENO } from "../transport/_runtime.ts";
 import { basename, dirname, isAbsolute, join, resolve } from "node:path";
@@ -167,17 +167,20 @@ const LOCKED_TEXT = "another server owns ";
  * `autostart.timeout` passes (each try bounded by `connectTimeout` and by the
  * time left). A started server that exits on the database's lock is started
  * again after a pause (at most `MAX_STARTS` in all), unless the lock's owner
- * listens at another address; one that exits for another reason ends the
- * wait at once, with what it printed. When the
- * server listens but closes the connection unanswered (it failed to open the
- * database), the client waits for its exit to say why. A started server that
- * still opens its database when the client gives up is stopped; one that has
- * begun serving by then is tried once more (up to `LAST_TRY`) and left
- * running either way. A
- * server that answers but serves another database than `autostart.database`
- * (its real path) is refused.
+ * listens at another address: then a client on the database's default
+ * socket connects to the owner's Unix socket (and sets `config.addr` to it,
+ * for the pool's later connections), and one given a path or channel (or
+ * meeting an owner on TCP) fails, naming the owner's address. A started
+ * server that exits for another reason ends the wait at once, with what it
+ * printed. When the server listens but closes the connection unanswered (it
+ * failed to open the database), the client waits for its exit to say why. A
+ * started server that still opens its database when the client gives up is
+ * stopped; one that has begun serving by then is tried once more (up to
+ * `LAST_TRY`) and left running either way. A server that answers but serves
+ * another database than `autostart.database` (its real path) is refused.
  *
- * @param config The client's options, with `autostart`.
+ * @param config The client's options, with `autostart`; its `addr` is
+ *   replaced by the lock owner's socket when the client connected there.
  * @returns the connection and the server's hello reply.
  * @throws {TypeError} when the address is not a Unix socket or `database` is missing.
  * @throws {ConnectionError} when a started server exited for another reason
@@ -196,21 +199,24 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
   }
   const timeout = options!.timeout ?? 15000;
   const deadline = performance.now() + timeout;
-  /** One connection attempt, bounded by `connectTimeout` and the time left. */
-  const attempt = (): Promise<[Link, HelloReply]> => {
+  /** One connection attempt to `at`, bounded by `connectTimeout` and the time left. */
+  const attempt = (at: Address = addr): Promise<[Link, HelloReply]> => {
     const left = Math.max(1, Math.ceil(deadline - performance.now()));
     const ms = config.connectTimeout === 0 ? left : Math.min(config.connectTimeout, left);
-    return openLink({ ...config, connectTimeout: ms });
+    return openLink({ ...config, addr: at, connectTimeout: ms });
   };
   /**
    * The connection, unless its server serves another database than ours (a
    * server found running: another app's on the same channel or path).
    */
-  const checked = async ([link, info]: [Link, HelloReply]): Promise<[Link, HelloReply]> => {
+  const checked = async (
+    [link, info]: [Link, HelloReply],
+    at: Address = addr,
+  ): Promise<[Link, HelloReply]> => {
     const ours = await databaseIdentity(database);
     if (info.database === undefined || info.database === ours) return [link, info];
     const err = new ConnectionError(
-      `Cannot autostart a server for "${database}" on ${formatAddress(addr)}: the server there ` +
+      `Cannot autostart a server for "${database}" on ${formatAddress(at)}: the server there ` +
         `serves "${info.database}", not "${ours}": give this database its own path or channel`,
       { code: ErrorCode.ConnectionClosed },
     );
@@ -283,14 +289,32 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
         }
         const owner = lockOwner(reason);
         if (owner !== null && await listensElsewhere(owner.socket, addr.path)) {
-          // A live server of this database listens elsewhere: starting again cannot help.
-          throw fail(
-            `the server started exited with code ${child.exitCode}: ${quoteReason(reason)}; ` +
-              (owner.socket.startsWith("unix:")
-                ? `connect with { path: "${owner.socket.slice(5)}" } to use that server`
-                : `connect to that server at ${owner.socket}`),
-            failure,
-          );
+          // A live server of this database (of its real file: the lock is that file's) listens
+          // elsewhere, so starting again cannot help. A client on the default socket wants the
+          // database's server wherever it listens (one started with --socket, or by an earlier
+          // release on the default socket of another name of the file): it connects there, and
+          // so do the pool's later connections. An explicit path or channel stays the client's
+          // address: it is told where the server is.
+          const there = owner.socket.startsWith("unix:") && isDefaultSocket(addr.path, database)
+            ? { transport: "unix" as const, path: owner.socket.slice("unix:".length) }
+            : null;
+          if (there === null) {
+            throw fail(
+              `the server started exited with code ${child.exitCode}: ${quoteReason(reason)}; ` +
+                (owner.socket.startsWith("unix:")
+                  ? `connect with { path: "${owner.socket.slice(5)}" } to use that server`
+                  : `connect to that server at ${owner.socket}`),
+              failure,
+            );
+          }
+          const found = await attempt(there).then((ok) => ({ ok }), (err: unknown) => ({ err }));
+          if ("ok" in found) {
+            const opened = await checked(found.ok, there);
+            config.addr = there;
+            return opened;
+          }
+          if (!isNotRunning(found.err) && !unanswered(found.err)) throw found.err;
+          // It does not answer yet (starting) or any more (shutting down): as below.
         }
         // The lock's owner is starting (it will answer) or shutting down (it
         // will be gone): start again later if nothing answers by then.
@@ -376,6 +400,18 @@ async function listensElsewhere(socket: string, path: string): Promise<boolean> 
   const owner = socket.slice("unix:".length);
   if (!isAbsolute(owner)) return false;
   return await canonicalSocket(owner) !== await canonicalSocket(path);
+}
+
+/**
+ * True when `path` is the default socket of `database` (the client was given
+ * neither a path nor a channel, or the path it would have used anyway).
+ */
+function isDefaultSocket(path: string, database: string): boolean {
+  try {
+    return resolve(path) === resolve(defaultSocketPath(database));
+  } catch {
+    return false; // no default socket can be worked out here (no --allow-sys=uid)
+  }
 }
 
 /** `path` absolute, its directory's symbolic links resolved (the socket itself may be absent). */

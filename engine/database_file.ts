@@ -45,47 +45,28 @@
  * @module
  */
 
-import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { openLibc as openLibcFile } from "./binding/_libc.ts";
+import { realPath } from "../transport/_real_path.ts";
 
 /**
  * The real path of `database`: symbolic links resolved, of the file when it
- * exists, else of its directory joined with its name.
+ * exists, else of its directory joined with its name (a link to a file not
+ * yet created followed by hand). The same function as the default socket's
+ * (`realPath` of `transport/_real_path.ts`), so every name of a file that
+ * reaches one lock also reaches one default socket.
  *
  * @throws {SqliteError} `SQLITE_CANTOPEN` when the directory does not exist.
  */
 export function realDatabasePath(database: string): string {
-  let path = resolve(database);
-  for (let links = 0; links < 40; links++) {
-    let info: Deno.FileInfo;
-    try {
-      info = Deno.lstatSync(path);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-      return join(realDirectory(database, dirname(path)), basename(path));
-    }
-    if (!info.isSymlink) return Deno.realPathSync(path);
-    // A symlink, perhaps to a file not yet created: follow it by hand (a
-    // relative target from the link's real directory, as the system does).
-    const target = Deno.readLinkSync(path);
-    path = isAbsolute(target) ? target : resolve(realDirectory(database, dirname(path)), target);
-  }
-  return Deno.realPathSync(path); // throws: too many levels of symbolic links
-}
-
-function realDirectory(database: string, dir: string): string {
-  try {
-    return Deno.realPathSync(dir);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  return realPath(database, (dir, cause) => {
     throw new SqliteError(
       "SQLITE_CANTOPEN",
       `Cannot open database "${database}": the directory "${dir}" does not exist; create it first`,
       14,
-      { cause: err },
+      { cause },
     );
-  }
+  });
 }
 
 /**

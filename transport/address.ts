@@ -9,6 +9,7 @@ import { statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { envGet, IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
+import { realPath } from "./_real_path.ts";
 
 /** A Unix socket address. */
 export interface UnixAddress {
@@ -112,8 +113,14 @@ function withMessage(err: unknown, message: string): Error {
 
 /**
  * Default socket path for `database`: one per user and per database file,
- * `<dir>/<name>-<hash of the absolute path>.sock`. On Windows this names the
- * file where the server announces its TCP port instead.
+ * `<dir>/<name>-<hash>.sock`, the name and hash of the file's **real path**
+ * (symbolic links of the file and of every directory above it resolved, as
+ * the server's lock resolves them, also for a file not yet created), so
+ * every name of one file leads to the one socket of its server. Where the
+ * real path cannot be read (no `--allow-read` for it), the path made
+ * absolute stands in: a client without that permission then finds the
+ * server only by the file's real name. On Windows this names the file where
+ * the server announces its TCP port instead.
  *
  * @throws {Deno.errors.NotCapable} as {@link defaultSocketDir} does, naming the database.
  * @example
@@ -126,10 +133,16 @@ function withMessage(err: unknown, message: string): Error {
  */
 export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
   const absolute = resolve(database);
-  const name = basename(absolute).replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]/g, "_")
+  let real: string;
+  try {
+    real = realPath(absolute);
+  } catch {
+    real = absolute; // may not be read here (no --allow-read), or a loop of links
+  }
+  const name = basename(real).replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]/g, "_")
     .slice(0, 32);
   const dir = socketDir(`the default socket of "${absolute}"`);
-  const path = join(dir, `${name}-${fnv1a(absolute)}.sock`);
+  const path = join(dir, `${name}-${fnv1a(real)}.sock`);
   if (databasesBySocket.size < 1000) databasesBySocket.set(path, absolute);
   return path;
 }
