@@ -282,11 +282,23 @@ export class Session implements SessionProbe {
    * Requests cancelled before they ran (dropped from the queue, or never
    * sent by the client), keyed by the queued request that follows them:
    * when that one's turn comes, each that would have written inside the open
-   * transaction ends it (see {@link #voided}).
+   * transaction ends it (see {@link #judge}).
    */
-  #voids: Map<Request, Request[]> | null = null;
-  /** Such requests that no queued request follows yet: the next one to arrive takes them. */
-  #voidsAtEnd: Request[] | null = null;
+  #voids: Map<Request, Void[]> | null = null;
+  /**
+   * Such requests that no queued request follows yet: judged when the queue
+   * runs dry (at once when nothing is queued or running), unless a request
+   * arrives first and takes them.
+   */
+  #voidsAtEnd: Void[] | null = null;
+  /**
+   * How many requests {@link #voids} and {@link #voidsAtEnd} hold, and their
+   * bytes (counted in `queuedRequests`): they count as queued requests do.
+   */
+  #voidCount = 0;
+  #voidBytes = 0;
+  /** Set while {@link #fatal} waits for the engine to wake this session (the writer came free). */
+  #woken: (() => void) | null = null;
   /** Queued stand-ins for requests refused unread (too many values), with their error. */
   #refused: WeakMap<Request, SqliteError> | null = null;
 
@@ -313,7 +325,11 @@ export class Session implements SessionProbe {
     this.#encoder = new MessageEncoder(max);
     this.#hello = hello;
     this.#engine = engine.openSession(
-      () => this.#pump(),
+      () => {
+        // After a bad frame, #fatal pumps once it checked the client is still there.
+        if (this.#woken !== null) this.#wake();
+        else this.#pump();
+      },
       (error) => this.#onCommit(error),
     );
     // Replies wait while a write of this session waits for its group commit.
@@ -550,6 +566,7 @@ export class Session implements SessionProbe {
     this.#turnBegan?.();
     this.#turnBegan = null;
     this.#released?.();
+    this.#wake();
     this.#feeds.close();
     this.#engine.close();
     this.#channel.close();
@@ -721,7 +738,7 @@ export class Session implements SessionProbe {
     if (!this.#handshaken) return this.#onHello(msg);
     // Cancellation acts at receipt, ahead of the queue it is about (a
     // refused one, without its target, is dropped as any malformed cancel).
-    if (msg[0] === Op.Cancel) return this.#cancel(msg);
+    if (msg[0] === Op.Cancel) return this.#cancel(msg, size);
     if (refusal !== null) (this.#refused ??= new WeakMap()).set(msg, refusal);
     if (this.#voidsAtEnd !== null) {
       (this.#voids ??= new Map()).set(msg, this.#voidsAtEnd);
@@ -737,10 +754,13 @@ export class Session implements SessionProbe {
   /**
    * True when this connection may read no more requests for now: it has
    * `MAX_QUEUED` waiting, or requests waiting while those of all connections
-   * hold more bytes than `queuedRequests` allows.
+   * hold more bytes than `queuedRequests` allows. Requests cancelled before
+   * they ran and not yet judged count as waiting: they are held only while a
+   * request of the connection is queued or runs, so reading resumes when
+   * those ran.
    */
   #queueFull(): boolean {
-    const waiting = this.#queue.length - this.#head;
+    const waiting = this.#queue.length - this.#head + this.#voidCount;
     if (waiting >= MAX_QUEUED) return true;
     const budget = this.#queuedRequests;
     return budget !== null && waiting > 0 && budget.used > budget.max;
@@ -759,8 +779,12 @@ export class Session implements SessionProbe {
 
   /** Forgets every request not started (answered or abandoned by the caller). */
   #dropQueue(): void {
-    if (this.#queuedRequests !== null) this.#queuedRequests.used -= this.#queuedBytes;
+    if (this.#queuedRequests !== null) {
+      this.#queuedRequests.used -= this.#queuedBytes + this.#voidBytes;
+    }
     this.#queuedBytes = 0;
+    this.#voidCount = 0;
+    this.#voidBytes = 0;
     this.#queue = [];
     this.#sizes = [];
     this.#head = 0;
@@ -774,9 +798,10 @@ export class Session implements SessionProbe {
    * the writer) is handed to the engine to stop; anything else is ignored.
    * A target still queued, or never sent (the cancel carries it), ends the
    * open transaction when its turn would have come, should it have written
-   * there ({@link #voided}).
+   * there ({@link #judge}). `size` is the cancel's frame bytes plus its
+   * values' estimate, what a request never sent is charged until judged.
    */
-  #cancel(msg: Request): void {
+  #cancel(msg: Request, size: number): void {
     let target: number;
     let unsent: Request | null;
     try {
@@ -784,7 +809,14 @@ export class Session implements SessionProbe {
     } catch {
       return; // A malformed cancel is dropped: it has no reply to carry an error.
     }
-    if (unsent !== null) return this.#voidBefore(undefined, [unsent]);
+    if (unsent !== null) {
+      this.#voidCount++;
+      this.#voidBytes += size;
+      if (this.#queuedRequests !== null) this.#queuedRequests.used += size;
+      this.#voidBefore(undefined, [voidOf(unsent, size)]);
+      if (this.#queueFull()) this.#channel.pauseReading();
+      return;
+    }
     const q = this.#queue;
     for (let i = this.#head; i < q.length; i++) {
       if (q[i][1] !== target) continue;
@@ -800,10 +832,15 @@ export class Session implements SessionProbe {
       if (i === this.#head && this.#blocked) this.#engine.stopWaiting();
       if (i === this.#head) this.#headStart = 0;
       const [dropped] = q.splice(i, 1);
-      this.#unqueued(this.#sizes.splice(i, 1)[0]);
+      // Its bytes stay charged, as a void's, until it is judged.
+      const bytes = this.#sizes.splice(i, 1)[0];
+      this.#queuedBytes -= bytes;
+      this.#voidCount++;
+      this.#voidBytes += bytes;
       const before = this.#voids?.get(dropped);
       this.#voids?.delete(dropped);
-      this.#voidBefore(q[i], before === undefined ? [dropped] : [...before, dropped]);
+      const dropping = voidOf(dropped, bytes);
+      this.#voidBefore(q[i], before === undefined ? [dropping] : [...before, dropping]);
       const aborted = new AbortError(`Request ${target} was cancelled before it ran`);
       if (this.#engine.awaitingCommit) this.#hold(target, aborted);
       this.#replyError(target, aborted);
@@ -817,12 +854,15 @@ export class Session implements SessionProbe {
   }
 
   /**
-   * Notes requests cancelled before they ran, to be judged when `next` (a
-   * queued request; `undefined`: the next to arrive) is dispatched.
+   * Notes requests cancelled before they ran (counted in {@link #voidCount}
+   * already), to be judged when `next` (a queued request; `undefined`: none
+   * yet) is dispatched; with no `next`, when the queue runs dry (at once if
+   * nothing is queued or running).
    */
-  #voidBefore(next: Request | undefined, voids: Request[]): void {
+  #voidBefore(next: Request | undefined, voids: Void[]): void {
     if (next === undefined) {
       (this.#voidsAtEnd ??= []).push(...voids);
+      this.#judgeAtEnd();
       return;
     }
     const map = this.#voids ??= new Map();
@@ -830,34 +870,58 @@ export class Session implements SessionProbe {
     map.set(next, after === undefined ? voids : [...voids, ...after]);
   }
 
-  /**
-   * Before `next` runs, the requests cancelled before they ran that preceded
-   * it take their turn: the first that would have written inside the open
-   * transaction (or may have: with no way to tell, a statement counts) ends
-   * it, as a cancel of a write that ran does. The client was told each was
-   * aborted, so none of the transaction may commit. Their replies were sent
-   * (or, never sent, not awaited); nothing of them runs.
-   */
+  /** Before `next` runs, judges the requests cancelled before they ran that preceded it. */
   #voided(next: Request): void {
     const voids = this.#voids?.get(next);
     if (voids === undefined) return;
     this.#voids!.delete(next);
+    this.#judge(voids);
+  }
+
+  /**
+   * Judges the requests cancelled before they ran that no queued request
+   * follows, once their turn has come: nothing of this connection is queued
+   * or running. (Nothing the client sent runs between then and the arrival
+   * of its next request, so judging now is judging then; and a connection
+   * that only sends such cancels keeps nothing of them.)
+   */
+  #judgeAtEnd(): void {
+    const voids = this.#voidsAtEnd;
+    if (voids === null || this.#head < this.#queue.length || this.#inflight !== null) return;
+    this.#voidsAtEnd = null;
+    this.#judge(voids);
+  }
+
+  /**
+   * The requests cancelled before they ran take their turn, in order: the
+   * first that would have written inside the open transaction (or may have:
+   * with no way to tell, a statement counts) ends it, as a cancel of a write
+   * that ran does. The client was told each was aborted, so none of the
+   * transaction may commit. Their replies were sent (or, never sent, not
+   * awaited); nothing of them runs. Their bytes are released.
+   */
+  #judge(voids: Void[]): void {
+    let bytes = 0;
+    for (const v of voids) bytes += v.bytes;
+    this.#voidCount -= voids.length;
+    this.#voidBytes -= bytes;
+    if (this.#queuedRequests !== null) this.#queuedRequests.used -= bytes;
+    if (this.#dead || this.#channel.closed) return;
     const engine = this.#engine;
-    for (const req of voids) {
+    for (const { id, plan } of voids) {
       if (!engine.inTransaction) return;
-      if (req.length === 2 && SQL_OPS.has(req[0] as number)) {
+      if (plan === null) continue;
+      if (plan === MAY_WRITE) {
         // Sent without its SQL (too large for a frame): it may have written.
         this.#endTxForCancel(
-          req[1] as number,
+          id,
           "was cancelled before it ran, and may have written inside the open transaction",
         );
         return;
       }
-      const planned = plannedOf(req);
-      if (planned === null) continue;
-      if (engine.wouldWrite?.(planned) ?? true) {
+      if (engine.wouldWrite?.(plan) ?? true) {
         this.#endTxForCancel(
-          req[1] as number,
+          id,
           "was cancelled before it ran, and would have written inside the open transaction",
         );
         return;
@@ -1017,6 +1081,8 @@ export class Session implements SessionProbe {
         q.length = 0;
         this.#sizes.length = 0;
         this.#head = 0;
+        // Requests cancelled after every request received: their turn is now.
+        if (this.#voidsAtEnd !== null && !this.#stopping) this.#judgeAtEnd();
       } else if (this.#head > 1024) {
         this.#queue = q.slice(this.#head);
         this.#sizes = this.#sizes.slice(this.#head);
@@ -1461,16 +1527,37 @@ export class Session implements SessionProbe {
     this.#encoder.append([id, status, shortWireError(wire)]);
   }
 
-  /** Answers a protocol violation with a connection-level error. */
+  /** Resolves whoever waits for the engine to wake this session ({@link #fatal}). */
+  #wake(): void {
+    const woken = this.#woken;
+    this.#woken = null;
+    woken?.();
+  }
+
+  /**
+   * Answers a protocol violation with a connection-level error. Requests
+   * that arrived before the bad frame run and are answered first, as they
+   * would have been: one running in the background is waited for, one
+   * waiting for the writer waits (up to the busy timeout), one behind
+   * replies its client has not read yet waits for them to be written (up to
+   * the write-stall timeout); nothing is sent after the error frame, and
+   * no frame after the bad one is read. A client found gone altogether when
+   * the writer comes free (see {@link #peerGone}) is answered nothing more,
+   * and nothing that waited runs, as at its EOF.
+   */
   async #fatal(err: unknown): Promise<void> {
     if (this.#channel.closed) return;
-    // Requests that arrived before the bad frame run and are answered first;
-    // nothing after the error frame. One running in the background is
-    // waited for (and those behind it run), so none is done but unanswered.
     this.#pump();
-    while ((this.#inflight !== null || this.#waitingTurn) && !this.#channel.closed) {
+    while (this.#head < this.#queue.length && !this.#channel.closed && !this.#stopping) {
       if (this.#inflight !== null) await this.#inflight;
-      else await this.#nextTurn();
+      else if (this.#waitingTurn) await this.#nextTurn();
+      else if (this.#engine.awaitingCommit) await this.#awaitCommit();
+      else if (this.#blocked) {
+        await new Promise<void>((resolve) => this.#woken = resolve);
+        if (await this.#peerGone()) break;
+      } else if (this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget()) {
+        await this.#channel.drain();
+      } else break;
       this.#pump();
     }
     this.#dead = true;
@@ -1570,6 +1657,29 @@ const ENDS_TX = new Set(["commit", "end", "release"]);
 
 /** Ops that run the client's SQL: a `cancel`'s `unsent` of one of them alone counts as a write. */
 const SQL_OPS: ReadonlySet<number> = new Set([Op.Run, Op.Query, Op.Iterate, Op.Exec, Op.Batch]);
+
+/** A cancelled request sent without its SQL: it counts as a write. */
+const MAY_WRITE = "may write";
+
+/**
+ * A request cancelled before it ran (dropped from the queue, or never sent),
+ * kept until judged (see `Session.#judge`) as what that needs: its id and
+ * what it would run, not its parameters.
+ */
+interface Void {
+  readonly id: number;
+  /** Its SQL ({@link MAY_WRITE}: sent without it), or `null`: it runs none of the client's. */
+  readonly plan: Planned | typeof MAY_WRITE | null;
+  /** Its share of the queued-request bytes (`queuedRequests`) until judged. */
+  readonly bytes: number;
+}
+
+/** `req`, cancelled before it ran, as kept until judged. */
+function voidOf(req: Request, bytes: number): Void {
+  const id = req[1] as number;
+  if (req.length === 2 && SQL_OPS.has(req[0] as number)) return { id, plan: MAY_WRITE, bytes };
+  return { id, plan: plannedOf(req), bytes };
+}
 
 /**
  * What request `req` would run, for the engine to tell whether it would
