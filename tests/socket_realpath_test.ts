@@ -152,6 +152,50 @@ console.log(JSON.stringify(Deno.args.map((name) => defaultSocketPath(name))));`,
   assert.ok(basename(linkDenied).startsWith("link-"), linkDenied);
 });
 
+Deno.test({
+  name:
+    "defaultSocketPath() on a terminal never asks for read access to the database: without it, the absolute path",
+  ignore: !hasScript(),
+  async fn() {
+    await using dir = await layout();
+    const { root } = dir;
+    const script = `${root}/print.ts`;
+    Deno.writeTextFileSync(
+      script,
+      `import { defaultSocketPath } from "${ADDRESS}";
+console.log("sockets", JSON.stringify(Deno.args.map((name) => defaultSocketPath(name))));`,
+    );
+    // Prompts allowed (no --no-prompt), a terminal from `script`, read granted for the
+    // script alone: Deno would ask for the database (and wait) if its path were examined.
+    const deno = `'${Deno.execPath()}' run --allow-read='${script}' --allow-env --allow-sys=uid`;
+    const command = `${deno} '${script}' '${root}/other/link.db' '${root}/data/a.db'`;
+    const child = new Deno.Command("script", {
+      args: ["-qefc", command, "/dev/null"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { TMPDIR: root, NO_COLOR: "1" },
+    }).spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    const out = await child.output().finally(() => clearTimeout(timer));
+    const screen = new TextDecoder().decode(out.stdout);
+    assert.doesNotMatch(screen, /requests read access/);
+    const printed = screen.match(/sockets (\[.*\])/);
+    assert.ok(printed !== null, screen);
+    const [link, real] = JSON.parse(printed[1]) as string[];
+    assert.ok(basename(link).startsWith("link-"), link);
+    assert.ok(basename(real).startsWith("a-"), real);
+  },
+});
+
+function hasScript(): boolean {
+  try {
+    return Deno.build.os === "linux" && Deno.statSync("/usr/bin/script").isFile;
+  } catch {
+    return false;
+  }
+}
+
 Deno.test("serve({ database }) and connect({ database }) meet on one default socket through a linked file, a linked directory, and for a file not yet created under a linked directory", async () => {
   await using dir = await layout();
   const { root } = dir;

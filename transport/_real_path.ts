@@ -52,6 +52,33 @@ export function realPath(path: string, missing?: MissingDirectory): string {
   return resolveReal(resolve(path), missing, 0);
 }
 
+/**
+ * {@link realPath}, but never asking the user for a permission: under Deno a
+ * path it may not already read fails as without `--allow-read` (a client
+ * works out its default socket without the database file's permission, and
+ * must not stop at a prompt in a terminal for it).
+ */
+export function realPathUnprompted(path: string): string {
+  const previous = unprompted;
+  unprompted = true;
+  try {
+    return resolveReal(resolve(path), undefined, 0);
+  } finally {
+    unprompted = previous;
+  }
+}
+
+/** Set while {@link realPathUnprompted} runs. */
+let unprompted = false;
+
+/** Throws, under {@link realPathUnprompted}, when reading `path` would need a prompt. */
+function mayRead(path: string): void {
+  if (!unprompted || !IS_DENO) return;
+  if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") {
+    throw new Deno.errors.NotCapable(`No read access to "${path}" (not asked for)`);
+  }
+}
+
 function resolveReal(path: string, missing: MissingDirectory | undefined, depth: number): string {
   const directory = (dir: string): string => {
     try {
@@ -80,14 +107,17 @@ function resolveReal(path: string, missing: MissingDirectory | undefined, depth:
 }
 
 function isSymlink(path: string): boolean {
+  mayRead(path);
   return IS_DENO ? Deno.lstatSync(path).isSymlink : lstatSync(path).isSymbolicLink();
 }
 
 function readLink(path: string): string {
+  mayRead(path);
   return IS_DENO ? Deno.readLinkSync(path) : readlinkSync(path);
 }
 
 function systemRealPath(path: string): string {
+  mayRead(path);
   return IS_DENO ? Deno.realPathSync(path) : realpathSync.native(path);
 }
 

@@ -9,7 +9,7 @@ import { statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { envGet, IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
-import { realPath } from "./_real_path.ts";
+import { realPathUnprompted } from "./_real_path.ts";
 
 /** A Unix socket address. */
 export interface UnixAddress {
@@ -135,9 +135,9 @@ export function defaultSocketPath(database: string = DEFAULT_DATABASE): string {
   const absolute = resolve(database);
   let real: string;
   try {
-    real = realPath(absolute);
+    real = realPathUnprompted(absolute);
   } catch {
-    real = absolute; // may not be read here (no --allow-read), or a loop of links
+    real = absolute; // may not be read here (no read permission granted), or a loop of links
   }
   const name = basename(real).replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9_-]/g, "_")
     .slice(0, 32);
