@@ -49,7 +49,7 @@ const DOT_HELP = `.headers on|off          show column names in table and csv mo
 .help                    show this message
 .indexes [TABLE]         list indexes (of tables matching the LIKE pattern TABLE)
 .mode [MODE]             show or set the output mode: table, csv, json, line
-.quit                    exit (also .exit, or Ctrl-D)
+.quit                    exit (also .exit [CODE], or Ctrl-D)
 .read FILE               run the SQL and dot commands in FILE
 .schema [TABLE]          show CREATE statements (of tables matching the LIKE pattern)
 .tables [PATTERN]        list tables and views (matching the LIKE pattern)
@@ -58,8 +58,9 @@ const DOT_HELP = `.headers on|off          show column names in table and csv mo
 
 /** Each dot command's usage, and how many arguments it takes at most. */
 const DOT_USAGE: Readonly<Record<string, readonly [usage: string, max: number]>> = {
-  quit: [".quit", 0],
-  exit: [".exit", 0],
+  // sqlite3 ignores words after .quit, and .exit takes an exit status.
+  quit: [".quit", Number.POSITIVE_INFINITY],
+  exit: [".exit [CODE]", 1],
   help: [".help", 0],
   timer: [".timer on|off", 1],
   headers: [".headers on|off", 1],
@@ -128,6 +129,8 @@ export class Shell {
   #mode: Mode;
   #headers: boolean;
   #timer = false;
+  /** The status the shell ends with once `.exit CODE` was read (0 otherwise). */
+  exitCode = 0;
   #depth = 0;
 
   /**
@@ -272,8 +275,16 @@ export class Shell {
       throw new Error(`Invalid argument "${value ?? ""}" of ".${name}": expected on or off`);
     };
     switch (name) {
-      case "quit":
       case "exit":
+        if (args[0] !== undefined) {
+          const code = Number(args[0]);
+          if (!/^\d+$/.test(args[0]) || code > 255) {
+            throw new Error(`Invalid argument "${args[0]}" of ".exit": expected a status 0 to 255`);
+          }
+          this.exitCode = code;
+        }
+        return QUIT;
+      case "quit":
         return QUIT;
       case "help":
         await this.#io.out(DOT_HELP);
@@ -657,7 +668,7 @@ export async function runShell(args: string[], io: ShellIO = STD_IO): Promise<nu
     }
     const problem = await history.save();
     if (problem !== null) await io.err(`netsqlite shell: ${problem}\n`);
-    return 0;
+    return shell.exitCode;
   } finally {
     await client.close();
   }
@@ -670,7 +681,7 @@ async function script(
 ): Promise<number> {
   try {
     await shell.runScript(chunks, source);
-    return 0;
+    return shell.exitCode;
   } catch (err) {
     if (err instanceof Reported) return 1;
     throw err;

@@ -301,7 +301,7 @@ Deno.test("cli.ts shell refuses a dot command given more arguments than it takes
       [".headers on off", ".headers on|off"],
       [".mode csv json", ".mode [MODE]"],
       [".schema t u", ".schema [TABLE]"],
-      [".quit now", ".quit"],
+      [".exit 0 1", ".exit [CODE]"],
     ]
   ) {
     const r = await cli(["shell", "--socket", sock], `${line}\nSELECT 'after' AS a;\n`);
@@ -317,6 +317,27 @@ Deno.test("cli.ts shell refuses a dot command given more arguments than it takes
       line,
     );
   }
+});
+
+Deno.test("cli.ts shell: .exit CODE ends a script with that status, .quit ignores words after it (as sqlite3)", async () => {
+  await using srv = await startServer();
+  const sock = socketOf(srv);
+  for (
+    const [script, code, out] of [
+      [".exit 0\nSELECT 'not run';\n", 0, ""],
+      ["SELECT 'ran' AS a;\n.exit 3\nSELECT 'not run';\n", 3, "a\r\nran\r\n"],
+      [".quit now\nSELECT 'not run';\n", 0, ""],
+      [".exit\n", 0, ""],
+    ] as const
+  ) {
+    const r = await cli(["shell", "--socket", sock, "--mode", "csv"], script);
+    assert.equal(r.code, code, script);
+    assert.equal(r.stdout, out, script);
+    assert.equal(r.stderr, "", script);
+  }
+  const bad = await cli(["shell", "--socket", sock], ".exit soon\n");
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /Invalid argument "soon" of "\.exit": expected a status 0 to 255/);
 });
 
 // ---- stats counts and the backup refusal -------------------------------------------------
