@@ -932,8 +932,8 @@ export class ChangeLog {
    * live before the transaction.
    *
    * @returns false when there is nothing to report: an entry that neither
-   *   was nor is live (made and removed in the transaction, or a tombstone
-   *   SQL removed).
+   *   was nor is live (made and removed in the transaction, a tombstone SQL
+   *   removed, updated in place or moved to another key).
    */
   #resolveKv(t: KvTouch): boolean {
     const c = t.change;
@@ -951,6 +951,8 @@ export class ChangeLog {
       return true;
     }
     const [rowid, value, version] = rows.rows[0];
+    // A tombstone now that was none or a tombstone before: never live, nothing to report.
+    if (value === null && !(t.existed && t.live)) return false;
     c.rowid = rowid as number | bigint;
     c.version = version as number;
     c.value = value as Uint8Array | null;
