@@ -177,7 +177,11 @@ console.log("sockets", JSON.stringify(Deno.args.map((name) => defaultSocketPath(
       env: { TMPDIR: root, NO_COLOR: "1" },
     }).spawn();
     const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-    const out = await child.output().finally(() => clearTimeout(timer));
+    // Nothing is typed: a prompt would wait until the timer kills it.
+    const out = await child.output().finally(async () => {
+      clearTimeout(timer);
+      await child.stdin.close().catch(() => {});
+    });
     const screen = new TextDecoder().decode(out.stdout);
     assert.doesNotMatch(screen, /requests read access/);
     const printed = screen.match(/sockets (\[.*\])/);
