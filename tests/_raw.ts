@@ -11,6 +11,8 @@ import { Op } from "../protocol/messages.ts";
 /** A raw client: writes bytes as given, reads whole frames; `open` says hello. */
 export class Raw implements AsyncDisposable {
   #buf = new Uint8Array(0);
+  /** Bytes handed to the socket so far (the server read all but its buffers' worth). */
+  written = 0;
   constructor(readonly conn: Deno.UnixConn) {}
 
   static async open(path: string): Promise<Raw> {
@@ -22,11 +24,24 @@ export class Raw implements AsyncDisposable {
   }
 
   async write(bytes: Uint8Array): Promise<void> {
-    for (let off = 0; off < bytes.length;) off += await this.conn.write(bytes.subarray(off));
+    for (let off = 0; off < bytes.length;) {
+      const n = await this.conn.write(bytes.subarray(off));
+      off += n;
+      this.written += n;
+    }
   }
 
-  /** The next frame decoded, or `"EOF"`. */
-  async read(): Promise<unknown> {
+  /** The next frame decoded, or `"EOF"`; with `ms`, fails when none came by then. */
+  read(ms?: number): Promise<unknown> {
+    if (ms === undefined) return this.#read();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`No frame within ${ms} ms`)), ms);
+    });
+    return Promise.race([this.#read(), late]).finally(() => clearTimeout(timer));
+  }
+
+  async #read(): Promise<unknown> {
     for (;;) {
       if (this.#buf.length >= 4) {
         const n = new DataView(this.#buf.buffer, this.#buf.byteOffset).getUint32(0);

@@ -16,9 +16,9 @@
 import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { MsgpackWriter } from "../protocol/msgpack.ts";
-import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { Op, Status } from "../protocol/messages.ts";
 import { delay, startServer, type TestServer } from "./_helpers.ts";
+import { Raw } from "./_raw.ts";
 
 type Reply = [number, number, unknown];
 
@@ -35,81 +35,25 @@ function frames(...values: unknown[]): Uint8Array {
   return w.bytes.slice(0, w.pos);
 }
 
-/** A raw connection: writes bytes as given, reads whole frames; `"EOF"` once closed. */
-class Raw implements AsyncDisposable {
-  #buf = new Uint8Array(0);
-  /** Bytes handed to the socket so far (the server read all but its buffers' worth). */
-  written = 0;
-  private constructor(readonly conn: Deno.UnixConn) {}
+/** A raw connection to `srv`, no hello sent. */
+async function openRaw(srv: TestServer): Promise<Raw> {
+  return new Raw(await Deno.connect({ transport: "unix", path: srv.connectOptions.path! }));
+}
 
-  static async open(srv: TestServer): Promise<Raw> {
-    return new Raw(await Deno.connect({ transport: "unix", path: srv.connectOptions.path! }));
-  }
-
-  async write(bytes: Uint8Array): Promise<void> {
-    for (let off = 0; off < bytes.length;) {
-      const n = await this.conn.write(bytes.subarray(off));
-      off += n;
-      this.written += n;
-    }
-  }
-
-  /** The next frame, or `"EOF"`; fails after `ms`. */
-  async read(ms = 10_000): Promise<unknown> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`No frame within ${ms} ms`)), ms);
-    });
-    try {
-      return await Promise.race([this.#read(), late]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  async #read(): Promise<unknown> {
-    for (;;) {
-      if (this.#buf.length >= 4) {
-        const n = new DataView(this.#buf.buffer, this.#buf.byteOffset).getUint32(0);
-        if (this.#buf.length >= 4 + n) {
-          const payload = this.#buf.slice(4, 4 + n);
-          this.#buf = this.#buf.slice(4 + n);
-          return decodeMsgpack(payload);
-        }
-      }
-      const chunk = new Uint8Array(65536);
-      const n = await this.conn.read(chunk).catch(() => null);
-      if (n === null) return "EOF";
-      const next = new Uint8Array(this.#buf.length + n);
-      next.set(this.#buf);
-      next.set(chunk.subarray(0, n), this.#buf.length);
-      this.#buf = next;
-    }
-  }
-
-  async reply(): Promise<Reply> {
-    const r = await this.read();
-    assert.ok(Array.isArray(r) && r.length === 3, `not a reply: ${JSON.stringify(r)}`);
-    return r as Reply;
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.conn.close();
-    } catch {
-      // Closed by the server.
-    }
-    return Promise.resolve();
-  }
+/** The next frame of `raw`, which must be a reply; fails after 10 s. */
+async function reply(raw: Raw): Promise<Reply> {
+  const r = await raw.read(10_000);
+  assert.ok(Array.isArray(r) && r.length === 3, `not a reply: ${JSON.stringify(r)}`);
+  return r as Reply;
 }
 
 const HELLO = [Op.Hello, 1, { version: 1 }];
 
 /** Opens a raw connection and completes the handshake. */
 async function hello(srv: TestServer): Promise<Raw> {
-  const raw = await Raw.open(srv);
+  const raw = await openRaw(srv);
   await raw.write(frames(HELLO));
-  const r = await raw.reply();
+  const r = await reply(raw);
   assert.deepEqual([r[0], r[1]], [1, Status.Ok]);
   return raw;
 }
@@ -134,7 +78,7 @@ Deno.test("Session judges a cancel's unsent write at once when nothing is queued
   await using srv = await startServer({ busyTimeout: 8000 });
   await using raw = await hello(srv);
   await raw.write(frames([Op.Exec, 2, "CREATE TABLE t (x); BEGIN; INSERT INTO t VALUES (1)"]));
-  assertOk(await raw.reply(), 2, null);
+  assertOk(await reply(raw), 2, null);
   // Never sent by the client: its turn is now (nothing else of the connection
   // waits), so the server keeps nothing of it for a request that may never come.
   await raw.write(frames([Op.Cancel, 3, 9001, [Op.Run, "INSERT INTO t VALUES (2)"]]));
@@ -145,13 +89,13 @@ Deno.test("Session judges a cancel's unsent write at once when nothing is queued
   assert.ok(performance.now() - started < 7000, "the write did not wait for the busy timeout");
   await raw.write(frames([Op.Run, 4, "INSERT INTO t VALUES (4)"]));
   assertError(
-    await raw.reply(),
+    await reply(raw),
     4,
     "TX_ABORTED",
     /Request 9001 was cancelled before it ran, and would have written/,
   );
   await raw.write(frames([Op.Run, 5, "ROLLBACK"]));
-  assertOk(await raw.reply(), 5);
+  assertOk(await reply(raw), 5);
   assert.deepEqual(await other.values("SELECT x FROM t"), [[3]]);
 });
 
@@ -178,9 +122,9 @@ Deno.test("Session stops reading cancels with unsent requests past the queued-re
   assert.ok(raw.written < 2 * 1024 * 1024, `the server read ${raw.written} bytes of cancels`);
   await holder.exec("COMMIT");
   await sending;
-  assertOk(await raw.reply(), 2, [1, 1]);
+  assertOk(await reply(raw), 2, [1, 1]);
   await raw.write(frames([Op.Query, 3, "SELECT count(*) FROM t"]));
-  assertOk(await raw.reply(), 3, [["count(*)"], [[1]]]);
+  assertOk(await reply(raw), 3, [["count(*)"], [[1]]]);
 });
 
 Deno.test("Session keeps counting queued requests cancelled before they ran until judged, bounding what they hold", async () => {
@@ -210,13 +154,13 @@ Deno.test("Session keeps counting queued requests cancelled before they ran unti
   await sending;
   const replies = new Map<number, Reply>();
   for (let i = 0; i <= n; i++) {
-    const r = await raw.reply();
+    const r = await reply(raw);
     replies.set(r[0], r);
   }
   assertOk(replies.get(2)!, 2, [1, 1]);
   for (let i = 0; i < n; i++) assertError(replies.get(100 + i)!, 100 + i, "ABORTED");
   await raw.write(frames([Op.Query, 3, "SELECT count(*) FROM t"]));
-  assertOk(await raw.reply(), 3, [["count(*)"], [[1]]]);
+  assertOk(await reply(raw), 3, [["count(*)"], [[1]]]);
 });
 
 Deno.test("Session stops reading cancels with unsent requests past 4096 waiting on a connection while a request waits", async () => {
@@ -241,9 +185,9 @@ Deno.test("Session stops reading cancels with unsent requests past 4096 waiting 
   assert.ok(raw.written < 4 * 1024 * 1024, `the server read ${raw.written} bytes of cancels`);
   await holder.exec("COMMIT");
   await sending;
-  assertOk(await raw.reply(), 2, [1, 1]);
+  assertOk(await reply(raw), 2, [1, 1]);
   await raw.write(frames([Op.Query, 3, "SELECT count(*) FROM t"]));
-  assertOk(await raw.reply(), 3, [["count(*)"], [[1]]]);
+  assertOk(await reply(raw), 3, [["count(*)"], [[1]]]);
 });
 
 // ---- a bad frame after requests that wait for the writer ------------------------
@@ -262,15 +206,15 @@ Deno.test("Session runs and answers requests waiting for the writer before a bad
   await holder.exec("CREATE TABLE t (a)");
   await holder.exec("BEGIN IMMEDIATE");
   await holder.run("INSERT INTO t VALUES ('x-holds-writer')");
-  await using y = await Raw.open(srv);
+  await using y = await openRaw(srv);
   await y.write(WAITING_THEN_BAD);
-  assertOk(await y.reply(), 1);
+  assertOk(await reply(y), 1);
   await delay(500);
   await holder.exec("COMMIT");
-  assertOk(await y.reply(), 11, [1, 2]);
-  assertOk(await y.reply(), 12, [["12"], [[12]]]);
-  assertError(await y.reply(), 0, "BAD_REQUEST", /^Cannot read request: expected \[op, id/);
-  assert.equal(await y.read(), "EOF");
+  assertOk(await reply(y), 11, [1, 2]);
+  assertOk(await reply(y), 12, [["12"], [[12]]]);
+  assertError(await reply(y), 0, "BAD_REQUEST", /^Cannot read request: expected \[op, id/);
+  assert.equal(await y.read(10_000), "EOF");
   assert.deepEqual(await holder.values("SELECT a FROM t ORDER BY rowid"), [
     ["x-holds-writer"],
     ["from-y"],
@@ -282,13 +226,13 @@ Deno.test("Session answers a write before a bad frame with BUSY_TIMEOUT when the
   await using holder = await connect({ ...srv.connectOptions, max: 1 });
   await holder.exec("CREATE TABLE t (a)");
   await holder.exec("BEGIN IMMEDIATE");
-  await using y = await Raw.open(srv);
+  await using y = await openRaw(srv);
   await y.write(WAITING_THEN_BAD);
-  assertOk(await y.reply(), 1);
-  assertError(await y.reply(), 11, "BUSY_TIMEOUT");
-  assertOk(await y.reply(), 12, [["12"], [[12]]]);
-  assertError(await y.reply(), 0, "BAD_REQUEST");
-  assert.equal(await y.read(), "EOF");
+  assertOk(await reply(y), 1);
+  assertError(await reply(y), 11, "BUSY_TIMEOUT");
+  assertOk(await reply(y), 12, [["12"], [[12]]]);
+  assertError(await reply(y), 0, "BAD_REQUEST");
+  assert.equal(await y.read(10_000), "EOF");
   await holder.exec("ROLLBACK");
 });
 
@@ -297,9 +241,9 @@ Deno.test("Session runs nothing waiting for the writer before a bad frame once i
   await using holder = await connect({ ...srv.connectOptions, max: 1 });
   await holder.exec("CREATE TABLE t (a)");
   await holder.exec("BEGIN IMMEDIATE");
-  const y = await Raw.open(srv);
+  const y = await openRaw(srv);
   await y.write(WAITING_THEN_BAD);
-  assertOk(await y.reply(), 1);
+  assertOk(await reply(y), 1);
   y.conn.close();
   await delay(300);
   await holder.exec("COMMIT");
