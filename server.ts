@@ -226,6 +226,7 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     statementTimeout: e.statementTimeout,
     maxResultBytes: e.maxResultBytes,
     maxCursors: e.maxCursors,
+    maxFrameSize: config.maxFrameSize,
     maxStatements: e.maxStatements,
     maxPrepared: e.maxPrepared,
     maxPreparedText: e.maxPreparedText,

@@ -39,6 +39,30 @@ export const CHUNK_BYTES = 64 * 1024;
  */
 export const CHUNK_MS = 0.5;
 
+/**
+ * The chunk byte budget for replies held to `maxFrameSize`: {@link CHUNK_BYTES},
+ * or less when the frame is small. {@link rowBytes} counts a string by its
+ * UTF-16 length, which its UTF-8 may exceed up to three times, so a budget of
+ * a third of the frame keeps every chunk of more than one row within it:
+ * rows that fit a frame one at a time always stream, whatever the timing.
+ */
+export function chunkBytesFor(maxFrameSize = Infinity): number {
+  return Math.max(1, Math.min(CHUNK_BYTES, Math.floor((maxFrameSize - 64) / 3)));
+}
+
+/**
+ * How many of `rows`, from `from`, make the next chunk: up to {@link CHUNK_ROWS}
+ * and `maxBytes` as {@link rowBytes} counts them, and at least one row.
+ */
+export function chunkLength(rows: readonly SqlValue[][], from: number, maxBytes: number): number {
+  let n = 0;
+  for (let bytes = 0; from + n < rows.length && n < CHUNK_ROWS; n++) {
+    bytes += rowBytes(rows[from + n]);
+    if (n > 0 && bytes > maxBytes) break;
+  }
+  return n;
+}
+
 /** One chunk: `[rows, done]`. */
 export type Chunk = [rows: SqlValue[][], done: boolean];
 
@@ -47,10 +71,12 @@ export class Cursor {
   /** Result column names. */
   readonly columns: string[];
   readonly #timeout: number;
+  /** Bytes per chunk at most ({@link chunkBytesFor}). */
+  readonly #chunkBytes: number;
   #spent = 0;
   #p: Prepared | null;
   #rows: SqlValue[][] | null;
-  /** A row stepped but held back because it would take its chunk past {@link CHUNK_BYTES}: it starts the next chunk. */
+  /** A row stepped but held back because it would take its chunk past its byte budget: it starts the next chunk. */
   #held: SqlValue[] | null = null;
   #release: (() => void) | null;
   /** The background step now running, if any. */
@@ -78,6 +104,7 @@ export class Cursor {
    *   statement after them, thrown by the {@link next} after they were
    *   delivered (as a streaming cursor does, see {@link next}); `null` when
    *   the statement ran to its end.
+   * @param chunkBytes Bytes per chunk at most ({@link chunkBytesFor} of the frame).
    */
   constructor(
     columns: string[],
@@ -85,9 +112,11 @@ export class Cursor {
     timeout: number,
     release: () => void,
     failure: unknown = null,
+    chunkBytes = CHUNK_BYTES,
   ) {
     this.columns = columns;
     this.#timeout = timeout;
+    this.#chunkBytes = chunkBytes;
     this.#failure = failure;
     if (Array.isArray(source)) {
       this.#rows = source;
@@ -118,12 +147,7 @@ export class Cursor {
     if (this.#ended !== null) throw this.#ended;
     if (this.#rows !== null) {
       const rows = this.#rows;
-      let n = 0;
-      for (let bytes = 0; n < rows.length && n < CHUNK_ROWS; n++) {
-        bytes += rowBytes(rows[n]);
-        if (n > 0 && bytes > CHUNK_BYTES) break;
-      }
-      const chunk = rows.splice(0, n);
+      const chunk = rows.splice(0, chunkLength(rows, 0, this.#chunkBytes));
       if (rows.length > 0) return [chunk, false];
       this.close();
       if (this.#failure === null) return [chunk, true];
@@ -187,7 +211,7 @@ export class Cursor {
    * step first). Each step runs under the time left to the deadline, where
    * the binding can stop it (a progress handler): a row that turns slow
    * after fast ones fails with `STATEMENT_TIMEOUT` at the deadline. A row
-   * that would take the chunk past {@link CHUNK_BYTES} is held back for the
+   * that would take the chunk past its byte budget is held back for the
    * next chunk, unless it would be the chunk's first. A step that fails
    * ends the cursor, after the rows collected (see {@link #failed}).
    */
@@ -197,6 +221,7 @@ export class Cursor {
     const start = performance.now();
     const deadline = start + this.#timeout - this.#spent;
     const softEnd = start + CHUNK_MS;
+    const maxBytes = this.#chunkBytes;
     const db = p.conn.db;
     const timed = p.conn.caps.interrupt && deadline !== Infinity;
     let bytes = 0;
@@ -209,7 +234,7 @@ export class Cursor {
       while (more) {
         const row = p.stmt.row();
         const size = rowBytes(row);
-        if (out.length > 0 && bytes + size > CHUNK_BYTES) {
+        if (out.length > 0 && bytes + size > maxBytes) {
           this.#held = row;
           break;
         }
@@ -217,7 +242,7 @@ export class Cursor {
         bytes += size;
         const now = performance.now();
         if (now > deadline) throw statementTimeout(this);
-        if (out.length >= CHUNK_ROWS || bytes >= CHUNK_BYTES || now > softEnd) break;
+        if (out.length >= CHUNK_ROWS || bytes >= maxBytes || now > softEnd) break;
         more = p.stmt.step();
       }
     } catch (err) {

@@ -64,7 +64,7 @@ import { startsWith } from "./_sql_text.ts";
 import type { BindArgs } from "./binding/binding.ts";
 import { isBusyInBackground } from "./binding/_errors.ts";
 import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
-import { Cursor } from "./cursor.ts";
+import { chunkBytesFor, Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
 import { INLINE_BUDGET_MS } from "./engine.ts";
 
@@ -1221,7 +1221,9 @@ export class EngineSession implements HostedSession {
     const explain = (err: unknown): [number, string[]] => {
       const before = rowsBefore(err);
       if (before === undefined) throw cannotStream(err, buffered, host.config.maxResultBytes);
-      return this.#addCursor(new Cursor(before.columns, before.rows, ms, () => {}, err));
+      return this.#addCursor(
+        new Cursor(before.columns, before.rows, ms, () => {}, err, this.#chunkBytes),
+      );
     };
     const limits = this.#limits(timeout);
     limits.partial = true;
@@ -1232,7 +1234,7 @@ export class EngineSession implements HostedSession {
         args as unknown,
         limits,
         true,
-        (o) => new Cursor(o.columns, rowArrays(o.rows), ms, () => {}),
+        (o) => new Cursor(o.columns, rowArrays(o.rows), ms, () => {}, null, this.#chunkBytes),
       );
     } catch (err) {
       return explain(err);
@@ -1707,7 +1709,12 @@ export class EngineSession implements HostedSession {
       release();
       throw err;
     }
-    return new Cursor(p.columns, p, timeout, release);
+    return new Cursor(p.columns, p, timeout, release, null, this.#chunkBytes);
+  }
+
+  /** Bytes per cursor chunk at most: replies are held to the frame. */
+  get #chunkBytes(): number {
+    return chunkBytesFor(this.#host.config.maxFrameSize);
   }
 
   #cursor(id: number): Cursor {

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { AbortError, connect, ErrorCode, SqliteError } from "../mod.ts";
+import { AbortError, connect, ErrorCode, type Queryable, SqliteError } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
@@ -337,4 +337,36 @@ Deno.test("Client.iterate() aborted between rows yields no further row of the ch
   assert.deepEqual(xs, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
   // The connection goes on (the cursor was closed).
   assert.deepEqual(await a.values("SELECT 1"), [[1]]);
+});
+
+Deno.test("cursor: rows that each fit a small frame stream whatever the timing, non-ASCII text included", async () => {
+  // 32 KiB frames, below the 64 KiB a chunk may otherwise hold: chunks are cut to fit the frame.
+  await using srv = await startServer({ maxFrameSize: 32 * 1024 });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE w(id INTEGER PRIMARY KEY, t TEXT, b BLOB)");
+  // Each row ≈ 3 × 3,000 bytes of 3-byte UTF-8 text, or a 14,000-byte blob: one fits a frame,
+  // three do not.
+  const text = "€".repeat(3_000);
+  for (let i = 0; i < 12; i++) {
+    await db.run("INSERT INTO w(t, b) VALUES (?, ?)", [
+      i % 2 === 0 ? text : null,
+      i % 2 === 1 ? new Uint8Array(14_000).fill(i) : null,
+    ]);
+  }
+  const read = async (q: Queryable): Promise<number> => {
+    let n = 0;
+    for await (
+      const r of q.iterate<{ id: number; t: string | null; b: Uint8Array | null }>(
+        "SELECT id, t, b FROM w ORDER BY id",
+      )
+    ) {
+      if (r.id % 2 === 1) assert.equal(r.t, text);
+      else assert.equal(r.b![13_999], r.id - 1);
+      n++;
+    }
+    return n;
+  };
+  assert.equal(await read(db), 12);
+  // Inside a transaction the cursor steps the writer (inline only).
+  assert.equal(await db.transaction((tx) => read(tx)), 12);
 });

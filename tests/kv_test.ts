@@ -542,26 +542,52 @@ Deno.test("kv: list({ limit }) and getMany over values too large for one reply s
 });
 
 Deno.test("kv: entries too large even streamed fail with RESULT_TOO_LARGE advice a kv user can follow", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-kv-" });
+  try {
+    const database = `${dir}/kv.db`;
+    {
+      // Written through a server whose frames take them...
+      await using srv = await startServer({ database });
+      await using db = await srv.client();
+      for (let i = 0; i < 3; i++) await db.kv("big").put(["k", i], new Uint8Array(40_000));
+    }
+    // ...and read through one whose frames are smaller than one entry.
+    await using srv = await startServer({ database, maxFrameSize: 32 * 1024 });
+    await using db = await srv.client();
+    const c = db.kv("big");
+    const check = (e: SqliteError): boolean => {
+      assert.equal(e.code, "RESULT_TOO_LARGE");
+      assert.match(e.message, /^Key-value entries of collection "big" are too large to read: /);
+      assert.match(e.message, /read fewer entries at a time, or raise the server's maxFrameSize$/);
+      assert.doesNotMatch(e.message, /iterate\(\)/);
+      return true;
+    };
+    await assert.rejects(async () => {
+      for await (const _ of c.list({ limit: 3 })) { /* consume */ }
+    }, check);
+    await assert.rejects(async () => {
+      for await (const _ of c.list()) { /* consume */ }
+    }, check);
+    await assert.rejects(c.getMany([["k", 0], ["k", 1], ["k", 2]]), check);
+    await assert.rejects(c.get(["k", 0]), check);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("kv: entries that each fit a frame stream whatever their total, with frames smaller than a chunk", async () => {
   await using srv = await startServer({ maxFrameSize: 32 * 1024 });
   await using db = await srv.client();
   const c = db.kv("big");
-  for (let i = 0; i < 3; i++) await c.put(["k", i], new Uint8Array(20_000));
-  const check = (e: SqliteError): boolean => {
-    assert.equal(e.code, "RESULT_TOO_LARGE");
-    assert.match(e.message, /^Key-value entries of collection "big" are too large to read: /);
-    assert.match(e.message, /read fewer entries at a time, or raise the server's maxFrameSize$/);
-    assert.doesNotMatch(e.message, /iterate\(\)/);
-    return true;
-  };
-  await assert.rejects(async () => {
-    for await (const _ of c.list({ limit: 3 })) { /* consume */ }
-  }, check);
-  await assert.rejects(async () => {
-    for await (const _ of c.list()) { /* consume */ }
-  }, check);
-  await assert.rejects(c.getMany([["k", 0], ["k", 1], ["k", 2]]), check);
-  // Fewer at a time works.
-  assert.equal((await c.getMany([["k", 0]]))[0]!.version > 0, true);
+  // Three entries of 20,000 bytes: two would not fit one 32 KiB frame.
+  for (let i = 0; i < 3; i++) await c.put(["k", i], new Uint8Array(20_000).fill(i + 1));
+  for (let round = 0; round < 5; round++) {
+    const many = await c.getMany([["k", 0], ["k", 1], ["k", 2]]);
+    assert.deepEqual(many.map((e) => (e!.value as Uint8Array)[19_999]), [1, 2, 3]);
+    const listed: number[] = [];
+    for await (const e of c.list()) listed.push((e.value as Uint8Array)[0]);
+    assert.deepEqual(listed, [1, 2, 3]);
+  }
 });
 
 Deno.test("kv: get() of a value larger than one reply streams it (as put() accepted it)", async () => {

@@ -39,6 +39,8 @@ export interface DqliteEngineConfig {
   maxResultBytes: number;
   /** Cursors one session may hold open at once. */
   maxCursors: number;
+  /** Largest frame a reply may take (cursor chunks are cut to fit it), in bytes. */
+  maxFrameSize?: number;
   /** Prepared statements one session may hold at once (default `MAX_HANDLES`). */
   maxStatements?: number;
   /** Prepared statements all sessions may hold at once (default `MAX_PREPARED`). */

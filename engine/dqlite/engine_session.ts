@@ -26,7 +26,7 @@ import type {
 } from "../../protocol/messages.ts";
 import { bindArgs } from "../_bind.ts";
 import type { SqlValue } from "../binding/binding.ts";
-import { CHUNK_ROWS } from "../cursor.ts";
+import { chunkBytesFor, chunkLength } from "../cursor.ts";
 import { statementTimeout } from "../run.ts";
 import {
   BUSY_INTERRUPTED,
@@ -429,7 +429,8 @@ export class DqliteEngineSession {
       throw ended;
     }
     const c = this.#cursor(id);
-    const rows = c.rows.slice(c.at, c.at + CHUNK_ROWS);
+    const n = chunkLength(c.rows, c.at, chunkBytesFor(this.#engine.config.maxFrameSize));
+    const rows = c.rows.slice(c.at, c.at + n);
     c.at += rows.length;
     if (c.at < c.rows.length) return [rows, false];
     if (c.failed === null) {
