@@ -133,8 +133,9 @@ Usage: netsqlite integrity [--json] [connection]
 
 It reads one snapshot on a connection of its own; writers go on meanwhile.
 It lists at most ${MAX_PROBLEMS} problems. Exit status: 0 when the database is sound,
-${INTEGRITY_PROBLEMS_EXIT} when the check finds problems, 1 when it cannot run (e.g. no
-server), 2 on bad arguments.
+${INTEGRITY_PROBLEMS_EXIT} when the check finds problems (SQLite finding the database too
+damaged to go on, SQLITE_CORRUPT or SQLITE_NOTADB, included: listed last), 1 when it
+cannot run (e.g. no server), 2 on bad arguments.
 
 ${CONNECT_HELP}
 `,

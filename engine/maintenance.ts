@@ -42,6 +42,7 @@ import type {
   VacuumReport,
 } from "../protocol/messages.ts";
 import { type Db, rowsNow, type Sqlite, type SqlValue } from "./binding/binding.ts";
+import { realDatabasePath } from "./database_file.ts";
 import { BLOCKED, type EngineSession, type Reply } from "./engine_session.ts";
 import type { SessionHost } from "./session_host.ts";
 
@@ -196,25 +197,54 @@ export class Maintenance {
 
   /**
    * `PRAGMA integrity_check` on a snapshot, on a connection of its own.
+   * SQLite's `SQLITE_CORRUPT` or `SQLITE_NOTADB` on the way (the check
+   * stopped on a page it cannot read, or could not start: the header or the
+   * schema unreadable) is a problem the check found, not a failure to run
+   * it: the report is `ok: false`, with the problems listed before it and
+   * then SQLite's error.
    *
-   * @throws {SqliteError} for an in-memory database.
+   * @throws {SqliteError} for an in-memory database; SQLite's other errors.
    */
   integrity(): Promise<IntegrityReport> {
     this.#needsFile("check integrity");
-    return this.#host.track(this.#withSnapshot(async (db, background) => {
-      const start = performance.now();
-      const [pages, pageSize] = pageCount(db);
-      const rows = await stepAll(db, `PRAGMA integrity_check(${MAX_PROBLEMS})`, [], background);
-      const problems = integrityProblems(rows.map((r) => String(r[0])));
+    const start = performance.now();
+    const rows: string[] = [];
+    let size: [number, number] | null = null;
+    const report = (problems: string[]): IntegrityReport => {
       const ok = problems.length === 1 && problems[0] === "ok";
+      const [pages, pageSize] = size ?? [0, 0];
       return {
         ok,
         problems: ok ? [] : problems,
         pages,
-        bytes: pages * pageSize,
+        bytes: size === null ? fileSize(this.#host.config.path) : pages * pageSize,
         ms: elapsed(start),
       };
-    }));
+    };
+    const check = this.#withSnapshot(async (db, background) => {
+      size = pageCount(db);
+      try {
+        await stepInto(rows, db, `PRAGMA integrity_check(${MAX_PROBLEMS})`, background);
+      } catch (err) {
+        if (!isCorrupt(err) || background) throw err;
+        // node:sqlite reads a PRAGMA's rows at once, and its error loses those before
+        // it: read them one by one, as a query (its rows come by the statement's
+        // iterator), with SQLite's default limit, 100 problems (MAX_PROBLEMS).
+        rows.length = 0;
+        await stepInto(rows, db, "SELECT * FROM pragma_integrity_check", false).catch(() => {});
+        throw err;
+      }
+      return report(integrityProblems(rows));
+    }).catch((err) => {
+      if (!isCorrupt(err)) throw err;
+      const found = integrityProblems(rows.filter((r) => r !== "ok"));
+      const stopped = size === null ? "the check could not start" : "the check stopped here";
+      return report([
+        ...found.slice(0, MAX_PROBLEMS - 1),
+        `${err.code}: ${err.message} (${stopped})`,
+      ]);
+    });
+    return this.#host.track(check);
   }
 
   /**
@@ -296,7 +326,11 @@ export class Maintenance {
         await Deno.rename(partial, target);
       } catch (err) {
         if (partial !== null) await removeCopy(partial);
-        throw destinationError(explainVacuum(err), "vacuum into", target);
+        throw destinationError(
+          explainVacuum(err, `vacuum into "${target}"`),
+          "vacuum into",
+          target,
+        );
       }
       const size = fileSize(target);
       return {
@@ -336,7 +370,8 @@ export class Maintenance {
    * digits>.partial` that no connection is writing (SQLite's write lock on
    * them is free), with their `-journal`, `-wal` and `-shm` files, and such
    * files whose partial copy is gone. A partial copy another server is
-   * writing now (same directory, same name) is left alone.
+   * writing now (same directory, same name) is left alone, and so is the
+   * database, or a file of it, that has such a name.
    */
   async #removeLeftovers(target: string, background: boolean): Promise<void> {
     const name = basename(target);
@@ -355,10 +390,14 @@ export class Maintenance {
         orphans.add(partial);
       }
     }
+    // A database (or its files) with such a name is never one: it is left alone.
+    const own = (partial: string) =>
+      COPY_FILES.some((suffix) => this.#databaseFileName(partial + suffix) !== null);
     for (const partial of orphans) {
-      if (!existsPath(partial)) await removeCopy(partial);
+      if (!existsPath(partial) && !own(partial)) await removeCopy(partial);
     }
     for (const partial of partials) {
+      if (own(partial)) continue;
       if (!(await this.#beingWritten(partial, background))) await removeCopy(partial);
     }
   }
@@ -471,6 +510,32 @@ export class Maintenance {
     return () => this.#writing.delete(target);
   }
 
+  /**
+   * Why `target` (a real path) is one of the database's own names, whether
+   * or not the file exists ({@link DATABASE_FILES}, and the super-journals
+   * SQLite names `DB-mj` and hexadecimal digits), or `null` for none.
+   */
+  #databaseFileName(target: string): string | null {
+    const path = this.#host.config.path;
+    if (path === ":memory:" || path === "") return null;
+    // SQLite keeps its files beside the file it opened (a symbolic link
+    // resolved), the lock is beside the real path: with the directory's real
+    // path both are the database's real path and a suffix, as is `target`.
+    let db: string;
+    try {
+      db = realDatabasePath(path);
+    } catch {
+      db = resolve(path); // Its directory went: a destination beside it fails anyway.
+    }
+    for (const [suffix, name] of DATABASE_FILES) {
+      if (target === db + suffix) return name;
+    }
+    if (target.startsWith(`${db}-mj`)) {
+      return "it is a name SQLite gives the database's super-journals (DB-mj and hex digits)";
+    }
+    return null;
+  }
+
   #needsFile(what: string): void {
     if (this.#host.config.path === ":memory:") {
       throw new SqliteError(
@@ -484,7 +549,8 @@ export class Maintenance {
    * Resolves a client-given destination under the backup directory.
    *
    * @throws {SqliteError} `FORBIDDEN` when the server permits no destination,
-   *   or the path leaves the directory (`..`, symbolic links); `BAD_REQUEST`
+   *   the path leaves the directory (`..`, symbolic links), or it names one of
+   *   the database's own files ({@link #databaseFileName}); `BAD_REQUEST`
    *   when the file exists or its directory does not.
    */
   #destination(path: string, what: string): string {
@@ -519,6 +585,14 @@ export class Maintenance {
           "(--backup-dir)",
       );
     }
+    const own = this.#databaseFileName(target);
+    if (own !== null) {
+      throw new SqliteError(
+        ErrorCode.Forbidden,
+        `Cannot ${what} "${target}": ${own}; choose another name (the server writes no copy ` +
+          "to a name of the database's own files, whether or not the file exists)",
+      );
+    }
     const kind = pathKind(target);
     if (kind !== null) {
       throw new SqliteError(
@@ -534,19 +608,39 @@ export class Maintenance {
 }
 
 /**
+ * Names beside the database that SQLite or the server take as the database's
+ * own files, by the suffix added to its real path. A copy written there would
+ * be taken for one of them: a `-journal` as a hot journal (SQLite refuses to
+ * read the database while it cannot roll it back, and the next connection
+ * that can deletes it), a `-wal` as the WAL of a later connection.
+ */
+const DATABASE_FILES: readonly (readonly [string, string])[] = [
+  ["", "it is the database itself"],
+  [
+    "-journal",
+    "it is the name of the database's rollback journal (SQLite would take the copy for a " +
+    "journal to roll back, and delete it)",
+  ],
+  ["-wal", "it is the name of the database's WAL (SQLite would take the copy for its WAL)"],
+  ["-shm", "it is the name of the database's WAL-index (-shm), which SQLite uses in WAL mode"],
+  [".lock", "it is the name of the server's lock file for the database"],
+];
+
+/**
  * node:sqlite in Deno limits attached databases to 0 unless the process has
  * every permission, and VACUUM attaches a temporary one: say so.
  */
-function explainVacuum(err: unknown): unknown {
+function explainVacuum(err: unknown, what = "vacuum"): unknown {
   if (!(err instanceof SqliteError) || !/too many attached databases - max 0/.test(err.message)) {
     return err;
   }
   return new SqliteError(
     err.code,
-    `Cannot vacuum: ${err.message}: node:sqlite under Deno permits no attached database ` +
+    `Cannot ${what}: ${err.message}: node:sqlite under Deno permits no attached database ` +
       "(VACUUM uses one) unless the server runs with every permission (-A); " +
       "run the server with the ffi engine (--allow-ffi) or with -A",
     err.sqliteCode,
+    { cause: err },
   );
 }
 
@@ -565,6 +659,22 @@ async function stepAll(
     const rows: SqlValue[][] = [];
     while (await stmt.stepInBackground()) rows.push(stmt.row());
     return rows;
+  } finally {
+    stmt.finalize();
+  }
+}
+
+/**
+ * Steps `sql` to the end, adding the first column of each row to `rows` as
+ * it comes (an error keeps those before it): on a background thread when
+ * `background`.
+ */
+async function stepInto(rows: string[], db: Db, sql: string, background: boolean): Promise<void> {
+  const stmt = db.prepare(sql)!;
+  try {
+    while (background ? await stmt.stepInBackground() : stmt.step()) {
+      rows.push(String(stmt.row()[0]));
+    }
   } finally {
     stmt.finalize();
   }
@@ -636,15 +746,17 @@ function fileReason(code: string, dir: string): string {
  * refusals (permission, read-only file system, no space, a directory
  * removed meanwhile) and Deno's permissions become `BAD_REQUEST` with the
  * reason; SQLite's own errors (`SQLITE_CANTOPEN`, `SQLITE_FULL`, ...) keep
- * their code and gain the destination. Errors that explain themselves
- * (`Cannot ...` from the server) and anything else pass through.
+ * their code and gain the destination, as do the binding's and the
+ * server's other errors (`Cannot use connection: ...`). Errors that name
+ * the destination already, and errors of other kinds, pass through.
  */
 function destinationError(err: unknown, what: string, target: string): unknown {
   if (err instanceof SqliteError) {
-    if (err.sqliteCode === undefined) return err;
+    const named = `Cannot ${what} "${target}"`;
+    if (err.message.startsWith(named)) return err;
     // The binding names the file it could not open: the partial copy.
-    const detail = err.message.replace(/^Cannot open database "[^"]*": /, "");
-    if (detail.startsWith("Cannot ")) return err;
+    let detail = err.message.replace(/^Cannot open database "[^"]*": /, "");
+    if (detail.startsWith("Cannot ")) detail = "c" + detail.slice(1);
     return new SqliteError(
       err.code,
       `Cannot ${what} "${target}": ${detail}`,
@@ -703,9 +815,17 @@ async function removeIfExists(path: string): Promise<void> {
   await Deno.remove(path).catch(() => {});
 }
 
+/** A partial copy's files: itself, and those SQLite may leave beside it. */
+const COPY_FILES = ["", "-journal", "-wal", "-shm"] as const;
+
 /** Removes a partial copy and the files SQLite may have left beside it. */
 async function removeCopy(partial: string): Promise<void> {
-  for (const suffix of ["", "-journal", "-wal", "-shm"]) await removeIfExists(partial + suffix);
+  for (const suffix of COPY_FILES) await removeIfExists(partial + suffix);
+}
+
+/** `SQLITE_CORRUPT` (with any extended code) or `SQLITE_NOTADB`: the database is damaged. */
+function isCorrupt(err: unknown): err is SqliteError {
+  return err instanceof SqliteError && /^SQLITE_(CORRUPT|NOTADB)/.test(err.code);
 }
 
 /** `SQLITE_BUSY` or `SQLITE_LOCKED` (with any extended code). */

@@ -425,7 +425,11 @@ export interface VacuumReport {
 export interface IntegrityReport {
   /** True when `PRAGMA integrity_check` answered `ok`. */
   ok: boolean;
-  /** Its messages (at most 100) when not ok. */
+  /**
+   * Its messages (at most 100) when not ok; when SQLite stopped the check
+   * with `SQLITE_CORRUPT` or `SQLITE_NOTADB`, that error is the last
+   * (`SQLITE_CORRUPT: database disk image is malformed (the check stopped here)`).
+   */
   problems: string[];
   /** Pages checked. */
   pages: number;

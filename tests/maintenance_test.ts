@@ -21,6 +21,7 @@ import {
   type TestServer,
   within,
 } from "./_helpers.ts";
+import { cli } from "./_cli.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 const CHECKPOINTER = new URL("./_checkpointer.ts", import.meta.url).pathname;
@@ -688,13 +689,27 @@ Deno.test("under deno task serve's permissions: maintenance works; vacuum on nod
         for (const into of [null, "v.db"]) {
           await assert.rejects(l.request(Op.Vacuum, [into]), (err: Error & { code: string }) => {
             assert.equal(err.code, "SQLITE_ERROR");
+            // The destination is named (`Cannot vacuum into "DEST": <reason>`).
+            const what = into === null
+              ? "vacuum"
+              : `vacuum into "${RegExp.escape(`${Deno.realPathSync(dir)}/copies/${into}`)}"`;
             assert.match(
               err.message,
-              /^Cannot vacuum: too many attached databases - max 0: node:sqlite under Deno permits no attached database .* \(-A\)/,
+              new RegExp(
+                `^Cannot ${what}: too many attached databases - max 0: node:sqlite under Deno ` +
+                  "permits no attached database .* \\(-A\\)",
+              ),
             );
             return true;
           });
         }
+        const path = (srv.connectOptions as { path: string }).path;
+        const run = await cli(["vacuum", "--into", "w.db", "--socket", path]);
+        assert.equal(run.code, 1);
+        assert.match(
+          run.stderr,
+          /^netsqlite vacuum: SQLITE_ERROR: Cannot vacuum into ".*\/copies\/w\.db": too many attached databases - max 0: /,
+        );
         assert.deepEqual([...Deno.readDirSync(`${dir}/copies`)].map((e) => e.name), ["b.db"]);
       }
     } finally {
