@@ -527,6 +527,11 @@ export class Maintenance {
     } catch {
       db = resolve(path); // Its directory went: a destination beside it fails anyway.
     }
+    // macOS and Windows file systems ignore case by default: so does the comparison there.
+    if (Deno.build.os === "darwin" || Deno.build.os === "windows") {
+      target = target.toLowerCase();
+      db = db.toLowerCase();
+    }
     for (const [suffix, name] of DATABASE_FILES) {
       if (target === db + suffix) return name;
     }
