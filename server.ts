@@ -775,7 +775,8 @@ Options:
   --max-request-values N  MessagePack values one request may hold (array items, map keys
                           and values); one more is refused with BAD_REQUEST: split the
                           batch (default 1048576)
-  --frame-timeout MS      close a connection stalled inside a frame (default 10000)
+  --frame-timeout MS      close a connection inside an incomplete frame when no byte of it
+                          arrived for MS (default 10000)
   --hello-timeout MS      close a new connection that has not sent its hello (and token)
                           within MS (default 3000, or --frame-timeout when lower)
   --max-connections N     connections served at once, counted from their accepted hello
@@ -956,10 +957,27 @@ function tokenArg(token: string | undefined, file: string | undefined): string |
   }
   if (token !== undefined) {
     if (token === "") throw new TypeError("Invalid --token: expected a non-empty secret");
+    if (token.includes("\uFFFD")) {
+      // What an argument's bytes that are not UTF-8 become: the token would
+      // silently be another one.
+      throw new TypeError(
+        "Invalid --token: it holds U+FFFD, the replacement character bytes that are not UTF-8 " +
+          `become in an argument; give the token as UTF-8 (or in --token-file or ${TOKEN_ENV})`,
+      );
+    }
     return token;
   }
   if (file !== undefined) return readTokenFile(file);
-  const env = Deno.env.get(TOKEN_ENV);
+  let env: string | undefined;
+  try {
+    env = Deno.env.get(TOKEN_ENV);
+  } catch (err) {
+    // Deno refuses a value that is not UTF-8, quoting it: the secret is not repeated here.
+    if (!(err instanceof Deno.errors.InvalidData)) throw err;
+    throw new TypeError(
+      `Invalid ${TOKEN_ENV}: it is not valid UTF-8; set it to the token as UTF-8`,
+    );
+  }
   if (env === "") {
     // As `--token ''`: an empty secret is a mistake (a variable left blank), not "no token".
     throw new TypeError(

@@ -239,6 +239,13 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
     );
   }
   if (config.token !== null) {
+    if (!config.token.isWellFormed()) {
+      // As SQL and values with one: sent, it would be U+FFFD, another token.
+      throw new TypeError(
+        'Invalid option "token": it has a lone UTF-16 surrogate, which UTF-8 cannot represent ' +
+          "(it would be sent as U+FFFD, another token)",
+      );
+    }
     const bytes = new TextEncoder().encode(config.token).length;
     if (bytes > MAX_TOKEN_BYTES) {
       // The server would close the connection on the too large hello (FRAME_TOO_LARGE).

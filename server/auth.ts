@@ -21,16 +21,26 @@ export const MAX_TOKEN_BYTES = 1024;
 /** Shorter tokens draw a warning on a TCP address other than loopback. */
 export const MIN_NETWORK_TOKEN_LENGTH = 16;
 
+/**
+ * A token with a lone UTF-16 surrogate is refused: UTF-8 cannot hold one, so
+ * it would be hashed (and a client would send it) as U+FFFD, and a token
+ * other than the one given would be accepted.
+ */
+const LONE_SURROGATE = 'Invalid option "token": it has a lone UTF-16 surrogate, which UTF-8 ' +
+  "cannot represent (it would become U+FFFD, another token)";
+
 /** Checks the token a client presents in its hello. */
 export class TokenGate {
   readonly #digest: Uint8Array;
 
   /**
-   * @param token The secret clients must present; not empty, at most {@link MAX_TOKEN_BYTES}.
-   * @throws {TypeError} when the token is empty or too long.
+   * @param token The secret clients must present; not empty, at most
+   *   {@link MAX_TOKEN_BYTES}, well-formed UTF-16 (no lone surrogate).
+   * @throws {TypeError} when the token is empty, too long, or has a lone surrogate.
    */
   constructor(token: string) {
     if (token === "") throw new TypeError('Invalid option "token": expected a non-empty string');
+    if (!token.isWellFormed()) throw new TypeError(LONE_SURROGATE);
     const bytes = new TextEncoder().encode(token).length;
     if (bytes > MAX_TOKEN_BYTES) {
       throw new TypeError(
@@ -71,18 +81,31 @@ function sha256(text: string): Uint8Array {
 }
 
 /**
- * Reads a token file: its content without the trailing line break.
+ * Reads a token file: its content, which must be UTF-8, without the
+ * trailing line break.
  *
- * @throws {TypeError} when the file cannot be read or holds no token.
+ * @throws {TypeError} when the file cannot be read, is not valid UTF-8
+ *   (decoding would put U+FFFD in place of the bytes that are not: another
+ *   token than the file holds), or holds no token.
  */
 export function readTokenFile(path: string): string {
   let text: string;
+  let bytes: Uint8Array;
   try {
-    text = Deno.readTextFileSync(path);
+    bytes = Deno.readFileSync(path);
   } catch (err) {
     throw new TypeError(`Cannot read token file "${path}": ${(err as Error).message}`, {
       cause: err,
     });
+  }
+  try {
+    // A leading byte order mark (some Windows editors write one) is not part of the token.
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch (err) {
+    throw new TypeError(
+      `Cannot use token file "${path}": it is not valid UTF-8 (write the token as UTF-8 text)`,
+      { cause: err },
+    );
   }
   const token = text.replace(/\r?\n$/, "");
   if (token === "") throw new TypeError(`Cannot use token file "${path}": it is empty`);

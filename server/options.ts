@@ -193,8 +193,11 @@ export interface ServeOptions {
    */
   changeFeedValueBytes?: number;
   /**
-   * How long a connection may sit on a partly received frame before it is
-   * closed (defends against slow-drip clients), in ms.
+   * How long a connection inside an incomplete frame may send no byte before
+   * it is closed with `FRAME_TIMEOUT`, in ms: any byte restarts the wait,
+   * so a large frame over a slow link is not cut off while its bytes flow
+   * (a stall, not the whole frame's time, is bounded; the hello's whole time
+   * is bounded by {@link helloTimeout}).
    * @default {10000}
    */
   frameTimeout?: number;

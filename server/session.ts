@@ -229,6 +229,11 @@ export class Session implements SessionProbe {
   #turnBegan: (() => void) | null = null;
   /** The partial-frame and hello limits (grace after the server's own stall: DeadlineTimer). */
   #frameTimer: DeadlineTimer | undefined;
+  /**
+   * When the last byte of an incomplete frame was read, or reading resumed
+   * (`performance.now()`): `frameTimeout` counts from here.
+   */
+  #frameProgressAt = 0;
   #helloTimer: DeadlineTimer | undefined;
   /** Set after a protocol violation: nothing more is run or sent. */
   #dead = false;
@@ -368,6 +373,8 @@ export class Session implements SessionProbe {
     this.#channel = new FrameChannel(conn, Math.min(max, MAX_HELLO_FRAME), outbox, {
       onFrame: (payload) => this.#onFrame(payload),
       onReadEnd: () => {
+        // Bytes of an incomplete frame arrived: its wait starts again.
+        if (this.#channel.partial) this.#frameProgressAt = performance.now();
         this.#watchPartialFrame();
         this.#pump();
       },
@@ -688,25 +695,48 @@ export class Session implements SessionProbe {
     );
   }
 
-  /** Closes a connection that stalls inside a frame for `frameTimeout` ms. */
+  /**
+   * Closes a connection that is inside an incomplete frame and from which no
+   * byte arrived for `frameTimeout` ms (a stall, not a slow link: any byte
+   * restarts the wait, as nginx's `client_body_timeout`). One timer per
+   * connection, armed when a frame is left incomplete and left to run out
+   * rather than cleared after every read: when it fires it re-arms itself
+   * for what remains of the wait since the last byte, and does nothing when
+   * no frame is incomplete any more.
+   */
   #watchPartialFrame(): void {
-    // While reading is paused by our own backpressure the client is not at fault.
-    if (!this.#channel.partial || this.#channel.paused) {
+    if (this.#channel.paused) {
+      // While reading is paused by our own backpressure the client is not at
+      // fault: the wait starts again when reading resumes.
       this.#frameTimer?.clear();
       this.#frameTimer = undefined;
-    } else if (this.#frameTimer === undefined) {
-      const ms = this.#hello.limits.frameTimeout;
-      this.#frameTimer = new DeadlineTimer(() => {
+    } else if (this.#frameTimer === undefined && this.#channel.partial && !this.#dead) {
+      this.#frameProgressAt = performance.now();
+      this.#armFrameTimer(this.#hello.limits.frameTimeout);
+    }
+  }
+
+  /** Checks in `ms` whether no byte arrived for `frameTimeout` since {@link #frameProgressAt}. */
+  #armFrameTimer(ms: number): void {
+    const limit = this.#hello.limits.frameTimeout;
+    this.#frameTimer = new DeadlineTimer(
+      () => {
         this.#frameTimer = undefined;
-        if (!this.#channel.partial || this.#dead) return;
+        const channel = this.#channel;
+        if (!channel.partial || channel.paused || channel.closed || this.#dead) return;
+        const idle = performance.now() - this.#frameProgressAt;
+        if (idle < limit) return this.#armFrameTimer(Math.max(1, Math.ceil(limit - idle)));
         this.#sendLast(
           new ProtocolError(
             ErrorCode.FrameTimeout,
-            `Closing connection: a frame stayed incomplete for ${ms} ms (--frame-timeout)`,
+            `Closing connection: no byte of an incomplete frame arrived for ${limit} ms ` +
+              "(--frame-timeout)",
           ),
         );
-      }, ms);
-    }
+      },
+      ms,
+      limit,
+    );
   }
 
   #onFrame(payload: Uint8Array): void {

@@ -167,11 +167,13 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
       "certificate names, or make it with -addext subjectAltName=IP:ADDRESS,DNS:NAME listing " +
       "the names clients use, see README Security and lifecycle)";
   }
-  // Deno: UnknownIssuer; Node.js and Bun: "unable to verify the first certificate",
-  // "self-signed certificate", "unable to get local issuer certificate", with their codes.
+  // Deno: UnknownIssuer; BadSignature when a certificate given names the server's issuer
+  // but has another key (a self-signed certificate made again); Node.js and Bun: "unable
+  // to verify the first certificate", "self-signed certificate", "unable to get local
+  // issuer certificate", with their codes.
   if (
     (typeof code === "string" && UNTRUSTED.has(code)) ||
-    /UnknownIssuer|self[- ]signed certificate|unable to get local issuer|unable to verify the first certificate/i
+    /UnknownIssuer|BadSignature|self[- ]signed certificate|unable to get local issuer|unable to verify the first certificate/i
       .test(text)
   ) {
     return " (the client does not trust the server's certificate: pass the certificate that " +
