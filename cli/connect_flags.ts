@@ -42,7 +42,7 @@ export interface ConnectFlagValues {
  * @param values The parsed flags.
  * @returns the connect options (without `max`).
  * @throws {TypeError} for more than one of `--db`, `--socket`, `--tcp`, `--tls-ca` without
- *   `--tcp`, or a CA file that cannot be read.
+ *   `--tcp`, a CA file that cannot be read, or a token UTF-8 cannot carry unchanged.
  */
 export function connectOptionsFromFlags(values: ConnectFlagValues): ConnectOptions {
   const given = [values.db, values.socket, values.tcp].filter((v) => v !== undefined).length;
@@ -55,6 +55,13 @@ export function connectOptionsFromFlags(values: ConnectFlagValues): ConnectOptio
     connect.hostname = hostname;
     connect.port = port;
   }
+  if (values.token?.includes("\uFFFD")) {
+    // What an argument's bytes that are not UTF-8 become: the token sent would be another one.
+    throw new TypeError(
+      "Invalid --token: it holds U+FFFD, the replacement character bytes that are not UTF-8 " +
+        "become in an argument; give the token as UTF-8 (or in NETSQLITE_TOKEN)",
+    );
+  }
   const token = values.token ?? envToken();
   if (token !== undefined && token !== "") connect.token = token;
   const ca = values["tls-ca"];
@@ -66,11 +73,21 @@ export function connectOptionsFromFlags(values: ConnectFlagValues): ConnectOptio
 }
 
 function envToken(): string | undefined {
+  let state: Deno.PermissionState;
   try {
-    const state = Deno.permissions.querySync({ name: "env", variable: "NETSQLITE_TOKEN" }).state;
-    return state === "granted" ? Deno.env.get("NETSQLITE_TOKEN") : undefined;
+    state = Deno.permissions.querySync({ name: "env", variable: "NETSQLITE_TOKEN" }).state;
   } catch {
     return undefined;
+  }
+  if (state !== "granted") return undefined;
+  try {
+    return Deno.env.get("NETSQLITE_TOKEN");
+  } catch (err) {
+    // Deno refuses a value that is not UTF-8, quoting it: the secret is not repeated here.
+    if (!(err instanceof Deno.errors.InvalidData)) throw err;
+    throw new TypeError(
+      "Invalid NETSQLITE_TOKEN: it is not valid UTF-8; set it to the token as UTF-8",
+    );
   }
 }
 

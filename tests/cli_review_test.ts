@@ -394,3 +394,32 @@ Deno.test("cli.ts shell shows floats below 2^53 exactly, as README's table says 
       "e = 2\nf = -0\ng = Infinity\n",
   );
 });
+
+// ---- tokens the command line cannot carry unchanged ------------------------------------
+
+Deno.test("cli.ts shell: a NETSQLITE_TOKEN that is not UTF-8, or a --token whose bytes were not, is refused with exit 2 (not ignored, not changed)", async () => {
+  await using srv = await startServer({ token: "right-token-0123456789" });
+  const run = async (prefix: string, flags: string) => {
+    const out = await new Deno.Command("bash", {
+      args: [
+        "-c",
+        `${prefix} '${Deno.execPath()}' run -A '${CLI}' shell --socket '${socketOf(srv)}' ` +
+        `${flags} -c 'SELECT 1'`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", NETSQLITE_HISTORY: "" },
+    }).output();
+    return { code: out.code, err: new TextDecoder().decode(out.stderr) };
+  };
+  const env = await run("NETSQLITE_TOKEN=$'right-token-\\xff'", "");
+  assert.equal(env.code, 2, env.err);
+  assert.match(env.err, /Invalid NETSQLITE_TOKEN: it is not valid UTF-8/);
+  assert.doesNotMatch(env.err, /right-token/);
+  const arg = await run("", "--token $'right-token-\\xff'");
+  assert.equal(arg.code, 2, arg.err);
+  assert.match(arg.err, /Invalid --token: it holds U\+FFFD/);
+  // The same token as UTF-8 works.
+  const ok = await run("NETSQLITE_TOKEN=right-token-0123456789", "");
+  assert.equal(ok.code, 0, ok.err);
+});
