@@ -418,7 +418,8 @@ function progressBar(done: number, total: number, ms: number, s: StatsReport): s
   const width = 30;
   const frac = total > 0 ? done / total : 0;
   const filled = Math.round(frac * width);
-  const pageSize = total > 0 ? s.dbBytes / Math.max(total, 1) : 4096;
+  // (A backup runs on the single-file engine only, where dbBytes is a number.)
+  const pageSize = total > 0 && s.dbBytes !== null ? s.dbBytes / Math.max(total, 1) : 4096;
   const rate = ms > 0 ? (done * pageSize) / (ms / 1000) : 0;
   return `[${"#".repeat(filled)}${"-".repeat(width - filled)}] ${done}/${total} pages ` +
     `${(frac * 100).toFixed(0)}% ${bytes(rate)}/s`;
@@ -496,11 +497,16 @@ export function describeStats(r: StatsReport): string {
     ? "none"
     : r.transactions.map((t) => `session ${t.session} ${t.ageMs.toFixed(0)} ms`).join(", ");
   const g = r.groupCommit;
+  const c = r.cluster ?? null;
   const lines = [
     `${r.server}, up ${
       duration(r.uptime)
     }, engine ${r.engine} (${r.library}, SQLite ${r.sqliteVersion})`,
-    `database      ${r.database} (${bytes(r.dbBytes)}, WAL ${bytes(r.walBytes)})`,
+    c === null
+      ? `database      ${r.database} (${bytes(r.dbBytes ?? 0)}, WAL ${bytes(r.walBytes ?? 0)})`
+      : `database      dqlite "${c.database}" on ${counted(c.nodes.length, "node")}, leader ${
+        c.leader ?? "not known now"
+      }, ${c.connections} of ${c.poolSize} connections to it open`,
     `connections   ${r.connections.open} open (at most ${r.connections.max}${
       r.connections.reserved ? `, and ${r.connections.reserved} more for admin sessions` : ""
     }), ${r.connections.admin ? `${r.connections.admin} of them admin sessions, ` : ""}` +
@@ -522,7 +528,10 @@ export function describeStats(r: StatsReport): string {
     `memory        rss ${bytes(r.memory.rss)}, heap ${bytes(r.memory.heapUsed)} of ${
       bytes(r.memory.heapTotal)
     }`,
-  ];
+  ].filter((line) =>
+    // Cluster mode has no local writer nor group commit: those lines would always say 0.
+    c === null || !(line.startsWith("writer ") || line.startsWith("group commit "))
+  );
   const temp = r.writer.temp ?? []; // an older server does not report them
   if (temp.length > 0) {
     const shown = temp.slice(0, TEMP_SHOWN).join(", ") +

@@ -68,6 +68,20 @@ export interface EngineInfo {
   readonly limitations: readonly string[];
 }
 
+/** What a cluster-mode engine tells `stats` about its cluster. */
+export interface ClusterInfo {
+  /** The dqlite database name. */
+  readonly database: string;
+  /** The node addresses the server was given. */
+  readonly nodes: readonly string[];
+  /** The leader found last, or null while none is known. */
+  readonly leader: string | null;
+  /** Connections to the leader open now (idle or lent). */
+  readonly connections: number;
+  /** The most connections to the leader open at once. */
+  readonly poolSize: number;
+}
+
 /** An engine as the server uses it. */
 export interface EngineLike
   extends
@@ -83,6 +97,8 @@ export interface EngineLike
   onLeaseExpired: ((session: number, why: LeaseEnd) => void) | null;
   /** Engine kind, library, version and limitations. */
   readonly sqlite: EngineInfo;
+  /** The cluster, in cluster mode (absent on the single-file engine). */
+  readonly cluster?: ClusterInfo;
   /**
    * Opens a session. `wake` is called when a session that got `BLOCKED`
    * should retry; `onCommit` when its writes held for a group commit are

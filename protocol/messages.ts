@@ -487,8 +487,22 @@ export interface StatsReport {
   library: string;
   /** SQLite version. */
   sqliteVersion: string;
-  /** Database file. */
+  /** Database file; in cluster mode `dqlite:NAME` (as the hello's `database`). */
   database: string;
+  /**
+   * Cluster mode: the dqlite database name, the nodes the server was given,
+   * the leader its connections go to (the one found last; null while none is
+   * known), the connections to it open now and the most it opens
+   * (`dqlite.poolSize`). `null` on the single-file engine; absent from older
+   * servers.
+   */
+  cluster?: {
+    database: string;
+    nodes: string[];
+    leader: string | null;
+    connections: number;
+    poolSize: number;
+  } | null;
   /**
    * Connections served now (hello accepted), waiting for their hello now
    * (`handshaking`; absent from older servers), accepted since start, served
@@ -520,21 +534,25 @@ export interface StatsReport {
   /**
    * Sessions waiting for the writer, and the longest wait now, in ms; the
    * TEMP objects on the writer (`"table scratch"`): while any exists, every
-   * statement, reads too, goes through the writer.
+   * statement, reads too, goes through the writer. Always 0, 0 and none in
+   * cluster mode (no local writer: the leader's dqlite node arbitrates).
    */
   writer: { waiting: number; longestWaitMs: number; temp: string[] };
   /** Open transactions: session number and age in ms. */
   transactions: { session: number; ageMs: number }[];
-  /** Group commits since start: count, writes in them, largest. */
+  /**
+   * Group commits since start: count, writes in them, largest. Always 0 in
+   * cluster mode (every write is its own Raft commit).
+   */
   groupCommit: { groups: number; writes: number; largest: number };
   /** Cursors open now. */
   cursors: number;
   /** Bytes received and sent since start (frames, prefixes included). */
   bytes: { in: number; out: number };
-  /** WAL file size, in bytes (0 when absent). */
-  walBytes: number;
-  /** Database file size, in bytes. */
-  dbBytes: number;
+  /** WAL file size, in bytes (0 when absent); null in cluster mode (no local file). */
+  walBytes: number | null;
+  /** Database file size, in bytes; null in cluster mode (no local file). */
+  dbBytes: number | null;
   /** Server process memory, in bytes. */
   memory: { rss: number; heapUsed: number; heapTotal: number; external: number };
   /**

@@ -94,8 +94,9 @@ export class ServerStats {
   readonly #pending = new Set<SessionProbe>();
 
   /**
-   * @param engine The engine, for writer, group-commit and maintenance figures.
-   * @param database The database file.
+   * @param engine The engine, for writer, group-commit and maintenance
+   *   figures, and in cluster mode the cluster's.
+   * @param database The database file (unused in cluster mode: there is none).
    * @param server Server software and version.
    */
   constructor(engine: EngineLike, database: string, server: string) {
@@ -199,6 +200,7 @@ export class ServerStats {
       cursors += p.cursors;
     }
     const engine = this.#engine;
+    const cluster = engine.cluster ?? null;
     const mem = Deno.memoryUsage();
     return {
       server: this.#server,
@@ -206,7 +208,15 @@ export class ServerStats {
       engine: engine.sqlite.engine,
       library: engine.sqlite.library,
       sqliteVersion: engine.sqliteVersion,
-      database: this.#database,
+      // In cluster mode there is no local file: `database` only names the default socket.
+      database: cluster === null ? this.#database : `dqlite:${cluster.database}`,
+      cluster: cluster === null ? null : {
+        database: cluster.database,
+        nodes: [...cluster.nodes],
+        leader: cluster.leader,
+        connections: cluster.connections,
+        poolSize: cluster.poolSize,
+      },
       connections: {
         open: this.open,
         handshaking: this.handshaking,
@@ -230,8 +240,8 @@ export class ServerStats {
       groupCommit: engine.groupCommits,
       cursors,
       bytes: { in: this.bytesIn, out: this.bytesOut },
-      walBytes: fileSize(this.#walPath),
-      dbBytes: fileSize(this.#database),
+      walBytes: cluster === null ? fileSize(this.#walPath) : null,
+      dbBytes: cluster === null ? fileSize(this.#database) : null,
       memory: {
         rss: mem.rss,
         heapUsed: mem.heapUsed,

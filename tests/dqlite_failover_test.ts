@@ -118,10 +118,16 @@ Deno.test({
       const lost = await txc.run("INSERT INTO w (id, writer) VALUES (-1, 4)").catch((e) => e);
       assert.ok(lost instanceof SqliteError, String(lost));
       assert.equal(lost.code, "LEADER_LOST", lost.message);
-      assert.match(lost.message, /not applied: the transaction is gone; send ROLLBACK/);
+      assert.match(
+        lost.message,
+        /not applied: the transaction is gone; end it with ROLLBACK \(transaction\(\) does so itself\), then retry the whole transaction\)$/,
+      );
       const again = await txc.values("SELECT 1").catch((e) => e);
       assert.equal(again.code, "LEADER_LOST");
-      assert.match(again.message, /transaction was lost with the leader: end it with ROLLBACK/);
+      assert.match(
+        again.message,
+        /^The transaction was lost with the leader, so this request did not run \(not applied: the transaction is gone; end it with ROLLBACK/,
+      );
       await txc.exec("ROLLBACK");
       assert.equal(txc.inTransaction, false);
       assert.deepEqual(await txc.values("SELECT count(*) FROM w WHERE id = -1"), [[0]]);
@@ -196,7 +202,7 @@ Deno.test({
         assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
         assert.match(
           err.message,
-          /no dqlite leader was reached in time \(not applied: safe to retry\)$/,
+          /no connection to the dqlite leader could be opened in time \(not applied: safe to retry\)$/,
         );
         assert.ok(took < 3_000, `failed after ${Math.round(took)} ms, not at its 800 ms deadline`);
       }
@@ -339,7 +345,10 @@ Deno.test({
       const lost = await txc.run("INSERT INTO t (v) VALUES (-2)").catch((e) => e);
       assert.ok(lost instanceof SqliteError, String(lost));
       assert.equal(lost.code, "LEADER_LOST", lost.message);
-      assert.match(lost.message, /not applied: the transaction is gone; send ROLLBACK/);
+      assert.match(
+        lost.message,
+        /not applied: the transaction is gone; end it with ROLLBACK \(transaction\(\) does so itself\), then retry the whole transaction\)$/,
+      );
       // Its COMMIT says so too: not a COMMIT to retry, but the whole transaction.
       const commit = await txc.exec("COMMIT").catch((e) => e);
       assert.ok(commit instanceof SqliteError, String(commit));

@@ -117,8 +117,9 @@ for (const engine of ENGINES) {
     assert.ok(s.latency.p50 > 0 && s.latency.p50 <= s.latency.p99);
     assert.ok(s.latency.p99 <= s.latency.max);
     assert.ok(s.bytes.in > 52 * 10 && s.bytes.out > 52 * 5, JSON.stringify(s.bytes));
-    assert.ok(s.walBytes > 0);
-    assert.ok(s.dbBytes > 0);
+    assert.ok(s.walBytes! > 0);
+    assert.ok(s.dbBytes! > 0);
+    assert.equal(s.cluster, null);
     assert.ok(s.memory.rss > 0 && s.memory.heapUsed > 0);
     assert.deepEqual(s.transactions, []);
     assert.deepEqual(s.writer, { waiting: 0, longestWaitMs: 0, temp: [] });

@@ -13,7 +13,9 @@
  *
  * A row set stopped early (interrupt, deadline, `maxBytes`) fails at once;
  * what the node still sends is drained in the background, and the next
- * request on this database waits for that. When the drain takes too long the
+ * request on this database waits for that. A query that keeps its first
+ * rows alone (`keep`, `endAfterKept`: a `get()` outside a transaction) ends
+ * its row set so too, answered with those rows. When the drain takes too long the
  * connection is closed (see {@link DqliteDatabase.interrupt}); inside a
  * transaction that ends the transaction, and every request then fails with
  * `TX_ABORTED` naming why the read was stopped, until `ROLLBACK` (a no-op)
@@ -86,6 +88,13 @@ export const BUSY_INTERRUPTED =
 export const EXEC_INTERRUPTED =
   "Interrupted while the dqlite leader ran the statement: its connection was closed";
 
+/**
+ * Message of the `LEADER_LOST` of a request after the transaction it was
+ * meant for was lost with the leader (see {@link DqliteDatabase.transactionLost}).
+ */
+export const TX_LOST =
+  "The transaction was lost with the leader: end it with ROLLBACK, then start over";
+
 /** Result of {@link DqliteDatabase.exec}. */
 export interface ExecResult {
   /** `sqlite3_last_insert_rowid()` after the (last) statement. */
@@ -121,6 +130,26 @@ export interface QueryOptions {
    * @default `RESULT_TOO_LARGE` naming maxBytes
    */
   tooLarge?: () => SqliteError;
+  /**
+   * Rows to keep: the first `keep` rows are returned, the rest of the row
+   * set is read and discarded, one message at a time, and {@link maxBytes}
+   * does not apply (the caller holds `keep` rows at most: a `get()` keeps
+   * 1, a `run()` or script 0). An error the node reports after the kept
+   * rows does not fail a query that keeps at least one (as a single file's
+   * `get()` steps once and never meets it); with `keep` 0 it does.
+   * @default Infinity
+   */
+  keep?: number;
+  /**
+   * With {@link keep} > 0: once the kept rows arrived, answer at once and
+   * end the row set as a stop does (see {@link DqliteDatabase.interrupt}):
+   * INTERRUPT, what the node still sends discarded in the background for
+   * up to 250 ms, then the connection closed. Only for a statement that
+   * writes nothing, outside a transaction (closing the connection would
+   * end it).
+   * @default false
+   */
+  endAfterKept?: boolean;
 }
 
 /**
@@ -368,7 +397,7 @@ export class DqliteDatabase {
 
   /**
    * Runs the first statement of `sql` and returns its rows (all of them,
-   * however many messages they take).
+   * however many messages they take, or the first `options.keep`).
    *
    * @throws {SqliteError} SQLite's error, `INVALID_PARAM`, `RESULT_TOO_LARGE`, `SQLITE_INTERRUPT`.
    * @throws {LeaderError} `NOT_LEADER`, `LEADER_LOST` or `NO_LEADER`.
@@ -524,11 +553,7 @@ export class DqliteDatabase {
         );
       }
       if (by !== null) throw txAborted(by);
-      throw new LeaderError(
-        DqliteErrorCode.LeaderLost,
-        "The transaction was lost with the leader: end it with ROLLBACK, then start over",
-        false,
-      );
+      throw new LeaderError(DqliteErrorCode.LeaderLost, TX_LOST, false);
     }
     const conn = await this.#connectionOrInterrupt();
     const wasInTx = this.#inTx;
@@ -644,15 +669,24 @@ export class DqliteDatabase {
   }
 
   async #rows(conn: DqliteConn, message: Uint8Array, options: QueryOptions): Promise<QueryResult> {
-    const maxBytes = options.maxBytes ?? Infinity;
-    // A stop fails the query at once (`stopped`), while its drain keeps the connection.
+    const keep = options.keep ?? Infinity;
+    // Discarded rows hold no memory: the limit is for results kept whole.
+    const maxBytes = keep === Infinity ? options.maxBytes ?? Infinity : Infinity;
+    // A stop fails the query at once (`stopped`), while its drain keeps the connection; a
+    // row set ended after its kept rows answers at once (`finished`) the same way.
     let stopped!: (err: SqliteError) => void;
-    const early = new Promise<never>((_, reject) => stopped = reject);
+    let finished!: (result: QueryResult) => void;
+    const early = new Promise<QueryResult>((resolve, reject) => {
+      finished = resolve;
+      stopped = reject;
+    });
     const reading = conn.exclusive(async (): Promise<QueryResult> => {
       await conn.send(message);
       let columns: string[] = [];
       const rows: SqlValue[][] = [];
       let bytes = 0;
+      // The rows kept are all there (`keep` > 0): an error after them is not the caller's.
+      const kept = (): boolean => keep > 0 && rows.length >= keep;
       for (;;) {
         // An interrupt does not wait for the next message: a statement may
         // compute for long before its first row, or between two batches.
@@ -660,25 +694,39 @@ export class DqliteDatabase {
         const received = await this.#orInterrupt(next);
         if (received === null) {
           const stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
-          await this.#stop(conn, next, stop, stopped);
+          await this.#stop(conn, next, stop, () => stopped(stop));
+          throw stop;
         }
         const response = received!.response;
-        if (response.type === "failure") throw failedAfter(columns, rows, response, conn.address);
+        if (response.type === "failure") {
+          const failure = failedAfter(columns, rows, response, conn.address, keep);
+          // (A leadership error is never the statement's: it fails the query.)
+          if (kept() && !(failure instanceof LeaderError)) return { columns, rows };
+          throw failure;
+        }
         const r = expectResponse(received!, "rows", conn.address);
         columns = r.columns;
-        if (r.error !== undefined) {
+        // A row not decoded exactly fails the query when it is one to keep (a row discarded
+        // unread on a single file cannot fail it).
+        const undecoded = r.error !== undefined && r.errorAt! < keep - rows.length;
+        const usable = r.error !== undefined ? r.errorAt! : r.rows.length;
+        for (let i = 0; i < usable && rows.length < keep; i++) rows.push(r.rows[i]);
+        if (undecoded) {
           // The rows before the one not decoded exactly are the query's rows before its error.
-          for (let i = 0; i < r.errorAt!; i++) rows.push(r.rows[i]);
-          rowsBeforeError.set(r.error, { columns, rows });
+          rowsBeforeError.set(r.error!, { columns, rows });
           if (!r.more) throw r.error;
-        } else {
-          for (const row of r.rows) rows.push(row);
         }
         bytes += received!.bytes;
         if (!r.more) return { columns, rows };
+        if (kept() && options.endAfterKept === true) {
+          const result = { columns, rows };
+          const ended = new SqliteError("SQLITE_INTERRUPT", "Query ended after its kept rows", 9);
+          await this.#stop(conn, null, ended, () => finished(result));
+          return result;
+        }
         let stop: SqliteError | null = null;
-        if (r.error !== undefined) {
-          stop = r.error;
+        if (undecoded) {
+          stop = r.error!;
         } else if (this.#interrupt) {
           stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
         } else if (bytes > maxBytes) {
@@ -687,7 +735,10 @@ export class DqliteDatabase {
             `Cannot return the result: it exceeds maxBytes ${maxBytes}`,
           );
         }
-        if (stop !== null) await this.#stop(conn, null, stop, stopped);
+        if (stop !== null) {
+          await this.#stop(conn, null, stop, () => stopped(stop));
+          throw stop;
+        }
       }
     });
     return await Promise.race([reading, early]);
@@ -707,10 +758,11 @@ export class DqliteDatabase {
   }
 
   /**
-   * Ends a row set early: fails the query with `stop` at once (through
-   * `reply`), then sends INTERRUPT and discards what is still in flight, up
-   * to the EMPTY answer, for at most {@link DRAIN_MS}, holding the
-   * connection meanwhile (the next request waits: {@link #draining}).
+   * Ends a row set early: answers the query at once (`reply`: fails it with
+   * `stop`, or returns the rows kept), then sends INTERRUPT and discards
+   * what is still in flight, up to the EMPTY answer, for at most
+   * {@link DRAIN_MS}, holding the connection meanwhile (the next request
+   * waits: {@link #draining}); returns once that is over.
    * dqlite 1.11 reads the INTERRUPT only once the row set is fully sent,
    * which for an endless or slow statement is never: past that bound the
    * connection is closed (the node finalizes the statement when the
@@ -723,8 +775,8 @@ export class DqliteDatabase {
     conn: DqliteConn,
     pending: Promise<Received> | null,
     stop: SqliteError,
-    reply: (err: SqliteError) => void,
-  ): Promise<never> {
+    reply: () => void,
+  ): Promise<void> {
     const reason = this.#interruptReason ?? stop;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<"timeout">((resolve) => {
@@ -756,9 +808,8 @@ export class DqliteDatabase {
     });
     this.#draining = draining;
     this.#stopErrors.add(stop);
-    reply(stop);
+    reply();
     await drained;
-    throw stop;
   }
 
   /** Closes the connection. Idempotent. */
@@ -801,22 +852,25 @@ export function rowsBefore(err: unknown): QueryResult | undefined {
 /**
  * The error of a query's FAILURE (`response`) that came after the rows
  * `rows` (of earlier messages), with those and the failure's own partial
- * rows recorded for {@link rowsBefore}; a leadership error as it is.
+ * rows (up to `keep` in all) recorded for {@link rowsBefore}; a leadership
+ * error as it is.
  */
 function failedAfter(
   columns: string[],
   rows: SqlValue[][],
   response: FailureResponse,
   address: string,
+  keep = Infinity,
 ): SqliteError {
   const failure = failureError(response.code, response.message, address);
   if (failure instanceof LeaderError) return failure;
   const partial = response.partial;
   if (partial !== undefined) {
     columns = partial.columns;
-    for (const row of partial.rows) rows.push(row);
+    for (const row of partial.rows) if (rows.length < keep) rows.push(row);
   }
-  const err = partial?.error ?? failure;
+  // A row not decoded exactly comes first, when it is one to keep.
+  const err = partial?.error !== undefined && rows.length < keep ? partial.error : failure;
   rowsBeforeError.set(err, { columns, rows });
   return err;
 }

@@ -10,7 +10,7 @@
 import { PreparedBudget } from "../handles.ts";
 import type { LeaseEnd } from "../writer_queue.ts";
 import type { SqliteError } from "../../protocol/errors.ts";
-import type { EngineInfo, EngineLike } from "../engine_api.ts";
+import type { ClusterInfo, EngineInfo, EngineLike } from "../engine_api.ts";
 import { DqliteCluster } from "./cluster.ts";
 import { DqliteEngineSession } from "./engine_session.ts";
 import { DatabasePool } from "./pool.ts";
@@ -153,6 +153,17 @@ export class DqliteEngine implements EngineLike {
       library: `dqlite ${this.#config.nodes.join(",")}, database "${this.#config.database}"`,
       version: this.#version,
       limitations: DQLITE_LIMITATIONS,
+    };
+  }
+
+  /** The database, nodes, leader and connections, for `stats` (cheap: nothing is asked). */
+  get cluster(): ClusterInfo {
+    return {
+      database: this.#config.database,
+      nodes: this.#config.nodes,
+      leader: this.#cluster.lastLeader,
+      connections: this._pool.size,
+      poolSize: this.#config.poolSize,
     };
   }
 

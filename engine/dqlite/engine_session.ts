@@ -35,7 +35,9 @@ import {
   DRAIN_INTERRUPTED,
   type ExecResult,
   type Params,
+  type QueryOptions,
   rowsBefore,
+  TX_LOST,
 } from "./database.ts";
 import { LeaderError } from "./errors.ts";
 import { txEffect } from "./_sql_scan.ts";
@@ -51,6 +53,19 @@ import {
   withoutRows,
 } from "./_sql_shape.ts";
 import type { DqliteEngine } from "./engine.ts";
+
+/**
+ * Which rows of a statement a request returns: all of them, buffered up to
+ * `maxResultBytes` (named by the call, for `RESULT_TOO_LARGE`: a query, a
+ * cursor's, a batch's), or the first `n` only (`get()`: 1; `run()` and
+ * scripts: 0), the rest read and discarded, whatever their size, as a
+ * single file steps only what it returns.
+ */
+type Rows = "query" | "iterate" | "batch" | number;
+/** The first row alone (`get()`). */
+const FIRST_ROW = 1;
+/** No row (`run()`, `exec()`). */
+const NO_ROWS = 0;
 
 /** What one statement produced. */
 interface Outcome {
@@ -126,6 +141,8 @@ export class DqliteEngineSession {
   #late: SqliteError | null = null;
   /** While a request waits for a connection: fails that wait with the reason given. */
   #stopAcquire: ((reason: Error) => void) | null = null;
+  /** True while that wait is for a free connection of the full pool (see {@link #acquireWait}). */
+  #queued = false;
   readonly #handles: Handles;
   readonly #cursors = new Map<number, BufferedCursor>();
   /**
@@ -199,7 +216,7 @@ export class DqliteEngineSession {
         const inTx = db.inTransaction;
         const stops = db.execStops;
         try {
-          await this.#statement(db, statements[i], []);
+          await this.#statement(db, statements[i], [], NO_ROWS);
         } catch (err) {
           const e = this.#stopped(err);
           if (e === this.#endWhenDone) throw e; // cancelWrites() ended the transaction
@@ -240,8 +257,8 @@ export class DqliteEngineSession {
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
     return this.#request(text, [[], []], timeout, async (db) => {
-      const o = await this.#statement(db, text, args);
-      return [o.columns, first ? o.rows.slice(0, 1) : o.rows];
+      const o = await this.#statement(db, text, args, first ? FIRST_ROW : "query");
+      return [o.columns, o.rows];
     });
   }
 
@@ -251,7 +268,7 @@ export class DqliteEngineSession {
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
     return this.#request(text, [0, 0], timeout, async (db) => {
-      const o = await this.#statement(db, text, args);
+      const o = await this.#statement(db, text, args, NO_ROWS);
       return [o.changes, o.lastInsertRowid];
     });
   }
@@ -296,7 +313,7 @@ export class DqliteEngineSession {
                 "Batch statements cannot control transactions: the batch is one already",
               );
             }
-            const o = await this.#statement(db, sql, bindArgs(params) as Params);
+            const o = await this.#statement(db, sql, bindArgs(params) as Params, "batch");
             results.push([o.changes, o.lastInsertRowid, o.columns, o.rows]);
           } catch (err) {
             if (err instanceof LeaderError) throw err;
@@ -396,7 +413,7 @@ export class DqliteEngineSession {
       let rows: SqlValue[][];
       let failed: unknown = null;
       try {
-        ({ columns, rows } = await this.#statement(db, text, args));
+        ({ columns, rows } = await this.#statement(db, text, args, "iterate"));
       } catch (err) {
         const before = rowsBefore(err);
         const keeps = db.inTransaction === inTxBefore && !db.transactionLost;
@@ -608,7 +625,7 @@ export class DqliteEngineSession {
     const timer = setTimeout(() => {
       const late = this.#late = statementTimeout({ timeout: ms });
       if (this.#lent !== null) this.#lent.interrupt(late);
-      else this.#stopAcquire?.(notSent(late, "no dqlite leader was reached in time"));
+      else this.#stopAcquire?.(notSent(late, this.#acquireWait()));
     }, ms);
     let db: DqliteDatabase;
     try {
@@ -677,7 +694,7 @@ export class DqliteEngineSession {
     if (late === null) return err;
     switch (err.message) {
       case CONNECT_INTERRUPTED:
-        return notSent(late, "no dqlite leader was reached in time");
+        return notSent(late, NOT_OPENED);
       case DRAIN_INTERRUPTED:
         return notSent(
           late,
@@ -778,13 +795,26 @@ export class DqliteEngineSession {
   }
 
   /**
+   * What the request stopped in {@link #acquire} waited for: a free
+   * connection of the pool (all lent), or a new one being opened (finding
+   * the leader, or the leader, busy, not answering yet).
+   */
+  #acquireWait(): string {
+    if (!this.#queued) return NOT_OPENED;
+    const max = this.#engine.config.poolSize;
+    return `it waited for a free connection to the dqlite leader (all ${max} in use: ` +
+      "dqlite.poolSize), held by other requests or transactions";
+  }
+
+  /**
    * A connection from the pool, or the rejection {@link cancel} or the
    * deadline hands {@link #stopAcquire} first (a connection that arrives
    * after that goes back to the pool unused).
    */
   #acquire(): Promise<DqliteDatabase> {
     const pool = this.#engine._pool;
-    const acquiring = pool.acquire();
+    this.#queued = false;
+    const acquiring = pool.acquire((queued) => this.#queued = queued);
     return new Promise<DqliteDatabase>((resolve, reject) => {
       let settled = false;
       const settle = (): boolean => {
@@ -856,15 +886,16 @@ export class DqliteEngineSession {
    * back to the other when dqlite refuses it before running it). Changes and
    * the last rowid are reported only for statements that make them, as the
    * single-file engine does: dqlite reports the connection's last values.
+   * `rows` says which of its rows the request returns (see {@link Rows}).
    */
-  async #statement(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
+  async #statement(db: DqliteDatabase, sql: string, args: Params, rows: Rows): Promise<Outcome> {
     // Stopped between two statements (the stop interrupts the one running only).
     if (this.#late !== null || this.#cancelled !== null || this.#endWhenDone !== null) {
       throw new SqliteError("SQLITE_INTERRUPT", "Interrupted before the statement was sent", 9);
     }
     const writes = db.inTransaction && mayWrite(sql);
     try {
-      return await this.#statementOnce(db, sql, args);
+      return await this.#statementOnce(db, sql, args, rows);
     } finally {
       // A failed write counts too (`INSERT OR FAIL` keeps the rows before
       // its error); one that ended the transaction does not.
@@ -873,10 +904,22 @@ export class DqliteEngineSession {
     }
   }
 
-  async #statementOnce(db: DqliteDatabase, sql: string, args: Params): Promise<Outcome> {
+  async #statementOnce(
+    db: DqliteDatabase,
+    sql: string,
+    args: Params,
+    rows: Rows,
+  ): Promise<Outcome> {
     const verb = verbOf(sql);
     const maxBytes = this.#engine.config.maxResultBytes;
-    const options = { maxBytes, tooLarge: () => tooLarge(maxBytes) };
+    const options: QueryOptions = typeof rows === "number"
+      ? {
+        keep: rows,
+        // A get() of a read outside a transaction answers with its first row; closing the
+        // connection, should the rest take long to discard, loses nothing there.
+        endAfterKept: rows > 0 && !db.inTransaction && !mayWrite(sql),
+      }
+      : { maxBytes, tooLarge: () => tooLarge(maxBytes, rows) };
     if (verb === "read") {
       try {
         const r = await db.query(sql, args, options);
@@ -1003,8 +1046,11 @@ function describeLeaderError(
   reads = false,
 ): LeaderError {
   const maybeApplied = err.maybeApplied && !txLost && !reads;
+  // (The advice for a lost transaction is worded as the single-file engine's: transaction()
+  // and the ORM adapters send the ROLLBACK themselves.)
   const tail = txLost
-    ? "not applied: the transaction is gone; send ROLLBACK, then retry the whole transaction"
+    ? "not applied: the transaction is gone; end it with ROLLBACK (transaction() does so " +
+      "itself), then retry the whole transaction"
     : reads
     ? "a read, which changed nothing: safe to retry"
     : maybeApplied
@@ -1012,10 +1058,21 @@ function describeLeaderError(
     : commit
     ? "not applied: the transaction is gone; retry the whole transaction"
     : "not applied: safe to retry";
-  return new LeaderError(err.code, `${err.message} (${tail})`, maybeApplied, err.sqliteCode, {
+  // The database's own advice for a transaction lost earlier is the tail's.
+  const message = err.message === TX_LOST
+    ? "The transaction was lost with the leader, so this request did not run"
+    : err.message;
+  return new LeaderError(err.code, `${message} (${tail})`, maybeApplied, err.sqliteCode, {
     cause: err,
   });
 }
+
+/**
+ * What a request stopped while its connection to the leader was being
+ * opened waited for: no leader found yet, or the leader not answering yet
+ * (busy, e.g. still running a statement stopped earlier).
+ */
+const NOT_OPENED = "no connection to the dqlite leader could be opened in time";
 
 /** The deadline's error for a request stopped before it was sent (`why`: while it waited for what). */
 function notSent(late: SqliteError, why: string): SqliteError {
@@ -1060,15 +1117,22 @@ function cursorTxLost(id: number, why: string): SqliteError {
 }
 
 /**
- * The error of a result past `--max-result-bytes`: in cluster mode a cursor
- * buffers its whole result as well, so iterate() does not help.
+ * The error of a result past `--max-result-bytes`, naming the call (`call`):
+ * in cluster mode a cursor buffers its whole result as well, so iterate()
+ * does not help.
  */
-function tooLarge(maxBytes: number): SqliteError {
+function tooLarge(maxBytes: number, call: "query" | "iterate" | "batch"): SqliteError {
+  const why = call === "iterate"
+    ? "in cluster mode iterate() buffers the whole result on the server"
+    : call === "batch"
+    ? "batch() returns its statements' rows in one reply, and in cluster mode iterate() " +
+      "buffers a whole result on the server too"
+    : "query(), all() and values() return the whole result in one reply, and in cluster mode " +
+      "iterate() buffers it on the server too";
   return new SqliteError(
     ErrorCode.ResultTooLarge,
-    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes): in cluster mode iterate() ` +
-      "buffers the whole result too; narrow the query (LIMIT, fewer or smaller columns), or " +
-      "raise --max-result-bytes",
+    `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes): ${why}; narrow the query ` +
+      "(LIMIT, fewer or smaller columns), or raise --max-result-bytes",
   );
 }
 

@@ -13,6 +13,7 @@ import { DeadlineTimer } from "../deadline_timer.ts";
 interface Waiter {
   resolve: (db: DqliteDatabase) => void;
   reject: (err: unknown) => void;
+  onWait: ((queued: boolean) => void) | undefined;
   timer: DeadlineTimer;
 }
 
@@ -61,15 +62,19 @@ export class DatabasePool {
   /**
    * Lends a connection: an idle one, a new one, or the next one given back.
    *
+   * @param onWait Called with what the request waits for: `true` for one
+   *   given back (all `max` are lent), `false` for a new one being opened
+   *   (called again should a wait for one given back turn into that).
    * @throws {SqliteError} `BUSY_TIMEOUT` after `busyTimeout` ms without one, `SHUTTING_DOWN`.
    * @throws {LeaderError} `NO_LEADER` when a new connection finds no leader.
    */
-  async acquire(): Promise<DqliteDatabase> {
+  async acquire(onWait?: (queued: boolean) => void): Promise<DqliteDatabase> {
     this.#checkOpen();
     const idle = this.#idle.pop();
     if (idle !== undefined) return idle;
     if (this.#count < this.#max) {
       this.#count++;
+      onWait?.(false);
       try {
         return await this.#cluster.open(this.#name);
       } catch (err) {
@@ -78,10 +83,12 @@ export class DatabasePool {
         throw err;
       }
     }
+    onWait?.(true);
     return await new Promise<DqliteDatabase>((resolve, reject) => {
       const waiter: Waiter = {
         resolve,
         reject,
+        onWait,
         // (A DeadlineTimer: a connection given back while the server was stopped still counts.)
         timer: new DeadlineTimer(() => {
           this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
@@ -136,7 +143,7 @@ export class DatabasePool {
     const waiter = this.#waiters.shift();
     if (waiter === undefined) return;
     waiter.timer.clear();
-    this.acquire().then(waiter.resolve, waiter.reject);
+    this.acquire(waiter.onWait).then(waiter.resolve, waiter.reject);
   }
 
   #checkOpen(): void {
