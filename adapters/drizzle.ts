@@ -54,8 +54,8 @@
  * import { serve } from "../server.ts";
  * import { connect } from "../client.ts";
  * import { drizzle } from "./drizzle.ts";
- * import { eq } from "drizzle-orm";
- * import { integer, sqliteTable, text } from "drizzle-orm/sqlite-core";
+ * import { eq } from "npm:drizzle-orm@^0.45";
+ * import { integer, sqliteTable, text } from "npm:drizzle-orm@^0.45/sqlite-core";
  *
  * const users = sqliteTable("users", {
  *   id: integer("id").primaryKey(),
@@ -78,16 +78,16 @@
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
-import type { DrizzleConfig } from "drizzle-orm";
-import type { BatchItem, BatchResponse } from "drizzle-orm/batch";
-import type { BaseSQLiteDatabase, SQLiteTransaction } from "drizzle-orm/sqlite-core";
+import type { DrizzleConfig } from "npm:drizzle-orm@^0.45";
+import type { BatchItem, BatchResponse } from "npm:drizzle-orm@^0.45/batch";
+import type { BaseSQLiteDatabase, SQLiteTransaction } from "npm:drizzle-orm@^0.45/sqlite-core";
 import {
   type AsyncBatchRemoteCallback,
   type AsyncRemoteCallback,
   drizzle as drizzleProxy,
   type SqliteRemoteDatabase,
   type SqliteRemoteResult,
-} from "drizzle-orm/sqlite-proxy";
+} from "npm:drizzle-orm@^0.45/sqlite-proxy";
 import {
   type BindParams,
   type Client,
@@ -128,7 +128,7 @@ export type { MigrationConfig } from "./drizzle_migrate.ts";
  * import { serve } from "../server.ts";
  * import { connect } from "../client.ts";
  * import { drizzle, type NetsqliteRunResult } from "./drizzle.ts";
- * import { sql } from "drizzle-orm";
+ * import { sql } from "npm:drizzle-orm@^0.45";
  * const dir = await Deno.makeTempDir();
  * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
  * await using client = await connect({ path: `${dir}/a.sock` });
@@ -404,7 +404,7 @@ type Method = "run" | "all" | "values" | "get";
  * import { serve } from "../server.ts";
  * import { connect } from "../client.ts";
  * import { drizzle } from "./drizzle.ts";
- * import { sql } from "drizzle-orm";
+ * import { sql } from "npm:drizzle-orm@^0.45";
  * const dir = await Deno.makeTempDir();
  * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
  * await using client = await connect({ path: `${dir}/a.sock` });

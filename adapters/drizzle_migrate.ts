@@ -10,7 +10,7 @@
  */
 
 import { readFileSync } from "node:fs";
-import { type MigrationMeta, readMigrationFiles } from "drizzle-orm/migrator";
+import { type MigrationMeta, readMigrationFiles } from "npm:drizzle-orm@^0.45/migrator";
 import { type BatchStatement, type Client, ErrorCode, SqliteError } from "../client.ts";
 import { splitStatements } from "../cli/sql_split.ts";
 

@@ -44,7 +44,7 @@
  * import { serve } from "../server.ts";
  * import { connect } from "../client.ts";
  * import { NetsqliteDialect } from "./kysely.ts";
- * import { type Generated, Kysely } from "kysely";
+ * import { type Generated, Kysely } from "npm:kysely@^0.28";
  *
  * interface Database {
  *   person: { id: Generated<number>; name: string };
@@ -84,7 +84,7 @@ import {
   SqliteIntrospector,
   SqliteQueryCompiler,
   type TransactionSettings,
-} from "kysely";
+} from "npm:kysely@^0.28";
 import {
   type BindParams,
   type Client,
@@ -123,7 +123,7 @@ export interface NetsqliteDialectConfig {
  * import { serve } from "../server.ts";
  * import { connect } from "../client.ts";
  * import { NetsqliteDialect } from "./kysely.ts";
- * import { Kysely, sql } from "kysely";
+ * import { Kysely, sql } from "npm:kysely@^0.28";
  * const dir = await Deno.makeTempDir();
  * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
  * const db = new Kysely<Record<string, never>>({

@@ -10,7 +10,7 @@
  */
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { Decoder, Encoder } from "@msgpack/msgpack";
+import { Decoder, Encoder } from "npm:@msgpack/msgpack@^3.1.3";
 import { decodeMsgpack, MsgpackWriter } from "../protocol/msgpack.ts";
 import { rowName, SCHEMA, SQL } from "./_server.ts";
 

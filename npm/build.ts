@@ -4,7 +4,9 @@
  * `deno bundle` run with code splitting, so the package holds one copy of the
  * client's classes, shared by the client and the adapters (`lib/`, with
  * `netsqlite.mjs`, `drizzle.mjs` and `kysely.mjs` re-exporting its entries);
- * `drizzle-orm` and `kysely` left as peer imports, a `package.json`
+ * `drizzle-orm` and `kysely` left as peer imports (the adapters' `npm:`
+ * specifiers, such as `npm:drizzle-orm@^0.45/sqlite-proxy`, rewritten to the
+ * bare names Node.js resolves, `drizzle-orm/sqlite-proxy`), a `package.json`
  * stamped with {@link VERSION}, and the `LICENSE`. The server stays Deno-only. With `--types`,
  * the client's type declarations too (`types/`, by TypeScript's `tsc` from
  * npm; the adapters' types need the ORM packages and are left out).
@@ -34,6 +36,38 @@ const ENTRIES = [
 
 /** Folder of `dist/` the bundle's entries and shared chunks are written to. */
 const LIB = "lib";
+
+/**
+ * The adapters' ORM packages: left out of the bundle, optional peer dependencies of the package,
+ * each with the version range the adapters' `npm:` specifiers name (the build fails when an
+ * adapter imports another package or range from npm, so the two stay in step).
+ */
+export const PEERS: Readonly<Record<string, string>> = { "drizzle-orm": "^0.45", kysely: "^0.28" };
+
+/** A quoted `npm:` specifier: quote, package name, version range, subpath (with its `/`). */
+const NPM_SPECIFIER = /(["'])npm:((?:@[^/"'@]+\/)?[^/"'@]+)(?:@([^/"']*))?(\/[^"']*)?\1/g;
+
+/**
+ * `text` (a bundled module) with each `npm:` specifier of a {@link PEERS} package rewritten to
+ * the bare name Node.js and Bun resolve from a project's `node_modules`:
+ * `"npm:drizzle-orm@^0.45/sqlite-proxy"` becomes `"drizzle-orm/sqlite-proxy"`.
+ *
+ * @param text A module written by `deno bundle`.
+ * @param file Its name, for errors.
+ * @returns the rewritten module.
+ * @throws {Error} when a specifier names another package, or another range than {@link PEERS}.
+ */
+export function rewriteNpmSpecifiers(text: string, file: string): string {
+  return text.replace(NPM_SPECIFIER, (specifier, quote, name, range, subpath = "") => {
+    if (!Object.hasOwn(PEERS, name) || range !== PEERS[name]) {
+      throw new Error(
+        `Cannot build "${file}": it imports ${specifier}, not a peer dependency ` +
+          `(${Object.entries(PEERS).map(([n, r]) => `npm:${n}@${r}`).join(", ")})`,
+      );
+    }
+    return `${quote}${name}${subpath}${quote}`;
+  });
+}
 
 /** Options of {@link buildNode}. */
 export interface BuildOptions {
@@ -72,9 +106,10 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
       "--platform=deno", // keeps node: imports as they are (Node.js and Bun have them)
       "--format=esm",
       "--code-splitting",
-      "--external=drizzle-orm",
-      "--external=drizzle-orm/*",
-      "--external=kysely",
+      // The ORM packages at deno.lock's versions (deno.json has "lock": false, see README).
+      `--lock=${new URL("deno.lock", root).pathname}`,
+      // The adapters import their ORM packages by `npm:` specifiers, rewritten below.
+      ...Object.keys(PEERS).map((name) => `--external=npm:${name}@*`),
       "--outdir",
       new URL(`${LIB}/`, dist).pathname,
       ...ENTRIES.map(([entry]) => new URL(entry, root).pathname),
@@ -93,6 +128,11 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
     const exists = await Deno.stat(new URL(bundled, dist)).then(() => true, () => false);
     if (!exists) throw new Error(`Cannot bundle "${entry}": no "${bundled}" written`);
     await Deno.writeTextFile(new URL(file, dist), `export * from "${bundled}";\n`);
+  }
+  for await (const file of walk(new URL(`${LIB}/`, dist), ".js")) {
+    const text = await Deno.readTextFile(file);
+    const rewritten = rewriteNpmSpecifiers(text, file.pathname);
+    if (rewritten !== text) await Deno.writeTextFile(file, rewritten);
   }
   const types = options.types === true;
   if (types) await emitTypes(dist);
@@ -116,12 +156,15 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
       // For tools that read the version: require("@netsqlite/netsqlite/package.json").
       ["./package.json", "./package.json"],
     ]),
-    peerDependencies: { "drizzle-orm": "^0.45", kysely: "^0.28" },
-    peerDependenciesMeta: { "drizzle-orm": { optional: true }, kysely: { optional: true } },
+    peerDependencies: PEERS,
+    peerDependenciesMeta: Object.fromEntries(
+      Object.keys(PEERS).map((name) => [name, { optional: true }]),
+    ),
   };
   await Deno.writeTextFile(new URL("package.json", dist), JSON.stringify(pkg, null, 2) + "\n");
   // npm packs a LICENSE file whatever "files" says; the MIT licence asks for its text to go along.
   await Deno.copyFile(new URL("LICENSE", root), new URL("LICENSE", dist));
+  await refuseNpmSpecifiers(dist);
   return dist.pathname;
 }
 
@@ -149,7 +192,7 @@ async function emitTypes(dist: URL): Promise<void> {
     const dec = new TextDecoder();
     throw new Error(`Cannot emit types: ${dec.decode(tsc.stdout)}${dec.decode(tsc.stderr)}`);
   }
-  for await (const file of walk(new URL("types/", dist))) {
+  for await (const file of walk(new URL("types/", dist), ".d.ts")) {
     const text = await Deno.readTextFile(file);
     await Deno.writeTextFile(
       file,
@@ -167,11 +210,26 @@ async function emitTypes(dist: URL): Promise<void> {
   );
 }
 
-async function* walk(dir: URL): AsyncGenerator<URL> {
+/** The files under `dir` whose names end with `suffix`, in its subfolders too. */
+async function* walk(dir: URL, suffix: string): AsyncGenerator<URL> {
   for await (const e of Deno.readDir(dir)) {
     const url = new URL(e.isDirectory ? `${e.name}/` : e.name, dir);
-    if (e.isDirectory) yield* walk(url);
-    else if (e.name.endsWith(".d.ts")) yield url;
+    if (e.isDirectory) yield* walk(url, suffix);
+    else if (e.name.endsWith(suffix)) yield url;
+  }
+}
+
+/**
+ * Fails when a file of `dist` still holds an `npm:` specifier, which Node.js and Bun cannot load
+ * (`ERR_UNSUPPORTED_ESM_URL_SCHEME`).
+ */
+async function refuseNpmSpecifiers(dist: URL): Promise<void> {
+  for await (const file of walk(dist, "")) {
+    const text = await Deno.readTextFile(file);
+    const left = text.match(NPM_SPECIFIER);
+    if (left !== null) {
+      throw new Error(`Cannot build "${file.pathname}": it still imports ${left.join(", ")}`);
+    }
   }
 }
 

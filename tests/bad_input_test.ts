@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 // An inline specifier, so the module also loads when imported by path from
 // another project (no import map needed).
-import { Decoder, encode } from "@msgpack/msgpack";
+import { Decoder, encode } from "npm:@msgpack/msgpack@^3.1.3";
 import { type Client, connect } from "../client.ts";
 import type { ServeOptions } from "../server.ts";
 import { startServer, startServerProcess, type TestServer } from "./_helpers.ts";

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { asc, count, eq, relations, sql } from "drizzle-orm";
+import { asc, count, eq, relations, sql } from "npm:drizzle-orm@^0.45";
 import {
   blob,
   customType,
@@ -13,9 +13,9 @@ import {
   type SQLiteColumn,
   sqliteTable,
   text,
-} from "drizzle-orm/sqlite-core";
-import type { SqliteRemoteDatabase } from "drizzle-orm/sqlite-proxy";
-import { migrate as proxyMigrate } from "drizzle-orm/sqlite-proxy/migrator";
+} from "npm:drizzle-orm@^0.45/sqlite-core";
+import type { SqliteRemoteDatabase } from "npm:drizzle-orm@^0.45/sqlite-proxy";
+import { migrate as proxyMigrate } from "npm:drizzle-orm@^0.45/sqlite-proxy/migrator";
 import {
   drizzle,
   migrate,

@@ -4,7 +4,8 @@
  */
 
 import assert from "node:assert/strict";
-import { buildNode } from "../npm/build.ts";
+import { join } from "node:path";
+import { buildNode, PEERS, rewriteNpmSpecifiers } from "../npm/build.ts";
 
 async function graph(entry: string): Promise<string[]> {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -138,6 +139,95 @@ Deno.test("exports: the LICENSE (MIT, as deno.json says) goes into the JSR packa
     assert.equal(await Deno.readTextFile(`${dist}/LICENSE`), license);
     const pkg = JSON.parse(await Deno.readTextFile(`${dist}/package.json`));
     assert.equal(pkg.license, "MIT");
+  } finally {
+    await Deno.remove(dist, { recursive: true });
+  }
+});
+
+/** The specifiers `text` imports from (static `from "..."` and `import("...")`). */
+function importedSpecifiers(text: string): string[] {
+  return [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|^import\s*)["']([^"']+)["']/gm)]
+    .map((m) => m[1]);
+}
+
+Deno.test("exports: the adapters import their ORM package by npm: specifier at the range the npm build declares as peer", async () => {
+  const adapters = [
+    ["drizzle.ts", "drizzle-orm"],
+    ["drizzle_migrate.ts", "drizzle-orm"],
+    ["kysely.ts", "kysely"],
+  ];
+  for (const [file, name] of adapters) {
+    const text = await Deno.readTextFile(new URL(`../adapters/${file}`, import.meta.url));
+    const npm = importedSpecifiers(text).filter((s) => s.startsWith("npm:"));
+    assert.ok(npm.length > 0, file);
+    for (const specifier of npm) {
+      const peer = `npm:${name}@${PEERS[name]}`;
+      assert.ok(specifier === peer || specifier.startsWith(`${peer}/`), `${file}: ${specifier}`);
+    }
+  }
+});
+
+Deno.test("rewriteNpmSpecifiers() names a peer package as Node.js does, and refuses another package or range", () => {
+  assert.equal(
+    rewriteNpmSpecifiers(
+      'import { a } from "npm:drizzle-orm@^0.45/sqlite-proxy";\n' +
+        "import { b } from 'npm:kysely@^0.28';\nawait import(\"npm:drizzle-orm@^0.45\");\n",
+      "x.js",
+    ),
+    'import { a } from "drizzle-orm/sqlite-proxy";\n' +
+      "import { b } from 'kysely';\nawait import(\"drizzle-orm\");\n",
+  );
+  assert.equal(rewriteNpmSpecifiers('import "./chunk.js";\n', "x.js"), 'import "./chunk.js";\n');
+  for (
+    const specifier of [
+      "npm:kysely@^0.27",
+      "npm:kysely",
+      "npm:left-pad@1",
+      "npm:@scope/kysely@^0.28",
+    ]
+  ) {
+    assert.throws(
+      () => rewriteNpmSpecifiers(`import "${specifier}";`, "x.js"),
+      new RegExp(
+        `^Error: Cannot build "x\\.js": it imports "${specifier.replace(/[.^]/g, "\\$&")}"`,
+      ),
+    );
+  }
+});
+
+Deno.test("exports: the npm build leaves drizzle-orm and kysely to the project's node_modules, by their bare names, with no npm: specifier left", async () => {
+  const dist = await Deno.makeTempDir({ prefix: "netsqlite-npm-peers-" });
+  try {
+    await buildNode(new URL(`file://${dist}/`));
+    const pkg = JSON.parse(await Deno.readTextFile(join(dist, "package.json")));
+    assert.deepEqual(pkg.peerDependencies, { "drizzle-orm": "^0.45", kysely: "^0.28" });
+    assert.deepEqual(pkg.peerDependenciesMeta, {
+      "drizzle-orm": { optional: true },
+      kysely: { optional: true },
+    });
+    const bare: Record<string, string[]> = {};
+    const walk = async (dir: string): Promise<void> => {
+      for await (const e of Deno.readDir(dir)) {
+        const path = join(dir, e.name);
+        if (e.isDirectory) await walk(path);
+        else if (/\.(m?js|d\.m?ts)$/.test(e.name)) {
+          const text = await Deno.readTextFile(path);
+          assert.doesNotMatch(text, /["']npm:/, path);
+          bare[path.slice(dist.length + 1)] = importedSpecifiers(text)
+            .filter((s) => !s.startsWith(".") && !s.startsWith("node:"));
+        }
+      }
+    };
+    await walk(dist);
+    // Each adapter imports its package (bundled, it would not), the client neither.
+    assert.ok(bare["lib/adapters/drizzle.js"].length > 0, JSON.stringify(bare));
+    assert.ok(bare["lib/adapters/drizzle.js"].every((s) => /^drizzle-orm(\/|$)/.test(s)));
+    assert.deepEqual(bare["lib/adapters/kysely.js"], ["kysely"]);
+    const others = Object.entries(bare).filter(([file]) => !file.startsWith("lib/adapters/"));
+    const peers = others.flatMap(([, specifiers]) =>
+      specifiers.filter((s) => /^(drizzle-orm|kysely)(\/|$)/.test(s))
+    );
+    assert.deepEqual(peers, []);
   } finally {
     await Deno.remove(dist, { recursive: true });
   }

@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 // An inline specifier, so the module also loads when imported by path from
 // another project (no import map needed).
-import { Decoder, encode, ExtData } from "@msgpack/msgpack";
+import { Decoder, encode, ExtData } from "npm:@msgpack/msgpack@^3.1.3";
 import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { MAX_HELLO_FRAME } from "../server/session.ts";
 import type { Client } from "../client.ts";

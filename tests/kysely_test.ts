@@ -13,7 +13,7 @@ import {
   type MigrationProvider,
   Migrator,
   sql,
-} from "kysely";
+} from "npm:kysely@^0.28";
 import { NetsqliteDialect } from "../adapters/kysely.ts";
 import { type Client, connect, type ConnectOptions, ErrorCode, SqliteError } from "../client.ts";
 import { openLink } from "../client/connection.ts";

@@ -10,7 +10,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Kysely, sql } from "kysely";
+import { Kysely, sql } from "npm:kysely@^0.28";
 import { connect, ConnectionError, ErrorCode, SqliteError } from "../mod.ts";
 import { NetsqliteDialect } from "../adapters/kysely.ts";
 import type { PooledConnection } from "../client/connection.ts";

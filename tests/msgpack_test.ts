@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Decoder, Encoder } from "@msgpack/msgpack";
+import { Decoder, Encoder } from "npm:@msgpack/msgpack@^3.1.3";
 import { decodeMsgpack, MAX_DEPTH, MsgpackError, MsgpackWriter } from "../protocol/msgpack.ts";
 import { testSeed, withSeed } from "./_seed.ts";
 

@@ -8,8 +8,8 @@
  */
 
 import assert from "node:assert/strict";
-import { Kysely, sql as ksql } from "kysely";
-import { sql } from "drizzle-orm";
+import { Kysely, sql as ksql } from "npm:kysely@^0.28";
+import { sql } from "npm:drizzle-orm@^0.45";
 import { NetsqliteDialect } from "../adapters/kysely.ts";
 import { drizzle } from "../adapters/drizzle.ts";
 import { connect, ConnectionError, ErrorCode, serve } from "../mod.ts";

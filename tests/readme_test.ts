@@ -1,6 +1,7 @@
 /**
- * README's examples, as a new user runs them: the main example unchanged but
- * for the package name mapped to this checkout, in a folder of its own,
+ * README's examples, as a new user runs them: the main example unchanged, in a
+ * folder of its own whose deno.json holds the imports README's "Installing"
+ * tells users to write (the package's paths pointed at this checkout),
  * against a server on the default socket of that folder's `netsqlite.db`,
  * twice; the Drizzle and Kysely examples likewise, with their socket path
  * pointed at a test server. The key-value, change-feed and `migrate`
@@ -13,6 +14,64 @@ import { join } from "node:path";
 import { serve } from "../server.ts";
 import { connect } from "../client.ts";
 import { defaultSocketPath } from "../transport/address.ts";
+import { PEERS } from "../npm/build.ts";
+
+const ROOT = new URL("../", import.meta.url);
+
+/**
+ * The `imports` of the deno.json README's "Installing" shows for a checkout,
+ * with its `../netsqlite/` paths pointed at this checkout: what a user's
+ * project holds (deno.json's own imports are not theirs).
+ */
+async function readmeImports(): Promise<Record<string, string>> {
+  const readme = await Deno.readTextFile(new URL("README.md", ROOT));
+  const start = readme.indexOf("\n## Installing\n");
+  assert.ok(start >= 0, "README has a ## Installing section");
+  const m = /\n```json\n([\s\S]*?)\n```/.exec(readme.slice(start));
+  assert.ok(m, "README's ## Installing has a json block");
+  const { imports } = JSON.parse(m[1]) as { imports: Record<string, string> };
+  return Object.fromEntries(
+    Object.entries(imports).map(([name, target]) => {
+      if (!target.startsWith("../netsqlite/")) return [name, target];
+      const local = new URL(target.slice("../netsqlite/".length), ROOT);
+      assert.ok(Deno.statSync(local).isFile, `${name}: ${target}`);
+      return [name, local.href];
+    }),
+  );
+}
+
+/**
+ * Writes a new user's `deno.json` (README's imports) and deno.lock (this
+ * checkout's, so the ORM packages are those the suite pins) into `dir`.
+ */
+async function writeProject(dir: string): Promise<void> {
+  await Deno.writeTextFile(
+    join(dir, "deno.json"),
+    JSON.stringify({ imports: await readmeImports() }, null, 2),
+  );
+  await Deno.copyFile(new URL("deno.lock", ROOT), join(dir, "deno.lock"));
+}
+
+Deno.test("readme: the imports Installing shows map the package's every export to the checkout, and the ORM packages at the adapters' ranges", async () => {
+  const imports = await readmeImports();
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT))) as {
+    name: string;
+    exports: Record<string, string>;
+    imports?: Record<string, string>;
+  };
+  for (const [path, file] of Object.entries(config.exports)) {
+    const name = config.name + path.slice(1);
+    assert.equal(imports[name], new URL(file, ROOT).href, name);
+  }
+  const others = Object.entries(imports).filter(([name]) => !name.startsWith(config.name));
+  assert.deepEqual(others, [
+    ["drizzle-orm", `npm:drizzle-orm@${PEERS["drizzle-orm"]}`],
+    ["drizzle-orm/", `npm:/drizzle-orm@${PEERS["drizzle-orm"]}/`],
+    ["kysely", `npm:kysely@${PEERS.kysely}`],
+  ]);
+  // deno task installs every npm package deno.json maps (see serve_task_test.ts).
+  assert.equal(config.imports, undefined);
+});
 
 async function readmeExample(): Promise<string> {
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
@@ -26,12 +85,7 @@ Deno.test("readme: the example runs unchanged, twice, on the same database", asy
   assert.match(source, /from "@netsqlite\/netsqlite"/);
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-readme-" });
   try {
-    await Deno.writeTextFile(
-      join(dir, "deno.json"),
-      JSON.stringify({
-        imports: { "@netsqlite/netsqlite": new URL("../mod.ts", import.meta.url).href },
-      }),
-    );
+    await writeProject(dir);
     await Deno.writeTextFile(join(dir, "example.ts"), source);
     const database = join(dir, "netsqlite.db");
     await using _server = await serve({ database, path: defaultSocketPath(database) });
@@ -81,24 +135,10 @@ async function runSnippet(section: string, module: string): Promise<string[]> {
   const source = await readmeSnippet(section);
   assert.match(source, new RegExp(`from "@netsqlite/netsqlite/${module}"`));
   assert.match(source, /"\/tmp\/app\.sock"/);
-  const config = JSON.parse(
-    await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
-  ) as { imports: Record<string, string> };
   const dir = await Deno.makeTempDir({ prefix: `netsqlite-readme-${module}-` });
   try {
     const socket = join(dir, "app.sock");
-    await Deno.writeTextFile(
-      join(dir, "deno.json"),
-      JSON.stringify({
-        imports: {
-          ...config.imports,
-          "@netsqlite/netsqlite": new URL("../mod.ts", import.meta.url).href,
-          [`@netsqlite/netsqlite/${module}`]: new URL(`../adapters/${module}.ts`, import.meta.url)
-            .href,
-        },
-      }),
-    );
-    await Deno.copyFile(new URL("../deno.lock", import.meta.url), join(dir, "deno.lock"));
+    await writeProject(dir);
     await Deno.writeTextFile(
       join(dir, "example.ts"),
       source.replaceAll('"/tmp/app.sock"', JSON.stringify(socket)),
@@ -138,8 +178,8 @@ async function readmeBlock(heading: string, marker: string): Promise<string> {
 }
 
 /**
- * Writes `program` as `example.ts` in a new folder (with the package and its
- * adapters mapped to this checkout, and `files` beside it), serves
+ * Writes `program` as `example.ts` in a new folder (with README's imports,
+ * the package mapped to this checkout, and `files` beside it), serves
  * `app.db` there, runs the program twice and returns each run's stdout;
  * `after` sees the server's socket path before the server stops.
  */
@@ -148,23 +188,10 @@ async function runProgram(
   files: Record<string, string> = {},
   after?: (socket: string) => Promise<void>,
 ): Promise<string[]> {
-  const config = JSON.parse(
-    await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
-  ) as { imports: Record<string, string> };
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-readme-snippet-" });
   try {
     const socket = join(dir, "app.sock");
-    await Deno.writeTextFile(
-      join(dir, "deno.json"),
-      JSON.stringify({
-        imports: {
-          ...config.imports,
-          "@netsqlite/netsqlite": new URL("../mod.ts", import.meta.url).href,
-          "@netsqlite/netsqlite/drizzle": new URL("../adapters/drizzle.ts", import.meta.url).href,
-        },
-      }),
-    );
-    await Deno.copyFile(new URL("../deno.lock", import.meta.url), join(dir, "deno.lock"));
+    await writeProject(dir);
     for (const [name, text] of Object.entries(files)) {
       await Deno.mkdir(join(dir, name, ".."), { recursive: true });
       await Deno.writeTextFile(join(dir, name), text);

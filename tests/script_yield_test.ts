@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Decoder, encode } from "@msgpack/msgpack";
+import { Decoder, encode } from "npm:@msgpack/msgpack@^3.1.3";
 import { startServer, type TestServer } from "./_helpers.ts";
 
 const Op = { Hello: 0, Exec: 1, Query: 2, Run: 3, Batch: 4 } as const;

@@ -3,7 +3,8 @@
  * task's permissions (not `-A`), as a separate process. Deno reads
  * `/proc/self/*` only under `--allow-all` (while `Deno.permissions` answers
  * "granted"), so what the server learns about its process must come another
- * way: the open-file limit and the loaded library's path.
+ * way: the open-file limit and the loaded library's path. And `deno task serve`
+ * itself, on a machine that has never fetched an npm package and cannot.
  */
 
 import assert from "node:assert/strict";
@@ -12,7 +13,8 @@ import { ProtocolError } from "../protocol/errors.ts";
 import { fdBudget } from "../server/connection_limit.ts";
 import { SERVE_TASK_FLAGS, tempDir } from "./_helpers.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const ROOT = new URL("../", import.meta.url);
+const SERVER_TS = new URL("server.ts", ROOT).pathname;
 const ffiEngine = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
 const unix = Deno.build.os === "linux" || Deno.build.os === "darwin";
 
@@ -226,5 +228,55 @@ Deno.test({
         new RegExp(` info {2}netsqlite: ${expected.replace(/[()]/g, "\\$&")}\n`),
       );
     }
+  },
+});
+
+Deno.test({
+  name: "deno task serve needs no npm package: with an empty DENO_DIR and an npm registry that " +
+    "answers nothing, --help prints the server's usage, no request reaches the registry, and " +
+    "deno.lock stays as it was",
+  fn: async () => {
+    // `deno task` first caches every npm package deno.json's imports and deno.lock name
+    // (denoland/deno#30887), whatever the task runs: server.ts imports none.
+    await using dir = await tempDir();
+    const registry = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    let connections = 0;
+    const accepting = (async () => {
+      try {
+        for await (const conn of registry) {
+          connections++;
+          conn.close(); // refused at once: an old deno.json fails fast, not after a timeout
+        }
+      } catch { /* the listener closed */ }
+    })();
+    const lock = await Deno.readFile(new URL("deno.lock", ROOT));
+    let out: Deno.CommandOutput;
+    try {
+      out = await new Deno.Command(Deno.execPath(), {
+        args: ["task", "serve", "--help"],
+        cwd: ROOT,
+        clearEnv: true,
+        env: {
+          PATH: Deno.env.get("PATH") ?? "",
+          HOME: dir.path, // no ~/.npmrc naming another registry
+          DENO_DIR: `${dir.path}/deno`,
+          NPM_CONFIG_REGISTRY: `http://127.0.0.1:${registry.addr.port}/`,
+          NO_COLOR: "1",
+        },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    } finally {
+      registry.close();
+      await accepting;
+    }
+    const stdout = new TextDecoder().decode(out.stdout);
+    const text = stdout + new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, text);
+    assert.match(stdout, /^netsqlite server \S+: share one SQLite database between processes\n/);
+    assert.match(stdout, /\nUsage: deno run -A server\.ts \[options\]/);
+    assert.equal(connections, 0, text);
+    assert.deepEqual(await Deno.readFile(new URL("deno.lock", ROOT)), lock);
   },
 });

@@ -13,7 +13,7 @@
  */
 
 import assert from "node:assert/strict";
-import { decode, encode } from "@msgpack/msgpack";
+import { decode, encode } from "npm:@msgpack/msgpack@^3.1.3";
 import { type Client, SqliteError } from "../client.ts";
 import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
