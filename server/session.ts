@@ -1509,8 +1509,10 @@ export class Session implements SessionProbe {
    * A cursor chunk too large for a frame: the cursor is closed (an error
    * ends the iteration, as with any other; the client's rows so far are
    * every row before the chunk), and the error says which rows. A chunk
-   * stops before the row that would take it past ~64 KiB, so a chunk that
-   * does not fit is one row too large, unless `maxFrameSize` is below that.
+   * stops before the row that would take it past its budget (`chunkBytesFor`
+   * in engine/cursor.ts: at most a third of the frame, counting text as if
+   * each character took three bytes), so a chunk that does not fit is one
+   * row too large; the count of several rows is a last guard only.
    */
   #chunkTooLarge(
     req: Request,
@@ -1530,7 +1532,7 @@ export class Session implements SessionProbe {
           "--max-frame-size allows, the cursor is closed (every row before it was sent); " +
           "select less of it (substr() on large values) or raise --max-frame-size"
         : `Cursor chunk of ${count} rows exceeds maxFrameSize ${maxFrameSize} bytes ` +
-          "(a chunk holds up to about 64 KiB): the cursor is closed; raise --max-frame-size",
+          "(each of its rows fits one): the cursor is closed; raise --max-frame-size",
     );
   }
 
