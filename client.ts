@@ -21,10 +21,11 @@
  */
 
 import type { HelloReply } from "./protocol/messages.ts";
-import { openLink, type PooledConnection } from "./client/connection.ts";
+import type { PooledConnection } from "./client/connection.ts";
 import type { Link } from "./client/link.ts";
 import { withCallerFrames } from "./client/_caller_stack.ts";
 import { connectOrStart } from "./client/autostart.ts";
+import { openFinding } from "./client/_lock_owner.ts";
 import { type ConnectOptions, resolveConnectOptions } from "./client/options.ts";
 import { Pool } from "./client/pool.ts";
 import { Queryable } from "./client/queryable.ts";
@@ -91,7 +92,9 @@ export {
  * `max`) open when concurrent calls need them.
  *
  * @param options Where the server is; `connect()` alone uses the default
- *   socket of `./netsqlite.db`.
+ *   socket of `./netsqlite.db`. When nothing answers at a database's default
+ *   socket, the client tries the Unix socket its server records in the
+ *   database's lock file, if it may read that file without asking.
  * @returns a connected client.
  * @throws {TypeError} / {RangeError} for a bad option, naming it.
  * @throws {ConnectionError} when nothing answers at the address.
@@ -110,7 +113,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
   const config = await resolveConnectOptions(options);
   let opened: [Link, HelloReply];
   try {
-    opened = config.autostart === null ? await openLink(config) : await connectOrStart(config);
+    opened = config.autostart === null ? await openFinding(config) : await connectOrStart(config);
   } catch (err) {
     throw withCallerFrames(err);
   }

@@ -14,7 +14,7 @@ import {
   type ConnectOptions,
   resolveConnectOptions,
 } from "../client/options.ts";
-import { openLink } from "../client/connection.ts";
+import { openFinding } from "../client/_lock_owner.ts";
 import {
   type BackupReport,
   type CheckpointReport,
@@ -185,8 +185,9 @@ async function open(connect: ConnectOptions): Promise<Link> {
  * it runs only statistics and maintenance requests, and may take one of the
  * slots the server keeps for admin sessions beyond `--max-connections`, so
  * that these commands work at a full server. Otherwise as the client's own
- * connections open (`client/connection.ts` `openLink`): within
- * `connectTimeout`, with the same token.
+ * connections open (`client/_lock_owner.ts` `openFinding`): within
+ * `connectTimeout`, with the same token; on a database's default socket, the
+ * socket its lock file names when nothing answers there.
  *
  * @param config Resolved connect options (`max`, `reconnect` and `autostart` play no part).
  * @returns the connection, its hello answered.
@@ -194,7 +195,7 @@ async function open(connect: ConnectOptions): Promise<Link> {
  * @throws {ConnectionError} when no server answers.
  */
 export async function openAdminLink(config: ConnectConfig): Promise<Link> {
-  const [link] = await openLink(config, { admin: true });
+  const [link] = await openFinding(config, { admin: true });
   return link;
 }
 

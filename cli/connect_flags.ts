@@ -111,6 +111,7 @@ const HINTS: readonly [RegExp, string][] = [
     "--db with the file the server serves, or --socket with the path it printed",
   ],
   [/connect\(\{ database \}\)/g, "--db"],
+  [/in connect\(\{ path \}\)/g, "with --socket"],
   [/pass connect\(\{ token \}\)/g, "pass --token or set NETSQLITE_TOKEN"],
   [/connect\(\{ token \}\)/g, "--token (or NETSQLITE_TOKEN)"],
   [/connect without the tls option/g, "connect without --tls-ca"],

@@ -22,10 +22,9 @@ import type { HelloReply } from "../protocol/messages.ts";
 import type { Link } from "./link.ts";
 import { openLink } from "./connection.ts";
 import type { ConnectConfig } from "./options.ts";
-import { type Address, defaultSocketPath, formatAddress } from "../transport/address.ts";
+import { type Address, formatAddress } from "../transport/address.ts";
 import { isNotRunning } from "../transport/connect.ts";
-import { IS_DENO } from "../transport/_runtime.ts";
-import { basename, dirname, isAbsolute, join, resolve } from "node:path";
+import { databaseIdentity, openOwner, ownerAddress, unlessOtherDatabase } from "./_lock_owner.ts";
 
 /**
  * Options of `connect({ autostart })`: start a server for `database` when
@@ -51,30 +50,6 @@ export interface AutostartOptions {
   timeout?: number;
   /** More `server.ts` flags, e.g. `["--busy-timeout", "1000"]`. @default {[]} */
   args?: string[];
-}
-
-/**
- * The real path of `path` (symbolic links resolved), as a server reports its
- * database in its hello; the absolute path when it does not exist (or may not
- * be read).
- */
-export async function realOrResolved(path: string): Promise<string> {
-  try {
-    if (IS_DENO) return await Deno.realPath(path);
-    const { realpath } = await import("node:fs/promises");
-    return await realpath(path);
-  } catch {
-    return resolve(path);
-  }
-}
-
-/**
- * The database as a server serving `database` names it in its hello:
- * `":memory:"` as is (a server's own in-memory database, no file), else its
- * real path ({@link realOrResolved}).
- */
-export async function databaseIdentity(database: string): Promise<string> {
-  return database === ":memory:" ? database : await realOrResolved(database);
 }
 
 /** Deno permissions the started server runs with (those of `deno task serve`). */
@@ -210,19 +185,17 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
    * server found running: another app's on the same channel or path).
    */
   const checked = async (
-    [link, info]: [Link, HelloReply],
+    opened: [Link, HelloReply],
     at: Address = addr,
   ): Promise<[Link, HelloReply]> => {
     const ours = await databaseIdentity(database);
-    if (info.database === undefined || info.database === ours) return [link, info];
-    const err = new ConnectionError(
-      `Cannot autostart a server for "${database}" on ${formatAddress(at)}: the server there ` +
-        `serves "${info.database}", not "${ours}": give this database its own path or channel`,
-      { code: ErrorCode.ConnectionClosed },
+    return await unlessOtherDatabase(
+      opened,
+      ours,
+      (theirs) =>
+        `Cannot autostart a server for "${database}" on ${formatAddress(at)}: the server there ` +
+        `serves "${theirs}", not "${ours}": give this database its own path or channel`,
     );
-    link.fail(err);
-    await link.ended;
-    throw err;
   };
   const first = await attempt().then((ok) => ({ ok }), (err: unknown) => ({ err }));
   if ("ok" in first) return await checked(first.ok);
@@ -288,32 +261,24 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
           );
         }
         const owner = lockOwner(reason);
-        if (owner !== null && await listensElsewhere(owner.socket, addr.path)) {
-          // A live server of this database (of its real file: the lock is that file's) listens
-          // elsewhere, so starting again cannot help. A client on the default socket wants the
-          // database's server wherever it listens (one started with --socket, or by an earlier
-          // release on the default socket of another name of the file): it connects there, and
-          // so do the pool's later connections. An explicit path or channel stays the client's
-          // address: it is told where the server is.
-          const there = owner.socket.startsWith("unix:") && isDefaultSocket(addr.path, database)
-            ? { transport: "unix" as const, path: owner.socket.slice("unix:".length) }
-            : null;
-          if (there === null) {
-            throw fail(
-              `the server started exited with code ${child.exitCode}: ${quoteReason(reason)}; ` +
-                (owner.socket.startsWith("unix:")
-                  ? `connect with { path: "${owner.socket.slice(5)}" } to use that server`
-                  : `connect to that server at ${owner.socket}`),
-              failure,
-            );
-          }
-          const found = await attempt(there).then((ok) => ({ ok }), (err: unknown) => ({ err }));
-          if ("ok" in found) {
-            const opened = await checked(found.ok, there);
-            config.addr = there;
-            return opened;
-          }
-          if (!isNotRunning(found.err) && !unanswered(found.err)) throw found.err;
+        // A live server of this database (of its real file: the lock is that file's) may listen
+        // elsewhere, so starting again cannot help. A client on the default socket wants the
+        // database's server wherever it listens (one started with --socket, or by an earlier
+        // release on the default socket of another name of the file): it connects there, and
+        // so do the pool's later connections. An explicit path or channel stays the client's
+        // address: it is told where the server is.
+        const found = owner === null ? null : ownerAddress(owner.socket, addr.path, database);
+        if (found !== null && "elsewhere" in found) {
+          throw fail(
+            `the server started exited with code ${child.exitCode}: ${quoteReason(reason)}; ` +
+              found.elsewhere,
+            failure,
+          );
+        }
+        if (found !== null) {
+          const opened = await openOwner(config, found.there, attempt, checked);
+          if ("ok" in opened) return opened.ok;
+          if (!isNotRunning(opened.err) && !unanswered(opened.err)) throw opened.err;
           // It does not answer yet (starting) or any more (shutting down): as below.
         }
         // The lock's owner is starting (it will answer) or shutting down (it
@@ -384,40 +349,6 @@ function lockOwner(reason: string): { pid: number; socket: string } | null {
   const line = reason.split(" / ").find((l) => l.includes(LOCKED_TEXT)) ?? "";
   const m = /\bpid (\d+), socket ((?:unix|tcp):.+)\)$/.exec(line);
   return m === null ? null : { pid: Number(m[1]), socket: m[2] };
-}
-
-/**
- * True when the lock's owner, at `socket` (`unix:<path>` or `tcp:<host>:<port>`
- * as its lock file records it), is known to listen at another address than
- * the Unix socket `path`. Paths are compared absolute, through the real path
- * of their directory (a symbolic link to the same directory is the same
- * socket). A relative path (as servers of earlier versions recorded a relative
- * --socket) is relative to a directory nobody knows: not known to be another
- * address, so the client waits for that server as for one on its own socket.
- */
-async function listensElsewhere(socket: string, path: string): Promise<boolean> {
-  if (!socket.startsWith("unix:")) return true;
-  const owner = socket.slice("unix:".length);
-  if (!isAbsolute(owner)) return false;
-  return await canonicalSocket(owner) !== await canonicalSocket(path);
-}
-
-/**
- * True when `path` is the default socket of `database` (the client was given
- * neither a path nor a channel, or the path it would have used anyway).
- */
-function isDefaultSocket(path: string, database: string): boolean {
-  try {
-    return resolve(path) === resolve(defaultSocketPath(database));
-  } catch {
-    return false; // no default socket can be worked out here (no --allow-sys=uid)
-  }
-}
-
-/** `path` absolute, its directory's symbolic links resolved (the socket itself may be absent). */
-async function canonicalSocket(path: string): Promise<string> {
-  const absolute = resolve(path);
-  return join(await realOrResolved(dirname(absolute)), basename(absolute));
 }
 
 /**

@@ -6,7 +6,8 @@
  */
 
 import { ConnectionError } from "../protocol/errors.ts";
-import { type AutostartOptions, realOrResolved } from "./autostart.ts";
+import type { AutostartOptions } from "./autostart.ts";
+import { realOrResolved } from "./_lock_owner.ts";
 import type { TlsClientOptions } from "../transport/connect.ts";
 import {
   type Address,
@@ -60,8 +61,11 @@ export interface ConnectOptions {
   port?: number;
   /**
    * Database whose default socket to use when neither `path` nor `port` nor
-   * `channel` is given. With `autostart`, it must name the same file as
-   * `autostart.database` (or be left out).
+   * `channel` is given; when nothing answers there, the Unix socket its
+   * server records in the database's lock file (`<db>.lock`), where the
+   * client may read that file without asking for a permission. With
+   * `autostart`, it must name the same file as `autostart.database` (or be
+   * left out).
    * @default {autostart.database, else "netsqlite.db"}
    */
   database?: string;
@@ -128,6 +132,12 @@ export interface ConnectOptions {
 export interface ConnectConfig {
   /** Where the server is. */
   addr: Address;
+  /**
+   * The database whose default socket `addr` is (given neither `path`,
+   * `channel` nor a host), or `null`: when nothing answers there, its lock
+   * file may name the server's socket.
+   */
+  database: string | null;
   /** Largest frame payload accepted. */
   maxFrameSize: number;
   /** ms without a reply before a connection is closed; 0 = none. */
@@ -256,6 +266,7 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
     }
   }
   let addr: Address;
+  let database: string | null = null;
   if (tcp) {
     addr = {
       transport: "tcp",
@@ -265,22 +276,64 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   } else if (options.path !== undefined) {
     addr = { transport: "unix", path: options.path };
   } else if (options.channel !== undefined && HAS_UNIX_SOCKETS) {
-    addr = { transport: "unix", path: channelSocketPath(options.channel) };
+    const channel = options.channel;
+    addr = {
+      transport: "unix",
+      path: socketPath(`the socket of channel "${channel}"`, () => channelSocketPath(channel)),
+    };
   } else {
     // The server autostart starts listens on the default socket of its database.
-    const database = options.database ?? autostartDatabase ?? DEFAULT_DATABASE;
+    const file = options.database ?? autostartDatabase ?? DEFAULT_DATABASE;
+    const what = `the default socket of "${resolve(file)}"`;
     if (HAS_UNIX_SOCKETS) {
-      addr = { transport: "unix", path: defaultSocketPath(database) };
+      addr = { transport: "unix", path: socketPath(what, () => defaultSocketPath(file)) };
+      database = file;
     } else {
-      const announced = defaultPortFile(database);
+      const announced = socketPath(what, () => defaultPortFile(file));
       const port = Number(await readTextFile(announced).catch(() => "NaN"));
       if (!Number.isInteger(port)) {
-        throw new ConnectionError(`Cannot find the server of ${database}: no port in ${announced}`);
+        throw new ConnectionError(`Cannot find the server of ${file}: no port in ${announced}`);
       }
       addr = { transport: "tcp", hostname: "127.0.0.1", port };
     }
   }
-  return { addr, ...config };
+  return { addr, database, ...config };
+}
+
+/** The environment variables the per-user socket directory is worked out from. */
+const SOCKET_DIR_ENV = "XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP";
+
+/**
+ * `path()`, a default socket path (or channel's, or port file's), with
+ * Deno's bare refusal of an environment variable (`Requires env access to
+ * "TMP"`, from a scoped `--allow-env`: the variables are read one at a
+ * time) put in a message that says what was being worked out and names
+ * every variable to allow.
+ *
+ * @param what What `path()` works out, for the message.
+ * @throws {Deno.errors.NotCapable} (whatever Deno threw, as `cause`) naming
+ *   the variable refused and `--allow-env=XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP`;
+ *   other errors of `path()` as they are.
+ */
+function socketPath(what: string, path: () => string): string {
+  try {
+    return path();
+  } catch (err) {
+    const refused = /^Requires env access to "([^"]+)"/.exec((err as Error)?.message ?? "");
+    if (refused === null) throw err;
+    const message = `Cannot work out ${what}: its directory depends on the environment ` +
+      `variables ${SOCKET_DIR_ENV.replaceAll(",", ", ")}, and reading ${refused[1]} was not ` +
+      `allowed (${(err as Error).message}); run with --allow-env=${SOCKET_DIR_ENV} (or ` +
+      "--allow-env), or give the socket path explicitly";
+    const Class = (err as Error).constructor as ErrorConstructor;
+    let wrapped: Error;
+    try {
+      wrapped = new Class(message, { cause: err });
+    } catch {
+      wrapped = new Error(message, { cause: err });
+    }
+    throw wrapped;
+  }
 }
 
 /**

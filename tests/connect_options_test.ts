@@ -9,6 +9,7 @@ Deno.test("resolveConnectOptions() fills in every default", async () => {
   const config = await resolveConnectOptions({ path: "/tmp/x.sock" });
   assert.deepEqual(config, {
     addr: { transport: "unix", path: "/tmp/x.sock" },
+    database: null,
     maxFrameSize: 64 * 1024 * 1024,
     requestTimeout: 0,
     connectTimeout: 10_000,
@@ -24,6 +25,9 @@ Deno.test("resolveConnectOptions() fills in every default", async () => {
     hostname: "127.0.0.1",
     port: 5000,
   });
+  // The database whose default socket the client uses (its lock file may name another).
+  assert.equal((await resolveConnectOptions({ database: "/tmp/x.db" })).database, "/tmp/x.db");
+  assert.equal((await resolveConnectOptions({})).database, "netsqlite.db");
 });
 
 Deno.test("connect() refuses each bad option with a TypeError or RangeError naming it", async () => {

@@ -86,7 +86,7 @@ export async function connectTo(
       );
     }
     throw new ConnectionError(
-      `Cannot connect to ${where}: ${describe(err)}${hint(err, addr, tls !== null)}`,
+      `Cannot connect to ${where}: ${failureReason(err)}${hint(err, addr, tls !== null)}`,
       { cause: err },
     );
   } finally {
@@ -103,13 +103,14 @@ function abortReason(signal: AbortSignal, where: string): Error {
 }
 
 /**
- * The reason of a failed connection on one line. OpenSSL's messages under
+ * The reason of a failed connection on one line (the system's error: a
+ * `ConnectionError`'s `cause`). OpenSSL's messages under
  * Node.js and Bun (`80AC…:error:0A00010B:SSL routines:…:wrong version
  * number:…/ssl3_record.c:350:` and a newline; `error:100000f7:SSL
  * routines:OPENSSL_internal:WRONG_VERSION_NUMBER`) are cut to their reason
  * (`wrong version number`); the error itself stays the `cause`.
  */
-function describe(err: unknown): string {
+export function failureReason(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
   const openssl = /(?:^|\s)(?:[0-9A-F]+:)?error:[0-9A-F]+:[^:\n]*:[^:\n]*:([^:\n]+)/i.exec(text);
   const reason = openssl === null ? text : openssl[1].replaceAll("_", " ").toLowerCase();
@@ -127,17 +128,7 @@ const UNTRUSTED = new Set([
 
 /** What a failed connection most likely means, for the message. */
 function hint(err: unknown, addr: Address, tls: boolean): string {
-  if (isAbsent(err)) {
-    if (addr.transport === "tcp") {
-      return " (is the server running, listening on that address and port? Start it with " +
-        "--tcp HOST:PORT)";
-    }
-    const database = databaseOfDefaultSocket(addr.path);
-    const which = database === undefined ? "" : ` of "${database}"`;
-    return ` (is the server${which} running? Each database file has its own default socket: ` +
-      "start the server for the file the client names, connect({ database }) to the file the " +
-      "server serves, or pass the path it printed)";
-  }
+  if (isAbsent(err)) return notRunningHint(addr);
   if (!tls) return "";
   const text = String(err);
   const code = (err as { code?: unknown } | null)?.code;
@@ -180,6 +171,25 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
       "signed it in tls: { caCerts: [pem] }, or --tls-ca FILE to the CLI)";
   }
   return "";
+}
+
+/**
+ * What a connection refused or finding no socket at `addr` most likely means,
+ * for the message: ` (is the server running? ...)`, naming the database whose
+ * default socket `addr` is.
+ *
+ * @param note More advice, put before the closing parenthesis.
+ */
+export function notRunningHint(addr: Address, note = ""): string {
+  if (addr.transport === "tcp") {
+    return " (is the server running, listening on that address and port? Start it with " +
+      `--tcp HOST:PORT${note})`;
+  }
+  const database = databaseOfDefaultSocket(addr.path);
+  const which = database === undefined ? "" : ` of "${database}"`;
+  return ` (is the server${which} running? Each database file has its own default socket: ` +
+    "start the server for the file the client names, connect({ database }) to the file the " +
+    `server serves, or pass the path it printed${note})`;
 }
 
 /** One connection attempt: its current stage, and what closes it when its time is up. */
