@@ -174,7 +174,10 @@ console.log("sockets", JSON.stringify(Deno.args.map((name) => defaultSocketPath(
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-      env: { TMPDIR: root, NO_COLOR: "1" },
+      // Its own environment: other test files running beside this one in the same process set
+      // XDG_RUNTIME_DIR for a while, which the child would otherwise inherit.
+      clearEnv: true,
+      env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin", TMPDIR: root, NO_COLOR: "1" },
     }).spawn();
     const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
     // Nothing is typed: a prompt would wait until the timer kills it.
