@@ -46,7 +46,13 @@ import {
   formatAddress,
   parseHostPort,
 } from "./transport/address.ts";
-import { listen, type Listener, removeSocketFile, TlsListener } from "./transport/listen.ts";
+import {
+  listen,
+  type Listener,
+  removeSocketFile,
+  TlsListener,
+  unreachableSocketWarning,
+} from "./transport/listen.ts";
 import { ByteBudget } from "./transport/frame_reader.ts";
 import { VERSION } from "./version.ts";
 import {
@@ -56,7 +62,7 @@ import {
   TOKEN_ENV,
   tokenFileWarning,
 } from "./server/auth.ts";
-import { DatabaseLock, lockPath } from "./server/lock.ts";
+import { DatabaseLock, LockFileAccessError, lockPath } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
 import { ServerStats } from "./server/stats.ts";
 import { ADMIN_RESERVED_CONNECTIONS, type FdBudget, fdBudget } from "./server/connection_limit.ts";
@@ -268,6 +274,15 @@ function takeLock(config: ServeConfig): DatabaseLock | null {
     // The socket's absolute path: a second server or a client may run in another directory.
     return DatabaseLock.acquire(config.database, formatAddress(absoluteAddress(config.address)));
   } catch (err) {
+    if (err instanceof LockFileAccessError) {
+      // Another user's lock file, not held (or not known to be): not the directory's fault.
+      if (!config.engine.policy.readonly) throw err;
+      console.error(
+        `netsqlite: cannot use the lock file "${err.path}" (${err.reason}): serving read-only ` +
+          "without the one-server lock",
+      );
+      return null;
+    }
     const denied = err instanceof Deno.errors.PermissionDenied ||
       err instanceof Deno.errors.NotCapable || (err as { code?: string }).code === "EROFS";
     if (!denied) throw err;
@@ -466,6 +481,11 @@ class RunningServer implements Server {
           "and read or change the whole database; set a token (--token-file or NETSQLITE_TOKEN; " +
           "serve({ token })), or use --socket-mode 660 and a trusted group",
       );
+    }
+    if (this.addr.transport === "unix") {
+      // A group (or everyone) let in by the socket's mode, kept out by a directory above it.
+      const unreachable = unreachableSocketWarning(this.addr.path, config.socketMode);
+      if (unreachable !== null) log.warn(unreachable);
     }
     if (
       gate !== null && config.tls === null && this.addr.transport === "tcp" &&
@@ -972,6 +992,15 @@ function tokenArg(token: string | undefined, file: string | undefined): string |
   try {
     env = Deno.env.get(TOKEN_ENV);
   } catch (err) {
+    if (err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied) {
+      // Not a bad argument: the variable cannot be looked at, and serving without the token it
+      // may hold would open the database to anyone who can connect.
+      throw new Deno.errors.NotCapable(
+        `Cannot read ${TOKEN_ENV} (the token, when neither --token nor --token-file is ` +
+          `given): ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
     // Deno refuses a value that is not UTF-8, quoting it: the secret is not repeated here.
     if (!(err instanceof Deno.errors.InvalidData)) throw err;
     throw new TypeError(
@@ -1085,6 +1114,11 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   try {
     options = parseServeArgs(args);
   } catch (err) {
+    if (err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied) {
+      // A permission the arguments need (--allow-env for NETSQLITE_TOKEN): not a bad argument.
+      console.error(`netsqlite: ${err.message}`);
+      return 1;
+    }
     console.error(`netsqlite: ${(err as Error).message}\n\n${HELP}`);
     return 2;
   }

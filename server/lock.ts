@@ -13,6 +13,14 @@
  * {@link DatabaseLock.acquire} retries when the file it locked is no longer
  * the one at the path, so two servers never hold locks on different files.
  *
+ * The lock file is writable by whoever may write the database file (its
+ * owner always; its group and others when the database's mode lets them
+ * write), much as SQLite gives its `-wal` and `-shm` the database's mode:
+ * users who share a database share its lock. A lock file
+ * another user left that this user may not write is judged through a
+ * read-only descriptor (or `/proc/locks`): held, it is the usual "another
+ * server owns"; not held, the message says whose file it is and what to do.
+ *
  * @module
  */
 
@@ -144,7 +152,13 @@ export class DatabaseLock {
    * @throws {DatabaseLockedError} `another server owns <db> (pid N, socket S)`; also when a
    *   server of this process serves the file by another name (a hard link), refused before
    *   anything of it is opened.
+   *   Also when the lock file is another user's, this user may not write it, and a server
+   *   holds it.
+   * @throws {LockFileAccessError} when the lock file is another user's, this user may not
+   *   write it, and no server is known to hold it.
    * @throws {SqliteError} `SQLITE_CANTOPEN` when the database's directory does not exist.
+   * @throws {Deno.errors.PermissionDenied} when the lock file is absent and the directory
+   *   does not let this user create it.
    * @throws {Error} the system's error of writing the lock file (a full disk), naming it; the
    *   lock file is removed again when this call created it.
    */
@@ -153,8 +167,9 @@ export class DatabaseLock {
     refuseServedHere(database, real);
     const path = `${real}.lock`;
     for (let attempt = 0;; attempt++) {
-      const created = !exists(path);
-      const file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
+      const opened = openLockFile(database, real, path);
+      if (opened === null) continue; // created by another start meanwhile: open that one
+      const { file, created } = opened;
       let locked: boolean;
       try {
         // An empty lock file: its owner is between taking it and writing its pid, or released
@@ -196,7 +211,9 @@ export class DatabaseLock {
    * it as served by this process (a second `serve()` here of the same file
    * is refused before opening it: {@link acquire}). Call it when the file
    * exists, and release the lock only after SQLite closed the file: closing
-   * any descriptor of a file drops the process's `fcntl` locks on it.
+   * any descriptor of a file drops the process's `fcntl` locks on it. Also
+   * makes the lock file writable by whoever may write the database (see the
+   * module's doc).
    *
    * @throws {DatabaseLockedError} when another server holds the file.
    */
@@ -219,6 +236,48 @@ export class DatabaseLock {
     if (key !== null) {
       served.set(key, { real: this.database, socket: this.#address });
       this.#servedKey = key;
+    }
+    this.#shareLikeDatabase();
+  }
+
+  /**
+   * Makes the lock file readable and writable by whoever may write the
+   * database file, much as SQLite gives its `-wal` and `-shm` files the
+   * database's mode: a user who may write the database may then take its
+   * lock too, also after another user's server made the file (it was
+   * `0600`, and every later start by another user failed). The owner keeps
+   * read and write; the group and others get read and write when the
+   * database lets them write, else nothing (a `0644` database keeps a
+   * `0600` lock file: those who may only read it need no lock, and could
+   * hold it to keep every server out); the group follows the database's
+   * when this user may give it; a lock file root made gets the database's
+   * owner, as SQLite's files do. A file left as it was (not this user's to
+   * change) is no error: the next start by another user says what to do.
+   */
+  #shareLikeDatabase(): void {
+    if (Deno.build.os === "windows") return;
+    let db: Deno.FileInfo, lock: Deno.FileInfo;
+    try {
+      db = Deno.statSync(this.database);
+      lock = this.#file.statSync();
+    } catch {
+      return;
+    }
+    if (db.mode === null || lock.mode === null) return;
+    const rootMade = this.#created && lock.uid === 0 && db.uid !== null && db.uid !== 0;
+    const uid = rootMade ? db.uid : null;
+    if (uid !== null || (db.gid !== null && db.gid !== lock.gid)) {
+      try {
+        Deno.chownSync(this.path, uid, db.gid);
+      } catch {
+        // Not a group of this user: the group stays this user's.
+      }
+    }
+    const mode = 0o600 | (db.mode & 0o020 ? 0o060 : 0) | (db.mode & 0o002 ? 0o006 : 0);
+    try {
+      if ((lock.mode & 0o777) !== mode) Deno.chmodSync(this.path, mode);
+    } catch {
+      // Another user's file: left as it is.
     }
   }
 
@@ -277,6 +336,209 @@ function tryLockSoon(file: Deno.FsFile, ms: number, transient: () => boolean): b
 }
 
 /**
+ * The lock file exists, this user may not write it (another user's server
+ * made it), and no server is known to hold it.
+ */
+export class LockFileAccessError extends Deno.errors.PermissionDenied {
+  /** The lock file. */
+  readonly path: string;
+  /** Why it cannot be used: `it belongs to uid N and group G, mode 0600, and ...`. */
+  readonly reason: string;
+  /**
+   * Creates the error.
+   *
+   * @param message The whole message, naming the database and what to do.
+   * @param path The lock file.
+   * @param reason Why it cannot be used, for the warning of a read-only server.
+   * @param options Error options (`cause`).
+   */
+  constructor(message: string, path: string, reason: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "PermissionDenied";
+    this.path = path;
+    this.reason = reason;
+  }
+}
+
+/**
+ * Opens the lock file for reading and writing, creating it when absent
+ * (`0600`, until {@link DatabaseLock.lockDatabaseFile} opens it to those who
+ * may write the database); `null` when another start created it between the
+ * two tries. An existing file is opened without `O_CREAT`: Linux refuses that
+ * flag on another user's file in a sticky directory (`fs.protected_regular`),
+ * however writable the file.
+ *
+ * @throws {DatabaseLockedError} when the file is another user's, this user may
+ *   not write it, and a server holds it.
+ * @throws {LockFileAccessError} when it is another user's, this user may not
+ *   write it, and no server is known to hold it.
+ * @throws the system's error otherwise (`PermissionDenied` when the directory
+ *   does not let this user create the file).
+ */
+function openLockFile(
+  database: string,
+  real: string,
+  path: string,
+): { file: Deno.FsFile; created: boolean } | null {
+  try {
+    return { file: Deno.openSync(path, { read: true, write: true }), created: false };
+  } catch (err) {
+    if (err instanceof Deno.errors.PermissionDenied) throw unwritable(database, real, path, err);
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+  try {
+    const file = Deno.openSync(path, { read: true, write: true, createNew: true, mode: 0o600 });
+    return { file, created: true };
+  } catch (err) {
+    if (err instanceof Deno.errors.AlreadyExists) return null;
+    throw err;
+  }
+}
+
+/**
+ * The error of a lock file this user may not write: whether a server holds
+ * it is found by locking it through a read-only descriptor (`flock` needs
+ * no more), or, when this user may not read it either, from `/proc/locks`
+ * (Linux, where it may be read: `--allow-all`), else from the `flock` on the
+ * database file itself. Held: the usual {@link DatabaseLockedError}, with its owner's pid
+ * and socket (the socket when the file can be read). Not held, or not known:
+ * a {@link LockFileAccessError} naming the file's owner and mode, and what to
+ * do; never "make the directory writable" (the directory may well be).
+ */
+function unwritable(database: string, real: string, path: string, cause: Error): Error {
+  let info: Deno.FileInfo | null = null;
+  try {
+    info = Deno.statSync(path);
+  } catch {
+    // Gone meanwhile: described as far as known.
+  }
+  let reader: Deno.FsFile | null = null;
+  try {
+    reader = Deno.openSync(path, { read: true });
+  } catch {
+    // Not readable either.
+  }
+  let held: boolean | null;
+  let holder = "unknown";
+  let socket = "unknown";
+  if (reader !== null) {
+    try {
+      held = !tryLockSoon(reader, TRANSIENT_MS, () => readOwner(path).pid === "unknown");
+    } finally {
+      reader.close(); // drops the lock if taken
+    }
+    if (held) ({ pid: holder, socket } = readOwner(path));
+  } else {
+    const pid = flockHolder(info);
+    held = pid === undefined ? databaseFileLocked(real) : pid !== null;
+    if (pid !== undefined && pid !== null) holder = pid;
+  }
+  if (held === true) {
+    const where = reader !== null
+      ? `socket ${socket}`
+      : `socket unknown: this user may not read its lock file "${path}"`;
+    return new DatabaseLockedError(
+      `another server owns ${database} (${alias(database, real)}pid ${holder}, ${where})`,
+    );
+  }
+  let me: number | null = null;
+  try {
+    // Without --allow-sys=uid (never prompted for): this user goes unnamed.
+    if (Deno.permissions.querySync({ name: "sys", kind: "uid" }).state === "granted") {
+      me = Deno.uid();
+    }
+  } catch {
+    // As above.
+  }
+  const bits = info === null || info.mode === null
+    ? null
+    : (info.mode & 0o777).toString(8).padStart(4, "0");
+  const whose = info === null || info.uid === null || bits === null
+    ? "this user may not write it"
+    : info.uid === me
+    ? `its mode, ${bits}, does not let even its owner, this user, write it`
+    : `it belongs to uid ${info.uid} and group ${info.gid}, mode ${bits}, and this user` +
+      `${me === null ? "" : `, uid ${me},`} may not write it`;
+  const state = held === false
+    ? "no server holds it"
+    : "this user may not read it either, so whether a server holds it cannot be told";
+  const remove = held === false
+    ? "remove it (the next start makes it again, writable by those who may write the database)"
+    : "if no server runs (its owner can tell), remove it";
+  const fix = info !== null && info.uid === me
+    ? `make it writable (chmod u+w "${path}")`
+    : `have its owner make it ${held === false ? "" : "readable and "}writable for its group ` +
+      `(chmod g+${held === false ? "" : "r"}w "${path}")`;
+  const reason = `${whose}; ${state}`;
+  return new LockFileAccessError(
+    `Cannot serve "${database}": its lock file "${path}" cannot be used: ${reason}: ${remove}, ` +
+      `or ${fix}`,
+    path,
+    reason,
+    { cause },
+  );
+}
+
+/**
+ * Whether a server holds the `flock` on the database file itself (Linux:
+ * {@link DatabaseLock.lockDatabaseFile}), tried through a read-only
+ * descriptor, or `null` when that cannot be told (not Linux, no such file,
+ * not readable). A server holds it from just after it listens until it
+ * stops.
+ */
+function databaseFileLocked(real: string): boolean | null {
+  if (Deno.build.os !== "linux") return null;
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(real, { read: true });
+  } catch {
+    return null;
+  }
+  try {
+    return !tryLockSoon(file, TRANSIENT_MS, () => true);
+  } catch {
+    return null;
+  } finally {
+    file.close(); // drops the lock if taken
+  }
+}
+
+/**
+ * The pid of the process holding an `flock` on the file `info` describes,
+ * from `/proc/locks`: `null` when none does, `undefined` when that cannot
+ * be told (not Linux, not readable).
+ */
+function flockHolder(info: Deno.FileInfo | null): string | null | undefined {
+  if (Deno.build.os !== "linux" || info === null || info.ino === null || info.dev === null) {
+    return undefined;
+  }
+  let text: string;
+  try {
+    if (Deno.permissions.querySync({ name: "read", path: "/proc/locks" }).state !== "granted") {
+      return undefined;
+    }
+    text = Deno.readTextFileSync("/proc/locks");
+  } catch {
+    return undefined;
+  }
+  // glibc's major()/minor() of st_dev; /proc/locks prints them in hex, then the inode.
+  const dev = BigInt(info.dev);
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  for (const line of text.split("\n")) {
+    // `1: FLOCK  ADVISORY  WRITE 4242 fe:00:2253515 0 EOF`; waiters (`1: -> FLOCK ...`) hold nothing.
+    const m = /^\d+: FLOCK\s+\S+\s+\S+\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/.exec(line);
+    if (
+      m !== null && BigInt(`0x${m[2]}`) === major && BigInt(`0x${m[3]}`) === minor &&
+      BigInt(m[4]) === BigInt(info.ino)
+    ) {
+      return Number(m[1]) > 0 ? m[1] : "unknown";
+    }
+  }
+  return null;
+}
+
+/**
  * `err` of writing the lock file, naming it (same class; `code` kept, the
  * original as `cause`): the system's message alone (`No space left on device
  * (os error 28)`) names no file.
@@ -291,15 +553,6 @@ function recordError(err: unknown, database: string, path: string): unknown {
   const code = (err as { code?: unknown }).code;
   if (code !== undefined) Object.assign(named, { code });
   return named;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function sameFile(file: Deno.FsFile, path: string): boolean {

@@ -7,7 +7,7 @@
 
 import { statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join, resolve } from "node:path";
+import { basename, isAbsolute, join, resolve } from "node:path";
 import { envGet, IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
 import { realPathUnprompted } from "./_real_path.ts";
 
@@ -40,8 +40,10 @@ export const HAS_UNIX_SOCKETS: boolean = !IS_WINDOWS;
 
 /**
  * Directory that holds a user's default sockets: `$XDG_RUNTIME_DIR/netsqlite`
- * when that is set to an existing directory, else `<tmpdir>/netsqlite-<uid>` (`<tmpdir>/netsqlite-<user
- * name>` on Windows, which has no uid).
+ * when that is set to an existing directory by an absolute path (a relative
+ * one is ignored, as the XDG Base Directory Specification asks), else
+ * `<tmpdir>/netsqlite-<uid>` (`<tmpdir>/netsqlite-<user name>` on Windows,
+ * which has no uid).
  *
  * There is no fallback without the uid: a client run without `--allow-sys=uid`
  * would otherwise look in another directory than the server it means, and be
@@ -49,7 +51,8 @@ export const HAS_UNIX_SOCKETS: boolean = !IS_WINDOWS;
  *
  * @throws {Deno.errors.NotCapable} (whatever Deno throws) when the uid may not
  *   be read (no `--allow-sys=uid`) and `XDG_RUNTIME_DIR` is not set, naming
- *   `--allow-sys=uid` and the other ways out.
+ *   `--allow-sys=uid` and the other ways out; also when `XDG_RUNTIME_DIR` or
+ *   `TMPDIR` may not be read (no `--allow-env`), naming `--allow-env`.
  */
 export function defaultSocketDir(): string {
   return socketDir("the per-user default socket directory");
@@ -57,20 +60,48 @@ export function defaultSocketDir(): string {
 
 /** {@link defaultSocketDir}, its error naming `what` was being worked out. */
 function socketDir(what: string): string {
-  const runtime = envGet("XDG_RUNTIME_DIR");
-  if (runtime && isDirectory(runtime, what)) return join(runtime, "netsqlite");
+  const runtime = env("XDG_RUNTIME_DIR", what);
+  // A relative value is ignored, as the XDG Base Directory Specification asks: it would be
+  // taken from each process's working directory, and a client elsewhere would miss the server.
+  if (runtime && isAbsolute(runtime) && isDirectory(runtime, what)) {
+    return join(runtime, "netsqlite");
+  }
+  let base: string;
+  try {
+    base = tmpdir(); // reads TMPDIR
+  } catch (err) {
+    throw envError(err, "TMPDIR", what);
+  }
   let uid: number | null;
   try {
     uid = userId();
   } catch (err) {
     throw withMessage(
       err,
-      `Cannot work out ${what}: its directory ${join(tmpdir(), "netsqlite-<uid>")} needs ` +
+      `Cannot work out ${what}: its directory ${join(base, "netsqlite-<uid>")} needs ` +
         `the user id, and reading it needs --allow-sys=uid (${(err as Error).message}); run ` +
         "with --allow-sys=uid, set XDG_RUNTIME_DIR, or give the socket path explicitly",
     );
   }
-  return join(tmpdir(), `netsqlite-${uid ?? userName()}`);
+  return join(base, `netsqlite-${uid ?? userName()}`);
+}
+
+/** The environment variable `name`, its error (no `--allow-env`) naming `what` needs it. */
+function env(name: string, what: string): string | undefined {
+  try {
+    return envGet(name);
+  } catch (err) {
+    throw envError(err, name, what);
+  }
+}
+
+/** `err` of reading `name`, saying that `what` depends on it and what to do. */
+function envError(err: unknown, name: string, what: string): Error {
+  return withMessage(
+    err,
+    `Cannot work out ${what}: it depends on ${name}, and reading it needs --allow-env ` +
+      `(${(err as Error).message}); run with --allow-env, or give the socket path explicitly`,
+  );
 }
 
 /**

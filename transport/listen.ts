@@ -7,7 +7,7 @@
  * @module
  */
 
-import { dirname } from "node:path";
+import { dirname, isAbsolute, relative, resolve } from "node:path";
 import { type Address, formatAddress } from "./address.ts";
 import { ListenError } from "./listen_error.ts";
 import { unsafeSocketDir } from "./socket_dir.ts";
@@ -67,9 +67,10 @@ export async function listen(addr: Address, options: ListenOptions = {}): Promis
   try {
     await makeSocketDir(dirname(path), mode);
   } catch (err) {
-    throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw new ListenError(
+      `Cannot listen on unix:${path}: ${(err as Error).message}${runtimeDirHint(path, err)}`,
+      { cause: err },
+    );
   }
   const unsafe = await unsafeSocketDir(path);
   if (unsafe !== null) throw new ListenError(`Cannot listen on unix:${path}: ${unsafe}`);
@@ -91,6 +92,109 @@ async function makeSocketDir(dir: string, socketMode: number): Promise<void> {
   const dirMode = 0o700 | (socketMode & 0o070 ? 0o010 : 0) | (socketMode & 0o007 ? 0o001 : 0);
   await Deno.mkdir(dir, { recursive: true, mode: dirMode });
   await Deno.chmod(dir, dirMode); // the umask may have taken bits away
+}
+
+/**
+ * `; XDG_RUNTIME_DIR is "/run/user/0", which belongs to uid 0, ...` when the
+ * socket `path` lies under `$XDG_RUNTIME_DIR` and `err` is a refusal: the
+ * variable was most likely inherited from another user (`su` keeps it),
+ * whose runtime directory no one else may enter. Else nothing.
+ */
+function runtimeDirHint(path: string, err: unknown): string {
+  if (!(err instanceof Deno.errors.PermissionDenied)) return "";
+  const runtime = runtimeDir();
+  if (!runtime || !isAbsolute(runtime) || relative(runtime, path).startsWith("..")) return "";
+  let owner: number | null = null;
+  let me: number | null = null;
+  try {
+    if (granted({ name: "read", path: runtime }) && granted({ name: "sys", kind: "uid" })) {
+      owner = Deno.statSync(runtime).uid;
+      me = Deno.uid();
+    }
+  } catch {
+    // Not known: the hint says less.
+  }
+  const whose = owner !== null && me !== null && owner !== me
+    ? `, which belongs to uid ${owner}, not to this user (uid ${me}): it was likely inherited ` +
+      "from another user (su keeps it)"
+    : ", which this user may not use";
+  return `; XDG_RUNTIME_DIR is "${runtime}"${whose}; unset it or set it to this user's own, ` +
+    "or give the socket path explicitly (--socket)";
+}
+
+/**
+ * Why a group or other users that `socketMode` lets connect to the socket
+ * at `path` cannot reach it, or `null`: connecting takes search permission
+ * (x) on every directory above the socket, and an existing directory is
+ * left as it is (`$XDG_RUNTIME_DIR` is always `0700`; so is a socket
+ * directory an earlier start made for a mode without group access). The
+ * group is the socket's (the server's primary group, or the directory's
+ * when that is set-group-ID); a directory of another group takes the
+ * others' x for them. The file system's root and directories that cannot be
+ * examined are not judged.
+ *
+ * @param path The socket file, once it exists.
+ * @param socketMode Its permission bits (`--socket-mode`).
+ * @returns the warning, naming the directories and what to do.
+ */
+export function unreachableSocketWarning(path: string, socketMode: number): string | null {
+  const group = (socketMode & 0o060) !== 0;
+  const others = (socketMode & 0o006) !== 0;
+  if (Deno.build.os === "windows" || (!group && !others)) return null;
+  let gid: number | null;
+  try {
+    if (!granted({ name: "read", path })) return null;
+    gid = Deno.statSync(path).gid;
+  } catch {
+    return null;
+  }
+  const runtime = runtimeDir();
+  const blocked: string[] = [];
+  const fixable: string[] = [];
+  for (let dir = dirname(resolve(path)); dir !== dirname(dir); dir = dirname(dir)) {
+    let info: Deno.FileInfo;
+    try {
+      if (!granted({ name: "read", path: dir })) continue;
+      info = Deno.statSync(dir);
+    } catch {
+      continue;
+    }
+    if (info.mode === null) return null;
+    const groupBit = info.gid === gid ? 0o010 : 0o001;
+    const shut = (group && (info.mode & groupBit) === 0) || (others && (info.mode & 0o001) === 0);
+    if (!shut) continue;
+    blocked.unshift(`${dir} (mode ${(info.mode & 0o777).toString(8).padStart(4, "0")})`);
+    if (dir !== runtime) fixable.unshift(dir);
+  }
+  if (blocked.length === 0) return null;
+  const [who, bit] = others ? ["other users", "o+x"] : [`the socket's group (gid ${gid})`, "g+x"];
+  const one = blocked.length === 1;
+  return `--socket-mode ${socketMode.toString(8)} lets ${who} connect to unix:${path}, but ` +
+    `they cannot reach it: ${blocked.join(", ")} ${one ? "does" : "do"} not let them search ` +
+    `${one ? "it" : "them"}; give --socket a path in a directory they can reach` +
+    (fixable.length === 0 ? "" : `, or chmod ${bit} ${fixable.join(" ")}`) +
+    (fixable.length === blocked.length ? "" : ` (XDG_RUNTIME_DIR, ${runtime}, is private to its ` +
+      "user by design: leave it so)");
+}
+
+/** `$XDG_RUNTIME_DIR`, or `undefined` when unset or not to be read (no prompt). */
+function runtimeDir(): string | undefined {
+  try {
+    return granted({ name: "env", variable: "XDG_RUNTIME_DIR" })
+      ? Deno.env.get("XDG_RUNTIME_DIR")
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True when `permission` is granted: a warning or a hint never prompts for one. */
+function granted(permission: Deno.PermissionDescriptor): boolean {
+  try {
+    return Deno.permissions.querySync(permission).state === "granted";
+  } catch {
+    return false;
+  }
 }
 
 /**
