@@ -277,3 +277,16 @@ export async function drain<T>(it: AsyncIterable<T>): Promise<{ rows: T[]; error
   }
   return { rows, error: null };
 }
+
+/** Runs a command as user and group `nobody` (65534) with no other groups: util-linux `setpriv`. */
+export const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+
+/** Whether {@link asNobody} works here: Linux, as root, with `setpriv` installed. */
+export const canRunAsNobody = Deno.build.os === "linux" && Deno.uid() === 0 && (() => {
+  try {
+    return new Deno.Command(asNobody[0], { args: [...asNobody.slice(1), "true"] }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+})();

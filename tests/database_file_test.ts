@@ -15,7 +15,7 @@ import { connect, serve } from "../mod.ts";
 import { Engine } from "../engine/engine.ts";
 import { DatabaseFile } from "../engine/database_file.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
-import { delay, startServer, tempDir } from "./_helpers.ts";
+import { asNobody, canRunAsNobody, delay, startServer, tempDir } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, rejects, spawnServer, stop, until } from "./_logged_server.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
@@ -257,16 +257,6 @@ Deno.test("Engine: the check that the file is writable changes nothing in it", a
   assert.deepEqual(await c.get("PRAGMA user_version"), { user_version: 7 });
   await c.close();
 });
-
-const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
-const canRunAsNobody = Deno.build.os === "linux" && Deno.uid() === 0 && (() => {
-  try {
-    return new Deno.Command(asNobody[0], { args: [...asNobody.slice(1), "true"] }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
 
 Deno.test({
   name: "A database file its user cannot write: the start fails saying so (--readonly serves it)",

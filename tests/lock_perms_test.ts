@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, serve } from "../mod.ts";
-import { tempDir } from "./_helpers.ts";
+import { asNobody, canRunAsNobody, tempDir } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, spawnServer, stop } from "./_logged_server.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
@@ -28,16 +28,6 @@ const TASK_FLAGS = [
   "--allow-ffi",
   "--no-prompt",
 ];
-
-const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
-const canRunAsNobody = Deno.build.os === "linux" && Deno.uid() === 0 && (() => {
-  try {
-    return new Deno.Command(asNobody[0], { args: [...asNobody.slice(1), "true"] }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
 
 /** Permission bits of `path`. */
 function mode(path: string): number {

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { dirname } from "node:path";
 import { serve } from "../server.ts";
-import { readStdoutUntil, tempDir } from "./_helpers.ts";
+import { asNobody, canRunAsNobody, readStdoutUntil, tempDir } from "./_helpers.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 const ADDRESS_TS = new URL("../transport/address.ts", import.meta.url).href;
@@ -93,16 +93,6 @@ Deno.test({
     assert.equal(absolute.stdout, `${dir.path}/run/netsqlite\n`, absolute.stderr);
   },
 });
-
-const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
-const canRunAsNobody = Deno.build.os === "linux" && Deno.uid() === 0 && (() => {
-  try {
-    return new Deno.Command(asNobody[0], { args: [...asNobody.slice(1), "true"] }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
 
 Deno.test({
   name: "an XDG_RUNTIME_DIR of another user (kept by su): the listen error names it, its owner " +
