@@ -246,13 +246,15 @@ Deno.test("connect({ database }) with a scoped --allow-env missing one of XDG_RU
   for (const [allowed, refused] of cases) {
     const out = await runClient(root, { database }, null, [...base, `--allow-env=${allowed}`]);
     assert.equal(out.name, "NotCapable", out.message);
-    assert.equal(
+    // Names the refused variable and what to allow, inside the one wrapper (the TMPDIR case is
+    // worded by transport/address.ts, the others by client/options.ts).
+    const message = out.message ?? "";
+    assert.ok(
+      message.startsWith(`Cannot work out the default socket of "${database}": `) &&
+        message.includes(`Requires env access to "${refused}"`) &&
+        message.includes("--allow-env") &&
+        message.endsWith("give the socket path explicitly"),
       out.message,
-      `Cannot work out the default socket of "${database}": its directory depends on the ` +
-        `environment variables XDG_RUNTIME_DIR, TMPDIR, TMP, TEMP, and reading ${refused} was ` +
-        `not allowed (Requires env access to "${refused}", run again with the --allow-env ` +
-        `flag); run with --allow-env=XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP (or --allow-env), or give ` +
-        "the socket path explicitly",
     );
   }
   // The four are enough: then no server answers (none runs).
