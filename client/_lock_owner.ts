@@ -99,8 +99,15 @@ export async function readLockFile(database: string): Promise<LockFile> {
   let info: { uid: number | null; mode: number | null };
   let text: string;
   try {
+    // A record is some 60 bytes: anything but a small regular file (a FIFO would block the
+    // read, a huge file fill memory) is not a lock record.
+    const kind = IS_DENO ? await Deno.stat(path) : statSync(path);
+    const regular = typeof kind.isFile === "function" ? kind.isFile() : kind.isFile;
+    if (!regular || kind.size > 4096) {
+      return { path, unread: "it is not a lock record (a small regular file)", allow: "" };
+    }
     if (IS_DENO) {
-      info = await Deno.stat(path);
+      info = kind as Deno.FileInfo;
       text = await Deno.readTextFile(path);
     } else {
       info = statSync(path);
