@@ -513,7 +513,7 @@ export class Maintenance {
   /**
    * Why `target` (a real path) is one of the database's own names, whether
    * or not the file exists ({@link DATABASE_FILES}, and the super-journals
-   * SQLite names `DB-mj` and hexadecimal digits), or `null` for none.
+   * {@link SUPER_JOURNAL} describes), or `null` for none.
    */
   #databaseFileName(target: string): string | null {
     const path = this.#host.config.path;
@@ -528,15 +528,20 @@ export class Maintenance {
       db = resolve(path); // Its directory went: a destination beside it fails anyway.
     }
     // macOS and Windows file systems ignore case by default: so does the comparison there.
-    if (Deno.build.os === "darwin" || Deno.build.os === "windows") {
+    const foldCase = Deno.build.os === "darwin" || Deno.build.os === "windows";
+    if (foldCase) {
       target = target.toLowerCase();
       db = db.toLowerCase();
     }
     for (const [suffix, name] of DATABASE_FILES) {
       if (target === db + suffix) return name;
     }
-    if (target.startsWith(`${db}-mj`)) {
-      return "it is a name SQLite gives the database's super-journals (DB-mj and hex digits)";
+    if (
+      target.startsWith(db) &&
+      (foldCase ? SUPER_JOURNAL_FOLDED : SUPER_JOURNAL).test(target.slice(db.length))
+    ) {
+      return "it is a name SQLite gives the database's super-journals (DB-mj, 6 upper-case " +
+        "hexadecimal digits, 9, 2 more: DB-mjHHHHHH9HH)";
     }
     return null;
   }
@@ -630,6 +635,17 @@ const DATABASE_FILES: readonly (readonly [string, string])[] = [
   ["-shm", "it is the name of the database's WAL-index (-shm), which SQLite uses in WAL mode"],
   [".lock", "it is the name of the server's lock file for the database"],
 ];
+
+/**
+ * The suffix SQLite adds to the database's name for a super-journal (the
+ * file a transaction writing several attached databases commits through):
+ * `vdbeCommit` in `vdbeaux.c` formats `"-mj%06X9%02X"`, 6 and 2 upper-case
+ * hexadecimal digits around a 9 (which keeps 8.3 names apart). Only that
+ * shape: `DB-mjolnir.bak` or `DB-mj-backup` are copies like any other.
+ */
+const SUPER_JOURNAL = /^-mj[0-9A-F]{6}9[0-9A-F]{2}$/;
+/** {@link SUPER_JOURNAL} for a name lowered to compare ignoring case (macOS, Windows). */
+const SUPER_JOURNAL_FOLDED = new RegExp(SUPER_JOURNAL.source, "i");
 
 /**
  * node:sqlite in Deno limits attached databases to 0 unless the process has

@@ -1,7 +1,8 @@
 /**
  * Maintenance findings of a review, on both engines: a copy never takes a
  * name of the database's own files (its `-journal`, `-wal`, `-shm`, lock
- * file, super-journals), and `integrity` on a database SQLite finds too
+ * file, super-journals: `-mj`, 6 hexadecimal digits, 9, 2 more, not every
+ * name that begins with `-mj`), and `integrity` on a database SQLite finds too
  * damaged to finish the check reports problems (exit status 3), not a
  * failure to run.
  */
@@ -48,6 +49,9 @@ function names(dir: string): string[] {
   return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
 }
 
+const SUPER_JOURNAL =
+  /it is a name SQLite gives the database's super-journals \(DB-mj, 6 upper-case hexadecimal digits, 9, 2 more: DB-mjHHHHHH9HH\)/;
+
 /** The names a copy may not take, beside database `x.db`, and why. */
 const OWN_NAMES: [string, RegExp][] = [
   ["x.db", /it is the database itself/],
@@ -55,8 +59,27 @@ const OWN_NAMES: [string, RegExp][] = [
   ["x.db-wal", /it is the name of the database's WAL \(SQLite would take the copy for its WAL\)/],
   ["x.db-shm", /it is the name of the database's WAL-index \(-shm\)/],
   ["x.db.lock", /it is the name of the server's lock file for the database/],
-  ["x.db-mj0A1B2C9D3", /it is a name SQLite gives the database's super-journals/],
-  ["x.db-mj", /it is a name SQLite gives the database's super-journals/],
+  ["x.db-mj0A1B2C9D3", SUPER_JOURNAL],
+  ["x.db-mjFFFFFF9FF", SUPER_JOURNAL],
+  ["x.db-mj000000900", SUPER_JOURNAL],
+];
+
+/**
+ * Names that begin as a super-journal's but are not one (SQLite names them
+ * `DB-mj`, 6 upper-case hexadecimal digits, `9`, 2 more): copies like any other.
+ */
+const NOT_SUPER_JOURNALS = [
+  "x.db-mj",
+  "x.db-mjolnir.bak",
+  "x.db-mj-backup",
+  "x.db-mj0A1B2C8D3", // No 9 in the middle.
+  "x.db-mj0A1B2C9D", // One digit short.
+  "x.db-mj0A1B2C9D3E", // One too many.
+  "x.db-mj0A1B2C9D3.bak",
+  "x.db-mj0A1B2G9D3", // G is no hexadecimal digit.
+  "x.db-MJ0A1B2C9D3.bak",
+  // SQLite writes upper-case digits: a lower-case name is another file where case matters.
+  ...(Deno.build.os === "darwin" || Deno.build.os === "windows" ? [] : ["x.db-mj0a1b2c9d3"]),
 ];
 
 /**
@@ -125,6 +148,33 @@ for (const engine of ENGINES) {
       const r = await a.request(Op.Backup, [name]);
       assert.equal(r.dest, `${real}/${name}`);
     }
+    const [, rows] = await a.request(Op.Query, ["SELECT count(*) FROM t", null, null]);
+    assert.deepEqual(rows, [[2]]);
+  });
+
+  Deno.test(`${engine}: names that only begin like a super-journal's (x.db-mjolnir.bak) are copies like any other`, async () => {
+    await using dir = await tempDir();
+    const real = Deno.realPathSync(dir.path);
+    await using srv = await startServer({
+      engine,
+      database: `${dir.path}/x.db`,
+      backupDir: dir.path,
+    });
+    await using a = await link(srv);
+    await a.request(Op.Exec, ["CREATE TABLE t(x); INSERT INTO t VALUES (1), (2)"]);
+    for (const name of NOT_SUPER_JOURNALS) {
+      const copies = [
+        (await a.request(Op.Backup, [name])).dest,
+        (await a.request(Op.Vacuum, [`${name}.v`])).into,
+      ];
+      assert.deepEqual(copies, [`${real}/${name}`, `${real}/${name}.v`]);
+      for (const copy of copies as string[]) {
+        assert.deepEqual(rowsOf(copy, "PRAGMA integrity_check"), [["ok"]], copy);
+        assert.deepEqual(rowsOf(copy, "SELECT x FROM t ORDER BY x"), [[1], [2]], copy);
+      }
+    }
+    // The server's database is untouched, and a real super-journal's name is still refused.
+    await refused(a.request(Op.Backup, ["x.db-mj5E17A09C4"]), SUPER_JOURNAL);
     const [, rows] = await a.request(Op.Query, ["SELECT count(*) FROM t", null, null]);
     assert.deepEqual(rows, [[2]]);
   });
