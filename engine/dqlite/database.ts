@@ -13,7 +13,8 @@
  *
  * A row set stopped early (interrupt, deadline, `maxBytes`) fails at once;
  * what the node still sends is drained in the background, and the next
- * request on this database waits for that. A query that keeps its first
+ * request on this database waits for that (so does one made while the
+ * stopped one ran: requests take turns). A query that keeps its first
  * rows alone (`keep`, `endAfterKept`: a `get()` outside a transaction) ends
  * its row set so too, answered with those rows. When the drain takes too long the
  * connection is closed (see {@link DqliteDatabase.interrupt}); inside a
@@ -197,6 +198,16 @@ export class DqliteDatabase {
   #interruptReason: Error | null = null;
   /** The drain of a stopped row set under way in the background (see {@link #stop}). */
   #draining: Promise<void> | null = null;
+  /**
+   * Settles when the last request made is answered: the next one starts
+   * then (see {@link #run}). A request made while another runs would else
+   * pass the {@link #draining} check before that one is stopped, take the
+   * connection, and find it closed under it when the drain runs out of time:
+   * `LEADER_LOST`, though nothing was lost.
+   */
+  #turn: Promise<void> = Promise.resolve();
+  /** Requests made and not yet answered (see {@link #turn}). */
+  #unanswered = 0;
   /** Connections {@link #stop} closed, with the error to report for a transaction lost so. */
   readonly #stopClosed = new WeakMap<DqliteConn, SqliteError>();
   /** Errors {@link #stop} threw: the statement was stopped, SQLite did not fail it. */
@@ -501,11 +512,33 @@ export class DqliteDatabase {
   }
 
   /**
-   * Runs `fn` on the leader's connection. `lostRollback` gives the result of
-   * a ROLLBACK after the transaction was lost; `null` marks a prepare, which
-   * neither runs the statement nor changes the transaction state.
+   * Runs `fn` on the leader's connection, once the requests made before
+   * this one are answered (see {@link #turn}). `lostRollback` gives the
+   * result of a ROLLBACK after the transaction was lost; `null` marks a
+   * prepare, which neither runs the statement nor changes the transaction
+   * state.
    */
   async #run<T>(
+    sql: string,
+    fn: (conn: DqliteConn) => Promise<T>,
+    lostRollback: (() => T) | null,
+  ): Promise<T> {
+    const previous = this.#turn;
+    let done!: () => void;
+    this.#turn = new Promise((resolve) => done = resolve);
+    try {
+      // None unanswered: at once, so that no interrupt() comes between the caller's last
+      // check and #runNow clearing the flag (as before requests took turns).
+      if (this.#unanswered++ > 0) await previous;
+      return await this.#runNow(sql, fn, lostRollback);
+    } finally {
+      this.#unanswered--;
+      done();
+    }
+  }
+
+  /** {@link #run}, this request's turn come. */
+  async #runNow<T>(
     sql: string,
     fn: (conn: DqliteConn) => Promise<T>,
     lostRollback: (() => T) | null,
