@@ -24,7 +24,7 @@ import { isAbsolute, resolve } from "node:path";
 import { Engine } from "./engine/engine.ts";
 import type { EngineLike } from "./engine/engine_api.ts";
 import { DqliteEngine } from "./engine/dqlite/engine.ts";
-import { loadSqlite } from "./engine/binding/load.ts";
+import { loadSqlite, unreadEnvironmentWarning } from "./engine/binding/load.ts";
 import { describeDqsObjects } from "./engine/dqs_check.ts";
 import {
   isWalDatabase,
@@ -175,6 +175,9 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   try {
     const existed = database !== ":memory:" && existsFile(database);
     if (existed) lock?.lockDatabaseFile(database);
+    // NETSQLITE_ENGINE and NETSQLITE_SQLITE_LIB, when they may not be read, are not ignored silently.
+    const unread = unreadEnvironmentWarning(config.sqlite);
+    if (unread !== null) new Logger(config.logLevel).warn(unread);
     const sqlite = loadSqlite(config.sqlite);
     const walFiles = walFilesBefore(database);
     try {

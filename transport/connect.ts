@@ -10,6 +10,7 @@ import { ConnectionError, ErrorCode } from "../protocol/errors.ts";
 import { type Address, databaseOfDefaultSocket, formatAddress } from "./address.ts";
 import type { ByteStream } from "./byte_stream.ts";
 import { IS_DENO } from "./_runtime.ts";
+import { foreignOwner, runtimeDirAbove } from "./_runtime_dir.ts";
 import { unsafeSocketDir } from "./socket_dir.ts";
 
 /** TLS settings of a client connection. */
@@ -129,6 +130,7 @@ const UNTRUSTED = new Set([
 /** What a failed connection most likely means, for the message. */
 function hint(err: unknown, addr: Address, tls: boolean): string {
   if (isAbsent(err)) return notRunningHint(addr);
+  if (addr.transport === "unix" && isRefused(err)) return runtimeDirHint(addr.path);
   if (!tls) return "";
   const text = String(err);
   const code = (err as { code?: unknown } | null)?.code;
@@ -187,9 +189,26 @@ export function notRunningHint(addr: Address, note = ""): string {
   }
   const database = databaseOfDefaultSocket(addr.path);
   const which = database === undefined ? "" : ` of "${database}"`;
-  return ` (is the server${which} running? Each database file has its own default socket: ` +
+  return `${runtimeDirHint(addr.path)} (is the server${which} running? Each database file has ` +
+    "its own default socket: " +
     "start the server for the file the client names, connect({ database }) to the file the " +
     `server serves, or pass the path it printed${note})`;
+}
+
+/**
+ * `; XDG_RUNTIME_DIR is "/run/user/0", which belongs to uid 0, not to this
+ * user (uid 1001): ...; unset it ...` when the Unix socket `path` is a
+ * default one (in `$XDG_RUNTIME_DIR/netsqlite`) and the runtime directory is
+ * known to be another user's: the variable was most likely inherited from
+ * that user (`su` keeps it), so the client looks where this user's server
+ * does not listen (and may not look). Else nothing.
+ */
+function runtimeDirHint(path: string): string {
+  const dir = runtimeDirAbove(path, true);
+  const whose = dir === null ? null : foreignOwner(dir);
+  if (whose === null) return "";
+  return `; XDG_RUNTIME_DIR is "${dir!.runtime}"${whose}; unset it or set it to this user's ` +
+    "own, or give the socket path in connect({ path })";
 }
 
 /** One connection attempt: its current stage, and what closes it when its time is up. */
@@ -263,6 +282,13 @@ function isBacklogFull(err: unknown, addr: Address): boolean {
 /** True when `err` says nothing listens at the address (so a server may be started there). */
 export function isNotRunning(err: unknown): boolean {
   return isAbsent((err as Error)?.cause);
+}
+
+/** True when `err` is a refusal of the system: this user may not reach the socket. */
+function isRefused(err: unknown): boolean {
+  if (IS_DENO) return err instanceof Deno.errors.PermissionDenied;
+  const code = (err as { code?: unknown })?.code;
+  return code === "EACCES" || code === "EPERM";
 }
 
 function isAbsent(err: unknown): boolean {

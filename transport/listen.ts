@@ -7,9 +7,10 @@
  * @module
  */
 
-import { dirname, isAbsolute, relative, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { type Address, formatAddress } from "./address.ts";
 import { ListenError } from "./listen_error.ts";
+import { foreignOwner, runtimeDir, runtimeDirAbove } from "./_runtime_dir.ts";
 import { unsafeSocketDir } from "./socket_dir.ts";
 import { type Listener, TlsListener } from "./tls_listener.ts";
 import { checkSocketPathLength, listenUnix, UnixSocketListener } from "./unix_socket_listener.ts";
@@ -102,23 +103,10 @@ async function makeSocketDir(dir: string, socketMode: number): Promise<void> {
  */
 function runtimeDirHint(path: string, err: unknown): string {
   if (!(err instanceof Deno.errors.PermissionDenied)) return "";
-  const runtime = runtimeDir();
-  if (!runtime || !isAbsolute(runtime) || relative(runtime, path).startsWith("..")) return "";
-  let owner: number | null = null;
-  let me: number | null = null;
-  try {
-    if (granted({ name: "read", path: runtime }) && granted({ name: "sys", kind: "uid" })) {
-      owner = Deno.statSync(runtime).uid;
-      me = Deno.uid();
-    }
-  } catch {
-    // Not known: the hint says less.
-  }
-  const whose = owner !== null && me !== null && owner !== me
-    ? `, which belongs to uid ${owner}, not to this user (uid ${me}): it was likely inherited ` +
-      "from another user (su keeps it)"
-    : ", which this user may not use";
-  return `; XDG_RUNTIME_DIR is "${runtime}"${whose}; unset it or set it to this user's own, ` +
+  const dir = runtimeDirAbove(path, false);
+  if (dir === null) return "";
+  const whose = foreignOwner(dir) ?? ", which this user may not use";
+  return `; XDG_RUNTIME_DIR is "${dir.runtime}"${whose}; unset it or set it to this user's own, ` +
     "or give the socket path explicitly (--socket)";
 }
 
@@ -175,17 +163,6 @@ export function unreachableSocketWarning(path: string, socketMode: number): stri
     (fixable.length === 0 ? "" : `, or chmod ${bit} ${fixable.join(" ")}`) +
     (fixable.length === blocked.length ? "" : ` (XDG_RUNTIME_DIR, ${runtime}, is private to its ` +
       "user by design: leave it so)");
-}
-
-/** `$XDG_RUNTIME_DIR`, or `undefined` when unset or not to be read (no prompt). */
-function runtimeDir(): string | undefined {
-  try {
-    return granted({ name: "env", variable: "XDG_RUNTIME_DIR" })
-      ? Deno.env.get("XDG_RUNTIME_DIR")
-      : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** True when `permission` is granted: a warning or a hint never prompts for one. */

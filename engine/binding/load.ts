@@ -210,6 +210,59 @@ function ffiAllowed(): boolean {
   }
 }
 
+/** What each variable {@link loadSqlite} reads chooses, and the flag and option that choose it instead. */
+const ENV_VARIABLES = {
+  NETSQLITE_ENGINE: ["engine", "--engine", "engine"],
+  NETSQLITE_SQLITE_LIB: ["library", "--sqlite-lib", "sqliteLib"],
+} as const;
+
+/**
+ * A warning naming the environment variables {@link loadSqlite} would read
+ * with `options` and may not: `NETSQLITE_ENGINE` when no engine is given,
+ * `NETSQLITE_SQLITE_LIB` when no library is and the engine may be `ffi`, when
+ * env access to them is not granted. Without it they count as unset: one
+ * an operator set would be ignored with no word. A variable denied on
+ * purpose (`--deny-env`) is not named: that was the operator's choice.
+ * Never prompts.
+ *
+ * @returns one line, or `null` when every variable consulted may be read.
+ * @example
+ * ```ts
+ * import { unreadEnvironmentWarning } from "./load.ts";
+ * // Both chosen explicitly: no variable is consulted.
+ * if (unreadEnvironmentWarning({ engine: "ffi", library: "libsqlite3.so.0" }) !== null) {
+ *   throw new Error("expected no warning");
+ * }
+ * ```
+ */
+export function unreadEnvironmentWarning(options: LoadOptions = {}): string | null {
+  const unread: (keyof typeof ENV_VARIABLES)[] = [];
+  let engine: string | undefined = options.engine;
+  if (engine === undefined) {
+    if (notGranted("NETSQLITE_ENGINE")) unread.push("NETSQLITE_ENGINE");
+    else engine = readEnv("NETSQLITE_ENGINE");
+  }
+  if (engine !== "node" && !options.library && notGranted("NETSQLITE_SQLITE_LIB")) {
+    unread.push("NETSQLITE_SQLITE_LIB");
+  }
+  if (unread.length === 0) return null;
+  const one = unread.length === 1;
+  const [what, flag, option] = [0, 1, 2].map((i) => unread.map((v) => ENV_VARIABLES[v][i]));
+  return `could not read ${unread.join(" and ")} (env access not granted): the ` +
+    `${what.join(" and ")} ${one ? "is" : "are"} chosen as if ${one ? "it were" : "they were"} ` +
+    `unset; to use ${one ? "it" : "them"} run with --allow-env=${unread.join(",")} (or ` +
+    `--allow-env), or give ${flag.join(" and ")} (serve({ ${option.join(", ")} }))`;
+}
+
+/** True when env access to `name` is neither granted nor denied on purpose (no prompt). */
+function notGranted(name: string): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "env", variable: name }).state === "prompt";
+  } catch {
+    return false;
+  }
+}
+
 /** An environment variable, or undefined when unset or not permitted (no prompt). */
 function readEnv(name: string): string | undefined {
   try {
