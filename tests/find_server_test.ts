@@ -4,7 +4,9 @@
  * from an ssh login, `/tmp/netsqlite-<uid>/`, and a desktop client with
  * `/run/user/<uid>`), as the lock file beside the database records it. The
  * client reads that file only where it may without asking for a permission
- * and only when it is this user's; otherwise its error names the file. It connects to the socket the file names only where that
+ * and only when it is this user's and a small regular file (not a FIFO, which
+ * would block it, nor a file too large to be a record); otherwise its error
+ * names the file. It connects to the socket the file names only where that
  * asks for no permission (on a terminal, Deno would prompt); otherwise its
  * error names the socket and the flags. Also:
  * a scoped `--allow-env` missing one of the variables the socket directory
@@ -442,5 +444,64 @@ Deno.test({
       database: l.database,
       rows: [["from the client"]],
     });
+  },
+});
+
+Deno.test("connect({ database }) whose lock file is a FIFO fails within its connectTimeout, naming the file, rather than wait for a writer", async () => {
+  await using dir = await tempDir();
+  const root = Deno.realPathSync(dir.path);
+  Deno.mkdirSync(`${root}/client`, { mode: 0o700 });
+  const database = `${root}/app.db`;
+  const lock = `${database}.lock`;
+  const made = await new Deno.Command("mkfifo", { args: ["-m", "0600", lock] }).output();
+  assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+  // Opening a FIFO to read waits for a writer: none comes. runClient kills a client that hangs.
+  const out = await runClient(root, { database }, `${root}/client`, DEFAULT_CASE);
+  assert.equal(out.name, "ConnectionError", out.message);
+  assert.ok(out.ms! < 10_000, `connect() took ${out.ms} ms, its connectTimeout being 10000`);
+  assert.match(
+    out.message!,
+    new RegExp(`^Cannot connect to ${defaultSocketIn(`${root}/client`)}: No such file`),
+  );
+  assert.ok(
+    out.message!.endsWith(
+      `; a running server records its socket in the lock file "${lock}", which this client did ` +
+        `not read (it is not a lock record (a small regular file)): pass that socket in ` +
+        `connect({ path }))`,
+    ),
+    out.message,
+  );
+});
+
+Deno.test({
+  name:
+    "connect({ database }) does not read a lock file too large to be a lock record, and says why it did not",
+  ignore: Deno.build.os !== "linux", // how much was read comes from /proc/self/io
+  async fn() {
+    await using dir = await tempDir();
+    const root = Deno.realPathSync(dir.path);
+    Deno.mkdirSync(`${root}/client`, { mode: 0o700 });
+    const database = `${root}/app.db`;
+    const lock = `${database}.lock`;
+    // A record naming a socket, then 256 MiB (a sparse file: no room taken on disk).
+    const size = 256 * 1024 * 1024;
+    const record = JSON.stringify({ pid: 4242, socket: `unix:${root}/gone.sock` });
+    Deno.writeTextFileSync(lock, record, { mode: 0o600 });
+    Deno.truncateSync(lock, size);
+    Deno.chmodSync(lock, 0o600);
+    const out = await runClient(root, { database }, `${root}/client`, ["-A"], {
+      measureReads: true,
+    });
+    assert.equal(out.name, "ConnectionError", out.message);
+    // The whole process read far less than the file (its modules, its cache): not the file.
+    assert.ok(out.read! < size / 4, `The client read ${out.read} bytes, the lock file is ${size}`);
+    assert.ok(
+      out.message!.endsWith(
+        `; a running server records its socket in the lock file "${lock}", which this client ` +
+          `did not read (it is not a lock record (a small regular file)): pass that socket in ` +
+          `connect({ path }))`,
+      ),
+      out.message,
+    );
   },
 });
