@@ -9,7 +9,8 @@
  * an ssh login). `connect({ database })` reads the lock file (only where it
  * may without asking for a permission); autostart learns the owner from what
  * a server it started printed on finding the lock taken. Both connect through
- * {@link openOwner}.
+ * {@link openOwner}, only where that asks for no permission either (Deno's
+ * prompt, on a terminal, would stop a program that never meant to ask).
  *
  * @module
  */
@@ -179,20 +180,65 @@ export function ownerAddress(
 }
 
 /**
+ * The Deno permission flags a connection to the Unix socket `path` needs and
+ * this process was not granted, as `--allow-read=<path>`, `--allow-write=<path>`
+ * and `--allow-net=unix:<path>` (Deno 2.9's `Deno.connect` checks all three);
+ * none outside Deno. Only asks what is granted, never for a permission: on a
+ * terminal `Deno.connect` would stop at Deno's prompt for one not granted.
+ */
+function ungrantedSocketAccess(path: string): string[] {
+  if (!IS_DENO) return [];
+  const descriptors: [Deno.PermissionDescriptor, string][] = [
+    [{ name: "read", path }, `--allow-read=${path}`],
+    [{ name: "write", path }, `--allow-write=${path}`],
+    [{ name: "net", host: `unix:${path}` }, `--allow-net=unix:${path}`],
+  ];
+  return descriptors.filter(([descriptor]) => {
+    try {
+      return Deno.permissions.querySync(descriptor).state !== "granted";
+    } catch {
+      return true; // a descriptor Deno cannot take: not known to be granted
+    }
+  }).map(([, flag]) => flag);
+}
+
+/**
+ * What of the socket was not granted, for a message: `no read or write access
+ * to it was granted` for `missing` flags as {@link ungrantedSocketAccess}
+ * names them.
+ */
+function notGranted(missing: string[]): string {
+  const kinds = missing.map((flag) => flag.slice("--allow-".length, flag.indexOf("=")));
+  return `no ${kinds.join(" or ")} access to it was granted`;
+}
+
+/**
  * Opens a connection to the lock owner's socket `there` with `open`, checks
  * it with `check` (that the server serves the client's database), and on
  * success makes `there` the client's address (`config.addr`), for the pool's
- * later connections.
+ * later connections. Where connecting would ask for a permission (Deno's
+ * prompt, on a terminal) it does not try: it throws `refused(missing)`.
  *
+ * @param refused The error when permissions `missing` (flags, as
+ *   {@link ungrantedSocketAccess} names them) were not granted.
  * @returns the connection, or why `open` failed.
- * @throws what `check` throws.
+ * @throws what `check` throws; `refused(missing)`, by default a
+ *   {@link ConnectionError} naming the socket and the flags.
  */
 export async function openOwner(
   config: ConnectConfig,
   there: UnixAddress,
   open: (at: Address) => Promise<[Link, HelloReply]>,
   check: (opened: [Link, HelloReply], at: Address) => Promise<[Link, HelloReply]>,
+  refused: (missing: string[]) => Error = (missing) =>
+    new ConnectionError(
+      `Cannot connect to ${formatAddress(there)}, where the database's lock file says its ` +
+        `server listens: ${notGranted(missing)}, and connecting would ask for it; run the ` +
+        `client with ${missing.join(" ")}`,
+    ),
 ): Promise<{ ok: [Link, HelloReply] } | { err: unknown }> {
+  const missing = ungrantedSocketAccess(there.path);
+  if (missing.length > 0) throw refused(missing);
   const found = await open(there).then((ok) => ({ ok }), (err: unknown) => ({ err }));
   if ("err" in found) return found;
   const opened = await check(found.ok, there);
@@ -274,6 +320,7 @@ export async function openFinding(
       );
     }
     const ours = lock.path.slice(0, -".lock".length);
+    const pid = lock.owner.pid;
     const opened = await openOwner(
       config,
       found.there,
@@ -286,6 +333,13 @@ export async function openFinding(
             `Cannot connect to ${formatAddress(addr)}: ${failureReason((err as Error).cause)}; ` +
             `the server at ${formatAddress(at)}, which the lock file "${lock.path}" names, ` +
             `serves "${theirs}", not "${ours}"`,
+        ),
+      (missing) =>
+        failed(
+          `; the lock file "${lock.path}" says the server (pid ${pid}) listens at ` +
+            `${formatAddress(found.there)}, which this client did not connect to (${
+              notGranted(missing)
+            }, and connecting would ask for it): run the client with ${missing.join(" ")}`,
         ),
     );
     if ("ok" in opened) return opened.ok;

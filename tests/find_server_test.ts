@@ -4,7 +4,11 @@
  * from an ssh login, `/tmp/netsqlite-<uid>/`, and a desktop client with
  * `/run/user/<uid>`), as the lock file beside the database records it. The
  * client reads that file only where it may without asking for a permission
- * and only when it is this user's; otherwise its error names the file. Also:
+ * and only when it is this user's and a small regular file (not a FIFO, which
+ * would block it, nor a file too large to be a record); otherwise its error
+ * names the file. It connects to the socket the file names only where that
+ * asks for no permission (on a terminal, Deno would prompt); otherwise its
+ * error names the socket and the flags. Also:
  * a scoped `--allow-env` missing one of the variables the socket directory
  * comes from is reported inside "Cannot work out the default socket",
  * naming the whole list.
@@ -19,22 +23,27 @@ const CLIENT = new URL("../client.ts", import.meta.url).href;
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
 
 /**
- * A layout: `server/` and `client/`, two runtime directories (0700), and
- * `app.db` served by a server process started with `XDG_RUNTIME_DIR` set to
- * `server/`, on its default socket there (this process's environment is
- * left alone: test files running beside this one share it).
+ * A layout: `server/` and `client/`, two runtime directories (0700), `tmp/`,
+ * and `app.db` served by a server process started with `XDG_RUNTIME_DIR` set
+ * to `server/`, on its default socket there; with `server: "tmp"`, started
+ * without `XDG_RUNTIME_DIR` and with `TMPDIR` set to `tmp/` (as from an ssh
+ * login), on its default socket in `tmp/netsqlite-<uid>/` (this process's
+ * environment is left alone: test files running beside this one share it).
  */
-async function layout(): Promise<
+async function layout(server: "runtime" | "tmp" = "runtime"): Promise<
   { root: string; database: string; listening: string; clientDir: string } & AsyncDisposable
 > {
   const dir = await tempDir();
   const root = Deno.realPathSync(dir.path);
   Deno.mkdirSync(`${root}/server`, { mode: 0o700 });
   Deno.mkdirSync(`${root}/client`, { mode: 0o700 });
+  Deno.mkdirSync(`${root}/tmp`, { mode: 0o700 });
   const database = `${root}/app.db`;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", SERVER, "--db", database, "--engine", ENGINE],
-    env: { XDG_RUNTIME_DIR: `${root}/server` },
+    ...(server === "runtime"
+      ? { env: { XDG_RUNTIME_DIR: `${root}/server` } }
+      : { clearEnv: true, env: { ...passedEnv(), TMPDIR: `${root}/tmp` } }),
     stdin: "null",
     stdout: "piped",
     stderr: "inherit",
@@ -73,25 +82,37 @@ interface Outcome {
   name?: string;
   code?: string;
   message?: string;
+  /** How long `connect()` took to fail, in ms. */
+  ms?: number;
+  /** With `measureReads`: the bytes the process had read (`rchar` of /proc/self/io) then. */
+  read?: number;
+}
+
+/** HOME, PATH and DENO_DIR of this process, those set: all a child gets of its environment. */
+function passedEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const key of ["HOME", "PATH", "DENO_DIR"]) {
+    const value = Deno.env.get(key);
+    if (value !== undefined) env[key] = value;
+  }
+  return env;
 }
 
 /**
- * Runs a client process (`connect({ ...options, max: 2 })`, then a
- * statement on one connection while another is reserved: two connections of
- * the pool) with `XDG_RUNTIME_DIR` set to `runtimeDir` (unset when `null`), no
- * other variable but HOME, PATH and DENO_DIR, and the permission flags
- * `flags`; returns what it printed.
+ * Writes the client program to `<root>/client.ts`: `connect({ ...options,
+ * max: 2, connectTimeout: 10000 })` (options as JSON in its first argument),
+ * then a statement on one connection while another is reserved (two
+ * connections of the pool); prints its outcome as one line of JSON. With a
+ * second argument `measureReads` it also prints how many bytes it had read
+ * when connect() failed (that needs -A: Deno lets nothing less read
+ * /proc/self).
  */
-async function runClient(
-  root: string,
-  options: { database: string } | { path: string },
-  runtimeDir: string | null,
-  flags: string[],
-): Promise<Outcome> {
+function writeClient(root: string): string {
   const script = `${root}/client.ts`;
   Deno.writeTextFileSync(
     script,
     `import { connect } from "${CLIENT}";
+const started = performance.now();
 try {
   const options = { ...JSON.parse(Deno.args[0]), max: 2, connectTimeout: 10000 };
   await using db = await connect(options);
@@ -104,26 +125,63 @@ try {
     reserved.release();
   }
 } catch (err) {
+  const ms = Math.round(performance.now() - started);
   const { name, code, message } = err as Error & { code?: string };
-  console.log(JSON.stringify({ ok: false, name, code, message }));
+  const read = Deno.args[1] === "measureReads"
+    ? Number(/^rchar: (\\d+)$/m.exec(Deno.readTextFileSync("/proc/self/io"))![1])
+    : undefined;
+  console.log(JSON.stringify({ ok: false, name, code, message, ms, read }));
 }
 `,
   );
+  return script;
+}
+
+/** How long a client process may take before it is killed and its test fails, in ms. */
+const CLIENT_LIMIT_MS = 30_000;
+
+/**
+ * Runs a client process ({@link writeClient}) with `XDG_RUNTIME_DIR` set to
+ * `runtimeDir` (unset when `null`), no other variable but HOME, PATH and
+ * DENO_DIR, and the permission flags `flags`; returns what it printed. One
+ * that has not ended within {@link CLIENT_LIMIT_MS} (a client that hangs) is
+ * killed, and fails the test.
+ */
+async function runClient(
+  root: string,
+  options: { database: string } | { path: string },
+  runtimeDir: string | null,
+  flags: string[],
+  extra: { measureReads?: boolean } = {},
+): Promise<Outcome> {
+  const script = writeClient(root);
   const env: Record<string, string> = runtimeDir === null ? {} : { XDG_RUNTIME_DIR: runtimeDir };
-  for (const key of ["HOME", "PATH", "DENO_DIR"]) {
-    const value = Deno.env.get(key);
-    if (value !== undefined) env[key] = value;
-  }
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", ...flags, script, JSON.stringify(options)],
+  Object.assign(env, passedEnv());
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      ...flags,
+      script,
+      JSON.stringify(options),
+      ...(extra.measureReads ? ["measureReads"] : []),
+    ],
     clearEnv: true,
     env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-  }).output();
+  }).spawn();
+  let killed = false;
+  const timer = setTimeout(() => {
+    killed = true;
+    child.kill("SIGKILL");
+  }, CLIENT_LIMIT_MS);
+  const out = await child.output().finally(() => clearTimeout(timer));
   const stdout = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 0, stdout + new TextDecoder().decode(out.stderr));
+  const printed = stdout + new TextDecoder().decode(out.stderr);
+  assert.ok(!killed, `The client had not ended after ${CLIENT_LIMIT_MS} ms: ${printed}`);
+  assert.equal(out.code, 0, printed);
   return JSON.parse(stdout) as Outcome;
 }
 
@@ -264,4 +322,186 @@ Deno.test("connect({ database }) with a scoped --allow-env missing one of XDG_RU
   ]);
   assert.equal(out.name, "ConnectionError", out.message);
   assert.match(out.message!, /^Cannot connect to unix:.*: No such file or directory/);
+});
+
+/** Whether a terminal can be made for a child (util-linux `script`, run through bash). */
+const HAS_SCRIPT = (() => {
+  try {
+    return Deno.build.os === "linux" && Deno.statSync("/usr/bin/script").isFile &&
+      Deno.statSync("/bin/bash").isFile;
+  } catch {
+    return false;
+  }
+})();
+
+/** `text` quoted for bash. */
+function quoted(text: string): string {
+  return `'${text.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * Runs the client program ({@link writeClient}) on a terminal (`script`),
+ * prompts allowed (no `--no-prompt`), with `XDG_RUNTIME_DIR` set to
+ * `runtimeDir`, `TMPDIR` to `tmp`, and the permission flags `flags`. Nothing
+ * is typed: a permission prompt waits until the child is killed after
+ * {@link CLIENT_LIMIT_MS}. Returns what the terminal showed (with `\r\n`
+ * line ends) and the outcome printed, `null` if none.
+ */
+async function runClientOnTerminal(
+  root: string,
+  options: { database: string },
+  env: { XDG_RUNTIME_DIR: string; TMPDIR: string },
+  flags: string[],
+): Promise<{ screen: string; outcome: Outcome | null; killed: boolean }> {
+  const script = writeClient(root);
+  const command = [Deno.execPath(), "run", ...flags, script, JSON.stringify(options)]
+    .map(quoted).join(" ");
+  const child = new Deno.Command("script", {
+    args: ["-qefc", command, "/dev/null"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    // Its own environment (other test files running beside this one in the same process set
+    // XDG_RUNTIME_DIR for a while); `script` runs the command with $SHELL, here bash.
+    clearEnv: true,
+    env: { ...passedEnv(), ...env, SHELL: "/bin/bash", TERM: "xterm", NO_COLOR: "1" },
+  }).spawn();
+  let killed = false;
+  const timer = setTimeout(() => {
+    killed = true;
+    child.kill("SIGKILL");
+  }, CLIENT_LIMIT_MS);
+  // Standard input stays open, and nothing is written to it.
+  const out = await child.output().finally(async () => {
+    clearTimeout(timer);
+    await child.stdin.close().catch(() => {});
+  });
+  const screen = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  const line = /^\{"ok":.*\}\r?$/m.exec(screen);
+  return { screen, outcome: line === null ? null : JSON.parse(line[0]) as Outcome, killed };
+}
+
+Deno.test({
+  name:
+    "connect({ database }) on a terminal never asks for access to the socket its lock file names: without it, a ConnectionError naming the socket and the flags",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    // The server from an ssh login (/tmp/netsqlite-<uid>/), the client in a desktop session.
+    await using l = await layout("tmp");
+    const lock = `${l.database}.lock`;
+    const socket = l.listening;
+    assert.ok(socket.startsWith(`${l.root}/tmp/netsqlite-`), socket);
+    const env = { XDG_RUNTIME_DIR: l.clientDir, TMPDIR: `${l.root}/tmp` };
+    // Access to its runtime directory, the database and its lock file: not to the socket there.
+    const scoped = (read: string[], write: string[]): string[] => [
+      "--allow-net",
+      "--allow-env",
+      "--allow-sys=uid",
+      `--allow-read=${[`${l.root}/client.ts`, l.clientDir, l.database, lock, ...read].join(",")}`,
+      `--allow-write=${[l.clientDir, l.database, ...write].join(",")}`,
+    ];
+    const denied = await runClientOnTerminal(l.root, { database: l.database }, env, scoped([], []));
+    assert.doesNotMatch(denied.screen, /Deno requests|Allow\?/);
+    assert.ok(
+      !denied.killed,
+      `The client had not ended after ${CLIENT_LIMIT_MS} ms: ${denied.screen}`,
+    );
+    const out = denied.outcome;
+    assert.ok(out !== null, denied.screen);
+    assert.equal(out.name, "ConnectionError", out.message);
+    assert.equal(out.code, "CONNECTION_CLOSED");
+    assert.match(
+      out.message!,
+      new RegExp(
+        `^Cannot connect to ${defaultSocketIn(l.clientDir)}: No such file or directory ` +
+          literal(`(os error 2) (is the server of "${l.database}" running?`),
+      ),
+    );
+    assert.ok(
+      out.message!.endsWith(
+        `; the lock file "${lock}" says the server (pid ` +
+          `${JSON.parse(Deno.readTextFileSync(lock)).pid}) listens at unix:${socket}, which this ` +
+          `client did not connect to (no read or write access to it was granted, and connecting ` +
+          `would ask for it): run the client with --allow-read=${socket} ` +
+          `--allow-write=${socket})`,
+      ),
+      out.message,
+    );
+    // With the access it names, it connects there, still without asking for anything.
+    const allowed = await runClientOnTerminal(
+      l.root,
+      { database: l.database },
+      env,
+      scoped([socket], [socket]),
+    );
+    assert.doesNotMatch(allowed.screen, /Deno requests|Allow\?/);
+    assert.ok(
+      !allowed.killed,
+      `The client had not ended after ${CLIENT_LIMIT_MS} ms: ${allowed.screen}`,
+    );
+    assert.deepEqual(allowed.outcome, {
+      ok: true,
+      database: l.database,
+      rows: [["from the client"]],
+    });
+  },
+});
+
+Deno.test("connect({ database }) whose lock file is a FIFO fails within its connectTimeout, naming the file, rather than wait for a writer", async () => {
+  await using dir = await tempDir();
+  const root = Deno.realPathSync(dir.path);
+  Deno.mkdirSync(`${root}/client`, { mode: 0o700 });
+  const database = `${root}/app.db`;
+  const lock = `${database}.lock`;
+  const made = await new Deno.Command("mkfifo", { args: ["-m", "0600", lock] }).output();
+  assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+  // Opening a FIFO to read waits for a writer: none comes. runClient kills a client that hangs.
+  const out = await runClient(root, { database }, `${root}/client`, DEFAULT_CASE);
+  assert.equal(out.name, "ConnectionError", out.message);
+  assert.ok(out.ms! < 10_000, `connect() took ${out.ms} ms, its connectTimeout being 10000`);
+  assert.match(
+    out.message!,
+    new RegExp(`^Cannot connect to ${defaultSocketIn(`${root}/client`)}: No such file`),
+  );
+  assert.ok(
+    out.message!.endsWith(
+      `; a running server records its socket in the lock file "${lock}", which this client did ` +
+        `not read (it is not a lock record (a small regular file)): pass that socket in ` +
+        `connect({ path }))`,
+    ),
+    out.message,
+  );
+});
+
+Deno.test({
+  name:
+    "connect({ database }) does not read a lock file too large to be a lock record, and says why it did not",
+  ignore: Deno.build.os !== "linux", // how much was read comes from /proc/self/io
+  async fn() {
+    await using dir = await tempDir();
+    const root = Deno.realPathSync(dir.path);
+    Deno.mkdirSync(`${root}/client`, { mode: 0o700 });
+    const database = `${root}/app.db`;
+    const lock = `${database}.lock`;
+    // A record naming a socket, then 256 MiB (a sparse file: no room taken on disk).
+    const size = 256 * 1024 * 1024;
+    const record = JSON.stringify({ pid: 4242, socket: `unix:${root}/gone.sock` });
+    Deno.writeTextFileSync(lock, record, { mode: 0o600 });
+    Deno.truncateSync(lock, size);
+    Deno.chmodSync(lock, 0o600);
+    const out = await runClient(root, { database }, `${root}/client`, ["-A"], {
+      measureReads: true,
+    });
+    assert.equal(out.name, "ConnectionError", out.message);
+    // The whole process read far less than the file (its modules, its cache): not the file.
+    assert.ok(out.read! < size / 4, `The client read ${out.read} bytes, the lock file is ${size}`);
+    assert.ok(
+      out.message!.endsWith(
+        `; a running server records its socket in the lock file "${lock}", which this client ` +
+          `did not read (it is not a lock record (a small regular file)): pass that socket in ` +
+          `connect({ path }))`,
+      ),
+      out.message,
+    );
+  },
 });
