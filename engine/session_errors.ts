@@ -56,7 +56,8 @@ export function txTimeout(ms: number): SqliteError {
   return new SqliteError(
     ErrorCode.TxTimeout,
     `Transaction was rolled back after ${ms} ms idle (--tx-idle-timeout); ` +
-      "send ROLLBACK to end it, then retry the whole transaction",
+      "send ROLLBACK to end it (transaction() does so itself), then retry " +
+      "the whole transaction",
   );
 }
 
@@ -65,7 +66,8 @@ export function txTooLong(ms: number): SqliteError {
   return new SqliteError(
     ErrorCode.TxTimeout,
     `Transaction was rolled back after lasting ${ms} ms (--tx-timeout); ` +
-      "send ROLLBACK to end it, then retry the whole transaction, shorter",
+      "send ROLLBACK to end it (transaction() does so itself), then retry " +
+      "the whole transaction, shorter",
   );
 }
 

@@ -194,8 +194,8 @@ Deno.test("Engine rolls back a transaction open past --tx-timeout however busy, 
   assert.equal(err.code, "TX_TIMEOUT");
   assert.equal(
     err.message,
-    "Transaction was rolled back after lasting 300 ms (--tx-timeout); send ROLLBACK to end it, " +
-      "then retry the whole transaction, shorter",
+    "Transaction was rolled back after lasting 300 ms (--tx-timeout); send ROLLBACK to end it " +
+      "(transaction() does so itself), then retry the whole transaction, shorter",
   );
   assert.ok(lasted >= 200 && lasted < 2000, `rolled back after ${lasted} ms`);
   await bWrite; // freed by the rollback, well before its 5 s busy timeout
