@@ -19,7 +19,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { joinValues } from "./cli/args.ts";
+import { flagError, joinValues } from "./cli/args.ts";
 import { isAbsolute, resolve } from "node:path";
 import { Engine } from "./engine/engine.ts";
 import type { EngineLike } from "./engine/engine_api.ts";
@@ -896,12 +896,15 @@ const SERVE_FLAGS = {
  * ```
  */
 export function parseServeArgs(args: string[]): ServeOptions | "help" {
-  const { values } = parseArgs({
-    // A value may start with `-` (`--slow-ms -3` reaches the range check).
-    args: joinValues(args, SERVE_FLAGS),
-    strict: true,
-    options: SERVE_FLAGS,
-  });
+  // A value may start with `-` (`--slow-ms -3` reaches the range check).
+  const joined = joinValues(args, SERVE_FLAGS);
+  const { values } = (() => {
+    try {
+      return parseArgs({ args: joined, strict: true, options: SERVE_FLAGS });
+    } catch (err) {
+      throw flagError(err, joined, SERVE_FLAGS);
+    }
+  })();
   if (values.help) return "help";
   const options: ServeOptions = {
     database: values.db,
@@ -1122,7 +1125,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       console.error(`netsqlite: ${err.message}`);
       return 1;
     }
-    console.error(`netsqlite: ${(err as Error).message}\n\n${HELP}`);
+    // One line: the help would push it out of sight (or out of a log). A mistake in the options
+    // themselves (unknown, missing value) says where they are listed, as bench/load.ts does.
+    const code = (err as { code?: unknown }).code;
+    const options = typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_");
+    console.error(
+      `netsqlite: ${(err as Error).message}${options ? " (--help lists the options)" : ""}`,
+    );
     return 2;
   }
   if (options === "help") {
