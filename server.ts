@@ -564,27 +564,31 @@ class RunningServer implements Server {
     const max = this.#maxConnections;
     const admins = this.#admins.size;
     const reserve = `${ADMIN_RESERVED_CONNECTIONS} more kept for admin sessions`;
+    // `--max-connections 1` is allowed: "1 connection", not "1 connections".
+    const connections = (n: number): string => `${n} connection${n === 1 ? "" : "s"}`;
+    const sessions = (n: number): string => `${n} admin session${n === 1 ? "" : "s"}`;
     this.#refused++;
     this.#stats.refused++;
     const now = performance.now();
     if (now - this.#refusedReported >= 1000) {
       this.#services.log.warn(
-        `refused ${this.#refused} connection(s): ${ordinary} connections open (--max-connections ${max})` +
-          (admins > 0 ? ` and ${admins} admin session(s) (${reserve})` : ""),
+        `refused ${connections(this.#refused)}: ${connections(ordinary)} open ` +
+          `(--max-connections ${max})` +
+          (admins > 0 ? ` and ${sessions(admins)} (${reserve})` : ""),
       );
       this.#refused = 0;
       this.#refusedReported = now;
     }
+    const ofThem = admins === 1 ? "1 of them an admin session" : `${admins} of them admin sessions`;
     const message = admin
-      ? `Cannot start admin session: the server already serves ${ordinary + admins} ` +
-        `connections, ${admins} of them admin sessions (--max-connections ${max}, and ` +
+      ? "Cannot start admin session: the server already serves " +
+        `${connections(ordinary + admins)}, ${ofThem} (--max-connections ${max}, and ` +
         `${reserve}); close some, or raise the limit`
       : ordinary >= max
-      ? `Cannot start session: the server already serves ${max} connections (--max-connections); ` +
-        "close some, or raise the limit"
-      : `Cannot start session: the server already serves ${ordinary + admins} connections, ` +
-        `${admins} of them admin sessions (--max-connections ${max}, and ${reserve}); ` +
-        "close some, or raise the limit";
+      ? `Cannot start session: the server already serves ${connections(max)} ` +
+        "(--max-connections); close some, or raise the limit"
+      : `Cannot start session: the server already serves ${connections(ordinary + admins)}, ` +
+        `${ofThem} (--max-connections ${max}, and ${reserve}); close some, or raise the limit`;
     return new ProtocolError(ErrorCode.TooManyConnections, message);
   }
 
