@@ -19,7 +19,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { joinValues } from "./cli/args.ts";
+import { flagError, joinValues } from "./cli/args.ts";
 import { isAbsolute, resolve } from "node:path";
 import { Engine } from "./engine/engine.ts";
 import type { EngineLike } from "./engine/engine_api.ts";
@@ -564,27 +564,31 @@ class RunningServer implements Server {
     const max = this.#maxConnections;
     const admins = this.#admins.size;
     const reserve = `${ADMIN_RESERVED_CONNECTIONS} more kept for admin sessions`;
+    // `--max-connections 1` is allowed: "1 connection", not "1 connections".
+    const connections = (n: number): string => `${n} connection${n === 1 ? "" : "s"}`;
+    const sessions = (n: number): string => `${n} admin session${n === 1 ? "" : "s"}`;
     this.#refused++;
     this.#stats.refused++;
     const now = performance.now();
     if (now - this.#refusedReported >= 1000) {
       this.#services.log.warn(
-        `refused ${this.#refused} connection(s): ${ordinary} connections open (--max-connections ${max})` +
-          (admins > 0 ? ` and ${admins} admin session(s) (${reserve})` : ""),
+        `refused ${connections(this.#refused)}: ${connections(ordinary)} open ` +
+          `(--max-connections ${max})` +
+          (admins > 0 ? ` and ${sessions(admins)} (${reserve})` : ""),
       );
       this.#refused = 0;
       this.#refusedReported = now;
     }
+    const ofThem = admins === 1 ? "1 of them an admin session" : `${admins} of them admin sessions`;
     const message = admin
-      ? `Cannot start admin session: the server already serves ${ordinary + admins} ` +
-        `connections, ${admins} of them admin sessions (--max-connections ${max}, and ` +
+      ? "Cannot start admin session: the server already serves " +
+        `${connections(ordinary + admins)}, ${ofThem} (--max-connections ${max}, and ` +
         `${reserve}); close some, or raise the limit`
       : ordinary >= max
-      ? `Cannot start session: the server already serves ${max} connections (--max-connections); ` +
-        "close some, or raise the limit"
-      : `Cannot start session: the server already serves ${ordinary + admins} connections, ` +
-        `${admins} of them admin sessions (--max-connections ${max}, and ${reserve}); ` +
-        "close some, or raise the limit";
+      ? `Cannot start session: the server already serves ${connections(max)} ` +
+        "(--max-connections); close some, or raise the limit"
+      : `Cannot start session: the server already serves ${connections(ordinary + admins)}, ` +
+        `${ofThem} (--max-connections ${max}, and ${reserve}); close some, or raise the limit`;
     return new ProtocolError(ErrorCode.TooManyConnections, message);
   }
 
@@ -896,12 +900,15 @@ const SERVE_FLAGS = {
  * ```
  */
 export function parseServeArgs(args: string[]): ServeOptions | "help" {
-  const { values } = parseArgs({
-    // A value may start with `-` (`--slow-ms -3` reaches the range check).
-    args: joinValues(args, SERVE_FLAGS),
-    strict: true,
-    options: SERVE_FLAGS,
-  });
+  // A value may start with `-` (`--slow-ms -3` reaches the range check).
+  const joined = joinValues(args, SERVE_FLAGS);
+  const { values } = (() => {
+    try {
+      return parseArgs({ args: joined, strict: true, options: SERVE_FLAGS });
+    } catch (err) {
+      throw flagError(err, joined, SERVE_FLAGS);
+    }
+  })();
   if (values.help) return "help";
   const options: ServeOptions = {
     database: values.db,
@@ -1122,7 +1129,13 @@ export async function main(args: string[] = Deno.args): Promise<number> {
       console.error(`netsqlite: ${err.message}`);
       return 1;
     }
-    console.error(`netsqlite: ${(err as Error).message}\n\n${HELP}`);
+    // One line: the help would push it out of sight (or out of a log). A mistake in the options
+    // themselves (unknown, missing value) says where they are listed, as bench/load.ts does.
+    const code = (err as { code?: unknown }).code;
+    const options = typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_");
+    console.error(
+      `netsqlite: ${(err as Error).message}${options ? " (--help lists the options)" : ""}`,
+    );
     return 2;
   }
   if (options === "help") {

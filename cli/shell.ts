@@ -35,7 +35,8 @@ Usage: netsqlite shell [options]
 
 Options:
 ${CONNECT_FLAGS_HELP}
-  -c, --command SQL run SQL (statements and dot commands) and exit
+  -c, --command SQL run SQL (statements and dot commands) and exit; several -c
+                    run in order, stopping at the first error
   --mode MODE       output mode: table (default), csv, json, line
   --no-headers      no header row in table and csv modes
   -h, --help        show this help
@@ -573,7 +574,8 @@ async function* lines(chunks: AsyncIterable<string>): AsyncGenerator<string> {
 
 interface ShellArgs {
   connect: ConnectOptions;
-  command: string | undefined;
+  /** The SQL of each `-c`, in order (none: `[]`). */
+  commands: string[];
   mode: Mode;
   headers: boolean;
 }
@@ -581,7 +583,7 @@ interface ShellArgs {
 /** The options of `netsqlite shell`, by long name. */
 export const SHELL_FLAGS: Readonly<Record<string, FlagSpec>> = {
   ...CONNECT_FLAGS,
-  command: { type: "string", short: "c" },
+  command: { type: "string", short: "c", multiple: true },
   mode: { type: "string" },
   "no-headers": { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -592,7 +594,7 @@ export const SHELL_FLAGS: Readonly<Record<string, FlagSpec>> = {
  * as the value of one: `--token -h` is a token).
  */
 export function parseShellArgs(args: string[]): ShellArgs | "help" {
-  const { values, positionals } = parseFlags(args, SHELL_FLAGS);
+  const { values, lists, positionals } = parseFlags(args, SHELL_FLAGS);
   if (values.help) return "help";
   if (positionals.length > 0) {
     throw new TypeError(`Unexpected argument "${positionals[0]}": SQL goes after -c`);
@@ -604,7 +606,7 @@ export function parseShellArgs(args: string[]): ShellArgs | "help" {
   }
   return {
     connect: connectOptions,
-    command: values.command as string | undefined,
+    commands: lists.command,
     mode: mode as Mode,
     headers: !values["no-headers"],
   };
@@ -639,7 +641,7 @@ export async function runShell(args: string[], io: ShellIO = STD_IO): Promise<nu
   }
   try {
     const shell = new Shell(client, io, parsed.mode, parsed.headers);
-    if (parsed.command !== undefined) return await script(shell, oneChunk(parsed.command), null);
+    if (parsed.commands.length > 0) return await commands(shell, parsed.commands);
     if (!Deno.stdin.isTerminal()) {
       return await script(shell, utf8Text(Deno.stdin.readable), "stdin");
     }
@@ -681,6 +683,23 @@ async function script(
 ): Promise<number> {
   try {
     await shell.runScript(chunks, source);
+    return shell.exitCode;
+  } catch (err) {
+    if (err instanceof Reported) return 1;
+    throw err;
+  }
+}
+
+/**
+ * Runs the SQL of each `-c` in order, each as a script of its own (a statement left open at the
+ * end of one runs there, as a last statement without `;` does), as `psql -c A -c B` does. Stops
+ * at the first error (exit status 1) or at `.quit` or `.exit [CODE]`, as a single `-c` does.
+ */
+async function commands(shell: Shell, sql: readonly string[]): Promise<number> {
+  try {
+    for (const text of sql) {
+      if (await shell.runScript(oneChunk(text), null) === QUIT) break;
+    }
     return shell.exitCode;
   } catch (err) {
     if (err instanceof Reported) return 1;

@@ -560,7 +560,8 @@ export class Session implements SessionProbe {
       this.#stats?.closed(this);
       if (this.#handshaken) {
         this.#services.log.info(
-          `disconnect: session ${this.id} (${this.#peer}), ${this.#answered} requests answered`,
+          `disconnect: session ${this.id} (${this.#peer}), ${this.#answered} ` +
+            `request${this.#answered === 1 ? "" : "s"} answered`,
         );
       }
     }

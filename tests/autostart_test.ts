@@ -181,7 +181,7 @@ Deno.test("connect({ autostart }) fails at once with the server's error line, no
       assert.ok(err instanceof ConnectionError, String(err));
       assert.match(
         err.message,
-        /: the server started exited with code 2: "netsqlite: Unknown option '--no-such-flag'"$/,
+        /: the server started exited with code 2: "netsqlite: Unknown option '--no-such-flag' \(--help lists the options\)"$/,
       );
       return true;
     },

@@ -281,7 +281,7 @@ Deno.test("server.ts --help exits 0 and prints usage", async () => {
   assert.equal(short.stdout, stdout);
 });
 
-Deno.test("server.ts exits 2 with the usage on a bad command line", async () => {
+Deno.test("server.ts exits 2 with one line on a bad command line, not the usage", async () => {
   await using dir = await tempDir();
   const db = `${dir.path}/x.db`;
   const [bad, unknown, tcp] = await Promise.all([
@@ -291,13 +291,15 @@ Deno.test("server.ts exits 2 with the usage on a bad command line", async () => 
   ]);
   assert.equal(bad.code, 2);
   assert.equal(bad.stdout, "");
-  assert.match(
+  assert.equal(
     bad.stderr,
-    /^netsqlite: Invalid --busy-timeout "abc": expected a whole number in decimal digits/,
+    'netsqlite: Invalid --busy-timeout "abc": expected a whole number in decimal digits\n',
   );
-  assert.match(bad.stderr, /Usage: deno run -A server\.ts/);
   assert.equal(unknown.code, 2);
-  assert.match(unknown.stderr, /^netsqlite: .*no-such-flag/);
+  assert.equal(
+    unknown.stderr,
+    "netsqlite: Unknown option '--no-such-flag' (--help lists the options)\n",
+  );
   assert.equal(tcp.code, 2);
   assert.match(tcp.stderr, /^netsqlite: Cannot parse address "nohostport"/);
   // Nothing was created.
