@@ -543,10 +543,16 @@ class RunningServer implements Server {
    * Why a new connection from `from` (a non-loopback TCP address, or `null`)
    * gets no handshake slot, or `null` when it does.
    */
+  /** "N connections are waiting", in the singular for 1. */
+  #waitingForHello(): string {
+    const n = this.#maxHandshakes;
+    return n === 1 ? "1 connection is waiting" : `${n} connections are waiting`;
+  }
+
   #noHandshakeSlot(from: string | null): string | null {
     const c = this.#config;
     if (this.#handshaking.size >= this.#maxHandshakes) {
-      return `${this.#maxHandshakes} connections are waiting for their hello (--max-handshakes)`;
+      return `${this.#waitingForHello()} for their hello (--max-handshakes)`;
     }
     if (from !== null && (this.#handshakingFrom.get(from) ?? 0) >= c.maxHandshakesPerAddress) {
       return `${c.maxHandshakesPerAddress} connections from ${from} are waiting for their ` +
@@ -600,8 +606,8 @@ class RunningServer implements Server {
   #handshakeSlot(): Promise<void> {
     this.#services.log.warnThrottled(
       "handshakes",
-      `accepting no new connection for now: ${this.#maxHandshakes} connections are waiting ` +
-        "for their hello (--max-handshakes); new ones wait in the listen backlog",
+      `accepting no new connection for now: ${this.#waitingForHello()} for their hello ` +
+        "(--max-handshakes); new ones wait in the listen backlog",
       1000,
     );
     return new Promise((resolve) => this.#slotFreed = resolve);

@@ -510,7 +510,13 @@ export function describeStats(r: StatsReport): string {
       }, ${c.connections} of ${c.poolSize} connections to it open`,
     `connections   ${r.connections.open} open (at most ${r.connections.max}${
       r.connections.reserved ? `, and ${r.connections.reserved} more for admin sessions` : ""
-    }), ${r.connections.admin ? `${r.connections.admin} of them admin sessions, ` : ""}` +
+    }), ${
+      r.connections.admin === 1
+        ? "1 of them an admin session, "
+        : r.connections.admin
+        ? `${r.connections.admin} of them admin sessions, `
+        : ""
+    }` +
     `${r.connections.handshaking ?? 0} handshaking, ` +
     `${r.connections.total} since start, ${r.connections.refused} refused` +
     (r.connections.dropped ? `, ${r.connections.dropped} dropped before their hello` : ""),

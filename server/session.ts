@@ -1652,9 +1652,12 @@ function describeSlow(req: Request, payload: unknown, ms: number, prepared?: str
   let rows = "";
   if (op === Op.Query && Array.isArray(payload)) {
     const r = payload[1] as unknown[] | Encoded;
-    rows = `${r instanceof Encoded ? r.count : r.length} rows`;
+    const n = r instanceof Encoded ? r.count : r.length;
+    rows = n === 1 ? "1 row" : `${n} rows`;
   } else if (op === Op.Run && Array.isArray(payload)) rows = `${String(payload[0])} changed`;
-  else if (op === Op.Batch && Array.isArray(payload)) rows = `${payload.length} statements`;
+  else if (op === Op.Batch && Array.isArray(payload)) {
+    rows = payload.length === 1 ? "1 statement" : `${payload.length} statements`;
+  }
   let sql: string;
   const arg = req[2];
   if (typeof arg === "string") sql = sqlForLog(arg);

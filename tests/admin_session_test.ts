@@ -86,7 +86,7 @@ for (const engine of ENGINES) {
       assert.equal(stats.code, 0, stats.err);
       assert.match(
         stats.out,
-        /\nconnections {3}3 open \(at most 2, and 2 more for admin sessions\), 1 of them admin sessions, 0 handshaking, \d+ since start, 1 refused\n/,
+        /\nconnections {3}3 open \(at most 2, and 2 more for admin sessions\), 1 of them an admin session, 0 handshaking, \d+ since start, 1 refused\n/,
       );
       const json = await admin(srv, "stats", ["--json"]);
       assert.equal(json.code, 0, json.err);

@@ -460,7 +460,7 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
   assert.equal(closed?.length, 1, log); // three in a row, throttled to one line a second
   assert.match(
     log,
-    / warn {2}netsqlite: slow statement: session 1, query, \d+\.\d ms, 1 rows: WITH RECURSIVE c\(i\) AS/,
+    / warn {2}netsqlite: slow statement: session 1, query, \d+\.\d ms, 1 row: WITH RECURSIVE c\(i\) AS/,
   );
   assert.match(
     log,
