@@ -45,10 +45,14 @@ export interface TxEnd {
  * `transaction()`'s own namespace ({@link RESERVED_SAVEPOINT}): releasing
  * a nested transaction's savepoint (or rolling back past it) would end it
  * early, so the statements that follow would escape its rollback. Other
- * `SAVEPOINT`, `RELEASE` and `ROLLBACK TO` statements are allowed. With
- * `script` false only the first statement is looked at.
+ * `SAVEPOINT`, `RELEASE` and `ROLLBACK TO` statements are allowed; with
+ * `ends`, the ones met before a refused statement (or in all of `sql`) that
+ * release or roll back to such a savepoint are added there (`RELEASE s`,
+ * `ROLLBACK TO s`), which is how `transaction()` tells what ended a nested
+ * level's savepoint with them (see `client/_tx_undo.ts`). With `script`
+ * false only the first statement is looked at.
  */
-export function findTxEnd(sql: string, script = true): TxEnd | null {
+export function findTxEnd(sql: string, script = true, ends?: string[]): TxEnd | null {
   let found: TxEnd | null = null;
   findStatement(sql, script, (head) => {
     const word = head[0].text;
@@ -72,8 +76,11 @@ export function findTxEnd(sql: string, script = true): TxEnd | null {
     }
     const name = rest[0];
     if (name === undefined || name.kind === "punct" || name.kind === "param") return null;
-    if (!name.text.toLowerCase().startsWith(RESERVED_SAVEPOINT)) return null;
     const verb = word === "rollback" ? "ROLLBACK TO" : word.toUpperCase();
+    if (!name.text.toLowerCase().startsWith(RESERVED_SAVEPOINT)) {
+      if (word !== "savepoint") ends?.push(`${verb} ${name.text}`);
+      return null;
+    }
     found = { statement: `${verb} ${name.text}`, reserved: true };
     return found.statement;
   }, 6);

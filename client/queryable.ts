@@ -45,6 +45,15 @@ import { findTxControl, findTxEnd, RESERVED_SAVEPOINT } from "./_tx_control.ts";
 import { Statement } from "./statement.ts";
 import { KvCollection } from "./kv.ts";
 import type { OwnWriter } from "./_own_writer.ts";
+import {
+  endedAlready,
+  levelOf,
+  newLevel,
+  noteSavepointEnds,
+  poisonedCall,
+  poisonedCommit,
+  undoLevel,
+} from "./_tx_undo.ts";
 
 export type { BindParams, BindParamsOf, BindValue, RunResult } from "./_calls.ts";
 export type { IterateOptions } from "./cursor.ts";
@@ -618,7 +627,8 @@ export abstract class Queryable {
    * undone when the inner `fn` throws.
    * `tx` refuses statements that would begin or end the transaction
    * (`BEGIN`, `COMMIT`, `END`, `ROLLBACK` without `TO`) with `SqliteError`
-   * `TX_CONTROL`, before sending them; savepoints stay allowed.
+   * `TX_CONTROL`, before sending them; savepoints stay allowed (in a nested
+   * transaction, release or roll back only the ones it opened).
    *
    * @param fn The work; it receives the transaction.
    * @param options How to begin.
@@ -628,6 +638,10 @@ export abstract class Queryable {
    *   `SqliteError` `TX_NESTED_RUNNING`, after rolling back, when `fn`
    *   settled while a transaction nested in it was still running (a
    *   `tx.transaction()` without `await`): its calls then fail with `TX_ENDED`;
+   *   `SqliteError` `TX_UNDO_FAILED` when a nested transaction could not undo its
+   *   work (a `RELEASE` or `ROLLBACK TO` inside it of a savepoint opened before it
+   *   ended its savepoint too): from the nested one, and from each enclosing one
+   *   that was rolled back instead of committed because of it (see `_tx_undo.ts`);
    *   `ConnectionError` when the connection is lost after `fn` resolved:
    *   `mayHaveRun` true when its COMMIT was in flight (the transaction may
    *   or may not have been committed), false when the COMMIT was not sent
@@ -716,7 +730,7 @@ export abstract class Queryable {
    */
   async prepare(sql: string): Promise<Statement> {
     checkSql(sql);
-    this.#refuseTxControl(sql);
+    this.#refuseTxControl(sql, false, false);
     const explain = this.#route.ownWriter?.watch() ?? null;
     // Sent in the same run of code as chosen (no await between): see #iterate.
     const c = this.#route.connection();
@@ -768,9 +782,15 @@ export abstract class Queryable {
     return explain === null ? sent : sent.catch((err) => Promise.reject(explain(err)));
   }
 
-  /** Throws `TX_CONTROL` for what this route refuses; `sql` passed {@link checkSql} first. */
-  #refuseTxControl(sql: string, script = false): void {
-    if (this.#route.refusesTxEnd === true) return refuseTxEnd(sql, script);
+  /**
+   * Throws `TX_CONTROL` for what this route refuses; `sql` passed {@link checkSql} first.
+   * On a `transaction()` handle, `note` records the savepoints `sql` releases or rolls back
+   * to (see `noteSavepointEnds`): false for `prepare()`, which runs nothing.
+   */
+  #refuseTxControl(sql: string, script = false, note = true): void {
+    if (this.#route.refusesTxEnd === true) {
+      return refuseTxEnd(sql, script, note ? scopeOfTx.get(this) : undefined);
+    }
     if (!this.#route.refusesTxControl) return;
     const word = findTxControl(sql, script);
     if (word === null) return;
@@ -783,14 +803,23 @@ export abstract class Queryable {
   }
 }
 
+/** Scratch list for {@link refuseTxEnd}'s `findTxEnd` (always left empty). */
+const endsMet: string[] = [];
+
 /**
  * Throws `TX_CONTROL` for a statement of `sql` that would begin or end the
  * transaction of a `transaction()` handle (see `findTxEnd`): sent, a
  * `COMMIT` or `ROLLBACK` would end it while `fn` goes on, so its later
  * statements would run in autocommit, beyond the reach of its rollback.
+ * With `scope`, the handle's transaction, notes the savepoints of other
+ * names that `sql`, allowed, releases or rolls back to (see `_tx_undo.ts`).
  */
-function refuseTxEnd(sql: string, script: boolean): void {
-  const found = findTxEnd(sql, script);
+function refuseTxEnd(sql: string, script: boolean, scope: TransactionScope | undefined): void {
+  const found = findTxEnd(sql, script, scope === undefined ? undefined : endsMet);
+  if (endsMet.length > 0) {
+    if (found === null) noteSavepointEnds(scope!.conn, endsMet);
+    endsMet.length = 0;
+  }
   if (found === null) return;
   const why = found.reserved
     ? `savepoints named ${RESERVED_SAVEPOINT}* are transaction()'s own (its nested levels): ` +
@@ -865,13 +894,20 @@ function transactionRoute(
   scope: TransactionScope,
 ): Route {
   const fixed = fixedRoute(conn, active);
+  // Refused too where it would run in a level that cannot commit (see poisonedCall).
+  const checked = (): PooledConnection | Promise<PooledConnection> => {
+    const c = fixed.connection();
+    if (c instanceof Promise) return c;
+    const poisoned = poisonedCall(conn);
+    return poisoned === null ? c : Promise.reject(poisoned);
+  };
   return {
     connection(): PooledConnection | Promise<PooledConnection> {
       const c = fixed.connection();
       if (c instanceof Promise) return c;
       // Ended meanwhile: refused at once (the connection may serve another caller by now).
       const wait = turnOf(conn, scope, () => active() === null);
-      return wait === null ? c : wait.then(() => fixed.connection());
+      return wait === null ? checked() : wait.then(checked);
     },
     exclusive: fixed.exclusive,
     refusesTxControl: false,
@@ -954,6 +990,9 @@ async function runInScope<T>(
   // was rolled back or committed: a SAVEPOINT (or BEGIN) sent now would open a transaction
   // of its own after that ROLLBACK or COMMIT, left open on the connection. Nothing is sent.
   if (!scope.active) throw endedError(NESTED_TX_ENDED);
+  // The level it nests in cannot commit (see undoLevel): nothing is sent.
+  const refused = poisonedCall(conn, levelOf(open.stack[open.stack.indexOf(scope) - 1]));
+  if (refused !== null) throw refused;
   const depth = conn.txDepth;
   // Outermost, unless the connection is inside a transaction of its own (a
   // raw BEGIN on a reserved connection): a savepoint of it then, as
@@ -981,9 +1020,11 @@ async function runInScope<T>(
     scope,
   );
   scopeOfTx.set(tx, scope);
-  const undo = (): Promise<unknown> =>
-    exec(outer ? "ROLLBACK" : `ROLLBACK TO ${savepoint}; RELEASE ${savepoint}`)
-      .catch(() => {/* already ended by SQLite, the lease, or a lost connection */});
+  const level = newLevel(scope, outer ? null : savepoint);
+  // Undoes this level's work; resolves to the error to reject with instead of `cause` when
+  // that could not be done (its savepoint gone), which never goes unreported (see undoLevel).
+  const undo = (cause: unknown): Promise<SqliteError | null> =>
+    undoLevel(conn, open, scope, level, cause);
   let result: T;
   try {
     result = await transactionContext.run(scope, () => fn(tx));
@@ -996,8 +1037,7 @@ async function runInScope<T>(
     scope.active = false;
     abandonNested(open, scope);
     conn.txDepth = depth;
-    await undo();
-    throw err;
+    throw await undo(err) ?? err;
   }
   ended = true;
   if (!scope.active) throw endedError(NESTED_TX_ENDED);
@@ -1007,21 +1047,32 @@ async function runInScope<T>(
   if (nestedRunning) {
     // fn settled before a transaction nested in it did: that one could still throw, and its
     // later statements would land after the COMMIT. Commit neither.
-    await undo();
-    throw new SqliteError(
+    const err = new SqliteError(
       ErrorCode.TxNestedRunning,
       "Transaction rolled back: its function settled while a transaction nested in it was " +
         "still running (a tx.transaction() without await?); the work of both was undone",
     );
+    throw await undo(err) ?? err;
+  }
+  if (level.poison !== null) {
+    // A transaction nested in it could not undo its work, which is still in this one.
+    const err = poisonedCommit(level);
+    throw await undo(err) ?? err;
   }
   try {
     await exec(outer ? "COMMIT" : `RELEASE ${savepoint}`);
   } catch (err) {
+    if (!outer) {
+      // A nested transaction() that rejects has no work left: undone, unless the transaction
+      // ended already, or its savepoint is gone (a RELEASE of an enclosing savepoint inside it).
+      if (endedAlready(conn, err)) throw err;
+      throw await undo(err) ?? err;
+    }
     // Whatever state the failed COMMIT left (still open, or rolled back by
     // SQLite), the connection leaves with no transaction: after a failed
     // COMMIT the server takes this ROLLBACK as a no-op.
-    if (outer) await exec("ROLLBACK").catch(() => {});
-    if (outer && err instanceof ConnectionError && err.mayHaveRun) {
+    await exec("ROLLBACK").catch(() => {});
+    if (err instanceof ConnectionError && err.mayHaveRun) {
       // The COMMIT was sent and its answer lost with the connection.
       throw new ConnectionError(
         "Cannot tell whether the transaction was committed: its COMMIT was in flight when " +

@@ -15,7 +15,8 @@
  * |                   | `TX_ABORTED`, `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`,                 |
  * |                   | `UNKNOWN_STATEMENT`, `DATABASE_MOVED`,                                 |
  * |                   | `CURSOR_CLOSED`, `TX_CONTROL`, `SHUTTING_DOWN`, `INTERNAL`,            |
- * |                   | and the client's own `TX_ENDED`, `TX_NESTED_RUNNING`, `RELEASED`       |
+ * |                   | and the client's own `TX_ENDED`, `TX_NESTED_RUNNING`,                  |
+ * |                   | `TX_UNDO_FAILED`, `RELEASED`                                           |
  * | `ConnectionError` | `CONNECTION_CLOSED`, `REQUEST_TIMEOUT`, `ACQUIRE_TIMEOUT`              |
  * | `ProtocolError`   | `FRAME_TOO_LARGE`, `FRAME_TIMEOUT`, `PROTOCOL_VERSION`, `AUTH`,        |
  * |                   | `TOO_MANY_CONNECTIONS`                                                 |
@@ -103,6 +104,20 @@ export const ErrorCode = {
    * one's `tx` fail with `TX_ENDED` from then on.
    */
   TxNestedRunning: "TX_NESTED_RUNNING",
+  /**
+   * (Client-side.) A nested `transaction()` level could not undo its work:
+   * its `ROLLBACK TO` failed, most often because a statement inside it
+   * released or rolled back to a savepoint opened before it (`RELEASE
+   * mine`), which ends the level's savepoint too. That level rejects with
+   * it; the level it is nested in can no longer commit: its calls fail with
+   * it, and it is rolled back when its function settles (rejecting with it
+   * when the function resolved). A level nested in a transaction begun
+   * outside `transaction()` (raw `BEGIN`, an ORM's) rolls that whole
+   * transaction back at once. Also: a call through a `tx` whose transaction
+   * ended under it (a `RELEASE` of the savepoint that began a raw
+   * transaction commits it), not sent.
+   */
+  TxUndoFailed: "TX_UNDO_FAILED",
   /**
    * (Client-side; nothing was sent.) A call through a `ReservedConnection`
    * after its `release()`. A programming error, not a connection failure.
@@ -194,7 +209,8 @@ export interface WireError {
  * it (`BAD_REQUEST`, `INVALID_PARAM`, `BUSY_TIMEOUT`, `TX_TIMEOUT`, `TX_ABORTED`,
  * `STATEMENT_TIMEOUT`, `RESULT_TOO_LARGE`, `UNKNOWN_STATEMENT`, `CURSOR_CLOSED`,
  * `TX_CONTROL`, `SHUTTING_DOWN`, `DATABASE_MOVED`, `INTERNAL`; the client's `TX_ENDED`,
- * `TX_NESTED_RUNNING`, `RELEASED`), as better-sqlite3 raises its own checks as `SqliteError` too.
+ * `TX_NESTED_RUNNING`, `TX_UNDO_FAILED`, `RELEASED`), as better-sqlite3 raises its own checks as
+ * `SqliteError` too.
  *
  * @example
  * ```ts

@@ -49,6 +49,14 @@ function isTxControl(err: unknown): boolean {
   return true;
 }
 
+/** A `TX_UNDO_FAILED` `SqliteError` whose message matches `message`. */
+function isUndoFailed(err: unknown, message?: RegExp): boolean {
+  assert.ok(err instanceof SqliteError, `expected SqliteError, got ${err}`);
+  assert.equal(err.code, "TX_UNDO_FAILED", err.message);
+  if (message !== undefined) assert.match(err.message, message);
+  return true;
+}
+
 async function rows(db: Queryable): Promise<string[]> {
   return (await db.values<[string]>("SELECT v FROM q ORDER BY id")).map(([v]) => v);
 }
@@ -171,6 +179,210 @@ for (const engine of ENGINES) {
     assert.deepEqual(await rows(db), ["a", "b"]);
   });
 
+  Deno.test(`${engine}: a nested transaction whose RELEASE/ROLLBACK TO of an enclosing savepoint ended its own savepoint rejects with TX_UNDO_FAILED, and the enclosing one cannot commit`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    for (const stmt of ["RELEASE mine", "ROLLBACK TO mine", "ROLLBACK TO mine; RELEASE mine"]) {
+      for (const end of ["throws", "returns"] as const) {
+        const what = `${JSON.stringify(stmt)}, fn2 ${end}`;
+        const thrown = new Error("inner fails: its writes must be undone");
+        let inner: unknown = null;
+        const outer = db.transaction(async (tx) => {
+          await tx.run("INSERT INTO q (v) VALUES ('outer before')");
+          await tx.exec("SAVEPOINT mine");
+          await tx.run("INSERT INTO q (v) VALUES ('outer in mine')");
+          await tx.transaction(async (t2) => {
+            await t2.run("INSERT INTO q (v) VALUES ('inner 1')");
+            // Allowed (a savepoint of another name), and SQLite ends netsqlite_sp1 with it.
+            await t2.exec(stmt);
+            await t2.run("INSERT INTO q (v) VALUES ('inner 2')");
+            if (end === "throws") throw thrown;
+          }).catch((err) => inner = err);
+          // The outer level still holds the inner writes it could not undo: it cannot go on.
+          await assert.rejects(
+            tx.run("INSERT INTO q (v) VALUES ('outer after')"),
+            (err: unknown) => isUndoFailed(err, /^Transaction cannot go on: a transaction nested/),
+            what,
+          );
+          assert.ok(tx.inTransaction, what);
+          return "committed";
+        });
+        await assert.rejects(
+          outer,
+          (err: unknown) => isUndoFailed(err, /^Transaction rolled back instead of committed: /),
+          what,
+        );
+        assert.ok(isUndoFailed(inner, /^Nested transaction's work could not be undone: /), what);
+        const message = (inner as Error).message;
+        assert.match(message, /lost its savepoint netsqlite_sp1 \(SQLite: no such savepoint/, what);
+        assert.ok(message.includes(`("${stmt.split("; ")[0]}"`), `${what}: ${message}`);
+        if (end === "throws") assert.equal((inner as Error).cause, thrown, what);
+        else assert.match(String((inner as Error).cause), /no such savepoint: netsqlite_sp1/, what);
+        assert.deepEqual(await rows(db), [], `${what}: nothing of the transaction was kept`);
+      }
+    }
+  });
+
+  Deno.test(`${engine}: a poisoned nested level is undone as a whole when its own savepoint survives; the outermost commits its own work`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    let inner: unknown = null;
+    let sibling: unknown = null;
+    let siblingRan = false;
+    let middle: unknown = null;
+    const value = await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO q (v) VALUES ('outer 1')");
+      await tx.transaction(async (m) => {
+        await m.run("INSERT INTO q (v) VALUES ('middle 1')");
+        await m.exec("SAVEPOINT mine"); // opened after netsqlite_sp1, which survives
+        await m.transaction(async (i) => {
+          await i.run("INSERT INTO q (v) VALUES ('inner 1')");
+          await i.exec("RELEASE mine");
+          await i.run("INSERT INTO q (v) VALUES ('inner 2')");
+          throw new Error("inner");
+        }).catch((err) => inner = err);
+        // Poisoned: nothing more runs at this level, not even a nested transaction.
+        await assert.rejects(m.run("INSERT INTO q (v) VALUES ('middle 2')"), isUndoFailed);
+        await m.transaction(async (n) => {
+          siblingRan = true;
+          await n.run("INSERT INTO q (v) VALUES ('never')");
+        }).catch((err) => sibling = err);
+        return "middle done";
+      }).catch((err) => middle = err);
+      await tx.run("INSERT INTO q (v) VALUES ('outer 2')");
+      return "committed";
+    });
+    assert.equal(value, "committed");
+    assert.ok(isUndoFailed(inner, /lost its savepoint netsqlite_sp2 .*\("RELEASE mine"\)/));
+    assert.ok(isUndoFailed(sibling, /^Transaction cannot go on: /));
+    assert.equal(siblingRan, false, "its fn never ran");
+    assert.ok(isUndoFailed(middle, /^Transaction rolled back instead of committed: /));
+    assert.deepEqual(await rows(db), ["outer 1", "outer 2"]);
+  });
+
+  Deno.test(`${engine}: a lost savepoint poisons every level whose savepoint went with it, up to the outermost`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    let inner: unknown = null;
+    let middle: unknown = null;
+    const outer = db.transaction(async (tx) => {
+      await tx.run("INSERT INTO q (v) VALUES ('outer 1')");
+      await tx.exec("SAVEPOINT mine"); // opened before netsqlite_sp1 and netsqlite_sp2
+      await tx.transaction(async (m) => {
+        await m.run("INSERT INTO q (v) VALUES ('middle 1')");
+        await m.transaction(async (i) => {
+          await i.run("INSERT INTO q (v) VALUES ('inner 1')");
+          await i.run("ROLLBACK TO mine");
+          await i.run("INSERT INTO q (v) VALUES ('inner 2')");
+          throw new Error("inner");
+        }).catch((err) => inner = err);
+        return "middle done";
+      }).catch((err) => middle = err);
+      await assert.rejects(tx.run("INSERT INTO q (v) VALUES ('outer 2')"), isUndoFailed);
+      return "committed";
+    });
+    await assert.rejects(outer, isUndoFailed);
+    assert.ok(isUndoFailed(inner, /lost its savepoint netsqlite_sp2/));
+    // The middle level's savepoint went too: its own undo failed, naming what ended it.
+    assert.ok(isUndoFailed(middle, /lost its savepoint netsqlite_sp1 .*\("ROLLBACK TO mine"\)/));
+    assert.deepEqual(await rows(db), []);
+  });
+
+  Deno.test(`${engine}: transaction() nested in a raw BEGIN whose savepoint is lost rolls the raw transaction back`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    {
+      await using conn = await db.reserve();
+      await conn.exec("BEGIN; INSERT INTO q (v) VALUES ('raw'); SAVEPOINT mine");
+      await assert.rejects(
+        conn.transaction(async (tx) => {
+          await tx.run("INSERT INTO q (v) VALUES ('inner 1')");
+          await tx.exec("RELEASE mine");
+          await tx.run("INSERT INTO q (v) VALUES ('inner 2')");
+          throw new Error("inner");
+        }),
+        (err: unknown) =>
+          isUndoFailed(err, /netsqlite_sp0 .*the whole transaction was rolled back now/),
+      );
+      assert.equal(conn.inTransaction, false);
+      await assert.rejects(
+        conn.exec("COMMIT"),
+        (err: unknown) =>
+          err instanceof SqliteError && /no transaction is active/.test(err.message),
+      );
+    }
+    assert.deepEqual(await rows(db), []);
+  });
+
+  Deno.test(`${engine}: transaction() in a raw transaction begun by SAVEPOINT, which a RELEASE inside it commits: TX_UNDO_FAILED, and its later calls are not sent`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    for (const end of ["throws", "returns"] as const) {
+      await db.exec("DELETE FROM q");
+      await using conn = await db.reserve();
+      await conn.exec("SAVEPOINT mine; INSERT INTO q (v) VALUES ('raw')");
+      await assert.rejects(
+        conn.transaction(async (tx) => {
+          await tx.run("INSERT INTO q (v) VALUES ('inner 1')");
+          await tx.exec("RELEASE mine"); // SQLite commits the transaction
+          // Sent, it would run in autocommit, kept whatever transaction() reports.
+          await assert.rejects(
+            tx.run("INSERT INTO q (v) VALUES ('inner 2')"),
+            (err: unknown) => isUndoFailed(err, /has ended while transaction\(\) was running/),
+          );
+          if (end === "throws") throw new Error("inner");
+        }),
+        (err: unknown) =>
+          isUndoFailed(err, /saw the transaction it is nested in end inside it .*"RELEASE mine"/),
+        end,
+      );
+      assert.equal(conn.inTransaction, false, end);
+      // What the RELEASE committed stays; nothing ran after it.
+      assert.deepEqual(await rows(db), ["raw", "inner 1"], end);
+    }
+  });
+
+  Deno.test(`${engine}: savepoints a nested level opens itself, of any name, and the outermost level's savepoints in any order, keep their meaning`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    const value = await db.transaction(async (tx) => {
+      await tx.exec("SAVEPOINT mine");
+      await tx.run("INSERT INTO q (v) VALUES ('a')");
+      await tx.transaction(async (t2) => {
+        // Same name as the outer one: SQLite takes the innermost, opened here.
+        await t2.exec("SAVEPOINT mine; INSERT INTO q (v) VALUES ('gone')");
+        await t2.run("ROLLBACK TO mine");
+        await t2.exec("RELEASE mine; SAVEPOINT s2; INSERT INTO q (v) VALUES ('b')");
+        await t2.exec("SAVEPOINT s3"); // left open: the level's RELEASE ends it too
+      });
+      // At the outermost level no RELEASE or ROLLBACK TO can end transaction()'s own.
+      await tx.exec("SAVEPOINT x; SAVEPOINT y; INSERT INTO q (v) VALUES ('c')");
+      await tx.exec("RELEASE x"); // ends y too
+      await assert.rejects(tx.run("ROLLBACK TO y"), /no such savepoint: y/);
+      await tx.exec("SAVEPOINT z; INSERT INTO q (v) VALUES ('gone too'); ROLLBACK TO mine");
+      await tx.exec("RELEASE mine");
+      await tx.run("INSERT INTO q (v) VALUES ('d')");
+      assert.ok(tx.inTransaction);
+      return 5;
+    });
+    assert.equal(value, 5);
+    assert.deepEqual(await rows(db), ["d"]);
+    // A nested level that keeps to its own savepoints commits as before.
+    await db.transaction(async (tx) => {
+      await tx.transaction(async (t2) => {
+        await t2.exec("SAVEPOINT mine; INSERT INTO q (v) VALUES ('e'); RELEASE mine");
+        await t2.run("INSERT INTO q (v) VALUES ('f')");
+      });
+    });
+    assert.deepEqual(await rows(db), ["d", "e", "f"]);
+  });
+
   Deno.test(`${engine}: reserve() and max: 1 keep raw BEGIN/COMMIT; their transaction() handles refuse it`, async () => {
     await using srv = await startServer({ engine });
     await using db = await connect({ ...srv.connectOptions, max: 3 });
@@ -238,6 +450,19 @@ Deno.test("findTxEnd: what begins or ends a transaction() handle's transaction",
   assert.equal(refused("SAVEPOINT netsqlite_x"), "SAVEPOINT netsqlite_x");
   assert.equal(findTxEnd("SAVEPOINT netsqlite_x")?.reserved, true);
   assert.equal(findTxEnd("COMMIT")?.reserved, false);
+  const ends: string[] = [];
+  assert.equal(
+    findTxEnd(
+      'SAVEPOINT a; release Savepoint "a b"; ROLLBACK TRANSACTION TO s; RELEASE c',
+      true,
+      ends,
+    ),
+    null,
+  );
+  assert.deepEqual(ends, ["RELEASE a b", "ROLLBACK TO s", "RELEASE c"]);
+  ends.length = 0;
+  assert.equal(findTxEnd("RELEASE a; COMMIT; RELEASE b", true, ends)?.statement, "COMMIT");
+  assert.deepEqual(ends, ["RELEASE a"], "the ones before the refused statement");
 });
 
 Deno.test("a failing statement in a transaction undoes only itself; fn's throw undoes the rest", async () => {
