@@ -66,6 +66,51 @@ export function defaultSocketDir(): string {
   return socketDir("the per-user default socket directory");
 }
 
+/**
+ * {@link defaultSocketDir}, or `null` where working it out needs a
+ * permission that is not granted (Deno would ask for it at a prompt on a
+ * terminal) or fails: never asks for a permission, never throws.
+ */
+export function defaultSocketDirUnprompted(): string | null {
+  return unprompted(() => socketDir("the per-user default socket directory"));
+}
+
+/**
+ * The temporary directory (`tmpdir()`, where the per-user socket directory
+ * is made when `XDG_RUNTIME_DIR` is not used), or `null` where reading it
+ * needs a permission that is not granted: never asks, never throws.
+ */
+export function tempDirUnprompted(): string | null {
+  return unprompted(() => tempDir("the temporary directory"));
+}
+
+/** Set while {@link unprompted} runs. */
+let unpromptedNow = false;
+
+/** `fn()`, `null` where it fails, any permission it needs and is not granted failing it. */
+function unprompted(fn: () => string): string | null {
+  const previous = unpromptedNow;
+  unpromptedNow = true;
+  try {
+    return fn();
+  } catch {
+    return null;
+  } finally {
+    unpromptedNow = previous;
+  }
+}
+
+/**
+ * Throws, under {@link unprompted}, when `permission` is not granted: using
+ * it would ask for it at a prompt (on a terminal) or fail.
+ */
+function mayUse(permission: Deno.PermissionDescriptor): void {
+  if (!unpromptedNow || !IS_DENO) return;
+  if (Deno.permissions.querySync(permission).state !== "granted") {
+    throw new Deno.errors.NotCapable(`No ${permission.name} access granted (not asked for)`);
+  }
+}
+
 /** {@link defaultSocketDir}, its error naming `what` was being worked out. */
 function socketDir(what: string): string {
   const runtime = env("XDG_RUNTIME_DIR", what);
@@ -77,6 +122,7 @@ function socketDir(what: string): string {
   const base = tempDir(what);
   let uid: number | null;
   try {
+    mayUse({ name: "sys", kind: "uid" });
     uid = userId();
   } catch (err) {
     throw withMessage(
@@ -111,6 +157,7 @@ function tempDir(what: string): string {
 /** The environment variable `name`, its error (not allowed) naming `what` needs it. */
 function env(name: string, what: string): string | undefined {
   try {
+    mayUse({ name: "env", variable: name });
     return envGet(name);
   } catch (err) {
     throw envError(err, name, what);
@@ -150,6 +197,7 @@ function envError(err: unknown, name: string, what: string): Error {
  */
 function isDirectory(path: string, what: string): boolean {
   try {
+    mayUse({ name: "read", path });
     return statSync(path).isDirectory();
   } catch (err) {
     const code = (err as { code?: unknown }).code;
