@@ -276,20 +276,15 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   } else if (options.path !== undefined) {
     addr = { transport: "unix", path: options.path };
   } else if (options.channel !== undefined && HAS_UNIX_SOCKETS) {
-    const channel = options.channel;
-    addr = {
-      transport: "unix",
-      path: socketPath(`the socket of channel "${channel}"`, () => channelSocketPath(channel)),
-    };
+    addr = { transport: "unix", path: channelSocketPath(options.channel) };
   } else {
     // The server autostart starts listens on the default socket of its database.
     const file = options.database ?? autostartDatabase ?? DEFAULT_DATABASE;
-    const what = `the default socket of "${resolve(file)}"`;
     if (HAS_UNIX_SOCKETS) {
-      addr = { transport: "unix", path: socketPath(what, () => defaultSocketPath(file)) };
+      addr = { transport: "unix", path: defaultSocketPath(file) };
       database = file;
     } else {
-      const announced = socketPath(what, () => defaultPortFile(file));
+      const announced = defaultPortFile(file);
       const port = Number(await readTextFile(announced).catch(() => "NaN"));
       if (!Number.isInteger(port)) {
         throw new ConnectionError(`Cannot find the server of ${file}: no port in ${announced}`);
@@ -298,42 +293,6 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
     }
   }
   return { addr, database, ...config };
-}
-
-/** The environment variables the per-user socket directory is worked out from. */
-const SOCKET_DIR_ENV = "XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP";
-
-/**
- * `path()`, a default socket path (or channel's, or port file's), with
- * Deno's bare refusal of an environment variable (`Requires env access to
- * "TMP"`, from a scoped `--allow-env`: the variables are read one at a
- * time) put in a message that says what was being worked out and names
- * every variable to allow.
- *
- * @param what What `path()` works out, for the message.
- * @throws {Deno.errors.NotCapable} (whatever Deno threw, as `cause`) naming
- *   the variable refused and `--allow-env=XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP`;
- *   other errors of `path()` as they are.
- */
-function socketPath(what: string, path: () => string): string {
-  try {
-    return path();
-  } catch (err) {
-    const refused = /^Requires env access to "([^"]+)"/.exec((err as Error)?.message ?? "");
-    if (refused === null) throw err;
-    const message = `Cannot work out ${what}: its directory depends on the environment ` +
-      `variables ${SOCKET_DIR_ENV.replaceAll(",", ", ")}, and reading ${refused[1]} was not ` +
-      `allowed (${(err as Error).message}); run with --allow-env=${SOCKET_DIR_ENV} (or ` +
-      "--allow-env), or give the socket path explicitly";
-    const Class = (err as Error).constructor as ErrorConstructor;
-    let wrapped: Error;
-    try {
-      wrapped = new Class(message, { cause: err });
-    } catch {
-      wrapped = new Error(message, { cause: err });
-    }
-    throw wrapped;
-  }
 }
 
 /**

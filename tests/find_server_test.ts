@@ -10,8 +10,8 @@
  * asks for no permission (on a terminal, Deno would prompt); otherwise its
  * error names the socket and the flags. Also:
  * a scoped `--allow-env` missing one of the variables the socket directory
- * comes from is reported inside "Cannot work out the default socket",
- * naming the whole list.
+ * comes from is reported inside "Cannot work out the default socket", by
+ * client and server alike, naming the variable refused and the whole list.
  */
 
 import assert from "node:assert/strict";
@@ -290,31 +290,61 @@ Deno.test("connect({ database }) that may not read the lock file, or finds it no
   assert.match(open.message!, /did not read \(other users may write it \(mode 0622\)\): pass/);
 });
 
-Deno.test("connect({ database }) with a scoped --allow-env missing one of XDG_RUNTIME_DIR, TMPDIR, TMP, TEMP says so inside 'Cannot work out the default socket', naming all four", async () => {
+Deno.test("connect({ database }) and the server with a scoped --allow-env missing one of XDG_RUNTIME_DIR, TMPDIR, TMP, TEMP say so inside 'Cannot work out the default socket', naming the one refused and all four", async () => {
   await using dir = await tempDir();
   const root = Deno.realPathSync(dir.path);
   const database = `${root}/app.db`;
   const base = ["--allow-net", "--allow-read", "--allow-write", "--allow-sys=uid"];
-  const cases: [string, string][] = [
-    ["XDG_RUNTIME_DIR", "TMPDIR"],
-    ["XDG_RUNTIME_DIR,TMPDIR", "TMP"],
-    ["XDG_RUNTIME_DIR,TMPDIR,TMP", "TEMP"],
-    ["TMPDIR,TMP,TEMP", "XDG_RUNTIME_DIR"],
+  /** The message README quotes, for the variable `refused` (denied: by --deny-env). */
+  const expected = (refused: string, denied = false): string =>
+    `Cannot work out the default socket of "${database}": its directory depends on the ` +
+    `environment variables XDG_RUNTIME_DIR, TMPDIR, TMP, TEMP, and reading ${refused} was ` +
+    `not allowed (Requires env access to "${refused}", run again with the --allow-env ` +
+    `flag); run with --allow-env=XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP (or --allow-env)` +
+    (denied ? ` and without the --deny-env that denies ${refused}` : "") +
+    ", or give the socket path explicitly";
+  // Neither XDG_RUNTIME_DIR nor TMPDIR, TMP, TEMP is set: each is read in turn.
+  const cases: [string[], string, boolean][] = [
+    [["--allow-env=XDG_RUNTIME_DIR"], "TMPDIR", false],
+    [["--allow-env=XDG_RUNTIME_DIR,TMPDIR"], "TMP", false],
+    [["--allow-env=XDG_RUNTIME_DIR,TMPDIR,TMP"], "TEMP", false],
+    [["--allow-env=TMPDIR,TMP,TEMP"], "XDG_RUNTIME_DIR", false],
+    // Denied: --allow-env does not override it, and the message says so.
+    [["--allow-env=XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP", "--deny-env=TMP"], "TMP", true],
+    [["--allow-env", "--deny-env=TMP"], "TMP", true],
   ];
-  for (const [allowed, refused] of cases) {
-    const out = await runClient(root, { database }, null, [...base, `--allow-env=${allowed}`]);
+  for (const [flags, refused, denied] of cases) {
+    const out = await runClient(root, { database }, null, [...base, ...flags]);
     assert.equal(out.name, "NotCapable", out.message);
-    // Names the refused variable and what to allow, inside the one wrapper (the TMPDIR case is
-    // worded by transport/address.ts, the others by client/options.ts).
-    const message = out.message ?? "";
-    assert.ok(
-      message.startsWith(`Cannot work out the default socket of "${database}": `) &&
-        message.includes(`Requires env access to "${refused}"`) &&
-        message.includes("--allow-env") &&
-        message.endsWith("give the socket path explicitly"),
-      out.message,
-    );
+    assert.equal(out.message, expected(refused, denied), flags.join(" "));
   }
+  // The server words it the same (the token and the engine given: it reads no other variable).
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      ...base,
+      "--allow-env=XDG_RUNTIME_DIR,TMPDIR",
+      SERVER,
+      "--db",
+      database,
+      "--token",
+      "a-long-enough-token",
+      "--engine",
+      "node",
+    ],
+    clearEnv: true,
+    env: passedEnv(),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), CLIENT_LIMIT_MS); // one that (wrongly) serves
+  const server = await child.output().finally(() => clearTimeout(timer));
+  const stderr = new TextDecoder().decode(server.stderr);
+  assert.equal(server.code, 1, stderr);
+  assert.equal(stderr, `netsqlite: ${expected("TMP")}\n`);
+  assert.deepEqual([...Deno.readDirSync(root)].map((e) => e.name).sort(), ["client.ts"]);
   // The four are enough: then no server answers (none runs).
   const out = await runClient(root, { database }, null, [
     ...base,

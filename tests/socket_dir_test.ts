@@ -246,3 +246,142 @@ Deno.test({
     assert.ok(stdout.includes(`run with --allow-read=${runtime}`), stdout);
   },
 });
+
+/** Whether a terminal can be made for a child (util-linux `script`, run through bash). */
+const HAS_SCRIPT = (() => {
+  try {
+    return Deno.build.os === "linux" && Deno.statSync("/usr/bin/script").isFile &&
+      Deno.statSync("/bin/bash").isFile;
+  } catch {
+    return false;
+  }
+})();
+
+/** How long a client on a terminal may take before it is killed (a prompt waits forever), in ms. */
+const TERMINAL_LIMIT_MS = 30_000;
+
+/**
+ * Runs `deno run <flags> <script>` on a terminal (`script`), prompts allowed
+ * (no `--no-prompt`), standard input open and nothing typed, with `TMPDIR`
+ * set to `tmp` and no `XDG_RUNTIME_DIR`; killed after
+ * {@link TERMINAL_LIMIT_MS}. Returns what the terminal showed.
+ */
+async function onTerminal(
+  flags: string[],
+  script: string,
+  tmp: string,
+): Promise<{ screen: string; killed: boolean }> {
+  const quoted = (text: string): string => `'${text.replaceAll("'", `'\\''`)}'`;
+  const command = [Deno.execPath(), "run", ...flags, script].map(quoted).join(" ");
+  const env: Record<string, string> = { TMPDIR: tmp, SHELL: "/bin/bash", TERM: "xterm" };
+  for (const key of ["HOME", "PATH", "DENO_DIR"]) {
+    const value = Deno.env.get(key);
+    if (value !== undefined) env[key] = value;
+  }
+  const child = new Deno.Command("script", {
+    args: ["-qefc", command, "/dev/null"],
+    clearEnv: true,
+    env: { ...env, NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let killed = false;
+  const timer = setTimeout(() => {
+    killed = true;
+    child.kill("SIGKILL");
+  }, TERMINAL_LIMIT_MS);
+  const out = await child.output().finally(async () => {
+    clearTimeout(timer);
+    await child.stdin.close().catch(() => {});
+  });
+  const text = new TextDecoder();
+  return { screen: text.decode(out.stdout) + text.decode(out.stderr), killed };
+}
+
+Deno.test({
+  name:
+    "connect({ path }) in a per-user-like socket directory never asks for a permission on a terminal, with the permissions README names or more",
+  ignore: !HAS_SCRIPT,
+  async fn() {
+    await using dir = await tempDir();
+    const root = Deno.realPathSync(dir.path);
+    // Named as the per-user directory in TMPDIR would be: it is judged.
+    const sockets = `${root}/netsqlite-${Deno.uid()}`;
+    Deno.mkdirSync(sockets, { mode: 0o700 });
+    const path = `${sockets}/app.sock`;
+    await using _server = await serve({ database: `${root}/app.db`, path, engine: "node" });
+    const script = await clientScript(root, JSON.stringify({ path }));
+    const readme = ["--allow-net", `--allow-read=${path},${script}`, `--allow-write=${path}`];
+    // Each of these asked: for env access to XDG_RUNTIME_DIR; for sys access to the uid; for
+    // read access to the socket's directory.
+    for (const more of [[], ["--allow-env"], ["--allow-env", "--allow-sys=uid"]]) {
+      const { screen, killed } = await onTerminal([...readme, ...more], script, root);
+      const flags = more.join(" ") || "(none)";
+      assert.doesNotMatch(screen, /Deno requests|Allow\?/, `${flags}: ${screen}`);
+      assert.ok(!killed, `${flags}: not ended after ${TERMINAL_LIMIT_MS} ms: ${screen}`);
+      assert.equal(screen, "ok 1\r\n", flags);
+    }
+    // A socket in a directory of another name (not judged) asked for env access likewise.
+    const plain = `${root}/plain.sock`;
+    await using _other = await serve({ database: `${root}/b.db`, path: plain, engine: "node" });
+    const script2 = await clientScript(root, JSON.stringify({ path: plain }));
+    const { screen, killed } = await onTerminal(
+      ["--allow-net", `--allow-read=${plain},${script2}`, `--allow-write=${plain}`],
+      script2,
+      root,
+    );
+    assert.doesNotMatch(screen, /Deno requests|Allow\?/, screen);
+    assert.ok(!killed, `not ended after ${TERMINAL_LIMIT_MS} ms: ${screen}`);
+    assert.equal(screen, "ok 1\r\n");
+  },
+});
+
+Deno.test({
+  name:
+    "connect({ path }) in this user's socket directory that it may not examine refuses another user's socket there",
+  ignore: Deno.build.os !== "linux" || Deno.uid() !== 0, // chown
+  async fn() {
+    await using dir = await tempDir();
+    const root = Deno.realPathSync(dir.path);
+    const sockets = `${root}/netsqlite-${Deno.uid()}`;
+    Deno.mkdirSync(sockets, { mode: 0o700 });
+    const path = `${sockets}/app.sock`;
+    await using _server = await serve({ database: `${root}/app.db`, path, engine: "node" });
+    const script = await clientScript(root, JSON.stringify({ path }));
+    const flags = [
+      "run",
+      "--no-prompt",
+      "--allow-net",
+      `--allow-read=${path},${script}`,
+      `--allow-write=${path}`,
+      "--allow-sys=uid",
+      script,
+    ];
+    // This user's socket: connected to.
+    assert.equal((await run(flags, root)).stdout, "ok 1\n");
+    // Another user's socket, as one who made the directory first would leave: refused, though
+    // the directory cannot be examined (no read access to it granted).
+    Deno.chownSync(path, 65534, 65534);
+    const other = await run(flags, root);
+    assert.equal(
+      other.stdout,
+      `ConnectionError Cannot connect to unix:${path}: the socket ${path} belongs to uid 65534, ` +
+        `not to this user (uid ${Deno.uid()}), and its directory may not be examined (no read ` +
+        "access to it granted); another user may have made it to intercept connections: " +
+        "remove it, set XDG_RUNTIME_DIR, or give the socket path explicitly\n",
+      other.stderr,
+    );
+    // Where it may be examined, the directory is judged, as before.
+    Deno.chownSync(sockets, 65534, 65534);
+    const examined = await run([
+      ...flags.slice(0, 3),
+      `--allow-read=${path},${script},${sockets}`,
+      ...flags.slice(4),
+    ], root);
+    assert.match(
+      examined.stdout,
+      /^ConnectionError .*: the socket directory .* belongs to uid 65534, not to this user/,
+    );
+  },
+});

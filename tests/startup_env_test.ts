@@ -65,10 +65,11 @@ Deno.test({
     assert.equal(socket.code, 1, socket.stderr);
     assert.equal(
       socket.stderr,
-      `netsqlite: Cannot work out the default socket of "${dir.path}/x.db": it depends on ` +
-        "XDG_RUNTIME_DIR, and reading it needs --allow-env (Requires env access to " +
-        '"XDG_RUNTIME_DIR", run again with the --allow-env flag); run with --allow-env, or give ' +
-        "the socket path explicitly\n",
+      `netsqlite: Cannot work out the default socket of "${dir.path}/x.db": its directory ` +
+        "depends on the environment variables XDG_RUNTIME_DIR, TMPDIR, TMP, TEMP, and reading " +
+        'XDG_RUNTIME_DIR was not allowed (Requires env access to "XDG_RUNTIME_DIR", run again ' +
+        "with the --allow-env flag); run with --allow-env=XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP (or " +
+        "--allow-env), or give the socket path explicitly\n",
     );
     assert.deepEqual([...Deno.readDirSync(dir.path)], [], "nothing made");
   },

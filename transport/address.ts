@@ -39,6 +39,13 @@ export const DEFAULT_DATABASE = "netsqlite.db";
 export const HAS_UNIX_SOCKETS: boolean = !IS_WINDOWS;
 
 /**
+ * The environment variables the per-user socket directory is worked out
+ * from, in the order they are read (`TMPDIR`, `TMP`, `TEMP`: as `tmpdir()`
+ * reads them, up to the first one set).
+ */
+const SOCKET_DIR_ENV = ["XDG_RUNTIME_DIR", "TMPDIR", "TMP", "TEMP"] as const;
+
+/**
  * Directory that holds a user's default sockets: `$XDG_RUNTIME_DIR/netsqlite`
  * when that is set to an existing directory by an absolute path (a relative
  * one is ignored, as the XDG Base Directory Specification asks), else
@@ -51,11 +58,57 @@ export const HAS_UNIX_SOCKETS: boolean = !IS_WINDOWS;
  *
  * @throws {Deno.errors.NotCapable} (whatever Deno throws) when the uid may not
  *   be read (no `--allow-sys=uid`) and `XDG_RUNTIME_DIR` is not set, naming
- *   `--allow-sys=uid` and the other ways out; also when `XDG_RUNTIME_DIR` or
- *   `TMPDIR` may not be read (no `--allow-env`), naming `--allow-env`.
+ *   `--allow-sys=uid` and the other ways out; also when one of
+ *   `XDG_RUNTIME_DIR`, `TMPDIR`, `TMP`, `TEMP` may not be read, naming the
+ *   one refused and `--allow-env=XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP`.
  */
 export function defaultSocketDir(): string {
   return socketDir("the per-user default socket directory");
+}
+
+/**
+ * {@link defaultSocketDir}, or `null` where working it out needs a
+ * permission that is not granted (Deno would ask for it at a prompt on a
+ * terminal) or fails: never asks for a permission, never throws.
+ */
+export function defaultSocketDirUnprompted(): string | null {
+  return unprompted(() => socketDir("the per-user default socket directory"));
+}
+
+/**
+ * The temporary directory (`tmpdir()`, where the per-user socket directory
+ * is made when `XDG_RUNTIME_DIR` is not used), or `null` where reading it
+ * needs a permission that is not granted: never asks, never throws.
+ */
+export function tempDirUnprompted(): string | null {
+  return unprompted(() => tempDir("the temporary directory"));
+}
+
+/** Set while {@link unprompted} runs. */
+let unpromptedNow = false;
+
+/** `fn()`, `null` where it fails, any permission it needs and is not granted failing it. */
+function unprompted(fn: () => string): string | null {
+  const previous = unpromptedNow;
+  unpromptedNow = true;
+  try {
+    return fn();
+  } catch {
+    return null;
+  } finally {
+    unpromptedNow = previous;
+  }
+}
+
+/**
+ * Throws, under {@link unprompted}, when `permission` is not granted: using
+ * it would ask for it at a prompt (on a terminal) or fail.
+ */
+function mayUse(permission: Deno.PermissionDescriptor): void {
+  if (!unpromptedNow || !IS_DENO) return;
+  if (Deno.permissions.querySync(permission).state !== "granted") {
+    throw new Deno.errors.NotCapable(`No ${permission.name} access granted (not asked for)`);
+  }
 }
 
 /** {@link defaultSocketDir}, its error naming `what` was being worked out. */
@@ -66,14 +119,10 @@ function socketDir(what: string): string {
   if (runtime && isAbsolute(runtime) && isDirectory(runtime, what)) {
     return join(runtime, "netsqlite");
   }
-  let base: string;
-  try {
-    base = tmpdir(); // reads TMPDIR
-  } catch (err) {
-    throw envError(err, "TMPDIR", what);
-  }
+  const base = tempDir(what);
   let uid: number | null;
   try {
+    mayUse({ name: "sys", kind: "uid" });
     uid = userId();
   } catch (err) {
     throw withMessage(
@@ -86,21 +135,54 @@ function socketDir(what: string): string {
   return join(base, `netsqlite-${uid ?? userName()}`);
 }
 
-/** The environment variable `name`, its error (no `--allow-env`) naming `what` needs it. */
+/**
+ * `tmpdir()`. Its variables are read here first (`TMPDIR`, `TMP`, `TEMP`,
+ * up to the first one set, as `tmpdir()` reads them on Linux and macOS), so
+ * that a refusal names the variable refused whatever Deno's message says.
+ */
+function tempDir(what: string): string {
+  if (!IS_WINDOWS) {
+    for (const name of SOCKET_DIR_ENV.slice(1)) {
+      if (env(name, what)) break;
+    }
+  }
+  try {
+    return tmpdir();
+  } catch (err) {
+    const named = /env access to "([^"]+)"/.exec(String((err as Error)?.message));
+    throw envError(err, named?.[1] ?? "TMPDIR", what);
+  }
+}
+
+/** The environment variable `name`, its error (not allowed) naming `what` needs it. */
 function env(name: string, what: string): string | undefined {
   try {
+    mayUse({ name: "env", variable: name });
     return envGet(name);
   } catch (err) {
     throw envError(err, name, what);
   }
 }
 
-/** `err` of reading `name`, saying that `what` depends on it and what to do. */
+/**
+ * `err` of reading the variable `name`: what depends on it, every variable
+ * to allow (a scoped `--allow-env` missing one is refused one variable at a
+ * time), and, when `name` is denied (`--deny-env`, which `--allow-env`
+ * does not override), that too.
+ */
 function envError(err: unknown, name: string, what: string): Error {
+  let denied = false;
+  try {
+    denied = IS_DENO &&
+      Deno.permissions.querySync({ name: "env", variable: name }).state === "denied";
+  } catch { /* not known: not said */ }
   return withMessage(
     err,
-    `Cannot work out ${what}: it depends on ${name}, and reading it needs --allow-env ` +
-      `(${(err as Error).message}); run with --allow-env, or give the socket path explicitly`,
+    `Cannot work out ${what}: its directory depends on the environment variables ` +
+      `${SOCKET_DIR_ENV.join(", ")}, and reading ${name} was not allowed ` +
+      `(${(err as Error).message}); run with --allow-env=${SOCKET_DIR_ENV.join(",")} (or ` +
+      `--allow-env)${denied ? ` and without the --deny-env that denies ${name}` : ""}, or ` +
+      "give the socket path explicitly",
   );
 }
 
@@ -115,6 +197,7 @@ function envError(err: unknown, name: string, what: string): Error {
  */
 function isDirectory(path: string, what: string): boolean {
   try {
+    mayUse({ name: "read", path });
     return statSync(path).isDirectory();
   } catch (err) {
     const code = (err as { code?: unknown }).code;

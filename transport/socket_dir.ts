@@ -1,5 +1,5 @@
 /**
- * Whether the per-user socket directory ({@link defaultSocketDir}) can be
+ * Whether the per-user socket directory (`defaultSocketDir()`) can be
  * trusted. It lives in a shared place (`/tmp` when `XDG_RUNTIME_DIR` is
  * unset), so another user could create it first, writable by them, then
  * swap the server's socket for their own and read the hello (the token) of
@@ -7,37 +7,47 @@
  * is not a real directory owned by the user and closed to others' writes, as
  * ssh-agent and tmux do.
  *
+ * Nothing here asks for a permission: a client needs only read and write
+ * access to its socket (and `--allow-net`), and on a terminal Deno would
+ * stop at a prompt for anything more. What may not be looked at without
+ * asking is not looked at.
+ *
  * @module
  */
 
 import { lstat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
-import { tmpdir } from "node:os";
-import { defaultSocketDir } from "./address.ts";
-import { IS_WINDOWS, userId } from "./_runtime.ts";
+import { defaultSocketDirUnprompted, tempDirUnprompted } from "./address.ts";
+import { IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
 
 /**
  * Why the directory of socket `path` must not be used, or `null` when it is
- * fine, absent, not the per-user directory (a path the user chose is theirs
- * to judge), or cannot be examined (no permission: nothing to judge by).
+ * fine, absent, or not the per-user directory (a path the user chose is
+ * theirs to judge). A directory that may not be examined (no read access to
+ * it granted: a client needs access to its socket only) is not judged;
+ * then the socket itself is, when its owner can be compared with the user
+ * (read access to it and `--allow-sys=uid` granted): another user's socket
+ * in this user's directory is refused, as that user's directory would be.
  */
 export async function unsafeSocketDir(path: string): Promise<string | null> {
   const dir = dirname(path);
   if (IS_WINDOWS || !isDefaultSocketDir(dir)) return null;
+  const uid = granted({ name: "sys", kind: "uid" }) ? userIdOrNull() : null;
+  const fix = "another user may have made it to intercept connections: remove it, set " +
+    "XDG_RUNTIME_DIR, or give the socket path explicitly";
+  if (!granted({ name: "read", path: dir })) {
+    if (uid === null || !granted({ name: "read", path })) return null;
+    const owner = await lstat(path).then((info) => info.uid, () => null);
+    if (owner === null || owner === uid) return null;
+    return `the socket ${path} belongs to uid ${owner}, not to this user (uid ${uid}), and ` +
+      `its directory may not be examined (no read access to it granted); ${fix}`;
+  }
   let info: { isDirectory(): boolean; isSymbolicLink(): boolean; uid: number; mode: number };
   try {
     info = await lstat(dir);
   } catch {
     return null;
   }
-  let uid: number | null = null;
-  try {
-    uid = userId();
-  } catch {
-    // No --allow-sys=uid: the owner cannot be compared; the mode still can.
-  }
-  const fix = "another user may have made it to intercept connections: remove it, set " +
-    "XDG_RUNTIME_DIR, or give the socket path explicitly";
   if (info.isSymbolicLink() || !info.isDirectory()) {
     return `the socket directory ${dir} is not a directory but a link or a file; ${fix}`;
   }
@@ -52,22 +62,38 @@ export async function unsafeSocketDir(path: string): Promise<string | null> {
 }
 
 /**
- * True when `dir` is the per-user socket directory; without the uid (no
- * `--allow-sys=uid`) any `<tmpdir>/netsqlite-<uid>` counts, and without
- * access to the environment (no `--allow-env`: the temp directory is not
- * known) any `netsqlite-<uid>`, so that it is still judged (by its mode)
- * and a client given its socket path needs no more permissions than that.
+ * True when `dir` is the per-user socket directory. Where that cannot be
+ * worked out without asking for a permission, any `<tmpdir>/netsqlite-<uid>`
+ * counts (without the uid, any `netsqlite-<number>`; without the temp
+ * directory, one anywhere), so that it is still judged and a client given
+ * its socket path needs no more permissions than that: judging a directory
+ * that is not the user's own default refuses only what is unsafe anyway.
  */
 function isDefaultSocketDir(dir: string): boolean {
+  const known = defaultSocketDirUnprompted();
+  if (known !== null) return dir === known;
+  const uid = granted({ name: "sys", kind: "uid" }) ? userIdOrNull() : null;
+  const name = basename(dir);
+  if (uid !== null ? name !== `netsqlite-${uid}` : !/^netsqlite-\d+$/.test(name)) return false;
+  const tmp = tempDirUnprompted();
+  return tmp === null || dirname(dir) === tmp;
+}
+
+/** The user id, `null` where there is none or it may not be read. */
+function userIdOrNull(): number | null {
   try {
-    return dir === defaultSocketDir();
+    return userId();
   } catch {
-    // No uid or no environment: judged by its name below.
+    return null;
   }
-  if (!/^netsqlite-\d+$/.test(basename(dir))) return false;
+}
+
+/** True when `permission` is granted (always under Node.js and Bun): never asks for it. */
+function granted(permission: Deno.PermissionDescriptor): boolean {
+  if (!IS_DENO) return true;
   try {
-    return dirname(dir) === tmpdir();
+    return Deno.permissions.querySync(permission).state === "granted";
   } catch {
-    return true;
+    return false;
   }
 }
