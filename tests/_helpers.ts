@@ -10,6 +10,7 @@ import type { ChangeEvent, Client, Subscription } from "../client.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op, type StatsReport } from "../protocol/messages.ts";
+import { libraryCandidates, loadSqlite } from "../engine/binding/load.ts";
 
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
@@ -60,6 +61,89 @@ export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
       await Deno.remove(path, { recursive: true }).catch(() => {});
     },
   };
+}
+
+/** Marks the line by which {@link inEnv}'s child hands back its result. */
+const IN_ENV_RESULT = "--- inEnv result ---";
+
+/**
+ * Calls the function `name` exported by `module` (a URL: mostly the calling
+ * test file's `import.meta.url`) with `args`, in a child `deno eval` whose environment is
+ * this process's with `env` applied (`undefined` unsets a variable), and
+ * resolves with what the function returned (through JSON). Rejects with the
+ * child's output when it fails (an assertion inside it, say).
+ *
+ * Tests use this, never `Deno.env.set()` or `Deno.env.delete()`:
+ * `deno test --parallel` runs every test file in this one process, so a
+ * variable one test changed would be seen, for as long as it stayed changed,
+ * by the tests of the files running beside it (tests/no_env_mutation_test.ts
+ * keeps it so). Importing a test file in the child registers no test:
+ * `Deno.test` does nothing outside `deno test`; what the file does as it is
+ * imported still runs there, with the environment under test.
+ */
+export async function inEnv<T = unknown>(
+  env: Record<string, string | undefined>,
+  module: string,
+  name: string,
+  ...args: unknown[]
+): Promise<T> {
+  const childEnv = Deno.env.toObject();
+  for (const [key, value] of Object.entries(env)) {
+    if (value === undefined) delete childEnv[key];
+    else childEnv[key] = value;
+  }
+  const code = `const fn = (await import(${JSON.stringify(module)}))[${JSON.stringify(name)}];
+if (typeof fn !== "function") throw new Error(${JSON.stringify(`${module} exports no ${name}()`)});
+const result = await fn(...${JSON.stringify(args)});
+console.log(${JSON.stringify(IN_ENV_RESULT)});
+console.log(JSON.stringify(result ?? null));`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+    clearEnv: true,
+    env: childEnv,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  const stdout = text.decode(out.stdout);
+  const at = stdout.lastIndexOf(`${IN_ENV_RESULT}\n`);
+  if (out.code !== 0 || at < 0) {
+    throw new Error(
+      `${name}() in a child with ${JSON.stringify(env)} failed (exit code ${out.code}):\n` +
+        `${text.decode(out.stderr)}${stdout}`,
+    );
+  }
+  return JSON.parse(stdout.slice(at + IN_ENV_RESULT.length + 1)) as T;
+}
+
+/** What {@link sqliteFromEnvironment} tells. */
+export interface SqliteFromEnvironment {
+  /** The engine `loadSqlite()` loaded, or null when it threw. */
+  engine: string | null;
+  /** `libraryCandidates()`. */
+  candidates: string[];
+  /** `libraryCandidates("/x/lib.so")`. */
+  explicit: string[];
+  /** What `loadSqlite()` threw, or null. */
+  error: { name: string; code?: string; message: string } | null;
+}
+
+/**
+ * What `loadSqlite()` and `libraryCandidates()` make of this process's
+ * environment, for tests/binding_test.ts to call in a child with the
+ * environment under test ({@link inEnv}). It lives here because that file
+ * loads SQLite as it is imported, which a bad `NETSQLITE_SQLITE_LIB` stops.
+ */
+export function sqliteFromEnvironment(): SqliteFromEnvironment {
+  const candidates = libraryCandidates();
+  const explicit = libraryCandidates("/x/lib.so");
+  try {
+    return { engine: loadSqlite().engine, candidates, explicit, error: null };
+  } catch (err) {
+    const { name, code, message } = err as Error & { code?: string };
+    return { engine: null, candidates, explicit, error: { name, code, message } };
+  }
 }
 
 /** An in-process server on a fresh temp database and socket (or TCP port 0). */

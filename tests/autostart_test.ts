@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, ConnectionError } from "../client.ts";
-import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
+import { inEnv, startServer, startServerProcess, tempDir } from "./_helpers.ts";
 import { refuseCompiled } from "../client/autostart.ts";
 
 const CHILD_TS = new URL("./_autostart_child.ts", import.meta.url).pathname;
@@ -190,18 +190,6 @@ Deno.test("connect({ autostart }) fails at once with the server's error line, no
   assert.deepEqual(serverPids(database), []);
 });
 
-/** Runs `fn` with `XDG_RUNTIME_DIR` set to `dir` (so default sockets live there), then restores it. */
-async function withRuntimeDir<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-  const before = Deno.env.get("XDG_RUNTIME_DIR");
-  Deno.env.set("XDG_RUNTIME_DIR", dir);
-  try {
-    return await fn();
-  } finally {
-    if (before === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
-    else Deno.env.set("XDG_RUNTIME_DIR", before);
-  }
-}
-
 /** Stops the server that holds the lock of `database` (its pid is in `<db>.lock`), if any. */
 async function stopOwner(database: string): Promise<void> {
   let pid = 0;
@@ -214,47 +202,62 @@ async function stopOwner(database: string): Promise<void> {
   for (const p of serverPids(database)) Deno.kill(p, "SIGKILL");
 }
 
+/**
+ * The body of the test below, run in a child whose `XDG_RUNTIME_DIR` is `dir`
+ * (so default sockets live there) by {@link inEnv}: `dir` holds the database.
+ */
+export async function autostartOnDefaultSocket(dir: string): Promise<void> {
+  const database = `${dir}/app.db`;
+  try {
+    const a = await connect({ autostart: { database } });
+    try {
+      assert.equal(a.serverInfo.database, Deno.realPathSync(database));
+      await a.exec("CREATE TABLE t (x INTEGER)");
+    } finally {
+      await a.close();
+    }
+    // Another spelling of the same file is accepted, and finds the same server.
+    const b = await connect({ database: `${dir}/./app.db`, autostart: { database } });
+    await b.close();
+    // connect({ database }) without autostart reaches it, as the README says.
+    const c = await connect({ database });
+    try {
+      assert.deepEqual(await c.query("SELECT name FROM sqlite_master"), [{ name: "t" }]);
+    } finally {
+      await c.close();
+    }
+    // connect() alone means ./netsqlite.db: nothing serves it.
+    await assert.rejects(connect({ connectTimeout: 2000 }), ConnectionError);
+    assert.equal(serverPids(database).length, 1);
+    // A database that is another file than autostart.database is refused before anything.
+    await assert.rejects(
+      connect({ database: `${dir}/other.db`, autostart: { database } }),
+      new TypeError(
+        `Invalid options: "database" is "${dir}/other.db" but "autostart.database" is ` +
+          `"${database}", another file: give the database once, in "autostart.database"`,
+      ),
+    );
+  } finally {
+    await stopOwner(database);
+  }
+}
+
 Deno.test({
   name:
     "connect({ autostart }) without an address uses the default socket of autostart.database, where connect({ database }) finds it",
   ignore: Deno.build.os !== "linux",
   fn: async () => {
     await using dir = await tempDir();
-    const database = `${dir.path}/app.db`;
-    await withRuntimeDir(dir.path, async () => {
-      try {
-        const a = await connect({ autostart: { database } });
-        try {
-          assert.equal(a.serverInfo.database, Deno.realPathSync(database));
-          await a.exec("CREATE TABLE t (x INTEGER)");
-        } finally {
-          await a.close();
-        }
-        // Another spelling of the same file is accepted, and finds the same server.
-        const b = await connect({ database: `${dir.path}/./app.db`, autostart: { database } });
-        await b.close();
-        // connect({ database }) without autostart reaches it, as the README says.
-        const c = await connect({ database });
-        try {
-          assert.deepEqual(await c.query("SELECT name FROM sqlite_master"), [{ name: "t" }]);
-        } finally {
-          await c.close();
-        }
-        // connect() alone means ./netsqlite.db: nothing serves it.
-        await assert.rejects(connect({ connectTimeout: 2000 }), ConnectionError);
-        assert.equal(serverPids(database).length, 1);
-        // A database that is another file than autostart.database is refused before anything.
-        await assert.rejects(
-          connect({ database: `${dir.path}/other.db`, autostart: { database } }),
-          new TypeError(
-            `Invalid options: "database" is "${dir.path}/other.db" but "autostart.database" is ` +
-              `"${database}", another file: give the database once, in "autostart.database"`,
-          ),
-        );
-      } finally {
-        await stopOwner(database);
-      }
-    });
+    try {
+      await inEnv(
+        { XDG_RUNTIME_DIR: dir.path },
+        import.meta.url,
+        "autostartOnDefaultSocket",
+        dir.path,
+      );
+    } finally {
+      await stopOwner(`${dir.path}/app.db`); // should the child have died before it did
+    }
   },
 });
 

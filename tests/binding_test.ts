@@ -7,8 +7,9 @@
 import assert from "node:assert/strict";
 import { SqliteError } from "../protocol/errors.ts";
 import type { Db, Sqlite, SqlValue } from "../engine/binding/binding.ts";
-import { libraryCandidates, LOAD_FAILED, loadSqlite } from "../engine/binding/load.ts";
+import { LOAD_FAILED, loadSqlite } from "../engine/binding/load.ts";
 import { decodeMsgpack, MsgpackWriter } from "../protocol/msgpack.ts";
+import { inEnv, type SqliteFromEnvironment } from "./_helpers.ts";
 import { RowsEncoder } from "../protocol/rows_encoder.ts";
 import { parameterNames } from "../engine/binding/_params.ts";
 
@@ -978,23 +979,24 @@ Deno.test("loadSqlite() names what it tried when the forced FFI library cannot l
   assert.throws(() => loadSqlite({ engine: "sqlite4" as "ffi" }), TypeError);
 });
 
-Deno.test("loadSqlite() takes the engine and library from the environment", () => {
-  const saved = [Deno.env.get("NETSQLITE_ENGINE"), Deno.env.get("NETSQLITE_SQLITE_LIB")];
-  try {
-    Deno.env.set("NETSQLITE_ENGINE", "node");
-    assert.equal(loadSqlite().engine, "node");
-    Deno.env.set("NETSQLITE_ENGINE", "ffi");
-    Deno.env.set("NETSQLITE_SQLITE_LIB", "/nonexistent/env-lib.so");
-    assert.deepEqual(libraryCandidates(), ["/nonexistent/env-lib.so"]);
-    assert.deepEqual(libraryCandidates("/x/lib.so"), ["/x/lib.so"]);
-    rejects(() => loadSqlite(), LOAD_FAILED, undefined, /env-lib\.so/);
-    Deno.env.set("NETSQLITE_ENGINE", "bogus");
-    assert.throws(() => loadSqlite(), TypeError);
-  } finally {
-    const names = ["NETSQLITE_ENGINE", "NETSQLITE_SQLITE_LIB"];
-    names.forEach((name, i) => {
-      if (saved[i] === undefined) Deno.env.delete(name);
-      else Deno.env.set(name, saved[i]!);
-    });
-  }
+const HELPERS = new URL("./_helpers.ts", import.meta.url).href;
+
+Deno.test("loadSqlite() takes the engine and library from the environment", async () => {
+  const inChild = (env: Record<string, string | undefined>) =>
+    inEnv<SqliteFromEnvironment>(env, HELPERS, "sqliteFromEnvironment");
+  const node = await inChild({ NETSQLITE_ENGINE: "node", NETSQLITE_SQLITE_LIB: undefined });
+  assert.equal(node.engine, "node", JSON.stringify(node.error));
+  const ffi = await inChild({
+    NETSQLITE_ENGINE: "ffi",
+    NETSQLITE_SQLITE_LIB: "/nonexistent/env-lib.so",
+  });
+  assert.deepEqual(ffi.candidates, ["/nonexistent/env-lib.so"]);
+  assert.deepEqual(ffi.explicit, ["/x/lib.so"]);
+  assert.equal(ffi.engine, null);
+  assert.equal(ffi.error?.name, "SqliteError");
+  assert.equal(ffi.error?.code, LOAD_FAILED, ffi.error?.message);
+  assert.match(ffi.error?.message ?? "", /env-lib\.so/);
+  const bogus = await inChild({ NETSQLITE_ENGINE: "bogus", NETSQLITE_SQLITE_LIB: undefined });
+  assert.equal(bogus.engine, null);
+  assert.equal(bogus.error?.name, "TypeError", bogus.error?.message);
 });

@@ -9,7 +9,7 @@ import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { channelSocketPath } from "../transport/address.ts";
-import { startServerProcess, tempDir } from "./_helpers.ts";
+import { inEnv, startServerProcess, tempDir } from "./_helpers.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 const CHILD_TS = new URL("./_autostart_child.ts", import.meta.url).pathname;
@@ -211,22 +211,23 @@ Deno.test("server.ts treats one signal delivered twice at once (Ctrl-C under den
   assert.equal(status.code, 0);
 });
 
+/**
+ * The body of the test below, run by {@link inEnv} in a child whose
+ * `XDG_RUNTIME_DIR` is `dir` (so the channel sockets live there).
+ */
+export async function channelMeeting(dir: string): Promise<void> {
+  const path = channelSocketPath("my-app");
+  assert.equal(path, `${dir}/netsqlite/channel-my-app.sock`);
+  await using server = await serve({ channel: "my-app", database: `${dir}/a.db` });
+  assert.deepEqual(server.addr, { transport: "unix", path });
+  await using db = await connect({ channel: "my-app" });
+  assert.deepEqual(await db.values("SELECT 7"), [[7]]);
+  assert.throws(() => channelSocketPath("../escape"), /Invalid channel "\.\.\/escape"/);
+}
+
 Deno.test("serve({ channel }) and connect({ channel }) meet on the per-user channel socket", async () => {
   await using dir = await tempDir();
-  const saved = Deno.env.get("XDG_RUNTIME_DIR");
-  Deno.env.set("XDG_RUNTIME_DIR", dir.path);
-  try {
-    const path = channelSocketPath("my-app");
-    assert.equal(path, `${dir.path}/netsqlite/channel-my-app.sock`);
-    await using server = await serve({ channel: "my-app", database: `${dir.path}/a.db` });
-    assert.deepEqual(server.addr, { transport: "unix", path });
-    await using db = await connect({ channel: "my-app" });
-    assert.deepEqual(await db.values("SELECT 7"), [[7]]);
-    assert.throws(() => channelSocketPath("../escape"), /Invalid channel "\.\.\/escape"/);
-  } finally {
-    if (saved === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
-    else Deno.env.set("XDG_RUNTIME_DIR", saved);
-  }
+  await inEnv({ XDG_RUNTIME_DIR: dir.path }, import.meta.url, "channelMeeting", dir.path);
 });
 
 /** Pids of live processes whose command line holds `needle` and `server.ts`. */

@@ -16,20 +16,28 @@ import {
   formatAddress,
   parseHostPort,
 } from "../transport/address.ts";
+import { inEnv, tempDir } from "./_helpers.ts";
 
 const MiB = 1024 * 1024;
 
-/** Runs `fn` with XDG_RUNTIME_DIR set to `value` (or unset), then restores it. */
-function withRuntimeDir<T>(value: string | undefined, fn: () => T): T {
-  const saved = Deno.env.get("XDG_RUNTIME_DIR");
-  if (value === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
-  else Deno.env.set("XDG_RUNTIME_DIR", value);
-  try {
-    return fn();
-  } finally {
-    if (saved === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
-    else Deno.env.set("XDG_RUNTIME_DIR", saved);
-  }
+/**
+ * The default socket directory, the default socket of `/data/app.db` and the
+ * address `resolveServeOptions()` gives it, as this process's environment
+ * makes them. Called in a child with the environment under test ({@link inEnv}).
+ */
+export function defaultSocketsHere(): { dir: string; path: string; address: unknown } {
+  return {
+    dir: defaultSocketDir(),
+    path: defaultSocketPath("/data/app.db"),
+    address: resolveServeOptions({ database: "/data/app.db" }).address,
+  };
+}
+
+/** {@link defaultSocketsHere} in a child whose XDG_RUNTIME_DIR is `value` (or unset). */
+function defaultSocketsWith(
+  value: string | undefined,
+): Promise<ReturnType<typeof defaultSocketsHere>> {
+  return inEnv({ XDG_RUNTIME_DIR: value }, import.meta.url, "defaultSocketsHere");
 }
 
 function throwsWith(
@@ -447,40 +455,27 @@ Deno.test("defaultSocketPath() names the socket after the database file", () => 
   assert.ok(basename(long).length <= 32 + 1 + 8 + 5);
 });
 
-Deno.test("defaultSocketPath() lives under $XDG_RUNTIME_DIR/netsqlite when it is set", () => {
+Deno.test("defaultSocketPath() lives under $XDG_RUNTIME_DIR/netsqlite when it is set", async () => {
   // An existing directory: one that does not exist is ignored (socket_dir_test.ts).
-  const runtime = Deno.makeTempDirSync({ prefix: "netsqlite-xdg-" });
-  try {
-    withRuntimeDir(runtime, () => {
-      assert.equal(defaultSocketDir(), `${runtime}/netsqlite`);
-      const p = defaultSocketPath("/data/app.db");
-      assert.equal(dirname(p), `${runtime}/netsqlite`);
-      assert.match(basename(p), /^app-[0-9a-f]{8}\.sock$/);
-      assert.equal(resolveServeOptions({ database: "/data/app.db" }).address.transport, "unix");
-      assert.equal(
-        (resolveServeOptions({ database: "/data/app.db" }).address as { path: string }).path,
-        p,
-      );
-    });
-  } finally {
-    Deno.removeSync(runtime);
-  }
+  await using runtime = await tempDir();
+  const here = await defaultSocketsWith(runtime.path);
+  assert.equal(here.dir, `${runtime.path}/netsqlite`);
+  assert.equal(dirname(here.path), `${runtime.path}/netsqlite`);
+  assert.match(basename(here.path), /^app-[0-9a-f]{8}\.sock$/);
+  assert.deepEqual(here.address, { transport: "unix", path: here.path });
 });
 
-Deno.test("defaultSocketPath() lives under <tmpdir>/netsqlite-<uid> without $XDG_RUNTIME_DIR", () => {
-  const inRuntime = withRuntimeDir("/", () => defaultSocketPath("/data/app.db"));
-  withRuntimeDir(undefined, () => {
-    const expectedDir = join(tmpdir(), `netsqlite-${Deno.uid()}`);
-    assert.equal(defaultSocketDir(), expectedDir);
-    const p = defaultSocketPath("/data/app.db");
-    assert.equal(dirname(p), expectedDir);
-    // Same file name wherever the directory is.
-    assert.equal(basename(p), basename(inRuntime));
-  });
-  withRuntimeDir("", () => {
-    // An empty XDG_RUNTIME_DIR counts as unset.
-    assert.equal(defaultSocketDir(), join(tmpdir(), `netsqlite-${Deno.uid()}`));
-  });
+Deno.test("defaultSocketPath() lives under <tmpdir>/netsqlite-<uid> without $XDG_RUNTIME_DIR", async () => {
+  const inRuntime = await defaultSocketsWith("/");
+  const expectedDir = join(tmpdir(), `netsqlite-${Deno.uid()}`);
+  const unset = await defaultSocketsWith(undefined);
+  assert.equal(unset.dir, expectedDir);
+  assert.equal(dirname(unset.path), expectedDir);
+  // Same file name wherever the directory is.
+  assert.equal(dirname(inRuntime.path), "/netsqlite");
+  assert.equal(basename(unset.path), basename(inRuntime.path));
+  // An empty XDG_RUNTIME_DIR counts as unset.
+  assert.equal((await defaultSocketsWith("")).dir, expectedDir);
 });
 
 Deno.test("loadSqlite: an explicit library that cannot load fails, naming the path and the reason; --engine node still wins", async () => {

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { connect } from "../client.ts";
 import { defaultSocketDir, defaultSocketPath } from "../transport/address.ts";
-import { tempDir } from "./_helpers.ts";
+import { inEnv, tempDir } from "./_helpers.ts";
 
 const CLIENT = new URL("../client.ts", import.meta.url).href;
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
@@ -163,24 +163,32 @@ Deno.test({
   },
 });
 
-/** Runs `fn` with the environment variables `vars` set (`undefined`: unset), then restores them. */
-async function withEnv<T>(
-  vars: Record<string, string | undefined>,
-  fn: () => Promise<T>,
-): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
-  const apply = (values: Record<string, string | undefined>) => {
-    for (const [k, v] of Object.entries(values)) {
-      if (v === undefined) Deno.env.delete(k);
-      else Deno.env.set(k, v);
-    }
-  };
-  apply(vars);
-  try {
-    return await fn();
-  } finally {
-    apply(saved);
-  }
+/**
+ * The first half of the test below, run by {@link inEnv} in a child whose
+ * `TMPDIR` is `dir` and whose `XDG_RUNTIME_DIR` is `<dir>/run/user/missing`,
+ * a directory that does not exist.
+ */
+export async function missingRuntimeDir(dir: string): Promise<void> {
+  assert.equal(defaultSocketDir(), `${dir}/netsqlite-${Deno.uid()}`);
+  const database = `${dir}/app.db`;
+  await using server = await serve({ database, engine: "node" });
+  assert.equal(server.addr.transport, "unix");
+  const path = (server.addr as { path: string }).path;
+  assert.equal(path, defaultSocketPath(database));
+  assert.ok(path.startsWith(`${dir}/netsqlite-${Deno.uid()}/`), path);
+  await using db = await connect({ database });
+  assert.deepEqual(await db.get("SELECT 1 AS one"), { one: 1 });
+  assert.throws(() => Deno.statSync(`${dir}/run`), Deno.errors.NotFound);
+}
+
+/**
+ * The second half of the test below, run by {@link inEnv} in a child whose
+ * `XDG_RUNTIME_DIR` is `runtime`, an existing directory.
+ */
+export async function existingRuntimeDir(dir: string, runtime: string): Promise<void> {
+  assert.equal(defaultSocketDir(), `${runtime}/netsqlite`);
+  await using server = await serve({ database: `${dir}/b.db`, engine: "node" });
+  assert.ok((server.addr as { path: string }).path.startsWith(`${runtime}/netsqlite/`));
 }
 
 Deno.test({
@@ -190,26 +198,22 @@ Deno.test({
   async fn() {
     await using dir = await tempDir();
     const missing = `${dir.path}/run/user/missing`;
-    await withEnv({ XDG_RUNTIME_DIR: missing, TMPDIR: dir.path }, async () => {
-      assert.equal(defaultSocketDir(), `${dir.path}/netsqlite-${Deno.uid()}`);
-      const database = `${dir.path}/app.db`;
-      await using server = await serve({ database, engine: "node" });
-      assert.equal(server.addr.transport, "unix");
-      const path = (server.addr as { path: string }).path;
-      assert.equal(path, defaultSocketPath(database));
-      assert.ok(path.startsWith(`${dir.path}/netsqlite-${Deno.uid()}/`), path);
-      await using db = await connect({ database });
-      assert.deepEqual(await db.get("SELECT 1 AS one"), { one: 1 });
-      assert.throws(() => Deno.statSync(`${dir.path}/run`), Deno.errors.NotFound);
-    });
+    await inEnv(
+      { XDG_RUNTIME_DIR: missing, TMPDIR: dir.path },
+      import.meta.url,
+      "missingRuntimeDir",
+      dir.path,
+    );
     // An existing one is used: only its netsqlite subdirectory is made.
     const runtime = `${dir.path}/xdg`;
     Deno.mkdirSync(runtime, { mode: 0o700 });
-    await withEnv({ XDG_RUNTIME_DIR: runtime }, async () => {
-      assert.equal(defaultSocketDir(), `${runtime}/netsqlite`);
-      await using server = await serve({ database: `${dir.path}/b.db`, engine: "node" });
-      assert.ok((server.addr as { path: string }).path.startsWith(`${runtime}/netsqlite/`));
-    });
+    await inEnv(
+      { XDG_RUNTIME_DIR: runtime },
+      import.meta.url,
+      "existingRuntimeDir",
+      dir.path,
+      runtime,
+    );
   },
 });
 

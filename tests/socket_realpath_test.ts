@@ -15,7 +15,7 @@ import { DatabaseLockedError, serve } from "../server.ts";
 import { defaultSocketPath } from "../transport/address.ts";
 import { realPath } from "../transport/_real_path.ts";
 import { lockPath } from "../server/lock.ts";
-import { tempDir } from "./_helpers.ts";
+import { inEnv, tempDir } from "./_helpers.ts";
 
 const ADDRESS = new URL("../transport/address.ts", import.meta.url).href;
 
@@ -33,18 +33,6 @@ async function layout(): Promise<{ root: string } & AsyncDisposable> {
   Deno.symlinkSync("../data/a.db", `${root}/other/link.db`);
   Deno.symlinkSync("data", `${root}/dlink`);
   return { root, [Symbol.asyncDispose]: () => dir[Symbol.asyncDispose]() };
-}
-
-/** Runs `fn` with `XDG_RUNTIME_DIR` set to `dir` (so default sockets live there), then restores it. */
-async function withRuntimeDir<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-  const before = Deno.env.get("XDG_RUNTIME_DIR");
-  Deno.env.set("XDG_RUNTIME_DIR", dir);
-  try {
-    return await fn();
-  } finally {
-    if (before === undefined) Deno.env.delete("XDG_RUNTIME_DIR");
-    else Deno.env.set("XDG_RUNTIME_DIR", before);
-  }
 }
 
 function alive(pid: number): boolean {
@@ -203,42 +191,90 @@ function hasScript(): boolean {
   }
 }
 
+/**
+ * The body of the test below: `serve()` and `connect()` in one process on the
+ * default socket of `root`'s {@link layout}.
+ * Run by {@link inEnv} in a child whose `XDG_RUNTIME_DIR` is `root`, so
+ * that the default sockets live there.
+ */
+export async function servedByAnyName(root: string): Promise<void> {
+  {
+    await using server = await serve({ database: `${root}/other/link.db` });
+    assert.deepEqual(server.addr, {
+      transport: "unix",
+      path: defaultSocketPath(`${root}/data/a.db`),
+    });
+    for (const database of [`${root}/data/a.db`, `${root}/dlink/a.db`, `${root}/other/link.db`]) {
+      await using db = await connect({ database, connectTimeout: 5000 });
+      assert.equal(db.serverInfo.database, `${root}/data/a.db`);
+      assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+    }
+    // A second server of the file by another name is refused, naming the one socket.
+    await assert.rejects(serve({ database: `${root}/dlink/a.db` }), (err: unknown) => {
+      assert.ok(err instanceof DatabaseLockedError, String(err));
+      assert.match(err.message, /which is .*\/data\/a\.db/);
+      const socket = defaultSocketPath(`${root}/data/a.db`);
+      assert.ok(err.message.includes(`socket unix:${socket}`), err.message);
+      return true;
+    });
+  }
+  // Not yet created: served by the linked directory's name, found by the real one.
+  await using server = await serve({ database: `${root}/dlink/new.db` });
+  assert.deepEqual(server.addr, {
+    transport: "unix",
+    path: defaultSocketPath(`${root}/data/new.db`),
+  });
+  await using db = await connect({ database: `${root}/data/new.db`, connectTimeout: 5000 });
+  assert.equal(db.serverInfo.database, `${root}/data/new.db`);
+  await db.exec("CREATE TABLE t (x)");
+  assert.ok(Deno.statSync(`${root}/data/new.db`).isFile);
+}
+
 Deno.test("serve({ database }) and connect({ database }) meet on one default socket through a linked file, a linked directory, and for a file not yet created under a linked directory", async () => {
   await using dir = await layout();
   const { root } = dir;
-  await withRuntimeDir(root, async () => {
-    {
-      await using server = await serve({ database: `${root}/other/link.db` });
-      assert.deepEqual(server.addr, {
-        transport: "unix",
-        path: defaultSocketPath(`${root}/data/a.db`),
-      });
-      for (const database of [`${root}/data/a.db`, `${root}/dlink/a.db`, `${root}/other/link.db`]) {
-        await using db = await connect({ database, connectTimeout: 5000 });
-        assert.equal(db.serverInfo.database, `${root}/data/a.db`);
-        assert.deepEqual(await db.values("SELECT 1"), [[1]]);
-      }
-      // A second server of the file by another name is refused, naming the one socket.
-      await assert.rejects(serve({ database: `${root}/dlink/a.db` }), (err: unknown) => {
-        assert.ok(err instanceof DatabaseLockedError, String(err));
-        assert.match(err.message, /which is .*\/data\/a\.db/);
-        const socket = defaultSocketPath(`${root}/data/a.db`);
-        assert.ok(err.message.includes(`socket unix:${socket}`), err.message);
-        return true;
-      });
-    }
-    // Not yet created: served by the linked directory's name, found by the real one.
-    await using server = await serve({ database: `${root}/dlink/new.db` });
-    assert.deepEqual(server.addr, {
-      transport: "unix",
-      path: defaultSocketPath(`${root}/data/new.db`),
-    });
-    await using db = await connect({ database: `${root}/data/new.db`, connectTimeout: 5000 });
-    assert.equal(db.serverInfo.database, `${root}/data/new.db`);
-    await db.exec("CREATE TABLE t (x)");
-    assert.ok(Deno.statSync(`${root}/data/new.db`).isFile);
-  });
+  await inEnv({ XDG_RUNTIME_DIR: root }, import.meta.url, "servedByAnyName", root);
 });
+
+/**
+ * The body of the test below: `connect({ autostart })` by each name of the
+ * files of `root`'s {@link layout}.
+ * Run by {@link inEnv} in a child whose `XDG_RUNTIME_DIR` is `root`, so
+ * that the default sockets live there.
+ */
+export async function autostartedByAnyName(root: string): Promise<void> {
+  const a = `${root}/data/a.db`;
+  const b = `${root}/data/b.db`;
+  try {
+    {
+      await using first = await connect({ autostart: { database: a, timeout: 30000 } });
+      await first.exec("CREATE TABLE t (x); INSERT INTO t VALUES ('a')");
+    }
+    const pid = ownerPid(a);
+    assert.ok(pid > 0 && pid !== Deno.pid && alive(pid), `owner pid ${pid}`);
+    for (const database of [`${root}/other/link.db`, `${root}/dlink/a.db`]) {
+      await using db = await connect({ autostart: { database, timeout: 30000 } });
+      assert.deepEqual(await db.values("SELECT x FROM t"), [["a"]]);
+      assert.equal(db.serverInfo.database, a);
+      // The server that answered is the first one: no second server was started.
+      assert.equal(ownerPid(a), pid);
+    }
+    // A file not yet created, named through the linked directory: started, then found by
+    // its real name without autostart.
+    {
+      await using db = await connect({
+        autostart: { database: `${root}/dlink/b.db`, timeout: 30000 },
+      });
+      await db.exec("CREATE TABLE u (y); INSERT INTO u VALUES ('b')");
+    }
+    await using found = await connect({ database: b, connectTimeout: 5000 });
+    assert.deepEqual(await found.values("SELECT y FROM u"), [["b"]]);
+    assert.equal(found.serverInfo.database, b);
+  } finally {
+    await stopOwner(a);
+    await stopOwner(b);
+  }
+}
 
 Deno.test({
   name:
@@ -247,41 +283,59 @@ Deno.test({
   fn: async () => {
     await using dir = await layout();
     const { root } = dir;
-    const a = `${root}/data/a.db`;
-    const b = `${root}/data/b.db`;
-    await withRuntimeDir(root, async () => {
-      try {
-        {
-          await using first = await connect({ autostart: { database: a, timeout: 30000 } });
-          await first.exec("CREATE TABLE t (x); INSERT INTO t VALUES ('a')");
-        }
-        const pid = ownerPid(a);
-        assert.ok(pid > 0 && pid !== Deno.pid && alive(pid), `owner pid ${pid}`);
-        for (const database of [`${root}/other/link.db`, `${root}/dlink/a.db`]) {
-          await using db = await connect({ autostart: { database, timeout: 30000 } });
-          assert.deepEqual(await db.values("SELECT x FROM t"), [["a"]]);
-          assert.equal(db.serverInfo.database, a);
-          // The server that answered is the first one: no second server was started.
-          assert.equal(ownerPid(a), pid);
-        }
-        // A file not yet created, named through the linked directory: started, then found by
-        // its real name without autostart.
-        {
-          await using db = await connect({
-            autostart: { database: `${root}/dlink/b.db`, timeout: 30000 },
-          });
-          await db.exec("CREATE TABLE u (y); INSERT INTO u VALUES ('b')");
-        }
-        await using found = await connect({ database: b, connectTimeout: 5000 });
-        assert.deepEqual(await found.values("SELECT y FROM u"), [["b"]]);
-        assert.equal(found.serverInfo.database, b);
-      } finally {
-        await stopOwner(a);
-        await stopOwner(b);
-      }
-    });
+    try {
+      await inEnv({ XDG_RUNTIME_DIR: root }, import.meta.url, "autostartedByAnyName", root);
+    } finally {
+      await stopOwner(`${root}/data/a.db`); // should the child have died before it did
+      await stopOwner(`${root}/data/b.db`);
+    }
   },
 });
+
+/**
+ * The body of the test below: a server of `root`'s {@link layout} on a
+ * socket of its own, found by `connect({ autostart })` on the default one.
+ * Run by {@link inEnv} in a child whose `XDG_RUNTIME_DIR` is `root`, so
+ * that the default sockets live there.
+ */
+export async function autostartFindsOwnerSocket(root: string): Promise<void> {
+  const owner = `${root}/owner.sock`;
+  // As a server of an earlier release serving the linked name, on that name's socket then.
+  await using _server = await serve({ database: `${root}/other/link.db`, path: owner });
+  {
+    await using setup = await connect({ path: owner });
+    await setup.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+  }
+  for (const database of [`${root}/other/link.db`, `${root}/dlink/a.db`]) {
+    await using db = await connect({ max: 2, autostart: { database, timeout: 30000 } });
+    assert.equal(db.serverInfo.database, `${root}/data/a.db`);
+    // Two connections at once: the pool's second one goes to the same server.
+    const tx = await db.reserve();
+    try {
+      await tx.exec("BEGIN; INSERT INTO t VALUES (2)");
+      assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1]]);
+      await tx.exec("ROLLBACK");
+    } finally {
+      tx.release();
+    }
+  }
+  // An explicit path is the client's address: it is told where the server is.
+  const path = `${root}/mine.sock`;
+  await assert.rejects(
+    connect({ path, autostart: { database: `${root}/other/link.db`, timeout: 30000 } }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(
+        err.message,
+        `Cannot autostart a server for "${root}/other/link.db" on unix:${path}: the server ` +
+          `started exited with code 1: "netsqlite: another server owns ${root}/other/link.db ` +
+          `(which is ${root}/data/a.db; pid ${Deno.pid}, socket unix:${owner})"; connect ` +
+          `with { path: "${owner}" } to use that server`,
+      );
+      return true;
+    },
+  );
+}
 
 Deno.test({
   name:
@@ -290,43 +344,6 @@ Deno.test({
   fn: async () => {
     await using dir = await layout();
     const { root } = dir;
-    const owner = `${root}/owner.sock`;
-    await withRuntimeDir(root, async () => {
-      // As a server of an earlier release serving the linked name, on that name's socket then.
-      await using _server = await serve({ database: `${root}/other/link.db`, path: owner });
-      {
-        await using setup = await connect({ path: owner });
-        await setup.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
-      }
-      for (const database of [`${root}/other/link.db`, `${root}/dlink/a.db`]) {
-        await using db = await connect({ max: 2, autostart: { database, timeout: 30000 } });
-        assert.equal(db.serverInfo.database, `${root}/data/a.db`);
-        // Two connections at once: the pool's second one goes to the same server.
-        const tx = await db.reserve();
-        try {
-          await tx.exec("BEGIN; INSERT INTO t VALUES (2)");
-          assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1]]);
-          await tx.exec("ROLLBACK");
-        } finally {
-          tx.release();
-        }
-      }
-      // An explicit path is the client's address: it is told where the server is.
-      const path = `${root}/mine.sock`;
-      await assert.rejects(
-        connect({ path, autostart: { database: `${root}/other/link.db`, timeout: 30000 } }),
-        (err: unknown) => {
-          assert.ok(err instanceof ConnectionError, String(err));
-          assert.equal(
-            err.message,
-            `Cannot autostart a server for "${root}/other/link.db" on unix:${path}: the server ` +
-              `started exited with code 1: "netsqlite: another server owns ${root}/other/link.db ` +
-              `(which is ${root}/data/a.db; pid ${Deno.pid}, socket unix:${owner})"; connect ` +
-              `with { path: "${owner}" } to use that server`,
-          );
-          return true;
-        },
-      );
-    });
+    await inEnv({ XDG_RUNTIME_DIR: root }, import.meta.url, "autostartFindsOwnerSocket", root);
   },
 });
