@@ -11,11 +11,10 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { connect, serve } from "../mod.ts";
 import { Engine } from "../engine/engine.ts";
 import { DatabaseFile } from "../engine/database_file.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
-import { asNobody, canRunAsNobody, delay, startServer, tempDir } from "./_helpers.ts";
+import { asNobody, canRunAsNobody, delay, inEnv, startServer, tempDir } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, rejects, spawnServer, stop, until } from "./_logged_server.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
@@ -547,32 +546,13 @@ for (const engine of ["ffi", "node"] as const) {
 
 Deno.test("serve({ database }) with a relative path keeps serving that file after the process changes directory", async () => {
   await using dir = await tempDir();
-  const before = Deno.cwd();
-  Deno.chdir(dir.path);
-  let server: Awaited<ReturnType<typeof serve>>;
-  try {
-    server = await serve({ database: "app.db", path: `${dir.path}/s.sock` });
-  } finally {
-    Deno.chdir(before);
-  }
-  try {
-    await using db = await connect({ path: `${dir.path}/s.sock` });
-    await db.exec("CREATE TABLE t (x)");
-    await db.run("INSERT INTO t VALUES (1)");
-    // Reads on connections opened now, in the background (several at once).
-    const slow =
-      "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) " +
-      "SELECT count(*) + (SELECT x FROM t) FROM c";
-    const counts = await Promise.all(
-      Array.from({ length: 4 }, async () => {
-        await using c = await connect({ path: `${dir.path}/s.sock` });
-        return await c.values(slow);
-      }),
-    );
-    for (const rows of counts) assert.deepEqual(rows, [[300001]]);
-  } finally {
-    await server[Symbol.asyncDispose]();
-  }
+  const counts = await inEnv<unknown[]>(
+    {},
+    new URL("./_chdir_child.ts", import.meta.url).href,
+    "servedAfterChdir",
+    dir.path,
+  );
+  for (const rows of counts) assert.deepEqual(rows, [[300001]]);
   const check = new DatabaseSync(`${dir.path}/app.db`, { readOnly: true });
   assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 1 });
   check.close();
