@@ -539,16 +539,16 @@ class RunningServer implements Server {
     else this.#handshakingFrom.set(from, n);
   }
 
-  /**
-   * Why a new connection from `from` (a non-loopback TCP address, or `null`)
-   * gets no handshake slot, or `null` when it does.
-   */
   /** "N connections are waiting", in the singular for 1. */
   #waitingForHello(): string {
     const n = this.#maxHandshakes;
     return n === 1 ? "1 connection is waiting" : `${n} connections are waiting`;
   }
 
+  /**
+   * Why a new connection from `from` (a non-loopback TCP address, or `null`)
+   * gets no handshake slot, or `null` when it does.
+   */
   #noHandshakeSlot(from: string | null): string | null {
     const c = this.#config;
     if (this.#handshaking.size >= this.#maxHandshakes) {

@@ -452,6 +452,9 @@ export class DqliteDatabase {
    *
    * A wait before anything is sent (for the leader, for a stopped read's
    * drain, between tries after `SQLITE_BUSY`) ends too: nothing ran.
+   * Requests still waiting their turn behind the running one are not
+   * stopped: each is interrupted on its own once it runs (the server makes
+   * one request at a time per connection, so it never has such a queue).
    *
    * @param reason Why (the caller's cancel or deadline): named by the
    *   `TX_ABORTED` of a transaction lost so.
