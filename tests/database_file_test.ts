@@ -11,6 +11,7 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { serve } from "../mod.ts";
 import { Engine } from "../engine/engine.ts";
 import { DatabaseFile } from "../engine/database_file.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
