@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { connect } from "../client.ts";
 import { defaultSocketDir, defaultSocketPath } from "../transport/address.ts";
-import { inEnv, tempDir } from "./_helpers.ts";
+import { asNobody, canRunAsNobody, inEnv, tempDir } from "./_helpers.ts";
 
 const CLIENT = new URL("../client.ts", import.meta.url).href;
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
@@ -22,18 +22,23 @@ const NO_SYS = [
   "--allow-net",
 ];
 
-/** Runs `deno <args>` with stdin closed, `TMPDIR=dir` and no XDG_RUNTIME_DIR. */
+/**
+ * Runs `deno <args>` with stdin closed, `TMPDIR=dir` and no XDG_RUNTIME_DIR;
+ * through `wrap` (as {@link asNobody}) when given.
+ */
 async function run(
   args: string[],
   dir: string,
+  wrap: string[] = [],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const env: Record<string, string> = { TMPDIR: dir };
   for (const key of ["HOME", "PATH", "DENO_DIR"]) {
     const value = Deno.env.get(key);
     if (value !== undefined) env[key] = value;
   }
-  const child = new Deno.Command(Deno.execPath(), {
-    args,
+  const [command, ...pre] = [...wrap, Deno.execPath()];
+  const child = new Deno.Command(command, {
+    args: [...pre, ...args],
     clearEnv: true,
     env,
     stdin: "null",
@@ -371,9 +376,9 @@ Deno.test({
     assert.equal(
       other.stdout,
       `ConnectionError Cannot connect to unix:${path}: the socket ${path} belongs to uid 65534, ` +
-        `not to this user (uid ${Deno.uid()}), and its directory may not be examined (no read ` +
-        "access to it granted); another user may have made it to intercept connections: " +
-        "remove it, set XDG_RUNTIME_DIR, or give the socket path explicitly\n",
+        `not to this user (uid ${Deno.uid()}); another user may have made it to intercept ` +
+        "connections: remove it, or use a socket outside its directory (give another path " +
+        "explicitly, or set XDG_RUNTIME_DIR to move the default)\n",
       other.stderr,
     );
     // Where it may be examined, the directory is judged, as before.
@@ -387,5 +392,54 @@ Deno.test({
       examined.stdout,
       /^ConnectionError .*: the socket directory .* belongs to uid 65534, not to this user/,
     );
+  },
+});
+
+Deno.test({
+  name:
+    "connect({ path }) as a user to root's server in that user's socket directory (as sudo -E places it) connects whatever was granted; another user's socket there is refused whenever the owners can be compared",
+  ignore: !canRunAsNobody,
+  async fn() {
+    await using dir = await tempDir();
+    const root = Deno.realPathSync(dir.path);
+    Deno.chmodSync(root, 0o755);
+    // nobody's own socket directory, closed to others: only nobody and root can make a socket there.
+    const sockets = `${root}/netsqlite-65534`;
+    Deno.mkdirSync(sockets, { mode: 0o700 });
+    Deno.chownSync(sockets, 65534, 65534);
+    const path = `${sockets}/app.sock`;
+    await using _server = await serve({
+      database: `${root}/app.db`,
+      path,
+      socketMode: 0o666,
+      engine: "node",
+      logLevel: "error", // its warnings (no token; a directory closed to others) are expected
+    });
+    const script = await clientScript(root, JSON.stringify({ path }));
+    Deno.chmodSync(script, 0o644);
+    const base = ["run", "--no-prompt", `--allow-write=${path}`, "--allow-net"];
+    const scoped = `--allow-read=${path},${script}`;
+    const grants: string[][] = [
+      [scoped], // the directory may not be examined, nor the uid read
+      [scoped, "--allow-sys=uid"], // the socket's owner is compared instead
+      ["--allow-read", "--allow-sys=uid"], // the directory is examined, and the socket
+      ["--allow-read", "--allow-sys=uid", "--allow-env"], // the default directory is known
+    ];
+    for (const more of grants) {
+      const out = await run([...base, ...more, script], root, asNobody);
+      assert.equal(out.stdout, "ok 1\n", `${more.join(" ")}: ${out.stderr}`);
+    }
+    // Another (not root) user's socket: refused wherever its owner can be compared, the
+    // directory examined or not; without the uid it cannot be, and the directory is fine.
+    Deno.chownSync(path, 4242, 4242);
+    const refused = `ConnectionError Cannot connect to unix:${path}: the socket ${path} belongs ` +
+      "to uid 4242, not to this user (uid 65534); another user may have made it to intercept " +
+      "connections: remove it, or use a socket outside its directory (give another path " +
+      "explicitly, or set XDG_RUNTIME_DIR to move the default)\n";
+    for (const more of grants) {
+      const out = await run([...base, ...more, script], root, asNobody);
+      const uid = more.includes("--allow-sys=uid");
+      assert.equal(out.stdout, uid ? refused : "ok 1\n", `${more.join(" ")}: ${out.stderr}`);
+    }
   },
 });

@@ -23,25 +23,38 @@ import { IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
 /**
  * Why the directory of socket `path` must not be used, or `null` when it is
  * fine, absent, or not the per-user directory (a path the user chose is
- * theirs to judge). A directory that may not be examined (no read access to
- * it granted: a client needs access to its socket only) is not judged;
- * then the socket itself is, when its owner can be compared with the user
- * (read access to it and `--allow-sys=uid` granted): another user's socket
- * in this user's directory is refused, as that user's directory would be.
+ * theirs to judge). Each check is made where it needs no permission that is
+ * not granted, and skipped otherwise (never decided another way), so that
+ * the verdict depends on what was granted only by what could be looked at:
+ * the directory (with read access to it) must be a real directory, the
+ * user's (with `--allow-sys=uid`), closed to others' writes; the socket
+ * (with read access to it, which connecting needs anyway, and the uid) must
+ * be the user's or root's: another user's socket in this user's directory
+ * is refused, as that user's directory would be. Root's is no intruder: in
+ * a directory closed to others only root or the user can make one (a
+ * server run with sudo, say), and root can do anything anyway.
  */
 export async function unsafeSocketDir(path: string): Promise<string | null> {
   const dir = dirname(path);
   if (IS_WINDOWS || !isDefaultSocketDir(dir)) return null;
   const uid = granted({ name: "sys", kind: "uid" }) ? userIdOrNull() : null;
-  const fix = "another user may have made it to intercept connections: remove it, set " +
-    "XDG_RUNTIME_DIR, or give the socket path explicitly";
-  if (!granted({ name: "read", path: dir })) {
-    if (uid === null || !granted({ name: "read", path })) return null;
-    const owner = await lstat(path).then((info) => info.uid, () => null);
-    if (owner === null || owner === uid) return null;
-    return `the socket ${path} belongs to uid ${owner}, not to this user (uid ${uid}), and ` +
-      `its directory may not be examined (no read access to it granted); ${fix}`;
+  // A path given explicitly is in this directory too: the way out is a socket elsewhere.
+  const fix = (which: string): string =>
+    "another user may have made it to intercept connections: remove it, or use a socket " +
+    `outside ${which} (give another path explicitly, or set XDG_RUNTIME_DIR to move the default)`;
+  if (granted({ name: "read", path: dir })) {
+    const unsafe = await unsafeDir(dir, uid, fix("that directory"));
+    if (unsafe !== null) return unsafe;
   }
+  if (uid === null || !granted({ name: "read", path })) return null;
+  const owner = await lstat(path).then((info) => info.uid, () => null);
+  if (owner === null || owner === uid || owner === 0) return null;
+  return `the socket ${path} belongs to uid ${owner}, not to this user (uid ${uid}); ` +
+    fix("its directory");
+}
+
+/** Why socket directory `dir` must not be used, or `null`; `uid` is the user's, if known. */
+async function unsafeDir(dir: string, uid: number | null, fix: string): Promise<string | null> {
   let info: { isDirectory(): boolean; isSymbolicLink(): boolean; uid: number; mode: number };
   try {
     info = await lstat(dir);
