@@ -30,6 +30,11 @@ export interface TransactionScope {
   active: boolean;
   /** The transaction it is nested in (in whose function it was started), if any. */
   readonly parent: TransactionScope | undefined;
+  /**
+   * True once its function settled while it still ends on the connection
+   * (its `RELEASE`, or its undo, in flight): see {@link nestedSettled}.
+   */
+  settling?: boolean;
 }
 
 /**
@@ -117,6 +122,32 @@ export function leaveTurn(open: OpenTransactions, scope: TransactionScope): void
   const at = open.stack.indexOf(scope);
   if (at !== -1) open.stack.splice(at, 1);
   for (const wake of open.ended.splice(0)) wake();
+}
+
+/**
+ * When a transaction's `fn` settles (`scope`, on `open.stack`), before
+ * {@link abandonNested}: waits until no transaction nested in it is
+ * settling (its `fn` settled, its `RELEASE` or undo still in flight; see
+ * {@link TransactionScope.settling}). Until that ends, whether it leaves
+ * work this transaction must not commit is unknown (an undo that fails
+ * poisons this one: see `client/_tx_undo.ts`), and it must stay on the
+ * stack, where it finds the level it nests in. Its requests were sent
+ * before any this transaction sends next, so nothing waits on this one.
+ * `null`, without waiting, when none is settling.
+ * @internal
+ */
+export function nestedSettled(
+  open: OpenTransactions,
+  scope: TransactionScope,
+): Promise<void> | null {
+  const settling = (): boolean => {
+    const at = open.stack.indexOf(scope);
+    return at !== -1 && open.stack.slice(at + 1).some((s) => s.settling === true);
+  };
+  if (!settling()) return null; // at once, in the same run of code as fn settled
+  return (async () => {
+    while (settling()) await new Promise<void>((resolve) => open.ended.push(resolve));
+  })();
 }
 
 /**

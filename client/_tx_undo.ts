@@ -29,7 +29,12 @@
 import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { Op } from "../protocol/messages.ts";
 import type { PooledConnection } from "./connection.ts";
-import { type OpenTransactions, openTransactions, type TransactionScope } from "./_tx_order.ts";
+import {
+  callerScope,
+  type OpenTransactions,
+  openTransactions,
+  type TransactionScope,
+} from "./_tx_order.ts";
 
 /** What a `transaction()` level keeps beyond its scope (see {@link levelOf}). */
 export interface Level {
@@ -109,6 +114,19 @@ export function poisonedCall(
     `Transaction cannot go on: ${poison}; it cannot commit, and is rolled back when its ` +
       "function settles (this call was not sent)",
   );
+}
+
+/**
+ * {@link poisonedCall} for a call not made through a `tx` that runs on
+ * `conn` from inside the function of a `transaction()` level open there
+ * (followed across awaits): a plain call on a `max: 1` client, which joins
+ * that transaction, or on the reserved connection it runs on. It runs in
+ * that level, so it obeys the same rule as the level's `tx`. `null` when
+ * the caller is in no such level.
+ */
+export function joinedCallRefused(conn: PooledConnection): SqliteError | null {
+  const level = levelOf(callerScope(conn));
+  return level === undefined ? null : poisonedCall(conn, level);
 }
 
 /** The error a poisoned level (see {@link undoLevel}) whose function resolved rejects with. */

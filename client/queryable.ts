@@ -33,6 +33,7 @@ import { keepStack, withCallerFrames } from "./_caller_stack.ts";
 import {
   abandonNested,
   leaveTurn,
+  nestedSettled,
   type OpenTransactions,
   takeTurn,
   transactionContext,
@@ -47,6 +48,7 @@ import { KvCollection } from "./kv.ts";
 import type { OwnWriter } from "./_own_writer.ts";
 import {
   endedAlready,
+  joinedCallRefused,
   levelOf,
   newLevel,
   noteSavepointEnds,
@@ -206,7 +208,7 @@ export abstract class Queryable {
 
   /** @internal */
   constructor(route: Route) {
-    this.#route = route;
+    this.#route = route.refusesTxEnd === true ? route : joinedRoute(route);
   }
 
   /**
@@ -915,6 +917,31 @@ function transactionRoute(
   };
 }
 
+/**
+ * A route that is not a `tx`'s (the client's, a reserved connection's),
+ * whose calls refuse to run in a `transaction()` level that cannot go on,
+ * as calls through that level's `tx` do (see `joinedCallRefused`): made
+ * from inside its function, a plain call on a `max: 1` client joins it, and
+ * one on the reserved connection it runs on runs in it. Checked once the
+ * call's turn came (a level may be poisoned while it waited).
+ */
+function joinedRoute(route: Route): Route {
+  const check = (c: PooledConnection): PooledConnection => {
+    const refused = joinedCallRefused(c);
+    if (refused !== null) throw refused;
+    return c;
+  };
+  return {
+    ...route,
+    connection(writes?: boolean): PooledConnection | Promise<PooledConnection> {
+      const c = route.connection(writes);
+      if (c instanceof Promise) return c.then(check);
+      const refused = joinedCallRefused(c);
+      return refused === null ? c : Promise.reject(refused);
+    },
+  };
+}
+
 async function runTransaction<T>(
   conn: PooledConnection,
   fn: (tx: Transaction) => Promise<T>,
@@ -1035,6 +1062,9 @@ async function runInScope<T>(
     // the connection is no longer this one's to use.
     if (!scope.active) throw err;
     scope.active = false;
+    scope.settling = true;
+    const settled = nestedSettled(open, scope);
+    if (settled !== null) await settled;
     abandonNested(open, scope);
     conn.txDepth = depth;
     throw await undo(err) ?? err;
@@ -1042,6 +1072,10 @@ async function runInScope<T>(
   ended = true;
   if (!scope.active) throw endedError(NESTED_TX_ENDED);
   scope.active = false;
+  scope.settling = true;
+  // A nested one still undoing its work may yet poison this level: not committed before.
+  const settled = nestedSettled(open, scope);
+  if (settled !== null) await settled;
   const nestedRunning = abandonNested(open, scope);
   conn.txDepth = depth;
   if (nestedRunning) {

@@ -347,6 +347,137 @@ for (const engine of ENGINES) {
     }
   });
 
+  Deno.test(`${engine}: a level whose fn settles while a nested one's undo is in flight waits for it: never committed when that undo fails`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    for (const end of ["returns", "throws"] as const) {
+      await db.exec("DELETE FROM q");
+      const thrown = new Error("outer fails");
+      let inner: unknown = null;
+      const outer = db.transaction(async (tx) => {
+        await tx.run("INSERT INTO q (v) VALUES ('outer')");
+        await tx.exec("SAVEPOINT mine");
+        let gate!: () => void;
+        const reached = new Promise<void>((resolve) => gate = resolve);
+        // Not awaited: fn settles while the nested level sends its ROLLBACK TO, which fails.
+        tx.transaction(async (t2) => {
+          await t2.run("INSERT INTO q (v) VALUES ('inner')");
+          await t2.exec("RELEASE mine");
+          gate();
+          throw new Error("inner");
+        }).catch((err) => inner = err);
+        await reached;
+        if (end === "throws") throw thrown;
+        return "committed";
+      });
+      // A transaction queued right behind on the pool, which a stray ROLLBACK must not reach.
+      const next = outer.catch(() => {}).then(() =>
+        db.transaction(async (tx) => {
+          await tx.run("INSERT INTO q (v) VALUES ('next 1')");
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          await tx.run("INSERT INTO q (v) VALUES ('next 2')");
+          return "next";
+        })
+      );
+      const [settled, after] = await Promise.allSettled([outer, next]);
+      assert.equal(settled.status, "rejected", `${end}: the outer transaction was not committed`);
+      if (end === "throws") assert.equal(settled.reason, thrown);
+      else {
+        assert.ok(
+          isUndoFailed(settled.reason, /^Transaction rolled back instead of committed: /),
+          end,
+        );
+      }
+      assert.deepEqual(after, { status: "fulfilled", value: "next" }, end);
+      assert.ok(
+        isUndoFailed(
+          inner,
+          /lost its savepoint netsqlite_sp1 .*the transaction it is nested in cannot commit/,
+        ),
+        end,
+      );
+      assert.deepEqual(await rows(db), ["next 1", "next 2"], end);
+    }
+  });
+
+  Deno.test(`${engine}: max: 1, plain calls made inside a level that cannot go on are refused with TX_UNDO_FAILED, not sent`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 1 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    const notSent = (err: unknown) => isUndoFailed(err, /^Transaction cannot go on: .*not sent/);
+    // A level poisoned by a nested one that lost its savepoint.
+    let inner: unknown = null;
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.run("INSERT INTO q (v) VALUES ('outer')");
+        await tx.exec("SAVEPOINT mine");
+        await tx.transaction(async (t2) => {
+          await t2.run("INSERT INTO q (v) VALUES ('inner')");
+          await t2.exec("RELEASE mine");
+          throw new Error("inner");
+        }).catch((err) => inner = err);
+        for (const [name, send] of SENDERS) {
+          await assert.rejects(send(db, "INSERT INTO q (v) VALUES ('plain')"), notSent, name);
+        }
+        return "committed";
+      }),
+      (err: unknown) => isUndoFailed(err, /^Transaction rolled back instead of committed: /),
+    );
+    assert.ok(isUndoFailed(inner, /lost its savepoint netsqlite_sp1/));
+    assert.deepEqual(await rows(db), []);
+    // A level whose raw transaction (begun by SAVEPOINT) a RELEASE inside it committed: a plain
+    // call from it would run in autocommit.
+    await db.exec("SAVEPOINT mine; INSERT INTO q (v) VALUES ('raw')");
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.run("INSERT INTO q (v) VALUES ('inner 1')");
+        await tx.exec("RELEASE mine");
+        for (const [name, send] of SENDERS) {
+          await assert.rejects(
+            send(db, "INSERT INTO q (v) VALUES ('plain')"),
+            (err: unknown) => isUndoFailed(err, /has ended while transaction\(\) was running/),
+            name,
+          );
+        }
+        return "fn";
+      }),
+      (err: unknown) => isUndoFailed(err, /saw the transaction it is nested in end inside it/),
+    );
+    assert.equal(db.inTransaction, false);
+    assert.deepEqual(await rows(db), ["raw", "inner 1"]);
+  });
+
+  Deno.test(`${engine}: a reserved connection's calls made inside its poisoned transaction() level are refused, not sent`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await connect({ ...srv.connectOptions, max: 3 });
+    await db.exec("CREATE TABLE q (id INTEGER PRIMARY KEY, v TEXT)");
+    {
+      await using conn = await db.reserve();
+      await conn.exec("BEGIN; INSERT INTO q (v) VALUES ('raw')");
+      await assert.rejects(
+        conn.transaction(async (tx) => {
+          await tx.exec("SAVEPOINT mine");
+          await tx.transaction(async (t2) => {
+            await t2.run("INSERT INTO q (v) VALUES ('inner')");
+            await t2.exec("RELEASE mine");
+            throw new Error("inner");
+          }).catch(() => {});
+          await assert.rejects(
+            conn.run("INSERT INTO q (v) VALUES ('plain')"),
+            (err: unknown) => isUndoFailed(err, /^Transaction cannot go on: .*not sent/),
+          );
+          return "fn";
+        }),
+        (err: unknown) => isUndoFailed(err, /^Transaction rolled back instead of committed: /),
+      );
+      // Its level was undone as a whole; the raw transaction goes on, and commits its own.
+      assert.equal(conn.inTransaction, true);
+      await conn.exec("COMMIT");
+    }
+    assert.deepEqual(await rows(db), ["raw"]);
+  });
+
   Deno.test(`${engine}: savepoints a nested level opens itself, of any name, and the outermost level's savepoints in any order, keep their meaning`, async () => {
     await using srv = await startServer({ engine });
     await using db = await connect({ ...srv.connectOptions, max: 3 });
