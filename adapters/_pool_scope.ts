@@ -13,6 +13,7 @@
 
 import type { PooledConnection } from "../client/connection.ts";
 import { reservedConnections, transactionContext, type TransactionScope } from "../client/pool.ts";
+import { openTransactions } from "../client/_tx_order.ts";
 
 /** A transaction scope of the pool for an adapter's transaction: inactive until {@link bind}. */
 export class PoolScope implements TransactionScope {
@@ -32,6 +33,26 @@ export class PoolScope implements TransactionScope {
     // The adapter rolls its transaction back itself: a connection lost inside it says to
     // retry the transaction, not to send ROLLBACK (see PooledConnection.txOwner).
     conn.txOwner = this;
+  }
+
+  /**
+   * For an adapter whose scope is not on the connection's stack of open
+   * transactions (Kysely's), every client `transaction()` open there being
+   * nested in its transaction: waits until none of them is still ending
+   * (its function settled, its `RELEASE` or undo in flight; see
+   * `nestedSettled`). An undo that fails rolls the whole transaction back,
+   * so the adapter's `COMMIT` must not be sent before it ends (it would keep
+   * that work), nor its `ROLLBACK` (that undo's own `ROLLBACK` would come
+   * after it, stray). `null`, without waiting, when none is.
+   */
+  nestedSettled(): Promise<void> | null {
+    const open = this.active ? openTransactions(this.conn) : undefined;
+    if (open === undefined) return null;
+    const settling = (): boolean => open.stack.some((s) => s.settling === true);
+    if (!settling()) return null;
+    return (async () => {
+      while (settling()) await new Promise<void>((resolve) => open.ended.push(resolve));
+    })();
   }
 
   /** Ends the scope: work the callback left behind (a timer) runs outside it. */

@@ -102,6 +102,7 @@ import {
   abandonNested,
   callerScope,
   leaveTurn,
+  nestedSettled,
   type OpenTransactions,
   openTransactions,
   takeTurn,
@@ -546,29 +547,39 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
         () => pool === undefined ? fn(tx) : transactionContext.run(pool, () => fn(tx)),
       );
     } catch (err) {
-      settle(at.level);
+      const settling = settle(at.level);
+      if (settling instanceof Promise) await settling;
       throw err;
     }
     const ended = abandoned(part);
-    const running = settle(at.level);
+    const settling = settle(at.level);
+    const running = settling instanceof Promise ? await settling : settling;
     if (ended) throw nestedEnded();
     if (running) throw nestedRunning();
     return result;
   };
-  /** Ends `level`'s function (see {@link body}); true when a transaction nested in it still ran. */
-  const settle = (level: Level): boolean => {
+  /**
+   * Ends `level`'s function (see {@link body}); true when a transaction nested in it still ran.
+   * A client `transaction()` nested in it whose function settled and whose undo is still in
+   * flight may yet fail to undo its work and then roll the whole transaction back (see
+   * `nestedSettled`): until it has ended, Drizzle must not send its `commit` (which would keep
+   * that work) nor its `rollback` (after which that undo's own `ROLLBACK` would be stray), so
+   * it resolves once it has; at once, without a tick, when none is in flight.
+   */
+  const settle = (level: Level): boolean | Promise<boolean> => {
     const part = level.part;
     if (abandoned(part)) part.abandoned = true; // kept once its pool scope ends below
     part.settled = true;
-    let running = level.children.size > 0;
+    const running = level.children.size > 0;
     for (const child of level.children) child.abandoned = true;
     const pool = part.pool;
-    if (pool !== undefined) {
-      pool.active = false;
-      const open = openTransactions(pool.conn);
-      if (open !== undefined && abandonNested(open, pool)) running = true;
-    }
-    return running;
+    if (pool === undefined) return running;
+    pool.active = false;
+    const open = openTransactions(pool.conn);
+    if (open === undefined) return running;
+    const end = (): boolean => abandonNested(open, pool) || running;
+    const settled = nestedSettled(open, pool);
+    return settled === null ? end() : settled.then(end);
   };
   /**
    * Runs `fn` in a savepoint of `at.level` once the transactions nested there

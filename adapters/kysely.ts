@@ -358,15 +358,19 @@ class NetsqliteConnection implements DatabaseConnection {
   }
 
   async commit(): Promise<void> {
+    const conn = this.#open();
+    // A client transaction() nested in it whose undo is in flight may yet roll it back.
+    await this.#scope?.nestedSettled();
     // A failed COMMIT may leave the transaction open (a deferred foreign key):
     // the connection stays until Kysely's rollback.
-    await this.#open().exec("COMMIT");
+    await conn.exec("COMMIT");
     this.#endTransaction();
   }
 
   async rollback(): Promise<void> {
     const conn = this.#open();
     try {
+      await this.#scope?.nestedSettled();
       await conn.exec("ROLLBACK");
     } catch (err) {
       // Nothing left to roll back (the server ended the transaction: its lease

@@ -1481,3 +1481,69 @@ for (const max of [1, 3]) {
     assert.deepEqual(await client.values("SELECT x FROM t"), [], "nothing committed");
   });
 }
+
+Deno.test("drizzle: a transaction waits for a client.transaction() nested in it whose undo is in flight: never committed when that undo fails", async () => {
+  await using srv = await startServer();
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    try {
+      const db = drizzle(client);
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      for (const end of ["returns", "throws"] as const) {
+        const at = `max ${max}, fn ${end}`;
+        await client.exec("DELETE FROM mix");
+        const thrown = new Error("outer fails");
+        let inner!: Promise<{ value?: unknown; error?: unknown }>;
+        const outer = outcome(db.transaction(async (tx) => {
+          await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+          await tx.run(sql`SAVEPOINT mine`);
+          const reached = Promise.withResolvers<void>();
+          // Not awaited: fn settles while the nested level sends its ROLLBACK TO, which fails
+          // (RELEASE mine ended its savepoint too), and then rolls the whole transaction back.
+          inner = outcome(client.transaction(async (c) => {
+            await c.run("INSERT INTO mix VALUES ('inner')");
+            await c.exec("RELEASE mine");
+            reached.resolve();
+            throw new Error("inner");
+          }));
+          await reached.promise;
+          if (end === "throws") throw thrown;
+          return "committed";
+        }));
+        // A transaction right behind it, which a stray ROLLBACK must not reach.
+        const next = outer.then(() =>
+          db.transaction(async (tx) => {
+            await tx.run(sql`INSERT INTO mix VALUES ('next 1')`);
+            await delay(20);
+            await tx.run(sql`INSERT INTO mix VALUES ('next 2')`);
+            return "next";
+          })
+        );
+        const [settled, after] = await Promise.all([outer, outcome(next)]);
+        assert.equal("value" in settled, false, `${at}: the transaction was not committed`);
+        if (end === "throws") assert.equal(settled.error, thrown, at);
+        else {
+          // Its COMMIT found the transaction rolled back (Drizzle wraps the failed query).
+          assert.match(
+            String((settled.error as { cause?: Error }).cause?.message),
+            /cannot commit - no transaction is active/,
+            at,
+          );
+        }
+        const { error } = await inner;
+        assert.equal(codeOf(error), ErrorCode.TxUndoFailed, at);
+        assert.match(
+          (error as Error).message,
+          /lost its savepoint netsqlite_sp0 .*the whole transaction was rolled back now/,
+          at,
+        );
+        assert.deepEqual(after, { value: "next" }, at);
+        assert.deepEqual(await rows(), ["next 1", "next 2"], at);
+        assert.equal(client.inTransaction, false, at);
+      }
+    } finally {
+      await client.close();
+    }
+  }
+});

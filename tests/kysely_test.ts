@@ -806,3 +806,64 @@ Deno.test("kysely: the client's own calls and db inside a transaction act as ins
     }
   }
 });
+
+Deno.test("kysely: a transaction waits for a client.transaction() nested in it whose undo is in flight: never committed when that undo fails", async () => {
+  await using srv = await startServer();
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    const db = new Kysely<{ mix: { v: string } }>({ dialect: new NetsqliteDialect({ client }) });
+    try {
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      for (const end of ["returns", "throws"] as const) {
+        const at = `max ${max}, fn ${end}`;
+        await client.exec("DELETE FROM mix");
+        const thrown = new Error("outer fails");
+        let inner!: Promise<unknown>;
+        const outer = db.transaction().execute(async (trx) => {
+          await trx.insertInto("mix").values({ v: "outer" }).execute();
+          await sql`SAVEPOINT mine`.execute(trx);
+          const reached = Promise.withResolvers<void>();
+          // Not awaited: the callback settles while the nested level sends its ROLLBACK TO, which
+          // fails (RELEASE mine ended its savepoint too), and then rolls the whole transaction back.
+          inner = client.transaction(async (c) => {
+            await c.run("INSERT INTO mix VALUES ('inner')");
+            await c.exec("RELEASE mine");
+            reached.resolve();
+            throw new Error("inner");
+          }).then(() => null, (err) => err);
+          await reached.promise;
+          if (end === "throws") throw thrown;
+          return "committed";
+        });
+        // A transaction right behind it, which a stray ROLLBACK must not reach.
+        const next = outer.catch(() => {}).then(() =>
+          db.transaction().execute(async (trx) => {
+            await trx.insertInto("mix").values({ v: "next 1" }).execute();
+            await delay(20);
+            await trx.insertInto("mix").values({ v: "next 2" }).execute();
+            return "next";
+          })
+        );
+        const [settled, after] = await Promise.allSettled([outer, next]);
+        assert.equal(settled.status, "rejected", `${at}: the transaction was not committed`);
+        if (end === "throws") assert.equal(settled.reason, thrown, at);
+        else assert.match(String(settled.reason), /cannot commit - no transaction is active/, at);
+        const error = await inner;
+        assert.ok(error instanceof SqliteError, at);
+        assert.equal(error.code, ErrorCode.TxUndoFailed, at);
+        assert.match(
+          error.message,
+          /lost its savepoint netsqlite_sp0 .*the whole transaction was rolled back now/,
+          at,
+        );
+        assert.deepEqual(after, { status: "fulfilled", value: "next" }, at);
+        assert.deepEqual(await rows(), ["next 1", "next 2"], at);
+        assert.equal(client.inTransaction, false, at);
+      }
+    } finally {
+      await db.destroy();
+      await client.close();
+    }
+  }
+});
