@@ -32,6 +32,20 @@ export function userId(): number | null {
   return IS_DENO ? Deno.uid() : nodeProcess?.getuid?.() ?? null;
 }
 
+/**
+ * True when `permission` is granted, asked without a prompt (always true
+ * under Node.js and Bun, which have no permissions): a check, a warning or a
+ * hint never makes Deno ask the user.
+ */
+export function granted(permission: Deno.PermissionDescriptor): boolean {
+  if (!IS_DENO) return true;
+  try {
+    return Deno.permissions.querySync(permission).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
 /** Reads a UTF-8 text file. */
 export async function readTextFile(path: string): Promise<string> {
   if (IS_DENO) return await Deno.readTextFile(path);

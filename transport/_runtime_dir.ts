@@ -12,7 +12,7 @@
 
 import { statSync } from "node:fs";
 import { isAbsolute, join, relative } from "node:path";
-import { envGet, IS_DENO, userId } from "./_runtime.ts";
+import { envGet, granted, IS_DENO, userId } from "./_runtime.ts";
 
 /** What is known of the runtime directory above a socket path. */
 export interface RuntimeDirOwner {
@@ -88,15 +88,5 @@ export function runtimeDir(): string | undefined {
       : undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** True when `permission` is granted (always under Node.js and Bun): a hint never prompts. */
-function granted(permission: Deno.PermissionDescriptor): boolean {
-  if (!IS_DENO) return true;
-  try {
-    return Deno.permissions.querySync(permission).state === "granted";
-  } catch {
-    return false;
   }
 }

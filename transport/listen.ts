@@ -11,6 +11,7 @@ import { dirname, resolve } from "node:path";
 import { type Address, formatAddress } from "./address.ts";
 import { ListenError } from "./listen_error.ts";
 import { foreignOwner, runtimeDir, runtimeDirAbove } from "./_runtime_dir.ts";
+import { granted } from "./_runtime.ts";
 import { unsafeSocketDir } from "./socket_dir.ts";
 import { type Listener, TlsListener } from "./tls_listener.ts";
 import { checkSocketPathLength, listenUnix, UnixSocketListener } from "./unix_socket_listener.ts";
@@ -163,15 +164,6 @@ export function unreachableSocketWarning(path: string, socketMode: number): stri
     (fixable.length === 0 ? "" : `, or chmod ${bit} ${fixable.join(" ")}`) +
     (fixable.length === blocked.length ? "" : ` (XDG_RUNTIME_DIR, ${runtime}, is private to its ` +
       "user by design: leave it so)");
-}
-
-/** True when `permission` is granted: a warning or a hint never prompts for one. */
-function granted(permission: Deno.PermissionDescriptor): boolean {
-  try {
-    return Deno.permissions.querySync(permission).state === "granted";
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -18,7 +18,7 @@
 import { lstat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import { defaultSocketDirUnprompted, tempDirUnprompted } from "./address.ts";
-import { IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
+import { granted, IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
 
 /**
  * Why the directory of socket `path` must not be used, or `null` when it is
@@ -98,15 +98,5 @@ function userIdOrNull(): number | null {
     return userId();
   } catch {
     return null;
-  }
-}
-
-/** True when `permission` is granted (always under Node.js and Bun): never asks for it. */
-function granted(permission: Deno.PermissionDescriptor): boolean {
-  if (!IS_DENO) return true;
-  try {
-    return Deno.permissions.querySync(permission).state === "granted";
-  } catch {
-    return false;
   }
 }
