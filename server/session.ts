@@ -302,7 +302,7 @@ export class Session implements SessionProbe {
    */
   #voidCount = 0;
   #voidBytes = 0;
-  /** Set while {@link #fatal} waits for the engine to wake this session (the writer came free). */
+  /** Set while {@link #fatal} waits for the engine to wake this session (it pumped then). */
   #woken: (() => void) | null = null;
   /** Queued stand-ins for requests refused unread (too many values), with their error. */
   #refused: WeakMap<Request, SqliteError> | null = null;
@@ -331,9 +331,10 @@ export class Session implements SessionProbe {
     this.#hello = hello;
     this.#engine = engine.openSession(
       () => {
-        // After a bad frame, #fatal pumps once it checked the client is still there.
-        if (this.#woken !== null) this.#wake();
-        else this.#pump();
+        // The engine wakes a waiter once and skips it unless it takes the
+        // writer now: pump at once, also after a bad frame (#fatal).
+        this.#pump();
+        this.#wake();
       },
       (error) => this.#onCommit(error),
     );
@@ -1568,15 +1569,36 @@ export class Session implements SessionProbe {
   }
 
   /**
+   * Waits, after a bad frame, until the engine wakes this session (which
+   * pumped then: see the constructor): false then, true as soon as the
+   * client is found gone altogether (checked at once, then every
+   * {@link GONE_CHECK_MS}). The check cannot wait for the wake: a session
+   * that does not take the writer when woken loses its place in line.
+   */
+  async #goneWhileBlocked(): Promise<boolean> {
+    let woken = false;
+    const wake = new Promise<void>((resolve) => this.#woken = resolve).then(() => woken = true);
+    for (;;) {
+      if (await this.#peerGone()) return true;
+      if (woken) return false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([wake, new Promise<void>((r) => timer = setTimeout(r, GONE_CHECK_MS))]);
+      clearTimeout(timer);
+      if (woken) return false;
+    }
+  }
+
+  /**
    * Answers a protocol violation with a connection-level error. Requests
    * that arrived before the bad frame run and are answered first, as they
    * would have been: one running in the background is waited for, one
    * waiting for the writer waits (up to the busy timeout), one behind
    * replies its client has not read yet waits for them to be written (up to
    * the write-stall timeout); nothing is sent after the error frame, and
-   * no frame after the bad one is read. A client found gone altogether when
-   * the writer comes free (see {@link #peerGone}) is answered nothing more,
-   * and nothing that waited runs, as at its EOF.
+   * no frame after the bad one is read (nor waited for: see
+   * {@link FrameChannel.readLoop}). A client found gone altogether while a
+   * write waits for the writer (see {@link #goneWhileBlocked}) is answered
+   * nothing more, and nothing that waited runs, as at its EOF.
    */
   async #fatal(err: unknown): Promise<void> {
     if (this.#channel.closed) return;
@@ -1586,8 +1608,10 @@ export class Session implements SessionProbe {
       else if (this.#waitingTurn) await this.#nextTurn();
       else if (this.#engine.awaitingCommit) await this.#awaitCommit();
       else if (this.#blocked) {
-        await new Promise<void>((resolve) => this.#woken = resolve);
-        if (await this.#peerGone()) break;
+        if (await this.#goneWhileBlocked()) {
+          this.#engine.stopWaiting();
+          break;
+        }
       } else if (this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget()) {
         await this.#channel.drain();
       } else break;

@@ -146,7 +146,8 @@ export class FrameChannel {
   /**
    * Reads until the peer closes, the connection fails or {@link close} is
    * called. Errors thrown by `onFrame` (such as `FRAME_TOO_LARGE` from the
-   * frame reader) end the loop and are rethrown.
+   * frame reader) end the loop and are rethrown; the bytes of a next frame read with the bad
+   * one are dropped.
    *
    * @returns when the stream ended; rejects with a frame or handler error.
    */
@@ -169,9 +170,16 @@ export class FrameChannel {
       // Frames are views of `buf`, handled (decoded) before the next read
       // reuses it; only an incomplete frame's bytes are copied out.
       this.#frames.push(buf.subarray(0, n));
-      for (let frame; (frame = this.#frames.next()) !== undefined;) {
-        this.#handler.onFrame(frame);
-        if (this.#closed) return;
+      try {
+        for (let frame; (frame = this.#frames.next()) !== undefined;) {
+          this.#handler.onFrame(frame);
+          if (this.#closed) return;
+        }
+      } catch (err) {
+        // No frame after a bad one is read: what arrived of the next is
+        // dropped (no longer {@link partial}, its bytes out of the budget).
+        this.#frames.release();
+        throw err;
       }
       this.#frames.detach();
       if (n === buf.length && buf.length < READ_SIZE_LARGE && this.largeReads) {
