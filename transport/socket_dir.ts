@@ -18,7 +18,7 @@
 import { lstat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import { defaultSocketDirUnprompted, tempDirUnprompted } from "./address.ts";
-import { granted, IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
+import { granted, IS_WINDOWS, userId } from "./_runtime.ts";
 
 /**
  * Why the directory of socket `path` must not be used, or `null` when it is
