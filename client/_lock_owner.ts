@@ -27,7 +27,7 @@ import {
 } from "../transport/address.ts";
 import { failureReason, isNotRunning, notRunningHint } from "../transport/connect.ts";
 import { realPathUnprompted } from "../transport/_real_path.ts";
-import { IS_DENO, userId } from "../transport/_runtime.ts";
+import { granted, IS_DENO, userId } from "../transport/_runtime.ts";
 import type { Link } from "./link.ts";
 import { openLink } from "./connection.ts";
 import type { ConnectConfig } from "./options.ts";
@@ -187,19 +187,12 @@ export function ownerAddress(
  * terminal `Deno.connect` would stop at Deno's prompt for one not granted.
  */
 function ungrantedSocketAccess(path: string): string[] {
-  if (!IS_DENO) return [];
   const descriptors: [Deno.PermissionDescriptor, string][] = [
     [{ name: "read", path }, `--allow-read=${path}`],
     [{ name: "write", path }, `--allow-write=${path}`],
     [{ name: "net", host: `unix:${path}` }, `--allow-net=unix:${path}`],
   ];
-  return descriptors.filter(([descriptor]) => {
-    try {
-      return Deno.permissions.querySync(descriptor).state !== "granted";
-    } catch {
-      return true; // a descriptor Deno cannot take: not known to be granted
-    }
-  }).map(([, flag]) => flag);
+  return descriptors.filter(([descriptor]) => !granted(descriptor)).map(([, flag]) => flag);
 }
 
 /**
