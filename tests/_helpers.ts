@@ -374,3 +374,59 @@ export const canRunAsNobody = Deno.build.os === "linux" && Deno.uid() === 0 && (
     return false;
   }
 })();
+
+/** Whether {@link onTerminal} can make a terminal here (Linux, util-linux `script`, bash). */
+export const canUseTerminal: boolean = (() => {
+  try {
+    return Deno.build.os === "linux" && Deno.statSync("/usr/bin/script").isFile &&
+      Deno.statSync("/bin/bash").isFile;
+  } catch {
+    return false;
+  }
+})();
+
+/** How long a command on a terminal may take before it is killed (a prompt waits forever), in ms. */
+export const TERMINAL_LIMIT_MS = 30_000;
+
+/**
+ * Runs `command` (a program and its arguments, e.g. `deno run <flags>
+ * <script>`) on a terminal made by util-linux `script`, as a user would:
+ * Deno's permission prompts allowed (give no `--no-prompt`), standard input
+ * open and nothing typed, so a prompt waits until the command is killed
+ * after {@link TERMINAL_LIMIT_MS}. Its environment is HOME, PATH and
+ * DENO_DIR of this process (those set) and `env`, nothing else (test files
+ * running beside the caller set variables such as XDG_RUNTIME_DIR for a
+ * while); `script` runs the command with $SHELL, here bash. Returns what the
+ * terminal showed (lines end in `\r\n`) and whether it was killed.
+ */
+export async function onTerminal(
+  command: string[],
+  env: Record<string, string> = {},
+): Promise<{ screen: string; killed: boolean }> {
+  const quoted = (text: string): string => `'${text.replaceAll("'", `'\\''`)}'`;
+  const passed: Record<string, string> = {};
+  for (const key of ["HOME", "PATH", "DENO_DIR"]) {
+    const value = Deno.env.get(key);
+    if (value !== undefined) passed[key] = value;
+  }
+  const child = new Deno.Command("script", {
+    args: ["-qefc", command.map(quoted).join(" "), "/dev/null"],
+    clearEnv: true,
+    env: { ...passed, ...env, SHELL: "/bin/bash", TERM: "xterm", NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let killed = false;
+  const timer = setTimeout(() => {
+    killed = true;
+    child.kill("SIGKILL");
+  }, TERMINAL_LIMIT_MS);
+  // Standard input stays open, and nothing is written to it.
+  const out = await child.output().finally(async () => {
+    clearTimeout(timer);
+    await child.stdin.close().catch(() => {});
+  });
+  const text = new TextDecoder();
+  return { screen: text.decode(out.stdout) + text.decode(out.stderr), killed };
+}

@@ -16,7 +16,13 @@
 
 import assert from "node:assert/strict";
 import { cli } from "./_cli.ts";
-import { readStdoutUntil, tempDir } from "./_helpers.ts";
+import {
+  canUseTerminal,
+  onTerminal,
+  readStdoutUntil,
+  tempDir,
+  TERMINAL_LIMIT_MS,
+} from "./_helpers.ts";
 import { ENGINE } from "./_logged_server.ts";
 
 const CLIENT = new URL("../client.ts", import.meta.url).href;
@@ -354,28 +360,13 @@ Deno.test("connect({ database }) and the server with a scoped --allow-env missin
   assert.match(out.message!, /^Cannot connect to unix:.*: No such file or directory/);
 });
 
-/** Whether a terminal can be made for a child (util-linux `script`, run through bash). */
-const HAS_SCRIPT = (() => {
-  try {
-    return Deno.build.os === "linux" && Deno.statSync("/usr/bin/script").isFile &&
-      Deno.statSync("/bin/bash").isFile;
-  } catch {
-    return false;
-  }
-})();
-
-/** `text` quoted for bash. */
-function quoted(text: string): string {
-  return `'${text.replaceAll("'", `'\\''`)}'`;
-}
-
 /**
- * Runs the client program ({@link writeClient}) on a terminal (`script`),
- * prompts allowed (no `--no-prompt`), with `XDG_RUNTIME_DIR` set to
- * `runtimeDir`, `TMPDIR` to `tmp`, and the permission flags `flags`. Nothing
- * is typed: a permission prompt waits until the child is killed after
- * {@link CLIENT_LIMIT_MS}. Returns what the terminal showed (with `\r\n`
- * line ends) and the outcome printed, `null` if none.
+ * Runs the client program ({@link writeClient}) on a terminal
+ * ({@link onTerminal}: prompts allowed, nothing typed), with
+ * `XDG_RUNTIME_DIR` set to `runtimeDir`, `TMPDIR` to `tmp`, and the
+ * permission flags `flags`. Returns what the terminal showed (with `\r\n`
+ * line ends), the outcome printed (`null` if none), and whether it was
+ * killed (after {@link TERMINAL_LIMIT_MS}: a prompt waits until then).
  */
 async function runClientOnTerminal(
   root: string,
@@ -384,29 +375,10 @@ async function runClientOnTerminal(
   flags: string[],
 ): Promise<{ screen: string; outcome: Outcome | null; killed: boolean }> {
   const script = writeClient(root);
-  const command = [Deno.execPath(), "run", ...flags, script, JSON.stringify(options)]
-    .map(quoted).join(" ");
-  const child = new Deno.Command("script", {
-    args: ["-qefc", command, "/dev/null"],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    // Its own environment (other test files running beside this one in the same process set
-    // XDG_RUNTIME_DIR for a while); `script` runs the command with $SHELL, here bash.
-    clearEnv: true,
-    env: { ...passedEnv(), ...env, SHELL: "/bin/bash", TERM: "xterm", NO_COLOR: "1" },
-  }).spawn();
-  let killed = false;
-  const timer = setTimeout(() => {
-    killed = true;
-    child.kill("SIGKILL");
-  }, CLIENT_LIMIT_MS);
-  // Standard input stays open, and nothing is written to it.
-  const out = await child.output().finally(async () => {
-    clearTimeout(timer);
-    await child.stdin.close().catch(() => {});
-  });
-  const screen = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  const { screen, killed } = await onTerminal(
+    [Deno.execPath(), "run", ...flags, script, JSON.stringify(options)],
+    env,
+  );
   const line = /^\{"ok":.*\}\r?$/m.exec(screen);
   return { screen, outcome: line === null ? null : JSON.parse(line[0]) as Outcome, killed };
 }
@@ -414,7 +386,7 @@ async function runClientOnTerminal(
 Deno.test({
   name:
     "connect({ database }) on a terminal never asks for access to the socket its lock file names: without it, a ConnectionError naming the socket and the flags",
-  ignore: !HAS_SCRIPT,
+  ignore: !canUseTerminal,
   async fn() {
     // The server from an ssh login (/tmp/netsqlite-<uid>/), the client in a desktop session.
     await using l = await layout("tmp");
@@ -434,7 +406,7 @@ Deno.test({
     assert.doesNotMatch(denied.screen, /Deno requests|Allow\?/);
     assert.ok(
       !denied.killed,
-      `The client had not ended after ${CLIENT_LIMIT_MS} ms: ${denied.screen}`,
+      `The client had not ended after ${TERMINAL_LIMIT_MS} ms: ${denied.screen}`,
     );
     const out = denied.outcome;
     assert.ok(out !== null, denied.screen);
@@ -467,7 +439,7 @@ Deno.test({
     assert.doesNotMatch(allowed.screen, /Deno requests|Allow\?/);
     assert.ok(
       !allowed.killed,
-      `The client had not ended after ${CLIENT_LIMIT_MS} ms: ${allowed.screen}`,
+      `The client had not ended after ${TERMINAL_LIMIT_MS} ms: ${allowed.screen}`,
     );
     assert.deepEqual(allowed.outcome, {
       ok: true,

@@ -9,7 +9,15 @@ import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { connect } from "../client.ts";
 import { defaultSocketDir, defaultSocketPath } from "../transport/address.ts";
-import { asNobody, canRunAsNobody, inEnv, tempDir } from "./_helpers.ts";
+import {
+  asNobody,
+  canRunAsNobody,
+  canUseTerminal,
+  inEnv,
+  onTerminal,
+  tempDir,
+  TERMINAL_LIMIT_MS,
+} from "./_helpers.ts";
 
 const CLIENT = new URL("../client.ts", import.meta.url).href;
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
@@ -256,62 +264,10 @@ Deno.test({
   },
 });
 
-/** Whether a terminal can be made for a child (util-linux `script`, run through bash). */
-const HAS_SCRIPT = (() => {
-  try {
-    return Deno.build.os === "linux" && Deno.statSync("/usr/bin/script").isFile &&
-      Deno.statSync("/bin/bash").isFile;
-  } catch {
-    return false;
-  }
-})();
-
-/** How long a client on a terminal may take before it is killed (a prompt waits forever), in ms. */
-const TERMINAL_LIMIT_MS = 30_000;
-
-/**
- * Runs `deno run <flags> <script>` on a terminal (`script`), prompts allowed
- * (no `--no-prompt`), standard input open and nothing typed, with `TMPDIR`
- * set to `tmp` and no `XDG_RUNTIME_DIR`; killed after
- * {@link TERMINAL_LIMIT_MS}. Returns what the terminal showed.
- */
-async function onTerminal(
-  flags: string[],
-  script: string,
-  tmp: string,
-): Promise<{ screen: string; killed: boolean }> {
-  const quoted = (text: string): string => `'${text.replaceAll("'", `'\\''`)}'`;
-  const command = [Deno.execPath(), "run", ...flags, script].map(quoted).join(" ");
-  const env: Record<string, string> = { TMPDIR: tmp, SHELL: "/bin/bash", TERM: "xterm" };
-  for (const key of ["HOME", "PATH", "DENO_DIR"]) {
-    const value = Deno.env.get(key);
-    if (value !== undefined) env[key] = value;
-  }
-  const child = new Deno.Command("script", {
-    args: ["-qefc", command, "/dev/null"],
-    clearEnv: true,
-    env: { ...env, NO_COLOR: "1" },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let killed = false;
-  const timer = setTimeout(() => {
-    killed = true;
-    child.kill("SIGKILL");
-  }, TERMINAL_LIMIT_MS);
-  const out = await child.output().finally(async () => {
-    clearTimeout(timer);
-    await child.stdin.close().catch(() => {});
-  });
-  const text = new TextDecoder();
-  return { screen: text.decode(out.stdout) + text.decode(out.stderr), killed };
-}
-
 Deno.test({
   name:
     "connect({ path }) in a per-user-like socket directory never asks for a permission on a terminal, with the permissions README names or more",
-  ignore: !HAS_SCRIPT,
+  ignore: !canUseTerminal,
   async fn() {
     await using dir = await tempDir();
     const root = Deno.realPathSync(dir.path);
@@ -325,7 +281,10 @@ Deno.test({
     // Each of these asked: for env access to XDG_RUNTIME_DIR; for sys access to the uid; for
     // read access to the socket's directory.
     for (const more of [[], ["--allow-env"], ["--allow-env", "--allow-sys=uid"]]) {
-      const { screen, killed } = await onTerminal([...readme, ...more], script, root);
+      const { screen, killed } = await onTerminal(
+        [Deno.execPath(), "run", ...readme, ...more, script],
+        { TMPDIR: root },
+      );
       const flags = more.join(" ") || "(none)";
       assert.doesNotMatch(screen, /Deno requests|Allow\?/, `${flags}: ${screen}`);
       assert.ok(!killed, `${flags}: not ended after ${TERMINAL_LIMIT_MS} ms: ${screen}`);
@@ -336,9 +295,15 @@ Deno.test({
     await using _other = await serve({ database: `${root}/b.db`, path: plain, engine: "node" });
     const script2 = await clientScript(root, JSON.stringify({ path: plain }));
     const { screen, killed } = await onTerminal(
-      ["--allow-net", `--allow-read=${plain},${script2}`, `--allow-write=${plain}`],
-      script2,
-      root,
+      [
+        Deno.execPath(),
+        "run",
+        "--allow-net",
+        `--allow-read=${plain},${script2}`,
+        `--allow-write=${plain}`,
+        script2,
+      ],
+      { TMPDIR: root },
     );
     assert.doesNotMatch(screen, /Deno requests|Allow\?/, screen);
     assert.ok(!killed, `not ended after ${TERMINAL_LIMIT_MS} ms: ${screen}`);
