@@ -24,6 +24,7 @@ import {
   defaultSocketPath,
   formatAddress,
   type UnixAddress,
+  withoutPrompt,
 } from "../transport/address.ts";
 import { failureReason, isNotRunning, notRunningHint } from "../transport/connect.ts";
 import { realPathUnprompted } from "../transport/_real_path.ts";
@@ -373,7 +374,7 @@ export function listensElsewhere(socket: string, path: string): boolean {
  */
 export function isDefaultSocket(path: string, database: string): boolean {
   try {
-    return resolve(path) === resolve(defaultSocketPath(database));
+    return resolve(path) === resolve(withoutPrompt(() => defaultSocketPath(database)));
   } catch {
     return false; // no default socket can be worked out here (no --allow-sys=uid)
   }

@@ -16,6 +16,7 @@ import {
   defaultPortFile,
   defaultSocketPath,
   HAS_UNIX_SOCKETS,
+  withoutPrompt,
 } from "../transport/address.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
 import { readTextFile } from "../transport/_runtime.ts";
@@ -276,15 +277,17 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   } else if (options.path !== undefined) {
     addr = { transport: "unix", path: options.path };
   } else if (options.channel !== undefined && HAS_UNIX_SOCKETS) {
-    addr = { transport: "unix", path: channelSocketPath(options.channel) };
+    // Worked out without a prompt for what it reads (env, uid): a missing flag is named instead.
+    const channel = options.channel;
+    addr = { transport: "unix", path: withoutPrompt(() => channelSocketPath(channel)) };
   } else {
     // The server autostart starts listens on the default socket of its database.
     const file = options.database ?? autostartDatabase ?? DEFAULT_DATABASE;
     if (HAS_UNIX_SOCKETS) {
-      addr = { transport: "unix", path: defaultSocketPath(file) };
+      addr = { transport: "unix", path: withoutPrompt(() => defaultSocketPath(file)) };
       database = file;
     } else {
-      const announced = defaultPortFile(file);
+      const announced = withoutPrompt(() => defaultPortFile(file));
       const port = Number(await readTextFile(announced).catch(() => "NaN"));
       if (!Number.isInteger(port)) {
         throw new ConnectionError(`Cannot find the server of ${file}: no port in ${announced}`);

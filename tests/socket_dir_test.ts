@@ -408,3 +408,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "connect({ database }) and connect({ channel }) on a terminal never ask for env or uid access to work out the default socket: without it, the error names the flags",
+  ignore: !canUseTerminal,
+  async fn() {
+    await using dir = await tempDir();
+    const root = Deno.realPathSync(dir.path);
+    const database = `${root}/app.db`;
+    const net = ["--allow-net", "--allow-read", "--allow-write"];
+    const env = "XDG_RUNTIME_DIR,TMPDIR,TMP,TEMP";
+    /** The message README quotes when reading `refused` was not allowed (as --no-prompt words it). */
+    const noEnv = (what: string, refused: string): string =>
+      `NotCapable Cannot work out ${what}: its directory depends on the environment variables ` +
+      `XDG_RUNTIME_DIR, TMPDIR, TMP, TEMP, and reading ${refused} was not allowed (Requires ` +
+      `env access to "${refused}", run again with the --allow-env flag); run with ` +
+      `--allow-env=${env} (or --allow-env), or give the socket path explicitly\r\n`;
+    const noUid = (what: string): string =>
+      `NotCapable Cannot work out ${what}: its directory ${root}/netsqlite-<uid> needs the user ` +
+      `id, and reading it needs --allow-sys=uid (Requires sys access to "uid", run again with ` +
+      "the --allow-sys flag); run with --allow-sys=uid, set XDG_RUNTIME_DIR, or give the socket " +
+      "path explicitly\r\n";
+    const targets: [unknown, string][] = [
+      [{ database }, `the default socket of "${database}"`],
+      [{ channel: "my-app" }, `the socket of channel "my-app"`],
+    ];
+    for (const [options, what] of targets) {
+      const script = await clientScript(root, JSON.stringify(options));
+      const cases: [string[], string][] = [
+        [[], noEnv(what, "XDG_RUNTIME_DIR")], // the first variable read
+        [["--allow-env=XDG_RUNTIME_DIR"], noEnv(what, "TMPDIR")],
+        [[`--allow-env=${env}`], noUid(what)],
+        [["--allow-env"], noUid(what)],
+      ];
+      for (const [more, expected] of cases) {
+        // TMPDIR set (the temp directory is read from it), XDG_RUNTIME_DIR not.
+        const { screen, killed } = await onTerminal(
+          [Deno.execPath(), "run", ...net, ...more, script],
+          { TMPDIR: root },
+        );
+        const flags = `${JSON.stringify(options)} ${more.join(" ") || "(no env)"}`;
+        assert.doesNotMatch(screen, /Deno requests|Allow\?/, `${flags}: ${screen}`);
+        assert.ok(!killed, `${flags}: not ended after ${TERMINAL_LIMIT_MS} ms: ${screen}`);
+        assert.equal(screen, expected, flags);
+      }
+      // With the flags README names it works the socket out (and finds no server there).
+      const { screen, killed } = await onTerminal(
+        [Deno.execPath(), "run", ...net, `--allow-env=${env}`, "--allow-sys=uid", script],
+        { TMPDIR: root },
+      );
+      assert.ok(!killed, `not ended after ${TERMINAL_LIMIT_MS} ms: ${screen}`);
+      assert.match(
+        screen,
+        new RegExp(`^ConnectionError Cannot connect to unix:${root}/netsqlite-${Deno.uid()}/`),
+      );
+    }
+  },
+});

@@ -84,30 +84,58 @@ export function tempDirUnprompted(): string | null {
   return unprompted(() => tempDir("the temporary directory"));
 }
 
-/** Set while {@link unprompted} runs. */
+/** Set while {@link withoutPrompt} runs. */
 let unpromptedNow = false;
 
-/** `fn()`, `null` where it fails, any permission it needs and is not granted failing it. */
-function unprompted(fn: () => string): string | null {
+/**
+ * `fn()`, where any permission it needs to work out a socket directory
+ * (env access to the variables, sys access to the uid, read access to
+ * `XDG_RUNTIME_DIR`) and that is not granted fails it as Deno's
+ * `--no-prompt` would, rather than asking for it at Deno's prompt (on a
+ * terminal): a client asks the user nothing, it says which flags it needs.
+ *
+ * @throws what `fn` throws; for a permission not granted, the error
+ *   {@link defaultSocketDir} documents (a `Deno.errors.NotCapable` naming the flags).
+ */
+export function withoutPrompt<T>(fn: () => T): T {
   const previous = unpromptedNow;
   unpromptedNow = true;
   try {
     return fn();
-  } catch {
-    return null;
   } finally {
     unpromptedNow = previous;
   }
 }
 
+/** `fn()`, `null` where it fails, any permission it needs and is not granted failing it. */
+function unprompted(fn: () => string): string | null {
+  try {
+    return withoutPrompt(fn);
+  } catch {
+    return null;
+  }
+}
+
 /**
- * Throws, under {@link unprompted}, when `permission` is not granted: using
- * it would ask for it at a prompt (on a terminal) or fail.
+ * Throws, under {@link withoutPrompt}, when `permission` is not granted:
+ * using it would ask for it at a prompt (on a terminal) or fail. The error
+ * is the one Deno throws under `--no-prompt` (class and message), so that a
+ * message built on it reads the same either way.
  */
 function mayUse(permission: Deno.PermissionDescriptor): void {
   if (!unpromptedNow || !IS_DENO) return;
   if (Deno.permissions.querySync(permission).state !== "granted") {
-    throw new Deno.errors.NotCapable(`No ${permission.name} access granted (not asked for)`);
+    const what = permission.name === "env"
+      ? permission.variable
+      : permission.name === "sys"
+      ? permission.kind
+      : permission.name === "read"
+      ? permission.path
+      : undefined;
+    throw new Deno.errors.NotCapable(
+      `Requires ${permission.name} access${what === undefined ? "" : ` to "${what}"`}, run ` +
+        `again with the --allow-${permission.name} flag`,
+    );
   }
 }
 
