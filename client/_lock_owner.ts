@@ -6,7 +6,8 @@
  * for the database rather than for a socket can find a server that listens
  * elsewhere: one started with `--socket`, by an earlier release under a
  * linked name, or with another `XDG_RUNTIME_DIR` (a desktop session against
- * an ssh login). `connect({ database })` reads the lock file (only where it
+ * an ssh login, or one inherited from another user through `su`, whose
+ * socket refuses this user). `connect({ database })` reads the lock file (only where it
  * may without asking for a permission); autostart learns the owner from what
  * a server it started printed on finding the lock taken. Both connect through
  * {@link openOwner}, only where that asks for no permission either (Deno's
@@ -26,7 +27,13 @@ import {
   type UnixAddress,
   withoutPrompt,
 } from "../transport/address.ts";
-import { failureReason, isNotRunning, notRunningHint } from "../transport/connect.ts";
+import {
+  deniedHint,
+  failureReason,
+  isDenied,
+  isNotRunning,
+  notRunningHint,
+} from "../transport/connect.ts";
 import { realPathUnprompted } from "../transport/_real_path.ts";
 import { granted, IS_DENO, userId } from "../transport/_runtime.ts";
 import type { Link } from "./link.ts";
@@ -259,7 +266,10 @@ export async function unlessOtherDatabase(
 
 /**
  * Opens a client's first connection (`openLink`); when nothing answers at
- * the default socket of `config.database`, reads the database's lock file
+ * the default socket of `config.database`, or the system refuses this user
+ * that socket (permission denied: another user's socket, or a runtime
+ * directory inherited from another user; not this database's server for
+ * this user in any case), reads the database's lock file
  * ({@link readLockFile}) and, when it names a Unix socket elsewhere,
  * connects there (the server must serve the database) and makes it the
  * client's address. A client given a path, channel or host is left alone.
@@ -268,7 +278,8 @@ export async function unlessOtherDatabase(
  * @returns the connection and the server's hello reply.
  * @throws {ConnectionError} naming both sockets when neither answers; naming
  *   the lock file when it may not be read or names a server on TCP; what
- *   `openLink` throws otherwise.
+ *   `openLink` throws otherwise (the default socket's refusal too when the
+ *   lock file names no other socket).
  */
 export async function openFinding(
   config: ConnectConfig,
@@ -278,7 +289,11 @@ export async function openFinding(
     return await openLink(config, hello);
   } catch (err) {
     const database = config.database;
-    if (database === null || config.addr.transport !== "unix" || !isNotRunning(err)) throw err;
+    if (database === null || config.addr.transport !== "unix") throw err;
+    // Nothing there, or something this user may not use: either way not a server for this
+    // client, and the lock file (this user's own, see readLockFile) says where the database's is.
+    const denied = isDenied(err);
+    if (!denied && !isNotRunning(err)) throw err;
     const addr = config.addr;
     const lock = await readLockFile(database);
     /** The error naming the default socket, and the owner's socket when that was tried too. */
@@ -291,9 +306,12 @@ export async function openFinding(
       const tried = also === undefined ? "" : `, nor to ${formatAddress(also.at)}, the socket ` +
         `the database's lock file "${lock.path}" names (pid ${also.pid}): ` +
         failureReason(second);
+      // Refused at the default socket, the owner's not tried: no "is the server running?".
+      const hint = denied && also === undefined
+        ? deniedHint(addr.path, note)
+        : notRunningHint(addr, note);
       return new ConnectionError(
-        `Cannot connect to ${formatAddress(addr)}: ${failureReason(first)}${tried}` +
-          notRunningHint(addr, note),
+        `Cannot connect to ${formatAddress(addr)}: ${failureReason(first)}${tried}${hint}`,
         { cause: also === undefined ? first : second },
       );
     };
@@ -343,10 +361,12 @@ export async function openFinding(
     }
     if (!(again instanceof ConnectionError)) throw again; // the server answered (AUTH, ...)
     // Not permitted, timed out, closed unanswered: said of the owner's socket, with why it was tried.
+    const atDefault = denied
+      ? `the default socket ${formatAddress(addr)} refusing this user`
+      : `nothing answering at the default socket ${formatAddress(addr)}`;
     throw new ConnectionError(
       `${again.message}; tried as the socket the lock file "${lock.path}" names (pid ` +
-        `${lock.owner.pid}), nothing answering at the default socket ${formatAddress(addr)} ` +
-        `(${failureReason((err as Error).cause)})`,
+        `${lock.owner.pid}), ${atDefault} (${failureReason((err as Error).cause)})`,
       { code: again.code, cause: again.cause ?? again },
     );
   }

@@ -17,6 +17,8 @@
 import assert from "node:assert/strict";
 import { cli } from "./_cli.ts";
 import {
+  asNobody,
+  canRunAsNobody,
   canUseTerminal,
   onTerminal,
   readStdoutUntil,
@@ -24,9 +26,12 @@ import {
   TERMINAL_LIMIT_MS,
 } from "./_helpers.ts";
 import { ENGINE } from "./_logged_server.ts";
+import { basename } from "node:path";
 
 const CLIENT = new URL("../client.ts", import.meta.url).href;
 const SERVER = new URL("../server.ts", import.meta.url).pathname;
+/** The uid and gid of {@link asNobody}. */
+const NOBODY = 65534;
 
 /**
  * A layout: `server/` and `client/`, two runtime directories (0700), `tmp/`,
@@ -35,18 +40,34 @@ const SERVER = new URL("../server.ts", import.meta.url).pathname;
  * without `XDG_RUNTIME_DIR` and with `TMPDIR` set to `tmp/` (as from an ssh
  * login), on its default socket in `tmp/netsqlite-<uid>/` (this process's
  * environment is left alone: test files running beside this one share it).
+ * With `user` ({@link asNobody}) the server runs as that user, and the
+ * layout is theirs.
  */
-async function layout(server: "runtime" | "tmp" = "runtime"): Promise<
-  { root: string; database: string; listening: string; clientDir: string } & AsyncDisposable
+async function layout(server: "runtime" | "tmp" = "runtime", user: string[] = []): Promise<
+  & {
+    root: string;
+    database: string;
+    listening: string;
+    clientDir: string;
+    /** Stops the server (it releases its lock). */
+    stop(): Promise<void>;
+  }
+  & AsyncDisposable
 > {
   const dir = await tempDir();
   const root = Deno.realPathSync(dir.path);
   Deno.mkdirSync(`${root}/server`, { mode: 0o700 });
   Deno.mkdirSync(`${root}/client`, { mode: 0o700 });
   Deno.mkdirSync(`${root}/tmp`, { mode: 0o700 });
+  if (user.length > 0) {
+    for (const made of [root, `${root}/server`, `${root}/client`, `${root}/tmp`]) {
+      Deno.chownSync(made, NOBODY, NOBODY);
+    }
+  }
   const database = `${root}/app.db`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", SERVER, "--db", database, "--engine", ENGINE],
+  const [command, ...pre] = [...user, Deno.execPath()];
+  const child = new Deno.Command(command, {
+    args: [...pre, "run", "-A", SERVER, "--db", database, "--engine", ENGINE],
     ...(server === "runtime"
       ? { env: { XDG_RUNTIME_DIR: `${root}/server` } }
       : { clearEnv: true, env: { ...passedEnv(), TMPDIR: `${root}/tmp` } }),
@@ -73,6 +94,7 @@ async function layout(server: "runtime" | "tmp" = "runtime"): Promise<
     database,
     listening: m[1],
     clientDir: `${root}/client`,
+    stop,
     async [Symbol.asyncDispose]() {
       await stop();
       await dir[Symbol.asyncDispose]();
@@ -149,22 +171,25 @@ const CLIENT_LIMIT_MS = 30_000;
 /**
  * Runs a client process ({@link writeClient}) with `XDG_RUNTIME_DIR` set to
  * `runtimeDir` (unset when `null`), no other variable but HOME, PATH and
- * DENO_DIR, and the permission flags `flags`; returns what it printed. One
- * that has not ended within {@link CLIENT_LIMIT_MS} (a client that hangs) is
- * killed, and fails the test.
+ * DENO_DIR, and the permission flags `flags`; as `extra.user`
+ * ({@link asNobody}) when given; returns what it printed. One that has not
+ * ended within {@link CLIENT_LIMIT_MS} (a client that hangs) is killed, and
+ * fails the test.
  */
 async function runClient(
   root: string,
   options: { database: string } | { path: string },
   runtimeDir: string | null,
   flags: string[],
-  extra: { measureReads?: boolean } = {},
+  extra: { measureReads?: boolean; user?: string[] } = {},
 ): Promise<Outcome> {
   const script = writeClient(root);
   const env: Record<string, string> = runtimeDir === null ? {} : { XDG_RUNTIME_DIR: runtimeDir };
   Object.assign(env, passedEnv());
-  const child = new Deno.Command(Deno.execPath(), {
+  const [command, ...pre] = [...extra.user ?? [], Deno.execPath()];
+  const child = new Deno.Command(command, {
     args: [
+      ...pre,
       "run",
       "--no-prompt",
       ...flags,
@@ -505,5 +530,73 @@ Deno.test({
       ),
       out.message,
     );
+  },
+});
+
+Deno.test({
+  name:
+    "connect({ database }) whose default socket refuses it (permission denied) connects to the socket the lock file names; when that does not answer either, or the file is not read, the error says what was refused and what the lock file said",
+  // A socket of mode 0000 refuses everyone but root: as root, the client (and its server) run
+  // as nobody.
+  ignore: Deno.build.os !== "linux" || (Deno.uid() === 0 && !canRunAsNobody),
+  async fn() {
+    const user = Deno.uid() === 0 ? asNobody : [];
+    await using l = await layout("runtime", user);
+    const lock = `${l.database}.lock`;
+    // The client's default socket (its own XDG_RUNTIME_DIR), there but refusing it, as one of
+    // another user or a runtime directory another user's would (not this database's server).
+    const refusing = `${l.clientDir}/netsqlite/${basename(l.listening)}`;
+    Deno.mkdirSync(`${l.clientDir}/netsqlite`, { mode: 0o700 });
+    if (user.length > 0) Deno.chownSync(`${l.clientDir}/netsqlite`, NOBODY, NOBODY);
+    const listener = Deno.listen({ transport: "unix", path: refusing });
+    try {
+      Deno.chmodSync(refusing, 0o000);
+      const found = await runClient(l.root, { database: l.database }, l.clientDir, DEFAULT_CASE, {
+        user,
+      });
+      assert.deepEqual(found, { ok: true, database: l.database, rows: [["from the client"]] });
+      // The server gone, its record left (as kill -9 leaves it): both sockets named.
+      await l.stop();
+      const gone = `${l.root}/gone.sock`;
+      Deno.writeTextFileSync(lock, JSON.stringify({ pid: 4242, socket: `unix:${gone}` }));
+      Deno.chmodSync(lock, 0o600);
+      if (user.length > 0) Deno.chownSync(lock, NOBODY, NOBODY);
+      const neither = await runClient(l.root, { database: l.database }, l.clientDir, DEFAULT_CASE, {
+        user,
+      });
+      assert.equal(neither.name, "ConnectionError", neither.message);
+      assert.equal(neither.code, "CONNECTION_CLOSED");
+      assert.ok(
+        neither.message!.startsWith(
+          `Cannot connect to unix:${refusing}: Permission denied (os error 13), nor to ` +
+            `unix:${gone}, the socket the database's lock file "${lock}" names (pid 4242): No ` +
+            `such file or directory (os error 2) (is the server of "${l.database}" running?`,
+        ),
+        neither.message,
+      );
+      // A lock file not read (others may write it): the refusal, and where to look.
+      Deno.chmodSync(lock, 0o622);
+      const unread = await runClient(l.root, { database: l.database }, l.clientDir, DEFAULT_CASE, {
+        user,
+      });
+      assert.equal(
+        unread.message,
+        `Cannot connect to unix:${refusing}: Permission denied (os error 13) (a running server ` +
+          `records its socket in the lock file "${lock}", which this client did not read (other ` +
+          `users may write it (mode 0622)): pass that socket in connect({ path }))`,
+      );
+      // No record: the refusal alone, as before.
+      Deno.removeSync(lock);
+      const none = await runClient(l.root, { database: l.database }, l.clientDir, DEFAULT_CASE, {
+        user,
+      });
+      assert.equal(none.name, "ConnectionError", none.message);
+      assert.equal(
+        none.message,
+        `Cannot connect to unix:${refusing}: Permission denied (os error 13)`,
+      );
+    } finally {
+      listener.close();
+    }
   },
 });

@@ -284,6 +284,26 @@ export function isNotRunning(err: unknown): boolean {
   return isAbsent((err as Error)?.cause);
 }
 
+/**
+ * True when `err` (a `ConnectionError` of {@link connectTo}) says the system
+ * refused this user the Unix socket (permission denied: a socket another
+ * user made, one of mode 0000, a directory above it this user may not
+ * enter): something is there, but not for this user.
+ */
+export function isDenied(err: unknown): boolean {
+  return isRefused((err as Error)?.cause);
+}
+
+/**
+ * For a connection to the Unix socket `path` that the system refused
+ * ({@link isDenied}): what that most likely means (an `XDG_RUNTIME_DIR`
+ * inherited from another user), then `note` (more advice, starting with
+ * `; `) in parentheses; `""` when there is neither.
+ */
+export function deniedHint(path: string, note = ""): string {
+  return runtimeDirHint(path) + (note === "" ? "" : ` (${note.replace(/^; /, "")})`);
+}
+
 /** True when `err` is a refusal of the system: this user may not reach the socket. */
 function isRefused(err: unknown): boolean {
   if (IS_DENO) return err instanceof Deno.errors.PermissionDenied;
