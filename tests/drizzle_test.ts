@@ -1617,3 +1617,60 @@ Deno.test("drizzle: a level whose callback settles waits for a nested Drizzle tr
     }
   }
 });
+
+Deno.test("drizzle: levels mix with the client's transaction()s; a db.transaction() begun inside a client transaction() of its own does not nest", async () => {
+  await using srv = await startServer({ busyTimeout: 300 });
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    try {
+      const db = drizzle(client);
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      // Drizzle > client > Drizzle > client: one stack of savepoints; a throw undoes its own part.
+      const result = await db.transaction(async (tx) => {
+        await tx.run(sql`INSERT INTO mix VALUES ('drizzle')`);
+        return await client.transaction(async (c) => {
+          await c.run("INSERT INTO mix VALUES ('client')");
+          await db.transaction(async (t2) => {
+            await t2.run(sql`INSERT INTO mix VALUES ('drizzle 2')`);
+            await client.transaction((c3) => c3.run("INSERT INTO mix VALUES ('client 3')"));
+            if (max === 1) await client.run("INSERT INTO mix VALUES ('joined')");
+          });
+          const undone = await outcome(db.transaction(async (t2) => {
+            await t2.run(sql`INSERT INTO mix VALUES ('undone 2')`);
+            await client.transaction((c3) => c3.run("INSERT INTO mix VALUES ('undone 3')"));
+            throw new Error("undo");
+          }));
+          assert.equal((undone.error as Error)?.message, "undo", `max ${max}`);
+          return "done";
+        });
+      });
+      assert.equal(result, "done");
+      assert.deepEqual(await rows(), [
+        "drizzle",
+        "client",
+        "drizzle 2",
+        "client 3",
+        ...(max === 1 ? ["joined"] : []),
+      ], `max ${max}`);
+
+      // Begun inside a client transaction() that no Drizzle transaction encloses, it is a
+      // transaction of its own: its connection's reserve() is refused (max: 1), or its begin
+      // waits for the writer that transaction holds (--busy-timeout).
+      await client.exec("DELETE FROM mix");
+      const inside = await outcome(client.transaction(async (c) => {
+        await c.run("INSERT INTO mix VALUES ('client')");
+        return await db.transaction((t2) => t2.run(sql`INSERT INTO mix VALUES ('drizzle')`));
+      }));
+      assert.equal(
+        codeOf(inside.error),
+        max === 1 ? ErrorCode.TxControl : ErrorCode.BusyTimeout,
+        `max ${max}`,
+      );
+      assert.deepEqual(await rows(), [], `max ${max}`);
+      assert.equal(client.inTransaction, false);
+    } finally {
+      await client.close();
+    }
+  }
+});

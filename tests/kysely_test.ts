@@ -941,3 +941,58 @@ Deno.test("kysely: a transaction whose callback settles while a client.transacti
     }
   }
 });
+
+Deno.test("kysely: client transaction()s nest in a Kysely transaction; a Kysely transaction begun inside a client transaction() does not nest", async () => {
+  await using srv = await startServer({ busyTimeout: 300 });
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    const db = new Kysely<{ mix: { v: string } }>({ dialect: new NetsqliteDialect({ client }) });
+    try {
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      // Kysely > client > client: savepoints of Kysely's transaction; a throw undoes its part.
+      const result = await db.transaction().execute(async (trx) => {
+        await trx.insertInto("mix").values({ v: "kysely" }).execute();
+        return await client.transaction(async (c) => {
+          await c.run("INSERT INTO mix VALUES ('client')");
+          await c.transaction((c2) => c2.run("INSERT INTO mix VALUES ('client 2')"));
+          if (max === 1) await client.run("INSERT INTO mix VALUES ('joined')");
+          const undone = await c.transaction(async (c2) => {
+            await c2.run("INSERT INTO mix VALUES ('undone')");
+            throw new Error("undo");
+          }).catch((err) => err);
+          assert.equal(undone.message, "undo", `max ${max}`);
+          return "done";
+        });
+      });
+      assert.equal(result, "done");
+      assert.deepEqual(
+        await rows(),
+        ["kysely", "client", "client 2", ...(max === 1 ? ["joined"] : [])],
+        `max ${max}`,
+      );
+
+      // Begun inside a client transaction(), it is a transaction of its own: its connection's
+      // reserve() is refused (max: 1), or its BEGIN waits for the writer that transaction holds
+      // (--busy-timeout).
+      await client.exec("DELETE FROM mix");
+      const inside = await client.transaction(async (c) => {
+        await c.run("INSERT INTO mix VALUES ('client')");
+        return await db.transaction().execute((trx) =>
+          trx.insertInto("mix").values({ v: "kysely" }).execute()
+        );
+      }).then(() => null, (err) => err);
+      assert.ok(inside instanceof SqliteError, `max ${max}`);
+      assert.equal(
+        inside.code,
+        max === 1 ? ErrorCode.TxControl : ErrorCode.BusyTimeout,
+        `max ${max}`,
+      );
+      assert.deepEqual(await rows(), [], `max ${max}`);
+      assert.equal(client.inTransaction, false);
+    } finally {
+      await db.destroy();
+      await client.close();
+    }
+  }
+});
