@@ -55,6 +55,38 @@ export class PoolScope implements TransactionScope {
     })();
   }
 
+  /**
+   * For an adapter whose scope is not on the connection's stack (Kysely's),
+   * once its callback settled and after {@link nestedSettled}: ends every
+   * client `transaction()` open on the connection, or waiting for its turn
+   * there, all nested in its transaction (one left without `await`), as
+   * `abandonNested` does for a `transaction()` level. They cannot be kept:
+   * their savepoints end with this transaction, and their later statements
+   * would run after its `COMMIT` or `ROLLBACK`, in autocommit. Their calls
+   * are refused from now on (`TX_ENDED`), they send nothing more, and the
+   * connection forgets them. Returns whether one was still running or
+   * waiting: then the transaction must not commit, since that function
+   * could still throw.
+   */
+  abandonNested(): boolean {
+    const open = this.active ? openTransactions(this.conn) : undefined;
+    if (open === undefined) return false;
+    let running = false;
+    for (const nested of open.stack.splice(0)) {
+      if (nested.active) running = true;
+      nested.active = false;
+    }
+    for (const waiting of open.waiting) {
+      running = true;
+      waiting.active = false;
+    }
+    if (!running) return false;
+    // Their savepoints are gone with this transaction (the abandoned ones never restore it).
+    this.conn.txDepth = 0;
+    for (const wake of open.ended.splice(0)) wake(); // a waiting one finds itself ended
+    return true;
+  }
+
   /** Ends the scope: work the callback left behind (a timer) runs outside it. */
   end(): void {
     if (this.active && this.conn.txOwner === this) this.conn.txOwner = null;

@@ -37,6 +37,10 @@
  *   that level is rolled back and rejects with `SqliteError`
  *   `TX_NESTED_RUNNING`, as the client's `transaction()` does; the nested
  *   one sends nothing more (its statements are refused with `TX_ENDED`).
+ *   One whose callback settled, its `release` or `rollback to savepoint`
+ *   still in flight, is waited for instead, by a `client.transaction()` it
+ *   is nested in too (whose `RELEASE` would end Drizzle's savepoint with its
+ *   own, keeping the work that rollback was to undo).
  * - Inside `fn`, statements that would begin or end the transaction
  *   (`BEGIN`, `COMMIT`, `END`, `ROLLBACK` without `TO`) are refused with
  *   `SqliteError` `TX_CONTROL` before they are sent, as a `transaction()`
@@ -560,24 +564,36 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   };
   /**
    * Ends `level`'s function (see {@link body}); true when a transaction nested in it still ran.
-   * A client `transaction()` nested in it whose function settled and whose undo is still in
-   * flight may yet fail to undo its work and then roll the whole transaction back (see
-   * `nestedSettled`): until it has ended, Drizzle must not send its `commit` (which would keep
+   * A transaction nested in it whose function settled and whose `release`, `rollback to` or
+   * undo is still in flight (a Drizzle one's, or a client `transaction()`'s, which may yet fail
+   * to undo its work and then roll the whole transaction back: see `nestedSettled`) does not
+   * run any more: until it has ended, Drizzle must not send its `commit` (which would keep
    * that work) nor its `rollback` (after which that undo's own `ROLLBACK` would be stray), so
-   * it resolves once it has; at once, without a tick, when none is in flight.
+   * it resolves once it has, and then counts only what still runs; at once, without a tick,
+   * when none is in flight. The level itself is such a transaction to the one it is nested in
+   * (its pool scope `settling`) until its own `release` or `rollback to` has ended (see
+   * {@link nest}).
    */
   const settle = (level: Level): boolean | Promise<boolean> => {
     const part = level.part;
     if (abandoned(part)) part.abandoned = true; // kept once its pool scope ends below
     part.settled = true;
-    const running = level.children.size > 0;
-    for (const child of level.children) child.abandoned = true;
+    /** Abandons the Drizzle transactions nested in it that still wait or run; true if any. */
+    const abandon = (): boolean => {
+      const running = level.children.size > 0;
+      for (const child of level.children) child.abandoned = true;
+      return running;
+    };
     const pool = part.pool;
-    if (pool === undefined) return running;
+    if (pool === undefined) return abandon();
     pool.active = false;
+    if (part.home !== undefined) pool.settling = true;
     const open = openTransactions(pool.conn);
-    if (open === undefined) return running;
-    const end = (): boolean => abandonNested(open, pool) || running;
+    if (open === undefined) return abandon();
+    const end = (): boolean => {
+      const running = abandon();
+      return abandonNested(open, pool) || running;
+    };
     const settled = nestedSettled(open, pool);
     return settled === null ? end() : settled.then(end);
   };

@@ -26,6 +26,13 @@
  *   nests as a savepoint, with `max: 1` plain calls (and queries through
  *   `db`) join the transaction, and `client.reserve()` is refused with
  *   `TX_CONTROL` when it would wait for the transaction.
+ * - A transaction never commits while a `client.transaction()` nested in it
+ *   still runs or waits for its turn (left without `await`): when the
+ *   callback resolves first, it is rolled back and rejects with
+ *   `SqliteError` `TX_NESTED_RUNNING`, as the client's `transaction()` does;
+ *   the nested one sends nothing more (its calls are refused with
+ *   `TX_ENDED`), whether the callback resolved or threw. One whose function
+ *   settled, its `RELEASE` or undo in flight, is waited for instead.
  * - A transaction takes the server's writer at `BEGIN`, a read only one
  *   too: read outside a transaction for long reports.
  * - `numAffectedRows` and `insertId` are bigint, as Kysely expects.
@@ -293,6 +300,15 @@ class NetsqliteDriver implements Driver {
   }
 }
 
+/** Why a transaction whose callback settled while one nested in it still ran is rolled back. */
+function nestedRunning(): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxNestedRunning,
+    "Transaction rolled back: its callback settled while a transaction nested in it was still " +
+      "running (a client.transaction() without await?); the work of both was undone",
+  );
+}
+
 function savepointQuery(
   command: string,
   name: string,
@@ -361,6 +377,9 @@ class NetsqliteConnection implements DatabaseConnection {
     const conn = this.#open();
     // A client transaction() nested in it whose undo is in flight may yet roll it back.
     await this.#scope?.nestedSettled();
+    // One still running (left without await) could still throw, and its later statements
+    // would land after the COMMIT: commit neither (Kysely rolls back on this error).
+    if (this.#scope?.abandonNested()) throw nestedRunning();
     // A failed COMMIT may leave the transaction open (a deferred foreign key):
     // the connection stays until Kysely's rollback.
     await conn.exec("COMMIT");
@@ -371,6 +390,8 @@ class NetsqliteConnection implements DatabaseConnection {
     const conn = this.#open();
     try {
       await this.#scope?.nestedSettled();
+      // Ends one still running: its later statements are refused, not run after the ROLLBACK.
+      this.#scope?.abandonNested();
       await conn.exec("ROLLBACK");
     } catch (err) {
       // Nothing left to roll back (the server ended the transaction: its lease

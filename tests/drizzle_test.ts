@@ -1547,3 +1547,130 @@ Deno.test("drizzle: a transaction waits for a client.transaction() nested in it 
     }
   }
 });
+
+Deno.test("drizzle: a level whose callback settles waits for a nested Drizzle transaction's release or rollback in flight, a client.transaction() around it too", async () => {
+  // A tx.transaction() left un-awaited whose callback has settled (it no longer runs) while its
+  // `release savepoint` or `rollback to savepoint` is still to be sent: the level it is nested
+  // in waits for that, as the client's transaction() waits for a nested level of its own, and
+  // then commits. Sent first, a client level's RELEASE would have ended Drizzle's savepoint
+  // with its own (its work kept, Drizzle's rollback failing with "no such savepoint"); a
+  // Drizzle level took it for a transaction still running (TX_NESTED_RUNNING).
+  await using srv = await startServer();
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    try {
+      const db = drizzle(client);
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      for (const end of ["throws", "returns"] as const) {
+        /** Starts a Drizzle nested transaction on `tx` and resolves once its callback settled. */
+        const settledNested = async (tx: { transaction: typeof db.transaction }) => {
+          const settled = Promise.withResolvers<void>();
+          const nested = outcome(tx.transaction(async (inner) => {
+            await inner.run(sql`INSERT INTO mix VALUES ('nested')`);
+            settled.resolve();
+            if (end === "throws") throw new Error("undo nested");
+            return "nested done";
+          }));
+          await settled.promise;
+          return { nested }; // not awaited: the level's callback settles right away
+        };
+        const expectNested = (got: { value?: unknown; error?: unknown }, at: string) => {
+          if (end === "returns") assert.deepEqual(got, { value: "nested done" }, at);
+          else assert.equal((got.error as Error)?.message, "undo nested", at);
+        };
+        const kept = end === "returns" ? ["nested"] : [];
+
+        // A client.transaction() around it (Drizzle's nested transaction is called from there).
+        let at = `max ${max}, nested ${end}, in a client transaction()`;
+        await client.exec("DELETE FROM mix");
+        let nested!: Promise<{ value?: unknown; error?: unknown }>;
+        const result = await db.transaction(async (tx) => {
+          await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+          const mid = await outcome(client.transaction(async (c) => {
+            await c.run("INSERT INTO mix VALUES ('client')");
+            ({ nested } = await settledNested(tx));
+            return "client done";
+          }));
+          assert.deepEqual(mid, { value: "client done" }, at);
+          expectNested(await nested, at);
+          return "outer done";
+        });
+        assert.equal(result, "outer done", at);
+        assert.deepEqual(await rows(), ["outer", "client", ...kept], at);
+
+        // A Drizzle level around it: not taken for a transaction still running.
+        at = `max ${max}, nested ${end}, in a Drizzle level`;
+        await client.exec("DELETE FROM mix");
+        const outer = await outcome(db.transaction(async (tx) => {
+          await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+          ({ nested } = await settledNested(tx));
+          return "outer done";
+        }));
+        assert.deepEqual(outer, { value: "outer done" }, at);
+        expectNested(await nested, at);
+        assert.deepEqual(await rows(), ["outer", ...kept], at);
+        assert.equal(client.inTransaction, false, at);
+      }
+    } finally {
+      await client.close();
+    }
+  }
+});
+
+Deno.test("drizzle: levels mix with the client's transaction()s; a db.transaction() begun inside a client transaction() of its own does not nest", async () => {
+  await using srv = await startServer({ busyTimeout: 300 });
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    try {
+      const db = drizzle(client);
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      // Drizzle > client > Drizzle > client: one stack of savepoints; a throw undoes its own part.
+      const result = await db.transaction(async (tx) => {
+        await tx.run(sql`INSERT INTO mix VALUES ('drizzle')`);
+        return await client.transaction(async (c) => {
+          await c.run("INSERT INTO mix VALUES ('client')");
+          await db.transaction(async (t2) => {
+            await t2.run(sql`INSERT INTO mix VALUES ('drizzle 2')`);
+            await client.transaction((c3) => c3.run("INSERT INTO mix VALUES ('client 3')"));
+            if (max === 1) await client.run("INSERT INTO mix VALUES ('joined')");
+          });
+          const undone = await outcome(db.transaction(async (t2) => {
+            await t2.run(sql`INSERT INTO mix VALUES ('undone 2')`);
+            await client.transaction((c3) => c3.run("INSERT INTO mix VALUES ('undone 3')"));
+            throw new Error("undo");
+          }));
+          assert.equal((undone.error as Error)?.message, "undo", `max ${max}`);
+          return "done";
+        });
+      });
+      assert.equal(result, "done");
+      assert.deepEqual(await rows(), [
+        "drizzle",
+        "client",
+        "drizzle 2",
+        "client 3",
+        ...(max === 1 ? ["joined"] : []),
+      ], `max ${max}`);
+
+      // Begun inside a client transaction() that no Drizzle transaction encloses, it is a
+      // transaction of its own: its connection's reserve() is refused (max: 1), or its begin
+      // waits for the writer that transaction holds (--busy-timeout).
+      await client.exec("DELETE FROM mix");
+      const inside = await outcome(client.transaction(async (c) => {
+        await c.run("INSERT INTO mix VALUES ('client')");
+        return await db.transaction((t2) => t2.run(sql`INSERT INTO mix VALUES ('drizzle')`));
+      }));
+      assert.equal(
+        codeOf(inside.error),
+        max === 1 ? ErrorCode.TxControl : ErrorCode.BusyTimeout,
+        `max ${max}`,
+      );
+      assert.deepEqual(await rows(), [], `max ${max}`);
+      assert.equal(client.inTransaction, false);
+    } finally {
+      await client.close();
+    }
+  }
+});

@@ -867,3 +867,132 @@ Deno.test("kysely: a transaction waits for a client.transaction() nested in it w
     }
   }
 });
+
+Deno.test("kysely: a transaction whose callback settles while a client.transaction() nested in it still runs rolls both back with TX_NESTED_RUNNING", async () => {
+  // As the client's own transaction() (and Drizzle's): committing would keep work the nested
+  // function could still undo by throwing, and its later statements would run after the
+  // COMMIT or ROLLBACK, in autocommit.
+  await using srv = await startServer();
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    const db = new Kysely<{ mix: { v: string } }>({ dialect: new NetsqliteDialect({ client }) });
+    try {
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      const codeOf = (err: unknown) => (err as { code?: string } | undefined)?.code;
+      for (const end of ["returns", "throws"] as const) {
+        const at = `max ${max}, callback ${end}`;
+        await client.exec("DELETE FROM mix");
+        const thrown = new Error("outer fails");
+        const wrote = Promise.withResolvers<void>();
+        const goOn = Promise.withResolvers<void>();
+        const late: (string | undefined)[] = [];
+        const ran: string[] = [];
+        let nested!: Promise<unknown>;
+        let queued!: Promise<unknown>;
+        const outer = db.transaction().execute(async (trx) => {
+          await trx.insertInto("mix").values({ v: "outer" }).execute();
+          // Not awaited: still running when the callback settles, and one queued behind it.
+          nested = client.transaction(async (c) => {
+            ran.push("nested");
+            await c.run("INSERT INTO mix VALUES ('nested 1')");
+            wrote.resolve();
+            await goOn.promise;
+            // Sends nothing more: not in autocommit, not in another transaction.
+            late.push(codeOf(await c.run("INSERT INTO mix VALUES ('nested 2')").catch((e) => e)));
+            late.push(codeOf(await c.transaction(() => Promise.resolve()).catch((e) => e)));
+            return "nested done";
+          }).catch((err) => err);
+          queued = client.transaction(async (c) => {
+            ran.push("queued");
+            await c.run("INSERT INTO mix VALUES ('queued')");
+          }).catch((err) => err);
+          await wrote.promise;
+          if (end === "throws") throw thrown;
+          return "committed";
+        });
+        const settled = await outer.then(() => null, (err) => err);
+        if (end === "throws") assert.equal(settled, thrown, at);
+        else {
+          assert.equal(codeOf(settled), ErrorCode.TxNestedRunning, at);
+          assert.match(
+            (settled as Error).message,
+            /^Transaction rolled back: its callback settled while a transaction nested in it was still running/,
+            at,
+          );
+        }
+        // The connection goes on serving (the next transaction may get it) while the nested
+        // function goes on.
+        const next = await db.transaction().execute(async (trx) => {
+          await trx.insertInto("mix").values({ v: "next" }).execute();
+          goOn.resolve();
+          return codeOf(await nested);
+        });
+        assert.equal(next, ErrorCode.TxEnded, at);
+        assert.equal(codeOf(await queued), ErrorCode.TxEnded, at);
+        assert.deepEqual(late, [ErrorCode.TxEnded, ErrorCode.TxEnded], at);
+        assert.deepEqual(ran, ["nested"], at);
+        assert.deepEqual(await rows(), ["next"], `${at}: only the later transaction's row`);
+        assert.equal(client.inTransaction, false, at);
+      }
+    } finally {
+      await db.destroy();
+      await client.close();
+    }
+  }
+});
+
+Deno.test("kysely: client transaction()s nest in a Kysely transaction; a Kysely transaction begun inside a client transaction() does not nest", async () => {
+  await using srv = await startServer({ busyTimeout: 300 });
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    const db = new Kysely<{ mix: { v: string } }>({ dialect: new NetsqliteDialect({ client }) });
+    try {
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      // Kysely > client > client: savepoints of Kysely's transaction; a throw undoes its part.
+      const result = await db.transaction().execute(async (trx) => {
+        await trx.insertInto("mix").values({ v: "kysely" }).execute();
+        return await client.transaction(async (c) => {
+          await c.run("INSERT INTO mix VALUES ('client')");
+          await c.transaction((c2) => c2.run("INSERT INTO mix VALUES ('client 2')"));
+          if (max === 1) await client.run("INSERT INTO mix VALUES ('joined')");
+          const undone = await c.transaction(async (c2) => {
+            await c2.run("INSERT INTO mix VALUES ('undone')");
+            throw new Error("undo");
+          }).catch((err) => err);
+          assert.equal(undone.message, "undo", `max ${max}`);
+          return "done";
+        });
+      });
+      assert.equal(result, "done");
+      assert.deepEqual(
+        await rows(),
+        ["kysely", "client", "client 2", ...(max === 1 ? ["joined"] : [])],
+        `max ${max}`,
+      );
+
+      // Begun inside a client transaction(), it is a transaction of its own: its connection's
+      // reserve() is refused (max: 1), or its BEGIN waits for the writer that transaction holds
+      // (--busy-timeout).
+      await client.exec("DELETE FROM mix");
+      const inside = await client.transaction(async (c) => {
+        await c.run("INSERT INTO mix VALUES ('client')");
+        return await db.transaction().execute((trx) =>
+          trx.insertInto("mix").values({ v: "kysely" }).execute()
+        );
+      }).then(() => null, (err) => err);
+      assert.ok(inside instanceof SqliteError, `max ${max}`);
+      assert.equal(
+        inside.code,
+        max === 1 ? ErrorCode.TxControl : ErrorCode.BusyTimeout,
+        `max ${max}`,
+      );
+      assert.deepEqual(await rows(), [], `max ${max}`);
+      assert.equal(client.inTransaction, false);
+    } finally {
+      await db.destroy();
+      await client.close();
+    }
+  }
+});
