@@ -351,6 +351,41 @@ export async function serverStats(options: ConnectOptions): Promise<StatsReport>
   }
 }
 
+/**
+ * Asks the server for its `stats` report, on an admin session of its own (a
+ * full server still accepts one), every 10 ms until `until(report)` holds,
+ * and returns that report: how a test knows that the server has seen
+ * something (a request queued for the writer, a connection closed), where a
+ * fixed pause guesses and loses on a loaded machine. Throws, naming `what`
+ * and the last report's part `until` looked at, after `ms`.
+ */
+export async function statsUntil(
+  options: ConnectOptions,
+  until: (report: StatsReport) => boolean,
+  what: string,
+  ms = 10_000,
+): Promise<StatsReport> {
+  const [link] = await openLink(await resolveConnectOptions(options), { admin: true });
+  try {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      const report = await link.request(Op.Stats, []) as StatsReport;
+      if (until(report)) return report;
+      if (performance.now() > deadline) {
+        const { connections, writer } = report;
+        throw new Error(
+          `Timed out after ${ms} ms waiting until ${what}: ` +
+            JSON.stringify({ connections, writer }),
+        );
+      }
+      await delay(10);
+    }
+  } finally {
+    link.fail(new Error("stats read"));
+    await link.ended;
+  }
+}
+
 /** Reads `it` to its end; returns the rows read and the error that ended it, if any. */
 export async function drain<T>(it: AsyncIterable<T>): Promise<{ rows: T[]; error: unknown }> {
   const rows: T[] = [];

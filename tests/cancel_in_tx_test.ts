@@ -12,7 +12,7 @@ import { AbortError, type Client, connect, SqliteError } from "../mod.ts";
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
 import { Op, PROTOCOL_VERSION, type Request, Status } from "../protocol/messages.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
-import { delay, startServer, type TestServer } from "./_helpers.ts";
+import { delay, startServer, statsUntil, type TestServer } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
@@ -255,8 +255,13 @@ for (const engine of ENGINES) {
     const insert =
       "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000) " +
       "INSERT INTO t SELECT x FROM c;";
-    const script = await wire.send(Op.Exec, insert.repeat(2000));
-    await delay(100);
+    const before = (await statsUntil(srv.connectOptions, () => true, "stats")).bytes.in;
+    const sql = insert.repeat(2000);
+    const script = await wire.send(Op.Exec, sql);
+    // Cancelled once the server has read all of it (it then runs): a fixed
+    // pause could end first on a loaded machine. (The stats polls add far
+    // fewer bytes than the script's 230 KB.)
+    await statsUntil(srv.connectOptions, (s) => s.bytes.in >= before + sql.length, "it was read");
     await wire.cancel(script);
     const [got, status, body] = await wire.reply();
     assert.equal(got, script);

@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { connect, ConnectionError } from "../mod.ts";
+import { reservedConnections } from "../client/pool.ts";
 import { delay, startServerProcess, tempDir, within } from "./_helpers.ts";
 
 /** How `p` settled: its error (or `"resolved"`), and when (`performance.now()`). */
@@ -64,7 +65,12 @@ Deno.test("Client.close() while a reserved connection reconnects to a stopped se
   const r = await db.reserve();
   assert.deepEqual(await r.get("SELECT 1 AS one"), { one: 1 });
   await first.kill();
-  await delay(50); // the client sees its link end (no transaction open: the next call reconnects)
+  // The client sees its link end (no transaction open: the next call
+  // reconnects). A fixed pause could end first on a loaded machine: the call
+  // was then sent on the dying link and failed as sent.
+  const conn = reservedConnections.get(r)!;
+  for (let i = 0; i < 1000 && conn.open; i++) await delay(10);
+  assert.equal(conn.open, false, "the client saw its link end");
   await using second = await startServerProcess({ dir: dir.path });
   second.child.kill("SIGSTOP");
   try {

@@ -13,7 +13,7 @@ import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { delay, serverStats, startServer, type TestServer } from "./_helpers.ts";
+import { delay, serverStats, startServer, statsUntil, type TestServer } from "./_helpers.ts";
 
 async function link(srv: TestServer): Promise<Link & AsyncDisposable> {
   const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
@@ -105,13 +105,22 @@ Deno.test("A cursor whose transaction ended at its idle lease says so after --cu
   await rejectsWith(a.request(Op.Next, [id]), ErrorCode.UnknownStatement, /^Unknown cursor/);
   await a.request(Op.Exec, ["ROLLBACK"]).catch(() => {});
   // One ended by its idle timeout, its transaction still open, keeps that reason.
-  await using b = await link(srv);
+  // (On a server whose lease outlasts the cursor's idle timeout: a statement
+  // every 100 ms to keep a 150 ms lease left gaps past it on a loaded machine.)
+  await using srv2 = await startServer({
+    txIdleTimeout: 30_000,
+    cursorIdleTimeout: 400,
+    logLevel: "error",
+  });
+  await using b = await link(srv2);
+  await b.request(Op.Exec, ["CREATE TABLE t(x); INSERT INTO t VALUES (1), (2)"]);
   await b.request(Op.Exec, ["BEGIN"]);
   const [idle] = await b.request(Op.Iterate, ["SELECT x FROM t", null, null]);
-  for (let i = 0; i < 6; i++) {
-    await delay(100);
-    await b.request(Op.Query, ["SELECT 1", null, null]); // keeps the lease
-  }
+  await statsUntil(
+    srv2.connectOptions,
+    (s) => s.cursors === 0,
+    "the cursor's idle timeout ended it",
+  );
   await b.request(Op.Exec, ["COMMIT"]);
   await rejectsWith(
     b.request(Op.Next, [idle]),

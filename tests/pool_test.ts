@@ -17,7 +17,7 @@ import {
   type RunResult,
   SqliteError,
 } from "../mod.ts";
-import { startServer, tempDir, within } from "./_helpers.ts";
+import { startServer, statsUntil, tempDir, within } from "./_helpers.ts";
 import { serve } from "../server.ts";
 import type { Client } from "../client.ts";
 
@@ -586,7 +586,12 @@ Deno.test("Client pool at a full server: with no free connection of its own, ope
     assert.deepEqual(got, [[42]]);
   }
   // Full again, and nothing frees up: after the retries the call fails, clearly.
-  await delay(50); // (the server notices db's closed connections)
+  // The server notices db's closed connections (it takes a moment, longer on a loaded machine).
+  await statsUntil(
+    srv.connectOptions,
+    (s) => s.connections.open - (s.connections.admin ?? 0) === 0,
+    "db's connections are closed",
+  );
   await using hog = await srv.client();
   await using db = await connect({ ...srv.connectOptions, max: 4 });
   await assert.rejects(

@@ -381,7 +381,9 @@ Deno.test("a throttled warning counts the distinct addresses held back and names
 
 for (const engine of ENGINES) {
   Deno.test(`${engine}: a cursor not advanced for cursorIdleTimeout is closed, its snapshot released, its next next() says why`, async () => {
-    await using srv = await startServer({ engine, cursorIdleTimeout: 300 });
+    // 1 s: the kept cursor below is advanced every 50 ms or so; with 300 ms
+    // and every 100 ms, a slow round trip on a loaded machine could close it.
+    await using srv = await startServer({ engine, cursorIdleTimeout: 1000 });
     await using a = await link(srv);
     await using b = await link(srv);
     await a.request(Op.Exec, [
@@ -395,13 +397,17 @@ for (const engine of ENGINES) {
     await a.request(Op.Run, ["INSERT INTO t(b) VALUES (x'02')", null, null]);
     const held = await a.request(Op.Checkpoint, ["passive"]);
     assert.ok(held.checkpointed < held.walFrames, `idle snapshot ignored: ${JSON.stringify(held)}`);
-    // Another, advanced every 100 ms, stays open past the timeout.
+    // Another, advanced every 50 ms, stays open until the idle one was
+    // closed (stats counts one cursor left) and past the timeout.
     const [kept] = await b.request(Op.Iterate, ["SELECT id, b FROM t", null, null]);
-    for (let i = 0; i < 7; i++) {
+    const keptAt = performance.now();
+    for (let i = 0; i < 200; i++) {
       const [, done] = await b.request(Op.Next, [kept]);
       assert.equal(done, false);
-      await delay(100);
+      if (performance.now() - keptAt > 1200 && (await stats(srv)).cursors === 1) break;
+      await delay(50);
     }
+    assert.equal((await stats(srv)).cursors, 1, "the idle cursor was closed, the kept one not");
     const after = await a.request(Op.Checkpoint, ["passive"]);
     assert.equal(after.busy, false);
     assert.equal(after.checkpointed, after.walFrames, JSON.stringify(after));
@@ -411,7 +417,7 @@ for (const engine of ENGINES) {
       assert.match(
         err.message,
         new RegExp(
-          `^Cursor ${idle} was closed: it was not advanced for 300 ms \\(--cursor-idle-timeout\\)`,
+          `^Cursor ${idle} was closed: it was not advanced for 1000 ms \\(--cursor-idle-timeout\\)`,
         ),
       );
       return true;

@@ -128,8 +128,13 @@ for (const engine of ENGINES) {
     assert.ok(s.groupCommit.writes >= s.groupCommit.groups);
     // Closing a connection shows.
     await a[Symbol.asyncDispose]();
-    await delay(20);
-    const after = await b.request(Op.Stats, []);
+    // The server notices it a moment later (a fixed 20 ms could be too short under load).
+    let after = await b.request(Op.Stats, []);
+    let asked = 1; // stats requests answered before this one: the first, then the polls
+    for (; asked < 1000 && after.connections.open > 1; asked++) {
+      await delay(10);
+      after = await b.request(Op.Stats, []);
+    }
     assert.deepEqual(after.connections, {
       open: 1,
       handshaking: 0,
@@ -140,7 +145,7 @@ for (const engine of ENGINES) {
       admin: 0,
       reserved: 2,
     });
-    assert.equal(after.requests.stats, 1);
+    assert.equal(after.requests.stats, asked);
   });
 
   Deno.test(`${engine}: stats counts a reply too large to send (a cursor's chunk, closing the cursor) as an error`, async () => {
@@ -254,15 +259,21 @@ for (const engine of ENGINES) {
     try {
       await links[0].request(Op.Exec, ["CREATE TABLE t(x)"]);
       const sql = "INSERT INTO t VALUES (?)";
-      // A first round makes the statement known to be fast (FFI groups only those).
-      for (let round = 0; round < 4; round++) {
+      // A first round makes the statement known to be fast (FFI groups only
+      // those). Rounds go on until writes shared a commit, up to 50: on a
+      // loaded machine a run past the 2 ms inline budget marks the statement
+      // slow again (its next write runs alone), and 4 rounds could all miss.
+      let s = await links[0].request(Op.Stats, []);
+      let rounds = 0;
+      while (rounds < 4 || (s.groupCommit.largest < 2 && rounds < 50)) {
         await Promise.all(links.map((l, i) => l.request(Op.Run, [sql, [i], null])));
+        rounds++;
+        s = await links[0].request(Op.Stats, []);
       }
-      const s = await links[0].request(Op.Stats, []);
       const g = s.groupCommit;
       assert.ok(g.groups > 0, JSON.stringify(g));
-      assert.ok(g.largest > 1, `writes shared a commit: ${JSON.stringify(g)}`);
-      assert.ok(g.writes <= 24 && g.writes >= g.groups);
+      assert.ok(g.largest > 1, `writes shared a commit: ${JSON.stringify(g)}, ${rounds} rounds`);
+      assert.ok(g.writes <= 6 * rounds && g.writes >= g.groups);
     } finally {
       for (const l of links) await l[Symbol.asyncDispose]();
     }
@@ -438,12 +449,20 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
     await a.request(Op.Exec, ["BEGIN"]);
     await a.request(Op.Run, ["INSERT INTO t VALUES (1)", null, null]);
     await assert.rejects(b.request(Op.Run, ["INSERT INTO t VALUES (2)", null, null]), /busy/);
-    await delay(250); // a's lease (100 ms) runs out
+    // a's lease (100 ms) runs out: the server rolls its transaction back (a
+    // fixed 250 ms could end first, the server's process being slow under load).
+    for (let i = 0; i < 1000; i++) {
+      if ((await b.request(Op.Stats, [])).transactions.length === 0) break;
+      await delay(10);
+    }
     for (const l of [a, b]) {
       l.fail(new Error("done"));
       await l.ended;
     }
-    await delay(50);
+    // The server logs b's disconnect once it noticed it (before the SIGTERM below).
+    for (let i = 0; i < 1000 && !/disconnect: session 2 /.test(chunks.join("")); i++) {
+      await delay(10);
+    }
   } finally {
     child.kill("SIGTERM");
     await child.status;

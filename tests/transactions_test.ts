@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { type Client, connect, type Queryable, SqliteError } from "../mod.ts";
-import { delay, readStdoutUntil, startServer, within } from "./_helpers.ts";
+import { delay, readStdoutUntil, startServer, statsUntil, within } from "./_helpers.ts";
 
 /** Tracks whether a promise has settled, without awaiting it. */
 function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
@@ -179,10 +179,12 @@ Deno.test("Engine rolls back a transaction open past --tx-timeout however busy, 
   await using a = await connect({ ...srv.connectOptions, max: 1 });
   await using b = await srv.client();
   await a.exec("CREATE TABLE t (who)");
+  // Timed from before the BEGIN is sent: the server's 300 ms start after
+  // (from after the INSERT, a slow reply on a loaded machine made it short).
+  const started = performance.now();
   await a.exec("BEGIN");
   await a.run("INSERT INTO t VALUES ('a')");
   // a is never idle for its 200 ms lease: a statement every 50 ms.
-  const started = performance.now();
   const bWrite = b.run("INSERT INTO t VALUES ('b')");
   let err: unknown = null;
   while (err === null && performance.now() - started < 3000) {
@@ -238,7 +240,9 @@ Deno.test("Engine serves queued writers in arrival order (FIFO)", async () => {
     const writes = [];
     for (let i = 0; i < clients.length; i++) {
       writes.push(clients[i].run("INSERT INTO t (who) VALUES (?)", [i]));
-      await delay(20); // make the arrival order certain
+      // The next is sent once the server has this one queued: that makes the
+      // arrival order certain (a 20 ms pause did not, on a loaded machine).
+      await statsUntil(srv.connectOptions, (s) => s.writer.waiting >= i + 1, `${i + 1} queued`);
     }
     await holder.exec("COMMIT");
     await Promise.all(writes);
