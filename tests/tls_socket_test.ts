@@ -79,11 +79,6 @@ async function start(tls: boolean): Promise<Setup> {
   };
 }
 
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 Deno.test({
   name: "A 20 KB value over TLS makes its round trip without the 40 ms delayed-ACK stall",
   ignore: !HAS_OPENSSL,
@@ -92,18 +87,40 @@ Deno.test({
     await using db = await connect(s.options);
     const blob = "x".repeat(20_000);
     await db.get("SELECT ? AS v", [blob]); // handshake and warm-up
+    const round = async (value: string, inflight: number): Promise<number> => {
+      const t0 = performance.now();
+      const rows = await Promise.all(
+        Array.from({ length: inflight }, () => db.get<{ v: string }>("SELECT ? AS v", [value])),
+      );
+      const ms = performance.now() - t0;
+      assert.equal(rows[0]!.v.length, value.length);
+      return ms;
+    };
+    // With Nagle on either end a 20 KB round waits for the peer's delayed
+    // ACK (40 ms at least on Linux): every round takes 40–90 ms; without,
+    // about 1 ms. A loaded machine slows rounds too, but not every one: the
+    // test takes the quickest of 16 rounds, less the quickest of 16 rounds
+    // of one small value made alongside (a lone small segment each way,
+    // which Nagle never holds back: what the machine's load costs any
+    // round), and fails when that is 25 ms or more in three attempts in a
+    // row (load does not last through all of them, a stall does).
     for (const inflight of [1, 4]) {
-      const ms: number[] = [];
-      for (let i = 0; i < 15; i++) {
-        const t0 = performance.now();
-        const rows = await Promise.all(
-          Array.from({ length: inflight }, () => db.get<{ v: string }>("SELECT ? AS v", [blob])),
+      const tries: string[] = [];
+      for (let attempt = 0; attempt < 3; attempt++) {
+        let small = Infinity;
+        let large = Infinity;
+        for (let i = 0; i < 16; i++) {
+          small = Math.min(small, await round("x", 1));
+          large = Math.min(large, await round(blob, inflight));
+        }
+        tries.push(`${large.toFixed(1)} ms (a small value's ${small.toFixed(1)} ms)`);
+        if (large - small < 25) break;
+        assert.ok(
+          attempt < 2,
+          `stalled: ${inflight} in flight, quickest rounds ${tries.join(", ")}`,
         );
-        ms.push(performance.now() - t0);
-        assert.equal(rows[0]!.v.length, 20_000);
       }
-      // With Nagle on either end: 40–90 ms a round; without: about 1 ms.
-      assert.ok(median(ms) < 25, `median ${median(ms).toFixed(1)} ms for ${inflight} in flight`);
+      console.log(`${inflight} in flight, quickest 20 KB round: ${tries.join(", ")}`);
     }
   },
 });
