@@ -300,14 +300,20 @@ Deno.test({
   },
 });
 
-/** The FFI binding's statement prototype (its library loaded here, outside any test). */
-const FFI_STMT = ((): Stmt & { sql: string } => {
+/**
+ * The FFI binding's statement prototype: its library loaded here, outside
+ * any test (the sanitizers count a library loaded in a test), and not on the
+ * node engine, whose run may not have the library.
+ */
+const FFI_STMT = Deno.env.get("NETSQLITE_ENGINE") === "node" ? null : ffiStmtPrototype();
+
+function ffiStmtPrototype(): Stmt & { sql: string } {
   const db = loadSqlite({ engine: "ffi" }).open(":memory:", { readOnly: false, busyTimeout: 0 });
   const probe = db.prepare("SELECT 1")!;
   probe.finalize();
   db.close();
   return Object.getPrototypeOf(probe);
-})();
+}
 
 /**
  * Holds the event loop's hand-over of every row a background step of a
@@ -319,7 +325,7 @@ const FFI_STMT = ((): Stmt & { sql: string } => {
  * by disposing the result.
  */
 function holdRows(marker: string, ms: number): { held: number } & Disposable {
-  const proto = FFI_STMT;
+  const proto = FFI_STMT!;
   const original = proto.stepInBackground;
   const state = {
     held: 0,

@@ -57,23 +57,27 @@ async function flood(srv: TestServer, n: number, ms: number): Promise<Flood> {
     ready();
   })();
   await started;
-  // Requests the server answers are counted as its stats record them.
-  let answered = 0;
+  // Requests the server answers are counted as its stats record them, per
+  // server: other test files' servers run in this process too (--parallel),
+  // and their requests are not this one's.
+  const answered = new Map<ServerStats, number>();
   const record = ServerStats.prototype.record;
   ServerStats.prototype.record = function (this: ServerStats, op, ms, now): void {
-    answered++;
+    answered.set(this, (answered.get(this) ?? 0) + 1);
     record.call(this, op, ms, now);
   };
   const gaps: number[] = [];
   let stretch = 0;
   let last = performance.now();
-  let lastAnswered = 0;
+  const lastAnswered = new Map<ServerStats, number>();
   const timer = setInterval(() => {
     const now = performance.now();
     gaps.push(now - last - INTERVAL_MS);
-    stretch = Math.max(stretch, answered - lastAnswered);
+    for (const [stats, n] of answered) {
+      stretch = Math.max(stretch, n - (lastAnswered.get(stats) ?? 0));
+      lastAnswered.set(stats, n);
+    }
     last = now;
-    lastAnswered = answered;
   }, INTERVAL_MS);
   const latencies: number[] = [];
   try {
