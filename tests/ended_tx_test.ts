@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { type Client, connect, ConnectionError, serve, type Statement } from "../mod.ts";
 import type { Server } from "../server.ts";
 import { Shell, type ShellIO } from "../cli/shell.ts";
-import { delay, tempDir } from "./_helpers.ts";
+import { delay, serverStats, tempDir } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
@@ -90,7 +90,11 @@ async function connectionLost(dir: string, engine: "ffi" | "node"): Promise<Ende
       await db.run("INSERT INTO t VALUES ('in the transaction')");
       await ended.server.shutdown();
       ended.server = await serve(options);
-      await delay(50); // the client sees its connection end
+      // The client sees its connection end: the server's last frame waits
+      // in its socket (the shutdown closed it), and is read in the event
+      // loop's next poll of the sockets, which a round trip to the new
+      // server waits for (a pause could end first on a loaded machine).
+      await serverStats({ path: options.path });
       await assert.rejects(db.run("INSERT INTO t VALUES ('after')"), /lost inside a transaction/);
     },
   };

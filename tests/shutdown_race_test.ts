@@ -16,7 +16,7 @@ import { Op } from "../protocol/messages.ts";
 import type { Address } from "../transport/address.ts";
 import type { ByteStream } from "../transport/byte_stream.ts";
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
-import { delay, startServer, type TestServer } from "./_helpers.ts";
+import { delay, startServer, statsUntil, type TestServer } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
@@ -146,28 +146,47 @@ const LOST =
 const SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) " +
   "SELECT count(*) AS n FROM c";
 
+/**
+ * Pads the queued write's SQL (a comment): once the server has read this
+ * many more bytes, it has read that write, and the slow statement sent
+ * before it on the same connection (the stats polls, the hellos and the
+ * other requests add far fewer).
+ */
+const PAD = 100_000;
+
 for (const engine of ENGINES) {
   Deno.test(`shutdown: a transaction()'s write queued behind a running statement fails as not run, the transaction rolled back (${engine})`, async () => {
     await using srv = await startServer({ engine });
     await using db = await srv.client();
     await db.exec("CREATE TABLE t (x)");
+    const before = (await statsUntil(srv.connectOptions, () => true, "stats")).bytes.in;
     let sent!: () => void;
     const both = new Promise<void>((resolve) => sent = resolve);
+    // Holds the transaction's COMMIT until the shutdown began (when the queued
+    // write ran: node below), so that it never commits.
+    let shutDown!: () => void;
+    const afterShutdown = new Promise<void>((resolve) => shutDown = resolve);
     let slow: unknown = null;
     const tx = db.transaction(async (tx) => {
       await tx.run("INSERT INTO t VALUES (1)");
       const running = tx.get<{ n: number }>(SLOW);
-      const queued = tx.run("INSERT INTO t VALUES (2)");
+      const queued = tx.run(`INSERT INTO t VALUES (2) /* ${"-".repeat(PAD)} */`);
       queued.catch(() => {}); // awaited below; never left rejected without a handler
       sent();
       // Answered: the shutdown lets what runs finish, for 2 s (SHUTDOWN_ANSWER_MS);
       // on a loaded machine it may take longer and is stopped.
       slow = await running.catch((e) => e);
       await queued;
+      await afterShutdown;
     }).then(() => null, (e) => e);
     await both;
-    await delay(30); // both reached the server; the first runs
+    // Both reached the server, which started the first as it read it: on ffi
+    // it runs in the background; on node it ran on the main thread before
+    // this stats report could be answered (a fixed pause could end before
+    // the server read either, on a loaded machine).
+    await statsUntil(srv.connectOptions, (s) => s.bytes.in >= before + PAD, "both were read");
     await srv.server.shutdown();
+    shutDown();
     const err = await tx;
     if (engine === "ffi" && slow instanceof AbortError) {
       assert.equal(slow.ran, 0);
