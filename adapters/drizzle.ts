@@ -41,6 +41,14 @@
  *   still in flight, is waited for instead, by a `client.transaction()` it
  *   is nested in too (whose `RELEASE` would end Drizzle's savepoint with its
  *   own, keeping the work that rollback was to undo).
+ * - A nested transaction whose `rollback to savepoint` fails (a `RELEASE`
+ *   inside it of a savepoint opened before it ended Drizzle's savepoint too)
+ *   rejects with `SqliteError` `TX_UNDO_FAILED` (Drizzle's error as
+ *   `cause`), and the transaction it is nested in (a Drizzle level, or a
+ *   `client.transaction()`) is poisoned, as the client's `transaction()`
+ *   poisons one: its statements are refused with `TX_UNDO_FAILED` unsent,
+ *   and it is rolled back instead of committed, so the leftovers are never
+ *   committed.
  * - Inside `fn`, statements that would begin or end the transaction
  *   (`BEGIN`, `COMMIT`, `END`, `ROLLBACK` without `TO`) are refused with
  *   `SqliteError` `TX_CONTROL` before they are sent, as a `transaction()`
@@ -115,6 +123,7 @@ import {
   turnOf,
 } from "../client/_tx_order.ts";
 import { firstValues } from "../client/queryable.ts";
+import { joinedCallRefused, levelOf, newLevel } from "../client/_tx_undo.ts";
 import { PoolScope } from "./_pool_scope.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
 import { applyMigrations, type MigrationConfig } from "./drizzle_migrate.ts";
@@ -240,6 +249,112 @@ interface Part {
    * ran: its work was undone with that level's, and it sends nothing more.
    */
   abandoned: boolean;
+  /**
+   * Why it cannot commit, once a transaction nested in it could not undo
+   * its work (see {@link undoFailed}); `null` while it can.
+   */
+  poison: string | null;
+  /**
+   * Why its own `rollback to savepoint` failed (a nested one's), in the
+   * words "it <reason>" (see {@link undoFailed}); `null` until then.
+   */
+  lost: string | null;
+}
+
+/**
+ * The Drizzle transaction each pool scope stands for, of every database
+ * {@link drizzle} made (a transaction of one may nest in another's level).
+ */
+const partOfPool = new WeakMap<PoolTransaction, Part>();
+
+/** A new {@link Part}, known by its pool scope `pool` (see {@link partOfPool}). */
+function newPart(pool: PoolTransaction | undefined, home: Level | undefined): Part {
+  const part: Part = { pool, home, settled: false, abandoned: false, poison: null, lost: null };
+  if (pool !== undefined) partOfPool.set(pool, part);
+  return part;
+}
+
+/**
+ * Notes that `part`, a nested transaction, could not undo its work: its
+ * `rollback to savepoint` (`sql`) failed with `err`, as when a statement
+ * inside it released or rolled back to a savepoint opened before it
+ * (`RELEASE mine`), which ends its savepoint too; what it wrote stays in
+ * the transaction it is nested in. That one is poisoned, as the client's
+ * `transaction()` poisons the level a failed level nests in (see
+ * `client/_tx_undo.ts`): the transaction just below it on the connection's
+ * stack, a `client.transaction()` it was started from, or else the Drizzle
+ * level it nests in. Its calls are then refused with `TX_UNDO_FAILED`, and
+ * it cannot commit: it is rolled back when its function settles, which
+ * removes the leftovers (or, its own savepoint gone too, poisons the next
+ * one out, up to the outermost, whose `rollback` always works).
+ */
+function undoFailed(part: Part, sql: string, err: unknown): void {
+  const name = /savepoint\s+(\S+)/i.exec(sql)?.[1] ?? "";
+  const said = err instanceof Error ? err.message : String(err);
+  part.lost = /no such savepoint/i.test(said)
+    ? `lost its savepoint ${name} (SQLite: ${said}): a statement inside it released or rolled ` +
+      "back to a savepoint opened before it (a RELEASE or ROLLBACK TO of a name it did not " +
+      "open), which ends every savepoint opened after that one"
+    : `could not roll back to its savepoint ${name} (${
+      err instanceof SqliteError ? `${err.code}: ` : ""
+    }${said})`;
+  const why = `a transaction nested in it ${part.lost}`;
+  const pool = part.pool;
+  const open = pool === undefined ? undefined : openTransactions(pool.conn);
+  const at = open === undefined ? -1 : open.stack.indexOf(pool!);
+  const below = at > 0 ? open!.stack[at - 1] : undefined;
+  const client = levelOf(below);
+  if (client !== undefined) {
+    if (client.poison === null) client.poison = why;
+    return;
+  }
+  const enclosing = (below === undefined ? undefined : partOfPool.get(below)) ?? part.home?.part;
+  if (enclosing === undefined || enclosing.poison !== null) return;
+  enclosing.poison = why;
+  // The client's own calls made from its function (max: 1 plain calls, a client.transaction()
+  // nested there) are refused too, as in a poisoned transaction() level.
+  if (enclosing.pool !== undefined) newLevel(enclosing.pool, null).poison = why;
+}
+
+/**
+ * The error of a statement (or nested transaction) that would run in a
+ * transaction that cannot commit (see {@link undoFailed}): at `level` (a
+ * Drizzle level), or in a `client.transaction()` the caller is in; `null`
+ * when it may run. Nothing is sent then.
+ */
+function poisonedAt(level: Level): SqliteError | null {
+  const pool = level.part.pool;
+  const refused = pool === undefined ? null : joinedCallRefused(pool.conn);
+  if (refused !== null || level.part.poison === null) return refused;
+  return new SqliteError(
+    ErrorCode.TxUndoFailed,
+    `Transaction cannot go on: ${level.part.poison}; it cannot commit, and is rolled back when ` +
+      "its callback settles (this statement was not sent)",
+  );
+}
+
+/** The error a poisoned transaction (see {@link undoFailed}) whose callback resolved rejects with. */
+function poisonedCommit(part: Part): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxUndoFailed,
+    `Transaction rolled back instead of committed: ${part.poison}; this transaction was undone ` +
+      "as a whole, the nested one's work with it",
+  );
+}
+
+/**
+ * The error a nested transaction whose `rollback to savepoint` failed (see
+ * {@link undoFailed}) rejects with, Drizzle's error (`err`) as its cause.
+ */
+function undoFailedError(part: Part, err: unknown): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxUndoFailed,
+    `Nested transaction's work could not be undone: it ${part.lost}; the transaction it is ` +
+      "nested in cannot commit: its statements fail with TX_UNDO_FAILED, and it is rolled back " +
+      "when its callback settles",
+    undefined,
+    { cause: err },
+  );
 }
 
 /**
@@ -289,6 +404,8 @@ interface Level {
 const ROLLBACK = /^\s*rollback\s*;?\s*$/i;
 /** That one, or the one that rolls a savepoint back (`rollback to savepoint sp0`). */
 const ROLLBACK_ANY = /^\s*rollback\b/i;
+/** The one that rolls a nested transaction's savepoint back. */
+const ROLLBACK_TO = /^\s*rollback\s+to\b/i;
 /**
  * True when Drizzle's own `rollback` or `rollback to savepoint` (sent after a
  * failed `commit`, a failed statement, or a callback that threw) failed with
@@ -461,6 +578,8 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     await turn(scope);
     if (abandoned(scope.level.part)) throw nestedEnded();
     if (!scope.state.open || scope.level.part.settled) throw endedWhileWaiting();
+    const poisoned = poisonedAt(scope.level);
+    if (poisoned !== null) throw poisoned;
     return sql;
   };
   const callback: AsyncRemoteCallback = async (text, params, method) => {
@@ -471,8 +590,12 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     try {
       return await runOne(on, sql, params as BindParams, method);
     } catch (err) {
-      if (on !== client && scope!.level === undefined && undoneAlready(sql, on, err)) {
-        return { rows: [] };
+      if (on !== client && scope!.level === undefined) {
+        if (undoneAlready(sql, on, err)) return { rows: [] };
+        // A nested transaction's undo failed: never ignored (see undoFailed).
+        if (scope!.nested !== undefined && ROLLBACK_TO.test(sql)) {
+          undoFailed(scope!.nested, sql, err);
+        }
       }
       throw err;
     }
@@ -486,6 +609,8 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
         await turn(scope);
         if (abandoned(scope.level.part)) throw nestedEnded();
         if (!scope.state.open || scope.level.part.settled) throw endedWhileWaiting();
+        const poisoned = poisonedAt(scope.level);
+        if (poisoned !== null) throw poisoned;
       }
     }
     const results = await target(scope).batch<unknown[]>(
@@ -560,6 +685,8 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     const running = settling instanceof Promise ? await settling : settling;
     if (ended) throw nestedEnded();
     if (running) throw nestedRunning();
+    // A transaction nested in it could not undo its work, which is still in this one.
+    if (part.poison !== null) throw poisonedCommit(part);
     return result;
   };
   /**
@@ -640,7 +767,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
       parent: transactionContext.getStore(),
     };
     const poolCaller = homePool === undefined ? undefined : callerScope(homePool.conn);
-    const part: Part = { pool, home, settled: false, abandoned: false };
+    const part = newPart(pool, home);
     home.children.add(part);
     let done: (() => void) | undefined;
     let open: OpenTransactions | null = null;
@@ -655,6 +782,9 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
       }
       if (pool !== undefined) open = await takeTurn(pool.conn, pool, undefined);
       if (abandoned(part)) throw nestedEnded();
+      // The transaction it nests in cannot commit (see undoFailed): no savepoint is sent.
+      const poisoned = poisonedAt(home);
+      if (poisoned !== null) throw poisoned;
       // Its savepoint's statements belong to no level: they neither wait for
       // this queue (they are its transaction) nor are refused.
       const control: TransactionScope = {
@@ -664,7 +794,12 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
         ...(foreign === undefined ? {} : { savepoint: `sp${depth}` }),
       };
       const run: Fn = (tx) => body(enter(at, tx, depth + 1, part), fn, tx);
-      return await context.run(control, () => (foreign ?? at.level.savepoint)(run));
+      try {
+        return await context.run(control, () => (foreign ?? at.level.savepoint)(run));
+      } catch (err) {
+        // Its rollback to savepoint failed: Drizzle's error (that rollback's) says only that.
+        throw part.lost === null ? err : undoFailedError(part, err);
+      }
     } finally {
       home.children.delete(part);
       if (open !== null) leaveTurn(open, pool!);
@@ -681,12 +816,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     // waiting for this transaction's connection or writer.
     const pool = new PoolScope();
     pool.bind(scope.conn);
-    const part: Part = {
-      pool: pool.active ? pool : undefined,
-      home: undefined,
-      settled: false,
-      abandoned: false,
-    };
+    const part = newPart(pool.active ? pool : undefined, undefined);
     // The bottom of the connection's stack (it was just reserved: nothing to wait for).
     const open = pool.active ? await takeTurn(pool.conn, pool, undefined) : null;
     try {

@@ -33,6 +33,11 @@
  *   the nested one sends nothing more (its calls are refused with
  *   `TX_ENDED`), whether the callback resolved or threw. One whose function
  *   settled, its `RELEASE` or undo in flight, is waited for instead.
+ * - A `rollbackToSavepoint()` that fails (a `RELEASE` sent after the
+ *   savepoint, of one opened before it, ended it too) rejects with
+ *   `SqliteError` `TX_UNDO_FAILED`, and the transaction cannot commit: its
+ *   statements are refused with `TX_UNDO_FAILED` unsent, and `commit()`
+ *   rolls it back and rejects, so the savepoint's work is never committed.
  * - A transaction takes the server's writer at `BEGIN`, a read only one
  *   too: read outside a transaction for long reports.
  * - `numAffectedRows` and `insertId` are bigint, as Kysely expects.
@@ -95,6 +100,7 @@ import {
 import {
   type BindParams,
   type Client,
+  ConnectionError,
   ErrorCode,
   type Queryable,
   type ReservedConnection,
@@ -105,6 +111,8 @@ import { readsOnly } from "../client/connection.ts";
 import { leadingVerb } from "../protocol/sql_lexer.ts";
 import { findTxControl } from "../client/_tx_control.ts";
 import { transactionContext } from "../client/pool.ts";
+import { openTransactions } from "../client/_tx_order.ts";
+import { levelOf, newLevel } from "../client/_tx_undo.ts";
 import { PoolScope } from "./_pool_scope.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
 
@@ -273,7 +281,8 @@ class NetsqliteDriver implements Driver {
     name: string,
     compileQuery: QueryCompiler["compileQuery"],
   ): Promise<void> {
-    await (connection as NetsqliteConnection).control(
+    await (connection as NetsqliteConnection).rollbackTo(
+      name,
       savepointQuery("rollback to", name, compileQuery),
     );
   }
@@ -344,6 +353,11 @@ class NetsqliteConnection implements DatabaseConnection {
   #readOnly = false;
   /** The pool's scope of the open transaction (see {@link NetsqliteDriver.beginTransaction}). */
   #scope: PoolScope | null = null;
+  /**
+   * Why the open transaction cannot commit, once a `rollbackToSavepoint()`
+   * failed (see {@link rollbackTo}); `null` while it can.
+   */
+  #poison: string | null = null;
 
   constructor(client: Client) {
     this.#client = client;
@@ -380,6 +394,16 @@ class NetsqliteConnection implements DatabaseConnection {
     // One still running (left without await) could still throw, and its later statements
     // would land after the COMMIT: commit neither (Kysely rolls back on this error).
     if (this.#scope?.abandonNested()) throw nestedRunning();
+    if (this.#poison !== null) {
+      // A savepoint's work could not be undone: it must not be committed. Rolled back now
+      // (statements sent after this are refused); the connection stays until Kysely's rollback.
+      await conn.exec("ROLLBACK").catch(() => {});
+      throw new SqliteError(
+        ErrorCode.TxUndoFailed,
+        `Transaction rolled back instead of committed: ${this.#poison}; this transaction was ` +
+          "undone as a whole, that savepoint's work with it",
+      );
+    }
     // A failed COMMIT may leave the transaction open (a deferred foreign key):
     // the connection stays until Kysely's rollback.
     await conn.exec("COMMIT");
@@ -422,6 +446,7 @@ class NetsqliteConnection implements DatabaseConnection {
     if (this.#tx !== null && this.#tx !== this.#pinned) this.#tx.release();
     this.#tx = null;
     this.#readOnly = false;
+    this.#poison = null;
   }
 
   /**
@@ -444,7 +469,74 @@ class NetsqliteConnection implements DatabaseConnection {
 
   /** Runs transaction control (a savepoint) on the open transaction, read only or not. */
   async control(compiled: CompiledQuery): Promise<void> {
+    this.#refusePoisoned();
     await this.#on(compiled.sql, (q) => q.run(compiled.sql));
+  }
+
+  /**
+   * Runs `rollbackToSavepoint(name)` (`compiled`). Its failure is never
+   * ignored, as that of a nested `transaction()`'s `ROLLBACK TO` (see
+   * `client/_tx_undo.ts`): when the savepoint is gone (a `RELEASE` or
+   * `ROLLBACK TO` of a savepoint opened before it ended it too), its work
+   * stays in the transaction, which therefore cannot commit: it rejects with
+   * `TX_UNDO_FAILED` (the failure as `cause`), the transaction's statements
+   * (and savepoint commands, and the client's own calls made in it) are
+   * refused with `TX_UNDO_FAILED` unsent, and its `commit()` rolls it back
+   * and rejects. Not when the transaction has ended already (nothing of it
+   * can be committed): that error is passed on as it is.
+   */
+  async rollbackTo(name: string, compiled: CompiledQuery): Promise<void> {
+    try {
+      await this.control(compiled);
+    } catch (err) {
+      const conn = this.#tx;
+      if (
+        conn === null || !conn.inTransaction || err instanceof ConnectionError ||
+        (err instanceof SqliteError && !err.code.startsWith("SQLITE_"))
+      ) throw err;
+      const said = err instanceof Error ? err.message : String(err);
+      const lost = /no such savepoint/i.test(said)
+        ? `savepoint "${name}" is gone (SQLite: ${said}): a statement sent after it released or ` +
+          "rolled back to a savepoint opened before it, which ends every savepoint opened after " +
+          "that one"
+        : `rollback to savepoint "${name}" failed (${
+          err instanceof SqliteError ? `${err.code}: ` : ""
+        }${said})`;
+      this.#poisonWith(`the work of a savepoint could not be undone: ${lost}`);
+      throw new SqliteError(
+        ErrorCode.TxUndoFailed,
+        `Savepoint's work could not be undone: ${lost}; the transaction cannot commit: its ` +
+          "statements fail with TX_UNDO_FAILED, and commit() rolls it back",
+        undefined,
+        { cause: err },
+      );
+    }
+  }
+
+  /**
+   * Poisons the open transaction (see {@link rollbackTo}), with the client's
+   * `transaction()`s open in it and its scope in the pool (so that the
+   * client's own calls made in it are refused too).
+   */
+  #poisonWith(why: string): void {
+    if (this.#poison === null) this.#poison = why;
+    const scope = this.#scope;
+    if (scope === null || !scope.active) return;
+    if (levelOf(scope) === undefined) newLevel(scope, null).poison = why;
+    for (const s of openTransactions(scope.conn)?.stack ?? []) {
+      const level = levelOf(s);
+      if (level !== undefined && level.poison === null) level.poison = why;
+    }
+  }
+
+  /** Throws `TX_UNDO_FAILED` in a transaction that cannot commit (see {@link rollbackTo}). */
+  #refusePoisoned(): void {
+    if (this.#poison === null || this.#tx === null) return;
+    throw new SqliteError(
+      ErrorCode.TxUndoFailed,
+      `Transaction cannot go on: ${this.#poison}; it cannot commit, and commit() rolls it back ` +
+        "(this statement was not sent)",
+    );
   }
 
   /**
@@ -487,6 +579,7 @@ class NetsqliteConnection implements DatabaseConnection {
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+    this.#refusePoisoned();
     this.#checkControl(compiled.sql);
     this.#checkAccess(compiled.sql);
     return await this.#on(compiled.sql, (q) => executeOn<R>(q, compiled));
@@ -498,6 +591,7 @@ class NetsqliteConnection implements DatabaseConnection {
     if (!Number.isInteger(chunkSize) || chunkSize < 1) {
       throw new RangeError(`Invalid chunkSize ${chunkSize}: expected a positive integer`);
     }
+    this.#refusePoisoned();
     this.#checkControl(compiled.sql);
     this.#checkAccess(compiled.sql);
     let rows: R[] = [];

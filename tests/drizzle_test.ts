@@ -1674,3 +1674,175 @@ Deno.test("drizzle: levels mix with the client's transaction()s; a db.transactio
     }
   }
 });
+
+/** Asserts that a nested Drizzle level's rejection is `TX_UNDO_FAILED`, Drizzle's error its cause. */
+function assertUndoFailed(got: { value?: unknown; error?: unknown }, at: string): void {
+  assert.equal("value" in got, false, `${at}: the nested level rejects`);
+  const error = got.error as SqliteError;
+  assert.ok(error instanceof SqliteError, `${at}: ${error}`);
+  assert.equal(error.code, ErrorCode.TxUndoFailed, at);
+  assert.match(error.message, /lost its savepoint sp\d/, at);
+  // Drizzle's own error (its failed rollback to savepoint, or, for another database's
+  // transaction nested as a savepoint, its rollback sent as that), which wraps SQLite's.
+  const cause = error.cause as Error & { cause?: Error };
+  assert.match(String(cause?.message), /Failed query: rollback( to savepoint sp\d)?\n/, at);
+  assert.match(String(cause?.cause?.message), /no such savepoint/, at);
+}
+
+Deno.test("drizzle: a nested Drizzle level whose savepoint a RELEASE inside it ended rejects with TX_UNDO_FAILED, and the Drizzle levels around it cannot commit", async () => {
+  await using srv = await startServer();
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    try {
+      const db = drizzle(client);
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      for (const end of ["throws", "returns"] as const) {
+        const at = `max ${max}, nested ${end}`;
+        await client.exec("DELETE FROM mix");
+        let nested!: { value?: unknown; error?: unknown };
+        let after!: { value?: unknown; error?: unknown };
+        let joined: { value?: unknown; error?: unknown } | undefined;
+        let deeper!: { value?: unknown; error?: unknown };
+        const outer = await outcome(db.transaction(async (tx) => {
+          await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+          await tx.run(sql`SAVEPOINT mine`);
+          nested = await outcome(tx.transaction(async (t2) => {
+            await t2.run(sql`INSERT INTO mix VALUES ('nested')`);
+            await t2.run(sql`RELEASE mine`); // ends Drizzle's savepoint sp0 too
+            if (end === "throws") throw new Error("nested fails");
+            return "nested done";
+          }));
+          // The level cannot go on: nothing is sent (the user caught the error).
+          after = await outcome(tx.run(sql`INSERT INTO mix VALUES ('after')`));
+          if (max === 1) joined = await outcome(client.run("INSERT INTO mix VALUES ('joined')"));
+          deeper = await outcome(tx.transaction((t2) => t2.run(sql`INSERT INTO mix VALUES ('x')`)));
+          return "outer done";
+        }));
+        assertUndoFailed(nested, at);
+        assert.equal(codeOf(after.error), ErrorCode.TxUndoFailed, at);
+        if (joined !== undefined) assert.equal(codeOf(joined.error), ErrorCode.TxUndoFailed, at);
+        assert.equal(codeOf(deeper.error), ErrorCode.TxUndoFailed, at);
+        assert.equal("value" in outer, false, `${at}: the outer level does not commit`);
+        assert.equal(codeOf(outer.error), ErrorCode.TxUndoFailed, at);
+        assert.deepEqual(await rows(), [], at);
+        assert.equal(client.inTransaction, false, at);
+
+        // Three Drizzle levels, `mine` opened outside the middle one: its rollback to savepoint
+        // fails too, and the outermost is poisoned in turn.
+        await client.exec("DELETE FROM mix");
+        let middle!: { value?: unknown; error?: unknown };
+        const top = await outcome(db.transaction(async (tx) => {
+          await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+          await tx.run(sql`SAVEPOINT mine`);
+          middle = await outcome(tx.transaction(async (t1) => {
+            await t1.run(sql`INSERT INTO mix VALUES ('middle')`);
+            nested = await outcome(t1.transaction(async (t2) => {
+              await t2.run(sql`INSERT INTO mix VALUES ('nested')`);
+              await t2.run(sql`RELEASE mine`);
+              if (end === "throws") throw new Error("nested fails");
+            }));
+            return "middle done";
+          }));
+          return "top done";
+        }));
+        assertUndoFailed(nested, `${at}, innermost of three`);
+        assertUndoFailed(middle, `${at}, middle of three`);
+        assert.equal(codeOf(top.error), ErrorCode.TxUndoFailed, `${at}, top of three`);
+        assert.deepEqual(await rows(), [], `${at}, three levels`);
+        assert.equal(client.inTransaction, false, at);
+
+        // Another database's db.transaction() nested as a savepoint: the same.
+        await client.exec("DELETE FROM mix");
+        const other = drizzle(client);
+        const around = await outcome(db.transaction(async (tx) => {
+          await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+          await tx.run(sql`SAVEPOINT mine`);
+          nested = await outcome(other.transaction(async (t2) => {
+            await t2.run(sql`INSERT INTO mix VALUES ('nested')`);
+            await t2.run(sql`RELEASE mine`);
+            if (end === "throws") throw new Error("nested fails");
+          }));
+          return "outer done";
+        }));
+        assertUndoFailed(nested, `${at}, another database's`);
+        assert.equal(codeOf(around.error), ErrorCode.TxUndoFailed, `${at}, another database's`);
+        assert.deepEqual(await rows(), [], `${at}, another database's`);
+      }
+    } finally {
+      await client.close();
+    }
+  }
+});
+
+Deno.test("drizzle: a nested Drizzle level whose savepoint is gone poisons the client.transaction() it is nested in, which never commits its leftovers", async () => {
+  await using srv = await startServer();
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    try {
+      const db = drizzle(client);
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const rows = async () => (await client.values("SELECT v FROM mix ORDER BY rowid")).flat();
+      for (const end of ["throws", "returns"] as const) {
+        // `mine` opened inside the client level: its own savepoint stays, so it is undone as a
+        // whole and the Drizzle transaction around it goes on and commits its own work.
+        let at = `max ${max}, nested ${end}, mine in the client level`;
+        await client.exec("DELETE FROM mix");
+        let nested!: { value?: unknown; error?: unknown };
+        let after!: { value?: unknown; error?: unknown };
+        let mid!: { value?: unknown; error?: unknown };
+        const result = await db.transaction(async (tx) => {
+          await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+          mid = await outcome(client.transaction(async (c) => {
+            await c.run("INSERT INTO mix VALUES ('client')");
+            await c.exec("SAVEPOINT mine");
+            nested = await outcome(db.transaction(async (t2) => {
+              await t2.run(sql`INSERT INTO mix VALUES ('nested')`);
+              await t2.run(sql`RELEASE mine`);
+              if (end === "throws") throw new Error("nested fails");
+              return "nested done";
+            }));
+            after = await outcome(c.run("INSERT INTO mix VALUES ('after')"));
+            return "client done";
+          }));
+          await tx.run(sql`INSERT INTO mix VALUES ('outer 2')`);
+          return "outer done";
+        });
+        assertUndoFailed(nested, at);
+        assert.equal(codeOf(after.error), ErrorCode.TxUndoFailed, at);
+        assert.equal("value" in mid, false, `${at}: the client level does not commit`);
+        assert.equal(codeOf(mid.error), ErrorCode.TxUndoFailed, at);
+        assert.equal(result, "outer done", at);
+        assert.deepEqual(await rows(), ["outer", "outer 2"], at);
+        assert.equal(client.inTransaction, false, at);
+
+        // `mine` opened in the Drizzle level around the client level: the client level's own
+        // savepoint went too, so the whole transaction is rolled back.
+        at = `max ${max}, nested ${end}, mine in the Drizzle level`;
+        await client.exec("DELETE FROM mix");
+        const outer = await outcome(db.transaction(async (tx) => {
+          await tx.run(sql`INSERT INTO mix VALUES ('outer')`);
+          await tx.run(sql`SAVEPOINT mine`);
+          mid = await outcome(client.transaction(async (c) => {
+            await c.run("INSERT INTO mix VALUES ('client')");
+            nested = await outcome(tx.transaction(async (t2) => {
+              await t2.run(sql`INSERT INTO mix VALUES ('nested')`);
+              await t2.run(sql`RELEASE mine`);
+              if (end === "throws") throw new Error("nested fails");
+              return "nested done";
+            }));
+            return "client done";
+          }));
+          return "outer done";
+        }));
+        assertUndoFailed(nested, at);
+        assert.equal(codeOf(mid.error), ErrorCode.TxUndoFailed, at);
+        assert.equal("value" in outer, false, `${at}: the Drizzle transaction does not commit`);
+        assert.deepEqual(await rows(), [], at);
+        assert.equal(client.inTransaction, false, at);
+      }
+    } finally {
+      await client.close();
+    }
+  }
+});

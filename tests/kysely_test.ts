@@ -996,3 +996,54 @@ Deno.test("kysely: client transaction()s nest in a Kysely transaction; a Kysely 
     }
   }
 });
+
+Deno.test("kysely: a rollbackToSavepoint() whose savepoint a RELEASE of an earlier one ended rejects with TX_UNDO_FAILED, and the transaction cannot commit", async () => {
+  // As a nested transaction() whose ROLLBACK TO fails: the savepoint's work stays in the
+  // transaction, which must then not commit it.
+  await using srv = await startServer();
+  for (const max of [1, 4]) {
+    const client = await connect({ ...srv.connectOptions, max });
+    const db = new Kysely<{ mix: { v: string } }>({ dialect: new NetsqliteDialect({ client }) });
+    const settle = <T>(p: Promise<T>): Promise<{ value?: T; error?: unknown }> =>
+      p.then((value) => ({ value }), (error) => ({ error }));
+    try {
+      await client.exec("DROP TABLE IF EXISTS mix; CREATE TABLE mix (v TEXT)");
+      const at = `max ${max}`;
+      const trx = await db.startTransaction().execute();
+      await trx.insertInto("mix").values({ v: "outer" }).execute();
+      await sql`SAVEPOINT mine`.execute(trx);
+      const sp = await trx.savepoint("a").execute();
+      await sp.insertInto("mix").values({ v: "savepoint a" }).execute();
+      await sql`RELEASE mine`.execute(sp); // ends savepoint "a" too
+      const undo = await settle(sp.rollbackToSavepoint("a").execute());
+      assert.equal("value" in undo, false, `${at}: the rollback to savepoint rejects`);
+      const error = undo.error as SqliteError;
+      assert.ok(error instanceof SqliteError, `${at}: ${error}`);
+      assert.equal(error.code, ErrorCode.TxUndoFailed, at);
+      assert.match(error.message, /savepoint "a" is gone/, at);
+      assert.match(String((error.cause as Error)?.message), /no such savepoint/, at);
+      // The transaction cannot go on: nothing more is sent, and it does not commit.
+      for (
+        const [what, p] of [
+          ["insert", () => trx.insertInto("mix").values({ v: "after" }).execute()],
+          ["raw", () => sql`SELECT 1`.execute(trx)],
+          ["savepoint", () => trx.savepoint("b").execute()],
+          ["commit", () => trx.commit().execute()],
+        ] as const
+      ) {
+        const got = await settle<unknown>(p());
+        assert.equal((got.error as SqliteError)?.code, ErrorCode.TxUndoFailed, `${at}, ${what}`);
+      }
+      await trx.rollback().execute();
+      assert.deepEqual(await client.values("SELECT v FROM mix"), [], at);
+      assert.equal(client.inTransaction, false, at);
+
+      // A transaction after it commits as usual.
+      await db.transaction().execute((t) => t.insertInto("mix").values({ v: "next" }).execute());
+      assert.deepEqual(await client.values("SELECT v FROM mix"), [["next"]], at);
+    } finally {
+      await db.destroy();
+      await client.close();
+    }
+  }
+});
