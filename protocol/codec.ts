@@ -12,6 +12,8 @@ import { beginFrame, endFrame } from "../transport/frame_writer.ts";
 
 /** Kept small: every connection has one; it grows for large messages and shrinks back. */
 const INITIAL_BUFFER = 4 * 1024;
+/** A buffer grown past this (by a large message) is dropped once its bytes are taken. */
+const LARGE_BUFFER = 64 * INITIAL_BUFFER;
 
 /**
  * Appends framed MessagePack messages to an internal buffer; {@link take}
@@ -58,14 +60,23 @@ export class MessageEncoder {
     if (size >= 0 && size < this.#w.pos) this.#w.pos = size;
   }
 
-  /** Returns a copy of every frame appended so far and empties the buffer. */
+  /**
+   * Returns every frame appended so far and empties the buffer: a copy, or
+   * the buffer itself when it grew for large messages (it is not kept for
+   * the small ones after them) and they fill at least half of it. The
+   * caller may keep what it gets: the encoder writes into a fresh buffer.
+   */
   take(): Uint8Array {
     const w = this.#w;
-    const out = w.bytes.slice(0, w.pos);
-    w.pos = 0;
-    // Do not keep a huge buffer alive after one large message.
-    if (w.bytes.length > 64 * INITIAL_BUFFER) w.reset(INITIAL_BUFFER);
-    return out;
+    const bytes = w.bytes;
+    const pos = w.pos;
+    if (bytes.length <= LARGE_BUFFER) {
+      w.pos = 0;
+      return bytes.slice(0, pos);
+    }
+    // Copying megabytes costs more than a fresh small buffer.
+    w.reset(INITIAL_BUFFER);
+    return 2 * pos >= bytes.length ? bytes.subarray(0, pos) : bytes.slice(0, pos);
   }
 }
 

@@ -69,6 +69,12 @@ export class Encoded {
   constructor(readonly bytes: Uint8Array, readonly count: number) {}
 }
 
+/**
+ * Room a {@link MsgpackWriter} grown for one large value keeps past it: for
+ * the rest of its message and a few small ones after it.
+ */
+export const GROWTH_HEADROOM = 64 * 1024;
+
 /** Appends MessagePack values to a growing buffer. */
 export class MsgpackWriter {
   bytes: Uint8Array;
@@ -80,11 +86,17 @@ export class MsgpackWriter {
     this.view = new DataView(this.bytes.buffer);
   }
 
-  /** Makes room for `n` more bytes. */
+  /**
+   * Makes room for `n` more bytes: the buffer doubles, or when that is not
+   * enough (one large value) grows at once to what is needed and
+   * {@link GROWTH_HEADROOM} more, so that the bytes written after the value
+   * do not make it copy the value again.
+   */
   ensure(n: number): void {
     const need = this.pos + n;
     if (need <= this.bytes.length) return;
-    const bytes = new Uint8Array(Math.max(need, this.bytes.length * 2));
+    const doubled = this.bytes.length * 2;
+    const bytes = new Uint8Array(need <= doubled ? doubled : need + GROWTH_HEADROOM);
     bytes.set(this.bytes.subarray(0, this.pos));
     this.bytes = bytes;
     this.view = new DataView(bytes.buffer);
@@ -148,6 +160,42 @@ export class MsgpackWriter {
   /** Appends a byte array. */
   binary(b: Uint8Array): void {
     this.#binary(b);
+  }
+
+  /**
+   * Appends the header of a byte array of `n` bytes and returns the room for
+   * them, a view of the buffer to fill at once (before anything else is
+   * appended or the buffer is taken): bytes copied there from elsewhere (a
+   * blob in SQLite's memory) need no array of their own first.
+   */
+  binaryRoom(n: number): Uint8Array {
+    if (n > 0xffffffff) throw new MsgpackError(`Byte array of ${n} bytes is too long`);
+    return this.#room(n, n < 0x100 ? 2 : n < 0x10000 ? 3 : 5, 0xc4);
+  }
+
+  /**
+   * As {@link binaryRoom}, for a string of `n` bytes of UTF-8, which the
+   * caller makes sure are valid (they are sent as they are).
+   */
+  stringRoom(n: number): Uint8Array {
+    if (n > 0xffffffff) throw new MsgpackError(`String of ${n} bytes is too long`);
+    if (n < 32) {
+      this.ensure(1 + n);
+      this.bytes[this.pos++] = 0xa0 | n;
+      const at = this.pos;
+      this.pos += n;
+      return this.bytes.subarray(at, at + n);
+    }
+    return this.#room(n, n < 0x100 ? 2 : n < 0x10000 ? 3 : 5, 0xd9);
+  }
+
+  /** Appends the header of a str/bin value (`type8` for its 8-bit length form) and keeps `n` bytes. */
+  #room(n: number, header: number, type8: number): Uint8Array {
+    this.ensure(header + n);
+    const start = this.pos;
+    const at = start + header;
+    this.#sized(type8, start, n, header);
+    return this.bytes.subarray(at, at + n);
   }
 
   /** Appends the header of an array of `n` items; the items follow. */

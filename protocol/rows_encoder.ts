@@ -77,6 +77,16 @@ export class RowsEncoder {
     this.#w.binary(value);
   }
 
+  /** A BLOB of `length` bytes, to copy into the view returned at once. */
+  blobRoom(length: number): Uint8Array {
+    return this.#w.binaryRoom(length);
+  }
+
+  /** A TEXT of `length` bytes of valid UTF-8, to copy into the view returned at once. */
+  textRoom(length: number): Uint8Array {
+    return this.#w.stringRoom(length);
+  }
+
   /** The rows written since {@link begin}, as one MessagePack array. */
   finish(): Encoded {
     const w = this.#w;

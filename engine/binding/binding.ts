@@ -302,6 +302,18 @@ export interface RowSink {
   text(value: string): void;
   /** A BLOB. */
   blob(value: Uint8Array): void;
+  /**
+   * A BLOB of `length` bytes, which the caller copies into the view
+   * returned at once (a large value, copied from SQLite's memory straight
+   * into the sink's).
+   */
+  blobRoom(length: number): Uint8Array;
+  /**
+   * As {@link blobRoom}, for a TEXT of `length` bytes of UTF-8: the caller
+   * checks they are valid, and throws when not (the rows being written are
+   * dropped then, as after any error).
+   */
+  textRoom(length: number): Uint8Array;
 }
 
 /** Result of {@link Stmt.run}. */
