@@ -16,6 +16,7 @@ import { SqliteError } from "../protocol/errors.ts";
 import type { Sqlite, SqlValue } from "../engine/binding/binding.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
 import { startServer } from "./_helpers.ts";
+import { concat } from "./_bytes.ts";
 
 function encode(v: unknown): Uint8Array {
   const w = new MsgpackWriter(16);
@@ -29,16 +30,6 @@ function frame(v: unknown): Uint8Array {
   const out = new Uint8Array(4 + payload.length);
   new DataView(out.buffer).setUint32(0, payload.length);
   out.set(payload, 4);
-  return out;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
   return out;
 }
 
@@ -77,7 +68,7 @@ Deno.test("MsgpackWriter grown for one large value keeps room after it: the writ
   assert.ok(v.bytes.length <= 2 * v.pos, `${v.bytes.length} bytes for ${v.pos}`);
   const head = encode([1, "a"]);
   const value = encode(big);
-  assert.deepEqual(w.bytes.slice(0, head.length + value.length), concat(head, value));
+  assert.deepEqual(w.bytes.slice(0, head.length + value.length), concat([head, value]));
 });
 
 Deno.test("MessageEncoder.take() hands out a buffer grown for large messages, which later messages do not touch", () => {
@@ -90,7 +81,7 @@ Deno.test("MessageEncoder.take() hands out a buffer grown for large messages, wh
     enc.append(small(1));
     enc.append(msg);
     enc.append(small(2));
-    const expected = concat(frame(small(1)), frame(msg), frame(small(2)));
+    const expected = concat([frame(small(1)), frame(msg), frame(small(2))]);
     const out = enc.take();
     assert.deepEqual(out, expected, `a take holding a message of ${size} bytes`);
     if (size > 256 * 1024) {
@@ -100,7 +91,7 @@ Deno.test("MessageEncoder.take() hands out a buffer grown for large messages, wh
     // What follows goes into another buffer: `out` stays as it was taken.
     enc.append(large);
     enc.append(small(3));
-    assert.deepEqual(enc.take(), concat(frame(large), frame(small(3))));
+    assert.deepEqual(enc.take(), concat([frame(large), frame(small(3))]));
     assert.deepEqual(out, expected, "a taken buffer was written again");
   }
   // A large message refused (past its limit) leaves a grown buffer little of
