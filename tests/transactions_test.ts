@@ -300,7 +300,7 @@ Deno.test("Client.batch() of another client waits for an open transaction and st
   const batch = track(
     b.batch([{ sql: "INSERT INTO t VALUES ('b1')" }, { sql: "INSERT INTO t VALUES ('b2')" }]),
   );
-  await delay(100);
+  await statsUntil(srv.connectOptions, (s) => s.writer.waiting === 1, "the batch waits");
   assert.equal(batch.settled(), false);
   assert.deepEqual(await a.values("SELECT x FROM t"), [["a"]]);
   await a.exec("COMMIT");
