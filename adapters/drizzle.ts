@@ -123,7 +123,14 @@ import {
   turnOf,
 } from "../client/_tx_order.ts";
 import { firstValues } from "../client/queryable.ts";
-import { joinedCallRefused, levelOf, newLevel } from "../client/_tx_undo.ts";
+import {
+  cannotGoOn,
+  joinedCallRefused,
+  levelOf,
+  lostReason,
+  newLevel,
+  poisonedCommit,
+} from "../client/_tx_undo.ts";
 import { PoolScope } from "./_pool_scope.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
 import { applyMigrations, type MigrationConfig } from "./drizzle_migrate.ts";
@@ -290,14 +297,7 @@ function newPart(pool: PoolTransaction | undefined, home: Level | undefined): Pa
  */
 function undoFailed(part: Part, sql: string, err: unknown): void {
   const name = /savepoint\s+(\S+)/i.exec(sql)?.[1] ?? "";
-  const said = err instanceof Error ? err.message : String(err);
-  part.lost = /no such savepoint/i.test(said)
-    ? `lost its savepoint ${name} (SQLite: ${said}): a statement inside it released or rolled ` +
-      "back to a savepoint opened before it (a RELEASE or ROLLBACK TO of a name it did not " +
-      "open), which ends every savepoint opened after that one"
-    : `could not roll back to its savepoint ${name} (${
-      err instanceof SqliteError ? `${err.code}: ` : ""
-    }${said})`;
+  part.lost = lostReason(name, err, []);
   const why = `a transaction nested in it ${part.lost}`;
   const pool = part.pool;
   const open = pool === undefined ? undefined : openTransactions(pool.conn);
@@ -326,20 +326,7 @@ function poisonedAt(level: Level): SqliteError | null {
   const pool = level.part.pool;
   const refused = pool === undefined ? null : joinedCallRefused(pool.conn);
   if (refused !== null || level.part.poison === null) return refused;
-  return new SqliteError(
-    ErrorCode.TxUndoFailed,
-    `Transaction cannot go on: ${level.part.poison}; it cannot commit, and is rolled back when ` +
-      "its callback settles (this statement was not sent)",
-  );
-}
-
-/** The error a poisoned transaction (see {@link undoFailed}) whose callback resolved rejects with. */
-function poisonedCommit(part: Part): SqliteError {
-  return new SqliteError(
-    ErrorCode.TxUndoFailed,
-    `Transaction rolled back instead of committed: ${part.poison}; this transaction was undone ` +
-      "as a whole, the nested one's work with it",
-  );
+  return cannotGoOn(level.part.poison);
 }
 
 /**

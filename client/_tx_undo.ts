@@ -109,7 +109,15 @@ export function poisonedCall(
     );
   }
   const poison = level?.poison ?? null;
-  return poison === null ? null : new SqliteError(
+  return poison === null ? null : cannotGoOn(poison);
+}
+
+/**
+ * The error of a call refused, unsent, in a transaction that cannot commit
+ * because of `poison` (a `transaction()` level's, or an ORM adapter's).
+ */
+export function cannotGoOn(poison: string): SqliteError {
+  return new SqliteError(
     ErrorCode.TxUndoFailed,
     `Transaction cannot go on: ${poison}; it cannot commit, and is rolled back when its ` +
       "function settles (this call was not sent)",
@@ -129,8 +137,11 @@ export function joinedCallRefused(conn: PooledConnection): SqliteError | null {
   return level === undefined ? null : poisonedCall(conn, level);
 }
 
-/** The error a poisoned level (see {@link undoLevel}) whose function resolved rejects with. */
-export function poisonedCommit(level: Level): SqliteError {
+/**
+ * The error a poisoned level (see {@link undoLevel}) whose function resolved
+ * rejects with (an ORM adapter's level too).
+ */
+export function poisonedCommit(level: { readonly poison: string | null }): SqliteError {
   return new SqliteError(
     ErrorCode.TxUndoFailed,
     `Transaction rolled back instead of committed: ${level.poison}; this transaction was undone ` +
@@ -202,7 +213,7 @@ export async function undoLevel(
     failure = err;
   }
   const ended = endedInside(conn, failure);
-  const why = ended ? endedReason(level) : lostReason(savepoint, failure, level);
+  const why = ended ? endedReason(level) : lostReason(savepoint, failure, level.ends);
   const at = open.stack.indexOf(scope);
   const enclosing = at > 0 ? levelOf(open.stack[at - 1]) : undefined;
   let then: string;
@@ -254,17 +265,18 @@ function endedReason(level: Level): string {
 
 /**
  * Why `savepoint`'s `ROLLBACK TO` failed with `err`, for the messages: in
- * the words "it <reason>".
+ * the words "it <reason>"; `ends` names the statements that ended it, when
+ * known (an ORM adapter's nested level knows none).
  */
-function lostReason(savepoint: string, err: unknown, level: Level): string {
+export function lostReason(savepoint: string, err: unknown, ends: readonly string[]): string {
   const said = err instanceof Error ? err.message : String(err);
   if (!/no such savepoint/i.test(said)) {
     const code = err instanceof SqliteError ? `${err.code}: ` : "";
     return `could not roll back to its savepoint ${savepoint} (${code}${said})`;
   }
-  const named = level.ends.length === 0
+  const named = ends.length === 0
     ? "a RELEASE or ROLLBACK TO of a name it did not open"
-    : level.ends.map((s) => `"${s}"`).join(", ");
+    : ends.map((s) => `"${s}"`).join(", ");
   return `lost its savepoint ${savepoint} (SQLite: ${said}): a statement inside it released or ` +
     `rolled back to a savepoint opened before it (${named}), which ends every savepoint opened ` +
     "after that one";
