@@ -714,6 +714,20 @@ class FfiDb implements Db {
 }
 
 /** One prepared statement through FFI. */
+/** A BLOB column's `len` bytes at `p` (`null`: out of memory, read as zeros), as an array of their own. */
+function blobOf(p: Deno.PointerValue, len: number): Uint8Array {
+  const out = new Uint8Array(len);
+  if (len > 0 && p !== null) Deno.UnsafePointerView.copyInto(p, out);
+  return out;
+}
+
+/** A large BLOB column's `len` bytes at `p` copied into `sink`, with no array of their own. */
+function blobInto(sink: RowSink, p: Deno.PointerValue, len: number): void {
+  const room = sink.blobRoom(len);
+  if (p !== null) Deno.UnsafePointerView.copyInto(p, room);
+  else room.fill(0); // (Out of memory: as blobOf reads it.)
+}
+
 class FfiStmt implements Stmt {
   readonly end: number;
   readonly readOnly: boolean;
@@ -898,14 +912,21 @@ class FfiStmt implements Stmt {
             case ColumnType.FLOAT:
               sink.real(s.sqlite3_column_double(h, i));
               break;
-            case ColumnType.TEXT:
-              if (s.sqlite3_column_bytes(h, i) < LARGE_VALUE) sink.text(this.#text(h, i));
-              else this.#textInto(sink, h, i);
+            case ColumnType.TEXT: {
+              // Text first, then its length (in UTF-8, whatever the database's encoding).
+              const p = s.sqlite3_column_text(h, i);
+              const len = s.sqlite3_column_bytes(h, i);
+              if (len < LARGE_VALUE || p === null) sink.text(this.#textOf(p, len, h, i));
+              else this.#textInto(sink, p, len, h, i);
               break;
-            case ColumnType.BLOB:
-              if (s.sqlite3_column_bytes(h, i) < LARGE_VALUE) sink.blob(this.#blob(h, i));
-              else this.#blobInto(sink, h, i);
+            }
+            case ColumnType.BLOB: {
+              const p = s.sqlite3_column_blob(h, i);
+              const len = s.sqlite3_column_bytes(h, i);
+              if (len < LARGE_VALUE) sink.blob(blobOf(p, len));
+              else blobInto(sink, p, len);
               break;
+            }
             default:
               sink.nil();
           }
@@ -932,7 +953,11 @@ class FfiStmt implements Stmt {
 
   #text(h: Deno.PointerObject, i: number): string {
     const p = this.#s.sqlite3_column_text(h, i);
-    const len = this.#s.sqlite3_column_bytes(h, i);
+    return this.#textOf(p, this.#s.sqlite3_column_bytes(h, i), h, i);
+  }
+
+  /** Column `i`'s TEXT, `len` bytes at `p` (`null`: out of memory, read as ""). */
+  #textOf(p: Deno.PointerValue, len: number, h: Deno.PointerObject, i: number): string {
     if (len === 0 || p === null) return "";
     const text = readText(p, len);
     if (text !== null) return text;
@@ -953,28 +978,21 @@ class FfiStmt implements Stmt {
    * of them: refused as {@link #text} refuses it when not valid UTF-8 (when
    * valid, they are the bytes `#text`'s string encodes back to).
    */
-  #textInto(sink: RowSink, h: Deno.PointerObject, i: number): void {
-    const p = this.#s.sqlite3_column_text(h, i);
-    if (p === null) return sink.text(""); // (Out of memory: as #text reads it.)
-    const room = sink.textRoom(this.#s.sqlite3_column_bytes(h, i));
+  #textInto(
+    sink: RowSink,
+    p: Deno.PointerObject,
+    len: number,
+    h: Deno.PointerObject,
+    i: number,
+  ): void {
+    const room = sink.textRoom(len);
     Deno.UnsafePointerView.copyInto(p, room);
     if (!isUtf8(room)) throw this.#invalidUtf8(h, i);
   }
 
-  /** A large BLOB column copied into `sink` with no array of its own. */
-  #blobInto(sink: RowSink, h: Deno.PointerObject, i: number): void {
-    const p = this.#s.sqlite3_column_blob(h, i);
-    const room = sink.blobRoom(this.#s.sqlite3_column_bytes(h, i));
-    if (p !== null) Deno.UnsafePointerView.copyInto(p, room);
-    else room.fill(0); // (Out of memory: as #blob reads it.)
-  }
-
   #blob(h: Deno.PointerObject, i: number): Uint8Array {
     const p = this.#s.sqlite3_column_blob(h, i);
-    const len = this.#s.sqlite3_column_bytes(h, i);
-    const out = new Uint8Array(len);
-    if (len > 0 && p !== null) Deno.UnsafePointerView.copyInto(p, out);
-    return out;
+    return blobOf(p, this.#s.sqlite3_column_bytes(h, i));
   }
 
   all(maxBytes?: number): SqlValue[][] {
