@@ -8,8 +8,13 @@
  * specifiers, such as `npm:drizzle-orm@^0.45/sqlite-proxy`, rewritten to the
  * bare names Node.js resolves, `drizzle-orm/sqlite-proxy`), a `package.json`
  * stamped with {@link VERSION}, and the `LICENSE`. The server stays Deno-only. With `--types`,
- * the client's type declarations too (`types/`, by TypeScript's `tsc` from
- * npm; the adapters' types need the ORM packages and are left out).
+ * type declarations too, for the client and the two adapters (`types/`, by one run of
+ * TypeScript's `tsc`, installed from npm with the ORM packages at the ranges of {@link PEERS}
+ * into a temporary folder): the adapters' declarations import the client's (one copy of its
+ * classes, as in the bundle) and the ORM packages by their bare names (the `npm:` specifiers
+ * rewritten as in the bundle), and `netsqlite.d.mts`, `drizzle.d.mts` and `kysely.d.mts` are the
+ * `types` of the package's exports. Importing only the client needs neither ORM package, for
+ * its types either.
  *
  * Use it from a checkout: `deno task build:node`, then in a Node.js project
  * `npm pack /path/to/netsqlite/npm/dist` and `npm install
@@ -71,7 +76,10 @@ export function rewriteNpmSpecifiers(text: string, file: string): string {
 
 /** Options of {@link buildNode}. */
 export interface BuildOptions {
-  /** Also emit the client's `.d.ts` files with `tsc` (fetched from npm). @default {false} */
+  /**
+   * Also emit the `.d.ts` files of the client and the adapters with `tsc` (installed from npm with
+   * the {@link PEERS} packages). @default {false}
+   */
   types?: boolean;
 }
 
@@ -144,12 +152,12 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
     type: "module",
     engines: { node: ">=20" },
     // For TypeScript's older resolution (node10), which reads no "exports".
-    ...(types ? { types: "./netsqlite.d.mts" } : {}),
+    ...(types ? { types: declarationsOf("netsqlite.mjs") } : {}),
     exports: Object.fromEntries([
-      ...ENTRIES.flatMap(([entry, file, names]) =>
+      ...ENTRIES.flatMap(([, file, names]) =>
         names.map((name) =>
-          types && entry === "client.ts"
-            ? [name, { types: "./netsqlite.d.mts", default: `./${file}` }]
+          types
+            ? [name, { types: declarationsOf(file), default: `./${file}` }]
             : [name, `./${file}`]
         )
       ),
@@ -169,45 +177,107 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
 }
 
 /**
- * Emits `types/**\/*.d.ts` for `client.ts` and `netsqlite.d.mts` pointing at
- * them. Declarations import each other as `.js`, as Node.js resolution wants.
+ * Emits `types/**\/*.d.ts` for `client.ts` and the two adapters in one `tsc` run, so the
+ * adapters' declarations import the client's (one copy of its classes, as in the bundle), and
+ * `netsqlite.d.mts`, `drizzle.d.mts` and `kysely.d.mts` pointing at them. `tsc` and the
+ * {@link PEERS} packages (whose types the adapters' declarations use) are installed from npm into a
+ * temporary folder; `tsc` finds the adapters' `npm:` specifiers there through `paths`, and they are
+ * rewritten to the bare names, as in the bundle. Declarations import each other as `.js`, as
+ * Node.js resolution wants.
  */
 async function emitTypes(dist: URL): Promise<void> {
-  const outDir = new URL("types/", dist).pathname;
-  const tsc = await new Deno.Command("npm", {
-    args: ["exec", "--yes", `--package=${TYPESCRIPT}`, "--", "tsc"].concat(
-      ["--declaration", "--emitDeclarationOnly", "--allowImportingTsExtensions"],
-      ["--target", "es2022", "--module", "esnext", "--moduleResolution", "bundler"],
-      ["--lib", "es2024,dom,esnext.disposable", "--skipLibCheck", "--stripInternal"],
-      ["--outDir", outDir, new URL("client.ts", root).pathname],
-    ),
-    cwd: root.pathname,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  // tsc reports the Deno and node: names it has no types for here, and emits anyway.
-  const entry = new URL("types/client.d.ts", dist);
-  const emitted = await Deno.stat(entry).then(() => true, () => false);
-  if (!emitted) {
-    const dec = new TextDecoder();
-    throw new Error(`Cannot emit types: ${dec.decode(tsc.stdout)}${dec.decode(tsc.stderr)}`);
+  const dec = new TextDecoder();
+  const tmp = await Deno.makeTempDir({ prefix: "netsqlite-types-build-" });
+  try {
+    await Deno.writeTextFile(`${tmp}/package.json`, '{ "private": true }\n');
+    const install = await new Deno.Command("npm", {
+      args: ["install", "--no-audit", "--no-fund", "--ignore-scripts", TYPESCRIPT].concat(
+        Object.entries(PEERS).map(([name, range]) => `${name}@${range}`),
+      ),
+      cwd: tmp,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    if (!install.success) {
+      throw new Error(
+        `Cannot emit types: npm install of ${TYPESCRIPT} and the peer packages failed: ` +
+          `${dec.decode(install.stderr)}${dec.decode(install.stdout)}`,
+      );
+    }
+    const modules = `${tmp}/node_modules`;
+    const paths = Object.fromEntries(
+      Object.entries(PEERS).flatMap(([name, range]) => [
+        [`npm:${name}@${range}`, [`${modules}/${name}`]],
+        [`npm:${name}@${range}/*`, [`${modules}/${name}/*`]],
+      ]),
+    );
+    const config = `${tmp}/tsconfig.json`;
+    await Deno.writeTextFile(
+      config,
+      JSON.stringify({
+        compilerOptions: {
+          declaration: true,
+          emitDeclarationOnly: true,
+          allowImportingTsExtensions: true,
+          target: "es2022",
+          module: "esnext",
+          moduleResolution: "bundler",
+          lib: ["es2024", "dom", "esnext.disposable"],
+          skipLibCheck: true,
+          stripInternal: true,
+          rootDir: root.pathname,
+          outDir: new URL("types/", dist).pathname,
+          // No @types/node: the adapters' `node:` imports stay out of their declarations.
+          types: [],
+          paths,
+        },
+        files: ENTRIES.map(([entry]) => new URL(entry, root).pathname),
+      }),
+    );
+    const tsc = await new Deno.Command(`${modules}/.bin/tsc`, {
+      args: ["--project", config],
+      cwd: root.pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    // tsc reports the Deno and node: names it has no types for here, and emits anyway; an npm:
+    // specifier it cannot find would leave the adapters' inferred types unchecked.
+    const report = `${dec.decode(tsc.stdout)}${dec.decode(tsc.stderr)}`;
+    const unresolved = report.match(/^.*Cannot find module 'npm:.*$/m);
+    if (unresolved !== null) throw new Error(`Cannot emit types: ${unresolved[0]}`);
+    for (const [entry] of ENTRIES) {
+      const emitted = new URL(`types/${entry.replace(/\.ts$/, ".d.ts")}`, dist);
+      if (!await Deno.stat(emitted).then(() => true, () => false)) {
+        throw new Error(`Cannot emit types of "${entry}": ${report}`);
+      }
+    }
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
   for await (const file of walk(new URL("types/", dist), ".d.ts")) {
     const text = await Deno.readTextFile(file);
-    await Deno.writeTextFile(
-      file,
+    const rewritten = rewriteNpmSpecifiers(
       text.replace(/(from\s+["']\.{1,2}\/[^"']+)\.ts(["'])/g, "$1.js$2"),
+      file.pathname,
     );
+    if (rewritten !== text) await Deno.writeTextFile(file, rewritten);
   }
   // AsyncDisposable and Symbol.asyncDispose (of `await using`) are in TypeScript's
   // esnext.disposable lib, which a consumer's target below esnext lacks without @types/node;
   // ErrorOptions and Error.cause (of the error classes) are in es2022.error, which a target
   // below es2022 lacks; AsyncGenerator and AsyncIterable (of iterate()) in es2018's libs.
-  await Deno.writeTextFile(
-    new URL("netsqlite.d.mts", dist),
-    LIB_REFERENCES.map((lib) => `/// <reference lib="${lib}" />\n`).join("") +
-      'export * from "./types/client.js";\n',
-  );
+  for (const [entry, file] of ENTRIES) {
+    await Deno.writeTextFile(
+      new URL(declarationsOf(file), dist),
+      LIB_REFERENCES.map((lib) => `/// <reference lib="${lib}" />\n`).join("") +
+        `export * from "./types/${entry.replace(/\.ts$/, ".js")}";\n`,
+    );
+  }
+}
+
+/** The declaration file next to `file` of `dist/` (`netsqlite.mjs`: `netsqlite.d.mts`). */
+function declarationsOf(file: string): string {
+  return `./${file.replace(/\.mjs$/, ".d.mts")}`;
 }
 
 /** The files under `dir` whose names end with `suffix`, in its subfolders too. */

@@ -33,6 +33,19 @@ async function which(cmd: string, args = ["--version"]): Promise<boolean> {
   }
 }
 
+/** The TypeScript the build emits declarations with, and type-checks consumers here. */
+const TYPESCRIPT = "typescript@5.9";
+
+/** `tsc --noEmit --strict` of TypeScript `version` (from npm) with `args`, run in `dir`. */
+function tsc(dir: string, version: string, ...args: string[]) {
+  return run(
+    "npm",
+    ["exec", "--yes", `--package=${version}`, "--", "tsc", "--noEmit", "--strict", ...args],
+    {},
+    dir,
+  );
+}
+
 /** A CA and a certificate it signed for 127.0.0.1, made by openssl; null without openssl. */
 async function makeCertificate(
   dir: string,
@@ -204,23 +217,22 @@ Deno.test(
       );
       // No --skipLibCheck, no --lib and no @types/node: the declarations must stand alone,
       // whatever the target (below es2022 the default lib has no ErrorOptions, below es2018 no
-      // AsyncGenerator: the declarations load those libs themselves).
-      const tsc = (target: string, ...args: string[]) =>
-        run(
-          "npm",
-          ["exec", "--yes", "--package=typescript@5.9", "--", "tsc", "--noEmit", "--strict"]
-            .concat(["--target", target], args),
-          {},
-          dir,
-        );
+      // AsyncGenerator: the declarations load those libs themselves). No drizzle-orm nor kysely
+      // here: the client's declarations need neither.
       const esm = ["--module", "nodenext", "--moduleResolution", "nodenext", "main.mts"];
       for (const target of ["es2022", "es2017"]) {
-        const out = await tsc(target, ...esm);
+        const out = await tsc(dir, TYPESCRIPT, "--target", target, ...esm);
         assert.equal(out.code, 0, `target ${target}: ${out.text}`);
       }
+      // TypeScript 7 (what `npm install typescript` gives now) reads the same declarations.
+      const seven = await tsc(dir, "typescript@7", "--target", "es2022", ...esm);
+      assert.equal(seven.code, 0, `TypeScript 7: ${seven.text}`);
+      // TypeScript 7 removed node10 (TS5108), hence 5.9 here.
       const legacy = await tsc(
-        "es2022",
-        ...["--module", "commonjs", "--moduleResolution", "node10", "legacy.ts"],
+        dir,
+        TYPESCRIPT,
+        ...["--target", "es2022", "--module", "commonjs", "--moduleResolution", "node10"],
+        "legacy.ts",
       );
       assert.equal(legacy.code, 0, legacy.text);
     } finally {
@@ -369,7 +381,7 @@ async function adaptersProject(): Promise<
     },
   };
   try {
-    await buildNode(new URL(`file://${build}/`));
+    await buildNode(new URL(`file://${build}/`), { types: true });
     await Deno.writeTextFile(join(dir, "package.json"), '{ "private": true }\n');
     const pack = await run("npm", ["pack", "--pack-destination", dir, build], {}, dir);
     assert.equal(pack.code, 0, pack.text);
@@ -391,8 +403,8 @@ async function adaptersProject(): Promise<
 }
 
 Deno.test(
-  "node: the adapters' build runs drizzle-orm and kysely under Node.js and Bun",
-  withTimeLimit(240_000, async () => {
+  "node: the adapters' build runs drizzle-orm and kysely under Node.js and Bun, and type-checks",
+  withTimeLimit(300_000, async () => {
     const made = await adaptersProject();
     if ("skip" in made) {
       console.log(`skipped: ${made.skip}`);
@@ -420,5 +432,63 @@ Deno.test(
     } else {
       console.log(`Bun part skipped: ${bun.skip}`);
     }
+    await checkAdapterTypes(project.dir);
   }),
 );
+
+/**
+ * Type-checks a TypeScript consumer of the adapters in `dir` (a project from
+ * {@link adaptersProject}) against the build's declarations and those of the ORM packages:
+ * `tsc --strict`, `nodenext`, no `--skipLibCheck` and no `@types/node`. The `@ts-expect-error`
+ * lines fail the check when a type is `any` (the directive is then unused), and handing the
+ * client module's `Client` to both adapters fails when the adapters' declarations hold another
+ * copy of its class (its private fields make the two incompatible). drizzle-orm's own declarations
+ * do not type-check without `skipLibCheck` (they name `Buffer`, `mysql2` and `gel`, whichever
+ * driver a project uses), so errors in its files are let through, and no others.
+ */
+async function checkAdapterTypes(dir: string): Promise<void> {
+  await Deno.writeTextFile(
+    join(dir, "typed.mts"),
+    [
+      'import { connect } from "@netsqlite/netsqlite/client";',
+      'import { drizzle, migrate, type NetsqliteRunResult } from "@netsqlite/netsqlite/drizzle";',
+      'import { NetsqliteDialect } from "@netsqlite/netsqlite/kysely";',
+      'import { eq } from "drizzle-orm";',
+      'import { integer, sqliteTable, text } from "drizzle-orm/sqlite-core";',
+      'import { type Generated, Kysely } from "kysely";',
+      'const users = sqliteTable("users", { id: integer("id").primaryKey(), name: text("name").notNull() });',
+      'const client = await connect({ path: "/tmp/app.sock" });',
+      "const db = drizzle(client, { schema: { users } });",
+      "const rows: { id: number; name: string }[] = await db.select().from(users).where(eq(users.id, 1));",
+      "// @ts-expect-error: name is a string",
+      "const wrong: { name: number }[] = await db.select().from(users);",
+      'const r: NetsqliteRunResult = await db.insert(users).values({ name: "a" }).run();',
+      "const changes: number = r.changes;",
+      "const found: { id: number; name: string } | undefined = await db.query.users.findFirst();",
+      "// @ts-expect-error: no such table in the schema",
+      "await db.query.nope.findFirst();",
+      'await migrate(db, { migrationsFolder: "./drizzle" });',
+      "interface Database { people: { id: Generated<number>; name: string } }",
+      "const k = new Kysely<Database>({ dialect: new NetsqliteDialect({ client }) });",
+      'const people: { id: number; name: string }[] = await k.selectFrom("people").selectAll().execute();',
+      "// @ts-expect-error: no such table",
+      'await k.selectFrom("nope").selectAll().execute();',
+      "// @ts-expect-error: client is a Client",
+      "new NetsqliteDialect({ client: {} });",
+      "console.log(rows, wrong, changes, found, people);",
+      "await client.close();",
+    ].join("\n") + "\n",
+  );
+  const out = await tsc(
+    dir,
+    TYPESCRIPT,
+    ...["--target", "es2022", "--module", "nodenext", "--moduleResolution", "nodenext"],
+    "typed.mts",
+  );
+  // An error is one line `file(line,col): error TSn: ...`, its details indented on the next ones.
+  const drizzles = /^(\.\.\/)*node_modules\/drizzle-orm\/[^(]+\(\d+,\d+\): error TS\d+: /;
+  const others = out.text.split("\n").filter((line) =>
+    line.trim() !== "" && !line.startsWith(" ") && !drizzles.test(line)
+  );
+  assert.deepEqual(others, [], out.text);
+}
