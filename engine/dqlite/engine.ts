@@ -57,7 +57,7 @@ export const DQLITE_LIMITATIONS: readonly string[] = [
   "cursors buffer the whole result (up to maxResultBytes)",
   "a statement past its deadline fails at once, but the node runs it to its end (an " +
   "autocommit write may still commit)",
-  "columns declared BOOLEAN, DATETIME, DATE or TIMESTAMP, writes with RETURNING, " +
+  "columns declared BOOLEAN, DATETIME, DATE or TIMESTAMP, writes with RETURNING, VACUUM, " +
   "TEMP objects and ATTACH are refused",
 ];
 
