@@ -21,7 +21,7 @@ import { resolveConnectOptions } from "../client/options.ts";
 import { describeStats } from "../cli/admin.ts";
 import { DqliteCluster } from "../engine/dqlite/cluster.ts";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
-import { serverStats, startServer } from "./_helpers.ts";
+import { serverStats, startServer, statsUntil } from "./_helpers.ts";
 
 const ignore = DQLITE_DEMO === null;
 if (ignore) {
@@ -217,6 +217,25 @@ Deno.test({
         );
         assert.doesNotMatch(text, /WAL|\.db\b|^writer |^group commit /m);
         assert.match(text, /^transactions {2}none$/m);
+
+        // A connection the node closed counts no more, though the pool keeps it until lent
+        // (here a get() of endless rows: the server ends them by closing that connection).
+        await using db = await connect({ path: s.path, max: 1 });
+        assert.deepEqual(await db.get(ENDLESS), { i: 1 });
+        const after = await statsUntil(
+          { path: s.path },
+          (r) => r.cluster?.connections === 0,
+          "no connection to the node is open",
+        );
+        assert.equal(
+          describeStats(after).split("\n").find((l) => l.startsWith("database ")),
+          `database      dqlite "${s.name}" on 1 node, last known leader ${
+            nodes.addresses[0]
+          }, 0 of 64 connections open`,
+        );
+        // The next request connects anew, and counts.
+        assert.deepEqual(await db.get("SELECT 2 AS n"), { n: 2 });
+        assert.equal((await serverStats({ path: s.path })).cluster?.connections, 1);
       },
     );
 

@@ -156,13 +156,17 @@ export class DqliteEngine implements EngineLike {
     };
   }
 
-  /** The database, nodes, leader and connections, for `stats` (cheap: nothing is asked). */
+  /**
+   * The database, nodes, the leader found last (not asked again: an idle
+   * server may name a leader that has since died) and the connections open
+   * now, for `stats` (cheap: nothing is asked).
+   */
   get cluster(): ClusterInfo {
     return {
       database: this.#config.database,
       nodes: this.#config.nodes,
       leader: this.#cluster.lastLeader,
-      connections: this._pool.size,
+      connections: this._pool.open,
       poolSize: this.#config.poolSize,
     };
   }
