@@ -357,3 +357,38 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "cluster mode: NO_LEADER of a read, of BEGIN and of a write all end in not applied: safe to retry",
+  ignore,
+  async fn() {
+    await using nodes = await DemoCluster.start(1);
+    await using s = await clusterServer(nodes.addresses, {
+      dqlite: { nodes: [], database: "", leaderTimeout: 300 },
+    });
+    await using db = await connect({ path: s.path, max: 1 });
+    await db.exec("CREATE TABLE t (x)");
+    // The pooled connection, idle, sees its node die; the next requests connect anew and find
+    // no leader (the cluster's one node is gone).
+    await nodes.kill(0);
+    await statsUntil(
+      { path: s.path },
+      (r) => r.cluster?.connections === 0,
+      "the pooled connection is seen closed",
+    );
+    const calls: [string, () => Promise<unknown>][] = [
+      ["get()", () => db.get("SELECT 1")],
+      ["transaction()", () => db.transaction((tx) => tx.run("INSERT INTO t VALUES (1)"))],
+      ['exec("BEGIN")', () => db.exec("BEGIN")],
+      ['exec("SAVEPOINT a")', () => db.exec("SAVEPOINT a")],
+      ["run() of a write", () => db.run("INSERT INTO t VALUES (2)")],
+    ];
+    for (const [what, call] of calls) {
+      const err = await rejection(call());
+      assert.equal(err.code, "NO_LEADER", `${what}: ${err.message}`);
+      assert.match(err.message, /^No dqlite leader found .*\(not applied: safe to retry\)$/, what);
+      assert.equal(db.inTransaction, false, what);
+    }
+  },
+});
