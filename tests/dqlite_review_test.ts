@@ -279,6 +279,7 @@ Deno.test({
           err.message,
           /: it waited for a free connection to the dqlite leader \(all 1 in use: dqlite\.poolSize\), held by other requests or transactions \(not applied: safe to retry\)$/,
         );
+        assert.equal(err.mayHaveRun, false);
         await holder.exec("ROLLBACK");
         assert.deepEqual(await other.get("SELECT 2 AS n"), { n: 2 });
       },
@@ -314,6 +315,9 @@ Deno.test({
           );
           assert.ok(cut === null || cut.code === "STATEMENT_TIMEOUT", String(cut));
         }
+        // Sent, then cut off: the node may still commit it, and the error says so.
+        assert.match(cut.message, /\(outcome unknown: the write may have been applied/);
+        assert.equal(cut.mayHaveRun, true);
         const err = await rejection(db.get("SELECT 1", [], { timeout: 300 }));
         assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
         assert.match(
@@ -321,6 +325,7 @@ Deno.test({
           /: no connection to the dqlite leader could be opened in time \(not applied: safe to retry\)$/,
         );
         assert.doesNotMatch(err.message, /no dqlite leader/);
+        assert.equal(err.mayHaveRun, false);
         await slow;
         // Once the node is done, requests run again.
         assert.deepEqual(
@@ -351,6 +356,7 @@ Deno.test({
           /\(not applied: the transaction is gone; end it with ROLLBACK \(transaction\(\) does so itself\), then retry the whole transaction\)$/,
         );
         assert.doesNotMatch(err.message, /send ROLLBACK|start over/);
+        assert.equal(err.mayHaveRun, false);
         // transaction() ended it: the client is out of it.
         assert.equal(db.inTransaction, false);
       },
@@ -388,6 +394,7 @@ Deno.test({
       const err = await rejection(call());
       assert.equal(err.code, "NO_LEADER", `${what}: ${err.message}`);
       assert.match(err.message, /^No dqlite leader found .*\(not applied: safe to retry\)$/, what);
+      assert.equal(err.mayHaveRun, false, what);
       assert.equal(db.inTransaction, false, what);
     }
   },

@@ -752,7 +752,7 @@ export class DqliteEngineSession {
         "connection to the leader, which may still run it to its end (outcome unknown: the " +
         "write may have been applied, check before retrying)",
       e.sqliteCode,
-      { cause: e },
+      { cause: e, mayHaveRun: true },
     );
   }
 
@@ -1099,6 +1099,7 @@ function notSent(late: SqliteError, why: string): SqliteError {
     late.code,
     `${late.message}: ${why} (not applied: safe to retry)`,
     late.sqliteCode,
+    { mayHaveRun: false },
   );
 }
 
