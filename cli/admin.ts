@@ -505,9 +505,14 @@ export function describeStats(r: StatsReport): string {
     }, engine ${r.engine} (${r.library}, SQLite ${r.sqliteVersion})`,
     c === null
       ? `database      ${r.database} (${bytes(r.dbBytes ?? 0)}, WAL ${bytes(r.walBytes ?? 0)})`
-      : `database      dqlite "${c.database}" on ${counted(c.nodes.length, "node")}, leader ${
-        c.leader ?? "not known now"
-      }, ${c.connections} of ${c.poolSize} connections to it open`,
+      : `database      dqlite "${c.database}" on ${counted(c.nodes.length, "node")}, ${
+        c.leader === null
+          ? `leader not known now, ${c.connections} of ${c.poolSize} connections open`
+          : c.connections === 0
+          // (No connection open, none watches the leader: it may have died since.)
+          ? `last known leader ${c.leader}, 0 of ${c.poolSize} connections open`
+          : `leader ${c.leader}, ${c.connections} of ${c.poolSize} connections to it open`
+      }`,
     `connections   ${r.connections.open} open (at most ${r.connections.max}${
       r.connections.reserved ? `, and ${r.connections.reserved} more for admin sessions` : ""
     }), ${

@@ -197,6 +197,13 @@ export interface WireError {
    */
   ran?: number;
   /**
+   * Cluster mode's `LEADER_LOST`, `NOT_LEADER`, `NO_LEADER` and
+   * `STATEMENT_TIMEOUT`, when the server knows: true when the request may
+   * have been applied (outcome unknown), false when it was not; absent when
+   * the server does not say (see {@link SqliteError.mayHaveRun}).
+   */
+  mayHaveRun?: boolean;
+  /**
    * Connection-level `SHUTTING_DOWN` only: the id of a request still running
    * as the connection closed, which may have partly run; absent when none was.
    */
@@ -224,6 +231,14 @@ export class SqliteError extends Error {
   readonly code: string;
   /** SQLite's numeric extended result code, when SQLite produced the error. */
   readonly sqliteCode: number | undefined;
+  /**
+   * Cluster mode's `LEADER_LOST`, `NOT_LEADER`, `NO_LEADER` and
+   * `STATEMENT_TIMEOUT`: true when the request may have been applied
+   * (outcome unknown: check before retrying a write), false when it was
+   * not (safe to retry), as the message's end says. `undefined` on every
+   * other error, and from servers that do not say.
+   */
+  readonly mayHaveRun: boolean | undefined;
 
   /**
    * Creates an error of SQLite or of the server's checks.
@@ -231,13 +246,19 @@ export class SqliteError extends Error {
    * @param code Stable string code.
    * @param message What went wrong.
    * @param sqliteCode SQLite's numeric extended result code, if any.
-   * @param options Standard error options (`cause`).
+   * @param options Standard error options (`cause`), and `mayHaveRun`.
    */
-  constructor(code: string, message: string, sqliteCode?: number, options?: ErrorOptions) {
+  constructor(
+    code: string,
+    message: string,
+    sqliteCode?: number,
+    options?: ErrorOptions & { mayHaveRun?: boolean },
+  ) {
     super(message, options);
     this.name = "SqliteError";
     this.code = code;
     this.sqliteCode = sqliteCode;
+    this.mayHaveRun = options?.mayHaveRun;
   }
 }
 
@@ -427,7 +448,7 @@ export function errorClassOf(
 export function createError(
   code: string,
   message: string,
-  options?: ErrorOptions & { sqliteCode?: number; ran?: number },
+  options?: ErrorOptions & { sqliteCode?: number; ran?: number; mayHaveRun?: boolean },
 ): NetsqliteError {
   const cls = errorClassOf(code);
   if (cls === ConnectionError) return new ConnectionError(message, { cause: options?.cause, code });
@@ -443,6 +464,7 @@ export function errorFromWire(wire: WireError): NetsqliteError {
     sqliteCode: wire?.sqliteCode,
     // The server says how many ran; absent: none did.
     ran: Number.isSafeInteger(ran) && ran! > 0 ? ran : 0,
+    mayHaveRun: typeof wire?.mayHaveRun === "boolean" ? wire.mayHaveRun : undefined,
   });
 }
 
@@ -476,8 +498,13 @@ export function shortWireError(wire: WireError): WireError {
 
 /** The wire payload for an error raised on the server. */
 export function toWireError(err: unknown): WireError {
-  if (err instanceof SqliteError && err.sqliteCode !== undefined) {
-    return { code: err.code, message: err.message, sqliteCode: err.sqliteCode };
+  if (
+    err instanceof SqliteError && (err.sqliteCode !== undefined || err.mayHaveRun !== undefined)
+  ) {
+    const wire: WireError = { code: err.code, message: err.message };
+    if (err.sqliteCode !== undefined) wire.sqliteCode = err.sqliteCode;
+    if (err.mayHaveRun !== undefined) wire.mayHaveRun = err.mayHaveRun;
+    return wire;
   }
   if (err instanceof AbortError && err.ran !== undefined && err.ran > 0) {
     return { code: err.code, message: err.message, ran: err.ran };

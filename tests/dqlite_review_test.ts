@@ -21,7 +21,7 @@ import { resolveConnectOptions } from "../client/options.ts";
 import { describeStats } from "../cli/admin.ts";
 import { DqliteCluster } from "../engine/dqlite/cluster.ts";
 import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
-import { serverStats, startServer } from "./_helpers.ts";
+import { serverStats, startServer, statsUntil } from "./_helpers.ts";
 
 const ignore = DQLITE_DEMO === null;
 if (ignore) {
@@ -217,6 +217,25 @@ Deno.test({
         );
         assert.doesNotMatch(text, /WAL|\.db\b|^writer |^group commit /m);
         assert.match(text, /^transactions {2}none$/m);
+
+        // A connection the node closed counts no more, though the pool keeps it until lent
+        // (here a get() of endless rows: the server ends them by closing that connection).
+        await using db = await connect({ path: s.path, max: 1 });
+        assert.deepEqual(await db.get(ENDLESS), { i: 1 });
+        const after = await statsUntil(
+          { path: s.path },
+          (r) => r.cluster?.connections === 0,
+          "no connection to the node is open",
+        );
+        assert.equal(
+          describeStats(after).split("\n").find((l) => l.startsWith("database ")),
+          `database      dqlite "${s.name}" on 1 node, last known leader ${
+            nodes.addresses[0]
+          }, 0 of 64 connections open`,
+        );
+        // The next request connects anew, and counts.
+        assert.deepEqual(await db.get("SELECT 2 AS n"), { n: 2 });
+        assert.equal((await serverStats({ path: s.path })).cluster?.connections, 1);
       },
     );
 
@@ -260,6 +279,7 @@ Deno.test({
           err.message,
           /: it waited for a free connection to the dqlite leader \(all 1 in use: dqlite\.poolSize\), held by other requests or transactions \(not applied: safe to retry\)$/,
         );
+        assert.equal(err.mayHaveRun, false);
         await holder.exec("ROLLBACK");
         assert.deepEqual(await other.get("SELECT 2 AS n"), { n: 2 });
       },
@@ -295,6 +315,9 @@ Deno.test({
           );
           assert.ok(cut === null || cut.code === "STATEMENT_TIMEOUT", String(cut));
         }
+        // Sent, then cut off: the node may still commit it, and the error says so.
+        assert.match(cut.message, /\(outcome unknown: the write may have been applied/);
+        assert.equal(cut.mayHaveRun, true);
         const err = await rejection(db.get("SELECT 1", [], { timeout: 300 }));
         assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
         assert.match(
@@ -302,6 +325,7 @@ Deno.test({
           /: no connection to the dqlite leader could be opened in time \(not applied: safe to retry\)$/,
         );
         assert.doesNotMatch(err.message, /no dqlite leader/);
+        assert.equal(err.mayHaveRun, false);
         await slow;
         // Once the node is done, requests run again.
         assert.deepEqual(
@@ -332,9 +356,46 @@ Deno.test({
           /\(not applied: the transaction is gone; end it with ROLLBACK \(transaction\(\) does so itself\), then retry the whole transaction\)$/,
         );
         assert.doesNotMatch(err.message, /send ROLLBACK|start over/);
+        assert.equal(err.mayHaveRun, false);
         // transaction() ended it: the client is out of it.
         assert.equal(db.inTransaction, false);
       },
     );
+  },
+});
+
+Deno.test({
+  name:
+    "cluster mode: NO_LEADER of a read, of BEGIN and of a write all end in not applied: safe to retry",
+  ignore,
+  async fn() {
+    await using nodes = await DemoCluster.start(1);
+    await using s = await clusterServer(nodes.addresses, {
+      dqlite: { nodes: [], database: "", leaderTimeout: 300 },
+    });
+    await using db = await connect({ path: s.path, max: 1 });
+    await db.exec("CREATE TABLE t (x)");
+    // The pooled connection, idle, sees its node die; the next requests connect anew and find
+    // no leader (the cluster's one node is gone).
+    await nodes.kill(0);
+    await statsUntil(
+      { path: s.path },
+      (r) => r.cluster?.connections === 0,
+      "the pooled connection is seen closed",
+    );
+    const calls: [string, () => Promise<unknown>][] = [
+      ["get()", () => db.get("SELECT 1")],
+      ["transaction()", () => db.transaction((tx) => tx.run("INSERT INTO t VALUES (1)"))],
+      ['exec("BEGIN")', () => db.exec("BEGIN")],
+      ['exec("SAVEPOINT a")', () => db.exec("SAVEPOINT a")],
+      ["run() of a write", () => db.run("INSERT INTO t VALUES (2)")],
+    ];
+    for (const [what, call] of calls) {
+      const err = await rejection(call());
+      assert.equal(err.code, "NO_LEADER", `${what}: ${err.message}`);
+      assert.match(err.message, /^No dqlite leader found .*\(not applied: safe to retry\)$/, what);
+      assert.equal(err.mayHaveRun, false, what);
+      assert.equal(db.inTransaction, false, what);
+    }
   },
 });

@@ -162,9 +162,19 @@ export function verbOf(sql: string): Verb {
 }
 
 /**
+ * Message of the `FORBIDDEN` refusing `VACUUM` (`VACUUM`, `VACUUM main`...)
+ * in cluster mode: a dqlite 1.11 leader dies running it on a database of a
+ * few hundred pages or more (its client sees `LEADER_LOST`, outcome unknown).
+ */
+export const VACUUM_REFUSED = "Cannot run VACUUM in cluster mode: it makes a dqlite 1.11 leader " +
+  "crash (its process dies) on any database of a few hundred pages or more; `netsqlite vacuum` " +
+  "is not available in cluster mode either (dqlite replicates and snapshots the database itself)";
+
+/**
  * Refuses what cluster mode must not send to a node: a column declared with
  * one of {@link HAZARDOUS_TYPES} (CREATE TABLE, ALTER TABLE ADD COLUMN);
- * ATTACH, DETACH and VACUUM INTO (the file would exist on the leader only);
+ * VACUUM in every form ({@link VACUUM_REFUSED}); ATTACH, DETACH and VACUUM
+ * INTO (the file would exist on the leader only);
  * CREATE TEMP, or CREATE of an object named `temp.x` (connections are shared
  * between clients and replaced at a leader change); calling
  * `fts3_tokenizer()` (it reads and sets code addresses in the node) and
@@ -186,10 +196,11 @@ export function checkClusterSql(
     const head = words[0];
     if (head === "attach" || head === "detach" || (head === "vacuum" && words.includes("into"))) {
       throw forbidden(
-        `Cannot run ${head.toUpperCase()} in cluster mode: the file would exist on the leader ` +
-          "only, outside Raft replication",
+        `Cannot run ${head === "vacuum" ? "VACUUM INTO" : head.toUpperCase()} in cluster mode: ` +
+          "the file would exist on the leader only, outside Raft replication",
       );
     }
+    if (head === "vacuum") throw forbidden(VACUUM_REFUSED);
     if (head === "create" && (words[1] === "temp" || words[1] === "temporary" || inTemp(tokens))) {
       throw forbidden(
         "Cannot create TEMP objects in cluster mode: connections to the leader are shared " +

@@ -240,6 +240,15 @@ export class DqliteDatabase {
     return this.#name;
   }
 
+  /**
+   * True while this database holds an open connection to a node: false
+   * before the first, once the node closed it or it was closed (a stopped
+   * read, a leader change, {@link close}), until a request connects anew.
+   */
+  get connected(): boolean {
+    return this.#conn !== null && !this.#conn.closed;
+  }
+
   /** The leader this database is connected to, or null between connections. */
   get address(): string | null {
     return this.#conn?.address ?? null;

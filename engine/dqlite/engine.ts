@@ -57,7 +57,7 @@ export const DQLITE_LIMITATIONS: readonly string[] = [
   "cursors buffer the whole result (up to maxResultBytes)",
   "a statement past its deadline fails at once, but the node runs it to its end (an " +
   "autocommit write may still commit)",
-  "columns declared BOOLEAN, DATETIME, DATE or TIMESTAMP, writes with RETURNING, " +
+  "columns declared BOOLEAN, DATETIME, DATE or TIMESTAMP, writes with RETURNING, VACUUM, " +
   "TEMP objects and ATTACH are refused",
 ];
 
@@ -156,13 +156,17 @@ export class DqliteEngine implements EngineLike {
     };
   }
 
-  /** The database, nodes, leader and connections, for `stats` (cheap: nothing is asked). */
+  /**
+   * The database, nodes, the leader found last (not asked again: an idle
+   * server may name a leader that has since died) and the connections open
+   * now, for `stats` (cheap: nothing is asked).
+   */
   get cluster(): ClusterInfo {
     return {
       database: this.#config.database,
       nodes: this.#config.nodes,
       leader: this.#cluster.lastLeader,
-      connections: this._pool.size,
+      connections: this._pool.open,
       poolSize: this.#config.poolSize,
     };
   }

@@ -39,7 +39,7 @@ import {
   rowsBefore,
   TX_LOST,
 } from "./database.ts";
-import { LeaderError } from "./errors.ts";
+import { DqliteErrorCode, LeaderError } from "./errors.ts";
 import { txEffect } from "./_sql_scan.ts";
 import { scan } from "../../protocol/sql_lexer.ts";
 import {
@@ -598,7 +598,12 @@ export class DqliteEngineSession {
     this.#cancelled = null;
     const commits = endsTx && !rollback;
     // One statement that writes nothing: losing the leader under it changes nothing.
-    const reads = sql !== null && !endsTx && splitStatements(sql).length <= 1 && !mayWrite(sql);
+    const reads: WritesNothing = sql === null || endsTx || splitStatements(sql).length > 1 ||
+        mayWrite(sql)
+      ? null
+      : verbOf(sql) === "read"
+      ? "read"
+      : "control";
     return this.#engine._track(
       this.#borrowAndRun(timeout, sql === null, commits, endsTx, reads, fn),
     );
@@ -607,14 +612,15 @@ export class DqliteEngineSession {
   /**
    * Runs `fn` with the request's deadline (see {@link #request}); `batch`:
    * the request is a batch, `commits`: a COMMIT (or END), `endsTx`: it ends
-   * the transaction, `reads`: one statement that writes nothing.
+   * the transaction, `reads`: one statement that writes nothing (a read, or
+   * transaction control that does not end the transaction), or null.
    */
   async #borrowAndRun<T>(
     timeout: number | undefined,
     batch: boolean,
     commits: boolean,
     endsTx: boolean,
-    reads: boolean,
+    reads: WritesNothing,
     fn: (db: DqliteDatabase) => Promise<T>,
   ): Promise<T> {
     const engine = this.#engine;
@@ -746,7 +752,7 @@ export class DqliteEngineSession {
         "connection to the leader, which may still run it to its end (outcome unknown: the " +
         "write may have been applied, check before retrying)",
       e.sqliteCode,
-      { cause: e },
+      { cause: e, mayHaveRun: true },
     );
   }
 
@@ -1032,27 +1038,40 @@ function refused(err: unknown, prefix: string): boolean {
 }
 
 /**
+ * A request of one statement that writes nothing: a `read` (SELECT,
+ * VALUES, EXPLAIN, a PRAGMA that reports), or transaction `control` that
+ * does not end the transaction (BEGIN, SAVEPOINT, RELEASE, ROLLBACK TO);
+ * null for any other request.
+ */
+type WritesNothing = "read" | "control" | null;
+
+/**
  * The leadership error with what it means for the request in its message.
  * Inside a transaction that the loss ended, nothing of it was written
  * (dqlite replicates a transaction at its commit only). `commit`: the
  * request is the COMMIT of the client's transaction, which ended with it.
  * `reads`: the request is one statement that writes nothing, so whatever
- * the node did of it changed nothing.
+ * the node did of it changed nothing: a read that reached the node says
+ * so; transaction control (a `BEGIN` on a connection now closed began
+ * nothing) and a request that reached no node (`NO_LEADER`, sent nowhere)
+ * end in `not applied: safe to retry`, as every `NO_LEADER` does.
  */
 function describeLeaderError(
   err: LeaderError,
   txLost: boolean,
   commit = false,
-  reads = false,
+  reads: WritesNothing = null,
 ): LeaderError {
-  const maybeApplied = err.maybeApplied && !txLost && !reads;
+  const maybeApplied = err.maybeApplied && !txLost && reads === null;
   // (The advice for a lost transaction is worded as the single-file engine's: transaction()
   // and the ORM adapters send the ROLLBACK themselves.)
   const tail = txLost
     ? "not applied: the transaction is gone; end it with ROLLBACK (transaction() does so " +
       "itself), then retry the whole transaction"
-    : reads
+    : reads === "read" && err.code !== DqliteErrorCode.NoLeader
     ? "a read, which changed nothing: safe to retry"
+    : reads !== null
+    ? "not applied: safe to retry"
     : maybeApplied
     ? "outcome unknown: the write may have been applied, check before retrying"
     : commit
@@ -1080,6 +1099,7 @@ function notSent(late: SqliteError, why: string): SqliteError {
     late.code,
     `${late.message}: ${why} (not applied: safe to retry)`,
     late.sqliteCode,
+    { mayHaveRun: false },
   );
 }
 

@@ -95,7 +95,7 @@ export class LeaderError extends SqliteError {
     sqliteCode?: number,
     options?: ErrorOptions,
   ) {
-    super(code, message, sqliteCode, options);
+    super(code, message, sqliteCode, { ...options, mayHaveRun: maybeApplied });
     this.name = "LeaderError";
     this.maybeApplied = maybeApplied;
   }

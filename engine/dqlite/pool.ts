@@ -38,6 +38,9 @@ export class DatabasePool {
   readonly #busyTimeout: number;
   readonly #idle: DqliteDatabase[] = [];
   readonly #waiters: Waiter[] = [];
+  /** The databases made and not yet closed, idle or lent. */
+  readonly #made = new Set<DqliteDatabase>();
+  /** {@link #made}, and those being made: at most `max`. */
   #count = 0;
   #closed = false;
 
@@ -54,9 +57,16 @@ export class DatabasePool {
     this.#busyTimeout = busyTimeout;
   }
 
-  /** Connections open (idle or lent). */
-  get size(): number {
-    return this.#count;
+  /**
+   * Connections to a node open now, idle or lent. An idle one whose node
+   * closed it (the node died, a leader change, a stopped read) is not
+   * counted, though it stays in the pool until it is lent again, and then
+   * connects anew.
+   */
+  get open(): number {
+    let n = 0;
+    for (const db of this.#made) if (db.connected) n++;
+    return n;
   }
 
   /**
@@ -76,7 +86,9 @@ export class DatabasePool {
       this.#count++;
       onWait?.(false);
       try {
-        return await this.#cluster.open(this.#name);
+        const db = await this.#cluster.open(this.#name);
+        this.#made.add(db);
+        return db;
       } catch (err) {
         this.#count--;
         this.#wakeNext();
@@ -126,6 +138,7 @@ export class DatabasePool {
   /** Closes a lent connection (its transaction, if any, is rolled back by the leader). */
   discard(db: DqliteDatabase): void {
     db.close();
+    this.#made.delete(db);
     this.#count--;
     this.#wakeNext();
   }
@@ -134,6 +147,7 @@ export class DatabasePool {
   dropIdle(): void {
     for (const db of this.#idle.splice(0)) {
       db.close();
+      this.#made.delete(db);
       this.#count--;
     }
   }
