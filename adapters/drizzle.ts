@@ -128,6 +128,7 @@ import {
   joinedCallRefused,
   levelOf,
   lostReason,
+  lostWithConnection,
   newLevel,
   poisonedCommit,
 } from "../client/_tx_undo.ts";
@@ -663,9 +664,20 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
         () => pool === undefined ? fn(tx) : transactionContext.run(pool, () => fn(tx)),
       );
     } catch (err) {
+      // A call's ConnectionError, the transaction lost with its connection: it says so, with
+      // mayHaveRun false, as the client's transaction() does (before Drizzle's rollback, which
+      // ends that state). Drizzle's error of a failed query ("Failed query: ...") keeps its
+      // place: its cause says so, as that of its commit refused after the loss would.
+      let thrown = err;
+      if (pool !== undefined) {
+        if (err instanceof ConnectionError) thrown = lostWithConnection(pool.conn, err);
+        else if (err instanceof Error && err.cause instanceof ConnectionError) {
+          err.cause = lostWithConnection(pool.conn, err.cause);
+        }
+      }
       const settling = settle(at.level);
       if (settling instanceof Promise) await settling;
-      throw err;
+      throw thrown;
     }
     const ended = abandoned(part);
     const settling = settle(at.level);

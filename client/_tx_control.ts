@@ -87,6 +87,24 @@ export function findTxEnd(sql: string, script = true, ends?: string[]): TxEnd | 
   return found;
 }
 
+/**
+ * True when a statement of `sql` may commit the transaction open where it
+ * runs: `COMMIT`, `END`, or a `RELEASE` of a savepoint not in
+ * `transaction()`'s namespace ({@link RESERVED_SAVEPOINT}), which commits a
+ * transaction that its `SAVEPOINT` began. With `script` false only the first
+ * statement is looked at.
+ */
+export function mayCommit(sql: string, script = true): boolean {
+  return findStatement(sql, script, (head) => {
+    const word = head[0].text;
+    if (word === "commit" || word === "end") return word;
+    if (word !== "release") return null;
+    const name = head.length > 2 && isWord(head[1], "savepoint") ? head[2] : head[1];
+    if (name === undefined || name.kind === "punct" || name.kind === "param") return word;
+    return name.text.toLowerCase().startsWith(RESERVED_SAVEPOINT) ? null : word;
+  }, 3) !== null;
+}
+
 function isWord(t: Token, text: string): boolean {
   return t.kind === "word" && t.text === text;
 }

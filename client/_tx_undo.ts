@@ -150,6 +150,23 @@ export function poisonedCommit(level: { readonly poison: string | null }): Sqlit
 }
 
 /**
+ * The error a `transaction()` level (or an ORM adapter's) rejects with
+ * instead of `err`, the `ConnectionError` of a call that may have run
+ * (`mayHaveRun` true), which its function or its `RELEASE` failed with,
+ * when the transaction was lost with the connection before anything could
+ * commit it (see `PooledConnection.rolledBackWithLink`): whatever that call
+ * did, the server rolled the transaction back. It is the error its `COMMIT`
+ * gets then (`CONNECTION_CLOSED`, `mayHaveRun` false, naming why the
+ * connection ended), with `err` as `cause`. Else `err` as it is (one with
+ * `mayHaveRun` false says already that nothing of it stays applied).
+ */
+export function lostWithConnection(conn: PooledConnection, err: unknown): unknown {
+  if (!(err instanceof ConnectionError) || !err.mayHaveRun || !conn.rolledBackWithLink) return err;
+  const lost = conn.lostTransactionError();
+  return new ConnectionError(lost.message, { code: lost.code, cause: err, mayHaveRun: false });
+}
+
+/**
  * True when `err`, the failure of a statement ending the transaction or a
  * savepoint of it, says the transaction is gone, or will be rolled back
  * whatever is sent: the connection was lost (the server rolls it back),

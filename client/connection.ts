@@ -15,6 +15,7 @@ import { leadingVerb, scan } from "../protocol/sql_lexer.ts";
 import { abortable, Link, type ReplyOp, unsentError } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 import { snapshot } from "./_snapshot.ts";
+import { mayCommit } from "./_tx_control.ts";
 
 /** What a connection tells its pool. */
 export interface ConnectionEvents {
@@ -283,6 +284,12 @@ export class PooledConnection {
   handing = false;
   /** Requests in flight that may wait for the writer (see {@link mayBlock}). */
   #blocking = 0;
+  /** Requests in flight that may commit a transaction (see {@link #mayCommit}). */
+  #committing = 0;
+  /** The link that ended while a request that may have committed its transaction was in flight. */
+  #commitLost: Link | null = null;
+  /** Handles (`generation:handle`) of statements prepared here that may commit a transaction. */
+  readonly #committingHandles = new Set<string>();
 
   /**
    * @param config Resolved connect options.
@@ -478,11 +485,52 @@ export class PooledConnection {
       };
       sent.then(done, done);
     }
+    if (this.#mayCommit(op, args)) {
+      this.#committing++;
+      sent.then(() => this.#committing--, (err) => {
+        this.#committing--;
+        // Sent, and its answer lost with the link: the transaction may have been committed.
+        if (err instanceof ConnectionError && err.mayHaveRun) this.#commitLost = this.#link;
+      });
+    } else if (op === Op.Prepare && mayCommit(args[0] as string, false)) {
+      sent.then((reply) => {
+        const handle = (reply as Replies[typeof Op.Prepare])[0];
+        this.#committingHandles.add(`${this.#generation}:${handle}`);
+      }, () => {});
+    }
     if (this.handing) {
       this.handing = false;
       this.#events.onHanded(this);
     }
     return sent;
+  }
+
+  /**
+   * True when the request may commit the transaction open here: its SQL
+   * (see `mayCommit`), or that of the statement prepared here that it runs.
+   */
+  #mayCommit<O extends ReplyOp>(op: O, args: Requests[O]): boolean {
+    if (op === Op.Batch) {
+      return (args as Requests[typeof Op.Batch])[0].some(([sql]) => mayCommit(sql, false));
+    }
+    if (!ENDS_BY_SQL.has(op) || op === Op.Prepare) return false;
+    const ref = args[0];
+    if (typeof ref === "string") return mayCommit(ref, op === Op.Exec);
+    return typeof ref === "number" && this.#committingHandles.has(`${this.#generation}:${ref}`);
+  }
+
+  /**
+   * True when the transaction open here was lost with the link, which the
+   * server rolled back: the link's last answer left it open, and no request
+   * that may have committed it was in flight when the link ended (see
+   * {@link #mayCommit}). Until the `ROLLBACK` sent after it; never once the
+   * client was closed (its calls say so).
+   */
+  get rolledBackWithLink(): boolean {
+    const link = this.#link;
+    return !this.#closed && this.lostTransaction && link !== null && link.failure !== null &&
+      link.inTransaction && this.#guarded !== link && this.#committing === 0 &&
+      this.#commitLost !== link;
   }
 
   /** Requests sent on the current link so far (see {@link Link.sent}). */
@@ -562,6 +610,7 @@ export class PooledConnection {
         }
       }
       this.#link = link;
+      this.#committingHandles.clear();
       this.#session = info.session ?? null;
       this.cursorIdleTimeout = info.limits.cursorIdleTimeout ?? 0;
       this.txIdleTimeout = info.limits.txIdleTimeout ?? 0;

@@ -50,6 +50,7 @@ import {
   endedAlready,
   joinedCallRefused,
   levelOf,
+  lostWithConnection,
   newLevel,
   noteSavepointEnds,
   poisonedCall,
@@ -1055,12 +1056,16 @@ async function runInScope<T>(
   let result: T;
   try {
     result = await transactionContext.run(scope, () => fn(tx));
-  } catch (err) {
-    keepStack(err); // fn's to report as it is (see withCallerFrames)
+  } catch (thrown) {
+    keepStack(thrown); // fn's to report as it is (see withCallerFrames)
     ended = true;
     // Ended by the transaction it nests in (see abandonNested), which rolled its work back:
     // the connection is no longer this one's to use.
-    if (!scope.active) throw err;
+    if (!scope.active) throw thrown;
+    // A call's ConnectionError, the transaction lost with the connection before its COMMIT: it
+    // says so, with mayHaveRun false (nothing of it stays applied), as its COMMIT would have.
+    // Before the undo, whose ROLLBACK ends that state.
+    const err = lostWithConnection(conn, thrown);
     scope.active = false;
     scope.settling = true;
     const settled = nestedSettled(open, scope);
@@ -1099,7 +1104,7 @@ async function runInScope<T>(
     if (!outer) {
       // A nested transaction() that rejects has no work left: undone, unless the transaction
       // ended already, or its savepoint is gone (a RELEASE of an enclosing savepoint inside it).
-      if (endedAlready(conn, err)) throw err;
+      if (endedAlready(conn, err)) throw lostWithConnection(conn, err);
       throw await undo(err) ?? err;
     }
     // Whatever state the failed COMMIT left (still open, or rolled back by

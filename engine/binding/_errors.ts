@@ -73,6 +73,24 @@ export function rowBytes(row: readonly SqlValue[]): number {
   return n;
 }
 
+/** SQLite's extended result code `SQLITE_BUSY_SNAPSHOT`. */
+const BUSY_SNAPSHOT = 517;
+
+/**
+ * SQLite's message `message` for a failure with the extended result code
+ * `code`, with what to do where SQLite's own text would mislead:
+ * `SQLITE_BUSY_SNAPSHOT` says "database is locked", though waiting or
+ * retrying the statement cannot help (the transaction read a snapshot that
+ * another connection's commit made stale), only retrying the whole
+ * transaction.
+ */
+export function sqliteMessage(code: number, message: string): string {
+  if (code !== BUSY_SNAPSHOT) return message;
+  return `${message} (SQLITE_BUSY_SNAPSHOT: another connection to the database file committed ` +
+    "since this transaction began reading, so retrying the statement cannot help; retry the " +
+    'whole transaction, or begin it with behavior: "immediate")';
+}
+
 /** Marks the error of a call refused because its connection steps in the background. */
 const BUSY = Symbol("busy in background");
 

@@ -16,6 +16,7 @@ import {
   missingValues,
   resultTooLarge,
   rowBytes,
+  sqliteMessage,
   tooManyValues,
 } from "./_errors.ts";
 import {
@@ -1082,7 +1083,7 @@ class FfiStmt implements Stmt {
   }
 
   #stepError(h: Deno.PointerObject, rc: number): SqliteError {
-    const message = cString(this.#s.sqlite3_errmsg(this.#dbh));
+    const message = sqliteMessage(rc, cString(this.#s.sqlite3_errmsg(this.#dbh)));
     this.#s.sqlite3_reset(h);
     this.#isReset = true;
     return new SqliteError(resultCodeName(rc), message, rc);
@@ -1172,7 +1173,11 @@ function backupError(s: Symbols, dest: Deno.PointerObject, rc: number): SqliteEr
 /** The connection's current error as a {@link SqliteError}. */
 function dbError(s: Symbols, h: Deno.PointerObject): SqliteError {
   const code = s.sqlite3_extended_errcode(h);
-  return new SqliteError(resultCodeName(code), cString(s.sqlite3_errmsg(h)), code);
+  return new SqliteError(
+    resultCodeName(code),
+    sqliteMessage(code, cString(s.sqlite3_errmsg(h))),
+    code,
+  );
 }
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);

@@ -48,7 +48,13 @@ import type {
   Stmt,
 } from "./binding.ts";
 import { exact } from "./ffi.ts";
-import { missingValues, resultTooLarge, rowBytes, tooManyValues } from "./_errors.ts";
+import {
+  missingValues,
+  resultTooLarge,
+  rowBytes,
+  sqliteMessage,
+  tooManyValues,
+} from "./_errors.ts";
 import { NamedParams, parameterNames } from "./_params.ts";
 
 /** The parts of node:sqlite's `StatementSync` used here, including undeclared ones. */
@@ -956,7 +962,12 @@ export function toSqliteError(err: unknown): SqliteError {
   const e = err as { errcode?: number; code?: string; message?: string };
   const message = e?.message ?? String(err);
   if (typeof e?.errcode === "number") {
-    return new SqliteError(resultCodeName(e.errcode), message, e.errcode, { cause: err });
+    return new SqliteError(
+      resultCodeName(e.errcode),
+      sqliteMessage(e.errcode, message),
+      e.errcode,
+      { cause: err },
+    );
   }
   if (e?.code === "ERR_SQLITE_ERROR") {
     // Some calls (backup()) give no code, only SQLite's own text for it.

@@ -1,0 +1,187 @@
+/**
+ * What `transaction()` rejects with when its connection is lost before its
+ * `COMMIT` was sent (here: a call in it gets no reply within the client's
+ * `requestTimeout`, which closes the connection): the transaction was rolled
+ * back by the server, so `mayHaveRun` is false, whether its function lets
+ * the call's error (`mayHaveRun` true: that call may have run) propagate or
+ * swallows it; the same error either way, with the call's error as `cause`
+ * when it propagated. Not when the lost call may have committed it (a
+ * `COMMIT` sent on the transaction's connection by a plain call).
+ *
+ * The call that times out is a write waiting for the database file's write
+ * lock, which another program holds: no reply can come before the client
+ * gives up.
+ */
+
+import assert from "node:assert/strict";
+import { sql } from "npm:drizzle-orm@^0.45";
+import { drizzle } from "../adapters/drizzle.ts";
+import { type Client, connect, ConnectionError, ErrorCode } from "../client.ts";
+import { readStdoutUntil, startServerProcess } from "./_helpers.ts";
+
+const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
+
+/** The client's `requestTimeout`: far below the server's busy timeout. */
+const REQUEST_TIMEOUT = 300;
+
+/** The message of a call made in a transaction lost with its connection (after a timeout). */
+const LOST = new RegExp(
+  String.raw`^Connection was lost inside a transaction \(No reply from unix:\S+ within ` +
+    `${REQUEST_TIMEOUT} ms \\(requestTimeout\\): .*\\), which the server rolled back: retry ` +
+    "the whole transaction$",
+);
+
+interface Setup extends AsyncDisposable {
+  /** The client under test (`requestTimeout`). */
+  db: Client;
+  /** Ends the other program's transaction, which holds the write lock. */
+  release(): Promise<void>;
+  /** The value of the row, read by another client. */
+  value(): Promise<number>;
+}
+
+/**
+ * A server (whose busy timeout is far longer than the client's
+ * `requestTimeout`), a table, and another program holding the database
+ * file's write lock (see `_lock_holder.ts`).
+ */
+async function setup(max = 2): Promise<Setup> {
+  // A process of its own: node:sqlite's busy wait blocks the thread it runs on.
+  const srv = await startServerProcess({ args: ["--busy-timeout", "60000"] });
+  const other = await connect({ ...srv.connectOptions, max: 1 });
+  await other.exec(
+    "CREATE TABLE c (id INTEGER PRIMARY KEY, v INTEGER); INSERT INTO c VALUES (1, 0)",
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", HOLDER, srv.database],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const { drained } = await readStdoutUntil(child, "locked");
+  const db = await connect({ ...srv.connectOptions, max, requestTimeout: REQUEST_TIMEOUT });
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    const stdin = child.stdin.getWriter();
+    await stdin.write(new TextEncoder().encode("go\n"));
+    await stdin.close();
+    await child.status;
+    await drained;
+  };
+  return {
+    db,
+    release,
+    value: async () => (await other.values<[number]>("SELECT v FROM c"))[0][0],
+    async [Symbol.asyncDispose]() {
+      await release();
+      await db.close();
+      await other.close();
+      await srv[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** A write of `v` that waits for the write lock (the other program's) until it times out. */
+const WRITE = (v: number) => `UPDATE c SET v = ${v} WHERE id = 1`;
+
+/** Asserts `err` is the lost transaction's error: `mayHaveRun` false, `CONNECTION_CLOSED`. */
+function assertLost(err: unknown): asserts err is ConnectionError {
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.match(err.message, LOST);
+  assert.equal(err.code, ErrorCode.ConnectionClosed);
+  assert.equal(err.mayHaveRun, false);
+}
+
+/** Asserts `err` is the timed-out call's own error: `REQUEST_TIMEOUT`, `mayHaveRun` true. */
+function assertTimedOut(err: unknown): asserts err is ConnectionError {
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, ErrorCode.RequestTimeout);
+  assert.equal(err.mayHaveRun, true);
+}
+
+Deno.test("transaction() whose call timed out rejects with mayHaveRun false, as when fn swallowed the call's error", async () => {
+  let propagated: ConnectionError;
+  {
+    await using t = await setup();
+    let inner: unknown = null;
+    const err = await t.db.transaction(async (tx) => {
+      inner = await tx.run(WRITE(1)).catch((e) => e);
+      throw inner;
+    }).catch((e) => e);
+    assertTimedOut(inner);
+    assertLost(err);
+    assert.equal(err.cause, inner);
+    propagated = err;
+    await t.release();
+    assert.equal(await t.value(), 0);
+  }
+  {
+    await using t = await setup();
+    const swallowed = await t.db.transaction(async (tx) => {
+      await tx.run(WRITE(2)).catch(() => {});
+    }).catch((e) => e);
+    // The same answer: the error of the transaction's COMMIT, refused after the loss.
+    assertLost(swallowed);
+    assert.equal(
+      swallowed.message.replace(/unix:\S+/, "unix:"),
+      propagated.message.replace(/unix:\S+/, "unix:"),
+    );
+    await t.release();
+    assert.equal(await t.value(), 0);
+  }
+});
+
+Deno.test("transaction() nested: each level lost with the connection rejects with the same error, mayHaveRun false", async () => {
+  await using t = await setup();
+  let nested: unknown = null;
+  const err = await t.db.transaction(async (tx) => {
+    nested = await tx.transaction(async (inner) => {
+      await inner.run(WRITE(3));
+    }).catch((e) => e);
+    throw nested;
+  }).catch((e) => e);
+  assertLost(nested);
+  assertTimedOut(nested.cause);
+  // Passed on as it is: not wrapped again.
+  assert.equal(err, nested);
+  await t.release();
+  assert.equal(await t.value(), 0);
+});
+
+Deno.test("transaction() on a reserved connection lost with it rejects with mayHaveRun false", async () => {
+  await using t = await setup();
+  await using r = await t.db.reserve();
+  const err = await r.transaction(async (tx) => {
+    await tx.run(WRITE(4));
+  }).catch((e) => e);
+  assertLost(err);
+  assertTimedOut(err.cause);
+  await t.release();
+  assert.equal(await t.value(), 0);
+});
+
+Deno.test("transaction() whose lost call may have committed it (a COMMIT on its connection) keeps mayHaveRun true", async () => {
+  await using t = await setup(1);
+  const err = await t.db.transaction(async () => {
+    // A plain call of a max: 1 client joins the transaction: its COMMIT ends it.
+    await t.db.exec(`${WRITE(5)}; COMMIT`);
+  }).catch((e) => e);
+  assertTimedOut(err);
+  await t.release();
+});
+
+Deno.test("drizzle: a transaction lost with its connection rejects with mayHaveRun false", async () => {
+  await using t = await setup();
+  const orm = drizzle(t.db);
+  const err = await orm.transaction(async (tx) => {
+    await tx.run(sql.raw(WRITE(6)));
+  }).catch((e) => e);
+  // Drizzle's "Failed query: ..." (DrizzleQueryError), whose cause says why.
+  assert.match(String(err?.message), /^Failed query: UPDATE c SET v = 6/);
+  assertLost(err.cause);
+  assertTimedOut(err.cause.cause);
+  await t.release();
+  assert.equal(await t.value(), 0);
+});
