@@ -489,8 +489,12 @@ export class PooledConnection {
       this.#committing++;
       sent.then(() => this.#committing--, (err) => {
         this.#committing--;
-        // Sent, and its answer lost with the link: the transaction may have been committed.
-        if (err instanceof ConnectionError && err.mayHaveRun) this.#commitLost = this.#link;
+        // Unless the server answered it, or it was never sent: it may have committed the
+        // transaction (its answer lost with the link, or the call aborted by its signal while
+        // the server ran it).
+        const ranNot = (err instanceof SqliteError && err.mayHaveRun !== true) ||
+          (err instanceof ConnectionError && !err.mayHaveRun);
+        if (!ranNot) this.#commitLost = this.#link;
       });
     } else if (op === Op.Prepare && mayCommit(args[0] as string, false)) {
       sent.then((reply) => {
