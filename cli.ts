@@ -10,7 +10,7 @@
  */
 
 import { ADMIN_FLAGS, ADMIN_HELP, runAdmin } from "./cli/admin.ts";
-import { type FlagSpec, joinValues } from "./cli/args.ts";
+import { BENCH_PROG_VAR, type FlagSpec, joinValues } from "./cli/args.ts";
 import { runShell, SHELL_FLAGS, SHELL_HELP } from "./cli/shell.ts";
 import { main as serverMain, VERSION } from "./server.ts";
 
@@ -163,6 +163,8 @@ async function runBench(args: string[]): Promise<number> {
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", url.pathname, ...args],
+    // Its errors then name the command run, as serve's do (`netsqlite: ...`).
+    env: { [BENCH_PROG_VAR]: "netsqlite" },
     stdin: "inherit",
     stdout: "inherit",
     stderr: "inherit",

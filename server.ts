@@ -697,6 +697,7 @@ class RunningServer implements Server {
     // commits goes unanswered; then the engine's close stops what remains.
     await Promise.all([...this.#sessions].map((s) => s.shutdown(SHUTDOWN_ANSWER_MS)));
     await Promise.all(served);
+    this.#services.log.close(); // writes the throttled lines still held back
     await this.#memory.close();
     await this.#engine.close();
     await this.#cleanupFiles();

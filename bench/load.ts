@@ -33,6 +33,7 @@ import { type BenchServer, FIXTURE_ROWS, startEchoServer, startServer } from "./
 import type { RunResult, RunSpec, Workload } from "./_load_worker.ts";
 import { barChart, lineChart, type LinePanel, type Series } from "./_charts.ts";
 import { formatFiles, WorkerProcess } from "./_workers.ts";
+import { BENCH_PROG_VAR } from "../cli/args.ts";
 
 // ---- options -----------------------------------------------------------------
 
@@ -165,7 +166,9 @@ try {
   options = readOptions(Deno.args);
 } catch (err) {
   // A bad flag: one line and exit status 2, as the other netsqlite commands (no stack trace).
-  console.error(`bench/load.ts: ${(err as Error).message} (--help lists the options)`);
+  // Run by `netsqlite bench`: named as that command's other errors are.
+  const prog = Deno.env.get(BENCH_PROG_VAR) === "netsqlite" ? "netsqlite" : "bench/load.ts";
+  console.error(`${prog}: ${(err as Error).message} (--help lists the options)`);
   Deno.exit(2);
 }
 if (options === "help") {

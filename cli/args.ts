@@ -171,3 +171,10 @@ export function flagError(
   // The code stays: it tells a mistake in the options from a bad value of one (server.ts).
   return Object.assign(new TypeError(message, { cause: err }), { code: e.code });
 }
+
+/**
+ * Set to `netsqlite` in the environment of `bench/load.ts` when `netsqlite
+ * bench` runs it, so that its errors start `netsqlite:` as serve's do (run
+ * directly, it names itself).
+ */
+export const BENCH_PROG_VAR = "NETSQLITE_BENCH_PROG";

@@ -57,21 +57,23 @@ const DOT_HELP = `.headers on|off          show column names in table and csv mo
 .timer on|off            show how long each statement took
 `;
 
-/** Each dot command's usage, and how many arguments it takes at most. */
-const DOT_USAGE: Readonly<Record<string, readonly [usage: string, max: number]>> = {
+/** Each dot command's usage, and how many arguments it takes at least and at most. */
+const DOT_USAGE: Readonly<
+  Record<string, readonly [usage: string, min: number, max: number]>
+> = {
   // sqlite3 ignores words after .quit, and .exit takes an exit status.
-  quit: [".quit", Number.POSITIVE_INFINITY],
-  exit: [".exit [CODE]", 1],
-  help: [".help", 0],
-  timer: [".timer on|off", 1],
-  headers: [".headers on|off", 1],
-  header: [".header on|off", 1],
-  mode: [".mode [MODE]", 1],
-  tables: [".tables [PATTERN]", 1],
-  indexes: [".indexes [TABLE]", 1],
-  indices: [".indices [TABLE]", 1],
-  schema: [".schema [TABLE]", 1],
-  read: [".read FILE", 1],
+  quit: [".quit", 0, Number.POSITIVE_INFINITY],
+  exit: [".exit [CODE]", 0, 1],
+  help: [".help", 0, 0],
+  timer: [".timer on|off", 1, 1],
+  headers: [".headers on|off", 1, 1],
+  header: [".header on|off", 1, 1],
+  mode: [".mode [MODE]", 0, 1],
+  tables: [".tables [PATTERN]", 0, 1],
+  indexes: [".indexes [TABLE]", 0, 1],
+  indices: [".indices [TABLE]", 0, 1],
+  schema: [".schema [TABLE]", 0, 1],
+  read: [".read FILE", 1, 1],
 };
 
 const PROMPT = "netsqlite> ";
@@ -263,10 +265,15 @@ export class Shell {
   async dot(line: string): Promise<typeof QUIT | void> {
     const [name, ...args] = splitArgs(line.trim().slice(1));
     const usage = name !== undefined && Object.hasOwn(DOT_USAGE, name) ? DOT_USAGE[name] : null;
-    if (usage !== null && args.length > usage[1]) {
+    if (usage !== null && args.length < usage[1]) {
+      // `Missing ON|OFF: usage ".headers on|off"`, `Missing FILE: usage ".read FILE"`.
+      const missing = usage[0].split(" ")[args.length + 1].toUpperCase();
+      throw new Error(`Missing ${missing}: usage "${usage[0]}"`);
+    }
+    if (usage !== null && args.length > usage[2]) {
       // As sqlite3 does, rather than run with the first argument and drop the others.
       throw new Error(
-        `Unexpected argument "${args[usage[1]]}" of ".${name}": usage "${usage[0]}"` +
+        `Unexpected argument "${args[usage[2]]}" of ".${name}": usage "${usage[0]}"` +
           (name === "read" ? " (quote a FILE with blanks: .read 'my file.sql')" : ""),
       );
     }
@@ -314,7 +321,6 @@ export class Shell {
       case "schema":
         return await this.#schema(args[0]);
       case "read":
-        if (args[0] === undefined) throw new Error('Missing FILE: usage ".read FILE"');
         return await this.read(args[0]);
       default:
         throw new Error(`Unknown command ".${name ?? ""}": enter ".help" for the dot commands`);

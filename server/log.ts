@@ -30,10 +30,9 @@ export class Logger {
   readonly #rank: number;
   readonly #write: (line: string) => void;
   /** Per kind of throttled warning: when one was last written, and how many were held back since. */
-  readonly #throttled = new Map<
-    string,
-    { at: number; held: number; peers: Map<string, number> | null }
-  >();
+  readonly #throttled = new Map<string, Throttled>();
+  /** Set by {@link close}: held-back lines are written at once from then on. */
+  #closed = false;
 
   /**
    * @param level Least severe level written.
@@ -75,7 +74,9 @@ export class Logger {
   /**
    * {@link warn}, at most once per `intervalMs` for each `kind`, so that a
    * flood (a client retrying a wrong token, a port scanner) cannot flood
-   * the log: a line held back is counted in the next one written. With
+   * the log: a line held back is counted in the next one written, and
+   * when no other such line comes by the end of the interval, the last one
+   * held back is written then, counting the others. With
    * `peer` (the remote address the line is about), the next line also says
    * from how many distinct addresses those came, naming the
    * {@link PEERS_NAMED} most frequent (for fail2ban-style blocking).
@@ -96,24 +97,87 @@ export class Logger {
     const now = performance.now();
     const key = `${level} ${kind}`;
     const last = this.#throttled.get(key);
-    if (last !== undefined && now - last.at < intervalMs) {
+    if (last !== undefined && now - last.at < intervalMs && !this.#closed) {
       last.held++;
+      last.latest = message;
+      last.latestPeer = peer;
       if (peer !== undefined) {
         const peers = last.peers ??= new Map();
         const n = peers.get(peer);
         if (n !== undefined) peers.set(peer, n + 1);
         else if (peers.size < PEERS_TRACKED) peers.set(peer, 1);
       }
+      // Held back: written by the next such line, or when the interval ends
+      // if none comes (an unref'd timer: it keeps no process alive).
+      if (last.timer === undefined) {
+        last.timer = setTimeout(() => {
+          last.timer = undefined;
+          this.#writeHeld(last);
+        }, Math.max(0, last.at + intervalMs - now));
+        Deno.unrefTimer(last.timer);
+      }
       return;
     }
-    const held = last?.held ?? 0;
-    const peers = last?.peers ?? null;
-    this.#throttled.set(key, { at: now, held: 0, peers: null });
+    if (last?.timer !== undefined) clearTimeout(last.timer);
+    this.#throttled.set(key, {
+      level,
+      at: now,
+      held: 0,
+      peers: null,
+      latest: "",
+      latestPeer: undefined,
+      timer: undefined,
+    });
+    this.#writeCounting(level, message, last?.held ?? 0, last?.peers ?? null);
+  }
+
+  /**
+   * Writes the last line held back of a kind, counting the others held back
+   * with it, and starts the kind's next interval.
+   */
+  #writeHeld(t: Throttled): void {
+    if (t.held === 0) return;
+    const peers = t.peers;
+    const peer = t.latestPeer;
+    if (peers !== null && peer !== undefined) {
+      // The line written is not one of those it counts.
+      const n = peers.get(peer);
+      if (n === 1) peers.delete(peer);
+      else if (n !== undefined) peers.set(peer, n - 1);
+    }
+    const held = t.held - 1;
+    t.at = performance.now();
+    t.held = 0;
+    t.peers = null;
+    this.#writeCounting(t.level, t.latest, held, peers);
+  }
+
+  /** Writes `message`, with how many like it were held back (from which peers). */
+  #writeCounting(
+    level: LogLevel,
+    message: string,
+    held: number,
+    peers: Map<string, number> | null,
+  ): void {
     if (held === 0) return this.log(level, message);
     this.log(
       level,
       `${message} (and ${held} more like it since the last such line${describePeers(peers)})`,
     );
+  }
+
+  /**
+   * Writes the lines still held back (see {@link warnThrottled}) and stops
+   * their timers; throttled lines logged after this are written at once.
+   * The server calls it when it has stopped.
+   */
+  close(): void {
+    this.#closed = true;
+    for (const t of this.#throttled.values()) {
+      if (t.timer !== undefined) clearTimeout(t.timer);
+      t.timer = undefined;
+      this.#writeHeld(t);
+    }
   }
 
   /** {@link log} at `info`. */
@@ -125,6 +189,19 @@ export class Logger {
   debug(message: string): void {
     this.log("debug", message);
   }
+}
+
+/** A kind of throttled line: when one was last written, and those held back since. */
+interface Throttled {
+  level: LogLevel;
+  at: number;
+  held: number;
+  peers: Map<string, number> | null;
+  /** The last line held back, and its peer: written if no other such line comes. */
+  latest: string;
+  latestPeer: string | undefined;
+  /** Writes the held-back lines when the interval ends. */
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** Distinct addresses a throttled line counts; more are counted as "or more". */

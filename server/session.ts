@@ -1199,6 +1199,11 @@ export class Session implements SessionProbe {
     const { log, slowMs } = this.#services;
     if (slowMs > 0 && error === undefined) this.#notePrepared(req, payload);
     const logged = error !== undefined && this.#loggedError(req, error, ms);
+    // At debug every request has its line, a slow one too (its slow line,
+    // throttled, comes besides).
+    if (log.enabled("debug")) {
+      log.debug(`request: session ${this.id}, ${opName(req[0])}, ${ms.toFixed(3)} ms`);
+    }
     if (!logged && slowMs > 0 && ms >= slowMs && typeof req[0] === "number" && req[0] < Op.Stats) {
       log.warnThrottled(
         "slow statement",
@@ -1206,8 +1211,6 @@ export class Session implements SessionProbe {
           describeSlow(req, payload, ms, this.#sqlOf(req)),
         SLOW_LOG_INTERVAL_MS,
       );
-    } else if (log.enabled("debug")) {
-      log.debug(`request: session ${this.id}, ${opName(req[0])}, ${ms.toFixed(3)} ms`);
     }
   }
 

@@ -72,12 +72,23 @@ Deno.test("cli.ts bench with a bad flag says so in one line with exit status 2, 
   const r = await cli(["bench", "--bogus"]);
   assert.equal(r.code, 2);
   assert.equal(r.stdout, "");
-  assert.equal(r.stderr, "bench/load.ts: Unknown option '--bogus' (--help lists the options)\n");
+  // As `netsqlite serve --bogus` says it (README, The netsqlite command).
+  assert.equal(r.stderr, "netsqlite: Unknown option '--bogus' (--help lists the options)\n");
   const bad = await cli(["bench", "--duration", "soon"]);
   assert.equal(bad.code, 2);
   assert.equal(
     bad.stderr,
-    "bench/load.ts: --duration expects seconds > 0 (--help lists the options)\n",
+    "netsqlite: --duration expects seconds > 0 (--help lists the options)\n",
+  );
+  // Run directly, bench/load.ts names itself.
+  const direct = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../bench/load.ts", import.meta.url).pathname, "--bogus"],
+    stdin: "null",
+  }).output();
+  assert.equal(direct.code, 2);
+  assert.equal(
+    new TextDecoder().decode(direct.stderr),
+    "bench/load.ts: Unknown option '--bogus' (--help lists the options)\n",
   );
 });
 

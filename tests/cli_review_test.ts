@@ -325,6 +325,28 @@ Deno.test("cli.ts shell refuses a dot command given more arguments than it takes
   }
 });
 
+Deno.test("cli.ts shell: a dot command missing its argument says which, with its usage", async () => {
+  await using srv = await startServer();
+  const sock = socketOf(srv);
+  for (
+    const [line, message] of [
+      [".headers", 'Missing ON|OFF: usage ".headers on|off"'],
+      [".header", 'Missing ON|OFF: usage ".header on|off"'],
+      [".timer", 'Missing ON|OFF: usage ".timer on|off"'],
+      [".read", 'Missing FILE: usage ".read FILE"'],
+    ]
+  ) {
+    const r = await cli(["shell", "--socket", sock], `${line}\nSELECT 'after' AS a;\n`);
+    assert.equal(r.code, 1, line);
+    assert.equal(r.stdout, "", line);
+    assert.equal(r.stderr, `Error: near line 1: ${message}\n`, line);
+  }
+  // A value that is not on or off is named as before.
+  const bad = await cli(["shell", "--socket", sock, "-c", ".headers maybe"]);
+  assert.equal(bad.code, 1);
+  assert.equal(bad.stderr, 'Error: Invalid argument "maybe" of ".headers": expected on or off\n');
+});
+
 Deno.test("cli.ts shell: .exit CODE ends a script with that status, .quit ignores words after it (as sqlite3)", async () => {
   await using srv = await startServer();
   const sock = socketOf(srv);

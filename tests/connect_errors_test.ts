@@ -10,6 +10,7 @@ import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { connectTo } from "../transport/connect.ts";
 import { delay, startServer, within } from "./_helpers.ts";
+import { cli } from "./_cli.ts";
 
 /** A TCP listener on 127.0.0.1 that accepts connections and never writes. */
 function silentListener(): {
@@ -247,9 +248,28 @@ Deno.test("connect({ database }) where no server runs names the database whose d
       err.message.includes(`(is the server of "${database}" running? Each database file`),
       err.message,
     );
-    // A path given explicitly is not a default socket: no database to name.
-    const { err: other } = await rejection(connect({ path: `${dir}/x.sock` }));
-    assert.match(other.message, /\(is the server running\? Each database file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("connect({ path }) and --socket where no server runs ask only whether it runs: no default-socket advice", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  try {
+    // A path given explicitly is not a default socket: no database to name, no advice on
+    // which file's default socket to use.
+    const path = `${dir}/x.sock`;
+    const { err } = await rejection(connect({ path }));
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.match(
+      err.message,
+      new RegExp(`^Cannot connect to unix:${path}: .*\\(is the server running\\?\\)$`),
+    );
+    assert.doesNotMatch(err.message, /default socket|path it printed/);
+    const r = await cli(["shell", "--socket", path, "-c", "SELECT 1"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /\(is the server running\?\)\n$/);
+    assert.doesNotMatch(r.stderr, /default socket|path it printed/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

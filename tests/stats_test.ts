@@ -473,10 +473,15 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
   const log = chunks.join("");
   assert.match(log, / info {2}netsqlite: connect: session 1 \(a local process/);
   assert.match(log, / warn {2}netsqlite: refused a connection from .*: wrong token/);
-  const closed = log.match(
-    / warn {2}netsqlite: closed the connection of a local process .*: FRAME_TOO_LARGE: /g,
-  );
-  assert.equal(closed?.length, 1, log); // three in a row, throttled to one line a second
+  // Three in a row, throttled to one line a second: the first, then the last
+  // counting the one between, when the second ends.
+  const closed = [
+    ...log.matchAll(
+      / warn {2}netsqlite: closed the connection of a local process .*: FRAME_TOO_LARGE: .*/g,
+    ),
+  ].map(([l]) => l);
+  assert.equal(closed.length, 2, log);
+  assert.match(closed[1], /\(and 1 more like it since the last such line\)$/);
   assert.match(
     log,
     / warn {2}netsqlite: slow statement: session 1, query, \d+\.\d ms, 1 row: WITH RECURSIVE c\(i\) AS/,
@@ -634,29 +639,161 @@ Deno.test(`${ENGINE}: server log: a client cannot forge log lines or send contro
   );
 });
 
+/** `session K` of each disconnect line, with the requests it answered. */
+function answeredBySession(log: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const [, id, n] of log.matchAll(/disconnect: session (\d+) .*, (\d+) requests? answered/g)) {
+    m.set(id, Number(n));
+  }
+  return m;
+}
+
+/** Throttled lines matching `re`, each with those it counts as held back. */
+function countedLines(log: string, re: RegExp): number {
+  return [...log.matchAll(re)].reduce(
+    (n, [l]) =>
+      n + 1 + Number(/\(and (\d+) more like it since the last such line\)$/.exec(l)?.[1] ?? 0),
+    0,
+  );
+}
+
+Deno.test(`${ENGINE}: server log: at debug every request has its line, a slow one as well as its slow line`, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const sock = `${dir}/s.sock`;
+  const srv = spawnServer(`${dir}/s.db`, sock, ["--slow-ms", "1", "--log-level", "debug"]);
+  const slow = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 300000) " +
+    "SELECT count(*) AS n FROM c";
+  try {
+    const c = await connectWhenUp(sock, srv.child);
+    for (let i = 0; i < 3; i++) assert.equal((await c.get<{ n: number }>(slow))?.n, 300000);
+    c.close();
+    assert.ok(await until(() => answeredBySession(srv.log()).size > 0), srv.log());
+  } finally {
+    await stop(srv);
+    await Deno.remove(dir, { recursive: true });
+  }
+  const log = srv.log();
+  const answered = answeredBySession(log);
+  assert.equal(answered.size, 1, log);
+  for (const [id, n] of answered) {
+    const lines = log.match(new RegExp(` debug netsqlite: request: session ${id}, `, "g"));
+    assert.equal(lines?.length, n, log);
+  }
+  // connectWhenUp's SELECT 1 and the three slow queries: a debug line each;
+  // and each that took 1 ms or more is a slow statement, on a line of its
+  // own or counted on the next (at most one line every 100 ms).
+  const ms = [...log.matchAll(/ debug netsqlite: request: session \d+, query, ([\d.]+) ms/g)]
+    .map(([, t]) => Number(t));
+  assert.equal(ms.length, 4, log);
+  const slowCounted = countedLines(log, / warn {2}netsqlite: slow statement: .*/g);
+  // (A duration shown as 1.000 ms may have been just under.)
+  assert.ok(slowCounted >= ms.filter((t) => t > 1).length, log);
+  assert.ok(slowCounted <= ms.filter((t) => t >= 1).length, log);
+});
+
+Deno.test(`${ENGINE}: server log: a slow line held back is written when its interval ends, with no other slow line to count it`, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const sock = `${dir}/s.sock`;
+  const srv = spawnServer(`${dir}/s.db`, sock, ["--slow-ms", "1"]);
+  // A few ms each (over --slow-ms 1): back to back, most fall within one 100 ms interval.
+  const slow = (tag: string) =>
+    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000) " +
+    `SELECT count(*) /* ${tag} */ FROM c`;
+  try {
+    (await connectWhenUp(sock, srv.child)).close();
+    const [a] = await openLink(await resolveConnectOptions({ path: sock }));
+    for (let i = 0; i < 8; i++) {
+      await a.request(Op.Query, [slow(i === 7 ? "the-last-one" : `q${i}`), null, null]);
+    }
+    // Written by the timer at the interval's end, before any shutdown.
+    assert.ok(await until(() => srv.log().includes("the-last-one"), 10_000), srv.log());
+    a.fail(new Error("done"));
+    await a.ended;
+  } finally {
+    await stop(srv);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test(`${ENGINE}: server log: throttled lines still held back are written when the server stops`, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const sock = `${dir}/s.sock`;
+  const srv = spawnServer(`${dir}/s.db`, sock);
+  // Rows, not an aggregate: the node:sqlite engine checks deadlines between rows only.
+  const slow = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 1e9) " +
+    "SELECT n FROM r";
+  const N = 3;
+  try {
+    (await connectWhenUp(sock, srv.child)).close();
+    const [a] = await openLink(await resolveConnectOptions({ path: sock }));
+    for (let i = 0; i < N; i++) {
+      await assert.rejects(a.request(Op.Query, [slow, null, { timeout: 1 }]), {
+        code: "STATEMENT_TIMEOUT",
+      });
+    }
+    a.fail(new Error("done"));
+    await a.ended;
+  } finally {
+    await stop(srv); // well within the one-second interval of timeout lines
+    await Deno.remove(dir, { recursive: true });
+  }
+  const counted = countedLines(
+    srv.log(),
+    / warn {2}netsqlite: timeout: session \d+, query after .*/g,
+  );
+  assert.equal(counted, N, srv.log());
+});
+
 Deno.test("Logger.warnThrottled writes one line per kind per interval and counts those held back", async () => {
   const lines: string[] = [];
+  const shown = (from = 0) => lines.slice(from).map((l) => l.replace(/^\S+ /, ""));
   const log = new Logger("warn", (l) => lines.push(l));
-  for (let i = 0; i < 5; i++) log.warnThrottled("a", `a ${i}`, 50);
-  log.warnThrottled("b", "b 0", 50);
-  await delay(60);
-  log.warnThrottled("a", "a 5", 50);
-  assert.deepEqual(lines.map((l) => l.replace(/^\S+ /, "")), [
-    "warn  netsqlite: a 0",
-    "warn  netsqlite: b 0",
-    "warn  netsqlite: a 5 (and 4 more like it since the last such line)",
-  ]);
+  try {
+    for (let i = 0; i < 5; i++) log.warnThrottled("a", `a ${i}`, 50);
+    log.warnThrottled("b", "b 0", 50);
+    assert.deepEqual(shown(), ["warn  netsqlite: a 0", "warn  netsqlite: b 0"]);
+    // No other "a" line comes: the last one held back is written when the interval ends.
+    assert.ok(await until(() => lines.length === 3, 5000), lines.join("\n"));
+    assert.deepEqual(shown(2), [
+      "warn  netsqlite: a 4 (and 3 more like it since the last such line)",
+    ]);
+    // The next line, with none held back, is written at once after that interval.
+    await delay(60);
+    log.warnThrottled("a", "a 5", 50);
+    assert.deepEqual(shown(3), ["warn  netsqlite: a 5"]);
+  } finally {
+    log.close();
+  }
   const quiet = new Logger("error", (l) => lines.push(l));
+  const before = lines.length;
   quiet.warnThrottled("a", "never", 50);
-  assert.equal(lines.length, 3);
+  assert.equal(lines.length, before);
   // logThrottled: the same at any level; kinds of different levels are apart.
   quiet.logThrottled("error", "a", "e 0", 50);
   quiet.logThrottled("error", "a", "e 1", 50);
-  await delay(60);
   quiet.logThrottled("error", "a", "e 2", 50);
-  assert.deepEqual(lines.slice(3).map((l) => l.replace(/^\S+ /, "")), [
+  quiet.close(); // writes the line held back at once
+  assert.deepEqual(shown(before), [
     "error netsqlite: e 0",
     "error netsqlite: e 2 (and 1 more like it since the last such line)",
+  ]);
+  // After close(), nothing is held back.
+  quiet.logThrottled("error", "a", "e 3", 50);
+  assert.deepEqual(shown(before + 2), ["error netsqlite: e 3"]);
+});
+
+Deno.test("Logger.warnThrottled: the line written at the interval's end counts the others' peers, not its own", () => {
+  const lines: string[] = [];
+  const log = new Logger("warn", (l) => lines.push(l));
+  log.warnThrottled("auth", "from 10.0.0.1", 60_000, "10.0.0.1");
+  log.warnThrottled("auth", "from 10.0.0.1", 60_000, "10.0.0.1");
+  log.warnThrottled("auth", "from 10.0.0.2", 60_000, "10.0.0.2");
+  log.warnThrottled("auth", "from 10.0.0.3", 60_000, "10.0.0.3");
+  log.close();
+  assert.deepEqual(lines.map((l) => l.replace(/^\S+ /, "")), [
+    "warn  netsqlite: from 10.0.0.1",
+    "warn  netsqlite: from 10.0.0.3 (and 2 more like it since the last such line, " +
+    "from 2 addresses: 10.0.0.1 ×1, 10.0.0.2 ×1)",
   ]);
 });
 

@@ -177,8 +177,10 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
 
 /**
  * What a connection refused or finding no socket at `addr` most likely means,
- * for the message: ` (is the server running? ...)`, naming the database whose
- * default socket `addr` is.
+ * for the message: ` (is the server running? ...)`; for the default socket
+ * of a database, naming that database and where its server may be instead.
+ * A socket path given explicitly (`connect({ path })`, `--socket`) gets
+ * only the question: the advice about default sockets is not about it.
  *
  * @param note More advice, put before the closing parenthesis.
  */
@@ -188,8 +190,10 @@ export function notRunningHint(addr: Address, note = ""): string {
       `--tcp HOST:PORT${note})`;
   }
   const database = databaseOfDefaultSocket(addr.path);
-  const which = database === undefined ? "" : ` of "${database}"`;
-  return `${runtimeDirHint(addr.path)} (is the server${which} running? Each database file has ` +
+  if (database === undefined) return `${runtimeDirHint(addr.path)} (is the server running?${note})`;
+  return `${
+    runtimeDirHint(addr.path)
+  } (is the server of "${database}" running? Each database file has ` +
     "its own default socket: " +
     "start the server for the file the client names, connect({ database }) to the file the " +
     `server serves, or pass the path it printed${note})`;
