@@ -65,7 +65,13 @@ import {
 import { DatabaseLock, LockFileAccessError, lockPath } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
 import { ServerStats } from "./server/stats.ts";
-import { ADMIN_RESERVED_CONNECTIONS, type FdBudget, fdBudget } from "./server/connection_limit.ts";
+import {
+  ADMIN_RESERVED_CONNECTIONS,
+  type FdBudget,
+  fdBudget,
+  openFileCount,
+  readOpenFileLimit,
+} from "./server/connection_limit.ts";
 import type { SessionServices } from "./server/session.ts";
 
 export type { DqliteOptions, ServeOptions } from "./server/options.ts";
@@ -163,7 +169,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   // Lock first, then claim the socket, then open (or create) the database: a
   // start refused for its lock or its socket leaves no file behind.
   const lock = takeLock(config);
-  const budget = fdBudget(config.maxConnections, undefined, config.maxHandshakes);
+  const budget = drawFdBudget(config);
   let listener: Listener;
   try {
     listener = await listen(config.address, { socketMode: config.socketMode, tls: config.tls });
@@ -181,7 +187,11 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     const sqlite = loadSqlite(config.sqlite);
     const walFiles = walFilesBefore(database);
     try {
-      engine = new Engine({ ...config.engine, maxOpenCursors: budget.cursors }, sqlite);
+      engine = new Engine({
+        ...config.engine,
+        maxOpenCursors: budget.cursors,
+        maxBackgroundReads: budget.backgroundReads,
+      }, sqlite);
     } catch (err) {
       sqlite.close();
       removeWalFilesCreated(database, walFiles);
@@ -253,8 +263,20 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     engine,
     listener,
     null,
-    fdBudget(config.maxConnections, undefined, config.maxHandshakes),
+    drawFdBudget(config),
   );
+}
+
+/**
+ * Shares the open-file limit (`server/connection_limit.ts`), less the
+ * descriptors this process has open now (counted where it can be).
+ */
+function drawFdBudget(config: ServeConfig): FdBudget {
+  const limit = readOpenFileLimit();
+  return fdBudget(config.maxConnections, limit, config.maxHandshakes, {
+    inUse: openFileCount(limit),
+    backgroundReads: config.engine.maxBackgroundReads,
+  });
 }
 
 /**
@@ -367,6 +389,8 @@ class RunningServer implements Server {
   /** Connections refused since the last log line about them, and when that was. */
   #refused = 0;
   #refusedReported = -Infinity;
+  /** Writes the line for refusals held back, a second after the last one written. */
+  #refusedTimer: ReturnType<typeof setTimeout> | null = null;
   /** Connections served (hello accepted); each holds a connection slot. */
   readonly #admitted = new Set<Session>();
   /** Of {@link #admitted}: the admin sessions (hello `admin: true`). */
@@ -564,26 +588,25 @@ class RunningServer implements Server {
   /**
    * The refusal of a connection over `--max-connections` (an admin session:
    * over the slots kept for admin sessions too), with `ordinary` ordinary
-   * sessions open; logged once a second at most.
+   * sessions open; logged once a second at most: refusals within a second
+   * of a line are counted in the next, written a second after it (a timer),
+   * so that the last of a burst is logged too.
    */
   #tooMany(admin: boolean, ordinary: number): ProtocolError {
     const max = this.#maxConnections;
     const admins = this.#admins.size;
     const reserve = `${ADMIN_RESERVED_CONNECTIONS} more kept for admin sessions`;
-    // `--max-connections 1` is allowed: "1 connection", not "1 connections".
-    const connections = (n: number): string => `${n} connection${n === 1 ? "" : "s"}`;
-    const sessions = (n: number): string => `${n} admin session${n === 1 ? "" : "s"}`;
+    const connections = countConnections;
     this.#refused++;
     this.#stats.refused++;
-    const now = performance.now();
-    if (now - this.#refusedReported >= 1000) {
-      this.#services.log.warn(
-        `refused ${connections(this.#refused)}: ${connections(ordinary)} open ` +
-          `(--max-connections ${max})` +
-          (admins > 0 ? ` and ${sessions(admins)} (${reserve})` : ""),
-      );
-      this.#refused = 0;
-      this.#refusedReported = now;
+    const wait = this.#refusedReported + 1000 - performance.now();
+    if (wait <= 0) this.#reportRefused();
+    else if (this.#refusedTimer === null) {
+      this.#refusedTimer = setTimeout(() => {
+        this.#refusedTimer = null;
+        this.#reportRefused();
+      }, wait);
+      Deno.unrefTimer(this.#refusedTimer);
     }
     const ofThem = admins === 1 ? "1 of them an admin session" : `${admins} of them admin sessions`;
     const message = admin
@@ -596,6 +619,25 @@ class RunningServer implements Server {
       : `Cannot start session: the server already serves ${connections(ordinary + admins)}, ` +
         `${ofThem} (--max-connections ${max}, and ${reserve}); close some, or raise the limit`;
     return new ProtocolError(ErrorCode.TooManyConnections, message);
+  }
+
+  /** Logs the refusals not yet logged (see {@link #tooMany}), with the connections open now. */
+  #reportRefused(): void {
+    if (this.#refusedTimer !== null) clearTimeout(this.#refusedTimer);
+    this.#refusedTimer = null;
+    if (this.#refused === 0) return;
+    const admins = this.#admins.size;
+    const ordinary = this.#admitted.size - admins;
+    const sessions = (n: number): string => `${n} admin session${n === 1 ? "" : "s"}`;
+    this.#services.log.warn(
+      `refused ${countConnections(this.#refused)}: ${countConnections(ordinary)} open ` +
+        `(--max-connections ${this.#maxConnections})` +
+        (admins > 0
+          ? ` and ${sessions(admins)} (${ADMIN_RESERVED_CONNECTIONS} more kept for admin sessions)`
+          : ""),
+    );
+    this.#refused = 0;
+    this.#refusedReported = performance.now();
   }
 
   get memoryRelease(): MemoryRelease {
@@ -697,6 +739,7 @@ class RunningServer implements Server {
     // commits goes unanswered; then the engine's close stops what remains.
     await Promise.all([...this.#sessions].map((s) => s.shutdown(SHUTDOWN_ANSWER_MS)));
     await Promise.all(served);
+    this.#reportRefused(); // and its timer cleared
     this.#services.log.close(); // writes the throttled lines still held back
     await this.#memory.close();
     await this.#engine.close();
@@ -807,8 +850,8 @@ Options:
   --max-result-bytes N    largest buffered query result (default 67108864); use iterate()
   --max-frame-size BYTES  largest request or reply (default 67108864)
   --max-request-values N  MessagePack values one request may hold (array items, map keys
-                          and values); one more is refused with BAD_REQUEST: split the
-                          batch (default 1048576)
+                          and values; a byte array counts 8); one more is refused with
+                          BAD_REQUEST: split the batch (default 1048576)
   --frame-timeout MS      close a connection inside an incomplete frame when no byte of it
                           arrived for MS (default 10000)
   --hello-timeout MS      close a new connection that has not sent its hello (and token)
@@ -816,10 +859,12 @@ Options:
   --max-connections N     connections served at once, counted from their accepted hello
                           (default 10000, fewer when the open-file limit is lower); one more
                           is refused with TOO_MANY_CONNECTIONS
-  --max-handshakes N      connections waiting for their hello at once (default 1024); one
-                          more is closed at once
+  --max-handshakes N      connections waiting for their hello at once (default 1024, fewer
+                          when the open-file limit is lower); past it no new connection is
+                          accepted until one frees: new ones wait in the listen backlog
   --max-handshakes-per-address N
-                          ... of them from one TCP address other than loopback (default 64)
+                          ... of them from one TCP address other than loopback (default 64);
+                          one more from that address is closed at once, unanswered
   --cursor-idle-timeout MS
                           close a cursor not advanced (no next) for MS, releasing its read
                           snapshot; 0 = never (default 1800000)
@@ -1301,3 +1346,8 @@ function startSignals(signals: Deno.Signal[]): StartSignals {
 const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
 
 if (import.meta.main) Deno.exit(await main());
+
+/** "N connections", in the singular for 1 (`--max-connections 1` is allowed). */
+function countConnections(n: number): string {
+  return `${n} connection${n === 1 ? "" : "s"}`;
+}

@@ -995,9 +995,15 @@ export function columnsOf(p: Prepared): string[] {
   return p.columns;
 }
 
-/** Marks the end of one run of `p` (see {@link Prepared.busy}). */
+/**
+ * Marks the end of one run of `p` (see {@link Prepared.busy}). A statement
+ * kept in the cache drops the large values it was bound (its copy of a
+ * 64 MiB BLOB would stay resident until its next run).
+ */
 export function release(p: Prepared): void {
-  if (--p.busy === 0 && p.evicted) p.stmt.finalize();
+  if (--p.busy !== 0) return;
+  if (p.evicted) p.stmt.finalize();
+  else p.stmt.dropLargeValues();
 }
 
 /**

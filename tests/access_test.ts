@@ -10,7 +10,15 @@ import { connect } from "../client.ts";
 import { parseServeArgs, serve, type ServeOptions } from "../server.ts";
 import { ConnectionError, ProtocolError, type SqliteError } from "../protocol/errors.ts";
 import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
-import { FD_BASE, fdBudget, FDS_PER_CURSOR, openFileLimit } from "../server/connection_limit.ts";
+import {
+  FD_IN_USE_GUESS,
+  FD_MINIMAL_SERVICE,
+  FD_RESERVE,
+  fdBudget,
+  FDS_PER_CURSOR,
+  openFileCount,
+  openFileLimit,
+} from "../server/connection_limit.ts";
 import { CONNECTION_PRAGMAS, samePragmaValue, UNSAFE_PRAGMAS } from "../engine/policy.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
@@ -487,8 +495,8 @@ Deno.test("server.ts --max-connections 2: a third connection is refused with TOO
   assert.deepEqual(await b.values("SELECT 2"), [[2]]);
 });
 
-Deno.test("fdBudget() shares the open-file limit between connections, handshakes and cursors, saying why when it serves fewer", () => {
-  const none = { handshakes: 0, warning: null };
+Deno.test("fdBudget() shares the open-file limit between connections, handshakes, cursors and background reads, saying why when it serves fewer", () => {
+  const none = { handshakes: 0, backgroundReads: 16, warning: null };
   const unknown = "the open-file limit (ulimit -n) is unknown: connections and cursors are " +
     "not fitted to it, and past it new connections wait for their connect timeout and " +
     "cursors fail to open";
@@ -496,6 +504,7 @@ Deno.test("fdBudget() shares the open-file limit between connections, handshakes
     connections: 10000,
     handshakes: 0,
     cursors: 1024,
+    backgroundReads: 16,
     warning: unknown,
   });
   assert.equal(
@@ -506,34 +515,83 @@ Deno.test("fdBudget() shares the open-file limit between connections, handshakes
     connections: 10000,
     handshakes: 1024,
     cursors: 1024,
+    backgroundReads: 16,
     warning: null,
   });
   assert.deepEqual(fdBudget(10000, 20000), { connections: 10000, cursors: 1024, ...none });
-  assert.deepEqual(fdBudget(720, 1024), { connections: 720, cursors: 120, ...none });
+  assert.deepEqual(fdBudget(600, 1024), { connections: 600, cursors: 120, ...none });
   assert.deepEqual(fdBudget(10000, 20000, 1024), {
     connections: 10000,
     handshakes: 1024,
     cursors: 1024,
+    backgroundReads: 16,
     warning: null,
   });
+  // Without a count of the descriptors in use, FD_IN_USE_GUESS stands for it.
   assert.deepEqual(fdBudget(10000, 1024, 1024), {
-    connections: 540,
-    handshakes: 180,
+    connections: 516,
+    handshakes: 172,
     cursors: 120,
-    warning: "serving at most 540 connections (--max-connections 10000), 180 waiting for " +
+    backgroundReads: 16,
+    warning: "serving at most 516 connections (--max-connections 10000), 172 waiting for " +
       "their hello (--max-handshakes 1024) and 120 open cursors: the open-file limit is 1024 " +
       "(ulimit -n)",
   });
-  const tiny = fdBudget(10000, 100);
-  assert.deepEqual([tiny.connections, tiny.cursors], [16, 16]);
-  // What the budget grants fits the limit.
-  for (const limit of [400, 1024, 4096, 65536]) {
-    const b = fdBudget(1e6, limit, 1024);
-    const fds = FD_BASE + b.connections + b.handshakes + FDS_PER_CURSOR * b.cursors;
-    assert.ok(fds <= limit, `${limit}: ${fds}`);
+  // A small limit: background reads are fitted too, and the count in use is named.
+  assert.deepEqual(fdBudget(10000, 64, 1024, { inUse: 24 }), {
+    connections: 6,
+    handshakes: 2,
+    cursors: 1,
+    backgroundReads: 1,
+    warning: "serving at most 6 connections (--max-connections 10000), 2 waiting for their " +
+      "hello (--max-handshakes 1024), 1 background read and 1 open cursor: the open-file limit " +
+      "is 64 (ulimit -n), 24 of them in use at start",
+  });
+  assert.equal(fdBudget(10000, 64, 1024, { inUse: 24, backgroundReads: 4 }).backgroundReads, 1);
+  assert.equal(fdBudget(10000, 4096, 1024, { inUse: 24, backgroundReads: 4 }).backgroundReads, 4);
+  // Too low to serve at all: one of each, and a plain warning.
+  const low = fdBudget(10000, 40, 1024, { inUse: 24 });
+  assert.deepEqual([low.connections, low.handshakes, low.cursors, low.backgroundReads], [
+    1,
+    1,
+    1,
+    1,
+  ]);
+  assert.equal(
+    low.warning,
+    `the open-file limit is 40 (ulimit -n), 24 of them in use at start: too low to serve ` +
+      `clients (the server's own files take about ${FD_RESERVE} more, each connection one and ` +
+      "each cursor two): connections and cursors will fail for want of descriptors; raise it " +
+      `to 1024 or more (ulimit -n 1024), ${24 + FD_RESERVE + FD_MINIMAL_SERVICE} at the very least`,
+  );
+  // What the budget grants fits the limit, with the descriptors in use and those set aside.
+  for (const inUse of [null, 10, 24, 60]) {
+    for (const limit of [64, 100, 160, 400, 1024, 4096, 65536]) {
+      const used = inUse ?? FD_IN_USE_GUESS;
+      if (limit - used - FD_RESERVE < FD_MINIMAL_SERVICE) continue;
+      const b = fdBudget(1e6, limit, 1024, { inUse });
+      const fds = used + FD_RESERVE + b.connections + b.handshakes +
+        FDS_PER_CURSOR * (b.cursors + b.backgroundReads);
+      assert.ok(fds <= limit, `${limit}, ${inUse}: ${fds}`);
+      assert.ok(b.connections >= 1 && b.cursors >= 1 && b.backgroundReads >= 1, `${limit}`);
+    }
   }
   const own = openFileLimit();
-  if (Deno.build.os === "linux") assert.ok(own !== null && own > FD_BASE, String(own));
+  if (Deno.build.os === "linux") assert.ok(own !== null && own > FD_RESERVE, String(own));
+});
+
+Deno.test("openFileCount() counts this process's open descriptors", () => {
+  const limit = openFileLimit();
+  if (Deno.build.os !== "linux" || limit === null || limit > 65536) return;
+  const before = openFileCount(limit);
+  assert.ok(before !== null && before >= 3, String(before));
+  const file = Deno.openSync(SERVER_TS);
+  try {
+    assert.equal(openFileCount(limit), before + 1);
+  } finally {
+    file.close();
+  }
+  assert.equal(openFileCount(Infinity), null);
 });
 
 Deno.test("server.ts under a small open-file limit serves fewer connections and says so", async () => {
@@ -547,7 +605,7 @@ Deno.test("server.ts under a small open-file limit serves fewer connections and 
   let err = "";
   try {
     const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-    while (!err.includes("(ulimit -n)")) {
+    while (!err.includes("in use at start\n")) {
       const { value, done } = await reader.read();
       if (done) break;
       err += value;
@@ -557,9 +615,14 @@ Deno.test("server.ts under a small open-file limit serves fewer connections and 
     child.kill("SIGTERM");
     await child.status;
   }
+  // The share is drawn from the limit less the descriptors open at start (counted).
+  const inUse = Number(/, (\d+) of them in use at start\n/.exec(err)?.[1]);
+  assert.ok(inUse > 3 && inUse < 100, err);
+  const budget = fdBudget(10000, 400, 1024, { inUse });
+  assert.ok(err.includes(`warn  netsqlite: ${budget.warning}\n`), err);
   assert.match(
-    err,
-    /serving at most 189 connections \(--max-connections 10000\), 63 waiting for their hello \(--max-handshakes 1024\) and 42 open cursors: the open-file limit is 400 \(ulimit -n\)/,
+    budget.warning!,
+    /^serving at most \d+ connections \(--max-connections 10000\), \d+ waiting for their hello \(--max-handshakes 1024\), \d+ background reads and \d+ open cursors: the open-file limit is 400 \(ulimit -n\), \d+ of them in use at start$/,
   );
 });
 
@@ -570,20 +633,28 @@ Deno.test("server.ts under a small open-file limit refuses a cursor past its sha
   const child = new Deno.Command("sh", {
     args: ["-c", script, Deno.execPath(), SERVER_TS, `${dir.path}/c.db`, sock],
     stdout: "piped",
-    stderr: "null",
+    stderr: "piped",
   }).spawn();
   const clients = [];
   try {
     const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     for (let out = ""; !out.includes("serving");) out += (await reader.read()).value ?? "";
     reader.cancel();
+    // The warning (written before the banner) says how many descriptors were in use at start.
+    const errors = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let err = "";
+    while (!err.includes("in use at start\n")) err += (await errors.read()).value ?? "";
+    errors.cancel();
+    const inUse = Number(/, (\d+) of them in use at start\n/.exec(err)?.[1]);
+    const share = fdBudget(10000, 400, 1024, { inUse }).cursors;
+    assert.ok(share > 16 && share < 48, String(share));
     const db = await connect({ path: sock, max: 1 });
     clients.push(db);
     await db.exec(
       "CREATE TABLE t (x); WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c " +
         "WHERE n < 50000) INSERT INTO t SELECT n FROM c",
     );
-    // 42 cursors fit this limit's share (fdBudget); each stays open, unread.
+    // The limit's share of cursors (fdBudget); each stays open, unread.
     const cursors = [];
     let refused: unknown = null;
     for (let c = 0; c < 3 && refused === null; c++) {
@@ -599,9 +670,14 @@ Deno.test("server.ts under a small open-file limit refuses a cursor past its sha
         }
       }
     }
-    assert.equal(cursors.length, 42);
+    assert.equal(cursors.length, share);
     assert.equal((refused as { code?: string })?.code, "BAD_REQUEST", String(refused));
-    assert.match(String((refused as Error).message), /^Too many open cursors on the server: 42,/);
+    assert.ok(
+      String((refused as Error).message).startsWith(
+        `Too many open cursors on the server: ${share},`,
+      ),
+      String(refused),
+    );
     // New connections are still accepted and served, and closing a cursor makes room.
     const late = await connect({ path: sock, max: 1 });
     clients.push(late);

@@ -115,3 +115,34 @@ export function busyInBackground(what: "connection" | "statement"): SqliteError 
 export function isBusyInBackground(err: unknown): boolean {
   return err instanceof SqliteError && (err as unknown as Record<symbol, unknown>)[BUSY] === true;
 }
+
+/**
+ * What a failed open adds when the process ran out of file descriptors
+ * (`errno`: EMFILE, its own limit, or ENFILE, the system's), else `""`.
+ */
+export function descriptorsHint(errno: number | null): string {
+  if (errno === EMFILE) {
+    return " (out of file descriptors: the server reached its open-file limit, ulimit -n)";
+  }
+  if (errno === ENFILE) return " (out of file descriptors: the system's file table is full)";
+  return "";
+}
+
+/** `errno` values (the same on Linux and macOS). */
+const ENFILE = 23;
+const EMFILE = 24;
+
+/**
+ * The `errno` of opening `path` now, for a failed open whose own cause is
+ * unknown (node:sqlite does not tell it): EMFILE or ENFILE when descriptors
+ * ran out, else `null`.
+ */
+export function openErrno(path: string): number | null {
+  try {
+    Deno.openSync(path).close();
+  } catch (err) {
+    const m = /\(os error (\d+)\)/.exec(String((err as Error)?.message));
+    if (m !== null) return Number(m[1]);
+  }
+  return null;
+}

@@ -91,6 +91,12 @@ export const symbols = {
     ],
     result: "i32",
   },
+  sqlite3_system_errno: {
+    parameters: [
+      "pointer", // sqlite3 *db
+    ],
+    result: "i32",
+  },
   sqlite3_get_autocommit: {
     parameters: [
       "pointer", // sqlite3 *db

@@ -325,6 +325,12 @@ export interface RunInfo {
 }
 
 /**
+ * Bytes of text and BLOBs bound to a statement from which
+ * {@link Stmt.dropLargeValues} unbinds them after its run.
+ */
+export const LARGE_BOUND_BYTES = 64 * 1024;
+
+/**
  * One prepared statement. A statement is either idle (after prepare or
  * {@link reset}) or active (after a `step()` that returned a row); binding
  * resets it first.
@@ -398,6 +404,14 @@ export interface Stmt {
   run(): RunInfo;
   /** `sqlite3_reset()`; bindings stay. Never throws. */
   reset(): void;
+  /**
+   * Unbinds the values bound when they hold {@link LARGE_BOUND_BYTES} or
+   * more of text and BLOBs together, so that a statement kept prepared (the
+   * statement cache) does not keep SQLite's copy of them resident until its
+   * next run; done only on a reset statement (the next run binds anew).
+   * Never throws.
+   */
+  dropLargeValues(): void;
   /** `sqlite3_finalize()`. Idempotent. */
   finalize(): void;
 }

@@ -13,6 +13,7 @@ import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { resultCodeName } from "../_result_codes.ts";
 import {
   busyInBackground,
+  descriptorsHint,
   missingValues,
   resultTooLarge,
   rowBytes,
@@ -47,6 +48,7 @@ import type {
   SqlValue,
   Stmt,
 } from "./binding.ts";
+import { LARGE_BOUND_BYTES } from "./binding.ts";
 
 /** VM instructions between two budget checks of the progress handler. */
 export const PROGRESS_STEPS = 4000;
@@ -76,6 +78,8 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
  * encoded by hand).
  */
 const LARGE_VALUE = 1024;
+/** Largest text-binding buffer a connection keeps for reuse, in bytes. */
+const SCRATCH_KEPT = 64 * 1024;
 const MAIN = encoder.encode("main\0");
 /** A valid pointer for the empty string (a NULL pointer would bind NULL). */
 const EMPTY_TEXT = new Uint8Array(1);
@@ -745,6 +749,8 @@ class FfiStmt implements Stmt {
   #isReset = true;
   /** How named-parameter objects bind (made at the first one). */
   #params: NamedParams | null = null;
+  /** Bytes of text and BLOBs bound since the last bind() (for {@link dropLargeValues}). */
+  #boundBytes = 0;
 
   constructor(db: FfiDb, s: Symbols, dbh: Deno.PointerObject, h: Deno.PointerObject, end: number) {
     this.#db = db;
@@ -779,6 +785,7 @@ class FfiStmt implements Stmt {
     if (!this.#isReset) s.sqlite3_reset(h);
     this.#isReset = true;
     this.#idle = true;
+    this.#boundBytes = 0;
     if (Array.isArray(args)) {
       const values = args as readonly SqlValue[];
       if (values.length > this.paramCount) throw tooManyValues(values.length, this.paramCount);
@@ -1035,6 +1042,14 @@ class FfiStmt implements Stmt {
     this.#idle = true;
   }
 
+  dropLargeValues(): void {
+    if (this.#boundBytes < LARGE_BOUND_BYTES || this.#h === null) return;
+    // Not while it steps: SQLite's registers may point into the values.
+    if (this.#db.background || !this.#isReset) return;
+    this.#s.sqlite3_clear_bindings(this.#h);
+    this.#boundBytes = 0;
+  }
+
   finalize(): void {
     if (this.#h === null || this.#db.deferFinalize(this)) return;
     this.#sql ??= cString(this.#s.sqlite3_sql(this.#h));
@@ -1064,9 +1079,12 @@ class FfiStmt implements Stmt {
         }
         let buf = this.#db.scratch;
         if (buf.length < v.length * 3) {
-          buf = this.#db.scratch = new Uint8Array(Math.max(v.length * 3, buf.length * 2));
+          buf = new Uint8Array(Math.max(v.length * 3, buf.length * 2));
+          // A buffer for large text is not kept on the connection (SQLite copies the text).
+          if (buf.length <= SCRATCH_KEPT) this.#db.scratch = buf;
         }
         const { written } = encoder.encodeInto(v, buf);
+        this.#boundBytes += written;
         rc = s.sqlite3_bind_text(h, i, buf, written, TRANSIENT);
         break;
       }
@@ -1076,6 +1094,7 @@ class FfiStmt implements Stmt {
         } else if (v.length === 0) {
           rc = s.sqlite3_bind_zeroblob(h, i, 0); // an empty blob stays a BLOB, not NULL
         } else {
+          this.#boundBytes += v.length;
           rc = s.sqlite3_bind_blob(h, i, v, v.length, TRANSIENT);
         }
     }
@@ -1119,8 +1138,15 @@ function openHandle(s: Symbols, path: string, flags: number): Deno.PointerObject
   if (rc !== Result.OK || h === null) {
     const detail = h !== null ? cString(s.sqlite3_errmsg(h)) : cString(s.sqlite3_errstr(rc));
     const code = h !== null ? s.sqlite3_extended_errcode(h) : rc;
+    const hint = h !== null && (code & 0xff) === 14 // SQLITE_CANTOPEN
+      ? descriptorsHint(s.sqlite3_system_errno(h))
+      : "";
     if (h !== null) s.sqlite3_close_v2(h);
-    throw new SqliteError(resultCodeName(code), `Cannot open database "${path}": ${detail}`, code);
+    throw new SqliteError(
+      resultCodeName(code),
+      `Cannot open database "${path}": ${detail}${hint}`,
+      code,
+    );
   }
   return h;
 }

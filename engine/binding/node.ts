@@ -47,9 +47,12 @@ import type {
   SqlValue,
   Stmt,
 } from "./binding.ts";
+import { LARGE_BOUND_BYTES } from "./binding.ts";
 import { exact } from "./ffi.ts";
 import {
+  descriptorsHint,
   missingValues,
+  openErrno,
   resultTooLarge,
   rowBytes,
   sqliteMessage,
@@ -158,9 +161,10 @@ export class NodeSqlite implements Sqlite {
       const e = err as { errcode?: number; message?: string };
       const code = typeof e?.errcode === "number" ? e.errcode : 14;
       const detail = String(e?.message ?? err).replace(`: ${path}`, "");
+      const hint = code === 14 && path !== ":memory:" ? descriptorsHint(openErrno(path)) : "";
       throw new SqliteError(
         resultCodeName(code),
-        `Cannot open database "${path}": ${detail}`,
+        `Cannot open database "${path}": ${detail}${hint}`,
         code,
         { cause: err },
       );
@@ -461,6 +465,8 @@ class NodeStmt implements Stmt {
   /** True when the rows are stepped through `iterate()` (a query whose end can be confirmed). */
   readonly #iterable: boolean;
   #args: unknown[] = NO_ARGS;
+  /** True when {@link #args} hold {@link LARGE_BOUND_BYTES} or more of text and BLOBs. */
+  #large = false;
   #it: Iterator<unknown> | null = null;
   /** Rows the iterator gave so far. */
   #seen = 0;
@@ -519,6 +525,7 @@ class NodeStmt implements Stmt {
   bind(args: BindArgs): void {
     this.#live();
     this.reset();
+    this.#large = boundBytes(Array.isArray(args) ? args : Object.values(args)) >= LARGE_BOUND_BYTES;
     if (Array.isArray(args)) {
       this.#args = this.#positional(args as readonly SqlValue[]);
       return;
@@ -765,6 +772,19 @@ class NodeStmt implements Stmt {
       // resetting never fails
     }
     this.#unpin();
+  }
+
+  dropLargeValues(): void {
+    if (!this.#large || this.#finalized || this.#it !== null) return;
+    this.#large = false;
+    this.#args = NO_ARGS;
+    // node:sqlite has no clear_bindings; iterate() clears them and binds
+    // none, and its iterator, returned unstepped, runs nothing.
+    try {
+      (this.#st.iterate() as Iterator<unknown>).return?.();
+    } catch {
+      // kept until the next run then
+    }
   }
 
   finalize(): void {
@@ -1017,4 +1037,13 @@ function nextSemicolon(sql: string, from: number): number {
 /** True for SQLite's "incomplete input": the text ends inside a statement. */
 function isIncomplete(err: unknown): boolean {
   return /incomplete input/.test(String((err as Error)?.message));
+}
+
+/** Bytes of text (UTF-16 code units) and BLOBs among `values`. */
+function boundBytes(values: readonly unknown[]): number {
+  let n = 0;
+  for (const v of values) {
+    if (typeof v === "string" || v instanceof Uint8Array) n += v.length;
+  }
+  return n;
 }
