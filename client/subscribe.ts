@@ -32,7 +32,12 @@ import type { ConnectConfig } from "./options.ts";
 
 /** Options of `subscribe()`. */
 export interface SubscribeOptions {
-  /** Tables whose row changes are wanted (all tables when neither this nor `kv` is given). */
+  /**
+   * Tables whose row changes are wanted (all tables when neither this nor
+   * `kv` is given): names of the main database's tables, unquoted, in any
+   * case, or qualified by `main.`. A name of another schema (`temp.t`) is
+   * refused with `INVALID_PARAM`; one matching no table is accepted.
+   */
   tables?: string[];
   /** Key-value collections whose changes are wanted; `true`: every collection. */
   kv?: string[] | true;

@@ -144,7 +144,8 @@ export class ConnectionFeeds {
    * (they are sent from a microtask).
    *
    * @throws {SqliteError} `FEED_UNSUPPORTED` on node:sqlite, `FEED_GAP` for a
-   *   `since` no longer held, `INVALID_PARAM` for a `buffer` over {@link MAX_FEED_BUFFER}.
+   *   `since` no longer held, `INVALID_PARAM` for a `buffer` over {@link MAX_FEED_BUFFER}
+   *   or a table of another schema than `main` (see {@link feedTableNames}).
    */
   subscribe(options: SubscribeRequest): SubscribePayload | Promise<SubscribePayload> {
     if (
@@ -155,6 +156,9 @@ export class ConnectionFeeds {
         ErrorCode.InvalidParam,
         `Invalid buffer: expected at most ${MAX_FEED_BUFFER}, got ${options.buffer}`,
       );
+    }
+    if (options.tables !== undefined && options.tables !== null) {
+      options = { ...options, tables: feedTableNames(options.tables) };
     }
     const log = this.#log;
     if (log === null) {
@@ -277,6 +281,31 @@ export class ConnectionFeeds {
 }
 
 /**
+ * The tables of a `tables` filter as the feed matches them (lower case, as
+ * SQLite folds names; unquoted, as the update hook names them): `main.t`
+ * is `t` (`main.a.b` the table `a.b`). A name matching no table is kept
+ * (the table may be created later).
+ *
+ * @throws {SqliteError} `INVALID_PARAM` for a name qualified by another
+ *   schema (`temp.t`, an attached database's `aux.t`): the update hook
+ *   reports the tables of `main` only, so such a feed would stay empty.
+ */
+function feedTableNames(names: readonly string[]): string[] {
+  return names.map((name) => {
+    const dot = name.indexOf(".");
+    if (dot === -1) return name.toLowerCase();
+    const schema = name.slice(0, dot);
+    if (schema.toLowerCase() === "main") return name.slice(dot + 1).toLowerCase();
+    throw new SqliteError(
+      ErrorCode.InvalidParam,
+      `Invalid table in tables: ${JSON.stringify(name)} names schema ${JSON.stringify(schema)}, ` +
+        "but change feeds report the tables of the main database only (not TEMP or attached " +
+        `ones); write "main.${name}" for a table of main whose name contains a dot`,
+    );
+  });
+}
+
+/**
  * One feed: its filter and its queue (at most `buffer` changes, within the
  * connection's and the server's {@link Quota}). A feed
  * resumed with `since` first replays the log's ring from there, a queue
@@ -311,7 +340,7 @@ class Feed implements ChangeSink {
     this.wantsValues = o.values === true;
     const everything = (o.tables === undefined || o.tables === null) &&
       (o.kv === undefined || o.kv === null);
-    this.#tables = o.tables ? new Set(o.tables.map((t) => t.toLowerCase())) : null;
+    this.#tables = o.tables ? new Set(o.tables) : null; // (lower case: see subscribe)
     this.#kv = everything || o.kv === true ? true : Array.isArray(o.kv) ? new Set(o.kv) : null;
     if (everything) this.#tables = ALL;
     this.#buffer = o.buffer ?? DEFAULT_FEED_BUFFER; // (at most MAX_FEED_BUFFER: see subscribe)
