@@ -240,6 +240,8 @@ export class Connection {
   #altered: [string, string] | null = null;
   /** Name of the trigger the statement creates, or null. */
   #createsTrigger: string | null = null;
+  /** Name of the virtual table the statement creates, or null. */
+  #createsVtable: string | null = null;
   /** Tables the statement itself inserts into (not its triggers): `[schema, table]`. */
   #insertTargets: [string, string][] = [];
   /** Tables the statement itself deletes from (not its triggers): `[schema, table]`. */
@@ -299,9 +301,25 @@ export class Connection {
       const ok = action === Auth.DELETE && trigger !== null && this.#isWriter
         ? AuthResult.IGNORE
         : AuthResult.OK;
-      // ATTACH is checked when statements run too: VACUUM INTO attaches its target only then.
-      // (Plain VACUUM attaches a nameless temporary database: not a file.)
-      if (!this.#classifying && (action !== Auth.ATTACH || !arg1)) return ok;
+      if (!this.#classifying) {
+        // SQLite asks while statements run too: it prepares one again after
+        // a schema change, and a virtual table prepares its own (an FTS
+        // table reads its content table, which may be sqlite_stmt or a view
+        // of it). Reads and function calls are judged then as when prepared;
+        // ATTACH too, as VACUUM INTO attaches its target only then. (Plain
+        // VACUUM attaches a nameless temporary database: not a file.)
+        if (
+          action !== Auth.READ && action !== Auth.FUNCTION && (action !== Auth.ATTACH || !arg1)
+        ) {
+          return ok;
+        }
+        // (With the FFI binding this may run for a background step: the
+        // policy only compares names, and nothing here uses the connection.)
+        const refusal = this.#trusted
+          ? null
+          : this.#policy?.(action, arg1, arg2, dbName, trigger) ?? null;
+        return refusal === null ? ok : new SqliteError(refusal.code, refusal.message);
+      }
       if (
         this.#classifying && action === Auth.UPDATE && trigger === null && isSchemaTable(arg1) &&
         !this.#sawSchema
@@ -443,6 +461,7 @@ export class Connection {
     this.#mainNames = [];
     this.#altered = null;
     this.#createsTrigger = null;
+    this.#createsVtable = null;
     this.#sawOwnUpdate = false;
     this.#txOp = null;
     this.#savepoint = null;
@@ -539,6 +558,7 @@ export class Connection {
     const updatedColumns = this.#updatedColumns;
     const writtenTables = this.#writtenTables;
     const createsTrigger = this.#createsTrigger;
+    const createsVtable = this.#createsVtable;
     const setsPragma = this.#setsPragma;
     const guard = (this.#guard as Refusal | null) ?? undefined;
     const judged = this.#policy !== null && !this.#trusted;
@@ -551,6 +571,19 @@ export class Connection {
         `Cannot create TEMP trigger "${createsTrigger}": on the server's shared connection ` +
           "it would fire on every client's writes, unseen in the schema, and outlive its " +
           "creator; use CREATE TRIGGER",
+      );
+    }
+    // Its arguments go to the module unread by the authorizer: an FTS
+    // table's `content=sqlite_stmt` would read it as the table is read
+    // (refused then too, see the constructor; this tells at once).
+    const stmtTable = judged && createsVtable !== null && namesStmtTable(stmt.sql)
+      ? this.#policy!(Auth.READ, "sqlite_stmt", null, null, null)
+      : null;
+    if (stmtTable !== null) {
+      stmt.finalize();
+      throw new SqliteError(
+        stmtTable.code,
+        `${stmtTable.message} (virtual table "${createsVtable}" names it in its arguments)`,
       );
     }
     const shadowed = judged ? this.#shadows(stmt.sql) : undefined;
@@ -920,6 +953,7 @@ export class Connection {
       if (action === Auth.CREATE_TRIGGER || action === Auth.CREATE_TEMP_TRIGGER) {
         this.#createsTrigger = arg1 ?? "";
       }
+      if (action === Auth.CREATE_VTABLE) this.#createsVtable = arg1 ?? "";
       if (
         (action >= Auth.CREATE_TEMP_INDEX && action <= Auth.CREATE_TEMP_VIEW) ||
         (action >= Auth.DROP_TEMP_INDEX && action <= Auth.DROP_TEMP_VIEW)
@@ -1067,6 +1101,21 @@ function isWord(t: Token | undefined, word: string): boolean {
 }
 
 const WRITER_STATE_FUNCTIONS = new Set(["last_insert_rowid", "changes", "total_changes"]);
+
+/**
+ * True when `sql`, a `CREATE VIRTUAL TABLE`, names `sqlite_stmt` among its
+ * module's arguments, however quoted (`content='sqlite_stmt'`,
+ * `content=[SQLITE_STMT]`).
+ */
+function namesStmtTable(sql: string): boolean {
+  const tokens = statementTokens(sql);
+  const using = tokens.findIndex((t) => isWord(t, "using"));
+  return using !== -1 &&
+    tokens.some((t, i) =>
+      i > using && (t.kind === "word" || t.kind === "name" || t.kind === "string") &&
+      t.text.toLowerCase() === "sqlite_stmt"
+    );
+}
 
 /** The new name of `ALTER TABLE ... RENAME TO name` (unquoted), or null for other statements. */
 function renamedTo(sql: string): string | null {

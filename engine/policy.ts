@@ -2,7 +2,10 @@
  * What clients may ask of the server's SQLite connections, as a pure
  * function over SQLite's authorizer arguments: configuration in, a refusal
  * (typed code and message) or `null` out. The engine installs it in the
- * authorizer of every connection while it prepares a client's statement.
+ * authorizer of every connection while it prepares a client's statement;
+ * while statements run, it is asked about reads, function calls and ATTACH
+ * (SQLite preparing a statement again, a virtual table's own statements:
+ * an FTS table reads its content table, which may be `sqlite_stmt`).
  *
  * Refused by default:
  * - writes of any kind when the server runs read-only (`READONLY`);

@@ -581,6 +581,50 @@ for (const sqlite of ENGINES) {
       assert.deepEqual(query(db, "SELECT a FROM secret"), []);
     }));
 
+  Deno.test(`a step an authorizer's error denies throws that error (an FTS table's own read) ${e}`, () =>
+    withDb(sqlite, async (db) => {
+      db.exec(
+        "CREATE TABLE docs(body); INSERT INTO docs VALUES ('hidden');" +
+          "CREATE VIRTUAL TABLE f4 USING fts4(body, content='docs');" +
+          "CREATE VIRTUAL TABLE f5 USING fts5(body, content='docs', content_rowid='rowid')",
+      );
+      const refusal = new SqliteError("FORBIDDEN", "Cannot read docs: not yours");
+      let preparing = false;
+      // Allowed while preparing: denied when the table reads its content table as it runs.
+      db.setAuthorizer((action, a1) => action === 20 && a1 === "docs" && !preparing ? refusal : 0);
+      for (const table of ["f4", "f5"]) {
+        for (const background of [false, true]) {
+          if (background && !sqlite.capabilities.background) continue;
+          preparing = true;
+          const stmt = db.prepare(`SELECT body FROM ${table}`)!;
+          preparing = false;
+          try {
+            stmt.bind([]);
+            let thrown: unknown = null;
+            try {
+              await (background ? stmt.stepInBackground() : stmt.step());
+            } catch (err) {
+              thrown = err;
+            }
+            assert.equal(thrown, refusal, `${table}${background ? " in the background" : ""}`);
+          } finally {
+            stmt.finalize();
+          }
+        }
+      }
+      // A plain denial (1) while running stays SQLite's own error.
+      db.setAuthorizer((action, a1) => action === 20 && a1 === "docs" && !preparing ? 1 : 0);
+      preparing = true;
+      const stmt = db.prepare("SELECT body FROM f5")!;
+      preparing = false;
+      try {
+        stmt.bind([]);
+        rejects(() => stmt.step(), "SQLITE_AUTH", 23);
+      } finally {
+        stmt.finalize();
+      }
+    }));
+
   Deno.test(`Db.checkpoint() checkpoints the WAL ${e}`, () =>
     withDb(sqlite, (db) => {
       assert.deepEqual(query(db, "PRAGMA journal_mode = WAL"), [["wal"]]);

@@ -14,6 +14,7 @@ export const Result = {
   NOMEM: 7,
   INTERRUPT: 9,
   MISUSE: 21,
+  AUTH: 23,
   RANGE: 25,
   ROW: 100,
   DONE: 101,

@@ -19,6 +19,8 @@
  * @module
  */
 
+import type { SqliteError } from "../../protocol/errors.ts";
+
 /** A value bound to, or read from, SQLite. */
 export type SqlValue = null | number | bigint | string | Uint8Array;
 
@@ -89,8 +91,15 @@ export interface OpenOptions {
 
 /**
  * Authorizer callback (`sqlite3_set_authorizer`), called while a statement
- * is prepared: action code (see `Auth` in `_auth.ts`) and up to four
- * strings. Returns 0 (`SQLITE_OK`), 1 (`SQLITE_DENY`) or 2 (`SQLITE_IGNORE`).
+ * is prepared, and also while one runs (SQLite preparing it again after a
+ * schema change; a virtual table preparing statements of its own, as an FTS
+ * table reading its content table): action code (see `Auth` in
+ * `_constants.ts`) and up to four strings. Returns 0 (`SQLITE_OK`), 1
+ * (`SQLITE_DENY`) or 2 (`SQLITE_IGNORE`); or an error, which denies as 1
+ * does, and which a step then failing with `SQLITE_AUTH` throws instead of
+ * SQLite's `not authorized`. With the FFI binding it may be called while a
+ * statement steps in the background: Deno runs it on the main thread while
+ * that thread waits, so it must not use the connection.
  */
 export type Authorizer = (
   action: number,
@@ -98,7 +107,7 @@ export type Authorizer = (
   arg2: string | null,
   dbName: string | null,
   trigger: string | null,
-) => number;
+) => number | SqliteError;
 
 /** Changes of one row, reported by {@link Db.onUpdate} (`sqlite3_update_hook`). */
 export interface RowChange {

@@ -188,6 +188,8 @@ class FfiDb implements Db {
   #progress: Deno.UnsafeCallback<{ parameters: ["pointer"]; result: "i32" }> | null = null;
   #progressOn = false;
   #authorizer: { close(): void } | null = null;
+  /** The error the authorizer last denied with, until a step reports its denial. */
+  #denied: SqliteError | null = null;
   #updateHook: { close(): void } | null = null;
   /**
    * The preupdate hook's callback, made once (kept while unset: setting it
@@ -258,6 +260,7 @@ class FfiDb implements Db {
 
   prepare(sql: string, from = 0): Stmt | null {
     const h = this.#handle();
+    this.#denied = null; // (a denial while preparing is the caller's to report)
     let script = this.#script;
     if (script === null || script.sql !== sql) {
       if (sql.includes("\0")) {
@@ -363,13 +366,16 @@ class FfiDb implements Db {
         } as const,
         (_user, action, a1, a2, a3, a4): number => {
           try {
-            return callback(
+            const result = callback(
               action,
               cStringOrNull(a1),
               cStringOrNull(a2),
               cStringOrNull(a3),
               cStringOrNull(a4),
             );
+            if (typeof result === "number") return result;
+            this.#denied = result;
+            return 1; // SQLITE_DENY, reported as `result` (see takeDenied)
           } catch {
             return 1; // SQLITE_DENY: a throwing authorizer must not let the statement through
           }
@@ -379,6 +385,16 @@ class FfiDb implements Db {
       this.#authorizer = cb;
     }
     old?.close();
+  }
+
+  /**
+   * The error the authorizer denied with (see {@link Authorizer}), once:
+   * what a step that failed with `SQLITE_AUTH` throws.
+   */
+  takeDenied(): SqliteError | null {
+    const denied = this.#denied;
+    this.#denied = null;
+    return denied;
   }
 
   setLengthLimit(bytes: number): void {
@@ -1105,6 +1121,10 @@ class FfiStmt implements Stmt {
     const message = sqliteMessage(rc, cString(this.#s.sqlite3_errmsg(this.#dbh)));
     this.#s.sqlite3_reset(h);
     this.#isReset = true;
+    // Denied by the authorizer as it ran (a virtual table's own statement):
+    // the authorizer's reason, not SQLite's "not authorized".
+    const denied = this.#db.takeDenied();
+    if (denied !== null && (rc & 0xff) === Result.AUTH) return denied;
     return new SqliteError(resultCodeName(rc), message, rc);
   }
 

@@ -178,6 +178,8 @@ class NodeDb implements Db {
   readonly #db: NodeDatabase;
   #user: Authorizer | null = null;
   #internal = false;
+  /** The error the authorizer last denied with, until a step reports its denial. */
+  #denied: SqliteError | null = null;
   /** Set by the authorizer while a statement is prepared. */
   #writes = false;
   /** Set by the authorizer when the statement calls a function whose answer varies (random()). */
@@ -199,7 +201,10 @@ class NodeDb implements Db {
       }
       if (this.#user === null || this.#internal) return AuthResult.OK;
       try {
-        return this.#user(action, a1, a2, dbName, trigger);
+        const result = this.#user(action, a1, a2, dbName, trigger);
+        if (typeof result === "number") return result;
+        this.#denied = result;
+        return AuthResult.DENY; // reported as `result` (see failure)
       } catch {
         return AuthResult.DENY;
       }
@@ -223,6 +228,7 @@ class NodeDb implements Db {
     }
     // node:sqlite crashes running a statement prepared from text without one.
     if (!hasStatement(sql, from)) return null;
+    this.#denied = null; // (a denial while preparing is the caller's to report)
     this.#writes = false;
     this.#varies = false;
     // node:sqlite takes the whole text it is given (converting all of it),
@@ -248,6 +254,18 @@ class NodeDb implements Db {
     st.setAllowBareNamedParameters(false);
     const readOnly = !this.#writes && !writesByText(text);
     return new NodeStmt(this, st, text, from + text.length, readOnly, this.#varies);
+  }
+
+  /**
+   * `err`, thrown by node:sqlite as a statement ran, as a {@link SqliteError}:
+   * the error the authorizer denied with (see {@link Authorizer}) when it
+   * failed with `SQLITE_AUTH`.
+   */
+  failure(err: unknown): SqliteError {
+    const e = toSqliteError(err);
+    const denied = this.#denied;
+    this.#denied = null;
+    return denied !== null && ((e.sqliteCode ?? 0) & 0xff) === Result.AUTH ? denied : e;
   }
 
   /**
@@ -603,7 +621,7 @@ class NodeStmt implements Stmt {
       it = this.#it = st.iterate(...this.#args);
     } catch (err) {
       this.#unpin();
-      throw toSqliteError(err);
+      throw this.#db.failure(err);
     }
     this.#seen = 0;
     // Only a transaction's own writes can land between two steps of a query.
@@ -626,7 +644,7 @@ class NodeStmt implements Stmt {
     try {
       row = st.get(...this.#args);
     } catch (err) {
-      throw toSqliteError(err);
+      throw this.#db.failure(err);
     }
     if (row === undefined) return false;
     // A row now: written since, or the iterator hid an error that did not
@@ -639,7 +657,7 @@ class NodeStmt implements Stmt {
       return it.next();
     } catch (err) {
       this.reset();
-      throw toSqliteError(err);
+      throw this.#db.failure(err);
     }
   }
 
@@ -675,7 +693,7 @@ class NodeStmt implements Stmt {
     try {
       row = check.get(...this.#args);
     } catch (err) {
-      throw toSqliteError(err);
+      throw this.#db.failure(err);
     }
     // A row here: the iterator hid an error that did not recur, unless the
     // query may answer differently when run again (random(), the clock),
@@ -756,7 +774,7 @@ class NodeStmt implements Stmt {
       const info = st.run(...this.#args);
       return { changes: exact(info.changes), lastInsertRowid: exact(info.lastInsertRowid) };
     } catch (err) {
-      throw toSqliteError(err);
+      throw this.#db.failure(err);
     }
   }
 
@@ -804,7 +822,7 @@ class NodeStmt implements Stmt {
         // like other integers beyond 2^53: read it exactly.
         if (!hasInt64Min(rows)) return rows;
       } catch (err) {
-        if ((err as { code?: string }).code !== "ERR_OUT_OF_RANGE") throw toSqliteError(err);
+        if ((err as { code?: string }).code !== "ERR_OUT_OF_RANGE") throw this.#db.failure(err);
       }
     }
     this.#setBigInts(true);
@@ -812,7 +830,7 @@ class NodeStmt implements Stmt {
     try {
       rows = st.all(...this.#args) as SqlValue[][];
     } catch (err) {
-      throw toSqliteError(err);
+      throw this.#db.failure(err);
     }
     for (let i = 0; i < rows.length; i++) normalizeRow(rows[i]);
     return rows;
