@@ -680,6 +680,8 @@ Deno.test("checkClusterSql() refuses temp.x objects, fts3_tokenizer() and sqlite
     "SELECT 'fts3_tokenizer(1)', 'sqlite_stmt' -- fts3_tokenizer('x') sqlite_stmt",
     "SELECT /* sqlite_stmt */ 1 AS fts3_tokenizer",
     "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 'temp.x'; END",
+    "CREATE TABLE notes (body TEXT DEFAULT 'sqlite_stmt')",
+    "CREATE VIRTUAL TABLE docs USING fts5(body, content='notes')",
   ];
   for (const sql of ok) checkClusterSql(sql, policy);
   const bad: [string, RegExp][] = [
@@ -700,6 +702,8 @@ Deno.test("checkClusterSql() refuses temp.x objects, fts3_tokenizer() and sqlite
       "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO a SELECT sql FROM sqlite_stmt; END",
       /sqlite_stmt/,
     ],
+    ["CREATE VIRTUAL TABLE p USING fts5(sql, content='sqlite_stmt')", /sqlite_stmt/],
+    ["CREATE VIRTUAL TABLE p USING fts4(sql, content=' Main.SQLITE_STMT ')", /sqlite_stmt/],
   ];
   for (const [sql, message] of bad) {
     assert.throws(() => checkClusterSql(sql, policy), { code: "FORBIDDEN", message }, sql);

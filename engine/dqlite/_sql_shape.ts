@@ -207,7 +207,7 @@ export function checkClusterSql(
           "between clients and replaced at a leader change",
       );
     }
-    checkNames(tokens);
+    checkNames(tokens, head === "create" && words[1] === "virtual");
     if (head === "pragma") checkPragma(tokens, policy.allowUnsafePragmas);
     if (head === "create" || head === "alter") checkColumnTypes(tokens);
   }
@@ -229,12 +229,19 @@ function inTemp(tokens: Token[]): boolean {
     tokens[i + 1].text === ".";
 }
 
-/** Refuses calling `fts3_tokenizer()` and naming `sqlite_stmt`, wherever they appear. */
-function checkNames(tokens: Token[]): void {
+/**
+ * Refuses calling `fts3_tokenizer()` and naming `sqlite_stmt`, wherever they
+ * appear; in a `CREATE VIRTUAL TABLE` (`vtab`) also as a string, which a
+ * module's arguments may take for a table's name (fts5's
+ * `content='sqlite_stmt'`: reading the table would read sqlite_stmt).
+ */
+function checkNames(tokens: Token[], vtab: boolean): void {
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i];
-    if (t.kind !== "word" && t.kind !== "name") continue;
-    const name = t.text.toLowerCase();
+    if (t.kind !== "word" && t.kind !== "name" && (!vtab || t.kind !== "string")) continue;
+    const name = t.kind === "string"
+      ? t.text.trim().toLowerCase().replace(/^main\./, "")
+      : t.text.toLowerCase();
     if (
       name === "fts3_tokenizer" && tokens[i + 1]?.kind === "punct" && tokens[i + 1].text === "("
     ) {
