@@ -464,6 +464,7 @@ class RunningServer implements Server {
     };
     if (engine instanceof Engine) engine.onLog = (level, message) => log.log(level, message);
     if (listener instanceof TlsListener) {
+      if (listener.certificateWarning !== null) log.warn(listener.certificateWarning);
       // Port scans, HTTP requests and clients without TLS or that distrust the certificate.
       listener.onHandshakeFailure = (peer, reason) =>
         log.warnThrottled(

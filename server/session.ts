@@ -184,6 +184,14 @@ const turns = new TurnScheduler();
 /** At shutdown, how long a request stopped while it ran is given to answer, in ms. */
 const STOP_WAIT_MS = 1000;
 
+/**
+ * A refused token is answered (and the connection closed) this long after
+ * the hello (ms). The connection keeps its handshake slot meanwhile, so
+ * guesses from one address are bounded by `--max-handshakes-per-address`
+ * (64) per this delay: about 300 a second. Nothing else waits for it.
+ */
+export const AUTH_REFUSAL_DELAY_MS = 200;
+
 type Request = Envelope;
 
 /** Serves one client connection. */
@@ -235,6 +243,8 @@ export class Session implements SessionProbe {
    */
   #frameProgressAt = 0;
   #helloTimer: DeadlineTimer | undefined;
+  /** Ends the wait before a refused token's answer early ({@link AUTH_REFUSAL_DELAY_MS}). */
+  #refusalWaitEnd: (() => void) | null = null;
   /** Set after a protocol violation: nothing more is run or sent. */
   #dead = false;
   /** `--max-frame-size`, in force once the hello is accepted. */
@@ -569,6 +579,7 @@ export class Session implements SessionProbe {
     this.#frameTimer?.clear();
     this.#helloTimer?.clear();
     this.#cursorTimer?.clear();
+    this.#refusalWaitEnd?.();
     turns.leave(this.#turnTaker);
     this.#waitingTurn = false;
     this.#dead = true;
@@ -985,12 +996,22 @@ export class Session implements SessionProbe {
     }
     const refusal = this.#gate?.check(hello.token) ?? null;
     if (refusal !== null) {
+      // Each reason its own throttled line: a count of wrong tokens (guesses)
+      // does not include clients that sent none (misconfigured ones).
+      const why = hello.token === undefined || hello.token === null
+        ? "no token"
+        : typeof hello.token === "string"
+        ? "wrong token"
+        : "a token that is not a string";
       this.#services.log.warnThrottled(
-        "auth",
-        `refused a connection from ${this.#peer}: ${refusal}`,
+        `auth: ${why}`,
+        `refused a connection from ${this.#peer}: ${why}`,
         1000,
         peerHost(this.#conn),
       );
+      // No hello timeout while the refusal waits (AUTH_REFUSAL_DELAY_MS).
+      this.#helloTimer?.clear();
+      this.#helloTimer = undefined;
       throw new ProtocolError(ErrorCode.Auth, `Cannot start session: ${refusal}`);
     }
     this.#admin = hello.admin === true;
@@ -1621,8 +1642,24 @@ export class Session implements SessionProbe {
       this.#pump();
     }
     this.#dead = true;
+    if ((err as { code?: string }).code === ErrorCode.Auth) {
+      await this.#refusalWait();
+      if (this.#channel.closed) return;
+    }
     await this.#awaitCommit();
     await this.#sendLast(err);
+  }
+
+  /** Waits {@link AUTH_REFUSAL_DELAY_MS}, or until the connection is closed (a shutdown). */
+  async #refusalWait(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.#refusalWaitEnd?.(), AUTH_REFUSAL_DELAY_MS);
+      this.#refusalWaitEnd = () => {
+        clearTimeout(timer);
+        this.#refusalWaitEnd = null;
+        resolve();
+      };
+    });
   }
 
   /** Sends a connection-level error (`wire`: its payload) as the last frame, then closes. */

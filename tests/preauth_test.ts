@@ -5,7 +5,8 @@
  * listen backlog, and past `maxHandshakesPerAddress` (per TCP address other
  * than loopback) they are closed at once; accepted TCP connections have keepalive on; a cursor not advanced for
  * `cursorIdleTimeout` is closed and its snapshot released; `stats` does not
- * report a transaction the engine rolled back; token warnings.
+ * report a transaction the engine rolled back; token warnings; a refused
+ * token answered only after `AUTH_REFUSAL_DELAY_MS`, and logged by reason.
  */
 
 import assert from "node:assert/strict";
@@ -17,8 +18,10 @@ import { Op, type StatsReport } from "../protocol/messages.ts";
 import { serve } from "../server.ts";
 import { MAX_TOKEN_BYTES, tokenFileWarning, TokenGate } from "../server/auth.ts";
 import { Logger } from "../server/log.ts";
+import { AUTH_REFUSAL_DELAY_MS } from "../server/session.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
-import { delay, startServer, type TestServer, within } from "./_helpers.ts";
+import { delay, startServer, tempDir, type TestServer, within } from "./_helpers.ts";
+import { spawnServer, stop } from "./_logged_server.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 const TOKEN = "s3cr3t-token-XYZ-0123456789";
@@ -450,3 +453,64 @@ for (const engine of ENGINES) {
     await a.request(Op.Exec, ["ROLLBACK"]);
   });
 }
+
+Deno.test("a refused token is answered after AUTH_REFUSAL_DELAY_MS; an accepted client does not wait for it", async () => {
+  await using srv = await startServer({ transport: "tcp", token: TOKEN, logLevel: "error" });
+  await using db = await connect({ ...srv.connectOptions, token: TOKEN, max: 1 });
+  const start = performance.now();
+  const refused = ["guess", undefined, "guess-2"].map((token) =>
+    connect({ ...srv.connectOptions, token }).then(
+      () => assert.fail("a wrong token was accepted"),
+      (err: ProtocolError) => {
+        assert.equal(err.code, "AUTH");
+        return performance.now() - start;
+      },
+    )
+  );
+  // Served meanwhile, on its open connection and on a new one.
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+  await using other = await connect({ ...srv.connectOptions, token: TOKEN, max: 1 });
+  assert.deepEqual(await other.values("SELECT 2"), [[2]]);
+  const served = performance.now() - start;
+  const answered = await Promise.all(refused);
+  // A timer may fire a millisecond or so early; unslowed, a refusal takes a few ms.
+  for (const ms of answered) assert.ok(ms >= AUTH_REFUSAL_DELAY_MS - 10, `refused after ${ms} ms`);
+  assert.ok(served < Math.min(...answered), `served after ${served} ms, refused after ${answered}`);
+});
+
+Deno.test("refused hellos are logged by reason: no token and wrong token are counted apart", async () => {
+  await using dir = await tempDir();
+  const sock = `${dir.path}/s.sock`;
+  const server = spawnServer(`${dir.path}/a.db`, sock, ["--token", TOKEN]);
+  try {
+    // Up once a client with the token is served.
+    for (let i = 0;; i++) {
+      const db = await connect({ path: sock, token: TOKEN }).catch((err) => {
+        if (i === 300) throw err;
+        return null;
+      });
+      if (db !== null) {
+        await db.close();
+        break;
+      }
+      await delay(50);
+    }
+    // Three clients without a token and one with a wrong one, within the log's 1 s interval.
+    await Promise.all(
+      [undefined, undefined, undefined, "guess"].map((token) =>
+        assert.rejects(connect({ path: sock, token }), (err: ProtocolError) => err.code === "AUTH")
+      ),
+    );
+  } finally {
+    await stop(server);
+  }
+  const lines = server.log().split("\n").filter((l) => l.includes("refused a connection"));
+  const none = lines.filter((l) => /: no token( \(|$)/.test(l));
+  const wrong = lines.filter((l) => / wrong token( \(|$)/.test(l));
+  assert.equal(none.length + wrong.length, lines.length, lines.join("\n"));
+  assert.equal(wrong.length, 1, lines.join("\n"));
+  assert.doesNotMatch(wrong[0], /more like it/, "a missing token was counted as a wrong one");
+  // The first written, the other two counted in the line written when the interval ends.
+  assert.equal(none.length, 2, lines.join("\n"));
+  assert.match(none[1], /\(and 1 more like it since the last such line/);
+});

@@ -1,5 +1,6 @@
 /**
- * The temporary socket names a killed server leaves behind: a server that
+ * The temporary names a killed server leaves behind (private directories,
+ * with or without their socket; sockets, of earlier versions): a server that
  * claims its path removes those of dead processes (the long
  * `.<name>.<pid>.<random>.tmp` form for its own socket name, and the short
  * `.nsq<pid>.<random>` form), and keeps those of live processes, young ones,
@@ -158,6 +159,51 @@ Deno.test({
       await server.shutdown();
     }
     assert.deepEqual(names(d), [live, plain].sort());
+  },
+});
+
+Deno.test({
+  name: "serve() removes the private directory a killed server left, with its socket, and no other",
+  ignore: !linux,
+  async fn() {
+    await using dir = await tempDir();
+    const d = dir.path;
+    const sock = `${d}/s.sock`;
+    // A dead process's pid: a child that has exited and been reaped.
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-config", ""],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await child.status;
+    const pid = child.pid;
+    // Killed between its listen and its rename: the socket still inside.
+    const withSocket = `.s.sock.${pid}.0123abcd.tmp`;
+    Deno.mkdirSync(`${d}/${withSocket}`, { mode: 0o700 });
+    socketFile(`${d}/${withSocket}/s`, `${d}/aside`);
+    // Killed after its rename: empty.
+    const empty = `.s.sock.${pid}.4567cdef.tmp`;
+    Deno.mkdirSync(`${d}/${empty}`, { mode: 0o700 });
+    // Holding something else than its socket: kept, with what it holds.
+    const other = `.s.sock.${pid}.89abcdef.tmp`;
+    Deno.mkdirSync(`${d}/${other}`, { mode: 0o700 });
+    Deno.writeTextFileSync(`${d}/${other}/s`, "mine");
+    // This process's (a claim in progress), however old.
+    const live = `.s.sock.${Deno.pid}.01234567.tmp`;
+    Deno.mkdirSync(`${d}/${live}`, { mode: 0o700 });
+    for (const name of [withSocket, empty, other, live]) age(`${d}/${name}`, older);
+
+    const server = await serve({ database: ":memory:", path: sock });
+    try {
+      assert.deepEqual(names(d), [other, live, "s.sock"].sort());
+      assert.equal(Deno.readTextFileSync(`${d}/${other}/s`), "mine");
+      await using db = await connect({ path: sock });
+      assert.deepEqual(await db.values("SELECT 3"), [[3]]);
+    } finally {
+      await server.shutdown();
+    }
+    assert.deepEqual(names(d), [other, live].sort());
   },
 });
 

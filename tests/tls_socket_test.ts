@@ -12,7 +12,12 @@ import { Op, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { serve, type Server } from "../server.ts";
 import { MAX_TOKEN_BYTES } from "../server/auth.ts";
 import { MAX_TOKEN_BYTES as CLIENT_MAX_TOKEN_BYTES } from "../client/options.ts";
-import { TlsListener } from "../transport/tls_listener.ts";
+import {
+  CERTIFICATE_EXPIRY_WARNING_DAYS,
+  certificateWarning,
+  TlsListener,
+} from "../transport/tls_listener.ts";
+import { X509Certificate } from "node:crypto";
 import { spawnClientProcess } from "./_client_process.ts";
 import { delay, tempDir } from "./_helpers.ts";
 
@@ -556,5 +561,135 @@ Deno.test({
     const held = lines.map((l) => Number(/\(and (\d+) more like it/.exec(l)?.[1] ?? 0));
     assert.equal(lines.length + held.reduce((a, b) => a + b, 0), 7, srv.state.stderr);
     assert.ok(held.some((n) => n > 0), srv.state.stderr);
+  },
+});
+
+/**
+ * A CA and a certificate it signed for 127.0.0.1, valid from `start` to `end`
+ * (`YYYYMMDDHHMMSSZ`, past or future: `openssl ca`, since OpenSSL 3.0's
+ * `req -x509` and `x509 -req` can only start now).
+ */
+async function datedCertificate(
+  dir: string,
+  start: string,
+  end: string,
+): Promise<{ ca: string; cert: string; key: string }> {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await Deno.mkdir(`${dir}/db`);
+  await Deno.writeTextFile(`${dir}/db/index.txt`, "");
+  await Deno.writeTextFile(`${dir}/db/serial`, "01\n");
+  await Deno.writeTextFile(
+    `${dir}/ca.cnf`,
+    `[ca]\ndefault_ca=c\n[c]\ndir=${dir}/db\ndatabase=${dir}/db/index.txt\n` +
+      `serial=${dir}/db/serial\nnew_certs_dir=${dir}/db\ndefault_md=sha256\npolicy=p\n` +
+      "x509_extensions=e\n[p]\ncommonName=supplied\n[e]\nbasicConstraints=critical,CA:FALSE\n" +
+      "subjectAltName=IP:127.0.0.1\n",
+  );
+  const steps = [
+    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
+      .concat(["-subj", "/CN=netsqlite test CA"]),
+    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=dated"],
+    ["ca", "-batch", "-config", `${dir}/ca.cnf`, "-cert", `${dir}/ca.pem`, "-keyfile"]
+      .concat([`${dir}/ca.key`, "-in", `${dir}/leaf.csr`, "-out", `${dir}/cert.pem`])
+      .concat(["-startdate", start, "-enddate", end]),
+  ];
+  for (const args of steps) {
+    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
+      .output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  }
+  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
+}
+
+for (
+  const [what, start, end, hint] of [
+    [
+      "has expired",
+      "20200101000000Z",
+      "20200201000000Z",
+      /certificate expired.*\(the server's certificate has expired: renew it on the server \(--tls-cert\) and restart it, or check this machine's clock, see README Troubleshooting\)$/,
+    ],
+    [
+      "is not valid yet",
+      "20900101000000Z",
+      "20900201000000Z",
+      /\(the server's certificate is not valid yet: check the clocks of this machine and of the one that made the certificate, see README Troubleshooting\)$/,
+    ],
+  ] as const
+) {
+  Deno.test({
+    name: `A TLS client says what to do with a certificate that ${what}; the server warns at start`,
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using dir = await tempDir();
+      const { ca, cert, key } = await datedCertificate(dir.path, start, end);
+      // The warning at start, from serve() in a process of its own (its log is stderr).
+      const server = new URL("../server.ts", import.meta.url).href;
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          `import { serve } from ${JSON.stringify(server)};
+          const s = await serve({ database: ":memory:", hostname: "127.0.0.1", port: 0,
+            tls: ${JSON.stringify({ cert, key })} });
+          await s.shutdown();`,
+        ],
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, stderr);
+      const date = `${start.slice(0, 4)}-${start.slice(4, 6)}-${start.slice(6, 8)}`;
+      assert.match(
+        stderr,
+        what === "has expired"
+          ? /warn {2}netsqlite: the TLS certificate \(CN=dated; --tls-cert, serve\(\{ tls \}\)\) expired on 2020-02-01T00:00:00\.000Z: clients refuse it/
+          : new RegExp(
+            `warn {2}netsqlite: the TLS certificate \\(CN=dated; [^)]*\\)\\) is not valid before ${date}T00:00:00\\.000Z: clients refuse it until then`,
+          ),
+      );
+      await using srv = await serve({
+        database: `${dir.path}/a.db`,
+        hostname: "127.0.0.1",
+        port: 0,
+        logLevel: "error",
+        tls: { cert, key },
+      });
+      const port = (srv.addr as Deno.NetAddr).port;
+      await assert.rejects(
+        connect({ hostname: "127.0.0.1", port, tls: { caCerts: [ca] }, max: 1 }),
+        (err: Error) => {
+          assert.equal(err.name, "ConnectionError");
+          assert.match(err.message, hint);
+          return true;
+        },
+      );
+    },
+  });
+}
+
+Deno.test({
+  name:
+    "certificateWarning() warns of a certificate expired, not valid yet, or expiring within 14 days",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using dir = await tempDir();
+    const { cert } = await datedCertificate(dir.path, "20200101000000Z", "20210101000000Z");
+    const to = new X509Certificate(cert).validToDate.getTime();
+    const from = new X509Certificate(cert).validFromDate.getTime();
+    const day = 86_400_000;
+    const at = (ms: number) => certificateWarning(cert, new Date(ms));
+    assert.equal(CERTIFICATE_EXPIRY_WARNING_DAYS, 14);
+    assert.match(
+      at(to + 1000)!,
+      /^the TLS certificate \(CN=dated; .*\) expired on 2021-01-01T00:00:00\.000Z: /,
+    );
+    assert.match(at(from - 1000)!, /\) is not valid before /);
+    assert.match(at(to - day / 2)!, /\) expires in less than a day, on /);
+    assert.match(at(to - 10 * day - 1000)!, /\) expires in 10 days, on /);
+    assert.equal(at(to - 15 * day), null);
+    assert.equal(certificateWarning("not a certificate"), null);
+    // A chain: the first certificate (the server's) is the one judged.
+    assert.match(certificateWarning(cert + cert, new Date(to + 1000))!, /expired on/);
   },
 });

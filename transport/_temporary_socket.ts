@@ -1,13 +1,21 @@
 /**
- * The temporary names a server listens on before renaming its socket onto
- * the real path, and the removal of those a killed server left behind.
+ * The private directories a server listens in before renaming its socket
+ * onto the real path, and the removal of those a killed server left behind.
  *
- * A server killed (SIGKILL, power loss) between its `listen` and its rename
- * leaves its temporary socket file in the directory. Each name carries the
- * pid of the process that made it, so a later server on that directory can
- * tell the leftovers of dead processes from a claim in progress, and removes
- * them while it holds the directory's lock (no netsqlite server is then
- * between its listen and its rename there).
+ * The socket is bound inside a directory of its own, `0700`, beside the real
+ * path (same file system, so the rename works): `listen` creates the socket
+ * file with the permissions the umask leaves, and until its `chmod` another
+ * user could connect to it in a directory they may enter (a connection made
+ * then survives the `chmod`). In the private directory nobody else reaches it.
+ *
+ * A server killed (SIGKILL, power loss) between making that directory and
+ * removing it leaves it behind (with its socket, before the rename). Each
+ * name carries the pid of the process that made it, so a later server on
+ * that directory can tell the leftovers of dead processes from a claim in
+ * progress, and removes them while it holds the directory's lock (no
+ * netsqlite server is then between its listen and its rename there).
+ * Earlier versions listened on the temporary name itself: a socket file of
+ * that name is removed the same way.
  *
  * @module
  */
@@ -42,15 +50,19 @@ export const UNKNOWN_LEFTOVER_AGE_MS = 10 * 60_000;
 /** The short name's prefix, for sockets whose own name leaves no room for the long one. */
 const SHORT_PREFIX = ".nsq";
 
+/** The socket's name inside its private directory. */
+export const TEMPORARY_SOCKET = "s";
+
 /** `<pid>.<8 hex digits>`, the part both forms share. */
 const PID_RANDOM = /^([1-9][0-9]{0,9})\.[0-9a-f]{8}$/;
 
 /**
- * A private name beside `path` to listen on before renaming it there:
- * `.<name>.<pid>.<random>.tmp`, or `.nsq<pid>.<random>` when that is too
- * long; `null` when even the short one would exceed
- * {@link MAX_SOCKET_PATH_BYTES} (a very long directory and a very short
- * socket name).
+ * A private directory beside `path` to listen in (as
+ * `<directory>/`{@link TEMPORARY_SOCKET}) before renaming the socket to
+ * `path`: `.<name>.<pid>.<random>.tmp`, or `.nsq<pid>.<random>` when the
+ * socket's path in that is too long; `null` when even the short one's would
+ * exceed {@link MAX_SOCKET_PATH_BYTES} (a very long directory and a very
+ * short socket name).
  */
 export function temporaryName(path: string): string | null {
   const dir = dirname(path);
@@ -59,7 +71,7 @@ export function temporaryName(path: string): string | null {
   const tag = `${Deno.pid}.${random}`;
   for (const name of [`.${basename(path)}.${tag}.tmp`, `${SHORT_PREFIX}${tag}`]) {
     const temp = `${dir}/${name}`;
-    if (byteLength(temp) <= MAX_SOCKET_PATH_BYTES) return temp;
+    if (byteLength(`${temp}/${TEMPORARY_SOCKET}`) <= MAX_SOCKET_PATH_BYTES) return temp;
   }
   return null;
 }
@@ -81,10 +93,12 @@ export function temporaryNamePid(name: string, socket: string): number | null {
 }
 
 /**
- * Removes the temporary sockets that killed servers left beside `path`:
- * names of either form ({@link temporaryName}; the long one for this
- * socket's name only), that are sockets (not followed through a symlink),
- * owned by this user, and either of a process known to be dead and at least
+ * Removes the private directories (and temporary sockets, of earlier
+ * versions) that killed servers left beside `path`: names of either form
+ * ({@link temporaryName}; the long one for this socket's name only), that
+ * are directories holding nothing but their socket, or sockets (neither
+ * followed through a symlink), owned by this user, and either of a process
+ * known to be dead and at least
  * {@link DEAD_LEFTOVER_AGE_MS} old, or of a process that cannot be checked
  * and at least {@link UNKNOWN_LEFTOVER_AGE_MS} old. A live process's name is
  * kept. Call it only while holding the directory's lock. Never throws.
@@ -114,7 +128,9 @@ export async function removeLeftoverTemporaries(path: string): Promise<string[]>
       } catch {
         continue;
       }
-      if (!info.isSocket || info.uid !== me || info.mtime === null) continue;
+      if (!(info.isSocket || info.isDirectory) || info.uid !== me || info.mtime === null) {
+        continue;
+      }
       const age = Date.now() - info.mtime.getTime();
       const alive = procs.alive(pid);
       const stale = alive === false
@@ -122,16 +138,33 @@ export async function removeLeftoverTemporaries(path: string): Promise<string[]>
         : alive === null && age >= UNKNOWN_LEFTOVER_AGE_MS;
       if (!stale) continue;
       try {
-        await Deno.remove(file);
+        if (info.isDirectory) await removePrivateDir(file);
+        else await Deno.remove(file);
         removed.push(entry.name);
       } catch {
-        // Gone meanwhile, or not ours to remove.
+        // Gone meanwhile, not ours to remove, or a directory holding more.
       }
     }
   } catch {
     // The directory cannot be listed: nothing to clean.
   }
   return removed;
+}
+
+/**
+ * Removes the private directory `dir` ({@link temporaryName}) and the
+ * socket in it, if there is one; never anything else.
+ *
+ * @throws when `dir` cannot be removed (it holds another file, it is gone).
+ */
+export async function removePrivateDir(dir: string): Promise<void> {
+  const socket = `${dir}/${TEMPORARY_SOCKET}`;
+  try {
+    if ((await Deno.lstat(socket)).isSocket) await Deno.remove(socket);
+  } catch {
+    // No socket there (renamed away, or never made).
+  }
+  await Deno.remove(dir);
 }
 
 /** Whether processes are alive, from `/proc` where there is one. */

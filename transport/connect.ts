@@ -160,6 +160,17 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
       "certificate names, or make it with -addext subjectAltName=IP:ADDRESS,DNS:NAME listing " +
       "the names clients use, see README Security and lifecycle)";
   }
+  // Deno (rustls): "certificate expired: verification time ..., but certificate is not valid
+  // after ..." (Expired), "certificate not valid yet" (NotValidYet); Node.js and Bun:
+  // "certificate has expired", "certificate is not yet valid", with their codes.
+  if (code === "CERT_HAS_EXPIRED" || /certificate expired|certificate has expired/i.test(text)) {
+    return " (the server's certificate has expired: renew it on the server (--tls-cert) and " +
+      "restart it, or check this machine's clock, see README Troubleshooting)";
+  }
+  if (code === "CERT_NOT_YET_VALID" || /not valid yet|not yet valid|NotValidYet/i.test(text)) {
+    return " (the server's certificate is not valid yet: check the clocks of this machine and " +
+      "of the one that made the certificate, see README Troubleshooting)";
+  }
   // Deno: UnknownIssuer; BadSignature when a certificate given names the server's issuer
   // but has another key (a self-signed certificate made again); Node.js and Bun: "unable
   // to verify the first certificate", "self-signed certificate", "unable to get local

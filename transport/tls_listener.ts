@@ -12,6 +12,7 @@
  * @module
  */
 
+import { X509Certificate } from "node:crypto";
 import type { Socket } from "node:net";
 import { Duplex } from "node:stream";
 import * as tls from "node:tls";
@@ -44,6 +45,13 @@ export class TlsListener implements Listener {
   onHandshakeFailure: HandshakeFailureHandler | null = null;
 
   /**
+   * Why clients will refuse (or soon refuse) the certificate, for a warning
+   * at start: see {@link certificateWarning}. `null` when it is valid for a
+   * while yet.
+   */
+  readonly certificateWarning: string | null;
+
+  /**
    * @param tcp A TCP listener; this one closes it.
    * @param cert Certificate chain (PEM), already checked (e.g. by `Deno.listenTls`).
    * @param key Its private key (PEM).
@@ -51,6 +59,7 @@ export class TlsListener implements Listener {
   constructor(tcp: Deno.Listener<Deno.TcpConn>, cert: string, key: string) {
     this.#tcp = tcp;
     this.#context = tls.createSecureContext({ cert, key });
+    this.certificateWarning = certificateWarning(cert);
   }
 
   /** @inheritdoc */
@@ -158,6 +167,45 @@ class TlsServerConn implements ByteStream {
   }
 }
 
+/** A certificate that expires within this many days draws a warning at start. */
+export const CERTIFICATE_EXPIRY_WARNING_DAYS = 14;
+
+/**
+ * What is wrong with the validity period of the server's certificate (the
+ * first of the chain `pem`) at `now`: expired, not valid yet (clients refuse
+ * it), or expiring within {@link CERTIFICATE_EXPIRY_WARNING_DAYS} days.
+ *
+ * @returns The warning, or `null` when it is valid for longer, or cannot be read.
+ */
+export function certificateWarning(pem: string, now: Date = new Date()): string | null {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(pem);
+  } catch {
+    return null; // Deno and node:tls accepted it: nothing to add.
+  }
+  const from = cert.validFromDate;
+  const to = cert.validToDate;
+  const which = `the TLS certificate (${
+    cert.subject.replaceAll("\n", ", ")
+  }; --tls-cert, serve({ tls }))`;
+  if (now.getTime() > to.getTime()) {
+    return `${which} expired on ${to.toISOString()}: clients refuse it (certificate expired); ` +
+      "renew it and restart the server";
+  }
+  if (now.getTime() < from.getTime()) {
+    return `${which} is not valid before ${from.toISOString()}: clients refuse it until then ` +
+      "(certificate not valid yet); check this machine's clock, or make it again";
+  }
+  const days = (to.getTime() - now.getTime()) / 86_400_000;
+  if (days < CERTIFICATE_EXPIRY_WARNING_DAYS) {
+    const left = days < 1 ? "in less than a day" : `in ${Math.floor(days)} days`;
+    return `${which} expires ${left}, on ${to.toISOString()}: renew it and restart the server ` +
+      "(clients refuse an expired certificate)";
+  }
+  return null;
+}
+
 /**
  * Why a TLS handshake failed, from what the connection saw (`err`: the TLS
  * socket's error, if any), or `null` when the client sent nothing at all
@@ -169,7 +217,9 @@ function handshakeFailure(duplex: ConnDuplex, err: Error | undefined): string | 
   if (duplex.notTls !== null) return duplex.notTls;
   if (err === undefined) return "the client closed the connection during the TLS handshake";
   // A client that rejects the certificate says so with an alert (unknown_ca, bad_certificate, ...).
-  const distrust = /certificate|UnknownCA|unknown ca/i.test(err.message)
+  const distrust = /CertificateExpired|certificate expired/i.test(err.message)
+    ? " (the client finds the server's certificate expired, or its own clock is wrong)"
+    : /certificate|UnknownCA|unknown ca/i.test(err.message)
     ? " (the client does not trust the server's certificate)"
     : "";
   return `${err.message}${distrust}`;

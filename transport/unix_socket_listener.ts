@@ -4,29 +4,33 @@
  *
  * Deno's `UnixListener.close()` unlinks the path it listened on, by name:
  * a server that stops would remove the socket of another server that
- * replaced its file meanwhile. So the server listens on a private temporary
- * name in the same directory (`.<name>.<pid>.<random>.tmp`), secures it,
- * notes its device and inode, and renames it onto the real path, which also
- * replaces a stale socket in one atomic step. Closing the listener then
- * unlinks a name that no longer exists, and the server removes the real
- * path itself at exit, only while it is still its own file.
+ * replaced its file meanwhile. So the server listens in a private `0700`
+ * directory beside the real path (`.<name>.<pid>.<random>.tmp/s`), secures
+ * the socket there (no other user can reach it before its `chmod`, whatever
+ * the umask), notes its device and inode, and renames it onto the real path,
+ * which also replaces a stale socket in one atomic step, then removes the
+ * private directory. Closing the listener then unlinks a name that no longer
+ * exists, and the server removes the real path itself at exit, only while it
+ * is still its own file.
  *
  * Checking for a live server and renaming over a stale socket happen under
  * an advisory lock (`flock`) on the directory, so two netsqlite servers
  * starting together on one path cannot both take it: the second finds the
  * first listening. Under that lock a server that has claimed its path also
- * removes the temporary sockets that killed servers left behind
+ * removes the private directories that killed servers left behind
  * ({@link removeLeftoverTemporaries}).
  *
  * @module
  */
 
 import { dirname } from "node:path";
-import { userId } from "./_runtime.ts";
+import { granted, userId } from "./_runtime.ts";
 import {
   byteLength,
   MAX_SOCKET_PATH_BYTES,
   removeLeftoverTemporaries,
+  removePrivateDir,
+  TEMPORARY_SOCKET,
   temporaryName,
 } from "./_temporary_socket.ts";
 import { ListenError } from "./listen_error.ts";
@@ -102,41 +106,106 @@ export async function listenUnix(path: string, mode: number): Promise<UnixSocket
   try {
     await checkNoLiveServer(path);
     const temp = temporaryName(path);
-    const bound = temp ?? path;
-    if (temp === null) await Deno.remove(path).catch(() => {}); // stale, if anything
-    let inner: Deno.Listener;
+    const listener = temp === null
+      ? await listenInPlace(path, mode)
+      : await listenPrivately(path, temp, mode);
+    if (dirLock !== null) await removeLeftoverTemporaries(path);
+    return listener;
+  } finally {
+    dirLock?.close();
+  }
+}
+
+/**
+ * Listens on `<temp>/`{@link TEMPORARY_SOCKET} inside the private directory
+ * `temp` (made `0700`), makes the socket `mode` there, and renames it onto
+ * `path`: no other user can reach the socket before its mode is set,
+ * whatever the umask. The private directory is removed, whether or not
+ * this succeeds.
+ */
+async function listenPrivately(
+  path: string,
+  temp: string,
+  mode: number,
+): Promise<UnixSocketListener> {
+  const bound = `${temp}/${TEMPORARY_SOCKET}`;
+  try {
+    await Deno.mkdir(temp, { mode: 0o700 });
+    await Deno.chmod(temp, 0o700); // the umask may have taken bits away (never added any)
+  } catch (err) {
+    await Deno.remove(temp).catch(() => {});
+    throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  try {
+    const inner = bindSocket(path, bound, mode);
+    const id = socketFileId(bound);
     try {
-      inner = Deno.listen({ transport: "unix", path: bound });
+      await Deno.rename(bound, path);
     } catch (err) {
-      if (err instanceof Deno.errors.AddrInUse && temp === null) throw liveServer(path);
+      inner.close(); // unlinks the socket in the private directory
       throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
         cause: err,
       });
     }
-    try {
-      await Deno.chmod(bound, mode);
-    } catch (err) {
-      inner.close();
-      throw new ListenError(`Cannot secure unix:${path}: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-    const id = socketFileId(bound);
-    if (temp !== null) {
-      try {
-        await Deno.rename(temp, path);
-      } catch (err) {
-        inner.close(); // unlinks the temporary name
-        throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
-          cause: err,
-        });
-      }
-    }
-    if (dirLock !== null) await removeLeftoverTemporaries(path);
     return new UnixSocketListener(inner, path, id);
   } finally {
-    dirLock?.close();
+    await removePrivateDir(temp).catch(() => {});
   }
+}
+
+/**
+ * Listens on `path` itself, after removing a stale socket there: for a
+ * directory so long that no private one fits ({@link temporaryName}). With
+ * `--allow-sys` (all of it: Deno has no narrower grant for it) the umask is
+ * tightened for the `listen` so that the socket is born no more open than
+ * `mode`; without, it has the umask's permissions until its `chmod`.
+ */
+async function listenInPlace(path: string, mode: number): Promise<UnixSocketListener> {
+  await Deno.remove(path).catch(() => {}); // stale, if anything
+  const inner = bindSocket(path, path, mode, true);
+  return new UnixSocketListener(inner, path, socketFileId(path));
+}
+
+/**
+ * Listens on `bound` (the socket's path, or its private name) and makes
+ * it `mode`.
+ *
+ * @param tightenUmask Narrow the umask to `mode` for the `listen` when allowed.
+ * @throws {ListenError} when the system refuses; for `path` itself, in use
+ *   means another server took it.
+ */
+function bindSocket(
+  path: string,
+  bound: string,
+  mode: number,
+  tightenUmask = false,
+): Deno.Listener {
+  let inner: Deno.Listener;
+  // Only bits `mode` lacks are added to the umask, and it is restored before
+  // anything else of this process runs on this thread.
+  const previous = tightenUmask && granted({ name: "sys", kind: "umask" }) ? Deno.umask() : null;
+  try {
+    if (previous !== null) Deno.umask(previous | (0o777 & ~mode));
+    inner = Deno.listen({ transport: "unix", path: bound });
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse && bound === path) throw liveServer(path);
+    throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  } finally {
+    if (previous !== null) Deno.umask(previous);
+  }
+  try {
+    Deno.chmodSync(bound, mode);
+  } catch (err) {
+    inner.close();
+    throw new ListenError(`Cannot secure unix:${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  return inner;
 }
 
 /**
