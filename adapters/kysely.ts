@@ -50,6 +50,13 @@
  *   `commit` failed, or the client was closed, by `db.destroy()` too), the
  *   caller gets the error that ended it, or the callback's own, not the
  *   rollback's.
+ * - A query (or savepoint command) of a transaction whose connection was
+ *   lost before anything could commit it (see `lostWithConnection`), and
+ *   whose `ConnectionError` says it may have run, rejects with the
+ *   transaction's loss instead (`CONNECTION_CLOSED`, `mayHaveRun` false,
+ *   its own error as `cause`), as the client's `transaction()` does: the
+ *   server rolled the transaction back, that query's effects with it. So
+ *   does the transaction, which Kysely rejects with its callback's error.
  *
  * @example
  * ```ts
@@ -110,9 +117,9 @@ import {
 import { readsOnly } from "../client/connection.ts";
 import { leadingVerb } from "../protocol/sql_lexer.ts";
 import { findTxControl } from "../client/_tx_control.ts";
-import { transactionContext } from "../client/pool.ts";
+import { reservedConnections, transactionContext } from "../client/pool.ts";
 import { openTransactions } from "../client/_tx_order.ts";
-import { levelOf, newLevel } from "../client/_tx_undo.ts";
+import { levelOf, lostWithConnection, newLevel } from "../client/_tx_undo.ts";
 import { PoolScope } from "./_pool_scope.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
 
@@ -470,7 +477,12 @@ class NetsqliteConnection implements DatabaseConnection {
   /** Runs transaction control (a savepoint) on the open transaction, read only or not. */
   async control(compiled: CompiledQuery): Promise<void> {
     this.#refusePoisoned();
-    await this.#on(compiled.sql, (q) => q.run(compiled.sql));
+    const tx = this.#tx;
+    try {
+      await this.#on(compiled.sql, (q) => q.run(compiled.sql));
+    } catch (err) {
+      throw lostIn(tx, err);
+    }
   }
 
   /**
@@ -582,7 +594,12 @@ class NetsqliteConnection implements DatabaseConnection {
     this.#refusePoisoned();
     this.#checkControl(compiled.sql);
     this.#checkAccess(compiled.sql);
-    return await this.#on(compiled.sql, (q) => executeOn<R>(q, compiled));
+    const tx = this.#tx;
+    try {
+      return await this.#on(compiled.sql, (q) => executeOn<R>(q, compiled));
+    } catch (err) {
+      throw lostIn(tx, err);
+    }
   }
 
   async *streamQuery<R>(compiled: CompiledQuery, chunkSize = 100): AsyncIterableIterator<
@@ -596,15 +613,37 @@ class NetsqliteConnection implements DatabaseConnection {
     this.#checkAccess(compiled.sql);
     let rows: R[] = [];
     const params = compiled.parameters as BindParams;
-    for await (const row of this.#target.iterate<R>(compiled.sql, params)) {
-      rows.push(row);
-      if (rows.length === chunkSize) {
-        yield { rows };
-        rows = [];
+    const tx = this.#tx;
+    try {
+      for await (const row of this.#target.iterate<R>(compiled.sql, params)) {
+        rows.push(row);
+        if (rows.length === chunkSize) {
+          yield { rows };
+          rows = [];
+        }
       }
+    } catch (err) {
+      throw lostIn(tx, err);
     }
     if (rows.length > 0) yield { rows };
   }
+}
+
+/**
+ * The error of a call that failed with `err` on `tx`, the connection of a
+ * Kysely transaction (`null`: none was open): when `err` is a
+ * `ConnectionError` saying the call may have run and the transaction was
+ * lost with the connection before anything could commit it, the loss
+ * (`CONNECTION_CLOSED`, `mayHaveRun` false, `err` as `cause`; see
+ * `lostWithConnection`), which is true of the call too: its effects went
+ * with the transaction the server rolled back. Kysely's transaction rejects
+ * with its callback's error, which is then this one. Decided at once, before
+ * Kysely's `ROLLBACK`, which ends that state. Else `err` as it is.
+ */
+function lostIn(tx: ReservedConnection | null, err: unknown): unknown {
+  if (tx === null || !(err instanceof ConnectionError) || !err.mayHaveRun) return err;
+  const conn = reservedConnections.get(tx);
+  return conn === undefined ? err : lostWithConnection(conn, err);
 }
 
 /** Runs one compiled query on `q`, with the result shape Kysely expects of its kind. */

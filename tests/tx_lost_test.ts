@@ -185,3 +185,48 @@ Deno.test("drizzle: a transaction lost with its connection rejects with mayHaveR
   await t.release();
   assert.equal(await t.value(), 0);
 });
+
+/** A Kysely instance on `client` (imported here: the tests above do without Kysely). */
+async function kysely(client: Client) {
+  const { Kysely } = await import("npm:kysely@^0.28");
+  const { NetsqliteDialect } = await import("../adapters/kysely.ts");
+  return new Kysely<{ c: { id: number; v: number } }>({
+    dialect: new NetsqliteDialect({ client }),
+  });
+}
+
+Deno.test("kysely: a transaction whose callback lets the lost call's error propagate rejects with mayHaveRun false", async () => {
+  await using t = await setup();
+  const orm = await kysely(t.db);
+  let inner: unknown = null;
+  const err = await orm.transaction().execute(async (trx) => {
+    inner = await trx.updateTable("c").set({ v: 7 }).where("id", "=", 1).execute()
+      .catch((e) => e);
+    throw inner;
+  }).catch((e) => e);
+  // The query itself rejects with the loss: its effects went with the rolled back transaction.
+  assertLost(inner);
+  assertTimedOut(inner.cause);
+  assert.equal(err, inner);
+  await t.release();
+  assert.equal(await t.value(), 0);
+  await orm.destroy();
+});
+
+Deno.test("kysely: a query of a controlled transaction, in a savepoint, lost with the connection rejects with mayHaveRun false", async () => {
+  await using t = await setup();
+  const orm = await kysely(t.db);
+  const trx = await orm.startTransaction().execute();
+  const sp = await trx.savepoint("a").execute();
+  const err = await sp.updateTable("c").set({ v: 8 }).where("id", "=", 1).execute()
+    .catch((e) => e);
+  assertLost(err);
+  assertTimedOut(err.cause);
+  // Its next statement is refused with the same loss, unsent; the rollback succeeds.
+  const next = await sp.rollbackToSavepoint("a").execute().catch((e) => e);
+  assertLost(next);
+  await sp.rollback().execute();
+  await t.release();
+  assert.equal(await t.value(), 0);
+  await orm.destroy();
+});
