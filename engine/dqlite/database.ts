@@ -96,6 +96,22 @@ export const EXEC_INTERRUPTED =
 export const TX_LOST =
   "The transaction was lost with the leader: end it with ROLLBACK, then start over";
 
+/**
+ * Run on every connection to the leader once its database is opened, before
+ * its first request (so after each reconnection and leader change too).
+ *
+ * `cache_spill = OFF`: SQLite spills dirty pages out of a connection's page
+ * cache in the middle of a write transaction once more than the spill
+ * threshold of them are dirty (483 with the default 2000 KiB cache and
+ * 4 KiB pages), and dqlite 1.11's VFS cannot read a spilled page back: the
+ * statement then fails with `SQLITE_IOERR_SHORT_READ` (a large `REINDEX`,
+ * an `UPDATE` of every key of a large table). With spilling off, a
+ * transaction's dirty pages stay in the leader's page cache (growing past
+ * `cache_size` as needed) until its commit. The setting is the
+ * connection's own, and applies to every database attached to it.
+ */
+export const CONNECTION_PRAGMAS: readonly string[] = ["PRAGMA cache_spill = OFF"];
+
 /** Result of {@link DqliteDatabase.exec}. */
 export interface ExecResult {
   /** `sqlite3_last_insert_rowid()` after the (last) statement. */
@@ -371,6 +387,10 @@ export class DqliteDatabase {
       // prepares a statement before its Raft barrier: a table created just before a
       // failover would be "no such table" there. A query runs the barrier first.
       await this.#rows(conn, encodeQuerySql(0, "SELECT 1", []), {});
+      // See CONNECTION_PRAGMAS: before the connection's first request, on every new one.
+      for (const sql of CONNECTION_PRAGMAS) {
+        expectResponse(await conn.call(encodeExecSql(0, sql, [])), "result", conn.address);
+      }
       this.#stillOpen();
     } catch (err) {
       conn.close();
