@@ -11,14 +11,16 @@
  * the time left to the deadline (a progress handler stops it there). A
  * cursor on the writer (inside a transaction) is stepped inline only, under
  * the same deadline: a cursor is read-only there or has made its changes at
- * its first step, so stopping it later leaves the transaction intact.
+ * its first step, so stopping it later leaves the transaction intact. A
+ * first step there that meets another process's lock changed nothing: the
+ * session has it wait for the lock ({@link Cursor.waitForLock}).
  *
  * @module
  */
 
 import type { SqlValue } from "./binding/binding.ts";
 import type { Prepared } from "./connection.ts";
-import { rowBytes, statementTimeout } from "./run.ts";
+import { LockBusy, metLock, rowBytes, statementTimeout } from "./run.ts";
 import { SqliteError } from "../protocol/errors.ts";
 
 /** SQLite's primary code for an interrupted statement. */
@@ -94,6 +96,12 @@ export class Cursor {
   #failure: unknown;
   /** True when the cursor steps the writer (it was opened inside a transaction). */
   readonly onWriter: boolean;
+  /** True once a step of the statement returned (its first step did its writing). */
+  #started = false;
+  /** While the cursor waits between tries at another process's lock: ends the wait. */
+  #wake: (() => void) | null = null;
+  /** True once the cursor interrupted its connection (its deadline, {@link cancel}). */
+  #interrupted = false;
 
   /**
    * @param columns Result column names.
@@ -142,6 +150,9 @@ export class Cursor {
    *   the cursor, over all chunks, exceeds the timeout, or SQLite's error;
    *   the cursor is closed then. The error given to {@link end} once the
    *   cursor was ended from outside.
+   * @throws {LockBusy} when the first step of a write on the writer met a
+   *   lock another process holds: nothing changed, the cursor stays open;
+   *   {@link waitForLock} steps it again.
    */
   next(): Chunk | Promise<Chunk> {
     if (this.#ended !== null) throw this.#ended;
@@ -166,12 +177,71 @@ export class Cursor {
     return this.#firstInBackground(p, out);
   }
 
+  /**
+   * After {@link next} threw {@link LockBusy}: the first chunk, once the
+   * first step got past another process's lock. `inBackground`: that step
+   * runs in the background, where SQLite waits for the lock up to the busy
+   * timeout (its connection's own); else (an update hook must run on the
+   * main thread) it is tried again on the main thread from a timer, 5 ms
+   * doubling to 50 ms, until `busyTimeout`. The wait counts against the
+   * cursor's timeout, and {@link cancel} ends it: between tries at once; in
+   * the background by the interrupt, which SQLite's wait for the lock does
+   * not see: the step stops once it got the lock, or fails with
+   * `SQLITE_BUSY` at the busy timeout.
+   *
+   * @throws {SqliteError} `SQLITE_BUSY` once the lock was held past the
+   *   busy timeout (nothing changed), and as {@link next}.
+   */
+  waitForLock(busyTimeout: number, inBackground: boolean): Promise<Chunk> {
+    const p = this.#p;
+    if (p === null) return Promise.resolve([[], true]);
+    if (inBackground) return this.#firstInBackground(p, []);
+    return this.#retryInline(p, busyTimeout);
+  }
+
+  async #retryInline(p: Prepared, busyTimeout: number): Promise<Chunk> {
+    const first = performance.now();
+    for (let pause = 5;; pause = Math.min(pause * 2, 50)) {
+      const start = performance.now();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const left = this.#timeout - this.#spent;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+        timer = setTimeout(resolve, Math.max(0, Math.min(pause, left)));
+      });
+      clearTimeout(timer);
+      this.#wake = null;
+      this.#spent += performance.now() - start;
+      if (this.#ended !== null) throw this.#ended;
+      if (this.#p === null) return [[], true];
+      if (this.#spent >= this.#timeout) return this.#failed(p, [], statementTimeout(this));
+      try {
+        return this.#inline(p, [], null);
+      } catch (err) {
+        if (!(err instanceof LockBusy)) throw err;
+      }
+      if (performance.now() - first >= busyTimeout) {
+        return this.#failed(p, [], new SqliteError("SQLITE_BUSY", "database is locked", 5));
+      }
+    }
+  }
+
+  /**
+   * True once the cursor interrupted its connection (its deadline, or
+   * {@link cancel}, while a step ran in the background): on the writer the
+   * interrupt may stop other statements there.
+   */
+  get interrupted(): boolean {
+    return this.#interrupted;
+  }
+
   /** Steps once in the background, then collects rows after `out` (a row held back) inline. */
   async #firstInBackground(p: Prepared, out: SqlValue[][]): Promise<Chunk> {
     const start = performance.now();
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
+      this.#interrupted = true;
       p.conn.db.interrupt();
     }, Math.max(0, this.#timeout - this.#spent));
     let more: boolean;
@@ -188,13 +258,16 @@ export class Cursor {
       return this.#failed(
         p,
         out,
-        timedOut && err instanceof SqliteError ? statementTimeout(this) : err,
+        // (SQLite's wait for another process's lock does not see the
+        // interrupt: it fails with SQLITE_BUSY at the busy timeout.)
+        timedOut && isInterrupt(err) ? statementTimeout(this) : err,
       );
     } finally {
       this.#inflight = null;
       clearTimeout(timer);
       this.#spent += performance.now() - start;
     }
+    this.#started = true;
     // Ended while the step ran (cancelled), or closed (its session went away).
     if (this.#ended !== null) throw this.#ended;
     if (this.#p === null) return [[], true];
@@ -228,9 +301,21 @@ export class Cursor {
     for (const row of out) bytes += rowBytes(row);
     let failed = false;
     let failure: unknown;
+    let locked = false;
     try {
       if (timed) db.setBudget(Math.max(0, deadline - start));
-      more ??= p.stmt.step();
+      if (more === null) {
+        try {
+          more = p.stmt.step();
+        } catch (err) {
+          // The first step of a write on the writer met another process's
+          // lock: it changed nothing (SQLite undid the statement alone), and
+          // the statement, reset, steps again from its start.
+          locked = !this.#started && p.onWriter && metLock(p.conn, err);
+          throw err;
+        }
+      }
+      this.#started = true;
       while (more) {
         const row = p.stmt.row();
         const size = rowBytes(row);
@@ -252,6 +337,10 @@ export class Cursor {
       // Before any background step: a handler there would call back into
       // the main thread (the binding drops it then, too).
       if (timed) db.setBudget(null);
+    }
+    if (locked) {
+      this.#spent += performance.now() - start;
+      throw new LockBusy();
     }
     if (failed) return this.#failed(p, out, failure);
     this.#spent += performance.now() - start;
@@ -298,13 +387,14 @@ export class Cursor {
   }
 
   /**
-   * Stops a step running in the background, if any, and ends the cursor
-   * with `reason` (the pending {@link next} rejects with it).
+   * Stops a step running in the background, or a wait for another
+   * process's lock ({@link waitForLock}), if any, and ends the cursor with
+   * `reason` (the pending {@link next} rejects with it).
    *
-   * @returns true when a step was running.
+   * @returns true when a step was running or the cursor was waiting.
    */
   cancel(reason: Error): boolean {
-    if (this.#inflight === null) return false;
+    if (this.#inflight === null && this.#wake === null) return false;
     this.end(reason);
     return true;
   }
@@ -320,6 +410,7 @@ export class Cursor {
     this.#p = null;
     this.#rows = null;
     this.#held = null;
+    this.#wake?.();
     const release = this.#release;
     this.#release = null;
     const finish = () => {
@@ -330,6 +421,7 @@ export class Cursor {
       finish();
       return;
     }
+    this.#interrupted = true;
     p?.conn.db.interrupt();
     this.#inflight.then(finish, finish);
   }

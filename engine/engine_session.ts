@@ -64,7 +64,7 @@ import { startsWith } from "./_sql_text.ts";
 import type { BindArgs } from "./binding/binding.ts";
 import { isBusyInBackground } from "./binding/_errors.ts";
 import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
-import { chunkBytesFor, Cursor } from "./cursor.ts";
+import { type Chunk, chunkBytesFor, Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
 import { INLINE_BUDGET_MS } from "./engine.ts";
 
@@ -1277,9 +1277,13 @@ export class EngineSession implements HostedSession {
     try {
       chunk = cursor.next();
     } catch (err) {
-      this.#cursors.delete(id);
-      stepped();
-      throw this.#cursorFailed(cursor, err);
+      if (!(err instanceof LockBusy)) {
+        this.#cursors.delete(id);
+        stepped();
+        throw this.#cursorFailed(cursor, err);
+      }
+      // A write's first step met another process's lock (nothing changed).
+      chunk = this.#cursorWaitsForLock(id, cursor);
     }
     if (!(chunk instanceof Promise)) return forget(chunk);
     return this.#host.track(chunk).then(forget, (err) => {
@@ -1287,6 +1291,40 @@ export class EngineSession implements HostedSession {
       stepped();
       throw err;
     });
+  }
+
+  /**
+   * A cursor's write met another process's lock at its first step, which
+   * changed nothing: it waits for the lock as any write in a transaction
+   * does (in the background up to `--busy-timeout`, or from a timer while
+   * change feeds capture; see {@link Cursor.waitForLock}), this session
+   * keeping the writer meanwhile (its transaction is not idle).
+   */
+  async #cursorWaitsForLock(id: number, cursor: Cursor): Promise<Chunk> {
+    const writer = this.#host.writer.connection;
+    const inBackground = writer.caps.background && !changeLogOf(writer)?.capturing;
+    this.#txWhileRunning = writer.inTransaction;
+    this.runningOnWriter = true;
+    let failure: unknown = null;
+    try {
+      return await cursor.waitForLock(this.#host.config.busyTimeout, inBackground);
+    } catch (err) {
+      failure = err;
+      this.#cursors.delete(id);
+      // The lease ended the transaction (its interrupt stopped the step).
+      throw this.#aborted ?? this.#cursorFailed(cursor, err);
+    } finally {
+      this.runningOnWriter = false;
+      this.#txWhileRunning = false;
+      // Its deadline or a cancel interrupted the writer: that may stop the
+      // session's other cursors there too.
+      if (cursor.interrupted) {
+        this.#endInterruptedCursors(failure instanceof Error ? failure : null);
+      }
+      // Closed, or the transaction's lease ran out, while it waited: roll
+      // back and give the writer up now that the connection is free.
+      if (this.#closed || this.#aborted !== null) this.#host.writer.abort(this);
+    }
   }
 
   /**
