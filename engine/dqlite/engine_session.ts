@@ -210,7 +210,7 @@ export class DqliteEngineSession {
    */
   exec(script: string, timeout?: number): Promise<null> {
     const sql = immediateBegins(script);
-    return this.#request(sql, null, timeout, async (db) => {
+    return this.#request(sql, null, timeout, true, async (db) => {
       const statements = statementTexts(sql);
       for (let i = 0; i < statements.length; i++) {
         const inTx = db.inTransaction;
@@ -220,10 +220,12 @@ export class DqliteEngineSession {
         } catch (err) {
           const e = this.#stopped(err);
           if (e === this.#endWhenDone) throw e; // cancelWrites() ended the transaction
+          const cutOff = db.execStops !== stops;
           // The statements before it ran, unless the transaction they ran in ended with it.
-          const undone = inTx &&
-            (!db.inTransaction || db.transactionLost || db.execStops !== stops);
-          throw inScript(e, i + 1, undone);
+          const undone = inTx && (!db.inTransaction || db.transactionLost || cutOff);
+          // SQLite ended the transaction around it: as for a single statement.
+          const ended = inTx && !db.inTransaction && !db.transactionLost && !cutOff;
+          throw inScript(ended ? this.#scriptAbort(e, statements[i]) : e, i + 1, undone);
         }
         if (inTx && !db.inTransaction) {
           // It ended the transaction (a later one may begin another): so are its cursors.
@@ -256,7 +258,7 @@ export class DqliteEngineSession {
     const text = this.#sqlOf(sql);
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
-    return this.#request(text, [[], []], timeout, async (db) => {
+    return this.#request(text, [[], []], timeout, false, async (db) => {
       const o = await this.#statement(db, text, args, first ? FIRST_ROW : "query");
       return [o.columns, o.rows];
     });
@@ -267,7 +269,7 @@ export class DqliteEngineSession {
     const text = this.#sqlOf(sql);
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
-    return this.#request(text, [0, 0], timeout, async (db) => {
+    return this.#request(text, [0, 0], timeout, false, async (db) => {
       const o = await this.#statement(db, text, args, NO_ROWS);
       return [o.changes, o.lastInsertRowid];
     });
@@ -298,7 +300,7 @@ export class DqliteEngineSession {
         throw batchError(err, i, items.length); // (nothing ran: the check precedes the batch)
       }
     });
-    return this.#request(null, [], timeout, async (db) => {
+    return this.#request(null, [], timeout, false, async (db) => {
       const nested = db.inTransaction;
       await db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN");
       const results: BatchItemPayload[] = [];
@@ -356,7 +358,7 @@ export class DqliteEngineSession {
    */
   prepare(sql: string): Promise<PreparePayload> {
     requireOneStatement(sql);
-    return this.#request(sql, [0, []], undefined, async (db) => {
+    return this.#request(sql, [0, []], undefined, false, async (db) => {
       const stmt = await db.prepare(sql);
       let columns: string[] = [];
       try {
@@ -407,7 +409,7 @@ export class DqliteEngineSession {
     const text = this.#sqlOf(sql);
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
-    return this.#request(text, [0, []], timeout, async (db): Promise<[number, string[]]> => {
+    return this.#request(text, [0, []], timeout, false, async (db): Promise<[number, string[]]> => {
       const inTxBefore = db.inTransaction;
       let columns: string[];
       let rows: SqlValue[][];
@@ -567,11 +569,15 @@ export class DqliteEngineSession {
    * from the pool, with the statement's deadline; keeps the connection when
    * `fn` left a transaction open. `rolledBack` is the answer to a ROLLBACK
    * after the engine ended the transaction itself (`sql` null: a batch).
+   * `script`: an `exec` script, whose statements' errors `fn` tells apart
+   * itself (a statement that SQLite rolled the transaction back with, or
+   * one after the script's own COMMIT).
    */
   #request<T>(
     sql: string | null,
     rolledBack: T,
     timeout: number | undefined,
+    script: boolean,
     fn: (db: DqliteDatabase) => Promise<T>,
   ): Promise<T> {
     if (this.#closed) {
@@ -605,7 +611,7 @@ export class DqliteEngineSession {
       ? "read"
       : "control";
     return this.#engine._track(
-      this.#borrowAndRun(timeout, sql === null, commits, endsTx, reads, fn),
+      this.#borrowAndRun(timeout, sql === null, commits, endsTx, reads, script, fn),
     );
   }
 
@@ -613,7 +619,8 @@ export class DqliteEngineSession {
    * Runs `fn` with the request's deadline (see {@link #request}); `batch`:
    * the request is a batch, `commits`: a COMMIT (or END), `endsTx`: it ends
    * the transaction, `reads`: one statement that writes nothing (a read, or
-   * transaction control that does not end the transaction), or null.
+   * transaction control that does not end the transaction), or null;
+   * `script`: see {@link #request}.
    */
   async #borrowAndRun<T>(
     timeout: number | undefined,
@@ -621,6 +628,7 @@ export class DqliteEngineSession {
     commits: boolean,
     endsTx: boolean,
     reads: WritesNothing,
+    script: boolean,
     fn: (db: DqliteDatabase) => Promise<T>,
   ): Promise<T> {
     const engine = this.#engine;
@@ -668,8 +676,8 @@ export class DqliteEngineSession {
         if (endsTx) this.#endedAtCommit = true;
         throw err;
       }
-      if (wasInTx && !db.inTransaction && !db.transactionLost) {
-        if (!endsTx) return this.#noteAbort(err);
+      if (!script && wasInTx && !db.inTransaction && !db.transactionLost) {
+        if (!endsTx) return this.#noteAbort(err, batch);
         // The client's COMMIT failed and the transaction was rolled back: it
         // has ended as asked; a ROLLBACK right after it is a no-op.
         this.#endedAtCommit = true;
@@ -957,10 +965,39 @@ export class DqliteEngineSession {
    * client, and refuse further requests until it sends ROLLBACK, so that
    * none meant for the transaction runs in autocommit.
    */
-  #noteAbort(err: unknown): never {
-    if (err instanceof SqliteError && /no transaction is active/.test(err.message)) throw err;
-    this.#aborted = txAborted(err);
-    throw txRolledBack(err);
+  #noteAbort(err: unknown, batch = false): never {
+    throw this.#aborts(err, batch);
+  }
+
+  /**
+   * {@link #noteAbort}'s error, which it throws: returned. The requests it
+   * refuses name a batch's failed statement's own error (`batch`), as on a
+   * single file.
+   */
+  #aborts(err: unknown, batch = false): unknown {
+    if (err instanceof SqliteError && /no transaction is active/.test(err.message)) return err;
+    const first = batch && err instanceof SqliteError && err.cause instanceof SqliteError
+      ? err.cause
+      : err;
+    this.#aborted = txAborted(first);
+    return txRolledBack(err);
+  }
+
+  /**
+   * Statement `sql` of a script failed inside a transaction, and SQLite
+   * ended the transaction around it: the error to report, as for a request
+   * of that one statement (see {@link #noteAbort}; a failed COMMIT that
+   * rolled the transaction back has ended it, as asked). Leadership and
+   * the engine's own errors (`TX_ABORTED`) are kept as they are.
+   */
+  #scriptAbort(err: unknown, sql: string): unknown {
+    if (!(err instanceof SqliteError) || err instanceof LeaderError) return err;
+    if (err.code === ErrorCode.TxAborted) return err;
+    if (txEffect(sql).last === "end" && !/^\s*rollback/i.test(sql)) {
+      this.#endedAtCommit = true;
+      return commitRolledBack(err);
+    }
+    return this.#aborts(err);
   }
 
   /**
