@@ -316,6 +316,34 @@ export async function readStdoutUntil(
 }
 
 /**
+ * Another program writing `database` directly (tests/_lock_holder.ts): holds
+ * its write lock once this resolves; `release()` commits, and waits for the
+ * program to exit (a second call does nothing).
+ */
+export async function holdWriteLock(database: string): Promise<{ release(): Promise<void> }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./_lock_holder.ts", import.meta.url).pathname, database],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const { drained } = await readStdoutUntil(child, "locked");
+  const stdin = child.stdin.getWriter();
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      await stdin.write(new TextEncoder().encode("go\n"));
+      await stdin.close();
+      const { code } = await child.status;
+      await drained;
+      if (code !== 0) throw new Error(`the lock holder exited with code ${code}`);
+    },
+  };
+}
+
+/**
  * Asserts that of `results` (one per client, from `Promise.allSettled`) only
  * the one at index `bad` was rejected, with error code `code`. Returns how
  * many were fulfilled. `round` names the attempt in messages.

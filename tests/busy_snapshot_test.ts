@@ -9,25 +9,7 @@
 
 import assert from "node:assert/strict";
 import { connect, SqliteError } from "../mod.ts";
-import { readStdoutUntil, startServer } from "./_helpers.ts";
-
-const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
-
-/** Another program commits a write to `database` (see `_lock_holder.ts`), and exits. */
-async function commitElsewhere(database: string): Promise<void> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", HOLDER, database],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const { drained } = await readStdoutUntil(child, "locked");
-  const stdin = child.stdin.getWriter();
-  await stdin.write(new TextEncoder().encode("go\n"));
-  await stdin.close();
-  assert.equal((await child.status).code, 0);
-  await drained;
-}
+import { holdWriteLock, startServer } from "./_helpers.ts";
 
 Deno.test("SQLITE_BUSY_SNAPSHOT says to retry the whole transaction, not the statement", async () => {
   await using srv = await startServer();
@@ -35,7 +17,7 @@ Deno.test("SQLITE_BUSY_SNAPSHOT says to retry the whole transaction, not the sta
   await db.exec("CREATE TABLE c (id INTEGER PRIMARY KEY, v INTEGER); INSERT INTO c VALUES (1, 0)");
   const err = await db.transaction(async (tx) => {
     assert.deepEqual(await tx.get("SELECT v FROM c"), { v: 0 });
-    await commitElsewhere(srv.database);
+    await (await holdWriteLock(srv.database)).release(); // another program commits
     await tx.run("UPDATE c SET v = v + 1");
   }).catch((e) => e);
   assert.ok(err instanceof SqliteError, String(err));

@@ -9,32 +9,7 @@ import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { connect, type Queryable, type RunResult } from "../mod.ts";
 import { Op } from "../protocol/messages.ts";
-import { readStdoutUntil, startServer } from "./_helpers.ts";
-
-const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
-
-/** Starts the lock holder on `database`; `release()` commits and waits for it to exit. */
-async function holdWriteLock(database: string): Promise<{ release(): Promise<void> }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", HOLDER, database],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const { drained } = await readStdoutUntil(child, "locked");
-  const stdin = child.stdin.getWriter();
-  let released = false;
-  return {
-    async release() {
-      if (released) return;
-      released = true;
-      await stdin.write(new TextEncoder().encode("go\n"));
-      await stdin.close();
-      await child.status;
-      await drained;
-    },
-  };
-}
+import { holdWriteLock, startServer } from "./_helpers.ts";
 
 /** Settles with the order in which the promises settled. */
 function settleOrder(named: Record<string, Promise<unknown>>): Promise<string[]> {

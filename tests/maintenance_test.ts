@@ -13,6 +13,7 @@ import { Op } from "../protocol/messages.ts";
 import { describeCheckpoint } from "../cli/admin.ts";
 import {
   delay,
+  holdWriteLock,
   readStdoutUntil,
   SERVE_TASK_FLAGS,
   startServer,
@@ -25,7 +26,6 @@ import { cli } from "./_cli.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 const CHECKPOINTER = new URL("./_checkpointer.ts", import.meta.url).pathname;
-const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
 async function link(srv: Pick<TestServer, "connectOptions">): Promise<Link & AsyncDisposable> {
@@ -129,26 +129,6 @@ async function limitedServer(
     connectOptions: { path: socket },
     async [Symbol.asyncDispose]() {
       child.kill("SIGTERM");
-      await child.status;
-      await drained;
-    },
-  };
-}
-
-/** Another program holding the write lock of `database` (tests/_lock_holder.ts) until released. */
-async function holdWriteLock(database: string): Promise<{ release(): Promise<void> }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", HOLDER, database],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const { drained } = await readStdoutUntil(child, "locked");
-  const stdin = child.stdin.getWriter();
-  return {
-    async release() {
-      await stdin.write(new TextEncoder().encode("go\n"));
-      await stdin.close();
       await child.status;
       await drained;
     },
