@@ -537,6 +537,15 @@ export class PooledConnection {
       this.#commitLost !== link;
   }
 
+  /**
+   * True when `err` is the error a request sent here on the current link
+   * was rejected with, saying the call may have run (`mayHaveRun`): not
+   * another connection's, nor another client's (see `lostWithConnection`).
+   */
+  raised(err: unknown): boolean {
+    return this.#link?.raised(err) ?? false;
+  }
+
   /** Requests sent on the current link so far (see {@link Link.sent}). */
   get sent(): number {
     return this.#link?.sent ?? 0;
