@@ -17,7 +17,8 @@ import assert from "node:assert/strict";
 import { sql } from "npm:drizzle-orm@^0.45";
 import { drizzle } from "../adapters/drizzle.ts";
 import { type Client, connect, ConnectionError, ErrorCode } from "../client.ts";
-import { readStdoutUntil, startServerProcess } from "./_helpers.ts";
+import { reservedConnections } from "../client/pool.ts";
+import { readStdoutUntil, startServer, startServerProcess } from "./_helpers.ts";
 
 const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
 
@@ -278,4 +279,21 @@ Deno.test("drizzle: a transaction lost with its connection passes on another cli
   await Promise.all([t.release(), t2.release()]);
   assert.equal(await t.value(), 0);
   assert.equal(await t2.value(), 0);
+});
+
+Deno.test("a prepared COMMIT finalized is forgotten: no memory kept per prepare and finalize", async () => {
+  await using srv = await startServer();
+  const db = await connect({ ...srv.connectOptions, max: 1 });
+  try {
+    await using r = await db.reserve();
+    const conn = reservedConnections.get(r)!;
+    const kept = await r.prepare("COMMIT");
+    assert.equal(conn.committingHandles, 1);
+    for (let i = 0; i < 50; i++) await (await r.prepare("COMMIT")).finalize();
+    assert.equal(conn.committingHandles, 1);
+    await kept.finalize();
+    assert.equal(conn.committingHandles, 0);
+  } finally {
+    await db.close();
+  }
 });
