@@ -151,17 +151,22 @@ export function poisonedCommit(level: { readonly poison: string | null }): Sqlit
 
 /**
  * The error a `transaction()` level (or an ORM adapter's) rejects with
- * instead of `err`, the `ConnectionError` of a call that may have run
- * (`mayHaveRun` true), which its function or its `RELEASE` failed with,
+ * instead of `err`, the `ConnectionError` of a call on `conn` that may have
+ * run (`mayHaveRun` true), which its function or its `RELEASE` failed with,
  * when the transaction was lost with the connection before anything could
  * commit it (see `PooledConnection.rolledBackWithLink`): whatever that call
  * did, the server rolled the transaction back. It is the error its `COMMIT`
  * gets then (`CONNECTION_CLOSED`, `mayHaveRun` false, naming why the
- * connection ended), with `err` as `cause`. Else `err` as it is (one with
- * `mayHaveRun` false says already that nothing of it stays applied).
+ * connection ended), with `err` as `cause`. Else `err` as it is: one with
+ * `mayHaveRun` false says already that nothing of it stays applied, and one
+ * raised elsewhere (see `PooledConnection.raised`: another client's, or
+ * another connection's of this one) is not this transaction's to judge.
  */
 export function lostWithConnection(conn: PooledConnection, err: unknown): unknown {
-  if (!(err instanceof ConnectionError) || !err.mayHaveRun || !conn.rolledBackWithLink) return err;
+  if (
+    !(err instanceof ConnectionError) || !err.mayHaveRun || !conn.rolledBackWithLink ||
+    !conn.raised(err)
+  ) return err;
   const lost = conn.lostTransactionError();
   return new ConnectionError(lost.message, { code: lost.code, cause: err, mayHaveRun: false });
 }

@@ -501,6 +501,9 @@ export class PooledConnection {
         const handle = (reply as Replies[typeof Op.Prepare])[0];
         this.#committingHandles.add(`${this.#generation}:${handle}`);
       }, () => {});
+    } else if (op === Op.Finalize) {
+      // Its statement is done with it, and the server never reuses a handle.
+      this.#committingHandles.delete(`${generation ?? this.#generation}:${args[0]}`);
     }
     if (this.handing) {
       this.handing = false;
@@ -535,6 +538,23 @@ export class PooledConnection {
     return !this.#closed && this.lostTransaction && link !== null && link.failure !== null &&
       link.inTransaction && this.#guarded !== link && this.#committing === 0 &&
       this.#commitLost !== link;
+  }
+
+  /**
+   * True when `err` is the error a request sent here on the current link
+   * was rejected with, saying the call may have run (`mayHaveRun`): not
+   * another connection's, nor another client's (see `lostWithConnection`).
+   */
+  raised(err: unknown): boolean {
+    return this.#link?.raised(err) ?? false;
+  }
+
+  /**
+   * Statements prepared here, not finalized, that may commit a transaction
+   * (see {@link #mayCommit}); for tests.
+   */
+  get committingHandles(): number {
+    return this.#committingHandles.size;
   }
 
   /** Requests sent on the current link so far (see {@link Link.sent}). */

@@ -85,6 +85,8 @@ export class Link {
    * frames the server sent before it closed (its `SHUTTING_DOWN`) are read.
    */
   #writeError: Error | null = null;
+  /** The errors saying a call may have run that requests here were rejected with (see {@link raised}). */
+  readonly #mayHaveRun = new WeakSet<ConnectionError>();
   /**
    * Checked when a reply reports an open transaction: an error returned
    * fails that request and closes the link (the server rolls back), so no
@@ -162,6 +164,15 @@ export class Link {
     const size = this.#encoder.append(message, limit);
     this.#appended += this.#encoder.size - before;
     return size;
+  }
+
+  /**
+   * True when `err` is the `ConnectionError` a request sent on this link
+   * was rejected with, saying the call may have run (`mayHaveRun`): the
+   * same object, as the client's calls pass it on (see `withCallerFrames`).
+   */
+  raised(err: unknown): boolean {
+    return err instanceof ConnectionError && this.#mayHaveRun.has(err);
   }
 
   /** Why the link ended, or `null` while it is up. */
@@ -442,8 +453,14 @@ export class Link {
     this.#pending.clear();
     // None of them ran, and the connection is gone: so is its transaction.
     const rolledBack = this.#inTransaction && errors.every(([, e]) => !e.mayHaveRun);
-    for (const [p, e] of errors) p.reject(rolledBack ? rolledBackError(e) : e);
+    for (const [p, e] of errors) this.#reject(p, rolledBack ? rolledBackError(e) : e);
     this.onIdle?.();
+  }
+
+  /** Rejects `p` with `err`, noting one that says the call may have run (see {@link raised}). */
+  #reject(p: Pending, err: Error): void {
+    if (err instanceof ConnectionError && err.mayHaveRun) this.#mayHaveRun.add(err);
+    p.reject(err);
   }
 
   #takeId(): number {
@@ -520,14 +537,15 @@ export class Link {
     else if (!was || (status & Status.TxEnded) !== 0) this.#txOpenedBy = pending.seq;
     const refused = this.#inTransaction ? this.guard?.() ?? null : null;
     if (refused !== null) {
-      pending.reject(refused);
+      this.#reject(pending, refused);
       throw new ConnectionError(`Connection closed: ${refused.message}`, { cause: refused });
     }
     if ((status & Status.Error) !== 0) {
       const err = errorFromWire(body as WireError);
       if (this.#closing !== null && err instanceof AbortError) {
         // The server says how much of it ran: `ran` statements of a script stay applied.
-        pending.reject(
+        this.#reject(
+          pending,
           (err.ran ?? 0) > 0
             ? new ConnectionError(
               `${this.#closing}: the call was stopped after ${err.ran} statement(s) of its ` +
@@ -538,7 +556,7 @@ export class Link {
               cause: err,
             }),
         );
-      } else pending.reject(err);
+      } else this.#reject(pending, err);
     } else pending.resolve(body);
     if (this.#pending.size === 0) {
       this.#drained?.();

@@ -17,7 +17,8 @@ import assert from "node:assert/strict";
 import { sql } from "npm:drizzle-orm@^0.45";
 import { drizzle } from "../adapters/drizzle.ts";
 import { type Client, connect, ConnectionError, ErrorCode } from "../client.ts";
-import { readStdoutUntil, startServerProcess } from "./_helpers.ts";
+import { reservedConnections } from "../client/pool.ts";
+import { readStdoutUntil, startServer, startServerProcess } from "./_helpers.ts";
 
 const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
 
@@ -229,4 +230,70 @@ Deno.test("kysely: a query of a controlled transaction, in a savepoint, lost wit
   await t.release();
   assert.equal(await t.value(), 0);
   await orm.destroy();
+});
+
+Deno.test("transaction() lost with its connection passes on another client's error that may have run as it is", async () => {
+  // Two servers, each with its write lock held: a write times out on either.
+  const [t, other] = await Promise.all([setup(), setup()]);
+  await using _t = t;
+  await using _other = other;
+  // The other database's call (an audit write, say): it may have run there.
+  const foreign = await other.db.run(WRITE(20)).catch((e) => e);
+  assertTimedOut(foreign);
+  const err = await t.db.transaction(async (tx) => {
+    // This transaction is lost with its connection: the server rolled it back.
+    await tx.run(WRITE(21)).catch(() => {});
+    throw foreign;
+  }).catch((e) => e);
+  // Not "rolled back": whatever became of this transaction, the other call may have run.
+  assert.equal(err, foreign);
+  assertTimedOut(err);
+  await t.release();
+  assert.equal(await t.value(), 0);
+});
+
+Deno.test("drizzle: a transaction lost with its connection passes on another client's error that may have run as it is", async () => {
+  // A lost transaction per case (the server's writer stays busy with the lost write).
+  const [t, t2, other] = await Promise.all([setup(), setup(), setup()]);
+  await using _t = t;
+  await using _t2 = t2;
+  await using _other = other;
+  // Drizzle's "Failed query: ..." of the other database, whose cause may have run there.
+  const foreign = await drizzle(other.db).run(sql.raw(WRITE(30))).catch((e) => e);
+  assert.match(String(foreign?.message), /^Failed query: UPDATE c SET v = 30/);
+  assertTimedOut(foreign.cause);
+  const own = foreign.cause;
+  const direct = await drizzle(t.db).transaction(async (tx) => {
+    await tx.run(sql.raw(WRITE(31))).catch(() => {});
+    throw own;
+  }).catch((e) => e);
+  assert.equal(direct, own);
+  assertTimedOut(direct);
+  const wrapped = await drizzle(t2.db).transaction(async (tx) => {
+    await tx.run(sql.raw(WRITE(32))).catch(() => {});
+    throw foreign;
+  }).catch((e) => e);
+  assert.equal(wrapped, foreign);
+  assert.equal(wrapped.cause, own);
+  assertTimedOut(wrapped.cause);
+  await Promise.all([t.release(), t2.release()]);
+  assert.equal(await t.value(), 0);
+  assert.equal(await t2.value(), 0);
+});
+
+Deno.test("a prepared COMMIT finalized is forgotten: no memory kept per prepare and finalize", async () => {
+  await using srv = await startServer();
+  const db = await connect({ ...srv.connectOptions, max: 1 });
+  try {
+    await using r = await db.reserve();
+    const conn = reservedConnections.get(r)!;
+    const kept = await r.prepare("COMMIT");
+    assert.equal(conn.committingHandles, 1);
+    for (let i = 0; i < 50; i++) await (await r.prepare("COMMIT")).finalize();
+    assert.equal(conn.committingHandles, 1);
+    await kept.finalize();
+    assert.equal(conn.committingHandles, 0);
+  } finally {
+    await db.close();
+  }
 });
