@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { connect } from "../client.ts";
 import { defaultSocketDir, defaultSocketPath } from "../transport/address.ts";
+import { unreachableSocketWarning } from "../transport/listen.ts";
 import {
   asNobody,
   canRunAsNobody,
@@ -464,5 +465,33 @@ Deno.test({
         new RegExp(`^ConnectionError Cannot connect to unix:${root}/netsqlite-${Deno.uid()}/`),
       );
     }
+  },
+});
+
+Deno.test({
+  name:
+    "serve() in a set-group-ID socket directory gives the socket the directory's group, and the warning names it",
+  ignore: Deno.build.os !== "linux" || Deno.uid() !== 0, // chgrp to a group not the server's own
+  async fn() {
+    await using tmp = await tempDir();
+    const gid = 65534; // nogroup: not root's primary group
+    assert.notEqual(Deno.gid(), gid);
+    const dir = `${tmp.path}/devs`;
+    await Deno.mkdir(dir);
+    await Deno.chown(dir, null, gid);
+    await Deno.chmod(dir, 0o2770);
+    await Deno.chmod(tmp.path, 0o700); // keeps the group out: the start warns
+    const sock = `${dir}/app.sock`;
+    const server = await serve({ database: ":memory:", path: sock, socketMode: 0o660 });
+    try {
+      const info = Deno.lstatSync(sock);
+      assert.equal(info.gid, gid, "the socket has the directory's group");
+      assert.equal(info.mode! & 0o777, 0o660);
+      const warning = unreachableSocketWarning(sock, 0o660);
+      assert.ok(warning?.includes(`the socket's group (gid ${gid})`), String(warning));
+    } finally {
+      await server.shutdown();
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), []);
   },
 });

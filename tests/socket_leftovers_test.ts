@@ -73,6 +73,21 @@ function socketFile(path: string, aside = `${path}.aside`): void {
   assert.ok(Deno.lstatSync(path).isSocket);
 }
 
+/**
+ * The names in `dir` but the running server's own private directory, which
+ * stays until it closes its listener: there must be exactly one, a
+ * temporary name of this process for the socket named `socket` other than
+ * the test's own `live` one, an empty `0700` directory.
+ */
+function namesButOwnPrivateDir(dir: string, socket: string, live: string): string[] {
+  const own = names(dir).filter((n) => n !== live && temporaryNamePid(n, socket) === Deno.pid);
+  assert.equal(own.length, 1, `the server's own private directory: ${own.join(", ")}`);
+  assert.ok(Deno.lstatSync(`${dir}/${own[0]}`).isDirectory);
+  assert.equal(Deno.lstatSync(`${dir}/${own[0]}`).mode! & 0o7777, 0o700);
+  assert.deepEqual(names(`${dir}/${own[0]}`), []);
+  return names(dir).filter((n) => n !== own[0]);
+}
+
 const linux = Deno.build.os === "linux";
 const older = DEAD_LEFTOVER_AGE_MS + 5_000;
 
@@ -106,7 +121,7 @@ Deno.test({
     const server = await serve({ database: ":memory:", path: sock });
     try {
       assert.deepEqual(
-        names(d),
+        namesButOwnPrivateDir(d, "s.sock", live),
         [young.name, other.name, live, plain, link, "s.sock"].sort(),
         "only the dead process's old temporary socket goes",
       );
@@ -152,7 +167,7 @@ Deno.test({
 
     const server = await serve({ database: ":memory:", path: sock });
     try {
-      assert.deepEqual(names(d), [live, plain, "s"].sort());
+      assert.deepEqual(names(d), [live, plain, "s"].sort()); // listening in place: no private directory
       await using db = await connect({ path: sock });
       assert.deepEqual(await db.values("SELECT 2"), [[2]]);
     } finally {
@@ -196,7 +211,7 @@ Deno.test({
 
     const server = await serve({ database: ":memory:", path: sock });
     try {
-      assert.deepEqual(names(d), [other, live, "s.sock"].sort());
+      assert.deepEqual(namesButOwnPrivateDir(d, "s.sock", live), [other, live, "s.sock"].sort());
       assert.equal(Deno.readTextFileSync(`${d}/${other}/s`), "mine");
       await using db = await connect({ path: sock });
       assert.deepEqual(await db.values("SELECT 3"), [[3]]);
@@ -204,6 +219,41 @@ Deno.test({
       await server.shutdown();
     }
     assert.deepEqual(names(d), [other, live].sort());
+  },
+});
+
+Deno.test({
+  name:
+    "serve() keeps a dead-looking private directory that a process holds locked (a live server in another pid namespace)",
+  ignore: !linux,
+  async fn() {
+    await using dir = await tempDir();
+    const d = dir.path;
+    const sock = `${d}/s.sock`;
+    // A pid this process cannot see: a child that has exited and been reaped.
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-config", ""],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await child.status;
+    // Its server listens yet, its private directory emptied by the rename and locked.
+    const held = `.s.sock.${child.pid}.0123abcd.tmp`;
+    Deno.mkdirSync(`${d}/${held}`, { mode: 0o700 });
+    const lock = await Deno.open(`${d}/${held}`, { read: true });
+    try {
+      assert.ok(await lock.tryLock(false));
+      age(`${d}/${held}`, older);
+      const server = await serve({ database: ":memory:", path: sock });
+      await server.shutdown();
+      assert.deepEqual(names(d), [held], "the locked private directory is kept");
+    } finally {
+      lock.close();
+    }
+    // Unlocked (its server gone), it goes at the next start.
+    await (await serve({ database: ":memory:", path: sock })).shutdown();
+    assert.deepEqual(names(d), []);
   },
 });
 

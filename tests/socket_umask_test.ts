@@ -15,6 +15,7 @@
 
 import assert from "node:assert/strict";
 import { dirname } from "node:path";
+import { serve } from "../server.ts";
 import { MAX_SOCKET_PATH_BYTES } from "../transport/listen.ts";
 import { asNobody, canRunAsNobody, tempDir } from "./_helpers.ts";
 import { ENGINE } from "./_logged_server.ts";
@@ -139,5 +140,67 @@ Deno.test({
       "nobody connected before the chmod",
     );
     assert.equal(mode, 0o600);
+  },
+});
+
+Deno.test({
+  name:
+    "serve() in a sticky shared directory: another user cannot put a symlink at the private directory's name for the listener's close to follow",
+  ignore: !canRunAsNobody,
+  async fn() {
+    await using tmp = await tempDir();
+    await Deno.chmod(tmp.path, 0o755);
+    // Like /tmp: anyone may make names there, only the owner remove or replace them.
+    const shared = `${tmp.path}/shared`;
+    await Deno.mkdir(shared);
+    await Deno.chmod(shared, 0o1777);
+    // A file named like the socket inside the private directory, where nobody may not go.
+    const victim = `${tmp.path}/victim`;
+    await Deno.mkdir(victim, { mode: 0o700 });
+    await Deno.writeTextFile(`${victim}/s`, "precious");
+    // The private directory's name, as another user watching the directory learns it.
+    const watcher = Deno.watchFs(shared, { recursive: false });
+    const seen: string[] = [];
+    const watching = (async () => {
+      for await (const event of watcher) {
+        for (const p of event.paths) if (p.endsWith(".tmp")) seen.push(p.slice(shared.length + 1));
+      }
+    })();
+    const server = await serve({ database: ":memory:", path: `${shared}/s.sock` });
+    let kept: Deno.FileInfo | null = null;
+    let planted: boolean;
+    try {
+      const end = performance.now() + 10_000;
+      while (seen.length === 0 && performance.now() < end) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const name = seen[0];
+      assert.ok(name, "no private directory seen");
+      try {
+        kept = Deno.lstatSync(`${shared}/${name}`);
+      } catch {
+        // Removed at startup: free for anyone to take.
+      }
+      const ln = await new Deno.Command(asNobody[0], {
+        args: [...asNobody.slice(1), "ln", "-sT", victim, `${shared}/${name}`],
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      planted = ln.success;
+    } finally {
+      watcher.close();
+      await watching;
+      await server.shutdown();
+    }
+    assert.equal(
+      await Deno.readTextFile(`${victim}/s`),
+      "precious",
+      "the shutdown removed victim/s",
+    );
+    assert.equal(planted, false, "nobody planted a symlink at the private directory's name");
+    assert.ok(kept?.isDirectory, "the private directory is kept while the server listens");
+    assert.equal(kept.uid, Deno.uid());
+    assert.equal(kept.mode! & 0o7777, 0o700);
+    assert.deepEqual([...Deno.readDirSync(shared)].map((e) => e.name), []);
   },
 });

@@ -8,12 +8,20 @@
  * user could connect to it in a directory they may enter (a connection made
  * then survives the `chmod`). In the private directory nobody else reaches it.
  *
+ * The directory stays, empty, until the server closes its listener: Deno's
+ * `close()` unlinks the name the socket was bound to, and while the
+ * directory is there only its owner can put anything at that name. The
+ * server keeps it open with a shared `flock` meanwhile.
+ *
  * A server killed (SIGKILL, power loss) between making that directory and
- * removing it leaves it behind (with its socket, before the rename). Each
+ * removing it leaves it behind (with its socket, before the rename; empty,
+ * after). Each
  * name carries the pid of the process that made it, so a later server on
  * that directory can tell the leftovers of dead processes from a claim in
  * progress, and removes them while it holds the directory's lock (no
- * netsqlite server is then between its listen and its rename there).
+ * netsqlite server is then between its listen and its rename there); one
+ * that another process holds locked (a live server this one cannot see, in
+ * another pid namespace) is kept.
  * Earlier versions listened on the temporary name itself: a socket file of
  * that name is removed the same way.
  *
@@ -96,8 +104,9 @@ export function temporaryNamePid(name: string, socket: string): number | null {
  * Removes the private directories (and temporary sockets, of earlier
  * versions) that killed servers left beside `path`: names of either form
  * ({@link temporaryName}; the long one for this socket's name only), that
- * are directories holding nothing but their socket, or sockets (neither
- * followed through a symlink), owned by this user, and either of a process
+ * are directories holding nothing but their socket, or nothing, and not
+ * locked by another process, or sockets (neither followed through a
+ * symlink), owned by this user, and either of a process
  * known to be dead and at least
  * {@link DEAD_LEFTOVER_AGE_MS} old, or of a process that cannot be checked
  * and at least {@link UNKNOWN_LEFTOVER_AGE_MS} old. A live process's name is
@@ -138,17 +147,40 @@ export async function removeLeftoverTemporaries(path: string): Promise<string[]>
         : alive === null && age >= UNKNOWN_LEFTOVER_AGE_MS;
       if (!stale) continue;
       try {
-        if (info.isDirectory) await removePrivateDir(file);
+        if (info.isDirectory) await removeUnlockedPrivateDir(file);
         else await Deno.remove(file);
         removed.push(entry.name);
       } catch {
-        // Gone meanwhile, not ours to remove, or a directory holding more.
+        // Gone meanwhile, not ours to remove, a directory holding more, or
+        // one a live server holds.
       }
     }
   } catch {
     // The directory cannot be listed: nothing to clean.
   }
   return removed;
+}
+
+/**
+ * Removes the private directory `dir` as {@link removePrivateDir} does,
+ * unless another process holds a lock on it (a live server's).
+ *
+ * @throws when it is locked or cannot be removed.
+ */
+async function removeUnlockedPrivateDir(dir: string): Promise<void> {
+  const handle = await Deno.open(dir, { read: true });
+  try {
+    let locked: boolean;
+    try {
+      locked = await handle.tryLock(true);
+    } catch {
+      locked = true; // no flock here: the pid and the age tell
+    }
+    if (!locked) throw new Error(`${dir} is held by a live server`);
+    await removePrivateDir(dir);
+  } finally {
+    handle.close();
+  }
 }
 
 /**

@@ -8,10 +8,14 @@
  * directory beside the real path (`.<name>.<pid>.<random>.tmp/s`), secures
  * the socket there (no other user can reach it before its `chmod`, whatever
  * the umask), notes its device and inode, and renames it onto the real path,
- * which also replaces a stale socket in one atomic step, then removes the
- * private directory. Closing the listener then unlinks a name that no longer
- * exists, and the server removes the real path itself at exit, only while it
- * is still its own file.
+ * which also replaces a stale socket in one atomic step. The private
+ * directory stays, empty, until the listener is closed: closing unlinks the
+ * name it was bound to, `<temp>/s`, which then lies in a directory only this
+ * server's user may change (had it been removed, another user could put a
+ * symlink of that name in a shared directory such as `/tmp` and have the
+ * unlink follow it). It keeps the set-group-ID bit it inherits, so that the
+ * socket takes the directory's group as it would beside it. The server
+ * removes the real path itself at exit, only while it is still its own file.
  *
  * Checking for a live server and renaming over a stale socket happen under
  * an advisory lock (`flock`) on the directory, so two netsqlite servers
@@ -46,16 +50,29 @@ export class UnixSocketListener implements Listener {
   readonly #inner: Deno.Listener;
   readonly #addr: Deno.UnixAddr;
   readonly #fileId: string | null;
+  /** The private directory, locked through this handle, until it is removed. */
+  #privateDir: { path: string; handle: Deno.FsFile } | null;
+  /** `accept()` calls in progress: each keeps Deno's listener (and its unlink) alive. */
+  #accepting = 0;
+  #closed = false;
 
   /**
    * @param inner The listener (on the temporary name, or on `path` itself).
    * @param path The socket's real path.
    * @param fileId Identity of the socket file ({@link socketFileId}).
+   * @param privateDir The private directory `inner` listens in and its
+   *   locked handle, removed once `inner` is closed.
    */
-  constructor(inner: Deno.Listener, path: string, fileId: string | null) {
+  constructor(
+    inner: Deno.Listener,
+    path: string,
+    fileId: string | null,
+    privateDir: { path: string; handle: Deno.FsFile } | null = null,
+  ) {
     this.#inner = inner;
     this.#addr = { transport: "unix", path };
     this.#fileId = fileId;
+    this.#privateDir = privateDir;
   }
 
   /** The socket's real path (not the temporary name it was created under). */
@@ -70,17 +87,43 @@ export class UnixSocketListener implements Listener {
 
   /** The next connection, its `localAddr` the socket's real path. */
   async accept(): Promise<Deno.Conn> {
-    const conn = await this.#inner.accept();
+    this.#accepting++;
+    let conn: Deno.Conn;
+    try {
+      conn = await this.#inner.accept();
+    } finally {
+      this.#accepting--;
+      this.#removePrivateDirOnceClosed();
+    }
     Object.defineProperty(conn, "localAddr", { value: this.#addr });
     return conn;
   }
 
   /**
    * Stops listening. The socket file stays (connecting to it is refused)
-   * until {@link removeFile}.
+   * until {@link removeFile}. The private directory is removed once Deno
+   * has let go of the listener (at once, or when a pending `accept()`
+   * ends: only then does Deno unlink the name it was bound to).
    */
   close(): void {
-    this.#inner.close();
+    try {
+      this.#inner.close();
+    } finally {
+      this.#closed = true;
+      this.#removePrivateDirOnceClosed();
+    }
+  }
+
+  #removePrivateDirOnceClosed(): void {
+    if (!this.#closed || this.#accepting > 0 || this.#privateDir === null) return;
+    const { path, handle } = this.#privateDir;
+    this.#privateDir = null;
+    try {
+      Deno.removeSync(path); // empty: the socket was renamed away (a symlink is not followed)
+    } catch {
+      // Not empty, or gone: left to the leftovers' removal.
+    }
+    handle.close();
   }
 
   /**
@@ -118,10 +161,11 @@ export async function listenUnix(path: string, mode: number): Promise<UnixSocket
 
 /**
  * Listens on `<temp>/`{@link TEMPORARY_SOCKET} inside the private directory
- * `temp` (made `0700`), makes the socket `mode` there, and renames it onto
- * `path`: no other user can reach the socket before its mode is set,
- * whatever the umask. The private directory is removed, whether or not
- * this succeeds.
+ * `temp` (made `0700`, set-group-ID if it inherits that), makes the socket
+ * `mode` there, and renames it onto `path`: no other user can reach the
+ * socket before its mode is set, whatever the umask. The private directory
+ * is kept, locked, for the listener to remove once closed; it is removed at
+ * once when this fails.
  */
 async function listenPrivately(
   path: string,
@@ -129,10 +173,17 @@ async function listenPrivately(
   mode: number,
 ): Promise<UnixSocketListener> {
   const bound = `${temp}/${TEMPORARY_SOCKET}`;
+  let handle: Deno.FsFile | null = null;
   try {
     await Deno.mkdir(temp, { mode: 0o700 });
-    await Deno.chmod(temp, 0o700); // the umask may have taken bits away (never added any)
+    // The umask may have taken bits away (never added any). A set-group-ID
+    // bit inherited from the socket's directory is kept (a chmod without it
+    // clears it), so that the socket gets the directory's group.
+    const made = (await Deno.lstat(temp)).mode ?? 0;
+    if ((made & 0o777) !== 0o700) await Deno.chmod(temp, 0o700 | (made & 0o2000));
+    handle = await lockPrivateDir(temp);
   } catch (err) {
+    handle?.close();
     await Deno.remove(temp).catch(() => {});
     throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
       cause: err,
@@ -149,10 +200,28 @@ async function listenPrivately(
         cause: err,
       });
     }
-    return new UnixSocketListener(inner, path, id);
-  } finally {
+    return new UnixSocketListener(inner, path, id, { path: temp, handle });
+  } catch (err) {
+    handle.close();
     await removePrivateDir(temp).catch(() => {});
+    throw err;
   }
+}
+
+/**
+ * The private directory `temp`, opened and locked (shared) for as long as
+ * the listener keeps it: a server removing leftovers
+ * ({@link removeLeftoverTemporaries}) skips a locked one, even where it
+ * cannot see this process (another pid namespace).
+ */
+async function lockPrivateDir(temp: string): Promise<Deno.FsFile> {
+  const handle = await Deno.open(temp, { read: true });
+  try {
+    await handle.tryLock(false);
+  } catch {
+    // No flock here: the pid in the name still tells.
+  }
+  return handle;
 }
 
 /**
