@@ -462,6 +462,8 @@ Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; write
     ends: false,
     releases: true,
     opener: "savepoint",
+    savepoint: "a",
+    released: ["a"],
   });
   assert.equal(txEffect("BEGIN IMMEDIATE").opener, "begin");
   assert.equal(txEffect("INSERT INTO t VALUES ('release')").releases, false);

@@ -27,6 +27,10 @@ export interface TxEffect {
   releases: boolean;
   /** The last statement that opens a transaction: `"begin"` (BEGIN), `"savepoint"`, or null. */
   opener: "begin" | "savepoint" | null;
+  /** The name of the first SAVEPOINT of the script (lowercased), or null. */
+  savepoint: string | null;
+  /** The names the script's RELEASE statements release (lowercased). */
+  released: string[];
 }
 
 /**
@@ -34,7 +38,8 @@ export interface TxEffect {
  * SAVEPOINT open a transaction; COMMIT, END and ROLLBACK (not `ROLLBACK TO`)
  * end it. RELEASE counts as neither (it ends the transaction only when it
  * releases the outermost savepoint of one SAVEPOINT opened: the caller asks
- * the node, see `releases`). The body of CREATE TRIGGER is skipped.
+ * the node, see `releases`; `savepoint` and `released` name the savepoints
+ * opened and released). The body of CREATE TRIGGER is skipped.
  *
  * @example
  * ```ts
@@ -42,15 +47,23 @@ export interface TxEffect {
  * if (txEffect("/* x *\/ begin immediate").last !== "begin") throw new Error("begin");
  * if (txEffect("ROLLBACK TO sp").last !== "none") throw new Error("rollback to");
  * if (!txEffect("INSERT INTO t VALUES (1); COMMIT").ends) throw new Error("commit");
+ * if (txEffect('RELEASE SAVEPOINT "Sp"').released[0] !== "sp") throw new Error("release");
  * ```
  */
 export function txEffect(sql: string): TxEffect {
   const tokens: Token[] = [];
   scan(sql, (t) => {
-    if (t.kind === "word" || t.kind === "semicolon") tokens.push(t);
+    if (t.kind === "word" || t.kind === "semicolon" || t.kind === "name") tokens.push(t);
     return true;
   });
-  const effect: TxEffect = { last: "none", ends: false, releases: false, opener: null };
+  const effect: TxEffect = {
+    last: "none",
+    ends: false,
+    releases: false,
+    opener: null,
+    savepoint: null,
+    released: [],
+  };
   let i = 0;
   while (i < tokens.length) {
     if (tokens[i].kind === "semicolon") {
@@ -59,12 +72,18 @@ export function txEffect(sql: string): TxEffect {
     }
     const words: string[] = [];
     let j = i;
-    while (j < tokens.length && tokens[j].kind !== "semicolon") words.push(tokens[j++].text);
+    while (j < tokens.length && tokens[j].kind !== "semicolon") {
+      // A quoted name as SQLite compares savepoint names: ignoring case; a quoted word is
+      // no keyword.
+      const t = tokens[j++];
+      words.push(t.kind === "name" ? `"${t.text.toLowerCase()}` : t.text);
+    }
     if (words[0] === "create" && words.slice(1, 4).includes("trigger")) {
       // The body holds statements ended by semicolons, then END: skip to "; END".
       while (
         j < tokens.length &&
-        !(tokens[j].kind === "semicolon" && tokens[j + 1]?.text === "end" &&
+        !(tokens[j].kind === "semicolon" && tokens[j + 1]?.kind === "word" &&
+          tokens[j + 1].text === "end" &&
           (j + 2 === tokens.length || tokens[j + 2].kind === "semicolon"))
       ) j++;
       i = j + 2;
@@ -79,7 +98,15 @@ export function txEffect(sql: string): TxEffect {
     if (kind !== "none") effect.last = kind;
     if (kind === "end") effect.ends = true;
     if (kind === "begin") effect.opener = words[0] === "begin" ? "begin" : "savepoint";
-    if (words[0] === "release") effect.releases = true;
+    // A savepoint's name: the word after SAVEPOINT, RELEASE or RELEASE SAVEPOINT.
+    const named = (at: number): string | null =>
+      words[at] === undefined ? null : words[at].replace(/^"/, "");
+    if (words[0] === "savepoint") effect.savepoint ??= named(1);
+    if (words[0] === "release") {
+      effect.releases = true;
+      const name = named(words[1] === "savepoint" && words.length > 2 ? 2 : 1);
+      if (name !== null) effect.released.push(name);
+    }
     i = j;
   }
   return effect;

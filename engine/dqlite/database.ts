@@ -179,7 +179,14 @@ export type Params =
   | Readonly<Record<string, SqlValue | boolean>>;
 
 /** The effect recorded when a transaction's connection dies between its requests. */
-const IDLE_EFFECT: TxEffect = { last: "none", ends: false, releases: false, opener: null };
+const IDLE_EFFECT: TxEffect = {
+  last: "none",
+  ends: false,
+  releases: false,
+  opener: null,
+  savepoint: null,
+  released: [],
+};
 const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0, lastInsertIdBefore: 0 });
 const noRows = (): QueryResult => ({ columns: [], rows: [] });
 /**
@@ -205,6 +212,8 @@ export class DqliteDatabase {
   #inTx = false;
   /** True when the open transaction began with SAVEPOINT (RELEASE may end it). */
   #bySavepoint = false;
+  /** The name of the SAVEPOINT that began the open transaction (lowercased), or null. */
+  #txSavepoint: string | null = null;
   #txLost = false;
   #txLostMaybeApplied = false;
   /** Set when the transaction was lost because a stop closed its connection (see {@link #stop}). */
@@ -584,9 +593,7 @@ export class DqliteDatabase {
     if (this.#draining !== null && await this.#orInterrupt(this.#draining) === null) {
       throw new SqliteError("SQLITE_INTERRUPT", DRAIN_INTERRUPTED, 9);
     }
-    const effect: TxEffect = lostRollback === null
-      ? { last: "none", ends: false, releases: false, opener: null }
-      : txEffect(sql);
+    const effect: TxEffect = lostRollback === null ? IDLE_EFFECT : txEffect(sql);
     const tx = effect.last;
     if (this.#inTx && this.#conn !== null && this.#conn.closed) {
       // The connection died between requests (seen while idle), or a stop closed it: so
@@ -626,7 +633,10 @@ export class DqliteDatabase {
       const result = await this.#retryBusy(() => fn(conn));
       if (tx === "begin") {
         this.#inTx = true;
-        if (!wasInTx) this.#bySavepoint = effect.opener === "savepoint";
+        if (!wasInTx) {
+          this.#bySavepoint = effect.opener === "savepoint";
+          this.#txSavepoint = effect.savepoint;
+        }
       } else if (tx === "end") this.#inTx = false;
       // RELEASE of the outermost savepoint ends a transaction SAVEPOINT opened.
       if (this.#inTx && this.#bySavepoint && effect.releases) {
@@ -655,18 +665,34 @@ export class DqliteDatabase {
           throw err;
         }
       }
-      if (lost) this.#lose(conn, effect, wasInTx);
+      if (lost) {
+        // A RELEASE of the savepoint that began the transaction commits it: lost under
+        // it, the transaction ended as with a COMMIT lost so, its outcome unknown.
+        const commits = wasInTx && this.#bySavepoint && this.#txSavepoint !== null &&
+          effect.last !== "begin" && effect.released.includes(this.#txSavepoint);
+        this.#lose(conn, effect, wasInTx, null, commits);
+      }
       throw err;
     }
   }
 
-  /** The connection is gone: so is a transaction open on it (see {@link transactionLost}). */
-  #lose(conn: DqliteConn, effect: TxEffect, wasInTx: boolean, by: SqliteError | null = null): void {
+  /**
+   * The connection is gone: so is a transaction open on it (see {@link
+   * transactionLost}), unless the request ran to end it (`commits`: a
+   * RELEASE that may have committed it).
+   */
+  #lose(
+    conn: DqliteConn,
+    effect: TxEffect,
+    wasInTx: boolean,
+    by: SqliteError | null = null,
+    commits = false,
+  ): void {
     conn.close();
     if (this.#conn === conn) this.#conn = null;
     // A transaction open before, or opened by this script and not ended by it, is gone;
     // a script that ended one may have committed it (dqlite replicates at commit only).
-    if ((wasInTx || effect.last === "begin") && effect.last !== "end") {
+    if ((wasInTx || effect.last === "begin") && effect.last !== "end" && !commits) {
       this.#txLost = true;
       this.#txLostMaybeApplied = effect.ends;
       this.#txLostBy = by;

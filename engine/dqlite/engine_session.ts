@@ -667,8 +667,16 @@ export class DqliteEngineSession {
       if (err instanceof LeaderError) {
         engine._leaderChanged();
         // A COMMIT that failed with the leader: a ROLLBACK right after it has nothing to undo.
-        if (wasInTx && endsTx && !db.transactionLost) this.#endedAtCommit = true;
-        throw describeLeaderError(err, db.transactionLost, wasInTx && commits, reads);
+        // So for a RELEASE of the savepoint that began the transaction: it commits it, so
+        // DqliteDatabase ends the transaction instead of keeping it as lost.
+        const released = wasInTx && !endsTx && !db.inTransaction && !db.transactionLost;
+        if (wasInTx && (endsTx || released) && !db.transactionLost) this.#endedAtCommit = true;
+        throw describeLeaderError(
+          err,
+          db.transactionLost,
+          wasInTx && (commits || released),
+          released ? null : reads,
+        );
       }
       if (wasInTx && err instanceof SqliteError && err.code === ErrorCode.TxAborted) {
         // Stopping a read closed the transaction's connection (see DqliteDatabase):
@@ -1077,7 +1085,8 @@ function refused(err: unknown, prefix: string): boolean {
 /**
  * A request of one statement that writes nothing: a `read` (SELECT,
  * VALUES, EXPLAIN, a PRAGMA that reports), or transaction `control` that
- * does not end the transaction (BEGIN, SAVEPOINT, RELEASE, ROLLBACK TO);
+ * does not end the transaction (BEGIN, SAVEPOINT, RELEASE, ROLLBACK TO; a
+ * RELEASE that ends it is told apart after the fact, see #borrowAndRun);
  * null for any other request.
  */
 type WritesNothing = "read" | "control" | null;
@@ -1086,7 +1095,8 @@ type WritesNothing = "read" | "control" | null;
  * The leadership error with what it means for the request in its message.
  * Inside a transaction that the loss ended, nothing of it was written
  * (dqlite replicates a transaction at its commit only). `commit`: the
- * request is the COMMIT of the client's transaction, which ended with it.
+ * request is the COMMIT of the client's transaction, which ended with it
+ * (or a RELEASE of the savepoint that began it, which commits it too).
  * `reads`: the request is one statement that writes nothing, so whatever
  * the node did of it changed nothing: a read that reached the node says
  * so; transaction control (a `BEGIN` on a connection now closed began
