@@ -69,7 +69,7 @@ Deno.test({
         // The node hangs, the RELEASE is sent to it, then the node dies: the RELEASE was out.
         nodes.pause(0);
         const pending = db.exec(release).then(() => null, (e) => e);
-        await sleep(300); // far longer than the server takes to send it on
+        await sleep(1000); // far longer than the server takes to send it on (a loaded CI machine too)
         await nodes.kill(0);
         const err = await pending;
         assert.ok(err instanceof SqliteError, `${what}: ${err}`);
