@@ -253,6 +253,8 @@ export class Session implements SessionProbe {
   #stopping = false;
   /** True while the head request waits for the writer. */
   #blocked = false;
+  /** The check for a client gone while its head request waits for the writer (see #watchGone). */
+  #goneTimer: ReturnType<typeof setTimeout> | undefined;
   /** Settles when the head request, running in the background, is answered. */
   #inflight: Promise<void> | null = null;
   /** Encoder size before the replies held for a group commit, and those replies. */
@@ -507,6 +509,31 @@ export class Session implements SessionProbe {
   }
 
   /**
+   * While the head request waits for the writer, checks every
+   * {@link GONE_CHECK_MS} whether the client is gone altogether (see
+   * {@link #peerGone}): then the connection closes, and what it queued is
+   * dropped unrun, as at its end of stream (see {@link #finish}) — unless a
+   * request queued may end its open transaction (see
+   * {@link #mayEndTransaction}). The server reads that end only after every
+   * request before it, and stops reading at `MAX_QUEUED` waiting: a client
+   * closed or killed behind thousands of queued writes had them run once the
+   * writer came free. (A Unix socket tells at once; over TCP a peer's FIN
+   * is not told from a half-close: see #peerGone.)
+   */
+  #watchGone(): void {
+    if (this.#goneTimer !== undefined || this.#dead) return;
+    this.#goneTimer = setTimeout(async () => {
+      this.#goneTimer = undefined;
+      if (!this.#blocked || this.#dead || this.#channel.closed) return;
+      if (!this.#mayEndTransaction() && await this.#peerGone()) {
+        if (this.#blocked && !this.#dead) this.close();
+        return;
+      }
+      this.#watchGone();
+    }, GONE_CHECK_MS);
+  }
+
+  /**
    * True when the client closed its receiving side too (it is gone, not
    * half-closed): its stream ended in an error (a reset; over TLS, any end),
    * or a write of zero bytes fails. A Unix socket tells at once; TCP does
@@ -579,6 +606,8 @@ export class Session implements SessionProbe {
     this.#frameTimer?.clear();
     this.#helloTimer?.clear();
     this.#cursorTimer?.clear();
+    clearTimeout(this.#goneTimer);
+    this.#goneTimer = undefined;
     this.#refusalWaitEnd?.();
     turns.leave(this.#turnTaker);
     this.#waitingTurn = false;
@@ -1115,6 +1144,7 @@ export class Session implements SessionProbe {
         }
         if (result === BLOCKED) {
           this.#blocked = true;
+          this.#watchGone();
           break;
         }
         if (result instanceof Promise) {
