@@ -171,8 +171,9 @@ export class Statement {
     params?: P,
     options?: CallOptions,
   ): Promise<T[]> {
+    const raw = this.#raw; // the mode when called, whatever raw() does while it runs
     const [columns, rows] = await this.#rows(params as BindParams | undefined, options, false);
-    return (this.#raw ? rows : toObjects(columns, rows)) as T[];
+    return (raw ? rows : toObjects(columns, rows)) as T[];
   }
 
   /**
@@ -187,9 +188,10 @@ export class Statement {
     params?: P,
     options?: CallOptions,
   ): Promise<T | undefined> {
+    const raw = this.#raw; // the mode when called, whatever raw() does while it runs
     const [columns, rows] = await this.#rows(params as BindParams | undefined, options, true);
     if (rows.length === 0) return undefined;
-    return (this.#raw ? rows[0] : toObject(columns, rows[0])) as T;
+    return (raw ? rows[0] : toObject(columns, rows[0])) as T;
   }
 
   /**

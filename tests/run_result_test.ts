@@ -359,3 +359,16 @@ Deno.test("exec() refuses parameters (an array, or a named-parameter object) wit
   await db.exec("INSERT INTO t VALUES (4)", undefined);
   assert.deepEqual(await db.values("SELECT x FROM t"), [[3], [4]]);
 });
+
+Deno.test("a statement's all() and get() give rows in the raw() mode of when they were called", async () => {
+  await using srv = await startServer();
+  await using db = await connect(srv.connectOptions);
+  const s = await db.prepare("SELECT 1 AS a, 2 AS b");
+  const asObjects = s.get();
+  s.raw(true);
+  const asArrays = s.all();
+  s.raw(false);
+  assert.deepEqual(await asObjects, { a: 1, b: 2 });
+  assert.deepEqual(await asArrays, [[1, 2]]);
+  assert.deepEqual(await s.get(), { a: 1, b: 2 });
+});
