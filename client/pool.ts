@@ -589,10 +589,17 @@ export class Pool implements ConnectionEvents {
       };
       const onAbort = (): void => giveUp(abortError(signal!));
       const timer = ms === 0 ? undefined : setTimeout(() => {
+        const waiter = this.#waiterOf.get(waiting);
+        const max = this.#config.max;
+        // A reservation also waits while taking one would leave no connection for plain calls.
+        const why = max > 1 && waiter !== undefined && this.#reserveWaiters.includes(waiter)
+          ? `reserve() and transaction() hold at most ${max - 1} of its ${max} (max − 1: one ` +
+            "is left for plain calls), and those are reserved or busy"
+          : `all ${max} are reserved or busy`;
         giveUp(
           new ConnectionError(
             `No connection of the client's pool became free within acquireTimeout (${ms} ms): ` +
-              `all ${this.#config.max} are reserved or busy`,
+              why,
             { code: ErrorCode.AcquireTimeout },
           ),
         );
