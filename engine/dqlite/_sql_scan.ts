@@ -33,6 +33,18 @@ export interface TxEffect {
   released: string[];
 }
 
+/** The effect of SQL that neither opens nor ends a transaction (a fresh object). */
+export function noTxEffect(): TxEffect {
+  return {
+    last: "none",
+    ends: false,
+    releases: false,
+    opener: null,
+    savepoint: null,
+    released: [],
+  };
+}
+
 /**
  * How the statements of `sql` change the transaction state: BEGIN and
  * SAVEPOINT open a transaction; COMMIT, END and ROLLBACK (not `ROLLBACK TO`)
@@ -56,14 +68,7 @@ export function txEffect(sql: string): TxEffect {
     if (t.kind === "word" || t.kind === "semicolon" || t.kind === "name") tokens.push(t);
     return true;
   });
-  const effect: TxEffect = {
-    last: "none",
-    ends: false,
-    releases: false,
-    opener: null,
-    savepoint: null,
-    released: [],
-  };
+  const effect = noTxEffect();
   let i = 0;
   while (i < tokens.length) {
     if (tokens[i].kind === "semicolon") {

@@ -48,7 +48,14 @@ import type { SqlValue } from "../binding/binding.ts";
 import { type DqliteConn, expectResponse, type Received } from "./conn.ts";
 import { DqliteErrorCode, failureError, LeaderError } from "./errors.ts";
 import { DqliteStatement } from "./statement.ts";
-import { controlsOnly, positionalArgs, type TxEffect, txEffect, writesRows } from "./_sql_scan.ts";
+import {
+  controlsOnly,
+  noTxEffect,
+  positionalArgs,
+  type TxEffect,
+  txEffect,
+  writesRows,
+} from "./_sql_scan.ts";
 import {
   encodeExecSql,
   encodeInterrupt,
@@ -179,14 +186,7 @@ export type Params =
   | Readonly<Record<string, SqlValue | boolean>>;
 
 /** The effect recorded when a transaction's connection dies between its requests. */
-const IDLE_EFFECT: TxEffect = {
-  last: "none",
-  ends: false,
-  releases: false,
-  opener: null,
-  savepoint: null,
-  released: [],
-};
+const IDLE_EFFECT: TxEffect = noTxEffect();
 const noChange = (): ExecResult => ({ lastInsertId: 0, rowsAffected: 0, lastInsertIdBefore: 0 });
 const noRows = (): QueryResult => ({ columns: [], rows: [] });
 /**
