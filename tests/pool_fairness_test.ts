@@ -89,13 +89,16 @@ Deno.test("Pool: cursors left unfinished stop holding their connection once the 
   await using db = await connect({ ...srv.connectOptions, max: 1, acquireTimeout: 5000 });
   assert.equal(db.serverInfo.limits.cursorIdleTimeout, 100);
   await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2), (3)");
-  const first = async () => (await db.iterate<{ x: number }>("SELECT x FROM t").next()).value;
-  assert.deepEqual(await first(), { x: 1 }); // the iterator is dropped unfinished
+  // Left unfinished, and kept referenced: garbage-collected, it would close at once (a GC under
+  // load did, and the transaction below did not wait).
+  const unfinished = db.iterate<{ x: number }>("SELECT x FROM t");
+  assert.deepEqual((await unfinished.next()).value, { x: 1 });
   // The one connection holds that cursor: the transaction waits until it
   // lapses (100 ms + a second's margin), then runs.
   const started = performance.now();
   assert.equal(await within(db.transaction(() => Promise.resolve(7)), 4000), 7);
   assert.ok(performance.now() - started >= 900, "waited for the server to close the cursor");
+  assert.ok(unfinished !== null); // (referenced until here)
   // A cursor opened inside a transaction dies with it: its connection is free at once.
   await db.transaction(async (tx) => {
     const it = tx.iterate("SELECT x FROM t");

@@ -118,10 +118,15 @@ Deno.test("transaction() says the outcome is unknown when its COMMIT was in flig
   await using srv = await startServerProcess();
   await using db = await connect(srv.connectOptions);
   await db.exec("CREATE TABLE t (x)");
+  const { promise: stopped, resolve: stop } = Promise.withResolvers<void>();
   const committing = db.transaction(async (tx) => {
     await tx.run("INSERT INTO t VALUES (1)");
     srv.child.kill("SIGSTOP"); // the COMMIT sent next is not answered
+    stop();
   }).catch((e) => e);
+  // (A fixed pause from the call lost the race under load: the server was killed while the
+  // INSERT was still in flight.) The COMMIT is sent as fn returns, in this process.
+  await stopped;
   await delay(100);
   await srv.kill();
   const err = await committing;
