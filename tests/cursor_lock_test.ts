@@ -12,9 +12,7 @@
 import assert from "node:assert/strict";
 import type { Client } from "../client.ts";
 import { connect } from "../client.ts";
-import { readStdoutUntil, startServerProcess, statsUntil } from "./_helpers.ts";
-
-const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
+import { holdWriteLock, startServerProcess, statsUntil } from "./_helpers.ts";
 
 const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
 
@@ -42,30 +40,14 @@ async function setup(busyTimeout = 60_000): Promise<Setup> {
   await other.exec(
     "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER); INSERT INTO t VALUES (1, 0)",
   );
-  let child: Deno.ChildProcess | null = null;
-  let drained: Promise<void> = Promise.resolve();
-  let released = false;
-  const release = async () => {
-    if (child === null || released) return;
-    released = true;
-    const stdin = child.stdin.getWriter();
-    await stdin.write(new TextEncoder().encode("go\n"));
-    await stdin.close();
-    await child.status;
-    await drained;
-  };
+  let holder: { release(): Promise<void> } | null = null;
+  const release = async () => await holder?.release();
   return {
     db,
     other,
     connectOptions: srv.connectOptions,
     async hold() {
-      child = new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", HOLDER, srv.database],
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "inherit",
-      }).spawn();
-      ({ drained } = await readStdoutUntil(child, "locked"));
+      holder = await holdWriteLock(srv.database);
     },
     release,
     value: async () => (await other.values<[number]>("SELECT v FROM t WHERE id = 1"))[0][0],

@@ -18,9 +18,7 @@ import { sql } from "npm:drizzle-orm@^0.45";
 import { drizzle } from "../adapters/drizzle.ts";
 import { type Client, connect, ConnectionError, ErrorCode } from "../client.ts";
 import { reservedConnections } from "../client/pool.ts";
-import { readStdoutUntil, startServer, startServerProcess } from "./_helpers.ts";
-
-const HOLDER = new URL("./_lock_holder.ts", import.meta.url).pathname;
+import { holdWriteLock, startServer, startServerProcess } from "./_helpers.ts";
 
 /** The client's `requestTimeout`: far below the server's busy timeout. */
 const REQUEST_TIMEOUT = 300;
@@ -53,24 +51,9 @@ async function setup(max = 2): Promise<Setup> {
   await other.exec(
     "CREATE TABLE c (id INTEGER PRIMARY KEY, v INTEGER); INSERT INTO c VALUES (1, 0)",
   );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", HOLDER, srv.database],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const { drained } = await readStdoutUntil(child, "locked");
+  const holder = await holdWriteLock(srv.database);
   const db = await connect({ ...srv.connectOptions, max, requestTimeout: REQUEST_TIMEOUT });
-  let released = false;
-  const release = async () => {
-    if (released) return;
-    released = true;
-    const stdin = child.stdin.getWriter();
-    await stdin.write(new TextEncoder().encode("go\n"));
-    await stdin.close();
-    await child.status;
-    await drained;
-  };
+  const release = () => holder.release();
   return {
     db,
     release,
