@@ -185,9 +185,8 @@ export class Cursor {
    * main thread) it is tried again on the main thread from a timer, 5 ms
    * doubling to 50 ms, until `busyTimeout`. The wait counts against the
    * cursor's timeout, and {@link cancel} ends it: between tries at once; in
-   * the background by the interrupt, which SQLite's wait for the lock does
-   * not see: the step stops once it got the lock, or fails with
-   * `SQLITE_BUSY` at the busy timeout.
+   * the background by the interrupt, which the binding's wait for the lock
+   * sees within a slice of it (`LOCK_WAIT_SLICE_MS` of ffi.ts).
    *
    * @throws {SqliteError} `SQLITE_BUSY` once the lock was held past the
    *   busy timeout (nothing changed), and as {@link next}.
@@ -258,8 +257,6 @@ export class Cursor {
       return this.#failed(
         p,
         out,
-        // (SQLite's wait for another process's lock does not see the
-        // interrupt: it fails with SQLITE_BUSY at the busy timeout.)
         timedOut && isInterrupt(err) ? statementTimeout(this) : err,
       );
     } finally {

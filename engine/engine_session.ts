@@ -849,7 +849,9 @@ export class EngineSession implements HostedSession {
    * A write while change feeds capture: it runs on the main thread (the
    * update hook runs there). One that meets another process's lock changed
    * nothing: it is tried again from a timer (5 ms, doubling to 50 ms) until
-   * `--busy-timeout`, so the event loop never waits for the lock.
+   * `--busy-timeout`, so the event loop never waits for the lock. Its
+   * deadline (`STATEMENT_TIMEOUT`) and a cancel (the cancel's reason) end
+   * the wait between two tries, at once; it never ran.
    */
   #captured(
     p: Prepared,
@@ -878,14 +880,25 @@ export class EngineSession implements HostedSession {
       Math.max(0, first + busyTimeout - performance.now()),
       busyTimeout,
     );
+    const deadline = limits.deadline ??= first + limits.timeout;
+    let stopped: Error | null = null;
+    let wake: (() => void) | null = null;
     p.busy++;
     this.#txWhileRunning = p.conn.inTransaction;
     this.runningOnWriter = true;
     const retry = async (): Promise<Outcome> => {
       try {
         for (let pause = 5;; pause = Math.min(pause * 2, 50)) {
-          await new Promise((resolve) => setTimeout(resolve, pause));
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            timer = setTimeout(resolve, Math.max(0, Math.min(pause, deadline - performance.now())));
+          });
+          clearTimeout(timer);
+          wake = null;
           if (this.#closed) throw new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
+          if (stopped !== null) throw stopped;
+          if (performance.now() >= deadline) throw statementTimeout(limits);
           try {
             return attempt();
           } catch (err) {
@@ -897,6 +910,7 @@ export class EngineSession implements HostedSession {
         }
       } finally {
         limit.clear();
+        this.#running = null;
         this.runningOnWriter = false;
         this.#txWhileRunning = false;
         release(p);
@@ -904,7 +918,16 @@ export class EngineSession implements HostedSession {
         if (this.#closed && p.onWriter) this.#host.writer.abort(this);
       }
     };
-    return this.#host.track(retry());
+    const done = retry();
+    this.#running = {
+      done,
+      cancel: (reason) => {
+        stopped ??= reason;
+        wake?.();
+      },
+      interruptedBy: null,
+    };
+    return this.#host.track(done);
   }
 
   /** Runs `p` in the background as this session's running statement. */

@@ -7,9 +7,9 @@
 import assert from "node:assert/strict";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
-import { connect, type Queryable, type RunResult } from "../mod.ts";
+import { AbortError, type Client, connect, type Queryable, type RunResult } from "../mod.ts";
 import { Op } from "../protocol/messages.ts";
-import { holdWriteLock, startServer } from "./_helpers.ts";
+import { holdWriteLock, startServer, statsUntil } from "./_helpers.ts";
 
 /** Settles with the order in which the promises settled. */
 function settleOrder(named: Record<string, Promise<unknown>>): Promise<string[]> {
@@ -196,3 +196,114 @@ Deno.test({
     });
   },
 });
+
+/**
+ * Far above the deadlines below, and far below the busy timeout of the
+ * servers (10 s): before, SQLite's busy handler slept through the
+ * interrupt of a deadline or a cancel, and such a write waited the whole
+ * busy timeout.
+ */
+const PROMPT_MS = 3_000;
+
+/**
+ * Starts change capture on `db` (it stays on once the feed is closed):
+ * writes then step on the main thread, and a write meeting the lock is
+ * tried again from a timer rather than waiting in the background.
+ */
+async function capture(db: Client): Promise<void> {
+  await using _feed = await db.subscribe({ tables: ["t"] });
+}
+
+for (const captures of [false, true]) {
+  const how = captures ? ", while change feeds capture" : "";
+
+  Deno.test({
+    name:
+      `A write waiting for another process's lock stops at its deadline, long before the busy timeout (autocommit, batch, BEGIN IMMEDIATE, transaction, iterate())${how}`,
+    ignore: !ffi,
+    fn: () => stopsAtDeadline(captures),
+  });
+
+  Deno.test({
+    name:
+      `A cancelled write waiting for another process's lock stops at once: its connection answers, the write never lands${how}`,
+    ignore: !ffi,
+    fn: () => stopsAtCancel(captures),
+  });
+}
+
+async function stopsAtDeadline(captures: boolean): Promise<void> {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  if (captures) await capture(db);
+  // Seen before, and fast: these would run inline on the main thread.
+  for (let i = 0; i < 20; i++) await db.run("INSERT INTO t VALUES (?)", [0]);
+  const holder = await holdWriteLock(srv.database);
+  try {
+    const writes: Record<string, () => Promise<unknown>> = {
+      autocommit: () => db.run("INSERT INTO t VALUES (?)", [1], { timeout: 300 }),
+      batch: () => db.batch([{ sql: "INSERT INTO t VALUES (?)", params: [2] }], { timeout: 300 }),
+      beginImmediate: () => db.run("BEGIN IMMEDIATE", [], { timeout: 300 }),
+      transaction: () =>
+        db.transaction((tx) => tx.run("INSERT INTO t VALUES (?)", [3], { timeout: 300 })),
+      iterate: () =>
+        db.transaction(async (tx) => {
+          const rows = [];
+          const sql = "UPDATE t SET x = 4 WHERE rowid = 1 RETURNING x";
+          for await (const row of tx.iterate(sql, [], { timeout: 300 })) rows.push(row);
+          return rows;
+        }),
+    };
+    for (const [name, write] of Object.entries(writes)) {
+      const start = performance.now();
+      await assert.rejects(write(), { code: "STATEMENT_TIMEOUT" }, name);
+      const took = performance.now() - start;
+      assert.ok(took < PROMPT_MS, `${name}: failed after ${took.toFixed(0)} ms`);
+      assert.equal(db.inTransaction, false, name);
+    }
+    // The connection is usable at once, while the lock is still held.
+    assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[20]]);
+  } finally {
+    await holder.release();
+  }
+  await db.run("INSERT INTO t VALUES (?)", [5]);
+  assert.deepEqual(await db.values("SELECT x FROM t WHERE x > 0"), [[5]]);
+  assert.deepEqual(await db.values("SELECT count(*) FROM other_program"), [[1]]);
+}
+
+async function stopsAtCancel(captures: boolean): Promise<void> {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using db = await srv.client();
+  await using other = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  if (captures) await capture(db);
+  for (let i = 0; i < 20; i++) await db.run("INSERT INTO t VALUES (?)", [0]);
+  const holder = await holdWriteLock(srv.database);
+  try {
+    const ac = new AbortController();
+    const write = db.run("INSERT INTO t VALUES (?)", [1], { signal: ac.signal });
+    write.catch(() => {});
+    // Another client's write waits for the writer: `db`'s write holds it,
+    // waiting for the lock, when the cancel comes.
+    const queued = other.run("INSERT INTO t VALUES (?)", [2]);
+    queued.catch(() => {});
+    await statsUntil(
+      srv.connectOptions,
+      (s) => s.writer.waiting === 1,
+      "a write waits for the writer",
+    );
+    const start = performance.now();
+    ac.abort();
+    await assert.rejects(write, AbortError);
+    // `db`'s next request is answered once the server stopped its write.
+    assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[20]]);
+    const took = performance.now() - start;
+    assert.ok(took < PROMPT_MS, `answered ${took.toFixed(0)} ms after the cancel`);
+    await holder.release();
+    assert.deepEqual(await queued, { changes: 1, lastInsertRowid: 21 });
+  } finally {
+    await holder.release();
+  }
+  assert.deepEqual(await db.values("SELECT x FROM t WHERE x > 0"), [[2]]);
+}

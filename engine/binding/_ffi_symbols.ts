@@ -260,6 +260,12 @@ export const symbols = {
     ],
     result: "i32",
   },
+  sqlite3_stmt_busy: {
+    parameters: [
+      "pointer", // sqlite3_stmt *pStmt
+    ],
+    result: "i32",
+  },
   sqlite3_finalize: {
     parameters: [
       "pointer", // sqlite3_stmt *pStmt

@@ -382,9 +382,11 @@ export interface Stmt {
   step(): boolean;
   /**
    * Steps once on a background thread (`nonblocking` FFI call); the event
-   * loop runs meanwhile. Nothing else may use this statement's connection
-   * until the promise settles, except {@link Db.interrupt}. Throws without
-   * `capabilities.background`.
+   * loop runs meanwhile. A lock another process holds is waited for up to
+   * the busy timeout, and {@link Db.interrupt} stops that wait too (within
+   * `LOCK_WAIT_SLICE_MS` of ffi.ts). Nothing else may use this statement's
+   * connection until the promise settles, except {@link Db.interrupt}.
+   * Throws without `capabilities.background`.
    */
   stepInBackground(): Promise<boolean>;
   /** The current row's values. */

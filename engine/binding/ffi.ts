@@ -58,6 +58,14 @@ const LIMIT_LENGTH = 0;
 const MAX_LENGTH_LIMIT = 1_000_000_000;
 /** How often an interrupt is repeated while a background step has not yet stopped. */
 const INTERRUPT_REPEAT_MS = 2;
+/**
+ * Longest a background step waits in SQLite's busy handler for a lock
+ * another process holds before it returns and is resumed: the handler
+ * sleeps through an interrupt, which the resumed step sees at once.
+ */
+export const LOCK_WAIT_SLICE_MS = 20;
+/** `SQLITE_BUSY_RECOVERY`: another process is recovering the WAL. */
+const BUSY_RECOVERY = 261;
 /** `SQLITE_STMTSTATUS_REPREPARE`: times SQLite prepared a statement again (a schema change). */
 const STMTSTATUS_REPREPARE = 5;
 /** `SQLITE_TRANSIENT`: SQLite copies the bound text or blob before the call returns. */
@@ -215,6 +223,8 @@ class FfiDb implements Db {
   /** The busy timeout in ms; it applies on the main thread only while {@link waitsInline}. */
   readonly #busyMs: number;
   #waitsInline = true;
+  /** A background step set SQLite's busy timeout to a slice ({@link waitInSlices}). */
+  #sliced = false;
   /** Whether this connection accepts double-quoted string literals. */
   readonly #dqs: boolean;
 
@@ -233,6 +243,23 @@ class FfiDb implements Db {
     if (on === this.#waitsInline) return;
     this.#s.sqlite3_busy_timeout(this.#handle(), on ? this.#busyMs : 0);
     this.#waitsInline = on;
+  }
+
+  /** The busy timeout given to `open`, in ms. */
+  get busyMs(): number {
+    return this.#busyMs;
+  }
+
+  /**
+   * Sets how long the background step about to start waits for a lock
+   * ({@link FfiStmt.stepInBackground}, between two of its steps, while
+   * {@link background}: no step runs then); {@link afterBackground} sets
+   * the busy timeout back.
+   */
+  waitInSlices(ms: number): void {
+    if (this.#h === null) return;
+    this.#s.sqlite3_busy_timeout(this.#h, ms);
+    this.#sliced = true;
   }
 
   /** A step goes to the background: it waits for locks there. */
@@ -718,7 +745,10 @@ class FfiDb implements Db {
       clearInterval(this.#interrupting);
       this.#interrupting = undefined;
     }
-    if (!this.#waitsInline && this.#h !== null) this.#s.sqlite3_busy_timeout(this.#h, 0);
+    if (this.#h !== null && (!this.#waitsInline || this.#sliced)) {
+      this.#s.sqlite3_busy_timeout(this.#h, this.#waitsInline ? this.#busyMs : 0);
+    }
+    this.#sliced = false;
     for (const stmt of this.#pendingFinalize.splice(0)) stmt.finalize();
     if (this.#closeLater) this.close();
   }
@@ -849,7 +879,7 @@ class FfiStmt implements Stmt {
     let rc: number;
     try {
       this.#isReset = false;
-      rc = await this.#s.sqlite3_step_nb(h);
+      rc = await this.#stepWaiting(h, db);
     } finally {
       db.afterBackground();
     }
@@ -877,6 +907,42 @@ class FfiStmt implements Stmt {
     }
     if (error !== null) throw error;
     return more && this.#h !== null;
+  }
+
+  /**
+   * One step in the background that waits for a lock another process
+   * holds up to the busy timeout, as SQLite's busy handler would, but in
+   * slices of {@link LOCK_WAIT_SLICE_MS}: the handler sleeps through
+   * `sqlite3_interrupt`, so a step that waited a slice in vain returns
+   * `SQLITE_BUSY` and is resumed (SQLite resumes a statement at the lock
+   * it waits for, nothing of it undone or done twice: `sqlite3_stmt_busy`
+   * says it is still running), and an interrupt that came meanwhile (a
+   * deadline, a cancel, `close()`) stops the resumed step at its start.
+   * A step that met the lock without waiting (SQLite does not wait where
+   * waiting cannot help: a read transaction's upgrade to a write) is
+   * stepped once more waiting the rest of the busy timeout at once, as
+   * before the slices: the same answer, and no loop of steps that do not
+   * wait.
+   */
+  async #stepWaiting(h: Deno.PointerObject, db: FfiDb): Promise<number> {
+    const s = this.#s;
+    const busyMs = db.busyMs;
+    if (busyMs <= LOCK_WAIT_SLICE_MS) return await s.sqlite3_step_nb(h);
+    const first = performance.now();
+    for (;;) {
+      const left = busyMs - (performance.now() - first);
+      const slice = Math.min(LOCK_WAIT_SLICE_MS, Math.max(1, Math.ceil(left)));
+      db.waitInSlices(slice);
+      const start = performance.now();
+      const rc = await s.sqlite3_step_nb(h);
+      if ((rc !== Result.BUSY && rc !== BUSY_RECOVERY) || s.sqlite3_stmt_busy(h) === 0) return rc;
+      const now = performance.now();
+      if (now - first >= busyMs) return rc; // waited the whole busy timeout
+      if (now - start < slice / 2) {
+        db.waitInSlices(Math.max(1, Math.ceil(busyMs - (now - first))));
+        return await s.sqlite3_step_nb(h);
+      }
+    }
   }
 
   /** What a step's result code means: a row (true), done (false), or an error. */
