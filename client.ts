@@ -175,7 +175,7 @@ export class Client extends Queryable {
   /** @internal Use {@link connect}. */
   constructor(pool: Pool) {
     super({
-      connection: (writes?: boolean) => pool.shared(writes),
+      connection: (writes?: boolean, cursor?: boolean) => pool.shared(writes, cursor),
       exclusive: async (fn, signal) => {
         // Called from inside the fn of one of this client's open transaction()s
         // (followed across awaits): nest in it as a savepoint, as

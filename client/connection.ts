@@ -7,7 +7,7 @@
  */
 
 import { ConnectionError, ErrorCode, SqliteError } from "../protocol/errors.ts";
-import type { HelloReply, Replies, Requests } from "../protocol/messages.ts";
+import type { HelloReply, Replies, Requests, ServerLimits } from "../protocol/messages.ts";
 import { Op } from "../protocol/messages.ts";
 import { formatAddress } from "../transport/address.ts";
 import { connectTo } from "../transport/connect.ts";
@@ -199,6 +199,8 @@ export const CLOSE_CANCEL_MS = 100;
 
 /** Margin past the server's cursor idle timeout after which a cursor's hold lapses, in ms. */
 const CURSOR_IDLE_MARGIN_MS = 1000;
+/** Open cursors per connection when the server does not say (its default `maxCursors`). */
+const DEFAULT_MAX_CURSORS = 16;
 
 /**
  * What keeps a connection busy while a cursor is open on it: released when
@@ -257,6 +259,13 @@ export class PooledConnection {
   #other = 0;
   /** Open cursors (see {@link hold}). */
   readonly #holds = new Set<CursorHold>();
+  /**
+   * Cursors the pool chose this connection for that have not taken their
+   * hold yet (see {@link claimCursor}).
+   */
+  #cursorClaims = 0;
+  /** The server's `maxCursors` (open cursors per connection), from its hello. */
+  maxCursors = DEFAULT_MAX_CURSORS;
   /** The server's `cursorIdleTimeout` in ms, from its hello (0: none, or not said). */
   cursorIdleTimeout = 0;
   /** The server's `txIdleTimeout` (an idle transaction's lease) in ms, from its hello (0: none). */
@@ -340,7 +349,8 @@ export class PooledConnection {
   /** Requests in flight plus open cursors. */
   get busy(): number {
     const link = this.#link;
-    return (link === null ? 0 : link.pending) + this.#other + this.#liveHolds();
+    return (link === null ? 0 : link.pending) + this.#other + this.#liveHolds() +
+      this.#cursorClaims;
   }
 
   /** True while a request that may wait for the server's writer is in flight here. */
@@ -424,7 +434,43 @@ export class PooledConnection {
       },
     };
     this.#holds.add(h);
+    if (this.#cursorClaims > 0) this.#cursorClaims--;
     return h;
+  }
+
+  /**
+   * Counts a cursor the pool just chose this connection for, until the
+   * cursor takes its {@link hold}, so that cursors chosen together see each
+   * other in {@link cursorRoom} and {@link busy}. The cursor takes it in the
+   * run of microtasks after the connection is there (opened, if it was being
+   * opened): a claim still open when that run ends lapses (its cursor never
+   * came: the open failed, or the call was refused).
+   */
+  claimCursor(): void {
+    if (this.#cursorClaims++ > 0) return;
+    const lapse = () =>
+      setTimeout(() => {
+        if (this.#cursorClaims === 0) return;
+        this.#cursorClaims = 0;
+        this.#maybeIdle();
+      }, 0);
+    if (this.#opening === null) lapse();
+    else this.#opening.then(lapse, lapse);
+  }
+
+  /**
+   * Takes `maxCursors`, `cursorIdleTimeout` and `txIdleTimeout` from the
+   * server's hello (`limits`), on each link opened.
+   */
+  takeLimits(limits: ServerLimits): void {
+    this.maxCursors = limits.maxCursors ?? DEFAULT_MAX_CURSORS;
+    this.cursorIdleTimeout = limits.cursorIdleTimeout ?? 0;
+    this.txIdleTimeout = limits.txIdleTimeout ?? 0;
+  }
+
+  /** True while fewer than the server's `maxCursors` cursors are open or claimed here. */
+  get cursorRoom(): boolean {
+    return this.#liveHolds() + this.#cursorClaims < this.maxCursors;
   }
 
   /**
@@ -636,8 +682,7 @@ export class PooledConnection {
       this.#link = link;
       this.#committingHandles.clear();
       this.#session = info.session ?? null;
-      this.cursorIdleTimeout = info.limits.cursorIdleTimeout ?? 0;
-      this.txIdleTimeout = info.limits.txIdleTimeout ?? 0;
+      this.takeLimits(info.limits);
       this.#generation++;
       this.#watch(link);
       this.#events.onOpen(info);

@@ -10,7 +10,9 @@
  *    call that may wait for the writer joining a burst on the last
  *    connection free of such calls follows, with the rest of the burst,
  *    once the burst's calls there were answered, on the connection rule 4's
- *    `#behindWrites` gives: see `#writeJoins`);
+ *    `#behindWrites` gives: see `#writeJoins`; a read cursor that would be
+ *    past the server's `maxCursors` there follows once they were answered,
+ *    on a connection with room for it: see `#forCursor`);
  * 2. otherwise an idle connection (nothing in flight, no cursor open);
  * 3. otherwise a lost connection, reopened, or a new one while fewer than
  *    `max` are open: either is opened before the call is sent on it. Should
@@ -155,8 +157,7 @@ export class Pool implements ConnectionEvents {
     this.#info = info;
     this.#database = info.database;
     const first = new PooledConnection(config, this, link, info.session ?? null);
-    first.cursorIdleTimeout = info.limits.cursorIdleTimeout ?? 0;
-    first.txIdleTimeout = info.limits.txIdleTimeout ?? 0;
+    first.takeLimits(info.limits);
     this.#conns.push(first);
   }
 
@@ -193,9 +194,10 @@ export class Pool implements ConnectionEvents {
 
   /**
    * The connection for a plain call (see the module doc for the rule);
-   * `writes` when the call may wait for the server's writer.
+   * `writes` when the call may wait for the server's writer; `cursor` when
+   * it opens a cursor (see {@link #forCursor}).
    */
-  shared(writes = false): PooledConnection | Promise<PooledConnection> {
+  shared(writes = false, cursor = false): PooledConnection | Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(unsentError(this.#failure));
     if (this.#config.max === 1) {
@@ -227,18 +229,94 @@ export class Pool implements ConnectionEvents {
       }
       const joined = this.#burst;
       // A failed wait rejects each call with an error of its own (see withCallerFrames).
-      return joined instanceof Promise
+      const c = joined instanceof Promise
         ? joined.catch((err) => Promise.reject(err instanceof Error ? copyError(err) : err))
         : joined;
+      return cursor ? this.#forCursor(c, writes) : c;
     }
     // Calls that wait are served in turn: a newcomer does not pass them.
-    const c = (this.#sharedWaiters.length === 0 ? this.#pickShared(writes) : null) ??
+    const c = (this.#sharedWaiters.length === 0 ? this.#pickFor(writes, cursor) : null) ??
       this.#enqueue(this.#sharedWaiters, writes);
     // A call that waits gives up after acquireTimeout (its signal is the call's own).
     const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
     this.#burst = picked;
     queueMicrotask(() => this.#burst = null);
     return picked;
+  }
+
+  /**
+   * The connection for a cursor joining a burst on `c`: `c`, unless it
+   * already holds the server's `maxCursors` cursors (those just chosen for
+   * it counted: see `PooledConnection.claimCursor`), where one more would
+   * fail. Then, once the burst's calls on `c` were answered (so that the
+   * cursor still sees their writes), the connection the rules give a
+   * cursor ({@link #pickFor}): a burst of cursors (`Promise.all` over many
+   * `iterate()` loops) spreads over the pool instead of failing past
+   * `maxCursors`.
+   */
+  #forCursor(
+    c: PooledConnection | Promise<PooledConnection>,
+    writes: boolean,
+  ): PooledConnection | Promise<PooledConnection> {
+    if (c instanceof Promise) return c.then((conn) => this.#forCursor(conn, writes));
+    if (c.cursorRoom || this.#config.max === 1) return claimed(c);
+    return c.settled().then(() =>
+      this.#pickFor(writes, true) ??
+        this.#bounded(this.#enqueue(this.#sharedWaiters, writes), undefined, () => {})
+    );
+  }
+
+  /**
+   * {@link #pickShared}, for a cursor (`cursor`) among the connections with
+   * room for one first ({@link #pickForCursor}); when none has, among all,
+   * as for any call (the server then refuses the cursor past its
+   * `maxCursors`).
+   */
+  #pickFor(
+    writes: boolean,
+    cursor: boolean,
+  ): PooledConnection | Promise<PooledConnection> | null {
+    return (cursor ? this.#pickForCursor(writes) : null) ?? this.#pickShared(writes);
+  }
+
+  /**
+   * For a cursor that reads: {@link #pickShared}'s rules among the
+   * connections with room for one more cursor (`PooledConnection.cursorRoom`,
+   * which counts the cursors chosen for a connection and not yet opened
+   * there, one being opened included), the one chosen claimed for it; `null`
+   * when none has room and none can be opened, or for a cursor that may wait
+   * for the writer (the rules for those apply) or with `max: 1`.
+   */
+  #pickForCursor(writes: boolean): PooledConnection | Promise<PooledConnection> | null {
+    if (writes || this.#config.max === 1) return null;
+    let best: PooledConnection | null = null;
+    let lost: PooledConnection | null = null;
+    let opening: PooledConnection | null = null;
+    for (const c of this.#conns) {
+      if (c.reserved || c.handing || !c.cursorRoom) continue;
+      if (this.#opening.has(c)) {
+        opening ??= c;
+        continue;
+      }
+      if (!c.open && !c.holdsTransaction && c.busy === 0) {
+        lost ??= c;
+        continue;
+      }
+      if (c.busy === 0) return claimed(c);
+      if (c.mayBlock) continue;
+      if (best === null || c.busy < best.busy) best = c;
+    }
+    const fallback = () => this.#pickShared(writes) ?? this.#enqueue(this.#sharedWaiters, writes);
+    if (lost === null && this.#mayGrow(best === null && opening === null)) lost = this.#create();
+    if (lost !== null) {
+      const opened = this.#open(lost, false, fallback);
+      lost.claimCursor(); // (once it is opening: the claim lasts until it is open)
+      return opened;
+    }
+    if (best !== null) return claimed(best);
+    if (opening === null) return null;
+    opening.claimCursor();
+    return this.#opening.get(opening)!;
   }
 
   /**
@@ -861,6 +939,8 @@ export class Pool implements ConnectionEvents {
 
   #create(): PooledConnection {
     const conn = new PooledConnection(this.#config, this);
+    // The server's limits as last told, until its own hello (cursors claimed while it opens).
+    conn.takeLimits(this.#info.limits);
     this.#conns.push(conn);
     return conn;
   }
@@ -890,4 +970,18 @@ export function rawTransactionOpen(): SqliteError {
 /** The error of a wait for a connection aborted by its signal, as for any call. */
 function abortError(signal: AbortSignal): AbortError {
   return new AbortError("Call was aborted by its signal", { cause: signal.reason });
+}
+
+/** `c`, claimed for a cursor once it is there (see `PooledConnection.claimCursor`). */
+function claimed(
+  c: PooledConnection | Promise<PooledConnection>,
+): PooledConnection | Promise<PooledConnection> {
+  if (c instanceof Promise) {
+    return c.then((conn) => {
+      conn.claimCursor();
+      return conn;
+    });
+  }
+  c.claimCursor();
+  return c;
 }

@@ -501,7 +501,7 @@ export abstract class Queryable {
   ): AsyncGenerator<unknown> {
     if (earlier !== null) await earlier;
     const explain = this.#route.ownWriter?.watch() ?? null;
-    const rows = cursorRows(this.#route.connection(writes), sql, params, options, writes);
+    const rows = cursorRows(this.#route.connection(writes, true), sql, params, options, writes);
     try {
       yield* rows;
     } catch (err) {
@@ -934,8 +934,8 @@ function joinedRoute(route: Route): Route {
   };
   return {
     ...route,
-    connection(writes?: boolean): PooledConnection | Promise<PooledConnection> {
-      const c = route.connection(writes);
+    connection(writes?: boolean, cursor?: boolean): PooledConnection | Promise<PooledConnection> {
+      const c = route.connection(writes, cursor);
       if (c instanceof Promise) return c.then(check);
       const refused = joinedCallRefused(c);
       return refused === null ? c : Promise.reject(refused);

@@ -14,9 +14,11 @@ import type { OwnWriter } from "./_own_writer.ts";
 export interface Route {
   /**
    * The connection for the next call (the shared pool may make it wait);
-   * `writes` when the call may wait for the server's writer (see `readsOnly`).
+   * `writes` when the call may wait for the server's writer (see `readsOnly`);
+   * `cursor` when it opens a cursor (the shared pool prefers a connection
+   * with room for one: see `Pool.shared`).
    */
-  connection(writes?: boolean): PooledConnection | Promise<PooledConnection>;
+  connection(writes?: boolean, cursor?: boolean): PooledConnection | Promise<PooledConnection>;
   /**
    * Runs `fn` with a connection of its own for its whole duration: the shared
    * pool reserves one (`signal` aborts the wait for it) and releases it

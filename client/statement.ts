@@ -310,7 +310,7 @@ export class Statement {
     if (earlier !== null) await earlier;
     this.#checkLive();
     if (refused !== null) throw refused.error;
-    const c = this.#route.connection(!this.#readsOnly);
+    const c = this.#route.connection(!this.#readsOnly, true);
     const conn = c instanceof Promise ? await c : c; // held by cursorRows in this same run
     const h = this.#handleOn(conn);
     try {
