@@ -299,14 +299,17 @@ export class Client extends Queryable {
   /**
    * Closes every connection (change feeds included). Pending requests reject
    * with `ConnectionError`; open transactions are rolled back by the server.
-   * Idempotent.
+   * The client is closed at once, awaited or not: calls made after it fail
+   * with `ConnectionError` "Client is closed", unsent. Idempotent.
    *
    * @returns once every connection is closed.
    */
   async close(): Promise<void> {
-    const feeds = [...this.#feeds];
-    await Promise.all(feeds.map((f) => f[Symbol.asyncDispose]()));
-    return await this.#pool.close();
+    // The pool is closed at once (before any await): `closed` is true, and a
+    // call made after `close()`, awaited or not, fails unsent.
+    const pool = this.#pool.close();
+    const feeds = [...this.#feeds].map((f) => f[Symbol.asyncDispose]());
+    await Promise.all([...feeds, pool]);
   }
 
   /** Same as {@link Client.close}. */

@@ -4,7 +4,8 @@
  * is given up at once, whatever `connectTimeout` (0: none), the call waiting
  * for it fails with "Client is closed" (not sent), and `close()` returns
  * after its documented wait for the calls in flight (100 ms), not after
- * `connectTimeout` or never.
+ * `connectTimeout` or never. And `close()` not awaited (as better-sqlite3's
+ * synchronous one is called): the client is closed at once.
  */
 
 import assert from "node:assert/strict";
@@ -89,4 +90,27 @@ Deno.test("Client.close() while a reserved connection reconnects to a stopped se
   } finally {
     second.child.kill("SIGCONT");
   }
+});
+
+Deno.test("Client.close() not awaited: closed at once, and a call made right after fails unsent and never runs", async () => {
+  await using srv = await startServerProcess();
+  const setup = await connect(srv.connectOptions);
+  await setup.exec("CREATE TABLE t (x)");
+  for (let i = 0; i < 20; i++) {
+    const db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.get("SELECT 1"); // an open, idle connection
+    const closing = db.close(); // as with better-sqlite3's synchronous close(), not awaited
+    assert.equal(db.closed, true, `try ${i}: closed right after close()`);
+    const after = await outcome(db.run("INSERT INTO t VALUES (?)", [i]));
+    assert.ok(after.result instanceof ConnectionError, `try ${i}: ${after.result}`);
+    assert.equal(after.result.mayHaveRun, false);
+    assert.match(after.result.message, /Client is closed/);
+    await closing;
+  }
+  assert.deepEqual(
+    await setup.values("SELECT count(*) FROM t"),
+    [[0]],
+    "no call made after close() ran",
+  );
+  await setup.close();
 });
