@@ -437,8 +437,26 @@ export abstract class Queryable {
     options: IterateOptions & { arrays: true },
   ): AsyncGenerator<T>;
   /**
+   * {@link iterate} with `arrays: true` and a row type that is no array
+   * (an object type): rows are arrays all the same, typed `SqlValue[]`
+   * (give a tuple type to type them).
+   *
+   * @param sql One SQL statement.
+   * @param params Positional or named values.
+   * @param options `arrays: true`; a deadline or abort signal.
+   * @returns an async generator of rows as arrays.
+   * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
+   */
+  iterate<T, P extends BindParamsOf<P> = BindParams>(
+    sql: string,
+    params: P | undefined,
+    options: IterateOptions & { arrays: true },
+  ): AsyncGenerator<SqlValue[]>;
+  /**
    * {@link iterate} with `arrays` a `boolean` known only at run time
-   * (`{ arrays: flag }`): rows as objects or arrays.
+   * (`{ arrays: flag }`): rows as objects or arrays. `T` types one of the
+   * two forms: an array type the arrays (objects are then `Row`), any
+   * other type the objects (arrays are then `SqlValue[]`).
    *
    * @param sql One SQL statement.
    * @param params Positional or named values.
@@ -446,11 +464,11 @@ export abstract class Queryable {
    * @returns an async generator of rows.
    * @throws {SqliteError} `STATEMENT_TIMEOUT` or SQLite's error.
    */
-  iterate<T = Row | SqlValue[], P extends BindParamsOf<P> = BindParams>(
+  iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
     params: P | undefined,
     options: IterateOptions & { arrays: boolean },
-  ): AsyncGenerator<T>;
+  ): AsyncGenerator<[T] extends [readonly unknown[]] ? Row | T : T | SqlValue[]>;
   /**
    * {@link iterate} with options typed `IterateOptions`, whose `arrays` is
    * optional: rows typed as objects, the default (type the options
@@ -558,18 +576,34 @@ export abstract class Queryable {
     options: BatchOptions & { arrays: true },
   ): Promise<BatchResult<T>[]>;
   /**
+   * {@link batch} with `arrays: true` and a row type that is no array (an
+   * object type): rows are arrays all the same, typed `SqlValue[]` (give a
+   * tuple type to type them).
+   *
+   * @param statements The statements and their parameters, in order.
+   * @param options `arrays: true`; `foreignKeys`, `timeout`, an abort signal.
+   * @returns one result per statement, in order, rows as arrays.
+   * @throws {SqliteError} naming the failing statement; nothing was applied.
+   */
+  batch<T, S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
+    statements: S,
+    options: BatchOptions & { arrays: true },
+  ): Promise<BatchResult<SqlValue[]>[]>;
+  /**
    * {@link batch} with `arrays` a `boolean` known only at run time
-   * (`{ arrays: flag }`): rows as objects or arrays.
+   * (`{ arrays: flag }`): rows as objects or arrays. `T` types one of the
+   * two forms: an array type the arrays (objects are then `Row`), any
+   * other type the objects (arrays are then `SqlValue[]`).
    *
    * @param statements The statements and their parameters, in order.
    * @param options `arrays`, `foreignKeys`, `timeout`, an abort signal.
    * @returns one result per statement, in order.
    * @throws {SqliteError} naming the failing statement; nothing was applied.
    */
-  batch<T = Row | SqlValue[], S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
+  batch<T = Row, S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
     statements: S,
     options: BatchOptions & { arrays: boolean },
-  ): Promise<BatchResult<T>[]>;
+  ): Promise<BatchResult<[T] extends [readonly unknown[]] ? Row | T : T | SqlValue[]>[]>;
   /**
    * {@link batch} with options typed `BatchOptions`, whose `arrays` is
    * optional: rows typed as objects, the default (type the options

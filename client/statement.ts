@@ -256,18 +256,35 @@ export class Statement {
     options: IterateOptions & { arrays: true },
   ): AsyncGenerator<T>;
   /**
+   * {@link iterate} with `arrays: true` and a row type that is no array
+   * (an object type): rows are arrays all the same, typed `SqlValue[]`
+   * (give a tuple type to type them).
+   *
+   * @param params Positional or named values.
+   * @param options `arrays: true`, a deadline or an abort signal.
+   * @returns an async generator of rows as arrays.
+   * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   */
+  iterate<T, P extends BindParamsOf<P> = BindParams>(
+    params: P | undefined,
+    options: IterateOptions & { arrays: true },
+  ): AsyncGenerator<SqlValue[]>;
+  /**
    * {@link iterate} with `arrays` a `boolean` known only at run time
-   * (`{ arrays: flag }`): rows as objects or arrays.
+   * (`{ arrays: flag }`): rows as objects or arrays, whatever {@link raw}
+   * says. `T` types one of the two forms: an array type the arrays
+   * (objects are then `Row`), any other type the objects (arrays are then
+   * `SqlValue[]`).
    *
    * @param params Positional or named values.
    * @param options `arrays`, a deadline or an abort signal.
    * @returns an async generator of rows.
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
    */
-  iterate<T = Row | SqlValue[], P extends BindParamsOf<P> = BindParams>(
+  iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     params: P | undefined,
     options: IterateOptions & { arrays: boolean },
-  ): AsyncGenerator<T>;
+  ): AsyncGenerator<[T] extends [readonly unknown[]] ? Row | T : T | SqlValue[]>;
   /**
    * {@link iterate} with options typed `IterateOptions`, whose `arrays` is
    * optional: rows typed as objects, the default (type the options

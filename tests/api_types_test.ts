@@ -262,6 +262,68 @@ async function typeLevel(db: Client, st: Statement): Promise<void> {
   const [b9] = await db.batch([{ sql: "SELECT 1" }], batchUnknown);
   same<typeof b9.rows, (Row | SqlValue[])[]>(true);
 
+  // An explicit row type does not change what `arrays` gives: `true` gives arrays whatever the
+  // type names (a tuple type types them, an object type is no row of this call), `false` or no
+  // `arrays` objects, a boolean either. With a boolean the type names one form: an array type
+  // the arrays (objects are then `Row`), any other the objects (arrays are then `SqlValue[]`).
+  for await (const row of db.iterate<User>("SELECT 1", [], { arrays: true })) {
+    same<typeof row, SqlValue[]>(true);
+  }
+  for await (const row of db.iterate<User, UserParams>("SELECT :name", p, { arrays: true })) {
+    same<typeof row, SqlValue[]>(true);
+  }
+  for await (const row of db.iterate<User>("SELECT 1", [], arraysOptions)) {
+    same<typeof row, SqlValue[]>(true);
+  }
+  for await (const row of db.iterate<User>("SELECT 1", [], { arrays: flag })) {
+    same<typeof row, User | SqlValue[]>(true);
+  }
+  for await (const row of db.iterate<User>("SELECT 1", [], unknownArrays)) {
+    same<typeof row, User | SqlValue[]>(true);
+  }
+  for await (const row of db.iterate<[number]>("SELECT 1", [], { arrays: flag })) {
+    same<typeof row, Row | [number]>(true);
+  }
+  for await (const row of db.iterate<User>("SELECT 1", [], { arrays: false })) {
+    same<typeof row, User>(true);
+  }
+  for await (const row of st.iterate<User>([], { arrays: true })) {
+    same<typeof row, SqlValue[]>(true);
+  }
+  for await (const row of st.iterate<User>([], { arrays: flag })) {
+    same<typeof row, User | SqlValue[]>(true);
+  }
+  for await (const row of st.iterate<[number]>([], { arrays: flag })) {
+    same<typeof row, Row | [number]>(true);
+  }
+  const [b10] = await db.batch<User>([{ sql: "SELECT 1" }], { arrays: true });
+  same<typeof b10.rows, SqlValue[][]>(true);
+  const [b11] = await db.batch<User>([{ sql: "SELECT 1" }], batchArrays);
+  same<typeof b11.rows, SqlValue[][]>(true);
+  const [b12] = await db.batch<User>([{ sql: "SELECT 1" }], { arrays: flag });
+  same<typeof b12.rows, (User | SqlValue[])[]>(true);
+  const [b13] = await db.batch<[number]>([{ sql: "SELECT 1" }], batchUnknown);
+  same<typeof b13.rows, (Row | [number])[]>(true);
+  const [b14] = await db.batch<User, [BatchStatement<UserParams>]>(
+    [{ sql: "SELECT :name", params: p }],
+    { arrays: true },
+  );
+  same<typeof b14.rows, SqlValue[][]>(true);
+  // The same on a transaction and a reserved connection (Queryable's overloads).
+  await db.transaction(async (tx) => {
+    for await (const row of tx.iterate<User>("SELECT 1", [], { arrays: true })) {
+      same<typeof row, SqlValue[]>(true);
+    }
+    const [t1] = await tx.batch<User>([{ sql: "SELECT 1" }], { arrays: flag });
+    same<typeof t1.rows, (User | SqlValue[])[]>(true);
+  });
+  await using reserved = await db.reserve();
+  for await (const row of reserved.iterate<User>("SELECT 1", [], { arrays: true })) {
+    same<typeof row, SqlValue[]>(true);
+  }
+  const [r1] = await reserved.batch<User>([{ sql: "SELECT 1" }], { arrays: true });
+  same<typeof r1.rows, SqlValue[][]>(true);
+
   // `first` is the wire's, not an option of the public calls.
   // @ts-expect-error first is not a CallOptions field
   await db.query("SELECT 1", [], { first: true });
