@@ -735,10 +735,17 @@ class RunningServer implements Server {
       });
       served.add(done);
     }
+    const graceEnd = performance.now() + this.#graceMs;
     await this.#letWritesFinish(this.#graceMs);
     // Statements still running are given a moment more, so that none that
     // commits goes unanswered; then the engine's close stops what remains.
-    await Promise.all([...this.#sessions].map((s) => s.shutdown(SHUTDOWN_ANSWER_MS)));
+    // Change feeds send what was committed meanwhile, and for what remains
+    // of the grace period.
+    const feedMs = Math.max(SHUTDOWN_ANSWER_MS, graceEnd - performance.now());
+    const writesDone = () => this.#engine.idle;
+    await Promise.all(
+      [...this.#sessions].map((s) => s.shutdown(SHUTDOWN_ANSWER_MS, feedMs, writesDone)),
+    );
     await Promise.all(served);
     this.#reportRefused(); // and its timer cleared
     this.#services.log.close(); // writes the throttled lines still held back
@@ -802,7 +809,8 @@ function peerLabel(a: Deno.Addr): string {
 /**
  * After the grace period of a shutdown, how long each connection's running
  * statement and held group commit may still take to finish and be answered
- * before the engine stops them (ms).
+ * before the engine stops them (ms); its change feeds may send for as long,
+ * or for what remains of the grace period when longer.
  */
 const SHUTDOWN_ANSWER_MS = 2000;
 

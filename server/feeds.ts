@@ -19,6 +19,11 @@
  * that would queue past a bound lags as one past its `buffer` does, and a
  * resuming feed replays no more than the bounds leave room for.
  *
+ * When the server shuts down gracefully its connections' feeds are
+ * {@link ConnectionFeeds.finish}ed: each sends what it holds before the
+ * connection ends, and one past its `buffer` goes on from the ring instead
+ * of ending with `LAGGED` (no feed of a restarted server could resume it).
+ *
  * @module
  */
 
@@ -136,6 +141,36 @@ export class ConnectionFeeds {
   /** Bytes of values queued on this connection's feeds, not yet sent. */
   get queuedBytes(): number {
     return this.#queuedBytes;
+  }
+
+  /** Feeds open on this connection. */
+  get size(): number {
+    return this.#feeds.size;
+  }
+
+  /**
+   * True when no feed has a change left to hand to the output: none queued,
+   * none held in the log's ring after what it queued (see {@link finish}).
+   */
+  get sent(): boolean {
+    for (const feed of this.#feeds.values()) {
+      if (feed.pending > 0 || feed.replaying || feed.lagged) return false;
+    }
+    return true;
+  }
+
+  /**
+   * For a graceful shutdown, before the connection's last frame: every
+   * committed change is to be sent, since no feed of a restarted server can
+   * resume these feeds (`FEED_GAP`). A feed that overflowed its queue (its
+   * `buffer`, or the connection's or server's bound) then goes on from the
+   * log's ring, `buffer` changes at a time as the output has room, instead
+   * of ending with `LAGGED`; it still lags when the ring no longer holds its
+   * next change. The caller pumps until {@link sent}, within its time bound.
+   */
+  finish(): void {
+    for (const feed of this.#feeds.values()) feed.finish();
+    this.#schedule();
   }
 
   /**
@@ -334,6 +369,14 @@ class Feed implements ChangeSink {
    * feed sends what it queued, then ends with `LAGGED` at {@link lastSent}.
    */
   lagged = false;
+  /**
+   * Set by {@link deliver} when the feed overflowed: the changes after this
+   * `seq` are in the log's ring, not queued; a {@link finish} goes on from
+   * there. `null` otherwise.
+   */
+  #overflowAt: number | null = null;
+  /** Set by {@link finish}: the server stops, and an overflow replays from the ring. */
+  #finishing = false;
 
   constructor(id: number, o: SubscribeRequest, wake: () => void, log: ChangeLog, quota: Quota) {
     this.id = id;
@@ -356,6 +399,26 @@ class Feed implements ChangeSink {
     return this.queue.length - this.#head;
   }
 
+  /** True while the feed reads changes from the log's ring (see {@link fill}). */
+  get replaying(): boolean {
+    return this.#replayed !== null;
+  }
+
+  /**
+   * The server stops: an overflow no longer ends the feed (see
+   * {@link ConnectionFeeds.finish}); one that overflowed goes on from the ring
+   * once its queue is sent.
+   */
+  finish(): void {
+    this.#finishing = true;
+    if (this.lagged && this.#overflowAt !== null) {
+      this.lagged = false;
+      this.#replayed = this.#overflowAt;
+      this.#overflowAt = null;
+      this.#wake();
+    }
+  }
+
   deliver(changes: readonly Change[]): void {
     if (this.lagged) return;
     if (this.#replayed !== null) {
@@ -369,14 +432,20 @@ class Feed implements ChangeSink {
       if (!this.#matches(c)) continue;
       if (room <= 0 || !this.#enqueue(c)) {
         // Overflow (of the feed's buffer, or of its connection's or the
-        // server's queue): the changes queued are kept and sent, then LAGGED.
-        this.lagged = true;
-        break;
+        // server's queue): the changes queued are kept and sent, then LAGGED;
+        // while the server stops, the rest is read from the ring instead.
+        if (this.#finishing) this.#replayed = c.seq - 1;
+        else {
+          this.lagged = true;
+          this.#overflowAt = c.seq - 1;
+        }
+        this.#wake();
+        return;
       }
       room--;
       added++;
     }
-    if (added > 0 || this.lagged) this.#wake();
+    if (added > 0) this.#wake();
   }
 
   /**

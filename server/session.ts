@@ -677,9 +677,21 @@ export class Session implements SessionProbe {
    * `SHUTTING_DOWN` frame tells the client that its requests without a reply
    * were not run (or were stopped and undone), naming as `running` one that
    * did not stop within {@link STOP_WAIT_MS}, and the connection closes.
+   * Before that last frame its change feeds send what was committed (see
+   * {@link #sendFeeds}), until `feedMs` after the call at the latest.
+   *
+   * @param feedMs How long after the call feeds may send (at least `ms` is
+   *   sensible: they send once the running request ended).
+   * @param writesDone True once no other connection may still commit (the
+   *   engine is idle): until then feeds wait for more changes.
    */
-  async shutdown(ms: number): Promise<void> {
+  async shutdown(
+    ms: number,
+    feedMs: number = ms,
+    writesDone: () => boolean = () => true,
+  ): Promise<void> {
     if (this.#channel.closed || this.#dead) return this.close();
+    const feedsUntil = performance.now() + feedMs;
     this.#stopping = true;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const finished = (async () => {
@@ -711,6 +723,7 @@ export class Session implements SessionProbe {
       clearTimeout(timer);
       if (this.#inflight === null) running = undefined;
     }
+    await this.#sendFeeds(feedsUntil, writesDone);
     const last: WireError = {
       code: ErrorCode.ShuttingDown,
       message: "Server is shutting down: requests without a reply were not run, " +
@@ -719,6 +732,40 @@ export class Session implements SessionProbe {
     };
     if (running !== undefined) last.running = running;
     await this.#sendLast(new ProtocolError(last.code, last.message), last);
+  }
+
+  /**
+   * At shutdown, for a connection with change feeds: sends every change
+   * committed for them (those queued, and those of the log's ring after
+   * them: see `ConnectionFeeds.finish`) and waits until the socket took
+   * them and `writesDone` says no other connection may still commit; until
+   * `until` (`performance.now()`) at the latest, or until the connection ends.
+   */
+  async #sendFeeds(until: number, writesDone: () => boolean): Promise<void> {
+    if (this.#feeds.size === 0) return;
+    this.#feeds.finish();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, Math.max(0, until - performance.now()));
+    });
+    try {
+      while (!this.#dead && !this.#channel.closed && performance.now() < until) {
+        this.#feeds.pump();
+        this.#channel.flush();
+        const writing = this.#channel.unwritten > 0;
+        if (!writing && this.#encoder.size === 0 && this.#feeds.sent && writesDone()) return;
+        let tick: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          writing
+            ? this.#channel.drain()
+            : new Promise((resolve) => tick = setTimeout(resolve, 10)),
+          late,
+        ]);
+        clearTimeout(tick);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
