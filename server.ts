@@ -844,8 +844,8 @@ Options:
                           indexes use them; refused by default (the start-up log names
                           such objects)
   --grace-ms MS           on SIGINT/SIGTERM/SIGHUP, let transactions and queued writes finish
-                          this long before rolling back (default 5000); a second signal
-                          exits at once
+                          this long before rolling back (default 5000), and change feeds
+                          send what was committed; a second signal exits at once
   --synchronous MODE      full (default; acknowledged writes survive power loss) or normal
   --busy-timeout MS       how long a write waits for the writer (default 5000)
   --journal-size-limit BYTES
