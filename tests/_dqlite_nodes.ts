@@ -139,9 +139,25 @@ export class DemoCluster {
    * Stops node `i` with SIGSTOP: a hung node (or one behind a partition that
    * drops packets). Its sockets stay open and the kernel still accepts TCP
    * connections to it, but it answers nothing. {@link resume} undoes it.
+   * Resolves once every thread of the node is stopped (on Linux, read from
+   * `/proc`): the kernel stops each thread only when it is next scheduled,
+   * and under load a thread went on for milliseconds after `kill()`
+   * returned, answering what it had read meanwhile.
    */
-  pause(i: number): void {
-    this.#nodes[i].child?.kill("SIGSTOP");
+  async pause(i: number, ms = 5000): Promise<void> {
+    const child = this.#nodes[i].child;
+    if (child === null) return;
+    child.kill("SIGSTOP");
+    if (Deno.build.os !== "linux") return;
+    const deadline = performance.now() + ms;
+    for (;;) {
+      const states = threadStates(child.pid);
+      if (states.length > 0 && states.every((s) => "TZX".includes(s))) return;
+      if (performance.now() > deadline) {
+        throw new Error(`Node ${i} did not stop within ${ms} ms: threads ${states.join("")}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
   }
 
   /** Lets node `i`, stopped by {@link pause}, run again (SIGCONT). */
@@ -207,4 +223,27 @@ export class DemoCluster {
   [Symbol.asyncDispose](): Promise<void> {
     return this.stop();
   }
+}
+
+/**
+ * The state letter of each thread of process `pid` (`T`: stopped by a
+ * signal; `Z`, `X`: exited), from `/proc`.
+ */
+export function threadStates(pid: number): string[] {
+  const states: string[] = [];
+  let tasks: Iterable<Deno.DirEntry>;
+  try {
+    tasks = Deno.readDirSync(`/proc/${pid}/task`);
+  } catch {
+    return states; // exited
+  }
+  for (const task of tasks) {
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/stat`);
+      states.push(stat[stat.lastIndexOf(")") + 2]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return states;
 }

@@ -505,7 +505,7 @@ Deno.test({
       const leader = nodes.indexOf(await probe.leader());
       probe.close();
       pausedAt = performance.now();
-      nodes.pause(paused = leader);
+      await nodes.pause(paused = leader);
       while (resumedAt === Infinity && performance.now() - pausedAt < HANG_BOUND_MS + 5_000) {
         await sleep(50);
       }
