@@ -9,112 +9,11 @@
 
 import assert from "node:assert/strict";
 import { AbortError, type Client, connect, SqliteError } from "../mod.ts";
-import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
-import { Op, PROTOCOL_VERSION, type Request, Status } from "../protocol/messages.ts";
-import { FrameReader } from "../transport/frame_reader.ts";
-import { delay, startServer, statsUntil, type TestServer } from "./_helpers.ts";
+import { Op, Status } from "../protocol/messages.ts";
+import { delay, startServer, statsUntil } from "./_helpers.ts";
+import { Wire } from "./_wire.ts";
 
 const ENGINES = ["ffi", "node"] as const;
-
-/** A raw protocol connection: typed requests out, replies in. */
-class Wire implements AsyncDisposable {
-  readonly #conn: Deno.Conn;
-  readonly #enc = new MessageEncoder(1 << 20);
-  readonly #dec = new MessageDecoder();
-  readonly #reader = new FrameReader(1 << 22);
-  readonly #buf = new Uint8Array(64 * 1024);
-  #id = 1;
-
-  private constructor(conn: Deno.Conn) {
-    this.#conn = conn;
-  }
-
-  /** Connects to `srv` and says hello. */
-  static async open(srv: TestServer): Promise<Wire> {
-    const path = (srv.connectOptions as { path: string }).path;
-    const wire = new Wire(await Deno.connect({ transport: "unix", path }));
-    await wire.call(Op.Hello, { version: PROTOCOL_VERSION });
-    return wire;
-  }
-
-  /** Sends one request without waiting; returns its id. */
-  async send(op: number, ...args: unknown[]): Promise<number> {
-    const id = ++this.#id;
-    this.#enc.append([op, id, ...args] as unknown as Request);
-    await this.#conn.write(this.#enc.take());
-    return id;
-  }
-
-  /**
-   * Sends requests (`[op, ...args]` each) in one write, so the server reads
-   * them together; returns their ids.
-   */
-  async sendAll(...requests: unknown[][]): Promise<number[]> {
-    const ids = requests.map(([op, ...args]) => {
-      const id = ++this.#id;
-      this.#enc.append([op, id, ...args] as unknown as Request);
-      return id;
-    });
-    await this.#conn.write(this.#enc.take());
-    return ids;
-  }
-
-  /** The id the next request will take. */
-  get nextId(): number {
-    return this.#id + 1;
-  }
-
-  /** Sends `cancel` for request `target` (it has no reply of its own). */
-  async cancel(target: number): Promise<void> {
-    await this.send(Op.Cancel, target);
-  }
-
-  /** The next reply: `[id, status, body]`. */
-  async reply(): Promise<[number, number, unknown]> {
-    for (;;) {
-      const frame = this.#reader.next();
-      if (frame !== undefined) return this.#dec.decode(frame) as [number, number, unknown];
-      const n = await this.#conn.read(this.#buf);
-      if (n === null) throw new Error("connection closed");
-      this.#reader.push(this.#buf.slice(0, n));
-    }
-  }
-
-  /** Sends a request and returns its reply (which must be the next one). */
-  async call(op: number, ...args: unknown[]): Promise<{ status: number; body: unknown }> {
-    const id = await this.send(op, ...args);
-    const [got, status, body] = await this.reply();
-    assert.equal(got, id, "replies come in request order");
-    return { status, body };
-  }
-
-  /** Runs `sql` (a `run`), asserting success; returns the reply's status. */
-  async ok(sql: string): Promise<number> {
-    const { status, body } = await this.call(Op.Run, sql, null, null);
-    assert.equal(status & Status.Error, 0, `${sql}: ${JSON.stringify(body)}`);
-    return status;
-  }
-
-  /** Runs `sql` (a `run`), expecting the error `code`; returns its message. */
-  async fails(sql: string, code: string): Promise<string> {
-    const { status, body } = await this.call(Op.Run, sql, null, null);
-    assert.equal(status & Status.Error, Status.Error, `${sql} succeeded`);
-    assert.equal((body as { code: string }).code, code, JSON.stringify(body));
-    return (body as { message: string }).message;
-  }
-
-  /** `SELECT count(*)` of table `t`, which must succeed. */
-  async count(): Promise<number> {
-    const { status, body } = await this.call(Op.Query, "SELECT count(*) FROM t", null, null);
-    assert.equal(status & Status.Error, 0, JSON.stringify(body));
-    return ((body as [string[], unknown[][]])[1][0] as number[])[0];
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    this.#conn.close();
-    return Promise.resolve();
-  }
-}
 
 /** One kind of request that writes inside the transaction: sends it, returns its id once answered OK. */
 type Writer = (wire: Wire) => Promise<number>;
@@ -163,7 +62,7 @@ for (const engine of ENGINES) {
   for (const [kind, write] of WRITERS) {
     Deno.test(`a cancel after ${kind} wrote inside the transaction rolls it back (${engine})`, async () => {
       await using srv = await startServer({ engine });
-      await using wire = await Wire.open(srv);
+      await using wire = await Wire.open(srv.connectOptions.path!);
       await wire.ok("CREATE TABLE t (x)");
       await wire.ok("BEGIN");
       await wire.ok("INSERT INTO t VALUES (1)");
@@ -182,7 +81,7 @@ for (const engine of ENGINES) {
 
   Deno.test(`ROLLBACK after a cancel ended the transaction is a no-op, and the connection goes on (${engine})`, async () => {
     await using srv = await startServer({ engine });
-    await using wire = await Wire.open(srv);
+    await using wire = await Wire.open(srv.connectOptions.path!);
     await wire.ok("CREATE TABLE t (x)");
     await wire.ok("BEGIN");
     const id = await answered(
@@ -198,7 +97,7 @@ for (const engine of ENGINES) {
 
   Deno.test(`a cancel of a read, of BEGIN, or of an unknown request leaves the transaction open (${engine})`, async () => {
     await using srv = await startServer({ engine });
-    await using wire = await Wire.open(srv);
+    await using wire = await Wire.open(srv.connectOptions.path!);
     await wire.ok("CREATE TABLE t (x)");
     const begin = await wire.send(Op.Run, "BEGIN", null, null);
     await answered(wire, begin);
@@ -219,7 +118,7 @@ for (const engine of ENGINES) {
 
   Deno.test(`a cancel after a write in autocommit, or after its transaction ended, changes nothing (${engine})`, async () => {
     await using srv = await startServer({ engine });
-    await using wire = await Wire.open(srv);
+    await using wire = await Wire.open(srv.connectOptions.path!);
     await wire.ok("CREATE TABLE t (x)");
     const auto = await wire.send(Op.Run, "INSERT INTO t VALUES (1)", null, null);
     const [got, status] = await wire.reply();
@@ -248,7 +147,7 @@ for (const engine of ENGINES) {
 
   Deno.test(`a script cancelled while it runs inside a transaction, having written, rolls it back (${engine})`, async () => {
     await using srv = await startServer({ engine });
-    await using wire = await Wire.open(srv);
+    await using wire = await Wire.open(srv.connectOptions.path!);
     await wire.ok("CREATE TABLE t (x)");
     await wire.ok("BEGIN");
     // Long enough to run from the event loop, a slice at a time (#inTurns).
@@ -275,7 +174,7 @@ for (const engine of ENGINES) {
 
   Deno.test(`a batch cancelled while it runs inside a transaction, having written, rolls it back (${engine})`, async () => {
     await using srv = await startServer({ engine });
-    await using wire = await Wire.open(srv);
+    await using wire = await Wire.open(srv.connectOptions.path!);
     await wire.ok("CREATE TABLE t (x)");
     await wire.ok("BEGIN");
     await wire.ok("INSERT INTO t VALUES (1)");
@@ -308,7 +207,7 @@ for (const engine of ENGINES) {
   // alone: the transaction stays open, and its earlier writes commit.
   Deno.test(`a batch failing on a constraint inside a transaction leaves it open (${engine})`, async () => {
     await using srv = await startServer({ engine });
-    await using wire = await Wire.open(srv);
+    await using wire = await Wire.open(srv.connectOptions.path!);
     await wire.ok("CREATE TABLE t (x UNIQUE)");
     await wire.ok("BEGIN");
     await wire.ok("INSERT INTO t VALUES (1)");
@@ -446,7 +345,7 @@ for (const engine of ENGINES) {
   for (const [kind, request] of QUEUED_WRITES) {
     Deno.test(`${kind} that writes, cancelled while queued inside the transaction, ends it (${engine})`, async () => {
       await using srv = await startServer({ engine });
-      await using wire = await Wire.open(srv);
+      await using wire = await Wire.open(srv.connectOptions.path!);
       await wire.ok("CREATE TABLE t (x)");
       await wire.ok("BEGIN");
       await wire.ok("INSERT INTO t VALUES (1)");
@@ -478,7 +377,7 @@ for (const engine of ENGINES) {
 
   Deno.test(`reads, and COMMIT, cancelled while queued leave the transaction usable (${engine})`, async () => {
     await using srv = await startServer({ engine });
-    await using wire = await Wire.open(srv);
+    await using wire = await Wire.open(srv.connectOptions.path!);
     await wire.ok("CREATE TABLE t (x)");
     await wire.ok("BEGIN");
     await wire.ok("INSERT INTO t VALUES (1)");
@@ -495,7 +394,7 @@ for (const engine of ENGINES) {
 
   Deno.test(`a cancel carrying a write never sent ends the transaction; a read's does not (${engine})`, async () => {
     await using srv = await startServer({ engine });
-    await using wire = await Wire.open(srv);
+    await using wire = await Wire.open(srv.connectOptions.path!);
     await wire.ok("CREATE TABLE t (x)");
     await wire.ok("BEGIN");
     await wire.ok("INSERT INTO t VALUES (1)");
