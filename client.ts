@@ -203,6 +203,7 @@ export class Client extends Queryable {
         }
       },
       earlier: () => pool.burstSettled(),
+      issued: (answer: Promise<unknown>) => pool.noteCall(answer),
       refusesTxControl: pool.max > 1,
       ownWriter: pool.ownWriter,
     });

@@ -12,7 +12,10 @@
  *    once the burst's calls there were answered, on the connection rule 4's
  *    `#behindWrites` gives: see `#writeJoins`; a read cursor that would be
  *    past the server's `maxCursors` there follows once they were answered,
- *    on a connection with room for it: see `#forCursor`);
+ *    on a connection with room for it: see `#forCursor`). An `iterate()`,
+ *    whose connection is chosen when iterating starts, first waits for the
+ *    calls of its burst issued before it (not after) to be answered,
+ *    wherever they went: see {@link Pool.burstSettled};
  * 2. otherwise an idle connection (nothing in flight, no cursor open);
  * 3. otherwise a lost connection, reopened, or a new one while fewer than
  *    `max` are open: either is opened before the call is sent on it. Should
@@ -24,7 +27,11 @@
  * 4. otherwise the unreserved connection with the fewest calls in flight
  *    among those with no call in flight that may wait for the writer (see
  *    `PooledConnection.mayBlock`): a call pipelined behind one would wait
- *    as long (with `max: 1`, the one connection whatever it carries);
+ *    as long (with `max: 1`, the one connection whatever it carries); a
+ *    read cursor takes these rules among the connections with room for it
+ *    (under `maxCursors`), and when only connections carrying such calls
+ *    have room, goes behind them rather than where the server refuses it
+ *    (see `#pickForCursor`);
  *    before rules 2 to 4, a call that may itself wait for the writer goes
  *    behind such calls when taking another connection would leave none
  *    free of them (`#behindWrites`), also when it waited (rule 5): they use
@@ -111,6 +118,14 @@ export class Pool implements ConnectionEvents {
   /** The database the server served at the first handshake that named it. */
   #database: string | undefined;
   #burst: PooledConnection | Promise<PooledConnection> | null = null;
+  /**
+   * During a synchronous run of code that dispatched a plain call: the
+   * answers of its calls noted so far (see {@link noteCall}); else `null`.
+   */
+  #runCalls: Promise<unknown>[] | null = null;
+  /** Settles once the first {@link #runCovered} of {@link #runCalls} were answered. */
+  #runAnswered: Promise<void> | null = null;
+  #runCovered = 0;
   #reserveWaiters: Waiter[] = [];
   #sharedWaiters: Waiter[] = [];
   /** Waiters enqueued so far (their {@link Waiter.seq}). */
@@ -223,16 +238,17 @@ export class Pool implements ConnectionEvents {
     if (this.#burst !== null) {
       if (writes && this.#config.max > 1) {
         const burst = this.#burst;
+        const before = this.burstSettled();
         this.#burst = burst instanceof Promise
-          ? burst.then((c) => this.#writeJoins(c))
-          : this.#writeJoins(burst);
+          ? burst.then((c) => this.#writeJoins(c, before))
+          : this.#writeJoins(burst, before);
       }
       const joined = this.#burst;
       // A failed wait rejects each call with an error of its own (see withCallerFrames).
       const c = joined instanceof Promise
         ? joined.catch((err) => Promise.reject(err instanceof Error ? copyError(err) : err))
         : joined;
-      return cursor ? this.#forCursor(c, writes) : c;
+      return cursor ? this.#forCursor(c, writes, this.burstSettled()) : c;
     }
     // Calls that wait are served in turn: a newcomer does not pass them.
     const c = (this.#sharedWaiters.length === 0 ? this.#pickFor(writes, cursor) : null) ??
@@ -241,26 +257,45 @@ export class Pool implements ConnectionEvents {
     const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
     this.#burst = picked;
     queueMicrotask(() => this.#burst = null);
+    if (this.#runCalls === null) {
+      this.#runCalls = [];
+      queueMicrotask(() => {
+        this.#runCalls = null;
+        this.#runAnswered = null;
+        this.#runCovered = 0;
+      });
+    }
     return picked;
+  }
+
+  /**
+   * Notes a plain call just issued on the shared pool, by its answer (which
+   * settles once it was answered, failed, or was given up): a later
+   * {@link burstSettled} of the same run waits for it. Called in the run of
+   * code that got the call's connection from {@link shared}.
+   */
+  noteCall(answer: Promise<unknown>): void {
+    this.#runCalls?.push(answer);
   }
 
   /**
    * The connection for a cursor joining a burst on `c`: `c`, unless it
    * already holds the server's `maxCursors` cursors (those just chosen for
    * it counted: see `PooledConnection.claimCursor`), where one more would
-   * fail. Then, once the burst's calls on `c` were answered (so that the
-   * cursor still sees their writes), the connection the rules give a
-   * cursor ({@link #pickFor}): a burst of cursors (`Promise.all` over many
-   * `iterate()` loops) spreads over the pool instead of failing past
-   * `maxCursors`.
+   * fail. Then, once the burst's calls issued before it were answered
+   * (`before`, see {@link noteCall}: the cursor still sees their writes)
+   * and no request is in flight on `c`, the connection the rules give a cursor ({@link #pickFor}): a burst of
+   * cursors (`Promise.all` over many `iterate()` loops) spreads over the
+   * pool instead of failing past `maxCursors`.
    */
   #forCursor(
     c: PooledConnection | Promise<PooledConnection>,
     writes: boolean,
+    before: Promise<void> | null,
   ): PooledConnection | Promise<PooledConnection> {
-    if (c instanceof Promise) return c.then((conn) => this.#forCursor(conn, writes));
+    if (c instanceof Promise) return c.then((conn) => this.#forCursor(conn, writes, before));
     if (c.cursorRoom || this.#config.max === 1) return claimed(c);
-    return c.settled().then(() =>
+    return afterBurst(c, before).then(() =>
       this.#pickFor(writes, true) ??
         this.#bounded(this.#enqueue(this.#sharedWaiters, writes), undefined, () => {})
     );
@@ -283,17 +318,26 @@ export class Pool implements ConnectionEvents {
    * For a cursor that reads: {@link #pickShared}'s rules among the
    * connections with room for one more cursor (`PooledConnection.cursorRoom`,
    * which counts the cursors chosen for a connection and not yet opened
-   * there, one being opened included), the one chosen claimed for it; `null`
-   * when none has room and none can be opened, or for a cursor that may wait
-   * for the writer (the rules for those apply) or with `max: 1`.
+   * there, one being opened included), the one chosen claimed for it. When
+   * the only ones with room carry a call that may wait for the writer (or
+   * were just handed to a waiting call), the least busy of them: the cursor
+   * waits behind that call (for the writer, at most the server's busy
+   * timeout) rather than going where the server would refuse it. `null`
+   * when no unreserved connection has room and none can be opened (the
+   * server then refuses the cursor: reserved connections' room does not
+   * count, nor is it waited for, as the caller's own reservation or cursors
+   * may be what holds it), or for a cursor that may wait for the writer
+   * (the rules for those apply) or with `max: 1`.
    */
   #pickForCursor(writes: boolean): PooledConnection | Promise<PooledConnection> | null {
     if (writes || this.#config.max === 1) return null;
     let best: PooledConnection | null = null;
     let lost: PooledConnection | null = null;
     let opening: PooledConnection | null = null;
+    /** The least busy connection with room behind a call that may wait for the writer. */
+    let behind: PooledConnection | null = null;
     for (const c of this.#conns) {
-      if (c.reserved || c.handing || !c.cursorRoom) continue;
+      if (c.reserved || !c.cursorRoom) continue;
       if (this.#opening.has(c)) {
         opening ??= c;
         continue;
@@ -302,8 +346,11 @@ export class Pool implements ConnectionEvents {
         lost ??= c;
         continue;
       }
+      if (c.handing || c.mayBlock) {
+        if (behind === null || c.busy < behind.busy) behind = c;
+        continue;
+      }
       if (c.busy === 0) return claimed(c);
-      if (c.mayBlock) continue;
       if (best === null || c.busy < best.busy) best = c;
     }
     const fallback = () => this.#pickShared(writes) ?? this.#enqueue(this.#sharedWaiters, writes);
@@ -314,39 +361,49 @@ export class Pool implements ConnectionEvents {
       return opened;
     }
     if (best !== null) return claimed(best);
-    if (opening === null) return null;
-    opening.claimCursor();
-    return this.#opening.get(opening)!;
+    if (opening !== null) {
+      opening.claimCursor();
+      return this.#opening.get(opening)!;
+    }
+    return behind === null ? null : claimed(behind);
   }
 
   /**
-   * During a burst: settles once its connection has no request in flight
-   * (those of the burst so far included); `null` outside a burst.
+   * During a burst: settles once every call of it issued so far (see
+   * {@link noteCall}) was answered, wherever it went, and whether its
+   * connection was open, being opened or waited for; `null` when none was
+   * issued yet (or outside a burst). Calls issued after this one are not
+   * waited for.
    */
   burstSettled(): Promise<void> | null {
-    const burst = this.#burst;
-    if (burst === null) return null;
-    const settled = burst instanceof Promise
-      ? burst.then((c) => c.settled())
-      : burst.busy > 0
-      ? burst.settled()
-      : null;
-    // A failed wait for the burst's connection is the burst's calls' to report.
-    return settled === null ? null : settled.catch(() => {});
+    const calls = this.#runCalls;
+    if (calls === null || calls.length === 0) return null;
+    if (this.#runCovered < calls.length) {
+      // (Built on demand, each call once: most runs have no iterate() to wait.)
+      const more = Promise.allSettled(calls.slice(this.#runCovered)).then(ignore);
+      const before = this.#runAnswered;
+      this.#runAnswered = before === null ? more : Promise.all([before, more]).then(ignore);
+      this.#runCovered = calls.length;
+    }
+    return this.#runAnswered;
   }
 
   /**
    * The connection for a call that may wait for the writer joining a burst
    * on `conn`: `conn`, unless that would leave no connection free of such
    * calls while another already carries them. Then the call and the rest of
-   * its burst follow once the burst's reads on `conn` were answered, on the
-   * connection the rule for writes gives (so the burst's order holds, and a
-   * read still finds a connection).
+   * its burst follow once the burst's calls before it were answered
+   * (`before`, see {@link noteCall}) and no request is in flight on `conn`,
+   * on the connection the rule for writes
+   * gives (so the burst's order holds, and a read still finds a connection).
    */
-  #writeJoins(conn: PooledConnection): PooledConnection | Promise<PooledConnection> {
+  #writeJoins(
+    conn: PooledConnection,
+    before: Promise<void> | null,
+  ): PooledConnection | Promise<PooledConnection> {
     if (conn.mayBlock || conn.reserved || !this.#conns.includes(conn)) return conn;
     if (this.#behindWrites() === null) return conn;
-    return conn.settled().then(() =>
+    return afterBurst(conn, before).then(() =>
       this.#pickShared(true) ??
         this.#bounded(this.#enqueue(this.#sharedWaiters, true), undefined, () => {})
     );
@@ -971,6 +1028,18 @@ export function rawTransactionOpen(): SqliteError {
 function abortError(signal: AbortSignal): AbortError {
   return new AbortError("Call was aborted by its signal", { cause: signal.reason });
 }
+
+/**
+ * Settles once the calls noted before (`before`, see `Pool.noteCall`) were
+ * answered, and then no request is in flight on `conn` (the cursors of the
+ * burst opened there meanwhile, which are not noted, included).
+ */
+function afterBurst(conn: PooledConnection, before: Promise<void> | null): Promise<void> {
+  return before === null ? conn.settled() : before.then(() => conn.settled());
+}
+
+/** Does nothing (a settled promise's value or error, not needed). */
+function ignore(): void {}
 
 /** `c`, claimed for a cursor once it is there (see `PooledConnection.claimCursor`). */
 function claimed(

@@ -816,6 +816,7 @@ export abstract class Queryable {
     // Noted before sending: which of the client's transactions are open now.
     const explain = this.#route.ownWriter?.watch() ?? null;
     const sent = call(this.#route, op, args, signal);
+    this.#route.issued?.(sent);
     return explain === null ? sent : sent.catch((err) => Promise.reject(explain(err)));
   }
 

@@ -27,11 +27,17 @@ export interface Route {
   exclusive<T>(fn: (conn: PooledConnection) => Promise<T>, signal?: AbortSignal): Promise<T>;
   /**
    * On the shared pool, during a burst (calls issued in one synchronous run):
-   * settles once the calls issued so far on the burst's connection were
-   * answered, for a call that chooses its connection later (`iterate()`,
-   * when iterating starts) yet must see their writes; else `null`.
+   * settles once the calls of the burst issued so far (those told to
+   * {@link issued}) were answered, for a call that chooses its connection
+   * later (`iterate()`, when iterating starts) yet must see their writes;
+   * else `null`. Calls issued after it are not waited for.
    */
   earlier?(): Promise<void> | null;
+  /**
+   * On the shared pool: notes a call just issued (in the run of code that
+   * got its {@link connection}) by its answer, for {@link earlier}.
+   */
+  issued?(answer: Promise<unknown>): void;
   /** True on a shared pool of more than one connection: raw BEGIN/COMMIT is refused. */
   readonly refusesTxControl: boolean;
   /**

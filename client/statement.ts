@@ -387,6 +387,7 @@ export class Statement {
       return conn.request(op, [this.sql, wp, wo], options?.signal, undefined, writes);
     };
     const sent = c instanceof Promise ? abortable(c.then(send), options?.signal) : send(c);
+    this.#route.issued?.(sent);
     return explain === null ? sent : sent.catch((err) => Promise.reject(explain(err)));
   }
 
