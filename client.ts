@@ -293,6 +293,13 @@ export class Client extends Queryable {
       (s) => this.#feeds.delete(s),
       (info) => this.#pool.refuses(info),
     );
+    if (this.#pool.closed) {
+      // close() ran while the feed was opening (it only closes the feeds it
+      // sees): the feed would outlive its client. Close it, as close() would
+      // have, and fail as any call made after close().
+      await sub[Symbol.asyncDispose]();
+      throw new ConnectionError("Client is closed");
+    }
     this.#feeds.add(sub);
     return sub;
   }

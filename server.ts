@@ -874,6 +874,8 @@ Options:
   --max-handshakes-per-address N
                           ... of them from one TCP address other than loopback (default 64);
                           one more from that address is closed at once, unanswered
+  --max-cursors N         cursors one connection may hold open at once (default 16); one
+                          more fails with BAD_REQUEST
   --cursor-idle-timeout MS
                           close a cursor not advanced (no next) for MS, releasing its read
                           snapshot; 0 = never (default 1800000)
@@ -921,6 +923,7 @@ const SERVE_FLAGS = {
   "hello-timeout": { type: "string" },
   "max-handshakes": { type: "string" },
   "max-handshakes-per-address": { type: "string" },
+  "max-cursors": { type: "string" },
   "cursor-idle-timeout": { type: "string" },
   "write-stall-timeout": { type: "string" },
   "max-unsent-bytes": { type: "string" },
@@ -991,6 +994,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
       "--max-handshakes-per-address",
       values["max-handshakes-per-address"],
     ),
+    maxCursors: numberArg("--max-cursors", values["max-cursors"]),
     cursorIdleTimeout: numberArg("--cursor-idle-timeout", values["cursor-idle-timeout"]),
     writeStallTimeout: numberArg("--write-stall-timeout", values["write-stall-timeout"]),
     maxUnsentBytes: numberArg("--max-unsent-bytes", values["max-unsent-bytes"]),

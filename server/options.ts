@@ -460,12 +460,159 @@ export interface ServeConfig {
 }
 
 /**
+ * Every {@link ServeOptions} name (the type checker keeps it complete): any
+ * other is refused, as `connect()` refuses one it does not know, rather than
+ * silently ignored (a misspelt limit would leave its default in force).
+ */
+const KNOWN: Readonly<Record<keyof ServeOptions, true>> = {
+  database: true,
+  path: true,
+  hostname: true,
+  port: true,
+  synchronous: true,
+  busyTimeout: true,
+  journalSizeLimit: true,
+  txIdleTimeout: true,
+  txTimeout: true,
+  maxFrameSize: true,
+  maxRequestValues: true,
+  statementCacheSize: true,
+  statementTimeout: true,
+  maxResultBytes: true,
+  maxCursors: true,
+  maxBackgroundReads: true,
+  maxStatements: true,
+  maxPrepared: true,
+  maxPreparedText: true,
+  maxQueuedChanges: true,
+  maxQueuedChangesPerConnection: true,
+  maxQueuedValueBytes: true,
+  maxQueuedValueBytesPerConnection: true,
+  changeFeedValueBytes: true,
+  frameTimeout: true,
+  helloTimeout: true,
+  maxHandshakes: true,
+  maxHandshakesPerAddress: true,
+  cursorIdleTimeout: true,
+  maxPartialFrameBytes: true,
+  maxUnsentBytes: true,
+  writeStallTimeout: true,
+  maxConnections: true,
+  releaseMemory: true,
+  engine: true,
+  sqliteLib: true,
+  channel: true,
+  socketMode: true,
+  token: true,
+  tls: true,
+  readonly: true,
+  allowAttach: true,
+  allowUnsafePragmas: true,
+  allowDoubleQuotedStrings: true,
+  graceMs: true,
+  logLevel: true,
+  slowMs: true,
+  backupDir: true,
+  dqlite: true,
+};
+
+/** Every {@link DqliteOptions} name. */
+const KNOWN_DQLITE: Readonly<Record<keyof DqliteOptions, true>> = {
+  nodes: true,
+  database: true,
+  poolSize: true,
+  leaderTimeout: true,
+};
+
+/** Names of the command line's flags (and other servers' options) that are other options here. */
+const OTHER_NAMES: Readonly<Record<string, string>> = {
+  db: '"database"',
+  file: '"database"',
+  filename: '"database"',
+  socket: '"path"',
+  host: '"hostname"',
+  tcp: '"hostname" and "port"',
+  tlsCert: '"tls" ({ cert, key })',
+  tlsKey: '"tls" ({ cert, key })',
+  tokenFile: '"token" (the secret itself)',
+};
+
+/**
+ * Refuses a key of `given` that is not in `known`, naming it and the known
+ * name it most likely meant, or else every known name.
+ *
+ * @throws {TypeError} `Invalid option "<prefix><key>": not a <what> option ...`.
+ */
+function refuseUnknown(
+  given: object,
+  known: Readonly<Record<string, true>>,
+  what: string,
+  prefix = "",
+): void {
+  for (const key of Object.keys(given)) {
+    if (Object.hasOwn(known, key)) continue;
+    const names = Object.keys(known);
+    const closest = closestName(key, names);
+    const near = prefix === "" && Object.hasOwn(OTHER_NAMES, key)
+      ? OTHER_NAMES[key]
+      : closest === null
+      ? null
+      : `"${prefix}${closest}"`;
+    throw new TypeError(
+      `Invalid option "${prefix}${key}": not a ${what} option` +
+        (near !== null ? `; did you mean ${near}?` : ` (known: ${names.join(", ")})`),
+    );
+  }
+}
+
+/**
+ * The name of `names` nearest `name`, ignoring case, `-` and `_` (a flag's
+ * spelling, `max-cursors`, finds `maxCursors`) and a few letters added,
+ * dropped or changed; `null` when none is near enough to suggest.
+ */
+function closestName(name: string, names: readonly string[]): string | null {
+  const plain = (n: string) => n.toLowerCase().replace(/[-_]/g, "");
+  const a = plain(name);
+  let best: string | null = null;
+  let bestDistance = Math.max(1, Math.min(3, Math.floor(a.length / 3)));
+  for (const candidate of names) {
+    const d = editDistance(a, plain(candidate));
+    if (d <= bestDistance && (best === null || d < bestDistance)) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions of one character. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(
+        row[j] + 1,
+        next[j - 1] + 1,
+        row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    row = next;
+  }
+  return row[b.length];
+}
+
+/**
  * Validates `options` and fills in defaults.
  *
- * @throws {TypeError} on a value of the wrong type or an unknown choice.
+ * @throws {TypeError} on an unknown option, a value of the wrong type or an unknown choice.
  * @throws {RangeError} on a number out of range.
  */
 export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new TypeError(`Invalid options: expected an object, got ${String(options)}`);
+  }
+  refuseUnknown(options, KNOWN, "serve()");
   const dqlite = resolveDqlite(options);
   const given = options.database ??
     (dqlite === null ? DEFAULT_DATABASE : `dqlite-${dqlite.database}.db`);
@@ -738,6 +885,7 @@ function resolveDqlite(options: ServeOptions): DqliteConfig | null {
   if (typeof d !== "object") {
     throw new TypeError('Invalid option "dqlite": expected { nodes, database }');
   }
+  refuseUnknown(d, KNOWN_DQLITE, "dqlite", "dqlite.");
   const nodes = d.nodes;
   if (!Array.isArray(nodes) || nodes.length === 0) {
     throw new TypeError('Invalid option "dqlite.nodes": expected a non-empty list of "host:port"');

@@ -1,6 +1,7 @@
 /**
  * Server options: resolveServeOptions() validation and defaults, the
- * command line (parseServeArgs), HOST:PORT parsing and default socket paths.
+ * command line (parseServeArgs, and `--max-cursors` through a server process), unknown option
+ * names, HOST:PORT parsing and default socket paths.
  */
 
 import assert from "node:assert/strict";
@@ -8,7 +9,8 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { resolveServeOptions, type ServeOptions } from "../server/options.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
-import { parseServeArgs } from "../server.ts";
+import { parseServeArgs, serve } from "../server.ts";
+import { connect, SqliteError } from "../client.ts";
 import {
   DEFAULT_DATABASE,
   defaultSocketDir,
@@ -16,7 +18,9 @@ import {
   formatAddress,
   parseHostPort,
 } from "../transport/address.ts";
-import { inEnv, tempDir } from "./_helpers.ts";
+import { inEnv, startServerProcess, tempDir } from "./_helpers.ts";
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
 const MiB = 1024 * 1024;
 
@@ -567,5 +571,167 @@ Deno.test("resolveServeOptions() refuses a SQLite URI as the database, naming it
   assert.throws(
     () => resolveServeOptions({ database: "file:app.db?mode=rwc" }),
     /^TypeError: Invalid option "database": "file:app\.db\?mode=rwc" is a URI; give the file's path/,
+  );
+});
+
+// ---- unknown option names --------------------------------------------------
+
+Deno.test("resolveServeOptions() refuses an unknown option name with TypeError, naming the one meant", () => {
+  const cases: [Record<string, unknown>, string][] = [
+    [
+      { maxCursor: 4 },
+      'Invalid option "maxCursor": not a serve() option; did you mean "maxCursors"?',
+    ],
+    [
+      { "max-cursors": 4 },
+      'Invalid option "max-cursors": not a serve() option; did you mean "maxCursors"?',
+    ],
+    [
+      { busyTimeOut: 1 },
+      'Invalid option "busyTimeOut": not a serve() option; did you mean "busyTimeout"?',
+    ],
+    [{ graceMS: 1 }, 'Invalid option "graceMS": not a serve() option; did you mean "graceMs"?'],
+    // The command line's names, and other servers'.
+    [{ db: "a.db" }, 'Invalid option "db": not a serve() option; did you mean "database"?'],
+    [{ socket: "/s" }, 'Invalid option "socket": not a serve() option; did you mean "path"?'],
+    [
+      { tcp: "127.0.0.1:1" },
+      'Invalid option "tcp": not a serve() option; did you mean "hostname" and "port"?',
+    ],
+    // An undefined value is still a name the caller meant to set.
+    [
+      { statementTimeOut: undefined },
+      'Invalid option "statementTimeOut": not a serve() option; did you mean "statementTimeout"?',
+    ],
+    [
+      { dqlite: { nodes: ["127.0.0.1:9001"], database: "d", poolsize: 2 } },
+      'Invalid option "dqlite.poolsize": not a dqlite option; did you mean "dqlite.poolSize"?',
+    ],
+  ];
+  for (const [options, message] of cases) {
+    throwsWith(
+      () => resolveServeOptions(options as ServeOptions),
+      TypeError,
+      new RegExp(`^${message.replace(/[.?()]/g, "\\$&")}$`),
+    );
+  }
+  // Nothing near: every known name is listed.
+  throwsWith(
+    () => resolveServeOptions({ zzzz: 1 } as ServeOptions),
+    TypeError,
+    /^Invalid option "zzzz": not a serve\(\) option \(known: database, path, hostname, port, .*, maxCursors, .*, dqlite\)$/,
+  );
+  throwsWith(
+    () => resolveServeOptions(null as unknown as ServeOptions),
+    TypeError,
+    /^Invalid options: expected an object, got null$/,
+  );
+});
+
+Deno.test("resolveServeOptions() accepts every option the command line sets", () => {
+  // Every flag given: parseServeArgs() sets only known names (some undefined).
+  const options = parseServeArgs([
+    "--db=/data/a.db",
+    "--socket=/run/a.sock",
+    "--max-cursors=3",
+    "--cursor-idle-timeout=5",
+    "--grace-ms=7",
+  ]) as ServeOptions;
+  const config = resolveServeOptions(options);
+  assert.equal(config.engine.maxCursors, 3);
+  assert.equal(config.cursorIdleTimeout, 5);
+  assert.equal(config.graceMs, 7);
+});
+
+Deno.test("serve() refuses an unknown option before it creates anything", async () => {
+  await using dir = await tempDir();
+  await assert.rejects(
+    serve(
+      { database: `${dir.path}/a.db`, path: `${dir.path}/a.sock`, maxCursor: 4 } as ServeOptions,
+    ),
+    (err: unknown) => {
+      assert.ok(err instanceof TypeError, String(err));
+      assert.equal(
+        err.message,
+        'Invalid option "maxCursor": not a serve() option; did you mean "maxCursors"?',
+      );
+      return true;
+    },
+  );
+  assert.deepEqual([...Deno.readDirSync(dir.path)], []);
+});
+
+// ---- --max-cursors -----------------------------------------------------------
+
+Deno.test("parseServeArgs() reads --max-cursors; its range is maxCursors'", () => {
+  assert.equal((parseServeArgs(["--max-cursors", "3"]) as ServeOptions).maxCursors, 3);
+  assert.equal((parseServeArgs(["--max-cursors=1000000"]) as ServeOptions).maxCursors, 1e6);
+  assert.equal((parseServeArgs([]) as ServeOptions).maxCursors, undefined);
+  throwsWith(
+    () => parseServeArgs(["--max-cursors", "many"]),
+    TypeError,
+    /^Invalid --max-cursors "many": expected a whole number in decimal digits$/,
+  );
+  const zero = parseServeArgs(["--max-cursors", "0"]) as ServeOptions;
+  throwsWith(
+    () => resolveServeOptions(zero),
+    RangeError,
+    /"maxCursors": 0 is outside 1\.\.1000000$/,
+  );
+});
+
+Deno.test("server.ts --max-cursors N: the hello's limits say N, and cursor N + 1 on a connection fails", async () => {
+  await using srv = await startServerProcess({ args: ["--max-cursors", "3"] });
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  assert.equal(db.serverInfo.limits.maxCursors, 3);
+  // Enough rows that each cursor stays open after its first chunk.
+  const sql = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 5000) " +
+    "SELECT x FROM n";
+  const open: AsyncIterator<unknown>[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const it = db.iterate(sql)[Symbol.asyncIterator]();
+      open.push(it);
+      assert.equal((await it.next()).done, false);
+    }
+    const fourth = db.iterate(sql)[Symbol.asyncIterator]();
+    await assert.rejects(fourth.next(), (err: unknown) => {
+      assert.ok(err instanceof SqliteError, String(err));
+      assert.equal(err.code, "BAD_REQUEST");
+      assert.match(err.message, /Too many open cursors: 3 per connection/);
+      return true;
+    });
+  } finally {
+    for (const it of open) await it.return?.();
+  }
+});
+
+Deno.test("server.ts --max-cursors out of range exits 2 naming the flag; --help lists it", async () => {
+  await using dir = await tempDir();
+  const run = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", SERVER_TS, ...args],
+      stdout: "piped",
+      stderr: "piped",
+      stdin: "null",
+    }).output();
+  const bad = await run([
+    "--db",
+    `${dir.path}/a.db`,
+    "--socket",
+    `${dir.path}/a.sock`,
+    "--max-cursors",
+    "0",
+  ]);
+  assert.equal(bad.code, 2);
+  assert.equal(
+    new TextDecoder().decode(bad.stderr),
+    "netsqlite: Invalid --max-cursors: 0 is outside 1..1000000\n",
+  );
+  const help = await run(["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(
+    new TextDecoder().decode(help.stdout),
+    /\n {2}--max-cursors N {9}cursors one connection may hold open at once \(default 16\)/,
   );
 });
