@@ -238,6 +238,14 @@ export class Connection {
   #mainNames: string[] = [];
   /** The table an `ALTER TABLE` names: `[schema, table]`, or null. */
   #altered: [string, string] | null = null;
+  /**
+   * Names of the tables and views of the temp schema, and of the other
+   * schemas (lower case), read when a statement creating a virtual table was
+   * last prepared: what the shadow tables its module creates as it runs must
+   * not be named (see the constructor). Dropped with the cache.
+   */
+  #namesInTemp: Set<string> | null = null;
+  #namesOutsideTemp: Set<string> | null = null;
   /** Name of the trigger the statement creates, or null. */
   #createsTrigger: string | null = null;
   /** Name of the virtual table the statement creates, or null. */
@@ -308,6 +316,18 @@ export class Connection {
         // of it). Reads and function calls are judged then as when prepared;
         // ATTACH too, as VACUUM INTO attaches its target only then. (Plain
         // VACUUM attaches a nameless temporary database: not a file.)
+        if (isCreate(action) && arg1 !== null && !this.#trusted && this.#policy !== null) {
+          // A virtual table's module creates its shadow tables as it runs
+          // (`app_config` of an FTS5 table `app`): judged by their real
+          // names against the names read when its statement was prepared.
+          const inTemp = dbName === "temp" || action === Auth.CREATE_TEMP_TABLE ||
+            action === Auth.CREATE_TEMP_VIEW;
+          const other = inTemp ? this.#namesOutsideTemp : this.#namesInTemp;
+          if (other?.has(arg1.toLowerCase())) {
+            return new SqliteError(ErrorCode.Forbidden, shadowMessage(arg1));
+          }
+          return ok;
+        }
         if (
           action !== Auth.READ && action !== Auth.FUNCTION && (action !== Auth.ATTACH || !arg1)
         ) {
@@ -586,16 +606,10 @@ export class Connection {
         `${stmtTable.message} (virtual table "${createsVtable}" names it in its arguments)`,
       );
     }
-    const shadowed = judged ? this.#shadows(stmt.sql) : undefined;
+    const shadowed = judged ? this.#shadows(stmt.sql, createsVtable !== null) : undefined;
     if (shadowed !== undefined) {
       stmt.finalize();
-      throw new SqliteError(
-        ErrorCode.Forbidden,
-        `Cannot give a table or view the name "${shadowed}": a TEMP one and another of the ` +
-          "database would share it, and every client's statements naming it would use the TEMP " +
-          "one on the server's shared connection (writes lost at the next restart); choose " +
-          "another name, or drop the TEMP one",
-      );
+      throw new SqliteError(ErrorCode.Forbidden, shadowMessage(shadowed));
     }
     // Only the statement's own inserts set the last rowid (a trigger's
     // leave it as it was once the trigger ends).
@@ -637,6 +651,7 @@ export class Connection {
     this.#cache.clear();
     this.#cachedText = 0;
     this.#hasRowid.clear();
+    this.#namesInTemp = this.#namesOutsideTemp = null;
   }
 
   /**
@@ -665,13 +680,37 @@ export class Connection {
    * another schema would then share, or undefined. Reading the temp schema
    * takes no lock of the database file.
    */
-  #shadows(sql: string): string | undefined {
+  #shadows(sql: string, createsVtable: boolean): string | undefined {
     const toTemp = [...this.#tempNames];
     const toOthers = [...this.#mainNames];
     const altered = this.#altered;
     if (altered !== null) {
       const name = renamedTo(sql);
-      if (name !== null) (altered[0].toLowerCase() === "temp" ? toTemp : toOthers).push(name);
+      if (name !== null) {
+        const names = altered[0].toLowerCase() === "temp" ? toTemp : toOthers;
+        names.push(name);
+        // A virtual table's module renames its shadow tables with it (SQLite
+        // names them "<table>_<suffix>", and PRAGMA table_list knows them).
+        const quoted = `"${altered[0].replaceAll('"', '""')}"`;
+        for (
+          const [shadow] of this.ownRows(
+            `SELECT name FROM ${quoted}.pragma_table_list WHERE type = 'shadow' ` +
+              "AND substr(name, 1, length(?1) + 1) = ?1 || '_' COLLATE NOCASE",
+            [altered[1]],
+          )
+        ) {
+          names.push(name + String(shadow).slice(altered[1].length));
+        }
+      }
+    }
+    if (createsVtable) {
+      // Its module creates shadow tables as it runs: the constructor's
+      // authorizer judges their names against these.
+      this.#namesInTemp = this.#tableNames(["temp"]);
+      this.#namesOutsideTemp = this.#tableNames(
+        this.ownRows("SELECT name FROM pragma_database_list WHERE name <> 'temp'", [])
+          .map((r) => String(r[0])),
+      );
     }
     if (toTemp.length === 0 && toOthers.length === 0) return undefined;
     const schemas = toTemp.length === 0 ? ["temp"] : this.ownRows(
@@ -691,6 +730,20 @@ export class Connection {
       }
     }
     return undefined;
+  }
+
+  /** Names of the tables and views of `schemas`, lower case. */
+  #tableNames(schemas: string[]): Set<string> {
+    const names = new Set<string>();
+    for (const schema of schemas) {
+      const quoted = `"${schema.replaceAll('"', '""')}"`;
+      for (
+        const [name] of this.ownRows(
+          `SELECT name FROM ${quoted}.sqlite_schema WHERE type IN ('table', 'view')`,
+        )
+      ) names.add(String(name).toLowerCase());
+    }
+    return names;
   }
 
   /**
@@ -1069,6 +1122,20 @@ const SCHEMA_ACTIONS = new Set([
   29,
   30,
 ]);
+
+/** Authorizer actions that create a table or view (TEMP or not). */
+function isCreate(action: number): boolean {
+  return action === Auth.CREATE_TABLE || action === Auth.CREATE_TEMP_TABLE ||
+    action === Auth.CREATE_VIEW || action === Auth.CREATE_TEMP_VIEW;
+}
+
+/** Why a table or view may not be named `name`: a TEMP one would shadow another. */
+function shadowMessage(name: string): string {
+  return `Cannot give a table or view the name "${name}": a TEMP one and another of the ` +
+    "database would share it, and every client's statements naming it would use the TEMP " +
+    "one on the server's shared connection (writes lost at the next restart); choose " +
+    "another name, or drop the TEMP one";
+}
 
 /** `sqlite_master` and its aliases, which DDL writes through the authorizer's eyes. */
 function isSchemaTable(table: string | null): boolean {

@@ -22,8 +22,8 @@
  *   does setting one to the value it already has, or `defer_foreign_keys`
  *   inside a transaction: such a refusal carries {@link Refusal.unless},
  *   which the connection decides after the prepare.
- * - `VACUUM`, `PRAGMA incremental_vacuum`, `PRAGMA wal_checkpoint` and
- *   `PRAGMA optimize` when read-only (`READONLY`):
+ * - `VACUUM`, `VACUUM INTO` (even with `allowAttach`), `PRAGMA incremental_vacuum`,
+ *   `PRAGMA wal_checkpoint` and `PRAGMA optimize` when read-only (`READONLY`):
  *   SQLite's authorizer reports nothing for `VACUUM`, so the connection
  *   calls the check with {@link VACUUM_ACTION} for every `VACUUM` statement.
  *
@@ -245,6 +245,8 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
     }
     if (action === VACUUM_ACTION) {
       if (arg2 !== "INTO") return readonly ? readOnlyRefusal("VACUUM") : null;
+      // It writes a new file: no write of a read-only server, --allow-attach or not.
+      if (readonly) return readOnlyRefusal("VACUUM INTO");
       if (allowAttach) return null;
       const target = arg1 === null ? ` a file ${NOT_LITERAL}` : ` "${arg1}"`;
       return forbidden(
