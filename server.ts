@@ -197,7 +197,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
       removeWalFilesCreated(database, walFiles);
       // A first start leaves no file it created that holds nothing (a full disk, say).
       if (!existed) removeDatabaseCreated(database);
-      throw openError(err, database, readonly);
+      throw openError(err, database, readonly, config.engine.busyTimeout);
     }
     if (!existed && database !== ":memory:") lock?.lockDatabaseFile(database);
     warnDoubleQuotedStrings(engine, config);

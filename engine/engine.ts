@@ -30,6 +30,7 @@ import { CHANGE_FEED_CAPACITY, ChangeLog, FeedQueueBudget } from "./change_log.t
 import { PreparedBudget } from "./handles.ts";
 import { createPolicy, type PolicyCheck, type PolicyConfig } from "./policy.ts";
 import { WalWatch } from "./wal_watch.ts";
+import { walWriteLockElsewhere } from "./file_lock.ts";
 import { MAX_BACKGROUND_READS, ReaderLine } from "./reader_line.ts";
 import { type DqsReport, findDoubleQuotedStrings } from "./dqs_check.ts";
 import type { SessionHost } from "./session_host.ts";
@@ -251,7 +252,8 @@ export class Engine {
   constructor(config: EngineConfig, sqlite: Sqlite) {
     this.#config = config;
     this.#sqlite = sqlite;
-    this.#walPath = walPaths(config.path).wal;
+    const { wal, shm } = walPaths(config.path);
+    this.#walPath = wal;
     const timeout = config.busyTimeout;
     const cacheSize = config.statementCacheSize;
     const maxValueBytes = config.maxValueBytes;
@@ -338,6 +340,8 @@ export class Engine {
         this.#abort(owner);
       },
       config.txTimeout ?? 0,
+      // Only a statement running on the writer can be waiting for another program's lock.
+      (owner) => owner.runningOnWriter && this.#file !== null && walWriteLockElsewhere(shm),
     );
     this.#host = this.#makeHost();
     if (this.#file !== null) {

@@ -33,6 +33,7 @@ export class WriterQueue<S extends Waiter> {
   readonly #leaseMs: number;
   readonly #maxAgeMs: number;
   readonly #onLeaseExpired: (owner: S, why: LeaseEnd) => void;
+  readonly #waitsForFileLock: (owner: S) => boolean | null;
   #owner: S | null = null;
   readonly #waiters: S[] = [];
   /**
@@ -55,17 +56,24 @@ export class WriterQueue<S extends Waiter> {
    * @param leaseMs Idle time after which an owner's transaction expires (0 = never).
    * @param onLeaseExpired Called with the owner whose lease ran out, and why.
    * @param maxAgeMs Age at which an owner's transaction expires however busy (0 = never).
+   * @param waitsForFileLock Whether the owner is itself waiting for a lock on
+   *   the database file that another process holds (another program writing
+   *   the file): true, false, or `null` when that cannot be told though its
+   *   statement is running. Asked only for the message of a waiter that
+   *   waited too long.
    */
   constructor(
     busyTimeout: number,
     leaseMs: number,
     onLeaseExpired: (owner: S, why: LeaseEnd) => void,
     maxAgeMs = 0,
+    waitsForFileLock: (owner: S) => boolean | null = () => false,
   ) {
     this.#busyTimeout = busyTimeout;
     this.#leaseMs = leaseMs;
     this.#maxAgeMs = maxAgeMs;
     this.#onLeaseExpired = onLeaseExpired;
+    this.#waitsForFileLock = waitsForFileLock;
   }
 
   /** The session holding the writer, or `null`. */
@@ -95,22 +103,37 @@ export class WriterQueue<S extends Waiter> {
       this.#owner = s;
       return true;
     }
-    if (this.#expired.delete(s)) {
-      const holder = this.#owner === null
-        ? "earlier writes in the queue"
-        : `session ${this.#owner.id}`;
-      throw new SqliteError(
-        ErrorCode.BusyTimeout,
-        `Write waited ${this.#busyTimeout} ms for the writer, held by ${holder}: ` +
-          "busy timeout (--busy-timeout) exceeded; retry, or keep transactions short",
-      );
-    }
+    if (this.#expired.delete(s)) throw this.#timedOut();
     if (!this.#waitingSince.has(s)) {
       this.#waiters.push(s);
       this.#waitingSince.set(s, performance.now());
       this.#armWaitTimer();
     }
     return false;
+  }
+
+  /**
+   * The error of a waiter that waited too long, naming the holder (the
+   * phrase "held by session N: " is what clients look for), and when the
+   * holder is itself waiting for another program's lock on the file, saying
+   * so: that program, not the holder, is what to see to.
+   */
+  #timedOut(): SqliteError {
+    const owner = this.#owner;
+    const holder = owner === null ? "earlier writes in the queue" : `session ${owner.id}`;
+    const waited = `Write waited ${this.#busyTimeout} ms for the writer, held by ${holder}: ` +
+      "busy timeout (--busy-timeout) exceeded";
+    const locked = owner === null ? false : this.#waitsForFileLock(owner);
+    let rest = "; retry, or keep transactions short";
+    if (locked === true) {
+      rest = `; session ${owner!.id} is itself waiting for a lock on the database file that ` +
+        "another process holds (a program writing the file directly, not through this " +
+        "server): retry once that program ends its transaction, or close it";
+    } else if (locked === null) {
+      rest += ` (session ${owner!.id}'s statement is still running: it may itself be waiting ` +
+        "for a lock on the database file held by another process)";
+    }
+    return new SqliteError(ErrorCode.BusyTimeout, waited + rest);
   }
 
   /** Arms the one wait timer for the oldest waiter, unless it is armed. */

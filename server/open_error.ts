@@ -3,7 +3,8 @@
  * about it: permissions, a directory, a file that is not SQLite, and the
  * trap of a WAL database in a directory the server cannot write, which even
  * `--readonly` cannot serve (SQLite creates `-wal` and `-shm` beside it to
- * read it), and a full disk.
+ * read it), a full disk, and another program holding a lock on the file
+ * for longer than `--busy-timeout`.
  *
  * @module
  */
@@ -60,8 +61,15 @@ export function isWalDatabase(path: string): boolean {
  * @param err What opening the database threw.
  * @param database The database path as given.
  * @param readonly Whether it was opened read-only (`--readonly`).
+ * @param busyTimeout How long opening waited for another process's lock
+ *   (`--busy-timeout`), in ms; named in the hint of `SQLITE_BUSY`.
  */
-export function openError(err: unknown, database: string, readonly: boolean): unknown {
+export function openError(
+  err: unknown,
+  database: string,
+  readonly: boolean,
+  busyTimeout?: number,
+): unknown {
   if (!(err instanceof SqliteError)) return err;
   const code = err.code;
   const denied = code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_CANTOPEN") ||
@@ -87,6 +95,8 @@ export function openError(err: unknown, database: string, readonly: boolean): un
   } else if (isFullOrWriteError(err)) {
     hint = `: the device holding "${dirname(sqliteDatabasePath(database))}" is full or not ` +
       "writable: make room there and start again";
+  } else if (code.startsWith("SQLITE_BUSY")) {
+    hint = `: ${lockedHint(busyTimeout)}`;
   } else if (code.startsWith("SQLITE_NOTADB")) {
     hint = ": it is not an SQLite database (or it is encrypted); check the path";
   } else if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_PERM")) {
@@ -99,6 +109,20 @@ export function openError(err: unknown, database: string, readonly: boolean): un
     ? err.message
     : `Cannot open database "${database}": ${err.message}`;
   return new SqliteError(code, `${what}${hint}`, err.sqliteCode, { cause: err });
+}
+
+/**
+ * Why a database is locked at open (`SQLITE_BUSY`): another program (the
+ * sqlite3 shell, a migration tool, a backup) holds a lock on the file, in
+ * a transaction, and did not let go within the busy timeout.
+ */
+function lockedHint(busyTimeout: number | undefined): string {
+  const waited = busyTimeout === undefined
+    ? "the server waited its busy timeout (--busy-timeout) for it"
+    : `the server waited --busy-timeout ${busyTimeout} ms for it`;
+  return "another process holds a lock on the database file (a program that has it open " +
+    `in a transaction, such as the sqlite3 shell or a migration tool); ${waited}: end that ` +
+    "transaction or close that program and start again, or raise --busy-timeout";
 }
 
 /** `SQLITE_IOERR_WRITE`: a write to the database or its WAL failed. */

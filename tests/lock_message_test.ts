@@ -1,0 +1,152 @@
+/**
+ * Messages when another program (not a netsqlite client: node:sqlite in
+ * this test's own process, the server in a process of its own) holds a
+ * lock on the database file: a start that cannot open the database says
+ * so, naming `--busy-timeout`; a write that waited for the writer while
+ * its holder waited for that lock says that the holder is waiting too.
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { connect, ErrorCode, SqliteError } from "../mod.ts";
+import { WriterQueue } from "../engine/writer_queue.ts";
+import { delay, startServerProcess } from "./_helpers.ts";
+
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
+
+/** The error `p` rejects with (it must reject with a `SqliteError`). */
+async function rejection(p: Promise<unknown>): Promise<SqliteError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof SqliteError) return err;
+    throw err;
+  }
+  throw new Error("expected a rejection");
+}
+
+Deno.test("a start while another program holds an exclusive lock on the database names the lock and --busy-timeout", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-lockmsg-" });
+  try {
+    const database = `${dir}/test.db`;
+    const other = new DatabaseSync(database);
+    other.exec("CREATE TABLE t (x)");
+    other.exec("BEGIN EXCLUSIVE");
+    other.exec("INSERT INTO t VALUES (1)");
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        SERVER_TS,
+        "--db",
+        database,
+        "--socket",
+        `${dir}/test.sock`,
+        "--busy-timeout",
+        "200",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.notEqual(out.code, 0, stderr);
+    assert.match(stderr, /database is locked: another process holds a lock on the database file/);
+    assert.match(stderr, /the server waited --busy-timeout 200 ms for it/);
+    assert.match(stderr, /close that program and start again, or raise --busy-timeout/);
+    other.exec("COMMIT");
+    other.close();
+    // Released: the same start succeeds, and finds the other program's row.
+    await using srv = await startServerProcess({
+      dir,
+      database,
+      args: ["--busy-timeout", "200"],
+    });
+    const db = await srv.client();
+    try {
+      assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
+    } finally {
+      await db.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("BUSY_TIMEOUT behind a session waiting for another program's lock on the file says so", async () => {
+  const busyTimeout = 1500;
+  await using srv = await startServerProcess({ args: ["--busy-timeout", String(busyTimeout)] });
+  const a = await srv.client();
+  const b = await connect({ ...srv.connectOptions, max: 1 });
+  let other: DatabaseSync | null = null;
+  try {
+    await a.exec("CREATE TABLE t (x)");
+    // A holds the writer (a transaction that has not touched the file yet).
+    await a.run("BEGIN");
+    // B waits for the writer from now: its busy timeout ends before A's wait for the lock.
+    const bWrite = rejection(b.run("INSERT INTO t VALUES ('b')"));
+    await delay(100);
+    // Another program takes the file's write lock.
+    other = new DatabaseSync(srv.database);
+    other.exec("BEGIN EXCLUSIVE");
+    other.exec("INSERT INTO t VALUES ('other')");
+    // A's write waits for that lock (FFI: in the background, up to --busy-timeout).
+    const aWrite = a.run("INSERT INTO t VALUES ('a')").then(() => null, (err) => err);
+    const err = await bWrite;
+    assert.equal(err.code, ErrorCode.BusyTimeout, err.message);
+    assert.match(err.message, /^Write waited 1500 ms for the writer, held by session \d+: /);
+    if (ffi) {
+      assert.match(
+        err.message,
+        /session \d+ is itself waiting for a lock on the database file that another process holds/,
+      );
+    } else {
+      // node:sqlite waits for the lock on the server's thread: by the time B's
+      // wait ends, A's write failed (SQLITE_BUSY), and A just holds the writer.
+      assert.doesNotMatch(err.message, /waiting for a lock/);
+    }
+    other.exec("COMMIT");
+    other.close();
+    other = null;
+    const aErr = await aWrite;
+    if (aErr !== null) assert.match(String(aErr), /database is locked/);
+    await a.run("ROLLBACK");
+    // With the lock gone, B writes.
+    await b.run("INSERT INTO t VALUES ('b')");
+    assert.deepEqual(await b.values("SELECT x FROM t WHERE x <> 'a' ORDER BY x"), [
+      ["b"],
+      ["other"],
+    ]);
+  } finally {
+    if (other?.isTransaction) other.exec("ROLLBACK");
+    other?.close();
+    await a.close();
+    await b.close();
+  }
+});
+
+Deno.test("WriterQueue: BUSY_TIMEOUT says what is known of the holder's wait for another program's lock", async () => {
+  const waiter = (id: number) => ({ id, wake() {} });
+  for (
+    const [known, says] of [
+      [true, /held by session 1: busy timeout .*; session 1 is itself waiting for a lock on the/],
+      [
+        null,
+        /held by session 1: .*keep transactions short \(session 1's statement is still running: it may itself be waiting for a lock on the database file held by another process\)$/,
+      ],
+      [
+        false,
+        /held by session 1: busy timeout \(--busy-timeout\) exceeded; retry, or keep transactions short$/,
+      ],
+    ] as const
+  ) {
+    const q = new WriterQueue<{ id: number; wake(): void }>(10, 0, () => {}, 0, () => known);
+    const [a, b] = [waiter(1), waiter(2)];
+    assert.equal(q.take(a, true), true);
+    assert.equal(q.take(b, false), false);
+    await delay(30);
+    assert.throws(() => q.take(b, false), { code: "BUSY_TIMEOUT", message: says });
+    q.close();
+  }
+});
