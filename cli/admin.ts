@@ -471,8 +471,11 @@ export function describeCheckpoint(r: CheckpointReport): string {
 /** One line: what a vacuum did. */
 export function describeVacuum(r: VacuumReport): string {
   const what = r.into === null ? "vacuum" : `vacuum into ${r.into}`;
-  return `${what}: ${r.pagesBefore} -> ${r.pagesAfter} pages, ${bytes(r.bytesBefore)} -> ` +
+  const line = `${what}: ${r.pagesBefore} -> ${r.pagesAfter} pages, ${bytes(r.bytesBefore)} -> ` +
     `${bytes(r.bytesAfter)}, ${seconds(r.ms)}`;
+  if (!r.walBusy) return line;
+  return `${line}; busy: a reader holds an older snapshot, so the vacuumed pages stay in the ` +
+    "WAL and the file keeps its size: run `netsqlite checkpoint --truncate` once it is done";
 }
 
 /** What an integrity check found. */

@@ -401,6 +401,7 @@ export class Engine {
       this.#host,
       this.#sqlite,
       this.#config.backupDir ?? null,
+      () => this.#releaseReaderSnapshot(),
     );
   }
 
@@ -831,12 +832,17 @@ export class Engine {
     if (!this.#queue.take(s, this.#writerFree())) return false;
     // Let go of the reader's snapshot before writing, so that checkpoints
     // at commit are not held back by it (the WAL would grow without bound).
+    this.#releaseReaderSnapshot();
+    this.#refreshWriterSchema();
+    return true;
+  }
+
+  /** Ends the shared reader's snapshot, if it holds one (the next read starts a new one). */
+  #releaseReaderSnapshot(): void {
     if (this.#readerInTx) {
       this.#readerInTx = false;
       if (this.#reader!.inTransaction) this.#reader!.runOwn("COMMIT");
     }
-    this.#refreshWriterSchema();
-    return true;
   }
 
   /**

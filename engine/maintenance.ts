@@ -10,7 +10,10 @@
  *   wait their turn in the writer queue, and the shared reader lets go of
  *   its snapshot when the writer is taken). The checkpoint does not wait
  *   for readers (busy timeout 0 while it runs): a cursor holding an older
- *   snapshot makes it report `busy` instead of stalling the server.
+ *   snapshot makes it report `busy` instead of stalling the server. An
+ *   in-place vacuum ends with a truncating checkpoint (the shared reader,
+ *   which reads during the vacuum, lets go of its snapshot again first),
+ *   retried briefly when busy; still busy, the vacuum reports `walBusy`.
  * - `integrity`, `backup` and `vacuum --into` run on a read connection of
  *   their own, inside one read transaction: they see one consistent
  *   snapshot, which holds every write acknowledged before they began. With
@@ -55,6 +58,13 @@ export const BACKUP_PAGES_PER_STEP = 256;
  */
 const PARTIAL_NAME = /^(\.[0-9a-f]{8}\.partial)(-journal|-wal|-shm)?$/;
 
+/**
+ * Waits before the retries of the truncating checkpoint that ends an
+ * in-place vacuum, when a reader kept the first from resetting the WAL: 250
+ * ms in all, the writer held (writes wait, as they did for the vacuum).
+ */
+const TRUNCATE_RETRY_MS = [10, 20, 40, 80, 100] as const;
+
 /** Problems `integrity` reports at most. */
 export const MAX_PROBLEMS = 100;
 
@@ -82,6 +92,7 @@ export class Maintenance {
   readonly #host: SessionHost;
   readonly #sqlite: Sqlite;
   readonly #backupDir: string | null;
+  readonly #releaseReaderSnapshot: () => void;
   readonly #backups = new Set<RunningBackup>();
   /** Destinations a backup or `VACUUM INTO` is writing now. */
   readonly #writing = new Set<string>();
@@ -91,11 +102,19 @@ export class Maintenance {
    * @param sqlite The binding it runs on (maintenance opens connections of its own).
    * @param backupDir Directory under which backups and `VACUUM INTO` copies
    *   may be written; `null` refuses them.
+   * @param releaseReaderSnapshot Ends the shared reader's read snapshot, if
+   *   it holds one (before the checkpoint that ends an in-place vacuum).
    */
-  constructor(host: SessionHost, sqlite: Sqlite, backupDir: string | null) {
+  constructor(
+    host: SessionHost,
+    sqlite: Sqlite,
+    backupDir: string | null,
+    releaseReaderSnapshot: () => void,
+  ) {
     this.#host = host;
     this.#sqlite = sqlite;
     this.#backupDir = backupDir;
+    this.#releaseReaderSnapshot = releaseReaderSnapshot;
   }
 
   /** Backups in progress. */
@@ -160,13 +179,7 @@ export class Maintenance {
       host.writer.afterWrite(s);
       throw err;
     }
-    const finish = (): VacuumReport => {
-      // VACUUM leaves its pages in the WAL: write them back so the file shrinks now.
-      try {
-        this.#checkpointNow("truncate");
-      } catch {
-        // A reader holds it: the next checkpoint does it.
-      }
+    const report = (walBusy: boolean): VacuumReport => {
       const after = pageCount(db);
       return {
         into: null,
@@ -174,9 +187,13 @@ export class Maintenance {
         pagesAfter: after[0],
         bytesBefore: before[0] * before[1],
         bytesAfter: after[0] * after[1],
+        walBusy,
         ms: elapsed(start),
       };
     };
+    // VACUUM leaves its pages in the WAL: write them back so the file shrinks now.
+    const finish = (): VacuumReport | Promise<VacuumReport> =>
+      this.#truncateWal() ? this.#truncateWalAgain().then(report) : report(false);
     if (!db.inTransaction && this.#sqlite.capabilities.background) {
       s.runningOnWriter = true;
       const work = stepAll(db, "VACUUM", [], true).then(finish).finally(() => {
@@ -185,14 +202,51 @@ export class Maintenance {
       });
       return host.track(work);
     }
+    let done: VacuumReport | Promise<VacuumReport>;
     try {
       db.exec("VACUUM");
-      return finish();
+      done = finish();
     } catch (err) {
-      throw explainVacuum(err);
-    } finally {
       host.writer.afterWrite(s);
+      throw explainVacuum(err);
     }
+    if (!(done instanceof Promise)) {
+      host.writer.afterWrite(s);
+      return done;
+    }
+    // Retrying: the writer stays taken until the checkpoint is done.
+    return host.track(done.finally(() => host.writer.afterWrite(s)));
+  }
+
+  /**
+   * The truncating checkpoint after an in-place VACUUM, on the writer (held):
+   * true when busy. The shared reader lets go of its snapshot first (reads
+   * during the vacuum took one, the engine does the same when a write takes
+   * the writer), else the checkpoint would always find it in its way and
+   * leave a WAL about as large as the database. A cursor, a read running in
+   * the background or another process may still hold one.
+   */
+  #truncateWal(): boolean {
+    this.#releaseReaderSnapshot();
+    try {
+      return this.#checkpointNow("truncate")[0];
+    } catch (err) {
+      if (isBusy(err)) return true;
+      throw err;
+    }
+  }
+
+  /**
+   * Retries {@link #truncateWal} a few times, {@link TRUNCATE_RETRY_MS} apart
+   * (readers in the background finish meanwhile; writes wait): true when it
+   * is still busy, which the vacuum then reports (`walBusy`).
+   */
+  async #truncateWalAgain(): Promise<boolean> {
+    for (const ms of TRUNCATE_RETRY_MS) {
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      if (!this.#truncateWal()) return false;
+    }
+    return true;
   }
 
   /**
@@ -265,7 +319,7 @@ export class Maintenance {
       let partial: string | null = null;
       try {
         await this.#removeLeftovers(target, background);
-        partial = await createPartial(target);
+        partial = await createPartial(target, fileMode(this.#host.config.path));
         await db.backup(partial, {
           pagesPerStep: BACKUP_PAGES_PER_STEP,
           onProgress: (remaining, total) => {
@@ -309,7 +363,7 @@ export class Maintenance {
       let partial: string | null = null;
       try {
         await this.#removeLeftovers(target, background);
-        partial = await createPartial(target);
+        partial = await createPartial(target, fileMode(this.#host.config.path));
         if (background) {
           await stepAll(db, "VACUUM INTO ?", [partial], true);
         } else {
@@ -717,6 +771,21 @@ function fileSize(path: string): number {
   }
 }
 
+/**
+ * The permission bits of the file at `path` (the database), or `null` where
+ * there are none (Windows) or it cannot be read: copies are then created
+ * with the defaults.
+ */
+function fileMode(path: string): number | null {
+  if (Deno.build.os === "windows") return null;
+  try {
+    const mode = Deno.statSync(path).mode;
+    return mode === null ? null : mode & 0o777;
+  } catch {
+    return null;
+  }
+}
+
 function realPathOrNull(path: string): string | null {
   try {
     return Deno.realPathSync(path);
@@ -806,21 +875,34 @@ function destinationError(err: unknown, what: string, target: string): unknown {
 /**
  * Creates, exclusively, an empty file beside `target` with a name of its own
  * (`TARGET.1a2b3c4d.partial`), so the server only ever removes a file it made.
+ * It gets `mode`, the database file's permission bits (see {@link fileMode}):
+ * a copy of a database only its owner may read is no more readable than it
+ * (SQLite writes into the file as it is, and the rename keeps its mode).
  */
-async function createPartial(target: string): Promise<string> {
+async function createPartial(target: string, mode: number | null): Promise<string> {
+  const options: Deno.OpenOptions = { write: true, createNew: true };
+  if (mode !== null) options.mode = mode; // the umask may take bits away: chmod below
   for (let attempt = 0;; attempt++) {
     const tag = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
     const path = `${target}.${tag}.partial`;
     try {
-      (await Deno.open(path, { write: true, createNew: true })).close();
+      (await Deno.open(path, options)).close();
     } catch (err) {
       if (!(err instanceof Deno.errors.AlreadyExists) || attempt >= 8) throw err;
       continue;
     }
+    if (mode !== null) {
+      try {
+        await Deno.chmod(path, mode);
+      } catch (err) {
+        await removeIfExists(path);
+        throw err;
+      }
+    }
     // SQLite writes PARTIAL-journal beside it: a name too long for that fails
     // here, with the operating system's reason, not later as SQLITE_CANTOPEN.
     try {
-      (await Deno.open(`${path}-journal`, { write: true, createNew: true })).close();
+      (await Deno.open(`${path}-journal`, options)).close();
       await Deno.remove(`${path}-journal`);
     } catch (err) {
       if (!(err instanceof Deno.errors.AlreadyExists)) {

@@ -417,6 +417,16 @@ export interface VacuumReport {
   bytesBefore: number;
   /** Size after, of the database or of the copy, in bytes. */
   bytesAfter: number;
+  /**
+   * In place only: true when the truncating checkpoint that ends the vacuum
+   * was still busy after brief retries (a cursor, a read running in the
+   * background or another process held an older snapshot): the vacuumed
+   * pages stay in the WAL, and the database file keeps its size, until a
+   * later checkpoint (`checkpoint` with mode `truncate`) writes them back
+   * (`netsqlite vacuum` says so).
+   * Absent for `into`.
+   */
+  walBusy?: boolean;
   /** Time taken, in ms. */
   ms: number;
 }
