@@ -336,9 +336,11 @@ function replyGuard(p: Prepared, limits: RunLimits, wantRows: WantRows): ReplyGu
   // `RELEASE x` and `ROLLBACK TO x` those opened after `x`), or leave a
   // savepoint of its own to be released with ours.
   if (!wantRows || limits.reply?.undo === false || p.readOnly || p.txOp !== null) return "none";
-  // A write without result columns has no rows to read (a reply room
-  // still guards it, as before: it is measured after it ran).
-  if (limits.reply === undefined && p.columns.length === 0) return "none";
+  // A statement without result columns (VACUUM, DDL, a write without
+  // RETURNING) has no rows to read or undo: unwrapped, as VACUUM must be
+  // (it fails inside a transaction). A reply room still measures it: it
+  // refuses it before it runs when not even an empty result fits.
+  if (p.columns.length === 0) return "none";
   return p.conn.caps.interrupt && !p.conn.db.inTransaction ? "interrupt" : "savepoint";
 }
 

@@ -91,6 +91,16 @@ export function sqliteMessage(code: number, message: string): string {
     'whole transaction, or begin it with behavior: "immediate")';
 }
 
+/**
+ * SQLite's message `message` for a plain `SQLITE_BUSY` after the server
+ * waited its busy timeout (`busyMs`) for a file lock: SQLite's "database is
+ * locked" says nothing of who holds it or how long the server waited.
+ */
+export function lockedMessage(message: string, busyMs: number): string {
+  return `${message} (another process holds a lock on the database file: the server waited ` +
+    `its busy timeout, ${busyMs} ms (--busy-timeout), for it to be released)`;
+}
+
 /** Marks the error of a call refused because its connection steps in the background. */
 const BUSY = Symbol("busy in background");
 

@@ -14,6 +14,7 @@ import { resultCodeName } from "../_result_codes.ts";
 import {
   busyInBackground,
   descriptorsHint,
+  lockedMessage,
   missingValues,
   resultTooLarge,
   rowBytes,
@@ -196,8 +197,12 @@ class FfiDb implements Db {
   #progress: Deno.UnsafeCallback<{ parameters: ["pointer"]; result: "i32" }> | null = null;
   #progressOn = false;
   #authorizer: { close(): void } | null = null;
-  /** The error the authorizer last denied with, until a step reports its denial. */
-  #denied: SqliteError | null = null;
+  /**
+   * The error the authorizer last denied with: cleared as a statement is
+   * prepared and as a step starts, so that a failed step finds the denial
+   * made while it ran ({@link FfiStmt}'s `#stepError`).
+   */
+  denied: SqliteError | null = null;
   #updateHook: { close(): void } | null = null;
   /**
    * The preupdate hook's callback, made once (kept while unset: setting it
@@ -287,7 +292,7 @@ class FfiDb implements Db {
 
   prepare(sql: string, from = 0): Stmt | null {
     const h = this.#handle();
-    this.#denied = null; // (a denial while preparing is the caller's to report)
+    this.denied = null; // (a denial while preparing is the caller's to report)
     let script = this.#script;
     if (script === null || script.sql !== sql) {
       if (sql.includes("\0")) {
@@ -401,7 +406,7 @@ class FfiDb implements Db {
               cStringOrNull(a4),
             );
             if (typeof result === "number") return result;
-            this.#denied = result;
+            this.denied = result;
             return 1; // SQLITE_DENY, reported as `result` (see takeDenied)
           } catch {
             return 1; // SQLITE_DENY: a throwing authorizer must not let the statement through
@@ -416,11 +421,11 @@ class FfiDb implements Db {
 
   /**
    * The error the authorizer denied with (see {@link Authorizer}), once:
-   * what a step that failed with `SQLITE_AUTH` throws.
+   * what a step that failed while it was denied throws.
    */
   takeDenied(): SqliteError | null {
-    const denied = this.#denied;
-    this.#denied = null;
+    const denied = this.denied;
+    this.denied = null;
     return denied;
   }
 
@@ -859,9 +864,11 @@ class FfiStmt implements Stmt {
   }
 
   step(): boolean {
-    const h = this.#h !== null && !this.#db.background ? this.#h : this.#live();
+    const db = this.#db;
+    const h = this.#h !== null && !db.background ? this.#h : this.#live();
     this.#isReset = false;
-    return this.#stepped(h, this.#s.sqlite3_step(h));
+    db.denied = null;
+    return this.#stepped(h, this.#s.sqlite3_step(h), false);
   }
 
   async stepInBackground(): Promise<boolean> {
@@ -879,6 +886,7 @@ class FfiStmt implements Stmt {
     let rc: number;
     try {
       this.#isReset = false;
+      db.denied = null;
       rc = await this.#stepWaiting(h, db);
     } finally {
       db.afterBackground();
@@ -886,7 +894,7 @@ class FfiStmt implements Stmt {
     // Finalized (or its connection closed) while it stepped: it is done.
     if (this.#h === null) return false;
     const turn = timerTurn();
-    if (turn === null) return this.#stepped(h, rc);
+    if (turn === null) return this.#stepped(h, rc, true);
     // Due timers run first: completed steps are resolved before them (see
     // _timer_turn.ts). What the step left on the connection (its row's
     // width, its error message) is read now: anything may use the
@@ -894,7 +902,7 @@ class FfiStmt implements Stmt {
     let more: boolean;
     let error: unknown = null;
     try {
-      more = this.#stepped(h, rc);
+      more = this.#stepped(h, rc, true);
     } catch (err) {
       more = false;
       error = err;
@@ -945,8 +953,11 @@ class FfiStmt implements Stmt {
     }
   }
 
-  /** What a step's result code means: a row (true), done (false), or an error. */
-  #stepped(h: Deno.PointerObject, rc: number): boolean {
+  /**
+   * What a step's result code means: a row (true), done (false), or an
+   * error; `background`: it was a background step ({@link #stepWaiting}).
+   */
+  #stepped(h: Deno.PointerObject, rc: number, background: boolean): boolean {
     if (rc === Result.ROW) {
       if (this.#idle) {
         this.#ncol = this.#s.sqlite3_column_count(h);
@@ -956,7 +967,7 @@ class FfiStmt implements Stmt {
     }
     this.#idle = true;
     if (rc === Result.DONE) return false;
-    throw this.#stepError(h, rc);
+    throw this.#stepError(h, rc, background);
   }
 
   row(): SqlValue[] {
@@ -1183,14 +1194,26 @@ class FfiStmt implements Stmt {
     if (rc !== Result.OK) throw dbError(s, this.#dbh);
   }
 
-  #stepError(h: Deno.PointerObject, rc: number): SqliteError {
-    const message = sqliteMessage(rc, cString(this.#s.sqlite3_errmsg(this.#dbh)));
+  /**
+   * The error of a step that failed with `rc` (see {@link #stepped}). A
+   * denial of the authorizer while it ran (a statement SQLite prepared
+   * again, or one a virtual table prepared itself: an FTS table reading its
+   * content table) is the authorizer's error, whatever code the step failed
+   * with (FTS5's `'rebuild'` reports it as a bare `SQL logic error`), but
+   * `SQLITE_INTERRUPT`. A
+   * plain `SQLITE_BUSY` after the step waited the busy timeout for a lock
+   * (in the background, or inline while {@link FfiDb.waitsInline}) says so.
+   */
+  #stepError(h: Deno.PointerObject, rc: number, background: boolean): SqliteError {
+    let message = sqliteMessage(rc, cString(this.#s.sqlite3_errmsg(this.#dbh)));
     this.#s.sqlite3_reset(h);
     this.#isReset = true;
-    // Denied by the authorizer as it ran (a virtual table's own statement):
-    // the authorizer's reason, not SQLite's "not authorized".
     const denied = this.#db.takeDenied();
-    if (denied !== null && (rc & 0xff) === Result.AUTH) return denied;
+    // (Not when it was stopped: the engine tells a deadline or a budget by SQLITE_INTERRUPT.)
+    if (denied !== null && (rc & 0xff) !== Result.INTERRUPT) return denied;
+    if (rc === Result.BUSY && (background || this.#db.waitsInline)) {
+      message = lockedMessage(message, this.#db.busyMs);
+    }
     return new SqliteError(resultCodeName(rc), message, rc);
   }
 

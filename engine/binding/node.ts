@@ -51,6 +51,7 @@ import { LARGE_BOUND_BYTES } from "./binding.ts";
 import { exact } from "./ffi.ts";
 import {
   descriptorsHint,
+  lockedMessage,
   missingValues,
   openErrno,
   resultTooLarge,
@@ -169,7 +170,7 @@ export class NodeSqlite implements Sqlite {
         { cause: err },
       );
     }
-    return new NodeDb(db);
+    return new NodeDb(db, options.busyTimeout);
   }
 }
 
@@ -178,8 +179,14 @@ class NodeDb implements Db {
   readonly #db: NodeDatabase;
   #user: Authorizer | null = null;
   #internal = false;
-  /** The error the authorizer last denied with, until a step reports its denial. */
+  /**
+   * The error the authorizer last denied with: cleared as a statement is
+   * prepared and as a call runs one ({@link running}), so that a failed
+   * call finds the denial made while it ran ({@link failure}).
+   */
   #denied: SqliteError | null = null;
+  /** The busy timeout given to `open`, in ms (node:sqlite waits it on the main thread). */
+  readonly #busyMs: number;
   /** Set by the authorizer while a statement is prepared. */
   #writes = false;
   /** Set by the authorizer when the statement calls a function whose answer varies (random()). */
@@ -192,8 +199,9 @@ class NodeDb implements Db {
   #pinIt: Iterator<unknown> | null = null;
   #pins = 0;
 
-  constructor(db: NodeDatabase) {
+  constructor(db: NodeDatabase, busyMs: number) {
     this.#db = db;
+    this.#busyMs = busyMs;
     db.setAuthorizer((action, a1, a2, dbName, trigger) => {
       if (!readsOnly(action, a1, a2)) this.#writes = true;
       if (action === Auth.FUNCTION && a2 !== null && VARYING_FUNCTIONS.has(a2.toLowerCase())) {
@@ -256,16 +264,30 @@ class NodeDb implements Db {
     return new NodeStmt(this, st, text, from + text.length, readOnly, this.#varies);
   }
 
+  /** A call is about to run a statement: a denial made before is not its own. */
+  running(): void {
+    this.#denied = null;
+  }
+
   /**
-   * `err`, thrown by node:sqlite as a statement ran, as a {@link SqliteError}:
-   * the error the authorizer denied with (see {@link Authorizer}) when it
-   * failed with `SQLITE_AUTH`.
+   * `err`, thrown by node:sqlite as a statement ran (after {@link running}),
+   * as a {@link SqliteError}: the error the authorizer denied with (see
+   * {@link Authorizer}) when it denied while the statement ran (a statement
+   * SQLite prepared again, or one a virtual table prepared itself), whatever
+   * code the call failed with (FTS5's `'rebuild'` reports it as a bare
+   * `SQL logic error`), but `SQLITE_INTERRUPT`; a plain `SQLITE_BUSY`,
+   * after node:sqlite waited the busy timeout for a lock, says so.
    */
   failure(err: unknown): SqliteError {
     const e = toSqliteError(err);
     const denied = this.#denied;
     this.#denied = null;
-    return denied !== null && ((e.sqliteCode ?? 0) & 0xff) === Result.AUTH ? denied : e;
+    const code = e.sqliteCode ?? 0;
+    if (denied !== null && (code & 0xff) !== Result.INTERRUPT) return denied;
+    if (code === Result.BUSY) {
+      return new SqliteError(e.code, lockedMessage(e.message, this.#busyMs), code, { cause: err });
+    }
+    return e;
   }
 
   /**
@@ -617,6 +639,7 @@ class NodeStmt implements Stmt {
     this.#pinTried = pinned;
     if (pinned) this.#pinned = this.#db.pin();
     let it: Iterator<unknown>;
+    this.#db.running();
     try {
       it = this.#it = st.iterate(...this.#args);
     } catch (err) {
@@ -641,6 +664,7 @@ class NodeStmt implements Stmt {
     // which throws SQLite's error. No row now is a true answer (no row was
     // given yet, so the later snapshot may answer).
     let row: unknown;
+    this.#db.running();
     try {
       row = st.get(...this.#args);
     } catch (err) {
@@ -653,6 +677,7 @@ class NodeStmt implements Stmt {
   }
 
   #advance(it: Iterator<unknown>): IteratorResult<unknown> {
+    this.#db.running();
     try {
       return it.next();
     } catch (err) {
@@ -690,6 +715,7 @@ class NodeStmt implements Stmt {
     check.setReadBigInts(true); // a value beyond 2^53 must not fail the check
     check.setAllowBareNamedParameters(false);
     let row: unknown;
+    this.#db.running();
     try {
       row = check.get(...this.#args);
     } catch (err) {
@@ -770,6 +796,7 @@ class NodeStmt implements Stmt {
     const st = this.#live();
     this.reset();
     this.#setBigInts(true);
+    this.#db.running();
     try {
       const info = st.run(...this.#args);
       return { changes: exact(info.changes), lastInsertRowid: exact(info.lastInsertRowid) };
@@ -816,6 +843,7 @@ class NodeStmt implements Stmt {
       // Numbers first; a value beyond 2^53 throws, then run again reading
       // bigints (safe: the statement changes nothing).
       this.#setBigInts(false);
+      this.#db.running();
       try {
         const rows = st.all(...this.#args) as SqlValue[][];
         // node:sqlite lets -2^63 through as a number instead of refusing it
@@ -827,6 +855,7 @@ class NodeStmt implements Stmt {
     }
     this.#setBigInts(true);
     let rows: SqlValue[][];
+    this.#db.running();
     try {
       rows = st.all(...this.#args) as SqlValue[][];
     } catch (err) {
