@@ -22,6 +22,7 @@ import type { SqlValue } from "./binding/binding.ts";
 import type { Prepared } from "./connection.ts";
 import { LockBusy, metLock, rowBytes, statementTimeout } from "./run.ts";
 import { SqliteError } from "../protocol/errors.ts";
+import { lockedMessage } from "./binding/_errors.ts";
 
 /** SQLite's primary code for an interrupted statement. */
 const SQLITE_INTERRUPT = 9;
@@ -220,7 +221,8 @@ export class Cursor {
         if (!(err instanceof LockBusy)) throw err;
       }
       if (performance.now() - first >= busyTimeout) {
-        return this.#failed(p, [], new SqliteError("SQLITE_BUSY", "database is locked", 5));
+        const locked = lockedMessage("database is locked", busyTimeout);
+        return this.#failed(p, [], new SqliteError("SQLITE_BUSY", locked, 5));
       }
     }
   }

@@ -62,7 +62,7 @@ import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import { startsWith } from "./_sql_text.ts";
 import type { BindArgs } from "./binding/binding.ts";
-import { isBusyInBackground } from "./binding/_errors.ts";
+import { isBusyInBackground, lockedMessage } from "./binding/_errors.ts";
 import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
 import { type Chunk, chunkBytesFor, Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
@@ -904,7 +904,11 @@ export class EngineSession implements HostedSession {
           } catch (err) {
             if (!(err instanceof LockBusy)) throw err;
             if (limit.expired) {
-              throw new SqliteError("SQLITE_BUSY", "database is locked", 5);
+              throw new SqliteError(
+                "SQLITE_BUSY",
+                lockedMessage("database is locked", busyTimeout),
+                5,
+              );
             }
           }
         }

@@ -13,6 +13,7 @@ import { SqliteError } from "../protocol/errors.ts";
 import type { Db, Sqlite } from "../engine/binding/binding.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
 import { holdWriteLock, startServer } from "./_helpers.ts";
+import { ENGINE } from "./_logged_server.ts";
 
 /** What a write that waited in vain for another process's lock says. */
 const LOCKED =
@@ -126,6 +127,27 @@ Deno.test("A write that waits its busy timeout for another process's lock fails 
       ]
     ) {
       await assert.rejects(write(), (err: SqliteError) => {
+        assert.equal(err.code, "SQLITE_BUSY");
+        assert.match(err.message, LOCKED);
+        return true;
+      });
+    }
+    // A cursor over a write, and a write while a change feed captures
+    // (retried from a timer: its own path), say so too.
+    await assert.rejects(
+      (async () => {
+        for await (const _ of db.iterate("INSERT INTO t VALUES (1) RETURNING x")) break;
+      })(),
+      (err: SqliteError) => {
+        assert.equal(err.code, "SQLITE_BUSY");
+        assert.match(err.message, LOCKED);
+        return true;
+      },
+    );
+    // (Change feeds need the FFI engine's update hook.)
+    await using feed = ENGINE === "ffi" ? await db.subscribe({ tables: ["t"] }) : null;
+    if (feed !== null) {
+      await assert.rejects(db.run("INSERT INTO t VALUES (1)"), (err: SqliteError) => {
         assert.equal(err.code, "SQLITE_BUSY");
         assert.match(err.message, LOCKED);
         return true;
