@@ -322,7 +322,10 @@ export class Pool implements ConnectionEvents {
    * the only ones with room carry a call that may wait for the writer (or
    * were just handed to a waiting call), the least busy of them: the cursor
    * waits behind that call (for the writer, at most the server's busy
-   * timeout) rather than going where the server would refuse it. `null`
+   * timeout) rather than going where the server would refuse it, unless
+   * one of the client's connections is in a transaction (that call may be
+   * waiting for it: a write issued by other code while a `transaction()`'s
+   * `fn`, which opens this cursor, holds the writer). `null`
    * when no unreserved connection has room and none can be opened (the
    * server then refuses the cursor: reserved connections' room does not
    * count, nor is it waited for, as the caller's own reservation or cursors
@@ -365,7 +368,11 @@ export class Pool implements ConnectionEvents {
       opening.claimCursor();
       return this.#opening.get(opening)!;
     }
-    return behind === null ? null : claimed(behind);
+    // Not while one of the client's own connections is in a transaction: the call it would
+    // wait for may be waiting for that very transaction (a write made by other code while
+    // `fn` runs), whose `fn` may be waiting for this cursor; the server's refusal comes at once.
+    if (behind === null || this.inTransaction().length > 0) return null;
+    return claimed(behind);
   }
 
   /**

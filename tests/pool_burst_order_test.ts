@@ -212,3 +212,30 @@ Deno.test("Client.iterate(): past the room of the unreserved connections, a curs
   assert.ok(performance.now() - t0 < 2000);
   assert.deepEqual(await reserved.values("SELECT 1"), [[1]]);
 });
+
+Deno.test("Client.iterate(): inside transaction(fn), a burst of cursors through the client does not wait behind writes that wait for fn's transaction", async () => {
+  await using srv = await startServer({ maxCursors: 2, busyTimeout: 3000 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  const writes: Promise<unknown>[] = [];
+  const t0 = performance.now();
+  const counts = await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (0)");
+    // Other code's writes (separate ticks): they wait for this transaction's writer.
+    for (let i = 0; i < 2; i++) {
+      const w = db.run("INSERT INTO t VALUES (1)");
+      w.catch(() => {});
+      writes.push(w);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // One connection is left free of them: room for 2 cursors; the third fails at once.
+    return await burstOfCursors(db, 3);
+  });
+  const elapsed = performance.now() - t0;
+  const failed = counts.filter((c) => c instanceof Error);
+  assert.equal(failed.length, 1, String(counts));
+  assert.match(failed[0].message, /^Too many open cursors: 2 per connection/);
+  assert.ok(elapsed < 2000, `took ${Math.round(elapsed)} ms`);
+  for (const w of writes) assert.equal((await w as { changes: number }).changes, 1);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
+});
