@@ -28,6 +28,7 @@ import {
 } from "./_calls.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
+import { abortable } from "./link.ts";
 import { ownBytes } from "./_snapshot.ts";
 import { keepStack, withCallerFrames } from "./_caller_stack.ts";
 import {
@@ -517,7 +518,14 @@ export abstract class Queryable {
     writes: boolean,
     earlier: Promise<void> | null,
   ): AsyncGenerator<unknown> {
-    if (earlier !== null) await earlier;
+    if (earlier !== null) {
+      // The wait for them ends when the call's signal aborts, as any wait of a call does.
+      try {
+        await abortable(earlier, options?.signal);
+      } catch (err) {
+        throw withCallerFrames(err);
+      }
+    }
     const explain = this.#route.ownWriter?.watch() ?? null;
     const rows = cursorRows(this.#route.connection(writes, true), sql, params, options, writes);
     try {

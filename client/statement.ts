@@ -324,7 +324,14 @@ export class Statement {
     options: IterateOptions,
     earlier: Promise<void> | null,
   ): AsyncGenerator<unknown> {
-    if (earlier !== null) await earlier;
+    if (earlier !== null) {
+      // The wait for them ends when the call's signal aborts, as any wait of a call does.
+      try {
+        await abortable(earlier, options.signal);
+      } catch (err) {
+        throw withCallerFrames(err);
+      }
+    }
     this.#checkLive();
     if (refused !== null) throw refused.error;
     const c = this.#route.connection(!this.#readsOnly, true);

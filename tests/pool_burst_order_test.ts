@@ -239,3 +239,34 @@ Deno.test("Client.iterate(): inside transaction(fn), a burst of cursors through 
   for (const w of writes) assert.equal((await w as { changes: number }).changes, 1);
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
 });
+
+Deno.test("iterate() waiting for an earlier call of its burst rejects at once when its signal aborts", async () => {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  const count = await db.prepare("SELECT count(*) AS n FROM t");
+  await holder.exec("BEGIN IMMEDIATE");
+  const ac = new AbortController();
+  const t0 = performance.now();
+  // Waits for holder's transaction: the cursors after it in the burst wait for it.
+  const write = db.run("INSERT INTO t VALUES (1)");
+  write.catch(() => {}); // (handled below; not left unhandled should an assertion fail first)
+  const settle = (p: Promise<unknown>) =>
+    p.then(() => "ran", (err) => [err.name, Math.round(performance.now() - t0)] as const);
+  const a = settle(db.iterate("SELECT count(*) AS n FROM t", [], { signal: ac.signal }).next());
+  const b = settle(count.iterate([], { signal: ac.signal }).next());
+  setTimeout(() => ac.abort(), 100);
+  const results = await Promise.race([
+    Promise.all([a, b]),
+    new Promise((r) => setTimeout(() => r("still waiting"), 3000)),
+  ]);
+  assert.ok(Array.isArray(results), String(results));
+  for (const [name, ms] of results as [string, number][]) {
+    assert.equal(name, "AbortError");
+    assert.ok(ms < 2000, `rejected after ${ms} ms`);
+  }
+  await holder.exec("COMMIT");
+  assert.equal((await write).changes, 1);
+  await count.finalize();
+});
