@@ -175,7 +175,8 @@ export class Client extends Queryable {
   /** @internal Use {@link connect}. */
   constructor(pool: Pool) {
     super({
-      connection: (writes?: boolean, cursor?: boolean) => pool.shared(writes, cursor),
+      connection: (writes?: boolean, cursor?: boolean, alone?: boolean) =>
+        pool.shared(writes, cursor, alone),
       exclusive: async (fn, signal) => {
         // Called from inside the fn of one of this client's open transaction()s
         // (followed across awaits): nest in it as a savepoint, as

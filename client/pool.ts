@@ -15,7 +15,9 @@
  *    on a connection with room for it: see `#forCursor`). An `iterate()`,
  *    whose connection is chosen when iterating starts, first waits for the
  *    calls of its burst issued before it (not after) to be answered,
- *    wherever they went: see {@link Pool.burstSettled};
+ *    wherever they went (see {@link Pool.burstSettled}), then takes its
+ *    connection by rules 2 to 5, joining no burst (one under way then was
+ *    issued after it);
  * 2. otherwise an idle connection (nothing in flight, no cursor open);
  * 3. otherwise a lost connection, reopened, or a new one while fewer than
  *    `max` are open: either is opened before the call is sent on it. Should
@@ -210,9 +212,16 @@ export class Pool implements ConnectionEvents {
   /**
    * The connection for a plain call (see the module doc for the rule);
    * `writes` when the call may wait for the server's writer; `cursor` when
-   * it opens a cursor (see {@link #forCursor}).
+   * it opens a cursor (see {@link #forCursor}); `alone` for a call that
+   * neither joins the burst under way nor starts one (an `iterate()` that
+   * waited for the earlier calls of its own burst: a burst under way when
+   * it resumes is another's, issued after it).
    */
-  shared(writes = false, cursor = false): PooledConnection | Promise<PooledConnection> {
+  shared(
+    writes = false,
+    cursor = false,
+    alone = false,
+  ): PooledConnection | Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(unsentError(this.#failure));
     if (this.#config.max === 1) {
@@ -235,7 +244,7 @@ export class Pool implements ConnectionEvents {
         });
       }
     }
-    if (this.#burst !== null) {
+    if (this.#burst !== null && !alone) {
       if (writes && this.#config.max > 1) {
         const burst = this.#burst;
         const before = this.burstSettled();
@@ -255,6 +264,7 @@ export class Pool implements ConnectionEvents {
       this.#enqueue(this.#sharedWaiters, writes);
     // A call that waits gives up after acquireTimeout (its signal is the call's own).
     const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
+    if (alone) return picked;
     this.#burst = picked;
     queueMicrotask(() => this.#burst = null);
     if (this.#runCalls === null) {

@@ -527,7 +527,8 @@ export abstract class Queryable {
       }
     }
     const explain = this.#route.ownWriter?.watch() ?? null;
-    const rows = cursorRows(this.#route.connection(writes, true), sql, params, options, writes);
+    const c = this.#route.connection(writes, true, earlier !== null);
+    const rows = cursorRows(c, sql, params, options, writes);
     try {
       yield* rows;
     } catch (err) {
@@ -977,8 +978,12 @@ function joinedRoute(route: Route): Route {
   };
   return {
     ...route,
-    connection(writes?: boolean, cursor?: boolean): PooledConnection | Promise<PooledConnection> {
-      const c = route.connection(writes, cursor);
+    connection(
+      writes?: boolean,
+      cursor?: boolean,
+      alone?: boolean,
+    ): PooledConnection | Promise<PooledConnection> {
+      const c = route.connection(writes, cursor, alone);
       if (c instanceof Promise) return c.then(check);
       const refused = joinedCallRefused(c);
       return refused === null ? c : Promise.reject(refused);

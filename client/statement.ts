@@ -334,7 +334,7 @@ export class Statement {
     }
     this.#checkLive();
     if (refused !== null) throw refused.error;
-    const c = this.#route.connection(!this.#readsOnly, true);
+    const c = this.#route.connection(!this.#readsOnly, true, earlier !== null);
     const conn = c instanceof Promise ? await c : c; // held by cursorRows in this same run
     const h = this.#handleOn(conn);
     try {

@@ -270,3 +270,30 @@ Deno.test("iterate() waiting for an earlier call of its burst rejects at once wh
   assert.equal((await write).changes, 1);
   await count.finalize();
 });
+
+Deno.test("iterate() that waited for an earlier call of its burst does not join a later burst's write", async () => {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const writes: Promise<unknown>[] = [];
+  for (let round = 0; round < 3; round++) {
+    const read = db.get("SELECT 1 AS one");
+    const counted = firstRow(db.iterate<{ n: number }>("SELECT count(*) AS n FROM t"));
+    // Issued after the iterate(), from the read's continuation: a burst of its own, which
+    // starts in the microtasks where the iterate() resumes; it waits for holder's transaction.
+    const write = read.then(() => db.run("INSERT INTO t VALUES (1)"));
+    write.catch(() => {});
+    writes.push(write);
+    counted.catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited = new Promise<"waited">((r) => timer = setTimeout(() => r("waited"), 2000));
+    const first = await Promise.race([counted, waited]);
+    clearTimeout(timer);
+    assert.deepEqual(first, { n: 0 }, `round ${round}`);
+  }
+  await holder.exec("COMMIT");
+  await Promise.all(writes);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
+});
