@@ -187,7 +187,7 @@ export class Client extends Queryable {
         if (own !== null) return await fn(own);
         let conn: PooledConnection;
         try {
-          conn = await pool.reserve(signal);
+          conn = await pool.reserve(signal, true);
         } catch (err) {
           // max: 1, a raw BEGIN sent before (not awaited) was found open while
           // waiting: nest in it, as when it was awaited.

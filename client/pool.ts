@@ -58,7 +58,7 @@ import {
 } from "../protocol/errors.ts";
 import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
-import { type Link, unsentError } from "./link.ts";
+import { abortable, type Link, unsentError } from "./link.ts";
 import { OwnWriter } from "./_own_writer.ts";
 import { copyError } from "./_caller_stack.ts";
 import { callerScope, transactionContext, turnOf } from "./_tx_order.ts";
@@ -488,11 +488,26 @@ export class Pool implements ConnectionEvents {
    * Takes a connection for one caller alone, waiting for one if all are
    * taken: at most `acquireTimeout` ms (then `ACQUIRE_TIMEOUT`), and not
    * after `signal` aborts (then `AbortError`). A connection that arrives
-   * after the caller gave up goes back to the pool.
+   * after the caller gave up goes back to the pool. Called in a burst, it
+   * first waits for the burst's calls issued before it to be answered
+   * ({@link burstSettled}; `signal` ends that wait too), so the caller's
+   * calls on the connection see their writes; for a bare `reserve()` (not
+   * `begins`: a `transaction()`'s) not while one of the client's
+   * connections is in a transaction, which those calls may be waiting for.
    */
-  reserve(signal?: AbortSignal): Promise<PooledConnection> {
+  reserve(signal?: AbortSignal, begins = false): Promise<PooledConnection> {
     if (signal?.aborted) return Promise.reject(abortError(signal));
-    return this.#bounded(this.#reserve(), signal, (conn) => this.release(conn));
+    // Issued in a burst: the burst's calls issued before it run first (README: Order), as its
+    // caller's next calls on the reserved connection must see their writes. Not for a bare
+    // reserve() while one of the client's connections is in a transaction: an earlier write may be
+    // waiting for that transaction, whose holder may be waiting for this reservation (a
+    // transaction()'s BEGIN waits for that writer anyway, so `begins` always waits).
+    const before = begins || this.inTransaction().length === 0 ? this.burstSettled() : null;
+    const take = (): Promise<PooledConnection> =>
+      signal?.aborted
+        ? Promise.reject(abortError(signal))
+        : this.#bounded(this.#reserve(), signal, (conn) => this.release(conn));
+    return before === null ? take() : abortable(before, signal).then(take);
   }
 
   #reserve(): Promise<PooledConnection> {

@@ -297,3 +297,65 @@ Deno.test("iterate() that waited for an earlier call of its burst does not join 
   await Promise.all(writes);
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
 });
+
+Deno.test("transaction() and reserve() in a burst see the writes of the calls issued before them", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  for (let round = 1; round <= 8; round++) {
+    const write = db.run("INSERT INTO t VALUES (1)");
+    const counted = db.transaction(async (tx) =>
+      (await tx.get<{ n: number }>("SELECT count(*) AS n FROM t"))!.n
+    );
+    assert.equal(await counted, 2 * round - 1, `transaction(), round ${round}`);
+    await write;
+    const write2 = db.run("INSERT INTO t VALUES (1)");
+    {
+      await using reserved = await db.reserve();
+      const row = await reserved.get<{ n: number }>("SELECT count(*) AS n FROM t");
+      assert.equal(row!.n, 2 * round, `reserve(), round ${round}`);
+    }
+    await write2;
+  }
+});
+
+Deno.test("reserve() in a burst does not wait for an earlier write while the client holds a transaction", async () => {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  await using holder = await db.reserve();
+  await holder.exec("BEGIN IMMEDIATE");
+  const t0 = performance.now();
+  // Waits for holder's transaction, which the caller ends only once it has the second reservation.
+  const write = db.run("INSERT INTO t VALUES (1)");
+  write.catch(() => {});
+  {
+    await using other = await db.reserve();
+    assert.ok(performance.now() - t0 < 2000);
+    assert.deepEqual(await other.values("SELECT count(*) FROM t"), [[0]]);
+  }
+  await holder.exec("COMMIT");
+  assert.equal((await write).changes, 1);
+});
+
+Deno.test("transaction() waiting for an earlier call of its burst rejects at once when its signal aborts", async () => {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const ac = new AbortController();
+  const write = db.run("INSERT INTO t VALUES (1)");
+  write.catch(() => {});
+  let ran = false;
+  const t0 = performance.now();
+  const tx = db.transaction(async () => {
+    ran = true;
+  }, { signal: ac.signal });
+  setTimeout(() => ac.abort(), 100);
+  await assert.rejects(tx, (err: Error) => err.name === "AbortError");
+  assert.ok(performance.now() - t0 < 2000);
+  assert.equal(ran, false);
+  await holder.exec("COMMIT");
+  assert.equal((await write).changes, 1);
+});
