@@ -494,6 +494,8 @@ export class Pool implements ConnectionEvents {
    * calls on the connection see their writes; for a bare `reserve()` (not
    * `begins`: a `transaction()`'s) not while one of the client's
    * connections is in a transaction, which those calls may be waiting for.
+   * With `max: 1` it waits for the one connection to be idle instead, as
+   * before (a raw `BEGIN` sent while it waits is not nested in).
    */
   reserve(signal?: AbortSignal, begins = false): Promise<PooledConnection> {
     if (signal?.aborted) return Promise.reject(abortError(signal));
@@ -501,8 +503,13 @@ export class Pool implements ConnectionEvents {
     // caller's next calls on the reserved connection must see their writes. Not for a bare
     // reserve() while one of the client's connections is in a transaction: an earlier write may be
     // waiting for that transaction, whose holder may be waiting for this reservation (a
-    // transaction()'s BEGIN waits for that writer anyway, so `begins` always waits).
-    const before = begins || this.inTransaction().length === 0 ? this.burstSettled() : null;
+    // transaction()'s BEGIN waits for that writer anyway, so `begins` always waits). With
+    // `max: 1` the reservation already waits for the one connection to be idle, in its turn.
+    const before = this.#config.max === 1
+      ? null
+      : begins || this.inTransaction().length === 0
+      ? this.burstSettled()
+      : null;
     const take = (): Promise<PooledConnection> =>
       signal?.aborted
         ? Promise.reject(abortError(signal))

@@ -257,10 +257,12 @@ Deno.test("iterate() waiting for an earlier call of its burst rejects at once wh
   const a = settle(db.iterate("SELECT count(*) AS n FROM t", [], { signal: ac.signal }).next());
   const b = settle(count.iterate([], { signal: ac.signal }).next());
   setTimeout(() => ac.abort(), 100);
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const results = await Promise.race([
     Promise.all([a, b]),
-    new Promise((r) => setTimeout(() => r("still waiting"), 3000)),
+    new Promise((r) => timer = setTimeout(() => r("still waiting"), 3000)),
   ]);
+  clearTimeout(timer);
   assert.ok(Array.isArray(results), String(results));
   for (const [name, ms] of results as [string, number][]) {
     assert.equal(name, "AbortError");
