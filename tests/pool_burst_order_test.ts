@@ -351,8 +351,9 @@ Deno.test("transaction() waiting for an earlier call of its burst rejects at onc
   write.catch(() => {});
   let ran = false;
   const t0 = performance.now();
-  const tx = db.transaction(async () => {
+  const tx = db.transaction(() => {
     ran = true;
+    return Promise.resolve();
   }, { signal: ac.signal });
   setTimeout(() => ac.abort(), 100);
   await assert.rejects(tx, (err: Error) => err.name === "AbortError");
