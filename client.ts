@@ -175,7 +175,8 @@ export class Client extends Queryable {
   /** @internal Use {@link connect}. */
   constructor(pool: Pool) {
     super({
-      connection: (writes?: boolean, cursor?: boolean) => pool.shared(writes, cursor),
+      connection: (writes?: boolean, cursor?: boolean, alone?: boolean) =>
+        pool.shared(writes, cursor, alone),
       exclusive: async (fn, signal) => {
         // Called from inside the fn of one of this client's open transaction()s
         // (followed across awaits): nest in it as a savepoint, as
@@ -186,7 +187,7 @@ export class Client extends Queryable {
         if (own !== null) return await fn(own);
         let conn: PooledConnection;
         try {
-          conn = await pool.reserve(signal);
+          conn = await pool.reserve(signal, true);
         } catch (err) {
           // max: 1, a raw BEGIN sent before (not awaited) was found open while
           // waiting: nest in it, as when it was awaited.

@@ -15,7 +15,9 @@
  *    on a connection with room for it: see `#forCursor`). An `iterate()`,
  *    whose connection is chosen when iterating starts, first waits for the
  *    calls of its burst issued before it (not after) to be answered,
- *    wherever they went: see {@link Pool.burstSettled};
+ *    wherever they went (see {@link Pool.burstSettled}), then takes its
+ *    connection by rules 2 to 5, joining no burst (one under way then was
+ *    issued after it);
  * 2. otherwise an idle connection (nothing in flight, no cursor open);
  * 3. otherwise a lost connection, reopened, or a new one while fewer than
  *    `max` are open: either is opened before the call is sent on it. Should
@@ -56,7 +58,7 @@ import {
 } from "../protocol/errors.ts";
 import type { HelloReply } from "../protocol/messages.ts";
 import { type ConnectionEvents, PooledConnection } from "./connection.ts";
-import { type Link, unsentError } from "./link.ts";
+import { abortable, type Link, unsentError } from "./link.ts";
 import { OwnWriter } from "./_own_writer.ts";
 import { copyError } from "./_caller_stack.ts";
 import { callerScope, transactionContext, turnOf } from "./_tx_order.ts";
@@ -210,9 +212,16 @@ export class Pool implements ConnectionEvents {
   /**
    * The connection for a plain call (see the module doc for the rule);
    * `writes` when the call may wait for the server's writer; `cursor` when
-   * it opens a cursor (see {@link #forCursor}).
+   * it opens a cursor (see {@link #forCursor}); `alone` for a call that
+   * neither joins the burst under way nor starts one (an `iterate()` that
+   * waited for the earlier calls of its own burst: a burst under way when
+   * it resumes is another's, issued after it).
    */
-  shared(writes = false, cursor = false): PooledConnection | Promise<PooledConnection> {
+  shared(
+    writes = false,
+    cursor = false,
+    alone = false,
+  ): PooledConnection | Promise<PooledConnection> {
     if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (this.#failure !== null) return Promise.reject(unsentError(this.#failure));
     if (this.#config.max === 1) {
@@ -235,7 +244,7 @@ export class Pool implements ConnectionEvents {
         });
       }
     }
-    if (this.#burst !== null) {
+    if (this.#burst !== null && !alone) {
       if (writes && this.#config.max > 1) {
         const burst = this.#burst;
         const before = this.burstSettled();
@@ -255,6 +264,7 @@ export class Pool implements ConnectionEvents {
       this.#enqueue(this.#sharedWaiters, writes);
     // A call that waits gives up after acquireTimeout (its signal is the call's own).
     const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
+    if (alone) return picked;
     this.#burst = picked;
     queueMicrotask(() => this.#burst = null);
     if (this.#runCalls === null) {
@@ -322,7 +332,10 @@ export class Pool implements ConnectionEvents {
    * the only ones with room carry a call that may wait for the writer (or
    * were just handed to a waiting call), the least busy of them: the cursor
    * waits behind that call (for the writer, at most the server's busy
-   * timeout) rather than going where the server would refuse it. `null`
+   * timeout) rather than going where the server would refuse it, unless
+   * one of the client's connections is in a transaction (that call may be
+   * waiting for it: a write issued by other code while a `transaction()`'s
+   * `fn`, which opens this cursor, holds the writer). `null`
    * when no unreserved connection has room and none can be opened (the
    * server then refuses the cursor: reserved connections' room does not
    * count, nor is it waited for, as the caller's own reservation or cursors
@@ -365,7 +378,11 @@ export class Pool implements ConnectionEvents {
       opening.claimCursor();
       return this.#opening.get(opening)!;
     }
-    return behind === null ? null : claimed(behind);
+    // Not while one of the client's own connections is in a transaction: the call it would
+    // wait for may be waiting for that very transaction (a write made by other code while
+    // `fn` runs), whose `fn` may be waiting for this cursor; the server's refusal comes at once.
+    if (behind === null || this.inTransaction().length > 0) return null;
+    return claimed(behind);
   }
 
   /**
@@ -471,11 +488,33 @@ export class Pool implements ConnectionEvents {
    * Takes a connection for one caller alone, waiting for one if all are
    * taken: at most `acquireTimeout` ms (then `ACQUIRE_TIMEOUT`), and not
    * after `signal` aborts (then `AbortError`). A connection that arrives
-   * after the caller gave up goes back to the pool.
+   * after the caller gave up goes back to the pool. Called in a burst, it
+   * first waits for the burst's calls issued before it to be answered
+   * ({@link burstSettled}; `signal` ends that wait too), so the caller's
+   * calls on the connection see their writes; for a bare `reserve()` (not
+   * `begins`: a `transaction()`'s) not while one of the client's
+   * connections is in a transaction, which those calls may be waiting for.
+   * With `max: 1` it waits for the one connection to be idle instead, as
+   * before (a raw `BEGIN` sent while it waits is not nested in).
    */
-  reserve(signal?: AbortSignal): Promise<PooledConnection> {
+  reserve(signal?: AbortSignal, begins = false): Promise<PooledConnection> {
     if (signal?.aborted) return Promise.reject(abortError(signal));
-    return this.#bounded(this.#reserve(), signal, (conn) => this.release(conn));
+    // Issued in a burst: the burst's calls issued before it run first (README: Order), as its
+    // caller's next calls on the reserved connection must see their writes. Not for a bare
+    // reserve() while one of the client's connections is in a transaction: an earlier write may be
+    // waiting for that transaction, whose holder may be waiting for this reservation (a
+    // transaction()'s BEGIN waits for that writer anyway, so `begins` always waits). With
+    // `max: 1` the reservation already waits for the one connection to be idle, in its turn.
+    const before = this.#config.max === 1
+      ? null
+      : begins || this.inTransaction().length === 0
+      ? this.burstSettled()
+      : null;
+    const take = (): Promise<PooledConnection> =>
+      signal?.aborted
+        ? Promise.reject(abortError(signal))
+        : this.#bounded(this.#reserve(), signal, (conn) => this.release(conn));
+    return before === null ? take() : abortable(before, signal).then(take);
   }
 
   #reserve(): Promise<PooledConnection> {

@@ -28,6 +28,7 @@ import {
 } from "./_calls.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
 import { cursorRows, type IterateOptions } from "./cursor.ts";
+import { abortable } from "./link.ts";
 import { ownBytes } from "./_snapshot.ts";
 import { keepStack, withCallerFrames } from "./_caller_stack.ts";
 import {
@@ -517,9 +518,17 @@ export abstract class Queryable {
     writes: boolean,
     earlier: Promise<void> | null,
   ): AsyncGenerator<unknown> {
-    if (earlier !== null) await earlier;
+    if (earlier !== null) {
+      // The wait for them ends when the call's signal aborts, as any wait of a call does.
+      try {
+        await abortable(earlier, options?.signal);
+      } catch (err) {
+        throw withCallerFrames(err);
+      }
+    }
     const explain = this.#route.ownWriter?.watch() ?? null;
-    const rows = cursorRows(this.#route.connection(writes, true), sql, params, options, writes);
+    const c = this.#route.connection(writes, true, earlier !== null);
+    const rows = cursorRows(c, sql, params, options, writes);
     try {
       yield* rows;
     } catch (err) {
@@ -969,8 +978,12 @@ function joinedRoute(route: Route): Route {
   };
   return {
     ...route,
-    connection(writes?: boolean, cursor?: boolean): PooledConnection | Promise<PooledConnection> {
-      const c = route.connection(writes, cursor);
+    connection(
+      writes?: boolean,
+      cursor?: boolean,
+      alone?: boolean,
+    ): PooledConnection | Promise<PooledConnection> {
+      const c = route.connection(writes, cursor, alone);
       if (c instanceof Promise) return c.then(check);
       const refused = joinedCallRefused(c);
       return refused === null ? c : Promise.reject(refused);

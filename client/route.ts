@@ -16,9 +16,15 @@ export interface Route {
    * The connection for the next call (the shared pool may make it wait);
    * `writes` when the call may wait for the server's writer (see `readsOnly`);
    * `cursor` when it opens a cursor (the shared pool prefers a connection
-   * with room for one: see `Pool.shared`).
+   * with room for one: see `Pool.shared`); `alone` when the call waited for
+   * the earlier calls of its burst ({@link earlier}): the shared pool then
+   * neither joins it to the burst under way (another's) nor starts one.
    */
-  connection(writes?: boolean, cursor?: boolean): PooledConnection | Promise<PooledConnection>;
+  connection(
+    writes?: boolean,
+    cursor?: boolean,
+    alone?: boolean,
+  ): PooledConnection | Promise<PooledConnection>;
   /**
    * Runs `fn` with a connection of its own for its whole duration: the shared
    * pool reserves one (`signal` aborts the wait for it) and releases it

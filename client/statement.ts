@@ -324,10 +324,17 @@ export class Statement {
     options: IterateOptions,
     earlier: Promise<void> | null,
   ): AsyncGenerator<unknown> {
-    if (earlier !== null) await earlier;
+    if (earlier !== null) {
+      // The wait for them ends when the call's signal aborts, as any wait of a call does.
+      try {
+        await abortable(earlier, options.signal);
+      } catch (err) {
+        throw withCallerFrames(err);
+      }
+    }
     this.#checkLive();
     if (refused !== null) throw refused.error;
-    const c = this.#route.connection(!this.#readsOnly, true);
+    const c = this.#route.connection(!this.#readsOnly, true, earlier !== null);
     const conn = c instanceof Promise ? await c : c; // held by cursorRows in this same run
     const h = this.#handleOn(conn);
     try {

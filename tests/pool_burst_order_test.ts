@@ -212,3 +212,153 @@ Deno.test("Client.iterate(): past the room of the unreserved connections, a curs
   assert.ok(performance.now() - t0 < 2000);
   assert.deepEqual(await reserved.values("SELECT 1"), [[1]]);
 });
+
+Deno.test("Client.iterate(): inside transaction(fn), a burst of cursors through the client does not wait behind writes that wait for fn's transaction", async () => {
+  await using srv = await startServer({ maxCursors: 2, busyTimeout: 3000 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  const writes: Promise<unknown>[] = [];
+  const t0 = performance.now();
+  const counts = await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (0)");
+    // Other code's writes (separate ticks): they wait for this transaction's writer.
+    for (let i = 0; i < 2; i++) {
+      const w = db.run("INSERT INTO t VALUES (1)");
+      w.catch(() => {});
+      writes.push(w);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // One connection is left free of them: room for 2 cursors; the third fails at once.
+    return await burstOfCursors(db, 3);
+  });
+  const elapsed = performance.now() - t0;
+  const failed = counts.filter((c) => c instanceof Error);
+  assert.equal(failed.length, 1, String(counts));
+  assert.match(failed[0].message, /^Too many open cursors: 2 per connection/);
+  assert.ok(elapsed < 2000, `took ${Math.round(elapsed)} ms`);
+  for (const w of writes) assert.equal((await w as { changes: number }).changes, 1);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
+});
+
+Deno.test("iterate() waiting for an earlier call of its burst rejects at once when its signal aborts", async () => {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  const count = await db.prepare("SELECT count(*) AS n FROM t");
+  await holder.exec("BEGIN IMMEDIATE");
+  const ac = new AbortController();
+  const t0 = performance.now();
+  // Waits for holder's transaction: the cursors after it in the burst wait for it.
+  const write = db.run("INSERT INTO t VALUES (1)");
+  write.catch(() => {}); // (handled below; not left unhandled should an assertion fail first)
+  const settle = (p: Promise<unknown>) =>
+    p.then(() => "ran", (err) => [err.name, Math.round(performance.now() - t0)] as const);
+  const a = settle(db.iterate("SELECT count(*) AS n FROM t", [], { signal: ac.signal }).next());
+  const b = settle(count.iterate([], { signal: ac.signal }).next());
+  setTimeout(() => ac.abort(), 100);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const results = await Promise.race([
+    Promise.all([a, b]),
+    new Promise((r) => timer = setTimeout(() => r("still waiting"), 3000)),
+  ]);
+  clearTimeout(timer);
+  assert.ok(Array.isArray(results), String(results));
+  for (const [name, ms] of results as [string, number][]) {
+    assert.equal(name, "AbortError");
+    assert.ok(ms < 2000, `rejected after ${ms} ms`);
+  }
+  await holder.exec("COMMIT");
+  assert.equal((await write).changes, 1);
+  await count.finalize();
+});
+
+Deno.test("iterate() that waited for an earlier call of its burst does not join a later burst's write", async () => {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const writes: Promise<unknown>[] = [];
+  for (let round = 0; round < 3; round++) {
+    const read = db.get("SELECT 1 AS one");
+    const counted = firstRow(db.iterate<{ n: number }>("SELECT count(*) AS n FROM t"));
+    // Issued after the iterate(), from the read's continuation: a burst of its own, which
+    // starts in the microtasks where the iterate() resumes; it waits for holder's transaction.
+    const write = read.then(() => db.run("INSERT INTO t VALUES (1)"));
+    write.catch(() => {});
+    writes.push(write);
+    counted.catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited = new Promise<"waited">((r) => timer = setTimeout(() => r("waited"), 2000));
+    const first = await Promise.race([counted, waited]);
+    clearTimeout(timer);
+    assert.deepEqual(first, { n: 0 }, `round ${round}`);
+  }
+  await holder.exec("COMMIT");
+  await Promise.all(writes);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[3]]);
+});
+
+Deno.test("transaction() and reserve() in a burst see the writes of the calls issued before them", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  for (let round = 1; round <= 8; round++) {
+    const write = db.run("INSERT INTO t VALUES (1)");
+    const counted = db.transaction(async (tx) =>
+      (await tx.get<{ n: number }>("SELECT count(*) AS n FROM t"))!.n
+    );
+    assert.equal(await counted, 2 * round - 1, `transaction(), round ${round}`);
+    await write;
+    const write2 = db.run("INSERT INTO t VALUES (1)");
+    {
+      await using reserved = await db.reserve();
+      const row = await reserved.get<{ n: number }>("SELECT count(*) AS n FROM t");
+      assert.equal(row!.n, 2 * round, `reserve(), round ${round}`);
+    }
+    await write2;
+  }
+});
+
+Deno.test("reserve() in a burst does not wait for an earlier write while the client holds a transaction", async () => {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  await using holder = await db.reserve();
+  await holder.exec("BEGIN IMMEDIATE");
+  const t0 = performance.now();
+  // Waits for holder's transaction, which the caller ends only once it has the second reservation.
+  const write = db.run("INSERT INTO t VALUES (1)");
+  write.catch(() => {});
+  {
+    await using other = await db.reserve();
+    assert.ok(performance.now() - t0 < 2000);
+    assert.deepEqual(await other.values("SELECT count(*) FROM t"), [[0]]);
+  }
+  await holder.exec("COMMIT");
+  assert.equal((await write).changes, 1);
+});
+
+Deno.test("transaction() waiting for an earlier call of its burst rejects at once when its signal aborts", async () => {
+  await using srv = await startServer({ busyTimeout: 10_000 });
+  await using holder = await connect({ ...srv.connectOptions, max: 1 });
+  await using db = await connect({ ...srv.connectOptions, max: 4 });
+  await db.exec("CREATE TABLE t (x)");
+  await holder.exec("BEGIN IMMEDIATE");
+  const ac = new AbortController();
+  const write = db.run("INSERT INTO t VALUES (1)");
+  write.catch(() => {});
+  let ran = false;
+  const t0 = performance.now();
+  const tx = db.transaction(() => {
+    ran = true;
+    return Promise.resolve();
+  }, { signal: ac.signal });
+  setTimeout(() => ac.abort(), 100);
+  await assert.rejects(tx, (err: Error) => err.name === "AbortError");
+  assert.ok(performance.now() - t0 < 2000);
+  assert.equal(ran, false);
+  await holder.exec("COMMIT");
+  assert.equal((await write).changes, 1);
+});
