@@ -337,7 +337,10 @@ Deno.test({
             err.message,
             `Cannot autostart a server for "${database}" on unix:${dir.path}/s.sock: the server ` +
               `started exited with code 1: "netsqlite: Cannot open database \\"${database}\\": ` +
-              'database is locked"',
+              "database is locked: another process holds a lock on the database file (a program " +
+              "that has it open in a transaction, such as the sqlite3 shell or a migration tool); " +
+              "the server waited --busy-timeout 1500 ms for it: end that transaction or close that " +
+              'program and start again, or raise --busy-timeout"',
           );
           return true;
         },
