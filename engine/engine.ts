@@ -340,8 +340,15 @@ export class Engine {
         this.#abort(owner);
       },
       config.txTimeout ?? 0,
-      // Only a statement running on the writer can be waiting for another program's lock.
-      (owner) => owner.runningOnWriter && this.#file !== null && walWriteLockElsewhere(shm),
+      // Only a statement running on the writer whose step met a lock it now
+      // waits for (in the background, or tried again from a timer) can be
+      // waiting for another program's lock: not one merely running long
+      // (a long SELECT) while another program happens to hold the lock.
+      // `/proc/locks` tells whether another process holds it; where it
+      // cannot be told, the step's wait is what there is to go by.
+      (owner) =>
+        owner.runningOnWriter && this.#file !== null && this.#writer.db.waitingForLock &&
+        (walWriteLockElsewhere(shm) ?? true),
     );
     this.#host = this.#makeHost();
     if (this.#file !== null) {

@@ -150,3 +150,46 @@ Deno.test("WriterQueue: BUSY_TIMEOUT says what is known of the holder's wait for
     q.close();
   }
 });
+
+Deno.test("BUSY_TIMEOUT behind a session running a long SELECT while another program holds the write lock does not say the session waits for that lock", async () => {
+  const busyTimeout = 800;
+  await using srv = await startServerProcess({ args: ["--busy-timeout", String(busyTimeout)] });
+  const a = await srv.client();
+  const b = await connect({ ...srv.connectOptions, max: 1 });
+  let other: DatabaseSync | null = null;
+  try {
+    await a.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    // A holds the writer, and reads: its transaction waits for no lock.
+    await a.run("BEGIN");
+    assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[1]]);
+    // Another program takes the file's write lock (A only read, so it may).
+    other = new DatabaseSync(srv.database);
+    other.exec("BEGIN IMMEDIATE");
+    other.exec("INSERT INTO t VALUES ('other')");
+    // A runs a long SELECT (about 3 s) in its transaction, on the writer.
+    let selecting = true;
+    const start = performance.now();
+    const longSelect = a.values(
+      "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000000) " +
+        "SELECT count(*) FROM c",
+    ).finally(() => selecting = false);
+    await delay(100);
+    // B waits for the writer behind A, and times out while A's SELECT runs.
+    const err = await rejection(b.run("INSERT INTO t VALUES ('b')"));
+    const still = selecting;
+    assert.deepEqual(await longSelect, [[20000000]]);
+    assert.equal(err.code, ErrorCode.BusyTimeout, err.message);
+    assert.match(err.message, /^Write waited 800 ms for the writer, held by session \d+: /);
+    assert.doesNotMatch(err.message, /waiting for a lock/);
+    if (ffi) {
+      // (The node engine runs the SELECT on its one thread: B's wait ends after it.)
+      assert.ok(still, `A's SELECT ended before B timed out (${performance.now() - start} ms)`);
+    }
+    await a.run("ROLLBACK");
+  } finally {
+    if (other?.isTransaction) other.exec("ROLLBACK");
+    other?.close();
+    await a.close();
+    await b.close();
+  }
+});

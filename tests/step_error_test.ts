@@ -160,3 +160,95 @@ Deno.test("A write that waits its busy timeout for another process's lock fails 
   assert.deepEqual(await db.values("SELECT x FROM t"), [[2]]);
   assert.deepEqual(await db.values("SELECT count(*) FROM other_program"), [[1]]);
 });
+
+Deno.test("A write inside a deferred transaction that has read meets another process's write lock: SQLITE_BUSY at once, saying so, not that the server waited", async () => {
+  // SQLite does not wait for the write lock where a transaction already
+  // reads (waiting could deadlock): the message must not claim the wait.
+  const busyTimeout = 2000;
+  await using srv = await startServer({ busyTimeout });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+  await db.exec("BEGIN");
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1]]);
+  const holder = await holdWriteLock(srv.database);
+  try {
+    const start = performance.now();
+    await assert.rejects(db.run("INSERT INTO t VALUES (2)"), (err: SqliteError) => {
+      assert.equal(err.code, "SQLITE_BUSY", err.message);
+      assert.doesNotMatch(err.message, /waited its busy timeout/);
+      assert.match(
+        err.message,
+        /^database is locked \(another process holds the write lock on the database file, and a transaction that has read cannot wait for it, as that could deadlock: SQLite failed at once, without waiting; roll back and retry the transaction, or begin it with behavior: "immediate"\)$/,
+      );
+      return true;
+    });
+    const took = performance.now() - start;
+    assert.ok(took < busyTimeout / 2, `failed after ${took} ms`);
+    await db.exec("ROLLBACK");
+  } finally {
+    await holder.release();
+  }
+  // Retried once the other program committed, the transaction writes.
+  await db.exec("BEGIN");
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1]]);
+  await db.run("INSERT INTO t VALUES (2)");
+  await db.exec("COMMIT");
+  assert.deepEqual(await db.values("SELECT x FROM t ORDER BY x"), [[1], [2]]);
+});
+
+for (const engine of ["ffi", "node"] as const) {
+  Deno.test(`[${engine}] binding: SQLITE_BUSY says the step waited its busy timeout only when it did`, async () => {
+    const sqlite = loadSqlite({ engine });
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-step-error-" });
+    const path = `${dir}/test.db`;
+    const db = sqlite.open(path, { readOnly: false, busyTimeout: 300 });
+    const holder = { release: () => Promise.resolve() };
+    try {
+      db.exec("PRAGMA journal_mode = wal; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+      const lock = await holdWriteLock(path);
+      holder.release = lock.release;
+      const fail = async (sql: string, background: boolean): Promise<[SqliteError, number]> => {
+        const stmt = db.prepare(sql)!;
+        try {
+          stmt.bind([]);
+          const start = performance.now();
+          try {
+            await (background ? stmt.stepInBackground() : stmt.step());
+          } catch (err) {
+            assert.ok(err instanceof SqliteError, String(err));
+            return [err, performance.now() - start];
+          }
+          throw new Error(`${sql}: expected SQLITE_BUSY`);
+        } finally {
+          stmt.finalize();
+        }
+      };
+      for (const background of sqlite.capabilities.background ? [false, true] : [false]) {
+        const how = background ? "in the background" : "inline";
+        // Autocommit: the write waits the busy timeout.
+        const [waited, waitedMs] = await fail("INSERT INTO t VALUES (2)", background);
+        assert.equal(waited.code, "SQLITE_BUSY", how);
+        assert.ok(waitedMs >= 250, `${how}: ${waitedMs} ms`);
+        assert.match(waited.message, /waited its busy timeout, 300 ms/, how);
+        // A transaction that has read: no wait, and the message says why.
+        db.exec("BEGIN");
+        const read = db.prepare("SELECT count(*) FROM t")!;
+        read.bind([]);
+        assert.equal(read.step(), true);
+        read.finalize();
+        const [met, metMs] = await fail("INSERT INTO t VALUES (2)", background);
+        db.exec("ROLLBACK");
+        assert.equal(met.code, "SQLITE_BUSY", how);
+        assert.ok(metMs < 150, `${how}: ${metMs} ms`);
+        assert.doesNotMatch(met.message, /waited/, how);
+        assert.match(met.message, /a transaction that has read cannot wait for it/, how);
+      }
+    } finally {
+      await holder.release();
+      db.close();
+      sqlite.close();
+      await Deno.remove(dir, { recursive: true });
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+  });
+}

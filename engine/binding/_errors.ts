@@ -101,6 +101,41 @@ export function lockedMessage(message: string, busyMs: number): string {
     `its busy timeout, ${busyMs} ms (--busy-timeout), for it to be released)`;
 }
 
+/**
+ * Share of the busy timeout a step that failed with `SQLITE_BUSY` must have
+ * taken to count as having waited it: SQLite's busy handler sleeps the whole
+ * timeout, while a lock met where SQLite does not wait fails in a
+ * millisecond or two.
+ */
+const WAITED_SHARE = 0.9;
+
+/**
+ * SQLite's message `message` for a plain `SQLITE_BUSY` of a step that took
+ * `elapsedMs` with a busy timeout of `busyMs`, `inTransaction` telling
+ * whether the connection's transaction was open: {@link lockedMessage}
+ * when the step waited the busy timeout. Otherwise SQLite returned at once
+ * without waiting, as it does where waiting cannot help: a transaction that
+ * has read meets another process's write lock at its first write (its read
+ * lock would keep that process from committing while it waited for the
+ * write lock: a deadlock), so only ending the transaction helps.
+ */
+export function busyMessage(
+  message: string,
+  busyMs: number,
+  elapsedMs: number,
+  inTransaction: boolean,
+): string {
+  if (elapsedMs >= busyMs * WAITED_SHARE) return lockedMessage(message, busyMs);
+  if (inTransaction) {
+    return `${message} (another process holds the write lock on the database file, and a ` +
+      "transaction that has read cannot wait for it, as that could deadlock: SQLite failed at " +
+      "once, without waiting; roll back and retry the transaction, or begin it with " +
+      'behavior: "immediate")';
+  }
+  return `${message} (another process holds a lock on the database file; SQLite failed at ` +
+    "once, without waiting for it: retry)";
+}
+
 /** Marks the error of a call refused because its connection steps in the background. */
 const BUSY = Symbol("busy in background");
 

@@ -236,6 +236,14 @@ export interface Db {
    */
   waitsInline: boolean;
   /**
+   * True while a statement of this connection waits for a file lock another
+   * connection holds (it met `SQLITE_BUSY`: waiting in the background, or
+   * failed on the main thread and not stepped since). Always false without
+   * `capabilities.background`: a wait there blocks the thread, so no other
+   * code runs to ask.
+   */
+  readonly waitingForLock: boolean;
+  /**
    * Reports every row changed on this connection (`sqlite3_update_hook`),
    * or stops with `null`. Throws without `capabilities.updateHook`.
    */

@@ -13,8 +13,8 @@ import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { resultCodeName } from "../_result_codes.ts";
 import {
   busyInBackground,
+  busyMessage,
   descriptorsHint,
-  lockedMessage,
   missingValues,
   resultTooLarge,
   rowBytes,
@@ -230,6 +230,14 @@ class FfiDb implements Db {
   #waitsInline = true;
   /** A background step set SQLite's busy timeout to a slice ({@link waitInSlices}). */
   #sliced = false;
+  /**
+   * True while the connection's statement waits for a file lock another
+   * connection holds: its step met `SQLITE_BUSY` and waits in the background
+   * ({@link FfiStmt}'s `#stepWaiting`), or failed on the main thread and has
+   * not stepped since (the engine tries it again). Set false as a step starts
+   * and as one returns anything else.
+   */
+  waitingForLock = false;
   /** Whether this connection accepts double-quoted string literals. */
   readonly #dqs: boolean;
 
@@ -868,7 +876,10 @@ class FfiStmt implements Stmt {
     const h = this.#h !== null && !db.background ? this.#h : this.#live();
     this.#isReset = false;
     db.denied = null;
-    return this.#stepped(h, this.#s.sqlite3_step(h), false);
+    db.waitingForLock = false;
+    // (Timed only where the step may wait for a lock: see #stepError.)
+    const since = db.waitsInline ? performance.now() : NaN;
+    return this.#stepped(h, this.#s.sqlite3_step(h), since);
   }
 
   async stepInBackground(): Promise<boolean> {
@@ -884,9 +895,11 @@ class FfiStmt implements Stmt {
     db.beforeBackground();
     armTimerProbe();
     let rc: number;
+    const since = performance.now();
     try {
       this.#isReset = false;
       db.denied = null;
+      db.waitingForLock = false;
       rc = await this.#stepWaiting(h, db);
     } finally {
       db.afterBackground();
@@ -894,7 +907,7 @@ class FfiStmt implements Stmt {
     // Finalized (or its connection closed) while it stepped: it is done.
     if (this.#h === null) return false;
     const turn = timerTurn();
-    if (turn === null) return this.#stepped(h, rc, true);
+    if (turn === null) return this.#stepped(h, rc, since);
     // Due timers run first: completed steps are resolved before them (see
     // _timer_turn.ts). What the step left on the connection (its row's
     // width, its error message) is read now: anything may use the
@@ -902,7 +915,7 @@ class FfiStmt implements Stmt {
     let more: boolean;
     let error: unknown = null;
     try {
-      more = this.#stepped(h, rc, true);
+      more = this.#stepped(h, rc, since);
     } catch (err) {
       more = false;
       error = err;
@@ -944,6 +957,7 @@ class FfiStmt implements Stmt {
       const start = performance.now();
       const rc = await s.sqlite3_step_nb(h);
       if ((rc !== Result.BUSY && rc !== BUSY_RECOVERY) || s.sqlite3_stmt_busy(h) === 0) return rc;
+      db.waitingForLock = true;
       const now = performance.now();
       if (now - first >= busyMs) return rc; // waited the whole busy timeout
       if (now - start < slice / 2) {
@@ -955,9 +969,12 @@ class FfiStmt implements Stmt {
 
   /**
    * What a step's result code means: a row (true), done (false), or an
-   * error; `background`: it was a background step ({@link #stepWaiting}).
+   * error; `since`: when a step that may wait for a lock began (in the
+   * background, {@link #stepWaiting}, or inline while
+   * {@link FfiDb.waitsInline}), else `NaN`.
    */
-  #stepped(h: Deno.PointerObject, rc: number, background: boolean): boolean {
+  #stepped(h: Deno.PointerObject, rc: number, since: number): boolean {
+    this.#db.waitingForLock = rc === Result.BUSY || rc === BUSY_RECOVERY;
     if (rc === Result.ROW) {
       if (this.#idle) {
         this.#ncol = this.#s.sqlite3_column_count(h);
@@ -967,7 +984,7 @@ class FfiStmt implements Stmt {
     }
     this.#idle = true;
     if (rc === Result.DONE) return false;
-    throw this.#stepError(h, rc, background);
+    throw this.#stepError(h, rc, since);
   }
 
   row(): SqlValue[] {
@@ -1201,18 +1218,22 @@ class FfiStmt implements Stmt {
    * content table) is the authorizer's error, whatever code the step failed
    * with (FTS5's `'rebuild'` reports it as a bare `SQL logic error`), but
    * `SQLITE_INTERRUPT`. A
-   * plain `SQLITE_BUSY` after the step waited the busy timeout for a lock
-   * (in the background, or inline while {@link FfiDb.waitsInline}) says so.
+   * plain `SQLITE_BUSY` of a step that may wait for a lock (begun at
+   * `since`, see {@link #stepped}) says whether it waited the busy timeout
+   * or failed at once, as SQLite does where waiting cannot help
+   * ({@link busyMessage}).
    */
-  #stepError(h: Deno.PointerObject, rc: number, background: boolean): SqliteError {
+  #stepError(h: Deno.PointerObject, rc: number, since: number): SqliteError {
     let message = sqliteMessage(rc, cString(this.#s.sqlite3_errmsg(this.#dbh)));
+    const elapsed = performance.now() - since;
+    const inTransaction = this.#db.inTransaction;
     this.#s.sqlite3_reset(h);
     this.#isReset = true;
     const denied = this.#db.takeDenied();
     // (Not when it was stopped: the engine tells a deadline or a budget by SQLITE_INTERRUPT.)
     if (denied !== null && (rc & 0xff) !== Result.INTERRUPT) return denied;
-    if (rc === Result.BUSY && (background || this.#db.waitsInline)) {
-      message = lockedMessage(message, this.#db.busyMs);
+    if (rc === Result.BUSY && !Number.isNaN(since)) {
+      message = busyMessage(message, this.#db.busyMs, elapsed, inTransaction);
     }
     return new SqliteError(resultCodeName(rc), message, rc);
   }

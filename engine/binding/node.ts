@@ -50,8 +50,8 @@ import type {
 import { LARGE_BOUND_BYTES } from "./binding.ts";
 import { exact } from "./ffi.ts";
 import {
+  busyMessage,
   descriptorsHint,
-  lockedMessage,
   missingValues,
   openErrno,
   resultTooLarge,
@@ -187,6 +187,8 @@ class NodeDb implements Db {
   #denied: SqliteError | null = null;
   /** The busy timeout given to `open`, in ms (node:sqlite waits it on the main thread). */
   readonly #busyMs: number;
+  /** When the last call began running a statement ({@link running}). */
+  #since = 0;
   /** Set by the authorizer while a statement is prepared. */
   #writes = false;
   /** Set by the authorizer when the statement calls a function whose answer varies (random()). */
@@ -264,9 +266,14 @@ class NodeDb implements Db {
     return new NodeStmt(this, st, text, from + text.length, readOnly, this.#varies);
   }
 
-  /** A call is about to run a statement: a denial made before is not its own. */
+  /**
+   * A call is about to run a statement: a denial made before is not its own,
+   * and a `SQLITE_BUSY` it fails with is told apart by the time it took
+   * ({@link failure}).
+   */
   running(): void {
     this.#denied = null;
+    this.#since = performance.now();
   }
 
   /**
@@ -275,8 +282,9 @@ class NodeDb implements Db {
    * {@link Authorizer}) when it denied while the statement ran (a statement
    * SQLite prepared again, or one a virtual table prepared itself), whatever
    * code the call failed with (FTS5's `'rebuild'` reports it as a bare
-   * `SQL logic error`), but `SQLITE_INTERRUPT`; a plain `SQLITE_BUSY`,
-   * after node:sqlite waited the busy timeout for a lock, says so.
+   * `SQL logic error`), but `SQLITE_INTERRUPT`; a plain `SQLITE_BUSY` says
+   * whether node:sqlite waited the busy timeout for the lock, or failed at
+   * once as SQLite does where waiting cannot help ({@link busyMessage}).
    */
   failure(err: unknown): SqliteError {
     const e = toSqliteError(err);
@@ -285,7 +293,14 @@ class NodeDb implements Db {
     const code = e.sqliteCode ?? 0;
     if (denied !== null && (code & 0xff) !== Result.INTERRUPT) return denied;
     if (code === Result.BUSY) {
-      return new SqliteError(e.code, lockedMessage(e.message, this.#busyMs), code, { cause: err });
+      const elapsed = performance.now() - this.#since;
+      const message = busyMessage(
+        e.message,
+        this.#busyMs,
+        elapsed,
+        this.#db.isOpen && this.#db.isTransaction,
+      );
+      return new SqliteError(e.code, message, code, { cause: err });
     }
     return e;
   }
@@ -404,6 +419,11 @@ class NodeDb implements Db {
   }
 
   set waitsInline(_on: boolean) {}
+
+  /** Always false: node:sqlite waits for a lock on the main thread, where nothing else runs. */
+  get waitingForLock(): boolean {
+    return false;
+  }
 
   onUpdate(_callback: ((change: RowChange) => void) | null): void {
     throw unsupported("report row changes (update hook)");
