@@ -171,6 +171,8 @@ export async function connect(options: ConnectOptions = {}): Promise<Client> {
 export class Client extends Queryable {
   readonly #pool: Pool;
   readonly #feeds = new Set<Subscription>();
+  /** Aborted by {@link close}: the change feeds still opening (connecting, handshaking, subscribing). */
+  readonly #feedsOpening = new Set<AbortController>();
 
   /** @internal Use {@link connect}. */
   constructor(pool: Pool) {
@@ -288,12 +290,24 @@ export class Client extends Queryable {
    */
   async subscribe(options: SubscribeOptions = {}): Promise<Subscription> {
     if (this.#pool.closed) throw new ConnectionError("Client is closed");
-    const sub = await openSubscription(
-      this.#pool.config,
-      options,
-      (s) => this.#feeds.delete(s),
-      (info) => this.#pool.refuses(info),
-    );
+    const opening = new AbortController();
+    this.#feedsOpening.add(opening);
+    let sub: Subscription;
+    try {
+      sub = await openSubscription(
+        this.#pool.config,
+        options,
+        (s) => this.#feeds.delete(s),
+        (info) => this.#pool.refuses(info),
+        opening.signal,
+      );
+    } catch (err) {
+      // Closed while it opened: not a failure of the server's, whatever the link saw.
+      if (this.#pool.closed) throw new ConnectionError("Client is closed");
+      throw err;
+    } finally {
+      this.#feedsOpening.delete(opening);
+    }
     if (this.#pool.closed) {
       // close() ran while the feed was opening (it only closes the feeds it
       // sees): the feed would outlive its client. Close it, as close() would
@@ -317,6 +331,9 @@ export class Client extends Queryable {
     // The pool is closed at once (before any await): `closed` is true, and a
     // call made after `close()`, awaited or not, fails unsent.
     const pool = this.#pool.close();
+    for (const opening of this.#feedsOpening) {
+      opening.abort(new ConnectionError("Client is closed"));
+    }
     const feeds = [...this.#feeds].map((f) => f[Symbol.asyncDispose]());
     await Promise.all([...feeds, pool]);
   }

@@ -333,6 +333,8 @@ function feedEndedAt(err: unknown, seq: number): unknown {
  *
  * @param refuses The client's check of the server's hello: an error when
  *   the server serves another database than the client's.
+ * @param signal Aborting it (the client closing) fails the opening at once,
+ *   and later the feed's connection, with its reason.
  * @throws {SqliteError} `FEED_UNSUPPORTED` (node:sqlite server), `FEED_GAP`
  *   (`since` no longer held), `BAD_REQUEST`.
  * @throws {ConnectionError} what `refuses` returned.
@@ -342,6 +344,7 @@ export async function openSubscription(
   options: SubscribeOptions,
   onClose: (s: Subscription) => void,
   refuses: (info: HelloReply) => ConnectionError | null = () => null,
+  signal?: AbortSignal,
 ): Promise<Subscription> {
   const wire: SubscribeRequest = {};
   if (options.tables !== undefined) wire.tables = options.tables;
@@ -375,7 +378,7 @@ export async function openSubscription(
     }
     wire.buffer = options.buffer;
   }
-  const [link, info] = await openLink(config);
+  const [link, info] = await openLink(config, {}, signal);
   const refusal = refuses(info);
   if (refusal !== null) {
     link.fail(refusal);

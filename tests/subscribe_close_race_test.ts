@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { connect, ConnectionError } from "../client.ts";
-import { delay, startServer, within } from "./_helpers.ts";
+import { delay, startServer, startServerProcess, within } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -30,8 +30,10 @@ Deno.test({
 
     const db = await connect({ ...srv.connectOptions, max: 2 });
     const p = db.subscribe({ tables: ["t"] });
+    // (Handled before close() runs: close() fails the opening at once.)
+    const rejected = assert.rejects(p, clientClosed);
     await db.close();
-    await assert.rejects(p, clientClosed);
+    await rejected;
     assert.equal(db.closed, true);
 
     // The server holds no feed for it: a change committed now reaches no one,
@@ -52,10 +54,10 @@ Deno.test({
     let rejected = 0;
     for (const ms of [0, 0, 1, 2, 5, 20]) {
       const db = await connect(srv.connectOptions);
-      const p = db.subscribe();
+      const p = db.subscribe().catch((err) => (clientClosed(err), null));
       if (ms > 0) await delay(ms);
       await db.close();
-      const sub = await p.catch((err) => (clientClosed(err), null));
+      const sub = await p;
       if (sub === null) {
         rejected++;
         continue;
@@ -74,3 +76,31 @@ Deno.test("subscribe() after close() rejects with 'Client is closed', unsent", a
   await assert.rejects(db.subscribe({ tables: ["t"] }), clientClosed);
   await closing;
 });
+
+for (const connectTimeout of [10_000, 0]) {
+  Deno.test({
+    name:
+      `subscribe() opening to a stopped server: close() gives it up at once (connectTimeout ${connectTimeout})`,
+    ignore: !ffi,
+    async fn() {
+      await using srv = await startServerProcess();
+      const db = await connect({ ...srv.connectOptions, connectTimeout });
+      assert.deepEqual(await db.get("SELECT 1 AS one"), { one: 1 });
+      srv.child.kill("SIGSTOP");
+      try {
+        // Its connection is accepted (the listening socket's backlog), its handshake never answered.
+        const opening = db.subscribe();
+        const settled = opening.then(() => "opened", (err) => err);
+        await delay(200);
+        const t0 = performance.now();
+        assert.notEqual(await within(db.close(), 5000), "timeout", "close() waited for the feed");
+        const err = await within(settled, 1000);
+        const ms = performance.now() - t0;
+        clientClosed(err);
+        assert.ok(ms < 1000, `subscribe() failed ${ms.toFixed(0)} ms after close()`);
+      } finally {
+        srv.child.kill("SIGCONT");
+      }
+    },
+  });
+}
