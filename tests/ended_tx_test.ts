@@ -54,7 +54,9 @@ async function leaseExpired(dir: string, engine: "ffi" | "node"): Promise<Ended>
   const again = async () => {
     await db.exec("BEGIN");
     await db.run("INSERT INTO t VALUES ('in the transaction')");
-    await delay(300);
+    // (Past 100 ms and, should the lease's timer fire late on a loaded
+    // machine, its grace of 100 ms more: deadline_timer.ts.)
+    await delay(700);
     await assert.rejects(db.run("INSERT INTO t VALUES ('after')"), { code: "TX_TIMEOUT" });
   };
   await again();

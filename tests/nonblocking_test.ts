@@ -89,9 +89,10 @@ Deno.test({
     assert.ok(err instanceof SqliteError, String(err));
     assert.equal(err.code, "STATEMENT_TIMEOUT");
     assert.ok(lat.length > 50, `only ${lat.length} reads while the join ran`);
-    // 200 ms: the claim is a few ms (bench/nonblocking.ts measures it); the
-    // margin is for a loaded CI machine. Before, every read waited ~3 s.
-    assert.ok(lat[lat.length - 1] < 200, `slowest read ${lat[lat.length - 1]} ms`);
+    // 750 ms: the claim is a few ms (bench/nonblocking.ts measures it); the
+    // margin is for a loaded CI machine (241 ms seen on 2 busy cores). A read
+    // waiting behind the join would wait for its 1.5 s deadline.
+    assert.ok(lat[lat.length - 1] < 750, `slowest read ${lat[lat.length - 1]} ms`);
   },
 });
 
