@@ -252,14 +252,12 @@ export interface ServeOptions {
    * together. While they are past it, a connection with replies unsent
    * (its client is slow to read them, or does not read) starts no further
    * request until its client read them; one with nothing unsent still
-   * starts its next, so a client that keeps up progresses, until the
-   * count (plus one largest reply R, a query's `maxResultBytes` or
-   * `maxFrameSize` when lower, for each request in flight past the
-   * background reads that may run at once) passes this plus R: then every
-   * connection waits, first come first served, until replies are written
-   * or connections close (`writeStallTimeout` closes one whose client reads
-   * nothing). So the count stays under this + (`maxBackgroundReads` + 2) × R
-   * whatever the number of connections. At least the largest query result
+   * starts its next, so a client that keeps up always progresses. Each
+   * connection holds at most 4 MiB of replies besides, plus one reply
+   * started under the bound: in the worst case the server holds this much
+   * plus one largest reply per connection (a query's `maxResultBytes`, or
+   * `maxFrameSize` for other replies), each until its client reads or
+   * `writeStallTimeout` closes it. At least the largest query result
    * (`maxResultBytes`, or `maxFrameSize` when lower) + 4 MiB.
    * @default {268435456 (256 MiB), or that minimum when larger}
    */
