@@ -457,7 +457,6 @@ class RunningServer implements Server {
       queuedRequests: new ByteBudget(config.maxPartialFrameBytes),
       maxRequestValues: config.maxRequestValues,
       unsentReplies: new ByteBudget(config.maxUnsentBytes),
-      backgroundReads: config.engine.maxBackgroundReads,
       writeStallTimeout: config.writeStallTimeout,
       helloTimeout: config.helloTimeout,
       cursorIdleTimeout: config.cursorIdleTimeout,

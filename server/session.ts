@@ -87,20 +87,11 @@ export interface SessionServices {
   /**
    * Bound on the bytes of replies not yet written to sockets, on all
    * connections (`null`: none): past it a connection with replies unsent
-   * starts no further request until its client read them; one with nothing
-   * unsent still starts its next (a client that keeps up progresses) unless
-   * the count is past the hard bound, the budget plus one largest reply,
-   * where every connection waits, first come first served, until replies
-   * are written or connections close (see {@link Session}'s
-   * `#overUnsentBudget`).
+   * starts no further request until its client read them (one with nothing
+   * unsent still starts its next, so a client that keeps up always
+   * progresses).
    */
   unsentReplies?: ByteBudget | null;
-  /**
-   * Requests that may run at once in the background (`maxBackgroundReads`)
-   * before those in flight count against `unsentReplies`' hard bound.
-   * @default {MAX_BACKGROUND_READS}
-   */
-  backgroundReads?: number;
   /**
    * Close a connection whose client took no byte of its waiting replies for
    * this long, in ms (0 or absent: never).
@@ -119,24 +110,6 @@ export interface SessionServices {
 
 const NO_SERVICES: SessionServices = { stats: null, log: new Logger("warn"), slowMs: 0 };
 
-/**
- * What the sessions sharing one `unsentReplies` budget know besides its
- * count: the requests in flight and the connections waiting for room.
- */
-interface UnsentLine {
-  /**
-   * Requests started and not yet answered on all connections: running in
-   * the background, or waiting there (for a reader, the writer's commit).
-   */
-  inflight: number;
-  /** Connections waiting for the count to drop below the hard bound, in arrival order. */
-  readonly waiting: Set<Session>;
-  /** True while a pass over `waiting` is queued (a microtask). */
-  wakeQueued: boolean;
-}
-
-const unsentLines = new WeakMap<ByteBudget, UnsentLine>();
-
 const TIMEOUT_CODES: ReadonlySet<string> = new Set([
   ErrorCode.BusyTimeout,
   ErrorCode.StatementTimeout,
@@ -153,7 +126,6 @@ const MAINTENANCE_OPS: ReadonlySet<OpCode> = new Set([
 const SLOW_LOG_INTERVAL_MS = 100;
 import { ConnectionFeeds } from "./feeds.ts";
 import { TurnScheduler, type TurnTaker } from "./turns.ts";
-import { MAX_BACKGROUND_READS } from "../engine/reader_line.ts";
 
 /**
  * Bytes of replies waiting for one client past which its connection runs no
@@ -238,16 +210,6 @@ export class Session implements SessionProbe {
   readonly #unsentReplies: ByteBudget | null;
   /** This connection's share of `#unsentReplies.used`, as last counted. */
   #unsentCounted = 0;
-  /** Shared with the other sessions of `#unsentReplies` (`null` without it). */
-  readonly #unsentLine: UnsentLine | null;
-  /** Largest reply (a query's `maxResultBytes`, or `maxFrameSize` when lower). */
-  readonly #largestReply: number;
-  /** Requests in flight at once before each counts as a largest reply (see {@link #overUnsentBudget}). */
-  readonly #freeInflight: number;
-  /** Set when a pass over the waiting connections let this one go (it may skip the line once). */
-  #unsentPass = false;
-  /** Resolved when this connection may try again, waiting in `#unsentLine` (or closed). */
-  #unsentWoken: (() => void) | null = null;
   #queue: Request[] = [];
   /**
    * Sizes of `#queue`'s requests, index for index: frame bytes plus their
@@ -421,9 +383,6 @@ export class Session implements SessionProbe {
     this.#queuedRequests = services.queuedRequests ?? null;
     this.#decoder = new MessageDecoder(services.maxRequestValues);
     this.#unsentReplies = services.unsentReplies ?? null;
-    this.#unsentLine = this.#unsentReplies === null ? null : lineOf(this.#unsentReplies);
-    this.#largestReply = Math.min(hello.limits.maxResultBytes, max);
-    this.#freeInflight = (services.backgroundReads ?? MAX_BACKGROUND_READS) + 1;
     this.#channel = new FrameChannel(conn, Math.min(max, MAX_HELLO_FRAME), outbox, {
       onFrame: (payload) => this.#onFrame(payload),
       onReadEnd: () => {
@@ -662,7 +621,6 @@ export class Session implements SessionProbe {
     this.#channel.close();
     this.#dropQueue();
     this.#countUnsent();
-    this.#leaveUnsentLine();
   }
 
   /**
@@ -675,115 +633,19 @@ export class Session implements SessionProbe {
     if (budget === null) return;
     const now = this.#channel.closed ? 0 : this.#encoder.size + this.#channel.unwritten;
     budget.used += now - this.#unsentCounted;
-    if (now < this.#unsentCounted && this.#unsentLine!.waiting.size > 0) {
-      Session.#queueUnsentWake(this.#unsentLine!, budget);
-    }
     this.#unsentCounted = now;
   }
 
   /**
-   * True when this connection may start no request (nor send a feed's
-   * event) now, for the replies unsent on all connections
-   * (`unsentReplies`, of `max` bytes; R: the largest reply):
-   *
-   * - one with replies unsent waits while the count passes `max`, until its
-   *   client read them (it is woken by its own drain);
-   * - any connection waits while the count, plus R for each request in
-   *   flight past the first `#freeInflight` (the background reads that may
-   *   run at once, plus one) counting the one it would start, passes
-   *   `max + R`: the hard bound. It waits in line, first come first served,
-   *   woken as replies are written or connections close (their unsent
-   *   replies and requests in flight no longer count).
-   *
-   * So the count never passes `max + (#freeInflight + 1) × R`: each start
-   * leaves the count plus R per request in flight (what they may still add)
-   * at most that, and nothing else makes it grow. Admin sessions (`stats`)
-   * are not held by the hard bound: their replies are small, their slots few.
+   * True when this connection has replies unsent while those of all
+   * connections pass `unsentReplies`: it starts no request until its client
+   * read them (see {@link SessionServices.unsentReplies}).
    */
   #overUnsentBudget(): boolean {
     const budget = this.#unsentReplies;
     if (budget === null) return false;
     this.#countUnsent();
-    if (this.#unsentCounted > 0 && budget.used > budget.max) {
-      this.#leaveUnsentLine();
-      return true;
-    }
-    if (this.#admin) return false;
-    const line = this.#unsentLine!;
-    const ahead = line.waiting.size > 0 && !this.#unsentPass &&
-      line.waiting.values().next().value !== this;
-    if (!ahead && !this.#pastHardBound(budget, line)) {
-      this.#unsentPass = false;
-      this.#leaveUnsentLine();
-      return false;
-    }
-    if (!line.waiting.has(this)) {
-      line.waiting.add(this);
-      // (Room now, with others ahead: their pass is queued, or is queued here.)
-      Session.#queueUnsentWake(line, budget);
-    }
-    return true;
-  }
-
-  /** True when starting one more request would pass the hard bound (see {@link #overUnsentBudget}). */
-  #pastHardBound(budget: ByteBudget, line: UnsentLine): boolean {
-    const r = this.#largestReply;
-    return budget.used + r * Math.max(0, line.inflight + 1 - this.#freeInflight) > budget.max + r;
-  }
-
-  /** Takes this connection out of the line for room (it goes on, waits for its own drain, or closed). */
-  #leaveUnsentLine(): void {
-    const line = this.#unsentLine;
-    if (line === null) return;
-    const woken = this.#unsentWoken;
-    this.#unsentWoken = null;
-    woken?.();
-    if (!line.waiting.delete(this)) return;
-    if (line.waiting.size > 0) Session.#queueUnsentWake(line, this.#unsentReplies!);
-  }
-
-  /** Waits until this connection, waiting in line for room, may try again (or closed). */
-  #unsentWait(): Promise<void> {
-    return new Promise<void>((resolve) => this.#unsentWoken = resolve);
-  }
-
-  /** A request of this connection went to the background, or came back from it. */
-  #countInflight(delta: 1 | -1): void {
-    const line = this.#unsentLine;
-    if (line === null) return;
-    line.inflight += delta;
-    if (delta < 0 && line.waiting.size > 0) Session.#queueUnsentWake(line, this.#unsentReplies!);
-  }
-
-  /** Queues a pass over `line`'s waiting connections (one at a time: a microtask). */
-  static #queueUnsentWake(line: UnsentLine, budget: ByteBudget): void {
-    if (line.wakeQueued) return;
-    line.wakeQueued = true;
-    queueMicrotask(() => {
-      line.wakeQueued = false;
-      Session.#wakeUnsent(line, budget);
-    });
-  }
-
-  /**
-   * Lets waiting connections go, first come first served, while there is
-   * room under the hard bound: each is taken out of line with a pass (it
-   * goes before those still waiting) and pumped; one that cannot start now
-   * (it waits for its turn, say) uses its pass when it can, within the bound.
-   */
-  static #wakeUnsent(line: UnsentLine, budget: ByteBudget): void {
-    for (const s of [...line.waiting]) {
-      if (!line.waiting.has(s)) continue;
-      if (s.#pastHardBound(budget, line)) return;
-      line.waiting.delete(s);
-      s.#unsentPass = true;
-      const woken = s.#unsentWoken;
-      s.#unsentWoken = null;
-      woken?.();
-      if (s.#dead || s.#channel.closed) continue;
-      s.#feeds.pump();
-      s.#pump();
-    }
+    return this.#unsentCounted > 0 && budget.used > budget.max;
   }
 
   /**
@@ -1333,7 +1195,6 @@ export class Session implements SessionProbe {
           break;
         }
         if (result instanceof Promise) {
-          this.#countInflight(1);
           this.#inflight = this.#settle(req, result);
           break;
         }
@@ -1383,7 +1244,6 @@ export class Session implements SessionProbe {
       error = err;
     }
     this.#inflight = null;
-    this.#countInflight(-1);
     if (this.#dead || this.#channel.closed) return;
     if (this.#cancelledRunning === req[1]) {
       // Cancelled while it ran, but not stopped before it wrote (it finished
@@ -1854,9 +1714,7 @@ export class Session implements SessionProbe {
           break;
         }
       } else if (this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget()) {
-        // Nothing of its own to write: it waits in line for room on the server.
-        if (this.#encoder.size + this.#channel.unwritten === 0) await this.#unsentWait();
-        else await this.#channel.drain();
+        await this.#channel.drain();
       } else break;
       this.#pump();
     }
@@ -2026,14 +1884,4 @@ function plannedOf(req: Request): Planned | null {
     default:
       return null;
   }
-}
-
-/** The line shared by the sessions of `budget` (made on first use). */
-function lineOf(budget: ByteBudget): UnsentLine {
-  let line = unsentLines.get(budget);
-  if (line === undefined) {
-    line = { inflight: 0, waiting: new Set(), wakeQueued: false };
-    unsentLines.set(budget, line);
-  }
-  return line;
 }
