@@ -884,7 +884,9 @@ Options:
                           for MS, rolling back its transaction; 0 = never (default 60000)
   --max-unsent-bytes N    replies not yet written to clients, on all connections together;
                           past it a connection with replies unsent runs no further request
-                          until its client read them (default 268435456)
+                          until its client read them; one with nothing unsent still starts one,
+                          so the worst case adds --max-connections x --max-result-bytes
+                          (default 268435456)
   --engine auto|ffi|node  SQLite binding: ffi (system libsqlite3, needs --allow-ffi), node
                           (node:sqlite, built in), auto = ffi when a library loads
                           (default: $NETSQLITE_ENGINE, else auto)
