@@ -8,6 +8,7 @@ import { connect, type ConnectOptions } from "../client.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
 import type { ChangeEvent, Client, Subscription } from "../client.ts";
 import { openLink } from "../client/connection.ts";
+import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op, type StatsReport } from "../protocol/messages.ts";
 import { libraryCandidates, loadSqlite } from "../engine/binding/load.ts";
@@ -492,4 +493,18 @@ export async function onTerminal(
   });
   const text = new TextDecoder();
   return { screen: text.decode(out.stdout) + text.decode(out.stderr), killed };
+}
+
+/**
+ * A protocol connection (hello done) to the server of `options`, for
+ * requests the client API does not make; disposing of it fails and ends it.
+ */
+export async function openTestLink(options: ConnectOptions): Promise<Link & AsyncDisposable> {
+  const [l] = await openLink(await resolveConnectOptions(options));
+  return Object.assign(l, {
+    async [Symbol.asyncDispose]() {
+      l.fail(new Error("test done"));
+      await l.ended;
+    },
+  });
 }

@@ -9,20 +9,19 @@
 
 import assert from "node:assert/strict";
 import { ErrorCode, SqliteError } from "../client.ts";
-import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
-import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { delay, serverStats, startServer, statsUntil, type TestServer } from "./_helpers.ts";
+import {
+  delay,
+  openTestLink,
+  serverStats,
+  startServer,
+  statsUntil,
+  type TestServer,
+} from "./_helpers.ts";
 
-async function link(srv: TestServer): Promise<Link & AsyncDisposable> {
-  const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
-  return Object.assign(l, {
-    async [Symbol.asyncDispose]() {
-      l.fail(new Error("test done"));
-      await l.ended;
-    },
-  });
+function link(srv: TestServer): Promise<Link & AsyncDisposable> {
+  return openTestLink(srv.connectOptions);
 }
 
 /** Asserts that `p` rejects with `code`, its message matching `message`. */

@@ -9,23 +9,15 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
-import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { startServer, tempDir, type TestServer } from "./_helpers.ts";
+import { openTestLink, startServer, tempDir, type TestServer } from "./_helpers.ts";
 import { cli } from "./_cli.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
-async function link(srv: Pick<TestServer, "connectOptions">): Promise<Link & AsyncDisposable> {
-  const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
-  return Object.assign(l, {
-    async [Symbol.asyncDispose]() {
-      l.fail(new Error("test done"));
-      await l.ended;
-    },
-  });
+function link(srv: Pick<TestServer, "connectOptions">): Promise<Link & AsyncDisposable> {
+  return openTestLink(srv.connectOptions);
 }
 
 async function refused(req: Promise<unknown>, message: RegExp): Promise<void> {

@@ -14,6 +14,7 @@ import { describeCheckpoint } from "../cli/admin.ts";
 import {
   delay,
   holdWriteLock,
+  openTestLink,
   readStdoutUntil,
   SERVE_TASK_FLAGS,
   startServer,
@@ -28,14 +29,8 @@ const ENGINES = ["ffi", "node"] as const;
 const CHECKPOINTER = new URL("./_checkpointer.ts", import.meta.url).pathname;
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
-async function link(srv: Pick<TestServer, "connectOptions">): Promise<Link & AsyncDisposable> {
-  const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
-  return Object.assign(l, {
-    async [Symbol.asyncDispose]() {
-      l.fail(new Error("test done"));
-      await l.ended;
-    },
-  });
+function link(srv: Pick<TestServer, "connectOptions">): Promise<Link & AsyncDisposable> {
+  return openTestLink(srv.connectOptions);
 }
 
 async function withCopies(

@@ -5,26 +5,18 @@
  */
 
 import assert from "node:assert/strict";
-import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
-import { resolveConnectOptions } from "../client/options.ts";
 import { describeVacuum } from "../cli/admin.ts";
 import { Op } from "../protocol/messages.ts";
-import { startServer, type TestServer } from "./_helpers.ts";
+import { openTestLink, startServer, type TestServer } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
 /** A read of more rows than a cursor chunk holds, so its cursor stays open (and holds a snapshot). */
 const LONG_READ = "SELECT t.id FROM t, t AS u";
 
-async function link(srv: Pick<TestServer, "connectOptions">): Promise<Link & AsyncDisposable> {
-  const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
-  return Object.assign(l, {
-    async [Symbol.asyncDispose]() {
-      l.fail(new Error("test done"));
-      await l.ended;
-    },
-  });
+function link(srv: Pick<TestServer, "connectOptions">): Promise<Link & AsyncDisposable> {
+  return openTestLink(srv.connectOptions);
 }
 
 /** Table t: `n` rows of 200 random bytes, then every third deleted (VACUUM has work to do). */

@@ -11,29 +11,21 @@
 
 import assert from "node:assert/strict";
 import { connect, ProtocolError, SqliteError } from "../client.ts";
-import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
-import { resolveConnectOptions } from "../client/options.ts";
 import { Op, type StatsReport } from "../protocol/messages.ts";
 import { serve } from "../server.ts";
 import { MAX_TOKEN_BYTES, tokenFileWarning, TokenGate } from "../server/auth.ts";
 import { Logger } from "../server/log.ts";
 import { AUTH_REFUSAL_DELAY_MS } from "../server/session.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
-import { delay, startServer, tempDir, type TestServer, within } from "./_helpers.ts";
+import { delay, openTestLink, startServer, tempDir, type TestServer, within } from "./_helpers.ts";
 import { spawnServer, stop } from "./_logged_server.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 const TOKEN = "s3cr3t-token-XYZ-0123456789";
 
-async function link(srv: TestServer): Promise<Link & AsyncDisposable> {
-  const [l] = await openLink(await resolveConnectOptions({ ...srv.connectOptions, token: TOKEN }));
-  return Object.assign(l, {
-    async [Symbol.asyncDispose]() {
-      l.fail(new Error("test done"));
-      await l.ended;
-    },
-  });
+function link(srv: TestServer): Promise<Link & AsyncDisposable> {
+  return openTestLink({ ...srv.connectOptions, token: TOKEN });
 }
 
 /** True when the server closed `conn` (EOF or reset) within `ms`, without sending a byte. */

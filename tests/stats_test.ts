@@ -11,19 +11,20 @@ import { Op, type StatsReport } from "../protocol/messages.ts";
 import { describeStats } from "../cli/admin.ts";
 import { bucketLimit, bucketOf, opName } from "../server/stats.ts";
 import { Logger, sqlForLog } from "../server/log.ts";
-import { delay, readStdoutUntil, startServer, type TestServer, within } from "./_helpers.ts";
+import {
+  delay,
+  openTestLink,
+  readStdoutUntil,
+  startServer,
+  type TestServer,
+  within,
+} from "./_helpers.ts";
 import { connectWhenUp, ENGINE, spawnServer, stop, until } from "./_logged_server.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
-async function link(srv: TestServer): Promise<Link & AsyncDisposable> {
-  const [l] = await openLink(await resolveConnectOptions(srv.connectOptions));
-  return Object.assign(l, {
-    async [Symbol.asyncDispose]() {
-      l.fail(new Error("test done"));
-      await l.ended;
-    },
-  });
+function link(srv: TestServer): Promise<Link & AsyncDisposable> {
+  return openTestLink(srv.connectOptions);
 }
 
 Deno.test("latency buckets: four per doubling, each holding what it bounds", () => {
