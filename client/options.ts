@@ -21,6 +21,7 @@ import {
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
 import { readTextFile } from "../transport/_runtime.ts";
 import { resolve } from "node:path";
+import { refuseUnknownOptions } from "../protocol/option_names.ts";
 
 /**
  * Longest token a server accepts, in UTF-8 bytes (server/auth.ts
@@ -159,7 +160,7 @@ export interface ConnectConfig {
   autostart: AutostartOptions | null;
 }
 
-const KNOWN = new Set([
+const KNOWN: readonly string[] = [
   "path",
   "hostname",
   "port",
@@ -174,7 +175,7 @@ const KNOWN = new Set([
   "tls",
   "channel",
   "autostart",
-]);
+];
 
 /**
  * Checks `connect()` options and fills in defaults. Without `path` or
@@ -189,13 +190,7 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
     throw new TypeError(`Invalid options: expected an object, got ${String(options)}`);
   }
-  for (const key of Object.keys(options)) {
-    if (!KNOWN.has(key)) {
-      throw new TypeError(
-        `Invalid option "${key}": not a connect() option (known: ${[...KNOWN].join(", ")})`,
-      );
-    }
-  }
+  refuseUnknownOptions(options, KNOWN, "connect()");
   for (const key of ["path", "hostname", "database", "channel"] as const) {
     const v = options[key];
     if (v !== undefined && (typeof v !== "string" || v === "")) {

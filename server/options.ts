@@ -32,6 +32,7 @@ import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 import { isLoopback, TokenGate } from "./auth.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
 import type { TlsServerOptions } from "../transport/listen.ts";
+import { refuseUnknownOptions } from "../protocol/option_names.ts";
 
 /** Time a new connection has for its hello, in ms, unless `frameTimeout` is lower. */
 export const DEFAULT_HELLO_TIMEOUT = 3000;
@@ -538,71 +539,6 @@ const OTHER_NAMES: Readonly<Record<string, string>> = {
 };
 
 /**
- * Refuses a key of `given` that is not in `known`, naming it and the known
- * name it most likely meant, or else every known name.
- *
- * @throws {TypeError} `Invalid option "<prefix><key>": not a <what> option ...`.
- */
-function refuseUnknown(
-  given: object,
-  known: Readonly<Record<string, true>>,
-  what: string,
-  prefix = "",
-): void {
-  for (const key of Object.keys(given)) {
-    if (Object.hasOwn(known, key)) continue;
-    const names = Object.keys(known);
-    const closest = closestName(key, names);
-    const near = prefix === "" && Object.hasOwn(OTHER_NAMES, key)
-      ? OTHER_NAMES[key]
-      : closest === null
-      ? null
-      : `"${prefix}${closest}"`;
-    throw new TypeError(
-      `Invalid option "${prefix}${key}": not a ${what} option` +
-        (near !== null ? `; did you mean ${near}?` : ` (known: ${names.join(", ")})`),
-    );
-  }
-}
-
-/**
- * The name of `names` nearest `name`, ignoring case, `-` and `_` (a flag's
- * spelling, `max-cursors`, finds `maxCursors`) and a few letters added,
- * dropped or changed; `null` when none is near enough to suggest.
- */
-function closestName(name: string, names: readonly string[]): string | null {
-  const plain = (n: string) => n.toLowerCase().replace(/[-_]/g, "");
-  const a = plain(name);
-  let best: string | null = null;
-  let bestDistance = Math.max(1, Math.min(3, Math.floor(a.length / 3)));
-  for (const candidate of names) {
-    const d = editDistance(a, plain(candidate));
-    if (d <= bestDistance && (best === null || d < bestDistance)) {
-      best = candidate;
-      bestDistance = d;
-    }
-  }
-  return best;
-}
-
-/** Levenshtein distance: insertions, deletions and substitutions of one character. */
-function editDistance(a: string, b: string): number {
-  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const next = [i];
-    for (let j = 1; j <= b.length; j++) {
-      next[j] = Math.min(
-        row[j] + 1,
-        next[j - 1] + 1,
-        row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    row = next;
-  }
-  return row[b.length];
-}
-
-/**
  * Validates `options` and fills in defaults.
  *
  * @throws {TypeError} on an unknown option, a value of the wrong type or an unknown choice.
@@ -612,7 +548,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
     throw new TypeError(`Invalid options: expected an object, got ${String(options)}`);
   }
-  refuseUnknown(options, KNOWN, "serve()");
+  refuseUnknownOptions(options, Object.keys(KNOWN), "serve()", "", OTHER_NAMES);
   const dqlite = resolveDqlite(options);
   const given = options.database ??
     (dqlite === null ? DEFAULT_DATABASE : `dqlite-${dqlite.database}.db`);
@@ -885,7 +821,7 @@ function resolveDqlite(options: ServeOptions): DqliteConfig | null {
   if (typeof d !== "object") {
     throw new TypeError('Invalid option "dqlite": expected { nodes, database }');
   }
-  refuseUnknown(d, KNOWN_DQLITE, "dqlite", "dqlite.");
+  refuseUnknownOptions(d, Object.keys(KNOWN_DQLITE), "dqlite", "dqlite.");
   const nodes = d.nodes;
   if (!Array.isArray(nodes) || nodes.length === 0) {
     throw new TypeError('Invalid option "dqlite.nodes": expected a non-empty list of "host:port"');

@@ -34,6 +34,16 @@ Deno.test("connect() refuses each bad option with a TypeError or RangeError nami
   const cases: [unknown, ErrorConstructor, RegExp][] = [
     [null, TypeError, /Invalid options: expected an object, got null/],
     [{ pth: "/tmp/x.sock" }, TypeError, /Invalid option "pth": not a connect\(\) option/],
+    [
+      { requestTimeOut: 5 },
+      TypeError,
+      /^Invalid option "requestTimeOut": not a connect\(\) option; did you mean "requestTimeout"\?$/,
+    ],
+    [
+      { zzzzzz: 1 },
+      TypeError,
+      /^Invalid option "zzzzzz": not a connect\(\) option \(known: path, /,
+    ],
     [{ path: "" }, TypeError, /Invalid option "path": expected a non-empty string, got ""/],
     [{ path: 5 }, TypeError, /Invalid option "path": expected a non-empty string, got 5/],
     [{ hostname: "", port: 1 }, TypeError, /Invalid option "hostname"/],

@@ -187,7 +187,11 @@ class NodeDb implements Db {
   #denied: SqliteError | null = null;
   /** The busy timeout given to `open`, in ms (node:sqlite waits it on the main thread). */
   readonly #busyMs: number;
-  /** When the last call began running a statement ({@link running}). */
+  /**
+   * When the last call began running a statement ({@link running}), by
+   * `Date.now()`: cheaper than `performance.now()` on every call, and a
+   * millisecond is fine enough to tell a wait of the busy timeout.
+   */
   #since = 0;
   /** Set by the authorizer while a statement is prepared. */
   #writes = false;
@@ -273,7 +277,7 @@ class NodeDb implements Db {
    */
   running(): void {
     this.#denied = null;
-    this.#since = performance.now();
+    this.#since = Date.now();
   }
 
   /**
@@ -293,7 +297,7 @@ class NodeDb implements Db {
     const code = e.sqliteCode ?? 0;
     if (denied !== null && (code & 0xff) !== Result.INTERRUPT) return denied;
     if (code === Result.BUSY) {
-      const elapsed = performance.now() - this.#since;
+      const elapsed = Date.now() - this.#since;
       const message = busyMessage(
         e.message,
         this.#busyMs,
