@@ -266,10 +266,11 @@ export class Pool implements ConnectionEvents {
     const picked = c instanceof Promise ? this.#bounded(c, undefined, () => {}) : c;
     if (alone) return picked;
     this.#burst = picked;
-    queueMicrotask(() => this.#burst = null);
     if (this.#runCalls === null) {
+      // One microtask ends the run: the burst, and the calls noted in it.
       this.#runCalls = [];
       queueMicrotask(() => {
+        this.#burst = null;
         this.#runCalls = null;
         this.#runAnswered = null;
         this.#runCovered = 0;
