@@ -456,6 +456,12 @@ Deno.test("txEffect() follows BEGIN, COMMIT and ROLLBACK through a script; write
   assert.equal(writesRows("SELECT 'returning', \"returning\", [returning], `returning`"), false);
   assert.equal(writesRows("SELECT 1 -- returning\n"), false);
   assert.equal(writesRows("SELECT returning_x FROM t /* returning */"), false);
+  // Only a write carries RETURNING: elsewhere SQLite's own syntax error is the answer.
+  assert.equal(writesRows("SELECT 7 AS returning"), false);
+  assert.equal(writesRows("CREATE TABLE r2(returning TEXT)"), false);
+  assert.equal(writesRows("SELECT 1; UPDATE t SET a = 1 RETURNING a"), true);
+  assert.equal(writesRows("DELETE FROM t; SELECT returning FROM m"), false);
+  assert.equal(writesRows("WITH c AS (SELECT 1) REPLACE INTO t SELECT * FROM c RETURNING *"), true);
   // RELEASE is reported apart: it ends a transaction only when SAVEPOINT opened it.
   assert.deepEqual(txEffect("SAVEPOINT a; INSERT INTO t VALUES (1); RELEASE a"), {
     last: "begin",

@@ -12,11 +12,6 @@ import { missingValues, tooManyValues } from "../binding/_errors.ts";
 import { NamedParams, parameterNames } from "../binding/_params.ts";
 import { scan, type Token } from "../../protocol/sql_lexer.ts";
 
-/** Calls `onWord` with each bare word of `sql` (lowercased). */
-function scanWords(sql: string, onWord: (word: string) => boolean): void {
-  scan(sql, (t) => t.kind !== "word" || onWord(t.text));
-}
-
 /** How a script changes the transaction state (see {@link txEffect}). */
 export interface TxEffect {
   /** Effect of the last statement that has one: BEGIN/SAVEPOINT → `"begin"`, COMMIT/END/ROLLBACK → `"end"`. */
@@ -151,24 +146,35 @@ export function controlsOnly(sql: string): boolean {
 }
 
 /**
- * True when `sql` holds the bare word RETURNING (outside literals, quoted
- * names and comments).
+ * True when a statement of `sql` is a write with a RETURNING clause: the
+ * bare word RETURNING (outside literals, quoted names and comments) after
+ * INSERT, REPLACE, UPDATE or DELETE in the same statement. Elsewhere (`SELECT
+ * 7 AS returning`, a column named so) SQLite itself refuses the word with a
+ * syntax error, which is then the error the caller gets.
  *
  * @example
  * ```ts
  * import { writesRows } from "./_sql_scan.ts";
  * if (!writesRows("INSERT INTO t VALUES (1) RETURNING id")) throw new Error("missed");
- * if (writesRows("SELECT 'returning'")) throw new Error("literal");
+ * if (writesRows("SELECT 'returning'") || writesRows("SELECT 7 AS returning")) throw new Error("read");
  * ```
  */
 export function writesRows(sql: string): boolean {
+  let writes = false;
   let found = false;
-  scanWords(sql, (w) => {
-    found = w === "returning";
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") writes = false;
+    else if (t.kind === "word") {
+      if (WRITE_VERBS.has(t.text)) writes = true;
+      else found = writes && t.text === "returning";
+    }
     return !found;
   });
   return found;
 }
+
+/** The statements that may carry RETURNING (see {@link writesRows}). */
+const WRITE_VERBS = new Set(["insert", "replace", "update", "delete"]);
 
 /**
  * Turns arguments into the positional list dqlite binds (it binds by index
