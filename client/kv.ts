@@ -136,8 +136,9 @@ const NEXT_VERSION = "(SELECT max(" +
   ") + 1)";
 
 /**
- * Keys read by one `getMany()` statement: SQLite's parameter limit (32766,
- * as `engine/_bind.ts` enforces) less the collection name's.
+ * Keys read by one `getMany()` statement: SQLite's default parameter limit
+ * (SQLITE_MAX_VARIABLE_NUMBER, 32766; builds may allow more) less the
+ * collection name's.
  */
 const KEYS_PER_QUERY = 32765;
 

@@ -13,24 +13,18 @@ import type { BindArgs, SqlValue } from "./binding/binding.ts";
 
 const NO_ARGS: readonly SqlValue[] = [];
 
-/** SQLite's default SQLITE_MAX_VARIABLE_NUMBER. */
-const MAX_PARAMS = 32766;
-
 /**
  * Checks `params` (converting booleans in place) and returns them as
- * binding arguments: positional (an array) or named (a plain object).
+ * binding arguments: positional (an array) or named (a plain object). How
+ * many a statement takes is the binding's check (its parameter count, which
+ * the SQLite library's SQLITE_MAX_VARIABLE_NUMBER bounds), made before any
+ * value is bound.
  *
  * @throws {SqliteError} `INVALID_PARAM` naming the first bad parameter.
  */
 export function bindArgs(params: unknown): BindArgs {
   if (params === null || params === undefined) return NO_ARGS;
   if (Array.isArray(params)) {
-    if (params.length > MAX_PARAMS) {
-      throw new SqliteError(
-        ErrorCode.InvalidParam,
-        `Cannot bind ${params.length} parameters: SQLite takes at most ${MAX_PARAMS}`,
-      );
-    }
     for (let i = 0; i < params.length; i++) params[i] = bindValue(params[i], i);
     return params as SqlValue[];
   }

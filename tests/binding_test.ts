@@ -176,6 +176,19 @@ for (const sqlite of ENGINES) {
       assert.deepEqual(query(db, "SELECT :a, :a + 1", { a: 41 }), [[41, 42]]);
       assert.deepEqual(query(db, "SELECT ?3", { "?3": 7 }), [[7]]);
       assert.deepEqual(query(db, "SELECT ?1, ?3", { "?1": 1, "?3": 3 }), [[1, 3]]);
+      // A `?NNN` sharing its index with a name (SQLite names index 1 `$b`)
+      // is bound by either spelling; both at once is two keys for one parameter.
+      assert.deepEqual(query(db, "SELECT $b, ?1", { "?1": 5 }), [[5, 5]]);
+      assert.deepEqual(query(db, "SELECT $b, ?1", { b: 6 }), [[6, 6]]);
+      assert.deepEqual(query(db, "SELECT :a, ?1, ?2", { "?1": 5, "?2": 6 }), [[5, 5, 6]]);
+      rejects(
+        () => query(db, "SELECT $b, ?1", { "?1": 5, $b: 5 }),
+        "INVALID_PARAM",
+        undefined,
+        /both "\?1" and "\$b" name it; give one$/,
+      );
+      // A `?NNN` the SQL does not spell is no key for that index.
+      rejects(() => query(db, "SELECT $b", { "?1": 5 }), "INVALID_PARAM");
       const stmt = db.prepare("SELECT ':x' AS \"@y\", :z -- :w\n")!;
       assert.equal(stmt.paramCount, 1);
       stmt.bind({ z: 1 });

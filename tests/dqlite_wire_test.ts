@@ -484,6 +484,7 @@ Deno.test("positionalArgs() numbers parameters as SQLite does and maps named arg
   );
   assert.deepEqual(positionalArgs("SELECT ?, :a, ?3, @b", [1, 2, 3, 4]), [1, 2, 3, 4]);
   assert.deepEqual(positionalArgs("SELECT ?2, :x", { x: "v", "?2": 1 }), [null, 1, "v"]);
+  assert.deepEqual(positionalArgs("SELECT $b, ?1, ?3", { "?1": 5, "?3": 7 }), [5, null, 7]);
   // Literals, quoted names and comments hold no parameters; only the first statement counts.
   assert.deepEqual(
     positionalArgs("SELECT ':no', \"@no\", [$no] /* :no */, :yes -- :no\n; SELECT :later", {

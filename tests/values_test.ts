@@ -559,3 +559,31 @@ Deno.test({
     assert.equal(await text("c3a90041"), "\u00e9\u0000A");
   },
 });
+
+Deno.test("a positional list binds as many values as the statement has, up to the library's own limit", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  // Past SQLite's default SQLITE_MAX_VARIABLE_NUMBER (32,766), within Debian's (250,000).
+  const n = 40_000;
+  const sql = `SELECT count(*), sum(column1) FROM (VALUES ${new Array(n).fill("(?)").join(",")})`;
+  const got = await db.values(sql, new Array(n).fill(1)).catch((e) => e);
+  if (got instanceof SqliteError) {
+    // A library built with the default limit refuses the SQL itself.
+    assert.equal(got.code, "SQLITE_ERROR");
+    assert.match(got.message, /too many SQL variables/);
+  } else {
+    assert.deepEqual(got, [[n, n]]);
+  }
+  // The form that names each index agrees.
+  const named = Object.fromEntries(Array.from({ length: n }, (_, i) => [`?${i + 1}`, 1]));
+  const numbered = `SELECT count(*) FROM (VALUES ${
+    Array.from({ length: n }, (_, i) => `(?${i + 1})`).join(",")
+  })`;
+  const viaNames = await db.values(numbered, named).catch((e) => e);
+  assert.equal(viaNames instanceof SqliteError, got instanceof SqliteError);
+  // Too many values for the statement: refused before anything is bound.
+  await assert.rejects(db.values("SELECT ?", [1, 2]), {
+    code: ErrorCode.InvalidParam,
+    message: /Too many parameter values: the statement has 1 parameter, 2 were given/,
+  });
+});

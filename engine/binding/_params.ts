@@ -90,6 +90,21 @@ export function parameterNames(sql: string): (string | null)[] {
   return names;
 }
 
+/** The indexes the first statement of `sql` spells as `?NNN`. */
+function numberedIndexes(sql: string): number[] {
+  const found: number[] = [];
+  let started = false;
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") return !started;
+    started = true;
+    if (t.kind === "param" && t.text.length > 1 && t.text[0] === "?") {
+      found.push(Number(t.text.slice(1)));
+    }
+    return true;
+  });
+  return found;
+}
+
 /**
  * Marks the anonymous `?` parameters in `names` (SQLite's names by index
  * from 1 at `[0]`, `null` for `?` and for indexes no parameter takes) with
@@ -124,8 +139,11 @@ export class NamedParams {
    *   `"?3"`, {@link ANONYMOUS} for `?` (which a named object cannot bind),
    *   `null` for an index no parameter takes. A `null` past the last `?NNN`
    *   is taken by a `?`, and counts as one.
+   * @param sql The statement, when a `?NNN` in it may share its index with a
+   *   name (`SELECT $b, ?1`: SQLite names index 1 `$b`): the key `"?1"` then
+   *   binds that index too, as the SQL spells it.
    */
-  constructor(names: readonly (string | null)[]) {
+  constructor(names: readonly (string | null)[], sql?: string) {
     this.#names = names;
     this.#boundIn = new Uint32Array(names.length + 1);
     const add = (key: string, index: number) => {
@@ -148,6 +166,12 @@ export class NamedParams {
       this.#named.push(i + 1);
     }
     this.#anonymous = anonymous;
+    if (sql !== undefined && sql.includes("?")) {
+      for (const n of numberedIndexes(sql)) {
+        const name = names[n - 1];
+        if (name !== undefined && name !== null && name !== ANONYMOUS) add(`?${n}`, n);
+      }
+    }
   }
 
   /**

@@ -855,7 +855,7 @@ class FfiStmt implements Stmt {
       return;
     }
     s.sqlite3_clear_bindings(h);
-    this.#params ??= new NamedParams(markAnonymous(this.#paramNames(h), this.sql));
+    this.#params ??= new NamedParams(markAnonymous(this.#paramNames(h), this.sql), this.sql);
     this.#params.bind(
       args as Readonly<Record<string, SqlValue>>,
       (index, value) => this.#bindOne(h, index, value),

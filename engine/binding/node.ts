@@ -599,7 +599,7 @@ class NodeStmt implements Stmt {
     // node:sqlite binds a `?NNN` only positionally: each gets a positional
     // value (an index no parameter takes, NULL).
     let numbered: unknown[] | null = null;
-    (this.#named ??= new NamedParams(names)).bind(
+    (this.#named ??= new NamedParams(names, this.sql)).bind(
       args as Readonly<Record<string, SqlValue>>,
       (index, value) => {
         const name = names[index - 1]!;

@@ -209,6 +209,6 @@ export function positionalArgs(
     return args;
   }
   const out: unknown[] = new Array(names.length).fill(null);
-  new NamedParams(names).bind(args as Record<string, SqlValue>, (i, v) => out[i - 1] = v);
+  new NamedParams(names, sql).bind(args as Record<string, SqlValue>, (i, v) => out[i - 1] = v);
   return out;
 }
