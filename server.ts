@@ -832,6 +832,8 @@ Options:
   --token SECRET          clients must present SECRET (connect({ token })); visible in
                           \`ps\`: prefer NETSQLITE_TOKEN or --token-file
   --token-file PATH       read the token from PATH (one line)
+  --no-token              serve without a token even when NETSQLITE_TOKEN is set
+                          (what autostart passes for a client without a token)
   --tls-cert PATH         serve TCP with TLS: certificate chain (PEM)
   --tls-key PATH          ... and its private key (PEM)
   --readonly              open the database read-only: writes fail with READONLY
@@ -935,6 +937,7 @@ const SERVE_FLAGS = {
   "socket-mode": { type: "string" },
   token: { type: "string" },
   "token-file": { type: "string" },
+  "no-token": { type: "boolean" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   readonly: { type: "boolean" },
@@ -1004,7 +1007,7 @@ export function parseServeArgs(args: string[]): ServeOptions | "help" {
     sqliteLib: values["sqlite-lib"],
     channel: values.channel,
     socketMode: modeArg(values["socket-mode"]),
-    token: tokenArg(values.token, values["token-file"]),
+    token: tokenArg(values.token, values["token-file"], values["no-token"] === true),
     readonly: values.readonly,
     allowAttach: values["allow-attach"],
     allowUnsafePragmas: values["allow-unsafe-pragmas"],
@@ -1047,10 +1050,27 @@ function modeArg(text: string | undefined): number | undefined {
   return parseInt(text, 8);
 }
 
-/** The token from --token, --token-file or NETSQLITE_TOKEN, in that order. */
-function tokenArg(token: string | undefined, file: string | undefined): string | undefined {
+/**
+ * The token from --token, --token-file or NETSQLITE_TOKEN, in that order;
+ * none with --no-token (NETSQLITE_TOKEN is then not read).
+ */
+function tokenArg(
+  token: string | undefined,
+  file: string | undefined,
+  noToken: boolean,
+): string | undefined {
   if (token !== undefined && file !== undefined) {
     throw new TypeError("Invalid options: give --token or --token-file, not both");
+  }
+  if (noToken) {
+    if (token !== undefined || file !== undefined) {
+      throw new TypeError(
+        `Invalid options: give --no-token alone, not with --${
+          token !== undefined ? "token" : "token-file"
+        }`,
+      );
+    }
+    return undefined;
   }
   if (token !== undefined) {
     if (token === "") throw new TypeError("Invalid --token: expected a non-empty secret");

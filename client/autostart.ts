@@ -214,6 +214,9 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
     database,
     "--socket",
     addr.path,
+    // A client without a token starts a server without one, whatever
+    // NETSQLITE_TOKEN this process's environment (which the server inherits) holds.
+    ...(config.token === null ? ["--no-token"] : []),
     ...(options!.args ?? []),
   ];
   const env: Record<string, string> = config.token === null

@@ -232,6 +232,8 @@ export async function startServerProcess(
     database?: string;
     /** Flags for `deno run` before server.ts. @default {["-A"]} */
     denoFlags?: string[];
+    /** Variables added to the server's environment. */
+    env?: Record<string, string>;
   } = {},
 ): Promise<ServerProcess> {
   const ownDir = options.dir === undefined;
@@ -250,6 +252,7 @@ export async function startServerProcess(
       ...where,
       ...(options.args ?? []),
     ],
+    env: options.env,
     stdout: "piped",
     stderr: "inherit",
     stdin: "null",

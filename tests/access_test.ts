@@ -107,6 +107,27 @@ Deno.test("server.ts refuses to listen on a non-loopback TCP address without a t
   await assert.rejects(Deno.lstat(`${dir.path}/a.db`), Deno.errors.NotFound);
 });
 
+Deno.test("server.ts --no-token serves without a token although NETSQLITE_TOKEN is set, and goes alone", async () => {
+  await using dir = await tempDir();
+  const db = ["--db", `${dir.path}/a.db`, "--socket", `${dir.path}/a.sock`];
+  const [withToken, withFile] = await Promise.all([
+    runServer([...db, "--no-token", "--token", "a"]),
+    runServer([...db, "--no-token", "--token-file", `${dir.path}/nope`]),
+  ]);
+  assert.equal(withToken.code, 2);
+  assert.match(withToken.stderr, /give --no-token alone, not with --token$/m);
+  assert.equal(withFile.code, 2);
+  assert.match(withFile.stderr, /give --no-token alone, not with --token-file$/m);
+  await using srv = await startServerProcess({
+    dir: dir.path,
+    database: `${dir.path}/b.db`,
+    args: ["--no-token"],
+    env: { NETSQLITE_TOKEN: "from-the-environment" },
+  });
+  await using client = await connect(srv.connectOptions);
+  assert.deepEqual(await client.values("SELECT 1"), [[1]]);
+});
+
 Deno.test("server.ts refuses inconsistent access flags with a clear message", async () => {
   await using dir = await tempDir();
   const db = ["--db", `${dir.path}/a.db`, "--socket", `${dir.path}/a.sock`];

@@ -650,3 +650,26 @@ async function untilRefused(path: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+Deno.test("connect({ autostart }) without a token starts a server without one, whatever NETSQLITE_TOKEN the environment holds", async () => {
+  await using dir = await tempDir();
+  const database = `${dir.path}/t.db`;
+  const socket = `${dir.path}/t.sock`;
+  try {
+    // The started server inherits the client's environment: without --no-token it
+    // would require this token, which the client never sends (AUTH).
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CHILD_TS, socket, database, "20000"],
+      env: { NETSQLITE_TOKEN: "inherited-secret" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), "ok");
+    await using db = await connect({ path: socket });
+    assert.deepEqual(await db.values("SELECT count(*) FROM hits"), [[1]]);
+  } finally {
+    await stopOwner(database);
+  }
+});
