@@ -14,7 +14,7 @@ import {
 } from "../protocol/messages.ts";
 import { wireOptions } from "./_calls.ts";
 import { type CursorHold, NO_CURSOR, type PooledConnection } from "./connection.ts";
-import { toObject } from "./rows.ts";
+import { type RowMaker, rowMaker } from "./rows.ts";
 
 /** Options of `iterate()`. */
 export interface IterateOptions extends CallOptions {
@@ -112,6 +112,7 @@ async function* openCursor(
     open.id = id;
     open.at = at;
     const arrays = options?.arrays === true;
+    let make: RowMaker | undefined;
     // The next chunk is asked for ahead of use; should the consumer stop
     // iterating without ending the loop, its failure (a closed client) is
     // nobody's to handle: it must not surface as an unhandled rejection.
@@ -144,7 +145,7 @@ async function* openCursor(
             throw new AbortError("Call was aborted by its signal", { cause: signal.reason });
           }
           if (txEnded()) throw await ended();
-          yield arrays ? rows[i] : toObject(columns, rows[i]);
+          yield arrays ? rows[i] : (make ??= rowMaker(columns, Infinity))(rows[i]);
         }
       }
     } finally {
