@@ -687,6 +687,7 @@ Deno.test({
     assert.match(at(from - 1000)!, /\) is not valid before /);
     assert.match(at(to - day / 2)!, /\) expires in less than a day, on /);
     assert.match(at(to - 10 * day - 1000)!, /\) expires in 10 days, on /);
+    assert.match(at(to - day - 1000)!, /\) expires in 1 day, on /);
     assert.equal(at(to - 15 * day), null);
     assert.equal(certificateWarning("not a certificate"), null);
     // A chain: the first certificate (the server's) is the one judged.

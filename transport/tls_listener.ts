@@ -199,7 +199,8 @@ export function certificateWarning(pem: string, now: Date = new Date()): string 
   }
   const days = (to.getTime() - now.getTime()) / 86_400_000;
   if (days < CERTIFICATE_EXPIRY_WARNING_DAYS) {
-    const left = days < 1 ? "in less than a day" : `in ${Math.floor(days)} days`;
+    const whole = Math.floor(days);
+    const left = days < 1 ? "in less than a day" : `in ${whole} day${whole === 1 ? "" : "s"}`;
     return `${which} expires ${left}, on ${to.toISOString()}: renew it and restart the server ` +
       "(clients refuse an expired certificate)";
   }
