@@ -352,10 +352,11 @@ export interface SqliteInfo {
 }
 
 /**
- * One start-up line: which engine, library and SQLite version, and what the fallback loses.
+ * The start-up line naming the engine, library and SQLite version, followed
+ * by one indented line for each thing the fallback engine loses.
  *
  * @param info What {@link Server.sqlite} reports.
- * @returns the line, e.g. `engine ffi (libsqlite3.so.0, SQLite 3.46.1)`.
+ * @returns the text, e.g. `engine ffi (libsqlite3.so.0, SQLite 3.46.1)`.
  * @example
  * ```ts
  * import { describeEngine } from "@netsqlite/netsqlite/server";
@@ -365,7 +366,9 @@ export interface SqliteInfo {
  */
 export function describeEngine(info: SqliteInfo): string {
   const head = `engine ${info.engine} (${info.library}, SQLite ${info.version})`;
-  return info.limitations.length === 0 ? head : `${head}; ${info.limitations.join("; ")}`;
+  if (info.limitations.length === 0) return head;
+  return `${head}; compared with the FFI engine:\n` +
+    info.limitations.map((l) => `  - ${l}`).join("\n");
 }
 
 class RunningServer implements Server {
