@@ -26,7 +26,7 @@ import {
 } from "./policy.ts";
 import { pragmaUse } from "./pragma_use.ts";
 import { startsWith, statementTokens } from "./_sql_text.ts";
-import type { Token } from "../protocol/sql_lexer.ts";
+import { scan, type Token } from "../protocol/sql_lexer.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
 export type TxOp = "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "ROLLBACK TO";
@@ -246,6 +246,27 @@ export class Connection {
    */
   #namesInTemp: Set<string> | null = null;
   #namesOutsideTemp: Set<string> | null = null;
+  /**
+   * The TEMP tables and views of this connection (the writer's), by name
+   * in ASCII lower case (as SQLite compares names), with their type; null
+   * while there are none (see {@link setTempObjects}).
+   */
+  #tempObjects: Map<string, string> | null = null;
+  /**
+   * The names a TEMP table or view shares with a table or view of another
+   * schema (ASCII lower case), with that schema: made by another program,
+   * or attached, behind the checks of {@link #shadows}. A statement that
+   * would use such a TEMP object by its bare name is refused (see the
+   * constructor). Null when there are none.
+   */
+  #clashes: Map<string, string> | null = null;
+  /** True when {@link #clashes} must be read again before the next prepare. */
+  #clashesStale = false;
+  /** The SQL text being prepared, and where its statement starts. */
+  #preparing = "";
+  #preparingFrom = 0;
+  /** The tokens of the statement being prepared, once read (see {@link #namedOnlyQualified}). */
+  #preparingTokens: Token[] | null = null;
   /** Name of the trigger the statement creates, or null. */
   #createsTrigger: string | null = null;
   /** Name of the virtual table the statement creates, or null. */
@@ -309,6 +330,15 @@ export class Connection {
       const ok = action === Auth.DELETE && trigger !== null && this.#isWriter
         ? AuthResult.IGNORE
         : AuthResult.OK;
+      // (Only while preparing: a statement prepared since the clash is known
+      // names it qualified, and SQLite preparing it again keeps that.)
+      const clash = this.#clashes === null || !this.#classifying
+        ? null
+        : this.#clash(action, arg1, arg2, dbName, trigger);
+      if (clash !== null) {
+        this.#refusal ??= clash;
+        return AuthResult.DENY;
+      }
       if (!this.#classifying) {
         // SQLite asks while statements run too: it prepares one again after
         // a schema change, and a virtual table prepares its own (an FTS
@@ -459,6 +489,11 @@ export class Connection {
    * `stmt.end` and finalizes the statement.
    */
   prepareOne(sql: string, from: number): Prepared | null {
+    // (Its own statements go through here too: the engine's are trusted.)
+    if (this.#clashesStale && !this.#trusted) this.#findClashes();
+    this.#preparing = sql;
+    this.#preparingFrom = from;
+    this.#preparingTokens = null;
     this.#classifying = true;
     this.#sawRead = false;
     this.#sawWrite = false;
@@ -606,6 +641,15 @@ export class Connection {
         `${stmtTable.message} (virtual table "${createsVtable}" names it in its arguments)`,
       );
     }
+    // `INSERT INTO t SELECT * FROM x` copies x's rows without asking the
+    // authorizer (SQLite's transfer optimization): its bare name is found here.
+    const copied = judged && this.#clashes !== null && insertTargets.length > 0
+      ? this.#copiesBareClash()
+      : null;
+    if (copied !== null) {
+      stmt.finalize();
+      throw new SqliteError(copied.code, copied.message);
+    }
     const shadowed = judged ? this.#shadows(stmt.sql, createsVtable !== null) : undefined;
     if (shadowed !== undefined) {
       stmt.finalize();
@@ -652,6 +696,172 @@ export class Connection {
     this.#cachedText = 0;
     this.#hasRowid.clear();
     this.#namesInTemp = this.#namesOutsideTemp = null;
+    // The schema moved (here, or by another program): which TEMP names
+    // clash is read again before the next statement is prepared.
+    if (this.#tempObjects !== null) this.#clashesStale = true;
+  }
+
+  /**
+   * Tells the connection its TEMP tables and views (`[type, name]`), read
+   * after a statement touched the temp schema or attached a database: while
+   * there are any, the names they share with another schema are read again
+   * whenever the schema moved (see {@link #findClashes}). None costs nothing.
+   */
+  setTempObjects(objects: readonly (readonly [string, string])[]): void {
+    const tables = objects.filter(([type, name]) =>
+      (type === "table" || type === "view") && !asciiLower(name).startsWith("sqlite_")
+    );
+    this.#tempObjects = tables.length === 0
+      ? null
+      : new Map(tables.map(([type, name]) => [asciiLower(name), type]));
+    this.#clashes = null;
+    this.#clashesStale = this.#tempObjects !== null;
+  }
+
+  /**
+   * Reads which TEMP tables and views share a name with a table or view of
+   * another schema. The server refuses DDL that would make one (see
+   * {@link #shadows}), but another program may create (or rename to) such a
+   * name in the database, or a database holding one may be attached: then
+   * every statement naming it bare would use the TEMP one, and its writes
+   * would be lost at the next restart. Run before a prepare, never by the
+   * authorizer (which may not use the connection).
+   */
+  #findClashes(): void {
+    this.#clashesStale = false;
+    this.#clashes = null;
+    const temp = this.#tempObjects;
+    if (temp === null) return;
+    let clashes: Map<string, string> | null = null;
+    const schemas = this.ownRows("SELECT name FROM pragma_database_list WHERE name <> 'temp'")
+      .map((r) => String(r[0]));
+    for (const schema of schemas) {
+      const quoted = `"${schema.replaceAll('"', '""')}"`;
+      let names: SqlValue[][];
+      try {
+        names = this.ownRows(
+          `SELECT name FROM ${quoted}.sqlite_schema WHERE type IN ('table', 'view')`,
+        );
+      } catch (err) {
+        // An attached file gone bad fails the statements that use it, not all.
+        if (schema === "main") {
+          this.#clashesStale = true;
+          throw err;
+        }
+        continue;
+      }
+      for (const [name] of names) {
+        const key = asciiLower(String(name));
+        if (temp.has(key) && !clashes?.has(key)) (clashes ??= new Map()).set(key, schema);
+      }
+    }
+    this.#clashes = clashes;
+  }
+
+  /**
+   * The refusal for an action that would use a TEMP table or view whose
+   * name another schema's table or view shares (see {@link #findClashes}),
+   * unless the statement names it only qualified (`temp.t`, `main.t`): the
+   * bare name would silently mean the TEMP one. Asked while preparing,
+   * when the statement's text can tell.
+   */
+  #clash(
+    action: number,
+    arg1: string | null,
+    arg2: string | null,
+    dbName: string | null,
+    trigger: string | null,
+  ): Refusal | null {
+    if (this.#trusted || this.#policy === null) return null;
+    let name: string | null = null;
+    switch (action) {
+      case Auth.READ:
+      case Auth.INSERT:
+      case Auth.UPDATE:
+      case Auth.DELETE:
+      case Auth.DROP_TEMP_TABLE:
+      case Auth.DROP_TEMP_VIEW:
+        name = dbName === "temp" ? arg1 : null;
+        break;
+      case Auth.CREATE_TEMP_INDEX:
+        name = dbName === "temp" ? arg2 : null;
+        break;
+      case Auth.ALTER_TABLE:
+        name = arg1 === "temp" ? arg2 : null;
+        break;
+    }
+    if (name === null) return null;
+    const key = asciiLower(name);
+    const schema = this.#clashes!.get(key);
+    if (schema === undefined) return null;
+    if (trigger === null && this.#classifying && this.#namedOnlyQualified(key)) return null;
+    const type = this.#tempObjects?.get(key) === "view" ? "VIEW" : "TABLE";
+    const q = `"${name.replaceAll('"', '""')}"`;
+    const other = schema === "main"
+      ? "the database now has a table or view of it too (made by another program)"
+      : `attached database "${schema}" has a table or view of it too`;
+    return {
+      code: ErrorCode.Forbidden,
+      message: `Cannot use ${q} by its bare name: the server's shared connection has a TEMP ` +
+        `${type.toLowerCase()} of that name, and ${other}; the bare name would mean the TEMP one (its ` +
+        `writes lost at the next restart). Qualify it (${schema}.${q} or temp.${q}), or drop ` +
+        `the TEMP one: DROP ${type} temp.${q}` +
+        (type === "TABLE" ? ` (or rename it: ALTER TABLE temp.${q} RENAME TO ...)` : ""),
+    };
+  }
+
+  /**
+   * The refusal for the statement being prepared when it names a clashing
+   * TEMP table bare right after `FROM` (see {@link #clash}), else null.
+   */
+  #copiesBareClash(): Refusal | null {
+    const tokens = this.#tokensPreparing();
+    for (let i = 1; i < tokens.length; i++) {
+      const t = tokens[i];
+      if (
+        isNameToken(t) && tokens[i - 1].kind === "word" && tokens[i - 1].text === "from" &&
+        tokens[i + 1]?.text !== "."
+      ) {
+        const name = tokenName(this.#preparing, t);
+        const refusal = this.#clash(Auth.READ, name, null, "temp", null);
+        if (refusal !== null) return refusal;
+      }
+    }
+    return null;
+  }
+
+  /** The tokens of the statement being prepared, up to its first semicolon. */
+  #tokensPreparing(): Token[] {
+    let tokens = this.#preparingTokens;
+    if (tokens === null) {
+      const found: Token[] = [];
+      scan(this.#preparing, (t) => {
+        if (t.kind !== "semicolon") found.push(t);
+        return t.kind !== "semicolon" || found.length === 0;
+      }, this.#preparingFrom);
+      tokens = this.#preparingTokens = found;
+    }
+    return tokens;
+  }
+
+  /**
+   * True when the statement being prepared names `key` (ASCII lower case)
+   * at least once, and each time qualified by a schema (`temp.t`,
+   * `main.t`; a column's table `x.t` counts alike, being no table's bare
+   * name). Reads its text up to the first semicolon (a TEMP trigger, whose
+   * body would hold more, is refused anyway).
+   */
+  #namedOnlyQualified(key: string): boolean {
+    const tokens = this.#tokensPreparing();
+    let seen = false;
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i];
+      if (!isNameToken(t) || asciiLower(tokenName(this.#preparing, t)) !== key) continue;
+      const dot = tokens[i - 1];
+      if (dot?.kind !== "punct" || dot.text !== "." || !isNameToken(tokens[i - 2])) return false;
+      seen = true;
+    }
+    return seen;
   }
 
   /**
@@ -1127,6 +1337,21 @@ const SCHEMA_ACTIONS = new Set([
 function isCreate(action: number): boolean {
   return action === Auth.CREATE_TABLE || action === Auth.CREATE_TEMP_TABLE ||
     action === Auth.CREATE_VIEW || action === Auth.CREATE_TEMP_VIEW;
+}
+
+/** `s` with ASCII letters in lower case: how SQLite compares names. */
+function asciiLower(s: string): string {
+  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+}
+
+/** True for a token that may be a name: a bare word or a quoted name. */
+function isNameToken(t: Token | undefined): t is Token {
+  return t?.kind === "word" || t?.kind === "name";
+}
+
+/** The name a token spells (a word as written: the lexer folds its case beyond ASCII). */
+function tokenName(sql: string, t: Token): string {
+  return t.kind === "word" ? sql.slice(t.at, t.end) : t.text;
 }
 
 /** Why a table or view may not be named `name`: a TEMP one would shadow another. */

@@ -1111,6 +1111,7 @@ export class Engine {
     this.#writerTemp = rows
       .filter((r) => !String(r[1]).startsWith("sqlite_autoindex_"))
       .map((r) => `${r[0]} ${r[1]}`);
+    this.#writer.setTempObjects(rows.map((r) => [String(r[0]), String(r[1])]));
     // (Attached databases: seq 2 on, after main and temp.)
     this.#writerAttached = this.#writer.ownRows("SELECT 1 FROM pragma_database_list WHERE seq > 1")
       .length > 0;
@@ -1188,10 +1189,13 @@ export class Engine {
    * snapshot early, so a write after it cannot wait for another program's
    * lock (`SQLITE_BUSY` at once): only after another program committed
    * during the transaction. The next turn looks again (the cookie may have
-   * been read in an older snapshot).
+   * been read in an older snapshot). Where the binding tells, too, while
+   * the writer has TEMP tables: another program may have given a table one
+   * of their names (see `Connection.setTempObjects`), which the statements
+   * cached must be prepared again to see.
    */
   #refreshInTransaction(): void {
-    if (this.#writer.caps.reprepares || this.#reader === null) return;
+    if ((this.#writer.caps.reprepares && !this.#writerHasTemp) || this.#reader === null) return;
     if (!this.#walWatch.changedSince(this.#writerSeen)) return;
     this.#writerSchemaStale = true;
     this.#writer.refreshSchema();

@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import type { Client } from "../client.ts";
+import { DatabaseSync } from "node:sqlite";
 import { startServer, type TestServer } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
@@ -222,6 +223,122 @@ for (const engine of ENGINES) {
     assert.deepEqual(await all(select.iterate()), [{ a: 1, c: "C1", d: "D1" }]);
     assert.deepEqual(select.columns, ["a", "c", "d"]);
     await select.finalize();
+  });
+}
+
+/** The refusal of a bare name a TEMP table shares with one another program made. */
+const bareTemp = (name: string) => ({
+  code: "FORBIDDEN",
+  message: new RegExp(
+    `^Cannot use "${name}" by its bare name: the server's shared connection has a TEMP table ` +
+      `of that name, and the database now has a table or view of it too .*` +
+      `Qualify it \\(main\\."${name}" or temp\\."${name}"\\), or drop the TEMP one: ` +
+      `DROP TABLE temp\\."${name}"`,
+  ),
+});
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: a TEMP table's name given by another program to a table of the database`, async () => {
+    await using t = await open(engine);
+    const { db, other } = t;
+    await db.exec("CREATE TEMP TABLE staging (a)");
+    await db.run("INSERT INTO staging VALUES ('temp 1')"); // (cached: prepared again after)
+    await other.exec("CREATE TABLE staging (a)");
+    // The bare name would mean the TEMP table: refused, whatever the statement.
+    for (
+      const sql of [
+        "INSERT INTO staging VALUES ('temp 1')",
+        "SELECT * FROM staging",
+        "UPDATE staging SET a = 1",
+        "DELETE FROM staging",
+        "INSERT INTO main.staging SELECT * FROM staging",
+        "SELECT a FROM temp.staging WHERE staging.a IS NOT NULL",
+        "DROP TABLE staging",
+        "CREATE INDEX temp.i ON staging (a)",
+        "ALTER TABLE staging RENAME TO other_name",
+      ]
+    ) {
+      await assert.rejects(db.run(sql), bareTemp("staging"), sql);
+    }
+    // (A script's later statement too, however spelled.)
+    await assert.rejects(db.exec("SELECT 1; INSERT INTO STAGING VALUES (2)"), bareTemp("staging"));
+    // Inside a transaction, and prepared.
+    await assert.rejects(db.prepare("INSERT INTO staging VALUES (?)"), bareTemp("staging"));
+    await assert.rejects(
+      db.transaction((tx) => tx.run("INSERT INTO staging VALUES ('in tx')")),
+      bareTemp("staging"),
+    );
+    // Qualified names work: the rows of the TEMP table can be kept.
+    await db.run("INSERT INTO main.staging VALUES ('main 1')");
+    await db.run("INSERT INTO main.staging SELECT * FROM temp.staging");
+    assert.deepEqual(await db.values("SELECT a FROM temp.staging"), [["temp 1"]]);
+    assert.deepEqual(await db.values(`SELECT a FROM "main"."staging" ORDER BY a`), [
+      ["main 1"],
+      ["temp 1"],
+    ]);
+    // Dropping the TEMP table ends it: the bare name is the database's again.
+    await db.run("DROP TABLE temp.staging");
+    const insert = await db.prepare("INSERT INTO staging VALUES (?)");
+    await insert.run(["main 2"]);
+    assert.deepEqual(await db.values("SELECT a FROM staging ORDER BY a"), [
+      ["main 1"],
+      ["main 2"],
+      ["temp 1"],
+    ]);
+    await insert.finalize();
+  });
+
+  Deno.test(`${engine}: another program makes the clash inside a transaction, or by a rename, or ends it`, async () => {
+    await using t = await open(engine);
+    const { db, other } = t;
+    await db.exec("CREATE TEMP TABLE staging (a); CREATE TEMP VIEW seen AS SELECT 1 AS one");
+    const insert = "INSERT INTO staging VALUES (1)";
+    await db.run(insert);
+    // BEGIN ran (deferred: no snapshot yet); the other program commits now.
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await other.exec("CREATE TABLE staging (a)");
+        await tx.run(insert);
+      }),
+      bareTemp("staging"),
+    );
+    await other.exec("DROP TABLE staging");
+    await db.run(insert);
+    assert.deepEqual(await db.values("SELECT count(*) FROM staging"), [[2]]);
+    await other.exec("CREATE TABLE y (a); ALTER TABLE y RENAME TO Staging");
+    await assert.rejects(db.run(insert), bareTemp("staging"));
+    await db.run("ALTER TABLE temp.staging RENAME TO kept");
+    await db.run(insert);
+    assert.deepEqual(await db.values("SELECT count(*) FROM main.staging"), [[1]]);
+    assert.deepEqual(await db.values("SELECT count(*) FROM kept"), [[2]]);
+    // A TEMP view too.
+    await other.exec("CREATE VIEW seen AS SELECT 2 AS one");
+    await assert.rejects(db.values("SELECT * FROM seen"), {
+      code: "FORBIDDEN",
+      message: /TEMP view of that name.*DROP VIEW temp\."seen"$/,
+    });
+    assert.deepEqual(await db.values("SELECT * FROM main.seen, temp.seen"), [[2, 1]]);
+    await db.run("DROP VIEW temp.seen");
+    assert.deepEqual(await db.values("SELECT * FROM seen"), [[2]]);
+  });
+
+  Deno.test(`${engine}: a TEMP table's name held by an attached database`, async () => {
+    await using srv = await startServer({ engine, logLevel: "error", allowAttach: true });
+    await using db = await srv.client();
+    const file = `${srv.dir}/other.db`;
+    const other = new DatabaseSync(file);
+    other.exec("CREATE TABLE staging (a)");
+    other.close();
+    await db.exec("CREATE TEMP TABLE staging (a); INSERT INTO staging VALUES (1)");
+    await db.run("ATTACH ? AS other", [file]);
+    await assert.rejects(db.run("INSERT INTO staging VALUES (2)"), {
+      code: "FORBIDDEN",
+      message: /attached database "other" has a table or view of it too.*other\."staging"/,
+    });
+    await db.run("INSERT INTO other.staging SELECT * FROM temp.staging");
+    await db.run("DETACH other");
+    await db.run("INSERT INTO staging VALUES (2)");
+    assert.deepEqual(await db.values("SELECT a FROM staging"), [[1], [2]]);
   });
 }
 
