@@ -9,18 +9,13 @@ import assert from "node:assert/strict";
 import { rowMaker, toObject, toObjects } from "../client/rows.ts";
 import { startServer } from "./_helpers.ts";
 
-/** Assigns the columns one by one: what every maker must give. */
+/**
+ * What every maker must give: own data properties in column order, the last
+ * of duplicate names winning (`Object.fromEntries` defines each, `__proto__`
+ * included, as an own property).
+ */
 function expected(columns: readonly string[], row: readonly unknown[]): Record<string, unknown> {
-  const o: Record<string, unknown> = {};
-  for (let i = 0; i < columns.length; i++) {
-    Object.defineProperty(o, columns[i], {
-      value: row[i],
-      writable: true,
-      enumerable: true,
-      configurable: true,
-    });
-  }
-  return o;
+  return Object.fromEntries(columns.map((name, i) => [name, row[i]]));
 }
 
 const AWKWARD: string[][] = [
