@@ -52,6 +52,11 @@ export interface AutostartOptions {
   args?: string[];
 }
 
+/** True when server flags `args` give a token (`--token`, `--token-file`, `--no-token`). */
+function givesToken(args: readonly string[]): boolean {
+  return args.some((a) => /^--(no-)?token(-file)?(=|$)/.test(a));
+}
+
 /** Deno permissions the started server runs with (those of `deno task serve`). */
 const SERVER_FLAGS = [
   "--allow-read",
@@ -215,8 +220,9 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
     "--socket",
     addr.path,
     // A client without a token starts a server without one, whatever
-    // NETSQLITE_TOKEN this process's environment (which the server inherits) holds.
-    ...(config.token === null ? ["--no-token"] : []),
+    // NETSQLITE_TOKEN this process's environment (which the server inherits)
+    // holds, unless its own flags give the server one.
+    ...(config.token === null && !givesToken(options!.args ?? []) ? ["--no-token"] : []),
     ...(options!.args ?? []),
   ];
   const env: Record<string, string> = config.token === null

@@ -16,9 +16,16 @@ export type Row = Record<string, SqlValue>;
 
 /** One row as an object; with duplicate names the last column wins. */
 export function toObject(columns: readonly string[], row: readonly unknown[]): Row {
-  return columns.includes("__proto__")
-    ? toObjectDefining(columns, row)
-    : toPlainObject(columns, row);
+  return columns.some(inherited) ? toObjectDefining(columns, row) : toPlainObject(columns, row);
+}
+
+/**
+ * True for a name `Object.prototype` has (`__proto__`, `toString`,
+ * `constructor`, ...): assigning it would set the prototype, or throw where
+ * the prototype is frozen (a hardened runtime), so it is defined instead.
+ */
+function inherited(name: string): boolean {
+  return name in Object.prototype;
 }
 
 /** Every row as an object. */
@@ -53,11 +60,13 @@ let canCompile = true;
  * column order, so a duplicate name keeps the last column's value, as the
  * assignments do. Names with `__proto__` (which a literal would take as the
  * prototype), very wide rows, and places that forbid compiling code keep
- * the assignments.
+ * the assignments (definitions for names `Object.prototype` has).
  */
 export function rowMaker(columns: readonly string[], rows: number): RowMaker {
   if (columns.includes("__proto__")) return (row) => toObjectDefining(columns, row);
-  const assign: RowMaker = (row) => toPlainObject(columns, row);
+  const assign: RowMaker = columns.some(inherited)
+    ? (row) => toObjectDefining(columns, row)
+    : (row) => toPlainObject(columns, row);
   if (!canCompile || columns.length === 0 || columns.length > MAX_COMPILED_COLUMNS) return assign;
   const key = JSON.stringify(columns);
   const known = makers.get(key);
@@ -88,9 +97,10 @@ function toPlainObject(columns: readonly string[], row: readonly unknown[]): Row
 }
 
 /**
- * For columns that include `__proto__`: assigning it would set the
- * object's prototype (or do nothing) under Node.js and Bun, so it is
- * defined as an own property, as the other columns are.
+ * For columns that include a name `Object.prototype` has: assigning
+ * `__proto__` would set the object's prototype, and assigning any of them
+ * throws where the prototype is frozen, so each column is defined as an own
+ * property.
  */
 function toObjectDefining(columns: readonly string[], row: readonly unknown[]): Row {
   const o: Row = {};

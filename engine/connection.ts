@@ -265,7 +265,7 @@ export class Connection {
   /** The SQL text being prepared, and where its statement starts. */
   #preparing = "";
   #preparingFrom = 0;
-  /** The tokens of the statement being prepared, once read (see {@link #namedOnlyQualified}). */
+  /** The tokens of the statement being prepared, once read (see {@link #namedIn}). */
   #preparingTokens: Token[] | null = null;
   /** Name of the trigger the statement creates, or null. */
   #createsTrigger: string | null = null;
@@ -776,6 +776,11 @@ export class Connection {
     let name: string | null = null;
     switch (action) {
       case Auth.READ:
+        // A table read for no column of it (`count(*)`, `EXISTS (SELECT 1
+        // FROM t)`) comes with an empty column and no schema: the statement's
+        // text tells whether it named the table bare.
+        name = dbName === "temp" || (dbName === null && arg2 === "") ? arg1 : null;
+        break;
       case Auth.INSERT:
       case Auth.UPDATE:
       case Auth.DELETE:
@@ -794,7 +799,20 @@ export class Connection {
     const key = asciiLower(name);
     const schema = this.#clashes!.get(key);
     if (schema === undefined) return null;
-    if (trigger === null && this.#classifying && this.#namedOnlyQualified(key)) return null;
+    if (this.#classifying) {
+      // Named in the statement (a CTE's body included): qualified each time, or refused.
+      const named = this.#namedIn(key);
+      if (named === "qualified") return null;
+      // Read through a TEMP view the statement names: its definition, made on
+      // this connection, meant the TEMP table (the server refuses to make the
+      // name clash), whether it named it bare or qualified. (SQLite names the
+      // view, unless it flattened it into the query: then any TEMP view named.)
+      if (
+        named === "absent" && (trigger === null ? this.#namesTempView() : this.#isTempView(trigger))
+      ) {
+        return null;
+      }
+    }
     const type = this.#tempObjects?.get(key) === "view" ? "VIEW" : "TABLE";
     const q = `"${name.replaceAll('"', '""')}"`;
     const other = schema === "main"
@@ -844,24 +862,37 @@ export class Connection {
     return tokens;
   }
 
+  /** True when `name` is one of this connection's TEMP views. */
+  #isTempView(name: string): boolean {
+    return this.#tempObjects?.get(asciiLower(name)) === "view";
+  }
+
+  /** True when the statement being prepared names one of this connection's TEMP views. */
+  #namesTempView(): boolean {
+    return this.#tokensPreparing().some((t) =>
+      isNameToken(t) && this.#isTempView(tokenName(this.#preparing, t))
+    );
+  }
+
   /**
-   * True when the statement being prepared names `key` (ASCII lower case)
-   * at least once, and each time qualified by a schema (`temp.t`,
+   * How the statement being prepared names `key` (ASCII lower case):
+   * `"qualified"` when at least once and each time after a schema (`temp.t`,
    * `main.t`; a column's table `x.t` counts alike, being no table's bare
-   * name). Reads its text up to the first semicolon (a TEMP trigger, whose
-   * body would hold more, is refused anyway).
+   * name), `"bare"` when once without, `"absent"` when not at all (a view's
+   * definition names it). Reads its text up to the first semicolon (a TEMP
+   * trigger, whose body would hold more, is refused anyway).
    */
-  #namedOnlyQualified(key: string): boolean {
+  #namedIn(key: string): "qualified" | "bare" | "absent" {
     const tokens = this.#tokensPreparing();
     let seen = false;
     for (let i = 0; i < tokens.length; i++) {
       const t = tokens[i];
       if (!isNameToken(t) || asciiLower(tokenName(this.#preparing, t)) !== key) continue;
       const dot = tokens[i - 1];
-      if (dot?.kind !== "punct" || dot.text !== "." || !isNameToken(tokens[i - 2])) return false;
+      if (dot?.kind !== "punct" || dot.text !== "." || !isNameToken(tokens[i - 2])) return "bare";
       seen = true;
     }
-    return seen;
+    return seen ? "qualified" : "absent";
   }
 
   /**

@@ -672,4 +672,19 @@ Deno.test("connect({ autostart }) without a token starts a server without one, w
   } finally {
     await stopOwner(database);
   }
+  // Flags that give the server a token are its own: no --no-token is added to them.
+  const other = `${dir.path}/u.sock`;
+  const refused = await connect({
+    path: other,
+    autostart: { database: `${dir.path}/u.db`, args: ["--token", "from-args"] },
+  }).then(() => null, (e: Error) => e);
+  try {
+    assert.ok(refused instanceof Error);
+    assert.doesNotMatch(refused.message, /--no-token/);
+    assert.match(refused.message, /AUTH|token/);
+    await using db = await connect({ path: other, token: "from-args" });
+    assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+  } finally {
+    await stopOwner(`${dir.path}/u.db`);
+  }
 });

@@ -181,6 +181,7 @@ for (const sqlite of ENGINES) {
       assert.deepEqual(query(db, "SELECT $b, ?1", { "?1": 5 }), [[5, 5]]);
       assert.deepEqual(query(db, "SELECT $b, ?1", { b: 6 }), [[6, 6]]);
       assert.deepEqual(query(db, "SELECT :a, ?1, ?2", { "?1": 5, "?2": 6 }), [[5, 5, 6]]);
+      assert.deepEqual(query(db, "SELECT $b, ?01", { "?01": 7 }), [[7, 7]]);
       rejects(
         () => query(db, "SELECT $b, ?1", { "?1": 5, $b: 5 }),
         "INVALID_PARAM",

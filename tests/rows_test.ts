@@ -90,3 +90,24 @@ Deno.test("query(), get(), iterate() and a prepared all() give the same objects 
     await stmt.finalize();
   }
 });
+
+Deno.test("rows with names Object.prototype has are made under a frozen Object.prototype, in a child process", async () => {
+  const rowsTs = new URL("../client/rows.ts", import.meta.url).href;
+  const script = `import { rowMaker, toObject } from ${JSON.stringify(rowsTs)};
+    Object.freeze(Object.prototype);
+    const columns = ["toString", "b", "constructor"];
+    const out = [];
+    for (const rows of [1, 1, 100]) out.push(rowMaker(columns, rows)([1, 2, 3]));
+    out.push(toObject(columns, [1, 2, 3]));
+    console.log(JSON.stringify(out));`;
+  for (const flags of [[], ["--v8-flags=--disallow-code-generation-from-strings"]]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", ...flags, script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const row = { toString: 1, b: 2, constructor: 3 };
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), [row, row, row, row]);
+  }
+});

@@ -90,15 +90,15 @@ export function parameterNames(sql: string): (string | null)[] {
   return names;
 }
 
-/** The indexes the first statement of `sql` spells as `?NNN`. */
-function numberedIndexes(sql: string): number[] {
-  const found: number[] = [];
+/** The `?NNN` parameters of the first statement of `sql`, as spelled. */
+function numberedParams(sql: string): string[] {
+  const found: string[] = [];
   let started = false;
   scan(sql, (t) => {
     if (t.kind === "semicolon") return !started;
     started = true;
     if (t.kind === "param" && t.text.length > 1 && t.text[0] === "?") {
-      found.push(Number(t.text.slice(1)));
+      found.push(t.text);
     }
     return true;
   });
@@ -167,9 +167,12 @@ export class NamedParams {
     }
     this.#anonymous = anonymous;
     if (sql !== undefined && sql.includes("?")) {
-      for (const n of numberedIndexes(sql)) {
+      for (const spelled of numberedParams(sql)) {
+        const n = Number(spelled.slice(1));
         const name = names[n - 1];
-        if (name !== undefined && name !== null && name !== ANONYMOUS) add(`?${n}`, n);
+        if (name === undefined || name === null || name === ANONYMOUS) continue;
+        add(`?${n}`, n);
+        if (spelled !== `?${n}`) add(spelled, n); // `?01` as written, too
       }
     }
   }
