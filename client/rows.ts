@@ -63,11 +63,13 @@ let canCompile = true;
  * the assignments (definitions for names `Object.prototype` has).
  */
 export function rowMaker(columns: readonly string[], rows: number): RowMaker {
-  if (columns.includes("__proto__")) return (row) => toObjectDefining(columns, row);
   const assign: RowMaker = columns.some(inherited)
     ? (row) => toObjectDefining(columns, row)
     : (row) => toPlainObject(columns, row);
-  if (!canCompile || columns.length === 0 || columns.length > MAX_COMPILED_COLUMNS) return assign;
+  if (
+    !canCompile || columns.length === 0 || columns.length > MAX_COMPILED_COLUMNS ||
+    columns.includes("__proto__")
+  ) return assign;
   const key = JSON.stringify(columns);
   const known = makers.get(key);
   if (typeof known === "function") return known;

@@ -59,15 +59,11 @@ export const MAX_PARAM_INDEX = 250_000;
 export function parameterNames(sql: string): (string | null)[] {
   const names: (string | null)[] = [];
   const named = new Set<string>();
-  let started = false;
-  scan(sql, (t) => {
-    if (t.kind === "semicolon") return !started;
-    started = true;
-    if (t.kind !== "param") return true;
-    if (t.text === "?") {
+  for (const text of firstStatementParams(sql)) {
+    if (text === "?") {
       names.push(ANONYMOUS);
-    } else if (t.text[0] === "?") {
-      const n = Number(t.text.slice(1));
+    } else if (text[0] === "?") {
+      const n = Number(text.slice(1));
       // SQLite refuses these when it prepares; cluster mode numbers the
       // parameters before the statement reaches SQLite, where `?99999999`
       // would otherwise build an array that long.
@@ -80,26 +76,23 @@ export function parameterNames(sql: string): (string | null)[] {
       }
       while (names.length < n) names.push(null);
       // (SQLite names the index at its first `?NNN`, even one a `?` took.)
-      if (names[n - 1] === null || names[n - 1] === ANONYMOUS) names[n - 1] = t.text;
-    } else if (!named.has(t.text)) {
-      named.add(t.text);
-      names.push(t.text);
+      if (names[n - 1] === null || names[n - 1] === ANONYMOUS) names[n - 1] = text;
+    } else if (!named.has(text)) {
+      named.add(text);
+      names.push(text);
     }
-    return true;
-  });
+  }
   return names;
 }
 
-/** The `?NNN` parameters of the first statement of `sql`, as spelled. */
-function numberedParams(sql: string): string[] {
+/** The parameters of the first statement of `sql` in order, as spelled. */
+function firstStatementParams(sql: string): string[] {
   const found: string[] = [];
   let started = false;
   scan(sql, (t) => {
     if (t.kind === "semicolon") return !started;
     started = true;
-    if (t.kind === "param" && t.text.length > 1 && t.text[0] === "?") {
-      found.push(t.text);
-    }
+    if (t.kind === "param") found.push(t.text);
     return true;
   });
   return found;
@@ -167,7 +160,8 @@ export class NamedParams {
     }
     this.#anonymous = anonymous;
     if (sql !== undefined && sql.includes("?")) {
-      for (const spelled of numberedParams(sql)) {
+      for (const spelled of firstStatementParams(sql)) {
+        if (spelled.length < 2 || spelled[0] !== "?") continue;
         const n = Number(spelled.slice(1));
         const name = names[n - 1];
         if (name === undefined || name === null || name === ANONYMOUS) continue;
