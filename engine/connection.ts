@@ -132,7 +132,8 @@ export interface Prepared {
   readonly guard?: Refusal;
   /**
    * True for a statement that may both insert and update (an upsert) and
-   * does not read `last_insert_rowid()`: `run.ts` zeroes the connection's
+   * does not call `last_insert_rowid()` (as the authorizer saw it: not words
+   * in a comment, a string or a column name): `run.ts` zeroes the connection's
    * last rowid before it, to tell an insert from an update after.
    */
   readonly zeroesRowid: boolean;
@@ -283,6 +284,8 @@ export class Connection {
   readonly #hasRowid = new Map<string, boolean>();
   /** The statement itself (not a trigger of it) updates or deletes rows. */
   #sawOwnUpdate = false;
+  /** The statement, a trigger or a view it runs calls `last_insert_rowid()`. */
+  #readsLastRowid = false;
   #txOp: TxOp | null = null;
   /** The savepoint the statement names (see {@link Prepared.savepoint}). */
   #savepoint: string | null = null;
@@ -518,6 +521,7 @@ export class Connection {
     this.#createsTrigger = null;
     this.#createsVtable = null;
     this.#sawOwnUpdate = false;
+    this.#readsLastRowid = false;
     this.#txOp = null;
     this.#savepoint = null;
     this.#refusal = null;
@@ -675,7 +679,7 @@ export class Connection {
       writtenTables,
       updatesItself,
       ...(guard === undefined ? {} : { guard }),
-      zeroesRowid: inserts && updatesItself && !READS_LAST_ROWID.test(stmt.sql),
+      zeroesRowid: inserts && updatesItself && !this.#readsLastRowid,
       columns: stmt.columnNames(),
       reprepares: 0,
       fast: false,
@@ -1199,7 +1203,10 @@ export class Connection {
     if (action === Auth.FUNCTION) {
       // These report the state of the connection that runs them: only the
       // writer has it, so statements using them run there.
-      if (arg2 !== null && WRITER_STATE_FUNCTIONS.has(arg2.toLowerCase())) this.#sawWrite = true;
+      const name = arg2?.toLowerCase() ?? "";
+      if (WRITER_STATE_FUNCTIONS.has(name)) this.#sawWrite = true;
+      // (Also in a trigger's body or a view: both are compiled into the statement.)
+      if (name === "last_insert_rowid") this.#readsLastRowid = true;
       return;
     }
     if (action === Auth.READ || action === Auth.SELECT || action === Auth.RECURSIVE) return;
@@ -1298,9 +1305,6 @@ export const REPLAYED_PRAGMAS: ReadonlySet<string> = new Set(
     )
   ),
 );
-
-/** SQL that reads the connection's last rowid (which zeroing it would change). */
-const READS_LAST_ROWID = /last_insert_rowid/i;
 
 /** Finalizes a cached statement now, or when its last run ends. */
 function evict(p: Prepared): void {

@@ -325,6 +325,39 @@ Deno.test("an insert whose triggers update rows reports its rowid, also one equa
   assert.deepEqual(await db.run(upsert, ["a"]), { changes: 1, lastInsertRowid: 0 });
 });
 
+Deno.test("an upsert that only names last_insert_rowid in a string, comment or column reports its insert; one whose trigger calls it leaves the trigger SQLite's value", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec(
+    "CREATE TABLE e (id INTEGER PRIMARY KEY, k UNIQUE, last_insert_rowid INT); " +
+      "CREATE TABLE other (id INTEGER PRIMARY KEY); " +
+      "CREATE TABLE seen (v); CREATE TABLE f (id INTEGER PRIMARY KEY, k UNIQUE); " +
+      "CREATE TRIGGER f_seen BEFORE INSERT ON f BEGIN INSERT INTO seen VALUES (last_insert_rowid()); END",
+  );
+  // node:sqlite cannot zero the last rowid: an upsert inserting the rowid
+  // the writer's previous insert got reports 0 there (README).
+  const node = Deno.env.get("NETSQLITE_ENGINE") === "node";
+  const upserts = [
+    "INSERT INTO e (id, k) VALUES (10, 'last_insert_rowid()') ON CONFLICT (k) DO UPDATE SET id = 1",
+    "INSERT INTO e (id, k) VALUES (/* last_insert_rowid() */ 10, 'b') ON CONFLICT (k) DO UPDATE SET id = 1",
+    "INSERT INTO e (id, k, last_insert_rowid) VALUES (10, 'c', 1) " +
+    "ON CONFLICT (k) DO UPDATE SET last_insert_rowid = 2",
+  ];
+  for (const sql of upserts) {
+    await db.run("INSERT INTO other (id) VALUES (10)");
+    assert.deepEqual(await db.run(sql), { changes: 1, lastInsertRowid: node ? 0 : 10 }, sql);
+    await db.exec("DELETE FROM other; DELETE FROM e");
+  }
+  // A rowid that differs from the previous insert's is told on both engines.
+  await db.run("INSERT INTO other (id) VALUES (5)");
+  assert.deepEqual(await db.run(upserts[0]), { changes: 1, lastInsertRowid: 10 });
+  // The trigger calls last_insert_rowid(): the upsert leaves it SQLite's
+  // value (the previous insert's), so the trigger reads 10, not 0.
+  const upsertF = "INSERT INTO f (id, k) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET id = id";
+  assert.deepEqual(await db.run(upsertF, [20, "x"]), { changes: 1, lastInsertRowid: 20 });
+  assert.deepEqual(await db.values("SELECT v FROM seen"), [[10]]);
+});
+
 Deno.test("exec() refuses parameters (an array, or a named-parameter object) with a TypeError naming run(), before anything runs: pool, reserved connection, transaction", async () => {
   await using srv = await startServer();
   await using db = await srv.client();
