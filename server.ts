@@ -739,7 +739,7 @@ class RunningServer implements Server {
       served.add(done);
     }
     const graceEnd = performance.now() + this.#graceMs;
-    await this.#letWritesFinish(this.#graceMs);
+    await this.#letWorkFinish(this.#graceMs);
     // Statements still running are given a moment more, so that none that
     // commits goes unanswered; then the engine's close stops what remains.
     // Change feeds send what was committed meanwhile, and for what remains
@@ -758,15 +758,20 @@ class RunningServer implements Server {
     this.#lock?.release();
   }
 
-  /** Waits up to `ms` until no transaction is open and no write waits or awaits its commit. */
-  async #letWritesFinish(ms: number): Promise<void> {
+  /**
+   * Waits up to `ms` until no transaction is open, no write waits or awaits
+   * its commit, and no cursor is open (one outside a transaction reads its
+   * snapshot to the end as a transaction gets to commit).
+   */
+  async #letWorkFinish(ms: number): Promise<void> {
     if (ms <= 0) return;
+    const done = () => this.#engine.idle && ![...this.#sessions].some((s) => s.cursors > 0);
     const end = performance.now() + ms;
     for (let left = ms; left > 0; left = end - performance.now()) {
-      if (this.#engine.idle) {
+      if (done()) {
         // One more turn of the event loop, so replies just produced are written out.
         await new Promise((resolve) => setTimeout(resolve, 10));
-        if (this.#engine.idle) return;
+        if (done()) return;
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(10, left)));
     }
