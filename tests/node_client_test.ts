@@ -97,6 +97,8 @@ async function setup() {
     NETSQLITE_BUILD: build,
     NETSQLITE_PATH: (unix.connectOptions as { path: string }).path,
     NETSQLITE_PORT: port(tcp),
+    NETSQLITE_DATABASE: unix.database,
+    NETSQLITE_SCRATCH: dir,
   };
   if (tls !== null && certificate !== null) {
     env.NETSQLITE_TLS_PORT = port(tls);
@@ -127,7 +129,7 @@ Deno.test(
     await using s = await setup();
     const { code, text } = await run("node", ["--test", CHECK], s.env);
     assert.equal(code, 0, text);
-    assert.match(text, s.tls ? /# pass 4\b/ : /# pass 3\b/, text);
+    assert.match(text, s.tls ? /# pass 5\b/ : /# pass 4\b/, text);
     assert.match(text, /# fail 0\b/, text);
   }),
 );
@@ -162,6 +164,7 @@ Deno.test(
     assert.match(text, /^ok tcp$/m, text);
     if (s.tls) assert.match(text, /^ok tls$/m, text);
     assert.match(text, /^ok tls hints$/m, text);
+    assert.match(text, /^ok runtime options$/m, text);
   }),
 );
 
