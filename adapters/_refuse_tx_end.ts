@@ -8,7 +8,7 @@
  */
 
 import { ErrorCode, SqliteError } from "../client.ts";
-import { findTxEnd } from "../client/_tx_control.ts";
+import { findTxControl, findTxEnd } from "../client/_tx_control.ts";
 
 /**
  * Throws `SqliteError` `TX_CONTROL` when a statement of `sql` would begin or
@@ -30,4 +30,22 @@ export function refuseTxEnd(sql: string, where: string, how: string, script = fa
     ErrorCode.TxControl,
     `Cannot run "${found.statement}" inside ${where}: ${how}`,
   );
+}
+
+/**
+ * True when the (first) statement of `sql` is a savepoint command:
+ * `SAVEPOINT name`, `RELEASE [SAVEPOINT] name` or
+ * `ROLLBACK [TRANSACTION] TO [SAVEPOINT] name`, of any name. Such a
+ * statement writes nothing to the database: a read only transaction
+ * (Kysely's `setAccessMode("read only")`) allows it.
+ *
+ * @param sql The statement the user sends.
+ */
+export function isSavepointCommand(sql: string): boolean {
+  const word = findTxControl(sql, false);
+  if (word === "SAVEPOINT" || word === "RELEASE") return true;
+  if (word !== "ROLLBACK") return false;
+  // ROLLBACK without TO ends the transaction; findTxEnd reports it (not as reserved).
+  const end = findTxEnd(sql, false);
+  return end === null || end.reserved;
 }

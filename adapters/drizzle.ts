@@ -60,6 +60,11 @@
  *   callback's own error, or its failed statement's, reaches the caller, not
  *   the `rollback` (or a nested transaction's `rollback to savepoint`) that
  *   could not be sent.
+ * - A `begin` in flight when the connection is lost rejects (as the
+ *   `cause` of Drizzle's error) with a `ConnectionError` whose `mayHaveRun`
+ *   is false (its own error as `cause`): had it run, the transaction it
+ *   opened ended with the connection (see `lostAtBegin`), so retrying the
+ *   transaction is safe.
  *
  * @example
  * ```ts
@@ -132,6 +137,7 @@ import {
   newLevel,
   poisonedCommit,
 } from "../client/_tx_undo.ts";
+import { lostAtBegin } from "./_lost_tx.ts";
 import { PoolScope } from "./_pool_scope.ts";
 import { refuseTxEnd } from "./_refuse_tx_end.ts";
 import { applyMigrations, type MigrationConfig } from "./drizzle_migrate.ts";
@@ -584,6 +590,9 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
         if (scope!.nested !== undefined && ROLLBACK_TO.test(sql)) {
           undoFailed(scope!.nested, sql, err);
         }
+        // Its begin, lost with the connection: nothing of the transaction stays applied, so
+        // the error says it did not run (mayHaveRun false; see lostAtBegin).
+        if (BEGIN.test(sql)) throw lostAtBegin(err);
       }
       throw err;
     }

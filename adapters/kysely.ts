@@ -12,7 +12,8 @@
  * - Inside a transaction, statements that would begin or end it (`BEGIN`,
  *   `COMMIT`, `END`, `ROLLBACK` without `TO`) are refused with `SqliteError`
  *   `TX_CONTROL` before they are sent, as a `transaction()` handle refuses
- *   them; savepoints stay allowed. Raw `BEGIN`/`COMMIT` inside
+ *   them; savepoints stay allowed, raw ones in a `read only` transaction
+ *   too. Raw `BEGIN`/`COMMIT` inside
  *   `db.connection()`, outside Kysely's transaction, stay allowed: the first
  *   one reserves a connection for the rest of that callback, whatever the
  *   client's `max`, so other queries through `db` wait for it (as with
@@ -57,6 +58,9 @@
  *   its own error as `cause`), as the client's `transaction()` does: the
  *   server rolled the transaction back, that query's effects with it. So
  *   does the transaction, which Kysely rejects with its callback's error.
+ *   Its `BEGIN`, likewise, says it did not run (`mayHaveRun` false, see
+ *   `lostAtBegin`): the transaction it may have opened ended with the
+ *   connection.
  *
  * @example
  * ```ts
@@ -117,11 +121,12 @@ import {
 import { readsOnly } from "../client/connection.ts";
 import { leadingVerb } from "../protocol/sql_lexer.ts";
 import { findTxControl } from "../client/_tx_control.ts";
-import { reservedConnections, transactionContext } from "../client/pool.ts";
+import { transactionContext } from "../client/pool.ts";
 import { openTransactions } from "../client/_tx_order.ts";
-import { levelOf, lostWithConnection, newLevel } from "../client/_tx_undo.ts";
+import { levelOf, newLevel } from "../client/_tx_undo.ts";
+import { lostAtBegin, lostIn } from "./_lost_tx.ts";
 import { PoolScope } from "./_pool_scope.ts";
-import { refuseTxEnd } from "./_refuse_tx_end.ts";
+import { isSavepointCommand, refuseTxEnd } from "./_refuse_tx_end.ts";
 
 /** Options of {@link NetsqliteDialect}. */
 export interface NetsqliteDialectConfig {
@@ -390,7 +395,8 @@ class NetsqliteConnection implements DatabaseConnection {
       await conn.exec("BEGIN");
     } catch (err) {
       this.#endTransaction();
-      throw err;
+      // Lost with the connection: nothing of the transaction stays applied (see lostAtBegin).
+      throw lostAtBegin(err);
     }
   }
 
@@ -459,13 +465,16 @@ class NetsqliteConnection implements DatabaseConnection {
   /**
    * In a `read only` transaction, refuses `sql` unless it surely only reads
    * (`SELECT`, `WITH ... SELECT`, `VALUES`, `EXPLAIN`, a `PRAGMA` that reads:
-   * see `readsOnly`), before anything is sent. The server's `query_only`
-   * PRAGMA is a setting of its shared connection, which clients may not set,
-   * so the adapter checks; a statement holds one statement only (the server
-   * refuses more), so the check is sound.
+   * see `readsOnly`) or is a savepoint command (`SAVEPOINT`, `RELEASE`,
+   * `ROLLBACK TO`: they write nothing; inside the transaction's `BEGIN` a
+   * `RELEASE` commits nothing, and undoing reads undoes nothing), before
+   * anything is sent. The server's `query_only` PRAGMA is a setting of its
+   * shared connection, which clients may not set, so the adapter checks; a
+   * statement holds one statement only (the server refuses more), so the
+   * check is sound.
    */
   #checkAccess(sql: string): void {
-    if (!this.#readOnly || this.#tx === null || readsOnly(sql)) return;
+    if (!this.#readOnly || this.#tx === null || readsOnly(sql) || isSavepointCommand(sql)) return;
     const head = sql.trim().replace(/\s+/g, " ");
     throw new SqliteError(
       ErrorCode.ReadOnly,
@@ -627,23 +636,6 @@ class NetsqliteConnection implements DatabaseConnection {
     }
     if (rows.length > 0) yield { rows };
   }
-}
-
-/**
- * The error of a call that failed with `err` on `tx`, the connection of a
- * Kysely transaction (`null`: none was open): when `err` is a
- * `ConnectionError` saying the call may have run and the transaction was
- * lost with the connection before anything could commit it, the loss
- * (`CONNECTION_CLOSED`, `mayHaveRun` false, `err` as `cause`; see
- * `lostWithConnection`), which is true of the call too: its effects went
- * with the transaction the server rolled back. Kysely's transaction rejects
- * with its callback's error, which is then this one. Decided at once, before
- * Kysely's `ROLLBACK`, which ends that state. Else `err` as it is.
- */
-function lostIn(tx: ReservedConnection | null, err: unknown): unknown {
-  if (tx === null || !(err instanceof ConnectionError) || !err.mayHaveRun) return err;
-  const conn = reservedConnections.get(tx);
-  return conn === undefined ? err : lostWithConnection(conn, err);
 }
 
 /** Runs one compiled query on `q`, with the result shape Kysely expects of its kind. */
