@@ -7,14 +7,14 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import type {
-  CallOptions,
-  Replies,
-  Requests,
-  WireCallOptions,
-  WireParams,
-} from "../protocol/messages.ts";
-import { describeKind, invalidParamsMessage, paramsKindMessage } from "../protocol/values.ts";
+import type { Replies, Requests, WireCallOptions, WireParams } from "../protocol/messages.ts";
+import {
+  describeKind,
+  invalidParamsMessage,
+  isPlainObject,
+  paramsKindMessage,
+} from "../protocol/values.ts";
+import { refuseUnknownOptions } from "../protocol/option_names.ts";
 import { abortable, type ReplyOp } from "./link.ts";
 import type { Route } from "./route.ts";
 import { ownBytes, readParams } from "./_snapshot.ts";
@@ -176,9 +176,153 @@ export function checkSql(sql: unknown, where = ""): asserts sql is string {
   );
 }
 
+/** An option a call of the query API may take. */
+export type CallOptionName = "timeout" | "signal" | "arrays" | "foreignKeys";
+
+/**
+ * A call's options as checked by {@link callOptions}: each one read once,
+ * of the right type, and present only when given (not `undefined`).
+ */
+export interface CheckedOptions {
+  timeout?: number;
+  signal?: AbortSignal;
+  arrays?: boolean;
+  foreignKeys?: boolean;
+}
+
+/**
+ * What one call of the query API takes, for {@link checkArgCount} and
+ * {@link callOptions}: its positional arguments and its option names.
+ */
+export interface CallShape {
+  /** The call as messages name it: `"get()"`, `"Statement.get()"`. */
+  readonly name: string;
+  /** Its positional arguments, the options last: `["sql", "params", "options"]`. */
+  readonly args: readonly string[];
+  /** The options it takes, in the order messages list them. */
+  readonly options: readonly CallOptionName[];
+  /** Said after the refusal of an array as the options: what it most likely was. */
+  readonly arrayHint?: string;
+  /**
+   * The whole message refusing an option key it does not take, when there is
+   * more to say than the names it takes (`exec()`: a named parameter, or
+   * `timeout`); `undefined` for the plain refusal.
+   */
+  readonly unknownKey?: (key: string) => string | undefined;
+  /** The whole message refusing an array as the options, instead of the plain one. */
+  readonly arrayMessage?: string;
+}
+
+/** No options given: shared, never written. */
+const NO_OPTIONS: CheckedOptions = Object.freeze({});
+
+/**
+ * Refuses a call given more positional arguments than it takes: silently
+ * dropped, an extra argument (a second parameter array, parameters spread
+ * after the first) would leave the call running without what the caller
+ * meant.
+ *
+ * @param count The call's `arguments.length`.
+ * @throws {TypeError} naming the call and the arguments it takes.
+ */
+export function checkArgCount(shape: CallShape, count: number): void {
+  if (count <= shape.args.length) return;
+  const params = shape.args.includes("params")
+    ? ": pass the parameters in one array (positional) or plain object (named)"
+    : "";
+  throw new TypeError(
+    `Invalid ${shape.name} call: it takes at most ${shape.args.length} argument` +
+      `${shape.args.length === 1 ? "" : "s"} (${shape.args.join(", ")}), got ${count}${params}`,
+  );
+}
+
+/**
+ * Checks a call's options, the same way for every call: `undefined` or a
+ * plain object whose keys are among the call's options, each `undefined` or
+ * of its type (`timeout` a positive number of ms, `Infinity` the longest the
+ * server takes; `signal` an `AbortSignal`; `arrays` and `foreignKeys`
+ * booleans). A key the call does not take is refused rather than ignored:
+ * a misspelt `timeOut` would leave the call without its deadline.
+ *
+ * @param shape The call.
+ * @param options What the caller passed as options.
+ * @returns the options, each read once (what is checked is what is used).
+ * @throws {TypeError} naming the call, and the option when one is wrong.
+ */
+export function callOptions(shape: CallShape, options: unknown): CheckedOptions {
+  if (options === undefined) return NO_OPTIONS;
+  const takes = `{ ${shape.options.join(", ")} }`;
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`Invalid ${shape.name} options: expected ${takes}, got ${show(options)}`);
+  }
+  if (Array.isArray(options)) {
+    throw new TypeError(
+      shape.arrayMessage ??
+        `Invalid ${shape.name} options: expected ${takes}, got an array` +
+          (shape.arrayHint === undefined ? "" : ` (${shape.arrayHint})`),
+    );
+  }
+  if (!isPlainObject(options)) {
+    const signal = options instanceof AbortSignal && shape.options.includes("signal")
+      ? " (pass a signal as { signal })"
+      : "";
+    throw new TypeError(
+      `Invalid ${shape.name} options: expected a plain object ${takes}, got ` +
+        describeKind(options) + signal,
+    );
+  }
+  for (const key of Object.keys(options)) {
+    if ((shape.options as readonly string[]).includes(key)) continue;
+    const message = shape.unknownKey?.(key);
+    if (message !== undefined) throw new TypeError(message);
+    // Throws, naming the option most likely meant, or else those the call takes.
+    refuseUnknownOptions({ [key]: true }, shape.options, shape.name);
+  }
+  const given = options as Record<CallOptionName, unknown>;
+  const checked: CheckedOptions = {};
+  for (const key of shape.options) {
+    const value = given[key];
+    if (value === undefined) continue;
+    const problem = optionProblem(key, value);
+    if (problem !== null) {
+      throw new TypeError(`Invalid ${shape.name} option "${key}": ${problem}`);
+    }
+    (checked as Record<CallOptionName, unknown>)[key] = value;
+  }
+  return checked;
+}
+
+/** What is wrong with `value` as the option `key`, or `null`. */
+function optionProblem(key: CallOptionName, value: unknown): string | null {
+  switch (key) {
+    case "timeout":
+      // NaN fails `> 0`; the server takes Infinity as its longest deadline (2^31 − 1 ms).
+      return typeof value === "number" && value > 0
+        ? null
+        : `expected a positive number of ms, got ${show(value)}`;
+    case "signal":
+      return value instanceof AbortSignal
+        ? null
+        : `expected an AbortSignal, got ${describeKind(value)}`;
+    case "arrays":
+    case "foreignKeys":
+      return typeof value === "boolean" ? null : `expected a boolean, got ${show(value)}`;
+  }
+}
+
+/** A value for a message: a primitive as written, an object by its kind. */
+function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "bigint") return `${value}n`;
+  if (typeof value === "function" || (typeof value === "object" && value !== null)) {
+    return describeKind(value);
+  }
+  return String(value);
+}
+
 /** Call options as sent: only what the server reads (the signal stays here). */
 export function wireOptions(
-  options: CallOptions | undefined,
+  options: CheckedOptions | undefined,
   first = false,
 ): WireCallOptions | null {
   const timeout = options?.timeout;

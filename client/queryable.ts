@@ -20,7 +20,11 @@ import {
   type BindParams,
   type BindParamsOf,
   call,
+  callOptions,
+  type CallShape,
   changesOf,
+  checkArgCount,
+  type CheckedOptions,
   checkSql,
   ownParams,
   type RunResult,
@@ -205,7 +209,9 @@ export abstract class Queryable {
 
   static {
     firstValuesOf = (q, sql, params) =>
-      q.#query(sql, params, undefined, true).then(([, rows]) => rows[0] as SqlValue[] | undefined);
+      q.#query(sql, params, null, 0, undefined, true).then(([, rows]) =>
+        rows[0] as SqlValue[] | undefined
+      );
   }
 
   /** @internal */
@@ -219,7 +225,8 @@ export abstract class Queryable {
    * @param sql The script.
    * @param options An abort signal.
    * @throws {SqliteError} from the first failing statement; earlier ones stay applied.
-   * @throws {TypeError} when `options` is not `{ signal }` (parameters, say: use {@link run}).
+   * @throws {TypeError} when `options` is not `{ signal }` (parameters, say: use {@link run}),
+   *   or an argument follows them.
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -235,11 +242,12 @@ export abstract class Queryable {
    * ```
    */
   async exec(sql: string, options?: ExecOptions): Promise<void> {
-    checkExecOptions(options);
+    checkArgCount(EXEC, arguments.length);
+    const { signal } = callOptions(EXEC, options);
     checkSql(sql);
     this.#refuseTxControl(sql, true);
     try {
-      await this.#call(Op.Exec, [sql], options?.signal);
+      await this.#call(Op.Exec, [sql], signal);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -254,6 +262,8 @@ export abstract class Queryable {
    * @returns the number of rows changed and the last inserted rowid.
    * @throws {SqliteError} SQLite's error (`code` such as `SQLITE_CONSTRAINT_UNIQUE`), or
    *   `INVALID_PARAM` for a value that cannot be bound.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -274,13 +284,11 @@ export abstract class Queryable {
     checkSql(sql);
     this.#refuseTxControl(sql);
     const own = ownParams(params);
+    checkArgCount(RUN, arguments.length);
+    const opts = callOptions(RUN, options);
     let reply: Replies[typeof Op.Run];
     try {
-      reply = await this.#call(
-        Op.Run,
-        [sql, own, wireOptions(options)],
-        options?.signal,
-      );
+      reply = await this.#call(Op.Run, [sql, own, wireOptions(opts)], opts.signal);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -298,6 +306,8 @@ export abstract class Queryable {
    * @param options A deadline or an abort signal for this call.
    * @returns every row, as objects keyed by column name.
    * @throws {SqliteError} SQLite's error, or `RESULT_TOO_LARGE`.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -318,7 +328,13 @@ export abstract class Queryable {
   ): Promise<T[]> {
     let reply: Replies[typeof Op.Query];
     try {
-      reply = await this.#query(sql, params as BindParams | undefined, options);
+      reply = await this.#query(
+        sql,
+        params as BindParams | undefined,
+        QUERY,
+        arguments.length,
+        options,
+      );
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -334,6 +350,8 @@ export abstract class Queryable {
    * @param options A deadline or an abort signal for this call.
    * @returns every row as an array.
    * @throws {SqliteError} SQLite's error, or `RESULT_TOO_LARGE`.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -351,7 +369,8 @@ export abstract class Queryable {
     options?: CallOptions,
   ): Promise<T[]> {
     try {
-      return (await this.#query(sql, params as BindParams | undefined, options))[1] as T[];
+      const p = params as BindParams | undefined;
+      return (await this.#query(sql, p, VALUES, arguments.length, options))[1] as T[];
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -365,6 +384,8 @@ export abstract class Queryable {
    * @param options A deadline or an abort signal for this call.
    * @returns the first row as an object, or `undefined` when there is none.
    * @throws {SqliteError} SQLite's error.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -384,7 +405,14 @@ export abstract class Queryable {
   ): Promise<T | undefined> {
     let reply: Replies[typeof Op.Query];
     try {
-      reply = await this.#query(sql, params as BindParams | undefined, options, true);
+      reply = await this.#query(
+        sql,
+        params as BindParams | undefined,
+        GET,
+        arguments.length,
+        options,
+        true,
+      );
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -417,6 +445,8 @@ export abstract class Queryable {
    *
    * @throws {SqliteError} `STATEMENT_TIMEOUT` when one chunk takes longer
    *   than the statement timeout, or SQLite's error.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    */
   iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
@@ -488,10 +518,13 @@ export abstract class Queryable {
   ): AsyncGenerator<T>;
   iterate(sql: string, params?: BindParams, options?: IterateOptions): AsyncGenerator<unknown> {
     let own: WireParams;
+    let opts: CheckedOptions;
     try {
       checkSql(sql);
       this.#refuseTxControl(sql);
       own = ownParams(params);
+      checkArgCount(ITERATE, arguments.length);
+      opts = callOptions(ITERATE, options);
     } catch (err) {
       return failing(err);
     }
@@ -501,7 +534,7 @@ export abstract class Queryable {
     // Calls issued before it in the same burst run first (README: Order),
     // although its connection is chosen only when iterating starts.
     const earlier = this.#route.earlier?.() ?? null;
-    return this.#iterate(sql, own, options, writes, earlier);
+    return this.#iterate(sql, own, opts, writes, earlier);
   }
 
   /**
@@ -514,14 +547,14 @@ export abstract class Queryable {
   async *#iterate(
     sql: string,
     params: WireParams,
-    options: IterateOptions | undefined,
+    options: CheckedOptions,
     writes: boolean,
     earlier: Promise<void> | null,
   ): AsyncGenerator<unknown> {
     if (earlier !== null) {
       // The wait for them ends when the call's signal aborts, as any wait of a call does.
       try {
-        await abortable(earlier, options?.signal);
+        await abortable(earlier, options.signal);
       } catch (err) {
         throw withCallerFrames(err);
       }
@@ -546,6 +579,8 @@ export abstract class Queryable {
    *   arrays with `{ arrays: true }`.
    * @throws {SqliteError} naming the failing statement; nothing was applied
    *   (`STATEMENT_TIMEOUT` when the batch ran past its deadline).
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -639,24 +674,21 @@ export abstract class Queryable {
       checkSql(sql, where);
       items.push([sql, ownParams(params, where)]);
     }
-    const fk = options?.foreignKeys;
-    if (fk !== undefined && typeof fk !== "boolean") {
-      throw new TypeError(`Invalid option "foreignKeys": expected a boolean, got ${typeof fk}`);
-    }
-    const timeout = options?.timeout;
+    checkArgCount(BATCH, arguments.length);
+    const opts = callOptions(BATCH, options);
     const wire: WireBatchOptions = {};
-    if (fk === false) wire.foreignKeys = false;
-    if (timeout !== undefined) wire.timeout = timeout;
+    if (opts.foreignKeys === false) wire.foreignKeys = false;
+    if (opts.timeout !== undefined) wire.timeout = opts.timeout;
     const args: [BatchItem[], WireBatchOptions?] = Object.keys(wire).length > 0
       ? [items, wire]
       : [items];
     let results: Replies[typeof Op.Batch];
     try {
-      results = await this.#call(Op.Batch, args, options?.signal);
+      results = await this.#call(Op.Batch, args, opts.signal);
     } catch (err) {
       throw withCallerFrames(err);
     }
-    const arrays = options?.arrays === true;
+    const arrays = opts.arrays === true;
     return results.map(([changes, lastInsertRowid, columns, rows]) => ({
       changes: changesOf(changes),
       lastInsertRowid,
@@ -796,20 +828,29 @@ export abstract class Queryable {
     return new Statement(this.#route, sql, columns, conn, handle, conn.generation);
   }
 
+  /**
+   * Runs `sql` for its rows (the first only when `first`). `shape` is the
+   * public call's, whose `count` arguments and `options` are checked after
+   * the SQL and the parameters; `null` for the client's own calls, which
+   * pass none.
+   */
   async #query(
     sql: string,
     params: BindParams | undefined,
-    options: CallOptions | undefined,
+    shape: CallShape | null,
+    count: number,
+    options: unknown,
     first = false,
   ): Promise<Replies[typeof Op.Query]> {
     checkSql(sql);
     this.#refuseTxControl(sql);
     const own = ownParams(params);
-    return await this.#call(
-      Op.Query,
-      [sql, own, wireOptions(options, first)],
-      options?.signal,
-    );
+    let opts: CheckedOptions | undefined;
+    if (shape !== null) {
+      checkArgCount(shape, count);
+      opts = callOptions(shape, options);
+    }
+    return await this.#call(Op.Query, [sql, own, wireOptions(opts, first)], opts?.signal);
   }
 
   /**
@@ -1015,29 +1056,48 @@ async function runTransaction<T>(
   }
 }
 
+/** What `exec()`'s options are most likely when they are not `{ signal }`: parameters. */
+const EXEC_PARAMS = "exec() takes no parameters: use run() or query() for a statement with " +
+  "parameters (exec()'s second argument is its options: { signal })";
+
 /**
- * Refuses what `exec()` cannot take as its options (parameters passed as to
- * `run()`, which a script cannot bind), before anything is sent.
+ * `exec()`: a script without parameters, whose only option is a signal;
+ * an array or an unknown key is taken for parameters (which a script
+ * cannot bind), and `timeout` is explained.
  */
-function checkExecOptions(options: unknown): void {
-  if (options === undefined) return;
-  const params = "exec() takes no parameters: use run() or query() for a statement with " +
-    "parameters (exec()'s second argument is its options: { signal })";
-  if (Array.isArray(options)) throw new TypeError(params);
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`Invalid exec() options: expected { signal }, got ${String(options)}`);
-  }
-  for (const key of Object.keys(options)) {
-    if (key === "timeout") {
-      throw new TypeError(
-        'Invalid exec() option "timeout": exec() takes only { signal }; each statement of a ' +
-          "script has the server's --statement-timeout as its deadline (for a deadline of your " +
-          "own, run the statements with run(sql, params, { timeout }) or batch(items, { timeout }))",
-      );
-    }
-    if (key !== "signal") throw new TypeError(`Invalid exec() option "${key}": ${params}`);
-  }
+const EXEC: CallShape = {
+  name: "exec()",
+  args: ["sql", "options"],
+  options: ["signal"],
+  arrayMessage: EXEC_PARAMS,
+  unknownKey: (key) =>
+    key === "timeout"
+      ? 'Invalid exec() option "timeout": exec() takes only { signal }; each statement of a ' +
+        "script has the server's --statement-timeout as its deadline (for a deadline of your " +
+        "own, run the statements with run(sql, params, { timeout }) or batch(items, { timeout }))"
+      : `Invalid exec() option "${key}": ${EXEC_PARAMS}`,
+};
+
+/** The shape of a call of one statement by its SQL (`run()`, `query()`, ...). */
+function statementCall(name: string, options: CallShape["options"]): CallShape {
+  return {
+    name,
+    args: ["sql", "params", "options"],
+    options,
+    arrayHint: "pass every parameter in the one array or plain object before the options",
+  };
 }
+
+const RUN = statementCall("run()", ["timeout", "signal"]);
+const QUERY = statementCall("query()", ["timeout", "signal"]);
+const VALUES = statementCall("values()", ["timeout", "signal"]);
+const GET = statementCall("get()", ["timeout", "signal"]);
+const ITERATE = statementCall("iterate()", ["arrays", "timeout", "signal"]);
+const BATCH: CallShape = {
+  name: "batch()",
+  args: ["statements", "options"],
+  options: ["arrays", "foreignKeys", "timeout", "signal"],
+};
 
 /** Why a call through a `tx` whose `fn` settled is refused. */
 const TX_ENDED: Ended = {

@@ -18,7 +18,11 @@ import { abortable } from "./link.ts";
 import {
   type BindParams,
   type BindParamsOf,
+  callOptions,
+  type CallShape,
   changesOf,
+  checkArgCount,
+  type CheckedOptions,
   ownParams,
   type RunResult,
   wireOptions,
@@ -35,6 +39,22 @@ interface Handle {
 }
 
 type StatementOp = typeof Op.Query | typeof Op.Run;
+
+/** The shape of a statement's call (see `CallShape`): parameters, then options. */
+function statementCall(name: string, options: CallShape["options"]): CallShape {
+  return {
+    name: `Statement.${name}`,
+    args: ["params", "options"],
+    options,
+    arrayHint: "pass every parameter in the one array or plain object, the first argument",
+  };
+}
+
+const ALL = statementCall("all()", ["timeout", "signal"]);
+const GET = statementCall("get()", ["timeout", "signal"]);
+const VALUES = statementCall("values()", ["timeout", "signal"]);
+const RUN = statementCall("run()", ["timeout", "signal"]);
+const ITERATE = statementCall("iterate()", ["arrays", "timeout", "signal"]);
 
 /** Sends `finalize` for each handle still live on its connection; empties `handles`. */
 function freeHandles(handles: Map<PooledConnection, Handle>): Promise<unknown>[] {
@@ -85,6 +105,8 @@ export class Statement {
   #columns: string[];
   #raw = false;
   #finalized = false;
+  /** What `finalize()` returns: set by its first call, which frees the handles. */
+  #finalizing: Promise<void> | null = null;
   /** True when the statement surely does not wait for the server's writer. */
   readonly #readsOnly: boolean;
   /** The SQL text. */
@@ -145,13 +167,15 @@ export class Statement {
    * its columns; a failure carries the caller's frames.
    */
   async #rows(
+    shape: CallShape,
+    count: number,
     params: BindParams | undefined,
-    options: CallOptions | undefined,
+    options: unknown,
     first: boolean,
   ): Promise<Replies[typeof Op.Query]> {
     let reply: Replies[typeof Op.Query];
     try {
-      reply = await this.#call(Op.Query, params, options, first);
+      reply = await this.#call(Op.Query, shape, count, params, options, first);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -166,13 +190,16 @@ export class Statement {
    * @param options A deadline or an abort signal for this call.
    * @returns every row.
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    */
   async all<T = Row, P extends BindParamsOf<P> = BindParams>(
     params?: P,
     options?: CallOptions,
   ): Promise<T[]> {
     const raw = this.#raw; // the mode when called, whatever raw() does while it runs
-    const [columns, rows] = await this.#rows(params as BindParams | undefined, options, false);
+    const p = params as BindParams | undefined;
+    const [columns, rows] = await this.#rows(ALL, arguments.length, p, options, false);
     return (raw ? rows : toObjects(columns, rows)) as T[];
   }
 
@@ -183,13 +210,16 @@ export class Statement {
    * @param options A deadline or an abort signal for this call.
    * @returns the first row (an array when raw), or `undefined`.
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    */
   async get<T = Row, P extends BindParamsOf<P> = BindParams>(
     params?: P,
     options?: CallOptions,
   ): Promise<T | undefined> {
     const raw = this.#raw; // the mode when called, whatever raw() does while it runs
-    const [columns, rows] = await this.#rows(params as BindParams | undefined, options, true);
+    const p = params as BindParams | undefined;
+    const [columns, rows] = await this.#rows(GET, arguments.length, p, options, true);
     if (rows.length === 0) return undefined;
     return (raw ? rows[0] : toObject(columns, rows[0])) as T;
   }
@@ -201,12 +231,15 @@ export class Statement {
    * @param options A deadline or an abort signal for this call.
    * @returns every row as an array of values.
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    */
   async values<T extends unknown[] = SqlValue[], P extends BindParamsOf<P> = BindParams>(
     params?: P,
     options?: CallOptions,
   ): Promise<T[]> {
-    const [, rows] = await this.#rows(params as BindParams | undefined, options, false);
+    const p = params as BindParams | undefined;
+    const [, rows] = await this.#rows(VALUES, arguments.length, p, options, false);
     return rows as T[];
   }
 
@@ -217,6 +250,8 @@ export class Statement {
    * @param options A deadline or an abort signal for this call.
    * @returns the number of rows changed and the last inserted rowid.
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    */
   async run<P extends BindParamsOf<P> = BindParams>(
     params?: P,
@@ -224,7 +259,8 @@ export class Statement {
   ): Promise<RunResult> {
     let reply: Replies[typeof Op.Run];
     try {
-      reply = await this.#call(Op.Run, params as BindParams | undefined, options);
+      const p = params as BindParams | undefined;
+      reply = await this.#call(Op.Run, RUN, arguments.length, p, options);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -238,6 +274,8 @@ export class Statement {
    * @param options `arrays`, a deadline or an abort signal.
    * @returns an async generator of rows (arrays when raw).
    * @throws {SqliteError} SQLite's error, or `UNKNOWN_STATEMENT` after `finalize()`.
+   * @throws {TypeError} for an option it does not take or of the wrong type, options that
+   *   are not a plain object, or an argument past the options (nothing is sent).
    */
   iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     params?: P,
@@ -304,24 +342,26 @@ export class Statement {
     // Rows are asked for when iterating starts: the parameters are those of
     // now, and calls issued before it in the same burst run first.
     const earlier = this.#route.earlier?.() ?? null;
-    const opts = { arrays: this.#raw, ...options };
     // Read once now, and sent when iterating starts with the bytes of now; a
     // refusal is reported then (after UNKNOWN_STATEMENT, as for other calls).
     let own: WireParams = null;
+    let opts: CheckedOptions = {};
     let refused: { error: unknown } | null = null;
     try {
       own = ownParams(params);
       ownBytes(own);
+      checkArgCount(ITERATE, arguments.length);
+      opts = callOptions(ITERATE, options);
     } catch (error) {
       refused = { error };
     }
-    return this.#iterate(own, refused, opts, earlier);
+    return this.#iterate(own, refused, { ...opts, arrays: opts.arrays ?? this.#raw }, earlier);
   }
 
   async *#iterate(
     params: WireParams,
     refused: { error: unknown } | null,
-    options: IterateOptions,
+    options: CheckedOptions,
     earlier: Promise<void> | null,
   ): AsyncGenerator<unknown> {
     if (earlier !== null) {
@@ -354,34 +394,53 @@ export class Statement {
 
   /**
    * Frees the statement on every connection it was prepared on. Calls after
-   * this fail with `UNKNOWN_STATEMENT`.
+   * this fail with `UNKNOWN_STATEMENT`. Idempotent, as `@db/sqlite`'s: a
+   * later call sends nothing and returns what the first returned.
    *
-   * @returns once the server freed it.
-   * @throws {SqliteError} `UNKNOWN_STATEMENT` when already finalized.
+   * @returns once the server freed it (never rejects: a handle on a
+   *   connection lost meanwhile is gone with it).
    */
-  async finalize(): Promise<void> {
-    this.#checkLive();
-    this.#finalized = true;
-    dropped.unregister(this);
-    // A `prepare` still in flight frees its handle when its reply arrives.
-    await Promise.all([...freeHandles(this.#handles), ...this.#preparing.values()]);
+  finalize(): Promise<void> {
+    if (this.#finalizing === null) {
+      this.#finalized = true;
+      dropped.unregister(this);
+      // A `prepare` still in flight frees its handle when its reply arrives.
+      this.#finalizing = Promise.all([...freeHandles(this.#handles), ...this.#preparing.values()])
+        .then(() => {});
+    }
+    return this.#finalizing;
+  }
+
+  /**
+   * {@link finalize}, for `await using stmt = await db.prepare(sql)`. There
+   * is no synchronous `[Symbol.dispose]`: freeing the statement takes a
+   * round trip to the server, which a `using` block could not wait for.
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.finalize();
   }
 
   #call<O extends StatementOp>(
     op: O,
+    shape: CallShape,
+    count: number,
     params: BindParams | undefined,
-    options: CallOptions | undefined,
+    options: unknown,
     first = false,
   ): Promise<Replies[O]> {
     let wp: WireParams;
+    let opts: CheckedOptions;
     try {
       this.#checkLive();
       wp = ownParams(params);
+      checkArgCount(shape, count);
+      opts = callOptions(shape, options);
     } catch (err) {
       return Promise.reject(err);
     }
+    const { signal } = opts;
     const explain = this.#route.ownWriter?.watch() ?? null;
-    const wo = wireOptions(options, first);
+    const wo = wireOptions(opts, first);
     const writes = op === Op.Run || !this.#readsOnly;
     const c = this.#route.connection(writes);
     // A call that waits for a connection sends the bytes as they are now.
@@ -389,11 +448,11 @@ export class Statement {
     const send = (conn: PooledConnection): Promise<Replies[O]> => {
       const h = this.#handleOn(conn);
       if (h !== undefined) {
-        return conn.request(op, [h.handle, wp, wo], options?.signal, h.generation, writes);
+        return conn.request(op, [h.handle, wp, wo], signal, h.generation, writes);
       }
-      return conn.request(op, [this.sql, wp, wo], options?.signal, undefined, writes);
+      return conn.request(op, [this.sql, wp, wo], signal, undefined, writes);
     };
-    const sent = c instanceof Promise ? abortable(c.then(send), options?.signal) : send(c);
+    const sent = c instanceof Promise ? abortable(c.then(send), signal) : send(c);
     this.#route.issued?.(sent);
     return explain === null ? sent : sent.catch((err) => Promise.reject(explain(err)));
   }
