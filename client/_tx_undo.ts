@@ -172,6 +172,28 @@ export function lostWithConnection(conn: PooledConnection, err: unknown): unknow
 }
 
 /**
+ * The error of a transaction's `BEGIN` (`transaction()`'s, or an ORM
+ * adapter's) that failed with `err`: when `err` is a `ConnectionError`
+ * saying it may have run, the same error with `mayHaveRun` false (same
+ * `code`, `err` as `cause`). A `BEGIN` that ran on a connection that then
+ * ended opened a transaction that ended with it (the server rolls it back),
+ * and nothing else of the transaction was sent, so nothing of it stays
+ * applied: retrying the whole transaction is safe. The client cannot tell
+ * the loss from the connection's transaction state here (as
+ * {@link lostWithConnection} does): no answer said the transaction was
+ * open. Else `err` as it is.
+ */
+export function lostAtBegin(err: unknown): unknown {
+  if (!(err instanceof ConnectionError) || !err.mayHaveRun) return err;
+  return new ConnectionError(
+    `Connection was lost while the transaction was beginning (${err.message}); had its BEGIN ` +
+      "run, the transaction ended with the connection, which the server rolled back: nothing " +
+      "of it stays applied; retry the whole transaction",
+    { code: err.code, cause: err, mayHaveRun: false },
+  );
+}
+
+/**
  * True when `err`, the failure of a statement ending the transaction or a
  * savepoint of it, says the transaction is gone, or will be rolled back
  * whatever is sent: the connection was lost (the server rolls it back),

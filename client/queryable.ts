@@ -55,6 +55,7 @@ import {
   endedAlready,
   joinedCallRefused,
   levelOf,
+  lostAtBegin,
   lostWithConnection,
   newLevel,
   noteSavepointEnds,
@@ -1139,8 +1140,10 @@ async function runInScope<T>(
   if (outer) {
     // A BEGIN that waited for a transaction of the same client says so (see OwnWriter).
     const explain = ownWriter?.watch() ?? null;
-    const begin = exec(`BEGIN ${behavior.toUpperCase()}`);
-    await (explain === null ? begin : begin.catch((err) => Promise.reject(explain(err))));
+    // One lost with the connection opened nothing that stays (see lostAtBegin).
+    await exec(`BEGIN ${behavior.toUpperCase()}`).catch((err) =>
+      Promise.reject(lostAtBegin(explain === null ? err : explain(err)))
+    );
     // Its own to roll back, should the connection be lost (see PooledConnection.txOwner).
     conn.txOwner = scope;
   } else {

@@ -2,7 +2,8 @@
  * Fixes of the ORM adapters' review, through the real `kysely` and
  * `drizzle-orm` packages: raw savepoint commands in a Kysely `read only`
  * transaction, and a transaction `BEGIN` in flight when the server process
- * dies, which reports `mayHaveRun` false (Drizzle and Kysely alike).
+ * dies, which reports `mayHaveRun` false (Drizzle, Kysely and the client's
+ * own `transaction()` alike).
  */
 
 import assert from "node:assert/strict";
@@ -133,6 +134,20 @@ function assertLostBegin(err: unknown): void {
   assert.ok(err.cause instanceof ConnectionError, String(err.cause));
   assert.equal(err.cause.mayHaveRun, true);
 }
+
+Deno.test("client transaction(): a BEGIN in flight when the server process dies rejects with mayHaveRun false", async () => {
+  await using srv = await startServerProcess();
+  const [client, conn] = await oneConnection(srv);
+  await using _client = client;
+  let ran = false;
+  const err = await beginLost(srv, conn, () =>
+    client.transaction(async (tx) => {
+      ran = true;
+      await tx.run("INSERT INTO t VALUES (1)");
+    }));
+  assert.equal(ran, false);
+  assertLostBegin(err);
+});
 
 Deno.test("drizzle: a begin in flight when the server process dies rejects with mayHaveRun false", async () => {
   await using srv = await startServerProcess();
