@@ -201,6 +201,8 @@ export interface CallShape {
   readonly args: readonly string[];
   /** The options it takes, in the order messages list them. */
   readonly options: readonly CallOptionName[];
+  /** Said after the refusal of an argument too many, for a call without `params`. */
+  readonly extraHint?: string;
   /** Said after the refusal of an array as the options: what it most likely was. */
   readonly arrayHint?: string;
   /**
@@ -229,7 +231,9 @@ export function checkArgCount(shape: CallShape, count: number): void {
   if (count <= shape.args.length) return;
   const params = shape.args.includes("params")
     ? ": pass the parameters in one array (positional) or plain object (named)"
-    : "";
+    : shape.extraHint === undefined
+    ? ""
+    : `: ${shape.extraHint}`;
   throw new TypeError(
     `Invalid ${shape.name} call: it takes at most ${shape.args.length} argument` +
       `${shape.args.length === 1 ? "" : "s"} (${shape.args.join(", ")}), got ${count}${params}`,

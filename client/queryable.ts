@@ -808,6 +808,7 @@ export abstract class Queryable {
    * ```
    */
   async prepare(sql: string): Promise<Statement> {
+    checkArgCount(PREPARE, arguments.length);
     checkSql(sql);
     this.#refuseTxControl(sql, false, false);
     const explain = this.#route.ownWriter?.watch() ?? null;
@@ -1094,6 +1095,12 @@ const QUERY = statementCall("query()", ["timeout", "signal"]);
 const VALUES = statementCall("values()", ["timeout", "signal"]);
 const GET = statementCall("get()", ["timeout", "signal"]);
 const ITERATE = statementCall("iterate()", ["arrays", "timeout", "signal"]);
+const PREPARE: CallShape = {
+  name: "prepare()",
+  args: ["sql"],
+  options: [],
+  extraHint: "pass the parameters to the statement's run(), all(), get(), values() or iterate()",
+};
 const BATCH: CallShape = {
   name: "batch()",
   args: ["statements", "options"],

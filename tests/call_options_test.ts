@@ -205,6 +205,12 @@ Deno.test("Queryable query calls refuse an argument beyond their options with a 
     name: "TypeError",
     message: "Invalid exec() call: it takes at most 2 arguments (sql, options), got 3",
   });
+  // prepare() takes the SQL alone: parameters go to the statement's calls.
+  await assert.rejects(any.prepare("INSERT INTO t VALUES (?)", [1]), {
+    name: "TypeError",
+    message: "Invalid prepare() call: it takes at most 1 argument (sql), got 2: pass the " +
+      "parameters to the statement's run(), all(), get(), values() or iterate()",
+  });
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], "nothing ran");
 });
 
