@@ -56,6 +56,9 @@ export interface AdminIO {
 
 const encoder = new TextEncoder();
 
+/** Moves the cursor to the top left corner and clears the screen (`stats --watch` on a terminal). */
+const CLEAR_SCREEN = "\x1b[H\x1b[2J";
+
 /**
  * Standard output and error; a progress line when standard error is a terminal. Results are
  * written with `Deno.stdout` (`console.log` would ignore a broken pipe and `stats --watch` would
@@ -343,8 +346,10 @@ async function stats(p: Parsed, watch: number, count: number, io: AdminIO): Prom
       const r = await link.request(Op.Stats, []);
       if (p.values.json) io.out(JSON.stringify(r));
       else {
-        if (watch > 0 && io.outIsTerminal === true) io.out("\x1b[H\x1b[2J"); // clear the screen
-        io.out(describeStats(r));
+        // On a terminal the screen is cleared first, in the same write: the report starts on the
+        // top line (a line of its own for the clearing would leave that line empty).
+        const clear = watch > 0 && io.outIsTerminal === true ? CLEAR_SCREEN : "";
+        io.out(clear + describeStats(r));
       }
       if (watch === 0 || n >= count) return 0;
       await new Promise((resolve) => setTimeout(resolve, watch * 1000));
@@ -428,7 +433,28 @@ function progressBar(done: number, total: number, ms: number, s: StatsReport): s
 
 /** One line: what a backup did. */
 export function describeBackup(r: BackupReport): string {
-  return `backup: ${counted(r.pages, "page")}, ${bytes(r.bytes)} to ${r.dest} in ${seconds(r.ms)}`;
+  return `backup: ${counted(r.pages, "page")}, ${bytes(r.bytes)} to ${shownPath(r.dest)} in ` +
+    seconds(r.ms);
+}
+
+/**
+ * Control characters: C0, DEL, C1, and the Unicode line and paragraph separators (as
+ * `server/log.ts` escapes them).
+ */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+
+/**
+ * A file name as a summary line shows it: as it is, or, when it holds a control character (a
+ * line break, an escape sequence), quoted as a JSON string with those characters escaped
+ * (`"a\nb.db"`), so that one line stays one line and nothing reaches the terminal as a command.
+ */
+export function shownPath(path: string): string {
+  if (!CONTROL.test(path)) return path;
+  return JSON.stringify(path).replace(
+    /[\x7f-\x9f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 /**
@@ -470,7 +496,7 @@ export function describeCheckpoint(r: CheckpointReport): string {
 
 /** One line: what a vacuum did. */
 export function describeVacuum(r: VacuumReport): string {
-  const what = r.into === null ? "vacuum" : `vacuum into ${r.into}`;
+  const what = r.into === null ? "vacuum" : `vacuum into ${shownPath(r.into)}`;
   const line = `${what}: ${r.pagesBefore} -> ${r.pagesAfter} pages, ${bytes(r.bytesBefore)} -> ` +
     `${bytes(r.bytesAfter)}, ${seconds(r.ms)}`;
   if (!r.walBusy) return line;
@@ -559,7 +585,7 @@ export function describeStats(r: StatsReport): string {
     );
   }
   for (const b of r.backups) {
-    lines.push(`backup        ${b.dest}: ${b.done}/${b.total} pages, ${seconds(b.ms)}`);
+    lines.push(`backup        ${shownPath(b.dest)}: ${b.done}/${b.total} pages, ${seconds(b.ms)}`);
   }
   return lines.join("\n");
 }

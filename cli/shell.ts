@@ -119,6 +119,42 @@ async function writeAll(
 /** The statements that write rows (with `RETURNING`, they return them). */
 const WRITES: ReadonlySet<string> = new Set(["insert", "update", "delete", "replace"]);
 
+/**
+ * Statements without result columns, unless a `RETURNING` clause gives them some (not `PRAGMA`:
+ * some return a row, some none).
+ */
+const NO_ROWS: ReadonlySet<string> = new Set([
+  ...WRITES,
+  "create",
+  "drop",
+  "alter",
+  "begin",
+  "commit",
+  "end",
+  "rollback",
+  "savepoint",
+  "release",
+  "analyze",
+  "reindex",
+  "vacuum",
+  "attach",
+  "detach",
+]);
+
+/**
+ * True when `sql` surely has no result columns, from its text alone: it begins with one of
+ * {@link NO_ROWS} (or is a `WITH ... INSERT|UPDATE|DELETE`) and has the word `returning` nowhere
+ * in its text (in a string or comment too: when in doubt, prepare). Such a statement runs with
+ * one request (`run`) instead of two (`prepare`, then `run`; three counting `finalize`), which is
+ * most of what a script does: the output is the same, nothing. A `WITH` whose main statement may
+ * be `REPLACE` is left to prepare too: `replace` may also name a common table expression.
+ */
+function surelyNoRows(sql: string): boolean {
+  const { first, main } = leadingVerb(sql);
+  if (first === "with" && (main === "replace" || !WRITES.has(main))) return false;
+  return NO_ROWS.has(first === "with" ? main : first) && !/returning/i.test(sql);
+}
+
 /** Stops a script: `.quit` was read. */
 const QUIT = Symbol("quit");
 
@@ -161,6 +197,17 @@ export class Shell {
    */
   async execute(sql: string): Promise<void> {
     const started = performance.now();
+    // One request (run) for a statement that surely has no result columns; else prepare first,
+    // for the column names, then read the rows (and finalize, not awaited).
+    if (surelyNoRows(sql)) await this.#client.run(sql);
+    else await this.#prepared(sql);
+    if (this.#timer) {
+      await this.#io.out(`Run Time: real ${((performance.now() - started) / 1000).toFixed(3)}\n`);
+    }
+  }
+
+  /** Runs a statement through a prepared statement, whose columns say how to print its rows. */
+  async #prepared(sql: string): Promise<void> {
     const stmt = await this.#client.prepare(sql);
     try {
       if (stmt.columns.length === 0) await stmt.run();
@@ -177,9 +224,6 @@ export class Shell {
     } finally {
       // Not awaited: requests on one connection run in order, so this saves a round trip.
       stmt.finalize().catch(() => {});
-    }
-    if (this.#timer) {
-      await this.#io.out(`Run Time: real ${((performance.now() - started) / 1000).toFixed(3)}\n`);
     }
   }
 
@@ -459,15 +503,19 @@ export class Shell {
     }
   }
 
-  /** `.tables` and `.indexes`: names from the schema, in columns. */
+  /**
+   * `.tables` and `.indexes`: names from the schema, in columns; TEMP objects too, as `temp.NAME`
+   * (as the sqlite3 shell lists them), sorted with the others. The server keeps TEMP objects on
+   * its writer and sends every statement there while one exists, so this query sees them.
+   */
   async #listNames(kind: "tables" | "indexes", pattern: string | undefined): Promise<void> {
     const params = pattern === undefined ? [] : [pattern];
-    const sql = kind === "tables"
-      ? "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view')" +
-        " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'" +
-        (pattern === undefined ? "" : " AND name LIKE ?") + " ORDER BY name"
-      : "SELECT name FROM sqlite_schema WHERE type = 'index'" +
-        (pattern === undefined ? "" : " AND tbl_name LIKE ?") + " ORDER BY name";
+    const where = kind === "tables"
+      ? "type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'" +
+        (pattern === undefined ? "" : " AND name LIKE ?1")
+      : "type = 'index'" + (pattern === undefined ? "" : " AND tbl_name LIKE ?1");
+    const sql = `SELECT name FROM sqlite_schema WHERE ${where} UNION ALL ` +
+      `SELECT 'temp.' || name FROM sqlite_temp_schema WHERE ${where} ORDER BY 1`;
     const names = (await this.#client.values<[string]>(sql, params)).map((r) => r[0]);
     await this.#io.out(columnize(names));
   }
@@ -477,16 +525,33 @@ export class Shell {
    * prints them), so a trigger or view comes after the tables it needs and the output replays.
    * SQLite's own objects (`sqlite_sequence`, `sqlite_stat1`, ...) are left out: SQLite makes them
    * itself (AUTOINCREMENT, ANALYZE) and refuses a CREATE of them, which would stop a replay.
+   * TEMP objects follow, in their creation order, their names qualified with `temp.` as the
+   * sqlite3 shell prints them ({@link tempCreate}), since SQLite keeps their CREATE without TEMP.
    */
   async #schema(pattern: string | undefined): Promise<void> {
-    const where = pattern === undefined ? "" : " AND (name LIKE ?1 OR tbl_name LIKE ?1)";
-    const rows = await this.#client.values<[string]>(
-      "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' " +
-        `ESCAPE '\\'${where} ORDER BY rowid`,
+    const where = "sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'" +
+      (pattern === undefined ? "" : " AND (name LIKE ?1 OR tbl_name LIKE ?1)");
+    const rows = await this.#client.values<[string, number]>(
+      `SELECT sql, 0 AS temp, rowid FROM sqlite_schema WHERE ${where} UNION ALL ` +
+        `SELECT sql, 1, rowid FROM sqlite_temp_schema WHERE ${where} ORDER BY 2, 3`,
       pattern === undefined ? [] : [pattern],
     );
-    await this.#io.out(rows.map((r) => `${r[0]};\n`).join(""));
+    await this.#io.out(rows.map(([sql, temp]) => `${temp ? tempCreate(sql) : sql};\n`).join(""));
   }
+}
+
+/**
+ * The CREATE statement of a TEMP object as the sqlite3 shell's `.schema` prints it: its name
+ * qualified with `temp.` (`CREATE TABLE temp.t(x)`, `CREATE INDEX temp.i ON t(x)`), so that it
+ * replays as a TEMP object (there is no `CREATE TEMP INDEX`). SQLite stores it as
+ * `CREATE TABLE|VIEW|INDEX|UNIQUE INDEX|TRIGGER|VIRTUAL TABLE ` and the name as written; a text
+ * of another shape is left as it is.
+ */
+function tempCreate(sql: string): string {
+  return sql.replace(
+    /^(CREATE (?:TABLE|VIEW|INDEX|UNIQUE INDEX|TRIGGER|VIRTUAL TABLE) )/,
+    "$1temp.",
+  );
 }
 
 /** Names in columns, filled top to bottom, as the sqlite3 shell lists tables. */

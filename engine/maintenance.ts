@@ -615,7 +615,9 @@ export class Maintenance {
    * @throws {SqliteError} `FORBIDDEN` when the server permits no destination,
    *   the path leaves the directory (`..`, symbolic links), or it names one of
    *   the database's own files ({@link #databaseFileName}); `BAD_REQUEST`
-   *   when the file exists or its directory does not.
+   *   when the file exists or its directory does not, and when the path names
+   *   a directory by its form ({@link namesDirectory}: `daily/`) that does
+   *   not exist.
    */
   #destination(path: string, what: string): string {
     const root = this.#backupDir;
@@ -658,6 +660,15 @@ export class Maintenance {
       );
     }
     const kind = pathKind(target);
+    if (kind === null && namesDirectory(path)) {
+      // `resolve()` drops the trailing separator: without this, "daily/" would become a file.
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Cannot ${what} "${target}${sep}": the directory "${target}" does not exist (the ` +
+          "server creates no directories); create it first and name a new file in it " +
+          `(for example "${join(target, "copy.db")}")`,
+      );
+    }
     if (kind !== null) {
       throw new SqliteError(
         ErrorCode.BadRequest,
@@ -784,6 +795,18 @@ function fileMode(path: string): number | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Whether a client-given path names a directory by its form alone: it ends
+ * with a separator (`daily/`), or its last part is `.` or `..`. Resolved, it
+ * loses that form (`resolve("daily/")` is `daily`), and a destination
+ * resolved so would be written as a file named after the directory.
+ */
+function namesDirectory(path: string): boolean {
+  const separators = Deno.build.os === "windows" ? /[\\/]/ : /\//;
+  const last = path.split(separators).pop();
+  return last === "" || last === "." || last === "..";
 }
 
 function realPathOrNull(path: string): string | null {
