@@ -53,7 +53,7 @@ const DOT_HELP = `.headers on|off          show column names in table and csv mo
 .quit                    exit (also .exit [CODE], or Ctrl-D)
 .read FILE               run the SQL and dot commands in FILE
 .schema [TABLE]          show CREATE statements (of tables matching the LIKE pattern)
-.tables [PATTERN]        list tables and views (matching the LIKE pattern)
+.tables [PATTERN]        list tables and views, TEMP ones as temp.NAME (matching the LIKE pattern)
 .timer on|off            show how long each statement took
 `;
 
