@@ -241,8 +241,8 @@ export function checkArgCount(shape: CallShape, count: number): void {
 }
 
 /**
- * Checks a call's options, the same way for every call: `undefined` or a
- * plain object whose keys are among the call's options, each `undefined` or
+ * Checks a call's options, the same way for every call: `undefined` or
+ * `null` (none, as parameters take `null` for none), or a plain object whose keys are among the call's options, each `undefined` or
  * of its type (`timeout` a positive number of ms, `Infinity` the longest the
  * server takes; `signal` an `AbortSignal`; `arrays` and `foreignKeys`
  * booleans). A key the call does not take is refused rather than ignored:
@@ -254,7 +254,7 @@ export function checkArgCount(shape: CallShape, count: number): void {
  * @throws {TypeError} naming the call, and the option when one is wrong.
  */
 export function callOptions(shape: CallShape, options: unknown): CheckedOptions {
-  if (options === undefined) return NO_OPTIONS;
+  if (options === undefined || options === null) return NO_OPTIONS;
   const takes = `{ ${shape.options.join(", ")} }`;
   if (typeof options !== "object" || options === null) {
     throw new TypeError(`Invalid ${shape.name} options: expected ${takes}, got ${show(options)}`);
@@ -286,7 +286,8 @@ export function callOptions(shape: CallShape, options: unknown): CheckedOptions 
   const checked: CheckedOptions = {};
   for (const key of shape.options) {
     const value = given[key];
-    if (value === undefined) continue;
+    // (`signal: null` is none, as in fetch()'s RequestInit.)
+    if (value === undefined || (value === null && key === "signal")) continue;
     const problem = optionProblem(key, value);
     if (problem !== null) {
       throw new TypeError(`Invalid ${shape.name} option "${key}": ${problem}`);

@@ -105,7 +105,7 @@ Deno.test("Queryable query calls refuse options that are no plain object and val
   await using srv = await startServer();
   await using db = await srv.client();
   await db.exec("CREATE TABLE t (x)");
-  for (const [options, got] of [[5, "5"], ["x", '"x"'], [null, "null"], [true, "true"]]) {
+  for (const [options, got] of [[5, "5"], ["x", '"x"'], [true, "true"]]) {
     await assertTypeErrors(
       queryCalls(db, [], options),
       (name) =>
@@ -257,7 +257,7 @@ Deno.test("Statement calls refuse unknown options, wrong options, a second param
   await stmt.finalize();
 });
 
-Deno.test("Query calls take every valid form of options: undefined values, a null-prototype object, Infinity, a signal, arrays", async () => {
+Deno.test("Query calls take every valid form of options: null, undefined values, a null-prototype object, Infinity, a signal, arrays", async () => {
   await using srv = await startServer();
   await using db = await srv.client();
   await db.exec("CREATE TABLE t (x)");
@@ -268,6 +268,16 @@ Deno.test("Query calls take every valid form of options: undefined values, a nul
     { changes: 1, lastInsertRowid: 1 },
   );
   assert.deepEqual(await db.query("SELECT x FROM t", undefined, bare), [{ x: 1 }]);
+  // null is no options, as null is no parameters (what a JSON round trip makes of undefined).
+  // deno-lint-ignore no-explicit-any
+  const untyped = db as any;
+  assert.deepEqual(await untyped.query("SELECT x FROM t", null, null), [{ x: 1 }]);
+  await untyped.exec("SELECT 1", null);
+  assert.deepEqual(await untyped.get("SELECT x FROM t", [], { signal: null }), { x: 1 });
+  const nulls = await db.prepare("SELECT x FROM t");
+  // deno-lint-ignore no-explicit-any
+  assert.deepEqual(await (nulls as any).values(null, null), [[1]]);
+  await nulls.finalize();
   assert.deepEqual(await db.values("SELECT x FROM t", [], { timeout: Infinity }), [[1]]);
   assert.deepEqual(await db.get("SELECT x FROM t", [], { signal, timeout: 0.5e4 }), { x: 1 });
   const rows = [];
