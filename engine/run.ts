@@ -856,13 +856,13 @@ interface Counters {
   total: number | bigint;
   /** The last insert rowid before. */
   rowid: number | bigint;
-  /** True when the rowid was zeroed for the statement (see {@link countersBefore}). */
+  /** True when the rowid was set to {@link UNSET_ROWID} for the statement (see {@link countersBefore}). */
   zeroed: boolean;
 }
 
 /**
  * Reads the counters. Only an upsert ({@link Prepared.zeroesRowid}) has the
- * last rowid zeroed first (where the binding can: FFI): after it, an
+ * last rowid unset first ({@link UNSET_ROWID}) (where the binding can: FFI): after it, an
  * unchanged rowid could mean an update or an insert that got the same rowid
  * as the previous one. Others keep SQLite's value, which SQL may read
  * (`INSERT ... VALUES (last_insert_rowid())`).
@@ -871,13 +871,20 @@ function countersBefore(p: Prepared): Counters | null {
   if (!p.changesRows && !p.inserts) return null;
   const db = p.conn.db;
   const rowid = p.inserts ? db.lastInsertRowid() : 0;
-  const zeroed = p.zeroesRowid && db.setLastInsertRowid(0);
+  const zeroed = p.zeroesRowid && db.setLastInsertRowid(UNSET_ROWID);
   return { total: db.totalChanges(), rowid, zeroed };
 }
 
+/**
+ * What an upsert's last rowid is set to before it runs: the least 64-bit
+ * integer, which no insert sets short of naming that rowid itself (rowid 0
+ * can be inserted as any other: it must read back as 0, not as unset).
+ */
+const UNSET_ROWID = -(2n ** 63n);
+
 /** A zeroed statement that inserted nothing leaves the connection's last rowid as it was. */
 function restoreRowid(p: Prepared, before: Counters | null, now?: number | bigint): void {
-  if (before?.zeroed && (now ?? p.conn.db.lastInsertRowid()) === 0) {
+  if (before?.zeroed && (now ?? p.conn.db.lastInsertRowid()) === UNSET_ROWID) {
     p.conn.db.setLastInsertRowid(before.rowid);
   }
 }
@@ -899,7 +906,7 @@ function outcome(p: Prepared, rows: SqlValue[][] | Encoded, before: Counters | n
   if (!p.inserts) return o;
   const now = db.lastInsertRowid();
   if (before.zeroed) {
-    o.lastInsertRowid = now;
+    o.lastInsertRowid = now === UNSET_ROWID ? 0 : now;
     restoreRowid(p, before, now);
     return o;
   }

@@ -358,6 +358,30 @@ Deno.test("an upsert that only names last_insert_rowid in a string, comment or c
   assert.deepEqual(await db.values("SELECT v FROM seen"), [[10]]);
 });
 
+Deno.test("an upsert that inserts rowid 0 reports 0 and leaves SQL's last_insert_rowid() at 0, as SQLite has it", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec(
+    "CREATE TABLE e (id INTEGER PRIMARY KEY, k UNIQUE, n INT DEFAULT 0); " +
+      "CREATE TABLE other (id INTEGER PRIMARY KEY)",
+  );
+  const upsert = "INSERT INTO e (id, k) VALUES (0, ?) ON CONFLICT (k) DO UPDATE SET n = n + 1";
+  await db.run("INSERT INTO other (id) VALUES (42)");
+  assert.deepEqual(await db.run(upsert, ["z"]), { changes: 1, lastInsertRowid: 0 });
+  assert.deepEqual(await db.values("SELECT id, k FROM e"), [[0, "z"]]);
+  assert.deepEqual(await db.values("SELECT last_insert_rowid()"), [[0]]);
+  // An upsert that updated leaves it as the previous insert set it.
+  await db.run("INSERT INTO other (id) VALUES (43)");
+  assert.deepEqual(await db.run(upsert, ["z"]), { changes: 1, lastInsertRowid: 0 });
+  assert.deepEqual(await db.values("SELECT last_insert_rowid()"), [[43]]);
+  await db.transaction(async (tx) => {
+    await tx.run("DELETE FROM e");
+    await tx.run("INSERT INTO other (id) VALUES (44)");
+    assert.deepEqual(await tx.run(upsert, ["y"]), { changes: 1, lastInsertRowid: 0 });
+    assert.deepEqual(await tx.values("SELECT last_insert_rowid()"), [[0]]);
+  });
+});
+
 Deno.test("exec() refuses parameters (an array, or a named-parameter object) with a TypeError naming run(), before anything runs: pool, reserved connection, transaction", async () => {
   await using srv = await startServer();
   await using db = await srv.client();
