@@ -29,8 +29,15 @@ import { openFinding } from "./client/_lock_owner.ts";
 import { type ConnectOptions, resolveConnectOptions } from "./client/options.ts";
 import { Pool } from "./client/pool.ts";
 import { Queryable } from "./client/queryable.ts";
-import { ReservedConnection, type ReserveOptions } from "./client/reserved.ts";
-import { openSubscription, type SubscribeOptions, type Subscription } from "./client/subscribe.ts";
+import { callOptions, checkArgCount } from "./client/_calls.ts";
+import { RESERVE, ReservedConnection, type ReserveOptions } from "./client/reserved.ts";
+import {
+  openSubscription,
+  SUBSCRIBE,
+  type SubscribeOptions,
+  subscribeOptions,
+  type Subscription,
+} from "./client/subscribe.ts";
 import { ConnectionError, ErrorCode, SqliteError } from "./protocol/errors.ts";
 
 export type { ConnectOptions } from "./client/options.ts";
@@ -255,11 +262,15 @@ export class Client extends Queryable {
    * @returns the reserved connection (see {@link ReservedConnection} for an example).
    * @throws {ConnectionError} when the client is closed, or `ACQUIRE_TIMEOUT`.
    * @throws {AbortError} when `options.signal` aborted the wait.
+   * @throws {TypeError} for an option other than `signal`, a `signal` that is
+   *   no `AbortSignal`, options that are not a plain object, or a second argument.
    */
   async reserve(options?: ReserveOptions): Promise<ReservedConnection> {
+    checkArgCount(RESERVE, arguments.length);
+    const { signal } = callOptions(RESERVE, options);
     let conn: PooledConnection;
     try {
-      conn = await this.#pool.reserve(options?.signal);
+      conn = await this.#pool.reserve(signal);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -287,8 +298,13 @@ export class Client extends Queryable {
    *
    * @throws {SqliteError} `FEED_UNSUPPORTED` when the server runs node:sqlite,
    *   `FEED_GAP` when the server no longer holds the changes after `since`.
+   * @throws {TypeError} for an option it does not take (a misspelt `tables`
+   *   would follow every table), options that are not a plain object, or a
+   *   second argument; nothing is opened.
    */
-  async subscribe(options: SubscribeOptions = {}): Promise<Subscription> {
+  async subscribe(options?: SubscribeOptions): Promise<Subscription> {
+    checkArgCount(SUBSCRIBE, arguments.length);
+    const checked = subscribeOptions(options);
     if (this.#pool.closed) throw new ConnectionError("Client is closed");
     const opening = new AbortController();
     this.#feedsOpening.add(opening);
@@ -296,7 +312,7 @@ export class Client extends Queryable {
     try {
       sub = await openSubscription(
         this.#pool.config,
-        options,
+        checked,
         (s) => this.#feeds.delete(s),
         (info) => this.#pool.refuses(info),
         opening.signal,

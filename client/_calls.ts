@@ -176,26 +176,63 @@ export function checkSql(sql: unknown, where = ""): asserts sql is string {
   );
 }
 
-/** An option a call of the query API may take. */
-export type CallOptionName = "timeout" | "signal" | "arrays" | "foreignKeys";
+/**
+ * An option a call may take: the query API's (`timeout`, `signal`, `arrays`,
+ * `foreignKeys`), `transaction()`'s `behavior`, a key-value collection's
+ * (`ifVersion`, `prefix`, `start`, `end`, `limit`, `reverse`) and
+ * `subscribe()`'s (`tables`, `kv`, `values`, `since`, `buffer`).
+ */
+export type CallOptionName =
+  | "timeout"
+  | "signal"
+  | "arrays"
+  | "foreignKeys"
+  | "behavior"
+  | KvOptionName
+  | SubscribeOptionName;
+
+/** An option of a key-value collection's call (`put()`, `list()`, `count()`). */
+type KvOptionName = "ifVersion" | "prefix" | "start" | "end" | "limit" | "reverse";
+
+/** An option of `subscribe()`. */
+type SubscribeOptionName = "tables" | "kv" | "values" | "since" | "buffer";
+
+/** How `transaction()` begins (its `behavior` option). */
+export type TransactionBehavior = "deferred" | "immediate" | "exclusive";
 
 /**
  * A call's options as checked by {@link callOptions}: each one read once,
- * of the right type, and present only when given (not `undefined`).
+ * of the right type, and present only when given (not `undefined`). Those
+ * typed `unknown` are data the call checks itself, as it checks its other
+ * arguments (a key, a version: `INVALID_PARAM`), or that the server checks
+ * (`subscribe()`'s).
  */
 export interface CheckedOptions {
   timeout?: number;
   signal?: AbortSignal;
   arrays?: boolean;
   foreignKeys?: boolean;
+  behavior?: TransactionBehavior;
+  limit?: number;
+  reverse?: boolean;
+  ifVersion?: unknown;
+  prefix?: unknown;
+  start?: unknown;
+  end?: unknown;
+  tables?: unknown;
+  kv?: unknown;
+  values?: unknown;
+  since?: unknown;
+  buffer?: unknown;
 }
 
 /**
- * What one call of the query API takes, for {@link checkArgCount} and
+ * What one call takes (of the query API, `transaction()`, `reserve()`,
+ * `subscribe()`, a key-value collection's), for {@link checkArgCount} and
  * {@link callOptions}: its positional arguments and its option names.
  */
 export interface CallShape {
-  /** The call as messages name it: `"get()"`, `"Statement.get()"`. */
+  /** The call as messages name it: `"get()"`, `"Statement.get()"`, `"KvCollection.put()"`. */
   readonly name: string;
   /** Its positional arguments, the options last: `["sql", "params", "options"]`. */
   readonly args: readonly string[];
@@ -242,11 +279,16 @@ export function checkArgCount(shape: CallShape, count: number): void {
 
 /**
  * Checks a call's options, the same way for every call: `undefined` or
- * `null` (none, as parameters take `null` for none), or a plain object whose keys are among the call's options, each `undefined` or
- * of its type (`timeout` a positive number of ms, `Infinity` the longest the
- * server takes; `signal` an `AbortSignal`; `arrays` and `foreignKeys`
- * booleans). A key the call does not take is refused rather than ignored:
- * a misspelt `timeOut` would leave the call without its deadline.
+ * `null` (none, as parameters take `null` for none), or a plain object
+ * whose keys are among the call's options, each `undefined` or of its type
+ * (`timeout` a positive number of ms, `Infinity` the longest the server
+ * takes; `signal` an `AbortSignal`, or `null`, none; `arrays`,
+ * `foreignKeys` and `reverse` booleans; `behavior` one of `transaction()`'s;
+ * `limit` an integer >= 0; the others are checked by the call or the
+ * server, see {@link CheckedOptions}). A key the call does not take is
+ * refused rather than ignored: a misspelt `timeOut` would leave the call
+ * without its deadline, a misspelt `ifVersion` would make a conditional
+ * put unconditional, a misspelt `tables` would subscribe to every table.
  *
  * @param shape The call.
  * @param options What the caller passed as options.
@@ -311,18 +353,79 @@ function optionProblem(key: CallOptionName, value: unknown): string | null {
         : `expected an AbortSignal, got ${describeKind(value)}`;
     case "arrays":
     case "foreignKeys":
+    case "reverse":
       return typeof value === "boolean" ? null : `expected a boolean, got ${show(value)}`;
+    case "behavior":
+      return value === "deferred" || value === "immediate" || value === "exclusive"
+        ? null
+        : `expected "deferred", "immediate" or "exclusive", got ${show(value)}`;
+    case "limit":
+      // Written into the SQL as a number: a safe integer's digits are the number itself.
+      return Number.isSafeInteger(value) && (value as number) >= 0
+        ? null
+        : `expected an integer from 0 to 2^53 - 1, got ${show(value)}`;
+    case "ifVersion":
+    case "prefix":
+    case "start":
+    case "end":
+    case "tables":
+    case "kv":
+    case "values":
+    case "since":
+    case "buffer":
+      // Checked by the call (`INVALID_PARAM`, as the key or version it takes as an argument)
+      // or by the server (`subscribe()`'s).
+      return null;
   }
 }
 
-/** A value for a message: a primitive as written, an object by its kind. */
-function show(value: unknown): string {
+/** A value for a message: a primitive as written (a string quoted), an object by its kind. */
+export function show(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value);
   if (typeof value === "bigint") return `${value}n`;
   if (typeof value === "function" || (typeof value === "object" && value !== null)) {
     return describeKind(value);
   }
   return String(value);
+}
+
+/** The server's refusal of a named value the statement has no parameter for. */
+const NO_SUCH_PARAMETER =
+  /^Cannot bind parameter "[^"]*": the statement has no parameter of that name$/;
+
+/**
+ * A refusal of a call's parameters, with a hint when they are most likely
+ * the call's options passed in the parameters' place
+ * (`db.query(sql, { timeout: 100 })`): a plain object whose keys are all
+ * options of the call, refused because the statement has no parameter of
+ * such a name (the server's `INVALID_PARAM`) or because it holds an
+ * `AbortSignal`, which no parameter takes (the client's). Other errors, and
+ * a statement that has such parameters, are left as they are.
+ *
+ * @param err What the call failed with.
+ * @param shape The call, whose options and arguments the hint names.
+ * @param params What was passed as parameters.
+ * @returns `err`, or an `INVALID_PARAM` `SqliteError` with the hint, `err` its cause.
+ */
+export function optionsAsParams(err: unknown, shape: CallShape, params: unknown): unknown {
+  if (!(err instanceof SqliteError) || err.code !== ErrorCode.InvalidParam) return err;
+  if (typeof params !== "object" || params === null || !isPlainObject(params)) return err;
+  const keys = Object.keys(params);
+  const options = shape.options as readonly string[];
+  if (keys.length === 0 || !keys.every((key) => options.includes(key))) return err;
+  const signal = Object.values(params).some((v) => v instanceof AbortSignal);
+  if (!signal && !NO_SUCH_PARAMETER.test(err.message)) return err;
+  const args = shape.args.map((arg) =>
+    arg === "params" ? "[]" : arg === "options" ? `{ ${keys.join(", ")} }` : arg
+  );
+  return new SqliteError(
+    err.code,
+    `${err.message} (options go after the parameters: ${shape.name.slice(0, -2)}(${
+      args.join(", ")
+    }))`,
+    err.sqliteCode,
+    { cause: err },
+  );
 }
 
 /** Call options as sent: only what the server reads (the signal stays here). */

@@ -31,7 +31,7 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { describeKind } from "../protocol/values.ts";
-import type { BindValue } from "./_calls.ts";
+import { type BindValue, callOptions, type CallShape, checkArgCount } from "./_calls.ts";
 import type { Queryable } from "./queryable.ts";
 import {
   decodeKey,
@@ -142,6 +142,23 @@ const NEXT_VERSION = "(SELECT max(" +
  */
 const KEYS_PER_QUERY = 32765;
 
+/** A key-value collection's call with `args` and `options` (see `CallShape`). */
+function kvCall(
+  name: string,
+  args: readonly string[],
+  options: CallShape["options"] = [],
+  extraHint?: string,
+): CallShape {
+  return { name: `KvCollection.${name}`, args, options, extraHint };
+}
+
+const PUT = kvCall("put()", ["key", "value", "options"], ["ifVersion"]);
+const GET = kvCall("get()", ["key"]);
+const GET_MANY = kvCall("getMany()", ["keys"], [], "pass every key in the one array");
+const DELETE = kvCall("delete()", ["key"]);
+const LIST = kvCall("list()", ["options"], ["prefix", "start", "end", "limit", "reverse"]);
+const COUNT = kvCall("count()", ["range"], ["prefix", "start", "end"]);
+
 /** A named key-value collection; see the module doc for its storage. */
 export class KvCollection {
   readonly #sql: KvSql;
@@ -174,18 +191,30 @@ export class KvCollection {
    *
    * @returns the new version.
    * @throws {KvConflictError} when `ifVersion` does not match.
-   * @throws {SqliteError} `INVALID_PARAM` for a key or value that cannot be stored exactly.
+   * @throws {SqliteError} `INVALID_PARAM` for a key or value that cannot be stored
+   *   exactly, or an `ifVersion` that is neither a safe integer nor `null`.
+   * @throws {TypeError} for an option other than `ifVersion` (a misspelt one
+   *   would make the put unconditional), options that are not a plain object,
+   *   or an argument past them; nothing is written.
    */
   async put(key: KvKey | string, value: unknown, options?: KvPutOptions): Promise<number> {
+    checkArgCount(PUT, arguments.length);
+    // (Checked by putSql: INVALID_PARAM, as check()'s version.)
+    const ifVersion = callOptions(PUT, options).ifVersion as number | null | undefined;
     const k = encodeKey(toKey(key));
     const v = encodeKvValue(value);
-    const version = await putSql(this.#sql, this.#name, k, v, options?.ifVersion);
-    if (version === null) throw conflict(key, options?.ifVersion);
+    const version = await putSql(this.#sql, this.#name, k, v, ifVersion);
+    if (version === null) throw conflict(key, ifVersion);
     return version;
   }
 
-  /** The entry under `key`, or `null`. */
+  /**
+   * The entry under `key`, or `null`.
+   *
+   * @throws {TypeError} for a second argument (it takes no options).
+   */
   async get<T = unknown>(key: KvKey | string): Promise<KvEntry<T> | null> {
+    checkArgCount(GET, arguments.length);
     const k = encodeKey(toKey(key));
     // A value larger than one reply (`maxResultBytes`) streams through a cursor, as in getMany.
     const rows = await orEmpty(
@@ -208,6 +237,7 @@ export class KvCollection {
    * transaction (which, on the shared pool, holds the writer while it reads).
    */
   async getMany<T = unknown>(keys: readonly (KvKey | string)[]): Promise<(KvEntry<T> | null)[]> {
+    checkArgCount(GET_MANY, arguments.length);
     const encoded = keys.map((k) => encodeKey(toKey(k)));
     const found = new Map<string, [Uint8Array, Uint8Array, number]>();
     const read = async (q: KvSql): Promise<void> => {
@@ -242,6 +272,7 @@ export class KvCollection {
    * @returns true when the key existed.
    */
   async delete(key: KvKey | string): Promise<boolean> {
+    checkArgCount(DELETE, arguments.length);
     const k = encodeKey(toKey(key));
     return (await deleteSql(this.#sql, this.#name, k)) !== null;
   }
@@ -250,18 +281,21 @@ export class KvCollection {
    * Entries in key order (or reverse), from one snapshot. With a `limit` up
    * to 1000 they come in one query; otherwise through a server cursor, in
    * chunks, so memory stays bounded on both sides whatever the range's size.
+   *
+   * @throws {TypeError} when iterating starts, for an option it does not take
+   *   (a misspelt `reverse` or `prefix` would list otherwise), options that
+   *   are not a plain object, a `limit` other than an integer from 0 to 2^53 − 1, a
+   *   `reverse` other than a boolean, or a second argument.
+   * @throws {SqliteError} `INVALID_PARAM` for a `prefix`, `start` or `end`
+   *   that is not a key.
    */
-  async *list<T = unknown>(options: KvListOptions = {}): AsyncGenerator<KvEntry<T>> {
-    const { where, params } = rangeOf(this.#name, options);
-    const limit = options.limit;
-    if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) {
-      throw new SqliteError(
-        "INVALID_PARAM",
-        `Invalid list limit: expected an integer >= 0, got ${limit}`,
-      );
-    }
+  async *list<T = unknown>(options?: KvListOptions): AsyncGenerator<KvEntry<T>> {
+    checkArgCount(LIST, arguments.length);
+    const opts = callOptions(LIST, options);
+    const { where, params } = rangeOf(this.#name, opts as KvRange);
+    const limit = opts.limit;
     const sql = `SELECT key, value, version FROM netsqlite_kv WHERE ${where} ` +
-      `ORDER BY key ${options.reverse ? "DESC" : "ASC"}` +
+      `ORDER BY key ${opts.reverse ? "DESC" : "ASC"}` +
       (limit !== undefined ? ` LIMIT ${limit}` : "");
     // A small listing is one buffered query; a larger or unbounded one streams
     // through a server cursor (a connection holds at most `maxCursors`), and
@@ -287,9 +321,15 @@ export class KvCollection {
     }
   }
 
-  /** Number of entries (within a prefix or range). */
-  async count(range: KvRange = {}): Promise<number> {
-    const { where, params } = rangeOf(this.#name, range);
+  /**
+   * Number of entries (within a prefix or range).
+   *
+   * @throws {TypeError} for a key other than `prefix`, `start` and `end`, a
+   *   range that is not a plain object, or a second argument.
+   */
+  async count(range?: KvRange): Promise<number> {
+    checkArgCount(COUNT, arguments.length);
+    const { where, params } = rangeOf(this.#name, callOptions(COUNT, range) as KvRange);
     const rows = await this.#values<[number]>(
       `SELECT count(*) FROM netsqlite_kv WHERE ${where}`,
       params,

@@ -26,8 +26,11 @@ import {
   checkArgCount,
   type CheckedOptions,
   checkSql,
+  optionsAsParams,
   ownParams,
   type RunResult,
+  show,
+  type TransactionBehavior,
   wireOptions,
 } from "./_calls.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
@@ -284,14 +287,14 @@ export abstract class Queryable {
   ): Promise<RunResult> {
     checkSql(sql);
     this.#refuseTxControl(sql);
-    const own = ownParams(params);
+    const own = ownParamsOf(RUN, params);
     checkArgCount(RUN, arguments.length);
     const opts = callOptions(RUN, options);
     let reply: Replies[typeof Op.Run];
     try {
       reply = await this.#call(Op.Run, [sql, own, wireOptions(opts)], opts.signal);
     } catch (err) {
-      throw withCallerFrames(err);
+      throw withCallerFrames(optionsAsParams(err, RUN, own));
     }
     return { changes: changesOf(reply[0]), lastInsertRowid: reply[1] };
   }
@@ -523,7 +526,7 @@ export abstract class Queryable {
     try {
       checkSql(sql);
       this.#refuseTxControl(sql);
-      own = ownParams(params);
+      own = ownParamsOf(ITERATE, params);
       checkArgCount(ITERATE, arguments.length);
       opts = callOptions(ITERATE, options);
     } catch (err) {
@@ -566,7 +569,8 @@ export abstract class Queryable {
     try {
       yield* rows;
     } catch (err) {
-      throw withCallerFrames(explain === null ? err : explain(err));
+      const hinted = optionsAsParams(err, ITERATE, params);
+      throw withCallerFrames(explain === null ? hinted : explain(hinted));
     }
   }
 
@@ -728,6 +732,10 @@ export abstract class Queryable {
    *   `ConnectionError` `ACQUIRE_TIMEOUT` or `AbortError` when no
    *   connection came within the `acquireTimeout` connect option or before
    *   `options.signal` aborted (then `fn` did not run).
+   * @throws {TypeError} (a rejection, as every error of this call) for an
+   *   option other than `behavior` and `signal` or of the wrong type, options
+   *   that are not a plain object, an `fn` that is not a function, or a third
+   *   argument: nothing began and `fn` did not run.
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -750,19 +758,19 @@ export abstract class Queryable {
    */
   transaction<T>(
     fn: (tx: Transaction) => Promise<T>,
-    options: TransactionOptions = {},
+    options?: TransactionOptions,
   ): Promise<T> {
-    const behavior = options.behavior === undefined ? "deferred" : options.behavior;
-    if (behavior !== "deferred" && behavior !== "immediate" && behavior !== "exclusive") {
-      return Promise.reject(
-        new TypeError(
-          `Invalid option "behavior": expected "deferred", "immediate" or "exclusive", got "${
-            String(behavior)
-          }"`,
-        ),
-      );
+    // Not async (the caller's frames are added to its errors below), so each refusal is
+    // returned as a rejection, never thrown: `transaction(fn, null)` rejects as any call does.
+    let behavior: TransactionBehavior;
+    let signal: AbortSignal | undefined;
+    try {
+      checkArgCount(TRANSACTION, arguments.length);
+      checkTransactionFn(fn);
+      ({ behavior = "deferred", signal } = callOptions(TRANSACTION, options));
+    } catch (err) {
+      return Promise.reject(err);
     }
-    const signal = options.signal;
     if (signal?.aborted) {
       return Promise.reject(
         new AbortError("Call was aborted by its signal", { cause: signal.reason }),
@@ -846,13 +854,17 @@ export abstract class Queryable {
   ): Promise<Replies[typeof Op.Query]> {
     checkSql(sql);
     this.#refuseTxControl(sql);
-    const own = ownParams(params);
-    let opts: CheckedOptions | undefined;
-    if (shape !== null) {
-      checkArgCount(shape, count);
-      opts = callOptions(shape, options);
+    if (shape === null) {
+      return await this.#call(Op.Query, [sql, ownParams(params), wireOptions(undefined, first)]);
     }
-    return await this.#call(Op.Query, [sql, own, wireOptions(opts, first)], opts?.signal);
+    const own = ownParamsOf(shape, params);
+    checkArgCount(shape, count);
+    const opts = callOptions(shape, options);
+    try {
+      return await this.#call(Op.Query, [sql, own, wireOptions(opts, first)], opts.signal);
+    } catch (err) {
+      throw optionsAsParams(err, shape, own);
+    }
   }
 
   /**
@@ -863,7 +875,7 @@ export abstract class Queryable {
   #call<O extends typeof Op.Exec | typeof Op.Run | typeof Op.Query | typeof Op.Batch>(
     op: O,
     args: Requests[O],
-    signal: AbortSignal | undefined,
+    signal?: AbortSignal,
   ): Promise<Replies[O]> {
     // Noted before sending: which of the client's transactions are open now.
     const explain = this.#route.ownWriter?.watch() ?? null;
@@ -1106,6 +1118,38 @@ const BATCH: CallShape = {
   args: ["statements", "options"],
   options: ["arrays", "foreignKeys", "timeout", "signal"],
 };
+
+/**
+ * {@link ownParams} for a public call: a refusal of options passed in the
+ * parameters' place (`{ signal }`) says where they go (see `optionsAsParams`).
+ */
+function ownParamsOf(shape: CallShape, params: unknown): WireParams {
+  try {
+    return ownParams(params);
+  } catch (err) {
+    throw optionsAsParams(err, shape, params);
+  }
+}
+
+/** `transaction(fn, options)`: how it begins, and a signal for the wait for a connection. */
+const TRANSACTION: CallShape = {
+  name: "transaction()",
+  args: ["fn", "options"],
+  options: ["behavior", "signal"],
+};
+
+/**
+ * Refuses a `fn` that is not a function before anything begins (called
+ * after `BEGIN`, it would fail there and roll back an empty transaction).
+ *
+ * @throws {TypeError} naming what was passed instead.
+ */
+function checkTransactionFn(fn: unknown): void {
+  if (typeof fn === "function") return;
+  throw new TypeError(
+    `Invalid transaction() call: expected a function (tx) => Promise as fn, got ${show(fn)}`,
+  );
+}
 
 /** Why a call through a `tx` whose `fn` settled is refused. */
 const TX_ENDED: Ended = {

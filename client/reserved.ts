@@ -10,6 +10,7 @@ import { type Pool, reservedConnections } from "./pool.ts";
 import { Queryable } from "./queryable.ts";
 import { type Ended, fixedRoute } from "./route.ts";
 import { ErrorCode } from "../protocol/errors.ts";
+import type { CallShape } from "./_calls.ts";
 
 const RELEASED: Ended = {
   message: "Reserved connection was released: calls through it are refused (reserve another)",
@@ -25,6 +26,13 @@ export interface ReserveOptions {
    */
   signal?: AbortSignal;
 }
+
+/** `Client.reserve(options)`, for `checkArgCount` and `callOptions`. */
+export const RESERVE: CallShape = {
+  name: "reserve()",
+  args: ["options"],
+  options: ["signal"],
+};
 
 /**
  * A dedicated connection: every statement sent through it runs on it, in

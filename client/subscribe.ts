@@ -23,6 +23,7 @@ import {
   type SubscribeRequest,
   type WireChange,
 } from "../protocol/messages.ts";
+import { callOptions, type CallShape } from "./_calls.ts";
 import { openLink } from "./connection.ts";
 import { invalidCollectionName } from "./kv.ts";
 import { keyLabel, type KvKeyPart, readKey } from "./kv_key.ts";
@@ -51,6 +52,25 @@ export interface SubscribeOptions {
    * @default {10000}
    */
   buffer?: number;
+}
+
+/** `Client.subscribe(options)`, for `checkArgCount` and {@link subscribeOptions}. */
+export const SUBSCRIBE: CallShape = {
+  name: "subscribe()",
+  args: ["options"],
+  options: ["tables", "kv", "values", "since", "buffer"],
+};
+
+/**
+ * `subscribe()`'s options read once, refusing (as every call's, see
+ * `callOptions`) options that are not a plain object and a key it does not
+ * take: a misspelt `tables` would subscribe to every table. `null` is none.
+ * The values are checked when the feed opens (`openSubscription`, the server).
+ *
+ * @throws {TypeError} naming `subscribe()` and the option meant.
+ */
+export function subscribeOptions(options: unknown): SubscribeOptions {
+  return { ...callOptions(SUBSCRIBE, options) } as SubscribeOptions;
 }
 
 /** A committed change to a table row. */

@@ -21,7 +21,8 @@
  * }
  * ```
  *
- * @throws {TypeError} `Invalid option "<prefix><key>": not a <what> option ...`.
+ * @throws {TypeError} `Invalid option "<prefix><key>": not a <what> option ...`
+ *   (`an` before a vowel: `not an iterate() option`).
  */
 export function refuseUnknownOptions(
   given: object,
@@ -39,10 +40,20 @@ export function refuseUnknownOptions(
       ? null
       : `"${prefix}${closest}"`;
     throw new TypeError(
-      `Invalid option "${prefix}${key}": not a ${what} option` +
+      `Invalid option "${prefix}${key}": not ${article(what)} ${what} option` +
         (near !== null ? `; did you mean ${near}?` : ` (known: ${known.join(", ")})`),
     );
   }
+}
+
+/**
+ * The article before `what` in a message: `an` before a vowel (`an
+ * iterate()`, `an exec()`, `an all()`), else `a` (`a get()`, `a serve()`,
+ * `a dqlite`). The names this is given (calls, `dqlite`) are read as written,
+ * so the first letter gives the sound.
+ */
+function article(what: string): "a" | "an" {
+  return /^[aeiou]/i.test(what) ? "an" : "a";
 }
 
 /**

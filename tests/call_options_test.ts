@@ -5,14 +5,16 @@
  * anything is sent: an unknown key (a misspelt `timeOut` would leave the
  * call without its deadline), options that are no plain object, a value of
  * the wrong type and an argument too many are each a `TypeError` naming the
- * call. Also `Statement.finalize()`, idempotent, and `await using` on a
- * statement. Each case runs against a real server and checks that nothing
+ * call; the same for `transaction()` (on a client, a reserved connection
+ * and a `tx`: as a rejection), `reserve()` and `subscribe()`. Options
+ * passed in the parameters' place get a hint. Also `Statement.finalize()`,
+ * idempotent, and `await using` on a statement. Each case runs against a real server and checks that nothing
  * ran there.
  */
 
 import assert from "node:assert/strict";
-import { ErrorCode, type Queryable, SqliteError, type Statement } from "../client.ts";
-import { serverStats, startServer } from "./_helpers.ts";
+import { connect, ErrorCode, type Queryable, SqliteError, type Statement } from "../client.ts";
+import { serverStats, startServer, takeEvents } from "./_helpers.ts";
 
 /** An untyped call, as JavaScript (or a cast) makes it. */
 // deno-lint-ignore no-explicit-any
@@ -48,6 +50,15 @@ function statementCalls(s: Statement, ...args: unknown[]): [string, () => Promis
   ];
 }
 
+/**
+ * The article before a call's name in a message: "an" before a vowel's
+ * sound (`not an iterate() option`), else "a" (`not a get() option`,
+ * `not a Statement.iterate() option`).
+ */
+function an(name: string): "a" | "an" {
+  return ["iterate()", "exec()", "all()"].includes(name) ? "an" : "a";
+}
+
 /** Asserts that each call rejects with a `TypeError` whose message `expected(name)` gives. */
 async function assertTypeErrors(
   calls: [string, () => Promise<unknown>][],
@@ -70,19 +81,19 @@ Deno.test("Queryable query calls refuse an unknown option key with a TypeError n
   // A misspelt timeout: silently ignored, the call would run without its deadline.
   await assertTypeErrors(
     queryCalls(db, [], { timeOut: 1 }),
-    (name) => `Invalid option "timeOut": not a ${name} option; did you mean "timeout"?`,
+    (name) => `Invalid option "timeOut": not ${an(name)} ${name} option; did you mean "timeout"?`,
   );
   await assertTypeErrors(
     queryCalls(db, [], { zzz: 1, timeout: 1000 }),
     (name) =>
-      `Invalid option "zzz": not a ${name} option (known: ${
+      `Invalid option "zzz": not ${an(name)} ${name} option (known: ${
         name === "iterate()" ? "arrays, " : ""
       }timeout, signal)`,
   );
   // arrays is iterate()'s and batch()'s alone.
   await assertTypeErrors(
     queryCalls(db, [], { arrays: true }).filter(([name]) => name !== "iterate()"),
-    (name) => `Invalid option "arrays": not a ${name} option (known: timeout, signal)`,
+    (name) => `Invalid option "arrays": not ${an(name)} ${name} option (known: timeout, signal)`,
   );
   // deno-lint-ignore no-explicit-any
   const any = db as any;
@@ -344,4 +355,184 @@ Deno.test("Statement[Symbol.asyncDispose]() finalizes it at the end of an await 
   await kept.finalize();
   assert.equal((await serverStats(srv.connectOptions)).requests.finalize, before + 1);
   assert.equal(Symbol.dispose in kept, false, "no synchronous dispose: freeing takes a round trip");
+});
+
+/**
+ * Calls `q.transaction()` with `args`, bypassing the types, and returns what
+ * it returned; a synchronous throw fails the test (a refusal is a rejection).
+ */
+function transactionCall(q: Queryable, ...args: unknown[]): Promise<unknown> {
+  // deno-lint-ignore no-explicit-any
+  const p = (q as any).transaction(...args);
+  assert.ok(p instanceof Promise, "transaction() returned no promise");
+  return p;
+}
+
+Deno.test("transaction() refuses unknown options, wrong values and an extra argument with a rejected TypeError, on a client, a reserved connection and a tx, before beginning", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec("CREATE TABLE t (x)");
+  const aborted = new AbortController();
+  aborted.abort();
+  let ran = 0;
+  const fn = async (tx: Queryable) => {
+    ran++;
+    await tx.run("INSERT INTO t VALUES (1)");
+  };
+  const refused: [unknown[], string][] = [
+    [
+      [fn, { behaviour: "immediate" }],
+      'Invalid option "behaviour": not a transaction() option; did you mean "behavior"?',
+    ],
+    [
+      [fn, { timeout: 1 }],
+      'Invalid option "timeout": not a transaction() option (known: behavior, signal)',
+    ],
+    // A misspelt signal, already aborted: the transaction would run and commit.
+    [
+      [fn, { signl: aborted.signal }],
+      'Invalid option "signl": not a transaction() option; did you mean "signal"?',
+    ],
+    [
+      [fn, { signal: 5 }],
+      'Invalid transaction() option "signal": expected an AbortSignal, got a number',
+    ],
+    [
+      [fn, { behavior: "IMMEDIATE" }],
+      'Invalid transaction() option "behavior": expected "deferred", "immediate" or "exclusive", got "IMMEDIATE"',
+    ],
+    [
+      [fn, { behavior: null }],
+      'Invalid transaction() option "behavior": expected "deferred", "immediate" or "exclusive", got null',
+    ],
+    [[fn, 5], "Invalid transaction() options: expected { behavior, signal }, got 5"],
+    [
+      [fn, aborted.signal],
+      "Invalid transaction() options: expected a plain object { behavior, signal }, got an instance of AbortSignal (pass a signal as { signal })",
+    ],
+    [[fn, {}, 5], "Invalid transaction() call: it takes at most 2 arguments (fn, options), got 3"],
+    [
+      ["INSERT INTO t VALUES (1)"],
+      'Invalid transaction() call: expected a function (tx) => Promise as fn, got "INSERT INTO t VALUES (1)"',
+    ],
+  ];
+  const check = async (q: Queryable, where: string) => {
+    for (const [args, message] of refused) {
+      await assert.rejects(transactionCall(q, ...args), { name: "TypeError", message }, where);
+    }
+  };
+  await check(db, "client");
+  {
+    await using reserved = await db.reserve();
+    await check(reserved, "reserved connection");
+    assert.equal(reserved.inTransaction, false, "nothing began on the reserved connection");
+  }
+  await db.transaction(async (tx) => {
+    await check(tx, "tx");
+    // The enclosing transaction goes on.
+    await tx.run("INSERT INTO t VALUES (2)");
+  });
+  assert.equal(ran, 0, "fn ran although its call was refused");
+  assert.deepEqual(await db.values("SELECT x FROM t"), [[2]]);
+  // null is no options, signal: null no signal, undefined values the defaults; each commits.
+  await transactionCall(db, fn, null);
+  await transactionCall(db, fn, { signal: null, behavior: undefined });
+  await transactionCall(db, fn, { behavior: "immediate", signal: new AbortController().signal });
+  await db.transaction((tx) => transactionCall(tx, fn, null));
+  assert.equal(ran, 4);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t WHERE x = 1"), [[4]]);
+});
+
+Deno.test("reserve() and subscribe() refuse an unknown option and an extra argument with a TypeError: a misspelt tables would follow every table", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  // deno-lint-ignore no-explicit-any
+  const any = db as any;
+  const aborted = new AbortController();
+  aborted.abort();
+  await assert.rejects(any.reserve({ signl: aborted.signal }), {
+    name: "TypeError",
+    message: 'Invalid option "signl": not a reserve() option; did you mean "signal"?',
+  });
+  await assert.rejects(any.reserve({ signal: "x" }), {
+    name: "TypeError",
+    message: 'Invalid reserve() option "signal": expected an AbortSignal, got a string',
+  });
+  await assert.rejects(any.reserve(undefined, 5), {
+    name: "TypeError",
+    message: "Invalid reserve() call: it takes at most 1 argument (options), got 2",
+  });
+  // A correct signal is still honoured, and null is no options.
+  await assert.rejects(db.reserve({ signal: aborted.signal }), { name: "AbortError" });
+  {
+    await using reserved = await any.reserve(null);
+    assert.deepEqual(await reserved.values("SELECT 1"), [[1]]);
+  }
+  await assert.rejects(any.subscribe({ tabels: ["t"] }), {
+    name: "TypeError",
+    message: 'Invalid option "tabels": not a subscribe() option; did you mean "tables"?',
+  });
+  await assert.rejects(any.subscribe({ tables: ["t"], value: true }), {
+    name: "TypeError",
+    message: 'Invalid option "value": not a subscribe() option; did you mean "values"?',
+  });
+  await assert.rejects(any.subscribe(["t"]), {
+    name: "TypeError",
+    message:
+      "Invalid subscribe() options: expected { tables, kv, values, since, buffer }, got an array",
+  });
+  await assert.rejects(any.subscribe({}, 5), {
+    name: "TypeError",
+    message: "Invalid subscribe() call: it takes at most 1 argument (options), got 2",
+  });
+  // null is no options: on the FFI engine a feed of every table; node:sqlite has no feeds.
+  if (Deno.env.get("NETSQLITE_ENGINE") !== "node") {
+    await db.exec("CREATE TABLE t (x)");
+    await using feed = await any.subscribe(null);
+    await db.run("INSERT INTO t VALUES (1)");
+    const [e] = await takeEvents(feed, 1, 10_000);
+    assert.equal(e.type === "table" && e.table, "t");
+  } else {
+    await assert.rejects(any.subscribe(null), { code: "FEED_UNSUPPORTED" });
+  }
+});
+
+Deno.test("Options passed in the parameters' place get a hint saying where options go; a statement with such named parameters binds them", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (x)");
+  const hint = (name: string, keys: string) =>
+    ` (options go after the parameters: ${name}(sql, [], { ${keys} }))`;
+  const refusedBy = (message: string) => (e: unknown) => {
+    assert.ok(e instanceof SqliteError, String(e));
+    assert.equal(e.code, ErrorCode.InvalidParam);
+    assert.equal(e.message, message);
+    assert.ok(e.cause instanceof SqliteError, "the server's refusal is its cause");
+    return true;
+  };
+  const noSuch = 'Cannot bind parameter "timeout": the statement has no parameter of that name';
+  for (const [name, call] of queryCalls(db, { timeout: 100 })) {
+    await assert.rejects(call(), refusedBy(noSuch + hint(name.slice(0, -2), "timeout")), name);
+  }
+  // A signal, which no parameter takes, is refused before sending: the hint too.
+  const signal = new AbortController().signal;
+  await assert.rejects(
+    db.query("SELECT 1", { signal, timeout: 100 } as never),
+    refusedBy(
+      'Cannot bind parameter "signal": object is not a SQLite value: pass null, a number, ' +
+        "bigint, boolean, string or Uint8Array" + hint("query", "signal, timeout"),
+    ),
+  );
+  // Only when every key is one of the call's options.
+  await assert.rejects(db.query("SELECT 1", { timeout: 100, x: 1 }), (e: unknown) => {
+    assert.ok(e instanceof SqliteError && e.message === noSuch, String(e));
+    return true;
+  });
+  await assert.rejects(db.values("SELECT 1", { arrays: true }), (e: unknown) => {
+    assert.ok(e instanceof SqliteError && e.message.endsWith("has no parameter of that name"));
+    return true;
+  });
+  // A statement that has such parameters binds them.
+  assert.deepEqual(await db.query("SELECT :timeout AS t", { timeout: 100 }), [{ t: 100 }]);
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], "nothing ran");
 });

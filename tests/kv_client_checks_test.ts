@@ -2,7 +2,7 @@
  * Key-value checks made by the client before anything is sent, and change
  * feeds meeting entries written by SQL directly: `Uint8Array` subclasses
  * and `Buffer` as values, collection names, `atomic().check()` versions,
- * and a key or value that does not decode reaching a feed with or without
+ * the options and argument count of the collection's calls, and a key or value that does not decode reaching a feed with or without
  * values. The feed tests need the FFI engine (node:sqlite has no update
  * hook); the rest run on both.
  */
@@ -270,4 +270,110 @@ Deno.test({
       false,
     ]);
   },
+});
+
+Deno.test("KvCollection calls refuse an unknown option (a misspelt ifVersion would make a put unconditional), wrong option values and an extra argument with a TypeError; nothing is written", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("opts");
+  await kv.put("k", 1);
+  const v = await kv.put("k", 2);
+  // deno-lint-ignore no-explicit-any
+  const any = kv as any;
+  const list = (options: unknown, ...more: unknown[]) =>
+    Array.fromAsync(any.list(options, ...more));
+  const refused: [string, () => Promise<unknown>, string][] = [
+    [
+      "put ifversion",
+      () => any.put("k", 4, { ifversion: v - 1 }),
+      'Invalid option "ifversion": not a KvCollection.put() option; did you mean "ifVersion"?',
+    ],
+    [
+      "put options 5",
+      () => any.put("k", 4, 5),
+      "Invalid KvCollection.put() options: expected { ifVersion }, got 5",
+    ],
+    [
+      "put extra",
+      () => any.put("k", 4, {}, 5),
+      "Invalid KvCollection.put() call: it takes at most 3 arguments (key, value, options), got 4",
+    ],
+    [
+      "list revers",
+      () => list({ revers: true }),
+      'Invalid option "revers": not a KvCollection.list() option; did you mean "reverse"?',
+    ],
+    [
+      "list prefx",
+      () => list({ prefx: ["k"] }),
+      'Invalid option "prefx": not a KvCollection.list() option; did you mean "prefix"?',
+    ],
+    [
+      "list limit string",
+      () => list({ limit: "1" }),
+      'Invalid KvCollection.list() option "limit": expected an integer from 0 to 2^53 - 1, got "1"',
+    ],
+    [
+      "list limit -1",
+      () => list({ limit: -1 }),
+      'Invalid KvCollection.list() option "limit": expected an integer from 0 to 2^53 - 1, got -1',
+    ],
+    [
+      "list limit 1.5",
+      () => list({ limit: 1.5 }),
+      'Invalid KvCollection.list() option "limit": expected an integer from 0 to 2^53 - 1, got 1.5',
+    ],
+    [
+      "list reverse string",
+      () => list({ reverse: "yes" }),
+      'Invalid KvCollection.list() option "reverse": expected a boolean, got "yes"',
+    ],
+    [
+      "list extra",
+      () => list({ prefix: ["k"] }, { limit: 1 }),
+      "Invalid KvCollection.list() call: it takes at most 1 argument (options), got 2",
+    ],
+    [
+      "count prefx",
+      () => any.count({ prefx: ["k"] }),
+      'Invalid option "prefx": not a KvCollection.count() option; did you mean "prefix"?',
+    ],
+    [
+      "count limit",
+      () => any.count({ limit: 1 }),
+      'Invalid option "limit": not a KvCollection.count() option (known: prefix, start, end)',
+    ],
+    [
+      "get extra",
+      () => any.get("k", { consistency: "strong" }),
+      "Invalid KvCollection.get() call: it takes at most 1 argument (key), got 2",
+    ],
+    [
+      "getMany extra",
+      () => any.getMany(["k"], ["j"]),
+      "Invalid KvCollection.getMany() call: it takes at most 1 argument (keys), got 2: pass every key in the one array",
+    ],
+    [
+      "delete extra",
+      () => any.delete("k", {}),
+      "Invalid KvCollection.delete() call: it takes at most 1 argument (key), got 2",
+    ],
+  ];
+  for (const [label, call, message] of refused) {
+    await assert.rejects(call(), { name: "TypeError", message }, label);
+  }
+  assert.deepEqual(await kv.get("k"), { key: ["k"], value: 2, version: v }, "nothing was written");
+  // The options spelt right: the stale ifVersion conflicts; null is no options.
+  await assert.rejects(
+    kv.put("k", 4, { ifVersion: v - 1 }),
+    error("KV_CONFLICT", 'Key-value check failed: key ["k"] is not at version ' + (v - 1)),
+  );
+  await kv.put("j", 1, null as never);
+  assert.deepEqual(
+    (await list({ reverse: true, limit: 1 })).map((e) => (e as { key: unknown }).key),
+    [["k"]],
+  );
+  assert.deepEqual((await list(null)).length, 2);
+  assert.equal(await any.count(null), 2);
+  assert.equal(await kv.count({ prefix: ["j"] }), 1);
 });
