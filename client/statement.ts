@@ -23,6 +23,7 @@ import {
   changesOf,
   checkArgCount,
   type CheckedOptions,
+  optionsAsParams,
   ownParams,
   type RunResult,
   wireOptions,
@@ -436,7 +437,7 @@ export class Statement {
       checkArgCount(shape, count);
       opts = callOptions(shape, options);
     } catch (err) {
-      return Promise.reject(err);
+      return Promise.reject(optionsAsParams(err, shape, params));
     }
     const { signal } = opts;
     const explain = this.#route.ownWriter?.watch() ?? null;
@@ -454,7 +455,10 @@ export class Statement {
     };
     const sent = c instanceof Promise ? abortable(c.then(send), signal) : send(c);
     this.#route.issued?.(sent);
-    return explain === null ? sent : sent.catch((err) => Promise.reject(explain(err)));
+    // Options passed in the parameters' place are named so (see optionsAsParams).
+    return sent.catch((err) =>
+      Promise.reject(optionsAsParams(explain === null ? err : explain(err), shape, params))
+    );
   }
 
   /**

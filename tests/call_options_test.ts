@@ -532,6 +532,22 @@ Deno.test("Options passed in the parameters' place get a hint saying where optio
     assert.ok(e instanceof SqliteError && e.message.endsWith("has no parameter of that name"));
     return true;
   });
+  // A prepared statement's calls say it too.
+  const stmt = await db.prepare("SELECT 1");
+  const stmtCalls: [string, () => Promise<unknown>][] = [
+    ["Statement.all", () => stmt.all({ timeout: 100 })],
+    ["Statement.get", () => stmt.get({ timeout: 100 })],
+    ["Statement.values", () => stmt.values({ timeout: 100 })],
+    ["Statement.run", () => stmt.run({ timeout: 100 })],
+  ];
+  for (const [name, call] of stmtCalls) {
+    await assert.rejects(
+      call(),
+      refusedBy(noSuch + ` (options go after the parameters: ${name}([], { timeout }))`),
+      name,
+    );
+  }
+  await stmt.finalize();
   // A statement that has such parameters binds them.
   assert.deepEqual(await db.query("SELECT :timeout AS t", { timeout: 100 }), [{ t: 100 }]);
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], "nothing ran");

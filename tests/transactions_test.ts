@@ -407,7 +407,8 @@ Deno.test("Client.transaction() with an invalid behavior throws TypeError before
         assert.ok(err instanceof TypeError, String(err));
         assert.equal(
           err.message,
-          `Invalid option "behavior": expected "deferred", "immediate" or "exclusive", got "${behavior}"`,
+          'Invalid transaction() option "behavior": expected "deferred", "immediate" or ' +
+            `"exclusive", got ${behavior === null ? "null" : JSON.stringify(behavior)}`,
         );
         return true;
       },
