@@ -32,6 +32,7 @@ import {
 } from "./connect_flags.ts";
 import { MAX_PROBLEMS } from "../engine/maintenance.ts";
 import { OutputClosed, writeAllSync } from "./broken_pipe.ts";
+import { escapedControls, shownText } from "./shown_text.ts";
 
 /** `netsqlite integrity`'s exit status when the check finds problems (1: it could not run). */
 export const INTEGRITY_PROBLEMS_EXIT = 3;
@@ -225,7 +226,9 @@ export async function runAdmin(
   try {
     run = prepare(name, args, io);
   } catch (err) {
-    io.err(`netsqlite ${name}: ${(err as Error).message}\n\n${ADMIN_HELP[name] ?? ""}`);
+    io.err(
+      `netsqlite ${name}: ${escapedControls((err as Error).message)}\n\n${ADMIN_HELP[name] ?? ""}`,
+    );
     return 2;
   }
   try {
@@ -234,11 +237,18 @@ export async function runAdmin(
     // The reader of standard output went away: it chose to stop, as after `| head`.
     if (err instanceof OutputClosed) return 0;
     const code = (err as { code?: string }).code;
-    io.err(
-      `netsqlite ${name}: ${code ? `${code}: ` : ""}${withFlagHints((err as Error).message)}`,
-    );
+    io.err(`netsqlite ${name}: ${errorLine(code, (err as Error).message)}`);
     return 1;
   }
+}
+
+/**
+ * An error as the command prints it: `CODE: message`, the client library's hints naming the
+ * command's flags, and control characters escaped (the message may name a destination or a table
+ * as a client gave it: `Cannot back up to "a\nb.db": the file exists`).
+ */
+function errorLine(code: string | undefined, message: string): string {
+  return `${code ? `${code}: ` : ""}${escapedControls(withFlagHints(message))}`;
 }
 
 function prepare(name: string, args: string[], io: AdminIO): () => Promise<number> {
@@ -374,7 +384,7 @@ async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
         const code = (err as { code?: string }).code;
         io.err(
           "netsqlite backup: No progress bar (the backup goes on): cannot open a second admin " +
-            `session for it: ${code ? `${code}: ` : ""}${withFlagHints((err as Error).message)}`,
+            `session for it: ${errorLine(code, (err as Error).message)}`,
         );
         return null;
       });
@@ -433,28 +443,8 @@ function progressBar(done: number, total: number, ms: number, s: StatsReport): s
 
 /** One line: what a backup did. */
 export function describeBackup(r: BackupReport): string {
-  return `backup: ${counted(r.pages, "page")}, ${bytes(r.bytes)} to ${shownPath(r.dest)} in ` +
+  return `backup: ${counted(r.pages, "page")}, ${bytes(r.bytes)} to ${shownText(r.dest)} in ` +
     seconds(r.ms);
-}
-
-/**
- * Control characters: C0, DEL, C1, and the Unicode line and paragraph separators (as
- * `server/log.ts` escapes them).
- */
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
-
-/**
- * A file name as a summary line shows it: as it is, or, when it holds a control character (a
- * line break, an escape sequence), quoted as a JSON string with those characters escaped
- * (`"a\nb.db"`), so that one line stays one line and nothing reaches the terminal as a command.
- */
-export function shownPath(path: string): string {
-  if (!CONTROL.test(path)) return path;
-  return JSON.stringify(path).replace(
-    /[\x7f-\x9f\u2028\u2029]/g,
-    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
-  );
 }
 
 /**
@@ -496,7 +486,7 @@ export function describeCheckpoint(r: CheckpointReport): string {
 
 /** One line: what a vacuum did. */
 export function describeVacuum(r: VacuumReport): string {
-  const what = r.into === null ? "vacuum" : `vacuum into ${shownPath(r.into)}`;
+  const what = r.into === null ? "vacuum" : `vacuum into ${shownText(r.into)}`;
   const line = `${what}: ${r.pagesBefore} -> ${r.pagesAfter} pages, ${bytes(r.bytesBefore)} -> ` +
     `${bytes(r.bytesAfter)}, ${seconds(r.ms)}`;
   if (!r.walBusy) return line;
@@ -513,11 +503,24 @@ export function describeIntegrity(r: IntegrityReport): string {
   const count = n >= MAX_PROBLEMS
     ? `at least ${n} problems (first ${n} shown)`
     : counted(n, "problem");
-  return [`integrity: ${count} (${size}):`, ...r.problems.map((p) => `  ${p}`)].join("\n");
+  // (A problem names tables and indexes: escaped, each stays on its line.)
+  return [`integrity: ${count} (${size}):`, ...r.problems.map((p) => `  ${escapedControls(p)}`)]
+    .join("\n");
 }
 
 /** TEMP objects named in the `stats` report at most. */
 const TEMP_SHOWN = 10;
+
+/**
+ * A TEMP object as the `stats` report names it, `TYPE NAME` (`table scratch`): any client chooses
+ * the name, so it is quoted and escaped when it holds a control character (`table "x\u001b[2J"`).
+ */
+function shownTempObject(entry: string): string {
+  const space = entry.indexOf(" ");
+  return space === -1
+    ? shownText(entry)
+    : entry.slice(0, space + 1) + shownText(entry.slice(space + 1));
+}
 
 /** The `stats` report for people. */
 export function describeStats(r: StatsReport): string {
@@ -533,14 +536,20 @@ export function describeStats(r: StatsReport): string {
       duration(r.uptime)
     }, engine ${r.engine} (${r.library}, SQLite ${r.sqliteVersion})`,
     c === null
-      ? `database      ${r.database} (${bytes(r.dbBytes ?? 0)}, WAL ${bytes(r.walBytes ?? 0)})`
-      : `database      dqlite "${c.database}" on ${counted(c.nodes.length, "node")}, ${
+      ? `database      ${shownText(r.database)} (${bytes(r.dbBytes ?? 0)}, WAL ${
+        bytes(r.walBytes ?? 0)
+      })`
+      : `database      dqlite "${escapedControls(c.database)}" on ${
+        counted(c.nodes.length, "node")
+      }, ${
         c.leader === null
           ? `leader not known now, ${c.connections} of ${c.poolSize} connections open`
           : c.connections === 0
           // (No connection open, none watches the leader: it may have died since.)
-          ? `last known leader ${c.leader}, 0 of ${c.poolSize} connections open`
-          : `leader ${c.leader}, ${c.connections} of ${c.poolSize} connections to it open`
+          ? `last known leader ${escapedControls(c.leader)}, 0 of ${c.poolSize} connections open`
+          : `leader ${
+            escapedControls(c.leader)
+          }, ${c.connections} of ${c.poolSize} connections to it open`
       }`,
     `connections   ${r.connections.open} open (at most ${r.connections.max}${
       r.connections.reserved ? `, and ${r.connections.reserved} more for admin sessions` : ""
@@ -575,7 +584,7 @@ export function describeStats(r: StatsReport): string {
   );
   const temp = r.writer.temp ?? []; // an older server does not report them
   if (temp.length > 0) {
-    const shown = temp.slice(0, TEMP_SHOWN).join(", ") +
+    const shown = temp.slice(0, TEMP_SHOWN).map(shownTempObject).join(", ") +
       (temp.length > TEMP_SHOWN ? `, and ${temp.length - TEMP_SHOWN} more` : "");
     lines.splice(
       lines.findIndex((l) => l.startsWith("writer ")) + 1,
@@ -585,7 +594,7 @@ export function describeStats(r: StatsReport): string {
     );
   }
   for (const b of r.backups) {
-    lines.push(`backup        ${shownPath(b.dest)}: ${b.done}/${b.total} pages, ${seconds(b.ms)}`);
+    lines.push(`backup        ${shownText(b.dest)}: ${b.done}/${b.total} pages, ${seconds(b.ms)}`);
   }
   return lines.join("\n");
 }

@@ -27,6 +27,7 @@ import { formatResult, type Mode, MODES, RowFormatter, type StreamMode } from ".
 import { defaultHistoryFile, History } from "./history.ts";
 import { LineEditor } from "./line_editor.ts";
 import { SqlSplitter } from "./sql_split.ts";
+import { escapedControls, shownText } from "./shown_text.ts";
 
 /** Help text of `netsqlite shell`. */
 export const SHELL_HELP = `netsqlite shell: run SQL against a running netsqlite server
@@ -52,7 +53,8 @@ const DOT_HELP = `.headers on|off          show column names in table and csv mo
 .mode [MODE]             show or set the output mode: table, csv, json, line
 .quit                    exit (also .exit [CODE], or Ctrl-D)
 .read FILE               run the SQL and dot commands in FILE
-.schema [TABLE]          show CREATE statements (of tables matching the LIKE pattern)
+.schema [TABLE]          show CREATE statements (of tables matching the LIKE pattern;
+                         a pattern with a dot matches main.NAME or temp.NAME: temp.%)
 .tables [PATTERN]        list tables and views, TEMP ones as temp.NAME (matching the LIKE pattern)
 .timer on|off            show how long each statement took
 `;
@@ -506,7 +508,9 @@ export class Shell {
   /**
    * `.tables` and `.indexes`: names from the schema, in columns; TEMP objects too, as `temp.NAME`
    * (as the sqlite3 shell lists them), sorted with the others. The server keeps TEMP objects on
-   * its writer and sends every statement there while one exists, so this query sees them.
+   * its writer and sends every statement there while one exists, so this query sees them. Any
+   * client names its tables: a name with a control character is shown quoted and escaped
+   * ({@link shownText}: `"a\u001b[2Jb"`), so that it sends no command to the terminal.
    */
   async #listNames(kind: "tables" | "indexes", pattern: string | undefined): Promise<void> {
     const params = pattern === undefined ? [] : [pattern];
@@ -514,29 +518,54 @@ export class Shell {
       ? "type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'" +
         (pattern === undefined ? "" : " AND name LIKE ?1")
       : "type = 'index'" + (pattern === undefined ? "" : " AND tbl_name LIKE ?1");
-    const sql = `SELECT name FROM sqlite_schema WHERE ${where} UNION ALL ` +
-      `SELECT 'temp.' || name FROM sqlite_temp_schema WHERE ${where} ORDER BY 1`;
-    const names = (await this.#client.values<[string]>(sql, params)).map((r) => r[0]);
-    await this.#io.out(columnize(names));
+    const sql = `SELECT name, '', name FROM sqlite_schema WHERE ${where} UNION ALL ` +
+      `SELECT 'temp.' || name, 'temp.', name FROM sqlite_temp_schema WHERE ${where} ORDER BY 1`;
+    const rows = await this.#client.values<[string, string, string]>(sql, params);
+    await this.#io.out(columnize(rows.map(([, schema, name]) => schema + shownText(name))));
   }
 
   /**
    * `.schema`: the CREATE statements in creation order (sqlite_schema's rowid order, as sqlite3
    * prints them), so a trigger or view comes after the tables it needs and the output replays.
    * SQLite's own objects (`sqlite_sequence`, `sqlite_stat1`, ...) are left out: SQLite makes them
-   * itself (AUTOINCREMENT, ANALYZE) and refuses a CREATE of them, which would stop a replay.
+   * itself (AUTOINCREMENT, ANALYZE) and refuses a CREATE of them, which would stop a replay. So
+   * are the shadow tables of virtual tables (an fts5 table's `x_data`, ...: `PRAGMA table_list`
+   * type `shadow`), which the virtual table's CREATE makes again: their CREATE would fail with
+   * `table 'x_data' already exists`.
    * TEMP objects follow, in their creation order, their names qualified with `temp.` as the
    * sqlite3 shell prints them ({@link tempCreate}), since SQLite keeps their CREATE without TEMP.
+   * A pattern with a dot matches `main.NAME` or `temp.NAME` (`.schema temp.%`), as in sqlite3.
    */
   async #schema(pattern: string | undefined): Promise<void> {
-    const where = "sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'" +
-      (pattern === undefined ? "" : " AND (name LIKE ?1 OR tbl_name LIKE ?1)");
-    const rows = await this.#client.values<[string, number]>(
-      `SELECT sql, 0 AS temp, rowid FROM sqlite_schema WHERE ${where} UNION ALL ` +
-        `SELECT sql, 1, rowid FROM sqlite_temp_schema WHERE ${where} ORDER BY 2, 3`,
+    let rows: [string, number][];
+    try {
+      rows = await this.#schemaRows(pattern, true);
+    } catch (err) {
+      // SQLite before 3.37 has no PRAGMA table_list: its shadow tables are printed then.
+      if (!/no such table: pragma_table_list/.test(String((err as Error)?.message))) throw err;
+      rows = await this.#schemaRows(pattern, false);
+    }
+    await this.#io.out(rows.map(([sql, temp]) => `${temp ? tempCreate(sql) : sql};\n`).join(""));
+  }
+
+  /** `.schema`'s rows, `[sql, 1 for TEMP]`, shadow tables left out when `noShadows`. */
+  async #schemaRows(pattern: string | undefined, noShadows: boolean): Promise<[string, number][]> {
+    const where = (schema: "main" | "temp"): string => {
+      const qualified = pattern?.includes(".") ? `'${schema}.' || ` : "";
+      return "sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'" +
+        (noShadows
+          ? " AND name NOT IN (SELECT name FROM pragma_table_list " +
+            `WHERE schema = '${schema}' AND type = 'shadow')`
+          : "") +
+        (pattern === undefined
+          ? ""
+          : ` AND (${qualified}name LIKE ?1 OR ${qualified}tbl_name LIKE ?1)`);
+    };
+    return await this.#client.values<[string, number]>(
+      `SELECT sql, 0 AS temp, rowid FROM sqlite_schema WHERE ${where("main")} UNION ALL ` +
+        `SELECT sql, 1, rowid FROM sqlite_temp_schema WHERE ${where("temp")} ORDER BY 2, 3`,
       pattern === undefined ? [] : [pattern],
     );
-    await this.#io.out(rows.map(([sql, temp]) => `${temp ? tempCreate(sql) : sql};\n`).join(""));
   }
 }
 
@@ -585,7 +614,8 @@ export function errorText(err: unknown, line: number | null): string {
   const e = err as { code?: unknown; message?: unknown };
   const where = line === null ? "" : `near line ${line}: `;
   const code = typeof e?.code === "string" ? `${e.code}: ` : "";
-  const message = withFlagHints(err instanceof Error ? err.message : String(err));
+  // The message may name a table or value as a client wrote it: control characters are escaped.
+  const message = escapedControls(withFlagHints(err instanceof Error ? err.message : String(err)));
   return `Error: ${where}${code}${message}\n`;
 }
 

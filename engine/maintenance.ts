@@ -614,10 +614,13 @@ export class Maintenance {
    *
    * @throws {SqliteError} `FORBIDDEN` when the server permits no destination,
    *   the path leaves the directory (`..`, symbolic links), or it names one of
-   *   the database's own files ({@link #databaseFileName}); `BAD_REQUEST`
-   *   when the file exists or its directory does not, and when the path names
-   *   a directory by its form ({@link namesDirectory}: `daily/`) that does
-   *   not exist.
+   *   the database's own files ({@link #databaseFileName}), or names by its
+   *   form a symbolic link to a directory outside it (`outlink/`);
+   *   `BAD_REQUEST` when the file exists or its directory does not, when the
+   *   path names a directory by its form ({@link namesDirectory}: `daily/`)
+   *   that does not exist, and when it names so what is no directory
+   *   (`afile/`: "is not a directory"; `link/` is followed to what the link
+   *   points to, "it is a directory" for a directory).
    */
   #destination(path: string, what: string): string {
     const root = this.#backupDir;
@@ -659,8 +662,28 @@ export class Maintenance {
           "to a name of the database's own files, whether or not the file exists)",
       );
     }
-    const kind = pathKind(target);
-    if (kind === null && namesDirectory(path)) {
+    // A path that names a directory by its form (`link/`) is followed through a symbolic link,
+    // as the system would: `link/` is the directory the link points to, `afile/` no directory.
+    const asDirectory = namesDirectory(path);
+    const kind = asDirectory ? followedKind(target) : pathKind(target);
+    if (kind === "file" && asDirectory) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Cannot ${what} "${target}${sep}": "${target}" is not a directory; name a new file ` +
+          "in a directory (nothing is overwritten)",
+      );
+    }
+    const real = kind === "directory" && asDirectory ? realPathOrNull(target) : null;
+    if (real !== null && real !== dir && !under(real)) {
+      // `outlink/`, a link to a directory elsewhere: no file in it could be written either.
+      throw new SqliteError(
+        ErrorCode.Forbidden,
+        `Cannot ${what} "${path}": it is a directory outside "${dir}" (through a symbolic ` +
+          `link to "${real}"), and the server permits destinations under "${dir}" only ` +
+          "(--backup-dir)",
+      );
+    }
+    if (kind === null && asDirectory) {
       // `resolve()` drops the trailing separator: without this, "daily/" would become a file.
       throw new SqliteError(
         ErrorCode.BadRequest,
@@ -819,6 +842,15 @@ function realPathOrNull(path: string): string | null {
 
 function existsPath(path: string): boolean {
   return pathKind(path) !== null;
+}
+
+/** What is at `path`, a symbolic link followed, or `null` for nothing (a dangling link too). */
+function followedKind(path: string): "directory" | "file" | null {
+  try {
+    return Deno.statSync(path).isDirectory ? "directory" : "file";
+  } catch {
+    return null;
+  }
 }
 
 /** What is at `path` (a symbolic link not followed), or `null` for nothing. */

@@ -4,11 +4,16 @@
  * of becoming a file; the shell's `.tables`, `.schema` and `.indexes` show TEMP objects; a
  * statement of a script that surely has no rows costs one request; a copy's name with a line
  * break stays on one line of the summary; `stats --watch` starts each report on a terminal at the
- * top line.
+ * top line. And of a second review: names any client chooses (a TEMP table's) and error messages
+ * reach the terminal with their control characters escaped (`stats`, the commands' error lines,
+ * the shell's `.tables`, `.indexes` and errors); `.schema temp.NAME` matches the qualified name;
+ * `.schema` leaves out the shadow tables of virtual tables, so that it replays; `backup link/`
+ * and `backup afile/` say what is there.
  */
 
 import assert from "node:assert/strict";
-import { describeBackup, describeVacuum, runAdmin } from "../cli/admin.ts";
+import { describeBackup, describeIntegrity, describeVacuum, runAdmin } from "../cli/admin.ts";
+import type { Client } from "../client.ts";
 import { Op } from "../protocol/messages.ts";
 import { openTestLink, startServer, tempDir } from "./_helpers.ts";
 import { cli } from "./_cli.ts";
@@ -210,4 +215,205 @@ Deno.test("cli.ts shell: a script's statements without rows cost one request eac
   );
   assert.equal(bad.code, 1);
   assert.equal(bad.stderr, "Error: near line 2: SQLITE_ERROR: no such table: nope\n");
+});
+
+/** True when the text holds a C0 control character other than a line break, DEL or a C1 one. */
+function hasControl(text: string): boolean {
+  // deno-lint-ignore no-control-regex
+  return /[\x00-\x09\x0b-\x1f\x7f-\x9f]/.test(text);
+}
+
+Deno.test("cli.ts stats, the commands' error lines and the shell's .tables, .indexes and errors escape control characters in names clients chose", async () => {
+  await using dir = await tempDir();
+  const copies = `${Deno.realPathSync(dir.path)}/copies`;
+  await Deno.mkdir(copies);
+  await using srv = await startServer({ backupDir: copies });
+  const sock = ["--socket", socketOf(srv)];
+  // Any SQL client, no admin, names a TEMP table and an index with escape sequences and a break.
+  await using db = await srv.client();
+  await db.run('CREATE TEMP TABLE "x\x1b[2J\x1b]0;owned\x07\ny"(a)');
+  await db.run('CREATE INDEX temp."i\x1b[31m" ON "x\x1b[2J\x1b]0;owned\x07\ny"(a)');
+  const stats = await cli(["stats", ...sock]);
+  assert.equal(stats.code, 0, stats.stderr);
+  assert.equal(hasControl(stats.stdout), false, JSON.stringify(stats.stdout));
+  assert.match(
+    stats.stdout,
+    new RegExp(
+      "\\nTEMP objects  2 on the writer \\(" +
+        RegExp.escape(
+          String.raw`table "x\u001b[2J\u001b]0;owned\u0007\ny", index "i\u001b[31m"`,
+        ) + "\\): every statement",
+    ),
+  );
+  // The shell's lists: quoted and escaped, TEMP ones after `temp.`.
+  const shell = await cli(["shell", ...sock], ".tables\n.indexes\n");
+  assert.equal(shell.stderr, "");
+  assert.equal(
+    shell.stdout,
+    String.raw`temp."x\u001b[2J\u001b]0;owned\u0007\ny"` + "\n" + String.raw`temp."i\u001b[31m"` +
+      "\n",
+  );
+  // An error naming one (SQLite's message quotes what the statement said).
+  const bad = await cli(["shell", ...sock, "-c", 'SELECT * FROM "nope\x1b[2J\x1b[31m"']);
+  assert.equal(bad.code, 1);
+  assert.equal(
+    bad.stderr,
+    String.raw`Error: SQLITE_ERROR: no such table: nope\u001b[2J\u001b[31m` + "\n",
+  );
+  // A command's error line naming a destination the user gave.
+  const evil = "a\nb\x1b[2J\u0085.db";
+  assert.equal((await cli(["backup", evil, ...sock])).code, 0);
+  const again = await cli(["backup", evil, ...sock]);
+  assert.equal(again.code, 1);
+  assert.equal(
+    again.stderr,
+    `netsqlite backup: BAD_REQUEST: Cannot back up to "${copies}/` +
+      String
+        .raw`a\nb\u001b[2J\u0085.db": the file exists; choose a new name (nothing is overwritten)` +
+      "\n",
+  );
+  // Integrity problems name tables and indexes: each stays on its line.
+  assert.equal(
+    describeIntegrity({
+      ok: false,
+      problems: ["row 1 missing from index i\x1b[2J\nx"],
+      pages: 2,
+      bytes: 8192,
+      ms: 1,
+    }),
+    "integrity: 1 problem (2 pages, 8.0 KiB, 1.0 ms):\n" +
+      String.raw`  row 1 missing from index i\u001b[2J\nx`,
+  );
+});
+
+Deno.test("cli.ts shell .schema with a dotted pattern matches main.NAME and temp.NAME (as sqlite3 3.40)", async () => {
+  await using srv = await startServer();
+  const script = "CREATE TABLE t(a);\nCREATE INDEX ti ON t(a);\nCREATE TEMP TABLE tt(b);\n" +
+    "CREATE INDEX temp.tti ON tt(b);\nCREATE TEMP VIEW tv AS SELECT 1;\n" +
+    ".schema temp.tt\n.schema temp.%\n.schema main.t\n.schema main.%\n.schema temp.t\n" +
+    ".schema TEMP.TV\n";
+  const r = await cli(["shell", "--socket", socketOf(srv)], script);
+  assert.equal(r.stderr, "");
+  assert.equal(r.code, 0);
+  const main = "CREATE TABLE t(a);\nCREATE INDEX ti ON t(a);\n";
+  const temp = "CREATE TABLE temp.tt(b);\nCREATE INDEX temp.tti ON tt(b);\n";
+  assert.equal(
+    r.stdout,
+    temp + // .schema temp.tt: the table and its index (by tbl_name)
+      temp + "CREATE VIEW temp.tv AS SELECT 1;\n" + // temp.%
+      main + // main.t
+      main + // main.%
+      "" + // temp.t: no TEMP object is named t
+      "CREATE VIEW temp.tv AS SELECT 1;\n", // LIKE ignores case, as sqlite3
+  );
+});
+
+/** True when the server's SQLite has fts5 (else the reason it has not). */
+async function fts5(
+  srv: { client(): Promise<Client> },
+): Promise<string | true> {
+  await using db = await srv.client();
+  try {
+    await db.run("CREATE VIRTUAL TABLE temp.probe USING fts5(x)");
+    await db.run("DROP TABLE temp.probe");
+    return true;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+Deno.test("cli.ts shell .schema leaves out the shadow tables of virtual tables (fts5), main and TEMP, so that it replays", async () => {
+  await using srv = await startServer();
+  await using copy = await startServer();
+  const has = await fts5(srv);
+  if (has !== true) {
+    console.log(`skipped on ${Deno.env.get("NETSQLITE_ENGINE") ?? "ffi"}: no fts5 (${has})`);
+    return;
+  }
+  const setup = "CREATE TABLE m(x);\nCREATE VIRTUAL TABLE f USING fts5(body);\n" +
+    "CREATE TABLE f_notes(n);\nCREATE VIRTUAL TABLE temp.g USING fts5(y);\n" +
+    "CREATE TEMP TABLE tt(z);\n";
+  const r = await cli(["shell", "--socket", socketOf(srv)], setup + ".schema\n");
+  assert.equal(r.stderr, "");
+  // A table named like a shadow table but made by the user (f_notes) stays.
+  const schema = "CREATE TABLE m(x);\nCREATE VIRTUAL TABLE f USING fts5(body);\n" +
+    "CREATE TABLE f_notes(n);\nCREATE VIRTUAL TABLE temp.g USING fts5(y);\n" +
+    "CREATE TABLE temp.tt(z);\n";
+  assert.equal(r.stdout, schema);
+  // .tables still lists them, as sqlite3 does.
+  const tables = await cli(["shell", "--socket", socketOf(srv), "-c", ".tables f%"]);
+  assert.equal(
+    tables.stdout,
+    "f          f_config   f_content  f_data     f_docsize  f_idx      f_notes\n",
+    tables.stderr,
+  );
+  const replay = await cli(["shell", "--socket", socketOf(copy)], r.stdout + ".schema\n");
+  assert.equal(replay.stderr, "");
+  assert.equal(replay.code, 0);
+  assert.equal(replay.stdout, schema, "the replayed database has the same schema");
+  await using db = await copy.client();
+  await db.run("INSERT INTO f VALUES ('hello world')");
+  assert.deepEqual(await db.values("SELECT body FROM f WHERE f MATCH 'hello'"), [["hello world"]]);
+});
+
+Deno.test("backup and vacuum into link/ and afile/: a link is followed to a directory, a file is not a directory", async () => {
+  await using dir = await tempDir();
+  const base = Deno.realPathSync(dir.path);
+  const copies = `${base}/copies`;
+  await Deno.mkdir(copies);
+  await Deno.mkdir(`${copies}/real`);
+  await Deno.mkdir(`${base}/outside`);
+  await Deno.writeTextFile(`${copies}/afile`, "x");
+  await Deno.symlink(`${copies}/real`, `${copies}/link`);
+  await Deno.symlink(`${copies}/afile`, `${copies}/filelink`);
+  await Deno.symlink(`${base}/outside`, `${copies}/outlink`);
+  await using srv = await startServer({ backupDir: copies });
+  await using a = await openTestLink(srv.connectOptions);
+  await a.request(Op.Exec, ["CREATE TABLE t(x)"]);
+  const refused = async (op: typeof Op.Backup | typeof Op.Vacuum, dest: string) => {
+    try {
+      await a.request(op, [dest]);
+    } catch (err) {
+      return `${(err as { code: string }).code}: ${(err as Error).message.replaceAll(base, "B")}`;
+    }
+    return "written";
+  };
+  for (const [op, what] of [[Op.Backup, "back up to"], [Op.Vacuum, "vacuum into"]] as const) {
+    for (const dest of ["link/", "link/."]) {
+      assert.equal(
+        await refused(op, dest),
+        `BAD_REQUEST: Cannot ${what} "B/copies/link": it is a directory; name a new file in it ` +
+          '(for example "B/copies/link/copy.db")',
+      );
+    }
+    for (const name of ["afile", "filelink"]) {
+      for (const dest of [`${name}/`, `${name}/.`]) {
+        assert.equal(
+          await refused(op, dest),
+          `BAD_REQUEST: Cannot ${what} "B/copies/${name}/": "B/copies/${name}" is not a ` +
+            "directory; name a new file in a directory (nothing is overwritten)",
+        );
+      }
+    }
+    assert.equal(
+      await refused(op, "outlink/"),
+      `FORBIDDEN: Cannot ${what} "outlink/": it is a directory outside "B/copies" (through a ` +
+        'symbolic link to "B/outside"), and the server permits destinations under "B/copies" ' +
+        "only (--backup-dir)",
+    );
+    // Without the separator the link itself is there: not overwritten.
+    assert.equal(
+      await refused(op, "link"),
+      `BAD_REQUEST: Cannot ${what} "B/copies/link": the file exists; choose a new name ` +
+        "(nothing is overwritten)",
+    );
+  }
+  // A file in the linked directory is written, as before; nothing else was made.
+  assert.equal(await refused(Op.Backup, "link/a.db"), "written");
+  assert.deepEqual(Deno.readDirSync(`${copies}/real`).toArray().map((e) => e.name), ["a.db"]);
+  assert.deepEqual(Deno.readDirSync(`${base}/outside`).toArray(), []);
+  assert.deepEqual(
+    Deno.readDirSync(copies).toArray().map((e) => e.name).sort(),
+    ["afile", "filelink", "link", "outlink", "real"],
+  );
 });
