@@ -119,7 +119,7 @@ import {
   SqliteError,
 } from "../client.ts";
 import { readsOnly } from "../client/connection.ts";
-import { leadingVerb } from "../protocol/sql_lexer.ts";
+import { resultShape } from "../protocol/sql_lexer.ts";
 import { findTxControl } from "../client/_tx_control.ts";
 import { transactionContext } from "../client/pool.ts";
 import { openTransactions } from "../client/_tx_order.ts";
@@ -652,7 +652,7 @@ async function executeOn<R>(q: Queryable, compiled: CompiledQuery): Promise<Quer
   // Raw SQL: rows when the statement has result columns (as better-sqlite3's
   // `reader`), else what it changed. One request when its text says which;
   // else the prepared statement's columns say (three requests).
-  const shape = rawShape(sql);
+  const shape = resultShape(sql);
   if (shape === "rows") return { rows: await q.query<R>(sql, params) };
   if (shape === "changes") return changed(await q.run(sql, params), []);
   const stmt = await q.prepare(sql);
@@ -662,56 +662,6 @@ async function executeOn<R>(q: Queryable, compiled: CompiledQuery): Promise<Quer
   } finally {
     stmt.finalize().catch(() => {/* the connection is gone; so is the statement */});
   }
-}
-
-/** Statements with result columns: `SELECT`, `VALUES`, `EXPLAIN ...`. */
-const READERS: ReadonlySet<string> = new Set(["select", "values", "explain"]);
-
-/**
- * Statements without result columns, unless a `RETURNING` clause gives them
- * some. Not `PRAGMA` (with or without a value, some return a row and some
- * none).
- */
-const WRITERS: ReadonlySet<string> = new Set([
-  "insert",
-  "update",
-  "delete",
-  "replace",
-  "create",
-  "drop",
-  "alter",
-  "begin",
-  "commit",
-  "end",
-  "rollback",
-  "savepoint",
-  "release",
-  "analyze",
-  "reindex",
-  "vacuum",
-  "attach",
-  "detach",
-]);
-
-/**
- * What one raw statement returns, from its text alone: `"rows"` when it
- * surely has result columns (`SELECT`, `VALUES`, `EXPLAIN`, `WITH ...
- * SELECT`), `"changes"` when it surely has none (`INSERT`, `UPDATE`,
- * `DELETE`, `REPLACE`, `WITH ... INSERT|UPDATE|DELETE`, DDL, transaction
- * control, `VACUUM`, ...: without the word `returning` anywhere in its
- * text), else `null` (a `PRAGMA`, a `RETURNING`, text it cannot place):
- * then the prepared statement's columns say. A `WITH` whose main statement
- * may be `REPLACE` is left to them too: `replace` may also name a common
- * table expression (SQLite takes it as a name where a name fits), while
- * `select`, `values`, `insert`, `update` and `delete` are reserved words.
- */
-function rawShape(sql: string): "rows" | "changes" | null {
-  const { first, main } = leadingVerb(sql);
-  if (first === "with" && main === "replace") return null;
-  const statement = first === "with" ? main : first;
-  if (READERS.has(statement)) return "rows";
-  if (WRITERS.has(statement) && !/returning/i.test(sql)) return "changes";
-  return null;
 }
 
 function changed<R>(r: RunResult, rows: R[]): QueryResult<R> {

@@ -12,7 +12,7 @@
 
 import { type Client, connect, type ConnectOptions, type Statement } from "../client.ts";
 import { readsOnly } from "../client/connection.ts";
-import { leadingVerb } from "../protocol/sql_lexer.ts";
+import { leadingVerb, resultShape } from "../protocol/sql_lexer.ts";
 import { isBrokenPipe } from "./broken_pipe.ts";
 import { type FlagSpec, parseFlags } from "./args.ts";
 import { VERSION } from "../server.ts";
@@ -121,42 +121,6 @@ async function writeAll(
 /** The statements that write rows (with `RETURNING`, they return them). */
 const WRITES: ReadonlySet<string> = new Set(["insert", "update", "delete", "replace"]);
 
-/**
- * Statements without result columns, unless a `RETURNING` clause gives them some (not `PRAGMA`:
- * some return a row, some none).
- */
-const NO_ROWS: ReadonlySet<string> = new Set([
-  ...WRITES,
-  "create",
-  "drop",
-  "alter",
-  "begin",
-  "commit",
-  "end",
-  "rollback",
-  "savepoint",
-  "release",
-  "analyze",
-  "reindex",
-  "vacuum",
-  "attach",
-  "detach",
-]);
-
-/**
- * True when `sql` surely has no result columns, from its text alone: it begins with one of
- * {@link NO_ROWS} (or is a `WITH ... INSERT|UPDATE|DELETE`) and has the word `returning` nowhere
- * in its text (in a string or comment too: when in doubt, prepare). Such a statement runs with
- * one request (`run`) instead of two (`prepare`, then `run`; three counting `finalize`), which is
- * most of what a script does: the output is the same, nothing. A `WITH` whose main statement may
- * be `REPLACE` is left to prepare too: `replace` may also name a common table expression.
- */
-function surelyNoRows(sql: string): boolean {
-  const { first, main } = leadingVerb(sql);
-  if (first === "with" && (main === "replace" || !WRITES.has(main))) return false;
-  return NO_ROWS.has(first === "with" ? main : first) && !/returning/i.test(sql);
-}
-
 /** Stops a script: `.quit` was read. */
 const QUIT = Symbol("quit");
 
@@ -201,7 +165,9 @@ export class Shell {
     const started = performance.now();
     // One request (run) for a statement that surely has no result columns; else prepare first,
     // for the column names, then read the rows (and finalize, not awaited).
-    if (surelyNoRows(sql)) await this.#client.run(sql);
+    // A statement that surely has no rows (most of a script) costs one request, not a
+    // prepare, a run and a finalize: the output is the same, nothing.
+    if (resultShape(sql) === "changes") await this.#client.run(sql);
     else await this.#prepared(sql);
     if (this.#timer) {
       await this.#io.out(`Run Time: real ${((performance.now() - started) / 1000).toFixed(3)}\n`);

@@ -238,3 +238,61 @@ export function leadingVerb(sql: string): { first: string; main: string } {
   });
   return { first, main };
 }
+
+/** Statements with result columns: `SELECT`, `VALUES`, `EXPLAIN ...`. */
+const READERS: ReadonlySet<string> = new Set(["select", "values", "explain"]);
+
+/**
+ * Statements without result columns, unless a `RETURNING` clause gives them
+ * some. Not `PRAGMA` (with or without a value, some return a row and some
+ * none).
+ */
+const NO_COLUMNS: ReadonlySet<string> = new Set([
+  "insert",
+  "update",
+  "delete",
+  "replace",
+  "create",
+  "drop",
+  "alter",
+  "begin",
+  "commit",
+  "end",
+  "rollback",
+  "savepoint",
+  "release",
+  "analyze",
+  "reindex",
+  "vacuum",
+  "attach",
+  "detach",
+]);
+
+/**
+ * What statement `sql` returns, from its text alone: `"rows"` when it
+ * surely has result columns (`SELECT`, `VALUES`, `EXPLAIN`, `WITH ...
+ * SELECT`), `"changes"` when it surely has none (`INSERT`, `UPDATE`,
+ * `DELETE`, `REPLACE`, `WITH ... INSERT|UPDATE|DELETE`, DDL, transaction
+ * control, `VACUUM`, ...: without the word `returning` anywhere in its
+ * text, a string or comment included: when in doubt, say nothing), else
+ * `null` (a `PRAGMA`, a `RETURNING`, text it cannot place): the prepared
+ * statement's columns tell then. A `WITH` whose main statement may be
+ * `REPLACE` is left to them too (see {@link leadingVerb}). The Kysely
+ * adapter and the CLI's shell use it to spare a `prepare` round trip.
+ *
+ * @example
+ * ```ts
+ * import { resultShape } from "./sql_lexer.ts";
+ * if (resultShape("INSERT INTO t VALUES (1)") !== "changes") throw new Error("changes");
+ * if (resultShape("DELETE FROM t RETURNING *") !== null) throw new Error("unknown");
+ * if (resultShape("WITH x AS (SELECT 1) SELECT * FROM x") !== "rows") throw new Error("rows");
+ * ```
+ */
+export function resultShape(sql: string): "rows" | "changes" | null {
+  const { first, main } = leadingVerb(sql);
+  if (first === "with" && main === "replace") return null;
+  const statement = first === "with" ? main : first;
+  if (READERS.has(statement)) return "rows";
+  if (NO_COLUMNS.has(statement) && !/returning/i.test(sql)) return "changes";
+  return null;
+}
