@@ -495,45 +495,58 @@ export class Shell {
    * prints them), so a trigger or view comes after the tables it needs and the output replays.
    * SQLite's own objects (`sqlite_sequence`, `sqlite_stat1`, ...) are left out: SQLite makes them
    * itself (AUTOINCREMENT, ANALYZE) and refuses a CREATE of them, which would stop a replay. So
-   * are the shadow tables of virtual tables (an fts5 table's `x_data`, ...: `PRAGMA table_list`
-   * type `shadow`), which the virtual table's CREATE makes again: their CREATE would fail with
-   * `table 'x_data' already exists`.
+   * are the shadow tables of virtual tables (an fts5 table's `x_data`, ...), which the virtual
+   * table's CREATE makes again (newer SQLite refuses even `CREATE TABLE IF NOT EXISTS` of one,
+   * `object name reserved for internal use`): a table `PRAGMA table_list` types `shadow` whose
+   * CREATE has the module-written form, its name quoted (`CREATE TABLE 'x_data'(`, as sqlite3's
+   * shell tells them). A user's table that only has a shadow table's name (an fts5 table's
+   * external content in `x_content`) is created with a bare name, and printed.
    * TEMP objects follow, in their creation order, their names qualified with `temp.` as the
    * sqlite3 shell prints them ({@link tempCreate}), since SQLite keeps their CREATE without TEMP.
    * A pattern with a dot matches `main.NAME` or `temp.NAME` (`.schema temp.%`), as in sqlite3.
    */
   async #schema(pattern: string | undefined): Promise<void> {
-    let rows: [string, number][];
+    let rows: SchemaRow[];
     try {
       rows = await this.#schemaRows(pattern, true);
     } catch (err) {
-      // SQLite before 3.37 has no PRAGMA table_list: its shadow tables are printed then.
+      // SQLite before 3.37 has no PRAGMA table_list: its shadow tables are printed as they are.
       if (!/no such table: pragma_table_list/.test(String((err as Error)?.message))) throw err;
       rows = await this.#schemaRows(pattern, false);
     }
-    await this.#io.out(rows.map(([sql, temp]) => `${temp ? tempCreate(sql) : sql};\n`).join(""));
+    const shown = rows.filter(([sql, , shadow]) => !(shadow && MODULE_MADE.test(sql)));
+    await this.#io.out(shown.map(([sql, temp]) => `${temp ? tempCreate(sql) : sql};\n`).join(""));
   }
 
-  /** `.schema`'s rows, `[sql, 1 for TEMP]`, shadow tables left out when `noShadows`. */
-  async #schemaRows(pattern: string | undefined, noShadows: boolean): Promise<[string, number][]> {
+  /** `.schema`'s rows (`shadows`: shadow tables told apart, else none is). */
+  async #schemaRows(pattern: string | undefined, shadows: boolean): Promise<SchemaRow[]> {
+    const columns = (schema: "main" | "temp"): string =>
+      shadows
+        ? `name IN (SELECT name FROM pragma_table_list WHERE schema = '${schema}' AND ` +
+          "type = 'shadow')"
+        : "0";
     const where = (schema: "main" | "temp"): string => {
       const qualified = pattern?.includes(".") ? `'${schema}.' || ` : "";
       return "sql IS NOT NULL AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'" +
-        (noShadows
-          ? " AND name NOT IN (SELECT name FROM pragma_table_list " +
-            `WHERE schema = '${schema}' AND type = 'shadow')`
-          : "") +
         (pattern === undefined
           ? ""
           : ` AND (${qualified}name LIKE ?1 OR ${qualified}tbl_name LIKE ?1)`);
     };
-    return await this.#client.values<[string, number]>(
-      `SELECT sql, 0 AS temp, rowid FROM sqlite_schema WHERE ${where("main")} UNION ALL ` +
-        `SELECT sql, 1, rowid FROM sqlite_temp_schema WHERE ${where("temp")} ORDER BY 2, 3`,
+    return await this.#client.values<SchemaRow>(
+      `SELECT sql, 0 AS temp, ${columns("main")}, rowid FROM sqlite_schema ` +
+        `WHERE ${where("main")} UNION ALL ` +
+        `SELECT sql, 1, ${columns("temp")}, rowid FROM sqlite_temp_schema ` +
+        `WHERE ${where("temp")} ORDER BY 2, 4`,
       pattern === undefined ? [] : [pattern],
     );
   }
 }
+
+/** A row of `.schema`'s query: the CREATE, 1 for TEMP, 1 for a shadow table, its rowid. */
+type SchemaRow = [sql: string, temp: number, shadow: number, rowid: number];
+
+/** The CREATE of a table a virtual table's module made: its name quoted, as modules write it. */
+const MODULE_MADE = /^CREATE TABLE ['"]/;
 
 /**
  * The CREATE statement of a TEMP object as the sqlite3 shell's `.schema` prints it: its name

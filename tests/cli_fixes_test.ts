@@ -322,7 +322,7 @@ async function fts5(
   }
 }
 
-Deno.test("cli.ts shell .schema leaves out the shadow tables of virtual tables (fts5), main and TEMP, so that it replays", async () => {
+Deno.test("cli.ts shell .schema leaves out the shadow tables of virtual tables (fts5), main and TEMP, so that it replays; a user's external-content table named like one stays", async () => {
   await using srv = await startServer();
   await using copy = await startServer();
   const has = await fts5(srv);
@@ -330,15 +330,21 @@ Deno.test("cli.ts shell .schema leaves out the shadow tables of virtual tables (
     console.log(`skipped on ${Deno.env.get("NETSQLITE_ENGINE") ?? "ffi"}: no fts5 (${has})`);
     return;
   }
+  // notes_content is the user's own table, which PRAGMA table_list types `shadow` all the
+  // same (fts5 claims the suffix): notes indexes it (external content). (SQLite 3.53 refuses a
+  // trigger on it, as on any shadow table, in the defensive mode the server runs in.)
   const setup = "CREATE TABLE m(x);\nCREATE VIRTUAL TABLE f USING fts5(body);\n" +
-    "CREATE TABLE f_notes(n);\nCREATE VIRTUAL TABLE temp.g USING fts5(y);\n" +
-    "CREATE TEMP TABLE tt(z);\n";
+    "CREATE TABLE f_notes(n);\nCREATE TABLE notes_content(id INTEGER PRIMARY KEY, body);\n" +
+    "CREATE VIRTUAL TABLE notes USING fts5(body, content='notes_content', content_rowid='id');\n" +
+    "CREATE VIRTUAL TABLE temp.g USING fts5(y);\nCREATE TEMP TABLE tt(z);\n";
   const r = await cli(["shell", "--socket", socketOf(srv)], setup + ".schema\n");
   assert.equal(r.stderr, "");
-  // A table named like a shadow table but made by the user (f_notes) stays.
+  // The shadow tables fts5 made are left out; the user's notes_content, which SQLite types
+  // `shadow` too, stays.
   const schema = "CREATE TABLE m(x);\nCREATE VIRTUAL TABLE f USING fts5(body);\n" +
-    "CREATE TABLE f_notes(n);\nCREATE VIRTUAL TABLE temp.g USING fts5(y);\n" +
-    "CREATE TABLE temp.tt(z);\n";
+    "CREATE TABLE f_notes(n);\nCREATE TABLE notes_content(id INTEGER PRIMARY KEY, body);\n" +
+    "CREATE VIRTUAL TABLE notes USING fts5(body, content='notes_content', content_rowid='id');\n" +
+    "CREATE VIRTUAL TABLE temp.g USING fts5(y);\nCREATE TABLE temp.tt(z);\n";
   assert.equal(r.stdout, schema);
   // .tables still lists them, as sqlite3 does.
   const tables = await cli(["shell", "--socket", socketOf(srv), "-c", ".tables f%"]);
@@ -350,10 +356,12 @@ Deno.test("cli.ts shell .schema leaves out the shadow tables of virtual tables (
   const replay = await cli(["shell", "--socket", socketOf(copy)], r.stdout + ".schema\n");
   assert.equal(replay.stderr, "");
   assert.equal(replay.code, 0);
-  assert.equal(replay.stdout, schema, "the replayed database has the same schema");
+  assert.equal(replay.stdout, r.stdout, "the replayed database has the same schema");
   await using db = await copy.client();
   await db.run("INSERT INTO f VALUES ('hello world')");
   assert.deepEqual(await db.values("SELECT body FROM f WHERE f MATCH 'hello'"), [["hello world"]]);
+  // (SQLite 3.53 makes a shadow-named table read-only in defensive mode: it is only read here.)
+  assert.deepEqual(await db.values("SELECT count(*) FROM notes_content"), [[0]]);
 });
 
 Deno.test("backup and vacuum into link/ and afile/: a link is followed to a directory, a file is not a directory", async () => {
