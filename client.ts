@@ -265,7 +265,7 @@ export class Client extends Queryable {
    * @throws {TypeError} for an option other than `signal`, a `signal` that is
    *   no `AbortSignal`, options that are not a plain object, or a second argument.
    */
-  async reserve(options?: ReserveOptions): Promise<ReservedConnection> {
+  async reserve(options?: ReserveOptions | null): Promise<ReservedConnection> {
     checkArgCount(RESERVE, arguments.length);
     const { signal } = callOptions(RESERVE, options);
     let conn: PooledConnection;
@@ -302,7 +302,7 @@ export class Client extends Queryable {
    *   would follow every table), options that are not a plain object, or a
    *   second argument; nothing is opened.
    */
-  async subscribe(options?: SubscribeOptions): Promise<Subscription> {
+  async subscribe(options?: SubscribeOptions | null): Promise<Subscription> {
     checkArgCount(SUBSCRIBE, arguments.length);
     const checked = subscribeOptions(options);
     if (this.#pool.closed) throw new ConnectionError("Client is closed");

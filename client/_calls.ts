@@ -391,16 +391,17 @@ export function show(value: unknown): string {
 
 /** The server's refusal of a named value the statement has no parameter for. */
 const NO_SUCH_PARAMETER =
-  /^Cannot bind parameter "[^"]*": the statement has no parameter of that name$/;
+  /^Cannot bind parameter "[^"]*": the statement has no parameter of that name$|^Cannot bind a parameters object: the statement has positional parameters/;
 
 /**
  * A refusal of a call's parameters, with a hint when they are most likely
  * the call's options passed in the parameters' place
  * (`db.query(sql, { timeout: 100 })`): a plain object whose keys are all
  * options of the call, refused because the statement has no parameter of
- * such a name (the server's `INVALID_PARAM`) or because it holds an
- * `AbortSignal`, which no parameter takes (the client's). Other errors, and
- * a statement that has such parameters, are left as they are.
+ * such a name or only positional ones (the server's `INVALID_PARAM`), or
+ * because it holds an `AbortSignal` or `undefined`, which no parameter
+ * takes (the client's). Other errors, and a statement that has such
+ * parameters, are left as they are.
  *
  * @param err What the call failed with.
  * @param shape The call, whose options and arguments the hint names.
@@ -413,8 +414,9 @@ export function optionsAsParams(err: unknown, shape: CallShape, params: unknown)
   const keys = Object.keys(params);
   const options = shape.options as readonly string[];
   if (keys.length === 0 || !keys.every((key) => options.includes(key))) return err;
-  const signal = Object.values(params).some((v) => v instanceof AbortSignal);
-  if (!signal && !NO_SUCH_PARAMETER.test(err.message)) return err;
+  // No parameter takes a signal, nor undefined (an option left unset).
+  const unbindable = Object.values(params).some((v) => v instanceof AbortSignal || v === undefined);
+  if (!unbindable && !NO_SUCH_PARAMETER.test(err.message)) return err;
   const args = shape.args.map((arg) =>
     arg === "params" ? "[]" : arg === "options" ? `{ ${keys.join(", ")} }` : arg
   );

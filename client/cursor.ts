@@ -12,7 +12,7 @@ import {
   type StatementRef,
   type WireParams,
 } from "../protocol/messages.ts";
-import { wireOptions } from "./_calls.ts";
+import { type CheckedOptions, wireOptions } from "./_calls.ts";
 import { type CursorHold, NO_CURSOR, type PooledConnection } from "./connection.ts";
 import { type RowMaker, rowMaker } from "./rows.ts";
 
@@ -66,7 +66,7 @@ export function cursorRows(
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
   params: WireParams,
-  options: IterateOptions | undefined,
+  options: CheckedOptions | undefined,
   writes: boolean,
   generation?: number,
   onColumns?: (columns: string[]) => void,
@@ -82,7 +82,7 @@ async function* openCursor(
   connection: PooledConnection | Promise<PooledConnection>,
   ref: StatementRef,
   params: WireParams,
-  options: IterateOptions | undefined,
+  options: CheckedOptions | undefined,
   writes: boolean,
   generation?: number,
   onColumns?: (columns: string[]) => void,

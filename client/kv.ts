@@ -197,7 +197,7 @@ export class KvCollection {
    *   would make the put unconditional), options that are not a plain object,
    *   or an argument past them; nothing is written.
    */
-  async put(key: KvKey | string, value: unknown, options?: KvPutOptions): Promise<number> {
+  async put(key: KvKey | string, value: unknown, options?: KvPutOptions | null): Promise<number> {
     checkArgCount(PUT, arguments.length);
     // (Checked by putSql: INVALID_PARAM, as check()'s version.)
     const ifVersion = callOptions(PUT, options).ifVersion as number | null | undefined;
@@ -289,7 +289,7 @@ export class KvCollection {
    * @throws {SqliteError} `INVALID_PARAM` for a `prefix`, `start` or `end`
    *   that is not a key.
    */
-  async *list<T = unknown>(options?: KvListOptions): AsyncGenerator<KvEntry<T>> {
+  async *list<T = unknown>(options?: KvListOptions | null): AsyncGenerator<KvEntry<T>> {
     checkArgCount(LIST, arguments.length);
     const opts = callOptions(LIST, options);
     const { where, params } = rangeOf(this.#name, opts as KvRange);
@@ -327,7 +327,7 @@ export class KvCollection {
    * @throws {TypeError} for a key other than `prefix`, `start` and `end`, a
    *   range that is not a plain object, or a second argument.
    */
-  async count(range?: KvRange): Promise<number> {
+  async count(range?: KvRange | null): Promise<number> {
     checkArgCount(COUNT, arguments.length);
     const { where, params } = rangeOf(this.#name, callOptions(COUNT, range) as KvRange);
     const rows = await this.#values<[number]>(

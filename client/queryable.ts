@@ -117,7 +117,7 @@ export interface BatchResult<T = Row> extends RunResult {
 /** Options of `exec()`: only a signal (a script has no single statement deadline). */
 export interface ExecOptions {
   /** Aborts the call (see {@link CallOptions.signal}). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | null;
 }
 
 /** Options of `batch()`. */
@@ -159,7 +159,7 @@ export interface TransactionOptions {
    * `transaction()` rejects with `AbortError` and `fn` never runs. Once the
    * transaction has begun it is `fn`'s: give its calls the signal to stop them.
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | null;
 }
 
 let firstValuesOf: (
@@ -245,7 +245,7 @@ export abstract class Queryable {
    * if ((await db.values("SELECT count(*) FROM note"))[0][0] !== 2) throw new Error("expected 2");
    * ```
    */
-  async exec(sql: string, options?: ExecOptions): Promise<void> {
+  async exec(sql: string, options?: ExecOptions | null): Promise<void> {
     checkArgCount(EXEC, arguments.length);
     const { signal } = callOptions(EXEC, options);
     checkSql(sql);
@@ -283,7 +283,7 @@ export abstract class Queryable {
   async run<P extends BindParamsOf<P> = BindParams>(
     sql: string,
     params?: P,
-    options?: CallOptions,
+    options?: CallOptions | null,
   ): Promise<RunResult> {
     checkSql(sql);
     this.#refuseTxControl(sql);
@@ -328,7 +328,7 @@ export abstract class Queryable {
   async query<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
     params?: P,
-    options?: CallOptions,
+    options?: CallOptions | null,
   ): Promise<T[]> {
     let reply: Replies[typeof Op.Query];
     try {
@@ -370,7 +370,7 @@ export abstract class Queryable {
   async values<T extends unknown[] = SqlValue[], P extends BindParamsOf<P> = BindParams>(
     sql: string,
     params?: P,
-    options?: CallOptions,
+    options?: CallOptions | null,
   ): Promise<T[]> {
     try {
       const p = params as BindParams | undefined;
@@ -405,7 +405,7 @@ export abstract class Queryable {
   async get<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
     params?: P,
-    options?: CallOptions,
+    options?: CallOptions | null,
   ): Promise<T | undefined> {
     let reply: Replies[typeof Op.Query];
     try {
@@ -455,7 +455,7 @@ export abstract class Queryable {
   iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
     params?: P,
-    options?: IterateOptions & { arrays?: false },
+    options?: (IterateOptions & { arrays?: false }) | null,
   ): AsyncGenerator<T>;
   /**
    * {@link iterate} with `arrays: true`: rows as arrays of values, in column order.
@@ -518,9 +518,9 @@ export abstract class Queryable {
   iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     sql: string,
     params?: P,
-    options?: IterateOptions,
+    options?: IterateOptions | null,
   ): AsyncGenerator<T>;
-  iterate(sql: string, params?: BindParams, options?: IterateOptions): AsyncGenerator<unknown> {
+  iterate(sql: string, params?: BindParams, options?: IterateOptions | null): AsyncGenerator<unknown> {
     let own: WireParams;
     let opts: CheckedOptions;
     try {
@@ -607,7 +607,7 @@ export abstract class Queryable {
    */
   batch<T = Row, S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
     statements: S,
-    options?: BatchOptions & { arrays?: false },
+    options?: (BatchOptions & { arrays?: false }) | null,
   ): Promise<BatchResult<T>[]>;
   /**
    * {@link batch} with `arrays: true`: each result's rows as arrays of values.
@@ -665,11 +665,11 @@ export abstract class Queryable {
    */
   batch<T = Row, S extends BatchStatementsOf<S> = readonly BatchStatement[]>(
     statements: S,
-    options?: BatchOptions,
+    options?: BatchOptions | null,
   ): Promise<BatchResult<T>[]>;
   async batch(
     statements: readonly { sql: string; params?: unknown }[],
-    options?: BatchOptions,
+    options?: BatchOptions | null,
   ): Promise<BatchResult<unknown>[]> {
     const items: BatchItem[] = [];
     for (let i = 0; i < statements.length; i++) {
@@ -758,7 +758,7 @@ export abstract class Queryable {
    */
   transaction<T>(
     fn: (tx: Transaction) => Promise<T>,
-    options?: TransactionOptions,
+    options?: TransactionOptions | null,
   ): Promise<T> {
     // Not async (the caller's frames are added to its errors below), so each refusal is
     // returned as a rejection, never thrown: `transaction(fn, null)` rejects as any call does.

@@ -24,7 +24,7 @@ export interface ReserveOptions {
    * `AbortError`, as a call does (a connection handed over later goes back
    * to the pool).
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | null;
 }
 
 /** `Client.reserve(options)`, for `checkArgCount` and `callOptions`. */

@@ -196,7 +196,7 @@ export class Statement {
    */
   async all<T = Row, P extends BindParamsOf<P> = BindParams>(
     params?: P,
-    options?: CallOptions,
+    options?: CallOptions | null,
   ): Promise<T[]> {
     const raw = this.#raw; // the mode when called, whatever raw() does while it runs
     const p = params as BindParams | undefined;
@@ -216,7 +216,7 @@ export class Statement {
    */
   async get<T = Row, P extends BindParamsOf<P> = BindParams>(
     params?: P,
-    options?: CallOptions,
+    options?: CallOptions | null,
   ): Promise<T | undefined> {
     const raw = this.#raw; // the mode when called, whatever raw() does while it runs
     const p = params as BindParams | undefined;
@@ -237,7 +237,7 @@ export class Statement {
    */
   async values<T extends unknown[] = SqlValue[], P extends BindParamsOf<P> = BindParams>(
     params?: P,
-    options?: CallOptions,
+    options?: CallOptions | null,
   ): Promise<T[]> {
     const p = params as BindParams | undefined;
     const [, rows] = await this.#rows(VALUES, arguments.length, p, options, false);
@@ -256,7 +256,7 @@ export class Statement {
    */
   async run<P extends BindParamsOf<P> = BindParams>(
     params?: P,
-    options?: CallOptions,
+    options?: CallOptions | null,
   ): Promise<RunResult> {
     let reply: Replies[typeof Op.Run];
     try {
@@ -280,7 +280,7 @@ export class Statement {
    */
   iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     params?: P,
-    options?: IterateOptions & { arrays?: false },
+    options?: (IterateOptions & { arrays?: false }) | null,
   ): AsyncGenerator<T>;
   /**
    * {@link iterate} with `arrays: true`: rows as arrays of values, in column order.
@@ -337,9 +337,9 @@ export class Statement {
    */
   iterate<T = Row, P extends BindParamsOf<P> = BindParams>(
     params?: P,
-    options?: IterateOptions,
+    options?: IterateOptions | null,
   ): AsyncGenerator<T>;
-  iterate(params?: BindParams, options?: IterateOptions): AsyncGenerator<unknown> {
+  iterate(params?: BindParams, options?: IterateOptions | null): AsyncGenerator<unknown> {
     // Rows are asked for when iterating starts: the parameters are those of
     // now, and calls issued before it in the same burst run first.
     const earlier = this.#route.earlier?.() ?? null;

@@ -129,7 +129,7 @@ export interface CallOptions {
    * if it has not started and stops (undoes) a running statement; a write
    * that completed before the cancel arrived stays applied.
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | null;
 }
 
 /** Payload of the client's `hello`. */

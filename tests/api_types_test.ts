@@ -324,6 +324,25 @@ async function typeLevel(db: Client, st: Statement): Promise<void> {
   const [r1] = await reserved.batch<User>([{ sql: "SELECT 1" }], { arrays: true });
   same<typeof r1.rows, SqlValue[][]>(true);
 
+  // null options and a null signal are none, as the calls take them (fetch()'s RequestInit.signal
+  // is `AbortSignal | null`): they compile, and keep the rows' type.
+  const nullSignal: AbortSignal | null = null;
+  const n1 = await db.query<User>("SELECT 1", [], null);
+  same<typeof n1, User[]>(true);
+  await db.get("SELECT 1", [], { signal: nullSignal });
+  await db.run("SELECT 1", [], null);
+  await db.values("SELECT 1", null, null);
+  await db.exec("SELECT 1", null);
+  for await (const row of db.iterate<User>("SELECT 1", [], null)) same<typeof row, User>(true);
+  await db.batch([{ sql: "SELECT 1" }], null);
+  await db.transaction(async () => {}, null);
+  await db.transaction(async () => {}, { signal: nullSignal });
+  const stmtN = await db.prepare("SELECT 1");
+  await stmtN.all([], null);
+  await stmtN.get(null, { signal: nullSignal });
+  await (await db.reserve(null)).release();
+  await (await db.reserve({ signal: nullSignal })).release();
+
   // `first` is the wire's, not an option of the public calls.
   // @ts-expect-error first is not a CallOptions field
   await db.query("SELECT 1", [], { first: true });

@@ -523,6 +523,20 @@ Deno.test("Options passed in the parameters' place get a hint saying where optio
         "bigint, boolean, string or Uint8Array" + hint("query", "signal, timeout"),
     ),
   );
+  // A statement with positional parameters, and an option left undefined, which no parameter
+  // takes, get it too.
+  await assert.rejects(
+    db.query("SELECT ? AS a", { timeout: 100 }),
+    refusedBy(
+      'Cannot bind a parameters object: the statement has positional parameters "?": pass an ' +
+        "array" + hint("query", "timeout"),
+    ),
+  );
+  await assert.rejects(db.get("SELECT 1", { timeout: undefined } as never), (e: unknown) => {
+    assert.ok(e instanceof SqliteError, String(e));
+    assert.ok(e.message.endsWith(hint("get", "timeout")), e.message);
+    return true;
+  });
   // Only when every key is one of the call's options.
   await assert.rejects(db.query("SELECT 1", { timeout: 100, x: 1 }), (e: unknown) => {
     assert.ok(e instanceof SqliteError && e.message === noSuch, String(e));
