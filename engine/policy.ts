@@ -233,6 +233,16 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
           { ...unless, inTransaction: true },
         );
       }
+      if (name === "busy_timeout") {
+        // The common start-up line of apps and ORMs: what it asks for, the server does.
+        return forbidden(
+          `Cannot set PRAGMA busy_timeout to "${arg2}": the server waits for locks itself, for ` +
+            "every client, up to its --busy-timeout (the FFI engine off its main thread, so " +
+            `this connection reports 0): drop the line${already} (start the server with ` +
+            "--allow-unsafe-pragmas to permit)",
+          unless,
+        );
+      }
       if (perConnection.has(name)) {
         return forbidden(
           `Cannot set PRAGMA ${name} to "${arg2}": it is a setting of the server's shared ` +

@@ -65,3 +65,30 @@ Deno.test({
     if (own !== null) assert.notEqual(own.code, "INTERNAL", own.message);
   },
 });
+
+Deno.test("PRAGMA busy_timeout, the common start-up line, is refused with a message saying the server waits for locks itself; the node engine allows the value it reports (the server's)", async () => {
+  await using srv = await startServer({ busyTimeout: 5000 });
+  await using db = await srv.client();
+  const [[reported]] = await db.values<[number]>("PRAGMA busy_timeout");
+  const node = Deno.env.get("NETSQLITE_ENGINE") === "node";
+  // The FFI engine waits for locks off its main thread: its connection reports 0.
+  assert.equal(reported, node ? 5000 : 0);
+  const line = "PRAGMA busy_timeout = 5000";
+  if (node) {
+    assert.deepEqual(await db.query(line), [{ timeout: 5000 }]);
+  } else {
+    await assert.rejects(db.query(line), {
+      code: "FORBIDDEN",
+      message: 'Cannot set PRAGMA busy_timeout to "5000": the server waits for locks itself, ' +
+        "for every client, up to its --busy-timeout (the FFI engine off its main thread, so this " +
+        "connection reports 0): drop the line; setting the value it already has is allowed " +
+        "(start the server with --allow-unsafe-pragmas to permit)",
+    });
+  }
+  await assert.rejects(db.query("PRAGMA busy_timeout = 100"), {
+    code: "FORBIDDEN",
+    message: /^Cannot set PRAGMA busy_timeout to "100": the server waits for locks itself/,
+  });
+  // Unchanged for everyone.
+  assert.deepEqual(await db.values("PRAGMA busy_timeout"), [[reported]]);
+});
