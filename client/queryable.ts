@@ -520,7 +520,11 @@ export abstract class Queryable {
     params?: P,
     options?: IterateOptions | null,
   ): AsyncGenerator<T>;
-  iterate(sql: string, params?: BindParams, options?: IterateOptions | null): AsyncGenerator<unknown> {
+  iterate(
+    sql: string,
+    params?: BindParams,
+    options?: IterateOptions | null,
+  ): AsyncGenerator<unknown> {
     let own: WireParams;
     let opts: CheckedOptions;
     try {
