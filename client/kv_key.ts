@@ -36,10 +36,16 @@ const INT64_MAX = (1n << 63n) - 1n;
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-/** Normalises a key argument (`"a"` → `["a"]`) and checks its parts. */
+/**
+ * Normalises a key argument (`"a"` → `["a"]`) and checks its parts: a copy,
+ * each part read once, so that the caller's array changed later (a key
+ * array reused in a loop of `atomic().set()`) or a getter does not change
+ * the key checked.
+ */
 export function toKey(key: KvKey | string, what = "key"): KvKey {
-  const parts = typeof key === "string" ? [key] : key;
-  if (!Array.isArray(parts)) throw invalidKey(`expected a ${what} as a string or an array`);
+  if (typeof key === "string") key = [key];
+  if (!Array.isArray(key)) throw invalidKey(`expected a ${what} as a string or an array`);
+  const parts = Array.from(key as KvKey);
   for (const part of parts) checkPart(part, what);
   return parts;
 }

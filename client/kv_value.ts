@@ -34,40 +34,58 @@ const UINT64_MAX = (1n << 64n) - 1n;
 const INT64_MIN = -(1n << 63n);
 const IDENTIFIER = /^[A-Za-z_$][\w$]*$/;
 
+/** Why a value cannot be stored, thrown inside {@link ownKvValue} and caught by its caller. */
+class Unstorable {
+  constructor(readonly reason: string) {}
+}
+
 /**
- * Explains why `value` cannot be stored exactly, naming the place inside it
- * (`path`), or returns `undefined` when it can.
+ * `value` as read once, for encoding: containers are copied (arrays, and
+ * plain objects into null-prototype ones), each item and property read once
+ * and checked as read, so that a getter or a Proxy cannot give the encoder
+ * something other than what was checked. Scalars and `Uint8Array`s are
+ * returned as they are.
  *
  * @param value The value, or a part of it.
  * @param path Where `value` sits: `value` for the whole one.
  * @param depth Containers above `value`.
+ * @throws {Unstorable} naming the place inside it that cannot be stored exactly.
  */
-export function invalidKvValue(value: unknown, path = "value", depth = 0): string | undefined {
+function ownKvValue(value: unknown, path = "value", depth = 0): unknown {
   switch (typeof value) {
     case "number":
     case "boolean":
-      return undefined;
+      return value;
     case "string":
-      return value.isWellFormed()
-        ? undefined
-        : `${path} is a string with a lone UTF-16 surrogate, which UTF-8 cannot represent`;
+      if (value.isWellFormed()) return value;
+      throw new Unstorable(
+        `${path} is a string with a lone UTF-16 surrogate, which UTF-8 cannot represent`,
+      );
     case "bigint":
-      return value < INT64_MIN || value > UINT64_MAX
-        ? `${path} is the bigint ${value}, outside 64 bits (-2^63 to 2^64-1)`
-        : undefined;
+      if (value >= INT64_MIN && value <= UINT64_MAX) return value;
+      throw new Unstorable(`${path} is the bigint ${value}, outside 64 bits (-2^63 to 2^64-1)`);
     case "undefined":
-      return `${path} is undefined, which would read back as null or not at all: ` +
-        "use null, or leave the property out";
-    case "object":
-      if (value === null) return undefined;
-      if (value instanceof Uint8Array) return invalidBytes(value, path);
-      if (depth >= MAX_DEPTH) return `${path} nests deeper than ${MAX_DEPTH} levels`;
-      if (Array.isArray(value)) return invalidArray(value, path, depth);
-      if (isPlainObject(value)) return invalidObject(value, path, depth);
-      return `${path} is ${describeKind(value)}, which is not storable: ` +
-        "store null, a boolean, number, bigint, string, Uint8Array, array or plain object";
+      throw new Unstorable(
+        `${path} is undefined, which would read back as null or not at all: ` +
+          "use null, or leave the property out",
+      );
+    case "object": {
+      if (value === null) return null;
+      if (value instanceof Uint8Array) {
+        const reason = invalidBytes(value, path);
+        if (reason !== undefined) throw new Unstorable(reason);
+        return value;
+      }
+      if (depth >= MAX_DEPTH) throw new Unstorable(`${path} nests deeper than ${MAX_DEPTH} levels`);
+      if (Array.isArray(value)) return ownArray(value, path, depth);
+      if (isPlainObject(value)) return ownObject(value, path, depth);
+      throw new Unstorable(
+        `${path} is ${describeKind(value)}, which is not storable: ` +
+          "store null, a boolean, number, bigint, string, Uint8Array, array or plain object",
+      );
+    }
     default:
-      return `${path} is a ${typeof value}, which is not storable`;
+      throw new Unstorable(`${path} is a ${typeof value}, which is not storable`);
   }
 }
 
@@ -94,13 +112,15 @@ function invalidBytes(value: Uint8Array, path: string): string | undefined {
   return gone === undefined ? undefined : `${path} is not storable: ${gone}`;
 }
 
-function invalidArray(array: unknown[], path: string, depth: number): string | undefined {
+function ownArray(array: unknown[], path: string, depth: number): unknown[] {
   if (Object.getPrototypeOf(array) !== Array.prototype) {
     const name = (array.constructor as { name?: unknown } | undefined)?.name;
-    return `${path} is ${
-      typeof name === "string" && name !== "" ? `an instance of ${name}` : "an array"
-    }` +
-      " (an Array subclass), which would read back as a plain array";
+    throw new Unstorable(
+      `${path} is ${
+        typeof name === "string" && name !== "" ? `an instance of ${name}` : "an array"
+      }` +
+        " (an Array subclass), which would read back as a plain array",
+    );
   }
   const n = array.length;
   // Own enumerable keys: the n indexes first, then any other property (which
@@ -109,23 +129,27 @@ function invalidArray(array: unknown[], path: string, depth: number): string | u
   if (keys.length !== n || (n > 0 && keys[n - 1] !== String(n - 1))) {
     const extra = keys.find((k) => !isIndex(k));
     if (extra !== undefined) {
-      return `${path} has the property ${
-        JSON.stringify(extra)
-      } besides its items, which would not be stored: store an object`;
+      throw new Unstorable(
+        `${path} has the property ${
+          JSON.stringify(extra)
+        } besides its items, which would not be stored: store an object`,
+      );
     }
   }
   const symbols = Object.getOwnPropertySymbols(array);
   if (symbols.some((s) => Object.prototype.propertyIsEnumerable.call(array, s))) {
-    return `${path} has a symbol key, which cannot be stored`;
+    throw new Unstorable(`${path} has a symbol key, which cannot be stored`);
   }
+  const copy: unknown[] = new Array(n);
   for (let i = 0; i < n; i++) {
     if (!(i in array)) {
-      return `${path}[${i}] is a hole in the array, which would read back as null: fill it`;
+      throw new Unstorable(
+        `${path}[${i}] is a hole in the array, which would read back as null: fill it`,
+      );
     }
-    const reason = invalidKvValue(array[i], `${path}[${i}]`, depth + 1);
-    if (reason !== undefined) return reason;
+    copy[i] = ownKvValue(array[i], `${path}[${i}]`, depth + 1);
   }
-  return undefined;
+  return copy;
 }
 
 /** True for an array index key (`"0"`, `"17"`). */
@@ -133,37 +157,43 @@ function isIndex(key: string): boolean {
   return /^(?:0|[1-9]\d*)$/.test(key) && Number(key) < 2 ** 32 - 1;
 }
 
-function invalidObject(object: object, path: string, depth: number): string | undefined {
+function ownObject(object: object, path: string, depth: number): Record<string, unknown> {
   const symbols = Object.getOwnPropertySymbols(object);
   if (symbols.some((s) => Object.prototype.propertyIsEnumerable.call(object, s))) {
-    return `${path} has a symbol key, which cannot be stored`;
+    throw new Unstorable(`${path} has a symbol key, which cannot be stored`);
   }
+  // Null prototype: a "__proto__" key is a property like any other.
+  const copy: Record<string, unknown> = Object.create(null);
   for (const key of Object.keys(object)) {
     if (!key.isWellFormed()) {
-      return `${path} has a key with a lone UTF-16 surrogate (${
-        JSON.stringify(key)
-      }), which UTF-8 cannot represent`;
+      throw new Unstorable(
+        `${path} has a key with a lone UTF-16 surrogate (${
+          JSON.stringify(key)
+        }), which UTF-8 cannot represent`,
+      );
     }
     const at = IDENTIFIER.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
-    const reason = invalidKvValue((object as Record<string, unknown>)[key], at, depth + 1);
-    if (reason !== undefined) return reason;
+    copy[key] = ownKvValue((object as Record<string, unknown>)[key], at, depth + 1);
   }
-  return undefined;
+  return copy;
 }
 
 /**
- * Encodes a value for the `value` column.
+ * Encodes a value for the `value` column, as read once (see {@link ownKvValue}).
  *
  * @throws {SqliteError} `INVALID_PARAM` for a value that cannot be stored
  *   exactly, naming where inside it.
  */
 export function encodeKvValue(value: unknown): Uint8Array {
-  const reason = invalidKvValue(value);
-  if (reason !== undefined) {
-    throw new SqliteError("INVALID_PARAM", `Invalid key-value value: ${reason}`);
+  let own: unknown;
+  try {
+    own = ownKvValue(value);
+  } catch (err) {
+    if (!(err instanceof Unstorable)) throw err;
+    throw new SqliteError("INVALID_PARAM", `Invalid key-value value: ${err.reason}`);
   }
   const w = new MsgpackWriter(64);
-  w.write(value);
+  w.write(own);
   return w.bytes.slice(0, w.pos);
 }
 

@@ -377,3 +377,84 @@ Deno.test("KvCollection calls refuse an unknown option (a misspelt ifVersion wou
   assert.equal(await any.count(null), 2);
   assert.equal(await kv.count({ prefix: ["j"] }), 1);
 });
+
+Deno.test("KvAtomic keeps each key as it was at set(), check() and delete(): a key array reused in a loop writes every entry, and one changed later cannot slip past the checks", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("users");
+  // The loop shape that lost all but the last entry: one key array, reused.
+  const key: (string | number)[] = ["user", 0];
+  const op = kv.atomic();
+  for (const id of [1, 2, 3]) {
+    key[1] = id;
+    op.set(key, { id });
+  }
+  assert.deepEqual((await op.commit()).versions, [1, 2, 3]);
+  const stored: unknown[] = [];
+  for await (const e of kv.list()) stored.push([e.key, e.value]);
+  assert.deepEqual(stored, [[["user", 1], { id: 1 }], [["user", 2], { id: 2 }], [
+    ["user", 3],
+    { id: 3 },
+  ]]);
+  // Changed after set() to what the API refuses: the key set is the one written.
+  const bad = db.kv("bad");
+  for (const later of [NaN, 2n ** 70n, "\uD800", {}]) {
+    const k: unknown[] = ["a"];
+    const o = bad.atomic().set(k as never, 1);
+    k[0] = later;
+    await o.commit();
+  }
+  const keys: unknown[] = [];
+  for await (const e of bad.list()) keys.push(e.key);
+  assert.deepEqual(keys, [["a"]]);
+  // check() checks the key it was given, and delete() deletes it.
+  const chk = db.kv("chk");
+  await chk.put("a", 1);
+  const ck = ["b"];
+  const op2 = chk.atomic().check(ck, null).set("c", 1);
+  const dk = ["c"];
+  const op3 = chk.atomic().delete(dk);
+  ck[0] = "a";
+  dk[0] = "a";
+  assert.equal((await op2.commit()).versions.length, 1);
+  await op3.commit();
+  assert.equal((await chk.get("a"))?.value, 1, "delete() deleted the key it was given");
+  assert.equal(await chk.get("c"), null);
+});
+
+Deno.test("KvCollection.put() and atomic().set() read a value's properties and a key's parts once: a getter cannot change what was checked", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("once");
+  /** An object whose property `a` is `first` on its first read and `later` after. */
+  const twoFaced = (first: unknown, later: unknown) => {
+    let reads = 0;
+    const o = {};
+    Object.defineProperty(o, "a", { enumerable: true, get: () => reads++ === 0 ? first : later });
+    return o;
+  };
+  for (const later of [undefined, "\uD800", "second", new Date(0)]) {
+    await kv.put("k", twoFaced("first", later));
+    assert.deepEqual((await kv.get("k"))?.value, { a: "first" });
+    await kv.atomic().set("k2", [twoFaced(1, later)]).commit();
+    assert.deepEqual((await kv.get("k2"))?.value, [{ a: 1 }]);
+  }
+  // An array item read once too, through a Proxy.
+  let reads = 0;
+  const items = new Proxy([1], {
+    get: (t, p, r) => p === "0" ? (reads++ === 0 ? 1 : undefined) : Reflect.get(t, p, r),
+  });
+  await kv.put("arr", items);
+  assert.deepEqual((await kv.get("arr"))?.value, [1]);
+  // A key part through a getter: read once, checked as read.
+  for (const later of [NaN, "\uD800", 2n ** 70n]) {
+    let n = 0;
+    const parts = ["p", 0];
+    Object.defineProperty(parts, 1, { enumerable: true, get: () => n++ === 0 ? 7 : later });
+    await kv.put(parts as never, "v");
+    assert.deepEqual((await kv.get(["p", 7]))?.value, "v");
+  }
+  const keys: unknown[] = [];
+  for await (const e of kv.list({ prefix: ["p"] })) keys.push(e.key);
+  assert.deepEqual(keys, [["p", 7]]);
+});
