@@ -1,6 +1,6 @@
 /**
  * The connection flags shared by `netsqlite shell` and the administration
- * commands: `--db`, `--socket`, `--tcp`, `--token` (default
+ * commands: `--db`, `--socket`, `--channel`, `--tcp`, `--token` (default
  * `$NETSQLITE_TOKEN`) and `--tls-ca FILE`.
  *
  * @module
@@ -13,6 +13,7 @@ import { parseHostPort } from "../transport/address.ts";
 export const CONNECT_FLAGS = {
   db: { type: "string" },
   socket: { type: "string" },
+  channel: { type: "string" },
   tcp: { type: "string" },
   token: { type: "string" },
   "tls-ca": { type: "string" },
@@ -22,6 +23,7 @@ export const CONNECT_FLAGS = {
 export const CONNECT_FLAGS_HELP =
   `  --db PATH         the default socket of this database (default ./netsqlite.db)
   --socket PATH     this Unix socket
+  --channel NAME    the server of this named channel (deno task serve --channel NAME)
   --tcp HOST:PORT   TCP
   --token SECRET    the server's token (default: $NETSQLITE_TOKEN)
   --tls-ca FILE     TLS with --tcp, trusting the CA certificate(s) in FILE (PEM)`;
@@ -30,6 +32,7 @@ export const CONNECT_FLAGS_HELP =
 export interface ConnectFlagValues {
   db?: string;
   socket?: string;
+  channel?: string;
   tcp?: string;
   token?: string;
   "tls-ca"?: string;
@@ -41,14 +44,16 @@ export interface ConnectFlagValues {
  *
  * @param values The parsed flags.
  * @returns the connect options (without `max`).
- * @throws {TypeError} for more than one of `--db`, `--socket`, `--tcp`, `--tls-ca` without
+ * @throws {TypeError} for more than one of `--db`, `--socket`, `--channel`, `--tcp`, `--tls-ca` without
  *   `--tcp`, a CA file that cannot be read, or a token UTF-8 cannot carry unchanged.
  */
 export function connectOptionsFromFlags(values: ConnectFlagValues): ConnectOptions {
-  const given = [values.db, values.socket, values.tcp].filter((v) => v !== undefined).length;
-  if (given > 1) throw new TypeError("Give at most one of --db, --socket and --tcp");
+  const given = [values.db, values.socket, values.channel, values.tcp]
+    .filter((v) => v !== undefined).length;
+  if (given > 1) throw new TypeError("Give at most one of --db, --socket, --channel and --tcp");
   const connect: ConnectOptions = {};
   if (values.socket !== undefined) connect.path = values.socket;
+  if (values.channel !== undefined) connect.channel = values.channel;
   if (values.db !== undefined) connect.database = values.db;
   if (values.tcp !== undefined) {
     const { hostname, port } = parseHostPort(values.tcp);

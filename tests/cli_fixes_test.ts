@@ -16,6 +16,7 @@ import { describeBackup, describeIntegrity, describeVacuum, runAdmin } from "../
 import type { Client } from "../client.ts";
 import { Op } from "../protocol/messages.ts";
 import { openTestLink, startServer, tempDir } from "./_helpers.ts";
+import { serve } from "../server.ts";
 import { cli } from "./_cli.ts";
 
 function socketOf(srv: { connectOptions: unknown }): string {
@@ -424,4 +425,27 @@ Deno.test("backup and vacuum into link/ and afile/: a link is followed to a dire
     Deno.readDirSync(copies).toArray().map((e) => e.name).sort(),
     ["afile", "filelink", "link", "outlink", "real"],
   );
+});
+
+Deno.test("cli.ts shell and stats take --channel NAME, the server of a named channel; with --db, --socket or --tcp it is refused", async () => {
+  await using dir = await tempDir();
+  const channel = `cli-test-${crypto.randomUUID().slice(0, 8)}`;
+  await using _server = await serve({ channel, database: `${dir.path}/a.db` });
+  const shell = await cli(["shell", "--channel", channel, "-c", "SELECT 6 * 7 AS n"]);
+  assert.equal(shell.stderr, "");
+  assert.match(shell.stdout, /\b42\b/);
+  const stats = await cli(["stats", "--channel", channel, "--json"]);
+  assert.equal(stats.code, 0, stats.stderr);
+  assert.equal(JSON.parse(stats.stdout).database, `${dir.path}/a.db`);
+  const both = await cli([
+    "shell",
+    "--channel",
+    channel,
+    "--socket",
+    `${dir.path}/x.sock`,
+    "-c",
+    "SELECT 1",
+  ]);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /Give at most one of --db, --socket, --channel and --tcp/);
 });
