@@ -375,6 +375,34 @@ function unanswered(err: unknown): boolean {
  * exits or the client stops listening (`detach()`); a server that keeps
  * running then writes to a closed pipe, which Deno ignores.
  */
+/**
+ * Starts `deno` with `args`, detached. Without `--allow-run` for it, Deno's
+ * `NotCapable` is raised again saying what autostart needs: the flag names
+ * the resolved path Deno checks, which a symbolic link (npm's `/usr/bin/deno`)
+ * is not.
+ */
+function spawnServer(args: string[], env: Record<string, string>): Deno.ChildProcess {
+  const deno = Deno.execPath();
+  try {
+    return new Deno.Command(deno, {
+      args,
+      env,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      detached: true,
+    }).spawn();
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotCapable)) throw err;
+    throw new Deno.errors.NotCapable(
+      `Cannot autostart a server: running "${deno}" needs --allow-run (plain, or ` +
+        `--allow-run=${deno}, the real path Deno checks; --allow-run=deno fails where deno is ` +
+        `a symbolic link): ${err.message}`,
+      { cause: err },
+    );
+  }
+}
+
 class StartedServer {
   readonly #child: Deno.ChildProcess;
   readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
@@ -386,14 +414,7 @@ class StartedServer {
   #dropped = false;
 
   constructor(args: string[], env: Record<string, string>) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args,
-      env,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-      detached: true,
-    }).spawn();
+    const child = spawnServer(args, env);
     child.status.then((s) => {
       this.#stopped = s.signal === STOP_SIGNAL;
       this.#exitCode = s.code;

@@ -688,3 +688,33 @@ Deno.test("connect({ autostart }) without a token starts a server without one, w
     await stopOwner(`${dir.path}/u.db`);
   }
 });
+
+Deno.test("autostart without --allow-run fails saying what autostart needs, naming the real path of deno", async () => {
+  await using dir = await tempDir();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--no-prompt",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-net",
+      "--allow-sys",
+      CHILD_TS,
+      `${dir.path}/s.sock`,
+      `${dir.path}/a.db`,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.notEqual(out.code, 0);
+  assert.ok(
+    stderr.includes(
+      `NotCapable: Cannot autostart a server: running "${Deno.execPath()}" needs --allow-run ` +
+        `(plain, or --allow-run=${Deno.execPath()}, the real path Deno checks;`,
+    ),
+    stderr,
+  );
+});
