@@ -395,7 +395,7 @@ interface Level {
 }
 
 /** The statement Drizzle's proxy session sends to roll a transaction back. */
-const ROLLBACK = /^\s*rollback\s*;?\s*$/i;
+const ROLLBACK = /^\s*rollback\s*(?:;\s*)?$/i;
 /** That one, or the one that rolls a savepoint back (`rollback to savepoint sp0`). */
 const ROLLBACK_ANY = /^\s*rollback\b/i;
 /** The one that rolls a nested transaction's savepoint back. */
@@ -419,7 +419,7 @@ function undoneAlready(sql: string, conn: Queryable, err: unknown): boolean {
 
 /** The statements Drizzle's proxy session sends to begin and to commit a transaction. */
 const BEGIN = /^\s*begin\b/i;
-const COMMIT = /^\s*commit\s*;?\s*$/i;
+const COMMIT = /^\s*commit\s*(?:;\s*)?$/i;
 
 /** Where a refused statement was sent, and what to use instead (see `refuseTxEnd`). */
 const WHERE = "db.transaction()";

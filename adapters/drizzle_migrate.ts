@@ -37,7 +37,7 @@ const DEFAULT_TABLE = "__drizzle_migrations";
 const MAX_ATTEMPTS = 10;
 
 /** drizzle-kit's `PRAGMA foreign_keys=OFF` / `=ON` around a table rebuild. */
-const FOREIGN_KEYS = /^\s*PRAGMA\s+foreign_keys\s*=\s*['"]?(\w+)['"]?\s*;?\s*$/i;
+const FOREIGN_KEYS = /^\s*PRAGMA\s+foreign_keys\s*=\s*['"]?(\w+)['"]?\s*(?:;\s*)?$/i;
 
 /** What the migrations table holds: its row count and the newest row's `created_at`. */
 interface Applied {

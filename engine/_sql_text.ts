@@ -39,3 +39,18 @@ export function startsWith(sql: string, word: string): boolean {
   });
   return found;
 }
+
+/**
+ * A statement's text without what follows its last token: the `;` that ends
+ * it and a trailing comment, which SQLite accepts unterminated
+ * (`SELECT 1 /* note`) and which would swallow text appended to it (as in
+ * `SELECT * FROM (<statement>) LIMIT 0`). Linear in the text.
+ */
+export function statementBody(sql: string): string {
+  let end = 0;
+  scan(sql, (t) => {
+    if (t.kind !== "semicolon") end = t.end;
+    return true;
+  });
+  return sql.slice(0, end);
+}

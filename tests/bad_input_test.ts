@@ -1495,3 +1495,31 @@ Deno.test({
     assert.deepEqual(await ctx.good.values("SELECT count(*) FROM kept WHERE id = 7000"), [[0]]);
   },
 });
+
+Deno.test("SQL text the engine reads itself (leading comments, a long run of blanks) costs time linear in its length: 40 leading comments and 10 MB of comment lines answer, on both engines", async () => {
+  // The server as a process of its own: were the scan exponential, its one thread would spin
+  // and this test's deadline below would fail it (and kill it), not hang the suite.
+  await using srv = await startServerProcess();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  const deadline = new Promise<never>((_, reject) => {
+    const t = setTimeout(() => reject(new Error("no answer within 30 s")), 30_000);
+    Deno.unrefTimer(t);
+  });
+  const answer = <T>(p: Promise<T>) => Promise.race([p, deadline]);
+  const comments = "/* a */".repeat(40);
+  assert.deepEqual(await answer(db.values(`${comments} SELECT 1`)), [[1]]);
+  assert.deepEqual(await answer(db.values(`${comments} VALUES (2)`)), [[2]]);
+  await answer(db.exec(`${comments} CREATE TABLE t (x); ${comments} INSERT INTO t VALUES (3)`));
+  // A read under 24 comment lines that each look like a header, as reports have.
+  const header = Array.from({ length: 40 }, (_, i) => `/* report line ${i} */`).join("\n");
+  assert.deepEqual(await answer(db.values(`${header}\nSELECT x FROM t`)), [[3]]);
+  // 10 MB of `--` lines: no stack overflow in the engine's own scan either.
+  const lines = "--\n".repeat(3_000_000);
+  assert.deepEqual(await answer(db.values(`${lines}SELECT x FROM t`)), [[3]]);
+  // `BEGIN /**/ IMMEDIATE` takes the writer as `BEGIN IMMEDIATE` does.
+  await answer(db.exec("BEGIN /* now */ IMMEDIATE"));
+  await answer(db.exec("ROLLBACK"));
+  // The other clients were served meanwhile.
+  await using other = await connect(srv.connectOptions);
+  assert.deepEqual(await answer(other.values("SELECT count(*) FROM t")), [[1]]);
+});

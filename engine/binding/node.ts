@@ -28,7 +28,7 @@
 import * as nodeSqlite from "node:sqlite";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { resultCodeName } from "../_result_codes.ts";
-import { hasStatement } from "../_sql_text.ts";
+import { hasStatement, statementBody } from "../_sql_text.ts";
 import { scan } from "../../protocol/sql_lexer.ts";
 import { Auth, AuthResult, Result } from "./_constants.ts";
 import type {
@@ -569,7 +569,7 @@ class NodeStmt implements Stmt {
     this.sql = sql;
     this.end = end;
     this.readOnly = readOnly;
-    this.#iterable = readOnly && QUERY_TEXT.test(sql);
+    this.#iterable = readOnly && isQueryText(sql);
   }
 
   get paramCount(): number {
@@ -992,28 +992,32 @@ function readsOnly(action: number, a1: string | null, a2: string | null): boolea
   }
 }
 
-/** A query whose rows can be counted from a subquery: SELECT, VALUES, WITH. */
-const QUERY_TEXT = /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*(?:select|values|with)\b/i;
 /**
- * A statement's text without what follows its last token: the `;` that ends
- * it (`sourceSQL` keeps it) and a trailing comment, which SQLite accepts
- * unterminated (`SELECT 1 /* note`) and which would swallow text appended.
+ * The first two words of `sql`'s first statement (lower case; `""` where
+ * none), past blanks, comments and, when `skipSemicolons`, leading `;`s: a
+ * linear scan with the project's lexer (a regular expression over leading
+ * comments can backtrack for exponential time).
  */
-function statementBody(sql: string): string {
-  let end = 0;
+function leadingWords(sql: string, skipSemicolons: boolean): [string, string] {
+  const words: string[] = [];
   scan(sql, (t) => {
-    if (t.kind !== "semicolon") end = t.end;
-    return true;
+    if (t.kind === "semicolon" && words.length === 0 && skipSemicolons) return true;
+    words.push(t.kind === "word" ? t.text : "");
+    return words.length < 2;
   });
-  return sql.slice(0, end);
+  return [words[0] ?? "", words[1] ?? ""];
 }
 
-const WRITING_TEXT =
-  /^(?:\s|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/|;)*(?:vacuum\b|begin\s+(?:immediate|exclusive)\b)/i;
-
+/** A query whose rows can be counted from a subquery: SELECT, VALUES, WITH. */
+function isQueryText(sql: string): boolean {
+  const [first] = leadingWords(sql, false);
+  return first === "select" || first === "values" || first === "with";
+}
 /** Statements the authorizer does not see as writes: VACUUM, BEGIN IMMEDIATE/EXCLUSIVE. */
 function writesByText(sql: string): boolean {
-  return WRITING_TEXT.test(sql);
+  const [first, second] = leadingWords(sql, true);
+  return first === "vacuum" ||
+    (first === "begin" && (second === "immediate" || second === "exclusive"));
 }
 
 /** True for a parameter node:sqlite binds by position: `?`, `?NNN`, an index no parameter takes. */

@@ -42,6 +42,7 @@ import {
 import { DqliteErrorCode, LeaderError } from "./errors.ts";
 import { txEffect } from "./_sql_scan.ts";
 import { scan } from "../../protocol/sql_lexer.ts";
+import { statementBody } from "../_sql_text.ts";
 import {
   checkClusterSql,
   immediateBegins,
@@ -364,7 +365,7 @@ export class DqliteEngineSession {
       try {
         const head = splitStatements(sql)[0].find((t) => t.kind === "word")?.text;
         if (verbOf(sql) === "read" && head !== "pragma" && head !== "explain") {
-          const inner = sql.replace(/(\s|;|--[^\n]*$)+$/, "");
+          const inner = statementBody(sql);
           const nulls = new Array(stmt.paramCount).fill(null);
           for (const probe of [withoutRows(sql), `SELECT * FROM (${inner}\n) LIMIT 0`]) {
             try {
