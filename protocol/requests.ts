@@ -205,6 +205,9 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
       return { op: Op.Subscribe, id, args: [subscribeOptions(msg[2])] };
     case Op.Unsubscribe:
       return { op: Op.Unsubscribe, id, args: [handle(msg[2])] };
+    case Op.Hello:
+      // (The session reads the first frame as its hello; a second is no request.)
+      throw badRequest("Unexpected hello: this connection's hello was already accepted");
     default:
       throw badRequest(`Unknown op ${String(msg[0])}`);
   }
@@ -371,5 +374,6 @@ function typeName(v: unknown): string {
   if (typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v)) {
     return `integer ${BigInt(v)} (beyond ±(2^53 − 1))`;
   }
+  if (v === undefined) return "nothing";
   return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
 }
