@@ -370,12 +370,6 @@ function unanswered(err: unknown): boolean {
 }
 
 /**
- * A server process started by autostart: detached (its own session, not
- * waited for), stdout discarded, stderr read into a bounded buffer until it
- * exits or the client stops listening (`detach()`); a server that keeps
- * running then writes to a closed pipe, which Deno ignores.
- */
-/**
  * Starts `deno` with `args`, detached. Without `--allow-run` for it, Deno's
  * `NotCapable` is raised again saying what autostart needs: the flag names
  * the resolved path Deno checks, which a symbolic link (npm's `/usr/bin/deno`)
@@ -403,6 +397,12 @@ function spawnServer(args: string[], env: Record<string, string>): Deno.ChildPro
   }
 }
 
+/**
+ * A server process started by autostart: detached (its own session, not
+ * waited for), stdout discarded, stderr read into a bounded buffer until it
+ * exits or the client stops listening (`detach()`); a server that keeps
+ * running then writes to a closed pipe, which Deno ignores.
+ */
 class StartedServer {
   readonly #child: Deno.ChildProcess;
   readonly #reader: ReadableStreamDefaultReader<Uint8Array>;

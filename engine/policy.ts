@@ -237,8 +237,8 @@ export function createPolicy(config: PolicyConfig): PolicyCheck {
         // The common start-up line of apps and ORMs: what it asks for, the server does.
         return forbidden(
           `Cannot set PRAGMA busy_timeout to "${arg2}": the server waits for locks itself, for ` +
-            "every client, up to its --busy-timeout (the FFI engine off its main thread, so " +
-            `this connection reports 0): drop the line${already} (start the server with ` +
+            "every client, up to its --busy-timeout (the FFI engine off its main thread: its " +
+            `connection reports 0): drop the line${already} (start the server with ` +
             "--allow-unsafe-pragmas to permit)",
           unless,
         );

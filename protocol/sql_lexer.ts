@@ -60,7 +60,8 @@ export function scan(sql: string, onToken: (token: Token) => boolean, from = 0):
   while (i < n) {
     const c = sql.charCodeAt(i);
     let token: Token;
-    if (c === 0x20 || (c >= 0x09 && c <= 0x0d)) {
+    // Blanks, and a byte-order mark, which SQLite's tokenizer skips as a blank too.
+    if (c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0xfeff) {
       i++;
       continue;
     } else if (c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) { // --

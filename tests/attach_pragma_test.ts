@@ -80,7 +80,7 @@ Deno.test("PRAGMA busy_timeout, the common start-up line, is refused with a mess
     await assert.rejects(db.query(line), {
       code: "FORBIDDEN",
       message: 'Cannot set PRAGMA busy_timeout to "5000": the server waits for locks itself, ' +
-        "for every client, up to its --busy-timeout (the FFI engine off its main thread, so this " +
+        "for every client, up to its --busy-timeout (the FFI engine off its main thread: its " +
         "connection reports 0): drop the line; setting the value it already has is allowed " +
         "(start the server with --allow-unsafe-pragmas to permit)",
     });

@@ -35,6 +35,10 @@ Deno.test("sql lexer: comments and blanks are skipped; unterminated ones run to 
   assert.deepEqual(kinds('a "never closed'), ["word:a", "name:never closed"]);
   assert.deepEqual(kinds("a [never closed"), ["word:a", "name:never closed"]);
   assert.deepEqual(kinds("a -- to the end"), ["word:a"]);
+  // A byte-order mark is a blank to SQLite's tokenizer: here too (a file read with its BOM).
+  assert.deepEqual(kinds("\ufeffVACUUM"), ["word:vacuum"]);
+  assert.deepEqual(leadingVerb("\ufeff BEGIN"), { first: "begin", main: "" });
+  assert.equal(startsWith(" \ufeffSELECT 1", "select"), true);
 });
 
 Deno.test("sql lexer: parameters, numbers, words and punctuation", () => {
