@@ -46,7 +46,9 @@
  *   it changed; one request when its text says which (`SELECT`, `INSERT`,
  *   ... without `RETURNING`), else three (prepared first for its columns).
  * - `stream()` reads through the server's cursor (`iterate()`), chunk by
- *   chunk, so memory stays bounded.
+ *   chunk, so memory stays bounded. On the shared pool, a stream past the
+ *   cursors the client can keep open waits for one of the dialect's streams
+ *   to end (see `StreamRoom`), as Kysely's own dialects wait for a connection.
  * - When a transaction ends before its rollback (its lease expired, its
  *   `commit` failed, or the client was closed, by `db.destroy()` too), the
  *   caller gets the error that ended it, or the callback's own, not the
@@ -126,6 +128,7 @@ import { openTransactions } from "../client/_tx_order.ts";
 import { levelOf, newLevel } from "../client/_tx_undo.ts";
 import { lostAtBegin, lostIn } from "./_lost_tx.ts";
 import { PoolScope } from "./_pool_scope.ts";
+import { StreamRoom } from "./_stream_room.ts";
 import { isSavepointCommand, refuseTxEnd } from "./_refuse_tx_end.ts";
 
 /** Options of {@link NetsqliteDialect}. */
@@ -240,6 +243,8 @@ class NetsqliteAdapter extends SqliteAdapter {
 class NetsqliteDriver implements Driver {
   readonly #config: NetsqliteDialectConfig;
   #client: Client | null = null;
+  /** This driver's streams on the shared pool (see {@link StreamRoom}). */
+  readonly #streams = new StreamRoom();
 
   constructor(config: NetsqliteDialectConfig) {
     this.#config = config;
@@ -251,7 +256,7 @@ class NetsqliteDriver implements Driver {
   }
 
   acquireConnection(): Promise<DatabaseConnection> {
-    return Promise.resolve(new NetsqliteConnection(this.#client!));
+    return Promise.resolve(new NetsqliteConnection(this.#client!, this.#streams));
   }
 
   beginTransaction(
@@ -370,9 +375,12 @@ class NetsqliteConnection implements DatabaseConnection {
    * failed (see {@link rollbackTo}); `null` while it can.
    */
   #poison: string | null = null;
+  /** The driver's streams on the shared pool. */
+  readonly #streams: StreamRoom;
 
-  constructor(client: Client) {
+  constructor(client: Client, streams: StreamRoom) {
     this.#client = client;
+    this.#streams = streams;
   }
 
   get #target(): Queryable {
@@ -623,16 +631,37 @@ class NetsqliteConnection implements DatabaseConnection {
     let rows: R[] = [];
     const params = compiled.parameters as BindParams;
     const tx = this.#tx;
+    const target = this.#target;
+    const start = () => target.iterate<R>(compiled.sql, params)[Symbol.asyncIterator]();
+    // On the shared pool a stream past the client's cursors waits for one of
+    // this driver's streams to end, as Kysely's own dialects wait for a
+    // connection; a transaction's connection runs one query at a time anyway.
+    const streams = target === this.#client ? this.#streams : null;
+    let iterator: AsyncIterator<R>;
+    let r: IteratorResult<R>;
     try {
-      for await (const row of this.#target.iterate<R>(compiled.sql, params)) {
-        rows.push(row);
+      if (streams !== null) ({ iterator, first: r } = await streams.open(start));
+      else r = await (iterator = start()).next();
+    } catch (err) {
+      throw lostIn(tx, err);
+    }
+    let done = false;
+    try {
+      for (; !r.done; r = await iterator.next()) {
+        rows.push(r.value);
         if (rows.length === chunkSize) {
           yield { rows };
           rows = [];
         }
       }
+      done = true;
     } catch (err) {
+      done = true; // a cursor whose next() failed is closed
       throw lostIn(tx, err);
+    } finally {
+      // Left early (the caller's `break`): close the cursor.
+      if (!done) await iterator.return?.();
+      streams?.ended();
     }
     if (rows.length > 0) yield { rows };
   }

@@ -319,6 +319,53 @@ Deno.test("kysely: stream() reads through the server cursor in chunks", async ()
   assert.equal((await db.selectFrom("person").select("id").execute()).length, 2500);
 });
 
+Deno.test("kysely: more concurrent stream() calls than the client has cursors wait, as Kysely's dialects do", async () => {
+  await using t = await setup();
+  const { db, client } = t;
+  await sql`INSERT INTO person (name, balance)
+    WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 20)
+    SELECT 'p' || x, x FROM n`.execute(db);
+  // 4 connections × 16 cursors: 64 at once; the rest wait for a stream to end.
+  const streamAll = async (i: number) => {
+    let sum = 0;
+    for await (const row of db.selectFrom("person").select("balance").stream(3)) {
+      sum += Number(row.balance);
+      if (i % 7 === 0) await delay(1); // some hold their cursor across ticks
+    }
+    return sum;
+  };
+  const sums = await within(
+    Promise.all(Array.from({ length: 150 }, (_, i) => streamAll(i))),
+    20000,
+  );
+  assert.deepEqual(sums, Array(150).fill(210));
+  // Cursors held by other code using the client (open: more rows than a
+  // reply carries): nothing of Kysely's to wait for, so a stream past them
+  // fails at once with the server's refusal.
+  const LONG_QUERY =
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 100000) SELECT x FROM n";
+  const held = await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      const it: AsyncIterator<unknown> = client.iterate(LONG_QUERY)[
+        Symbol.asyncIterator
+      ]();
+      assert.equal((await it.next()).done, false);
+      return it;
+    }),
+  );
+  try {
+    await assert.rejects(
+      within(Array.fromAsync(db.selectFrom("person").select("balance").stream(3)), 5000),
+      (err: unknown) =>
+        err instanceof SqliteError && err.code === ErrorCode.BadRequest &&
+        err.message.startsWith("Too many open cursors"),
+    );
+  } finally {
+    await Promise.all(held.map((it) => it.return?.()));
+  }
+  assert.equal((await Array.fromAsync(db.selectFrom("person").select("id").stream(5))).length, 20);
+});
+
 Deno.test("kysely: Migrator runs migrations and introspection sees them", async () => {
   await using t = await setup();
   const { db } = t;
