@@ -349,33 +349,37 @@ Deno.test("connect({ database }) and the server with a scoped --allow-env missin
     assert.equal(out.name, "NotCapable", out.message);
     assert.equal(out.message, expected(refused, denied), flags.join(" "));
   }
-  // The server words it the same (the token and the engine given: it reads no other variable).
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-prompt",
-      ...base,
-      "--allow-env=XDG_RUNTIME_DIR,TMPDIR",
-      SERVER,
-      "--db",
-      database,
-      "--token",
-      "a-long-enough-token",
-      "--engine",
-      "node",
-    ],
-    clearEnv: true,
-    env: passedEnv(),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), CLIENT_LIMIT_MS); // one that (wrongly) serves
-  const server = await child.output().finally(() => clearTimeout(timer));
-  const stderr = new TextDecoder().decode(server.stderr);
-  assert.equal(server.code, 1, stderr);
-  assert.equal(stderr, `netsqlite: ${expected("TMP")}\n`);
-  assert.deepEqual([...Deno.readDirSync(root)].map((e) => e.name).sort(), ["client.ts"]);
+  // The server words it the same (the token and the engine given: it reads no other variable),
+  // also when Deno could prompt but has no terminal to (a service): the read it cannot ask
+  // for turns the variable's state to "denied", which is no --deny-env of the user's.
+  for (const prompt of [["--no-prompt"], []]) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...prompt,
+        ...base,
+        "--allow-env=XDG_RUNTIME_DIR,TMPDIR",
+        SERVER,
+        "--db",
+        database,
+        "--token",
+        "a-long-enough-token",
+        "--engine",
+        "node",
+      ],
+      clearEnv: true,
+      env: passedEnv(),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), CLIENT_LIMIT_MS); // one that (wrongly) serves
+    const server = await child.output().finally(() => clearTimeout(timer));
+    const stderr = new TextDecoder().decode(server.stderr);
+    assert.equal(server.code, 1, stderr);
+    assert.equal(stderr, `netsqlite: ${expected("TMP")}\n`, prompt.join(" "));
+    assert.deepEqual([...Deno.readDirSync(root)].map((e) => e.name).sort(), ["client.ts"]);
+  }
   // The four are enough: then no server answers (none runs).
   const out = await runClient(root, { database }, null, [
     ...base,

@@ -178,32 +178,41 @@ function tempDir(what: string): string {
     return tmpdir();
   } catch (err) {
     const named = /env access to "([^"]+)"/.exec(String((err as Error)?.message));
-    throw envError(err, named?.[1] ?? "TMPDIR", what);
+    // Each variable was read above, so a --deny-env would have been said there.
+    throw envError(err, named?.[1] ?? "TMPDIR", what, false);
   }
 }
 
 /** The environment variable `name`, its error (not allowed) naming `what` needs it. */
 function env(name: string, what: string): string | undefined {
+  // Asked before the read: a read Deno cannot prompt for (no terminal) turns
+  // the variable's state to "denied", which is no --deny-env of the user's.
+  const denied = deniedEnv(name);
   try {
     mayUse({ name: "env", variable: name });
     return envGet(name);
   } catch (err) {
-    throw envError(err, name, what);
+    throw envError(err, name, what, denied);
+  }
+}
+
+/** True when reading the variable `name` is denied (`--deny-env`); false when not known. */
+function deniedEnv(name: string): boolean {
+  try {
+    return IS_DENO &&
+      Deno.permissions.querySync({ name: "env", variable: name }).state === "denied";
+  } catch {
+    return false;
   }
 }
 
 /**
  * `err` of reading the variable `name`: what depends on it, every variable
  * to allow (a scoped `--allow-env` missing one is refused one variable at a
- * time), and, when `name` is denied (`--deny-env`, which `--allow-env`
- * does not override), that too.
+ * time), and, when `name` was `denied` before the read (`--deny-env`, which
+ * `--allow-env` does not override), that too.
  */
-function envError(err: unknown, name: string, what: string): Error {
-  let denied = false;
-  try {
-    denied = IS_DENO &&
-      Deno.permissions.querySync({ name: "env", variable: name }).state === "denied";
-  } catch { /* not known: not said */ }
+function envError(err: unknown, name: string, what: string, denied: boolean): Error {
   return withMessage(
     err,
     `Cannot work out ${what}: its directory depends on the environment variables ` +
