@@ -7,7 +7,7 @@
  */
 
 import type { ConnectOptions } from "../client/options.ts";
-import { parseHostPort } from "../transport/address.ts";
+import { checkChannel, parseHostPort } from "../transport/address.ts";
 
 /** The `parseArgs` options of the connection flags. */
 export const CONNECT_FLAGS = {
@@ -44,13 +44,19 @@ export interface ConnectFlagValues {
  *
  * @param values The parsed flags.
  * @returns the connect options (without `max`).
- * @throws {TypeError} for more than one of `--db`, `--socket`, `--channel`, `--tcp`, `--tls-ca` without
- *   `--tcp`, a CA file that cannot be read, or a token UTF-8 cannot carry unchanged.
+ * @throws {TypeError} for more than one of `--db`, `--socket`, `--channel`, `--tcp`, an empty
+ *   `--db` or `--socket`, an invalid `--channel` name, `--tls-ca` without `--tcp`, a CA file
+ *   that cannot be read, or a token UTF-8 cannot carry unchanged.
  */
 export function connectOptionsFromFlags(values: ConnectFlagValues): ConnectOptions {
   const given = [values.db, values.socket, values.channel, values.tcp]
     .filter((v) => v !== undefined).length;
   if (given > 1) throw new TypeError("Give at most one of --db, --socket, --channel and --tcp");
+  // Checked here, so that a bad value is a bad argument (exit status 2) named by its flag.
+  for (const flag of ["db", "socket"] as const) {
+    if (values[flag] === "") throw new TypeError(`Invalid --${flag}: it is empty; expected a path`);
+  }
+  if (values.channel !== undefined) checkChannel(values.channel, "--channel");
   const connect: ConnectOptions = {};
   if (values.socket !== undefined) connect.path = values.socket;
   if (values.channel !== undefined) connect.channel = values.channel;

@@ -538,6 +538,11 @@ const OTHER_NAMES: Readonly<Record<string, string>> = {
   tokenFile: '"token" (the secret itself)',
 };
 
+/** `value` as an error message shows it: a string quoted, so that an empty one shows as `""`. */
+function shown(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
+}
+
 /**
  * Validates `options` and fills in defaults.
  *
@@ -546,14 +551,14 @@ const OTHER_NAMES: Readonly<Record<string, string>> = {
  */
 export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
-    throw new TypeError(`Invalid options: expected an object, got ${String(options)}`);
+    throw new TypeError(`Invalid options: expected an object, got ${shown(options)}`);
   }
   refuseUnknownOptions(options, Object.keys(KNOWN), "serve()", "", OTHER_NAMES);
   const dqlite = resolveDqlite(options);
   const given = options.database ??
     (dqlite === null ? DEFAULT_DATABASE : `dqlite-${dqlite.database}.db`);
   if (typeof given !== "string" || given === "") {
-    throw new TypeError(`Invalid option "database": expected a file path, got ${String(given)}`);
+    throw new TypeError(`Invalid option "database": expected a file path, got ${shown(given)}`);
   }
   if (given.startsWith("file:")) {
     throw new TypeError(
@@ -573,7 +578,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   for (const key of ["path", "hostname"] as const) {
     const v = options[key];
     if (v !== undefined && (typeof v !== "string" || v === "")) {
-      throw new TypeError(`Invalid option "${key}": expected a non-empty string, got ${String(v)}`);
+      throw new TypeError(`Invalid option "${key}": expected a non-empty string, got ${shown(v)}`);
     }
   }
   const tcp = options.port !== undefined || options.hostname !== undefined;
@@ -633,7 +638,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   for (const key of ["readonly", "allowAttach", "allowUnsafePragmas"] as const) {
     const v = options[key] ?? false;
     if (typeof v !== "boolean") {
-      throw new TypeError(`Invalid option "${key}": expected a boolean, got ${String(v)}`);
+      throw new TypeError(`Invalid option "${key}": expected a boolean, got ${shown(v)}`);
     }
     flags[key] = v;
   }
@@ -647,7 +652,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   }
   const releaseMemory = options.releaseMemory === undefined ? true : options.releaseMemory;
   if (typeof releaseMemory !== "boolean") {
-    throw new TypeError(`Invalid option "releaseMemory": expected a boolean, got ${releaseMemory}`);
+    throw new TypeError(`Invalid option "releaseMemory": expected a boolean, got ${shown(releaseMemory)}`);
   }
   const engine = options.engine;
   if (engine !== undefined && engine !== "auto" && engine !== "ffi" && engine !== "node") {
@@ -658,13 +663,13 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   const sqliteLib = options.sqliteLib;
   if (sqliteLib !== undefined && (typeof sqliteLib !== "string" || sqliteLib === "")) {
     throw new TypeError(
-      `Invalid option "sqliteLib": expected a file path, got ${String(sqliteLib)}`,
+      `Invalid option "sqliteLib": expected a file path, got ${shown(sqliteLib)}`,
     );
   }
   const backupDir = options.backupDir ?? null;
   if (backupDir !== null && (typeof backupDir !== "string" || backupDir === "")) {
     throw new TypeError(
-      `Invalid option "backupDir": expected a directory path, got ${String(backupDir)}`,
+      `Invalid option "backupDir": expected a directory path, got ${shown(backupDir)}`,
     );
   }
   if (dqlite !== null && doubleQuotedStrings) {
@@ -834,7 +839,7 @@ function resolveDqlite(options: ServeOptions): DqliteConfig | null {
   const name = d.database;
   if (typeof name !== "string" || name === "" || name.includes("/") || name.includes("\0")) {
     throw new TypeError(
-      `Invalid option "dqlite.database": expected a name without "/", got ${String(name)}`,
+      `Invalid option "dqlite.database": expected a name without "/", got ${shown(name)}`,
     );
   }
   return {
@@ -881,7 +886,7 @@ function unsentBytes(value: number | undefined, largest: number): number {
 
 function integer(name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== "number" || !Number.isInteger(value)) {
-    throw new TypeError(`Invalid option "${name}": expected an integer, got ${String(value)}`);
+    throw new TypeError(`Invalid option "${name}": expected an integer, got ${shown(value)}`);
   }
   if (value < min || value > max) {
     throw new RangeError(`Invalid option "${name}": ${value} is outside ${min}..${max}`);

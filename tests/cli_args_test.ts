@@ -216,3 +216,33 @@ Deno.test("server.ts and cli.ts serve with a bad flag or value print one line, n
   assert.equal(help.code, 0);
   assert.match(help.stdout, /--busy-timeout MS/);
 });
+
+Deno.test('cli.ts: a bad --channel and an empty --db or --socket are bad arguments (exit 2) named by their flag; serve shows an empty value as ""', async () => {
+  const cases: [string[], string][] = [
+    [
+      ["shell", "--channel", "bad/x", "-c", "select 1"],
+      'netsqlite shell: Invalid --channel "bad/x": expected 1-64 letters, digits, ".", "_" or "-"',
+    ],
+    [
+      ["integrity", "--channel", "bad/x"],
+      'netsqlite integrity: Invalid --channel "bad/x": expected 1-64 letters, digits, ".", "_" or "-"',
+    ],
+    [
+      ["shell", "--db", "", "-c", "select 1"],
+      "netsqlite shell: Invalid --db: it is empty; expected a path",
+    ],
+    [
+      ["backup", "x.db", "--socket", ""],
+      "netsqlite backup: Invalid --socket: it is empty; expected a path",
+    ],
+  ];
+  for (const [args, line] of cases) {
+    const r = await cli(args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.equal(r.stdout, "");
+    assert.equal(r.stderr.split("\n")[0], line);
+  }
+  const serve = await cli(["serve", "--db", ""]);
+  assert.equal(serve.code, 2, serve.stderr);
+  assert.equal(serve.stderr, 'netsqlite: Invalid --db: expected a file path, got ""\n');
+});

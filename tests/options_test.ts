@@ -179,7 +179,7 @@ Deno.test("resolveServeOptions() keeps releaseMemory: false and refuses a non-bo
     throwsWith(
       () => resolveServeOptions({ releaseMemory: value as unknown as boolean }),
       TypeError,
-      new RegExp(`^Invalid option "releaseMemory": expected a boolean, got ${value}$`),
+      new RegExp(`^Invalid option "releaseMemory": expected a boolean, got ${shown(value)}$`),
     );
   }
 });
@@ -198,7 +198,22 @@ Deno.test("resolveServeOptions() refuses non-integer numbers with TypeError", ()
     throwsWith(
       () => resolveServeOptions({ [name]: value } as ServeOptions),
       TypeError,
-      new RegExp(`^Invalid option "${name}": expected an integer, got ${String(value)}$`),
+      new RegExp(`^Invalid option "${name}": expected an integer, got ${shown(value)}$`),
+    );
+  }
+});
+
+/** A value as the option errors show it: strings quoted (an empty one is `""`, not nothing). */
+function shown(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
+}
+
+Deno.test('resolveServeOptions() shows an empty string as "" in its errors', () => {
+  for (const key of ["database", "sqliteLib", "backupDir", "path"] as const) {
+    assert.throws(
+      () => resolveServeOptions({ [key]: "" }),
+      (err: unknown) => err instanceof TypeError && err.message.endsWith(', got ""'),
+      key,
     );
   }
 });

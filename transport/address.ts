@@ -325,15 +325,25 @@ export function databaseOfDefaultSocket(path: string): string | undefined {
  * ```
  */
 export function channelSocketPath(name: string): string {
-  if (typeof name !== "string" || !/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/.test(name)) {
-    throw new TypeError(
-      `Invalid channel "${String(name)}": expected 1-64 letters, digits, ".", "_" or "-"`,
-    );
-  }
+  checkChannel(name);
   return join(
     socketDir(`the socket of channel "${name}"`),
     `channel-${name}.${HAS_UNIX_SOCKETS ? "sock" : "port"}`,
   );
+}
+
+/**
+ * Checks a channel name (see {@link channelSocketPath}), `flag` naming it in
+ * the error (`--channel` on a command line).
+ *
+ * @throws {TypeError} when the name is not 1-64 letters, digits, `.`, `_` or `-`.
+ */
+export function checkChannel(name: string, flag = "channel"): void {
+  if (typeof name !== "string" || !/^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$/.test(name)) {
+    throw new TypeError(
+      `Invalid ${flag} "${String(name)}": expected 1-64 letters, digits, ".", "_" or "-"`,
+    );
+  }
 }
 
 /**
