@@ -532,8 +532,8 @@ export function describeStats(r: StatsReport): string {
   const g = r.groupCommit;
   const c = r.cluster ?? null;
   const lines = [
-    `${r.server}, up ${
-      duration(r.uptime)
+    `${r.server}, up ${duration(r.uptime)}${
+      r.pid === undefined ? "" : `, pid ${r.pid}`
     }, engine ${r.engine} (${r.library}, SQLite ${r.sqliteVersion})`,
     c === null
       ? `database      ${shownText(r.database)} (${bytes(r.dbBytes ?? 0)}, WAL ${

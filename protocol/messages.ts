@@ -491,6 +491,12 @@ export interface StatsReport {
   server: string;
   /** Seconds since the server started. */
   uptime: number;
+  /**
+   * The server's process id (to stop it with SIGTERM, an autostarted
+   * `:memory:` one too, which has no lock file naming it); absent from
+   * older servers.
+   */
+  pid?: number;
   /** SQLite binding: `ffi` or `node`. */
   engine: string;
   /** Library file, or `node:sqlite`. */

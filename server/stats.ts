@@ -205,6 +205,7 @@ export class ServerStats {
     return {
       server: this.#server,
       uptime: round(uptime),
+      pid: Deno.pid,
       engine: engine.sqlite.engine,
       library: engine.sqlite.library,
       sqliteVersion: engine.sqliteVersion,

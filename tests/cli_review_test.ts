@@ -53,7 +53,7 @@ Deno.test("cli.ts stats --watch piped into head ends quietly with status 0, its 
     const lines = r.out.split("\n");
     assert.equal(lines.at(-2), "status 0", r.out + r.err);
     if (json.length > 0) assert.equal(JSON.parse(lines[0]).connections.admin, 1);
-    else assert.match(lines[0], /^netsqlite \S+, up /);
+    else assert.match(lines[0], new RegExp(`^netsqlite \\S+, up .*, pid ${Deno.pid}, engine `));
     assert.equal(r.err, "");
     await noAdminSession(srv);
   }

@@ -101,6 +101,7 @@ for (const engine of ENGINES) {
     assert.equal(s.database, srv.database);
     assert.match(s.server, /^netsqlite \d/);
     assert.ok(s.uptime > 0 && s.uptime < 60);
+    assert.equal(s.pid, Deno.pid); // an in-process server
     assert.deepEqual(s.connections, {
       open: 2,
       handshaking: 0,
