@@ -36,6 +36,7 @@ import { type DqsReport, findDoubleQuotedStrings } from "./dqs_check.ts";
 import type { SessionHost } from "./session_host.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
 import { disarmTimerProbe } from "./binding/_timer_turn.ts";
+import { IoTurn } from "./io_turn.ts";
 
 export { BLOCKED, EngineSession } from "./engine_session.ts";
 
@@ -242,6 +243,8 @@ export class Engine {
   readonly #isFree = (): boolean => this.#writerFree();
   /** What sessions (and maintenance) may use of this engine. */
   readonly #host: SessionHost;
+  /** Scripts' turns for other connections' sockets (see `io_turn.ts`). */
+  readonly #ioTurn = new IoTurn();
 
   /**
    * Opens (creating if needed) the database in WAL mode. The engine owns
@@ -473,6 +476,7 @@ export class Engine {
       if (this.#group.committing) await new Promise((r) => setTimeout(r, 1));
     }
     disarmTimerProbe();
+    this.#ioTurn.close();
     this.#queue.close();
     for (const c of this.#idleReaders.splice(0)) c.close();
     this.#changes?.close();
@@ -600,6 +604,7 @@ export class Engine {
       },
       prepared: new PreparedBudget(this.#config.maxPrepared, this.#config.maxPreparedText),
       track: (work) => this.#track(work),
+      ioTurn: () => this.#ioTurn.take(),
     };
   }
 

@@ -67,6 +67,7 @@ import { type Connection, type Prepared, release, WriterDecides } from "./connec
 import { type Chunk, chunkBytesFor, Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
 import { INLINE_BUDGET_MS } from "./engine.ts";
+import { IO_TURN_MS } from "./io_turn.ts";
 
 /**
  * An inline read that took this long (ms), ten times its budget
@@ -411,8 +412,16 @@ export class EngineSession implements HostedSession {
     let more: boolean | Promise<boolean> = pending;
     this.#scriptStop = null;
     this.#scriptRuns = true;
+    let ioTurnAt = performance.now() + IO_TURN_MS;
     try {
       for (;;) {
+        // Other connections' requests are read only when Deno polls the
+        // sockets, which this chain of ready work would put off (io_turn.ts).
+        if (more === true && performance.now() >= ioTurnAt) {
+          await this.#pauseOnWriter(() => this.#host.ioTurn());
+          stopIfAsked();
+          ioTurnAt = performance.now() + IO_TURN_MS;
+        }
         if (more === true) {
           if (writer.caps.background && !changeLogOf(writer)?.capturing) {
             more = next(true);
@@ -439,11 +448,11 @@ export class EngineSession implements HostedSession {
    * Lets the event loop serve other connections (a macrotask) while this
    * session holds the writer between two statements of a script or batch.
    */
-  async #pauseOnWriter(): Promise<void> {
+  async #pauseOnWriter(turn: () => Promise<void> = pause): Promise<void> {
     this.#txWhileRunning = this.#host.writer.connection.inTransaction;
     this.runningOnWriter = true;
     try {
-      await pause();
+      await turn();
     } finally {
       this.runningOnWriter = false;
       this.#txWhileRunning = false;

@@ -154,6 +154,8 @@ export interface SessionHost {
   readonly prepared: PreparedBudget;
   /** Tracks work running in the background until it settles (the engine awaits it at close). */
   track<T>(work: Promise<T>): Promise<T>;
+  /** Resolves once Deno polled the sockets: a script's turn for other connections (`io_turn.ts`). */
+  ioTurn(): Promise<void>;
 }
 
 /** What the engine may use of a session. */
