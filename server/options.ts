@@ -652,7 +652,9 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   }
   const releaseMemory = options.releaseMemory === undefined ? true : options.releaseMemory;
   if (typeof releaseMemory !== "boolean") {
-    throw new TypeError(`Invalid option "releaseMemory": expected a boolean, got ${shown(releaseMemory)}`);
+    throw new TypeError(
+      `Invalid option "releaseMemory": expected a boolean, got ${shown(releaseMemory)}`,
+    );
   }
   const engine = options.engine;
   if (engine !== undefined && engine !== "auto" && engine !== "ffi" && engine !== "node") {
