@@ -135,6 +135,15 @@ export function invalidParamsMessage(params: unknown): string | undefined {
     if (key === "__proto__") {
       return `Cannot bind parameter "__proto__": a named parameter cannot be called __proto__`;
     }
+    // A name is sent as UTF-8 text too: a lone surrogate would arrive as
+    // U+FFFD (and could then name another parameter), a NUL would cut it.
+    if (!key.isWellFormed() || key.includes("\0")) {
+      return `Cannot bind parameter ${JSON.stringify(key)}: its name contains ` +
+        (key.includes("\0")
+          ? "a NUL character"
+          : "a lone UTF-16 surrogate, which UTF-8 cannot represent") +
+        "; no SQL parameter can have that name";
+    }
     const reason = invalidReason((params as Record<string, unknown>)[key]);
     if (reason !== undefined) return `Cannot bind parameter ${paramLabel(key)}: ${reason}`;
   }

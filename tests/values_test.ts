@@ -124,6 +124,31 @@ Deno.test("invalidReason() refuses a string with a lone surrogate, which cannot 
   assert.equal(invalidReason("\ud83c\udf89"), undefined);
 });
 
+// A parameter's name is sent as UTF-8 too: a lone surrogate in it arrived as
+// U+FFFD and bound the parameter `:\ufffd`, which the caller never named.
+Deno.test("A named parameter whose name holds a lone surrogate or a NUL is refused (INVALID_PARAM), never bound under another name", async () => {
+  for (const key of ["\ud800", "a\udc00", ":x\ud83d"]) {
+    assert.equal(
+      invalidParamsMessage({ [key]: 1 }),
+      `Cannot bind parameter ${JSON.stringify(key)}: its name contains a lone UTF-16 ` +
+        "surrogate, which UTF-8 cannot represent; no SQL parameter can have that name",
+    );
+  }
+  assert.equal(
+    invalidParamsMessage({ "a\0b": 1 }),
+    'Cannot bind parameter "a\\u0000b": its name contains a NUL character; no SQL parameter ' +
+      "can have that name",
+  );
+  assert.equal(invalidParamsMessage({ "\ud83c\udf89": 1 }), undefined); // a pair is fine
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await assert.rejects(
+    db.values("SELECT :\ufffd AS v", { "\ud800": 1 }),
+    (err: unknown) => err instanceof SqliteError && err.code === ErrorCode.InvalidParam,
+  );
+  assert.deepEqual(await db.values("SELECT :\ufffd AS v", { "\ufffd": 1 }), [[1]]);
+});
+
 // ---- paramLabel / invalidParamsMessage ---------------------------------
 
 Deno.test("paramLabel() names positional parameters from 1 and quotes named ones", () => {
