@@ -162,6 +162,18 @@ Deno.test({
     assert.deepEqual(await db.values("SELECT length(CAST(body AS BLOB)) FROM t WHERE id = 6"), [[
       6,
     ]]);
+    // A column that is an expression is named by its text: the hint wraps that
+    // text, unquoted, and the SQL it gives reads the bytes.
+    const expr = "CAST(x'61ff62' AS TEXT)";
+    const err = await db.values(`SELECT ${expr}`).then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof SqliteError && err.code === ErrorCode.InvalidUtf8, String(err));
+    const hint = `CAST(${expr} AS BLOB)`;
+    assert.equal(
+      err.message,
+      `Cannot read column "${expr}": its TEXT value is not valid UTF-8 and would come back ` +
+        `changed; read its bytes by selecting ${hint} (or hex(${expr})) instead`,
+    );
+    assert.deepEqual(await db.values(`SELECT ${hint}`), [[new Uint8Array([0x61, 0xff, 0x62])]]);
   },
 });
 

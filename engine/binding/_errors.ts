@@ -191,3 +191,18 @@ export function openErrno(path: string): number | null {
   }
   return null;
 }
+
+/**
+ * The message of `INVALID_UTF8` for column `name`: how to read its bytes.
+ * A plain name is a table's column (or an alias): `CAST("name" AS BLOB)`.
+ * Any other name is, unless aliased, the expression's own text (SQLite
+ * names such a column so), which is wrapped as it is: quoting it would name
+ * a column that does not exist.
+ */
+export function invalidUtf8Message(name: string): string {
+  const cast = /^[A-Za-z_][A-Za-z0-9_]*$/.test(name)
+    ? `read its bytes with CAST("${name}" AS BLOB) (or hex())`
+    : `read its bytes by selecting CAST(${name} AS BLOB) (or hex(${name})) instead`;
+  return `Cannot read column "${name}": its TEXT value is not valid UTF-8 and would come back ` +
+    `changed; ${cast}`;
+}

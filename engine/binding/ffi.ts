@@ -15,6 +15,7 @@ import {
   busyInBackground,
   busyMessage,
   descriptorsHint,
+  invalidUtf8Message,
   missingValues,
   resultTooLarge,
   rowBytes,
@@ -1086,8 +1087,7 @@ class FfiStmt implements Stmt {
     const name = cString(this.#s.sqlite3_column_name(h, i));
     return new SqliteError(
       ErrorCode.InvalidUtf8,
-      `Cannot read column "${name}": its TEXT value is not valid UTF-8 and would come back ` +
-        `changed; read its bytes with CAST("${name}" AS BLOB) (or hex())`,
+      invalidUtf8Message(name),
     );
   }
 

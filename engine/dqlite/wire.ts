@@ -41,6 +41,7 @@
 import { ProtocolError, SqliteError } from "../../protocol/errors.ts";
 import { invalidReason, paramLabel } from "../../protocol/values.ts";
 import type { SqlValue } from "../binding/binding.ts";
+import { invalidUtf8Message } from "../binding/_errors.ts";
 import { DqliteErrorCode, nulInSql } from "./errors.ts";
 
 /** The protocol version this client speaks. */
@@ -790,8 +791,7 @@ function readRow(
 function invalidColumn(name: string, cause: SqliteError): SqliteError {
   return new SqliteError(
     cause.code,
-    `Cannot read column "${name}": its TEXT value is not valid UTF-8 and would come back ` +
-      `changed; read its bytes with CAST("${name}" AS BLOB) (or hex())`,
+    invalidUtf8Message(name),
     undefined,
     { cause },
   );
