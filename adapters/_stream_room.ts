@@ -19,11 +19,21 @@ function noCursorRoom(err: unknown): boolean {
     err.message.startsWith("Too many open cursors");
 }
 
+/** How often (ms) a stream waiting for room tries again without being woken. */
+const RETRY_MS = 250;
+
 /** A cursor that opened, with its first result. */
 export interface OpenedCursor<R> {
   iterator: AsyncIterator<R>;
   first: IteratorResult<R>;
 }
+
+/**
+ * Ends the streams that were dropped unfinished (their iterator neither read
+ * to its end nor closed): the client closes such a stream's cursor once it
+ * is garbage-collected, and so this counts it ended then.
+ */
+const dropped = new FinalizationRegistry<StreamRoom>((room) => room.ended());
 
 /**
  * Counts the streams of one Kysely driver open on the shared pool, and wakes
@@ -42,9 +52,11 @@ export class StreamRoom {
    * will end and free one), waits for that and tries again. With none (the
    * cursors belong to other code using the client, which this room cannot
    * wait for), the refusal is thrown as it came. The stream counts as open
-   * until {@link ended} is called.
+   * until {@link ended} is called with `holder` (an object the stream keeps
+   * until it ends), or until `holder` is garbage-collected (the stream was
+   * dropped unfinished: the client closes its cursor then too).
    */
-  async open<R>(start: () => AsyncIterator<R>): Promise<OpenedCursor<R>> {
+  async open<R>(start: () => AsyncIterator<R>, holder: object): Promise<OpenedCursor<R>> {
     for (;;) {
       this.#opening++;
       const iterator = start();
@@ -52,6 +64,7 @@ export class StreamRoom {
         const first = await iterator.next();
         this.#opening--;
         this.#open++;
+        dropped.register(holder, this, holder);
         return { iterator, first };
       } catch (err) {
         this.#opening--;
@@ -60,12 +73,36 @@ export class StreamRoom {
           throw err;
         }
       }
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+      await this.#wait();
     }
   }
 
-  /** A stream opened by {@link open} ended: one waiting stream tries again. */
-  ended(): void {
+  /**
+   * Until a stream of this room ends, or {@link RETRY_MS} passed: cursors
+   * also close without a stream's end being seen here in time (a dropped
+   * stream's, once collected, after its close reached the server; another
+   * caller's), so a waiting stream tries again now and then.
+   */
+  async #wait(): Promise<void> {
+    let wake!: () => void;
+    const woken = new Promise<void>((resolve) => wake = resolve);
+    this.#waiting.push(wake);
+    const timer = setTimeout(wake, RETRY_MS);
+    try {
+      await woken;
+    } finally {
+      clearTimeout(timer);
+      const i = this.#waiting.indexOf(wake);
+      if (i !== -1) this.#waiting.splice(i, 1);
+    }
+  }
+
+  /**
+   * A stream opened by {@link open} ended (`holder`: the one it was opened
+   * with; none when it was collected): one waiting stream tries again.
+   */
+  ended(holder?: object): void {
+    if (holder !== undefined) dropped.unregister(holder);
     this.#open--;
     this.#waiting.shift()?.();
     this.#wake();

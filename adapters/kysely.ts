@@ -637,10 +637,12 @@ class NetsqliteConnection implements DatabaseConnection {
     // this driver's streams to end, as Kysely's own dialects wait for a
     // connection; a transaction's connection runs one query at a time anyway.
     const streams = target === this.#client ? this.#streams : null;
+    // Kept by this generator until its `finally`: collected with a stream dropped unfinished.
+    const holder = {};
     let iterator: AsyncIterator<R>;
     let r: IteratorResult<R>;
     try {
-      if (streams !== null) ({ iterator, first: r } = await streams.open(start));
+      if (streams !== null) ({ iterator, first: r } = await streams.open(start, holder));
       else r = await (iterator = start()).next();
     } catch (err) {
       throw lostIn(tx, err);
@@ -661,7 +663,7 @@ class NetsqliteConnection implements DatabaseConnection {
     } finally {
       // Left early (the caller's `break`): close the cursor.
       if (!done) await iterator.return?.();
-      streams?.ended();
+      streams?.ended(holder);
     }
     if (rows.length > 0) yield { rows };
   }

@@ -1094,3 +1094,26 @@ Deno.test("kysely: a rollbackToSavepoint() whose savepoint a RELEASE of an earli
     }
   }
 });
+
+Deno.test("kysely: streams dropped unfinished stop counting once collected, so a stream waiting for room does not wait for ever", async () => {
+  const child = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--v8-flags=--expose-gc",
+      new URL("./_stream_drop_child.ts", import.meta.url).pathname,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(child.stderr);
+  assert.equal(child.code, 0, err);
+  const r = JSON.parse(new TextDecoder().decode(child.stdout));
+  // Waiting while the dropped streams hold every cursor, as for one still being read.
+  assert.equal(r.before, "timeout");
+  // Once collected (the client closes their cursors then), the wait ends: it opens, or, when the
+  // cursors' close is still on its way, fails with the refusal a stream gets when the cursors are
+  // held by other code.
+  assert.ok(r.after === "rows 5000" || r.after === "error BAD_REQUEST", JSON.stringify(r));
+  assert.equal(r.later, "rows 5000");
+});
