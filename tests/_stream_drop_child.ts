@@ -12,7 +12,7 @@
 import { Kysely, sql } from "npm:kysely@^0.28";
 import { NetsqliteDialect } from "../adapters/kysely.ts";
 import { connect } from "../client.ts";
-import { delay, startServer, within } from "./_helpers.ts";
+import { startServer, within } from "./_helpers.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) throw new Error("run with --v8-flags=--expose-gc");
