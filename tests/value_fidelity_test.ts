@@ -162,18 +162,27 @@ Deno.test({
     assert.deepEqual(await db.values("SELECT length(CAST(body AS BLOB)) FROM t WHERE id = 6"), [[
       6,
     ]]);
-    // A column that is an expression is named by its text: the hint wraps that
-    // text, unquoted, and the SQL it gives reads the bytes.
+    // A column named otherwise than a plain identifier is a table's column or
+    // an expression (named by its text): the hint gives both, each of which
+    // reads the bytes.
     const expr = "CAST(x'61ff62' AS TEXT)";
     const err = await db.values(`SELECT ${expr}`).then(() => null, (e: unknown) => e);
     assert.ok(err instanceof SqliteError && err.code === ErrorCode.InvalidUtf8, String(err));
-    const hint = `CAST(${expr} AS BLOB)`;
     assert.equal(
       err.message,
       `Cannot read column "${expr}": its TEXT value is not valid UTF-8 and would come back ` +
-        `changed; read its bytes by selecting ${hint} (or hex(${expr})) instead`,
+        `changed; read its bytes with CAST(col AS BLOB) (or hex(col)), col being the table's column ` +
+        `"CAST(x'61ff62' AS TEXT)" or the expression ${expr} that the column selects`,
     );
-    assert.deepEqual(await db.values(`SELECT ${hint}`), [[new Uint8Array([0x61, 0xff, 0x62])]]);
+    const bytes = [[new Uint8Array([0x61, 0xff, 0x62])]];
+    assert.deepEqual(await db.values(`SELECT CAST(${expr} AS BLOB)`), bytes);
+    await db.exec(`CREATE TABLE u ("first name" TEXT); INSERT INTO u VALUES (${expr})`);
+    await assert.rejects(db.values('SELECT "first name" FROM u'), {
+      message: 'Cannot read column "first name": its TEXT value is not valid UTF-8 and would ' +
+        "come back changed; read its bytes with CAST(col AS BLOB) (or hex(col)), col being the " +
+        `table's column "first name" or the expression first name that the column selects`,
+    });
+    assert.deepEqual(await db.values('SELECT CAST("first name" AS BLOB) FROM u'), bytes);
   },
 });
 

@@ -194,15 +194,17 @@ export function openErrno(path: string): number | null {
 
 /**
  * The message of `INVALID_UTF8` for column `name`: how to read its bytes.
- * A plain name is a table's column (or an alias): `CAST("name" AS BLOB)`.
- * Any other name is, unless aliased, the expression's own text (SQLite
- * names such a column so), which is wrapped as it is: quoting it would name
- * a column that does not exist.
+ * A plain name is most often a table's column: `CAST("name" AS BLOB)`. Any
+ * other name is a table's column with another name (`"first name"`) or,
+ * unless aliased, an expression's own text (SQLite names such a column so):
+ * the message gives both forms, as the column's origin is not known here.
  */
 export function invalidUtf8Message(name: string): string {
+  const quoted = `"${name.replaceAll('"', '""')}"`;
   const cast = /^[A-Za-z_][A-Za-z0-9_]*$/.test(name)
-    ? `read its bytes with CAST("${name}" AS BLOB) (or hex())`
-    : `read its bytes by selecting CAST(${name} AS BLOB) (or hex(${name})) instead`;
+    ? `read its bytes with CAST(${quoted} AS BLOB) (or hex())`
+    : `read its bytes with CAST(col AS BLOB) (or hex(col)), col being the table's column ${quoted} ` +
+      `or the expression ${name} that the column selects`;
   return `Cannot read column "${name}": its TEXT value is not valid UTF-8 and would come back ` +
     `changed; ${cast}`;
 }
