@@ -52,9 +52,13 @@ export class IoTurn {
     const [a, b] = pair;
     try {
       await a.write(this.#one);
-      await b.read(this.#buf);
+      if (await b.read(this.#buf) === null) throw new Error("loopback connection ended");
     } catch {
-      // Closed meanwhile (the engine closes): nothing to wait for.
+      if (this.#closed) return; // closed meanwhile (the engine closes): nothing to wait for
+      // Broken (reset by something else on the machine): timer turns from now on.
+      for (const c of pair) c.close();
+      this.#pair = Promise.resolve(null);
+      return await timerTurn();
     }
   }
 
@@ -74,7 +78,11 @@ export class IoTurn {
       listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       const { port } = listener.addr as Deno.NetAddr;
       a = await Deno.connect({ hostname: "127.0.0.1", port });
-      const b = await listener.accept();
+      const b = await acceptFrom(listener, (a.localAddr as Deno.NetAddr).port);
+      if (b === null) {
+        a.close();
+        return null;
+      }
       a.setNoDelay(true); // each byte sent at once, not held for the last one's acknowledgement
       if (this.#closed) {
         a.close();
@@ -89,6 +97,20 @@ export class IoTurn {
       listener?.close();
     }
   }
+}
+
+/**
+ * Accepts the connection from local port `port` (ours): another process on
+ * the machine may connect to the listener first; those are closed. `null`
+ * after a few others.
+ */
+async function acceptFrom(listener: Deno.Listener, port: number): Promise<Deno.Conn | null> {
+  for (let tries = 0; tries < 4; tries++) {
+    const conn = await listener.accept();
+    if ((conn.remoteAddr as Deno.NetAddr).port === port) return conn;
+    conn.close();
+  }
+  return null;
 }
 
 /** True when listening on and connecting to 127.0.0.1 is granted (asking nobody). */

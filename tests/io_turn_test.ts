@@ -34,3 +34,28 @@ Deno.test("IoTurn closed while its pair opens closes the pair", async () => {
   await first;
   await new Promise((resolve) => setTimeout(resolve, 10));
 });
+
+Deno.test("IoTurn takes its own connection, not another process's that reached its listener first", async () => {
+  const connect = Deno.connect;
+  let stranger: Deno.TcpConn | null = null;
+  // The stranger connects between the listen and the engine's own connect.
+  Deno.connect = (async (options: Deno.ConnectOptions) => {
+    Deno.connect = connect;
+    stranger = await connect(options);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // accepted first
+    return await connect(options);
+  }) as typeof Deno.connect;
+  const turns = new IoTurn();
+  try {
+    await turns.take();
+    assert.ok(stranger !== null, "the stranger connected");
+    // Closed by the engine, never used as its pair: it reads the end, no byte.
+    assert.equal(await (stranger as Deno.TcpConn).read(new Uint8Array(8)), null);
+    for (let i = 0; i < 20; i++) await turns.take();
+  } finally {
+    Deno.connect = connect;
+    (stranger as Deno.TcpConn | null)?.close();
+    turns.close();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+});
