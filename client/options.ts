@@ -21,7 +21,7 @@ import {
 import { DEFAULT_MAX_FRAME_SIZE } from "../transport/frame_writer.ts";
 import { readTextFile } from "../transport/_runtime.ts";
 import { resolve } from "node:path";
-import { refuseUnknownOptions } from "../protocol/option_names.ts";
+import { refuseUnknownOptions, shownOption } from "../protocol/option_names.ts";
 
 /**
  * Longest token a server accepts, in UTF-8 bytes (server/auth.ts
@@ -194,7 +194,9 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   for (const key of ["path", "hostname", "database", "channel"] as const) {
     const v = options[key];
     if (v !== undefined && (typeof v !== "string" || v === "")) {
-      throw new TypeError(`Invalid option "${key}": expected a non-empty string, got ${show(v)}`);
+      throw new TypeError(
+        `Invalid option "${key}": expected a non-empty string, got ${shownOption(v)}`,
+      );
     }
   }
   const tcp = options.port !== undefined || options.hostname !== undefined;
@@ -208,7 +210,9 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   }
   const reconnect = options.reconnect ?? true;
   if (typeof reconnect !== "boolean") {
-    throw new TypeError(`Invalid option "reconnect": expected a boolean, got ${show(reconnect)}`);
+    throw new TypeError(
+      `Invalid option "reconnect": expected a boolean, got ${shownOption(reconnect)}`,
+    );
   }
   const requestTimeout = integer("requestTimeout", options.requestTimeout ?? 0, 0, 2 ** 31 - 1);
   const config = {
@@ -234,7 +238,9 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   };
   const autostartDatabase = await autostartOption(options.autostart, options.database);
   if (config.token !== null && typeof config.token !== "string") {
-    throw new TypeError(`Invalid option "token": expected a string, got ${show(config.token)}`);
+    throw new TypeError(
+      `Invalid option "token": expected a string, got ${shownOption(config.token)}`,
+    );
   }
   if (config.token === "") {
     // A server never has an empty token (`--token ''` and an empty NETSQLITE_TOKEN
@@ -341,7 +347,9 @@ function tlsOption(tls: unknown, tcp: boolean): TlsClientOptions | null {
   if (tls === undefined || tls === null || tls === false) return null;
   if (tls !== true && (typeof tls !== "object" || Array.isArray(tls))) {
     throw new TypeError(
-      `Invalid option "tls": expected true or an object { caCerts?: string[] }, got ${show(tls)}`,
+      `Invalid option "tls": expected true or an object { caCerts?: string[] }, got ${
+        shownOption(tls)
+      }`,
     );
   }
   if (!tcp) {
@@ -372,7 +380,7 @@ function tlsOption(tls: unknown, tcp: boolean): TlsClientOptions | null {
 
 function integer(name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== "number" || !Number.isInteger(value)) {
-    throw new TypeError(`Invalid option "${name}": expected an integer, got ${show(value)}`);
+    throw new TypeError(`Invalid option "${name}": expected an integer, got ${shownOption(value)}`);
   }
   if (value < min || value > max) {
     throw new RangeError(`Invalid option "${name}": ${value} is outside ${min}..${max}`);
@@ -386,8 +394,4 @@ function kind(v: unknown): string {
   if (typeof v === "string") return v === "" ? "an empty string" : "a string";
   if (typeof v === "object") return `an object (${v.constructor?.name ?? "null prototype"})`;
   return `a ${typeof v}`;
-}
-
-function show(v: unknown): string {
-  return typeof v === "string" ? `"${v}"` : typeof v === "bigint" ? `${v}n` : String(v);
 }

@@ -92,3 +92,12 @@ function editDistance(a: string, b: string): number {
   }
   return row[b.length];
 }
+
+/**
+ * An option's value as its error shows it: a string quoted (an empty one as
+ * `""`), a bigint with its `n`, anything else as `String()` gives it.
+ */
+export function shownOption(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  return typeof value === "bigint" ? `${value}n` : String(value);
+}

@@ -32,7 +32,7 @@ import type { EngineChoice, LoadOptions } from "../engine/binding/load.ts";
 import { isLoopback, TokenGate } from "./auth.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
 import type { TlsServerOptions } from "../transport/listen.ts";
-import { refuseUnknownOptions } from "../protocol/option_names.ts";
+import { refuseUnknownOptions, shownOption } from "../protocol/option_names.ts";
 
 /** Time a new connection has for its hello, in ms, unless `frameTimeout` is lower. */
 export const DEFAULT_HELLO_TIMEOUT = 3000;
@@ -538,11 +538,6 @@ const OTHER_NAMES: Readonly<Record<string, string>> = {
   tokenFile: '"token" (the secret itself)',
 };
 
-/** `value` as an error message shows it: a string quoted, so that an empty one shows as `""`. */
-function shown(value: unknown): string {
-  return typeof value === "string" ? JSON.stringify(value) : String(value);
-}
-
 /**
  * Validates `options` and fills in defaults.
  *
@@ -551,14 +546,16 @@ function shown(value: unknown): string {
  */
 export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
-    throw new TypeError(`Invalid options: expected an object, got ${shown(options)}`);
+    throw new TypeError(`Invalid options: expected an object, got ${shownOption(options)}`);
   }
   refuseUnknownOptions(options, Object.keys(KNOWN), "serve()", "", OTHER_NAMES);
   const dqlite = resolveDqlite(options);
   const given = options.database ??
     (dqlite === null ? DEFAULT_DATABASE : `dqlite-${dqlite.database}.db`);
   if (typeof given !== "string" || given === "") {
-    throw new TypeError(`Invalid option "database": expected a file path, got ${shown(given)}`);
+    throw new TypeError(
+      `Invalid option "database": expected a file path, got ${shownOption(given)}`,
+    );
   }
   if (given.startsWith("file:")) {
     throw new TypeError(
@@ -578,7 +575,9 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   for (const key of ["path", "hostname"] as const) {
     const v = options[key];
     if (v !== undefined && (typeof v !== "string" || v === "")) {
-      throw new TypeError(`Invalid option "${key}": expected a non-empty string, got ${shown(v)}`);
+      throw new TypeError(
+        `Invalid option "${key}": expected a non-empty string, got ${shownOption(v)}`,
+      );
     }
   }
   const tcp = options.port !== undefined || options.hostname !== undefined;
@@ -638,7 +637,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   for (const key of ["readonly", "allowAttach", "allowUnsafePragmas"] as const) {
     const v = options[key] ?? false;
     if (typeof v !== "boolean") {
-      throw new TypeError(`Invalid option "${key}": expected a boolean, got ${shown(v)}`);
+      throw new TypeError(`Invalid option "${key}": expected a boolean, got ${shownOption(v)}`);
     }
     flags[key] = v;
   }
@@ -653,7 +652,7 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   const releaseMemory = options.releaseMemory === undefined ? true : options.releaseMemory;
   if (typeof releaseMemory !== "boolean") {
     throw new TypeError(
-      `Invalid option "releaseMemory": expected a boolean, got ${shown(releaseMemory)}`,
+      `Invalid option "releaseMemory": expected a boolean, got ${shownOption(releaseMemory)}`,
     );
   }
   const engine = options.engine;
@@ -665,13 +664,13 @@ export function resolveServeOptions(options: ServeOptions = {}): ServeConfig {
   const sqliteLib = options.sqliteLib;
   if (sqliteLib !== undefined && (typeof sqliteLib !== "string" || sqliteLib === "")) {
     throw new TypeError(
-      `Invalid option "sqliteLib": expected a file path, got ${shown(sqliteLib)}`,
+      `Invalid option "sqliteLib": expected a file path, got ${shownOption(sqliteLib)}`,
     );
   }
   const backupDir = options.backupDir ?? null;
   if (backupDir !== null && (typeof backupDir !== "string" || backupDir === "")) {
     throw new TypeError(
-      `Invalid option "backupDir": expected a directory path, got ${shown(backupDir)}`,
+      `Invalid option "backupDir": expected a directory path, got ${shownOption(backupDir)}`,
     );
   }
   if (dqlite !== null && doubleQuotedStrings) {
@@ -841,7 +840,7 @@ function resolveDqlite(options: ServeOptions): DqliteConfig | null {
   const name = d.database;
   if (typeof name !== "string" || name === "" || name.includes("/") || name.includes("\0")) {
     throw new TypeError(
-      `Invalid option "dqlite.database": expected a name without "/", got ${shown(name)}`,
+      `Invalid option "dqlite.database": expected a name without "/", got ${shownOption(name)}`,
     );
   }
   return {
@@ -888,7 +887,7 @@ function unsentBytes(value: number | undefined, largest: number): number {
 
 function integer(name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== "number" || !Number.isInteger(value)) {
-    throw new TypeError(`Invalid option "${name}": expected an integer, got ${shown(value)}`);
+    throw new TypeError(`Invalid option "${name}": expected an integer, got ${shownOption(value)}`);
   }
   if (value < min || value > max) {
     throw new RangeError(`Invalid option "${name}": ${value} is outside ${min}..${max}`);
