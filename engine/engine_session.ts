@@ -415,20 +415,17 @@ export class EngineSession implements HostedSession {
     let ioTurnAt = performance.now() + IO_TURN_MS;
     try {
       for (;;) {
-        // Other connections' requests are read only when Deno polls the
-        // sockets, which this chain of ready work would put off (io_turn.ts).
-        if (more === true && performance.now() >= ioTurnAt) {
-          await this.#pauseOnWriter(() => this.#host.ioTurn());
-          stopIfAsked();
-          ioTurnAt = performance.now() + IO_TURN_MS;
-        }
         if (more === true) {
-          if (writer.caps.background && !changeLogOf(writer)?.capturing) {
-            more = next(true);
-          } else {
+          const away = writer.caps.background && !changeLogOf(writer)?.capturing;
+          // Without a step in the background, or when the last turn is
+          // IO_TURN_MS old: a turn of the event loop that lets Deno poll the
+          // sockets, which this chain of ready work would put off (io_turn.ts).
+          if (!away || performance.now() >= ioTurnAt) {
             await this.#pauseOnWriter();
             stopIfAsked();
+            ioTurnAt = performance.now() + IO_TURN_MS;
           }
+          if (away) more = next(true);
         }
         if (more instanceof Promise) {
           more = await more;
@@ -445,14 +442,15 @@ export class EngineSession implements HostedSession {
   }
 
   /**
-   * Lets the event loop serve other connections (a macrotask) while this
-   * session holds the writer between two statements of a script or batch.
+   * Lets the event loop serve other connections, their sockets polled
+   * ({@link SessionHost.ioTurn}), while this session holds the writer
+   * between two statements of a script or batch.
    */
-  async #pauseOnWriter(turn: () => Promise<void> = pause): Promise<void> {
+  async #pauseOnWriter(): Promise<void> {
     this.#txWhileRunning = this.#host.writer.connection.inTransaction;
     this.runningOnWriter = true;
     try {
-      await turn();
+      await this.#host.ioTurn();
     } finally {
       this.runningOnWriter = false;
       this.#txWhileRunning = false;
@@ -1954,14 +1952,6 @@ function cannotStream(err: unknown, why: string, maxBytes: number): unknown {
     err.sqliteCode,
     { cause: err },
   );
-}
-
-/**
- * Resolves from a macrotask: the event loop serves other connections (their
- * reads and writes of sockets) before it does.
- */
-function pause(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** Applies `f` to a value or a promise of one. */
