@@ -75,7 +75,9 @@ Deno.test("a start while another program holds an exclusive lock on the database
 });
 
 Deno.test("BUSY_TIMEOUT behind a session waiting for another program's lock on the file says so", async () => {
-  const busyTimeout = 1500;
+  // B's wait must end while A's write waits for the other program's lock:
+  // A's wait starts ~300 ms after B's, and may start late on a loaded machine.
+  const busyTimeout = 3000;
   await using srv = await startServerProcess({ args: ["--busy-timeout", String(busyTimeout)] });
   const a = await srv.client();
   const b = await connect({ ...srv.connectOptions, max: 1 });
@@ -86,7 +88,7 @@ Deno.test("BUSY_TIMEOUT behind a session waiting for another program's lock on t
     await a.run("BEGIN");
     // B waits for the writer from now: its busy timeout ends before A's wait for the lock.
     const bWrite = rejection(b.run("INSERT INTO t VALUES ('b')"));
-    await delay(100);
+    await delay(300);
     // Another program takes the file's write lock.
     other = new DatabaseSync(srv.database);
     other.exec("BEGIN EXCLUSIVE");
@@ -95,7 +97,10 @@ Deno.test("BUSY_TIMEOUT behind a session waiting for another program's lock on t
     const aWrite = a.run("INSERT INTO t VALUES ('a')").then(() => null, (err) => err);
     const err = await bWrite;
     assert.equal(err.code, ErrorCode.BusyTimeout, err.message);
-    assert.match(err.message, /^Write waited 1500 ms for the writer, held by session \d+: /);
+    assert.match(
+      err.message,
+      new RegExp(`^Write waited ${busyTimeout} ms for the writer, held by session \\d+: `),
+    );
     if (ffi) {
       assert.match(
         err.message,
