@@ -115,8 +115,9 @@ export interface ConnectOptions {
   /** Secret to present in the handshake, when the server requires one. @default {null} */
   token?: string | null;
   /**
-   * Connect over TLS (TCP only), trusting `caCerts` (PEM), or with `true`
-   * the runtime's bundled root authorities (as `{}`). `false`/`null` = plain.
+   * Connect over TLS (TCP only), trusting `caCerts` (PEM) besides the
+   * runtime's root authorities, or with `true` those alone (as `{}`).
+   * `false`/`null` = plain.
    * @default {null, plain TCP}
    */
   tls?: TlsClientOptions | boolean | null;

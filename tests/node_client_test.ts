@@ -16,6 +16,7 @@ import { startServer } from "./_helpers.ts";
 import { withTimeLimit } from "./_limit.ts";
 
 const CHECK = new URL("./fixtures/node_client_check.mjs", import.meta.url).pathname;
+const CA_CHECK = new URL("./fixtures/node_tls_ca_check.mjs", import.meta.url).pathname;
 const ADAPTERS_CHECK = new URL("./fixtures/node_adapters_check.mjs", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
@@ -165,6 +166,42 @@ Deno.test(
     if (s.tls) assert.match(text, /^ok tls$/m, text);
     assert.match(text, /^ok tls hints$/m, text);
     assert.match(text, /^ok runtime options$/m, text);
+  }),
+);
+
+Deno.test(
+  "node: tls.caCerts adds to the authorities of Node.js and Bun, as under Deno: NODE_EXTRA_CA_CERTS stays trusted",
+  withTimeLimit(180_000, async () => {
+    const node = await which("node");
+    const bun = await installBun();
+    if (!node && typeof bun !== "string") {
+      console.log(`skipped: no \`node\` on PATH, and ${bun.skip}`);
+      return;
+    }
+    await using s = await setup();
+    if (!s.tls) return; // setup() said why
+    // The server's CA (ca.pem, made by setup()) in NODE_EXTRA_CA_CERTS; caCerts another CA.
+    const other = join(s.env.NETSQLITE_SCRATCH, "other");
+    await Deno.mkdir(other);
+    const env = {
+      ...s.env,
+      NODE_EXTRA_CA_CERTS: join(s.env.NETSQLITE_SCRATCH, "ca.pem"),
+      NETSQLITE_OTHER_CA: (await makeCertificate(other))!.ca,
+    };
+    if (node) {
+      const { code, text } = await run("node", ["--test", CA_CHECK], env);
+      assert.equal(code, 0, text);
+      assert.match(text, /# pass 1\b/, text);
+    } else {
+      console.log("Node.js part skipped: no `node` on PATH");
+    }
+    if (typeof bun === "string") {
+      const { code, text } = await run(bun, ["run", CA_CHECK], env);
+      assert.equal(code, 0, text);
+      assert.match(text, /^ok caCerts add to the defaults$/m, text);
+    } else {
+      console.log(`Bun part skipped: ${bun.skip}`);
+    }
   }),
 );
 

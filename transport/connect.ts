@@ -9,18 +9,19 @@
 import { ConnectionError, ErrorCode } from "../protocol/errors.ts";
 import { type Address, databaseOfDefaultSocket, formatAddress } from "./address.ts";
 import type { ByteStream } from "./byte_stream.ts";
-import { IS_DENO } from "./_runtime.ts";
+import { envGet, IS_DENO, readTextFile } from "./_runtime.ts";
 import { foreignOwner, runtimeDirAbove } from "./_runtime_dir.ts";
 import { unsafeSocketDir } from "./socket_dir.ts";
 
 /** TLS settings of a client connection. */
 export interface TlsClientOptions {
   /**
-   * Certificates (PEM) of the authorities to trust, e.g. the server's own
-   * self-signed certificate.
-   * @default {the runtime's bundled root authorities: Mozilla's under Deno
+   * Certificates (PEM) of the authorities to trust besides the runtime's own,
+   * e.g. the server's own self-signed certificate: they add to the
+   * authorities trusted without them, under Deno, Node.js and Bun alike.
+   * @default {none: only the runtime's root authorities, Mozilla's under Deno
    *   (the system's with `DENO_TLS_CA_STORE=system`), Node.js's own snapshot
-   *   under Node.js}
+   *   under Node.js (with `NODE_EXTRA_CA_CERTS`)}
    */
   caCerts?: string[];
 }
@@ -394,7 +395,7 @@ async function connectNode(
       host: addr.hostname,
       port: addr.port,
       servername: net.isIP(addr.hostname) === 0 ? addr.hostname : undefined,
-      ca: tls.caCerts,
+      ca: tls.caCerts === undefined ? undefined : await trustedWith(tls.caCerts),
     });
     attempt.stage = "the TCP connection and TLS handshake";
     await opened(socket, "secureConnect", attempt);
@@ -412,6 +413,47 @@ async function connectNode(
     socket.setKeepAlive(true);
   }
   return new NodeSocketStream(socket);
+}
+
+/** The authorities Node.js or Bun trusts by default, read once: see {@link trustedWith}. */
+let defaultAuthorities: Promise<string[]> | undefined;
+
+/**
+ * The authorities (PEM) a Node.js or Bun TLS connection given `caCerts`
+ * trusts: the runtime's default ones and `caCerts`, as `Deno.connectTls` adds
+ * `caCerts` to its roots. Node's `ca` option replaces the defaults instead,
+ * so they are passed with it: `tls.getCACertificates("default")` where it
+ * exists (Node.js 22.15, 23.8 and later: the bundled ones, those of
+ * `NODE_EXTRA_CA_CERTS`, and the system's with `--use-system-ca`), else
+ * `tls.rootCertificates` (the bundled ones) and the certificates of the file
+ * `NODE_EXTRA_CA_CERTS` names, which the runtime adds to its defaults at
+ * startup (a file that cannot be read adds none, as the runtime warns and
+ * goes on).
+ *
+ * @param caCerts The client's `tls.caCerts`.
+ * @returns the defaults, then `caCerts`.
+ */
+export async function trustedWith(caCerts: readonly string[]): Promise<string[]> {
+  defaultAuthorities ??= (async () => {
+    const nodeTls: {
+      getCACertificates?: (type: "default") => string[];
+      rootCertificates: readonly string[];
+    } = await import("node:tls");
+    if (typeof nodeTls.getCACertificates === "function") {
+      return nodeTls.getCACertificates("default");
+    }
+    const extra = envGet("NODE_EXTRA_CA_CERTS");
+    const extraPems = extra === undefined || extra === ""
+      ? []
+      : await readTextFile(extra).then(pemCertificates, () => []);
+    return [...nodeTls.rootCertificates, ...extraPems];
+  })();
+  return [...await defaultAuthorities, ...caCerts];
+}
+
+/** The PEM certificates in `text` (a bundle), each with its BEGIN and END lines. */
+function pemCertificates(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
 }
 
 function opened(
