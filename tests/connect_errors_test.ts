@@ -9,6 +9,7 @@ import { connect, ConnectionError, ProtocolError } from "../mod.ts";
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { connectTo } from "../transport/connect.ts";
+import { MAX_SOCKET_PATH_BYTES } from "../transport/listen.ts";
 import { delay, startServer, within } from "./_helpers.ts";
 import { cli } from "./_cli.ts";
 
@@ -270,6 +271,31 @@ Deno.test("connect({ path }) and --socket where no server runs ask only whether 
     assert.equal(r.code, 1);
     assert.match(r.stderr, /\(is the server running\?\)\n$/);
     assert.doesNotMatch(r.stderr, /default socket|path it printed/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("connect({ path }) and --socket refuse a Unix socket path longer than the system allows, naming its length in bytes and the limit", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  try {
+    // Fewer characters than the limit, more bytes (é is two): the limit is in bytes.
+    const long = `${dir}/${"é".repeat(Math.ceil((MAX_SOCKET_PATH_BYTES - dir.length) / 2))}`;
+    await Deno.mkdir(long);
+    const path = `${long}/s.sock`;
+    const bytes = new TextEncoder().encode(path).length;
+    assert.ok(path.length < MAX_SOCKET_PATH_BYTES && bytes > MAX_SOCKET_PATH_BYTES, path);
+    const message = `Cannot connect to unix:${path}: the path is ${bytes} bytes long, and a ` +
+      `Unix socket path may have at most ${MAX_SOCKET_PATH_BYTES} on ${Deno.build.os}; ` +
+      "connect to a shorter path (a shorter $XDG_RUNTIME_DIR or TMPDIR for a default socket), " +
+      "see README Troubleshooting";
+    const { err } = await rejection(connect({ path }));
+    assert.ok(err instanceof ConnectionError, String(err));
+    assert.equal(err.code, "CONNECTION_CLOSED");
+    assert.equal(err.message, message);
+    const r = await cli(["shell", "--socket", path, "-c", "SELECT 1"]);
+    assert.equal(r.code, 1);
+    assert.ok(r.stderr.includes(message), r.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

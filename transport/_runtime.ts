@@ -18,6 +18,16 @@ export const IS_WINDOWS: boolean = IS_DENO
   ? Deno.build.os === "windows"
   : nodeProcess?.platform === "win32";
 
+/**
+ * The operating system, named as `Deno.build.os` names it (`"linux"`,
+ * `"darwin"`, `"windows"`, ...; Node.js's `"win32"` and `"sunos"` become
+ * `"windows"` and `"solaris"`).
+ */
+export const OS: string = IS_DENO
+  ? Deno.build.os
+  : ({ win32: "windows", sunos: "solaris" } as Record<string, string>)[nodeProcess?.platform] ??
+    String(nodeProcess?.platform);
+
 /** An environment variable, or `undefined`. */
 export function envGet(name: string): string | undefined {
   return IS_DENO ? Deno.env.get(name) : nodeProcess?.env?.[name];

@@ -30,16 +30,7 @@
 
 import { basename, dirname } from "node:path";
 import { userId } from "./_runtime.ts";
-
-/**
- * The longest Unix socket path in bytes: `sun_path` less its final NUL,
- * 107 on Linux, 103 on macOS and the BSDs.
- */
-export const MAX_SOCKET_PATH_BYTES: number =
-  Deno.build.os === "darwin" || Deno.build.os === "freebsd" || Deno.build.os === "netbsd" ||
-    Deno.build.os === "solaris"
-    ? 103
-    : 107;
+import { byteLength, MAX_SOCKET_PATH_BYTES } from "./address.ts";
 
 /**
  * A leftover of a process known to be dead is removed once it is this old
@@ -227,9 +218,4 @@ class ProcessTable {
     }
     return this.#hasProc;
   }
-}
-
-/** Length of `s` in UTF-8 bytes. */
-export function byteLength(s: string): number {
-  return new TextEncoder().encode(s).length;
 }

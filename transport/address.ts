@@ -8,7 +8,7 @@
 import { statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, isAbsolute, join, resolve } from "node:path";
-import { envGet, IS_DENO, IS_WINDOWS, userId } from "./_runtime.ts";
+import { envGet, IS_DENO, IS_WINDOWS, OS, userId } from "./_runtime.ts";
 import { realPathUnprompted } from "./_real_path.ts";
 
 /** A Unix socket address. */
@@ -31,6 +31,31 @@ export interface TcpAddress {
 
 /** A Unix socket or TCP address. */
 export type Address = UnixAddress | TcpAddress;
+
+/**
+ * The longest Unix socket path in bytes: `sun_path` less its final NUL,
+ * 107 on Linux, 103 on macOS and the BSDs.
+ */
+export const MAX_SOCKET_PATH_BYTES: number =
+  ["darwin", "freebsd", "netbsd", "openbsd", "solaris"].includes(OS) ? 103 : 107;
+
+/** Length of `s` in UTF-8 bytes. */
+export function byteLength(s: string): number {
+  return new TextEncoder().encode(s).length;
+}
+
+/**
+ * Why `path` cannot be a Unix socket's: `the path is 130 bytes long, and a
+ * Unix socket path may have at most 107 on linux`; `null` when it fits
+ * ({@link MAX_SOCKET_PATH_BYTES}). Deno refuses such a path, and Node.js
+ * cuts it to fit and connects to that.
+ */
+export function socketPathTooLong(path: string): string | null {
+  const bytes = byteLength(path);
+  if (bytes <= MAX_SOCKET_PATH_BYTES) return null;
+  return `the path is ${bytes} bytes long, and a Unix socket path may have at most ` +
+    `${MAX_SOCKET_PATH_BYTES} on ${OS}`;
+}
 
 /** Database served when none is named: `./netsqlite.db`. */
 export const DEFAULT_DATABASE = "netsqlite.db";

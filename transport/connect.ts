@@ -7,7 +7,12 @@
  */
 
 import { ConnectionError, ErrorCode } from "../protocol/errors.ts";
-import { type Address, databaseOfDefaultSocket, formatAddress } from "./address.ts";
+import {
+  type Address,
+  databaseOfDefaultSocket,
+  formatAddress,
+  socketPathTooLong,
+} from "./address.ts";
 import type { ByteStream } from "./byte_stream.ts";
 import { envGet, IS_DENO, readTextFile } from "./_runtime.ts";
 import { foreignOwner, runtimeDirAbove } from "./_runtime_dir.ts";
@@ -39,7 +44,9 @@ export interface TlsClientOptions {
  *   reason when that is an `Error` (e.g. a client closed meanwhile).
  * @returns the connection (a `Deno.Conn` under Deno).
  * @throws {TypeError} when TLS is asked for a Unix socket.
- * @throws {ConnectionError} naming the address when nothing answers there
+ * @throws {ConnectionError} naming the address when a Unix socket path is
+ *   longer than the system allows (107 bytes on Linux, 103 on macOS), before
+ *   trying; when nothing answers there
  *   (code `CONNECTION_CLOSED`), when the TLS handshake fails, or (code
  *   `REQUEST_TIMEOUT`) when `timeout` expires first.
  */
@@ -54,6 +61,15 @@ export async function connectTo(
   }
   const where = `${formatAddress(addr)}${tls !== null ? " with TLS" : ""}`;
   if (addr.transport === "unix") {
+    // Refused before trying: Deno's refusal is obscure ("path must be shorter than SUN_LEN"),
+    // and Node.js cuts the path to fit and tries that socket (ENOENT at best).
+    const tooLong = socketPathTooLong(addr.path);
+    if (tooLong !== null) {
+      throw new ConnectionError(
+        `Cannot connect to ${where}: ${tooLong}; connect to a shorter path (a shorter ` +
+          "$XDG_RUNTIME_DIR or TMPDIR for a default socket), see README Troubleshooting",
+      );
+    }
     // Nothing is sent (a token least of all) through a directory another user controls.
     const unsafe = await unsafeSocketDir(addr.path);
     if (unsafe !== null) throw new ConnectionError(`Cannot connect to ${where}: ${unsafe}`);

@@ -29,9 +29,8 @@
 
 import { dirname } from "node:path";
 import { granted, userId } from "./_runtime.ts";
+import { MAX_SOCKET_PATH_BYTES, socketPathTooLong } from "./address.ts";
 import {
-  byteLength,
-  MAX_SOCKET_PATH_BYTES,
   removeLeftoverTemporaries,
   removePrivateDir,
   TEMPORARY_SOCKET,
@@ -368,11 +367,10 @@ async function lockDir(dir: string): Promise<Deno.FsFile | null> {
  * @throws {ListenError} naming the limit and what to shorten.
  */
 export function checkSocketPathLength(path: string): void {
-  const bytes = byteLength(path);
-  if (bytes <= MAX_SOCKET_PATH_BYTES) return;
+  const tooLong = socketPathTooLong(path);
+  if (tooLong === null) return;
   throw new ListenError(
-    `Cannot listen on unix:${path}: the path is ${bytes} bytes long, and a Unix socket path ` +
-      `may have at most ${MAX_SOCKET_PATH_BYTES} on ${Deno.build.os}; choose a shorter --socket ` +
+    `Cannot listen on unix:${path}: ${tooLong}; choose a shorter --socket ` +
       "path (or a shorter $XDG_RUNTIME_DIR / TMPDIR for the default one)",
   );
 }
