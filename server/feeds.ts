@@ -78,6 +78,10 @@ interface Quota {
   take(n: number, bytes: number): void;
   /** Counts `n` queued changes, holding `bytes` of values, as sent or dropped. */
   give(n: number, bytes: number): void;
+  /** Calls `wake` once when room frees, on any connection (see {@link FeedQueueBudget.wait}). */
+  wait(wake: () => void): void;
+  /** Forgets `wake` (its feed ended). */
+  unwait(wake: () => void): void;
 }
 
 /** The feeds of one connection. */
@@ -128,8 +132,11 @@ export class ConnectionFeeds {
         if (budget !== null) {
           budget.used -= n;
           budget.usedBytes -= bytes;
+          if (n > 0) budget.freed();
         }
       },
+      wait: (wake) => budget?.wait(wake),
+      unwait: (wake) => budget?.unwait(wake),
     };
   }
 
@@ -456,9 +463,13 @@ class Feed implements ChangeSink {
   fill(): void {
     while (this.#replayed !== null && !this.lagged) {
       // When the connection's or the server's queue is full, the replay
-      // waits: the next commit or drained output wakes the feed again.
+      // waits: its own drained output, or changes sent or dropped on any
+      // connection (which free room), wake the feed again.
       const room = Math.min(this.#buffer - this.pending, this.#quota.room());
-      if (room <= 0) return;
+      if (room <= 0) {
+        if (this.pending === 0) this.#quota.wait(this.#wake);
+        return;
+      }
       const held = this.#log.after(this.#replayed, room);
       if (held === null) {
         this.lagged = true;
@@ -476,8 +487,11 @@ class Feed implements ChangeSink {
             this.lagged = true;
             return;
           }
-          // No room for its value now: the next drained output goes on.
-          if (!this.#enqueue(c)) return;
+          // No room for its value now: waits as for room above.
+          if (!this.#enqueue(c)) {
+            if (this.pending === 0) this.#quota.wait(this.#wake);
+            return;
+          }
         }
         this.#replayed = c.seq;
       }
@@ -542,6 +556,7 @@ class Feed implements ChangeSink {
 
   /** Forgets the queued changes (the feed ends). */
   drop(): void {
+    this.#quota.unwait(this.#wake);
     this.#quota.give(this.pending, this.#pendingBytes);
     this.#pendingBytes = 0;
     this.queue = [];
