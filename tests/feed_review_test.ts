@@ -1,7 +1,8 @@
 /**
  * Change feeds, after a review: a replaying feed that waits for room on
  * the server's queue goes on when another connection frees it (no commit
- * needed). The feeds need the FFI engine; checks made before that are
+ * needed); a subscription's iterator bounds the bytes of values it
+ * buffers for a slow consumer, as it bounds their number. The feeds need the FFI engine; checks made before that are
  * tested on both engines.
  */
 
@@ -10,7 +11,8 @@ import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { EventKind, Op } from "../protocol/messages.ts";
-import { delay, startServer, statsUntil, within } from "./_helpers.ts";
+import { MAX_SUBSCRIBE_QUEUED_BYTES } from "../client/subscribe.ts";
+import { delay, startServer, statsUntil, takeEvents, within } from "./_helpers.ts";
 import { frame, Raw } from "./_raw.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
@@ -83,5 +85,55 @@ Deno.test({
         await link.ended;
       }
     }
+  },
+});
+
+Deno.test({
+  name:
+    "Subscription with values buffers at most MAX_SUBSCRIBE_QUEUED_BYTES of values for a slow consumer, then lagged; resume continues",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)");
+    const rows = Math.ceil(MAX_SUBSCRIBE_QUEUED_BYTES / MB) + 16;
+    await using feed = await db.subscribe({ tables: ["t"], values: true });
+    // Nothing is read while the rows (1 MiB each) are committed and arrive.
+    for (let i = 0; i < rows; i++) await db.run("INSERT INTO t (b) VALUES (zeroblob(?))", [MB]);
+    // The iterator, never read, lags once it holds 64 MiB of values, and
+    // closes the feed's connection (it held every row before: 451 MB for
+    // 400 rows of 1 MB).
+    await statsUntil(
+      srv.connectOptions,
+      (r) => r.connections.open - (r.connections.admin ?? 0) === 1,
+      "the iterator lagged and closed the feed's connection",
+      30_000,
+    );
+    const got: number[] = [];
+    let resumeFrom: number | null = null;
+    while (resumeFrom === null && got.length < rows) {
+      const r = await within(feed.next(), 5_000);
+      assert.ok(r !== "timeout" && !r.done, `an event after ${got.length} rows`);
+      const e = r.value;
+      if (e.type === "lagged") resumeFrom = e.resumeFrom;
+      else {
+        assert.equal(e.type, "table");
+        if (e.type === "table") {
+          assert.equal((e.value?.b as Uint8Array).length, MB);
+          got.push(Number(e.rowid));
+        }
+      }
+    }
+    assert.ok(resumeFrom !== null, `lagged (got ${got.length} of ${rows} rows)`);
+    assert.ok(got.length * MB <= MAX_SUBSCRIBE_QUEUED_BYTES, `${got.length} rows buffered`);
+    assert.ok(got.length >= MAX_SUBSCRIBE_QUEUED_BYTES / MB - 1, `${got.length} rows buffered`);
+    assert.deepEqual(got, Array.from({ length: got.length }, (_, i) => i + 1));
+    // Resuming gets the rest, without a gap.
+    await using again = await db.subscribe({ tables: ["t"], since: resumeFrom });
+    const rest = await takeEvents(again, rows - got.length);
+    assert.deepEqual(
+      rest.map((e) => e.type === "table" ? Number(e.rowid) : e.type),
+      Array.from({ length: rows - got.length }, (_, i) => got.length + i + 1),
+    );
   },
 });
