@@ -68,6 +68,7 @@
  */
 
 import { SqliteError } from "../protocol/errors.ts";
+import { foldCase } from "./_sql_text.ts";
 import type { RowChange, RowChanging, RowidChange, SqlValue } from "./binding/binding.ts";
 import type { Connection, Prepared } from "./connection.ts";
 
@@ -1029,11 +1030,6 @@ export class ChangeLog {
       return null; // the table was dropped meanwhile
     }
   }
-}
-
-/** `name` with ASCII letters in lower case: SQLite compares savepoint names so. */
-function foldCase(name: string): string {
-  return name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
 }
 
 /** A change not yet numbered nor resolved. */

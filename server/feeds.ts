@@ -29,6 +29,7 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { isBusyInBackground } from "../engine/binding/_errors.ts";
+import { foldCase } from "../engine/_sql_text.ts";
 import type { EngineInfo } from "../engine/engine_api.ts";
 import {
   EventKind,
@@ -323,8 +324,9 @@ export class ConnectionFeeds {
 }
 
 /**
- * The tables of a `tables` filter as the feed matches them (lower case, as
- * SQLite folds names; unquoted, as the update hook names them): `main.t`
+ * The tables of a `tables` filter as the feed matches them (ASCII letters in
+ * lower case, as SQLite folds names: `Ä` and `ä` are two tables; unquoted,
+ * as the update hook names them): `main.t`
  * is `t` (`main.a.b` the table `a.b`). A name matching no table is kept
  * (the table may be created later).
  *
@@ -335,9 +337,9 @@ export class ConnectionFeeds {
 function feedTableNames(names: readonly string[]): string[] {
   return names.map((name) => {
     const dot = name.indexOf(".");
-    if (dot === -1) return name.toLowerCase();
+    if (dot === -1) return foldCase(name);
     const schema = name.slice(0, dot);
-    if (schema.toLowerCase() === "main") return name.slice(dot + 1).toLowerCase();
+    if (foldCase(schema) === "main") return foldCase(name.slice(dot + 1));
     throw new SqliteError(
       ErrorCode.InvalidParam,
       `Invalid table in tables: ${JSON.stringify(name)} names schema ${JSON.stringify(schema)}, ` +
@@ -390,7 +392,7 @@ class Feed implements ChangeSink {
     this.wantsValues = o.values === true;
     const everything = (o.tables === undefined || o.tables === null) &&
       (o.kv === undefined || o.kv === null);
-    this.#tables = o.tables ? new Set(o.tables) : null; // (lower case: see subscribe)
+    this.#tables = o.tables ? new Set(o.tables) : null; // (case folded: see subscribe)
     this.#kv = everything || o.kv === true ? true : Array.isArray(o.kv) ? new Set(o.kv) : null;
     if (everything) this.#tables = ALL;
     this.#buffer = o.buffer ?? DEFAULT_FEED_BUFFER; // (at most MAX_FEED_BUFFER: see subscribe)
@@ -568,7 +570,7 @@ class Feed implements ChangeSink {
       return this.#kv === true || (this.#kv !== null && this.#kv.has(c.collection));
     }
     return this.#tables === ALL ||
-      (this.#tables !== null && this.#tables.has(c.table.toLowerCase()));
+      (this.#tables !== null && this.#tables.has(foldCase(c.table)));
   }
 }
 
