@@ -16,6 +16,7 @@
 
 import { ConnectionError, SqliteError } from "../protocol/errors.ts";
 import {
+  emptySubscribeFilter,
   EventKind,
   type EventPayload,
   type HelloReply,
@@ -37,10 +38,14 @@ export interface SubscribeOptions {
    * Tables whose row changes are wanted (all tables when neither this nor
    * `kv` is given): names of the main database's tables, unquoted, in any
    * case, or qualified by `main.`. A name of another schema (`temp.t`) is
-   * refused with `INVALID_PARAM`; one matching no table is accepted.
+   * refused with `INVALID_PARAM`; one matching no table is accepted, an
+   * empty list refused (`INVALID_PARAM`: it selects nothing).
    */
   tables?: string[];
-  /** Key-value collections whose changes are wanted; `true`: every collection. */
+  /**
+   * Key-value collections whose changes are wanted; `true`: every
+   * collection. An empty list (or `false`) is refused with `INVALID_PARAM`.
+   */
   kv?: string[] | true;
   /** Include the new row (tables) or value (key-value). @default {false} */
   values?: boolean;
@@ -402,7 +407,9 @@ function feedEndedAt(err: unknown, seq: number): unknown {
  * @param signal Aborting it (the client closing) fails the opening at once,
  *   and later the feed's connection, with its reason.
  * @throws {SqliteError} `FEED_UNSUPPORTED` (node:sqlite server), `FEED_GAP`
- *   (`since` no longer held), `BAD_REQUEST`.
+ *   (`since` no longer held), `BAD_REQUEST`, `INVALID_PARAM` (a `buffer`
+ *   out of range, a bad collection name, a filter that selects nothing:
+ *   `tables: []`, `kv: []`, `kv: false`).
  * @throws {ConnectionError} what `refuses` returned.
  */
 export async function openSubscription(
@@ -413,6 +420,9 @@ export async function openSubscription(
   signal?: AbortSignal,
 ): Promise<Subscription> {
   const wire: SubscribeRequest = {};
+  // (The server refuses these too.)
+  const empty = emptySubscribeFilter(options as Pick<SubscribeRequest, "tables" | "kv">);
+  if (empty !== undefined) throw new SqliteError("INVALID_PARAM", empty);
   if (options.tables !== undefined) wire.tables = options.tables;
   if (Array.isArray(options.kv)) {
     for (const name of options.kv) {

@@ -32,6 +32,7 @@ import { isBusyInBackground } from "../engine/binding/_errors.ts";
 import { foldCase } from "../engine/_sql_text.ts";
 import type { EngineInfo } from "../engine/engine_api.ts";
 import {
+  emptySubscribeFilter,
   EventKind,
   type EventPayload,
   type SubscribePayload,
@@ -187,8 +188,10 @@ export class ConnectionFeeds {
    * (they are sent from a microtask).
    *
    * @throws {SqliteError} `FEED_UNSUPPORTED` on node:sqlite, `FEED_GAP` for a
-   *   `since` no longer held, `INVALID_PARAM` for a `buffer` over {@link MAX_FEED_BUFFER}
-   *   or a table of another schema than `main` (see {@link feedTableNames}).
+   *   `since` no longer held, `INVALID_PARAM` for a `buffer` over {@link MAX_FEED_BUFFER},
+   *   a filter that selects nothing (`tables: []`, `kv: []`, `kv: false`:
+   *   see `emptySubscribeFilter`) or a table of another schema than `main`
+   *   (see {@link feedTableNames}).
    */
   subscribe(options: SubscribeRequest): SubscribePayload | Promise<SubscribePayload> {
     if (
@@ -200,6 +203,8 @@ export class ConnectionFeeds {
         `Invalid buffer: expected at most ${MAX_FEED_BUFFER}, got ${options.buffer}`,
       );
     }
+    const empty = emptySubscribeFilter(options);
+    if (empty !== undefined) throw new SqliteError(ErrorCode.InvalidParam, empty);
     if (options.tables !== undefined && options.tables !== null) {
       options = { ...options, tables: feedTableNames(options.tables) };
     }

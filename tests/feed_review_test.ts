@@ -2,7 +2,8 @@
  * Change feeds, after a review: a replaying feed that waits for room on
  * the server's queue goes on when another connection frees it (no commit
  * needed); a subscription's iterator bounds the bytes of values it
- * buffers for a slow consumer, as it bounds their number. The feeds need the FFI engine; checks made before that are
+ * buffers for a slow consumer, as it bounds their number; a filter that
+ * selects nothing is refused. The feeds need the FFI engine; checks made before that are
  * tested on both engines.
  */
 
@@ -10,8 +11,9 @@ import assert from "node:assert/strict";
 import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
-import { EventKind, Op } from "../protocol/messages.ts";
-import { MAX_SUBSCRIBE_QUEUED_BYTES } from "../client/subscribe.ts";
+import type { SqliteError } from "../protocol/errors.ts";
+import { EventKind, Op, type SubscribeRequest } from "../protocol/messages.ts";
+import { MAX_SUBSCRIBE_QUEUED_BYTES, type SubscribeOptions } from "../client/subscribe.ts";
 import { delay, startServer, statsUntil, takeEvents, within } from "./_helpers.ts";
 import { frame, Raw } from "./_raw.ts";
 
@@ -136,4 +138,39 @@ Deno.test({
       Array.from({ length: rows - got.length }, (_, i) => got.length + i + 1),
     );
   },
+});
+
+Deno.test("subscribe() refuses a filter that selects nothing (tables: [], kv: [], kv: false) with INVALID_PARAM, client and server", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const refused = (what: RegExp) => (e: SqliteError) =>
+    e.code === "INVALID_PARAM" && what.test(e.message) &&
+    /leave (tables|kv) out: with (kv|tables) given, the feed reports only what/.test(e.message);
+  const cases: [SubscribeRequest, RegExp][] = [
+    [{ tables: [] }, /^Invalid tables: expected at least one table name, got an empty list/],
+    [{ tables: [], kv: ["c"] }, /^Invalid tables: expected at least one table name/],
+    [{ kv: [] }, /^Invalid kv: expected at least one collection name, or true, got an empty list/],
+    [{ tables: ["t"], kv: [] }, /^Invalid kv: expected at least one collection name/],
+    [{ kv: false }, /^Invalid kv: expected a list of collection names or true, got false/],
+    [{ tables: ["t"], kv: false }, /^Invalid kv: expected a list of collection names or true/],
+  ];
+  // The client refuses them before it connects (so on either engine) ...
+  for (const [options, what] of cases) {
+    await assert.rejects(
+      db.subscribe(options as SubscribeOptions),
+      refused(what),
+      JSON.stringify(options),
+    );
+  }
+  // ... and so does the server (either engine: before it looks for the feed).
+  const [link] = await openLink(await resolveConnectOptions(srv.connectOptions));
+  try {
+    for (const [options, what] of cases) {
+      await assert.rejects(link.request(Op.Subscribe, [options]), refused(what));
+    }
+  } finally {
+    link.fail(new Error("test done"));
+    await link.ended;
+  }
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
 });
