@@ -11,10 +11,11 @@ import assert from "node:assert/strict";
 import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
+import { type ChangeEvent, connect, type KvChangeEvent } from "../client.ts";
 import type { SqliteError } from "../protocol/errors.ts";
 import { EventKind, Op, type SubscribeRequest } from "../protocol/messages.ts";
 import { MAX_SUBSCRIBE_QUEUED_BYTES, type SubscribeOptions } from "../client/subscribe.ts";
-import { delay, startServer, statsUntil, takeEvents, within } from "./_helpers.ts";
+import { delay, serverStats, startServer, statsUntil, takeEvents, within } from "./_helpers.ts";
 import { frame, Raw } from "./_raw.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
@@ -201,5 +202,40 @@ Deno.test({
     const [e] = await takeEvents(feed, 1);
     assert.ok(e.type === "table");
     assert.deepEqual([e.op, e.rowid, e.value], ["insert", 2, { id: 2, v: "later" }]);
+  },
+});
+
+Deno.test({
+  name:
+    "subscribe({ kv }): puts of one key by several clients in one group commit are one change (one per key per commit)",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    const clients = await Promise.all(
+      Array.from({ length: 8 }, () => connect({ ...srv.connectOptions, max: 1 })),
+    );
+    try {
+      await using feed = await clients[0].subscribe({ kv: ["c"], values: true });
+      // Until the puts of several clients share a commit (group commit).
+      let puts = 0;
+      for (let round = 0; round < 100; round++) {
+        await Promise.all(clients.map((c, i) => c.kv("c").put("k", `${round}:${i}`)));
+        puts += clients.length;
+        if ((await serverStats(srv.connectOptions)).groupCommit.largest >= 2) break;
+      }
+      // The feed up to the last put.
+      const last = (await clients[0].kv("c").get("k"))!.version;
+      const events: ChangeEvent[] = [];
+      while (events.at(-1)?.type !== "kv" || (events.at(-1) as KvChangeEvent).version !== last) {
+        events.push(...await takeEvents(feed, 1));
+      }
+      assert.ok(events.length < puts, `${events.length} changes for ${puts} puts`);
+      // One change per key per commit: no two share a commitSeq.
+      const commits = events.map((e) => e.type === "kv" ? e.commitSeq : -1);
+      assert.equal(new Set(commits).size, commits.length);
+      assert.ok(!commits.includes(-1));
+    } finally {
+      for (const c of clients) await c.close();
+    }
   },
 });
