@@ -5,7 +5,7 @@
  *
  * Memory stays bounded on both sides: the server ends a feed it cannot send
  * (`LAGGED`), and so does this iterator when its consumer falls `buffer`
- * changes behind. Either way the changes already buffered are still yielded,
+ * changes, or {@link MAX_SUBSCRIBE_QUEUED_BYTES} of values, behind. Either way the changes already buffered are still yielded,
  * the last event is `{ type: "lagged", resumeFrom }` naming the last of them,
  * and `subscribe({ since: resumeFrom })` continues without a gap while the
  * server still holds those changes (so each resume gets at least `buffer`
@@ -16,6 +16,7 @@
 
 import { ConnectionError, SqliteError } from "../protocol/errors.ts";
 import {
+  emptySubscribeFilter,
   EventKind,
   type EventPayload,
   type HelloReply,
@@ -37,10 +38,14 @@ export interface SubscribeOptions {
    * Tables whose row changes are wanted (all tables when neither this nor
    * `kv` is given): names of the main database's tables, unquoted, in any
    * case, or qualified by `main.`. A name of another schema (`temp.t`) is
-   * refused with `INVALID_PARAM`; one matching no table is accepted.
+   * refused with `INVALID_PARAM`; one matching no table is accepted, an
+   * empty list refused (`INVALID_PARAM`: it selects nothing).
    */
   tables?: string[];
-  /** Key-value collections whose changes are wanted; `true`: every collection. */
+  /**
+   * Key-value collections whose changes are wanted; `true`: every
+   * collection. An empty list (or `false`) is refused with `INVALID_PARAM`.
+   */
   kv?: string[] | true;
   /** Include the new row (tables) or value (key-value). @default {false} */
   values?: boolean;
@@ -48,7 +53,8 @@ export interface SubscribeOptions {
   since?: number;
   /**
    * Changes buffered, on the server and in this iterator each, before the
-   * feed ends with a `lagged` event: from 1 to 100 000.
+   * feed ends with a `lagged` event: from 1 to 100 000. With `values`, this
+   * iterator also buffers at most 64 MiB of values (approximately).
    * @default {10000}
    */
   buffer?: number;
@@ -154,6 +160,16 @@ export type ChangeEvent = TableChangeEvent | KvChangeEvent | LaggedEvent;
 /** Largest `buffer` of a subscription (the server's bound too). */
 const MAX_SUBSCRIBE_BUFFER = 100_000;
 
+/**
+ * Bytes of values (approximately, counted as the server counts them: a
+ * blob's or key-value value's length, two bytes per UTF-16 unit of a
+ * string, eight per column and number) a subscription's iterator buffers
+ * for a consumer that does not keep up before the feed ends with `lagged`,
+ * as past its `buffer` (64 MiB). A single larger change is buffered when
+ * nothing else is.
+ */
+export const MAX_SUBSCRIBE_QUEUED_BYTES = 64 * 1024 * 1024;
+
 type Waiter = { resolve: (r: IteratorResult<ChangeEvent>) => void; reject: (e: unknown) => void };
 
 /** An open change feed; iterate it, and `close()` it (or `await using`) when done. */
@@ -163,6 +179,10 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   readonly #values: boolean;
   #queue: ChangeEvent[] = [];
   #head = 0;
+  /** Bytes of values of each queued event ({@link wireValueBytes}), as {@link #queue}. */
+  #sizes: number[] = [];
+  /** Bytes of values of the events queued and not yet yielded. */
+  #queuedBytes = 0;
   /**
    * Calls of {@link next} waiting for a change, oldest first (the queue is
    * empty while any wait); all are settled when the feed ends.
@@ -199,10 +219,13 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   /** Next change. Rejects with `ConnectionError` when the connection is lost. */
   next(): Promise<IteratorResult<ChangeEvent>> {
     if (this.#head < this.#queue.length) {
+      this.#queuedBytes -= this.#sizes[this.#head];
       const value = this.#queue[this.#head++];
       if (this.#head === this.#queue.length) {
         this.#queue = [];
+        this.#sizes = [];
         this.#head = 0;
+        this.#queuedBytes = 0;
       }
       return Promise.resolve({ value, done: false });
     }
@@ -243,17 +266,22 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
     if (this.#ended) return;
     if (!Array.isArray(payload)) return;
     if (payload[1] === EventKind.Lagged) {
-      this.#push({ type: "lagged", resumeFrom: payload[2] as number });
+      this.#push({ type: "lagged", resumeFrom: payload[2] as number }, 0);
       this.close();
       return;
     }
     for (const w of payload[2] as WireChange[]) {
-      if (this.#queue.length - this.#head >= this.#buffer) {
+      const bytes = this.#values ? wireValueBytes(w[8]) : 0;
+      const queued = this.#queue.length - this.#head;
+      if (
+        queued >= this.#buffer ||
+        (queued > 0 && this.#queuedBytes + bytes > MAX_SUBSCRIBE_QUEUED_BYTES)
+      ) {
         // The consumer fell behind: the changes queued are still yielded,
-        // then `lagged`, resumable after the last of them (the queue is full,
-        // so that is a change).
+        // then `lagged`, resumable after the last of them (the queue is not
+        // empty, so that is a change).
         const last = this.#queue[this.#queue.length - 1] as TableChangeEvent | KvChangeEvent;
-        this.#push({ type: "lagged", resumeFrom: last.seq });
+        this.#push({ type: "lagged", resumeFrom: last.seq }, 0);
         this.close();
         return;
       }
@@ -267,7 +295,7 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
         this.close();
         return;
       }
-      this.#push(e);
+      this.#push(e, bytes);
     }
   }
 
@@ -302,10 +330,14 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
     return e;
   }
 
-  #push(e: ChangeEvent): void {
+  #push(e: ChangeEvent, bytes: number): void {
     const w = this.#waiters.shift();
     if (w !== undefined) w.resolve({ value: e, done: false });
-    else this.#queue.push(e);
+    else {
+      this.#queue.push(e);
+      this.#sizes.push(bytes);
+      this.#queuedBytes += bytes;
+    }
   }
 
   #end(): void {
@@ -334,6 +366,25 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
 }
 
 /**
+ * Approximate bytes a change's value holds as received, as the server
+ * counts them (`valueSize` in `engine/change_log.ts`): a key-value value's
+ * (or blob's) length, two per UTF-16 unit of a string, eight per column
+ * plus two per unit of its name.
+ */
+function wireValueBytes(value: unknown): number {
+  if (value === null || value === undefined) return 0;
+  if (value instanceof Uint8Array) return value.byteLength;
+  if (typeof value !== "object") return 0;
+  let n = 0;
+  for (const [k, v] of Object.entries(value)) {
+    n += 8 + 2 * k.length;
+    if (typeof v === "string") n += 2 * v.length;
+    else if (v instanceof Uint8Array) n += v.byteLength;
+  }
+  return n;
+}
+
+/**
  * The error that ends a feed at the change `seq` it could not read: a
  * `KV_CORRUPT` says how to resume past that change; other errors as they are.
  */
@@ -356,7 +407,9 @@ function feedEndedAt(err: unknown, seq: number): unknown {
  * @param signal Aborting it (the client closing) fails the opening at once,
  *   and later the feed's connection, with its reason.
  * @throws {SqliteError} `FEED_UNSUPPORTED` (node:sqlite server), `FEED_GAP`
- *   (`since` no longer held), `BAD_REQUEST`.
+ *   (`since` no longer held), `BAD_REQUEST`, `INVALID_PARAM` (a `buffer`
+ *   out of range, a bad collection name, a filter that selects nothing:
+ *   `tables: []`, `kv: []`, `kv: false`).
  * @throws {ConnectionError} what `refuses` returned.
  */
 export async function openSubscription(
@@ -367,6 +420,9 @@ export async function openSubscription(
   signal?: AbortSignal,
 ): Promise<Subscription> {
   const wire: SubscribeRequest = {};
+  // (The server refuses these too.)
+  const empty = emptySubscribeFilter(options as Pick<SubscribeRequest, "tables" | "kv">);
+  if (empty !== undefined) throw new SqliteError("INVALID_PARAM", empty);
   if (options.tables !== undefined) wire.tables = options.tables;
   if (Array.isArray(options.kv)) {
     for (const name of options.kv) {

@@ -54,3 +54,12 @@ export function statementBody(sql: string): string {
   });
   return sql.slice(0, end);
 }
+
+/**
+ * `name` with ASCII letters in lower case: how SQLite compares identifiers
+ * (table, column and savepoint names). Other letters are not folded: `Ä`
+ * and `ä` name different tables, where `toLowerCase()` would make them one.
+ */
+export function foldCase(name: string): string {
+  return name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
+}

@@ -68,6 +68,7 @@
  */
 
 import { SqliteError } from "../protocol/errors.ts";
+import { foldCase } from "./_sql_text.ts";
 import type { RowChange, RowChanging, RowidChange, SqlValue } from "./binding/binding.ts";
 import type { Connection, Prepared } from "./connection.ts";
 
@@ -169,6 +170,8 @@ export class FeedQueueBudget {
   used = 0;
   /** Bytes of values queued now, on all connections. */
   usedBytes = 0;
+  /** Wakers of feeds waiting for room (see {@link wait}). */
+  readonly #waiting = new Set<() => void>();
 
   /**
    * @param max Most changes queued on all connections.
@@ -186,6 +189,29 @@ export class FeedQueueBudget {
     this.perConnection = perConnection;
     this.maxBytes = maxBytes;
     this.perConnectionBytes = perConnectionBytes;
+  }
+
+  /**
+   * Calls `wake` once, the next time queued changes are sent or dropped on
+   * any connection ({@link freed}): a feed replaying the ring that found no
+   * room waits so, as room may free on another connection while nothing
+   * is committed.
+   */
+  wait(wake: () => void): void {
+    this.#waiting.add(wake);
+  }
+
+  /** Forgets `wake` (its feed ended). */
+  unwait(wake: () => void): void {
+    this.#waiting.delete(wake);
+  }
+
+  /** Queued changes were sent or dropped: wakes every feed {@link wait}ing for room. */
+  freed(): void {
+    if (this.#waiting.size === 0) return;
+    const waiting = [...this.#waiting];
+    this.#waiting.clear();
+    for (const wake of waiting) wake();
   }
 }
 
@@ -1004,11 +1030,6 @@ export class ChangeLog {
       return null; // the table was dropped meanwhile
     }
   }
-}
-
-/** `name` with ASCII letters in lower case: SQLite compares savepoint names so. */
-function foldCase(name: string): string {
-  return name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
 }
 
 /** A change not yet numbered nor resolved. */

@@ -244,6 +244,33 @@ export interface SubscribeRequest {
   buffer?: number | null;
 }
 
+/**
+ * Why `subscribe` options' filter is refused (`INVALID_PARAM`, by the
+ * client and the server), or `undefined`: an empty `tables` or `kv` list,
+ * or `kv: false`, selects nothing. Alone it gives a feed that stays empty;
+ * beside the other filter it says what leaving it out says.
+ */
+export function emptySubscribeFilter(
+  o: Pick<SubscribeRequest, "tables" | "kv">,
+): string | undefined {
+  const instead = (name: string, other: string) =>
+    `(leave ${name} out: with ${other} given, the feed reports only what ${other} names; ` +
+    "with neither, every change)";
+  if (Array.isArray(o.tables) && o.tables.length === 0) {
+    return `Invalid tables: expected at least one table name, got an empty list, which selects ` +
+      `no table ${instead("tables", "kv")}`;
+  }
+  if (Array.isArray(o.kv) && o.kv.length === 0) {
+    return `Invalid kv: expected at least one collection name, or true, got an empty list, ` +
+      `which selects no collection ${instead("kv", "tables")}`;
+  }
+  if (o.kv === false) {
+    return "Invalid kv: expected a list of collection names or true, got false " +
+      instead("kv", "tables");
+  }
+  return undefined;
+}
+
 /** `subscribe` reply payload: `[subscription, head]` (head: the feed's last sequence number). */
 export type SubscribePayload = [subscription: number, head: number];
 

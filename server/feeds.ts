@@ -29,8 +29,10 @@
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { isBusyInBackground } from "../engine/binding/_errors.ts";
+import { foldCase } from "../engine/_sql_text.ts";
 import type { EngineInfo } from "../engine/engine_api.ts";
 import {
+  emptySubscribeFilter,
   EventKind,
   type EventPayload,
   type SubscribePayload,
@@ -78,6 +80,10 @@ interface Quota {
   take(n: number, bytes: number): void;
   /** Counts `n` queued changes, holding `bytes` of values, as sent or dropped. */
   give(n: number, bytes: number): void;
+  /** Calls `wake` once when room frees, on any connection (see {@link FeedQueueBudget.wait}). */
+  wait(wake: () => void): void;
+  /** Forgets `wake` (its feed ended). */
+  unwait(wake: () => void): void;
 }
 
 /** The feeds of one connection. */
@@ -128,8 +134,11 @@ export class ConnectionFeeds {
         if (budget !== null) {
           budget.used -= n;
           budget.usedBytes -= bytes;
+          if (n > 0) budget.freed();
         }
       },
+      wait: (wake) => budget?.wait(wake),
+      unwait: (wake) => budget?.unwait(wake),
     };
   }
 
@@ -179,8 +188,10 @@ export class ConnectionFeeds {
    * (they are sent from a microtask).
    *
    * @throws {SqliteError} `FEED_UNSUPPORTED` on node:sqlite, `FEED_GAP` for a
-   *   `since` no longer held, `INVALID_PARAM` for a `buffer` over {@link MAX_FEED_BUFFER}
-   *   or a table of another schema than `main` (see {@link feedTableNames}).
+   *   `since` no longer held, `INVALID_PARAM` for a `buffer` over {@link MAX_FEED_BUFFER},
+   *   a filter that selects nothing (`tables: []`, `kv: []`, `kv: false`:
+   *   see `emptySubscribeFilter`) or a table of another schema than `main`
+   *   (see {@link feedTableNames}).
    */
   subscribe(options: SubscribeRequest): SubscribePayload | Promise<SubscribePayload> {
     if (
@@ -192,6 +203,8 @@ export class ConnectionFeeds {
         `Invalid buffer: expected at most ${MAX_FEED_BUFFER}, got ${options.buffer}`,
       );
     }
+    const empty = emptySubscribeFilter(options);
+    if (empty !== undefined) throw new SqliteError(ErrorCode.InvalidParam, empty);
     if (options.tables !== undefined && options.tables !== null) {
       options = { ...options, tables: feedTableNames(options.tables) };
     }
@@ -316,8 +329,9 @@ export class ConnectionFeeds {
 }
 
 /**
- * The tables of a `tables` filter as the feed matches them (lower case, as
- * SQLite folds names; unquoted, as the update hook names them): `main.t`
+ * The tables of a `tables` filter as the feed matches them (ASCII letters in
+ * lower case, as SQLite folds names: `Ä` and `ä` are two tables; unquoted,
+ * as the update hook names them): `main.t`
  * is `t` (`main.a.b` the table `a.b`). A name matching no table is kept
  * (the table may be created later).
  *
@@ -328,9 +342,9 @@ export class ConnectionFeeds {
 function feedTableNames(names: readonly string[]): string[] {
   return names.map((name) => {
     const dot = name.indexOf(".");
-    if (dot === -1) return name.toLowerCase();
+    if (dot === -1) return foldCase(name);
     const schema = name.slice(0, dot);
-    if (schema.toLowerCase() === "main") return name.slice(dot + 1).toLowerCase();
+    if (foldCase(schema) === "main") return foldCase(name.slice(dot + 1));
     throw new SqliteError(
       ErrorCode.InvalidParam,
       `Invalid table in tables: ${JSON.stringify(name)} names schema ${JSON.stringify(schema)}, ` +
@@ -383,7 +397,7 @@ class Feed implements ChangeSink {
     this.wantsValues = o.values === true;
     const everything = (o.tables === undefined || o.tables === null) &&
       (o.kv === undefined || o.kv === null);
-    this.#tables = o.tables ? new Set(o.tables) : null; // (lower case: see subscribe)
+    this.#tables = o.tables ? new Set(o.tables) : null; // (case folded: see subscribe)
     this.#kv = everything || o.kv === true ? true : Array.isArray(o.kv) ? new Set(o.kv) : null;
     if (everything) this.#tables = ALL;
     this.#buffer = o.buffer ?? DEFAULT_FEED_BUFFER; // (at most MAX_FEED_BUFFER: see subscribe)
@@ -456,9 +470,13 @@ class Feed implements ChangeSink {
   fill(): void {
     while (this.#replayed !== null && !this.lagged) {
       // When the connection's or the server's queue is full, the replay
-      // waits: the next commit or drained output wakes the feed again.
+      // waits: its own drained output, or changes sent or dropped on any
+      // connection (which free room), wake the feed again.
       const room = Math.min(this.#buffer - this.pending, this.#quota.room());
-      if (room <= 0) return;
+      if (room <= 0) {
+        if (this.pending === 0) this.#quota.wait(this.#wake);
+        return;
+      }
       const held = this.#log.after(this.#replayed, room);
       if (held === null) {
         this.lagged = true;
@@ -476,8 +494,11 @@ class Feed implements ChangeSink {
             this.lagged = true;
             return;
           }
-          // No room for its value now: the next drained output goes on.
-          if (!this.#enqueue(c)) return;
+          // No room for its value now: waits as for room above.
+          if (!this.#enqueue(c)) {
+            if (this.pending === 0) this.#quota.wait(this.#wake);
+            return;
+          }
         }
         this.#replayed = c.seq;
       }
@@ -542,6 +563,7 @@ class Feed implements ChangeSink {
 
   /** Forgets the queued changes (the feed ends). */
   drop(): void {
+    this.#quota.unwait(this.#wake);
     this.#quota.give(this.pending, this.#pendingBytes);
     this.#pendingBytes = 0;
     this.queue = [];
@@ -553,7 +575,7 @@ class Feed implements ChangeSink {
       return this.#kv === true || (this.#kv !== null && this.#kv.has(c.collection));
     }
     return this.#tables === ALL ||
-      (this.#tables !== null && this.#tables.has(c.table.toLowerCase()));
+      (this.#tables !== null && this.#tables.has(foldCase(c.table)));
   }
 }
 

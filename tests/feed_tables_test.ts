@@ -2,12 +2,14 @@
  * The `tables` filter of change feeds: a name qualified by `main.` is the
  * table it names, one qualified by another schema (TEMP, an attached
  * database: the update hook reports neither) is refused with
- * `INVALID_PARAM` rather than giving a feed that stays empty, and a name
- * matching no table yet is accepted. The feed needs the FFI engine; the
- * refusal is checked before that, so it is tested on both engines.
+ * `INVALID_PARAM` rather than giving a feed that stays empty, a name
+ * matching no table yet is accepted, and names fold ASCII case only, as
+ * SQLite's do. The feed needs the FFI engine; the refusal is checked
+ * before that, so it is tested on both engines.
  */
 
 import assert from "node:assert/strict";
+import type { ChangeEvent } from "../client.ts";
 import type { SqliteError } from "../protocol/errors.ts";
 import { startServer, takeEvents } from "./_helpers.ts";
 
@@ -59,5 +61,31 @@ Deno.test({
     }
     // The client carries on.
     assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+  },
+});
+
+Deno.test({
+  name: "subscribe() tables: names fold ASCII letters only, as SQLite's: Ä and ä are two tables",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    // SQLite folds only ASCII case in names: these are four tables.
+    await db.exec(
+      'CREATE TABLE "Äpfel" (id INTEGER PRIMARY KEY); CREATE TABLE "äpfel" (id INTEGER PRIMARY KEY); ' +
+        'CREATE TABLE "k" (id INTEGER PRIMARY KEY); CREATE TABLE "\u212A" (id INTEGER PRIMARY KEY)',
+    );
+    await using upper = await db.subscribe({ tables: ["ÄPFEL", "\u212A"] });
+    await using lower = await db.subscribe({ tables: ["main.äpfel", "K"] });
+    await db.run('INSERT INTO "Äpfel" DEFAULT VALUES');
+    await db.run('INSERT INTO "äpfel" DEFAULT VALUES');
+    await db.run('INSERT INTO "k" DEFAULT VALUES');
+    await db.run('INSERT INTO "\u212A" DEFAULT VALUES');
+    const show = (events: ChangeEvent[]) =>
+      events.map((e) => e.type === "table" ? `${e.table} ${e.commitSeq}` : e.type);
+    const [a, b] = [await takeEvents(upper, 2), await takeEvents(lower, 2)];
+    const first = a[0].type === "table" ? a[0].commitSeq : 0;
+    assert.deepEqual(show(a), [`Äpfel ${first}`, `\u212A ${first + 3}`]);
+    assert.deepEqual(show(b), [`äpfel ${first + 1}`, `k ${first + 2}`]);
   },
 });
