@@ -945,7 +945,7 @@ export class DqliteEngineSession {
       : { maxBytes, tooLarge: () => tooLarge(maxBytes, rows) };
     if (verb === "read") {
       try {
-        const r = await db.query(sql, args, options);
+        const r = await db.query(sql, args, { ...options, schemaCheck: true });
         return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
       } catch (err) {
         if (!refused(err, "Cannot query a statement that returns no columns")) throw err;
