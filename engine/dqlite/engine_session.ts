@@ -394,6 +394,15 @@ export class DqliteEngineSession {
     });
   }
 
+  /**
+   * The `RESULT_TOO_LARGE` of a reply the server found past `maxBytes` once
+   * encoded (the rows' messages from the node were within it): worded as
+   * the engine's own, which does not advise iterate().
+   */
+  resultTooLarge(maxBytes: number, call: "query" | "batch"): SqliteError {
+    return tooLarge(maxBytes, call);
+  }
+
   /** Frees a handle from {@link prepare}. */
   finalize(handle: number): null {
     this.#handles.delete(handle);
