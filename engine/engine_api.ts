@@ -25,8 +25,8 @@ export type { Planned, Reply } from "./engine_session.ts";
  * ends a transaction whose write was cancelled after it ran
  * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`), what tells
  * whether a request cancelled before it ran would have written
- * (`wouldWrite`), and `txEnds` (transactions ended inside an `exec` script)
- * are optional.
+ * (`wouldWrite`), `txEnds` (transactions ended inside an `exec` script)
+ * and `resultTooLarge` are optional.
  */
 export type SessionLike =
   & Partial<
@@ -35,6 +35,15 @@ export type SessionLike =
       "writeMark" | "wroteInTransactionSince" | "cancelWrites" | "wouldWrite" | "txEnds"
     >
   >
+  & {
+    /**
+     * The `RESULT_TOO_LARGE` of a `query` or `batch` reply that the server
+     * found past `maxBytes` once encoded, in the engine's words (cluster
+     * mode: iterate() buffers too, so it is not advised); when absent, the
+     * single-file engine's, which advises iterate().
+     */
+    resultTooLarge?(maxBytes: number, call: "query" | "batch"): SqliteError;
+  }
   & Pick<
     EngineSession,
     | "awaitingCommit"

@@ -1601,7 +1601,8 @@ export class Session implements SessionProbe {
     this.#replyError(
       id,
       limited
-        ? resultTooLarge(maxResultBytes)
+        ? this.#engine.resultTooLarge?.(maxResultBytes, req[0] === Op.Batch ? "batch" : "query") ??
+          resultTooLarge(maxResultBytes)
         : req[0] === Op.Next
         ? this.#chunkTooLarge(req, payload as [unknown[] | Encoded, boolean], maxFrameSize)
         : replyTooLarge(maxFrameSize),

@@ -252,7 +252,7 @@ Deno.test({
         assert.equal(err.code, "NO_LEADER", err.message);
         assert.match(
           err.message,
-          /^No dqlite leader found among "[^"]+" within leaderTimeout 600 ms \(not applied: safe to retry\)$/,
+          /^No dqlite leader found among "([^"]+)" within leaderTimeout 600 ms \(dqlite\.leaderTimeout\): "\1" refused the connection \(not applied: safe to retry\)$/,
         );
       }
     } finally {

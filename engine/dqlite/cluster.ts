@@ -118,6 +118,26 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/**
+ * What a node asked who leads answered, or why it did not, for `NO_LEADER`:
+ * `refused the connection`, `did not answer within 2000 ms`, `named no
+ * leader`, `named "10.0.0.2:9001" the leader`, or its error.
+ */
+function nodeOutcome(answer: Answer): string {
+  if (answer.said === "") return "named no leader";
+  if (answer.said !== null) return `named "${answer.said}" the leader`;
+  const err = answer.error;
+  if (err === undefined) return "did not answer";
+  let root: unknown = err;
+  while (root instanceof Error && root.cause instanceof Error) root = root.cause;
+  if (root instanceof Deno.errors.ConnectionRefused) return "refused the connection";
+  if (err instanceof LeaderError && /did not answer within/.test(err.message)) {
+    return err.message.slice(err.message.indexOf("did not answer"));
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return `failed: ${message}`;
+}
+
 /** What one node said when asked who leads. */
 interface Answer {
   /** A connection to the node, which says it leads (registered as a client when asked to). */
@@ -148,6 +168,8 @@ interface Found {
   error: unknown;
   /** What the nodes that answered named as the leader (`""`: none). */
   said: Set<string>;
+  /** Per node asked, what it answered last or why it did not (see {@link nodeOutcome}). */
+  outcomes: Map<string, string>;
 }
 
 /**
@@ -234,7 +256,7 @@ export class DqliteCluster {
 
   async #connectLeader(): Promise<DqliteConn> {
     const deadline = performance.now() + this.#config.leaderTimeout;
-    const { conn, error } = await this.#search(this.#order(), deadline, {
+    const { conn, error, outcomes } = await this.#search(this.#order(), deadline, {
       again: true,
       register: true,
     });
@@ -244,11 +266,12 @@ export class DqliteCluster {
     }
     this.#lastLeader = null;
     if (error instanceof SqliteError && error.code === ErrorCode.ConnectionClosed) throw error;
+    const nodes = [...new Set([...this.#nodes, ...outcomes.keys()])];
     throw new LeaderError(
       DqliteErrorCode.NoLeader,
-      `No dqlite leader found among ${
-        this.#nodes.map((n) => `"${n}"`).join(", ")
-      } within leaderTimeout ${this.#config.leaderTimeout} ms`,
+      `No dqlite leader found among ${nodes.map((n) => `"${n}"`).join(", ")} within ` +
+        `leaderTimeout ${this.#config.leaderTimeout} ms (dqlite.leaderTimeout): ` +
+        nodes.map((n) => `"${n}" ${outcomes.get(n) ?? "was not asked in time"}`).join("; "),
       false,
       undefined,
       error === undefined ? undefined : { cause: error },
@@ -284,6 +307,7 @@ export class DqliteCluster {
       const stop = new AbortController(); // ends the questions under way once the search is over
       const closing = this.#closing.signal;
       const said = new Set<string>();
+      const outcomes = new Map<string, string>();
       const queue = order.filter((a) => a !== options.exclude);
       const running = new Set<string>();
       const retries = new Map<string, ReturnType<typeof setTimeout>>();
@@ -300,7 +324,10 @@ export class DqliteCluster {
         closing.removeEventListener("abort", closed);
         options.signal?.removeEventListener("abort", closed);
         stop.abort();
-        resolve({ conn, error, said });
+        for (const a of running) {
+          if (!outcomes.has(a)) outcomes.set(a, "had not answered when leaderTimeout ran out");
+        }
+        resolve({ conn, error, said, outcomes });
       };
       const closed = (): void => {
         error = new SqliteError(
@@ -325,6 +352,7 @@ export class DqliteCluster {
           }
           if (answer.conn !== null) return end(answer.conn);
           if (answer.error !== undefined) error = answer.error;
+          outcomes.set(address, nodeOutcome(answer));
           if (answer.said !== null) said.add(answer.said);
           if (answer.said) ask(answer.said); // the leader it names, at once
           askNext(); // and the next node not asked yet
@@ -400,7 +428,7 @@ export class DqliteCluster {
       const error = silent
         ? new LeaderError(
           DqliteErrorCode.LeaderLost,
-          `dqlite node "${address}" did not answer within ${bound} ms`,
+          `dqlite node "${address}" did not answer within ${Math.round(bound)} ms`,
           false,
           undefined,
           { cause: err },

@@ -174,7 +174,21 @@ export interface QueryOptions {
    * @default false
    */
   endAfterKept?: boolean;
+  /**
+   * Outside a transaction, read the schema version on the same connection
+   * before (or the one read after the last such read there) and after the
+   * query, and run the query again when it moved (at most
+   * {@link SCHEMA_RUNS} runs, then `SQLITE_SCHEMA`): see
+   * {@link DqliteDatabase.query}. Only for a statement that writes nothing.
+   * @default false
+   */
+  schemaCheck?: boolean;
 }
+
+/** Runs of a read whose schema version keeps moving before it fails with `SQLITE_SCHEMA`. */
+export const SCHEMA_RUNS = 5;
+/** The query that reads the schema version (SQLite's schema cookie). */
+const SCHEMA_PROBE = "SELECT schema_version FROM pragma_schema_version";
 
 /**
  * Statement parameters: positional, or named (keys with their prefix, `:a`,
@@ -246,6 +260,8 @@ export class DqliteDatabase {
   #connecting: Promise<void> | null = null;
   /** Per connection, the lastInsertId of its last EXEC reply. */
   readonly #lastInsert = new WeakMap<DqliteConn, number | bigint>();
+  /** Per connection, the schema version read after its last checked query (see {@link query}). */
+  readonly #schemaVersions = new WeakMap<DqliteConn, number | bigint>();
 
   /** @internal Use {@link DqliteCluster.open}. */
   constructor(
@@ -448,15 +464,77 @@ export class DqliteDatabase {
    * Runs the first statement of `sql` and returns its rows (all of them,
    * however many messages they take, or the first `options.keep`).
    *
-   * @throws {SqliteError} SQLite's error, `INVALID_PARAM`, `RESULT_TOO_LARGE`, `SQLITE_INTERRUPT`.
+   * With `options.schemaCheck`, outside a transaction, a read whose schema
+   * version moved while it ran is run again: a dqlite 1.11 leader can answer
+   * a read run while another connection changes the schema (`ALTER TABLE`,
+   * `DROP` then `CREATE`) with the column names of one schema and the
+   * values of the other (`["a","b"]` with `["x","y"]`). The version is read
+   * on the same connection after the query, and compared with the one read
+   * after the previous checked query there (read before it on a new
+   * connection). A read stopped or ended early (`endAfterKept`) is not
+   * checked: its connection is draining.
+   *
+   * @throws {SqliteError} SQLite's error, `INVALID_PARAM`, `RESULT_TOO_LARGE`, `SQLITE_INTERRUPT`,
+   *   `SQLITE_SCHEMA` (the schema moved under {@link SCHEMA_RUNS} runs in a row).
    * @throws {LeaderError} `NOT_LEADER`, `LEADER_LOST` or `NO_LEADER`.
    */
   query(sql: string, params: Params = [], options: QueryOptions = {}): Promise<QueryResult> {
     return this.#run(
       sql,
-      (conn) => this.#rows(conn, encodeQuerySql(0, sql, positionalArgs(sql, params)), options),
+      (conn) => {
+        const message = encodeQuerySql(0, sql, positionalArgs(sql, params));
+        return options.schemaCheck === true && !this.#inTx
+          ? this.#checkedRows(conn, message, options)
+          : this.#rows(conn, message, options);
+      },
       noRows,
     );
+  }
+
+  /** {@link #rows}, run again while the schema version moves (see {@link query}). */
+  async #checkedRows(
+    conn: DqliteConn,
+    message: Uint8Array,
+    options: QueryOptions,
+  ): Promise<QueryResult> {
+    for (let run = 1;; run++) {
+      const before = this.#schemaVersions.get(conn) ?? await this.#schemaVersion(conn);
+      let result: QueryResult | null = null;
+      let failure: unknown = null;
+      try {
+        result = await this.#rows(conn, message, options);
+      } catch (err) {
+        // Stops and leadership errors are not the statement's: they end the request.
+        if (!(err instanceof SqliteError) || err instanceof LeaderError) throw err;
+        if (this.#stopErrors.has(err) || err.sqliteCode === undefined) throw err;
+        failure = err; // (SQLite's error: "no such column" may be the schema change's too)
+      }
+      // Ended early or stopped: the connection drains (or closed), nothing more to ask it.
+      if (this.#draining !== null || conn.closed) {
+        if (result === null) throw failure;
+        return result;
+      }
+      const after = await this.#schemaVersion(conn);
+      this.#schemaVersions.set(conn, after);
+      if (after === before) {
+        if (result === null) throw failure;
+        return result;
+      }
+      if (run === SCHEMA_RUNS) {
+        throw new SqliteError(
+          "SQLITE_SCHEMA",
+          `The database schema changed while the read ran, ${SCHEMA_RUNS} times in a row ` +
+            "(another client altered it meanwhile): retry the read",
+          17,
+        );
+      }
+    }
+  }
+
+  /** The schema version (SQLite's schema cookie) read on `conn`. */
+  async #schemaVersion(conn: DqliteConn): Promise<number | bigint> {
+    const { rows } = await this.#rows(conn, encodeQuerySql(0, SCHEMA_PROBE, []), {});
+    return rows[0][0] as number | bigint;
   }
 
   /**

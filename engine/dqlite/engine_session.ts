@@ -303,7 +303,12 @@ export class DqliteEngineSession {
     });
     return this.#request(null, [], timeout, false, async (db) => {
       const nested = db.inTransaction;
-      await db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN");
+      try {
+        await db.exec(nested ? "SAVEPOINT netsqlite_batch" : "BEGIN");
+      } catch (err) {
+        // Lost before the batch began: nothing of it ran.
+        throw err instanceof LeaderError ? beforeCommit(err, err.message) : err;
+      }
       const results: BatchItemPayload[] = [];
       try {
         for (let i = 0; i < items.length; i++) {
@@ -319,7 +324,11 @@ export class DqliteEngineSession {
             const o = await this.#statement(db, sql, bindArgs(params) as Params, "batch");
             results.push([o.changes, o.lastInsertRowid, o.columns, o.rows]);
           } catch (err) {
-            if (err instanceof LeaderError) throw err;
+            // Lost before the COMMIT was sent: the leader's loss ended the transaction
+            // (dqlite replicates a transaction at its commit only), so nothing was applied.
+            if (err instanceof LeaderError) {
+              throw beforeCommit(err, batchMessage(err.message, i, items.length));
+            }
             const e = this.#stopped(err);
             // A cancel's error is the client's own: it is not the batch's.
             if (e !== err && e !== this.#late) throw e;
@@ -383,6 +392,15 @@ export class DqliteEngineSession {
       const handle = this.#handles.add(sql);
       return [handle, columns];
     });
+  }
+
+  /**
+   * The `RESULT_TOO_LARGE` of a reply the server found past `maxBytes` once
+   * encoded (the rows' messages from the node were within it): worded as
+   * the engine's own, which does not advise iterate().
+   */
+  resultTooLarge(maxBytes: number, call: "query" | "batch"): SqliteError {
+    return tooLarge(maxBytes, call);
   }
 
   /** Frees a handle from {@link prepare}. */
@@ -945,7 +963,7 @@ export class DqliteEngineSession {
       : { maxBytes, tooLarge: () => tooLarge(maxBytes, rows) };
     if (verb === "read") {
       try {
-        const r = await db.query(sql, args, options);
+        const r = await db.query(sql, args, { ...options, schemaCheck: true });
         return { columns: r.columns, rows: r.rows, changes: 0, lastInsertRowid: 0 };
       } catch (err) {
         if (!refused(err, "Cannot query a statement that returns no columns")) throw err;
@@ -1206,10 +1224,19 @@ function tooLarge(maxBytes: number, call: "query" | "iterate" | "batch"): Sqlite
 
 function batchError(err: unknown, i: number, n: number): SqliteError {
   const e = err instanceof SqliteError ? err : new SqliteError(ErrorCode.Internal, String(err));
-  return new SqliteError(
-    e.code,
-    `Batch statement ${i + 1} of ${n} failed, nothing was applied: ${e.message}`,
-    e.sqliteCode,
-    { cause: e },
-  );
+  return new SqliteError(e.code, batchMessage(e.message, i, n), e.sqliteCode, { cause: e });
+}
+
+/** The message of a batch whose statement `i` (of `n`) failed with `message`. */
+function batchMessage(message: string, i: number, n: number): string {
+  return `Batch statement ${i + 1} of ${n} failed, nothing was applied: ${message}`;
+}
+
+/**
+ * The leadership error `err` of a batch that met it before its COMMIT (or
+ * RELEASE) was sent, with `message`: not applied, whatever the node may
+ * have run of it ({@link describeLeaderError} adds the tail).
+ */
+function beforeCommit(err: LeaderError, message: string): LeaderError {
+  return new LeaderError(err.code, message, false, err.sqliteCode, { cause: err });
 }
