@@ -64,6 +64,7 @@ import {
 } from "./server/auth.ts";
 import { DatabaseLock, LockFileAccessError, lockPath } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
+import { FileSizeSignal } from "./server/file_size_limit.ts";
 import { ServerStats } from "./server/stats.ts";
 import {
   ADMIN_RESERVED_CONNECTIONS,
@@ -161,6 +162,18 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   if (tooOld !== null) throw new Error(tooOld);
   const config = resolveServeOptions(options);
   if (config.dqlite !== null) return await serveCluster(config);
+  // From before the first write: past the file size limit, a write fails instead of killing us.
+  const fileSize = new FileSizeSignal(new Logger(config.logLevel));
+  try {
+    return await serveFile(config, fileSize);
+  } catch (err) {
+    fileSize.close();
+    throw err;
+  }
+}
+
+/** {@link serve} of a database file (or `:memory:`). */
+async function serveFile(config: ServeConfig, fileSize: FileSizeSignal): Promise<Server> {
   const database = config.database;
   const readonly = config.engine.policy.readonly;
   if (readonly && database !== ":memory:" && !existsFile(database)) {
@@ -212,7 +225,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     lock?.release(true);
     throw err;
   }
-  return new RunningServer(config, engine!, listener, lock, budget);
+  return new RunningServer(config, engine!, listener, lock, budget, fileSize);
 }
 
 /**
@@ -264,6 +277,7 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     listener,
     null,
     drawFdBudget(config),
+    null,
   );
 }
 
@@ -382,6 +396,7 @@ class RunningServer implements Server {
   readonly #hello: HelloReply;
   readonly #config: ServeConfig;
   readonly #lock: DatabaseLock | null;
+  readonly #fileSize: FileSizeSignal | null;
   /** Identity of the socket file this server created, or `null` (TCP). */
   #stopping: Promise<void> | null = null;
   #graceMs = 0;
@@ -413,6 +428,7 @@ class RunningServer implements Server {
     listener: Listener,
     lock: DatabaseLock | null,
     budget: FdBudget,
+    fileSize: FileSizeSignal | null,
   ) {
     this.#config = config;
     this.#engine = engine;
@@ -420,6 +436,7 @@ class RunningServer implements Server {
     const { engine: kind, library, version, limitations } = engine.sqlite;
     this.sqlite = { engine: kind, library, version, limitations };
     this.#lock = lock;
+    this.#fileSize = fileSize;
     const la = listener.addr;
     this.addr = la.transport === "unix"
       ? { transport: "unix", path: (la as Deno.UnixAddr).path }
@@ -756,6 +773,7 @@ class RunningServer implements Server {
     await this.#engine.close();
     await this.#cleanupFiles();
     this.#lock?.release();
+    this.#fileSize?.close();
   }
 
   /**
