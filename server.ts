@@ -54,6 +54,7 @@ import {
   unreachableSocketWarning,
 } from "./transport/listen.ts";
 import { ByteBudget } from "./transport/frame_reader.ts";
+import { UnixSocketListener } from "./transport/unix_socket_listener.ts";
 import { VERSION } from "./version.ts";
 import {
   isLoopback,
@@ -483,6 +484,7 @@ class RunningServer implements Server {
       admit: (session) => this.#admit(session),
     };
     if (engine instanceof Engine) engine.onLog = (level, message) => log.log(level, message);
+    if (listener instanceof UnixSocketListener) listener.onSocketReplaced = (m) => log.warn(m);
     if (listener instanceof TlsListener) {
       if (listener.certificateWarning !== null) log.warn(listener.certificateWarning);
       // Port scans, HTTP requests and clients without TLS or that distrust the certificate.
