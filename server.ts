@@ -63,7 +63,7 @@ import {
   TOKEN_ENV,
   tokenFileWarning,
 } from "./server/auth.ts";
-import { DatabaseLock, LockFileAccessError, lockPath } from "./server/lock.ts";
+import { DatabaseLock, isNoSpace, LockFileAccessError, lockPath } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
 import { FileSizeSignal } from "./server/file_size_limit.ts";
 import { ServerStats } from "./server/stats.ts";
@@ -183,6 +183,7 @@ async function serveFile(config: ServeConfig, fileSize: FileSizeSignal): Promise
   // Lock first, then claim the socket, then open (or create) the database: a
   // start refused for its lock or its socket leaves no file behind.
   const lock = takeLock(config);
+  if (lock?.warning) new Logger(config.logLevel).warn(lock.warning);
   const budget = drawFdBudget(config);
   let listener: Listener;
   try {
@@ -464,7 +465,12 @@ class RunningServer implements Server {
         ? `dqlite:${config.dqlite.database}`
         : databaseIdentity(config.database),
     };
-    lock?.record(formatAddress(absoluteAddress(this.addr)));
+    try {
+      lock?.record(formatAddress(absoluteAddress(this.addr)));
+    } catch (err) {
+      if (!isNoSpace(err)) throw err;
+      // Warned at the start (DatabaseLock.acquire): the lock is held without its record.
+    }
     if (config.announceFile !== null && this.addr.transport === "tcp") {
       Deno.writeTextFileSync(config.announceFile, String(this.addr.port));
     }

@@ -129,6 +129,8 @@ export class DatabaseLock {
   /** The database's real path. */
   readonly database: string;
   #released = false;
+  /** Why the owner record could not be written (a full disk), or `null`. */
+  warning: string | null = null;
 
   private constructor(
     file: Deno.FsFile,
@@ -197,7 +199,12 @@ export class DatabaseLock {
       try {
         lock.record(address);
       } catch (err) {
-        // A full disk, say: the start fails, and leaves no empty lock file behind.
+        if (isNoSpace(err)) {
+          // A full disk: the lock is held all the same (the record only informs a second server).
+          lock.warning = `cannot write the lock file "${path}" (${(err as Error).message}): ` +
+            "holding its lock without recording this server's pid and socket in it";
+          return lock;
+        }
         lock.release(true);
         throw recordError(err, database, path);
       }
@@ -553,6 +560,12 @@ function recordError(err: unknown, database: string, path: string): unknown {
   const code = (err as { code?: unknown }).code;
   if (code !== undefined) Object.assign(named, { code });
   return named;
+}
+
+/** True for `ENOSPC` (no space left on the device). */
+export function isNoSpace(err: unknown): boolean {
+  return err instanceof Error &&
+    ((err as { code?: unknown }).code === "ENOSPC" || /\(os error 28\)/.test(err.message));
 }
 
 function sameFile(file: Deno.FsFile, path: string): boolean {
