@@ -27,6 +27,7 @@ import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite, unreadEnvironmentWarning } from "./engine/binding/load.ts";
 import { describeDqsObjects } from "./engine/dqs_check.ts";
 import {
+  accessError,
   isWalDatabase,
   openError,
   removeDatabaseCreated,
@@ -195,6 +196,8 @@ async function serveFile(config: ServeConfig, fileSize: FileSizeSignal): Promise
   let engine = undefined as Engine | undefined;
   try {
     const existed = database !== ":memory:" && existsFile(database);
+    const denied = existed ? accessError(database, readonly) : null;
+    if (denied !== null) throw denied;
     if (existed) lock?.lockDatabaseFile(database);
     // NETSQLITE_ENGINE and NETSQLITE_SQLITE_LIB, when they may not be read, are not ignored silently.
     const unread = unreadEnvironmentWarning(config.sqlite);
