@@ -27,6 +27,7 @@ import { DqliteEngine } from "./engine/dqlite/engine.ts";
 import { loadSqlite, unreadEnvironmentWarning } from "./engine/binding/load.ts";
 import { describeDqsObjects } from "./engine/dqs_check.ts";
 import {
+  accessError,
   isWalDatabase,
   openError,
   removeDatabaseCreated,
@@ -54,6 +55,7 @@ import {
   unreachableSocketWarning,
 } from "./transport/listen.ts";
 import { ByteBudget } from "./transport/frame_reader.ts";
+import { UnixSocketListener } from "./transport/unix_socket_listener.ts";
 import { VERSION } from "./version.ts";
 import {
   isLoopback,
@@ -62,8 +64,9 @@ import {
   TOKEN_ENV,
   tokenFileWarning,
 } from "./server/auth.ts";
-import { DatabaseLock, LockFileAccessError, lockPath } from "./server/lock.ts";
+import { DatabaseLock, isNoSpace, LockFileAccessError, lockPath } from "./server/lock.ts";
 import { Logger } from "./server/log.ts";
+import { FileSizeSignal } from "./server/file_size_limit.ts";
 import { ServerStats } from "./server/stats.ts";
 import {
   ADMIN_RESERVED_CONNECTIONS,
@@ -161,6 +164,18 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   if (tooOld !== null) throw new Error(tooOld);
   const config = resolveServeOptions(options);
   if (config.dqlite !== null) return await serveCluster(config);
+  // From before the first write: past the file size limit, a write fails instead of killing us.
+  const fileSize = new FileSizeSignal(new Logger(config.logLevel));
+  try {
+    return await serveFile(config, fileSize);
+  } catch (err) {
+    fileSize.close();
+    throw err;
+  }
+}
+
+/** {@link serve} of a database file (or `:memory:`). */
+async function serveFile(config: ServeConfig, fileSize: FileSizeSignal): Promise<Server> {
   const database = config.database;
   const readonly = config.engine.policy.readonly;
   if (readonly && database !== ":memory:" && !existsFile(database)) {
@@ -169,6 +184,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   // Lock first, then claim the socket, then open (or create) the database: a
   // start refused for its lock or its socket leaves no file behind.
   const lock = takeLock(config);
+  if (lock?.warning) new Logger(config.logLevel).warn(lock.warning);
   const budget = drawFdBudget(config);
   let listener: Listener;
   try {
@@ -180,6 +196,8 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
   let engine = undefined as Engine | undefined;
   try {
     const existed = database !== ":memory:" && existsFile(database);
+    const denied = existed ? accessError(database, readonly) : null;
+    if (denied !== null) throw denied;
     if (existed) lock?.lockDatabaseFile(database);
     // NETSQLITE_ENGINE and NETSQLITE_SQLITE_LIB, when they may not be read, are not ignored silently.
     const unread = unreadEnvironmentWarning(config.sqlite);
@@ -212,7 +230,7 @@ export async function serve(options: ServeOptions = {}): Promise<Server> {
     lock?.release(true);
     throw err;
   }
-  return new RunningServer(config, engine!, listener, lock, budget);
+  return new RunningServer(config, engine!, listener, lock, budget, fileSize);
 }
 
 /**
@@ -264,6 +282,7 @@ async function serveCluster(config: ServeConfig): Promise<Server> {
     listener,
     null,
     drawFdBudget(config),
+    null,
   );
 }
 
@@ -382,6 +401,7 @@ class RunningServer implements Server {
   readonly #hello: HelloReply;
   readonly #config: ServeConfig;
   readonly #lock: DatabaseLock | null;
+  readonly #fileSize: FileSizeSignal | null;
   /** Identity of the socket file this server created, or `null` (TCP). */
   #stopping: Promise<void> | null = null;
   #graceMs = 0;
@@ -413,6 +433,7 @@ class RunningServer implements Server {
     listener: Listener,
     lock: DatabaseLock | null,
     budget: FdBudget,
+    fileSize: FileSizeSignal | null,
   ) {
     this.#config = config;
     this.#engine = engine;
@@ -420,6 +441,7 @@ class RunningServer implements Server {
     const { engine: kind, library, version, limitations } = engine.sqlite;
     this.sqlite = { engine: kind, library, version, limitations };
     this.#lock = lock;
+    this.#fileSize = fileSize;
     const la = listener.addr;
     this.addr = la.transport === "unix"
       ? { transport: "unix", path: (la as Deno.UnixAddr).path }
@@ -446,7 +468,12 @@ class RunningServer implements Server {
         ? `dqlite:${config.dqlite.database}`
         : databaseIdentity(config.database),
     };
-    lock?.record(formatAddress(absoluteAddress(this.addr)));
+    try {
+      lock?.record(formatAddress(absoluteAddress(this.addr)));
+    } catch (err) {
+      if (!isNoSpace(err)) throw err;
+      // Warned at the start (DatabaseLock.acquire): the lock is held without its record.
+    }
     if (config.announceFile !== null && this.addr.transport === "tcp") {
       Deno.writeTextFileSync(config.announceFile, String(this.addr.port));
     }
@@ -466,6 +493,7 @@ class RunningServer implements Server {
       admit: (session) => this.#admit(session),
     };
     if (engine instanceof Engine) engine.onLog = (level, message) => log.log(level, message);
+    if (listener instanceof UnixSocketListener) listener.onSocketReplaced = (m) => log.warn(m);
     if (listener instanceof TlsListener) {
       if (listener.certificateWarning !== null) log.warn(listener.certificateWarning);
       // Port scans, HTTP requests and clients without TLS or that distrust the certificate.
@@ -756,6 +784,7 @@ class RunningServer implements Server {
     await this.#engine.close();
     await this.#cleanupFiles();
     this.#lock?.release();
+    this.#fileSize?.close();
   }
 
   /**

@@ -351,12 +351,14 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
 
 /**
  * The pid and address of the server that owns the database's lock, from a
- * started server's `another server owns <db> (pid N, socket S)`, or `null`
+ * started server's `another server owns <db> (pid N, socket S)` (perhaps followed by `; its
+ * socket file is not there ...`), or `null`
  * when the reason does not name them.
  */
 function lockOwner(reason: string): { pid: number; socket: string } | null {
   const line = reason.split(" / ").find((l) => l.includes(LOCKED_TEXT)) ?? "";
-  const m = /\bpid (\d+), socket ((?:unix|tcp):.+)\)$/.exec(line);
+  const m = /\bpid (\d+), socket ((?:unix|tcp):.+?)\)(?:; its socket file is not there.*)?$/
+    .exec(line);
   return m === null ? null : { pid: Number(m[1]), socket: m[2] };
 }
 

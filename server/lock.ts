@@ -104,7 +104,7 @@ function refuseServedHere(database: string, real: string): void {
     `link: this process serves it as ${first.real}`;
   throw new DatabaseLockedError(
     `another server owns ${database} (${alias(database, real)}pid ${Deno.pid}, socket ` +
-      `${first.socket}${hardLink})`,
+      `${first.socket}${hardLink})${missingSocket(first.socket)}`,
   );
 }
 
@@ -129,6 +129,8 @@ export class DatabaseLock {
   /** The database's real path. */
   readonly database: string;
   #released = false;
+  /** Why the owner record could not be written (a full disk), or `null`. */
+  warning: string | null = null;
 
   private constructor(
     file: Deno.FsFile,
@@ -184,7 +186,7 @@ export class DatabaseLock {
         const owner = readOwner(path);
         throw new DatabaseLockedError(
           `another server owns ${database} (${alias(database, real)}pid ${owner.pid}, ` +
-            `socket ${owner.socket})`,
+            `socket ${owner.socket})${missingSocket(owner.socket)}`,
         );
       }
       // A start that failed may have deleted the file between our open and our lock:
@@ -197,7 +199,12 @@ export class DatabaseLock {
       try {
         lock.record(address);
       } catch (err) {
-        // A full disk, say: the start fails, and leaves no empty lock file behind.
+        if (isNoSpace(err)) {
+          // A full disk: the lock is held all the same (the record only informs a second server).
+          lock.warning = `cannot write the lock file "${path}" (${(err as Error).message}): ` +
+            "holding its lock without recording this server's pid and socket in it";
+          return lock;
+        }
         lock.release(true);
         throw recordError(err, database, path);
       }
@@ -555,6 +562,12 @@ function recordError(err: unknown, database: string, path: string): unknown {
   return named;
 }
 
+/** True for `ENOSPC` (no space left on the device). */
+export function isNoSpace(err: unknown): boolean {
+  return err instanceof Error &&
+    ((err as { code?: unknown }).code === "ENOSPC" || /\(os error 28\)/.test(err.message));
+}
+
 function sameFile(file: Deno.FsFile, path: string): boolean {
   try {
     const a = file.statSync();
@@ -573,6 +586,26 @@ function sameFile(file: Deno.FsFile, path: string): boolean {
  */
 function alias(database: string, real: string): string {
   return real === resolve(database) ? "" : `which is ${real}; `;
+}
+
+/**
+ * What a second server's message adds when the owner's Unix socket file is
+ * not there: the owner is starting (it takes the lock before it listens),
+ * or someone deleted it, and the owner makes it again within a second
+ * (transport/unix_socket_listener.ts; a server of an older version only at
+ * a restart). Nothing when it is there, or for TCP. After the parenthesis,
+ * which clients read (client/autostart.ts).
+ */
+function missingSocket(socket: string): string {
+  if (!socket.startsWith("unix:")) return "";
+  try {
+    Deno.lstatSync(socket.slice("unix:".length));
+    return "";
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) return "";
+  }
+  return "; its socket file is not there: that server is starting, or the file was deleted while " +
+    "it runs (it makes it again within a second; a server of an older version needs a restart)";
 }
 
 /** The pid and address recorded in a lock file (`unknown` while being written). */

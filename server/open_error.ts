@@ -262,3 +262,41 @@ function isDirectory(path: string): boolean {
     return false;
   }
 }
+
+/**
+ * The start-up error of a database file this user may not read (its mode or
+ * owner): naming the file, its owner and mode, and what is missing, where
+ * the system's error (`Permission denied (os error 13): open '...'`) says
+ * neither; `null` when the file can be read (or is absent: created later).
+ *
+ * @param database The database path, as given.
+ * @param readonly Whether it is served read-only (`--readonly`): then reading is all it needs.
+ */
+export function accessError(database: string, readonly: boolean): Error | null {
+  if (database === ":memory:" || database === "") return null;
+  try {
+    Deno.openSync(database, { read: true }).close();
+    return null;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.PermissionDenied)) return null;
+    let info: Deno.FileInfo | null = null;
+    try {
+      info = Deno.statSync(database);
+    } catch {
+      // A directory above it may not be searched: described as far as known.
+    }
+    const bits = info?.mode == null ? null : (info.mode & 0o777).toString(8).padStart(4, "0");
+    const whose = info === null || info.uid === null || bits === null
+      ? ""
+      : ` (owner uid ${info.uid}, group ${info.gid}, mode ${bits})`;
+    const need = readonly ? "read" : "read and write";
+    return new Deno.errors.PermissionDenied(
+      `Cannot serve "${database}": this user may not read the database file${whose}: ` +
+        `the server needs to ${need} it: make it ${
+          readonly ? "readable" : "readable and writable"
+        } ` +
+        "by this user (chmod or chown), or run the server as its owner",
+      { cause: err },
+    );
+  }
+}

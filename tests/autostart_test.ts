@@ -463,8 +463,10 @@ Deno.test({
       }).then(() => assert.fail("A connected"), (e: unknown) => e);
       await until(() => existsPath(path), 5000, "the started server to listen");
       const [pid] = serverPids(database);
-      // A finds nothing at its path from now on; its tries still waiting time out (100 ms).
+      // A finds no server at its path from now on; its tries still waiting time out (100 ms).
+      // A directory takes the socket's place: the server would make a deleted socket again.
       Deno.renameSync(path, moved);
+      Deno.mkdirSync(path);
       await new Promise((resolve) => setTimeout(resolve, 400));
       // B waits at the other name; the database opens, and the server answers B.
       const connecting = connect({ path: moved, connectTimeout: 10000 });

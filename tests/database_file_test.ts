@@ -445,7 +445,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "A start on a full disk fails naming the lock file it could not write, and leaves none",
+  name: "A start on a full disk warns of the lock file it could not write, fails naming the full " +
+    "device (a WAL database needs room), and leaves no lock file",
   ignore: !canMount,
   fn: async () => {
     await using dir = await tempDir();
@@ -469,13 +470,66 @@ Deno.test({
       const srv = spawnServer(db, sock);
       assert.equal((await srv.child.status).code, 1);
       await srv.done;
+      assert.ok(
+        srv.log().includes(
+          `warn  netsqlite: cannot write the lock file "${db}.lock" (No space left on device ` +
+            "(os error 28)): holding its lock without recording this server's pid and socket in it",
+        ),
+        srv.log(),
+      );
       assert.match(
         srv.log(),
-        new RegExp(
-          `Cannot serve "${db}": cannot write its lock file "${db}.lock": No space left on device`,
-        ),
+        /Cannot open database ".*": disk I\/O error: the device holding .* is full/,
       );
       assert.deepEqual([...Deno.readDirSync(disk)].map((e) => e.name).sort(), ["a.db", "filler"]);
+    } finally {
+      new Deno.Command("umount", { args: [disk] }).outputSync();
+    }
+  },
+});
+
+Deno.test({
+  name: "A --readonly start on a full disk serves, holding the lock without its record",
+  ignore: !canMount,
+  fn: async () => {
+    await using dir = await tempDir();
+    const disk = `${dir.path}/disk`;
+    Deno.mkdirSync(disk);
+    assert.ok(mountTmpfs(disk, "256k"));
+    try {
+      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+      const pre = new DatabaseSync(db); // a rollback-journal database: read without writing
+      pre.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+      pre.close();
+      const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
+      try {
+        const block = new Uint8Array(4096);
+        for (;;) filler.writeSync(block);
+      } catch {
+        // The disk is full.
+      } finally {
+        filler.close();
+      }
+      const srv = spawnServer(db, sock, ["--readonly"]);
+      try {
+        const c = await connectWhenUp(sock, srv.child);
+        try {
+          assert.deepEqual(await c.values("SELECT x FROM t"), [[1]]);
+        } finally {
+          await c.close();
+        }
+        // The lock is held: a second server is refused.
+        const second = spawnServer(db, `${dir.path}/b.sock`, ["--readonly"]);
+        assert.equal((await second.child.status).code, 1);
+        await second.done;
+        assert.match(second.log(), /another server owns .*a\.db \(pid unknown, socket unknown\)/);
+      } finally {
+        assert.equal(await stop(srv), 0);
+      }
+      assert.match(
+        srv.log(),
+        /warn {2}netsqlite: cannot write the lock file ".*a\.db\.lock" \(No space left on device/,
+      );
     } finally {
       new Deno.Command("umount", { args: [disk] }).outputSync();
     }

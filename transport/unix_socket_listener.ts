@@ -44,11 +44,33 @@ export { MAX_SOCKET_PATH_BYTES };
 /** How long a start waits for another server's claim of the directory (ms). */
 const DIR_LOCK_WAIT_MS = 2000;
 
-/** A listening Unix socket whose file the server removes only while it is its own. */
+/** How often a listener checks that its socket file is still there (ms). */
+export const SOCKET_CHECK_MS = 1000;
+
+/**
+ * A listening Unix socket whose file the server removes only while it is its own.
+ *
+ * Every {@link SOCKET_CHECK_MS} it checks (`lstat`) that its file is still at
+ * its path: deleted (by hand, or by a cleaner of `/tmp`), no new client could
+ * ever connect, so it listens again on a new socket file there (the old one
+ * stops; connections already made go on). Another file in its place is left
+ * alone, and reported once through {@link onSocketReplaced}.
+ */
 export class UnixSocketListener implements Listener {
-  readonly #inner: Deno.Listener;
+  #inner: Deno.Listener;
   readonly #addr: Deno.UnixAddr;
-  readonly #fileId: string | null;
+  #fileId: string | null;
+  #mode: number;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  /** The identity of the other file last reported in the socket's place. */
+  #reported: string | null = null;
+  /** How many times the socket was made again (names its socket in the private directory). */
+  #generation = 0;
+  /**
+   * Told when the socket file was deleted and made again (`replacement`
+   * `null`), or when another file took its place (it is left there).
+   */
+  onSocketReplaced: ((message: string) => void) | null = null;
   /** The private directory, locked through this handle, until it is removed. */
   #privateDir: { path: string; handle: Deno.FsFile } | null;
   /** `accept()` calls in progress: each keeps Deno's listener (and its unlink) alive. */
@@ -67,11 +89,72 @@ export class UnixSocketListener implements Listener {
     path: string,
     fileId: string | null,
     privateDir: { path: string; handle: Deno.FsFile } | null = null,
+    mode = 0o600,
   ) {
     this.#inner = inner;
     this.#addr = { transport: "unix", path };
     this.#fileId = fileId;
     this.#privateDir = privateDir;
+    this.#mode = mode;
+    if (fileId !== null) {
+      const timer = setInterval(() => this.#checkFile(), SOCKET_CHECK_MS);
+      Deno.unrefTimer(timer);
+      this.#timer = timer;
+    }
+  }
+
+  /** Makes the socket again when its file is gone; reports another file in its place. */
+  #checkFile(): void {
+    if (this.#closed) return;
+    let id: string | null;
+    try {
+      const info = Deno.lstatSync(this.#addr.path);
+      id = info.ino === null ? null : `${info.dev}:${info.ino}`;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) {
+        this.#relisten();
+        return;
+      }
+      return; // cannot be examined now (a directory made unreadable): tried again later
+    }
+    if (id === null || id === this.#fileId || id === this.#reported) return;
+    this.#reported = id;
+    this.onSocketReplaced?.(
+      `the socket file unix:${this.#addr.path} was replaced by another file: left as it is; ` +
+        "new clients cannot reach this server there (restart it, or remove that file: the " +
+        "server then makes its socket again)",
+    );
+  }
+
+  /** Listens on a new socket file at the path (the old one was deleted). */
+  #relisten(): void {
+    const path = this.#addr.path;
+    const dir = this.#privateDir?.path ?? null;
+    // In the private directory under a name of its own (closing the old listener unlinks its name).
+    const bound = dir === null ? path : `${dir}/${TEMPORARY_SOCKET}${++this.#generation}`;
+    let inner: Deno.Listener;
+    try {
+      inner = bindSocket(path, bound, this.#mode, dir === null);
+      if (bound !== path) Deno.renameSync(bound, path);
+    } catch (err) {
+      this.onSocketReplaced?.(
+        `the socket file unix:${path} was deleted, and could not be made again: ` +
+          `${(err as Error).message}; tried again in ${SOCKET_CHECK_MS} ms`,
+      );
+      return;
+    }
+    const old = this.#inner;
+    this.#inner = inner;
+    this.#fileId = socketFileId(path);
+    this.#reported = null;
+    try {
+      old.close(); // a pending accept() goes on with the new listener
+    } catch {
+      // Closed already.
+    }
+    this.onSocketReplaced?.(
+      `the socket file unix:${path} was deleted while the server ran: made it again`,
+    );
   }
 
   /** The socket's real path (not the temporary name it was created under). */
@@ -89,7 +172,16 @@ export class UnixSocketListener implements Listener {
     this.#accepting++;
     let conn: Deno.Conn;
     try {
-      conn = await this.#inner.accept();
+      for (;;) {
+        const inner = this.#inner;
+        try {
+          conn = await inner.accept();
+          break;
+        } catch (err) {
+          // The socket was made again meanwhile: accept on the new one.
+          if (this.#closed || inner === this.#inner) throw err;
+        }
+      }
     } finally {
       this.#accepting--;
       this.#removePrivateDirOnceClosed();
@@ -105,6 +197,7 @@ export class UnixSocketListener implements Listener {
    * ends: only then does Deno unlink the name it was bound to).
    */
   close(): void {
+    clearInterval(this.#timer);
     try {
       this.#inner.close();
     } finally {
@@ -199,7 +292,7 @@ async function listenPrivately(
         cause: err,
       });
     }
-    return new UnixSocketListener(inner, path, id, { path: temp, handle });
+    return new UnixSocketListener(inner, path, id, { path: temp, handle }, mode);
   } catch (err) {
     handle.close();
     await removePrivateDir(temp).catch(() => {});
@@ -233,7 +326,7 @@ async function lockPrivateDir(temp: string): Promise<Deno.FsFile> {
 async function listenInPlace(path: string, mode: number): Promise<UnixSocketListener> {
   await Deno.remove(path).catch(() => {}); // stale, if anything
   const inner = bindSocket(path, path, mode, true);
-  return new UnixSocketListener(inner, path, socketFileId(path));
+  return new UnixSocketListener(inner, path, socketFileId(path), null, mode);
 }
 
 /**
