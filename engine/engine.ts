@@ -1074,7 +1074,8 @@ export class Engine {
    */
   #groupable(p: Prepared, sql: string): boolean {
     if (p.txOp !== null || p.touchesTemp || p.changesSchema) return false;
-    if (p.mentionsRollback ??= /rollback/i.test(sql)) return false;
+    p.mentionsRollback ??= /rollback/i.test(sql);
+    if (p.mentionsRollback) return false;
     const traits = this.#schemaTraits();
     if (traits === null || traits.rollsBack) return false;
     if (!this.#tellsDeferred && traits.defersForeignKeys) return false;

@@ -48,11 +48,12 @@ const keptErrors = new WeakSet<object>();
 
 /**
  * The error a held reply of a group member gets when its group did not
- * commit (`groupError`: another member's write stopped at its deadline or
- * ended the transaction by an I/O error, or the COMMIT failed). A write that failed alone keeps its own error (`held`);
- * one whose earlier rows the group kept (OR FAIL, RAISE(FAIL)) lost them
- * with the group, so its plain constraint error (which says those rows
- * stay) would mislead: it gets the group's error, naming its own as the
+ * commit (`groupError`: another member's write was stopped at its
+ * deadline or ended the transaction by an error such as an I/O error, or
+ * the COMMIT failed). A write that failed alone keeps its own error
+ * (`held`); one whose earlier rows the group kept (OR FAIL, RAISE(FAIL))
+ * lost them with the group, so its plain constraint error (which says those
+ * rows stay) would mislead: it gets the group's error, naming its own as the
  * detail and carrying it as `cause`.
  *
  * @param held The member's own error (undefined: its write succeeded).
@@ -209,10 +210,10 @@ export class GroupCommit {
         // that may fail by ON CONFLICT ROLLBACK or RAISE(ROLLBACK) run
         // alone: the engine does not group them.)
         const stopped = err instanceof SqliteError && err.code === ErrorCode.StatementTimeout;
-        const code = err instanceof SqliteError ? err.code : "an error";
+        const code = err instanceof SqliteError ? ` (${err.code})` : "";
         const why = stopped
           ? "stopped at its deadline (a write stopped inside a transaction undoes all of it)"
-          : `whose error (${code}) ended the transaction`;
+          : `whose error${code} ended the transaction`;
         this.#finish(
           new SqliteError(
             "SQLITE_ABORT",
