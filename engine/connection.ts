@@ -100,6 +100,12 @@ export interface Prepared {
   /** Cached answer of {@link Connection.setsRowid}. */
   setsRowid?: boolean;
   /**
+   * True when its SQL text mentions `rollback` anywhere (`OR ROLLBACK`,
+   * `RAISE(ROLLBACK, ...)`, or merely a name): such a write never joins a
+   * group commit (see `engine.ts`). Set once looked at.
+   */
+  mentionsRollback?: boolean;
+  /**
    * The columns it or its triggers update in tables of the main database,
    * `[table, column]` (a rowid named `rowid`, `oid` or `_rowid_` comes as
    * `ROWID`): when one is the table's rowid or its INTEGER PRIMARY KEY, the

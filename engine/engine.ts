@@ -157,6 +157,23 @@ export const FILE_CHECK_MS = 1000;
  */
 export const JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024;
 
+/** What the schema declares that keeps writes out of group commits (see `Engine`). */
+interface SchemaTraits {
+  /**
+   * A table declares a foreign key `DEFERRABLE INITIALLY DEFERRED`: a write
+   * leaving it unresolved would fail the shared COMMIT for every member, so
+   * a binding that cannot tell (node:sqlite) groups no writes.
+   */
+  readonly defersForeignKeys: boolean;
+  /**
+   * A table or trigger mentions `rollback` (`ON CONFLICT ROLLBACK`,
+   * `RAISE(ROLLBACK, ...)`): a write failing by it would roll back the
+   * group's transaction, every other client's write with it, so no write
+   * groups.
+   */
+  readonly rollsBack: boolean;
+}
+
 /** Owns the database connections and arbitrates the writer. */
 export class Engine {
   readonly #config: EngineConfig;
@@ -206,10 +223,11 @@ export class Engine {
    */
   #writerSeen: Uint32Array;
   /**
-   * Whether the schema declares deferred foreign keys (`null`: not looked
-   * yet), for a binding that cannot tell when a write leaves one unresolved.
+   * What the schema holds that keeps writes out of group commits
+   * (`#schemaTraits`; `null`: not looked yet, or looked again since it
+   * may have changed).
    */
-  #deferredFks: boolean | null = null;
+  #traits: SchemaTraits | null = null;
   /** True when the binding tells when a write leaves a deferred foreign key unresolved. */
   readonly #tellsDeferred: boolean;
   /** Set when a statement changed the schema inside the open transaction (see `#release`). */
@@ -1042,27 +1060,42 @@ export class Engine {
    * True when a write of `p` by a session outside any transaction can join
    * the group commit: it controls no transaction, touches no TEMP object,
    * changes no schema (a read the client pipelines behind it must see the
-   * change, and cannot prepare on the shared reader before the commit), and
-   * has run within the inline budget before (a statement that might run
-   * long must not hold the group; the first of a group is stopped and run
-   * again alone if it turns slow, later ones cannot be).
+   * change, and cannot prepare on the shared reader before the commit),
+   * cannot end the group's transaction (see below), and has run within the
+   * inline budget before (a statement that might run long must not hold the
+   * group; the first of a group is stopped and run again alone if it turns
+   * slow, later ones cannot be).
+   *
+   * A write whose failure rolls back the whole transaction (`OR ROLLBACK`,
+   * a trigger's `RAISE(ROLLBACK)`) would undo every other client's write
+   * in the group: it runs alone, as does every write while a table or
+   * trigger of the schema mentions `rollback` (a conflict clause, a trigger
+   * raising it), and while the schema cannot be looked at now.
    */
   #groupable(p: Prepared, sql: string): boolean {
     if (p.txOp !== null || p.touchesTemp || p.changesSchema) return false;
-    if (!this.#tellsDeferred && this.#schemaDefersForeignKeys()) return false;
+    p.mentionsRollback ??= /rollback/i.test(sql);
+    if (p.mentionsRollback) return false;
+    const traits = this.#schemaTraits();
+    if (traits === null || traits.rollsBack) return false;
+    if (!this.#tellsDeferred && traits.defersForeignKeys) return false;
     if (!this.#writer.caps.background) return true;
     return this.#writer.peek(sql)?.fast === true;
   }
 
   /**
-   * True when a table of any attached schema declares a foreign key
-   * `DEFERRABLE INITIALLY DEFERRED` (or the text merely mentions it: then
-   * writes only lose the group commit). Grouping a write that leaves such a
-   * key unresolved would fail the shared COMMIT for every member; a binding
-   * that cannot tell (node:sqlite) groups no writes then.
+   * What the tables and triggers of every attached schema declare that
+   * keeps writes out of group commits (the text merely mentioning it is
+   * enough: writes then only lose the group commit), looked at once per
+   * schema version. `null` (writes do not group now) while the writer is
+   * not free for a group: held by a transaction (reading there would begin
+   * its snapshot early) or a write running alone, or stepping in the
+   * background (no other statement may use it meanwhile). Such a write
+   * waits for the writer, and asks again when woken.
    */
-  #schemaDefersForeignKeys(): boolean {
-    if (this.#deferredFks !== null) return this.#deferredFks;
+  #schemaTraits(): SchemaTraits | null {
+    if (this.#traits !== null) return this.#traits;
+    if (this.#queue.owner !== null || this.#group.committing) return null;
     const query = (sql: string) => {
       const st = this.#writer.db.prepare(sql)!;
       try {
@@ -1071,13 +1104,22 @@ export class Engine {
         st.finalize();
       }
     };
-    const schemas = query("SELECT name FROM pragma_database_list").map((r) => String(r[0]));
-    return this.#deferredFks = schemas.some((name) =>
-      query(
-        `SELECT 1 FROM "${name.replaceAll('"', '""')}".sqlite_schema ` +
-          "WHERE type = 'table' AND sql LIKE '%deferred%' LIMIT 1",
-      ).length > 0
-    );
+    try {
+      const schemas = query("SELECT name FROM pragma_database_list").map((r) => String(r[0]));
+      const any = (where: string) =>
+        schemas.some((name) =>
+          query(
+            `SELECT 1 FROM "${name.replaceAll('"', '""')}".sqlite_schema WHERE ${where} LIMIT 1`,
+          ).length > 0
+        );
+      return this.#traits = {
+        defersForeignKeys: any("type = 'table' AND sql LIKE '%deferred%'"),
+        rollsBack: any("type IN ('table', 'trigger') AND sql LIKE '%rollback%'"),
+      };
+    } catch (err) {
+      if (isBusyInBackground(err)) return null;
+      throw err;
+    }
   }
 
   /** Tracks a statement running in the background until it settles. */
@@ -1156,7 +1198,7 @@ export class Engine {
     if (p.setsPragma !== null) this.#pragmaSet(p.setsPragma);
     if (!p.changesSchema) return;
     this.#writer.clearCache();
-    this.#deferredFks = null;
+    this.#traits = null;
     if (this.#writer.inTransaction) this.#schemaChangedInTx = true;
   }
 
@@ -1181,7 +1223,7 @@ export class Engine {
     const version = this.#writer.refreshSchema();
     if (version !== this.#writerSchema) {
       this.#writerSchema = version;
-      this.#deferredFks = null;
+      this.#traits = null;
     }
   }
 
@@ -1204,7 +1246,7 @@ export class Engine {
     if (!this.#walWatch.changedSince(this.#writerSeen)) return;
     this.#writerSchemaStale = true;
     this.#writer.refreshSchema();
-    this.#deferredFks = null;
+    this.#traits = null;
   }
 
   /** The writer's schema version at its last `#refreshWriterSchema`. */
@@ -1218,7 +1260,7 @@ export class Engine {
       // schema that no longer is.
       this.#schemaChangedInTx = false;
       this.#writer.clearCache();
-      this.#deferredFks = null;
+      this.#traits = null;
     }
     // Keys a batch turned off are on again before anyone else writes (the
     // batch's transaction is over: the PRAGMA is a no-op inside one).

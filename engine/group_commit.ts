@@ -48,11 +48,12 @@ const keptErrors = new WeakSet<object>();
 
 /**
  * The error a held reply of a group member gets when its group did not
- * commit (`groupError`: ON CONFLICT ROLLBACK in another member, or the
- * COMMIT failed). A write that failed alone keeps its own error (`held`);
- * one whose earlier rows the group kept (OR FAIL, RAISE(FAIL)) lost them
- * with the group, so its plain constraint error (which says those rows
- * stay) would mislead: it gets the group's error, naming its own as the
+ * commit (`groupError`: another member's write was stopped at its
+ * deadline or ended the transaction by an error such as an I/O error, or
+ * the COMMIT failed). A write that failed alone keeps its own error
+ * (`held`); one whose earlier rows the group kept (OR FAIL, RAISE(FAIL))
+ * lost them with the group, so its plain constraint error (which says those
+ * rows stay) would mislead: it gets the group's error, naming its own as the
  * detail and carrying it as `cause`.
  *
  * @param held The member's own error (undefined: its write succeeded).
@@ -203,13 +204,16 @@ export class GroupCommit {
       } else if (db.inTransaction) {
         db.exec("ROLLBACK TO netsqlite_group; RELEASE netsqlite_group");
       } else {
-        // ON CONFLICT ROLLBACK or RAISE(ROLLBACK) ended the whole group, or
-        // a write stopped at its deadline (SQLite undoes the whole
-        // transaction around a stopped write).
+        // A write stopped at its deadline ended the whole group (SQLite
+        // undoes the whole transaction around a stopped write), or an error
+        // that ends the transaction (an I/O error, a full disk). (Writes
+        // that may fail by ON CONFLICT ROLLBACK or RAISE(ROLLBACK) run
+        // alone: the engine does not group them.)
         const stopped = err instanceof SqliteError && err.code === ErrorCode.StatementTimeout;
+        const code = err instanceof SqliteError ? ` (${err.code})` : "";
         const why = stopped
           ? "stopped at its deadline (a write stopped inside a transaction undoes all of it)"
-          : "(ON CONFLICT ROLLBACK or RAISE(ROLLBACK))";
+          : `whose error${code} ended the transaction`;
         this.#finish(
           new SqliteError(
             "SQLITE_ABORT",
