@@ -41,7 +41,9 @@
 
 import {
   cancelledAfterWrite,
-  commitRolledBack,
+  commitFailed,
+  commitMayHaveWritten,
+  commitOutcomeUnknown,
   cursorInterrupted,
   cursorTxEnded,
   leaseExpired,
@@ -122,14 +124,19 @@ function endedNoOp(): Outcome {
   return { columns: [], rows: [], changes: 0, lastInsertRowid: 0 };
 }
 
-/** The error of a batch whose COMMIT failed: nothing of it was applied. */
+/**
+ * The error of a batch whose COMMIT failed: nothing of it was applied, or,
+ * after an error that may have come once the commit was written, the
+ * outcome is unknown (`mayHaveRun`).
+ */
 function batchCommitFailed(err: unknown): unknown {
   if (!(err instanceof SqliteError)) return err;
+  if (commitMayHaveWritten(err)) return commitOutcomeUnknown(err, "the batch");
   return new SqliteError(
     err.code,
     `Batch commit failed, nothing was applied: ${err.message}`,
     err.sqliteCode,
-    { cause: err },
+    { cause: err, mayHaveRun: false },
   );
 }
 
@@ -304,6 +311,7 @@ export class EngineSession implements HostedSession {
     if (this.#endsEndedTx(sql)) return null;
     const host = this.#host;
     if (!host.writer.acquire(this)) return BLOCKED;
+    this.#grouping = false; // (a script's writes are never grouped)
     const writer = host.writer.connection;
     let touchedTemp = false;
     let n = 0; // statements of the script begun
@@ -520,7 +528,7 @@ export class EngineSession implements HostedSession {
       err.code,
       `${err.message} (statement ${n} of the script${before})`,
       err.sqliteCode,
-      { cause: err },
+      { cause: err, mayHaveRun: err.mayHaveRun },
     );
   }
 
@@ -981,6 +989,14 @@ export class EngineSession implements HostedSession {
    * none meant for the transaction runs in autocommit.
    */
   #noteAbort(err: unknown, p: Prepared, wasInTx: boolean): unknown {
+    // An autocommit write commits at its last step: an error there may have
+    // come once the commit was written. (A grouped write commits later, with
+    // its group; a batch's statement with the batch.)
+    if (
+      !wasInTx && !this.#grouping && !this.#batchTx && writes(p) && commitMayHaveWritten(err)
+    ) {
+      return commitOutcomeUnknown(err as SqliteError, "the write");
+    }
     // A batch's own transaction ending fails just the batch.
     if (!wasInTx || this.#batchTx) return err;
     // The engine ended the transaction meanwhile (its lease ran out) and
@@ -990,10 +1006,11 @@ export class EngineSession implements HostedSession {
     if (p.txOp !== null && p.txOp !== "ROLLBACK TO") {
       // The client's own COMMIT (or RELEASE of its outermost savepoint)
       // failed, and SQLite rolled the transaction back (a full disk, an
-      // I/O error): it has ended, as the client asked, but undone. The
-      // ROLLBACK that clients send after a failed COMMIT is a no-op.
+      // I/O error): it has ended, as the client asked, but undone (or, after
+      // some I/O errors, maybe written). The ROLLBACK that clients send
+      // after a failed COMMIT is a no-op.
       this.#endedAtCommit = true;
-      return commitRolledBack(err);
+      return commitFailed(err);
     }
     this.#aborted = txAborted(err);
     return txRolledBack(err);

@@ -18,6 +18,7 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
+import { commitMayHaveWritten, commitOutcomeUnknown } from "./session_errors.ts";
 import { type Connection, release } from "./connection.ts";
 import { changeLogOf } from "./change_log.ts";
 import { isRoomFull, LockBusy, metLock } from "./run.ts";
@@ -68,9 +69,23 @@ export function heldReplyError(held: unknown, groupError: SqliteError): unknown 
     `${groupError.message} (the statement had failed with ${held.code}: "${held.message}", ` +
       "and the rows it changed before that, which SQLite keeps, were rolled back with the group)",
     groupError.sqliteCode,
-    { cause: held },
+    { cause: held, mayHaveRun: groupError.mayHaveRun },
   );
 }
+
+/**
+ * True for a statement's error after which SQLite may roll back the whole
+ * transaction it ran in: a full disk, an I/O error, no memory.
+ */
+function endsTransaction(err: unknown): err is SqliteError {
+  const primary = err instanceof SqliteError ? (err.sqliteCode ?? 0) & 0xff : 0;
+  return primary === SQLITE_FULL || primary === SQLITE_IOERR || primary === SQLITE_NOMEM;
+}
+
+/** SQLite's primary codes for no memory, an I/O error and a full disk. */
+const SQLITE_NOMEM = 7;
+const SQLITE_IOERR = 10;
+const SQLITE_FULL = 13;
 
 /** SQLite's primary code for a constraint error. */
 const SQLITE_CONSTRAINT = 19;
@@ -210,6 +225,21 @@ export class GroupCommit {
         // that may fail by ON CONFLICT ROLLBACK or RAISE(ROLLBACK) run
         // alone: the engine does not group them.)
         const stopped = err instanceof SqliteError && err.code === ErrorCode.StatementTimeout;
+        if (!stopped && endsTransaction(err)) {
+          // A full disk or an I/O error (a write spilling pages to the WAL):
+          // SQLite rolled back the whole group. The others get that cause.
+          this.#finish(
+            new SqliteError(
+              err.code,
+              `Write was rolled back with its group commit: a later write in it failed with ` +
+                `${err.code} (${err.message}), and SQLite rolled back the whole group: ` +
+                "nothing of this write was written; retry",
+              err.sqliteCode,
+              { cause: err, mayHaveRun: false },
+            ),
+          );
+          throw err;
+        }
         const code = err instanceof SqliteError ? ` (${err.code})` : "";
         const why = stopped
           ? "stopped at its deadline (a write stopped inside a transaction undoes all of it)"
@@ -288,7 +318,15 @@ export class GroupCommit {
     const db = this.#writer.db;
     if (db.inTransaction) db.exec("ROLLBACK");
     changeLogOf(this.#writer)?.discard();
-    return err instanceof SqliteError ? err : new SqliteError("INTERNAL", String(err));
+    if (!(err instanceof SqliteError)) return new SqliteError("INTERNAL", String(err));
+    if (commitMayHaveWritten(err)) return commitOutcomeUnknown(err, "the group holding this write");
+    return new SqliteError(
+      err.code,
+      `${err.message}; the group commit holding this write was rolled back, nothing of it was ` +
+        "written: retry",
+      err.sqliteCode,
+      { cause: err, mayHaveRun: false },
+    );
   }
 
   #finish(error: SqliteError | null): void {

@@ -133,10 +133,84 @@ function codeOf(err: unknown): string {
   return ErrorCode.Internal;
 }
 
+/** SQLite's primary result codes, and the extended ones {@link commitMayHaveWritten} tells apart. */
+const NOMEM = 7;
+const IOERR = 10;
+const IOERR_READ = 10 | (1 << 8);
+const IOERR_SHORT_READ = 10 | (2 << 8);
+const IOERR_WRITE = 10 | (3 << 8);
+
+/**
+ * True when `err`, the failure of a commit (a COMMIT, the RELEASE ending a
+ * transaction, the last step of an autocommit write), may have come after
+ * SQLite wrote the commit record: an I/O error other than a failed read or
+ * write (`SQLITE_IOERR_FSYNC`, `SQLITE_IOERR_SHMSIZE` as the WAL-index grows
+ * after the frames were written, ...), or running out of memory. SQLite then
+ * rolls the transaction back in memory, but the WAL may hold it, committed,
+ * for the next process that opens the database to find: the outcome is
+ * unknown. False for failures before anything was committed:
+ * `SQLITE_FULL`, `SQLITE_IOERR_WRITE` (a frame could not be written, the
+ * commit record last), `SQLITE_IOERR_READ`, constraints (a deferred foreign
+ * key), `SQLITE_BUSY` and `SQLITE_LOCKED`, and every other code, which
+ * SQLite raises before it writes (`SQLITE_CORRUPT`, `SQLITE_READONLY`, ...).
+ *
+ * @example
+ * ```ts
+ * import { SqliteError } from "../protocol/errors.ts";
+ * import { commitMayHaveWritten } from "./session_errors.ts";
+ * const fsync = new SqliteError("SQLITE_IOERR_FSYNC", "disk I/O error", 1034);
+ * const full = new SqliteError("SQLITE_FULL", "database or disk is full", 13);
+ * if (!commitMayHaveWritten(fsync) || commitMayHaveWritten(full)) throw new Error("wrong");
+ * ```
+ */
+export function commitMayHaveWritten(err: unknown): boolean {
+  if (!(err instanceof SqliteError) || err.sqliteCode === undefined) return false;
+  const code = err.sqliteCode;
+  if ((code & 0xff) === NOMEM) return true;
+  if ((code & 0xff) !== IOERR) return false;
+  return code !== IOERR_WRITE && code !== IOERR_READ && code !== IOERR_SHORT_READ;
+}
+
+/**
+ * `err` of a commit that may have been written ({@link commitMayHaveWritten}):
+ * `what` (`"the transaction"`, `"the write"`, ...) may be committed, or not;
+ * `mayHaveRun` true.
+ */
+export function commitOutcomeUnknown(err: SqliteError, what: string): SqliteError {
+  return new SqliteError(
+    err.code,
+    `${err.message}; outcome unknown: the commit of ${what} may have been written (SQLite ` +
+      "failed after it may have written it to the WAL: reads do not show it now, but opening " +
+      "the database after a crash may): check whether it took effect before retrying",
+    err.sqliteCode,
+    { cause: err, mayHaveRun: true },
+  );
+}
+
+/**
+ * `err` of a COMMIT (or of the RELEASE ending a transaction) that failed,
+ * SQLite having rolled the transaction back: nothing of it was written
+ * (`mayHaveRun` false), or, after an error that may have come once the
+ * commit was written ({@link commitMayHaveWritten}), the outcome is unknown
+ * (`mayHaveRun` true).
+ */
+export function commitFailed(err: unknown): SqliteError {
+  if (commitMayHaveWritten(err)) return commitOutcomeUnknown(err as SqliteError, "the transaction");
+  const e = err instanceof SqliteError ? err : null;
+  const message = err instanceof Error ? err.message : String(err);
+  return new SqliteError(
+    e?.code ?? ErrorCode.Internal,
+    `${message}; the transaction was rolled back at COMMIT, nothing of it was written: ` +
+      "retry the whole transaction",
+    e?.sqliteCode,
+    { cause: err, mayHaveRun: false },
+  );
+}
+
 /**
  * `err` of a COMMIT (or of the RELEASE ending a transaction) that failed
  * and made SQLite roll the transaction back: it has ended, nothing of it
- * was written.
+ * was written (cluster mode; the single-file engine says {@link commitFailed}).
  */
 export function commitRolledBack(err: unknown): SqliteError {
   const e = err instanceof SqliteError ? err : null;

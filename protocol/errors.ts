@@ -197,10 +197,9 @@ export interface WireError {
    */
   ran?: number;
   /**
-   * Cluster mode's `LEADER_LOST`, `NOT_LEADER`, `NO_LEADER` and
-   * `STATEMENT_TIMEOUT`, when the server knows: true when the request may
-   * have been applied (outcome unknown), false when it was not; absent when
-   * the server does not say (see {@link SqliteError.mayHaveRun}).
+   * Whether the request may have been applied, when the server knows: true
+   * (outcome unknown), false (it was not); absent when the server does not
+   * say (see {@link SqliteError.mayHaveRun}).
    */
   mayHaveRun?: boolean;
   /**
@@ -232,11 +231,16 @@ export class SqliteError extends Error {
   /** SQLite's numeric extended result code, when SQLite produced the error. */
   readonly sqliteCode: number | undefined;
   /**
-   * Cluster mode's `LEADER_LOST`, `NOT_LEADER`, `NO_LEADER` and
-   * `STATEMENT_TIMEOUT`: true when the request may have been applied
-   * (outcome unknown: check before retrying a write), false when it was
-   * not (safe to retry), as the message's end says. `undefined` on every
-   * other error, and from servers that do not say.
+   * True when the request may have been applied (outcome unknown: check
+   * before retrying a write), false when it was not (safe to retry), as the
+   * message says. Set on a failed commit: a `COMMIT` (or the `RELEASE`
+   * ending a transaction), a batch's, a script's, an autocommit write's and
+   * a group commit's; true after an I/O error that may have come once the
+   * commit was written (`SQLITE_IOERR_FSYNC`, `SQLITE_IOERR_SHMSIZE`, ...),
+   * false after one before (`SQLITE_FULL`, `SQLITE_IOERR_WRITE`, a
+   * constraint). In cluster mode also on `LEADER_LOST`, `NOT_LEADER`,
+   * `NO_LEADER` and `STATEMENT_TIMEOUT`. `undefined` on every other error
+   * (what it names did not happen), and from servers that do not say.
    */
   readonly mayHaveRun: boolean | undefined;
 
