@@ -22,6 +22,7 @@ import {
   type HelloReply,
   Op,
   type SubscribeRequest,
+  valueSize,
   type WireChange,
 } from "../protocol/messages.ts";
 import { callOptions, type CallShape } from "./_calls.ts";
@@ -179,7 +180,7 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   readonly #values: boolean;
   #queue: ChangeEvent[] = [];
   #head = 0;
-  /** Bytes of values of each queued event ({@link wireValueBytes}), as {@link #queue}. */
+  /** Bytes of values of each queued event ({@link valueSize}), as {@link #queue}. */
   #sizes: number[] = [];
   /** Bytes of values of the events queued and not yet yielded. */
   #queuedBytes = 0;
@@ -271,7 +272,7 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
       return;
     }
     for (const w of payload[2] as WireChange[]) {
-      const bytes = this.#values ? wireValueBytes(w[8]) : 0;
+      const bytes = this.#values ? valueSize(w[8]) : 0;
       const queued = this.#queue.length - this.#head;
       if (
         queued >= this.#buffer ||
@@ -363,25 +364,6 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
     first.reject(err);
     for (const w of rest) w.resolve({ value: undefined, done: true });
   }
-}
-
-/**
- * Approximate bytes a change's value holds as received, as the server
- * counts them (`valueSize` in `engine/change_log.ts`): a key-value value's
- * (or blob's) length, two per UTF-16 unit of a string, eight per column
- * plus two per unit of its name.
- */
-function wireValueBytes(value: unknown): number {
-  if (value === null || value === undefined) return 0;
-  if (value instanceof Uint8Array) return value.byteLength;
-  if (typeof value !== "object") return 0;
-  let n = 0;
-  for (const [k, v] of Object.entries(value)) {
-    n += 8 + 2 * k.length;
-    if (typeof v === "string") n += 2 * v.length;
-    else if (v instanceof Uint8Array) n += v.byteLength;
-  }
-  return n;
 }
 
 /**

@@ -68,6 +68,7 @@
  */
 
 import { SqliteError } from "../protocol/errors.ts";
+import { valueSize } from "../protocol/messages.ts";
 import { foldCase } from "./_sql_text.ts";
 import type { RowChange, RowChanging, RowidChange, SqlValue } from "./binding/binding.ts";
 import type { Connection, Prepared } from "./connection.ts";
@@ -132,22 +133,6 @@ export const MAX_QUEUED_CHANGES_PER_CONNECTION = 100_000;
 export const MAX_QUEUED_VALUE_BYTES = 256 * 1024 * 1024;
 /** Bytes of values queued on all feeds of one connection, unless configured (64 MiB). */
 export const MAX_QUEUED_VALUE_BYTES_PER_CONNECTION = 64 * 1024 * 1024;
-
-/**
- * Approximate bytes a change's value holds: a blob's length, two per
- * UTF-16 unit of a string, eight per number, plus column names.
- */
-export function valueSize(value: Record<string, unknown> | Uint8Array | null): number {
-  if (value === null) return 0;
-  if (value instanceof Uint8Array) return value.byteLength;
-  let n = 0;
-  for (const [k, v] of Object.entries(value)) {
-    n += 8 + 2 * k.length;
-    if (typeof v === "string") n += 2 * v.length;
-    else if (v instanceof Uint8Array) n += v.byteLength;
-  }
-  return n;
-}
 
 /**
  * How many changes, and bytes of their values, the server's feeds hold

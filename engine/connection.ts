@@ -25,7 +25,7 @@ import {
   VACUUM_ACTION,
 } from "./policy.ts";
 import { pragmaUse } from "./pragma_use.ts";
-import { startsWith, statementTokens } from "./_sql_text.ts";
+import { foldCase, startsWith, statementTokens } from "./_sql_text.ts";
 import { scan, type Token } from "../protocol/sql_lexer.ts";
 
 /** Transaction control done by a statement, as SQLite's authorizer names it. */
@@ -719,11 +719,11 @@ export class Connection {
    */
   setTempObjects(objects: readonly (readonly [string, string])[]): void {
     const tables = objects.filter(([type, name]) =>
-      (type === "table" || type === "view") && !asciiLower(name).startsWith("sqlite_")
+      (type === "table" || type === "view") && !foldCase(name).startsWith("sqlite_")
     );
     this.#tempObjects = tables.length === 0
       ? null
-      : new Map(tables.map(([type, name]) => [asciiLower(name), type]));
+      : new Map(tables.map(([type, name]) => [foldCase(name), type]));
     this.#clashes = null;
     this.#clashesStale = this.#tempObjects !== null;
   }
@@ -761,7 +761,7 @@ export class Connection {
         continue;
       }
       for (const [name] of names) {
-        const key = asciiLower(String(name));
+        const key = foldCase(String(name));
         if (temp.has(key) && !clashes?.has(key)) (clashes ??= new Map()).set(key, schema);
       }
     }
@@ -806,7 +806,7 @@ export class Connection {
         break;
     }
     if (name === null) return null;
-    const key = asciiLower(name);
+    const key = foldCase(name);
     const schema = this.#clashes!.get(key);
     if (schema === undefined) return null;
     if (this.#classifying) {
@@ -874,7 +874,7 @@ export class Connection {
 
   /** True when `name` is one of this connection's TEMP views. */
   #isTempView(name: string): boolean {
-    return this.#tempObjects?.get(asciiLower(name)) === "view";
+    return this.#tempObjects?.get(foldCase(name)) === "view";
   }
 
   /** True when the statement being prepared names one of this connection's TEMP views. */
@@ -897,7 +897,7 @@ export class Connection {
     let seen = false;
     for (let i = 0; i < tokens.length; i++) {
       const t = tokens[i];
-      if (!isNameToken(t) || asciiLower(tokenName(this.#preparing, t)) !== key) continue;
+      if (!isNameToken(t) || foldCase(tokenName(this.#preparing, t)) !== key) continue;
       const dot = tokens[i - 1];
       if (dot?.kind !== "punct" || dot.text !== "." || !isNameToken(tokens[i - 2])) return "bare";
       seen = true;
@@ -1378,11 +1378,6 @@ const SCHEMA_ACTIONS = new Set([
 function isCreate(action: number): boolean {
   return action === Auth.CREATE_TABLE || action === Auth.CREATE_TEMP_TABLE ||
     action === Auth.CREATE_VIEW || action === Auth.CREATE_TEMP_VIEW;
-}
-
-/** `s` with ASCII letters in lower case: how SQLite compares names. */
-function asciiLower(s: string): string {
-  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
 }
 
 /** True for a token that may be a name: a bare word or a quoted name. */

@@ -37,6 +37,7 @@
 
 import { type Db, rowsNow, type Sqlite } from "./binding/binding.ts";
 import { type Token, tokenize } from "../protocol/sql_lexer.ts";
+import { foldCase } from "./_sql_text.ts";
 
 /** One schema object that needs double-quoted string literals. */
 export interface DqsObject {
@@ -117,7 +118,7 @@ export function findDoubleQuotedStrings(sqlite: Sqlite, db: Db): DqsReport {
 function knownNames(db: Db, rows: SchemaRow[]): Set<string> {
   const known = new Set(["main", "temp", "rowid", "oid", "_rowid_"]);
   const add = (name: unknown): void => {
-    known.add(lowerAscii(String(name)));
+    known.add(foldCase(String(name)));
   };
   for (const r of rows) {
     add(r.name);
@@ -155,7 +156,7 @@ function mayHoldLiteral(sql: string, known: ReadonlySet<string>): boolean {
   const tokens = tokenize(sql);
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i];
-    if (t.kind !== "name" || sql[t.at] !== '"' || known.has(lowerAscii(t.text))) continue;
+    if (t.kind !== "name" || sql[t.at] !== '"' || known.has(foldCase(t.text))) continue;
     const before: Token | undefined = tokens[i - 1];
     const after: Token | undefined = tokens[i + 1];
     if (before?.text === "." && before.kind === "punct") continue;
@@ -168,10 +169,6 @@ function mayHoldLiteral(sql: string, known: ReadonlySet<string>): boolean {
 
 /** Words after which a double-quoted token is a name, never a literal. */
 const NAME_AFTER: ReadonlySet<string> = new Set(["as", "constraint", "collate"]);
-
-function lowerAscii(s: string): string {
-  return s.replace(/[A-Z]+/g, (m) => m.toLowerCase());
-}
 
 function isVirtual(r: SchemaRow): boolean {
   return r.type === "table" && /^\s*create\s+virtual\b/i.test(r.sql);

@@ -196,15 +196,7 @@ export function commitOutcomeUnknown(err: SqliteError, what: string): SqliteErro
  */
 export function commitFailed(err: unknown): SqliteError {
   if (commitMayHaveWritten(err)) return commitOutcomeUnknown(err as SqliteError, "the transaction");
-  const e = err instanceof SqliteError ? err : null;
-  const message = err instanceof Error ? err.message : String(err);
-  return new SqliteError(
-    e?.code ?? ErrorCode.Internal,
-    `${message}; the transaction was rolled back at COMMIT, nothing of it was written: ` +
-      "retry the whole transaction",
-    e?.sqliteCode,
-    { cause: err, mayHaveRun: false },
-  );
+  return rolledBackAtCommit(err, false);
 }
 
 /**
@@ -213,6 +205,11 @@ export function commitFailed(err: unknown): SqliteError {
  * was written (cluster mode; the single-file engine says {@link commitFailed}).
  */
 export function commitRolledBack(err: unknown): SqliteError {
+  return rolledBackAtCommit(err);
+}
+
+/** `err` of a COMMIT that rolled the transaction back, saying so; `mayHaveRun` as given. */
+function rolledBackAtCommit(err: unknown, mayHaveRun?: boolean): SqliteError {
   const e = err instanceof SqliteError ? err : null;
   const message = err instanceof Error ? err.message : String(err);
   return new SqliteError(
@@ -220,6 +217,6 @@ export function commitRolledBack(err: unknown): SqliteError {
     `${message}; the transaction was rolled back at COMMIT, nothing of it was written: ` +
       "retry the whole transaction",
     e?.sqliteCode,
-    { cause: err },
+    mayHaveRun === undefined ? { cause: err } : { cause: err, mayHaveRun },
   );
 }

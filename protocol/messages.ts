@@ -607,3 +607,22 @@ export interface StatsReport {
   /** Backups running now. */
   backups: BackupProgress[];
 }
+
+/**
+ * Approximate bytes a change's value holds, counted alike by the server's
+ * change log and the client's feed queue: a key-value value's (or blob's)
+ * length, two per UTF-16 unit of a string, eight per column plus two per
+ * unit of its name.
+ */
+export function valueSize(value: unknown): number {
+  if (value === null || value === undefined) return 0;
+  if (value instanceof Uint8Array) return value.byteLength;
+  if (typeof value !== "object") return 0;
+  let n = 0;
+  for (const [k, v] of Object.entries(value)) {
+    n += 8 + 2 * k.length;
+    if (typeof v === "string") n += 2 * v.length;
+    else if (v instanceof Uint8Array) n += v.byteLength;
+  }
+  return n;
+}
