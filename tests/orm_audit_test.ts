@@ -1,0 +1,87 @@
+/**
+ * Findings of the ORM audit (the real `drizzle-orm` and `kysely` packages,
+ * compared with the same ORM on an in-process SQLite and with the client's
+ * own API): each test fails without its fix.
+ */
+
+import assert from "node:assert/strict";
+import { DrizzleQueryError, sql } from "npm:drizzle-orm@^0.45";
+import { drizzle } from "../adapters/drizzle.ts";
+import { connect, ErrorCode, SqliteError } from "../client.ts";
+import { startServer } from "./_helpers.ts";
+
+/** The `SqliteError` a Drizzle error carries (`cause`), or the error itself. */
+function sqliteErrorOf(err: unknown): SqliteError {
+  const e = err instanceof DrizzleQueryError ? err.cause : err;
+  assert.ok(e instanceof SqliteError, `expected a SqliteError, got ${err}`);
+  return e;
+}
+
+Deno.test("drizzle: a nested transaction whose statement SQLite rolled everything back for rejects with that statement's error, as a nested client.transaction() does", async () => {
+  await using srv = await startServer();
+  await using client = await connect(srv.connectOptions);
+  await client.run("CREATE TABLE t (x INTEGER UNIQUE)");
+  await client.run("CREATE TABLE u (y)");
+  await client.run(
+    "CREATE TRIGGER no_bad BEFORE INSERT ON u WHEN new.y = 'bad' " +
+      "BEGIN SELECT RAISE(ROLLBACK, 'trigger says no'); END",
+  );
+  const db = drizzle(client);
+  const isTriggers = (err: unknown) => {
+    assert.ok(err instanceof DrizzleQueryError, String(err));
+    assert.match(err.message, /^Failed query: INSERT INTO u VALUES \('bad'\)/);
+    const e = sqliteErrorOf(err);
+    assert.equal(e.code, "SQLITE_CONSTRAINT_TRIGGER");
+    assert.match(e.message, /^trigger says no; SQLite rolled back the transaction/);
+    return true;
+  };
+
+  // The client's own nested transaction, for reference: its function's error.
+  const reference = await client.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    await tx.transaction(async (t2) => {
+      await t2.run("INSERT INTO u VALUES ('bad')");
+    });
+  }).catch((e) => e);
+  assert.equal(sqliteErrorOf(reference).code, "SQLITE_CONSTRAINT_TRIGGER");
+
+  // Drizzle's: the same error, not TX_UNDO_FAILED ("could not be undone": SQLite undid it all).
+  let inner: unknown;
+  const outer = await db.transaction(async (tx) => {
+    await tx.run(sql`INSERT INTO t VALUES (1)`);
+    inner = await tx.transaction(async (t2) => {
+      await t2.run(sql`INSERT INTO u VALUES ('bad')`);
+    }).catch((e) => e);
+    // The transaction is gone: the next statement says so (the server's TX_ABORTED).
+    await tx.run(sql`INSERT INTO t VALUES (2)`);
+  }).catch((e) => e);
+  assert.ok(isTriggers(inner));
+  assert.equal(sqliteErrorOf(outer).code, ErrorCode.TxAborted);
+
+  // Through INSERT OR ROLLBACK, left uncaught: the caller gets the constraint's error.
+  const orRollback = await db.transaction(async (tx) => {
+    await tx.run(sql`INSERT INTO t VALUES (3)`);
+    await tx.transaction(async (t2) => {
+      await t2.run(sql`INSERT OR ROLLBACK INTO t VALUES (3)`);
+    });
+  }).catch((e) => e);
+  assert.ok(orRollback instanceof DrizzleQueryError, String(orRollback));
+  assert.equal(sqliteErrorOf(orRollback).code, "SQLITE_CONSTRAINT_UNIQUE");
+
+  // A nested callback that catches the statement's error and returns: its release fails with
+  // TX_ABORTED, the commit is never reached, nothing is committed.
+  const caught = await db.transaction(async (tx) => {
+    await tx.run(sql`INSERT INTO t VALUES (4)`);
+    await tx.transaction(async (t2) => {
+      await t2.run(sql`INSERT INTO u VALUES ('bad')`).catch(() => {});
+    });
+  }).catch((e) => e);
+  assert.equal(sqliteErrorOf(caught).code, ErrorCode.TxAborted);
+
+  assert.deepEqual(await client.values("SELECT x FROM t"), []);
+  // The connection is fine afterwards.
+  await db.transaction(async (tx) => {
+    await tx.transaction((t2) => t2.run(sql`INSERT INTO t VALUES (5)`));
+  });
+  assert.deepEqual(await client.values("SELECT x FROM t"), [[5]]);
+});
