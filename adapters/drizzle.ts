@@ -450,15 +450,18 @@ function nestedEnded(): SqliteError {
 }
 
 /**
- * Why a statement that waited for a transaction nested beside it is refused
- * when its own transaction ended meanwhile: it must not run after that
- * transaction's commit or rollback, on its own.
+ * Why a statement made at a level is refused when the level's callback
+ * settled before it could be sent: it was made without `await` (the
+ * callback threw meanwhile), or it waited for a transaction nested beside
+ * it. It must not run after that transaction's commit or rollback, on its
+ * own.
  */
 function endedWhileWaiting(): SqliteError {
   return new SqliteError(
     ErrorCode.TxEnded,
-    "Transaction has ended: this statement waited for a transaction nested beside it, and its " +
-      "own transaction settled meanwhile without it (the statement was not sent)",
+    "Transaction has ended: its callback settled before this statement could be sent (a " +
+      "statement made without await, or one that waited for a transaction nested beside it); " +
+      "the statement was not sent",
   );
 }
 

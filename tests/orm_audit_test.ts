@@ -85,3 +85,26 @@ Deno.test("drizzle: a nested transaction whose statement SQLite rolled everythin
   });
   assert.deepEqual(await client.values("SELECT x FROM t"), [[5]]);
 });
+
+Deno.test("drizzle: a statement made without await, refused because the callback threw first, says so (TX_ENDED), not that it waited for a nested transaction", async () => {
+  await using srv = await startServer();
+  await using client = await connect(srv.connectOptions);
+  await client.run("CREATE TABLE t (x INTEGER)");
+  const db = drizzle(client);
+  let pending: Promise<unknown> | undefined;
+  const thrown = await db.transaction((tx) => {
+    // better-sqlite3 style: a synchronous callback whose statement is not awaited.
+    pending = tx.run(sql`INSERT INTO t VALUES (1)`).catch((e) => e);
+    throw new Error("callback failed");
+  }).catch((e) => e);
+  assert.equal((thrown as Error).message, "callback failed");
+  const refused = sqliteErrorOf(await pending);
+  assert.equal(refused.code, ErrorCode.TxEnded);
+  assert.equal(
+    refused.message,
+    "Transaction has ended: its callback settled before this statement could be sent (a " +
+      "statement made without await, or one that waited for a transaction nested beside it); " +
+      "the statement was not sent",
+  );
+  assert.deepEqual(await client.values("SELECT x FROM t"), []);
+});
