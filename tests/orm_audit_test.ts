@@ -108,3 +108,26 @@ Deno.test("drizzle: a statement made without await, refused because the callback
   );
   assert.deepEqual(await client.values("SELECT x FROM t"), []);
 });
+
+Deno.test("drizzle: a nested transaction whose lease expired rejects with TX_TIMEOUT (retryable), not TX_UNDO_FAILED", async () => {
+  // A 200 ms idle lease, idle 2 s: a wide margin on a loaded machine.
+  await using srv = await startServer({ txIdleTimeout: 200 });
+  await using client = await connect(srv.connectOptions);
+  await client.run("CREATE TABLE t (x INTEGER)");
+  const db = drizzle(client);
+  let inner: unknown;
+  const outer = await db.transaction(async (tx) => {
+    await tx.run(sql`INSERT INTO t VALUES (1)`);
+    inner = await tx.transaction(async (t2) => {
+      await t2.run(sql`INSERT INTO t VALUES (2)`);
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      await t2.run(sql`INSERT INTO t VALUES (3)`);
+    }).catch((e) => e);
+    throw inner;
+  }).catch((e) => e);
+  assert.ok(inner instanceof DrizzleQueryError, String(inner));
+  assert.match(inner.message, /^Failed query: INSERT INTO t VALUES \(3\)/);
+  assert.equal(sqliteErrorOf(inner).code, ErrorCode.TxTimeout);
+  assert.equal(outer, inner);
+  assert.deepEqual(await client.values("SELECT x FROM t"), []);
+});
