@@ -407,15 +407,28 @@ const ROLLBACK_TO = /^\s*rollback\s+to\b/i;
  * transaction (or the callback's) must reach the caller instead: the
  * transaction is no longer open on `conn` (the server ended it, as an expired
  * lease does; the client was closed, which the server rolls back), or, for a
- * savepoint's, the connection is gone (`ConnectionError`: lost, closed), with
- * the whole transaction, whose own `rollback` follows (and clears a lost
- * transaction's state).
+ * savepoint's, the whole transaction is gone or will be rolled back whatever
+ * is sent, as for a nested `client.transaction()` (see `endedAlready`): the
+ * connection is gone (`ConnectionError`: lost, closed), or SQLite or the
+ * server rolled the transaction back (`TX_ABORTED`: a statement inside it
+ * ran `RAISE(ROLLBACK)` or `INSERT OR ROLLBACK`; `TX_TIMEOUT`;
+ * `SHUTTING_DOWN`). The transaction's own `rollback` follows (and clears its
+ * state).
  */
 function undoneAlready(sql: string, conn: Queryable, err: unknown): boolean {
   if (!ROLLBACK_ANY.test(sql)) return false;
   if (!(conn as ReservedConnection).inTransaction) return true;
-  return !ROLLBACK.test(sql) && err instanceof ConnectionError;
+  if (ROLLBACK.test(sql)) return false;
+  if (err instanceof ConnectionError) return true;
+  return err instanceof SqliteError && ENDED_CODES.has(err.code);
 }
+
+/** The codes of a transaction that SQLite or the server rolled back (see `undoneAlready`). */
+const ENDED_CODES: ReadonlySet<string> = new Set([
+  ErrorCode.TxAborted,
+  ErrorCode.TxTimeout,
+  ErrorCode.ShuttingDown,
+]);
 
 /** The statements Drizzle's proxy session sends to begin and to commit a transaction. */
 const BEGIN = /^\s*begin\b/i;
@@ -437,15 +450,18 @@ function nestedEnded(): SqliteError {
 }
 
 /**
- * Why a statement that waited for a transaction nested beside it is refused
- * when its own transaction ended meanwhile: it must not run after that
- * transaction's commit or rollback, on its own.
+ * Why a statement made at a level is refused when the level's callback
+ * settled before it could be sent: it was made without `await` (the
+ * callback threw meanwhile), or it waited for a transaction nested beside
+ * it. It must not run after that transaction's commit or rollback, on its
+ * own.
  */
 function endedWhileWaiting(): SqliteError {
   return new SqliteError(
     ErrorCode.TxEnded,
-    "Transaction has ended: this statement waited for a transaction nested beside it, and its " +
-      "own transaction settled meanwhile without it (the statement was not sent)",
+    "Transaction has ended: its callback settled before this statement could be sent (a " +
+      "statement made without await, or one that waited for a transaction nested beside it); " +
+      "the statement was not sent",
   );
 }
 
