@@ -1,7 +1,8 @@
 /**
- * Findings of the ORM audit (the real `drizzle-orm` and `kysely` packages,
- * compared with the same ORM on an in-process SQLite and with the client's
- * own API): each test fails without its fix.
+ * Drizzle transactions' errors, as the client's own API gives them: a nested
+ * transaction whose whole transaction SQLite already rolled back (or whose
+ * lease ran out) rejects with the statement's error, not TX_UNDO_FAILED; a
+ * statement refused after its callback threw says why.
  */
 
 import assert from "node:assert/strict";
