@@ -35,6 +35,13 @@ export function freePorts(n: number): number[] {
   return ports;
 }
 
+/** A node could not listen on its port: another process took it. */
+class PortTaken extends Error {
+  constructor(logs: string) {
+    super(`A dqlite node's port was taken:\n${logs}`);
+  }
+}
+
 interface Node {
   api: string;
   db: string;
@@ -58,6 +65,19 @@ export class DemoCluster {
    * until the leader lists `size` voters.
    */
   static async start(size = 3, timeoutMs = 30_000): Promise<DemoCluster> {
+    // A port freePorts() found free may be taken before a node binds it (an
+    // outgoing connection of a test running beside this one): start again
+    // on other ports.
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await DemoCluster.#start(size, timeoutMs);
+      } catch (err) {
+        if (!(err instanceof PortTaken) || attempt === 3) throw err;
+      }
+    }
+  }
+
+  static async #start(size: number, timeoutMs: number): Promise<DemoCluster> {
     if (DQLITE_DEMO === null) throw new Error("dqlite-demo is not installed");
     const root = await Deno.makeTempDir({ prefix: "netsqlite-dqlite-" });
     const ports = freePorts(size * 2);
@@ -193,6 +213,8 @@ export class DemoCluster {
       } catch (err) {
         last = String(err);
       }
+      const logs = this.logs();
+      if (logs.includes("failed to set bind address")) throw new PortTaken(logs);
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(
