@@ -68,12 +68,46 @@ export function invalidReason(value: unknown): string | undefined {
       if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
         return `${value.constructor.name} is not supported: pass a Uint8Array for a BLOB`;
       }
-      return `${
-        Array.isArray(value) ? "array" : "object"
-      } is not a SQLite value: pass null, a number, bigint, boolean, string or Uint8Array`;
+      if (!Array.isArray(value) && !isPlainObject(value)) {
+        // Name what it is: "object" alone misleads for `new String("a")` or a Map.
+        const boxed = boxedType(value);
+        if (boxed !== undefined) {
+          return `${describeKind(value)} (a ${boxed} wrapped in an object) is not a SQLite ` +
+            `value: pass the ${boxed} itself, its valueOf()`;
+        }
+        return `${describeKind(value)} is not a SQLite value: ${PASS_ONE_OF}`;
+      }
+      return `${Array.isArray(value) ? "array" : "object"} is not a SQLite value: ${PASS_ONE_OF}`;
     default:
       return `${typeof value} is not a SQLite value`;
   }
+}
+
+const PASS_ONE_OF = "pass null, a number, bigint, boolean, string or Uint8Array";
+
+/** The wrappers of the primitives SQLite can take (`Object(Symbol())` is refused as any instance). */
+const BOXES = [
+  ["number", Number.prototype.valueOf],
+  ["string", String.prototype.valueOf],
+  ["boolean", Boolean.prototype.valueOf],
+  ["bigint", BigInt.prototype.valueOf],
+] as const;
+
+/**
+ * The primitive type `value` wraps when it is a primitive wrapper object
+ * (`new String("a")`, `Object(1n)`), else `undefined`. Each `valueOf` throws
+ * for anything but its own wrapper, whatever its prototype says.
+ */
+function boxedType(value: object): string | undefined {
+  for (const [type, valueOf] of BOXES) {
+    try {
+      (valueOf as (this: unknown) => unknown).call(value);
+      return type;
+    } catch {
+      // not this kind of wrapper
+    }
+  }
+  return undefined;
 }
 
 /**

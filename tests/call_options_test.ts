@@ -519,7 +519,8 @@ Deno.test("Options passed in the parameters' place get a hint saying where optio
   await assert.rejects(
     db.query("SELECT 1", { signal, timeout: 100 } as never),
     refusedBy(
-      'Cannot bind parameter "signal": object is not a SQLite value: pass null, a number, ' +
+      'Cannot bind parameter "signal": an instance of AbortSignal is not a SQLite value: pass ' +
+        "null, a number, " +
         "bigint, boolean, string or Uint8Array" + hint("query", "signal, timeout"),
     ),
   );

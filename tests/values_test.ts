@@ -31,7 +31,25 @@ const REFUSED: [label: string, value: unknown, reason: RegExp][] = [
   ["DataView", new DataView(new ArrayBuffer(1)), /^DataView is not supported/],
   ["plain object", { a: 1 }, /^object is not a SQLite value: pass null, a number/],
   ["null-prototype object", Object.create(null), /^object is not a SQLite value/],
-  ["Map", new Map(), /^object is not a SQLite value/],
+  ["Map", new Map(), /^an instance of Map is not a SQLite value: pass null, a number/],
+  ["class instance", new (class Row {})(), /^an instance of Row is not a SQLite value: pass null/],
+  [
+    "String object",
+    new String("a"),
+    /^an instance of String \(a string wrapped in an object\) is not a SQLite value: pass the string itself, its valueOf\(\)$/,
+  ],
+  [
+    "Number object",
+    new Number(1),
+    /^an instance of Number \(a number wrapped in an object\).*pass the number itself/,
+  ],
+  [
+    "Boolean object",
+    new Boolean(true),
+    /^an instance of Boolean \(a boolean wrapped in an object\)/,
+  ],
+  ["BigInt object", Object(1n), /^an instance of BigInt \(a bigint wrapped in an object\)/],
+  ["Symbol object", Object(Symbol("s")), /^an instance of Symbol is not a SQLite value: pass null/],
   ["array", [1, 2], /^array is not a SQLite value/],
   ["empty array", [], /^array is not a SQLite value/],
   ["symbol", Symbol("s"), /^symbol is not a SQLite value$/],
@@ -267,6 +285,11 @@ const BAD_PARAMS: [label: string, params: () => unknown, message: RegExp][] = [
     /plain object \(named\), got an instance of Row$/,
   ],
   ["a Map", () => new Map([["a", 1]]), /plain object \(named\), got an instance of Map$/],
+  [
+    "a String object as a value",
+    () => ({ a: new String("x") }),
+    /Cannot bind parameter "a": an instance of String \(a string wrapped in an object\) is not a SQLite value: pass the string itself, its valueOf\(\)$/,
+  ],
   [
     "an inherited property",
     () => Object.create({ a: 1 }),
