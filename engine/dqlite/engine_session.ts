@@ -41,7 +41,7 @@ import {
 } from "./database.ts";
 import { DqliteErrorCode, LeaderError } from "./errors.ts";
 import { txEffect } from "./_sql_scan.ts";
-import { scan } from "../../protocol/sql_lexer.ts";
+import { scan, type Token } from "../../protocol/sql_lexer.ts";
 import { statementBody } from "../_sql_text.ts";
 import {
   checkClusterSql,
@@ -977,7 +977,7 @@ export class DqliteEngineSession {
         columns: [],
         rows: [],
         changes: verb === "other" ? 0 : r.rowsAffected,
-        lastInsertRowid: verb === "insert" ? insertedRowid(sql, r) : 0,
+        lastInsertRowid: verb === "insert" ? await insertedRowid(db, sql, r) : 0,
       };
     } catch (err) {
       if (!refused(err, "Cannot exec a statement that returns rows")) throw err;
@@ -1085,15 +1085,59 @@ export class DqliteEngineSession {
  * row, else 0 (dqlite reports the pooled connection's last one, maybe another
  * client's), with the single-file engine's rules: a moved rowid is this
  * statement's; so is an unchanged one when it changed rows and cannot update
- * (it got the rowid of a row since removed). An ignored insert or one of 0
+ * (it got the rowid of a row since removed), unless it inserted into a
+ * `WITHOUT ROWID` table, which has no rowid (the table is looked up on the
+ * same connection then: one more round trip). An ignored insert or one of 0
  * rows changes none; an upsert that updated leaves the rowid unchanged.
  */
-function insertedRowid(sql: string, r: ExecResult): number | bigint {
+async function insertedRowid(
+  db: DqliteDatabase,
+  sql: string,
+  r: ExecResult,
+): Promise<number | bigint> {
   if (r.rowsAffected === 0) return 0;
   if (r.lastInsertId !== r.lastInsertIdBefore) return r.lastInsertId;
   let updates = false;
   scan(sql, (t) => !(updates = t.kind === "word" && t.text === "update"));
-  return updates ? 0 : r.lastInsertId;
+  if (updates) return 0;
+  const target = insertTarget(sql);
+  if (target === null) return r.lastInsertId;
+  try {
+    const found = await db.query(WITHOUT_ROWID_TABLE, [target.schema, target.name]);
+    return found.rows.length > 0 ? 0 : r.lastInsertId;
+  } catch {
+    // The write is done, and its reply must not become the lookup's error
+    // (the leader lost, the deadline passed): keep the reported rowid.
+    return r.lastInsertId;
+  }
+}
+
+/** One row when table ?2 of schema ?1 is a `WITHOUT ROWID` table. */
+const WITHOUT_ROWID_TABLE = "SELECT 1 FROM pragma_table_list " +
+  "WHERE schema = ?1 COLLATE NOCASE AND name = ?2 COLLATE NOCASE AND wr";
+
+/**
+ * The table an `INSERT`/`REPLACE` writes to: the name after its first `INTO`
+ * (no CTE holds one), `schema.name` or `name` (schema `main`); null when the
+ * text does not say.
+ */
+function insertTarget(sql: string): { schema: string; name: string } | null {
+  const tokens: Token[] = [];
+  let into = false;
+  // The first INTO, then the four tokens after it: enough for `schema.name (`.
+  scan(sql, (t) => {
+    if (into) tokens.push(t);
+    else into = t.kind === "word" && t.text === "into";
+    return tokens.length < 4;
+  });
+  // A word keeps its case for the lookup (compared without case); a name is dequoted.
+  const name = (t: Token | undefined) =>
+    t?.kind === "word" ? sql.slice(t.at, t.end) : t?.kind === "name" ? t.text : null;
+  const first = name(tokens[0]);
+  if (first === null) return null;
+  if (tokens[1]?.kind !== "punct" || tokens[1].text !== ".") return { schema: "main", name: first };
+  const second = name(tokens[2]);
+  return second === null ? null : { schema: first, name: second };
 }
 
 function refused(err: unknown, prefix: string): boolean {
