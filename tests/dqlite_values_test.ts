@@ -41,7 +41,13 @@ async function pair(): Promise<
 > {
   const nodes = await DemoCluster.start(1);
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqlite-values-" });
-  const fileServer = await serve({ path: `${dir}/f.sock`, database: `${dir}/f.db` });
+  // The FFI engine, whatever NETSQLITE_ENGINE says: it loads the system's libsqlite3, as the
+  // dqlite node does (node:sqlite's own SQLite writes REAL as text with more digits).
+  const fileServer = await serve({
+    path: `${dir}/f.sock`,
+    database: `${dir}/f.db`,
+    engine: "ffi",
+  });
   const clusterServer = await serve({
     path: `${dir}/c.sock`,
     dqlite: { nodes: nodes.addresses, database: "values" },
@@ -96,7 +102,10 @@ Deno.test({
         return c.run("INSERT INTO kv VALUES ('b')");
       }],
       ["schema-qualified, OR REPLACE", (c) => c.run("INSERT OR REPLACE INTO main.kv VALUES ('b')")],
-      ["REPLACE, WITH", (c) => c.run("WITH x(k) AS (VALUES ('c')) REPLACE INTO KV SELECT k FROM x")],
+      [
+        "REPLACE, WITH",
+        (c) => c.run("WITH x(k) AS (VALUES ('c')) REPLACE INTO KV SELECT k FROM x"),
+      ],
       ["batch", (c) =>
         c.batch([
           { sql: "INSERT INTO t (v) VALUES (3)" },
@@ -119,7 +128,11 @@ Deno.test({
         await c.exec("ROLLBACK");
         return [first, await c.run("INSERT INTO t (v) VALUES (7)")];
       }],
-      ["rows", (c) => c.values('SELECT * FROM t UNION ALL SELECT * FROM "W r" UNION ALL SELECT k, 0 FROM kv')],
+      [
+        "rows",
+        (c) =>
+          c.values('SELECT * FROM t UNION ALL SELECT * FROM "W r" UNION ALL SELECT k, 0 FROM kv'),
+      ],
     ];
     assert.deepEqual(await differences(p, cases), []);
     assert.deepEqual(await p.cluster[0].run("INSERT INTO kv VALUES ('g')"), {
@@ -208,8 +221,14 @@ Deno.test({
       cases.push([`batch ${e}`, (c) => c.batch([{ sql }])]);
     }
     for (const [i, v] of PARAMS.entries()) {
-      cases.push([`param ${i}`, (c) => c.query("SELECT ?1 AS v, typeof(?1) AS t, quote(?1) q", [v] as never)]);
-      cases.push([`named ${i}`, (c) => c.get("SELECT :x AS v, typeof($x) AS t", { x: v } as never)]);
+      cases.push([
+        `param ${i}`,
+        (c) => c.query("SELECT ?1 AS v, typeof(?1) AS t, quote(?1) q", [v] as never),
+      ]);
+      cases.push([
+        `named ${i}`,
+        (c) => c.get("SELECT :x AS v, typeof($x) AS t", { x: v } as never),
+      ]);
       cases.push([`?2 ${i}`, (c) => c.values("SELECT ?2, typeof(?2), ?1", [1, v] as never)]);
     }
     for (const c of [p.file[0], p.cluster[0]]) {
