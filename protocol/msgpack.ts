@@ -449,6 +449,10 @@ export function decodeMsgpack(bytes: Uint8Array): unknown {
 }
 
 function readWhole(r: Reader): unknown {
+  // A zero-length frame: say so, rather than that a byte is missing at offset 0.
+  if (r.bytes.length === 0) {
+    throw new MsgpackError("Empty: 0 bytes, where one MessagePack value is due");
+  }
   const value = r.value(0);
   if (r.pos !== r.bytes.length) {
     throw new MsgpackError(`${r.bytes.length - r.pos} byte(s) left over after the value`);

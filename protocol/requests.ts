@@ -122,10 +122,9 @@ export function decodeHello(msg: Envelope): HelloRequest {
   const version = controlInt(opts.version);
   // A control integer: a float that is none, or past 2^53 − 1, is no version.
   if (typeof version !== "number" || !Number.isSafeInteger(version)) {
-    const got = typeof version === "number" && !Number.isInteger(version)
-      ? String(version)
-      : typeName(version);
-    throw badRequest(`Cannot start session: hello must carry {version: integer}, got ${got}`);
+    throw badRequest(
+      `Cannot start session: hello must carry {version: integer}, got ${typeName(version)}`,
+    );
   }
   if (opts.token !== undefined && opts.token !== null && typeof opts.token !== "string") {
     throw badRequest("Cannot start session: hello token must be a string");
@@ -178,9 +177,9 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
     case Op.Finalize:
       return { op: Op.Finalize, id, args: [handle(msg[2])] };
     case Op.Next:
-      return { op: Op.Next, id, args: [handle(msg[2])] };
+      return { op: Op.Next, id, args: [handle(msg[2], "a cursor")] };
     case Op.CloseCursor:
-      return { op: Op.CloseCursor, id, args: [handle(msg[2])] };
+      return { op: Op.CloseCursor, id, args: [handle(msg[2], "a cursor")] };
     case Op.Cancel: {
       const target = msg[2];
       if (!isId(target)) throw badRequest(`Expected the id of the request to cancel`);
@@ -204,7 +203,7 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
     case Op.Subscribe:
       return { op: Op.Subscribe, id, args: [subscribeOptions(msg[2])] };
     case Op.Unsubscribe:
-      return { op: Op.Unsubscribe, id, args: [handle(msg[2])] };
+      return { op: Op.Unsubscribe, id, args: [handle(msg[2], "a subscription")] };
     case Op.Hello:
       // (The session reads the first frame as its hello; a second is no request.)
       throw badRequest("Unexpected hello: this connection's hello was already accepted");
@@ -237,9 +236,10 @@ function sqlOrHandle(v: unknown): StatementRef {
   throw badRequest(`Expected SQL text or a statement handle, got ${typeName(v)}`);
 }
 
-function handle(v: unknown): number {
+/** A control integer naming `what` the op acts on (a statement handle, a cursor, a subscription). */
+function handle(v: unknown, what = "a statement handle"): number {
   if (typeof v === "number" && Number.isSafeInteger(v)) return v;
-  throw badRequest(`Expected a statement handle, got ${typeName(v)}`);
+  throw badRequest(`Expected ${what}, got ${typeName(v)}`);
 }
 
 function params(v: unknown): WireParams | undefined {
@@ -374,6 +374,9 @@ function typeName(v: unknown): string {
   if (typeof v === "number" && Number.isInteger(v) && !Number.isSafeInteger(v)) {
     return `integer ${BigInt(v)} (beyond ±(2^53 − 1))`;
   }
+  // A number that is no integer (1.5, NaN, Infinity) is named by its value:
+  // "got number" would puzzle a client that sent a number where one is due.
+  if (typeof v === "number" && !Number.isInteger(v)) return String(v);
   if (v === undefined) return "nothing";
   return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
 }

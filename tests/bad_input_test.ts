@@ -524,7 +524,7 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
       "next cursor as float64 2^60",
       [Op.Next, 0, 2 ** 60],
       "BAD_REQUEST",
-      /Expected a statement handle, got integer 1152921504606846976 \(beyond/,
+      /Expected a cursor, got integer 1152921504606846976 \(beyond/,
     ],
     [
       "checkpoint mode as bigint",
@@ -656,7 +656,7 @@ Deno.test("Session takes control integers sent as int64/uint64 as numbers, and S
     await request([Op.Next, 20, u64(2n ** 63n)]),
     20,
     "BAD_REQUEST",
-    /Expected a statement handle, got integer 9223372036854775808 \(beyond/,
+    /Expected a cursor, got integer 9223372036854775808 \(beyond/,
   );
   await raw.write(wideFrame([Op.Query, i64(2n ** 53n), "SELECT 1"]));
   await expectConnectionError(raw, "BAD_REQUEST", /integer id from 1 to 4294967295/);
