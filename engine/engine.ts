@@ -33,7 +33,7 @@ import { WalWatch } from "./wal_watch.ts";
 import { walWriteLockElsewhere } from "./file_lock.ts";
 import { MAX_BACKGROUND_READS, ReaderLine } from "./reader_line.ts";
 import { type DqsReport, findDoubleQuotedStrings } from "./dqs_check.ts";
-import type { SessionHost } from "./session_host.ts";
+import type { BufferedRoom, SessionHost } from "./session_host.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
 import { disarmTimerProbe } from "./binding/_timer_turn.ts";
 import { IoTurn } from "./io_turn.ts";
@@ -126,6 +126,13 @@ export const INLINE_BUDGET_MS = 2;
 export const MAX_OPEN_CURSORS = 1024;
 
 /**
+ * The rows of all cursors the server buffers (those with no reader to
+ * stream from: TEMP objects exist, `:memory:`, a write with RETURNING
+ * outside a transaction) may hold this many `maxResultBytes` at once.
+ */
+export const BUFFERED_CURSOR_RESULTS = 4;
+
+/**
  * WAL frames below which a group's COMMIT may run inline: below
  * SQLite's automatic checkpoint threshold (1,000) by more than the frames a
  * group commit adds (groups hold only statements that ran within the 2 ms
@@ -191,6 +198,9 @@ export class Engine {
   readonly #idleReaders: Connection[] = [];
   /** Readers lent to cursors now. */
   #cursorReaders = 0;
+  /** Cursors whose rows the server buffers ({@link #reserveBuffered}), and the bytes reserved for them. */
+  #bufferedCursors = 0;
+  #bufferedBytes = 0;
   /**
    * The connection settings clients set on the writer that readers must
    * share (`Prepared.setsPragma`, e.g. `case_sensitive_like`, permitted by
@@ -612,6 +622,11 @@ export class Engine {
           this.#cursorReaders--;
           this.#returnReader(c);
         },
+        reserveBuffered: () => this.#reserveBuffered(),
+        releaseBuffered: (bytes, cursor) => {
+          this.#bufferedBytes -= bytes;
+          if (cursor) this.#bufferedCursors--;
+        },
       },
       group: {
         isOpen: () => this.#group.open,
@@ -768,14 +783,7 @@ export class Engine {
    * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open.
    */
   #borrowCursorReader(): Connection | null {
-    const max = this.#config.maxOpenCursors ?? MAX_OPEN_CURSORS;
-    if (this.#cursorReaders >= max) {
-      throw new SqliteError(
-        ErrorCode.BadRequest,
-        `Too many open cursors on the server: ${max}, each holding files open; ` +
-          "close cursors or read them to the end, or retry later",
-      );
-    }
+    this.#checkCursorCount("each holding files open");
     const conn = this.#borrowReader();
     if (conn === null) return null;
     // The cursor reads from a snapshot taken now, at its open, and its
@@ -789,6 +797,41 @@ export class Engine {
     }
     this.#cursorReaders++;
     return conn;
+  }
+
+  /**
+   * @throws {SqliteError} `BAD_REQUEST` when `maxOpenCursors` cursors
+   *   (streaming and buffered together) are open.
+   */
+  #checkCursorCount(holding: string): void {
+    const max = this.#config.maxOpenCursors ?? MAX_OPEN_CURSORS;
+    if (this.#cursorReaders + this.#bufferedCursors >= max) {
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Too many open cursors on the server: ${max}, ${holding}; ` +
+          "close cursors or read them to the end, or retry later",
+      );
+    }
+  }
+
+  /**
+   * Room for a cursor whose rows the server buffers, counted against
+   * `maxOpenCursors` and {@link BUFFERED_CURSOR_RESULTS}: the bytes its rows may
+   * take (at most `maxResultBytes`), reserved until given back.
+   *
+   * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open, or
+   *   buffered cursors hold all the bytes they may.
+   */
+  #reserveBuffered(): BufferedRoom {
+    this.#checkCursorCount("each holding its rows or files");
+    const { maxResultBytes } = this.#config;
+    const total = BUFFERED_CURSOR_RESULTS * maxResultBytes;
+    const left = total - this.#bufferedBytes;
+    if (left <= 0) throw bufferedFull(this.#bufferedBytes, total);
+    const bytes = Math.min(maxResultBytes, left);
+    this.#bufferedCursors++;
+    this.#bufferedBytes += bytes;
+    return { bytes, held: this.#bufferedBytes - bytes, total };
   }
 
   /**
@@ -1319,4 +1362,15 @@ function checkSchema(sqlite: Sqlite, db: Db): DqsReport {
   } catch (err) {
     return { objects: [], skipped: (err as Error).message };
   }
+}
+
+/** The refusal of a cursor to buffer when buffered cursors hold all the bytes they may. */
+function bufferedFull(held: number, total: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.BadRequest,
+    `Too many rows buffered for cursors on the server: open cursors hold ${held} of the ` +
+      `${total} bytes cursors with no reader to stream from may hold (${BUFFERED_CURSOR_RESULTS} × ` +
+      "--max-result-bytes); " +
+      "close cursors or read them to the end, or retry later",
+  );
 }

@@ -63,8 +63,8 @@ import type {
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import { startsWith } from "./_sql_text.ts";
-import type { BindArgs } from "./binding/binding.ts";
-import { isBusyInBackground, lockedMessage } from "./binding/_errors.ts";
+import type { BindArgs, SqlValue } from "./binding/binding.ts";
+import { isBusyInBackground, lockedMessage, rowBytes } from "./binding/_errors.ts";
 import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
 import { type Chunk, chunkBytesFor, Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
@@ -97,7 +97,7 @@ import {
   statementTimeout,
   type WantRows,
 } from "./run.ts";
-import type { HostedSession, SessionHost } from "./session_host.ts";
+import type { BufferedRoom, HostedSession, SessionHost } from "./session_host.ts";
 import type { LeaseEnd } from "./writer_queue.ts";
 import { DeadlineTimer } from "./deadline_timer.ts";
 
@@ -1269,14 +1269,27 @@ export class EngineSession implements HostedSession {
     // A read that fails part way yields the rows it stepped, then its
     // error, as a streaming cursor does; a write that fails is undone
     // (SQLite's error, or ours: run.ts isUndone), so none of its rows is.
+    // Buffered rows count against the bytes all such cursors may hold (a
+    // room of at most --max-result-bytes, reserved now, the rest given back
+    // once the rows are in, the rows' bytes when the cursor ends).
+    const room = host.readers.reserveBuffered();
+    const buffer = (columns: string[], rows: SqlValue[][], err: unknown): Cursor => {
+      let kept = 0;
+      for (const row of rows) kept += rowBytes(row);
+      host.readers.releaseBuffered(room.bytes - kept, false);
+      const giveBack = () => host.readers.releaseBuffered(kept, true);
+      return new Cursor(columns, rows, ms, giveBack, err, this.#chunkBytes);
+    };
     const explain = (err: unknown): [number, string[]] => {
       const before = rowsBefore(err);
-      if (before === undefined) throw cannotStream(err, buffered, host.config.maxResultBytes);
-      return this.#addCursor(
-        new Cursor(before.columns, before.rows, ms, () => {}, err, this.#chunkBytes),
-      );
+      if (before === undefined) {
+        host.readers.releaseBuffered(room.bytes, true);
+        throw cannotStream(err, buffered, host.config.maxResultBytes, room);
+      }
+      return this.#addCursor(buffer(before.columns, before.rows, err));
     };
     const limits = this.#limits(timeout);
+    limits.maxBytes = room.bytes;
     limits.partial = true;
     let done: Reply<Cursor>;
     try {
@@ -1285,12 +1298,15 @@ export class EngineSession implements HostedSession {
         args as unknown,
         limits,
         true,
-        (o) => new Cursor(o.columns, rowArrays(o.rows), ms, () => {}, null, this.#chunkBytes),
+        (o) => buffer(o.columns, rowArrays(o.rows), null),
       );
     } catch (err) {
       return explain(err);
     }
-    if (done === BLOCKED) return BLOCKED;
+    if (done === BLOCKED) {
+      host.readers.releaseBuffered(room.bytes, true);
+      return BLOCKED;
+    }
     return this.#settled(then(done, (c) => this.#addCursor(c), explain));
   }
 
@@ -1958,8 +1974,21 @@ export class EngineSession implements HostedSession {
  * `RESULT_TOO_LARGE` of a cursor whose rows had to be materialised, saying
  * why they could not stream (`why`) and what would stream them.
  */
-function cannotStream(err: unknown, why: string, maxBytes: number): unknown {
+function cannotStream(err: unknown, why: string, maxBytes: number, room: BufferedRoom): unknown {
   if (!(err instanceof SqliteError) || err.code !== ErrorCode.ResultTooLarge) return err;
+  if (room.bytes < maxBytes) {
+    // Other cursors' buffered rows left this one less than maxResultBytes.
+    return new SqliteError(
+      ErrorCode.BadRequest,
+      `Too many rows buffered for cursors on the server: this cursor's rows exceed the ` +
+        `${room.bytes} bytes left of the ${room.total} that cursors with no reader to stream ` +
+        `from may hold (open cursors hold ${room.held}); ${why}, so its rows are buffered. ` +
+        "Close cursors or read them to the end, retry later, or open it inside a transaction " +
+        "(it then streams on the writer)",
+      undefined,
+      { cause: err, mayHaveRun: err.mayHaveRun },
+    );
+  }
   return new SqliteError(
     err.code,
     `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes) and cannot stream: ` +

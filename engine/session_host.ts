@@ -108,6 +108,17 @@ export interface ReaderPool {
   /** Gives back a reader from {@link borrowForCursor}. */
   giveBackCursor(c: Connection): void;
   /**
+   * Room for a cursor whose rows the server buffers (no reader to stream
+   * from), counted against the server's open-cursor limit and the bytes all
+   * buffered cursors may hold; give back with {@link releaseBuffered}.
+   *
+   * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open or
+   *   buffered cursors hold all the bytes they may.
+   */
+  reserveBuffered(): BufferedRoom;
+  /** Gives back `bytes` of a {@link reserveBuffered} room; `cursor`: and its cursor (it ended). */
+  releaseBuffered(bytes: number, cursor: boolean): void;
+  /**
    * Call before opening a connection to the database afresh (maintenance).
    *
    * @throws {SqliteError} `DATABASE_MOVED` once a path no longer names the
@@ -115,6 +126,16 @@ export interface ReaderPool {
    *   would not see what the server's connections see.
    */
   checkFiles(): void;
+}
+
+/** Room reserved for a buffered cursor's rows ({@link ReaderPool.reserveBuffered}). */
+export interface BufferedRoom {
+  /** Bytes its rows may take: at most `maxResultBytes`. */
+  bytes: number;
+  /** Bytes other buffered cursors held when it was reserved. */
+  held: number;
+  /** Bytes all buffered cursors may hold (`BUFFERED_CURSOR_RESULTS` × `maxResultBytes`). */
+  total: number;
 }
 
 /** The group commit: autocommit writes of several sessions sharing one transaction and fsync. */
