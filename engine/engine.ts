@@ -33,7 +33,8 @@ import { WalWatch } from "./wal_watch.ts";
 import { walWriteLockElsewhere } from "./file_lock.ts";
 import { MAX_BACKGROUND_READS, ReaderLine } from "./reader_line.ts";
 import { type DqsReport, findDoubleQuotedStrings } from "./dqs_check.ts";
-import type { BufferedRoom, SessionHost } from "./session_host.ts";
+import type { SessionHost } from "./session_host.ts";
+import { type BufferedRoom, BufferedRows } from "./buffered_rows.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
 import { disarmTimerProbe } from "./binding/_timer_turn.ts";
 import { IoTurn } from "./io_turn.ts";
@@ -126,13 +127,6 @@ export const INLINE_BUDGET_MS = 2;
 export const MAX_OPEN_CURSORS = 1024;
 
 /**
- * The rows of all cursors the server buffers (those with no reader to
- * stream from: TEMP objects exist, `:memory:`, a write with RETURNING
- * outside a transaction) may hold this many `maxResultBytes` at once.
- */
-export const BUFFERED_CURSOR_RESULTS = 4;
-
-/**
  * WAL frames below which a group's COMMIT may run inline: below
  * SQLite's automatic checkpoint threshold (1,000) by more than the frames a
  * group commit adds (groups hold only statements that ran within the 2 ms
@@ -198,9 +192,9 @@ export class Engine {
   readonly #idleReaders: Connection[] = [];
   /** Readers lent to cursors now. */
   #cursorReaders = 0;
-  /** Cursors whose rows the server buffers ({@link #reserveBuffered}), and the bytes reserved for them. */
+  /** Cursors whose rows the server buffers ({@link #reserveBuffered}), and their bytes. */
   #bufferedCursors = 0;
-  #bufferedBytes = 0;
+  #bufferedRows: BufferedRows;
   /**
    * The connection settings clients set on the writer that readers must
    * share (`Prepared.setsPragma`, e.g. `case_sensitive_like`, permitted by
@@ -282,6 +276,7 @@ export class Engine {
    */
   constructor(config: EngineConfig, sqlite: Sqlite) {
     this.#config = config;
+    this.#bufferedRows = new BufferedRows(config.maxResultBytes);
     this.#sqlite = sqlite;
     const { wal, shm } = walPaths(config.path);
     this.#walPath = wal;
@@ -624,7 +619,7 @@ export class Engine {
         },
         reserveBuffered: () => this.#reserveBuffered(),
         releaseBuffered: (bytes, cursor) => {
-          this.#bufferedBytes -= bytes;
+          this.#bufferedRows.release(bytes);
           if (cursor) this.#bufferedCursors--;
         },
       },
@@ -816,7 +811,7 @@ export class Engine {
 
   /**
    * Room for a cursor whose rows the server buffers, counted against
-   * `maxOpenCursors` and {@link BUFFERED_CURSOR_RESULTS}: the bytes its rows may
+   * `maxOpenCursors` and {@link BufferedRows}: the bytes its rows may
    * take (at most `maxResultBytes`), reserved until given back.
    *
    * @throws {SqliteError} `BAD_REQUEST` when that many cursors are open, or
@@ -824,14 +819,9 @@ export class Engine {
    */
   #reserveBuffered(): BufferedRoom {
     this.#checkCursorCount("each holding its rows or files");
-    const { maxResultBytes } = this.#config;
-    const total = BUFFERED_CURSOR_RESULTS * maxResultBytes;
-    const left = total - this.#bufferedBytes;
-    if (left <= 0) throw bufferedFull(this.#bufferedBytes, total);
-    const bytes = Math.min(maxResultBytes, left);
+    const room = this.#bufferedRows.reserve();
     this.#bufferedCursors++;
-    this.#bufferedBytes += bytes;
-    return { bytes, held: this.#bufferedBytes - bytes, total };
+    return room;
   }
 
   /**
@@ -1362,15 +1352,4 @@ function checkSchema(sqlite: Sqlite, db: Db): DqsReport {
   } catch (err) {
     return { objects: [], skipped: (err as Error).message };
   }
-}
-
-/** The refusal of a cursor to buffer when buffered cursors hold all the bytes they may. */
-function bufferedFull(held: number, total: number): SqliteError {
-  return new SqliteError(
-    ErrorCode.BadRequest,
-    `Too many rows buffered for cursors on the server: open cursors hold ${held} of the ` +
-      `${total} bytes cursors with no reader to stream from may hold (${BUFFERED_CURSOR_RESULTS} × ` +
-      "--max-result-bytes); " +
-      "close cursors or read them to the end, or retry later",
-  );
 }

@@ -64,7 +64,8 @@ import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import { startsWith } from "./_sql_text.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
-import { isBusyInBackground, lockedMessage, rowBytes } from "./binding/_errors.ts";
+import { isBusyInBackground, lockedMessage } from "./binding/_errors.ts";
+import { bufferedFull, rowsBytes } from "./buffered_rows.ts";
 import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
 import { type Chunk, chunkBytesFor, Cursor } from "./cursor.ts";
 import { changeLogOf } from "./change_log.ts";
@@ -97,7 +98,7 @@ import {
   statementTimeout,
   type WantRows,
 } from "./run.ts";
-import type { BufferedRoom, HostedSession, SessionHost } from "./session_host.ts";
+import type { HostedSession, SessionHost } from "./session_host.ts";
 import type { LeaseEnd } from "./writer_queue.ts";
 import { DeadlineTimer } from "./deadline_timer.ts";
 
@@ -1274,8 +1275,7 @@ export class EngineSession implements HostedSession {
     // once the rows are in, the rows' bytes when the cursor ends).
     const room = host.readers.reserveBuffered();
     const buffer = (columns: string[], rows: SqlValue[][], err: unknown): Cursor => {
-      let kept = 0;
-      for (const row of rows) kept += rowBytes(row);
+      const kept = rowsBytes(rows);
       host.readers.releaseBuffered(room.bytes - kept, false);
       const giveBack = () => host.readers.releaseBuffered(kept, true);
       return new Cursor(columns, rows, ms, giveBack, err, this.#chunkBytes);
@@ -1284,7 +1284,14 @@ export class EngineSession implements HostedSession {
       const before = rowsBefore(err);
       if (before === undefined) {
         host.readers.releaseBuffered(room.bytes, true);
-        throw cannotStream(err, buffered, host.config.maxResultBytes, room);
+        const { maxResultBytes } = host.config;
+        throw bufferedFull(
+          err,
+          room,
+          maxResultBytes,
+          `${buffered}, so its rows are buffered (open the cursor inside a transaction to stream them from the writer)`,
+        ) ??
+          cannotStream(err, buffered, maxResultBytes);
       }
       return this.#addCursor(buffer(before.columns, before.rows, err));
     };
@@ -1974,21 +1981,8 @@ export class EngineSession implements HostedSession {
  * `RESULT_TOO_LARGE` of a cursor whose rows had to be materialised, saying
  * why they could not stream (`why`) and what would stream them.
  */
-function cannotStream(err: unknown, why: string, maxBytes: number, room: BufferedRoom): unknown {
+function cannotStream(err: unknown, why: string, maxBytes: number): unknown {
   if (!(err instanceof SqliteError) || err.code !== ErrorCode.ResultTooLarge) return err;
-  if (room.bytes < maxBytes) {
-    // Other cursors' buffered rows left this one less than maxResultBytes.
-    return new SqliteError(
-      ErrorCode.BadRequest,
-      `Too many rows buffered for cursors on the server: this cursor's rows exceed the ` +
-        `${room.bytes} bytes left of the ${room.total} that cursors with no reader to stream ` +
-        `from may hold (open cursors hold ${room.held}); ${why}, so its rows are buffered. ` +
-        "Close cursors or read them to the end, retry later, or open it inside a transaction " +
-        "(it then streams on the writer)",
-      undefined,
-      { cause: err, mayHaveRun: err.mayHaveRun },
-    );
-  }
   return new SqliteError(
     err.code,
     `Result exceeds maxResultBytes ${maxBytes} (--max-result-bytes) and cannot stream: ` +

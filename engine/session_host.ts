@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { BufferedRoom } from "./buffered_rows.ts";
 import type { Connection, Prepared } from "./connection.ts";
 import type { EngineConfig } from "./engine.ts";
 import type { EngineSession } from "./engine_session.ts";
@@ -126,16 +127,6 @@ export interface ReaderPool {
    *   would not see what the server's connections see.
    */
   checkFiles(): void;
-}
-
-/** Room reserved for a buffered cursor's rows ({@link ReaderPool.reserveBuffered}). */
-export interface BufferedRoom {
-  /** Bytes its rows may take: at most `maxResultBytes`. */
-  bytes: number;
-  /** Bytes other buffered cursors held when it was reserved. */
-  held: number;
-  /** Bytes all buffered cursors may hold (`BUFFERED_CURSOR_RESULTS` × `maxResultBytes`). */
-  total: number;
 }
 
 /** The group commit: autocommit writes of several sessions sharing one transaction and fsync. */

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { BufferedRows } from "../buffered_rows.ts";
 import { PreparedBudget } from "../handles.ts";
 import type { LeaseEnd } from "../writer_queue.ts";
 import type { SqliteError } from "../../protocol/errors.ts";
@@ -107,6 +108,7 @@ export class DqliteEngine implements EngineLike {
   ) {
     this.#config = config;
     this.prepared = new PreparedBudget(config.maxPrepared, config.maxPreparedText);
+    this.bufferedRows = new BufferedRows(config.maxResultBytes);
     this.#cluster = cluster;
     this._pool = pool;
     this.#version = version;
@@ -140,6 +142,9 @@ export class DqliteEngine implements EngineLike {
 
   /** Prepared-statement handles held by every session, and the most they may. */
   readonly prepared: PreparedBudget;
+
+  /** Bytes every session's cursors hold (they buffer their rows), and the most they may. */
+  readonly bufferedRows: BufferedRows;
 
   /** The resolved configuration. */
   get config(): Readonly<DqliteEngineConfig> {

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { bufferedFull, rowsBytes } from "../buffered_rows.ts";
 import {
   cancelledAfterWrite,
   commitRolledBack,
@@ -84,6 +85,8 @@ interface BufferedCursor {
   inTx: boolean;
   /** The error its statement failed with after `rows`: the `next` after them fails with it. */
   failed: unknown;
+  /** Bytes its rows hold, counted in the engine's `bufferedRows` until it ends. */
+  bytes: number;
 }
 
 /**
@@ -428,27 +431,47 @@ export class DqliteEngineSession {
     const text = this.#sqlOf(sql);
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
+    const budget = this.#engine.bufferedRows;
     return this.#request(text, [0, []], timeout, false, async (db): Promise<[number, string[]]> => {
       const inTxBefore = db.inTransaction;
       let columns: string[];
       let rows: SqlValue[][];
       let failed: unknown = null;
+      // Its rows count against the bytes all cursors may hold: a room of at
+      // most --max-result-bytes now, what they take once they are in.
+      const room = budget.reserve();
       try {
-        ({ columns, rows } = await this.#statement(db, text, args, "iterate"));
+        ({ columns, rows } = await this.#statement(db, text, args, "iterate", room.bytes));
       } catch (err) {
         const before = rowsBefore(err);
         const keeps = db.inTransaction === inTxBefore && !db.transactionLost;
         if (before === undefined || before.rows.length === 0 || !keeps || mayWrite(text)) {
-          throw err;
+          budget.release(room.bytes);
+          const why = "in cluster mode iterate() buffers the whole result on the server";
+          throw bufferedFull(err, room, this.#engine.config.maxResultBytes, why) ?? err;
         }
         ({ columns, rows } = before);
         failed = err;
       }
+      const bytes = rowsBytes(rows);
+      budget.release(room.bytes - bytes);
+      if (this.#closed) {
+        budget.release(bytes);
+        throw new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
+      }
       const id = this.#nextCursor++;
       const inTx = db.inTransaction;
-      this.#cursors.set(id, { columns, rows, at: 0, inTx, failed });
+      this.#cursors.set(id, { columns, rows, at: 0, inTx, failed, bytes });
       return [id, columns];
     });
+  }
+
+  /** Forgets cursor `id`, giving back the bytes its rows held. */
+  #dropCursor(id: number): void {
+    const c = this.#cursors.get(id);
+    if (c === undefined) return;
+    this.#cursors.delete(id);
+    this.#engine.bufferedRows.release(c.bytes);
   }
 
   /**
@@ -472,7 +495,7 @@ export class DqliteEngineSession {
     c.at += rows.length;
     if (c.at < c.rows.length) return [rows, false];
     if (c.failed === null) {
-      this.#cursors.delete(id);
+      this.#dropCursor(id);
       return [rows, true];
     }
     // Its last rows before the error: it has ended, the error is for the next `next`.
@@ -496,7 +519,7 @@ export class DqliteEngineSession {
       return null;
     }
     this.#cursor(id);
-    this.#cursors.delete(id);
+    this.#dropCursor(id);
     return null;
   }
 
@@ -568,7 +591,7 @@ export class DqliteEngineSession {
     if (this.#closed) return;
     this.#closed = true;
     this.#stopLeaseTimers();
-    this.#cursors.clear();
+    for (const id of [...this.#cursors.keys()]) this.#dropCursor(id);
     this.#endedCursors.clear();
     this.#handles.clear();
     this.#cancelled = new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
@@ -927,16 +950,24 @@ export class DqliteEngineSession {
    * back to the other when dqlite refuses it before running it). Changes and
    * the last rowid are reported only for statements that make them, as the
    * single-file engine does: dqlite reports the connection's last values.
-   * `rows` says which of its rows the request returns (see {@link Rows}).
+   * `rows` says which of its rows the request returns (see {@link Rows}),
+   * `maxBytes` how many bytes they may take (a cursor: its room in
+   * `bufferedRows`).
    */
-  async #statement(db: DqliteDatabase, sql: string, args: Params, rows: Rows): Promise<Outcome> {
+  async #statement(
+    db: DqliteDatabase,
+    sql: string,
+    args: Params,
+    rows: Rows,
+    maxBytes = this.#engine.config.maxResultBytes,
+  ): Promise<Outcome> {
     // Stopped between two statements (the stop interrupts the one running only).
     if (this.#late !== null || this.#cancelled !== null || this.#endWhenDone !== null) {
       throw new SqliteError("SQLITE_INTERRUPT", "Interrupted before the statement was sent", 9);
     }
     const writes = db.inTransaction && mayWrite(sql);
     try {
-      return await this.#statementOnce(db, sql, args, rows);
+      return await this.#statementOnce(db, sql, args, rows, maxBytes);
     } finally {
       // A failed write counts too (`INSERT OR FAIL` keeps the rows before
       // its error); one that ended the transaction does not.
@@ -950,9 +981,9 @@ export class DqliteEngineSession {
     sql: string,
     args: Params,
     rows: Rows,
+    maxBytes: number,
   ): Promise<Outcome> {
     const verb = verbOf(sql);
-    const maxBytes = this.#engine.config.maxResultBytes;
     const options: QueryOptions = typeof rows === "number"
       ? {
         keep: rows,
@@ -1057,7 +1088,7 @@ export class DqliteEngineSession {
    * {@link ENDED_CURSORS_REMEMBERED} are remembered).
    */
   #endCursor(id: number, why: unknown): void {
-    this.#cursors.delete(id);
+    this.#dropCursor(id);
     const ended = this.#endedCursors;
     if (ended.size >= ENDED_CURSORS_REMEMBERED) ended.delete(ended.keys().next().value!);
     ended.set(id, why);
