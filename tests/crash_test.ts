@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { formatReport, prng, runCrashTrials } from "./crash/crash_durability.ts";
+import { formatReport, passed, prng, runCrashTrials } from "./crash/crash_durability.ts";
 import { testSeed, withSeed } from "./_seed.ts";
 
 Deno.test("prng: the same seed gives the same sequence, in [0, 1)", () => {
@@ -18,7 +18,7 @@ Deno.test("prng: the same seed gives the same sequence, in [0, 1)", () => {
 for (const clientProcesses of [false, true]) {
   const where = clientProcesses ? "writers in their own processes" : "writers in the test process";
   Deno.test(
-    `runCrashTrials: SIGKILLed servers (synchronous=full) lose no acknowledged write, show no partial transaction, keep integrity (${where})`,
+    `runCrashTrials: SIGKILLed servers (synchronous=full) lose no acknowledged write, apply no write rejected as not run, show no partial transaction, keep integrity (${where})`,
     () =>
       withSeed(testSeed(1), async () => {
         const seed = testSeed(1);
@@ -52,6 +52,19 @@ for (const clientProcesses of [false, true]) {
         assert.equal(report.partialTransactions, 0);
         assert.equal(report.integrityFailures, 0);
         assert.equal(report.unexpectedErrors, 0);
+        // The reconnecting writers, pipelining through every kill and restart: each write
+        // resolved is present, none rejected with mayHaveRun false is.
+        const p = report.pipelined;
+        assert.equal(p.writers, 2);
+        assert.deepEqual(p.lostResolved, [], "resolved pipelined writes lost");
+        assert.deepEqual(p.presentNotRun, [], "pipelined writes rejected as not run are present");
+        assert.deepEqual(p.unexpected, [], "unexpected pipelined outcomes");
+        assert.ok(p.resolved > 0, "no pipelined write resolved");
+        assert.ok(p.notRun > 0, "no pipelined write rejected with mayHaveRun false");
+        // Not only refused at connect: some were on a connection as it was lost.
+        assert.ok(p.notRunLost > 0, "no pipelined write rejected as not run on a lost connection");
+        assert.ok(p.mayHaveRun > 0, "no pipelined write rejected with mayHaveRun true");
+        assert.ok(passed(report));
       }),
   );
 }

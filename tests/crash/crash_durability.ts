@@ -7,8 +7,15 @@
  * - no transaction is half visible (each carries a group id and its row count);
  * - `PRAGMA integrity_check` says `ok`.
  *
- * Run: `deno task test:crash --trials 20 --seed 1 [--writers 4] [--synchronous full]
- * [--client-processes]` (each writer its own `deno run` process).
+ * Besides those writers, which keep one call in flight and stop at the crash,
+ * reconnecting writers (`--pipelined`, in this process) send bursts of
+ * several calls at once on their connections and go on through every kill and
+ * restart of the run, recording what each write came to: resolved, rejected
+ * with `mayHaveRun: false`, or with `mayHaveRun: true`. After the last restart
+ * every resolved write must be present and no write rejected as not run.
+ *
+ * Run: `deno task test:crash --trials 20 --seed 1 [--writers 4] [--pipelined 2]
+ * [--synchronous full] [--client-processes]` (each one-call writer its own `deno run` process).
  * Import: {@link runCrashTrials}.
  *
  * @module
@@ -30,6 +37,12 @@ export interface CrashOptions {
   seed?: number;
   /** Concurrent writer connections. @default {4} */
   writers?: number;
+  /**
+   * Reconnecting writers that pipeline bursts of calls through all trials
+   * (see {@link PipelinedReport}), in this process also with `clientProcesses`; 0 for none.
+   * @default {2}
+   */
+  pipelined?: number;
   /** The server's `--synchronous` mode. @default {"full"} */
   synchronous?: "full" | "normal";
   /** Print a line per trial. @default {false} */
@@ -94,6 +107,56 @@ export interface Report {
   unexpectedErrors: number;
   durationMs: number;
   perTrial: TrialReport[];
+  /** The reconnecting writers' writes, checked after the last restart. */
+  pipelined: PipelinedReport;
+}
+
+/**
+ * What a reconnecting writer's write came to: resolved; rejected with
+ * `mayHaveRun` false (`notRun`) or true; rejected with a `SqliteError` that
+ * does not say (`unsaid`, e.g. `BUSY_TIMEOUT`: what it names did not happen);
+ * or rejected with something else (`unexpected`, a finding).
+ */
+export type Outcome = "resolved" | "notRun" | "mayHaveRun" | "unsaid" | "unexpected";
+
+/** The reconnecting writers' writes, as checked after the last restart. */
+export interface PipelinedReport {
+  /** Reconnecting writers (each one client, up to 2 connections). */
+  writers: number;
+  /** Writes by outcome. */
+  resolved: number;
+  notRun: number;
+  mayHaveRun: number;
+  unsaid: number;
+  /** Writes rejected with `mayHaveRun` true found applied (the others found absent). */
+  mayHaveRunApplied: number;
+  /**
+   * Of `notRun`, those not refused at connect (no server listening) but
+   * rejected once their connection was lost: queued and never sent, or a
+   * `transaction()` the server rolled back.
+   */
+  notRunLost: number;
+  /** Rejections by outcome and code, e.g. `notRun CONNECTION_CLOSED (connection lost)` → count. */
+  codes: Record<string, number>;
+  /** Resolved writes (first row id) not wholly present after the last restart. */
+  lostResolved: number[];
+  /** Writes rejected as not run (`notRun`, `unsaid`) with rows present after the last restart. */
+  presentNotRun: number[];
+  /** Rejections that are neither `ConnectionError` nor `SqliteError`. */
+  unexpected: string[];
+}
+
+/** First row id of the reconnecting writers (far above the one-call writers' ids). */
+const PIPELINED_BASE = 1_000_000_000_000;
+/** Id range of each reconnecting writer. */
+const PIPELINED_SPAN = 1_000_000_000;
+
+/** One write of a reconnecting writer: `size` rows from id `grp`, all with that `grp`. */
+interface PipelinedWrite {
+  grp: number;
+  size: number;
+  outcome: Outcome | "pending";
+  code?: string;
 }
 
 const SCHEMA = `
@@ -195,6 +258,135 @@ export async function writer(
   }
 }
 
+/** What a rejection says of its write. */
+function classify(err: unknown): { outcome: Outcome; code: string } {
+  if (err instanceof ConnectionError) {
+    // Refused at connect (no server listening): surely not run, but not the interesting case.
+    const where = /^Cannot (re)?connect/.test(err.message) ? "at connect" : "connection lost";
+    return { outcome: err.mayHaveRun ? "mayHaveRun" : "notRun", code: `${err.code} (${where})` };
+  }
+  if (err instanceof SqliteError) {
+    const outcome = err.mayHaveRun === undefined
+      ? "unsaid"
+      : err.mayHaveRun
+      ? "mayHaveRun"
+      : "notRun";
+    return { outcome, code: err.code };
+  }
+  return { outcome: "unexpected", code: String(err) };
+}
+
+/**
+ * One reconnecting writer: until `stop()`, sends a burst of 2–6 writes
+ * at once (autocommit inserts, batches, `transaction()`s), waits for all of
+ * them and records each one's outcome in `writes`; through the server's
+ * kills and restarts (its client reconnects on the next call).
+ */
+async function pipelinedWriter(
+  client: Client,
+  w: number,
+  trial: () => number,
+  rnd: () => number,
+  writes: PipelinedWrite[],
+  stop: () => boolean,
+): Promise<void> {
+  let next = PIPELINED_BASE + w * PIPELINED_SPAN;
+  while (!stop()) {
+    const burst = 2 + Math.floor(rnd() * 5);
+    const calls: Promise<void>[] = [];
+    let failed = false;
+    for (let i = 0; i < burst; i++) {
+      const pick = rnd();
+      const size = pick < 0.4 ? 1 : 2 + Math.floor(rnd() * 4);
+      const grp = next;
+      next += size;
+      const rows = Array.from(
+        { length: size },
+        (_, k) => [grp + k, 1000 + w, trial(), grp, size, "p".repeat(50 + Math.floor(rnd() * 400))],
+      );
+      const write: PipelinedWrite = { grp, size, outcome: "pending" };
+      writes.push(write);
+      const call = size === 1
+        ? client.run(INSERT, rows[0])
+        : pick < 0.6
+        ? client.batch(rows.map((params) => ({ sql: INSERT, params })))
+        : client.transaction(async (tx) => {
+          for (const params of rows) await tx.run(INSERT, params);
+        }, { behavior: "immediate" });
+      calls.push(call.then(() => {
+        write.outcome = "resolved";
+      }, (err) => {
+        Object.assign(write, classify(err));
+        failed = true;
+      }));
+    }
+    await Promise.all(calls);
+    // The server is down or restarting: retry soon, without spinning.
+    if (failed) await waitFor(25);
+  }
+}
+
+/** Checks the reconnecting writers' writes against the database. */
+async function checkPipelined(
+  db: Client,
+  writers: number,
+  writes: PipelinedWrite[],
+): Promise<PipelinedReport> {
+  const found = new Map<number, number>();
+  for (
+    const [grp, n] of await db.values<[number, number]>(
+      "SELECT grp, count(*) FROM items WHERE grp >= ? GROUP BY grp",
+      [PIPELINED_BASE],
+    )
+  ) {
+    found.set(grp, n);
+  }
+  const report: PipelinedReport = {
+    writers,
+    resolved: 0,
+    notRun: 0,
+    mayHaveRun: 0,
+    unsaid: 0,
+    mayHaveRunApplied: 0,
+    notRunLost: 0,
+    codes: {},
+    lostResolved: [],
+    presentNotRun: [],
+    unexpected: [],
+  };
+  for (const wr of writes) {
+    const n = found.get(wr.grp) ?? 0;
+    if (wr.outcome === "pending") {
+      report.unexpected.push(`write ${wr.grp}: never settled`);
+      continue;
+    }
+    if (wr.outcome !== "resolved") {
+      const key = `${wr.outcome} ${wr.code}`;
+      report.codes[key] = (report.codes[key] ?? 0) + 1;
+    }
+    switch (wr.outcome) {
+      case "resolved":
+        report.resolved++;
+        if (n !== wr.size) report.lostResolved.push(wr.grp);
+        break;
+      case "notRun":
+      case "unsaid":
+        report[wr.outcome]++;
+        if (wr.outcome === "notRun" && !wr.code?.endsWith("(at connect)")) report.notRunLost++;
+        if (n !== 0) report.presentNotRun.push(wr.grp);
+        break;
+      case "mayHaveRun":
+        report.mayHaveRun++;
+        if (n !== 0) report.mayHaveRunApplied++;
+        break;
+      case "unexpected":
+        report.unexpected.push(`write ${wr.grp}: ${wr.code}`);
+        break;
+    }
+  }
+  return report;
+}
+
 async function waitFor(ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -223,11 +415,15 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
   const trials = options.trials ?? 20;
   const seed = options.seed ?? 1;
   const writers = options.writers ?? 4;
+  const pipelined = options.pipelined ?? 2;
   const synchronous = options.synchronous ?? "full";
   if (!Number.isInteger(trials) || trials < 1) throw new RangeError(`Invalid trials: ${trials}`);
   if (!Number.isInteger(seed)) throw new RangeError(`Invalid seed: ${seed}`);
   if (!Number.isInteger(writers) || writers < 1) {
     throw new RangeError(`Invalid writers: ${writers}`);
+  }
+  if (!Number.isInteger(pipelined) || pipelined < 0) {
+    throw new RangeError(`Invalid pipelined: ${pipelined}`);
   }
   if (synchronous !== "full" && synchronous !== "normal") {
     throw new TypeError(`Invalid synchronous: ${synchronous}`);
@@ -239,14 +435,48 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
   const args = ["--synchronous", synchronous];
   const ledger: Ledger = { nextId: 1, nextGroup: 1, ackedIds: new Set(), ackedGroups: new Map() };
   const perTrial: TrialReport[] = [];
+  // The reconnecting writers: started in the first trial, stopped after the last kill.
+  const pipeClients: Client[] = [];
+  const pipeWrites: PipelinedWrite[] = [];
+  let pipeRunning: Promise<void>[] = [];
+  let pipeStop = false;
+  let currentTrial = 1;
+  const stopPipelined = async () => {
+    pipeStop = true;
+    await Promise.all(pipeRunning);
+    pipeRunning = [];
+    await Promise.all(pipeClients.splice(0).map((c) => c.close()));
+  };
+  let pipeReport: PipelinedReport | undefined;
   try {
     for (let trial = 1; trial <= trials; trial++) {
+      currentTrial = trial;
       const killAfterMs = 50 + Math.floor(rnd() * 351);
       const counts: WriterCounts = { rows: 0, txs: 0, busy: 0, unexpected: [] };
 
       // Write until the server is killed.
       {
         await using server = await startServerProcess({ dir, database, args });
+        if (trial === 1) {
+          {
+            await using db = await server.client();
+            await db.exec(SCHEMA);
+          }
+          for (let w = 0; w < pipelined; w++) {
+            // Up to 2 connections, each with several calls in flight.
+            pipeClients.push(await connect({ ...server.connectOptions, max: 2 }));
+          }
+          pipeRunning = pipeClients.map((c, w) =>
+            pipelinedWriter(
+              c,
+              w,
+              () => currentTrial,
+              prng(seed * 1000 + 900 + w),
+              pipeWrites,
+              () => pipeStop,
+            )
+          );
+        }
         if (options.clientProcesses) {
           await writeFromProcesses(server, writers, trial, seed, killAfterMs, ledger, counts);
         } else {
@@ -256,7 +486,6 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
             for (let w = 0; w < writers; w++) {
               clients.push(await connect({ ...server.connectOptions, reconnect: false, max: 1 }));
             }
-            if (trial === 1) await clients[0].exec(SCHEMA);
             const running = clients.map((c, w) =>
               writer(c, w, trial, ledger, prng(seed * 1000 + trial * 16 + w), counts)
             );
@@ -270,10 +499,15 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
         }
       }
 
+      // After the last kill, the reconnecting writers stop (their calls fail fast while
+      // no server listens), so that the last check sees each write's outcome.
+      if (trial === trials) await stopPipelined();
+
       // Restart on the same database and check.
       {
         await using server = await startServerProcess({ dir, database, args });
         await using db = await server.client();
+        if (trial === trials) pipeReport = await checkPipelined(db, pipelined, pipeWrites);
         const integrity = (await db.values<[string]>("PRAGMA integrity_check"))
           .map((r) => r[0]).join("; ");
         const present = new Set(
@@ -314,6 +548,7 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
       }
     }
   } finally {
+    await stopPipelined();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   return {
@@ -329,6 +564,7 @@ export async function runCrashTrials(options: CrashOptions = {}): Promise<Report
     unexpectedErrors: sum(perTrial.map((t) => t.unexpectedErrors.length)),
     durationMs: Math.round(performance.now() - started),
     perTrial,
+    pipelined: pipeReport!,
   };
 }
 
@@ -348,10 +584,6 @@ async function writeFromProcesses(
 ): Promise<void> {
   // Disjoint id and group ranges per writer process.
   const span = 1_000_000;
-  if (trial === 1) {
-    await using db = await server.client();
-    await db.exec(SCHEMA);
-  }
   const procs: WriterProcess[] = [];
   try {
     for (let w = 0; w < writers; w++) {
@@ -401,6 +633,14 @@ export function formatTrial(t: TrialReport): string {
     `${t.unexpectedErrors.length} unexpected errors; integrity ${t.integrity}`;
 }
 
+/** Whether the run found nothing wrong. */
+export function passed(r: Report): boolean {
+  const p = r.pipelined;
+  return r.lostWrites === 0 && r.partialTransactions === 0 && r.integrityFailures === 0 &&
+    r.unexpectedErrors === 0 && p.lostResolved.length === 0 && p.presentNotRun.length === 0 &&
+    p.unexpected.length === 0;
+}
+
 /** A human-readable report. */
 export function formatReport(r: Report): string {
   const lines = [
@@ -412,6 +652,21 @@ export function formatReport(r: Report): string {
     `  integrity failures: ${r.integrityFailures}`,
     `  unexpected writer errors: ${r.unexpectedErrors}`,
   ];
+  const p = r.pipelined;
+  lines.push(
+    `  reconnecting pipelined writers: ${p.writers}; writes resolved ${p.resolved}, ` +
+      `rejected with mayHaveRun false ${p.notRun} (${p.notRunLost} on a lost connection), ` +
+      `with mayHaveRun true ${p.mayHaveRun} ` +
+      `(${p.mayHaveRunApplied} applied), not saying ${p.unsaid}`,
+    `  resolved writes lost: ${p.lostResolved.length}; ` +
+      `not-run writes present: ${p.presentNotRun.length}; unexpected: ${p.unexpected.length}`,
+  );
+  for (const [key, n] of Object.entries(p.codes).sort()) lines.push(`    ${key}: ${n}`);
+  if (p.lostResolved.length > 0) lines.push(`  lost resolved: ${p.lostResolved.join(", ")}`);
+  if (p.presentNotRun.length > 0) {
+    lines.push(`  present though not run: ${p.presentNotRun.join(", ")}`);
+  }
+  for (const e of p.unexpected) lines.push(`  pipelined unexpected: ${e}`);
   for (const t of r.perTrial) {
     if (t.lostRows.length > 0) lines.push(`  trial ${t.trial} lost rows: ${t.lostRows.join(", ")}`);
     if (t.lostTransactions.length > 0) {
@@ -423,9 +678,7 @@ export function formatReport(r: Report): string {
     if (t.integrity !== "ok") lines.push(`  trial ${t.trial} integrity: ${t.integrity}`);
     for (const e of t.unexpectedErrors) lines.push(`  trial ${t.trial} unexpected: ${e}`);
   }
-  const ok = r.lostWrites === 0 && r.partialTransactions === 0 && r.integrityFailures === 0 &&
-    r.unexpectedErrors === 0;
-  lines.push(ok ? "RESULT: ok" : "RESULT: FAILED");
+  lines.push(passed(r) ? "RESULT: ok" : "RESULT: FAILED");
   return lines.join("\n");
 }
 
@@ -439,6 +692,7 @@ async function main(): Promise<number> {
         trials: { type: "string", default: "20" },
         seed: { type: "string", default: "1" },
         writers: { type: "string", default: "4" },
+        pipelined: { type: "string", default: "2" },
         synchronous: { type: "string", default: "full" },
         "client-processes": { type: "boolean", default: false },
         help: { type: "boolean", short: "h" },
@@ -452,6 +706,7 @@ async function main(): Promise<number> {
       trials: Number(values.trials),
       seed: Number(values.seed),
       writers: Number(values.writers),
+      pipelined: Number(values.pipelined),
       synchronous: values.synchronous as "full" | "normal",
       clientProcesses: values["client-processes"],
       verbose: true,
@@ -469,13 +724,10 @@ async function main(): Promise<number> {
     return 2;
   }
   console.log(formatReport(report));
-  return report.lostWrites === 0 && report.partialTransactions === 0 &&
-      report.integrityFailures === 0 && report.unexpectedErrors === 0
-    ? 0
-    : 1;
+  return passed(report) ? 0 : 1;
 }
 
-const USAGE = "Usage: deno task test:crash [--trials N] [--seed N] [--writers N] " +
+const USAGE = "Usage: deno task test:crash [--trials N] [--seed N] [--writers N] [--pipelined N] " +
   "[--synchronous full|normal] [--client-processes]";
 
 if (import.meta.main) Deno.exit(await main());
