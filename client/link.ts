@@ -60,6 +60,8 @@ export class Link {
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** Largest request payload sent: ours until the handshake, then the server's too. */
   #sendLimit: number;
+  /** Whose limit `#sendLimit` is, for messages: the server's, or the client's own option. */
+  #sendLimitIsServers = false;
   #nextId = 1;
   #flushQueued = false;
   #inTransaction = false;
@@ -232,7 +234,10 @@ export class Link {
       const serverMax = info?.limits?.maxFrameSize;
       if (Number.isInteger(serverMax) && serverMax > 0) {
         // A request the server would refuse by closing the connection fails here instead.
-        this.#sendLimit = Math.min(this.#sendLimit, serverMax);
+        if (serverMax <= this.#sendLimit) {
+          this.#sendLimit = serverMax;
+          this.#sendLimitIsServers = true;
+        }
       }
       return info;
     } catch (err) {
@@ -298,6 +303,23 @@ export class Link {
   }
 
   /**
+   * Why a request was refused before sending: which limit (the server's, or
+   * the client's own `maxFrameSize` option), its size, that nothing was sent,
+   * and what to do.
+   */
+  #tooLargeMessage(): string {
+    const limit = this.#sendLimit;
+    const whose = this.#sendLimitIsServers
+      ? `the server's maxFrameSize (${limit} bytes)`
+      : `this client's maxFrameSize (${limit} bytes, a connect() option)`;
+    const raise = this.#sendLimitIsServers
+      ? "start the server with a larger --max-frame-size"
+      : "connect with a larger maxFrameSize";
+    return `Request exceeds ${whose}: nothing was sent; send less in one call ` +
+      `(smaller values or fewer statements), or ${raise}`;
+  }
+
+  /**
    * Sends `[op, id, ...args]` and resolves with the reply payload.
    *
    * @param signal Aborting it rejects at once with `AbortError` and sends `cancel`.
@@ -324,7 +346,7 @@ export class Link {
     }
     if (size === -1) {
       return Promise.reject(
-        createError(ErrorCode.FrameTooLarge, "Request exceeds the server's maxFrameSize"),
+        createError(ErrorCode.FrameTooLarge, this.#tooLargeMessage()),
       );
     }
     const promise = new Promise<Replies[O]>((resolve, reject) => {
