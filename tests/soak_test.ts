@@ -15,6 +15,7 @@ import {
   unsettledFds,
 } from "./soak/idle_connections.ts";
 import { withTimeLimit } from "./_limit.ts";
+import { ENGINE } from "./_logged_server.ts";
 import { testSeed, withSeed } from "./_seed.ts";
 
 const MiB = 1024 * 1024;
@@ -40,14 +41,26 @@ const OPS = [
 ];
 
 Deno.test(
-  "runSoak: 200 connections over 4 processes for 20 s lose no acknowledged write, keep the accounts total, see only the provoked errors and keep server memory stable",
-  () =>
+  "runSoak: 200 connections over 4 processes for 20 s (60 s on node:sqlite) lose no acknowledged write, keep the accounts total, see only the provoked errors and keep server memory stable",
+  // A minute's workload on node:sqlite, with its start and checks.
+  withTimeLimit(120_000, () =>
     withSeed(testSeed(1), async () => {
       const seed = testSeed(1);
-      // 20 s: in shorter runs the server's heap was at times still growing toward its plateau at
-      // the end (FFI ≈ 140 MiB, reached in 8-12 s; node:sqlite ≈ 180-200 MiB, reached in 10-20 s
-      // of a 30 s run), failing the memory check without a leak.
-      const report = await runSoak({ durationMs: 20_000, connections: 200, processes: 4, seed });
+      // 20 s (60 s on node:sqlite): in shorter runs the server's heap was at times still growing
+      // toward its plateau at the end, failing the memory check without a leak. FFI: ≈ 140 MiB,
+      // reached in 8-12 s. node:sqlite: ≈ 200 MiB, reached in 15-20 s (20 and 30 s runs grew
+      // 32-36 MiB over their second half), then a saw-tooth of ≈ 25 MiB as V8 collects the
+      // statements node:sqlite leaves to it (a 60 s run: 199, 204, 182, 206, 184 MiB at
+      // 20-60 s): its second half lies on the plateau, allowed 40 MiB for the saw-tooth.
+      const node = ENGINE === "node";
+      const maxRssGrowthBytes = (node ? 40 : 32) * MiB;
+      const report = await runSoak({
+        durationMs: node ? 60_000 : 20_000,
+        maxRssGrowthBytes,
+        connections: 200,
+        processes: 4,
+        seed,
+      });
       console.log(formatSoakReport(report));
       assert.deepEqual(report.failures, []);
       assert.equal(report.ok, true);
@@ -91,14 +104,15 @@ Deno.test(
       const { rss } = report;
       assert.ok(rss.samples.length >= 8, `${rss.samples.length} RSS samples`);
       assert.ok(rss.startBytes > 0 && rss.peakBytes >= rss.startBytes && rss.endBytes > 0);
-      assert.equal(rss.limitBytes, 32 * MiB);
+      assert.equal(rss.limitBytes, maxRssGrowthBytes);
       assert.ok(
-        rss.secondHalfGrowthBytes <= 32 * MiB || rss.lastQuarterGrowthBytes <= 8 * MiB,
+        rss.secondHalfGrowthBytes <= maxRssGrowthBytes ||
+          rss.lastQuarterGrowthBytes <= maxRssGrowthBytes / 4,
         `server RSS grew ${rss.secondHalfGrowthBytes} B over the second half`,
       );
       assert.equal(rss.stable, true);
       assert.ok(rss.peakBytes < 512 * MiB, `server peak RSS ${rss.peakBytes}`);
-    }),
+    })),
 );
 
 Deno.test(
