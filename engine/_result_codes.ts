@@ -5,6 +5,15 @@
  * @module
  */
 
+/** Result codes the engine and server tell apart by number (their names are below). */
+export const SQLITE_NOMEM = 7;
+export const SQLITE_IOERR = 10;
+export const SQLITE_FULL = 13;
+export const SQLITE_IOERR_READ = 10 | (1 << 8);
+export const SQLITE_IOERR_SHORT_READ = 10 | (2 << 8);
+export const SQLITE_IOERR_WRITE = 10 | (3 << 8);
+export const SQLITE_IOERR_SHMSIZE = 10 | (19 << 8);
+
 const PRIMARY: Record<number, string> = {
   1: "SQLITE_ERROR",
   2: "SQLITE_INTERNAL",

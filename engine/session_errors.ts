@@ -6,6 +6,13 @@
  * @module
  */
 
+import {
+  SQLITE_IOERR,
+  SQLITE_IOERR_READ,
+  SQLITE_IOERR_SHORT_READ,
+  SQLITE_IOERR_WRITE,
+  SQLITE_NOMEM,
+} from "./_result_codes.ts";
 import { AbortError, ErrorCode, SqliteError } from "../protocol/errors.ts";
 import type { LeaseEnd } from "./writer_queue.ts";
 
@@ -133,13 +140,6 @@ function codeOf(err: unknown): string {
   return ErrorCode.Internal;
 }
 
-/** SQLite's primary result codes, and the extended ones {@link commitMayHaveWritten} tells apart. */
-const NOMEM = 7;
-const IOERR = 10;
-const IOERR_READ = 10 | (1 << 8);
-const IOERR_SHORT_READ = 10 | (2 << 8);
-const IOERR_WRITE = 10 | (3 << 8);
-
 /**
  * True when `err`, the failure of a commit (a COMMIT, the RELEASE ending a
  * transaction, the last step of an autocommit write), may have come after
@@ -166,9 +166,10 @@ const IOERR_WRITE = 10 | (3 << 8);
 export function commitMayHaveWritten(err: unknown): boolean {
   if (!(err instanceof SqliteError) || err.sqliteCode === undefined) return false;
   const code = err.sqliteCode;
-  if ((code & 0xff) === NOMEM) return true;
-  if ((code & 0xff) !== IOERR) return false;
-  return code !== IOERR_WRITE && code !== IOERR_READ && code !== IOERR_SHORT_READ;
+  if ((code & 0xff) === SQLITE_NOMEM) return true;
+  if ((code & 0xff) !== SQLITE_IOERR) return false;
+  return code !== SQLITE_IOERR_WRITE && code !== SQLITE_IOERR_READ &&
+    code !== SQLITE_IOERR_SHORT_READ;
 }
 
 /**

@@ -12,6 +12,7 @@
 import { SqliteError } from "../protocol/errors.ts";
 import { dirname } from "node:path";
 import { ReadOnlyFileError, sqliteDatabasePath, walPaths } from "../engine/database_file.ts";
+import { SQLITE_FULL, SQLITE_IOERR_SHMSIZE, SQLITE_IOERR_WRITE } from "../engine/_result_codes.ts";
 
 /**
  * Why a WAL database cannot be served from a read-only directory, and the
@@ -125,11 +126,6 @@ function lockedHint(busyTimeout: number | undefined): string {
     "transaction or close that program and start again, or raise --busy-timeout";
 }
 
-/** `SQLITE_IOERR_WRITE`: a write to the database or its WAL failed. */
-const IOERR_WRITE = 10 | (3 << 8);
-/** `SQLITE_IOERR_SHMSIZE`: the `-shm` file could not be grown (no room for it). */
-const IOERR_SHMSIZE = 10 | (19 << 8);
-
 /**
  * True for what a full (or failing) device gives at open: `SQLITE_FULL`,
  * or `SQLITE_IOERR_SHMSIZE` / `SQLITE_IOERR_WRITE` (whose message is only
@@ -137,7 +133,8 @@ const IOERR_SHMSIZE = 10 | (19 << 8);
  */
 function isFullOrWriteError(err: SqliteError): boolean {
   const code = err.sqliteCode ?? 0;
-  return (code & 0xff) === 13 || code === IOERR_SHMSIZE || code === IOERR_WRITE;
+  return (code & 0xff) === SQLITE_FULL || code === SQLITE_IOERR_SHMSIZE ||
+    code === SQLITE_IOERR_WRITE;
 }
 
 /**
