@@ -4,7 +4,13 @@
  */
 
 import assert from "node:assert/strict";
-import { formatReport, passed, prng, runCrashTrials } from "./crash/crash_durability.ts";
+import {
+  formatReport,
+  passed,
+  prng,
+  type Report,
+  runCrashTrials,
+} from "./crash/crash_durability.ts";
 import { testSeed, withSeed } from "./_seed.ts";
 
 Deno.test("prng: the same seed gives the same sequence, in [0, 1)", () => {
@@ -30,41 +36,50 @@ for (const clientProcesses of [false, true]) {
           clientProcesses,
         });
         console.log(formatReport(report));
-        assert.equal(report.perTrial.length, 3);
-        for (const t of report.perTrial) {
-          // Every trial must have had something acknowledged to lose, of both kinds;
-          // a trial that acknowledged nothing tests nothing.
-          assert.ok(t.ackedRows > 0, `trial ${t.trial}: no autocommit row was acknowledged`);
-          assert.ok(t.ackedTransactions > 0, `trial ${t.trial}: no transaction was acknowledged`);
-          assert.deepEqual(t.unexpectedErrors, [], `trial ${t.trial}: unexpected writer errors`);
-          assert.deepEqual(t.lostRows, [], `trial ${t.trial}: acknowledged rows lost`);
-          assert.deepEqual(
-            t.lostTransactions,
-            [],
-            `trial ${t.trial}: acknowledged transactions lost`,
-          );
-          assert.deepEqual(t.partial, [], `trial ${t.trial}: partly visible transactions`);
-          assert.equal(t.integrity, "ok", `trial ${t.trial}: integrity_check`);
-          assert.ok(t.killAfterMs >= 50 && t.killAfterMs <= 400);
-          assert.ok(t.rowsAfterRestart >= t.ackedRows);
+        // A failure carries the whole report: CI shows the error, not always the log above it.
+        try {
+          checkReport(report);
+        } catch (err) {
+          throw new Error(`${(err as Error).message}\n${formatReport(report)}`, { cause: err });
         }
-        assert.equal(report.lostWrites, 0);
-        assert.equal(report.partialTransactions, 0);
-        assert.equal(report.integrityFailures, 0);
-        assert.equal(report.unexpectedErrors, 0);
-        // The reconnecting writers, pipelining through every kill and restart: each write
-        // resolved is present, none rejected with mayHaveRun false is.
-        const p = report.pipelined;
-        assert.equal(p.writers, 2);
-        assert.deepEqual(p.lostResolved, [], "resolved pipelined writes lost");
-        assert.deepEqual(p.presentNotRun, [], "pipelined writes rejected as not run are present");
-        assert.deepEqual(p.unexpected, [], "unexpected pipelined outcomes");
-        assert.ok(p.resolved > 0, "no pipelined write resolved");
-        assert.ok(p.notRun > 0, "no pipelined write rejected with mayHaveRun false");
-        // Not only refused at connect: some were on a connection as it was lost.
-        assert.ok(p.notRunLost > 0, "no pipelined write rejected as not run on a lost connection");
-        assert.ok(p.mayHaveRun > 0, "no pipelined write rejected with mayHaveRun true");
-        assert.ok(passed(report));
       }),
   );
+}
+
+function checkReport(report: Report): void {
+  assert.equal(report.perTrial.length, 3);
+  for (const t of report.perTrial) {
+    // Every trial must have had something acknowledged to lose, of both kinds;
+    // a trial that acknowledged nothing tests nothing.
+    assert.ok(t.ackedRows > 0, `trial ${t.trial}: no autocommit row was acknowledged`);
+    assert.ok(t.ackedTransactions > 0, `trial ${t.trial}: no transaction was acknowledged`);
+    assert.deepEqual(t.unexpectedErrors, [], `trial ${t.trial}: unexpected writer errors`);
+    assert.deepEqual(t.lostRows, [], `trial ${t.trial}: acknowledged rows lost`);
+    assert.deepEqual(
+      t.lostTransactions,
+      [],
+      `trial ${t.trial}: acknowledged transactions lost`,
+    );
+    assert.deepEqual(t.partial, [], `trial ${t.trial}: partly visible transactions`);
+    assert.equal(t.integrity, "ok", `trial ${t.trial}: integrity_check`);
+    assert.ok(t.killAfterMs >= 50 && t.killAfterMs <= 400);
+    assert.ok(t.rowsAfterRestart >= t.ackedRows);
+  }
+  assert.equal(report.lostWrites, 0);
+  assert.equal(report.partialTransactions, 0);
+  assert.equal(report.integrityFailures, 0);
+  assert.equal(report.unexpectedErrors, 0);
+  // The reconnecting writers, pipelining through every kill and restart: each write
+  // resolved is present, none rejected with mayHaveRun false is.
+  const p = report.pipelined;
+  assert.equal(p.writers, 2);
+  assert.deepEqual(p.lostResolved, [], "resolved pipelined writes lost");
+  assert.deepEqual(p.presentNotRun, [], "pipelined writes rejected as not run are present");
+  assert.deepEqual(p.unexpected, [], "unexpected pipelined outcomes");
+  assert.ok(p.resolved > 0, "no pipelined write resolved");
+  assert.ok(p.notRun > 0, "no pipelined write rejected with mayHaveRun false");
+  // Not only refused at connect: some were on a connection as it was lost.
+  assert.ok(p.notRunLost > 0, "no pipelined write rejected as not run on a lost connection");
+  assert.ok(p.mayHaveRun > 0, "no pipelined write rejected with mayHaveRun true");
+  assert.ok(passed(report));
 }

@@ -668,6 +668,7 @@ export function formatReport(r: Report): string {
   }
   for (const e of p.unexpected) lines.push(`  pipelined unexpected: ${e}`);
   for (const t of r.perTrial) {
+    lines.push(`  ${formatTrial(t)}`);
     if (t.lostRows.length > 0) lines.push(`  trial ${t.trial} lost rows: ${t.lostRows.join(", ")}`);
     if (t.lostTransactions.length > 0) {
       lines.push(`  trial ${t.trial} lost transactions: ${t.lostTransactions.join(", ")}`);
