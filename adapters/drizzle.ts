@@ -465,6 +465,16 @@ function endedWhileWaiting(): SqliteError {
   );
 }
 
+/** Why a statement made through a `tx` whose transaction has ended is refused. */
+function txEnded(): SqliteError {
+  return new SqliteError(
+    ErrorCode.TxEnded,
+    "Transaction has ended: this statement was made through the tx of a db.transaction() that " +
+      "has settled, and was not sent (it would have run outside the transaction, in " +
+      "autocommit); make it through db instead, or before the transaction's callback settles",
+  );
+}
+
 /** Why a transaction whose callback settled while one nested in it still ran is rolled back. */
 function nestedRunning(): SqliteError {
   return new SqliteError(
@@ -574,13 +584,19 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
   const statementFor = async (
     scope: TransactionScope | undefined,
     sql: string,
+    viaTx: boolean,
   ): Promise<string | null> => {
     if (scope === undefined) return sql;
     if (abandoned(scope.level?.part ?? scope.nested)) {
       if (scope.level === undefined && ROLLBACK_ANY.test(sql)) return null;
       throw nestedEnded();
     }
-    if (!scope.state.open) return sql;
+    if (!scope.state.open) {
+      // Made through the `tx` of a transaction that has ended: sent now, it would run on the
+      // shared pool in autocommit, kept even though the transaction rolled back.
+      if (viaTx && scope.level !== undefined) throw txEnded();
+      return sql;
+    }
     if (scope.level === undefined) {
       return scope.savepoint === undefined ? sql : savepointStatement(sql, scope.savepoint);
     }
@@ -592,9 +608,18 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     if (poisoned !== null) throw poisoned;
     return sql;
   };
-  const callback: AsyncRemoteCallback = async (text, params, method) => {
+  /**
+   * Runs a statement Drizzle sends; `viaTx`: made through a `tx` (see
+   * {@link bindTx}), refused once its transaction has ended.
+   */
+  const send = async (
+    text: string,
+    params: unknown[],
+    method: Method,
+    viaTx: boolean,
+  ): Promise<{ rows: any[] }> => {
     const scope = context.getStore();
-    const sql = await statementFor(scope, text);
+    const sql = await statementFor(scope, text, viaTx);
     if (sql === null) return { rows: [] };
     const on = target(scope);
     try {
@@ -612,6 +637,35 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
       }
       throw err;
     }
+  };
+  const callback: AsyncRemoteCallback = (text, params, method) => send(text, params, method, false);
+  /**
+   * Gives `tx`, Drizzle's transaction object of the level `at`, a session of
+   * its own whose statements belong to that transaction whatever code makes
+   * them: made from outside the transaction's function (a `tx` handed to a
+   * job queue's worker, whose async context is not the function's), they
+   * run at that level, as made from its function (instead of on the shared
+   * pool, outside the transaction, waiting for the writer it holds); made
+   * once the transaction has ended, they are refused with `TX_ENDED` (instead
+   * of running in autocommit after its rollback). Made from inside the
+   * transaction's function or a nested one's, they run as the context says
+   * (an outer `tx` used in a nested function is part of the nested one).
+   */
+  const bindTx = (at: TransactionScope & { level: Level }, tx: any): void => {
+    const pool = at.level.part.pool;
+    const bound: AsyncRemoteCallback = (text, params, method) => {
+      if (context.getStore()?.state === at.state) return send(text, params, method, true);
+      const run = () => send(text, params, method, true);
+      return context.run(
+        at,
+        () => pool === undefined ? run() : transactionContext.run(pool, run),
+      );
+    };
+    const session = Object.create(tx.session);
+    session.client = bound;
+    tx.session = session;
+    // Relational queries (`tx.query.users.findMany()`) hold the session they were made with.
+    for (const builder of Object.values(tx.query ?? {})) (builder as any).session = session;
   };
   const batch: AsyncBatchRemoteCallback = async (queries) => {
     const scope = context.getStore();
@@ -668,6 +722,7 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
     };
     const at = { conn: scope.conn, state: scope.state, level };
     tx.transaction = ((inner: Fn) => nest(at, inner)) as typeof tx.transaction;
+    bindTx(at, tx);
     return at;
   };
   /**
