@@ -134,6 +134,25 @@ for (const max of [1, 4]) {
       );
       assert.deepEqual(names, ["by worker"]);
       assert.deepEqual((await db.select().from(items)).map((r) => r.name), ["by worker"]);
+      // A nested transaction's tx: its savepoint's work, undone with it alone.
+      await within(
+        db.transaction(async (tx) => {
+          await onWorker(() => tx.insert(items).values({ name: "outer" }));
+          await assert.rejects(
+            tx.transaction(async (inner) => {
+              await onWorker(() => inner.insert(items).values({ name: "inner" }));
+              assert.equal((await inner.select().from(items)).length, 3);
+              throw new Error("undo inner");
+            }),
+            /undo inner/,
+          );
+        }),
+        10_000,
+      );
+      assert.deepEqual(
+        (await db.select().from(items)).map((r) => r.name).sort(),
+        ["by worker", "outer"],
+      );
     } finally {
       stopped = true;
       wake?.();
