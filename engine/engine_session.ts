@@ -63,6 +63,7 @@ import type {
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import { startsWith } from "./_sql_text.ts";
+import { isDataVersionRead } from "./pragma_use.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { isBusyInBackground, lockedMessage } from "./binding/_errors.ts";
 import { bufferedFull, rowsBytes } from "./buffered_rows.ts";
@@ -1856,6 +1857,13 @@ export class EngineSession implements HostedSession {
     this.#endedAtCommit = false;
     this.#grouping = false;
     const host = this.#host;
+    // Every client's commits are the writer's own, so its data_version would
+    // never change for them: the shared reader answers it, in a transaction
+    // too (pragma_use.ts).
+    if (isDataVersionRead(sql)) {
+      const p = host.readers.snapshot()?.prepare(sql);
+      if (p !== undefined) return p;
+    }
     // (The owner's acquire only brings the writer's schema up to date.)
     if (host.writer.owns(this) && host.writer.acquire(this)) {
       return host.writer.connection.prepare(sql);
