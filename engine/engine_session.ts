@@ -1212,7 +1212,11 @@ export class EngineSession implements HostedSession {
     let cursor: Cursor | null = null;
     /** Why the rows cannot stream, when they are materialised instead. */
     let buffered = "it is a write, which runs to completion outside a transaction";
-    if (host.writer.owns(this)) {
+    if (isDataVersionRead(text)) {
+      // Its one row comes from the shared reader, wherever the session's
+      // other statements run (#route).
+      buffered = "the shared reader answers PRAGMA data_version";
+    } else if (host.writer.owns(this)) {
       // Inside the transaction, on the writer: the cursor is closed when the
       // transaction ends (writerReleased), as PostgreSQL does.
       host.writer.touch(this);

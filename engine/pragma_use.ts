@@ -41,7 +41,8 @@ export const QUERY_PRAGMAS: readonly string[] = [
  * writer's would once committed. (`journal_mode` is WAL in the file; the
  * server sets it. Per-connection settings and states are not here:
  * `foreign_keys`, which the server turns on for the writer alone,
- * `data_version`, which counts other connections' commits, `cache_size`,
+ * `data_version`, which counts other connections' commits (see
+ * {@link COUNTER_PRAGMAS}), `cache_size`,
  * `busy_timeout`, `max_page_count`, ...)
  */
 export const FILE_SETTINGS: readonly string[] = [

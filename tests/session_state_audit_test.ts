@@ -66,3 +66,41 @@ Deno.test("PRAGMA data_version changes when another program commits to the file 
   assert.notEqual(await dataVersion(a), v0);
   assert.deepEqual(await a.values("SELECT x FROM t"), [[1]]);
 });
+
+Deno.test("PRAGMA data_version through prepare(), iterate() and pipelined behind the client's own grouped write reads the same counter", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE g (v)");
+  const stmt = await a.prepare("PRAGMA data_version");
+  const iterated = async () => {
+    const rows: unknown[] = [];
+    for await (const row of a.iterate<{ data_version: number }>("PRAGMA data_version")) {
+      rows.push(row.data_version);
+    }
+    return rows;
+  };
+  const v0 = await dataVersion(a);
+  assert.deepEqual(await stmt.values(), [[v0]]);
+  assert.deepEqual(await iterated(), [v0]);
+  await b.run("INSERT INTO g VALUES (1)");
+  const [[v1]] = await stmt.values<[number]>();
+  assert.notEqual(v1, v0);
+  assert.deepEqual(await iterated(), [v1]);
+  // Inside a transaction too (a cursor there would otherwise read the writer's).
+  await a.exec("BEGIN");
+  assert.deepEqual(await iterated(), [v1]);
+  assert.deepEqual(await stmt.values(), [[v1]]);
+  await a.exec("ROLLBACK");
+  // Pipelined behind a's own write, grouped with b's: answered, then changed once committed.
+  const [, , [[during]]] = await Promise.all([
+    b.run("INSERT INTO g VALUES (2)"),
+    a.run("INSERT INTO g VALUES (3)"),
+    a.values<[number]>("PRAGMA data_version"),
+    b.run("INSERT INTO g VALUES (4)"),
+  ]);
+  assert.equal(typeof during, "number");
+  assert.notEqual(await dataVersion(a), v1);
+  assert.deepEqual(await a.values("SELECT count(*) FROM g"), [[4]]);
+  await stmt.finalize();
+});
