@@ -1866,7 +1866,10 @@ export class EngineSession implements HostedSession {
     // too (pragma_use.ts).
     if (isDataVersionRead(sql)) {
       const p = host.readers.snapshot()?.prepare(sql);
-      if (p !== undefined) return p;
+      if (p !== undefined) {
+        host.writer.touch(this); // (a request of the transaction: it is not idle)
+        return p;
+      }
     }
     // (The owner's acquire only brings the writer's schema up to date.)
     if (host.writer.owns(this) && host.writer.acquire(this)) {

@@ -104,3 +104,18 @@ Deno.test("PRAGMA data_version through prepare(), iterate() and pipelined behind
   assert.deepEqual(await a.values("SELECT count(*) FROM g"), [[4]]);
   await stmt.finalize();
 });
+
+Deno.test("PRAGMA data_version read inside a transaction keeps its idle lease like any other statement of it", async () => {
+  await using srv = await startServer({ txIdleTimeout: 500 });
+  await using a = await srv.client();
+  await a.exec("CREATE TABLE l (x)");
+  await a.exec("BEGIN");
+  const until = performance.now() + 1500;
+  while (performance.now() < until) {
+    await dataVersion(a);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.deepEqual(await a.run("INSERT INTO l VALUES (1)"), { changes: 1, lastInsertRowid: 1 });
+  await a.exec("COMMIT");
+  assert.deepEqual(await a.values("SELECT x FROM l"), [[1]]);
+});
