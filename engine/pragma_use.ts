@@ -126,6 +126,8 @@ export function pragmaUse(name: string, arg: string | null): PragmaUse {
  * ```
  */
 export function isDataVersionRead(sql: string): boolean {
+  // (Asked of every statement: long text, or text without the name, is not it.)
+  if (sql.length > 256 || !DATA_VERSION.test(sql)) return false;
   const words = statementTokens(sql).filter((t) => t.kind !== "semicolon")
     .map((t) => t.kind === "word" || t.kind === "name" ? foldCase(t.text) : t.text);
   if (words[0] !== "pragma") return false;
@@ -133,3 +135,5 @@ export function isDataVersionRead(sql: string): boolean {
   return words.length === 4 && words[1] === "main" && words[2] === "." &&
     words[3] === "data_version";
 }
+
+const DATA_VERSION = /data_version/i;
