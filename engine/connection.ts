@@ -70,7 +70,7 @@ export interface Prepared {
   readonly readsPragma: boolean;
   /**
    * True when it only reads, but what only the writer's connection answers:
-   * a PRAGMA of the connection's own (`foreign_keys`, `data_version`),
+   * a PRAGMA of the connection's own (`foreign_keys`, `cache_size`),
    * `last_insert_rowid()`, `changes()`. It runs on the writer, yet is no write.
    */
   readonly readsWriterState: boolean;

@@ -63,6 +63,7 @@ import type {
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
 import { startsWith } from "./_sql_text.ts";
+import { isDataVersionRead } from "./pragma_use.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { isBusyInBackground, lockedMessage } from "./binding/_errors.ts";
 import { bufferedFull, rowsBytes } from "./buffered_rows.ts";
@@ -1211,7 +1212,11 @@ export class EngineSession implements HostedSession {
     let cursor: Cursor | null = null;
     /** Why the rows cannot stream, when they are materialised instead. */
     let buffered = "it is a write, which runs to completion outside a transaction";
-    if (host.writer.owns(this)) {
+    if (isDataVersionRead(text)) {
+      // Its one row comes from the shared reader, wherever the session's
+      // other statements run (#route).
+      buffered = "the shared reader answers PRAGMA data_version";
+    } else if (host.writer.owns(this)) {
       // Inside the transaction, on the writer: the cursor is closed when the
       // transaction ends (writerReleased), as PostgreSQL does.
       host.writer.touch(this);
@@ -1856,6 +1861,16 @@ export class EngineSession implements HostedSession {
     this.#endedAtCommit = false;
     this.#grouping = false;
     const host = this.#host;
+    // Every client's commits are the writer's own, so its data_version would
+    // never change for them: the shared reader answers it, in a transaction
+    // too (pragma_use.ts).
+    if (isDataVersionRead(sql)) {
+      const p = host.readers.snapshot()?.prepare(sql);
+      if (p !== undefined) {
+        host.writer.touch(this); // (a request of the transaction: it is not idle)
+        return p;
+      }
+    }
     // (The owner's acquire only brings the writer's schema up to date.)
     if (host.writer.owns(this) && host.writer.acquire(this)) {
       return host.writer.connection.prepare(sql);

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { foldCase, statementTokens } from "./_sql_text.ts";
+
 /**
  * PRAGMAs that only report, whatever their argument (which names what to
  * report on: `table_info(t)`, `integrity_check(10)`): they read the schema,
@@ -39,7 +41,8 @@ export const QUERY_PRAGMAS: readonly string[] = [
  * writer's would once committed. (`journal_mode` is WAL in the file; the
  * server sets it. Per-connection settings and states are not here:
  * `foreign_keys`, which the server turns on for the writer alone,
- * `data_version`, which counts other connections' commits, `cache_size`,
+ * `data_version`, which counts other connections' commits (see
+ * {@link COUNTER_PRAGMAS}), `cache_size`,
  * `busy_timeout`, `max_page_count`, ...)
  */
 export const FILE_SETTINGS: readonly string[] = [
@@ -53,6 +56,16 @@ export const FILE_SETTINGS: readonly string[] = [
   "schema_version",
   "user_version",
 ];
+
+/**
+ * A counter of the connection that reads it: `data_version` changes when
+ * another connection commits. Every client's commits are the writer's own,
+ * so the writer's would never change for them: the shared read connection
+ * answers it (it sees the writer's commits and other programs' alike), also
+ * inside a transaction and while TEMP objects exist, for the plain statement
+ * ({@link isDataVersionRead}).
+ */
+export const COUNTER_PRAGMAS: readonly string[] = ["data_version"];
 
 /** PRAGMAs that act (checkpoint, vacuum, analyze, free memory) even without a value. */
 export const ACTING_PRAGMAS: readonly string[] = [
@@ -73,6 +86,7 @@ export type PragmaUse = "reader" | "writer" | "write";
 const query = new Set(QUERY_PRAGMAS);
 const fileSettings = new Set(FILE_SETTINGS);
 const acting = new Set(ACTING_PRAGMAS);
+const counters = new Set(COUNTER_PRAGMAS);
 
 /**
  * Where `PRAGMA name` (given `arg`, as SQLite's authorizer passes it: the
@@ -94,5 +108,32 @@ export function pragmaUse(name: string, arg: string | null): PragmaUse {
   const n = name.toLowerCase();
   if (query.has(n)) return "reader";
   if (arg !== null || acting.has(n)) return "write";
-  return fileSettings.has(n) ? "reader" : "writer";
+  return fileSettings.has(n) || counters.has(n) ? "reader" : "writer";
 }
+
+/**
+ * True when `sql` is the plain read `PRAGMA data_version` (or
+ * `PRAGMA main.data_version`), which the shared read connection answers
+ * wherever the session's other statements run (see {@link COUNTER_PRAGMAS}).
+ *
+ * @param sql One statement's text.
+ * @returns whether it is that read.
+ * @example
+ * ```ts
+ * import { isDataVersionRead } from "./pragma_use.ts";
+ * if (!isDataVersionRead("pragma Main.DATA_VERSION;")) throw new Error("the plain read");
+ * if (isDataVersionRead("PRAGMA data_version = 3")) throw new Error("not a read");
+ * ```
+ */
+export function isDataVersionRead(sql: string): boolean {
+  // (Asked of every statement: long text, or text without the name, is not it.)
+  if (sql.length > 256 || !DATA_VERSION.test(sql)) return false;
+  const words = statementTokens(sql).filter((t) => t.kind !== "semicolon")
+    .map((t) => t.kind === "word" || t.kind === "name" ? foldCase(t.text) : t.text);
+  if (words[0] !== "pragma") return false;
+  if (words.length === 2) return words[1] === "data_version";
+  return words.length === 4 && words[1] === "main" && words[2] === "." &&
+    words[3] === "data_version";
+}
+
+const DATA_VERSION = /data_version/i;
