@@ -586,13 +586,30 @@ export class Link {
     }
   }
 
-  /** Checks the oldest pending request; requests are answered in order. */
-  #armTimer(ms: number): void {
+  /**
+   * Checks the oldest pending request; requests are answered in order. A
+   * timer that fires more than {@link STALL_MS} late shows that this process
+   * did not run meanwhile (stopped with SIGSTOP or by a debugger, its machine
+   * asleep, a long synchronous task or GC pause): timers that came due then
+   * fire before the replies that arrived meanwhile are read, so the check
+   * waits a grace of min(requestTimeout, {@link MAX_GRACE_MS}) first, as the
+   * server's limits do (engine/deadline_timer.ts). Without it, a reply the
+   * server sent in time was taken for none: the call failed with
+   * `REQUEST_TIMEOUT` ("it may have run") and the connection was closed,
+   * its transaction rolled back.
+   */
+  #armTimer(ms: number, grace = false): void {
+    const due = performance.now() + ms;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       const oldest = this.#pending.values().next().value;
       if (oldest === undefined) return;
-      const left = oldest.deadline - performance.now();
+      const now = performance.now();
+      if (!grace && now - due > STALL_MS) {
+        this.#armTimer(Math.min(this.#requestTimeout, MAX_GRACE_MS), true);
+        return;
+      }
+      const left = oldest.deadline - now;
       if (left > 0) {
         this.#armTimer(left);
         return;
@@ -651,6 +668,15 @@ const WRITE_FAILED_READ_MS = 1000;
 
 /** How long a request timeout waits for its `cancel` frames to be written, in ms. */
 const CANCEL_WRITE_MS = 50;
+
+/**
+ * A request timer that fires more than this late (ms) shows that the client's
+ * process did not run meanwhile (the server's `STALL_MS`, engine/deadline_timer.ts).
+ */
+const STALL_MS = 100;
+
+/** The longest grace a late request timer gives before it times the request out (ms). */
+const MAX_GRACE_MS = 1000;
 
 /**
  * The error of a call sent on a link that ended (`failure`) before its

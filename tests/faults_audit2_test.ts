@@ -1,0 +1,80 @@
+/**
+ * Faults audit 2: clients and operators that misbehave (processes stopped
+ * with SIGSTOP, ...), against real servers and client processes.
+ */
+
+import assert from "node:assert/strict";
+import { delay, startServer, statsUntil } from "./_helpers.ts";
+
+const CLIENT_TS = new URL("../client.ts", import.meta.url).href;
+
+/** The child's `requestTimeout`: far above what its write takes once the writer is free. */
+const REQUEST_TIMEOUT = 3000;
+
+Deno.test("Link: a client process stopped (SIGSTOP) past its requestTimeout reads the reply that came meanwhile, not REQUEST_TIMEOUT", async () => {
+  await using srv = await startServer();
+  await using holder = await srv.client();
+  await holder.exec("CREATE TABLE t (v TEXT)");
+  // The child's write waits for the writer until the holder commits, which
+  // happens only once the child is stopped: its reply comes while it is.
+  await holder.exec("BEGIN IMMEDIATE");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { connect } from ${JSON.stringify(CLIENT_TS)};
+      const db = await connect({ ...${JSON.stringify(srv.connectOptions)}, max: 1,
+        requestTimeout: ${REQUEST_TIMEOUT} });
+      const write = db.run("INSERT INTO t VALUES ('child')");
+      console.log("sent");
+      const outcome = await write.then((r) => ({ changes: r.changes }),
+        (e) => ({ code: e.code, message: e.message }));
+      console.log(JSON.stringify(outcome));
+      await db.close();`,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  let stopped = false;
+  try {
+    while (!text.includes("sent\n")) {
+      const { value, done } = await out.read();
+      if (done) break;
+      text += value;
+    }
+    await statsUntil(srv.connectOptions, (r) => r.writer.waiting >= 1, "the child's write waits");
+    child.kill("SIGSTOP");
+    stopped = true;
+    const stoppedAt = performance.now();
+    await holder.exec("COMMIT");
+    // The write committed, and so was answered, while its client was stopped.
+    for (let i = 0; (await holder.get<{ n: number }>("SELECT count(*) AS n FROM t"))!.n < 1; i++) {
+      assert.ok(i < 1000, "the child's write did not commit");
+      await delay(10);
+    }
+    // Stopped until well past its request's deadline.
+    await delay(Math.max(0, stoppedAt + REQUEST_TIMEOUT + 1500 - performance.now()));
+    child.kill("SIGCONT");
+    stopped = false;
+    for (;;) {
+      const { value, done } = await out.read();
+      if (done) break;
+      text += value;
+    }
+    const status = await child.status;
+    assert.equal(status.code, 0, text);
+    const outcome = JSON.parse(text.trim().split("\n").at(-1)!);
+    // Was: REQUEST_TIMEOUT "No reply ... within 3000 ms (requestTimeout) ... it may have run",
+    // for a write the server had committed and answered in time.
+    assert.deepEqual(outcome, { changes: 1 });
+  } finally {
+    if (stopped) child.kill("SIGCONT");
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await out.cancel().catch(() => {});
+  }
+});
