@@ -32,6 +32,7 @@ import {
 import { type Address, formatAddress } from "../transport/address.ts";
 import type { ByteStream } from "../transport/byte_stream.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
+import { MAX_GRACE_MS, STALL_MS } from "./_stall_grace.ts";
 
 interface Pending {
   resolve(payload: unknown): void;
@@ -592,8 +593,8 @@ export class Link {
    * did not run meanwhile (stopped with SIGSTOP or by a debugger, its machine
    * asleep, a long synchronous task or GC pause): timers that came due then
    * fire before the replies that arrived meanwhile are read, so the check
-   * waits a grace of min(requestTimeout, {@link MAX_GRACE_MS}) first, as the
-   * server's limits do (engine/deadline_timer.ts). Without it, a reply the
+   * waits a grace of min(requestTimeout, {@link MAX_GRACE_MS}) first (see
+   * client/_stall_grace.ts). Without it, a reply the
    * server sent in time was taken for none: the call failed with
    * `REQUEST_TIMEOUT` ("it may have run") and the connection was closed,
    * its transaction rolled back.
@@ -668,15 +669,6 @@ const WRITE_FAILED_READ_MS = 1000;
 
 /** How long a request timeout waits for its `cancel` frames to be written, in ms. */
 const CANCEL_WRITE_MS = 50;
-
-/**
- * A request timer that fires more than this late (ms) shows that the client's
- * process did not run meanwhile (the server's `STALL_MS`, engine/deadline_timer.ts).
- */
-const STALL_MS = 100;
-
-/** The longest grace a late request timer gives before it times the request out (ms). */
-const MAX_GRACE_MS = 1000;
 
 /**
  * The error of a call sent on a link that ended (`failure`) before its

@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { delay, startServer, statsUntil } from "./_helpers.ts";
+import { delay, startServer, startServerProcess, statsUntil } from "./_helpers.ts";
 
 const CLIENT_TS = new URL("../client.ts", import.meta.url).href;
 
@@ -71,6 +71,70 @@ Deno.test("Link: a client process stopped (SIGSTOP) past its requestTimeout read
     assert.deepEqual(outcome, { changes: 1 });
   } finally {
     if (stopped) child.kill("SIGCONT");
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    await out.cancel().catch(() => {});
+  }
+});
+
+/** The child's `connectTimeout`. */
+const CONNECT_TIMEOUT = 3000;
+
+Deno.test("openLink: a client process stopped (SIGSTOP) past its connectTimeout reads the handshake reply that came meanwhile", async () => {
+  await using srv = await startServerProcess();
+  // The server is stopped while the child connects, so the handshake reply
+  // comes only once the child is stopped in its turn.
+  srv.child.kill("SIGSTOP");
+  let serverStopped = true;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { connect } from ${JSON.stringify(CLIENT_TS)};
+      console.log("connecting");
+      const outcome = await connect({ ...${JSON.stringify(srv.connectOptions)}, max: 1,
+        connectTimeout: ${CONNECT_TIMEOUT} }).then(
+          async (db) => { const row = await db.get("SELECT 1 AS one"); await db.close(); return row; },
+          (e) => ({ code: e.code, message: e.message }));
+      console.log(JSON.stringify(outcome));`,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  let childStopped = false;
+  try {
+    while (!text.includes("connecting\n")) {
+      const { value, done } = await out.read();
+      if (done) break;
+      text += value;
+    }
+    // Time to connect and send the hello (the listen backlog takes them), well within the limit.
+    await delay(1000);
+    child.kill("SIGSTOP");
+    childStopped = true;
+    const stoppedAt = performance.now();
+    srv.child.kill("SIGCONT");
+    serverStopped = false;
+    // The server answered the child's hello (its session counts among the open ones).
+    await statsUntil(srv.connectOptions, (r) => r.connections.total >= 2, "the child's hello");
+    await delay(Math.max(0, stoppedAt + CONNECT_TIMEOUT + 1500 - performance.now()));
+    child.kill("SIGCONT");
+    childStopped = false;
+    for (;;) {
+      const { value, done } = await out.read();
+      if (done) break;
+      text += value;
+    }
+    assert.equal((await child.status).code, 0, text);
+    // Was: REQUEST_TIMEOUT "Cannot connect to ...: no handshake reply within 3000 ms".
+    assert.deepEqual(JSON.parse(text.trim().split("\n").at(-1)!), { one: 1 });
+  } finally {
+    if (serverStopped) srv.child.kill("SIGCONT");
+    if (childStopped) child.kill("SIGCONT");
     try {
       child.kill("SIGKILL");
     } catch { /* exited */ }
