@@ -4,9 +4,11 @@
  */
 
 import assert from "node:assert/strict";
-import { delay, startServer, startServerProcess, statsUntil } from "./_helpers.ts";
+import { connect } from "../client.ts";
+import { delay, startServer, startServerProcess, statsUntil, tempDir, within } from "./_helpers.ts";
 
 const CLIENT_TS = new URL("../client.ts", import.meta.url).href;
+const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
 /** The child's `requestTimeout`: far above what its write takes once the writer is free. */
 const REQUEST_TIMEOUT = 3000;
@@ -141,4 +143,58 @@ Deno.test("openLink: a client process stopped (SIGSTOP) past its connectTimeout 
     await child.status;
     await out.cancel().catch(() => {});
   }
+});
+
+const HAS_NOHUP = Deno.build.os === "linux" &&
+  await new Deno.Command("nohup", { args: ["true"], stdout: "null", stderr: "null" }).output()
+    .then((o) => o.success, () => false);
+
+Deno.test({
+  name:
+    "server.ts started with nohup keeps ignoring SIGHUP (a closed terminal); SIGTERM still stops it",
+  ignore: !HAS_NOHUP,
+  fn: async () => {
+    await using dir = await tempDir();
+    const sock = `${dir.path}/s.sock`;
+    const child = new Deno.Command("nohup", {
+      args: [Deno.execPath(), "run", "-A", SERVER_TS, "--db", `${dir.path}/a.db`, "--socket", sock],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    let ended = false;
+    let text = "";
+    const read = child.stdout.pipeThrough(new TextDecoderStream()).pipeTo(
+      new WritableStream({ write: (chunk) => void (text += chunk) }),
+    );
+    try {
+      while (!/netsqlite: engine .*\n/.test(text)) {
+        assert.equal(await within(child.status, 50), "timeout", `the server exited: ${text}`);
+      }
+      child.kill("SIGHUP");
+      await delay(1000);
+      // Was: the server stopped (Deno's listener for SIGINT catches SIGHUP too, undoing nohup).
+      assert.equal(await within(child.status, 0), "timeout", `the server exited: ${text}`);
+      {
+        await using db = await connect({ path: sock, max: 1 });
+        assert.deepEqual(await db.get("SELECT 1 AS one"), { one: 1 });
+      }
+      child.kill("SIGTERM");
+      assert.equal((await child.status).code, 0);
+      ended = true;
+      await read;
+      assert.match(
+        text,
+        /\nnetsqlite: SIGHUP ignored, as it was when the server started \(nohup\): a hang-up does not stop the server; SIGINT or SIGTERM does\n/,
+      );
+    } finally {
+      if (!ended) {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* exited */ }
+        await child.status;
+        await read;
+      }
+    }
+  },
 });
