@@ -1288,9 +1288,20 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   }
   // SIGHUP (a closed terminal or SSH session, or `kill -HUP` meant as a
   // reload: there is nothing to reload) shuts down as gracefully as SIGTERM,
-  // instead of Deno's default of exiting on the spot.
+  // instead of Deno's default of exiting on the spot; unless the server was
+  // started ignoring it (`nohup`). Deno, once it listens for any signal,
+  // catches SIGHUP too and exits on it when nobody listens: a listener that
+  // does nothing keeps it ignored.
+  const hangUpIgnored = startedIgnoringHangUp();
+  const ignoreHangUp = (): void => {};
+  if (hangUpIgnored) Deno.addSignalListener("SIGHUP", ignoreHangUp);
+  const endIgnoringHangUp = (): void => {
+    if (hangUpIgnored) Deno.removeSignalListener("SIGHUP", ignoreHangUp);
+  };
   const signals: Deno.Signal[] = Deno.build.os === "windows"
     ? ["SIGINT"]
+    : hangUpIgnored
+    ? ["SIGINT", "SIGTERM"]
     : ["SIGINT", "SIGTERM", "SIGHUP"];
   // A signal while the server starts (its lock, socket and database being
   // claimed) stops it once serve() is done, so that it leaves no file behind
@@ -1301,6 +1312,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     server = await serve(options);
   } catch (err) {
     start.remove();
+    endIgnoringHangUp();
     console.error(`netsqlite: ${flagInMessage((err as Error).message, args)}`);
     return start.signal === null ? 1 : 128 + SIGNAL_NUMBERS[start.signal];
   }
@@ -1319,6 +1331,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     // handlers stay until the end, a second signal exiting at once).
     await server.shutdown();
     start.remove();
+    endIgnoringHangUp();
     if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);
     console.log("netsqlite: stopped");
     return 128 + SIGNAL_NUMBERS[start.signal];
@@ -1355,6 +1368,12 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   console.log(`netsqlite ${VERSION} serving ${db} on ${on}${tls}`);
   console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
   console.log(`netsqlite: ${describeEngine(server.sqlite)}`);
+  if (hangUpIgnored) {
+    console.log(
+      "netsqlite: SIGHUP ignored, as it was when the server started (nohup): a hang-up does not " +
+        "stop the server; SIGINT or SIGTERM does",
+    );
+  }
   if (options.allowDoubleQuotedStrings) {
     console.log(
       'netsqlite: double-quoted string literals accepted ("x" is text where no column x)',
@@ -1365,6 +1384,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   if (tooOpen !== null) new Logger(options.logLevel).warn(tooOpen);
   await server.finished;
   for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
+  endIgnoringHangUp();
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);
   if (signalledAt >= 0) console.log("netsqlite: stopped");
   return 0;
@@ -1412,6 +1432,27 @@ function startSignals(signals: Deno.Signal[]): StartSignals {
     Deno.addSignalListener(sig, onSignal);
   }
   return state;
+}
+
+/**
+ * Whether the process started with SIGHUP ignored, as `nohup` starts it (bit
+ * 0 of `SigIgn` in /proc/self/status, Linux). Listening for a signal replaces
+ * that disposition, so the server stopped at the very hang-up nohup was meant
+ * to let it survive. False where that cannot be read (other systems, no read
+ * permission: never asked at a prompt).
+ */
+function startedIgnoringHangUp(): boolean {
+  const status = "/proc/self/status";
+  if (Deno.build.os !== "linux") return false;
+  try {
+    if (Deno.permissions.querySync({ name: "read", path: status }).state !== "granted") {
+      return false;
+    }
+    const m = /^SigIgn:\s*([0-9a-fA-F]+)\s*$/m.exec(Deno.readTextFileSync(status));
+    return m !== null && (BigInt(`0x${m[1]}`) & 1n) === 1n;
+  } catch {
+    return false;
+  }
 }
 
 /** Numbers of the signals the CLI shuts down on (exit code 128 + n when signalled twice). */

@@ -16,6 +16,7 @@ import { abortable, Link, type ReplyOp, unsentError } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 import { snapshot } from "./_snapshot.ts";
 import { mayCommit } from "./_tx_control.ts";
+import { setTimeoutAfterStall } from "./_stall_grace.ts";
 
 /** What a connection tells its pool. */
 export interface ConnectionEvents {
@@ -146,18 +147,22 @@ export async function openLink(
   const conn = await connectTo(config.addr, config.tls, ms, signal);
   const link = new Link(conn, config.addr, config.maxFrameSize, config.requestTimeout);
   failOnAbort(link, config.addr, signal);
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  if (ms > 0) {
-    timer = setTimeout(() => {
-      link.fail(
-        new ConnectionError(
-          `Cannot connect to ${formatAddress(config.addr)}: no handshake reply within ${ms} ms ` +
-            "(connectTimeout): the connection was closed",
-          { code: ErrorCode.RequestTimeout },
-        ),
-      );
-    }, Math.max(0, deadline - performance.now()));
-  }
+  // A grace after the client's own stall: a handshake reply that came meanwhile is read first.
+  const clear = ms > 0
+    ? setTimeoutAfterStall(
+      () => {
+        link.fail(
+          new ConnectionError(
+            `Cannot connect to ${formatAddress(config.addr)}: no handshake reply within ${ms} ms ` +
+              "(connectTimeout): the connection was closed",
+            { code: ErrorCode.RequestTimeout },
+          ),
+        );
+      },
+      Math.max(0, deadline - performance.now()),
+      ms,
+    )
+    : () => {};
   try {
     return [link, await link.hello(config.token, hello)];
   } catch (err) {
@@ -165,7 +170,7 @@ export async function openLink(
     await link.ended;
     throw err;
   } finally {
-    clearTimeout(timer);
+    clear();
   }
 }
 

@@ -32,6 +32,7 @@ import {
 import { type Address, formatAddress } from "../transport/address.ts";
 import type { ByteStream } from "../transport/byte_stream.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
+import { MAX_GRACE_MS, STALL_MS } from "./_stall_grace.ts";
 
 interface Pending {
   resolve(payload: unknown): void;
@@ -586,13 +587,30 @@ export class Link {
     }
   }
 
-  /** Checks the oldest pending request; requests are answered in order. */
-  #armTimer(ms: number): void {
+  /**
+   * Checks the oldest pending request; requests are answered in order. A
+   * timer that fires more than {@link STALL_MS} late shows that this process
+   * did not run meanwhile (stopped with SIGSTOP or by a debugger, its machine
+   * asleep, a long synchronous task or GC pause): timers that came due then
+   * fire before the replies that arrived meanwhile are read, so the check
+   * waits a grace of min(requestTimeout, {@link MAX_GRACE_MS}) first (see
+   * client/_stall_grace.ts). Without it, a reply the
+   * server sent in time was taken for none: the call failed with
+   * `REQUEST_TIMEOUT` ("it may have run") and the connection was closed,
+   * its transaction rolled back.
+   */
+  #armTimer(ms: number, grace = false): void {
+    const due = performance.now() + ms;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       const oldest = this.#pending.values().next().value;
       if (oldest === undefined) return;
-      const left = oldest.deadline - performance.now();
+      const now = performance.now();
+      if (!grace && now - due > STALL_MS) {
+        this.#armTimer(Math.min(this.#requestTimeout, MAX_GRACE_MS), true);
+        return;
+      }
+      const left = oldest.deadline - now;
       if (left > 0) {
         this.#armTimer(left);
         return;
