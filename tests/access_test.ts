@@ -604,14 +604,23 @@ Deno.test("fdBudget() shares the open-file limit between connections, handshakes
 Deno.test("openFileCount() counts this process's open descriptors", () => {
   const limit = openFileLimit();
   if (Deno.build.os !== "linux" || limit === null || limit > 65536) return;
-  const before = openFileCount(limit);
-  assert.ok(before !== null && before >= 3, String(before));
-  const file = Deno.openSync(SERVER_TS);
-  try {
-    assert.equal(openFileCount(limit), before + 1);
-  } finally {
-    file.close();
+  // Threads of the runtime (a previous test's worker or library winding down) may open or close
+  // a descriptor between two counts: one of a few tries must see exactly the file opened.
+  const seen: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const before = openFileCount(limit);
+    assert.ok(before !== null && before >= 3, String(before));
+    const file = Deno.openSync(SERVER_TS);
+    let after: number | null;
+    try {
+      after = openFileCount(limit);
+    } finally {
+      file.close();
+    }
+    if (after === before + 1) break;
+    seen.push(`${before} then ${after}`);
   }
+  assert.ok(seen.length < 5, `never one more after opening a file: ${seen.join(", ")}`);
   assert.equal(openFileCount(Infinity), null);
 });
 

@@ -17,8 +17,10 @@
  * - `PRAGMA integrity_check` says `ok`;
  * - the server's RSS grew by at most `maxRssGrowthBytes` over the second
  *   half of the run, or had levelled off by its end (at most a quarter of
- *   that over the last quarter): memory stability. Short runs can only
- *   catch gross leaks; run a few minutes to see a trend.
+ *   that over the last quarter), or was levelling off (the last quarter grew
+ *   at most half as much as the third, and at most half the limit): memory
+ *   stability. Short runs can only catch gross leaks; run a few minutes to
+ *   see a trend.
  *
  * Run: `deno task soak --duration 60 [--connections 200] [--processes 4] [--seed 1]`.
  * Import: {@link runSoak}.
@@ -87,15 +89,19 @@ export interface RssReport {
   secondHalfSlopeBytesPerMin: number;
   /** `endBytes` minus the RSS three quarters into the run. */
   lastQuarterGrowthBytes: number;
+  /** The RSS three quarters into the run minus `midBytes`. */
+  thirdQuarterGrowthBytes: number;
   /** About a second after every worker disconnected. */
   afterCloseBytes: number;
   limitBytes: number;
   /**
    * Memory counts as stable when it grew at most `limitBytes` over the
    * second half, or had levelled off by the end (at most `limitBytes / 4`
-   * over the last quarter): the runtime's heap grows for a while before it
-   * levels off, which on a short or slow run reaches into the second half,
-   * whereas a leak keeps growing to the end.
+   * over the last quarter), or was levelling off (its last quarter's growth
+   * at most half its third quarter's and at most `limitBytes / 2`): the
+   * runtime's heap grows for a while before it levels off, which on a short
+   * or slow run (a loaded machine) reaches into the second half, whereas a
+   * leak keeps growing at its rate to the end.
    */
   stable: boolean;
   samples: RssSample[];
@@ -354,6 +360,7 @@ function rssFigures(
   const midBytes = around(0.5);
   const endBytes = median(bytes.slice(-3));
   const lastQuarterGrowthBytes = endBytes - around(0.75);
+  const thirdQuarterGrowthBytes = around(0.75) - midBytes;
   const secondHalfGrowthBytes = endBytes - midBytes;
   const half = run.filter((s) => s.t >= durationMs / 2);
   let slope = 0;
@@ -373,9 +380,12 @@ function rssFigures(
     secondHalfGrowthBytes,
     secondHalfSlopeBytesPerMin: Math.round(slope),
     lastQuarterGrowthBytes,
+    thirdQuarterGrowthBytes,
     afterCloseBytes,
     limitBytes,
-    stable: secondHalfGrowthBytes <= limitBytes || lastQuarterGrowthBytes <= limitBytes / 4,
+    stable: secondHalfGrowthBytes <= limitBytes || lastQuarterGrowthBytes <= limitBytes / 4 ||
+      (lastQuarterGrowthBytes <= thirdQuarterGrowthBytes / 2 &&
+        lastQuarterGrowthBytes <= limitBytes / 2),
     samples,
   };
 }
@@ -658,7 +668,8 @@ export function checkSoak(r: SoakReport): string[] {
     f.push(
       `server RSS grew ${mib(r.rss.secondHalfGrowthBytes)} over the second half ` +
         `(limit ${mib(r.rss.limitBytes)}) and ${mib(r.rss.lastQuarterGrowthBytes)} over the ` +
-        `last quarter (limit ${mib(r.rss.limitBytes / 4)})`,
+        `last quarter (limit ${mib(r.rss.limitBytes / 4)}, or half the third quarter's ` +
+        `${mib(r.rss.thirdQuarterGrowthBytes)} and at most ${mib(r.rss.limitBytes / 2)})`,
     );
   }
   return f;
@@ -713,6 +724,7 @@ export function formatSoakReport(r: SoakReport): string {
     `after clients left ${mib(r.rss.afterCloseBytes)}`,
     `  server RSS growth over the second half: ${mib(r.rss.secondHalfGrowthBytes)} ` +
     `(limit ${mib(r.rss.limitBytes)}; slope ${mib(r.rss.secondHalfSlopeBytesPerMin)}/min), ` +
+    `over the third quarter: ${mib(r.rss.thirdQuarterGrowthBytes)}, ` +
     `over the last quarter: ${mib(r.rss.lastQuarterGrowthBytes)} ` +
     `(limit ${mib(r.rss.limitBytes / 4)}); stable: ${r.rss.stable ? "yes" : "NO"}`,
     `  server CPU: ${r.serverCpuSeconds.toFixed(1)} s (${
