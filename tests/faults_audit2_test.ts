@@ -10,6 +10,58 @@ import { delay, startServer, startServerProcess, statsUntil, tempDir, within } f
 const CLIENT_TS = new URL("../client.ts", import.meta.url).href;
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
+/** A `deno eval` child whose stdout is read line by line; disposing it ends it. */
+class EvalChild {
+  readonly child: Deno.ChildProcess;
+  #out: ReadableStreamDefaultReader<string>;
+  #text = "";
+  #stopped = false;
+
+  constructor(code: string) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", code],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#out = this.child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** Reads until `line` has been printed (or the output ends). */
+  async until(line: string): Promise<void> {
+    while (!this.#text.includes(`${line}\n`)) {
+      const { value, done } = await this.#out.read();
+      if (done) return;
+      this.#text += value;
+    }
+  }
+
+  signal(sig: "SIGSTOP" | "SIGCONT"): void {
+    this.child.kill(sig);
+    this.#stopped = sig === "SIGSTOP";
+  }
+
+  /** Waits for the child to exit 0 and returns its last line, parsed as JSON. */
+  async lastJson(): Promise<unknown> {
+    for (;;) {
+      const { value, done } = await this.#out.read();
+      if (done) break;
+      this.#text += value;
+    }
+    assert.equal((await this.child.status).code, 0, this.#text);
+    return JSON.parse(this.#text.trim().split("\n").at(-1)!);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#stopped) this.child.kill("SIGCONT");
+    try {
+      this.child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await this.child.status;
+    await this.#out.cancel().catch(() => {});
+  }
+}
+
 /** The child's `requestTimeout`: far above what its write takes once the writer is free. */
 const REQUEST_TIMEOUT = 3000;
 
@@ -20,65 +72,33 @@ Deno.test("Link: a client process stopped (SIGSTOP) past its requestTimeout read
   // The child's write waits for the writer until the holder commits, which
   // happens only once the child is stopped: its reply comes while it is.
   await holder.exec("BEGIN IMMEDIATE");
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
-      `import { connect } from ${JSON.stringify(CLIENT_TS)};
-      const db = await connect({ ...${JSON.stringify(srv.connectOptions)}, max: 1,
-        requestTimeout: ${REQUEST_TIMEOUT} });
-      const write = db.run("INSERT INTO t VALUES ('child')");
-      console.log("sent");
-      const outcome = await write.then((r) => ({ changes: r.changes }),
-        (e) => ({ code: e.code, message: e.message }));
-      console.log(JSON.stringify(outcome));
-      await db.close();`,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  let stopped = false;
-  try {
-    while (!text.includes("sent\n")) {
-      const { value, done } = await out.read();
-      if (done) break;
-      text += value;
-    }
-    await statsUntil(srv.connectOptions, (r) => r.writer.waiting >= 1, "the child's write waits");
-    child.kill("SIGSTOP");
-    stopped = true;
-    const stoppedAt = performance.now();
-    await holder.exec("COMMIT");
-    // The write committed, and so was answered, while its client was stopped.
-    for (let i = 0; (await holder.get<{ n: number }>("SELECT count(*) AS n FROM t"))!.n < 1; i++) {
-      assert.ok(i < 1000, "the child's write did not commit");
-      await delay(10);
-    }
-    // Stopped until well past its request's deadline.
-    await delay(Math.max(0, stoppedAt + REQUEST_TIMEOUT + 1500 - performance.now()));
-    child.kill("SIGCONT");
-    stopped = false;
-    for (;;) {
-      const { value, done } = await out.read();
-      if (done) break;
-      text += value;
-    }
-    const status = await child.status;
-    assert.equal(status.code, 0, text);
-    const outcome = JSON.parse(text.trim().split("\n").at(-1)!);
-    // Was: REQUEST_TIMEOUT "No reply ... within 3000 ms (requestTimeout) ... it may have run",
-    // for a write the server had committed and answered in time.
-    assert.deepEqual(outcome, { changes: 1 });
-  } finally {
-    if (stopped) child.kill("SIGCONT");
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-    await child.status;
-    await out.cancel().catch(() => {});
+  await using child = new EvalChild(
+    `import { connect } from ${JSON.stringify(CLIENT_TS)};
+    const db = await connect({ ...${JSON.stringify(srv.connectOptions)}, max: 1,
+      requestTimeout: ${REQUEST_TIMEOUT} });
+    const write = db.run("INSERT INTO t VALUES ('child')");
+    console.log("sent");
+    const outcome = await write.then((r) => ({ changes: r.changes }),
+      (e) => ({ code: e.code, message: e.message }));
+    console.log(JSON.stringify(outcome));
+    await db.close();`,
+  );
+  await child.until("sent");
+  await statsUntil(srv.connectOptions, (r) => r.writer.waiting >= 1, "the child's write waits");
+  child.signal("SIGSTOP");
+  const stoppedAt = performance.now();
+  await holder.exec("COMMIT");
+  // The write committed, and so was answered, while its client was stopped.
+  for (let i = 0; (await holder.get<{ n: number }>("SELECT count(*) AS n FROM t"))!.n < 1; i++) {
+    assert.ok(i < 1000, "the child's write did not commit");
+    await delay(10);
   }
+  // Stopped until well past its request's deadline.
+  await delay(Math.max(0, stoppedAt + REQUEST_TIMEOUT + 1500 - performance.now()));
+  child.signal("SIGCONT");
+  // Was: REQUEST_TIMEOUT "No reply ... within 3000 ms (requestTimeout) ... it may have run",
+  // for a write the server had committed and answered in time.
+  assert.deepEqual(await child.lastJson(), { changes: 1 });
 });
 
 /** The child's `connectTimeout`. */
@@ -90,9 +110,8 @@ Deno.test("openLink: a client process stopped (SIGSTOP) past its connectTimeout 
   // comes only once the child is stopped in its turn.
   srv.child.kill("SIGSTOP");
   let serverStopped = true;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
+  try {
+    await using child = new EvalChild(
       `import { connect } from ${JSON.stringify(CLIENT_TS)};
       console.log("connecting");
       const outcome = await connect({ ...${JSON.stringify(srv.connectOptions)}, max: 1,
@@ -100,48 +119,22 @@ Deno.test("openLink: a client process stopped (SIGSTOP) past its connectTimeout 
           async (db) => { const row = await db.get("SELECT 1 AS one"); await db.close(); return row; },
           (e) => ({ code: e.code, message: e.message }));
       console.log(JSON.stringify(outcome));`,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  let childStopped = false;
-  try {
-    while (!text.includes("connecting\n")) {
-      const { value, done } = await out.read();
-      if (done) break;
-      text += value;
-    }
+    );
+    await child.until("connecting");
     // Time to connect and send the hello (the listen backlog takes them), well within the limit.
     await delay(1000);
-    child.kill("SIGSTOP");
-    childStopped = true;
+    child.signal("SIGSTOP");
     const stoppedAt = performance.now();
     srv.child.kill("SIGCONT");
     serverStopped = false;
     // The server answered the child's hello (its session counts among the open ones).
     await statsUntil(srv.connectOptions, (r) => r.connections.total >= 2, "the child's hello");
     await delay(Math.max(0, stoppedAt + CONNECT_TIMEOUT + 1500 - performance.now()));
-    child.kill("SIGCONT");
-    childStopped = false;
-    for (;;) {
-      const { value, done } = await out.read();
-      if (done) break;
-      text += value;
-    }
-    assert.equal((await child.status).code, 0, text);
+    child.signal("SIGCONT");
     // Was: REQUEST_TIMEOUT "Cannot connect to ...: no handshake reply within 3000 ms".
-    assert.deepEqual(JSON.parse(text.trim().split("\n").at(-1)!), { one: 1 });
+    assert.deepEqual(await child.lastJson(), { one: 1 });
   } finally {
     if (serverStopped) srv.child.kill("SIGCONT");
-    if (childStopped) child.kill("SIGCONT");
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-    await child.status;
-    await out.cancel().catch(() => {});
   }
 });
 
