@@ -389,18 +389,19 @@ async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
         return null;
       });
     }
+    // Backups already running (another client's) are never taken for this one by the bar.
+    const before = poller === null ? null : await backupsRunning(poller);
     const done = link.request(Op.Backup, [dest]);
     // Handled from the start: it may fail while the progress bar is drawn (awaited further on).
     done.catch(() => {});
-    if (poller !== null && io.progress !== null) {
+    if (poller !== null && before !== null && io.progress !== null) {
       const draw = io.progress;
       const stats = poller;
       const started = performance.now();
       const poll = async (): Promise<void> => {
         if (stopped) return;
         const s = await stats.request(Op.Stats, []).catch(() => null);
-        const name = dest.replace(/^.*\//, "");
-        const b = s?.backups.find((x) => x.dest.endsWith(name)) ?? s?.backups[0];
+        const b = s?.backups.find((x) => !before.has(x.dest) && isDestination(x.dest, dest));
         if (b !== undefined && !stopped) {
           try {
             draw(progressBar(b.done, b.total, performance.now() - started, s!));
@@ -428,6 +429,22 @@ async function backup(p: Parsed, dest: string, io: AdminIO): Promise<number> {
     if (poller !== null) await close(poller);
     await close(link);
   }
+}
+
+/** The destinations of the backups in progress, or `null` when `stats` fails (then no bar). */
+async function backupsRunning(stats: Link): Promise<Set<string> | null> {
+  const s = await stats.request(Op.Stats, []).catch(() => null);
+  return s === null ? null : new Set(s.backups.map((b) => b.dest));
+}
+
+/**
+ * Whether `resolved`, a destination as `stats` reports it (resolved by the server under its
+ * `--backup-dir`), is `dest` as the command was given it: the same path, or one ending in `/` and
+ * its last part (`/srv/copies/a.db` for `a.db`, but not `/srv/copies/ba.db`).
+ */
+function isDestination(resolved: string, dest: string): boolean {
+  const name = dest.replace(/^.*\//, "");
+  return resolved === dest || (name !== "" && resolved.endsWith(`/${name}`));
 }
 
 function progressBar(done: number, total: number, ms: number, s: StatsReport): string {
