@@ -258,6 +258,9 @@ function prepare(name: string, args: string[], io: AdminIO): () => Promise<numbe
       noPositionals(p);
       const watch = p.values.watch === undefined ? 0 : positive("--watch", p.values.watch);
       const count = p.values.count === undefined ? Infinity : positive("--count", p.values.count);
+      if (!Number.isInteger(count) && count !== Infinity) {
+        throw new TypeError(`Invalid --count "${String(p.values.count)}": expected a whole number`);
+      }
       if (p.values.count !== undefined && watch === 0) {
         throw new TypeError("--count goes with --watch");
       }

@@ -8,6 +8,7 @@ import { Op } from "../protocol/messages.ts";
 import { openAdminLink, runAdmin } from "../cli/admin.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { delay, startServer, tempDir } from "./_helpers.ts";
+import { cli } from "./_cli.ts";
 
 const INSERT_1000 =
   "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) " +
@@ -56,5 +57,25 @@ Deno.test("ffi: runAdmin() backup's progress bar shows its own backup, not anoth
     other.fail(new Error("done"));
     await other.ended;
     await db.close();
+  }
+});
+
+Deno.test("netsqlite stats --count refuses a number of reports that is not whole (exit status 2)", async () => {
+  for (const count of ["1.5", "0.5", "2e-1"]) {
+    const r = await cli([
+      "stats",
+      "--watch",
+      "1",
+      "--count",
+      count,
+      "--socket",
+      "/nonexistent.sock",
+    ]);
+    assert.equal(r.code, 2, `--count ${count}: ${r.stderr}`);
+    assert.equal(r.stdout, "");
+    assert.match(
+      r.stderr,
+      new RegExp(`^netsqlite stats: Invalid --count "${count}": expected a whole number\\n`),
+    );
   }
 });
