@@ -32,7 +32,7 @@ import {
 import { type Address, formatAddress } from "../transport/address.ts";
 import type { ByteStream } from "../transport/byte_stream.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
-import { MAX_GRACE_MS, STALL_MS } from "./_stall_grace.ts";
+import { setTimeoutAfterStall } from "./_stall_grace.ts";
 
 interface Pending {
   resolve(payload: unknown): void;
@@ -58,7 +58,8 @@ export class Link {
   readonly #requestTimeout: number;
   /** Resolves when the connection has ended and every request was failed. */
   readonly ended: Promise<void>;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Disarms the armed timer (request timeout, or the wait after a failed write). */
+  #disarmTimer: (() => void) | undefined;
   /** Largest request payload sent: ours until the handshake, then the server's too. */
   #sendLimit: number;
   /** Whose limit `#sendLimit` is, for messages: the server's, or the client's own option. */
@@ -154,9 +155,9 @@ export class Link {
   #writeFailed(err: Error): void {
     this.#writeError = err;
     if (this.#failure !== null) return;
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
+    this.#disarmTimer?.();
+    this.#disarmTimer = setTimeoutAfterStall(() => {
+      this.#disarmTimer = undefined;
       this.fail(err);
     }, WRITE_FAILED_READ_MS);
   }
@@ -375,7 +376,7 @@ export class Link {
       });
     });
     if (
-      this.#requestTimeout > 0 && this.#timer === undefined && this.#writeError === null
+      this.#requestTimeout > 0 && this.#disarmTimer === undefined && this.#writeError === null
     ) this.#armTimer(this.#requestTimeout);
     this.#flush();
     return promise;
@@ -453,8 +454,8 @@ export class Link {
         { cause: err },
       );
     }
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#disarmTimer?.();
+    this.#disarmTimer = undefined;
     this.#channel.close();
     const failure = this.#failure!;
     // One error per call (withCallerFrames adds each caller's frames to its own).
@@ -589,34 +590,29 @@ export class Link {
 
   /**
    * Checks the oldest pending request; requests are answered in order. A
-   * timer that fires more than {@link STALL_MS} late shows that this process
-   * did not run meanwhile (stopped with SIGSTOP or by a debugger, its machine
-   * asleep, a long synchronous task or GC pause): timers that came due then
-   * fire before the replies that arrived meanwhile are read, so the check
-   * waits a grace of min(requestTimeout, {@link MAX_GRACE_MS}) first (see
-   * client/_stall_grace.ts). Without it, a reply the
-   * server sent in time was taken for none: the call failed with
-   * `REQUEST_TIMEOUT` ("it may have run") and the connection was closed,
+   * timer that fires late (this process did not run meanwhile: SIGSTOP, a
+   * debugger, a long synchronous task) first gives a grace in which the
+   * replies that arrived meanwhile are read (client/_stall_grace.ts): without
+   * it, a reply the server sent in time was taken for none, the call failed
+   * with `REQUEST_TIMEOUT` ("it may have run") and the connection was closed,
    * its transaction rolled back.
    */
-  #armTimer(ms: number, grace = false): void {
-    const due = performance.now() + ms;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      const oldest = this.#pending.values().next().value;
-      if (oldest === undefined) return;
-      const now = performance.now();
-      if (!grace && now - due > STALL_MS) {
-        this.#armTimer(Math.min(this.#requestTimeout, MAX_GRACE_MS), true);
-        return;
-      }
-      const left = oldest.deadline - now;
-      if (left > 0) {
-        this.#armTimer(left);
-        return;
-      }
-      this.#timeOut().catch(() => {});
-    }, ms);
+  #armTimer(ms: number): void {
+    this.#disarmTimer = setTimeoutAfterStall(
+      () => {
+        this.#disarmTimer = undefined;
+        const oldest = this.#pending.values().next().value;
+        if (oldest === undefined) return;
+        const left = oldest.deadline - performance.now();
+        if (left > 0) {
+          this.#armTimer(left);
+          return;
+        }
+        this.#timeOut().catch(() => {});
+      },
+      ms,
+      this.#requestTimeout,
+    );
   }
 
   /**
