@@ -1,5 +1,7 @@
 /** Running `cli.ts` as a child process, for the tests of the `netsqlite` command. */
 
+import type { AdminIO } from "../cli/admin.ts";
+
 /** The path of `cli.ts`. */
 export const CLI: string = new URL("../cli.ts", import.meta.url).pathname;
 
@@ -31,4 +33,35 @@ export async function cli(
   const out = await child.output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** An `AdminIO` for `runAdmin()` in process that keeps what it is given. */
+export interface CapturedIO {
+  io: AdminIO;
+  /** Lines of results. */
+  out: string[];
+  /** Lines of diagnostics. */
+  errors: string[];
+  /** Progress lines drawn, `""` for a cleared one. */
+  drawn: string[];
+}
+
+/**
+ * Captures a `runAdmin()` run's output, as on a terminal (`outIsTerminal`,
+ * a progress line); `onDraw` sees each progress line as it is drawn.
+ */
+export function capturedIO(onDraw?: (text: string) => void): CapturedIO {
+  const out: string[] = [];
+  const errors: string[] = [];
+  const drawn: string[] = [];
+  const io: AdminIO = {
+    out: (line) => out.push(line),
+    err: (line) => errors.push(line),
+    progress: (text) => {
+      drawn.push(text);
+      onDraw?.(text);
+    },
+    outIsTerminal: true,
+  };
+  return { io, out, errors, drawn };
 }

@@ -8,7 +8,7 @@ import { Op } from "../protocol/messages.ts";
 import { openAdminLink, runAdmin } from "../cli/admin.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { delay, startServer, tempDir } from "./_helpers.ts";
-import { cli } from "./_cli.ts";
+import { capturedIO, cli } from "./_cli.ts";
 
 const INSERT_1000 =
   "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) " +
@@ -25,21 +25,12 @@ Deno.test("ffi: runAdmin() backup's progress bar shows its own backup, not anoth
     await db.exec("CREATE TABLE t(x)");
     for (let i = 0; i < 24; i++) await db.run(INSERT_1000);
     const first = other.request(Op.Backup, ["ba.db"]);
-    first.then(() => firstDone = performance.now(), () => {});
     let firstDone: number | null = null;
+    first.then(() => firstDone = performance.now(), () => {});
     let drewWhileFirstRan = false;
-    const out: string[] = [];
-    const errors: string[] = [];
-    const drawn: string[] = [];
-    const io = {
-      out: (line: string) => out.push(line),
-      err: (line: string) => errors.push(line),
-      progress: (text: string) => {
-        drawn.push(text);
-        if (text !== "" && firstDone === null) drewWhileFirstRan = true;
-      },
-      outIsTerminal: true,
-    };
+    const { io, out, errors, drawn } = capturedIO((text) => {
+      if (text !== "" && firstDone === null) drewWhileFirstRan = true;
+    });
     // Once "ba.db" has its snapshot, the database grows: "a.db" copies more pages.
     await delay(20);
     await db.run(INSERT_1000);

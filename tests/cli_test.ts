@@ -13,7 +13,7 @@ import { resolveConnectOptions } from "../client/options.ts";
 import { DatabaseSync } from "node:sqlite";
 import { VERSION } from "../server.ts";
 import { startServer, tempDir } from "./_helpers.ts";
-import { CLI, cli } from "./_cli.ts";
+import { capturedIO, CLI, cli } from "./_cli.ts";
 
 // ---- statement splitting ---------------------------------------------------------
 
@@ -455,15 +455,7 @@ Deno.test("runAdmin() backup at a full server goes on without a progress bar whe
   const other = await openAdminLink(await resolveConnectOptions(srv.connectOptions));
   try {
     await db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(100000))");
-    const out: string[] = [];
-    const errors: string[] = [];
-    const drawn: string[] = [];
-    const io = {
-      out: (line: string) => out.push(line),
-      err: (line: string) => errors.push(line),
-      progress: (text: string) => drawn.push(text),
-      outIsTerminal: true,
-    };
+    const { io, out, errors, drawn } = capturedIO();
     const sock = ["--socket", (srv.connectOptions as { path: string }).path];
     assert.equal(await runAdmin("backup", ["copy.db", ...sock], io), 0, errors.join("\n"));
     assert.match(out.join("\n"), /^backup: \d+ pages, .* to .*\/copies\/copy\.db in /);
