@@ -393,9 +393,14 @@ export function show(value: unknown): string {
 const NO_SUCH_PARAMETER =
   /^Cannot bind parameter "[^"]*": the statement has no parameter of that name$|^Cannot bind a parameters object: the statement has positional parameters/;
 
+/** The server's refusal of a call that sent no parameters to a statement that has some. */
+const NONE_GIVEN = /^Missing parameter values: the statement has \d+ parameters?, 0 were given$/;
+
 /**
- * A refusal of a call's parameters, with a hint when they are most likely
- * the call's options passed in the parameters' place
+ * A refusal of a call's parameters, with a hint when they are `null` for a
+ * statement that has parameters (better-sqlite3's `stmt.get(null)` binds
+ * NULL to its one `?`; here `null` parameters are none), or when they are
+ * most likely the call's options passed in the parameters' place
  * (`db.query(sql, { timeout: 100 })`): a plain object whose keys are all
  * options of the call, refused because the statement has no parameter of
  * such a name or only positional ones (the server's `INVALID_PARAM`), or
@@ -405,11 +410,19 @@ const NO_SUCH_PARAMETER =
  *
  * @param err What the call failed with.
  * @param shape The call, whose options and arguments the hint names.
- * @param params What was passed as parameters.
+ * @param params What was passed as parameters (or their copy; `null` only when `null` was passed).
  * @returns `err`, or an `INVALID_PARAM` `SqliteError` with the hint, `err` its cause.
  */
 export function optionsAsParams(err: unknown, shape: CallShape, params: unknown): unknown {
   if (!(err instanceof SqliteError) || err.code !== ErrorCode.InvalidParam) return err;
+  if (params === null && NONE_GIVEN.test(err.message)) {
+    return new SqliteError(
+      err.code,
+      `${err.message} (null parameters are none: to bind NULL, pass [null])`,
+      err.sqliteCode,
+      { cause: err },
+    );
+  }
   if (typeof params !== "object" || params === null || !isPlainObject(params)) return err;
   const keys = Object.keys(params);
   const options = shape.options as readonly string[];

@@ -294,7 +294,7 @@ export abstract class Queryable {
     try {
       reply = await this.#call(Op.Run, [sql, own, wireOptions(opts)], opts.signal);
     } catch (err) {
-      throw withCallerFrames(optionsAsParams(err, RUN, own));
+      throw withCallerFrames(optionsAsParams(err, RUN, own ?? params));
     }
     return { changes: changesOf(reply[0]), lastInsertRowid: reply[1] };
   }
@@ -867,7 +867,7 @@ export abstract class Queryable {
     try {
       return await this.#call(Op.Query, [sql, own, wireOptions(opts, first)], opts.signal);
     } catch (err) {
-      throw optionsAsParams(err, shape, own);
+      throw optionsAsParams(err, shape, own ?? params);
     }
   }
 

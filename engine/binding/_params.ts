@@ -4,7 +4,8 @@
  *
  * - A key with its prefix (`":a"`, `"@a"`, `"$a"`, `"?3"`) names that
  *   parameter; a bare key (`"a"`) names every parameter called `a` with any
- *   prefix (as better-sqlite3 binds `{ a }` to `$a`, `@a` and `:a` alike).
+ *   prefix (as better-sqlite3 binds `{ a }` to `$a`, `@a` and `:a` alike,
+ *   and `{ 3: v }` to `?3`).
  * - A key naming no parameter is refused (`INVALID_PARAM`), and so is a
  *   parameter no key names (`:a` or `?3` that appears in the SQL): SQLite
  *   would bind it NULL silently, and one that two keys name
@@ -155,7 +156,7 @@ export class NamedParams {
       if (name === ANONYMOUS || (name === null && i + 1 > lastNumbered)) anonymous = true;
       if (name === null || name === ANONYMOUS) continue;
       add(name, i + 1);
-      if (name[0] !== "?") add(name.slice(1), i + 1);
+      add(name.slice(1), i + 1);
       this.#named.push(i + 1);
     }
     this.#anonymous = anonymous;
@@ -166,6 +167,7 @@ export class NamedParams {
         const name = names[n - 1];
         if (name === undefined || name === null || name === ANONYMOUS) continue;
         add(`?${n}`, n);
+        add(`${n}`, n);
         if (spelled !== `?${n}`) add(spelled, n); // `?01` as written, too
       }
     }
