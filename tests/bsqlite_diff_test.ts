@@ -101,3 +101,65 @@ for (const engine of ENGINES) {
     await refused(db.get("SELECT :a AS a", null), "INVALID_PARAM", /pass \[null\]\)$/);
   });
 }
+
+for (const engine of ENGINES) {
+  // What README's "Coming from better-sqlite3" says of run() results, client
+  // properties and TEMP tables, as compared with better-sqlite3 12.11.1.
+  Deno.test(`run() results, closed and TEMP tables as "Coming from better-sqlite3" says (${engine})`, async () => {
+    await using srv = await startServer({ engine });
+    await using db = await srv.client();
+    await db.exec(`
+      CREATE TABLE a(id INTEGER PRIMARY KEY, v);
+      CREATE TABLE log(id INTEGER PRIMARY KEY, msg);
+      CREATE TRIGGER a_ins AFTER INSERT ON a BEGIN
+        INSERT INTO log(msg) VALUES ('one'); INSERT INTO log(msg) VALUES ('two');
+      END;
+      CREATE VIEW av AS SELECT * FROM a;
+      CREATE TRIGGER av_ins INSTEAD OF INSERT ON av BEGIN INSERT INTO a(v) VALUES (NEW.v); END;
+      CREATE TABLE parent(id INTEGER PRIMARY KEY);
+      CREATE TABLE child(pid REFERENCES parent(id) ON DELETE CASCADE);
+      CREATE TABLE w(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+    `);
+    // A trigger's and a cascade's rows are not the statement's (as sqlite3_changes()).
+    assert.deepEqual(await db.run("INSERT INTO a(id, v) VALUES (7, 'x')"), {
+      changes: 1,
+      lastInsertRowid: 7,
+    });
+    await db.exec("INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1), (1), (1)");
+    assert.deepEqual(await db.run("DELETE FROM parent"), { changes: 1, lastInsertRowid: 0 });
+    // No rowid: 0, where better-sqlite3 gives the connection's last one (7 here).
+    assert.deepEqual(await db.run("INSERT INTO w VALUES ('k', 1), ('l', 2)"), {
+      changes: 2,
+      lastInsertRowid: 0,
+    });
+    assert.deepEqual(await db.run("INSERT INTO av(v) VALUES ('y')"), {
+      changes: 0,
+      lastInsertRowid: 0,
+    });
+    assert.deepEqual(await db.run("CREATE TABLE z(x)"), { changes: 0, lastInsertRowid: 0 });
+    // TEMP objects are the server's writer's: another client sees them and cannot make its own.
+    await db.run("CREATE TEMP TABLE scratch(x)");
+    await db.run("INSERT INTO scratch VALUES (1)");
+    {
+      await using other = await srv.client();
+      assert.deepEqual(await other.query("SELECT x FROM scratch"), [{ x: 1 }]);
+      await refused(
+        other.run("CREATE TEMP TABLE scratch(y)"),
+        "SQLITE_ERROR",
+        /table scratch already exists/,
+      );
+      await refused(
+        other.run("CREATE TEMP TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; END"),
+        "FORBIDDEN",
+        /TEMP trigger/,
+      );
+    }
+    await db.run("DROP TABLE temp.scratch");
+    // `closed` is better-sqlite3's `open` inverted; there is no `open`.
+    const c = await srv.client();
+    assert.equal(c.closed, false);
+    assert.equal((c as unknown as { open?: boolean }).open, undefined);
+    await c.close();
+    assert.equal(c.closed, true);
+  });
+}
