@@ -250,6 +250,11 @@ export interface CallShape {
   readonly unknownKey?: (key: string) => string | undefined;
   /** The whole message refusing an array as the options, instead of the plain one. */
   readonly arrayMessage?: string;
+  /**
+   * Said after the refusal of a value that is no object as the options: what
+   * it most likely was (`exec()`: a parameter, spread as `@db/sqlite` takes it).
+   */
+  readonly valueHint?: string;
 }
 
 /** No options given: shared, never written. */
@@ -299,7 +304,10 @@ export function callOptions(shape: CallShape, options: unknown): CheckedOptions 
   if (options === undefined || options === null) return NO_OPTIONS;
   const takes = `{ ${shape.options.join(", ")} }`;
   if (typeof options !== "object" || options === null) {
-    throw new TypeError(`Invalid ${shape.name} options: expected ${takes}, got ${show(options)}`);
+    throw new TypeError(
+      `Invalid ${shape.name} options: expected ${takes}, got ${show(options)}` +
+        (shape.valueHint === undefined ? "" : ` (${shape.valueHint})`),
+    );
   }
   if (Array.isArray(options)) {
     throw new TypeError(

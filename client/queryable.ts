@@ -1075,19 +1075,23 @@ async function runTransaction<T>(
 }
 
 /** What `exec()`'s options are most likely when they are not `{ signal }`: parameters. */
-const EXEC_PARAMS = "exec() takes no parameters: use run() or query() for a statement with " +
-  "parameters (exec()'s second argument is its options: { signal })";
+const EXEC_NO_PARAMS = "exec() takes no parameters: use run() or query() for a statement with " +
+  "parameters";
+const EXEC_PARAMS = `${EXEC_NO_PARAMS} (exec()'s second argument is its options: { signal })`;
 
 /**
  * `exec()`: a script without parameters, whose only option is a signal;
- * an array or an unknown key is taken for parameters (which a script
- * cannot bind), and `timeout` is explained.
+ * an array, an unknown key, a lone value or values spread after the SQL
+ * (`@db/sqlite`'s `exec(sql, ...params)`) are taken for parameters (which a
+ * script cannot bind), and `timeout` is explained.
  */
 const EXEC: CallShape = {
   name: "exec()",
   args: ["sql", "options"],
   options: ["signal"],
   arrayMessage: EXEC_PARAMS,
+  valueHint: EXEC_NO_PARAMS,
+  extraHint: `${EXEC_NO_PARAMS}, given in one array (positional) or plain object (named)`,
   unknownKey: (key) =>
     key === "timeout"
       ? 'Invalid exec() option "timeout": exec() takes only { signal }; each statement of a ' +

@@ -214,7 +214,9 @@ Deno.test("Queryable query calls refuse an argument beyond their options with a 
   });
   await assert.rejects(any.exec("INSERT INTO t VALUES (1)", {}, 1), {
     name: "TypeError",
-    message: "Invalid exec() call: it takes at most 2 arguments (sql, options), got 3",
+    message: "Invalid exec() call: it takes at most 2 arguments (sql, options), got 3: exec() " +
+      "takes no parameters: use run() or query() for a statement with parameters, given in one " +
+      "array (positional) or plain object (named)",
   });
   // prepare() takes the SQL alone: parameters go to the statement's calls.
   await assert.rejects(any.prepare("INSERT INTO t VALUES (?)", [1]), {

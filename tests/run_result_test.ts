@@ -403,7 +403,8 @@ Deno.test("exec() refuses parameters (an array, or a named-parameter object) wit
   });
   await assert.rejects(exec(db, 2), {
     name: "TypeError",
-    message: "Invalid exec() options: expected { signal }, got 2",
+    message: "Invalid exec() options: expected { signal }, got 2 (exec() takes no parameters: " +
+      "use run() or query() for a statement with parameters)",
   });
   {
     await using rv = await db.reserve();
