@@ -104,6 +104,20 @@ for (const engine of ENGINES) {
     await assert.rejects(any.run("SELECT ?", [1], {}, 1), TypeError);
     // transaction(fn) runs fn at once.
     assert.equal(await db.transaction(() => Promise.resolve(7)), 7);
+    // With max: 1, a db.transaction() inside fn nests in a savepoint, as a
+    // transaction function called inside another does in `@db/sqlite`.
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t (name) VALUES ('in')");
+      await assert.rejects(
+        db.transaction(async (inner) => {
+          await inner.run("INSERT INTO t (name) VALUES ('undone')");
+          throw new Error("inner");
+        }),
+        /inner/,
+      );
+      assert.ok(tx.inTransaction && db.inTransaction);
+    });
+    assert.deepEqual(await db.values("SELECT name FROM t WHERE id > 2 ORDER BY id"), [["in"]]);
   });
 
   // The value differences README lists (`@db/sqlite`'s side in comments).
@@ -162,10 +176,18 @@ for (const engine of ENGINES) {
     await db.run("INSERT INTO t VALUES ('a')");
     await assert.rejects(db.run("INSERT INTO t VALUES ('a')"), (err: unknown) => {
       assert.ok(err instanceof SqliteError && err instanceof Error);
+      assert.equal(err.name, "SqliteError");
       assert.equal(err.message, "UNIQUE constraint failed: t.name");
       assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
       assert.equal(err.sqliteCode, 2067);
       assert.equal(err.sqliteCode! & 0xff, 19);
+      return true;
+    });
+    // netsqlite's own codes carry no SQLite number.
+    await assert.rejects(db.run("SELECT ?", []), (err: unknown) => {
+      assert.ok(err instanceof SqliteError);
+      assert.equal(err.code, "INVALID_PARAM");
+      assert.equal(err.sqliteCode, undefined);
       return true;
     });
   });
