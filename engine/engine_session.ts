@@ -232,6 +232,8 @@ export class EngineSession implements HostedSession {
   #grouping = false;
   /** True while a batch runs in a transaction of its own (not the client's). */
   #batchTx = false;
+  /** True while a batch's statements run (in its own transaction, or a savepoint of the client's). */
+  #batchRuns = false;
   /** True once a statement of the running batch touched a TEMP object. */
   #batchTemp = false;
   /** True while a script or batch runs from the event loop, between its statements. */
@@ -847,9 +849,11 @@ export class EngineSession implements HostedSession {
     try {
       return runInline(p, args, limits, wantRows, budget);
     } catch (err) {
-      if (inTx && writes(p) && p.conn.inTransaction && isTimeout(err)) {
+      if (inTx && writes(p) && p.conn.inTransaction && isTimeout(err) && !this.#batchRuns) {
         // A binding that cannot interrupt undid the late write alone (its
         // savepoint): end the transaction as an interrupted write ends it.
+        // (A batch's item is undone with the batch, which leaves the
+        // client's transaction open.)
         try {
           p.conn.runOwn("ROLLBACK");
         } catch {
@@ -1532,6 +1536,7 @@ export class EngineSession implements HostedSession {
       began = this.#background(writer.prepare(begin), NO_ARGS, limits, false, null);
     }
     this.#batchTx = !nested;
+    this.#batchRuns = true;
     this.#batchTemp = false;
     this.#batchWrote = false;
     const log = changeLogOf(writer);
@@ -1539,6 +1544,7 @@ export class EngineSession implements HostedSession {
     const results: BatchItemPayload[] = [];
     const fail = (err: unknown): never => {
       this.#batchTx = false;
+      this.#batchRuns = false;
       // Unless the writer was taken back (the session closed, its lease
       // ended): it was rolled back then, and the writer and its change log
       // may hold another session's work by now.
@@ -1562,6 +1568,7 @@ export class EngineSession implements HostedSession {
       throw err;
     };
     const finish = (): BatchItemPayload[] | Promise<BatchItemPayload[]> => {
+      this.#batchRuns = false;
       if (nested) {
         writer.runOwn("RELEASE netsqlite_batch");
         // Its writes are now the transaction's.
