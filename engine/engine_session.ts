@@ -1356,9 +1356,20 @@ export class EngineSession implements HostedSession {
       stepped();
       return chunk;
     };
+    // A cursor on the writer steps in the background as a statement there
+    // does (a slow step must not hold every client, and its deadline and a
+    // cancel stop it there), unless change feeds capture (their update hook
+    // runs on the main thread).
+    const writer = this.#host.writer.connection;
+    const inBackground = cursor.onWriter && writer.caps.background &&
+      !changeLogOf(writer)?.capturing;
+    const inTx = inBackground && writer.inTransaction;
     let chunk;
     try {
-      chunk = cursor.next();
+      chunk = cursor.next(inBackground);
+      if (inBackground && chunk instanceof Promise) {
+        chunk = this.#cursorRunsOnWriter(id, cursor, inTx, chunk);
+      }
     } catch (err) {
       if (!(err instanceof LockBusy)) {
         this.#cursors.delete(id);
@@ -1383,14 +1394,32 @@ export class EngineSession implements HostedSession {
    * change feeds capture; see {@link Cursor.waitForLock}), this session
    * keeping the writer meanwhile (its transaction is not idle).
    */
-  async #cursorWaitsForLock(id: number, cursor: Cursor): Promise<Chunk> {
+  #cursorWaitsForLock(id: number, cursor: Cursor): Promise<Chunk> {
     const writer = this.#host.writer.connection;
     const inBackground = writer.caps.background && !changeLogOf(writer)?.capturing;
-    this.#txWhileRunning = writer.inTransaction;
+    const inTx = writer.inTransaction;
+    const waits = cursor.waitForLock(this.#host.config.busyTimeout, inBackground);
+    return this.#cursorRunsOnWriter(id, cursor, inTx, waits);
+  }
+
+  /**
+   * A step of a cursor on the writer that runs (in the background, or
+   * waiting for another process's lock): this session keeps the writer
+   * meanwhile, as for any statement of its running there (its transaction,
+   * open before the step when `inTx`, is not idle; its lease stops the step
+   * with an interrupt rather than using the connection).
+   */
+  async #cursorRunsOnWriter(
+    id: number,
+    cursor: Cursor,
+    inTx: boolean,
+    step: Promise<Chunk>,
+  ): Promise<Chunk> {
+    this.#txWhileRunning = inTx;
     this.runningOnWriter = true;
     let failure: unknown = null;
     try {
-      return await cursor.waitForLock(this.#host.config.busyTimeout, inBackground);
+      return await step;
     } catch (err) {
       failure = err;
       this.#cursors.delete(id);
