@@ -500,3 +500,48 @@ Deno.test("exec() of a script whose recursive insert runs past --statement-timeo
   assert.match(err.message, /statement 2 of the script/);
   assert.deepEqual(await s.a.values("SELECT who FROM log"), [["one"]]);
 });
+
+Deno.test({
+  name: "iterate() inside BEGIN stepping in the background: --tx-timeout stops it with " +
+    "TX_TIMEOUT, --tx-idle-timeout does not end the transaction meanwhile (ffi)",
+  ignore: !FFI,
+  fn: async () => {
+    for (const [limit, code] of [["txTimeout", "TX_TIMEOUT"], ["txIdleTimeout", null]] as const) {
+      const srv = await startServer({ synchronous: "normal", [limit]: 300 });
+      const a = await srv.client();
+      const b = await srv.client();
+      try {
+        await a.exec(
+          "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER); CREATE TABLE log (who TEXT); " +
+            "INSERT INTO t (v) WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s " +
+            `LIMIT ${ROWS}) SELECT x FROM s`,
+        );
+        await a.exec("BEGIN");
+        await a.run("INSERT INTO log VALUES ('in tx')");
+        const t0 = performance.now();
+        const r = await drain(a.iterate(SLOW_ROWS, [], { timeout: 1_000 }));
+        const took = performance.now() - t0;
+        const err = r.error as SqliteError;
+        assert.ok(took < 1_000 + BOUND_MS, `${limit}: ${took} ms`);
+        if (code !== null) {
+          // The transaction's time is up while the cursor steps: stopped, rolled back.
+          assert.equal(err?.code, code, `${limit}: ${err}`);
+          assert.ok(took < BOUND_MS, `${limit}: ${took} ms`);
+          await b.run("INSERT INTO log VALUES ('b')");
+          await assert.rejects(a.exec("COMMIT"), { code }, limit);
+          await a.exec("ROLLBACK");
+          assert.deepEqual(await a.values("SELECT who FROM log"), [["b"]], limit);
+        } else {
+          // A transaction whose cursor steps is not idle: its own deadline stops it.
+          assert.equal(err?.code, "STATEMENT_TIMEOUT", `${limit}: ${err}`);
+          await a.exec("COMMIT");
+          assert.deepEqual(await b.values("SELECT who FROM log"), [["in tx"]], limit);
+        }
+      } finally {
+        await a.close();
+        await b.close();
+        await srv[Symbol.asyncDispose]();
+      }
+    }
+  },
+});
