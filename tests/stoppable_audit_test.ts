@@ -545,3 +545,32 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "iterate() inside BEGIN stopped at its deadline in the background closes the " +
+    "transaction's other open cursors (CURSOR_CLOSED naming why), and the transaction goes on (ffi)",
+  ignore: !FFI,
+  fn: async () => {
+    await using s = await setup();
+    await s.a.exec("BEGIN");
+    await s.a.run("INSERT INTO log VALUES ('in tx')");
+    // An open cursor of the transaction, one chunk read.
+    const open = s.a.iterate<unknown[]>("SELECT id FROM t ORDER BY id", [], { arrays: true });
+    const first = await open.next();
+    assert.deepEqual(first.value, [1]);
+    const t0 = performance.now();
+    await rejectsWith(
+      drain(s.a.iterate(SLOW_ROWS, [], { timeout: 200 })).then(throwIfFailed),
+      "STATEMENT_TIMEOUT",
+      "slow cursor",
+      t0,
+    );
+    // SQLite's interrupt stopped every statement of the writer (README, Timeouts).
+    const rest = await drain({ [Symbol.asyncIterator]: () => open });
+    assert.equal((rest.error as SqliteError)?.code, "CURSOR_CLOSED", String(rest.error));
+    assert.match(String(rest.error), /STATEMENT_TIMEOUT/);
+    assert.equal(s.a.inTransaction, true);
+    await s.a.exec("COMMIT");
+    assert.deepEqual(await s.b.values("SELECT who FROM log"), [["in tx"]]);
+  },
+});
