@@ -574,3 +574,29 @@ Deno.test({
     assert.deepEqual(await s.b.values("SELECT who FROM log"), [["in tx"]]);
   },
 });
+
+Deno.test({
+  name: "once a change feed captures, a slow write (run on the main thread) still stops at its " +
+    "{ timeout } with STATEMENT_TIMEOUT, nothing written (ffi)",
+  ignore: !FFI,
+  fn: async () => {
+    await using s = await setup();
+    const sub = await s.b.subscribe({ tables: ["log"] });
+    try {
+      for (const [what, sql] of [["UPDATE", SLOW_UPDATE], ["INSERT ... SELECT", SLOW_INSERT]]) {
+        const t0 = performance.now();
+        await rejectsWith(s.a.run(sql, [], { timeout: 200 }), "STATEMENT_TIMEOUT", what, t0);
+        assert.deepEqual(await state(s.a), INITIAL, what);
+      }
+      await s.a.exec("BEGIN");
+      await s.a.run("INSERT INTO log VALUES ('in tx')");
+      const t1 = performance.now();
+      await rejectsWith(s.a.run(SLOW_UPDATE, [], { timeout: 200 }), "STATEMENT_TIMEOUT", "tx", t1);
+      await assert.rejects(s.a.exec("COMMIT"), { code: "TX_ABORTED" });
+      await s.a.exec("ROLLBACK");
+      assert.deepEqual(await state(s.a), INITIAL);
+    } finally {
+      await sub.return();
+    }
+  },
+});
