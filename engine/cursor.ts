@@ -9,11 +9,12 @@
  * and a timer interrupts it when the cursor's time is up; the rows that
  * follow are stepped inline for at most {@link CHUNK_MS}, each step under
  * the time left to the deadline (a progress handler stops it there). A
- * cursor on the writer (inside a transaction) is stepped inline only, under
- * the same deadline: a cursor is read-only there or has made its changes at
- * its first step, so stopping it later leaves the transaction intact. A
- * first step there that meets another process's lock changed nothing: the
- * session has it wait for the lock ({@link Cursor.waitForLock}).
+ * cursor on the writer (inside a transaction) steps the same way when its
+ * session says the writer may step in the background (it keeps the writer
+ * meanwhile); while change feeds capture, whose update hook runs on the main
+ * thread, it is stepped inline only, under the same deadline. A first step
+ * there that meets another process's lock changed nothing: the session has
+ * it wait for the lock ({@link Cursor.waitForLock}).
  *
  * @module
  */
@@ -147,6 +148,9 @@ export class Cursor {
    * delivers every row before it. (Unless the error ended the transaction
    * the cursor reads in: then it is thrown at once.)
    *
+   * @param writerInBackground A cursor on the writer: whether its steps may
+   *   run in the background, its session keeping the writer meanwhile
+   *   (false: inline only, as while change feeds capture).
    * @throws {SqliteError} `STATEMENT_TIMEOUT` once the time spent stepping
    *   the cursor, over all chunks, exceeds the timeout, or SQLite's error;
    *   the cursor is closed then. The error given to {@link end} once the
@@ -155,7 +159,7 @@ export class Cursor {
    *   lock another process holds: nothing changed, the cursor stays open;
    *   {@link waitForLock} steps it again.
    */
-  next(): Chunk | Promise<Chunk> {
+  next(writerInBackground = false): Chunk | Promise<Chunk> {
     if (this.#ended !== null) throw this.#ended;
     if (this.#rows !== null) {
       const rows = this.#rows;
@@ -173,8 +177,11 @@ export class Cursor {
       out.push(this.#held);
       this.#held = null;
     }
-    // The writer is stepped inline: its owner's lease may need it meanwhile.
-    if (!p.conn.caps.background || p.onWriter) return this.#inline(p, out, null);
+    // The writer steps in the background only when its session can keep it
+    // meanwhile (its owner's lease must not use it while the step runs).
+    if (!p.conn.caps.background || (p.onWriter && !writerInBackground)) {
+      return this.#inline(p, out, null);
+    }
     return this.#firstInBackground(p, out);
   }
 

@@ -232,6 +232,8 @@ export class EngineSession implements HostedSession {
   #grouping = false;
   /** True while a batch runs in a transaction of its own (not the client's). */
   #batchTx = false;
+  /** True while a batch's statements run (in its own transaction, or a savepoint of the client's). */
+  #batchRuns = false;
   /** True once a statement of the running batch touched a TEMP object. */
   #batchTemp = false;
   /** True while a script or batch runs from the event loop, between its statements. */
@@ -847,9 +849,11 @@ export class EngineSession implements HostedSession {
     try {
       return runInline(p, args, limits, wantRows, budget);
     } catch (err) {
-      if (inTx && writes(p) && p.conn.inTransaction && isTimeout(err)) {
+      if (inTx && writes(p) && p.conn.inTransaction && isTimeout(err) && !this.#batchRuns) {
         // A binding that cannot interrupt undid the late write alone (its
         // savepoint): end the transaction as an interrupted write ends it.
+        // (A batch's item is undone with the batch, which leaves the
+        // client's transaction open.)
         try {
           p.conn.runOwn("ROLLBACK");
         } catch {
@@ -1352,9 +1356,20 @@ export class EngineSession implements HostedSession {
       stepped();
       return chunk;
     };
+    // A cursor on the writer steps in the background as a statement there
+    // does (a slow step must not hold every client, and its deadline and a
+    // cancel stop it there), unless change feeds capture (their update hook
+    // runs on the main thread).
+    const writer = this.#host.writer.connection;
+    const inBackground = cursor.onWriter && writer.caps.background &&
+      !changeLogOf(writer)?.capturing;
+    const inTx = inBackground && writer.inTransaction;
     let chunk;
     try {
-      chunk = cursor.next();
+      chunk = cursor.next(inBackground);
+      if (inBackground && chunk instanceof Promise) {
+        chunk = this.#cursorRunsOnWriter(id, cursor, inTx, chunk);
+      }
     } catch (err) {
       if (!(err instanceof LockBusy)) {
         this.#cursors.delete(id);
@@ -1379,14 +1394,32 @@ export class EngineSession implements HostedSession {
    * change feeds capture; see {@link Cursor.waitForLock}), this session
    * keeping the writer meanwhile (its transaction is not idle).
    */
-  async #cursorWaitsForLock(id: number, cursor: Cursor): Promise<Chunk> {
+  #cursorWaitsForLock(id: number, cursor: Cursor): Promise<Chunk> {
     const writer = this.#host.writer.connection;
     const inBackground = writer.caps.background && !changeLogOf(writer)?.capturing;
-    this.#txWhileRunning = writer.inTransaction;
+    const inTx = writer.inTransaction;
+    const waits = cursor.waitForLock(this.#host.config.busyTimeout, inBackground);
+    return this.#cursorRunsOnWriter(id, cursor, inTx, waits);
+  }
+
+  /**
+   * A step of a cursor on the writer that runs (in the background, or
+   * waiting for another process's lock): this session keeps the writer
+   * meanwhile, as for any statement of its running there (its transaction,
+   * open before the step when `inTx`, is not idle; its lease stops the step
+   * with an interrupt rather than using the connection).
+   */
+  async #cursorRunsOnWriter(
+    id: number,
+    cursor: Cursor,
+    inTx: boolean,
+    step: Promise<Chunk>,
+  ): Promise<Chunk> {
+    this.#txWhileRunning = inTx;
     this.runningOnWriter = true;
     let failure: unknown = null;
     try {
-      return await cursor.waitForLock(this.#host.config.busyTimeout, inBackground);
+      return await step;
     } catch (err) {
       failure = err;
       this.#cursors.delete(id);
@@ -1532,6 +1565,7 @@ export class EngineSession implements HostedSession {
       began = this.#background(writer.prepare(begin), NO_ARGS, limits, false, null);
     }
     this.#batchTx = !nested;
+    this.#batchRuns = true;
     this.#batchTemp = false;
     this.#batchWrote = false;
     const log = changeLogOf(writer);
@@ -1539,6 +1573,7 @@ export class EngineSession implements HostedSession {
     const results: BatchItemPayload[] = [];
     const fail = (err: unknown): never => {
       this.#batchTx = false;
+      this.#batchRuns = false;
       // Unless the writer was taken back (the session closed, its lease
       // ended): it was rolled back then, and the writer and its change log
       // may hold another session's work by now.
@@ -1562,6 +1597,7 @@ export class EngineSession implements HostedSession {
       throw err;
     };
     const finish = (): BatchItemPayload[] | Promise<BatchItemPayload[]> => {
+      this.#batchRuns = false;
       if (nested) {
         writer.runOwn("RELEASE netsqlite_batch");
         // Its writes are now the transaction's.
