@@ -1,0 +1,28 @@
+/**
+ * Test child for tests/misbehave_audit_test.ts: a client process that gets
+ * into a given state, prints "ready", and then waits to be SIGKILLed.
+ * argv: socket path, mode.
+ *   - `tx-cursor`: BEGIN IMMEDIATE, inserts (1001, 'doomed'), opens a cursor
+ *     over `big` inside the transaction and reads 10 rows of it.
+ *   - `cursor`: opens a cursor over `big` (outside a transaction) and reads 10 rows.
+ *   - `tx-pipeline`: BEGIN IMMEDIATE, inserts (1002, 'doomed'), then sends
+ *     2,000 requests for 64 KiB results without waiting for them.
+ */
+import { connect } from "../client.ts";
+
+const [path, mode] = Deno.args;
+const db = await connect({ path, max: 1 });
+if (mode === "tx-cursor" || mode === "tx-pipeline") {
+  await db.exec("BEGIN IMMEDIATE");
+  await db.run("INSERT INTO t (id, who) VALUES (?, 'doomed')", [
+    mode === "tx-cursor" ? 1001 : 1002,
+  ]);
+}
+if (mode === "tx-cursor" || mode === "cursor") {
+  const it = db.iterate<{ n: number }>("SELECT n, p FROM big ORDER BY n")[Symbol.asyncIterator]();
+  for (let i = 0; i < 10; i++) await it.next();
+} else if (mode === "tx-pipeline") {
+  for (let i = 0; i < 2000; i++) db.values("SELECT zeroblob(65536)").catch(() => {});
+}
+console.log("ready");
+await new Promise(() => {}); // until killed
