@@ -7,11 +7,26 @@
  *   - `cursor`: opens a cursor over `big` (outside a transaction) and reads 10 rows.
  *   - `tx-pipeline`: BEGIN IMMEDIATE, inserts (1002, 'doomed'), then sends
  *     2,000 requests for 64 KiB results without waiting for them.
+ *   - `pairs:<base>`: loops over `transaction()`s that each insert rows
+ *     `k` and `k + 1` (`who` 'pair'), k = base, base + 2, ..., with a pause
+ *     between the two; prints "ready" after the first.
  */
 import { connect } from "../client.ts";
 
 const [path, mode] = Deno.args;
 const db = await connect({ path, max: 1 });
+if (mode.startsWith("pairs:")) {
+  let k = Number(mode.slice(6));
+  for (;;) {
+    await db.transaction(async (tx) => {
+      await tx.run("INSERT INTO t (id, who) VALUES (?, 'pair')", [k]);
+      await new Promise((r) => setTimeout(r, 1));
+      await tx.run("INSERT INTO t (id, who) VALUES (?, 'pair')", [k + 1]);
+    });
+    if (k === Number(mode.slice(6))) console.log("ready");
+    k += 2;
+  }
+}
 if (mode === "tx-cursor" || mode === "tx-pipeline") {
   await db.exec("BEGIN IMMEDIATE");
   await db.run("INSERT INTO t (id, who) VALUES (?, 'doomed')", [

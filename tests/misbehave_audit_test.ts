@@ -608,3 +608,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "misbehave: client processes killed at random moments of their transactions while " +
+    "another client writes: no transaction is half there, every acknowledged write is",
+  async fn() {
+    await using srv = await setup({ txIdleTimeout: 60_000, busyTimeout: 30_000 });
+    const path = srv.connectOptions.path!;
+    await using a = await srv.client();
+    let stop = false;
+    const acked: number[] = [];
+    const writing = (async () => {
+      for (let id = 1; !stop; id++) {
+        await a.run("INSERT INTO t (id, who) VALUES (?, 'a')", [id]);
+        acked.push(id);
+      }
+    })();
+    let seed = 7;
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    for (let round = 0; round < 2; round++) {
+      const children = await Promise.all(
+        Array.from(
+          { length: 3 },
+          (_, i) => spawnChild(path, `pairs:${(round * 3 + i + 1) * 1_000_000}`),
+        ),
+      );
+      await Promise.all(children.map(async (c) => {
+        await delay(50 + rand() * 400);
+        await c.kill();
+      }));
+    }
+    // Once the killed clients are gone, the writer is free: a write lands at once.
+    await statsUntil(srv.connectOptions, (s) => s.transactions.length === 0, "no transaction left");
+    stop = true;
+    await writing;
+    assert.deepEqual(await idsOf(a, "a"), acked);
+    const pairs = await a.values<[number]>("SELECT id FROM t WHERE who = 'pair' ORDER BY id");
+    assert.ok(pairs.length >= 12, `only ${pairs.length} rows of the killed clients' transactions`);
+    for (let i = 0; i < pairs.length; i += 2) {
+      assert.equal(pairs[i][0] % 2, 0, `row ${pairs[i][0]} without the row before it`);
+      assert.equal(pairs[i + 1]?.[0], pairs[i][0] + 1, `row ${pairs[i][0]} without its pair`);
+    }
+    assert.deepEqual(await a.values("PRAGMA integrity_check"), [["ok"]]);
+  },
+});
