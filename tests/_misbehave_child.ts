@@ -1,7 +1,7 @@
 /**
  * Test child for tests/misbehave_audit_test.ts: a client process that gets
  * into a given state, prints "ready", and then waits to be SIGKILLed.
- * argv: socket path, mode.
+ * argv: connect options (JSON), mode.
  *   - `tx-cursor`: BEGIN IMMEDIATE, inserts (1001, 'doomed'), opens a cursor
  *     over `big` inside the transaction and reads 10 rows of it.
  *   - `cursor`: opens a cursor over `big` (outside a transaction) and reads 10 rows.
@@ -11,10 +11,10 @@
  *     `k` and `k + 1` (`who` 'pair'), k = base, base + 2, ..., with a pause
  *     between the two; prints "ready" after the first.
  */
-import { connect } from "../client.ts";
+import { connect, type ConnectOptions } from "../client.ts";
 
-const [path, mode] = Deno.args;
-const db = await connect({ path, max: 1 });
+const [options, mode] = Deno.args;
+const db = await connect({ ...JSON.parse(options) as ConnectOptions, max: 1 });
 if (mode.startsWith("pairs:")) {
   let k = Number(mode.slice(6));
   for (;;) {

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { Client } from "../client.ts";
+import type { Client, ConnectOptions } from "../client.ts";
 import type { ServeOptions } from "../server.ts";
 import { Op, Status } from "../protocol/messages.ts";
 import { delay, serverStats, startServer, statsUntil, type TestServer } from "./_helpers.ts";
@@ -17,7 +17,9 @@ const CHILD = new URL("./_misbehave_child.ts", import.meta.url).pathname;
 type Reply = [number, number, unknown];
 
 /** A server with table `t (id, who)` and `big` (5,000 rows of ~200 bytes). */
-async function setup(options: ServeOptions = {}): Promise<TestServer> {
+async function setup(
+  options: ServeOptions & { transport?: "unix" | "tcp" } = {},
+): Promise<TestServer> {
   const srv = await startServer(options);
   await using db = await srv.client();
   await db.exec(
@@ -46,9 +48,9 @@ async function idsOf(db: Client, who: string): Promise<number[]> {
 }
 
 /** A client process of tests/_misbehave_child.ts in `mode`, once it printed "ready". */
-async function spawnChild(path: string, mode: string) {
+async function spawnChild(options: ConnectOptions, mode: string) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CHILD, path, mode],
+    args: ["run", "-A", CHILD, JSON.stringify(options), mode],
     stdin: "null",
     stdout: "piped",
     stderr: "inherit",
@@ -89,71 +91,73 @@ function joined(frames: Uint8Array[]): Uint8Array {
 
 const rawHello = frame([Op.Hello, 1, { version: 1 }]);
 
-Deno.test({
-  name: "misbehave: a client killed inside a transaction with a cursor open while others write: " +
-    "its writes roll back, the writer is released at once, every acknowledged write stays",
-  async fn() {
-    await using srv = await setup({ txIdleTimeout: 60_000 });
-    const path = srv.connectOptions.path!;
-    await using a = await srv.client();
-    await using b = await srv.client();
-    // Others write before the victim takes the writer.
-    const before = await writeRows(a, 1, 50, "a");
-    await using victim = await spawnChild(path, "tx-cursor");
-    await statsUntil(
-      srv.connectOptions,
-      (s) => s.transactions.length === 1 && s.cursors === 1,
-      "victim in tx with cursor",
-    );
-    // Writes now wait for the victim's transaction; reads go on.
-    let settled = 0;
-    const waiting = Array.from(
-      { length: 20 },
-      (_, i) =>
-        b.run("INSERT INTO t (id, who) VALUES (?, 'b')", [101 + i]).finally(() => settled++),
-    );
-    assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[50]]);
-    await delay(200);
-    assert.equal(settled, 0, "a write passed the victim's transaction");
-    const t0 = performance.now();
-    await victim.kill();
-    const results = await Promise.all(waiting);
-    const ms = performance.now() - t0;
-    results.forEach((r, i) => assert.deepEqual(r, { changes: 1, lastInsertRowid: 101 + i }));
-    // The server sees the socket end at once: far below the 60 s idle lease.
-    assert.ok(ms < 10_000, `the writer was released ${ms.toFixed(0)} ms after the kill`);
-    const after = await writeRows(a, 201, 250, "a");
-    assert.deepEqual(await idsOf(a, "a"), [...before, ...after]);
-    assert.deepEqual(await idsOf(a, "b"), Array.from({ length: 20 }, (_, i) => 101 + i));
-    assert.deepEqual(await idsOf(a, "doomed"), []);
-    const s = await statsUntil(srv.connectOptions, (s) => s.cursors === 0, "cursor released");
-    assert.deepEqual(s.transactions, []);
-    assert.deepEqual(await a.values("PRAGMA integrity_check"), [["ok"]]);
-  },
-});
+for (const transport of ["unix", "tcp"] as const) {
+  Deno.test({
+    name:
+      `misbehave (${transport}): a client killed inside a transaction with a cursor open while others write: ` +
+      `its writes roll back, the writer is released at once, every acknowledged write stays`,
+    async fn() {
+      await using srv = await setup({ transport, txIdleTimeout: 60_000 });
+      await using a = await srv.client();
+      await using b = await srv.client();
+      // Others write before the victim takes the writer.
+      const before = await writeRows(a, 1, 50, "a");
+      await using victim = await spawnChild(srv.connectOptions, "tx-cursor");
+      await statsUntil(
+        srv.connectOptions,
+        (s) => s.transactions.length === 1 && s.cursors === 1,
+        "victim in tx with cursor",
+      );
+      // Writes now wait for the victim's transaction; reads go on.
+      let settled = 0;
+      const waiting = Array.from(
+        { length: 20 },
+        (_, i) =>
+          b.run("INSERT INTO t (id, who) VALUES (?, 'b')", [101 + i]).finally(() => settled++),
+      );
+      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[50]]);
+      await delay(200);
+      assert.equal(settled, 0, "a write passed the victim's transaction");
+      const t0 = performance.now();
+      await victim.kill();
+      const results = await Promise.all(waiting);
+      const ms = performance.now() - t0;
+      results.forEach((r, i) => assert.deepEqual(r, { changes: 1, lastInsertRowid: 101 + i }));
+      // The server sees the socket end at once: far below the 60 s idle lease.
+      assert.ok(ms < 10_000, `the writer was released ${ms.toFixed(0)} ms after the kill`);
+      const after = await writeRows(a, 201, 250, "a");
+      assert.deepEqual(await idsOf(a, "a"), [...before, ...after]);
+      assert.deepEqual(await idsOf(a, "b"), Array.from({ length: 20 }, (_, i) => 101 + i));
+      assert.deepEqual(await idsOf(a, "doomed"), []);
+      const s = await statsUntil(srv.connectOptions, (s) => s.cursors === 0, "cursor released");
+      assert.deepEqual(s.transactions, []);
+      assert.deepEqual(await a.values("PRAGMA integrity_check"), [["ok"]]);
+    },
+  });
 
-Deno.test({
-  name: "misbehave: a client killed with a streamed cursor open (no transaction) while others " +
-    "write: its snapshot is released, the others' writes all land",
-  async fn() {
-    await using srv = await setup();
-    const path = srv.connectOptions.path!;
-    await using a = await srv.client();
-    await using victim = await spawnChild(path, "cursor");
-    await statsUntil(srv.connectOptions, (s) => s.cursors === 1, "victim's cursor open");
-    const during = writeRows(a, 1, 100, "a");
-    await delay(50);
-    await victim.kill();
-    const acked = await during;
-    await statsUntil(srv.connectOptions, (s) => s.cursors === 0, "victim's cursor closed");
-    assert.deepEqual(await idsOf(a, "a"), acked);
-    // Its snapshot no longer holds back a checkpoint: TRUNCATE is not blocked.
-    assert.deepEqual(await a.values("PRAGMA wal_checkpoint(TRUNCATE)"), [[0, 0, 0]]);
-    // Only `a` and the stats reader's own session are connected.
-    const s = await serverStats(srv.connectOptions);
-    assert.equal(s.connections.open, 2);
-  },
-});
+  Deno.test({
+    name:
+      `misbehave (${transport}): a client killed with a streamed cursor open (no transaction) while others ` +
+      `write: its snapshot is released, the others' writes all land`,
+    async fn() {
+      await using srv = await setup({ transport });
+      await using a = await srv.client();
+      await using victim = await spawnChild(srv.connectOptions, "cursor");
+      await statsUntil(srv.connectOptions, (s) => s.cursors === 1, "victim's cursor open");
+      const during = writeRows(a, 1, 100, "a");
+      await delay(50);
+      await victim.kill();
+      const acked = await during;
+      await statsUntil(srv.connectOptions, (s) => s.cursors === 0, "victim's cursor closed");
+      assert.deepEqual(await idsOf(a, "a"), acked);
+      // Its snapshot no longer holds back a checkpoint: TRUNCATE is not blocked.
+      assert.deepEqual(await a.values("PRAGMA wal_checkpoint(TRUNCATE)"), [[0, 0, 0]]);
+      // Only `a` and the stats reader's own session are connected.
+      const s = await serverStats(srv.connectOptions);
+      assert.equal(s.connections.open, 2);
+    },
+  });
+}
 
 Deno.test({
   name: "misbehave: a client that opens a transaction, pipelines thousands of requests and " +
@@ -630,7 +634,7 @@ Deno.test({
       const children = await Promise.all(
         Array.from(
           { length: 3 },
-          (_, i) => spawnChild(path, `pairs:${(round * 3 + i + 1) * 1_000_000}`),
+          (_, i) => spawnChild(srv.connectOptions, `pairs:${(round * 3 + i + 1) * 1_000_000}`),
         ),
       );
       await Promise.all(children.map(async (c) => {
