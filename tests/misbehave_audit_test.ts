@@ -618,7 +618,6 @@ Deno.test({
     "another client writes: no transaction is half there, every acknowledged write is",
   async fn() {
     await using srv = await setup({ txIdleTimeout: 60_000, busyTimeout: 30_000 });
-    const path = srv.connectOptions.path!;
     await using a = await srv.client();
     let stop = false;
     const acked: number[] = [];
