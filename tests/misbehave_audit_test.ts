@@ -600,6 +600,21 @@ Deno.test({
       await sending;
       assert.deepEqual(replies.get(2)!.slice(0, 2), [2, Status.InTransaction]);
       assert.deepEqual(replies.get(3)!.slice(0, 2), [3, Status.InTransaction]);
+      // The reads ran in the transaction until its lease ended; from then on every request
+      // fails with TX_TIMEOUT (the client must send ROLLBACK), none runs outside it.
+      let expired = 0;
+      for (let id = 4; id <= 3005; id++) {
+        const r = replies.get(id)!;
+        if (expired === 0 && r[1] === Status.InTransaction) continue;
+        expired = expired || id;
+        assert.equal(
+          (r[2] as { code?: string }).code,
+          "TX_TIMEOUT",
+          `${id}: ${JSON.stringify(r).slice(0, 200)}`,
+        );
+      }
+      assert.ok(expired > 4, "no read ran before the lease ended");
+      console.log(`lease ended at request ${expired} of 3005`);
       for (const id of [3004, 3005]) {
         const r = replies.get(id)!;
         assert.equal(r[1] & Status.Error, Status.Error, JSON.stringify(r));
