@@ -670,3 +670,49 @@ Deno.test({
     assert.deepEqual(await a.values("PRAGMA integrity_check"), [["ok"]]);
   },
 });
+
+Deno.test({
+  name: "misbehave: a client that pipelines BEGIN, 200 inserts and COMMIT as separate requests " +
+    "and vanishes at once leaves all of them or none, with or without a writer to wait for",
+  async fn() {
+    await using srv = await setup({ busyTimeout: 30_000 });
+    const path = srv.connectOptions.path!;
+    await using a = await srv.client();
+    await using holder = await srv.client();
+    const N = 200;
+    const outcomes: number[] = [];
+    for (let round = 0; round < 12; round++) {
+      const held = round % 2 === 1;
+      if (held) await holder.exec("BEGIN IMMEDIATE");
+      const base = 1_000_000 * (round + 1);
+      const raw = await Raw.open(path);
+      const frames = [frame([Op.Exec, 2, "BEGIN IMMEDIATE"])];
+      for (let i = 0; i < N; i++) {
+        frames.push(
+          frame([Op.Run, 3 + i, "INSERT INTO t (id, who) VALUES (?, 'pipe')", [base + i]]),
+        );
+      }
+      frames.push(frame([Op.Exec, 3 + N, "COMMIT"]));
+      await raw.write(joined(frames));
+      if (round % 3 === 1) await delay(2);
+      if (round % 3 === 2) await delay(10);
+      raw.conn.close();
+      if (held) {
+        await delay(20);
+        await holder.exec("COMMIT");
+      }
+      await statsUntil(srv.connectOptions, (s) => s.connections.open <= 3, "gone client closed");
+      const [[n]] = await a.values<[number]>(
+        "SELECT count(*) FROM t WHERE who = 'pipe' AND id >= ? AND id < ?",
+        [base, base + N],
+      );
+      assert.ok(n === 0 || n === N, `round ${round}: ${n} of ${N} rows of the transaction kept`);
+      outcomes.push(n);
+      assert.deepEqual(await a.run("INSERT INTO t (id, who) VALUES (?, 'a')", [round + 1]), {
+        changes: 1,
+        lastInsertRowid: round + 1,
+      });
+    }
+    console.log(`rows kept per round: ${outcomes.join(" ")}`);
+  },
+});
