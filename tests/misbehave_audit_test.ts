@@ -716,3 +716,138 @@ Deno.test({
     console.log(`rows kept per round: ${outcomes.join(" ")}`);
   },
 });
+
+Deno.test({
+  name:
+    "misbehave: six kinds of misbehaving clients at once for 3 s beside two well-behaved ones: " +
+    "every acknowledged write is there, transfers keep their total, nothing of the others stays",
+  async fn() {
+    await using srv = await setup({
+      maxFrameSize: 1024 * 1024,
+      writeStallTimeout: 1000,
+      txIdleTimeout: 60_000,
+      busyTimeout: 30_000,
+    });
+    const path = srv.connectOptions.path!;
+    await using g1 = await srv.client();
+    await using g2 = await srv.client();
+    await g1.exec(
+      "CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER NOT NULL);" +
+        "INSERT INTO acct SELECT n, 1000 FROM big WHERE n <= 10",
+    );
+    let stop = false;
+    const until = performance.now() + 3000;
+    const going = () => !stop && performance.now() < until;
+    const swallow = (p: Promise<unknown>) => p.catch(() => {});
+    const counts = new Map<string, number>();
+    const count = (k: string) => counts.set(k, (counts.get(k) ?? 0) + 1);
+    const oversize = new Uint8Array(4);
+    new DataView(oversize.buffer).setUint32(0, 1024 * 1024 + 1);
+    const misbehavers = [
+      async () => { // half a frame, then gone
+        const raw = await Raw.open(path);
+        const f = frame([Op.Run, 2, "INSERT INTO t (id, who) VALUES (-1, 'doomed')", null]);
+        await raw.write(f.subarray(0, f.length - 2));
+        raw.conn.close();
+        count("half");
+      },
+      async () => { // BEGIN and a write, gone without reading
+        const raw = await Raw.open(path);
+        await raw.write(joined([
+          frame([Op.Exec, 2, "BEGIN IMMEDIATE"]),
+          frame([Op.Run, 3, "INSERT INTO t (id, who) VALUES (-2, 'doomed')", null]),
+        ]));
+        raw.conn.close();
+        count("tx");
+      },
+      async () => { // never reads: closed by the write-stall timeout
+        const raw = await Raw.open(path);
+        const reads = Array.from(
+          { length: 200 },
+          (_, i) => frame([Op.Query, 2 + i, "SELECT zeroblob(65536)", null]),
+        );
+        await swallow(raw.write(joined(reads)));
+        await swallow(raw.write(joined(reads)));
+        await delay(200);
+        raw.conn.close();
+        count("never-reader");
+      },
+      async () => { // a cursor, one chunk read, gone
+        const raw = await Raw.open(path);
+        await raw.write(frame([Op.Iterate, 2, "SELECT * FROM big", null, null]));
+        await raw.read(10_000);
+        raw.conn.close();
+        count("cursor");
+      },
+      async () => { // garbage after the hello
+        const raw = await Raw.open(path);
+        await swallow(raw.write(new Uint8Array([0, 0, 0, 5, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1])));
+        await raw.read(10_000);
+        raw.conn.close();
+        count("garbage");
+      },
+      async () => { // a frame announcing more than maxFrameSize, in a transaction
+        const raw = await Raw.open(path);
+        await swallow(
+          raw.write(
+            joined([
+              frame([Op.Exec, 2, "BEGIN IMMEDIATE; INSERT INTO t (id, who) VALUES (-3, 'doomed')"]),
+              oversize,
+            ]),
+          ),
+        );
+        while ((await raw.read(10_000)) !== "EOF");
+        raw.conn.close();
+        count("oversize");
+      },
+    ];
+    const bad = misbehavers.map(async (m) => {
+      while (going()) await m();
+    });
+    const acked: number[] = [];
+    const inserting = (async () => {
+      for (let id = 1; going(); id++) {
+        await g2.run("INSERT INTO t (id, who) VALUES (?, 'g2')", [id]);
+        acked.push(id);
+      }
+    })();
+    let transfers = 0;
+    const transferring = (async () => {
+      while (going()) {
+        const from = 1 + (transfers % 10);
+        const to = 1 + ((transfers * 7 + 3) % 10);
+        await g1.transaction(async (tx) => {
+          await tx.run("UPDATE acct SET bal = bal - 5 WHERE id = ?", [from]);
+          await tx.run("UPDATE acct SET bal = bal + 5 WHERE id = ?", [to]);
+        });
+        transfers++;
+      }
+    })();
+    try {
+      await Promise.all([inserting, transferring]);
+    } finally {
+      stop = true;
+      await Promise.all(bad);
+    }
+    console.log(
+      `${acked.length} inserts, ${transfers} transfers beside ` +
+        [...counts].map(([k, n]) => `${n} ${k}`).join(", "),
+    );
+    for (const m of ["half", "tx", "never-reader", "cursor", "garbage", "oversize"]) {
+      assert.ok((counts.get(m) ?? 0) >= 1, `${m} never ran`);
+    }
+    assert.ok(
+      acked.length >= 20 && transfers >= 20,
+      `${acked.length} inserts, ${transfers} transfers`,
+    );
+    await statsUntil(
+      srv.connectOptions,
+      (s) => s.connections.open <= 3 && s.transactions.length === 0,
+      "misbehavers gone",
+    );
+    assert.deepEqual(await idsOf(g1, "g2"), acked);
+    assert.deepEqual(await idsOf(g1, "doomed"), []);
+    assert.deepEqual(await g1.values("SELECT sum(bal), count(*) FROM acct"), [[10_000, 10]]);
+    assert.deepEqual(await g1.values("PRAGMA integrity_check"), [["ok"]]);
+  },
+});
