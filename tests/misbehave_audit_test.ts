@@ -9,7 +9,15 @@ import assert from "node:assert/strict";
 import type { Client, ConnectOptions } from "../client.ts";
 import type { ServeOptions } from "../server.ts";
 import { Op, Status } from "../protocol/messages.ts";
-import { delay, serverStats, startServer, statsUntil, type TestServer } from "./_helpers.ts";
+import {
+  delay,
+  serverStats,
+  startServer,
+  statsUntil,
+  tempDir,
+  type TestServer,
+} from "./_helpers.ts";
+import { connect, serve } from "../mod.ts";
 import { frame, Raw } from "./_raw.ts";
 
 const CHILD = new URL("./_misbehave_child.ts", import.meta.url).pathname;
@@ -849,5 +857,116 @@ Deno.test({
     assert.deepEqual(await idsOf(g1, "doomed"), []);
     assert.deepEqual(await g1.values("SELECT sum(bal), count(*) FROM acct"), [[10_000, 10]]);
     assert.deepEqual(await g1.values("PRAGMA integrity_check"), [["ok"]]);
+  },
+});
+
+/** A CA and a certificate it signed for 127.0.0.1 (openssl), as tests/tls_socket_test.ts makes them. */
+async function makeCertificate(dir: string): Promise<{ ca: string; cert: string; key: string }> {
+  const ext = `${dir}/leaf.ext`;
+  await Deno.writeTextFile(
+    ext,
+    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
+  );
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  const steps = [
+    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "30"]
+      .concat(["-subj", "/CN=netsqlite test CA"]),
+    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
+    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
+      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "30", "-extfile", ext]),
+  ];
+  for (const args of steps) {
+    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
+      .output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  }
+  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
+}
+
+Deno.test({
+  name: "misbehave: over TLS, a client that keeps sending and never reads is no longer read " +
+    "from, as over plain TCP: the server does not buffer what it sends without bound",
+  async fn() {
+    await using dir = await tempDir();
+    const pem = await makeCertificate(dir.path);
+    const server = await serve({
+      database: `${dir.path}/a.db`,
+      hostname: "127.0.0.1",
+      port: 0,
+      logLevel: "error",
+      tls: { cert: pem.cert, key: pem.key },
+    });
+    try {
+      const port = (server.addr as Deno.NetAddr).port;
+      await using good = await connect({
+        hostname: "127.0.0.1",
+        port,
+        max: 1,
+        tls: { caCerts: [pem.ca] },
+      });
+      await good.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+      const conn = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [pem.ca] });
+      await conn.write(frame([Op.Hello, 1, { version: 1 }]));
+      assert.ok((await conn.read(new Uint8Array(4096)) ?? 0) > 0);
+      // 100 requests for 64 KiB results (6.4 MiB of replies, past the 4 MiB a connection may
+      // have unread), then 1,000 small requests per write, never a reply read.
+      await conn.write(
+        joined(
+          Array.from(
+            { length: 100 },
+            (_, i) => frame([Op.Query, 2 + i, "SELECT zeroblob(65536)", null]),
+          ),
+        ),
+      );
+      const chunk = joined(
+        Array.from({ length: 1000 }, (_, i) => frame([Op.Query, 200 + i, "SELECT 1", null])),
+      );
+      let sent = 0;
+      let stop = false;
+      const LIMIT = 256 * 1024 * 1024;
+      const writing = (async () => {
+        while (!stop && sent < LIMIT) {
+          await conn.write(chunk);
+          sent += chunk.length;
+        }
+      })().catch(() => {});
+      // Meanwhile the good client is served.
+      for (let id = 1; id <= 20; id++) {
+        assert.deepEqual(await good.run("INSERT INTO t (id) VALUES (?)", [id]), {
+          changes: 1,
+          lastInsertRowid: id,
+        });
+        await delay(100);
+      }
+      const sentThen = sent;
+      await delay(500);
+      const mib = (n: number) => (n / 1024 / 1024).toFixed(1);
+      console.log(`TLS never-reader: ${mib(sent)} MiB of requests taken by the server in ~2.5 s`);
+      // Plain TCP takes ~6 MiB (4096 queued requests and the socket buffers) before the
+      // client's writes block; without backpressure over TLS the server took 200+ MiB a second.
+      assert.ok(
+        sent < 32 * 1024 * 1024,
+        `the server took ${mib(sent)} MiB from a client that never reads`,
+      );
+      assert.equal(sent, sentThen, "the server kept reading from a client that never reads");
+      // Once the client reads its replies, the server reads its requests again.
+      const buf = new Uint8Array(1 << 20);
+      let replyBytes = 0;
+      const t0 = performance.now();
+      while (sent < sentThen + 4 * chunk.length && performance.now() - t0 < 30_000) {
+        replyBytes += await conn.read(buf) ?? 0;
+      }
+      assert.ok(
+        sent >= sentThen + 4 * chunk.length,
+        `after ${mib(replyBytes)} MiB of replies read`,
+      );
+      stop = true;
+      conn.close();
+      await writing;
+      assert.deepEqual(await good.values("SELECT count(*) FROM t"), [[20]]);
+    } finally {
+      await server.shutdown();
+    }
   },
 });
