@@ -26,9 +26,27 @@ type Reply = [number, number, unknown];
 
 /** A server with table `t (id, who)` and `big` (5,000 rows of ~200 bytes). */
 async function setup(
-  options: ServeOptions & { transport?: "unix" | "tcp" } = {},
+  options: ServeOptions & { transport?: "unix" | "tcp" | "tls" } = {},
 ): Promise<TestServer> {
-  const srv = await startServer(options);
+  const { transport, ...rest } = options;
+  let pem: { ca: string; cert: string; key: string } | null = null;
+  if (transport === "tls") {
+    await using dir = await tempDir();
+    pem = await makeCertificate(dir.path);
+  }
+  const started = await startServer({
+    ...rest,
+    transport: transport === "tls" ? "tcp" : transport,
+    ...(pem === null ? {} : { tls: { cert: pem.cert, key: pem.key } }),
+  });
+  const connectOptions: ConnectOptions = pem === null
+    ? started.connectOptions
+    : { ...started.connectOptions, tls: { caCerts: [pem.ca] } };
+  const srv: TestServer = {
+    ...started,
+    connectOptions,
+    client: () => connect({ ...connectOptions, max: 1 }),
+  };
   await using db = await srv.client();
   await db.exec(
     "CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT NOT NULL);" +
@@ -99,7 +117,7 @@ function joined(frames: Uint8Array[]): Uint8Array {
 
 const rawHello = frame([Op.Hello, 1, { version: 1 }]);
 
-for (const transport of ["unix", "tcp"] as const) {
+for (const transport of ["unix", "tcp", "tls"] as const) {
   Deno.test({
     name:
       `misbehave (${transport}): a client killed inside a transaction with a cursor open while others write: ` +
@@ -968,5 +986,33 @@ Deno.test({
     } finally {
       await server.shutdown();
     }
+  },
+});
+
+Deno.test({
+  name: "misbehave: over TLS, writes waiting for the writer behind another client's " +
+    "transaction keep their connection and land (the server's check for a vanished client)",
+  async fn() {
+    await using srv = await setup({ transport: "tls", txIdleTimeout: 60_000 });
+    await using holder = await srv.client();
+    await using b = await srv.client();
+    await holder.exec("BEGIN IMMEDIATE");
+    const waiting = Array.from(
+      { length: 20 },
+      (_, i) =>
+        b.run("INSERT INTO t (id, who) VALUES (?, 'b')", [i + 1]).then(
+          (r) => r,
+          (e) => e as Error,
+        ),
+    );
+    // The server checks every 100 ms whether a client whose write waits is gone: several times here.
+    await statsUntil(srv.connectOptions, (s) => s.writer.waiting === 1, "b waits for the writer");
+    await delay(500);
+    await holder.exec("COMMIT");
+    const results = await Promise.all(waiting);
+    results.forEach((r, i) =>
+      assert.deepEqual(r, { changes: 1, lastInsertRowid: i + 1 }, String(r))
+    );
+    assert.deepEqual(await idsOf(b, "b"), Array.from({ length: 20 }, (_, i) => i + 1));
   },
 });
