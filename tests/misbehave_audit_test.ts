@@ -1,7 +1,7 @@
 /**
  * Clients that misbehave while other clients do normal work: the server stays
  * up, serves the others, and loses no acknowledged write. Real servers on
- * temp sockets; misbehaving clients are raw sockets (tests/_raw.ts) or
+ * temp sockets (Unix, TCP and TLS); misbehaving clients are raw sockets (tests/_raw.ts) or
  * processes of their own that are SIGKILLed (tests/_misbehave_child.ts).
  */
 
