@@ -163,6 +163,30 @@ for (const transport of ["unix", "tcp", "tls"] as const) {
 
   Deno.test({
     name:
+      `misbehave (${transport}): a client killed in a transaction while 2,000 of its reads of ` +
+      `64 KiB are in flight: its transaction rolls back, a waiting writer lands`,
+    async fn() {
+      await using srv = await setup({ transport, txIdleTimeout: 60_000, busyTimeout: 30_000 });
+      await using a = await srv.client();
+      await using victim = await spawnChild(srv.connectOptions, "tx-pipeline");
+      await statsUntil(srv.connectOptions, (s) => s.transactions.length === 1, "victim in tx");
+      const w = a.run("INSERT INTO t (id, who) VALUES (1, 'a')");
+      await delay(100);
+      await victim.kill();
+      assert.deepEqual(await w, { changes: 1, lastInsertRowid: 1 });
+      assert.deepEqual(await idsOf(a, "doomed"), []);
+      const s = await statsUntil(
+        srv.connectOptions,
+        (s) => s.connections.open <= 2 && s.transactions.length === 0,
+        "victim gone",
+      );
+      assert.equal(s.cursors, 0);
+      assert.deepEqual(await writeRows(a, 2, 11, "a"), [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    },
+  });
+
+  Deno.test({
+    name:
       `misbehave (${transport}): a client killed with a streamed cursor open (no transaction) while others ` +
       `write: its snapshot is released, the others' writes all land`,
     async fn() {
