@@ -78,10 +78,14 @@ export class NodeSocketStream implements ByteStream {
    * Hands `bytes` to the socket. Resolves at once when the socket took them
    * without exceeding its buffer (they are a fresh copy nobody reuses), else
    * once it drained; a failure shows as the end of the stream on `read()`.
+   * Writing no bytes (the server's check whether a client is gone) sends
+   * nothing and only says whether the socket is still open: `node:tls` under
+   * Deno fails an empty write with `EPERM` and destroys the socket.
    */
   write(bytes: Uint8Array): Promise<number> {
     const socket = this.#socket;
     if (socket.destroyed) return Promise.reject(new Error("Socket is closed"));
+    if (bytes.length === 0) return Promise.resolve(0);
     if (socket.write(bytes)) return Promise.resolve(bytes.length);
     return new Promise((resolve, reject) => {
       const done = (): void => {

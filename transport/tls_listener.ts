@@ -133,6 +133,13 @@ class TlsServerConn implements ByteStream {
       socket.once("end", () => failed());
       socket.once("close", () => failed());
     }
+    // node:tls under Deno reads the duplex under it for as long as data comes, whether or not
+    // its own reader is paused: decrypted data would pile up in the TLS socket without bound
+    // while the session reads nothing (a client that never reads its replies). So the TCP
+    // connection is read only while the TLS socket's reader is not paused (NodeSocketStream
+    // pauses it past 1 MiB unread), and the client is held back by TCP, as over plain TCP.
+    socket.on("pause", () => duplex.hold());
+    socket.on("resume", () => duplex.release());
     this.#stream = new NodeSocketStream(socket);
   }
 
@@ -246,6 +253,10 @@ class ConnDuplex extends Duplex {
   received = false;
   /** Why the connection was ended before a handshake: it was not TLS. */
   notTls: string | null = null;
+  /** Set by {@link hold}: the pump waits before its next read of the connection. */
+  #holding = false;
+  /** Wakes the pump waiting in {@link hold}. */
+  #released: (() => void) | null = null;
 
   constructor(conn: Deno.TcpConn) {
     super();
@@ -260,6 +271,19 @@ class ConnDuplex extends Duplex {
     this.#readSize = Math.max(this.#readSize, Math.min(bytes, READ_SIZE_LARGE));
   }
 
+  /** Reads nothing more from the connection until {@link release}. */
+  hold(): void {
+    this.#holding = true;
+  }
+
+  /** Lets the pump read the connection again. */
+  release(): void {
+    this.#holding = false;
+    const wake = this.#released;
+    this.#released = null;
+    wake?.();
+  }
+
   override _read(): void {
     if (this.#pumping) return;
     this.#pumping = true;
@@ -271,6 +295,7 @@ class ConnDuplex extends Duplex {
     let first = !this.#started;
     this.#started = true;
     for (;;) {
+      if (this.#holding) await new Promise<void>((resolve) => this.#released = resolve);
       if (buf.length < this.#readSize) buf = new Uint8Array(this.#readSize);
       let n: number | null;
       try {
@@ -322,6 +347,7 @@ class ConnDuplex extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.release(); // the pump's next read then ends, the connection closed
     try {
       this.#conn.close();
     } catch {
