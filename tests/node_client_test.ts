@@ -128,7 +128,7 @@ Deno.test(
       return;
     }
     await using s = await setup();
-    const { code, text } = await run("node", ["--test", CHECK], s.env);
+    const { code, text } = await run("node", ["--test", "--test-reporter=tap", CHECK], s.env);
     assert.equal(code, 0, text);
     assert.match(text, s.tls ? /# pass 5\b/ : /# pass 4\b/, text);
     assert.match(text, /# fail 0\b/, text);
@@ -189,7 +189,7 @@ Deno.test(
       NETSQLITE_OTHER_CA: (await makeCertificate(other))!.ca,
     };
     if (node) {
-      const { code, text } = await run("node", ["--test", CA_CHECK], env);
+      const { code, text } = await run("node", ["--test", "--test-reporter=tap", CA_CHECK], env);
       assert.equal(code, 0, text);
       assert.match(text, /# pass 1\b/, text);
     } else {
@@ -456,7 +456,12 @@ Deno.test(
     const script = join(project.dir, "check.mjs");
     await Deno.copyFile(ADAPTERS_CHECK, script); // bare imports resolve from the project
     if (await which("node")) {
-      const { code, text } = await run("node", ["--test", script], env, project.dir);
+      const { code, text } = await run(
+        "node",
+        ["--test", "--test-reporter=tap", script],
+        env,
+        project.dir,
+      );
       assert.equal(code, 0, text);
       assert.match(text, /# pass 3\b/, text);
     } else {

@@ -126,9 +126,16 @@ function abortReason(signal: AbortSignal, where: string): Error {
  * Node.js and Bun (`80AC…:error:0A00010B:SSL routines:…:wrong version
  * number:…/ssl3_record.c:350:` and a newline; `error:100000f7:SSL
  * routines:OPENSSL_internal:WRONG_VERSION_NUMBER`) are cut to their reason
- * (`wrong version number`); the error itself stays the `cause`.
+ * (`wrong version number`); the error itself stays the `cause`. Node.js's
+ * `AggregateError` (a host name with several addresses, each tried and
+ * failed: `localhost` as `::1` and `127.0.0.1`) has an empty message: its
+ * errors' reasons are given instead, joined by `; `.
  */
 export function failureReason(err: unknown): string {
+  const errors = (err as { errors?: unknown } | null)?.errors;
+  if (err instanceof Error && err.message === "" && Array.isArray(errors) && errors.length > 0) {
+    return errors.map(failureReason).join("; ");
+  }
   const text = err instanceof Error ? err.message : String(err);
   const openssl = /(?:^|\s)(?:[0-9A-F]+:)?error:[0-9A-F]+:[^:\n]*:[^:\n]*:([^:\n]+)/i.exec(text);
   const reason = openssl === null ? text : openssl[1].replaceAll("_", " ").toLowerCase();
