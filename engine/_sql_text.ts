@@ -63,3 +63,33 @@ export function statementBody(sql: string): string {
 export function foldCase(name: string): string {
   return name.replace(/[A-Z]+/g, (s) => s.toLowerCase());
 }
+
+/**
+ * The shape of an `INSERT` (or `REPLACE`) with no `SELECT` in it, from
+ * index `from` to `end` of `sql`: its tokens with every literal (string,
+ * number, blob) written `?`, so that `INSERT INTO t VALUES (1, 'a')` and
+ * `INSERT INTO t VALUES (2, 'b')` have one shape. `null` for any other
+ * statement. A script's statements are prepared one by one, so a write's
+ * speed cannot be learned from its prepared statement, as for a statement
+ * run again; such an insert does the same work whatever its values (its
+ * triggers aside), and its shape stands for it.
+ */
+export function insertShape(sql: string, from: number, end: number): string | null {
+  const parts: string[] = [];
+  let plain = true;
+  scan(sql, (t) => {
+    if (t.at >= end) return false;
+    if (t.kind === "semicolon") return parts.length === 0;
+    if (
+      parts.length === 0 && !(t.kind === "word" && (t.text === "insert" || t.text === "replace"))
+    ) {
+      return plain = false;
+    }
+    if (t.kind === "word" && t.text === "select") return plain = false;
+    parts.push(
+      t.kind === "string" || t.kind === "number" ? "?" : t.kind === "name" ? `"${t.text}"` : t.text,
+    );
+    return true;
+  }, from);
+  return plain && parts.length > 0 ? parts.join(" ") : null;
+}
