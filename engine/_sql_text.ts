@@ -69,7 +69,7 @@ export function foldCase(name: string): string {
  * index `from` to `end` of `sql`: its tokens with every literal (string,
  * number, blob) written `?`, so that `INSERT INTO t VALUES (1, 'a')` and
  * `INSERT INTO t VALUES (2, 'b')` have one shape. `null` for any other
- * statement. A script's statements are prepared one by one, so a write's
+ * statement, and for an insert that calls a function among its values. A script's statements are prepared one by one, so a write's
  * speed cannot be learned from its prepared statement, as for a statement
  * run again; such an insert does the same work whatever its values (its
  * triggers aside), and its shape stands for it.
@@ -77,6 +77,8 @@ export function foldCase(name: string): string {
 export function insertShape(sql: string, from: number, end: number): string | null {
   const parts: string[] = [];
   let plain = true;
+  let values = false; // past the VALUES keyword
+  let word = ""; // the previous token, when a word
   scan(sql, (t) => {
     if (t.at >= end) return false;
     if (t.kind === "semicolon") return parts.length === 0;
@@ -86,6 +88,12 @@ export function insertShape(sql: string, from: number, end: number): string | nu
       return plain = false;
     }
     if (t.kind === "word" && t.text === "select") return plain = false;
+    // A function call among the values does work its literals decide (`zeroblob(1e9)`).
+    if (values && t.kind === "punct" && t.text === "(" && word !== "" && word !== "conflict") {
+      return plain = false;
+    }
+    if (t.kind === "word" && t.text === "values") values = true;
+    word = t.kind === "word" && t.text !== "values" ? t.text : "";
     parts.push(
       t.kind === "string" || t.kind === "number" ? "?" : t.kind === "name" ? `"${t.text}"` : t.text,
     );

@@ -36,6 +36,12 @@ Deno.test("insertShape: one shape for an insert whatever its literals; null for 
   assert.equal(shape("INSERT INTO t SELECT * FROM u"), null);
   assert.equal(shape("INSERT INTO t VALUES ((SELECT max(a) FROM t))"), null);
   assert.equal(shape("WITH c(x) AS (VALUES (1)) INSERT INTO t SELECT x FROM c"), null);
+  assert.equal(shape("INSERT INTO t VALUES (zeroblob(10))"), null);
+  assert.equal(shape("INSERT INTO t VALUES (1, lower ('A'))"), null);
+  assert.equal(
+    shape("INSERT INTO t(a) VALUES (1) ON CONFLICT (a) DO NOTHING"),
+    "insert into t ( a ) values ( ? ) on conflict ( a ) do nothing",
+  );
   assert.equal(shape("UPDATE t SET a = 1 WHERE b = 'x'"), null);
   assert.equal(shape("DELETE FROM t WHERE a = 1"), null);
   assert.equal(shape(""), null);
