@@ -167,6 +167,12 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
     return " (the server does not speak TLS: connect without the tls option, or start the " +
       "server with --tls-cert and --tls-key)";
   }
+  // Deno (rustls): a caCerts entry whose base64 is not a certificate fails startTls with
+  // "invalid peer certificate: BadEncoding" (before any handshake).
+  if (/BadEncoding/.test(text)) {
+    return " (a certificate given in tls: { caCerts } (CLI: --tls-ca FILE) does not decode: " +
+      "check that it holds whole PEM certificates)";
+  }
   // Deno (rustls): CaUsedAsEndEntity; Node.js (OpenSSL) names no such case apart.
   if (/CaUsedAsEndEntity/.test(text)) {
     return " (the server's certificate is marked as a CA, as `openssl req -x509` makes it by " +
@@ -384,7 +390,13 @@ async function connectDeno(
     try {
       conn = await Deno.startTls(tcp, { hostname: addr.hostname, caCerts: tls.caCerts });
     } catch (err) {
-      tcp.close();
+      // startTls takes the TCP resource even when it fails (a caCerts entry that does
+      // not decode): closing it again throws "Bad resource ID", hiding `err`.
+      try {
+        tcp.close();
+      } catch {
+        // already closed by startTls
+      }
       throw err;
     }
     attempt.stage = "the TLS handshake";
