@@ -899,7 +899,7 @@ Options:
   --max-frame-size BYTES  largest request or reply (default 67108864)
   --max-request-values N  MessagePack values one request may hold (array items, map keys
                           and values; a byte array counts 8); one more is refused with
-                          BAD_REQUEST: split the batch (default 1048576)
+                          BAD_REQUEST: split the batch (at least 1024; default 1048576)
   --frame-timeout MS      close a connection inside an incomplete frame when no byte of it
                           arrived for MS (default 10000)
   --hello-timeout MS      close a new connection that has not sent its hello (and token)
