@@ -10,7 +10,7 @@ import { connect, type ConnectOptions } from "../mod.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
 import { Op } from "../protocol/messages.ts";
 import { decodeMsgpack } from "../protocol/msgpack.ts";
-import { delay, tempDir } from "./_helpers.ts";
+import { delay, serverStats, startServerProcess, tempDir } from "./_helpers.ts";
 import { frame } from "./_raw.ts";
 
 const HAS_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
@@ -62,7 +62,11 @@ interface Setup extends AsyncDisposable {
   raw(): Promise<Deno.Conn>;
 }
 
-async function start(kind: Kind, extra: Partial<ServeOptions> = {}, port = 0): Promise<Setup> {
+export async function start(
+  kind: Kind,
+  extra: Partial<ServeOptions> = {},
+  port = 0,
+): Promise<Setup> {
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
   const p = kind === "tls" ? await pem() : null;
   const server = await serve({
@@ -100,7 +104,7 @@ async function start(kind: Kind, extra: Partial<ServeOptions> = {}, port = 0): P
 }
 
 /** Reads whole frames from a raw connection, optionally slowly. */
-class FrameReader {
+export class FrameReader {
   #chunks: Uint8Array[] = [];
   #have = 0;
   total = 0;
@@ -157,7 +161,7 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
 }
 
-async function hello(conn: Deno.Conn): Promise<FrameReader> {
+export async function hello(conn: Deno.Conn): Promise<FrameReader> {
   await writeAll(conn, frame([Op.Hello, 1, { version: 1 }]));
   const r = new FrameReader(conn);
   const reply = await r.next() as [number, number];
@@ -234,6 +238,290 @@ for (const kind of ["tcp", "tls"] as const) {
         assert.deepEqual(await db.values("SELECT x FROM t"), [["other"]]);
       } finally {
         conn.close();
+      }
+    },
+  });
+}
+
+/** The error `p` rejects with, as name/code/message/mayHaveRun. */
+async function failure(p: Promise<unknown>): Promise<Record<string, unknown>> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as Error & { code?: string; mayHaveRun?: boolean };
+    return { name: err.name, code: err.code, message: err.message, mayHaveRun: err.mayHaveRun };
+  }
+  throw new Error("did not fail");
+}
+
+for (const kind of ["tcp", "tls"] as const) {
+  Deno.test({
+    name: `${kind}: a 20 MB blob each way, a 30 MB result of 30,000 rows, and a cursor read ` +
+      "slowly give the same values",
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using s = await start(kind);
+      await using db = await connect(s.options);
+      const blob = new Uint8Array(20_000_000);
+      for (let i = 0; i < blob.length; i += 4096) blob[i] = (i / 4096) & 0xff;
+      await db.exec("CREATE TABLE b (id INTEGER PRIMARY KEY, v BLOB)");
+      assert.deepEqual(await db.run("INSERT INTO b (v) VALUES (?)", [blob]), {
+        changes: 1,
+        lastInsertRowid: 1,
+      });
+      const back = await db.get<{ v: Uint8Array }>("SELECT v FROM b");
+      assert.equal(back!.v.length, blob.length);
+      assert.deepEqual(back!.v, blob);
+      const rows = await db.values<[number, string]>(
+        "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 30000) " +
+          "SELECT n, printf('%.1000c', 'x') FROM s",
+      );
+      assert.equal(rows.length, 30_000);
+      assert.equal(rows[29_999][0], 30_000);
+      assert.equal(rows.reduce((n, r) => n + r[1].length, 0), 30_000_000);
+      let n = 0;
+      let sum = 0;
+      for await (
+        const row of db.iterate<{ n: number; p: string }>(
+          "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 20000) " +
+            "SELECT n, printf('%.500c', 'y') AS p FROM s",
+        )
+      ) {
+        n++;
+        sum += row.n;
+        assert.equal(row.p.length, 500);
+        if (n % 2000 === 0) await delay(100);
+      }
+      assert.equal(n, 20_000);
+      assert.equal(sum, 20_000 * 20_001 / 2);
+    },
+  });
+
+  Deno.test({
+    name: `${kind}: an aborted call and a statement timeout fail with the same errors`,
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using s = await start(kind, { statementTimeout: 500 });
+      await using db = await connect(s.options);
+      const endless = "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s) " +
+        "SELECT count(*) FROM s";
+      const timedOut = await failure(db.get(endless));
+      assert.equal(timedOut.code, "STATEMENT_TIMEOUT", JSON.stringify(timedOut));
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 200);
+      const aborted = await failure(db.get(endless, [], { signal: ac.signal }));
+      assert.equal(aborted.name, "AbortError", JSON.stringify(aborted));
+      assert.equal(aborted.code, "ABORTED", JSON.stringify(aborted));
+      assert.deepEqual(await db.get("SELECT 7 AS x"), { x: 7 });
+    },
+  });
+
+  Deno.test({
+    name: `${kind}: a wrong token fails with AUTH; the stats (admin) connection works`,
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using s = await start(kind, { token: "right-token-0123456789" });
+      const wrong = await failure(
+        connect({ ...s.options, token: "wrong-token" }).then((c) =>
+          c.get("SELECT 1").finally(() => c.close())
+        ),
+      );
+      assert.equal(wrong.code, "AUTH", JSON.stringify(wrong));
+      const none = await failure(
+        connect(s.options).then((c) => c.get("SELECT 1").finally(() => c.close())),
+      );
+      assert.equal(none.code, "AUTH", JSON.stringify(none));
+      const options = { ...s.options, token: "right-token-0123456789" };
+      await using db = await connect(options);
+      assert.deepEqual(await db.get("SELECT 1 AS one"), { one: 1 });
+      const stats = await serverStats(options);
+      // This client's connection and the stats request's own.
+      assert.equal((stats as unknown as { connections: { open: number } }).connections.open, 2);
+    },
+  });
+
+  Deno.test({
+    name: `${kind}: a connection that says nothing (after its TLS handshake) is closed by ` +
+      "--hello-timeout, and one closed mid-frame or mid-handshake leaves nothing",
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using s = await start(kind, { helloTimeout: 500 });
+      const silent = await s.raw();
+      if (kind === "tls") await (silent as Deno.TlsConn).handshake();
+      const t0 = performance.now();
+      const r = new FrameReader(silent);
+      const got = await r.next();
+      const ms = performance.now() - t0;
+      assert.ok(ms >= 300 && ms < 5000, `closed after ${ms.toFixed(0)} ms: ${JSON.stringify(got)}`);
+      assert.deepEqual(got, [0, 1, {
+        code: "FRAME_TIMEOUT",
+        message: "Closing connection: no hello within 500 ms (--hello-timeout)",
+      }]);
+      assert.equal(await r.next(), "EOF");
+      silent.close();
+      // Mid-frame: half a frame after the hello, then gone.
+      for (let i = 0; i < 20; i++) {
+        const c = await s.raw();
+        await hello(c);
+        const f = frame([Op.Query, 2, "SELECT 1", null]);
+        await writeAll(c, f.subarray(0, 5));
+        c.close();
+      }
+      // Mid-handshake: a TCP connection that sends part of a ClientHello.
+      for (let i = 0; i < 20; i++) {
+        const c = await Deno.connect({ hostname: "127.0.0.1", port: s.port });
+        await writeAll(c, new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+        c.close();
+      }
+      await using db = await connect(s.options);
+      assert.deepEqual(await db.get("SELECT 2 AS two"), { two: 2 });
+      let open = -1;
+      for (let i = 0; i < 50; i++) {
+        const st = await serverStats(s.options) as unknown as {
+          connections: { open: number; handshaking: number };
+        };
+        open = st.connections.open + st.connections.handshaking;
+        if (open === 2) break; // db's connection and the stats request's own
+        await delay(100);
+      }
+      assert.equal(open, 2);
+    },
+  });
+
+  Deno.test({
+    name: `${kind}: 200 connections at once each write and read`,
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using s = await start(kind, { busyTimeout: 60_000 });
+      await using setup = await connect(s.options);
+      await setup.exec("CREATE TABLE c (id INTEGER PRIMARY KEY, v TEXT)");
+      const clients = await Promise.all(
+        Array.from({ length: 200 }, () => connect({ ...s.options, requestTimeout: 60_000 })),
+      );
+      try {
+        const results = await Promise.all(clients.map(async (c, i) => {
+          await c.run("INSERT INTO c (id, v) VALUES (?, ?)", [i + 1, `v${i}`]);
+          return (await c.get<{ v: string }>("SELECT v FROM c WHERE id = ?", [i + 1]))!.v;
+        }));
+        assert.deepEqual(results, clients.map((_, i) => `v${i}`));
+        assert.deepEqual(await setup.values("SELECT count(*), sum(id) FROM c"), [[200, 20_100]]);
+      } finally {
+        await Promise.all(clients.map((c) => c.close()));
+      }
+    },
+  });
+}
+
+for (const kind of ["tcp", "tls"] as const) {
+  Deno.test({
+    name: `${kind}: shutdown with busy clients: a transaction left open is told it was rolled ` +
+      "back, a call in flight gets SHUTTING_DOWN, and the server is down within the grace period",
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using s = await start(kind);
+      await using a = await connect(s.options);
+      await using b = await connect(s.options);
+      await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
+      await a.exec("BEGIN IMMEDIATE; INSERT INTO t (who) VALUES ('a')");
+      // b waits for the writer a holds.
+      const waiting = failure(b.run("INSERT INTO t (who) VALUES ('b')"));
+      await delay(200);
+      const t0 = performance.now();
+      await s.server.shutdown({ graceMs: 500 });
+      const ms = performance.now() - t0;
+      assert.ok(ms < 5000, `shutdown took ${ms.toFixed(0)} ms`);
+      const bErr = await waiting;
+      const aErr = await failure(a.run("INSERT INTO t (who) VALUES ('a2')"));
+      console.log(kind, JSON.stringify({ aErr, bErr }));
+      assert.match(String(bErr.message), /Server is shutting down/, JSON.stringify(bErr));
+      assert.equal(bErr.mayHaveRun, false, JSON.stringify(bErr));
+      assert.match(String(aErr.message), /Server is shutting down/, JSON.stringify(aErr));
+      assert.match(String(aErr.message), /rolled back/, JSON.stringify(aErr));
+    },
+  });
+
+  Deno.test({
+    name: `${kind}: a client pool gets through a server restart on the same port`,
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      const first = await start(kind);
+      const database = `${first.dir}/a.db`;
+      const port = first.port;
+      await using db = await connect({ ...first.options, max: 4 });
+      await db.exec("CREATE TABLE t (x)");
+      await Promise.all([1, 2, 3, 4].map((x) => db.run("INSERT INTO t VALUES (?)", [x])));
+      await first.server.shutdown();
+      // In one process the client reads the server's last frames on its next turns: a call made
+      // at once may still go to the connection the server is closing (a restart takes longer).
+      await delay(200);
+      const second = await start(kind, { database }, port);
+      try {
+        const results: unknown[] = [];
+        for (let i = 0; i < 4; i++) {
+          results.push(
+            await db.values("SELECT count(*) FROM t").catch((e) => `${e.code}: ${e.message}`),
+          );
+        }
+        assert.deepEqual(results, Array(4).fill([[4]]));
+        assert.deepEqual(
+          await Promise.all([1, 2, 3, 4, 5, 6].map(() => db.values("SELECT count(*) FROM t"))),
+          Array(6).fill([[4]]),
+        );
+      } finally {
+        await second.server.shutdown();
+        await Deno.remove(second.dir, { recursive: true }).catch(() => {});
+        await Deno.remove(first.dir, { recursive: true }).catch(() => {});
+      }
+    },
+  });
+}
+
+for (const kind of ["tcp", "tls"] as const) {
+  Deno.test({
+    name: `${kind}: SIGTERM to a server process with busy clients: calls waiting for the writer ` +
+      "fail with the shutdown's message (mayHaveRun false), the transaction open is rolled back, " +
+      "the process exits 0 within the grace period",
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using dir = await tempDir();
+      const p = await pem();
+      await Deno.writeTextFile(`${dir.path}/cert.pem`, p.cert);
+      await Deno.writeTextFile(`${dir.path}/key.pem`, p.key);
+      await using srv = await startServerProcess({
+        transport: "tcp",
+        args: ["--grace-ms", "1000", "--log-level", "error"].concat(
+          kind === "tls"
+            ? ["--tls-cert", `${dir.path}/cert.pem`, "--tls-key", `${dir.path}/key.pem`]
+            : [],
+        ),
+      });
+      const options: ConnectOptions = {
+        ...srv.connectOptions,
+        max: 1,
+        ...(kind === "tls" ? { tls: { caCerts: [p.ca] } } : {}),
+      };
+      await using a = await connect(options);
+      await a.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
+      await a.exec("BEGIN IMMEDIATE; INSERT INTO t (who) VALUES ('a')");
+      const others = await Promise.all(Array.from({ length: 10 }, () => connect(options)));
+      try {
+        const waiting = others.map((c, i) => failure(c.run("INSERT INTO t (who) VALUES (?)", [i])));
+        await delay(300);
+        const t0 = performance.now();
+        srv.child.kill("SIGTERM");
+        const status = await srv.child.status;
+        const ms = performance.now() - t0;
+        assert.equal(status.code, 0);
+        assert.ok(ms < 8000, `exited after ${ms.toFixed(0)} ms`);
+        for (const err of await Promise.all(waiting)) {
+          assert.match(String(err.message), /Server is shutting down/, JSON.stringify(err));
+          assert.equal(err.mayHaveRun, false, JSON.stringify(err));
+        }
+        const aErr = await failure(a.run("INSERT INTO t (who) VALUES ('a2')"));
+        assert.match(String(aErr.message), /Server is shutting down/, JSON.stringify(aErr));
+        assert.match(String(aErr.message), /rolled back/, JSON.stringify(aErr));
+      } finally {
+        await Promise.all(others.map((c) => c.close()));
       }
     },
   });
