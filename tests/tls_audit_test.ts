@@ -12,6 +12,7 @@ import { Op } from "../protocol/messages.ts";
 import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { delay, serverStats, startServerProcess, tempDir } from "./_helpers.ts";
 import { frame } from "./_raw.ts";
+import { cli } from "./_cli.ts";
 
 const HAS_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
   .output().then((o) => o.success, () => false);
@@ -585,3 +586,38 @@ Deno.test({
     );
   },
 });
+
+for (const kind of ["tcp", "tls"] as const) {
+  Deno.test({
+    name: `${kind}: the CLI's admin commands (stats --json, checkpoint, integrity) work, also at ` +
+      "a full server (--max-connections), and a client past the limit gets TOO_MANY_CONNECTIONS",
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using dir = await tempDir();
+      const p = await pem();
+      await Deno.writeTextFile(`${dir.path}/ca.pem`, p.ca);
+      await using s = await start(kind, { maxConnections: 2 });
+      await using a = await connect(s.options);
+      await using b = await connect(s.options);
+      await a.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+      assert.deepEqual(await b.values("SELECT count(*) FROM t"), [[1]]);
+      const third = await failure(
+        connect(s.options).then((c) => c.get("SELECT 1").finally(() => c.close())),
+      );
+      assert.equal(third.code, "TOO_MANY_CONNECTIONS", JSON.stringify(third));
+      const flags = ["--tcp", `127.0.0.1:${s.port}`].concat(
+        kind === "tls" ? ["--tls-ca", `${dir.path}/ca.pem`] : [],
+      );
+      const stats = await cli(["stats", "--json", ...flags]);
+      assert.equal(stats.code, 0, stats.stderr);
+      const report = JSON.parse(stats.stdout) as { connections: { open: number; admin: number } };
+      assert.equal(report.connections.open, 3, stats.stdout.slice(0, 500));
+      assert.equal(report.connections.admin, 1, stats.stdout.slice(0, 500));
+      const checkpoint = await cli(["checkpoint", ...flags]);
+      assert.equal(checkpoint.code, 0, checkpoint.stderr);
+      const integrity = await cli(["integrity", ...flags]);
+      assert.equal(integrity.code, 0, integrity.stderr);
+      assert.match(integrity.stdout, /^integrity: ok/, integrity.stdout);
+    },
+  });
+}
