@@ -621,3 +621,63 @@ for (const kind of ["tcp", "tls"] as const) {
     },
   });
 }
+
+for (const kind of ["tcp", "tls"] as const) {
+  Deno.test({
+    name: `${kind}: a client that closes mid-frame inside its transaction frees the writer at ` +
+      "once, its transaction rolled back",
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using s = await start(kind, { busyTimeout: 30_000, txIdleTimeout: 60_000 });
+      await using db = await connect(s.options);
+      await db.exec("CREATE TABLE t (x)");
+      const conn = await s.raw();
+      const r = await hello(conn);
+      await writeAll(conn, frame([Op.Exec, 2, "BEGIN IMMEDIATE; INSERT INTO t VALUES ('held')"]));
+      assert.deepEqual((await r.next() as unknown[]).slice(0, 1), [2]);
+      const other = db.run("INSERT INTO t VALUES ('other')");
+      await delay(200);
+      await writeAll(conn, frame([Op.Exec, 3, "INSERT INTO t VALUES ('more')"]).subarray(0, 7));
+      const t0 = performance.now();
+      conn.close();
+      assert.deepEqual(await other, { changes: 1, lastInsertRowid: 1 });
+      const ms = performance.now() - t0;
+      assert.ok(ms < 5000, `the writer was freed after ${ms.toFixed(0)} ms`);
+      assert.deepEqual(await db.values("SELECT x FROM t"), [["other"]]);
+    },
+  });
+}
+
+for (const kind of ["tcp", "tls"] as const) {
+  Deno.test({
+    name: `${kind}: shutdown with connections before their hello (silent, mid-handshake, after ` +
+      "the TLS handshake) ends at once and closes them",
+    ignore: !HAS_OPENSSL,
+    async fn() {
+      await using s = await start(kind, { helloTimeout: 60_000, frameTimeout: 60_000 });
+      const silent = await Deno.connect({ hostname: "127.0.0.1", port: s.port });
+      const partial = await Deno.connect({ hostname: "127.0.0.1", port: s.port });
+      await writeAll(partial, new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+      const shaken = await s.raw();
+      if (kind === "tls") await (shaken as Deno.TlsConn).handshake();
+      const conns = [silent, partial, shaken];
+      try {
+        await delay(200);
+        const t0 = performance.now();
+        await s.server.shutdown({ graceMs: 1000 });
+        const ms = performance.now() - t0;
+        assert.ok(ms < 3000, `shutdown took ${ms.toFixed(0)} ms`);
+        for (const c of conns) {
+          const buf = new Uint8Array(4096);
+          let end: string | number = 0;
+          for (let i = 0; i < 10 && typeof end === "number"; i++) {
+            end = await c.read(buf).then((n) => n === null ? "EOF" : n, () => "error");
+          }
+          assert.ok(typeof end === "string", "still open");
+        }
+      } finally {
+        for (const c of conns) c.close();
+      }
+    },
+  });
+}
