@@ -302,12 +302,12 @@ for (const kind of ["tcp", "tls"] as const) {
     name: `${kind}: an aborted call and a statement timeout fail with the same errors`,
     ignore: !HAS_OPENSSL,
     async fn() {
-      await using s = await start(kind, { statementTimeout: 500 });
+      await using s = await start(kind, { statementTimeout: 200 });
       await using db = await connect(s.options);
       // Bounded (node:sqlite cannot stop a running statement: its deadline is checked when it
       // ends), a few seconds long at most.
       const endless = "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s " +
-        "WHERE n < 3000000) SELECT count(*) FROM s";
+        "WHERE n < 6000000) SELECT count(*) FROM s";
       const timedOut = await failure(db.get(endless));
       assert.equal(timedOut.code, "STATEMENT_TIMEOUT", JSON.stringify(timedOut));
       const ac = new AbortController();
