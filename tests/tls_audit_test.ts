@@ -173,22 +173,22 @@ export async function hello(conn: Deno.Conn): Promise<FrameReader> {
 for (const kind of ["tcp", "tls"] as const) {
   Deno.test({
     name: `${kind}: a client reading a 16 MiB reply slowly but steadily is not closed by ` +
-      "--write-stall-timeout (1.5 s) and gets all of it",
+      "--write-stall-timeout (3 s) and gets all of it",
     ignore: !HAS_OPENSSL,
     async fn() {
-      await using s = await start(kind, { writeStallTimeout: 1500 });
+      await using s = await start(kind, { writeStallTimeout: 3000 });
       const conn = await s.raw();
       try {
         const r = await hello(conn);
         const size = 16 * 1024 * 1024;
         await writeAll(conn, frame([Op.Query, 2, `SELECT zeroblob(${size}) AS b`, null]));
-        // About 6 MiB a second: 256 KiB, then 40 ms; the reply takes ~3 s or more, never a pause of 1.5 s.
+        // About 3 MiB a second: 256 KiB, then 80 ms; the reply takes 5 s or more, never a pause of 3 s.
         let since = 0;
         const t0 = performance.now();
         const reply = await r.next(async () => {
           if (r.total - since >= 256 * 1024) {
             since = r.total;
-            await delay(40);
+            await delay(80);
           }
         });
         const ms = performance.now() - t0;
