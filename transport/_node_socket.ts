@@ -11,6 +11,8 @@ import type { Socket } from "node:net";
 import type { ByteStream } from "./byte_stream.ts";
 
 const HIGH_WATER = 1024 * 1024;
+/** Most bytes one {@link NodeSocketStream.write} hands to the socket. */
+const WRITE_CHUNK = 64 * 1024;
 
 /** A connected `node:net` socket seen as a {@link ByteStream}. */
 export class NodeSocketStream implements ByteStream {
@@ -81,11 +83,18 @@ export class NodeSocketStream implements ByteStream {
    * Writing no bytes (the server's check whether a client is gone) sends
    * nothing and only says whether the socket is still open: `node:tls` under
    * Deno fails an empty write with `EPERM` and destroys the socket.
+   *
+   * Takes at most {@link WRITE_CHUNK} bytes at a time and says how many, as
+   * a TCP connection's write takes what the kernel accepts: a large reply
+   * is handed over piece by piece, so the caller sees a client that reads it
+   * slowly make progress (the server's `writeStallTimeout`) instead of
+   * waiting for the whole of it to drain.
    */
   write(bytes: Uint8Array): Promise<number> {
     const socket = this.#socket;
     if (socket.destroyed) return Promise.reject(new Error("Socket is closed"));
     if (bytes.length === 0) return Promise.resolve(0);
+    if (bytes.length > WRITE_CHUNK) bytes = bytes.subarray(0, WRITE_CHUNK);
     if (socket.write(bytes)) return Promise.resolve(bytes.length);
     return new Promise((resolve, reject) => {
       const done = (): void => {
