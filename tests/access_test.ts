@@ -20,6 +20,7 @@ import {
   openFileLimit,
 } from "../server/connection_limit.ts";
 import { CONNECTION_PRAGMAS, samePragmaValue, UNSAFE_PRAGMAS } from "../engine/policy.ts";
+import { makeCertificate } from "./_certs.ts";
 
 const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
 
@@ -228,42 +229,13 @@ Deno.test("server.ts takes the token from NETSQLITE_TOKEN and logs refused attem
   assert.match(stderr, /without TLS the token and all data cross the network in clear text/);
 });
 
-/** A CA and a certificate it signed for 127.0.0.1 and localhost, made by openssl. */
-async function makeCertificate(dir: string): Promise<{ ca: string; cert: string; key: string }> {
-  const ext = `${dir}/leaf.ext`;
-  await Deno.writeTextFile(
-    ext,
-    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-  );
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  const steps = [
-    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
-      .concat(["-subj", "/CN=netsqlite test CA"]),
-    [
-      "req",
-      ...ec,
-      "-keyout",
-      `${dir}/key.pem`,
-      "-out",
-      `${dir}/leaf.csr`,
-      "-subj",
-      "/CN=localhost",
-    ],
-    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
-      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1", "-extfile", ext]),
-  ];
-  for (const args of steps) {
-    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
-      .output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  }
-  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
-  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
-}
-
 Deno.test("serve({ tls }) and connect({ tls: { caCerts } }) make a TLS round trip", async () => {
   await using dir = await tempDir();
-  const { ca, cert, key } = await makeCertificate(dir.path);
+  const { ca, cert, key } = await makeCertificate(
+    dir.path,
+    "IP:127.0.0.1,DNS:localhost",
+    "/CN=localhost",
+  );
   const tls = { cert, key };
   await using server = await serve({
     database: `${dir.path}/a.db`,
@@ -1041,7 +1013,7 @@ Deno.test("a TLS client says what to do with a certificate it cannot trust: a se
   assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
   const selfSigned = await Deno.readTextFile(`${dir.path}/cert.pem`);
   const selfSignedKey = await Deno.readTextFile(`${dir.path}/key.pem`);
-  const signed = await makeCertificate(dir.path); // (writes its own cert.pem and key.pem)
+  const signed = await makeCertificate(dir.path, "IP:127.0.0.1,DNS:localhost", "/CN=localhost"); // (writes its own cert.pem and key.pem)
   for (
     const [name, tls, caCerts, hint] of [
       [

@@ -19,6 +19,7 @@ import {
 } from "./_helpers.ts";
 import { connect, serve } from "../mod.ts";
 import { frame, Raw } from "./_raw.ts";
+import { makeCertificate } from "./_certs.ts";
 
 const CHILD = new URL("./_misbehave_child.ts", import.meta.url).pathname;
 
@@ -901,30 +902,6 @@ Deno.test({
     assert.deepEqual(await g1.values("PRAGMA integrity_check"), [["ok"]]);
   },
 });
-
-/** A CA and a certificate it signed for 127.0.0.1 (openssl), as tests/tls_socket_test.ts makes them. */
-async function makeCertificate(dir: string): Promise<{ ca: string; cert: string; key: string }> {
-  const ext = `${dir}/leaf.ext`;
-  await Deno.writeTextFile(
-    ext,
-    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
-  );
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  const steps = [
-    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "30"]
-      .concat(["-subj", "/CN=netsqlite test CA"]),
-    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
-    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
-      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "30", "-extfile", ext]),
-  ];
-  for (const args of steps) {
-    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
-      .output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  }
-  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
-  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
-}
 
 Deno.test({
   name: "misbehave: over TLS, a client that keeps sending and never reads is no longer read " +

@@ -14,6 +14,7 @@ import { buildNode } from "../npm/build.ts";
 import { VERSION } from "../version.ts";
 import { startServer } from "./_helpers.ts";
 import { withTimeLimit } from "./_limit.ts";
+import { makeCertificateIfOpenssl } from "./_certs.ts";
 
 const CHECK = new URL("./fixtures/node_client_check.mjs", import.meta.url).pathname;
 const CA_CHECK = new URL("./fixtures/node_tls_ca_check.mjs", import.meta.url).pathname;
@@ -47,32 +48,6 @@ function tsc(dir: string, version: string, ...args: string[]) {
   );
 }
 
-/** A CA and a certificate it signed for 127.0.0.1, made by openssl; null without openssl. */
-async function makeCertificate(
-  dir: string,
-): Promise<{ ca: string; cert: string; key: string } | null> {
-  if (!await which("openssl", ["version"])) return null;
-  const ext = `${dir}/leaf.ext`;
-  await Deno.writeTextFile(
-    ext,
-    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
-  );
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  const steps = [
-    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
-      .concat(["-subj", "/CN=netsqlite test CA"]),
-    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
-    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
-      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1", "-extfile", ext]),
-  ];
-  for (const args of steps) {
-    const out = await run("openssl", args, {});
-    assert.equal(out.code, 0, out.text);
-  }
-  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
-  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
-}
-
 /**
  * Builds the bundle and starts a Unix-socket, a TCP and (with openssl) a TLS
  * server; returns the environment of the check.
@@ -83,7 +58,7 @@ async function setup() {
   await buildNode(new URL(`file://${build}/`));
   const unix = await startServer();
   const tcp = await startServer({ transport: "tcp" });
-  const certificate = await makeCertificate(dir);
+  const certificate = await makeCertificateIfOpenssl(dir);
   const tls = certificate === null ? null : await startServer({
     transport: "tcp",
     tls: { cert: certificate.cert, key: certificate.key },
@@ -186,7 +161,7 @@ Deno.test(
     const env = {
       ...s.env,
       NODE_EXTRA_CA_CERTS: join(s.env.NETSQLITE_SCRATCH, "ca.pem"),
-      NETSQLITE_OTHER_CA: (await makeCertificate(other))!.ca,
+      NETSQLITE_OTHER_CA: (await makeCertificateIfOpenssl(other))!.ca,
     };
     if (node) {
       const { code, text } = await run("node", ["--test", "--test-reporter=tap", CA_CHECK], env);

@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { buildNode } from "../npm/build.ts";
 import { startServer } from "./_helpers.ts";
 import { withTimeLimit } from "./_limit.ts";
+import { makeCertificateIfOpenssl } from "./_certs.ts";
 
 const CHECK = new URL("./fixtures/node_versions_check.mjs", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -37,32 +38,6 @@ async function versionOf(bin: string, args = ["--version"]): Promise<string | nu
   }
 }
 
-/** A CA and a certificate it signed for 127.0.0.1, made by openssl; null without openssl. */
-async function makeCertificate(
-  dir: string,
-): Promise<{ ca: string; cert: string; key: string } | null> {
-  if (await versionOf("openssl", ["version"]) === null) return null;
-  const ext = `${dir}/leaf.ext`;
-  await Deno.writeTextFile(
-    ext,
-    "basicConstraints=critical,CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
-  );
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  const steps = [
-    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
-      .concat(["-subj", "/CN=netsqlite test CA"]),
-    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
-    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
-      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1", "-extfile", ext]),
-  ];
-  for (const args of steps) {
-    const out = await run("openssl", args, {});
-    assert.equal(out.code, 0, out.text);
-  }
-  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
-  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
-}
-
 /** The build and a Unix-socket, a TCP and (with openssl) a TLS server, shared by the runs. */
 async function setup() {
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-nodever-" });
@@ -70,7 +45,7 @@ async function setup() {
   await buildNode(new URL(`file://${build}/`));
   const unix = await startServer();
   const tcp = await startServer({ transport: "tcp" });
-  const certificate = await makeCertificate(dir);
+  const certificate = await makeCertificateIfOpenssl(dir);
   const tls = certificate === null ? null : await startServer({
     transport: "tcp",
     tls: { cert: certificate.cert, key: certificate.key },

@@ -20,35 +20,12 @@ import {
 import { X509Certificate } from "node:crypto";
 import { spawnClientProcess } from "./_client_process.ts";
 import { delay, tempDir } from "./_helpers.ts";
+import { makeCertificate as makeCertificateFor } from "./_certs.ts";
 
 const HAS_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
   .output().then((o) => o.success, () => false);
 const HAS_SS = await new Deno.Command("ss", { args: ["-V"], stdout: "null" })
   .output().then((o) => o.success, () => false);
-
-/** A CA and a certificate it signed for `names` (openssl). */
-async function makeCertificate(
-  dir: string,
-  names = "IP:127.0.0.1,DNS:localhost",
-): Promise<{ ca: string; cert: string; key: string }> {
-  const ext = `${dir}/leaf.ext`;
-  await Deno.writeTextFile(ext, `basicConstraints=critical,CA:FALSE\nsubjectAltName=${names}\n`);
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  const steps = [
-    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
-      .concat(["-subj", "/CN=netsqlite test CA"]),
-    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=x"],
-    ["x509", "-req", "-in", `${dir}/leaf.csr`, "-CA", `${dir}/ca.pem`, "-CAkey", `${dir}/ca.key`]
-      .concat(["-CAcreateserial", "-out", `${dir}/cert.pem`, "-days", "1", "-extfile", ext]),
-  ];
-  for (const args of steps) {
-    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
-      .output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  }
-  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
-  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
-}
 
 interface Setup extends AsyncDisposable {
   server: Server;
@@ -83,6 +60,10 @@ async function start(tls: boolean): Promise<Setup> {
     },
   };
 }
+
+/** A certificate for 127.0.0.1 and localhost, or for `names`. */
+const makeCertificate = (dir: string, names = "IP:127.0.0.1,DNS:localhost") =>
+  makeCertificateFor(dir, names);
 
 Deno.test({
   name: "A 20 KB value over TLS makes its round trip without the 40 ms delayed-ACK stall",
