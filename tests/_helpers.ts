@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, type ConnectOptions } from "../client.ts";
+import { connect, type ConnectOptions, SqliteError } from "../client.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
 import type { ChangeEvent, Client, Subscription } from "../client.ts";
 import { openLink } from "../client/connection.ts";
@@ -31,6 +31,20 @@ export async function within<T>(promise: Promise<T>, ms: number): Promise<T | "t
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Asserts that `promise` rejects with `SqliteError` `code` and a message matching `message`. */
+export async function refused(
+  promise: Promise<unknown>,
+  code: string,
+  message: RegExp,
+): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof SqliteError, String(err));
+    assert.equal(err.code, code);
+    assert.match(err.message, message);
+    return true;
+  });
 }
 
 /** The next `n` events of `sub` (fewer when it ends); throws after `ms`. */

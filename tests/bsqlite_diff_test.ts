@@ -6,20 +6,9 @@
  */
 
 import assert from "node:assert/strict";
-import { SqliteError } from "../mod.ts";
-import { startServer } from "./_helpers.ts";
+import { refused, startServer } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
-
-/** Asserts that `promise` rejects with `SqliteError` `code` and a message matching `message`. */
-async function refused(promise: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof SqliteError, String(err));
-    assert.equal(err.code, code);
-    assert.match(err.message, message);
-    return true;
-  });
-}
 
 for (const engine of ENGINES) {
   // better-sqlite3 binds `?NNN` as a named parameter whose key is the bare

@@ -6,20 +6,10 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, SqliteError } from "../mod.ts";
-import { startServer } from "./_helpers.ts";
+import { connect } from "../mod.ts";
+import { refused, startServer } from "./_helpers.ts";
 
 const ENGINES = ["ffi", "node"] as const;
-
-/** Asserts that `promise` rejects with `code` and a message matching `message`. */
-async function refused(promise: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof SqliteError, String(err));
-    assert.equal(err.code, code);
-    assert.match(err.message, message);
-    return true;
-  });
-}
 
 for (const engine of ENGINES) {
   Deno.test(`an object for a statement with an anonymous ? is refused, not bound NULL (${engine})`, async () => {

@@ -105,6 +105,31 @@ async function slowestReadWhile(b: Client, running: Promise<unknown>): Promise<n
 
 type Call = (db: Client, opts: { timeout?: number; signal?: AbortSignal }) => Promise<unknown>;
 
+/**
+ * Runs `call` with `{ timeout: 200 }`, or a signal aborted after 200 ms
+ * (`how`), and asserts it fails so (`STATEMENT_TIMEOUT`, `ABORTED`) within
+ * the bound.
+ */
+async function stopped(
+  how: "timeout" | "signal",
+  what: string,
+  call: (opts: { timeout?: number; signal?: AbortSignal }) => Promise<unknown>,
+): Promise<void> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), 200);
+  const t0 = performance.now();
+  try {
+    await rejectsWith(
+      call(how === "timeout" ? { timeout: 200 } : { signal: ac.signal }),
+      how === "timeout" ? "STATEMENT_TIMEOUT" : "ABORTED",
+      what,
+      t0,
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Every kind of statement call, each on a statement that would run for a minute or more. */
 const CALLS: [string, Call][] = [
   ["query() of a join", (db, o) => db.query(SLOW_JOIN, [], o)],
@@ -206,19 +231,7 @@ for (const [what, call] of TX_WRITES) {
         const db = s.a;
         await db.exec("BEGIN");
         await db.run("INSERT INTO log VALUES ('in tx')");
-        const ac = new AbortController();
-        const timer = setTimeout(() => ac.abort(), 200);
-        const t0 = performance.now();
-        try {
-          await rejectsWith(
-            call(db, how === "timeout" ? { timeout: 200 } : { signal: ac.signal }),
-            how === "timeout" ? "STATEMENT_TIMEOUT" : "ABORTED",
-            what,
-            t0,
-          );
-        } finally {
-          clearTimeout(timer);
-        }
+        await stopped(how, what, (opts) => call(db, opts));
         // The client is told the transaction is in a failed state.
         assert.equal(db.inTransaction, true, what);
         // Another client's write gets the writer within the bound: the
@@ -255,19 +268,7 @@ for (const [what, call] of TX_READS) {
         const db = s.a;
         await db.exec("BEGIN");
         await db.run("INSERT INTO log VALUES ('in tx')");
-        const ac = new AbortController();
-        const timer = setTimeout(() => ac.abort(), 200);
-        const t0 = performance.now();
-        try {
-          await rejectsWith(
-            call(db, how === "timeout" ? { timeout: 200 } : { signal: ac.signal }),
-            how === "timeout" ? "STATEMENT_TIMEOUT" : "ABORTED",
-            what,
-            t0,
-          );
-        } finally {
-          clearTimeout(timer);
-        }
+        await stopped(how, what, (opts) => call(db, opts));
         assert.equal(db.inTransaction, true, what);
         assert.deepEqual(await db.values("SELECT who FROM log"), [["in tx"]], what);
         await db.exec("COMMIT");
