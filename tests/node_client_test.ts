@@ -14,6 +14,7 @@ import { buildNode } from "../npm/build.ts";
 import { VERSION } from "../version.ts";
 import { startServer } from "./_helpers.ts";
 import { withTimeLimit } from "./_limit.ts";
+import { nodeCheckServers } from "./_node_servers.ts";
 import { makeCertificateIfOpenssl } from "./_certs.ts";
 
 const CHECK = new URL("./fixtures/node_client_check.mjs", import.meta.url).pathname;
@@ -48,53 +49,6 @@ function tsc(dir: string, version: string, ...args: string[]) {
   );
 }
 
-/**
- * Builds the bundle and starts a Unix-socket, a TCP and (with openssl) a TLS
- * server; returns the environment of the check.
- */
-async function setup() {
-  const dir = await Deno.makeTempDir({ prefix: "netsqlite-node-" });
-  const build = join(dir, "dist");
-  await buildNode(new URL(`file://${build}/`));
-  const unix = await startServer();
-  const tcp = await startServer({ transport: "tcp" });
-  const certificate = await makeCertificateIfOpenssl(dir);
-  const tls = certificate === null ? null : await startServer({
-    transport: "tcp",
-    tls: { cert: certificate.cert, key: certificate.key },
-    token: "node-secret",
-  });
-  const port = (s: typeof tcp): string => {
-    const addr = s.server.addr;
-    assert.equal(addr.transport, "tcp");
-    return String(addr.transport === "tcp" ? addr.port : 0);
-  };
-  const env: Record<string, string> = {
-    NETSQLITE_BUILD: build,
-    NETSQLITE_PATH: (unix.connectOptions as { path: string }).path,
-    NETSQLITE_PORT: port(tcp),
-    NETSQLITE_DATABASE: unix.database,
-    NETSQLITE_SCRATCH: dir,
-  };
-  if (tls !== null && certificate !== null) {
-    env.NETSQLITE_TLS_PORT = port(tls);
-    env.NETSQLITE_TLS_CA = certificate.ca;
-    env.NETSQLITE_TOKEN = "node-secret";
-  } else {
-    console.log("TLS part skipped: no `openssl` to make a certificate");
-  }
-  return {
-    env,
-    tls: tls !== null,
-    async [Symbol.asyncDispose]() {
-      await unix[Symbol.asyncDispose]();
-      await tcp[Symbol.asyncDispose]();
-      await tls?.[Symbol.asyncDispose]();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
-}
-
 Deno.test(
   "node: the bundled client runs under Node.js over a Unix socket, TCP and TLS",
   withTimeLimit(120_000, async () => {
@@ -102,7 +56,7 @@ Deno.test(
       console.log("skipped: no `node` on PATH");
       return;
     }
-    await using s = await setup();
+    await using s = await nodeCheckServers("netsqlite-node-");
     const { code, text } = await run("node", ["--test", "--test-reporter=tap", CHECK], s.env);
     assert.equal(code, 0, text);
     assert.match(text, s.tls ? /# pass 5\b/ : /# pass 4\b/, text);
@@ -133,7 +87,7 @@ Deno.test(
       console.log(`skipped: ${bun.skip}`);
       return;
     }
-    await using s = await setup();
+    await using s = await nodeCheckServers("netsqlite-node-");
     const { code, text } = await run(bun, ["run", CHECK], s.env);
     assert.equal(code, 0, text);
     assert.match(text, /^ok unix$/m, text);
@@ -153,9 +107,9 @@ Deno.test(
       console.log(`skipped: no \`node\` on PATH, and ${bun.skip}`);
       return;
     }
-    await using s = await setup();
-    if (!s.tls) return; // setup() said why
-    // The server's CA (ca.pem, made by setup()) in NODE_EXTRA_CA_CERTS; caCerts another CA.
+    await using s = await nodeCheckServers("netsqlite-node-");
+    if (!s.tls) return; // nodeCheckServers() said why
+    // The server's CA (ca.pem, made by nodeCheckServers()) in NODE_EXTRA_CA_CERTS; caCerts another CA.
     const other = join(s.env.NETSQLITE_SCRATCH, "other");
     await Deno.mkdir(other);
     const env = {

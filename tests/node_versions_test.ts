@@ -14,10 +14,8 @@
 import assert from "node:assert/strict";
 import { delimiter, join } from "node:path";
 import { tmpdir } from "node:os";
-import { buildNode } from "../npm/build.ts";
-import { startServer } from "./_helpers.ts";
 import { withTimeLimit } from "./_limit.ts";
-import { makeCertificateIfOpenssl } from "./_certs.ts";
+import { nodeCheckServers } from "./_node_servers.ts";
 
 const CHECK = new URL("./fixtures/node_versions_check.mjs", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -36,48 +34,6 @@ async function versionOf(bin: string, args = ["--version"]): Promise<string | nu
   } catch {
     return null;
   }
-}
-
-/** The build and a Unix-socket, a TCP and (with openssl) a TLS server, shared by the runs. */
-async function setup() {
-  const dir = await Deno.makeTempDir({ prefix: "netsqlite-nodever-" });
-  const build = join(dir, "dist");
-  await buildNode(new URL(`file://${build}/`));
-  const unix = await startServer();
-  const tcp = await startServer({ transport: "tcp" });
-  const certificate = await makeCertificateIfOpenssl(dir);
-  const tls = certificate === null ? null : await startServer({
-    transport: "tcp",
-    tls: { cert: certificate.cert, key: certificate.key },
-    token: "node-secret",
-  });
-  const port = (s: typeof tcp): string => {
-    const addr = s.server.addr;
-    return String(addr.transport === "tcp" ? addr.port : 0);
-  };
-  const env: Record<string, string> = {
-    NETSQLITE_BUILD: build,
-    NETSQLITE_PATH: (unix.connectOptions as { path: string }).path,
-    NETSQLITE_PORT: port(tcp),
-    NETSQLITE_SCRATCH: dir,
-  };
-  if (tls !== null && certificate !== null) {
-    env.NETSQLITE_TLS_PORT = port(tls);
-    env.NETSQLITE_TLS_CA = certificate.ca;
-    env.NETSQLITE_TOKEN = "node-secret";
-  } else {
-    console.log("TLS part skipped: no `openssl` to make a certificate");
-  }
-  return {
-    env,
-    tls: tls !== null,
-    async [Symbol.asyncDispose]() {
-      await unix[Symbol.asyncDispose]();
-      await tcp[Symbol.asyncDispose]();
-      await tls?.[Symbol.asyncDispose]();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
 }
 
 /** Runs the check with `cmd args`; returns what it observed, after asserting it passed. */
@@ -120,7 +76,7 @@ async function extraNodes(): Promise<Map<string, { bin: string; version: string 
 
 /** Runs the check under Deno and then under `node` (a binary), and compares what they saw. */
 async function sameAsDeno(node: string, version: string): Promise<void> {
-  await using s = await setup();
+  await using s = await nodeCheckServers("netsqlite-nodever-");
   const deno = await check("deno", Deno.execPath(), ["run", "-A"], s.env, s.tls);
   const seen = await check(`node_${version}`, node, [], s.env, s.tls);
   assert.deepEqual(seen, deno, `Node.js ${version} differs from Deno`);
