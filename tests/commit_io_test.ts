@@ -193,6 +193,8 @@ Deno.test({
       /; outcome unknown: the commit of .* may have been written \(.*\): check whether it took effect before retrying/;
     const failedUnknown: number[] = [];
     const acked: number[] = [1];
+    /** Writes of the last round that committed (in a group after the failed one, maybe). */
+    let lastRoundAcked = 0;
     try {
       const db = await server.client();
       const others = await Promise.all([1, 2, 3].map(() => server.client()));
@@ -248,9 +250,11 @@ Deno.test({
           const results = await Promise.allSettled(
             [db, ...others].map((c, i) => c.run(GROUPED, [id(i), 100000])),
           );
+          lastRoundAcked = 0;
           for (const [i, r] of results.entries()) {
             if (r.status === "fulfilled") {
               acked.push(id(i));
+              lastRoundAcked++;
               continue;
             }
             const err = r.reason as SqliteError;
@@ -265,7 +269,9 @@ Deno.test({
         await db.close();
       }
       // After a crash, the last failed commit is found in the WAL: "may
-      // have been written" was the truth.
+      // have been written" was the truth. (Unless a smaller group of the
+      // last round committed after it, over its frames: which writes share
+      // a group depends on when their requests arrive.)
       await server.kill();
       await Deno.remove(`${fs.path}/filler`);
       server = await start(sockets.path, database);
@@ -273,7 +279,9 @@ Deno.test({
       const found = await ids(again);
       for (const id of acked) assert.ok(found.includes(id), `acknowledged row ${id} lost`);
       const extra = found.filter((id) => !acked.includes(id));
-      assert.ok(extra.length > 0, `no failed commit was found after the restart: ${found}`);
+      if (lastRoundAcked === 0) {
+        assert.ok(extra.length > 0, `no failed commit was found after the restart: ${found}`);
+      }
       for (const id of extra) assert.ok(failedUnknown.includes(id), `row ${id} appeared`);
       assert.deepEqual(await again.values("PRAGMA integrity_check"), [["ok"]]);
     } finally {
