@@ -20,7 +20,7 @@ import {
 import { X509Certificate } from "node:crypto";
 import { spawnClientProcess } from "./_client_process.ts";
 import { delay, tempDir } from "./_helpers.ts";
-import { makeCertificate as makeCertificateFor } from "./_certs.ts";
+import { datedCertificate, makeCertificate as makeCertificateFor } from "./_certs.ts";
 
 const HAS_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
   .output().then((o) => o.success, () => false);
@@ -544,44 +544,6 @@ Deno.test({
     assert.ok(held.some((n) => n > 0), srv.state.stderr);
   },
 });
-
-/**
- * A CA and a certificate it signed for 127.0.0.1, valid from `start` to `end`
- * (`YYYYMMDDHHMMSSZ`, past or future: `openssl ca`, since OpenSSL 3.0's
- * `req -x509` and `x509 -req` can only start now).
- */
-async function datedCertificate(
-  dir: string,
-  start: string,
-  end: string,
-): Promise<{ ca: string; cert: string; key: string }> {
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  await Deno.mkdir(`${dir}/db`);
-  await Deno.writeTextFile(`${dir}/db/index.txt`, "");
-  await Deno.writeTextFile(`${dir}/db/serial`, "01\n");
-  await Deno.writeTextFile(
-    `${dir}/ca.cnf`,
-    `[ca]\ndefault_ca=c\n[c]\ndir=${dir}/db\ndatabase=${dir}/db/index.txt\n` +
-      `serial=${dir}/db/serial\nnew_certs_dir=${dir}/db\ndefault_md=sha256\npolicy=p\n` +
-      "x509_extensions=e\n[p]\ncommonName=supplied\n[e]\nbasicConstraints=critical,CA:FALSE\n" +
-      "subjectAltName=IP:127.0.0.1\n",
-  );
-  const steps = [
-    ["req", "-x509", ...ec, "-keyout", `${dir}/ca.key`, "-out", `${dir}/ca.pem`, "-days", "1"]
-      .concat(["-subj", "/CN=netsqlite test CA"]),
-    ["req", ...ec, "-keyout", `${dir}/key.pem`, "-out", `${dir}/leaf.csr`, "-subj", "/CN=dated"],
-    ["ca", "-batch", "-config", `${dir}/ca.cnf`, "-cert", `${dir}/ca.pem`, "-keyfile"]
-      .concat([`${dir}/ca.key`, "-in", `${dir}/leaf.csr`, "-out", `${dir}/cert.pem`])
-      .concat(["-startdate", start, "-enddate", end]),
-  ];
-  for (const args of steps) {
-    const out = await new Deno.Command("openssl", { args, stdout: "null", stderr: "piped" })
-      .output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  }
-  const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
-  return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
-}
 
 for (
   const [what, start, end, hint] of [
