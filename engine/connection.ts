@@ -480,7 +480,11 @@ export class Connection {
   prepareUncached(sql: string): Prepared {
     const prepared = this.prepareOne(sql, 0);
     if (prepared === null) {
-      throw new SqliteError(ErrorCode.BadRequest, "Cannot prepare statement: SQL text is empty");
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        "Cannot prepare statement: SQL text holds no statement (it is empty, or only whitespace, " +
+          "comments and semicolons)",
+      );
     }
     if (prepared.stmt.end < sql.length && this.#hasMore(sql, prepared.stmt.end)) {
       prepared.stmt.finalize();

@@ -283,7 +283,11 @@ export const SUITE: SuiteCase[] = [
         assert.equal(err.sqliteCode, sqliteCode, code);
       }
       await rejectsWith(db.query("SELEC 1"), "SQLITE_ERROR", /syntax error/);
-      await rejectsWith(db.query(""), "BAD_REQUEST", /SQL text is empty/);
+      await rejectsWith(
+        db.query(""),
+        "BAD_REQUEST",
+        /SQL text holds no statement \(it is empty, or only whitespace/,
+      );
       await rejectsWith(db.query("SELECT 1; SELECT 2"), "BAD_REQUEST", /more than one statement/);
       await rejectsWith(db.run("CREATE TABLE a (x); CREATE TABLE b (x)"), "BAD_REQUEST");
       assert.deepEqual(await db.values("SELECT 4; -- done"), [[4]]);

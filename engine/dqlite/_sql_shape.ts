@@ -109,7 +109,11 @@ export function requireOneStatement(sql: string): void {
   checkSqlText(sql);
   const n = splitStatements(sql).length;
   if (n === 0) {
-    throw new SqliteError(ErrorCode.BadRequest, "Cannot prepare statement: SQL text is empty");
+    throw new SqliteError(
+      ErrorCode.BadRequest,
+      "Cannot prepare statement: SQL text holds no statement (it is empty, or only whitespace, " +
+        "comments and semicolons)",
+    );
   }
   if (n > 1) {
     throw new SqliteError(
