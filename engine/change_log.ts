@@ -21,9 +21,11 @@
  *   (`truncate` to its savepoint) and rollbacks on close or lease expiry.
  *
  * Capture starts with the first subscription (until then nothing is
- * recorded and writes run as without feeds); from then on the engine steps
- * writes on the main thread, since an update hook called from a background
- * step was seen to deadlock (`engine_session.ts`, `#onWriter`).
+ * recorded). Writes run as without feeds, inline or in the background: a
+ * hook that SQLite calls from a background step runs on the main thread
+ * (the binding refs its callback for the step, so that it wakes an idle
+ * event loop), the step waiting meanwhile; that costs a round trip between
+ * the threads per row changed, paid only by writes that run long.
  *
  * Published changes are kept in a ring of the last `capacity` changes (in
  * memory, until the server stops), from which `subscribe({ since })` resumes.
@@ -375,15 +377,6 @@ export class ChangeLog {
   /** Approximate bytes of values the ring holds now (at most its byte bound, but for one). */
   get heldValueBytes(): number {
     return this.#heldValueBytes;
-  }
-
-  /**
-   * True once capture has started (at the first subscription). While it
-   * runs, the engine steps writes on the main thread: an update hook called
-   * from a background step was seen to deadlock.
-   */
-  get capturing(): boolean {
-    return this.#capturing;
   }
 
   /**

@@ -11,10 +11,8 @@
  * the time left to the deadline (a progress handler stops it there). A
  * cursor on the writer (inside a transaction) steps the same way when its
  * session says the writer may step in the background (it keeps the writer
- * meanwhile); while change feeds capture, whose update hook runs on the main
- * thread, it is stepped inline only, under the same deadline. A first step
- * there that meets another process's lock changed nothing: the session has
- * it wait for the lock ({@link Cursor.waitForLock}).
+ * meanwhile). A first step there that meets another process's lock changed
+ * nothing: the session has it wait for the lock ({@link Cursor.waitForLock}).
  *
  * @module
  */
@@ -189,8 +187,8 @@ export class Cursor {
    * After {@link next} threw {@link LockBusy}: the first chunk, once the
    * first step got past another process's lock. `inBackground`: that step
    * runs in the background, where SQLite waits for the lock up to the busy
-   * timeout (its connection's own); else (an update hook must run on the
-   * main thread) it is tried again on the main thread from a timer, 5 ms
+   * timeout (its connection's own); else (a binding that cannot step in the
+   * background) it is tried again on the main thread from a timer, 5 ms
    * doubling to 50 ms, until `busyTimeout`. The wait counts against the
    * cursor's timeout, and {@link cancel} ends it: between tries at once; in
    * the background by the interrupt, which the binding's wait for the lock

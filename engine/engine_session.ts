@@ -65,7 +65,7 @@ import { bindArgs } from "./_bind.ts";
 import { insertShape, startsWith } from "./_sql_text.ts";
 import { isDataVersionRead } from "./pragma_use.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
-import { isBusyInBackground, lockedMessage } from "./binding/_errors.ts";
+import { isBusyInBackground } from "./binding/_errors.ts";
 import { bufferedFull, rowsBytes } from "./buffered_rows.ts";
 import { type Connection, type Prepared, release, WriterDecides } from "./connection.ts";
 import { type Chunk, chunkBytesFor, Cursor } from "./cursor.ts";
@@ -101,7 +101,6 @@ import {
 } from "./run.ts";
 import type { HostedSession, SessionHost } from "./session_host.ts";
 import type { LeaseEnd } from "./writer_queue.ts";
-import { DeadlineTimer } from "./deadline_timer.ts";
 
 /**
  * What {@link EngineSession.query} answers: `QueryPayload`, whose rows may
@@ -443,7 +442,7 @@ export class EngineSession implements HostedSession {
     try {
       for (;;) {
         if (more === true) {
-          const away = writer.caps.background && !changeLogOf(writer)?.capturing;
+          const away = writer.caps.background;
           // Without a step in the background, or when the last turn is
           // IO_TURN_MS old: a turn of the event loop that lets Deno poll the
           // sockets, which this chain of ready work would put off (io_turn.ts).
@@ -616,8 +615,7 @@ export class EngineSession implements HostedSession {
       // group holds nothing else yet) and it runs again, alone, in the
       // background. A later member cannot be stopped that way: SQLite would
       // roll back the whole group with it.
-      const alone = !host.group.isOpen() && p.conn.caps.interrupt &&
-        !changeLogOf(p.conn)?.capturing;
+      const alone = !host.group.isOpen() && p.conn.caps.interrupt;
       const budget = alone ? INLINE_BUDGET_MS : Infinity;
       // Busy: the group's own BEGIN or SAVEPOINT, prepared anew, must not
       // evict this statement from the cache (finalizing it) before it runs.
@@ -804,10 +802,6 @@ export class EngineSession implements HostedSession {
   ): Outcome | Promise<Outcome> {
     if (!p.conn.caps.background) return this.#inlineTimed(p, args, limits, wantRows);
     if (p.txOp === "COMMIT") return this.#background(p, args, limits, wantRows, null);
-    // Change capture (engine/change_log.ts): writes stay on the main thread.
-    if (!p.readOnly && changeLogOf(p.conn)?.capturing) {
-      return this.#captured(p, args, limits, wantRows);
-    }
     if (p.txOp !== null) {
       // BEGIN IMMEDIATE may meet another process's lock: it waits for it
       // in the background.
@@ -879,95 +873,6 @@ export class EngineSession implements HostedSession {
     } finally {
       if (performance.now() - start >= INLINE_BUDGET_MS) p.fast = false;
     }
-  }
-
-  /**
-   * A write while change feeds capture: it runs on the main thread (the
-   * update hook runs there). One that meets another process's lock changed
-   * nothing: it is tried again from a timer (5 ms, doubling to 50 ms) until
-   * `--busy-timeout`, so the event loop never waits for the lock. Its
-   * deadline (`STATEMENT_TIMEOUT`) and a cancel (the cancel's reason) end
-   * the wait between two tries, at once; it never ran.
-   */
-  #captured(
-    p: Prepared,
-    args: BindArgs,
-    limits: RunLimits,
-    wantRows: WantRows,
-  ): Outcome | Promise<Outcome> {
-    const first = performance.now();
-    const attempt = (): Outcome => {
-      const start = performance.now();
-      try {
-        return this.#inlineTimed(p, args, limits, wantRows);
-      } finally {
-        p.fast = performance.now() - start < INLINE_BUDGET_MS;
-      }
-    };
-    try {
-      return attempt();
-    } catch (err) {
-      if (!(err instanceof LockBusy)) throw err;
-    }
-    // A timer, not a clock: time this server did not run (stopped, paused) counts after a grace.
-    const { busyTimeout } = this.#host.config;
-    const limit = new DeadlineTimer(
-      () => {},
-      Math.max(0, first + busyTimeout - performance.now()),
-      busyTimeout,
-    );
-    const deadline = limits.deadline ??= first + limits.timeout;
-    let stopped: Error | null = null;
-    let wake: (() => void) | null = null;
-    p.busy++;
-    this.#txWhileRunning = p.conn.inTransaction;
-    this.runningOnWriter = true;
-    const retry = async (): Promise<Outcome> => {
-      try {
-        for (let pause = 5;; pause = Math.min(pause * 2, 50)) {
-          let timer: ReturnType<typeof setTimeout> | undefined;
-          await new Promise<void>((resolve) => {
-            wake = resolve;
-            timer = setTimeout(resolve, Math.max(0, Math.min(pause, deadline - performance.now())));
-          });
-          clearTimeout(timer);
-          wake = null;
-          if (this.#closed) throw new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
-          if (stopped !== null) throw stopped;
-          if (performance.now() >= deadline) throw statementTimeout(limits);
-          try {
-            return attempt();
-          } catch (err) {
-            if (!(err instanceof LockBusy)) throw err;
-            if (limit.expired) {
-              throw new SqliteError(
-                "SQLITE_BUSY",
-                lockedMessage("database is locked", busyTimeout),
-                5,
-              );
-            }
-          }
-        }
-      } finally {
-        limit.clear();
-        this.#running = null;
-        this.runningOnWriter = false;
-        this.#txWhileRunning = false;
-        release(p);
-        // Closed meanwhile: roll back and give the writer up (as #background).
-        if (this.#closed && p.onWriter) this.#host.writer.abort(this);
-      }
-    };
-    const done = retry();
-    this.#running = {
-      done,
-      cancel: (reason) => {
-        stopped ??= reason;
-        wake?.();
-      },
-      interruptedBy: null,
-    };
-    return this.#host.track(done);
   }
 
   /** Runs `p` in the background as this session's running statement. */
@@ -1373,11 +1278,9 @@ export class EngineSession implements HostedSession {
     };
     // A cursor on the writer steps in the background as a statement there
     // does (a slow step must not hold every client, and its deadline and a
-    // cancel stop it there), unless change feeds capture (their update hook
-    // runs on the main thread).
+    // cancel stop it there).
     const writer = this.#host.writer.connection;
-    const inBackground = cursor.onWriter && writer.caps.background &&
-      !changeLogOf(writer)?.capturing;
+    const inBackground = cursor.onWriter && writer.caps.background;
     const inTx = inBackground && writer.inTransaction;
     let chunk;
     try {
@@ -1411,7 +1314,7 @@ export class EngineSession implements HostedSession {
    */
   #cursorWaitsForLock(id: number, cursor: Cursor): Promise<Chunk> {
     const writer = this.#host.writer.connection;
-    const inBackground = writer.caps.background && !changeLogOf(writer)?.capturing;
+    const inBackground = writer.caps.background;
     const inTx = writer.inTransaction;
     const waits = cursor.waitForLock(this.#host.config.busyTimeout, inBackground);
     return this.#cursorRunsOnWriter(id, cursor, inTx, waits);

@@ -204,12 +204,18 @@ class FfiDb implements Db {
    * made while it ran ({@link FfiStmt}'s `#stepError`).
    */
   denied: SqliteError | null = null;
-  #updateHook: { close(): void } | null = null;
+  #updateHook: Hook | null = null;
   /**
    * The preupdate hook's callback, made once (kept while unset: setting it
    * again is cheap); it calls {@link #onMoved} and {@link #onChanging}.
    */
-  #preHook: { close(): void; pointer: Deno.PointerObject } | null = null;
+  #preHook: Hook | null = null;
+  /**
+   * The hooks' callbacks ref'd for a background step ({@link beforeBackground}):
+   * called from that thread, a callback runs on the main thread, and only a
+   * ref'd one wakes an idle event loop for it (else the step waits forever).
+   */
+  #refd: Hook[] = [];
   /** True while {@link #preHook} is set on the connection. */
   #preHookOn = false;
   /** Receives rows moved to another rowid ({@link onRowidChange}). */
@@ -280,6 +286,11 @@ class FfiDb implements Db {
   beforeBackground(): void {
     this.dropBudget();
     if (!this.#waitsInline) this.#s.sqlite3_busy_timeout(this.#handle(), this.#busyMs);
+    for (const cb of [this.#updateHook, this.#preHookOn ? this.#preHook : null]) {
+      if (cb === null) continue;
+      cb.ref();
+      this.#refd.push(cb);
+    }
     this.background = true;
   }
 
@@ -551,7 +562,7 @@ class FfiDb implements Db {
     this.#preHookOn = want;
   }
 
-  #makePreHook(): { close(): void; pointer: Deno.PointerObject } {
+  #makePreHook(): Hook {
     const s = this.#s;
     const slot = new BigUint64Array(1);
     // The value of column `i` before (`sqlite3_preupdate_old`) or after the change.
@@ -755,6 +766,7 @@ class FfiDb implements Db {
   /** A background step returned: run what waited for it. */
   afterBackground(): void {
     this.background = false;
+    for (const cb of this.#refd.splice(0)) cb.unref();
     if (this.#interrupting !== undefined) {
       clearInterval(this.#interrupting);
       this.#interrupting = undefined;
@@ -776,6 +788,14 @@ class FfiDb implements Db {
     }
     return this.#h;
   }
+}
+
+/** A hook's callback, as the connection keeps it. */
+interface Hook {
+  readonly pointer: Deno.PointerObject;
+  ref(): number;
+  unref(): number;
+  close(): void;
 }
 
 /** One prepared statement through FFI. */
