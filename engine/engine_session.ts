@@ -1434,7 +1434,17 @@ export class EngineSession implements HostedSession {
     this.runningOnWriter = true;
     let failure: unknown = null;
     try {
-      return await step;
+      const chunk = await step;
+      // The transaction ended while the step ran (its lease, a cancel after
+      // a write of it), too late for the interrupt to stop the step: the
+      // interrupt, still pending, stopped the rows stepped inline after it
+      // (which is no deadline of the cursor's). The request fails as one
+      // stopped in time does; its rows are of a transaction that is over.
+      if (this.#aborted !== null) {
+        cursor.close();
+        throw this.#aborted;
+      }
+      return chunk;
     } catch (err) {
       failure = err;
       this.#cursors.delete(id);

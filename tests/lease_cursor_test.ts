@@ -16,6 +16,8 @@ import assert from "node:assert/strict";
 import { connect, SqliteError } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 
+const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
+
 /**
  * Two rows, each one `instr()` call of 0.3–1 s on the 2-core VM (3.2e10 bytes
  * compared; no interrupt check inside it): the lease comes during the
@@ -55,4 +57,24 @@ Deno.test("--tx-timeout reached while a cursor steps on the writer: the transact
   });
   assert.deepEqual(await c.values("SELECT x FROM t WHERE x < 0 ORDER BY x DESC"), [[-3], [-4]]);
   assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[5002]]);
+});
+
+Deno.test("--tx-timeout reached while a cursor steps on the writer: transaction() rejects with TX_TIMEOUT, not the cursor's STATEMENT_TIMEOUT", async () => {
+  await using srv = await startServer({ txTimeout: TX_TIMEOUT_MS, logLevel: "error" });
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  let rows = 0;
+  const err = await db.transaction(async (tx) => {
+    for await (const _ of tx.iterate(SLOW)) rows++;
+  }).catch((e) => e);
+  assert.ok(err instanceof SqliteError, String(err));
+  if (ffi) {
+    // Stopped as any request of the transaction running at its deadline is.
+    assert.equal(err.code, "TX_TIMEOUT", err.message);
+    assert.match(err.message, /lasting 100 ms \(--tx-timeout\)/);
+    assert.equal(rows, 0);
+  } else {
+    // node:sqlite: the step runs to its end, then the transaction is rolled back.
+    assert.notEqual(err.code, "STATEMENT_TIMEOUT", err.message);
+  }
+  assert.equal(await db.values("SELECT 1").then((r) => r.length), 1);
 });
