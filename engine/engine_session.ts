@@ -1073,7 +1073,12 @@ export class EngineSession implements HostedSession {
     const ended = this.#endedCursors;
     for (const [id, c] of this.#cursors) {
       if (!c.onWriter) continue;
-      const why = c.ended ?? (interruptedBy === null ? null : cursorInterrupted(id, interruptedBy));
+      const why = c.ended ??
+        (interruptedBy !== null
+          ? cursorInterrupted(id, interruptedBy)
+          : this.#aborted !== null
+          ? cursorTxEnded(id, this.#aborted)
+          : null);
       c.close();
       this.#cursors.delete(id);
       this.#writingCursors?.delete(id);

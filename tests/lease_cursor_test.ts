@@ -9,12 +9,13 @@
  * that client's acknowledged writes ran inside it, and were rolled back with
  * it) nor be reported as the cursor's own `STATEMENT_TIMEOUT` (which named
  * the 30 s statement timeout after 0.5 s). On node:sqlite nothing can be
- * interrupted: the step runs to its end, as documented.
+ * interrupted: the step runs to its end, as documented. And a cursor of a
+ * transaction the lease rolled back between two chunks says why.
  */
 
 import assert from "node:assert/strict";
 import { connect, SqliteError } from "../mod.ts";
-import { startServer } from "./_helpers.ts";
+import { delay, startServer } from "./_helpers.ts";
 
 const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
 
@@ -77,4 +78,30 @@ Deno.test("--tx-timeout reached while a cursor steps on the writer: transaction(
     assert.notEqual(err.code, "STATEMENT_TIMEOUT", err.message);
   }
   assert.equal(await db.values("SELECT 1").then((r) => r.length), 1);
+});
+
+Deno.test("A cursor of a transaction the idle lease rolled back says so: transaction() rejects naming --tx-idle-timeout, not advising to read before COMMIT", async () => {
+  await using srv = await startServer({ txIdleTimeout: 200, logLevel: "error" });
+  await using db = await connect({ ...srv.connectOptions, max: 2 });
+  await db.exec(
+    "CREATE TABLE t (x INTEGER); INSERT INTO t (x) " +
+      "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s LIMIT 5000) SELECT n FROM s",
+  );
+  let rows = 0;
+  const err = await db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (-1)");
+    for await (const _ of tx.iterate("SELECT x FROM t")) {
+      // Slow work on the first row: the transaction sits idle past its lease.
+      if (rows++ === 0) await delay(600);
+    }
+  }).catch((e) => e);
+  assert.ok(err instanceof SqliteError, String(err));
+  assert.equal(err.code, "CURSOR_CLOSED", err.message);
+  assert.match(
+    err.message,
+    /^Cursor \d+ was closed when its transaction ended, rolled back by the server: Transaction was rolled back after 200 ms idle \(--tx-idle-timeout\); send ROLLBACK/,
+  );
+  assert.doesNotMatch(err.message, /before COMMIT/);
+  assert.ok(rows > 0 && rows < 5001, String(rows));
+  assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[5000]]);
 });
