@@ -1215,6 +1215,11 @@ export class Engine {
       this.#writer.db.interrupt();
       return;
     }
+    // Its cursors on the writer end first (they end with the transaction
+    // anyway): while a statement is active there, an interrupt that came as
+    // a step returned (the one above) stays pending and would stop the
+    // ROLLBACK, leaving the transaction open for the writer's next owner.
+    s.writerReleased();
     if (this.#writer.inTransaction) {
       try {
         this.#writer.db.exec("ROLLBACK");

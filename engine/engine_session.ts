@@ -978,7 +978,12 @@ export class EngineSession implements HostedSession {
     const ended = this.#endedCursors;
     for (const [id, c] of this.#cursors) {
       if (!c.onWriter) continue;
-      const why = c.ended ?? (interruptedBy === null ? null : cursorInterrupted(id, interruptedBy));
+      const why = c.ended ??
+        (interruptedBy !== null
+          ? cursorInterrupted(id, interruptedBy)
+          : this.#aborted !== null
+          ? cursorTxEnded(id, this.#aborted)
+          : null);
       c.close();
       this.#cursors.delete(id);
       this.#writingCursors?.delete(id);
@@ -1337,7 +1342,17 @@ export class EngineSession implements HostedSession {
     this.runningOnWriter = true;
     let failure: unknown = null;
     try {
-      return await step;
+      const chunk = await step;
+      // The transaction ended while the step ran (its lease, a cancel after
+      // a write of it), too late for the interrupt to stop the step: the
+      // interrupt, still pending, stopped the rows stepped inline after it
+      // (which is no deadline of the cursor's). The request fails as one
+      // stopped in time does; its rows are of a transaction that is over.
+      if (this.#aborted !== null) {
+        cursor.close();
+        throw this.#aborted;
+      }
+      return chunk;
     } catch (err) {
       failure = err;
       this.#cursors.delete(id);

@@ -32,8 +32,21 @@ export function unknownCursor(id: number): SqliteError {
   );
 }
 
-/** A cursor opened inside a transaction, closed when the transaction ended (as in PostgreSQL). */
-export function cursorTxEnded(id: number): SqliteError {
+/**
+ * A cursor opened inside a transaction, closed when the transaction ended (as
+ * in PostgreSQL). `ended`: why the server ended it (its lease, a cancel
+ * after a write), which the message gives instead of the advice for a
+ * cursor left unread at the client's own COMMIT.
+ */
+export function cursorTxEnded(id: number, ended?: SqliteError): SqliteError {
+  if (ended !== undefined) {
+    return new SqliteError(
+      ErrorCode.CursorClosed,
+      `Cursor ${id} was closed when its transaction ended, rolled back by the server: ${ended.message}`,
+      undefined,
+      { cause: ended },
+    );
+  }
   return new SqliteError(
     ErrorCode.CursorClosed,
     `Cursor ${id} was closed when its transaction ended (COMMIT, ROLLBACK, or rolled back by ` +
