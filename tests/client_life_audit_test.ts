@@ -3,7 +3,7 @@
  * clear error instead of silently doing nothing, and resources given back.
  */
 import assert from "node:assert/strict";
-import { connect } from "../mod.ts";
+import { connect, ConnectionError } from "../mod.ts";
 import { startServer } from "./_helpers.ts";
 
 Deno.test("batch() given no array of statements rejects with a TypeError saying what it takes, and runs nothing", async () => {
@@ -41,4 +41,57 @@ Deno.test("batch() given no array of statements rejects with a TypeError saying 
   });
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], "nothing ran");
   assert.deepEqual(await db.batch([]), [], "an empty batch stays allowed");
+});
+
+/** A read that runs a while on both engines (FFI stops it when cancelled; node:sqlite does not). */
+const SLOW_READ =
+  "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000000) SELECT count(*) AS n FROM c";
+
+function isClosedError(err: unknown): boolean {
+  return err instanceof ConnectionError && err.message === "Client is closed" &&
+    err.mayHaveRun === false;
+}
+
+Deno.test("Client.close(): a write on a reserved connection made after it fails unsent and never runs, also while close() waits for a call it cancelled", async () => {
+  await using srv = await startServer();
+  await using other = await connect(srv.connectOptions);
+  await other.exec("CREATE TABLE t (x)");
+  const db = await connect({ ...srv.connectOptions, max: 2 });
+  const conn = await db.reserve();
+  await conn.get("SELECT 1");
+  // In flight as close() begins: close() cancels it and waits (at most 100 ms) for its reply.
+  const slow = conn.get(SLOW_READ).then(() => null, (e) => e);
+  const closing = db.close();
+  assert.equal(db.closed, true);
+  // Made in the same tick as close(), and once close() has sent its cancels: both used to be
+  // sent on the connection still open for the cancelled call's reply, the second one running.
+  const now = conn.run("INSERT INTO t VALUES (1)").then(() => null, (e) => e);
+  for (let i = 0; i < 3; i++) await Promise.resolve();
+  const later = conn.run("INSERT INTO t VALUES (2)").then(() => null, (e) => e);
+  const [nowErr, laterErr] = await Promise.all([now, later]);
+  assert.ok(isClosedError(nowErr), `right after close(): ${nowErr}`);
+  assert.ok(isClosedError(laterErr), `after close() sent its cancels: ${laterErr}`);
+  await slow;
+  await closing;
+  assert.deepEqual(await other.values("SELECT x FROM t"), [], "no write made after close() ran");
+});
+
+Deno.test("Client.close() from inside transaction(fn): a call through tx made after it fails unsent, and nothing commits", async () => {
+  await using srv = await startServer();
+  await using other = await connect(srv.connectOptions);
+  await other.exec("CREATE TABLE t (x)");
+  const db = await connect(srv.connectOptions);
+  let after: unknown = null;
+  const done = db.transaction(async (tx) => {
+    await tx.run("INSERT INTO t VALUES (1)");
+    const slow = tx.get(SLOW_READ).then(() => null, (e) => e);
+    const closing = db.close();
+    for (let i = 0; i < 3; i++) await Promise.resolve();
+    after = await tx.run("INSERT INTO t VALUES (2)").then(() => null, (e) => e);
+    await slow;
+    await closing;
+  });
+  await assert.rejects(done, ConnectionError);
+  assert.ok(isClosedError(after), `tx.run() after close(): ${after}`);
+  assert.deepEqual(await other.values("SELECT x FROM t"), [], "the transaction was rolled back");
 });
