@@ -283,6 +283,39 @@ export function checkArgCount(shape: CallShape, count: number): void {
 }
 
 /**
+ * Checks `batch()`'s statements: an array (`[]` too; each item is checked
+ * by {@link checkBatchItem} as it is read). One statement object alone has no `length` and would read as an empty
+ * batch, resolving to `[]` with nothing run; a string item would be refused
+ * for an SQL of `undefined`.
+ */
+export function checkBatchStatements(
+  statements: unknown,
+): asserts statements is readonly unknown[] {
+  if (!Array.isArray(statements)) {
+    const one = typeof statements === "object" && statements !== null && "sql" in statements
+      ? " (one statement: pass [{ sql, params }], or use run())"
+      : "";
+    throw new TypeError(
+      "Invalid batch() call: expected an array of { sql, params } as statements, got " +
+        `${statements === undefined ? "undefined" : describeKind(statements)}${one}`,
+    );
+  }
+}
+
+/** Checks one of `batch()`'s statements (`where`: "Batch statement 2: "): an object. */
+export function checkBatchItem(
+  item: unknown,
+  where: string,
+): asserts item is { sql: unknown; params?: unknown } {
+  if (typeof item === "object" && item !== null && !Array.isArray(item)) return;
+  throw new TypeError(
+    `${where}expected { sql, params }, got ${
+      item === undefined ? "undefined" : describeKind(item)
+    }`,
+  );
+}
+
+/**
  * Checks a call's options, the same way for every call: `undefined` or
  * `null` (none, as parameters take `null` for none), or a plain object
  * whose keys are among the call's options, each `undefined` or of its type

@@ -636,6 +636,9 @@ export class PooledConnection {
     ) {
       return Promise.reject(this.#diedError(op, generation));
     }
+    // Closed: nothing more is sent, also while the link stays up for the replies to the calls
+    // close() cancelled (a call made then would run unasked for, a write committing).
+    if (this.#closed) return Promise.reject(new ConnectionError("Client is closed"));
     if (link !== null && link.failure === null && !this.#lostTransaction && !this.#commitRefused) {
       return link.request(op, args, signal);
     }

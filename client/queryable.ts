@@ -24,6 +24,8 @@ import {
   type CallShape,
   changesOf,
   checkArgCount,
+  checkBatchItem,
+  checkBatchStatements,
   type CheckedOptions,
   checkSql,
   optionsAsParams,
@@ -675,11 +677,14 @@ export abstract class Queryable {
     statements: readonly { sql: string; params?: unknown }[],
     options?: BatchOptions | null,
   ): Promise<BatchResult<unknown>[]> {
+    checkBatchStatements(statements);
     const items: BatchItem[] = [];
     for (let i = 0; i < statements.length; i++) {
       // Each read once: what is checked is what is sent.
-      const { sql, params } = statements[i];
+      const item: unknown = statements[i];
       const where = `Batch statement ${i + 1}: `;
+      checkBatchItem(item, where);
+      const { sql, params } = item;
       checkSql(sql, where);
       items.push([sql, ownParams(params, where)]);
     }

@@ -62,7 +62,7 @@ import type {
 } from "../protocol/messages.ts";
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
-import { insertShape, startsWith } from "./_sql_text.ts";
+import { hasStatement, insertShape, startsWith } from "./_sql_text.ts";
 import { isDataVersionRead } from "./pragma_use.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { isBusyInBackground } from "./binding/_errors.ts";
@@ -413,7 +413,10 @@ export class EngineSession implements HostedSession {
       return null;
     }
     return this.#host.track(
-      this.#inTurns(more, next, () => this.#stopScriptIfAsked(n)).then(() => null),
+      // (Only before a statement: one asked to stop after its last one ran has run, whole.)
+      this.#inTurns(more, next, () => {
+        if (hasStatement(sql, at)) this.#stopScriptIfAsked(n);
+      }).then(() => null),
     ).finally(end);
   }
 
