@@ -116,8 +116,11 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
  */
 export function decodeHello(msg: Envelope): HelloRequest {
   const opts = msg[2] as { version?: unknown; token?: unknown; admin?: unknown } | undefined;
-  if (msg[0] !== Op.Hello || typeof opts !== "object" || opts === null) {
-    throw badRequest("Cannot start session: first request must be hello");
+  if (msg[0] !== Op.Hello) throw badRequest("Cannot start session: first request must be hello");
+  if (typeof opts !== "object" || opts === null || Array.isArray(opts)) {
+    throw badRequest(
+      `Cannot start session: hello must carry {version: integer}, got ${typeName(opts)}`,
+    );
   }
   const version = controlInt(opts.version);
   // A control integer: a float that is none, or past 2^53 − 1, is no version.
