@@ -381,5 +381,10 @@ function typeName(v: unknown): string {
   // "got number" would puzzle a client that sent a number where one is due.
   if (typeof v === "number" && !Number.isInteger(v)) return String(v);
   if (v === undefined) return "nothing";
-  return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  // Named as MessagePack names them: "object" would puzzle a client written
+  // in another language, which sent a bin or a map.
+  if (v instanceof Uint8Array) return "bin";
+  return typeof v === "object" ? "map" : typeof v;
 }

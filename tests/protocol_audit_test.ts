@@ -33,3 +33,29 @@ Deno.test("A hello without its options map is refused as a hello, naming what it
   assert.equal(id, 0);
   assert.match(error.message, /first request must be hello/);
 });
+
+Deno.test("A value of the wrong type is named by its MessagePack type: bin and map, not 'object'", async () => {
+  await using srv = await startServer();
+  const path = (srv.connectOptions as { path: string }).path;
+  await using raw = await Raw.open(path);
+  const cases: [unknown[], RegExp][] = [
+    // SQL sent as bin (bytes), as a client in another language may.
+    [[Op.Query, 2, new TextEncoder().encode("SELECT 1")], /got bin$/],
+    [[Op.Query, 3, { sql: "SELECT 1" }], /got map$/],
+    [[Op.Next, 4, new Uint8Array([1])], /got bin$/],
+  ];
+  for (const [request, message] of cases) {
+    await raw.write(frame(request));
+    const [id, status, error] = await raw.read(10_000) as [number, number, {
+      code: string;
+      message: string;
+    }];
+    assert.equal(id, request[1]);
+    assert.equal(status, Status.Error);
+    assert.equal(error.code, "BAD_REQUEST");
+    assert.match(error.message, message);
+  }
+  // The connection stays usable.
+  await raw.write(frame([Op.Query, 5, "SELECT 5"]));
+  assert.deepEqual(await raw.read(10_000), [5, 0, [["5"], [[5]]]]);
+});
