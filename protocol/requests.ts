@@ -116,8 +116,11 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
  */
 export function decodeHello(msg: Envelope): HelloRequest {
   const opts = msg[2] as { version?: unknown; token?: unknown; admin?: unknown } | undefined;
-  if (msg[0] !== Op.Hello || typeof opts !== "object" || opts === null) {
-    throw badRequest("Cannot start session: first request must be hello");
+  if (msg[0] !== Op.Hello) throw badRequest("Cannot start session: first request must be hello");
+  if (typeof opts !== "object" || opts === null || Array.isArray(opts)) {
+    throw badRequest(
+      `Cannot start session: hello must carry {version: integer}, got ${typeName(opts)}`,
+    );
   }
   const version = controlInt(opts.version);
   // A control integer: a float that is none, or past 2^53 − 1, is no version.
@@ -378,5 +381,10 @@ function typeName(v: unknown): string {
   // "got number" would puzzle a client that sent a number where one is due.
   if (typeof v === "number" && !Number.isInteger(v)) return String(v);
   if (v === undefined) return "nothing";
-  return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  // Named as MessagePack names them: "object" would puzzle a client written
+  // in another language, which sent a bin or a map.
+  if (v instanceof Uint8Array) return "bin";
+  return typeof v === "object" ? "map" : typeof v;
 }

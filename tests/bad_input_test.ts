@@ -733,10 +733,10 @@ Deno.test("Session refuses a request before hello with BAD_REQUEST, closes, and 
     await expectConnectionError(raw, "BAD_REQUEST", /first request must be hello/);
   }
   {
-    // hello without its options map is not a hello either.
+    // hello without its options map is refused too, naming the map it must carry.
     await using raw = await RawConn.open(ctx.path);
     await raw.send([Op.Hello, 1]);
-    await expectConnectionError(raw, "BAD_REQUEST", /first request must be hello/);
+    await expectConnectionError(raw, "BAD_REQUEST", /hello must carry \{version: integer\}/);
   }
   assert.deepEqual(await ctx.good.values("SELECT count(*) FROM kept WHERE id = 1000"), [[0]]);
   await assertBystanderOk(ctx);
