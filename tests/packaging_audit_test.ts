@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath as fromFileUrl } from "node:url";
+import { fileURLToPath as fromFileUrl, pathToFileURL } from "node:url";
 import { tempDir } from "./_helpers.ts";
 
 const REPO = new URL("../", import.meta.url);
@@ -78,4 +78,93 @@ Deno.test("packaging: netsqlite bench runs bench/load.ts in a checkout whose pat
   const stderr = new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 2, stderr);
   assert.equal(stderr, "netsqlite: Unknown option '--bogus' (--help lists the options)\n");
+});
+
+/** The files `deno publish --dry-run` would ship from `dir`, relative to it. */
+async function publishedFiles(dir: string): Promise<string[]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["publish", "--dry-run", "--allow-dirty", "--no-check"],
+    cwd: dir,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, text);
+  const base = pathToFileURL(`${dir}/`).href;
+  return [...text.matchAll(/^\s+(file:\/\/\S+) \(/gm)].map((m) => {
+    assert.ok(m[1].startsWith(base), m[1]);
+    return decodeURIComponent(m[1].slice(base.length));
+  });
+}
+
+Deno.test("packaging: the JSR package ships no .git (a worktree's or submodule's file), tests or build", async () => {
+  await using tmp = await tempDir();
+  const checkout = join(tmp.path, "netsqlite");
+  await copyCheckout(fromFileUrl(REPO), checkout);
+  // A git worktree (or submodule) has a .git file naming the repository's directory on this machine.
+  await Deno.writeTextFile(join(checkout, ".git"), "gitdir: /home/me/netsqlite/.git/worktrees/x\n");
+  await Deno.mkdir(join(checkout, "npm/dist"));
+  await Deno.writeTextFile(join(checkout, "npm/dist/netsqlite.mjs"), "");
+  const files = await publishedFiles(checkout);
+  assert.ok(files.includes("mod.ts") && files.includes("adapters/kysely.ts"), files.join("\n"));
+  assert.deepEqual(files.filter((f) => /^(\.git|tests\/|bench\/|npm\/|\.ci\/)/.test(f)), []);
+});
+
+Deno.test("packaging: the files JSR would ship alone serve every export: server, client and adapters from another project", async () => {
+  await using tmp = await tempDir();
+  const checkout = join(tmp.path, "checkout");
+  await copyCheckout(fromFileUrl(REPO), checkout);
+  const pkg = join(tmp.path, "pkg");
+  for (const file of await publishedFiles(checkout)) {
+    await Deno.mkdir(join(pkg, file, ".."), { recursive: true });
+    await Deno.copyFile(join(checkout, file), join(pkg, file));
+  }
+  const exports: Record<string, string> = JSON.parse(
+    await Deno.readTextFile(join(pkg, "deno.json")),
+  ).exports;
+  const user = join(tmp.path, "user");
+  await Deno.mkdir(user);
+  await Deno.writeTextFile(
+    join(user, "deno.json"),
+    JSON.stringify({
+      imports: Object.fromEntries(
+        Object.entries(exports).map((
+          [name, file],
+        ) => [`@netsqlite/netsqlite${name.slice(1)}`, join(pkg, file)]),
+      ),
+    }),
+  );
+  await Deno.writeTextFile(
+    join(user, "app.ts"),
+    `import { connect, VERSION as V1 } from "@netsqlite/netsqlite";
+import { serve, VERSION } from "@netsqlite/netsqlite/server";
+import { connect as clientConnect } from "@netsqlite/netsqlite/client";
+import { drizzle } from "@netsqlite/netsqlite/drizzle";
+import { NetsqliteDialect } from "@netsqlite/netsqlite/kysely";
+const dir = Deno.args[0];
+await using server = await serve({ database: dir + "/app.db", path: dir + "/app.sock" });
+await using db = await clientConnect({ path: dir + "/app.sock" });
+await db.exec("CREATE TABLE t(a)");
+await db.run("INSERT INTO t VALUES (?)", [42n]);
+const orm = drizzle(db);
+const dialect = new NetsqliteDialect({ client: db });
+await using other = await connect({ database: dir + "/app.db" });
+console.log(JSON.stringify({
+  version: VERSION === V1 ? VERSION : null,
+  a: (await other.get<{ a: number }>("SELECT a FROM t"))?.a,
+  adapters: typeof orm.select === "function" && typeof dialect.createDriver === "function",
+}));
+`,
+  );
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-lock", "app.ts", tmp.path],
+    cwd: user,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  assert.equal(out.code, 0, dec.decode(out.stderr));
+  const { VERSION } = await import("../version.ts");
+  assert.deepEqual(JSON.parse(dec.decode(out.stdout)), { version: VERSION, a: 42, adapters: true });
 });
