@@ -168,3 +168,38 @@ console.log(JSON.stringify({
   const { VERSION } = await import("../version.ts");
   assert.deepEqual(JSON.parse(dec.decode(out.stdout)), { version: VERSION, a: 42, adapters: true });
 });
+
+Deno.test("packaging: the examples of the published API import the package by name, not by paths of the checkout", async () => {
+  // JSR shows these examples on the package's pages, where "./drizzle.ts" or "../server.ts"
+  // means nothing to the reader; "@netsqlite/netsqlite/..." works there and in `deno test --doc`.
+  const entries = Object.values(
+    JSON.parse(await Deno.readTextFile(new URL("deno.json", REPO))).exports as Record<
+      string,
+      string
+    >,
+  );
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["doc", "--json", ...entries],
+    cwd: fromFileUrl(REPO),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const relative: string[] = [];
+  const visit = (node: unknown, name: string) => {
+    if (typeof node === "string") {
+      for (const m of node.matchAll(/from ["'](\.{1,2}\/[^"']+)["']/g)) {
+        relative.push(`${name}: ${m[1]}`);
+      }
+    } else if (Array.isArray(node)) {
+      for (const item of node) visit(item, name);
+    } else if (typeof node === "object" && node !== null) {
+      const own = (node as { name?: unknown }).name;
+      for (const value of Object.values(node)) {
+        visit(value, typeof own === "string" ? own : name);
+      }
+    }
+  };
+  visit(JSON.parse(new TextDecoder().decode(out.stdout)), "(module)");
+  assert.deepEqual([...new Set(relative)], []);
+});
