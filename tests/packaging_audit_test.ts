@@ -10,8 +10,8 @@ import { fileURLToPath as fromFileUrl, pathToFileURL } from "node:url";
 import { tempDir } from "./_helpers.ts";
 
 const REPO = new URL("../", import.meta.url);
-/** Top-level entries of the checkout left out of the copy: not needed, or large. */
-const SKIP = new Set([".git", "tests", "node_modules", "coverage"]);
+/** Top-level entries of the checkout left out of the copy: not needed, or large (the binary). */
+const SKIP = new Set([".git", "tests", "node_modules", "coverage", "netsqlite", "netsqlite.exe"]);
 
 /**
  * Copies the checkout's sources (every file but those under {@link SKIP},
