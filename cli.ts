@@ -162,7 +162,7 @@ async function runBench(args: string[]): Promise<number> {
     return 1;
   }
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", url.pathname, ...args],
+    args: ["run", "-A", url.href, ...args],
     // Its errors then name the command run, as serve's do (`netsqlite: ...`).
     env: { [BENCH_PROG_VAR]: "netsqlite" },
     stdin: "inherit",

@@ -6,8 +6,8 @@
  *
  * @example
  * ```ts
- * import { serve } from "./server.ts";
- * import { connect } from "./client.ts";
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite/client";
  * const dir = await Deno.makeTempDir();
  * await using server = await serve({ database: `${dir}/app.db`, path: `${dir}/app.sock` });
  * await using db = await connect({ path: `${dir}/app.sock` });

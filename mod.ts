@@ -7,7 +7,7 @@
  *
  * @example
  * ```ts
- * import { connect, serve } from "./mod.ts";
+ * import { connect, serve } from "@netsqlite/netsqlite";
  * const dir = await Deno.makeTempDir();
  * await using server = await serve({ database: `${dir}/app.db`, path: `${dir}/app.sock` });
  * await using db = await connect({ path: `${dir}/app.sock` });

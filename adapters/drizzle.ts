@@ -68,9 +68,9 @@
  *
  * @example
  * ```ts
- * import { serve } from "../server.ts";
- * import { connect } from "../client.ts";
- * import { drizzle } from "./drizzle.ts";
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite/client";
+ * import { drizzle } from "@netsqlite/netsqlite/drizzle";
  * import { eq } from "npm:drizzle-orm@^0.45";
  * import { integer, sqliteTable, text } from "npm:drizzle-orm@^0.45/sqlite-core";
  *
@@ -153,9 +153,9 @@ export type { MigrationConfig } from "./drizzle_migrate.ts";
  *
  * @example
  * ```ts
- * import { serve } from "../server.ts";
- * import { connect } from "../client.ts";
- * import { drizzle, type NetsqliteRunResult } from "./drizzle.ts";
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite/client";
+ * import { drizzle, type NetsqliteRunResult } from "@netsqlite/netsqlite/drizzle";
  * import { sql } from "npm:drizzle-orm@^0.45";
  * const dir = await Deno.makeTempDir();
  * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
@@ -543,9 +543,9 @@ type Method = "run" | "all" | "values" | "get";
  * @throws {TypeError} when `client` is not a netsqlite client.
  * @example
  * ```ts
- * import { serve } from "../server.ts";
- * import { connect } from "../client.ts";
- * import { drizzle } from "./drizzle.ts";
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite/client";
+ * import { drizzle } from "@netsqlite/netsqlite/drizzle";
  * import { sql } from "npm:drizzle-orm@^0.45";
  * const dir = await Deno.makeTempDir();
  * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
@@ -955,9 +955,9 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
  *   when called inside a `db.transaction()` of the same client.
  * @example
  * ```ts
- * import { serve } from "../server.ts";
- * import { connect } from "../client.ts";
- * import { drizzle, migrate } from "./drizzle.ts";
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite/client";
+ * import { drizzle, migrate } from "@netsqlite/netsqlite/drizzle";
  * const dir = await Deno.makeTempDir();
  * await Deno.mkdir(`${dir}/drizzle/meta`, { recursive: true });
  * await Deno.writeTextFile(`${dir}/drizzle/0000_init.sql`, "CREATE TABLE t (x INTEGER);");

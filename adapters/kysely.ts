@@ -66,9 +66,9 @@
  *
  * @example
  * ```ts
- * import { serve } from "../server.ts";
- * import { connect } from "../client.ts";
- * import { NetsqliteDialect } from "./kysely.ts";
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite/client";
+ * import { NetsqliteDialect } from "@netsqlite/netsqlite/kysely";
  * import { type Generated, Kysely } from "npm:kysely@^0.28";
  *
  * interface Database {
@@ -150,9 +150,9 @@ export interface NetsqliteDialectConfig {
  *
  * @example
  * ```ts
- * import { serve } from "../server.ts";
- * import { connect } from "../client.ts";
- * import { NetsqliteDialect } from "./kysely.ts";
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite/client";
+ * import { NetsqliteDialect } from "@netsqlite/netsqlite/kysely";
  * import { Kysely, sql } from "npm:kysely@^0.28";
  * const dir = await Deno.makeTempDir();
  * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { DatabaseSync } from "node:sqlite";
 import type { ConnectOptions } from "../client.ts";
 
@@ -110,8 +111,8 @@ export interface StartServerOptions {
   serverTs?: string;
 }
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
-const ECHO_TS = new URL("./_echo_server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
+const ECHO_TS = fileURLToPath(new URL("./_echo_server.ts", import.meta.url));
 
 /**
  * Starts `deno run -A server.ts` on a fresh temp database holding the

@@ -5,7 +5,9 @@
  * @module
  */
 
-const WORKER_TS = new URL("./_load_worker.ts", import.meta.url).pathname;
+import { fileURLToPath } from "node:url";
+
+const WORKER_TS = fileURLToPath(new URL("./_load_worker.ts", import.meta.url));
 
 /** A `_load_worker.ts` child process speaking JSON lines. */
 export class WorkerProcess {
@@ -83,7 +85,7 @@ export async function formatFiles(paths: string[]): Promise<void> {
   try {
     await new Deno.Command(Deno.execPath(), {
       args: ["fmt", "--quiet", ...paths],
-      cwd: new URL("..", import.meta.url).pathname,
+      cwd: new URL("..", import.meta.url),
       stdout: "null",
       stderr: "inherit",
     }).output();

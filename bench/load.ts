@@ -27,6 +27,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Histogram } from "./_histogram.ts";
 import { type BenchServer, FIXTURE_ROWS, startEchoServer, startServer } from "./_server.ts";
@@ -107,7 +108,7 @@ function readOptions(args: string[]): Options | "help" {
       duration: { type: "string" },
       warmup: { type: "string", default: "0.5" },
       quick: { type: "boolean", default: false },
-      out: { type: "string", default: new URL("./results", import.meta.url).pathname },
+      out: { type: "string", default: fileURLToPath(new URL("./results", import.meta.url)) },
       transports: { type: "string" },
       sync: { type: "string" },
       workloads: { type: "string" },
@@ -787,10 +788,15 @@ const meta = await (async () => {
   mem.close();
   return {
     date: new Date().toISOString(),
-    commit: await cmd("git", ["-C", new URL("..", import.meta.url).pathname, "rev-parse", "HEAD"]),
+    commit: await cmd("git", [
+      "-C",
+      fileURLToPath(new URL("..", import.meta.url)),
+      "rev-parse",
+      "HEAD",
+    ]),
     uncommittedFiles: (await cmd("git", [
       "-C",
-      new URL("..", import.meta.url).pathname,
+      fileURLToPath(new URL("..", import.meta.url)),
       "status",
       "--porcelain",
       "--untracked-files=no",

@@ -43,8 +43,8 @@ export const RESERVE: CallShape = {
  *
  * @example
  * ```ts
- * import { serve } from "../server.ts";
- * import { connect } from "../client.ts";
+ * import { serve } from "@netsqlite/netsqlite/server";
+ * import { connect } from "@netsqlite/netsqlite/client";
  * const dir = await Deno.makeTempDir();
  * await using server = await serve({ database: `${dir}/a.db`, path: `${dir}/a.sock` });
  * await using db = await connect({ path: `${dir}/a.sock` });

@@ -24,6 +24,7 @@
  * @module
  */
 
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { VERSION } from "../version.ts";
 
 const root = new URL("../", import.meta.url);
@@ -115,14 +116,14 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
       "--format=esm",
       "--code-splitting",
       // The ORM packages at deno.lock's versions (deno.json has "lock": false, see README).
-      `--lock=${new URL("deno.lock", root).pathname}`,
+      `--lock=${fileURLToPath(new URL("deno.lock", root))}`,
       // The adapters import their ORM packages by `npm:` specifiers, rewritten below.
       ...Object.keys(PEERS).map((name) => `--external=npm:${name}@*`),
       "--outdir",
-      new URL(`${LIB}/`, dist).pathname,
-      ...ENTRIES.map(([entry]) => new URL(entry, root).pathname),
+      fileURLToPath(new URL(`${LIB}/`, dist)),
+      ...ENTRIES.map(([entry]) => fileURLToPath(new URL(entry, root))),
     ],
-    cwd: root.pathname,
+    cwd: root,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -139,7 +140,7 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
   }
   for await (const file of walk(new URL(`${LIB}/`, dist), ".js")) {
     const text = await Deno.readTextFile(file);
-    const rewritten = rewriteNpmSpecifiers(text, file.pathname);
+    const rewritten = rewriteNpmSpecifiers(text, fileURLToPath(file));
     if (rewritten !== text) await Deno.writeTextFile(file, rewritten);
   }
   const types = options.types === true;
@@ -173,7 +174,7 @@ export async function buildNode(dist: URL = out, options: BuildOptions = {}): Pr
   // npm packs a LICENSE file whatever "files" says; the MIT licence asks for its text to go along.
   await Deno.copyFile(new URL("LICENSE", root), new URL("LICENSE", dist));
   await refuseNpmSpecifiers(dist);
-  return dist.pathname;
+  return fileURLToPath(dist);
 }
 
 /**
@@ -225,18 +226,18 @@ async function emitTypes(dist: URL): Promise<void> {
           lib: ["es2024", "dom", "esnext.disposable"],
           skipLibCheck: true,
           stripInternal: true,
-          rootDir: root.pathname,
-          outDir: new URL("types/", dist).pathname,
+          rootDir: fileURLToPath(root),
+          outDir: fileURLToPath(new URL("types/", dist)),
           // No @types/node: the adapters' `node:` imports stay out of their declarations.
           types: [],
           paths,
         },
-        files: ENTRIES.map(([entry]) => new URL(entry, root).pathname),
+        files: ENTRIES.map(([entry]) => fileURLToPath(new URL(entry, root))),
       }),
     );
     const tsc = await new Deno.Command(`${modules}/.bin/tsc`, {
       args: ["--project", config],
-      cwd: root.pathname,
+      cwd: root,
       stdout: "piped",
       stderr: "piped",
     }).output();
@@ -258,7 +259,7 @@ async function emitTypes(dist: URL): Promise<void> {
     const text = await Deno.readTextFile(file);
     const rewritten = rewriteNpmSpecifiers(
       text.replace(/(from\s+["']\.{1,2}\/[^"']+)\.ts(["'])/g, "$1.js$2"),
-      file.pathname,
+      fileURLToPath(file),
     );
     if (rewritten !== text) await Deno.writeTextFile(file, rewritten);
   }
@@ -298,13 +299,13 @@ async function refuseNpmSpecifiers(dist: URL): Promise<void> {
     const text = await Deno.readTextFile(file);
     const left = text.match(NPM_SPECIFIER);
     if (left !== null) {
-      throw new Error(`Cannot build "${file.pathname}": it still imports ${left.join(", ")}`);
+      throw new Error(`Cannot build "${fileURLToPath(file)}": it still imports ${left.join(", ")}`);
     }
   }
 }
 
 if (import.meta.main) {
   const args = Deno.args.filter((a) => a !== "--types");
-  const dir = args[0] === undefined ? out : new URL(`file://${args[0]}/`);
+  const dir = args[0] === undefined ? out : pathToFileURL(`${args[0]}/`);
   console.log(`Built ${await buildNode(dir, { types: Deno.args.includes("--types") })}`);
 }

@@ -220,7 +220,7 @@ export interface WireError {
  *
  * @example
  * ```ts
- * import { SqliteError } from "./errors.ts";
+ * import { SqliteError } from "@netsqlite/netsqlite/client";
  * const err = new SqliteError("SQLITE_CONSTRAINT_UNIQUE", "UNIQUE constraint failed: t.id", 2067);
  * if (err.code !== "SQLITE_CONSTRAINT_UNIQUE") throw new Error("wrong code");
  * ```

@@ -301,7 +301,7 @@ function withMessage(err: unknown, message: string): Error {
  * @throws {Deno.errors.NotCapable} as {@link defaultSocketDir} does, naming the database.
  * @example
  * ```ts
- * import { defaultSocketPath } from "./address.ts";
+ * import { defaultSocketPath } from "@netsqlite/netsqlite/client";
  * const a = defaultSocketPath("/data/app.db");
  * if (a !== defaultSocketPath("/data/app.db")) throw new Error("must be stable");
  * if (a === defaultSocketPath("/other/app.db")) throw new Error("must differ per database");
@@ -345,7 +345,7 @@ export function databaseOfDefaultSocket(path: string): string | undefined {
  * @throws {Deno.errors.NotCapable} as {@link defaultSocketDir} does.
  * @example
  * ```ts
- * import { channelSocketPath } from "./address.ts";
+ * import { channelSocketPath } from "@netsqlite/netsqlite/client";
  * if (!channelSocketPath("my-app").endsWith("channel-my-app.sock")) throw new Error("wrong path");
  * ```
  */
