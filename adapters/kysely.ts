@@ -229,9 +229,21 @@ export class NetsqliteDialect implements Dialect {
  * `BEGIN` takes the server's writer (netsqlite's deferred transactions do),
  * so migrators of several processes run one after the other, and the later
  * one reads the migrations the earlier one recorded; no lock table is needed.
+ *
+ * And with `supportsMultipleConnections`: the server serves many
+ * connections, and this dialect's plain queries run on the client's pool
+ * beside its transactions and streams. Kysely 0.29 reads it (0.28 does not):
+ * for an adapter that says false, as its `SqliteAdapter` does, it runs one
+ * connection at a time, so a query through `db` would wait for an open
+ * controlled transaction (for ever when the caller commits after it) and
+ * for every open stream.
  */
 class NetsqliteAdapter extends SqliteAdapter {
   override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+
+  get supportsMultipleConnections(): boolean {
     return true;
   }
 }

@@ -5,7 +5,9 @@
  */
 
 import assert from "node:assert/strict";
+import { Kysely, sql } from "npm:kysely@^0.28";
 import { drizzle, migrate } from "../adapters/drizzle.ts";
+import { NetsqliteDialect } from "../adapters/kysely.ts";
 import { connect, ErrorCode, SqliteError } from "../client.ts";
 import { delay, startServer } from "./_helpers.ts";
 
@@ -105,4 +107,29 @@ Deno.test("drizzle: migrate() waiting for a writer held past its deadline fails 
     conn.release();
   }
   assert.deepEqual(await client.values("SELECT count(*) FROM __drizzle_migrations"), [[0]]);
+});
+
+Deno.test("kysely: the adapter says it has many connections, so Kysely 0.29 does not run one query at a time", async () => {
+  // Kysely 0.29's driver wraps every connection of an adapter whose
+  // supportsMultipleConnections is false (its SqliteAdapter's) in one mutex: a
+  // query through db would wait for an open controlled transaction (for ever,
+  // when the caller commits after it) and for every open stream. The server
+  // runs many connections; Kysely 0.28 reads no such property.
+  const dialect = new NetsqliteDialect({ client: () => Promise.reject(new Error("unused")) });
+  assert.equal(
+    (dialect.createAdapter() as { supportsMultipleConnections?: boolean })
+      .supportsMultipleConnections,
+    true,
+  );
+  // With 0.28, a query through db runs while a controlled transaction is open.
+  await using srv = await startServer();
+  await using client = await connect(srv.connectOptions);
+  const db = new Kysely<any>({ dialect: new NetsqliteDialect({ client }) });
+  await sql`CREATE TABLE t (x INTEGER)`.execute(db);
+  const trx = await db.startTransaction().execute();
+  await trx.insertInto("t").values({ x: 1 }).execute();
+  assert.deepEqual(await db.selectFrom("t").selectAll().execute(), []);
+  await trx.commit().execute();
+  assert.deepEqual(await db.selectFrom("t").selectAll().execute(), [{ x: 1 }]);
+  await db.destroy();
 });
