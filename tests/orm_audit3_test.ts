@@ -133,3 +133,30 @@ Deno.test("kysely: the adapter says it has many connections, so Kysely 0.29 does
   assert.deepEqual(await db.selectFrom("t").selectAll().execute(), [{ x: 1 }]);
   await db.destroy();
 });
+
+Deno.test("kysely: a reserved connection given as the dialect's client is refused at once, not at the first transaction", async () => {
+  await using srv = await startServer();
+  await using client = await connect(srv.connectOptions);
+  const conn = await client.reserve();
+  try {
+    // Plain queries would run on it; its first transaction failed with
+    // "this[#client].reserve is not a function".
+    assert.throws(
+      () => new NetsqliteDialect({ client: conn as unknown as typeof client }),
+      /^TypeError: Invalid option "client": expected a netsqlite Client from connect\(\)/,
+    );
+    // A function's client is checked when Kysely's first query calls it.
+    const db = new Kysely<any>({
+      dialect: new NetsqliteDialect({
+        client: () => Promise.resolve(conn as unknown as typeof client),
+      }),
+    });
+    await assert.rejects(
+      sql`SELECT 1`.execute(db),
+      /^TypeError: Invalid option "client": expected a netsqlite Client from connect\(\)/,
+    );
+    await db.destroy();
+  } finally {
+    conn.release();
+  }
+});
