@@ -102,12 +102,13 @@ export async function applyMigrations(client: Client, config: MigrationConfig): 
     err instanceof SqliteError && err.code === ErrorCode.BusyTimeout &&
     performance.now() - started < deadline;
   // Created only when missing: its CREATE would wait for the writer, as a write does.
-  while (!await tableExists(client, tableName)) {
+  for (let missing = !await tableExists(client, tableName); missing;) {
     try {
       await client.run(
         `CREATE TABLE IF NOT EXISTS ${table} (id SERIAL PRIMARY KEY, hash text NOT NULL, ` +
           "created_at numeric)",
       );
+      missing = false;
     } catch (err) {
       if (!waitMore(err)) throw err;
     }
