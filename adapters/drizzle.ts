@@ -935,6 +935,11 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
  * - All pending migrations run in one transaction: when one fails, none of
  *   them is applied, and the error names it (a `SqliteError` with the
  *   server's code, the batch's error as `cause`).
+ * - A write of the run that waited `--busy-timeout` for the writer (held by
+ *   another instance's migrations: `BUSY_TIMEOUT`) is sent again until the
+ *   run's deadline (`timeout`, else the server's statement timeout) has
+ *   passed since it began, so a slow migration of another instance is
+ *   waited for.
  * - drizzle-kit's `PRAGMA foreign_keys=OFF` (a table rebuild) runs the
  *   migrations with foreign keys off, checked before the commit (see
  *   `Client.batch`'s `foreignKeys`), so `DROP TABLE` deletes no rows of

@@ -93,11 +93,27 @@ export async function applyMigrations(client: Client, config: MigrationConfig): 
   }
   const migrations = readFolder(config);
   const table = quoteIdentifier(tableName);
-  await client.run(
-    `CREATE TABLE IF NOT EXISTS ${table} (id SERIAL PRIMARY KEY, hash text NOT NULL, ` +
-      "created_at numeric)",
-  );
-  for (let attempt = 1;; attempt++) {
+  // A write that found the writer held (BUSY_TIMEOUT: another instance's migrations, maybe) is
+  // tried again until this run's deadline has passed since it began: a migration run by another
+  // instance meanwhile, under the same deadline, has ended by then, and this run finds it applied.
+  const started = performance.now();
+  const deadline = timeout ?? client.serverInfo.limits.statementTimeout;
+  const waitMore = (err: unknown) =>
+    err instanceof SqliteError && err.code === ErrorCode.BusyTimeout &&
+    performance.now() - started < deadline;
+  // Created only when missing: its CREATE would wait for the writer, as a write does.
+  for (let missing = !await tableExists(client, tableName); missing;) {
+    try {
+      await client.run(
+        `CREATE TABLE IF NOT EXISTS ${table} (id SERIAL PRIMARY KEY, hash text NOT NULL, ` +
+          "created_at numeric)",
+      );
+      missing = false;
+    } catch (err) {
+      if (!waitMore(err)) throw err;
+    }
+  }
+  for (let restarts = 0;;) {
     const seen = await readApplied(client, table);
     const pending = migrations.filter((m) =>
       seen.last === undefined || Number(seen.last) < m.folderMillis
@@ -114,7 +130,8 @@ export async function applyMigrations(client: Client, config: MigrationConfig): 
       // Another migrator recorded migrations since we read: start over.
       const now = await readApplied(client, table).catch(() => seen);
       const changed = now.count !== seen.count || now.last !== seen.last;
-      if (changed && attempt < MAX_ATTEMPTS) continue;
+      if (changed && ++restarts < MAX_ATTEMPTS) continue;
+      if (!changed && waitMore(err)) continue;
       throw failure(err, owners, pending);
     }
   }
@@ -127,6 +144,15 @@ function readFolder(config: MigrationConfig): Migration[] {
     readFileSync(`${config.migrationsFolder}/meta/_journal.json`, "utf8"),
   ) as { entries: { tag: string }[] };
   return metas.map((m, i) => ({ ...m, tag: String(journal.entries[i]?.tag) }));
+}
+
+/** Whether the database has a table named `name` (a read: it never waits for the writer). */
+async function tableExists(client: Client, name: string): Promise<boolean> {
+  const [[found]] = await client.values(
+    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+    [name],
+  );
+  return Number(found) > 0;
 }
 
 /** What Drizzle reads as the last applied migration, and how many rows the table has. */

@@ -171,15 +171,12 @@ export class NetsqliteDialect implements Dialect {
    * Creates the dialect; nothing connects until Kysely's first query.
    *
    * @param config The client (or how to connect one).
-   * @throws {TypeError} when `config.client` is neither a client nor a function.
+   * @throws {TypeError} when `config.client` is neither a client nor a function
+   *   (a reserved connection is not a client).
    */
   constructor(config: NetsqliteDialectConfig) {
     const c = config?.client as unknown;
-    if (typeof c !== "function" && (c === null || typeof c !== "object")) {
-      throw new TypeError(
-        'Invalid option "client": expected a netsqlite Client or a function returning one',
-      );
-    }
+    if (typeof c !== "function") checkClient(c);
     this.#config = { ...config };
   }
 
@@ -229,9 +226,21 @@ export class NetsqliteDialect implements Dialect {
  * `BEGIN` takes the server's writer (netsqlite's deferred transactions do),
  * so migrators of several processes run one after the other, and the later
  * one reads the migrations the earlier one recorded; no lock table is needed.
+ *
+ * And with `supportsMultipleConnections`: the server serves many
+ * connections, and this dialect's plain queries run on the client's pool
+ * beside its transactions and streams. Kysely 0.29 reads it (0.28 does not):
+ * for an adapter that says false, as its `SqliteAdapter` does, it runs one
+ * connection at a time, so a query through `db` would wait for an open
+ * controlled transaction (for ever when the caller commits after it) and
+ * for every open stream.
  */
 class NetsqliteAdapter extends SqliteAdapter {
   override get supportsTransactionalDdl(): boolean {
+    return true;
+  }
+
+  get supportsMultipleConnections(): boolean {
     return true;
   }
 }
@@ -252,7 +261,7 @@ class NetsqliteDriver implements Driver {
 
   async init(): Promise<void> {
     const c = this.#config.client;
-    this.#client = typeof c === "function" ? await c() : c;
+    this.#client = typeof c === "function" ? checkClient(await c()) : c;
   }
 
   acquireConnection(): Promise<DatabaseConnection> {
@@ -324,6 +333,22 @@ class NetsqliteDriver implements Driver {
     if (close) await this.#client?.close();
     this.#client = null;
   }
+}
+
+/**
+ * `c` when it is a netsqlite client (as `connect()` returns); else throws a
+ * `TypeError`: a reserved connection or a transaction handle runs queries,
+ * but cannot reserve the connection each transaction needs.
+ */
+function checkClient(c: unknown): Client {
+  if (c === null || typeof c !== "object" || typeof (c as Client).reserve !== "function") {
+    throw new TypeError(
+      'Invalid option "client": expected a netsqlite Client from connect() (not a reserved ' +
+        "connection or a transaction handle: each transaction reserves a connection of its " +
+        "own), or a function returning one",
+    );
+  }
+  return c as Client;
 }
 
 /** Why a transaction whose callback settled while one nested in it still ran is rolled back. */
