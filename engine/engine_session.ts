@@ -823,6 +823,13 @@ export class EngineSession implements HostedSession {
       }
       return this.#background(p, args, limits, wantRows, null);
     }
+    if (!p.fast && !p.conn.inTransaction && changeLogOf(p.conn) !== undefined) {
+      // While change feeds capture, a write stepped in the background pays a
+      // round trip to the main thread for each row it changes (the hooks
+      // run there): in autocommit one whose speed is not known yet is tried
+      // inline under the budget first (#inlineTimed unmarks it if slow).
+      p.fast = true;
+    }
     if (p.fast) {
       // In autocommit a stopped write is undone: one that turned slow goes
       // to the background (inside a transaction it could not be stopped so).
