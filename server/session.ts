@@ -122,6 +122,21 @@ const MAINTENANCE_OPS: ReadonlySet<OpCode> = new Set([
   Op.Integrity,
   Op.Backup,
 ]);
+/**
+ * SQLite's codes for a failing device or file (the primary code, any
+ * extended one): logged at `error`, since every client's writes fail alike
+ * until the operator acts, and no client's own doing caused them.
+ */
+const STORAGE_ERROR = /^SQLITE_(FULL|IOERR|CORRUPT)(?:_|$)/;
+/** What the operator learns from a storage error's log line, by its primary code. */
+const STORAGE_HINT = {
+  FULL: "the device holding the database (or SQLite's temporary directory) is full: writes " +
+    "fail until there is room, and go on by themselves once there is",
+  IOERR: "a read or write of the database's files failed (a full device, a file size limit " +
+    "(ulimit -f), or the device itself: see the system log)",
+  CORRUPT: "the database file is damaged: check it (netsqlite integrity) and restore from a " +
+    "backup if needed",
+} as const;
 /** Slow-statement lines: at most ten a second, the next one counting those held back. */
 const SLOW_LOG_INTERVAL_MS = 100;
 import { ConnectionFeeds } from "./feeds.ts";
@@ -1322,8 +1337,8 @@ export class Session implements SessionProbe {
   /**
    * Logs an error reply that an operator should see, each kind at most once a
    * second (one client cannot flood the log; the next line counts those held
-   * back): `INTERNAL` at `error`, timeouts and failed maintenance at `warn`.
-   * True when it logged the request (a timed-out request gets no slow line too).
+   * back): `INTERNAL` and storage errors (a full disk, I/O errors, a damaged
+   * file) at `error`, timeouts and failed maintenance at `warn`. True when it logged the request (a timed-out request gets no slow line too).
    */
   #loggedError(req: Request, error: unknown, ms: number): boolean {
     const log = this.#services.log;
@@ -1349,6 +1364,16 @@ export class Session implements SessionProbe {
       log.warnThrottled(
         `${what} failed`,
         `${what} failed: session ${this.id}: ${code}: ${message}`,
+      );
+      return true;
+    }
+    const storage = STORAGE_ERROR.exec(code);
+    if (storage !== null) {
+      log.logThrottled(
+        "error",
+        `storage ${code}`,
+        `storage error: session ${this.id}, ${opName(req[0])}: ${code}: ${message} ` +
+          `(${STORAGE_HINT[storage[1] as keyof typeof STORAGE_HINT]})`,
       );
       return true;
     }

@@ -1,0 +1,206 @@
+/**
+ * The server when its storage misbehaves, as an operator meets it: a
+ * device that fills up under a running server (a small tmpfs, mounted by
+ * the test as root; skipped where mount is not possible). What clients are
+ * told is in `commit_io_test.ts`; here: what the server's log says, and
+ * that it goes on by itself once there is room again, no restart needed,
+ * every acknowledged write kept.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, connect, SqliteError } from "../mod.ts";
+import { tempDir } from "./_helpers.ts";
+import { connectWhenUp, spawnServer, stop, until } from "./_logged_server.ts";
+
+/** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
+function mountTmpfs(dir: string, size: string): boolean {
+  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
+  try {
+    return new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir] })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+const canMount = (() => {
+  const dir = Deno.makeTempDirSync({ prefix: "netsqlite-mount-" });
+  const ok = mountTmpfs(dir, "64k");
+  if (ok) new Deno.Command("umount", { args: [dir] }).outputSync();
+  Deno.removeSync(dir);
+  return ok;
+})();
+
+/** Fills the device holding `dir` to its last page (a file `filler`). */
+async function fill(dir: string): Promise<void> {
+  using f = await Deno.open(`${dir}/filler`, { create: true, write: true });
+  const chunk = new Uint8Array(1 << 20).fill(1);
+  for (let size = chunk.length; size >= 4096;) {
+    try {
+      await f.write(chunk.subarray(0, size));
+    } catch {
+      size >>= 1;
+    }
+  }
+}
+
+/** The error `p` rejects with, a SqliteError. */
+async function failure(p: Promise<unknown>): Promise<SqliteError> {
+  const err = await p.then(() => null, (e) => e);
+  assert.ok(err instanceof SqliteError, `expected a SqliteError, got ${err}`);
+  return err;
+}
+
+async function ids(db: Client): Promise<number[]> {
+  return (await db.values<[number]>("SELECT id FROM t ORDER BY id")).map((r) => r[0]);
+}
+
+const INSERT = "INSERT INTO t VALUES (?, randomblob(?))";
+
+Deno.test({
+  name: "A full disk under a running server: failed writes are logged at error (the device is " +
+    "full), reads go on, and once there is room writes go on without a restart, nothing " +
+    "acknowledged lost",
+  ignore: !canMount,
+  async fn() {
+    await using dir = await tempDir();
+    const disk = `${dir.path}/disk`;
+    Deno.mkdirSync(disk);
+    assert.ok(mountTmpfs(disk, "16m"));
+    try {
+      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+      const srv = spawnServer(db, sock); // the default log level, warn
+      const c = await connectWhenUp(sock, srv.child);
+      const others = await Promise.all([1, 2].map(() => connect({ path: sock, max: 1 })));
+      try {
+        await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+        await c.run(INSERT, [1, 10]);
+        await fill(disk);
+
+        // Every kind of write fails with SQLITE_FULL, and says nothing was written.
+        const failed: SqliteError[] = [];
+        failed.push(await failure(c.run(INSERT, [2, 200_000])));
+        failed.push(await failure(c.batch([{ sql: INSERT, params: [3, 200_000] }])));
+        failed.push(
+          await failure(c.transaction(async (t) => {
+            await t.run(INSERT, [4, 200_000]);
+          })),
+        );
+        const group = await Promise.allSettled(
+          [c, ...others].map((x, i) => x.run(INSERT, [10 + i, 200_000])),
+        );
+        for (const r of group) {
+          assert.equal(r.status, "rejected");
+          failed.push((r as PromiseRejectedResult).reason);
+        }
+        for (const err of failed) {
+          assert.ok(err instanceof SqliteError, String(err));
+          assert.equal(err.code, "SQLITE_FULL", err.message);
+          assert.notEqual(err.mayHaveRun, true, err.message);
+        }
+        // Reads go on.
+        assert.deepEqual(await ids(c), [1]);
+
+        // The operator learns why from the log, at the default level.
+        const line =
+          / error netsqlite: storage error: session \d+, \w+: SQLITE_FULL: database or disk is full.* \(the device holding the database \(or SQLite's temporary directory\) is full: writes fail until there is room, and go on by themselves once there is\)$/m;
+        assert.ok(await until(() => line.test(srv.log())), srv.log());
+
+        // Room again: writes go on, no restart.
+        await Deno.remove(`${disk}/filler`);
+        await c.run(INSERT, [2, 200_000]);
+        await Promise.all([c, ...others].map((x, i) => x.run(INSERT, [10 + i, 200_000])));
+        await c.transaction(async (t) => {
+          await t.run(INSERT, [4, 200_000]);
+        });
+        assert.deepEqual(await ids(c), [1, 2, 4, 10, 11, 12]);
+        assert.deepEqual(await c.values("PRAGMA integrity_check"), [["ok"]]);
+      } finally {
+        for (const o of others) await o.close();
+        await c.close();
+        assert.equal(await stop(srv), 0);
+      }
+    } finally {
+      new Deno.Command("umount", { args: ["-l", disk] }).outputSync();
+    }
+  },
+});
+
+Deno.test({
+  name: "Writers through a disk filling up and freed twice, then kill -9 and a restart: every " +
+    "acknowledged write is there, none told it was not written",
+  ignore: !canMount,
+  async fn() {
+    await using dir = await tempDir();
+    const disk = `${dir.path}/disk`;
+    Deno.mkdirSync(disk);
+    assert.ok(mountTmpfs(disk, "32m"));
+    try {
+      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+      let srv = spawnServer(db, sock);
+      const acked = new Set<number>(), notWritten = new Set<number>();
+      let failures = 0, next = 1, stopping = false;
+      const size = () => 100 + Math.floor(Math.random() * 8000);
+      // Autocommit writes (grouped), batches and transactions, until told to stop.
+      const writer = async (c: Client) => {
+        for (let n = 0; !stopping; n++) {
+          const rows = n % 3 === 0 ? [next++] : [next++, next++, next++];
+          try {
+            if (n % 3 === 0) await c.run(INSERT, [rows[0], size()]);
+            else if (n % 3 === 1) {
+              await c.batch(rows.map((id) => ({ sql: INSERT, params: [id, size()] })));
+            } else {
+              await c.transaction(async (t) => {
+                for (const id of rows) await t.run(INSERT, [id, size()]);
+              });
+            }
+            for (const id of rows) acked.add(id);
+          } catch (err) {
+            assert.ok(err instanceof SqliteError, String(err));
+            assert.match(err.code, /^SQLITE_(FULL|IOERR)/, err.message);
+            failures++;
+            if (err.mayHaveRun !== true) { for (const id of rows) notWritten.add(id); }
+            await new Promise((r) => setTimeout(r, 5));
+          }
+        }
+      };
+      const c = await connectWhenUp(sock, srv.child);
+      const clients = [c, ...await Promise.all([1, 2, 3].map(() => connect({ path: sock })))];
+      try {
+        await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+        const writing = clients.map(writer);
+        try {
+          for (let round = 0; round < 2; round++) {
+            const before = acked.size;
+            assert.ok(await until(() => acked.size >= before + 50), "writes go on");
+            await fill(disk);
+            const failed = failures;
+            assert.ok(await until(() => failures >= failed + 20), "writes fail");
+            await Deno.remove(`${disk}/filler`);
+          }
+          const before = acked.size;
+          assert.ok(await until(() => acked.size >= before + 50), "writes go on at the end");
+        } finally {
+          stopping = true;
+          await Promise.all(writing);
+        }
+      } finally {
+        for (const x of clients) await x.close();
+      }
+      await stop(srv, "SIGKILL");
+      srv = spawnServer(db, sock);
+      const again = await connectWhenUp(sock, srv.child);
+      try {
+        const found = new Set(await ids(again));
+        for (const id of acked) assert.ok(found.has(id), `acknowledged row ${id} lost`);
+        for (const id of notWritten) assert.ok(!found.has(id), `row ${id} said not written`);
+        assert.deepEqual(await again.values("PRAGMA integrity_check"), [["ok"]]);
+      } finally {
+        await again.close();
+        assert.equal(await stop(srv), 0);
+      }
+    } finally {
+      new Deno.Command("umount", { args: ["-l", disk] }).outputSync();
+    }
+  },
+});
