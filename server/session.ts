@@ -128,6 +128,8 @@ const MAINTENANCE_OPS: ReadonlySet<OpCode> = new Set([
  * until the operator acts, and no client's own doing caused them.
  */
 const STORAGE_ERROR = /^SQLITE_(FULL|IOERR|CORRUPT)(?:_|$)/;
+/** The I/O error a full device gives as the WAL-index grows, past its first 32 KiB. */
+const SHM_FULL = "SQLITE_IOERR_SHMSIZE";
 /** What the operator learns from a storage error's log line, by its primary code. */
 const STORAGE_HINT = {
   FULL: "the device holding the database (or SQLite's temporary directory) is full: writes " +
@@ -1367,17 +1369,25 @@ export class Session implements SessionProbe {
       );
       return true;
     }
+    const op = opName(req[0]);
+    return this.#loggedStorageError(op, op, code, message);
+  }
+
+  /**
+   * Logs a storage error (a full disk, an I/O error, a damaged file) of
+   * `what` at `error`, each kind (`kind`, and the code) at most once a
+   * second; true when `code` is one.
+   */
+  #loggedStorageError(kind: string, what: string, code: string, message: string): boolean {
     const storage = STORAGE_ERROR.exec(code);
-    if (storage !== null) {
-      log.logThrottled(
-        "error",
-        `storage ${code}`,
-        `storage error: session ${this.id}, ${opName(req[0])}: ${code}: ${message} ` +
-          `(${STORAGE_HINT[storage[1] as keyof typeof STORAGE_HINT]})`,
-      );
-      return true;
-    }
-    return false;
+    if (storage === null) return false;
+    this.#services.log.logThrottled(
+      "error",
+      `storage ${kind} ${code}`,
+      `storage error: session ${this.id}, ${what}: ${code}: ${message} ` +
+        `(${STORAGE_HINT[code === SHM_FULL ? "FULL" : storage[1] as keyof typeof STORAGE_HINT]})`,
+    );
+    return true;
   }
 
   /**
@@ -1500,6 +1510,15 @@ export class Session implements SessionProbe {
   /** Held writes became durable, or their group commit failed. */
   #onCommit(error: SqliteError | null): void {
     if (error !== null && this.#heldAt !== -1) {
+      // (Replies held for it are not logged as they go out: their requests
+      // were answered, as far as #loggedError knows.)
+      const n = this.#held.length;
+      this.#loggedStorageError(
+        "group commit",
+        `group commit (${n} write${n === 1 ? "" : "s"} of this session)`,
+        error.code,
+        error.message,
+      );
       // Replace the held replies: successes become the commit's error, and
       // so do failures whose kept rows (OR FAIL) were lost with the group.
       this.#encoder.truncate(this.#heldAt);
