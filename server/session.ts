@@ -132,8 +132,9 @@ const STORAGE_ERROR = /^SQLITE_(FULL|IOERR|CORRUPT)(?:_|$)/;
 const SHM_FULL = "SQLITE_IOERR_SHMSIZE";
 /** What the operator learns from a storage error's log line, by its primary code. */
 const STORAGE_HINT = {
-  FULL: "the device holding the database (or SQLite's temporary directory) is full: writes " +
-    "fail until there is room, and go on by themselves once there is",
+  FULL: "the device holding the database, or SQLite's temporary directory (large sorts, " +
+    "VACUUM), is full: requests that need room fail until there is some, and go on by " +
+    "themselves then",
   IOERR: "a read or write of the database's files failed (a full device, a file size limit " +
     "(ulimit -f), or the device itself: see the system log)",
   CORRUPT: "the database file is damaged: check it (netsqlite integrity) and restore from a " +

@@ -82,9 +82,9 @@ Deno.test({
         const line = (what: string) =>
           new RegExp(
             ` error netsqlite: storage error: session \\d+, ${what}: SQLITE_FULL: database or ` +
-              "disk is full.* \\(the device holding the database \\(or SQLite's temporary " +
-              "directory\\) is full: writes fail until there is room, and go on by themselves " +
-              "once there is\\)",
+              "disk is full.* \\(the device holding the database, or SQLite's temporary " +
+              "directory \\(large sorts, VACUUM\\), is full: requests that need room fail " +
+              "until there is some, and go on by themselves then\\)",
           );
 
         // Every kind of write fails with SQLITE_FULL, and says nothing was written;
