@@ -223,3 +223,37 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "A lock file deleted under a running server: a second server on the database is still " +
+    "refused (Linux), and its message names that cause and the first server's pid, not only a " +
+    "hard link",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    await using dir = await tempDir();
+    const db = `${dir.path}/a.db`;
+    const first = spawnServer(db, `${dir.path}/a.sock`);
+    const c = await connectWhenUp(`${dir.path}/a.sock`, first.child);
+    try {
+      await c.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+      await Deno.remove(`${db}.lock`);
+      const second = spawnServer(db, `${dir.path}/b.sock`);
+      assert.equal((await second.child.status).code, 1);
+      await second.done;
+      assert.match(
+        second.log(),
+        new RegExp(
+          `another server owns ${db} \\(through another name of the same file, a hard link; ` +
+            `its pid and socket are in the \\.lock beside that name; or its lock file ` +
+            `"${db}\\.lock" was deleted while it runs \\(pid ${first.child.pid} holds the ` +
+            "database file's lock\\): restart that server to make it again\\)",
+        ),
+      );
+      // The first server serves on.
+      assert.deepEqual(await c.values("SELECT x FROM t"), [[1]]);
+    } finally {
+      await c.close();
+      assert.equal(await stop(first), 0);
+    }
+  },
+});
