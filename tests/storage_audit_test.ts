@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { type Client, connect, SqliteError } from "../mod.ts";
 import { tempDir } from "./_helpers.ts";
-import { connectWhenUp, spawnServer, stop, until } from "./_logged_server.ts";
+import { connectWhenUp, ENGINE, spawnServer, stop, until } from "./_logged_server.ts";
 
 /** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
 function mountTmpfs(dir: string, size: string): boolean {
@@ -254,6 +254,97 @@ Deno.test({
     } finally {
       await c.close();
       assert.equal(await stop(first), 0);
+    }
+  },
+});
+
+Deno.test({
+  name: "A server whose log and output go to a file on the full disk serves on: lines it cannot " +
+    "write are counted and reported once it can, and SIGTERM still shuts it down cleanly",
+  ignore: !canMount,
+  async fn() {
+    await using dir = await tempDir();
+    const disk = `${dir.path}/disk`;
+    Deno.mkdirSync(disk);
+    assert.ok(mountTmpfs(disk, "16m"));
+    try {
+      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`, log = `${disk}/server.log`;
+      // As an operator runs it: `netsqlite serve ... >> server.log 2>&1` on the database's disk.
+      const server = new URL("../server.ts", import.meta.url).pathname;
+      const child = new Deno.Command("sh", {
+        args: [
+          "-c",
+          'exec "$0" run -A "$1" --db "$2" --socket "$3" --engine "$4" >>"$5" 2>&1',
+          Deno.execPath(),
+          server,
+          db,
+          sock,
+          ENGINE,
+          log,
+        ],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      let exited = false;
+      child.status.then(() => exited = true);
+      /** Fills the disk, the last page of the log file too (appends into it need no new page). */
+      const fillAll = async () => {
+        const size = (await Deno.stat(log)).size;
+        await Deno.writeTextFile(log, "\n".repeat((4096 - size % 4096) % 4096), { append: true });
+        await fill(disk);
+      };
+      try {
+        const c = await connectWhenUp(sock, child);
+        try {
+          await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+          await c.run(INSERT, [1, 10]);
+          await fillAll();
+          // Logged at error, into the full disk: lost, and the server serves on.
+          assert.equal((await failure(c.run(INSERT, [2, 200_000]))).code, "SQLITE_FULL");
+          assert.equal((await failure(c.run(INSERT, [3, 200_000]))).code, "SQLITE_FULL");
+          assert.deepEqual(await ids(c), [1]);
+          assert.equal(exited, false, "the server exited");
+          await Deno.remove(`${disk}/filler`);
+          await c.run(INSERT, [2, 10]);
+          // The next line written (a statement timeout's, at warn) says how many were lost.
+          const endless = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) " +
+            "SELECT i FROM r";
+          assert.equal(
+            (await failure(c.values(endless, [], { timeout: 50 }))).code,
+            "STATEMENT_TIMEOUT",
+          );
+          assert.ok(
+            await until(() =>
+              /error netsqlite: [12] log lines? could not be written \(No space left on device/
+                .test(Deno.readTextFileSync(log))
+            ),
+            Deno.readTextFileSync(log),
+          );
+        } finally {
+          await c.close();
+        }
+        await fillAll(); // SIGTERM's own lines cannot be written either
+        child.kill("SIGTERM");
+        assert.equal((await child.status).code, 0);
+      } finally {
+        if (!exited) {
+          child.kill("SIGKILL");
+          await child.status;
+        }
+      }
+      await Deno.remove(`${disk}/filler`);
+      // Once there is room, the server starts again (the WAL its shutdown kept is read).
+      const again = spawnServer(db, sock);
+      const c = await connectWhenUp(sock, again.child);
+      try {
+        assert.deepEqual(await ids(c), [1, 2]);
+      } finally {
+        await c.close();
+        assert.equal(await stop(again), 0);
+      }
+    } finally {
+      new Deno.Command("umount", { args: ["-l", disk] }).outputSync();
     }
   },
 });
