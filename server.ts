@@ -65,7 +65,7 @@ import {
   tokenFileWarning,
 } from "./server/auth.ts";
 import { DatabaseLock, isNoSpace, LockFileAccessError, lockPath } from "./server/lock.ts";
-import { Logger } from "./server/log.ts";
+import { Logger, printLine } from "./server/log.ts";
 import { FileSizeSignal } from "./server/file_size_limit.ts";
 import { ServerStats } from "./server/stats.ts";
 import {
@@ -1333,7 +1333,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     start.remove();
     endIgnoringHangUp();
     if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);
-    console.log("netsqlite: stopped");
+    printLine("netsqlite: stopped");
     return 128 + SIGNAL_NUMBERS[start.signal];
   }
   const graceMs = options.graceMs ?? 5000;
@@ -1346,11 +1346,11 @@ export async function main(args: string[] = Deno.args): Promise<number> {
         // process group, and `deno task` forwards it to us as well. Only a
         // second signal sent on purpose (later) exits at once.
         if (performance.now() - signalledAt < 150) return;
-        console.error(`netsqlite: ${sig} again: exiting at once`);
+        printLine(`netsqlite: ${sig} again: exiting at once`, "stderr");
         Deno.exit(128 + SIGNAL_NUMBERS[sig as "SIGINT" | "SIGTERM" | "SIGHUP"]);
       }
       signalledAt = performance.now();
-      console.log(
+      printLine(
         `netsqlite: ${sig}: shutting down (waiting up to ${graceMs} ms for writes in progress; ` +
           "signal again to exit at once)",
       );
@@ -1365,17 +1365,17 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     : withAbsolutePath(options.database ?? "netsqlite.db");
   const tls = options.tls ? " with TLS" : "";
   const on = formatAddress(absoluteAddress(server.addr));
-  console.log(`netsqlite ${VERSION} serving ${db} on ${on}${tls}`);
-  console.log(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
-  console.log(`netsqlite: ${describeEngine(server.sqlite)}`);
+  printLine(`netsqlite ${VERSION} serving ${db} on ${on}${tls}`);
+  printLine(`netsqlite: ${describeMemoryRelease(server.memoryRelease)}`);
+  printLine(`netsqlite: ${describeEngine(server.sqlite)}`);
   if (hangUpIgnored) {
-    console.log(
+    printLine(
       "netsqlite: SIGHUP ignored, as it was when the server started (nohup): a hang-up does not " +
         "stop the server; SIGINT or SIGTERM does",
     );
   }
   if (options.allowDoubleQuotedStrings) {
-    console.log(
+    printLine(
       'netsqlite: double-quoted string literals accepted ("x" is text where no column x)',
     );
   }
@@ -1386,7 +1386,7 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
   endIgnoringHangUp();
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", ignoreStop);
-  if (signalledAt >= 0) console.log("netsqlite: stopped");
+  if (signalledAt >= 0) printLine("netsqlite: stopped");
   return 0;
 }
 
@@ -1418,12 +1418,12 @@ function startSignals(signals: Deno.Signal[]): StartSignals {
       const name = sig as "SIGINT" | "SIGTERM" | "SIGHUP";
       if (state.signal !== null) {
         if (performance.now() - at < 150) return;
-        console.error(`netsqlite: ${sig} again: exiting at once`);
+        printLine(`netsqlite: ${sig} again: exiting at once`, "stderr");
         Deno.exit(128 + SIGNAL_NUMBERS[name]);
       }
       state.signal = name;
       at = performance.now();
-      console.log(
+      printLine(
         `netsqlite: ${sig} while starting: stopping once the start is done (the database may be ` +
           "opening; signal again to exit at once)",
       );

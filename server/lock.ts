@@ -232,10 +232,22 @@ export class DatabaseLock {
       const file = Deno.openSync(this.database, { read: true });
       this.#dbFile = file; // kept open even when taken: closed by release()
       if (!tryLockSoon(file, TRANSIENT_MS, () => true)) {
+        // Or its lock file was deleted (this start made a new one, and locked it).
+        let holder: string | null | undefined;
+        try {
+          holder = flockHolder(file.statSync());
+        } catch {
+          holder = undefined;
+        }
+        const pid = typeof holder === "string" && holder !== "unknown"
+          ? ` (pid ${holder} ` +
+            "holds the database file's lock)"
+          : "";
         throw new DatabaseLockedError(
           `another server owns ${database} (${alias(database, this.database)}through another ` +
             "name of the same file, a hard link; its pid and socket are in the .lock beside " +
-            "that name)",
+            `that name; or its lock file "${this.path}" was deleted while it runs${pid}: ` +
+            "restart that server to make it again)",
         );
       }
     }

@@ -3,7 +3,7 @@
  * `TIME LEVEL netsqlite: what happened`, filtered by `--log-level`:
  *
  * - `error`: the server cannot do its work (accept failures), `INTERNAL`
- *   error replies;
+ *   error replies, storage errors (a full disk, I/O errors, a damaged file);
  * - `warn` (the default): authentication failures, expired transaction
  *   leases, timeouts, failed maintenance, slow statements (`--slow-ms`);
  * - `info`: connections opened and closed, maintenance done;
@@ -25,6 +25,21 @@ export const LOG_LEVELS: readonly LogLevel[] = ["error", "warn", "info", "debug"
 /** Characters of SQL a slow-statement line shows at most. */
 export const SQL_SHOWN = 200;
 
+/**
+ * Prints `line` on standard output (`console.log`), or standard error, as
+ * the server's messages outside the event log (start-up lines, signals,
+ * `stopped`) are: a line that cannot be written (into a full disk) is
+ * lost, never thrown, so that a signal still shuts the server down.
+ */
+export function printLine(line: string, to: "stdout" | "stderr" = "stdout"): void {
+  try {
+    if (to === "stdout") console.log(line);
+    else console.error(line);
+  } catch {
+    // Lost: nothing else can be done with it.
+  }
+}
+
 /** Writes event lines at or above a level. */
 export class Logger {
   readonly #rank: number;
@@ -33,6 +48,9 @@ export class Logger {
   readonly #throttled = new Map<string, Throttled>();
   /** Set by {@link close}: held-back lines are written at once from then on. */
   #closed = false;
+  /** Lines that could not be written (standard error into a full disk, say), and why. */
+  #lost = 0;
+  #lostReason = "";
 
   /**
    * @param level Least severe level written.
@@ -56,9 +74,24 @@ export class Logger {
    */
   log(level: LogLevel, message: string): void {
     if (!this.enabled(level)) return;
-    this.#write(
-      `${new Date().toISOString()} ${level.padEnd(5)} netsqlite: ${escapeForLog(message)}`,
-    );
+    const time = new Date().toISOString();
+    // A line that cannot be written (the log's file on a full disk) is
+    // counted, never thrown: the server serves on, and the next line
+    // written says how many were lost.
+    try {
+      if (this.#lost > 0) {
+        const n = this.#lost;
+        this.#write(
+          `${time} error netsqlite: ${n} log line${n === 1 ? "" : "s"} could not be written ` +
+            `(${escapeForLog(this.#lostReason)})`,
+        );
+        this.#lost = 0;
+      }
+      this.#write(`${time} ${level.padEnd(5)} netsqlite: ${escapeForLog(message)}`);
+    } catch (err) {
+      this.#lost++;
+      this.#lostReason = err instanceof Error ? err.message : String(err);
+    }
   }
 
   /** {@link log} at `error`. */

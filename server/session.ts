@@ -122,6 +122,24 @@ const MAINTENANCE_OPS: ReadonlySet<OpCode> = new Set([
   Op.Integrity,
   Op.Backup,
 ]);
+/**
+ * SQLite's codes for a failing device or file (the primary code, any
+ * extended one): logged at `error`, since every client's writes fail alike
+ * until the operator acts, and no client's own doing caused them.
+ */
+const STORAGE_ERROR = /^SQLITE_(FULL|IOERR|CORRUPT)(?:_|$)/;
+/** The I/O error a full device gives as the WAL-index grows, past its first 32 KiB. */
+const SHM_FULL = "SQLITE_IOERR_SHMSIZE";
+/** What the operator learns from a storage error's log line, by its primary code. */
+const STORAGE_HINT = {
+  FULL: "the device holding the database, or SQLite's temporary directory (large sorts, " +
+    "VACUUM), is full: requests that need room fail until there is some, and go on by " +
+    "themselves then",
+  IOERR: "a read or write of the database's files failed (a full device, a file size limit " +
+    "(ulimit -f), or the device itself: see the system log)",
+  CORRUPT: "the database file is damaged: check it (netsqlite integrity) and restore from a " +
+    "backup if needed",
+} as const;
 /** Slow-statement lines: at most ten a second, the next one counting those held back. */
 const SLOW_LOG_INTERVAL_MS = 100;
 import { ConnectionFeeds } from "./feeds.ts";
@@ -1322,8 +1340,8 @@ export class Session implements SessionProbe {
   /**
    * Logs an error reply that an operator should see, each kind at most once a
    * second (one client cannot flood the log; the next line counts those held
-   * back): `INTERNAL` at `error`, timeouts and failed maintenance at `warn`.
-   * True when it logged the request (a timed-out request gets no slow line too).
+   * back): `INTERNAL` and storage errors (a full disk, I/O errors, a damaged
+   * file) at `error`, timeouts and failed maintenance at `warn`. True when it logged the request (a timed-out request gets no slow line too).
    */
   #loggedError(req: Request, error: unknown, ms: number): boolean {
     const log = this.#services.log;
@@ -1352,7 +1370,25 @@ export class Session implements SessionProbe {
       );
       return true;
     }
-    return false;
+    const op = opName(req[0]);
+    return this.#loggedStorageError(op, op, code, message);
+  }
+
+  /**
+   * Logs a storage error (a full disk, an I/O error, a damaged file) of
+   * `what` at `error`, each kind (`kind`, and the code) at most once a
+   * second; true when `code` is one.
+   */
+  #loggedStorageError(kind: string, what: string, code: string, message: string): boolean {
+    const storage = STORAGE_ERROR.exec(code);
+    if (storage === null) return false;
+    this.#services.log.logThrottled(
+      "error",
+      `storage ${kind} ${code}`,
+      `storage error: session ${this.id}, ${what}: ${code}: ${message} ` +
+        `(${STORAGE_HINT[code === SHM_FULL ? "FULL" : storage[1] as keyof typeof STORAGE_HINT]})`,
+    );
+    return true;
   }
 
   /**
@@ -1475,6 +1511,15 @@ export class Session implements SessionProbe {
   /** Held writes became durable, or their group commit failed. */
   #onCommit(error: SqliteError | null): void {
     if (error !== null && this.#heldAt !== -1) {
+      // (Replies held for it are not logged as they go out: their requests
+      // were answered, as far as #loggedError knows.)
+      const n = this.#held.length;
+      this.#loggedStorageError(
+        "group commit",
+        `group commit (${n} write${n === 1 ? "" : "s"} of this session)`,
+        error.code,
+        error.message,
+      );
       // Replace the held replies: successes become the commit's error, and
       // so do failures whose kept rows (OR FAIL) were lost with the group.
       this.#encoder.truncate(this.#heldAt);
