@@ -1341,7 +1341,8 @@ export class Session implements SessionProbe {
    * Logs an error reply that an operator should see, each kind at most once a
    * second (one client cannot flood the log; the next line counts those held
    * back): `INTERNAL` and storage errors (a full disk, I/O errors, a damaged
-   * file) at `error`, timeouts and failed maintenance at `warn`. True when it logged the request (a timed-out request gets no slow line too).
+   * file) at `error`, timeouts and failed maintenance at `warn`. True when it
+   * logged the request (a timed-out request gets no slow line too).
    */
   #loggedError(req: Request, error: unknown, ms: number): boolean {
     const log = this.#services.log;
