@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { type Client, connect, SqliteError } from "../mod.ts";
-import { tempDir } from "./_helpers.ts";
+import { delay, tempDir } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, spawnServer, stop, until } from "./_logged_server.ts";
 
 /** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
@@ -345,6 +345,55 @@ Deno.test({
       }
     } finally {
       new Deno.Command("umount", { args: ["-l", disk] }).outputSync();
+    }
+  },
+});
+
+Deno.test({
+  name: "A socket file deleted on a device with no inode left: said once (not every second), " +
+    "made again once there is room",
+  ignore: !canMount,
+  async fn() {
+    await using dir = await tempDir();
+    const disk = `${dir.path}/disk`;
+    Deno.mkdirSync(disk);
+    // Few inodes: the socket file needs one, and the test takes the rest.
+    assert.ok(mountTmpfs(disk, "1m,nr_inodes=16"));
+    try {
+      const sock = `${disk}/a.sock`;
+      const s = spawnServer(`${dir.path}/a.db`, sock);
+      try {
+        (await connectWhenUp(sock, s.child)).close();
+        const taken: string[] = [];
+        for (let i = 0; i < 64; i++) {
+          try {
+            Deno.writeFileSync(`${disk}/f${i}`, new Uint8Array(0));
+            taken.push(`${disk}/f${i}`);
+          } catch {
+            break;
+          }
+        }
+        Deno.removeSync(sock);
+        // The check runs every second: three of them find the device still full.
+        await delay(3_500);
+        const failed = s.log().match(/could not be made again: [^\n]*/g) ?? [];
+        assert.equal(failed.length, 1, s.log());
+        assert.match(
+          failed[0],
+          /tried again every 1000 ms \(said again only if the error changes\)/,
+        );
+        for (const f of taken) Deno.removeSync(f);
+        assert.ok(
+          await until(() => /was deleted while the server ran: made it again/.test(s.log())),
+        );
+        const c = await connect({ path: sock });
+        assert.deepEqual(await c.values("SELECT 1"), [[1]]);
+        await c.close();
+      } finally {
+        assert.equal(await stop(s), 0);
+      }
+    } finally {
+      new Deno.Command("umount", { args: [disk] }).outputSync();
     }
   },
 });

@@ -126,6 +126,9 @@ export class UnixSocketListener implements Listener {
     );
   }
 
+  /** Why the socket file could not be made again at the last try, as reported (`null`: it was). */
+  #failing: string | null = null;
+
   /** Listens on a new socket file at the path (the old one was deleted). */
   #relisten(): void {
     const path = this.#addr.path;
@@ -137,12 +140,17 @@ export class UnixSocketListener implements Listener {
       inner = bindSocket(path, bound, this.#mode, dir === null);
       if (bound !== path) Deno.renameSync(bound, path);
     } catch (err) {
+      // Said once per error (a full disk may last): the check repeats every second.
+      const why = (err as Error).message;
+      if (why === this.#failing) return;
+      this.#failing = why;
       this.onSocketReplaced?.(
-        `the socket file unix:${path} was deleted, and could not be made again: ` +
-          `${(err as Error).message}; tried again in ${SOCKET_CHECK_MS} ms`,
+        `the socket file unix:${path} was deleted, and could not be made again: ${why}; ` +
+          `tried again every ${SOCKET_CHECK_MS} ms (said again only if the error changes)`,
       );
       return;
     }
+    this.#failing = null;
     const old = this.#inner;
     this.#inner = inner;
     this.#fileId = socketFileId(path);
