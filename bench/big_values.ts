@@ -15,6 +15,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { connect } from "../client.ts";
 import { startServer } from "./_server.ts";
@@ -52,7 +53,7 @@ const QUERIES = [
   "select randomblob(30000000)",
   "select printf('%.*c', 10000000, 'x')",
 ];
-const NEW_SERVER = new URL("../server.ts", import.meta.url).pathname;
+const NEW_SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 interface Round {
   /** Median round trip per query, ms. */
@@ -87,7 +88,7 @@ async function round(serverTs: string): Promise<Round> {
     args: [
       "run",
       "-A",
-      new URL(import.meta.url).pathname,
+      fileURLToPath(new URL(import.meta.url)),
       "--child",
       srv.connectOptions.path!,
       "--clients",

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { connect } from "../client.ts";
 import type { Queryable } from "../client.ts";
@@ -26,7 +27,7 @@ const { values: flags, positionals } = parseArgs({
   },
 });
 const [oldServer] = positionals;
-const newServer = new URL("../server.ts", import.meta.url).pathname;
+const newServer = fileURLToPath(new URL("../server.ts", import.meta.url));
 const seconds = Number(flags.seconds);
 const inflight = Math.max(1, Math.floor(Number(flags.inflight)));
 const WORKLOADS: Record<string, (db: Queryable, i: number) => Promise<unknown>> = {

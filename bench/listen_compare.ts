@@ -8,6 +8,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const { values } = parseArgs({ args: Deno.args, options: { seconds: { type: "string" } } });
@@ -15,7 +16,7 @@ const SECONDS = Number(values.seconds ?? 3);
 
 async function spawnEcho(script: string, path: string): Promise<Deno.ChildProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL(script, import.meta.url).pathname, path],
+    args: ["run", "-A", fileURLToPath(new URL(script, import.meta.url)), path],
     stdin: "piped",
     stdout: "piped",
   }).spawn();

@@ -10,8 +10,10 @@
  * run alternately.
  */
 
+import { fileURLToPath } from "node:url";
+
 const n = Number(Deno.args[0] ?? 50_000);
-const root = Deno.args[1] ?? new URL("..", import.meta.url).pathname;
+const root = Deno.args[1] ?? fileURLToPath(new URL("..", import.meta.url));
 const { serve, connect } = await import(`${root.replace(/\/$/, "")}/mod.ts`);
 
 const dir = await Deno.makeTempDir();

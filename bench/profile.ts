@@ -15,6 +15,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Histogram } from "./_histogram.ts";
 import { startServer } from "./_server.ts";
@@ -33,7 +34,7 @@ const { values } = parseArgs({
     workload: { type: "string", default: "point-read" },
     sync: { type: "string", default: "full" },
     top: { type: "string", default: "15" },
-    out: { type: "string", default: new URL("./results", import.meta.url).pathname },
+    out: { type: "string", default: fileURLToPath(new URL("./results", import.meta.url)) },
   },
 });
 

@@ -1,9 +1,10 @@
 /** Running `cli.ts` as a child process, for the tests of the `netsqlite` command. */
 
+import { fileURLToPath } from "node:url";
 import type { AdminIO } from "../cli/admin.ts";
 
 /** The path of `cli.ts`. */
-export const CLI: string = new URL("../cli.ts", import.meta.url).pathname;
+export const CLI: string = fileURLToPath(new URL("../cli.ts", import.meta.url));
 
 /** What a run of the command did. */
 export interface Run {

@@ -9,9 +9,10 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import type { ConnectOptions, RunResult } from "../client.ts";
 
-const FIXTURE = new URL("./fixtures/client_process.ts", import.meta.url).pathname;
+const FIXTURE = fileURLToPath(new URL("./fixtures/client_process.ts", import.meta.url));
 
 /** An error raised in the client process, with its `code` (e.g. `TX_TIMEOUT`). */
 export class RemoteError extends Error {

@@ -3,6 +3,7 @@
  * fresh temp sockets or ports, and clean them up with `await using`.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect, type ConnectOptions, SqliteError } from "../client.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
@@ -217,7 +218,7 @@ export interface ServerProcess extends AsyncDisposable {
   kill(): Promise<void>;
 }
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 /**
  * The Deno flags of `deno task serve` (permissions and V8 flags), read from
@@ -340,7 +341,7 @@ export async function readStdoutUntil(
  */
 export async function holdWriteLock(database: string): Promise<{ release(): Promise<void> }> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./_lock_holder.ts", import.meta.url).pathname, database],
+    args: ["run", "-A", fileURLToPath(new URL("./_lock_holder.ts", import.meta.url)), database],
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",

@@ -4,10 +4,11 @@
  * `wal_files_test.ts`).
  */
 
+import { fileURLToPath } from "node:url";
 import { type Client, connect, SqliteError } from "../mod.ts";
 import { delay } from "./_helpers.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 /** The engine the tests run on (`NETSQLITE_ENGINE=node`, else ffi). */
 export const ENGINE: "ffi" | "node" = Deno.env.get("NETSQLITE_ENGINE") === "node" ? "node" : "ffi";

@@ -4,6 +4,7 @@
  * per-connection PRAGMAs).
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
@@ -22,7 +23,7 @@ import {
 import { CONNECTION_PRAGMAS, samePragmaValue, UNSAFE_PRAGMAS } from "../engine/policy.ts";
 import { makeCertificate } from "./_certs.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 /**
  * Runs `deno run -A server.ts args` to its end (for servers that refuse to

@@ -7,6 +7,7 @@
  * (SQL: `FORBIDDEN`), and need the token like any connection.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { type Client, connect, ProtocolError, SqliteError } from "../client.ts";
 import type { Link } from "../client/link.ts";
@@ -251,7 +252,7 @@ Deno.test("server process at --max-connections 2 with 2 clients: `deno run cli.t
     assert.deepEqual(await b.values("SELECT 1"), [[1]]);
     const run = async (args: string[]) => {
       const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, ...args],
+        args: ["run", "-A", fileURLToPath(new URL("../cli.ts", import.meta.url)), ...args],
         stdin: "null",
         env: { NO_COLOR: "1" },
       }).output();

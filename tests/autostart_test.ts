@@ -5,13 +5,14 @@
  * cannot help. Servers run as real processes.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, ConnectionError } from "../client.ts";
 import { inEnv, startServer, startServerProcess, tempDir } from "./_helpers.ts";
 import { refuseCompiled } from "../client/autostart.ts";
 
-const CHILD_TS = new URL("./_autostart_child.ts", import.meta.url).pathname;
+const CHILD_TS = fileURLToPath(new URL("./_autostart_child.ts", import.meta.url));
 
 /** Pids of live `server.ts` processes whose command line holds `needle`. */
 function serverPids(needle: string): number[] {
@@ -516,7 +517,7 @@ Deno.test({
       args: [
         "run",
         "-A",
-        new URL("../server.ts", import.meta.url).pathname,
+        fileURLToPath(new URL("../server.ts", import.meta.url)),
         "--db",
         "a.db",
         "--socket",

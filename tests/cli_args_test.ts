@@ -5,6 +5,7 @@
  * needs it), and a bad server flag is one line, not the line and the help.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { parseFlags } from "../cli/args.ts";
 import { parseShellArgs, SHELL_FLAGS } from "../cli/shell.ts";
@@ -13,7 +14,7 @@ import { parseServeArgs } from "../server.ts";
 import { startServer } from "./_helpers.ts";
 import { cli } from "./_cli.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 function socketOf(srv: { connectOptions: unknown }): string {
   return (srv.connectOptions as { path: string }).path;

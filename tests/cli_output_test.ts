@@ -5,6 +5,7 @@
  * csv, json and line modes past `--max-result-bytes`.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { joinValues } from "../cli/args.ts";
 import { formatResult, realText } from "../cli/format.ts";
@@ -82,7 +83,7 @@ Deno.test("cli.ts bench with a bad flag says so in one line with exit status 2, 
   );
   // Run directly, bench/load.ts names itself.
   const direct = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../bench/load.ts", import.meta.url).pathname, "--bogus"],
+    args: ["run", "-A", fileURLToPath(new URL("../bench/load.ts", import.meta.url)), "--bogus"],
     stdin: "null",
   }).output();
   assert.equal(direct.code, 2);

@@ -4,12 +4,13 @@
  * limited (`ulimit -f`, set with `prlimit`: see `_file_size.ts`): the write of the transaction's pages at COMMIT
  * fails with SQLITE_IOERR_WRITE.
  */
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { readStdoutUntil, tempDir } from "./_helpers.ts";
 import { limitFileSize, PRLIMIT } from "./_file_size.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 Deno.test({
   name:

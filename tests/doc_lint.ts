@@ -18,6 +18,8 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
+
 /** Types of drizzle-orm and kysely that our public signatures name, per file. */
 export const THIRD_PARTY_TYPES: Readonly<Record<string, readonly string[]>> = {
   "adapters/drizzle.ts": [
@@ -76,7 +78,7 @@ export async function docLint(): Promise<{ findings: DocFinding[]; exceptions: D
     stderr: "piped",
   }).output();
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  const root = decodeURIComponent(ROOT.pathname);
+  const root = fileURLToPath(ROOT);
   const all: DocFinding[] = [];
   for (const block of text.split(/\n(?=error[[:])/).filter((b) => b.startsWith("error["))) {
     const head = /^error\[([\w-]+)\]: (.*)/.exec(block)!;

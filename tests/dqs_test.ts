@@ -2,6 +2,7 @@
 // engines, named at start-up when an existing schema needs them, accepted on
 // every connection with allowDoubleQuotedStrings / --allow-double-quoted-strings.
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, type SqliteError } from "../mod.ts";
@@ -310,7 +311,7 @@ for (const engine of ENGINES) {
           "--allow-net",
           "--allow-sys=uid",
           "--allow-ffi",
-          new URL("../server.ts", import.meta.url).pathname,
+          fileURLToPath(new URL("../server.ts", import.meta.url)),
           "--db",
           database,
           "--socket",

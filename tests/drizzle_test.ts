@@ -4,6 +4,7 @@
  * `db.batch`, transactions on one reserved connection, bigint columns.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { asc, count, eq, relations, sql } from "npm:drizzle-orm@^0.45";
 import {
@@ -988,7 +989,7 @@ Deno.test("drizzle: migrate() from several processes at once applies each migrat
   const children = Array.from({ length: 3 }, () =>
     new Deno.Command(Deno.execPath(), {
       args: ["eval", "--quiet", code],
-      cwd: new URL("..", import.meta.url).pathname,
+      cwd: fileURLToPath(new URL("..", import.meta.url)),
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",

@@ -7,10 +7,11 @@
  * as a child process. Skipped with node:sqlite (no background steps).
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { loadSqlite } from "../engine/binding/load.ts";
 
-const FIXTURE = new URL("./fixtures/die_during_step.ts", import.meta.url).pathname;
+const FIXTURE = fileURLToPath(new URL("./fixtures/die_during_step.ts", import.meta.url));
 
 /** True when the server's default engine here is FFI (it alone steps in the background). */
 function ffiByDefault(): boolean {

@@ -8,12 +8,13 @@
  * names.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { foreignOwner } from "../transport/_runtime_dir.ts";
 import { asNobody, canRunAsNobody, readStdoutUntil, tempDir } from "./_helpers.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
-const CLI_TS = new URL("../cli.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
+const CLI_TS = fileURLToPath(new URL("../cli.ts", import.meta.url));
 const CLIENT_TS = new URL("../client.ts", import.meta.url).href;
 const ENGINE = Deno.env.get("NETSQLITE_ENGINE") === "node" ? "node" : "ffi";
 

@@ -3,13 +3,14 @@
  * adapters' peers are optional), and the adapters load on their own.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { buildNode, PEERS, rewriteNpmSpecifiers } from "../npm/build.ts";
 
 async function graph(entry: string): Promise<string[]> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json", new URL(`../${entry}`, import.meta.url).pathname],
+    args: ["info", "--json", fileURLToPath(new URL(`../${entry}`, import.meta.url))],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -44,7 +45,7 @@ Deno.test("exports: VERSION is deno.json's version, and every executable entry p
   for (const entry of ["server.ts", "cli.ts"]) {
     for (const flag of ["--version", "-V"]) {
       const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", new URL(`../${entry}`, import.meta.url).pathname, flag],
+        args: ["run", "-A", fileURLToPath(new URL(`../${entry}`, import.meta.url)), flag],
         stdout: "piped",
         stderr: "piped",
       }).output();
@@ -76,7 +77,7 @@ const PEER_TYPES = new Set([
 ]);
 
 Deno.test("exports: deno doc --lint is clean on every entry (adapters: but for peer types)", async () => {
-  const root = new URL("../", import.meta.url).pathname;
+  const root = fileURLToPath(new URL("../", import.meta.url));
   const lint = async (entries: string[]) => {
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["doc", "--lint", ...entries],

@@ -6,11 +6,12 @@
  * mappings (which crashed the server with SIGBUS). The server runs as a
  * child process, on each engine; Linux only (`/proc/locks`).
  */
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { readStdoutUntil, tempDir } from "./_helpers.ts";
 
-const SERVER = new URL("../server.ts", import.meta.url).pathname;
+const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 const linux = Deno.build.os === "linux";
 
 /** A server process on `db`, answering on `sock`. */

@@ -5,6 +5,7 @@
  * in full, and values bound to cached statements not kept resident.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { type Client, connect } from "../client.ts";
 import { ProtocolError } from "../protocol/errors.ts";
@@ -15,8 +16,8 @@ import { loadSqlite } from "../engine/binding/load.ts";
 import { fdBudget } from "../server/connection_limit.ts";
 import { tempDir } from "./_helpers.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
-const CHILD_TS = new URL("./_fd_exhaust_child.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
+const CHILD_TS = fileURLToPath(new URL("./_fd_exhaust_child.ts", import.meta.url));
 const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
 const unix = Deno.build.os === "linux" || Deno.build.os === "darwin";
 

@@ -3,12 +3,13 @@
  * with SIGSTOP, ...), against real servers and client processes.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { delay, startServer, startServerProcess, statsUntil, tempDir, within } from "./_helpers.ts";
 
 const CLIENT_TS = new URL("../client.ts", import.meta.url).href;
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 /** A `deno eval` child whose stdout is read line by line; disposing it ends it. */
 class EvalChild {

@@ -8,13 +8,14 @@
  * megabytes) before any of the server's code runs, and a write of those
  * past the limit would kill the process before it could listen for the signal.
  */
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { readStdoutUntil, tempDir } from "./_helpers.ts";
 import { ENGINE } from "./_logged_server.ts";
 import { limitFileSize, PRLIMIT } from "./_file_size.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 /** The file size limit the server is given, in bytes (2000 blocks of 512 bytes, as `sh`'s `ulimit -f 2000`). */
 const LIMIT = 2000 * 512;

@@ -14,6 +14,7 @@
  * client and server alike, naming the variable refused and the whole list.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { cli } from "./_cli.ts";
 import {
@@ -29,7 +30,7 @@ import { ENGINE } from "./_logged_server.ts";
 import { basename } from "node:path";
 
 const CLIENT = new URL("../client.ts", import.meta.url).href;
-const SERVER = new URL("../server.ts", import.meta.url).pathname;
+const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 /** The uid and gid of {@link asNobody}. */
 const NOBODY = 65534;
 

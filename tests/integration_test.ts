@@ -4,6 +4,7 @@
  * batches, the handshake, and protocol violations from raw sockets.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import {
@@ -1225,7 +1226,7 @@ Deno.test("A connection holds at most maxStatements prepared statements (and 16 
 });
 
 Deno.test("Statements dropped without finalize() are freed on the server once collected", async () => {
-  const fixture = new URL("./fixtures/dropped_statements.ts", import.meta.url).pathname;
+  const fixture = fileURLToPath(new URL("./fixtures/dropped_statements.ts", import.meta.url));
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--v8-flags=--expose-gc", fixture],
     stdout: "piped",

@@ -5,6 +5,7 @@
  * migration run by Kysely's `Migrator`.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import {
   type Generated,
@@ -1101,7 +1102,7 @@ Deno.test("kysely: streams dropped unfinished stop counting once collected, so a
       "run",
       "-A",
       "--v8-flags=--expose-gc",
-      new URL("./_stream_drop_child.ts", import.meta.url).pathname,
+      fileURLToPath(new URL("./_stream_drop_child.ts", import.meta.url)),
     ],
     stdout: "piped",
     stderr: "piped",

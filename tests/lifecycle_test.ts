@@ -4,6 +4,7 @@
  * named channels and concurrent autostart. Servers run as real processes.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
@@ -11,8 +12,8 @@ import { serve } from "../server.ts";
 import { channelSocketPath } from "../transport/address.ts";
 import { inEnv, startServerProcess, tempDir } from "./_helpers.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
-const CHILD_TS = new URL("./_autostart_child.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
+const CHILD_TS = fileURLToPath(new URL("./_autostart_child.ts", import.meta.url));
 
 /** Runs `deno run -A server.ts args` to its end. */
 async function runServer(args: string[]): Promise<{ code: number; stderr: string }> {
@@ -361,7 +362,7 @@ async function serverRefusal(
   env: Record<string, string>,
 ): Promise<{ code: number; stderr: string }> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../server.ts", import.meta.url).pathname, "--db", database],
+    args: ["run", "-A", fileURLToPath(new URL("../server.ts", import.meta.url)), "--db", database],
     env,
     stdin: "null",
     stdout: "null",

@@ -6,13 +6,14 @@
  * its holder waited for that lock says that the holder is waiting too.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, ErrorCode, SqliteError } from "../mod.ts";
 import { WriterQueue } from "../engine/writer_queue.ts";
 import { delay, startServerProcess } from "./_helpers.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
 
 /** The error `p` rejects with (it must reject with a `SqliteError`). */

@@ -10,13 +10,14 @@
  * not possible), running `server.ts` as a child process.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, serve } from "../mod.ts";
 import { asNobody, canRunAsNobody, tempDir } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, spawnServer, stop } from "./_logged_server.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 /** The Deno permissions of `deno task serve` (not `-A`: `/proc/locks` is then out of reach). */
 const TASK_FLAGS = [

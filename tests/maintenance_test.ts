@@ -4,6 +4,7 @@
  * stay connected and keep writing.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { openLink } from "../client/connection.ts";
@@ -27,8 +28,8 @@ import { cli } from "./_cli.ts";
 import { limitFileSize, PRLIMIT } from "./_file_size.ts";
 
 const ENGINES = ["ffi", "node"] as const;
-const CHECKPOINTER = new URL("./_checkpointer.ts", import.meta.url).pathname;
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const CHECKPOINTER = fileURLToPath(new URL("./_checkpointer.ts", import.meta.url));
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 function link(srv: Pick<TestServer, "connectOptions">): Promise<Link & AsyncDisposable> {
   return openTestLink(srv.connectOptions);

@@ -6,6 +6,7 @@
  * soak_test.ts.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { FIRST_RELEASE_MS, MMAP_THRESHOLD, WAVE_MIN_CLOSED } from "../server/memory.ts";
@@ -79,7 +80,7 @@ Deno.test("memoryRelease: the snapshot is a copy, not a live handle", async () =
 /** Runs tests/_arena_child.ts: RSS growth, in KiB, left by a 30 MB block freed on a worker thread. */
 async function arenaGrowth(mode: "tuned" | "plain"): Promise<number> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./_arena_child.ts", import.meta.url).pathname, mode],
+    args: ["run", "-A", fileURLToPath(new URL("./_arena_child.ts", import.meta.url)), mode],
     stdout: "piped",
     stderr: "piped",
   }).output();

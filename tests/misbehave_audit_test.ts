@@ -5,6 +5,7 @@
  * processes of their own that are SIGKILLed (tests/_misbehave_child.ts).
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import type { Client, ConnectOptions } from "../client.ts";
 import type { ServeOptions } from "../server.ts";
@@ -21,7 +22,7 @@ import { connect, serve } from "../mod.ts";
 import { frame, Raw } from "./_raw.ts";
 import { makeCertificate } from "./_certs.ts";
 
-const CHILD = new URL("./_misbehave_child.ts", import.meta.url).pathname;
+const CHILD = fileURLToPath(new URL("./_misbehave_child.ts", import.meta.url));
 
 type Reply = [number, number, unknown];
 

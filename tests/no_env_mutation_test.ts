@@ -8,10 +8,11 @@
  * tests/_helpers.ts.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { relative } from "node:path";
 
-const TESTS = new URL(".", import.meta.url).pathname;
+const TESTS = fileURLToPath(new URL(".", import.meta.url));
 
 /**
  * Files under tests/ that may change their environment, and why: only

@@ -7,6 +7,7 @@
  * when `node` is missing.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,9 +18,11 @@ import { withTimeLimit } from "./_limit.ts";
 import { nodeCheckServers } from "./_node_servers.ts";
 import { makeCertificateIfOpenssl } from "./_certs.ts";
 
-const CHECK = new URL("./fixtures/node_client_check.mjs", import.meta.url).pathname;
-const CA_CHECK = new URL("./fixtures/node_tls_ca_check.mjs", import.meta.url).pathname;
-const ADAPTERS_CHECK = new URL("./fixtures/node_adapters_check.mjs", import.meta.url).pathname;
+const CHECK = fileURLToPath(new URL("./fixtures/node_client_check.mjs", import.meta.url));
+const CA_CHECK = fileURLToPath(new URL("./fixtures/node_tls_ca_check.mjs", import.meta.url));
+const ADAPTERS_CHECK = fileURLToPath(
+  new URL("./fixtures/node_adapters_check.mjs", import.meta.url),
+);
 const decoder = new TextDecoder();
 
 async function run(cmd: string, args: string[], env: Record<string, string>, cwd?: string) {

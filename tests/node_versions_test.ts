@@ -11,13 +11,14 @@
  * `npm install node@<major>` in that directory installs), and is ignored, saying so, otherwise.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { delimiter, join } from "node:path";
 import { tmpdir } from "node:os";
 import { withTimeLimit } from "./_limit.ts";
 import { nodeCheckServers } from "./_node_servers.ts";
 
-const CHECK = new URL("./fixtures/node_versions_check.mjs", import.meta.url).pathname;
+const CHECK = fileURLToPath(new URL("./fixtures/node_versions_check.mjs", import.meta.url));
 const decoder = new TextDecoder();
 
 async function run(cmd: string, args: string[], env: Record<string, string>) {

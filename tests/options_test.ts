@@ -4,6 +4,7 @@
  * names, HOST:PORT parsing and default socket paths.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -20,7 +21,7 @@ import {
 } from "../transport/address.ts";
 import { inEnv, startServerProcess, tempDir } from "./_helpers.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 const MiB = 1024 * 1024;
 
@@ -518,7 +519,7 @@ Deno.test("loadSqlite: an explicit library that cannot load fails, naming the pa
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-lib-" });
   try {
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, "serve", "--db"]
+      args: ["run", "-A", fileURLToPath(new URL("../cli.ts", import.meta.url)), "serve", "--db"]
         .concat([`${dir}/x.db`, "--socket", `${dir}/x.sock`]),
       env: { NETSQLITE_SQLITE_LIB: missing, NETSQLITE_ENGINE: "auto" },
       stdout: "piped",

@@ -8,6 +8,7 @@
  * transaction says so.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect, SqliteError } from "../mod.ts";
 import { startServer, within } from "./_helpers.ts";
@@ -110,7 +111,7 @@ Deno.test("Pool: cursors left unfinished stop holding their connection once the 
 });
 
 Deno.test("Pool: an iterator dropped unfinished releases its connection once collected (max: 1)", async () => {
-  const fixture = new URL("./fixtures/dropped_cursors.ts", import.meta.url).pathname;
+  const fixture = fileURLToPath(new URL("./fixtures/dropped_cursors.ts", import.meta.url));
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--v8-flags=--expose-gc", fixture],
     stdout: "piped",

@@ -9,6 +9,7 @@
  * token answered only after `AUTH_REFUSAL_DELAY_MS`, and logged by reason.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect, ProtocolError, SqliteError } from "../client.ts";
 import type { Link } from "../client/link.ts";
@@ -271,7 +272,7 @@ Deno.test("server command line warns at start about a world-readable --token-fil
     args: [
       "run",
       "-A",
-      new URL("../server.ts", import.meta.url).pathname,
+      fileURLToPath(new URL("../server.ts", import.meta.url)),
       "--db",
       `${dir}/d.db`,
       "--tcp",

@@ -4,6 +4,7 @@
  * killed mid-request, and shutdown on SIGTERM.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { ConnectionError } from "../protocol/errors.ts";
 import { connect, type ConnectOptions } from "../client.ts";
@@ -15,9 +16,9 @@ import {
   tempDir,
 } from "./_helpers.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
-const PIPELINE_CLIENT = new URL("./fixtures/pipeline_client.ts", import.meta.url).pathname;
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
+const PIPELINE_CLIENT = fileURLToPath(new URL("./fixtures/pipeline_client.ts", import.meta.url));
 const TRANSPORTS = ["unix", "tcp"] as const;
 
 /** Runs `deno run -A server.ts ...args` to completion. */
@@ -409,7 +410,7 @@ Deno.test("deno task serve: the task's permissions suffice to serve on the defau
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       ...words.slice(1, -1),
-      new URL("../server.ts", import.meta.url).pathname,
+      fileURLToPath(new URL("../server.ts", import.meta.url)),
       "--db",
       `${dir}/task.db`,
     ],

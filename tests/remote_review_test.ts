@@ -5,6 +5,7 @@
  * UTF-8 cannot carry unchanged.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
@@ -13,7 +14,7 @@ import { Op } from "../protocol/messages.ts";
 import { delay, startServer, tempDir } from "./_helpers.ts";
 import { frame, Raw } from "./_raw.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 
 type Reply = [number, number, unknown];
 

@@ -7,6 +7,7 @@
  * itself, on a machine that has never fetched an npm package and cannot.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { type Client, connect } from "../client.ts";
 import { ProtocolError } from "../protocol/errors.ts";
@@ -14,7 +15,7 @@ import { fdBudget } from "../server/connection_limit.ts";
 import { SERVE_TASK_FLAGS, tempDir } from "./_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url);
-const SERVER_TS = new URL("server.ts", ROOT).pathname;
+const SERVER_TS = fileURLToPath(new URL("server.ts", ROOT));
 const ffiEngine = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
 const unix = Deno.build.os === "linux" || Deno.build.os === "darwin";
 

@@ -5,6 +5,7 @@
  * socket path needs no uid. Child processes with narrow permissions.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { connect } from "../client.ts";
@@ -21,7 +22,7 @@ import {
 } from "./_helpers.ts";
 
 const CLIENT = new URL("../client.ts", import.meta.url).href;
-const SERVER = new URL("../server.ts", import.meta.url).pathname;
+const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 const NO_SYS = [
   "run",
   "--no-prompt",

@@ -7,12 +7,13 @@
  * directory above the socket keeps them out.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { dirname } from "node:path";
 import { serve } from "../server.ts";
 import { asNobody, canRunAsNobody, readStdoutUntil, tempDir } from "./_helpers.ts";
 
-const SERVER_TS = new URL("../server.ts", import.meta.url).pathname;
+const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 const ADDRESS_TS = new URL("../transport/address.ts", import.meta.url).href;
 
 /** Runs `deno <args>` with stdin closed; a server that (wrongly) starts is killed after 30 s. */

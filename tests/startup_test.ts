@@ -6,6 +6,7 @@
  * servers on temp directories.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
@@ -402,7 +403,7 @@ Deno.test("the start-up line gives a relative database path with its absolute pa
     args: [
       "run",
       "-A",
-      new URL("../server.ts", import.meta.url).pathname,
+      fileURLToPath(new URL("../server.ts", import.meta.url)),
       "--db",
       "app.db",
       "--socket",

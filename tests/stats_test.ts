@@ -3,6 +3,7 @@
  * `--slow-ms`), on real servers, on both engines.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { openLink } from "../client/connection.ts";
 import type { Link } from "../client/link.ts";
@@ -414,7 +415,7 @@ Deno.test("server log: connect, disconnect, auth failure, lease expiry, timeout,
     args: [
       "run",
       "-A",
-      new URL("../server.ts", import.meta.url).pathname,
+      fileURLToPath(new URL("../server.ts", import.meta.url)),
       "--db",
       `${dir}/s.db`,
       "--socket",
@@ -541,7 +542,7 @@ Deno.test("server log: one client's flood of timeouts writes one line a second, 
     args: [
       "run",
       "-A",
-      new URL("../server.ts", import.meta.url).pathname,
+      fileURLToPath(new URL("../server.ts", import.meta.url)),
       "--db",
       `${dir}/s.db`,
       "--socket",

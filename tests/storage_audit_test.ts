@@ -7,6 +7,7 @@
  * every acknowledged write kept.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { type Client, connect, SqliteError } from "../mod.ts";
 import { delay, tempDir } from "./_helpers.ts";
@@ -270,7 +271,7 @@ Deno.test({
     try {
       const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`, log = `${disk}/server.log`;
       // As an operator runs it: `netsqlite serve ... >> server.log 2>&1` on the database's disk.
-      const server = new URL("../server.ts", import.meta.url).pathname;
+      const server = fileURLToPath(new URL("../server.ts", import.meta.url));
       const child = new Deno.Command("sh", {
         args: [
           "-c",

@@ -5,6 +5,7 @@
  * Real servers, real client processes, certificates made by openssl.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect, type ConnectOptions, type Queryable } from "../client.ts";
 import { MessageEncoder } from "../protocol/codec.ts";
@@ -433,7 +434,7 @@ async function startTlsServerProcess(dir: string, pem: { cert: string; key: stri
     args: [
       "run",
       "-A",
-      new URL("../server.ts", import.meta.url).pathname,
+      fileURLToPath(new URL("../server.ts", import.meta.url)),
       "--db",
       `${dir}/a.db`,
       "--tcp",

@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { type Client, connect, type Queryable, SqliteError } from "../mod.ts";
 import { delay, readStdoutUntil, startServer, statsUntil, within } from "./_helpers.ts";
@@ -335,7 +336,12 @@ Deno.test("Session of a client killed with SIGKILL mid-transaction frees the wri
   await b.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT)");
   const path = (srv.connectOptions as { path: string }).path;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("./fixtures/hold_transaction.ts", import.meta.url).pathname, path],
+    args: [
+      "run",
+      "-A",
+      fileURLToPath(new URL("./fixtures/hold_transaction.ts", import.meta.url)),
+      path,
+    ],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();

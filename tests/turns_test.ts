@@ -4,12 +4,13 @@
  * block the server's event loop for the sum of their turns.
  */
 
+import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { delay, startServer, type TestServer } from "./_helpers.ts";
 import { TurnScheduler, type TurnTaker } from "../server/turns.ts";
 import { ServerStats } from "../server/stats.ts";
 
-const FLOODER = new URL("./fixtures/pipeline_flood.ts", import.meta.url).pathname;
+const FLOODER = fileURLToPath(new URL("./fixtures/pipeline_flood.ts", import.meta.url));
 const INTERVAL_MS = 5;
 
 interface Flood {

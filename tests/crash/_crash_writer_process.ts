@@ -7,9 +7,10 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import type { ConnectOptions } from "../../client.ts";
 
-const FIXTURE = new URL("../fixtures/crash_writer.ts", import.meta.url).pathname;
+const FIXTURE = fileURLToPath(new URL("../fixtures/crash_writer.ts", import.meta.url));
 
 /** What one writer process reported. */
 export interface WriterOutput {

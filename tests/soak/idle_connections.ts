@@ -31,6 +31,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type Client, connect, type ConnectOptions } from "../../client.ts";
 import { SERVE_TASK_FLAGS, type ServerProcess, startServerProcess } from "../_helpers.ts";
@@ -145,8 +146,8 @@ export interface IdleReport {
   ok: boolean;
 }
 
-const SELF = new URL(import.meta.url).pathname;
-const ROOT = new URL("../..", import.meta.url).pathname;
+const SELF = fileURLToPath(new URL(import.meta.url));
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MiB = 1024 * 1024;
 /** Descriptors a process needs besides the connections it holds. */
 const FD_RESERVE = 128;

@@ -28,6 +28,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type ServerProcess, startServerProcess } from "../_helpers.ts";
 import {
@@ -155,8 +156,8 @@ export interface SoakReport extends SoakCounts {
   ok: boolean;
 }
 
-const WORKER_TS = new URL("./soak_worker.ts", import.meta.url).pathname;
-const ROOT = new URL("../..", import.meta.url).pathname;
+const WORKER_TS = fileURLToPath(new URL("./soak_worker.ts", import.meta.url));
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MiB = 1024 * 1024;
 const INITIAL_BALANCE = 1000;
 
