@@ -868,6 +868,7 @@ export class EngineSession implements HostedSession {
     try {
       return runInline(p, args, limits, wantRows, budget);
     } catch (err) {
+      let byServer = false;
       if (inTx && writes(p) && p.conn.inTransaction && isTimeout(err) && !this.#batchRuns) {
         // A binding that cannot interrupt undid the late write alone (its
         // savepoint): end the transaction as an interrupted write ends it.
@@ -875,11 +876,12 @@ export class EngineSession implements HostedSession {
         // client's transaction open.)
         try {
           p.conn.runOwn("ROLLBACK");
+          byServer = true;
         } catch {
           // (Ended already.)
         }
       }
-      throw this.#noteAbort(err, p, inTx);
+      throw this.#noteAbort(err, p, inTx, byServer);
     } finally {
       if (performance.now() - start >= INLINE_BUDGET_MS) p.fast = false;
     }
@@ -924,7 +926,7 @@ export class EngineSession implements HostedSession {
    * client, and refuse further statements until it sends ROLLBACK, so that
    * none meant for the transaction runs in autocommit.
    */
-  #noteAbort(err: unknown, p: Prepared, wasInTx: boolean): unknown {
+  #noteAbort(err: unknown, p: Prepared, wasInTx: boolean, byServer = false): unknown {
     // An autocommit write commits at its last step: an error there may have
     // come once the commit was written. (A grouped write commits later, with
     // its group; a batch's statement with the batch.)
@@ -949,7 +951,7 @@ export class EngineSession implements HostedSession {
       return commitFailed(err);
     }
     this.#aborted = txAborted(err);
-    return txRolledBack(err);
+    return txRolledBack(err, byServer ? "the server" : "SQLite");
   }
 
   /**

@@ -99,15 +99,17 @@ export function leaseExpired(why: LeaseEnd, idleMs: number, maxAgeMs: number): S
 /**
  * `err` of a statement inside a transaction that SQLite ended around it (a
  * write stopped or cancelled, `ON CONFLICT ROLLBACK`, `RAISE(ROLLBACK)`, an
- * I/O error), saying so; it keeps `err`'s code. The session then refuses
- * requests until ROLLBACK, with {@link txAborted}.
+ * I/O error), saying so; it keeps `err`'s code. `by`: who ended it (the
+ * server, for a write past its deadline that a binding unable to interrupt
+ * ran to its end). The session then refuses requests until ROLLBACK, with
+ * {@link txAborted}.
  */
-export function txRolledBack(err: unknown): SqliteError {
+export function txRolledBack(err: unknown, by: "SQLite" | "the server" = "SQLite"): SqliteError {
   const e = err instanceof SqliteError ? err : null;
   const message = err instanceof Error ? err.message : String(err);
   return new SqliteError(
     codeOf(err),
-    `${message}; SQLite rolled back the transaction it was in: end it with ROLLBACK ` +
+    `${message}; ${by} rolled back the transaction it was in: end it with ROLLBACK ` +
       "(transaction() does so itself), then retry the whole transaction",
     e?.sqliteCode,
     { cause: err },
