@@ -101,6 +101,10 @@ Deno.test({
     await db.run("DELETE FROM t WHERE id % 5 = 0");
     await db.run("UPDATE t SET id = id + 100000 WHERE id % 7 = 0");
     await db.run(BULK); // again: the statement is known to be slow now
+    // RETURNING rows of a write tried inline first, then again in the background: once each.
+    const returned = await db.values<[number]>(`${BULK} RETURNING id`);
+    assert.equal(returned.length, 20_000);
+    assert.equal(new Set(returned.map(([id]) => id)).size, 20_000);
     await syncTo(db, feed, r);
     await assertSame(db, r, "after updates, deletes, moves");
   },
@@ -594,5 +598,84 @@ Deno.test({
     assert.notEqual(await within(write, 2_000), "timeout", "subscribe() answered during the write");
     const r = new Replica(false);
     assert.equal(await syncTo(b, feed, r), 0, "the write that ran before capture started");
+  },
+});
+
+Deno.test({
+  name: "capture audit: a long write failing half way under RAISE(FAIL) or OR FAIL keeps its rows",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec(
+      SEED +
+        "CREATE TRIGGER stop BEFORE INSERT ON t WHEN new.v = 'r15000' BEGIN " +
+        "SELECT RAISE(FAIL, 'stop here'); END",
+    );
+    await using feed = await db.subscribe({
+      tables: ["t", "marker"],
+      values: true,
+      buffer: 100_000,
+    });
+    const r = new Replica();
+    await assert.rejects(db.run(BULK), /stop here/);
+    assert.equal(await syncTo(db, feed, r), 14_999);
+    await assertSame(db, r, "autocommit RAISE(FAIL)");
+    await assert.rejects(
+      db.transaction(async (tx) => {
+        await tx.run("DELETE FROM t WHERE id % 2 = 0");
+        await tx.run(BULK).catch((e) => {
+          assert.match(String(e), /stop here/);
+        });
+        await tx.run("INSERT OR FAIL INTO t (id, v) SELECT x + 100000, 'f' FROM n WHERE x < 5000");
+        await tx.run("INSERT OR FAIL INTO t (id, v) SELECT x + 103000, 'g' FROM n WHERE x < 5000");
+      }),
+      /UNIQUE|PRIMARY KEY|constraint/i,
+    );
+    // transaction() rolled back after the error: nothing of it.
+    assert.equal(await syncTo(db, feed, r), 0);
+    await db.transaction(async (tx) => {
+      await tx.run("DELETE FROM t WHERE id % 2 = 0");
+      await tx.run(BULK).catch(() => {});
+      await tx.run("INSERT OR FAIL INTO t (id, v) SELECT x + 100000, 'f' FROM n WHERE x < 5000");
+      await tx.run("INSERT OR FAIL INTO t (id, v) SELECT x + 103000, 'g' FROM n WHERE x < 5000")
+        .catch(() => {});
+    });
+    await syncTo(db, feed, r);
+    await assertSame(db, r, "kept rows in a transaction");
+  },
+});
+
+Deno.test({
+  name: "capture audit: a client closing during its background write, in a transaction or not",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec(SEED);
+    await using feed = await db.subscribe({
+      tables: ["t", "marker"],
+      values: true,
+      buffer: 100_000,
+    });
+    const r = new Replica();
+    for (const inTx of [false, true]) {
+      const a = await srv.client();
+      let running: Promise<unknown>;
+      if (inTx) {
+        await a.run("BEGIN");
+        await a.run(BULK);
+        running = a.run(SLOW).catch((e) => e);
+      } else {
+        running = a.run(SLOW).catch((e) => e);
+      }
+      await new Promise((res) => setTimeout(res, 400));
+      await a.close();
+      await running;
+      assert.deepEqual(await within(db.values("SELECT count(*) FROM t"), 10_000), [[0]]);
+    }
+    await db.run("INSERT INTO t (v) VALUES ('after')");
+    assert.equal(await syncTo(db, feed, r), 1);
+    await assertSame(db, r, "nothing of the closed clients' writes");
   },
 });
