@@ -350,6 +350,15 @@ Deno.test({
       await tx.run("DELETE FROM netsqlite_kv WHERE rowid % 11 = 0");
     });
     await check("moved in a transaction");
+    await db.exec(
+      "UPDATE netsqlite_kv SET collection = 'd' WHERE rowid % 13 = 0;" +
+        "DELETE FROM netsqlite_kv WHERE rowid % 17 = 0",
+    );
+    await db.batch([
+      { sql: "UPDATE netsqlite_kv SET collection = 'c' WHERE rowid % 19 = 0" },
+      { sql: "DELETE FROM netsqlite_kv WHERE rowid % 23 = 0" },
+    ]);
+    await check("moved and deleted by a script and a batch");
     const stop = new AbortController();
     const del = db.run(
       "DELETE FROM netsqlite_kv WHERE (SELECT count(*) FROM n a WHERE a.x <> netsqlite_kv.rowid) > 0",
