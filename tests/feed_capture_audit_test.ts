@@ -236,7 +236,21 @@ Deno.test({
     await new Promise((res) => setTimeout(res, 300));
     await lock2.release();
     await second;
-    assert.equal(await syncTo(db, feed, r), 30_000);
+    // A cursor write meeting the lock, in autocommit and in a transaction.
+    for (const inTx of [false, true]) {
+      const lock3 = await holdWriteLock(srv.database);
+      const third = (async () => {
+        if (inTx) await db.run("BEGIN");
+        let k = 0;
+        for await (const _ of db.iterate("UPDATE t SET v = 'i' WHERE id % 4 = 0 RETURNING id")) k++;
+        if (inTx) await db.run("COMMIT");
+        return k;
+      })();
+      await new Promise((res) => setTimeout(res, 300));
+      await lock3.release();
+      assert.equal(await third, 5_000);
+    }
+    assert.equal(await syncTo(db, feed, r), 40_000);
     await assertSame(db, r, "after the lock waits");
   },
 });
