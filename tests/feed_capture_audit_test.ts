@@ -702,3 +702,34 @@ Deno.test({
     await assertSame(db, r, "nothing of the closed clients' writes");
   },
 });
+
+Deno.test({
+  name: "capture audit: shutdown while the first subscribe() waits for a background write",
+  ignore: !ffi,
+  async fn() {
+    const srv = await startServer();
+    try {
+      await using a = await srv.client();
+      await using b = await srv.client();
+      await a.exec(SEED.replace("20000", "12000"));
+      const write = a.run(SLOW, [], { timeout: 600_000 }).then(() => "ran", (e) => e.code);
+      await new Promise((res) => setTimeout(res, 200));
+      const sub = b.subscribe({ tables: ["t"] }).then(
+        async (f) => {
+          await f.return();
+          return "subscribed";
+        },
+        (e) => e.code,
+      );
+      await new Promise((res) => setTimeout(res, 200));
+      const t0 = performance.now();
+      assert.notEqual(await within(srv.server.shutdown(), 20_000), "timeout", "shutdown hangs");
+      const took = performance.now() - t0;
+      assert.notEqual(await within(write, 5_000), "timeout");
+      assert.notEqual(await within(sub, 5_000), "timeout", "subscribe() never settled");
+      assert.ok(took < 10_000, `shutdown took ${took} ms`);
+    } finally {
+      await srv[Symbol.asyncDispose]();
+    }
+  },
+});
