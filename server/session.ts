@@ -1771,7 +1771,21 @@ export class Session implements SessionProbe {
       if (this.#channel.closed) return;
     }
     await this.#awaitCommit();
-    await this.#sendLast(err);
+    await this.#sendLast(this.#namedLimit(err));
+  }
+
+  /**
+   * A `FRAME_TOO_LARGE` read error, naming the limit the frame met: the
+   * bytes a client may send before its hello is accepted, or
+   * `--max-frame-size` (the frame reader knows neither); other errors as
+   * they are.
+   */
+  #namedLimit(err: unknown): unknown {
+    if (!(err instanceof ProtocolError) || err.code !== ErrorCode.FrameTooLarge) return err;
+    const which = this.#handshaken
+      ? "(--max-frame-size)"
+      : `(what a client may send before its hello is accepted; after it, ${this.#maxFrameSize})`;
+    return new ProtocolError(err.code, `${err.message} ${which}`);
   }
 
   /** Waits {@link AUTH_REFUSAL_DELAY_MS}, or until the connection is closed (a shutdown). */

@@ -877,7 +877,13 @@ Deno.test("Session closes the connection on a 2 GiB announced length with FRAME_
           raw,
           "FRAME_TOO_LARGE",
           // Before its hello is accepted a client may send 4 KiB at most.
-          new RegExp(`length ${length} exceeds maxFrameSize ${afterHello ? 67108864 : 4096}`),
+          new RegExp(
+            `length ${length} exceeds maxFrameSize ${
+              afterHello
+                ? "67108864 \\(--max-frame-size\\)$"
+                : "4096 \\(what a client may send before its hello is accepted; after it, 67108864\\)$"
+            }`,
+          ),
         );
         const after = Deno.memoryUsage();
         const grew = after.heapUsed + after.external - before.heapUsed - before.external;
