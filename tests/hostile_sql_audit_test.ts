@@ -1,0 +1,58 @@
+/**
+ * What one client can do through SQL alone to the server's host, to the
+ * database the other clients share, or to their sessions: the hostile-SQL
+ * audit of 2026-12-06. Every test runs on the engine the environment picks
+ * (`NETSQLITE_ENGINE`), and must pass on both.
+ */
+
+import assert from "node:assert/strict";
+import { startServer } from "./_helpers.ts";
+
+Deno.test("A client cannot corrupt a virtual table by writing its shadow tables (SQLite's defensive mode, on both engines)", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec(
+    "CREATE VIRTUAL TABLE f5 USING fts5(x); INSERT INTO f5 VALUES ('hello world');" +
+      "CREATE VIRTUAL TABLE f4 USING fts4(x); INSERT INTO f4 VALUES ('hello world');" +
+      "CREATE VIRTUAL TABLE r USING rtree(id, x0, x1); INSERT INTO r VALUES (1, 0, 1)",
+  );
+  for (
+    const [sql, table] of [
+      ["UPDATE f5_data SET block = randomblob(200)", "f5_data"],
+      ["DELETE FROM f5_idx", "f5_idx"],
+      ["INSERT INTO f5_config VALUES ('version', 99)", "f5_config"],
+      ["UPDATE f4_segments SET block = randomblob(200)", "f4_segments"],
+      ["UPDATE f4_segdir SET root = randomblob(50)", "f4_segdir"],
+      ["UPDATE r_node SET data = randomblob(100)", "r_node"],
+    ]
+  ) {
+    await assert.rejects(a.exec(sql), {
+      code: "SQLITE_ERROR",
+      message: `table ${table} may not be modified`,
+    }, sql);
+  }
+  // The other client's searches still find what was written.
+  assert.deepEqual(await b.values("SELECT x FROM f5 WHERE f5 MATCH 'hello'"), [["hello world"]]);
+  assert.deepEqual(await b.values("SELECT x FROM f4 WHERE f4 MATCH 'hello'"), [["hello world"]]);
+  assert.deepEqual(await b.values("SELECT id FROM r WHERE x0 >= 0"), [[1]]);
+  // Reading the shadow tables, and writing through the virtual tables, work.
+  assert.equal((await b.values("SELECT count(*) FROM f5_data"))[0][0] as number > 0, true);
+  await b.exec("INSERT INTO f5 VALUES ('hello again')");
+  assert.deepEqual(await a.values("SELECT count(*) FROM f5 WHERE f5 MATCH 'hello'"), [[2]]);
+});
+
+Deno.test("With --allow-unsafe-pragmas too, no client's SQL turns the journal off or rewrites the schema table (both engines alike)", async () => {
+  await using srv = await startServer({ allowUnsafePragmas: true });
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (a)");
+  assert.deepEqual(await db.values("PRAGMA journal_mode = OFF"), [["wal"]]);
+  assert.deepEqual(await db.values("PRAGMA journal_mode"), [["wal"]]);
+  await db.exec("PRAGMA writable_schema = ON");
+  await assert.rejects(db.exec("UPDATE sqlite_master SET sql = 'CREATE TABLE t (b)'"), {
+    code: "SQLITE_ERROR",
+    message: "table sqlite_master may not be modified",
+  });
+  await db.exec("PRAGMA writable_schema = OFF");
+  assert.deepEqual(await db.values("SELECT sql FROM sqlite_master"), [["CREATE TABLE t (a)"]]);
+});
