@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { Connection } from "../engine/connection.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
-import { startServer } from "./_helpers.ts";
+import { serverStats, startServer } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -109,4 +109,22 @@ Deno.test({
     const values = Array.from({ length: 30000 }, (_, i) => i);
     assert.deepEqual(await db.values("SELECT ?30000 + 1", values), [[30000]]);
   },
+});
+
+Deno.test("TEMP tables with long names cannot make the stats report too large to send", async () => {
+  // Any client names TEMP objects, and they outlive it: before, 70 TEMP tables with names of a
+  // million characters made `netsqlite stats` fail with RESULT_TOO_LARGE (64 MiB frames).
+  await using srv = await startServer({ maxFrameSize: 1024 * 1024 });
+  await using db = await srv.client();
+  for (let i = 0; i < 3; i++) {
+    await db.exec(`CREATE TEMP TABLE "t${i}${"x".repeat(400_000)}" (a)`);
+  }
+  const report = await serverStats(srv.connectOptions);
+  assert.equal(report.writer.temp.length, 3);
+  assert.equal(report.writer.tempCount, 3);
+  for (const [i, entry] of report.writer.temp.entries()) {
+    assert.ok(entry.startsWith(`table t${i}xxx`), entry.slice(0, 20));
+    assert.ok(entry.length <= 300, `${entry.length} characters`);
+    assert.ok(entry.endsWith("…"), entry.slice(-5));
+  }
 });
