@@ -603,13 +603,14 @@ export function describeStats(r: StatsReport): string {
     c === null || !(line.startsWith("writer ") || line.startsWith("group commit "))
   );
   const temp = r.writer.temp ?? []; // an older server does not report them
-  if (temp.length > 0) {
+  const count = r.writer.tempCount ?? temp.length; // the server lists the first 1,000
+  if (count > 0) {
     const shown = temp.slice(0, TEMP_SHOWN).map(shownTempObject).join(", ") +
-      (temp.length > TEMP_SHOWN ? `, and ${temp.length - TEMP_SHOWN} more` : "");
+      (count > TEMP_SHOWN ? `, and ${count - TEMP_SHOWN} more` : "");
     lines.splice(
       lines.findIndex((l) => l.startsWith("writer ")) + 1,
       0,
-      `TEMP objects  ${temp.length} on the writer (${shown}): every statement, reads too, ` +
+      `TEMP objects  ${count} on the writer (${shown}): every statement, reads too, ` +
         "goes through the writer until they are dropped",
     );
   }

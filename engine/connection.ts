@@ -182,7 +182,8 @@ export interface ConnectionOptions {
   cacheSize: number;
   /**
    * SQL text the cached statements may hold together, in UTF-16 code units
-   * (SQLite keeps a copy of each); a longer statement is cached alone.
+   * (SQLite keeps a copy of each), each parameter slot counting 32 (its
+   * memory in SQLite); a longer statement is cached alone.
    * @default {MAX_CACHED_SQL}
    */
   cacheText?: number;
@@ -201,6 +202,17 @@ export interface ConnectionOptions {
  */
 export const MAX_CACHED_SQL = 8 * 1024 * 1024;
 
+/**
+ * What one parameter slot of a cached statement counts against
+ * {@link ConnectionOptions.cacheText}, in code units: SQLite gives a statement
+ * a 56-byte cell per parameter up to the highest number it names, so
+ * `SELECT ?30000 + 1`, 17 characters, holds 1.7 MB (a unit of text costs
+ * about 3 bytes: the cache's key and SQLite's copy). Without it 256 such
+ * statements, from one client, held 450 MB per connection (3.4 GB with
+ * Debian's library, which takes ?250000).
+ */
+const PARAM_SLOT_COST = 32;
+
 /** A connection plus a statement cache and classification. */
 export class Connection {
   /** The underlying connection. */
@@ -211,8 +223,10 @@ export class Connection {
   readonly #cacheSize: number;
   readonly #cache = new Map<string, Prepared>();
   readonly #cacheText: number;
-  /** SQL text of the cached statements. */
+  /** SQL text of the cached statements, plus their parameter slots ({@link PARAM_SLOT_COST}). */
   #cachedText = 0;
+  /** What each cached statement counts in {@link #cachedText}. */
+  readonly #cost = new WeakMap<Prepared, number>();
   #classifying = false;
   #sawRead = false;
   #sawWrite = false;
@@ -429,17 +443,19 @@ export class Connection {
       return hit;
     }
     const prepared = this.prepareUncached(sql);
+    const cost = sql.length + prepared.stmt.paramCount * PARAM_SLOT_COST;
     while (
       this.#cache.size > 0 &&
-      (this.#cache.size >= this.#cacheSize || this.#cachedText + sql.length > this.#cacheText)
+      (this.#cache.size >= this.#cacheSize || this.#cachedText + cost > this.#cacheText)
     ) {
       const [oldest, p] = this.#cache.entries().next().value!;
       this.#cache.delete(oldest);
-      this.#cachedText -= oldest.length;
+      this.#cachedText -= this.#cost.get(p) ?? oldest.length;
       evict(p);
     }
     this.#cache.set(sql, prepared);
-    this.#cachedText += sql.length;
+    this.#cost.set(prepared, cost);
+    this.#cachedText += cost;
     return prepared;
   }
 
@@ -461,7 +477,10 @@ export class Connection {
     }
   }
 
-  /** Statements cached, and their SQL text in UTF-16 code units. */
+  /**
+   * Statements cached, and their SQL text in UTF-16 code units (plus
+   * {@link PARAM_SLOT_COST} per parameter slot).
+   */
   get cached(): { statements: number; text: number } {
     return { statements: this.#cache.size, text: this.#cachedText };
   }

@@ -579,8 +579,11 @@ export interface StatsReport {
    * TEMP objects on the writer (`"table scratch"`): while any exists, every
    * statement, reads too, goes through the writer. Always 0, 0 and none in
    * cluster mode (no local writer: the leader's dqlite node arbitrates).
+   * `temp` lists the first 1,000, each entry cut to 256 characters (with
+   * `…`); `tempCount` counts them all (absent from servers before
+   * 2026-12-06, which listed all, whole).
    */
-  writer: { waiting: number; longestWaitMs: number; temp: string[] };
+  writer: { waiting: number; longestWaitMs: number; temp: string[]; tempCount?: number };
   /** Open transactions: session number and age in ms. */
   transactions: { session: number; ageMs: number }[];
   /**

@@ -18,6 +18,20 @@ const OPS = 32;
 const BUCKETS = 1 + 4 * 30;
 /** Seconds of history. */
 const WINDOW = 60;
+/**
+ * TEMP objects the report lists, and the characters of each entry: any
+ * client names them (and they outlive it), so that names of a megabyte
+ * cannot make the report too large to send; `writer.tempCount` has them all.
+ */
+const TEMP_LISTED = 1000;
+const TEMP_ENTRY_CHARS = 256;
+
+/** `entry` cut to {@link TEMP_ENTRY_CHARS} with `…`, not inside a surrogate pair. */
+function cutTempEntry(entry: string): string {
+  if (entry.length <= TEMP_ENTRY_CHARS) return entry;
+  const high = (entry.charCodeAt(TEMP_ENTRY_CHARS - 1) & 0xfc00) === 0xd800;
+  return `${entry.slice(0, high ? TEMP_ENTRY_CHARS - 1 : TEMP_ENTRY_CHARS)}…`;
+}
 
 const OP_NAMES: string[] = (() => {
   const names: string[] = [];
@@ -235,7 +249,8 @@ export class ServerStats {
       writer: {
         waiting: engine.waiting,
         longestWaitMs: round(longestWait),
-        temp: [...engine.tempObjects],
+        temp: engine.tempObjects.slice(0, TEMP_LISTED).map(cutTempEntry),
+        tempCount: engine.tempObjects.length,
       },
       transactions,
       groupCommit: engine.groupCommits,

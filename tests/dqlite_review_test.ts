@@ -205,7 +205,7 @@ Deno.test({
           poolSize: 64,
         });
         // The fields of the single-file engine stay, at what is so in cluster mode.
-        assert.deepEqual(r.writer, { waiting: 0, longestWaitMs: 0, temp: [] });
+        assert.deepEqual(r.writer, { waiting: 0, longestWaitMs: 0, temp: [], tempCount: 0 });
         assert.deepEqual(r.groupCommit, { groups: 0, writes: 0, largest: 0 });
         const text = describeStats(r);
         const line = text.split("\n").find((l) => l.startsWith("database "));

@@ -125,7 +125,7 @@ for (const engine of ENGINES) {
     assert.equal(s.cluster, null);
     assert.ok(s.memory.rss > 0 && s.memory.heapUsed > 0);
     assert.deepEqual(s.transactions, []);
-    assert.deepEqual(s.writer, { waiting: 0, longestWaitMs: 0, temp: [] });
+    assert.deepEqual(s.writer, { waiting: 0, longestWaitMs: 0, temp: [], tempCount: 0 });
     assert.equal(s.cursors, 0);
     assert.deepEqual(s.backups, []);
     assert.ok(s.groupCommit.writes >= s.groupCommit.groups);
@@ -278,7 +278,7 @@ for (const engine of ENGINES) {
     await c.request(Op.CloseCursor, [cursor]);
     const after = await c.request(Op.Stats, []);
     assert.deepEqual(after.transactions, []);
-    assert.deepEqual(after.writer, { waiting: 0, longestWaitMs: 0, temp: [] });
+    assert.deepEqual(after.writer, { waiting: 0, longestWaitMs: 0, temp: [], tempCount: 0 });
     assert.equal(after.cursors, 0);
   });
 

@@ -108,6 +108,11 @@ export const DbStatus = {
 
 /** `sqlite3_db_config()` verbs used here (each takes `int onoff, int *pRes`). */
 export const DbConfig = {
+  /**
+   * Defensive mode: ordinary SQL may not deliberately corrupt the file (no writes to
+   * a virtual table's shadow tables, `writable_schema`, `journal_mode=OFF`, ...).
+   */
+  DEFENSIVE: 1010,
   /** Double-quoted string literals in DML statements (SELECT, INSERT, …). */
   DQS_DML: 1013,
   /** Double-quoted string literals in DDL statements (CREATE TABLE, CREATE INDEX, …). */

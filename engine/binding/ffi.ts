@@ -147,8 +147,8 @@ export class FfiSqlite implements Sqlite {
   }
 
   /**
-   * Opens a connection with extended result codes, double-quoted string
-   * literals refused (`"name"` is an identifier only) unless
+   * Opens a connection with extended result codes, in SQLite's defensive
+   * mode (`SQLITE_DBCONFIG_DEFENSIVE`), double-quoted string literals refused (`"name"` is an identifier only) unless
    * `doubleQuotedStrings` (of `options`, else of this object) accepts them,
    * in multi-thread mode: the
    * connection has no mutex, so no column read takes a lock. One thread at a
@@ -167,6 +167,9 @@ export class FfiSqlite implements Sqlite {
     this.#s.sqlite3_busy_timeout(h, options.busyTimeout);
     const dqs = options.doubleQuotedStrings ?? this.doubleQuotedStrings;
     setDoubleQuotedStrings(this.#s, h, dqs);
+    // As node:sqlite's connections (defensive by default): no client's SQL may
+    // corrupt the shared file, by writing a virtual table's shadow tables say.
+    setDbConfig(this.#s, h, DbConfig.DEFENSIVE, true);
     return new FfiDb(this.#s, h, options.busyTimeout, dqs);
   }
 }
@@ -1308,17 +1311,23 @@ function openHandle(s: Symbols, path: string, flags: number): Deno.PointerObject
  * handle and throws when SQLite refuses.
  */
 function setDoubleQuotedStrings(s: Symbols, h: Deno.PointerObject, on: boolean): void {
+  for (const op of [DbConfig.DQS_DML, DbConfig.DQS_DDL]) setDbConfig(s, h, op, on);
+}
+
+/**
+ * Sets the on/off option `op` of `sqlite3_db_config()`. Closes the handle and
+ * throws when SQLite refuses.
+ */
+function setDbConfig(s: Symbols, h: Deno.PointerObject, op: number, on: boolean): void {
   const v = on ? 1n : 0n;
-  for (const op of [DbConfig.DQS_DML, DbConfig.DQS_DDL]) {
-    const rc = s.sqlite3_db_config_int(h, op, v, null, null, null, null, null, v, null);
-    if (rc !== Result.OK) {
-      s.sqlite3_close_v2(h);
-      throw new SqliteError(
-        resultCodeName(rc),
-        `Cannot open database: sqlite3_db_config(${op}) failed: ${cString(s.sqlite3_errstr(rc))}`,
-        rc,
-      );
-    }
+  const rc = s.sqlite3_db_config_int(h, op, v, null, null, null, null, null, v, null);
+  if (rc !== Result.OK) {
+    s.sqlite3_close_v2(h);
+    throw new SqliteError(
+      resultCodeName(rc),
+      `Cannot open database: sqlite3_db_config(${op}) failed: ${cString(s.sqlite3_errstr(rc))}`,
+      rc,
+    );
   }
 }
 
