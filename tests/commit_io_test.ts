@@ -12,27 +12,9 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { type Client, SqliteError } from "../mod.ts";
 import { type ServerProcess, startServerProcess, tempDir } from "./_helpers.ts";
+import { canMount, fill } from "./_tmpfs.ts";
 
-/** True when this process may mount a tmpfs (root on Linux). */
-function canMountTmpfs(): boolean {
-  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
-  const dir = Deno.makeTempDirSync();
-  try {
-    const mounted = new Deno.Command("mount", {
-      args: ["-t", "tmpfs", "-o", "size=1m", "tmpfs", dir],
-      stdout: "null",
-      stderr: "null",
-    }).outputSync().success;
-    if (mounted) new Deno.Command("umount", { args: [dir] }).outputSync();
-    return mounted;
-  } catch {
-    return false;
-  } finally {
-    Deno.removeSync(dir);
-  }
-}
-
-const TMPFS = canMountTmpfs();
+const TMPFS = canMount;
 
 /** A tmpfs of `mib` MiB mounted on a fresh directory, unmounted on dispose. */
 async function tmpfs(mib: number): Promise<{ path: string } & AsyncDisposable> {
@@ -48,19 +30,6 @@ async function tmpfs(mib: number): Promise<{ path: string } & AsyncDisposable> {
       await Deno.remove(path, { recursive: true }).catch(() => {});
     },
   };
-}
-
-/** Fills the device holding `dir` to its last page (a file `filler`). */
-async function fill(dir: string): Promise<void> {
-  using f = await Deno.open(`${dir}/filler`, { create: true, write: true });
-  const chunk = new Uint8Array(1 << 20).fill(1);
-  for (let size = chunk.length; size >= 4096;) {
-    try {
-      await f.write(chunk.subarray(0, size));
-    } catch {
-      size >>= 1;
-    }
-  }
 }
 
 /** A database with `t(id, v)` holding row 1, made outside the server (its WAL checkpointed away). */

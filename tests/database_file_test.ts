@@ -20,6 +20,7 @@ import { connectWhenUp, ENGINE, rejects, spawnServer, stop, until } from "./_log
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
+import { canMount, mountTmpfs } from "./_tmpfs.ts";
 
 /** What the server advises once its database file was truncated to 0 bytes in place. */
 const TRUNCATED_ADVICE = "stop it with SIGTERM and restart it (the server checkpoints the WAL " +
@@ -377,25 +378,6 @@ Deno.test("DatabaseFile.check() after close() (Deno.statSync instead of libc) fi
     keep.close();
   }
 });
-
-/** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
-function mountTmpfs(dir: string, size: string): boolean {
-  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
-  try {
-    return new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir] })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-const canMount = (() => {
-  const dir = Deno.makeTempDirSync({ prefix: "netsqlite-mount-" });
-  const ok = mountTmpfs(dir, "64k");
-  if (ok) new Deno.Command("umount", { args: [dir] }).outputSync();
-  Deno.removeSync(dir);
-  return ok;
-})();
 
 Deno.test({
   name: "A checkpoint at shutdown that fails on a full disk is logged, the WAL kept, nothing lost",

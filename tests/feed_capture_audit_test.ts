@@ -78,6 +78,9 @@ const SEED = "CREATE TABLE t (id INTEGER PRIMARY KEY, v); CREATE TABLE marker (x
   "CREATE TABLE n (x INTEGER); INSERT INTO n WITH RECURSIVE s(x) AS " +
   "(SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 20000) SELECT x FROM s;";
 
+/** The feed every test replays: both tables, with values. */
+const FEED = { tables: ["t", "marker"], values: true, buffer: 100_000 };
+
 const BULK = "INSERT INTO t (v) SELECT 'r' || x FROM n";
 
 Deno.test({
@@ -88,11 +91,7 @@ Deno.test({
     await using srv = await startServer();
     await using db = await srv.client();
     await db.exec(SEED);
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     await db.run(BULK);
     assert.equal(await syncTo(db, feed, r), 20_000);
@@ -117,11 +116,7 @@ Deno.test({
     await using srv = await startServer();
     await using db = await srv.client();
     await db.exec(SEED);
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     await db.transaction(async (tx) => {
       await tx.run(BULK);
@@ -180,11 +175,7 @@ Deno.test({
     await using db = await srv.client();
     await db.exec(SEED);
     await db.run(BULK);
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     for (const row of await db.values<[number, unknown]>("SELECT id, v FROM t")) {
       r.rows.set(Number(row[0]), row[1]);
@@ -218,11 +209,7 @@ Deno.test({
     await using srv = await startServer();
     await using db = await srv.client();
     await db.exec(SEED);
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     const lock = await holdWriteLock(srv.database);
     const first = db.run(BULK);
@@ -394,11 +381,7 @@ Deno.test({
     await using srv = await startServer();
     await using db = await srv.client();
     await db.exec(SEED);
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     await db.run(BULK); // known slow from now on
     await db.exec("CREATE INDEX tv ON t (v)");
@@ -491,11 +474,7 @@ Deno.test({
     await using other = await srv.client();
     await db.exec(SEED.replace("20000", "2000"));
     await db.run(BULK);
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     for (const row of await db.values<[number, unknown]>("SELECT id, v FROM t")) {
       r.rows.set(Number(row[0]), row[1]);
@@ -535,11 +514,7 @@ Deno.test({
     await using srv = await startServer();
     await using db = await srv.client();
     await db.exec(SEED);
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     await db.run(BULK); // known slow from now on
     // Another process (a process of its own: POSIX locks are per process).
@@ -567,11 +542,7 @@ Deno.test({
     await using srv = await startServer();
     await using db = await srv.client();
     await db.exec(SEED);
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     for await (const _ of db.iterate(`${BULK} RETURNING id`)) break;
     await syncTo(db, feed, r);
@@ -635,11 +606,7 @@ Deno.test({
         "CREATE TRIGGER stop BEFORE INSERT ON t WHEN new.v = 'r15000' BEGIN " +
         "SELECT RAISE(FAIL, 'stop here'); END",
     );
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     await assert.rejects(db.run(BULK), /stop here/);
     assert.equal(await syncTo(db, feed, r), 14_999);
@@ -676,11 +643,7 @@ Deno.test({
     await using srv = await startServer();
     await using db = await srv.client();
     await db.exec(SEED);
-    await using feed = await db.subscribe({
-      tables: ["t", "marker"],
-      values: true,
-      buffer: 100_000,
-    });
+    await using feed = await db.subscribe(FEED);
     const r = new Replica();
     for (const inTx of [false, true]) {
       const a = await srv.client();

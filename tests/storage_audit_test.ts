@@ -12,38 +12,7 @@ import assert from "node:assert/strict";
 import { type Client, connect, SqliteError } from "../mod.ts";
 import { delay, tempDir } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, spawnServer, stop, until } from "./_logged_server.ts";
-
-/** Mounts a tmpfs of `size` at `dir` (root, Linux); false where that is not possible. */
-function mountTmpfs(dir: string, size: string): boolean {
-  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
-  try {
-    return new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir] })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
-const canMount = (() => {
-  const dir = Deno.makeTempDirSync({ prefix: "netsqlite-mount-" });
-  const ok = mountTmpfs(dir, "64k");
-  if (ok) new Deno.Command("umount", { args: [dir] }).outputSync();
-  Deno.removeSync(dir);
-  return ok;
-})();
-
-/** Fills the device holding `dir` to its last page (a file `filler`). */
-async function fill(dir: string): Promise<void> {
-  using f = await Deno.open(`${dir}/filler`, { create: true, write: true });
-  const chunk = new Uint8Array(1 << 20).fill(1);
-  for (let size = chunk.length; size >= 4096;) {
-    try {
-      await f.write(chunk.subarray(0, size));
-    } catch {
-      size >>= 1;
-    }
-  }
-}
+import { canMount, fill, mountTmpfs } from "./_tmpfs.ts";
 
 /** The error `p` rejects with, a SqliteError. */
 async function failure(p: Promise<unknown>): Promise<SqliteError> {

@@ -1,0 +1,41 @@
+/**
+ * Small filesystems for the tests of a device that fills up: a tmpfs
+ * mounted by the test (root on Linux; elsewhere `canMount` is false and
+ * those tests are ignored), and a file that fills it to its last page.
+ */
+
+/** Mounts a tmpfs with `options` (`size=...`, more after commas) at `dir`; false where not possible. */
+export function mountTmpfs(dir: string, options: string): boolean {
+  if (Deno.build.os !== "linux" || Deno.uid() !== 0) return false;
+  try {
+    return new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", `size=${options}`, "tmpfs", dir],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** True when this process may mount a tmpfs (root on Linux). */
+export const canMount: boolean = (() => {
+  const dir = Deno.makeTempDirSync({ prefix: "netsqlite-mount-" });
+  const ok = mountTmpfs(dir, "64k");
+  if (ok) new Deno.Command("umount", { args: [dir] }).outputSync();
+  Deno.removeSync(dir);
+  return ok;
+})();
+
+/** Fills the device holding `dir` to its last page (a file `filler`). */
+export async function fill(dir: string): Promise<void> {
+  using f = await Deno.open(`${dir}/filler`, { create: true, write: true });
+  const chunk = new Uint8Array(1 << 20).fill(1);
+  for (let size = chunk.length; size >= 4096;) {
+    try {
+      await f.write(chunk.subarray(0, size));
+    } catch {
+      size >>= 1;
+    }
+  }
+}
