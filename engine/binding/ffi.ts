@@ -148,10 +148,10 @@ export class FfiSqlite implements Sqlite {
 
   /**
    * Opens a connection with extended result codes, in SQLite's defensive
-   * mode (`SQLITE_DBCONFIG_DEFENSIVE`), double-quoted string literals refused (`"name"` is an identifier only) unless
-   * `doubleQuotedStrings` (of `options`, else of this object) accepts them,
-   * in multi-thread mode: the
-   * connection has no mutex, so no column read takes a lock. One thread at a
+   * mode (`SQLITE_DBCONFIG_DEFENSIVE`), double-quoted string literals
+   * refused (`"name"` is an identifier only) unless `doubleQuotedStrings`
+   * (of `options`, else of this object) accepts them, in multi-thread mode:
+   * the connection has no mutex, so no column read takes a lock. One thread at a
    * time uses it: while a statement steps in the background, every call on
    * the connection or its statements throws `busyInBackground` (`#handle`,
    * `#live`, `step`), except `interrupt()` (safe from another thread) and
@@ -801,7 +801,6 @@ interface Hook {
   close(): void;
 }
 
-/** One prepared statement through FFI. */
 /** A BLOB column's `len` bytes at `p` (`null`: out of memory, read as zeros), as an array of their own. */
 function blobOf(p: Deno.PointerValue, len: number): Uint8Array {
   const out = new Uint8Array(len);
@@ -816,6 +815,7 @@ function blobInto(sink: RowSink, p: Deno.PointerValue, len: number): void {
   else room.fill(0); // (Out of memory: as blobOf reads it.)
 }
 
+/** One prepared statement through FFI. */
 class FfiStmt implements Stmt {
   readonly end: number;
   readonly readOnly: boolean;
