@@ -11,7 +11,14 @@
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import type { ChangeEvent, Client, Subscription } from "../client.ts";
-import { holdWriteLock, startServer, startServerProcess, takeEvents, within } from "./_helpers.ts";
+import {
+  holdWriteLock,
+  startServer,
+  startServerProcess,
+  takeEvents,
+  type TestServer,
+  within,
+} from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -81,6 +88,27 @@ const SEED = "CREATE TABLE t (id INTEGER PRIMARY KEY, v); CREATE TABLE marker (x
 /** The feed every test replays: both tables, with values. */
 const FEED = { tables: ["t", "marker"], values: true, buffer: 100_000 };
 
+/** A server with {@link SEED} run, a client, its feed of {@link FEED}, and an empty replica. */
+async function seededServer(): Promise<
+  { srv: TestServer; db: Client; feed: Subscription; r: Replica } & AsyncDisposable
+> {
+  const srv = await startServer();
+  const db = await srv.client();
+  await db.exec(SEED);
+  const feed = await db.subscribe(FEED);
+  return {
+    srv,
+    db,
+    feed,
+    r: new Replica(),
+    async [Symbol.asyncDispose]() {
+      await feed.close();
+      await db.close();
+      await srv[Symbol.asyncDispose]();
+    },
+  };
+}
+
 const BULK = "INSERT INTO t (v) SELECT 'r' || x FROM n";
 
 Deno.test({
@@ -88,11 +116,8 @@ Deno.test({
   ignore: !ffi,
   sanitizeResources: true,
   async fn() {
-    await using srv = await startServer();
-    await using db = await srv.client();
-    await db.exec(SEED);
-    await using feed = await db.subscribe(FEED);
-    const r = new Replica();
+    await using seeded = await seededServer();
+    const { db, feed, r } = seeded;
     await db.run(BULK);
     assert.equal(await syncTo(db, feed, r), 20_000);
     await assertSame(db, r, "after the bulk insert");
@@ -113,11 +138,8 @@ Deno.test({
   name: "capture audit: long writes in transactions, savepoints, batch, scripts, cursors",
   ignore: !ffi,
   async fn() {
-    await using srv = await startServer();
-    await using db = await srv.client();
-    await db.exec(SEED);
-    await using feed = await db.subscribe(FEED);
-    const r = new Replica();
+    await using seeded = await seededServer();
+    const { db, feed, r } = seeded;
     await db.transaction(async (tx) => {
       await tx.run(BULK);
       await tx.run("SAVEPOINT a");
@@ -206,11 +228,8 @@ Deno.test({
   name: "capture audit: a background write waiting for another process's lock is reported once",
   ignore: !ffi,
   async fn() {
-    await using srv = await startServer();
-    await using db = await srv.client();
-    await db.exec(SEED);
-    await using feed = await db.subscribe(FEED);
-    const r = new Replica();
+    await using seeded = await seededServer();
+    const { srv, db, feed, r } = seeded;
     const lock = await holdWriteLock(srv.database);
     const first = db.run(BULK);
     await new Promise((res) => setTimeout(res, 300));
@@ -378,11 +397,8 @@ Deno.test({
     "capture audit: a slow write prepared again (schema changed) in the background does not hang",
   ignore: !ffi,
   async fn() {
-    await using srv = await startServer();
-    await using db = await srv.client();
-    await db.exec(SEED);
-    await using feed = await db.subscribe(FEED);
-    const r = new Replica();
+    await using seeded = await seededServer();
+    const { db, feed, r } = seeded;
     await db.run(BULK); // known slow from now on
     await db.exec("CREATE INDEX tv ON t (v)");
     assert.notEqual(await within(db.run(BULK), 20_000), "timeout", "the second bulk insert hangs");
@@ -511,11 +527,8 @@ Deno.test({
   name: "capture audit: a slow write prepared again after another process changed the schema",
   ignore: !ffi,
   async fn() {
-    await using srv = await startServer();
-    await using db = await srv.client();
-    await db.exec(SEED);
-    await using feed = await db.subscribe(FEED);
-    const r = new Replica();
+    await using seeded = await seededServer();
+    const { srv, db, feed, r } = seeded;
     await db.run(BULK); // known slow from now on
     // Another process (a process of its own: POSIX locks are per process).
     const other = await new Deno.Command(Deno.execPath(), {
@@ -539,11 +552,8 @@ Deno.test({
   name: "capture audit: a cursor write left early, cancelled or past its deadline",
   ignore: !ffi,
   async fn() {
-    await using srv = await startServer();
-    await using db = await srv.client();
-    await db.exec(SEED);
-    await using feed = await db.subscribe(FEED);
-    const r = new Replica();
+    await using seeded = await seededServer();
+    const { db, feed, r } = seeded;
     for await (const _ of db.iterate(`${BULK} RETURNING id`)) break;
     await syncTo(db, feed, r);
     await assertSame(db, r, "autocommit cursor left early");
@@ -640,11 +650,8 @@ Deno.test({
   name: "capture audit: a client closing during its background write, in a transaction or not",
   ignore: !ffi,
   async fn() {
-    await using srv = await startServer();
-    await using db = await srv.client();
-    await db.exec(SEED);
-    await using feed = await db.subscribe(FEED);
-    const r = new Replica();
+    await using seeded = await seededServer();
+    const { srv, db, feed, r } = seeded;
     for (const inTx of [false, true]) {
       const a = await srv.client();
       let running: Promise<unknown>;
