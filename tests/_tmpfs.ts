@@ -39,3 +39,25 @@ export async function fill(dir: string): Promise<void> {
     }
   }
 }
+
+/**
+ * A temp directory (`path`) holding a tmpfs mounted with `options` at
+ * `disk`; unmounted (lazily: a server's files may still be open) and
+ * removed on dispose.
+ */
+export async function mountedDisk(
+  options: string,
+): Promise<{ path: string; disk: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "netsqlite-disk-" });
+  const disk = `${path}/disk`;
+  await Deno.mkdir(disk);
+  if (!mountTmpfs(disk, options)) throw new Error(`Cannot mount a tmpfs of ${options} at ${disk}`);
+  return {
+    path,
+    disk,
+    async [Symbol.asyncDispose]() {
+      await new Deno.Command("umount", { args: ["-l", disk] }).output();
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    },
+  };
+}

@@ -20,7 +20,7 @@ import { connectWhenUp, ENGINE, rejects, spawnServer, stop, until } from "./_log
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { canMount, mountTmpfs } from "./_tmpfs.ts";
+import { canMount, mountedDisk } from "./_tmpfs.ts";
 
 /** What the server advises once its database file was truncated to 0 bytes in place. */
 const TRUNCATED_ADVICE = "stop it with SIGTERM and restart it (the server checkpoints the WAL " +
@@ -383,46 +383,40 @@ Deno.test({
   name: "A checkpoint at shutdown that fails on a full disk is logged, the WAL kept, nothing lost",
   ignore: !canMount,
   fn: async () => {
-    await using dir = await tempDir();
-    const disk = `${dir.path}/disk`;
-    Deno.mkdirSync(disk);
-    assert.ok(mountTmpfs(disk, "4m"));
+    await using dir = await mountedDisk("4m");
+    const disk = dir.disk;
+    const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+    const srv = spawnServer(db, sock);
+    const c = await connectWhenUp(sock, srv.child);
+    await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)");
+    // About 400 pages in the WAL, which a checkpoint copies into the file.
+    await c.run(
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 400) " +
+        "INSERT INTO t (b) SELECT randomblob(1000) FROM n",
+    );
+    const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
     try {
-      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
-      const srv = spawnServer(db, sock);
-      const c = await connectWhenUp(sock, srv.child);
-      await c.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)");
-      // About 400 pages in the WAL, which a checkpoint copies into the file.
-      await c.run(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 400) " +
-          "INSERT INTO t (b) SELECT randomblob(1000) FROM n",
-      );
-      const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
-      try {
-        const block = new Uint8Array(64 * 1024);
-        for (;;) filler.writeSync(block);
-      } catch {
-        // The disk is full.
-      } finally {
-        filler.close();
-      }
-      await c.close();
-      assert.equal(await stop(srv), 0);
-      assert.match(
-        srv.log(),
-        new RegExp(
-          ` warn .*checkpoint at shutdown failed: .*: the WAL "${db}-wal" is kept and nothing ` +
-            "is lost",
-        ),
-      );
-      assert.ok(Deno.statSync(`${db}-wal`).size > 0, "the WAL is kept");
-      Deno.removeSync(`${disk}/filler`);
-      const check = new DatabaseSync(db);
-      assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 400 });
-      check.close();
+      const block = new Uint8Array(64 * 1024);
+      for (;;) filler.writeSync(block);
+    } catch {
+      // The disk is full.
     } finally {
-      new Deno.Command("umount", { args: [disk] }).outputSync();
+      filler.close();
     }
+    await c.close();
+    assert.equal(await stop(srv), 0);
+    assert.match(
+      srv.log(),
+      new RegExp(
+        ` warn .*checkpoint at shutdown failed: .*: the WAL "${db}-wal" is kept and nothing ` +
+          "is lost",
+      ),
+    );
+    assert.ok(Deno.statSync(`${db}-wal`).size > 0, "the WAL is kept");
+    Deno.removeSync(`${disk}/filler`);
+    const check = new DatabaseSync(db);
+    assert.deepEqual({ ...check.prepare("SELECT count(*) AS n FROM t").get() }, { n: 400 });
+    check.close();
   },
 });
 
@@ -431,42 +425,36 @@ Deno.test({
     "device (a WAL database needs room), and leaves no lock file",
   ignore: !canMount,
   fn: async () => {
-    await using dir = await tempDir();
-    const disk = `${dir.path}/disk`;
-    Deno.mkdirSync(disk);
-    assert.ok(mountTmpfs(disk, "256k"));
+    await using dir = await mountedDisk("256k");
+    const disk = dir.disk;
+    const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+    const pre = new DatabaseSync(db);
+    pre.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    pre.close();
+    const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
     try {
-      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
-      const pre = new DatabaseSync(db);
-      pre.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
-      pre.close();
-      const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
-      try {
-        const block = new Uint8Array(4096);
-        for (;;) filler.writeSync(block);
-      } catch {
-        // The disk is full.
-      } finally {
-        filler.close();
-      }
-      const srv = spawnServer(db, sock);
-      assert.equal((await srv.child.status).code, 1);
-      await srv.done;
-      assert.ok(
-        srv.log().includes(
-          `warn  netsqlite: cannot write the lock file "${db}.lock" (No space left on device ` +
-            "(os error 28)): holding its lock without recording this server's pid and socket in it",
-        ),
-        srv.log(),
-      );
-      assert.match(
-        srv.log(),
-        /Cannot open database ".*": disk I\/O error: the device holding .* is full/,
-      );
-      assert.deepEqual([...Deno.readDirSync(disk)].map((e) => e.name).sort(), ["a.db", "filler"]);
+      const block = new Uint8Array(4096);
+      for (;;) filler.writeSync(block);
+    } catch {
+      // The disk is full.
     } finally {
-      new Deno.Command("umount", { args: [disk] }).outputSync();
+      filler.close();
     }
+    const srv = spawnServer(db, sock);
+    assert.equal((await srv.child.status).code, 1);
+    await srv.done;
+    assert.ok(
+      srv.log().includes(
+        `warn  netsqlite: cannot write the lock file "${db}.lock" (No space left on device ` +
+          "(os error 28)): holding its lock without recording this server's pid and socket in it",
+      ),
+      srv.log(),
+    );
+    assert.match(
+      srv.log(),
+      /Cannot open database ".*": disk I\/O error: the device holding .* is full/,
+    );
+    assert.deepEqual([...Deno.readDirSync(disk)].map((e) => e.name).sort(), ["a.db", "filler"]);
   },
 });
 
@@ -474,47 +462,41 @@ Deno.test({
   name: "A --readonly start on a full disk serves, holding the lock without its record",
   ignore: !canMount,
   fn: async () => {
-    await using dir = await tempDir();
-    const disk = `${dir.path}/disk`;
-    Deno.mkdirSync(disk);
-    assert.ok(mountTmpfs(disk, "256k"));
+    await using dir = await mountedDisk("256k");
+    const disk = dir.disk;
+    const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
+    const pre = new DatabaseSync(db); // a rollback-journal database: read without writing
+    pre.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    pre.close();
+    const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
     try {
-      const db = `${disk}/a.db`, sock = `${dir.path}/a.sock`;
-      const pre = new DatabaseSync(db); // a rollback-journal database: read without writing
-      pre.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
-      pre.close();
-      const filler = Deno.openSync(`${disk}/filler`, { write: true, create: true });
-      try {
-        const block = new Uint8Array(4096);
-        for (;;) filler.writeSync(block);
-      } catch {
-        // The disk is full.
-      } finally {
-        filler.close();
-      }
-      const srv = spawnServer(db, sock, ["--readonly"]);
-      try {
-        const c = await connectWhenUp(sock, srv.child);
-        try {
-          assert.deepEqual(await c.values("SELECT x FROM t"), [[1]]);
-        } finally {
-          await c.close();
-        }
-        // The lock is held: a second server is refused.
-        const second = spawnServer(db, `${dir.path}/b.sock`, ["--readonly"]);
-        assert.equal((await second.child.status).code, 1);
-        await second.done;
-        assert.match(second.log(), /another server owns .*a\.db \(pid unknown, socket unknown\)/);
-      } finally {
-        assert.equal(await stop(srv), 0);
-      }
-      assert.match(
-        srv.log(),
-        /warn {2}netsqlite: cannot write the lock file ".*a\.db\.lock" \(No space left on device/,
-      );
+      const block = new Uint8Array(4096);
+      for (;;) filler.writeSync(block);
+    } catch {
+      // The disk is full.
     } finally {
-      new Deno.Command("umount", { args: [disk] }).outputSync();
+      filler.close();
     }
+    const srv = spawnServer(db, sock, ["--readonly"]);
+    try {
+      const c = await connectWhenUp(sock, srv.child);
+      try {
+        assert.deepEqual(await c.values("SELECT x FROM t"), [[1]]);
+      } finally {
+        await c.close();
+      }
+      // The lock is held: a second server is refused.
+      const second = spawnServer(db, `${dir.path}/b.sock`, ["--readonly"]);
+      assert.equal((await second.child.status).code, 1);
+      await second.done;
+      assert.match(second.log(), /another server owns .*a\.db \(pid unknown, socket unknown\)/);
+    } finally {
+      assert.equal(await stop(srv), 0);
+    }
+    assert.match(
+      srv.log(),
+      /warn {2}netsqlite: cannot write the lock file ".*a\.db\.lock" \(No space left on device/,
+    );
   },
 });
 
@@ -529,54 +511,48 @@ for (const engine of ["ffi", "node"] as const) {
       `serve({ engine: "${engine}" }): a first start on a full disk says the device is full and leaves no database file behind; a file there before is kept`,
     ignore: !canMount,
     fn: async () => {
-      await using dir = await tempDir();
-      const disk = `${dir.path}/disk`;
-      Deno.mkdirSync(disk);
-      assert.ok(mountTmpfs(disk, "64k"));
-      try {
-        const db = `${disk}/a.db`, path = `${dir.path}/a.sock`;
-        const seen = new Set<number>();
-        // From too little room for the lock file to enough for a start, page by page:
-        // SQLITE_FULL (the database file stays empty), SQLITE_IOERR_SHMSIZE (one page written).
-        for (let free = 1; free <= 12; free++) {
-          fillLeaving(disk, 64 * 1024, free);
-          let err: (Error & { code?: string; sqliteCode?: number }) | null = null;
-          try {
-            await (await serve({ database: db, path, engine, logLevel: "error" })).shutdown();
-          } catch (e) {
-            err = e as Error;
-          }
-          const left = [...Deno.readDirSync(disk)].map((e) => e.name).sort();
-          for (const name of left) if (name !== "filler") Deno.removeSync(`${disk}/${name}`);
-          if (err === null || /lock file/.test(err.message)) continue;
-          seen.add(err.sqliteCode!);
-          assert.match(
-            err.message,
-            new RegExp(
-              `^Cannot open database "${db}": (database or disk is full|disk I/O error): the ` +
-                `device holding "${disk}" is full or not writable: make room there and start ` +
-                "again$",
-            ),
-          );
-          assert.deepEqual(left, ["filler"], `${free} pages free: ${err.message}`);
+      await using dir = await mountedDisk("64k");
+      const disk = dir.disk;
+      const db = `${disk}/a.db`, path = `${dir.path}/a.sock`;
+      const seen = new Set<number>();
+      // From too little room for the lock file to enough for a start, page by page:
+      // SQLITE_FULL (the database file stays empty), SQLITE_IOERR_SHMSIZE (one page written).
+      for (let free = 1; free <= 12; free++) {
+        fillLeaving(disk, 64 * 1024, free);
+        let err: (Error & { code?: string; sqliteCode?: number }) | null = null;
+        try {
+          await (await serve({ database: db, path, engine, logLevel: "error" })).shutdown();
+        } catch (e) {
+          err = e as Error;
         }
-        assert.ok(seen.has(13), `SQLITE_FULL seen (${[...seen]})`);
-        assert.ok(seen.has(10 | (19 << 8)), `SQLITE_IOERR_SHMSIZE seen (${[...seen]})`);
-        // A file the start did not create is kept, even empty.
-        fillLeaving(disk, 64 * 1024, 1);
-        Deno.writeFileSync(db, new Uint8Array());
-        const refused = await serve({ database: db, path, engine, logLevel: "error" }).then(
-          async (server) => await server.shutdown(), // (so that the tmpfs can be unmounted)
-          (err: Error) => err.message,
+        const left = [...Deno.readDirSync(disk)].map((e) => e.name).sort();
+        for (const name of left) if (name !== "filler") Deno.removeSync(`${disk}/${name}`);
+        if (err === null || /lock file/.test(err.message)) continue;
+        seen.add(err.sqliteCode!);
+        assert.match(
+          err.message,
+          new RegExp(
+            `^Cannot open database "${db}": (database or disk is full|disk I/O error): the ` +
+              `device holding "${disk}" is full or not writable: make room there and start ` +
+              "again$",
+          ),
         );
-        assert.match(String(refused), /: the device holding ".*" is full or not writable/);
-        assert.deepEqual([...Deno.readDirSync(disk)].map((e) => e.name).sort(), [
-          "a.db",
-          "filler",
-        ]);
-      } finally {
-        new Deno.Command("umount", { args: [disk] }).outputSync();
+        assert.deepEqual(left, ["filler"], `${free} pages free: ${err.message}`);
       }
+      assert.ok(seen.has(13), `SQLITE_FULL seen (${[...seen]})`);
+      assert.ok(seen.has(10 | (19 << 8)), `SQLITE_IOERR_SHMSIZE seen (${[...seen]})`);
+      // A file the start did not create is kept, even empty.
+      fillLeaving(disk, 64 * 1024, 1);
+      Deno.writeFileSync(db, new Uint8Array());
+      const refused = await serve({ database: db, path, engine, logLevel: "error" }).then(
+        async (server) => await server.shutdown(), // (so that the tmpfs can be unmounted)
+        (err: Error) => err.message,
+      );
+      assert.match(String(refused), /: the device holding ".*" is full or not writable/);
+      assert.deepEqual([...Deno.readDirSync(disk)].map((e) => e.name).sort(), [
+        "a.db",
+        "filler",
+      ]);
     },
   });
 }
