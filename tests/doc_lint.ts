@@ -82,7 +82,7 @@ export async function docLint(): Promise<{ findings: DocFinding[]; exceptions: D
   const all: DocFinding[] = [];
   for (const block of text.split(/\n(?=error[[:])/).filter((b) => b.startsWith("error["))) {
     const head = /^error\[([\w-]+)\]: (.*)/.exec(block)!;
-    const where = /-->\s+(\S+?):\d+:\d+/.exec(block)?.[1] ?? "";
+    const where = /-->\s+(.+?):\d+:\d+/.exec(block)?.[1] ?? ""; // (a path may hold blanks)
     const privateType = /references private type '([^']+)'/.exec(head[2])?.[1] ?? null;
     all.push({
       rule: head[1],
