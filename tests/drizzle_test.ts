@@ -25,6 +25,7 @@ import {
 } from "../adapters/drizzle.ts";
 import { connect, ErrorCode, SqliteError } from "../client.ts";
 import { delay, startServer } from "./_helpers.ts";
+import { writeMigrations } from "./_drizzle_migrations.ts";
 
 const int64 = customType<{ data: bigint; driverData: number | bigint }>({
   dataType: () => "integer",
@@ -864,30 +865,6 @@ async function pump(
   const { value, done } = await reader.read();
   if (done) ctl.close();
   else ctl.enqueue(value);
-}
-
-/** Writes a drizzle-kit migration folder: `[tag, sql]` pairs, one journal entry a second apart. */
-async function writeMigrations(
-  dir: string,
-  migrations: [string, string][],
-  name = "drizzle",
-  breakpoints = true,
-): Promise<string> {
-  const folder = `${dir}/${name}`;
-  await Deno.mkdir(`${folder}/meta`, { recursive: true });
-  const entries = migrations.map(([tag], idx) => ({
-    idx,
-    version: "6",
-    when: 1_700_000_000_000 + idx * 1000,
-    tag,
-    breakpoints,
-  }));
-  for (const [tag, text] of migrations) await Deno.writeTextFile(`${folder}/${tag}.sql`, text);
-  await Deno.writeTextFile(
-    `${folder}/meta/_journal.json`,
-    JSON.stringify({ version: "7", dialect: "sqlite", entries }),
-  );
-  return folder;
 }
 
 const INIT: [string, string] = [

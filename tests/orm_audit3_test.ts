@@ -10,25 +10,7 @@ import { drizzle, migrate } from "../adapters/drizzle.ts";
 import { NetsqliteDialect } from "../adapters/kysely.ts";
 import { connect, ErrorCode, SqliteError } from "../client.ts";
 import { delay, startServer } from "./_helpers.ts";
-
-/** Writes a drizzle-kit migration folder: `[tag, sql]` pairs, one journal entry a second apart. */
-async function writeMigrations(dir: string, migrations: [string, string][]): Promise<string> {
-  const folder = `${dir}/drizzle`;
-  await Deno.mkdir(`${folder}/meta`, { recursive: true });
-  const entries = migrations.map(([tag], idx) => ({
-    idx,
-    version: "6",
-    when: 1_700_000_000_000 + idx * 1000,
-    tag,
-    breakpoints: true,
-  }));
-  for (const [tag, text] of migrations) await Deno.writeTextFile(`${folder}/${tag}.sql`, text);
-  await Deno.writeTextFile(
-    `${folder}/meta/_journal.json`,
-    JSON.stringify({ version: "7", dialect: "sqlite", entries }),
-  );
-  return folder;
-}
+import { writeMigrations } from "./_drizzle_migrations.ts";
 
 const NODE_ENGINE = Deno.env.get("NETSQLITE_ENGINE") === "node";
 
