@@ -884,6 +884,7 @@ export class Engine {
       return true;
     }
     if (this.#closed) throw new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
+    if (this.#writerStuck !== null) throw this.#writerStuck;
     const lost = this.#fileLost(false);
     if (lost !== null) throw lost;
     // Anything but another grouped write needs the open group committed
@@ -1291,6 +1292,11 @@ export class Engine {
   #writerSchema = -1;
 
   #release(): void {
+    // The writer goes to the next owner only outside any transaction but an
+    // open group commit's (a grouped write's owner releases inside it).
+    if (this.#writer.inTransaction && !this.#group.open && !this.#group.committing) {
+      this.#endLeftTransaction();
+    }
     if (this.#schemaChangedInTx) {
       // The transaction changed the schema and may have been rolled back by
       // other means than a ROLLBACK statement (OR ROLLBACK, a stopped write,
@@ -1310,6 +1316,46 @@ export class Engine {
     owner?.writerReleased();
     this.#drain();
   }
+
+  /**
+   * Safety net: the writer's owner gives it back with a transaction still
+   * open (its ROLLBACK failed, or a path forgot one). Handing the writer on
+   * so would run the next owner's acknowledged writes inside that
+   * transaction, and lose them with it. Ends the owner's cursors on the
+   * writer (an active statement keeps a pending interrupt, which would stop
+   * the ROLLBACK too) and rolls back; if the transaction still cannot be
+   * ended, the writer is refused to everyone from then on
+   * ({@link #writerStuck}) rather than handed on.
+   */
+  #endLeftTransaction(): void {
+    const owner = this.#queue.owner;
+    owner?.writerReleased();
+    let why = "";
+    try {
+      this.#writer.db.exec("ROLLBACK");
+    } catch (err) {
+      why = `: ${(err as Error).message}`;
+    }
+    this.#changes?.discard();
+    if (!this.#writer.inTransaction) {
+      this.onLog?.(
+        "error",
+        `internal error: connection ${owner?.id ?? "?"} gave the writer back inside a ` +
+          "transaction; it was rolled back before the next client wrote (please report this)",
+      );
+      return;
+    }
+    this.#writerStuck = new SqliteError(
+      ErrorCode.Internal,
+      "Internal error: a transaction on the server's writer connection cannot be rolled back" +
+        `${why}; writes are refused until the server restarts (nothing written since its last ` +
+        "acknowledged COMMIT is kept)",
+    );
+    this.onLog?.("error", `${this.#writerStuck.message} (please report this)`);
+  }
+
+  /** Set once the writer holds a transaction that cannot be ended: every write is refused. */
+  #writerStuck: SqliteError | null = null;
 
   /** Wakes waiters in order while the writer is free. */
   #drain(): void {
