@@ -45,6 +45,12 @@
  * - Raw SQL returns rows when the statement has result columns, else what
  *   it changed; one request when its text says which (`SELECT`, `INSERT`,
  *   ... without `RETURNING`), else three (prepared first for its columns).
+ * - Kysely 0.29's abort signals: with `inflightQueryAbortStrategy:
+ *   'cancel query'`, an aborted query is stopped on the server
+ *   (`cancelQuery`, the client's cancel); with the default `'ignore query'`
+ *   it runs to its end, as Kysely documents. An aborted `stream()` stops
+ *   its cursor's read in flight. `'kill session'` is refused by Kysely (no
+ *   `killSession`): a netsqlite connection holds nothing a cancel leaves.
  * - `stream()` reads through the server's cursor (`iterate()`), chunk by
  *   chunk, so memory stays bounded. On the shared pool, a stream past the
  *   cursors the client can keep open waits for one of the dialect's streams
@@ -402,6 +408,8 @@ class NetsqliteConnection implements DatabaseConnection {
   #poison: string | null = null;
   /** The driver's streams on the shared pool. */
   readonly #streams: StreamRoom;
+  /** One per query of this object in flight: {@link cancelQuery} aborts them. */
+  readonly #inflight = new Set<AbortController>();
 
   constructor(client: Client, streams: StreamRoom) {
     this.#client = client;
@@ -632,19 +640,49 @@ class NetsqliteConnection implements DatabaseConnection {
     );
   }
 
-  async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
+  /**
+   * Runs one query. Kysely 0.29 passes `options.signal` when the caller gave
+   * one; the query is not stopped by it (Kysely's `'ignore query'` lets it
+   * run to its end), only by {@link cancelQuery}, which Kysely calls only
+   * then.
+   */
+  async executeQuery<R>(
+    compiled: CompiledQuery,
+    options?: { readonly signal?: AbortSignal },
+  ): Promise<QueryResult<R>> {
     this.#refusePoisoned();
     this.#checkControl(compiled.sql);
     this.#checkAccess(compiled.sql);
     const tx = this.#tx;
+    const call = options?.signal ? new AbortController() : null;
+    if (call !== null) this.#inflight.add(call);
     try {
-      return await this.#on(compiled.sql, (q) => executeOn<R>(q, compiled));
+      return await this.#on(compiled.sql, (q) => executeOn<R>(q, compiled, call?.signal));
     } catch (err) {
       throw lostIn(tx, err);
+    } finally {
+      if (call !== null) this.#inflight.delete(call);
     }
   }
 
-  async *streamQuery<R>(compiled: CompiledQuery, chunkSize = 100): AsyncIterableIterator<
+  /**
+   * Kysely 0.29's `inflightQueryAbortStrategy: 'cancel query'`: stops this
+   * connection's queries in flight on the server (the client's cancel: each
+   * rejects with `AbortError`; a write it stopped changed nothing, and one
+   * inside a transaction ends it, as `{ signal }` does on the client).
+   */
+  cancelQuery(): Promise<void> {
+    for (const call of this.#inflight) {
+      call.abort(new DOMException("Query cancelled by Kysely (abort signal)", "AbortError"));
+    }
+    return Promise.resolve();
+  }
+
+  async *streamQuery<R>(
+    compiled: CompiledQuery,
+    chunkSize = 100,
+    options?: { readonly signal?: AbortSignal },
+  ): AsyncIterableIterator<
     QueryResult<R>
   > {
     if (!Number.isInteger(chunkSize) || chunkSize < 1) {
@@ -657,7 +695,12 @@ class NetsqliteConnection implements DatabaseConnection {
     const params = compiled.parameters as BindParams;
     const tx = this.#tx;
     const target = this.#target;
-    const start = () => target.iterate<R>(compiled.sql, params)[Symbol.asyncIterator]();
+    // An aborted stream is closed by Kysely: the read in flight stops with it.
+    const signal = options?.signal;
+    const start = () =>
+      target.iterate<R>(compiled.sql, params, signal ? { signal } : undefined)[
+        Symbol.asyncIterator
+      ]();
     // On the shared pool a stream past the client's cursors waits for one of
     // this driver's streams to end, as Kysely's own dialects wait for a
     // connection; a transaction's connection runs one query at a time anyway.
@@ -694,27 +737,35 @@ class NetsqliteConnection implements DatabaseConnection {
   }
 }
 
-/** Runs one compiled query on `q`, with the result shape Kysely expects of its kind. */
-async function executeOn<R>(q: Queryable, compiled: CompiledQuery): Promise<QueryResult<R>> {
+/**
+ * Runs one compiled query on `q`, with the result shape Kysely expects of its
+ * kind; `signal`, if given, stops it on the server.
+ */
+async function executeOn<R>(
+  q: Queryable,
+  compiled: CompiledQuery,
+  signal: AbortSignal | undefined,
+): Promise<QueryResult<R>> {
   const { sql } = compiled;
   const params = compiled.parameters as BindParams;
   const kind = compiled.query.kind;
-  if (kind === "SelectQueryNode") return { rows: await q.query<R>(sql, params) };
+  const o = signal ? { signal } : undefined;
+  if (kind === "SelectQueryNode") return { rows: await q.query<R>(sql, params, o) };
   if (WRITES.has(kind) && !("returning" in compiled.query && compiled.query.returning)) {
-    return changed(await q.run(sql, params), []);
+    return changed(await q.run(sql, params, o), []);
   }
-  if (WRITES.has(kind)) return { rows: await q.query<R>(sql, params) }; // returning
-  if (kind !== "RawNode") return changed(await q.run(sql, params), []);
+  if (WRITES.has(kind)) return { rows: await q.query<R>(sql, params, o) }; // returning
+  if (kind !== "RawNode") return changed(await q.run(sql, params, o), []);
   // Raw SQL: rows when the statement has result columns (as better-sqlite3's
   // `reader`), else what it changed. One request when its text says which;
   // else the prepared statement's columns say (three requests).
   const shape = resultShape(sql);
-  if (shape === "rows") return { rows: await q.query<R>(sql, params) };
-  if (shape === "changes") return changed(await q.run(sql, params), []);
+  if (shape === "rows") return { rows: await q.query<R>(sql, params, o) };
+  if (shape === "changes") return changed(await q.run(sql, params, o), []);
   const stmt = await q.prepare(sql);
   try {
-    if (stmt.columns.length > 0) return { rows: await stmt.all<R>(params) };
-    return changed(await stmt.run(params), []);
+    if (stmt.columns.length > 0) return { rows: await stmt.all<R>(params, o) };
+    return changed(await stmt.run(params, o), []);
   } finally {
     stmt.finalize().catch(() => {/* the connection is gone; so is the statement */});
   }
