@@ -11,10 +11,12 @@ import assert from "node:assert/strict";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildNode } from "../npm/build.ts";
-import { startServerProcess } from "./_helpers.ts";
+import { readStdoutUntil, startServerProcess } from "./_helpers.ts";
 import { withTimeLimit } from "./_limit.ts";
 
 const BURST = fileURLToPath(new URL("./fixtures/nodebun_burst_check.mjs", import.meta.url));
+const IPV6 = fileURLToPath(new URL("./fixtures/nodebun_ipv6_check.mjs", import.meta.url));
+const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 const decoder = new TextDecoder();
 
 async function run(cmd: string, args: string[], env: Record<string, string>) {
@@ -97,6 +99,73 @@ Deno.test(
         );
         // At once: not tried again as a full backlog would be (for 3 s).
         assert.ok(seen.staleMs < 1500, `${name}: ${text}`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }),
+);
+
+/** A TCP port nothing listens on at `hostname` (taken, then freed). */
+function closedPort(hostname: string): number {
+  const listener = Deno.listen({ hostname, port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+Deno.test(
+  "nodebun: a bracketed IPv6 host name ([::1], as new URL() gives it) connects under Node.js and Bun as under Deno",
+  withTimeLimit(60_000, async () => {
+    try {
+      closedPort("::1");
+    } catch (err) {
+      console.log(`skipped: no IPv6 loopback here (${(err as Error).message})`);
+      return;
+    }
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-nodebun-" });
+    try {
+      const build = join(dir, "dist");
+      await buildNode(new URL(`file://${build}/`));
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", SERVER, "--db", join(dir, "v6.db"), "--tcp", "[::1]:0"],
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      const { text: banner, drained } = await readStdoutUntil(child, /\n/);
+      try {
+        const port = Number(/ on tcp:\[::1\]:(\d+)/.exec(banner)?.[1]);
+        assert.ok(port > 0, banner);
+        const closed = closedPort("::1");
+        const env = {
+          NETSQLITE_BUILD: build,
+          NETSQLITE_PORT: String(port),
+          NETSQLITE_CLOSED_PORT: String(closed),
+        };
+        const refused = new RegExp(
+          `^ConnectionError: Cannot connect to tcp:\\[::1\\]:${closed}: ` +
+            "(connect ECONNREFUSED ::1:\\d+|Connection refused \\(os error 111\\)) \\(is the server",
+        );
+        const runners: [string, string, string[]][] = [
+          ["deno", Deno.execPath(), ["run", "-A", IPV6]],
+          ...(await runtimes()).map(([name, bin]): [string, string, string[]] => [
+            name,
+            bin,
+            [IPV6],
+          ]),
+        ];
+        for (const [name, bin, args] of runners) {
+          const { code, text } = await run(bin, args, env);
+          assert.equal(code, 0, `${name}: ${text}`);
+          const seen = JSON.parse(text.trim().split("\n").pop()!);
+          assert.equal(seen.plain, 42, `${name}: ${text}`);
+          assert.equal(seen.bracketed, 42, `${name}: ${text}`);
+          assert.match(seen.closed, refused, `${name}: ${text}`);
+        }
+      } finally {
+        child.kill("SIGKILL");
+        await child.status;
+        await drained;
       }
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
