@@ -13,9 +13,11 @@ import { join } from "node:path";
 import { buildNode } from "../npm/build.ts";
 import { readStdoutUntil, startServerProcess } from "./_helpers.ts";
 import { withTimeLimit } from "./_limit.ts";
+import { makeCertificateIfOpenssl } from "./_certs.ts";
 
 const BURST = fileURLToPath(new URL("./fixtures/nodebun_burst_check.mjs", import.meta.url));
 const IPV6 = fileURLToPath(new URL("./fixtures/nodebun_ipv6_check.mjs", import.meta.url));
+const TLS_CA = fileURLToPath(new URL("./fixtures/nodebun_tls_ca_check.mjs", import.meta.url));
 const SERVER = fileURLToPath(new URL("../server.ts", import.meta.url));
 const decoder = new TextDecoder();
 
@@ -166,6 +168,56 @@ Deno.test(
         child.kill("SIGKILL");
         await child.status;
         await drained;
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }),
+);
+
+Deno.test(
+  "nodebun: a tls.caCerts entry that is no certificate fails with a hint under Node.js and Bun as under Deno",
+  withTimeLimit(60_000, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-nodebun-" });
+    try {
+      if (await makeCertificateIfOpenssl(dir) === null) {
+        console.log("skipped: no `openssl` to make a certificate");
+        return;
+      }
+      const build = join(dir, "dist");
+      await buildNode(new URL(`file://${build}/`));
+      await using server = await startServerProcess({
+        dir,
+        transport: "tcp",
+        args: ["--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem")],
+        env: { NETSQLITE_TOKEN: "nodebun-secret" },
+      });
+      const env = {
+        NETSQLITE_BUILD: build,
+        NETSQLITE_TLS_PORT: String((server.connectOptions as { port: number }).port),
+        NETSQLITE_TOKEN: "nodebun-secret",
+      };
+      // Deno: "invalid peer certificate: BadEncoding" or "UnknownIssuer"; Node.js: "unable to
+      // verify the first certificate" (it skips what does not decode); Bun: "Invalid CA".
+      const hinted = new RegExp(
+        "^ConnectionError CONNECTION_CLOSED: Cannot connect to tcp:127\\.0\\.0\\.1:\\d+ with TLS: " +
+          "[^(]+ \\((a certificate given in tls: \\{ caCerts \\} \\(CLI: --tls-ca FILE\\) does " +
+          "not decode|the client does not trust the server's certificate)",
+      );
+      const runners: [string, string, string[]][] = [
+        ["deno", Deno.execPath(), ["run", "-A", TLS_CA]],
+        ...(await runtimes()).map(([name, bin]): [string, string, string[]] => [
+          name,
+          bin,
+          [TLS_CA],
+        ]),
+      ];
+      for (const [name, bin, args] of runners) {
+        const { code, text } = await run(bin, args, env);
+        assert.equal(code, 0, `${name}: ${text}`);
+        const seen = JSON.parse(text.trim().split("\n").pop()!);
+        assert.match(seen.badBase64, hinted, `${name}: ${text}`);
+        assert.match(seen.noPem, hinted, `${name}: ${text}`);
       }
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -174,8 +174,9 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
       "server with --tls-cert and --tls-key)";
   }
   // Deno (rustls): a caCerts entry whose base64 is not a certificate fails startTls with
-  // "invalid peer certificate: BadEncoding" (before any handshake).
-  if (/BadEncoding/.test(text)) {
+  // "invalid peer certificate: BadEncoding" (before any handshake); Bun: an entry holding no
+  // certificate makes tls.connect() throw "Invalid CA" (code ERR_BORINGSSL).
+  if (/BadEncoding/.test(text) || (code === "ERR_BORINGSSL" && /Invalid CA/i.test(text))) {
     return " (a certificate given in tls: { caCerts } (CLI: --tls-ca FILE) does not decode: " +
       "check that it holds whole PEM certificates)";
   }
