@@ -57,7 +57,11 @@ export const DEFAULT_CONNECT_TIMEOUT = 10_000;
 export interface ConnectOptions {
   /** Unix socket path of the server. @default {the default socket of `database`} */
   path?: string;
-  /** TCP host of the server. @default {"127.0.0.1" when `port` is set} */
+  /**
+   * TCP host of the server: a name or an address; an IPv6 address with or without its brackets
+   * (`::1` or `[::1]`, as `new URL("tcp://[::1]:7878").hostname` gives it).
+   * @default {"127.0.0.1" when `port` is set}
+   */
   hostname?: string;
   /** TCP port of the server (1..65535); required with `hostname`. */
   port?: number;
@@ -273,7 +277,8 @@ export async function resolveConnectOptions(options: ConnectOptions = {}): Promi
   if (tcp) {
     addr = {
       transport: "tcp",
-      hostname: options.hostname ?? "127.0.0.1",
+      // `[::1]` as `::1`: Node.js and Bun look a bracketed address up as a name (ENOTFOUND).
+      hostname: options.hostname?.replace(/^\[([^\]]*:[^\]]*)\]$/, "$1") ?? "127.0.0.1",
       port: integer("port", options.port, 1, 65535),
     };
   } else if (options.path !== undefined) {

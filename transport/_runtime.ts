@@ -13,6 +13,9 @@ const nodeProcess: any = (globalThis as any).process;
 export const IS_DENO: boolean = typeof Deno !== "undefined" &&
   typeof Deno.connect === "function";
 
+/** True under Bun (which has no `Deno`, and Node.js's `process` with `versions.bun`). */
+export const IS_BUN: boolean = !IS_DENO && typeof nodeProcess?.versions?.bun === "string";
+
 /** True on Windows. */
 export const IS_WINDOWS: boolean = IS_DENO
   ? Deno.build.os === "windows"

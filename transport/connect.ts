@@ -14,7 +14,7 @@ import {
   socketPathTooLong,
 } from "./address.ts";
 import type { ByteStream } from "./byte_stream.ts";
-import { envGet, IS_DENO, readTextFile } from "./_runtime.ts";
+import { envGet, IS_BUN, IS_DENO, readTextFile } from "./_runtime.ts";
 import { foreignOwner, runtimeDirAbove } from "./_runtime_dir.ts";
 import { unsafeSocketDir } from "./socket_dir.ts";
 
@@ -81,6 +81,7 @@ export async function connectTo(
   if (signal?.aborted) onAbort();
   try {
     for (let pause = 1, paused = 0;; pause = Math.min(2 * pause, 64)) {
+      let refused: unknown;
       try {
         return IS_DENO
           ? await connectDeno(addr, tls, attempt)
@@ -89,10 +90,15 @@ export async function connectTo(
         // A Unix socket whose listen backlog is full refuses at once
         // (EAGAIN): a burst of clients larger than the server's handshake
         // limit plus the backlog. Those ahead are served in turn; try again.
-        if (!isBacklogFull(err, addr) || attempt.expired || paused >= BACKLOG_RETRY_MS) throw err;
+        if (!mayBeBacklogFull(err, addr) || attempt.expired || paused >= BACKLOG_RETRY_MS) {
+          throw err;
+        }
+        refused = err;
       }
       await new Promise((resolve) => setTimeout(resolve, pause));
       paused += pause;
+      // Told after the pause: Bun reports a burst's refusals before its connections.
+      if (!isBacklogFull(refused, addr)) throw refused;
     }
   } catch (err) {
     if (attempt.cancelled !== null) throw attempt.cancelled;
@@ -168,8 +174,9 @@ function hint(err: unknown, addr: Address, tls: boolean): string {
       "server with --tls-cert and --tls-key)";
   }
   // Deno (rustls): a caCerts entry whose base64 is not a certificate fails startTls with
-  // "invalid peer certificate: BadEncoding" (before any handshake).
-  if (/BadEncoding/.test(text)) {
+  // "invalid peer certificate: BadEncoding" (before any handshake); Bun: an entry holding no
+  // certificate makes tls.connect() throw "Invalid CA" (code ERR_BORINGSSL).
+  if (/BadEncoding/.test(text) || (code === "ERR_BORINGSSL" && /Invalid CA/i.test(text))) {
     return " (a certificate given in tls: { caCerts } (CLI: --tls-ca FILE) does not decode: " +
       "check that it holds whole PEM certificates)";
   }
@@ -319,9 +326,43 @@ function closeLate<T extends { close(): void }>(opening: Promise<T>): Promise<T>
 /** How long, in ms at most, a connection to a Unix socket whose backlog is full is tried again. */
 const BACKLOG_RETRY_MS = 3000;
 
-/** True when `err` is a Unix socket's refusal because its listen backlog is full. */
+/**
+ * True when `err` may be a Unix socket's refusal because its listen backlog is full: the
+ * system's `EAGAIN`, or under Bun `ECONNREFUSED`, which Bun reports for both a full backlog and a
+ * socket nothing listens on (a killed server's): {@link isBacklogFull} tells them apart.
+ */
+function mayBeBacklogFull(err: unknown, addr: Address): boolean {
+  if (addr.transport !== "unix") return false;
+  const code = (err as { code?: unknown })?.code;
+  return code === "EAGAIN" || (IS_BUN && code === "ECONNREFUSED");
+}
+
+/**
+ * True when `err` is a Unix socket's refusal because its listen backlog is full: `EAGAIN`, or
+ * under Bun `ECONNREFUSED` while this process holds a connection to that socket (a server
+ * accepted it there and has not closed it: a killed server's connections end with it, so the
+ * retries stop and the refusal is reported). A burst of clients of one process overflowing the
+ * backlog is tried again as under Node.js and Deno.
+ */
 function isBacklogFull(err: unknown, addr: Address): boolean {
-  return addr.transport === "unix" && (err as { code?: unknown })?.code === "EAGAIN";
+  if (!mayBeBacklogFull(err, addr) || addr.transport !== "unix") return false;
+  return (err as { code?: unknown }).code === "EAGAIN" ||
+    (openUnixSockets.get(addr.path) ?? 0) > 0;
+}
+
+/** Connections of this process open to each Unix socket path, counted under Bun only. */
+const openUnixSockets = new Map<string, number>();
+
+/** Counts `socket`, connecting to the Unix socket `path`, in {@link openUnixSockets} while open. */
+function countWhileOpen(path: string, socket: import("node:net").Socket): void {
+  socket.once("connect", () => {
+    openUnixSockets.set(path, (openUnixSockets.get(path) ?? 0) + 1);
+    socket.once("close", () => {
+      const left = (openUnixSockets.get(path) ?? 1) - 1;
+      if (left > 0) openUnixSockets.set(path, left);
+      else openUnixSockets.delete(path);
+    });
+  });
 }
 
 /** True when `err` says nothing listens at the address (so a server may be started there). */
@@ -441,6 +482,7 @@ async function connectNode(
   const socket = addr.transport === "unix"
     ? net.createConnection({ path: addr.path })
     : net.createConnection({ host: addr.hostname, port: addr.port });
+  if (addr.transport === "unix" && IS_BUN) countWhileOpen(addr.path, socket);
   if (addr.transport === "tcp") attempt.stage = "the TCP connection";
   await opened(socket, "connect", attempt);
   if (addr.transport === "tcp") {
