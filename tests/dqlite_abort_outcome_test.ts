@@ -25,10 +25,10 @@ if (ignore) {
   );
 }
 
-/** An INSERT of one row, `v`, that computes for about `n / 4` million ms first. */
-function slowInsert(v: number, n: number): string {
-  return `INSERT INTO t SELECT ${v} FROM (WITH RECURSIVE c(i) AS ` +
-    `(SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ${n}) SELECT count(*) FROM c)`;
+/** A read that counts to `n` (the node computes it for a time proportional to `n`). */
+function counting(n: number): string {
+  return `SELECT count(*) FROM (WITH RECURSIVE c(i) AS ` +
+    `(SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ${Math.round(n)}) SELECT i FROM c)`;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -48,6 +48,17 @@ Deno.test({
         await using db = await connect({ path, max: 1 });
         await db.exec("CREATE TABLE t (v INTEGER)");
       }
+      // How far the node counts per ms, on this machine now: the slow writes below take about
+      // 3 s (stopped by close() 0.4 s in) and 7 s (stopped by a shutdown 2.4 s in).
+      const perMs = await (async () => {
+        await using db = await connect({ path, max: 1 });
+        const started = performance.now();
+        await db.values(counting(2_000_000));
+        return 2_000_000 / Math.max(1, performance.now() - started);
+      })();
+      /** An INSERT of one row, `v`, that the node computes for about `ms` first. */
+      const slowInsert = (v: number, ms: number): string =>
+        `INSERT INTO t SELECT ${v} FROM (${counting(perMs * ms)})`;
       /** The table, read once the node ran what it was running (it runs one statement at a time). */
       const rows = async (): Promise<number[]> => {
         await using db = await connect({ path, max: 1 });
@@ -58,7 +69,7 @@ Deno.test({
       // close() while a single INSERT runs on the node.
       {
         const db = await connect({ path, max: 1 });
-        const call = db.run(slowInsert(1, 4_000_000), [], { timeout: 60_000 }).then(
+        const call = db.run(slowInsert(1, 3_000), [], { timeout: 60_000 }).then(
           () => null,
           (e) => e,
         );
@@ -75,7 +86,7 @@ Deno.test({
       {
         const db = await connect({ path, max: 1 });
         const call = db.exec(
-          `INSERT INTO t VALUES (2); ${slowInsert(3, 4_000_000)}; ` +
+          `INSERT INTO t VALUES (2); ${slowInsert(3, 3_000)}; ` +
             "INSERT INTO t VALUES (4)",
         ).then(() => null, (e) => e);
         await sleep(400);
@@ -91,7 +102,7 @@ Deno.test({
       // A shutdown that stops a single INSERT (past its 2 s for a running statement).
       {
         const db = await connect({ path, max: 1 });
-        const call = db.run(slowInsert(5, 14_000_000), [], { timeout: 60_000 }).then(
+        const call = db.run(slowInsert(5, 7_000), [], { timeout: 60_000 }).then(
           () => null,
           (e) => e,
         );
@@ -111,7 +122,7 @@ Deno.test({
       // A shutdown that stops a script's second statement.
       {
         const db = await connect({ path, max: 1 });
-        const call = db.exec(`INSERT INTO t VALUES (6); ${slowInsert(7, 14_000_000)}`).then(
+        const call = db.exec(`INSERT INTO t VALUES (6); ${slowInsert(7, 7_000)}`).then(
           () => null,
           (e) => e,
         );
