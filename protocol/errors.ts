@@ -241,7 +241,7 @@ export class SqliteError extends Error {
    * commit was written (`SQLITE_IOERR_FSYNC`, `SQLITE_IOERR_SHMSIZE`, ...),
    * false after one before (`SQLITE_FULL`, `SQLITE_IOERR_WRITE`, a
    * constraint). In cluster mode also on `LEADER_LOST`, `NOT_LEADER`,
-   * `NO_LEADER` and `STATEMENT_TIMEOUT`. `undefined` on every other error
+   * `NO_LEADER`, `STATEMENT_TIMEOUT` and a pooled connection's `BUSY_TIMEOUT`. `undefined` on every other error
    * (what it names did not happen), and from servers that do not say.
    */
   readonly mayHaveRun: boolean | undefined;
