@@ -567,10 +567,16 @@ export class Link {
     if ((status & Status.Error) !== 0) {
       const err = errorFromWire(body as WireError);
       if (this.#closing !== null && err instanceof AbortError) {
-        // The server says how much of it ran: `ran` statements of a script stay applied.
+        // The server says how much of it ran: `ran` statements of a script stay applied, and
+        // (cluster mode) the one it stopped may have been applied all the same.
         this.#reject(
           pending,
-          (err.ran ?? 0) > 0
+          err.mayHaveRun
+            ? new ConnectionError(`${this.#closing}: ${err.message}`, {
+              cause: err,
+              mayHaveRun: true,
+            })
+            : (err.ran ?? 0) > 0
             ? new ConnectionError(
               `${this.#closing}: the call was stopped after ${err.ran} statement(s) of its ` +
                 "script ran, which stay applied",

@@ -199,7 +199,9 @@ export interface WireError {
   /**
    * Whether the request may have been applied, when the server knows: true
    * (outcome unknown), false (it was not); absent when the server does not
-   * say (see {@link SqliteError.mayHaveRun}).
+   * say (see {@link SqliteError.mayHaveRun}). With `ABORTED`, only true: the
+   * statement stopped (after the `ran` before it) may have been applied (see
+   * {@link AbortError.mayHaveRun}).
    */
   mayHaveRun?: boolean;
   /**
@@ -239,7 +241,7 @@ export class SqliteError extends Error {
    * commit was written (`SQLITE_IOERR_FSYNC`, `SQLITE_IOERR_SHMSIZE`, ...),
    * false after one before (`SQLITE_FULL`, `SQLITE_IOERR_WRITE`, a
    * constraint). In cluster mode also on `LEADER_LOST`, `NOT_LEADER`,
-   * `NO_LEADER` and `STATEMENT_TIMEOUT`. `undefined` on every other error
+   * `NO_LEADER`, `STATEMENT_TIMEOUT` and a pooled connection's `BUSY_TIMEOUT`. `undefined` on every other error
    * (what it names did not happen), and from servers that do not say.
    */
   readonly mayHaveRun: boolean | undefined;
@@ -369,7 +371,9 @@ export class ProtocolError extends Error {
  * the request if it has not run yet. Whether a write already ran is unknown.
  * Also the error of a call a server shutting down stopped while it ran:
  * {@link AbortError.ran} statements of its script stay applied (0: nothing;
- * `undefined` when the server did not say: an abort by the call's own signal).
+ * `undefined` when the server did not say: an abort by the call's own signal),
+ * and, in cluster mode, {@link AbortError.mayHaveRun} is true when the
+ * statement stopped may have been applied all the same.
  * Its `name` is `"AbortError"`, as for `fetch()`; `cause` is the signal's reason.
  *
  * @example
@@ -398,6 +402,14 @@ export class AbortError extends Error {
    * rejected at once, whatever the server had run by then).
    */
   readonly ran: number | undefined;
+  /**
+   * True when the statement the server stopped (after the {@link ran} before
+   * it) may have been applied all the same: in cluster mode, a write outside
+   * a transaction, which a dqlite node runs to its end (the message ends in
+   * `outcome unknown: ...`). `undefined` otherwise: what the server stopped
+   * was undone.
+   */
+  readonly mayHaveRun: true | undefined;
 
   /**
    * Creates an abort error.
@@ -405,12 +417,13 @@ export class AbortError extends Error {
    * @param message What was aborted.
    * @param options Standard error options (`cause`: the signal's reason), and
    *   how many statements of a script ran before it was stopped (unknown
-   *   when left out).
+   *   when left out), and whether the one stopped may have been applied.
    */
-  constructor(message: string, options?: ErrorOptions & { ran?: number }) {
+  constructor(message: string, options?: ErrorOptions & { ran?: number; mayHaveRun?: boolean }) {
     super(message, options);
     this.name = "AbortError";
     this.ran = options?.ran;
+    this.mayHaveRun = options?.mayHaveRun === true ? true : undefined;
   }
 }
 
@@ -510,8 +523,11 @@ export function toWireError(err: unknown): WireError {
     if (err.mayHaveRun !== undefined) wire.mayHaveRun = err.mayHaveRun;
     return wire;
   }
-  if (err instanceof AbortError && err.ran !== undefined && err.ran > 0) {
-    return { code: err.code, message: err.message, ran: err.ran };
+  if (err instanceof AbortError && (err.ran ?? 0) + (err.mayHaveRun ? 1 : 0) > 0) {
+    const wire: WireError = { code: err.code, message: err.message };
+    if (err.ran !== undefined && err.ran > 0) wire.ran = err.ran;
+    if (err.mayHaveRun) wire.mayHaveRun = true;
+    return wire;
   }
   if (
     err instanceof SqliteError || err instanceof ProtocolError || err instanceof ConnectionError ||

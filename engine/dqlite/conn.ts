@@ -224,8 +224,11 @@ export class DqliteConn {
     // (A DeadlineTimer: an answer that came while this server was stopped is read, not lost.)
     const late = new Promise<never>((_, reject) => {
       timer = new DeadlineTimer(() => {
-        const what = timeout === this.#options.requestTimeout ? "requestTimeout " : "";
-        reject(this.#lost(`no answer within ${what}${timeout} ms`, true));
+        // (Not named `requestTimeout`: in cluster mode that reads as the client's option.)
+        const what = timeout === this.#options.requestTimeout
+          ? " (the longest the server waits for a dqlite node's reply)"
+          : "";
+        reject(this.#lost(`no answer within ${timeout} ms${what}`, true));
       }, timeout);
     });
     try {

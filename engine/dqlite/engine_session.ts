@@ -229,6 +229,16 @@ export class DqliteEngineSession {
           const undone = inTx && (!db.inTransaction || db.transactionLost || cutOff);
           // SQLite ended the transaction around it: as for a single statement.
           const ended = inTx && !db.inTransaction && !db.transactionLost && !cutOff;
+          if (e instanceof AbortError && !inTx && i > 0) {
+            // Stopped (a cancel, a shutdown) after the statements before it committed.
+            throw new AbortError(
+              `${e.message} (statement ${i + 1} of the script; the ${i} before it ran)`,
+              {
+                cause: e,
+                ran: i,
+              },
+            );
+          }
           throw inScript(ended ? this.#scriptAbort(e, statements[i]) : e, i + 1, undone);
         }
         if (inTx && !db.inTransaction) {
@@ -801,9 +811,18 @@ export class DqliteEngineSession {
         { cause: e },
       );
     }
-    // (A batch's own transaction: its error says nothing was applied. The
-    // client knows the outcome of an abort is unknown.)
-    if (db.execStopInTx || e instanceof AbortError) return e;
+    // (A batch's own transaction: its error says nothing was applied.)
+    if (db.execStopInTx) return e;
+    if (e instanceof AbortError) {
+      // A cancel or a shutdown: the statement may commit all the same, unlike on a single file
+      // (`ran`: the statements of its script before it, which did).
+      return new AbortError(
+        `${e.message}: dqlite cannot stop a running statement, so the server closed its ` +
+          "connection to the leader, which may still run it to its end (outcome unknown: the " +
+          "write may have been applied, check before retrying)",
+        { cause: e, ran: e.ran, mayHaveRun: true },
+      );
+    }
     return new SqliteError(
       e.code,
       `${e.message}: dqlite cannot stop a running statement, so the server closed its ` +

@@ -22,7 +22,8 @@ interface Waiter {
  * (a session in a transaction keeps its connection until the transaction
  * ends), so sessions share connections between requests and no two
  * requests ever interleave on one. At most `max` exist; a request that finds
- * none free waits up to `busyTimeout` ms, then fails with `BUSY_TIMEOUT`.
+ * none free waits up to `busyTimeout` ms, then fails with `BUSY_TIMEOUT`
+ * (`mayHaveRun` false: nothing was sent).
  *
  * After a leader change every idle connection still points at the old
  * leader: {@link dropIdle} closes them, so the next request connects anew.
@@ -104,11 +105,16 @@ export class DatabasePool {
         // (A DeadlineTimer: a connection given back while the server was stopped still counts.)
         timer: new DeadlineTimer(() => {
           this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+          // Held by requests running (a long statement, a search for a new leader) or by
+          // transactions: nothing of this request was sent.
           reject(
             new SqliteError(
               ErrorCode.BusyTimeout,
               `No connection to the dqlite leader was free within ${this.#busyTimeout} ms ` +
-                `(${this.#max} in use, --busy-timeout): other clients hold them in transactions`,
+                `(--busy-timeout): all ${this.#max} in use (dqlite.poolSize), held by other ` +
+                "requests or transactions (not applied: safe to retry)",
+              undefined,
+              { mayHaveRun: false },
             ),
           );
         }, this.#busyTimeout),
