@@ -5,6 +5,7 @@
  */
 
 import assert from "node:assert/strict";
+import type { KvKeyPart } from "../client.ts";
 import { SqliteError } from "../protocol/errors.ts";
 import { startServer } from "./_helpers.ts";
 
@@ -115,4 +116,67 @@ Deno.test("KvCollection.list() given Deno KV's second options argument says to p
         "pass limit and reverse in the one options object, with prefix, start and end",
     ),
   );
+});
+
+Deno.test('KvCollection.list() pages as README says (start: [...last.key, ""], or end: last.key in reverse), keys changed between pages skipping nothing', async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("pages");
+  // Keys that sit right after one another in tuple order: a key and its extensions.
+  const keys: (string | number | bigint)[][] = [
+    [],
+    [""],
+    ["a"],
+    ["a", ""],
+    ["a", "", ""],
+    [
+      "a",
+      -0,
+    ],
+    ["a", 0],
+    ["a", 0n],
+    ["a\0"],
+    ["b"],
+    [1],
+    [1n],
+  ];
+  for (let i = 0; i < 40; i++) keys.push(["n", i]);
+  for (const k of keys) await kv.put(k, 0);
+  const label = (k: unknown[]) =>
+    JSON.stringify(k, (_, v) => typeof v === "bigint" ? `${v}n` : Object.is(v, -0) ? "-0" : v);
+  const all = (await Array.fromAsync(kv.list())).map((e) => label(e.key));
+  assert.equal(all.length, keys.length);
+  for (const reverse of [false, true]) {
+    const seen: string[] = [];
+    let bound: KvKeyPart[] | undefined;
+    for (let page = 0;; page++) {
+      const entries = await Array.fromAsync(
+        kv.list(reverse ? { end: bound, reverse, limit: 5 } : { start: bound, limit: 5 }),
+      );
+      if (entries.length === 0) break;
+      seen.push(...entries.map((e) => label(e.key)));
+      const last = entries[entries.length - 1].key;
+      bound = reverse ? last : [...last, ""];
+      if (page === 2) {
+        // Between pages: a key before the position (not listed), one after it (listed), and a
+        // delete of a key not listed yet (not listed).
+        await kv.put(reverse ? ["zz"] : ["a", "new"], 1);
+        await kv.put(reverse ? ["n", 0, "x"] : ["n", 39, "x"], 1);
+        await kv.delete(["n", 20]);
+      }
+    }
+    const expected = all.filter((k) => k !== label(["n", 20]));
+    expected.splice(
+      expected.indexOf(label(["n", reverse ? 0 : 39])) + 1,
+      0,
+      label(["n", reverse ? 0 : 39, "x"]),
+    );
+    if (reverse) expected.reverse();
+    assert.deepEqual(seen, expected);
+    // Undo for the next direction.
+    await kv.delete(reverse ? ["zz"] : ["a", "new"]);
+    await kv.delete(["n", 0, "x"]);
+    await kv.delete(["n", 39, "x"]);
+    await kv.put(["n", 20], 0);
+  }
 });
