@@ -180,3 +180,33 @@ Deno.test('KvCollection.list() pages as README says (start: [...last.key, ""], o
     await kv.put(["n", 20], 0);
   }
 });
+
+Deno.test("KvCollection.put() refuses a key part of another type naming what it is (Deno KV's Uint8Array and boolean parts)", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("keys");
+  const put = kv.put.bind(kv) as (key: unknown, value: unknown) => Promise<number>;
+  const message = (got: string) =>
+    new SqliteError(
+      "INVALID_PARAM",
+      `Invalid key-value key: key parts must be strings, numbers or bigints, got ${got}`,
+    );
+  // They said "got object" for each of null, a Uint8Array and an array.
+  for (
+    const [part, got] of [
+      [true, "a boolean"],
+      [null, "null"],
+      [new Uint8Array([1]), "an instance of Uint8Array"],
+      [["nested"], "an array"],
+      [undefined, "undefined"],
+    ] as const
+  ) {
+    await assert.rejects(put(["a", part], 1), (e: unknown) => {
+      assert.ok(e instanceof SqliteError);
+      assert.equal(e.code, "INVALID_PARAM");
+      assert.equal(e.message, message(got).message);
+      return true;
+    });
+  }
+  assert.equal(await kv.count(), 0);
+});
