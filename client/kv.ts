@@ -302,8 +302,9 @@ export class KvCollection {
 
   /**
    * Entries in key order (or reverse), from one snapshot. With a `limit` up
-   * to 1000 they come in one query; otherwise through a server cursor, in
-   * chunks, so memory stays bounded on both sides whatever the range's size.
+   * to 1000, or when the range holds no more, they come in one query;
+   * otherwise through a server cursor, in chunks, so memory stays bounded on
+   * both sides whatever the range's size.
    *
    * @throws {TypeError} when iterating starts, for an option it does not take
    *   (a misspelt `reverse` or `prefix` would list otherwise), options that
@@ -317,21 +318,26 @@ export class KvCollection {
     const opts = callOptions(LIST, options);
     const { where, params } = rangeOf(this.#name, opts as KvRange);
     const limit = opts.limit;
-    const sql = `SELECT key, value, version FROM netsqlite_kv WHERE ${where} ` +
-      `ORDER BY key ${opts.reverse ? "DESC" : "ASC"}` +
-      (limit !== undefined ? ` LIMIT ${limit}` : "");
-    // A small listing is one buffered query; a larger or unbounded one streams
-    // through a server cursor (a connection holds at most `maxCursors`), and
-    // so does a small one whose values are too large for one reply.
+    const select = `SELECT key, value, version FROM netsqlite_kv WHERE ${where} ` +
+      `ORDER BY key ${opts.reverse ? "DESC" : "ASC"}`;
+    const sql = select + (limit !== undefined ? ` LIMIT ${limit}` : "");
+    // A small listing is one buffered query: a `limit` up to SMALL_LIST, or
+    // a range found to hold no more (one more row asked for tells). A larger
+    // one streams through a server cursor (a connection holds at most
+    // `maxCursors`), the statement run again whole, so still one snapshot;
+    // and so does a small one whose values are too large for one reply.
     type Row = [Uint8Array, Uint8Array, number];
     let rows: AsyncIterable<Row> | null = null;
-    if (limit !== undefined && limit <= SMALL_LIST) {
-      try {
-        rows = toAsync(await this.#sql.values<Row>(sql, params));
-      } catch (err) {
-        if (isMissingTable(err)) return;
-        if (!isTooLarge(err)) throw err;
-      }
+    const small = limit !== undefined && limit <= SMALL_LIST;
+    try {
+      const got = await this.#sql.values<Row>(
+        small ? sql : `${select} LIMIT ${SMALL_LIST + 1}`,
+        params,
+      );
+      if (small || got.length <= SMALL_LIST) rows = toAsync(got);
+    } catch (err) {
+      if (isMissingTable(err)) return;
+      if (!isTooLarge(err)) throw err;
     }
     rows ??= this.#sql.iterate<Row>(sql, params, { arrays: true });
     try {

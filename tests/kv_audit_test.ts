@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import type { KvKeyPart } from "../client.ts";
+import { connect } from "../client.ts";
 import { SqliteError } from "../protocol/errors.ts";
 import { startServer } from "./_helpers.ts";
 
@@ -209,4 +210,33 @@ Deno.test("KvCollection.put() refuses a key part of another type naming what it 
     });
   }
   assert.equal(await kv.count(), 0);
+});
+
+Deno.test("KvCollection.list() without a limit over a small range takes no cursor: 200 listings at once all succeed", async () => {
+  await using srv = await startServer();
+  await using db = await connect(srv.connectOptions); // the default pool: 4 connections
+  const kv = db.kv("many");
+  await db.transaction(async (tx) => {
+    for (let i = 0; i < 200; i++) for (let j = 0; j < 3; j++) await tx.kv("many").put([i, j], j);
+  });
+  // Each unbounded listing opened a cursor: past max × maxCursors (64) open at once, some
+  // failed with BAD_REQUEST "Too many open cursors: 16 per connection; close one first".
+  const lists = await Promise.all(
+    Array.from({ length: 200 }, (_, i) => Array.fromAsync(kv.list({ prefix: [i] }))),
+  );
+  for (let i = 0; i < 200; i++) {
+    assert.deepEqual(lists[i].map((e) => [e.key, e.value]), [[[i, 0], 0], [[i, 1], 1], [
+      [i, 2],
+      2,
+    ]]);
+  }
+  // A range larger than one query still streams through a cursor, from one snapshot.
+  await db.transaction(async (tx) => {
+    for (let i = 0; i < 1001; i++) await tx.kv("many").put(["big", i], i);
+  });
+  const big = await Array.fromAsync(kv.list({ prefix: ["big"] }));
+  assert.deepEqual(big.map((e) => e.value), Array.from({ length: 1001 }, (_, i) => i));
+  const limited = await Array.fromAsync(kv.list({ prefix: ["big"], limit: 1001, reverse: true }));
+  assert.equal(limited.length, 1001);
+  assert.equal(limited[0].value, 1000);
 });
