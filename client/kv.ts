@@ -453,7 +453,8 @@ export class KvAtomic {
   }
 
   /**
-   * Applies the operation.
+   * Applies the operation as it is at this call (checks and changes added
+   * later are not part of it; a later `commit()` applies them too).
    *
    * @throws {KvConflictError} when a check fails: nothing was written.
    * @throws {TypeError} for an argument (it takes none).
@@ -464,7 +465,9 @@ export class KvAtomic {
         `Invalid KvAtomic.commit() call: it takes no arguments, got ${arguments.length}`,
       );
     }
-    const ops = this.#ops;
+    // The operation as it is now: a check or change added while this commit
+    // waits for its transaction is not part of it.
+    const ops = [...this.#ops];
     const name = this.#name;
     return await this.#sql.transaction(async (tx) => {
       // Every check against the state before the operation (as Deno KV

@@ -240,3 +240,23 @@ Deno.test("KvCollection.list() without a limit over a small range takes no curso
   assert.equal(limited.length, 1001);
   assert.equal(limited[0].value, 1000);
 });
+
+Deno.test("KvAtomic.commit() applies the operation as it was at the call: checks and changes added afterwards are not part of it", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  const kv = db.kv("late");
+  const op = kv.atomic().set("a", 1);
+  const committed = op.commit();
+  // Added while the commit waits for its transaction: they ran with it (a check added later
+  // still would have been skipped, its checks already evaluated, while a set was applied).
+  op.check("a", 123456).set("b", 2);
+  assert.equal((await committed).versions.length, 1);
+  assert.equal((await kv.get("a"))!.value, 1);
+  assert.equal(await kv.get("b"), null);
+  // The operation can be committed again, with what was added since.
+  await assert.rejects(
+    op.commit(),
+    (e: unknown) => e instanceof SqliteError && e.code === "KV_CONFLICT",
+  );
+  assert.equal(await kv.get("b"), null);
+});
