@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { KvKeyPart } from "../client.ts";
 import { connect } from "../client.ts";
 import { SqliteError } from "../protocol/errors.ts";
-import { startServer } from "./_helpers.ts";
+import { startServer, takeEvents } from "./_helpers.ts";
 
 /** `value` wrapped in `levels` arrays and objects, alternately. */
 function nest(value: unknown, levels: number): unknown {
@@ -259,4 +259,25 @@ Deno.test("KvAtomic.commit() applies the operation as it was at the call: checks
     (e: unknown) => e instanceof SqliteError && e.code === "KV_CONFLICT",
   );
   assert.equal(await kv.get("b"), null);
+});
+
+Deno.test({
+  name:
+    "Client.subscribe({ kv: true }) reports every collection's changes and no table's, as README says",
+  ignore: Deno.env.get("NETSQLITE_ENGINE") === "node", // node:sqlite has no update hook
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (x)");
+    await using feed = await db.subscribe({ kv: true });
+    await db.run("INSERT INTO t VALUES (1)");
+    await db.kv("a").put("k", 1);
+    await db.kv("b").put("k", 2);
+    await db.kv("b").delete("k");
+    const events = await takeEvents(feed, 3, 20_000);
+    assert.deepEqual(
+      events.map((e) => e.type === "kv" ? [e.collection, e.key, e.op] : e),
+      [["a", ["k"], "insert"], ["b", ["k"], "insert"], ["b", ["k"], "delete"]],
+    );
+  },
 });
