@@ -156,8 +156,22 @@ const PUT = kvCall("put()", ["key", "value", "options"], ["ifVersion"]);
 const GET = kvCall("get()", ["key"]);
 const GET_MANY = kvCall("getMany()", ["keys"], [], "pass every key in the one array");
 const DELETE = kvCall("delete()", ["key"]);
-const LIST = kvCall("list()", ["options"], ["prefix", "start", "end", "limit", "reverse"]);
+const LIST = kvCall(
+  "list()",
+  ["options"],
+  ["prefix", "start", "end", "limit", "reverse"],
+  "pass limit and reverse in the one options object, with prefix, start and end",
+);
 const COUNT = kvCall("count()", ["range"], ["prefix", "start", "end"]);
+/** `KvAtomic`'s calls: a third argument to `set()` would be Deno KV's `{ expireIn }`, ignored. */
+const ATOMIC_SET: CallShape = {
+  name: "KvAtomic.set()",
+  args: ["key", "value"],
+  options: [],
+  extraHint: "an atomic operation takes no options (entries do not expire)",
+};
+const ATOMIC_CHECK: CallShape = { name: "KvAtomic.check()", args: ["key", "version"], options: [] };
+const ATOMIC_DELETE: CallShape = { name: "KvAtomic.delete()", args: ["key"], options: [] };
 
 /** A named key-value collection; see the module doc for its storage. */
 export class KvCollection {
@@ -235,9 +249,18 @@ export class KvCollection {
    * The entries under `keys`, in the same order (`null` where absent), from
    * one snapshot: up to 32765 keys are one statement; more are read in one
    * transaction (which, on the shared pool, holds the writer while it reads).
+   *
+   * @throws {TypeError} for `keys` that are not an array, or a second argument.
    */
   async getMany<T = unknown>(keys: readonly (KvKey | string)[]): Promise<(KvEntry<T> | null)[]> {
     checkArgCount(GET_MANY, arguments.length);
+    if (!Array.isArray(keys)) {
+      throw new TypeError(
+        "Invalid KvCollection.getMany() call: expected an array of keys, got " +
+          (keys === undefined ? "undefined" : describeKind(keys)) +
+          (typeof keys === "string" ? " (one key: pass [key], or use get())" : ""),
+      );
+    }
     const encoded = keys.map((k) => encodeKey(toKey(k)));
     const found = new Map<string, [Uint8Array, Uint8Array, number]>();
     const read = async (q: KvSql): Promise<void> => {
@@ -279,8 +302,9 @@ export class KvCollection {
 
   /**
    * Entries in key order (or reverse), from one snapshot. With a `limit` up
-   * to 1000 they come in one query; otherwise through a server cursor, in
-   * chunks, so memory stays bounded on both sides whatever the range's size.
+   * to 1000, or when the range holds no more, they come in one query;
+   * otherwise through a server cursor, in chunks, so memory stays bounded on
+   * both sides whatever the range's size.
    *
    * @throws {TypeError} when iterating starts, for an option it does not take
    *   (a misspelt `reverse` or `prefix` would list otherwise), options that
@@ -294,21 +318,26 @@ export class KvCollection {
     const opts = callOptions(LIST, options);
     const { where, params } = rangeOf(this.#name, opts as KvRange);
     const limit = opts.limit;
-    const sql = `SELECT key, value, version FROM netsqlite_kv WHERE ${where} ` +
-      `ORDER BY key ${opts.reverse ? "DESC" : "ASC"}` +
-      (limit !== undefined ? ` LIMIT ${limit}` : "");
-    // A small listing is one buffered query; a larger or unbounded one streams
-    // through a server cursor (a connection holds at most `maxCursors`), and
-    // so does a small one whose values are too large for one reply.
+    const select = `SELECT key, value, version FROM netsqlite_kv WHERE ${where} ` +
+      `ORDER BY key ${opts.reverse ? "DESC" : "ASC"}`;
+    const sql = select + (limit !== undefined ? ` LIMIT ${limit}` : "");
+    // A small listing is one buffered query: a `limit` up to SMALL_LIST, or
+    // a range found to hold no more (one more row asked for tells). A larger
+    // one streams through a server cursor (a connection holds at most
+    // `maxCursors`), the statement run again whole, so still one snapshot;
+    // and so does a small one whose values are too large for one reply.
     type Row = [Uint8Array, Uint8Array, number];
     let rows: AsyncIterable<Row> | null = null;
-    if (limit !== undefined && limit <= SMALL_LIST) {
-      try {
-        rows = toAsync(await this.#sql.values<Row>(sql, params));
-      } catch (err) {
-        if (isMissingTable(err)) return;
-        if (!isTooLarge(err)) throw err;
-      }
+    const small = limit !== undefined && limit <= SMALL_LIST;
+    try {
+      const got = await this.#sql.values<Row>(
+        small ? sql : `${select} LIMIT ${SMALL_LIST + 1}`,
+        params,
+      );
+      if (small || got.length <= SMALL_LIST) rows = toAsync(got);
+    } catch (err) {
+      if (isMissingTable(err)) return;
+      if (!isTooLarge(err)) throw err;
     }
     rows ??= this.#sql.iterate<Row>(sql, params, { arrays: true });
     try {
@@ -391,33 +420,54 @@ export class KvAtomic {
    *
    * @throws {SqliteError} `INVALID_PARAM` for a version that is neither a
    *   safe integer nor `null` (as `put()`'s `ifVersion`).
+   * @throws {TypeError} for a third argument.
    */
   check(key: KvKey | string, version: number | null): this {
+    checkArgCount(ATOMIC_CHECK, arguments.length);
     const k = toKey(key);
     if (version !== null) checkVersion("check() version", version);
     this.#ops.push({ kind: "check", key: k, version });
     return this;
   }
 
-  /** Puts `value` under `key`. */
+  /**
+   * Puts `value` under `key`.
+   *
+   * @throws {TypeError} for a third argument (Deno KV's `{ expireIn }`: it takes no options).
+   */
   set(key: KvKey | string, value: unknown): this {
+    checkArgCount(ATOMIC_SET, arguments.length);
     this.#ops.push({ kind: "put", key: toKey(key), value: encodeKvValue(value) });
     return this;
   }
 
-  /** Deletes `key` (no error when absent). */
+  /**
+   * Deletes `key` (no error when absent).
+   *
+   * @throws {TypeError} for a second argument.
+   */
   delete(key: KvKey | string): this {
+    checkArgCount(ATOMIC_DELETE, arguments.length);
     this.#ops.push({ kind: "delete", key: toKey(key) });
     return this;
   }
 
   /**
-   * Applies the operation.
+   * Applies the operation as it is at this call (checks and changes added
+   * later are not part of it; a later `commit()` applies them too).
    *
    * @throws {KvConflictError} when a check fails: nothing was written.
+   * @throws {TypeError} for an argument (it takes none).
    */
   async commit(): Promise<KvCommitResult> {
-    const ops = this.#ops;
+    if (arguments.length > 0) {
+      throw new TypeError(
+        `Invalid KvAtomic.commit() call: it takes no arguments, got ${arguments.length}`,
+      );
+    }
+    // The operation as it is now: a check or change added while this commit
+    // waits for its transaction is not part of it.
+    const ops = [...this.#ops];
     const name = this.#name;
     return await this.#sql.transaction(async (tx) => {
       // Every check against the state before the operation (as Deno KV

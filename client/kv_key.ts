@@ -19,6 +19,7 @@
  */
 
 import { SqliteError } from "../protocol/errors.ts";
+import { describeKind } from "../protocol/values.ts";
 import { corrupt } from "./kv_value.ts";
 
 /** One part of a key. */
@@ -60,7 +61,8 @@ function checkPart(part: unknown, what: string): void {
       throw invalidKey(`${what} holds the bigint ${part}, outside int64`);
     }
   } else {
-    throw invalidKey(`${what} parts must be strings, numbers or bigints, got ${typeof part}`);
+    const got = part === undefined ? "undefined" : describeKind(part);
+    throw invalidKey(`${what} parts must be strings, numbers or bigints, got ${got}`);
   }
 }
 

@@ -124,9 +124,10 @@ export class MsgpackWriter {
         return this.#string(value);
       case "object":
         if (value === null) return this.#byte(0xc0);
+        // A byte array nests nothing: allowed where a string is, as the reader allows it.
+        if (value instanceof Uint8Array) return this.#binary(value);
         if (depth >= MAX_DEPTH) throw new MsgpackError(`Nesting deeper than ${MAX_DEPTH} levels`);
         if (Array.isArray(value)) return this.#array(value, depth + 1);
-        if (value instanceof Uint8Array) return this.#binary(value);
         if (value instanceof Encoded) return this.#raw(value.bytes);
         if (isPlainObject(value)) return this.#map(value as Record<string, unknown>, depth + 1);
         throw new MsgpackError(`Cannot encode ${Object.prototype.toString.call(value)}`);

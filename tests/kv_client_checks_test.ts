@@ -331,7 +331,8 @@ Deno.test("KvCollection calls refuse an unknown option (a misspelt ifVersion wou
     [
       "list extra",
       () => list({ prefix: ["k"] }, { limit: 1 }),
-      "Invalid KvCollection.list() call: it takes at most 1 argument (options), got 2",
+      "Invalid KvCollection.list() call: it takes at most 1 argument (options), got 2: " +
+      "pass limit and reverse in the one options object, with prefix, start and end",
     ],
     [
       "count prefx",
