@@ -24,6 +24,18 @@ function findExecutable(name: string): string | null {
   return null;
 }
 
+/**
+ * True (the file's cluster tests are to be ignored) when `dqlite-demo` is not
+ * installed, saying so once for `file`; `what`: which of its tests.
+ */
+export function skipWithoutDqlite(file: string, what = "tests"): boolean {
+  if (DQLITE_DEMO !== null) return false;
+  console.log(
+    `${file}: ${what} skipped: dqlite-demo not found on PATH (apt-get install go-dqlite libdqlite0)`,
+  );
+  return true;
+}
+
 /** Reserves `n` distinct free loopback ports (listened on, then released). */
 export function freePorts(n: number): number[] {
   const listeners = Array.from(

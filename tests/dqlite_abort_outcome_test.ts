@@ -15,15 +15,9 @@ import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { AbortError, ConnectionError } from "../protocol/errors.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_abort_outcome_test.ts: skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_abort_outcome_test.ts");
 
 /** A read that counts to `n` (the node computes it for a time proportional to `n`). */
 function counting(n: number): string {

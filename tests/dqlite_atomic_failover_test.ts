@@ -14,16 +14,10 @@ import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { DqliteCluster } from "../engine/dqlite/cluster.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 import { type ClientProcess, spawnClientProcess } from "./_client_process.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_atomic_failover_test.ts: skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_atomic_failover_test.ts");
 
 /** Bound on the time from a fault to the first group acknowledged after it (the election). */
 const RESUME_BOUND_MS = 20_000;

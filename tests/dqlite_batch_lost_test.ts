@@ -12,15 +12,9 @@ import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { SqliteError } from "../protocol/errors.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_batch_lost_test.ts: skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_batch_lost_test.ts");
 
 /** A write that computes for seconds (counts 200 million rows) before it writes. */
 const SLOW_INSERT = "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(i) AS " +

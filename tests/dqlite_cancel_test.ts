@@ -13,17 +13,11 @@ import assert from "node:assert/strict";
 import { AbortError, type Client, connect, SqliteError } from "../mod.ts";
 import { serve, type Server } from "../server.ts";
 import { Op, Status } from "../protocol/messages.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 import { delay } from "./_helpers.ts";
 import { Wire } from "./_wire.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_cancel_test.ts: skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_cancel_test.ts");
 
 let dbSeq = 0;
 

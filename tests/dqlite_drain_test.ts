@@ -14,16 +14,10 @@ import { type Client, connect, SqliteError } from "../mod.ts";
 import { serve } from "../server.ts";
 import { DqliteCluster } from "../engine/dqlite/cluster.ts";
 import type { QueryOptions, QueryResult } from "../engine/dqlite/database.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 import { delay } from "./_helpers.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_drain_test.ts: skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_drain_test.ts");
 
 const ROWS = 20_000;
 const pad = (i: number): string => String(i).padStart(50, "0");

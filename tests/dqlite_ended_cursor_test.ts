@@ -18,16 +18,10 @@ import type { Link } from "../client/link.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
 import { serve, type ServeOptions } from "../server.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 import { delay, serverStats } from "./_helpers.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_ended_cursor_test.ts: skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_ended_cursor_test.ts");
 
 let dbSeq = 0;
 

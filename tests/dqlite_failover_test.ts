@@ -13,16 +13,10 @@ import { type Client, connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { SqliteError } from "../protocol/errors.ts";
 import { DqliteCluster } from "../engine/dqlite/cluster.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 import { serverStats } from "./_helpers.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_failover_test.ts skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_failover_test.ts");
 
 /**
  * Bound on the time from the kill to the first acknowledged write begun

@@ -18,15 +18,9 @@ import { type Client, connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { SqliteError } from "../protocol/errors.ts";
 import { DqliteCluster } from "../engine/dqlite/cluster.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_reindex_test.ts skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_reindex_test.ts");
 
 /** Rows of the table: its index on 32-character random keys takes ~1,000 pages of 4 KiB. */
 const ROWS = 100_000;

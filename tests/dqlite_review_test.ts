@@ -20,16 +20,10 @@ import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { describeStats } from "../cli/admin.ts";
 import { DqliteCluster } from "../engine/dqlite/cluster.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 import { serverStats, startServer, statsUntil } from "./_helpers.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_review_test.ts: cluster cases skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_review_test.ts", "cluster cases");
 
 /** `--max-result-bytes` of the servers here: far below the 3,000-row table's ~180 KB. */
 const MAX_RESULT = 20_000;

@@ -11,15 +11,9 @@
 import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_schema_test.ts: skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_schema_test.ts");
 
 /** Each value of the table is its column's name: a row matches its columns when equal. */
 const SCHEMAS = [

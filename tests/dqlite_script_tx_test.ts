@@ -13,16 +13,10 @@
 import assert from "node:assert/strict";
 import { type Client, connect, SqliteError } from "../mod.ts";
 import { serve } from "../server.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 import { startServer } from "./_helpers.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_script_tx_test.ts: cluster case skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_script_tx_test.ts", "cluster case");
 
 const ROLLED_BACK = "UNIQUE constraint failed: u.x; SQLite rolled back the transaction it was " +
   "in: end it with ROLLBACK (transaction() does so itself), then retry the whole transaction";

@@ -19,17 +19,11 @@ import {
   withoutRows,
 } from "../engine/dqlite/_sql_shape.ts";
 import { DatabaseSync } from "node:sqlite";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 import { SUITE, type SuiteTarget } from "./_dqlite_suite.ts";
 import { drain, serverStats, startServer } from "./_helpers.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_server_test.ts: cluster cases skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_server_test.ts", "cluster cases");
 
 let dbSeq = 0;
 

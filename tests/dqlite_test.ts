@@ -8,14 +8,9 @@ import assert from "node:assert/strict";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
 import { DqliteCluster, type DqliteDatabase } from "../engine/dqlite/cluster.ts";
 import { LeaderError } from "../engine/dqlite/errors.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_test.ts skipped: dqlite-demo not found on PATH (apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_test.ts");
 
 async function rejects(
   p: Promise<unknown>,

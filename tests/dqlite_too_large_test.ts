@@ -12,15 +12,9 @@ import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { SqliteError } from "../protocol/errors.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_too_large_test.ts: skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_too_large_test.ts");
 
 const REALS = Array.from({ length: 15 }, (_, i) => `id + 0.${i + 1}`).join(", ");
 

@@ -12,16 +12,10 @@
 import assert from "node:assert/strict";
 import { type Client, connect } from "../client.ts";
 import { serve } from "../server.ts";
-import { DemoCluster, DQLITE_DEMO } from "./_dqlite_nodes.ts";
+import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
 import { prng } from "./_bytes.ts";
 
-const ignore = DQLITE_DEMO === null;
-if (ignore) {
-  console.log(
-    "dqlite_values_test.ts: skipped: dqlite-demo not found on PATH " +
-      "(apt-get install go-dqlite libdqlite0)",
-  );
-}
+const ignore = skipWithoutDqlite("dqlite_values_test.ts");
 
 /** A value, exactly: -0, bigint and Uint8Array told apart; an error by its code and message. */
 function show(v: unknown): string {
