@@ -292,6 +292,7 @@ export class Engine {
       cacheSize,
       policy,
       maxValueBytes,
+      schemaMayHaveMoved: () => this.#writerMayBeStale(),
     });
     let file: DatabaseFile | null = null;
     try {
@@ -1285,6 +1286,24 @@ export class Engine {
     this.#writerSchemaStale = true;
     this.#writer.refreshSchema();
     this.#traits = null;
+  }
+
+  /**
+   * A client's statement failed to prepare on the writer: true when another
+   * program committed since the writer last looked (see
+   * `Connection.schemaMayHaveMoved`), which inside a transaction the FFI
+   * engine does not check before each statement (SQLite prepares cached
+   * statements again as they step, but compiles a new one against the
+   * schema it holds). The writer then reads the cookie, which starts a
+   * deferred transaction's snapshot: only when the statement failed anyway.
+   * The next turn looks again.
+   */
+  #writerMayBeStale(): boolean {
+    // (Not while the engine opens: its reader and watch do not exist yet.)
+    if (!this.#reader || !this.#walWatch.changedSince(this.#writerSeen)) return false;
+    this.#writerSchemaStale = true;
+    this.#traits = null;
+    return true;
   }
 
   /** The writer's schema version at its last `#refreshWriterSchema`. */

@@ -1,0 +1,107 @@
+/**
+ * Schema changes while other clients and programs work: statements of a
+ * transaction prepared after another program changed the schema, and the
+ * rows change feeds read at commit, on both engines (feeds: FFI only).
+ */
+
+import assert from "node:assert/strict";
+import type { Subscription } from "../client.ts";
+import { startServer, takeEvents } from "./_helpers.ts";
+
+const ENGINES = ["ffi", "node"] as const;
+
+/** Runs `sql` in another process (node:sqlite on the file), which commits it and exits. */
+async function otherProgram(database: string, sql: string): Promise<void> {
+  const code = `
+import { DatabaseSync } from "node:sqlite";
+const db = new DatabaseSync(${JSON.stringify(database)});
+db.exec("PRAGMA busy_timeout = 5000");
+db.exec(${JSON.stringify(sql)});
+db.close();
+`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=js", code],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, `other program: ${sql}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: a transaction's write is prepared against a schema another program changed after its BEGIN`, async () => {
+    await using srv = await startServer({ engine, logLevel: "error" });
+    const db = await srv.client();
+    await db.exec("CREATE TABLE t (a, b, c); INSERT INTO t VALUES (1, 'B1', 'C1')");
+    // BEGIN ran (deferred: nothing read yet); a migration commits now; the
+    // transaction's statements are written for the new schema.
+    const write = (ddl: string, run: (tx: typeof db) => Promise<unknown>) =>
+      db.transaction(async (tx) => {
+        await otherProgram(srv.database, ddl);
+        return await run(tx as unknown as typeof db);
+      });
+    assert.deepEqual(
+      await write("ALTER TABLE t DROP COLUMN b", (tx) => tx.run("INSERT INTO t VALUES (2, 'C2')")),
+      { changes: 1, lastInsertRowid: 2 },
+    );
+    assert.deepEqual(
+      await write(
+        "ALTER TABLE t ADD COLUMN d",
+        (tx) => tx.query("INSERT INTO t VALUES (3, 'C3', 'D3') RETURNING *"),
+      ),
+      [{ a: 3, c: "C3", d: "D3" }],
+    );
+    assert.deepEqual(
+      (await write(
+        "ALTER TABLE t ADD COLUMN e",
+        (tx) => tx.batch([{ sql: "INSERT INTO t VALUES (4, 'C4', 'D4', 'E4')" }]),
+      ) as { changes: number }[]).map((r) => r.changes),
+      [1],
+    );
+    await write(
+      "ALTER TABLE t ADD COLUMN f",
+      (tx) => tx.exec("INSERT INTO t VALUES (5, 'C5', 'D5', 'E5', 'F5')"),
+    );
+    // A statement that does not compile against the new schema either still fails with its error.
+    await assert.rejects(
+      write("ALTER TABLE t ADD COLUMN g", (tx) => tx.run("INSERT INTO t VALUES (6)")),
+      /table t has 6 columns but 1 values were supplied/,
+    );
+    assert.deepEqual(await db.values("SELECT * FROM t ORDER BY a"), [
+      [1, "C1", null, null, null, null],
+      [2, "C2", null, null, null, null],
+      [3, "C3", "D3", null, null, null],
+      [4, "C4", "D4", "E4", null, null],
+      [5, "C5", "D5", "E5", "F5", null],
+    ]);
+    await db.close();
+  });
+}
+
+/** The values of the feed's next table change. */
+async function values(feed: Subscription): Promise<unknown[]> {
+  return (await takeEvents(feed, 1)).map((e) => e.type === "table" ? e.value : e);
+}
+
+Deno.test("ffi: a change feed's row values follow a column another program dropped during the transaction", async () => {
+  await using srv = await startServer({ engine: "ffi", logLevel: "error" });
+  const db = await srv.client();
+  const other = await srv.client();
+  await db.exec("CREATE TABLE t (a, b, c)");
+  await using feed = await other.subscribe({ tables: ["t"], values: true });
+  await db.run("INSERT INTO t VALUES (1, 'B1', 'C1')");
+  assert.deepEqual(await values(feed), [{ a: 1, b: "B1", c: "C1" }]);
+  await db.transaction(async (tx) => {
+    await otherProgram(srv.database, "ALTER TABLE t DROP COLUMN b");
+    await tx.run("INSERT INTO t (a, c) VALUES (2, 'C2')");
+  });
+  // Not { a: 2, b: "C2" }: the value of c under the name of the column dropped.
+  assert.deepEqual(await values(feed), [{ a: 2, c: "C2" }]);
+  await db.transaction(async (tx) => {
+    await otherProgram(srv.database, "ALTER TABLE t ADD COLUMN d DEFAULT 'D'");
+    await tx.run("INSERT INTO t (a, c) VALUES (3, 'C3')");
+  });
+  assert.deepEqual(await values(feed), [{ a: 3, c: "C3", d: "D" }]);
+  await feed.close();
+  await other.close();
+  await db.close();
+});
