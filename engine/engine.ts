@@ -590,6 +590,7 @@ export class Engine {
         hasAttached: () => this.#writerAttached,
         owns: (s) => this.#queue.owner === s,
         acquire: (s, forGroup) => this.#acquire(s, forGroup),
+        currentSchema: () => this.#refreshInTransaction(true),
         afterWrite: (s, touchedTemp) => this.#afterWrite(s, touchedTemp),
         touch: (s) => this.#touch(s),
         release: (s) => {
@@ -1280,8 +1281,9 @@ export class Engine {
    * of their names (see `Connection.setTempObjects`), which the statements
    * cached must be prepared again to see.
    */
-  #refreshInTransaction(): void {
-    if ((this.#writer.caps.reprepares && !this.#writerHasTemp) || this.#reader === null) return;
+  #refreshInTransaction(always = false): void {
+    if (this.#reader === null) return;
+    if (!always && this.#writer.caps.reprepares && !this.#writerHasTemp) return;
     if (!this.#walWatch.changedSince(this.#writerSeen)) return;
     this.#writerSchemaStale = true;
     this.#writer.refreshSchema();

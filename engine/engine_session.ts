@@ -1162,6 +1162,9 @@ export class EngineSession implements HostedSession {
       // transaction ends (writerReleased), as PostgreSQL does.
       host.writer.touch(this);
       host.writer.acquire(this); // (its schema up to date)
+      // Its columns are sent before it steps: a schema another program
+      // changed is read first, on every binding.
+      host.writer.currentSchema();
       const p = host.writer.connection.prepareUncached(text);
       cursor = this.#liveCursor(p, args, ms, () => {});
       if (writes(p)) {

@@ -44,6 +44,14 @@ export interface WriterAccess {
    */
   acquire(s: EngineSession, forGroup?: boolean): boolean;
   /**
+   * Inside the transaction of the session holding the writer, before a
+   * statement whose result columns are read before it steps (a cursor's,
+   * sent as it opens): reads the schema cookie when another program
+   * committed since the writer last looked, whatever the binding (SQLite
+   * would prepare the statement again as it steps, under other columns).
+   */
+  currentSchema(): void;
+  /**
    * `s` ran something on the writer: it keeps the writer while a transaction
    * is open, else the next in line gets it. `touchedTemp`: the statements may
    * have created or dropped TEMP objects.

@@ -77,6 +77,43 @@ for (const engine of ENGINES) {
   });
 }
 
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: a transaction's iterate() names its columns after a schema another program changed after its BEGIN`, async () => {
+    await using srv = await startServer({ engine, logLevel: "error" });
+    const db = await srv.client();
+    await db.exec("CREATE TABLE t (a, b, c); INSERT INTO t VALUES (1, 'B1', 'C1')");
+    const all = async <T>(it: AsyncIterable<T>): Promise<T[]> => {
+      const rows: T[] = [];
+      for await (const r of it) rows.push(r);
+      return rows;
+    };
+    const iterate = (ddl: string, sql: string) =>
+      db.transaction(async (tx) => {
+        await otherProgram(srv.database, ddl);
+        return await all(tx.iterate(sql));
+      });
+    assert.deepEqual(await db.transaction((tx) => all(tx.iterate("SELECT * FROM t"))), [
+      { a: 1, b: "B1", c: "C1" },
+    ]);
+    // Not [{ a: 1, b: "C1" }]: c's value under the name of the column dropped.
+    assert.deepEqual(await iterate("ALTER TABLE t DROP COLUMN b", "SELECT * FROM t"), [
+      { a: 1, c: "C1" },
+    ]);
+    // Not [{ a: 1, c: "C1" }]: the column added dropped.
+    assert.deepEqual(await iterate("ALTER TABLE t ADD COLUMN d DEFAULT 'D'", "SELECT * FROM t"), [
+      { a: 1, c: "C1", d: "D" },
+    ]);
+    assert.deepEqual(
+      await iterate(
+        "ALTER TABLE t ADD COLUMN e DEFAULT 'E'",
+        "INSERT INTO t (a) VALUES (2) RETURNING *",
+      ),
+      [{ a: 2, c: null, d: "D", e: "E" }],
+    );
+    await db.close();
+  });
+}
+
 /** The values of the feed's next table change. */
 async function values(feed: Subscription): Promise<unknown[]> {
   return (await takeEvents(feed, 1)).map((e) => e.type === "table" ? e.value : e);
