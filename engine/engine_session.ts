@@ -1710,6 +1710,8 @@ export class EngineSession implements HostedSession {
     }
     const checked = this.#checkOnReader(sql);
     if (checked !== null) return [this.#handles.add(sql), checked.columns];
+    // Its columns are answered before it runs (see iterate).
+    if (this.#host.writer.owns(this)) this.#host.writer.currentSchema();
     const p = this.#route(sql);
     if (p === BLOCKED) return BLOCKED;
     if (p.onWriter) this.#host.writer.afterWrite(this);

@@ -114,6 +114,32 @@ for (const engine of ENGINES) {
   });
 }
 
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: Statement.columns of a transaction's prepare() after another program changed the schema`, async () => {
+    await using srv = await startServer({ engine, logLevel: "error" });
+    const db = await srv.client();
+    await db.exec("CREATE TABLE t (a, b, c); INSERT INTO t VALUES (1, 'B1', 'C1')");
+    const columns = (ddl: string) =>
+      db.transaction(async (tx) => {
+        await otherProgram(srv.database, ddl);
+        const stmt = await tx.prepare("SELECT * FROM t");
+        const before = stmt.columns; // what a UI lays out its table with before the first run
+        const rows = await stmt.all();
+        await stmt.finalize();
+        return { before, rows };
+      });
+    assert.deepEqual(await columns("ALTER TABLE t DROP COLUMN b"), {
+      before: ["a", "c"],
+      rows: [{ a: 1, c: "C1" }],
+    });
+    assert.deepEqual(await columns("ALTER TABLE t ADD COLUMN d DEFAULT 'D'"), {
+      before: ["a", "c", "d"],
+      rows: [{ a: 1, c: "C1", d: "D" }],
+    });
+    await db.close();
+  });
+}
+
 /** The values of the feed's next table change. */
 async function values(feed: Subscription): Promise<unknown[]> {
   return (await takeEvents(feed, 1)).map((e) => e.type === "table" ? e.value : e);
