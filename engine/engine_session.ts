@@ -249,8 +249,11 @@ export class EngineSession implements HostedSession {
    */
   #txWriteSeq = 0;
   #txWriteFloor = 0;
-  /** Cursors on the writer over a write (`INSERT ... RETURNING`): each `next` may write. */
-  #writingCursors: Set<number> | null = null;
+  /**
+   * Cursors on the writer over a write (`INSERT ... RETURNING`, DDL), with
+   * their statements: each `next` may write.
+   */
+  #writingCursors: Map<number, Prepared> | null = null;
   /** True once an item of the batch running inside the client's transaction wrote. */
   #batchWrote = false;
 
@@ -1170,7 +1173,7 @@ export class EngineSession implements HostedSession {
       if (writes(p)) {
         // Its steps write (each `next`): counted as writes of the transaction.
         const opened = this.#addCursor(cursor);
-        (this.#writingCursors ??= new Set()).add(opened[0]);
+        (this.#writingCursors ??= new Map()).set(opened[0], p);
         return opened;
       }
     } else {
@@ -1283,11 +1286,16 @@ export class EngineSession implements HostedSession {
     }
     const cursor = this.#cursor(id);
     this.#host.writer.touch(this);
-    const writes = this.#writingCursors?.has(id) === true;
+    const writing = this.#writingCursors?.get(id);
     const stepped = (): void => {
-      if (!writes) return;
+      if (writing === undefined) return;
       if (this.#host.writer.owns(this) && this.#host.writer.connection.inTransaction) {
         this.#txWriteSeq++;
+        // What it changed counts as a statement's would: DDL voids the
+        // writer's cached statements (node:sqlite would read them with the
+        // old row width), TEMP objects it made are every client's.
+        this.#host.writer.ranOnWriter(writing);
+        if (writing.touchesTemp) this.#host.writer.afterWrite(this, true);
       }
       if (!this.#cursors.has(id)) this.#writingCursors?.delete(id);
     };

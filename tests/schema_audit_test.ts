@@ -140,6 +140,43 @@ for (const engine of ENGINES) {
   });
 }
 
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: DDL run through a transaction's iterate() counts as DDL run any other way`, async () => {
+    await using srv = await startServer({ engine, logLevel: "error" });
+    const db = await srv.client();
+    const other = await srv.client();
+    await db.exec("CREATE TABLE t (a, b, c); INSERT INTO t VALUES (1, 'B1', 'C1')");
+    const drain = async (it: AsyncIterable<unknown>): Promise<unknown[]> => {
+      const rows: unknown[] = [];
+      for await (const r of it) rows.push(r);
+      return rows;
+    };
+    const seen = await db.transaction(async (tx) => {
+      const before = await tx.query("SELECT * FROM t"); // (cached on the writer)
+      assert.deepEqual(await drain(tx.iterate("ALTER TABLE t DROP COLUMN b")), []);
+      const dropped = await tx.query("SELECT * FROM t");
+      await drain(tx.iterate("ALTER TABLE t ADD COLUMN d DEFAULT 'D'"));
+      const added = await tx.query("SELECT * FROM t");
+      await drain(tx.iterate("CREATE TEMP TABLE tt (y)"));
+      await tx.run("INSERT INTO tt VALUES (1)");
+      return { before, dropped, added };
+    });
+    // node:sqlite read the statement cached before with the old row width:
+    // { a: 1, b: "C1", c: null }, then { a: 1, b: "C1" }.
+    assert.deepEqual(seen, {
+      before: [{ a: 1, b: "B1", c: "C1" }],
+      dropped: [{ a: 1, c: "C1" }],
+      added: [{ a: 1, c: "C1", d: "D" }],
+    });
+    // A TEMP table lives on the shared writer: every client sees it, as when
+    // exec() makes it (it was "no such table: tt").
+    assert.deepEqual(await other.query("SELECT * FROM tt"), [{ y: 1 }]);
+    await other.exec("DROP TABLE temp.tt");
+    await other.close();
+    await db.close();
+  });
+}
+
 /** The values of the feed's next table change. */
 async function values(feed: Subscription): Promise<unknown[]> {
   return (await takeEvents(feed, 1)).map((e) => e.type === "table" ? e.value : e);
