@@ -354,6 +354,7 @@ export class Engine {
       () => this.#drain(),
       (workMs) => this.#commitInline(workMs),
       () => this.#fileLost(true),
+      () => this.#schemaMovedUnderLock(),
     );
     this.#queue = new WriterQueue<EngineSession>(
       config.busyTimeout,
@@ -591,6 +592,7 @@ export class Engine {
         owns: (s) => this.#queue.owner === s,
         acquire: (s, forGroup) => this.#acquire(s, forGroup),
         currentSchema: () => this.#refreshInTransaction(true),
+        schemaMovedUnderLock: () => this.#schemaMovedUnderLock(),
         afterWrite: (s, touchedTemp) => this.#afterWrite(s, touchedTemp),
         touch: (s) => this.#touch(s),
         release: (s) => {
@@ -1304,6 +1306,23 @@ export class Engine {
     // (Not while the engine opens: its reader and watch do not exist yet.)
     if (!this.#reader || !this.#walWatch.changedSince(this.#writerSeen)) return false;
     this.#writerSchemaStale = true;
+    this.#traits = null;
+    return true;
+  }
+
+  /**
+   * Once the writer holds the write lock (`BEGIN IMMEDIATE`, which
+   * node:sqlite waits for inline after the turn began): true when another
+   * program committed a schema change since the writer last looked, which
+   * the writer then loads (cached statements dropped). A header comparison,
+   * plus a cookie read after another program's commit.
+   */
+  #schemaMovedUnderLock(): boolean {
+    if (!this.#reader || !this.#walWatch.changedSince(this.#writerSeen)) return false;
+    this.#writerSchemaStale = true;
+    const version = this.#writer.refreshSchema();
+    if (version === this.#writerSchema) return false;
+    this.#writerSchema = version;
     this.#traits = null;
     return true;
   }

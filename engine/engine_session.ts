@@ -1520,6 +1520,8 @@ export class EngineSession implements HostedSession {
       // Another process holds the file's write lock: wait for it in the background.
       began = this.#background(writer.prepare(begin), NO_ARGS, limits, false, null);
     }
+    // (Its statements are prepared after: with the schema the lock holds.)
+    if (began === null && !nested) host.writer.schemaMovedUnderLock();
     this.#batchTx = !nested;
     this.#batchRuns = true;
     this.#batchTemp = false;

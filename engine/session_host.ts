@@ -52,6 +52,12 @@ export interface WriterAccess {
    */
   currentSchema(): void;
   /**
+   * Once the writer holds the write lock (a batch's `BEGIN IMMEDIATE`): true
+   * when another program changed the schema meanwhile (node:sqlite waits
+   * for its lock inline), which the writer then loads.
+   */
+  schemaMovedUnderLock(): boolean;
+  /**
    * `s` ran something on the writer: it keeps the writer while a transaction
    * is open, else the next in line gets it. `touchedTemp`: the statements may
    * have created or dropped TEMP objects.

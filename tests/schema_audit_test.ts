@@ -177,6 +177,91 @@ for (const engine of ENGINES) {
   });
 }
 
+/**
+ * Another program that takes the write lock, runs `ddl`, says so on stdout
+ * and commits `holdMs` later (a migration tool's transaction).
+ */
+function migrationHoldingLock(database: string, ddl: string, holdMs: number): Deno.ChildProcess {
+  const code = `
+import { DatabaseSync } from "node:sqlite";
+const db = new DatabaseSync(${JSON.stringify(database)});
+db.exec("PRAGMA busy_timeout = 5000");
+db.exec("BEGIN IMMEDIATE");
+db.exec(${JSON.stringify(ddl)});
+Deno.stdout.writeSync(new TextEncoder().encode("locked\\n"));
+const until = Date.now() + ${holdMs};
+while (Date.now() < until); // (holds the lock without giving the event loop a turn)
+db.exec("COMMIT");
+db.close();
+`;
+  return new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=js", code],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: a batch that waited for a migration's lock reads the schema it committed`, async () => {
+    await using srv = await startServer({ engine, logLevel: "error" });
+    const db = await srv.client();
+    await db.exec("CREATE TABLE t (a, b, c); INSERT INTO t VALUES (1, 'B1', 'C1')");
+    const batch = async () =>
+      (await db.batch([
+        { sql: "SELECT * FROM t" },
+        { sql: "INSERT INTO t (a) VALUES (?) RETURNING *", params: [2] },
+        { sql: "DELETE FROM t WHERE a = 2" },
+      ])).map((r) => r.rows);
+    assert.deepEqual(await batch(), [
+      [{ a: 1, b: "B1", c: "C1" }],
+      [{ a: 2, b: null, c: null }],
+      [],
+    ]);
+    const child = migrationHoldingLock(srv.database, "ALTER TABLE t DROP COLUMN b", 300);
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    assert.equal((await reader.read()).value, "locked\n");
+    // (node: it waits for the lock in the batch's BEGIN IMMEDIATE, its statements prepared before.)
+    assert.deepEqual(await batch(), [[{ a: 1, c: "C1" }], [{ a: 2, c: null }], []]);
+    while (!(await reader.read()).done);
+    assert.ok((await child.status).success);
+    await db.close();
+  });
+
+  Deno.test(`${engine}: a write's RETURNING rows after it waited for a migration's lock`, async () => {
+    await using srv = await startServer({ engine, logLevel: "error" });
+    const db = await srv.client();
+    await db.exec("CREATE TABLE t (a, b, c); INSERT INTO t VALUES (1, 'B1', 'C1')");
+    const insert = "INSERT INTO t (a, c) VALUES (?, 'C') RETURNING *";
+    assert.deepEqual(await db.query(insert, [2]), [{ a: 2, b: null, c: "C" }]);
+    assert.deepEqual(await db.query(insert, [3]), [{ a: 3, b: null, c: "C" }]);
+    for (
+      const [ddl, a, row] of [
+        ["ALTER TABLE t DROP COLUMN b", 4, { a: 4, c: "C" }],
+        ["ALTER TABLE t RENAME COLUMN c TO cc", 5, null],
+        ["ALTER TABLE t ADD COLUMN d DEFAULT 'D'", 6, null],
+      ] as const
+    ) {
+      const child = migrationHoldingLock(srv.database, ddl, 300);
+      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      assert.equal((await reader.read()).value, "locked\n");
+      if (row !== null) {
+        // node: { a: 4, b: "C", c: null }, c's value under the dropped column's name.
+        assert.deepEqual(await db.query(insert, [a]), [row]);
+      } else {
+        // The statement no longer compiles: SQLite's error, nothing written.
+        await assert.rejects(db.query(insert, [a]), /no column named c/);
+        assert.deepEqual(
+          await db.query("INSERT INTO t (a) VALUES (?) RETURNING *", [a]),
+          [a === 5 ? { a, cc: null } : { a, cc: null, d: "D" }],
+        );
+      }
+      while (!(await reader.read()).done);
+      assert.ok((await child.status).success);
+    }
+    await db.close();
+  });
+}
+
 /** The values of the feed's next table change. */
 async function values(feed: Subscription): Promise<unknown[]> {
   return (await takeEvents(feed, 1)).map((e) => e.type === "table" ? e.value : e);
