@@ -73,7 +73,7 @@ import { SqliteError } from "../protocol/errors.ts";
 import { valueSize } from "../protocol/messages.ts";
 import { foldCase } from "./_sql_text.ts";
 import type { RowChange, RowChanging, RowidChange, SqlValue } from "./binding/binding.ts";
-import type { Connection, Prepared } from "./connection.ts";
+import { columnsOf, type Connection, type Prepared } from "./connection.ts";
 
 /** One committed change. */
 export interface Change {
@@ -1003,7 +1003,10 @@ export class ChangeLog {
     try {
       const p = this.#writer.prepare(sql);
       p.stmt.bind(args);
-      return { columns: p.columns, rows: p.stmt.all() };
+      const rows = p.stmt.all();
+      // (Names read after stepping: SQLite prepares a cached statement again
+      // when another program changed the schema, and its rows follow.)
+      return { columns: columnsOf(p), rows };
     } catch {
       return null; // the table was dropped meanwhile
     }

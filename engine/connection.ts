@@ -193,6 +193,15 @@ export interface ConnectionOptions {
   policy?: PolicyCheck | null;
   /** Largest string or BLOB SQLite may build (see `Db.setLengthLimit`). */
   maxValueBytes?: number;
+  /**
+   * Asked when a client's statement fails to prepare: true when the schema
+   * the connection holds may be older than the database's (another program
+   * committed since the connection last read the schema cookie, as inside a
+   * transaction that has read nothing yet). The connection then reads the
+   * cookie and, when the schema moved, prepares the statement once more.
+   * @default {null} (never)
+   */
+  schemaMayHaveMoved?: (() => boolean) | null;
 }
 
 /**
@@ -312,6 +321,8 @@ export class Connection {
   /** `schema_version` when the cache was last known valid. */
   #schemaVersion = -1;
   readonly #policy: PolicyCheck | null;
+  /** See {@link ConnectionOptions.schemaMayHaveMoved}. */
+  readonly #schemaMayHaveMoved: (() => boolean) | null;
   /** The policy's first refusal while preparing the current statement. */
   #refusal: Refusal | null = null;
   /**
@@ -345,6 +356,7 @@ export class Connection {
     this.#cacheSize = options.cacheSize;
     this.#cacheText = options.cacheText ?? MAX_CACHED_SQL;
     this.#policy = options.policy ?? null;
+    this.#schemaMayHaveMoved = options.schemaMayHaveMoved ?? null;
     this.db.setAuthorizer((action, arg1, arg2, dbName, trigger) => {
       // A trigger's `DELETE FROM t` without WHERE would empty t without
       // calling the update hook, and uncounted by changes(): IGNORE makes
@@ -571,7 +583,15 @@ export class Connection {
       const refusal = this.#refusal as Refusal | null;
       if (refusal !== null) throw new SqliteError(refusal.code, refusal.message);
       const pending = this.#conditional as Refusal | null;
-      if (pending === null) throw failure;
+      if (pending === null) {
+        // Prepared against a schema another program has changed since
+        // (SQLite compiles with the schema it holds and reads the cookie only
+        // as a statement starts): `INSERT INTO t VALUES (...)` for the new
+        // column count fails ("table t has 3 columns but 2 values were
+        // supplied"). Prepared again once that schema is loaded.
+        if (this.#schemaMoved()) return this.prepareOne(sql, from);
+        throw failure;
+      }
       // Only the writer runs a PRAGMA set, and only its value counts.
       if (!this.#isWriter) throw new WriterDecides(pending);
       if (this.#lifted !== null || !this.#permits(pending)) {
@@ -1104,6 +1124,24 @@ export class Connection {
       this.#hasRowid.set(key, known);
     }
     return known;
+  }
+
+  /**
+   * After a failed prepare: true when the schema may have moved unseen (see
+   * {@link ConnectionOptions.schemaMayHaveMoved}) and reading the cookie
+   * shows that it did (the statement cache is dropped then). Once per
+   * move: the next failure finds the cookie as read.
+   */
+  #schemaMoved(): boolean {
+    if (this.#trusted || this.#schemaMayHaveMoved === null || !this.#schemaMayHaveMoved()) {
+      return false;
+    }
+    const before = this.#schemaVersion;
+    try {
+      return this.refreshSchema() !== before;
+    } catch {
+      return false; // (the statement's own error says more)
+    }
   }
 
   /**

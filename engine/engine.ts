@@ -292,6 +292,7 @@ export class Engine {
       cacheSize,
       policy,
       maxValueBytes,
+      schemaMayHaveMoved: () => this.#writerMayBeStale(),
     });
     let file: DatabaseFile | null = null;
     try {
@@ -353,6 +354,7 @@ export class Engine {
       () => this.#drain(),
       (workMs) => this.#commitInline(workMs),
       () => this.#fileLost(true),
+      () => this.#schemaMovedUnderLock(),
     );
     this.#queue = new WriterQueue<EngineSession>(
       config.busyTimeout,
@@ -589,6 +591,8 @@ export class Engine {
         hasAttached: () => this.#writerAttached,
         owns: (s) => this.#queue.owner === s,
         acquire: (s, forGroup) => this.#acquire(s, forGroup),
+        currentSchema: () => this.#refreshInTransaction(true),
+        schemaMovedUnderLock: () => this.#schemaMovedUnderLock(),
         afterWrite: (s, touchedTemp) => this.#afterWrite(s, touchedTemp),
         touch: (s) => this.#touch(s),
         release: (s) => {
@@ -1280,12 +1284,48 @@ export class Engine {
    * of their names (see `Connection.setTempObjects`), which the statements
    * cached must be prepared again to see.
    */
-  #refreshInTransaction(): void {
-    if ((this.#writer.caps.reprepares && !this.#writerHasTemp) || this.#reader === null) return;
+  #refreshInTransaction(always = false): void {
+    if (this.#reader === null) return;
+    if (!always && this.#writer.caps.reprepares && !this.#writerHasTemp) return;
     if (!this.#walWatch.changedSince(this.#writerSeen)) return;
     this.#writerSchemaStale = true;
     this.#writer.refreshSchema();
     this.#traits = null;
+  }
+
+  /**
+   * A client's statement failed to prepare on the writer: true when another
+   * program committed since the writer last looked (see
+   * `Connection.schemaMayHaveMoved`), which inside a transaction the FFI
+   * engine does not check before each statement (SQLite prepares cached
+   * statements again as they step, but compiles a new one against the
+   * schema it holds). The writer then reads the cookie, which starts a
+   * deferred transaction's snapshot: only when the statement failed anyway.
+   * The next turn looks again.
+   */
+  #writerMayBeStale(): boolean {
+    // (Not while the engine opens: its reader and watch do not exist yet.)
+    if (!this.#reader || !this.#walWatch.changedSince(this.#writerSeen)) return false;
+    this.#writerSchemaStale = true;
+    this.#traits = null;
+    return true;
+  }
+
+  /**
+   * Once the writer holds the write lock (`BEGIN IMMEDIATE`, which
+   * node:sqlite waits for inline after the turn began): true when another
+   * program committed a schema change since the writer last looked, which
+   * the writer then loads (cached statements dropped). A header comparison,
+   * plus a cookie read after another program's commit.
+   */
+  #schemaMovedUnderLock(): boolean {
+    if (!this.#reader || !this.#walWatch.changedSince(this.#writerSeen)) return false;
+    this.#writerSchemaStale = true;
+    const version = this.#writer.refreshSchema();
+    if (version === this.#writerSchema) return false;
+    this.#writerSchema = version;
+    this.#traits = null;
+    return true;
   }
 
   /** The writer's schema version at its last `#refreshWriterSchema`. */

@@ -249,8 +249,11 @@ export class EngineSession implements HostedSession {
    */
   #txWriteSeq = 0;
   #txWriteFloor = 0;
-  /** Cursors on the writer over a write (`INSERT ... RETURNING`): each `next` may write. */
-  #writingCursors: Set<number> | null = null;
+  /**
+   * Cursors on the writer over a write (`INSERT ... RETURNING`, DDL), with
+   * their statements: each `next` may write.
+   */
+  #writingCursors: Map<number, Prepared> | null = null;
   /** True once an item of the batch running inside the client's transaction wrote. */
   #batchWrote = false;
 
@@ -1162,12 +1165,15 @@ export class EngineSession implements HostedSession {
       // transaction ends (writerReleased), as PostgreSQL does.
       host.writer.touch(this);
       host.writer.acquire(this); // (its schema up to date)
+      // Its columns are sent before it steps: a schema another program
+      // changed is read first, on every binding.
+      host.writer.currentSchema();
       const p = host.writer.connection.prepareUncached(text);
       cursor = this.#liveCursor(p, args, ms, () => {});
       if (writes(p)) {
         // Its steps write (each `next`): counted as writes of the transaction.
         const opened = this.#addCursor(cursor);
-        (this.#writingCursors ??= new Set()).add(opened[0]);
+        (this.#writingCursors ??= new Map()).set(opened[0], p);
         return opened;
       }
     } else {
@@ -1280,11 +1286,16 @@ export class EngineSession implements HostedSession {
     }
     const cursor = this.#cursor(id);
     this.#host.writer.touch(this);
-    const writes = this.#writingCursors?.has(id) === true;
+    const writing = this.#writingCursors?.get(id);
     const stepped = (): void => {
-      if (!writes) return;
+      if (writing === undefined) return;
       if (this.#host.writer.owns(this) && this.#host.writer.connection.inTransaction) {
         this.#txWriteSeq++;
+        // What it changed counts as a statement's would: DDL voids the
+        // writer's cached statements (node:sqlite would read them with the
+        // old row width), TEMP objects it made are every client's.
+        this.#host.writer.ranOnWriter(writing);
+        if (writing.touchesTemp) this.#host.writer.afterWrite(this, true);
       }
       if (!this.#cursors.has(id)) this.#writingCursors?.delete(id);
     };
@@ -1509,6 +1520,8 @@ export class EngineSession implements HostedSession {
       // Another process holds the file's write lock: wait for it in the background.
       began = this.#background(writer.prepare(begin), NO_ARGS, limits, false, null);
     }
+    // (Its statements are prepared after: with the schema the lock holds.)
+    if (began === null && !nested) host.writer.schemaMovedUnderLock();
     this.#batchTx = !nested;
     this.#batchRuns = true;
     this.#batchTemp = false;
@@ -1707,6 +1720,8 @@ export class EngineSession implements HostedSession {
     }
     const checked = this.#checkOnReader(sql);
     if (checked !== null) return [this.#handles.add(sql), checked.columns];
+    // Its columns are answered before it runs (see iterate).
+    if (this.#host.writer.owns(this)) this.#host.writer.currentSchema();
     const p = this.#route(sql);
     if (p === BLOCKED) return BLOCKED;
     if (p.onWriter) this.#host.writer.afterWrite(this);

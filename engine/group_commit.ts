@@ -109,6 +109,8 @@ export class GroupCommit {
   readonly #onCommitted: () => void;
   readonly #commitInline: (workMs: number) => boolean;
   readonly #lost: () => SqliteError | null;
+  /** See the constructor's `schemaMoved`. */
+  readonly #schemaMoved: () => boolean;
   /** Writes in the open group. */
   #size = 0;
   /** Time its writes took to run, in ms: a bound on how much its COMMIT writes. */
@@ -131,13 +133,18 @@ export class GroupCommit {
    * @param lost After a group committed, before its members hear of it: the
    *   error they get instead when the commit went into a database file the
    *   path no longer names (removed or renamed while serving), else `null`.
+   * @param schemaMoved Once a group's `BEGIN IMMEDIATE` holds the write
+   *   lock: true when another program changed the schema since the writer
+   *   last looked (the writer then prepares with the new one).
    */
   constructor(
     writer: Connection,
     onCommitted: () => void,
     commitInline: (workMs: number) => boolean,
     lost: () => SqliteError | null = () => null,
+    schemaMoved: () => boolean = () => false,
   ) {
+    this.#schemaMoved = schemaMoved;
     this.#writer = writer;
     this.#onCommitted = onCommitted;
     this.#commitInline = commitInline;
@@ -183,6 +190,14 @@ export class GroupCommit {
         // in the background, where it waits for the lock.
         if (metLock(writer, err)) throw new LockBusy();
         throw err;
+      }
+      if (this.#schemaMoved()) {
+        // The BEGIN waited for another program's lock (node:sqlite waits
+        // inline) while that program changed the schema: the member's
+        // statement, prepared before, would step under its old columns.
+        // Nothing ran: it runs again, alone, prepared anew.
+        writer.runOwn("ROLLBACK");
+        throw new LockBusy();
       }
       this.#open = true;
       // Commit once the requests that arrived together have run: a microtask

@@ -44,6 +44,20 @@ export interface WriterAccess {
    */
   acquire(s: EngineSession, forGroup?: boolean): boolean;
   /**
+   * Inside the transaction of the session holding the writer, before a
+   * statement whose result columns are read before it steps (a cursor's,
+   * sent as it opens): reads the schema cookie when another program
+   * committed since the writer last looked, whatever the binding (SQLite
+   * would prepare the statement again as it steps, under other columns).
+   */
+  currentSchema(): void;
+  /**
+   * Once the writer holds the write lock (a batch's `BEGIN IMMEDIATE`): true
+   * when another program changed the schema meanwhile (node:sqlite waits
+   * for its lock inline), which the writer then loads.
+   */
+  schemaMovedUnderLock(): boolean;
+  /**
    * `s` ran something on the writer: it keeps the writer while a transaction
    * is open, else the next in line gets it. `touchedTemp`: the statements may
    * have created or dropped TEMP objects.
