@@ -14,9 +14,9 @@
  *   after its rows were stepped, and rolls it back) was reported as done
  *   with its rows when not stepped to its end: `get()` on the FFI engine
  *   (one row stepped, then the statement reset, whose error nobody read)
- *   and `run()` on the node:sqlite engine (node:sqlite's `run()` steps
- *   once) answered `{ id: 7 }` / `{ changes: 0 }` for a DELETE that SQLite
- *   had undone. A write is now stepped to its end whatever rows are wanted,
+ *   and `run()` and `exec()` on the node:sqlite engine (node:sqlite's
+ *   `run()` steps once) answered `{ id: 7 }` / `{ changes: 0 }` / success
+ *   (a script going on after it) for a DELETE that SQLite had undone. A write is now stepped to its end whatever rows are wanted,
  *   so SQLite's error is reported, as `query()` always did.
  */
 
@@ -78,7 +78,7 @@ INSERT INTO p VALUES (1);`;
   }
 });
 
-Deno.test("a write with RETURNING failing at its end: get(), run() and query() all report it", async () => {
+Deno.test("a write with RETURNING failing at its end: get(), run(), query() and exec() all report it", async () => {
   await using srv = await startServer();
   await using db = await srv.client();
   await db.exec(`CREATE TABLE p(id INTEGER PRIMARY KEY, u);
@@ -90,6 +90,12 @@ INSERT INTO p VALUES (7, 1), (8, 2); INSERT INTO c(pid) VALUES (8);`);
     await refused(db.get(sql), "SQLITE_CONSTRAINT_FOREIGNKEY", /FOREIGN KEY constraint failed/);
     await refused(db.run(sql), "SQLITE_CONSTRAINT_FOREIGNKEY", /FOREIGN KEY constraint failed/);
     await refused(db.query(sql), "SQLITE_CONSTRAINT_FOREIGNKEY", /FOREIGN KEY constraint failed/);
+    await refused(db.exec(sql), "SQLITE_CONSTRAINT_FOREIGNKEY", /FOREIGN KEY constraint failed/);
+    await refused(
+      db.exec(`SELECT 1; ${sql}; SELECT 2`),
+      "SQLITE_CONSTRAINT_FOREIGNKEY",
+      /FOREIGN KEY constraint failed \(statement 2 of the script; the 1 before it ran\)/,
+    );
     await using stmt = await db.prepare(sql);
     await refused(stmt.get(), "SQLITE_CONSTRAINT_FOREIGNKEY", /FOREIGN KEY constraint failed/);
     await refused(stmt.run(), "SQLITE_CONSTRAINT_FOREIGNKEY", /FOREIGN KEY constraint failed/);
