@@ -39,7 +39,10 @@ export interface RunLimits {
   deadline?: number;
   /** Largest result, in approximate bytes, before `RESULT_TOO_LARGE`. */
   maxBytes: number;
-  /** Rows wanted at most (the statement is not stepped past them); all when absent. */
+  /**
+   * Rows wanted at most (a read is not stepped past them, a write is stepped
+   * to its end so that an error of its end is reported); all when absent.
+   */
   maxRows?: number;
   /**
    * The room the reply has, for a statement whose rows must fit it before
@@ -278,8 +281,10 @@ function undoIfLate<T>(p: Prepared, limits: RunLimits, run: () => T): T {
 /**
  * Steps `p` a row at a time, then resets it: its rows when wanted (into
  * `rows`, so a caller has those stepped when it fails), at most
- * `limits.maxRows` of them (a write with RETURNING made all its changes at
- * the first step); with `clock`, checking the deadline between rows.
+ * `limits.maxRows` of them (a read is not stepped past them; a write with
+ * RETURNING, which made all its changes at the first step, is stepped to
+ * its end, where its autocommit COMMIT may still fail); with `clock`,
+ * checking the deadline between rows.
  */
 function stepRows(
   p: Prepared,
@@ -293,9 +298,12 @@ function stepRows(
   const fits = rowsFit(p, limits);
   let bytes = 0;
   try {
-    while (rows.length < max && p.stmt.step()) {
+    // A write is stepped to its end, its rows past `max` unread: SQLite
+    // reports an error of its end there (its autocommit COMMIT failing on a
+    // deferred foreign key rolls it back), not at the reset.
+    while ((rows.length < max || !p.readOnly) && p.stmt.step()) {
       if (clock && performance.now() > deadlineOf(limits)) throw statementOverran(limits);
-      if (!wantRows) continue;
+      if (!wantRows || rows.length >= max) continue;
       let row: SqlValue[];
       try {
         // (A name SQLite read anew at the first step, refused as a value
@@ -704,7 +712,7 @@ export function runInBackground(
     let more = await p.stmt.stepInBackground();
     let sliceEnd = performance.now() + SLICE_MS;
     for (let step = 2; more; step++) {
-      if (wantRows) {
+      if (wantRows && rows.length !== limits.maxRows) {
         let row: SqlValue[];
         try {
           if (rows.length === 0 && !p.readOnly) columnsOf(p); // (as stepRows)
@@ -714,7 +722,8 @@ export function runInBackground(
           throw unreadRow(p, guard, err);
         }
         rows.push(row);
-        if (rows.length === limits.maxRows) break;
+        // (A write is stepped to its end, as in stepRows.)
+        if (rows.length === limits.maxRows && p.readOnly) break;
       }
       if (reason !== null) {
         // The deadline, a cancel or the lease came after a step returned a

@@ -547,6 +547,8 @@ class NodeStmt implements Stmt {
   /** How named-parameter objects bind (made at the first one). */
   #named: NamedParams | null = null;
   #finalized = false;
+  /** Whether the statement writes and has result columns (known at its first run()). */
+  #returnsRows: boolean | undefined;
   /** True when a run again may answer differently (it calls random(), the clock...). */
   readonly #varies: boolean;
   /**
@@ -822,6 +824,16 @@ class NodeStmt implements Stmt {
     this.#setBigInts(true);
     this.#db.running();
     try {
+      // node:sqlite's run() steps once and ignores the reset's error: a
+      // write with rows (RETURNING, whose rows SQLite made at its first
+      // step) is stepped to its end, where SQLite reports an error of its
+      // end (its autocommit COMMIT failing on a deferred foreign key, which
+      // rolls it back). (A read keeps the one step.)
+      this.#returnsRows ??= !this.readOnly && st.columns().length > 0;
+      if (this.#returnsRows) {
+        st.all(...this.#args);
+        return { changes: this.#db.changes(), lastInsertRowid: this.#db.lastInsertRowid() };
+      }
       const info = st.run(...this.#args);
       return { changes: exact(info.changes), lastInsertRowid: exact(info.lastInsertRowid) };
     } catch (err) {
