@@ -1,17 +1,46 @@
 /**
  * Backups, restores and maintenance as an operator meets them while clients
- * keep working, on both engines: restoring a backup over a database whose
- * server was killed (its `-wal` left beside it).
+ * keep working, on both engines: `netsqlite backup` while client processes
+ * write (autocommit, and transfers in transactions), and restoring a backup
+ * over a database whose server was killed (its `-wal` left beside it).
  */
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
-import { startServerProcess, tempDir } from "./_helpers.ts";
+import { delay, startServerProcess, tempDir } from "./_helpers.ts";
 import { cli } from "./_cli.ts";
+import { type ClientProcess, spawnClientProcess } from "./_client_process.ts";
 
 const ENGINES = ["ffi", "node"] as const;
+const ACCOUNTS = 10;
+const OPENING = 1000;
+
+/** Accounts whose balance is not the opening one plus the ledger's transfers (none: no half transfer). */
+const DRIFTED = "SELECT count(*) FROM acct a WHERE a.bal - ? " +
+  "- coalesce((SELECT sum(amt) FROM ledger WHERE dst = a.id), 0) " +
+  "+ coalesce((SELECT sum(amt) FROM ledger WHERE src = a.id), 0) != 0";
+
+/** A database of about 20 MB (the backup takes many steps), with a bank and a log, in WAL mode. */
+function writeBank(path: string): void {
+  const db = new DatabaseSync(path);
+  try {
+    db.exec(
+      "PRAGMA journal_mode = WAL; CREATE TABLE pad(id INTEGER PRIMARY KEY, b BLOB);" +
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 20000) " +
+        "INSERT INTO pad(b) SELECT randomblob(1000) FROM c;" +
+        "CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER NOT NULL);" +
+        `WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ${ACCOUNTS}) ` +
+        `INSERT INTO acct SELECT i, ${OPENING} FROM c;` +
+        "CREATE TABLE ledger(id INTEGER PRIMARY KEY, src, dst, amt);" +
+        "CREATE TABLE log(p INTEGER, seq INTEGER, PRIMARY KEY(p, seq));" +
+        "PRAGMA wal_checkpoint(TRUNCATE)",
+    );
+  } finally {
+    db.close();
+  }
+}
 
 function rowsOf(path: string, sql: string): unknown[][] {
   const db = new DatabaseSync(path, { readOnly: true });
@@ -23,6 +52,89 @@ function rowsOf(path: string, sql: string): unknown[][] {
 }
 
 for (const engine of ENGINES) {
+  Deno.test(`${engine}: netsqlite backup while client processes write: the copy is one consistent snapshot holding every write acknowledged before it`, async () => {
+    await using dir = await tempDir();
+    const copies = `${dir.path}/copies`;
+    await Deno.mkdir(copies);
+    writeBank(`${dir.path}/test.db`);
+    const args = ["--engine", engine, "--backup-dir", copies];
+    await using srv = await startServerProcess({ dir: dir.path, args });
+    const socket = (srv.connectOptions as { path: string }).path;
+    const processes: ClientProcess[] = [];
+    try {
+      for (let i = 0; i < 4; i++) processes.push(await spawnClientProcess(srv.connectOptions));
+      let stop = false;
+      // Per process: autocommit inserts acknowledged (0, 1), transfers committed (2, 3).
+      const acked = [0, 0, 0, 0];
+      let slowest = 0;
+      const loops = processes.map(async (p, i) => {
+        for (let n = 1; !stop; n++) {
+          const start = performance.now();
+          if (i < 2) {
+            await p.run("INSERT INTO log(p, seq) VALUES (?, ?)", [i, n]);
+          } else {
+            const a = 1 + (n * 7 + i) % ACCOUNTS;
+            const b = 1 + a % ACCOUNTS;
+            const amt = 1 + n % 50;
+            // Sent together: BEGIN, two updates and the ledger row, COMMIT.
+            await Promise.all([
+              p.exec("BEGIN IMMEDIATE"),
+              p.run("UPDATE acct SET bal = bal - ? WHERE id = ?", [amt, a]),
+              p.run("UPDATE acct SET bal = bal + ? WHERE id = ?", [amt, b]),
+              p.run("INSERT INTO ledger(src, dst, amt) VALUES (?, ?, ?)", [a, b, amt]),
+              p.exec("COMMIT"),
+            ]);
+          }
+          acked[i] = n;
+          slowest = Math.max(slowest, performance.now() - start);
+        }
+      });
+      let before: number[];
+      let after: number[];
+      let r;
+      try {
+        for (let i = 0; i < 1000 && acked.some((n) => n < 5); i++) await delay(10);
+        before = [...acked];
+        slowest = 0;
+        r = await cli(["backup", "--socket", socket, "snap.db"]);
+        after = [...acked];
+        await delay(200); // and writes after it
+      } finally {
+        stop = true;
+        await Promise.all(loops);
+      }
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^backup: \d+ pages, .* to .*\/copies\/snap\.db in /);
+      assert.ok(before.every((n) => n >= 5), `${before}`);
+      assert.ok(after.some((n, i) => n > before[i]), "writes went on during the backup");
+      // Generous: node:sqlite's backup() holds the server for the whole copy (README).
+      assert.ok(slowest < 20_000, `a write waited ${slowest} ms during the backup`);
+      const copy = `${copies}/snap.db`;
+      assert.deepEqual(rowsOf(copy, "PRAGMA integrity_check"), [["ok"]]);
+      assert.deepEqual(rowsOf(copy, "PRAGMA journal_mode"), [["delete"]]);
+      assert.deepEqual(rowsOf(copy, "SELECT sum(bal) FROM acct"), [[ACCOUNTS * OPENING]]);
+      assert.deepEqual(rowsOf(copy, DRIFTED.replace("?", String(OPENING))), [[0]]);
+      const [[ledger]] = rowsOf(copy, "SELECT count(*) FROM ledger") as number[][];
+      assert.ok(ledger >= before[2] + before[3], `${ledger} transfers, ${before} acknowledged`);
+      for (const p of [0, 1]) {
+        const [[count, max]] = rowsOf(copy, `SELECT count(*), max(seq) FROM log WHERE p = ${p}`);
+        assert.ok((max as number) >= before[p], `log ${p}: ${max} of ${before[p]} acknowledged`);
+        assert.equal(count, max, "no write missing before the last one in the copy");
+      }
+      assert.deepEqual([...Deno.readDirSync(copies)].map((e) => e.name), ["snap.db"]);
+      // The live database lost and doubled nothing.
+      const [p0] = processes;
+      assert.deepEqual(await p0.values("SELECT p, count(*), max(seq) FROM log GROUP BY p"), [
+        [0, acked[0], acked[0]],
+        [1, acked[1], acked[1]],
+      ]);
+      assert.deepEqual(await p0.values("SELECT count(*) FROM ledger"), [[acked[2] + acked[3]]]);
+      assert.deepEqual(await p0.values(DRIFTED, [OPENING]), [[0]]);
+    } finally {
+      for (const p of processes) await p[Symbol.asyncDispose]();
+    }
+  });
+
   Deno.test(`${engine}: a backup restored over a database whose server was killed is not mixed with the WAL left beside it`, async () => {
     await using dir = await tempDir();
     const copies = `${dir.path}/copies`;
