@@ -701,6 +701,15 @@ export class Maintenance {
           : `Cannot ${what} "${target}": the file exists; choose a new name (nothing is overwritten)`,
       );
     }
+    for (const [suffix, why] of BESIDE_COPY) {
+      if (existsPath(target + suffix)) {
+        throw new SqliteError(
+          ErrorCode.BadRequest,
+          `Cannot ${what} "${target}": "${target}${suffix}" exists beside it, and ${why}; remove ` +
+            "it (it belongs to a database that had this name) or choose another name",
+        );
+      }
+    }
     return target;
   }
 }
@@ -722,6 +731,21 @@ const DATABASE_FILES: readonly (readonly [string, string])[] = [
   ["-wal", "it is the name of the database's WAL (SQLite would take the copy for its WAL)"],
   ["-shm", "it is the name of the database's WAL-index (-shm), which SQLite uses in WAL mode"],
   [".lock", "it is the name of the server's lock file for the database"],
+];
+
+/**
+ * Files beside a destination that SQLite would take for the copy's own when
+ * it opens it, left by a database that had its name (a server killed while
+ * serving an earlier copy): it applies a `-wal`'s pages to the copy, and
+ * rolls a hot `-journal` back into it, so the copy would read as a mix of
+ * the two. A copy is not written there.
+ */
+const BESIDE_COPY: readonly (readonly [string, string])[] = [
+  ["-wal", "SQLite would take it for the copy's WAL and apply its pages to the copy"],
+  [
+    "-journal",
+    "SQLite would take it for the copy's rollback journal and roll its pages back into the copy",
+  ],
 ];
 
 /**

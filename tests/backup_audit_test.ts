@@ -1,8 +1,9 @@
 /**
  * Backups, restores and maintenance as an operator meets them while clients
  * keep working, on both engines: `netsqlite backup` while client processes
- * write (autocommit, and transfers in transactions), and restoring a backup
- * over a database whose server was killed (its `-wal` left beside it).
+ * write (autocommit, and transfers in transactions), restoring a backup over
+ * a database whose server was killed (its `-wal` left beside it), and a
+ * backup to a name with an earlier database's `-wal` or `-journal` beside it.
  */
 
 import assert from "node:assert/strict";
@@ -184,6 +185,78 @@ for (const engine of ENGINES) {
       ]]);
       assert.deepEqual(await db.values("SELECT name FROM sqlite_schema ORDER BY name"), [["t"]]);
       assert.deepEqual(await db.values("PRAGMA integrity_check"), [["ok"]]);
+    } finally {
+      await server.shutdown();
+    }
+  });
+}
+
+/**
+ * Leaves at `path`-wal the WAL of a database that was at `path` (rows
+ * `'stale'`, table `old`), as a server killed while serving it leaves it, and
+ * removes the database file itself.
+ */
+function leaveStaleWal(path: string): void {
+  const db = new DatabaseSync(path);
+  let wal: Uint8Array;
+  try {
+    db.exec(
+      "PRAGMA journal_mode = WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);" +
+        "CREATE TABLE old(x); INSERT INTO t(v) VALUES ('stale')",
+    );
+    wal = Deno.readFileSync(`${path}-wal`);
+  } finally {
+    db.close(); // checkpoints and deletes the WAL: put it back
+  }
+  Deno.writeFileSync(`${path}-wal`, wal);
+  Deno.removeSync(path);
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: backup and vacuum --into refuse a destination with a -wal or -journal left beside it, which SQLite would apply to the copy`, async () => {
+    await using dir = await tempDir();
+    const copies = `${dir.path}/copies`;
+    await Deno.mkdir(copies);
+    const database = `${dir.path}/test.db`;
+    const path = `${dir.path}/s.sock`;
+    const server = await serve({ database, path, engine, backupDir: copies });
+    try {
+      await using db = await connect({ path, max: 1 });
+      await db.exec(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('today')",
+      );
+      const real = Deno.realPathSync(copies);
+      leaveStaleWal(`${copies}/nightly.db`);
+      await Deno.writeTextFile(`${copies}/other.db-journal`, "a journal left by another database");
+      const cases = [
+        ["backup", "back up to", "nightly.db", "-wal"],
+        ["vacuum --into", "vacuum into", "nightly.db", "-wal"],
+        ["backup", "back up to", "other.db", "-journal"],
+        ["vacuum --into", "vacuum into", "other.db", "-journal"],
+      ] as const;
+      for (const [command, what, name, suffix] of cases) {
+        const args = command === "backup" ? ["backup", name] : ["vacuum", "--into", name];
+        const r = await cli([...args, "--socket", path]);
+        assert.equal(r.code, 1, `${command} ${name}: ${r.stdout}`);
+        assert.match(
+          r.stderr,
+          new RegExp(
+            `BAD_REQUEST: Cannot ${what} "${real}/${name}": "${real}/${name}${suffix}" ` +
+              "exists beside it",
+          ),
+        );
+      }
+      // Nothing written, nothing removed.
+      assert.deepEqual([...Deno.readDirSync(copies)].map((e) => e.name).sort(), [
+        "nightly.db-wal",
+        "other.db-journal",
+      ]);
+      // Once they are removed, the copy holds the database as it is.
+      await Deno.remove(`${copies}/nightly.db-wal`);
+      const r = await cli(["backup", "nightly.db", "--socket", path]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(rowsOf(`${copies}/nightly.db`, "SELECT v FROM t"), [["today"]]);
+      assert.deepEqual(rowsOf(`${copies}/nightly.db`, "SELECT name FROM sqlite_schema"), [["t"]]);
     } finally {
       await server.shutdown();
     }
