@@ -11,7 +11,7 @@ import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { delay, startServerProcess, tempDir } from "./_helpers.ts";
-import { cli } from "./_cli.ts";
+import { cli, type Run } from "./_cli.ts";
 import { type ClientProcess, spawnClientProcess } from "./_client_process.ts";
 
 const ENGINES = ["ffi", "node"] as const;
@@ -257,6 +257,98 @@ for (const engine of ENGINES) {
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(rowsOf(`${copies}/nightly.db`, "SELECT v FROM t"), [["today"]]);
       assert.deepEqual(rowsOf(`${copies}/nightly.db`, "SELECT name FROM sqlite_schema"), [["t"]]);
+    } finally {
+      await server.shutdown();
+    }
+  });
+}
+
+for (const engine of ENGINES) {
+  Deno.test(`${engine}: checkpoint, vacuum, integrity, vacuum --into and backup while clients write and a cursor reads: every command succeeds, nothing acknowledged is lost`, async () => {
+    await using dir = await tempDir();
+    const copies = `${dir.path}/copies`;
+    await Deno.mkdir(copies);
+    writeBank(`${dir.path}/test.db`);
+    const path = `${dir.path}/s.sock`;
+    const server = await serve({
+      database: `${dir.path}/test.db`,
+      path,
+      engine,
+      backupDir: copies,
+    });
+    try {
+      await using setup = await connect({ path, max: 1 });
+      await setup.exec("DELETE FROM pad WHERE id % 2 = 0"); // something for vacuum to compact
+      const clients = await Promise.all([0, 1, 2].map(() => connect({ path, max: 1 })));
+      let stop = false;
+      const acked = [0, 0];
+      let reads = 0;
+      const loops = clients.map(async (c, i) => {
+        try {
+          for (let n = 1; !stop; n++) {
+            if (i === 0) {
+              await c.run("INSERT INTO log(p, seq) VALUES (0, ?)", [n]);
+              acked[0] = n;
+            } else if (i === 1) {
+              await c.transaction(async (tx) => {
+                const a = 1 + n % ACCOUNTS;
+                await tx.run("UPDATE acct SET bal = bal - 3 WHERE id = ?", [a]);
+                await tx.run("UPDATE acct SET bal = bal + 3 WHERE id = ?", [1 + a % ACCOUNTS]);
+                await tx.run("INSERT INTO ledger(src, dst, amt) VALUES (?, ?, 3)", [
+                  a,
+                  1 + a % ACCOUNTS,
+                ]);
+              });
+              acked[1] = n;
+            } else {
+              // A long cursor, read slowly, then the total.
+              let rows = 0;
+              for await (const _ of c.iterate("SELECT id FROM pad")) {
+                if (++rows % 2000 === 0) await delay(1);
+              }
+              assert.deepEqual(await c.values("SELECT sum(bal) FROM acct"), [[
+                ACCOUNTS * OPENING,
+              ]]);
+              reads++;
+            }
+          }
+        } finally {
+          await c.close();
+        }
+      });
+      const commands = [
+        ["checkpoint"],
+        ["checkpoint", "--truncate"],
+        ["vacuum"],
+        ["integrity"],
+        ["vacuum", "--into", "v.db"],
+        ["backup", "b.db"],
+      ];
+      const results: Run[] = [];
+      try {
+        for (const args of commands) results.push(await cli([...args, "--socket", path]));
+      } finally {
+        stop = true;
+        await Promise.all(loops);
+      }
+      for (const [i, r] of results.entries()) {
+        assert.equal(r.code, 0, `${commands[i].join(" ")}: ${r.stdout}${r.stderr}`);
+      }
+      assert.match(results[3].stdout, /^integrity: ok /);
+      assert.ok(acked[0] > 0 && acked[1] > 0 && reads > 0, `${acked} ${reads}`);
+      assert.deepEqual(await setup.values("SELECT count(*), max(seq) FROM log"), [[
+        acked[0],
+        acked[0],
+      ]]);
+      assert.deepEqual(await setup.values("SELECT count(*) FROM ledger"), [[acked[1]]]);
+      assert.deepEqual(await setup.values(DRIFTED, [OPENING]), [[0]]);
+      for (const copy of ["v.db", "b.db"]) {
+        const file = `${copies}/${copy}`;
+        assert.deepEqual(rowsOf(file, "PRAGMA integrity_check"), [["ok"]]);
+        assert.deepEqual(rowsOf(file, DRIFTED.replace("?", String(OPENING))), [[0]]);
+        const [[count, max]] = rowsOf(file, "SELECT count(*), coalesce(max(seq), 0) FROM log");
+        assert.equal(count, max, `${copy}: no write missing before the last one`);
+      }
     } finally {
       await server.shutdown();
     }
