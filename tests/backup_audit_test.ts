@@ -3,7 +3,8 @@
  * keep working, on both engines: `netsqlite backup` while client processes
  * write (autocommit, and transfers in transactions), restoring a backup over
  * a database whose server was killed (its `-wal` left beside it), and a
- * backup to a name with an earlier database's `-wal` or `-journal` beside it.
+ * backup to a name with an earlier database's `-wal` or `-journal` beside it,
+ * the maintenance commands under load, and a vacuum that fills the device.
  */
 
 import assert from "node:assert/strict";
@@ -13,6 +14,7 @@ import { serve } from "../server.ts";
 import { delay, startServerProcess, tempDir } from "./_helpers.ts";
 import { cli, type Run } from "./_cli.ts";
 import { type ClientProcess, spawnClientProcess } from "./_client_process.ts";
+import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 const ACCOUNTS = 10;
@@ -352,5 +354,47 @@ for (const engine of ENGINES) {
     } finally {
       await server.shutdown();
     }
+  });
+}
+
+for (const engine of ENGINES) {
+  Deno.test({
+    name:
+      `${engine}: a vacuum that fills the device gives the WAL's space back: the device as free as before, checkpoint --truncate works`,
+    ignore: !canMount,
+    async fn() {
+      await using disk = await mountedDisk("8m");
+      const database = `${disk.disk}/test.db`;
+      const path = `${disk.path}/s.sock`;
+      const server = await serve({ database, path, engine });
+      try {
+        await using db = await connect({ path, max: 1 });
+        await db.exec(
+          "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);" +
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2500) " +
+            "INSERT INTO t(b) SELECT randomblob(1000) FROM c; DELETE FROM t WHERE id % 3 = 0",
+        );
+        assert.equal((await cli(["checkpoint", "--truncate", "--socket", path])).code, 0);
+        // 600 KiB left: too little for VACUUM, which writes the database again into the WAL.
+        await fill(disk.disk);
+        const filler = `${disk.disk}/filler`;
+        await Deno.truncate(filler, Deno.statSync(filler).size - 600 * 1024);
+        const wal = () => Deno.statSync(`${database}-wal`).size;
+        const walBefore = wal();
+        const r = await cli(["vacuum", "--socket", path]);
+        assert.equal(r.code, 1, r.stdout);
+        assert.match(r.stderr, /SQLITE_FULL: .*database or disk is full/);
+        assert.match(r.stderr, /needs free space/);
+        // The vacuum's pages, never committed, no longer hold the device.
+        assert.ok(wal() <= walBefore, `WAL ${walBefore} -> ${wal()} bytes`);
+        for (let i = 0; i < 20; i++) await db.run("INSERT INTO t(b) VALUES (randomblob(100))");
+        const c = await cli(["checkpoint", "--truncate", "--socket", path]);
+        assert.equal(c.code, 0, c.stderr);
+        assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[1667 + 20]]);
+        assert.deepEqual(await db.values("PRAGMA integrity_check"), [["ok"]]);
+      } finally {
+        await server.shutdown();
+      }
+    },
   });
 }
