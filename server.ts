@@ -32,6 +32,7 @@ import {
   openError,
   removeDatabaseCreated,
   removeWalFilesCreated,
+  staleWalError,
   WAL_HINT,
   walFilesBefore,
 } from "./server/open_error.ts";
@@ -198,6 +199,9 @@ async function serveFile(config: ServeConfig, fileSize: FileSizeSignal): Promise
     const existed = database !== ":memory:" && existsFile(database);
     const denied = existed ? accessError(database, readonly) : null;
     if (denied !== null) throw denied;
+    // A restored file with the old database's WAL beside it: SQLite would mix the two.
+    const stale = existed ? staleWalError(database) : null;
+    if (stale !== null) throw stale;
     if (existed) lock?.lockDatabaseFile(database);
     // NETSQLITE_ENGINE and NETSQLITE_SQLITE_LIB, when they may not be read, are not ignored silently.
     const unread = unreadEnvironmentWarning(config.sqlite);

@@ -196,7 +196,10 @@ export class Maintenance {
       this.#truncateWal() ? this.#truncateWalAgain().then(report) : report(false);
     if (!db.inTransaction && this.#sqlite.capabilities.background) {
       s.runningOnWriter = true;
-      const work = stepAll(db, "VACUUM", [], true).then(finish).finally(() => {
+      const failed = (err: unknown): never => {
+        throw this.#vacuumFailed(err);
+      };
+      const work = stepAll(db, "VACUUM", [], true).then(finish, failed).finally(() => {
         s.runningOnWriter = false;
         host.writer.afterWrite(s);
       });
@@ -205,10 +208,16 @@ export class Maintenance {
     let done: VacuumReport | Promise<VacuumReport>;
     try {
       db.exec("VACUUM");
+    } catch (err) {
+      const failed = this.#vacuumFailed(err);
+      host.writer.afterWrite(s);
+      throw failed;
+    }
+    try {
       done = finish();
     } catch (err) {
       host.writer.afterWrite(s);
-      throw explainVacuum(err);
+      throw err;
     }
     if (!(done instanceof Promise)) {
       host.writer.afterWrite(s);
@@ -216,6 +225,35 @@ export class Maintenance {
     }
     // Retrying: the writer stays taken until the checkpoint is done.
     return host.track(done.finally(() => host.writer.afterWrite(s)));
+  }
+
+  /**
+   * The error of an in-place VACUUM that failed (SQLite rolled it back), on
+   * the writer (held). The pages it wrote to the WAL were never committed,
+   * but keep their space until a checkpoint resets the WAL: on a device the
+   * vacuum filled, the device stays full (and a later checkpoint may find no
+   * room to write back). A truncating checkpoint gives that space back now.
+   * A full device gets a hint: VACUUM needs free space about the
+   * database's size.
+   */
+  #vacuumFailed(err: unknown): unknown {
+    let givenBack = false;
+    try {
+      givenBack = !this.#truncateWal();
+    } catch {
+      // The vacuum's error is the one to report.
+    }
+    if (!(err instanceof SqliteError) || !err.code.startsWith("SQLITE_FULL")) {
+      return explainVacuum(err);
+    }
+    return new SqliteError(
+      err.code,
+      `Cannot vacuum: ${err.message}: VACUUM writes the whole database again into the WAL, so ` +
+        "it needs free space about the database's size on its device; make room and try again" +
+        (givenBack ? " (the space it took was given back)" : ""),
+      err.sqliteCode,
+      { cause: err },
+    );
   }
 
   /**
@@ -701,6 +739,15 @@ export class Maintenance {
           : `Cannot ${what} "${target}": the file exists; choose a new name (nothing is overwritten)`,
       );
     }
+    for (const [suffix, why] of BESIDE_COPY) {
+      if (existsPath(target + suffix)) {
+        throw new SqliteError(
+          ErrorCode.BadRequest,
+          `Cannot ${what} "${target}": "${target}${suffix}" exists beside it, and ${why}; remove ` +
+            "it (it belongs to a database that had this name) or choose another name",
+        );
+      }
+    }
     return target;
   }
 }
@@ -722,6 +769,21 @@ const DATABASE_FILES: readonly (readonly [string, string])[] = [
   ["-wal", "it is the name of the database's WAL (SQLite would take the copy for its WAL)"],
   ["-shm", "it is the name of the database's WAL-index (-shm), which SQLite uses in WAL mode"],
   [".lock", "it is the name of the server's lock file for the database"],
+];
+
+/**
+ * Files beside a destination that SQLite would take for the copy's own when
+ * it opens it, left by a database that had its name (a server killed while
+ * serving an earlier copy): it applies a `-wal`'s pages to the copy, and
+ * rolls a hot `-journal` back into it, so the copy would read as a mix of
+ * the two. A copy is not written there.
+ */
+const BESIDE_COPY: readonly (readonly [string, string])[] = [
+  ["-wal", "SQLite would take it for the copy's WAL and apply its pages to the copy"],
+  [
+    "-journal",
+    "SQLite would take it for the copy's rollback journal and roll its pages back into the copy",
+  ],
 ];
 
 /**

@@ -24,16 +24,11 @@ export const WAL_HINT = "it is in WAL mode, and SQLite reads a WAL database only
   "(sqlite3 FILE 'PRAGMA journal_mode=DELETE')";
 
 /**
- * True when `path` is an SQLite database in WAL mode: its header's file format
- * version bytes (18 and 19) are 2. False when it is not, or cannot be read.
- *
- * @example
- * ```ts
- * import { isWalDatabase } from "./open_error.ts";
- * if (isWalDatabase("/nonexistent.db")) throw new Error("a missing file is not WAL");
- * ```
+ * The file format version bytes (18 and 19) of the SQLite database at
+ * `path`: 2 for WAL mode, 1 for a rollback journal; `null` when it is not an
+ * SQLite database or cannot be read.
  */
-export function isWalDatabase(path: string): boolean {
+function formatVersion(path: string): number | null {
   let file: Deno.FsFile | null = null;
   try {
     file = Deno.openSync(path, { read: true });
@@ -44,14 +39,61 @@ export function isWalDatabase(path: string): boolean {
       if (n === null || n === 0) break;
       got += n;
     }
-    if (got < header.length) return false;
+    if (got < header.length) return null;
     const magic = new TextDecoder().decode(header.subarray(0, 15));
-    return magic === "SQLite format 3" && header[18] === 2 && header[19] === 2;
+    return magic === "SQLite format 3" && header[18] === header[19] ? header[18] : null;
   } catch {
-    return false;
+    return null;
   } finally {
     file?.close();
   }
+}
+
+/**
+ * True when `path` is an SQLite database in WAL mode: its header's file format
+ * version bytes (18 and 19) are 2. False when it is not, or cannot be read.
+ *
+ * @example
+ * ```ts
+ * import { isWalDatabase } from "./open_error.ts";
+ * if (isWalDatabase("/nonexistent.db")) throw new Error("a missing file is not WAL");
+ * ```
+ */
+export function isWalDatabase(path: string): boolean {
+  return formatVersion(path) === 2;
+}
+
+/**
+ * The error of a database file in rollback-journal mode with a `-wal` file
+ * holding frames beside it, or `null`. SQLite never leaves that itself (it
+ * writes version 2 into the header before a WAL exists, and deletes the WAL
+ * before it writes 1), but a file replaced while a WAL of the database it
+ * replaced stayed does: a backup (netsqlite's copies are in rollback-journal
+ * mode) restored after the server was killed. SQLite opens any `-wal` it
+ * finds and would apply that WAL's pages to the restored file, mixing the
+ * two without a word.
+ *
+ * @param database The database path, as given.
+ */
+export function staleWalError(database: string): Error | null {
+  if (formatVersion(database) !== 1) return null;
+  const { wal, shm } = walPaths(database);
+  let bytes: number;
+  try {
+    bytes = Deno.statSync(wal).size;
+  } catch {
+    return null;
+  }
+  // The WAL header alone (32 bytes) holds no page.
+  if (bytes <= 32) return null;
+  return new Error(
+    `Cannot open database "${database}": it is in rollback-journal mode (as netsqlite's ` +
+      `backups are), yet a WAL file "${wal}" of ${bytes} bytes is beside it: the file was ` +
+      "replaced (a backup restored?) while the WAL of the database before it stayed (a server " +
+      "killed, or whose last checkpoint failed), and SQLite would apply that WAL's pages to " +
+      `it, mixing the two; if you restored the file, remove "${wal}" and "${shm}" and start ` +
+      "again; to keep what that WAL holds instead, put the previous database file back",
+  );
 }
 
 /**
