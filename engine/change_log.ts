@@ -113,6 +113,11 @@ export interface ChangeSink {
   readonly wantsValues: boolean;
   /** Receives every commit's changes, in commit order. */
   deliver(changes: readonly Change[]): void;
+  /**
+   * True when the sink takes `c` (its filter); every change when absent.
+   * A resume with values checks only these (see {@link ChangeLog.subscribe}).
+   */
+  matches?(c: Change): boolean;
 }
 
 /** Changes kept in memory for `subscribe({ since })` by default. */
@@ -641,7 +646,8 @@ export class ChangeLog {
   /**
    * Adds `sink`, which then receives every commit's changes. With `since`,
    * the held changes after `since` are checked (`FEED_GAP` when they are
-   * no longer all held) but not handed over: the sink reads them itself
+   * no longer all held, or, for a sink that wants values, when one it
+   * {@link ChangeSink.matches} lacks its value) but not handed over: the sink reads them itself
    * with {@link after} as it has room (a backlog larger than its buffer is
    * replayed gradually) and ignores deliveries until it has caught up.
    *
@@ -664,8 +670,11 @@ export class ChangeLog {
             `(the server keeps the last ${this.#capacity}, and none from before its restart)`,
         );
       }
-      const held = this.#held(since);
-      const unread = sink.wantsValues ? held.find((c) => !c.valueRead) : undefined;
+      // Only the changes the sink takes: another table's values, let go or
+      // never read, are none of its concern.
+      const unread = sink.wantsValues
+        ? this.#held(since).find((c) => !c.valueRead && (sink.matches?.(c) ?? true))
+        : undefined;
       if (unread !== undefined) {
         throw new SqliteError(
           FEED_GAP,

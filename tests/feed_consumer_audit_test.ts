@@ -1,0 +1,63 @@
+/**
+ * Change feeds as a consumer meets them (an audit): resuming with `since`
+ * after a disconnect gets every change after it exactly once, or
+ * `FEED_GAP` only when a change the feed would deliver is missing. The
+ * feeds need the FFI engine; under `NETSQLITE_ENGINE=node` only the
+ * refusal is tested (changes_test.ts).
+ */
+
+import assert from "node:assert/strict";
+import { type ChangeEvent, connect } from "../client.ts";
+import { SqliteError } from "../protocol/errors.ts";
+import { startServer, takeEvents } from "./_helpers.ts";
+
+const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
+const KB = 1024;
+
+function rowOf(e: ChangeEvent): [string, unknown, unknown] {
+  assert.equal(e.type, "table", JSON.stringify(e));
+  return e.type === "table" ? [e.table, e.rowid, e.value] : ["", null, null];
+}
+
+/** The `seq` of a change event. */
+function seqOf(e: ChangeEvent): number {
+  assert.notEqual(e.type, "lagged", JSON.stringify(e));
+  return e.type === "lagged" ? -1 : e.seq;
+}
+
+Deno.test({
+  name:
+    "feed consumer: a values feed resumes after other tables' values were let go (no FEED_GAP for changes it does not get)",
+  ignore: !ffi,
+  async fn() {
+    // The ring holds 1 MiB of values: older ones are let go.
+    await using srv = await startServer({ changeFeedValueBytes: 1024 * KB });
+    await using db = await connect({ ...srv.connectOptions, max: 1 });
+    await db.exec(
+      "CREATE TABLE orders (id INTEGER PRIMARY KEY, v); CREATE TABLE blobs (id INTEGER PRIMARY KEY, b)",
+    );
+    const feed = await db.subscribe({ tables: ["orders"], values: true });
+    await db.run("INSERT INTO orders VALUES (1, 'first')");
+    const [first] = await takeEvents(feed, 1);
+    assert.deepEqual(rowOf(first), ["orders", 1, { id: 1, v: "first" }]);
+    feed.close(); // the consumer goes away, remembering first.seq
+    // Meanwhile another table gets 1.6 MiB of values: the oldest are let go.
+    for (let i = 1; i <= 4; i++) {
+      await db.run("INSERT INTO blobs VALUES (?, zeroblob(400 * 1024))", [i]);
+    }
+    // A feed of blobs from there would miss values: refused.
+    await assert.rejects(
+      db.subscribe({ tables: ["blobs"], values: true, since: seqOf(first) }),
+      (e: unknown) => e instanceof SqliteError && e.code === "FEED_GAP",
+    );
+    // The orders feed misses nothing: it resumes, and gets the next order exactly.
+    await using again = await db.subscribe({
+      tables: ["orders"],
+      values: true,
+      since: seqOf(first),
+    });
+    await db.run("INSERT INTO orders VALUES (2, 'second')");
+    const [second] = await takeEvents(again, 1);
+    assert.deepEqual(rowOf(second), ["orders", 2, { id: 2, v: "second" }]);
+  },
+});
