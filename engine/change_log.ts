@@ -277,6 +277,7 @@ export function changeLogOf(conn: Connection): ChangeLog | undefined {
 /** Captures the writer's changes and publishes committed ones to sinks. */
 export class ChangeLog {
   readonly #writer: Connection;
+  readonly #refusal: string | null;
   readonly #capacity: number;
   #pending: Raw[] = [];
   #savepoints: { name: string; mark: number }[] = [];
@@ -364,6 +365,8 @@ export class ChangeLog {
    * @param queued Bounds on the changes feeds hold queued for their clients.
    * @param valueBytes Most bytes of values the ring holds.
    * @param valueWindowMs How long values are read after the last feed with them ended.
+   * @param refusal Why no feed can report anything (the writer is read-only):
+   *   every {@link subscribe} then fails with `FEED_UNSUPPORTED` saying so.
    */
   constructor(
     writer: Connection,
@@ -371,7 +374,9 @@ export class ChangeLog {
     queued: FeedQueueBudget = new FeedQueueBudget(),
     valueBytes: number = CHANGE_FEED_VALUE_BYTES,
     valueWindowMs: number = VALUES_WINDOW_MS,
+    refusal: string | null = null,
   ) {
+    this.#refusal = refusal;
     this.#writer = writer;
     this.#capacity = capacity;
     this.queued = queued;
@@ -652,9 +657,11 @@ export class ChangeLog {
    * replayed gradually) and ignores deliveries until it has caught up.
    *
    * @returns the feed's head when it was added.
-   * @throws {SqliteError} `FEED_GAP` when changes after `since` are no longer held.
+   * @throws {SqliteError} `FEED_GAP` when changes after `since` are no longer held,
+   *   `FEED_UNSUPPORTED` when the log was made with a refusal (a read-only writer).
    */
   subscribe(sink: ChangeSink, since?: number): number {
+    if (this.#refusal !== null) throw new SqliteError(FEED_UNSUPPORTED, this.#refusal);
     this.#start();
     if (since !== undefined) {
       if (since > this.#seq) {

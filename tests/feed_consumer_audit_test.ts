@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { type ChangeEvent, connect } from "../client.ts";
 import { SqliteError } from "../protocol/errors.ts";
-import { startServer, takeEvents } from "./_helpers.ts";
+import { startServer, takeEvents, tempDir } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 const KB = 1024;
@@ -59,5 +59,30 @@ Deno.test({
     await db.run("INSERT INTO orders VALUES (2, 'second')");
     const [second] = await takeEvents(again, 1);
     assert.deepEqual(rowOf(second), ["orders", 2, { id: 2, v: "second" }]);
+  },
+});
+
+Deno.test({
+  name:
+    "feed consumer: subscribe() on a --readonly server, where no client can change anything, is refused with FEED_UNSUPPORTED",
+  ignore: !ffi,
+  async fn() {
+    await using dir = await tempDir();
+    const database = `${dir.path}/ro.db`;
+    {
+      await using writable = await startServer({ database });
+      await using db = await writable.client();
+      await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    }
+    await using srv = await startServer({ database, readonly: true });
+    await using db = await srv.client();
+    await assert.rejects(db.subscribe({ tables: ["t"] }), (e: unknown) => {
+      assert.ok(e instanceof SqliteError, String(e));
+      assert.equal(e.code, "FEED_UNSUPPORTED");
+      assert.match(e.message, /read-only \(--readonly\)/);
+      return true;
+    });
+    // The connection is still usable.
+    assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
   },
 });
