@@ -1,7 +1,8 @@
 /**
  * Change feeds as a consumer meets them (an audit): resuming with `since`
  * after a disconnect gets every change after it exactly once, or
- * `FEED_GAP` only when a change the feed would deliver is missing. The
+ * `FEED_GAP` only when a change the feed would deliver is missing; a
+ * `--readonly` server, whose feeds could report nothing, refuses them. The
  * feeds need the FFI engine; under `NETSQLITE_ENGINE=node` only the
  * refusal is tested (changes_test.ts).
  */
@@ -84,5 +85,77 @@ Deno.test({
     });
     // The connection is still usable.
     assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]]);
+  },
+});
+
+Deno.test({
+  name:
+    "feed consumer: closing and resubscribing with since (the last seq seen, or startSeq before any) under a steady writer gets every change once, in order",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await connect({ ...srv.connectOptions, max: 2 });
+    await db.exec(
+      "CREATE TABLE a (id INTEGER PRIMARY KEY, v); CREATE TABLE b (id INTEGER PRIMARY KEY, v)",
+    );
+    // A consumer that saw nothing yet resumes from the feed's start.
+    const quiet = await db.subscribe({ tables: ["a"], values: true });
+    let since = quiet.startSeq;
+    quiet.close();
+    const N = 300;
+    const expected: number[] = [];
+    const writer = (async () => {
+      for (let i = 1; i <= N; i++) {
+        const t = i % 3 === 0 ? "b" : "a";
+        if (i % 7 === 0) {
+          // A rolled-back transaction: never reported.
+          await db.transaction(async (tx) => {
+            await tx.run(`INSERT INTO ${t} VALUES (?, ?)`, [i, i]);
+            throw new Error("undo");
+          }).catch(() => {});
+        } else {
+          await db.run(`INSERT INTO ${t} VALUES (?, ?)`, [i, i]);
+          if (t === "a") expected.push(i);
+        }
+      }
+    })();
+    let writing = true;
+    const written = writer.finally(() => writing = false);
+    const got: number[] = [];
+    let opened = 0;
+    for (let round = 0; writing; round++) {
+      const feed = await db.subscribe({ tables: ["a"], values: true, since, buffer: 5 });
+      opened++;
+      // Each round reads 1 to 12 changes, then goes away (break and close, or a lag).
+      const take = 1 + round % 12;
+      for (let n = 0; n < take;) {
+        const r = await Promise.race([feed.next(), written.then(() => null)]);
+        if (r === null) break; // the writer is done: the rest is read below
+        assert.equal(r.done, false);
+        const e = r.value as ChangeEvent;
+        if (e.type === "lagged") {
+          since = e.resumeFrom;
+          break;
+        }
+        assert.equal(e.type === "table" && e.table, "a");
+        const row = e.type === "table" ? e.value as { id: number; v: number } : null;
+        assert.equal(row?.id, e.type === "table" ? e.rowid : null);
+        got.push(row!.v);
+        since = e.seq;
+        n++;
+      }
+      feed.close();
+    }
+    await writer;
+    // What is left after the writer ended.
+    await using rest = await db.subscribe({ tables: ["a"], since });
+    await db.run("INSERT INTO a VALUES (?, 'end')", [N + 1]);
+    for (;;) {
+      const [e] = await takeEvents(rest, 1);
+      if (e.type === "table" && e.rowid === N + 1) break;
+      got.push(e.type === "table" ? Number(e.rowid) : -1);
+    }
+    assert.deepEqual(got, expected);
+    assert.ok(opened > 2, `resubscribed ${opened} times`);
   },
 });
