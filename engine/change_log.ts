@@ -113,6 +113,11 @@ export interface ChangeSink {
   readonly wantsValues: boolean;
   /** Receives every commit's changes, in commit order. */
   deliver(changes: readonly Change[]): void;
+  /**
+   * True when the sink takes `c` (its filter); every change when absent.
+   * A resume with values checks only these (see {@link ChangeLog.subscribe}).
+   */
+  matches?(c: Change): boolean;
 }
 
 /** Changes kept in memory for `subscribe({ since })` by default. */
@@ -272,6 +277,7 @@ export function changeLogOf(conn: Connection): ChangeLog | undefined {
 /** Captures the writer's changes and publishes committed ones to sinks. */
 export class ChangeLog {
   readonly #writer: Connection;
+  readonly #refusal: string | null;
   readonly #capacity: number;
   #pending: Raw[] = [];
   #savepoints: { name: string; mark: number }[] = [];
@@ -359,6 +365,8 @@ export class ChangeLog {
    * @param queued Bounds on the changes feeds hold queued for their clients.
    * @param valueBytes Most bytes of values the ring holds.
    * @param valueWindowMs How long values are read after the last feed with them ended.
+   * @param refusal Why no feed can report anything (the writer is read-only):
+   *   every {@link subscribe} then fails with `FEED_UNSUPPORTED` saying so.
    */
   constructor(
     writer: Connection,
@@ -366,7 +374,9 @@ export class ChangeLog {
     queued: FeedQueueBudget = new FeedQueueBudget(),
     valueBytes: number = CHANGE_FEED_VALUE_BYTES,
     valueWindowMs: number = VALUES_WINDOW_MS,
+    refusal: string | null = null,
   ) {
+    this.#refusal = refusal;
     this.#writer = writer;
     this.#capacity = capacity;
     this.queued = queued;
@@ -641,14 +651,17 @@ export class ChangeLog {
   /**
    * Adds `sink`, which then receives every commit's changes. With `since`,
    * the held changes after `since` are checked (`FEED_GAP` when they are
-   * no longer all held) but not handed over: the sink reads them itself
+   * no longer all held, or, for a sink that wants values, when one it
+   * {@link ChangeSink.matches} lacks its value) but not handed over: the sink reads them itself
    * with {@link after} as it has room (a backlog larger than its buffer is
    * replayed gradually) and ignores deliveries until it has caught up.
    *
    * @returns the feed's head when it was added.
-   * @throws {SqliteError} `FEED_GAP` when changes after `since` are no longer held.
+   * @throws {SqliteError} `FEED_GAP` when changes after `since` are no longer held,
+   *   `FEED_UNSUPPORTED` when the log was made with a refusal (a read-only writer).
    */
   subscribe(sink: ChangeSink, since?: number): number {
+    if (this.#refusal !== null) throw new SqliteError(FEED_UNSUPPORTED, this.#refusal);
     this.#start();
     if (since !== undefined) {
       if (since > this.#seq) {
@@ -664,8 +677,11 @@ export class ChangeLog {
             `(the server keeps the last ${this.#capacity}, and none from before its restart)`,
         );
       }
-      const held = this.#held(since);
-      const unread = sink.wantsValues ? held.find((c) => !c.valueRead) : undefined;
+      // Only the changes the sink takes: another table's values, let go or
+      // never read, are none of its concern.
+      const unread = sink.wantsValues
+        ? this.#held(since).find((c) => !c.valueRead && (sink.matches?.(c) ?? true))
+        : undefined;
       if (unread !== undefined) {
         throw new SqliteError(
           FEED_GAP,

@@ -344,6 +344,14 @@ export class Engine {
           config.maxQueuedValueBytesPerConnection,
         ),
         config.changeFeedValueBytes,
+        undefined,
+        // No client of a read-only server changes anything, and changes
+        // other processes make are not seen: a feed would stay empty.
+        readonly
+          ? "Cannot subscribe: the server runs read-only (--readonly), so no client changes " +
+            "anything, and changes other processes make are not reported; subscribe through a " +
+            "server that is not read-only"
+          : null,
       )
       : null;
     this.#walWatch = new WalWatch(config.path);

@@ -443,7 +443,7 @@ class Feed implements ChangeSink {
     let added = 0;
     let room = Math.min(this.#buffer - this.pending, this.#quota.room());
     for (const c of changes) {
-      if (!this.#matches(c)) continue;
+      if (!this.matches(c)) continue;
       if (room <= 0 || !this.#enqueue(c)) {
         // Overflow (of the feed's buffer, or of its connection's or the
         // server's queue): the changes queued are kept and sent, then LAGGED;
@@ -487,7 +487,7 @@ class Feed implements ChangeSink {
         return;
       }
       for (const c of held) {
-        if (this.#matches(c)) {
+        if (this.matches(c)) {
           if (this.wantsValues && !c.valueRead) {
             // Its value was let go since the replay began (the ring's byte
             // bound): end here; resuming with values fails with FEED_GAP.
@@ -570,7 +570,8 @@ class Feed implements ChangeSink {
     this.#head = 0;
   }
 
-  #matches(c: Change): boolean {
+  /** True when `c` passes this feed's filter (`tables`, `kv`). */
+  matches(c: Change): boolean {
     if (c.collection !== null) {
       return this.#kv === true || (this.#kv !== null && this.#kv.has(c.collection));
     }
