@@ -67,6 +67,7 @@ import {
 } from "./server/auth.ts";
 import { DatabaseLock, isNoSpace, LockFileAccessError, lockPath } from "./server/lock.ts";
 import { Logger, printLine } from "./server/log.ts";
+import { closeInheritedFiles } from "./server/inherited_files.ts";
 import { FileSizeSignal } from "./server/file_size_limit.ts";
 import { ServerStats } from "./server/stats.ts";
 import {
@@ -1244,6 +1245,9 @@ function withAbsolutePath(database: string): string {
  * ```
  */
 export async function main(args: string[] = Deno.args): Promise<number> {
+  // A server autostart started outlives its starter: the files that process inherited (a
+  // parent's extra pipe, which then would never end for the parent) are not the server's.
+  if (autostarted()) closeInheritedFiles();
   if (args.length === 1 && (args[0] === "--version" || args[0] === "-V")) {
     console.log(`netsqlite ${VERSION}`);
     return 0;
@@ -1461,6 +1465,18 @@ function startedIgnoringHangUp(): boolean {
 
 /** Numbers of the signals the CLI shuts down on (exit code 128 + n when signalled twice). */
 const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+
+/**
+ * True in a server started by `connect({ autostart })`, which marks it with
+ * `NETSQLITE_AUTOSTARTED=1` in its environment (client/autostart.ts).
+ */
+function autostarted(): boolean {
+  try {
+    return Deno.env.get("NETSQLITE_AUTOSTARTED") === "1";
+  } catch {
+    return false; // no --allow-env
+  }
+}
 
 if (import.meta.main) Deno.exit(await main());
 

@@ -225,9 +225,11 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
     ...(config.token === null && !givesToken(options!.args ?? []) ? ["--no-token"] : []),
     ...(options!.args ?? []),
   ];
+  // NETSQLITE_AUTOSTARTED: the server closes the files it inherited from this
+  // process beyond stdin, stdout and stderr (it outlives this process).
   const env: Record<string, string> = config.token === null
-    ? {}
-    : { NETSQLITE_TOKEN: config.token };
+    ? { NETSQLITE_AUTOSTARTED: "1" }
+    : { NETSQLITE_AUTOSTARTED: "1", NETSQLITE_TOKEN: config.token };
   const fail = (detail: string, cause: unknown): ConnectionError =>
     new ConnectionError(
       `Cannot autostart a server for "${database}" on ${formatAddress(addr)}: ${detail}`,
