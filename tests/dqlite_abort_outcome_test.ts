@@ -7,8 +7,10 @@
  * (`mayHaveRun` true), and a script says how many of its statements ran
  * before (`ran`). Before, `close()` rejected with `the call was cancelled
  * and did not run` (`mayHaveRun` false) and a shutdown with `ABORTED`, `ran`
- * 0 ("nothing applied"), while the row was then in the table. Skipped (with
- * the reason printed) when `dqlite-demo` is not installed.
+ * 0 ("nothing applied"), while the row was then in the table (the messages
+ * are what is checked: on a loaded machine a stopped write may not have
+ * reached the node yet, and is then absent). Skipped (with the reason
+ * printed) when `dqlite-demo` is not installed.
  */
 
 import assert from "node:assert/strict";
@@ -26,6 +28,17 @@ function counting(n: number): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `rows` holds every value of `must` and, of `maybe`, any: a write whose
+ * outcome is unknown may have reached the node (then it ran to its end) or
+ * not (a loaded machine sent it late, and the close came first).
+ */
+function assertRows(rows: number[], must: number[], maybe: number[]): void {
+  const extra = rows.filter((v) => !must.includes(v));
+  assert.deepEqual(rows.filter((v) => must.includes(v)), must, `rows ${rows}`);
+  assert.ok(extra.every((v) => maybe.includes(v)), `rows ${rows}: only ${maybe} may be extra`);
+}
 
 Deno.test({
   name: "cluster mode: a write stopped by close() or a shutdown while it runs is reported as " +
@@ -73,7 +86,7 @@ Deno.test({
         assert.ok(err instanceof ConnectionError, String(err));
         assert.equal(err.mayHaveRun, true, err.message);
         assert.match(err.message, /outcome unknown/);
-        assert.deepEqual(await rows(), [1], "the node ran the write to its end");
+        assertRows(await rows(), [], [1]);
       }
 
       // close() while the second statement of a script runs: the first stays applied.
@@ -90,7 +103,7 @@ Deno.test({
         assert.equal(err.mayHaveRun, true, err.message);
         assert.match(err.message, /\(statement 2 of the script; the 1 before it ran\)/);
         assert.match(err.message, /outcome unknown/);
-        assert.deepEqual(await rows(), [1, 2, 3]);
+        assertRows(await rows(), [2], [1, 3]);
       }
 
       // A shutdown that stops a single INSERT (past its 2 s for a running statement).
@@ -110,7 +123,7 @@ Deno.test({
         assert.match(err.message, /^Server is shutting down: request \d+ was stopped while it ran/);
         assert.match(err.message, /outcome unknown: the write may have been applied/);
         server = await serve({ path, dqlite });
-        assert.deepEqual(await rows(), [1, 2, 3, 5]);
+        assertRows(await rows(), [2], [1, 3, 5]);
       }
 
       // A shutdown that stops a script's second statement.
@@ -129,7 +142,7 @@ Deno.test({
         assert.equal(err.ran, 1);
         assert.match(err.message, /outcome unknown/);
         server = await serve({ path, dqlite });
-        assert.deepEqual(await rows(), [1, 2, 3, 5, 6, 7]);
+        assertRows(await rows(), [2, 6], [1, 3, 5, 7]);
       }
       await server.shutdown();
     } finally {
