@@ -79,6 +79,37 @@ export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
   };
 }
 
+/** True while process `pid` exists (Linux: its `/proc` entry). */
+export function alive(pid: number): boolean {
+  try {
+    Deno.lstatSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Sends SIGTERM to process `pid` and waits until it is gone: at most 10 s,
+ * then it throws, or with `kill`, sends SIGKILL. Nothing when it is gone.
+ */
+export async function stopPid(pid: number, kill = false): Promise<void> {
+  try {
+    Deno.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  const deadline = performance.now() + 10000;
+  while (alive(pid)) {
+    if (performance.now() > deadline) {
+      if (!kill) throw new Error(`Timed out waiting for process ${pid} to stop`);
+      Deno.kill(pid, "SIGKILL");
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** Marks the line by which {@link inEnv}'s child hands back its result. */
 const IN_ENV_RESULT = "--- inEnv result ---";
 

@@ -8,31 +8,9 @@
 
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
-import { tempDir, within } from "./_helpers.ts";
+import { stopPid, tempDir, within } from "./_helpers.ts";
 
 const CHILD_TS = fileURLToPath(new URL("./_autostart_child.ts", import.meta.url));
-
-function alive(pid: number): boolean {
-  try {
-    Deno.lstatSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Sends SIGTERM to `pid` and waits (at most 10 s) until it is gone. */
-async function stop(pid: number): Promise<void> {
-  try {
-    Deno.kill(pid, "SIGTERM");
-  } catch {
-    return;
-  }
-  const deadline = performance.now() + 10000;
-  while (alive(pid) && performance.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 Deno.test({
   name:
@@ -82,7 +60,7 @@ Deno.test({
         .filter((target) => target === marker);
       assert.deepEqual(held, [], "the server holds the file its starter inherited");
     } finally {
-      if (serverPid !== 0) await stop(serverPid);
+      if (serverPid !== 0) await stopPid(serverPid, true);
       await starter.catch(() => {});
     }
   },

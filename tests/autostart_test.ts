@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect, ConnectionError } from "../client.ts";
-import { inEnv, startServer, startServerProcess, tempDir } from "./_helpers.ts";
+import { alive, inEnv, startServer, startServerProcess, stopPid, tempDir } from "./_helpers.ts";
 import { refuseCompiled } from "../client/autostart.ts";
 
 const CHILD_TS = fileURLToPath(new URL("./_autostart_child.ts", import.meta.url));
@@ -30,15 +30,6 @@ function serverPids(needle: string): number[] {
   return pids;
 }
 
-function alive(pid: number): boolean {
-  try {
-    Deno.lstatSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Polls `check` every 20 ms until it holds; throws after `ms`. */
 async function until(check: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = performance.now() + ms;
@@ -46,16 +37,6 @@ async function until(check: () => boolean, ms: number, what: string): Promise<vo
     if (performance.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-}
-
-/** Sends SIGTERM to `pid` and waits (at most 10 s) until it is gone. */
-async function stop(pid: number): Promise<void> {
-  try {
-    Deno.kill(pid, "SIGTERM");
-  } catch {
-    return;
-  }
-  await until(() => !alive(pid), 10000, `server ${pid} to stop`);
 }
 
 Deno.test("refuseCompiled() refuses autostart in a program built with deno compile (Deno.execPath() is the program there, not deno), and allows it under deno run", () => {
@@ -133,7 +114,7 @@ Deno.test({
       assert.deepEqual(serverPids(database), [newPid]);
     } finally {
       await holder.close();
-      if (newPid !== 0) await stop(newPid);
+      if (newPid !== 0) await stopPid(newPid);
       for (const pid of serverPids(database)) {
         if (pid !== old.child.pid) Deno.kill(pid, "SIGKILL");
       }
@@ -199,7 +180,7 @@ async function stopOwner(database: string): Promise<void> {
   } catch {
     // No lock file: no server.
   }
-  if (pid > 0) await stop(pid);
+  if (pid > 0) await stopPid(pid);
   for (const p of serverPids(database)) Deno.kill(p, "SIGKILL");
 }
 
@@ -439,7 +420,7 @@ Deno.test({
         ),
       );
     } finally {
-      for (const pid of serverPids(`--socket ${path}`)) await stop(pid);
+      for (const pid of serverPids(`--socket ${path}`)) await stopPid(pid);
     }
   },
 });
@@ -490,7 +471,7 @@ Deno.test({
     } finally {
       await b?.close().catch(() => {});
       locked[Symbol.dispose]();
-      for (const pid of serverPids(database)) await stop(pid);
+      for (const pid of serverPids(database)) await stopPid(pid);
     }
   },
 });
@@ -579,7 +560,7 @@ Deno.test({
       }
       await old.status;
       await drained;
-      if (newPid !== 0) await stop(newPid);
+      if (newPid !== 0) await stopPid(newPid);
       for (const pid of serverPids(database)) Deno.kill(pid, "SIGKILL");
     }
   },

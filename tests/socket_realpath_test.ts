@@ -15,7 +15,7 @@ import { DatabaseLockedError, serve } from "../server.ts";
 import { defaultSocketPath } from "../transport/address.ts";
 import { realPath } from "../transport/_real_path.ts";
 import { lockPath } from "../server/lock.ts";
-import { inEnv, tempDir } from "./_helpers.ts";
+import { alive, inEnv, stopPid, tempDir } from "./_helpers.ts";
 
 const ADDRESS = new URL("../transport/address.ts", import.meta.url).href;
 
@@ -35,15 +35,6 @@ async function layout(): Promise<{ root: string } & AsyncDisposable> {
   return { root, [Symbol.asyncDispose]: () => dir[Symbol.asyncDispose]() };
 }
 
-function alive(pid: number): boolean {
-  try {
-    Deno.lstatSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The pid recorded in the lock of `database` (its real path's `.lock`), or 0. */
 function ownerPid(database: string): number {
   try {
@@ -57,15 +48,7 @@ function ownerPid(database: string): number {
 async function stopOwner(database: string): Promise<void> {
   const pid = ownerPid(database);
   if (pid === 0 || pid === Deno.pid || !alive(pid)) return;
-  Deno.kill(pid, "SIGTERM");
-  const deadline = performance.now() + 10000;
-  while (alive(pid)) {
-    if (performance.now() > deadline) {
-      Deno.kill(pid, "SIGKILL");
-      break;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await stopPid(pid, true);
 }
 
 Deno.test("defaultSocketPath() is one socket for every name of a file, as the lock is one lock: a link to it, a linked directory, a file not yet created under one", async () => {
