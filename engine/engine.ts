@@ -362,7 +362,7 @@ export class Engine {
       () => this.#drain(),
       (workMs) => this.#commitInline(workMs),
       () => this.#fileLost(true),
-      () => this.#schemaMovedUnderLock(),
+      () => this.#refreshWriterSchema(),
     );
     this.#queue = new WriterQueue<EngineSession>(
       config.busyTimeout,
@@ -600,7 +600,7 @@ export class Engine {
         owns: (s) => this.#queue.owner === s,
         acquire: (s, forGroup) => this.#acquire(s, forGroup),
         currentSchema: () => this.#refreshInTransaction(true),
-        schemaMovedUnderLock: () => this.#schemaMovedUnderLock(),
+        schemaMovedUnderLock: () => this.#refreshWriterSchema(),
         afterWrite: (s, touchedTemp) => this.#afterWrite(s, touchedTemp),
         touch: (s) => this.#touch(s),
         release: (s) => {
@@ -1228,20 +1228,31 @@ export class Engine {
       this.#writer.db.interrupt();
       return;
     }
-    // Its cursors on the writer end first (they end with the transaction
-    // anyway): while a statement is active there, an interrupt that came as
-    // a step returned (the one above) stays pending and would stop the
-    // ROLLBACK, leaving the transaction open for the writer's next owner.
-    s.writerReleased();
+    this.#rollBack(s);
+    this.#release();
+  }
+
+  /**
+   * Rolls back the writer's transaction of `owner`, ending its cursors on
+   * the writer first (they end with the transaction anyway): while a
+   * statement is active there, an interrupt that came as a step returned
+   * stays pending and would stop the ROLLBACK, leaving the transaction open
+   * for the writer's next owner.
+   *
+   * @returns the ROLLBACK's error message, or null (none, or none needed).
+   */
+  #rollBack(owner: EngineSession | null): string | null {
+    owner?.writerReleased();
+    let failed: string | null = null;
     if (this.#writer.inTransaction) {
       try {
         this.#writer.db.exec("ROLLBACK");
-      } catch {
-        // The transaction may already be gone; nothing else to undo.
+      } catch (err) {
+        failed = (err as Error).message; // (the transaction may already be gone)
       }
     }
     this.#changes?.discard();
-    this.#release();
+    return failed;
   }
 
   /** The writer ran `p`: a statement that changed the schema voids its cache. */
@@ -1265,17 +1276,21 @@ export class Engine {
    * or be prepared again by SQLite as it steps: its result columns then
    * change under the names read at prepare (node:sqlite even keeps the old
    * row width). Costs one header comparison, plus one cookie read after a
-   * commit.
+   * commit. Also once the writer holds the write lock (a group's or a
+   * batch's `BEGIN IMMEDIATE`, which node:sqlite waits for inline after the
+   * turn began, while another program may change the schema).
+   *
+   * @returns true when the schema version moved (cached statements dropped).
    */
-  #refreshWriterSchema(): void {
+  #refreshWriterSchema(): boolean {
     const moved = this.#reader !== null && this.#walWatch.changedSince(this.#writerSeen);
-    if (!moved && !this.#writerSchemaStale) return;
+    if (!moved && !this.#writerSchemaStale) return false;
     this.#writerSchemaStale = false;
     const version = this.#writer.refreshSchema();
-    if (version !== this.#writerSchema) {
-      this.#writerSchema = version;
-      this.#traits = null;
-    }
+    if (version === this.#writerSchema) return false;
+    this.#writerSchema = version;
+    this.#traits = null;
+    return true;
   }
 
   /**
@@ -1319,23 +1334,6 @@ export class Engine {
     return true;
   }
 
-  /**
-   * Once the writer holds the write lock (`BEGIN IMMEDIATE`, which
-   * node:sqlite waits for inline after the turn began): true when another
-   * program committed a schema change since the writer last looked, which
-   * the writer then loads (cached statements dropped). A header comparison,
-   * plus a cookie read after another program's commit.
-   */
-  #schemaMovedUnderLock(): boolean {
-    if (!this.#reader || !this.#walWatch.changedSince(this.#writerSeen)) return false;
-    this.#writerSchemaStale = true;
-    const version = this.#writer.refreshSchema();
-    if (version === this.#writerSchema) return false;
-    this.#writerSchema = version;
-    this.#traits = null;
-    return true;
-  }
-
   /** The writer's schema version at its last `#refreshWriterSchema`. */
   #writerSchema = -1;
 
@@ -1369,22 +1367,13 @@ export class Engine {
    * Safety net: the writer's owner gives it back with a transaction still
    * open (its ROLLBACK failed, or a path forgot one). Handing the writer on
    * so would run the next owner's acknowledged writes inside that
-   * transaction, and lose them with it. Ends the owner's cursors on the
-   * writer (an active statement keeps a pending interrupt, which would stop
-   * the ROLLBACK too) and rolls back; if the transaction still cannot be
-   * ended, the writer is refused to everyone from then on
-   * ({@link #writerStuck}) rather than handed on.
+   * transaction, and lose them with it. Rolls back ({@link #rollBack}); if
+   * the transaction still cannot be ended, the writer is refused to everyone
+   * from then on ({@link #writerStuck}) rather than handed on.
    */
   #endLeftTransaction(): void {
     const owner = this.#queue.owner;
-    owner?.writerReleased();
-    let why = "";
-    try {
-      this.#writer.db.exec("ROLLBACK");
-    } catch (err) {
-      why = `: ${(err as Error).message}`;
-    }
-    this.#changes?.discard();
+    const failed = this.#rollBack(owner);
     if (!this.#writer.inTransaction) {
       this.onLog?.(
         "error",
@@ -1396,7 +1385,9 @@ export class Engine {
     this.#writerStuck = new SqliteError(
       ErrorCode.Internal,
       "Internal error: a transaction on the server's writer connection cannot be rolled back" +
-        `${why}; writes are refused until the server restarts (nothing written since its last ` +
+        `${
+          failed === null ? "" : `: ${failed}`
+        }; writes are refused until the server restarts (nothing written since its last ` +
         "acknowledged COMMIT is kept)",
     );
     this.onLog?.("error", `${this.#writerStuck.message} (please report this)`);
