@@ -5,6 +5,7 @@
 
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
 import { connect, type ConnectOptions, SqliteError } from "../client.ts";
 import { serve, type ServeOptions, type Server } from "../server.ts";
 import type { ChangeEvent, Client, Subscription } from "../client.ts";
@@ -77,6 +78,20 @@ export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
       await Deno.remove(path, { recursive: true }).catch(() => {});
     },
   };
+}
+
+/**
+ * The rows of `sql` read from the database file at `path` directly
+ * (node:sqlite, read-only), as arrays of values: a copy checked apart from
+ * the server that made it.
+ */
+export function rowsOf(path: string, sql: string): unknown[][] {
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    return db.prepare(sql).all().map((r) => Object.values(r as Record<string, unknown>));
+  } finally {
+    db.close();
+  }
 }
 
 /** True while process `pid` exists (Linux: its `/proc` entry). */

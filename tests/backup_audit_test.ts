@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
-import { delay, startServerProcess, tempDir } from "./_helpers.ts";
+import { delay, rowsOf, startServerProcess, tempDir } from "./_helpers.ts";
 import { cli, type Run } from "./_cli.ts";
 import { type ClientProcess, spawnClientProcess } from "./_client_process.ts";
 import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
@@ -40,15 +40,6 @@ function writeBank(path: string): void {
         "CREATE TABLE log(p INTEGER, seq INTEGER, PRIMARY KEY(p, seq));" +
         "PRAGMA wal_checkpoint(TRUNCATE)",
     );
-  } finally {
-    db.close();
-  }
-}
-
-function rowsOf(path: string, sql: string): unknown[][] {
-  const db = new DatabaseSync(path, { readOnly: true });
-  try {
-    return db.prepare(sql).all().map((r) => Object.values(r as Record<string, unknown>));
   } finally {
     db.close();
   }

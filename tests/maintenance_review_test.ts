@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import type { Link } from "../client/link.ts";
 import { Op } from "../protocol/messages.ts";
-import { openTestLink, startServer, tempDir, type TestServer } from "./_helpers.ts";
+import { openTestLink, rowsOf, startServer, tempDir, type TestServer } from "./_helpers.ts";
 import { cli } from "./_cli.ts";
 
 const ENGINES = ["ffi", "node"] as const;
@@ -26,15 +26,6 @@ async function refused(req: Promise<unknown>, message: RegExp): Promise<void> {
     assert.match(err.message, message);
     return true;
   });
-}
-
-function rowsOf(path: string, sql: string): unknown[][] {
-  const db = new DatabaseSync(path, { readOnly: true });
-  try {
-    return db.prepare(sql).all().map((r) => Object.values(r as Record<string, unknown>));
-  } finally {
-    db.close();
-  }
 }
 
 function names(dir: string): string[] {

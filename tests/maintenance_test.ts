@@ -17,6 +17,7 @@ import {
   holdWriteLock,
   openTestLink,
   readStdoutUntil,
+  rowsOf,
   SERVE_TASK_FLAGS,
   startServer,
   startServerProcess,
@@ -69,15 +70,6 @@ async function fill(l: Link, n: number): Promise<void> {
     `WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < ${n}) ` +
     "INSERT INTO t(b) SELECT randomblob(200) FROM c;",
   ]);
-}
-
-function rowsOf(path: string, sql: string): unknown[][] {
-  const db = new DatabaseSync(path, { readOnly: true });
-  try {
-    return db.prepare(sql).all().map((r) => Object.values(r as Record<string, unknown>));
-  } finally {
-    db.close();
-  }
 }
 
 /** Writes a database of `n` rows of 1,000 random bytes (table t), WAL mode, WAL checkpointed. */
