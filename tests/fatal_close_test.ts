@@ -82,7 +82,11 @@ Deno.test("Session answering a bad frame takes the writer in its turn for a writ
 });
 
 Deno.test("Session answering a bad frame ignores the incomplete frame after it: no FRAME_TIMEOUT while a write waits", async () => {
-  await using srv = await startServer({ frameTimeout: 100, busyTimeout: 30_000 });
+  await using srv = await startServer({
+    frameTimeout: 100,
+    helloTimeout: 30_000,
+    busyTimeout: 30_000,
+  });
   await using holder = await connect({ ...srv.connectOptions, max: 1 });
   await holder.exec("CREATE TABLE t (a)");
   await holder.exec("BEGIN IMMEDIATE");
