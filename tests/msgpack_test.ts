@@ -234,6 +234,33 @@ Deno.test("msgpack: a lone surrogate encodes as U+FFFD, as TextEncoder does", ()
   }
 });
 
+Deno.test(`msgpack: long strings of mixed widths, written into a small buffer, are the bytes TextEncoder gives and decode back (seed ${SEED})`, () =>
+  withSeed(SEED, () => {
+    // The writer gives a long string one byte a unit first, then encodes what did not fit after
+    // it: the split may fall anywhere, before a 2-, 3- or 4-byte character or a lone surrogate.
+    const r = rng(SEED);
+    const pieces = ["a", "é", "✓", "😀", "\ud800", "\udc00", "\ufffd", "\u0000"];
+    for (let i = 0; i < 60; i++) {
+      const n = 64 + r.int(i < 50 ? 3000 : 150_000);
+      const ascii = r.int(n);
+      let s = "x".repeat(ascii);
+      while (s.length < n) s += r.pick(pieces);
+      const bytes = encode(s);
+      const utf8 = new TextEncoder().encode(s);
+      assert.deepEqual(bytes.subarray(bytes.length - utf8.length), utf8, `#${i}: ${n} units`);
+      assert.deepEqual(lib.decode(bytes), new TextDecoder().decode(utf8), `#${i}`);
+      assert.equal(decodeMsgpack(bytes), new TextDecoder().decode(utf8), `#${i}`);
+    }
+  }));
+
+Deno.test("msgpack: a string holding U+FFFD decodes as it is, long or short; invalid UTF-8 beside one is refused", () => {
+  for (const s of ["\ufffd", "a\ufffdb", "\ufffd".repeat(5000), "x".repeat(70_000) + "\ufffd"]) {
+    assert.equal(decodeMsgpack(encode(s)), s);
+  }
+  const bad = [0xd9, 70, 0xef, 0xbf, 0xbd, ...new Array(66).fill(0x61), 0xc3];
+  assert.throws(() => decodeMsgpack(new Uint8Array(bad)), /Invalid UTF-8/);
+});
+
 Deno.test("msgpack: undefined encodes as nil, and map entries holding undefined are left out", () => {
   assert.equal(decodeMsgpack(encode(undefined)), null);
   assert.deepEqual(decodeMsgpack(encode({ a: 1, b: undefined })), { a: 1 });
