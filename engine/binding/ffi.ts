@@ -91,6 +91,19 @@ const LARGE_VALUE = 1024;
 /** Largest text-binding buffer a connection keeps for reuse, in bytes. */
 const SCRATCH_KEPT = 64 * 1024;
 const MAIN = encoder.encode("main\0");
+
+/**
+ * `text` as a NUL-terminated UTF-8 string. Encoded into a buffer of one byte
+ * a unit when it fits (ASCII): `encode(text + "\0")` would first copy a long
+ * text into a new string, then encode it to a buffer of its own and copy
+ * that (a script of 3.6 MB: 25–40 ms against 10–25 ms, the server busy).
+ */
+function nulTerminated(text: string): Uint8Array {
+  const bytes = new Uint8Array(text.length + 1); // its last byte stays 0
+  // Every unit fits in one byte each only when all are ASCII.
+  const { read } = encoder.encodeInto(text, bytes.subarray(0, text.length));
+  return read === text.length ? bytes : encoder.encode(text + "\0");
+}
 /** A valid pointer for the empty string (a NULL pointer would bind NULL). */
 const EMPTY_TEXT = new Uint8Array(1);
 const FFI_CAPABILITIES: Capabilities = Object.freeze({
@@ -324,7 +337,7 @@ class FfiDb implements Db {
           "Cannot prepare statement: SQL text contains a NUL character",
         );
       }
-      const bytes = encoder.encode(sql + "\0");
+      const bytes = nulTerminated(sql);
       const base = Deno.UnsafePointer.of(bytes)!;
       script = {
         sql,
@@ -378,7 +391,7 @@ class FfiDb implements Db {
         "Cannot run script: SQL text contains a NUL character",
       );
     }
-    const rc = this.#s.sqlite3_exec(h, encoder.encode(sql + "\0"), null, null, null);
+    const rc = this.#s.sqlite3_exec(h, nulTerminated(sql), null, null, null);
     if (rc !== Result.OK) throw dbError(this.#s, h);
   }
 
