@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { connect, type KvChangeEvent, SqliteError, type TableChangeEvent } from "../client.ts";
 import { serve } from "../server.ts";
-import { startServer, takeEvents } from "./_helpers.ts";
+import { startServer, statsUntil, takeEvents } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -72,6 +72,12 @@ for (const values of [false, true]) {
       await assert.rejects(feed.next(), tooLarge(second.seq + 1, 2, LONG.slice(0, 50)));
       assert.deepEqual(await feed.next(), { value: undefined, done: true });
       feed.close();
+      // The server let the feed go: nothing of it stays queued.
+      await statsUntil(
+        srv.connectOptions,
+        (r) => r.feeds?.queuedChanges === 0 && r.connections.open === 2,
+        "the feed let go",
+      );
 
       // Resumed past it: the next change, nothing lost, nothing repeated.
       await using again = await db.subscribe({ values, since: second.seq + 1 });
