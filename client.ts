@@ -284,7 +284,8 @@ export class Client extends Queryable {
    * for rolled-back work. Needs a server on the FFI engine.
    *
    * @param options The tables and key-value collections to follow, whether
-   *   events carry values, and where to resume (`since`).
+   *   events carry values, where to resume (`since`), and a `signal` that
+   *   ends the feed.
    * @returns the subscription: an async iterable of events; close it (or
    *   `await using`) when done.
    * @example
@@ -298,6 +299,8 @@ export class Client extends Queryable {
    *
    * @throws {SqliteError} `FEED_UNSUPPORTED` when the server runs node:sqlite,
    *   `FEED_GAP` when the server no longer holds the changes after `since`.
+   * @throws {AbortError} when `options.signal` aborted before the feed opened
+   *   (what was opened is closed; later, aborting it ends the feed).
    * @throws {TypeError} for an option it does not take (a misspelt `tables`
    *   would follow every table), options that are not a plain object, or a
    *   second argument; nothing is opened.

@@ -180,7 +180,7 @@ export function checkSql(sql: unknown, where = ""): asserts sql is string {
  * An option a call may take: the query API's (`timeout`, `signal`, `arrays`,
  * `foreignKeys`), `transaction()`'s `behavior`, a key-value collection's
  * (`ifVersion`, `prefix`, `start`, `end`, `limit`, `reverse`) and
- * `subscribe()`'s (`tables`, `kv`, `values`, `since`, `buffer`).
+ * `subscribe()`'s (`tables`, `kv`, `values`, `since`, `buffer`, and `signal`).
  */
 export type CallOptionName =
   | "timeout"
@@ -194,7 +194,7 @@ export type CallOptionName =
 /** An option of a key-value collection's call (`put()`, `list()`, `count()`). */
 type KvOptionName = "ifVersion" | "prefix" | "start" | "end" | "limit" | "reverse";
 
-/** An option of `subscribe()`. */
+/** An option of `subscribe()` (besides `signal`). */
 type SubscribeOptionName = "tables" | "kv" | "values" | "since" | "buffer";
 
 /** How `transaction()` begins (its `behavior` option). */

@@ -14,7 +14,13 @@
  * @module
  */
 
-import { ConnectionError, SqliteError } from "../protocol/errors.ts";
+import {
+  AbortError,
+  ConnectionError,
+  ErrorCode,
+  ProtocolError,
+  SqliteError,
+} from "../protocol/errors.ts";
 import {
   emptySubscribeFilter,
   EventKind,
@@ -22,6 +28,7 @@ import {
   type HelloReply,
   Op,
   type SubscribeRequest,
+  type TooLargeData,
   valueSize,
   type WireChange,
 } from "../protocol/messages.ts";
@@ -30,7 +37,7 @@ import { openLink } from "./connection.ts";
 import { invalidCollectionName } from "./kv.ts";
 import { keyLabel, type KvKeyPart, readKey } from "./kv_key.ts";
 import { decodeKvValue, KV_CORRUPT } from "./kv_value.ts";
-import type { Link } from "./link.ts";
+import { abortable, type Link } from "./link.ts";
 import type { ConnectConfig } from "./options.ts";
 
 /** Options of `subscribe()`. */
@@ -59,13 +66,22 @@ export interface SubscribeOptions {
    * @default {10000}
    */
   buffer?: number;
+  /**
+   * Aborting it ends the feed: `subscribe()` still opening rejects with
+   * `AbortError` (an already aborted signal: at once, nothing is opened);
+   * an open feed closes its connection (the server lets its subscription
+   * go), drops the changes it buffered, and its pending `next()` (or else
+   * its next one) rejects with `AbortError`, the signal's reason as its
+   * `cause`; later calls find the feed done. `null`: none.
+   */
+  signal?: AbortSignal | null;
 }
 
 /** `Client.subscribe(options)`, for `checkArgCount` and {@link subscribeOptions}. */
 export const SUBSCRIBE: CallShape = {
   name: "subscribe()",
   args: ["options"],
-  options: ["tables", "kv", "values", "since", "buffer"],
+  options: ["tables", "kv", "values", "since", "buffer", "signal"],
 };
 
 /**
@@ -155,6 +171,13 @@ export interface LaggedEvent {
   resumeFrom: number;
 }
 
+/**
+ * Code of the error that ends a feed at a change too large for one frame
+ * of the server's even without its value (a table name, or a key-value
+ * key, of about `maxFrameSize` bytes): its `resumeFrom` resumes after it.
+ */
+export const CHANGE_TOO_LARGE = "CHANGE_TOO_LARGE";
+
 /** What a subscription yields. */
 export type ChangeEvent = TableChangeEvent | KvChangeEvent | LaggedEvent;
 
@@ -193,13 +216,26 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   #error: unknown = null;
   #startSeq = 0;
   readonly #onClose: (s: Subscription) => void;
+  readonly #maxFrameSize: number | undefined;
+  /** The `signal` option, listened to until the feed ends. */
+  #signal: AbortSignal | null = null;
+  readonly #onAbort = (): void => this.#abort();
 
-  /** @internal Use `Client.subscribe()`. */
-  constructor(link: Link, options: SubscribeOptions, onClose: (s: Subscription) => void) {
+  /**
+   * @internal Use `Client.subscribe()`.
+   * @param maxFrameSize The server's, for messages.
+   */
+  constructor(
+    link: Link,
+    options: SubscribeOptions,
+    onClose: (s: Subscription) => void,
+    maxFrameSize?: number,
+  ) {
     this.#link = link;
     this.#buffer = options.buffer ?? 10_000;
     this.#values = options.values === true;
     this.#onClose = onClose;
+    this.#maxFrameSize = maxFrameSize;
     link.onEvent = (payload) => this.#onEvent(payload as EventPayload);
     link.ended.then(() => {
       if (this.#ended) return;
@@ -212,12 +248,45 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
     return this.#startSeq;
   }
 
-  /** @internal */
-  _started(head: number, since: number | undefined): void {
+  /**
+   * @internal The feed is open: `signal` (aborted already or later) ends it
+   * (see {@link SubscribeOptions.signal}).
+   */
+  _started(head: number, since: number | undefined, signal?: AbortSignal): void {
     this.#startSeq = since ?? head;
+    if (signal === undefined || this.#ended) return;
+    if (signal.aborted) return this.#abort(signal);
+    this.#signal = signal;
+    signal.addEventListener("abort", this.#onAbort, { once: true });
   }
 
-  /** Next change. Rejects with `ConnectionError` when the connection is lost. */
+  /**
+   * The feed's signal aborted: the feed ends as {@link close} ends it,
+   * without yielding what it buffered, and the next `next()` rejects with
+   * `AbortError`.
+   */
+  #abort(signal = this.#signal): void {
+    if (this.#ended || signal === null) return;
+    this.#queue = [];
+    this.#sizes = [];
+    this.#head = 0;
+    this.#queuedBytes = 0;
+    this.#fail(new AbortError("Change feed was aborted by its signal", { cause: signal.reason }));
+    this.#link.fail(new ConnectionError("Change feed was aborted by its signal"));
+  }
+
+  /** Stops listening to the `signal` option (the feed ended). */
+  #unlisten(): void {
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    this.#signal = null;
+  }
+
+  /**
+   * Next change. Rejects with `ConnectionError` when the connection is lost,
+   * `AbortError` when the `signal` option aborted, and with the error that
+   * ended the feed at a change it could not deliver (`CHANGE_TOO_LARGE`,
+   * `KV_CORRUPT`: see their `resumeFrom`), after the changes before it.
+   */
   next(): Promise<IteratorResult<ChangeEvent>> {
     if (this.#head < this.#queue.length) {
       this.#queuedBytes -= this.#sizes[this.#head];
@@ -268,6 +337,27 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
     if (!Array.isArray(payload)) return;
     if (payload[1] === EventKind.Lagged) {
       this.#push({ type: "lagged", resumeFrom: payload[2] as number }, 0);
+      this.close();
+      return;
+    }
+    if (payload[1] === EventKind.TooLarge) {
+      // The server ended the feed at a change it could not send: so does
+      // this iterator, after the changes before it, saying how to go on.
+      this.#fail(changeTooLarge(payload[2] as TooLargeData, this.#maxFrameSize));
+      this.close();
+      return;
+    }
+    if (payload[1] !== EventKind.Changes) {
+      // A kind of a newer server: whatever it says, changes may be missing
+      // from here on. The feed ends, after the changes before it.
+      this.#fail(
+        new ProtocolError(
+          ErrorCode.ProtocolVersion,
+          `Change feed ended: the server sent an event of kind ${
+            String(payload[1])
+          } that this client does not know (a newer server); update the client`,
+        ),
+      );
       this.close();
       return;
     }
@@ -344,6 +434,7 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   #end(): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#unlisten();
     this.#onClose(this);
     const waiters = this.#waiters;
     this.#waiters = [];
@@ -353,6 +444,7 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
   #fail(err: unknown): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#unlisten();
     this.#onClose(this);
     const [first, ...rest] = this.#waiters;
     this.#waiters = [];
@@ -377,7 +469,30 @@ function feedEndedAt(err: unknown, seq: number): unknown {
     `${err.message} (the change feed ended at that change, seq ${seq}: ` +
       `subscribe with since: ${seq} to resume after it)`,
     undefined,
-    err.cause === undefined ? undefined : { cause: err.cause },
+    err.cause === undefined ? { resumeFrom: seq } : { cause: err.cause, resumeFrom: seq },
+  );
+}
+
+/**
+ * The error that ends a feed at a change the server could not send (an
+ * {@link EventKind.TooLarge} event): `CHANGE_TOO_LARGE`, naming the change
+ * and how to resume past it.
+ */
+function changeTooLarge(data: TooLargeData, maxFrameSize: number | undefined): SqliteError {
+  const [seq, commitSeq, table, op, rowid, collection, version, bytes] = data;
+  const what = collection === null
+    ? `${op} of rowid ${rowid ?? "null (every row)"} in table ${JSON.stringify(table)}`
+    : `${op} in key-value collection ${JSON.stringify(collection)} (version ${version})`;
+  const limit = maxFrameSize === undefined ? "" : ` (${maxFrameSize})`;
+  const article = op === "delete" ? "a" : "an";
+  return new SqliteError(
+    CHANGE_TOO_LARGE,
+    `Change seq ${seq} (commit ${commitSeq}), ${article} ${what}, is ${bytes} bytes without ` +
+      `its value, more than one event frame holds (the server's maxFrameSize${limit}): the ` +
+      `change feed ended at that change; subscribe with since: ${seq} to resume after it ` +
+      `(read that ${collection === null ? "table" : "collection"} to see it)`,
+    undefined,
+    { resumeFrom: seq },
   );
 }
 
@@ -401,6 +516,8 @@ export async function openSubscription(
   refuses: (info: HelloReply) => ConnectionError | null = () => null,
   signal?: AbortSignal,
 ): Promise<Subscription> {
+  const own = options.signal ?? undefined;
+  if (own?.aborted) throw aborted(own);
   const wire: SubscribeRequest = {};
   // (The server refuses these too.)
   const empty = emptySubscribeFilter(options as Pick<SubscribeRequest, "tables" | "kv">);
@@ -436,21 +553,38 @@ export async function openSubscription(
     }
     wire.buffer = options.buffer;
   }
-  const [link, info] = await openLink(config, {}, signal);
+  let opened: [Link, HelloReply];
+  try {
+    opened = await openLink(
+      config,
+      {},
+      own === undefined ? signal : signal === undefined ? own : AbortSignal.any([signal, own]),
+    );
+  } catch (err) {
+    // (The client closing meanwhile is its caller's to say.)
+    if (own?.aborted && !signal?.aborted) throw aborted(own);
+    throw err;
+  }
+  const [link, info] = opened;
   const refusal = refuses(info);
   if (refusal !== null) {
     link.fail(refusal);
     await link.ended;
     throw refusal;
   }
-  const sub = new Subscription(link, options, onClose);
+  const sub = new Subscription(link, options, onClose, info.limits.maxFrameSize);
   try {
-    const [, head] = await link.request(Op.Subscribe, [wire]);
-    sub._started(head, options.since);
+    const [, head] = await abortable(link.request(Op.Subscribe, [wire]), own);
+    sub._started(head, options.since, own);
   } catch (err) {
     sub.close();
     await link.ended;
     throw err;
   }
   return sub;
+}
+
+/** The `AbortError` of a `subscribe()` whose signal aborted before the feed opened. */
+function aborted(signal: AbortSignal): AbortError {
+  return new AbortError("subscribe() was aborted by its signal", { cause: signal.reason });
 }

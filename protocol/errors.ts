@@ -245,6 +245,13 @@ export class SqliteError extends Error {
    * (what it names did not happen), and from servers that do not say.
    */
   readonly mayHaveRun: boolean | undefined;
+  /**
+   * Set when a change feed ended at a change it could not deliver
+   * (`CHANGE_TOO_LARGE`, `KV_CORRUPT`): that change's `seq`, the `since`
+   * that resumes the feed after it (`subscribe({ since: resumeFrom })`;
+   * `resumeFrom - 1` meets it again). Absent on every other error.
+   */
+  declare readonly resumeFrom?: number;
 
   /**
    * Creates an error of SQLite or of the server's checks.
@@ -252,19 +259,23 @@ export class SqliteError extends Error {
    * @param code Stable string code.
    * @param message What went wrong.
    * @param sqliteCode SQLite's numeric extended result code, if any.
-   * @param options Standard error options (`cause`), and `mayHaveRun`.
+   * @param options Standard error options (`cause`), `mayHaveRun` and `resumeFrom`.
    */
   constructor(
     code: string,
     message: string,
     sqliteCode?: number,
-    options?: ErrorOptions & { mayHaveRun?: boolean },
+    options?: ErrorOptions & { mayHaveRun?: boolean; resumeFrom?: number },
   ) {
     super(message, options);
     this.name = "SqliteError";
     this.code = code;
     this.sqliteCode = sqliteCode;
     this.mayHaveRun = options?.mayHaveRun;
+    // (Set only when given: other errors keep their own properties as they were.)
+    if (options?.resumeFrom !== undefined) {
+      (this as { resumeFrom?: number }).resumeFrom = options.resumeFrom;
+    }
   }
 }
 

@@ -309,12 +309,34 @@ export const EventKind = {
   Changes: 0,
   /** `data`: the last sequence number sent; the feed has ended (resume with `since`). */
   Lagged: 1,
+  /**
+   * `data`: {@link TooLargeData}, a change that did not fit in one frame even
+   * without its value; the feed has ended (`since: seq` resumes after it).
+   */
+  TooLarge: 2,
 } as const;
+
+/**
+ * A change too large for one frame without its value, as an
+ * {@link EventKind.TooLarge} event names it: its names cut to 100
+ * characters (`…` marking a cut), `bytes` its size encoded without its value.
+ */
+export type TooLargeData = [
+  seq: number,
+  commitSeq: number,
+  table: string,
+  op: "insert" | "update" | "delete",
+  rowid: number | bigint | null,
+  collection: string | null,
+  version: number | null,
+  bytes: number,
+];
 
 /** Payload of an event frame: `[subscription, kind, data]`. */
 export type EventPayload =
   | [subscription: number, kind: typeof EventKind.Changes, changes: WireChange[]]
-  | [subscription: number, kind: typeof EventKind.Lagged, resumeFrom: number];
+  | [subscription: number, kind: typeof EventKind.Lagged, resumeFrom: number]
+  | [subscription: number, kind: typeof EventKind.TooLarge, change: TooLargeData];
 
 /** `run` reply payload: `[changes, lastInsertRowid]`. */
 export type RunPayload = [changes: number | bigint, lastInsertRowid: number | bigint];

@@ -37,9 +37,11 @@ import {
   type EventPayload,
   type SubscribePayload,
   type SubscribeRequest,
+  type TooLargeData,
   ValueOmitted,
   type WireChange,
 } from "../protocol/messages.ts";
+import { MsgpackWriter } from "../protocol/msgpack.ts";
 import {
   type Change,
   type ChangeLog,
@@ -299,7 +301,18 @@ export class ConnectionFeeds {
           // value, saying why (a `null` value alone means the row was gone).
           batch[0][8] = null;
           batch[0][9] = ValueOmitted.TooLarge;
-          this.#out.send([feed.id, EventKind.Changes, batch]);
+          if (!this.#out.send([feed.id, EventKind.Changes, batch])) {
+            // Too large even without its value (a table's name, a key-value
+            // key longer than the frame holds): never skipped silently. The
+            // feed ends naming it; `since: seq` resumes after it.
+            feed.advance(1);
+            feed.drop();
+            this.#log?.unsubscribe(feed);
+            this.#feeds.delete(feed.id);
+            this.#out.send([feed.id, EventKind.TooLarge, tooLargeData(batch[0])]);
+            sent = true;
+            break;
+          }
         }
         feed.advance(batch.length);
         sent = true;
@@ -326,6 +339,51 @@ export class ConnectionFeeds {
       this.pump();
     });
   }
+}
+
+/** Characters of a name an {@link EventKind.TooLarge} event keeps (`…` marks a cut). */
+const NAME_KEPT = 100;
+
+/**
+ * The data of an {@link EventKind.TooLarge} event for `c` (as sent, with
+ * its value if any): its position, its names cut to {@link NAME_KEPT}
+ * characters (so that it fits the smallest frame), and its size without
+ * its value.
+ */
+function tooLargeData(c: WireChange): TooLargeData {
+  const [seq, commitSeq, table, op, rowid, collection, key, version] = c;
+  const w = new MsgpackWriter(1024);
+  w.write([
+    seq,
+    commitSeq,
+    table,
+    op,
+    rowid,
+    collection,
+    key,
+    version,
+    null,
+    ValueOmitted.TooLarge,
+  ]);
+  return [
+    seq,
+    commitSeq,
+    cutName(table),
+    op,
+    rowid,
+    collection === null ? null : cutName(collection),
+    version,
+    w.pos,
+  ];
+}
+
+/** `name`, or its first {@link NAME_KEPT} characters and `…` (a surrogate pair kept whole). */
+function cutName(name: string): string {
+  if (name.length <= NAME_KEPT) return name;
+  let end = NAME_KEPT;
+  const c = name.charCodeAt(end - 1);
+  if (c >= 0xd800 && c <= 0xdbff) end--;
+  return `${name.slice(0, end)}\u2026`;
 }
 
 /**

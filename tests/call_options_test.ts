@@ -481,7 +481,7 @@ Deno.test("reserve() and subscribe() refuse an unknown option and an extra argum
   await assert.rejects(any.subscribe(["t"]), {
     name: "TypeError",
     message:
-      "Invalid subscribe() options: expected { tables, kv, values, since, buffer }, got an array",
+      "Invalid subscribe() options: expected { tables, kv, values, since, buffer, signal }, got an array",
   });
   await assert.rejects(any.subscribe({}, 5), {
     name: "TypeError",
