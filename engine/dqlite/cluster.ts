@@ -160,9 +160,9 @@ interface SearchOptions {
   signal?: AbortSignal;
 }
 
-/** How a search ended. */
+/** How a search ended, or how far it got. */
 interface Found {
-  /** A connection to the leader, or null when none was found. */
+  /** A connection to the leader, or null when none was found (yet). */
   conn: DqliteConn | null;
   /** The last failure met, for the caller's error. */
   error: unknown;
@@ -170,6 +170,34 @@ interface Found {
   said: Set<string>;
   /** Per node asked, what it answered last or why it did not (see {@link nodeOutcome}). */
   outcomes: Map<string, string>;
+  /** The nodes being asked now, their answer not in yet. */
+  running: Set<string>;
+}
+
+/** A search's deadline, which its callers may push back (see `DqliteCluster.#shared`). */
+interface Deadline {
+  at: number;
+}
+
+/**
+ * A search for the leader that the callers of `DqliteCluster.connectLeader`
+ * waiting at the same time share (see `DqliteCluster.#connectLeader`).
+ */
+interface SharedSearch {
+  /** When it began (`performance.now()`). */
+  started: number;
+  /** The latest deadline of the callers that joined it: it runs until then at most. */
+  deadline: Deadline;
+  /** The cluster's closing signal when it began ({@link DqliteCluster.close} ends it). */
+  closing: AbortSignal;
+  /** How far it got: for a caller whose own deadline comes first. */
+  progress: Found;
+  /** Settles with how it ended. */
+  done: Promise<Found>;
+  /** The callers waiting for it now. */
+  waiters: number;
+  /** True once a caller took the connection it found (it is registered as one client). */
+  taken: boolean;
 }
 
 /**
@@ -181,7 +209,10 @@ interface Found {
  * `connectTimeout` and by what is left of `leaderTimeout`, and the next
  * node is asked as soon as one answered without leading, or has not
  * answered within {@link HEDGE_MS}; a node named leader is asked at once.
- * No leader within `leaderTimeout`: `NO_LEADER`.
+ * No leader within `leaderTimeout`: `NO_LEADER`. Callers looking for the
+ * leader at the same time share one search, each waiting within its own
+ * `leaderTimeout`, then each connecting to the leader it found (see
+ * {@link connectLeader}).
  *
  * Watching the leader: while connections to a leader are open, a
  * connection of the cluster's own asks the leader who leads every
@@ -212,6 +243,13 @@ export class DqliteCluster {
   #closing = new AbortController();
   /** Stops the leader watch under way, or null when none runs. */
   #watchStop: AbortController | null = null;
+  /** The search for the leader under way that callers of {@link connectLeader} join, or null. */
+  #shared: SharedSearch | null = null;
+  /** When the leader watch last left a node (see {@link #depose}): a search's find is checked. */
+  readonly #deposed = new Map<string, number>();
+  /** See {@link searchStats}. */
+  #searchCount = 0;
+  #askCount = 0;
 
   /**
    * @param nodes Node addresses (`host:port`, as the nodes were started with `-d`/`--db`).
@@ -236,9 +274,22 @@ export class DqliteCluster {
   }
 
   /**
+   * @internal For tests: how many searches for the leader {@link
+   * connectLeader} (and {@link leader}, {@link members}) began, and how many
+   * times a node was asked who leads over a TCP connection opened for it
+   * (by those searches, and by each caller's own connection to the leader
+   * found; the leader watch's questions are not counted).
+   */
+  get searchStats(): { searches: number; asks: number } {
+    return { searches: this.#searchCount, asks: this.#askCount };
+  }
+
+  /**
    * Connects to the leader and registers as a client (see the class doc:
-   * finding the leader). The connection is watched while it is open (see
-   * the class doc: watching the leader).
+   * finding the leader). Concurrent calls share one search for the leader;
+   * each gets a connection of its own, and `NO_LEADER` at its own
+   * `leaderTimeout`. The connection is watched while it is open (see the
+   * class doc: watching the leader).
    *
    * @throws {LeaderError} `NO_LEADER` when no leader was found in time.
    * @throws {SqliteError} `CONNECTION_CLOSED` when {@link close} ran meanwhile.
@@ -254,28 +305,154 @@ export class DqliteCluster {
     return conn;
   }
 
+  /**
+   * Finds the leader for one caller, within `leaderTimeout` of the call.
+   *
+   * Callers share the search: one under way is joined (its deadline pushed
+   * back to the caller's own), and only when none is under way does a
+   * caller begin one. Each caller waits for it within its own deadline (one
+   * whose deadline comes first meets `NO_LEADER` with what the nodes said
+   * so far, and the search goes on for the others; a caller that stops
+   * waiting for another reason, as a request's deadline or cancel above,
+   * leaves it running for the others too). A search that found the leader
+   * hands its connection, registered, to the first caller; every other
+   * caller opens its own to that node and registers there (connect, ask who
+   * leads, CLIENT: no other node is asked). So with 64 requests waiting
+   * through an election, the nodes are asked who leads as by one request,
+   * plus one connection per request, instead of 64 searches each asking
+   * every node again and again.
+   *
+   * A caller joins a search under way whenever it began, even one that
+   * began before the caller lost its own connection to the leader: a lost
+   * connection is no evidence against its node (a stopped request closes
+   * its connection too), so a caller brings no suspicion of its own, and
+   * the suspicion that counts is the cluster's: nodes that did not answer a
+   * question ({@link #suspects}) and leaders the watch left ({@link
+   * #deposed}). A search cannot return a node dead before it asked it (the
+   * node must answer that it leads), but the node may be lost between its
+   * answer and a caller's use of it: so a leader found by a search that
+   * began before its node came under suspicion is not trusted (its
+   * connection, if the caller got it, is closed), and each caller's own
+   * connection asks the node who leads again (a dead node refuses it at
+   * once, a hung one does not answer within `connectTimeout`). Either way
+   * the caller then searches again, in a search that begins after that
+   * failure (the one that found the node is over), with the node asked last.
+   */
   async #connectLeader(): Promise<DqliteConn> {
     const deadline = performance.now() + this.#config.leaderTimeout;
-    const { conn, error, outcomes } = await this.#search(this.#order(), deadline, {
-      again: true,
-      register: true,
-    });
-    if (conn !== null) {
-      this.#lastLeader = conn.address;
-      return conn;
+    const closing = this.#closing.signal;
+    for (;;) {
+      const search = this.#join(deadline);
+      const found = await this.#wait(search, deadline);
+      /** The leader found, when the caller could not use it: what came of it. */
+      let own: { address: string; outcome: string; error?: unknown } | null = null;
+      if (found !== null && found.conn !== null) {
+        const leader = found.conn.address;
+        let conn = search.taken ? null : found.conn;
+        search.taken = true;
+        const lastDoubt = Math.max(
+          this.#suspects.get(leader) ?? -1,
+          this.#deposed.get(leader) ?? -1,
+        );
+        if (lastDoubt > search.started || conn?.closed) {
+          conn?.close();
+          conn = null;
+        }
+        if (lastDoubt > search.started) {
+          own = { address: leader, outcome: "led, but stopped answering or leading since" };
+        } else if (conn === null && !closing.aborted) {
+          const answer = await this.#ask(leader, deadline, closing, true);
+          conn = answer.conn;
+          own = { address: leader, outcome: nodeOutcome(answer), error: answer.error };
+        }
+        if (conn !== null) {
+          this.#lastLeader = leader;
+          return conn;
+        }
+        if (!closing.aborted && performance.now() < deadline) continue; // search again
+      }
+      let { error, outcomes, running } = found ?? search.progress;
+      if (own !== null) { // (the search's own maps are shared with its other callers)
+        outcomes = new Map(outcomes).set(own.address, own.outcome);
+        if (own.error !== undefined) error = own.error;
+      }
+      this.#lastLeader = null;
+      if (closing.aborted) {
+        throw error instanceof SqliteError && error.code === ErrorCode.ConnectionClosed
+          ? error
+          : new SqliteError(
+            ErrorCode.ConnectionClosed,
+            "The dqlite cluster was closed while looking for the leader",
+          );
+      }
+      if (error instanceof SqliteError && error.code === ErrorCode.ConnectionClosed) throw error;
+      const said = new Map(outcomes);
+      for (const a of running) {
+        if (!said.has(a)) said.set(a, "had not answered when leaderTimeout ran out");
+      }
+      const nodes = [...new Set([...this.#nodes, ...said.keys()])];
+      throw new LeaderError(
+        DqliteErrorCode.NoLeader,
+        `No dqlite leader found among ${nodes.map((n) => `"${n}"`).join(", ")} within ` +
+          `leaderTimeout ${this.#config.leaderTimeout} ms (dqlite.leaderTimeout): ` +
+          nodes.map((n) => `"${n}" ${said.get(n) ?? "was not asked in time"}`).join("; "),
+        false,
+        undefined,
+        error === undefined ? undefined : { cause: error },
+      );
     }
-    this.#lastLeader = null;
-    if (error instanceof SqliteError && error.code === ErrorCode.ConnectionClosed) throw error;
-    const nodes = [...new Set([...this.#nodes, ...outcomes.keys()])];
-    throw new LeaderError(
-      DqliteErrorCode.NoLeader,
-      `No dqlite leader found among ${nodes.map((n) => `"${n}"`).join(", ")} within ` +
-        `leaderTimeout ${this.#config.leaderTimeout} ms (dqlite.leaderTimeout): ` +
-        nodes.map((n) => `"${n}" ${outcomes.get(n) ?? "was not asked in time"}`).join("; "),
-      false,
-      undefined,
-      error === undefined ? undefined : { cause: error },
-    );
+  }
+
+  /**
+   * The search for the leader under way, its deadline pushed back to
+   * `deadline` when that is later; or a new one, when none is under way.
+   */
+  #join(deadline: number): SharedSearch {
+    const current = this.#shared;
+    if (current !== null && !current.closing.aborted) {
+      current.deadline.at = Math.max(current.deadline.at, deadline);
+      return current;
+    }
+    this.#searchCount++;
+    const started = performance.now();
+    const limit: Deadline = { at: deadline };
+    const { progress, done } = this.#begin(this.#order(), limit, { again: true, register: true });
+    const search: SharedSearch = {
+      started,
+      deadline: limit,
+      closing: this.#closing.signal,
+      progress,
+      done,
+      waiters: 0,
+      taken: false,
+    };
+    this.#shared = search;
+    done.then((found) => {
+      if (this.#shared === search) this.#shared = null;
+      // Every caller left before it found the leader: nobody takes the connection.
+      if (search.waiters === 0) found.conn?.close();
+    });
+    return search;
+  }
+
+  /**
+   * How `search` ended, or null when `deadline` came first (the search goes
+   * on for the other callers).
+   */
+  #wait(search: SharedSearch, deadline: number): Promise<Found | null> {
+    search.waiters++;
+    return new Promise((resolve) => {
+      let left = false;
+      const leave = (found: Found | null): void => {
+        if (left) return;
+        left = true;
+        clearTimeout(timer);
+        search.waiters--;
+        resolve(found);
+      };
+      const timer = setTimeout(() => leave(null), Math.max(0, deadline - performance.now()));
+      search.done.then(leave);
+    });
   }
 
   /**
@@ -303,18 +480,35 @@ export class DqliteCluster {
    * answered.
    */
   #search(order: readonly string[], deadline: number, options: SearchOptions): Promise<Found> {
-    return new Promise((resolve) => {
+    return this.#begin(order, { at: deadline }, options).done;
+  }
+
+  /**
+   * {@link #search}, its `progress` readable while it runs; `deadline.at`
+   * may be pushed back meanwhile.
+   */
+  #begin(
+    order: readonly string[],
+    deadline: Deadline,
+    options: SearchOptions,
+  ): { progress: Found; done: Promise<Found> } {
+    const progress: Found = {
+      conn: null,
+      error: undefined,
+      said: new Set(),
+      outcomes: new Map(),
+      running: new Set(),
+    };
+    const done = new Promise<Found>((resolve) => {
       const stop = new AbortController(); // ends the questions under way once the search is over
       const closing = this.#closing.signal;
-      const said = new Set<string>();
-      const outcomes = new Map<string, string>();
+      const { said, outcomes, running } = progress;
       const queue = order.filter((a) => a !== options.exclude);
-      const running = new Set<string>();
       const retries = new Map<string, ReturnType<typeof setTimeout>>();
       const tries = new Map<string, number>();
-      let error: unknown;
       let over = false;
       let hedge: ReturnType<typeof setTimeout> | undefined;
+      let limit: ReturnType<typeof setTimeout> | undefined;
       const end = (conn: DqliteConn | null): void => {
         if (over) return;
         over = true;
@@ -327,16 +521,23 @@ export class DqliteCluster {
         for (const a of running) {
           if (!outcomes.has(a)) outcomes.set(a, "had not answered when leaderTimeout ran out");
         }
-        resolve({ conn, error, said, outcomes });
+        progress.conn = conn;
+        resolve({ ...progress, running: new Set() });
       };
       const closed = (): void => {
-        error = new SqliteError(
+        progress.error = new SqliteError(
           ErrorCode.ConnectionClosed,
           "The dqlite cluster was closed while looking for the leader",
         );
         end(null);
       };
-      const limit = setTimeout(() => end(null), Math.max(0, deadline - performance.now()));
+      // Runs out at deadline.at, as pushed back meanwhile.
+      const arm = (): void => {
+        const left = deadline.at - performance.now();
+        limit = left > 0 ? setTimeout(arm, left) : undefined;
+        if (left <= 0) end(null);
+      };
+      arm();
       closing.addEventListener("abort", closed);
       options.signal?.addEventListener("abort", closed);
       const ask = (address: string): void => {
@@ -344,14 +545,14 @@ export class DqliteCluster {
         clearTimeout(retries.get(address));
         retries.delete(address);
         running.add(address);
-        this.#ask(address, deadline, stop.signal, options.register).then((answer) => {
+        this.#ask(address, deadline.at, stop.signal, options.register).then((answer) => {
           running.delete(address);
           if (over) {
             answer.conn?.close();
             return;
           }
           if (answer.conn !== null) return end(answer.conn);
-          if (answer.error !== undefined) error = answer.error;
+          if (answer.error !== undefined) progress.error = answer.error;
           outcomes.set(address, nodeOutcome(answer));
           if (answer.said !== null) said.add(answer.said);
           if (answer.said) ask(answer.said); // the leader it names, at once
@@ -379,6 +580,7 @@ export class DqliteCluster {
       askNext();
       if (running.size === 0) end(null); // nothing to ask
     });
+    return { progress, done };
   }
 
   /**
@@ -394,6 +596,7 @@ export class DqliteCluster {
   ): Promise<Answer> {
     const bound = Math.min(this.#config.connectTimeout, deadline - performance.now());
     if (bound <= 0) return { conn: null, said: null };
+    if (register) this.#askCount++;
     const stop = new AbortController();
     let conn: DqliteConn | null = null;
     const abort = (): void => {
@@ -510,7 +713,9 @@ export class DqliteCluster {
    * without naming `leader` (they hold an election they cannot win) until
    * `leaderTimeout` passed: it is deposed too (requests then meet
    * `NO_LEADER`). While another node still names it, it is left alone:
-   * busy, or cut off from this server alone.
+   * busy, or cut off from this server alone. Its searches are its own, not
+   * shared with {@link connectLeader}'s (see {@link #connectLeader}): they
+   * leave `leader` out, and register no client.
    */
   async #suspect(
     leader: string,
@@ -572,6 +777,7 @@ export class DqliteCluster {
       ? `the node stopped answering (nothing for ${Math.round(silentMs)} ms) and ${now}`
       : `the node no longer leads (${now})`;
     if (hung) this.#suspects.set(address, performance.now());
+    this.#deposed.set(address, performance.now());
     if (leader !== "") this.#lastLeader = leader;
     else if (this.#lastLeader === address) this.#lastLeader = null;
     for (const conn of [...this.#leaderConns]) {
