@@ -68,6 +68,11 @@ import {
 import { DatabaseLock, isNoSpace, LockFileAccessError, lockPath } from "./server/lock.ts";
 import { Logger, printLine } from "./server/log.ts";
 import { closeInheritedFiles } from "./server/inherited_files.ts";
+import {
+  absolutePaths,
+  leaveStarterDirectory,
+  serverDirectory,
+} from "./server/starter_directory.ts";
 import { FileSizeSignal } from "./server/file_size_limit.ts";
 import { ServerStats } from "./server/stats.ts";
 import {
@@ -1274,9 +1279,15 @@ export async function main(args: string[] = Deno.args): Promise<number> {
     console.log(HELP);
     return 0;
   }
+  // A server autostart started leaves its starter's directory once it serves: the paths it uses
+  // from then on are made absolute now, against that directory.
+  let moveTo: string | null = null;
+  const leaving = autostarted();
+  if (leaving) options = absolutePaths(options);
   try {
     // The options' own checks (ranges, choices, combinations) are bad arguments too.
-    resolveServeOptions(options);
+    const config = resolveServeOptions(options);
+    if (leaving) moveTo = serverDirectory(config.database);
   } catch (err) {
     if (err instanceof Deno.errors.NotCapable) {
       // A permission the default socket needs (--allow-sys=uid): not a bad argument.
@@ -1390,6 +1401,8 @@ export async function main(args: string[] = Deno.args): Promise<number> {
   const tokenFile = flagValue(args, "--token-file");
   const tooOpen = tokenFile === undefined ? null : tokenFileWarning(tokenFile);
   if (tooOpen !== null) new Logger(options.logLevel).warn(tooOpen);
+  // Every relative path given has been used or made absolute by now.
+  if (moveTo !== null) leaveStarterDirectory(moveTo);
   await server.finished;
   for (const [sig, onSignal] of handlers) Deno.removeSignalListener(sig, onSignal);
   endIgnoringHangUp();

@@ -27,9 +27,11 @@
  *   them (`--backup-dir`), never over an existing file: the destination is a
  *   server-side path chosen by a client, and the server may run with more
  *   rights than that client (see README, "The netsqlite command"). A copy is
- *   written beside it and renamed when complete; what a failed copy leaves
- *   is removed, and so is what a copy cut short (the server killed) left, by
- *   the next copy to the same destination.
+ *   written beside it and given its name when complete, by a hard link that
+ *   fails should a file have appeared there meanwhile (`putInPlace`), then
+ *   the directory synced; what a failed copy leaves is removed, and so is
+ *   what a copy cut short (the server killed) left, by the next copy to the
+ *   same destination, never a copy in progress (`heldByCopy`).
  *
  * @module
  */
@@ -354,29 +356,24 @@ export class Maintenance {
     const state: RunningBackup = { dest: target, done: 0, total: 0, start: performance.now() };
     const work = this.#withSnapshot(async (db, background) => {
       this.#backups.add(state);
-      let partial: string | null = null;
+      let partial: PartialCopy | null = null;
       try {
         await this.#removeLeftovers(target, background);
         partial = await createPartial(target, fileMode(this.#host.config.path));
-        await db.backup(partial, {
+        await db.backup(partial.path, {
           pagesPerStep: BACKUP_PAGES_PER_STEP,
           onProgress: (remaining, total) => {
             state.total = total;
             state.done = total - remaining;
           },
         });
-        await this.#standalone(partial, background);
-        if (existsPath(target)) {
-          throw new SqliteError(
-            ErrorCode.BadRequest,
-            `Cannot back up to "${target}": the file appeared while the backup ran`,
-          );
-        }
-        await Deno.rename(partial, target);
+        await this.#standalone(partial.path, background);
+        await putInPlace(partial.path, target, "back up to", "backup");
       } catch (err) {
-        if (partial !== null) await removeCopy(partial);
+        if (partial !== null) await removeCopy(partial.path);
         throw destinationError(err, "back up to", target);
       } finally {
+        partial?.release();
         this.#backups.delete(state);
       }
       return {
@@ -398,31 +395,27 @@ export class Maintenance {
     const work = this.#withSnapshot(async (db) => {
       const start = performance.now();
       const [pages, pageSize] = pageCount(db);
-      let partial: string | null = null;
+      let partial: PartialCopy | null = null;
       try {
         await this.#removeLeftovers(target, background);
         partial = await createPartial(target, fileMode(this.#host.config.path));
         if (background) {
-          await stepAll(db, "VACUUM INTO ?", [partial], true);
+          await stepAll(db, "VACUUM INTO ?", [partial.path], true);
         } else {
           // node:sqlite refuses ATTACH (and so VACUUM INTO) without full permissions.
-          await db.backup(partial, { pagesPerStep: BACKUP_PAGES_PER_STEP });
-          await this.#standalone(partial, false, "VACUUM");
+          await db.backup(partial.path, { pagesPerStep: BACKUP_PAGES_PER_STEP });
+          await this.#standalone(partial.path, false, "VACUUM");
         }
-        if (existsPath(target)) {
-          throw new SqliteError(
-            ErrorCode.BadRequest,
-            `Cannot vacuum into "${target}": the file appeared while the vacuum ran`,
-          );
-        }
-        await Deno.rename(partial, target);
+        await putInPlace(partial.path, target, "vacuum into", "vacuum");
       } catch (err) {
-        if (partial !== null) await removeCopy(partial);
+        if (partial !== null) await removeCopy(partial.path);
         throw destinationError(
           explainVacuum(err, `vacuum into "${target}"`),
           "vacuum into",
           target,
         );
+      } finally {
+        partial?.release();
       }
       const size = fileSize(target);
       return {
@@ -489,7 +482,7 @@ export class Maintenance {
       if (!existsPath(partial) && !own(partial)) await removeCopy(partial);
     }
     for (const partial of partials) {
-      if (own(partial)) continue;
+      if (own(partial) || heldByCopy(partial)) continue;
       if (!(await this.#beingWritten(partial, background))) await removeCopy(partial);
     }
   }
@@ -990,22 +983,66 @@ function destinationError(err: unknown, what: string, target: string): unknown {
 }
 
 /**
+ * Whether copies in progress are marked with an advisory lock (`flock`) on
+ * their partial file. Not on Windows, where a lock on a file also stops the
+ * process's own writes to it through another handle (SQLite's), and where an
+ * open file (the copy SQLite writes) cannot be removed anyway.
+ */
+const MARKS_COPIES = Deno.build.os !== "windows";
+
+/** A partial copy being written, and the hold that marks it as in progress. */
+interface PartialCopy {
+  /** `TARGET.1a2b3c4d.partial`. */
+  readonly path: string;
+  /** Ends the mark: once SQLite is done with the file, and it is renamed or removed. */
+  release(): void;
+}
+
+/**
  * Creates, exclusively, an empty file beside `target` with a name of its own
- * (`TARGET.1a2b3c4d.partial`), so the server only ever removes a file it made.
+ * (`TARGET.1a2b3c4d.partial`), so the server only ever removes a file it made,
+ * and holds an exclusive `flock` on it until released: another server that
+ * copies to the same destination (a `--backup-dir` shared by several) then
+ * does not take it for a copy cut short ({@link heldByCopy}) between the
+ * steps in which SQLite holds no lock on it.
  * It gets `mode`, the database file's permission bits (see {@link fileMode}):
  * a copy of a database only its owner may read is no more readable than it
  * (SQLite writes into the file as it is, and the rename keeps its mode).
  */
-async function createPartial(target: string, mode: number | null): Promise<string> {
+async function createPartial(target: string, mode: number | null): Promise<PartialCopy> {
   const options: Deno.OpenOptions = { write: true, createNew: true };
   if (mode !== null) options.mode = mode; // the umask may take bits away: chmod below
   for (let attempt = 0;; attempt++) {
     const tag = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
     const path = `${target}.${tag}.partial`;
+    let hold: Deno.FsFile;
     try {
-      (await Deno.open(path, options)).close();
+      hold = Deno.openSync(path, options);
     } catch (err) {
       if (!(err instanceof Deno.errors.AlreadyExists) || attempt >= 8) throw err;
+      continue;
+    }
+    // Kept open until released: closing a descriptor of the file would also drop the POSIX
+    // locks SQLite holds on it meanwhile.
+    const partial: PartialCopy = {
+      path,
+      release: () => {
+        try {
+          hold.close();
+        } catch {
+          // Closed already.
+        }
+      },
+    };
+    try {
+      if (MARKS_COPIES) hold.lockSync(true);
+    } catch {
+      // No advisory locks here (some network file systems): the copy is not marked.
+    }
+    // Another server's copy to this destination may have removed the file as a leftover
+    // just before it was locked: then it is made again under a new name.
+    if (attempt < 8 && !sameFile(hold, path)) {
+      partial.release();
       continue;
     }
     if (mode !== null) {
@@ -1013,6 +1050,7 @@ async function createPartial(target: string, mode: number | null): Promise<strin
         await Deno.chmod(path, mode);
       } catch (err) {
         await removeIfExists(path);
+        partial.release();
         throw err;
       }
     }
@@ -1024,10 +1062,119 @@ async function createPartial(target: string, mode: number | null): Promise<strin
     } catch (err) {
       if (!(err instanceof Deno.errors.AlreadyExists)) {
         await removeIfExists(path);
+        partial.release();
         throw err;
       }
     }
-    return path;
+    return partial;
+  }
+}
+
+/** True when `path` names the file `file` has open (not removed, nor replaced). */
+function sameFile(file: Deno.FsFile, path: string): boolean {
+  try {
+    const open = file.statSync();
+    const named = Deno.statSync(path);
+    return open.ino === null || (open.ino === named.ino && open.dev === named.dev);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * True when another copy in progress holds `partial` ({@link createPartial}'s
+ * `flock`): it is not a leftover, though SQLite may hold no lock on it now.
+ */
+function heldByCopy(partial: string): boolean {
+  if (!MARKS_COPIES) return false;
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(partial, { read: true });
+  } catch {
+    return false;
+  }
+  try {
+    if (!file.tryLockSync(true)) return true;
+    file.unlockSync();
+    return false;
+  } catch {
+    return false; // no advisory locks here: as before, SQLite's own lock decides
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * Gives the complete copy `partial` its name `target`, never over a file
+ * there, and makes the name durable. A hard link is made (`link` fails when
+ * the name exists, in one atomic step, where a check before a rename leaves
+ * a moment in which a file that appears, another server's copy to the same
+ * destination or anyone's file, is replaced), then the partial name removed;
+ * on a file system without hard links (FAT, some network shares), a check
+ * and a rename. Then the directory is synced: until its entry is on disk, a
+ * power loss may leave no file under the name the client was told of
+ * (Windows, where a directory cannot be opened, relies on NTFS's journal).
+ *
+ * @throws {SqliteError} `BAD_REQUEST` when a file appeared at `target`, or
+ *   the copy was removed before it got its name.
+ */
+async function putInPlace(
+  partial: string,
+  target: string,
+  what: string,
+  noun: "backup" | "vacuum",
+): Promise<void> {
+  const appeared = () =>
+    new SqliteError(
+      ErrorCode.BadRequest,
+      `Cannot ${what} "${target}": the file appeared while the ${noun} ran (nothing is ` +
+        "overwritten); choose a new name",
+    );
+  try {
+    await Deno.link(partial, target);
+    await removeIfExists(partial); // its other name; the next copy to `target` removes one left
+  } catch (err) {
+    if (err instanceof Deno.errors.AlreadyExists) throw appeared();
+    if (err instanceof Deno.errors.NotFound && existsPath(dirname(target))) {
+      // Another server's copy to the same destination took it for a leftover: possible only
+      // where the copy could not be marked as in progress (no advisory locks; heldByCopy).
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        `Cannot ${what} "${target}": the finished copy was removed before it got its name ` +
+          `(by another ${noun} to the same destination?); try again`,
+      );
+    }
+    if (!noHardLinks(err)) throw err;
+    if (existsPath(target)) throw appeared();
+    await Deno.rename(partial, target);
+  }
+  await syncDirectory(dirname(target));
+}
+
+/** True when `err` of `link()` says the file system has no hard links (or not for this file). */
+function noHardLinks(err: unknown): boolean {
+  if (err instanceof Deno.errors.NotSupported) return true;
+  const code = (err as { code?: unknown })?.code;
+  // vfat answers EPERM; others EOPNOTSUPP (ENOTSUP), or EMLINK at a file's limit of links.
+  return code === "EPERM" || code === "EOPNOTSUPP" || code === "ENOTSUP" || code === "EMLINK";
+}
+
+/**
+ * Syncs `dir`'s entries to disk (`fsync` of the directory opened read-only),
+ * so that a file just renamed or linked into it keeps its name after a power
+ * loss. Not on Windows, where a directory cannot be opened as a file; a file
+ * system that cannot sync a directory (`EINVAL`) is left as it is.
+ */
+async function syncDirectory(dir: string): Promise<void> {
+  if (Deno.build.os === "windows") return;
+  const file = await Deno.open(dir, { read: true });
+  try {
+    await file.sync();
+  } catch (err) {
+    const code = (err as { code?: unknown })?.code;
+    if (code !== "EINVAL" && code !== "ENOTSUP" && code !== "EOPNOTSUPP") throw err;
+  } finally {
+    file.close();
   }
 }
 
