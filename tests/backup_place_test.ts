@@ -18,12 +18,35 @@ const ENGINES = ["ffi", "node"] as const;
 const NAMING_CALLS = ["rename", "renameat", "renameat2", "link", "linkat"];
 const NAMING_NUMBERS = new Set([82, 86, 264, 265, 316]);
 
-const HAS_STRACE = (() => {
+/**
+ * strace is installed and may attach to a running process (a container
+ * without ptrace rights, or Yama's ptrace_scope, refuses `-p`): tried on a
+ * `sleep` of our own.
+ */
+const HAS_STRACE = await (async () => {
+  let sleeper: Deno.ChildProcess;
   try {
-    return new Deno.Command("strace", { args: ["-V"], stdout: "null", stderr: "null" })
-      .outputSync().success;
+    sleeper = new Deno.Command("sleep", { args: ["1"], stdout: "null", stderr: "null" }).spawn();
   } catch {
     return false;
+  }
+  try {
+    // Attaches, then detaches as the sleep ends; fails at once without the right to attach.
+    const { success } = await new Deno.Command("strace", {
+      args: ["-qq", "-e", "trace=none", "-p", String(sleeper.pid)],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success;
+  } catch {
+    return false; // not installed
+  } finally {
+    try {
+      sleeper.kill("SIGKILL");
+    } catch {
+      // ended already
+    }
+    await sleeper.status;
   }
 })();
 const STRACE_OK = HAS_STRACE && Deno.build.os === "linux" && Deno.build.arch === "x86_64";
