@@ -94,6 +94,16 @@ export function rowsOf(path: string, sql: string): unknown[][] {
   }
 }
 
+/** True when `path` names anything (a dangling symbolic link too). */
+export function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** True while process `pid` exists (Linux: its `/proc` entry). */
 export function alive(pid: number): boolean {
   try {

@@ -8,7 +8,7 @@
 
 import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
-import { alive, rowsOf, stopPid, tempDir } from "./_helpers.ts";
+import { alive, exists, rowsOf, stopPid, tempDir } from "./_helpers.ts";
 import { cli } from "./_cli.ts";
 
 const CHILD_TS = fileURLToPath(new URL("./_autostart_child.ts", import.meta.url));
@@ -107,12 +107,3 @@ Deno.test({
     assert.equal(exists(socket), false, "the socket file was left behind");
   },
 });
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -10,7 +10,7 @@ import { DatabaseSync } from "node:sqlite";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { channelSocketPath } from "../transport/address.ts";
-import { inEnv, startServerProcess, tempDir } from "./_helpers.ts";
+import { exists, inEnv, startServerProcess, tempDir } from "./_helpers.ts";
 
 const SERVER_TS = fileURLToPath(new URL("../server.ts", import.meta.url));
 const CHILD_TS = fileURLToPath(new URL("./_autostart_child.ts", import.meta.url));
@@ -24,15 +24,6 @@ async function runServer(args: string[]): Promise<{ code: number; stderr: string
     stderr: "piped",
   }).output();
   return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Resolves with the exit status, or rejects after `ms`. */

@@ -13,16 +13,7 @@ import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { MAX_SOCKET_PATH_BYTES } from "../transport/listen.ts";
 import { loadSqlite } from "../engine/binding/load.ts";
-import { readStdoutUntil, startServerProcess, tempDir } from "./_helpers.ts";
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { exists, readStdoutUntil, startServerProcess, tempDir } from "./_helpers.ts";
 
 Deno.test("serve() refuses a second server on the database reached through a symbolic link", async () => {
   await using dir = await tempDir();
