@@ -28,7 +28,7 @@
  * @module
  */
 
-import { basename, dirname } from "node:path";
+import { basename, dirname, resolve } from "node:path";
 import { userId } from "./_runtime.ts";
 import { byteLength, MAX_SOCKET_PATH_BYTES } from "./address.ts";
 
@@ -70,7 +70,11 @@ export function temporaryName(path: string): string | null {
   const tag = `${Deno.pid}.${random}`;
   for (const name of [`.${basename(path)}.${tag}.tmp`, `${SHORT_PREFIX}${tag}`]) {
     const temp = `${dir}/${name}`;
-    if (byteLength(`${temp}/${TEMPORARY_SOCKET}`) <= MAX_SOCKET_PATH_BYTES) return temp;
+    // Deno binds a relative path as given, or resolved from the working directory (when not
+    // run with -A: see resolvedPathTooLong): both must fit.
+    const bound = `${temp}/${TEMPORARY_SOCKET}`;
+    const fits = (p: string) => byteLength(p) <= MAX_SOCKET_PATH_BYTES;
+    if (fits(bound) && fits(resolve(bound))) return temp;
   }
   return null;
 }

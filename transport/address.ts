@@ -57,6 +57,32 @@ export function socketPathTooLong(path: string): string | null {
     `${MAX_SOCKET_PATH_BYTES} on ${OS}`;
 }
 
+/**
+ * Deno's refusal of a Unix socket path as too long ("path must be shorter
+ * than SUN_LEN") explained, for a path that fits as given: run with narrower
+ * permissions than `-A` (the `serve` task's), Deno binds and connects to a
+ * relative path resolved against the working directory, which may not fit.
+ * `null` for any other error.
+ *
+ * @example
+ * ```ts
+ * import { resolvedPathTooLong } from "./address.ts";
+ * const err = new Error("path must be shorter than SUN_LEN");
+ * const why = resolvedPathTooLong("s.sock", err);
+ * if (why === null || !why.includes("resolved against the working directory")) {
+ *   throw new Error(String(why));
+ * }
+ * ```
+ */
+export function resolvedPathTooLong(path: string, err: unknown): string | null {
+  if (!(err instanceof Error) || !err.message.includes("SUN_LEN")) return null;
+  const absolute = resolve(path);
+  return `${
+    socketPathTooLong(absolute) ?? "the path is too long"
+  } (Deno uses it resolved against the working directory, ${absolute}, unless run with -A); ` +
+    "choose a socket path that is shorter in full";
+}
+
 /** Database served when none is named: `./netsqlite.db`. */
 export const DEFAULT_DATABASE = "netsqlite.db";
 

@@ -11,6 +11,7 @@ import {
   type Address,
   databaseOfDefaultSocket,
   formatAddress,
+  resolvedPathTooLong,
   socketPathTooLong,
 } from "./address.ts";
 import type { ByteStream } from "./byte_stream.ts";
@@ -109,8 +110,11 @@ export async function connectTo(
         { code: ErrorCode.RequestTimeout },
       );
     }
+    const tooLong = addr.transport === "unix" ? resolvedPathTooLong(addr.path, err) : null;
     throw new ConnectionError(
-      `Cannot connect to ${where}: ${failureReason(err)}${hint(err, addr, tls !== null)}`,
+      `Cannot connect to ${where}: ${tooLong ?? failureReason(err)}${
+        tooLong !== null ? "" : hint(err, addr, tls !== null)
+      }`,
       { cause: err },
     );
   } finally {

@@ -29,7 +29,7 @@
 
 import { dirname } from "node:path";
 import { granted, userId } from "./_runtime.ts";
-import { MAX_SOCKET_PATH_BYTES, socketPathTooLong } from "./address.ts";
+import { MAX_SOCKET_PATH_BYTES, resolvedPathTooLong, socketPathTooLong } from "./address.ts";
 import {
   removeLeftoverTemporaries,
   removePrivateDir,
@@ -360,9 +360,8 @@ function bindSocket(
     inner = Deno.listen({ transport: "unix", path: bound });
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse && bound === path) throw liveServer(path);
-    throw new ListenError(`Cannot listen on unix:${path}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    const why = resolvedPathTooLong(bound, err) ?? (err as Error).message;
+    throw new ListenError(`Cannot listen on unix:${path}: ${why}`, { cause: err });
   } finally {
     if (previous !== null) Deno.umask(previous);
   }
