@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Kysely } from "npm:kysely@^0.28";
+import { Kysely, Migrator, sql } from "npm:kysely@^0.28";
 import { count, sql as dsql } from "npm:drizzle-orm@^0.45";
 import { integer, sqliteTable, text } from "npm:drizzle-orm@^0.45/sqlite-core";
 import { NetsqliteDialect } from "../adapters/kysely.ts";
@@ -95,4 +95,59 @@ Deno.test("orm: multi-row inserts bind up to 32,766 parameters on either engine;
   assert.equal(await total(), 2 * fits + 2 * over);
   assert.deepEqual(await ddb.all(dsql`SELECT count(DISTINCT a) FROM r`), [[2 * fits + 2 * over]]);
   await kdb.destroy();
+});
+
+Deno.test("kysely: a table rebuild in a migration runs as client.batch with foreignKeys false (disableTransactions), keeping the rows that reference the table; PRAGMA foreign_keys = OFF is refused", async () => {
+  await using srv = await startServer();
+  await using client = await connect(srv.connectOptions);
+  const db = new Kysely<any>({ dialect: new NetsqliteDialect({ client }) });
+  await client.exec(
+    "CREATE TABLE p (id INTEGER PRIMARY KEY, name TEXT);" +
+      "CREATE TABLE c (id INTEGER PRIMARY KEY, p INTEGER REFERENCES p(id) ON DELETE CASCADE);" +
+      "INSERT INTO p VALUES (1, NULL); INSERT INTO c VALUES (1, 1);",
+  );
+  const refused = await new Migrator({
+    db,
+    provider: {
+      getMigrations: () =>
+        Promise.resolve({
+          "000_pragma": {
+            async up(k: Kysely<any>) {
+              await sql`PRAGMA foreign_keys = OFF`.execute(k);
+            },
+          },
+        }),
+    },
+  }).migrateToLatest();
+  assert.ok(refused.error instanceof SqliteError, String(refused.error));
+  assert.match(refused.error.message, /Cannot set PRAGMA foreign_keys to "OFF"/);
+
+  // SQLite's steps for a column change: new table, copy, drop, rename.
+  const rebuild = [
+    "CREATE TABLE p_new (id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '')",
+    "INSERT INTO p_new SELECT id, coalesce(name, '') FROM p",
+    "DROP TABLE p",
+    "ALTER TABLE p_new RENAME TO p",
+  ].map((s) => ({ sql: s }));
+  const done = await new Migrator({
+    db,
+    disableTransactions: true,
+    migrationTableName: "kysely_migration_2",
+    migrationLockTableName: "kysely_migration_lock_2",
+    provider: {
+      getMigrations: () =>
+        Promise.resolve({
+          "001_rebuild": {
+            async up() {
+              await client.batch(rebuild, { foreignKeys: false });
+            },
+          },
+        }),
+    },
+  }).migrateToLatest();
+  assert.equal(done.error, undefined);
+  assert.deepEqual(await client.query("SELECT * FROM c"), [{ id: 1, p: 1 }]); // not cascaded away
+  assert.deepEqual(await client.query("SELECT * FROM p"), [{ id: 1, name: "" }]);
+  assert.deepEqual(await client.query("PRAGMA foreign_keys"), [{ foreign_keys: 1 }]);
+  await db.destroy();
 });
