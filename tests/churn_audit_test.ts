@@ -148,10 +148,27 @@ Deno.test({
       }
       return await baseline(srv.connectOptions);
     };
-    await round(2); // warm-up: reader connections, statement caches
-    const fdsBefore = fds("self");
-    await round(20);
-    assert.ok(fds("self") <= fdsBefore + 4, `${fds("self")} fds after, ${fdsBefore} before`);
+    // SQLite's own memory (FFI: the same library, loaded once per process):
+    // statements, connections and their caches of the server.
+    const lib = FFI
+      ? Deno.dlopen(srv.server.sqlite.library, {
+        sqlite3_memory_used: { parameters: [], result: "i64" },
+      })
+      : null;
+    try {
+      const sqliteMemory = () => Number(lib?.symbols.sqlite3_memory_used() ?? 0);
+      await round(2); // warm-up: reader connections, statement caches
+      const fdsBefore = fds("self");
+      const memoryBefore = sqliteMemory();
+      await round(20);
+      assert.ok(fds("self") <= fdsBefore + 4, `${fds("self")} fds after, ${fdsBefore} before`);
+      assert.ok(
+        sqliteMemory() <= memoryBefore + 2 * 1024 * 1024,
+        `SQLite holds ${sqliteMemory()} bytes after, ${memoryBefore} before`,
+      );
+    } finally {
+      lib?.close();
+    }
     // Every budget is whole again.
     await using db = await connect(options);
     const kept = [];
