@@ -23,8 +23,10 @@ import {
   startServer,
   startServerProcess,
   statsUntil,
+  tempDir,
 } from "./_helpers.ts";
 import { frame, Raw } from "./_raw.ts";
+import { makeCertificate } from "./_certs.ts";
 
 const CHILD = fileURLToPath(new URL("./_churn_child.ts", import.meta.url));
 const FFI = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
@@ -51,6 +53,18 @@ function assertFds(after: { all: number; sockets: number }, before: typeof after
   const what = `fds ${JSON.stringify(after)} after, ${JSON.stringify(before)} before`;
   assert.ok(after.sockets <= before.sockets + 2, what);
   assert.ok(after.all <= before.all + 8, what);
+}
+
+/** {@link assertFds} for this process, within 5 s (sockets being closed may take a moment). */
+async function settledFds(before: { all: number; sockets: number }): Promise<void> {
+  for (const deadline = performance.now() + 5000;;) {
+    try {
+      return assertFds(fds("self"), before);
+    } catch (err) {
+      if (performance.now() > deadline) throw err;
+      await delay(50);
+    }
+  }
 }
 
 /** Table `t` (1,000 rows of ~100 bytes), `log`, and 3 key-value entries. */
@@ -180,7 +194,7 @@ Deno.test({
       const fdsBefore = fds("self");
       const memoryBefore = sqliteMemory();
       await round(20);
-      assertFds(fds("self"), fdsBefore);
+      await settledFds(fdsBefore);
       assert.ok(
         sqliteMemory() <= memoryBefore + 2 * 1024 * 1024,
         `SQLite holds ${sqliteMemory()} bytes after, ${memoryBefore} before`,
@@ -300,5 +314,69 @@ Deno.test({
     await using db = await connect({ ...srv.connectOptions, max: 1 });
     assert.deepEqual(await db.values("SELECT x FROM log"), []);
     if (FFI) assert.ok(ms < 5000, `session ended after ${ms.toFixed(0)} ms`);
+  },
+});
+
+const HAS_OPENSSL = await new Deno.Command("openssl", { args: ["version"], stdout: "null" })
+  .output().then((o) => o.success, () => false);
+
+Deno.test({
+  name: "serve() over TLS: clients that close, drop before or after the handshake, send " +
+    "bytes that are not TLS, or say hello and vanish leave the server at its baseline",
+  ignore: !HAS_OPENSSL,
+  async fn() {
+    await using dir = await tempDir();
+    const pem = await makeCertificate(dir.path);
+    await using srv = await startServer({
+      transport: "tcp",
+      tls: { cert: pem.cert, key: pem.key },
+      maxHandshakes: 4,
+      maxConnections: 4,
+      logLevel: "error",
+    });
+    const options: ConnectOptions = { ...srv.connectOptions, max: 1, tls: { caCerts: [pem.ca] } };
+    const { hostname, port } = srv.connectOptions as { hostname: string; port: number };
+    const tls = () => Deno.connectTls({ hostname, port, caCerts: [pem.ca] });
+    const churn: [string, () => Promise<void>][] = [
+      ["open and close", async () => {
+        await using db = await connect(options);
+        assert.equal((await db.get<{ n: number }>("SELECT 1 AS n"))?.n, 1);
+      }],
+      ["no TLS at all", async () => (await Deno.connect({ hostname, port })).close()],
+      ["not TLS", async () => {
+        const c = await Deno.connect({ hostname, port });
+        await c.write(new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n")).catch(() => {});
+        c.close();
+      }],
+      ["handshake, no hello", async () => {
+        const c = await tls();
+        await c.handshake();
+        c.close();
+      }],
+      ["hello and a request, then gone", async () => {
+        const c = await tls();
+        await c.write(frame([Op.Hello, 1, { version: 1 }]));
+        await c.write(frame([Op.Query, 2, "SELECT 1", [], null]));
+        c.close();
+      }],
+    ];
+    const round = async (times: number) => {
+      for (const [what, fn] of churn) {
+        for (let i = 0; i < times; i++) {
+          if (i % 3 === 2) await baseline(options);
+          await fn().catch((err) => {
+            throw new Error(`${what}, round ${i}: ${err}`, { cause: err });
+          });
+        }
+      }
+      await baseline(options);
+    };
+    await round(2);
+    const before = fds("self");
+    await round(15);
+    // (TLS sockets close a moment after their sessions end: both ends are here.)
+    await settledFds(before);
+    await using db = await connect(options);
+    assert.equal((await db.get<{ n: number }>("SELECT 2 AS n"))?.n, 2);
   },
 });
