@@ -1745,15 +1745,19 @@ export class Session implements SessionProbe {
    * the write-stall timeout); nothing is sent after the error frame, and
    * no frame after the bad one is read (nor waited for: see
    * {@link FrameChannel.readLoop}). A client found gone altogether while a
-   * write waits for the writer (see {@link #goneWhileBlocked}) is answered
-   * nothing more, and nothing that waited runs, as at its EOF.
+   * write waits for the writer (see {@link #goneWhileBlocked}), or while a
+   * request runs (see {@link #goneDuring}), is answered nothing more: what
+   * runs is stopped and nothing that waited runs, as at its EOF.
    */
   async #fatal(err: unknown): Promise<void> {
     if (this.#channel.closed) return;
     this.#pump();
     while (this.#head < this.#queue.length && !this.#channel.closed && !this.#stopping) {
-      if (this.#inflight !== null) await this.#inflight;
-      else if (this.#waitingTurn) await this.#nextTurn();
+      if (this.#inflight !== null) {
+        // A client gone altogether reads no reply: what runs is stopped (engine
+        // close) and nothing else runs, as at its end of stream (see #finish).
+        if (await this.#goneDuring(this.#inflight)) break;
+      } else if (this.#waitingTurn) await this.#nextTurn();
       else if (this.#engine.awaitingCommit) await this.#awaitCommit();
       else if (this.#blocked) {
         if (await this.#goneWhileBlocked()) {
