@@ -432,6 +432,7 @@ class Gen {
           { sql: "SELECT :é AS x", params: { "é": "é" } },
           { sql: "SELECT 1 AS a, 2 AS a, 3 AS A", params: [] },
           { sql: "SELECT abs(i) FROM t ORDER BY id", params: [] },
+          { sql: "SELECT 1 UNION ALL SELECT abs(-9223372036854775808)", params: [] },
           { sql: "SELECT length(?), ?", params: [bigText, bigText.length] },
           { sql: "SELECT zeroblob(?)", params: [this.pick([0, 1, 100_000, 3_000_000])] },
           { sql: "SELECT * FROM up ORDER BY id", params: [] },
@@ -585,6 +586,7 @@ class Gen {
         "-- just a comment",
         "",
         "SELECT abs(-9223372036854775808)",
+        "SELECT 1 UNION ALL SELECT abs(-9223372036854775808)",
         "INSERT INTO t(id) VALUES (1)",
       ]));
     }
@@ -1257,4 +1259,49 @@ Deno.test("engine parity: two clients interleaved give the same outcomes on ffi 
   const b = await twoClients(nodeServer);
   if (TRACE) console.error(a.join("\n"));
   assert.deepEqual(b, a);
+});
+
+Deno.test("run() and exec() of a read report an error SQLite raises on a later row, on both engines", async () => {
+  // node:sqlite's run() steps once: a read failing on its second row (integer overflow) passed as
+  // done there, and an exec() script went on with its next statement, where FFI steps every
+  // statement to its end and stops.
+  const failing = "SELECT 1 UNION ALL SELECT abs(-9223372036854775808)";
+  const [ffiServer, nodeServer] = await pair();
+  await using _f = ffiServer;
+  await using _n = nodeServer;
+  for (const ts of [ffiServer, nodeServer]) {
+    await using c = await ts.client();
+    const engine = ts === ffiServer ? "ffi" : "node";
+    await c.exec("CREATE TABLE after(x)");
+    const overflow = (err: unknown) => {
+      assert.ok(err instanceof Error && (err as any).code === "SQLITE_ERROR", `${engine}: ${err}`);
+      assert.match(err.message, /integer overflow/, engine);
+      return true;
+    };
+    await assert.rejects(c.run(failing), overflow, `${engine}: run()`);
+    await assert.rejects(
+      c.exec(`${failing}; INSERT INTO after VALUES (1)`),
+      overflow,
+      `${engine}: exec()`,
+    );
+    await using stmt = await c.prepare(failing);
+    await assert.rejects(stmt.run(), overflow, `${engine}: Statement.run()`);
+    await assert.rejects(
+      c.transaction(async (tx) => {
+        await tx.run("INSERT INTO after VALUES (2)");
+        await tx.run(failing);
+      }),
+      overflow,
+    );
+    await assert.rejects(
+      c.exec(`BEGIN; INSERT INTO after VALUES (3); ${failing}; COMMIT`),
+      overflow,
+    );
+    await c.exec("ROLLBACK");
+    assert.deepEqual(
+      await c.values("SELECT x FROM after"),
+      [],
+      `${engine}: nothing ran after the failing read`,
+    );
+  }
 });
