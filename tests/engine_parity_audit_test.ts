@@ -1247,6 +1247,20 @@ async function twoClients(ts: TestServer): Promise<string[]> {
       return [first, await it3.next().catch((e) => e)];
     })(),
   );
+  await note(
+    "B's queued write cancelled",
+    (async () => {
+      await a.exec("BEGIN; INSERT INTO wr(k, v) VALUES ('a3', 1)");
+      const ac = new AbortController();
+      const cancelled = b.run("INSERT INTO wr(k, v) VALUES ('b2', 1)", [], { signal: ac.signal })
+        .catch((e) => e);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      ac.abort();
+      const got = [await cancelled];
+      await a.exec("ROLLBACK");
+      return got;
+    })(),
+  );
   await note("final", a.values("SELECT * FROM wr ORDER BY k"));
   return out;
 }
