@@ -1065,6 +1065,24 @@ const EDGE_CASES: Op[] = (() => {
         return [await tx.values(sql).catch((e) => e), await tx.values("SELECT count(*) FROM p")];
       }));
   }
+  add("key-value collection", async (c) => {
+    const kv = c.kv("parity");
+    const out: unknown[] = [];
+    out.push(await kv.put(["u", 1], { a: [1n, -0, NaN, "x\0y"], b: new Uint8Array([0, 1]) }));
+    out.push(await kv.put(["u", 2], null, { ifVersion: null }));
+    out.push(await kv.put(["u", 2], 5, { ifVersion: null }).catch((e) => e));
+    out.push(await kv.get(["u", 1]));
+    out.push(await kv.count({ prefix: ["u"] }));
+    const listed = [];
+    for await (const e of kv.list({ prefix: ["u"], reverse: true })) listed.push(e);
+    out.push(listed);
+    out.push(
+      await kv.atomic().check(["u", 1], 999).set(["u", 3], 3).commit().catch((e) => e),
+    );
+    out.push(await kv.atomic().set(["u", 3], 2n ** 63n).delete(["u", 2]).commit());
+    out.push(await c.values("SELECT collection, hex(key), version FROM netsqlite_kv ORDER BY key"));
+    return out;
+  });
   const int64Min =
     "SELECT -9223372036854775808 AS a, 9223372036854775807 AS b, -9007199254740992 AS c";
   add("values(int64 edges)", (c) => c.values(int64Min));
