@@ -445,6 +445,13 @@ class Gen {
           { sql: "  -- only a comment", params: [] },
           { sql: "SELECT 1; SELECT 2", params: [] },
           { sql: "SELECT 1;", params: [] },
+          { sql: "SELECT * FROM p AS a JOIN p AS b ON a.id = b.id ORDER BY a.id", params: [] },
+          { sql: 'SELECT  1 +  1, (SELECT 2), "p"."id" FROM p LIMIT 1', params: [] },
+          { sql: 'SELECT 1 AS "a b", 2 AS "", 3 AS "__proto__", 4 AS "é"', params: [] },
+          { sql: "SELECT rowid, oid, _rowid_, * FROM p ORDER BY 1", params: [] },
+          { sql: "SELECT max(id), count(*) FROM t GROUP BY fk ORDER BY 2, 1", params: [] },
+          { sql: "VALUES (1, 'a'), (2, x'00')", params: [] },
+          { sql: "WITH x(a, b) AS (VALUES (1, 2)) SELECT * FROM x", params: [] },
         ]);
       }
       default:
