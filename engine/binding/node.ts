@@ -821,6 +821,17 @@ class NodeStmt implements Stmt {
   run(): RunInfo {
     const st = this.#live();
     this.reset();
+    if (this.readOnly) {
+      // node:sqlite's run() steps once: a read failing on a later row
+      // (`integer overflow` on row 2) would pass as done, and a script go
+      // on. Stepped to its end, as FFI does, with step()'s confirmed end.
+      try {
+        while (this.step()) { /* rows discarded */ }
+      } finally {
+        this.reset();
+      }
+      return { changes: this.#db.changes(), lastInsertRowid: this.#db.lastInsertRowid() };
+    }
     this.#setBigInts(true);
     this.#db.running();
     try {
@@ -828,8 +839,8 @@ class NodeStmt implements Stmt {
       // write with rows (RETURNING, whose rows SQLite made at its first
       // step) is stepped to its end, where SQLite reports an error of its
       // end (its autocommit COMMIT failing on a deferred foreign key, which
-      // rolls it back). (A read keeps the one step.)
-      this.#returnsRows ??= !this.readOnly && st.columns().length > 0;
+      // rolls it back). (Reads are stepped above.)
+      this.#returnsRows ??= st.columns().length > 0;
       if (this.#returnsRows) {
         st.all(...this.#args);
         return { changes: this.#db.changes(), lastInsertRowid: this.#db.lastInsertRowid() };
