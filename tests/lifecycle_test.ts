@@ -168,7 +168,7 @@ Deno.test("server.ts on SIGHUP shuts down gracefully like SIGTERM (the transacti
   await using db = await sp.client();
   await db.exec("BEGIN");
   sp.child.kill("SIGHUP");
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await new Promise((resolve) => setTimeout(resolve, 1000)); // past the same-signal window
   sp.child.kill("SIGHUP");
   const status = await statusWithin(sp.child, 5000);
   assert.equal(status.code, 129);
@@ -181,7 +181,7 @@ Deno.test("server.ts exits at once on a second signal", async () => {
   await db.exec("BEGIN");
   await db.run("INSERT INTO t VALUES (1)");
   sp.child.kill("SIGTERM");
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await new Promise((resolve) => setTimeout(resolve, 1000)); // past the same-signal window
   sp.child.kill("SIGTERM");
   const status = await statusWithin(sp.child, 5000);
   assert.equal(status.code, 143);

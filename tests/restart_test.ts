@@ -310,9 +310,19 @@ Deno.test("ConnectionError.mayHaveRun: true for a script close() stopped after s
   const err = await running;
   assert.ok(err instanceof ConnectionError, String(err));
   assert.equal(err.mayHaveRun, true);
-  assert.ok(err.cause instanceof AbortError, String(err.cause));
   const [[rows]] = await setup.values<[number]>("SELECT count(*) FROM t");
   assert.ok(rows > 0 && rows < 20_001, `rows ${rows}`);
+  if (!(err.cause instanceof AbortError)) {
+    // close() waits CLOSE_CANCEL_MS (100 ms) for the answer to its cancel; on a loaded machine
+    // (this server shares the test's event loop) it may come later: the call then fails
+    // unanswered, its outcome unknown, as close() says (seen once in CI).
+    assert.equal(err.cause, undefined, String(err.cause));
+    assert.equal(
+      err.message,
+      "Connection was closed by the client (the call was sent: it may or may not have run)",
+    );
+    return;
+  }
   assert.equal(err.cause.ran, rows);
   assert.match(
     err.message,
