@@ -312,11 +312,17 @@ export class Client extends Queryable {
     const opening = new AbortController();
     this.#feedsOpening.add(opening);
     let sub: Subscription;
+    // Set when the feed ends: it may end before it is returned (a replay
+    // that lags at once, CHANGE_TOO_LARGE, its signal), and is not kept then.
+    let ended = false;
     try {
       sub = await openSubscription(
         this.#pool.config,
         checked,
-        (s) => this.#feeds.delete(s),
+        (s) => {
+          ended = true;
+          this.#feeds.delete(s);
+        },
         (info) => this.#pool.refuses(info),
         opening.signal,
       );
@@ -334,7 +340,7 @@ export class Client extends Queryable {
       await sub[Symbol.asyncDispose]();
       throw new ConnectionError("Client is closed");
     }
-    this.#feeds.add(sub);
+    if (!ended) this.#feeds.add(sub);
     return sub;
   }
 
