@@ -49,3 +49,62 @@ for (const engine of ENGINES) {
     },
   });
 }
+
+Deno.test({
+  name:
+    "a shutdown signal delivered twice while the server starts, 200 ms apart, is one signal (as once serving: 300 ms)",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    await using dir = await tempDir();
+    const sockets = `${dir.path}/s`;
+    Deno.mkdirSync(sockets);
+    // The start waits (up to 2 s) for the socket directory's lock, held here.
+    using held = await Deno.open(sockets, { read: true });
+    await held.lock(true);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../server.ts", import.meta.url).pathname,
+        "--db",
+        `${dir.path}/a.db`,
+        "--socket",
+        `${sockets}/a.sock`,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = child.output();
+    try {
+      const waiting = () => {
+        try {
+          return [...Deno.readDirSync(`/proc/${child.pid}/fd`)].some((e) => {
+            try {
+              return Deno.readLinkSync(`/proc/${child.pid}/fd/${e.name}`) === sockets;
+            } catch {
+              return false;
+            }
+          });
+        } catch {
+          return false;
+        }
+      };
+      const until = performance.now() + 30_000;
+      while (!waiting()) {
+        assert.ok(performance.now() < until, "the server never waited for the directory's lock");
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      child.kill("SIGINT");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      child.kill("SIGINT");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    } finally {
+      await held.unlock();
+    }
+    const { code, stdout, stderr } = await output;
+    assert.doesNotMatch(new TextDecoder().decode(stderr), /again: exiting at once/);
+    assert.match(new TextDecoder().decode(stdout), /SIGINT while starting/);
+    assert.equal(code, 130);
+  },
+});
