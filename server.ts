@@ -1425,7 +1425,7 @@ interface StartSignals {
 /**
  * Handles `signals` while the server starts: the first is noted (the start
  * goes on, then the server stops before serving and exits 128 + n), a second
- * one sent on purpose (150 ms later: see `main`) exits at once.
+ * one sent on purpose (later than {@link SAME_SIGNAL_MS}: see `main`) exits at once.
  */
 function startSignals(signals: Deno.Signal[]): StartSignals {
   const handlers = new Map<Deno.Signal, () => void>();
@@ -1441,7 +1441,7 @@ function startSignals(signals: Deno.Signal[]): StartSignals {
     const onSignal = (): void => {
       const name = sig as "SIGINT" | "SIGTERM" | "SIGHUP";
       if (state.signal !== null) {
-        if (performance.now() - at < 150) return;
+        if (performance.now() - at < SAME_SIGNAL_MS) return;
         printLine(`netsqlite: ${sig} again: exiting at once`, "stderr");
         Deno.exit(128 + SIGNAL_NUMBERS[name]);
       }
@@ -1451,6 +1451,7 @@ function startSignals(signals: Deno.Signal[]): StartSignals {
         `netsqlite: ${sig} while starting: stopping once the start is done (the database may be ` +
           "opening; signal again to exit at once)",
       );
+      at = performance.now(); // as in main: from the end of the first one's handling
     };
     handlers.set(sig, onSignal);
     Deno.addSignalListener(sig, onSignal);

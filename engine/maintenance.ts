@@ -489,6 +489,7 @@ export class Maintenance {
 
   /** True when a connection (another server's copy in progress) holds `path`'s write lock. */
   async #beingWritten(path: string, background: boolean): Promise<boolean> {
+    if (!regularFile(path)) return false;
     let copy: Db;
     try {
       copy = this.#sqlite.open(path, { readOnly: false, busyTimeout: 0 });
@@ -1082,6 +1083,20 @@ function sameFile(file: Deno.FsFile, path: string): boolean {
 }
 
 /**
+ * True when `path` is a regular file, not followed if a link. A copy is always
+ * one ({@link createPartial}); anything else with a copy's name is no copy
+ * in progress, and is not opened: reading a FIFO waits for a writer (the
+ * server stopped), a device may act on an open.
+ */
+function regularFile(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * True when another copy in progress holds `partial` ({@link createPartial}'s
  * `flock`): it is not a leftover, though SQLite may hold no lock on it now.
  */
@@ -1089,6 +1104,7 @@ function heldByCopy(partial: string): boolean {
   if (!MARKS_COPIES) return false;
   let file: Deno.FsFile;
   try {
+    if (!regularFile(partial)) return false;
     file = Deno.openSync(partial, { read: true });
   } catch {
     return false;
