@@ -985,11 +985,16 @@ function destinationError(err: unknown, what: string, target: string): unknown {
 
 /**
  * Whether copies in progress are marked with an advisory lock (`flock`) on
- * their partial file. Not on Windows, where a lock on a file also stops the
- * process's own writes to it through another handle (SQLite's), and where an
- * open file (the copy SQLite writes) cannot be removed anyway.
+ * their partial file: only where `flock` locks are apart from the POSIX
+ * (`fcntl`) locks SQLite takes on the same file in this process (Linux).
+ * Not on macOS and the BSDs, where the two share one list per file and the
+ * `flock` would make SQLite's own locks on the copy fail (`SQLITE_BUSY`);
+ * not on Windows, where a lock on a file also stops the process's own writes
+ * to it through another handle (SQLite's), and where an open file (the copy
+ * SQLite writes) cannot be removed anyway. Unmarked, a copy in progress is
+ * told by SQLite's lock on it alone, as before marks were used.
  */
-const MARKS_COPIES = Deno.build.os !== "windows";
+const MARKS_COPIES = Deno.build.os === "linux" || Deno.build.os === "android";
 
 /** A partial copy being written, and the hold that marks it as in progress. */
 interface PartialCopy {
