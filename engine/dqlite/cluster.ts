@@ -537,9 +537,10 @@ export class DqliteCluster {
         limit = left > 0 ? setTimeout(arm, left) : undefined;
         if (left <= 0) end(null);
       };
-      arm();
+      // (Listening first: a deadline already past ends the search at once, removing them.)
       closing.addEventListener("abort", closed);
       options.signal?.addEventListener("abort", closed);
+      arm();
       const ask = (address: string): void => {
         if (over || running.has(address) || address === options.exclude) return;
         clearTimeout(retries.get(address));
