@@ -94,6 +94,21 @@ export function rowsOf(path: string, sql: string): unknown[][] {
   }
 }
 
+/**
+ * Runs the test script `url` (a file beside the tests) in a child with
+ * `--expose-gc` (for checks of what garbage collection frees) and returns its
+ * standard output; fails with its standard error when it does not exit 0.
+ */
+export async function runWithGc(url: URL): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--v8-flags=--expose-gc", fileURLToPath(url)],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
+}
+
 /** True when `path` names anything (a dangling symbolic link too). */
 export function exists(path: string): boolean {
   try {

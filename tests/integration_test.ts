@@ -4,7 +4,6 @@
  * batches, the handshake, and protocol violations from raw sockets.
  */
 
-import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import {
@@ -19,7 +18,7 @@ import { ConnectionError, ProtocolError, SqliteError } from "../protocol/errors.
 import { Op, PROTOCOL_VERSION } from "../protocol/messages.ts";
 import { MessageDecoder, MessageEncoder } from "../protocol/codec.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
-import { startServer, startServerProcess, tempDir } from "./_helpers.ts";
+import { runWithGc, startServer, startServerProcess, tempDir } from "./_helpers.ts";
 import { spawnClientProcess } from "./_client_process.ts";
 import { defaultSocketPath } from "../transport/address.ts";
 import { relative } from "node:path";
@@ -1226,13 +1225,6 @@ Deno.test("A connection holds at most maxStatements prepared statements (and 16 
 });
 
 Deno.test("Statements dropped without finalize() are freed on the server once collected", async () => {
-  const fixture = fileURLToPath(new URL("./fixtures/dropped_statements.ts", import.meta.url));
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--v8-flags=--expose-gc", fixture],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, stderr);
-  assert.equal(new TextDecoder().decode(out.stdout).trim(), "ok 200");
+  const out = await runWithGc(new URL("./fixtures/dropped_statements.ts", import.meta.url));
+  assert.equal(out.trim(), "ok 200");
 });

@@ -5,7 +5,6 @@
  * migration run by Kysely's `Migrator`.
  */
 
-import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import {
   type Generated,
@@ -20,7 +19,7 @@ import { type Client, connect, type ConnectOptions, ErrorCode, SqliteError } fro
 import { openLink } from "../client/connection.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { delay, startServer, within } from "./_helpers.ts";
+import { delay, runWithGc, startServer, within } from "./_helpers.ts";
 
 interface Database {
   person: { id: Generated<number>; name: string; balance: number | bigint };
@@ -1097,19 +1096,7 @@ Deno.test("kysely: a rollbackToSavepoint() whose savepoint a RELEASE of an earli
 });
 
 Deno.test("kysely: streams dropped unfinished stop counting once collected, so a stream waiting for room does not wait for ever", async () => {
-  const child = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--v8-flags=--expose-gc",
-      fileURLToPath(new URL("./_stream_drop_child.ts", import.meta.url)),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const err = new TextDecoder().decode(child.stderr);
-  assert.equal(child.code, 0, err);
-  const r = JSON.parse(new TextDecoder().decode(child.stdout));
+  const r = JSON.parse(await runWithGc(new URL("./_stream_drop_child.ts", import.meta.url)));
   // Waiting while the dropped streams hold every cursor, as for one still being read.
   assert.equal(r.before, "timeout");
   // Once collected (the client closes their cursors then), the wait ends: it opens, or, when the

@@ -8,10 +8,9 @@
  * transaction says so.
  */
 
-import { fileURLToPath } from "node:url";
 import assert from "node:assert/strict";
 import { connect, SqliteError } from "../mod.ts";
-import { startServer, within } from "./_helpers.ts";
+import { runWithGc, startServer, within } from "./_helpers.ts";
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -111,15 +110,8 @@ Deno.test("Pool: cursors left unfinished stop holding their connection once the 
 });
 
 Deno.test("Pool: an iterator dropped unfinished releases its connection once collected (max: 1)", async () => {
-  const fixture = fileURLToPath(new URL("./fixtures/dropped_cursors.ts", import.meta.url));
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--v8-flags=--expose-gc", fixture],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, stderr);
-  assert.equal(new TextDecoder().decode(out.stdout).trim(), "ok 10");
+  const out = await runWithGc(new URL("./fixtures/dropped_cursors.ts", import.meta.url));
+  assert.equal(out.trim(), "ok 10");
 });
 
 Deno.test("Pool: transactions in a loop do not starve a plain read (reserve() leaves a connection)", async () => {

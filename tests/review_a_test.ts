@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
+import { runWithGc } from "./_helpers.ts";
 
 const ffi = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
@@ -16,19 +16,7 @@ Deno.test({
   name: "a feed that ended before subscribe() returned it is not held by its client",
   ignore: !ffi,
   async fn() {
-    const child = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--v8-flags=--expose-gc",
-        fileURLToPath(new URL("./_review_a_child.ts", import.meta.url)),
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const err = new TextDecoder().decode(child.stderr);
-    assert.equal(child.code, 0, err);
-    const r = JSON.parse(new TextDecoder().decode(child.stdout));
+    const r = JSON.parse(await runWithGc(new URL("./_review_a_child.ts", import.meta.url)));
     // Each ended lagged at once (its replay of 50 changes over a buffer of 1).
     assert.deepEqual(r.kinds, ["table,lagged"]);
     // Was: all 10 kept by the client. (One may stay referenced from the stack.)
