@@ -267,12 +267,17 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
    */
   #abort(signal = this.#signal): void {
     if (this.#ended || signal === null) return;
+    this.#clearQueue();
+    this.#fail(new AbortError("Change feed was aborted by its signal", { cause: signal.reason }));
+    this.#link.fail(new ConnectionError("Change feed was aborted by its signal"));
+  }
+
+  /** Empties the changes buffered and not yet yielded. */
+  #clearQueue(): void {
     this.#queue = [];
     this.#sizes = [];
     this.#head = 0;
     this.#queuedBytes = 0;
-    this.#fail(new AbortError("Change feed was aborted by its signal", { cause: signal.reason }));
-    this.#link.fail(new ConnectionError("Change feed was aborted by its signal"));
   }
 
   /** Stops listening to the `signal` option (the feed ended). */
@@ -291,12 +296,7 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
     if (this.#head < this.#queue.length) {
       this.#queuedBytes -= this.#sizes[this.#head];
       const value = this.#queue[this.#head++];
-      if (this.#head === this.#queue.length) {
-        this.#queue = [];
-        this.#sizes = [];
-        this.#head = 0;
-        this.#queuedBytes = 0;
-      }
+      if (this.#head === this.#queue.length) this.#clearQueue();
       return Promise.resolve({ value, done: false });
     }
     if (this.#error !== null) {

@@ -282,10 +282,7 @@ export class ConnectionFeeds {
         if (feed.pending === 0) {
           // Everything held was sent: a feed that overflowed ends here.
           if (feed.lagged) {
-            feed.drop();
-            this.#log?.unsubscribe(feed);
-            this.#feeds.delete(feed.id);
-            this.#out.send([feed.id, EventKind.Lagged, feed.lastSent]);
+            this.#end(feed, [feed.id, EventKind.Lagged, feed.lastSent]);
             sent = true;
           }
           break;
@@ -306,10 +303,7 @@ export class ConnectionFeeds {
             // key longer than the frame holds): never skipped silently. The
             // feed ends naming it; `since: seq` resumes after it.
             feed.advance(1);
-            feed.drop();
-            this.#log?.unsubscribe(feed);
-            this.#feeds.delete(feed.id);
-            this.#out.send([feed.id, EventKind.TooLarge, tooLargeData(batch[0])]);
+            this.#end(feed, [feed.id, EventKind.TooLarge, tooLargeData(batch[0])]);
             sent = true;
             break;
           }
@@ -319,6 +313,14 @@ export class ConnectionFeeds {
       }
     }
     if (sent) this.#out.flush();
+  }
+
+  /** Ends `feed` from the server's side, its last event `last` saying why. */
+  #end(feed: Feed, last: EventPayload): void {
+    feed.drop();
+    this.#log?.unsubscribe(feed);
+    this.#feeds.delete(feed.id);
+    this.#out.send(last);
   }
 
   /** Ends every feed of this connection. */
