@@ -55,7 +55,8 @@ export class OwnWriter {
 
   /**
    * Notes the client's transactions open now (call before sending); the
-   * returned function turns a `BUSY_TIMEOUT` error into one that names
+   * returned function turns a `BUSY_TIMEOUT` error (or a `STATEMENT_TIMEOUT`
+   * of a wait for the writer) into one that names
    * this client's own transaction as the writer's holder, when one of them
    * stayed open from then until the failure: a transaction holds the writer
    * from its `BEGIN` to its end, so it held it all along. Other errors pass
@@ -71,7 +72,9 @@ export class OwnWriter {
     if (marks.length === 0) return null;
     const caller = this.#pool.callerTransaction();
     return (err) => {
-      if (!(err instanceof SqliteError) || err.code !== ErrorCode.BusyTimeout) return err;
+      // (A STATEMENT_TIMEOUT too, when the deadline came first: "Write waited ... held by".)
+      if (!(err instanceof SqliteError)) return err;
+      if (err.code !== ErrorCode.BusyTimeout && err.code !== ErrorCode.StatementTimeout) return err;
       // The session the server names must be that connection's (when the
       // server says which it is): a transaction the server ended (its lease)
       // lets another client's take the writer meanwhile.

@@ -905,7 +905,7 @@ export class Engine {
     // who gets it only afterwards; a background commit leaves the writer
     // busy until it is done.
     while (!forGroup && this.#group.open && this.#queue.owner === null) this.#group.commit();
-    if (!this.#queue.take(s, this.#writerFree())) return false;
+    if (!this.#queue.take(s, this.#writerFree(), s.statementMs)) return false;
     // Let go of the reader's snapshot before writing, so that checkpoints
     // at commit are not held back by it (the WAL would grow without bound).
     this.#releaseReaderSnapshot();

@@ -224,6 +224,12 @@ export class EngineSession implements HostedSession {
   /** True while a statement of this session runs in the background on the writer. */
   runningOnWriter = false;
   /**
+   * The time limit (ms) of the request now being dispatched: a wait for the
+   * writer ends with `STATEMENT_TIMEOUT` once it passes (when it comes
+   * before the busy timeout).
+   */
+  statementMs = Infinity;
+  /**
    * While `runningOnWriter`: whether the client's transaction was open when
    * that began (the connection cannot be asked while a statement steps on it).
    */
@@ -319,6 +325,7 @@ export class EngineSession implements HostedSession {
     if (this.#awaitingCommit) return BLOCKED;
     if (this.#endsEndedTx(sql)) return null;
     const host = this.#host;
+    this.statementMs = timeout ?? host.config.statementTimeout;
     if (!host.writer.acquire(this)) return BLOCKED;
     this.#grouping = false; // (a script's writes are never grouped)
     const writer = host.writer.connection;
@@ -1149,7 +1156,7 @@ export class EngineSession implements HostedSession {
       );
     }
     const text = this.#sqlOf(sql);
-    const ms = timeout ?? host.config.statementTimeout;
+    const ms = this.statementMs = timeout ?? host.config.statementTimeout;
     // The ROLLBACK ending a transaction the engine ended: a cursor with no rows.
     if (this.#endsEndedTx(text)) return this.#addCursor(new Cursor([], [], ms, () => {}));
     const args = bindArgs(params);
@@ -1479,10 +1486,10 @@ export class EngineSession implements HostedSession {
     if (this.#awaitingCommit) return BLOCKED;
     this.#failIfAborted();
     const host = this.#host;
+    const limits = this.#limits(timeout);
     if (!host.writer.acquire(this)) return BLOCKED;
     const writer = host.writer.connection;
     const nested = writer.inTransaction;
-    const limits = this.#limits(timeout);
     deadlineOf(limits); // one deadline for the whole batch
     // The results must fit the reply before the batch commits (a failing
     // statement rolls the whole batch back).
@@ -1711,6 +1718,7 @@ export class EngineSession implements HostedSession {
    */
   prepare(sql: string): Reply<PreparePayload> {
     if (this.#awaitingCommit) return BLOCKED;
+    this.statementMs = this.#host.config.statementTimeout;
     if (this.#aborted !== null || this.#endedAtCommit) {
       // After the engine ended the transaction, a ROLLBACK or COMMIT prepares
       // without routing: running its handle (run, query, iterate) ends that
@@ -1794,7 +1802,7 @@ export class EngineSession implements HostedSession {
   /** Deadline and result limit of one statement. */
   #limits(timeout: number | undefined): RunLimits {
     const config = this.#host.config;
-    const ms = timeout ?? config.statementTimeout;
+    const ms = this.statementMs = timeout ?? config.statementTimeout;
     return { timeout: ms, maxBytes: config.maxResultBytes };
   }
 
@@ -2032,12 +2040,13 @@ const WHY_WRITER_STATE = "it reads a setting or state of the writer connection, 
   "the writer answers";
 
 /**
- * A `BUSY_TIMEOUT` of a statement that waited for the writer though it may
+ * A `BUSY_TIMEOUT` (or `STATEMENT_TIMEOUT`) of a statement that waited for the writer though it may
  * not write (it reads, and only the writer can answer it: `why`): says so,
  * rather than call it a write.
  */
 function waitedAsStatement(err: unknown, why: string): unknown {
-  if (!(err instanceof SqliteError) || err.code !== ErrorCode.BusyTimeout) return err;
+  if (!(err instanceof SqliteError)) return err;
+  if (err.code !== ErrorCode.BusyTimeout && err.code !== ErrorCode.StatementTimeout) return err;
   const message = err.message.replace(
     /^Write waited (\d+) ms for the writer/,
     `Statement waited $1 ms for the writer (${why})`,

@@ -5,6 +5,11 @@
  * nothing about SQLite: the engine says when the writer is free and what an
  * expired lease means.
  *
+ * A waiter whose statement deadline (its call's `timeout`, else
+ * `--statement-timeout`) comes before its busy timeout stops waiting at that
+ * deadline (`STATEMENT_TIMEOUT`), with a timer of its own: the statement
+ * never ran.
+ *
  * The busy timeout and the idle lease are limits a client has to meet: their
  * timers are {@link DeadlineTimer}s, which give a grace after the server's
  * own stall. The age limit (`--tx-timeout`) is wall-clock time since BEGIN:
@@ -43,7 +48,12 @@ export class WriterQueue<S extends Waiter> {
    */
   readonly #waitingSince = new Map<S, number>();
   #waitTimer: DeadlineTimer | undefined;
-  readonly #expired = new Set<S>();
+  /** Waiters past their busy timeout, and how long they waited (ms). */
+  readonly #expired = new Map<S, number>();
+  /** Timers of waiters whose statement deadline comes before their busy timeout. */
+  readonly #deadlines = new Map<S, ReturnType<typeof setTimeout>>();
+  /** Waiters past their statement deadline, and that deadline (ms). */
+  readonly #pastDeadline = new Map<S, number>();
   #idleTimer: DeadlineTimer | undefined;
   #ageTimer: ReturnType<typeof setTimeout> | undefined;
   #lastActive = 0;
@@ -90,9 +100,12 @@ export class WriterQueue<S extends Waiter> {
    * Gives `s` the writer when `free` and `s` is first in line; otherwise
    * queues `s` (once) and returns false.
    *
-   * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long.
+   * @param deadlineMs The statement's time limit: when shorter than the busy
+   *   timeout, `s` waits that long at most.
+   * @throws {SqliteError} `BUSY_TIMEOUT` when `s` already waited too long,
+   *   `STATEMENT_TIMEOUT` when it waited past its statement's deadline.
    */
-  take(s: S, free: boolean): boolean {
+  take(s: S, free: boolean, deadlineMs = Infinity): boolean {
     if (this.#owner === s) return true;
     if (free && this.#owner === null && (this.#waiters.length === 0 || this.#waiters[0] === s)) {
       if (this.#waiters[0] === s) this.#waiters.shift();
@@ -100,16 +113,39 @@ export class WriterQueue<S extends Waiter> {
       // Past its deadline but the writer is free (the holder ended as it
       // expired): it writes, and its next wait starts afresh.
       this.#expired.delete(s);
+      this.#pastDeadline.delete(s);
       this.#owner = s;
       return true;
     }
-    if (this.#expired.delete(s)) throw this.#timedOut();
+    const waited = this.#expired.get(s);
+    if (waited !== undefined) {
+      this.#expired.delete(s);
+      throw this.#timedOut(ErrorCode.BusyTimeout, waited);
+    }
+    const deadline = this.#pastDeadline.get(s);
+    if (deadline !== undefined) {
+      this.#pastDeadline.delete(s);
+      throw this.#timedOut(ErrorCode.StatementTimeout, deadline);
+    }
     if (!this.#waitingSince.has(s)) {
       this.#waiters.push(s);
       this.#waitingSince.set(s, performance.now());
       this.#armWaitTimer();
+      if (deadlineMs < this.#busyTimeout) {
+        const ms = Math.max(0, deadlineMs);
+        this.#deadlines.set(s, setTimeout(() => this.#pastStatementDeadline(s, ms), ms));
+      }
     }
     return false;
+  }
+
+  /** A waiter's statement deadline came before the writer did: it fails when woken. */
+  #pastStatementDeadline(s: S, deadlineMs: number): void {
+    this.#deadlines.delete(s);
+    if (!this.#waitingSince.has(s)) return;
+    this.#pastDeadline.set(s, deadlineMs);
+    this.leave(s);
+    s.wake();
   }
 
   /**
@@ -118,11 +154,17 @@ export class WriterQueue<S extends Waiter> {
    * holder is itself waiting for another program's lock on the file, saying
    * so: that program, not the holder, is what to see to.
    */
-  #timedOut(): SqliteError {
+  #timedOut(
+    code: typeof ErrorCode.BusyTimeout | typeof ErrorCode.StatementTimeout,
+    ms: number,
+  ): SqliteError {
     const owner = this.#owner;
     const holder = owner === null ? "earlier writes in the queue" : `session ${owner.id}`;
-    const waited = `Write waited ${this.#busyTimeout} ms for the writer, held by ${holder}: ` +
-      "busy timeout (--busy-timeout) exceeded";
+    const limit = code === ErrorCode.BusyTimeout
+      ? "busy timeout (--busy-timeout) exceeded"
+      : "statement timeout (--statement-timeout or the call's timeout option) reached before " +
+        "it could run, and nothing of it ran";
+    const waited = `Write waited ${Math.round(ms)} ms for the writer, held by ${holder}: ${limit}`;
     const locked = owner === null ? false : this.#waitsForFileLock(owner);
     let rest = "; retry, or keep transactions short";
     if (locked === true) {
@@ -133,7 +175,7 @@ export class WriterQueue<S extends Waiter> {
       rest += ` (session ${owner!.id}'s statement is still running: it may itself be waiting ` +
         "for a lock on the database file held by another process)";
     }
-    return new SqliteError(ErrorCode.BusyTimeout, waited + rest);
+    return new SqliteError(code, waited + rest);
   }
 
   /** Arms the one wait timer for the oldest waiter, unless it is armed. */
@@ -152,7 +194,7 @@ export class WriterQueue<S extends Waiter> {
     for (const [s, since] of this.#waitingSince) {
       if (since + this.#busyTimeout > now) break; // the rest arrived later
       this.#waitingSince.delete(s);
-      this.#expired.add(s);
+      this.#expired.set(s, this.#busyTimeout);
       this.leave(s);
       s.wake();
     }
@@ -198,6 +240,7 @@ export class WriterQueue<S extends Waiter> {
   /** Forgets `s` entirely (it closed). */
   forget(s: S): void {
     this.#expired.delete(s);
+    this.#pastDeadline.delete(s);
     this.#stopWaiting(s);
   }
 
@@ -227,11 +270,18 @@ export class WriterQueue<S extends Waiter> {
     this.#waitTimer = undefined;
     this.#waitingSince.clear();
     this.#waiters.length = 0;
+    for (const timer of this.#deadlines.values()) clearTimeout(timer);
+    this.#deadlines.clear();
   }
 
   #stopWaiting(s: S): void {
-    // (The timer stays armed: when it fires it finds the next oldest.)
+    // (The busy timer stays armed: when it fires it finds the next oldest.)
     this.#waitingSince.delete(s);
+    const deadline = this.#deadlines.get(s);
+    if (deadline !== undefined) {
+      clearTimeout(deadline);
+      this.#deadlines.delete(s);
+    }
   }
 
   /** Arms the idle lease's timer for `leaseMs` after the owner's last activity. */
