@@ -10,7 +10,7 @@
  * last restart.
  *
  * More trials by hand (engine from `NETSQLITE_ENGINE`; feed 0 on node):
- * `deno run -A tests/_crash_audit2_chaos.ts TRIALS SEED full|normal 1|0`.
+ * `deno run -A tests/_crash_audit2_chaos.ts TRIALS SEED full|normal 1|0 unix|tcp`.
  *
  * @module
  */
@@ -57,6 +57,8 @@ export interface ChaosOptions {
   clients: number;
   /** Subscribe a change feed (FFI engine only). */
   feed: boolean;
+  /** How clients reach the server (TCP: the same port at every restart). @default {"unix"} */
+  transport?: "unix" | "tcp";
 }
 
 /** What {@link runChaos} found. */
@@ -234,6 +236,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const copies = `${dir}/copies`;
   await Deno.mkdir(copies);
   const args = ["--synchronous", o.synchronous, "--backup-dir", copies];
+  const transport = o.transport ?? "unix";
   const writes: Write[] = [];
   const problems: string[] = [];
   const codes: Record<string, number> = {};
@@ -247,7 +250,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   let backupsChecked = 0;
   let server: Awaited<ReturnType<typeof startServerProcess>> | undefined;
   try {
-    server = await startServerProcess({ dir, database, args });
+    server = await startServerProcess({ dir, database, args, transport });
+    // Over TCP every restart listens on the port the first start got (the last --tcp wins).
+    if (transport === "tcp") args.push("--tcp", `127.0.0.1:${server.connectOptions.port}`);
     {
       await using db = await server.client();
       await db.exec(SCHEMA);
@@ -351,7 +356,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       await maint?.[Symbol.asyncDispose]();
       // Down for a moment: calls fail unsent.
       await sleep(50 + Math.floor(rnd() * 100));
-      server = await startServerProcess({ dir, database, args });
+      server = await startServerProcess({ dir, database, args, transport });
       // Backups and vacuum copies at their final names must be whole databases.
       for await (const e of Deno.readDir(copies)) {
         if (!e.name.endsWith(".db")) continue;
@@ -380,7 +385,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     // Check after a clean restart (the current server still runs).
     await server.kill();
     kills++;
-    server = await startServerProcess({ dir, database, args });
+    server = await startServerProcess({ dir, database, args, transport });
     await using db = await server.client();
     const integrity = await db.values<[string]>("PRAGMA integrity_check");
     if (JSON.stringify(integrity) !== '[["ok"]]') {
@@ -464,13 +469,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 }
 
 if (import.meta.main) {
-  const [trials = "4", seed = "1", sync = "full", feed = "1"] = Deno.args;
+  const [trials = "4", seed = "1", sync = "full", feed = "1", transport = "unix"] = Deno.args;
   const r = await runChaos({
     trials: Number(trials),
     seed: Number(seed),
     synchronous: sync as "full" | "normal",
     clients: 4,
     feed: feed === "1",
+    transport: transport as "unix" | "tcp",
   });
   console.log(JSON.stringify(r, null, 1));
 }

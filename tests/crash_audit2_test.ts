@@ -4,8 +4,8 @@
  *
  * - a server process SIGKILLed at random moments while clients run every
  *   kind of write (tests/_crash_audit2_chaos.ts) beside checkpoints, backups
- *   and vacuums, and (FFI) a change feed, under `--synchronous full` and
- *   `normal`: every resolved write present exactly once, none said not to
+ *   and vacuums, and (FFI) a change feed, under `--synchronous full` (Unix
+ *   socket) and `normal` (TCP, the same port at each restart): every resolved write present exactly once, none said not to
  *   have run present, no half of a transaction, savepoint or batch, a
  *   script cut only after whole statements, integrity ok, copies whole,
  *   every change a feed reported durable;
@@ -24,10 +24,15 @@ import { seedNote, testSeed } from "./_seed.ts";
 
 const FFI = Deno.env.get("NETSQLITE_ENGINE") !== "node";
 
-for (const [synchronous, trials, fallback] of [["full", 4, 1], ["normal", 3, 2]] as const) {
-  Deno.test(`SIGKILLed server (synchronous ${synchronous}) under mixed writes, maintenance${FFI ? " and a change feed" : ""}: resolved writes stay once, not-run writes are absent, nothing half applied`, async () => {
+for (
+  const [synchronous, transport, trials, fallback] of [
+    ["full", "unix", 4, 1],
+    ["normal", "tcp", 3, 2],
+  ] as const
+) {
+  Deno.test(`SIGKILLed server (synchronous ${synchronous}, ${transport}) under mixed writes, maintenance${FFI ? " and a change feed" : ""}: resolved writes stay once, not-run writes are absent, nothing half applied`, async () => {
     const seed = testSeed(fallback);
-    const r = await runChaos({ trials, seed, synchronous, clients: 4, feed: FFI });
+    const r = await runChaos({ trials, seed, synchronous, transport, clients: 4, feed: FFI });
     const summary = JSON.stringify({ ...r, codes: undefined }) + `\n  ${seedNote(seed)}`;
     assert.deepEqual(r.problems, [], summary);
     assert.equal(r.kills, trials + 1);
