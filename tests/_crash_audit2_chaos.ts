@@ -46,6 +46,7 @@ const KINDS = [
   "slowTx",
   "slowRawTx",
   "prepared",
+  "iterWrite",
 ] as const;
 type Kind = (typeof KINDS)[number];
 
@@ -156,6 +157,14 @@ async function doWrite(db: Client, one: Client, w: Write, rnd: () => number): Pr
       let stmt = prepared.get(db);
       if (stmt === undefined) prepared.set(db, stmt = await db.prepare(INS));
       await stmt.run([t, 0, pad(rnd)]);
+      return;
+    }
+    case "iterWrite": {
+      // A write read through a cursor: its RETURNING rows, all read, acknowledge it.
+      const values = Array.from({ length: w.parts }, (_, k) => `(${t}, ${k}, 'it')`).join(", ");
+      let n = 0;
+      for await (const _ of db.iterate(`INSERT INTO ev VALUES ${values} RETURNING part`)) n++;
+      if (n !== w.parts) throw new Error(`iterWrite: ${n} rows returned of ${w.parts}`);
       return;
     }
     case "slowTx":
