@@ -347,6 +347,13 @@ export async function connectOrStart(config: ConnectConfig): Promise<[Link, Hell
       }
     }
   } finally {
+    // A server started here that still runs is either the one this client
+    // connected to (it serves, and ignores the signal) or one not needed: one
+    // racing clients' servers beat to the lock, or started again while another
+    // was starting, that may still be starting (its modules load slowly on a
+    // busy machine) when the clients connect to the winner. Left running, it
+    // would meet the lock free once the winner stopped, and serve on, unasked.
+    child.stopIfStarting();
     await child.detach();
   }
 }
@@ -465,6 +472,20 @@ class StartedServer {
     }
     await this.exited(STOP_WAIT);
     return this.#exitCode !== null;
+  }
+
+  /**
+   * Sends `STOP_SIGNAL` to a process still running, without waiting: when the
+   * client is done with it (connected elsewhere, or gave up), a server still
+   * starting ends, one that serves ignores it.
+   */
+  stopIfStarting(): void {
+    if (this.#exitCode !== null) return;
+    try {
+      this.#child.kill(STOP_SIGNAL);
+    } catch {
+      // Exited meanwhile, or no such signal here: it is left running.
+    }
   }
 
   /**
