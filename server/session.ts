@@ -569,8 +569,8 @@ export class Session implements SessionProbe {
 
   /**
    * True when a request received and not yet answered may end the open
-   * transaction: any mention of COMMIT, END or RELEASE in its SQL (a
-   * prepared statement's, for a handle), or SQL of another type.
+   * transaction: a statement of its SQL (a prepared statement's, for a
+   * handle) begins with COMMIT, END or RELEASE, or its SQL is of another type.
    */
   #mayEndTransaction(): boolean {
     const q = this.#queue;
@@ -1888,10 +1888,24 @@ function tooManyValues(limit: number): SqliteError {
   );
 }
 
-/** SQL that may end a transaction (conservative: any mention of COMMIT, END or RELEASE). */
+/**
+ * SQL that may end a transaction: a statement of it begins with COMMIT, END
+ * or RELEASE (conservative: a trigger body's `END` after a semicolon counts
+ * too). An `END` elsewhere (`CASE ... END`) ends nothing: a long statement
+ * with one, its client gone, is stopped as any other.
+ */
 function mayEndTx(sql: string): boolean {
   let found = false;
-  scan(sql, (t) => !(found = t.kind === "word" && ENDS_TX.has(t.text)));
+  let first = true;
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") {
+      first = true;
+      return true;
+    }
+    if (first) found = t.kind === "word" && ENDS_TX.has(t.text);
+    first = false;
+    return !found;
+  });
   return found;
 }
 
