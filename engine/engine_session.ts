@@ -905,7 +905,17 @@ export class EngineSession implements HostedSession {
     this.runningOnWriter = p.onWriter;
     return this.#host.track(
       running.done.then(
-        (o) => o,
+        (o) => {
+          // The engine ended the transaction while its own COMMIT (or the
+          // RELEASE of its outermost savepoint) ran, which nothing stops
+          // once it runs (its lease, or a cancel of a write of it that
+          // had already run): it committed, as the client asked. The
+          // writer is given back as after any COMMIT, not rolled back.
+          if (this.#aborted !== null && inTx && endsTx(p) && !p.conn.inTransaction) {
+            this.#aborted = null;
+          }
+          return o;
+        },
         (err) => {
           throw this.#noteAbort(err, p, inTx);
         },
@@ -2077,4 +2087,9 @@ function writes(p: Prepared): boolean {
 /** True for a statement stopped at its deadline. */
 function isTimeout(err: unknown): boolean {
   return err instanceof SqliteError && err.code === ErrorCode.StatementTimeout;
+}
+
+/** True for a statement that commits the transaction it ends: COMMIT, END, the outermost RELEASE. */
+function endsTx(p: Prepared): boolean {
+  return p.txOp === "COMMIT" || p.txOp === "RELEASE";
 }

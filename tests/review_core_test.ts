@@ -409,3 +409,61 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "--tx-timeout reached while the transaction's COMMIT runs in the background, which " +
+    "completes: the client is told the truth (committed, and no transaction open after; or " +
+    "TX_TIMEOUT and nothing of it written) [ffi]",
+  ignore: !FFI,
+  async fn() {
+    const txTimeout = 600;
+    await using srv = await startServer({ txTimeout, synchronous: "full", busyTimeout: 10_000 });
+    await using db = await srv.client();
+    await using other = await srv.client();
+    await db.exec("CREATE TABLE big (round, v); CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    // 20 MB: the COMMIT starts SQLite's automatic checkpoint, which copies and syncs them.
+    const fill = "INSERT INTO big WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 " +
+      "FROM c WHERE i < 5000) SELECT ?, zeroblob(4000) FROM c";
+    const outcomes: string[] = [];
+    for (let round = 0; round < 12; round++) {
+      await db.exec("BEGIN");
+      const began = performance.now();
+      const filled = await settled(db.run(fill, [round]));
+      if ("err" in filled) {
+        assert.equal(filled.err.code, "TX_TIMEOUT", filled.err.message);
+        await db.exec("ROLLBACK");
+        outcomes.push("fill late");
+        continue;
+      }
+      // COMMIT sent from 120 ms before the deadline to just after it.
+      const at = began + txTimeout - 120 + round * 12;
+      if (at > performance.now()) await delay(at - performance.now());
+      const commit = await settled(db.exec("COMMIT"));
+      const count = async () =>
+        (await other.values<[number]>("SELECT count(*) FROM big WHERE round = ?", [round]))[0][0];
+      if ("ok" in commit) {
+        outcomes.push("committed");
+        assert.equal(
+          await count(),
+          5000,
+          `round ${round}: COMMIT succeeded, yet its rows are not there`,
+        );
+        // The connection writes on, in autocommit.
+        const next = await settled(db.run("INSERT INTO t VALUES (?)", [round]));
+        assert.ok(
+          "ok" in next,
+          `round ${round} (${outcomes}): after a successful COMMIT: ` +
+            ("err" in next ? `${next.err.code}: ${next.err.message}` : ""),
+        );
+        assert.equal(db.inTransaction, false, `round ${round}: a transaction open after COMMIT`);
+      } else {
+        const n = await count();
+        outcomes.push(commit.err.code);
+        assert.equal(commit.err.code, "TX_TIMEOUT", commit.err.message);
+        assert.equal(n, 0, `round ${round}: told TX_TIMEOUT, yet the rows are there`);
+        await db.exec("ROLLBACK");
+      }
+      await db.run("DELETE FROM big");
+    }
+  },
+});
