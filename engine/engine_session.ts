@@ -1022,7 +1022,11 @@ export class EngineSession implements HostedSession {
     return why === null ? cursorTxEnded(id) : why;
   }
 
-  /** Gives up waiting for the writer (the blocked request was cancelled). */
+  /**
+   * Gives up waiting for the writer: the blocked request was cancelled, or
+   * was answered when tried again without needing it (a read that waited
+   * while TEMP tables existed, say, runs on a reader once they are gone).
+   */
   stopWaiting(): void {
     this.#host.writer.leaveQueue(this);
   }

@@ -1183,6 +1183,9 @@ export class Session implements SessionProbe {
       // once they are ready (-1: never early), the rest when the turn ends.
       const waiting = q.length - this.#head;
       let sendEarly = waiting < 2 ? -1 : waiting >> 1;
+      // The head request waited for the writer (tried again now, it may be
+      // answered without it: see below).
+      let headWaited = this.#blocked;
       this.#blocked = false;
       while (this.#head < q.length && !this.#stopping) {
         if (this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget()) break;
@@ -1201,6 +1204,8 @@ export class Session implements SessionProbe {
         try {
           result = this.#dispatch(req);
         } catch (err) {
+          if (headWaited) this.#engine.stopWaiting();
+          headWaited = false;
           this.#answeredOne(req, null, err);
           if (this.#engine.awaitingCommit) this.#hold(req[1] as number, err);
           this.#replyError(req[1] as number, err);
@@ -1212,6 +1217,12 @@ export class Session implements SessionProbe {
           this.#watchGone();
           break;
         }
+        // A request that waited for the writer and is answered now (it took
+        // the writer, or no longer needs it: TEMP tables it went through the
+        // writer for are gone) no longer waits in the writer's line, where
+        // it would keep its place and its busy timeout for the next write.
+        if (headWaited) this.#engine.stopWaiting();
+        headWaited = false;
         if (result instanceof Promise) {
           this.#inflight = this.#settle(req, result);
           break;

@@ -467,3 +467,39 @@ Deno.test({
     }
   },
 });
+
+Deno.test("A read that waited for the writer (TEMP tables) and then ran on a reader leaves the writer's line: the connection's next write waits its full busy timeout", async () => {
+  await using srv = await startServer({ busyTimeout: 600, txIdleTimeout: 0 });
+  await using holder = await srv.client();
+  await holder.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+  await using w = await Wire.open(srv.connectOptions.path!);
+  await holder.exec("BEGIN IMMEDIATE");
+  await holder.exec("CREATE TEMP TABLE scratch (a)");
+  // While TEMP tables exist every statement goes through the writer: this read waits.
+  const first = await w.send(Op.Query, "SELECT count(*) FROM t", null, null);
+  await delay(100);
+  await holder.exec("DROP TABLE temp.scratch");
+  // A request arriving makes the server look at the waiting read again: it runs on a reader now.
+  const second = await w.send(Op.Query, "SELECT 2", null, null);
+  for (const id of [first, second]) {
+    const [got, status, body] = await w.reply();
+    assert.equal(got, id);
+    assert.ok(!isError(status), JSON.stringify(body));
+  }
+  // Well past the busy timeout of that first wait, the writer still held: a write now waits
+  // its own busy timeout before it fails.
+  await delay(900);
+  const start = performance.now();
+  const id = await w.send(Op.Run, "INSERT INTO t VALUES (1)", null, null);
+  const [got, status, body] = await w.reply();
+  const waited = performance.now() - start;
+  assert.equal(got, id);
+  assert.ok(isError(status));
+  assert.equal((body as { code: string }).code, "BUSY_TIMEOUT", JSON.stringify(body));
+  assert.ok(
+    waited >= 500,
+    `failed after ${waited.toFixed(0)} ms, without waiting its busy timeout`,
+  );
+  await holder.exec("ROLLBACK");
+  await w.ok("INSERT INTO t VALUES (2)");
+});
