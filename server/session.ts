@@ -1308,6 +1308,13 @@ export class Session implements SessionProbe {
     this.#headStart = 0;
     this.#answered++;
     if (this.#engine.inTransaction) {
+      if ((this.#engine.txEnds ?? 0) !== this.#txEndsSent) {
+        // A script ended the transaction and began the one open now (`COMMIT;
+        // BEGIN`): the writes of the one that ended are not this one's (a
+        // late cancel of one of them must not end this one).
+        this.#txWrites = null;
+        this.#txSince = 0;
+      }
       if (this.#txSince === 0) this.#txSince = now;
       if (this.#engine.wroteInTransactionSince?.(this.#writeMark) === true) {
         this.#noteTxWrite(req[1] as number);

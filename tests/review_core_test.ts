@@ -503,3 +503,23 @@ Deno.test("A read that waited for the writer (TEMP tables) and then ran on a rea
   await holder.exec("ROLLBACK");
   await w.ok("INSERT INTO t VALUES (2)");
 });
+
+Deno.test("A cancel of a write answered in a transaction that a script then committed (COMMIT; BEGIN) does not end the transaction begun after it", async () => {
+  await using srv = await startServer();
+  await using db = await srv.client();
+  await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+  await using w = await Wire.open(srv.connectOptions.path!);
+  await w.ok("BEGIN");
+  const write = await w.send(Op.Run, "INSERT INTO t VALUES (1)", null, null);
+  const [got, status] = await w.reply();
+  assert.equal(got, write);
+  assert.ok(!isError(status));
+  const { status: s2 } = await w.call(Op.Exec, "COMMIT; BEGIN; INSERT INTO t VALUES (2)");
+  assert.ok(!isError(s2));
+  assert.equal(s2 & Status.TxEnded, Status.TxEnded);
+  // Late: that write's transaction is committed, and the one open now never held it.
+  await w.cancel(write);
+  await w.ok("INSERT INTO t VALUES (3)");
+  await w.ok("COMMIT");
+  assert.deepEqual(await ids(db), [1, 2, 3]);
+});
