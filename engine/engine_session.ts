@@ -1183,12 +1183,20 @@ export class EngineSession implements HostedSession {
       // changed is read first, on every binding.
       host.writer.currentSchema();
       const p = host.writer.connection.prepareUncached(text);
-      cursor = this.#liveCursor(p, args, ms, () => {});
-      if (writes(p)) {
-        // Its steps write (each `next`): counted as writes of the transaction.
-        const opened = this.#addCursor(cursor);
-        (this.#writingCursors ??= new Map()).set(opened[0], p);
-        return opened;
+      if (p.txOp !== null) {
+        // Transaction control (no rows) runs now, as any statement does
+        // (below): a COMMIT or ROLLBACK stepped by the cursor's `next`
+        // would end the transaction without giving the writer back.
+        p.stmt.finalize();
+        buffered = "it controls the transaction";
+      } else {
+        cursor = this.#liveCursor(p, args, ms, () => {});
+        if (writes(p)) {
+          // Its steps write (each `next`): counted as writes of the transaction.
+          const opened = this.#addCursor(cursor);
+          (this.#writingCursors ??= new Map()).set(opened[0], p);
+          return opened;
+        }
       }
     } else {
       // While TEMP objects exist every statement runs on the writer, which

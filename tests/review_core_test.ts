@@ -523,3 +523,28 @@ Deno.test("A cancel of a write answered in a transaction that a script then comm
   await w.ok("COMMIT");
   assert.deepEqual(await ids(db), [1, 2, 3]);
 });
+
+for (const end of ["COMMIT", "ROLLBACK"]) {
+  Deno.test(`A ${end} run through iterate() ends the transaction and gives the writer back, as run() does`, async () => {
+    await using srv = await startServer({ busyTimeout: 2000, txIdleTimeout: 300 });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    await using w = await Wire.open(srv.connectOptions.path!);
+    await w.ok("BEGIN");
+    await w.ok("INSERT INTO t VALUES (1)");
+    const open = await w.call(Op.Iterate, end, null, null);
+    assert.ok(!isError(open.status), JSON.stringify(open.body));
+    const next = await w.call(Op.Next, (open.body as [number])[0]);
+    assert.ok(!isError(next.status), JSON.stringify(next.body));
+    assert.deepEqual(next.body, [[], true]);
+    assert.equal(next.status & Status.InTransaction, 0, "no transaction open after it");
+    // Another client writes at once, without waiting for the lease to end.
+    const start = performance.now();
+    await db.run("INSERT INTO t VALUES (2)");
+    assert.ok(performance.now() - start < 250, `waited ${performance.now() - start} ms`);
+    // Past the idle lease: nothing was left to expire, the connection goes on.
+    await delay(500);
+    await w.ok("INSERT INTO t VALUES (3)");
+    assert.deepEqual(await ids(db), end === "COMMIT" ? [1, 2, 3] : [2, 3]);
+  });
+}
