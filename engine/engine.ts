@@ -606,7 +606,7 @@ export class Engine {
         release: (s) => {
           if (this.#queue.owner === s) this.#release();
         },
-        leaveQueue: (s) => this.#queue.leave(s, this.#isFree),
+        leaveQueue: (s) => this.#queue.withdraw(s, this.#isFree),
         abort: (s) => this.#abort(s),
         forget: (s) => {
           this.#queue.forget(s);

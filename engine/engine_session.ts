@@ -912,7 +912,17 @@ export class EngineSession implements HostedSession {
     this.runningOnWriter = p.onWriter;
     return this.#host.track(
       running.done.then(
-        (o) => o,
+        (o) => {
+          // The engine ended the transaction while its own COMMIT (or the
+          // RELEASE of its outermost savepoint) ran, which nothing stops
+          // once it runs (its lease, or a cancel of a write of it that
+          // had already run): it committed, as the client asked. The
+          // writer is given back as after any COMMIT, not rolled back.
+          if (this.#aborted !== null && inTx && endsTx(p) && !p.conn.inTransaction) {
+            this.#aborted = null;
+          }
+          return o;
+        },
         (err) => {
           throw this.#noteAbort(err, p, inTx);
         },
@@ -1019,7 +1029,11 @@ export class EngineSession implements HostedSession {
     return why === null ? cursorTxEnded(id) : why;
   }
 
-  /** Gives up waiting for the writer (the blocked request was cancelled). */
+  /**
+   * Gives up waiting for the writer: the blocked request was cancelled, or
+   * was answered when tried again without needing it (a read that waited
+   * while TEMP tables existed, say, runs on a reader once they are gone).
+   */
   stopWaiting(): void {
     this.#host.writer.leaveQueue(this);
   }
@@ -1176,12 +1190,20 @@ export class EngineSession implements HostedSession {
       // changed is read first, on every binding.
       host.writer.currentSchema();
       const p = host.writer.connection.prepareUncached(text);
-      cursor = this.#liveCursor(p, args, ms, () => {});
-      if (writes(p)) {
-        // Its steps write (each `next`): counted as writes of the transaction.
-        const opened = this.#addCursor(cursor);
-        (this.#writingCursors ??= new Map()).set(opened[0], p);
-        return opened;
+      if (p.txOp !== null) {
+        // Transaction control (no rows) runs now, as any statement does
+        // (below): a COMMIT or ROLLBACK stepped by the cursor's `next`
+        // would end the transaction without giving the writer back.
+        p.stmt.finalize();
+        buffered = "it controls the transaction";
+      } else {
+        cursor = this.#liveCursor(p, args, ms, () => {});
+        if (writes(p)) {
+          // Its steps write (each `next`): counted as writes of the transaction.
+          const opened = this.#addCursor(cursor);
+          (this.#writingCursors ??= new Map()).set(opened[0], p);
+          return opened;
+        }
       }
     } else {
       // While TEMP objects exist every statement runs on the writer, which
@@ -2086,4 +2108,9 @@ function writes(p: Prepared): boolean {
 /** True for a statement stopped at its deadline. */
 function isTimeout(err: unknown): boolean {
   return err instanceof SqliteError && err.code === ErrorCode.StatementTimeout;
+}
+
+/** True for a statement that commits the transaction it ends: COMMIT, END, the outermost RELEASE. */
+function endsTx(p: Prepared): boolean {
+  return p.txOp === "COMMIT" || p.txOp === "RELEASE";
 }

@@ -70,7 +70,7 @@ export interface WriterAccess {
   touch(s: EngineSession): void;
   /** Gives back a writer acquired for a grouped write that did not run. */
   release(s: EngineSession): void;
-  /** `s` gives up waiting in line. */
+  /** `s` gives up waiting in line (its request was cancelled, or no longer needs the writer). */
   leaveQueue(s: EngineSession): void;
   /** Rolls back the transaction of `s`, if it holds the writer (close, lease). */
   abort(s: EngineSession): void;

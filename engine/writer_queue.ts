@@ -237,6 +237,17 @@ export class WriterQueue<S extends Waiter> {
     if (i === 0) this.drain(isFree);
   }
 
+  /**
+   * `s` no longer waits: its request was cancelled, or was answered without
+   * the writer (it needs it no more). Leaves the line as {@link leave}
+   * does, and drops a busy timeout that expired meanwhile, which belonged
+   * to that request, not to the next one of `s`.
+   */
+  withdraw(s: S, isFree: () => boolean): void {
+    this.#expired.delete(s);
+    this.leave(s, isFree);
+  }
+
   /** Forgets `s` entirely (it closed). */
   forget(s: S): void {
     this.#expired.delete(s);

@@ -569,8 +569,8 @@ export class Session implements SessionProbe {
 
   /**
    * True when a request received and not yet answered may end the open
-   * transaction: any mention of COMMIT, END or RELEASE in its SQL (a
-   * prepared statement's, for a handle), or SQL of another type.
+   * transaction: a statement of its SQL (a prepared statement's, for a
+   * handle) begins with COMMIT, END or RELEASE, or its SQL is of another type.
    */
   #mayEndTransaction(): boolean {
     const q = this.#queue;
@@ -1183,6 +1183,9 @@ export class Session implements SessionProbe {
       // once they are ready (-1: never early), the rest when the turn ends.
       const waiting = q.length - this.#head;
       let sendEarly = waiting < 2 ? -1 : waiting >> 1;
+      // The head request waited for the writer (tried again now, it may be
+      // answered without it: see below).
+      let headWaited = this.#blocked;
       this.#blocked = false;
       while (this.#head < q.length && !this.#stopping) {
         if (this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget()) break;
@@ -1201,6 +1204,8 @@ export class Session implements SessionProbe {
         try {
           result = this.#dispatch(req);
         } catch (err) {
+          if (headWaited) this.#engine.stopWaiting();
+          headWaited = false;
           this.#answeredOne(req, null, err);
           if (this.#engine.awaitingCommit) this.#hold(req[1] as number, err);
           this.#replyError(req[1] as number, err);
@@ -1212,6 +1217,12 @@ export class Session implements SessionProbe {
           this.#watchGone();
           break;
         }
+        // A request that waited for the writer and is answered now (it took
+        // the writer, or no longer needs it: TEMP tables it went through the
+        // writer for are gone) no longer waits in the writer's line, where
+        // it would keep its place and its busy timeout for the next write.
+        if (headWaited) this.#engine.stopWaiting();
+        headWaited = false;
         if (result instanceof Promise) {
           this.#inflight = this.#settle(req, result);
           break;
@@ -1297,6 +1308,13 @@ export class Session implements SessionProbe {
     this.#headStart = 0;
     this.#answered++;
     if (this.#engine.inTransaction) {
+      if ((this.#engine.txEnds ?? 0) !== this.#txEndsSent) {
+        // A script ended the transaction and began the one open now (`COMMIT;
+        // BEGIN`): the writes of the one that ended are not this one's (a
+        // late cancel of one of them must not end this one).
+        this.#txWrites = null;
+        this.#txSince = 0;
+      }
       if (this.#txSince === 0) this.#txSince = now;
       if (this.#engine.wroteInTransactionSince?.(this.#writeMark) === true) {
         this.#noteTxWrite(req[1] as number);
@@ -1888,10 +1906,24 @@ function tooManyValues(limit: number): SqliteError {
   );
 }
 
-/** SQL that may end a transaction (conservative: any mention of COMMIT, END or RELEASE). */
+/**
+ * SQL that may end a transaction: a statement of it begins with COMMIT, END
+ * or RELEASE (conservative: a trigger body's `END` after a semicolon counts
+ * too). An `END` elsewhere (`CASE ... END`) ends nothing: a long statement
+ * with one, its client gone, is stopped as any other.
+ */
 function mayEndTx(sql: string): boolean {
   let found = false;
-  scan(sql, (t) => !(found = t.kind === "word" && ENDS_TX.has(t.text)));
+  let first = true;
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") {
+      first = true;
+      return true;
+    }
+    if (first) found = t.kind === "word" && ENDS_TX.has(t.text);
+    first = false;
+    return !found;
+  });
   return found;
 }
 
