@@ -240,11 +240,12 @@ export class WriterQueue<S extends Waiter> {
   /**
    * `s` no longer waits: its request was cancelled, or was answered without
    * the writer (it needs it no more). Leaves the line as {@link leave}
-   * does, and drops a busy timeout that expired meanwhile, which belonged
-   * to that request, not to the next one of `s`.
+   * does, and drops a busy timeout (or statement deadline) that expired
+   * meanwhile, which belonged to that request, not to the next one of `s`.
    */
   withdraw(s: S, isFree: () => boolean): void {
     this.#expired.delete(s);
+    this.#pastDeadline.delete(s);
     this.leave(s, isFree);
   }
 
