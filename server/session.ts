@@ -1308,7 +1308,7 @@ export class Session implements SessionProbe {
     this.#headStart = 0;
     this.#answered++;
     if (this.#engine.inTransaction) {
-      if ((this.#engine.txEnds ?? 0) !== this.#txEndsSent) {
+      if (this.#txEndedSinceReply) {
         // A script ended the transaction and began the one open now (`COMMIT;
         // BEGIN`): the writes of the one that ended are not this one's (a
         // late cancel of one of them must not end this one).
@@ -1711,8 +1711,12 @@ export class Session implements SessionProbe {
    */
   #status(base: number): number {
     if (!this.#engine.inTransaction) return base;
-    const ended = (this.#engine.txEnds ?? 0) !== this.#txEndsSent;
-    return base | Status.InTransaction | (ended ? Status.TxEnded : 0);
+    return base | Status.InTransaction | (this.#txEndedSinceReply ? Status.TxEnded : 0);
+  }
+
+  /** True when an `exec` script ended a transaction since the previous reply. */
+  get #txEndedSinceReply(): boolean {
+    return (this.#engine.txEnds ?? 0) !== this.#txEndsSent;
   }
 
   /** `txEnds` of the engine session as of the last reply sent (see {@link #status}). */
