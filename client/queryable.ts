@@ -116,8 +116,17 @@ export interface BatchResult<T = Row> extends RunResult {
   rows: T[];
 }
 
-/** Options of `exec()`: only a signal (a script has no single statement deadline). */
+/** Options of `exec()`: a deadline for the whole script, and a signal. */
 export interface ExecOptions {
+  /**
+   * Deadline in ms (> 0) of the whole script, instead of the server's
+   * statement timeout (`--statement-timeout`, which bounds each statement
+   * alone): a statement running at the deadline is stopped, one not yet
+   * begun does not run, and the call fails with `STATEMENT_TIMEOUT` saying
+   * which statement and how many ran before it (as a failing statement, they
+   * stay applied). A server older than this option ignores it.
+   */
+  timeout?: number;
   /** Aborts the call (see {@link CallOptions.signal}). */
   signal?: AbortSignal | null;
 }
@@ -229,10 +238,11 @@ export abstract class Queryable {
    * Runs a script of zero or more statements, without parameters.
    *
    * @param sql The script.
-   * @param options An abort signal.
+   * @param options One deadline for the whole script (see {@link ExecOptions.timeout}), an
+   *   abort signal.
    * @throws {SqliteError} from the first failing statement; earlier ones stay applied.
-   * @throws {TypeError} when `options` is not `{ signal }` (parameters, say: use {@link run}),
-   *   or an argument follows them.
+   * @throws {TypeError} when `options` is not `{ timeout, signal }` (parameters, say: use
+   *   {@link run}), or an argument follows them.
    * @example
    * ```ts
    * import { serve } from "@netsqlite/netsqlite/server";
@@ -249,11 +259,12 @@ export abstract class Queryable {
    */
   async exec(sql: string, options?: ExecOptions | null): Promise<void> {
     checkArgCount(EXEC, arguments.length);
-    const { signal } = callOptions(EXEC, options);
+    const opts = callOptions(EXEC, options);
     checkSql(sql);
     this.#refuseTxControl(sql, true);
+    const wire = wireOptions(opts);
     try {
-      await this.#call(Op.Exec, [sql], signal);
+      await this.#call(Op.Exec, wire === null ? [sql] : [sql, null, wire], opts.signal);
     } catch (err) {
       throw withCallerFrames(err);
     }
@@ -1082,27 +1093,23 @@ async function runTransaction<T>(
 /** What `exec()`'s options are most likely when they are not `{ signal }`: parameters. */
 const EXEC_NO_PARAMS = "exec() takes no parameters: use run() or query() for a statement with " +
   "parameters";
-const EXEC_PARAMS = `${EXEC_NO_PARAMS} (exec()'s second argument is its options: { signal })`;
+const EXEC_PARAMS =
+  `${EXEC_NO_PARAMS} (exec()'s second argument is its options: { timeout, signal })`;
 
 /**
- * `exec()`: a script without parameters, whose only option is a signal;
- * an array, an unknown key, a lone value or values spread after the SQL
- * (`@db/sqlite`'s `exec(sql, ...params)`) are taken for parameters (which a
- * script cannot bind), and `timeout` is explained.
+ * `exec()`: a script without parameters, whose options are a deadline and a
+ * signal; an array, an unknown key, a lone value or values spread after the
+ * SQL (`@db/sqlite`'s `exec(sql, ...params)`) are taken for parameters
+ * (which a script cannot bind).
  */
 const EXEC: CallShape = {
   name: "exec()",
   args: ["sql", "options"],
-  options: ["signal"],
+  options: ["timeout", "signal"],
   arrayMessage: EXEC_PARAMS,
   valueHint: EXEC_NO_PARAMS,
   extraHint: `${EXEC_NO_PARAMS}, given in one array (positional) or plain object (named)`,
-  unknownKey: (key) =>
-    key === "timeout"
-      ? 'Invalid exec() option "timeout": exec() takes only { signal }; each statement of a ' +
-        "script has the server's --statement-timeout as its deadline (for a deadline of your " +
-        "own, run the statements with run(sql, params, { timeout }) or batch(items, { timeout }))"
-      : `Invalid exec() option "${key}": ${EXEC_PARAMS}`,
+  unknownKey: (key) => `Invalid exec() option "${key}": ${EXEC_PARAMS}`,
 };
 
 /** The shape of a call of one statement by its SQL (`run()`, `query()`, ...). */

@@ -170,6 +170,18 @@ function waitedForReader(limits: RunLimits, max: number): SqliteError {
   );
 }
 
+/**
+ * A script (`exec`) whose call's timeout passed between two statements: the
+ * next one did not begin.
+ */
+function scriptTimedOut(timeout: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.StatementTimeout,
+    `Script stopped after ${timeout} ms (the call's timeout option, one deadline for the ` +
+      "whole script): this statement did not begin",
+  );
+}
+
 /** A read cancelled (or its session closed) while it waited for a reader: it never ran. */
 function notRunWaiting(reason: Error): Error {
   if (!(reason instanceof AbortError)) return reason;
@@ -339,6 +351,10 @@ export class EngineSession implements HostedSession {
     // (In autocommit each insert commits: that, and its fsync, stays in the
     // background.)
     const fastShapes = new Map<string, boolean>();
+    // A call's timeout is one deadline for the whole script, as a batch's
+    // (fixed when its first statement begins); without one, each statement
+    // has --statement-timeout.
+    let scriptDeadline: number | undefined;
     /**
      * Runs the script's next statement (`away`: in the background, where the
      * binding can); false when none is left.
@@ -351,6 +367,10 @@ export class EngineSession implements HostedSession {
         throw this.#inScript(err, n + 1);
       }
       if (p === null) return false;
+      if (scriptDeadline !== undefined && performance.now() >= scriptDeadline) {
+        p.stmt.finalize();
+        throw this.#inScript(scriptTimedOut(timeout!), n + 1);
+      }
       const shape = p.readOnly || !writer.inTransaction ? null : insertShape(sql, at, p.stmt.end);
       if (shape !== null) p.fast = fastShapes.get(shape) === true;
       at = p.stmt.end;
@@ -383,8 +403,8 @@ export class EngineSession implements HostedSession {
       };
       let result: Outcome | Promise<Outcome>;
       try {
-        // Each statement of a script has its own deadline.
         const limits = this.#limits(timeout);
+        if (timeout !== undefined) limits.deadline = scriptDeadline ??= deadlineOf(limits);
         result = away
           ? this.#background(p, NO_ARGS, limits, false, null)
           : this.#onWriter(p, NO_ARGS, limits, false);

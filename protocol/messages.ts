@@ -184,8 +184,11 @@ export type BatchItem = [sql: string, params: WireParams];
 export interface Requests {
   /** The first request of a connection. */
   [Op.Hello]: [options: HelloRequest];
-  /** A script of zero or more statements, no parameters. */
-  [Op.Exec]: [sql: string];
+  /**
+   * A script of zero or more statements, no parameters (`params` is always
+   * nil); `options.timeout` is one deadline for the whole script.
+   */
+  [Op.Exec]: [sql: string, params?: null, options?: WireCallOptions | null];
   /** One statement; all rows. */
   [Op.Query]: [sql: StatementRef, params: WireParams, options: WireCallOptions | null];
   /** One statement for its effect. */

@@ -23,8 +23,8 @@ import {
 
 /** Arguments of each op as the engine takes them (options flattened to their fields). */
 export interface DecodedArgs {
-  /** `[sql]` */
-  [Op.Exec]: [sql: string];
+  /** `[sql, timeout]`: `timeout`, one deadline for the whole script */
+  [Op.Exec]: [sql: string, timeout: number | undefined];
   /** `[sql or handle, params, timeout]` */
   [Op.Query]: [
     sql: StatementRef,
@@ -156,7 +156,7 @@ export function decodeRequest(msg: Envelope): DecodedRequest {
             "send one statement with run or query to bind parameters",
         );
       }
-      return { op: Op.Exec, id, args: [sqlText(msg[2])] };
+      return { op: Op.Exec, id, args: [sqlText(msg[2]), timeoutOf(msg[4])] };
     case Op.Query:
       return { op: Op.Query, id, args: [...statementCall(msg), firstOnly(msg[4])] };
     case Op.Run:

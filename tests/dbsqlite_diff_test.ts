@@ -14,7 +14,7 @@ const ENGINES = ["ffi", "node"] as const;
 
 const EXEC_NO_PARAMS = "exec() takes no parameters: use run() or query() for a statement with " +
   "parameters";
-const EXEC_PARAMS = `${EXEC_NO_PARAMS} (exec()'s second argument is its options: { signal })`;
+const EXEC_PARAMS = `${EXEC_NO_PARAMS} (exec()'s second argument is its options: { timeout, signal })`;
 
 for (const engine of ENGINES) {
   // `@db/sqlite`'s `db.exec(sql, ...params)` binds values spread after the
@@ -33,7 +33,7 @@ for (const engine of ENGINES) {
     for (const value of [1, "ada", 1n, true]) {
       await assert.rejects(any.exec("INSERT INTO t (id) VALUES (?)", value), {
         name: "TypeError",
-        message: `Invalid exec() options: expected { signal }, got ${
+        message: `Invalid exec() options: expected { timeout, signal }, got ${
           typeof value === "bigint" ? "1n" : JSON.stringify(value)
         } (${EXEC_NO_PARAMS})`,
       });

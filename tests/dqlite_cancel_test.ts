@@ -582,5 +582,28 @@ Deno.test({
       assert.ok(ms < 240, `the deadline of 100 ms failed the read after ${ms.toFixed(0)} ms`);
       assert.deepEqual(await db.values("SELECT 1"), [[1]]);
     });
+
+    await t.step(
+      "an exec() script's { timeout } is one deadline for the script: it fails at once, " +
+        "naming the statement; those before it stay",
+      async () => {
+        await using srv = await clusterServer(nodes.addresses);
+        await using db = await srv.client();
+        await db.exec("CREATE TABLE t (x)");
+        const started = performance.now();
+        const err = await db.exec(
+          `INSERT INTO t VALUES (1); ${SLOW_READ}; INSERT INTO t VALUES (3)`,
+          {
+            timeout: 100,
+          },
+        ).catch((e) => e);
+        const ms = performance.now() - started;
+        assert.ok(err instanceof SqliteError, String(err));
+        assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
+        assert.match(err.message, /statement 2 of the script/);
+        assert.ok(ms < 240, `the deadline of 100 ms failed the script after ${ms.toFixed(0)} ms`);
+        assert.deepEqual(await db.values("SELECT x FROM t"), [[1]]);
+      },
+    );
   },
 });
