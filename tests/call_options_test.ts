@@ -189,7 +189,8 @@ Deno.test("Queryable query calls refuse options that are no plain object and val
   });
   await assert.rejects(any.exec("INSERT INTO t VALUES (1)", new Map()), {
     name: "TypeError",
-    message: "Invalid exec() options: expected a plain object { timeout, signal }, got an instance of Map",
+    message:
+      "Invalid exec() options: expected a plain object { timeout, signal }, got an instance of Map",
   });
   assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[0]], "nothing ran");
 });

@@ -14,7 +14,8 @@ const ENGINES = ["ffi", "node"] as const;
 
 const EXEC_NO_PARAMS = "exec() takes no parameters: use run() or query() for a statement with " +
   "parameters";
-const EXEC_PARAMS = `${EXEC_NO_PARAMS} (exec()'s second argument is its options: { timeout, signal })`;
+const EXEC_PARAMS =
+  `${EXEC_NO_PARAMS} (exec()'s second argument is its options: { timeout, signal })`;
 
 for (const engine of ENGINES) {
   // `@db/sqlite`'s `db.exec(sql, ...params)` binds values spread after the

@@ -399,7 +399,8 @@ Deno.test("exec() refuses parameters (an array, or a named-parameter object) wit
   });
   await assert.rejects(exec(db, 2), {
     name: "TypeError",
-    message: "Invalid exec() options: expected { timeout, signal }, got 2 (exec() takes no parameters: " +
+    message:
+      "Invalid exec() options: expected { timeout, signal }, got 2 (exec() takes no parameters: " +
       "use run() or query() for a statement with parameters)",
   });
   {
