@@ -49,6 +49,18 @@ export async function refused(
   });
 }
 
+/** Runs `fn` and returns its error (which must be a SqliteError) and how long it took, in ms. */
+export async function timedFailure(fn: () => Promise<unknown>): Promise<[SqliteError, number]> {
+  const started = performance.now();
+  try {
+    await fn();
+  } catch (err) {
+    assert.ok(err instanceof SqliteError, String(err));
+    return [err, performance.now() - started];
+  }
+  assert.fail("expected an error");
+}
+
 /** The next `n` events of `sub` (fewer when it ends); throws after `ms`. */
 export async function takeEvents(
   sub: Subscription,

@@ -7,24 +7,12 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, SqliteError } from "../mod.ts";
+import { connect } from "../mod.ts";
 import { Op, Status } from "../protocol/messages.ts";
-import { startServer } from "./_helpers.ts";
+import { startServer, timedFailure } from "./_helpers.ts";
 import { Wire } from "./_wire.ts";
 
 const FFI = Deno.env.get("NETSQLITE_ENGINE") !== "node";
-
-/** Runs `fn` and returns its error (which must be a SqliteError) and how long it took. */
-async function failure(fn: () => Promise<unknown>): Promise<[SqliteError, number]> {
-  const started = performance.now();
-  try {
-    await fn();
-  } catch (err) {
-    assert.ok(err instanceof SqliteError, String(err));
-    return [err, performance.now() - started];
-  }
-  assert.fail("expected an error");
-}
 
 /** An insert of one row that takes a while: it counts `n` rows of a recursive CTE. */
 function slowInsert(n: number, tag: number): string {
@@ -60,7 +48,7 @@ Deno.test("exec({ timeout }): one deadline for the whole script; the statements 
   const script = Array.from({ length: STATEMENTS }, (_, i) => slowInsert(n, i + 1)).join(";\n");
   // Each statement alone is well within the deadline; all of them are not.
   const timeout = Math.round(single * 3);
-  const [err, ms] = await failure(() => db.exec(script, { timeout }));
+  const [err, ms] = await timedFailure(() => db.exec(script, { timeout }));
   assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
   const m = STOPPED.exec(err.message);
   assert.ok(m !== null, err.message);
@@ -92,7 +80,7 @@ Deno.test("exec({ timeout }) inside a transaction: a deadline passed between sta
   const script = Array.from({ length: STATEMENTS }, (_, i) => `INSERT INTO t VALUES (${i}, 0)`)
     .join(";");
   await db.exec("BEGIN");
-  const [err, ms] = await failure(() => db.exec(script, { timeout: 30 }));
+  const [err, ms] = await timedFailure(() => db.exec(script, { timeout: 30 }));
   assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
   assert.match(
     err.message,
@@ -125,7 +113,7 @@ Deno.test({
     await db.exec("CREATE TABLE t (tag INTEGER, n INTEGER)");
     const runaway = "INSERT INTO t SELECT 2, count(*) FROM (WITH RECURSIVE c(x) AS " +
       "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)";
-    const [err, ms] = await failure(() =>
+    const [err, ms] = await timedFailure(() =>
       db.exec(`INSERT INTO t VALUES (1, 0); ${runaway}; INSERT INTO t VALUES (3, 0)`, {
         timeout: 300,
       })
@@ -144,7 +132,7 @@ Deno.test("exec({ timeout }) bounds the script's wait for the writer: STATEMENT_
   await using db = await connect({ ...srv.connectOptions, max: 1 });
   await db.exec("CREATE TABLE t (x)");
   await holder.exec("BEGIN IMMEDIATE; INSERT INTO t VALUES (1)");
-  const [err, ms] = await failure(() =>
+  const [err, ms] = await timedFailure(() =>
     db.exec("INSERT INTO t VALUES (2); INSERT INTO t VALUES (3)", { timeout: 200 })
   );
   assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);

@@ -7,20 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, SqliteError } from "../mod.ts";
-import { delay, startServer } from "./_helpers.ts";
-
-/** Runs `fn` and returns its error (which must be a SqliteError) and how long it took. */
-async function failure(fn: () => Promise<unknown>): Promise<[SqliteError, number]> {
-  const started = performance.now();
-  try {
-    await fn();
-  } catch (err) {
-    assert.ok(err instanceof SqliteError, String(err));
-    return [err, performance.now() - started];
-  }
-  assert.fail("expected an error");
-}
+import { connect, type SqliteError } from "../mod.ts";
+import { delay, startServer, timedFailure } from "./_helpers.ts";
 
 const WAITED = /^Write waited \d+ ms for the writer, held by session \d+: statement timeout/;
 
@@ -43,7 +31,7 @@ Deno.test("Writer wait: a call's timeout ends the wait for the writer (STATEMENT
     ["BEGIN IMMEDIATE", () => db.run("BEGIN IMMEDIATE", [], { timeout: 200 })],
   ];
   for (const [what, call] of calls) {
-    const [err, ms] = await failure(call);
+    const [err, ms] = await timedFailure(call);
     assert.equal(err.code, "STATEMENT_TIMEOUT", `${what}: ${err.message}`);
     assert.match(err.message, WAITED, what);
     assert.match(err.message, /nothing of it ran/, what);
@@ -63,15 +51,15 @@ Deno.test("Writer wait: --statement-timeout shorter than --busy-timeout ends the
   await using db = await srv.client();
   await db.exec("CREATE TABLE t (x)");
   await holder.exec("BEGIN IMMEDIATE");
-  let [err, ms] = await failure(() => db.run("INSERT INTO t VALUES (1)"));
+  let [err, ms] = await timedFailure(() => db.run("INSERT INTO t VALUES (1)"));
   assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
   assert.match(err.message, WAITED);
   assert.ok(ms >= 250 && ms < 4000, `failed after ${ms.toFixed(0)} ms`);
   // A script, and a prepared write when it runs, wait in the same way.
-  [err] = await failure(() => db.exec("INSERT INTO t VALUES (4); INSERT INTO t VALUES (5)"));
+  [err] = await timedFailure(() => db.exec("INSERT INTO t VALUES (4); INSERT INTO t VALUES (5)"));
   assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
   const insert = await db.prepare("INSERT INTO t VALUES (?)");
-  [err] = await failure(() => insert.run([2]));
+  [err] = await timedFailure(() => insert.run([2]));
   assert.equal(err.code, "STATEMENT_TIMEOUT", err.message);
   // A call's own timeout longer than the busy timeout: the busy timeout ends the wait.
   await using quick = await startServer({ busyTimeout: 200 });
@@ -79,7 +67,7 @@ Deno.test("Writer wait: --statement-timeout shorter than --busy-timeout ends the
   await using c2 = await quick.client();
   await c2.exec("CREATE TABLE t (x)");
   await h2.exec("BEGIN IMMEDIATE");
-  [err, ms] = await failure(() => c2.run("INSERT INTO t VALUES (1)", [], { timeout: 10_000 }));
+  [err, ms] = await timedFailure(() => c2.run("INSERT INTO t VALUES (1)", [], { timeout: 10_000 }));
   assert.equal(err.code, "BUSY_TIMEOUT", err.message);
   assert.ok(ms < 4000, `failed after ${ms.toFixed(0)} ms`);
   await h2.exec("ROLLBACK");
@@ -94,7 +82,9 @@ Deno.test("Writer wait: a waiter past its deadline leaves the queue; the next on
   await using early = await srv.client();
   await using late = await srv.client();
   await holder.exec("CREATE TABLE t (x); BEGIN IMMEDIATE");
-  const first = failure(() => early.run("INSERT INTO t VALUES ('early')", [], { timeout: 150 }));
+  const first = timedFailure(() =>
+    early.run("INSERT INTO t VALUES ('early')", [], { timeout: 150 })
+  );
   await delay(20);
   const second = late.run("INSERT INTO t VALUES ('late')", [], { timeout: 10_000 });
   const [err] = await first;
@@ -112,7 +102,7 @@ Deno.test("Writer wait: a call that timed out waiting for the client's own trans
   let err: SqliteError | undefined;
   await db.transaction(async (tx) => {
     await tx.run("INSERT INTO t VALUES (1)");
-    [err] = await failure(() => db.run("INSERT INTO t VALUES (2)", [], { timeout: 200 }));
+    [err] = await timedFailure(() => db.run("INSERT INTO t VALUES (2)", [], { timeout: 200 }));
   });
   assert.equal(err?.code, "STATEMENT_TIMEOUT", err?.message);
   assert.match(err!.message, /held by this client's own transaction \(session \d+\)/);
