@@ -968,15 +968,18 @@ export function replyTooLarge(maxFrameSize: number): SqliteError {
 /**
  * The error for a statement found past its deadline when a step that
  * nothing could stop returned (node:sqlite cannot interrupt a running
- * statement): it ran to that step's end, so its message tells how long it
- * ran rather than that it was stopped at the deadline.
+ * statement): it ran to that step's end, so its message tells how far past
+ * the deadline it ended rather than that it was stopped at the deadline (a
+ * batch's or script's statements share one deadline, so how long this one
+ * ran would not say it).
  */
 export function statementOverran(limits: RunLimits): SqliteError {
-  const ran = Math.round(performance.now() - (deadlineOf(limits) - limits.timeout));
+  const past = Math.max(1, Math.round(performance.now() - deadlineOf(limits)));
   return new SqliteError(
     ErrorCode.StatementTimeout,
     `Statement exceeded its ${limits.timeout} ms deadline (--statement-timeout or the call's ` +
-      `timeout option): it ran ${ran} ms, as node:sqlite cannot stop a running statement`,
+      `timeout option): it ended ${past} ms past it, as node:sqlite cannot stop a running ` +
+      "statement",
   );
 }
 

@@ -342,7 +342,7 @@ export const SUITE: SuiteCase[] = [
       await rejectsWith(
         db.run(SLOW_WRITE, [], { timeout: 100 }),
         "STATEMENT_TIMEOUT",
-        // (node:sqlite runs it to its end: "exceeded its 100 ms deadline ...: it ran N ms")
+        // (node:sqlite runs it to its end: "exceeded its 100 ms deadline ...: it ended N ms past it")
         /^Statement (stopped after|exceeded its) 100 ms .*rolled back the transaction it was in: end it with ROLLBACK/,
       );
       const refused = /^Transaction was rolled back .*; the earlier error: STATEMENT_TIMEOUT: /;

@@ -1,14 +1,15 @@
 /**
  * node:sqlite cannot stop a running statement: one that ran past its
  * deadline fails with `STATEMENT_TIMEOUT` once it ends, and its message
- * says how long it ran, not that it was stopped at the deadline.
+ * says how far past the deadline it ended, not that it was stopped at the
+ * deadline.
  */
 
 import assert from "node:assert/strict";
 import { SqliteError } from "../client.ts";
 import { startServer } from "./_helpers.ts";
 
-Deno.test("node:sqlite: a statement that runs to its end past its timeout says it exceeded the deadline and how long it ran", async () => {
+Deno.test("node:sqlite: a statement that runs to its end past its timeout says it exceeded the deadline and how far past it it ended", async () => {
   await using srv = await startServer({ engine: "node" });
   await using db = await srv.client();
   const slow =
@@ -18,10 +19,10 @@ Deno.test("node:sqlite: a statement that runs to its end past its timeout says i
   assert.ok(err instanceof SqliteError, String(err));
   assert.equal(err.code, "STATEMENT_TIMEOUT");
   const m =
-    /^Statement exceeded its 50 ms deadline \(.*\): it ran (\d+) ms, as node:sqlite cannot stop a running statement$/
+    /^Statement exceeded its 50 ms deadline \(.*\): it ended (\d+) ms past it, as node:sqlite cannot stop a running statement$/
       .exec(err.message);
   assert.ok(m, err.message);
-  assert.ok(Number(m[1]) > 50, err.message);
+  assert.ok(Number(m[1]) >= 1, err.message);
 });
 
 Deno.test("node:sqlite: a write inside a transaction that ran past its timeout says the server rolled the transaction back", async () => {

@@ -42,8 +42,13 @@ Deno.test("decodeRequest() returns every element the client encodes, for every o
   assert.deepEqual(roundTrip([Op.Exec, 1, "CREATE TABLE t (x)"]), {
     op: Op.Exec,
     id: 1,
-    args: ["CREATE TABLE t (x)"],
+    args: ["CREATE TABLE t (x)", undefined],
   });
+  assert.deepEqual(roundTrip([Op.Exec, 2, "CREATE TABLE t (x)", null, { timeout: 50 }]), {
+    op: Op.Exec,
+    id: 2,
+    args: ["CREATE TABLE t (x)", 50],
+  }, "exec keeps its timeout");
   for (const op of [Op.Query, Op.Run, Op.Iterate] as const) {
     // query's options also carry `first` (get()): false unless sent.
     const more = op === Op.Query ? [false] : [];
