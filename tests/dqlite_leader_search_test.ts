@@ -221,3 +221,31 @@ Deno.test("cluster mode: callers that find no leader share the search, and each 
     for (const conn of held) conn.close();
   }
 });
+
+Deno.test("cluster mode: a caller does not join a search for the leader that is already over: it begins its own", async () => {
+  // A search whose deadline has passed by the time it is set up ends at once, inside the
+  // call that began it, and was forgotten as the search under way only a microtask later:
+  // a caller coming meanwhile joined it and met its NO_LEADER, without a search of its own
+  // within its own leaderTimeout. In use, the search is begun by a caller searching again
+  // (the leader it found was lost) whose leaderTimeout runs out between its check that time
+  // is left and the search's setup, and the caller meanwhile is another one searching again
+  // in the same microtask checkpoint (the earlier search's callers resume together). A
+  // leaderTimeout of a nanosecond makes every search end so, and callers in one tick meet
+  // that window every time. Nothing listens on the address: no node is asked in time.
+  const [nowhere] = freePorts(1);
+  const cluster = new DqliteCluster([`127.0.0.1:${nowhere}`], { leaderTimeout: 1e-6 });
+  try {
+    const outcomes = await Promise.all(
+      Array.from({ length: 3 }, () => cluster.leader().then(() => null, (e: unknown) => e)),
+    );
+    for (const [i, err] of outcomes.entries()) {
+      assert.ok(err instanceof SqliteError, `caller ${i}: ${err}`);
+      assert.equal(err.code, "NO_LEADER", err.message);
+      assert.match(err.message, /was not asked in time$/);
+    }
+    // Each caller began its own search (before: the first caller's, over, served all three).
+    assert.deepEqual(cluster.searchStats, { searches: 3, asks: 0 });
+  } finally {
+    cluster.close();
+  }
+});

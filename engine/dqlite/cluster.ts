@@ -188,8 +188,11 @@ interface SharedSearch {
   started: number;
   /** The latest deadline of the callers that joined it: it runs until then at most. */
   deadline: Deadline;
-  /** The cluster's closing signal when it began ({@link DqliteCluster.close} ends it). */
-  closing: AbortSignal;
+  /**
+   * True once it ended (found the leader, ran out, or {@link DqliteCluster.close}
+   * ended it): not joined then, though `done`'s callback forgets it only later.
+   */
+  ended: () => boolean;
   /** How far it got: for a caller whose own deadline comes first. */
   progress: Found;
   /** Settles with how it ended. */
@@ -409,18 +412,21 @@ export class DqliteCluster {
    */
   #join(deadline: number): SharedSearch {
     const current = this.#shared;
-    if (current !== null && !current.closing.aborted) {
+    if (current !== null && !current.ended()) {
       current.deadline.at = Math.max(current.deadline.at, deadline);
       return current;
     }
     this.#searchCount++;
     const started = performance.now();
     const limit: Deadline = { at: deadline };
-    const { progress, done } = this.#begin(this.#order(), limit, { again: true, register: true });
+    const { progress, done, ended } = this.#begin(this.#order(), limit, {
+      again: true,
+      register: true,
+    });
     const search: SharedSearch = {
       started,
       deadline: limit,
-      closing: this.#closing.signal,
+      ended,
       progress,
       done,
       waiters: 0,
@@ -485,13 +491,14 @@ export class DqliteCluster {
 
   /**
    * {@link #search}, its `progress` readable while it runs; `deadline.at`
-   * may be pushed back meanwhile.
+   * may be pushed back meanwhile. `ended()` turns true as it ends (before
+   * `done` settles): a deadline already past ends it before this returns.
    */
   #begin(
     order: readonly string[],
     deadline: Deadline,
     options: SearchOptions,
-  ): { progress: Found; done: Promise<Found> } {
+  ): { progress: Found; done: Promise<Found>; ended: () => boolean } {
     const progress: Found = {
       conn: null,
       error: undefined,
@@ -499,6 +506,7 @@ export class DqliteCluster {
       outcomes: new Map(),
       running: new Set(),
     };
+    let over = false;
     const done = new Promise<Found>((resolve) => {
       const stop = new AbortController(); // ends the questions under way once the search is over
       const closing = this.#closing.signal;
@@ -506,7 +514,6 @@ export class DqliteCluster {
       const queue = order.filter((a) => a !== options.exclude);
       const retries = new Map<string, ReturnType<typeof setTimeout>>();
       const tries = new Map<string, number>();
-      let over = false;
       let hedge: ReturnType<typeof setTimeout> | undefined;
       let limit: ReturnType<typeof setTimeout> | undefined;
       const end = (conn: DqliteConn | null): void => {
@@ -581,7 +588,7 @@ export class DqliteCluster {
       askNext();
       if (running.size === 0) end(null); // nothing to ask
     });
-    return { progress, done };
+    return { progress, done, ended: () => over };
   }
 
   /**
