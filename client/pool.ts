@@ -545,7 +545,8 @@ export class Pool implements ConnectionEvents {
         new SqliteError(
           ErrorCode.TxControl,
           `Cannot reserve a connection from inside the client's own transaction(): ${own} of ` +
-            `its ${this.#config.max} connections (max) are reserved by that transaction, and ` +
+            `its ${this.#config.max} connections (max) ${own === 1 ? "is" : "are"} reserved by ` +
+            "that transaction, and " +
             "reserve() leaves one for plain calls, so it would wait for the transaction to end; " +
             "query through tx, or connect with a larger max",
         ),
@@ -770,6 +771,8 @@ export class Pool implements ConnectionEvents {
         const why = max > 1 && waiter !== undefined && this.#reserveWaiters.includes(waiter)
           ? `reserve() and transaction() hold at most ${max - 1} of its ${max} (max − 1: one ` +
             "is left for plain calls), and those are reserved or busy"
+          : max === 1
+          ? "its one connection (max: 1) is reserved or busy"
           : `all ${max} are reserved or busy`;
         giveUp(
           new ConnectionError(

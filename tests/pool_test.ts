@@ -717,6 +717,21 @@ Deno.test("Client with acquireTimeout: a call, reserve() and transaction() waiti
   assert.ok(db.connections <= 2);
 });
 
+Deno.test("Client with max: 1 and acquireTimeout: a call waiting for the one connection says so in the singular", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1, acquireTimeout: 100 });
+  const held = await db.reserve();
+  const err = await db.values("SELECT 1").then(() => null, (e) => e);
+  assert.ok(err instanceof ConnectionError, String(err));
+  assert.equal(err.code, "ACQUIRE_TIMEOUT");
+  assert.match(
+    err.message,
+    /within acquireTimeout \(100 ms\): its one connection \(max: 1\) is reserved or busy$/,
+  );
+  held.release();
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+});
+
 Deno.test("Client.reserve() and transaction() waiting for a connection reject at once with AbortError when their signal aborts", async () => {
   await using srv = await startServer();
   await using db = await connect({ ...srv.connectOptions, max: 2 });
