@@ -826,10 +826,14 @@ export class EngineSession implements HostedSession {
       return this.#background(p, args, limits, wantRows, null);
     }
     if (p.readOnly) {
+      // A read can end the transaction too: SQLite rolls it back when the
+      // read fails with a full device or an I/O error (spilling the
+      // transaction's pages from a full cache), or running out of memory.
+      const inTx = !this.#grouping && p.conn.inTransaction;
       try {
         return runInline(p, args, limits, wantRows, INLINE_BUDGET_MS);
       } catch (err) {
-        if (!toBackground(err)) throw err;
+        if (!toBackground(err)) throw this.#noteAbort(err, p, inTx);
       }
       return this.#background(p, args, limits, wantRows, null);
     }

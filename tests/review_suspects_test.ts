@@ -1,0 +1,71 @@
+/**
+ * Suspicions left by the review of the engine core, reproduced on real
+ * servers (both engines where they apply).
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { SqliteError } from "../client.ts";
+import { startServer } from "./_helpers.ts";
+import { ENGINE } from "./_logged_server.ts";
+import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
+
+Deno.test({
+  name: "A read inside a transaction that fails so that SQLite rolls the transaction back " +
+    "(a full device as the read spills the transaction's pages) ends the transaction: " +
+    "later requests are refused until ROLLBACK, none runs in autocommit",
+  ignore: !canMount,
+  async fn() {
+    await using disk = await mountedDisk("48m");
+    const database = `${disk.disk}/a.db`;
+    const made = new DatabaseSync(database);
+    made.exec(
+      "PRAGMA journal_mode = WAL; CREATE TABLE big (id INTEGER PRIMARY KEY, v); " +
+        "CREATE TABLE other (id INTEGER PRIMARY KEY, v); CREATE TABLE t (id INTEGER PRIMARY KEY); " +
+        "INSERT INTO other WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c " +
+        "WHERE i < 4000) SELECT i, randomblob(1000) FROM c",
+    );
+    made.close();
+    await using srv = await startServer({ database });
+    const db = await srv.client();
+    try {
+      await db.exec("BEGIN");
+      // More dirty pages than the writer's page cache holds (2 MiB): the
+      // cache stays full of them, so each page a later read loads spills one
+      // to the WAL first.
+      await db.exec(
+        "INSERT INTO big WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c " +
+          "WHERE i < 4000) SELECT i, randomblob(1000) FROM c",
+      );
+      await fill(disk.disk);
+      const read = await db.get("SELECT count(*) AS n, sum(length(v)) AS s FROM other").then(
+        (row) => ({ row }),
+        (err: unknown) => ({ err }),
+      );
+      await Deno.remove(`${disk.disk}/filler`);
+      if (!("err" in read)) assert.fail(`the read answered ${JSON.stringify(read.row)}`);
+      assert.ok(read.err instanceof SqliteError, String(read.err));
+      // (node:sqlite hides the error of a query's step: the server sees the
+      // transaction gone, not why.)
+      assert.equal(
+        read.err.code,
+        ENGINE === "ffi" ? "SQLITE_FULL" : "SQLITE_ERROR",
+        read.err.message,
+      );
+      assert.match(read.err.message, /SQLite rolled back the transaction it was in/);
+      // SQLite rolled the transaction back: the next write must not run in
+      // autocommit (and commit), it is refused until ROLLBACK.
+      const write = await db.run("INSERT INTO t VALUES (1)").then(
+        () => null,
+        (err: unknown) => err,
+      );
+      assert.ok(write instanceof SqliteError, "the write after the failed read ran");
+      assert.equal(write.code, "TX_ABORTED", write.message);
+      await db.exec("ROLLBACK");
+      assert.deepEqual(await db.values("SELECT id FROM t"), []);
+      assert.deepEqual(await db.values("SELECT count(*) FROM big"), [[0]]);
+    } finally {
+      await db.close();
+    }
+  },
+});
