@@ -1895,6 +1895,9 @@ export class EngineSession implements HostedSession {
     // never change for them: the shared reader answers it, in a transaction
     // too (pragma_use.ts).
     if (isDataVersionRead(sql)) {
+      // Behind this session's own grouped write, it waits for that write's
+      // commit, as any read on the shared reader does (below): it counts it.
+      if (this.#awaitingCommit) return BLOCKED;
       const p = host.readers.snapshot()?.prepare(sql);
       if (p !== undefined) {
         host.writer.touch(this); // (a request of the transaction: it is not idle)

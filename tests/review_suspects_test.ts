@@ -69,3 +69,22 @@ Deno.test({
     }
   },
 });
+
+Deno.test("PRAGMA data_version pipelined right behind the client's own grouped write answers the value after that write's commit", async () => {
+  await using srv = await startServer();
+  await using a = await srv.client();
+  await using b = await srv.client();
+  await a.exec("CREATE TABLE g (v)");
+  const write = "INSERT INTO g VALUES (?)";
+  // Known fast (it ran within the inline budget), so that it is grouped.
+  for (let i = 0; i < 3; i++) await a.run(write, [i]);
+  for (let round = 0; round < 10; round++) {
+    const [[before]] = await a.values<[number]>("PRAGMA data_version");
+    const [, [[after]]] = await Promise.all([
+      a.run(write, [round]),
+      a.values<[number]>("PRAGMA data_version"),
+      b.run(write, [-round]),
+    ]);
+    assert.notEqual(after, before, `round ${round}: the write before it committed`);
+  }
+});
