@@ -234,6 +234,14 @@ export class EngineSession implements HostedSession {
    * that began (the connection cannot be asked while a statement steps on it).
    */
   #txWhileRunning = false;
+  /**
+   * True while the transaction's own COMMIT (or the RELEASE of its
+   * outermost savepoint) runs in the background: a lease that ends then
+   * (`#leaseEndedInCommit`) is reported once it is known whether it
+   * committed.
+   */
+  #runningCommit = false;
+  #leaseEndedInCommit: LeaseEnd | null = null;
   /** True while this session's last write waits in a group commit. */
   #awaitingCommit = false;
   readonly #onCommit: (error: SqliteError | null) => void;
@@ -911,6 +919,7 @@ export class EngineSession implements HostedSession {
   ): Promise<Outcome> {
     const inTx = p.onWriter && p.conn.inTransaction;
     if (p.onWriter) this.#txWhileRunning = inTx;
+    this.#runningCommit = inTx && endsTx(p);
     const running = runInBackground(p, args, limits, wantRows);
     this.#running = running;
     this.runningOnWriter = p.onWriter;
@@ -934,6 +943,11 @@ export class EngineSession implements HostedSession {
         this.#running = null;
         this.runningOnWriter = false;
         this.#txWhileRunning = false;
+        this.#runningCommit = false;
+        const lease = this.#leaseEndedInCommit;
+        this.#leaseEndedInCommit = null;
+        // (Committed: the lease's end changed nothing, and is not reported.)
+        if (lease !== null && this.#aborted !== null) this.#host.leaseEnded(this, lease);
         if (p.onWriter) this.#endInterruptedCursors(running.interruptedBy);
         release?.();
         // Closed, or the transaction's lease ran out, while it ran: roll
@@ -1819,10 +1833,13 @@ export class EngineSession implements HostedSession {
     if (!this.#closed) this.#wake();
   }
 
-  /** The engine rolled back this session's transaction when its lease ended. @internal */
-  expire(why: LeaseEnd): void {
+  /** The engine ends this session's transaction, whose lease ended (HostedSession). @internal */
+  expire(why: LeaseEnd): boolean {
     const config = this.#host.config;
     this.#aborted = leaseExpired(why, config.txIdleTimeout, config.txTimeout ?? 0);
+    if (!this.#runningCommit) return false;
+    this.#leaseEndedInCommit = why;
+    return true;
   }
 
   /** Deadline and result limit of one statement. */

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { SqliteError } from "../client.ts";
-import { startServer } from "./_helpers.ts";
-import { ENGINE } from "./_logged_server.ts";
+import { delay, startServer, tempDir } from "./_helpers.ts";
+import { connectWhenUp, ENGINE, spawnServer, stop } from "./_logged_server.ts";
 import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
 
 Deno.test({
@@ -87,4 +87,66 @@ Deno.test("PRAGMA data_version pipelined right behind the client's own grouped w
     ]);
     assert.notEqual(after, before, `round ${round}: the write before it committed`);
   }
+});
+
+Deno.test({
+  name: "--tx-timeout reached while the transaction's COMMIT runs in the background, which " +
+    "commits: the server's log does not say the transaction was rolled back [ffi]",
+  ignore: ENGINE !== "ffi",
+  async fn() {
+    await using dir = await tempDir();
+    const sock = `${dir.path}/s.sock`;
+    const txTimeout = 600;
+    const srv = spawnServer(`${dir.path}/a.db`, sock, [
+      "--tx-timeout",
+      String(txTimeout),
+      "--synchronous",
+      "full",
+      "--busy-timeout",
+      "10000",
+    ]);
+    const db = await connectWhenUp(sock, srv.child);
+    const outcomes: string[] = [];
+    try {
+      await db.exec("CREATE TABLE big (round, v)");
+      // 20 MB: the COMMIT starts SQLite's automatic checkpoint, which copies and syncs them.
+      const fill = "INSERT INTO big WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 " +
+        "FROM c WHERE i < 5000) SELECT ?, zeroblob(4000) FROM c";
+      for (let round = 0; round < 12; round++) {
+        await db.exec("BEGIN");
+        const began = performance.now();
+        const filled = await db.run(fill, [round]).then(() => null, (err: unknown) => err);
+        if (filled !== null) {
+          assert.ok(filled instanceof SqliteError, String(filled));
+          assert.equal(filled.code, "TX_TIMEOUT", filled.message);
+          await db.exec("ROLLBACK");
+          outcomes.push("fill late");
+          continue;
+        }
+        // COMMIT sent from 120 ms before the deadline to just after it.
+        const at = began + txTimeout - 120 + round * 12;
+        if (at > performance.now()) await delay(at - performance.now());
+        const commit = await db.exec("COMMIT").then(() => null, (err: unknown) => err);
+        if (commit === null) {
+          outcomes.push("committed");
+        } else {
+          assert.ok(commit instanceof SqliteError, String(commit));
+          assert.equal(commit.code, "TX_TIMEOUT", commit.message);
+          await db.exec("ROLLBACK");
+          outcomes.push("rolled back");
+        }
+        await db.run("DELETE FROM big");
+      }
+    } finally {
+      await db.close();
+      await stop(srv);
+    }
+    const rolledBack = outcomes.filter((o) => o !== "committed").length;
+    const logged = srv.log().match(/lease expired: .* rolled back/g) ?? [];
+    assert.equal(
+      logged.length,
+      rolledBack,
+      `outcomes ${outcomes}; the log:\n${srv.log()}`,
+    );
+  },
 });
