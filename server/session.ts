@@ -1188,7 +1188,12 @@ export class Session implements SessionProbe {
       let headWaited = this.#blocked;
       this.#blocked = false;
       while (this.#head < q.length && !this.#stopping) {
-        if (this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget()) break;
+        // A request woken from the writer's line runs even past the bound on
+        // replies: it started under it, and then waited. Held back, it would
+        // lose its place in line (the engine skips a waiter that does not
+        // take the writer when woken) to the writes queued behind it.
+        const held = this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget();
+        if (held && !headWaited) break;
         if (this.#answeredAt - turnStart >= turnMs) {
           this.#yieldTurn();
           break;

@@ -9,6 +9,8 @@ import { SqliteError } from "../client.ts";
 import { delay, startServer, tempDir } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, spawnServer, stop } from "./_logged_server.ts";
 import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
+import { Wire } from "./_wire.ts";
+import { Op } from "../protocol/messages.ts";
 
 Deno.test({
   name: "A read inside a transaction that fails so that SQLite rolls the transaction back " +
@@ -149,4 +151,44 @@ Deno.test({
       `outcomes ${outcomes}; the log:\n${srv.log()}`,
     );
   },
+});
+
+Deno.test("A write waiting for the writer keeps its place in line while its connection's replies are held back (the server's unsent replies past --max-unsent-bytes)", async () => {
+  const MiB = 1024 * 1024;
+  await using srv = await startServer({ maxResultBytes: MiB, maxUnsentBytes: 5 * MiB });
+  const holder = await srv.client();
+  const c = await srv.client();
+  const path = (srv.connectOptions as { path: string }).path;
+  const a = await Wire.open(path);
+  const p = await Wire.open(path);
+  try {
+    await holder.exec(
+      "CREATE TABLE w (who TEXT); CREATE TABLE blob (v); " +
+        "INSERT INTO blob VALUES (randomblob(900000))",
+    );
+    await holder.exec("BEGIN IMMEDIATE");
+    // A: reads whose replies it does not take (some stay unsent), then a
+    // write, which waits for the writer, first in line.
+    const read = [Op.Query, "SELECT v FROM blob", null, null];
+    await a.sendAll(read, read, read, [Op.Run, "INSERT INTO w VALUES ('a')", null, null]);
+    await delay(100);
+    // C's write waits behind A's.
+    const cWrite = c.run("INSERT INTO w VALUES ('c')");
+    await delay(100);
+    // P's replies, which P does not read either, take the server past its bound.
+    await p.sendAll(...Array.from({ length: 12 }, () => read));
+    await delay(200);
+    await holder.exec("ROLLBACK");
+    await cWrite;
+    assert.deepEqual(
+      await holder.values("SELECT who FROM w ORDER BY rowid"),
+      [["a"], ["c"]],
+      "A's write came first in line",
+    );
+  } finally {
+    await a[Symbol.asyncDispose]();
+    await p[Symbol.asyncDispose]();
+    await c.close();
+    await holder.close();
+  }
 });
