@@ -426,9 +426,11 @@ export class Session implements SessionProbe {
           [CONNECTION_ERROR_ID, Status.Event, payload],
           this.#hello.limits.maxFrameSize,
         ) !== -1,
+      // Not while replies are held for a group commit: a failed one replaces
+      // everything appended after them (#onCommit), events included.
       room: () =>
         !this.#dead && !this.#channel.closed && this.#encoder.size < HIGH_WATER &&
-        !this.#overUnsentBudget(),
+        !this.#engine.awaitingCommit && !this.#overUnsentBudget(),
       flush: () => this.#channel.flush(),
     }, engine.sqlite.engine);
   }
@@ -1558,6 +1560,7 @@ export class Session implements SessionProbe {
     const released = this.#released;
     this.#released = null;
     released?.();
+    this.#feeds.pump(); // (events held back meanwhile)
     this.#pump();
   }
 

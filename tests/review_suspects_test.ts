@@ -6,11 +6,11 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { SqliteError } from "../client.ts";
-import { delay, startServer, tempDir } from "./_helpers.ts";
+import { delay, startServer, tempDir, within } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, spawnServer, stop } from "./_logged_server.ts";
 import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
 import { Wire } from "./_wire.ts";
-import { Op } from "../protocol/messages.ts";
+import { Op, Status } from "../protocol/messages.ts";
 
 Deno.test({
   name: "A read inside a transaction that fails so that SQLite rolls the transaction back " +
@@ -191,4 +191,72 @@ Deno.test("A write waiting for the writer keeps its place in line while its conn
     await c.close();
     await holder.close();
   }
+});
+
+Deno.test({
+  name: "A raw connection that subscribes and writes: a group commit of its that fails (full " +
+    "device) loses none of the events of its write committed just before [ffi]",
+  ignore: !canMount || ENGINE !== "ffi",
+  async fn() {
+    let failedAfterCommit = 0;
+    for (let free = 1; free <= 3 && failedAfterCommit === 0; free++) {
+      await using disk = await mountedDisk("16m");
+      const database = `${disk.disk}/a.db`;
+      const made = new DatabaseSync(database);
+      made.exec(
+        "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY); CREATE TABLE z (a)",
+      );
+      made.close();
+      await using srv = await startServer({ database, synchronous: "normal" });
+      await using a = await Wire.open((srv.connectOptions as { path: string }).path);
+      const insert = "INSERT INTO t VALUES (?)";
+      // A write that writes nothing and is never grouped (it mentions rollback).
+      const alone = "UPDATE z SET a = 1 WHERE 0 -- rollback";
+      // Both known fast: the insert is grouped, and `alone` runs inline.
+      for (let i = 0; i < 3; i++) {
+        await a.call(Op.Run, insert, [100 + i], null);
+        await a.call(Op.Run, alone, null, null);
+      }
+      await a.call(Op.Run, "DELETE FROM t", null, null);
+      assert.equal((await a.call(Op.Subscribe, { tables: ["t"] })).status & Status.Error, 0);
+      // Room for one more commit, not two.
+      await fill(disk.disk);
+      const filler = `${disk.disk}/filler`;
+      await Deno.truncate(filler, (await Deno.stat(filler)).size - free * 4096);
+      // Insert 1 commits (a group of its own); `alone` waits for that commit,
+      // then runs inline, and insert 3 opens the next group, whose COMMIT
+      // finds the device full.
+      const ids = await a.sendAll(
+        [Op.Run, insert, [1], null],
+        [Op.Run, alone, null, null],
+        [Op.Run, insert, [3], null],
+      );
+      const events: number[] = [];
+      const replies = new Map<number, number>();
+      const take = ([id, status, body]: [number, number, unknown]) => {
+        if ((status & Status.Event) === 0) return replies.set(id, status);
+        for (const c of (body as [number, number, unknown[][]])[2]) events.push(c[4] as number);
+      };
+      while (replies.size < ids.length) take(await a.reply());
+      await Deno.remove(filler);
+      const last = await a.send(Op.Run, insert, [5], null);
+      while (!replies.has(last)) take(await a.reply());
+      // Events of insert 5 follow its reply (sent from a microtask).
+      while (!events.includes(5)) {
+        const r = await within(a.reply(), 2000);
+        if (r === "timeout") break;
+        take(r);
+      }
+      const db = await srv.client();
+      const rows = (await db.values<[number]>("SELECT id FROM t ORDER BY id")).map((r) => r[0]);
+      await db.close();
+      if (
+        (replies.get(ids[0])! & Status.Error) === 0 && (replies.get(ids[2])! & Status.Error) !== 0
+      ) {
+        failedAfterCommit++;
+      }
+      assert.deepEqual(events, rows, `free ${free}: the feed's events are the committed rows`);
+    }
+    assert.ok(failedAfterCommit > 0, "no round had insert 1 commit and insert 3's group fail");
+  },
 });
