@@ -371,8 +371,7 @@ export class Engine {
         // A transaction whose statement is still running is not idle: its
         // idle clock starts again when the statement ends (afterWrite).
         if (why === "idle" && owner.runningOnWriter) return this.#queue.keep();
-        this.onLeaseExpired?.(owner.id, why);
-        owner.expire(why);
+        if (!owner.expire(why)) this.onLeaseExpired?.(owner.id, why);
         this.#abort(owner);
       },
       config.txTimeout ?? 0,
@@ -645,6 +644,7 @@ export class Engine {
       prepared: new PreparedBudget(this.#config.maxPrepared, this.#config.maxPreparedText),
       track: (work) => this.#track(work),
       ioTurn: () => this.#ioTurn.take(),
+      leaseEnded: (s, why) => this.onLeaseExpired?.(s.id, why),
     };
   }
 

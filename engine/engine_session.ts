@@ -246,6 +246,14 @@ export class EngineSession implements HostedSession {
    * that began (the connection cannot be asked while a statement steps on it).
    */
   #txWhileRunning = false;
+  /**
+   * True while the transaction's own COMMIT (or the RELEASE of its
+   * outermost savepoint) runs in the background: a lease that ends then
+   * (`#leaseEndedInCommit`) is reported once it is known whether it
+   * committed.
+   */
+  #runningCommit = false;
+  #leaseEndedInCommit: LeaseEnd | null = null;
   /** True while this session's last write waits in a group commit. */
   #awaitingCommit = false;
   readonly #onCommit: (error: SqliteError | null) => void;
@@ -846,10 +854,14 @@ export class EngineSession implements HostedSession {
       return this.#background(p, args, limits, wantRows, null);
     }
     if (p.readOnly) {
+      // A read can end the transaction too: SQLite rolls it back when the
+      // read fails with a full device or an I/O error (spilling the
+      // transaction's pages from a full cache), or running out of memory.
+      const inTx = !this.#grouping && p.conn.inTransaction;
       try {
         return runInline(p, args, limits, wantRows, INLINE_BUDGET_MS);
       } catch (err) {
-        if (!toBackground(err)) throw err;
+        if (!toBackground(err)) throw this.#noteAbort(err, p, inTx);
       }
       return this.#background(p, args, limits, wantRows, null);
     }
@@ -927,6 +939,7 @@ export class EngineSession implements HostedSession {
   ): Promise<Outcome> {
     const inTx = p.onWriter && p.conn.inTransaction;
     if (p.onWriter) this.#txWhileRunning = inTx;
+    this.#runningCommit = inTx && endsTx(p);
     const running = runInBackground(p, args, limits, wantRows);
     this.#running = running;
     this.runningOnWriter = p.onWriter;
@@ -950,6 +963,11 @@ export class EngineSession implements HostedSession {
         this.#running = null;
         this.runningOnWriter = false;
         this.#txWhileRunning = false;
+        this.#runningCommit = false;
+        const lease = this.#leaseEndedInCommit;
+        this.#leaseEndedInCommit = null;
+        // (Committed: the lease's end changed nothing, and is not reported.)
+        if (lease !== null && this.#aborted !== null) this.#host.leaseEnded(this, lease);
         if (p.onWriter) this.#endInterruptedCursors(running.interruptedBy);
         release?.();
         // Closed, or the transaction's lease ran out, while it ran: roll
@@ -1835,10 +1853,13 @@ export class EngineSession implements HostedSession {
     if (!this.#closed) this.#wake();
   }
 
-  /** The engine rolled back this session's transaction when its lease ended. @internal */
-  expire(why: LeaseEnd): void {
+  /** The engine ends this session's transaction, whose lease ended (HostedSession). @internal */
+  expire(why: LeaseEnd): boolean {
     const config = this.#host.config;
     this.#aborted = leaseExpired(why, config.txIdleTimeout, config.txTimeout ?? 0);
+    if (!this.#runningCommit) return false;
+    this.#leaseEndedInCommit = why;
+    return true;
   }
 
   /** Deadline and result limit of one statement. */
@@ -1911,6 +1932,9 @@ export class EngineSession implements HostedSession {
     // never change for them: the shared reader answers it, in a transaction
     // too (pragma_use.ts).
     if (isDataVersionRead(sql)) {
+      // Behind this session's own grouped write, it waits for that write's
+      // commit, as any read on the shared reader does (below): it counts it.
+      if (this.#awaitingCommit) return BLOCKED;
       const p = host.readers.snapshot()?.prepare(sql);
       if (p !== undefined) {
         host.writer.touch(this); // (a request of the transaction: it is not idle)

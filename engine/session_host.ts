@@ -182,14 +182,25 @@ export interface SessionHost {
   track<T>(work: Promise<T>): Promise<T>;
   /** Resolves once Deno polled the sockets: a script's turn for other connections (`io_turn.ts`). */
   ioTurn(): Promise<void>;
+  /**
+   * Reports that the lease of `s`'s transaction ended and it was rolled
+   * back, once known (see {@link HostedSession.expire}).
+   */
+  leaseEnded(s: EngineSession, why: LeaseEnd): void;
 }
 
 /** What the engine may use of a session. */
 export interface HostedSession extends Waiter, GroupMember {
   /** True while a statement of this session runs in the background on the writer. */
   runningOnWriter: boolean;
-  /** The engine rolled back this session's transaction when its lease ended: why. */
-  expire(why: LeaseEnd): void;
+  /**
+   * The engine ends this session's transaction, whose lease ended: why.
+   * True when the transaction's own COMMIT (or outermost RELEASE) runs,
+   * which may commit it yet: the session reports the lease's end
+   * ({@link SessionHost.leaseEnded}) once it is rolled back, and not if it
+   * committed.
+   */
+  expire(why: LeaseEnd): boolean;
   /** The engine took the writer back from this session (its transaction ended, if one was open). */
   writerReleased(): void;
 }

@@ -426,9 +426,11 @@ export class Session implements SessionProbe {
           [CONNECTION_ERROR_ID, Status.Event, payload],
           this.#hello.limits.maxFrameSize,
         ) !== -1,
+      // Not while replies are held for a group commit: a failed one replaces
+      // everything appended after them (#onCommit), events included.
       room: () =>
         !this.#dead && !this.#channel.closed && this.#encoder.size < HIGH_WATER &&
-        !this.#overUnsentBudget(),
+        !this.#engine.awaitingCommit && !this.#overUnsentBudget(),
       flush: () => this.#channel.flush(),
     }, engine.sqlite.engine);
   }
@@ -1188,7 +1190,12 @@ export class Session implements SessionProbe {
       let headWaited = this.#blocked;
       this.#blocked = false;
       while (this.#head < q.length && !this.#stopping) {
-        if (this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget()) break;
+        // A request woken from the writer's line runs even past the bound on
+        // replies: it started under it, and then waited. Held back, it would
+        // lose its place in line (the engine skips a waiter that does not
+        // take the writer when woken) to the writes queued behind it.
+        const held = this.#encoder.size >= HIGH_WATER || this.#overUnsentBudget();
+        if (held && !headWaited) break;
         if (this.#answeredAt - turnStart >= turnMs) {
           this.#yieldTurn();
           break;
@@ -1553,6 +1560,7 @@ export class Session implements SessionProbe {
     const released = this.#released;
     this.#released = null;
     released?.();
+    this.#feeds.pump(); // (events held back meanwhile)
     this.#pump();
   }
 

@@ -647,6 +647,7 @@ class NodeStmt implements Stmt {
     if (r.done) {
       this.#it = null;
       try {
+        this.#failIfTxLost(this.#seen);
         this.#confirmEnd(this.#seen);
       } finally {
         this.#unpin();
@@ -676,6 +677,12 @@ class NodeStmt implements Stmt {
     const r = this.#advance(it);
     if (!r.done) return this.#take(r.value);
     this.#it = null;
+    try {
+      this.#failIfTxLost(0);
+    } catch (err) {
+      this.#unpin();
+      throw err;
+    }
     if (pinned) {
       try {
         this.#confirmEnd(0);
@@ -708,6 +715,24 @@ class NodeStmt implements Stmt {
       this.reset();
       throw this.#db.failure(err);
     }
+  }
+
+  /**
+   * Throws when the transaction the query began in has ended under it:
+   * SQLite rolled it back as a step failed (a full device or an I/O error
+   * while spilling the transaction's pages from a full cache, memory ran
+   * out), an error the iterator hid. Checking the end again (get(),
+   * {@link #confirmEnd}) would then read in autocommit, without the
+   * transaction's writes, and take a truncated answer for a true one.
+   */
+  #failIfTxLost(n: number): void {
+    if (this.#changesAtFirst === null || this.#db.inTransaction) return;
+    throw new SqliteError(
+      "SQLITE_ERROR",
+      `Cannot read row ${n + 1}: SQLite failed (a full device, an I/O error, out of memory), ` +
+        "and node:sqlite did not report the error",
+      Result.ERROR,
+    );
   }
 
   #take(value: unknown): true {
