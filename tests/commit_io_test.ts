@@ -103,6 +103,19 @@ Deno.test({
         await db.exec("ROLLBACK"); // a no-op, as after any failed COMMIT
         assert.equal(db.inTransaction, false);
 
+        // The RELEASE of the savepoint that began the transaction commits it; failing so,
+        // it leaves the transaction open (SQLite's choice, unlike a failed COMMIT's
+        // rollback): the client is told the error and that it is still in the
+        // transaction, and its ROLLBACK undoes it.
+        await db.run("SAVEPOINT outer_sp");
+        await db.run("INSERT INTO t VALUES (14, randomblob(200000))");
+        const released = await failure(db.run("RELEASE outer_sp"));
+        assert.equal(released.code, "SQLITE_FULL");
+        assert.notEqual(released.mayHaveRun, true);
+        assert.equal(db.inTransaction, true);
+        await db.exec("ROLLBACK");
+        assert.equal(db.inTransaction, false);
+
         const single = await failure(db.run(big, [13]));
         assert.equal(single.code, "SQLITE_FULL");
         assert.notEqual(single.mayHaveRun, true);
