@@ -260,3 +260,53 @@ Deno.test({
     assert.ok(failedAfterCommit > 0, "no round had insert 1 commit and insert 3's group fail");
   },
 });
+
+Deno.test("Past the server's bound on unsent replies, the write woken from the writer's line is the only request of its connection that runs: those queued behind it wait until its client reads", async () => {
+  const MiB = 1024 * 1024;
+  await using srv = await startServer({ maxResultBytes: MiB, maxUnsentBytes: 5 * MiB });
+  const holder = await srv.client();
+  const path = (srv.connectOptions as { path: string }).path;
+  const a = await Wire.open(path);
+  const p = await Wire.open(path);
+  try {
+    await holder.exec(
+      "CREATE TABLE w (who TEXT); CREATE TABLE blob (v); " +
+        "INSERT INTO blob VALUES (randomblob(900000))",
+    );
+    await holder.exec("BEGIN IMMEDIATE");
+    const read = [Op.Query, "SELECT v FROM blob", null, null];
+    const write = (who: string) => [Op.Run, `INSERT INTO w VALUES ('${who}')`, null, null];
+    const dataVersion = [Op.Query, "PRAGMA data_version", null, null];
+    // A: replies it does not take, its write first in the writer's line,
+    // then more writes and reads behind it.
+    const behind = [
+      dataVersion,
+      write("b"),
+      dataVersion,
+      ...Array.from({ length: 10 }, () => write("b")),
+    ];
+    const ids = await a.sendAll(read, read, read, write("a"), ...behind);
+    await delay(100);
+    // P's unread replies take the server past its bound.
+    await p.sendAll(...Array.from({ length: 12 }, () => read));
+    await delay(200);
+    await holder.exec("ROLLBACK");
+    await delay(300);
+    assert.deepEqual(await holder.values("SELECT who, count(*) FROM w GROUP BY who"), [["a", 1]]);
+    // Once A reads its replies, the rest runs.
+    const replies = new Map<number, number>();
+    while (replies.size < ids.length) {
+      const [id, status] = await a.reply();
+      replies.set(id, status);
+    }
+    for (const id of ids) assert.equal(replies.get(id)! & Status.Error, 0, `request ${id}`);
+    assert.deepEqual(await holder.values("SELECT who, count(*) FROM w GROUP BY who ORDER BY who"), [
+      ["a", 1],
+      ["b", 11],
+    ]);
+  } finally {
+    await a[Symbol.asyncDispose]();
+    await p[Symbol.asyncDispose]();
+    await holder.close();
+  }
+});
