@@ -331,7 +331,12 @@ export class GroupCommit {
 
   #failed(err: unknown): SqliteError {
     const db = this.#writer.db;
-    if (db.inTransaction) db.exec("ROLLBACK");
+    try {
+      if (db.inTransaction) db.exec("ROLLBACK");
+    } catch {
+      // (As the engine's own rollback: the COMMIT's error is what the members
+      // are told, and they must be told, or their sessions would wait forever.)
+    }
     changeLogOf(this.#writer)?.discard();
     if (!(err instanceof SqliteError)) return new SqliteError("INTERNAL", String(err));
     if (commitMayHaveWritten(err)) return commitOutcomeUnknown(err, "the group holding this write");
