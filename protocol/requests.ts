@@ -259,7 +259,12 @@ const MAX_TIMEOUT = 2 ** 31 - 1;
 function timeoutOf(v: unknown): number | undefined {
   if (v === undefined || v === null) return undefined;
   const t = timeoutValue((v as WireCallOptions).timeout);
-  if (typeof v !== "object" || (t !== undefined && (typeof t !== "number" || !(t > 0)))) {
+  // Options must be a map: an array or a bin (options sent positionally)
+  // would otherwise pass as no options, the deadline asked for lost.
+  if (
+    typeof v !== "object" || Array.isArray(v) || v instanceof Uint8Array ||
+    (t !== undefined && (typeof t !== "number" || !(t > 0)))
+  ) {
     throw badRequest("Expected call options {timeout?: positive number of ms}");
   }
   return t === undefined ? undefined : Math.min(t, MAX_TIMEOUT);
@@ -361,7 +366,8 @@ function subscribeOptions(v: unknown): SubscribeRequest {
     const n = controlInt(o[k]);
     if (n === undefined || n === null) continue;
     if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0 || (k === "buffer" && n < 1)) {
-      throw badRequest(`Expected subscribe option "${k}" as a non-negative integer`);
+      const what = k === "buffer" ? "a positive" : "a non-negative";
+      throw badRequest(`Expected subscribe option "${k}" as ${what} integer`);
     }
     out[k] = n;
   }

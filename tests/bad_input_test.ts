@@ -533,6 +533,29 @@ Deno.test("Session answers wrong argument types with a per-request error and kee
       /Expected a checkpoint mode \(passive, full, restart, truncate\), got integer 9007199254740993/,
     ],
     ["checkpoint mode unknown", [Op.Checkpoint, 0, "fast"], "BAD_REQUEST", /got "fast"/],
+    // Options that are no map (a client sending them positionally) were taken
+    // as no options: the call ran without the deadline asked for.
+    [
+      "run options as array",
+      [Op.Run, 0, insert, [1], [1000]],
+      "BAD_REQUEST",
+      /Expected call options \{timeout\?: positive number of ms\}/,
+    ],
+    ["run options as bin", [Op.Run, 0, insert, [1], new Uint8Array(1)], "BAD_REQUEST", /options/],
+    ["query options as array", [Op.Query, 0, insert, [1], [true]], "BAD_REQUEST", /options/],
+    [
+      "exec options as array",
+      [Op.Exec, 0, "INSERT INTO victim VALUES (1)", null, [1000]],
+      "BAD_REQUEST",
+      /options/,
+    ],
+    // buffer 0 is refused: the message said "non-negative", which 0 is.
+    [
+      "subscribe buffer 0",
+      [Op.Subscribe, 0, { buffer: 0 }],
+      "BAD_REQUEST",
+      /Expected subscribe option "buffer" as a positive integer/,
+    ],
   ];
   let id = 1;
   for (const [name, msg, code, message] of cases) {
