@@ -1,0 +1,260 @@
+/**
+ * A seeded, randomized audit of writes and change feeds on a device that
+ * fills up and is freed again and again (a small tmpfs, mounted as root):
+ * clients write units of rows (pipelined autocommit inserts that group,
+ * transactions, batches, `BEGIN ... COMMIT` scripts through `exec()`),
+ * feed subscribers record what they are told (one slow, with a small
+ * buffer, that lags and resumes with `since`), and a filler fills the
+ * device and frees it. Once the device is free: every acknowledged unit is
+ * in the database whole and once, none refused with `mayHaveRun` false is
+ * there, none is there in part, and each feed told exactly the committed
+ * inserts in commit order (a trigger logs them in that order). FFI engine
+ * only: node:sqlite has no feeds.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, connect, SqliteError } from "../mod.ts";
+import { delay, startServer } from "./_helpers.ts";
+import { ENGINE } from "./_logged_server.ts";
+import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
+import { prng } from "./_bytes.ts";
+import { seedNote, testSeed } from "./_seed.ts";
+
+const INSERT = "INSERT INTO t (id, unit, pad) VALUES (?, ?, randomblob(?))";
+const WRITE_MS = 10_000;
+
+type Outcome = "ok" | "notRun" | "maybe";
+interface Unit {
+  unit: number;
+  kind: string;
+  ids: number[];
+  outcome?: Outcome;
+  error?: string;
+}
+interface Seen {
+  seq: number;
+  commitSeq: number;
+  rowid: number;
+}
+
+function classify(u: Unit, err: unknown, codes: Map<string, number>): void {
+  const code = err instanceof SqliteError ? err.code : (err as Error)?.name ?? String(err);
+  codes.set(code, (codes.get(code) ?? 0) + 1);
+  u.outcome = (err as { mayHaveRun?: boolean })?.mayHaveRun === false ? "notRun" : "maybe";
+  u.error = `${code}: ${(err as Error)?.message}`;
+}
+
+/** Follows table `t` until it sees rowid 0, resuming after each `lagged`. */
+async function follow(
+  db: Client,
+  buffer: number,
+  slow: boolean,
+  rnd: () => number,
+  ready: () => void,
+): Promise<{ seen: Seen[]; resumes: number }> {
+  const seen: Seen[] = [];
+  let since: number | undefined;
+  let resumes = 0;
+  for (;;) {
+    await using feed = await db.subscribe(
+      since === undefined ? { tables: ["t"], buffer } : { tables: ["t"], buffer, since },
+    );
+    ready();
+    let lagged = false;
+    for await (const e of feed) {
+      if (e.type === "lagged") {
+        since = e.resumeFrom;
+        lagged = true;
+        break;
+      }
+      assert.equal(e.type, "table");
+      if (e.type !== "table") continue;
+      assert.equal(e.op, "insert", JSON.stringify(e));
+      seen.push({ seq: e.seq, commitSeq: e.commitSeq, rowid: Number(e.rowid) });
+      if (e.rowid === 0) return { seen, resumes };
+      if (slow && rnd() < 0.02) await delay(Math.floor(rnd() * 5));
+    }
+    if (!lagged) throw new Error("the feed ended without lagged before the last write");
+    resumes++;
+  }
+}
+
+Deno.test({
+  name: "Audit: writers of every kind and change feeds through a device filled and freed " +
+    "again and again: acknowledged units whole and once, units refused as not run absent, " +
+    "none partial, and each feed told exactly the committed rows in commit order [ffi]",
+  ignore: !canMount || ENGINE !== "ffi",
+  async fn() {
+    const seed = testSeed(20261207);
+    const rnd = prng(seed);
+    const int = (n: number) => Math.floor(rnd() * n);
+    await using disk = await mountedDisk("32m");
+    await using srv = await startServer({ database: `${disk.disk}/a.db` });
+    const admin = await srv.client();
+    const slowClient = await srv.client();
+    const writers: Client[] = [];
+    const codes = new Map<string, number>();
+    const units: Unit[] = [];
+    try {
+      await admin.exec(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, unit INTEGER NOT NULL, pad BLOB); " +
+          "CREATE TABLE log (n INTEGER PRIMARY KEY, id INTEGER NOT NULL); " +
+          "CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log (id) VALUES (new.id); END",
+      );
+      for (let i = 0; i < 4; i++) writers.push(await connect({ ...srv.connectOptions, max: 1 }));
+      // Known fast before anything fails, so that they group.
+      for (const [i, w] of writers.entries()) {
+        for (let k = 0; k < 3; k++) {
+          const u: Unit = { unit: units.length + 1, kind: "warm", ids: [1_000_000 + i * 10 + k] };
+          units.push(u);
+          await w.run(INSERT, [u.ids[0], u.unit, 10]);
+          u.outcome = "ok";
+        }
+      }
+      let subscribed = 0;
+      const feeds = [
+        follow(admin, 10_000, false, prng(seed + 1), () => subscribed++),
+        follow(slowClient, 20, true, prng(seed + 2), () => subscribed++),
+      ];
+      for (const f of feeds) f.catch(() => {}); // awaited below
+      while (subscribed < 2) await delay(5);
+
+      let nextId = 1;
+      const newUnit = (kind: string, rows: number): Unit => {
+        const u: Unit = { unit: units.length + 1, kind, ids: [] };
+        for (let r = 0; r < rows; r++) u.ids.push(nextId++);
+        units.push(u);
+        return u;
+      };
+      const size = () => 50 + int(800);
+      const end = performance.now() + WRITE_MS;
+      let stop = false;
+
+      const filler = (async () => {
+        let fills = 0;
+        while (!stop) {
+          await fill(disk.disk);
+          fills++;
+          await delay(20 + int(150));
+          await Deno.remove(`${disk.disk}/filler`);
+          await delay(20 + int(200));
+        }
+        return fills;
+      })();
+
+      const writer = async (w: Client) => {
+        while (performance.now() < end) {
+          const kind = ["auto", "auto", "tx", "batch", "exec"][int(5)];
+          if (kind === "auto") {
+            const group = Array.from({ length: 2 + int(5) }, () => newUnit("auto", 1));
+            await Promise.all(group.map((u) =>
+              w.run(INSERT, [u.ids[0], u.unit, size()]).then(
+                () => void (u.outcome = "ok"),
+                (err) => classify(u, err, codes),
+              )
+            ));
+          } else if (kind === "tx") {
+            const u = newUnit("tx", 1 + int(4));
+            await w.transaction(async (t) => {
+              for (const id of u.ids) await t.run(INSERT, [id, u.unit, size()]);
+            }).then(() => void (u.outcome = "ok"), (err) => classify(u, err, codes));
+          } else if (kind === "batch") {
+            const u = newUnit("batch", 1 + int(4));
+            await w.batch(u.ids.map((id) => ({ sql: INSERT, params: [id, u.unit, size()] }))).then(
+              () => void (u.outcome = "ok"),
+              (err) => classify(u, err, codes),
+            );
+          } else {
+            const u = newUnit("exec", 1 + int(4));
+            const script = "BEGIN; " +
+              u.ids.map((id) =>
+                `INSERT INTO t (id, unit, pad) VALUES (${id}, ${u.unit}, randomblob(${size()}));`
+              ).join(" ") + " COMMIT";
+            await w.exec(script).then(
+              () => void (u.outcome = "ok"),
+              async (err) => {
+                classify(u, err, codes);
+                // The script's transaction may still be open (a COMMIT or an
+                // INSERT that failed): end it.
+                await w.exec("ROLLBACK").catch(() => {}); // none open: fine
+              },
+            );
+          }
+        }
+      };
+      await Promise.all(writers.map(writer));
+      stop = true;
+      const fills = await filler;
+      await Deno.remove(`${disk.disk}/filler`).catch(() => {});
+
+      // The last write, which the followers stop at.
+      await admin.run(INSERT, [0, 0, 1]).catch(async (err) => {
+        const sizes = [];
+        for await (const e of Deno.readDir(disk.disk)) {
+          sizes.push(`${e.name} ${(await Deno.stat(`${disk.disk}/${e.name}`)).size}`);
+        }
+        throw new Error(`the last write failed (${sizes}): ${err}`);
+      });
+      const followed = await Promise.all(feeds);
+
+      const rows = await admin.values<[number, number]>("SELECT id, unit FROM t");
+      const logged = (await admin.values<[number]>("SELECT id FROM log ORDER BY n")).map((r) =>
+        r[0]
+      );
+      const present = new Map(rows.map(([id, unit]) => [id, unit]));
+      const note = `${seedNote(seed)}; ${units.length} units, fills ${fills}, errors ${
+        JSON.stringify([...codes])
+      }`;
+      // Each row once (the key) and logged once.
+      assert.equal(new Set(logged).size, logged.length, `a row logged twice; ${note}`);
+      assert.deepEqual(
+        [...logged].sort((a, b) => a - b),
+        [...present.keys()].sort((a, b) => a - b),
+      );
+      const tally: Record<string, number> = {};
+      for (const u of units) {
+        const there = u.ids.filter((id) => present.has(id)).length;
+        const what = `${u.kind} unit ${u.unit} (${u.outcome}${
+          u.error ? `, ${u.error}` : ""
+        }); ${note}`;
+        assert.ok(there === 0 || there === u.ids.length, `partly applied: ${what}`);
+        if (u.outcome === "ok") assert.equal(there, u.ids.length, `acknowledged, missing: ${what}`);
+        if (u.outcome === "notRun") assert.equal(there, 0, `refused as not run, present: ${what}`);
+        assert.ok(u.outcome !== undefined, `never answered: ${what}`);
+        const key = `${u.kind} ${u.outcome}${there ? "+" : "-"}`;
+        tally[key] = (tally[key] ?? 0) + 1;
+      }
+      // Each feed: exactly the inserts logged after it subscribed, in the log's
+      // (commit) order, seq rising (the log's changes have theirs too), one commit per unit.
+      const warm = units.filter((u) => u.kind === "warm").length;
+      const expected = logged.slice(warm);
+      const unitOf = new Map<number, number>(present);
+      unitOf.set(0, 0);
+      for (const [f, { seen }] of followed.entries()) {
+        assert.deepEqual(seen.map((s) => s.rowid), expected, `feed ${f}; ${note}`);
+        for (let i = 1; i < seen.length; i++) {
+          assert.ok(seen[i].seq > seen[i - 1].seq, `feed ${f} at ${i}; ${note}`);
+          assert.ok(seen[i].commitSeq >= seen[i - 1].commitSeq, `feed ${f} at ${i}; ${note}`);
+          if (unitOf.get(seen[i].rowid) === unitOf.get(seen[i - 1].rowid)) {
+            assert.equal(seen[i].commitSeq, seen[i - 1].commitSeq, `unit split; ${note}`);
+          }
+        }
+      }
+      assert.deepEqual(await admin.values("PRAGMA integrity_check"), [["ok"]]);
+      assert.deepEqual(await writers[0].values("SELECT 1"), [[1]]);
+      console.log(
+        `${note}; outcomes ${JSON.stringify(tally)}; rows ${rows.length}; resumes ${
+          followed.map((f) => f.resumes)
+        }`,
+      );
+      for (const kind of ["auto", "tx", "batch", "exec"]) {
+        assert.ok(tally[`${kind} notRun-`] > 0, `no ${kind} unit met the full device; ${note}`);
+        assert.ok(tally[`${kind} ok+`] > 0, `no ${kind} unit committed; ${note}`);
+      }
+    } finally {
+      for (const w of writers) await w.close();
+      await slowClient.close();
+      await admin.close();
+    }
+  },
+});
