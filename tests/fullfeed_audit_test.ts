@@ -2,13 +2,16 @@
  * A seeded, randomized audit of writes and change feeds on a device that
  * fills up and is freed again and again (a small tmpfs, mounted as root):
  * clients write units of rows (pipelined autocommit inserts that group,
- * transactions, batches, `BEGIN ... COMMIT` scripts through `exec()`),
+ * transactions, batches, `BEGIN ... COMMIT` scripts through `exec()`) and
+ * update rows already acknowledged (pipelined, and in transactions),
  * feed subscribers record what they are told (one slow, with a small
  * buffer, that lags and resumes with `since`), and a filler fills the
  * device and frees it. Once the device is free: every acknowledged unit is
  * in the database whole and once, none refused with `mayHaveRun` false is
- * there, none is there in part, and each feed told exactly the committed
- * inserts in commit order (a trigger logs them in that order). FFI engine
+ * there, none is there in part, each row's update count (`ver`) within
+ * the acknowledged ones and those that may have run, and each feed told
+ * exactly the committed inserts and updates in commit order (triggers log
+ * them in that order). The seed is `NETSQLITE_SEED`'s when set. FFI engine
  * only: node:sqlite has no feeds.
  */
 
@@ -21,6 +24,7 @@ import { prng } from "./_bytes.ts";
 import { seedNote, testSeed } from "./_seed.ts";
 
 const INSERT = "INSERT INTO t (id, unit, pad) VALUES (?, ?, randomblob(?))";
+const UPDATE = "UPDATE t SET ver = ver + 1, pad = randomblob(?) WHERE id = ?";
 const WRITE_MS = 10_000;
 
 type Outcome = "ok" | "notRun" | "maybe";
@@ -34,6 +38,7 @@ interface Unit {
 interface Seen {
   seq: number;
   commitSeq: number;
+  op: string;
   rowid: number;
 }
 
@@ -69,8 +74,8 @@ async function follow(
       }
       assert.equal(e.type, "table");
       if (e.type !== "table") continue;
-      assert.equal(e.op, "insert", JSON.stringify(e));
-      seen.push({ seq: e.seq, commitSeq: e.commitSeq, rowid: Number(e.rowid) });
+      assert.ok(e.op === "insert" || e.op === "update", JSON.stringify(e));
+      seen.push({ seq: e.seq, commitSeq: e.commitSeq, op: e.op, rowid: Number(e.rowid) });
       if (e.rowid === 0) return { seen, resumes };
       if (slow && rnd() < 0.02) await delay(Math.floor(rnd() * 5));
     }
@@ -82,7 +87,7 @@ async function follow(
 Deno.test({
   name: "Audit: writers of every kind and change feeds through a device filled and freed " +
     "again and again: acknowledged units whole and once, units refused as not run absent, " +
-    "none partial, and each feed told exactly the committed rows in commit order [ffi]",
+    "none partial, updates counted once, and each feed told exactly the committed changes in commit order [ffi]",
   ignore: !canMount || ENGINE !== "ffi",
   async fn() {
     const seed = testSeed(20261207);
@@ -95,11 +100,29 @@ Deno.test({
     const writers: Client[] = [];
     const codes = new Map<string, number>();
     const units: Unit[] = [];
+    const tally: Record<string, number> = {};
+    // Updates of rows already acknowledged: per row, those acknowledged and
+    // those that may have run.
+    const committed: number[] = [];
+    const updates = new Map<number, { ok: number; maybe: number }>();
+    const updated = (id: number, outcome: "ok" | "maybe") => {
+      const n = updates.get(id) ?? { ok: 0, maybe: 0 };
+      n[outcome]++;
+      updates.set(id, n);
+    };
+    const target = () => committed[int(committed.length)];
+    const ok = (u: Unit) => {
+      u.outcome = "ok";
+      committed.push(...u.ids);
+    };
     try {
       await admin.exec(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, unit INTEGER NOT NULL, pad BLOB); " +
-          "CREATE TABLE log (n INTEGER PRIMARY KEY, id INTEGER NOT NULL); " +
-          "CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log (id) VALUES (new.id); END",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, unit INTEGER NOT NULL, ver INTEGER NOT NULL " +
+          "DEFAULT 0, pad BLOB); CREATE TABLE log (n INTEGER PRIMARY KEY, op TEXT, id INTEGER); " +
+          "CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN " +
+          "INSERT INTO log (op, id) VALUES ('insert', new.id); END; " +
+          "CREATE TRIGGER t_upd AFTER UPDATE ON t BEGIN " +
+          "INSERT INTO log (op, id) VALUES ('update', new.id); END",
       );
       for (let i = 0; i < 4; i++) writers.push(await connect({ ...srv.connectOptions, max: 1 }));
       // Known fast before anything fails, so that they group.
@@ -108,7 +131,7 @@ Deno.test({
           const u: Unit = { unit: units.length + 1, kind: "warm", ids: [1_000_000 + i * 10 + k] };
           units.push(u);
           await w.run(INSERT, [u.ids[0], u.unit, 10]);
-          u.outcome = "ok";
+          ok(u);
         }
       }
       let subscribed = 0;
@@ -144,24 +167,47 @@ Deno.test({
 
       const writer = async (w: Client) => {
         while (performance.now() < end) {
-          const kind = ["auto", "auto", "tx", "batch", "exec"][int(5)];
+          const kind = ["auto", "auto", "update", "tx", "batch", "exec"][int(6)];
           if (kind === "auto") {
             const group = Array.from({ length: 2 + int(5) }, () => newUnit("auto", 1));
             await Promise.all(group.map((u) =>
               w.run(INSERT, [u.ids[0], u.unit, size()]).then(
-                () => void (u.outcome = "ok"),
+                () => ok(u),
                 (err) => classify(u, err, codes),
               )
             ));
+          } else if (kind === "update") {
+            // Pipelined, grouped, each its own commit.
+            const ids = Array.from({ length: 1 + int(4) }, target);
+            await Promise.all(ids.map((id) =>
+              w.run(UPDATE, [size(), id]).then(
+                () => updated(id, "ok"),
+                (err) => {
+                  const u: Unit = { unit: -1, kind: "update", ids: [id] };
+                  classify(u, err, codes);
+                  if (u.outcome === "maybe") updated(id, "maybe");
+                  else tally["update notRun"] = (tally["update notRun"] ?? 0) + 1;
+                },
+              )
+            ));
           } else if (kind === "tx") {
+            // Inserts, and updates of rows acknowledged before.
             const u = newUnit("tx", 1 + int(4));
+            const ups = Array.from({ length: int(3) }, target);
             await w.transaction(async (t) => {
               for (const id of u.ids) await t.run(INSERT, [id, u.unit, size()]);
-            }).then(() => void (u.outcome = "ok"), (err) => classify(u, err, codes));
+              for (const id of ups) await t.run(UPDATE, [size(), id]);
+            }).then(() => {
+              ok(u);
+              for (const id of ups) updated(id, "ok");
+            }, (err) => {
+              classify(u, err, codes);
+              if (u.outcome === "maybe") { for (const id of ups) updated(id, "maybe"); }
+            });
           } else if (kind === "batch") {
             const u = newUnit("batch", 1 + int(4));
             await w.batch(u.ids.map((id) => ({ sql: INSERT, params: [id, u.unit, size()] }))).then(
-              () => void (u.outcome = "ok"),
+              () => ok(u),
               (err) => classify(u, err, codes),
             );
           } else {
@@ -171,7 +217,7 @@ Deno.test({
                 `INSERT INTO t (id, unit, pad) VALUES (${id}, ${u.unit}, randomblob(${size()}));`
               ).join(" ") + " COMMIT";
             await w.exec(script).then(
-              () => void (u.outcome = "ok"),
+              () => ok(u),
               async (err) => {
                 classify(u, err, codes);
                 // The script's transaction may still be open (a COMMIT or an
@@ -197,10 +243,9 @@ Deno.test({
       });
       const followed = await Promise.all(feeds);
 
-      const rows = await admin.values<[number, number]>("SELECT id, unit FROM t");
-      const logged = (await admin.values<[number]>("SELECT id FROM log ORDER BY n")).map((r) =>
-        r[0]
-      );
+      const rows = await admin.values<[number, number, number]>("SELECT id, unit, ver FROM t");
+      const log = await admin.values<[string, number]>("SELECT op, id FROM log ORDER BY n");
+      const logged = log.filter(([op]) => op === "insert").map(([, id]) => id);
       const present = new Map(rows.map(([id, unit]) => [id, unit]));
       const note = `${seedNote(seed)}; ${units.length} units, fills ${fills}, errors ${
         JSON.stringify([...codes])
@@ -211,7 +256,6 @@ Deno.test({
         [...logged].sort((a, b) => a - b),
         [...present.keys()].sort((a, b) => a - b),
       );
-      const tally: Record<string, number> = {};
       for (const u of units) {
         const there = u.ids.filter((id) => present.has(id)).length;
         const what = `${u.kind} unit ${u.unit} (${u.outcome}${
@@ -224,18 +268,41 @@ Deno.test({
         const key = `${u.kind} ${u.outcome}${there ? "+" : "-"}`;
         tally[key] = (tally[key] ?? 0) + 1;
       }
+      // Each acknowledged update applied once, none refused as not run applied;
+      // each logged once.
+      const logUpdates = new Map<number, number>();
+      for (const [op, id] of log) {
+        if (op === "update") logUpdates.set(id, (logUpdates.get(id) ?? 0) + 1);
+      }
+      for (const [id, , ver] of rows) {
+        const n = updates.get(id) ?? { ok: 0, maybe: 0 };
+        assert.ok(
+          ver >= n.ok && ver <= n.ok + n.maybe,
+          `row ${id}: ver ${ver}, updates ${JSON.stringify(n)}; ${note}`,
+        );
+        assert.equal(logUpdates.get(id) ?? 0, ver, `row ${id}; ${note}`);
+        tally.updated = (tally.updated ?? 0) + ver;
+      }
       // Each feed: exactly the inserts logged after it subscribed, in the log's
       // (commit) order, seq rising (the log's changes have theirs too), one commit per unit.
       const warm = units.filter((u) => u.kind === "warm").length;
-      const expected = logged.slice(warm);
+      const expected = log.slice(warm).map(([op, id]) => `${op} ${id}`);
       const unitOf = new Map<number, number>(present);
       unitOf.set(0, 0);
       for (const [f, { seen }] of followed.entries()) {
-        assert.deepEqual(seen.map((s) => s.rowid), expected, `feed ${f}; ${note}`);
+        const got = seen.map((s) => `${s.op} ${s.rowid}`);
+        const at = got.findIndex((g, k) => g !== expected[k]);
+        assert.ok(
+          at === -1 && got.length === expected.length,
+          `feed ${f}: ${got.length} changes, ${expected.length} committed; first difference at ` +
+            `${at}: told ${JSON.stringify(got.slice(at, at + 5))}, committed ` +
+            `${JSON.stringify(expected.slice(at, at + 5))}; ${note}`,
+        );
         for (let i = 1; i < seen.length; i++) {
           assert.ok(seen[i].seq > seen[i - 1].seq, `feed ${f} at ${i}; ${note}`);
           assert.ok(seen[i].commitSeq >= seen[i - 1].commitSeq, `feed ${f} at ${i}; ${note}`);
-          if (unitOf.get(seen[i].rowid) === unitOf.get(seen[i - 1].rowid)) {
+          const inserts = seen[i].op === "insert" && seen[i - 1].op === "insert";
+          if (inserts && unitOf.get(seen[i].rowid) === unitOf.get(seen[i - 1].rowid)) {
             assert.equal(seen[i].commitSeq, seen[i - 1].commitSeq, `unit split; ${note}`);
           }
         }
@@ -251,6 +318,10 @@ Deno.test({
         assert.ok(tally[`${kind} notRun-`] > 0, `no ${kind} unit met the full device; ${note}`);
         assert.ok(tally[`${kind} ok+`] > 0, `no ${kind} unit committed; ${note}`);
       }
+      assert.ok(
+        tally["update notRun"] > 0 && tally.updated > 0,
+        `updates: ${JSON.stringify(tally)}`,
+      );
     } finally {
       for (const w of writers) await w.close();
       await slowClient.close();
