@@ -3,7 +3,9 @@
  * fills up and is freed again and again (a small tmpfs, mounted as root):
  * clients write units of rows (pipelined autocommit inserts that group,
  * transactions, batches, `BEGIN ... COMMIT` scripts through `exec()`) and
- * update rows already acknowledged (pipelined, and in transactions),
+ * update rows already acknowledged (pipelined, and in transactions), a
+ * raw-protocol connection subscribes and pipelines inserts (some split by
+ * a write that is never grouped) on the same connection,
  * feed subscribers record what they are told (one slow, with a small
  * buffer, that lags and resumes with `since`), and a filler fills the
  * device and frees it. Once the device is free: every acknowledged unit is
@@ -22,9 +24,13 @@ import { ENGINE } from "./_logged_server.ts";
 import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
 import { prng } from "./_bytes.ts";
 import { seedNote, testSeed } from "./_seed.ts";
+import { Wire } from "./_wire.ts";
+import { Op, Status } from "../protocol/messages.ts";
 
 const INSERT = "INSERT INTO t (id, unit, pad) VALUES (?, ?, randomblob(?))";
 const UPDATE = "UPDATE t SET ver = ver + 1, pad = randomblob(?) WHERE id = ?";
+/** A write that changes nothing and is never grouped (it mentions rollback). */
+const ALONE = "UPDATE z SET a = 1 WHERE 0 -- rollback";
 const WRITE_MS = 10_000;
 
 type Outcome = "ok" | "notRun" | "maybe";
@@ -101,6 +107,8 @@ Deno.test({
     const codes = new Map<string, number>();
     const units: Unit[] = [];
     const tally: Record<string, number> = {};
+    let rawConn: Wire | undefined;
+    let warmRows = 0;
     // Updates of rows already acknowledged: per row, those acknowledged and
     // those that may have run.
     const committed: number[] = [];
@@ -119,13 +127,14 @@ Deno.test({
       await admin.exec(
         "CREATE TABLE t (id INTEGER PRIMARY KEY, unit INTEGER NOT NULL, ver INTEGER NOT NULL " +
           "DEFAULT 0, pad BLOB); CREATE TABLE log (n INTEGER PRIMARY KEY, op TEXT, id INTEGER); " +
-          "CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN " +
+          "CREATE TABLE z (a); CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN " +
           "INSERT INTO log (op, id) VALUES ('insert', new.id); END; " +
           "CREATE TRIGGER t_upd AFTER UPDATE ON t BEGIN " +
           "INSERT INTO log (op, id) VALUES ('update', new.id); END",
       );
       for (let i = 0; i < 4; i++) writers.push(await connect({ ...srv.connectOptions, max: 1 }));
       // Known fast before anything fails, so that they group.
+      warmRows = 3; // the raw connection's, below
       for (const [i, w] of writers.entries()) {
         for (let k = 0; k < 3; k++) {
           const u: Unit = { unit: units.length + 1, kind: "warm", ids: [1_000_000 + i * 10 + k] };
@@ -134,6 +143,20 @@ Deno.test({
           ok(u);
         }
       }
+      // A raw connection that subscribes and writes too (pipelined inserts,
+      // grouped): its events come between its replies, some of which wait
+      // for a group commit that may fail.
+      const raw = await Wire.open((srv.connectOptions as { path: string }).path);
+      rawConn = raw;
+      for (let k = 0; k < 3; k++) {
+        assert.equal((await raw.call(Op.Run, ALONE, null, null)).status & Status.Error, 0);
+        assert.equal(
+          (await raw.call(Op.Run, INSERT, [2_000_000 + k, 0, 10], null)).status & Status.Error,
+          0,
+        );
+      }
+      const sub = await raw.call(Op.Subscribe, { tables: ["t"], buffer: 100_000 });
+      assert.equal(sub.status & Status.Error, 0, JSON.stringify(sub.body));
       let subscribed = 0;
       const feeds = [
         follow(admin, 10_000, false, prng(seed + 1), () => subscribed++),
@@ -228,7 +251,54 @@ Deno.test({
           }
         }
       };
-      await Promise.all(writers.map(writer));
+      const rawSeen: Seen[] = [];
+      let rawEnded = false;
+      const take = ([, status, body]: [number, number, unknown]): boolean => {
+        if ((status & Status.Event) === 0) return false;
+        const [, kind, data] = body as [number, number, unknown];
+        assert.equal(kind, 0, `the raw feed ended: ${JSON.stringify(body)}`);
+        for (const c of data as [number, number, string, string, number][]) {
+          rawSeen.push({ seq: c[0], commitSeq: c[1], op: c[3], rowid: Number(c[4]) });
+          if (Number(c[4]) === 0) rawEnded = true;
+        }
+        return true;
+      };
+      const rawWriter = async () => {
+        while (performance.now() < end) {
+          const group = Array.from({ length: 1 + int(5) }, () => newUnit("raw", 1));
+          // Between inserts, now and then a write that changes nothing and is
+          // never grouped (it mentions rollback): it waits for the group
+          // before it to commit, then runs inline, and the next insert opens
+          // a new group (whose COMMIT may fail).
+          const requests: unknown[][] = [];
+          const of: (Unit | null)[] = [];
+          for (const u of group) {
+            requests.push([Op.Run, INSERT, [u.ids[0], u.unit, size()], null]);
+            of.push(u);
+            if (rnd() < 0.5) {
+              requests.push([Op.Run, ALONE, null, null]);
+              of.push(null);
+            }
+          }
+          const ids = await raw.sendAll(...requests);
+          let answered = 0;
+          while (answered < ids.length) {
+            const r = await raw.reply();
+            if (take(r)) continue;
+            const at = ids.indexOf(r[0]);
+            assert.ok(at !== -1, `reply to ${r[0]}`);
+            answered++;
+            const u = of[at];
+            if (u === null) continue;
+            if ((r[1] & Status.Error) === 0) ok(u);
+            else {
+              u.outcome = "maybe"; // (the raw error's mayHaveRun is not read here)
+              tally["raw failed"] = (tally["raw failed"] ?? 0) + 1;
+            }
+          }
+        }
+      };
+      await Promise.all([...writers.map(writer), rawWriter()]);
       stop = true;
       const fills = await filler;
       await Deno.remove(`${disk.disk}/filler`).catch(() => {});
@@ -242,6 +312,8 @@ Deno.test({
         throw new Error(`the last write failed (${sizes}): ${err}`);
       });
       const followed = await Promise.all(feeds);
+      while (!rawEnded) take(await raw.reply());
+      followed.push({ seen: rawSeen, resumes: 0 });
 
       const rows = await admin.values<[number, number, number]>("SELECT id, unit, ver FROM t");
       const log = await admin.values<[string, number]>("SELECT op, id FROM log ORDER BY n");
@@ -285,7 +357,7 @@ Deno.test({
       }
       // Each feed: exactly the inserts logged after it subscribed, in the log's
       // (commit) order, seq rising (the log's changes have theirs too), one commit per unit.
-      const warm = units.filter((u) => u.kind === "warm").length;
+      const warm = units.filter((u) => u.kind === "warm").length + warmRows;
       const expected = log.slice(warm).map(([op, id]) => `${op} ${id}`);
       const unitOf = new Map<number, number>(present);
       unitOf.set(0, 0);
@@ -323,6 +395,7 @@ Deno.test({
         `updates: ${JSON.stringify(tally)}`,
       );
     } finally {
+      await rawConn?.[Symbol.asyncDispose]();
       for (const w of writers) await w.close();
       await slowClient.close();
       await admin.close();
