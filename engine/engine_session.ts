@@ -939,7 +939,8 @@ export class EngineSession implements HostedSession {
   ): Promise<Outcome> {
     const inTx = p.onWriter && p.conn.inTransaction;
     if (p.onWriter) this.#txWhileRunning = inTx;
-    this.#runningCommit = inTx && endsTx(p);
+    const commits = inTx && endsTx(p);
+    this.#runningCommit = commits;
     const running = runInBackground(p, args, limits, wantRows);
     this.#running = running;
     this.runningOnWriter = p.onWriter;
@@ -951,7 +952,7 @@ export class EngineSession implements HostedSession {
           // once it runs (its lease, or a cancel of a write of it that
           // had already run): it committed, as the client asked. The
           // writer is given back as after any COMMIT, not rolled back.
-          if (this.#aborted !== null && inTx && endsTx(p) && !p.conn.inTransaction) {
+          if (this.#aborted !== null && commits && !p.conn.inTransaction) {
             this.#aborted = null;
           }
           return o;

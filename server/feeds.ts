@@ -273,7 +273,7 @@ export class ConnectionFeeds {
 
   /** Sends queued changes while the output has room. */
   pump(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#feeds.size === 0) return;
     let sent = false;
     for (const feed of [...this.#feeds.values()]) {
       let n = CHANGES_PER_FRAME;
