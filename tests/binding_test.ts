@@ -871,6 +871,40 @@ Deno.test("Stmt.stepInBackground() leaves the event loop free and stops on inter
     assert.deepEqual(query(db, "SELECT 'usable'"), [["usable"]]);
   }));
 
+Deno.test("Db.close() stops a statement stepping in the background, also one whose thread has not yet begun it [ffi]", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // close() right after the step is handed to its thread: SQLite forgets
+    // an interrupt that comes before the step begins, so one interrupt is
+    // not enough (it was lost in most of these rounds): the statement,
+    // which never ends by itself, ran on and the connection stayed open.
+    for (let round = 0; round < 20; round++) {
+      const db = ffi.open(`${dir}/c.db`, { readOnly: false, busyTimeout: 1000 });
+      const endless = db.prepare(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+      )!;
+      endless.bind([]);
+      const stepping = endless.stepInBackground().then(() => "stopped", () => "stopped");
+      db.close();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const outcome = await Promise.race([
+        stepping,
+        new Promise<string>((resolve) => timer = setTimeout(() => resolve("still running"), 2000)),
+      ]);
+      clearTimeout(timer);
+      if (outcome !== "stopped") {
+        db.interrupt(); // (ends it, so that the failure leaves no thread running)
+        await stepping;
+      }
+      assert.equal(outcome, "stopped", `round ${round}: close() did not stop the step`);
+      rejects(() => db.prepare("SELECT 1"), "SQLITE_MISUSE", 21, /closed/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await new Promise((resolve) => setTimeout(resolve, 0)); // (the timer probe of _timer_turn.ts)
+  }
+});
+
 Deno.test("Stmt.stepInBackground() refuses while a time budget is set [ffi]", () =>
   withDb(ffi, async (db) => {
     const stmt = db.prepare("SELECT 1")!;

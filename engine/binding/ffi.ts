@@ -484,6 +484,11 @@ class FfiDb implements Db {
       this.#interruptLater = true;
       return;
     }
+    this.#interruptNow(h);
+  }
+
+  /** `sqlite3_interrupt()`, repeated while a background step runs (see {@link interrupt}). */
+  #interruptNow(h: Deno.PointerObject): void {
     this.#s.sqlite3_interrupt(h);
     if (this.background && this.#interrupting === undefined) {
       this.#interrupting = setInterval(() => {
@@ -718,9 +723,11 @@ class FfiDb implements Db {
     if (h === null) return;
     if (this.background) {
       // The background step uses the connection: closing now would free
-      // what it uses. Stop the step and close when it returns.
+      // what it uses. Stop the step and close when it returns: the interrupt
+      // is repeated until then, as SQLite forgets one that comes before the
+      // background thread has begun the step.
       this.#closeLater = true;
-      this.#s.sqlite3_interrupt(h);
+      this.#interruptNow(h);
       return;
     }
     for (const stmt of this.#stmts) stmt.finalize();
