@@ -905,6 +905,30 @@ Deno.test("Db.close() stops a statement stepping in the background, also one who
   }
 });
 
+Deno.test("Stmt.stepInBackground() fails with its own message when a statement finalized meanwhile was active [ffi]", () =>
+  withDb(ffi, async (db) => {
+    db.exec("CREATE TABLE t(a UNIQUE); INSERT INTO t VALUES (1), (2)");
+    // An active statement (a cursor's, mid-rows) finalized while another
+    // steps in the background is finalized once that step returns: SQLite
+    // then hands its state (no error) to the connection, which read back
+    // afterwards gave the failed step the message "not an error".
+    const active = db.prepare("SELECT a FROM t")!;
+    active.bind([]);
+    assert.equal(active.step(), true);
+    const insert = db.prepare("INSERT INTO t VALUES (1)")!;
+    insert.bind([]);
+    const stepping = insert.stepInBackground();
+    active.finalize();
+    await assert.rejects(stepping, (err: SqliteError) => {
+      assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
+      assert.equal(err.sqliteCode, 2067);
+      assert.equal(err.message, "UNIQUE constraint failed: t.a");
+      return true;
+    });
+    insert.finalize();
+    assert.deepEqual(query(db, "SELECT count(*) FROM t"), [[2]]);
+  }));
+
 Deno.test("Stmt.stepInBackground() refuses while a time budget is set [ffi]", () =>
   withDb(ffi, async (db) => {
     const stmt = db.prepare("SELECT 1")!;

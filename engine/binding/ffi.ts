@@ -939,19 +939,27 @@ class FfiStmt implements Stmt {
     db.beforeBackground();
     armTimerProbe();
     let rc: number;
+    /** SQLite's message of a failed step. */
+    let message: string | undefined;
     const since = performance.now();
     try {
       this.#isReset = false;
       db.denied = null;
       db.waitingForLock = false;
       rc = await this.#stepWaiting(h, db);
+      // Read before afterBackground() finalizes the statements finalized
+      // meanwhile: one that was active hands its own state (no error) to
+      // the connection as it goes, and the message would read "not an error".
+      if (rc !== Result.ROW && rc !== Result.DONE) {
+        message = cString(this.#s.sqlite3_errmsg(this.#dbh));
+      }
     } finally {
       db.afterBackground();
     }
     // Finalized (or its connection closed) while it stepped: it is done.
     if (this.#h === null) return false;
     const turn = timerTurn();
-    if (turn === null) return this.#stepped(h, rc, since);
+    if (turn === null) return this.#stepped(h, rc, since, message);
     // Due timers run first: completed steps are resolved before them (see
     // _timer_turn.ts). What the step left on the connection (its row's
     // width, its error message) is read now: anything may use the
@@ -959,7 +967,7 @@ class FfiStmt implements Stmt {
     let more: boolean;
     let error: unknown = null;
     try {
-      more = this.#stepped(h, rc, since);
+      more = this.#stepped(h, rc, since, message);
     } catch (err) {
       more = false;
       error = err;
@@ -1015,9 +1023,10 @@ class FfiStmt implements Stmt {
    * What a step's result code means: a row (true), done (false), or an
    * error; `since`: when a step that may wait for a lock began (in the
    * background, {@link #stepWaiting}, or inline while
-   * {@link FfiDb.waitsInline}), else `NaN`.
+   * {@link FfiDb.waitsInline}), else `NaN`; `message`: SQLite's message of
+   * a failed step, when read already (else read now).
    */
-  #stepped(h: Deno.PointerObject, rc: number, since: number): boolean {
+  #stepped(h: Deno.PointerObject, rc: number, since: number, message?: string): boolean {
     this.#db.waitingForLock = rc === Result.BUSY || rc === BUSY_RECOVERY;
     if (rc === Result.ROW) {
       if (this.#idle) {
@@ -1028,7 +1037,7 @@ class FfiStmt implements Stmt {
     }
     this.#idle = true;
     if (rc === Result.DONE) return false;
-    throw this.#stepError(h, rc, since);
+    throw this.#stepError(h, rc, since, message);
   }
 
   row(): SqlValue[] {
@@ -1264,10 +1273,10 @@ class FfiStmt implements Stmt {
    * plain `SQLITE_BUSY` of a step that may wait for a lock (begun at
    * `since`, see {@link #stepped}) says whether it waited the busy timeout
    * or failed at once, as SQLite does where waiting cannot help
-   * ({@link busyMessage}).
+   * ({@link busyMessage}). `errmsg`: SQLite's message, when read already.
    */
-  #stepError(h: Deno.PointerObject, rc: number, since: number): SqliteError {
-    let message = sqliteMessage(rc, cString(this.#s.sqlite3_errmsg(this.#dbh)));
+  #stepError(h: Deno.PointerObject, rc: number, since: number, errmsg?: string): SqliteError {
+    let message = sqliteMessage(rc, errmsg ?? cString(this.#s.sqlite3_errmsg(this.#dbh)));
     const elapsed = performance.now() - since;
     const inTransaction = this.#db.inTransaction;
     this.#s.sqlite3_reset(h);
