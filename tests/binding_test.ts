@@ -804,6 +804,52 @@ Deno.test("Db.backup() copies on a background thread: timers run during a step; 
     assert.deepEqual(query(db, "SELECT count(*) FROM b"), [[20000]]);
   }));
 
+Deno.test("Db.backup() waits for a statement that began stepping in the background between two of its steps [ffi]", () =>
+  withDb(ffi, async (db, dir) => {
+    db.exec(
+      "CREATE TABLE b(id INTEGER PRIMARY KEY, x BLOB);" +
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000) " +
+        "INSERT INTO b(x) SELECT randomblob(1000) FROM c",
+    );
+    const endless = db.prepare(
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+    )!;
+    endless.bind([]);
+    // Between two of the copy's steps the connection is free: a statement
+    // begins a step in the background there. The connection has no mutex:
+    // the copy's next step must wait for it, and the connection stays busy
+    // until it returns (a backup step ran beside it, on the same connection,
+    // and its end marked the connection free while the statement still ran).
+    let steps = 0;
+    let stepping: Promise<unknown> | null = null;
+    let stepped = false;
+    const beside: string[] = [];
+    const copying = db.backup(`${dir}/copy.db`, {
+      pagesPerStep: 50,
+      onProgress: () => {
+        if (++steps === 2) {
+          stepping = endless.stepInBackground().finally(() => stepped = true);
+        } else if (steps > 2 && !stepped) beside.push(`backup step ${steps}`);
+      },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    rejects(() => db.inTransaction, "SQLITE_MISUSE", 21, /background/);
+    assert.deepEqual(beside, []);
+    db.interrupt();
+    await assert.rejects(stepping!, (err: SqliteError) => err.code === "SQLITE_INTERRUPT");
+    await copying;
+    assert.deepEqual(beside, []);
+    assert.ok(steps > 3, `${steps} steps`);
+    endless.finalize();
+    const copy = ffi.open(`${dir}/copy.db`, { readOnly: true, busyTimeout: 0 });
+    try {
+      assert.deepEqual(query(copy, "SELECT count(*) FROM b"), [[2000]]);
+      assert.deepEqual(query(copy, "PRAGMA integrity_check"), [["ok"]]);
+    } finally {
+      copy.close();
+    }
+  }));
+
 Deno.test("Db.backup() stops after its current step when its connection is closed [ffi]", () =>
   withDb(ffi, async (db, dir) => {
     db.exec(

@@ -300,6 +300,8 @@ class FfiDb implements Db {
 
   /** A step goes to the background: it waits for locks there. */
   beforeBackground(): void {
+    // One thread at a time: the connection has no mutex.
+    if (this.background) throw busyInBackground("connection");
     this.dropBudget();
     if (!this.#waitsInline) this.#s.sqlite3_busy_timeout(this.#handle(), this.#busyMs);
     for (const cb of [this.#updateHook, this.#preHookOn ? this.#preHook : null]) {
@@ -647,7 +649,9 @@ class FfiDb implements Db {
    * one's sync of the copy) on a background thread (`nonblocking` calls):
    * the event loop runs between and during steps. The connection is busy
    * meanwhile, as during a background step (`busyInBackground`); closing it
-   * then stops the copy after the current step.
+   * then stops the copy after the current step. Between two steps it is
+   * free: a statement stepping in the background there holds up the next step
+   * until it returns (the connection has no mutex).
    */
   async backup(
     destPath: string,
@@ -667,6 +671,7 @@ class FfiDb implements Db {
       let rc: number = Result.OK;
       try {
         for (;;) {
+          if (this.background) await this.#free();
           if (this.#h === null) {
             stopped = true; // closed meanwhile (a zombie until backup_finish)
             break;
@@ -684,6 +689,7 @@ class FfiDb implements Db {
       } finally {
         // Unfinished, it rolls the copy back: I/O, off the main thread too.
         const finish = () => s.sqlite3_backup_finish_nb(b);
+        if (this.background) await this.#free();
         rc = await (this.#h === null ? finish() : this.#inBackground(finish));
       }
       if (stopped) {
@@ -697,6 +703,15 @@ class FfiDb implements Db {
     } finally {
       s.sqlite3_close_v2(dest);
     }
+  }
+
+  /**
+   * Resolves once no step runs in the background on this connection: the
+   * backup's steps leave it free between them, where a statement may begin
+   * one (the backup's next step waits for it to return).
+   */
+  async #free(): Promise<void> {
+    while (this.background) await delay(1);
   }
 
   /**
