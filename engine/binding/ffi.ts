@@ -11,6 +11,7 @@
 import { isUtf8 } from "node:buffer";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { resultCodeName } from "../_result_codes.ts";
+import { scan } from "../../protocol/sql_lexer.ts";
 import {
   busyInBackground,
   busyMessage,
@@ -356,7 +357,7 @@ class FfiDb implements Db {
     const total = script.bytes.length - 1;
     const s = this.#s;
     while (byte < total) {
-      this.#pStmt[0] = 0n;
+      this.#pStmt[0] = this.#pTail[0] = 0n;
       const rc = s.sqlite3_prepare_v3(
         h,
         Deno.UnsafePointer.offset(script.base, byte),
@@ -367,7 +368,13 @@ class FfiDb implements Db {
       );
       if (rc !== Result.OK) {
         const err = dbError(s, h);
-        throw this.#dqs ? err : withQuoteHint(err, sql);
+        if (this.#dqs) throw err;
+        // (SQLite sets the tail past the statement that failed too.)
+        const failed = Number(this.#pTail[0] - script.baseValue);
+        const end = failed > byte && failed <= total
+          ? char + utf16Length(script.bytes, byte, failed)
+          : sql.length;
+        throw withQuoteHint(err, sql.slice(char, end));
       }
       const tail = Number(this.#pTail[0] - script.baseValue);
       if (tail <= byte) break; // nothing consumed: nothing left to prepare
@@ -1378,20 +1385,30 @@ function setDbConfig(s: Symbols, h: Deno.PointerObject, op: number, on: boolean)
 /**
  * `err` with the hint newer SQLite releases give themselves when a double-quoted name is
  * not a column (`no such column: "x" - should this be a string literal in
- * single-quotes?`), for older libraries: added when `sql` holds the name in
- * double quotes. A name only a trigger or view of the schema quotes gets no
- * hint (the server's start-up warning names those objects).
+ * single-quotes?`), for older libraries: added when `statement`, the one that
+ * failed, writes the name in double quotes (not in a string or a comment). A
+ * name only a trigger or view of the schema quotes gets no hint (the server's
+ * start-up warning names those objects).
  */
-function withQuoteHint(err: SqliteError, sql: string): SqliteError {
+function withQuoteHint(err: SqliteError, statement: string): SqliteError {
   const m = /^(.*no such column: )(.+)$/s.exec(err.message);
-  if (m === null || m[2].startsWith('"')) return err;
+  if (m === null || m[2].startsWith('"') || !doubleQuotes(statement, m[2])) return err;
   const quoted = `"${m[2].replaceAll('"', '""')}"`;
-  if (!sql.includes(quoted)) return err;
   return new SqliteError(
     err.code,
     `${m[1]}${quoted} - should this be a string literal in single-quotes?`,
     err.sqliteCode,
   );
+}
+
+/** True when `sql` writes the name `name` in double quotes (`"x"`, a name token). */
+function doubleQuotes(sql: string, name: string): boolean {
+  let found = false;
+  scan(sql, (t) => {
+    found = t.kind === "name" && t.text === name && sql[t.at] === '"';
+    return !found;
+  });
+  return found;
 }
 
 /** A failed backup: SQLite's code and message about the copy (`database or disk is full`). */
