@@ -804,6 +804,52 @@ Deno.test("Db.backup() copies on a background thread: timers run during a step; 
     assert.deepEqual(query(db, "SELECT count(*) FROM b"), [[20000]]);
   }));
 
+Deno.test("Db.backup() waits for a statement that began stepping in the background between two of its steps [ffi]", () =>
+  withDb(ffi, async (db, dir) => {
+    db.exec(
+      "CREATE TABLE b(id INTEGER PRIMARY KEY, x BLOB);" +
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000) " +
+        "INSERT INTO b(x) SELECT randomblob(1000) FROM c",
+    );
+    const endless = db.prepare(
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+    )!;
+    endless.bind([]);
+    // Between two of the copy's steps the connection is free: a statement
+    // begins a step in the background there. The connection has no mutex:
+    // the copy's next step must wait for it, and the connection stays busy
+    // until it returns (a backup step ran beside it, on the same connection,
+    // and its end marked the connection free while the statement still ran).
+    let steps = 0;
+    let stepping: Promise<unknown> | null = null;
+    let stepped = false;
+    const beside: string[] = [];
+    const copying = db.backup(`${dir}/copy.db`, {
+      pagesPerStep: 50,
+      onProgress: () => {
+        if (++steps === 2) {
+          stepping = endless.stepInBackground().finally(() => stepped = true);
+        } else if (steps > 2 && !stepped) beside.push(`backup step ${steps}`);
+      },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    rejects(() => db.inTransaction, "SQLITE_MISUSE", 21, /background/);
+    assert.deepEqual(beside, []);
+    db.interrupt();
+    await assert.rejects(stepping!, (err: SqliteError) => err.code === "SQLITE_INTERRUPT");
+    await copying;
+    assert.deepEqual(beside, []);
+    assert.ok(steps > 3, `${steps} steps`);
+    endless.finalize();
+    const copy = ffi.open(`${dir}/copy.db`, { readOnly: true, busyTimeout: 0 });
+    try {
+      assert.deepEqual(query(copy, "SELECT count(*) FROM b"), [[2000]]);
+      assert.deepEqual(query(copy, "PRAGMA integrity_check"), [["ok"]]);
+    } finally {
+      copy.close();
+    }
+  }));
+
 Deno.test("Db.backup() stops after its current step when its connection is closed [ffi]", () =>
   withDb(ffi, async (db, dir) => {
     db.exec(
@@ -869,6 +915,64 @@ Deno.test("Stmt.stepInBackground() leaves the event loop free and stops on inter
     assert.deepEqual(other.row(), [7]);
     other.finalize();
     assert.deepEqual(query(db, "SELECT 'usable'"), [["usable"]]);
+  }));
+
+Deno.test("Db.close() stops a statement stepping in the background, also one whose thread has not yet begun it [ffi]", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // close() right after the step is handed to its thread: SQLite forgets
+    // an interrupt that comes before the step begins, so one interrupt is
+    // not enough (it was lost in most of these rounds): the statement,
+    // which never ends by itself, ran on and the connection stayed open.
+    for (let round = 0; round < 20; round++) {
+      const db = ffi.open(`${dir}/c.db`, { readOnly: false, busyTimeout: 1000 });
+      const endless = db.prepare(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
+      )!;
+      endless.bind([]);
+      const stepping = endless.stepInBackground().then(() => "stopped", () => "stopped");
+      db.close();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const outcome = await Promise.race([
+        stepping,
+        new Promise<string>((resolve) => timer = setTimeout(() => resolve("still running"), 2000)),
+      ]);
+      clearTimeout(timer);
+      if (outcome !== "stopped") {
+        db.interrupt(); // (ends it, so that the failure leaves no thread running)
+        await stepping;
+      }
+      assert.equal(outcome, "stopped", `round ${round}: close() did not stop the step`);
+      rejects(() => db.prepare("SELECT 1"), "SQLITE_MISUSE", 21, /closed/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await new Promise((resolve) => setTimeout(resolve, 0)); // (the timer probe of _timer_turn.ts)
+  }
+});
+
+Deno.test("Stmt.stepInBackground() fails with its own message when a statement finalized meanwhile was active [ffi]", () =>
+  withDb(ffi, async (db) => {
+    db.exec("CREATE TABLE t(a UNIQUE); INSERT INTO t VALUES (1), (2)");
+    // An active statement (a cursor's, mid-rows) finalized while another
+    // steps in the background is finalized once that step returns: SQLite
+    // then hands its state (no error) to the connection, which read back
+    // afterwards gave the failed step the message "not an error".
+    const active = db.prepare("SELECT a FROM t")!;
+    active.bind([]);
+    assert.equal(active.step(), true);
+    const insert = db.prepare("INSERT INTO t VALUES (1)")!;
+    insert.bind([]);
+    const stepping = insert.stepInBackground();
+    active.finalize();
+    await assert.rejects(stepping, (err: SqliteError) => {
+      assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
+      assert.equal(err.sqliteCode, 2067);
+      assert.equal(err.message, "UNIQUE constraint failed: t.a");
+      return true;
+    });
+    insert.finalize();
+    assert.deepEqual(query(db, "SELECT count(*) FROM t"), [[2]]);
   }));
 
 Deno.test("Stmt.stepInBackground() refuses while a time budget is set [ffi]", () =>

@@ -214,6 +214,45 @@ for (const engine of ENGINES) {
     }
   });
 
+  Deno.test(`dqs ${engine}: the single-quotes hint names only a column the failing statement double-quotes`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqs-" });
+    try {
+      const server = await serve({ database: `${dir}/h.db`, path: `${dir}/s.sock`, engine });
+      const db = await connect({ path: `${dir}/s.sock`, max: 1 });
+      try {
+        await db.exec('CREATE TABLE t (a); CREATE TABLE u ("x")');
+        // `x` written bare: SQLite's message as it is, on both engines. (The FFI
+        // engine, adding the hint for older libraries, took `"x"` anywhere in
+        // the text for it: in a string, a comment, the script's next statement.)
+        for (
+          const sql of [
+            `SELECT x FROM t WHERE a = '"x"'`,
+            'SELECT x FROM t -- "x"',
+            'SELECT x FROM t /* "x" */',
+          ]
+        ) {
+          const err = await failure(db.query(sql));
+          assert.equal(err.code, "SQLITE_ERROR", sql);
+          assert.equal(err.message, "no such column: x", sql);
+        }
+        const script = await failure(db.exec('SELECT x FROM t; SELECT "x" FROM u'));
+        assert.equal(script.message, "no such column: x");
+        // Written in double quotes: the hint, on both engines.
+        const hint = 'no such column: "x" - should this be a string literal in single-quotes?';
+        assert.equal((await failure(db.query('SELECT "x" FROM t'))).message, hint);
+        assert.equal(
+          (await failure(db.exec('SELECT a FROM t; SELECT "x" FROM t'))).message,
+          `${hint} (statement 2 of the script; the 1 before it ran)`,
+        );
+      } finally {
+        await db.close();
+        await server.shutdown();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
   Deno.test(`dqs ${engine}: a schema without such literals starts without a warning`, async () => {
     const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqs-" });
     try {

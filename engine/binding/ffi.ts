@@ -11,6 +11,7 @@
 import { isUtf8 } from "node:buffer";
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { resultCodeName } from "../_result_codes.ts";
+import { scan } from "../../protocol/sql_lexer.ts";
 import {
   busyInBackground,
   busyMessage,
@@ -300,6 +301,8 @@ class FfiDb implements Db {
 
   /** A step goes to the background: it waits for locks there. */
   beforeBackground(): void {
+    // One thread at a time: the connection has no mutex.
+    if (this.background) throw busyInBackground("connection");
     this.dropBudget();
     if (!this.#waitsInline) this.#s.sqlite3_busy_timeout(this.#handle(), this.#busyMs);
     for (const cb of [this.#updateHook, this.#preHookOn ? this.#preHook : null]) {
@@ -354,7 +357,7 @@ class FfiDb implements Db {
     const total = script.bytes.length - 1;
     const s = this.#s;
     while (byte < total) {
-      this.#pStmt[0] = 0n;
+      this.#pStmt[0] = this.#pTail[0] = 0n;
       const rc = s.sqlite3_prepare_v3(
         h,
         Deno.UnsafePointer.offset(script.base, byte),
@@ -365,7 +368,13 @@ class FfiDb implements Db {
       );
       if (rc !== Result.OK) {
         const err = dbError(s, h);
-        throw this.#dqs ? err : withQuoteHint(err, sql);
+        if (this.#dqs) throw err;
+        // (SQLite sets the tail past the statement that failed too.)
+        const failed = Number(this.#pTail[0] - script.baseValue);
+        const end = failed > byte && failed <= total
+          ? char + utf16Length(script.bytes, byte, failed)
+          : sql.length;
+        throw withQuoteHint(err, sql.slice(char, end));
       }
       const tail = Number(this.#pTail[0] - script.baseValue);
       if (tail <= byte) break; // nothing consumed: nothing left to prepare
@@ -484,6 +493,11 @@ class FfiDb implements Db {
       this.#interruptLater = true;
       return;
     }
+    this.#interruptNow(h);
+  }
+
+  /** `sqlite3_interrupt()`, repeated while a background step runs (see {@link interrupt}). */
+  #interruptNow(h: Deno.PointerObject): void {
     this.#s.sqlite3_interrupt(h);
     if (this.background && this.#interrupting === undefined) {
       this.#interrupting = setInterval(() => {
@@ -642,7 +656,9 @@ class FfiDb implements Db {
    * one's sync of the copy) on a background thread (`nonblocking` calls):
    * the event loop runs between and during steps. The connection is busy
    * meanwhile, as during a background step (`busyInBackground`); closing it
-   * then stops the copy after the current step.
+   * then stops the copy after the current step. Between two steps it is
+   * free: a statement stepping in the background there holds up the next step
+   * until it returns (the connection has no mutex).
    */
   async backup(
     destPath: string,
@@ -662,6 +678,7 @@ class FfiDb implements Db {
       let rc: number = Result.OK;
       try {
         for (;;) {
+          if (this.background) await this.#free();
           if (this.#h === null) {
             stopped = true; // closed meanwhile (a zombie until backup_finish)
             break;
@@ -679,6 +696,7 @@ class FfiDb implements Db {
       } finally {
         // Unfinished, it rolls the copy back: I/O, off the main thread too.
         const finish = () => s.sqlite3_backup_finish_nb(b);
+        if (this.background) await this.#free();
         rc = await (this.#h === null ? finish() : this.#inBackground(finish));
       }
       if (stopped) {
@@ -692,6 +710,15 @@ class FfiDb implements Db {
     } finally {
       s.sqlite3_close_v2(dest);
     }
+  }
+
+  /**
+   * Resolves once no step runs in the background on this connection: the
+   * backup's steps leave it free between them, where a statement may begin
+   * one (the backup's next step waits for it to return).
+   */
+  async #free(): Promise<void> {
+    while (this.background) await delay(1);
   }
 
   /**
@@ -718,9 +745,11 @@ class FfiDb implements Db {
     if (h === null) return;
     if (this.background) {
       // The background step uses the connection: closing now would free
-      // what it uses. Stop the step and close when it returns.
+      // what it uses. Stop the step and close when it returns: the interrupt
+      // is repeated until then, as SQLite forgets one that comes before the
+      // background thread has begun the step.
       this.#closeLater = true;
-      this.#s.sqlite3_interrupt(h);
+      this.#interruptNow(h);
       return;
     }
     for (const stmt of this.#stmts) stmt.finalize();
@@ -932,19 +961,27 @@ class FfiStmt implements Stmt {
     db.beforeBackground();
     armTimerProbe();
     let rc: number;
+    /** SQLite's message of a failed step. */
+    let message: string | undefined;
     const since = performance.now();
     try {
       this.#isReset = false;
       db.denied = null;
       db.waitingForLock = false;
       rc = await this.#stepWaiting(h, db);
+      // Read before afterBackground() finalizes the statements finalized
+      // meanwhile: one that was active hands its own state (no error) to
+      // the connection as it goes, and the message would read "not an error".
+      if (rc !== Result.ROW && rc !== Result.DONE) {
+        message = cString(this.#s.sqlite3_errmsg(this.#dbh));
+      }
     } finally {
       db.afterBackground();
     }
     // Finalized (or its connection closed) while it stepped: it is done.
     if (this.#h === null) return false;
     const turn = timerTurn();
-    if (turn === null) return this.#stepped(h, rc, since);
+    if (turn === null) return this.#stepped(h, rc, since, message);
     // Due timers run first: completed steps are resolved before them (see
     // _timer_turn.ts). What the step left on the connection (its row's
     // width, its error message) is read now: anything may use the
@@ -952,7 +989,7 @@ class FfiStmt implements Stmt {
     let more: boolean;
     let error: unknown = null;
     try {
-      more = this.#stepped(h, rc, since);
+      more = this.#stepped(h, rc, since, message);
     } catch (err) {
       more = false;
       error = err;
@@ -1008,9 +1045,10 @@ class FfiStmt implements Stmt {
    * What a step's result code means: a row (true), done (false), or an
    * error; `since`: when a step that may wait for a lock began (in the
    * background, {@link #stepWaiting}, or inline while
-   * {@link FfiDb.waitsInline}), else `NaN`.
+   * {@link FfiDb.waitsInline}), else `NaN`; `message`: SQLite's message of
+   * a failed step, when read already (else read now).
    */
-  #stepped(h: Deno.PointerObject, rc: number, since: number): boolean {
+  #stepped(h: Deno.PointerObject, rc: number, since: number, message?: string): boolean {
     this.#db.waitingForLock = rc === Result.BUSY || rc === BUSY_RECOVERY;
     if (rc === Result.ROW) {
       if (this.#idle) {
@@ -1021,7 +1059,7 @@ class FfiStmt implements Stmt {
     }
     this.#idle = true;
     if (rc === Result.DONE) return false;
-    throw this.#stepError(h, rc, since);
+    throw this.#stepError(h, rc, since, message);
   }
 
   row(): SqlValue[] {
@@ -1257,10 +1295,10 @@ class FfiStmt implements Stmt {
    * plain `SQLITE_BUSY` of a step that may wait for a lock (begun at
    * `since`, see {@link #stepped}) says whether it waited the busy timeout
    * or failed at once, as SQLite does where waiting cannot help
-   * ({@link busyMessage}).
+   * ({@link busyMessage}). `errmsg`: SQLite's message, when read already.
    */
-  #stepError(h: Deno.PointerObject, rc: number, since: number): SqliteError {
-    let message = sqliteMessage(rc, cString(this.#s.sqlite3_errmsg(this.#dbh)));
+  #stepError(h: Deno.PointerObject, rc: number, since: number, errmsg?: string): SqliteError {
+    let message = sqliteMessage(rc, errmsg ?? cString(this.#s.sqlite3_errmsg(this.#dbh)));
     const elapsed = performance.now() - since;
     const inTransaction = this.#db.inTransaction;
     this.#s.sqlite3_reset(h);
@@ -1347,20 +1385,30 @@ function setDbConfig(s: Symbols, h: Deno.PointerObject, op: number, on: boolean)
 /**
  * `err` with the hint newer SQLite releases give themselves when a double-quoted name is
  * not a column (`no such column: "x" - should this be a string literal in
- * single-quotes?`), for older libraries: added when `sql` holds the name in
- * double quotes. A name only a trigger or view of the schema quotes gets no
- * hint (the server's start-up warning names those objects).
+ * single-quotes?`), for older libraries: added when `statement`, the one that
+ * failed, writes the name in double quotes (not in a string or a comment). A
+ * name only a trigger or view of the schema quotes gets no hint (the server's
+ * start-up warning names those objects).
  */
-function withQuoteHint(err: SqliteError, sql: string): SqliteError {
+function withQuoteHint(err: SqliteError, statement: string): SqliteError {
   const m = /^(.*no such column: )(.+)$/s.exec(err.message);
-  if (m === null || m[2].startsWith('"')) return err;
+  if (m === null || m[2].startsWith('"') || !doubleQuotes(statement, m[2])) return err;
   const quoted = `"${m[2].replaceAll('"', '""')}"`;
-  if (!sql.includes(quoted)) return err;
   return new SqliteError(
     err.code,
     `${m[1]}${quoted} - should this be a string literal in single-quotes?`,
     err.sqliteCode,
   );
+}
+
+/** True when `sql` writes the name `name` in double quotes (`"x"`, a name token). */
+function doubleQuotes(sql: string, name: string): boolean {
+  let found = false;
+  scan(sql, (t) => {
+    found = t.kind === "name" && t.text === name && sql[t.at] === '"';
+    return !found;
+  });
+  return found;
 }
 
 /** A failed backup: SQLite's code and message about the copy (`database or disk is full`). */
