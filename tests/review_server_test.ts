@@ -1,0 +1,110 @@
+/**
+ * Findings of a review of the server's request path above the engine
+ * (server/session.ts, transport/), each through a real server: a process
+ * (`deno run server.ts`) where the defect would hang the server itself.
+ */
+
+import assert from "node:assert/strict";
+import { ErrorCode } from "../protocol/errors.ts";
+import { Op, Status } from "../protocol/messages.ts";
+import { decodeMsgpack } from "../protocol/msgpack.ts";
+import { FrameReader } from "../transport/frame_reader.ts";
+import { startServerProcess } from "./_helpers.ts";
+import { frame } from "./_raw.ts";
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    all.set(p, at);
+    at += p.length;
+  }
+  return all;
+}
+
+/** Resolves with `"timeout"` when `promise` has not settled within `ms`. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), ms)),
+  ]).finally(() => clearTimeout(timer));
+}
+
+Deno.test("SIGTERM while a half-closed subscriber still has requests queued: the server tells it SHUTTING_DOWN and exits (it spun at 100% CPU for ever)", async () => {
+  await using server = await startServerProcess({ args: ["--grace-ms", "200"] });
+  const path = (server.connectOptions as { path: string }).path;
+  // Another connection holds a transaction open, so that the engine is not
+  // idle when the shutdown ends the subscriber's connection: its feeds then
+  // wait for more changes, 10 ms at a time.
+  const holder = await Deno.connect({ transport: "unix", path });
+  try {
+    await holder.write(concat([
+      frame([Op.Hello, 1, { version: 1 }]),
+      frame([Op.Exec, 2, "CREATE TABLE t(x); BEGIN; INSERT INTO t VALUES (1)", null, null]),
+    ]));
+    const holderReader = new FrameReader(1 << 20);
+    const hbuf = new Uint8Array(1 << 16);
+    for (let got = 0; got < 2;) {
+      const n = await holder.read(hbuf);
+      assert.notEqual(n, null);
+      holderReader.push(hbuf.slice(0, n!));
+      for (let f; (f = holderReader.next()) !== undefined;) {
+        const [, status] = decodeMsgpack(f) as [number, number];
+        assert.equal(status & Status.Error, 0);
+        got++;
+      }
+    }
+    // A large reply it does not read: its last frame, at the shutdown, waits
+    // for a second (a client that reads nothing), and its transaction with it.
+    await holder.write(frame([Op.Query, 3, "SELECT zeroblob(8000000)", null, null]));
+    // The subscriber (on node:sqlite, which has no feeds, the subscribe fails
+    // and the connection is shut down as any other): a feed, then many slow reads pipelined, then the end of
+    // its sending side (a half-close: it still reads its replies).
+    const conn = await Deno.connect({ transport: "unix", path });
+    const slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000) " +
+      "SELECT count(*) FROM c";
+    const requests = [frame([Op.Hello, 1, { version: 1 }]), frame([Op.Subscribe, 2, {}])];
+    for (let i = 0; i < 3000; i++) requests.push(frame([Op.Query, i + 3, slow, null, null]));
+    const bytes = concat(requests);
+    const writing = (async () => {
+      for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+      await conn.closeWrite();
+    })();
+    const reader = new FrameReader(1 << 24);
+    const buf = new Uint8Array(1 << 16);
+    let replies = 0;
+    let last: [number, number, { code?: string }] | null = null;
+    let signalled = false;
+    const readAll = (async () => {
+      for (;;) {
+        const n = await conn.read(buf).catch(() => null);
+        if (n === null) return;
+        reader.push(buf.slice(0, n));
+        for (let f; (f = reader.next()) !== undefined;) {
+          last = decodeMsgpack(f) as [number, number, { code?: string }];
+          if (last[0] !== 0) replies++;
+        }
+        if (!signalled && replies > 300) {
+          signalled = true;
+          server.child.kill("SIGTERM");
+        }
+      }
+    })();
+    const read = await within(readAll, 10_000);
+    await writing.catch(() => {});
+    conn.close();
+    assert.notEqual(read, "timeout", `the server never ended the connection (${replies} replies)`);
+    assert.ok(signalled, `only ${replies} replies came before the end`);
+    assert.ok(replies < 3002, "every request ran: the shutdown came too late to test anything");
+    assert.deepEqual(
+      [last![0], last![1], last![2].code],
+      [0, Status.Error, ErrorCode.ShuttingDown],
+    );
+    const status = await within(server.child.status, 10_000);
+    assert.notEqual(status, "timeout", "the server did not exit");
+    assert.equal((status as Deno.CommandStatus).code, 0);
+  } finally {
+    holder.close();
+  }
+});
