@@ -9,7 +9,7 @@ import { ErrorCode } from "../protocol/errors.ts";
 import { Op, Status } from "../protocol/messages.ts";
 import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
-import { startServerProcess } from "./_helpers.ts";
+import { startServer, startServerProcess } from "./_helpers.ts";
 import { frame } from "./_raw.ts";
 
 function concat(parts: Uint8Array[]): Uint8Array {
@@ -106,5 +106,39 @@ Deno.test("SIGTERM while a half-closed subscriber still has requests queued: the
     assert.equal((status as Deno.CommandStatus).code, 0);
   } finally {
     holder.close();
+  }
+});
+
+Deno.test("A client that half-closes inside a frame still gets the replies of the requests it sent whole (the incomplete frame drew FRAME_TIMEOUT and closed the connection)", async () => {
+  await using server = await startServer({ frameTimeout: 100 });
+  const path = (server.connectOptions as { path: string }).path;
+  const conn = await Deno.connect({ transport: "unix", path });
+  try {
+    // Each takes longer than the frame timeout (and its grace after a stall).
+    const slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c " +
+      "WHERE x < 1000000) SELECT count(*) FROM c";
+    await conn.write(concat([
+      frame([Op.Hello, 1, { version: 1 }]),
+      frame([Op.Query, 2, slow, null, null]),
+      frame([Op.Query, 3, slow, null, null]),
+      frame([Op.Query, 4, slow, null, null]),
+      frame([Op.Query, 5, "SELECT 1", null, null]).subarray(0, 6), // never completed
+    ]));
+    await conn.closeWrite();
+    const got: unknown[] = [];
+    const reader = new FrameReader(1 << 20);
+    const buf = new Uint8Array(1 << 16);
+    for (;;) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) break;
+      reader.push(buf.slice(0, n));
+      for (let f; (f = reader.next()) !== undefined;) got.push(decodeMsgpack(f));
+    }
+    assert.deepEqual(
+      got.slice(1),
+      [2, 3, 4].map((id) => [id, Status.Ok, [["count(*)"], [[1000000]]]]),
+    );
+  } finally {
+    conn.close();
   }
 });

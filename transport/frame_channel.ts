@@ -166,7 +166,14 @@ export class FrameChannel {
         if (!this.#closed) this.#readFailed = true;
         n = null;
       }
-      if (n === null || this.#closed) break;
+      if (n === null || this.#closed) {
+        // The stream ended: an incomplete frame can never complete. Its bytes
+        // are dropped (no longer {@link partial}, out of the budget), so that
+        // no frame timeout runs for it while the requests received whole
+        // are still run and answered.
+        this.#frames.release();
+        break;
+      }
       // Frames are views of `buf`, handled (decoded) before the next read
       // reuses it; only an incomplete frame's bytes are copied out.
       this.#frames.push(buf.subarray(0, n));
