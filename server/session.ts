@@ -497,10 +497,11 @@ export class Session implements SessionProbe {
       return;
     }
     while (!this.#channel.closed) {
-      if (this.#stopping) {
-        // The server stops: its shutdown (see {@link shutdown}) answers what
-        // runs, sends the last frame and closes the connection. Nothing more
-        // runs here, and going round would wait for nothing: a loop of
+      if (this.#stopping || this.#dead) {
+        // The server stops (its shutdown, see {@link shutdown}, answers what
+        // runs, sends the last frame and closes the connection), or a last
+        // frame is being sent ({@link #sendLast}), which closes it. Nothing
+        // more runs here, and going round would wait for nothing: a loop of
         // microtasks that starved the event loop, the shutdown's own timers
         // and writes included, so that the server never exited.
         await this.#closing();
@@ -1857,6 +1858,9 @@ export class Session implements SessionProbe {
   /** Sends a connection-level error (`wire`: its payload) as the last frame, then closes. */
   async #sendLast(err: unknown, wire: WireError = toWireError(err)): Promise<void> {
     this.#dead = true;
+    // Nothing follows this frame: no later frame is read, so none is answered
+    // (a cancel's ABORTED) and none draws a second error (FRAME_TOO_LARGE).
+    this.#channel.discardInput();
     this.#logClosing(err);
     if (this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, wire]) === -1) {
       this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, shortWireError(wire)]);

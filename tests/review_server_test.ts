@@ -142,3 +142,47 @@ Deno.test("A client that half-closes inside a frame still gets the replies of th
     conn.close();
   }
 });
+
+Deno.test("Nothing follows a connection-level error: frames the client sends while the server still writes it are not read (a cancel drew an ABORTED reply after FRAME_TIMEOUT, a frame too large a second error)", async () => {
+  await using server = await startServer({ frameTimeout: 200 });
+  const path = (server.connectOptions as { path: string }).path;
+  const conn = await Deno.connect({ transport: "unix", path });
+  try {
+    const reader = new FrameReader(1 << 24);
+    const buf = new Uint8Array(1 << 16);
+    const next = async (): Promise<unknown> => {
+      for (;;) {
+        const f = reader.next();
+        if (f !== undefined) return decodeMsgpack(f);
+        const n = await conn.read(buf).catch(() => null);
+        if (n === null) return "EOF";
+        reader.push(buf.slice(0, n));
+      }
+    };
+    await conn.write(frame([Op.Hello, 1, { version: 1 }]));
+    assert.equal((await next() as unknown[])[1], Status.Ok);
+    // A reply the client does not read yet (it fills the socket: the
+    // server's last frame waits behind it), then a frame left incomplete
+    // past --frame-timeout.
+    await conn.write(frame([Op.Query, 2, "SELECT zeroblob(3000000) AS b", null, null]));
+    const third = frame([Op.Query, 3, "SELECT 1", null, null]);
+    await conn.write(third.subarray(0, 6));
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    // While the FRAME_TIMEOUT frame waits to be written: the rest of the
+    // frame, a cancel of it, and a frame far too large.
+    const tooLarge = new Uint8Array([0xff, 0xff, 0xff, 0xf0]);
+    await conn.write(concat([third.subarray(6), frame([Op.Cancel, 4, 3]), tooLarge]));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const got: unknown[] = [];
+    for (let msg; (msg = await next()) !== "EOF";) got.push(msg);
+    assert.deepEqual(
+      got.map((m) => {
+        const [id, status, body] = m as [number, number, { code?: string }];
+        return [id, status, id === 2 ? "rows" : body.code];
+      }),
+      [[2, Status.Ok, "rows"], [0, Status.Error, ErrorCode.FrameTimeout]],
+    );
+  } finally {
+    conn.close();
+  }
+});
