@@ -9,7 +9,9 @@ import { ErrorCode } from "../protocol/errors.ts";
 import { Op, Status } from "../protocol/messages.ts";
 import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
+import { connect } from "../client.ts";
 import { startServer, startServerProcess } from "./_helpers.ts";
+import { makeCertificate } from "./_certs.ts";
 import { frame } from "./_raw.ts";
 
 function concat(parts: Uint8Array[]): Uint8Array {
@@ -184,5 +186,68 @@ Deno.test("Nothing follows a connection-level error: frames the client sends whi
     );
   } finally {
     conn.close();
+  }
+});
+
+/**
+ * Opens `n` TCP connections to 127.0.0.1:`port` and resets each at once
+ * (SO_LINGER 0, then close: an RST), through libc: what a port scanner or a
+ * client killed right after connecting leaves in the listen backlog.
+ */
+function resetConnections(port: number, n: number): void {
+  const libc = Deno.dlopen("libc.so.6", {
+    socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+    connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+    setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+    close: { parameters: ["i32"], result: "i32" },
+  });
+  try {
+    const addr = new Uint8Array(16); // sockaddr_in
+    new DataView(addr.buffer).setUint16(0, 2, true); // AF_INET, host order
+    new DataView(addr.buffer).setUint16(2, port); // network order
+    addr.set([127, 0, 0, 1], 4);
+    const linger = new Int32Array([1, 0]); // on, 0 s: close sends an RST
+    for (let i = 0; i < n; i++) {
+      const fd = libc.symbols.socket(2, 1, 0); // AF_INET, SOCK_STREAM
+      assert.ok(fd >= 0);
+      assert.equal(libc.symbols.connect(fd, addr, addr.length), 0);
+      assert.equal(libc.symbols.setsockopt(fd, 1, 13, linger, 8), 0); // SOL_SOCKET, SO_LINGER
+      libc.symbols.close(fd);
+    }
+  } finally {
+    libc.close();
+  }
+}
+
+Deno.test({
+  name:
+    "Connections reset before they were accepted do not hold up the accept loop (each paused it 50 ms, as for EMFILE)",
+  ignore: Deno.build.os !== "linux",
+}, async (t) => {
+  for (const kind of ["tcp", "tls"] as const) {
+    await t.step(kind, async () => {
+      const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+      try {
+        const pem = kind === "tls" ? await makeCertificate(dir) : null;
+        await using server = await startServer({
+          transport: "tcp",
+          logLevel: "error",
+          ...(pem !== null ? { tls: { cert: pem.cert, key: pem.key } } : {}),
+        });
+        const port = (server.connectOptions as { port: number }).port;
+        resetConnections(port, 60);
+        const start = performance.now();
+        await using db = await connect({
+          ...server.connectOptions,
+          max: 1,
+          ...(pem !== null ? { tls: { caCerts: [pem.ca] } } : {}),
+        });
+        assert.deepEqual(await db.get("SELECT 1 AS one"), { one: 1 });
+        const ms = performance.now() - start;
+        assert.ok(ms < 1000, `a new client waited ${ms.toFixed(0)} ms behind 60 reset connections`);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
   }
 });
