@@ -294,6 +294,8 @@ export class Session implements SessionProbe {
   /** SQL of this connection's open cursors, by id (only with `--slow-ms`). */
   #cursorSql: Map<number, string> | null = null;
   #closedOnce = false;
+  /** Resolved when the connection is closed (see {@link #closing}). */
+  #onClosed: (() => void) | null = null;
   /** Change feeds of this connection (`subscribe`). */
   readonly #feeds: ConnectionFeeds;
   /** Set when the engine rolled back the open transaction (its lease ended). */
@@ -495,6 +497,16 @@ export class Session implements SessionProbe {
       return;
     }
     while (!this.#channel.closed) {
+      if (this.#stopping || this.#dead) {
+        // The server stops (its shutdown, see {@link shutdown}, answers what
+        // runs, sends the last frame and closes the connection), or a last
+        // frame is being sent ({@link #sendLast}), which closes it. Nothing
+        // more runs here, and going round would wait for nothing: a loop of
+        // microtasks that starved the event loop, the shutdown's own timers
+        // and writes included, so that the server never exited.
+        await this.#closing();
+        return;
+      }
       await this.#nextTurn();
       this.#pump();
       if (this.#inflight !== null) {
@@ -611,6 +623,12 @@ export class Session implements SessionProbe {
     return this.#engine.cursorCount;
   }
 
+  /** Resolves once the connection is closed ({@link close}). */
+  #closing(): Promise<void> {
+    if (this.#closedOnce) return Promise.resolve();
+    return new Promise((resolve) => this.#onClosed = resolve);
+  }
+
   /** Closes the connection and rolls back its transaction. Idempotent. */
   close(): void {
     if (!this.#closedOnce) {
@@ -641,6 +659,9 @@ export class Session implements SessionProbe {
     this.#channel.close();
     this.#dropQueue();
     this.#countUnsent();
+    const closed = this.#onClosed;
+    this.#onClosed = null;
+    closed?.();
   }
 
   /**
@@ -1837,6 +1858,9 @@ export class Session implements SessionProbe {
   /** Sends a connection-level error (`wire`: its payload) as the last frame, then closes. */
   async #sendLast(err: unknown, wire: WireError = toWireError(err)): Promise<void> {
     this.#dead = true;
+    // Nothing follows this frame: no later frame is read, so none is answered
+    // (a cancel's ABORTED) and none draws a second error (FRAME_TOO_LARGE).
+    this.#channel.discardInput();
     this.#logClosing(err);
     if (this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, wire]) === -1) {
       this.#encoder.append([CONNECTION_ERROR_ID, Status.Error, shortWireError(wire)]);

@@ -61,6 +61,8 @@ export class FrameChannel {
   #readFailed = false;
   #resumeRead: (() => void) | null = null;
   #paused = false;
+  /** Set by {@link discardInput}. */
+  #discarding = false;
   /** Bytes of the batch being written, counted whole until it is written whole. */
   #unwritten = 0;
   /** When the write in progress began or last made progress (`performance.now()`). */
@@ -166,7 +168,15 @@ export class FrameChannel {
         if (!this.#closed) this.#readFailed = true;
         n = null;
       }
-      if (n === null || this.#closed) break;
+      if (n === null || this.#closed) {
+        // The stream ended: an incomplete frame can never complete. Its bytes
+        // are dropped (no longer {@link partial}, out of the budget), so that
+        // no frame timeout runs for it while the requests received whole
+        // are still run and answered.
+        this.#frames.release();
+        break;
+      }
+      if (this.#discarding) continue;
       // Frames are views of `buf`, handled (decoded) before the next read
       // reuses it; only an incomplete frame's bytes are copied out.
       this.#frames.push(buf.subarray(0, n));
@@ -187,6 +197,19 @@ export class FrameChannel {
       }
       this.#handler.onReadEnd();
     }
+  }
+
+  /**
+   * Hands no further frame to `onFrame` (nor any error of the frames
+   * after it): the bytes still read are dropped, an incomplete frame's
+   * included. A server does so once it sent its last frame, a
+   * connection-level error, after which nothing is answered. The
+   * connection is still read, so that closing it with bytes unread does not
+   * reset it (over TCP) before the peer read that frame.
+   */
+  discardInput(): void {
+    this.#discarding = true;
+    this.#frames.release();
   }
 
   /** Stops reading after the current chunk until {@link resumeReading}. */
