@@ -753,10 +753,15 @@ class RunningServer implements Server {
       }
       // Plain TCP; a TLS listener sets both itself (transport/tls_listener.ts).
       if ("setNoDelay" in conn) {
-        (conn as Deno.TcpConn).setNoDelay(true);
-        // Notices a peer whose host vanished (after the system's keepalive
-        // idle time: 2 hours by default on Linux, net.ipv4.tcp_keepalive_time).
-        (conn as Deno.TcpConn).setKeepAlive(true);
+        try {
+          (conn as Deno.TcpConn).setNoDelay(true);
+          // Notices a peer whose host vanished (after the system's keepalive
+          // idle time: 2 hours by default on Linux, net.ipv4.tcp_keepalive_time).
+          (conn as Deno.TcpConn).setKeepAlive(true);
+        } catch {
+          // Reset by its peer already (macOS fails these with EINVAL then;
+          // Linux does not): the session meets the end of its stream.
+        }
       }
       const session = new Session(
         conn,
