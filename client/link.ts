@@ -89,6 +89,12 @@ export class Link {
    * frames the server sent before it closed (its `SHUTTING_DOWN`) are read.
    */
   #writeError: Error | null = null;
+  /**
+   * Ids of `iterate` requests given up by their signal before their reply
+   * came: a cursor the server opened for one (it answered before it read the
+   * `cancel`) is closed when that reply comes, as nobody will read or close it.
+   */
+  readonly #abandonedCursors = new Set<number>();
   /** The errors saying a call may have run that requests here were rejected with (see {@link raised}). */
   readonly #mayHaveRun = new WeakSet<ConnectionError>();
   /**
@@ -358,6 +364,7 @@ export class Link {
         const onAbort = (): void => {
           if (this.#pending.delete(id)) {
             done();
+            if (op === Op.Iterate) this.#abandonedCursors.add(id);
             reject(aborted(signal));
             this.#send([Op.Cancel, this.#takeId(), id]);
             if (this.#pending.size === 0) this.onIdle?.();
@@ -551,7 +558,10 @@ export class Link {
       throw new ConnectionError(`Server closed the connection: ${cause.message}`, { cause });
     }
     const pending = this.#pending.get(id);
-    if (pending === undefined) return;
+    if (pending === undefined) {
+      if (this.#abandonedCursors.delete(id)) this.#closeAbandoned(status, body);
+      return;
+    }
     this.#pending.delete(id);
     pending.done();
     const was = this.#inTransaction;
@@ -591,6 +601,19 @@ export class Link {
     if (this.#pending.size === 0) {
       this.#drained?.();
       this.onIdle?.();
+    }
+  }
+
+  /**
+   * The reply to an `iterate` whose caller gave up (see {@link #abandonedCursors}):
+   * closes the cursor it opened, which would otherwise stay open on the server
+   * (a read snapshot held, and one of its `maxCursors`) until its cursor idle timeout.
+   */
+  #closeAbandoned(status: number, body: unknown): void {
+    if ((status & Status.Error) !== 0 || !Array.isArray(body)) return;
+    const cursor = body[0];
+    if (typeof cursor === "number" && cursor !== 0) {
+      this.request(Op.CloseCursor, [cursor]).catch(() => {});
     }
   }
 

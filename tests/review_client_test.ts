@@ -1,0 +1,41 @@
+/**
+ * Findings of a fresh-eyes review of the client library (client/*.ts), each
+ * confirmed through a real server before its fix.
+ */
+
+import assert from "node:assert/strict";
+import { AbortError, connect } from "../client.ts";
+import { serverStats, startServerProcess } from "./_helpers.ts";
+
+/** Blocks this process's event loop for `ms` (the server, in its own process, runs on). */
+function busyWait(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) { /* spin */ }
+}
+
+Deno.test("an iterate() aborted after the server opened its cursor closes that cursor", async () => {
+  await using server = await startServerProcess();
+  await using db = await connect({ ...server.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (x)");
+  await db.run("INSERT INTO t VALUES (1), (2), (3)");
+  // A slow read ahead of it on the one connection, so that the iterate is answered late.
+  const slow = db.values(
+    "WITH RECURSIVE c(x) AS (VALUES(1) UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) " +
+      "SELECT count(*) FROM c",
+  );
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  const controller = new AbortController();
+  const it = db.iterate("SELECT x FROM t", [], { signal: controller.signal });
+  const first = it.next();
+  // The iterate request goes out behind the slow read; the server answers both (the cursor
+  // open) while this process does not run, so their replies wait unread when the signal aborts.
+  await new Promise((resolve) => setTimeout(resolve, 5));
+  busyWait(2000);
+  controller.abort();
+  await assert.rejects(first, AbortError);
+  assert.deepEqual(await slow, [[1000000]]);
+  // A call after it on the same connection: answered after the cancel was read.
+  assert.deepEqual(await db.values("SELECT 1"), [[1]]);
+  const stats = await serverStats(server.connectOptions);
+  assert.equal(stats.cursors, 0, "the aborted iterate()'s cursor was left open on the server");
+});
