@@ -376,7 +376,13 @@ export class Statement {
     this.#checkLive();
     if (refused !== null) throw refused.error;
     const c = this.#route.connection(!this.#readsOnly, true, earlier !== null);
-    const conn = c instanceof Promise ? await c : c; // held by cursorRows in this same run
+    // Held by cursorRows in this same run. A wait for it ends when the signal aborts.
+    let conn: PooledConnection;
+    try {
+      conn = c instanceof Promise ? await abortable(c, options.signal) : c;
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
     const h = this.#handleOn(conn);
     try {
       yield* cursorRows(

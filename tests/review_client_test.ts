@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { AbortError, connect } from "../client.ts";
-import { serverStats, startServerProcess } from "./_helpers.ts";
+import { delay, drain, serverStats, startServer, startServerProcess, within } from "./_helpers.ts";
 
 /** Blocks this process's event loop for `ms` (the server, in its own process, runs on). */
 function busyWait(ms: number): void {
@@ -38,4 +38,36 @@ Deno.test("an iterate() aborted after the server opened its cursor closes that c
   assert.deepEqual(await db.values("SELECT 1"), [[1]]);
   const stats = await serverStats(server.connectOptions);
   assert.equal(stats.cursors, 0, "the aborted iterate()'s cursor was left open on the server");
+});
+
+Deno.test("an iterate() waiting for a connection of the pool ends when its signal aborts", async () => {
+  await using server = await startServer();
+  await using db = await connect({ ...server.connectOptions, max: 1 });
+  const stmt = await db.prepare("SELECT 2 AS x");
+  // Its one connection reserved: calls wait for it (acquireTimeout 0: no limit).
+  const reserved = await db.reserve();
+  const controller = new AbortController();
+  const { signal } = controller;
+  // Each from a tick of its own (no burst: in one, a cursor first waits for the calls before it).
+  const byQuery = db.query("SELECT 1", [], { signal });
+  await delay(5);
+  const bySql = db.iterate("SELECT 1", [], { signal }).next();
+  await delay(5);
+  const byStatement = stmt.iterate([], { signal }).next();
+  await delay(5);
+  const outcomes = [byQuery, bySql, byStatement].map((p) =>
+    p.then(() => "resolved", (e: Error) => e.name)
+  );
+  controller.abort();
+  const [query, sql, statement] = await Promise.all(outcomes.map((p) => within(p, 2000)));
+  assert.deepEqual({ query, sql, statement }, {
+    query: "AbortError",
+    sql: "AbortError",
+    statement: "AbortError",
+  });
+  reserved.release();
+  // The pool serves on: the aborted cursors took nothing with them.
+  assert.deepEqual(await drain(db.iterate("SELECT 3 AS x")), { rows: [{ x: 3 }], error: null });
+  assert.deepEqual(await stmt.all(), [{ x: 2 }]);
+  await stmt.finalize();
 });
