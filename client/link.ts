@@ -90,11 +90,15 @@ export class Link {
    */
   #writeError: Error | null = null;
   /**
-   * Ids of `iterate` requests given up by their signal before their reply
-   * came: a cursor the server opened for one (it answered before it read the
-   * `cancel`) is closed when that reply comes, as nobody will read or close it.
+   * Requests given up by their signal (rejected with `AbortError`, a
+   * `cancel` sent) whose reply has not come yet, by id. The server may have
+   * run one before it read the `cancel`: its reply, when it comes, still
+   * tells whether a transaction is open (a `BEGIN` that ran), and a cursor
+   * it opened (an `iterate`) is closed then, as nobody will read or close it.
+   * They count in {@link pending}: the connection is not idle before the
+   * server is done with them.
    */
-  readonly #abandonedCursors = new Set<number>();
+  readonly #abandoned = new Map<number, { op: ReplyOp; seq: number }>();
   /** The errors saying a call may have run that requests here were rejected with (see {@link raised}). */
   readonly #mayHaveRun = new WeakSet<ConnectionError>();
   /**
@@ -213,7 +217,7 @@ export class Link {
 
   /** Requests sent and not answered yet. */
   get pending(): number {
-    return this.#pending.size;
+    return this.#pending.size + this.#abandoned.size;
   }
 
   /**
@@ -362,12 +366,13 @@ export class Link {
       let done = (): void => {};
       if (signal !== undefined) {
         const onAbort = (): void => {
-          if (this.#pending.delete(id)) {
+          const p = this.#pending.get(id);
+          if (p !== undefined) {
+            this.#pending.delete(id);
             done();
-            if (op === Op.Iterate) this.#abandonedCursors.add(id);
+            this.#abandoned.set(id, { op, seq: p.seq });
             reject(aborted(signal));
             this.#send([Op.Cancel, this.#takeId(), id]);
-            if (this.#pending.size === 0) this.onIdle?.();
           }
         };
         signal.addEventListener("abort", onAbort, { once: true });
@@ -398,7 +403,7 @@ export class Link {
    * nothing of the transaction may commit, as for a write cancelled once sent).
    */
   #unsent<O extends ReplyOp>(op: O, args: Requests[O], signal: AbortSignal): Promise<never> {
-    if (this.#inTransaction || this.#pending.size > 0) {
+    if (this.#inTransaction || this.pending > 0) {
       const target = this.#takeId();
       const id = this.#takeId();
       // Within the server's maxFrameSize, as any request (a larger frame makes it close the
@@ -482,6 +487,7 @@ export class Link {
       ]);
     }
     this.#pending.clear();
+    this.#abandoned.clear();
     // None of them ran, and the connection is gone: so is its transaction.
     const rolledBack = this.#inTransaction && errors.every(([, e]) => !e.mayHaveRun);
     for (const [p, e] of errors) this.#reject(p, rolledBack ? rolledBackError(e) : e);
@@ -558,23 +564,29 @@ export class Link {
       throw new ConnectionError(`Server closed the connection: ${cause.message}`, { cause });
     }
     const pending = this.#pending.get(id);
-    if (pending === undefined) {
-      if (this.#abandonedCursors.delete(id)) this.#closeAbandoned(status, body);
-      return;
-    }
-    this.#pending.delete(id);
-    pending.done();
+    const abandoned = pending === undefined ? this.#abandoned.get(id) : undefined;
+    if (pending !== undefined) {
+      this.#pending.delete(id);
+      pending.done();
+    } else if (abandoned !== undefined) {
+      // Its caller was told it was aborted; what it did to the transaction state still counts.
+      this.#abandoned.delete(id);
+    } else return;
     const was = this.#inTransaction;
     this.#inTransaction = (status & Status.InTransaction) !== 0;
     if (!this.#inTransaction) this.#txOpenedBy = 0;
     // Opened by this request, or ended and begun again by its script (`COMMIT; BEGIN`).
-    else if (!was || (status & Status.TxEnded) !== 0) this.#txOpenedBy = pending.seq;
+    else if (!was || (status & Status.TxEnded) !== 0) {
+      this.#txOpenedBy = (pending ?? abandoned)!.seq;
+    }
     const refused = this.#inTransaction ? this.guard?.() ?? null : null;
     if (refused !== null) {
-      this.#reject(pending, refused);
+      if (pending !== undefined) this.#reject(pending, refused);
       throw new ConnectionError(`Connection closed: ${refused.message}`, { cause: refused });
     }
-    if ((status & Status.Error) !== 0) {
+    if (pending === undefined) {
+      if (abandoned!.op === Op.Iterate) this.#closeAbandoned(status, body);
+    } else if ((status & Status.Error) !== 0) {
       const err = errorFromWire(body as WireError);
       if (this.#closing !== null && err instanceof AbortError) {
         // The server says how much of it ran: `ran` statements of a script stay applied, and
@@ -600,12 +612,12 @@ export class Link {
     } else pending.resolve(body);
     if (this.#pending.size === 0) {
       this.#drained?.();
-      this.onIdle?.();
+      if (this.#abandoned.size === 0) this.onIdle?.();
     }
   }
 
   /**
-   * The reply to an `iterate` whose caller gave up (see {@link #abandonedCursors}):
+   * The reply to an `iterate` whose caller gave up (see {@link #abandoned}):
    * closes the cursor it opened, which would otherwise stay open on the server
    * (a read snapshot held, and one of its `maxCursors`) until its cursor idle timeout.
    */

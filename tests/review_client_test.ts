@@ -5,7 +5,15 @@
 
 import assert from "node:assert/strict";
 import { AbortError, connect } from "../client.ts";
-import { delay, drain, serverStats, startServer, startServerProcess, within } from "./_helpers.ts";
+import {
+  delay,
+  drain,
+  rowsOf,
+  serverStats,
+  startServer,
+  startServerProcess,
+  within,
+} from "./_helpers.ts";
 
 /** Blocks this process's event loop for `ms` (the server, in its own process, runs on). */
 function busyWait(ms: number): void {
@@ -71,3 +79,35 @@ Deno.test("an iterate() waiting for a connection of the pool ends when its signa
   assert.deepEqual(await stmt.all(), [{ x: 2 }]);
   await stmt.finalize();
 });
+
+for (const max of [1, 2]) {
+  Deno.test(`max: ${max}: a reserved connection whose BEGIN was aborted after it ran is not shared with that transaction open`, async () => {
+    await using server = await startServerProcess();
+    await using db = await connect({ ...server.connectOptions, max });
+    await db.exec("CREATE TABLE t (x)");
+    const reserved = await db.reserve();
+    const slow = reserved.values(
+      "WITH RECURSIVE c(x) AS (VALUES(1) UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) " +
+        "SELECT count(*) FROM c",
+    );
+    await delay(5);
+    const controller = new AbortController();
+    const begin = reserved.exec("BEGIN", { signal: controller.signal });
+    // The BEGIN goes out behind the slow read; the server runs both while this process does
+    // not run, so the BEGIN's answer waits unread when the signal aborts.
+    await delay(5);
+    busyWait(2000);
+    controller.abort();
+    await assert.rejects(begin, AbortError);
+    assert.deepEqual(await slow, [[1000000]]);
+    reserved.release();
+    // A plain write of the client after the release, acknowledged: it must be committed.
+    await db.run("INSERT INTO t VALUES (1)");
+    assert.equal(
+      db.inTransaction,
+      false,
+      "the plain write ran inside the aborted BEGIN's transaction",
+    );
+    assert.deepEqual(rowsOf(server.database, "SELECT x FROM t"), [[1]]);
+  });
+}
