@@ -774,6 +774,62 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Pr
 }
 
 /**
+ * The arguments of a call waiting for a connection (`args`), for its request
+ * once one comes ({@link HeldArgs.take}). Should `signal` abort first, the
+ * call never runs (its request goes out at most inside a `cancel`, where the
+ * server judges it by its SQL or handle alone), so its parameters are let go
+ * at once rather than kept, with the bytes copied for them, for as long as
+ * the pool makes it wait (with no `acquireTimeout`, until a connection frees).
+ */
+export function heldArgs<O extends ReplyOp>(
+  op: O,
+  args: Requests[O],
+  signal: AbortSignal | undefined,
+): HeldArgs<O> {
+  if (signal === undefined) return keptArgs(args);
+  // (No closure here names `args`: it would keep them.)
+  let held = args;
+  const drop = (): void => {
+    held = withoutParamValues(op, held);
+  };
+  if (signal.aborted) drop();
+  else signal.addEventListener("abort", drop, { once: true });
+  return {
+    take: () => {
+      signal.removeEventListener("abort", drop);
+      return held;
+    },
+  };
+}
+
+/** `args` as they are, for a call without a signal. */
+function keptArgs<O extends ReplyOp>(args: Requests[O]): HeldArgs<O> {
+  return { take: () => args };
+}
+
+/** See {@link heldArgs}. */
+export interface HeldArgs<O extends ReplyOp> {
+  /** The arguments to send; stops watching the signal. */
+  take(): Requests[O];
+}
+
+/** `args` with no parameter values (`null`: none), for a request that will not run. */
+function withoutParamValues<O extends ReplyOp>(op: O, args: Requests[O]): Requests[O] {
+  switch (op) {
+    case Op.Run:
+    case Op.Query:
+    case Op.Iterate:
+      return [args[0], null, args[2]] as unknown as Requests[O];
+    case Op.Batch: {
+      const [items, options] = args as Requests[typeof Op.Batch];
+      return [items.map(([sql]) => [sql, null]), options] as unknown as Requests[O];
+    }
+    default:
+      return args;
+  }
+}
+
+/**
  * Request `[op, ...args]` without its parameters, for a `cancel` to carry
  * ({@link Link}'s `#unsent`): the SQL of a statement call or of each batch
  * item; `null` for an op that has none to leave out.

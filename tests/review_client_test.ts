@@ -9,6 +9,7 @@ import {
   delay,
   drain,
   rowsOf,
+  runWithGc,
   serverStats,
   startServer,
   startServerProcess,
@@ -111,3 +112,11 @@ for (const max of [1, 2]) {
     assert.deepEqual(rowsOf(server.database, "SELECT x FROM t"), [[1]]);
   });
 }
+
+Deno.test("calls given up while they wait for a connection of the pool let their parameters go", async () => {
+  // 100 × 2 calls of 1 MiB each: before, all stayed held (≈ 200 MiB) until a connection freed.
+  const out = await runWithGc(new URL("./_review_client_child.ts", import.meta.url));
+  const { waiting, released } = JSON.parse(out) as { waiting: number; released: number };
+  assert.ok(released < 20, `after the release: ${released} MiB`);
+  assert.ok(waiting < 20, `${waiting} MiB of their parameters stayed held while they waited`);
+});
