@@ -98,7 +98,7 @@ export class Link {
    * They count in {@link pending}: the connection is not idle before the
    * server is done with them.
    */
-  readonly #abandoned = new Map<number, { op: ReplyOp; seq: number }>();
+  readonly #abandoned = new Map<number, { op: ReplyOp; seq: number; deadline: number }>();
   /** The errors saying a call may have run that requests here were rejected with (see {@link raised}). */
   readonly #mayHaveRun = new WeakSet<ConnectionError>();
   /**
@@ -370,7 +370,7 @@ export class Link {
           if (p !== undefined) {
             this.#pending.delete(id);
             done();
-            this.#abandoned.set(id, { op, seq: p.seq });
+            this.#abandoned.set(id, { op, seq: p.seq, deadline: p.deadline });
             reject(aborted(signal));
             this.#send([Op.Cancel, this.#takeId(), id]);
           }
@@ -642,9 +642,9 @@ export class Link {
     this.#disarmTimer = setTimeoutAfterStall(
       () => {
         this.#disarmTimer = undefined;
-        const oldest = this.#pending.values().next().value;
-        if (oldest === undefined) return;
-        const left = oldest.deadline - performance.now();
+        const oldest = this.#oldestDeadline();
+        if (oldest === null) return;
+        const left = oldest - performance.now();
         if (left > 0) {
           this.#armTimer(left);
           return;
@@ -654,6 +654,18 @@ export class Link {
       ms,
       this.#requestTimeout,
     );
+  }
+
+  /**
+   * The deadline of the oldest request without a reply, one given up by its
+   * signal included (the connection is not idle before it is answered, see
+   * {@link #abandoned}); `null` when none is out.
+   */
+  #oldestDeadline(): number | null {
+    const pending = this.#pending.values().next().value;
+    const abandoned = this.#abandoned.values().next().value;
+    if (pending === undefined && abandoned === undefined) return null;
+    return Math.min(pending?.deadline ?? Infinity, abandoned?.deadline ?? Infinity);
   }
 
   /**

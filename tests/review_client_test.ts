@@ -120,3 +120,26 @@ Deno.test("calls given up while they wait for a connection of the pool let their
   assert.ok(released < 20, `after the release: ${released} MiB`);
   assert.ok(waiting < 20, `${waiting} MiB of their parameters stayed held while they waited`);
 });
+
+Deno.test("requestTimeout still ends a link whose only call out was given up by its signal", async () => {
+  // The call's connection stays busy until the server answers it: a stopped server must not keep
+  // it (here a released reservation) from the pool past requestTimeout.
+  await using server = await startServerProcess();
+  await using db = await connect({ ...server.connectOptions, max: 2, requestTimeout: 300 });
+  const reserved = await db.reserve();
+  Deno.kill(server.child.pid, "SIGSTOP");
+  try {
+    const controller = new AbortController();
+    const query = reserved.query("SELECT 1", [], { signal: controller.signal });
+    await delay(50);
+    controller.abort();
+    await assert.rejects(query, AbortError);
+    reserved.release();
+    // reserve() needs that connection back (it leaves the other for plain calls): it comes once
+    // the link has timed out, then reopening it fails on the stopped server.
+    const outcome = await within(db.reserve().then((r) => r.release(), (e: Error) => e), 2000);
+    assert.notEqual(outcome, "timeout", "the released connection stayed held past requestTimeout");
+  } finally {
+    Deno.kill(server.child.pid, "SIGCONT");
+  }
+});
