@@ -15,10 +15,10 @@ import {
   paramsKindMessage,
 } from "../protocol/values.ts";
 import { refuseUnknownOptions } from "../protocol/option_names.ts";
-import { abortable, type ReplyOp } from "./link.ts";
+import { abortable, heldArgs, type ReplyOp } from "./link.ts";
 import type { Route } from "./route.ts";
 import { ownBytes, readParams } from "./_snapshot.ts";
-import { waitsForWriter } from "./connection.ts";
+import { type PooledConnection, waitsForWriter } from "./connection.ts";
 
 /** A value a statement parameter may hold. */
 export type BindValue = null | number | bigint | boolean | string | Uint8Array;
@@ -110,7 +110,14 @@ export function call<O extends ReplyOp>(
   const c = route.connection(writes);
   if (c instanceof Promise) {
     ownBytes(args);
-    return abortable(c.then((conn) => conn.request(op, args, signal, undefined, writes)), signal);
+    const held = heldArgs(op, args, signal);
+    const send = (conn: PooledConnection) =>
+      conn.request(op, held.take(), signal, undefined, writes);
+    const stop = (err: unknown): never => {
+      held.take(); // (stops watching the signal)
+      throw err;
+    };
+    return abortable(c.then(send, stop), signal);
   }
   return c.request(op, args, signal, undefined, writes);
 }

@@ -14,6 +14,7 @@ import {
 } from "../protocol/messages.ts";
 import { type CheckedOptions, wireOptions } from "./_calls.ts";
 import { type CursorHold, NO_CURSOR, type PooledConnection } from "./connection.ts";
+import { abortable } from "./link.ts";
 import { type RowMaker, rowMaker } from "./rows.ts";
 
 /** Options of `iterate()`. */
@@ -88,10 +89,11 @@ async function* openCursor(
   onColumns?: (columns: string[]) => void,
 ): AsyncGenerator<unknown> {
   // Held in the same run of code as chosen: no other caller may take it in between.
-  const conn = connection instanceof Promise ? await connection : connection;
+  const signal = options?.signal;
+  // A wait for a connection of the pool ends when the signal aborts, as any call's does.
+  const conn = connection instanceof Promise ? await abortable(connection, signal) : connection;
   const hold = open.hold = conn.hold();
   open.conn = conn;
-  const signal = options?.signal;
   try {
     const [id, columns] = await conn.request(
       Op.Iterate,

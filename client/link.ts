@@ -89,6 +89,16 @@ export class Link {
    * frames the server sent before it closed (its `SHUTTING_DOWN`) are read.
    */
   #writeError: Error | null = null;
+  /**
+   * Requests given up by their signal (rejected with `AbortError`, a
+   * `cancel` sent) whose reply has not come yet, by id. The server may have
+   * run one before it read the `cancel`: its reply, when it comes, still
+   * tells whether a transaction is open (a `BEGIN` that ran), and a cursor
+   * it opened (an `iterate`) is closed then, as nobody will read or close it.
+   * They count in {@link pending}: the connection is not idle before the
+   * server is done with them.
+   */
+  readonly #abandoned = new Map<number, { op: ReplyOp; seq: number; deadline: number }>();
   /** The errors saying a call may have run that requests here were rejected with (see {@link raised}). */
   readonly #mayHaveRun = new WeakSet<ConnectionError>();
   /**
@@ -207,7 +217,7 @@ export class Link {
 
   /** Requests sent and not answered yet. */
   get pending(): number {
-    return this.#pending.size;
+    return this.#pending.size + this.#abandoned.size;
   }
 
   /**
@@ -356,11 +366,13 @@ export class Link {
       let done = (): void => {};
       if (signal !== undefined) {
         const onAbort = (): void => {
-          if (this.#pending.delete(id)) {
+          const p = this.#pending.get(id);
+          if (p !== undefined) {
+            this.#pending.delete(id);
             done();
+            this.#abandoned.set(id, { op, seq: p.seq, deadline: p.deadline });
             reject(aborted(signal));
             this.#send([Op.Cancel, this.#takeId(), id]);
-            if (this.#pending.size === 0) this.onIdle?.();
           }
         };
         signal.addEventListener("abort", onAbort, { once: true });
@@ -391,7 +403,7 @@ export class Link {
    * nothing of the transaction may commit, as for a write cancelled once sent).
    */
   #unsent<O extends ReplyOp>(op: O, args: Requests[O], signal: AbortSignal): Promise<never> {
-    if (this.#inTransaction || this.#pending.size > 0) {
+    if (this.#inTransaction || this.pending > 0) {
       const target = this.#takeId();
       const id = this.#takeId();
       // Within the server's maxFrameSize, as any request (a larger frame makes it close the
@@ -475,6 +487,7 @@ export class Link {
       ]);
     }
     this.#pending.clear();
+    this.#abandoned.clear();
     // None of them ran, and the connection is gone: so is its transaction.
     const rolledBack = this.#inTransaction && errors.every(([, e]) => !e.mayHaveRun);
     for (const [p, e] of errors) this.#reject(p, rolledBack ? rolledBackError(e) : e);
@@ -551,20 +564,29 @@ export class Link {
       throw new ConnectionError(`Server closed the connection: ${cause.message}`, { cause });
     }
     const pending = this.#pending.get(id);
-    if (pending === undefined) return;
-    this.#pending.delete(id);
-    pending.done();
+    const abandoned = pending === undefined ? this.#abandoned.get(id) : undefined;
+    if (pending !== undefined) {
+      this.#pending.delete(id);
+      pending.done();
+    } else if (abandoned !== undefined) {
+      // Its caller was told it was aborted; what it did to the transaction state still counts.
+      this.#abandoned.delete(id);
+    } else return;
     const was = this.#inTransaction;
     this.#inTransaction = (status & Status.InTransaction) !== 0;
     if (!this.#inTransaction) this.#txOpenedBy = 0;
     // Opened by this request, or ended and begun again by its script (`COMMIT; BEGIN`).
-    else if (!was || (status & Status.TxEnded) !== 0) this.#txOpenedBy = pending.seq;
+    else if (!was || (status & Status.TxEnded) !== 0) {
+      this.#txOpenedBy = (pending ?? abandoned)!.seq;
+    }
     const refused = this.#inTransaction ? this.guard?.() ?? null : null;
     if (refused !== null) {
-      this.#reject(pending, refused);
+      if (pending !== undefined) this.#reject(pending, refused);
       throw new ConnectionError(`Connection closed: ${refused.message}`, { cause: refused });
     }
-    if ((status & Status.Error) !== 0) {
+    if (pending === undefined) {
+      if (abandoned!.op === Op.Iterate) this.#closeAbandoned(status, body);
+    } else if ((status & Status.Error) !== 0) {
       const err = errorFromWire(body as WireError);
       if (this.#closing !== null && err instanceof AbortError) {
         // The server says how much of it ran: `ran` statements of a script stay applied, and
@@ -590,7 +612,20 @@ export class Link {
     } else pending.resolve(body);
     if (this.#pending.size === 0) {
       this.#drained?.();
-      this.onIdle?.();
+      if (this.#abandoned.size === 0) this.onIdle?.();
+    }
+  }
+
+  /**
+   * The reply to an `iterate` whose caller gave up (see {@link #abandoned}):
+   * closes the cursor it opened, which would otherwise stay open on the server
+   * (a read snapshot held, and one of its `maxCursors`) until its cursor idle timeout.
+   */
+  #closeAbandoned(status: number, body: unknown): void {
+    if ((status & Status.Error) !== 0 || !Array.isArray(body)) return;
+    const cursor = body[0];
+    if (typeof cursor === "number" && cursor !== 0) {
+      this.request(Op.CloseCursor, [cursor]).catch(() => {});
     }
   }
 
@@ -607,9 +642,9 @@ export class Link {
     this.#disarmTimer = setTimeoutAfterStall(
       () => {
         this.#disarmTimer = undefined;
-        const oldest = this.#pending.values().next().value;
-        if (oldest === undefined) return;
-        const left = oldest.deadline - performance.now();
+        const oldest = this.#oldestDeadline();
+        if (oldest === null) return;
+        const left = oldest - performance.now();
         if (left > 0) {
           this.#armTimer(left);
           return;
@@ -619,6 +654,18 @@ export class Link {
       ms,
       this.#requestTimeout,
     );
+  }
+
+  /**
+   * The deadline of the oldest request without a reply, one given up by its
+   * signal included (the connection is not idle before it is answered, see
+   * {@link #abandoned}); `null` when none is out.
+   */
+  #oldestDeadline(): number | null {
+    const pending = this.#pending.values().next().value;
+    const abandoned = this.#abandoned.values().next().value;
+    if (pending === undefined && abandoned === undefined) return null;
+    return Math.min(pending?.deadline ?? Infinity, abandoned?.deadline ?? Infinity);
   }
 
   /**
@@ -736,6 +783,62 @@ export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Pr
     signal.addEventListener("abort", onAbort, { once: true });
     p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
+}
+
+/**
+ * The arguments of a call waiting for a connection (`args`), for its request
+ * once one comes ({@link HeldArgs.take}). Should `signal` abort first, the
+ * call never runs (its request goes out at most inside a `cancel`, where the
+ * server judges it by its SQL or handle alone), so its parameters are let go
+ * at once rather than kept, with the bytes copied for them, for as long as
+ * the pool makes it wait (with no `acquireTimeout`, until a connection frees).
+ */
+export function heldArgs<O extends ReplyOp>(
+  op: O,
+  args: Requests[O],
+  signal: AbortSignal | undefined,
+): HeldArgs<O> {
+  if (signal === undefined) return keptArgs(args);
+  // (No closure here names `args`: it would keep them.)
+  let held = args;
+  const drop = (): void => {
+    held = withoutParamValues(op, held);
+  };
+  if (signal.aborted) drop();
+  else signal.addEventListener("abort", drop, { once: true });
+  return {
+    take: () => {
+      signal.removeEventListener("abort", drop);
+      return held;
+    },
+  };
+}
+
+/** `args` as they are, for a call without a signal. */
+function keptArgs<O extends ReplyOp>(args: Requests[O]): HeldArgs<O> {
+  return { take: () => args };
+}
+
+/** See {@link heldArgs}. */
+export interface HeldArgs<O extends ReplyOp> {
+  /** The arguments to send; stops watching the signal. */
+  take(): Requests[O];
+}
+
+/** `args` with no parameter values (`null`: none), for a request that will not run. */
+function withoutParamValues<O extends ReplyOp>(op: O, args: Requests[O]): Requests[O] {
+  switch (op) {
+    case Op.Run:
+    case Op.Query:
+    case Op.Iterate:
+      return [args[0], null, args[2]] as unknown as Requests[O];
+    case Op.Batch: {
+      const [items, options] = args as Requests[typeof Op.Batch];
+      return [items.map(([sql]) => [sql, null]), options] as unknown as Requests[O];
+    }
+    default:
+      return args;
+  }
 }
 
 /**

@@ -12,9 +12,16 @@
 
 import { withCallerFrames } from "./_caller_stack.ts";
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import { type CallOptions, Op, type Replies, type WireParams } from "../protocol/messages.ts";
+import {
+  type CallOptions,
+  Op,
+  type Replies,
+  type Requests,
+  type WireCallOptions,
+  type WireParams,
+} from "../protocol/messages.ts";
 import { type PooledConnection, readsOnly } from "./connection.ts";
-import { abortable } from "./link.ts";
+import { abortable, heldArgs } from "./link.ts";
 import {
   type BindParams,
   type BindParamsOf,
@@ -376,7 +383,13 @@ export class Statement {
     this.#checkLive();
     if (refused !== null) throw refused.error;
     const c = this.#route.connection(!this.#readsOnly, true, earlier !== null);
-    const conn = c instanceof Promise ? await c : c; // held by cursorRows in this same run
+    // Held by cursorRows in this same run. A wait for it ends when the signal aborts.
+    let conn: PooledConnection;
+    try {
+      conn = c instanceof Promise ? await abortable(c, options.signal) : c;
+    } catch (err) {
+      throw withCallerFrames(err);
+    }
     const h = this.#handleOn(conn);
     try {
       yield* cursorRows(
@@ -446,19 +459,53 @@ export class Statement {
     const c = this.#route.connection(writes);
     // A call that waits for a connection sends the bytes as they are now.
     if (c instanceof Promise) ownBytes(wp);
-    const send = (conn: PooledConnection): Promise<Replies[O]> => {
-      const h = this.#handleOn(conn);
-      if (h !== undefined) {
-        return conn.request(op, [h.handle, wp, wo], signal, h.generation, writes);
-      }
-      return conn.request(op, [this.sql, wp, wo], signal, undefined, writes);
-    };
-    const sent = c instanceof Promise ? abortable(c.then(send), signal) : send(c);
+    const sent = c instanceof Promise
+      ? this.#sendOnceConnected(c, op, wp, wo, signal, writes)
+      : this.#send(c, op, wp, wo, signal, writes);
     this.#route.issued?.(sent);
     // Options passed in the parameters' place are named so (see optionsAsParams).
     return sent.catch((err) =>
       Promise.reject(optionsAsParams(explain === null ? err : explain(err), shape, params))
     );
+  }
+
+  /** Sends the call on `conn`: by the handle prepared there, else by its SQL. */
+  #send<O extends StatementOp>(
+    conn: PooledConnection,
+    op: O,
+    params: WireParams,
+    wo: WireCallOptions | null,
+    signal: AbortSignal | undefined,
+    writes: boolean,
+  ): Promise<Replies[O]> {
+    const h = this.#handleOn(conn);
+    if (h !== undefined) {
+      return conn.request(op, [h.handle, params, wo], signal, h.generation, writes);
+    }
+    return conn.request(op, [this.sql, params, wo], signal, undefined, writes);
+  }
+
+  /**
+   * {@link #send} once the connection the call waits for comes; its
+   * parameters are let go should its signal abort first (see `heldArgs`: no
+   * closure here keeps them).
+   */
+  #sendOnceConnected<O extends StatementOp>(
+    c: Promise<PooledConnection>,
+    op: O,
+    params: WireParams,
+    wo: WireCallOptions | null,
+    signal: AbortSignal | undefined,
+    writes: boolean,
+  ): Promise<Replies[O]> {
+    const held = heldArgs(op, [this.sql, params, wo] as Requests[O], signal);
+    const send = (conn: PooledConnection): Promise<Replies[O]> =>
+      this.#send(conn, op, held.take()[1] as WireParams, wo, signal, writes);
+    const stop = (err: unknown): never => {
+      held.take(); // (stops watching the signal)
+      throw err;
+    };
+    return abortable(c.then(send, stop), signal);
   }
 
   /**
