@@ -31,7 +31,7 @@
  *   fails should a file have appeared there meanwhile (`putInPlace`), then
  *   the directory synced; what a failed copy leaves is removed, and so is
  *   what a copy cut short (the server killed) left, by the next copy to the
- *   same destination, never a copy in progress (`heldByCopy`).
+ *   same destination, never a copy in progress (`holdLeftover`).
  *
  * @module
  */
@@ -482,8 +482,14 @@ export class Maintenance {
       if (!existsPath(partial) && !own(partial)) await removeCopy(partial);
     }
     for (const partial of partials) {
-      if (own(partial) || heldByCopy(partial)) continue;
-      if (!(await this.#beingWritten(partial, background))) await removeCopy(partial);
+      if (own(partial)) continue;
+      const letGo = holdLeftover(partial);
+      if (letGo === null) continue;
+      try {
+        if (!(await this.#beingWritten(partial, background))) await removeCopy(partial);
+      } finally {
+        letGo();
+      }
     }
   }
 
@@ -1009,8 +1015,10 @@ interface PartialCopy {
  * (`TARGET.1a2b3c4d.partial`), so the server only ever removes a file it made,
  * and holds an exclusive `flock` on it until released: another server that
  * copies to the same destination (a `--backup-dir` shared by several) then
- * does not take it for a copy cut short ({@link heldByCopy}) between the
- * steps in which SQLite holds no lock on it.
+ * does not take it for a copy cut short ({@link holdLeftover}) between the
+ * steps in which SQLite holds no lock on it. Where another server's sweep of
+ * leftovers holds that lock already (it looked at the file before it was
+ * locked, and removes it), another file is made under a new name.
  * It gets `mode`, the database file's permission bits (see {@link fileMode}):
  * a copy of a database only its owner may read is no more readable than it
  * (SQLite writes into the file as it is, and the rename keeps its mode).
@@ -1040,10 +1048,22 @@ async function createPartial(target: string, mode: number | null): Promise<Parti
         }
       },
     };
+    let marked = true;
     try {
-      if (MARKS_COPIES) hold.lockSync(true);
+      // Not waiting: a lock held now is another server's sweep of leftovers, checking this
+      // file before it was marked (holdLeftover), and it removes the file.
+      if (MARKS_COPIES) marked = hold.tryLockSync(true);
     } catch {
       // No advisory locks here (some network file systems): the copy is not marked.
+    }
+    if (!marked) {
+      partial.release();
+      if (attempt < 8) continue;
+      throw new SqliteError(
+        ErrorCode.BadRequest,
+        "copies to the same destination by other servers kept taking this copy for a " +
+          "leftover; try again",
+      );
     }
     // Another server's copy to this destination may have removed the file as a leftover
     // just before it was locked: then it is made again under a new name.
@@ -1102,27 +1122,38 @@ function regularFile(path: string): boolean {
 }
 
 /**
- * True when another copy in progress holds `partial` ({@link createPartial}'s
- * `flock`): it is not a leftover, though SQLite may hold no lock on it now.
+ * Takes `partial`'s `flock` for a sweep of leftovers, to hold until the sweep
+ * has checked and removed it: `null` when a copy in progress holds it
+ * ({@link createPartial}'s mark; it is not a leftover, though SQLite may hold
+ * no lock on it now), else the function that lets go. Held, the copy that
+ * made the file cannot mark it meanwhile (it makes another instead): were the
+ * lock let go before the removal, a copy that created the file just before
+ * the sweep looked would mark it, and SQLite begin writing it, and the
+ * removal would land in the middle (SQLite, opening the copy's journal, then
+ * finds no copy: `SQLITE_IOERR_FSTAT`). Without marks (not Linux, no advisory
+ * locks), or for what is no regular file, SQLite's own lock alone decides.
  */
-function heldByCopy(partial: string): boolean {
-  if (!MARKS_COPIES) return false;
+function holdLeftover(partial: string): (() => void) | null {
+  const none = () => {};
+  if (!MARKS_COPIES || !regularFile(partial)) return none;
   let file: Deno.FsFile;
   try {
-    if (!regularFile(partial)) return false;
     file = Deno.openSync(partial, { read: true });
-  } catch {
-    return false;
+  } catch (err) {
+    return err instanceof Deno.errors.NotFound ? null : none; // gone: nothing to remove
   }
+  let held: boolean;
   try {
-    if (!file.tryLockSync(true)) return true;
-    file.unlockSync();
-    return false;
+    held = file.tryLockSync(true);
   } catch {
-    return false; // no advisory locks here: as before, SQLite's own lock decides
-  } finally {
     file.close();
+    return none; // no advisory locks here: as before, SQLite's own lock decides
   }
+  if (!held) {
+    file.close();
+    return null;
+  }
+  return () => file.close(); // closing lets go of the lock
 }
 
 /**
@@ -1158,7 +1189,7 @@ async function putInPlace(
     if (err instanceof Deno.errors.AlreadyExists) throw appeared();
     if (err instanceof Deno.errors.NotFound && existsPath(dirname(target))) {
       // Another server's copy to the same destination took it for a leftover: possible only
-      // where the copy could not be marked as in progress (no advisory locks; heldByCopy).
+      // where the copy could not be marked as in progress (no advisory locks; holdLeftover).
       throw new SqliteError(
         ErrorCode.BadRequest,
         `Cannot ${what} "${target}": the finished copy was removed before it got its name ` +

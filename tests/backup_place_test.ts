@@ -276,3 +276,119 @@ for (const engine of ENGINES) {
     assert.deepEqual(left, Array.from({ length: NAMES }, (_, i) => `n${i}.db`).sort());
   });
 }
+
+/** x86_64 numbers of the calls the test below holds or waits for. */
+const FLOCK = 73;
+const PREAD64 = 17;
+const UNLINK_NUMBERS = new Set([87, 263]);
+
+/** The threads of `pid` held at the entry of one of the system calls `numbers`: their arguments. */
+function atCall(pid: number, numbers: Set<number>): string[][] {
+  const held: string[][] = [];
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    try {
+      const fields = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/syscall`).trim().split(" ");
+      if (numbers.has(Number(fields[0]))) held.push(fields.slice(1));
+    } catch {
+      // The thread ended.
+    }
+  }
+  return held;
+}
+
+/** The partial copy a thread of `pid` is reading (`pread64`) at the entry of the call, if any. */
+function readingPartial(pid: number): string | null {
+  for (const [fd] of atCall(pid, new Set([PREAD64]))) {
+    try {
+      const path = Deno.readLinkSync(`/proc/${pid}/fd/${parseInt(fd, 16)}`);
+      if (path.endsWith(".partial")) return path;
+    } catch {
+      // Closed meanwhile.
+    }
+  }
+  return null;
+}
+
+async function until(what: string, ready: () => boolean, ms = 20000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!ready()) {
+    if (performance.now() > deadline) throw new Error(`Timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+for (const engine of ENGINES) {
+  Deno.test({
+    name:
+      `${engine}: a server's sweep of leftovers never removes another server's copy in progress, even one it looked at just before the copy was marked: one copy wins, the other fails with BAD_REQUEST (not a disk I/O error)`,
+    ignore: !STRACE_OK,
+    fn: async () => {
+      await using dir = await tempDir();
+      const copies = `${dir.path}/copies`;
+      Deno.mkdirSync(copies);
+      writeDatabase(`${dir.path}/a.db`, "a");
+      writeDatabase(`${dir.path}/b.db`, "b");
+      const args = ["--engine", engine, "--backup-dir", copies];
+      await using a = await startServerProcess({
+        dir: dir.path,
+        database: `${dir.path}/a.db`,
+        args,
+      });
+      await using bDir = await tempDir();
+      await using b = await startServerProcess({
+        dir: bDir.path,
+        database: `${dir.path}/b.db`,
+        args,
+      });
+      await using la = await openTestLink(a.connectOptions);
+      await using lb = await openTestLink(b.connectOptions);
+      // A: the flock that marks its partial copy waits 3 s at its entry (B looks at the copy
+      // meanwhile), and every read 1 s (the copy's header, read as SQLite opens it, among them).
+      await using straceA = await straceOn(a.child.pid, [
+        "-e",
+        "trace=flock,pread64",
+        "-e",
+        "inject=flock:delay_enter=3000000",
+        "-e",
+        "inject=pread64:delay_enter=1000000",
+      ]);
+      // B: every unlink waits at its entry until its strace detaches.
+      await using straceB = await straceOn(b.child.pid, [
+        "-e",
+        "trace=unlink,unlinkat",
+        "-e",
+        "inject=unlink,unlinkat:delay_enter=60000000",
+      ]);
+      const fromA = outcome(la.request(Op.Backup, ["n.db"]));
+      await until(
+        "A marks its partial copy",
+        () => atCall(a.child.pid, new Set([FLOCK])).length > 0,
+      );
+      const fromB = outcome(lb.request(Op.Backup, ["n.db"]));
+      // B found A's partial copy not marked yet, took it for a leftover, and removes it now.
+      await until("B removes a file", () => atCall(b.child.pid, UNLINK_NUMBERS).length > 0);
+      assert.ok(
+        atCall(a.child.pid, new Set([FLOCK])).length > 0,
+        "B was too slow: A marked its copy before B looked at it (the test proves nothing)",
+      );
+      // A marks its copy (or, seeing it taken, makes another) and SQLite opens it: B's removal
+      // lands then, before SQLite opens the copy's journal beside it.
+      await until("SQLite opens A's copy", () => readingPartial(a.child.pid) !== null);
+      await straceB.stop();
+      await straceA.stop();
+      const [errA, errB] = [await fromA, await fromB];
+      const won = [errA, errB].filter((e) => e === null).length;
+      assert.equal(won, 1, `${won} copies reported success (A: ${errA}, B: ${errB})`);
+      const err = errA ?? errB!;
+      assert.equal(err.code, "BAD_REQUEST", String(err));
+      assert.match(
+        err.message,
+        /: the file appeared while the backup ran \(nothing is overwritten\); choose a new name$/,
+      );
+      const winner = errA === null ? "a" : "b";
+      assert.deepEqual(rowsOf(`${copies}/n.db`, "SELECT x FROM who"), [[winner]]);
+      assert.deepEqual(rowsOf(`${copies}/n.db`, "PRAGMA integrity_check"), [["ok"]]);
+      assert.deepEqual([...Deno.readDirSync(copies)].map((e) => e.name), ["n.db"]);
+    },
+  });
+}
