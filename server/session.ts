@@ -1665,9 +1665,15 @@ export class Session implements SessionProbe {
         return this.#logged(this.#maintain().integrity(), "integrity");
       case Op.Backup:
         return this.#logged(this.#maintain().backup(...req.args), "backup");
+      // Behind a write of this session awaiting its group commit, they wait
+      // for it, as the engine's requests do: held, their reply would become
+      // the commit's error should it fail, the feed started (or ended) all
+      // the same.
       case Op.Subscribe:
+        if (s.awaitingCommit) return BLOCKED;
         return this.#feeds.subscribe(...req.args);
       case Op.Unsubscribe:
+        if (s.awaitingCommit) return BLOCKED;
         return this.#feeds.unsubscribe(...req.args);
     }
   }

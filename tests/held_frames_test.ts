@@ -106,3 +106,69 @@ Deno.test({
     assert.ok(failedAfterCommit > 0, "no round had X's write commit and S's group fail");
   },
 });
+
+Deno.test({
+  name: "A subscribe pipelined behind a grouped write of its connection waits for that write's " +
+    "group commit: when the commit fails (full device), the subscribe is not answered with its " +
+    "error while its feed lives on [ffi]",
+  ignore: !canMount || ENGINE !== "ffi",
+  async fn() {
+    let failed = 0;
+    for (let free = 1; free <= 4 && failed === 0; free++) {
+      await using disk = await mountedDisk("16m");
+      const database = `${disk.disk}/a.db`;
+      const made = new DatabaseSync(database);
+      made.exec(
+        "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY); " +
+          "CREATE TABLE u (id INTEGER PRIMARY KEY, v)",
+      );
+      made.close();
+      await using srv = await startServer({ database, synchronous: "normal" });
+      const path = (srv.connectOptions as { path: string }).path;
+      await using s = await Wire.open(path);
+      await using w = await Wire.open(path);
+      const grouped = "INSERT INTO u VALUES (?, randomblob(40000))";
+      for (let i = 0; i < 3; i++) await s.call(Op.Run, grouped, [100 + i], null);
+      await s.call(Op.Run, "DELETE FROM u", null, null);
+      // Room for no group commit of ten pages.
+      await fill(disk.disk);
+      const filler = `${disk.disk}/filler`;
+      await Deno.truncate(filler, (await Deno.stat(filler)).size - free * 4096);
+      const [write, subscribe] = await s.sendAll(
+        [Op.Run, grouped, [1], null],
+        [Op.Subscribe, { tables: ["t"] }],
+      );
+      const replies = new Map<number, [number, unknown]>();
+      const events: number[] = [];
+      const take = ([id, status, body]: [number, number, unknown]) => {
+        if ((status & Status.Event) !== 0) events.push((body as [number])[0]);
+        else replies.set(id, [status, body]);
+      };
+      while (replies.size < 2) take(await s.reply());
+      await Deno.remove(filler);
+      const [writeStatus, writeBody] = replies.get(write)!;
+      if (
+        (writeStatus & Status.Error) === 0 ||
+        !JSON.stringify(writeBody).includes("the group commit holding this write")
+      ) {
+        continue; // (not the case sought: the group's COMMIT did not fail)
+      }
+      failed++;
+      // A change after it reaches the feed.
+      await w.call(Op.Run, "INSERT INTO t VALUES (1)", null, null);
+      while (events.length === 0) {
+        const r = await within(s.reply(), 2000);
+        if (r === "timeout") break;
+        take(r);
+      }
+      const [status, body] = replies.get(subscribe)!;
+      assert.equal(
+        status & Status.Error,
+        0,
+        `free ${free}: subscribe answered ${JSON.stringify(body)}, events came for feeds ${events}`,
+      );
+      assert.deepEqual(events, [(body as [number, number])[0]], "the feed's events name it");
+    }
+    assert.ok(failed > 0, "no round had the group's COMMIT fail");
+  },
+});
