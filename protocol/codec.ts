@@ -55,9 +55,25 @@ export class MessageEncoder {
     return endFrame(w, start, Math.min(limit, this.#maxFrameSize));
   }
 
-  /** Drops everything appended after the first `size` bytes. */
-  truncate(size: number): void {
-    if (size >= 0 && size < this.#w.pos) this.#w.pos = size;
+  /**
+   * Removes everything appended after the first `size` bytes and returns it
+   * (a copy: whole frames when `size` is where one began), for
+   * {@link appendFrames}.
+   */
+  cut(size: number): Uint8Array {
+    const w = this.#w;
+    if (size < 0 || size >= w.pos) return new Uint8Array(0);
+    const tail = w.bytes.slice(size, w.pos);
+    w.pos = size;
+    return tail;
+  }
+
+  /** Appends whole frames encoded before (part of what {@link cut} returned). */
+  appendFrames(frames: Uint8Array): void {
+    const w = this.#w;
+    w.ensure(frames.length);
+    w.bytes.set(frames, w.pos);
+    w.pos += frames.length;
   }
 
   /**

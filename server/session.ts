@@ -56,6 +56,7 @@ import { replyTooLarge, resultTooLarge } from "../engine/run.ts";
 import { heldReplyError } from "../engine/group_commit.ts";
 import { DeadlineTimer } from "../engine/deadline_timer.ts";
 import { FrameChannel } from "../transport/frame_channel.ts";
+import { FRAME_HEADER_SIZE, readFrameLength } from "../transport/frame_writer.ts";
 import type { ByteBudget } from "../transport/frame_reader.ts";
 import type { TokenGate } from "./auth.ts";
 import { Logger, sqlForLog } from "./log.ts";
@@ -275,9 +276,12 @@ export class Session implements SessionProbe {
   #goneTimer: ReturnType<typeof setTimeout> | undefined;
   /** Settles when the head request, running in the background, is answered. */
   #inflight: Promise<void> | null = null;
-  /** Encoder size before the replies held for a group commit, and those replies. */
+  /**
+   * Encoder size before the replies held for a group commit, and those
+   * replies (`at`: where each one's frame begins).
+   */
   #heldAt = -1;
-  #held: { id: number; error?: unknown }[] = [];
+  #held: { id: number; error?: unknown; at: number }[] = [];
   /** Resolved when held replies are released (see #awaitCommit). */
   #released: (() => void) | null = null;
   readonly #services: SessionServices;
@@ -428,8 +432,8 @@ export class Session implements SessionProbe {
           [CONNECTION_ERROR_ID, Status.Event, payload],
           this.#hello.limits.maxFrameSize,
         ) !== -1,
-      // Not while replies are held for a group commit: a failed one replaces
-      // everything appended after them (#onCommit), events included.
+      // Not while replies are held for a group commit: nothing is written
+      // until it ends (events wait queued, where the bounds above count them).
       room: () =>
         !this.#dead && !this.#channel.closed && this.#encoder.size < HIGH_WATER &&
         !this.#engine.awaitingCommit && !this.#overUnsentBudget(),
@@ -1551,8 +1555,9 @@ export class Session implements SessionProbe {
 
   /** Notes a reply that must wait for the group commit. */
   #hold(id: number, error?: unknown): void {
-    if (this.#heldAt === -1) this.#heldAt = this.#encoder.size;
-    this.#held.push({ id, error });
+    const at = this.#encoder.size;
+    if (this.#heldAt === -1) this.#heldAt = at;
+    this.#held.push({ id, error, at });
   }
 
   /** Held writes became durable, or their group commit failed. */
@@ -1569,12 +1574,11 @@ export class Session implements SessionProbe {
       );
       // Replace the held replies: successes become the commit's error, and
       // so do failures whose kept rows (OR FAIL) were lost with the group.
-      this.#encoder.truncate(this.#heldAt);
-      for (const h of this.#held) {
+      this.#replaceHeld((h) => {
         // (A success counted as answered goes out as an error: count that too.)
         if (h.error === undefined && this.#stats !== null) this.#stats.errors++;
         this.#replyError(h.id, heldReplyError(h.error, error));
-      }
+      });
     }
     this.#heldAt = -1;
     this.#held = [];
@@ -1583,6 +1587,25 @@ export class Session implements SessionProbe {
     released?.();
     this.#feeds.pump(); // (events held back meanwhile)
     this.#pump();
+  }
+
+  /**
+   * Answers each held reply anew with `answer` (which appends its one frame),
+   * in place: frames appended among and after them that are not theirs (a
+   * change feed's `LAGGED` end, appended whatever the room; a shutdown's
+   * last frame) stay, in order.
+   */
+  #replaceHeld(answer: (h: { id: number; error?: unknown }) => void): void {
+    const from = this.#heldAt;
+    const tail = this.#encoder.cut(from);
+    let at = 0; // in `tail`
+    for (const h of this.#held) {
+      const start = h.at - from;
+      this.#encoder.appendFrames(tail.subarray(at, start));
+      at = start + FRAME_HEADER_SIZE + readFrameLength(tail, start);
+      answer(h);
+    }
+    this.#encoder.appendFrames(tail.subarray(at));
   }
 
   /** Waits until no reply is held for a group commit (it is imminent). */
@@ -1642,9 +1665,15 @@ export class Session implements SessionProbe {
         return this.#logged(this.#maintain().integrity(), "integrity");
       case Op.Backup:
         return this.#logged(this.#maintain().backup(...req.args), "backup");
+      // Behind a write of this session awaiting its group commit, they wait
+      // for it, as the engine's requests do: held, their reply would become
+      // the commit's error should it fail, the feed started (or ended) all
+      // the same.
       case Op.Subscribe:
+        if (s.awaitingCommit) return BLOCKED;
         return this.#feeds.subscribe(...req.args);
       case Op.Unsubscribe:
+        if (s.awaitingCommit) return BLOCKED;
         return this.#feeds.unsubscribe(...req.args);
     }
   }
