@@ -124,6 +124,16 @@ const MAINTENANCE_OPS: ReadonlySet<OpCode> = new Set([
   Op.Backup,
 ]);
 /**
+ * Requests answered by the session itself (not the engine's statements)
+ * that wait for a group commit their connection awaits (see #dispatch).
+ */
+const WAIT_FOR_COMMIT: ReadonlySet<OpCode> = new Set([
+  ...MAINTENANCE_OPS,
+  Op.Stats,
+  Op.Subscribe,
+  Op.Unsubscribe,
+]);
+/**
  * SQLite's codes for a failing device or file (the primary code, any
  * extended one): logged at `error`, since every client's writes fail alike
  * until the operator acts, and no client's own doing caused them.
@@ -1626,6 +1636,11 @@ export class Session implements SessionProbe {
     const refusal = this.#refused?.get(msg);
     if (refusal !== undefined) throw refusal;
     const req: DecodedRequest = decodeRequest(msg);
+    // Behind a write of this session awaiting its group commit, the ops this
+    // session answers itself wait for it, as the engine's requests do: held,
+    // their reply would become the commit's error should it fail, though
+    // what they did (a feed started or ended, a backup written) stands.
+    if (s.awaitingCommit && WAIT_FOR_COMMIT.has(req.op)) return BLOCKED;
     switch (req.op) {
       case Op.Query:
         return s.query(...req.args);
@@ -1665,15 +1680,9 @@ export class Session implements SessionProbe {
         return this.#logged(this.#maintain().integrity(), "integrity");
       case Op.Backup:
         return this.#logged(this.#maintain().backup(...req.args), "backup");
-      // Behind a write of this session awaiting its group commit, they wait
-      // for it, as the engine's requests do: held, their reply would become
-      // the commit's error should it fail, the feed started (or ended) all
-      // the same.
       case Op.Subscribe:
-        if (s.awaitingCommit) return BLOCKED;
         return this.#feeds.subscribe(...req.args);
       case Op.Unsubscribe:
-        if (s.awaitingCommit) return BLOCKED;
         return this.#feeds.unsubscribe(...req.args);
     }
   }

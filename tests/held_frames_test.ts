@@ -172,3 +172,53 @@ Deno.test({
     assert.ok(failed > 0, "no round had the group's COMMIT fail");
   },
 });
+
+Deno.test({
+  name: "stats and integrity pipelined behind a grouped write of their connection " +
+    "wait for its group commit: when the commit fails (full device), their answers are their own " +
+    "[ffi]",
+  ignore: !canMount || ENGINE !== "ffi",
+  async fn() {
+    let failed = 0;
+    for (let free = 1; free <= 4 && failed === 0; free++) {
+      await using disk = await mountedDisk("16m");
+      const database = `${disk.disk}/a.db`;
+      const made = new DatabaseSync(database);
+      made.exec("PRAGMA journal_mode = WAL; CREATE TABLE u (id INTEGER PRIMARY KEY, v)");
+      made.close();
+      await using srv = await startServer({ database, synchronous: "normal" });
+      const path = (srv.connectOptions as { path: string }).path;
+      await using s = await Wire.open(path);
+      const grouped = "INSERT INTO u VALUES (?, randomblob(40000))";
+      for (let i = 0; i < 3; i++) await s.call(Op.Run, grouped, [100 + i], null);
+      await s.call(Op.Run, "DELETE FROM u", null, null);
+      await fill(disk.disk);
+      const filler = `${disk.disk}/filler`;
+      await Deno.truncate(filler, (await Deno.stat(filler)).size - free * 4096);
+      const [write, stats, integrity] = await s.sendAll(
+        [Op.Run, grouped, [1], null],
+        [Op.Stats],
+        [Op.Integrity],
+      );
+      const replies = new Map<number, [number, unknown]>();
+      while (replies.size < 3) {
+        const [id, status, body] = await s.reply();
+        if ((status & Status.Event) === 0) replies.set(id, [status, body]);
+      }
+      await Deno.remove(filler);
+      const [writeStatus, writeBody] = replies.get(write)!;
+      if (
+        (writeStatus & Status.Error) === 0 ||
+        !JSON.stringify(writeBody).includes("the group commit holding this write")
+      ) {
+        continue; // (not the case sought: the group's COMMIT did not fail)
+      }
+      failed++;
+      for (const [name, id] of [["stats", stats], ["integrity", integrity]] as const) {
+        const [status, body] = replies.get(id)!;
+        assert.equal(status & Status.Error, 0, `free ${free}: ${name} ${JSON.stringify(body)}`);
+      }
+    }
+    assert.ok(failed > 0, "no round had the group's COMMIT fail");
+  },
+});
