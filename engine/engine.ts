@@ -38,6 +38,7 @@ import { type BufferedRoom, BufferedRows } from "./buffered_rows.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
 import { disarmTimerProbe } from "./binding/_timer_turn.ts";
 import { IoTurn } from "./io_turn.ts";
+import { metLock } from "./run.ts";
 
 export { BLOCKED, EngineSession } from "./engine_session.ts";
 
@@ -696,7 +697,23 @@ export class Engine {
     // SHARED lock on the file, failing every other program's commit.
     const hold = this.#walWatch.readable;
     if (hold) reader.runOwn("BEGIN");
-    const version = reader.refreshSchema();
+    let version: number;
+    try {
+      version = reader.refreshSchema();
+    } catch (err) {
+      // Another program's lock, which the main thread does not wait for: its
+      // commit's EXCLUSIVE lock on a database not in WAL mode (where readers
+      // are kept out while it writes). The schema read waits for it here, up
+      // to the busy timeout, as a reader opened for a read does: with the
+      // schema unread, not even the read's statement could be prepared.
+      if (!metLock(reader, err)) throw err;
+      reader.db.waitsInline = true;
+      try {
+        version = reader.refreshSchema();
+      } finally {
+        reader.db.waitsInline = false;
+      }
+    }
     if (hold) {
       this.#readerInTx = true;
       this.#armReaderIdle();

@@ -55,6 +55,44 @@ for (const engine of ENGINES) {
     }
   });
 
+  Deno.test(`${engine}: on a rollback-journal database, a read that meets another program's lock waits for it`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+    const database = `${dir}/ro.db`;
+    const seed = new DatabaseSync(database);
+    seed.exec("PRAGMA journal_mode = DELETE; CREATE TABLE t (a); INSERT INTO t VALUES (1)");
+    seed.close();
+    try {
+      await using srv = await startServer({ engine, database, readonly: true, logLevel: "error" });
+      await using db = await srv.client();
+      // The other program holds the EXCLUSIVE lock (which keeps readers out
+      // of a rollback-journal database) for 400 ms, then commits.
+      const code = `import { DatabaseSync } from "node:sqlite";
+const db = new DatabaseSync(Deno.args[0]);
+db.exec("PRAGMA busy_timeout = 5000; BEGIN EXCLUSIVE; INSERT INTO t VALUES (2)");
+console.log("locked");
+await new Promise((resolve) => setTimeout(resolve, 400));
+db.exec("COMMIT");
+db.close();`;
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["eval", "--ext=js", code, database],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      try {
+        assert.equal((await lines.read()).value?.trim(), "locked");
+        // Before the fix (FFI) the read failed at once: SQLITE_BUSY "database is locked".
+        assert.deepEqual(await db.values("SELECT count(*) FROM t"), [[2]]);
+      } finally {
+        while (!(await lines.read()).done);
+        assert.equal((await child.status).code, 0);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
   Deno.test(`${engine}: the shared reader lets go of its snapshot once reads stop, so another program's checkpoint completes`, async () => {
     await using srv = await startServer({ engine, logLevel: "error" });
     await using db = await srv.client();
