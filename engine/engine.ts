@@ -38,6 +38,7 @@ import { type BufferedRoom, BufferedRows } from "./buffered_rows.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
 import { disarmTimerProbe } from "./binding/_timer_turn.ts";
 import { IoTurn } from "./io_turn.ts";
+import { metLock } from "./run.ts";
 
 export { BLOCKED, EngineSession } from "./engine_session.ts";
 
@@ -151,6 +152,14 @@ export const QUICK_GROUP_MS = 0.5;
 export const FILE_CHECK_MS = 1000;
 
 /**
+ * How long the shared reader keeps its read snapshot with no read using it
+ * (see `#snapshotReader`), at most twice this: held longer, it would stop
+ * another program's checkpoints short (its WAL growing without bound while
+ * the server's clients merely stopped reading).
+ */
+export const READER_IDLE_MS = 100;
+
+/**
  * The writer's `PRAGMA journal_size_limit` unless configured (64 MiB):
  * SQLite's default (-1) keeps the WAL file as large as it ever grew (behind
  * a long reader, without bound) after the WAL starts over; a WAL kept under
@@ -183,6 +192,10 @@ export class Engine {
   readonly #reader: Connection | null;
   /** True while the shared reader holds the snapshot {@link #snapshotReader} began. */
   #readerInTx = false;
+  /** True once a read used the shared reader since {@link #readerIdle} was armed. */
+  #readerUsed = false;
+  /** Ends the shared reader's snapshot once no read used it for {@link READER_IDLE_MS}. */
+  #readerIdle: ReturnType<typeof setTimeout> | undefined;
   readonly #queue: WriterQueue<EngineSession>;
   readonly #policy: PolicyCheck;
   /** Statements running in the background (awaited before closing). */
@@ -499,6 +512,8 @@ export class Engine {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#fileTimer);
+    clearTimeout(this.#readerIdle);
+    this.#readerIdle = undefined;
     this.#group.commitNow();
     for (const s of [...this.#sessions]) s.close();
     // (Closing a session takes its read out of line: none should be left.)
@@ -662,6 +677,7 @@ export class Engine {
     this.#sharePragmas(reader);
     // (The flag stands in for `reader.inTransaction`, an FFI call a read: if
     // the transaction ended unnoticed, reads run in autocommit, as fresh.)
+    this.#readerUsed = true;
     if (this.#walWatch.changed() || !this.#readerInTx) this.#renewSnapshot(reader);
     return reader;
   }
@@ -675,9 +691,33 @@ export class Engine {
     this.#readerInTx = false;
     if (reader.inTransaction) reader.runOwn("COMMIT");
     this.#checkReads(false);
-    reader.runOwn("BEGIN");
-    const version = reader.refreshSchema();
-    this.#readerInTx = true;
+    // With no WAL-index header to compare (a database not in WAL mode, as a
+    // --readonly server may serve), every read renews anyway: reads run in
+    // autocommit, for a read transaction held between them would hold a
+    // SHARED lock on the file, failing every other program's commit.
+    const hold = this.#walWatch.readable;
+    if (hold) reader.runOwn("BEGIN");
+    let version: number;
+    try {
+      version = reader.refreshSchema();
+    } catch (err) {
+      // Another program's lock, which the main thread does not wait for: its
+      // commit's EXCLUSIVE lock on a database not in WAL mode (where readers
+      // are kept out while it writes). The schema read waits for it here, up
+      // to the busy timeout, as a reader opened for a read does: with the
+      // schema unread, not even the read's statement could be prepared.
+      if (!metLock(reader, err)) throw err;
+      reader.db.waitsInline = true;
+      try {
+        version = reader.refreshSchema();
+      } finally {
+        reader.db.waitsInline = false;
+      }
+    }
+    if (hold) {
+      this.#readerInTx = true;
+      this.#armReaderIdle();
+    }
     if (version !== this.#schemaVersion) {
       this.#schemaVersion = version;
       this.#writerSchemaStale = true;
@@ -911,6 +951,30 @@ export class Engine {
     this.#releaseReaderSnapshot();
     this.#refreshWriterSchema();
     return true;
+  }
+
+  /**
+   * Ends the shared reader's snapshot once no read used it for
+   * {@link READER_IDLE_MS} (checked that often): an old snapshot held while
+   * no read comes would stop other programs' checkpoints short.
+   */
+  #armReaderIdle(): void {
+    if (this.#readerIdle !== undefined || this.#closed) return;
+    this.#readerUsed = false;
+    const timer = this.#readerIdle = setTimeout(() => {
+      this.#readerIdle = undefined;
+      if (!this.#readerInTx || this.#closed) return;
+      if (this.#readerUsed) {
+        this.#armReaderIdle();
+        return;
+      }
+      try {
+        this.#releaseReaderSnapshot();
+      } catch {
+        // (The next read ends it, renewing its snapshot.)
+      }
+    }, READER_IDLE_MS);
+    Deno.unrefTimer(timer);
   }
 
   /** Ends the shared reader's snapshot, if it holds one (the next read starts a new one). */

@@ -112,9 +112,13 @@ export function pragmaUse(name: string, arg: string | null): PragmaUse {
 }
 
 /**
- * True when `sql` is the plain read `PRAGMA data_version` (or
- * `PRAGMA main.data_version`), which the shared read connection answers
- * wherever the session's other statements run (see {@link COUNTER_PRAGMAS}).
+ * True when `sql` reads `data_version` and nothing else: plainly
+ * (`PRAGMA data_version`, `PRAGMA main.data_version`) or table-valued
+ * (`SELECT data_version FROM pragma_data_version`, `SELECT *` too, the
+ * table maybe `main.` and `()`), which the shared read connection answers
+ * wherever the session's other statements run (see {@link COUNTER_PRAGMAS}):
+ * answered by another connection (a cursor's, the writer in a transaction),
+ * it would count another connection's view of the commits.
  *
  * @param sql One statement's text.
  * @returns whether it is that read.
@@ -122,18 +126,30 @@ export function pragmaUse(name: string, arg: string | null): PragmaUse {
  * ```ts
  * import { isDataVersionRead } from "./pragma_use.ts";
  * if (!isDataVersionRead("pragma Main.DATA_VERSION;")) throw new Error("the plain read");
+ * if (!isDataVersionRead("SELECT * FROM pragma_data_version")) throw new Error("table-valued");
  * if (isDataVersionRead("PRAGMA data_version = 3")) throw new Error("not a read");
  * ```
  */
 export function isDataVersionRead(sql: string): boolean {
   // (Asked of every statement: long text, or text without the name, is not it.)
   if (sql.length > 256 || !DATA_VERSION.test(sql)) return false;
+  // Names folded; anything else (strings, numbers, punctuation) kept apart by a prefix.
   const words = statementTokens(sql).filter((t) => t.kind !== "semicolon")
-    .map((t) => t.kind === "word" || t.kind === "name" ? foldCase(t.text) : t.text);
-  if (words[0] !== "pragma") return false;
-  if (words.length === 2) return words[1] === "data_version";
-  return words.length === 4 && words[1] === "main" && words[2] === "." &&
-    words[3] === "data_version";
+    .map((t) => t.kind === "word" || t.kind === "name" ? foldCase(t.text) : `${t.kind}:${t.text}`);
+  if (words[0] === "pragma") {
+    if (words.length === 2) return words[1] === "data_version";
+    return words.length === 4 && words[1] === "main" && words[2] === "punct:." &&
+      words[3] === "data_version";
+  }
+  if (words[0] !== "select" || (words[1] !== "data_version" && words[1] !== "punct:*")) {
+    return false;
+  }
+  let i = words[2] === "from" ? 3 : -1;
+  if (i < 0) return false;
+  if (words[i] === "main" && words[i + 1] === "punct:.") i += 2;
+  if (words[i++] !== "pragma_data_version") return false;
+  if (words[i] === "punct:(" && words[i + 1] === "punct:)") i += 2;
+  return i === words.length;
 }
 
 const DATA_VERSION = /data_version/i;

@@ -82,6 +82,8 @@ export class WalWatch {
   readonly #buffer = new Uint8Array(HEADER_BYTES);
   readonly #header = new Uint32Array(this.#buffer.buffer);
   readonly #seen = new Uint32Array(HEADER_BYTES / 4);
+  /** Whether the last check read a header (see {@link readable}). */
+  #readable = false;
 
   /**
    * @param database The database file, as the engine opened it (its `-shm`
@@ -108,6 +110,7 @@ export class WalWatch {
    */
   changedSince(seen: Uint32Array): boolean {
     const now = this.#map !== 0n ? this.#copy() : this.#read();
+    this.#readable = now !== null;
     if (now === null) return true;
     for (let i = 0; i < seen.length; i++) {
       if (now[i] !== seen[i]) {
@@ -116,6 +119,15 @@ export class WalWatch {
       }
     }
     return false;
+  }
+
+  /**
+   * True when the last {@link changed} or {@link changedSince} read a header:
+   * false when there is none to read (a database not in WAL mode has no
+   * `-shm` file), and every check then says "changed".
+   */
+  get readable(): boolean {
+    return this.#readable;
   }
 
   /** A record of the header for {@link changedSince} (zeros until its first call). */
