@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { SqliteError } from "../client.ts";
-import { delay, startServer, tempDir, within } from "./_helpers.ts";
+import { delay, startServer, statsUntil, tempDir, within } from "./_helpers.ts";
 import { connectWhenUp, ENGINE, spawnServer, stop } from "./_logged_server.ts";
 import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
 import { Wire } from "./_wire.ts";
@@ -171,10 +171,12 @@ Deno.test("A write waiting for the writer keeps its place in line while its conn
     // write, which waits for the writer, first in line.
     const read = [Op.Query, "SELECT v FROM blob", null, null];
     await a.sendAll(read, read, read, [Op.Run, "INSERT INTO w VALUES ('a')", null, null]);
-    await delay(100);
+    // (Waits counted by the server, not a fixed delay: under load A's write
+    // may reach the writer's line after C's would have.)
+    await statsUntil(srv.connectOptions, (r) => r.writer.waiting === 1, "A's write waits");
     // C's write waits behind A's.
     const cWrite = c.run("INSERT INTO w VALUES ('c')");
-    await delay(100);
+    await statsUntil(srv.connectOptions, (r) => r.writer.waiting === 2, "C's write waits");
     // P's replies, which P does not read either, take the server past its bound.
     await p.sendAll(...Array.from({ length: 12 }, () => read));
     await delay(200);
