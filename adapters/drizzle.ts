@@ -934,16 +934,20 @@ export function drizzle<TSchema extends Record<string, unknown> = Record<string,
  *
  * - All pending migrations run in one transaction: when one fails, none of
  *   them is applied, and the error names it (a `SqliteError` with the
- *   server's code, the batch's error as `cause`).
+ *   server's code, the batch's error as `cause`). Except around a table
+ *   rebuild (below): the migrations that turn foreign keys off and those
+ *   that do not run as consecutive batches, each atomic.
  * - A write of the run that waited `--busy-timeout` for the writer (held by
  *   another instance's migrations: `BUSY_TIMEOUT`) is sent again until the
  *   run's deadline (`timeout`, else the server's statement timeout) has
  *   passed since it began, so a slow migration of another instance is
  *   waited for.
- * - drizzle-kit's `PRAGMA foreign_keys=OFF` (a table rebuild) runs the
- *   migrations with foreign keys off, checked before the commit (see
+ * - drizzle-kit's `PRAGMA foreign_keys=OFF` (a table rebuild) runs that
+ *   migration with foreign keys off, checked before the commit (see
  *   `Client.batch`'s `foreignKeys`), so `DROP TABLE` deletes no rows of
- *   tables that reference it.
+ *   tables that reference it; the migrations before and after it run with
+ *   foreign keys on (their `ON DELETE CASCADE` takes place), in batches of
+ *   their own.
  * - Call it outside a transaction: called from inside a `db.transaction()`
  *   of this client (any database over it), it is refused at once with
  *   `SqliteError` `TX_CONTROL` (its own transaction would wait for that

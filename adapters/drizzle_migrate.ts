@@ -24,8 +24,8 @@ export interface MigrationConfig {
   migrationsSchema?: string;
   /**
    * Deadline in ms (> 0) of the run: all pending migrations are one batch,
-   * under one deadline. @default the server's statement timeout
-   * (`--statement-timeout`)
+   * under one deadline (each batch, when a table rebuild splits the run).
+   * @default the server's statement timeout (`--statement-timeout`)
    */
   timeout?: number;
 }
@@ -67,13 +67,15 @@ interface Migration extends MigrationMeta {
  * `Client.batch` whose first statement fails when the table no longer holds
  * what was read: another migrator got there first, and the run starts over
  * (and finds nothing left to do). drizzle-kit's `PRAGMA foreign_keys=OFF`
- * (a table rebuild) runs the batch with `foreignKeys: false`.
+ * (a table rebuild) runs its migration in a batch with `foreignKeys: false`,
+ * and the pending migrations around it in batches of their own, foreign
+ * keys on (see `sameForeignKeys`).
  *
  * @param client The client to run the migrations through.
  * @param config Drizzle's migration options (`migrationsSchema` is ignored:
  *   SQLite has none), and `timeout`: the run's deadline in ms.
  * @throws {SqliteError} naming the failing migration, with the server's code
- *   (nothing of the run applied).
+ *   (nothing of its batch applied).
  */
 export async function applyMigrations(client: Client, config: MigrationConfig): Promise<void> {
   if (
@@ -113,28 +115,58 @@ export async function applyMigrations(client: Client, config: MigrationConfig): 
       if (!waitMore(err)) throw err;
     }
   }
+  /** The migrations this call applied in batches before the current one. */
+  const applied: Migration[] = [];
   for (let restarts = 0;;) {
     const seen = await readApplied(client, table);
     const pending = migrations.filter((m) =>
       seen.last === undefined || Number(seen.last) < m.folderMillis
     );
     if (pending.length === 0) return;
-    const { statements, owners, foreignKeysOff } = plan(table, seen, pending);
+    const batch = sameForeignKeys(pending);
+    const { statements, owners } = plan(table, seen, batch);
     try {
       await client.batch(statements, {
-        ...(foreignKeysOff ? { foreignKeys: false } : {}),
+        ...(turnsForeignKeysOff(batch[0]) ? { foreignKeys: false } : {}),
         ...(timeout !== undefined ? { timeout } : {}),
       });
-      return;
+      if (batch.length === pending.length) return;
+      applied.push(...batch); // the next batch needs the other foreign key setting
     } catch (err) {
       // Another migrator recorded migrations since we read: start over.
       const now = await readApplied(client, table).catch(() => seen);
       const changed = now.count !== seen.count || now.last !== seen.last;
       if (changed && ++restarts < MAX_ATTEMPTS) continue;
       if (!changed && waitMore(err)) continue;
-      throw failure(err, owners, pending);
+      throw failure(err, owners, batch, applied);
     }
   }
+}
+
+/**
+ * Whether migration `m` turns foreign keys off (drizzle-kit's
+ * `PRAGMA foreign_keys=OFF` around a table rebuild): its batch then runs
+ * with `foreignKeys: false`.
+ */
+function turnsForeignKeysOff(m: Migration): boolean {
+  return m.sql.flatMap(splitStatements).some((stmt) => {
+    const pragma = FOREIGN_KEYS.exec(stmt);
+    return pragma !== null && /^(off|false|no|0)$/i.test(pragma[1]);
+  });
+}
+
+/**
+ * The first pending migrations that agree on foreign keys (see
+ * {@link turnsForeignKeysOff}): one batch. Migrations that do not turn them
+ * off must run with them on, so that the actions of their statements
+ * (`ON DELETE CASCADE`, `SET NULL`) take place, as when each is applied by a
+ * run of its own; so a rebuild and the migrations around it are batches of
+ * their own, one after another. All of them when they agree (the usual case).
+ */
+function sameForeignKeys(pending: readonly Migration[]): Migration[] {
+  const off = turnsForeignKeysOff(pending[0]);
+  const end = pending.findIndex((m) => turnsForeignKeysOff(m) !== off);
+  return pending.slice(0, end < 0 ? pending.length : end);
 }
 
 /** Reads the folder as Drizzle does, with each migration's journal tag (for error messages). */
@@ -174,7 +206,7 @@ function plan(
   table: string,
   seen: Applied,
   pending: readonly Migration[],
-): { statements: BatchStatement[]; owners: number[]; foreignKeysOff: boolean } {
+): { statements: BatchStatement[]; owners: number[] } {
   const statements: BatchStatement[] = [{
     // (The failing branch reads the table, so SQLite cannot evaluate it up front.)
     sql: `SELECT CASE WHEN (SELECT count(*) FROM ${table}) = ? AND ` +
@@ -183,15 +215,10 @@ function plan(
     params: [seen.count, (seen.last ?? null) as number | bigint | string | null],
   }];
   const owners = [-1];
-  let foreignKeysOff = false;
   pending.forEach((m, index) => {
     for (const stmt of m.sql.flatMap(splitStatements)) {
-      const pragma = FOREIGN_KEYS.exec(stmt);
-      if (pragma !== null) {
-        // Ignored inside a transaction; the batch turns them off instead.
-        if (/^(off|false|no|0)$/i.test(pragma[1])) foreignKeysOff = true;
-        continue;
-      }
+      // Ignored inside a transaction; the batch turns them off instead (see sameForeignKeys).
+      if (FOREIGN_KEYS.test(stmt)) continue;
       statements.push({ sql: stmt });
       owners.push(index);
     }
@@ -201,11 +228,19 @@ function plan(
     });
     owners.push(index);
   });
-  return { statements, owners, foreignKeysOff };
+  return { statements, owners };
 }
 
-/** The batch's error, naming the migration whose statement failed. */
-function failure(err: unknown, owners: readonly number[], pending: readonly Migration[]): unknown {
+/**
+ * The batch's error, naming the migration whose statement failed, and the
+ * migrations this call applied in batches before it (`applied`).
+ */
+function failure(
+  err: unknown,
+  owners: readonly number[],
+  pending: readonly Migration[],
+  applied: readonly Migration[],
+): unknown {
   if (!(err instanceof SqliteError)) return err;
   const at = /^Batch statement (\d+) of \d+ failed/.exec(err.message);
   const owner = at === null ? -1 : owners[Number(at[1]) - 1] ?? -1;
@@ -224,9 +259,17 @@ function failure(err: unknown, owners: readonly number[], pending: readonly Migr
   const what = owner >= 0
     ? `Migration "${pending[owner].tag}" failed`
     : `Applying migrations ${names} failed`;
+  // Earlier batches of this call (see sameForeignKeys) stay applied.
+  const none = applied.length === 0
+    ? "no migration of this run was applied"
+    : "no migration of its batch was applied";
+  const before = applied.length === 0
+    ? ""
+    : `; applied before it by this call, in batches of their own as they differ in foreign ` +
+      `keys: ${applied.map((m) => `"${m.tag}"`).join(", ")}`;
   return new SqliteError(
     err.code,
-    `${what}, no migration of this run was applied (pending: ${names}): ${detail}`,
+    `${what}, ${none} (pending: ${names}${before}): ${detail}`,
     err.sqliteCode,
     { cause: err },
   );
