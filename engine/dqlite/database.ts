@@ -62,6 +62,7 @@ import {
   encodeOpen,
   encodeQuerySql,
   type FailureResponse,
+  WORD,
 } from "./wire.ts";
 
 /**
@@ -896,6 +897,8 @@ export class DqliteDatabase {
         let stop: SqliteError | null = null;
         if (undecoded) {
           stop = r.error!;
+        } else if (r.rows.length === 0) {
+          stop = namesFillMessage(columns);
         } else if (this.#interrupt) {
           stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
         } else if (bytes > maxBytes) {
@@ -995,6 +998,31 @@ export class DqliteDatabase {
     this.close();
     return Promise.resolve();
   }
+}
+
+/**
+ * The error for a row set whose message, more to come, holds no row: a
+ * dqlite 1.11 node checks that its ~4 KiB message is full before it steps
+ * the statement, so when the column names alone fill it, it sends them
+ * again and again and never a row (the statement never runs). Measured: a
+ * message header, the column count and the padded names reaching 4,096
+ * bytes (510 one-character names; 85 of 40 characters).
+ */
+function namesFillMessage(columns: readonly string[]): SqliteError {
+  const bytes = WORD + columns.reduce((n, c) => n + ((utf8Length(c) + 1 + 7) & ~7), 0);
+  return new SqliteError(
+    ErrorCode.BadRequest,
+    `Cannot return the rows of this query in cluster mode: its ${columns.length} column names ` +
+      `take ${bytes} bytes on dqlite's wire, and a dqlite 1.11 node sends no row when the names ` +
+      "fill its 4 KiB message (it sends them again and again; nothing ran); " +
+      "select fewer columns, or shorter names (AS)",
+  );
+}
+
+const utf8 = new TextEncoder();
+
+function utf8Length(s: string): number {
+  return utf8.encode(s).length;
 }
 
 /** The rows a query returned before the error it failed with: see {@link rowsBefore}. */
