@@ -867,6 +867,13 @@ export class DqliteDatabase {
           await this.#stop(conn, next, stop, () => stopped(stop));
           throw stop;
         }
+        if (received!.oversize) {
+          // (Read past: a value of hundreds of MiB, which the single-file engine refuses too.)
+          const stop = valueTooBig(received!.bytes);
+          if (!(received!.response as { more: boolean }).more) throw stop;
+          await this.#stop(conn, null, stop, () => stopped(stop));
+          throw stop;
+        }
         const response = received!.response;
         if (response.type === "failure") {
           const failure = failedAfter(columns, rows, response, conn.address, keep);
@@ -1016,6 +1023,20 @@ function namesFillMessage(columns: readonly string[]): SqliteError {
       `take ${bytes} bytes on dqlite's wire, and a dqlite 1.11 node sends no row when the names ` +
       "fill its 4 KiB message (it sends them again and again; nothing ran); " +
       "select fewer columns, or shorter names (AS)",
+  );
+}
+
+/**
+ * The error for a message of rows past the largest the server reads
+ * (`maxMessageBytes`, 256 MiB): as the single-file engine, whose
+ * `SQLITE_LIMIT_LENGTH` is at least 256 MiB, fails building such a value.
+ */
+function valueTooBig(bytes: number): SqliteError {
+  return new SqliteError(
+    "SQLITE_TOOBIG",
+    `string or blob too big: the dqlite node sent a message of ${bytes} bytes of rows, past the ` +
+      "256 MiB the server reads in one (a value that large; nothing of it was kept)",
+    18,
   );
 }
 
