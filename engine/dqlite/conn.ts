@@ -28,7 +28,14 @@
 import { ProtocolError } from "../../protocol/errors.ts";
 import { DeadlineTimer } from "../deadline_timer.ts";
 import { DqliteErrorCode, failureError, LeaderError } from "./errors.ts";
-import { decodeHeader, decodeResponse, encodeHandshake, type Response, WORD } from "./wire.ts";
+import {
+  decodeHeader,
+  decodeResponse,
+  encodeHandshake,
+  type Response,
+  ResponseType,
+  WORD,
+} from "./wire.ts";
 
 /** Options of {@link DqliteConn.connect}. */
 export interface ConnOptions {
@@ -46,6 +53,13 @@ export interface Received {
   response: Response;
   /** Body size in bytes. */
   bytes: number;
+  /**
+   * Set for a ROWS message past `maxMessageBytes` (a value of hundreds of
+   * MiB): its body was read and discarded, `response` is rows with no
+   * column and no row, whose `more` says whether messages of the row set
+   * follow.
+   */
+  oversize?: true;
 }
 
 /** How a read ended: bytes (placed in the buffer), end of stream (null), or an error. */
@@ -234,6 +248,16 @@ export class DqliteConn {
     try {
       const header = decodeHeader(await Promise.race([this.#take(WORD), late]));
       const size = header.words * WORD;
+      if (size > this.#options.maxMessageBytes && header.type === ResponseType.Rows) {
+        // Read past it, keeping the connection in step (and a transaction on it): the caller
+        // fails the query, and stops the row set when more follows.
+        const marker = await Promise.race([this.#skip(size), late]);
+        return {
+          response: { type: "rows", columns: [], rows: [], more: marker[0] === 0xee },
+          bytes: size,
+          oversize: true,
+        };
+      }
       if (size > this.#options.maxMessageBytes) {
         this.close();
         throw new LeaderError(
@@ -252,6 +276,16 @@ export class DqliteConn {
     } finally {
       timer?.clear();
     }
+  }
+
+  /** Consumes `n` bytes (at least a word) a MiB at a time; returns the last word. */
+  async #skip(n: number): Promise<Uint8Array> {
+    for (let left = n - WORD; left > 0;) {
+      const k = Math.min(left, 1 << 20);
+      await this.#take(k);
+      left -= k;
+    }
+    return await this.#take(WORD);
   }
 
   /**

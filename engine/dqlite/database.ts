@@ -62,6 +62,7 @@ import {
   encodeOpen,
   encodeQuerySql,
   type FailureResponse,
+  WORD,
 } from "./wire.ts";
 
 /**
@@ -866,6 +867,13 @@ export class DqliteDatabase {
           await this.#stop(conn, next, stop, () => stopped(stop));
           throw stop;
         }
+        if (received!.oversize) {
+          // (Read past: a value of hundreds of MiB, which the single-file engine refuses too.)
+          const stop = valueTooBig(received!.bytes);
+          if (!(received!.response as { more: boolean }).more) throw stop;
+          await this.#stop(conn, null, stop, () => stopped(stop));
+          throw stop;
+        }
         const response = received!.response;
         if (response.type === "failure") {
           const failure = failedAfter(columns, rows, response, conn.address, keep);
@@ -896,6 +904,8 @@ export class DqliteDatabase {
         let stop: SqliteError | null = null;
         if (undecoded) {
           stop = r.error!;
+        } else if (r.rows.length === 0) {
+          stop = namesFillMessage(columns);
         } else if (this.#interrupt) {
           stop = new SqliteError("SQLITE_INTERRUPT", "Query interrupted", 9);
         } else if (bytes > maxBytes) {
@@ -995,6 +1005,45 @@ export class DqliteDatabase {
     this.close();
     return Promise.resolve();
   }
+}
+
+/**
+ * The error for a row set whose message, more to come, holds no row: a
+ * dqlite 1.11 node checks that its ~4 KiB message is full before it steps
+ * the statement, so when the column names alone fill it, it sends them
+ * again and again and never a row (the statement never runs). Measured: a
+ * message header, the column count and the padded names reaching 4,096
+ * bytes (510 one-character names; 85 of 40 characters).
+ */
+function namesFillMessage(columns: readonly string[]): SqliteError {
+  const bytes = WORD + columns.reduce((n, c) => n + ((utf8Length(c) + 1 + 7) & ~7), 0);
+  return new SqliteError(
+    ErrorCode.BadRequest,
+    `Cannot return the rows of this query in cluster mode: its ${columns.length} column names ` +
+      `take ${bytes} bytes on dqlite's wire, and a dqlite 1.11 node sends no row when the names ` +
+      "fill its 4 KiB message (it sends them again and again; nothing ran); " +
+      "select fewer columns, or shorter names (AS)",
+  );
+}
+
+/**
+ * The error for a message of rows past the largest the server reads
+ * (`maxMessageBytes`, 256 MiB): as the single-file engine, whose
+ * `SQLITE_LIMIT_LENGTH` is at least 256 MiB, fails building such a value.
+ */
+function valueTooBig(bytes: number): SqliteError {
+  return new SqliteError(
+    "SQLITE_TOOBIG",
+    `string or blob too big: the dqlite node sent a message of ${bytes} bytes of rows, past the ` +
+      "256 MiB the server reads in one (a value that large; nothing of it was kept)",
+    18,
+  );
+}
+
+const utf8 = new TextEncoder();
+
+function utf8Length(s: string): number {
+  return utf8.encode(s).length;
 }
 
 /** The rows a query returned before the error it failed with: see {@link rowsBefore}. */
