@@ -1093,7 +1093,11 @@ function newChange(
 function kvId(collection: unknown, key: unknown): KvId {
   let id = `${typeof collection}:${String(collection)}\u0000${typeof key}:`;
   if (key instanceof Uint8Array) {
-    for (const b of key) id += b < 16 ? "0" + b.toString(16) : b.toString(16);
+    // One character per byte (a string made a byte at a time took about
+    // 0.2 s for a 1 MiB key, on the main thread, at each of its changes).
+    for (let i = 0; i < key.length; i += 8192) {
+      id += String.fromCharCode(...key.subarray(i, i + 8192));
+    }
   } else id += String(key);
   return { collection: collection as string, key: key as Uint8Array, id };
 }
