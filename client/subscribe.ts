@@ -185,9 +185,10 @@ export type ChangeEvent = TableChangeEvent | KvChangeEvent | LaggedEvent;
 const MAX_SUBSCRIBE_BUFFER = 100_000;
 
 /**
- * Bytes of values (approximately, counted as the server counts them: a
- * blob's or key-value value's length, two bytes per UTF-16 unit of a
- * string, eight per column and number) a subscription's iterator buffers
+ * Bytes of values and key-value keys (approximately, counted as the server
+ * counts them: a blob's, key-value value's or encoded key's length, two
+ * bytes per UTF-16 unit of a string, eight per column and number) a
+ * subscription's iterator buffers
  * for a consumer that does not keep up before the feed ends with `lagged`,
  * as past its `buffer` (64 MiB). A single larger change is buffered when
  * nothing else is.
@@ -362,7 +363,8 @@ export class Subscription implements AsyncIterableIterator<ChangeEvent>, AsyncDi
       return;
     }
     for (const w of payload[2] as WireChange[]) {
-      const bytes = this.#values ? valueSize(w[8]) : 0;
+      // Its value, and its key-value key (always sent): both held until yielded.
+      const bytes = (this.#values ? valueSize(w[8]) : 0) + (w[6]?.length ?? 0);
       const queued = this.#queue.length - this.#head;
       if (
         queued >= this.#buffer ||

@@ -28,7 +28,9 @@
  * the threads per row changed, paid only by writes that run long.
  *
  * Published changes are kept in a ring of the last `capacity` changes (in
- * memory, until the server stops), from which `subscribe({ since })` resumes.
+ * memory, until the server stops), from which `subscribe({ since })` resumes;
+ * fewer when their key-value keys pass `valueBytes` (the oldest are let go
+ * whole, as if the ring had moved past them).
  * The values the ring holds are bounded in bytes too (`valueBytes`): past
  * the bound the oldest held values are let go (those changes then count as
  * not read, so a resume asking for values fails with `FEED_GAP`), and all
@@ -299,6 +301,13 @@ export class ChangeLog {
   #heldValueBytes = 0;
   /** Every change up to this `seq` holds no value (they were let go, oldest first). */
   #valuesFreedTo = -1;
+  /** Approximate bytes of key-value keys the ring holds (bounded as its values are). */
+  #heldKeyBytes = 0;
+  /**
+   * Every change up to this `seq` was let go whole, its key with it (the
+   * ring's bound on keys): none is held, as if the ring had moved past it.
+   */
+  #keysFreedTo = -1;
   #commitSeq = 0;
   readonly #sinks = new Set<ChangeSink>();
   /** Changes the feeds of every connection hold queued, and their limits. */
@@ -417,6 +426,11 @@ export class ChangeLog {
 
   /** Sequence number of the oldest change still held (head + 1 when none). */
   get oldest(): number {
+    return Math.max(this.#ringOldest, this.#keysFreedTo + 1);
+  }
+
+  /** Sequence number of the change at `#ringStart` (head + 1 when none), let go or not. */
+  get #ringOldest(): number {
     return this.#ring.length === 0 ? this.#seq + 1 : this.#ring[this.#ringStart].seq;
   }
 
@@ -674,7 +688,8 @@ export class ChangeLog {
         throw new SqliteError(
           FEED_GAP,
           `Cannot resume change feed after ${since}: the oldest change held is ${this.oldest} ` +
-            `(the server keeps the last ${this.#capacity}, and none from before its restart)`,
+            `(the server keeps the last ${this.#capacity}, fewer when their key-value keys ` +
+            `pass ${this.#maxValueBytes} bytes, and none from before its restart)`,
         );
       }
       // Only the changes the sink takes: another table's values, let go or
@@ -702,12 +717,11 @@ export class ChangeLog {
    * held (the ring moved past them).
    */
   after(since: number, limit: number): Change[] | null {
-    const oldest = this.oldest;
-    if (since < oldest - 1 || since > this.#seq) return null;
+    if (since < this.oldest - 1 || since > this.#seq) return null;
     const ring = this.#ring;
     const out: Change[] = [];
-    // Held sequence numbers are consecutive: `oldest` is at `#ringStart`.
-    for (let i = since + 1 - oldest; i < ring.length && out.length < limit; i++) {
+    // Held sequence numbers are consecutive: `#ringOldest` is at `#ringStart`.
+    for (let i = since + 1 - this.#ringOldest; i < ring.length && out.length < limit; i++) {
       out.push(ring[(this.#ringStart + i) % ring.length]);
     }
     return out;
@@ -762,13 +776,38 @@ export class ChangeLog {
       if (ring.length < this.#capacity) {
         ring.push(c);
       } else {
-        this.#heldValueBytes -= ring[this.#ringStart].valueBytes;
+        const gone = ring[this.#ringStart];
+        this.#heldValueBytes -= gone.valueBytes;
+        this.#heldKeyBytes -= gone.key?.length ?? 0;
         ring[this.#ringStart] = c;
         this.#ringStart = (this.#ringStart + 1) % this.#capacity;
       }
       this.#heldValueBytes += c.valueBytes;
+      this.#heldKeyBytes += c.key?.length ?? 0;
     }
     if (this.#heldValueBytes > this.#maxValueBytes) this.#freeValues(this.#maxValueBytes);
+    if (this.#heldKeyBytes > this.#maxValueBytes) this.#freeKeys(this.#maxValueBytes);
+  }
+
+  /**
+   * Lets go of the oldest held changes whole (an event must name its key,
+   * so a key cannot be let go as a value is) until at most `budget` bytes
+   * of keys remain, keeping the newest change whatever its size: a resume
+   * from before them fails with `FEED_GAP`, as past the ring's `capacity`.
+   * The ring's change is replaced by a copy without key and value (feeds
+   * that queued the original still send it).
+   */
+  #freeKeys(budget: number): void {
+    const ring = this.#ring;
+    let i = Math.max(0, this.#keysFreedTo + 1 - this.#ringOldest);
+    for (; i < ring.length - 1 && this.#heldKeyBytes > budget; i++) {
+      const at = (this.#ringStart + i) % ring.length;
+      const c = ring[at];
+      ring[at] = { ...c, key: null, value: null, valueRead: false, valueBytes: 0 };
+      this.#heldKeyBytes -= c.key?.length ?? 0;
+      this.#heldValueBytes -= c.valueBytes;
+      this.#keysFreedTo = c.seq;
+    }
   }
 
   #valueSinks(): boolean {
@@ -791,8 +830,7 @@ export class ChangeLog {
    */
   #freeValues(budget: number): void {
     const ring = this.#ring;
-    const oldest = this.oldest;
-    let i = Math.max(0, this.#valuesFreedTo + 1 - oldest);
+    let i = Math.max(0, this.#valuesFreedTo + 1 - this.#ringOldest);
     for (; i < ring.length && this.#heldValueBytes > budget; i++) {
       const at = (this.#ringStart + i) % ring.length;
       const c = ring[at];
@@ -1055,7 +1093,11 @@ function newChange(
 function kvId(collection: unknown, key: unknown): KvId {
   let id = `${typeof collection}:${String(collection)}\u0000${typeof key}:`;
   if (key instanceof Uint8Array) {
-    for (const b of key) id += b < 16 ? "0" + b.toString(16) : b.toString(16);
+    // One character per byte (a string made a byte at a time took about
+    // 0.2 s for a 1 MiB key, on the main thread, at each of its changes).
+    for (let i = 0; i < key.length; i += 8192) {
+      id += String.fromCharCode(...key.subarray(i, i + 8192));
+    }
   } else id += String(key);
   return { collection: collection as string, key: key as Uint8Array, id };
 }

@@ -432,7 +432,7 @@ class Feed implements ChangeSink {
   /** Changes queued, shared with the log's ring and other feeds (not copied). */
   queue: Change[] = [];
   #head = 0;
-  /** Bytes of values of the changes queued and not yet sent. */
+  /** Bytes of values and key-value keys of the changes queued and not yet sent. */
   #pendingBytes = 0;
   /** Sequence number of the last change handed to the output. */
   lastSent: number;
@@ -566,11 +566,19 @@ class Feed implements ChangeSink {
   }
 
   /**
+   * Bytes `c` holds queued on this feed, counted against the byte bounds:
+   * its value (for a feed with values) and its key-value key (always sent).
+   */
+  #bytesOf(c: Change): number {
+    return (this.wantsValues ? c.valueBytes : 0) + (c.key?.length ?? 0);
+  }
+
+  /**
    * Queues `c` (without its value for a feed without values) if its value
-   * fits the byte bounds; false when it does not.
+   * and key fit the byte bounds; false when they do not.
    */
   #enqueue(c: Change): boolean {
-    const bytes = this.wantsValues ? c.valueBytes : 0;
+    const bytes = this.#bytesOf(c);
     if (!this.#quota.fits(bytes)) return false;
     this.queue.push(
       !this.wantsValues && c.valueBytes > 0 ? { ...c, value: null, valueBytes: 0 } : c,
@@ -604,9 +612,7 @@ class Feed implements ChangeSink {
   /** Marks the next `n` queued changes as sent. */
   advance(n: number): void {
     let bytes = 0;
-    if (this.wantsValues) {
-      for (let i = this.#head; i < this.#head + n; i++) bytes += this.queue[i].valueBytes;
-    }
+    for (let i = this.#head; i < this.#head + n; i++) bytes += this.#bytesOf(this.queue[i]);
     this.#head += n;
     this.#pendingBytes -= bytes;
     this.#quota.give(n, bytes);
