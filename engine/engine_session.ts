@@ -343,15 +343,18 @@ export class EngineSession implements HostedSession {
 
   #exec(sql: string, timeout?: number): Reply<null> {
     if (this.#awaitingCommit) return BLOCKED;
-    if (this.#endsEndedTx(sql)) return null;
+    // The ROLLBACK ending a transaction the engine ended: the statements
+    // after it run as the script's next ones.
+    const rest = this.#endsEndedTx(sql, true);
+    if (rest !== false && !hasStatement(sql, rest)) return null;
     const host = this.#host;
     this.statementMs = timeout ?? host.config.statementTimeout;
     if (!host.writer.acquire(this)) return BLOCKED;
     this.#grouping = false; // (a script's writes are never grouped)
     const writer = host.writer.connection;
     let touchedTemp = false;
-    let n = 0; // statements of the script begun
-    let at = 0; // where the next statement starts in `sql`
+    let n = rest === false ? 0 : 1; // statements of the script begun
+    let at = rest === false ? 0 : rest; // where the next statement starts in `sql`
     // Inserts of the script known fast by their shape (insertShape): each
     // statement is prepared afresh, and one not known fast runs in the
     // background (about 40 µs more), which would make a script of inserts
@@ -638,7 +641,7 @@ export class EngineSession implements HostedSession {
   ): Reply<T> {
     const text = this.#sqlOf(sql);
     // (run and query alike, by SQL text or by handle; openCursor asks before.)
-    if (this.#endsEndedTx(text)) return shape(endedNoOp());
+    if (this.#endsEndedTx(text) !== false) return shape(endedNoOp());
     const args = bindArgs(params);
     const p = this.#route(text, true);
     if (p === BLOCKED) return BLOCKED;
@@ -1211,7 +1214,7 @@ export class EngineSession implements HostedSession {
     const text = this.#sqlOf(sql);
     const ms = this.statementMs = timeout ?? host.config.statementTimeout;
     // The ROLLBACK ending a transaction the engine ended: a cursor with no rows.
-    if (this.#endsEndedTx(text)) return this.#addCursor(new Cursor([], [], ms, () => {}));
+    if (this.#endsEndedTx(text) !== false) return this.#addCursor(new Cursor([], [], ms, () => {}));
     const args = bindArgs(params);
     let cursor: Cursor | null = null;
     /** Why the rows cannot stream, when they are materialised instead. */
@@ -1784,8 +1787,10 @@ export class EngineSession implements HostedSession {
       // After the engine ended the transaction, a ROLLBACK or COMMIT prepares
       // without routing: running its handle (run, query, iterate) ends that
       // state as its SQL text does (#endsEndedTx).
-      const txOp = this.#txOpOf(sql);
-      if (txOp === "ROLLBACK" || txOp === "COMMIT") return [this.#handles.add(sql), []];
+      const [txOp, end] = this.#txOpOf(sql);
+      if ((txOp === "ROLLBACK" || txOp === "COMMIT") && !hasStatement(sql, end)) {
+        return [this.#handles.add(sql), []];
+      }
     }
     const checked = this.#checkOnReader(sql);
     if (checked !== null) return [this.#handles.add(sql), checked.columns];
@@ -2020,24 +2025,29 @@ export class EngineSession implements HostedSession {
 
   /**
    * After the engine ended the transaction, requests fail until the client
-   * ends it too: a ROLLBACK succeeds (returns true: nothing more to run);
-   * COMMIT fails but also ends the aborted state, and a ROLLBACK right
-   * after it succeeds too. Returns false when `sql` is to run as usual.
+   * ends it too: a ROLLBACK succeeds (nothing more to run); COMMIT fails but
+   * also ends the aborted state, and a ROLLBACK right after it succeeds too.
+   * Returns false when `sql` is to run as usual; else where the text after
+   * that ROLLBACK begins. Only a `script` (`exec`) may hold statements after
+   * it, which then run as usual: for one statement's request, text holding
+   * more is run as usual (refused, as two statements or as the transaction
+   * ended), lest the others be dropped unrun and the request answered.
    * Every request that runs SQL asks here first, whichever carries the
    * ROLLBACK (`exec`, `run`, `query`, `iterate`, by text or by a handle
    * from {@link prepare}), so that each ends the state alike.
    */
-  #endsEndedTx(sql: string): boolean {
+  #endsEndedTx(sql: string, script = false): number | false {
     if (this.#aborted === null && !this.#endedAtCommit) return false;
-    const txOp = this.#txOpOf(sql);
+    const [txOp, end] = this.#txOpOf(sql);
+    if (!script && hasStatement(sql, end)) return false;
     if (this.#aborted === null) {
       this.#endedAtCommit = false;
-      return txOp === "ROLLBACK" && !this.#host.writer.owns(this);
+      return txOp === "ROLLBACK" && !this.#host.writer.owns(this) ? end : false;
     }
     const aborted = this.#aborted;
     if (txOp === "ROLLBACK") {
       this.#aborted = null;
-      return true;
+      return end;
     }
     if (txOp === "COMMIT") {
       this.#aborted = null;
@@ -2046,8 +2056,12 @@ export class EngineSession implements HostedSession {
     throw aborted;
   }
 
-  /** Which transaction control `sql` is (`null`: none, or not a statement we can read). */
-  #txOpOf(sql: string): Prepared["txOp"] {
+  /**
+   * Which transaction control the first statement of `sql` is (`null`:
+   * none, or not a statement we can read), and where the text after it
+   * begins.
+   */
+  #txOpOf(sql: string): [Prepared["txOp"], number] {
     const host = this.#host;
     // Classify on a reader: the writer may be busy with someone else.
     const conn = host.readers.snapshot() ??
@@ -2059,7 +2073,7 @@ export class EngineSession implements HostedSession {
       // Not a statement we can read.
     }
     op?.stmt.finalize();
-    return op?.txOp ?? null;
+    return [op?.txOp ?? null, op?.stmt.end ?? sql.length];
   }
 }
 

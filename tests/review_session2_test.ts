@@ -1,0 +1,94 @@
+/**
+ * A second review of the engine's per-connection logic (engine_session.ts:
+ * scripts, batches, prepared statements, ended transactions), each finding
+ * met through a real server and a real client, on both engines.
+ */
+
+import assert from "node:assert/strict";
+import { type Client, SqliteError } from "../mod.ts";
+import { startServer } from "./_helpers.ts";
+
+/** The error `p` rejected with (fails when it resolved). */
+async function rejection(p: Promise<unknown>): Promise<SqliteError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof SqliteError, String(err));
+    return err;
+  }
+  assert.fail("expected a rejection");
+}
+
+/** Opens a transaction on `db` that SQLite then rolls back (`INSERT OR ROLLBACK`): TX_ABORTED. */
+async function abortTransaction(db: Client): Promise<void> {
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES (100, 'x')");
+  const err = await rejection(db.run("INSERT OR ROLLBACK INTO t VALUES (101, 'x')"));
+  assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE", err.message);
+  assert.equal((await rejection(db.run("SELECT 1"))).code, "TX_ABORTED");
+}
+
+Deno.test(
+  "A script that begins with the ROLLBACK ending a transaction the engine ended runs its " +
+    "other statements too (before, they were dropped, and the script answered as if run)",
+  async () => {
+    await using srv = await startServer();
+    const db = await srv.client();
+    try {
+      await db.exec("CREATE TABLE t (a INTEGER PRIMARY KEY, b UNIQUE)");
+
+      // After TX_ABORTED.
+      await abortTransaction(db);
+      await db.exec("ROLLBACK; INSERT INTO t VALUES (1, 'a'); INSERT INTO t VALUES (2, 'b')");
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await db.query("SELECT a FROM t ORDER BY a"), [{ a: 1 }, { a: 2 }]);
+
+      // After the COMMIT that failed there (the ROLLBACK ORMs send after it).
+      await abortTransaction(db);
+      assert.equal((await rejection(db.exec("COMMIT"))).code, "TX_ABORTED");
+      await db.exec("ROLLBACK; BEGIN; INSERT INTO t VALUES (3, 'c')");
+      assert.equal(db.inTransaction, true);
+      await db.exec("COMMIT");
+      assert.deepEqual(await db.query("SELECT a FROM t ORDER BY a"), [{ a: 1 }, { a: 2 }, {
+        a: 3,
+      }]);
+
+      // A failing statement after it is reported as the script's second.
+      await abortTransaction(db);
+      const err = await rejection(db.exec("ROLLBACK; INSERT INTO t VALUES (4, 'a')"));
+      assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
+      assert.match(err.message, /statement 2 of the script; the 1 before it ran/);
+      assert.equal(db.inTransaction, false);
+      // The ROLLBACK ran: the connection works in autocommit again.
+      await db.run("INSERT INTO t VALUES (5, 'e')");
+      assert.deepEqual(await db.query("SELECT a FROM t WHERE a > 3"), [{ a: 5 }]);
+    } finally {
+      await db.close();
+    }
+  },
+);
+
+Deno.test(
+  "run() of the ROLLBACK ending a transaction the engine ended, followed by another " +
+    "statement, is refused rather than answered with the other statement dropped",
+  async () => {
+    await using srv = await startServer();
+    const db = await srv.client();
+    try {
+      await db.exec("CREATE TABLE t (a INTEGER PRIMARY KEY, b UNIQUE)");
+      await abortTransaction(db);
+      const err = await rejection(db.run("ROLLBACK; INSERT INTO t VALUES (1, 'a')"));
+      assert.equal(err.code, "TX_ABORTED", err.message);
+      // Nothing of it ran: the transaction is still to be ended.
+      assert.equal(db.inTransaction, true);
+      await db.run("ROLLBACK");
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await db.query("SELECT a FROM t"), []);
+      // (Outside that state the same text is refused as two statements.)
+      const two = await rejection(db.run("ROLLBACK; INSERT INTO t VALUES (1, 'a')"));
+      assert.equal(two.code, "BAD_REQUEST", two.message);
+    } finally {
+      await db.close();
+    }
+  },
+);
