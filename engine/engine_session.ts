@@ -264,6 +264,8 @@ export class EngineSession implements HostedSession {
   #batchRuns = false;
   /** True once a statement of the running batch touched a TEMP object. */
   #batchTemp = false;
+  /** An item of the batch running changed the schema (DDL, a PRAGMA). */
+  #batchSchema = false;
   /** True while a script or batch runs from the event loop, between its statements. */
   #scriptRuns = false;
   /** Why the script (or batch) running from the event loop is to stop, if it is. */
@@ -1596,6 +1598,7 @@ export class EngineSession implements HostedSession {
     this.#batchTx = !nested;
     this.#batchRuns = true;
     this.#batchTemp = false;
+    this.#batchSchema = false;
     this.#batchWrote = false;
     const log = changeLogOf(writer);
     const mark = log?.mark() ?? 0;
@@ -1611,6 +1614,13 @@ export class EngineSession implements HostedSession {
           writer.db.exec(
             nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
           );
+          // Inside the client's transaction, which goes on: statements cached
+          // since an item changed the schema describe one undone now (column
+          // names, and node:sqlite's row width). Once the writer is given
+          // back, the engine drops them itself.
+          if (nested && this.#batchSchema) {
+            host.writer.ranOnWriter(writer.prepare("ROLLBACK TO netsqlite_batch"));
+          }
         }
         if (nested) log?.truncate(mark);
         else log?.discard();
@@ -1742,6 +1752,7 @@ export class EngineSession implements HostedSession {
       late();
       const p = this.#host.writer.connection.prepare(sql);
       if (p.touchesTemp) this.#batchTemp = true;
+      if (p.changesSchema) this.#batchSchema = true;
       if (!p.readOnly) this.#batchWrote = true;
       if (p.txOp !== null) {
         throw new SqliteError(

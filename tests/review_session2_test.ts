@@ -92,3 +92,35 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "A batch inside a transaction that changed the schema and failed leaves no statement " +
+    "cached for the undone schema: SELECT * after it has the columns the table has",
+  async () => {
+    await using srv = await startServer();
+    const db = await srv.client();
+    try {
+      await db.exec(
+        "CREATE TABLE t (a INTEGER PRIMARY KEY, b UNIQUE); INSERT INTO t VALUES (1, 'x')",
+      );
+      await db.exec("BEGIN");
+      const err = await rejection(db.batch([
+        { sql: "ALTER TABLE t ADD COLUMN c DEFAULT 5" },
+        { sql: "SELECT * FROM t" },
+        { sql: "UPDATE t SET b = 'y' RETURNING *" },
+        { sql: "INSERT INTO t VALUES (2, 'y', 1)" },
+      ]));
+      assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE", err.message);
+      assert.equal(db.inTransaction, true);
+      // The same texts as the batch's (the writer's statement cache): the
+      // ADD COLUMN was undone with the batch. (Before, node:sqlite answered
+      // the old row width: { a: 1, b: "x", c: null }.)
+      assert.deepEqual(await db.query("SELECT * FROM t"), [{ a: 1, b: "x" }]);
+      assert.deepEqual(await db.query("UPDATE t SET b = 'y' RETURNING *"), [{ a: 1, b: "y" }]);
+      await db.exec("COMMIT");
+      assert.deepEqual(await db.query("SELECT * FROM t"), [{ a: 1, b: "y" }]);
+    } finally {
+      await db.close();
+    }
+  },
+);
