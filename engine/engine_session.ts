@@ -62,7 +62,7 @@ import type {
 } from "../protocol/messages.ts";
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
-import { hasStatement, insertShape, startsWith } from "./_sql_text.ts";
+import { hasStatement, insertShape, plainTxEnd, startsWith } from "./_sql_text.ts";
 import { isDataVersionRead } from "./pragma_use.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { isBusyInBackground } from "./binding/_errors.ts";
@@ -2077,6 +2077,10 @@ export class EngineSession implements HostedSession {
     // Classify on a reader: the writer may be busy with someone else.
     const conn = host.readers.snapshot() ??
       (host.writer.owns(this) ? host.writer.connection : null);
+    // (None for `:memory:`, which has no reader, while another session may
+    // use the writer: the ROLLBACK or COMMIT ending the state, read from its
+    // words, else the state would last for good.)
+    if (conn === null) return plainTxEnd(sql) ?? [null, sql.length];
     let op = null;
     try {
       op = conn?.prepareOne(sql, 0) ?? null;

@@ -124,3 +124,43 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "On a :memory: server (no reader to classify on) the ROLLBACK that ends a transaction the " +
+    "engine ended is recognised: before, every request failed with TX_ABORTED for good",
+  async () => {
+    await using srv = await startServer({ database: ":memory:" });
+    const db = await srv.client();
+    try {
+      await db.exec("CREATE TABLE t (a INTEGER PRIMARY KEY, b UNIQUE)");
+      await abortTransaction(db);
+      await db.exec("ROLLBACK");
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await db.query("SELECT a FROM t"), []);
+
+      // Spelled otherwise, and followed by more of a script.
+      await abortTransaction(db);
+      await db.exec("/* done */ rollback transaction; INSERT INTO t VALUES (1, 'a')");
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await db.query("SELECT a FROM t"), [{ a: 1 }]);
+
+      // The failed COMMIT and the ROLLBACK ORMs send after it.
+      await abortTransaction(db);
+      assert.equal((await rejection(db.run("END TRANSACTION"))).code, "TX_ABORTED");
+      await db.run("ROLLBACK");
+      assert.equal(db.inTransaction, false);
+
+      // ROLLBACK TO (and anything else) is still refused while the state lasts.
+      await abortTransaction(db);
+      assert.equal((await rejection(db.run("ROLLBACK TO x"))).code, "TX_ABORTED");
+      assert.equal((await rejection(db.run("ROLLBACK x"))).code, "TX_ABORTED");
+      const s = await db.prepare("ROLLBACK");
+      await s.run();
+      assert.equal(db.inTransaction, false);
+      await db.run("INSERT INTO t VALUES (2, 'b')");
+      assert.deepEqual(await db.query("SELECT a FROM t"), [{ a: 1 }, { a: 2 }]);
+    } finally {
+      await db.close();
+    }
+  },
+);
