@@ -352,6 +352,12 @@ export class EngineSession implements HostedSession {
     const host = this.#host;
     this.statementMs = timeout ?? host.config.statementTimeout;
     if (!host.writer.acquire(this)) return BLOCKED;
+    // (Ended only now: a script sent again once the writer is free still
+    // begins with that ROLLBACK, a no-op then as now.)
+    if (rest !== false) {
+      this.#aborted = null;
+      this.#endedAtCommit = false;
+    }
     this.#grouping = false; // (a script's writes are never grouped)
     const writer = host.writer.connection;
     let touchedTemp = false;
@@ -2040,9 +2046,11 @@ export class EngineSession implements HostedSession {
    * also ends the aborted state, and a ROLLBACK right after it succeeds too.
    * Returns false when `sql` is to run as usual; else where the text after
    * that ROLLBACK begins. Only a `script` (`exec`) may hold statements after
-   * it, which then run as usual: for one statement's request, text holding
-   * more is run as usual (refused, as two statements or as the transaction
-   * ended), lest the others be dropped unrun and the request answered.
+   * it, which then run as usual (the state left for the script to end once
+   * it holds the writer: it may wait for it, and be sent again): for one
+   * statement's request, text holding more is run as usual (refused, as two
+   * statements or as the transaction ended), lest the others be dropped
+   * unrun and the request answered.
    * Every request that runs SQL asks here first, whichever carries the
    * ROLLBACK (`exec`, `run`, `query`, `iterate`, by text or by a handle
    * from {@link prepare}), so that each ends the state alike.
@@ -2050,14 +2058,18 @@ export class EngineSession implements HostedSession {
   #endsEndedTx(sql: string, script = false): number | false {
     if (this.#aborted === null && !this.#endedAtCommit) return false;
     const [txOp, end] = this.#txOpOf(sql);
-    if (!script && hasStatement(sql, end)) return false;
+    const more = hasStatement(sql, end);
+    if (more && !script) return false;
     if (this.#aborted === null) {
-      this.#endedAtCommit = false;
-      return txOp === "ROLLBACK" && !this.#host.writer.owns(this) ? end : false;
+      const noOp = txOp === "ROLLBACK" && !this.#host.writer.owns(this);
+      // (A script's ROLLBACK followed by more ends the state once the
+      // script has the writer: see #exec.)
+      if (!noOp || !more) this.#endedAtCommit = false;
+      return noOp ? end : false;
     }
     const aborted = this.#aborted;
     if (txOp === "ROLLBACK") {
-      this.#aborted = null;
+      if (!more) this.#aborted = null;
       return end;
     }
     if (txOp === "COMMIT") {

@@ -69,6 +69,30 @@ Deno.test(
 );
 
 Deno.test(
+  "Such a script that waits for the writer (another client's transaction holds it) runs " +
+    "once it is free, its ROLLBACK a no-op as when it ran at once",
+  async () => {
+    await using srv = await startServer();
+    const db = await srv.client();
+    const other = await srv.client();
+    try {
+      await db.exec("CREATE TABLE t (a INTEGER PRIMARY KEY, b UNIQUE)");
+      await abortTransaction(db);
+      await other.exec("BEGIN; INSERT INTO t VALUES (7, 'g')");
+      const script = db.exec("ROLLBACK; INSERT INTO t VALUES (1, 'a')");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await other.exec("COMMIT");
+      await script; // (before: "cannot rollback - no transaction is active")
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await db.query("SELECT a FROM t ORDER BY a"), [{ a: 1 }, { a: 7 }]);
+    } finally {
+      await db.close();
+      await other.close();
+    }
+  },
+);
+
+Deno.test(
   "run() of the ROLLBACK ending a transaction the engine ended, followed by another " +
     "statement, is refused rather than answered with the other statement dropped",
   async () => {
