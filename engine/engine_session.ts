@@ -363,6 +363,10 @@ export class EngineSession implements HostedSession {
     let touchedTemp = false;
     let n = rest === false ? 0 : 1; // statements of the script begun
     let at = rest === false ? 0 : rest; // where the next statement starts in `sql`
+    // The last statement begun outside a transaction (0: none): one that
+    // makes SQLite roll back the transaction began there undoes the
+    // statements from there on, not those before.
+    let txFrom = 0;
     // Inserts of the script known fast by their shape (insertShape): each
     // statement is prepared afresh, and one not known fast runs in the
     // background (about 40 µs more), which would make a script of inserts
@@ -383,12 +387,12 @@ export class EngineSession implements HostedSession {
       try {
         p = writer.prepareOne(sql, at);
       } catch (err) {
-        throw this.#inScript(err, n + 1);
+        throw this.#inScript(err, n + 1, txFrom);
       }
       if (p === null) return false;
       if (scriptDeadline !== undefined && performance.now() >= scriptDeadline) {
         p.stmt.finalize();
-        throw this.#inScript(scriptTimedOut(timeout!), n + 1);
+        throw this.#inScript(scriptTimedOut(timeout!), n + 1, txFrom);
       }
       const shape = p.readOnly || !writer.inTransaction ? null : insertShape(sql, at, p.stmt.end);
       if (shape !== null) p.fast = fastShapes.get(shape) === true;
@@ -397,6 +401,7 @@ export class EngineSession implements HostedSession {
       touchedTemp ||= p.touchesTemp;
       const prepared = p;
       const inTx = writer.inTransaction;
+      if (!inTx) txFrom = n;
       // After the statement ran: did it end the transaction (COMMIT, END,
       // ROLLBACK, the outermost RELEASE, SQLite rolling it back)? Its cursors
       // end with it, before a later statement begins another. (A statement
@@ -429,7 +434,7 @@ export class EngineSession implements HostedSession {
           : this.#onWriter(p, NO_ARGS, limits, false);
       } catch (err) {
         done();
-        throw this.#inScript(err, n);
+        throw this.#inScript(err, n, txFrom);
       }
       if (!(result instanceof Promise)) {
         done();
@@ -442,7 +447,7 @@ export class EngineSession implements HostedSession {
         return true;
       }, (err) => {
         done();
-        throw this.#inScript(err, n);
+        throw this.#inScript(err, n, txFrom);
       });
     };
     const end = () => host.writer.afterWrite(this, touchedTemp);
@@ -582,9 +587,11 @@ export class EngineSession implements HostedSession {
   /**
    * The error of statement `n` of a script: from the second on, it says
    * which, and that the statements before it ran (as in SQLite, a script
-   * stops at its first error), unless they were rolled back with it.
+   * stops at its first error), unless they were rolled back with it: then
+   * those before `txFrom`, the statement that began the transaction, if the
+   * script began it.
    */
-  #inScript(err: unknown, n: number): unknown {
+  #inScript(err: unknown, n: number, txFrom: number): unknown {
     if (n < 2) return err;
     if (err instanceof AbortError) {
       // Stopped while it ran (cancel, shutdown): the statements before it stay
@@ -593,7 +600,11 @@ export class EngineSession implements HostedSession {
       return this.#stoppedAfter(err, `statement ${n} of the script`, n - 1);
     }
     if (!(err instanceof SqliteError)) return err;
-    const before = this.#aborted !== null ? "" : `; the ${n - 1} before it ran`;
+    const before = this.#aborted === null
+      ? `; the ${n - 1} before it ran`
+      : txFrom > 1
+      ? `; the ${txFrom - 1} before statement ${txFrom}, which began the transaction, ran`
+      : "";
     return new SqliteError(
       err.code,
       `${err.message} (statement ${n} of the script${before})`,

@@ -188,3 +188,37 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "A script statement that makes SQLite roll back the transaction the script began says that " +
+    "the statements before that transaction ran (they stay committed)",
+  async () => {
+    await using srv = await startServer();
+    const db = await srv.client();
+    try {
+      await db.exec("CREATE TABLE t (a INTEGER PRIMARY KEY, b UNIQUE)");
+      const err = await rejection(db.exec(
+        "INSERT INTO t VALUES (1, 'a'); INSERT INTO t VALUES (2, 'b'); BEGIN; " +
+          "INSERT INTO t VALUES (3, 'c'); INSERT OR ROLLBACK INTO t VALUES (4, 'a')",
+      ));
+      assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE");
+      assert.match(err.message, /SQLite rolled back the transaction it was in/);
+      assert.match(
+        err.message,
+        /\(statement 5 of the script; the 2 before statement 3, which began the transaction, ran\)/,
+      );
+      await db.exec("ROLLBACK");
+      assert.deepEqual(await db.query("SELECT a FROM t ORDER BY a"), [{ a: 1 }, { a: 2 }]);
+      // A transaction begun before the script: nothing of the script stays.
+      await db.exec("BEGIN");
+      const inTx = await rejection(db.exec(
+        "INSERT INTO t VALUES (5, 'e'); INSERT OR ROLLBACK INTO t VALUES (6, 'a')",
+      ));
+      assert.match(inTx.message, /\(statement 2 of the script\)$/);
+      await db.exec("ROLLBACK");
+      assert.deepEqual(await db.query("SELECT a FROM t ORDER BY a"), [{ a: 1 }, { a: 2 }]);
+    } finally {
+      await db.close();
+    }
+  },
+);
