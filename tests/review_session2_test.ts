@@ -103,6 +103,13 @@ Deno.test(
       await abortTransaction(db);
       const err = await rejection(db.run("ROLLBACK; INSERT INTO t VALUES (1, 'a')"));
       assert.equal(err.code, "TX_ABORTED", err.message);
+      const read = await rejection(db.query("ROLLBACK; SELECT 1"));
+      assert.equal(read.code, "TX_ABORTED", read.message);
+      const cursor = await rejection((async () => {
+        for await (const _ of db.iterate("ROLLBACK; SELECT 1")) break;
+      })());
+      // (A cursor's text is prepared before: refused as two statements.)
+      assert.equal(cursor.code, "BAD_REQUEST", cursor.message);
       // Nothing of it ran: the transaction is still to be ended.
       assert.equal(db.inTransaction, true);
       await db.run("ROLLBACK");
