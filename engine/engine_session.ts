@@ -469,7 +469,7 @@ export class EngineSession implements HostedSession {
     return this.#host.track(
       // (Only before a statement: one asked to stop after its last one ran has run, whole.)
       this.#inTurns(more, next, () => {
-        if (hasStatement(sql, at)) this.#stopScriptIfAsked(n);
+        if (hasStatement(sql, at)) this.#stopScriptIfAsked(n, txFrom);
       }).then(() => null),
     ).finally(end);
   }
@@ -544,19 +544,32 @@ export class EngineSession implements HostedSession {
    * Between two statements of a script: throws when it is to stop (see
    * {@link #stopReason}), saying how many statements ran.
    */
-  #stopScriptIfAsked(ran: number): void {
+  #stopScriptIfAsked(ran: number, txFrom: number): void {
     const stop = this.#stopReason();
     if (stop === null) return;
     if (stop === this.#aborted) throw stop;
-    throw this.#stoppedAfter(stop, `before statement ${ran + 1} of the script`, ran);
+    throw this.#stoppedAfter(stop, `before statement ${ran + 1} of the script`, ran, txFrom);
   }
 
   /**
    * A script stopped after `ran` statements: `ran` tells the client what
    * stays applied only when they committed (autocommit). Inside a
-   * transaction they are in it, which a closing connection rolls back.
+   * transaction they are in it, which a closing connection rolls back,
+   * but for those before `txFrom`, the statement that began it, when the
+   * script began it (see `#exec`).
    */
-  #stoppedAfter(stop: Error, where: string, ran: number): AbortError {
+  #stoppedAfter(stop: Error, where: string, ran: number, txFrom = 0): AbortError {
+    if (ran > 0 && this.inTransaction && txFrom > 1) {
+      // The script began the transaction at statement `txFrom`: those
+      // before it stay applied (committed, or ended by the script itself).
+      const kept = txFrom - 1;
+      return new AbortError(
+        `${stop.message} (${where}; the ${kept} before statement ${txFrom}, which began the ` +
+          `transaction, ran and stay applied; the ${ran - kept} from it on ran inside the open ` +
+          "transaction, which is rolled back if the connection closes)",
+        { cause: stop, ran: kept },
+      );
+    }
     if (ran > 0 && this.inTransaction) {
       return new AbortError(
         `${stop.message} (${where}; the ${ran} before it ran inside the open transaction, ` +
@@ -597,7 +610,7 @@ export class EngineSession implements HostedSession {
       // Stopped while it ran (cancel, shutdown): the statements before it stay
       // applied unless its transaction was rolled back with it.
       if (this.#aborted !== null) return err;
-      return this.#stoppedAfter(err, `statement ${n} of the script`, n - 1);
+      return this.#stoppedAfter(err, `statement ${n} of the script`, n - 1, txFrom);
     }
     if (!(err instanceof SqliteError)) return err;
     const before = this.#aborted === null

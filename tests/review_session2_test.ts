@@ -229,3 +229,37 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "close() while a script runs inside a transaction the script began: the statements before " +
+    "its BEGIN stay applied, and the call says so (before: 'cancelled and did not run', " +
+    "mayHaveRun false)",
+  async () => {
+    await using srv = await startServer();
+    const db = await srv.client();
+    const other = await srv.client();
+    try {
+      await db.exec("CREATE TABLE t (a)");
+      const script = db.exec(
+        "INSERT INTO t VALUES (1); BEGIN; INSERT INTO t VALUES (2); " +
+          "SELECT 1;".repeat(400_000),
+      ).then(() => null, (err: unknown) => err);
+      // (The script runs for seconds: close() comes after its BEGIN.)
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await db.close();
+      const err = await script;
+      assert.ok(err instanceof Error, String(err));
+      assert.equal((err as { code?: string }).code, "CONNECTION_CLOSED", err.message);
+      assert.equal((err as { mayHaveRun?: boolean }).mayHaveRun, true, err.message);
+      assert.match(
+        err.message,
+        /stopped after 1 statement\(s\) of its script ran, which stay applied/,
+      );
+      // The transaction the script began was rolled back; the insert before it stays.
+      assert.deepEqual(await other.query("SELECT a FROM t"), [{ a: 1 }]);
+    } finally {
+      await db.close();
+      await other.close();
+    }
+  },
+);
