@@ -101,3 +101,40 @@ export function insertShape(sql: string, from: number, end: number): string | nu
   }, from);
   return plain && parts.length > 0 ? parts.join(" ") : null;
 }
+
+/**
+ * The transaction's end that `sql`'s first statement is, read from its
+ * tokens alone: `"ROLLBACK"` for `ROLLBACK [TRANSACTION [name]]`, `"COMMIT"`
+ * for `COMMIT` or `END` (likewise), with where the text after it begins;
+ * `null` for any other statement (`ROLLBACK TO` included). For where no
+ * connection is free to classify a statement on (a `:memory:` database
+ * has no reader, and its writer may be another session's).
+ */
+export function plainTxEnd(sql: string): ["ROLLBACK" | "COMMIT", number] | null {
+  const tokens: Token[] = [];
+  let end = sql.length;
+  scan(sql, (t) => {
+    if (t.kind === "semicolon") {
+      if (tokens.length === 0) return true;
+      end = t.end;
+      return false;
+    }
+    tokens.push(t);
+    return tokens.length <= 3;
+  });
+  const [first, second, third] = tokens;
+  if (tokens.length === 0 || tokens.length > 3 || first.kind !== "word") return null;
+  if (second !== undefined && !(second.kind === "word" && second.text === "transaction")) {
+    return null;
+  }
+  // (`TRANSACTION name`: a name SQLite reads and ignores, never `TO`.)
+  if (
+    third !== undefined &&
+    (third.kind === "word" ? third.text === "to" : third.kind !== "name" && third.kind !== "string")
+  ) {
+    return null;
+  }
+  if (first.text === "rollback") return ["ROLLBACK", end];
+  if (first.text === "commit" || first.text === "end") return ["COMMIT", end];
+  return null;
+}

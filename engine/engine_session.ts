@@ -62,7 +62,7 @@ import type {
 } from "../protocol/messages.ts";
 import type { Encoded } from "../protocol/msgpack.ts";
 import { bindArgs } from "./_bind.ts";
-import { hasStatement, insertShape, startsWith } from "./_sql_text.ts";
+import { hasStatement, insertShape, plainTxEnd, startsWith } from "./_sql_text.ts";
 import { isDataVersionRead } from "./pragma_use.ts";
 import type { BindArgs, SqlValue } from "./binding/binding.ts";
 import { isBusyInBackground } from "./binding/_errors.ts";
@@ -264,6 +264,8 @@ export class EngineSession implements HostedSession {
   #batchRuns = false;
   /** True once a statement of the running batch touched a TEMP object. */
   #batchTemp = false;
+  /** An item of the batch running changed the schema (DDL, a PRAGMA). */
+  #batchSchema = false;
   /** True while a script or batch runs from the event loop, between its statements. */
   #scriptRuns = false;
   /** Why the script (or batch) running from the event loop is to stop, if it is. */
@@ -343,15 +345,28 @@ export class EngineSession implements HostedSession {
 
   #exec(sql: string, timeout?: number): Reply<null> {
     if (this.#awaitingCommit) return BLOCKED;
-    if (this.#endsEndedTx(sql)) return null;
+    // The ROLLBACK ending a transaction the engine ended: the statements
+    // after it run as the script's next ones.
+    const rest = this.#endsEndedTx(sql, true);
+    if (rest !== false && !hasStatement(sql, rest)) return null;
     const host = this.#host;
     this.statementMs = timeout ?? host.config.statementTimeout;
     if (!host.writer.acquire(this)) return BLOCKED;
+    // (Ended only now: a script sent again once the writer is free still
+    // begins with that ROLLBACK, a no-op then as now.)
+    if (rest !== false) {
+      this.#aborted = null;
+      this.#endedAtCommit = false;
+    }
     this.#grouping = false; // (a script's writes are never grouped)
     const writer = host.writer.connection;
     let touchedTemp = false;
-    let n = 0; // statements of the script begun
-    let at = 0; // where the next statement starts in `sql`
+    let n = rest === false ? 0 : 1; // statements of the script begun
+    let at = rest === false ? 0 : rest; // where the next statement starts in `sql`
+    // The last statement begun outside a transaction (0: none): one that
+    // makes SQLite roll back the transaction began there undoes the
+    // statements from there on, not those before.
+    let txFrom = 0;
     // Inserts of the script known fast by their shape (insertShape): each
     // statement is prepared afresh, and one not known fast runs in the
     // background (about 40 µs more), which would make a script of inserts
@@ -372,12 +387,12 @@ export class EngineSession implements HostedSession {
       try {
         p = writer.prepareOne(sql, at);
       } catch (err) {
-        throw this.#inScript(err, n + 1);
+        throw this.#inScript(err, n + 1, txFrom);
       }
       if (p === null) return false;
       if (scriptDeadline !== undefined && performance.now() >= scriptDeadline) {
         p.stmt.finalize();
-        throw this.#inScript(scriptTimedOut(timeout!), n + 1);
+        throw this.#inScript(scriptTimedOut(timeout!), n + 1, txFrom);
       }
       const shape = p.readOnly || !writer.inTransaction ? null : insertShape(sql, at, p.stmt.end);
       if (shape !== null) p.fast = fastShapes.get(shape) === true;
@@ -386,6 +401,7 @@ export class EngineSession implements HostedSession {
       touchedTemp ||= p.touchesTemp;
       const prepared = p;
       const inTx = writer.inTransaction;
+      if (!inTx) txFrom = n;
       // After the statement ran: did it end the transaction (COMMIT, END,
       // ROLLBACK, the outermost RELEASE, SQLite rolling it back)? Its cursors
       // end with it, before a later statement begins another. (A statement
@@ -418,7 +434,7 @@ export class EngineSession implements HostedSession {
           : this.#onWriter(p, NO_ARGS, limits, false);
       } catch (err) {
         done();
-        throw this.#inScript(err, n);
+        throw this.#inScript(err, n, txFrom);
       }
       if (!(result instanceof Promise)) {
         done();
@@ -431,7 +447,7 @@ export class EngineSession implements HostedSession {
         return true;
       }, (err) => {
         done();
-        throw this.#inScript(err, n);
+        throw this.#inScript(err, n, txFrom);
       });
     };
     const end = () => host.writer.afterWrite(this, touchedTemp);
@@ -453,7 +469,7 @@ export class EngineSession implements HostedSession {
     return this.#host.track(
       // (Only before a statement: one asked to stop after its last one ran has run, whole.)
       this.#inTurns(more, next, () => {
-        if (hasStatement(sql, at)) this.#stopScriptIfAsked(n);
+        if (hasStatement(sql, at)) this.#stopScriptIfAsked(n, txFrom);
       }).then(() => null),
     ).finally(end);
   }
@@ -528,19 +544,32 @@ export class EngineSession implements HostedSession {
    * Between two statements of a script: throws when it is to stop (see
    * {@link #stopReason}), saying how many statements ran.
    */
-  #stopScriptIfAsked(ran: number): void {
+  #stopScriptIfAsked(ran: number, txFrom: number): void {
     const stop = this.#stopReason();
     if (stop === null) return;
     if (stop === this.#aborted) throw stop;
-    throw this.#stoppedAfter(stop, `before statement ${ran + 1} of the script`, ran);
+    throw this.#stoppedAfter(stop, `before statement ${ran + 1} of the script`, ran, txFrom);
   }
 
   /**
    * A script stopped after `ran` statements: `ran` tells the client what
    * stays applied only when they committed (autocommit). Inside a
-   * transaction they are in it, which a closing connection rolls back.
+   * transaction they are in it, which a closing connection rolls back,
+   * but for those before `txFrom`, the statement that began it, when the
+   * script began it (see `#exec`).
    */
-  #stoppedAfter(stop: Error, where: string, ran: number): AbortError {
+  #stoppedAfter(stop: Error, where: string, ran: number, txFrom = 0): AbortError {
+    if (ran > 0 && this.inTransaction && txFrom > 1) {
+      // The script began the transaction at statement `txFrom`: those
+      // before it stay applied (committed, or ended by the script itself).
+      const kept = txFrom - 1;
+      return new AbortError(
+        `${stop.message} (${where}; the ${kept} before statement ${txFrom}, which began the ` +
+          `transaction, ran and stay applied; the ${ran - kept} from it on ran inside the open ` +
+          "transaction, which is rolled back if the connection closes)",
+        { cause: stop, ran: kept },
+      );
+    }
     if (ran > 0 && this.inTransaction) {
       return new AbortError(
         `${stop.message} (${where}; the ${ran} before it ran inside the open transaction, ` +
@@ -571,18 +600,24 @@ export class EngineSession implements HostedSession {
   /**
    * The error of statement `n` of a script: from the second on, it says
    * which, and that the statements before it ran (as in SQLite, a script
-   * stops at its first error), unless they were rolled back with it.
+   * stops at its first error), unless they were rolled back with it: then
+   * those before `txFrom`, the statement that began the transaction, if the
+   * script began it.
    */
-  #inScript(err: unknown, n: number): unknown {
+  #inScript(err: unknown, n: number, txFrom: number): unknown {
     if (n < 2) return err;
     if (err instanceof AbortError) {
       // Stopped while it ran (cancel, shutdown): the statements before it stay
       // applied unless its transaction was rolled back with it.
       if (this.#aborted !== null) return err;
-      return this.#stoppedAfter(err, `statement ${n} of the script`, n - 1);
+      return this.#stoppedAfter(err, `statement ${n} of the script`, n - 1, txFrom);
     }
     if (!(err instanceof SqliteError)) return err;
-    const before = this.#aborted !== null ? "" : `; the ${n - 1} before it ran`;
+    const before = this.#aborted === null
+      ? `; the ${n - 1} before it ran`
+      : txFrom > 1
+      ? `; the ${txFrom - 1} before statement ${txFrom}, which began the transaction, ran`
+      : "";
     return new SqliteError(
       err.code,
       `${err.message} (statement ${n} of the script${before})`,
@@ -638,7 +673,7 @@ export class EngineSession implements HostedSession {
   ): Reply<T> {
     const text = this.#sqlOf(sql);
     // (run and query alike, by SQL text or by handle; openCursor asks before.)
-    if (this.#endsEndedTx(text)) return shape(endedNoOp());
+    if (this.#endsEndedTx(text) !== false) return shape(endedNoOp());
     const args = bindArgs(params);
     const p = this.#route(text, true);
     if (p === BLOCKED) return BLOCKED;
@@ -1211,7 +1246,7 @@ export class EngineSession implements HostedSession {
     const text = this.#sqlOf(sql);
     const ms = this.statementMs = timeout ?? host.config.statementTimeout;
     // The ROLLBACK ending a transaction the engine ended: a cursor with no rows.
-    if (this.#endsEndedTx(text)) return this.#addCursor(new Cursor([], [], ms, () => {}));
+    if (this.#endsEndedTx(text) !== false) return this.#addCursor(new Cursor([], [], ms, () => {}));
     const args = bindArgs(params);
     let cursor: Cursor | null = null;
     /** Why the rows cannot stream, when they are materialised instead. */
@@ -1593,6 +1628,7 @@ export class EngineSession implements HostedSession {
     this.#batchTx = !nested;
     this.#batchRuns = true;
     this.#batchTemp = false;
+    this.#batchSchema = false;
     this.#batchWrote = false;
     const log = changeLogOf(writer);
     const mark = log?.mark() ?? 0;
@@ -1608,6 +1644,13 @@ export class EngineSession implements HostedSession {
           writer.db.exec(
             nested ? "ROLLBACK TO netsqlite_batch; RELEASE netsqlite_batch" : "ROLLBACK",
           );
+          // Inside the client's transaction, which goes on: statements cached
+          // since an item changed the schema describe one undone now (column
+          // names, and node:sqlite's row width). Once the writer is given
+          // back, the engine drops them itself.
+          if (nested && this.#batchSchema) {
+            host.writer.ranOnWriter(writer.prepare("ROLLBACK TO netsqlite_batch"));
+          }
         }
         if (nested) log?.truncate(mark);
         else log?.discard();
@@ -1739,6 +1782,7 @@ export class EngineSession implements HostedSession {
       late();
       const p = this.#host.writer.connection.prepare(sql);
       if (p.touchesTemp) this.#batchTemp = true;
+      if (p.changesSchema) this.#batchSchema = true;
       if (!p.readOnly) this.#batchWrote = true;
       if (p.txOp !== null) {
         throw new SqliteError(
@@ -1784,8 +1828,10 @@ export class EngineSession implements HostedSession {
       // After the engine ended the transaction, a ROLLBACK or COMMIT prepares
       // without routing: running its handle (run, query, iterate) ends that
       // state as its SQL text does (#endsEndedTx).
-      const txOp = this.#txOpOf(sql);
-      if (txOp === "ROLLBACK" || txOp === "COMMIT") return [this.#handles.add(sql), []];
+      const [txOp, end] = this.#txOpOf(sql);
+      if ((txOp === "ROLLBACK" || txOp === "COMMIT") && !hasStatement(sql, end)) {
+        return [this.#handles.add(sql), []];
+      }
     }
     const checked = this.#checkOnReader(sql);
     if (checked !== null) return [this.#handles.add(sql), checked.columns];
@@ -2020,24 +2066,35 @@ export class EngineSession implements HostedSession {
 
   /**
    * After the engine ended the transaction, requests fail until the client
-   * ends it too: a ROLLBACK succeeds (returns true: nothing more to run);
-   * COMMIT fails but also ends the aborted state, and a ROLLBACK right
-   * after it succeeds too. Returns false when `sql` is to run as usual.
+   * ends it too: a ROLLBACK succeeds (nothing more to run); COMMIT fails but
+   * also ends the aborted state, and a ROLLBACK right after it succeeds too.
+   * Returns false when `sql` is to run as usual; else where the text after
+   * that ROLLBACK begins. Only a `script` (`exec`) may hold statements after
+   * it, which then run as usual (the state left for the script to end once
+   * it holds the writer: it may wait for it, and be sent again): for one
+   * statement's request, text holding more is run as usual (refused, as two
+   * statements or as the transaction ended), lest the others be dropped
+   * unrun and the request answered.
    * Every request that runs SQL asks here first, whichever carries the
    * ROLLBACK (`exec`, `run`, `query`, `iterate`, by text or by a handle
    * from {@link prepare}), so that each ends the state alike.
    */
-  #endsEndedTx(sql: string): boolean {
+  #endsEndedTx(sql: string, script = false): number | false {
     if (this.#aborted === null && !this.#endedAtCommit) return false;
-    const txOp = this.#txOpOf(sql);
+    const [txOp, end] = this.#txOpOf(sql);
+    const more = hasStatement(sql, end);
+    if (more && !script) return false;
     if (this.#aborted === null) {
-      this.#endedAtCommit = false;
-      return txOp === "ROLLBACK" && !this.#host.writer.owns(this);
+      const noOp = txOp === "ROLLBACK" && !this.#host.writer.owns(this);
+      // (A script's ROLLBACK followed by more ends the state once the
+      // script has the writer: see #exec.)
+      if (!noOp || !more) this.#endedAtCommit = false;
+      return noOp ? end : false;
     }
     const aborted = this.#aborted;
     if (txOp === "ROLLBACK") {
-      this.#aborted = null;
-      return true;
+      if (!more) this.#aborted = null;
+      return end;
     }
     if (txOp === "COMMIT") {
       this.#aborted = null;
@@ -2046,12 +2103,20 @@ export class EngineSession implements HostedSession {
     throw aborted;
   }
 
-  /** Which transaction control `sql` is (`null`: none, or not a statement we can read). */
-  #txOpOf(sql: string): Prepared["txOp"] {
+  /**
+   * Which transaction control the first statement of `sql` is (`null`:
+   * none, or not a statement we can read), and where the text after it
+   * begins.
+   */
+  #txOpOf(sql: string): [Prepared["txOp"], number] {
     const host = this.#host;
     // Classify on a reader: the writer may be busy with someone else.
     const conn = host.readers.snapshot() ??
       (host.writer.owns(this) ? host.writer.connection : null);
+    // (None for `:memory:`, which has no reader, while another session may
+    // use the writer: the ROLLBACK or COMMIT ending the state, read from its
+    // words, else the state would last for good.)
+    if (conn === null) return plainTxEnd(sql) ?? [null, sql.length];
     let op = null;
     try {
       op = conn?.prepareOne(sql, 0) ?? null;
@@ -2059,7 +2124,7 @@ export class EngineSession implements HostedSession {
       // Not a statement we can read.
     }
     op?.stmt.finalize();
-    return op?.txOp ?? null;
+    return [op?.txOp ?? null, op?.stmt.end ?? sql.length];
   }
 }
 

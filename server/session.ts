@@ -1324,7 +1324,7 @@ export class Session implements SessionProbe {
         const ended = this.#endTxForCancel(req[1] as number);
         if (ended !== null) {
           failed = true;
-          error = ended;
+          error = keepRan(ended, error);
         }
       }
     }
@@ -2055,4 +2055,20 @@ function plannedOf(req: Request): Planned | null {
     default:
       return null;
   }
+}
+
+/**
+ * The reply of a script stopped by its cancel, which then ended the
+ * transaction (`ended`, from `cancelWrites`): the statements the script ran
+ * before it began that transaction (`stopped.ran`, see
+ * `EngineSession#stoppedAfter`) stay applied, and the reply says so.
+ */
+function keepRan(ended: unknown, stopped: unknown): unknown {
+  const ran = stopped instanceof AbortError ? stopped.ran ?? 0 : 0;
+  if (ran === 0 || !(ended instanceof AbortError)) return ended;
+  return new AbortError(
+    `${ended.message} (the ${ran} statement(s) of the script before the BEGIN of that ` +
+      "transaction ran and stay applied)",
+    { cause: ended.cause, ran },
+  );
 }
