@@ -663,9 +663,11 @@ export class Link {
    */
   #oldestDeadline(): number | null {
     const pending = this.#pending.values().next().value;
-    const abandoned = this.#abandoned.values().next().value;
-    if (pending === undefined && abandoned === undefined) return null;
-    return Math.min(pending?.deadline ?? Infinity, abandoned?.deadline ?? Infinity);
+    if (pending === undefined && this.#abandoned.size === 0) return null;
+    let oldest = pending?.deadline ?? Infinity;
+    // (Given up in any order, not in the order sent: the first is not the oldest.)
+    for (const a of this.#abandoned.values()) oldest = Math.min(oldest, a.deadline);
+    return oldest;
   }
 
   /**

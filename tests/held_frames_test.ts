@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { delay, startServer, within } from "./_helpers.ts";
+import { startServer, statsUntil, within } from "./_helpers.ts";
 import { ENGINE } from "./_logged_server.ts";
 import { canMount, fill, mountedDisk } from "./_tmpfs.ts";
 import { Wire } from "./_wire.ts";
@@ -58,9 +58,11 @@ Deno.test({
       // longer known fast, would not be grouped.)
       await holder.call(Op.Run, "BEGIN IMMEDIATE", null, null);
       await x.send(Op.Run, alone, [1], null);
-      await delay(50);
+      // (Waits counted by the server, not a fixed delay: under load X's write
+      // may reach the writer's line after S's would have.)
+      await statsUntil(srv.connectOptions, (r) => r.writer.waiting === 1, "X's write waits");
       const write = await s.send(Op.Run, grouped, [2], null);
-      await delay(50);
+      await statsUntil(srv.connectOptions, (r) => r.writer.waiting === 2, "S's write waits");
       // Room for X's commit (a page), not for the group's after it (ten).
       await fill(disk.disk);
       const filler = `${disk.disk}/filler`;

@@ -143,3 +143,43 @@ Deno.test("requestTimeout still ends a link whose only call out was given up by 
     Deno.kill(server.child.pid, "SIGCONT");
   }
 });
+
+Deno.test("requestTimeout counts from the oldest of the calls given up by their signal, whichever was given up first", async () => {
+  // A goes out, then B; B is given up before A. The link must time out at A's deadline (1.5 s),
+  // not at B's (the first given up), 1 s later.
+  await using server = await startServerProcess();
+  await using db = await connect({
+    ...server.connectOptions,
+    max: 2,
+    requestTimeout: 1500,
+    connectTimeout: 200, // (reopening it on the stopped server fails after that)
+  });
+  const reserved = await db.reserve();
+  Deno.kill(server.child.pid, "SIGSTOP");
+  try {
+    const a = new AbortController();
+    const b = new AbortController();
+    const start = performance.now();
+    const queryA = reserved.query("SELECT 1", [], { signal: a.signal });
+    await delay(1000);
+    const queryB = reserved.query("SELECT 2", [], { signal: b.signal });
+    await delay(20);
+    b.abort();
+    await assert.rejects(queryB, AbortError);
+    a.abort();
+    await assert.rejects(queryA, AbortError);
+    reserved.release();
+    // reserve() needs that connection back: it comes once the link has timed out.
+    const reopened = await db.reserve().then(
+      (r) => (r.release(), "reserved"),
+      (e: Error) => e.name,
+    );
+    const ms = performance.now() - start;
+    // (Reopening it fails on the stopped server, after connectTimeout.)
+    assert.equal(reopened, "ConnectionError");
+    // A's deadline, the cancels' write and the reopening: about 1.75 s; B's: about 2.75 s.
+    assert.ok(ms < 2250, `the link timed out after ${ms} ms, past A's deadline (1500 ms)`);
+  } finally {
+    Deno.kill(server.child.pid, "SIGCONT");
+  }
+});
