@@ -45,7 +45,8 @@ Deno.test({
   ignore,
   async fn() {
     await using nodes = await DemoCluster.start(3);
-    const cluster = new DqliteCluster(nodes.addresses);
+    // (The election may outlast the default 10 s on a loaded machine: 10,006 ms once in CI.)
+    const cluster = new DqliteCluster(nodes.addresses, { leaderTimeout: 30_000 });
     const pool = new DatabasePool(cluster, "search", WAITING, 60_000);
     try {
       const first = await pool.acquire();
