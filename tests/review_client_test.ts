@@ -32,13 +32,13 @@ Deno.test("an iterate() aborted after the server opened its cursor closes that c
     "WITH RECURSIVE c(x) AS (VALUES(1) UNION ALL SELECT x + 1 FROM c WHERE x < 1000000) " +
       "SELECT count(*) FROM c",
   );
-  await new Promise((resolve) => setTimeout(resolve, 5));
+  await delay(5);
   const controller = new AbortController();
   const it = db.iterate("SELECT x FROM t", [], { signal: controller.signal });
   const first = it.next();
   // The iterate request goes out behind the slow read; the server answers both (the cursor
   // open) while this process does not run, so their replies wait unread when the signal aborts.
-  await new Promise((resolve) => setTimeout(resolve, 5));
+  await delay(5);
   busyWait(2000);
   controller.abort();
   await assert.rejects(first, AbortError);

@@ -10,28 +10,10 @@ import { Op, Status } from "../protocol/messages.ts";
 import { decodeMsgpack } from "../protocol/msgpack.ts";
 import { FrameReader } from "../transport/frame_reader.ts";
 import { connect } from "../client.ts";
-import { startServer, startServerProcess } from "./_helpers.ts";
+import { delay, startServer, startServerProcess, within } from "./_helpers.ts";
+import { concat } from "./_bytes.ts";
 import { makeCertificate } from "./_certs.ts";
 import { frame } from "./_raw.ts";
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    all.set(p, at);
-    at += p.length;
-  }
-  return all;
-}
-
-/** Resolves with `"timeout"` when `promise` has not settled within `ms`. */
-function within<T>(promise: Promise<T>, ms: number): Promise<T | "timeout"> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), ms)),
-  ]).finally(() => clearTimeout(timer));
-}
 
 Deno.test("SIGTERM while a half-closed subscriber still has requests queued: the server tells it SHUTTING_DOWN and exits (it spun at 100% CPU for ever)", async () => {
   await using server = await startServerProcess({ args: ["--grace-ms", "200"] });
@@ -169,12 +151,12 @@ Deno.test("Nothing follows a connection-level error: frames the client sends whi
     await conn.write(frame([Op.Query, 2, "SELECT zeroblob(3000000) AS b", null, null]));
     const third = frame([Op.Query, 3, "SELECT 1", null, null]);
     await conn.write(third.subarray(0, 6));
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    await delay(600);
     // While the FRAME_TIMEOUT frame waits to be written: the rest of the
     // frame, a cancel of it, and a frame far too large.
     const tooLarge = new Uint8Array([0xff, 0xff, 0xff, 0xf0]);
     await conn.write(concat([third.subarray(6), frame([Op.Cancel, 4, 3]), tooLarge]));
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await delay(100);
     const got: unknown[] = [];
     for (let msg; (msg = await next()) !== "EOF";) got.push(msg);
     assert.deepEqual(

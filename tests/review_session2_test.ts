@@ -6,7 +6,7 @@
 
 import assert from "node:assert/strict";
 import { type Client, SqliteError } from "../mod.ts";
-import { startServer } from "./_helpers.ts";
+import { delay, startServer, statsUntil } from "./_helpers.ts";
 
 /** The error `p` rejected with (fails when it resolved). */
 async function rejection(p: Promise<unknown>): Promise<SqliteError> {
@@ -80,7 +80,8 @@ Deno.test(
       await abortTransaction(db);
       await other.exec("BEGIN; INSERT INTO t VALUES (7, 'g')");
       const script = db.exec("ROLLBACK; INSERT INTO t VALUES (1, 'a')");
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      // (It waits in the writer's line, counted by the server: not a fixed delay.)
+      await statsUntil(srv.connectOptions, (r) => r.writer.waiting === 1, "the script waits");
       await other.exec("COMMIT");
       await script; // (before: "cannot rollback - no transaction is active")
       assert.equal(db.inTransaction, false);
@@ -245,7 +246,7 @@ Deno.test(
           "SELECT 1;".repeat(400_000),
       ).then(() => null, (err: unknown) => err);
       // (The script runs for seconds: close() comes after its BEGIN.)
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await delay(300);
       await db.close();
       const err = await script;
       assert.ok(err instanceof Error, String(err));
