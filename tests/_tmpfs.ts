@@ -27,8 +27,8 @@ export const canMount: boolean = (() => {
   return ok;
 })();
 
-/** Fills the device holding `dir` to its last page (a file `filler`). */
-export async function fill(dir: string): Promise<void> {
+/** Fills the device holding `dir` to its last page, or to its last `freePages` pages (a file `filler`). */
+export async function fill(dir: string, freePages = 0): Promise<void> {
   using f = await Deno.open(`${dir}/filler`, { create: true, write: true });
   const chunk = new Uint8Array(1 << 20).fill(1);
   for (let size = chunk.length; size >= 4096;) {
@@ -38,6 +38,7 @@ export async function fill(dir: string): Promise<void> {
       size >>= 1;
     }
   }
+  if (freePages > 0) await f.truncate((await f.stat()).size - freePages * 4096);
 }
 
 /**

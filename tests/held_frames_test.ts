@@ -64,9 +64,8 @@ Deno.test({
       const write = await s.send(Op.Run, grouped, [2], null);
       await statsUntil(srv.connectOptions, (r) => r.writer.waiting === 2, "S's write waits");
       // Room for X's commit (a page), not for the group's after it (ten).
-      await fill(disk.disk);
+      await fill(disk.disk, free);
       const filler = `${disk.disk}/filler`;
-      await Deno.truncate(filler, (await Deno.stat(filler)).size - free * 4096);
       // The holder commits: X's write, woken first, runs inline and commits
       // (the second feed lags at once: the first holds the connection's one
       // change; its LAGGED end goes out from a microtask) and, in the same
@@ -133,9 +132,8 @@ Deno.test({
       for (let i = 0; i < 3; i++) await s.call(Op.Run, grouped, [100 + i], null);
       await s.call(Op.Run, "DELETE FROM u", null, null);
       // Room for no group commit of ten pages.
-      await fill(disk.disk);
+      await fill(disk.disk, free);
       const filler = `${disk.disk}/filler`;
-      await Deno.truncate(filler, (await Deno.stat(filler)).size - free * 4096);
       const [write, subscribe] = await s.sendAll(
         [Op.Run, grouped, [1], null],
         [Op.Subscribe, { tables: ["t"] }],
@@ -194,9 +192,8 @@ Deno.test({
       const grouped = "INSERT INTO u VALUES (?, randomblob(40000))";
       for (let i = 0; i < 3; i++) await s.call(Op.Run, grouped, [100 + i], null);
       await s.call(Op.Run, "DELETE FROM u", null, null);
-      await fill(disk.disk);
+      await fill(disk.disk, free);
       const filler = `${disk.disk}/filler`;
-      await Deno.truncate(filler, (await Deno.stat(filler)).size - free * 4096);
       const [write, stats, integrity] = await s.sendAll(
         [Op.Run, grouped, [1], null],
         [Op.Stats],

@@ -222,9 +222,8 @@ Deno.test({
       await a.call(Op.Run, "DELETE FROM t", null, null);
       assert.equal((await a.call(Op.Subscribe, { tables: ["t"] })).status & Status.Error, 0);
       // Room for one more commit, not two.
-      await fill(disk.disk);
+      await fill(disk.disk, free);
       const filler = `${disk.disk}/filler`;
-      await Deno.truncate(filler, (await Deno.stat(filler)).size - free * 4096);
       // Insert 1 commits (a group of its own); `alone` waits for that commit,
       // then runs inline, and insert 3 opens the next group, whose COMMIT
       // finds the device full.
