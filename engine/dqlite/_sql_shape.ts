@@ -13,7 +13,7 @@
 
 import { ErrorCode, SqliteError } from "../../protocol/errors.ts";
 import { CONNECTION_PRAGMAS, type PolicyConfig, UNSAFE_PRAGMAS } from "../policy.ts";
-import { QUERY_PRAGMAS } from "../pragma_use.ts";
+import { ACTING_PRAGMAS, QUERY_PRAGMAS } from "../pragma_use.ts";
 import { scan, type Token } from "../../protocol/sql_lexer.ts";
 import { nulInSql } from "./errors.ts";
 
@@ -460,7 +460,9 @@ const TX_CONTROL = new Set(["begin", "commit", "end", "rollback", "savepoint", "
  * True when the first statement of `sql` may write: neither a read
  * (`SELECT`, `VALUES`, `EXPLAIN`, a PRAGMA that reports) nor transaction
  * control. A PRAGMA that sets a value (`= v`, or `(v)` unless it is one of
- * those that report on an object) counts as a write. Unsure cases count as
+ * those that report on an object) counts as a write, as does one that acts
+ * without a value (`optimize`, which may run ANALYZE; `incremental_vacuum`),
+ * plainly or read as a table (`pragma_optimize`). Unsure cases count as
  * writes: the caller ends a transaction on them.
  *
  * @example
@@ -471,6 +473,9 @@ const TX_CONTROL = new Set(["begin", "commit", "end", "rollback", "savepoint", "
  *   throw new Error("pragma");
  * }
  * if (mayWrite("ROLLBACK TO sp") || mayWrite("SELECT 1")) throw new Error("no write");
+ * if (!mayWrite("PRAGMA optimize") || !mayWrite("SELECT * FROM pragma_optimize")) {
+ *   throw new Error("optimize may run ANALYZE");
+ * }
  * ```
  */
 export function mayWrite(sql: string): boolean {
@@ -479,14 +484,29 @@ export function mayWrite(sql: string): boolean {
   const words = first.filter((t) => t.kind === "word");
   if (words.length > 0 && TX_CONTROL.has(words[0].text)) return false;
   if (verbOf(sql) !== "read") return true;
+  // A PRAGMA that acts, read as a table (`SELECT * FROM pragma_optimize`): it runs as it is read.
+  const names = first.filter((t) => t.kind === "word" || t.kind === "name");
+  if (names.some((t) => ACTING_TABLES.has(t.text.toLowerCase()))) return true;
   if (words[0]?.text !== "pragma") return false;
   const setter = first.find((t) => t.kind === "punct" && (t.text === "=" || t.text === "("));
-  if (setter === undefined) return false;
+  if (setter === undefined) {
+    // `PRAGMA [schema.]name`: one that acts may write without a value (optimize's ANALYZE).
+    return WRITING_PRAGMAS.has(pragmaName(names.at(-1)));
+  }
   if (setter.text === "=") return true;
   // `PRAGMA [schema.]name(arg)`: the name is the last word before the parenthesis.
   const name = words.filter((w) => w.at < setter.at).at(-1)?.text ?? "";
   return !READING_PRAGMAS.has(name);
 }
+
+/**
+ * PRAGMAs that may write the database without a value (see
+ * `ACTING_PRAGMAS` in `pragma_use.ts`; `shrink_memory` frees memory alone).
+ */
+const WRITING_PRAGMAS = new Set(ACTING_PRAGMAS.filter((name) => name !== "shrink_memory"));
+
+/** Their table-valued names (`pragma_optimize`), lower case. */
+const ACTING_TABLES = new Set([...WRITING_PRAGMAS].map((name) => `pragma_${name}`));
 
 /**
  * The read `sql` (one `SELECT`, `VALUES` or `WITH ... SELECT`) made to
