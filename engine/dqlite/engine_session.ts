@@ -214,9 +214,18 @@ export class DqliteEngineSession {
    */
   exec(script: string, timeout?: number): Promise<null> {
     const sql = immediateBegins(script);
-    return this.#request(sql, null, timeout, true, async (db) => {
-      const statements = statementTexts(sql);
-      for (let i = 0; i < statements.length; i++) {
+    const statements = statementTexts(sql);
+    // The ROLLBACK ending a transaction the engine ended: the statements
+    // after it run as the script's next ones (the request is their text).
+    const from = this.#endsEndedTxFirst(statements) ? 1 : 0;
+    const text = from === 0 ? sql : statements.slice(1).join("\n");
+    return this.#request(text, null, timeout, true, async (db) => {
+      // The statement (1-based) that began the transaction the script is in,
+      // when the script began it (0: it began none, or ran inside one begun
+      // before it): one that makes SQLite roll that transaction back, or a
+      // stop inside it, undoes the statements from there on, not those before.
+      let txFrom = 0;
+      for (let i = from; i < statements.length; i++) {
         const inTx = db.inTransaction;
         const stops = db.execStops;
         try {
@@ -239,9 +248,25 @@ export class DqliteEngineSession {
               },
             );
           }
-          throw inScript(ended ? this.#scriptAbort(e, statements[i]) : e, i + 1, undone);
+          if (e instanceof AbortError && inTx && txFrom > 1) {
+            // Stopped inside the transaction the script began: those before its BEGIN
+            // committed (`ran`), those from it on are in that transaction.
+            throw new AbortError(
+              `${e.message} (statement ${i + 1} of the script; the ${txFrom - 1} before ` +
+                `statement ${txFrom}, which began the transaction, ran and stay applied)`,
+              { cause: e, ran: txFrom - 1 },
+            );
+          }
+          throw inScript(
+            ended ? this.#scriptAbort(e, statements[i]) : e,
+            i + 1,
+            undone,
+            inTx ? txFrom : 0,
+          );
         }
+        if (!inTx && db.inTransaction) txFrom = i + 1;
         if (inTx && !db.inTransaction) {
+          txFrom = 0;
           // It ended the transaction (a later one may begin another): so are its cursors.
           this.#txEnds++;
           this.#endTxCursors();
@@ -270,6 +295,7 @@ export class DqliteEngineSession {
     first = false,
   ): Promise<QueryPayload> {
     const text = this.#sqlOf(sql);
+    this.#refuseWhileEnded(text);
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
     return this.#request(text, [[], []], timeout, false, async (db) => {
@@ -281,6 +307,7 @@ export class DqliteEngineSession {
   /** Runs one statement and returns `[changes, lastInsertRowid]`. */
   run(sql: string | number, params: unknown, timeout?: number): Promise<RunPayload> {
     const text = this.#sqlOf(sql);
+    this.#refuseWhileEnded(text);
     requireOneStatement(text);
     const args = bindArgs(params) as Params;
     return this.#request(text, [0, 0], timeout, false, async (db) => {
@@ -381,6 +408,16 @@ export class DqliteEngineSession {
    */
   prepare(sql: string): Promise<PreparePayload> {
     requireOneStatement(sql);
+    if (
+      (this.#aborted !== null || this.#endedAtCommit) && !this.#closed && endingOf(sql) !== null
+    ) {
+      // After the engine ended the transaction, a ROLLBACK or COMMIT prepares
+      // without being sent: running its handle ends that state as its text
+      // does (before, preparing it ended the state and gave handle 0, which
+      // no run found).
+      checkClusterSql(sql, this.#engine.config);
+      return Promise.resolve([this.#handles.add(sql), []]);
+    }
     return this.#request(sql, [0, []], undefined, false, async (db) => {
       const stmt = await db.prepare(sql);
       let columns: string[] = [];
@@ -636,20 +673,24 @@ export class DqliteEngineSession {
       throw new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
     }
     const endsTx = sql !== null && txEffect(sql).last === "end";
-    const rollback = endsTx && /^\s*rollback/i.test(sql!);
+    // What the first statement ends the transaction with (comments before it skipped).
+    const first = sql === null ? null : endingOf(sql);
+    const rollback = endsTx && first === "rollback";
     if (this.#aborted !== null) {
       // The transaction ended on the node: requests fail until the client ends it
       // too. ROLLBACK succeeds; COMMIT fails, and a ROLLBACK right after it succeeds.
+      // (A script's first statement says; one that begins with that ROLLBACK and
+      // holds more does not come here: see exec.)
       const aborted = this.#aborted;
-      if (!endsTx) throw aborted;
+      if (first === null) throw aborted;
       this.#aborted = null;
-      if (rollback) return Promise.resolve(rolledBack);
+      if (first === "rollback") return Promise.resolve(rolledBack);
       this.#endedAtCommit = true;
       throw aborted;
     }
     if (this.#endedAtCommit) {
       this.#endedAtCommit = false;
-      if (rollback && this.#tx === null) return Promise.resolve(rolledBack);
+      if (first === "rollback" && this.#tx === null) return Promise.resolve(rolledBack);
     }
     if (sql !== null) checkClusterSql(sql, this.#engine.config);
     this.#stopLeaseTimers();
@@ -665,6 +706,42 @@ export class DqliteEngineSession {
     return this.#engine._track(
       this.#borrowAndRun(timeout, sql === null, commits, endsTx, reads, script, fn),
     );
+  }
+
+  /**
+   * While the engine has ended the client's transaction (`TX_ABORTED`,
+   * `TX_TIMEOUT`), text of more than one statement for a call of one
+   * (`run`, `query`) is refused with that error, as on a single file,
+   * rather than as two statements (`BAD_REQUEST`): nothing of it runs, and
+   * the state lasts.
+   */
+  #refuseWhileEnded(sql: string): void {
+    if (this.#aborted !== null && !this.#closed && splitStatements(sql).length > 1) {
+      throw this.#aborted;
+    }
+  }
+
+  /**
+   * For an `exec` script of `statements`: true when its first is the
+   * ROLLBACK that ends a transaction the engine ended (`TX_ABORTED`,
+   * `TX_TIMEOUT`, or after a COMMIT that failed there) and more follow: that
+   * state ends here, as for a lone ROLLBACK (see {@link #request}), and the
+   * statements after it are to run as usual, as the script's next ones.
+   * (Before, the script was answered as run with them dropped, or refused
+   * with `TX_ABORTED`.)
+   */
+  #endsEndedTxFirst(statements: string[]): boolean {
+    if (this.#closed || statements.length < 2 || endingOf(statements[0]) !== "rollback") {
+      return false;
+    }
+    if (this.#aborted !== null) {
+      checkClusterSql(statements.slice(1).join("\n"), this.#engine.config);
+      this.#aborted = null;
+      return true;
+    }
+    if (!this.#endedAtCommit || this.#tx !== null) return false;
+    this.#endedAtCommit = false;
+    return true;
   }
 
   /**
@@ -801,7 +878,13 @@ export class DqliteEngineSession {
       : new SqliteError(ErrorCode.Internal, String(err));
     if (clientTx) {
       this.#aborted = txAborted(e);
-      if (e instanceof AbortError) return cancelledAfterWrite(e);
+      if (e instanceof AbortError) {
+        // (`ran`: the statements of its script before the BEGIN of that transaction.)
+        const ended = cancelledAfterWrite(e);
+        return e.ran === undefined || e.ran === 0
+          ? ended
+          : new AbortError(ended.message, { cause: e, ran: e.ran });
+      }
       return new SqliteError(
         e.code,
         `${e.message}; dqlite cannot stop a running statement, so the server closed its ` +
@@ -1267,11 +1350,18 @@ function notSent(late: SqliteError, why: string): SqliteError {
  * The error of statement `n` of a script: from the second on, it says
  * which, and that the statements before it ran (as in SQLite, a script
  * stops at its first error), unless they were `undone` with it (their
- * transaction ended). A cancel's error is the client's own, kept as is.
+ * transaction ended): then those before `txFrom`, the statement that began
+ * that transaction, when the script began it. A cancel's error is the
+ * client's own, kept as is.
  */
-function inScript(err: unknown, n: number, undone: boolean): unknown {
+function inScript(err: unknown, n: number, undone: boolean, txFrom = 0): unknown {
   if (n < 2 || !(err instanceof SqliteError)) return err;
-  const where = `statement ${n} of the script${undone ? "" : `; the ${n - 1} before it ran`}`;
+  const before = !undone
+    ? `; the ${n - 1} before it ran`
+    : txFrom > 1
+    ? `; the ${txFrom - 1} before statement ${txFrom}, which began the transaction, ran`
+    : "";
+  const where = `statement ${n} of the script${before}`;
   if (err instanceof LeaderError) {
     return new LeaderError(
       err.code,
@@ -1333,4 +1423,15 @@ function batchMessage(message: string, i: number, n: number): string {
  */
 function beforeCommit(err: LeaderError, message: string): LeaderError {
   return new LeaderError(err.code, message, false, err.sqliteCode, { cause: err });
+}
+
+/**
+ * How the first statement of `sql` ends a transaction: `"rollback"`
+ * (ROLLBACK, not ROLLBACK TO), `"commit"` (COMMIT, END), or null (it ends
+ * none), read past comments before it.
+ */
+function endingOf(sql: string): "rollback" | "commit" | null {
+  const [first] = statementTexts(sql);
+  if (first === undefined || txEffect(first).last !== "end") return null;
+  return /^rollback/i.test(first) ? "rollback" : "commit";
 }
