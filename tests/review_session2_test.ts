@@ -245,8 +245,12 @@ Deno.test(
         "INSERT INTO t VALUES (1); BEGIN; INSERT INTO t VALUES (2); " +
           "SELECT 1;".repeat(400_000),
       ).then(() => null, (err: unknown) => err);
-      // (The script runs for seconds: close() comes after its BEGIN.)
-      await delay(300);
+      // (The script runs for seconds: close() comes after its BEGIN, once its first insert is
+      // seen committed, and then BEGIN's own step.)
+      for (let i = 0; i < 500 && (await other.query("SELECT a FROM t")).length === 0; i++) {
+        await delay(10);
+      }
+      await delay(100);
       await db.close();
       const err = await script;
       assert.ok(err instanceof Error, String(err));
