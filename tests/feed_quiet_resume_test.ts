@@ -271,3 +271,19 @@ Deno.test({
     assert.deepEqual(rowOf((await takeEvents(again, 1))[0]), ["quiet", "insert", 2]);
   },
 });
+
+Deno.test({
+  name: "feed quiet resume: node:sqlite refuses a filtered resume as any feed (FEED_UNSUPPORTED)",
+  ignore: ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await setUp(db);
+    await busy(db, RING + 1);
+    await assert.rejects(
+      db.subscribe({ tables: ["quiet"], since: 1 }),
+      (e: SqliteError) => e.code === "FEED_UNSUPPORTED",
+    );
+    assert.deepEqual(await db.query("SELECT count(*) AS n FROM busy"), [{ n: RING + 1 }]);
+  },
+});
