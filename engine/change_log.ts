@@ -325,9 +325,9 @@ export class ChangeLog {
    * before is older than anything held, and fails with `FEED_GAP`.
    */
   #seq = Date.now() * 1000;
-  /** Values are read at commit up to this `seq` (see {@link unsubscribe}). */
-  #valuesUntil = -1;
-  /** Ends the window of {@link #valuesUntil} (and lets go of held values) when it fires. */
+  /** True while values are read at commit without a feed asking (see {@link unsubscribe}). */
+  #valueWindow = false;
+  /** Ends the window of {@link #valueWindow} (and lets go of held values) when it fires. */
   #valuesTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #valueWindowMs: number;
   readonly #maxValueBytes: number;
@@ -634,7 +634,7 @@ export class ChangeLog {
     const skip = this.#skipOpen;
     this.#skipOpen = false;
     if (raw.length === 0 || skip) return;
-    const wantValues = this.#seq < this.#valuesUntil || this.#valueSinks();
+    const wantValues = this.#valueWindow || this.#valueSinks();
     const commitSeq = ++this.#commitSeq;
     const listed: Change[] = [];
     // Key-value entries, one change each, placed where the commit first changed them.
@@ -797,21 +797,22 @@ export class ChangeLog {
   /**
    * Removes `sink`. After the last feed with values ends without asking to
    * (`resumable`: a consumer that lagged, a client that lost its
-   * connection), values go on being read and held for the next `capacity`
-   * changes or the value window (30 s by default), whichever ends first, so
-   * that it can resume with `since` and get them; then, or at once when it
+   * connection), values go on being read and held for the value window
+   * (30 s by default), so that it can resume with `since` and get them,
+   * however many changes were made meanwhile (a filtered feed resumes past
+   * the ring's `capacity`, see {@link subscribe}); then, or at once when it
    * unsubscribed, the ring lets go of every value it holds.
    */
   unsubscribe(sink: ChangeSink, resumable = true): void {
     if (!this.#sinks.delete(sink) || !sink.wantsValues || this.#valueSinks()) return;
     if (resumable) {
-      this.#valuesUntil = this.#seq + this.#capacity;
+      this.#valueWindow = true;
       clearTimeout(this.#valuesTimer);
       const timer = setTimeout(() => this.#endValueWindow(), this.#valueWindowMs);
       Deno.unrefTimer(timer);
       this.#valuesTimer = timer;
     } else if (this.#valuesTimer === undefined) {
-      this.#valuesUntil = -1;
+      this.#valueWindow = false;
       this.#freeValues(0);
     }
   }
@@ -953,7 +954,7 @@ export class ChangeLog {
   #endValueWindow(): void {
     this.#valuesTimer = undefined;
     if (this.#valueSinks()) return;
-    this.#valuesUntil = -1;
+    this.#valueWindow = false;
     this.#freeValues(0);
   }
 

@@ -187,6 +187,33 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "feed quiet resume: a values feed that went away resumes with values after 10,001+ other changes (within the value window)",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer();
+    await using db = await srv.client();
+    await setUp(db);
+    let since: number;
+    {
+      // The only feed with values; closing its connection ends it resumably.
+      await using feed = await db.subscribe({ tables: ["quiet"], values: true });
+      await db.run("INSERT INTO quiet (id, n) VALUES (1, 'one')");
+      since = seqOf((await takeEvents(feed, 1))[0]);
+    }
+    await busy(db, RING + 1);
+    await db.run("INSERT INTO quiet (id, n) VALUES (2, 'two')");
+    await using again = await db.subscribe({ tables: ["quiet"], values: true, since });
+    const [e] = await takeEvents(again, 1);
+    assert.equal(
+      e.type === "table" && JSON.stringify(e.value),
+      JSON.stringify({ id: 2, n: "two" }),
+    );
+    assert.equal(seqOf(e), since + RING + 2);
+  },
+});
+
+Deno.test({
   name: "feed quiet resume: a since from before a restart still fails with FEED_GAP",
   ignore: !ffi,
   async fn() {
