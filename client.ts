@@ -298,7 +298,9 @@ export class Client extends Queryable {
    * ```
    *
    * @throws {SqliteError} `FEED_UNSUPPORTED` when the server runs node:sqlite,
-   *   `FEED_GAP` when the server no longer holds the changes after `since`.
+   *   `FEED_GAP` when the server no longer holds a change after `since` that
+   *   the feed takes (its tables and collections), or `since` is from
+   *   before the server's restart.
    * @throws {AbortError} when `options.signal` aborted before the feed opened
    *   (what was opened is closed; later, aborting it ends the feed).
    * @throws {TypeError} for an option it does not take (a misspelt `tables`

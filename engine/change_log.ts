@@ -29,8 +29,13 @@
  *
  * Published changes are kept in a ring of the last `capacity` changes (in
  * memory, until the server stops), from which `subscribe({ since })` resumes;
- * fewer when their key-value keys pass `valueBytes` (the oldest are let go
- * whole, as if the ring had moved past them).
+ * fewer when their key-value keys and table and collection names pass
+ * `valueBytes` (the oldest are let go whole, as if the ring had moved past
+ * them). For each table and collection the log remembers the last change
+ * it let go whole (at most {@link LET_GO_NAMES} names, {@link LET_GO_NAME_BYTES}
+ * bytes of them; past that the oldest is forgotten, its `seq` kept as a
+ * floor), so that a filtered feed resumes from before the ring's oldest
+ * change when none it takes was let go after its `since`.
  * The values the ring holds are bounded in bytes too (`valueBytes`): past
  * the bound the oldest held values are let go (those changes then count as
  * not read, so a resume asking for values fails with `FEED_GAP`), and all
@@ -117,13 +122,25 @@ export interface ChangeSink {
   deliver(changes: readonly Change[]): void;
   /**
    * True when the sink takes `c` (its filter); every change when absent.
-   * A resume with values checks only these (see {@link ChangeLog.subscribe}).
+   * A resume checks only these (see {@link ChangeLog.subscribe}), which it
+   * may call with the table and collection of a change let go.
    */
-  matches?(c: Change): boolean;
+  matches?(c: Pick<Change, "table" | "collection">): boolean;
 }
 
 /** Changes kept in memory for `subscribe({ since })` by default. */
 export const CHANGE_FEED_CAPACITY = 10_000;
+
+/**
+ * Tables and key-value collections whose last change let go the log
+ * remembers, at most (see {@link ChangeLog.subscribe}).
+ */
+export const LET_GO_NAMES = 1024;
+/**
+ * Bytes of the names of those tables and collections (two per UTF-16 unit,
+ * plus 64 each), at most (1 MiB).
+ */
+export const LET_GO_NAME_BYTES = 1024 * 1024;
 
 /** Bytes of values the ring keeps for `subscribe({ since, values: true })` by default (64 MiB). */
 export const CHANGE_FEED_VALUE_BYTES = 64 * 1024 * 1024;
@@ -266,6 +283,22 @@ interface KvTouch {
 /** The key-value table. */
 const KV_TABLE = "netsqlite_kv";
 
+/** The last change of a table or collection that the ring let go whole. */
+interface LetGo {
+  seq: number;
+  table: string;
+  collection: string | null;
+}
+
+/**
+ * Bytes a held change counts against the ring's bound on keys: its
+ * key-value key, and its table's name (two bytes per UTF-16 unit; a
+ * key-value change's collection instead, its table being `netsqlite_kv`).
+ */
+function nameBytes(c: Change): number {
+  return (c.key?.length ?? 0) + 2 * (c.collection === null ? c.table.length : c.collection.length);
+}
+
 const logs = new WeakMap<Connection, ChangeLog>();
 
 /** The names SQL reads a table's rowid by, unless the table declares a column of that name. */
@@ -292,22 +325,40 @@ export class ChangeLog {
    * before is older than anything held, and fails with `FEED_GAP`.
    */
   #seq = Date.now() * 1000;
-  /** Values are read at commit up to this `seq` (see {@link unsubscribe}). */
-  #valuesUntil = -1;
-  /** Ends the window of {@link #valuesUntil} (and lets go of held values) when it fires. */
+  /** True while values are read at commit without a feed asking (see {@link unsubscribe}). */
+  #valueWindow = false;
+  /** Ends the window of {@link #valueWindow} (and lets go of held values) when it fires. */
   #valuesTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #valueWindowMs: number;
   readonly #maxValueBytes: number;
   #heldValueBytes = 0;
   /** Every change up to this `seq` holds no value (they were let go, oldest first). */
   #valuesFreedTo = -1;
-  /** Approximate bytes of key-value keys the ring holds (bounded as its values are). */
+  /**
+   * Approximate bytes of key-value keys and table and collection names the
+   * ring holds ({@link nameBytes}; bounded as its values are).
+   */
   #heldKeyBytes = 0;
   /**
    * Every change up to this `seq` was let go whole, its key with it (the
    * ring's bound on keys): none is held, as if the ring had moved past it.
    */
   #keysFreedTo = -1;
+  /**
+   * The last change let go whole of each table (by name) and of each
+   * key-value collection, in the order they were let go (oldest first), and
+   * the bytes of their names; bounded by {@link LET_GO_NAMES} and
+   * {@link LET_GO_NAME_BYTES}.
+   */
+  readonly #letGoTables = new Map<string, LetGo>();
+  readonly #letGoKv = new Map<string, LetGo>();
+  #letGoBytes = 0;
+  /**
+   * Changes let go whole up to this `seq` may be of any table or collection
+   * (names forgotten past the bounds); it starts at the log's first `seq`,
+   * so that a `since` from before a restart is refused.
+   */
+  #letGoFloor = this.#seq;
   #commitSeq = 0;
   readonly #sinks = new Set<ChangeSink>();
   /** Changes the feeds of every connection hold queued, and their limits. */
@@ -583,7 +634,7 @@ export class ChangeLog {
     const skip = this.#skipOpen;
     this.#skipOpen = false;
     if (raw.length === 0 || skip) return;
-    const wantValues = this.#seq < this.#valuesUntil || this.#valueSinks();
+    const wantValues = this.#valueWindow || this.#valueSinks();
     const commitSeq = ++this.#commitSeq;
     const listed: Change[] = [];
     // Key-value entries, one change each, placed where the commit first changed them.
@@ -684,12 +735,23 @@ export class ChangeLog {
           `Cannot resume change feed after ${since}: the server's feed is only at ${this.#seq}`,
         );
       }
-      if (since < this.oldest - 1) {
+      const lost = this.#lostAfter(since, sink);
+      if (lost !== null) {
+        const held = `(the server keeps the last ${this.#capacity}, fewer when their ` +
+          `key-value keys and names pass ${this.#maxValueBytes} bytes, and none from before ` +
+          "its restart)";
         throw new SqliteError(
           FEED_GAP,
-          `Cannot resume change feed after ${since}: the oldest change held is ${this.oldest} ` +
-            `(the server keeps the last ${this.#capacity}, fewer when their key-value keys ` +
-            `pass ${this.#maxValueBytes} bytes, and none from before its restart)`,
+          lost === true
+            ? `Cannot resume change feed after ${since}: the oldest change held is ` +
+              `${this.oldest} ${held}`
+            : `Cannot resume change feed after ${since}: change ${lost.seq} of ` +
+              `${
+                lost.collection === null
+                  ? `table ${JSON.stringify(lost.table)}`
+                  : `key-value collection ${JSON.stringify(lost.collection)}`
+              }, which this feed takes, was let go; the oldest change held is ${this.oldest} ` +
+              held,
         );
       }
       // Only the changes the sink takes: another table's values, let go or
@@ -714,10 +776,15 @@ export class ChangeLog {
   /**
    * Up to `limit` held changes after `since`, oldest first (`[]` when
    * `since` is the head); `null` when changes after `since` are no longer
-   * held (the ring moved past them).
+   * held (the ring moved past them), unless `sink` takes none of those let
+   * go (see {@link subscribe}): then the held ones.
    */
-  after(since: number, limit: number): Change[] | null {
-    if (since < this.oldest - 1 || since > this.#seq) return null;
+  after(since: number, limit: number, sink?: ChangeSink): Change[] | null {
+    if (since > this.#seq) return null;
+    if (since < this.oldest - 1) {
+      if (sink === undefined || this.#lostAfter(since, sink) !== null) return null;
+      since = this.oldest - 1;
+    }
     const ring = this.#ring;
     const out: Change[] = [];
     // Held sequence numbers are consecutive: `#ringOldest` is at `#ringStart`.
@@ -730,21 +797,22 @@ export class ChangeLog {
   /**
    * Removes `sink`. After the last feed with values ends without asking to
    * (`resumable`: a consumer that lagged, a client that lost its
-   * connection), values go on being read and held for the next `capacity`
-   * changes or the value window (30 s by default), whichever ends first, so
-   * that it can resume with `since` and get them; then, or at once when it
+   * connection), values go on being read and held for the value window
+   * (30 s by default), so that it can resume with `since` and get them,
+   * however many changes were made meanwhile (a filtered feed resumes past
+   * the ring's `capacity`, see {@link subscribe}); then, or at once when it
    * unsubscribed, the ring lets go of every value it holds.
    */
   unsubscribe(sink: ChangeSink, resumable = true): void {
     if (!this.#sinks.delete(sink) || !sink.wantsValues || this.#valueSinks()) return;
     if (resumable) {
-      this.#valuesUntil = this.#seq + this.#capacity;
+      this.#valueWindow = true;
       clearTimeout(this.#valuesTimer);
       const timer = setTimeout(() => this.#endValueWindow(), this.#valueWindowMs);
       Deno.unrefTimer(timer);
       this.#valuesTimer = timer;
     } else if (this.#valuesTimer === undefined) {
-      this.#valuesUntil = -1;
+      this.#valueWindow = false;
       this.#freeValues(0);
     }
   }
@@ -763,11 +831,67 @@ export class ChangeLog {
   #held(since: number): Change[] {
     const ring = this.#ring;
     const out: Change[] = [];
+    const oldest = this.oldest; // (those before were let go whole)
     for (let i = 0; i < ring.length; i++) {
       const c = ring[(this.#ringStart + i) % ring.length];
-      if (c.seq > since) out.push(c);
+      if (c.seq > since && c.seq >= oldest) out.push(c);
     }
     return out;
+  }
+
+  /**
+   * Whether a change after `since` that `sink` takes ({@link ChangeSink.matches};
+   * every change without it) was let go whole: `null` when none was, else
+   * the last one of its table or collection let go, or `true` when which
+   * is not known (`since` is before {@link #letGoFloor}, or `sink` takes
+   * every change).
+   */
+  #lostAfter(since: number, sink: ChangeSink): LetGo | true | null {
+    if (since >= this.oldest - 1) return null; // (none let go after it)
+    if (since < this.#letGoFloor || sink.matches === undefined) return true;
+    let lost: LetGo | null = null;
+    for (const names of [this.#letGoTables, this.#letGoKv]) {
+      for (const g of names.values()) {
+        if (g.seq > since && (lost === null || g.seq > lost.seq) && sink.matches(g)) {
+          lost = g;
+        }
+      }
+    }
+    return lost;
+  }
+
+  /**
+   * Notes `c` let go whole (changes are let go in `seq` order): it is now
+   * the last of its table or collection, and the oldest names are
+   * forgotten past {@link LET_GO_NAMES} or {@link LET_GO_NAME_BYTES}, their
+   * `seq` raising {@link #letGoFloor}.
+   */
+  #letGo(c: Change): void {
+    const kv = c.collection !== null;
+    const names = kv ? this.#letGoKv : this.#letGoTables;
+    const name = kv ? c.collection! : c.table;
+    const bytes = 64 + 2 * name.length;
+    if (names.delete(name)) this.#letGoBytes -= bytes;
+    if (bytes > LET_GO_NAME_BYTES) {
+      this.#letGoFloor = c.seq;
+      return;
+    }
+    // (Deleted and set again: each map stays in the order the changes were let go.)
+    names.set(name, { seq: c.seq, table: c.table, collection: c.collection });
+    this.#letGoBytes += bytes;
+    while (
+      this.#letGoTables.size + this.#letGoKv.size > LET_GO_NAMES ||
+      this.#letGoBytes > LET_GO_NAME_BYTES
+    ) {
+      const t = this.#letGoTables.entries().next().value;
+      const k = this.#letGoKv.entries().next().value;
+      const [from, [n, g]] = k === undefined || (t !== undefined && t[1].seq < k[1].seq)
+        ? [this.#letGoTables, t!]
+        : [this.#letGoKv, k];
+      from.delete(n);
+      this.#letGoBytes -= 64 + 2 * n.length;
+      this.#letGoFloor = Math.max(this.#letGoFloor, g.seq);
+    }
   }
 
   #remember(changes: Change[]): void {
@@ -778,24 +902,26 @@ export class ChangeLog {
       } else {
         const gone = ring[this.#ringStart];
         this.#heldValueBytes -= gone.valueBytes;
-        this.#heldKeyBytes -= gone.key?.length ?? 0;
+        this.#heldKeyBytes -= nameBytes(gone);
+        if (gone.seq > this.#keysFreedTo) this.#letGo(gone); // (else let go already)
         ring[this.#ringStart] = c;
         this.#ringStart = (this.#ringStart + 1) % this.#capacity;
       }
       this.#heldValueBytes += c.valueBytes;
-      this.#heldKeyBytes += c.key?.length ?? 0;
+      this.#heldKeyBytes += nameBytes(c);
     }
     if (this.#heldValueBytes > this.#maxValueBytes) this.#freeValues(this.#maxValueBytes);
     if (this.#heldKeyBytes > this.#maxValueBytes) this.#freeKeys(this.#maxValueBytes);
   }
 
   /**
-   * Lets go of the oldest held changes whole (an event must name its key,
-   * so a key cannot be let go as a value is) until at most `budget` bytes
-   * of keys remain, keeping the newest change whatever its size: a resume
-   * from before them fails with `FEED_GAP`, as past the ring's `capacity`.
-   * The ring's change is replaced by a copy without key and value (feeds
-   * that queued the original still send it).
+   * Lets go of the oldest held changes whole (an event must name its key
+   * and table, so they cannot be let go as a value is) until at most
+   * `budget` bytes of keys and names remain, keeping the newest change
+   * whatever its size: a resume from before them fails with `FEED_GAP`
+   * (when the feed takes one of them), as past the ring's `capacity`.
+   * The ring's change is replaced by a copy without names, key and value
+   * (feeds that queued the original still send it; nothing reads the copy).
    */
   #freeKeys(budget: number): void {
     const ring = this.#ring;
@@ -803,10 +929,19 @@ export class ChangeLog {
     for (; i < ring.length - 1 && this.#heldKeyBytes > budget; i++) {
       const at = (this.#ringStart + i) % ring.length;
       const c = ring[at];
-      ring[at] = { ...c, key: null, value: null, valueRead: false, valueBytes: 0 };
-      this.#heldKeyBytes -= c.key?.length ?? 0;
+      ring[at] = {
+        ...c,
+        table: "",
+        collection: null,
+        key: null,
+        value: null,
+        valueRead: false,
+        valueBytes: 0,
+      };
+      this.#heldKeyBytes -= nameBytes(c);
       this.#heldValueBytes -= c.valueBytes;
       this.#keysFreedTo = c.seq;
+      this.#letGo(c);
     }
   }
 
@@ -819,7 +954,7 @@ export class ChangeLog {
   #endValueWindow(): void {
     this.#valuesTimer = undefined;
     if (this.#valueSinks()) return;
-    this.#valuesUntil = -1;
+    this.#valueWindow = false;
     this.#freeValues(0);
   }
 

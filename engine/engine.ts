@@ -107,7 +107,10 @@ export interface EngineConfig {
    * @default {MAX_QUEUED_CHANGES_PER_CONNECTION}
    */
   maxQueuedChangesPerConnection?: number;
-  /** Bytes of values the ring keeps for `subscribe({ since })`. @default {CHANGE_FEED_VALUE_BYTES} */
+  /**
+   * Bytes of values the ring keeps for `subscribe({ since })`, and of its
+   * key-value keys and table and collection names. @default {CHANGE_FEED_VALUE_BYTES}
+   */
   changeFeedValueBytes?: number;
   /** Bytes of values queued for clients on all feeds. @default {MAX_QUEUED_VALUE_BYTES} */
   maxQueuedValueBytes?: number;

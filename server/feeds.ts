@@ -537,7 +537,7 @@ class Feed implements ChangeSink {
         if (this.pending === 0) this.#quota.wait(this.#wake);
         return;
       }
-      const held = this.#log.after(this.#replayed, room);
+      const held = this.#log.after(this.#replayed, room, this);
       if (held === null) {
         this.lagged = true;
         return;
@@ -637,7 +637,7 @@ class Feed implements ChangeSink {
   }
 
   /** True when `c` passes this feed's filter (`tables`, `kv`). */
-  matches(c: Change): boolean {
+  matches(c: Pick<Change, "table" | "collection">): boolean {
     if (c.collection !== null) {
       return this.#kv === true || (this.#kv !== null && this.#kv.has(c.collection));
     }
