@@ -458,7 +458,8 @@ function isPlainObject(value: object): boolean {
  *
  * @throws {MsgpackError} when `bytes` is empty, truncated, has bytes left
  *   over, holds an unsupported type (extensions, 0xc1), invalid UTF-8, a map
- *   key that is not a string, or nests deeper than {@link MAX_DEPTH}. A
+ *   key that is not a string or appears twice in its map, or nests deeper
+ *   than {@link MAX_DEPTH}. A
  *   `__proto__` key becomes an own property (as `JSON.parse` makes it).
  */
 export function decodeMsgpack(bytes: Uint8Array): unknown {
@@ -746,6 +747,10 @@ class Reader {
       const key = this.value(depth + 1);
       if (typeof key !== "string") {
         throw new MsgpackError(`Map key is a ${typeOf(key)}, not a string`);
+      }
+      // Which of two values was meant cannot be known: refused, not the last taken silently.
+      if (Object.hasOwn(o, key)) {
+        throw new MsgpackError(`Map key ${JSON.stringify(key)} appears twice`);
       }
       const value = this.value(depth + 1);
       if (key === "__proto__") {
