@@ -735,6 +735,14 @@ export class EngineSession implements HostedSession {
     return BLOCKED;
   }
 
+  /**
+   * True while this session's request, answered {@link BLOCKED}, waits for
+   * another program's lock (`#unlessLocked`), not for the writer.
+   */
+  get waitsForLock(): boolean {
+    return this.#lockWait !== null && !this.#lockWait.done;
+  }
+
   /** Forgets the request waiting for another program's lock (cancelled, or its session closed). */
   #dropLockWait(): void {
     if (this.#lockWait !== null) clearTimeout(this.#lockWait.timer);

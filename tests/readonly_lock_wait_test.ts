@@ -94,8 +94,14 @@ Deno.test({
         // main thread waiting in the read's schema check).
         const start = performance.now();
         const stats = await within(serverStats(srv.connectOptions), 1_000);
-        assert.notEqual(stats, "timeout", "stats was not answered while the read waited");
+        if (stats === "timeout") throw new Error("stats was not answered while the read waited");
         assert.ok(performance.now() - start < 1_000);
+        // Reads waiting for the other program's lock wait for no writer.
+        assert.deepEqual(
+          [stats.writer.waiting, stats.writer.longestWaitMs],
+          [0, 0],
+          JSON.stringify(stats.writer),
+        );
         abort.abort();
         const aborted = await within(given, 1_000);
         assert.ok(aborted instanceof Error, String(aborted));
