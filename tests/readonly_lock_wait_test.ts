@@ -50,6 +50,13 @@ db.close();`;
   };
 }
 
+/** `p`, its rejection naming `what`. */
+function named<T>(p: Promise<T>, what: string): Promise<T> {
+  return p.catch((err) => {
+    throw new Error(`${what} failed: ${err.message}`, { cause: err });
+  });
+}
+
 /** A rollback-journal database with table `t` holding one row, in a fresh directory. */
 async function rollbackJournalDb(): Promise<{ dir: string; database: string }> {
   const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
@@ -168,6 +175,88 @@ Deno.test({
       }
       assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
     } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "--readonly, rollback journal: a read waiting in line for a reader, handed one as another program takes its lock, waits for the lock in the background",
+  ignore: !ffi,
+  async fn() {
+    const { dir, database } = await rollbackJournalDb();
+    // Another program that, told to, asks for the EXCLUSIVE lock: it holds
+    // PENDING (new readers are kept out) until the server's running read
+    // ends, then EXCLUSIVE until told to commit.
+    const code = `import { DatabaseSync } from "node:sqlite";
+const db = new DatabaseSync(Deno.args[0]);
+const line = async () => { await Deno.stdin.read(new Uint8Array(8)); };
+db.exec("PRAGMA busy_timeout = 20000");
+console.log("ready");
+await line();
+db.exec("BEGIN EXCLUSIVE; INSERT INTO t VALUES (2)");
+console.log("locked");
+await line();
+db.exec("COMMIT");
+db.close();`;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=js", code, database],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const stdin = child.stdin.getWriter();
+    const say = () => stdin.write(new TextEncoder().encode("go\n"));
+    const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    const until = async (marker: string) => {
+      while (!text.includes(marker)) {
+        const { value, done } = await out.read();
+        if (done) throw new Error(`the other program ended before "${marker}": ${text}`);
+        text += value;
+      }
+    };
+    try {
+      await using srv = await startServer({
+        database,
+        readonly: true,
+        maxBackgroundReads: 1,
+        logLevel: "error",
+      });
+      await using a = await srv.client();
+      await using b = await srv.client();
+      await until("ready");
+      // Both past the inline budget, both reading t (a SHARED lock while
+      // they run): `a`'s, which would never end, takes the one background
+      // reader until its deadline; `b`'s waits in line.
+      const slow = (n: number) =>
+        `WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ${n}) ` +
+        "SELECT count(*) + (SELECT count(*) FROM t) FROM c";
+      const endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) " +
+        "SELECT count(*) + (SELECT count(*) FROM t) FROM c";
+      const first = a.values(endless, [], { timeout: 1_500 });
+      first.catch(() => {}); // (awaited below: an assertion failing first must not leave it unhandled)
+      assert.equal(await within(first, 100), "timeout"); // (in the background now)
+      const second = b.values(slow(200_000));
+      second.catch(() => {});
+      assert.equal(await within(second, 100), "timeout");
+      await say(); // (it waits for `a`'s read, holding PENDING meanwhile)
+      // It holds the lock once `a`'s read ended, at its deadline.
+      await until("locked");
+      // `b` was handed the reader as the lock was taken: it waits for the
+      // lock, and the server answers meanwhile.
+      const stats = await within(serverStats(srv.connectOptions), 1_000);
+      assert.notEqual(stats, "timeout", "stats was not answered while the read waited");
+      assert.equal(await within(second, 50), "timeout");
+      await say();
+      assert.deepEqual(await named(second, "the read in line"), [[200_002]]);
+      await assert.rejects(first, (err: SqliteError) => err.code === "STATEMENT_TIMEOUT");
+    } finally {
+      await say().catch(() => {});
+      await stdin.close().catch(() => {});
+      while (!(await out.read()).done);
+      await child.status;
       await Deno.remove(dir, { recursive: true });
     }
   },
