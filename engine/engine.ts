@@ -19,7 +19,7 @@
  */
 
 import { ErrorCode, SqliteError } from "../protocol/errors.ts";
-import { type Db, rowsNow, type Sqlite } from "./binding/binding.ts";
+import { type Db, rowsNow, type Sqlite, type Stmt } from "./binding/binding.ts";
 import { isBusyInBackground } from "./binding/_errors.ts";
 import { Connection, type Prepared } from "./connection.ts";
 import { EngineSession } from "./engine_session.ts";
@@ -38,7 +38,7 @@ import { type BufferedRoom, BufferedRows } from "./buffered_rows.ts";
 import { type LeaseEnd, WriterQueue } from "./writer_queue.ts";
 import { disarmTimerProbe } from "./binding/_timer_turn.ts";
 import { IoTurn } from "./io_turn.ts";
-import { metLock } from "./run.ts";
+import { metLock, ReadLocked } from "./run.ts";
 
 export { BLOCKED, EngineSession } from "./engine_session.ts";
 
@@ -206,6 +206,10 @@ export class Engine {
   #nextSessionId = 1;
   readonly #sessions = new Set<EngineSession>();
   readonly #idleReaders: Connection[] = [];
+  /** The wait for another program's lock that requests share ({@link #waitForLock}), if any. */
+  #lockWait: Promise<void> | null = null;
+  /** Its reader, stepping in the background (interrupted at close). */
+  #lockWaiter: Connection | null = null;
   /** Readers lent to cursors now. */
   #cursorReaders = 0;
   /** Cursors whose rows the server buffers ({@link #reserveBuffered}), and their bytes. */
@@ -519,6 +523,7 @@ export class Engine {
     this.#readerIdle = undefined;
     this.#group.commitNow();
     for (const s of [...this.#sessions]) s.close();
+    this.#lockWaiter?.db.interrupt();
     // (Closing a session takes its read out of line: none should be left.)
     this.#readerLine.close(new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down"));
     while (this.#running.size > 0 || this.#group.committing) {
@@ -637,6 +642,7 @@ export class Engine {
         snapshot: () => this.#snapshotReader(),
         classified: (sql) => this.#reader?.peek(sql),
         borrow: () => this.#borrowBackgroundReader(),
+        waitForLock: () => this.#waitForLock(),
         wait: (w) => this.#readerLine.join(w),
         giveBack: (c) => this.#giveBackBackgroundReader(c),
         borrowForCursor: () => this.#borrowCursorReader(),
@@ -706,16 +712,12 @@ export class Engine {
     } catch (err) {
       // Another program's lock, which the main thread does not wait for: its
       // commit's EXCLUSIVE lock on a database not in WAL mode (where readers
-      // are kept out while it writes). The schema read waits for it here, up
-      // to the busy timeout, as a reader opened for a read does: with the
-      // schema unread, not even the read's statement could be prepared.
-      if (!metLock(reader, err)) throw err;
-      reader.db.waitsInline = true;
-      try {
-        version = reader.refreshSchema();
-      } finally {
-        reader.db.waitsInline = false;
-      }
+      // are kept out while it writes). With the schema unread, not even the
+      // read's statement could be prepared: the request waits for the lock
+      // in the background (#waitForLock) and runs again, while the server
+      // answers its other clients.
+      if (metLock(reader, err)) throw new ReadLocked();
+      throw err;
     }
     if (hold) {
       this.#readerInTx = true;
@@ -736,16 +738,79 @@ export class Engine {
   #borrowReader(): Connection | null {
     if (this.#reader === null) return null;
     this.#checkReads(this.#idleReaders.length === 0);
-    const conn = this.#idleReaders.pop() ?? new Connection(this.#sqlite, this.#config.path, {
+    const conn = this.#idleReader();
+    // Another program's lock met here (a database not in WAL mode) is waited
+    // for in the background, not here on the main thread: see ReadLocked.
+    this.#withoutInlineWait(conn, () => conn.refreshSchema());
+    this.#sharePragmas(conn);
+    return conn;
+  }
+
+  /** A reader kept idle, or a new one. */
+  #idleReader(): Connection {
+    return this.#idleReaders.pop() ?? new Connection(this.#sqlite, this.#config.path, {
       readOnly: true,
       timeout: this.#config.busyTimeout,
       cacheSize: 32,
       policy: this.#policy,
       maxValueBytes: this.#config.maxValueBytes,
     });
-    conn.refreshSchema();
-    this.#sharePragmas(conn);
-    return conn;
+  }
+
+  /**
+   * Runs `fn` on the reader `conn`, lent to a request now, without waiting
+   * for another program's lock on the main thread (FFI): a lock met gives
+   * `conn` back and throws {@link ReadLocked}, and the request waits for the
+   * lock in the background ({@link #waitForLock}). So does any other error
+   * (`conn` given back); node:sqlite waits as before.
+   */
+  #withoutInlineWait(conn: Connection, fn: () => void): void {
+    const waits = conn.db.waitsInline;
+    conn.db.waitsInline = false;
+    try {
+      fn();
+    } catch (err) {
+      const locked = metLock(conn, err);
+      conn.db.waitsInline = waits;
+      this.#returnReader(conn);
+      throw locked ? new ReadLocked() : err;
+    }
+    conn.db.waitsInline = waits;
+  }
+
+  /**
+   * Resolves once another program's lock that kept a read out
+   * ({@link ReadLocked}) is released, waited for in the background up to
+   * the busy timeout (then rejects with SQLite's `SQLITE_BUSY`): a reader
+   * of its own reads the schema cookie there, which takes the same SHARED
+   * lock every read takes. One wait serves every request waiting at once.
+   */
+  #waitForLock(): Promise<void> {
+    if (this.#lockWait !== null) return this.#lockWait;
+    if (this.#closed) return Promise.reject(shuttingDown());
+    let conn: Connection;
+    let stmt: Stmt;
+    try {
+      conn = this.#idleReader();
+      // The plain PRAGMA compiles without the schema (a new reader has none
+      // loaded, and loading it would wait for the lock here), and its step
+      // takes the SHARED lock, waiting for it in the background.
+      stmt = conn.db.prepare(LOCK_PROBE)!;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.#lockWaiter = conn;
+    const wait = this.#track(
+      stmt.stepInBackground().then(() => {}).finally(() => {
+        stmt.finalize();
+        this.#lockWait = null;
+        this.#lockWaiter = null;
+        this.#returnReader(conn);
+      }),
+    );
+    // (Every request waiting may have given up by its deadline meanwhile.)
+    wait.catch(() => {});
+    return this.#lockWait = wait;
   }
 
   /**
@@ -808,10 +873,14 @@ export class Engine {
         if (conn === null) conn = this.#borrowReader()!;
         else {
           this.#checkReads(false);
-          conn.refreshSchema();
+          const c: Connection = conn;
+          conn = null; // (given back by #withoutInlineWait when it fails)
+          this.#withoutInlineWait(c, () => c.refreshSchema());
+          conn = c;
           this.#sharePragmas(conn);
         }
       } catch (err) {
+        // (A lock met, ReadLocked: the read waits for it, then asks again.)
         conn?.close();
         conn = null;
         w.fail(err as Error);
@@ -839,12 +908,7 @@ export class Engine {
     // The cursor reads from a snapshot taken now, at its open, and its
     // statement is prepared with that snapshot's schema (the columns the
     // open reply names), however long before its first step.
-    try {
-      conn.pinSnapshot();
-    } catch (err) {
-      this.#returnReader(conn);
-      throw err;
-    }
+    this.#withoutInlineWait(conn, () => conn.pinSnapshot());
     this.#cursorReaders++;
     return conn;
   }
@@ -1498,6 +1562,13 @@ function refuseReadOnlyFile(db: Db): void {
 function isBusy(err: unknown): boolean {
   const code = err instanceof SqliteError ? err.code : "";
   return code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED");
+}
+
+/** What {@link Engine}'s wait for a lock steps: it takes the SHARED lock every read takes. */
+const LOCK_PROBE = "PRAGMA schema_version";
+
+function shuttingDown(): SqliteError {
+  return new SqliteError(ErrorCode.ShuttingDown, "Server is shutting down");
 }
 
 const NO_DQS_CHECK: DqsReport = Object.freeze({ objects: Object.freeze([]), skipped: null });

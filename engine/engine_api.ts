@@ -25,14 +25,20 @@ export type { Planned, Reply } from "./engine_session.ts";
  * ends a transaction whose write was cancelled after it ran
  * (`writeMark`, `wroteInTransactionSince`, `cancelWrites`), what tells
  * whether a request cancelled before it ran would have written
- * (`wouldWrite`), `txEnds` (transactions ended inside an `exec` script)
- * and `resultTooLarge` are optional.
+ * (`wouldWrite`), `txEnds` (transactions ended inside an `exec` script),
+ * `waitsForLock` (a request blocked for another program's lock, not for the
+ * writer) and `resultTooLarge` are optional.
  */
 export type SessionLike =
   & Partial<
     Pick<
       EngineSession,
-      "writeMark" | "wroteInTransactionSince" | "cancelWrites" | "wouldWrite" | "txEnds"
+      | "writeMark"
+      | "wroteInTransactionSince"
+      | "cancelWrites"
+      | "wouldWrite"
+      | "txEnds"
+      | "waitsForLock"
     >
   >
   & {

@@ -86,6 +86,7 @@ import {
   metLock,
   type Outcome,
   OverBudget,
+  ReadLocked,
   REPLY_OVERHEAD,
   type ReplyRoom,
   replyTooLarge,
@@ -171,6 +172,19 @@ function waitedForReader(limits: RunLimits, max: number): SqliteError {
 }
 
 /**
+ * A request that waited for another program's lock (ReadLocked) until its
+ * deadline: it never ran.
+ */
+function waitedForLock(timeout: number): SqliteError {
+  return new SqliteError(
+    ErrorCode.StatementTimeout,
+    `Statement stopped after ${timeout} ms (--statement-timeout or the call's timeout ` +
+      "option): it waited all that time for another program's lock on the database file " +
+      "(which keeps readers out of a database not in WAL mode while it writes), and did not run",
+  );
+}
+
+/**
  * A script (`exec`) whose call's timeout passed between two statements: the
  * next one did not begin.
  */
@@ -182,13 +196,16 @@ function scriptTimedOut(timeout: number): SqliteError {
   );
 }
 
-/** A read cancelled (or its session closed) while it waited for a reader: it never ran. */
-function notRunWaiting(reason: Error): Error {
+/**
+ * A read cancelled (or its session closed) while it waited for a reader
+ * (or, `lock`, for another program's lock): it never ran.
+ */
+function notRunWaiting(reason: Error, lock = false): Error {
   if (!(reason instanceof AbortError)) return reason;
-  return new AbortError(
-    `${reason.message} (it waited for a reader connection and did not run)`,
-    { cause: reason },
-  );
+  const what = lock ? "another program's lock on the database file" : "a reader connection";
+  return new AbortError(`${reason.message} (it waited for ${what} and did not run)`, {
+    cause: reason,
+  });
 }
 
 /**
@@ -202,6 +219,18 @@ const ENDED_CURSORS_REMEMBERED = 256;
 /** True when a statement run inline is to run again in the background (it changed nothing). */
 function toBackground(err: unknown): boolean {
   return err instanceof OverBudget || err instanceof LockBusy;
+}
+
+/** A request waiting for another program's lock (`EngineSession`'s `#unlessLocked`). */
+interface LockWait {
+  /** When it fails with `STATEMENT_TIMEOUT`, and the deadline it runs with once sent again. */
+  deadline: number;
+  /** Its timeout in ms, as the error names it. */
+  timeout: number;
+  /** True once it woke the session; `error`: why it fails, or null (the lock is gone). */
+  done: boolean;
+  error: Error | null;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** One client's view of the engine; requests run in the order given. */
@@ -284,6 +313,15 @@ export class EngineSession implements HostedSession {
   #writingCursors: Map<number, Prepared> | null = null;
   /** True once an item of the batch running inside the client's transaction wrote. */
   #batchWrote = false;
+  /**
+   * The request that met another program's lock before it began
+   * ({@link ReadLocked}) waits for it here, as {@link BLOCKED}: woken when
+   * the lock is gone (`error` null), its deadline passed or the wait failed
+   * (`error` set), it is sent again and runs (or fails with `error`).
+   */
+  #lockWait: LockWait | null = null;
+  /** The deadline a request sent again after {@link #lockWait} keeps (see {@link #limits}). */
+  #resumeDeadline: number | undefined = undefined;
 
   /** @internal */
   constructor(
@@ -340,7 +378,7 @@ export class EngineSession implements HostedSession {
 
   /** Runs a script of zero or more statements without parameters. */
   exec(sql: string, timeout?: number): Reply<null> {
-    return this.#settled(this.#exec(sql, timeout));
+    return this.#unlessLocked(timeout, () => this.#settled(this.#exec(sql, timeout)));
   }
 
   #exec(sql: string, timeout?: number): Reply<null> {
@@ -636,19 +674,79 @@ export class EngineSession implements HostedSession {
     timeout?: number,
     first = false,
   ): Reply<QueryReply> {
-    const limits = this.#limits(timeout);
-    if (first) limits.maxRows = 1;
-    return this.#settled(
-      this.#statement(sql, params, limits, "encoded", (o) => [o.columns, o.rows]),
-    );
+    return this.#unlessLocked(timeout, () => {
+      const limits = this.#limits(timeout);
+      if (first) limits.maxRows = 1;
+      return this.#settled(
+        this.#statement(sql, params, limits, "encoded", (o) => [o.columns, o.rows]),
+      );
+    });
   }
 
   /** Runs one statement and returns `[changes, lastInsertRowid]`. */
   run(sql: string | number, params: unknown, timeout?: number): Reply<RunPayload> {
-    const limits = this.#limits(timeout);
-    return this.#settled(
-      this.#statement(sql, params, limits, false, (o) => [o.changes, o.lastInsertRowid]),
+    return this.#unlessLocked(timeout, () => {
+      const limits = this.#limits(timeout);
+      return this.#settled(
+        this.#statement(sql, params, limits, false, (o) => [o.changes, o.lastInsertRowid]),
+      );
+    });
+  }
+
+  /**
+   * Runs `attempt`, the start of a request; when it meets another program's
+   * lock before anything of it ran ({@link ReadLocked}: a read's schema
+   * check, or its reader's, on a database not in WAL mode), the request
+   * waits for the lock in the background as {@link BLOCKED}, up to the busy
+   * timeout and its deadline, while the server answers its other clients;
+   * woken, it is sent again (here), keeping its deadline.
+   */
+  #unlessLocked<T>(timeout: number | undefined, attempt: () => Reply<T>): Reply<T> {
+    const waited = this.#lockWait;
+    if (waited !== null) {
+      if (!waited.done) return BLOCKED;
+      this.#lockWait = null;
+      if (waited.error !== null) throw waited.error;
+    }
+    this.#resumeDeadline = waited?.deadline;
+    try {
+      return attempt();
+    } catch (err) {
+      if (!(err instanceof ReadLocked)) throw err;
+    } finally {
+      this.#resumeDeadline = undefined;
+    }
+    const ms = waited?.timeout ?? timeout ?? this.#host.config.statementTimeout;
+    const deadline = waited?.deadline ?? performance.now() + ms;
+    const wait: LockWait = { deadline, timeout: ms, error: null, done: false, timer: undefined };
+    const end = (error: Error | null): void => {
+      if (wait.done || this.#lockWait !== wait) return;
+      clearTimeout(wait.timer);
+      wait.done = true;
+      wait.error = error;
+      this.wake();
+    };
+    wait.timer = setTimeout(
+      () => end(waitedForLock(ms)),
+      Math.max(0, deadline - performance.now()),
     );
+    this.#lockWait = wait;
+    this.#host.readers.waitForLock().then(() => end(null), (err) => end(err));
+    return BLOCKED;
+  }
+
+  /**
+   * True while this session's request, answered {@link BLOCKED}, waits for
+   * another program's lock (`#unlessLocked`), not for the writer.
+   */
+  get waitsForLock(): boolean {
+    return this.#lockWait !== null && !this.#lockWait.done;
+  }
+
+  /** Forgets the request waiting for another program's lock (cancelled, or its session closed). */
+  #dropLockWait(): void {
+    if (this.#lockWait !== null) clearTimeout(this.#lockWait.timer);
+    this.#lockWait = null;
   }
 
   /**
@@ -822,7 +920,10 @@ export class EngineSession implements HostedSession {
       },
       fail: (err) => {
         settle();
-        reject(err);
+        // Another program's lock met as the reader was renewed for it: the
+        // read waits for the lock (in the background), then asks again.
+        if (err instanceof ReadLocked) resolve(this.#readAfterLock(p, sql, args, limits, wantRows));
+        else reject(err);
       },
     });
     const stop = (err: Error): void => {
@@ -840,6 +941,57 @@ export class EngineSession implements HostedSession {
       interruptedBy: null,
     };
     return this.#host.track(promise);
+  }
+
+  /**
+   * A read that met another program's lock as a reader was lent to it
+   * ({@link ReadLocked}): waits for the lock in the background, as this
+   * session's running request (a cancel or the session closing ends the
+   * wait, `ABORTED`), up to its deadline (`STATEMENT_TIMEOUT`) and the busy
+   * timeout (`SQLITE_BUSY`), then runs in the background on a reader; either
+   * way nothing of it ran before.
+   */
+  #readAfterLock(
+    p: Prepared,
+    sql: string,
+    args: BindArgs,
+    limits: RunLimits,
+    wantRows: WantRows,
+  ): Promise<Outcome> {
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    let settled = false;
+    const settle = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      clearTimeout(timer);
+      this.#running = null;
+      return true;
+    };
+    const timer = setTimeout(
+      () => settle() && reject(waitedForLock(limits.timeout)),
+      Math.max(0, deadlineOf(limits) - performance.now()),
+    );
+    this.#host.readers.waitForLock().then(
+      () => settle() && resolve(),
+      (err) => settle() && reject(err),
+    );
+    const done = promise.then(() => {
+      let conn: Connection | null;
+      try {
+        conn = this.#host.readers.borrow();
+      } catch (err) {
+        if (err instanceof ReadLocked) return this.#readAfterLock(p, sql, args, limits, wantRows);
+        throw err;
+      }
+      if (conn !== null) return this.#readOn(conn, p, sql, args, limits, wantRows);
+      return this.#waitForReader(p, sql, args, limits, wantRows);
+    });
+    this.#running = {
+      done,
+      cancel: (reason) => settle() && reject(notRunWaiting(reason, true)),
+      interruptedBy: null,
+    };
+    return this.#host.track(done);
   }
 
   /**
@@ -1110,6 +1262,7 @@ export class EngineSession implements HostedSession {
    */
   stopWaiting(): void {
     this.#host.writer.leaveQueue(this);
+    this.#dropLockWait();
   }
 
   /**
@@ -1231,6 +1384,14 @@ export class EngineSession implements HostedSession {
    * @returns `[cursorId, columns]`.
    */
   openCursor(
+    sql: string | number,
+    params: unknown,
+    timeout?: number,
+  ): Reply<[number, string[]]> {
+    return this.#unlessLocked(timeout, () => this.#openCursor(sql, params, timeout));
+  }
+
+  #openCursor(
     sql: string | number,
     params: unknown,
     timeout?: number,
@@ -1363,6 +1524,11 @@ export class EngineSession implements HostedSession {
         (o) => buffer(o.columns, rowArrays(o.rows), null),
       );
     } catch (err) {
+      if (err instanceof ReadLocked) {
+        // (It waits for the lock, and the request is sent again: see #unlessLocked.)
+        host.readers.releaseBuffered(room.bytes, true);
+        throw err;
+      }
       return explain(err);
     }
     if (done === BLOCKED) {
@@ -1822,6 +1988,10 @@ export class EngineSession implements HostedSession {
    * statement on a database attached to the writer alone.
    */
   prepare(sql: string): Reply<PreparePayload> {
+    return this.#unlessLocked(undefined, () => this.#prepare(sql));
+  }
+
+  #prepare(sql: string): Reply<PreparePayload> {
     if (this.#awaitingCommit) return BLOCKED;
     this.statementMs = this.#host.config.statementTimeout;
     if (this.#aborted !== null || this.#endedAtCommit) {
@@ -1863,6 +2033,7 @@ export class EngineSession implements HostedSession {
     try {
       return host.readers.snapshot()?.prepare(sql) ?? null;
     } catch (err) {
+      if (err instanceof ReadLocked) throw err;
       // (As #route: a PRAGMA may fail there for the reader's own state, and
       // a statement may use a database attached to the writer alone.)
       if (err instanceof WriterDecides || startsWith(sql, "pragma")) return null;
@@ -1882,6 +2053,7 @@ export class EngineSession implements HostedSession {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#dropLockWait();
     this.#running?.cancel(new SqliteError(ErrorCode.ConnectionClosed, "Connection closed"));
     this.#host.writer.leaveQueue(this);
     for (const c of this.#cursors.values()) c.close();
@@ -1913,7 +2085,8 @@ export class EngineSession implements HostedSession {
   #limits(timeout: number | undefined): RunLimits {
     const config = this.#host.config;
     const ms = this.statementMs = timeout ?? config.statementTimeout;
-    return { timeout: ms, maxBytes: config.maxResultBytes };
+    // (A request sent again after waiting for another program's lock keeps its deadline.)
+    return { timeout: ms, maxBytes: config.maxResultBytes, deadline: this.#resumeDeadline };
   }
 
   /**
@@ -2014,6 +2187,7 @@ export class EngineSession implements HostedSession {
           try {
             p = host.readers.snapshot()?.prepare(sql);
           } catch (err) {
+            if (err instanceof ReadLocked) throw err;
             // (A PRAGMA may fail there for the reader's own state, e.g. its
             // snapshot: "Safety level may not be changed inside a
             // transaction". The writer decides.)

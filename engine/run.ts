@@ -139,6 +139,21 @@ export class LockBusy extends Error {
 }
 
 /**
+ * Thrown where a read is about to begin on a reader (its schema check, a
+ * reader lent to it, a cursor's snapshot) and met a file lock another
+ * process holds, which the main thread does not wait for: on a database not
+ * in WAL mode, another program's EXCLUSIVE lock keeps readers out while it
+ * commits (or holds `BEGIN EXCLUSIVE`). Nothing of the request ran: it waits
+ * for the lock in the background (`ReaderPool.waitForLock`), then runs again.
+ */
+export class ReadLocked extends Error {
+  constructor() {
+    super("A read met a lock another process holds before it began");
+    this.name = "ReadLocked";
+  }
+}
+
+/**
  * True when `err`, from a call on `conn` on the main thread, means another
  * process holds a lock (`SQLITE_BUSY`, `SQLITE_BUSY_RECOVERY`) that the call
  * did not wait for: run again in the background, it waits.

@@ -111,6 +111,13 @@ export interface ReaderPool {
    * `w` is called no more.
    */
   wait(w: LineWaiter<Connection>): () => void;
+  /**
+   * Resolves once another program's lock that kept a read out
+   * (`ReadLocked`, run.ts) is released, waited for in the background up to
+   * the busy timeout; rejects with SQLite's `SQLITE_BUSY` after it (or
+   * `SHUTTING_DOWN`). Requests waiting at once share one wait.
+   */
+  waitForLock(): Promise<void>;
   /** Gives back a reader from {@link borrow} (or {@link wait}). */
   giveBack(c: Connection): void;
   /**

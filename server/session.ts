@@ -618,7 +618,8 @@ export class Session implements SessionProbe {
 
   /** When the head request began waiting for the writer, or 0. */
   get waitingSince(): number {
-    return this.#blocked ? this.#headStart : 0;
+    // (A read waiting for another program's lock, on the FFI engine, waits for no writer.)
+    return this.#blocked && this.#engine.waitsForLock !== true ? this.#headStart : 0;
   }
 
   /**
