@@ -38,8 +38,10 @@
  *    behind such calls when taking another connection would leave none
  *    free of them (`#behindWrites`), also when it waited (rule 5): they use
  *    at most `max` − 1 connections, so a read always finds one;
- * 5. otherwise (every connection reserved, or carrying such a call) the
- *    call waits in the pool, first come first served, and goes to the first
+ * 5. otherwise (every connection reserved, or carrying such a call; with
+ *    `max: 1` also while a `reserve()` or `transaction()` made before it
+ *    waits for the connection, unless a raw `BEGIN` is open there) the call
+ *    waits in the pool, first come first served, and goes to the first
  *    connection that rules 2 to 4 give it.
  *
  * Waiting for a connection (rules 3 and 5, and `reserve()`) ends after the
@@ -759,7 +761,9 @@ export class Pool implements ConnectionEvents {
             const i = queue.indexOf(waiter);
             if (i !== -1) queue.splice(i, 1);
           }
-          if (!this.#waiting) this.#watchLapses();
+          // Calls that waited behind it (max: 1) may go now.
+          if (this.#waiting) queueMicrotask(() => this.#serve());
+          else this.#watchLapses();
         }
         reject(err);
       };
@@ -799,9 +803,14 @@ export class Pool implements ConnectionEvents {
    * The connection for a plain call, or `null` when it must wait: every
    * open connection carries a call that may wait for the writer (a read
    * pipelined behind it would wait as long), or was just handed to a call
-   * not sent yet. With `max: 1` the one connection always serves.
+   * not sent yet. With `max: 1` the one connection always serves, unless a
+   * `reserve()` that arrived before the call (`arrival`, a waiter's
+   * {@link Waiter.seq}; a new call: after all) waits for it.
    */
-  #pickShared(writes = false): PooledConnection | Promise<PooledConnection> | null {
+  #pickShared(
+    writes = false,
+    arrival = Infinity,
+  ): PooledConnection | Promise<PooledConnection> | null {
     const single = this.#config.max === 1;
     if (writes && !single) {
       const joined = this.#behindWrites();
@@ -832,6 +841,12 @@ export class Pool implements ConnectionEvents {
     if (lost !== null) return this.#open(lost, false, fallback);
     if (this.#mayGrow(best === null && opening === undefined)) {
       return this.#open(this.#create(), false, fallback);
+    }
+    // With max: 1, a call does not pass a reserve() or transaction() that waits for the one
+    // connection to be idle (it would never be, while calls kept coming): it waits behind it.
+    // Not when a transaction is open there (a raw BEGIN's, whose calls must go on to end it).
+    if (single && best !== null && this.#reserveWaiters.some((w) => w.seq < arrival)) {
+      return best.holdsTransaction ? best : null;
     }
     if (best !== null) return best;
     if (opening !== undefined && single) return opening;
@@ -917,7 +932,8 @@ export class Pool implements ConnectionEvents {
 
   /** Serves the first waiting plain call when a connection can take it. */
   #serveShared(): boolean {
-    const c = this.#pickShared(this.#sharedWaiters[0].writes);
+    const first = this.#sharedWaiters[0];
+    const c = this.#pickShared(first.writes, first.seq);
     if (c === null) return false;
     const waiter = this.#sharedWaiters.shift()!;
     if (!(c instanceof Promise)) this.#markHanding(c);
