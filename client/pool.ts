@@ -29,7 +29,9 @@
  * 4. otherwise the unreserved connection with the fewest calls in flight
  *    among those with no call in flight that may wait for the writer (see
  *    `PooledConnection.mayBlock`): a call pipelined behind one would wait
- *    as long (with `max: 1`, the one connection whatever it carries); a
+ *    as long (with `max: 1`, the one connection whatever it carries); while
+ *    a `reserve()` made before the call waits, the next least busy one, if
+ *    any, so that the one it may take becomes idle; a
  *    read cursor takes these rules among the connections with room for it
  *    (under `maxCursors`), and when only connections carrying such calls
  *    have room, goes behind them rather than where the server refuses it
@@ -817,6 +819,8 @@ export class Pool implements ConnectionEvents {
       if (joined !== null) return joined;
     }
     let best: PooledConnection | null = null;
+    /** The next least busy after `best`. */
+    let next: PooledConnection | null = null;
     let lost: PooledConnection | null = null;
     let opening: Promise<PooledConnection> | undefined;
     for (const c of this.#conns) {
@@ -835,7 +839,10 @@ export class Pool implements ConnectionEvents {
       if (c.handing) continue;
       if (c.busy === 0) return c;
       if (c.mayBlock && !single) continue;
-      if (best === null || c.busy < best.busy) best = c;
+      if (best === null || c.busy < best.busy) {
+        next = best;
+        best = c;
+      } else if (next === null || c.busy < next.busy) next = c;
     }
     const fallback = () => this.#pickShared(writes) ?? this.#enqueue(this.#sharedWaiters, writes);
     if (lost !== null) return this.#open(lost, false, fallback);
@@ -845,8 +852,11 @@ export class Pool implements ConnectionEvents {
     // With max: 1, a call does not pass a reserve() or transaction() that waits for the one
     // connection to be idle (it would never be, while calls kept coming): it waits behind it.
     // Not when a transaction is open there (a raw BEGIN's, whose calls must go on to end it).
-    if (single && best !== null && this.#reserveWaiters.some((w) => w.seq < arrival)) {
-      return best.holdsTransaction ? best : null;
+    if (best !== null && this.#reserveWaiters.some((w) => w.seq < arrival)) {
+      if (single) return best.holdsTransaction ? best : null;
+      // With max > 1, it leaves the least busy connection that the reservation may take to
+      // become idle, while another can take the call (it never waits for a reservation).
+      if (next !== null && best.open && this.#leavesOneForReads(best)) return next;
     }
     if (best !== null) return best;
     if (opening !== undefined && single) return opening;

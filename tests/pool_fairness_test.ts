@@ -190,6 +190,45 @@ Deno.test("Pool (max: 1): plain calls that never let the connection go idle do n
   assert.deepEqual(await quick.get("SELECT count(*) AS n FROM t"), { n: 3 });
 });
 
+Deno.test("Pool (max > 1): plain calls that keep every connection busy do not starve a waiting transaction() or reserve()", async () => {
+  await using srv = await startServer();
+  await using setup = await connect({ ...srv.connectOptions, max: 1 });
+  await setup.exec("CREATE TABLE t (x)");
+  for (const [max, kind] of [[2, "transaction"], [2, "reserve"], [3, "transaction"]] as const) {
+    await using db = await connect({ ...srv.connectOptions, max });
+    {
+      // Every connection opened, then two reads in flight on each (least busy first) at all times.
+      const window = 2 * max;
+      const order: string[] = [];
+      const read = (i: number) => db.get(SLOW_READ).then(() => order.push(`r${i}`));
+      const inFlight: Promise<number>[] = [];
+      for (let i = 0; i < window; i++) inFlight.push(read(i));
+      let i = window;
+      const next = async () => {
+        await inFlight.shift();
+        inFlight.push(read(i++));
+      };
+      while (i < 2 * window) await next(); // steady: every connection open and busy
+      const at = order.length;
+      const waiting = kind === "transaction"
+        ? db.transaction(async (tx) => {
+          order.push(kind);
+          await tx.run("INSERT INTO t VALUES (1)");
+        })
+        : db.reserve().then(async (r) => {
+          order.push(kind);
+          await r.run("INSERT INTO t VALUES (2)");
+          r.release();
+        });
+      while (i < 6 * window) await next();
+      await Promise.all(inFlight);
+      await waiting;
+      // Before: it ran once all the reads were answered (4 × window of them here).
+      assert.ok(order.indexOf(kind) - at <= 2 * window, `${order.slice(at)}`);
+    }
+  }
+});
+
 Deno.test("Pool: concurrent transactions that read through the client inside fn all finish (no client-side deadlock)", async () => {
   await using srv = await startServer({ busyTimeout: 3000 });
   await using db = await connect({ ...srv.connectOptions, max: 2 });
