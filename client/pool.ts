@@ -729,10 +729,10 @@ export class Pool implements ConnectionEvents {
 
   /** @internal */
   onLost(_conn: PooledConnection, failure: ConnectionError): void {
-    // Calls made after this were not sent.
+    // Calls made after this were not sent, nor are those waiting (see #serve).
     if (!this.#config.reconnect) this.#failure ??= failure;
-    // Its cursors died with it: a caller waiting for it may take it now.
-    else if (this.#waiting) queueMicrotask(() => this.#serve());
+    // Else its cursors died with it: a caller waiting for it may take it now.
+    if (this.#waiting) queueMicrotask(() => this.#serve());
   }
 
   /**
@@ -909,8 +909,12 @@ export class Pool implements ConnectionEvents {
   #serve(): void {
     while (this.#waiting && !this.#closed) {
       if (this.#failure !== null) {
-        for (const w of this.#sharedWaiters.splice(0)) w.reject(unsentError(this.#failure));
-        if (this.#reserveWaiters.length === 0) return;
+        // (reconnect: false) Every call fails now, as one made after: none can be served.
+        const waiters = [...this.#reserveWaiters, ...this.#sharedWaiters];
+        this.#reserveWaiters = [];
+        this.#sharedWaiters = [];
+        for (const w of waiters) w.reject(unsentError(this.#failure));
+        break;
       }
       const r = this.#reserveWaiters[0];
       const s = this.#sharedWaiters[0];
@@ -953,7 +957,6 @@ export class Pool implements ConnectionEvents {
 
   /** Serves the first waiting `reserve()` when a connection can be reserved. */
   #serveReserve(): boolean {
-    if (this.#failure !== null) return false;
     const c = this.#tryReserve();
     if (c === null) return false;
     this.#reserveWaiters.shift()!.resolve(c);
