@@ -42,7 +42,8 @@
  *    at most `max` − 1 connections, so a read always finds one;
  * 5. otherwise (every connection reserved, or carrying such a call; with
  *    `max: 1` also while a `reserve()` or `transaction()` made before it
- *    waits for the connection, unless a raw `BEGIN` is open there) the call
+ *    waits for the connection, unless a raw `BEGIN` or a cursor is open
+ *    there) the call
  *    waits in the pool, first come first served, and goes to the first
  *    connection that rules 2 to 4 give it.
  *
@@ -851,9 +852,10 @@ export class Pool implements ConnectionEvents {
     }
     // With max: 1, a call does not pass a reserve() or transaction() that waits for the one
     // connection to be idle (it would never be, while calls kept coming): it waits behind it.
-    // Not when a transaction is open there (a raw BEGIN's, whose calls must go on to end it).
+    // Not when a transaction is open there (a raw BEGIN's, whose calls must go on to end it),
+    // nor a cursor (whose loop may be what makes the call: the cursor would never end).
     if (best !== null && this.#reserveWaiters.some((w) => w.seq < arrival)) {
-      if (single) return best.holdsTransaction ? best : null;
+      if (single) return best.holdsTransaction || best.holdsCursor ? best : null;
       // With max > 1, it leaves the least busy connection that the reservation may take to
       // become idle, while another can take the call (it never waits for a reservation).
       if (next !== null && best.open && this.#leavesOneForReads(best)) return next;

@@ -188,6 +188,22 @@ Deno.test("Pool (max: 1): plain calls that never let the connection go idle do n
   assert.equal((await within(insert, 5000) as { changes: number }).changes, 1);
   await quick.exec("COMMIT");
   assert.deepEqual(await quick.get("SELECT count(*) AS n FROM t"), { n: 3 });
+  // A cursor open on the connection: calls made inside its loop go on (behind a transaction()
+  // made in the loop, they would wait for the cursor's end, which waits for them).
+  await db.exec("DELETE FROM t; INSERT INTO t VALUES (1), (2), (3)");
+  const seen: number[] = [];
+  let later: Promise<unknown> | null = null;
+  const loop = (async () => {
+    for await (const row of db.iterate<{ x: number }>("SELECT x FROM t")) {
+      later ??= db.transaction(async (tx) => await tx.run("INSERT INTO t VALUES (4)"));
+      seen.push((await db.get<{ x: number }>("SELECT ? AS x", [row.x]))!.x);
+    }
+  })();
+  loop.catch(() => {}); // (left waiting, it fails when the client closes)
+  assert.notEqual(await within(loop, 5000), "timeout", "the loop waited for the transaction");
+  assert.deepEqual(seen, [1, 2, 3]);
+  await later;
+  assert.deepEqual(await db.get("SELECT count(*) AS n FROM t"), { n: 4 });
 });
 
 Deno.test("Pool (max > 1): plain calls that keep every connection busy do not starve a waiting transaction() or reserve()", async () => {
