@@ -43,9 +43,8 @@
  * 5. otherwise (every connection reserved, or carrying such a call; with
  *    `max: 1` also while a `reserve()` or `transaction()` made before it
  *    waits for the connection, unless a raw `BEGIN` or a cursor is open
- *    there) the call
- *    waits in the pool, first come first served, and goes to the first
- *    connection that rules 2 to 4 give it.
+ *    there) the call waits in the pool, first come first served, and goes
+ *    to the first connection that rules 2 to 4 give it.
  *
  * Waiting for a connection (rules 3 and 5, and `reserve()`) ends after the
  * `acquireTimeout` option with `ConnectionError` `ACQUIRE_TIMEOUT`, or when
@@ -808,7 +807,9 @@ export class Pool implements ConnectionEvents {
    * pipelined behind it would wait as long), or was just handed to a call
    * not sent yet. With `max: 1` the one connection always serves, unless a
    * `reserve()` that arrived before the call (`arrival`, a waiter's
-   * {@link Waiter.seq}; a new call: after all) waits for it.
+   * {@link Waiter.seq}; a new call: after all) waits for it; with `max` > 1
+   * such a waiting `reserve()` makes the call pass over the least busy
+   * connection, which it may take, for the next least busy.
    */
   #pickShared(
     writes = false,
