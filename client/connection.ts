@@ -473,6 +473,14 @@ export class PooledConnection {
     this.txIdleTimeout = limits.txIdleTimeout ?? 0;
   }
 
+  /**
+   * True while a cursor is open here (or chosen for it): it ends only when
+   * its consumer's loop does, which may wait for calls made inside it.
+   */
+  get holdsCursor(): boolean {
+    return this.#liveHolds() + this.#cursorClaims > 0;
+  }
+
   /** True while fewer than the server's `maxCursors` cursors are open or claimed here. */
   get cursorRoom(): boolean {
     return this.#liveHolds() + this.#cursorClaims < this.maxCursors;

@@ -29,7 +29,9 @@
  * 4. otherwise the unreserved connection with the fewest calls in flight
  *    among those with no call in flight that may wait for the writer (see
  *    `PooledConnection.mayBlock`): a call pipelined behind one would wait
- *    as long (with `max: 1`, the one connection whatever it carries); a
+ *    as long (with `max: 1`, the one connection whatever it carries); while
+ *    a `reserve()` made before the call waits, the next least busy one, if
+ *    any, so that the one it may take becomes idle; a
  *    read cursor takes these rules among the connections with room for it
  *    (under `maxCursors`), and when only connections carrying such calls
  *    have room, goes behind them rather than where the server refuses it
@@ -38,9 +40,11 @@
  *    behind such calls when taking another connection would leave none
  *    free of them (`#behindWrites`), also when it waited (rule 5): they use
  *    at most `max` − 1 connections, so a read always finds one;
- * 5. otherwise (every connection reserved, or carrying such a call) the
- *    call waits in the pool, first come first served, and goes to the first
- *    connection that rules 2 to 4 give it.
+ * 5. otherwise (every connection reserved, or carrying such a call; with
+ *    `max: 1` also while a `reserve()` or `transaction()` made before it
+ *    waits for the connection, unless a raw `BEGIN` or a cursor is open
+ *    there) the call waits in the pool, first come first served, and goes
+ *    to the first connection that rules 2 to 4 give it.
  *
  * Waiting for a connection (rules 3 and 5, and `reserve()`) ends after the
  * `acquireTimeout` option with `ConnectionError` `ACQUIRE_TIMEOUT`, or when
@@ -725,10 +729,10 @@ export class Pool implements ConnectionEvents {
 
   /** @internal */
   onLost(_conn: PooledConnection, failure: ConnectionError): void {
-    // Calls made after this were not sent.
+    // Calls made after this were not sent, nor are those waiting (see #serve).
     if (!this.#config.reconnect) this.#failure ??= failure;
-    // Its cursors died with it: a caller waiting for it may take it now.
-    else if (this.#waiting) queueMicrotask(() => this.#serve());
+    // Else its cursors died with it: a caller waiting for it may take it now.
+    if (this.#waiting) queueMicrotask(() => this.#serve());
   }
 
   /**
@@ -759,7 +763,9 @@ export class Pool implements ConnectionEvents {
             const i = queue.indexOf(waiter);
             if (i !== -1) queue.splice(i, 1);
           }
-          if (!this.#waiting) this.#watchLapses();
+          // Calls that waited behind it (max: 1) may go now.
+          if (this.#waiting) queueMicrotask(() => this.#serve());
+          else this.#watchLapses();
         }
         reject(err);
       };
@@ -799,15 +805,24 @@ export class Pool implements ConnectionEvents {
    * The connection for a plain call, or `null` when it must wait: every
    * open connection carries a call that may wait for the writer (a read
    * pipelined behind it would wait as long), or was just handed to a call
-   * not sent yet. With `max: 1` the one connection always serves.
+   * not sent yet. With `max: 1` the one connection always serves, unless a
+   * `reserve()` that arrived before the call (`arrival`, a waiter's
+   * {@link Waiter.seq}; a new call: after all) waits for it; with `max` > 1
+   * such a waiting `reserve()` makes the call pass over the least busy
+   * connection, which it may take, for the next least busy.
    */
-  #pickShared(writes = false): PooledConnection | Promise<PooledConnection> | null {
+  #pickShared(
+    writes = false,
+    arrival = Infinity,
+  ): PooledConnection | Promise<PooledConnection> | null {
     const single = this.#config.max === 1;
     if (writes && !single) {
       const joined = this.#behindWrites();
       if (joined !== null) return joined;
     }
     let best: PooledConnection | null = null;
+    /** The next least busy after `best`. */
+    let next: PooledConnection | null = null;
     let lost: PooledConnection | null = null;
     let opening: Promise<PooledConnection> | undefined;
     for (const c of this.#conns) {
@@ -826,12 +841,25 @@ export class Pool implements ConnectionEvents {
       if (c.handing) continue;
       if (c.busy === 0) return c;
       if (c.mayBlock && !single) continue;
-      if (best === null || c.busy < best.busy) best = c;
+      if (best === null || c.busy < best.busy) {
+        next = best;
+        best = c;
+      } else if (next === null || c.busy < next.busy) next = c;
     }
     const fallback = () => this.#pickShared(writes) ?? this.#enqueue(this.#sharedWaiters, writes);
     if (lost !== null) return this.#open(lost, false, fallback);
     if (this.#mayGrow(best === null && opening === undefined)) {
       return this.#open(this.#create(), false, fallback);
+    }
+    // With max: 1, a call does not pass a reserve() or transaction() that waits for the one
+    // connection to be idle (it would never be, while calls kept coming): it waits behind it.
+    // Not when a transaction is open there (a raw BEGIN's, whose calls must go on to end it),
+    // nor a cursor (whose loop may be what makes the call: the cursor would never end).
+    if (best !== null && this.#reserveWaiters.some((w) => w.seq < arrival)) {
+      if (single) return best.holdsTransaction || best.holdsCursor ? best : null;
+      // With max > 1, it leaves the least busy connection that the reservation may take to
+      // become idle, while another can take the call (it never waits for a reservation).
+      if (next !== null && best.open && this.#leavesOneForReads(best)) return next;
     }
     if (best !== null) return best;
     if (opening !== undefined && single) return opening;
@@ -884,8 +912,12 @@ export class Pool implements ConnectionEvents {
   #serve(): void {
     while (this.#waiting && !this.#closed) {
       if (this.#failure !== null) {
-        for (const w of this.#sharedWaiters.splice(0)) w.reject(unsentError(this.#failure));
-        if (this.#reserveWaiters.length === 0) return;
+        // (reconnect: false) Every call fails now, as one made after: none can be served.
+        const waiters = [...this.#reserveWaiters, ...this.#sharedWaiters];
+        this.#reserveWaiters = [];
+        this.#sharedWaiters = [];
+        for (const w of waiters) w.reject(unsentError(this.#failure));
+        break;
       }
       const r = this.#reserveWaiters[0];
       const s = this.#sharedWaiters[0];
@@ -917,7 +949,8 @@ export class Pool implements ConnectionEvents {
 
   /** Serves the first waiting plain call when a connection can take it. */
   #serveShared(): boolean {
-    const c = this.#pickShared(this.#sharedWaiters[0].writes);
+    const first = this.#sharedWaiters[0];
+    const c = this.#pickShared(first.writes, first.seq);
     if (c === null) return false;
     const waiter = this.#sharedWaiters.shift()!;
     if (!(c instanceof Promise)) this.#markHanding(c);
@@ -927,7 +960,6 @@ export class Pool implements ConnectionEvents {
 
   /** Serves the first waiting `reserve()` when a connection can be reserved. */
   #serveReserve(): boolean {
-    if (this.#failure !== null) return false;
     const c = this.#tryReserve();
     if (c === null) return false;
     this.#reserveWaiters.shift()!.resolve(c);

@@ -135,6 +135,116 @@ Deno.test("Pool: transactions in a loop do not starve a plain read (reserve() le
   assert.deepEqual(read, { one: 1 });
 });
 
+/** A read that keeps the server busy for tens of ms. */
+const SLOW_READ = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c LIMIT 150000) " +
+  "SELECT count(*) AS n FROM c";
+
+Deno.test("Pool (max: 1): plain calls that never let the connection go idle do not starve a waiting transaction() or reserve()", async () => {
+  await using srv = await startServer();
+  await using db = await connect({ ...srv.connectOptions, max: 1 });
+  await db.exec("CREATE TABLE t (x)");
+  for (const kind of ["transaction", "reserve"]) {
+    const order: string[] = [];
+    const read = (i: number) => db.get(SLOW_READ).then(() => order.push(`r${i}`));
+    let prev = read(0);
+    const waiting = kind === "transaction"
+      ? db.transaction(async (tx) => {
+        order.push(kind);
+        await tx.run("INSERT INTO t VALUES (1)");
+      })
+      : db.reserve().then(async (r) => {
+        order.push(kind);
+        await r.run("INSERT INTO t VALUES (2)");
+        r.release();
+      });
+    await delay(0);
+    // Each read is issued before the one before it was answered: one is always in flight.
+    for (let i = 1; i <= 6; i++) {
+      const next = read(i);
+      await prev;
+      prev = next;
+    }
+    await prev;
+    await waiting;
+    // Reads issued after it began to wait go behind it (before: it waited for all of them).
+    assert.ok(order.indexOf(kind) <= 1 && order.indexOf(kind) < order.indexOf("r1"), `${order}`);
+  }
+  // Given up (acquireTimeout), it no longer holds back the calls made behind it.
+  await using quick = await connect({ ...srv.connectOptions, max: 1, acquireTimeout: 20 });
+  const first = quick.get(SLOW_READ);
+  const given = quick.transaction(async () => {}).catch((e) => e);
+  await delay(0);
+  const behind = quick.get<{ one: number }>("SELECT 1 AS one");
+  assert.equal((await given).code, "ACQUIRE_TIMEOUT");
+  assert.deepEqual(await within(behind, 5000), { one: 1 });
+  await first;
+  // A reserve() refused once a raw BEGIN sent before it opened: a call made behind it goes on.
+  const begin = quick.exec("BEGIN");
+  const refused = quick.reserve().catch((e) => e);
+  await null;
+  const insert = quick.run("INSERT INTO t VALUES (3)");
+  await begin;
+  assert.equal((await refused).code, "TX_CONTROL");
+  assert.equal((await within(insert, 5000) as { changes: number }).changes, 1);
+  await quick.exec("COMMIT");
+  assert.deepEqual(await quick.get("SELECT count(*) AS n FROM t"), { n: 3 });
+  // A cursor open on the connection: calls made inside its loop go on (behind a transaction()
+  // made in the loop, they would wait for the cursor's end, which waits for them).
+  await db.exec("DELETE FROM t; INSERT INTO t VALUES (1), (2), (3)");
+  const seen: number[] = [];
+  let later: Promise<unknown> | null = null;
+  const loop = (async () => {
+    for await (const row of db.iterate<{ x: number }>("SELECT x FROM t")) {
+      later ??= db.transaction(async (tx) => await tx.run("INSERT INTO t VALUES (4)"));
+      seen.push((await db.get<{ x: number }>("SELECT ? AS x", [row.x]))!.x);
+    }
+  })();
+  loop.catch(() => {}); // (left waiting, it fails when the client closes)
+  assert.notEqual(await within(loop, 5000), "timeout", "the loop waited for the transaction");
+  assert.deepEqual(seen, [1, 2, 3]);
+  await later;
+  assert.deepEqual(await db.get("SELECT count(*) AS n FROM t"), { n: 4 });
+});
+
+Deno.test("Pool (max > 1): plain calls that keep every connection busy do not starve a waiting transaction() or reserve()", async () => {
+  await using srv = await startServer();
+  await using setup = await connect({ ...srv.connectOptions, max: 1 });
+  await setup.exec("CREATE TABLE t (x)");
+  for (const [max, kind] of [[2, "transaction"], [2, "reserve"], [3, "transaction"]] as const) {
+    await using db = await connect({ ...srv.connectOptions, max });
+    {
+      // Every connection opened, then two reads in flight on each (least busy first) at all times.
+      const window = 2 * max;
+      const order: string[] = [];
+      const read = (i: number) => db.get(SLOW_READ).then(() => order.push(`r${i}`));
+      const inFlight: Promise<number>[] = [];
+      for (let i = 0; i < window; i++) inFlight.push(read(i));
+      let i = window;
+      const next = async () => {
+        await inFlight.shift();
+        inFlight.push(read(i++));
+      };
+      while (i < 2 * window) await next(); // steady: every connection open and busy
+      const at = order.length;
+      const waiting = kind === "transaction"
+        ? db.transaction(async (tx) => {
+          order.push(kind);
+          await tx.run("INSERT INTO t VALUES (1)");
+        })
+        : db.reserve().then(async (r) => {
+          order.push(kind);
+          await r.run("INSERT INTO t VALUES (2)");
+          r.release();
+        });
+      while (i < 6 * window) await next();
+      await Promise.all(inFlight);
+      await waiting;
+      // Before: it ran once all the reads were answered (4 × window of them here).
+      assert.ok(order.indexOf(kind) - at <= 2 * window, `${order.slice(at)}`);
+    }
+  }
+});
+
 Deno.test("Pool: concurrent transactions that read through the client inside fn all finish (no client-side deadlock)", async () => {
   await using srv = await startServer({ busyTimeout: 3000 });
   await using db = await connect({ ...srv.connectOptions, max: 2 });

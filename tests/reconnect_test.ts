@@ -4,7 +4,7 @@ import { openLink } from "../client/connection.ts";
 import { reservedConnections } from "../client/pool.ts";
 import { resolveConnectOptions } from "../client/options.ts";
 import { Op } from "../protocol/messages.ts";
-import { delay, startServerProcess, tempDir } from "./_helpers.ts";
+import { delay, startServerProcess, tempDir, within } from "./_helpers.ts";
 
 async function restartable(dir: string) {
   const options = { database: `${dir}/r.db`, path: `${dir}/r.sock` };
@@ -139,6 +139,44 @@ Deno.test("connect() with reconnect: false keeps failing after the connection is
   await srv.restart();
   await assert.rejects(db.values("SELECT 1"), ConnectionError);
   await assert.rejects(db.values("SELECT 1"), ConnectionError);
+});
+
+Deno.test("reconnect: false: a transaction() or reserve() waiting for a connection when one is lost fails with the loss, not left waiting", async () => {
+  await using dir = await tempDir();
+  await using srv = await restartable(dir.path);
+  for (const max of [1, 3]) {
+    await using db = await connect({ path: srv.options.path, max, reconnect: false });
+    await db.exec("CREATE TABLE IF NOT EXISTS t (x)");
+    let go!: () => void;
+    const gate = new Promise<void>((resolve) => go = resolve);
+    // Transactions holding every connection reserve() may take (max - 1; with max: 1, the one).
+    const holders = Array.from(
+      { length: Math.max(1, max - 1) },
+      () =>
+        db.transaction(async (tx) => {
+          await tx.run("INSERT INTO t VALUES (1)");
+          await gate;
+        }).catch((e) => e),
+    );
+    await delay(30);
+    let ran = false;
+    const waiting = [
+      db.transaction(() => Promise.resolve(ran = true)).catch((e) => e),
+      db.reserve().catch((e) => e),
+    ];
+    await delay(10);
+    await srv.restart();
+    // While the holders still hold theirs (before: they waited until then, or forever).
+    const errors = await within(Promise.all(waiting), 5000);
+    go();
+    await Promise.all(holders);
+    assert.notEqual(errors, "timeout", `max ${max}: still waiting`);
+    for (const err of errors as unknown[]) {
+      assert.ok(err instanceof ConnectionError, String(err));
+      assert.equal(err.mayHaveRun, false);
+    }
+    assert.equal(ran, false);
+  }
 });
 
 /** The server's request counters, by op name, read over a connection of its own. */
