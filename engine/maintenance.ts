@@ -439,6 +439,12 @@ export class Maintenance {
   async #standalone(path: string, background: boolean, then = ""): Promise<void> {
     const copy = this.#sqlite.open(path, { readOnly: false, busyTimeout: 0 });
     try {
+      // The copy's header says WAL (the source's). In exclusive locking mode SQLite keeps
+      // the WAL index in memory: no `-shm` file, whose 32 KiB a device with just room for
+      // the copy does not have (the switch failed there with SQLITE_IOERR_SHMSIZE, "disk
+      // I/O error"). No other connection opens a partial copy meanwhile (the sweep of
+      // leftovers leaves a locked one alone).
+      copy.exec("PRAGMA locking_mode = EXCLUSIVE");
       if (!background) copy.exec(`PRAGMA journal_mode = DELETE; ${then}`);
       else {
         await stepAll(copy, "PRAGMA journal_mode = DELETE", [], true);
