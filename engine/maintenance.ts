@@ -665,6 +665,9 @@ export class Maintenance {
    *   that does not exist, and when it names so what is no directory
    *   (`afile/`: "is not a directory"; `link/` is followed to what the link
    *   points to, "it is a directory" for a directory).
+   *   Also `BAD_REQUEST` when a `-wal` or `-journal` is (or is being written) beside it,
+   *   or when it is the `-wal` or `-journal` name of a database beside it (existing, or
+   *   a copy being written now).
    */
   #destination(path: string, what: string): string {
     const root = this.#backupDir;
@@ -746,11 +749,25 @@ export class Maintenance {
       );
     }
     for (const [suffix, why] of BESIDE_COPY) {
-      if (existsPath(target + suffix)) {
+      if (existsPath(target + suffix) || this.#writing.has(target + suffix)) {
         throw new SqliteError(
           ErrorCode.BadRequest,
           `Cannot ${what} "${target}": "${target}${suffix}" exists beside it, and ${why}; remove ` +
             "it (it belongs to a database that had this name) or choose another name",
+        );
+      }
+      // The other way round: this copy would be the `-wal` or `-journal` of a database beside
+      // it (an earlier copy, or one being written now), and SQLite, opening that database,
+      // would take it for its own and delete it.
+      if (!target.endsWith(suffix)) continue;
+      const base = target.slice(0, -suffix.length);
+      const writing = this.#writing.has(base);
+      if (writing || isDatabaseFile(base)) {
+        throw new SqliteError(
+          ErrorCode.BadRequest,
+          `Cannot ${what} "${target}": "${base}" ${writing ? "is being written" : "exists"} ` +
+            `beside it, a database whose ${suffix} file this name is: SQLite, opening it, would ` +
+            "take the copy for its own and delete it; choose another name",
         );
       }
     }
@@ -898,6 +915,19 @@ function namesDirectory(path: string): boolean {
   const separators = Deno.build.os === "windows" ? /[\\/]/ : /\//;
   const last = path.split(separators).pop();
   return last === "" || last === "." || last === "..";
+}
+
+/** True when `path` is a regular file that begins with SQLite's header (`SQLite format 3`). */
+function isDatabaseFile(path: string): boolean {
+  if (!regularFile(path)) return false;
+  try {
+    using file = Deno.openSync(path, { read: true });
+    const head = new Uint8Array(16);
+    const n = file.readSync(head);
+    return n === 16 && new TextDecoder().decode(head) === "SQLite format 3\0";
+  } catch {
+    return false;
+  }
 }
 
 function realPathOrNull(path: string): string | null {
