@@ -368,6 +368,7 @@ export class Maintenance {
           },
         });
         await this.#standalone(partial.path, background);
+        await partial.seal();
         await putInPlace(partial.path, target, "back up to", "backup");
       } catch (err) {
         if (partial !== null) await removeCopy(partial.path);
@@ -406,6 +407,7 @@ export class Maintenance {
           await db.backup(partial.path, { pagesPerStep: BACKUP_PAGES_PER_STEP });
           await this.#standalone(partial.path, false, "VACUUM");
         }
+        await partial.seal();
         await putInPlace(partial.path, target, "vacuum into", "vacuum");
       } catch (err) {
         if (partial !== null) await removeCopy(partial.path);
@@ -1044,6 +1046,8 @@ interface PartialCopy {
   readonly path: string;
   /** Ends the mark: once SQLite is done with the file, and it is renamed or removed. */
   release(): void;
+  /** Gives the complete copy its final permission bits (SQLite is done with it). */
+  seal(): Promise<void>;
 }
 
 /**
@@ -1058,10 +1062,14 @@ interface PartialCopy {
  * It gets `mode`, the database file's permission bits (see {@link fileMode}):
  * a copy of a database only its owner may read is no more readable than it
  * (SQLite writes into the file as it is, and the rename keeps its mode).
+ * While it is written the owner may write it too (SQLite opens it to write:
+ * the copy of a read-only `0444` database failed with `SQLITE_READONLY`);
+ * {@link PartialCopy.seal} then takes that bit away again.
  */
 async function createPartial(target: string, mode: number | null): Promise<PartialCopy> {
   const options: Deno.OpenOptions = { write: true, createNew: true };
-  if (mode !== null) options.mode = mode; // the umask may take bits away: chmod below
+  const writable = mode === null ? null : mode | 0o200;
+  if (writable !== null) options.mode = writable; // the umask may take bits away: chmod below
   for (let attempt = 0;; attempt++) {
     const tag = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
     const path = `${target}.${tag}.partial`;
@@ -1082,6 +1090,9 @@ async function createPartial(target: string, mode: number | null): Promise<Parti
         } catch {
           // Closed already.
         }
+      },
+      seal: async () => {
+        if (mode !== null && mode !== writable) await Deno.chmod(path, mode);
       },
     };
     let marked = true;
@@ -1107,9 +1118,9 @@ async function createPartial(target: string, mode: number | null): Promise<Parti
       partial.release();
       continue;
     }
-    if (mode !== null) {
+    if (writable !== null) {
       try {
-        await Deno.chmod(path, mode);
+        await Deno.chmod(path, writable);
       } catch (err) {
         await removeIfExists(path);
         partial.release();
