@@ -368,6 +368,7 @@ export class Maintenance {
           },
         });
         await this.#standalone(partial.path, background);
+        await partial.seal();
         await putInPlace(partial.path, target, "back up to", "backup");
       } catch (err) {
         if (partial !== null) await removeCopy(partial.path);
@@ -406,6 +407,7 @@ export class Maintenance {
           await db.backup(partial.path, { pagesPerStep: BACKUP_PAGES_PER_STEP });
           await this.#standalone(partial.path, false, "VACUUM");
         }
+        await partial.seal();
         await putInPlace(partial.path, target, "vacuum into", "vacuum");
       } catch (err) {
         if (partial !== null) await removeCopy(partial.path);
@@ -439,6 +441,12 @@ export class Maintenance {
   async #standalone(path: string, background: boolean, then = ""): Promise<void> {
     const copy = this.#sqlite.open(path, { readOnly: false, busyTimeout: 0 });
     try {
+      // The copy's header says WAL (the source's). In exclusive locking mode SQLite keeps
+      // the WAL index in memory: no `-shm` file, whose 32 KiB a device with just room for
+      // the copy does not have (the switch failed there with SQLITE_IOERR_SHMSIZE, "disk
+      // I/O error"). No other connection opens a partial copy meanwhile (the sweep of
+      // leftovers leaves a locked one alone).
+      copy.exec("PRAGMA locking_mode = EXCLUSIVE");
       if (!background) copy.exec(`PRAGMA journal_mode = DELETE; ${then}`);
       else {
         await stepAll(copy, "PRAGMA journal_mode = DELETE", [], true);
@@ -659,6 +667,9 @@ export class Maintenance {
    *   that does not exist, and when it names so what is no directory
    *   (`afile/`: "is not a directory"; `link/` is followed to what the link
    *   points to, "it is a directory" for a directory).
+   *   Also `BAD_REQUEST` when a `-wal` or `-journal` is (or is being written) beside it,
+   *   or when it is the `-wal` or `-journal` name of a database beside it (existing, or
+   *   a copy being written now).
    */
   #destination(path: string, what: string): string {
     const root = this.#backupDir;
@@ -740,11 +751,25 @@ export class Maintenance {
       );
     }
     for (const [suffix, why] of BESIDE_COPY) {
-      if (existsPath(target + suffix)) {
+      if (existsPath(target + suffix) || this.#writing.has(target + suffix)) {
         throw new SqliteError(
           ErrorCode.BadRequest,
           `Cannot ${what} "${target}": "${target}${suffix}" exists beside it, and ${why}; remove ` +
             "it (it belongs to a database that had this name) or choose another name",
+        );
+      }
+      // The other way round: this copy would be the `-wal` or `-journal` of a database beside
+      // it (an earlier copy, or one being written now), and SQLite, opening that database,
+      // would take it for its own and delete it.
+      if (!target.endsWith(suffix)) continue;
+      const base = target.slice(0, -suffix.length);
+      const writing = this.#writing.has(base);
+      if (writing || isDatabaseFile(base)) {
+        throw new SqliteError(
+          ErrorCode.BadRequest,
+          `Cannot ${what} "${target}": "${base}" ${writing ? "is being written" : "exists"} ` +
+            `beside it, a database whose ${suffix} file this name is: SQLite, opening it, would ` +
+            "take the copy for its own and delete it; choose another name",
         );
       }
     }
@@ -894,6 +919,19 @@ function namesDirectory(path: string): boolean {
   return last === "" || last === "." || last === "..";
 }
 
+/** True when `path` is a regular file that begins with SQLite's header (`SQLite format 3`). */
+function isDatabaseFile(path: string): boolean {
+  if (!regularFile(path)) return false;
+  try {
+    using file = Deno.openSync(path, { read: true });
+    const head = new Uint8Array(16);
+    const n = file.readSync(head);
+    return n === 16 && new TextDecoder().decode(head) === "SQLite format 3\0";
+  } catch {
+    return false;
+  }
+}
+
 function realPathOrNull(path: string): string | null {
   try {
     return Deno.realPathSync(path);
@@ -1008,6 +1046,8 @@ interface PartialCopy {
   readonly path: string;
   /** Ends the mark: once SQLite is done with the file, and it is renamed or removed. */
   release(): void;
+  /** Gives the complete copy its final permission bits (SQLite is done with it). */
+  seal(): Promise<void>;
 }
 
 /**
@@ -1022,10 +1062,14 @@ interface PartialCopy {
  * It gets `mode`, the database file's permission bits (see {@link fileMode}):
  * a copy of a database only its owner may read is no more readable than it
  * (SQLite writes into the file as it is, and the rename keeps its mode).
+ * While it is written the owner may write it too (SQLite opens it to write:
+ * the copy of a read-only `0444` database failed with `SQLITE_READONLY`);
+ * {@link PartialCopy.seal} then takes that bit away again.
  */
 async function createPartial(target: string, mode: number | null): Promise<PartialCopy> {
   const options: Deno.OpenOptions = { write: true, createNew: true };
-  if (mode !== null) options.mode = mode; // the umask may take bits away: chmod below
+  const writable = mode === null ? null : mode | 0o200;
+  if (writable !== null) options.mode = writable; // the umask may take bits away: chmod below
   for (let attempt = 0;; attempt++) {
     const tag = crypto.getRandomValues(new Uint32Array(1))[0].toString(16).padStart(8, "0");
     const path = `${target}.${tag}.partial`;
@@ -1046,6 +1090,9 @@ async function createPartial(target: string, mode: number | null): Promise<Parti
         } catch {
           // Closed already.
         }
+      },
+      seal: async () => {
+        if (mode !== null && mode !== writable) await Deno.chmod(path, mode);
       },
     };
     let marked = true;
@@ -1071,9 +1118,9 @@ async function createPartial(target: string, mode: number | null): Promise<Parti
       partial.release();
       continue;
     }
-    if (mode !== null) {
+    if (writable !== null) {
       try {
-        await Deno.chmod(path, mode);
+        await Deno.chmod(path, writable);
       } catch (err) {
         await removeIfExists(path);
         partial.release();

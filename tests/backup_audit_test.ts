@@ -388,4 +388,51 @@ for (const engine of ENGINES) {
       }
     },
   });
+
+  Deno.test({
+    name:
+      `${engine}: a backup to a device with room for the copy but not for a -shm file succeeds (it failed with a disk I/O error); with less room it fails with SQLITE_FULL and leaves nothing`,
+    ignore: !canMount,
+    async fn() {
+      await using disk = await mountedDisk("4m");
+      // The database beside the tmpfs, its copies on it.
+      const database = `${disk.path}/test.db`;
+      const path = `${disk.path}/s.sock`;
+      await using _server = await serve({ database, path, engine, backupDir: disk.disk });
+      await using db = await connect({ path, max: 1 });
+      await db.exec(
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);" +
+          "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 2000) " +
+          "INSERT INTO t(b) SELECT randomblob(1000) FROM c",
+      );
+      assert.equal((await cli(["checkpoint", "--truncate", "--socket", path])).code, 0);
+      const size = Deno.statSync(database).size;
+      await fill(disk.disk);
+      const filler = `${disk.disk}/filler`;
+      const full = Deno.statSync(filler).size;
+      const left = () =>
+        [...Deno.readDirSync(disk.disk)].map((e) => e.name).filter((n) => n !== "filler").sort();
+      // (Truncating frees blocks; growing the filler again would not take them back.)
+      // No room for the whole copy: the device is full, the error says so, nothing stays.
+      await Deno.truncate(filler, full - Math.floor(size / 2));
+      for (const args of [["backup", "tight.db"], ["vacuum", "--into", "tight.db"]]) {
+        const r = await cli([...args, "--socket", path]);
+        assert.equal(r.code, 1, r.stdout);
+        assert.match(
+          r.stderr,
+          /SQLITE_FULL: Cannot (back up to|vacuum into) .*database or disk is full/,
+        );
+        assert.deepEqual(left(), []);
+      }
+      // Room for the copy and 16 KiB: a -shm file (32 KiB) does not fit, nor is one needed.
+      await Deno.truncate(filler, full - size - 16 * 1024);
+      const ok = await cli(["backup", "fits.db", "--socket", path]);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.deepEqual(left(), ["fits.db"]);
+      const copy = `${disk.disk}/fits.db`;
+      assert.deepEqual(rowsOf(copy, "PRAGMA integrity_check"), [["ok"]]);
+      assert.deepEqual(rowsOf(copy, "SELECT count(*) FROM t"), [[2000]]);
+      assert.deepEqual(rowsOf(copy, "PRAGMA journal_mode"), [["delete"]]);
+    },
+  });
 }

@@ -296,4 +296,46 @@ for (const engine of ENGINES) {
       assert.deepEqual(rowsOf(r.dest, "SELECT count(*) FROM t"), [[1]]);
     }
   });
+
+  Deno.test(`${engine}: backup and vacuum --into refuse the name of a -wal or -journal of a copy beside it, which SQLite would delete when it opens that copy`, async () => {
+    await using dir = await tempDir();
+    await using srv = await startServer({ engine, backupDir: dir.path });
+    await using a = await link(srv);
+    await a.request(Op.Exec, ["CREATE TABLE t(x); INSERT INTO t VALUES (1), (2)"]);
+    await a.request(Op.Backup, ["a.db"]);
+    const real = Deno.realPathSync(dir.path);
+    for (const [op, suffix] of [[Op.Backup, "-wal"], [Op.Vacuum, "-journal"]] as const) {
+      await assert.rejects(
+        a.request(op, [`a.db${suffix}`]),
+        (err: Error & { code: string }) => {
+          assert.equal(err.code, "BAD_REQUEST", err.message);
+          assert.match(
+            err.message,
+            new RegExp(
+              `^Cannot (back up to|vacuum into) "${real}/a\\.db${suffix}": "${real}/a\\.db" exists beside it`,
+            ),
+          );
+          return true;
+        },
+      );
+    }
+    assert.deepEqual(names(dir.path), ["a.db"]);
+    // What such a copy would have met: SQLite, opening a.db, deletes both when it closes.
+    Deno.copyFileSync(`${dir.path}/a.db`, `${dir.path}/a.db-wal`);
+    const opened = new DatabaseSync(`${dir.path}/a.db`);
+    assert.deepEqual(Object.values(opened.prepare("SELECT count(*) FROM t").get()!), [2]);
+    opened.close();
+    assert.deepEqual(names(dir.path), ["a.db"]);
+    // Two such copies asked for at once, on two connections: whichever comes second is
+    // refused (as "exists" or "is being written"), so they are never both written.
+    await using b = await link(srv);
+    const results = await Promise.allSettled([
+      a.request(Op.Backup, ["b.db"]),
+      b.request(Op.Backup, ["b.db-journal"]),
+    ]);
+    const failed = results.flatMap((r) => r.status === "rejected" ? [r.reason as Error] : []);
+    assert.equal(failed.length, 1, JSON.stringify(results));
+    assert.match(failed[0].message, /beside it/);
+    assert.equal(names(dir.path).length, 2, names(dir.path).join());
+  });
 }

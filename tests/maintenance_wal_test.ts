@@ -8,7 +8,18 @@ import assert from "node:assert/strict";
 import type { Link } from "../client/link.ts";
 import { describeVacuum } from "../cli/admin.ts";
 import { Op } from "../protocol/messages.ts";
-import { openTestLink, startServer, type TestServer } from "./_helpers.ts";
+import { DatabaseSync } from "node:sqlite";
+import {
+  asNobody,
+  canRunAsNobody,
+  openTestLink,
+  rowsOf,
+  startServer,
+  tempDir,
+  type TestServer,
+} from "./_helpers.ts";
+import { cli } from "./_cli.ts";
+import { connectWhenUp, ENGINE, spawnServer, stop } from "./_logged_server.ts";
 
 const ENGINES = ["ffi", "node"] as const;
 
@@ -148,6 +159,45 @@ for (const engine of ENGINES) {
       assert.equal(Deno.statSync(backup.dest).mode! & 0o777, 0o664);
       const into = await a.request(Op.Vacuum, ["compact.db"]);
       assert.equal(Deno.statSync(into.into!).mode! & 0o777, 0o664);
+    },
+  });
+
+  Deno.test({
+    name:
+      `${engine}: a --readonly server, not root, backs up a read-only (0444) database: the copies are 0444 (they failed with SQLITE_READONLY)`,
+    // A server process on the engine of NETSQLITE_ENGINE (run the file with each).
+    ignore: !canRunAsNobody || engine !== ENGINE,
+    fn: async () => {
+      await using dir = await tempDir();
+      const db = `${dir.path}/ro.db`;
+      const d = new DatabaseSync(db);
+      d.exec(
+        "PRAGMA journal_mode = WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);" +
+          "PRAGMA wal_checkpoint(TRUNCATE)",
+      );
+      d.close();
+      const copies = `${dir.path}/copies`;
+      Deno.mkdirSync(copies);
+      for (const p of [dir.path, copies, db]) Deno.chownSync(p, 65534, 65534);
+      Deno.chmodSync(db, 0o444);
+      const sock = `${dir.path}/s.sock`;
+      const extra = ["--readonly", "--backup-dir", copies];
+      const srv = spawnServer(db, sock, extra, asNobody);
+      try {
+        await (await connectWhenUp(sock, srv.child)).close();
+        for (const args of [["backup", "a.db"], ["vacuum", "--into", "b.db"]]) {
+          const r = await cli([...args, "--socket", sock]);
+          assert.equal(r.code, 0, r.stderr);
+        }
+      } finally {
+        assert.equal(await stop(srv), 0, srv.log());
+      }
+      assert.deepEqual([...Deno.readDirSync(copies)].map((e) => e.name).sort(), ["a.db", "b.db"]);
+      for (const copy of [`${copies}/a.db`, `${copies}/b.db`]) {
+        assert.equal(Deno.statSync(copy).mode! & 0o777, 0o444, copy);
+        assert.deepEqual(rowsOf(copy, "SELECT x FROM t ORDER BY x"), [[1], [2]]);
+        assert.deepEqual(rowsOf(copy, "PRAGMA integrity_check"), [["ok"]]);
+      }
     },
   });
 }
