@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { splitStatements, SqlSplitter } from "../cli/sql_split.ts";
 import { startServer } from "./_helpers.ts";
 import { CLI, cli } from "./_cli.ts";
 
@@ -63,4 +64,67 @@ Deno.test("cli.ts stats: --watch longer than a timer can wait is refused, not po
   await child.status;
   assert.equal(text.split("\n").length, 2, "one report, then the wait");
   assert.equal(JSON.parse(text).connections.admin, 1);
+});
+
+/** Runs `cli.ts shell` on `script`, stopped (SIGKILL) after `ms`: a stopped run fails the test. */
+async function shellWithin(sock: string, script: string, ms: number) {
+  const started = performance.now();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "shell", "--socket", sock, "--mode", "csv", "--no-headers"],
+    env: { NETSQLITE_HISTORY: "", NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(ms),
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(script));
+  await w.close();
+  const out = await child.output();
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  const dec = new TextDecoder();
+  return { ...out, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr), seconds };
+}
+
+Deno.test("cli.ts shell: a statement over 20,000 lines (multi-row INSERT, text literal) is split in linear time", async () => {
+  await using srv = await startServer();
+  const sock = socketOf(srv);
+  const n = 20_000;
+  const rows = Array.from({ length: n }, (_, i) => `(${i}, 'row ${i}; of many')`);
+  const maxB = Array.from({ length: n }, (_, i) => `row ${i}; of many`).sort().at(-1);
+  const insert = `CREATE TABLE m(a, b);\nINSERT INTO m VALUES\n${rows.join(",\n")};\n` +
+    "SELECT count(*), sum(a), max(b) FROM m;\n";
+  const text = Array.from({ length: n }, (_, i) => `line ${i}; -- not a comment /* nor this`);
+  const literal = `SELECT length('${text.join("\n")}'), 'after';\n`;
+  // Before the fix each took minutes (the pending text was scanned again for every line pushed).
+  const deadline = 40_000;
+  for (
+    const [script, want] of [[insert, `${n},${n * (n - 1) / 2},${maxB}\r\n`], [
+      literal,
+      `${text.join("\n").length},after\r\n`,
+    ]]
+  ) {
+    const r = await shellWithin(sock, script, deadline);
+    assert.equal(r.stderr, "");
+    assert.equal(r.code, 0, `exit ${r.code} after ${r.seconds} s`);
+    assert.equal(r.stdout, want);
+  }
+});
+
+Deno.test("SqlSplitter: a chunk is scanned once, whatever tokens its ends cut; statements come back whole", () => {
+  const lines = Array.from({ length: 50_000 }, (_, i) => `'it''s ${i}' /* c ${i} */ || -- x\n`);
+  const s = new SqlSplitter();
+  const started = performance.now();
+  s.push("SELECT\n");
+  for (const line of lines) assert.deepEqual(s.push(line), []);
+  assert.equal(s.isEmpty, false);
+  assert.deepEqual(s.push("'end';\n"), ["SELECT\n" + lines.join("") + "'end';"]);
+  assert.equal(s.isEmpty, true);
+  const ms = performance.now() - started;
+  // Linear: well under a second here; before the fix this took minutes.
+  assert.ok(ms < 20_000, `${ms.toFixed(0)} ms`);
+  assert.deepEqual(splitStatements("SELECT 1; -- a\n/* b */ SELECT 'c;''d'"), [
+    "SELECT 1;",
+    "SELECT 'c;''d'",
+  ]);
 });
