@@ -128,3 +128,58 @@ Deno.test("SqlSplitter: a chunk is scanned once, whatever tokens its ends cut; s
     "SELECT 'c;''d'",
   ]);
 });
+
+Deno.test({
+  name: "cli.ts shell on a terminal: a long pasted line is drawn once, not again for every key",
+  ignore: Deno.build.os !== "linux" || !Deno.statSync("/usr/bin/script").isFile,
+  async fn() {
+    await using srv = await startServer();
+    const sock = socketOf(srv);
+    const command = `'${Deno.execPath()}' run -A '${CLI}' shell --socket '${sock}' --mode csv`;
+    const child = new Deno.Command("script", {
+      args: ["-qefc", command, "/dev/null"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+      env: { NETSQLITE_HISTORY: "", TERM: "xterm", NO_COLOR: "1" },
+    }).spawn();
+    const writer = child.stdin.getWriter();
+    let screen = "";
+    const pump = (async () => {
+      const dec = new TextDecoder();
+      for await (const chunk of child.stdout) screen += dec.decode(chunk, { stream: true });
+    })();
+    const waitFor = async (text: string, from: number, ms: number): Promise<number> => {
+      const deadline = Date.now() + ms;
+      while (true) {
+        const at = screen.indexOf(text, from);
+        if (at !== -1) return at + text.length;
+        if (Date.now() > deadline) {
+          throw new Error(
+            `Timed out waiting for ${JSON.stringify(text)}: ${JSON.stringify(screen.slice(-300))}`,
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+    try {
+      let at = await waitFor("netsqlite> ", 0, 20_000);
+      // (csv lines end \r\n, and the terminal turns the \n into \r\n.)
+      // Before the fix each key redrew the whole line: 80,000 keys took several minutes.
+      const pasted = `SELECT length('${"x".repeat(80_000)}') AS n;`;
+      await writer.write(new TextEncoder().encode(pasted + "\r"));
+      at = await waitFor("n\r\r\n80000\r\r\n", at, 40_000);
+      at = await waitFor("netsqlite> ", at, 20_000);
+      // Typing goes on as before: keys typed one at a time are echoed.
+      await writer.write(new TextEncoder().encode("SELECT 'next' AS m;\r"));
+      at = await waitFor("m\r\r\nnext\r\r\n", at, 20_000);
+      // Far less was drawn than a redraw of the line per key (80 columns each).
+      assert.ok(screen.length < 400_000, `${screen.length} characters drawn`);
+      await writer.write(new TextEncoder().encode(".quit\r"));
+    } finally {
+      await writer.close().catch(() => {});
+      assert.equal((await child.status).code, 0);
+      await pump;
+    }
+  },
+});
