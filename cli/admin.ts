@@ -257,6 +257,13 @@ function prepare(name: string, args: string[], io: AdminIO): () => Promise<numbe
       const p = parse(args, name);
       noPositionals(p);
       const watch = p.values.watch === undefined ? 0 : positive("--watch", p.values.watch);
+      if (watch > MAX_WATCH_SECONDS) {
+        // A timer holds at most 2^31 - 1 ms; a longer one would fire after 1 ms, every time.
+        throw new TypeError(
+          `Invalid --watch "${String(p.values.watch)}": expected at most ${MAX_WATCH_SECONDS} ` +
+            "seconds (24 days)",
+        );
+      }
       const count = p.values.count === undefined ? Infinity : positive("--count", p.values.count);
       if (!Number.isInteger(count) && count !== Infinity) {
         throw new TypeError(`Invalid --count "${String(p.values.count)}": expected a whole number`);
@@ -312,6 +319,9 @@ function prepare(name: string, args: string[], io: AdminIO): () => Promise<numbe
       throw new TypeError(`Unknown command "${name}"`);
   }
 }
+
+/** The longest `stats --watch` interval: a timer waits at most 2^31 - 1 ms. */
+const MAX_WATCH_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
 function noPositionals(p: Parsed): void {
   if (p.positionals.length > 0) throw new TypeError(`Unexpected argument "${p.positionals[0]}"`);

@@ -52,13 +52,23 @@ export class LineEditor {
     let cursor = 0;
     let index = entries.length;
     let draft: string[] = [];
-    const redraw = (): void => this.#render(prompt, chars, cursor);
+    // Keys already read wait their turn (pasted text): the line is drawn once they are taken, not
+    // for each key, which costs the line's length per key, minutes for a long pasted line.
+    let stale = false;
+    const redraw = (): void => {
+      stale = this.#pending !== "";
+      if (!stale) this.#render(prompt, chars, cursor);
+    };
     this.#input.setRaw(true);
     try {
       this.#write(prompt);
       while (true) {
         const key = this.#takeKey();
         if (key === null) {
+          if (stale) {
+            this.#render(prompt, chars, cursor); // before waiting for more input
+            stale = false;
+          }
           const n = await this.#input.read(this.#buf);
           if (n === null) {
             if (chars.length > 0) return { line: chars.join("") };
@@ -70,9 +80,9 @@ export class LineEditor {
         switch (key) {
           case "\r":
           case "\n":
-            if (cursor !== chars.length || !this.#fits(prompt, chars)) {
+            if (stale || cursor !== chars.length || !this.#fits(prompt, chars)) {
               cursor = chars.length;
-              redraw();
+              this.#render(prompt, chars, cursor);
             }
             this.#write("\r\n");
             return { line: chars.join("") };
@@ -156,7 +166,10 @@ export class LineEditor {
           default:
             if ((key.codePointAt(0)! >= 0x20 && key[0] !== "\x1b") || key === "\t") {
               chars.splice(cursor++, 0, key);
-              if (cursor === chars.length && this.#fits(prompt, chars)) {
+              if (
+                !stale && this.#pending === "" && cursor === chars.length &&
+                this.#fits(prompt, chars)
+              ) {
                 this.#write(key === "\t" ? " " : key); // typed at the end: echo, no redraw
                 continue;
               }

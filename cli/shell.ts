@@ -289,9 +289,11 @@ export class Shell {
           (name === "read" ? " (quote a FILE with blanks: .read 'my file.sql')" : ""),
       );
     }
+    // In any case (`.headers ON`), as sqlite3 reads them.
     const onOff = (value: string | undefined): boolean => {
-      if (value === "on" || value === "1" || value === "yes") return true;
-      if (value === "off" || value === "0" || value === "no") return false;
+      const word = value?.toLowerCase();
+      if (word === "on" || word === "1" || word === "yes") return true;
+      if (word === "off" || word === "0" || word === "no") return false;
       throw new Error(`Invalid argument "${value ?? ""}" of ".${name}": expected on or off`);
     };
     switch (name) {

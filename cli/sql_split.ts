@@ -57,62 +57,48 @@ function isSpace(c: number): boolean {
 }
 
 /**
- * Reads one token at `i`. Returns `[token, end]`, or `null` when the token
- * may continue past the end of the text (an open string, quoted identifier
- * or comment, or a word or `-`/`/` touching the end).
+ * A token the text so far ends inside, carried over to the next chunk: a string or quoted
+ * identifier (`closing`: its last character so far is the quote, which a next one would double),
+ * a comment (`star`: a block comment's last character so far is `*`), a `[...]` identifier, a
+ * word (its first {@link WORD_KEPT} characters), or a `-` or `/` that may begin a comment.
  */
-function readToken(sql: string, i: number, atEof: boolean): [number, number] | null {
-  const c = sql.charCodeAt(i);
-  const n = sql.length;
-  if (c === 0x3b) return [Tok.Semi, i + 1];
-  if (isSpace(c)) return [Tok.Ws, i + 1];
-  if (c === 0x2f) { // '/'
-    if (i + 1 >= n) return atEof ? [Tok.Other, n] : null;
-    if (sql.charCodeAt(i + 1) !== 0x2a) return [Tok.Other, i + 1];
-    const end = sql.indexOf("*/", i + 2);
-    if (end === -1) return atEof ? [Tok.Ws, n] : null;
-    return [Tok.Ws, end + 2];
+type Open =
+  | { kind: "quote"; quote: string; closing: boolean }
+  | { kind: "block"; star: boolean }
+  | { kind: "line" }
+  | { kind: "bracket" }
+  | { kind: "word"; word: string }
+  | { kind: "dash" }
+  | { kind: "slash" };
+
+/** Characters of a word kept to tell a keyword (the longest, `TEMPORARY`, has 9). */
+const WORD_KEPT = 10;
+
+function wordToken(word: string): number {
+  return word.length <= 9 ? KEYWORDS[word.toUpperCase()] ?? Tok.Other : Tok.Other;
+}
+
+/** The class of a token the text ends inside: what it is when no more text comes. */
+function tokenAtEnd(open: Open): number {
+  switch (open.kind) {
+    case "block":
+    case "line":
+      return Tok.Ws;
+    case "word":
+      return wordToken(open.word);
+    default:
+      return Tok.Other;
   }
-  if (c === 0x2d) { // '-'
-    if (i + 1 >= n) return atEof ? [Tok.Other, n] : null;
-    if (sql.charCodeAt(i + 1) !== 0x2d) return [Tok.Other, i + 1];
-    const eol = sql.indexOf("\n", i + 2);
-    if (eol === -1) return atEof ? [Tok.Ws, n] : null;
-    return [Tok.Ws, eol + 1];
-  }
-  if (c === 0x5b) { // '[' ... ']'
-    const end = sql.indexOf("]", i + 1);
-    if (end === -1) return atEof ? [Tok.Other, n] : null;
-    return [Tok.Other, end + 1];
-  }
-  if (c === 0x27 || c === 0x22 || c === 0x60) { // ' " `: a doubled quote stays inside
-    const q = sql[i];
-    let j = i + 1;
-    while (true) {
-      const end = sql.indexOf(q, j);
-      if (end === -1) return atEof ? [Tok.Other, n] : null;
-      if (sql[end + 1] === q) {
-        j = end + 2;
-        continue;
-      }
-      if (end + 1 >= n && !atEof) return null; // the next chunk may begin with the doubling quote
-      return [Tok.Other, end + 1];
-    }
-  }
-  if (isIdChar(c)) {
-    let j = i + 1;
-    while (j < n && isIdChar(sql.charCodeAt(j))) j++;
-    if (j >= n && !atEof) return null;
-    const word = j - i <= 9 ? sql.slice(i, j).toUpperCase() : "";
-    return [KEYWORDS[word] ?? Tok.Other, j];
-  }
-  return [Tok.Other, i + 1];
 }
 
 /**
  * Accumulates SQL text (a line at a time, or any chunks) and hands back each
  * statement as soon as it is complete, the terminating `;` included.
  * Statements holding nothing but blanks, comments and `;` are dropped.
+ *
+ * Each chunk is scanned once: a token cut by the end of a chunk (a string or
+ * comment over many lines) is carried on, not read again from its start, so
+ * a statement of any number of lines costs time in proportion to its length.
  *
  * @example
  * ```ts
@@ -124,24 +110,29 @@ function readToken(sql: string, i: number, atEof: boolean): [number, number] | n
  * ```
  */
 export class SqlSplitter {
-  #text = "";
-  /** Where scanning resumes: the start of the first token not yet classified. */
-  #pos = 0;
+  /** The pending statement's text before the chunk being scanned, from its first token. */
+  #parts: string[] = [];
+  /** The token the text so far ends inside, if any. */
+  #open: Open | null = null;
   #state = 0;
   /** True once the pending statement holds a token other than blanks, comments, `;`. */
   #content = false;
+  /** The chunk being scanned, and where the pending statement's text starts in it. */
+  #chunk = "";
+  #from = 0;
+  #out: string[] = [];
 
   /**
    * True when nothing but blanks and finished comments is pending: the shell
    * shows its first prompt then, and a line starting with `.` is a dot command.
    */
   get isEmpty(): boolean {
-    return !this.#content && this.#pos >= this.#text.length;
+    return !this.#content && this.#open === null;
   }
 
   /** The text of the statement still incomplete. */
   get pending(): string {
-    return this.#text;
+    return this.#parts.join("");
   }
 
   /**
@@ -151,8 +142,15 @@ export class SqlSplitter {
    * @returns complete statements, each ending with its `;`.
    */
   push(chunk: string): string[] {
-    this.#text += chunk;
-    return this.#scan(false);
+    this.#chunk = chunk;
+    this.#from = 0;
+    this.#out = [];
+    this.#scan();
+    if (this.#from < chunk.length) this.#parts.push(chunk.slice(this.#from));
+    this.#chunk = "";
+    const out = this.#out;
+    this.#out = [];
+    return out;
   }
 
   /**
@@ -160,49 +158,136 @@ export class SqlSplitter {
    * is; SQLite reports it if it is truly incomplete), else `null`. Resets.
    */
   flush(): string | null {
-    this.#scan(true);
-    const rest = this.#content ? this.#text : null;
+    if (this.#open !== null) {
+      const tok = tokenAtEnd(this.#open);
+      this.#open = null;
+      this.#token(tok, 0);
+    }
+    const rest = this.#content ? this.#parts.join("") : null;
     this.reset();
     return rest;
   }
 
   /** Drops everything pending (Ctrl-C at the prompt). */
   reset(): void {
-    this.#text = "";
-    this.#pos = 0;
+    this.#parts = [];
+    this.#open = null;
     this.#state = 0;
     this.#content = false;
   }
 
-  #scan(atEof: boolean): string[] {
-    const out: string[] = [];
-    const sql = this.#text;
-    let start = 0;
-    let i = this.#pos;
-    while (i < sql.length) {
-      const t = readToken(sql, i, atEof);
-      if (t === null) break;
-      const [tok, end] = t;
-      this.#state = TRANS[this.#state][tok];
-      if (tok !== Tok.Ws && tok !== Tok.Semi) this.#content = true;
-      i = end;
-      if (!this.#content) start = i; // a statement starts at its first token
-      if (this.#state === 1) {
-        // A `;` ended the statement (for a trigger: the `;` of `; END ;`).
-        if (this.#content) out.push(sql.slice(start, i));
-        start = i;
-        this.#content = false;
-        this.#state = 0;
+  /** A token of class `tok` ended at `end` of the chunk: a statement may end or start there. */
+  #token(tok: number, end: number): void {
+    this.#state = TRANS[this.#state][tok];
+    if (tok !== Tok.Ws && tok !== Tok.Semi) this.#content = true;
+    if (this.#state === 1) {
+      // A `;` ended the statement (for a trigger: the `;` of `; END ;`).
+      if (this.#content) {
+        this.#out.push(this.#parts.join("") + this.#chunk.slice(this.#from, end));
+      }
+      this.#content = false;
+      this.#state = 0;
+    }
+    if (!this.#content) {
+      // A statement starts at its first token: blanks, comments and `;` before it are dropped.
+      this.#parts = [];
+      this.#from = end;
+    }
+  }
+
+  #scan(): void {
+    const sql = this.#chunk;
+    const n = sql.length;
+    let i = 0;
+    while (true) {
+      const open = this.#open;
+      if (open !== null) {
+        const end = this.#carryOn(open, i);
+        if (end === -1) return; // the chunk ends inside the token
+        i = end;
+        continue;
+      }
+      if (i >= n) return;
+      const c = sql.charCodeAt(i);
+      if (c === 0x3b) this.#token(Tok.Semi, ++i);
+      else if (isSpace(c)) this.#token(Tok.Ws, ++i);
+      else if (c === 0x2f) { // '/'
+        this.#open = { kind: "slash" };
+        i++;
+      } else if (c === 0x2d) { // '-'
+        this.#open = { kind: "dash" };
+        i++;
+      } else if (c === 0x5b) { // '['
+        this.#open = { kind: "bracket" };
+        i++;
+      } else if (c === 0x27 || c === 0x22 || c === 0x60) { // ' " `
+        this.#open = { kind: "quote", quote: sql[i], closing: false };
+        i++;
+      } else if (isIdChar(c)) this.#open = { kind: "word", word: "" };
+      else this.#token(Tok.Other, ++i);
+    }
+  }
+
+  /**
+   * Reads on in the open token from `i`: returns where it ended (the token
+   * counted and closed), or -1 when the chunk ends inside it.
+   */
+  #carryOn(open: Open, i: number): number {
+    const sql = this.#chunk;
+    const n = sql.length;
+    const ended = (tok: number, end: number): number => {
+      this.#open = null;
+      this.#token(tok, end);
+      return end;
+    };
+    switch (open.kind) {
+      case "quote": {
+        // A doubled quote stays inside.
+        while (true) {
+          if (open.closing) {
+            if (i >= n) return -1;
+            if (sql[i] !== open.quote) return ended(Tok.Other, i);
+            open.closing = false;
+            i++;
+          }
+          const end = sql.indexOf(open.quote, i);
+          if (end === -1) return -1;
+          open.closing = true;
+          i = end + 1;
+        }
+      }
+      case "block": {
+        if (open.star && i < n && sql[i] === "/") return ended(Tok.Ws, i + 1);
+        const end = sql.indexOf("*/", i);
+        if (end !== -1) return ended(Tok.Ws, end + 2);
+        if (i < n) open.star = sql[n - 1] === "*";
+        return -1;
+      }
+      case "line": {
+        const end = sql.indexOf("\n", i);
+        return end === -1 ? -1 : ended(Tok.Ws, end + 1);
+      }
+      case "bracket": {
+        const end = sql.indexOf("]", i);
+        return end === -1 ? -1 : ended(Tok.Other, end + 1);
+      }
+      case "word": {
+        let j = i;
+        while (j < n && isIdChar(sql.charCodeAt(j))) j++;
+        if (open.word.length < WORD_KEPT) {
+          open.word += sql.slice(i, Math.min(j, i + WORD_KEPT - open.word.length));
+        }
+        return j >= n ? -1 : ended(wordToken(open.word), j);
+      }
+      case "dash":
+      case "slash": {
+        if (i >= n) return -1;
+        const second = open.kind === "dash" ? "-" : "*";
+        if (sql[i] !== second) return ended(Tok.Other, i);
+        this.#open = open.kind === "dash" ? { kind: "line" } : { kind: "block", star: false };
+        return i + 1;
       }
     }
-    this.#text = sql.slice(start);
-    this.#pos = i - start;
-    if (!this.#content && this.#pos >= this.#text.length) {
-      // Only blanks and comments left: forget them.
-      this.#text = "";
-      this.#pos = 0;
-    }
-    return out;
   }
 }
 
