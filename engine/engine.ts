@@ -783,9 +783,28 @@ export class Engine {
    * ({@link ReadLocked}) is released, waited for in the background up to
    * the busy timeout (then rejects with SQLite's `SQLITE_BUSY`): a reader
    * of its own reads the schema cookie there, which takes the same SHARED
-   * lock every read takes. One wait serves every request waiting at once.
+   * lock every read takes. One wait serves every request waiting at once;
+   * a request that joined it after it began, failed by it before its own
+   * busy timeout passed, waits on (in another) until then.
    */
   #waitForLock(): Promise<void> {
+    return this.#lockWaitUntil(performance.now() + this.#config.busyTimeout);
+  }
+
+  /** {@link #waitForLock} for a request whose busy timeout passes at `until`. */
+  #lockWaitUntil(until: number): Promise<void> {
+    return this.#sharedLockWait().catch((err) => {
+      const left = until - performance.now();
+      if (!isBusy(err) || left <= 0 || this.#closed) throw err;
+      const { promise, resolve, reject } = Promise.withResolvers<void>();
+      const timer = setTimeout(() => reject(err), left);
+      this.#lockWaitUntil(until).then(resolve, reject).finally(() => clearTimeout(timer));
+      return promise;
+    });
+  }
+
+  /** The wait {@link #waitForLock} requests share, begun now unless one is under way. */
+  #sharedLockWait(): Promise<void> {
     if (this.#lockWait !== null) return this.#lockWait;
     if (this.#closed) return Promise.reject(shuttingDown());
     let conn: Connection;

@@ -1,0 +1,177 @@
+/**
+ * Review of 2026-12-07's merged changes: a `--readonly` server of a
+ * rollback-journal database whose read meets another program's EXCLUSIVE
+ * lock waits for it in the background (FFI). Pipelined requests behind the
+ * waiting one keep their order; each waiting request gets its own
+ * `--busy-timeout`, however late it joined the shared wait; a connection
+ * closed while its read waits leaves the server serving.
+ */
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { SqliteError } from "../mod.ts";
+import { readStdoutUntil, startServer, within } from "./_helpers.ts";
+
+const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
+
+/** Another program holding `database`'s EXCLUSIVE lock, one row inserted into `t`, until `release()`. */
+async function holdExclusive(database: string): Promise<{ release(): Promise<void> }> {
+  const code = `import { DatabaseSync } from "node:sqlite";
+const db = new DatabaseSync(Deno.args[0]);
+db.exec("PRAGMA busy_timeout = 5000; BEGIN EXCLUSIVE; INSERT INTO t VALUES (2)");
+console.log("locked");
+await Deno.stdin.read(new Uint8Array(8));
+db.exec("COMMIT");
+db.close();`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=js", code, database],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const { drained } = await readStdoutUntil(child, "locked");
+  const stdin = child.stdin.getWriter();
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      await stdin.write(new TextEncoder().encode("go\n"));
+      await stdin.close();
+      assert.equal((await child.status).code, 0);
+      await drained;
+    },
+  };
+}
+
+async function rollbackJournalDb(): Promise<{ dir: string; database: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const database = `${dir}/ro.db`;
+  const seed = new DatabaseSync(database);
+  seed.exec("PRAGMA journal_mode = DELETE; CREATE TABLE t (a); INSERT INTO t VALUES (1)");
+  seed.close();
+  return { dir, database };
+}
+
+Deno.test({
+  name:
+    "review today3: requests pipelined behind a read waiting for another program's lock are answered after it, in order",
+  ignore: !ffi,
+  async fn() {
+    const { dir, database } = await rollbackJournalDb();
+    try {
+      await using srv = await startServer({ database, readonly: true, logLevel: "error" });
+      await using a = await srv.client();
+      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[1]]);
+      const holder = await holdExclusive(database);
+      try {
+        const order: string[] = [];
+        const note = <T>(what: string, p: Promise<T>) =>
+          p.then((v) => {
+            order.push(what);
+            return v;
+          });
+        const first = note("first", a.values("SELECT count(*) FROM t"));
+        const second = note("second", a.values("SELECT max(a) FROM t"));
+        const third = note("third", a.values("SELECT 42"));
+        const fourth = note("fourth", a.values("SELECT min(a) FROM t"));
+        assert.equal(await within(first, 300), "timeout");
+        assert.equal(await within(third, 50), "timeout");
+        await holder.release();
+        assert.deepEqual(
+          await Promise.all([first, second, third, fourth]),
+          [[[2]], [[2]], [[42]], [[1]]],
+        );
+        assert.deepEqual(order, ["first", "second", "third", "fourth"]);
+      } finally {
+        await holder.release();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "review today3: a read that joins the shared wait for another program's lock late still waits its own --busy-timeout",
+  ignore: !ffi,
+  async fn() {
+    const { dir, database } = await rollbackJournalDb();
+    try {
+      await using srv = await startServer({
+        database,
+        readonly: true,
+        busyTimeout: 1_000,
+        logLevel: "error",
+      });
+      await using a = await srv.client();
+      await using b = await srv.client();
+      const holder = await holdExclusive(database);
+      try {
+        const early = a.values("SELECT count(*) FROM t").then(() => null, (err) => err);
+        await new Promise((r) => setTimeout(r, 700));
+        const t0 = performance.now();
+        const late = await b.values("SELECT count(*) FROM t").then(() => null, (err) => err);
+        const took = performance.now() - t0;
+        assert.ok(late instanceof SqliteError, String(late));
+        assert.equal(late.code, "SQLITE_BUSY", late.message);
+        // It says it waited the busy timeout, 1000 ms: it did (not 300 ms).
+        assert.ok(took >= 900 && took < 2_500, `the late read failed after ${took} ms`);
+        const e = await early;
+        assert.equal(e?.code, "SQLITE_BUSY", String(e));
+      } finally {
+        await holder.release();
+      }
+      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
+      assert.deepEqual(await b.values("SELECT count(*) FROM t"), [[2]]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "review today3: a connection closed while its reads wait for another program's lock, then the server shut down while another waits",
+  ignore: !ffi,
+  async fn() {
+    const { dir, database } = await rollbackJournalDb();
+    try {
+      await using srv = await startServer({ database, readonly: true, logLevel: "error" });
+      const a = await srv.client();
+      await using b = await srv.client();
+      await using c = await srv.client();
+      const holder = await holdExclusive(database);
+      try {
+        const gone = a.values("SELECT count(*) FROM t").then(() => null, (err) => err);
+        const gone2 = a.values("SELECT 1").then(() => null, (err) => err);
+        const waiting = b.values("SELECT count(*) FROM t");
+        assert.equal(await within(waiting, 300), "timeout");
+        await a.close();
+        assert.ok((await gone) instanceof Error);
+        assert.ok((await gone2) instanceof Error);
+        // The server goes on: the other waiting read is answered once the lock is released.
+        await holder.release();
+        assert.deepEqual(await waiting, [[2]]);
+        // Waiting again, then shut down: answered, nothing left armed.
+        const holder2 = await holdExclusive(database);
+        try {
+          const last = c.values("SELECT count(*) FROM t").then(() => null, (err) => err);
+          assert.equal(await within(last, 300), "timeout");
+          const t0 = performance.now();
+          await srv.server.shutdown();
+          const err = await last;
+          assert.ok(err instanceof Error, String(err));
+          assert.ok(performance.now() - t0 < 4_000);
+        } finally {
+          await holder2.release();
+        }
+      } finally {
+        await holder.release();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
