@@ -10,7 +10,9 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { SqliteError } from "../mod.ts";
+import { Encoded } from "../protocol/msgpack.ts";
 import { readStdoutUntil, startServer, within } from "./_helpers.ts";
+import { frame, Raw } from "./_raw.ts";
 
 const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
 
@@ -174,4 +176,29 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("review today3: a map holding a long key twice is refused with a message that does not echo all of it", async () => {
+  await using srv = await startServer({ logLevel: "error" });
+  {
+    await using raw = await Raw.open(srv.connectOptions.path!);
+    // {k: 1, k: 2}, k 1 MiB of "x": str32 keys.
+    const key = new Uint8Array(1 + 4 + (1 << 20)).fill(0x78);
+    key[0] = 0xdb;
+    new DataView(key.buffer).setUint32(1, 1 << 20);
+    const map = new Uint8Array(1 + 2 * (key.length + 1));
+    map.set([0x82]);
+    map.set(key, 1);
+    map[1 + key.length] = 0x01;
+    map.set(key, 2 + key.length);
+    map[2 + 2 * key.length] = 0x02;
+    await raw.write(frame([2, 2, "SELECT :k", new Encoded(map, 0), null]));
+    const reply = await raw.read(5000) as [number, number, { code: string; message: string }];
+    assert.equal(reply[0], 0, JSON.stringify(reply).slice(0, 200));
+    assert.equal(reply[2].code, "BAD_REQUEST");
+    assert.match(reply[2].message, /Map key "x+…?" appears twice/);
+    assert.ok(reply[2].message.length < 1_000, `message of ${reply[2].message.length} characters`);
+  }
+  await using c = await srv.client();
+  assert.deepEqual(await c.values("SELECT 1"), [[1]]);
 });
