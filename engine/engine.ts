@@ -109,7 +109,8 @@ export interface EngineConfig {
   maxQueuedChangesPerConnection?: number;
   /**
    * Bytes of values the ring keeps for `subscribe({ since })`, and of its
-   * key-value keys and table and collection names. @default {CHANGE_FEED_VALUE_BYTES}
+   * key-value keys and table and collection names of more than 128
+   * characters. @default {CHANGE_FEED_VALUE_BYTES}
    */
   changeFeedValueBytes?: number;
   /** Bytes of values queued for clients on all feeds. @default {MAX_QUEUED_VALUE_BYTES} */

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { SqliteError } from "../mod.ts";
 import { Encoded } from "../protocol/msgpack.ts";
-import { readStdoutUntil, startServer, within } from "./_helpers.ts";
+import { readStdoutUntil, startServer, takeEvents, within } from "./_helpers.ts";
 import { frame, Raw } from "./_raw.ts";
 
 const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
@@ -201,4 +201,35 @@ Deno.test("review today3: a map holding a long key twice is refused with a messa
   }
   await using c = await srv.client();
   assert.deepEqual(await c.values("SELECT 1"), [[1]]);
+});
+
+Deno.test({
+  name:
+    "review today3: with changeFeedValueBytes 0 (no values kept) a table feed still resumes: names of usual length are not counted against it",
+  ignore: !ffi,
+  async fn() {
+    await using srv = await startServer({ changeFeedValueBytes: 0 });
+    await using db = await srv.client();
+    await db.exec("CREATE TABLE t (a)");
+    let since: number;
+    {
+      await using feed = await db.subscribe({ tables: ["t"] });
+      await db.run("INSERT INTO t VALUES (0)");
+      const [e] = await takeEvents(feed, 1);
+      since = (e as { seq: number }).seq;
+    }
+    for (let i = 1; i <= 3; i++) await db.run("INSERT INTO t VALUES (?)", [i]);
+    await using again = await db.subscribe({ tables: ["t"], since });
+    const got = await takeEvents(again, 3);
+    assert.deepEqual(got.map((e) => (e as { seq: number }).seq), [since + 1, since + 2, since + 3]);
+    // A name past 128 characters still counts (two bytes each): its changes are let go.
+    const long = "n".repeat(129);
+    await db.exec(`CREATE TABLE "${long}" (a)`);
+    const head = since + 3;
+    for (let i = 1; i <= 3; i++) await db.run(`INSERT INTO "${long}" VALUES (?)`, [i]);
+    await assert.rejects(
+      db.subscribe({ tables: [long], since: head }),
+      (err: SqliteError) => err.code === "FEED_GAP" && /let go/.test(err.message),
+    );
+  },
 });
