@@ -795,8 +795,9 @@ export class Engine {
   /** {@link #waitForLock} for a request whose busy timeout passes at `until`. */
   #lockWaitUntil(until: number): Promise<void> {
     return this.#sharedLockWait().catch((err) => {
+      // (Within a few ms of it: SQLite's busy handler sleeps in steps.)
       const left = until - performance.now();
-      if (!isBusy(err) || left <= 0 || this.#closed) throw err;
+      if (!isBusy(err) || left <= 10 || this.#closed) throw err;
       const { promise, resolve, reject } = Promise.withResolvers<void>();
       const timer = setTimeout(() => reject(err), left);
       this.#lockWaitUntil(until).then(resolve, reject).finally(() => clearTimeout(timer));
