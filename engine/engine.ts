@@ -1037,7 +1037,16 @@ export class Engine {
     // Let go of the reader's snapshot before writing, so that checkpoints
     // at commit are not held back by it (the WAL would grow without bound).
     this.#releaseReaderSnapshot();
-    this.#refreshWriterSchema();
+    try {
+      this.#refreshWriterSchema();
+    } catch (err) {
+      // (Another program's lock met as the schema is read, on a database not
+      // in WAL mode: the request did not begin, and keeps no writer it would
+      // hold idle, keeping every other client's write out.)
+      this.#writerSchemaStale = true;
+      if (!this.#writer.inTransaction) this.#release();
+      throw err;
+    }
     return true;
   }
 

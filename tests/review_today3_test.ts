@@ -233,3 +233,95 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "review today3: cancelling a read waiting for another program's lock lets the request pipelined behind it wait in turn, answered once",
+  ignore: !ffi,
+  async fn() {
+    const { dir, database } = await rollbackJournalDb();
+    try {
+      await using srv = await startServer({ database, readonly: true, logLevel: "error" });
+      await using a = await srv.client();
+      const holder = await holdExclusive(database);
+      try {
+        const abort = new AbortController();
+        const first = a.values("SELECT count(*) FROM t", [], { signal: abort.signal }).then(
+          () => null,
+          (err) => err,
+        );
+        const second = a.values("SELECT max(a) FROM t");
+        const third = a.values("SELECT min(a) FROM t", [], { timeout: 400 }).then(
+          () => null,
+          (err) => err,
+        );
+        assert.equal(await within(second, 200), "timeout");
+        abort.abort();
+        const err = await first;
+        assert.equal(err?.code, "ABORTED", String(err));
+        // The second waits now; the third, behind it, times out at its own deadline
+        // (its clock starts when its turn comes: after the second).
+        assert.equal(await within(second, 300), "timeout");
+        await holder.release();
+        assert.deepEqual(await second, [[2]]);
+        const late = await third;
+        assert.equal(late, null, String(late));
+        assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
+      } finally {
+        await holder.release();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "review today3: exec (BEGIN, a script) meeting another program's lock as it takes the writer waits for it, and keeps no writer when it fails",
+  ignore: !ffi,
+  async fn() {
+    const { dir, database } = await rollbackJournalDb();
+    try {
+      await using srv = await startServer({
+        database,
+        readonly: true,
+        busyTimeout: 600,
+        logLevel: "error",
+      });
+      await using a = await srv.client();
+      await using b = await srv.client();
+      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[1]]);
+      // Released before the busy timeout: the BEGIN and the script wait, then run.
+      let holder = await holdExclusive(database);
+      try {
+        const begin = a.exec("BEGIN");
+        const script = b.exec("SELECT 1; SELECT 2");
+        assert.equal(await within(begin, 200), "timeout");
+        await holder.release();
+        await begin;
+        assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
+        await a.exec("COMMIT"); // (the script waits for the writer the transaction holds)
+        await script;
+      } finally {
+        await holder.release();
+      }
+      // Held past the busy timeout: SQLITE_BUSY, and the writer is not kept
+      // by the failed request (before: another client's exec then waited
+      // --busy-timeout for it, "held by session 1", and failed).
+      holder = await holdExclusive(database);
+      try {
+        const failed = await a.exec("SELECT 1").then(() => null, (err) => err);
+        assert.equal(failed?.code, "SQLITE_BUSY", String(failed));
+      } finally {
+        await holder.release();
+      }
+      const t0 = performance.now();
+      await b.exec("SELECT 1");
+      assert.ok(performance.now() - t0 < 300, `b waited ${performance.now() - t0} ms`);
+      await a.exec("SELECT 1");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
