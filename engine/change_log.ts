@@ -29,7 +29,7 @@
  *
  * Published changes are kept in a ring of the last `capacity` changes (in
  * memory, until the server stops), from which `subscribe({ since })` resumes;
- * fewer when their key-value keys and table and collection names pass
+ * fewer when their key-value keys and long table and collection names pass
  * `valueBytes` (the oldest are let go whole, as if the ring had moved past
  * them). For each table and collection the log remembers the last change
  * it let go whole (at most {@link LET_GO_NAMES} names, {@link LET_GO_NAME_BYTES}
@@ -291,12 +291,22 @@ interface LetGo {
 }
 
 /**
+ * Names of at most this many UTF-16 units are not counted against the
+ * ring's bound on keys and names (at most 256 bytes a change held): with a
+ * small `changeFeedValueBytes` (0: keep no values) a table's changes are
+ * still held, and a feed of it resumes, as before names were counted.
+ */
+const UNCOUNTED_NAME_LENGTH = 128;
+
+/**
  * Bytes a held change counts against the ring's bound on keys: its
- * key-value key, and its table's name (two bytes per UTF-16 unit; a
- * key-value change's collection instead, its table being `netsqlite_kv`).
+ * key-value key, and its table's name when longer than
+ * {@link UNCOUNTED_NAME_LENGTH} (two bytes per UTF-16 unit; a key-value
+ * change's collection instead, its table being `netsqlite_kv`).
  */
 function nameBytes(c: Change): number {
-  return (c.key?.length ?? 0) + 2 * (c.collection === null ? c.table.length : c.collection.length);
+  const name = c.collection === null ? c.table : c.collection;
+  return (c.key?.length ?? 0) + (name.length > UNCOUNTED_NAME_LENGTH ? 2 * name.length : 0);
 }
 
 const logs = new WeakMap<Connection, ChangeLog>();

@@ -109,7 +109,8 @@ export interface EngineConfig {
   maxQueuedChangesPerConnection?: number;
   /**
    * Bytes of values the ring keeps for `subscribe({ since })`, and of its
-   * key-value keys and table and collection names. @default {CHANGE_FEED_VALUE_BYTES}
+   * key-value keys and table and collection names of more than 128
+   * characters. @default {CHANGE_FEED_VALUE_BYTES}
    */
   changeFeedValueBytes?: number;
   /** Bytes of values queued for clients on all feeds. @default {MAX_QUEUED_VALUE_BYTES} */
@@ -783,9 +784,29 @@ export class Engine {
    * ({@link ReadLocked}) is released, waited for in the background up to
    * the busy timeout (then rejects with SQLite's `SQLITE_BUSY`): a reader
    * of its own reads the schema cookie there, which takes the same SHARED
-   * lock every read takes. One wait serves every request waiting at once.
+   * lock every read takes. One wait serves every request waiting at once;
+   * a request that joined it after it began, failed by it before its own
+   * busy timeout passed, waits on (in another) until then.
    */
   #waitForLock(): Promise<void> {
+    return this.#lockWaitUntil(performance.now() + this.#config.busyTimeout);
+  }
+
+  /** {@link #waitForLock} for a request whose busy timeout passes at `until`. */
+  #lockWaitUntil(until: number): Promise<void> {
+    return this.#sharedLockWait().catch((err) => {
+      // (Within a few ms of it: SQLite's busy handler sleeps in steps.)
+      const left = until - performance.now();
+      if (!isBusy(err) || left <= 10 || this.#closed) throw err;
+      const { promise, resolve, reject } = Promise.withResolvers<void>();
+      const timer = setTimeout(() => reject(err), left);
+      this.#lockWaitUntil(until).then(resolve, reject).finally(() => clearTimeout(timer));
+      return promise;
+    });
+  }
+
+  /** The wait {@link #waitForLock} requests share, begun now unless one is under way. */
+  #sharedLockWait(): Promise<void> {
     if (this.#lockWait !== null) return this.#lockWait;
     if (this.#closed) return Promise.reject(shuttingDown());
     let conn: Connection;
@@ -1016,7 +1037,16 @@ export class Engine {
     // Let go of the reader's snapshot before writing, so that checkpoints
     // at commit are not held back by it (the WAL would grow without bound).
     this.#releaseReaderSnapshot();
-    this.#refreshWriterSchema();
+    try {
+      this.#refreshWriterSchema();
+    } catch (err) {
+      // (Another program's lock met as the schema is read, on a database not
+      // in WAL mode: the request did not begin, and keeps no writer it would
+      // hold idle, keeping every other client's write out.)
+      this.#writerSchemaStale = true;
+      if (!this.#writer.inTransaction) this.#release();
+      throw err;
+    }
     return true;
   }
 

@@ -389,7 +389,7 @@ export class EngineSession implements HostedSession {
     if (rest !== false && !hasStatement(sql, rest)) return null;
     const host = this.#host;
     this.statementMs = timeout ?? host.config.statementTimeout;
-    if (!host.writer.acquire(this)) return BLOCKED;
+    if (!this.#acquireUnlessLocked()) return BLOCKED;
     // (Ended only now: a script sent again once the writer is free still
     // begins with that ROLLBACK, a no-op then as now.)
     if (rest !== false) {
@@ -1737,7 +1737,23 @@ export class EngineSession implements HostedSession {
     options: WireBatchOptions | null = null,
     timeout?: number,
   ): Reply<BatchItemPayload[]> {
-    return this.#settled(this.#batch(items, options, timeout));
+    return this.#unlessLocked(timeout, () => this.#settled(this.#batch(items, options, timeout)));
+  }
+
+  /**
+   * `host.writer.acquire`, for a request that waits for another program's
+   * lock met as it is given the writer (its schema read, on a database not
+   * in WAL mode: the writer is given back) in the background, as a read
+   * does: {@link ReadLocked}, see {@link #unlessLocked}.
+   */
+  #acquireUnlessLocked(group = false): boolean {
+    const writer = this.#host.writer;
+    try {
+      return writer.acquire(this, group);
+    } catch (err) {
+      if (metLock(writer.connection, err)) throw new ReadLocked();
+      throw err;
+    }
   }
 
   #batch(
@@ -1749,7 +1765,7 @@ export class EngineSession implements HostedSession {
     this.#failIfAborted();
     const host = this.#host;
     const limits = this.#limits(timeout);
-    if (!host.writer.acquire(this)) return BLOCKED;
+    if (!this.#acquireUnlessLocked()) return BLOCKED;
     const writer = host.writer.connection;
     const nested = writer.inTransaction;
     deadlineOf(limits); // one deadline for the whole batch
@@ -2220,8 +2236,9 @@ export class EngineSession implements HostedSession {
     // its next reads run on the shared reader, before the write committed.)
     if (this.#awaitingCommit && !(group && host.group.holds(this))) return BLOCKED;
     try {
-      if (!host.writer.acquire(this, group)) return BLOCKED;
+      if (!this.#acquireUnlessLocked(group)) return BLOCKED;
     } catch (err) {
+      if (err instanceof ReadLocked) throw err;
       throw why === null ? err : waitedAsStatement(err, why);
     }
     this.#grouping = group;

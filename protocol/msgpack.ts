@@ -750,7 +750,9 @@ class Reader {
       }
       // Which of two values was meant cannot be known: refused, not the last taken silently.
       if (Object.hasOwn(o, key)) {
-        throw new MsgpackError(`Map key ${JSON.stringify(key)} appears twice`);
+        // (A long key is named by its start: the message goes back to the client, and to the log.)
+        const named = key.length > 64 ? `${key.slice(0, 64)}…` : key;
+        throw new MsgpackError(`Map key ${JSON.stringify(named)} appears twice`);
       }
       const value = this.value(depth + 1);
       if (key === "__proto__") {

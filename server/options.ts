@@ -190,8 +190,9 @@ export interface ServeOptions {
    * Bytes of values the server keeps with its last changes, so that a feed
    * with values can resume with `since`; past it the oldest are let go (a
    * resume with values before them fails with `FEED_GAP`). It bounds the
-   * key-value keys and the table and collection names the server keeps
-   * with those changes too (past it the oldest changes are let go whole).
+   * key-value keys and the table and collection names of more than 128
+   * characters the server keeps with those changes too (past it the oldest
+   * changes are let go whole).
    * @default {67108864 (64 Mi)}
    */
   changeFeedValueBytes?: number;
