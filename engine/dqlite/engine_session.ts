@@ -217,9 +217,17 @@ export class DqliteEngineSession {
     const statements = statementTexts(sql);
     // The ROLLBACK ending a transaction the engine ended: the statements
     // after it run as the script's next ones (the request is their text).
+    // That state ends once they run on the leader: a request that reaches
+    // none (no leader found, or one that refused the first of them, not
+    // applied) keeps it, so that the client's retry of the script runs.
     const from = this.#endsEndedTxFirst(statements) ? 1 : 0;
     const text = from === 0 ? sql : statements.slice(1).join("\n");
     return this.#request(text, null, timeout, true, async (db) => {
+      const ending = from === 1 ? { aborted: this.#aborted, atCommit: this.#endedAtCommit } : null;
+      if (ending !== null) {
+        this.#aborted = null;
+        this.#endedAtCommit = false;
+      }
       // The statement (1-based) that began the transaction the script is in,
       // when the script began it (0: it began none, or ran inside one begun
       // before it): one that makes SQLite roll that transaction back, or a
@@ -233,6 +241,12 @@ export class DqliteEngineSession {
         } catch (err) {
           const e = this.#stopped(err);
           if (e === this.#endWhenDone) throw e; // cancelWrites() ended the transaction
+          if (ending !== null && i === 1 && !inTx && e instanceof LeaderError && !e.maybeApplied) {
+            // Nothing of the script reached a leader: its ROLLBACK is still to run.
+            this.#aborted = ending.aborted;
+            this.#endedAtCommit = ending.atCommit;
+            throw e;
+          }
           const cutOff = db.execStops !== stops;
           // The statements before it ran, unless the transaction they ran in ended with it.
           const undone = inTx && (!db.inTransaction || db.transactionLost || cutOff);
@@ -273,7 +287,7 @@ export class DqliteEngineSession {
         }
       }
       return null;
-    });
+    }, from === 1);
   }
 
   /**
@@ -660,7 +674,10 @@ export class DqliteEngineSession {
    * after the engine ended the transaction itself (`sql` null: a batch).
    * `script`: an `exec` script, whose statements' errors `fn` tells apart
    * itself (a statement that SQLite rolled the transaction back with, or
-   * one after the script's own COMMIT).
+   * one after the script's own COMMIT). `afterEnding`: the request is the
+   * rest of a script whose first statement is the ROLLBACK ending a
+   * transaction the engine ended (see {@link #endsEndedTxFirst}): it runs
+   * though that state lasts, which `fn` ends.
    */
   #request<T>(
     sql: string | null,
@@ -668,6 +685,7 @@ export class DqliteEngineSession {
     timeout: number | undefined,
     script: boolean,
     fn: (db: DqliteDatabase) => Promise<T>,
+    afterEnding = false,
   ): Promise<T> {
     if (this.#closed) {
       throw new SqliteError(ErrorCode.ConnectionClosed, "Connection closed");
@@ -676,7 +694,7 @@ export class DqliteEngineSession {
     // What the first statement ends the transaction with (comments before it skipped).
     const first = sql === null ? null : endingOf(sql);
     const rollback = endsTx && first === "rollback";
-    if (this.#aborted !== null) {
+    if (this.#aborted !== null && !afterEnding) {
       // The transaction ended on the node: requests fail until the client ends it
       // too. ROLLBACK succeeds; COMMIT fails, and a ROLLBACK right after it succeeds.
       // (A script's first statement says; one that begins with that ROLLBACK and
@@ -688,7 +706,7 @@ export class DqliteEngineSession {
       this.#endedAtCommit = true;
       throw aborted;
     }
-    if (this.#endedAtCommit) {
+    if (this.#endedAtCommit && !afterEnding) {
       this.#endedAtCommit = false;
       if (first === "rollback" && this.#tx === null) return Promise.resolve(rolledBack);
     }
@@ -724,11 +742,12 @@ export class DqliteEngineSession {
   /**
    * For an `exec` script of `statements`: true when its first is the
    * ROLLBACK that ends a transaction the engine ended (`TX_ABORTED`,
-   * `TX_TIMEOUT`, or after a COMMIT that failed there) and more follow: that
-   * state ends here, as for a lone ROLLBACK (see {@link #request}), and the
-   * statements after it are to run as usual, as the script's next ones.
-   * (Before, the script was answered as run with them dropped, or refused
-   * with `TX_ABORTED`.)
+   * `TX_TIMEOUT`, or after a COMMIT that failed there) and more follow: the
+   * statements after it are to run as usual, as the script's next ones, and
+   * that state ends when they start on the leader, as for a lone ROLLBACK
+   * (see {@link #request}). (Before, the script was answered as run with
+   * them dropped, or refused with `TX_ABORTED`; then the state ended here,
+   * before the request was sent, and stayed ended when it failed unsent.)
    */
   #endsEndedTxFirst(statements: string[]): boolean {
     if (this.#closed || statements.length < 2 || endingOf(statements[0]) !== "rollback") {
@@ -736,12 +755,9 @@ export class DqliteEngineSession {
     }
     if (this.#aborted !== null) {
       checkClusterSql(statements.slice(1).join("\n"), this.#engine.config);
-      this.#aborted = null;
       return true;
     }
-    if (!this.#endedAtCommit || this.#tx !== null) return false;
-    this.#endedAtCommit = false;
-    return true;
+    return this.#endedAtCommit && this.#tx === null;
   }
 
   /**
