@@ -104,3 +104,51 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "cluster mode: 'ROLLBACK; ...' after TX_ABORTED stopped at its deadline or cancelled while no leader " +
+    "could be reached keeps the state: its retry runs (before: the state ended unsent)",
+  ignore,
+  async fn() {
+    await using nodes = await DemoCluster.start(1);
+    const dir = await Deno.makeTempDir({ prefix: "netsqlite-dqlite-ended-" });
+    const path = `${dir}/s.sock`;
+    const server = await serve({
+      path,
+      dqlite: { nodes: nodes.addresses, database: "ended_late", leaderTimeout: 20_000 },
+    });
+    try {
+      await using db = await connect({ path, max: 1 });
+      await db.exec("CREATE TABLE t (a INTEGER PRIMARY KEY, b UNIQUE)");
+      await abortTransaction(db);
+      await nodes.kill(0);
+      const script = "ROLLBACK; INSERT INTO t VALUES (1, 'a')";
+      const late = await rejection(db.exec(script, { timeout: 800 }));
+      assert.equal(late.code, "STATEMENT_TIMEOUT", late.message);
+      assert.equal(late.mayHaveRun, false);
+      assert.match(late.message, /\(not applied: safe to retry\)$/);
+      assert.doesNotMatch(late.message, /before it ran/);
+      assert.equal(db.inTransaction, true);
+      // So when the client cancels it meanwhile.
+      const signal = AbortSignal.timeout(500);
+      const cancelled = await db.exec(script, { signal, timeout: 10_000 }).then(
+        () => assert.fail("expected a rejection"),
+        (err: Error & { code?: string; ran?: number }) => err,
+      );
+
+      assert.doesNotMatch(cancelled.message, /before it ran/);
+      assert.equal(cancelled.ran ?? 0, 0);
+      assert.equal(db.inTransaction, true);
+      nodes.restart(0);
+      await nodes.waitVoters(1);
+      assert.equal((await rejection(db.run("SELECT 1"))).code, "TX_ABORTED");
+      await db.exec(script, { timeout: 30_000 });
+      assert.equal(db.inTransaction, false);
+      assert.deepEqual(await db.query("SELECT a FROM t"), [{ a: 1 }]);
+    } finally {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

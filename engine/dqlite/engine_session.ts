@@ -218,8 +218,9 @@ export class DqliteEngineSession {
     // The ROLLBACK ending a transaction the engine ended: the statements
     // after it run as the script's next ones (the request is their text).
     // That state ends once they run on the leader: a request that reaches
-    // none (no leader found, or one that refused the first of them, not
-    // applied) keeps it, so that the client's retry of the script runs.
+    // none (no leader found, one that refused the first of them, not
+    // applied, or stopped while a connection to one was being opened) keeps
+    // it, so that the client's retry of the script runs.
     const from = this.#endsEndedTxFirst(statements) ? 1 : 0;
     const text = from === 0 ? sql : statements.slice(1).join("\n");
     return this.#request(text, null, timeout, true, async (db) => {
@@ -241,7 +242,12 @@ export class DqliteEngineSession {
         } catch (err) {
           const e = this.#stopped(err);
           if (e === this.#endWhenDone) throw e; // cancelWrites() ended the transaction
-          if (ending !== null && i === 1 && !inTx && e instanceof LeaderError && !e.maybeApplied) {
+          // No leader found, one that refused it, or a stop (the deadline, a cancel) while
+          // the connection to one was being opened.
+          const unsent = (e instanceof LeaderError && !e.maybeApplied) ||
+            (err instanceof SqliteError && err.sqliteCode === 9 &&
+              err.message === CONNECT_INTERRUPTED);
+          if (ending !== null && i === 1 && !inTx && unsent) {
             // Nothing of the script reached a leader: its ROLLBACK is still to run.
             this.#aborted = ending.aborted;
             this.#endedAtCommit = ending.atCommit;
