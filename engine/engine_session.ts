@@ -2129,7 +2129,12 @@ export class EngineSession implements HostedSession {
       release();
       throw err;
     }
-    return new Cursor(p.columns, p, timeout, release, null, this.#chunkBytes);
+    const cursor = new Cursor(p.columns, p, timeout, release, null, this.#chunkBytes);
+    // Sent again after waiting for another program's lock (#unlessLocked):
+    // the wait counts against its timeout, as a statement's deadline counts it.
+    const deadline = this.#resumeDeadline;
+    if (deadline !== undefined) cursor.spend(timeout - (deadline - performance.now()));
+    return cursor;
   }
 
   /** Bytes per cursor chunk at most: replies are held to the frame. */
