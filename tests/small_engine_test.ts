@@ -8,8 +8,9 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
+import { describeStats } from "../cli/admin.ts";
 import { ErrorCode, SqliteError } from "../mod.ts";
-import { readStdoutUntil, startServer, within } from "./_helpers.ts";
+import { readStdoutUntil, serverStats, startServer, within } from "./_helpers.ts";
 
 const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
 
@@ -92,6 +93,50 @@ Deno.test({
       // 1.5 s after it was sent (about 1 s waiting, 0.5 s stepping), not 1.5 s after the lock.
       assert.ok(ms >= 1_300 && ms < 2_200, `the cursor failed after ${ms.toFixed(0)} ms`);
       assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "small engine: stats counts the requests waiting for another program's lock (lockWaiting), which no writer wait counts",
+  ignore: !ffi,
+  async fn() {
+    const { dir, database } = await rollbackJournalDb();
+    try {
+      await using srv = await startServer({
+        database,
+        readonly: true,
+        busyTimeout: 5_000,
+        logLevel: "error",
+      });
+      await using a = await srv.client();
+      await using b = await srv.client();
+      assert.equal((await serverStats(srv.connectOptions)).lockWaiting, 0);
+      const holder = await holdExclusive(database);
+      try {
+        const first = a.values("SELECT count(*) FROM t");
+        const second = b.values("SELECT max(a) FROM t");
+        assert.equal(await within(first, 300), "timeout");
+        assert.equal(await within(second, 50), "timeout");
+        const stats = await serverStats(srv.connectOptions);
+        assert.equal(stats.lockWaiting, 2, JSON.stringify(stats));
+        assert.equal(stats.writer.waiting, 0);
+        // `netsqlite stats` shows them.
+        assert.match(
+          describeStats(stats),
+          /\nlock waits {4}2 waiting for another program's lock on the database file\n/,
+        );
+        await holder.release();
+        assert.deepEqual(await Promise.all([first, second]), [[[2]], [[2]]]);
+      } finally {
+        await holder.release();
+      }
+      const after = await serverStats(srv.connectOptions);
+      assert.equal(after.lockWaiting, 0);
+      assert.doesNotMatch(describeStats(after), /lock waits/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
