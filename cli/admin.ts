@@ -599,6 +599,9 @@ export function describeStats(r: StatsReport): string {
       ms(r.latency.max)
     } (last minute, ${r.latency.count} requests)`,
     `writer        ${r.writer.waiting} waiting, longest wait ${ms(r.writer.longestWaitMs)}`,
+    ...(r.lockWaiting
+      ? [`lock waits    ${r.lockWaiting} waiting for another program's lock on the database file`]
+      : []),
     `transactions  ${tx}`,
     `group commit  ${counted(g.groups, "group")}, ${counted(g.writes, "write")}, ${
       g.groups === 0 ? 0 : (g.writes / g.groups).toFixed(1)

@@ -375,6 +375,15 @@ export class Cursor {
     return this.#ended;
   }
 
+  /**
+   * Counts `ms` the request waited before the cursor opened (for another
+   * program's lock) against its timeout: it keeps the deadline it was sent
+   * with, as a statement does.
+   */
+  spend(ms: number): void {
+    this.#spent += Math.max(0, ms);
+  }
+
   /** The cursor's timeout, for its error message. */
   get timeout(): number {
     return this.#timeout;

@@ -479,6 +479,18 @@ export class Engine {
   }
 
   /**
+   * Requests waiting now, before they began, for another program's lock on
+   * the database file (FFI: a `--readonly` server's reads of a
+   * rollback-journal database, and requests meeting it as they are given
+   * the writer), which no wait for the writer counts.
+   */
+  get lockWaiting(): number {
+    let n = 0;
+    for (const s of this.#sessions) if (s.waitingForLock) n++;
+    return n;
+  }
+
+  /**
    * The TEMP objects on the shared writer connection (`"table scratch"`),
    * in creation order. They outlive the session that made them, and while
    * any exists every statement, reads too, goes through the writer.

@@ -106,6 +106,8 @@ export interface EngineLike
    * `null` where the engine has none (cluster mode).
    */
   readonly maintenance: Engine["maintenance"] | null;
+  /** {@link Engine.lockWaiting}; absent where the engine has no such wait (cluster mode). */
+  readonly lockWaiting?: number;
   /** Committed changes for change feeds, or `null` where the engine cannot capture them. */
   readonly changes: Engine["changes"];
   /** Called with the session number whose transaction's idle lease ran out (for the log). */

@@ -320,6 +320,8 @@ export class EngineSession implements HostedSession {
    * (`error` set), it is sent again and runs (or fails with `error`).
    */
   #lockWait: LockWait | null = null;
+  /** True while this session's running read waits for another program's lock ({@link #readAfterLock}). */
+  #readWaitsForLock = false;
   /** The deadline a request sent again after {@link #lockWait} keeps (see {@link #limits}). */
   #resumeDeadline: number | undefined = undefined;
 
@@ -743,6 +745,16 @@ export class EngineSession implements HostedSession {
     return this.#lockWait !== null && !this.#lockWait.done;
   }
 
+  /**
+   * True while a request of this session waits for another program's lock
+   * before it begins: answered {@link BLOCKED} ({@link waitsForLock}), or
+   * running, a read met by the lock as a reader was lent to it (stats'
+   * `lockWaiting`).
+   */
+  get waitingForLock(): boolean {
+    return this.waitsForLock || this.#readWaitsForLock;
+  }
+
   /** Forgets the request waiting for another program's lock (cancelled, or its session closed). */
   #dropLockWait(): void {
     if (this.#lockWait !== null) clearTimeout(this.#lockWait.timer);
@@ -965,8 +977,10 @@ export class EngineSession implements HostedSession {
       settled = true;
       clearTimeout(timer);
       this.#running = null;
+      this.#readWaitsForLock = false;
       return true;
     };
+    this.#readWaitsForLock = true;
     const timer = setTimeout(
       () => settle() && reject(waitedForLock(limits.timeout)),
       Math.max(0, deadlineOf(limits) - performance.now()),
@@ -2129,7 +2143,12 @@ export class EngineSession implements HostedSession {
       release();
       throw err;
     }
-    return new Cursor(p.columns, p, timeout, release, null, this.#chunkBytes);
+    const cursor = new Cursor(p.columns, p, timeout, release, null, this.#chunkBytes);
+    // Sent again after waiting for another program's lock (#unlessLocked):
+    // the wait counts against its timeout, as a statement's deadline counts it.
+    const deadline = this.#resumeDeadline;
+    if (deadline !== undefined) cursor.spend(timeout - (deadline - performance.now()));
+    return cursor;
   }
 
   /** Bytes per cursor chunk at most: replies are held to the frame. */

@@ -609,6 +609,15 @@ export interface StatsReport {
    * 2026-12-06, which listed all, whole).
    */
   writer: { waiting: number; longestWaitMs: number; temp: string[]; tempCount?: number };
+  /**
+   * Requests waiting now, before they began, for another program's lock on
+   * the database file, which no wait for the writer counts (FFI engine: a
+   * `--readonly` server's reads of a rollback-journal database, and requests
+   * meeting the lock as they are given the writer; always 0 on the node
+   * engine, where the wait holds the whole server, and in cluster mode).
+   * Absent from servers before 2026-12-07.
+   */
+  lockWaiting?: number;
   /** Open transactions: session number and age in ms. */
   transactions: { session: number; ageMs: number }[];
   /**

@@ -252,6 +252,7 @@ export class ServerStats {
         temp: engine.tempObjects.slice(0, TEMP_LISTED).map(cutTempEntry),
         tempCount: engine.tempObjects.length,
       },
+      lockWaiting: engine.lockWaiting ?? 0,
       transactions,
       groupCommit: engine.groupCommits,
       cursors,
