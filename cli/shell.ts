@@ -400,6 +400,7 @@ export class Shell {
     for await (const line of read()) {
       lineNo++;
       if (splitter.isEmpty) startLine = lineNo;
+      if (splitter.isEmpty && isCommentLine(line)) continue;
       if (splitter.isEmpty && line.trimStart().startsWith(".")) {
         try {
           if (await this.dot(line) === QUIT) return QUIT;
@@ -450,6 +451,7 @@ export class Shell {
       }
       const line = got.line;
       history.add(line);
+      if (splitter.isEmpty && isCommentLine(line)) continue;
       if (splitter.isEmpty && line.trimStart().startsWith(".")) {
         let quit = false;
         await this.#interactively(async () => {
@@ -577,6 +579,15 @@ function columnize(names: string[]): string {
     out += cells.join("").trimEnd() + "\n";
   }
   return out;
+}
+
+/**
+ * Whether `line` is a shell comment: `#` in its first column, read only where a statement or dot
+ * command may start (nothing pending), and skipped there, as the sqlite3 shell skips it. Inside a
+ * statement, or after blanks, `#` is SQL (which SQLite refuses: `unrecognized token: "#"`).
+ */
+function isCommentLine(line: string): boolean {
+  return line.startsWith("#");
 }
 
 /** Splits a dot command's arguments at blanks; '...' and "..." group. */
