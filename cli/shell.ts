@@ -95,7 +95,7 @@ export interface ShellIO {
 /** The standard streams. */
 export const STD_IO: ShellIO = {
   out: (text) => writeAll(Deno.stdout, text).catch(quietOnBrokenPipe),
-  err: (text) => writeAll(Deno.stderr, text),
+  err: (text) => writeAll(Deno.stderr, text).catch(droppedOnBrokenPipe),
 };
 
 /**
@@ -105,6 +105,17 @@ export const STD_IO: ShellIO = {
 function quietOnBrokenPipe(err: unknown): never {
   if (isBrokenPipe(err)) Deno.exit(0);
   throw err;
+}
+
+/**
+ * The reader of standard error went away (`netsqlite shell 2>&1 >out | head -1`): the message is
+ * dropped and the shell goes on as it would have after writing it (an interactive session carries
+ * on, a script still stops at its first error with status 1), as sqlite3 ignores a failed write
+ * of an error. Before, the failed write was thrown from where the error was being reported, and
+ * ended the shell.
+ */
+function droppedOnBrokenPipe(err: unknown): void {
+  if (!isBrokenPipe(err)) throw err;
 }
 
 const encoder = new TextEncoder();

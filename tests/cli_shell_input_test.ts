@@ -150,3 +150,51 @@ Deno.test({
     assert.doesNotMatch(term.screen, /unrecognized token: "#"/);
   },
 });
+
+// ---- standard error's reader gone ----------------------------------------------------------
+
+Deno.test({
+  name:
+    "cli.ts shell on a terminal whose standard error is a pipe closed by its reader goes on after an error",
+  ignore: !canUseTerminal,
+  async fn() {
+    await using srv = await startServer();
+    // Standard output stays the terminal (fd 3); standard error goes into `true`, which reads
+    // nothing and ends at once, so writing an error fails with EPIPE.
+    const term = new Terminal(
+      `{ ${shellCommand(socketOf(srv), "2>&1 >&3 3>&-")} | true; ` +
+        'echo "status ${PIPESTATUS[0]}"; } 3>&1',
+    );
+    try {
+      let at = await term.waitFor("netsqlite> ", 0);
+      await term.type("SELECT nosuch;\r");
+      at = await term.waitFor("netsqlite> ", at);
+      await term.type("SELECT 42 AS n;\r");
+      at = await term.waitFor("n\r\r\n42\r\r\n", at);
+      await term.type(".exit 3\r");
+      await term.waitFor("status ", at);
+    } finally {
+      await term.close();
+    }
+    assert.match(term.screen, /status 3\r\n/, term.screen);
+    assert.doesNotMatch(term.screen, /BrokenPipe|Uncaught/);
+  },
+});
+
+Deno.test("cli.ts shell: a script whose standard error's reader is gone still stops at its first error with status 1", async () => {
+  await using srv = await startServer();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "shell", "--socket", socketOf(srv), "--mode", "csv"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NETSQLITE_HISTORY: "", NO_COLOR: "1" },
+  }).spawn();
+  await child.stderr.cancel();
+  const w = child.stdin.getWriter();
+  await w.write(encoder.encode("SELECT 1 AS a;\nSELECT nosuch;\nSELECT 2 AS b;\n"));
+  await w.close();
+  const out = await child.output();
+  assert.equal(out.code, 1);
+  assert.equal(new TextDecoder().decode(out.stdout), "a\r\n1\r\n");
+});
