@@ -198,3 +198,32 @@ Deno.test("cli.ts shell: a script whose standard error's reader is gone still st
   assert.equal(out.code, 1);
   assert.equal(new TextDecoder().decode(out.stdout), "a\r\n1\r\n");
 });
+
+// ---- Esc alone -------------------------------------------------------------------------------
+
+Deno.test({
+  name:
+    "cli.ts shell on a terminal: Esc pressed alone does nothing; the next key is typed, not eaten",
+  ignore: !canUseTerminal,
+  async fn() {
+    await using srv = await startServer();
+    const term = new Terminal(shellCommand(socketOf(srv)));
+    try {
+      let at = await term.waitFor("netsqlite> ", 0);
+      await term.type("\x1b");
+      // Longer than the wait for the rest of a sequence (500 ms).
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await term.type("SELECT 7 AS g;\r");
+      at = await term.waitFor("g\r\r\n7\r\r\n", at);
+      // Keys sent with the Esc are still one key: an Alt-key is ignored, an arrow moves.
+      await term.type(
+        `\x1bxSELECT 8 AS h${"\x1b[D".repeat(5)} + 1${"\x1b[C".repeat(5)};\r`,
+      );
+      at = await term.waitFor("h\r\r\n9\r\r\n", at);
+      await term.type(".quit\r");
+    } finally {
+      assert.equal(await term.close(), 0);
+    }
+    assert.doesNotMatch(term.screen, /Error/);
+  },
+});
