@@ -15,6 +15,14 @@ export type ReadResult = { line: string } | "eof" | "interrupt";
 
 const encoder = new TextEncoder();
 
+/**
+ * How long an Esc waits for the rest of an escape sequence (an arrow key's `Esc [ D` comes in one
+ * write) before it is taken as Esc pressed alone, which does nothing: 500 ms, as readline's
+ * `keyseq-timeout`. Before, a lone Esc waited for the next key, which was then dropped as an
+ * Alt-key.
+ */
+export const ESC_WAIT_MS = 500;
+
 /** Reads lines from a terminal with editing and history. */
 export class LineEditor {
   readonly #history: History;
@@ -24,6 +32,8 @@ export class LineEditor {
   readonly #buf = new Uint8Array(4096);
   /** Decoded input not yet consumed (pasted text may hold several lines). */
   #pending = "";
+  /** A read of the input still under way (a lone Esc stopped waiting for it), or null. */
+  #reading: Promise<number | null> | null = null;
 
   /**
    * @param history Lines for up/down.
@@ -69,7 +79,13 @@ export class LineEditor {
             this.#render(prompt, chars, cursor); // before waiting for more input
             stale = false;
           }
-          const n = await this.#input.read(this.#buf);
+          this.#reading ??= this.#input.read(this.#buf);
+          if (this.#pending === "\x1b" && !await this.#arrivesSoon(this.#reading)) {
+            this.#pending = ""; // Esc alone
+            continue;
+          }
+          const n = await this.#reading;
+          this.#reading = null;
           if (n === null) {
             if (chars.length > 0) return { line: chars.join("") };
             return "eof";
@@ -179,6 +195,20 @@ export class LineEditor {
       }
     } finally {
       this.#input.setRaw(false);
+    }
+  }
+
+  /** Whether `reading` settles within {@link ESC_WAIT_MS}. */
+  async #arrivesSoon(reading: Promise<unknown>): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), ESC_WAIT_MS);
+    });
+    try {
+      // A failed read is thrown where it is awaited, after this.
+      return await Promise.race([reading.then(() => true, () => true), late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -95,7 +95,7 @@ export interface ShellIO {
 /** The standard streams. */
 export const STD_IO: ShellIO = {
   out: (text) => writeAll(Deno.stdout, text).catch(quietOnBrokenPipe),
-  err: (text) => writeAll(Deno.stderr, text),
+  err: (text) => writeAll(Deno.stderr, text).catch(droppedOnBrokenPipe),
 };
 
 /**
@@ -105,6 +105,17 @@ export const STD_IO: ShellIO = {
 function quietOnBrokenPipe(err: unknown): never {
   if (isBrokenPipe(err)) Deno.exit(0);
   throw err;
+}
+
+/**
+ * The reader of standard error went away (`netsqlite shell 2>&1 >out | head -1`): the message is
+ * dropped and the shell goes on as it would have after writing it (an interactive session carries
+ * on, a script still stops at its first error with status 1), as sqlite3 ignores a failed write
+ * of an error. Before, the failed write was thrown from where the error was being reported, and
+ * ended the shell.
+ */
+function droppedOnBrokenPipe(err: unknown): void {
+  if (!isBrokenPipe(err)) throw err;
 }
 
 const encoder = new TextEncoder();
@@ -400,6 +411,7 @@ export class Shell {
     for await (const line of read()) {
       lineNo++;
       if (splitter.isEmpty) startLine = lineNo;
+      if (splitter.isEmpty && isCommentLine(line)) continue;
       if (splitter.isEmpty && line.trimStart().startsWith(".")) {
         try {
           if (await this.dot(line) === QUIT) return QUIT;
@@ -450,6 +462,7 @@ export class Shell {
       }
       const line = got.line;
       history.add(line);
+      if (splitter.isEmpty && isCommentLine(line)) continue;
       if (splitter.isEmpty && line.trimStart().startsWith(".")) {
         let quit = false;
         await this.#interactively(async () => {
@@ -577,6 +590,15 @@ function columnize(names: string[]): string {
     out += cells.join("").trimEnd() + "\n";
   }
   return out;
+}
+
+/**
+ * Whether `line` is a shell comment: `#` in its first column, read only where a statement or dot
+ * command may start (nothing pending), and skipped there, as the sqlite3 shell skips it. Inside a
+ * statement, or after blanks, `#` is SQL (which SQLite refuses: `unrecognized token: "#"`).
+ */
+function isCommentLine(line: string): boolean {
+  return line.startsWith("#");
 }
 
 /** Splits a dot command's arguments at blanks; '...' and "..." group. */
