@@ -138,6 +138,8 @@ export class Pool implements ConnectionEvents {
   #arrivals = 0;
   /** The waiter behind each promise {@link #enqueue} returned, to take it out when given up. */
   readonly #waiterOf = new WeakMap<Promise<PooledConnection>, Waiter>();
+  /** Ends the pauses between attempts to open a connection refused as full (see {@link #open}). */
+  readonly #fullPauses = new Set<() => void>();
   #failure: ConnectionError | null = null;
   #closed = false;
   /** Connections being opened before use (new, or reopened), and what their caller gets. */
@@ -667,6 +669,7 @@ export class Pool implements ConnectionEvents {
     this.#sharedWaiters = [];
     clearTimeout(this.#handingTimer);
     clearTimeout(this.#lapseTimer);
+    for (const end of [...this.#fullPauses]) end();
     await Promise.all(this.#conns.map((c) => c.close()));
   }
 
@@ -1037,8 +1040,11 @@ export class Pool implements ConnectionEvents {
           const elsewhere = fallback !== null &&
             this.#conns.some((c) => c !== conn && !c.reserved && c.open);
           if (full && !elsewhere && attempt < FULL_RETRIES) {
-            await new Promise((resolve) => setTimeout(resolve, FULL_RETRY_MS));
-            continue;
+            await this.#fullPause();
+            if (!this.#closed) continue;
+            // close() ended the pause: its calls fail at once, as any call made after.
+            this.#remove(conn);
+            throw new ConnectionError("Client is closed");
           }
           this.#remove(conn);
           if (!full || !elsewhere) throw err;
@@ -1058,6 +1064,19 @@ export class Pool implements ConnectionEvents {
     this.#opening.set(conn, opened);
     if (fallback !== null) this.#openingShared.add(conn);
     return opened;
+  }
+
+  /** The pause between attempts to open a connection refused as full; `close()` ends it. */
+  #fullPause(): Promise<void> {
+    return new Promise((resolve) => {
+      const end = (): void => {
+        clearTimeout(timer);
+        this.#fullPauses.delete(end);
+        resolve();
+      };
+      const timer = setTimeout(end, FULL_RETRY_MS);
+      this.#fullPauses.add(end);
+    });
   }
 
   /**
