@@ -138,6 +138,14 @@ export class Pool implements ConnectionEvents {
   #arrivals = 0;
   /** The waiter behind each promise {@link #enqueue} returned, to take it out when given up. */
   readonly #waiterOf = new WeakMap<Promise<PooledConnection>, Waiter>();
+  /**
+   * For each promise {@link #open} returned to a `reserve()`: gives it up
+   * (its caller gave up its wait), taking out the wait its refusal as full
+   * fell back to, if any.
+   */
+  readonly #openGiveUp = new WeakMap<Promise<PooledConnection>, () => void>();
+  /** Ends the pauses between attempts to open a connection refused as full (see {@link #open}). */
+  readonly #fullPauses = new Set<() => void>();
   #failure: ConnectionError | null = null;
   #closed = false;
   /** Connections being opened before use (new, or reopened), and what their caller gets. */
@@ -667,6 +675,7 @@ export class Pool implements ConnectionEvents {
     this.#sharedWaiters = [];
     clearTimeout(this.#handingTimer);
     clearTimeout(this.#lapseTimer);
+    for (const end of [...this.#fullPauses]) end();
     await Promise.all(this.#conns.map((c) => c.close()));
   }
 
@@ -757,16 +766,7 @@ export class Pool implements ConnectionEvents {
       const giveUp = (err: Error): void => {
         if (done) return;
         finish();
-        const waiter = this.#waiterOf.get(waiting);
-        if (waiter !== undefined) {
-          for (const queue of [this.#reserveWaiters, this.#sharedWaiters]) {
-            const i = queue.indexOf(waiter);
-            if (i !== -1) queue.splice(i, 1);
-          }
-          // Calls that waited behind it (max: 1) may go now.
-          if (this.#waiting) queueMicrotask(() => this.#serve());
-          else this.#watchLapses();
-        }
+        this.#giveUp(waiting);
         reject(err);
       };
       const onAbort = (): void => giveUp(abortError(signal!));
@@ -799,6 +799,23 @@ export class Pool implements ConnectionEvents {
         reject(err);
       });
     });
+  }
+
+  /**
+   * Takes the wait behind `waiting` (a promise {@link #enqueue} or {@link #open}
+   * returned) out of the pool, its caller having given it up.
+   */
+  #giveUp(waiting: Promise<PooledConnection>): void {
+    this.#openGiveUp.get(waiting)?.();
+    const waiter = this.#waiterOf.get(waiting);
+    if (waiter === undefined) return;
+    for (const queue of [this.#reserveWaiters, this.#sharedWaiters]) {
+      const i = queue.indexOf(waiter);
+      if (i !== -1) queue.splice(i, 1);
+    }
+    // Calls that waited behind it (max: 1) may go now.
+    if (this.#waiting) queueMicrotask(() => this.#serve());
+    else this.#watchLapses();
   }
 
   /**
@@ -1023,7 +1040,10 @@ export class Pool implements ConnectionEvents {
    */
   #open(conn: PooledConnection, reserved: boolean, fallback: Fallback): Promise<PooledConnection> {
     conn.reserved = reserved;
-    const opened = (async () => {
+    /** Set once its caller gave the wait up: it then falls back to no wait (see {@link #giveUp}). */
+    let givenUp = false;
+    let fellBack: Promise<PooledConnection> | null = null;
+    const opened: Promise<PooledConnection> = (async () => {
       for (let attempt = 1;; attempt++) {
         try {
           await conn.connect();
@@ -1036,14 +1056,19 @@ export class Pool implements ConnectionEvents {
           const full = serverFull(err);
           const elsewhere = fallback !== null &&
             this.#conns.some((c) => c !== conn && !c.reserved && c.open);
-          if (full && !elsewhere && attempt < FULL_RETRIES) {
-            await new Promise((resolve) => setTimeout(resolve, FULL_RETRY_MS));
-            continue;
+          if (full && !elsewhere && attempt < FULL_RETRIES && !givenUp) {
+            await this.#fullPause();
+            if (!this.#closed) continue;
+            // close() ended the pause: its calls fail at once, as any call made after.
+            this.#remove(conn);
+            throw new ConnectionError("Client is closed");
           }
           this.#remove(conn);
-          if (!full || !elsewhere) throw err;
+          if (!full || !elsewhere || givenUp) throw err;
           this.#fullUntil = performance.now() + FULL_PAUSE_MS;
-          return fallback!();
+          const next = fallback!();
+          if (next instanceof Promise) fellBack = next;
+          return next;
         }
         if (this.#closed) throw new ConnectionError("Client is closed");
         // Its opener's calls go first; waiting calls may follow once they were sent.
@@ -1057,7 +1082,29 @@ export class Pool implements ConnectionEvents {
     });
     this.#opening.set(conn, opened);
     if (fallback !== null) this.#openingShared.add(conn);
+    // A reserve()'s (its caller alone waits for it; a plain call's may be shared by others): the
+    // wait it fell back to (a refusal as full) would otherwise stay queued after its caller gave
+    // up, holding back later reservations until a connection frees.
+    if (reserved) {
+      this.#openGiveUp.set(opened, () => {
+        givenUp = true;
+        if (fellBack !== null) this.#giveUp(fellBack);
+      });
+    }
     return opened;
+  }
+
+  /** The pause between attempts to open a connection refused as full; `close()` ends it. */
+  #fullPause(): Promise<void> {
+    return new Promise((resolve) => {
+      const end = (): void => {
+        clearTimeout(timer);
+        this.#fullPauses.delete(end);
+        resolve();
+      };
+      const timer = setTimeout(end, FULL_RETRY_MS);
+      this.#fullPauses.add(end);
+    });
   }
 
   /**
