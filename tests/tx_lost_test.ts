@@ -52,7 +52,13 @@ async function setup(max = 2): Promise<Setup> {
     "CREATE TABLE c (id INTEGER PRIMARY KEY, v INTEGER); INSERT INTO c VALUES (1, 0)",
   );
   const holder = await holdWriteLock(srv.database);
-  const db = await connect({ ...srv.connectOptions, max, requestTimeout: REQUEST_TIMEOUT });
+  // (Its connection may take longer than the short request timeout on a loaded machine.)
+  const db = await connect({
+    ...srv.connectOptions,
+    max,
+    requestTimeout: REQUEST_TIMEOUT,
+    connectTimeout: 10_000,
+  });
   const release = () => holder.release();
   return {
     db,
