@@ -419,12 +419,16 @@ export async function readStdoutUntil(
 
 /**
  * Another program writing `database` directly (tests/_lock_holder.ts): holds
- * its write lock once this resolves; `release()` commits, and waits for the
- * program to exit (a second call does nothing).
+ * its write lock once this resolves (taken by `sql`, when given); `release()`
+ * commits, and waits for the program to exit (a second call does nothing).
  */
-export async function holdWriteLock(database: string): Promise<{ release(): Promise<void> }> {
+export async function holdWriteLock(
+  database: string,
+  sql?: string,
+): Promise<{ release(): Promise<void> }> {
+  const holder = fileURLToPath(new URL("./_lock_holder.ts", import.meta.url));
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", fileURLToPath(new URL("./_lock_holder.ts", import.meta.url)), database],
+    args: ["run", "-A", holder, database, ...(sql === undefined ? [] : [sql])],
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
@@ -443,6 +447,25 @@ export async function holdWriteLock(database: string): Promise<{ release(): Prom
       if (code !== 0) throw new Error(`the lock holder exited with code ${code}`);
     },
   };
+}
+
+/**
+ * Another program holding `database`'s EXCLUSIVE lock (in rollback-journal
+ * mode, readers are kept out too) with one row inserted into `t`, until
+ * `release()` commits it (see {@link holdWriteLock}).
+ */
+export function holdExclusive(database: string): Promise<{ release(): Promise<void> }> {
+  return holdWriteLock(database, "BEGIN EXCLUSIVE; INSERT INTO t VALUES (2)");
+}
+
+/** A rollback-journal database with table `t` holding one row, in a fresh directory. */
+export async function rollbackJournalDb(): Promise<{ dir: string; database: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
+  const database = `${dir}/ro.db`;
+  const seed = new DatabaseSync(database);
+  seed.exec("PRAGMA journal_mode = DELETE; CREATE TABLE t (a); INSERT INTO t VALUES (1)");
+  seed.close();
+  return { dir, database };
 }
 
 /**

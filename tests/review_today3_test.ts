@@ -8,52 +8,12 @@
  */
 
 import assert from "node:assert/strict";
-import { DatabaseSync } from "node:sqlite";
 import { SqliteError } from "../mod.ts";
 import { Encoded } from "../protocol/msgpack.ts";
-import { readStdoutUntil, startServer, takeEvents, within } from "./_helpers.ts";
+import { holdExclusive, rollbackJournalDb, startServer, takeEvents, within } from "./_helpers.ts";
 import { frame, Raw } from "./_raw.ts";
 
 const ffi = (Deno.env.get("NETSQLITE_ENGINE") ?? "ffi") !== "node";
-
-/** Another program holding `database`'s EXCLUSIVE lock, one row inserted into `t`, until `release()`. */
-async function holdExclusive(database: string): Promise<{ release(): Promise<void> }> {
-  const code = `import { DatabaseSync } from "node:sqlite";
-const db = new DatabaseSync(Deno.args[0]);
-db.exec("PRAGMA busy_timeout = 5000; BEGIN EXCLUSIVE; INSERT INTO t VALUES (2)");
-console.log("locked");
-await Deno.stdin.read(new Uint8Array(8));
-db.exec("COMMIT");
-db.close();`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=js", code, database],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const { drained } = await readStdoutUntil(child, "locked");
-  const stdin = child.stdin.getWriter();
-  let released = false;
-  return {
-    async release() {
-      if (released) return;
-      released = true;
-      await stdin.write(new TextEncoder().encode("go\n"));
-      await stdin.close();
-      assert.equal((await child.status).code, 0);
-      await drained;
-    },
-  };
-}
-
-async function rollbackJournalDb(): Promise<{ dir: string; database: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
-  const database = `${dir}/ro.db`;
-  const seed = new DatabaseSync(database);
-  seed.exec("PRAGMA journal_mode = DELETE; CREATE TABLE t (a); INSERT INTO t VALUES (1)");
-  seed.close();
-  return { dir, database };
-}
 
 Deno.test({
   name:
