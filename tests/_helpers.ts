@@ -458,14 +458,41 @@ export function holdExclusive(database: string): Promise<{ release(): Promise<vo
   return holdWriteLock(database, "BEGIN EXCLUSIVE; INSERT INTO t VALUES (2)");
 }
 
-/** A rollback-journal database with table `t` holding one row, in a fresh directory. */
-export async function rollbackJournalDb(): Promise<{ dir: string; database: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "netsqlite-test-" });
-  const database = `${dir}/ro.db`;
+/**
+ * A rollback-journal database with table `t` holding one row, in a fresh
+ * directory (removed at disposal).
+ */
+export async function rollbackJournalDb(): Promise<{ database: string } & AsyncDisposable> {
+  const dir = await tempDir();
+  const database = `${dir.path}/ro.db`;
   const seed = new DatabaseSync(database);
   seed.exec("PRAGMA journal_mode = DELETE; CREATE TABLE t (a); INSERT INTO t VALUES (1)");
   seed.close();
-  return { dir, database };
+  return { database, [Symbol.asyncDispose]: () => dir[Symbol.asyncDispose]() };
+}
+
+/** The error `p` rejected with (fails when it resolved, or with another error than a SqliteError). */
+export async function rejection(p: Promise<unknown>): Promise<SqliteError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof SqliteError, String(err));
+    return err;
+  }
+  assert.fail("expected a rejection");
+}
+
+/**
+ * Opens a transaction on `db` that SQLite then rolls back
+ * (`INSERT OR ROLLBACK`): TX_ABORTED. Needs a table `t (a INTEGER PRIMARY
+ * KEY, b UNIQUE)` without rows 100 and 101.
+ */
+export async function abortTransaction(db: Client): Promise<void> {
+  await db.exec("BEGIN");
+  await db.run("INSERT INTO t VALUES (100, 'x')");
+  const err = await rejection(db.run("INSERT OR ROLLBACK INTO t VALUES (101, 'x')"));
+  assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE", err.message);
+  assert.equal((await rejection(db.run("SELECT 1"))).code, "TX_ABORTED");
 }
 
 /**

@@ -9,32 +9,12 @@
  */
 
 import assert from "node:assert/strict";
-import { type Client, connect, SqliteError } from "../mod.ts";
+import { type Client, connect } from "../mod.ts";
 import { serve, type ServeOptions } from "../server.ts";
 import { DemoCluster, skipWithoutDqlite } from "./_dqlite_nodes.ts";
-import { delay, startServer } from "./_helpers.ts";
+import { abortTransaction, delay, rejection, startServer } from "./_helpers.ts";
 
 const ignore = skipWithoutDqlite("dqlite_script_left_test.ts", "cluster cases");
-
-/** The error `p` rejected with (fails when it resolved). */
-async function rejection(p: Promise<unknown>): Promise<SqliteError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof SqliteError, String(err));
-    return err;
-  }
-  assert.fail("expected a rejection");
-}
-
-/** Opens a transaction on `db` that SQLite then rolls back (`INSERT OR ROLLBACK`): TX_ABORTED. */
-async function abortTransaction(db: Client): Promise<void> {
-  await db.exec("BEGIN");
-  await db.run("INSERT INTO t VALUES (100, 'x')");
-  const err = await rejection(db.run("INSERT OR ROLLBACK INTO t VALUES (101, 'x')"));
-  assert.equal(err.code, "SQLITE_CONSTRAINT_UNIQUE", err.message);
-  assert.equal((await rejection(db.run("SELECT 1"))).code, "TX_ABORTED");
-}
 
 /** A script that begins with the ROLLBACK ending the ended transaction runs the rest of it. */
 async function rollbackThenMore(db: Client): Promise<void> {

@@ -20,36 +20,33 @@ Deno.test({
     "review today3: requests pipelined behind a read waiting for another program's lock are answered after it, in order",
   ignore: !ffi,
   async fn() {
-    const { dir, database } = await rollbackJournalDb();
+    await using journal = await rollbackJournalDb();
+    const { database } = journal;
+    await using srv = await startServer({ database, readonly: true, logLevel: "error" });
+    await using a = await srv.client();
+    assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[1]]);
+    const holder = await holdExclusive(database);
     try {
-      await using srv = await startServer({ database, readonly: true, logLevel: "error" });
-      await using a = await srv.client();
-      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[1]]);
-      const holder = await holdExclusive(database);
-      try {
-        const order: string[] = [];
-        const note = <T>(what: string, p: Promise<T>) =>
-          p.then((v) => {
-            order.push(what);
-            return v;
-          });
-        const first = note("first", a.values("SELECT count(*) FROM t"));
-        const second = note("second", a.values("SELECT max(a) FROM t"));
-        const third = note("third", a.values("SELECT 42"));
-        const fourth = note("fourth", a.values("SELECT min(a) FROM t"));
-        assert.equal(await within(first, 300), "timeout");
-        assert.equal(await within(third, 50), "timeout");
-        await holder.release();
-        assert.deepEqual(
-          await Promise.all([first, second, third, fourth]),
-          [[[2]], [[2]], [[42]], [[1]]],
-        );
-        assert.deepEqual(order, ["first", "second", "third", "fourth"]);
-      } finally {
-        await holder.release();
-      }
+      const order: string[] = [];
+      const note = <T>(what: string, p: Promise<T>) =>
+        p.then((v) => {
+          order.push(what);
+          return v;
+        });
+      const first = note("first", a.values("SELECT count(*) FROM t"));
+      const second = note("second", a.values("SELECT max(a) FROM t"));
+      const third = note("third", a.values("SELECT 42"));
+      const fourth = note("fourth", a.values("SELECT min(a) FROM t"));
+      assert.equal(await within(first, 300), "timeout");
+      assert.equal(await within(third, 50), "timeout");
+      await holder.release();
+      assert.deepEqual(
+        await Promise.all([first, second, third, fourth]),
+        [[[2]], [[2]], [[42]], [[1]]],
+      );
+      assert.deepEqual(order, ["first", "second", "third", "fourth"]);
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      await holder.release();
     }
   },
 });
@@ -59,37 +56,34 @@ Deno.test({
     "review today3: a read that joins the shared wait for another program's lock late still waits its own --busy-timeout",
   ignore: !ffi,
   async fn() {
-    const { dir, database } = await rollbackJournalDb();
+    await using journal = await rollbackJournalDb();
+    const { database } = journal;
+    await using srv = await startServer({
+      database,
+      readonly: true,
+      busyTimeout: 1_000,
+      logLevel: "error",
+    });
+    await using a = await srv.client();
+    await using b = await srv.client();
+    const holder = await holdExclusive(database);
     try {
-      await using srv = await startServer({
-        database,
-        readonly: true,
-        busyTimeout: 1_000,
-        logLevel: "error",
-      });
-      await using a = await srv.client();
-      await using b = await srv.client();
-      const holder = await holdExclusive(database);
-      try {
-        const early = a.values("SELECT count(*) FROM t").then(() => null, (err) => err);
-        await new Promise((r) => setTimeout(r, 700));
-        const t0 = performance.now();
-        const late = await b.values("SELECT count(*) FROM t").then(() => null, (err) => err);
-        const took = performance.now() - t0;
-        assert.ok(late instanceof SqliteError, String(late));
-        assert.equal(late.code, "SQLITE_BUSY", late.message);
-        // It says it waited the busy timeout, 1000 ms: it did (not 300 ms).
-        assert.ok(took >= 900 && took < 2_500, `the late read failed after ${took} ms`);
-        const e = await early;
-        assert.equal(e?.code, "SQLITE_BUSY", String(e));
-      } finally {
-        await holder.release();
-      }
-      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
-      assert.deepEqual(await b.values("SELECT count(*) FROM t"), [[2]]);
+      const early = a.values("SELECT count(*) FROM t").then(() => null, (err) => err);
+      await new Promise((r) => setTimeout(r, 700));
+      const t0 = performance.now();
+      const late = await b.values("SELECT count(*) FROM t").then(() => null, (err) => err);
+      const took = performance.now() - t0;
+      assert.ok(late instanceof SqliteError, String(late));
+      assert.equal(late.code, "SQLITE_BUSY", late.message);
+      // It says it waited the busy timeout, 1000 ms: it did (not 300 ms).
+      assert.ok(took >= 900 && took < 2_500, `the late read failed after ${took} ms`);
+      const e = await early;
+      assert.equal(e?.code, "SQLITE_BUSY", String(e));
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      await holder.release();
     }
+    assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
+    assert.deepEqual(await b.values("SELECT count(*) FROM t"), [[2]]);
   },
 });
 
@@ -98,42 +92,39 @@ Deno.test({
     "review today3: a connection closed while its reads wait for another program's lock, then the server shut down while another waits",
   ignore: !ffi,
   async fn() {
-    const { dir, database } = await rollbackJournalDb();
+    await using journal = await rollbackJournalDb();
+    const { database } = journal;
+    await using srv = await startServer({ database, readonly: true, logLevel: "error" });
+    const a = await srv.client();
+    await using b = await srv.client();
+    await using c = await srv.client();
+    const holder = await holdExclusive(database);
     try {
-      await using srv = await startServer({ database, readonly: true, logLevel: "error" });
-      const a = await srv.client();
-      await using b = await srv.client();
-      await using c = await srv.client();
-      const holder = await holdExclusive(database);
+      const gone = a.values("SELECT count(*) FROM t").then(() => null, (err) => err);
+      const gone2 = a.values("SELECT 1").then(() => null, (err) => err);
+      const waiting = b.values("SELECT count(*) FROM t");
+      assert.equal(await within(waiting, 300), "timeout");
+      await a.close();
+      assert.ok((await gone) instanceof Error);
+      assert.ok((await gone2) instanceof Error);
+      // The server goes on: the other waiting read is answered once the lock is released.
+      await holder.release();
+      assert.deepEqual(await waiting, [[2]]);
+      // Waiting again, then shut down: answered, nothing left armed.
+      const holder2 = await holdExclusive(database);
       try {
-        const gone = a.values("SELECT count(*) FROM t").then(() => null, (err) => err);
-        const gone2 = a.values("SELECT 1").then(() => null, (err) => err);
-        const waiting = b.values("SELECT count(*) FROM t");
-        assert.equal(await within(waiting, 300), "timeout");
-        await a.close();
-        assert.ok((await gone) instanceof Error);
-        assert.ok((await gone2) instanceof Error);
-        // The server goes on: the other waiting read is answered once the lock is released.
-        await holder.release();
-        assert.deepEqual(await waiting, [[2]]);
-        // Waiting again, then shut down: answered, nothing left armed.
-        const holder2 = await holdExclusive(database);
-        try {
-          const last = c.values("SELECT count(*) FROM t").then(() => null, (err) => err);
-          assert.equal(await within(last, 300), "timeout");
-          const t0 = performance.now();
-          await srv.server.shutdown();
-          const err = await last;
-          assert.ok(err instanceof Error, String(err));
-          assert.ok(performance.now() - t0 < 4_000);
-        } finally {
-          await holder2.release();
-        }
+        const last = c.values("SELECT count(*) FROM t").then(() => null, (err) => err);
+        assert.equal(await within(last, 300), "timeout");
+        const t0 = performance.now();
+        await srv.server.shutdown();
+        const err = await last;
+        assert.ok(err instanceof Error, String(err));
+        assert.ok(performance.now() - t0 < 4_000);
       } finally {
-        await holder.release();
+        await holder2.release();
       }
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      await holder.release();
     }
   },
 });
@@ -199,39 +190,36 @@ Deno.test({
     "review today3: cancelling a read waiting for another program's lock lets the request pipelined behind it wait in turn, answered once",
   ignore: !ffi,
   async fn() {
-    const { dir, database } = await rollbackJournalDb();
+    await using journal = await rollbackJournalDb();
+    const { database } = journal;
+    await using srv = await startServer({ database, readonly: true, logLevel: "error" });
+    await using a = await srv.client();
+    const holder = await holdExclusive(database);
     try {
-      await using srv = await startServer({ database, readonly: true, logLevel: "error" });
-      await using a = await srv.client();
-      const holder = await holdExclusive(database);
-      try {
-        const abort = new AbortController();
-        const first = a.values("SELECT count(*) FROM t", [], { signal: abort.signal }).then(
-          () => null,
-          (err) => err,
-        );
-        const second = a.values("SELECT max(a) FROM t");
-        const third = a.values("SELECT min(a) FROM t", [], { timeout: 400 }).then(
-          () => null,
-          (err) => err,
-        );
-        assert.equal(await within(second, 200), "timeout");
-        abort.abort();
-        const err = await first;
-        assert.equal(err?.code, "ABORTED", String(err));
-        // The second waits now; the third, behind it, times out at its own deadline
-        // (its clock starts when its turn comes: after the second).
-        assert.equal(await within(second, 300), "timeout");
-        await holder.release();
-        assert.deepEqual(await second, [[2]]);
-        const late = await third;
-        assert.equal(late, null, String(late));
-        assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
-      } finally {
-        await holder.release();
-      }
+      const abort = new AbortController();
+      const first = a.values("SELECT count(*) FROM t", [], { signal: abort.signal }).then(
+        () => null,
+        (err) => err,
+      );
+      const second = a.values("SELECT max(a) FROM t");
+      const third = a.values("SELECT min(a) FROM t", [], { timeout: 400 }).then(
+        () => null,
+        (err) => err,
+      );
+      assert.equal(await within(second, 200), "timeout");
+      abort.abort();
+      const err = await first;
+      assert.equal(err?.code, "ABORTED", String(err));
+      // The second waits now; the third, behind it, times out at its own deadline
+      // (its clock starts when its turn comes: after the second).
+      assert.equal(await within(second, 300), "timeout");
+      await holder.release();
+      assert.deepEqual(await second, [[2]]);
+      const late = await third;
+      assert.equal(late, null, String(late));
+      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      await holder.release();
     }
   },
 });
@@ -241,47 +229,44 @@ Deno.test({
     "review today3: exec (BEGIN, a script) meeting another program's lock as it takes the writer waits for it, and keeps no writer when it fails",
   ignore: !ffi,
   async fn() {
-    const { dir, database } = await rollbackJournalDb();
+    await using journal = await rollbackJournalDb();
+    const { database } = journal;
+    await using srv = await startServer({
+      database,
+      readonly: true,
+      busyTimeout: 600,
+      logLevel: "error",
+    });
+    await using a = await srv.client();
+    await using b = await srv.client();
+    assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[1]]);
+    // Released before the busy timeout: the BEGIN and the script wait, then run.
+    let holder = await holdExclusive(database);
     try {
-      await using srv = await startServer({
-        database,
-        readonly: true,
-        busyTimeout: 600,
-        logLevel: "error",
-      });
-      await using a = await srv.client();
-      await using b = await srv.client();
-      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[1]]);
-      // Released before the busy timeout: the BEGIN and the script wait, then run.
-      let holder = await holdExclusive(database);
-      try {
-        const begin = a.exec("BEGIN");
-        const script = b.exec("SELECT 1; SELECT 2");
-        assert.equal(await within(begin, 200), "timeout");
-        await holder.release();
-        await begin;
-        assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
-        await a.exec("COMMIT"); // (the script waits for the writer the transaction holds)
-        await script;
-      } finally {
-        await holder.release();
-      }
-      // Held past the busy timeout: SQLITE_BUSY, and the writer is not kept
-      // by the failed request (before: another client's exec then waited
-      // --busy-timeout for it, "held by session 1", and failed).
-      holder = await holdExclusive(database);
-      try {
-        const failed = await a.exec("SELECT 1").then(() => null, (err) => err);
-        assert.equal(failed?.code, "SQLITE_BUSY", String(failed));
-      } finally {
-        await holder.release();
-      }
-      const t0 = performance.now();
-      await b.exec("SELECT 1");
-      assert.ok(performance.now() - t0 < 300, `b waited ${performance.now() - t0} ms`);
-      await a.exec("SELECT 1");
+      const begin = a.exec("BEGIN");
+      const script = b.exec("SELECT 1; SELECT 2");
+      assert.equal(await within(begin, 200), "timeout");
+      await holder.release();
+      await begin;
+      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
+      await a.exec("COMMIT"); // (the script waits for the writer the transaction holds)
+      await script;
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      await holder.release();
     }
+    // Held past the busy timeout: SQLITE_BUSY, and the writer is not kept
+    // by the failed request (before: another client's exec then waited
+    // --busy-timeout for it, "held by session 1", and failed).
+    holder = await holdExclusive(database);
+    try {
+      const failed = await a.exec("SELECT 1").then(() => null, (err) => err);
+      assert.equal(failed?.code, "SQLITE_BUSY", String(failed));
+    } finally {
+      await holder.release();
+    }
+    const t0 = performance.now();
+    await b.exec("SELECT 1");
+    assert.ok(performance.now() - t0 < 300, `b waited ${performance.now() - t0} ms`);
+    await a.exec("SELECT 1");
   },
 });

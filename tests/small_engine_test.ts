@@ -23,39 +23,36 @@ Deno.test({
     "small engine: iterate() that waited for another program's lock keeps its deadline (its timeout does not start again)",
   ignore: !ffi,
   async fn() {
-    const { dir, database } = await rollbackJournalDb();
+    await using journal = await rollbackJournalDb();
+    const { database } = journal;
+    await using srv = await startServer({
+      database,
+      readonly: true,
+      busyTimeout: 5_000,
+      logLevel: "error",
+    });
+    await using a = await srv.client();
+    assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[1]]);
+    const holder = await holdExclusive(database);
+    let ms: number;
+    let error: unknown = null;
     try {
-      await using srv = await startServer({
-        database,
-        readonly: true,
-        busyTimeout: 5_000,
-        logLevel: "error",
-      });
-      await using a = await srv.client();
-      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[1]]);
-      const holder = await holdExclusive(database);
-      let ms: number;
-      let error: unknown = null;
-      try {
-        const t0 = performance.now();
-        const it = a.iterate(SLOW_SUM, [], { timeout: 1_500 })[Symbol.asyncIterator]();
-        const first = it.next().then(() => null, (err) => err);
-        assert.equal(await within(first, 1_000), "timeout");
-        await holder.release();
-        error = await first;
-        ms = performance.now() - t0;
-        await it.return?.(undefined);
-      } finally {
-        await holder.release();
-      }
-      assert.ok(error instanceof SqliteError, String(error));
-      assert.equal(error.code, ErrorCode.StatementTimeout, error.message);
-      // 1.5 s after it was sent (about 1 s waiting, 0.5 s stepping), not 1.5 s after the lock.
-      assert.ok(ms >= 1_300 && ms < 2_200, `the cursor failed after ${ms.toFixed(0)} ms`);
-      assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
+      const t0 = performance.now();
+      const it = a.iterate(SLOW_SUM, [], { timeout: 1_500 })[Symbol.asyncIterator]();
+      const first = it.next().then(() => null, (err) => err);
+      assert.equal(await within(first, 1_000), "timeout");
+      await holder.release();
+      error = await first;
+      ms = performance.now() - t0;
+      await it.return?.(undefined);
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      await holder.release();
     }
+    assert.ok(error instanceof SqliteError, String(error));
+    assert.equal(error.code, ErrorCode.StatementTimeout, error.message);
+    // 1.5 s after it was sent (about 1 s waiting, 0.5 s stepping), not 1.5 s after the lock.
+    assert.ok(ms >= 1_300 && ms < 2_200, `the cursor failed after ${ms.toFixed(0)} ms`);
+    assert.deepEqual(await a.values("SELECT count(*) FROM t"), [[2]]);
   },
 });
 
@@ -64,41 +61,38 @@ Deno.test({
     "small engine: stats counts the requests waiting for another program's lock (lockWaiting), which no writer wait counts",
   ignore: !ffi,
   async fn() {
-    const { dir, database } = await rollbackJournalDb();
+    await using journal = await rollbackJournalDb();
+    const { database } = journal;
+    await using srv = await startServer({
+      database,
+      readonly: true,
+      busyTimeout: 5_000,
+      logLevel: "error",
+    });
+    await using a = await srv.client();
+    await using b = await srv.client();
+    assert.equal((await serverStats(srv.connectOptions)).lockWaiting, 0);
+    const holder = await holdExclusive(database);
     try {
-      await using srv = await startServer({
-        database,
-        readonly: true,
-        busyTimeout: 5_000,
-        logLevel: "error",
-      });
-      await using a = await srv.client();
-      await using b = await srv.client();
-      assert.equal((await serverStats(srv.connectOptions)).lockWaiting, 0);
-      const holder = await holdExclusive(database);
-      try {
-        const first = a.values("SELECT count(*) FROM t");
-        const second = b.values("SELECT max(a) FROM t");
-        assert.equal(await within(first, 300), "timeout");
-        assert.equal(await within(second, 50), "timeout");
-        const stats = await serverStats(srv.connectOptions);
-        assert.equal(stats.lockWaiting, 2, JSON.stringify(stats));
-        assert.equal(stats.writer.waiting, 0);
-        // `netsqlite stats` shows them.
-        assert.match(
-          describeStats(stats),
-          /\nlock waits {4}2 waiting for another program's lock on the database file\n/,
-        );
-        await holder.release();
-        assert.deepEqual(await Promise.all([first, second]), [[[2]], [[2]]]);
-      } finally {
-        await holder.release();
-      }
-      const after = await serverStats(srv.connectOptions);
-      assert.equal(after.lockWaiting, 0);
-      assert.doesNotMatch(describeStats(after), /lock waits/);
+      const first = a.values("SELECT count(*) FROM t");
+      const second = b.values("SELECT max(a) FROM t");
+      assert.equal(await within(first, 300), "timeout");
+      assert.equal(await within(second, 50), "timeout");
+      const stats = await serverStats(srv.connectOptions);
+      assert.equal(stats.lockWaiting, 2, JSON.stringify(stats));
+      assert.equal(stats.writer.waiting, 0);
+      // `netsqlite stats` shows them.
+      assert.match(
+        describeStats(stats),
+        /\nlock waits {4}2 waiting for another program's lock on the database file\n/,
+      );
+      await holder.release();
+      assert.deepEqual(await Promise.all([first, second]), [[[2]], [[2]]]);
     } finally {
-      await Deno.remove(dir, { recursive: true });
+      await holder.release();
     }
+    const after = await serverStats(srv.connectOptions);
+    assert.equal(after.lockWaiting, 0);
+    assert.doesNotMatch(describeStats(after), /lock waits/);
   },
 });
