@@ -37,6 +37,9 @@ import { type Client, connect, type ConnectOptions } from "../../client.ts";
 import { SERVE_TASK_FLAGS, type ServerProcess, startServerProcess } from "../_helpers.ts";
 import { LineReader, rssOf, withTimeout } from "./soak.ts";
 
+/** How far above its baseline the server's heap (anonymous RSS) may be after the last round. */
+export const ANON_SLACK_BYTES = 4 * 1024 * 1024;
+
 /** Options of {@link runIdleConnections}. */
 export interface IdleOptions {
   /** Idle connections to hold. @default {1000} */
@@ -492,22 +495,26 @@ export async function runIdleConnections(options: IdleOptions = {}): Promise<Idl
     const t0 = performance.now();
     const last = cycle === cycles;
     const rssWaitMs = last ? settleMs : Math.min(settleMs, 5_000);
-    let bytes = rssOf(pid), targets = fdTargetsOf(pid);
+    let bytes = rssOf(pid), anonBytes = rssOf(pid, "anon"), targets = fdTargetsOf(pid);
     let census = fdCensus(targets, database);
     let problem = unsettledFds(census, baselineCensus, count);
     for (;;) {
       const waited = performance.now() - t0;
       const fdsPending = problem !== null && waited < settleMs;
-      const rssPending = bytes > baselineBytes + slackBytes && waited < rssWaitMs;
+      // (The heap too, after the last round: the RSS may be within its slack
+      // while the heap is not yet back within ANON_SLACK_BYTES.)
+      const rssPending = (bytes > baselineBytes + slackBytes ||
+        (last && anonBytes > baselineAnonBytes + ANON_SLACK_BYTES)) && waited < rssWaitMs;
       if (!fdsPending && !rssPending) break;
       await sleep(250);
       bytes = rssOf(pid);
+      anonBytes = rssOf(pid, "anon");
       targets = fdTargetsOf(pid);
       census = fdCensus(targets, database);
       problem = unsettledFds(census, baselineCensus, count);
     }
     round.afterBytes = bytes;
-    round.afterAnonBytes = rssOf(pid, "anon");
+    round.afterAnonBytes = anonBytes;
     round.afterFds = census.total;
     round.afterFdCensus = census;
     round.fdProblem = problem;
